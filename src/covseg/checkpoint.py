@@ -1,0 +1,58 @@
+"""covseg checkpoints: a state dict plus what is needed to rebuild the model and its inputs.
+
+Files are plain dicts of tensors and primitives, loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from covseg.errors import CovsegError
+from covseg.io.atomic import atomic_path
+from covseg.models import build_model
+
+FORMAT = "covseg-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, meta: dict[str, Any],
+                    **extra: Any) -> Path:
+    """Write ``{format, version, meta, state_dict, **extra}`` atomically."""
+    payload = {"format": FORMAT, "version": VERSION, "meta": meta,
+               "state_dict": model.state_dict(), **extra}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a covseg checkpoint safely; anything else gives a one-line error."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.pt"
+    if not path.is_file():
+        raise CovsegError(f"{path}: no such checkpoint; pass a run folder or its best.pt")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001  torch.load raises many types (KeyError, UnpicklingError...)
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CovsegError(f"{path}: not a covseg checkpoint ({first_line})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CovsegError(f"{path}: not a covseg checkpoint (no covseg header)")
+    if payload.get("version", 0) > VERSION:
+        raise CovsegError(f"{path}: written by a newer covseg (format {payload['version']})")
+    return payload
+
+
+def model_from_checkpoint(payload: dict[str, Any]) -> nn.Module:
+    """Rebuild the network recorded in ``payload['meta']`` and load its weights."""
+    meta = payload["meta"]
+    model = build_model(meta["model"], meta["in_channels"], meta["num_classes"],
+                        **meta.get("model_options", {}))
+    model.load_state_dict(payload["state_dict"])
+    return model.eval()

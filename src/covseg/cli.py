@@ -1,0 +1,183 @@
+"""The ``covseg`` command line: one subcommand per step, each a thin call into :mod:`covseg.api`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from covseg import api
+from covseg.config import TrainConfig
+from covseg.data.layouts import TARGETS
+from covseg.errors import CovsegError
+from covseg.losses import LOSSES
+from covseg.transforms import AUGMENTATIONS, INTENSITY_MODES, LUNG_WINDOW
+
+DEFAULTS = TrainConfig()
+
+
+def _model_option(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", help="data folder (any supported layout) or 'synthetic[:SEED]'")
+    parser.add_argument("--target", choices=TARGETS, default=DEFAULTS.target,
+                        help="infection (binary), multiclass lesions, or lung")
+    parser.add_argument("--intensity", choices=INTENSITY_MODES, default=DEFAULTS.intensity,
+                        help="how images are stored; auto detects HU vs 8-bit")
+    parser.add_argument("--window", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        default=list(LUNG_WINDOW), help="HU window (default: lung window)")
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    _add_data_options(parser)
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--model", default=DEFAULTS.model, help="architecture (see `covseg models`)")
+    parser.add_argument("--model-option", type=_model_option, action="append", default=[],
+                        metavar="KEY=VALUE", help="architecture option, e.g. width=32")
+    parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    parser.add_argument("--lr", type=float, default=DEFAULTS.lr)
+    parser.add_argument("--size", type=int, default=DEFAULTS.size, help="training canvas (px)")
+    parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    parser.add_argument("--augment", choices=AUGMENTATIONS, default=DEFAULTS.augment)
+    parser.add_argument("--loss", choices=LOSSES, default=DEFAULTS.loss)
+    parser.add_argument("--val-fraction", type=float, default=DEFAULTS.val_fraction,
+                        help="share of patients held out for model selection")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
+
+
+def _config(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "model": args.model, "model_options": dict(args.model_option), "target": args.target,
+        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "size": args.size,
+        "seed": args.seed, "augment": args.augment, "loss": args.loss,
+        "val_fraction": args.val_fraction, "intensity": args.intensity,
+        "window": tuple(args.window),
+    }
+
+
+def _positive(args: argparse.Namespace, *names: str) -> None:
+    for name in names:
+        if getattr(args, name) <= 0:
+            raise CovsegError(f"--{name.replace('_', '-')} must be positive")
+
+
+def cmd_visualize(args: argparse.Namespace) -> int:
+    path = api.visualize(args.data, args.out, n=args.n, target=args.target)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    _positive(args, "epochs", "batch_size", "lr", "size")
+    metrics = api.train(args.data, args.out, resume=args.resume, **_config(args))
+    dice = metrics.get("validation", {}).get("dice", {}).get("mean")
+    shown = f"validation Dice {dice:.3f}" if dice is not None else "no validation split"
+    print(f"trained {metrics['epochs']} epochs ({shown}); run in {args.out}")
+    return 0
+
+
+def cmd_cv(args: argparse.Namespace) -> int:
+    _positive(args, "epochs", "batch_size", "lr", "size")
+    summary = api.cross_validate(args.data, args.out, folds=args.folds, resume=args.resume,
+                                 **_config(args))
+    dice = summary["mean_std_over_folds"]["dice"]
+    print(f"Dice {dice['mean']:.3f} ± {dice['std']:.3f} over folds; report in {args.out}/report.md")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    written = api.predict(args.model, args.inputs, args.out, overlay_png=args.overlay,
+                          batch_size=args.batch_size, tta=args.tta)
+    print(f"wrote {len(written)} mask(s) to {args.out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    result = api.evaluate(args.pred, args.truth, args.out)
+    dice = result["summary"]["dice"]
+    print(f"{result['cases']} cases, Dice {dice['mean']:.3f} ± {dice['std']:.3f}; wrote {args.out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    summary = api.demo(args.out)
+    dice = summary["mean_std_over_folds"]["dice"]
+    print(f"SYNTHETIC demo done in {summary['demo_seconds']:.0f} s: Dice {dice['mean']:.3f} ± "
+          f"{dice['std']:.3f}\n  samples: {args.out}/samples.png\n  report:  {args.out}/cv/report.md"
+          f"\n  box plot: {args.out}/cv/dice_boxplot.png\n  folds:   {args.out}/cv/fold_*/")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="covseg", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("visualize", help="PNG grid of slices with their masks")
+    p.add_argument("data", help="data folder or 'synthetic'")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--n", type=int, default=8, help="number of slices")
+    p.add_argument("--target", choices=TARGETS, default="infection")
+    p.set_defaults(handler=cmd_visualize)
+
+    p = sub.add_parser("train", help="train a model with a patient-grouped validation split")
+    _add_train_options(p)
+    p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("cv", help="k-fold cross-validation grouped by patient")
+    _add_train_options(p)
+    p.add_argument("--folds", type=int, default=5)
+    p.set_defaults(handler=cmd_cv)
+
+    p = sub.add_parser("predict", help="masks for images (PNG out, same name and size)")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--model", required=True, help="run folder or checkpoint from `covseg train`")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--overlay", action="store_true", help="also write overlays/*.png")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--tta", action="store_true", help="average with a left-right flip")
+    p.set_defaults(handler=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="metrics of predicted masks against the truth")
+    p.add_argument("--pred", required=True, help="folder of predicted masks")
+    p.add_argument("--truth", required=True, help="folder of true masks (same file stems)")
+    p.add_argument("--out", required=True, help="output path; .csv and .json are written")
+    p.set_defaults(handler=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="synthetic data -> cross-validation -> report, in minutes")
+    p.add_argument("--out", default="covseg-demo", help="output folder")
+    p.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: bad input ends with one line on stderr and exit status 2."""
+    args = build_parser().parse_args(argv)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        return args.handler(args)
+    except CovsegError as exc:
+        print(f"covseg: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("covseg: interrupted; rerun the same command with --resume to continue",
+              file=sys.stderr)
+        return 130
+    except OSError as exc:
+        print(f"covseg: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""The training recipe as one dataclass: every option of ``covseg train`` lives here."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from covseg.transforms import LUNG_WINDOW
+
+
+@dataclass
+class TrainConfig:
+    """What to train and how. Defaults are covseg's recipe for a 2-core CPU."""
+
+    model: str = "unet"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    target: str = "infection"
+    epochs: int = 60
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    size: int = 256
+    seed: int = 0
+    augment: str = "heavy"
+    loss: str = "bce+dice"
+    val_fraction: float = 0.2
+    intensity: str = "auto"
+    window: tuple[float, float] = LUNG_WINDOW
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["window"] = list(self.window)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if "window" in known:
+            known["window"] = tuple(known["window"])
+        return cls(**known)

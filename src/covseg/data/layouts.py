@@ -1,0 +1,400 @@
+"""Detect a data folder's layout and read it as 2D samples (image, mask, case id, patient id).
+
+Supported layouts (checked in this order):
+
+- ``synthetic``: the built-in generator (pass ``synthetic`` or ``synthetic:SEED`` as the folder);
+- ``mosmed-2d``: slice files plus ``train_new{k}.txt`` / ``valid_new{k}.txt`` fold lists;
+- ``medseg``: MedSeg CT100 ``tr_im/`` + ``tr_mask/`` (or ``tr_mask_new/``) PNGs, or the
+  ``tr_im.nii.gz`` + ``tr_mask.nii.gz`` stacks;
+- ``infnet``: Inf-Net COVID-SemiSeg ``Imgs/`` + ``GT/`` (binary or multi-class);
+- ``zenodo``: "COVID-19 CT Lung and Infection Segmentation" volumes (Kaggle or Zenodo names);
+- ``mosmed-3d``: MosMedData ``studies/`` + ``masks/`` NIfTI volumes;
+- ``folders``: generic ``images/`` + ``masks/`` with matching stems (2D files or NIfTI volumes).
+
+Volumes are sliced axially and every slice keeps its study as patient id, so that folds never
+split a patient. A ``patients.csv`` (columns ``case_id,patient_id``) in a 2D folder groups slices.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from covseg.errors import CovsegError
+from covseg.io.image import is_image_file, read_array, read_mask
+from covseg.io.volume import is_nifti, nifti_stem, read_nifti
+from covseg.transforms import LUNG_WINDOW, normalize_intensity
+
+TARGETS: tuple[str, ...] = ("infection", "multiclass", "lung")
+"""What the mask means: any infection (binary), lesion classes, or the lungs."""
+CLASS_NAMES: dict[int, str] = {
+    0: "background",
+    1: "ground-glass",
+    2: "consolidation",
+    3: "pleural effusion",
+}
+
+
+@dataclass
+class Sample:
+    """One 2D slice: image scaled to [0, 1], mask as integer labels, and where it came from."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    case_id: str
+    patient_id: str
+    source: str
+
+
+@dataclass
+class LoadedData:
+    """A data set read from a folder: its samples, layout name and any folds it ships with."""
+
+    samples: list[Sample]
+    layout: str
+    root: str
+    target: str
+    num_classes: int
+    folds: list[tuple[list[str], list[str]]] | None = None
+    synthetic: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def patients(self) -> list[str]:
+        return sorted({s.patient_id for s in self.samples})
+
+    def describe(self) -> str:
+        label = "SYNTHETIC " if self.synthetic else ""
+        return (
+            f"{label}{self.layout} data at {self.root}: {len(self.samples)} slices, "
+            f"{len(self.patients)} patients, target {self.target} ({self.num_classes} classes)"
+        )
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read a folder: which mask, and how to scale intensities."""
+
+    target: str = "infection"
+    intensity: str = "auto"
+    window: tuple[float, float] = LUNG_WINDOW
+    slices: str = "all"
+
+
+def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source: str,
+            options: ReadOptions) -> Sample:
+    if image.shape != mask.shape:
+        raise CovsegError(
+            f"{source}: image is {image.shape[1]}x{image.shape[0]} but its mask is "
+            f"{mask.shape[1]}x{mask.shape[0]}; masks must match their images pixel for pixel"
+        )
+    if options.target == "multiclass":
+        labels = mask.astype(np.uint8)
+    else:
+        labels = (mask > 0).astype(np.uint8)
+    return Sample(normalize_intensity(image, options.intensity, options.window), labels,
+                  case, patient, source)
+
+
+def _files(folder: Path, predicate: Callable[[Path], bool]) -> dict[str, Path]:
+    found = {}
+    for path in sorted(folder.iterdir()):
+        if predicate(path):
+            stem = nifti_stem(path) if is_nifti(path) else path.stem
+            found[stem] = path
+    return found
+
+
+def _pair(images: dict[str, Path], masks: dict[str, Path], where: Path,
+          key: Callable[[str], str] = lambda s: s) -> list[tuple[str, Path, Path]]:
+    by_key = {key(stem): path for stem, path in masks.items()}
+    missing = [stem for stem in images if key(stem) not in by_key]
+    if missing:
+        shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
+        raise CovsegError(
+            f"{where}: {len(missing)} image(s) have no mask ({shown}); "
+            "give every image a mask with the same file stem"
+        )
+    return [(stem, path, by_key[key(stem)]) for stem, path in images.items()]
+
+
+def _read_patients_csv(root: Path) -> dict[str, str]:
+    table = root / "patients.csv"
+    if not table.is_file():
+        return {}
+    with table.open(newline="", encoding="utf-8") as handle:
+        return {row["case_id"]: row["patient_id"] for row in csv.DictReader(handle)}
+
+
+def _progress(items: list, desc: str) -> Iterable:
+    return tqdm(items, desc=desc, unit="file", leave=False, disable=len(items) < 20)
+
+
+def _read_2d_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions,
+                   patients: dict[str, str], desc: str, case_prefix: str = "") -> list[Sample]:
+    samples = []
+    for stem, image_path, mask_path in _progress(pairs, desc):
+        case = f"{case_prefix}{stem}"
+        samples.append(_sample(read_array(image_path), read_mask(mask_path), case,
+                               patients.get(case, patients.get(stem, case)), str(image_path),
+                               options))
+    return samples
+
+
+def _slice_volume(image_path: Path, mask_path: Path, patient: str, options: ReadOptions
+                  ) -> list[Sample]:
+    image, mask = read_nifti(image_path), read_nifti(mask_path, dtype=np.int16)
+    if image.array.shape != mask.array.shape:
+        raise CovsegError(
+            f"{image_path}: volume shape {image.array.shape} differs from its mask "
+            f"{mask_path.name} {mask.array.shape}"
+        )
+    hu = normalize_intensity(image.array, options.intensity, options.window)
+    keep = range(len(hu))
+    if options.slices == "labelled":
+        keep = [k for k in keep if mask.array[k].any()]
+    unit = ReadOptions(options.target, "unit", options.window, options.slices)
+    return [
+        _sample(hu[k], mask.array[k], f"{patient}_z{k:04d}", patient, f"{image_path}#z{k}", unit)
+        for k in keep
+    ]
+
+
+def _read_volume_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions, desc: str
+                       ) -> list[Sample]:
+    samples: list[Sample] = []
+    for patient, image_path, mask_path in tqdm(pairs, desc=desc, unit="volume", leave=False):
+        samples.extend(_slice_volume(image_path, mask_path, patient, options))
+    return samples
+
+
+def _require(folder: Path) -> Path:
+    if not folder.is_dir():
+        raise CovsegError(f"{folder}: folder not found")
+    return folder
+
+
+def _first_dir(root: Path, names: Iterable[str]) -> Path | None:
+    for name in names:
+        if (root / name).is_dir():
+            return root / name
+    return None
+
+
+# --- layout readers -------------------------------------------------------------------------
+
+
+def _read_folders(root: Path, options: ReadOptions) -> LoadedData:
+    images_dir = _first_dir(root, ("images", "imgs", "Images"))
+    mask_names = ("lungs", "lung_masks") if options.target == "lung" else ("masks", "Masks")
+    masks_dir = _first_dir(root, mask_names)
+    if images_dir is None or masks_dir is None:
+        raise CovsegError(f"{root}: expected images/ and {mask_names[0]}/ folders")
+    images = _files(images_dir, lambda p: is_image_file(p) or is_nifti(p))
+    masks = _files(masks_dir, lambda p: is_image_file(p) or is_nifti(p))
+    pairs = _pair(images, masks, root)
+    volumes = [p for p in pairs if is_nifti(p[1])]
+    if volumes:
+        samples = _read_volume_pairs(volumes, options, "reading volumes")
+    else:
+        samples = _read_2d_pairs(pairs, options, _read_patients_csv(root), "reading slices")
+    return _loaded(samples, "folders", root, options, synthetic=(root / "SYNTHETIC").exists())
+
+
+def _read_mosmed_2d(root: Path, options: ReadOptions) -> LoadedData:
+    images_dir = _first_dir(root, ("imgs", "images")) or root
+    masks_dir = _require(root / "masks")
+    images = _files(images_dir, is_image_file)
+    pairs = _pair(images, _files(masks_dir, is_image_file), root)
+    patients = {stem: _mosmed_patient(stem) for stem in images}
+    samples = _read_2d_pairs(pairs, options, patients, "reading MosMed slices")
+    folds = []
+    for train_list in sorted(root.glob("train_new*.txt"), key=_fold_number):
+        valid_list = root / train_list.name.replace("train_new", "valid_new")
+        if not valid_list.is_file():
+            raise CovsegError(f"{train_list}: its partner {valid_list.name} is missing")
+        folds.append((_read_split(train_list, images), _read_split(valid_list, images)))
+    return _loaded(samples, "mosmed-2d", root, options, folds=folds)
+
+
+def _fold_number(path: Path) -> int:
+    match = re.search(r"(\d+)", path.stem)
+    return int(match.group(1)) if match else 0
+
+
+def _mosmed_patient(stem: str) -> str:
+    """MosMed slice files are named after their study (``study_0255_12``); group by it."""
+    match = re.search(r"(study_?\d+)", stem)
+    return match.group(1) if match else stem
+
+
+def _read_split(path: Path, known: dict[str, Path]) -> list[str]:
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    stems = [Path(name).name.split(".")[0] for name in names]
+    return [stem for stem in stems if stem in known]
+
+
+def _read_medseg(root: Path, options: ReadOptions) -> LoadedData:
+    if (root / "tr_im.nii.gz").is_file():
+        mask_file = root / "tr_mask.nii.gz"
+        if not mask_file.is_file():
+            raise CovsegError(f"{root}: tr_im.nii.gz found but tr_mask.nii.gz is missing")
+        image, mask = read_nifti(root / "tr_im.nii.gz"), read_nifti(mask_file, dtype=np.int16)
+        hu = normalize_intensity(image.array, options.intensity, options.window)
+        unit = ReadOptions(options.target, "unit", options.window, options.slices)
+        samples = [
+            _sample(hu[k], mask.array[k], f"medseg_{k:04d}", f"medseg_{k:04d}",
+                    f"{root / 'tr_im.nii.gz'}#z{k}", unit)
+            for k in range(len(hu))
+        ]
+        return _loaded(samples, "medseg", root, options)
+    masks_dir = _first_dir(root, ("tr_mask_new", "tr_mask"))
+    if masks_dir is None:
+        raise CovsegError(f"{root}: tr_im/ found but neither tr_mask/ nor tr_mask_new/")
+    pairs = _pair(_files(root / "tr_im", is_image_file), _files(masks_dir, is_image_file), root)
+    samples = _read_2d_pairs(pairs, options, {}, "reading MedSeg slices", case_prefix="medseg_")
+    return _loaded(samples, "medseg", root, options)
+
+
+def _infnet_folder(root: Path, target: str) -> Path:
+    training = root / "TrainingSet" if (root / "TrainingSet").is_dir() else root
+    if target == "multiclass" and (training / "MultiClassInfection-Train").is_dir():
+        return training / "MultiClassInfection-Train"
+    doctor = training / "LungInfection-Train" / "Doctor-label"
+    if doctor.is_dir():
+        return doctor
+    if (training / "Doctor-label").is_dir():
+        return training / "Doctor-label"
+    return root
+
+
+def _read_infnet(root: Path, options: ReadOptions) -> LoadedData:
+    folder = _infnet_folder(root, options.target)
+    pairs = _pair(_files(_require(folder / "Imgs"), is_image_file),
+                  _files(_require(folder / "GT"), is_image_file), folder)
+    samples = _read_2d_pairs(pairs, options, {}, "reading Inf-Net slices", case_prefix="infnet_")
+    return _loaded(samples, "infnet", folder, options)
+
+
+ZENODO_IMAGES = ("ct_scans", "COVID-19-CT-Seg_20cases")
+ZENODO_INFECTION = ("infection_mask", "Infection_Mask")
+ZENODO_LUNG = ("lung_mask", "Lung_Mask")
+
+
+def _zenodo_key(stem: str) -> str:
+    """Kaggle names CTs ``coronacases_org_001`` and masks ``coronacases_001``; align them."""
+    key = stem.replace("_org_covid-19-pneumonia-", "_").replace("-dicom", "")
+    return key.replace("_org_", "_").replace("_org", "")
+
+
+def _read_zenodo(root: Path, options: ReadOptions) -> LoadedData:
+    images_dir = _first_dir(root, ZENODO_IMAGES)
+    names = ZENODO_LUNG if options.target == "lung" else ZENODO_INFECTION
+    masks_dir = _first_dir(root, names)
+    if images_dir is None or masks_dir is None:
+        raise CovsegError(f"{root}: the Zenodo layout needs {ZENODO_IMAGES[0]}/ and {names[0]}/")
+    images = {_zenodo_key(k): v for k, v in _files(images_dir, is_nifti).items()}
+    masks = {_zenodo_key(k): v for k, v in _files(masks_dir, is_nifti).items()}
+    samples = _read_volume_pairs(_pair(images, masks, root), options, "reading Zenodo volumes")
+    return _loaded(samples, "zenodo", root, options)
+
+
+def _read_mosmed_3d(root: Path, options: ReadOptions) -> LoadedData:
+    studies = {nifti_stem(p): p for p in sorted((root / "studies").rglob("*.nii*")) if is_nifti(p)}
+    masks = {nifti_stem(p).removesuffix("_mask"): p
+             for p in sorted((root / "masks").rglob("*.nii*")) if is_nifti(p)}
+    pairs = [(stem, studies[stem], masks[stem]) for stem in sorted(studies) if stem in masks]
+    if not pairs:
+        raise CovsegError(
+            f"{root}: no MosMed study under studies/ has a mask under masks/ "
+            "(masks are named <study>_mask.nii.gz)"
+        )
+    samples = _read_volume_pairs(pairs, options, "reading MosMed studies")
+    loaded = _loaded(samples, "mosmed-3d", root, options)
+    loaded.notes.append(f"{len(studies) - len(pairs)} studies without masks were skipped")
+    return loaded
+
+
+def _read_synthetic(spec: str, options: ReadOptions) -> LoadedData:
+    from covseg.data.synthetic import synthetic_dataset
+
+    seed = int(spec.split(":", 1)[1]) if ":" in spec else 0
+    return synthetic_dataset(seed=seed, target=options.target)
+
+
+def _loaded(samples: list[Sample], layout: str, root: Path, options: ReadOptions,
+            folds: list[tuple[list[str], list[str]]] | None = None,
+            synthetic: bool = False) -> LoadedData:
+    if not samples:
+        raise CovsegError(f"{root}: the {layout} layout was found but holds no slices")
+    num_classes = 2
+    if options.target == "multiclass":
+        num_classes = max(2, int(max(s.mask.max() for s in samples)) + 1)
+    if synthetic:
+        for sample in samples:
+            sample.case_id = sample.case_id if sample.case_id.startswith("synthetic") else (
+                f"synthetic_{sample.case_id}")
+    return LoadedData(samples, layout, str(root), options.target, num_classes, folds or None,
+                      synthetic)
+
+
+LAYOUTS: dict[str, Callable[[Path], bool]] = {
+    "mosmed-2d": lambda root: any(root.glob("train_new*.txt")),
+    "medseg": lambda root: (root / "tr_im").is_dir() or (root / "tr_im.nii.gz").is_file(),
+    "infnet": lambda root: (root / "Imgs").is_dir() or (root / "TrainingSet").is_dir()
+    or (root / "Doctor-label").is_dir() or (root / "LungInfection-Train").is_dir(),
+    "zenodo": lambda root: _first_dir(root, ZENODO_IMAGES) is not None,
+    "mosmed-3d": lambda root: (root / "studies").is_dir() and (root / "masks").is_dir(),
+    "folders": lambda root: _first_dir(root, ("images", "imgs", "Images")) is not None,
+}
+READERS: dict[str, Callable[[Path, ReadOptions], LoadedData]] = {
+    "mosmed-2d": _read_mosmed_2d,
+    "medseg": _read_medseg,
+    "infnet": _read_infnet,
+    "zenodo": _read_zenodo,
+    "mosmed-3d": _read_mosmed_3d,
+    "folders": _read_folders,
+}
+
+
+def is_synthetic_spec(path: str) -> bool:
+    """``synthetic`` or ``synthetic:SEED`` names the built-in generator instead of a folder."""
+    return path == "synthetic" or path.startswith("synthetic:")
+
+
+def detect_layout(path: str | Path) -> str:
+    """Name of the layout of ``path`` (see the module docstring), or a CovsegError."""
+    if is_synthetic_spec(str(path)):
+        return "synthetic"
+    root = Path(path)
+    if not root.exists():
+        raise CovsegError(f"{root}: folder not found")
+    if not root.is_dir():
+        raise CovsegError(f"{root}: expected a data folder, got a file")
+    for name, matches in LAYOUTS.items():
+        if matches(root):
+            return name
+    raise CovsegError(
+        f"{root}: unrecognised data layout; expected images/ + masks/, MedSeg tr_im/, "
+        "Inf-Net Imgs/ + GT/, Zenodo ct_scans/, MosMed studies/ + masks/ or train_new*.txt"
+    )
+
+
+def load_dataset(path: str | Path, target: str = "infection", intensity: str = "auto",
+                 window: tuple[float, float] = LUNG_WINDOW, slices: str = "all") -> LoadedData:
+    """Read any supported layout as 2D samples (see the module docstring)."""
+    if target not in TARGETS:
+        raise CovsegError(f"unknown target {target!r}; choose one of {TARGETS}")
+    if slices not in ("all", "labelled"):
+        raise CovsegError(f"unknown slice selection {slices!r}; choose all or labelled")
+    options = ReadOptions(target, intensity, tuple(window), slices)
+    layout = detect_layout(path)
+    if layout == "synthetic":
+        return _read_synthetic(str(path), options)
+    return READERS[layout](Path(path), options)

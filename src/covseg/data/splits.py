@@ -1,0 +1,60 @@
+"""Patient-grouped splits: no patient ever has slices on both sides of a split."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+
+from covseg.data.layouts import Sample
+from covseg.errors import CovsegError
+
+
+def _by_patient(samples: Sequence[Sample]) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = defaultdict(list)
+    for sample in samples:
+        groups[sample.patient_id].append(sample.case_id)
+    return groups
+
+
+def grouped_kfold(samples: Sequence[Sample], folds: int, seed: int = 0
+                  ) -> list[tuple[list[str], list[str]]]:
+    """(train case ids, held-out case ids) per fold, patients shuffled by ``seed``.
+
+    Patients are dealt largest first to the fold with the fewest slices so folds stay balanced.
+    Hand-written rather than scikit-learn's GroupKFold to avoid a dependency for ten lines,
+    and because GroupKFold does not shuffle.
+    """
+    groups = _by_patient(samples)
+    if folds < 2:
+        raise CovsegError(f"--folds must be at least 2, got {folds}")
+    if len(groups) < folds:
+        raise CovsegError(f"{folds} folds need at least {folds} patients; the data has {len(groups)}")
+    rng = np.random.default_rng(seed)
+    patients = list(groups)
+    rng.shuffle(patients)
+    patients.sort(key=lambda p: -len(groups[p]))
+    held_out: list[list[str]] = [[] for _ in range(folds)]
+    for patient in patients:
+        smallest = min(range(folds), key=lambda k: (len(held_out[k]), k))
+        held_out[smallest].extend(groups[patient])
+    all_cases = [s.case_id for s in samples]
+    return [([c for c in all_cases if c not in set(test)], sorted(test)) for test in held_out]
+
+
+def validation_split(samples: Sequence[Sample], fraction: float, seed: int = 0
+                     ) -> tuple[list[str], list[str]]:
+    """(train, validation) case ids with about ``fraction`` of the patients held out."""
+    groups = _by_patient(samples)
+    if not 0.0 <= fraction < 1.0:
+        raise CovsegError(f"validation fraction must be in [0, 1), got {fraction}")
+    patients = sorted(groups)
+    np.random.default_rng(seed).shuffle(patients)
+    count = round(fraction * len(patients))
+    if fraction > 0 and len(patients) >= 2:
+        count = min(max(count, 1), len(patients) - 1)
+    val_patients = set(patients[:count])
+    train = [s.case_id for s in samples if s.patient_id not in val_patients]
+    val = [s.case_id for s in samples if s.patient_id in val_patients]
+    return train, val

@@ -1,0 +1,92 @@
+"""Prediction on 2D slices of any size: letterbox to the model's canvas, infer, map back exactly."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from covseg.checkpoint import load_checkpoint, model_from_checkpoint
+from covseg.transforms import LUNG_WINDOW, Letterbox
+
+
+@dataclass
+class Predictor:
+    """A trained model plus its preprocessing; ``predict_*`` take slices scaled to [0, 1]."""
+
+    model: nn.Module
+    num_classes: int
+    size: int
+    intensity: str = "auto"
+    window: tuple[float, float] = LUNG_WINDOW
+    batch_size: int = 8
+    tta: bool = False
+
+    @classmethod
+    def load(cls, checkpoint: str | os.PathLike[str], batch_size: int = 8, tta: bool = False
+             ) -> Predictor:
+        """Load a run folder or a ``.pt`` written by ``covseg train``."""
+        payload = load_checkpoint(checkpoint)
+        return cls.from_payload(payload, batch_size, tta)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any], batch_size: int = 8, tta: bool = False
+                     ) -> Predictor:
+        meta = payload["meta"]
+        return cls(model_from_checkpoint(payload), meta["num_classes"], meta["size"],
+                   meta.get("intensity", "auto"), tuple(meta.get("window", LUNG_WINDOW)),
+                   batch_size, tta)
+
+    def _activate(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits) if self.num_classes == 2 else torch.softmax(logits, dim=1)
+
+    @torch.inference_mode()
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        self.model.eval()
+        probs = self._activate(self.model(batch))
+        if self.tta:
+            flipped = self._activate(self.model(torch.flip(batch, dims=(3,))))
+            probs = (probs + torch.flip(flipped, dims=(3,))) / 2
+        return probs
+
+    def _batches(self, images: Sequence[np.ndarray]) -> Iterator[list[int]]:
+        for start in range(0, len(images), self.batch_size):
+            yield list(range(start, min(start + self.batch_size, len(images))))
+
+    def predict_probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """(H, W) slices in [0, 1] -> (C, H, W) probabilities at each slice's own size.
+
+        C is 1 for binary models (infection probability), else one channel per class.
+        """
+        out: list[np.ndarray] = []
+        for index in self._batches(images):
+            boxes = [Letterbox(*images[i].shape, self.size) for i in index]
+            canvas = torch.stack([box.forward(images[i][None]) for box, i in zip(boxes, index)])
+            probs = self._forward(canvas)
+            out.extend(box.inverse(p).numpy() for box, p in zip(boxes, probs))
+        return out
+
+    def labels_from_probabilities(self, probs: np.ndarray) -> np.ndarray:
+        """Threshold (binary, 0.5) or arg-max (multi-class) to a uint8 label map."""
+        if self.num_classes == 2:
+            return (probs[0] >= 0.5).astype(np.uint8)
+        return probs.argmax(axis=0).astype(np.uint8)
+
+    def predict_labels(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """(H, W) slices in [0, 1] -> uint8 label maps of the same sizes."""
+        return [self.labels_from_probabilities(p) for p in self.predict_probabilities(images)]
+
+
+def output_name(path: Path) -> str:
+    """The mask file name for an input: its stem (without .nii/.gz) plus .png."""
+    name = path.name
+    for suffix in (".nii.gz", ".nii", ".npy", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)] + ".png"
+    return path.stem + ".png"

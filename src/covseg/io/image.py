@@ -1,0 +1,70 @@
+"""2D image and mask files: PNG, JPEG, TIFF, BMP and NumPy ``.npy``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from covseg.errors import CovsegError
+from covseg.io.atomic import atomic_path
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".npy")
+MAX_LABEL = 15
+
+
+def is_image_file(path: Path) -> bool:
+    """True for files covseg reads as 2D slices."""
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def read_array(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a 2D slice as stored (no rescaling); colour images are converted to grey."""
+    path = Path(path)
+    if not path.is_file():
+        raise CovsegError(f"{path}: no such file")
+    try:
+        if path.suffix.lower() == ".npy":
+            array = np.load(path, allow_pickle=False)
+        else:
+            with Image.open(path) as image:
+                image.load()
+                if image.mode in ("RGB", "RGBA", "LA", "CMYK", "YCbCr"):
+                    image = image.convert("L")
+                array = np.asarray(image)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise CovsegError(f"{path}: cannot read the image ({exc}); is the file corrupt?") from None
+    array = np.squeeze(array)
+    if array.ndim != 2:
+        raise CovsegError(f"{path}: expected a 2D slice, got an array of shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise CovsegError(f"{path}: the image holds NaN or infinite values")
+    return array
+
+
+def mask_to_labels(array: np.ndarray, source: str | os.PathLike[str] = "mask") -> np.ndarray:
+    """Turn a stored mask into integer labels 0..K.
+
+    Label maps (values 0..15, e.g. MedSeg palettes or Inf-Net multi-class GT) are kept;
+    0/255 masks and lossy (JPEG) masks are thresholded at half their maximum to 0/1.
+    """
+    values = np.unique(array)
+    if values.size and values.min() < 0:
+        raise CovsegError(f"{source}: mask has negative values; expected labels 0..K or 0/255")
+    if values.size and values.max() <= MAX_LABEL and np.all(np.equal(np.mod(values, 1), 0)):
+        return array.astype(np.uint8)
+    return (array > values.max() / 2).astype(np.uint8)
+
+
+def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a mask file as integer labels (see :func:`mask_to_labels`)."""
+    return mask_to_labels(read_array(path), path)
+
+
+def write_png(path: str | os.PathLike[str], array: np.ndarray) -> Path:
+    """Write a uint8 or RGB array as PNG, atomically."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")
+    return Path(path)

@@ -1,0 +1,374 @@
+"""CT volumes: NIfTI and DICOM read into (z, y, x) arrays with the geometry to write results back.
+
+Convention: ``array[k]`` is the k-th axial slice as (y, x); the voxel index (x, y, z) maps to
+world RAS+ millimetres through ``affine`` (the NIfTI convention: +x towards the patient's right,
++y anterior, +z superior). Masks written with :func:`write_mask_like` reuse the input's affine and
+a copy of its header, so they overlay the input exactly in any viewer. DICOM geometry (LPS) is
+converted to the same RAS affine, which SimpleITK and nibabel both read back unchanged.
+
+Intensity: ``Volume.intensity`` says how values are stored ("hu" Hounsfield units, "uint8" 8-bit
+grey 0..255, "unit" grey in [0, 1]); it is the ``mode`` to give
+:func:`covseg.transforms.normalize_intensity`. Like lungmask's ``--noHU``, ``read_volume(hu=...)``
+detects it ("auto") or is told ("yes" = HU, "no" = grey).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+
+from covseg.errors import CovsegError
+from covseg.io.atomic import atomic_path
+from covseg.io.image import IMAGE_SUFFIXES
+from covseg.transforms import LUNG_WINDOW
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+HU_MODES: tuple[str, ...] = ("auto", "yes", "no")
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+log = logging.getLogger(__name__)
+
+
+def is_nifti(path: Path) -> bool:
+    """True for .nii and .nii.gz files."""
+    return path.is_file() and path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def is_dicom_file(path: Path) -> bool:
+    """True for a file with a DICOM suffix or the DICM preamble (suffix-less PACS exports)."""
+    if not path.is_file() or path.name.startswith("."):
+        return False
+    return path.suffix.lower() in DICOM_SUFFIXES or pydicom.misc.is_dicom(path)
+
+
+def nifti_stem(path: Path) -> str:
+    """File name without .nii / .nii.gz."""
+    name = path.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+@dataclass
+class Volume:
+    """A volume as (z, y, x) voxels plus its NIfTI affine and header (the geometry to copy out)."""
+
+    array: np.ndarray
+    affine: np.ndarray
+    header: nib.Nifti1Header
+    source: str
+    intensity: str = "hu"
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm as (z, y, x)."""
+        x, y, z = (float(v) for v in self.header.get_zooms()[:3])
+        return z, y, x
+
+    @property
+    def voxel_ml(self) -> float:
+        """Volume of one voxel in millilitres."""
+        return float(np.prod(self.spacing)) / 1000.0
+
+
+def read_nifti(path: str | os.PathLike[str], dtype: type = np.float32) -> Volume:
+    """Read a 3D NIfTI file; x/y/z storage order becomes (z, y, x) so that ``array[k]`` is a slice."""
+    path = Path(path)
+    if not is_nifti(path):
+        raise CovsegError(f"{path}: not a NIfTI file (.nii or .nii.gz)")
+    try:
+        image = nib.load(str(path))
+        _check_stored_dtype(np.dtype(image.get_data_dtype()), path)
+        raw = np.asarray(image.dataobj.get_unscaled())
+        slope, inter = float(image.dataobj.slope), float(image.dataobj.inter)
+    except CovsegError:
+        raise
+    except Exception as exc:  # nibabel raises many types for truncated or corrupt files
+        raise CovsegError(
+            f"{path}: cannot read NIfTI ({type(exc).__name__}: {exc}); is the file truncated?"
+        ) from None
+    raw = _drop_trailing_axes(raw, path)
+    data = _scaled_zyx(raw, slope, inter, np.dtype(dtype))
+    _check_finite(data, path)
+    return Volume(data, image.affine, image.header, str(path))
+
+
+def _check_stored_dtype(dtype: np.dtype, source: str | Path) -> None:
+    """Refuse complex, boolean and RGB voxels: a CT volume holds one real number per voxel."""
+    if dtype.kind not in "iuf":
+        kind = {"c": "complex", "b": "boolean", "V": "RGB/compound"}.get(dtype.kind, str(dtype))
+        raise CovsegError(
+            f"{source}: voxels are {kind} ({dtype}); expected one real value per voxel (a CT in HU)"
+        )
+
+
+def _drop_trailing_axes(raw: np.ndarray, source: Path) -> np.ndarray:
+    """Accept (x, y, z, 1, ...) as 3D; refuse 2D images and true 4D series."""
+    while raw.ndim > 3 and raw.shape[-1] == 1:
+        raw = raw[..., 0]
+    if raw.ndim == 2:
+        raise CovsegError(
+            f"{source}: a 2D image of shape {raw.shape}, not a volume; "
+            "predict 2D slices as images, or save it as (x, y, 1)"
+        )
+    if raw.ndim != 3:
+        raise CovsegError(f"{source}: expected a 3D volume, got shape {raw.shape}")
+    return raw
+
+
+def _scaled_zyx(raw: np.ndarray, slope: float, inter: float, dtype: np.dtype) -> np.ndarray:
+    """Apply the NIfTI scaling slice by slice into a (z, y, x) array.
+
+    Hand-written rather than ``np.asarray(dataobj, dtype)`` because nibabel scales the whole
+    volume at once in float64: 8 bytes per voxel on top of the result for a 1000-slice study.
+    """
+    out = np.empty(raw.shape[::-1], dtype=dtype)
+    scaled = (slope, inter) != (1.0, 0.0)
+    for k in range(raw.shape[2]):
+        plane = raw[:, :, k].T
+        if scaled:
+            plane = plane * np.float32(slope) + np.float32(inter)
+            if dtype.kind in "iu":
+                plane = np.rint(plane)
+        out[k] = plane
+    return out
+
+
+def _check_finite(data: np.ndarray, source: str | Path) -> None:
+    """Refuse NaN/inf voxels (checked per slice so that no volume-sized mask is allocated)."""
+    if data.dtype.kind == "f" and not all(np.isfinite(plane).all() for plane in data):
+        raise CovsegError(f"{source}: the volume holds NaN or infinite values")
+
+
+def read_volume(path: str | os.PathLike[str], hu: str = "auto") -> Volume:
+    """Read a CT as float32 (z, y, x) from NIfTI, a DICOM folder or a single DICOM file.
+
+    ``hu``: "auto" detects Hounsfield units vs 8-bit grey from the value range, "yes" forces HU,
+    "no" says the values are grey (0..255 or 0..1), as lungmask's ``--noHU``.
+    """
+    if hu not in HU_MODES:
+        raise CovsegError(f"unknown --hu value {hu!r}; choose one of {', '.join(HU_MODES)}")
+    path = Path(path)
+    if path.is_dir():
+        volume = read_dicom_folder(path)
+    elif not path.exists():
+        raise CovsegError(f"{path}: no such file or folder")
+    elif path.name.lower().endswith(NIFTI_SUFFIXES):
+        volume = read_nifti(path)
+    elif path.suffix.lower() in IMAGE_SUFFIXES:
+        raise CovsegError(
+            f"{path}: a 2D image, not a volume; give a NIfTI file or a DICOM series "
+            "(2D images are predicted slice by slice as images)"
+        )
+    elif is_dicom_file(path):
+        volume = read_dicom_file(path)
+    else:
+        raise CovsegError(f"{path}: not a NIfTI file (.nii/.nii.gz), DICOM file or DICOM folder")
+    volume.intensity = detect_volume_intensity(volume.array, hu, volume.source)
+    return volume
+
+
+def detect_volume_intensity(array: np.ndarray, hu: str, source: str) -> str:
+    """Return "hu", "uint8" or "unit" for a volume (see :func:`read_volume` for ``hu``)."""
+    low, high = float(array.min()), float(array.max())
+    if hu == "yes":
+        return "hu"
+    grey = low >= 0.0 and high <= 255.0
+    if hu == "no":
+        if not grey:
+            raise CovsegError(
+                f"{source}: --hu no expects grey values 0..255, found {low:g}..{high:g}; "
+                "use --hu yes for Hounsfield units"
+            )
+        return "unit" if high <= 1.0 else "uint8"
+    if low < -100.0:
+        return "hu"
+    if grey:
+        return "unit" if high <= 1.0 else "uint8"
+    raise CovsegError(
+        f"{source}: cannot tell whether values {low:g}..{high:g} are Hounsfield units; "
+        "pass --hu yes (HU) or --hu no (8-bit grey)"
+    )
+
+
+def hounsfield(volume: Volume) -> np.ndarray:
+    """The volume in HU; grey volumes are mapped back through the lung window (pseudo-HU).
+
+    Grey CT exports (e.g. MedSeg's PNGs) are lung-windowed, so inverting that window gives values
+    close enough to HU for the lung threshold of :mod:`covseg.lungs`.
+    """
+    if volume.intensity == "hu":
+        return volume.array
+    low, high = LUNG_WINDOW
+    scale = (high - low) / (255.0 if volume.intensity == "uint8" else 1.0)
+    return (volume.array * np.float32(scale) + np.float32(low)).astype(np.float32, copy=False)
+
+
+def read_dicom_folder(folder: str | os.PathLike[str]) -> Volume:
+    """Read the largest DICOM series under ``folder`` (searched recursively).
+
+    Several series: the one with most slices is used and a warning names the others; if two
+    series tie for most slices the choice would be a guess, so it is an error.
+    """
+    folder = Path(folder)
+    if not any(folder.iterdir()):
+        raise CovsegError(f"{folder}: the folder is empty; give a folder of DICOM slices")
+    series = _dicom_series(folder)
+    if not series:
+        raise CovsegError(f"{folder}: no DICOM series found; give a folder of DICOM slices")
+    series.sort(key=lambda s: len(s[2]), reverse=True)
+    largest = len(series[0][2])
+    if len(series) > 1 and len(series[1][2]) == largest:
+        raise CovsegError(
+            f"{folder}: {len(series)} DICOM series, the largest tie at {largest} slices; "
+            "put each series in its own folder and give that folder"
+        )
+    if len(series) > 1:
+        log.warning(
+            "%s: %d DICOM series found; using the largest (%d slices, series %s) and ignoring %s",
+            folder, len(series), largest, series[0][0],
+            ", ".join(f"{uid} ({len(files)} slices)" for uid, _, files in series[1:]),
+        )
+    uid, _, files = series[0]
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise CovsegError(f"{folder}: cannot read DICOM series {uid} ({_first_line(exc)})") from None
+    return _volume_from_itk(image, str(folder))
+
+
+def _dicom_series(folder: Path) -> list[tuple[str, Path, tuple[str, ...]]]:
+    """(series UID, directory, sorted file names) for every series in every sub-folder."""
+    found = []
+    for directory, _, _ in os.walk(folder):
+        for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(directory):
+            files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(directory, uid)
+            found.append((uid, Path(directory), tuple(files)))
+    return found
+
+
+def read_dicom_file(path: str | os.PathLike[str]) -> Volume:
+    """Read one DICOM file: a single slice becomes a 1-slice volume, multi-frame a volume."""
+    path = Path(path)
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise CovsegError(f"{path}: cannot read DICOM ({_first_line(exc)})") from None
+    if image.GetDimension() == 2:
+        image = sitk.JoinSeries(image)
+    return _volume_from_itk(image, str(path))
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _volume_from_itk(image: sitk.Image, source: str) -> Volume:
+    """SimpleITK image -> Volume with float32 (z, y, x) voxels and the equivalent RAS affine."""
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise CovsegError(
+            f"{source}: {image.GetNumberOfComponentsPerPixel()} values per pixel (RGB or "
+            "complex); expected a greyscale CT"
+        )
+    if image.GetDimension() != 3:
+        raise CovsegError(f"{source}: expected a 3D volume, got {image.GetDimension()}D")
+    view = sitk.GetArrayViewFromImage(image)
+    _check_stored_dtype(view.dtype, source)
+    array = view.astype(np.float32)
+    _check_finite(array, source)
+    affine = itk_affine(image)
+    header = nib.Nifti1Header()
+    header.set_data_shape(array.shape[::-1])
+    header.set_data_dtype(np.float32)
+    header.set_qform(affine, code=1)
+    header.set_sform(affine, code=1)
+    header.set_xyzt_units("mm")
+    return Volume(array, affine, header, source)
+
+
+def itk_affine(image: sitk.Image) -> np.ndarray:
+    """4x4 RAS voxel-to-world affine of a 3D SimpleITK image (ITK works in LPS)."""
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    affine = np.eye(4)
+    affine[:3, :3] = LPS_TO_RAS @ direction @ np.diag(image.GetSpacing())
+    affine[:3, 3] = LPS_TO_RAS @ np.asarray(image.GetOrigin(), dtype=np.float64)
+    return affine
+
+
+def write_mask_like(volume: Volume, labels: np.ndarray, path: str | os.PathLike[str]) -> Path:
+    """Write (z, y, x) integer labels as a uint8 NIfTI that overlays ``volume`` exactly."""
+    labels = np.asarray(labels)
+    _check_shape(volume, labels.shape, path)
+    if labels.dtype.kind not in "biu":
+        raise CovsegError(f"{path}: labels must be integers, got {labels.dtype}")
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) > 255):
+        raise CovsegError(f"{path}: labels must lie in 0..255 to be written as uint8")
+    data = labels.astype(np.uint8, copy=False)
+    header = _derived_header(volume, np.uint8)
+    header["cal_min"], header["cal_max"] = 0, int(data.max()) if data.size else 0
+    return _save(volume, data.transpose(2, 1, 0), header, path)
+
+
+def write_probabilities_like(volume: Volume, probabilities: np.ndarray,
+                             path: str | os.PathLike[str]) -> Path:
+    """Write float probabilities, (z, y, x) or (C, z, y, x), as float32 NIfTI on ``volume``'s grid.
+
+    A (C, z, y, x) map becomes a 4D NIfTI (x, y, z, C). nibabel writes slice by slice, so a
+    float16 memmap can be passed without loading it.
+    """
+    shape = probabilities.shape if probabilities.ndim == 3 else probabilities.shape[1:]
+    _check_shape(volume, shape, path)
+    if probabilities.dtype.kind != "f":
+        raise CovsegError(f"{path}: probabilities must be floats, got {probabilities.dtype}")
+    header = _derived_header(volume, np.float32)
+    header["cal_min"], header["cal_max"] = 0.0, 1.0
+    if probabilities.ndim == 4:
+        header.set_data_shape(probabilities.shape[::-1])
+        header.set_zooms(tuple(header.get_zooms()[:3]) + (1.0,))
+    return _save(volume, probabilities.T, header, path)
+
+
+def _check_shape(volume: Volume, shape: tuple[int, ...], path: str | os.PathLike[str]) -> None:
+    if tuple(shape) != volume.array.shape:
+        raise CovsegError(
+            f"{path}: array shape {tuple(shape)} differs from the volume {volume.array.shape}"
+        )
+
+
+def _derived_header(volume: Volume, dtype: type) -> nib.Nifti1Header:
+    """A copy of the input header (same qform/sform/zooms) with a new dtype and no scaling."""
+    header = volume.header.copy()
+    header.set_data_shape(volume.array.shape[::-1])
+    header.set_data_dtype(dtype)
+    header.set_slope_inter(1.0, 0.0)
+    header["descrip"] = b"covseg"
+    return header
+
+
+def _save(volume: Volume, data_xyz: np.ndarray, header: nib.Nifti1Header,
+          path: str | os.PathLike[str]) -> Path:
+    """Save atomically; qform and sform are copied field by field so they match the input."""
+    image = nib.Nifti1Image(data_xyz, volume.affine, header)
+    for key in ("qform_code", "sform_code", "quatern_b", "quatern_c", "quatern_d",
+                "qoffset_x", "qoffset_y", "qoffset_z", "srow_x", "srow_y", "srow_z"):
+        image.header[key] = volume.header[key]
+    image.header["pixdim"][0] = volume.header["pixdim"][0]
+    path = Path(path)
+    if not path.name.lower().endswith(NIFTI_SUFFIXES):
+        raise CovsegError(f"{path}: output must end in .nii or .nii.gz")
+    with atomic_path(path) as tmp:
+        nib.save(image, str(tmp))
+    return path
+

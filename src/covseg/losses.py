@@ -1,0 +1,49 @@
+"""Losses by name, all from MONAI (or torch for plain BCE), binary or multi-class."""
+
+from __future__ import annotations
+
+import torch
+from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss, FocalLoss, TverskyLoss
+from torch import nn
+
+from covseg.errors import CovsegError
+
+LOSSES: tuple[str, ...] = ("bce", "dice", "bce+dice", "focal", "focal+dice", "tversky", "ce+dice")
+
+
+class _BinaryBCE(nn.Module):
+    """BCE-with-logits on a one-channel output; targets arrive as (B, 1, H, W) labels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bce = nn.BCEWithLogitsLoss()
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.bce(logits, target.float())
+
+
+def build_loss(name: str, num_classes: int = 2, dice_weight: float = 1.0,
+               other_weight: float = 1.0) -> nn.Module:
+    """A loss taking logits (B, C, H, W) and integer label maps (B, 1, H, W).
+
+    ``dice_weight`` and ``other_weight`` weigh the Dice and the cross-entropy/focal term of the
+    combined losses. For binary tasks (one logit channel) the activation is a sigmoid,
+    otherwise a softmax over one-hot targets.
+    """
+    if name not in LOSSES:
+        raise CovsegError(f"unknown loss {name!r}; choose one of {LOSSES}")
+    binary = num_classes == 2
+    activation = {"sigmoid": True} if binary else {"softmax": True, "to_onehot_y": True}
+    if name == "bce":
+        if not binary:
+            raise CovsegError("loss 'bce' is binary; use ce+dice for multi-class targets")
+        return _BinaryBCE()
+    if name == "dice":
+        return DiceLoss(**activation)
+    if name in ("bce+dice", "ce+dice"):
+        return DiceCELoss(**activation, lambda_dice=dice_weight, lambda_ce=other_weight)
+    if name == "focal":
+        return FocalLoss(use_softmax=not binary, to_onehot_y=not binary)
+    if name == "focal+dice":
+        return DiceFocalLoss(**activation, lambda_dice=dice_weight, lambda_focal=other_weight)
+    return TverskyLoss(**activation, alpha=0.3, beta=0.7)

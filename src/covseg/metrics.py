@@ -1,0 +1,108 @@
+"""Per-case segmentation metrics (MONAI) with explicit rules for empty masks.
+
+Rules, stated in every report:
+
+- Dice and IoU: truth and prediction both empty -> 1; exactly one empty -> 0.
+- Sensitivity: undefined (NaN) when the truth is empty; precision: undefined when the
+  prediction is empty; specificity: undefined when the truth covers the whole image.
+- HD95: both empty -> 0; exactly one empty -> undefined (NaN).
+
+Undefined values are left out of means, and summaries count how many were left out.
+HD95 is in pixels for 2D slices (mm when a spacing is given).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+from monai.metrics import (
+    compute_confusion_matrix_metric,
+    compute_dice,
+    compute_hausdorff_distance,
+    compute_iou,
+    get_confusion_matrix,
+)
+
+METRICS: tuple[str, ...] = ("dice", "iou", "sensitivity", "specificity", "precision", "hd95")
+EMPTY_MASK_RULES = (
+    "Dice/IoU: both empty = 1, one empty = 0. Sensitivity undefined when the truth is empty, "
+    "precision when the prediction is empty, specificity when the truth fills the image. "
+    "HD95: both empty = 0, one empty = undefined. Undefined values are excluded from means "
+    "(the count is reported). HD95 is in pixels for 2D slices."
+)
+
+
+def _as_batch(mask: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(mask, dtype=bool), dtype=torch.float32)[None, None]
+
+
+def binary_metrics(pred: np.ndarray, truth: np.ndarray,
+                   spacing: Sequence[float] | None = None) -> dict[str, float]:
+    """Dice, IoU, sensitivity, specificity, precision and HD95 of two binary masks."""
+    if pred.shape != truth.shape:
+        raise ValueError(f"prediction {pred.shape} and truth {truth.shape} differ in shape")
+    p, t = _as_batch(pred), _as_batch(truth)
+    confusion = get_confusion_matrix(p, t)
+    tp, fp, tn, fn = (float(v) for v in confusion[0, 0])
+    result = {
+        "dice": float(compute_dice(p, t, ignore_empty=False)[0, 0]),
+        "iou": float(compute_iou(p, t, ignore_empty=False)[0, 0]),
+        "sensitivity": _ratio_metric("sensitivity", confusion, tp + fn),
+        "specificity": _ratio_metric("specificity", confusion, tn + fp),
+        "precision": _ratio_metric("precision", confusion, tp + fp),
+    }
+    if tp + fn == 0 and tp + fp == 0:
+        result["hd95"] = 0.0
+    elif tp + fn == 0 or tp + fp == 0:
+        result["hd95"] = math.nan
+    else:
+        result["hd95"] = float(compute_hausdorff_distance(p, t, percentile=95, spacing=spacing)[0, 0])
+    return result
+
+
+def _ratio_metric(name: str, confusion: torch.Tensor, denominator: float) -> float:
+    if denominator == 0:
+        return math.nan
+    return float(compute_confusion_matrix_metric(name, confusion)[0, 0])
+
+
+def case_metrics(pred: np.ndarray, truth: np.ndarray, num_classes: int = 2,
+                 class_names: dict[int, str] | None = None) -> dict[str, float]:
+    """Metrics of one case: infection (any label > 0), and per class when multi-class.
+
+    Multi-class cases also get ``miou_with_background`` and ``miou_without_background``.
+    """
+    row = binary_metrics(pred > 0, truth > 0)
+    if num_classes > 2:
+        names = class_names or {}
+        ious = [float(compute_iou(_as_batch(pred == 0), _as_batch(truth == 0),
+                                  ignore_empty=False)[0, 0])]
+        for label in range(1, num_classes):
+            per_class = binary_metrics(pred == label, truth == label)
+            name = names.get(label, f"class{label}").replace(" ", "-")
+            row.update({f"{name}_{key}": value for key, value in per_class.items()})
+            ious.append(per_class["iou"])
+        row["miou_with_background"] = float(np.mean(ious))
+        row["miou_without_background"] = float(np.mean(ious[1:]))
+    return row
+
+
+def summarize(rows: Iterable[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Mean, std, median, n and the count of undefined values for every metric column."""
+    rows = list(rows)
+    keys = [k for k in (rows[0] if rows else {}) if isinstance(rows[0][k], (int, float))]
+    summary = {}
+    for key in keys:
+        values = np.array([row[key] for row in rows], dtype=float)
+        defined = values[~np.isnan(values)]
+        summary[key] = {
+            "mean": float(defined.mean()) if defined.size else math.nan,
+            "std": float(defined.std()) if defined.size else math.nan,
+            "median": float(np.median(defined)) if defined.size else math.nan,
+            "n": int(defined.size),
+            "undefined": int(values.size - defined.size),
+        }
+    return summary

@@ -1,0 +1,68 @@
+"""Model registry: every architecture is built by name for N input channels and K classes.
+
+Binary models (K = 2) have one output channel (sigmoid); multi-class models have K (softmax).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from covseg.errors import CovsegError
+
+Builder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered architecture: how to build it and what it is."""
+
+    name: str
+    builder: Builder
+    description: str
+    requires: str | None = None
+
+
+REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(name: str, description: str, requires: str | None = None
+             ) -> Callable[[Builder], Builder]:
+    """Decorator: register ``builder(in_channels, out_channels, **options) -> nn.Module``."""
+
+    def decorate(builder: Builder) -> Builder:
+        REGISTRY[name] = ModelSpec(name, builder, description, requires)
+        return builder
+
+    return decorate
+
+
+def output_channels(num_classes: int) -> int:
+    """One logit channel for binary tasks, one per class otherwise."""
+    return 1 if num_classes == 2 else num_classes
+
+
+def build_model(name: str, in_channels: int = 1, num_classes: int = 2, **options: Any
+                ) -> nn.Module:
+    """Build a registered model; unknown names and bad options give a one-line error."""
+    if name not in REGISTRY:
+        raise CovsegError(f"unknown model {name!r}; `covseg models` lists: {', '.join(REGISTRY)}")
+    if num_classes < 2:
+        raise CovsegError(f"num_classes must be at least 2 (background + one class), got {num_classes}")
+    spec = REGISTRY[name]
+    try:
+        return spec.builder(in_channels, output_channels(num_classes), **options)
+    except ImportError as exc:
+        raise CovsegError(
+            f"model {name!r} needs {spec.requires or exc.name}: pip install 'covseg[zoo]'"
+        ) from None
+    except TypeError as exc:
+        raise CovsegError(f"model {name!r}: bad option ({exc})") from None
+
+
+def parameter_count(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,201 @@
+"""Training: one model on 2D samples, patient-grouped validation, resumable, with logs and curves.
+
+A run folder holds ``config.json``, ``log.csv`` (one row per epoch), ``curves.png``,
+``last.pt`` (everything needed to resume), ``best.pt`` (best validation Dice) and
+``metrics.json`` (the best model evaluated at the original image size).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import DataLoader, Dataset
+from monai.metrics import compute_dice
+from monai.networks.utils import one_hot
+from torch import nn
+from tqdm import tqdm
+
+from covseg.checkpoint import load_checkpoint, save_checkpoint
+from covseg.config import TrainConfig
+from covseg.data.layouts import CLASS_NAMES, LoadedData, Sample
+from covseg.data.splits import validation_split
+from covseg.errors import CovsegError
+from covseg.evaluate import evaluate_samples, rows_to_csv
+from covseg.infer import Predictor
+from covseg.io.atomic import write_json, write_text
+from covseg.losses import build_loss
+from covseg.metrics import EMPTY_MASK_RULES, summarize
+from covseg.models import build_model, parameter_count
+from covseg.transforms import Letterbox, augmentation
+from covseg.viz import training_curves
+
+
+def canvas_items(samples: Sequence[Sample], size: int) -> list[dict[str, torch.Tensor]]:
+    """Letterbox every sample once to the training canvas (image bilinear/area, mask nearest)."""
+    items = []
+    for sample in samples:
+        box = Letterbox(*sample.image.shape, size)
+        items.append({"image": box.forward(sample.image[None]),
+                      "mask": box.forward(sample.mask[None], nearest=True)})
+    return items
+
+
+def _seed_epoch(seed: int, epoch: int, transform: Any) -> None:
+    """Seed every RNG from (seed, epoch) so a resumed run replays the same batches."""
+    value = (seed * 100_003 + epoch) % 2**31
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
+    transform.set_random_state(seed=value)
+
+
+def _validate(model: nn.Module, loss_fn: nn.Module, items: list[dict[str, torch.Tensor]],
+              num_classes: int, batch_size: int) -> tuple[float, float]:
+    """Mean loss and mean per-case Dice on the canvas (for model selection)."""
+    model.eval()
+    losses, dices = [], []
+    with torch.inference_mode():
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            image = torch.stack([c["image"] for c in chunk])
+            mask = torch.stack([c["mask"] for c in chunk]).long()
+            logits = model(image)
+            losses.append(float(loss_fn(logits, mask)) * len(chunk))
+            if num_classes == 2:
+                pred, truth = (logits > 0).float(), mask.float()
+            else:
+                pred = one_hot(logits.argmax(1, keepdim=True), num_classes)
+                truth = one_hot(mask, num_classes)
+            dice = compute_dice(pred, truth, include_background=num_classes == 2,
+                                ignore_empty=False)
+            dices.extend(dice.nanmean(dim=1).tolist())
+    return float(np.sum(losses) / len(items)), float(np.mean(dices))
+
+
+def _meta(config: TrainConfig, num_classes: int) -> dict[str, Any]:
+    return {
+        "model": config.model, "model_options": dict(config.model_options), "in_channels": 1,
+        "num_classes": num_classes, "size": config.size, "intensity": config.intensity,
+        "window": list(config.window), "target": config.target,
+        "class_names": {str(k): v for k, v in CLASS_NAMES.items() if k < num_classes},
+    }
+
+
+def _start(out: Path, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
+           scheduler: Any, resume: bool) -> tuple[int, float, list[dict[str, float]]]:
+    """Epoch to start from, best Dice so far and the history, from ``last.pt`` when resuming."""
+    last = out / "last.pt"
+    if not last.exists():
+        return 1, -1.0, []
+    if not resume:
+        raise CovsegError(f"{out} already holds a run; pass --resume to continue it or pick a new --out")
+    state = load_checkpoint(last)
+    saved = TrainConfig.from_dict(state["config"])
+    if (saved.model, saved.model_options, saved.size) != (config.model, config.model_options,
+                                                           config.size):
+        raise CovsegError(f"{out}: the saved run used model {saved.model} at {saved.size} px; "
+                          "resume with the same --model and --size")
+    model.load_state_dict(state["state_dict"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return int(state["epoch"]) + 1, float(state["best_dice"]), list(state["history"])
+
+
+def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
+          resume: bool = False, train_cases: Sequence[str] | None = None,
+          val_cases: Sequence[str] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train ``config.model`` on ``data`` into the run folder ``out``; return its metrics.
+
+    Without explicit case lists the validation patients are drawn by ``config.val_fraction``.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if train_cases is None:
+        train_cases, val_cases = validation_split(data.samples, config.val_fraction, config.seed)
+    by_id = {s.case_id: s for s in data.samples}
+    train_samples = [by_id[c] for c in train_cases]
+    val_samples = [by_id[c] for c in (val_cases or [])]
+    if not train_samples:
+        raise CovsegError("no training slices left after the split; add data or lower the validation fraction")
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, 1, data.num_classes, **config.model_options)
+    loss_fn = build_loss(config.loss, data.num_classes)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs,
+                                                           eta_min=config.lr * 0.02)
+    first_epoch, best_dice, history = _start(out, config, model, optimizer, scheduler, resume)
+    meta = _meta(config, data.num_classes)
+    write_json(out / "config.json", {
+        "config": config.to_dict(), "data": data.describe(), "layout": data.layout,
+        "synthetic": data.synthetic, "parameters": parameter_count(model),
+        "train_cases": list(train_cases), "val_cases": list(val_cases or []),
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+    })
+
+    transform = augmentation(config.augment)
+    train_items = canvas_items(train_samples, config.size)
+    val_items = canvas_items(val_samples, config.size)
+    loader = DataLoader(Dataset(train_items, transform=transform), batch_size=config.batch_size,
+                        shuffle=True, drop_last=len(train_items) > config.batch_size, num_workers=0)
+
+    bar = tqdm(range(first_epoch, config.epochs + 1), desc=f"train {config.model}", unit="epoch",
+               initial=first_epoch - 1, total=config.epochs, disable=not progress)
+    for epoch in bar:
+        _seed_epoch(config.seed, epoch, transform)
+        model.train()
+        started, losses = time.perf_counter(), []
+        for batch in loader:
+            optimizer.zero_grad(set_to_none=True)
+            image = batch["image"].as_subclass(torch.Tensor)
+            loss = loss_fn(model(image), batch["mask"].as_subclass(torch.Tensor).long())
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        scheduler.step()
+        row = {"epoch": epoch, "train_loss": float(np.mean(losses)),
+               "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
+        if val_items:
+            row["val_loss"], row["val_dice"] = _validate(model, loss_fn, val_items,
+                                                         data.num_classes, config.batch_size)
+        history.append(row)
+        score = row.get("val_dice", float(epoch))
+        if score > best_dice or not val_items:
+            best_dice = score
+            save_checkpoint(out / "best.pt", model, {**meta, "epoch": epoch,
+                                                     "val_dice": row.get("val_dice")})
+        save_checkpoint(out / "last.pt", model, meta, config=config.to_dict(), epoch=epoch,
+                        best_dice=best_dice, history=history, optimizer=optimizer.state_dict(),
+                        scheduler=scheduler.state_dict())
+        write_text(out / "log.csv", rows_to_csv(history))
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", dice=f"{row.get('val_dice', float('nan')):.3f}")
+    bar.close()
+    return _finish(out, config, data, history, val_samples)
+
+
+def _finish(out: Path, config: TrainConfig, data: LoadedData, history: list[dict[str, float]],
+            val_samples: list[Sample]) -> dict[str, Any]:
+    """Curves, and the best model's validation metrics at the original image size."""
+    training_curves(history, out / "curves.png",
+                    title=f"{config.model} on {'SYNTHETIC ' if data.synthetic else ''}{data.layout}")
+    best = max(history, key=lambda r: r.get("val_dice", r["epoch"]))
+    metrics: dict[str, Any] = {
+        "epochs": len(history), "best_epoch": best["epoch"], "best_val_dice_canvas": best.get("val_dice"),
+        "train_seconds": float(sum(r["seconds"] for r in history)),
+        "seconds_per_epoch": float(np.mean([r["seconds"] for r in history])),
+        "final_train_loss": history[-1]["train_loss"], "synthetic": data.synthetic,
+    }
+    if val_samples:
+        rows, _ = evaluate_samples(Predictor.load(out / "best.pt"), val_samples, "validating")
+        write_text(out / "validation_per_case.csv", rows_to_csv(rows))
+        metrics["validation"] = summarize(rows)
+        metrics["empty_mask_rules"] = EMPTY_MASK_RULES
+    write_json(out / "metrics.json", metrics)
+    return metrics

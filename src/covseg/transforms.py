@@ -1,0 +1,140 @@
+"""Intensity scaling, aspect-preserving resize/pad ("letterbox") and augmentation presets.
+
+Everything spatial is done with MONAI transforms so that image and mask move together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from monai.transforms import (
+    Compose,
+    Rand2DElasticd,
+    RandAdjustContrastd,
+    RandAffined,
+    RandFlipd,
+    RandGaussianNoised,
+    RandRotated,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    Resize,
+    ScaleIntensityRange,
+    SpatialCrop,
+    SpatialPad,
+)
+
+from covseg.errors import CovsegError
+
+Intensity = Literal["auto", "hu", "uint8", "unit"]
+INTENSITY_MODES: tuple[str, ...] = ("auto", "hu", "uint8", "unit")
+LUNG_WINDOW: tuple[float, float] = (-1350.0, 150.0)
+"""Lung window as (low, high) HU: level -600, width 1500."""
+AUGMENTATIONS: tuple[str, ...] = ("none", "light", "heavy")
+
+
+def detect_intensity(array: np.ndarray) -> str:
+    """Guess how a slice is stored: Hounsfield units, 8-bit grey, or already in [0, 1]."""
+    low, high = float(array.min()), float(array.max())
+    if low < -100:
+        return "hu"
+    if high <= 1.0 and low >= 0.0 and array.dtype.kind == "f":
+        return "unit"
+    if high <= 255 and low >= 0:
+        return "uint8"
+    raise CovsegError(
+        f"cannot tell the intensity scale (values {low:g}..{high:g}); "
+        "pass --intensity hu, uint8 or unit"
+    )
+
+
+def normalize_intensity(
+    array: np.ndarray,
+    mode: str = "auto",
+    window: tuple[float, float] = LUNG_WINDOW,
+) -> np.ndarray:
+    """Map a slice or volume to float32 in [0, 1]: HU are windowed, 8-bit is divided by 255."""
+    if mode not in INTENSITY_MODES:
+        raise CovsegError(f"unknown intensity mode {mode!r}; choose one of {INTENSITY_MODES}")
+    kind = detect_intensity(array) if mode == "auto" else mode
+    if kind == "hu":
+        scale = ScaleIntensityRange(window[0], window[1], 0.0, 1.0, clip=True)
+        return np.asarray(scale(array.astype(np.float32)), dtype=np.float32)
+    if kind == "uint8":
+        return np.clip(array.astype(np.float32) / 255.0, 0.0, 1.0)
+    return np.clip(array.astype(np.float32), 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How an (H, W) slice maps into a square training canvas: scale the longest side, pad the rest."""
+
+    height: int
+    width: int
+    size: int
+
+    @property
+    def resized(self) -> tuple[int, int]:
+        scale = self.size / max(self.height, self.width)
+        return max(1, round(self.height * scale)), max(1, round(self.width * scale))
+
+    def _pad_crop(self) -> SpatialCrop:
+        rh, rw = self.resized
+        top, left = (self.size - rh) // 2, (self.size - rw) // 2
+        return SpatialCrop(roi_start=(top, left), roi_end=(top + rh, left + rw))
+
+    def forward(self, array: np.ndarray | torch.Tensor, nearest: bool = False) -> torch.Tensor:
+        """(C, H, W) original -> (C, size, size) canvas."""
+        downscale = max(self.height, self.width) > self.size
+        mode = "nearest-exact" if nearest else ("area" if downscale else "bilinear")
+        resized = Resize(self.resized, mode=mode)(torch.as_tensor(array, dtype=torch.float32))
+        padded = SpatialPad((self.size, self.size), method="symmetric")(resized)
+        return padded.as_subclass(torch.Tensor).float()
+
+    def inverse(self, canvas: torch.Tensor, nearest: bool = False) -> torch.Tensor:
+        """(C, size, size) canvas -> (C, H, W): probabilities bilinear, label maps ``nearest``."""
+        cropped = self._pad_crop()(canvas)
+        same_size = max(self.height, self.width) == self.size
+        mode = "nearest-exact" if nearest or same_size else "bilinear"
+        return Resize((self.height, self.width), mode=mode)(cropped).as_subclass(torch.Tensor).float()
+
+
+def augmentation(preset: str, keys: tuple[str, str] = ("image", "mask")) -> Compose:
+    """MONAI dictionary transforms for a preset; the mask is always resampled with nearest."""
+    if preset not in AUGMENTATIONS:
+        raise CovsegError(f"unknown augmentation {preset!r}; choose one of {AUGMENTATIONS}")
+    image = keys[0]
+    modes = ("bilinear", "nearest")
+    if preset == "none":
+        return Compose([])
+    light = [
+        RandFlipd(keys, prob=0.5, spatial_axis=1),
+        RandRotated(keys, range_x=np.pi / 12, prob=0.5, mode=modes, padding_mode="zeros"),
+    ]
+    if preset == "light":
+        return Compose(light)
+    return Compose(
+        [
+            RandFlipd(keys, prob=0.5, spatial_axis=1),
+            RandFlipd(keys, prob=0.2, spatial_axis=0),
+            RandAffined(
+                keys,
+                prob=0.7,
+                rotate_range=np.pi / 9,
+                scale_range=0.15,
+                translate_range=(12, 12),
+                mode=modes,
+                padding_mode="zeros",
+            ),
+            Rand2DElasticd(
+                keys, spacing=(32, 32), magnitude_range=(0, 2), prob=0.2, mode=modes,
+                padding_mode="zeros",
+            ),
+            RandScaleIntensityd(image, factors=0.15, prob=0.5),
+            RandShiftIntensityd(image, offsets=0.08, prob=0.5),
+            RandAdjustContrastd(image, gamma=(0.8, 1.25), prob=0.3),
+            RandGaussianNoised(image, std=0.02, prob=0.3),
+        ]
+    )

@@ -1,0 +1,104 @@
+"""Pictures: mask overlays, sample grids, training curves and per-case box plots (PNG)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from covseg.io.atomic import atomic_path
+
+CLASS_COLOURS = np.array(
+    [[0, 0, 0], [255, 64, 64], [255, 200, 0], [64, 160, 255], [160, 255, 64]], dtype=np.float32
+)
+PREDICTION_COLOUR = np.array([0, 255, 255], dtype=np.float32)
+
+
+def overlay(image: np.ndarray, mask: np.ndarray | None = None, prediction: np.ndarray | None = None,
+            alpha: float = 0.45) -> np.ndarray:
+    """RGB uint8 of a [0, 1] slice with the mask filled by class colour and the prediction outlined."""
+    grey = np.clip(image, 0, 1)[..., None].repeat(3, axis=2) * 255.0
+    if mask is not None and mask.any():
+        colours = CLASS_COLOURS[np.clip(mask, 0, len(CLASS_COLOURS) - 1)]
+        labelled = mask > 0
+        grey[labelled] = (1 - alpha) * grey[labelled] + alpha * colours[labelled]
+    if prediction is not None and prediction.any():
+        from scipy.ndimage import binary_erosion
+
+        edge = (prediction > 0) & ~binary_erosion(prediction > 0)
+        grey[edge] = PREDICTION_COLOUR
+    return grey.round().astype(np.uint8)
+
+
+def save_figure(fig: plt.Figure, path: str | os.PathLike[str]) -> Path:
+    """Save and close a figure atomically as PNG."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def sample_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], titles: Sequence[str],
+                path: str | os.PathLike[str], heading: str = "") -> Path:
+    """Rows of (image, image + mask overlay) pairs, two pairs per row."""
+    pairs_per_row = 2
+    rows = max(1, int(np.ceil(len(images) / pairs_per_row)))
+    fig, axes = plt.subplots(rows, 2 * pairs_per_row, figsize=(12, 3.2 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, (image, mask, title) in enumerate(zip(images, masks, titles, strict=True)):
+        left = axes[i // pairs_per_row, 2 * (i % pairs_per_row)]
+        right = axes[i // pairs_per_row, 2 * (i % pairs_per_row) + 1]
+        left.imshow(image, cmap="gray", vmin=0, vmax=1)
+        left.set_title(title, fontsize=8)
+        right.imshow(overlay(image, mask))
+        right.set_title(f"mask: {int((mask > 0).sum())} px", fontsize=8)
+    if heading:
+        fig.suptitle(heading, fontsize=10)
+    return save_figure(fig, path)
+
+
+def training_curves(history: Sequence[Mapping[str, float]], path: str | os.PathLike[str],
+                    title: str = "") -> Path:
+    """Loss (train, validation) and validation Dice per epoch."""
+    epochs = [row["epoch"] for row in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    left.plot(epochs, [row["train_loss"] for row in history], label="train")
+    val_loss = [row.get("val_loss") for row in history]
+    if any(v is not None and not np.isnan(v) for v in val_loss):
+        left.plot(epochs, val_loss, label="validation")
+    left.set_xlabel("epoch")
+    left.set_ylabel("loss")
+    left.legend()
+    right.plot(epochs, [row.get("val_dice", float("nan")) for row in history], color="tab:green")
+    right.set_xlabel("epoch")
+    right.set_ylabel("validation Dice")
+    right.set_ylim(0, 1)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def box_plot(groups: Mapping[str, Sequence[float]], path: str | os.PathLike[str],
+             ylabel: str = "Dice per case", title: str = "") -> Path:
+    """One box (with the points) per group, e.g. per fold or per model."""
+    names = list(groups)
+    values = [np.asarray(groups[n], dtype=float) for n in names]
+    values = [v[~np.isnan(v)] for v in values]
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(names) + 2), 4))
+    ax.boxplot(values, showmeans=True)
+    ax.set_xticks(range(1, len(names) + 1), names, rotation=20)
+    for i, v in enumerate(values, start=1):
+        ax.scatter(np.full(v.size, i) + np.random.default_rng(i).uniform(-0.08, 0.08, v.size), v,
+                   s=8, alpha=0.5, color="black")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(-0.02, 1.02)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return save_figure(fig, path)

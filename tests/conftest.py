@@ -1,0 +1,50 @@
+"""Shared fixtures: the real data beside the checkout (skipped when absent) and tiny synthetic sets."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared(*parts: str) -> Path:
+    """A path under ../shared/data, or skip the test with the reason when it is not there."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not available: {path} (CI provides ../shared/data beside the repo)")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _quiet_library_warnings() -> None:
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="monai")
+
+
+@pytest.fixture(scope="session")
+def synthetic_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in generator written as a generic folder (8 patients x 2 slices, 64 px)."""
+    from covseg.data.synthetic import write_synthetic
+
+    return write_synthetic(tmp_path_factory.mktemp("synth"), seed=1, patients=8,
+                           slices_per_patient=2, size=64)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, synthetic_folder: Path) -> Path:
+    """A 2-epoch U-Net run on the synthetic folder, shared by predict/evaluate tests."""
+    from covseg import api
+
+    out = tmp_path_factory.mktemp("run")
+    api.train(synthetic_folder, out, epochs=2, size=64, batch_size=4, model_options={"width": 4})
+    return out
+
+
+def square_mask(size: int, top: int, left: int, side: int) -> np.ndarray:
+    mask = np.zeros((size, size), dtype=np.uint8)
+    mask[top:top + side, left:left + side] = 1
+    return mask

@@ -1,0 +1,229 @@
+"""Every layout reader, on real files where ../shared has them and on small built copies otherwise."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from covseg.data import detect_layout, load_dataset
+from covseg.data.splits import grouped_kfold, validation_split
+from covseg.data.synthetic import synthetic_slices
+from covseg.errors import CovsegError
+from tests.conftest import shared
+
+
+def _save_png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array.astype(np.uint8)).save(path)
+
+
+def _save_nifti(path: Path, zyx: np.ndarray, dtype: type = np.int16) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(zyx.transpose(2, 1, 0).astype(dtype), np.diag([0.8, 0.8, 5.0, 1])),
+             str(path))
+
+
+def _hu_volume(slices: int = 3, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    items = synthetic_slices(seed, patients=1, slices_per_patient=slices, size=size)
+    hu = np.stack([item.hu for _, _, item in items])
+    lesions = np.stack([item.lesions for _, _, item in items])
+    return hu, lesions
+
+
+def test_real_medseg_pngs_read_as_generic_folders() -> None:
+    data = load_dataset(shared("medseg-covid19-100"))
+    assert data.layout == "folders" and len(data.samples) == 52
+    sample = data.samples[0]
+    assert sample.image.shape == sample.mask.shape == (512, 512)
+    assert sample.image.dtype == np.float32 and 0.0 <= sample.image.min() <= sample.image.max() <= 1.0
+    assert set(np.unique(sample.mask)) <= {0, 1}
+    assert sum(s.mask.any() for s in data.samples) > 40
+
+
+@pytest.mark.parametrize("target,classes", [("infection", 2), ("multiclass", 3)])
+def test_real_infnet_binary_and_multiclass(target: str, classes: int) -> None:
+    data = load_dataset(shared("infnet-covid-semiseg"), target=target)
+    assert data.layout == "infnet" and len(data.samples) == 50 and data.num_classes == classes
+    labels = set().union(*(np.unique(s.mask).tolist() for s in data.samples))
+    assert labels == set(range(classes))
+    assert all(s.image.shape == s.mask.shape for s in data.samples)
+    assert data.samples[0].case_id.startswith("infnet_")
+
+
+def test_real_infnet_doctor_label_folder_directly() -> None:
+    folder = shared("infnet-covid-semiseg", "TrainingSet", "LungInfection-Train", "Doctor-label")
+    assert detect_layout(folder) == "infnet"
+    assert len(load_dataset(folder).samples) == 50
+
+
+def test_medseg_png_folders(tmp_path: Path) -> None:
+    src = shared("medseg-covid19-100")
+    (tmp_path / "tr_im").mkdir()
+    for name in sorted((src / "images").iterdir())[:3]:
+        shutil.copy(name, tmp_path / "tr_im" / name.name)
+        mask = np.array(Image.open(src / "masks" / name.name))
+        _save_png(tmp_path / "tr_mask" / name.name, mask * 3)  # MedSeg multi-class label 3
+    data = load_dataset(tmp_path)
+    assert data.layout == "medseg" and len(data.samples) == 3
+    assert data.samples[0].case_id.startswith("medseg_")
+    assert set(np.unique(data.samples[0].mask)) <= {0, 1}
+    assert load_dataset(tmp_path, target="multiclass").num_classes == 4
+
+
+def test_medseg_nifti_stacks_in_hu(tmp_path: Path) -> None:
+    hu, lesions = _hu_volume(slices=4)
+    _save_nifti(tmp_path / "tr_im.nii.gz", hu)
+    _save_nifti(tmp_path / "tr_mask.nii.gz", lesions)
+    data = load_dataset(tmp_path)
+    assert data.layout == "medseg" and [s.case_id for s in data.samples][:2] == [
+        "medseg_0000", "medseg_0001"]
+    np.testing.assert_array_equal(data.samples[2].mask, (lesions[2] > 0).astype(np.uint8))
+    air = data.samples[0].image[0, 0]
+    assert air == pytest.approx((-1000 + 1350) / 1500, abs=0.05)  # lung window [-1350, 150] HU
+
+
+def test_mosmed_2d_uses_its_split_files(tmp_path: Path) -> None:
+    hu, lesions = _hu_volume(slices=6)
+    names = [f"study_{p:04d}_{k}" for p in (1, 2, 3) for k in (0, 1)]
+    for i, name in enumerate(names):
+        (tmp_path / "imgs").mkdir(exist_ok=True)
+        np.save(tmp_path / "imgs" / f"{name}.npy", hu[i])
+        (tmp_path / "masks").mkdir(exist_ok=True)
+        np.save(tmp_path / "masks" / f"{name}.npy", lesions[i])
+    for k, held in enumerate((1, 2)):
+        train = [f"{n}.npy" for n in names if f"_{held:04d}_" not in n]
+        valid = [f"{n}.npy" for n in names if f"_{held:04d}_" in n]
+        (tmp_path / f"train_new{k}.txt").write_text("\n".join(train) + "\n")
+        (tmp_path / f"valid_new{k}.txt").write_text("\n".join(valid) + "\n")
+    data = load_dataset(tmp_path)
+    assert data.layout == "mosmed-2d" and len(data.folds) == 2
+    assert data.folds[0][1] == ["study_0001_0", "study_0001_1"]
+    assert {s.patient_id for s in data.samples} == {"study_0001", "study_0002", "study_0003"}
+
+
+def test_zenodo_kaggle_names_with_lung_and_infection(tmp_path: Path) -> None:
+    hu, lesions = _hu_volume(slices=3)
+    lungs = (hu < -500).astype(np.int16)
+    _save_nifti(tmp_path / "ct_scans" / "coronacases_org_001.nii", hu)
+    _save_nifti(tmp_path / "infection_mask" / "coronacases_001.nii", lesions)
+    _save_nifti(tmp_path / "lung_mask" / "coronacases_001.nii", lungs)
+    _save_nifti(tmp_path / "ct_scans" / "radiopaedia_org_covid-19-pneumonia-4_85506_1-dicom.nii", hu)
+    _save_nifti(tmp_path / "infection_mask" / "radiopaedia_4_85506_1.nii", lesions)
+    _save_nifti(tmp_path / "lung_mask" / "radiopaedia_4_85506_1.nii", lungs)
+    data = load_dataset(tmp_path)
+    assert data.layout == "zenodo" and len(data.samples) == 6 and len(data.patients) == 2
+    lung = load_dataset(tmp_path, target="lung")
+    np.testing.assert_array_equal(lung.samples[1].mask, lungs[1])
+
+
+def test_zenodo_folder_names(tmp_path: Path) -> None:
+    hu, lesions = _hu_volume(slices=2)
+    _save_nifti(tmp_path / "COVID-19-CT-Seg_20cases" / "coronacases_001.nii.gz", hu)
+    _save_nifti(tmp_path / "Infection_Mask" / "coronacases_001.nii.gz", lesions)
+    assert load_dataset(tmp_path).layout == "zenodo"
+
+
+def test_mosmed_3d_with_real_masks(tmp_path: Path) -> None:
+    masks = shared("mosmed-masks", "masks")
+    real = sorted(masks.glob("*.nii.gz"))[:2]
+    for mask_path in real:
+        mask = nib.load(str(mask_path))
+        study = mask_path.name.replace("_mask", "")
+        ct = np.where(np.asarray(mask.dataobj) > 0, -500, -850).astype(np.int16)
+        (tmp_path / "studies" / "CT-1").mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(ct, mask.affine), str(tmp_path / "studies" / "CT-1" / study))
+        (tmp_path / "masks").mkdir(exist_ok=True)
+        shutil.copy(mask_path, tmp_path / "masks" / mask_path.name)
+    data = load_dataset(tmp_path, slices="labelled")
+    assert data.layout == "mosmed-3d" and len(data.patients) == 2
+    assert all(s.mask.any() for s in data.samples)
+    expected = sum(int((np.asarray(nib.load(str(p)).dataobj) > 0).any(axis=(0, 1)).sum()) for p in real)
+    assert len(data.samples) == expected
+
+
+def test_generic_folder_with_patients_csv(synthetic_folder: Path) -> None:
+    data = load_dataset(synthetic_folder)
+    assert data.synthetic and data.layout == "folders" and len(data.patients) == 8
+    assert all(s.case_id.startswith("synthetic_") for s in data.samples)
+    assert "SYNTHETIC" in data.describe()
+    lung = load_dataset(synthetic_folder, target="lung")
+    assert all(s.mask.any() for s in lung.samples)
+
+
+def test_generic_folder_of_nifti_volumes(tmp_path: Path) -> None:
+    hu, lesions = _hu_volume(slices=3)
+    _save_nifti(tmp_path / "images" / "case1.nii.gz", hu)
+    _save_nifti(tmp_path / "masks" / "case1.nii.gz", lesions)
+    data = load_dataset(tmp_path)
+    assert len(data.samples) == 3 and data.patients == ["case1"]
+
+
+def test_splits_never_split_a_patient(synthetic_folder: Path) -> None:
+    data = load_dataset(synthetic_folder)
+    patient_of = {s.case_id: s.patient_id for s in data.samples}
+    folds = grouped_kfold(data.samples, 4, seed=3)
+    held = [c for _, test in folds for c in test]
+    assert sorted(held) == sorted(patient_of)  # every case held out exactly once
+    for train, test in folds:
+        assert not {patient_of[c] for c in train} & {patient_of[c] for c in test}
+    train, val = validation_split(data.samples, 0.25, seed=0)
+    assert len({patient_of[c] for c in val}) == 2
+    assert not {patient_of[c] for c in train} & {patient_of[c] for c in val}
+
+
+def test_synthetic_generator_is_deterministic() -> None:
+    a = load_dataset("synthetic:5")
+    b = load_dataset("synthetic:5")
+    np.testing.assert_array_equal(a.samples[3].image, b.samples[3].image)
+    assert not np.array_equal(a.samples[3].image, load_dataset("synthetic:6").samples[3].image)
+    masks = load_dataset("synthetic:5", target="multiclass")
+    assert masks.num_classes == 3 and max(s.mask.max() for s in masks.samples) == 2
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+def test_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(CovsegError, match="folder not found"):
+        load_dataset(tmp_path / "nope")
+
+
+def test_unrecognised_layout(tmp_path: Path) -> None:
+    (tmp_path / "random").mkdir()
+    with pytest.raises(CovsegError, match="unrecognised data layout"):
+        load_dataset(tmp_path)
+
+
+def test_images_without_masks(tmp_path: Path) -> None:
+    _save_png(tmp_path / "images" / "a.png", np.zeros((8, 8)))
+    _save_png(tmp_path / "images" / "b.png", np.zeros((8, 8)))
+    _save_png(tmp_path / "masks" / "a.png", np.zeros((8, 8)))
+    with pytest.raises(CovsegError, match="1 image\\(s\\) have no mask \\(b\\)"):
+        load_dataset(tmp_path)
+
+
+def test_image_mask_size_mismatch(tmp_path: Path) -> None:
+    _save_png(tmp_path / "images" / "a.png", np.zeros((8, 8)))
+    _save_png(tmp_path / "masks" / "a.png", np.zeros((8, 6)))
+    with pytest.raises(CovsegError, match="image is 8x8 but its mask is 6x8"):
+        load_dataset(tmp_path)
+
+
+def test_corrupt_image(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    _save_png(tmp_path / "masks" / "a.png", np.zeros((8, 8)))
+    with pytest.raises(CovsegError, match="corrupt"):
+        load_dataset(tmp_path)
+
+
+def test_empty_data_set(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    with pytest.raises(CovsegError, match="holds no slices"):
+        load_dataset(tmp_path)

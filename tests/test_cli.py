@@ -1,0 +1,163 @@
+"""The command line end to end: every subcommand, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from covseg import api
+from covseg.cli import main
+from tests.conftest import shared
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _assert_one_line_error(code: int, err: str, fragment: str) -> None:
+    assert code == 2
+    assert err.startswith("covseg: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err and fragment in err, err
+
+
+@pytest.mark.parametrize("name", ["medseg-covid19-100", "infnet-covid-semiseg"])
+def test_visualize_real_data(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str) -> None:
+    code, out, _ = _run(capsys, "visualize", str(shared(name)), "--out", str(tmp_path / "v.png"),
+                        "--n", "4")
+    assert code == 0 and "wrote" in out
+    with Image.open(tmp_path / "v.png") as image:
+        assert image.size[0] > 600 and image.size[1] > 200
+
+
+def test_train_predict_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                synthetic_folder: Path, tiny_run: Path) -> None:
+    code, out, _ = _run(capsys, "predict", str(synthetic_folder / "images"), "--model", str(tiny_run),
+                        "--out", str(tmp_path / "pred"), "--overlay")
+    assert code == 0, out
+    inputs = sorted((synthetic_folder / "images").glob("*.npy"))
+    masks = sorted((tmp_path / "pred").glob("*.png"))
+    assert [m.stem for m in masks] == [i.stem for i in inputs]
+    first = np.array(Image.open(masks[0]))
+    assert first.shape == np.load(inputs[0]).shape and set(np.unique(first)) <= {0, 255}
+    assert len(list((tmp_path / "pred" / "overlays").glob("*.png"))) == len(inputs)
+    assert not [p for p in (tmp_path / "pred").iterdir() if p.name.startswith(".")]
+
+    code, out, _ = _run(capsys, "evaluate", "--pred", str(tmp_path / "pred"), "--truth",
+                        str(synthetic_folder / "masks"), "--out", str(tmp_path / "eval"))
+    assert code == 0 and f"{len(inputs)} cases" in out
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert set(result["summary"]) >= {"dice", "iou", "sensitivity", "specificity", "precision", "hd95"}
+    assert "both empty = 1" in result["empty_mask_rules"]
+    assert (tmp_path / "eval.csv").read_text().startswith("case_id,dice")
+
+
+def test_evaluate_perfect_prediction_on_real_masks(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    truth = shared("medseg-covid19-100", "masks")
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for path in sorted(truth.iterdir())[:5]:
+        Image.fromarray(np.array(Image.open(path)) * 255).save(pred / path.name)
+    code, _, _ = _run(capsys, "evaluate", "--pred", str(pred), "--truth", str(truth), "--out",
+                      str(tmp_path / "e.json"))
+    summary = json.loads((tmp_path / "e.json").read_text())["summary"]
+    assert code == 0 and summary["dice"]["mean"] == 1.0 and summary["hd95"]["mean"] == 0.0
+
+
+def test_cross_validation_writes_summary_report_and_box_plot(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_folder: Path) -> None:
+    code, out, _ = _run(capsys, "cv", str(synthetic_folder), "--out", str(tmp_path / "cv"),
+                        "--folds", "2", "--epochs", "1", "--size", "64", "--batch-size", "4",
+                        "--model-option", "width=4")
+    assert code == 0 and "Dice" in out
+    summary = json.loads((tmp_path / "cv" / "summary.json").read_text())
+    assert len(summary["per_fold"]) == 2 and summary["synthetic"]
+    for metric in ("dice", "iou", "sensitivity", "specificity", "precision", "hd95"):
+        assert metric in summary["mean_std_over_folds"]
+    report = (tmp_path / "cv" / "report.md").read_text()
+    assert "SYNTHETIC" in report and "mean ± std" in report
+    assert (tmp_path / "cv" / "dice_boxplot.png").is_file()
+    per_case = (tmp_path / "cv" / "per_case.csv").read_text().splitlines()
+    assert len(per_case) == 1 + 16
+
+
+def test_demo_api_runs_small(tmp_path: Path) -> None:
+    summary = api.demo(tmp_path / "demo", folds=2, epochs=1)
+    assert summary["synthetic"] and (tmp_path / "demo" / "samples.png").is_file()
+    assert (tmp_path / "demo" / "cv" / "report.md").is_file()
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+def test_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "train", str(tmp_path / "missing"), "--out", str(tmp_path / "r"))
+    _assert_one_line_error(code, err, "folder not found")
+
+
+def test_unrecognised_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "stuff").mkdir()
+    code, _, err = _run(capsys, "cv", str(tmp_path), "--out", str(tmp_path / "r"))
+    _assert_one_line_error(code, err, "unrecognised data layout")
+
+
+def test_images_without_masks(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                              synthetic_folder: Path) -> None:
+    data = tmp_path / "d"
+    shutil.copytree(synthetic_folder, data)
+    next((data / "masks").iterdir()).unlink()
+    code, _, err = _run(capsys, "visualize", str(data), "--out", str(tmp_path / "v.png"))
+    _assert_one_line_error(code, err, "have no mask")
+    assert not (tmp_path / "v.png").exists()
+
+
+def test_size_mismatch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for folder, shape in (("images", (16, 16)), ("masks", (16, 12))):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(np.zeros(shape, np.uint8)).save(tmp_path / folder / "a.png")
+    code, _, err = _run(capsys, "train", str(tmp_path), "--out", str(tmp_path / "r"))
+    _assert_one_line_error(code, err, "must match their images")
+
+
+def test_corrupt_image_in_predict_leaves_no_partial_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Path) -> None:
+    bad = tmp_path / "in"
+    bad.mkdir()
+    (bad / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    code, _, err = _run(capsys, "predict", str(bad), "--model", str(tiny_run), "--out",
+                        str(tmp_path / "out"))
+    _assert_one_line_error(code, err, "corrupt")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_empty_data_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    code, _, err = _run(capsys, "train", str(tmp_path), "--out", str(tmp_path / "r"))
+    _assert_one_line_error(code, err, "holds no slices")
+
+
+def test_not_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                          synthetic_folder: Path) -> None:
+    fake = tmp_path / "fake.pt"
+    fake.write_text("hello")
+    code, _, err = _run(capsys, "predict", str(synthetic_folder / "images"), "--model", str(fake),
+                        "--out", str(tmp_path / "o"))
+    _assert_one_line_error(code, err, "not a covseg checkpoint")
+
+
+def test_bad_numbers_and_empty_input_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            tiny_run: Path) -> None:
+    code, _, err = _run(capsys, "train", "synthetic", "--out", str(tmp_path / "r"), "--epochs", "0")
+    _assert_one_line_error(code, err, "--epochs must be positive")
+    (tmp_path / "empty").mkdir()
+    code, _, err = _run(capsys, "predict", str(tmp_path / "empty"), "--model", str(tiny_run),
+                        "--out", str(tmp_path / "o"))
+    _assert_one_line_error(code, err, "no images")

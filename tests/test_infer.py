@@ -1,0 +1,54 @@
+"""Prediction maps back to the exact input size; the letterbox round trip is lossless."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from covseg.infer import Predictor
+from covseg.transforms import Letterbox
+
+
+@pytest.mark.parametrize("shape", [(369, 273), (512, 512), (100, 300), (64, 64), (31, 47)])
+def test_letterbox_round_trip_keeps_shape_and_labels(shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(0)
+    labels = np.zeros(shape, dtype=np.float32)
+    h, w = shape
+    labels[h // 4: h // 2, w // 3: 2 * w // 3] = 1
+    box = Letterbox(h, w, 128)
+    canvas = box.forward(labels[None], nearest=True)
+    assert canvas.shape == (1, 128, 128)
+    back = box.inverse(canvas)
+    assert back.shape == (1, h, w)
+    agreement = (back[0].numpy() > 0.5) == (labels > 0.5)
+    assert agreement.mean() > 0.97
+    image = rng.random(shape).astype(np.float32)
+    assert box.inverse(box.forward(image[None])).shape == (1, h, w)
+
+
+def test_letterbox_is_exact_when_sizes_divide() -> None:
+    labels = (np.random.default_rng(1).random((256, 128)) > 0.5).astype(np.float32)
+    box = Letterbox(256, 128, 128)
+    back = box.inverse(box.forward(labels[None], nearest=True), nearest=True)
+    # nearest-exact halving keeps pixel (2i+1, 2j+1); doubling repeats it over its 2x2 block
+    kept = labels[1::2, 1::2]
+    np.testing.assert_array_equal(back[0].numpy(), np.repeat(np.repeat(kept, 2, 0), 2, 1))
+    square = labels[:128]
+    unit = Letterbox(128, 128, 128)
+    torch.testing.assert_close(unit.inverse(unit.forward(square[None])), torch.from_numpy(square[None]))
+
+
+def test_predictor_returns_masks_at_each_input_size(tiny_run: Path) -> None:
+    predictor = Predictor.load(tiny_run)
+    images = [np.random.default_rng(i).random(shape).astype(np.float32)
+              for i, shape in enumerate([(64, 64), (90, 50), (33, 77)])]
+    probs = predictor.predict_probabilities(images)
+    assert [p.shape for p in probs] == [(1, 64, 64), (1, 90, 50), (1, 33, 77)]
+    assert all(0.0 <= p.min() and p.max() <= 1.0 for p in probs)
+    labels = predictor.predict_labels(images)
+    assert [m.shape for m in labels] == [(64, 64), (90, 50), (33, 77)]
+    predictor.tta = True
+    assert predictor.predict_labels(images[:1])[0].shape == (64, 64)

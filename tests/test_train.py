@@ -1,0 +1,83 @@
+"""Training: outputs of a run, exact resume after an interruption, and checkpoint safety."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from covseg.checkpoint import load_checkpoint
+from covseg.config import TrainConfig
+from covseg.data import load_dataset
+from covseg.errors import CovsegError
+
+train_module = importlib.import_module("covseg.train")  # the package exports a train() too
+TINY = {"epochs": 4, "size": 64, "batch_size": 4, "model_options": {"width": 4},
+        "augment": "heavy"}
+
+
+def test_run_folder_has_config_log_curves_checkpoints_and_metrics(tiny_run: Path) -> None:
+    for name in ("config.json", "log.csv", "curves.png", "best.pt", "last.pt", "metrics.json",
+                 "validation_per_case.csv"):
+        assert (tiny_run / name).is_file(), name
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["synthetic"] is True
+    assert 0.0 <= metrics["validation"]["dice"]["mean"] <= 1.0
+    config = json.loads((tiny_run / "config.json").read_text())
+    assert config["synthetic"] and config["val_cases"]
+    assert len((tiny_run / "log.csv").read_text().strip().splitlines()) == 3
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = load_dataset(synthetic_folder)
+    config = TrainConfig(**TINY)
+    train_module.train(config, data, tmp_path / "straight", progress=False)
+
+    real_save = train_module.save_checkpoint
+    calls = {"last": 0}
+
+    def save_then_die(path: Path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        result = real_save(path, *args, **kwargs)
+        if Path(path).name == "last.pt":
+            calls["last"] += 1
+            if calls["last"] == 2:
+                raise KeyboardInterrupt
+        return result
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.train(config, data, tmp_path / "killed", progress=False)
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    assert load_checkpoint(tmp_path / "killed" / "last.pt")["epoch"] == 2
+
+    with pytest.raises(CovsegError, match="--resume"):
+        train_module.train(config, data, tmp_path / "killed", progress=False)
+    train_module.train(config, data, tmp_path / "killed", resume=True, progress=False)
+
+    straight = load_checkpoint(tmp_path / "straight" / "last.pt")
+    resumed = load_checkpoint(tmp_path / "killed" / "last.pt")
+    assert [r["epoch"] for r in resumed["history"]] == [1, 2, 3, 4]
+    for key, value in straight["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][key], value)
+
+
+def test_resume_with_another_model_is_refused(tiny_run: Path, synthetic_folder: Path) -> None:
+    data = load_dataset(synthetic_folder)
+    with pytest.raises(CovsegError, match="same --model"):
+        train_module.train(TrainConfig(epochs=3, size=96), data, tiny_run, resume=True,
+                           progress=False)
+
+
+def test_a_file_that_is_not_a_checkpoint(tmp_path: Path) -> None:
+    bogus = tmp_path / "model.pt"
+    bogus.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CovsegError, match="not a covseg checkpoint"):
+        load_checkpoint(bogus)
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {}}, other)
+    with pytest.raises(CovsegError, match="no covseg header"):
+        load_checkpoint(other)
