@@ -52,3 +52,24 @@ def test_predictor_returns_masks_at_each_input_size(tiny_run: Path) -> None:
     assert [m.shape for m in labels] == [(64, 64), (90, 50), (33, 77)]
     predictor.tta = True
     assert predictor.predict_labels(images[:1])[0].shape == (64, 64)
+
+
+def test_onnx_export_predicts_like_torch(tmp_path: Path, tiny_run: Path) -> None:
+    from covseg import api
+
+    onnx_file = api.export(tiny_run, tmp_path / "model.onnx")
+    torch_predictor = Predictor.load(tiny_run)
+    onnx_predictor = api.load_predictor(onnx_file)
+    assert (onnx_predictor.size, onnx_predictor.num_classes) == (torch_predictor.size, 2)
+    images = [np.random.default_rng(3).random((70, 50)).astype(np.float32)]
+    np.testing.assert_allclose(onnx_predictor.predict_probabilities(images)[0],
+                               torch_predictor.predict_probabilities(images)[0], atol=1e-4)
+
+
+def test_onnx_file_not_from_covseg_is_refused(tmp_path: Path) -> None:
+    from covseg.errors import CovsegError
+
+    bogus = tmp_path / "x.onnx"
+    bogus.write_bytes(b"nope")
+    with pytest.raises(CovsegError, match="not a readable ONNX model"):
+        Predictor.load_onnx(bogus)

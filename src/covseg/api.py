@@ -56,6 +56,16 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     return _cross_validate(recipe, _load(data, recipe), out, folds, resume)
 
 
+def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str],
+            out: str | os.PathLike[str], folds: int = 5, resume: bool = False, **config: Any
+            ) -> dict[str, Any]:
+    """Cross-validate ``models`` (first = baseline) on identical folds, with paired tests."""
+    from covseg.compare import compare_models
+
+    recipe = TrainConfig(**config)
+    return compare_models(recipe, _load(data, recipe), list(models), out, folds, resume)
+
+
 def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """Files as given, and the image files inside any folder given."""
     files: list[Path] = []
@@ -74,14 +84,30 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return files
 
 
+def load_predictor(model: str | os.PathLike[str], batch_size: int = 8, tta: bool = False
+                   ) -> Predictor:
+    """A run folder / checkpoint, or an ``.onnx`` file from :func:`export`."""
+    if str(model).lower().endswith(".onnx"):
+        return Predictor.load_onnx(model, batch_size, tta)
+    return Predictor.load(model, batch_size, tta)
+
+
+def export(model: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
+    """Export a trained run to ONNX (for ``predict --onnx`` and ONNX Runtime users)."""
+    from covseg.export import export_onnx
+
+    return export_onnx(model, out)
+
+
 def predict(model: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]],
             out: str | os.PathLike[str], overlay_png: bool = False, batch_size: int = 8,
             tta: bool = False) -> list[Path]:
     """Masks for 2D images: PNG named after each input, same size, 0 background, 255 infection.
 
-    Multi-class models write their labels (0..K-1) instead of 0/255.
+    Multi-class models write their labels (0..K-1) instead of 0/255. A ``model`` ending in
+    ``.onnx`` (from :func:`export`) runs with ONNX Runtime.
     """
-    predictor = Predictor.load(model, batch_size=batch_size, tta=tta)
+    predictor = load_predictor(model, batch_size, tta)
     files = collect_inputs(inputs)
     out = Path(out)
     written = []

@@ -39,12 +39,14 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
                         default=list(LUNG_WINDOW), help="HU window (default: lung window)")
 
 
-def _add_train_options(parser: argparse.ArgumentParser) -> None:
+def _add_train_options(parser: argparse.ArgumentParser, single_model: bool = True) -> None:
     _add_data_options(parser)
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--model", default=DEFAULTS.model, help="architecture (see `covseg models`)")
-    parser.add_argument("--model-option", type=_model_option, action="append", default=[],
-                        metavar="KEY=VALUE", help="architecture option, e.g. width=32")
+    if single_model:
+        parser.add_argument("--model", default=DEFAULTS.model,
+                            help="architecture (see `covseg models`)")
+        parser.add_argument("--model-option", type=_model_option, action="append", default=[],
+                            metavar="KEY=VALUE", help="architecture option, e.g. width=32")
     parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
     parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     parser.add_argument("--lr", type=float, default=DEFAULTS.lr)
@@ -59,7 +61,8 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
 
 def _config(args: argparse.Namespace) -> dict[str, Any]:
     return {
-        "model": args.model, "model_options": dict(args.model_option), "target": args.target,
+        "model": getattr(args, "model", DEFAULTS.model),
+        "model_options": dict(getattr(args, "model_option", [])), "target": args.target,
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "size": args.size,
         "seed": args.seed, "augment": args.augment, "loss": args.loss,
         "val_fraction": args.val_fraction, "intensity": args.intensity,
@@ -97,10 +100,30 @@ def cmd_cv(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    _positive(args, "epochs", "batch_size", "lr", "size")
+    config = _config(args)
+    config.pop("model")
+    config.pop("model_options")
+    result = api.compare(args.data, args.models, args.out, folds=args.folds, resume=args.resume,
+                         **config)
+    for row in result["models"]:
+        test = row.get("wilcoxon_vs_baseline")
+        p_value = f", p = {test['p_value']:.3g} vs {result['baseline']}" if test else " (baseline)"
+        print(f"{row['model']}: Dice {row['dice']['mean']:.3f} ± {row['dice']['std']:.3f}{p_value}")
+    print(f"report in {args.out}/comparison.md")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
-    written = api.predict(args.model, args.inputs, args.out, overlay_png=args.overlay,
+    written = api.predict(args.model or args.onnx, args.inputs, args.out, overlay_png=args.overlay,
                           batch_size=args.batch_size, tta=args.tta)
     print(f"wrote {len(written)} mask(s) to {args.out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    print(f"wrote {api.export(args.model, args.out)}")
     return 0
 
 
@@ -140,14 +163,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5)
     p.set_defaults(handler=cmd_cv)
 
+    p = sub.add_parser("compare", help="cross-validate several models on identical folds")
+    _add_train_options(p, single_model=False)
+    p.add_argument("--models", nargs="+", required=True, metavar="NAME[:KEY=VALUE,...]",
+                   help="models to compare; the first is the baseline (e.g. unet resunet)")
+    p.add_argument("--folds", type=int, default=5)
+    p.set_defaults(handler=cmd_compare)
+
     p = sub.add_parser("predict", help="masks for images (PNG out, same name and size)")
     p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("--model", required=True, help="run folder or checkpoint from `covseg train`")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="run folder or checkpoint from `covseg train`")
+    source.add_argument("--onnx", help="ONNX file from `covseg export` (runs on ONNX Runtime)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overlay", action="store_true", help="also write overlays/*.png")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--tta", action="store_true", help="average with a left-right flip")
     p.set_defaults(handler=cmd_predict)
+
+    p = sub.add_parser("export", help="export a trained model to ONNX")
+    p.add_argument("--model", required=True, help="run folder or checkpoint")
+    p.add_argument("--out", required=True, help="ONNX file to write")
+    p.set_defaults(handler=cmd_export)
 
     p = sub.add_parser("evaluate", help="metrics of predicted masks against the truth")
     p.add_argument("--pred", required=True, help="folder of predicted masks")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from covseg.transforms import LUNG_WINDOW, Letterbox
 class Predictor:
     """A trained model plus its preprocessing; ``predict_*`` take slices scaled to [0, 1]."""
 
-    model: nn.Module
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor]
     num_classes: int
     size: int
     intensity: str = "auto"
@@ -34,6 +34,17 @@ class Predictor:
         """Load a run folder or a ``.pt`` written by ``covseg train``."""
         payload = load_checkpoint(checkpoint)
         return cls.from_payload(payload, batch_size, tta)
+
+    @classmethod
+    def load_onnx(cls, path: str | os.PathLike[str], batch_size: int = 8, tta: bool = False
+                  ) -> "Predictor":
+        """Load a model written by ``covseg export`` and run it with ONNX Runtime."""
+        from covseg.export import OnnxNetwork
+
+        network = OnnxNetwork(path)
+        meta = network.meta
+        return cls(network, meta["num_classes"], meta["size"], meta.get("intensity", "auto"),
+                   tuple(meta.get("window", LUNG_WINDOW)), batch_size, tta)
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any], batch_size: int = 8, tta: bool = False

@@ -1,0 +1,73 @@
+"""ONNX export of a trained model, and an ONNX Runtime network usable by :class:`Predictor`.
+
+The preprocessing a model needs (canvas size, classes, intensity, window) travels in the ONNX
+file's metadata, so ``covseg predict --onnx model.onnx`` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from covseg.checkpoint import load_checkpoint, model_from_checkpoint
+from covseg.errors import CovsegError
+from covseg.io.atomic import atomic_path
+
+META_KEY = "covseg"
+OPSET = 17
+
+
+def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
+    """Export a run's best model to ONNX with a dynamic batch axis and covseg metadata."""
+    import onnx
+
+    payload = load_checkpoint(checkpoint)
+    meta = payload["meta"]
+    model = model_from_checkpoint(payload)
+    example = torch.rand(1, meta["in_channels"], meta["size"], meta["size"])
+    with atomic_path(out) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # The TorchScript exporter needs no extra package (the dynamo one needs onnxscript).
+        torch.onnx.export(model, example, str(tmp), input_names=["image"],
+                          output_names=["logits"], opset_version=OPSET, dynamo=False,
+                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+        graph = onnx.load(str(tmp))
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = META_KEY, json.dumps(meta)
+        onnx.save(graph, str(tmp))
+    return Path(out)
+
+
+class OnnxNetwork:
+    """An ONNX Runtime session that behaves like the torch module for :class:`Predictor`."""
+
+    def __init__(self, path: str | os.PathLike[str], threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise CovsegError(f"{path}: no such ONNX file; create one with `covseg export`")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        try:
+            self.session = ort.InferenceSession(str(path), options,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001  onnxruntime raises its own untyped errors
+            raise CovsegError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+        raw = self.session.get_modelmeta().custom_metadata_map.get(META_KEY)
+        if raw is None:
+            raise CovsegError(f"{path}: not exported by covseg (no covseg metadata)")
+        self.meta: dict[str, Any] = json.loads(raw)
+
+    def eval(self) -> "OnnxNetwork":
+        return self
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        logits = self.session.run(None, {"image": np.ascontiguousarray(batch.numpy())})[0]
+        return torch.from_numpy(logits)
