@@ -161,3 +161,28 @@ def test_bad_numbers_and_empty_input_folder(tmp_path: Path, capsys: pytest.Captu
     code, _, err = _run(capsys, "predict", str(tmp_path / "empty"), "--model", str(tiny_run),
                         "--out", str(tmp_path / "o"))
     _assert_one_line_error(code, err, "no images")
+
+
+def test_multiclass_train_predict_evaluate_on_real_infnet(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = shared("infnet-covid-semiseg")
+    code, out, _ = _run(capsys, "train", str(data), "--target", "multiclass", "--out",
+                        str(tmp_path / "run"), "--epochs", "1", "--size", "64",
+                        "--model-option", "width=4", "--loss", "ce+dice")
+    assert code == 0, out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["validation"]
+    for key in ("ground-glass_dice", "consolidation_dice", "miou_with_background",
+                "miou_without_background"):
+        assert key in metrics
+    images = data / "TrainingSet" / "MultiClassInfection-Train" / "Imgs"
+    subset = [str(p) for p in sorted(images.iterdir())[:6]]
+    code, _, _ = _run(capsys, "predict", *subset, "--model", str(tmp_path / "run"), "--out",
+                      str(tmp_path / "pred"))
+    assert code == 0
+    first = np.array(Image.open(sorted((tmp_path / "pred").glob("*.png"))[0]))
+    assert first.max() <= 2
+    code, _, _ = _run(capsys, "evaluate", "--pred", str(tmp_path / "pred"), "--truth",
+                      str(images.parent / "GT"), "--out", str(tmp_path / "eval.json"))
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert code == 0 and result["num_classes"] == 3 and result["cases"] == 6
+    assert "consolidation_iou" in result["summary"]

@@ -52,7 +52,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 def model_from_checkpoint(payload: dict[str, Any]) -> nn.Module:
     """Rebuild the network recorded in ``payload['meta']`` and load its weights."""
     meta = payload["meta"]
-    model = build_model(meta["model"], meta["in_channels"], meta["num_classes"],
-                        **meta.get("model_options", {}))
+    # Encoder weight files were only a starting point: the saved state_dict replaces them.
+    options = {k: v for k, v in meta.get("model_options", {}).items() if k != "weights"}
+    model = build_model(meta["model"], meta["in_channels"], meta["num_classes"], **options)
     model.load_state_dict(payload["state_dict"])
     return model.eval()

@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from covseg import api
+from covseg import api, cli_models
 from covseg.config import TrainConfig
 from covseg.data.layouts import TARGETS
 from covseg.errors import CovsegError
@@ -56,6 +56,10 @@ def _add_train_options(parser: argparse.ArgumentParser, single_model: bool = Tru
     parser.add_argument("--loss", choices=LOSSES, default=DEFAULTS.loss)
     parser.add_argument("--val-fraction", type=float, default=DEFAULTS.val_fraction,
                         help="share of patients held out for model selection")
+    parser.add_argument("--lung-guide", default=DEFAULTS.lung_guide, metavar="none|threshold|RUN",
+                        help="cascade: add a lung channel from HU thresholding or a lung model run")
+    parser.add_argument("--crop-lungs", action="store_true",
+                        help="cascade: crop to the lungs' box before the infection model")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
 
 
@@ -66,7 +70,8 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "size": args.size,
         "seed": args.seed, "augment": args.augment, "loss": args.loss,
         "val_fraction": args.val_fraction, "intensity": args.intensity,
-        "window": tuple(args.window),
+        "window": tuple(args.window), "lung_guide": args.lung_guide,
+        "crop_lungs": args.crop_lungs,
     }
 
 
@@ -191,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", required=True, help="folder of true masks (same file stems)")
     p.add_argument("--out", required=True, help="output path; .csv and .json are written")
     p.set_defaults(handler=cmd_evaluate)
+
+    cli_models.register(sub)
 
     p = sub.add_parser("demo", help="synthetic data -> cross-validation -> report, in minutes")
     p.add_argument("--out", default="covseg-demo", help="output folder")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from covseg.cascade import LungGuide
 from covseg.transforms import LUNG_WINDOW
 
 
@@ -26,6 +27,16 @@ class TrainConfig:
     val_fraction: float = 0.2
     intensity: str = "auto"
     window: tuple[float, float] = LUNG_WINDOW
+    lung_guide: str = "none"
+    """``none``, ``threshold`` or a lung-model run folder: adds a lung channel (the cascade)."""
+    crop_lungs: bool = False
+    """With a lung guide: train and predict on the lungs' bounding box only."""
+
+    def guide(self) -> LungGuide | None:
+        """The cascade's lung guide, or None for a plain one-channel model."""
+        if self.lung_guide == "none":
+            return None
+        return LungGuide(self.lung_guide, self.crop_lungs, self.window)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

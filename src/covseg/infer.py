@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from covseg.cascade import CropBox, LungGuide
 from covseg.checkpoint import load_checkpoint, model_from_checkpoint
 from covseg.transforms import LUNG_WINDOW, Letterbox
 
@@ -27,6 +28,7 @@ class Predictor:
     window: tuple[float, float] = LUNG_WINDOW
     batch_size: int = 8
     tta: bool = False
+    guide: LungGuide | None = None
 
     @classmethod
     def load(cls, checkpoint: str | os.PathLike[str], batch_size: int = 8, tta: bool = False
@@ -42,17 +44,19 @@ class Predictor:
         from covseg.export import OnnxNetwork
 
         network = OnnxNetwork(path)
-        meta = network.meta
-        return cls(network, meta["num_classes"], meta["size"], meta.get("intensity", "auto"),
-                   tuple(meta.get("window", LUNG_WINDOW)), batch_size, tta)
+        return cls._from_meta(network, network.meta, batch_size, tta)
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any], batch_size: int = 8, tta: bool = False
                      ) -> Predictor:
-        meta = payload["meta"]
-        return cls(model_from_checkpoint(payload), meta["num_classes"], meta["size"],
-                   meta.get("intensity", "auto"), tuple(meta.get("window", LUNG_WINDOW)),
-                   batch_size, tta)
+        return cls._from_meta(model_from_checkpoint(payload), payload["meta"], batch_size, tta)
+
+    @classmethod
+    def _from_meta(cls, network: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+                   meta: dict[str, Any], batch_size: int, tta: bool) -> "Predictor":
+        return cls(network, meta["num_classes"], meta["size"], meta.get("intensity", "auto"),
+                   tuple(meta.get("window", LUNG_WINDOW)), batch_size, tta,
+                   LungGuide.from_meta(meta.get("lung_guide")))
 
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits) if self.num_classes == 2 else torch.softmax(logits, dim=1)
@@ -77,10 +81,12 @@ class Predictor:
         """
         out: list[np.ndarray] = []
         for index in self._batches(images):
-            boxes = [Letterbox(*images[i].shape, self.size) for i in index]
-            canvas = torch.stack([box.forward(images[i][None]) for box, i in zip(boxes, index)])
+            inputs = model_inputs([images[i] for i in index], self.guide)
+            boxes = [Letterbox(*array.shape[-2:], self.size) for array, _ in inputs]
+            canvas = torch.stack([box.forward(array) for box, (array, _) in zip(boxes, inputs)])
             probs = self._forward(canvas)
-            out.extend(box.inverse(p).numpy() for box, p in zip(boxes, probs))
+            out.extend(crop.paste(box.inverse(p).numpy(), images[i].shape)
+                       for box, (_, crop), p, i in zip(boxes, inputs, probs, index))
         return out
 
     def labels_from_probabilities(self, probs: np.ndarray) -> np.ndarray:
@@ -92,6 +98,14 @@ class Predictor:
     def predict_labels(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """(H, W) slices in [0, 1] -> uint8 label maps of the same sizes."""
         return [self.labels_from_probabilities(p) for p in self.predict_probabilities(images)]
+
+
+def model_inputs(images: Sequence[np.ndarray], guide: LungGuide | None
+                 ) -> list[tuple[np.ndarray, CropBox]]:
+    """(C, h, w) network inputs and the crop they came from: the slice alone, or the cascade's."""
+    if guide is None:
+        return [(image[None], CropBox(0, image.shape[0], 0, image.shape[1])) for image in images]
+    return guide.prepare(images)
 
 
 def output_name(path: Path) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss, FocalLoss, TverskyLoss
+from monai.losses import DiceCELoss, DiceLoss, FocalLoss, TverskyLoss
 from torch import nn
 
 from covseg.errors import CovsegError
@@ -20,6 +20,18 @@ class _BinaryBCE(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.bce(logits, target.float())
+
+
+class _WeightedSum(nn.Module):
+    """w1 * loss1 + w2 * loss2 + ..."""
+
+    def __init__(self, terms: list[tuple[float, nn.Module]]) -> None:
+        super().__init__()
+        self.weights = [weight for weight, _ in terms]
+        self.terms = nn.ModuleList(loss for _, loss in terms)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return sum(w * loss(logits, target) for w, loss in zip(self.weights, self.terms))
 
 
 def build_loss(name: str, num_classes: int = 2, dice_weight: float = 1.0,
@@ -45,5 +57,8 @@ def build_loss(name: str, num_classes: int = 2, dice_weight: float = 1.0,
     if name == "focal":
         return FocalLoss(use_softmax=not binary, to_onehot_y=not binary)
     if name == "focal+dice":
-        return DiceFocalLoss(**activation, lambda_dice=dice_weight, lambda_focal=other_weight)
+        # MONAI's DiceFocalLoss always uses a sigmoid focal term; sum the two parts instead so
+        # that multi-class focal+dice uses the same softmax focal loss as "focal".
+        return _WeightedSum([(dice_weight, DiceLoss(**activation)),
+                             (other_weight, build_loss("focal", num_classes))])
     return TverskyLoss(**activation, alpha=0.3, beta=0.7)

@@ -28,7 +28,8 @@ from covseg.data.layouts import CLASS_NAMES, LoadedData, Sample
 from covseg.data.splits import validation_split
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_samples, rows_to_csv
-from covseg.infer import Predictor
+from covseg.cascade import LungGuide
+from covseg.infer import Predictor, model_inputs
 from covseg.io.atomic import write_json, write_text
 from covseg.losses import build_loss
 from covseg.metrics import EMPTY_MASK_RULES, summarize
@@ -37,13 +38,19 @@ from covseg.transforms import Letterbox, augmentation
 from covseg.viz import training_curves
 
 
-def canvas_items(samples: Sequence[Sample], size: int) -> list[dict[str, torch.Tensor]]:
-    """Letterbox every sample once to the training canvas (image bilinear/area, mask nearest)."""
+def canvas_items(samples: Sequence[Sample], size: int, guide: LungGuide | None = None
+                 ) -> list[dict[str, torch.Tensor]]:
+    """Letterbox every sample once to the training canvas (image bilinear/area, mask nearest).
+
+    With a lung guide the image gains a lung channel and, when cropping, image and mask are
+    cut to the lungs' box first.
+    """
+    inputs = model_inputs([s.image for s in samples], guide)
     items = []
-    for sample in samples:
-        box = Letterbox(*sample.image.shape, size)
-        items.append({"image": box.forward(sample.image[None]),
-                      "mask": box.forward(sample.mask[None], nearest=True)})
+    for sample, (image, crop) in zip(samples, inputs, strict=True):
+        box = Letterbox(*image.shape[-2:], size)
+        items.append({"image": box.forward(image),
+                      "mask": box.forward(crop.crop(sample.mask)[None], nearest=True)})
     return items
 
 
@@ -80,8 +87,10 @@ def _validate(model: nn.Module, loss_fn: nn.Module, items: list[dict[str, torch.
 
 
 def _meta(config: TrainConfig, num_classes: int) -> dict[str, Any]:
+    guide = config.guide()
     return {
-        "model": config.model, "model_options": dict(config.model_options), "in_channels": 1,
+        "model": config.model, "model_options": dict(config.model_options),
+        "in_channels": 1 + (guide is not None), "lung_guide": guide.to_meta() if guide else None,
         "num_classes": num_classes, "size": config.size, "intensity": config.intensity,
         "window": list(config.window), "target": config.target,
         "class_names": {str(k): v for k, v in CLASS_NAMES.items() if k < num_classes},
@@ -122,11 +131,15 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
     by_id = {s.case_id: s for s in data.samples}
     train_samples = [by_id[c] for c in train_cases]
     val_samples = [by_id[c] for c in (val_cases or [])]
+    if config.batch_size < 2:
+        raise CovsegError("--batch-size must be at least 2 (batch normalisation needs two slices)")
     if not train_samples:
         raise CovsegError("no training slices left after the split; add data or lower the validation fraction")
 
     torch.manual_seed(config.seed)
-    model = build_model(config.model, 1, data.num_classes, **config.model_options)
+    guide = config.guide()
+    model = build_model(config.model, 1 + (guide is not None), data.num_classes,
+                        **config.model_options)
     loss_fn = build_loss(config.loss, data.num_classes)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs,
@@ -141,8 +154,8 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
     })
 
     transform = augmentation(config.augment)
-    train_items = canvas_items(train_samples, config.size)
-    val_items = canvas_items(val_samples, config.size)
+    train_items = canvas_items(train_samples, config.size, guide)
+    val_items = canvas_items(val_samples, config.size, guide)
     loader = DataLoader(Dataset(train_items, transform=transform), batch_size=config.batch_size,
                         shuffle=True, drop_last=len(train_items) > config.batch_size, num_workers=0)
 

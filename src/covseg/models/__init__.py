@@ -1,6 +1,15 @@
 """Segmentation networks by name; importing this package registers them all."""
 
-from covseg.models import unet  # noqa: F401  (registers its builders)
+from covseg.models import (  # noqa: F401  (each module registers its builders)
+    attention_unet,
+    deeplabv3,
+    deeplabv3plus,
+    fcn,
+    miniseg,
+    resunet,
+    unet,
+    unetpp,
+)
 from covseg.models.registry import REGISTRY, build_model, output_channels, parameter_count
 
 __all__ = ["REGISTRY", "build_model", "output_channels", "parameter_count"]

@@ -1,0 +1,169 @@
+"""covseg's speed benchmark: one command, one table, one JSON (about 5 minutes on 2 cores).
+
+    python benchmarks/speed.py [--model RUN] [--out benchmarks/speed.json]
+
+Measures, in one run and on this machine: float32 matmul GFLOP/s (the machine's own ceiling),
+training seconds per epoch of the default recipe on 50 slices, inference latency per 512x512
+slice at batch 1 and 8 (PyTorch and ONNX Runtime, letterbox and mapping back included),
+throughput on a 300-slice 512x512 volume, achieved model GFLOP/s, and peak memory.
+Without ``--model`` the default recipe's architecture is used untrained (speed does not depend
+on the weights); with ``--model RUN`` its ``log.csv`` also gives the time to convergence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from covseg.checkpoint import save_checkpoint
+from covseg.config import TrainConfig
+from covseg.data.synthetic import synthetic_dataset
+from covseg.infer import Predictor
+from covseg.models import build_model
+from covseg.models.profile import count_flops
+from covseg.train import train
+
+SLICE = 512
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """Best-of float32 matmul rate: the machine's practical ceiling for dense layers."""
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn) -> float:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def latency(predictor: Predictor, batch: int, repeats: int = 5) -> float:
+    """Median seconds per 512x512 slice at ``batch``, after one warm-up batch."""
+    images = [np.random.default_rng(i).random((SLICE, SLICE)).astype(np.float32)
+              for i in range(batch)]
+    predictor.batch_size = batch
+    predictor.predict_labels(images)
+    return statistics.median(_timed(lambda: predictor.predict_labels(images))
+                             for _ in range(repeats)) / batch
+
+
+def epoch_seconds(config: TrainConfig, slices: int = 50, epochs: int = 2) -> float:
+    """Seconds per epoch of ``config`` on ``slices`` synthetic 512x512 slices (letterboxed)."""
+    data = synthetic_dataset(seed=0, patients=slices, slices_per_patient=1, size=SLICE)
+    with tempfile.TemporaryDirectory() as tmp:
+        recipe = TrainConfig(**{**config.to_dict(), "epochs": epochs, "val_fraction": 0.0})
+        metrics = train(recipe, data, tmp, progress=False)
+    return metrics["seconds_per_epoch"]
+
+
+def convergence(run: Path | None) -> dict[str, float] | None:
+    """From a run's log: the first epoch within 0.01 of the best validation Dice, and its time."""
+    if run is None or not (run / "log.csv").is_file():
+        return None
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    if not rows or not rows[0].get("val_dice"):
+        return None
+    best = max(float(r["val_dice"]) for r in rows)
+    hit = next(r for r in rows if float(r["val_dice"]) >= best - 0.01)
+    seconds = sum(float(r["seconds"]) for r in rows[: int(hit["epoch"])])
+    return {"epoch": int(hit["epoch"]), "seconds": seconds, "best_val_dice": best,
+            "epochs_run": len(rows), "total_seconds": sum(float(r["seconds"]) for r in rows)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, help="a run folder from `covseg train`")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/speed.json"))
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    config = TrainConfig()
+    results: dict[str, object] = {
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        "torch": torch.__version__, "python": sys.version.split()[0],
+    }
+    results["matmul_gflops"] = matmul_gflops()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.model:
+            predictor = Predictor.load(args.model)
+        else:
+            model = build_model(config.model, 1, 2, **config.model_options).eval()
+            save_checkpoint(Path(tmp) / "best.pt", model, {
+                "model": config.model, "model_options": config.model_options, "in_channels": 1,
+                "num_classes": 2, "size": config.size})
+            predictor = Predictor.load(Path(tmp) / "best.pt")
+        size = predictor.size
+        flops = count_flops(predictor.model, torch.rand(1, 1, size, size))
+        results["model"] = {"checkpoint": str(args.model) if args.model else "untrained default",
+                            "canvas": size, "gflops_per_slice": flops / 1e9}
+        results["torch_s_per_slice_batch1"] = latency(predictor, 1)
+        results["torch_s_per_slice_batch8"] = latency(predictor, 8)
+        results["achieved_model_gflops"] = flops / 1e9 / results["torch_s_per_slice_batch8"]
+        from covseg.export import export_onnx
+
+        onnx_file = export_onnx(Path(tmp) / "best.pt" if not args.model else args.model,
+                                Path(tmp) / "model.onnx")
+        onnx = Predictor.load_onnx(onnx_file)
+        results["onnx_s_per_slice_batch1"] = latency(onnx, 1)
+        results["onnx_s_per_slice_batch8"] = latency(onnx, 8)
+        volume = [np.random.default_rng(i).random((SLICE, SLICE)).astype(np.float32)
+                  for i in range(300)]
+        predictor.batch_size = 8
+        seconds = _timed(lambda: predictor.predict_labels(volume))
+        results["volume_300_slices_seconds"] = seconds
+        results["volume_slices_per_second"] = 300 / seconds
+    results["train_s_per_epoch_50_slices"] = epoch_seconds(config)
+    results["default_epochs"] = config.epochs
+    results["default_train_minutes_estimate"] = (
+        results["train_s_per_epoch_50_slices"] * config.epochs / 60)
+    results["convergence"] = convergence(args.model)
+    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    _print_table(results)
+    return 0
+
+
+def _print_table(r: dict) -> None:  # type: ignore[type-arg]
+    rows = [
+        ("machine", r["machine"]),
+        ("float32 matmul", f"{r['matmul_gflops']:.1f} GFLOP/s"),
+        ("model cost", f"{r['model']['gflops_per_slice']:.2f} GFLOP per slice "
+                       f"({r['model']['canvas']}px canvas)"),
+        ("torch latency, batch 1", f"{r['torch_s_per_slice_batch1'] * 1000:.1f} ms / 512² slice"),
+        ("torch latency, batch 8", f"{r['torch_s_per_slice_batch8'] * 1000:.1f} ms / 512² slice"),
+        ("onnxruntime, batch 1", f"{r['onnx_s_per_slice_batch1'] * 1000:.1f} ms / 512² slice"),
+        ("onnxruntime, batch 8", f"{r['onnx_s_per_slice_batch8'] * 1000:.1f} ms / 512² slice"),
+        ("achieved (torch, b8)", f"{r['achieved_model_gflops']:.1f} GFLOP/s "
+                                 f"({100 * r['achieved_model_gflops'] / r['matmul_gflops']:.0f}% of matmul)"),
+        ("300-slice volume", f"{r['volume_300_slices_seconds']:.1f} s "
+                             f"({r['volume_slices_per_second']:.1f} slices/s)"),
+        ("training, 50 slices", f"{r['train_s_per_epoch_50_slices']:.1f} s / epoch; "
+                                f"{r['default_epochs']} epochs ≈ {r['default_train_minutes_estimate']:.1f} min"),
+        ("peak memory (RSS)", f"{r['peak_rss_mb']:.0f} MB"),
+    ]
+    if r["convergence"]:
+        c = r["convergence"]
+        rows.append(("convergence (run log)", f"epoch {c['epoch']} ({c['seconds'] / 60:.1f} min) "
+                                              f"within 0.01 of best val Dice {c['best_val_dice']:.3f}"))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Lung + infection cascade: the lungs guide the infection model.
+
+The infection model sees two channels, the CT slice and a lung mask, and may see only the
+lungs' bounding box (plus a margin), letterboxed to its canvas; its output is pasted back into
+the full slice, so the crop is undone exactly. The lung mask comes from a trained lung model
+(``covseg train DATA --target lung``) or, without one, from HU thresholding
+(:func:`covseg.lungs.segment_lungs` on the slice mapped back to HU through the lung window).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from covseg.errors import CovsegError
+from covseg.lungs import segment_lungs
+from covseg.transforms import LUNG_WINDOW
+
+THRESHOLD = "threshold"
+MARGIN = 0.08
+"""Crop margin around the lungs, as a fraction of the slice's longer side."""
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """Rows ``top:bottom`` and columns ``left:right`` of the full slice."""
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+
+    def crop(self, array: np.ndarray) -> np.ndarray:
+        return array[..., self.top:self.bottom, self.left:self.right]
+
+    def paste(self, cropped: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """Put a (C, h, w) crop back into zeros of the full (C, H, W) size."""
+        full = np.zeros((*cropped.shape[:-2], *shape), dtype=cropped.dtype)
+        full[..., self.top:self.bottom, self.left:self.right] = cropped
+        return full
+
+
+def lung_box(lungs: np.ndarray, margin: float = MARGIN) -> CropBox:
+    """Bounding box of the lungs plus a margin; the whole slice when no lung was found."""
+    height, width = lungs.shape
+    rows, cols = np.nonzero(lungs)
+    if rows.size == 0:
+        return CropBox(0, height, 0, width)
+    pad = round(margin * max(height, width))
+    return CropBox(max(0, rows.min() - pad), min(height, rows.max() + 1 + pad),
+                   max(0, cols.min() - pad), min(width, cols.max() + 1 + pad))
+
+
+@dataclass(frozen=True)
+class LungGuide:
+    """Where the lung channel comes from (``threshold`` or a lung run folder) and whether to crop."""
+
+    source: str = THRESHOLD
+    crop: bool = False
+    window: tuple[float, float] = LUNG_WINDOW
+
+    @cached_property
+    def _lung_predictor(self):  # type: ignore[no-untyped-def]
+        from covseg.infer import Predictor
+
+        predictor = Predictor.load(self.source)
+        if predictor.guide is not None:
+            raise CovsegError(f"{self.source}: a lung model must take the plain CT slice")
+        return predictor
+
+    def lungs(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Binary lung masks for [0, 1] slices."""
+        if self.source == THRESHOLD:
+            low, high = self.window
+            return [(segment_lungs(low + image * (high - low)) > 0).astype(np.uint8)
+                    for image in images]
+        return [(m > 0).astype(np.uint8) for m in self._lung_predictor.predict_labels(images)]
+
+    def prepare(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, CropBox]]:
+        """(2, h, w) model inputs (slice, lungs), cropped to the lungs when ``crop``."""
+        prepared = []
+        for image, lungs in zip(images, self.lungs(images), strict=True):
+            box = lung_box(lungs) if self.crop else CropBox(0, image.shape[0], 0, image.shape[1])
+            stacked = np.stack([image, lungs.astype(np.float32)])
+            prepared.append((box.crop(stacked), box))
+        return prepared
+
+    def to_meta(self) -> dict[str, object]:
+        return {"source": self.source, "crop": self.crop, "window": list(self.window)}
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, object] | None) -> "LungGuide | None":
+        if not meta:
+            return None
+        return cls(str(meta["source"]), bool(meta["crop"]), tuple(meta["window"]))  # type: ignore[arg-type]

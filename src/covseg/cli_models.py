@@ -1,0 +1,35 @@
+"""`covseg models`: list the registered architectures with their parameter counts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from covseg.models.profile import model_table
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``models`` subcommand to the main parser's subparsers."""
+    parser = subparsers.add_parser(
+        "models",
+        help="list the segmentation models",
+        description="List every model name usable with --model, its parameter count "
+                    "(1 input channel, binary output, default options) and its options.",
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the model table; returns the exit status."""
+    rows = model_table()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = max(len(row["name"]) for row in rows)
+    print(f"{'model':<{width}}  {'parameters':>11}  description")
+    for row in rows:
+        count = f"{row['parameters']:,}" if row["parameters"] is not None else "unavailable"
+        print(f"{row['name']:<{width}}  {count:>11}  {row.get('error', row['description'])}")
+    return 0

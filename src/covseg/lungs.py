@@ -1,0 +1,322 @@
+"""Lungs without trained weights, and keeping infection inside them.
+
+:func:`segment_lungs` thresholds the CT (air-like voxels below -320 HU), removes the air outside
+the body (every in-plane component touching the slice border), keeps the largest remaining 3D
+components that are not pure gas (bowel or stomach gas is mostly below -950 HU, lung parenchyma
+is not), splits them into the right and left lung and fills the holes (vessels) of each lung
+slice by slice and in 3D. Works on (z, y, x) volumes and on single (y, x) slices.
+
+Labels: 1 = right lung, 2 = left lung, in patient terms. The side comes from the affine (NIfTI
+RAS+: world x grows towards the patient's right): voxels whose world x lies right of the body's
+midline belong to the right lung. Without an affine the DICOM display convention is assumed:
+column index grows towards the patient's left and row index towards posterior (the right lung
+is on the image's left, as radiologists view axial slices). Where the two lungs touch in a
+slice, the joined component is eroded (a distance-transform threshold) until it falls apart
+into a right and a left core, and every voxel goes to the nearest core. The trachea above the
+carina (a small component on the midline) is dropped. Dense lesions touching the chest wall can
+fall outside a threshold mask: :func:`add_lesions_to_lungs` puts them back for quantification.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage
+from tqdm import tqdm
+
+from covseg.errors import CovsegError
+
+RIGHT_LUNG, LEFT_LUNG = 1, 2
+LUNG_THRESHOLD_HU = -320.0
+GAS_HU = -950.0
+DISPLAY_AFFINE = np.diag([-1.0, -1.0, 1.0, 1.0])
+"""Affine assumed without one: DICOM display axes (column -> patient left, row -> posterior)."""
+DEFAULT_LUNG_MARGIN_MM = 5.0
+"""Infection farther than this from every lung voxel is removed, and not counted as lung."""
+AIRWAY_MAX_MM2 = 500.0
+SPLIT_MAX_DEPTH_MM = 30.0
+IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
+IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)
+
+
+def segment_lungs(hu: np.ndarray, affine: np.ndarray | None = None, *,
+                  threshold: float = LUNG_THRESHOLD_HU, gas_hu: float = GAS_HU,
+                  min_fraction: float = 0.2) -> np.ndarray:
+    """Label the lungs of a CT in HU: (z, y, x) or (y, x) in, uint8 0/1 right/2 left out.
+
+    ``min_fraction``: components smaller than this fraction of the largest lung-like component
+    are dropped (airway fragments, air pockets). ``gas_hu``: components whose median is below
+    it are gas, not lung.
+    """
+    volume, flat = _as_volume(hu, "CT")
+    affine = _check_affine(affine)
+    inside, centres = _inside_body_air(volume, threshold)
+    mask = _lung_components(inside, volume, gas_hu, min_fraction)
+    labels = _split(mask, affine, centres)
+    _fill_each_lung(labels)
+    return labels[0] if flat else labels
+
+
+def split_lungs(mask: np.ndarray, affine: np.ndarray | None = None) -> np.ndarray:
+    """Split a binary lung mask (e.g. from a model) into 1 = right, 2 = left lung.
+
+    The midline is the mask's own centre, so the mask should hold both lungs.
+    """
+    volume, flat = _as_volume(np.asarray(mask) > 0, "lung mask")
+    affine = _check_affine(affine)
+    centres = np.full((volume.shape[0], 2), np.nan)
+    if volume.any():
+        centres[:] = ndimage.center_of_mass(volume)[1:]
+    labels = _split(volume, affine, centres)
+    _fill_each_lung(labels)
+    return labels[0] if flat else labels
+
+
+def _as_volume(array: np.ndarray, what: str) -> tuple[np.ndarray, bool]:
+    """(z, y, x) view of a volume or a single slice, and whether it was a slice."""
+    array = np.asarray(array)
+    if array.ndim == 2:
+        return array[None], True
+    if array.ndim != 3:
+        raise CovsegError(f"{what}: expected a (y, x) slice or (z, y, x) volume, got {array.shape}")
+    return array, False
+
+
+def _check_affine(affine: np.ndarray | None) -> np.ndarray:
+    if affine is None:
+        return DISPLAY_AFFINE
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4) or not np.isfinite(affine).all():
+        raise CovsegError(f"affine must be a finite 4x4 matrix, got shape {affine.shape}")
+    return affine
+
+
+def _in_plane_spacing(affine: np.ndarray) -> tuple[float, float]:
+    """(row, column) voxel size in mm from the affine's y and x columns."""
+    return float(np.linalg.norm(affine[:3, 1])), float(np.linalg.norm(affine[:3, 0]))
+
+
+def _inside_body_air(volume: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Air below ``threshold`` not connected (in-plane) to the slice border; body centre per slice.
+
+    Done slice by slice on purpose: in 3D, a lung cut by the first or last slice would touch the
+    volume border and be lost with the outside air.
+    """
+    inside = np.zeros(volume.shape, dtype=bool)
+    centres = np.full((volume.shape[0], 2), np.nan)
+    for k in tqdm(range(volume.shape[0]), desc="lungs", unit="slice", leave=False):
+        air = volume[k] < threshold
+        components, _ = ndimage.label(air)
+        edge = np.unique(np.concatenate(
+            [components[0], components[-1], components[:, 0], components[:, -1]]))
+        outside = np.isin(components, edge[edge > 0])
+        inside[k] = air & ~outside
+        if not outside.all():
+            centres[k] = ndimage.center_of_mass(~outside)
+    return inside, centres
+
+
+def _lung_components(inside: np.ndarray, volume: np.ndarray, gas_hu: float,
+                     min_fraction: float) -> np.ndarray:
+    """Keep the largest non-gas 3D components of the inside air (``inside`` is reused).
+
+    Memory matters here (a 1000-slice study): components are labelled within the bounding box
+    of the inside air, counted slice by slice, and kept through a lookup table.
+    """
+    box = _bounding_box(inside)
+    if box is None:
+        return inside
+    components, count = ndimage.label(inside[box])
+    sizes = np.zeros(count + 1, dtype=np.int64)
+    gas = np.zeros(count + 1, dtype=np.int64)
+    for plane, hu in zip(components, volume[box], strict=True):
+        sizes += np.bincount(plane.ravel(), minlength=count + 1)
+        gas += np.bincount(plane[hu < gas_hu], minlength=count + 1)
+    sizes[0] = 0
+    lung_like = (sizes > 0) & (2 * gas <= sizes)
+    keep = np.zeros(count + 1, dtype=bool)
+    if lung_like.any():
+        keep[lung_like & (sizes >= min_fraction * sizes[lung_like].max())] = True
+    inside[...] = False
+    inside[box] = keep[components]
+    return inside
+
+
+def _split(mask: np.ndarray, affine: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Label each slice's components right or left of the midline (through ``centres``)."""
+    labels = np.zeros(mask.shape, dtype=np.uint8)
+    valid = np.isfinite(centres[:, 0])
+    if not valid.any():
+        return labels
+    centres = np.where(valid[:, None], centres, centres[valid].mean(axis=0))
+    spacing = _in_plane_spacing(affine)
+    for k in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)):
+        side = _side_map(mask.shape[1:], affine, centres[k])
+        components, _ = ndimage.label(mask[k])
+        for index, box in enumerate(ndimage.find_objects(components), start=1):
+            component = components[box] == index
+            labels[k][box][component] = _component_labels(component, side[box], spacing)[component]
+    return labels
+
+
+def _side_map(shape: tuple[int, ...], affine: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """World x (RAS, mm) of each pixel minus that of the midline point: > 0 is patient right."""
+    rows = np.arange(shape[0], dtype=np.float64)[:, None] - centre[0]
+    cols = np.arange(shape[1], dtype=np.float64)[None, :] - centre[1]
+    return affine[0, 0] * cols + affine[0, 1] * rows
+
+
+def _component_labels(component: np.ndarray, side: np.ndarray, spacing: tuple[float, float]
+                      ) -> np.ndarray:
+    """Labels for one in-plane component: one side, dropped (airway), or split in two."""
+    right = float(np.mean(side[component] > 0))
+    minority = min(right, 1.0 - right)
+    majority = RIGHT_LUNG if right >= 0.5 else LEFT_LUNG
+    if minority < 0.1:
+        return np.where(component, majority, 0).astype(np.uint8)
+    if component.sum() * spacing[0] * spacing[1] < AIRWAY_MAX_MM2:
+        return np.zeros(component.shape, dtype=np.uint8)
+    split = _split_touching(component, side, spacing)
+    if split is not None:
+        return split
+    if minority < 0.25:
+        return np.where(component, majority, 0).astype(np.uint8)
+    return np.where(component, np.where(side > 0, RIGHT_LUNG, LEFT_LUNG), 0).astype(np.uint8)
+
+
+def _split_touching(component: np.ndarray, side: np.ndarray, spacing: tuple[float, float]
+                    ) -> np.ndarray | None:
+    """Erode until a right and a left core appear, then give each voxel to the nearest core."""
+    depth_map = ndimage.distance_transform_edt(component, sampling=spacing)
+    step = min(spacing)
+    for depth in np.arange(step, min(SPLIT_MAX_DEPTH_MM, float(depth_map.max())), step):
+        cores, count = ndimage.label(depth_map > depth)
+        if count < 2:
+            continue
+        sizes = np.bincount(cores.ravel())[1:]
+        core_side = ndimage.mean(side, cores, index=np.arange(1, count + 1))
+        big = np.argsort(sizes)[::-1][:2]
+        if np.sign(core_side[big[0]]) == np.sign(core_side[big[1]]):
+            continue
+        seeds = np.zeros(component.shape, dtype=np.uint8)
+        seeds[cores > 0] = np.where(np.asarray(core_side) > 0, RIGHT_LUNG, LEFT_LUNG)[
+            cores[cores > 0] - 1]
+        nearest = ndimage.distance_transform_edt(
+            seeds == 0, sampling=spacing, return_distances=False, return_indices=True)
+        return np.where(component, seeds[nearest[0], nearest[1]], 0).astype(np.uint8)
+    return None
+
+
+def _fill_each_lung(labels: np.ndarray) -> None:
+    """Fill each lung's holes (vessels, airways) slice by slice, then in 3D, in place.
+
+    Per lung, not for both at once: where the lungs meet in front of and behind the
+    mediastinum, the union would enclose the heart.
+    """
+    for lung in (RIGHT_LUNG, LEFT_LUNG):
+        box = _bounding_box(labels == lung)
+        if box is None:
+            continue
+        sub = labels[box] == lung
+        filled = ndimage.binary_fill_holes(ndimage.binary_fill_holes(sub, structure=IN_PLANE))
+        labels[box][filled & (labels[box] == 0)] = lung
+
+
+def _bounding_box(mask: np.ndarray, pad: Sequence[int] | None = None
+                  ) -> tuple[slice, ...] | None:
+    """Smallest box holding ``mask`` (holes of the mask are always inside it), grown by ``pad``
+    voxels per axis and clipped to the array."""
+    if not mask.any():
+        return None
+    pad = pad or (0,) * mask.ndim
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(max(0, int(hit[0]) - pad[axis]),
+                         min(mask.shape[axis], int(hit[-1]) + 1 + pad[axis])))
+    return tuple(box)
+
+
+def remove_outside_lungs(lesions: np.ndarray, lungs: np.ndarray, spacing: Sequence[float],
+                         margin_mm: float = DEFAULT_LUNG_MARGIN_MM) -> np.ndarray:
+    """Zero lesion voxels farther than ``margin_mm`` (3D, in mm) from every lung voxel.
+
+    The distance is exact Euclidean in 3D, built from 2D distance maps of the nearby slices
+    (the 3D distance transform is separable), kept for a window of nearby slices only. Slices
+    with no lesion outside the lungs cost nothing.
+    """
+    lesion_volume, flat = _as_volume(lesions, "lesions")
+    lung_volume, _ = _as_volume(lungs, "lungs")
+    spacing = tuple(float(s) for s in spacing)
+    spacing = (1.0, *spacing) if flat else spacing
+    if lesion_volume.shape != lung_volume.shape or len(spacing) != 3:
+        raise CovsegError(
+            f"lesions {lesion_volume.shape}, lungs {lung_volume.shape} and spacing {spacing} "
+            "do not describe the same grid"
+        )
+    if margin_mm < 0:
+        raise CovsegError(f"the lung margin must be >= 0 mm, got {margin_mm}")
+    out = lesion_volume.copy()
+    reach = int(margin_mm // spacing[0])
+    squared: dict[int, np.ndarray | None] = {}
+    for k in range(len(out)):
+        outside = (out[k] > 0) & (lung_volume[k] == 0)
+        if not outside.any():
+            continue
+        for old in [key for key in squared if key < k - reach]:
+            del squared[old]
+        best = np.full(outside.shape, np.inf, dtype=np.float32)
+        for near in range(max(0, k - reach), min(len(out), k + reach + 1)):
+            if near not in squared:
+                squared[near] = _squared_distance(lung_volume[near], spacing[1:])
+            if squared[near] is not None:
+                dz2 = np.float32(((near - k) * spacing[0]) ** 2)
+                np.minimum(best, squared[near] + dz2, out=best)
+        out[k][outside & (best > margin_mm**2)] = 0
+    return out[0] if flat else out
+
+
+def _squared_distance(lungs: np.ndarray, spacing: Sequence[float]) -> np.ndarray | None:
+    """Squared in-plane distance (mm^2) to the nearest lung pixel; None without lung."""
+    if not lungs.any():
+        return None
+    return ndimage.distance_transform_edt(lungs == 0, sampling=spacing).astype(np.float32) ** 2
+
+
+def add_lesions_to_lungs(lungs: np.ndarray, lesions: np.ndarray) -> np.ndarray:
+    """Lung labels grown over lesion voxels they miss, each given to the nearest lung in-plane.
+
+    A threshold lung mask leaves out dense consolidation at the chest wall; the lung volume (the
+    denominator of % involvement) must include diseased lung. Pass lesions already limited to
+    the lungs' neighbourhood (:func:`remove_outside_lungs`): every voxel given here joins a lung.
+    """
+    lung_volume, flat = _as_volume(lungs, "lungs")
+    lesion_volume, _ = _as_volume(lesions, "lesions")
+    if lung_volume.shape != lesion_volume.shape:
+        raise CovsegError(f"lungs {lung_volume.shape} and lesions {lesion_volume.shape} differ")
+    out = lung_volume.astype(np.uint8, copy=True)
+    for k in range(len(out)):
+        missing = (lesion_volume[k] > 0) & (out[k] == 0)
+        if missing.any() and out[k].any():
+            out[k][missing] = _nearest_lung(out[k], missing)
+    return out[0] if flat else out
+
+
+def _nearest_lung(lungs: np.ndarray, missing: np.ndarray, pad: int = 16) -> np.ndarray:
+    """Label of the nearest lung pixel for each ``missing`` pixel of one slice.
+
+    Computed in a box around the missing pixels when every one of them finds a lung pixel
+    closer than the box margin (then no pixel outside the box can be nearer), else on the slice.
+    """
+    box = _bounding_box(missing, (pad, pad))
+    for window in (box, (slice(None), slice(None))):
+        if not lungs[window].any():
+            continue
+        distance, nearest = ndimage.distance_transform_edt(lungs[window] == 0,
+                                                           return_indices=True)
+        inner = missing[window]
+        if window is box and distance[inner].max() > pad:
+            continue
+        return lungs[window][nearest[0][inner], nearest[1][inner]]
+    return np.zeros(int(missing.sum()), dtype=np.uint8)

@@ -1,0 +1,101 @@
+"""Local pretrained weights for encoders: covseg never downloads, it only reads files.
+
+``weights=PATH`` names a PyTorch state_dict (``.pt``/``.pth``) for a model's encoder or backbone,
+e.g. torchvision's ImageNet ResNet file. A classifier head the encoder lacks (``fc.*``,
+``classifier.*``, ``head.*``) is dropped, and 3-channel first-layer kernels are adapted to the
+model's input channels (summed for one channel, repeated and rescaled otherwise).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from covseg.errors import CovsegError
+
+OFFLINE = "pretrained weights cannot be downloaded offline; pass weights=PATH to a local file"
+HEAD_PREFIXES: tuple[str, ...] = ("fc.", "classifier.", "head.")
+StateDict = dict[str, torch.Tensor]
+
+
+def weights_path(weights: str | os.PathLike[str] | None) -> Path | None:
+    """The local file behind ``weights=``; names such as ``"imagenet"`` are refused."""
+    if weights is None:
+        return None
+    path = Path(weights)
+    if path.is_file():
+        return path
+    if path.suffix in (".pt", ".pth"):
+        raise CovsegError(f"{path}: no such weights file")
+    raise CovsegError(OFFLINE)
+
+
+def read_state_dict(path: Path) -> StateDict:
+    """Load a state_dict safely (``weights_only=True``); anything else is a one-line error."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+        raise CovsegError(f"{path}: cannot read weights ({_first_line(exc)})") from None
+    if not isinstance(state, dict) or not all(
+        isinstance(value, torch.Tensor) for value in state.values()
+    ):
+        raise CovsegError(f"{path}: expected a state_dict (a dict of tensors)")
+    return dict(state)
+
+
+def fit_state_dict(state: StateDict, target: nn.Module) -> StateDict:
+    """Drop a classifier head the target lacks and adapt first-layer kernels to its inputs."""
+    shapes = {key: value.shape for key, value in target.state_dict().items()}
+    fitted: StateDict = {}
+    for key, tensor in state.items():
+        prefix = next((p for p in HEAD_PREFIXES if key.startswith(p)), None)
+        if prefix and not any(name.startswith(prefix) for name in shapes):
+            continue
+        shape = shapes.get(key)
+        if shape is not None and _differs_in_inputs_only(tensor.shape, shape):
+            tensor = adapt_kernel(tensor, shape[1])
+        fitted[key] = tensor
+    return fitted
+
+
+def adapt_kernel(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """A conv kernel for ``in_channels`` inputs from one trained on ``weight.shape[1]`` inputs."""
+    if in_channels == 1:
+        return weight.sum(dim=1, keepdim=True)
+    index = torch.arange(in_channels) % weight.shape[1]
+    return weight[:, index] * (weight.shape[1] / in_channels)
+
+
+def load_weights(module: nn.Module, path: Path, what: str) -> None:
+    """Load ``path`` into ``module`` strictly (after :func:`fit_state_dict`)."""
+    state = fit_state_dict(read_state_dict(path), module)
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        raise weights_mismatch(path, what, exc) from None
+
+
+def weights_mismatch(path: Path, what: str, exc: Exception) -> CovsegError:
+    """One-line summary of torch's multi-line missing/unexpected/size-mismatch report."""
+    details = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+    summary = _shorten("; ".join(_shorten(line) for line in details) or _first_line(exc), 400)
+    return CovsegError(f"{path}: weights do not fit the {what}: {summary}")
+
+
+def _differs_in_inputs_only(source: torch.Size, target: torch.Size) -> bool:
+    return (len(source) == len(target) == 4 and source != target
+            and source[0] == target[0] and source[2:] == target[2:])
+
+
+def _shorten(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,28 @@
+"""UNet++ (Zhou et al. 2018): U-Net with nested, densely connected skip pathways."""
+
+from __future__ import annotations
+
+from monai.networks.nets import BasicUNetPlusPlus
+from torch import nn
+
+from covseg.errors import CovsegError
+from covseg.models.padding import PadToMultiple, SelectOutput
+from covseg.models.registry import register
+from covseg.models.smp_zoo import build_smp
+
+
+@register("unet++", "UNet++, MONAI BasicUNetPlusPlus (width=32); or smp with encoder=densenet201 "
+          "etc., weights=PATH")
+def build_unetpp(in_channels: int, out_channels: int, width: int | None = None,
+                 encoder: str | None = None, weights: str | None = None) -> nn.Module:
+    """MONAI's UNet++ (features ``w, w, 2w, 4w, 8w``) unless ``encoder`` picks an smp encoder."""
+    if encoder is not None:
+        if width is not None:
+            raise CovsegError("unet++: width= applies only without encoder=")
+        return build_smp("UnetPlusPlus", encoder, in_channels, out_channels, weights)
+    if weights is not None:
+        raise CovsegError("unet++: weights= needs encoder= (MONAI's UNet++ has no encoder to load)")
+    w = 32 if width is None else width
+    net = BasicUNetPlusPlus(spatial_dims=2, in_channels=in_channels, out_channels=out_channels,
+                            features=(w, w, 2 * w, 4 * w, 8 * w, w))
+    return PadToMultiple(SelectOutput(net, 0), 16)

@@ -1,0 +1,43 @@
+"""Model comparison: identical folds for every model, paired Wilcoxon test, report files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from covseg import api
+from covseg.compare import paired_wilcoxon, parse_model_spec
+from covseg.errors import CovsegError
+
+
+def test_parse_model_spec() -> None:
+    assert parse_model_spec("unet") == ("unet", {})
+    assert parse_model_spec("unet++:encoder=densenet201,width=8") == (
+        "unet++", {"encoder": "densenet201", "width": 8})
+    with pytest.raises(CovsegError):
+        parse_model_spec("unet:width")
+
+
+def test_paired_wilcoxon_against_hand_checked_values() -> None:
+    baseline = {f"c{i}": 0.5 for i in range(8)}
+    better = {f"c{i}": 0.5 + 0.01 * (i + 1) for i in range(8)}
+    result = paired_wilcoxon(better, baseline)
+    assert result["pairs"] == 8 and result["cases_better"] == 8
+    # all 8 differences positive: exact two-sided p = 2 / 2**8
+    assert result["p_value"] == pytest.approx(2 / 2**8)
+    assert paired_wilcoxon(baseline, baseline)["p_value"] == 1.0
+
+
+def test_compare_two_models_on_the_same_folds(tmp_path: Path, synthetic_folder: Path) -> None:
+    result = api.compare(synthetic_folder, ["unet:width=4", "miniseg"], tmp_path, folds=2,
+                         epochs=1, size=64, batch_size=4)
+    folds = [json.loads((tmp_path / name / "summary.json").read_text())["per_fold"]
+             for name in ("unet_width-4", "miniseg")]
+    assert [f["test_cases"] for f in folds[0]] == [f["test_cases"] for f in folds[1]]
+    candidate = result["models"][1]
+    assert candidate["wilcoxon_vs_baseline"]["pairs"] == 16
+    assert candidate["parameters"] > 0 and candidate["gflops_per_slice"] > 0
+    assert (tmp_path / "comparison_boxplot.png").is_file()
+    assert "paired Wilcoxon" in (tmp_path / "comparison.md").read_text()

@@ -1,0 +1,106 @@
+"""Every loss builds by name, gives a finite scalar with gradients, and known values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from covseg.errors import CovsegError
+from covseg.losses import LOSSES, build_loss
+
+CASES = [(name, k) for name in LOSSES for k in (2, 4) if not (name == "bce" and k == 4)]
+
+
+def labels(num_classes: int, seed: int = 0) -> torch.Tensor:
+    """(2, 1, 16, 16) integer label map using every class."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, num_classes, (2, 1, 16, 16), generator=generator)
+
+
+def confident_logits(target: torch.Tensor, num_classes: int, sign: float = 1.0) -> torch.Tensor:
+    """Logits of +-20 that agree (sign 1) or disagree (sign -1) with ``target``."""
+    if num_classes == 2:
+        return sign * (target.float() * 2 - 1) * 20
+    onehot = F.one_hot(target[:, 0], num_classes).permute(0, 3, 1, 2).float()
+    return sign * (onehot * 2 - 1) * 20
+
+
+def channels(num_classes: int) -> int:
+    return 1 if num_classes == 2 else num_classes
+
+
+@pytest.mark.parametrize(("name", "num_classes"), CASES)
+def test_finite_scalar_with_gradients(name: str, num_classes: int) -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, channels(num_classes), 16, 16, requires_grad=True)
+    value = build_loss(name, num_classes)(logits, labels(num_classes))
+    assert value.shape == ()
+    assert torch.isfinite(value)
+    value.backward()
+    assert logits.grad is not None
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(("name", "num_classes"), CASES)
+def test_perfect_prediction_is_near_zero(name: str, num_classes: int) -> None:
+    target = labels(num_classes)
+    value = build_loss(name, num_classes)(confident_logits(target, num_classes), target)
+    assert float(value) == pytest.approx(0.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("num_classes", [2, 4])
+@pytest.mark.parametrize("name", ["dice", "tversky"])
+def test_completely_wrong_prediction_is_near_one(name: str, num_classes: int) -> None:
+    target = labels(num_classes)
+    wrong = confident_logits(target, num_classes, sign=-1.0)
+    assert float(build_loss(name, num_classes)(wrong, target)) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_binary_cross_entropy_of_zero_logits_is_log_two() -> None:
+    value = build_loss("bce")(torch.zeros(2, 1, 16, 16), labels(2))
+    assert float(value) == pytest.approx(math.log(2), rel=1e-5)
+
+
+def test_multiclass_cross_entropy_term_of_uniform_logits_is_log_k() -> None:
+    loss = build_loss("ce+dice", 4, dice_weight=0.0)
+    assert float(loss(torch.zeros(2, 4, 16, 16), labels(4))) == pytest.approx(math.log(4), rel=1e-5)
+
+
+def test_binary_focal_of_zero_logits() -> None:
+    """gamma = 2: (1 - 0.5)^2 * log 2 per pixel."""
+    value = build_loss("focal")(torch.zeros(2, 1, 16, 16), labels(2))
+    assert float(value) == pytest.approx(0.25 * math.log(2), rel=1e-5)
+
+
+@pytest.mark.parametrize("num_classes", [2, 4])
+def test_weights_select_the_terms(num_classes: int) -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, channels(num_classes), 16, 16)
+    target = labels(num_classes)
+    dice = float(build_loss("dice", num_classes)(logits, target))
+    both = build_loss("ce+dice", num_classes, dice_weight=1.0, other_weight=0.0)
+    assert float(both(logits, target)) == pytest.approx(dice, rel=1e-5)
+    if num_classes == 2:
+        bce = float(build_loss("bce")(logits, target))
+        bce_dice = build_loss("bce+dice", dice_weight=0.0, other_weight=1.0)
+        assert float(bce_dice(logits, target)) == pytest.approx(bce, rel=1e-5)
+
+
+@pytest.mark.parametrize("num_classes", [2, 4])
+def test_focal_term_of_focal_dice_is_the_focal_loss(num_classes: int) -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, channels(num_classes), 16, 16)
+    target = labels(num_classes)
+    focal = float(build_loss("focal", num_classes)(logits, target))
+    focal_dice = build_loss("focal+dice", num_classes, dice_weight=0.0, other_weight=1.0)
+    assert float(focal_dice(logits, target)) == pytest.approx(focal, rel=1e-5)
+
+
+def test_errors() -> None:
+    with pytest.raises(CovsegError):
+        build_loss("no-such-loss")
+    with pytest.raises(CovsegError):
+        build_loss("bce", num_classes=4)

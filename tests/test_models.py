@@ -1,0 +1,240 @@
+"""Every registered model builds offline, keeps the input size, trains, and round-trips."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from covseg import cli_models
+from covseg.errors import CovsegError
+from covseg.models import REGISTRY, build_model, parameter_count
+from covseg.models.padding import PadToMultiple
+from covseg.models.pretrained import OFFLINE, adapt_kernel
+from covseg.models.profile import profile_model
+
+HEAVY_VARIANTS: list[tuple[str, dict[str, Any]]] = [
+    ("deeplabv3", {"backbone": "resnet101"}),
+    ("fcn", {"backbone": "resnet101"}),
+    ("deeplabv3+", {"encoder": "xception"}),
+    ("unet++", {"encoder": "densenet201"}),
+]
+CASES = [(name, {}) for name in REGISTRY] + HEAVY_VARIANTS
+CASE_IDS = [name + "".join(f"-{v}" for v in options.values()) for name, options in CASES]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Inputs here are tiny: extra threads only add synchronisation (10x slower on busy CPUs)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(("name", "options"), CASES, ids=CASE_IDS)
+def test_train_step_binary_one_channel(name: str, options: dict[str, Any]) -> None:
+    """Batch 2 (BatchNorm after global pooling needs it), one logit channel, finite gradients."""
+    torch.manual_seed(0)
+    model = build_model(name, in_channels=1, num_classes=2, **options).train()
+    out = model(torch.rand(2, 1, 32, 32))
+    assert isinstance(out, torch.Tensor)
+    assert out.shape == (2, 1, 32, 32)
+    out.square().mean().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize(("name", "options"), CASES, ids=CASE_IDS)
+def test_odd_size_three_channels_four_classes(name: str, options: dict[str, Any]) -> None:
+    """Sizes that no output stride divides come back unchanged, one channel per class."""
+    model = build_model(name, in_channels=3, num_classes=4, **options).eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 35, 41))
+    assert isinstance(out, torch.Tensor)
+    assert out.shape == (1, 4, 35, 41)
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_state_dict_round_trip(name: str, tmp_path: Path) -> None:
+    """A saved state_dict loads with weights_only=True into a fresh model: same outputs."""
+    torch.manual_seed(1)
+    model = build_model(name).eval()
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    torch.manual_seed(2)
+    fresh = build_model(name)
+    fresh.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True))
+    fresh.eval()
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), fresh(x))
+
+
+def test_miniseg_is_under_100k_parameters() -> None:
+    assert parameter_count(build_model("miniseg")) < 100_000
+    assert parameter_count(build_model("miniseg", 3, 4)) < 100_000
+
+
+def test_unet_is_plain_and_resunet_residual() -> None:
+    assert parameter_count(build_model("unet")) < parameter_count(build_model("resunet"))
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("no-such-model", {}),
+        ("unet", {"depth": 3}),
+        ("miniseg", {"width": 8}),
+        ("resunet", {"res_units": 0}),
+        ("deeplabv3", {"backbone": "resnet18"}),
+        ("deeplabv3+", {"encoder": "no-such-encoder"}),
+        ("unet++", {"encoder": "tu-no-such-model"}),
+        ("unet++", {"width": 16, "encoder": "resnet18"}),
+        ("unet++", {"weights": "weights.pt"}),
+    ],
+)
+def test_bad_names_and_options_are_covseg_errors(name: str, options: dict[str, Any]) -> None:
+    with pytest.raises(CovsegError):
+        build_model(name, **options)
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("deeplabv3", {}),
+        ("fcn", {}),
+        ("deeplabv3+", {}),
+        ("deeplabv3+", {"encoder": "xception"}),
+        ("unet++", {"encoder": "densenet201"}),
+    ],
+)
+def test_download_requests_are_refused(name: str, options: dict[str, Any]) -> None:
+    with pytest.raises(CovsegError, match="cannot be downloaded offline") as info:
+        build_model(name, weights="imagenet", **options)
+    assert str(info.value) == OFFLINE
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "module"),
+    [
+        ("fcn", {}, "torchvision.models"),
+        ("deeplabv3+", {}, "segmentation_models_pytorch"),
+        ("unet++", {"encoder": "resnet18"}, "segmentation_models_pytorch"),
+    ],
+)
+def test_missing_optional_dependency(name: str, options: dict[str, Any], module: str,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(CovsegError, match=r"pip install 'covseg\[zoo\]'"):
+        build_model(name, **options)
+
+
+def test_missing_weights_file(tmp_path: Path) -> None:
+    with pytest.raises(CovsegError, match="no such weights file"):
+        build_model("fcn", weights=str(tmp_path / "missing.pth"))
+
+
+@pytest.mark.parametrize("encoder", ["resnet18", "tu-resnet10t"])
+def test_weights_file_with_wrong_keys(encoder: str, tmp_path: Path) -> None:
+    torch.save({"not.a.key": torch.zeros(3)}, tmp_path / "bad.pt")
+    with pytest.raises(CovsegError, match="do not fit"):
+        build_model("unet++", encoder=encoder, weights=str(tmp_path / "bad.pt"))
+
+
+def test_weights_file_not_a_state_dict(tmp_path: Path) -> None:
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(CovsegError, match="cannot read weights"):
+        build_model("unet++", encoder="resnet18", weights=str(tmp_path / "junk.pt"))
+
+
+def test_smp_encoder_loads_imagenet_style_file(tmp_path: Path) -> None:
+    """A torchvision ResNet file (3 channels, fc head) fits a one-channel smp encoder."""
+    torchvision = pytest.importorskip("torchvision")
+    resnet = torchvision.models.resnet18(weights=None)
+    torch.save(resnet.state_dict(), tmp_path / "resnet18.pth")
+    model = build_model("unet++", encoder="resnet18", weights=str(tmp_path / "resnet18.pth"))
+    encoder = model.module.encoder
+    assert torch.equal(encoder.conv1.weight, resnet.conv1.weight.sum(dim=1, keepdim=True))
+    assert torch.equal(encoder.layer3[1].conv2.weight, resnet.layer3[1].conv2.weight)
+
+
+def test_timm_encoder_loads_full_model_file(tmp_path: Path) -> None:
+    """timm's full-model keys are mapped onto smp's feature-extractor encoder."""
+    timm = pytest.importorskip("timm")
+    reference = timm.create_model("resnet10t")
+    torch.save(reference.state_dict(), tmp_path / "resnet10t.pt")
+    model = build_model("deeplabv3+", in_channels=2, encoder="tu-resnet10t",
+                        weights=str(tmp_path / "resnet10t.pt"))
+    encoder = model.module.encoder.model
+    assert torch.allclose(encoder.conv1[0].weight, adapt_kernel(reference.conv1[0].weight, 2))
+    assert torch.equal(encoder.layer2[0].conv1.weight, reference.layer2[0].conv1.weight)
+
+
+def test_torchvision_backbone_loads_resnet_file(tmp_path: Path) -> None:
+    torchvision = pytest.importorskip("torchvision")
+    resnet = torchvision.models.resnet50(weights=None)
+    torch.save(resnet.state_dict(), tmp_path / "resnet50.pth")
+    model = build_model("fcn", in_channels=3, weights=str(tmp_path / "resnet50.pth"))
+    backbone = model.module.backbone
+    assert torch.equal(backbone.conv1.weight, resnet.conv1.weight)
+    assert torch.equal(backbone.layer4[2].conv3.weight, resnet.layer4[2].conv3.weight)
+
+
+def test_adapt_kernel_keeps_the_response_to_grey_input() -> None:
+    """Grey input on every channel gives the same activation (exact for 1 or a multiple of 3)."""
+    weight = torch.randn(8, 3, 3, 3)
+    grey = torch.rand(1, 1, 9, 9)
+    expected = nn.functional.conv2d(grey.expand(1, 3, 9, 9), weight)
+    for channels in (1, 3, 6):
+        adapted = adapt_kernel(weight, channels)
+        got = nn.functional.conv2d(grey.expand(1, channels, 9, 9), adapted)
+        assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_pad_to_multiple_crops_back() -> None:
+    seen: list[tuple[int, ...]] = []
+
+    class Record(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(tuple(x.shape[-2:]))
+            return x * 2
+
+    x = torch.rand(1, 2, 33, 50)
+    out = PadToMultiple(Record(), 16)(x)
+    assert seen == [(48, 64)]
+    assert torch.equal(out, x * 2)
+
+
+def test_profile_model_reports_cost() -> None:
+    model = build_model("miniseg")
+    result = profile_model(model, size=64, batch=2, repeats=1, warmup=0)
+    assert result["parameters"] == parameter_count(model)
+    assert result["gflops_per_slice"] > 0
+    assert result["cpu_ms_per_slice"] > 0
+    assert model.training
+
+
+def test_profile_model_counts_a_multiply_add_as_two_flops() -> None:
+    conv = nn.Conv2d(1, 4, 3, padding=1, bias=False)
+    result = profile_model(conv, size=8, repeats=1, warmup=0)
+    assert result["gflops_per_slice"] * 1e9 == pytest.approx(2 * 4 * 9 * 8 * 8)
+
+
+def test_models_command_lists_every_model(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    cli_models.register(parser.add_subparsers())
+    args = parser.parse_args(["models", "--json"])
+    assert args.handler(args) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["name"] for row in rows] == list(REGISTRY)
+    assert all(isinstance(row["parameters"], int) for row in rows)
+    args = parser.parse_args(["models"])
+    assert args.handler(args) == 0
+    assert "miniseg" in capsys.readouterr().out

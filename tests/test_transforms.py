@@ -1,0 +1,122 @@
+"""Augmentations move image and mask together; the letterbox inverts its forward mapping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from covseg.errors import CovsegError
+from covseg.transforms import (
+    AUGMENTATIONS,
+    LUNG_WINDOW,
+    Letterbox,
+    augmentation,
+    detect_intensity,
+    normalize_intensity,
+)
+
+SEEDS = range(12)
+
+
+def l_shaped_mask(size: int = 64) -> torch.Tensor:
+    """An asymmetric (1, size, size) binary mask, so flips and rotations show."""
+    mask = torch.zeros(1, size, size)
+    mask[0, 10:40, 12:28] = 1
+    mask[0, 30:40, 28:50] = 1
+    return mask
+
+
+def augment(preset: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply a preset with a fixed seed to image = 0.5 * mask (background 0)."""
+    mask = l_shaped_mask()
+    transform = augmentation(preset)
+    transform.set_random_state(seed=seed)
+    out = transform({"image": mask * 0.5, "mask": mask.clone()})
+    return torch.as_tensor(out["image"]), torch.as_tensor(out["mask"])
+
+
+@pytest.mark.parametrize("preset", AUGMENTATIONS)
+def test_mask_stays_binary_and_on_the_bright_region(preset: str) -> None:
+    for seed in SEEDS:
+        image, mask = augment(preset, seed)
+        assert image.shape == mask.shape == (1, 64, 64)
+        assert set(torch.unique(mask).tolist()) <= {0.0, 1.0}
+        assert mask.sum() > 0
+        inside, outside = image[mask == 1].mean(), image[mask == 0].mean()
+        assert inside - outside > 0.3
+        bright = image > (inside + outside) / 2
+        foreground = mask == 1
+        iou = (bright & foreground).sum() / (bright | foreground).sum()
+        assert iou > 0.85, f"{preset} seed {seed}: IoU {float(iou):.3f}"
+
+
+@pytest.mark.parametrize("preset", ["light", "heavy"])
+def test_random_presets_do_change_the_slice(preset: str) -> None:
+    original = l_shaped_mask()
+    assert any(not torch.equal(augment(preset, seed)[1], original) for seed in SEEDS)
+
+
+def test_none_is_the_identity() -> None:
+    image, mask = augment("none", 0)
+    assert torch.equal(mask, l_shaped_mask())
+    assert torch.equal(image, l_shaped_mask() * 0.5)
+
+
+def test_same_seed_same_result() -> None:
+    first, second = augment("heavy", 3), augment("heavy", 3)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+
+
+def test_unknown_preset() -> None:
+    with pytest.raises(CovsegError):
+        augmentation("extreme")
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "size"),
+    [(64, 32, 128), (32, 32, 64), (50, 25, 100), (64, 64, 64), (25, 50, 100)],
+)
+def test_letterbox_round_trip_keeps_labels(height: int, width: int, size: int) -> None:
+    """Nearest upscaling by a whole factor, then the inverse, gives back the same labels."""
+    labels = torch.randint(0, 4, (1, height, width), generator=torch.Generator().manual_seed(0))
+    box = Letterbox(height, width, size)
+    canvas = box.forward(labels, nearest=True)
+    assert canvas.shape == (1, size, size)
+    restored = box.inverse(canvas)
+    assert restored.shape == (1, height, width)
+    assert torch.equal(restored, labels.float())
+
+
+@pytest.mark.parametrize(("height", "width", "size"), [(250, 200, 512), (100, 30, 64), (7, 300, 96)])
+def test_letterbox_round_trip_shape(height: int, width: int, size: int) -> None:
+    box = Letterbox(height, width, size)
+    canvas = box.forward(torch.rand(2, height, width))
+    assert canvas.shape == (2, size, size)
+    assert box.inverse(canvas).shape == (2, height, width)
+
+
+def test_letterbox_centres_and_pads_with_zero() -> None:
+    box = Letterbox(32, 64, 64)
+    canvas = box.forward(torch.ones(1, 32, 64))
+    assert box.resized == (32, 64)
+    assert torch.equal(canvas[:, 16:48], torch.ones(1, 32, 64))
+    assert canvas[:, :16].abs().sum() == 0 and canvas[:, 48:].abs().sum() == 0
+
+
+def test_hounsfield_units_use_the_lung_window() -> None:
+    low, high = LUNG_WINDOW
+    hu = np.array([[low - 500, low, (low + high) / 2, high, high + 500]], dtype=np.float32)
+    assert detect_intensity(hu) == "hu"
+    assert np.allclose(normalize_intensity(hu), [[0.0, 0.0, 0.5, 1.0, 1.0]])
+
+
+def test_uint8_and_unit_intensities() -> None:
+    grey = np.array([[0, 51, 255]], dtype=np.uint8)
+    assert detect_intensity(grey) == "uint8"
+    assert np.allclose(normalize_intensity(grey), [[0.0, 0.2, 1.0]])
+    unit = np.array([[0.0, 0.25, 1.0]], dtype=np.float32)
+    assert detect_intensity(unit) == "unit"
+    assert np.allclose(normalize_intensity(unit), unit)
+    with pytest.raises(CovsegError):
+        detect_intensity(np.array([[0.0, 5000.0]], dtype=np.float32))
