@@ -186,3 +186,25 @@ def test_multiclass_train_predict_evaluate_on_real_infnet(
     result = json.loads((tmp_path / "eval.json").read_text())
     assert code == 0 and result["num_classes"] == 3 and result["cases"] == 6
     assert "consolidation_iou" in result["summary"]
+
+
+def test_predict_on_real_nifti_and_dicom_keeps_geometry(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Path) -> None:
+    import nibabel as nib
+
+    ct = shared("ct-samples", "example_ct_sm.nii.gz")
+    dicom = tmp_path / "series"
+    dicom.mkdir()
+    for name in ("lungmask_0.dcm", "lungmask_1.dcm"):
+        shutil.copy(shared("ct-samples", name), dicom / name)
+    code, out, err = _run(capsys, "predict", str(ct), str(dicom), "--model", str(tiny_run),
+                          "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    source = nib.load(str(ct))
+    mask = nib.load(str(tmp_path / "out" / "example_ct_sm" / "infection.nii.gz"))
+    np.testing.assert_array_equal(mask.affine, source.affine)
+    assert mask.shape == source.shape
+    report = json.loads((tmp_path / "out" / "example_ct_sm" / "quantification.json").read_text())
+    assert "category" in json.dumps(report)
+    assert (tmp_path / "out" / "series" / "infection.nii.gz").is_file()
+    assert (tmp_path / "out" / "summary.csv").is_file()

@@ -129,7 +129,7 @@ def evaluate(pred: str | os.PathLike[str], truth: str | os.PathLike[str],
     return evaluate_folders(pred, truth, out)
 
 
-def demo(out: str | os.PathLike[str] = "covseg-demo", folds: int = 3, epochs: int = 12
+def demo(out: str | os.PathLike[str] = "covseg-demo", folds: int = 3, epochs: int = 30
          ) -> dict[str, Any]:
     """Synthetic data, a picture of it, then cross-validation and its report: a few minutes on CPU."""
     from covseg.data.synthetic import write_synthetic
@@ -140,6 +140,6 @@ def demo(out: str | os.PathLike[str] = "covseg-demo", folds: int = 3, epochs: in
     data = load_dataset(data_dir)
     visualize(data, out / "samples.png")
     summary = cross_validate(data, out / "cv", folds=folds, epochs=epochs, size=128,
-                             batch_size=8, lr=3e-3, augment="light")
+                             batch_size=8, lr=5e-3, augment="light")
     summary["demo_seconds"] = time.perf_counter() - started
     return summary

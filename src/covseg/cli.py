@@ -7,16 +7,29 @@ import json
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from covseg import api, cli_models
+from covseg import api, cli_models, cli_volumes
 from covseg.config import TrainConfig
 from covseg.data.layouts import TARGETS
 from covseg.errors import CovsegError
+from covseg.io.image import is_image_file
+from covseg.io.volume import is_dicom_file, is_nifti
 from covseg.losses import LOSSES
 from covseg.transforms import AUGMENTATIONS, INTENSITY_MODES, LUNG_WINDOW
 
 DEFAULTS = TrainConfig()
+
+
+def is_volume_input(path: Path) -> bool:
+    """NIfTI files, DICOM files and folders holding DICOM series or NIfTI volumes."""
+    if path.is_dir():
+        children = list(path.iterdir())
+        if any(is_image_file(c) for c in children):
+            return False
+        return any(is_nifti(c) or is_dicom_file(c) or c.is_dir() for c in children)
+    return is_nifti(path) or is_dicom_file(path)
 
 
 def _model_option(text: str) -> tuple[str, Any]:
@@ -121,6 +134,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    volumes = [item for item in args.inputs if is_volume_input(Path(item))]
+    if volumes:
+        if len(volumes) != len(args.inputs):
+            raise CovsegError("give either 2D images or CT volumes to one predict call, not both")
+        # volumes.predict_study applies --tta itself, so the predictor must not flip again
+        predictor = api.load_predictor(args.model or args.onnx, args.batch_size)
+        lungs = api.load_predictor(args.lung_model, args.batch_size) if args.lung_model else None
+        return cli_volumes.run_volume_predict(args, predictor, volumes, lungs)
     written = api.predict(args.model or args.onnx, args.inputs, args.out, overlay_png=args.overlay,
                           batch_size=args.batch_size, tta=args.tta)
     print(f"wrote {len(written)} mask(s) to {args.out}")
@@ -175,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5)
     p.set_defaults(handler=cmd_compare)
 
-    p = sub.add_parser("predict", help="masks for images (PNG out, same name and size)")
+    p = sub.add_parser("predict", help="masks for 2D images (PNG) or CT volumes (NIfTI + report)")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="run folder or checkpoint from `covseg train`")
@@ -184,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlay", action="store_true", help="also write overlays/*.png")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--tta", action="store_true", help="average with a left-right flip")
+    cli_volumes.add_volume_predict_arguments(p)
     p.set_defaults(handler=cmd_predict)
 
     p = sub.add_parser("export", help="export a trained model to ONNX")
@@ -198,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_evaluate)
 
     cli_models.register(sub)
+    cli_volumes.register(sub)
 
     p = sub.add_parser("demo", help="synthetic data -> cross-validation -> report, in minutes")
     p.add_argument("--out", default="covseg-demo", help="output folder")

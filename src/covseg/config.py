@@ -16,15 +16,15 @@ class TrainConfig:
     model: str = "unet"
     model_options: dict[str, Any] = field(default_factory=dict)
     target: str = "infection"
-    epochs: int = 60
-    batch_size: int = 8
+    epochs: int = 80
+    batch_size: int = 4
     lr: float = 2e-3
     weight_decay: float = 1e-4
     size: int = 256
     seed: int = 0
     augment: str = "heavy"
     loss: str = "bce+dice"
-    val_fraction: float = 0.2
+    val_fraction: float = 0.1
     intensity: str = "auto"
     window: tuple[float, float] = LUNG_WINDOW
     lung_guide: str = "none"

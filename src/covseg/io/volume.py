@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,8 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import SimpleITK as sitk
+from nibabel.filebasedimages import ImageFileError
+from nibabel.spatialimages import HeaderDataError
 
 from covseg.errors import CovsegError
 from covseg.io.atomic import atomic_path
@@ -33,6 +36,8 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 HU_MODES: tuple[str, ...] = ("auto", "yes", "no")
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+NIFTI_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, zlib.error)
+"""What nibabel raises for corrupt, truncated or unsupported files."""
 
 log = logging.getLogger(__name__)
 
@@ -87,18 +92,20 @@ def read_nifti(path: str | os.PathLike[str], dtype: type = np.float32) -> Volume
         raise CovsegError(f"{path}: not a NIfTI file (.nii or .nii.gz)")
     try:
         image = nib.load(str(path))
-        _check_stored_dtype(np.dtype(image.get_data_dtype()), path)
+    except NIFTI_ERRORS as exc:
+        raise CovsegError(
+            f"{path}: cannot read the NIfTI header ({_one_line(exc)}); is the file truncated?"
+        ) from None
+    _check_stored_dtype(np.dtype(image.get_data_dtype()), path)
+    try:
         raw = np.asarray(image.dataobj.get_unscaled())
         slope, inter = float(image.dataobj.slope), float(image.dataobj.inter)
-    except CovsegError:
-        raise
-    except Exception as exc:  # nibabel raises many types for truncated or corrupt files
+    except NIFTI_ERRORS as exc:
         raise CovsegError(
-            f"{path}: cannot read NIfTI ({type(exc).__name__}: {exc}); is the file truncated?"
+            f"{path}: cannot read the voxels ({_one_line(exc)}); is the file truncated?"
         ) from None
     raw = _drop_trailing_axes(raw, path)
-    data = _scaled_zyx(raw, slope, inter, np.dtype(dtype))
-    _check_finite(data, path)
+    data = _scaled_zyx(raw, slope, inter, np.dtype(dtype), path)
     return Volume(data, image.affine, image.header, str(path))
 
 
@@ -125,8 +132,9 @@ def _drop_trailing_axes(raw: np.ndarray, source: Path) -> np.ndarray:
     return raw
 
 
-def _scaled_zyx(raw: np.ndarray, slope: float, inter: float, dtype: np.dtype) -> np.ndarray:
-    """Apply the NIfTI scaling slice by slice into a (z, y, x) array.
+def _scaled_zyx(raw: np.ndarray, slope: float, inter: float, dtype: np.dtype,
+                source: Path) -> np.ndarray:
+    """Apply the NIfTI scaling slice by slice into a (z, y, x) array, refusing NaN/inf.
 
     Hand-written rather than ``np.asarray(dataobj, dtype)`` because nibabel scales the whole
     volume at once in float64: 8 bytes per voxel on top of the result for a 1000-slice study.
@@ -135,6 +143,8 @@ def _scaled_zyx(raw: np.ndarray, slope: float, inter: float, dtype: np.dtype) ->
     scaled = (slope, inter) != (1.0, 0.0)
     for k in range(raw.shape[2]):
         plane = raw[:, :, k].T
+        if plane.dtype.kind == "f" and not np.isfinite(plane).all():
+            raise CovsegError(f"{source}: the volume holds NaN or infinite values")
         if scaled:
             plane = plane * np.float32(slope) + np.float32(inter)
             if dtype.kind in "iu":
@@ -244,7 +254,7 @@ def read_dicom_folder(folder: str | os.PathLike[str]) -> Volume:
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        raise CovsegError(f"{folder}: cannot read DICOM series {uid} ({_first_line(exc)})") from None
+        raise CovsegError(f"{folder}: cannot read DICOM series {uid} ({_itk_message(exc)})") from None
     return _volume_from_itk(image, str(folder))
 
 
@@ -264,13 +274,19 @@ def read_dicom_file(path: str | os.PathLike[str]) -> Volume:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        raise CovsegError(f"{path}: cannot read DICOM ({_first_line(exc)})") from None
+        raise CovsegError(f"{path}: cannot read DICOM ({_itk_message(exc)})") from None
     if image.GetDimension() == 2:
         image = sitk.JoinSeries(image)
     return _volume_from_itk(image, str(path))
 
 
-def _first_line(exc: Exception) -> str:
+def _one_line(exc: Exception) -> str:
+    """An exception as one line: its type and its message with whitespace collapsed."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+def _itk_message(exc: Exception) -> str:
+    """ITK errors span several lines; the last non-empty one says what went wrong."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[-1] if lines else type(exc).__name__
 

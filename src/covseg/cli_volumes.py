@@ -1,0 +1,136 @@
+"""Command-line pieces for volumes: ``covseg quantify``, ``covseg data fetch`` and the volume
+options of ``covseg predict`` (the lead's cli.py calls :func:`register`,
+:func:`add_volume_predict_arguments` and :func:`run_volume_predict`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from covseg.data.fetch import DATASETS, fetch
+from covseg.errors import CovsegError
+from covseg.io.volume import HU_MODES
+from covseg.lungs import DEFAULT_LUNG_MARGIN_MM
+from covseg.quantify import BatchResult, parse_shard, quantify_batch
+from covseg.volumes import SlicePredictor, predict_batch
+
+CLASS_CHOICES = ("auto", "binary", "multiclass")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``quantify`` and ``data fetch`` to the top-level subparsers."""
+    add_quantify_parser(subparsers)
+    data = subparsers.add_parser("data", help="public COVID-19 CT data sets",
+                                 description="Public COVID-19 CT data sets.")
+    commands = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
+    add_fetch_parser(commands)
+
+
+def add_quantify_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """``covseg quantify MASK... --out DIR``: lesion volumes, % involvement, CT category."""
+    parser = subparsers.add_parser(
+        "quantify", help="lesion volume, %% lung involved and CT-0..4 from masks",
+        description="Quantify lesion masks (NIfTI files or folders of them): volumes in mL, "
+                    "% of lung involved, MosMedData CT-0..CT-4. One output folder per mask "
+                    "plus summary.csv.")
+    parser.add_argument("masks", nargs="+", type=Path, metavar="MASK",
+                        help="lesion mask NIfTI files or folders of them")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--lungs", type=Path,
+                        help="lung mask NIfTI, or a folder of them named like the masks "
+                             "(any non-zero voxel is lung; right/left are recomputed)")
+    parser.add_argument("--image", type=Path,
+                        help="the CT (NIfTI, DICOM folder) or a folder of NIfTI named like the "
+                             "masks: shown in the montage, and thresholded for lungs when "
+                             "--lungs is not given")
+    parser.add_argument("--hu", choices=HU_MODES, default="auto",
+                        help="is --image in Hounsfield units (yes), 8-bit grey (no) or detect "
+                             "(auto, default)")
+    parser.add_argument("--classes", choices=CLASS_CHOICES, default="auto",
+                        help="binary (any non-zero is lesion), multiclass (1 GGO, "
+                             "2 consolidation, 3 effusion) or auto (default: labels > 1 mean "
+                             "multiclass)")
+    parser.add_argument("--html", action="store_true", help="also write report.html per study")
+    parser.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N",
+                        help="process every N-th study from the I-th (0-based), by sorted name")
+    parser.set_defaults(handler=_quantify_command)
+    return parser
+
+
+def _quantify_command(args: argparse.Namespace) -> int:
+    multiclass = {"auto": None, "binary": False, "multiclass": True}[args.classes]
+    result = quantify_batch(args.masks, args.out, lungs=args.lungs, image=args.image,
+                            hu=args.hu, multiclass=multiclass, html_report=args.html,
+                            shard=args.shard)
+    return _report(result)
+
+
+def add_fetch_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """``covseg data fetch NAME --to DIR`` (usable under an existing ``data`` command too)."""
+    parser = subparsers.add_parser(
+        "fetch", help="download and unpack a public data set",
+        description="Download (resumable, checksummed) and safely unpack a public data set. "
+                    "MosMedData needs a manual registration step; the command says what to do.")
+    parser.add_argument("name", choices=sorted(DATASETS), help="data set")
+    parser.add_argument("--to", type=Path, required=True, help="destination folder")
+    parser.set_defaults(handler=_fetch_command)
+    return parser
+
+
+def _fetch_command(args: argparse.Namespace) -> int:
+    paths = fetch(args.name, args.to)
+    print(f"{args.name}: {len(paths)} file(s) ready in {args.to}")
+    return 0
+
+
+def add_volume_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the volume options to ``covseg predict`` (which defines --out, --batch-size, --tta)."""
+    parser.add_argument("--hu", choices=HU_MODES, default="auto",
+                        help="volumes in Hounsfield units (yes), 8-bit grey (no, like "
+                             "lungmask's --noHU) or detect (auto, default)")
+    parser.add_argument("--probabilities", action="store_true",
+                        help="also write probabilities.nii.gz (float32) per volume")
+    parser.add_argument("--keep-outside-lungs", action="store_true",
+                        help="keep infection predicted outside the lungs")
+    parser.add_argument("--lung-margin-mm", type=float, default=DEFAULT_LUNG_MARGIN_MM,
+                        metavar="MM",
+                        help="infection farther than this from the lungs is removed "
+                             f"(default {DEFAULT_LUNG_MARGIN_MM:g})")
+    parser.add_argument("--html", action="store_true",
+                        help="also write a self-contained report.html per volume")
+    parser.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N",
+                        help="process every N-th volume from the I-th (0-based), by sorted name")
+    parser.add_argument("--lung-model", metavar="RUN",
+                        help="lung model from `covseg train --target lung` (default: HU threshold)")
+
+
+def _shard(text: str) -> tuple[int, int]:
+    """argparse type for --shard I/N: a bad value becomes an argparse usage error."""
+    try:
+        return parse_shard(text)
+    except CovsegError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def run_volume_predict(args: argparse.Namespace, predictor: SlicePredictor,
+                       inputs: Sequence[str | Path],
+                       lung_predictor: SlicePredictor | None = None) -> int:
+    """Predict every volume of ``inputs`` (NIfTI files, DICOM folders/files) into ``args.out``."""
+    result = predict_batch(
+        predictor, inputs, args.out, shard=args.shard, batch_size=args.batch_size,
+        tta=args.tta, probabilities=args.probabilities, lung_predictor=lung_predictor,
+        keep_outside_lungs=args.keep_outside_lungs, hu=args.hu, html=args.html,
+        lung_margin_mm=args.lung_margin_mm)
+    return _report(result)
+
+
+def _report(result: BatchResult) -> int:
+    """Print one line about the batch; exit status 1 when a study failed."""
+    line = (f"{result.done} done, {result.skipped} already done, {result.failed} failed; "
+            f"summary: {result.summary}")
+    print(line, file=sys.stderr if result.failed else sys.stdout)
+    return 1 if result.failed else 0

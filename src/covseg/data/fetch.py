@@ -1,0 +1,312 @@
+"""Download public COVID-19 CT data sets: resumable, checksummed, safely unpacked (urllib only).
+
+- ``zenodo-covid19-ct``: Ma et al., "COVID-19 CT Lung and Infection Segmentation Dataset",
+  Zenodo record 3757476 (20 CTs with lung and infection masks, CC BY-NC-SA 4.0). Each zip is
+  unpacked into a folder named after it (``COVID-19-CT-Seg_20cases/``, ``Infection_Mask/``, ...),
+  the layout ``covseg.data.layouts`` reads as "zenodo".
+- ``medseg``: MedSeg "COVID-19 CT segmentation dataset" (medicalsegmentation.com/covid19):
+  ``tr_im.nii.gz`` + ``tr_mask.nii.gz`` (100 labelled slices) and ``val_im.nii.gz``, hosted on
+  Google Drive by MedSeg.
+- ``mosmed``: MosMedData COVID19_1110 needs registration and a licence agreement at mosmed.ai,
+  so :func:`fetch` explains the manual step instead of downloading.
+
+Checksums: Zenodo publishes MD5s on the record page, which are not recorded here. The SHA-256
+values below were recorded by torch-em (constantinpape/torch-em,
+torch_em/data/datasets/medical/covid19_seg.py) for the same Zenodo files; MedSeg publishes none,
+so for its files the computed SHA-256 is printed, not verified.
+
+Downloads go to ``NAME.part`` and resume with an HTTP Range request after an interruption
+(in the same run, with retries, or in a later run); the file gets its final name only once
+complete and verified. Archives are checked before anything is extracted: absolute paths,
+``..`` components, links and special files are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from tqdm import tqdm
+
+from covseg.errors import CovsegError
+
+CHUNK = 1 << 20
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+TRANSIENT = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file to download, with whatever checksums are recorded for it."""
+
+    url: str
+    name: str
+    size: int | None = None
+    sha256: str | None = None
+    md5: str | None = None
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """A data set: its files, or ``manual`` instructions when it cannot be downloaded."""
+
+    description: str
+    page: str
+    licence: str
+    files: tuple[RemoteFile, ...] = ()
+    manual: str = ""
+
+
+ZENODO = "https://zenodo.org/records/3757476/files/"
+GOOGLE_DRIVE = "https://drive.usercontent.google.com/download?export=download&confirm=t&id="
+
+DATASETS: dict[str, DataSource] = {
+    "zenodo-covid19-ct": DataSource(
+        description="COVID-19 CT Lung and Infection Segmentation Dataset (20 CT volumes)",
+        page="https://zenodo.org/records/3757476",
+        licence="CC BY-NC-SA 4.0; cite Ma et al., Medical Physics 2021",
+        files=(
+            RemoteFile(ZENODO + "COVID-19-CT-Seg_20cases.zip?download=1",
+                       "COVID-19-CT-Seg_20cases.zip",
+                       sha256="a5060480eff9315b069b086312dac4872777901fb80d268a5a83edd9f4e7b440"),
+            RemoteFile(ZENODO + "Infection_Mask.zip?download=1", "Infection_Mask.zip",
+                       sha256="87901c73fdd2230260e61d2dbc57bf56026efc28264006b8ea2bf411453c1694"),
+            RemoteFile(ZENODO + "Lung_Mask.zip?download=1", "Lung_Mask.zip",
+                       sha256="f060b0d0299939a6d95ddefdbfa281de1a779c4d230a5adbd32414711d6d8187"),
+            RemoteFile(ZENODO + "Lung_and_Infection_Mask.zip?download=1",
+                       "Lung_and_Infection_Mask.zip",
+                       sha256="34f5a573cb8fb53cb15abe81868395d9addf436854826a6fd6e70c2b294f19c3"),
+        ),
+    ),
+    "medseg": DataSource(
+        description="MedSeg COVID-19 CT segmentation dataset (100 axial slices + 10 test slices)",
+        page="https://medicalsegmentation.com/covid19/",
+        licence="free to use per MedSeg; cite medicalsegmentation.com",
+        files=(
+            RemoteFile(GOOGLE_DRIVE + "1SJoMelgRqb0EuqlTuq6dxBWf2j9Kno8S", "tr_im.nii.gz"),
+            RemoteFile(GOOGLE_DRIVE + "1MEqpbpwXjrLrH42DqDygWeSkDq0bi92f", "tr_mask.nii.gz"),
+            RemoteFile(GOOGLE_DRIVE + "1Tl5PTS2rmajWKJMrYcZ2Na5DURvbbpit", "val_im.nii.gz"),
+        ),
+    ),
+    "mosmed": DataSource(
+        description="MosMedData: chest CT scans with COVID-19 related findings (COVID19_1110)",
+        page="https://mosmed.ai/datasets/covid19_1110/",
+        licence="CC BY-NC-ND 3.0",
+        manual=(
+            "MosMedData cannot be downloaded automatically: open "
+            "https://mosmed.ai/datasets/covid19_1110/, register and accept the licence "
+            "(CC BY-NC-ND 3.0), download the archive by hand and unpack it into {to} so that "
+            "{to}/studies/CT-0..CT-4 and {to}/masks exist; covseg reads that layout as mosmed-3d"
+        ),
+    ),
+}
+
+
+def fetch(name: str, to_dir: str | os.PathLike[str], *,
+          sources: Mapping[str, DataSource] | None = None, retries: int = 5,
+          backoff_s: float = 2.0, timeout_s: float = 60.0) -> list[Path]:
+    """Download data set ``name`` into ``to_dir`` and unpack its archives; return its files.
+
+    ``sources`` replaces :data:`DATASETS` (tests serve their own files). Files already present
+    and verified are not downloaded again; archives already unpacked are not unpacked again.
+    """
+    table = DATASETS if sources is None else sources
+    if name not in table:
+        raise CovsegError(f"unknown data set {name!r}; choose one of {', '.join(sorted(table))}")
+    source = table[name]
+    to_dir = Path(to_dir)
+    if source.manual:
+        raise CovsegError(source.manual.format(to=to_dir))
+    to_dir.mkdir(parents=True, exist_ok=True)
+    print(f"{name}: {source.description}\n  from {source.page}\n  licence: {source.licence}")
+    paths = []
+    for remote in source.files:
+        path = download(remote, to_dir, retries=retries, backoff_s=backoff_s, timeout_s=timeout_s)
+        if path.name.lower().endswith(ARCHIVE_SUFFIXES):
+            extract_archive(path, to_dir / archive_stem(path.name))
+        paths.append(path)
+    return paths
+
+
+def download(remote: RemoteFile, to_dir: Path, *, retries: int = 5, backoff_s: float = 2.0,
+             timeout_s: float = 60.0) -> Path:
+    """Download one file to ``to_dir/remote.name`` via ``.part``, resuming and retrying."""
+    target = to_dir / remote.name
+    if target.is_file():
+        problem = _verify(target, remote)
+        if problem:
+            raise CovsegError(f"{target}: already exists but {problem}; delete it and rerun")
+        return target
+    part = target.with_name(target.name + ".part")
+    for attempt in range(retries + 1):
+        try:
+            _transfer(remote, part, timeout_s)
+            break
+        except TRANSIENT as exc:
+            if attempt == retries:
+                raise CovsegError(
+                    f"{remote.url}: download failed {retries + 1} times ({exc}); rerun to resume "
+                    f"from {part.name}"
+                ) from None
+            log.warning("%s: %s; resuming (attempt %d of %d)", remote.name, exc, attempt + 2,
+                        retries + 1)
+            time.sleep(backoff_s * (attempt + 1))
+    problem = _verify(part, remote)
+    if problem:
+        part.unlink()
+        raise CovsegError(f"{remote.name}: {problem}; the download was deleted, rerun to retry")
+    os.replace(part, target)
+    return target
+
+
+class _Interrupted(ConnectionError):
+    """The server closed the connection before sending every byte."""
+
+
+def _transfer(remote: RemoteFile, part: Path, timeout_s: float) -> None:
+    """One HTTP request appending to ``part`` from its current size (Range) or from scratch."""
+    offset = part.stat().st_size if part.exists() else 0
+    if remote.size is not None and offset == remote.size:
+        return
+    headers = {"User-Agent": "covseg (python urllib)"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(remote.url, headers=headers),
+                                          timeout=timeout_s)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:
+            part.unlink()
+            raise _Interrupted("the server refused to resume; starting again") from None
+        if exc.code in (408, 429) or exc.code >= 500:
+            raise
+        raise CovsegError(f"{remote.url}: HTTP {exc.code} {exc.reason}; check the address "
+                          "or download the file by hand") from None
+    with response:
+        if "text/html" in response.headers.get("Content-Type", "") and \
+                not remote.name.endswith(".html"):
+            raise CovsegError(
+                f"{remote.url} returned a web page instead of {remote.name} (a login or "
+                f"confirmation page); download it by hand into {part.parent / remote.name} "
+                "and rerun: it will be verified and kept"
+            )
+        offset = _resume_offset(response, offset, part)
+        length = response.headers.get("Content-Length")
+        expected = offset + int(length) if length is not None else remote.size
+        with open(part, "ab" if offset else "wb") as handle, tqdm(
+                total=expected, initial=offset, unit="B", unit_scale=True, desc=remote.name,
+                leave=False) as bar:
+            while chunk := response.read(CHUNK):
+                handle.write(chunk)
+                bar.update(len(chunk))
+    received = part.stat().st_size
+    if expected is not None and received < expected:
+        raise _Interrupted(f"connection closed after {received} of {expected} bytes")
+
+
+def _resume_offset(response: http.client.HTTPResponse, offset: int, part: Path) -> int:
+    """Where this response's bytes start: ``offset`` for a matching 206, else 0 (restart)."""
+    if response.status != 206:
+        return 0
+    match = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
+    if match is None or int(match.group(1)) != offset:
+        part.unlink(missing_ok=True)
+        raise _Interrupted("the server resumed at the wrong offset; starting again")
+    return offset
+
+
+def _verify(path: Path, remote: RemoteFile) -> str:
+    """'' if ``path`` matches the recorded size/checksums, else what is wrong."""
+    size = path.stat().st_size
+    if remote.size is not None and size != remote.size:
+        return f"has {size} bytes, expected {remote.size}"
+    sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        while block := handle.read(CHUNK):
+            sha256.update(block)
+            md5.update(block)
+    if remote.sha256 and sha256.hexdigest() != remote.sha256.lower():
+        return f"has SHA-256 {sha256.hexdigest()}, expected {remote.sha256}"
+    if remote.md5 and md5.hexdigest() != remote.md5.lower():
+        return f"has MD5 {md5.hexdigest()}, expected {remote.md5}"
+    if not (remote.sha256 or remote.md5):
+        print(f"{remote.name}: SHA-256 {sha256.hexdigest()} (no official checksum recorded; "
+              "not verified)")
+    return ""
+
+
+def archive_stem(name: str) -> str:
+    """Archive name without its archive suffix: 'Lung_Mask.zip' -> 'Lung_Mask'."""
+    for suffix in sorted(ARCHIVE_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _unsafe_name(name: str) -> bool:
+    """Absolute paths, drive letters and '..' components escape the destination."""
+    posix = name.replace("\\", "/")
+    return (posix.startswith("/") or re.match(r"^[A-Za-z]:", posix) is not None
+            or ".." in PurePosixPath(posix).parts)
+
+
+def check_archive(archive: Path) -> None:
+    """Refuse an archive with a member that could write outside its folder (or is a link)."""
+    try:
+        if archive.name.lower().endswith(".zip"):
+            with zipfile.ZipFile(archive) as zipped:
+                for info in zipped.infolist():
+                    mode = info.external_attr >> 16
+                    if _unsafe_name(info.filename) or (mode & 0o170000) == 0o120000:
+                        raise CovsegError(f"{archive}: unsafe member {info.filename!r} "
+                                          "(absolute, '..' or symlink); not extracted")
+        else:
+            with tarfile.open(archive) as tarred:
+                for member in tarred.getmembers():
+                    if _unsafe_name(member.name) or not (member.isfile() or member.isdir()):
+                        raise CovsegError(f"{archive}: unsafe member {member.name!r} (absolute, "
+                                          "'..', link or device); not extracted")
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
+        raise CovsegError(f"{archive}: corrupt archive ({exc}); delete it and rerun") from None
+
+
+def extract_archive(archive: Path, destination: Path) -> Path:
+    """Unpack into ``destination`` (skipped if it exists) via a temporary folder and one rename.
+
+    An archive holding a single folder named like ``destination`` is unpacked without that
+    extra level.
+    """
+    if destination.exists():
+        return destination
+    check_archive(archive)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    try:
+        if archive.name.lower().endswith(".zip"):
+            with zipfile.ZipFile(archive) as zipped:
+                zipped.extractall(scratch)
+        else:
+            with tarfile.open(archive) as tarred:
+                tarred.extractall(scratch, filter="data")
+        children = list(scratch.iterdir())
+        root = scratch
+        if len(children) == 1 and children[0].is_dir() and children[0].name == destination.name:
+            root = children[0]
+        os.replace(root, destination)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return destination

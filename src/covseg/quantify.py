@@ -1,0 +1,553 @@
+"""Lesion burden per study and per lung, MosMedData CT-0..CT-4 category, reports and batch runs.
+
+Labels: binary masks count every non-zero voxel as lesion; multi-class masks use MedSeg's
+labels 1 = ground-glass (GGO), 2 = consolidation, 3 = pleural effusion. The lesion volume and
+the % involvement count GGO + consolidation only: an effusion fills the pleural space, not the
+lung, so it is reported on its own. Lungs are labelled 1 = right, 2 = left (see covseg.lungs).
+
+Category (MosMedData, by the % of lung volume involved), boundaries closed below:
+CT-0 = exactly 0 %; CT-1 = (0, 25); CT-2 = [25, 50); CT-3 = [50, 75); CT-4 = [75, 100].
+So 25 % is CT-2 and the smallest lesion inside the lungs makes a study CT-1.
+
+Outputs per study (in its own folder): quantification.json (written last: its presence means
+the study is done), quantification.csv, montage.png, optional report.html. Batch runs write one
+folder per study and a summary CSV rewritten atomically after every study.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgb
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from tqdm import tqdm
+
+from covseg.errors import CovsegError
+from covseg.io.atomic import atomic_path, write_json, write_text
+from covseg.io.volume import (
+    Volume,
+    hounsfield,
+    is_dicom_file,
+    is_nifti,
+    nifti_stem,
+    read_nifti,
+    read_volume,
+)
+from covseg.lungs import (
+    LEFT_LUNG,
+    RIGHT_LUNG,
+    add_lesions_to_lungs,
+    remove_outside_lungs,
+    segment_lungs,
+    split_lungs,
+)
+from covseg.transforms import LUNG_WINDOW, normalize_intensity
+
+GGO, CONSOLIDATION, EFFUSION = 1, 2, 3
+CATEGORY_RULE = (
+    "MosMedData category by % of lung volume involved (GGO + consolidation): CT-0 = 0 %, "
+    "CT-1 = (0, 25) %, CT-2 = [25, 50) %, CT-3 = [50, 75) %, CT-4 = [75, 100] %"
+)
+RESULT_JSON = "quantification.json"
+RESULT_CSV = "quantification.csv"
+MONTAGE_PNG = "montage.png"
+REPORT_HTML = "report.html"
+REGIONS = ("study", "right_lung", "left_lung")
+CSV_FIELDS = ("study", "region", "lung_ml", "lesion_ml", "percent_involved", "ggo_ml",
+              "consolidation_ml", "effusion_ml", "lesion_outside_lungs_ml", "ct_category")
+SUMMARY_FIELDS = ("study", "status", "error", "lung_ml", "lesion_ml", "percent_involved",
+                  "ct_category", "right_percent_involved", "left_percent_involved", "ggo_ml",
+                  "consolidation_ml", "effusion_ml", "input", "output")
+
+LESION_NAMES = {GGO: "ground-glass", CONSOLIDATION: "consolidation", EFFUSION: "effusion"}
+LESION_COLOURS = {GGO: "#ffd400", CONSOLIDATION: "#e8112d", EFFUSION: "#1f77ff"}
+LUNG_COLOURS = {RIGHT_LUNG: "#2ca02c", LEFT_LUNG: "#17becf"}
+
+log = logging.getLogger(__name__)
+
+
+def ct_category(percent: float) -> str:
+    """MosMedData category of a % involvement (see the module docstring for the boundaries)."""
+    if not 0.0 <= percent <= 100.0 + 1e-9:
+        raise CovsegError(f"% involvement must lie in 0..100, got {percent}")
+    if percent == 0.0:
+        return "CT-0"
+    for bound, name in ((25.0, "CT-1"), (50.0, "CT-2"), (75.0, "CT-3")):
+        if percent < bound:
+            return name
+    return "CT-4"
+
+
+def _is_multiclass(lesions: np.ndarray, multiclass: bool | None) -> bool:
+    """Validate a lesion mask and say whether it is multi-class (None: labels > 1 mean yes)."""
+    if lesions.dtype.kind == "f":
+        if not all(np.array_equal(plane, np.rint(plane)) for plane in lesions):
+            raise CovsegError("the lesion mask holds non-integer values; give a label mask")
+    elif lesions.dtype.kind not in "biu":
+        raise CovsegError(f"the lesion mask has unsupported type {lesions.dtype}")
+    if lesions.size and lesions.min() < 0:
+        raise CovsegError("the lesion mask holds negative labels; expected 0..3")
+    top = int(lesions.max()) if lesions.size else 0
+    if multiclass is None:
+        multiclass = 1 < top <= EFFUSION
+    if multiclass and top > EFFUSION:
+        raise CovsegError(
+            f"multi-class masks use labels 0..3 (1 GGO, 2 consolidation, 3 effusion), found {top}"
+        )
+    return multiclass
+
+
+def lesion_classes(plane: np.ndarray, multiclass: bool) -> np.ndarray:
+    """uint8 classes of a mask slice: 0..3 for multi-class, 0/1 (any non-zero) for binary."""
+    return plane.astype(np.uint8) if multiclass else (plane > 0).astype(np.uint8)
+
+
+def quantify(lesions: np.ndarray, spacing: Sequence[float], lungs: np.ndarray | None = None, *,
+             multiclass: bool | None = None) -> dict[str, Any]:
+    """Volumes (mL) and % involvement for a (z, y, x) lesion mask; per lung when ``lungs`` given.
+
+    ``spacing`` is the voxel size in mm (z, y, x); ``multiclass`` None detects it (labels > 1).
+    Voxels are counted slice by slice, so no volume-sized temporary is made.
+    """
+    lesions = np.asarray(lesions)
+    multiclass = _is_multiclass(lesions, multiclass)
+    voxel_ml = float(np.prod([float(s) for s in spacing])) / 1000.0
+    if lungs is not None:
+        lungs = np.asarray(lungs)
+        if lungs.shape != lesions.shape:
+            raise CovsegError(f"lung mask {lungs.shape} and lesion mask {lesions.shape} differ")
+        if lungs.size and int(lungs.max()) > LEFT_LUNG:
+            raise CovsegError("lung labels must be 0, 1 (right) or 2 (left)")
+    counts = np.zeros(12, dtype=np.int64)
+    for k, plane in enumerate(lesions):
+        code = lesion_classes(plane, multiclass)
+        if lungs is not None:
+            code += lungs[k].astype(np.uint8) * np.uint8(4)
+        counts += np.bincount(code.ravel(), minlength=12)[:12]
+    counts = counts.reshape(3, 4)
+    result: dict[str, Any] = {
+        "spacing_mm": [float(s) for s in spacing],
+        "voxel_ml": voxel_ml,
+        "shape": list(lesions.shape),
+        "multiclass": multiclass,
+        "has_lungs": lungs is not None,
+        "category_rule": CATEGORY_RULE,
+    }
+    result["study"] = _region(counts.sum(axis=0), counts[0], voxel_ml, multiclass, lungs is not None)
+    if lungs is not None:
+        for name, label in (("right_lung", RIGHT_LUNG), ("left_lung", LEFT_LUNG)):
+            result[name] = _region(counts[label], None, voxel_ml, multiclass, True)
+    return result
+
+
+def _region(counts: np.ndarray, outside: np.ndarray | None, voxel_ml: float, multiclass: bool,
+            has_lungs: bool) -> dict[str, Any]:
+    """Metrics of one region from its voxel counts per class (and the counts outside lungs)."""
+    lesion = int(counts[1] + counts[2]) if multiclass else int(counts[1])
+    region: dict[str, Any] = {"lesion_ml": lesion * voxel_ml}
+    if multiclass:
+        region["ggo_ml"] = int(counts[GGO]) * voxel_ml
+        region["consolidation_ml"] = int(counts[CONSOLIDATION]) * voxel_ml
+        if outside is not None:
+            region["effusion_ml"] = int(counts[EFFUSION]) * voxel_ml
+    if not has_lungs:
+        region.update(lung_ml=None, percent_involved=None, ct_category=None)
+        return region
+    if outside is not None:
+        outside_lesion = int(outside[1] + outside[2]) if multiclass else int(outside[1])
+        lung_voxels = int(counts.sum() - outside.sum())
+        inside = lesion - outside_lesion
+        region["lesion_outside_lungs_ml"] = outside_lesion * voxel_ml
+    else:
+        lung_voxels, inside = int(counts.sum()), lesion
+    region["lung_ml"] = lung_voxels * voxel_ml
+    percent = 100.0 * inside / lung_voxels if lung_voxels else None
+    region["percent_involved"] = percent
+    if outside is not None:
+        region["ct_category"] = ct_category(percent) if percent is not None else None
+    return region
+
+
+def result_rows(result: dict[str, Any], study: str) -> list[dict[str, Any]]:
+    """CSV rows (one per region) of a :func:`quantify` result."""
+    rows = []
+    for region in REGIONS:
+        if region in result:
+            values = result[region]
+            rows.append({"study": study, "region": region,
+                         **{k: values.get(k) for k in CSV_FIELDS[2:]}})
+    return rows
+
+
+def csv_text(rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> str:
+    """Rows as CSV text (missing values empty, floats with 6 significant digits)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fields), extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _cell(row.get(k)) for k in fields})
+    return buffer.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
+
+
+def display_flips(affine: np.ndarray | None) -> tuple[bool, bool]:
+    """(flip rows, flip columns) to show a slice radiologically: anterior up, patient right left."""
+    if affine is None:
+        return False, False
+    return bool(affine[1, 1] > 0), bool(affine[0, 0] > 0)
+
+
+def _orient(plane: np.ndarray, flips: tuple[bool, bool]) -> np.ndarray:
+    if flips[0]:
+        plane = plane[::-1]
+    if flips[1]:
+        plane = plane[:, ::-1]
+    return plane
+
+
+def most_affected_slices(lesions: np.ndarray, lungs: np.ndarray | None, count: int) -> list[int]:
+    """Up to ``count`` slice indices with most lesion (else most lung, else evenly spaced)."""
+    depth = lesions.shape[0]
+    score = np.count_nonzero(lesions.reshape(depth, -1), axis=1)
+    if not score.any() and lungs is not None:
+        score = np.count_nonzero(lungs.reshape(depth, -1), axis=1)
+    if not score.any():
+        return sorted({round(v) for v in np.linspace(0, depth - 1, min(count, depth))})
+    order = np.argsort(-score, kind="stable")[:count]
+    return sorted(int(k) for k in order if score[k] > 0)
+
+
+def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, *,
+                  lungs: np.ndarray | None = None, image: np.ndarray | None = None,
+                  intensity: str = "hu", affine: np.ndarray | None = None,
+                  voxel_ml: float | None = None, count: int = 6, title: str = "") -> Path:
+    """PNG grid of the most affected slices: CT (lung window) with lesion fill and lung outline."""
+    slices = most_affected_slices(lesions, lungs, count)
+    columns = min(3, len(slices))
+    rows = -(-len(slices) // columns)
+    figure = Figure(figsize=(3.2 * columns, 3.3 * rows + 0.7), dpi=100)
+    FigureCanvasAgg(figure)
+    figure.subplots_adjust(left=0.01, right=0.99, top=1 - 0.65 / (3.3 * rows + 0.7),
+                           bottom=0.3 / (3.3 * rows + 0.7), wspace=0.04, hspace=0.12)
+    flips = display_flips(affine)
+    multiclass = int(lesions.max()) > 1 if lesions.size else False
+    colours = LESION_COLOURS if multiclass else {1: LESION_COLOURS[CONSOLIDATION]}
+    for index, k in enumerate(slices):
+        axis = figure.add_subplot(rows, columns, index + 1)
+        grey = (normalize_intensity(image[k], intensity, LUNG_WINDOW) if image is not None
+                else np.zeros(lesions.shape[1:], dtype=np.float32))
+        axis.imshow(_overlay(_orient(grey, flips), _orient(lesions[k], flips), colours),
+                    interpolation="nearest")
+        if lungs is not None:
+            plane = _orient(lungs[k], flips)
+            for label, colour in LUNG_COLOURS.items():
+                if (plane == label).any():
+                    axis.contour(plane == label, levels=[0.5], colors=colour, linewidths=0.8)
+        volume = f", {np.count_nonzero(lesions[k]) * voxel_ml:.1f} mL" if voxel_ml else ""
+        axis.set_title(f"slice {k}{volume}", fontsize=9)
+        axis.set_axis_off()
+    names = LESION_NAMES if multiclass else {1: "lesion"}
+    legend = [Patch(color=colours[label], label=name) for label, name in names.items()]
+    if lungs is not None:
+        legend += [Patch(color=LUNG_COLOURS[RIGHT_LUNG], label="right lung"),
+                   Patch(color=LUNG_COLOURS[LEFT_LUNG], label="left lung")]
+    figure.legend(handles=legend, loc="lower center", ncol=len(legend), fontsize=8,
+                  frameon=False)
+    orientation = "patient right on the image left" if affine is not None else "stored orientation"
+    figure.suptitle(f"{title} ({orientation})".strip(), fontsize=10)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    return Path(path)
+
+
+def _overlay(grey: np.ndarray, labels: np.ndarray, colours: dict[int, str],
+             alpha: float = 0.55) -> np.ndarray:
+    """RGB slice: grey CT with each lesion label blended in its colour (one image to draw)."""
+    rgb = np.repeat(np.clip(grey, 0.0, 1.0)[..., None], 3, axis=2)
+    for label, colour in colours.items():
+        where = labels == label
+        rgb[where] = (1 - alpha) * rgb[where] + alpha * np.asarray(to_rgb(colour))
+    return rgb
+
+
+def write_html(path: str | os.PathLike[str], result: dict[str, Any], study: str,
+               montage: Path | None) -> Path:
+    """Self-contained HTML report: the numbers and the montage embedded as base64 PNG."""
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_html_cell(row.get(k)))}</td>" for k in CSV_FIELDS[1:])
+        + "</tr>" for row in result_rows(result, study))
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in CSV_FIELDS[1:])
+    image = ""
+    if montage is not None and montage.is_file():
+        data = base64.b64encode(montage.read_bytes()).decode("ascii")
+        image = f'<img alt="most affected slices" src="data:image/png;base64,{data}">'
+    category = result["study"].get("ct_category") or "not available (no lung mask)"
+    details = html.escape(json.dumps(result.get("inputs", {}), indent=2))
+    text = (
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\">"
+        f"<title>covseg: {html.escape(study)}</title><style>body{{font-family:sans-serif;"
+        "margin:2em}table{border-collapse:collapse}td,th{border:1px solid #aaa;padding:4px 8px;"
+        "text-align:right}img{max-width:100%}</style></head><body>"
+        f"<h1>{html.escape(study)}</h1><p><b>Category: {html.escape(category)}</b></p>"
+        f"<p>{html.escape(CATEGORY_RULE)}</p><table><tr>{head}</tr>{rows}</table>{image}"
+        f"<h2>Inputs</h2><pre>{details}</pre>"
+        "<p>Research software output, not a diagnosis.</p></body></html>\n"
+    )
+    return write_text(path, text)
+
+
+def _html_cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any], study: str,
+                 lesions: np.ndarray, *, lungs: np.ndarray | None = None,
+                 image: np.ndarray | None = None, intensity: str = "hu",
+                 affine: np.ndarray | None = None, html_report: bool = False) -> dict[str, Any]:
+    """Write CSV, montage, optional HTML and finally the JSON (the study's 'done' marker)."""
+    out_dir = Path(out_dir)
+    files = dict(result.get("files", {}))
+    files["csv"] = str(write_text(out_dir / RESULT_CSV, csv_text(result_rows(result, study),
+                                                                CSV_FIELDS)))
+    montage = write_montage(out_dir / MONTAGE_PNG, lesions, lungs=lungs, image=image,
+                            intensity=intensity, affine=affine, voxel_ml=result["voxel_ml"],
+                            title=study)
+    files["montage"] = str(montage)
+    if html_report:
+        files["html"] = str(write_html(out_dir / REPORT_HTML, result, study, montage))
+    files["json"] = str(out_dir / RESULT_JSON)
+    result = {"study_name": study, **result, "files": files}
+    write_json(out_dir / RESULT_JSON, result)
+    return result
+
+
+def _matching(folder_or_file: Path | None, stem: str) -> Path | None:
+    """The file for a mask stem: the path itself, or a NIfTI in the folder named like the mask."""
+    if folder_or_file is None or folder_or_file.is_file():
+        return folder_or_file
+    names = {stem, stem.removesuffix("_mask"), stem.removesuffix("_seg")}
+    for child in sorted(folder_or_file.iterdir()):
+        if is_nifti(child) and nifti_stem(child) in names:
+            return child
+    raise CovsegError(f"{folder_or_file}: no NIfTI file named like the mask {stem!r}")
+
+
+def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
+                   lungs: str | os.PathLike[str] | None = None,
+                   image: str | os.PathLike[str] | None = None, hu: str = "auto",
+                   multiclass: bool | None = None, html_report: bool = False) -> dict[str, Any]:
+    """Quantify one lesion mask NIfTI and write its report folder.
+
+    ``lungs``: a lung mask (any non-zero voxel is lung; sides are recomputed) or a folder holding
+    one named like the mask; ``image``: the CT (file, DICOM folder, or folder of NIfTI named like
+    the mask), used for the montage and, without ``lungs``, for threshold lungs (grown over the
+    lesions within the default lung margin).
+    """
+    mask_path = Path(mask)
+    if not is_nifti(mask_path):
+        raise CovsegError(f"{mask_path}: lesion masks must be NIfTI files (.nii/.nii.gz)")
+    stem = nifti_stem(mask_path)
+    lesions = read_nifti(mask_path, dtype=np.int16)
+    lung_path = _matching(Path(lungs) if lungs else None, stem)
+    image_path = _matching(Path(image) if image else None, stem)
+    ct = read_volume(image_path, hu) if image_path else None
+    if ct is not None:
+        _check_same_grid(lesions, ct)
+    lung_labels, lung_source = None, None
+    if lung_path is not None:
+        lung_volume = read_nifti(lung_path, dtype=np.int16)
+        _check_same_grid(lesions, lung_volume)
+        lung_labels, lung_source = split_lungs(lung_volume.array > 0, lesions.affine), "mask"
+    elif ct is not None:
+        lung_labels = segment_lungs(hounsfield(ct), ct.affine)
+        lesion = lesions.array > 0
+        if _is_multiclass(lesions.array, multiclass):
+            lesion &= lesions.array != EFFUSION
+        near = remove_outside_lungs(lesion, lung_labels, lesions.spacing)
+        lung_labels, lung_source = add_lesions_to_lungs(lung_labels, near), "threshold"
+    result = quantify(lesions.array, lesions.spacing, lung_labels, multiclass=multiclass)
+    result["inputs"] = {"mask": str(mask_path), "lungs": str(lung_path) if lung_path else None,
+                        "image": str(image_path) if image_path else None,
+                        "lung_source": lung_source}
+    return write_report(out_dir, result, stem, lesions.array, lungs=lung_labels,
+                        image=ct.array if ct is not None else None,
+                        intensity=ct.intensity if ct is not None else "hu",
+                        affine=lesions.affine, html_report=html_report)
+
+
+def _check_same_grid(reference: Volume, other: Volume) -> None:
+    """Masks and CT must share the voxel grid; a different affine only warns (headers drift)."""
+    if reference.array.shape != other.array.shape:
+        raise CovsegError(
+            f"{other.source}: shape {other.array.shape} differs from the mask "
+            f"{reference.source} {reference.array.shape}; they must be on the same voxel grid"
+        )
+    if not np.allclose(reference.affine, other.affine, atol=1e-3):
+        log.warning("%s: affine differs from %s; assuming the same voxel grid",
+                    other.source, reference.source)
+
+
+@dataclass(frozen=True)
+class Study:
+    """One study of a batch: a NIfTI file, a DICOM folder or a DICOM file."""
+
+    name: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What a batch run did; ``summary`` is the CSV with one row per study of the shard."""
+
+    summary: Path
+    done: int
+    skipped: int
+    failed: int
+
+
+def find_studies(inputs: Sequence[str | os.PathLike[str]],
+                 exclude: str | os.PathLike[str] | None = None) -> list[Study]:
+    """Studies named by their file stem or folder name, sorted by name.
+
+    A file is a study. A folder holding DICOM files is one study. Otherwise a folder's NIfTI
+    files and sub-folders (DICOM series) are studies; a folder with neither is itself a study
+    (so that an empty or broken folder is reported, not silently skipped).
+    """
+    skip = Path(exclude).resolve() if exclude else None
+    studies: list[Study] = []
+    for item in inputs:
+        path = Path(item)
+        if not path.exists():
+            raise CovsegError(f"{path}: no such file or folder")
+        if path.is_file():
+            studies.append(Study(nifti_stem(path) if is_nifti(path) else path.stem, path))
+            continue
+        children = sorted(c for c in path.iterdir() if not c.name.startswith("."))
+        if any(is_dicom_file(c) for c in children):
+            studies.append(Study(path.name, path))
+            continue
+        found = [Study(nifti_stem(c), c) for c in children if is_nifti(c)]
+        found += [Study(c.name, c) for c in children if c.is_dir() and c.resolve() != skip]
+        studies.extend(found or [Study(path.name, path)])
+    names = [s.name for s in studies]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise CovsegError(f"several studies are named {', '.join(duplicates)}; rename them")
+    return sorted(studies, key=lambda s: s.name)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'I/N' (0 <= I < N) -> (I, N)."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise CovsegError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
+    return check_shard((index, count))
+
+
+def check_shard(shard: tuple[int, int]) -> tuple[int, int]:
+    index, count = shard
+    if count < 1 or not 0 <= index < count:
+        raise CovsegError(f"shard {index}/{count}: need 0 <= I < N")
+    return index, count
+
+
+def select_shard(studies: Sequence[Study], shard: tuple[int, int]) -> list[Study]:
+    """Every N-th study by sorted name, starting at I: the same split on every machine."""
+    index, count = check_shard(shard)
+    return sorted(studies, key=lambda s: s.name)[index::count]
+
+
+def summary_name(shard: tuple[int, int]) -> str:
+    """summary.csv, or summary_shardIofN.csv so that machines sharing a folder do not collide."""
+    return "summary.csv" if shard[1] == 1 else f"summary_shard{shard[0]}of{shard[1]}.csv"
+
+
+def run_batch(studies: Sequence[Study], out_dir: str | os.PathLike[str],
+              process: Callable[[Study, Path], dict[str, Any]], *,
+              shard: tuple[int, int] = (0, 1), desc: str = "studies") -> BatchResult:
+    """Run ``process(study, out_dir / study.name)`` over this shard's studies.
+
+    Studies whose quantification.json exists are skipped; a failing study is recorded with its
+    error and the run goes on; the summary CSV is rewritten atomically after every study.
+    """
+    out_dir = Path(out_dir)
+    summary = out_dir / summary_name(shard)
+    rows: list[dict[str, Any]] = []
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+    write_text(summary, csv_text(rows, SUMMARY_FIELDS))
+    for study in tqdm(select_shard(studies, shard), desc=desc, unit="study"):
+        folder = out_dir / study.name
+        status, result, error = _run_one(study, folder, process)
+        counts[status] += 1
+        rows.append(_summary_row(study, folder, status, result, error))
+        write_text(summary, csv_text(rows, SUMMARY_FIELDS))
+    return BatchResult(summary, counts["done"], counts["skipped"], counts["failed"])
+
+
+def _run_one(study: Study, folder: Path, process: Callable[[Study, Path], dict[str, Any]]
+             ) -> tuple[str, dict[str, Any] | None, str]:
+    done = folder / RESULT_JSON
+    if done.is_file():
+        try:
+            return "skipped", json.loads(done.read_text(encoding="utf-8")), ""
+        except (OSError, ValueError):
+            log.warning("%s: unreadable, redoing %s", done, study.name)
+    try:
+        return "done", process(study, folder), ""
+    except Exception as exc:  # noqa: BLE001 - one bad study must not stop the batch; it is reported
+        message = str(exc) if isinstance(exc, CovsegError) else f"{type(exc).__name__}: {exc}"
+        log.error("%s failed: %s", study.name, message)
+        return "failed", None, message
+
+
+def _summary_row(study: Study, folder: Path, status: str, result: dict[str, Any] | None,
+                 error: str) -> dict[str, Any]:
+    row: dict[str, Any] = {"study": study.name, "status": status, "error": error,
+                           "input": str(study.path), "output": str(folder) if result else ""}
+    if result:
+        region = result.get("study", {})
+        row.update({k: region.get(k) for k in ("lung_ml", "lesion_ml", "percent_involved",
+                                                "ct_category", "ggo_ml", "consolidation_ml",
+                                                "effusion_ml")})
+        row["right_percent_involved"] = result.get("right_lung", {}).get("percent_involved")
+        row["left_percent_involved"] = result.get("left_lung", {}).get("percent_involved")
+    return row
+
+
+def quantify_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], *,
+                   lungs: str | os.PathLike[str] | None = None,
+                   image: str | os.PathLike[str] | None = None, hu: str = "auto",
+                   multiclass: bool | None = None, html_report: bool = False,
+                   shard: tuple[int, int] = (0, 1)) -> BatchResult:
+    """Quantify every mask NIfTI of ``inputs`` (files or folders) into ``out_dir/<stem>/``."""
+    studies = find_studies(inputs, exclude=out_dir)
+
+    def process(study: Study, folder: Path) -> dict[str, Any]:
+        return quantify_study(study.path, folder, lungs=lungs, image=image, hu=hu,
+                              multiclass=multiclass, html_report=html_report)
+
+    return run_batch(studies, out_dir, process, shard=shard, desc="quantify")

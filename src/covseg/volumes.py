@@ -1,0 +1,229 @@
+"""Slice-wise 2D inference over CT volumes (NIfTI, DICOM), streamed so memory stays bounded.
+
+Flags for ``covseg predict`` on volumes (added by ``cli_volumes.add_volume_predict_arguments``):
+  --hu {auto,yes,no}     Hounsfield units or 8-bit grey input (like lungmask's --noHU)
+  --batch-size N         slices per forward pass (default 8)
+  --tta                  average with the left-right flipped prediction
+  --probabilities        also write probabilities.nii.gz (float32)
+  --keep-outside-lungs   do not remove infection outside the lungs
+  --lung-margin-mm MM    infection farther than this from the lungs is removed (default 5)
+  --html                 also write a self-contained report.html per study
+  --shard I/N            process every N-th study from the I-th (sorted by name)
+  --out DIR              output folder: one sub-folder per study and summary.csv
+
+Per study, in its folder: infection.nii.gz (uint8 labels on the input's exact grid: 1 = lesion,
+or 1 GGO / 2 consolidation / 3 effusion for multi-class models), lungs.nii.gz (1 right, 2 left),
+optional probabilities.nii.gz, quantification.json/.csv, montage.png, optional report.html.
+Slice convention (as covseg.io.volume): ``volume.array[k]`` is the k-th axial slice (y, x).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from tqdm import tqdm
+
+from covseg.errors import CovsegError
+from covseg.io.volume import (
+    Volume,
+    hounsfield,
+    read_volume,
+    write_mask_like,
+    write_probabilities_like,
+)
+from covseg.lungs import (
+    DEFAULT_LUNG_MARGIN_MM,
+    add_lesions_to_lungs,
+    remove_outside_lungs,
+    segment_lungs,
+    split_lungs,
+)
+from covseg.quantify import (
+    CONSOLIDATION,
+    EFFUSION,
+    GGO,
+    BatchResult,
+    Study,
+    find_studies,
+    quantify,
+    run_batch,
+    write_report,
+)
+from covseg.transforms import normalize_intensity
+
+INFECTION_NII = "infection.nii.gz"
+LUNGS_NII = "lungs.nii.gz"
+PROBABILITIES_NII = "probabilities.nii.gz"
+
+log = logging.getLogger(__name__)
+
+
+class SlicePredictor(Protocol):
+    """What volume inference needs from a trained model (covseg.infer provides one)."""
+
+    num_classes: int
+    intensity: str
+    window: tuple[float, float]
+
+    def predict_probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """(H, W) float32 slices in [0, 1] -> (C, H, W) probabilities; C = 1 when binary."""
+        ...
+
+
+def output_channels(predictor: SlicePredictor) -> int:
+    """Channels a predictor returns: 1 (infection probability) for binary, K otherwise."""
+    return 1 if predictor.num_classes == 2 else predictor.num_classes
+
+
+def predict_labels(predictor: SlicePredictor, volume: Volume, *, batch_size: int = 8,
+                   tta: bool = False, probabilities: np.ndarray | None = None,
+                   desc: str = "slices") -> np.ndarray:
+    """(z, y, x) uint8 labels, predicted ``batch_size`` slices at a time.
+
+    Only one batch of normalised float slices exists at once; ``probabilities`` (a preallocated
+    (z, y, x) or (C, z, y, x) array, e.g. a memmap) is filled as batches finish.
+    """
+    if batch_size < 1:
+        raise CovsegError(f"--batch-size must be at least 1, got {batch_size}")
+    channels = output_channels(predictor)
+    depth = volume.array.shape[0]
+    labels = np.zeros(volume.array.shape, dtype=np.uint8)
+    for start in tqdm(range(0, depth, batch_size), desc=desc, unit="batch", leave=False):
+        indices = range(start, min(depth, start + batch_size))
+        images = [normalize_intensity(volume.array[k], volume.intensity, predictor.window)
+                  for k in indices]
+        for k, prob in zip(indices, _predict(predictor, images, tta), strict=True):
+            prob = _checked(prob, channels, volume.array.shape[1:])
+            labels[k] = prob[0] >= 0.5 if channels == 1 else np.argmax(prob, axis=0)
+            if probabilities is not None:
+                probabilities[..., k, :, :] = prob[0] if probabilities.ndim == 3 else prob
+    return labels
+
+
+def _predict(predictor: SlicePredictor, images: list[np.ndarray], tta: bool) -> list[np.ndarray]:
+    """Probabilities, averaged with the left-right mirrored prediction when ``tta``."""
+    probs = [np.asarray(p, dtype=np.float32) for p in predictor.predict_probabilities(images)]
+    if len(probs) != len(images):
+        raise CovsegError(f"the predictor returned {len(probs)} maps for {len(images)} slices")
+    if not tta:
+        return probs
+    mirrored = predictor.predict_probabilities([np.ascontiguousarray(i[:, ::-1]) for i in images])
+    return [(p + np.asarray(m, dtype=np.float32)[..., ::-1]) / 2 for p, m in
+            zip(probs, mirrored, strict=True)]
+
+
+def _checked(prob: np.ndarray, channels: int, size: tuple[int, ...]) -> np.ndarray:
+    if prob.shape != (channels, *size):
+        raise CovsegError(
+            f"the predictor returned probabilities of shape {prob.shape}, expected "
+            f"{(channels, *size)}"
+        )
+    return prob
+
+
+def _lungs(volume: Volume, lung_predictor: SlicePredictor | None, batch_size: int
+           ) -> tuple[np.ndarray, str]:
+    """Lung labels (1 right, 2 left) from a lung model if given, else from the HU threshold."""
+    if lung_predictor is not None:
+        mask = predict_labels(lung_predictor, volume, batch_size=batch_size, desc="lungs") > 0
+        return split_lungs(mask, volume.affine), "model"
+    return segment_lungs(hounsfield(volume), volume.affine), "threshold"
+
+
+def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
+                  out_dir: str | os.PathLike[str], *, batch_size: int = 8, tta: bool = False,
+                  probabilities: bool = False, lung_predictor: SlicePredictor | None = None,
+                  keep_outside_lungs: bool = False, hu: str = "auto", html: bool = False,
+                  lung_margin_mm: float = DEFAULT_LUNG_MARGIN_MM) -> dict[str, Any]:
+    """Segment infection and lungs in one CT and write masks + quantification into ``out_dir``.
+
+    Returns the quantification dict (also written as quantification.json, last, so that its
+    presence marks the study done).
+    """
+    out_dir = Path(out_dir)
+    volume = read_volume(path, hu)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str] = {}
+    if probabilities:
+        labels = _predict_with_probabilities(predictor, volume, out_dir, batch_size, tta, files)
+    else:
+        labels = predict_labels(predictor, volume, batch_size=batch_size, tta=tta,
+                                desc="infection")
+    lungs, lung_source = _lungs(volume, lung_predictor, batch_size)
+    lungs_found = bool(lungs.any())
+    near = labels
+    if lungs_found:
+        near = remove_outside_lungs(labels, lungs, volume.spacing, lung_margin_mm)
+        if not keep_outside_lungs:
+            labels = near
+    else:
+        log.warning("%s: no lungs found; infection outside the lungs was not removed", path)
+    multiclass = predictor.num_classes > 2
+    lungs = add_lesions_to_lungs(
+        lungs, (near == GGO) | (near == CONSOLIDATION) if multiclass else near > 0)
+    del near
+    files["infection"] = str(write_mask_like(volume, labels, out_dir / INFECTION_NII))
+    files["lungs"] = str(write_mask_like(volume, lungs, out_dir / LUNGS_NII))
+    result = quantify(labels, volume.spacing, lungs, multiclass=multiclass)
+    result["files"] = files
+    result["inputs"] = {
+        "image": str(path), "shape_zyx": list(volume.array.shape),
+        "affine": volume.affine.tolist(), "intensity": volume.intensity,
+        "model": {"num_classes": predictor.num_classes, "intensity": predictor.intensity,
+                  "window": list(predictor.window)},
+        "tta": tta, "lung_source": lung_source, "lungs_found": lungs_found,
+        "outside_lungs_removed": not keep_outside_lungs and lungs_found,
+        "lung_margin_mm": lung_margin_mm, "effusion_label": EFFUSION if multiclass else None,
+    }
+    return write_report(out_dir, result, _study_name(path), labels, lungs=lungs,
+                        image=volume.array, intensity=volume.intensity, affine=volume.affine,
+                        html_report=html)
+
+
+def _predict_with_probabilities(predictor: SlicePredictor, volume: Volume, out_dir: Path,
+                                batch_size: int, tta: bool, files: dict[str, str]) -> np.ndarray:
+    """Predict into a float16 memmap beside the outputs, write it as NIfTI, delete the memmap."""
+    channels = output_channels(predictor)
+    shape = volume.array.shape if channels == 1 else (channels, *volume.array.shape)
+    handle, scratch = tempfile.mkstemp(prefix=".probabilities.", suffix=".f16", dir=out_dir)
+    os.close(handle)
+    try:
+        store = np.memmap(scratch, dtype=np.float16, mode="w+", shape=shape)
+        labels = predict_labels(predictor, volume, batch_size=batch_size, tta=tta,
+                                probabilities=store, desc="infection")
+        files["probabilities"] = str(
+            write_probabilities_like(volume, store, out_dir / PROBABILITIES_NII))
+        del store
+    finally:
+        Path(scratch).unlink(missing_ok=True)
+    return labels
+
+
+def _study_name(path: str | os.PathLike[str]) -> str:
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii", ".dcm"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def predict_batch(predictor: SlicePredictor, inputs: Sequence[str | os.PathLike[str]],
+                  out_dir: str | os.PathLike[str], *, shard: tuple[int, int] = (0, 1),
+                  **options: Any) -> BatchResult:
+    """:func:`predict_study` over NIfTI files / DICOM folders, one sub-folder per study.
+
+    Done studies are skipped, failures recorded in the summary CSV; ``options`` go to
+    :func:`predict_study`.
+    """
+    studies = find_studies(inputs, exclude=out_dir)
+
+    def process(study: Study, folder: Path) -> dict[str, Any]:
+        return predict_study(predictor, study.path, folder, **options)
+
+    return run_batch(studies, out_dir, process, shard=shard, desc="predict")

@@ -1,0 +1,232 @@
+"""Data set download against a local HTTP server: checksums, resume, safe extraction."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import socket
+import tarfile
+import threading
+import zipfile
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from covseg.data.fetch import DATASETS, DataSource, RemoteFile, fetch
+from covseg.errors import CovsegError
+
+
+class Server:
+    """Files served on 127.0.0.1 with HTTP Range; can cut the first transfer of a file."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[bytes, str]] = {}
+        self.cut_once: set[str] = set()
+        self.ignore_range = False
+        self.requests: list[tuple[str, str | None]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                return
+
+            def do_GET(self) -> None:
+                server.requests.append((self.path, self.headers.get("Range")))
+                if self.path not in server.files:
+                    self.send_error(404)
+                    return
+                body, kind = server.files[self.path]
+                start = 0
+                if self.headers.get("Range") and not server.ignore_range:
+                    start = int(self.headers["Range"].split("=")[1].split("-")[0])
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body) - start))
+                self.end_headers()
+                if self.path in server.cut_once:
+                    server.cut_once.discard(self.path)
+                    self.wfile.write(body[start: start + (len(body) - start) // 2])
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self.wfile.write(body[start:])
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def add(self, name: str, body: bytes, kind: str = "application/octet-stream") -> str:
+        self.files[f"/{name}"] = (body, kind)
+        return f"{self.url}/{name}"
+
+
+@pytest.fixture()
+def server() -> Iterator[Server]:
+    served = Server()
+    thread = threading.Thread(target=served.httpd.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    yield served
+    served.httpd.shutdown()
+    served.httpd.server_close()
+
+
+def zip_bytes(members: dict[str, bytes], symlink: str | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+        if symlink:
+            info = zipfile.ZipInfo(symlink)
+            info.external_attr = (0o120777 << 16)
+            archive.writestr(info, "/etc/passwd")
+    return buffer.getvalue()
+
+
+def tar_bytes(name: str, kind: bytes = tarfile.REGTYPE, target: str = "") -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        info = tarfile.TarInfo(name)
+        info.type = kind
+        info.linkname = target
+        data = b"" if target else b"payload"
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def source(*files: RemoteFile) -> dict[str, DataSource]:
+    return {"test": DataSource("test data", "http://example.invalid", "none", files=files)}
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_download_verifies_and_extracts_each_zip_into_its_folder(server: Server,
+                                                                 tmp_path: Path) -> None:
+    archive = zip_bytes({"case_001.nii.gz": b"a" * 1000, "case_002.nii.gz": b"b" * 10})
+    nested = zip_bytes({"Lung_Mask/case_001.nii.gz": b"m"})
+    table = source(
+        RemoteFile(server.add("images.zip", archive), "Images.zip", size=len(archive),
+                   sha256=sha(archive)),
+        RemoteFile(server.add("lungs.zip", nested), "Lung_Mask.zip",
+                   md5=hashlib.md5(nested).hexdigest()))
+    paths = fetch("test", tmp_path, sources=table, backoff_s=0)
+    assert [p.name for p in paths] == ["Images.zip", "Lung_Mask.zip"]
+    assert (tmp_path / "Images" / "case_001.nii.gz").read_bytes() == b"a" * 1000
+    assert (tmp_path / "Lung_Mask" / "case_001.nii.gz").read_bytes() == b"m"
+    assert not list(tmp_path.glob("*.part")) and not list(tmp_path.glob(".*"))
+    count = len(server.requests)
+    fetch("test", tmp_path, sources=table, backoff_s=0)
+    assert len(server.requests) == count, "verified files are not downloaded again"
+
+
+def test_interrupted_download_resumes_with_range(server: Server, tmp_path: Path) -> None:
+    body = bytes(range(256)) * 400
+    url = server.add("big.nii.gz", body)
+    server.cut_once.add("/big.nii.gz")
+    fetch("test", tmp_path, sources=source(RemoteFile(url, "big.nii.gz", sha256=sha(body))),
+          backoff_s=0)
+    assert (tmp_path / "big.nii.gz").read_bytes() == body
+    assert server.requests[0][1] is None
+    assert server.requests[1][1] == f"bytes={len(body) // 2}-"
+
+
+def test_part_file_from_an_earlier_run_is_resumed(server: Server, tmp_path: Path) -> None:
+    body = b"0123456789" * 300
+    url = server.add("data.bin", body)
+    (tmp_path / "data.bin.part").write_bytes(body[:1234])
+    fetch("test", tmp_path, sources=source(RemoteFile(url, "data.bin", size=len(body))),
+          backoff_s=0)
+    assert (tmp_path / "data.bin").read_bytes() == body
+    assert server.requests == [("/data.bin", "bytes=1234-")]
+
+
+def test_server_ignoring_range_restarts_cleanly(server: Server, tmp_path: Path) -> None:
+    body = b"xyz" * 1000
+    url = server.add("data.bin", body)
+    server.ignore_range = True
+    (tmp_path / "data.bin.part").write_bytes(b"garbage")
+    fetch("test", tmp_path, sources=source(RemoteFile(url, "data.bin", sha256=sha(body))),
+          backoff_s=0)
+    assert (tmp_path / "data.bin").read_bytes() == body
+
+
+def test_checksum_mismatch_deletes_the_download(server: Server, tmp_path: Path) -> None:
+    url = server.add("data.bin", b"tampered")
+    with pytest.raises(CovsegError, match="SHA-256"):
+        fetch("test", tmp_path, sources=source(RemoteFile(url, "data.bin", sha256="0" * 64)),
+              backoff_s=0)
+    assert not list(tmp_path.iterdir())
+    (tmp_path / "data.bin").write_bytes(b"tampered")
+    with pytest.raises(CovsegError, match="already exists"):
+        fetch("test", tmp_path, sources=source(RemoteFile(url, "data.bin", size=3)), backoff_s=0)
+
+
+def test_unrecorded_checksum_is_printed(server: Server, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    body = b"medseg"
+    fetch("test", tmp_path, sources=source(RemoteFile(server.add("tr_im.nii.gz", body),
+                                                      "tr_im.nii.gz")), backoff_s=0)
+    assert f"SHA-256 {sha(body)} (no official checksum recorded" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("archive", [
+    zip_bytes({"../evil.txt": b"x"}),
+    zip_bytes({"/abs/evil.txt": b"x"}),
+    zip_bytes({"ok.txt": b"x"}, symlink="link"),
+])
+def test_malicious_zip_is_refused(server: Server, tmp_path: Path, archive: bytes) -> None:
+    target = tmp_path / "data"
+    url = server.add("bad.zip", archive)
+    with pytest.raises(CovsegError, match="unsafe member"):
+        fetch("test", target, sources=source(RemoteFile(url, "bad.zip")), backoff_s=0)
+    assert not (tmp_path / "evil.txt").exists()
+    assert not (target / "bad").exists() and not list(target.glob(".bad*"))
+
+
+@pytest.mark.parametrize("archive", [
+    tar_bytes("../evil.txt"),
+    tar_bytes("link", tarfile.SYMTYPE, "/etc/passwd"),
+    tar_bytes("hard", tarfile.LNKTYPE, "../../etc/passwd"),
+])
+def test_malicious_tar_is_refused(server: Server, tmp_path: Path, archive: bytes) -> None:
+    url = server.add("bad.tar.gz", archive)
+    with pytest.raises(CovsegError, match="unsafe member"):
+        fetch("test", tmp_path / "data", sources=source(RemoteFile(url, "bad.tar.gz")),
+              backoff_s=0)
+    assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "data" / "bad").exists()
+
+
+def test_http_errors_and_web_pages(server: Server, tmp_path: Path) -> None:
+    with pytest.raises(CovsegError, match="HTTP 404"):
+        fetch("test", tmp_path, sources=source(RemoteFile(f"{server.url}/missing", "x.bin")),
+              backoff_s=0)
+    page = server.add("drive", b"<html>confirm</html>", "text/html; charset=utf-8")
+    with pytest.raises(CovsegError, match="web page instead of tr_mask.nii.gz"):
+        fetch("test", tmp_path, sources=source(RemoteFile(page, "tr_mask.nii.gz")), backoff_s=0)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    with pytest.raises(CovsegError, match="failed 2 times"):
+        fetch("test", tmp_path, sources=source(RemoteFile(f"http://127.0.0.1:{port}/x", "x")),
+              retries=1, backoff_s=0)
+
+
+def test_mosmed_explains_the_manual_step_and_names_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(CovsegError, match=r"mosmed\.ai.*licence.*studies/CT-0"):
+        fetch("mosmed", tmp_path / "mosmed")
+    assert not (tmp_path / "mosmed").exists()
+    with pytest.raises(CovsegError, match="unknown data set"):
+        fetch("kaggle", tmp_path)
+    zenodo = DATASETS["zenodo-covid19-ct"].files
+    assert [f.name for f in zenodo] == ["COVID-19-CT-Seg_20cases.zip", "Infection_Mask.zip",
+                                        "Lung_Mask.zip", "Lung_and_Infection_Mask.zip"]
+    assert all("zenodo.org/records/3757476/files/" in f.url for f in zenodo)
+    assert [f.name for f in DATASETS["medseg"].files] == ["tr_im.nii.gz", "tr_mask.nii.gz",
+                                                          "val_im.nii.gz"]

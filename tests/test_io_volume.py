@@ -1,0 +1,237 @@
+"""Volume readers and writers: NIfTI/DICOM geometry round trips, HU detection, bad inputs."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import shutil
+import struct
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+from PIL import Image
+
+from covseg.errors import CovsegError
+from covseg.io.volume import (
+    hounsfield,
+    read_nifti,
+    read_volume,
+    write_mask_like,
+    write_probabilities_like,
+)
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CT = DATA / "ct-samples" / "example_ct_sm.nii.gz"
+DICOMS = [DATA / "ct-samples" / f"lungmask_{i}.dcm" for i in (0, 1)]
+needs_ct = pytest.mark.skipif(not CT.is_file(), reason=f"real data not found: {CT}")
+needs_dicom = pytest.mark.skipif(not DICOMS[0].is_file(),
+                                 reason=f"real data not found: {DICOMS[0]}")
+
+
+def save(path: Path, data_xyz: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    nib.save(nib.Nifti1Image(data_xyz, np.diag([0.8, 0.8, 2.5, 1.0]) if affine is None
+                             else affine), str(path))
+    return path
+
+
+def dicom_series(folder: Path, files: list[Path], series_uid: str | None = None) -> Path:
+    """Copy real DICOM slices into ``folder``, optionally as a new series."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for source in files:
+        target = folder / f"{series_uid or 'orig'}_{source.name}"
+        if series_uid is None:
+            shutil.copy(source, target)
+            continue
+        dataset = pydicom.dcmread(source)
+        dataset.SeriesInstanceUID = series_uid
+        dataset.SOPInstanceUID = pydicom.uid.generate_uid()
+        dataset.save_as(target)
+    return folder
+
+
+@needs_ct
+def test_nifti_mask_overlays_input_exactly(tmp_path: Path) -> None:
+    volume = read_volume(CT)
+    original = nib.load(str(CT))
+    assert volume.array.shape == original.shape[::-1] == (30, 101, 122)
+    assert volume.array.dtype == np.float32 and volume.intensity == "hu"
+    assert volume.spacing == (3.0, 3.0, 3.0)
+    np.testing.assert_array_equal(volume.array, np.asarray(original.dataobj).T)
+    labels = (volume.array < -320).astype(np.uint8)
+    written = nib.load(str(write_mask_like(volume, labels, tmp_path / "mask.nii.gz")))
+    np.testing.assert_array_equal(written.affine, original.affine)
+    for coded in ("get_qform", "get_sform"):
+        mine, theirs = getattr(written.header, coded)(coded=True), getattr(
+            original.header, coded)(coded=True)
+        assert mine[1] == theirs[1]
+        assert (mine[0] is None and theirs[0] is None) or np.array_equal(mine[0], theirs[0])
+    assert written.header.get_zooms() == original.header.get_zooms()
+    assert nib.aff2axcodes(written.affine) == nib.aff2axcodes(original.affine)
+    assert written.get_data_dtype() == np.uint8
+    np.testing.assert_array_equal(np.asarray(written.dataobj).T, labels)
+
+
+def test_scaled_integer_nifti_is_read_in_hu(tmp_path: Path) -> None:
+    image = nib.Nifti1Image(np.arange(24, dtype=np.int16).reshape(2, 3, 4), np.eye(4))
+    image.header.set_slope_inter(2.0, -1024.0)
+    nib.save(image, str(tmp_path / "scaled.nii.gz"))
+    volume = read_volume(tmp_path / "scaled.nii.gz")
+    np.testing.assert_allclose(volume.array, (np.arange(24).reshape(2, 3, 4) * 2 - 1024).T)
+    assert volume.intensity == "hu"
+
+
+@needs_dicom
+def test_dicom_folder_reads_series_and_mask_keeps_geometry(tmp_path: Path) -> None:
+    folder = dicom_series(tmp_path / "series", DICOMS)
+    volume = read_volume(folder)
+    assert volume.array.shape == (2, 512, 512) and volume.intensity == "hu"
+    assert volume.spacing == pytest.approx((1.0, 0.625, 0.625))
+    np.testing.assert_allclose(volume.affine, np.diag([-0.625, -0.625, 1.0, 1.0]))
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder)))
+    reference = reader.Execute()
+    np.testing.assert_array_equal(volume.array, sitk.GetArrayFromImage(reference))
+    mask = (volume.array < -320).astype(np.uint8)
+    written = sitk.ReadImage(str(write_mask_like(volume, mask, tmp_path / "mask.nii.gz")))
+    np.testing.assert_allclose(written.GetOrigin(), reference.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(written.GetSpacing(), reference.GetSpacing(), atol=1e-5)
+    np.testing.assert_allclose(written.GetDirection(), reference.GetDirection(), atol=1e-6)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(written), mask)
+
+
+@needs_dicom
+def test_single_dicom_file_is_a_one_slice_volume() -> None:
+    volume = read_volume(DICOMS[0])
+    assert volume.array.shape == (1, 512, 512) and volume.intensity == "hu"
+
+
+@needs_dicom
+def test_mixed_series_uses_the_largest_and_warns(tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    folder = dicom_series(tmp_path / "mixed", DICOMS)
+    dicom_series(folder, DICOMS[:1], series_uid=pydicom.uid.generate_uid())
+    with caplog.at_level(logging.WARNING):
+        volume = read_volume(folder)
+    assert volume.array.shape[0] == 2
+    assert "2 DICOM series found; using the largest" in caplog.text
+
+
+@needs_dicom
+def test_mixed_series_of_equal_size_is_an_error(tmp_path: Path) -> None:
+    folder = dicom_series(tmp_path / "tie", DICOMS[:1])
+    dicom_series(folder, DICOMS[1:], series_uid=pydicom.uid.generate_uid())
+    with pytest.raises(CovsegError, match="tie at 1 slices"):
+        read_volume(folder)
+
+
+def test_empty_folder_and_folder_without_dicom(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CovsegError, match="the folder is empty"):
+        read_volume(tmp_path / "empty")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("not a scan")
+    with pytest.raises(CovsegError, match="no DICOM series found"):
+        read_volume(tmp_path / "notes")
+    with pytest.raises(CovsegError, match="no such file"):
+        read_volume(tmp_path / "missing.nii.gz")
+
+
+def test_truncated_nifti_is_an_error(tmp_path: Path) -> None:
+    path = save(tmp_path / "full.nii.gz", np.random.default_rng(0).normal(
+        -500, 300, (64, 64, 8)).astype(np.float32))
+    blob = path.read_bytes()
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(CovsegError, match="truncated"):
+        read_volume(cut)
+    raw = tmp_path / "cut.nii"
+    raw.write_bytes(gzip.decompress(blob)[:2000])
+    with pytest.raises(CovsegError, match="cut.nii"):
+        read_volume(raw)
+
+
+def test_two_dimensional_inputs_are_refused(tmp_path: Path) -> None:
+    save(tmp_path / "flat.nii.gz", np.zeros((32, 32), dtype=np.int16))
+    with pytest.raises(CovsegError, match="2D image"):
+        read_volume(tmp_path / "flat.nii.gz")
+    Image.fromarray(np.zeros((16, 16), dtype=np.uint8)).save(tmp_path / "slice.png")
+    with pytest.raises(CovsegError, match="2D image, not a volume"):
+        read_volume(tmp_path / "slice.png")
+    save(tmp_path / "one.nii.gz", np.full((32, 32, 1), -1000, dtype=np.int16))
+    assert read_volume(tmp_path / "one.nii.gz").array.shape == (1, 32, 32)
+
+
+def test_nan_voxels_are_refused(tmp_path: Path) -> None:
+    data = np.full((8, 8, 4), -1000.0, dtype=np.float32)
+    data[2, 3, 1] = np.nan
+    with pytest.raises(CovsegError, match="NaN"):
+        read_volume(save(tmp_path / "nan.nii.gz", data))
+
+
+def test_wrong_voxel_types_are_refused(tmp_path: Path) -> None:
+    complex_path = save(tmp_path / "complex.nii.gz", np.zeros((8, 8, 4), dtype=np.complex64))
+    with pytest.raises(CovsegError, match="complex"):
+        read_volume(complex_path)
+    rgb = np.zeros((8, 8, 4), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    with pytest.raises(CovsegError, match="RGB"):
+        read_volume(save(tmp_path / "rgb.nii.gz", rgb))
+    boolean = save(tmp_path / "bool.nii", np.zeros((8, 8, 4), dtype=np.uint8))
+    header = bytearray(boolean.read_bytes())
+    header[70:74] = struct.pack("<hh", 1, 1)  # NIfTI datatype DT_BINARY, 1 bit per voxel
+    boolean.write_bytes(bytes(header))
+    with pytest.raises(CovsegError, match="bool.nii"):
+        read_volume(boolean)
+
+
+def test_intensity_detection_and_hu_flag(tmp_path: Path) -> None:
+    grey = save(tmp_path / "grey.nii.gz", np.linspace(0, 255, 8 * 8 * 4).reshape(8, 8, 4)
+                .astype(np.uint8))
+    volume = read_volume(grey)
+    assert volume.intensity == "uint8"
+    pseudo = hounsfield(volume)
+    assert pseudo.min() == pytest.approx(-1350.0) and pseudo.max() == pytest.approx(150.0)
+    assert read_volume(grey, hu="yes").intensity == "hu"
+    unit = save(tmp_path / "unit.nii.gz", np.linspace(0, 1, 64).reshape(4, 4, 4)
+                .astype(np.float32))
+    assert read_volume(unit).intensity == "unit"
+    hu = save(tmp_path / "hu.nii.gz", np.linspace(-1024, 400, 64).reshape(4, 4, 4)
+              .astype(np.int16))
+    assert read_volume(hu).intensity == "hu"
+    with pytest.raises(CovsegError, match="--hu no expects"):
+        read_volume(hu, hu="no")
+    raw = save(tmp_path / "raw.nii.gz", np.linspace(0, 4095, 64).reshape(4, 4, 4)
+               .astype(np.int16))
+    with pytest.raises(CovsegError, match="pass --hu yes"):
+        read_volume(raw)
+    assert read_volume(raw, hu="yes").intensity == "hu"
+    with pytest.raises(CovsegError, match="unknown --hu"):
+        read_volume(hu, hu="maybe")
+
+
+def test_probabilities_round_trip_3d_and_4d(tmp_path: Path) -> None:
+    volume = read_nifti(save(tmp_path / "ct.nii.gz", np.full((6, 5, 4), -900, dtype=np.int16)))
+    rng = np.random.default_rng(1)
+    binary = rng.random((4, 5, 6)).astype(np.float16)
+    written = nib.load(str(write_probabilities_like(volume, binary, tmp_path / "p.nii.gz")))
+    assert written.get_data_dtype() == np.float32 and written.shape == (6, 5, 4)
+    np.testing.assert_allclose(np.asarray(written.dataobj).T, binary)
+    np.testing.assert_array_equal(written.affine, volume.affine)
+    classes = rng.random((3, 4, 5, 6)).astype(np.float32)
+    written = nib.load(str(write_probabilities_like(volume, classes, tmp_path / "c.nii.gz")))
+    assert written.shape == (6, 5, 4, 3)
+    np.testing.assert_allclose(np.asarray(written.dataobj).T, classes)
+
+
+def test_write_mask_validates_its_input(tmp_path: Path) -> None:
+    volume = read_nifti(save(tmp_path / "ct.nii.gz", np.full((6, 5, 4), -900, dtype=np.int16)))
+    with pytest.raises(CovsegError, match="differs from the volume"):
+        write_mask_like(volume, np.zeros((4, 5, 5), dtype=np.uint8), tmp_path / "m.nii.gz")
+    with pytest.raises(CovsegError, match="integers"):
+        write_mask_like(volume, np.zeros((4, 5, 6), dtype=np.float32), tmp_path / "m.nii.gz")
+    with pytest.raises(CovsegError, match=".nii"):
+        write_mask_like(volume, np.zeros((4, 5, 6), dtype=np.uint8), tmp_path / "m.png")
+    assert not list(tmp_path.glob("m*"))

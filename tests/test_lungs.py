@@ -1,0 +1,157 @@
+"""Threshold lungs: sides, touching lungs, gas, 2D slices, infection kept inside the lungs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from covseg.errors import CovsegError
+from covseg.io.volume import read_volume
+from covseg.lungs import (
+    LEFT_LUNG,
+    RIGHT_LUNG,
+    add_lesions_to_lungs,
+    remove_outside_lungs,
+    segment_lungs,
+    split_lungs,
+)
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CT = DATA / "ct-samples" / "example_ct_sm.nii.gz"
+DICOMS = [DATA / "ct-samples" / f"lungmask_{i}.dcm" for i in (0, 1)]
+# DICOM-like axes: column index grows towards the patient's left, row index towards posterior.
+LPS_LIKE = np.diag([-1.5, -1.5, 2.5, 1.0])
+
+
+def ellipsoid(shape: tuple[int, int, int], centre: tuple[float, float, float],
+              radii: tuple[float, float, float]) -> np.ndarray:
+    z, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    return (((z - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2
+            + ((x - centre[2]) / radii[2]) ** 2) <= 1.0
+
+
+def chest(touching: bool = False, shape: tuple[int, int, int] = (14, 80, 96)
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """HU volume and true labels; with LPS_LIKE the right lung is at small column indices."""
+    depth, height, width = shape
+    hu = np.full(shape, -1000.0, dtype=np.float32)
+    hu[ellipsoid(shape, (depth / 2, height / 2, width / 2), (depth * 4, height * 0.45,
+                                                            width * 0.46))] = 40.0
+    truth = np.zeros(shape, dtype=np.uint8)
+    gap = 2 if touching else 7
+    for label, sign in ((RIGHT_LUNG, -1), (LEFT_LUNG, 1)):
+        centre_x = width / 2 + sign * (gap + 13)
+        truth[ellipsoid(shape, (depth / 2, height / 2, centre_x), (depth * 0.6, 26, 13))] = label
+    if touching:
+        bridge = np.zeros(shape, dtype=bool)
+        bridge[4:10, 30:34, width // 2 - 8: width // 2 + 8] = True
+        truth[bridge & (truth == 0)] = np.where(
+            np.arange(width) < width // 2, RIGHT_LUNG, LEFT_LUNG)[None, None, :].repeat(
+            depth, 0).repeat(height, 1)[bridge & (truth == 0)]
+    hu[truth > 0] = -850.0
+    vessel = int(width / 2 - gap - 13)
+    hu[2:12, 40, vessel - 1: vessel + 1] = 45.0  # a vessel: a hole in the threshold mask
+    hu[ellipsoid(shape, (1, 62, 48), (1.5, 5, 6))] = -1000.0  # stomach gas below the lungs
+    return hu, truth
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * np.count_nonzero(a & b) / max(1, np.count_nonzero(a) + np.count_nonzero(b))
+
+
+@pytest.mark.parametrize("touching", [False, True])
+def test_synthetic_lungs_and_sides(touching: bool) -> None:
+    hu, truth = chest(touching)
+    labels = segment_lungs(hu, LPS_LIKE)
+    assert labels.dtype == np.uint8 and labels.shape == hu.shape
+    for lung in (RIGHT_LUNG, LEFT_LUNG):
+        assert dice(labels == lung, truth == lung) > 0.95
+    assert not labels[hu == -1000.0].any(), "outside air and stomach gas are not lung"
+    assert (labels[hu == 45.0] == RIGHT_LUNG).all(), "vessels inside a lung are filled"
+
+
+def test_side_follows_the_affine() -> None:
+    hu, truth = chest()
+    ras = np.diag([1.5, 1.5, 2.5, 1.0])  # column index now grows towards the patient's right
+    labels = segment_lungs(hu, ras)
+    assert dice(labels == LEFT_LUNG, truth == RIGHT_LUNG) > 0.95
+    flipped = segment_lungs(hu[:, :, ::-1], ras)
+    assert dice(flipped == RIGHT_LUNG, truth[:, :, ::-1] == RIGHT_LUNG) > 0.95
+    default = segment_lungs(hu)  # no affine: DICOM display axes, right lung on the image left
+    assert dice(default == RIGHT_LUNG, truth == RIGHT_LUNG) > 0.95
+
+
+def test_single_slice_and_split_of_a_binary_mask() -> None:
+    hu, truth = chest()
+    labels = segment_lungs(hu[7])
+    assert labels.shape == hu.shape[1:]
+    for lung in (RIGHT_LUNG, LEFT_LUNG):
+        assert dice(labels == lung, truth[7] == lung) > 0.95
+    split = split_lungs(truth > 0, LPS_LIKE)
+    for lung in (RIGHT_LUNG, LEFT_LUNG):
+        assert dice(split == lung, truth == lung) > 0.99
+    with pytest.raises(CovsegError, match="slice"):
+        segment_lungs(np.zeros(5))
+
+
+def test_remove_outside_lungs_uses_a_3d_margin_in_mm() -> None:
+    lungs = np.zeros((6, 40, 40), dtype=np.uint8)
+    lungs[2:4, 10:30, 10:20] = RIGHT_LUNG
+    lesions = np.zeros_like(lungs)
+    lesions[2, 15, 15] = 1  # inside
+    lesions[2, 15, 22] = 1  # 3 columns = 3 mm outside
+    lesions[2, 15, 35] = 1  # 16 mm outside
+    lesions[4, 15, 15] = 1  # next slice, 2 mm above
+    lesions[5, 15, 15] = 1  # 4 mm above
+    spacing = (2.0, 1.0, 1.0)
+    kept = remove_outside_lungs(lesions, lungs, spacing, margin_mm=3.0)
+    assert kept[2, 15, 15] and kept[2, 15, 22] and kept[4, 15, 15]
+    assert not kept[2, 15, 35] and not kept[5, 15, 15]
+    strict = remove_outside_lungs(lesions, lungs, spacing, margin_mm=0.0)
+    assert np.array_equal(np.argwhere(strict), [[2, 15, 15]])
+    flat = remove_outside_lungs(lesions[2], lungs[2], spacing[1:], margin_mm=3.0)
+    assert flat.shape == (40, 40) and flat.sum() == 2
+    with pytest.raises(CovsegError, match="margin"):
+        remove_outside_lungs(lesions, lungs, spacing, margin_mm=-1)
+    with pytest.raises(CovsegError, match="same grid"):
+        remove_outside_lungs(lesions, lungs[:5], spacing)
+
+
+def test_lesions_outside_a_lung_join_the_nearest_lung() -> None:
+    lungs = np.zeros((1, 20, 40), dtype=np.uint8)
+    lungs[0, 5:15, 2:12] = RIGHT_LUNG
+    lungs[0, 5:15, 28:38] = LEFT_LUNG
+    lesions = np.zeros_like(lungs)
+    lesions[0, 8:10, 12:15] = 1
+    lesions[0, 8:10, 25:28] = 2
+    grown = add_lesions_to_lungs(lungs, lesions)
+    assert (grown[0, 8:10, 12:15] == RIGHT_LUNG).all()
+    assert (grown[0, 8:10, 25:28] == LEFT_LUNG).all()
+    assert np.count_nonzero(grown) == np.count_nonzero(lungs) + 12
+
+
+@pytest.mark.skipif(not CT.is_file(), reason=f"real data not found: {CT}")
+def test_real_abdominal_ct_finds_the_lung_bases() -> None:
+    volume = read_volume(CT)
+    labels = segment_lungs(volume.array, volume.affine)
+    ml = {lung: np.count_nonzero(labels == lung) * volume.voxel_ml for lung in (1, 2)}
+    assert 20 < ml[RIGHT_LUNG] < 300 and 20 < ml[LEFT_LUNG] < 300
+    assert not labels[:15].any(), "bowel gas in the lower slices is not lung"
+    world_x = {lung: (volume.affine @ np.r_[np.argwhere(labels == lung)[:, ::-1].mean(0), 1])[0]
+               for lung in (1, 2)}
+    assert world_x[RIGHT_LUNG] > world_x[LEFT_LUNG], "RAS: the right lung has the larger x"
+
+
+@pytest.mark.skipif(not DICOMS[0].is_file(), reason=f"real data not found: {DICOMS[0]}")
+def test_real_chest_dicom_slices(tmp_path: Path) -> None:
+    for source in DICOMS:
+        shutil.copy(source, tmp_path / source.name)
+    volume = read_volume(tmp_path)
+    labels = segment_lungs(volume.array, volume.affine)
+    columns = {lung: np.argwhere(labels == lung)[:, 2] for lung in (1, 2)}
+    assert all(len(c) > 20000 for c in columns.values())
+    assert columns[RIGHT_LUNG].mean() < 256 < columns[LEFT_LUNG].mean()
+    assert columns[RIGHT_LUNG].max() < columns[LEFT_LUNG].min()

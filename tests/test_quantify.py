@@ -1,0 +1,222 @@
+"""Quantification: volumes by hand, CT categories, reports, and batch runs over real masks."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from covseg.errors import CovsegError
+from covseg.io.volume import read_nifti
+from covseg.quantify import (
+    Study,
+    ct_category,
+    find_studies,
+    parse_shard,
+    quantify,
+    quantify_batch,
+    quantify_study,
+    run_batch,
+    select_shard,
+)
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+MASKS = DATA / "mosmed-masks" / "masks"
+needs_masks = pytest.mark.skipif(not MASKS.is_dir(), reason=f"real data not found: {MASKS}")
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize(("percent", "category"), [
+    (0.0, "CT-0"), (1e-9, "CT-1"), (24.999, "CT-1"), (25.0, "CT-2"), (49.999, "CT-2"),
+    (50.0, "CT-3"), (74.999, "CT-3"), (75.0, "CT-4"), (100.0, "CT-4")])
+def test_ct_category_boundaries(percent: float, category: str) -> None:
+    assert ct_category(percent) == category
+
+
+def test_ct_category_rejects_impossible_percentages() -> None:
+    with pytest.raises(CovsegError, match="0..100"):
+        ct_category(-1.0)
+
+
+def test_known_volumes_per_lung_binary() -> None:
+    spacing = (2.0, 0.5, 0.5)  # 0.5 mm^3 = 0.0005 mL per voxel
+    lungs = np.zeros((4, 20, 20), dtype=np.uint8)
+    lungs[:, :, :10] = 1  # 800 voxels = 0.4 mL right
+    lungs[:, :10, 10:] = 2  # 400 voxels = 0.2 mL left
+    lesions = np.zeros_like(lungs)
+    lesions[0, :, :5] = 1  # 100 voxels in the right lung
+    lesions[1, :10, 10:] = 1  # 100 voxels in the left lung
+    lesions[2, 15:, 15:] = 1  # 25 voxels outside the lungs
+    result = quantify(lesions, spacing, lungs)
+    study, right, left = result["study"], result["right_lung"], result["left_lung"]
+    assert result["multiclass"] is False and result["voxel_ml"] == pytest.approx(0.0005)
+    assert study["lung_ml"] == pytest.approx(0.6) and study["lesion_ml"] == pytest.approx(0.1125)
+    assert study["lesion_outside_lungs_ml"] == pytest.approx(0.0125)
+    assert study["percent_involved"] == pytest.approx(100 * 200 / 1200)
+    assert study["ct_category"] == "CT-1"
+    assert right["lung_ml"] == pytest.approx(0.4) and right["percent_involved"] == 12.5
+    assert left["lung_ml"] == pytest.approx(0.2) and left["percent_involved"] == 25.0
+
+
+def test_multiclass_volumes_and_effusion_is_not_involvement() -> None:
+    lungs = np.ones((2, 10, 10), dtype=np.uint8)
+    lesions = np.zeros_like(lungs)
+    lesions[0, :5] = 1  # 50 GGO
+    lesions[0, 5:] = 2  # 50 consolidation
+    lesions[1, :3] = 3  # 30 effusion
+    result = quantify(lesions, (1.0, 1.0, 1.0), lungs)
+    study = result["study"]
+    assert result["multiclass"] is True
+    assert (study["ggo_ml"], study["consolidation_ml"], study["effusion_ml"]) == (0.05, 0.05, 0.03)
+    assert study["lesion_ml"] == pytest.approx(0.1) and study["percent_involved"] == 50.0
+    assert study["ct_category"] == "CT-3"
+    binary = quantify(lesions, (1.0, 1.0, 1.0), lungs, multiclass=False)["study"]
+    assert binary["lesion_ml"] == pytest.approx(0.13) and "ggo_ml" not in binary
+
+
+def test_masks_without_lungs_and_bad_masks() -> None:
+    mask = np.zeros((2, 4, 4), dtype=np.int16)
+    mask[0, 0, :3] = 255  # a 0/255 mask is binary
+    result = quantify(mask, (1.0, 2.0, 2.0))
+    assert result["study"]["lesion_ml"] == pytest.approx(0.012)
+    assert result["study"]["ct_category"] is None and "right_lung" not in result
+    with pytest.raises(CovsegError, match="labels 0..3"):
+        quantify(mask, (1, 1, 1), multiclass=True)
+    with pytest.raises(CovsegError, match="negative"):
+        quantify(-np.ones((1, 2, 2), dtype=np.int8), (1, 1, 1))
+    with pytest.raises(CovsegError, match="non-integer"):
+        quantify(np.full((1, 2, 2), 0.5), (1, 1, 1))
+    with pytest.raises(CovsegError, match="differ"):
+        quantify(mask, (1, 1, 1), np.zeros((2, 4, 5), dtype=np.uint8))
+    with pytest.raises(CovsegError, match="right"):
+        quantify(mask, (1, 1, 1), np.full((2, 4, 4), 7, dtype=np.uint8))
+
+
+@needs_masks
+def test_real_mosmed_masks_match_hand_counts(tmp_path: Path) -> None:
+    paths = sorted(MASKS.glob("*.nii.gz"))[::5]
+    assert len(paths) == 10
+    for index, path in enumerate(paths):
+        image = nib.load(str(path))
+        voxels = np.count_nonzero(np.asarray(image.dataobj) == 1)
+        expected = voxels * float(np.prod(image.header.get_zooms()[:3])) / 1000.0
+        assert expected > 0
+        mask = read_nifti(path, dtype=np.int16)
+        result = quantify(mask.array, mask.spacing)
+        assert result["study"]["lesion_ml"] == pytest.approx(expected, rel=1e-6)
+        if index == 0:  # the full report path once: it is the slow part
+            quantify_study(path, tmp_path / path.name)
+            stored = json.loads((tmp_path / path.name / "quantification.json").read_text())
+            assert stored["study"]["lesion_ml"] == pytest.approx(expected, rel=1e-6)
+            assert stored["study"]["ct_category"] is None
+
+
+def synthetic_study(folder: Path, name: str) -> tuple[Path, Path, float]:
+    """CT with two lungs and a lesion of known volume; returns CT path, mask path, lesion mL."""
+    folder.mkdir(parents=True, exist_ok=True)
+    hu = np.full((64, 48, 6), -1000.0, dtype=np.float32)  # x, y, z
+    hu[4:60, 4:44, :] = 40.0
+    hu[10:28, 10:38, 1:5] = -850.0  # patient left (x small in RAS)
+    hu[36:54, 10:38, 1:5] = -850.0  # patient right
+    mask = np.zeros(hu.shape, dtype=np.int16)
+    mask[40:46, 20:26, 2:4] = 1  # 72 voxels in the right lung
+    affine = np.diag([0.7, 0.7, 5.0, 1.0])
+    ct = folder / f"{name}.nii.gz"
+    nib.save(nib.Nifti1Image(hu, affine), str(ct))
+    masks = folder / "masks"
+    masks.mkdir(exist_ok=True)
+    nib.save(nib.Nifti1Image(mask, affine), str(masks / f"{name}_mask.nii.gz"))
+    return ct, masks / f"{name}_mask.nii.gz", 72 * 0.7 * 0.7 * 5.0 / 1000.0
+
+
+def test_quantify_study_with_threshold_lungs_writes_reports(tmp_path: Path) -> None:
+    _, mask, lesion_ml = synthetic_study(tmp_path / "in", "case")
+    result = quantify_study(mask, tmp_path / "out", image=tmp_path / "in", html_report=True)
+    lung_ml = 2 * 18 * 28 * 4 * 0.7 * 0.7 * 5.0 / 1000.0
+    assert result["study"]["lesion_ml"] == pytest.approx(lesion_ml)
+    assert result["study"]["lung_ml"] == pytest.approx(lung_ml)
+    assert result["right_lung"]["lesion_ml"] == pytest.approx(lesion_ml)
+    assert result["left_lung"]["lesion_ml"] == 0.0
+    assert result["study"]["ct_category"] == "CT-1"
+    assert result["inputs"]["lung_source"] == "threshold"
+    out = tmp_path / "out"
+    with Image.open(out / "montage.png") as png:
+        assert png.format == "PNG" and png.size[0] > 100
+    page = (out / "report.html").read_text()
+    assert "data:image/png;base64," in page and "CT-1" in page and "<script" not in page
+    rows = read_rows(out / "quantification.csv")
+    assert [r["region"] for r in rows] == ["study", "right_lung", "left_lung"]
+    nib.save(nib.Nifti1Image((nib.load(str(mask)).get_fdata() * 0).astype(np.int16) + 1,
+                             np.diag([0.7, 0.7, 5.0, 1.0])), str(tmp_path / "lungs.nii.gz"))
+    given = quantify_study(mask, tmp_path / "out2", lungs=tmp_path / "lungs.nii.gz")
+    assert given["study"]["lung_ml"] == pytest.approx(64 * 48 * 6 * 0.7 * 0.7 * 5.0 / 1000.0)
+    assert given["inputs"]["lung_source"] == "mask"
+
+
+def test_batch_goes_on_past_failures_skips_done_and_shards(tmp_path: Path) -> None:
+    _, good, lesion_ml = synthetic_study(tmp_path / "in", "good")
+    _, other, _ = synthetic_study(tmp_path / "in", "other")
+    masks = good.parent
+    blob = other.read_bytes()
+    (masks / "cut_mask.nii.gz").write_bytes(blob[: len(blob) // 3])
+    nan = np.full((4, 4, 2), np.nan, dtype=np.float32)
+    nib.save(nib.Nifti1Image(nan, np.eye(4)), str(masks / "nan_mask.nii.gz"))
+    (masks / "notes").mkdir()
+    out = tmp_path / "out"
+    first = quantify_batch([masks], out)
+    assert (first.done, first.skipped, first.failed) == (2, 0, 3)
+    rows = {r["study"]: r for r in read_rows(first.summary)}
+    assert rows["cut_mask"]["status"] == "failed" and "truncated" in rows["cut_mask"]["error"]
+    assert "NaN" in rows["nan_mask"]["error"] and rows["notes"]["status"] == "failed"
+    assert float(rows["good_mask"]["lesion_ml"]) == pytest.approx(lesion_ml, rel=1e-5)
+    again = quantify_batch([masks], out)
+    assert (again.done, again.skipped, again.failed) == (0, 2, 3)
+    halves = [quantify_batch([masks], tmp_path / "sharded", shard=(i, 2)) for i in (0, 1)]
+    names = [{r["study"] for r in read_rows(h.summary)} for h in halves]
+    assert names[0].isdisjoint(names[1]) and names[0] | names[1] == set(rows)
+    assert halves[0].summary.name == "summary_shard0of2.csv"
+
+
+def test_summary_is_rewritten_after_every_study(tmp_path: Path) -> None:
+    studies = [Study(f"s{i}", tmp_path / f"s{i}") for i in range(3)]
+    seen: list[int] = []
+
+    def process(study: Study, folder: Path) -> dict:
+        seen.append(len(read_rows(tmp_path / "out" / "summary.csv")))
+        if study.name == "s1":
+            raise RuntimeError("boom")
+        return {"study": {"lesion_ml": 1.0}}
+
+    result = run_batch(studies, tmp_path / "out", process)
+    assert seen == [0, 1, 2] and result.failed == 1
+    rows = read_rows(result.summary)
+    assert rows[1]["error"] == "RuntimeError: boom" and rows[2]["lesion_ml"] == "1"
+
+
+def test_find_studies_and_shards(tmp_path: Path) -> None:
+    (tmp_path / "b.nii.gz").write_bytes(b"")
+    (tmp_path / "a.nii").write_bytes(b"")
+    (tmp_path / "series").mkdir()
+    (tmp_path / ".hidden").mkdir()
+    names = [s.name for s in find_studies([tmp_path])]
+    assert names == ["a", "b", "series"]
+    assert [s.name for s in select_shard(find_studies([tmp_path]), (1, 2))] == ["b"]
+    assert parse_shard("1/4") == (1, 4)
+    for bad in ("4/4", "x", "1/0"):
+        with pytest.raises(CovsegError, match="shard"):
+            parse_shard(bad)
+    with pytest.raises(CovsegError, match="no such"):
+        find_studies([tmp_path / "missing"])
+    shutil.copy(tmp_path / "a.nii", tmp_path / "series" / "a.nii")
+    with pytest.raises(CovsegError, match="named a"):
+        find_studies([tmp_path, tmp_path / "series" / "a.nii"])

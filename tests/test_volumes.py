@@ -1,0 +1,269 @@
+"""Volume inference: streaming, lungs, outside-lung removal, exact geometry, batch, CLI pieces."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+
+from covseg import cli_volumes
+from covseg.errors import CovsegError
+from covseg.transforms import LUNG_WINDOW
+from covseg.volumes import predict_batch, predict_study
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CT = DATA / "ct-samples" / "example_ct_sm.nii.gz"
+DICOMS = [DATA / "ct-samples" / f"lungmask_{i}.dcm" for i in (0, 1)]
+AFFINE = np.diag([-0.75, -0.75, 4.0, 1.0])  # LAS, like the MosMed masks
+VOXEL_ML = 0.75 * 0.75 * 4.0 / 1000.0
+
+
+def unit(hu: float) -> float:
+    low, high = LUNG_WINDOW
+    return (hu - low) / (high - low)
+
+
+class BandPredictor:
+    """Fake model: class c wherever the lung-windowed slice lies in band c (one-hot output)."""
+
+    intensity = "hu"
+    window = LUNG_WINDOW
+
+    def __init__(self, bands: Sequence[tuple[float, float]]) -> None:
+        self.bands = [(unit(lo), unit(hi)) for lo, hi in bands]
+        self.num_classes = 2 if len(bands) == 1 else len(bands) + 1
+        self.batches: list[int] = []
+        self.seen: list[np.ndarray] = []
+
+    def predict_probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        self.batches.append(len(images))
+        self.seen.extend(images)
+        out = []
+        for image in images:
+            hits = [((image >= lo) & (image <= hi)).astype(np.float32) for lo, hi in self.bands]
+            if self.num_classes == 2:
+                out.append(hits[0][None])
+            else:
+                out.append(np.stack([1.0 - np.clip(sum(hits), 0, 1), *hits]))
+        return out
+
+
+def chest_nifti(path: Path) -> dict[str, int]:
+    """Two lungs, GGO (-300 HU) in the right lung, consolidation (-150) in the left, and a
+    GGO-like blob in the chest wall far from the lungs. Returns the voxel counts."""
+    hu = np.full((64, 64, 10), -1000.0, dtype=np.float32)  # x, y, z
+    hu[4:60, 4:60, :] = 40.0
+    hu[8:28, 10:40, 1:9] = -850.0  # x small: patient right under AFFINE (x -> patient left)
+    hu[36:56, 10:40, 1:9] = -850.0
+    hu[14:20, 20:26, 3:6] = -300.0  # GGO in the right lung: 108 voxels
+    hu[44:48, 30:34, 4:6] = -150.0  # consolidation in the left lung: 32 voxels
+    hu[30:34, 52:55, 3:5] = -300.0  # chest-wall blob: 24 voxels, 9.75 mm from the lungs
+    nib.save(nib.Nifti1Image(hu, AFFINE), str(path))
+    return {"ggo": 108, "consolidation": 32, "outside": 24, "lung": 2 * 20 * 30 * 8}
+
+
+@pytest.fixture()
+def chest(tmp_path: Path) -> tuple[Path, dict[str, int]]:
+    path = tmp_path / "chest.nii.gz"
+    return path, chest_nifti(path)
+
+
+def test_binary_prediction_quantified_inside_the_lungs(chest, tmp_path: Path) -> None:
+    path, counts = chest
+    predictor = BandPredictor([(-400, -200)])
+    result = predict_study(predictor, path, tmp_path / "out", batch_size=3, probabilities=True,
+                           html=True)
+    assert predictor.batches == [3, 3, 3, 1]
+    study = result["study"]
+    assert study["lesion_ml"] == pytest.approx(counts["ggo"] * VOXEL_ML)
+    assert study["lung_ml"] == pytest.approx(counts["lung"] * VOXEL_ML)
+    assert result["right_lung"]["lesion_ml"] == pytest.approx(counts["ggo"] * VOXEL_ML)
+    assert result["left_lung"]["lesion_ml"] == 0.0 and study["ct_category"] == "CT-1"
+    out = tmp_path / "out"
+    infection = nib.load(str(out / "infection.nii.gz"))
+    lungs = np.asarray(nib.load(str(out / "lungs.nii.gz")).dataobj)
+    assert infection.get_data_dtype() == np.uint8
+    assert np.asarray(infection.dataobj).sum() == counts["ggo"]
+    assert (lungs[8:28, 10:40, 1:9] == 1).all() and (lungs[36:56, 10:40, 1:9] == 2).all()
+    probabilities = nib.load(str(out / "probabilities.nii.gz"))
+    assert probabilities.shape == (64, 64, 10) and probabilities.get_data_dtype() == np.float32
+    assert np.asarray(probabilities.dataobj).sum() == counts["ggo"] + counts["outside"]
+    assert not list(out.glob(".*")), "no scratch files are left behind"
+    assert {"infection", "lungs", "probabilities", "csv", "montage", "html", "json"} <= set(
+        result["files"])
+    stored = json.loads((out / "quantification.json").read_text())
+    assert stored["inputs"]["lung_source"] == "threshold" and stored["inputs"]["tta"] is False
+
+
+def test_outside_lungs_kept_on_request_and_tta(chest, tmp_path: Path) -> None:
+    path, counts = chest
+    predictor = BandPredictor([(-400, -200)])
+    result = predict_study(predictor, path, tmp_path / "keep", keep_outside_lungs=True, tta=True)
+    assert len(predictor.batches) == 4, "one plain and one mirrored pass per batch of 8"
+    assert result["study"]["lesion_ml"] == pytest.approx(
+        (counts["ggo"] + counts["outside"]) * VOXEL_ML)
+    assert result["study"]["lesion_outside_lungs_ml"] == pytest.approx(counts["outside"] * VOXEL_ML)
+
+
+def test_multiclass_prediction(chest, tmp_path: Path) -> None:
+    path, counts = chest
+    predictor = BandPredictor([(-400, -200), (-200, -100)])
+    result = predict_study(predictor, path, tmp_path / "out", probabilities=True)
+    study = result["study"]
+    assert result["multiclass"] is True
+    assert study["ggo_ml"] == pytest.approx(counts["ggo"] * VOXEL_ML)
+    assert study["consolidation_ml"] == pytest.approx(counts["consolidation"] * VOXEL_ML)
+    assert result["left_lung"]["consolidation_ml"] == pytest.approx(
+        counts["consolidation"] * VOXEL_ML)
+    assert nib.load(str(tmp_path / "out" / "probabilities.nii.gz")).shape == (64, 64, 10, 3)
+
+
+def test_lung_model_and_grey_volumes(tmp_path: Path) -> None:
+    grey = np.zeros((48, 40, 4), dtype=np.uint8)
+    grey[4:44, 4:36] = 230
+    grey[8:20, 10:30, :] = 40
+    grey[28:40, 10:30, :] = 40
+    grey[12:15, 15:18, 1:3] = 160
+    nib.save(nib.Nifti1Image(grey, AFFINE), str(tmp_path / "grey.nii.gz"))
+    predictor = BandPredictor([(-1350 + 150 / 255 * 1500, -1350 + 170 / 255 * 1500)])
+    lung_model = BandPredictor([(-1350 + 20 / 255 * 1500, -1350 + 60 / 255 * 1500)])
+    result = predict_study(predictor, tmp_path / "grey.nii.gz", tmp_path / "out",
+                           lung_predictor=lung_model)
+    assert result["inputs"]["intensity"] == "uint8"
+    assert result["inputs"]["lung_source"] == "model"
+    np.testing.assert_allclose(predictor.seen[0], grey[:, :, 0].T / 255.0, atol=1e-6)
+    assert result["study"]["lesion_ml"] == pytest.approx(18 * VOXEL_ML)
+    assert result["study"]["lung_ml"] == pytest.approx(2 * 12 * 20 * 4 * VOXEL_ML)
+
+
+def test_bad_predictor_output_is_reported(chest, tmp_path: Path) -> None:
+    path, _ = chest
+
+    class Broken(BandPredictor):
+        def predict_probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+            return [np.zeros((1, 3, 3), dtype=np.float32) for _ in images]
+
+    with pytest.raises(CovsegError, match="shape"):
+        predict_study(Broken([(-400, -200)]), path, tmp_path / "out")
+    with pytest.raises(CovsegError, match="batch-size"):
+        predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "out", batch_size=0)
+
+
+@pytest.mark.skipif(not CT.is_file(), reason=f"real data not found: {CT}")
+def test_real_ct_masks_overlay_the_input(tmp_path: Path) -> None:
+    predict_study(BandPredictor([(-500, -100)]), CT, tmp_path / "out")
+    original = nib.load(str(CT))
+    for name in ("infection.nii.gz", "lungs.nii.gz"):
+        mask = nib.load(str(tmp_path / "out" / name))
+        assert mask.shape == original.shape
+        np.testing.assert_array_equal(mask.affine, original.affine)
+        assert mask.header.get_zooms() == original.header.get_zooms()
+        assert nib.aff2axcodes(mask.affine) == nib.aff2axcodes(original.affine)
+        assert mask.header["qform_code"] == original.header["qform_code"]
+        assert mask.header["sform_code"] == original.header["sform_code"]
+        np.testing.assert_array_equal(mask.header.get_sform(), original.header.get_sform())
+    lungs = np.asarray(nib.load(str(tmp_path / "out" / "lungs.nii.gz")).dataobj)
+    assert lungs[:, :, 25:].any() and not lungs[:, :, :15].any()
+
+
+@pytest.mark.skipif(not DICOMS[0].is_file(), reason=f"real data not found: {DICOMS[0]}")
+def test_real_dicom_masks_overlay_the_series(tmp_path: Path) -> None:
+    series = tmp_path / "series"
+    series.mkdir()
+    for source in DICOMS:
+        shutil.copy(source, series / source.name)
+    result = predict_study(BandPredictor([(-500, -100)]), series, tmp_path / "out")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(series)))
+    reference = reader.Execute()
+    for name in ("infection.nii.gz", "lungs.nii.gz"):
+        mask = sitk.ReadImage(str(tmp_path / "out" / name))
+        assert mask.GetSize() == reference.GetSize()
+        np.testing.assert_allclose(mask.GetOrigin(), reference.GetOrigin(), atol=1e-4)
+        np.testing.assert_allclose(mask.GetSpacing(), reference.GetSpacing(), atol=1e-5)
+        np.testing.assert_allclose(mask.GetDirection(), reference.GetDirection(), atol=1e-6)
+    assert result["right_lung"]["lung_ml"] > 10 and result["left_lung"]["lung_ml"] > 10
+
+
+def bad_inputs(folder: Path) -> set[str]:
+    """Broken studies beside good ones; returns the names expected to fail."""
+    blob = (folder / "good.nii.gz").read_bytes()
+    (folder / "truncated.nii.gz").write_bytes(blob[: len(blob) // 2])
+    nan = np.full((16, 16, 3), -1000.0, dtype=np.float32)
+    nan[3, 3, 1] = np.nan
+    nib.save(nib.Nifti1Image(nan, AFFINE), str(folder / "nan.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros((16, 16), dtype=np.int16), AFFINE),
+             str(folder / "flat.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 3), dtype=np.complex64), AFFINE),
+             str(folder / "complex.nii.gz"))
+    (folder / "empty").mkdir()
+    failing = {"truncated", "nan", "flat", "complex", "empty"}
+    if DICOMS[0].is_file():
+        mixed = folder / "mixed"
+        mixed.mkdir()
+        for index, source in enumerate(DICOMS):
+            dataset = pydicom.dcmread(source)
+            dataset.SeriesInstanceUID = pydicom.uid.generate_uid()
+            dataset.save_as(mixed / f"{index}.dcm")
+        failing.add("mixed")
+    return failing
+
+
+def test_batch_goes_on_past_bad_inputs_and_skips_done(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    chest_nifti(inputs / "good.nii.gz")
+    failing = bad_inputs(inputs)
+    predictor = BandPredictor([(-400, -200)])
+    first = predict_batch(predictor, [inputs], tmp_path / "out")
+    with open(first.summary, newline="") as handle:
+        rows = {row["study"]: row for row in csv.DictReader(handle)}
+    assert rows["good"]["status"] == "done" and rows["good"]["ct_category"] == "CT-1"
+    assert {name for name, row in rows.items() if row["status"] == "failed"} == failing
+    assert "truncated" in rows["truncated"]["error"] and "NaN" in rows["nan"]["error"]
+    assert "2D image" in rows["flat"]["error"] and "complex" in rows["complex"]["error"]
+    assert "empty" in rows["empty"]["error"]
+    if "mixed" in rows:
+        assert "tie" in rows["mixed"]["error"]
+    assert (first.done, first.failed) == (1, len(failing))
+    second = predict_batch(predictor, [inputs], tmp_path / "out")
+    assert (second.done, second.skipped, second.failed) == (0, 1, len(failing))
+
+
+def test_cli_registration_and_volume_predict(chest, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    path, counts = chest
+    parser = argparse.ArgumentParser(prog="covseg")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    cli_volumes.register(subparsers)
+    predict = subparsers.add_parser("predict")
+    predict.add_argument("--batch-size", type=int, default=4)
+    cli_volumes.add_volume_predict_arguments(predict)
+    args = parser.parse_args(["predict", "--out", str(tmp_path / "pred"), "--tta",
+                              "--lung-margin-mm", "2", "--hu", "yes", "--shard", "0/1"])
+    assert (args.batch_size, args.tta, args.hu, args.shard) == (4, True, "yes", (0, 1))
+    assert cli_volumes.run_volume_predict(args, BandPredictor([(-400, -200)]), [path]) == 0
+    stored = json.loads((tmp_path / "pred" / "chest" / "quantification.json").read_text())
+    assert stored["inputs"]["lung_margin_mm"] == 2.0
+    mask = tmp_path / "pred" / "chest" / "infection.nii.gz"
+    args = parser.parse_args(["quantify", str(mask), "--image", str(path), "--out",
+                              str(tmp_path / "q"), "--html"])
+    assert args.handler(args) == 0
+    quantified = json.loads((tmp_path / "q" / "infection" / "quantification.json").read_text())
+    assert quantified["study"]["lesion_ml"] == pytest.approx(counts["ggo"] * VOXEL_ML)
+    assert (tmp_path / "q" / "infection" / "report.html").is_file()
+    args = parser.parse_args(["data", "fetch", "mosmed", "--to", str(tmp_path / "mm")])
+    with pytest.raises(CovsegError, match="mosmed.ai"):
+        args.handler(args)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["predict", "--out", "x", "--shard", "2/2"])
+    assert "1 done" in capsys.readouterr().out
