@@ -142,24 +142,25 @@ def _print_table(r: dict) -> None:  # type: ignore[type-arg]
     rows = [
         ("machine", r["machine"]),
         ("float32 matmul", f"{r['matmul_gflops']:.1f} GFLOP/s"),
-        ("model cost", f"{r['model']['gflops_per_slice']:.2f} GFLOP per slice "
-                       f"({r['model']['canvas']}px canvas)"),
+        ("model cost", (f"{r['model']['gflops_per_slice']:.2f} GFLOP per slice "
+                       f"({r['model']['canvas']}px canvas)")),
         ("torch latency, batch 1", f"{r['torch_s_per_slice_batch1'] * 1000:.1f} ms / 512² slice"),
         ("torch latency, batch 8", f"{r['torch_s_per_slice_batch8'] * 1000:.1f} ms / 512² slice"),
         ("onnxruntime, batch 1", f"{r['onnx_s_per_slice_batch1'] * 1000:.1f} ms / 512² slice"),
         ("onnxruntime, batch 8", f"{r['onnx_s_per_slice_batch8'] * 1000:.1f} ms / 512² slice"),
-        ("achieved (torch, b8)", f"{r['achieved_model_gflops']:.1f} GFLOP/s "
-                                 f"({100 * r['achieved_model_gflops'] / r['matmul_gflops']:.0f}% of matmul)"),
-        ("300-slice volume", f"{r['volume_300_slices_seconds']:.1f} s "
-                             f"({r['volume_slices_per_second']:.1f} slices/s)"),
-        ("training, 50 slices", f"{r['train_s_per_epoch_50_slices']:.1f} s / epoch; "
-                                f"{r['default_epochs']} epochs ≈ {r['default_train_minutes_estimate']:.1f} min"),
+        ("achieved (torch, b8)", (f"{r['achieved_model_gflops']:.1f} GFLOP/s "
+                                 f"({100 * r['achieved_model_gflops'] / r['matmul_gflops']:.0f}% of matmul)")),
+        ("300-slice volume", (f"{r['volume_300_slices_seconds']:.1f} s "
+                             f"({r['volume_slices_per_second']:.1f} slices/s)")),
+        ("training, 50 slices", (f"{r['train_s_per_epoch_50_slices']:.1f} s / epoch; "
+                                f"{r['default_epochs']} epochs ≈ {r['default_train_minutes_estimate']:.1f} min")),
         ("peak memory (RSS)", f"{r['peak_rss_mb']:.0f} MB"),
     ]
     if r["convergence"]:
         c = r["convergence"]
-        rows.append(("convergence (run log)", f"epoch {c['epoch']} ({c['seconds'] / 60:.1f} min) "
-                                              f"within 0.01 of best val Dice {c['best_val_dice']:.3f}"))
+        rows.append(("convergence (run log)",
+                     (f"epoch {c['epoch']} ({c['seconds'] / 60:.1f} min) within 0.01 of best "
+                     f"val Dice {c['best_val_dice']:.3f}")))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")

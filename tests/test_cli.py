@@ -179,7 +179,7 @@ def test_multiclass_train_predict_evaluate_on_real_infnet(
     code, _, _ = _run(capsys, "predict", *subset, "--model", str(tmp_path / "run"), "--out",
                       str(tmp_path / "pred"))
     assert code == 0
-    first = np.array(Image.open(sorted((tmp_path / "pred").glob("*.png"))[0]))
+    first = np.array(Image.open(min((tmp_path / "pred").glob("*.png"))))
     assert first.max() <= 2
     code, _, _ = _run(capsys, "evaluate", "--pred", str(tmp_path / "pred"), "--truth",
                       str(images.parent / "GT"), "--out", str(tmp_path / "eval.json"))
@@ -197,7 +197,7 @@ def test_predict_on_real_nifti_and_dicom_keeps_geometry(
     dicom.mkdir()
     for name in ("lungmask_0.dcm", "lungmask_1.dcm"):
         shutil.copy(shared("ct-samples", name), dicom / name)
-    code, out, err = _run(capsys, "predict", str(ct), str(dicom), "--model", str(tiny_run),
+    code, _, err = _run(capsys, "predict", str(ct), str(dicom), "--model", str(tiny_run),
                           "--out", str(tmp_path / "out"))
     assert code == 0, err
     source = nib.load(str(ct))

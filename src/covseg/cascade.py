@@ -92,7 +92,7 @@ class LungGuide:
         return {"source": self.source, "crop": self.crop, "window": list(self.window)}
 
     @classmethod
-    def from_meta(cls, meta: dict[str, object] | None) -> "LungGuide | None":
+    def from_meta(cls, meta: dict[str, object] | None) -> LungGuide | None:
         if not meta:
             return None
         return cls(str(meta["source"]), bool(meta["crop"]), tuple(meta["window"]))  # type: ignore[arg-type]

@@ -117,11 +117,11 @@ def comparison_markdown(result: dict[str, Any]) -> str:
         "**SYNTHETIC data**: figures say nothing about real CT.\n" if result["synthetic"] else "",
         f"- Data: {result['data']}",
         f"- {result['folds']}-fold cross-validation, identical folds and seed for every model",
-        f"- Baseline: `{result['baseline']}`; p: two-sided paired Wilcoxon signed-rank test on "
-        "per-case Dice",
+        (f"- Baseline: `{result['baseline']}`; p: two-sided paired Wilcoxon signed-rank test on "
+         "per-case Dice"),
         "",
-        "| model | Dice | IoU | sensitivity | precision | HD95 (px) | Δ Dice | better/worse "
-        "| p | params | GFLOPs/512² | CPU ms/512² | CV time (min) |",
+        ("| model | Dice | IoU | sensitivity | precision | HD95 (px) | Δ Dice | better/worse "
+         "| p | params | GFLOPs/512² | CPU ms/512² | CV time (min) |"),
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["models"]:

@@ -65,7 +65,7 @@ class OnnxNetwork:
             raise CovsegError(f"{path}: not exported by covseg (no covseg metadata)")
         self.meta: dict[str, Any] = json.loads(raw)
 
-    def eval(self) -> "OnnxNetwork":
+    def eval(self) -> OnnxNetwork:
         return self
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:

@@ -39,7 +39,7 @@ class Predictor:
 
     @classmethod
     def load_onnx(cls, path: str | os.PathLike[str], batch_size: int = 8, tta: bool = False
-                  ) -> "Predictor":
+                  ) -> Predictor:
         """Load a model written by ``covseg export`` and run it with ONNX Runtime."""
         from covseg.export import OnnxNetwork
 
@@ -53,7 +53,7 @@ class Predictor:
 
     @classmethod
     def _from_meta(cls, network: nn.Module | Callable[[torch.Tensor], torch.Tensor],
-                   meta: dict[str, Any], batch_size: int, tta: bool) -> "Predictor":
+                   meta: dict[str, Any], batch_size: int, tta: bool) -> Predictor:
         return cls(network, meta["num_classes"], meta["size"], meta.get("intensity", "auto"),
                    tuple(meta.get("window", LUNG_WINDOW)), batch_size, tta,
                    LungGuide.from_meta(meta.get("lung_guide")))

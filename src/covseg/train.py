@@ -22,13 +22,13 @@ from monai.networks.utils import one_hot
 from torch import nn
 from tqdm import tqdm
 
+from covseg.cascade import LungGuide
 from covseg.checkpoint import load_checkpoint, save_checkpoint
 from covseg.config import TrainConfig
 from covseg.data.layouts import CLASS_NAMES, LoadedData, Sample
 from covseg.data.splits import validation_split
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_samples, rows_to_csv
-from covseg.cascade import LungGuide
 from covseg.infer import Predictor, model_inputs
 from covseg.io.atomic import write_json, write_text
 from covseg.losses import build_loss
