@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import shutil
@@ -16,6 +15,7 @@ import pytest
 import SimpleITK as sitk
 
 from covseg import cli_volumes
+from covseg.cli import build_parser
 from covseg.errors import CovsegError
 from covseg.transforms import LUNG_WINDOW
 from covseg.volumes import predict_batch, predict_study
@@ -242,13 +242,9 @@ def test_batch_goes_on_past_bad_inputs_and_skips_done(tmp_path: Path) -> None:
 def test_cli_registration_and_volume_predict(chest, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     path, counts = chest
-    parser = argparse.ArgumentParser(prog="covseg")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    cli_volumes.register(subparsers)
-    predict = subparsers.add_parser("predict")
-    predict.add_argument("--batch-size", type=int, default=4)
-    cli_volumes.add_volume_predict_arguments(predict)
-    args = parser.parse_args(["predict", "--out", str(tmp_path / "pred"), "--tta",
+    parser = build_parser()
+    args = parser.parse_args(["predict", str(path), "--model", "unused", "--batch-size", "4",
+                              "--out", str(tmp_path / "pred"), "--tta",
                               "--lung-margin-mm", "2", "--hu", "yes", "--shard", "0/1"])
     assert (args.batch_size, args.tta, args.hu, args.shard) == (4, True, "yes", (0, 1))
     assert cli_volumes.run_volume_predict(args, BandPredictor([(-400, -200)]), [path]) == 0
@@ -265,5 +261,5 @@ def test_cli_registration_and_volume_predict(chest, tmp_path: Path,
     with pytest.raises(CovsegError, match="mosmed.ai"):
         args.handler(args)
     with pytest.raises(SystemExit):
-        parser.parse_args(["predict", "--out", "x", "--shard", "2/2"])
+        parser.parse_args(["predict", "x", "--model", "m", "--out", "x", "--shard", "2/2"])
     assert "1 done" in capsys.readouterr().out
