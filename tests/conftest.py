@@ -40,7 +40,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, synthetic_folder: Path) -
     from covseg import api
 
     out = tmp_path_factory.mktemp("run")
-    api.train(synthetic_folder, out, epochs=2, size=64, batch_size=4, model_options={"width": 4})
+    api.train(synthetic_folder, out, epochs=2, size=64, batch_size=4, model="unet",
+              model_options={"width": 4})
     return out
 
 

@@ -36,7 +36,7 @@ def test_threshold_guide_finds_both_lungs_on_a_real_slice() -> None:
 
 
 def test_cascade_trains_and_predicts_at_full_size(tmp_path: Path, synthetic_folder: Path) -> None:
-    tiny = {"epochs": 1, "size": 64, "batch_size": 4, "model_options": {"width": 4}}
+    tiny = {"model": "unet", "epochs": 1, "size": 64, "batch_size": 4, "model_options": {"width": 4}}
     api.train(synthetic_folder, tmp_path / "lungs", target="lung", **tiny)
     api.train(synthetic_folder, tmp_path / "infection", lung_guide=str(tmp_path / "lungs"),
               crop_lungs=True, **tiny)

@@ -75,7 +75,7 @@ def test_cross_validation_writes_summary_report_and_box_plot(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_folder: Path) -> None:
     code, out, _ = _run(capsys, "cv", str(synthetic_folder), "--out", str(tmp_path / "cv"),
                         "--folds", "2", "--epochs", "1", "--size", "64", "--batch-size", "4",
-                        "--model-option", "width=4")
+                        "--model", "unet", "--model-option", "width=4")
     assert code == 0 and "Dice" in out
     summary = json.loads((tmp_path / "cv" / "summary.json").read_text())
     assert len(summary["per_fold"]) == 2 and summary["synthetic"]
@@ -168,7 +168,7 @@ def test_multiclass_train_predict_evaluate_on_real_infnet(
     data = shared("infnet-covid-semiseg")
     code, out, _ = _run(capsys, "train", str(data), "--target", "multiclass", "--out",
                         str(tmp_path / "run"), "--epochs", "1", "--size", "64",
-                        "--model-option", "width=4", "--loss", "ce+dice")
+                        "--model", "unet", "--model-option", "width=4", "--loss", "ce+dice")
     assert code == 0, out
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["validation"]
     for key in ("ground-glass_dice", "consolidation_dice", "miou_with_background",

@@ -15,7 +15,7 @@ from covseg.data import load_dataset
 from covseg.errors import CovsegError
 
 train_module = importlib.import_module("covseg.train")  # the package exports a train() too
-TINY = {"epochs": 4, "size": 64, "batch_size": 4, "model_options": {"width": 4},
+TINY = {"model": "unet", "epochs": 4, "size": 64, "batch_size": 4, "model_options": {"width": 4},
         "augment": "heavy"}
 
 
@@ -68,7 +68,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(
 def test_resume_with_another_model_is_refused(tiny_run: Path, synthetic_folder: Path) -> None:
     data = load_dataset(synthetic_folder)
     with pytest.raises(CovsegError, match="same --model"):
-        train_module.train(TrainConfig(epochs=3, size=96), data, tiny_run, resume=True,
+        train_module.train(TrainConfig(model="unet", epochs=3, size=96), data, tiny_run, resume=True,
                            progress=False)
 
 

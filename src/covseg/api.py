@@ -129,7 +129,7 @@ def evaluate(pred: str | os.PathLike[str], truth: str | os.PathLike[str],
     return evaluate_folders(pred, truth, out)
 
 
-def demo(out: str | os.PathLike[str] = "covseg-demo", folds: int = 3, epochs: int = 30
+def demo(out: str | os.PathLike[str] = "covseg-demo", folds: int = 3, epochs: int = 24
          ) -> dict[str, Any]:
     """Synthetic data, a picture of it, then cross-validation and its report: a few minutes on CPU."""
     from covseg.data.synthetic import write_synthetic

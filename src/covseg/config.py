@@ -11,9 +11,13 @@ from covseg.transforms import LUNG_WINDOW
 
 @dataclass
 class TrainConfig:
-    """What to train and how. Defaults are covseg's recipe for a 2-core CPU."""
+    """What to train and how.
 
-    model: str = "unet"
+    Defaults are covseg's recipe for a 2-core CPU, chosen by 5-fold cross-validation on the 50
+    Inf-Net slices (see benchmarks/RESULTS.md); ``unet`` is the baseline to compare against.
+    """
+
+    model: str = "miniseg"
     model_options: dict[str, Any] = field(default_factory=dict)
     target: str = "infection"
     epochs: int = 80
