@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from covseg.checkpoint import save_checkpoint
+from covseg.checkpoint import load_checkpoint, save_checkpoint
 from covseg.config import TrainConfig
 from covseg.data.synthetic import synthetic_dataset
 from covseg.infer import Predictor
@@ -99,6 +99,9 @@ def main() -> int:
     results["matmul_gflops"] = matmul_gflops()
     with tempfile.TemporaryDirectory() as tmp:
         if args.model:
+            meta = load_checkpoint(args.model)["meta"]
+            config = TrainConfig(model=meta["model"], model_options=meta["model_options"],
+                                 size=meta["size"])
             predictor = Predictor.load(args.model)
         else:
             model = build_model(config.model, 1, 2, **config.model_options).eval()
