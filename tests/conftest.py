@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SAMPLE_CT = SHARED_DATA / "ct-samples" / "example_ct_sm.nii.gz"
+SAMPLE_DICOMS = [SHARED_DATA / "ct-samples" / f"lungmask_{i}.dcm" for i in (0, 1)]
 
 
 def shared(*parts: str) -> Path:

@@ -23,10 +23,9 @@ from covseg.io.volume import (
     write_mask_like,
     write_probabilities_like,
 )
+from tests.conftest import SAMPLE_CT as CT
+from tests.conftest import SAMPLE_DICOMS as DICOMS
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-CT = DATA / "ct-samples" / "example_ct_sm.nii.gz"
-DICOMS = [DATA / "ct-samples" / f"lungmask_{i}.dcm" for i in (0, 1)]
 needs_ct = pytest.mark.skipif(not CT.is_file(), reason=f"real data not found: {CT}")
 needs_dicom = pytest.mark.skipif(not DICOMS[0].is_file(),
                                  reason=f"real data not found: {DICOMS[0]}")

@@ -18,10 +18,9 @@ from covseg.lungs import (
     segment_lungs,
     split_lungs,
 )
+from tests.conftest import SAMPLE_CT as CT
+from tests.conftest import SAMPLE_DICOMS as DICOMS
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-CT = DATA / "ct-samples" / "example_ct_sm.nii.gz"
-DICOMS = [DATA / "ct-samples" / f"lungmask_{i}.dcm" for i in (0, 1)]
 # DICOM-like axes: column index grows towards the patient's left, row index towards posterior.
 LPS_LIKE = np.diag([-1.5, -1.5, 2.5, 1.0])
 

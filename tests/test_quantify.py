@@ -25,9 +25,9 @@ from covseg.quantify import (
     run_batch,
     select_shard,
 )
+from tests.conftest import SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-MASKS = DATA / "mosmed-masks" / "masks"
+MASKS = SHARED_DATA / "mosmed-masks" / "masks"
 needs_masks = pytest.mark.skipif(not MASKS.is_dir(), reason=f"real data not found: {MASKS}")
 
 

@@ -19,10 +19,9 @@ from covseg.cli import build_parser
 from covseg.errors import CovsegError
 from covseg.transforms import LUNG_WINDOW
 from covseg.volumes import predict_batch, predict_study
+from tests.conftest import SAMPLE_CT as CT
+from tests.conftest import SAMPLE_DICOMS as DICOMS
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-CT = DATA / "ct-samples" / "example_ct_sm.nii.gz"
-DICOMS = [DATA / "ct-samples" / f"lungmask_{i}.dcm" for i in (0, 1)]
 AFFINE = np.diag([-0.75, -0.75, 4.0, 1.0])  # LAS, like the MosMed masks
 VOXEL_ML = 0.75 * 0.75 * 4.0 / 1000.0
 

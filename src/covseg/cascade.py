@@ -38,6 +38,8 @@ class CropBox:
 
     def paste(self, cropped: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         """Put a (C, h, w) crop back into zeros of the full (C, H, W) size."""
+        if cropped.shape[-2:] == tuple(shape):
+            return cropped
         full = np.zeros((*cropped.shape[:-2], *shape), dtype=cropped.dtype)
         full[..., self.top:self.bottom, self.left:self.right] = cropped
         return full

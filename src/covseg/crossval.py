@@ -41,9 +41,7 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
     if _fold_done(fold_dir):
         return json.loads((fold_dir / "fold_metrics.json").read_text())["per_case"]
     by_id = {s.case_id: s for s in data.samples}
-    inner = LoadedData([by_id[c] for c in train_cases], data.layout, data.root, data.target,
-                       data.num_classes, None, data.synthetic)
-    fit, val = validation_split(inner.samples, config.val_fraction, config.seed)
+    fit, val = validation_split([by_id[c] for c in train_cases], config.val_fraction, config.seed)
     train(config, data, fold_dir, resume=resume, train_cases=fit, val_cases=val)
     test_samples = [by_id[c] for c in test_cases]
     rows, _ = evaluate_samples(Predictor.load(fold_dir / "best.pt"), test_samples, "testing fold")
