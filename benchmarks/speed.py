@@ -5,7 +5,10 @@
 Measures, in one run and on this machine: float32 matmul GFLOP/s (the machine's own ceiling),
 training seconds per epoch of the default recipe on 50 slices, inference latency per 512x512
 slice at batch 1 and 8 (PyTorch and ONNX Runtime, letterbox and mapping back included),
-throughput on a 300-slice 512x512 volume, achieved model GFLOP/s, and peak memory.
+throughput on a 300-slice 512x512 volume, achieved model GFLOP/s, peak memory, the batch-8
+latency under each CPU execution mode (eager, channels-last, oneDNN-frozen TorchScript,
+torch.compile), and, as the speed reference, a MiniSeg-sized network run at the 512 px input
+MiniSeg was published with.
 Without ``--model`` the default recipe's architecture is used untrained (speed does not depend
 on the weights); with ``--model RUN`` its ``log.csv`` also gives the time to convergence.
 """
@@ -13,6 +16,7 @@ on the weights); with ``--model RUN`` its ``log.csv`` also gives the time to con
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import platform
@@ -62,6 +66,55 @@ def latency(predictor: Predictor, batch: int, repeats: int = 5) -> float:
                              for _ in range(repeats)) / batch
 
 
+class ChannelsLast:
+    """A network run in channels-last memory format (oneDNN's preferred layout for convolutions)."""
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        self.network = network.to(memory_format=torch.channels_last)
+
+    def eval(self) -> ChannelsLast:
+        return self
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.network(batch.contiguous(memory_format=torch.channels_last))
+
+
+def execution_variants(predictor: Predictor) -> dict[str, float | str]:
+    """Batch-8 seconds per 512² slice for each CPU execution mode; the reason when one fails.
+
+    eager: PyTorch as trained; channels_last: NHWC tensors; onednn_freeze: TorchScript trace,
+    frozen with Conv-BN folding and oneDNN fusions (``torch.jit.optimize_for_inference``);
+    compile: ``torch.compile`` (Inductor, C++ code generated for this CPU).
+    """
+    network = predictor.model
+    example = torch.rand(8, 1, predictor.size, predictor.size)
+    builders = {
+        "eager": lambda: network,
+        "channels_last": lambda: ChannelsLast(copy.deepcopy(network)),
+        "onednn_freeze": lambda: torch.jit.optimize_for_inference(
+            torch.jit.trace(copy.deepcopy(network).eval(), example)),
+        "compile": lambda: torch.compile(copy.deepcopy(network)),
+    }
+    timings: dict[str, float | str] = {}
+    for name, build in builders.items():
+        try:
+            with torch.no_grad():
+                predictor.model = build()
+                timings[name] = latency(predictor, 8)
+        except Exception as exc:  # noqa: BLE001  any failure is a result to report, not a crash
+            timings[name] = f"failed: {str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__}"
+    predictor.model = network
+    return timings
+
+
+def untrained_predictor(model: str, size: int, path: Path) -> Predictor:
+    """A predictor for an untrained ``model`` at a ``size`` canvas (speed does not need weights)."""
+    network = build_model(model, 1, 2).eval()
+    save_checkpoint(path, network, {"model": model, "model_options": {}, "in_channels": 1,
+                                    "num_classes": 2, "size": size})
+    return Predictor.load(path)
+
+
 def epoch_seconds(config: TrainConfig, slices: int = 50, epochs: int = 2) -> float:
     """Seconds per epoch of ``config`` on ``slices`` synthetic 512x512 slices (letterboxed)."""
     data = synthetic_dataset(seed=0, patients=slices, slices_per_patient=1, size=SLICE)
@@ -71,18 +124,31 @@ def epoch_seconds(config: TrainConfig, slices: int = 50, epochs: int = 2) -> flo
     return metrics["seconds_per_epoch"]
 
 
-def convergence(run: Path | None) -> dict[str, float] | None:
-    """From a run's log: the first epoch within 0.01 of the best validation Dice, and its time."""
-    if run is None or not (run / "log.csv").is_file():
-        return None
-    rows = list(csv.DictReader((run / "log.csv").open()))
-    if not rows or not rows[0].get("val_dice"):
-        return None
-    best = max(float(r["val_dice"]) for r in rows)
-    hit = next(r for r in rows if float(r["val_dice"]) >= best - 0.01)
-    seconds = sum(float(r["seconds"]) for r in rows[: int(hit["epoch"])])
-    return {"epoch": int(hit["epoch"]), "seconds": seconds, "best_val_dice": best,
-            "epochs_run": len(rows), "total_seconds": sum(float(r["seconds"]) for r in rows)}
+def convergence(run: Path | None) -> list[dict[str, float | str]]:
+    """From each training log of a run (its members' for an ensemble): the first epoch within
+    0.01 of the best validation Dice, or, for runs without validation slices, the first epoch
+    whose training loss is within 5 % of the final epoch's; and the time it took."""
+    if run is None:
+        return []
+    found = []
+    for log in sorted([run / "log.csv", *run.glob("member*/log.csv")]):
+        rows = list(csv.DictReader(log.open())) if log.is_file() else []
+        if not rows:
+            continue
+        if rows[0].get("val_dice"):
+            target = max(float(r["val_dice"]) for r in rows) - 0.01
+            hit = next(r for r in rows if float(r["val_dice"]) >= target)
+            criterion = f"validation Dice within 0.01 of best ({target + 0.01:.3f})"
+        else:
+            target = float(rows[-1]["train_loss"]) * 1.05
+            hit = next(r for r in rows if float(r["train_loss"]) <= target)
+            criterion = "training loss within 5% of the final epoch's"
+        found.append({"log": str(log.relative_to(run)), "criterion": criterion,
+                      "epoch": int(hit["epoch"]),
+                      "seconds": sum(float(r["seconds"]) for r in rows[: int(hit["epoch"])]),
+                      "epochs_run": len(rows),
+                      "total_seconds": sum(float(r["seconds"]) for r in rows)})
+    return found
 
 
 def main() -> int:
@@ -104,11 +170,9 @@ def main() -> int:
                                  size=meta["size"])
             predictor = Predictor.load(args.model)
         else:
-            model = build_model(config.model, 1, 2, **config.model_options).eval()
-            save_checkpoint(Path(tmp) / "best.pt", model, {
-                "model": config.model, "model_options": config.model_options, "in_channels": 1,
-                "num_classes": 2, "size": config.size})
-            predictor = Predictor.load(Path(tmp) / "best.pt")
+            predictor = untrained_predictor(config.model, config.size, Path(tmp) / "best.pt")
+        reference = untrained_predictor("miniseg", SLICE, Path(tmp) / "reference.pt")
+        results["reference_miniseg_512px_s_per_slice_batch8"] = latency(reference, 8)
         size = predictor.size
         flops = count_flops(predictor.model, torch.rand(1, 1, size, size))
         results["model"] = {"checkpoint": str(args.model) if args.model else "untrained default",
@@ -116,6 +180,7 @@ def main() -> int:
         results["torch_s_per_slice_batch1"] = latency(predictor, 1)
         results["torch_s_per_slice_batch8"] = latency(predictor, 8)
         results["achieved_model_gflops"] = flops / 1e9 / results["torch_s_per_slice_batch8"]
+        results["execution_s_per_slice_batch8"] = execution_variants(predictor)
         from covseg.export import export_onnx
 
         onnx_file = export_onnx(Path(tmp) / "best.pt" if not args.model else args.model,
@@ -149,6 +214,7 @@ def _print_table(r: dict) -> None:  # type: ignore[type-arg]
                        f"({r['model']['canvas']}px canvas)")),
         ("torch latency, batch 1", f"{r['torch_s_per_slice_batch1'] * 1000:.1f} ms / 512² slice"),
         ("torch latency, batch 8", f"{r['torch_s_per_slice_batch8'] * 1000:.1f} ms / 512² slice"),
+        ("MiniSeg-sized net at 512 px, b8", f"{r['reference_miniseg_512px_s_per_slice_batch8'] * 1000:.1f} ms / 512² slice (reference)"),
         ("onnxruntime, batch 1", f"{r['onnx_s_per_slice_batch1'] * 1000:.1f} ms / 512² slice"),
         ("onnxruntime, batch 8", f"{r['onnx_s_per_slice_batch8'] * 1000:.1f} ms / 512² slice"),
         ("achieved (torch, b8)", (f"{r['achieved_model_gflops']:.1f} GFLOP/s "
@@ -159,11 +225,12 @@ def _print_table(r: dict) -> None:  # type: ignore[type-arg]
                                 f"{r['default_epochs']} epochs ≈ {r['default_train_minutes_estimate']:.1f} min")),
         ("peak memory (RSS)", f"{r['peak_rss_mb']:.0f} MB"),
     ]
-    if r["convergence"]:
-        c = r["convergence"]
-        rows.append(("convergence (run log)",
-                     (f"epoch {c['epoch']} ({c['seconds'] / 60:.1f} min) within 0.01 of best "
-                     f"val Dice {c['best_val_dice']:.3f}")))
+    rows += [(f"execution: {name}, b8", f"{value * 1000:.1f} ms / 512² slice"
+              if isinstance(value, float) else value)
+             for name, value in r["execution_s_per_slice_batch8"].items()]
+    rows += [(f"convergence ({c['log']})",
+              f"epoch {c['epoch']} of {c['epochs_run']} ({c['seconds'] / 60:.1f} min): {c['criterion']}")
+             for c in r["convergence"]]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")

@@ -43,7 +43,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, synthetic_folder: Path) -
 
     out = tmp_path_factory.mktemp("run")
     api.train(synthetic_folder, out, epochs=2, size=64, batch_size=4, model="unet",
-              model_options={"width": 4})
+              model_options={"width": 4}, val_fraction=0.25)
     return out
 
 

@@ -168,7 +168,8 @@ def test_multiclass_train_predict_evaluate_on_real_infnet(
     data = shared("infnet-covid-semiseg")
     code, out, _ = _run(capsys, "train", str(data), "--target", "multiclass", "--out",
                         str(tmp_path / "run"), "--epochs", "1", "--size", "64",
-                        "--model", "unet", "--model-option", "width=4", "--loss", "ce+dice")
+                        "--model", "unet", "--model-option", "width=4", "--loss", "ce+dice",
+                        "--val-fraction", "0.2")
     assert code == 0, out
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["validation"]
     for key in ("ground-glass_dice", "consolidation_dice", "miou_with_background",

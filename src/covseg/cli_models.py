@@ -32,4 +32,6 @@ def run(args: argparse.Namespace) -> int:
     for row in rows:
         count = f"{row['parameters']:,}" if row["parameters"] is not None else "unavailable"
         print(f"{row['name']:<{width}}  {count:>11}  {row.get('error', row['description'])}")
+    print("\nJoin names with ',' for an ensemble (e.g. miniseg,unet): covseg train fits the members "
+          "one by one and averages their probabilities.")
     return 0

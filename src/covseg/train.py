@@ -3,6 +3,9 @@
 A run folder holds ``config.json``, ``log.csv`` (one row per epoch), ``curves.png``,
 ``last.pt`` (everything needed to resume), ``best.pt`` (best validation Dice) and
 ``metrics.json`` (the best model evaluated at the original image size).
+
+An ensemble (``--model a,b``) trains each member into ``member{i}-{name}/`` with seed
+``seed + i`` on the same slices, then writes the averaged model to ``best.pt``.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import os
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,7 @@ from covseg.io.atomic import write_json, write_text
 from covseg.losses import build_loss
 from covseg.metrics import EMPTY_MASK_RULES, summarize
 from covseg.models import build_model, parameter_count
+from covseg.models.ensemble import member_names
 from covseg.transforms import Letterbox, augmentation
 from covseg.viz import training_curves
 
@@ -128,6 +133,8 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
     out.mkdir(parents=True, exist_ok=True)
     if train_cases is None:
         train_cases, val_cases = validation_split(data.samples, config.val_fraction, config.seed)
+    if len(member_names(config.model)) > 1:
+        return _train_ensemble(config, data, out, resume, train_cases, val_cases or [], progress)
     by_id = {s.case_id: s for s in data.samples}
     train_samples = [by_id[c] for c in train_cases]
     val_samples = [by_id[c] for c in (val_cases or [])]
@@ -191,6 +198,47 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", dice=f"{row.get('val_dice', float('nan')):.3f}")
     bar.close()
     return _finish(out, config, data, history, val_samples)
+
+
+def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
+                    train_cases: Sequence[str], val_cases: Sequence[str], progress: bool
+                    ) -> dict[str, Any]:
+    """Train each member on its own (resumable one by one), then save their average."""
+    if any(out.glob("member*")) and not resume:
+        raise CovsegError(f"{out} already holds a run; pass --resume to continue it or pick a new --out")
+    names = member_names(config.model)
+    write_json(out / "config.json", {
+        "config": config.to_dict(), "data": data.describe(), "layout": data.layout,
+        "synthetic": data.synthetic, "members": names, "train_cases": list(train_cases),
+        "val_cases": list(val_cases), "torch": torch.__version__, "threads": torch.get_num_threads(),
+    })
+    member_metrics, member_dirs = [], []
+    for i, name in enumerate(names):
+        member_dir = out / f"member{i}-{name}"
+        member_metrics.append(train(replace(config, model=name, seed=config.seed + i), data,
+                                    member_dir, resume=True, train_cases=train_cases,
+                                    val_cases=val_cases, progress=progress))
+        member_dirs.append(member_dir)
+    ensemble = build_model(config.model, 1 + (config.guide() is not None), data.num_classes,
+                           **config.model_options)
+    for member, member_dir in zip(ensemble.members, member_dirs, strict=True):
+        member.load_state_dict(load_checkpoint(member_dir / "best.pt")["state_dict"])
+    save_checkpoint(out / "best.pt", ensemble, _meta(config, data.num_classes))
+    metrics: dict[str, Any] = {
+        "epochs": config.epochs, "members": [{"model": n, **m} for n, m in zip(names, member_metrics, strict=True)],
+        "train_seconds": float(sum(m["train_seconds"] for m in member_metrics)),
+        "seconds_per_epoch": float(sum(m["seconds_per_epoch"] for m in member_metrics)),
+        "synthetic": data.synthetic,
+    }
+    by_id = {s.case_id: s for s in data.samples}
+    if val_cases:
+        rows, _ = evaluate_samples(Predictor.load(out / "best.pt"), [by_id[c] for c in val_cases],
+                                   "validating ensemble")
+        write_text(out / "validation_per_case.csv", rows_to_csv(rows))
+        metrics["validation"] = summarize(rows)
+        metrics["empty_mask_rules"] = EMPTY_MASK_RULES
+    write_json(out / "metrics.json", metrics)
+    return metrics
 
 
 def _finish(out: Path, config: TrainConfig, data: LoadedData, history: list[dict[str, float]],

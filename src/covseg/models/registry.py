@@ -12,6 +12,7 @@ from typing import Any
 from torch import nn
 
 from covseg.errors import CovsegError
+from covseg.models.ensemble import Ensemble, member_names
 
 Builder = Callable[..., nn.Module]
 
@@ -47,7 +48,11 @@ def output_channels(num_classes: int) -> int:
 
 def build_model(name: str, in_channels: int = 1, num_classes: int = 2, **options: Any
                 ) -> nn.Module:
-    """Build a registered model; unknown names and bad options give a one-line error."""
+    """Build a registered model, or an ensemble for ``a,b``; unknown names and bad options give
+    a one-line error."""
+    names = member_names(name)
+    if len(names) > 1:
+        return Ensemble([build_model(n, in_channels, num_classes, **options) for n in names])
     if name not in REGISTRY:
         raise CovsegError(f"unknown model {name!r}; `covseg models` lists: {', '.join(REGISTRY)}")
     if num_classes < 2:

@@ -1,0 +1,150 @@
+"""Re-score finished cross-validation runs with inference-time choices, without retraining.
+
+    python benchmarks/cv_posthoc.py DATA RUN [RUN ...] [--json out.json]
+
+Each RUN is a ``covseg cv`` output folder; runs given together must share their folds (same
+split seed), so that the same slices are held out of every model that predicts them. For every
+fold the held-out slices are predicted by the fold's model(s), and the mean per-slice Dice over
+all held-out slices (and over folds) is printed for each variant:
+
+- checkpoint: ``best.pt`` (validation-selected) or ``last.pt`` (final epoch; the same model
+  when the run kept no validation slices);
+- test-time flips: none, left-right, left-right + up-down (probabilities averaged);
+- ensembles: the probability average of the given runs' fold models;
+- post-processing: dropping connected components under a share of the slice, filling holes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.metrics import compute_dice
+from scipy import ndimage
+
+from covseg.data.layouts import load_dataset
+from covseg.infer import Predictor
+
+Flips = tuple[tuple[int, ...], ...]
+FLIPS: dict[str, Flips] = {"none": ((),), "lr": ((), (3,)), "lr+ud": ((), (3,), (2,), (2, 3))}
+
+
+class FlipAveraged:
+    """A network whose output is the mean of its outputs over flipped copies of the input."""
+
+    def __init__(self, network: Callable[[torch.Tensor], torch.Tensor], flips: Flips) -> None:
+        self.network, self.flips = network, flips
+
+    def eval(self) -> FlipAveraged:
+        return self
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        outs = [torch.sigmoid(self.network(torch.flip(batch, dims) if dims else batch))
+                for dims in self.flips]
+        outs = [torch.flip(o, dims) if dims else o for dims, o in zip(self.flips, outs)]
+        probs = torch.stack(outs).mean(0).clamp(1e-6, 1 - 1e-6)
+        return torch.log(probs / (1 - probs))  # back to logits: Predictor applies the sigmoid
+
+
+def fold_probabilities(run: Path, fold: int, checkpoint: str, flips: Flips,
+                       images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    predictor = Predictor.load(run / f"fold_{fold}" / checkpoint)
+    predictor.model = FlipAveraged(predictor.model, flips)
+    return [p[0] for p in predictor.predict_probabilities(images)]
+
+
+def postprocess(mask: np.ndarray, min_share: float, fill: bool) -> np.ndarray:
+    """Drop components smaller than ``min_share`` of the slice; optionally fill holes."""
+    if min_share > 0:
+        labels, count = ndimage.label(mask)
+        if count:
+            sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
+            keep = np.concatenate([[False], sizes >= min_share * mask.size])
+            mask = keep[labels]
+    if fill:
+        mask = ndimage.binary_fill_holes(mask)
+    return mask.astype(np.uint8)
+
+
+def dice_rows(probabilities: Sequence[np.ndarray], truths: Sequence[np.ndarray],
+              min_share: float = 0.0, fill: bool = False, threshold: float = 0.5) -> list[float]:
+    """Per-slice Dice with covseg's rule (both empty = 1), as in ``covseg.metrics``."""
+    return [float(compute_dice(_batch(postprocess(p >= threshold, min_share, fill)), _batch(t),
+                               ignore_empty=False)[0, 0])
+            for p, t in zip(probabilities, truths)]
+
+
+def _batch(mask: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(mask, dtype=torch.float32)[None, None]
+
+
+def checkpoints(run: Path) -> list[str]:
+    """``best.pt`` and, for single models, ``last.pt`` (ensembles keep only their average)."""
+    return [name for name in ("best.pt", "last.pt") if (run / "fold_0" / name).is_file()]
+
+
+def fold_cases(run: Path) -> list[list[str]]:
+    folds = sorted(run.glob("fold_*/fold_metrics.json"), key=lambda p: int(p.parent.name[5:]))
+    return [[row["case_id"] for row in json.loads(f.read_text())["per_case"]] for f in folds]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data")
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    data = load_dataset(args.data)
+    by_id = {s.case_id: s for s in data.samples}
+    splits = fold_cases(args.runs[0])
+    for run in args.runs[1:]:
+        if fold_cases(run) != splits:
+            sys.exit(f"{run}: its folds differ from {args.runs[0]}'s; ensembles need the same folds")
+    truths: list[np.ndarray] = []
+    probs: dict[str, list[np.ndarray]] = {}
+    fold_of: list[int] = []
+    for k, cases in enumerate(splits):
+        samples = [by_id[c] for c in cases]
+        images = [s.image for s in samples]
+        truths += [(s.mask > 0).astype(np.uint8) for s in samples]
+        fold_of += [k] * len(samples)
+        for run in args.runs:
+            for checkpoint in checkpoints(run):
+                for flip_name, flips in FLIPS.items():
+                    key = f"{run.name}|{checkpoint}|{flip_name}"
+                    probs.setdefault(key, []).extend(
+                        fold_probabilities(run, k, checkpoint, flips, images))
+        print(f"fold {k} predicted", file=sys.stderr)
+    if len(args.runs) > 1:
+        for checkpoint in set.intersection(*(set(checkpoints(r)) for r in args.runs)):
+            for flip_name in FLIPS:
+                members = [probs[f"{r.name}|{checkpoint}|{flip_name}"] for r in args.runs]
+                probs[f"ensemble|{checkpoint}|{flip_name}"] = [np.mean(ps, axis=0)
+                                                               for ps in zip(*members)]
+    results = {}
+    variants = [("", 0.0, False, 0.5), ("+fill", 0.0, True, 0.5),
+                ("+drop<0.1%", 0.001, False, 0.5), ("+drop<0.5%", 0.005, False, 0.5),
+                ("+t0.4", 0.0, False, 0.4), ("+t0.6", 0.0, False, 0.6)]
+    for key, p in probs.items():
+        for suffix, share, fill, threshold in variants:
+            dice = np.array(dice_rows(p, truths, share, fill, threshold))
+            per_fold = [float(dice[np.array(fold_of) == k].mean()) for k in range(len(splits))]
+            results[key + suffix] = {"mean": float(dice.mean()), "fold_std": float(np.std(per_fold, ddof=1)),
+                                     "per_fold": per_fold}
+    width = max(map(len, results))
+    print(f"{'variant':<{width}}  mean Dice  std over folds  per fold")
+    for key, r in results.items():
+        print(f"{key:<{width}}  {r['mean']:.4f}     {r['fold_std']:.4f}          "
+              + " ".join(f"{d:.3f}" for d in r["per_fold"]))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

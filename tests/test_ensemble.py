@@ -1,0 +1,75 @@
+"""Ensembles (``--model a,b``): averaged probabilities, member-by-member training, save/load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from covseg import api
+from covseg.errors import CovsegError
+from covseg.export import export_onnx
+from covseg.infer import Predictor
+from covseg.models import build_model
+from covseg.models.ensemble import Ensemble, member_names
+
+
+def test_member_names() -> None:
+    assert member_names("miniseg,unet") == ["miniseg", "unet"]
+    assert member_names("unet") == ["unet"]
+
+
+@pytest.mark.parametrize("num_classes", [2, 4])
+def test_ensemble_averages_member_probabilities(num_classes: int) -> None:
+    torch.manual_seed(0)
+    ensemble = build_model("unet,unet", 1, num_classes, width=4).eval()
+    assert isinstance(ensemble, Ensemble) and len(ensemble.members) == 2
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        outputs = [m(x) for m in ensemble.members]
+        combined = ensemble(x)
+    if num_classes == 2:
+        expected = torch.stack([o.sigmoid() for o in outputs]).mean(0)
+        assert torch.allclose(combined.sigmoid(), expected, atol=1e-5)
+    else:
+        expected = torch.stack([o.softmax(1) for o in outputs]).mean(0)
+        assert torch.allclose(combined.softmax(1), expected, atol=1e-5)
+
+
+def test_unknown_member_is_a_one_line_error() -> None:
+    with pytest.raises(CovsegError, match="unknown model 'nosuch'"):
+        build_model("unet,nosuch")
+
+
+def test_train_ensemble_member_by_member(tmp_path: Path, synthetic_folder: Path) -> None:
+    out = tmp_path / "ens"
+    metrics = api.train(synthetic_folder, out, epochs=2, size=64, batch_size=4,
+                        model="unet,unet", model_options={"width": 4})
+    members = [out / "member0-unet", out / "member1-unet"]
+    assert all((m / "best.pt").is_file() and (m / "curves.png").is_file() for m in members)
+    seeds = [json.loads((m / "config.json").read_text())["config"]["seed"] for m in members]
+    assert seeds == [0, 1]
+    assert [m["model"] for m in metrics["members"]] == ["unet", "unet"]
+    assert metrics["train_seconds"] == pytest.approx(sum(m["train_seconds"] for m in metrics["members"]))
+
+    predictor = Predictor.load(out)
+    assert isinstance(predictor.model, Ensemble)
+    singles = [Predictor.load(m) for m in members]
+    image = np.random.default_rng(0).random((50, 70)).astype(np.float32)
+    combined = predictor.predict_probabilities([image])[0]
+    averaged = np.mean([p.predict_probabilities([image])[0] for p in singles], axis=0)
+    assert combined.shape == (1, 50, 70)
+    np.testing.assert_allclose(combined, averaged, atol=1e-4)
+
+    onnx = Predictor.load_onnx(export_onnx(out, tmp_path / "ens.onnx"))
+    np.testing.assert_allclose(onnx.predict_probabilities([image])[0], combined, atol=1e-4)
+
+    with pytest.raises(CovsegError, match="--resume"):
+        api.train(synthetic_folder, out, epochs=2, size=64, model="unet,unet",
+                  model_options={"width": 4})
+    again = api.train(synthetic_folder, out, resume=True, epochs=2, size=64, batch_size=4,
+                      model="unet,unet", model_options={"width": 4})
+    assert again["train_seconds"] == pytest.approx(metrics["train_seconds"])
