@@ -54,6 +54,19 @@ def test_predictor_returns_masks_at_each_input_size(tiny_run: Path) -> None:
     assert predictor.predict_labels(images[:1])[0].shape == (64, 64)
 
 
+def test_predictor_follows_the_runs_test_flips_and_threshold(tiny_run: Path) -> None:
+    recipe = Predictor.load(tiny_run)
+    assert (recipe.tta, recipe.threshold) == (True, 0.4)  # covseg's default recipe
+    plain = Predictor.load(tiny_run, tta=False)
+    assert not plain.tta
+    image = np.random.default_rng(5).random((64, 32)).astype(np.float32)  # symmetric padding
+    mirrored = plain.predict_probabilities([np.ascontiguousarray(image[:, ::-1])])[0][..., ::-1]
+    expected = (plain.predict_probabilities([image])[0] + mirrored) / 2
+    probs = recipe.predict_probabilities([image])[0]
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
+    np.testing.assert_array_equal(recipe.predict_labels([image])[0], probs[0] >= 0.4)
+
+
 def test_onnx_export_predicts_like_torch(tmp_path: Path, tiny_run: Path) -> None:
     from covseg import api
 

@@ -36,6 +36,7 @@ class BandPredictor:
 
     intensity = "hu"
     window = LUNG_WINDOW
+    threshold = 0.5
 
     def __init__(self, bands: Sequence[tuple[float, float]]) -> None:
         self.bands = [(unit(lo), unit(hi)) for lo, hi in bands]

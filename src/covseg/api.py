@@ -84,9 +84,12 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return files
 
 
-def load_predictor(model: str | os.PathLike[str], batch_size: int = 8, tta: bool = False
+def load_predictor(model: str | os.PathLike[str], batch_size: int = 8, tta: bool | None = None
                    ) -> Predictor:
-    """A run folder / checkpoint, or an ``.onnx`` file from :func:`export`."""
+    """A run folder / checkpoint, or an ``.onnx`` file from :func:`export`.
+
+    ``tta`` None follows the run's recipe (test-time left-right flips or not).
+    """
     if str(model).lower().endswith(".onnx"):
         return Predictor.load_onnx(model, batch_size, tta)
     return Predictor.load(model, batch_size, tta)
@@ -101,7 +104,7 @@ def export(model: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
 
 def predict(model: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]],
             out: str | os.PathLike[str], overlay_png: bool = False, batch_size: int = 8,
-            tta: bool = False) -> list[Path]:
+            tta: bool | None = None) -> list[Path]:
     """Masks for 2D images: PNG named after each input, same size, 0 background, 255 infection.
 
     Multi-class models write their labels (0..K-1) instead of 0/255. A ``model`` ending in

@@ -73,6 +73,11 @@ def _add_train_options(parser: argparse.ArgumentParser, single_model: bool = Tru
                         help="cascade: add a lung channel from HU thresholding or a lung model run")
     parser.add_argument("--crop-lungs", action="store_true",
                         help="cascade: crop to the lungs' box before the infection model")
+    parser.add_argument("--test-flips", action=argparse.BooleanOptionalAction,
+                        default=DEFAULTS.test_flips,
+                        help="predict as the mean with the left-right mirrored slice by default")
+    parser.add_argument("--threshold", type=float, default=DEFAULTS.threshold,
+                        help="binary decision threshold on the infection probability")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
 
 
@@ -84,7 +89,7 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed, "augment": args.augment, "loss": args.loss,
         "val_fraction": args.val_fraction, "intensity": args.intensity,
         "window": tuple(args.window), "lung_guide": args.lung_guide,
-        "crop_lungs": args.crop_lungs,
+        "crop_lungs": args.crop_lungs, "test_flips": args.test_flips, "threshold": args.threshold,
     }
 
 
@@ -138,8 +143,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if volumes:
         if len(volumes) != len(args.inputs):
             raise CovsegError("give either 2D images or CT volumes to one predict call, not both")
-        # volumes.predict_study applies --tta itself, so the predictor must not flip again
-        predictor = api.load_predictor(args.model or args.onnx, args.batch_size)
+        predictor = api.load_predictor(args.model or args.onnx, args.batch_size, args.tta)
+        # volumes.predict_study applies the flips itself, so the predictor must not flip again
+        args.tta, predictor.tta = predictor.tta, False
         lungs = api.load_predictor(args.lung_model, args.batch_size) if args.lung_model else None
         return cli_volumes.run_volume_predict(args, predictor, volumes, lungs)
     written = api.predict(args.model or args.onnx, args.inputs, args.out, overlay_png=args.overlay,
@@ -204,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overlay", action="store_true", help="also write overlays/*.png")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--tta", action="store_true", help="average with a left-right flip")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="average with the left-right flipped prediction (default: as the run was "
+                        "trained to predict; covseg's recipe flips)")
     cli_volumes.add_volume_predict_arguments(p)
     p.set_defaults(handler=cmd_predict)
 

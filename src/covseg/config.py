@@ -37,6 +37,10 @@ class TrainConfig:
     """``none``, ``threshold`` or a lung-model run folder: adds a lung channel (the cascade)."""
     crop_lungs: bool = False
     """With a lung guide: train and predict on the lungs' bounding box only."""
+    test_flips: bool = True
+    """Predict by default as the mean of the slice's and its left-right mirror's probabilities."""
+    threshold: float = 0.4
+    """Binary decision threshold on the infection probability (cross-validated; see RESULTS.md)."""
 
     def guide(self) -> LungGuide | None:
         """The cascade's lung guide, or None for a plain one-channel model."""

@@ -29,16 +29,21 @@ class Predictor:
     batch_size: int = 8
     tta: bool = False
     guide: LungGuide | None = None
+    threshold: float = 0.5
+    """Binary models: infection where the probability reaches this."""
 
     @classmethod
-    def load(cls, checkpoint: str | os.PathLike[str], batch_size: int = 8, tta: bool = False
+    def load(cls, checkpoint: str | os.PathLike[str], batch_size: int = 8, tta: bool | None = None
              ) -> Predictor:
-        """Load a run folder or a ``.pt`` written by ``covseg train``."""
+        """Load a run folder or a ``.pt`` written by ``covseg train``.
+
+        ``tta`` None follows the run's recipe (``test_flips``); True/False overrides it.
+        """
         payload = load_checkpoint(checkpoint)
         return cls.from_payload(payload, batch_size, tta)
 
     @classmethod
-    def load_onnx(cls, path: str | os.PathLike[str], batch_size: int = 8, tta: bool = False
+    def load_onnx(cls, path: str | os.PathLike[str], batch_size: int = 8, tta: bool | None = None
                   ) -> Predictor:
         """Load a model written by ``covseg export`` and run it with ONNX Runtime."""
         from covseg.export import OnnxNetwork
@@ -47,16 +52,17 @@ class Predictor:
         return cls._from_meta(network, network.meta, batch_size, tta)
 
     @classmethod
-    def from_payload(cls, payload: dict[str, Any], batch_size: int = 8, tta: bool = False
+    def from_payload(cls, payload: dict[str, Any], batch_size: int = 8, tta: bool | None = None
                      ) -> Predictor:
         return cls._from_meta(model_from_checkpoint(payload), payload["meta"], batch_size, tta)
 
     @classmethod
     def _from_meta(cls, network: nn.Module | Callable[[torch.Tensor], torch.Tensor],
-                   meta: dict[str, Any], batch_size: int, tta: bool) -> Predictor:
+                   meta: dict[str, Any], batch_size: int, tta: bool | None) -> Predictor:
         return cls(network, meta["num_classes"], meta["size"], meta.get("intensity", "auto"),
-                   tuple(meta.get("window", LUNG_WINDOW)), batch_size, tta,
-                   LungGuide.from_meta(meta.get("lung_guide")))
+                   tuple(meta.get("window", LUNG_WINDOW)), batch_size,
+                   bool(meta.get("test_flips", False)) if tta is None else tta,
+                   LungGuide.from_meta(meta.get("lung_guide")), float(meta.get("threshold", 0.5)))
 
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits) if self.num_classes == 2 else torch.softmax(logits, dim=1)
@@ -90,9 +96,9 @@ class Predictor:
         return out
 
     def labels_from_probabilities(self, probs: np.ndarray) -> np.ndarray:
-        """Threshold (binary, 0.5) or arg-max (multi-class) to a uint8 label map."""
+        """Threshold (binary, the run's ``threshold``) or arg-max (multi-class) to uint8 labels."""
         if self.num_classes == 2:
-            return (probs[0] >= 0.5).astype(np.uint8)
+            return (probs[0] >= self.threshold).astype(np.uint8)
         return probs.argmax(axis=0).astype(np.uint8)
 
     def predict_labels(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:

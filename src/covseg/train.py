@@ -98,6 +98,7 @@ def _meta(config: TrainConfig, num_classes: int) -> dict[str, Any]:
         "in_channels": 1 + (guide is not None), "lung_guide": guide.to_meta() if guide else None,
         "num_classes": num_classes, "size": config.size, "intensity": config.intensity,
         "window": list(config.window), "target": config.target,
+        "test_flips": config.test_flips, "threshold": config.threshold,
         "class_names": {str(k): v for k, v in CLASS_NAMES.items() if k < num_classes},
     }
 
@@ -138,6 +139,8 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
     by_id = {s.case_id: s for s in data.samples}
     train_samples = [by_id[c] for c in train_cases]
     val_samples = [by_id[c] for c in (val_cases or [])]
+    if not 0 < config.threshold < 1:
+        raise CovsegError(f"--threshold must lie between 0 and 1, got {config.threshold}")
     if config.batch_size < 2:
         raise CovsegError("--batch-size must be at least 2 (batch normalisation needs two slices)")
     if not train_samples:

@@ -70,6 +70,8 @@ class SlicePredictor(Protocol):
     num_classes: int
     intensity: str
     window: tuple[float, float]
+    threshold: float
+    """Binary models: infection where the probability reaches this."""
 
     def predict_probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """(H, W) float32 slices in [0, 1] -> (C, H, W) probabilities; C = 1 when binary."""
@@ -100,7 +102,7 @@ def predict_labels(predictor: SlicePredictor, volume: Volume, *, batch_size: int
                   for k in indices]
         for k, prob in zip(indices, _predict(predictor, images, tta), strict=True):
             prob = _checked(prob, channels, volume.array.shape[1:])
-            labels[k] = prob[0] >= 0.5 if channels == 1 else np.argmax(prob, axis=0)
+            labels[k] = prob[0] >= predictor.threshold if channels == 1 else np.argmax(prob, axis=0)
             if probabilities is not None:
                 probabilities[..., k, :, :] = prob[0] if probabilities.ndim == 3 else prob
     return labels
