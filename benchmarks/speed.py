@@ -6,7 +6,7 @@ Measures, in one run and on this machine: float32 matmul GFLOP/s (the machine's 
 training seconds per epoch of the default recipe on 50 slices, inference latency per 512x512
 slice at batch 1 and 8 (PyTorch and ONNX Runtime, letterbox and mapping back included),
 throughput on a 300-slice 512x512 volume, achieved model GFLOP/s, peak memory, the batch-8
-latency under each CPU execution mode (eager, channels-last, oneDNN-frozen TorchScript,
+latency under each CPU execution mode (NCHW, channels-last, oneDNN-frozen TorchScript,
 torch.compile), and, as the speed reference, a MiniSeg-sized network run at the 512 px input
 MiniSeg was published with.
 Without ``--model`` the default recipe's architecture is used untrained (speed does not depend
@@ -66,44 +66,36 @@ def latency(predictor: Predictor, batch: int, repeats: int = 5) -> float:
                              for _ in range(repeats)) / batch
 
 
-class ChannelsLast:
-    """A network run in channels-last memory format (oneDNN's preferred layout for convolutions)."""
-
-    def __init__(self, network: torch.nn.Module) -> None:
-        self.network = network.to(memory_format=torch.channels_last)
-
-    def eval(self) -> ChannelsLast:
-        return self
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.network(batch.contiguous(memory_format=torch.channels_last))
-
-
 def execution_variants(predictor: Predictor) -> dict[str, float | str]:
     """Batch-8 seconds per 512² slice for each CPU execution mode; the reason when one fails.
 
-    eager: PyTorch as trained; channels_last: NHWC tensors; onednn_freeze: TorchScript trace,
-    frozen with Conv-BN folding and oneDNN fusions (``torch.jit.optimize_for_inference``);
-    compile: ``torch.compile`` (Inductor, C++ code generated for this CPU).
+    nchw: PyTorch on contiguous NCHW tensors; channels_last: NHWC tensors (covseg's default);
+    onednn_freeze: TorchScript trace frozen with Conv-BN folding and oneDNN fusions
+    (``torch.jit.optimize_for_inference``); compile: ``torch.compile`` (Inductor, C++ generated
+    for this CPU), first call excluded.
     """
-    network = predictor.model
+    network, layout = predictor.model, predictor.channels_last
     example = torch.rand(8, 1, predictor.size, predictor.size)
+
+    def nchw() -> torch.nn.Module:
+        return copy.deepcopy(network).to(memory_format=torch.contiguous_format)
+
     builders = {
-        "eager": lambda: network,
-        "channels_last": lambda: ChannelsLast(copy.deepcopy(network)),
-        "onednn_freeze": lambda: torch.jit.optimize_for_inference(
-            torch.jit.trace(copy.deepcopy(network).eval(), example)),
-        "compile": lambda: torch.compile(copy.deepcopy(network)),
+        "nchw": (nchw, False),
+        "channels_last": (lambda: network, True),
+        "onednn_freeze": (lambda: torch.jit.optimize_for_inference(
+            torch.jit.trace(nchw().eval(), example)), False),
+        "compile": (lambda: torch.compile(copy.deepcopy(network)), True),
     }
     timings: dict[str, float | str] = {}
-    for name, build in builders.items():
+    for name, (build, channels_last) in builders.items():
         try:
             with torch.no_grad():
-                predictor.model = build()
+                predictor.model, predictor.channels_last = build(), channels_last
                 timings[name] = latency(predictor, 8)
         except Exception as exc:  # noqa: BLE001  any failure is a result to report, not a crash
             timings[name] = f"failed: {str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__}"
-    predictor.model = network
+    predictor.model, predictor.channels_last = network, layout
     return timings
 
 

@@ -40,6 +40,7 @@ class UNetPredictor:
     num_classes = 2
     intensity = "hu"
     window = LUNG_WINDOW
+    threshold = 0.5
 
     def __init__(self) -> None:
         import torch

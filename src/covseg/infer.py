@@ -31,6 +31,12 @@ class Predictor:
     guide: LungGuide | None = None
     threshold: float = 0.5
     """Binary models: infection where the probability reaches this."""
+    channels_last: bool = True
+    """Run PyTorch networks on NHWC tensors: oneDNN's fast path on CPU (see benchmarks/RESULTS.md)."""
+
+    def __post_init__(self) -> None:
+        if self.channels_last and isinstance(self.model, nn.Module):
+            self.model = self.model.to(memory_format=torch.channels_last)
 
     @classmethod
     def load(cls, checkpoint: str | os.PathLike[str], batch_size: int = 8, tta: bool | None = None
@@ -70,6 +76,8 @@ class Predictor:
     @torch.inference_mode()
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         self.model.eval()
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
         probs = self._activate(self.model(batch))
         if self.tta:
             flipped = self._activate(self.model(torch.flip(batch, dims=(3,))))
