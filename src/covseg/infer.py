@@ -35,7 +35,8 @@ class Predictor:
     """Run PyTorch networks on NHWC tensors: oneDNN's fast path on CPU (see benchmarks/RESULTS.md)."""
 
     def __post_init__(self) -> None:
-        if self.channels_last and isinstance(self.model, nn.Module):
+        self.channels_last = self.channels_last and isinstance(self.model, nn.Module)
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
 
     @classmethod
