@@ -24,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.metrics import compute_dice
 from scipy import ndimage
 
 from covseg.data.layouts import load_dataset
 from covseg.infer import Predictor
+from covseg.metrics import dice
+from covseg.models.ensemble import average_as_logits
 
 Flips = tuple[tuple[int, ...], ...]
 FLIPS: dict[str, Flips] = {"none": ((),), "lr": ((), (3,)), "lr+ud": ((), (3,), (2,), (2, 3))}
@@ -44,18 +45,22 @@ class FlipAveraged:
         return self
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        outs = [torch.sigmoid(self.network(torch.flip(batch, dims) if dims else batch))
-                for dims in self.flips]
-        outs = [torch.flip(o, dims) if dims else o for dims, o in zip(self.flips, outs)]
-        probs = torch.stack(outs).mean(0).clamp(1e-6, 1 - 1e-6)
-        return torch.log(probs / (1 - probs))  # back to logits: Predictor applies the sigmoid
+        outs = [self.network(torch.flip(batch, dims) if dims else batch) for dims in self.flips]
+        # back to logits, as Predictor applies the sigmoid itself
+        return average_as_logits([torch.flip(o, dims) if dims else o
+                                  for dims, o in zip(self.flips, outs)])
 
 
-def fold_probabilities(run: Path, fold: int, checkpoint: str, flips: Flips,
-                       images: Sequence[np.ndarray]) -> list[np.ndarray]:
-    predictor = Predictor.load(run / f"fold_{fold}" / checkpoint)
-    predictor.model = FlipAveraged(predictor.model, flips)
-    return [p[0] for p in predictor.predict_probabilities(images)]
+def flip_probabilities(checkpoint: Path, images: Sequence[np.ndarray]
+                       ) -> dict[str, list[np.ndarray]]:
+    """Infection probabilities of ``images`` under each flip set, from one loaded model."""
+    predictor = Predictor.load(checkpoint, tta=False)
+    network = predictor.model
+    result = {}
+    for name, flips in FLIPS.items():
+        predictor.model = FlipAveraged(network, flips)
+        result[name] = [p[0] for p in predictor.predict_probabilities(images)]
+    return result
 
 
 def postprocess(mask: np.ndarray, min_share: float, fill: bool) -> np.ndarray:
@@ -73,14 +78,9 @@ def postprocess(mask: np.ndarray, min_share: float, fill: bool) -> np.ndarray:
 
 def dice_rows(probabilities: Sequence[np.ndarray], truths: Sequence[np.ndarray],
               min_share: float = 0.0, fill: bool = False, threshold: float = 0.5) -> list[float]:
-    """Per-slice Dice with covseg's rule (both empty = 1), as in ``covseg.metrics``."""
-    return [float(compute_dice(_batch(postprocess(p >= threshold, min_share, fill)), _batch(t),
-                               ignore_empty=False)[0, 0])
+    """Per-slice Dice with covseg's rule (both empty = 1)."""
+    return [dice(postprocess(p >= threshold, min_share, fill), t)
             for p, t in zip(probabilities, truths)]
-
-
-def _batch(mask: np.ndarray) -> torch.Tensor:
-    return torch.as_tensor(mask, dtype=torch.float32)[None, None]
 
 
 def checkpoints(run: Path) -> list[str]:
@@ -115,10 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         fold_of += [k] * len(samples)
         for run in args.runs:
             for checkpoint in checkpoints(run):
-                for flip_name, flips in FLIPS.items():
-                    key = f"{run.name}|{checkpoint}|{flip_name}"
-                    probs.setdefault(key, []).extend(
-                        fold_probabilities(run, k, checkpoint, flips, images))
+                by_flips = flip_probabilities(run / f"fold_{k}" / checkpoint, images)
+                for flip_name, fold_probs in by_flips.items():
+                    probs.setdefault(f"{run.name}|{checkpoint}|{flip_name}", []).extend(fold_probs)
         print(f"fold {k} predicted", file=sys.stderr)
     if len(args.runs) > 1:
         for checkpoint in set.intersection(*(set(checkpoints(r)) for r in args.runs)):

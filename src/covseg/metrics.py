@@ -39,6 +39,11 @@ def _as_batch(mask: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(np.asarray(mask, dtype=bool), dtype=torch.float32)[None, None]
 
 
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Dice of two binary masks (both empty = 1), without the cost of the other metrics."""
+    return float(compute_dice(_as_batch(pred), _as_batch(truth), ignore_empty=False)[0, 0])
+
+
 def binary_metrics(pred: np.ndarray, truth: np.ndarray,
                    spacing: Sequence[float] | None = None) -> dict[str, float]:
     """Dice, IoU, sensitivity, specificity, precision and HD95 of two binary masks."""
@@ -48,7 +53,7 @@ def binary_metrics(pred: np.ndarray, truth: np.ndarray,
     confusion = get_confusion_matrix(p, t)
     tp, fp, tn, fn = (float(v) for v in confusion[0, 0])
     result = {
-        "dice": float(compute_dice(p, t, ignore_empty=False)[0, 0]),
+        "dice": dice(pred, truth),
         "iou": float(compute_iou(p, t, ignore_empty=False)[0, 0]),
         "sensitivity": _ratio_metric("sensitivity", confusion, tp + fn),
         "specificity": _ratio_metric("specificity", confusion, tn + fp),

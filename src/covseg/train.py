@@ -156,12 +156,8 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
                                                            eta_min=config.lr * 0.02)
     first_epoch, best_dice, history = _start(out, config, model, optimizer, scheduler, resume)
     meta = _meta(config, data.num_classes)
-    write_json(out / "config.json", {
-        "config": config.to_dict(), "data": data.describe(), "layout": data.layout,
-        "synthetic": data.synthetic, "parameters": parameter_count(model),
-        "train_cases": list(train_cases), "val_cases": list(val_cases or []),
-        "torch": torch.__version__, "threads": torch.get_num_threads(),
-    })
+    _write_run_record(out, config, data, train_cases, val_cases or [],
+                      parameters=parameter_count(model))
 
     transform = augmentation(config.augment)
     train_items = canvas_items(train_samples, config.size, guide)
@@ -210,11 +206,7 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
     if any(out.glob("member*")) and not resume:
         raise CovsegError(f"{out} already holds a run; pass --resume to continue it or pick a new --out")
     names = member_names(config.model)
-    write_json(out / "config.json", {
-        "config": config.to_dict(), "data": data.describe(), "layout": data.layout,
-        "synthetic": data.synthetic, "members": names, "train_cases": list(train_cases),
-        "val_cases": list(val_cases), "torch": torch.__version__, "threads": torch.get_num_threads(),
-    })
+    _write_run_record(out, config, data, train_cases, val_cases, members=names)
     member_metrics, member_dirs = [], []
     for i, name in enumerate(names):
         member_dir = out / f"member{i}-{name}"
@@ -234,14 +226,7 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
         "synthetic": data.synthetic,
     }
     by_id = {s.case_id: s for s in data.samples}
-    if val_cases:
-        rows, _ = evaluate_samples(Predictor.load(out / "best.pt"), [by_id[c] for c in val_cases],
-                                   "validating ensemble")
-        write_text(out / "validation_per_case.csv", rows_to_csv(rows))
-        metrics["validation"] = summarize(rows)
-        metrics["empty_mask_rules"] = EMPTY_MASK_RULES
-    write_json(out / "metrics.json", metrics)
-    return metrics
+    return _write_metrics(out, metrics, [by_id[c] for c in val_cases])
 
 
 def _finish(out: Path, config: TrainConfig, data: LoadedData, history: list[dict[str, float]],
@@ -256,6 +241,22 @@ def _finish(out: Path, config: TrainConfig, data: LoadedData, history: list[dict
         "seconds_per_epoch": float(np.mean([r["seconds"] for r in history])),
         "final_train_loss": history[-1]["train_loss"], "synthetic": data.synthetic,
     }
+    return _write_metrics(out, metrics, val_samples)
+
+
+def _write_run_record(out: Path, config: TrainConfig, data: LoadedData,
+                      train_cases: Sequence[str], val_cases: Sequence[str], **extra: Any) -> None:
+    """``config.json``: the recipe, the data and the split, enough to reproduce the run."""
+    write_json(out / "config.json", {
+        "config": config.to_dict(), "data": data.describe(), "layout": data.layout,
+        "synthetic": data.synthetic, **extra, "train_cases": list(train_cases),
+        "val_cases": list(val_cases), "torch": torch.__version__, "threads": torch.get_num_threads(),
+    })
+
+
+def _write_metrics(out: Path, metrics: dict[str, Any], val_samples: Sequence[Sample]
+                   ) -> dict[str, Any]:
+    """Add the saved model's validation metrics at the original image size; write metrics.json."""
     if val_samples:
         rows, _ = evaluate_samples(Predictor.load(out / "best.pt"), val_samples, "validating")
         write_text(out / "validation_per_case.csv", rows_to_csv(rows))

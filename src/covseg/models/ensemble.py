@@ -30,9 +30,13 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outputs = [member(x) for member in self.members]
-        if outputs[0].shape[1] == 1:
-            probs = torch.stack([torch.sigmoid(o) for o in outputs]).mean(0).clamp(EPS, 1 - EPS)
-            return torch.log(probs) - torch.log1p(-probs)
-        probs = torch.stack([torch.softmax(o, dim=1) for o in outputs]).mean(0)
-        return torch.log(probs.clamp_min(EPS))
+        return average_as_logits([member(x) for member in self.members])
+
+
+def average_as_logits(outputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Logits (one channel) or log-probabilities (K channels) of the outputs' mean probability."""
+    if outputs[0].shape[1] == 1:
+        probs = torch.stack([torch.sigmoid(o) for o in outputs]).mean(0).clamp(EPS, 1 - EPS)
+        return torch.log(probs) - torch.log1p(-probs)
+    probs = torch.stack([torch.softmax(o, dim=1) for o in outputs]).mean(0)
+    return torch.log(probs.clamp_min(EPS))
