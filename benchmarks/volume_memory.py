@@ -41,6 +41,7 @@ class UNetPredictor:
     intensity = "hu"
     window = LUNG_WINDOW
     threshold = 0.5
+    tta = False
 
     def __init__(self) -> None:
         import torch

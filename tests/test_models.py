@@ -82,6 +82,23 @@ def test_miniseg_is_under_100k_parameters() -> None:
     assert parameter_count(build_model("miniseg", 3, 4)) < 100_000
 
 
+def test_miniseg_width_scales_channels() -> None:
+    counts = [parameter_count(build_model("miniseg", width=w)) for w in (0.5, 1.0, 1.5)]
+    assert counts[0] < counts[1] < counts[2]
+    assert counts[1] == parameter_count(build_model("miniseg"))
+
+
+def test_miniseg_deep_supervision_adds_side_outputs_only_while_training() -> None:
+    model = build_model("miniseg", deep_supervision=True)
+    x = torch.rand(2, 1, 48, 40)
+    outputs = model.train()(x)
+    assert isinstance(outputs, list) and len(outputs) == 3
+    assert all(o.shape == (2, 1, 48, 40) for o in outputs)
+    assert model.eval()(x).shape == (2, 1, 48, 40)
+    plain = build_model("miniseg")
+    assert parameter_count(model) - parameter_count(plain) == 2 * 1 + 32 + 64  # two 1x1 heads
+
+
 def test_unet_is_plain_and_resunet_residual() -> None:
     assert parameter_count(build_model("unet")) < parameter_count(build_model("resunet"))
 
@@ -91,7 +108,8 @@ def test_unet_is_plain_and_resunet_residual() -> None:
     [
         ("no-such-model", {}),
         ("unet", {"depth": 3}),
-        ("miniseg", {"width": 8}),
+        ("miniseg", {"depth": 8}),
+        ("miniseg", {"width": 0}),
         ("resunet", {"res_units": 0}),
         ("deeplabv3", {"backbone": "resnet18"}),
         ("deeplabv3+", {"encoder": "no-such-encoder"}),

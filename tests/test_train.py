@@ -81,3 +81,21 @@ def test_a_file_that_is_not_a_checkpoint(tmp_path: Path) -> None:
     torch.save({"state_dict": {}}, other)
     with pytest.raises(CovsegError, match="no covseg header"):
         load_checkpoint(other)
+
+
+def test_deep_supervision_trains_every_output(tmp_path: Path, synthetic_folder: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[int] = []
+    real_loss = train_module.DeepSupervisionLoss.forward
+
+    def recording(self, outputs, target):  # type: ignore[no-untyped-def]
+        seen.append(len(outputs) if isinstance(outputs, list) else 1)
+        return real_loss(self, outputs, target)
+
+    monkeypatch.setattr(train_module.DeepSupervisionLoss, "forward", recording)
+    data = load_dataset(synthetic_folder)
+    config = TrainConfig(model="miniseg", model_options={"deep_supervision": True}, epochs=2,
+                         size=64, batch_size=4, val_fraction=0.25)
+    metrics = train_module.train(config, data, tmp_path / "ds", progress=False)
+    assert seen and set(seen) == {3}, "main output and two side outputs in every step"
+    assert 0.0 <= metrics["validation"]["dice"]["mean"] <= 1.0

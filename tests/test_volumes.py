@@ -17,7 +17,9 @@ import SimpleITK as sitk
 from covseg import cli_volumes
 from covseg.cli import build_parser
 from covseg.errors import CovsegError
-from covseg.transforms import LUNG_WINDOW
+from covseg.infer import Predictor
+from covseg.io.volume import read_nifti, read_volume
+from covseg.transforms import LUNG_WINDOW, normalize_intensity
 from covseg.volumes import predict_batch, predict_study
 from tests.conftest import SAMPLE_CT as CT
 from tests.conftest import SAMPLE_DICOMS as DICOMS
@@ -37,6 +39,7 @@ class BandPredictor:
     intensity = "hu"
     window = LUNG_WINDOW
     threshold = 0.5
+    tta = False
 
     def __init__(self, bands: Sequence[tuple[float, float]]) -> None:
         self.bands = [(unit(lo), unit(hi)) for lo, hi in bands]
@@ -104,14 +107,31 @@ def test_binary_prediction_quantified_inside_the_lungs(chest, tmp_path: Path) ->
     assert stored["inputs"]["lung_source"] == "threshold" and stored["inputs"]["tta"] is False
 
 
-def test_outside_lungs_kept_on_request_and_tta(chest, tmp_path: Path) -> None:
+def test_outside_lungs_kept_on_request(chest, tmp_path: Path) -> None:
     path, counts = chest
     predictor = BandPredictor([(-400, -200)])
-    result = predict_study(predictor, path, tmp_path / "keep", keep_outside_lungs=True, tta=True)
-    assert len(predictor.batches) == 4, "one plain and one mirrored pass per batch of 8"
+    result = predict_study(predictor, path, tmp_path / "keep", keep_outside_lungs=True)
     assert result["study"]["lesion_ml"] == pytest.approx(
         (counts["ggo"] + counts["outside"]) * VOXEL_ML)
     assert result["study"]["lesion_outside_lungs_ml"] == pytest.approx(counts["outside"] * VOXEL_ML)
+
+
+def test_volume_predictions_use_the_runs_flip_once(chest, tiny_run: Path, tmp_path: Path) -> None:
+    path, _ = chest
+    volume = read_volume(path)
+    for tta in (True, False):
+        predictor = Predictor.load(tiny_run, tta=tta)
+        calls: list[int] = []
+        hook = predictor.model.register_forward_hook(lambda *_, seen=calls: seen.append(1))
+        result = predict_study(predictor, path, tmp_path / str(tta), probabilities=True)
+        hook.remove()
+        batches = -(-volume.array.shape[0] // 8)
+        assert len(calls) == batches * (2 if tta else 1), "one pass, plus one mirrored with tta"
+        assert result["inputs"]["tta"] is tta
+        stored = read_nifti(tmp_path / str(tta) / "probabilities.nii.gz").array
+        slices = [normalize_intensity(s, volume.intensity, predictor.window) for s in volume.array]
+        expected = np.stack([p[0] for p in predictor.predict_probabilities(slices)])
+        np.testing.assert_allclose(stored, expected, atol=2e-3)  # float16 on disk
 
 
 def test_multiclass_prediction(chest, tmp_path: Path) -> None:

@@ -144,8 +144,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if len(volumes) != len(args.inputs):
             raise CovsegError("give either 2D images or CT volumes to one predict call, not both")
         predictor = api.load_predictor(args.model or args.onnx, args.batch_size, args.tta)
-        # volumes.predict_study applies the flips itself, so the predictor must not flip again
-        args.tta, predictor.tta = predictor.tta, False
         lungs = api.load_predictor(args.lung_model, args.batch_size) if args.lung_model else None
         return cli_volumes.run_volume_predict(args, predictor, volumes, lungs)
     written = api.predict(args.model or args.onnx, args.inputs, args.out, overlay_png=args.overlay,

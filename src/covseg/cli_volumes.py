@@ -122,7 +122,7 @@ def run_volume_predict(args: argparse.Namespace, predictor: SlicePredictor,
     """Predict every volume of ``inputs`` (NIfTI files, DICOM folders/files) into ``args.out``."""
     result = predict_batch(
         predictor, inputs, args.out, shard=args.shard, batch_size=args.batch_size,
-        tta=args.tta, probabilities=args.probabilities, lung_predictor=lung_predictor,
+        probabilities=args.probabilities, lung_predictor=lung_predictor,
         keep_outside_lungs=args.keep_outside_lungs, hu=args.hu, html=args.html,
         lung_margin_mm=args.lung_margin_mm)
     return _report(result)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import DataLoader, Dataset
+from monai.losses import DeepSupervisionLoss
 from monai.metrics import compute_dice
 from monai.networks.utils import one_hot
 from torch import nn
@@ -151,6 +152,9 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
     model = build_model(config.model, 1 + (guide is not None), data.num_classes,
                         **config.model_options)
     loss_fn = build_loss(config.loss, data.num_classes)
+    # Deeply supervised models return [main, side outputs...] while training; MONAI's wrapper
+    # weighs them 1, 1/2, 1/4... and passes a single output straight to the loss.
+    train_loss_fn = DeepSupervisionLoss(loss_fn)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs,
                                                            eta_min=config.lr * 0.02)
@@ -174,7 +178,7 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
         for batch in loader:
             optimizer.zero_grad(set_to_none=True)
             image = batch["image"].as_subclass(torch.Tensor)
-            loss = loss_fn(model(image), batch["mask"].as_subclass(torch.Tensor).long())
+            loss = train_loss_fn(model(image), batch["mask"].as_subclass(torch.Tensor).long())
             loss.backward()
             optimizer.step()
             losses.append(loss.item())

@@ -3,7 +3,7 @@
 Flags for ``covseg predict`` on volumes (added by ``cli_volumes.add_volume_predict_arguments``):
   --hu {auto,yes,no}     Hounsfield units or 8-bit grey input (like lungmask's --noHU)
   --batch-size N         slices per forward pass (default 8)
-  --tta                  average with the left-right flipped prediction
+  --tta/--no-tta         average with the left-right flipped prediction (default: the run's)
   --probabilities        also write probabilities.nii.gz (float32)
   --keep-outside-lungs   do not remove infection outside the lungs
   --lung-margin-mm MM    infection farther than this from the lungs is removed (default 5)
@@ -72,6 +72,8 @@ class SlicePredictor(Protocol):
     window: tuple[float, float]
     threshold: float
     """Binary models: infection where the probability reaches this."""
+    tta: bool
+    """Whether ``predict_probabilities`` averages with the left-right mirrored slice (recorded)."""
 
     def predict_probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """(H, W) float32 slices in [0, 1] -> (C, H, W) probabilities; C = 1 when binary."""
@@ -84,8 +86,7 @@ def output_channels(predictor: SlicePredictor) -> int:
 
 
 def predict_labels(predictor: SlicePredictor, volume: Volume, *, batch_size: int = 8,
-                   tta: bool = False, probabilities: np.ndarray | None = None,
-                   desc: str = "slices") -> np.ndarray:
+                   probabilities: np.ndarray | None = None, desc: str = "slices") -> np.ndarray:
     """(z, y, x) uint8 labels, predicted ``batch_size`` slices at a time.
 
     Only one batch of normalised float slices exists at once; ``probabilities`` (a preallocated
@@ -100,7 +101,7 @@ def predict_labels(predictor: SlicePredictor, volume: Volume, *, batch_size: int
         indices = range(start, min(depth, start + batch_size))
         images = [normalize_intensity(volume.array[k], volume.intensity, predictor.window)
                   for k in indices]
-        for k, prob in zip(indices, _predict(predictor, images, tta), strict=True):
+        for k, prob in zip(indices, _predict(predictor, images), strict=True):
             prob = _checked(prob, channels, volume.array.shape[1:])
             labels[k] = prob[0] >= predictor.threshold if channels == 1 else np.argmax(prob, axis=0)
             if probabilities is not None:
@@ -108,16 +109,12 @@ def predict_labels(predictor: SlicePredictor, volume: Volume, *, batch_size: int
     return labels
 
 
-def _predict(predictor: SlicePredictor, images: list[np.ndarray], tta: bool) -> list[np.ndarray]:
-    """Probabilities, averaged with the left-right mirrored prediction when ``tta``."""
+def _predict(predictor: SlicePredictor, images: list[np.ndarray]) -> list[np.ndarray]:
+    """float32 probabilities, one map per slice (the predictor applies its own test-time flip)."""
     probs = [np.asarray(p, dtype=np.float32) for p in predictor.predict_probabilities(images)]
     if len(probs) != len(images):
         raise CovsegError(f"the predictor returned {len(probs)} maps for {len(images)} slices")
-    if not tta:
-        return probs
-    mirrored = predictor.predict_probabilities([np.ascontiguousarray(i[:, ::-1]) for i in images])
-    return [(p + np.asarray(m, dtype=np.float32)[..., ::-1]) / 2 for p, m in
-            zip(probs, mirrored, strict=True)]
+    return probs
 
 
 def _checked(prob: np.ndarray, channels: int, size: tuple[int, ...]) -> np.ndarray:
@@ -139,7 +136,7 @@ def _lungs(volume: Volume, lung_predictor: SlicePredictor | None, batch_size: in
 
 
 def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
-                  out_dir: str | os.PathLike[str], *, batch_size: int = 8, tta: bool = False,
+                  out_dir: str | os.PathLike[str], *, batch_size: int = 8,
                   probabilities: bool = False, lung_predictor: SlicePredictor | None = None,
                   keep_outside_lungs: bool = False, hu: str = "auto", html: bool = False,
                   lung_margin_mm: float = DEFAULT_LUNG_MARGIN_MM) -> dict[str, Any]:
@@ -153,10 +150,9 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
     if probabilities:
-        labels = _predict_with_probabilities(predictor, volume, out_dir, batch_size, tta, files)
+        labels = _predict_with_probabilities(predictor, volume, out_dir, batch_size, files)
     else:
-        labels = predict_labels(predictor, volume, batch_size=batch_size, tta=tta,
-                                desc="infection")
+        labels = predict_labels(predictor, volume, batch_size=batch_size, desc="infection")
     lungs, lung_source = _lungs(volume, lung_predictor, batch_size)
     lungs_found = bool(lungs.any())
     near = labels
@@ -179,7 +175,7 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
         "affine": volume.affine.tolist(), "intensity": volume.intensity,
         "model": {"num_classes": predictor.num_classes, "intensity": predictor.intensity,
                   "window": list(predictor.window)},
-        "tta": tta, "lung_source": lung_source, "lungs_found": lungs_found,
+        "tta": predictor.tta, "lung_source": lung_source, "lungs_found": lungs_found,
         "outside_lungs_removed": not keep_outside_lungs and lungs_found,
         "lung_margin_mm": lung_margin_mm, "effusion_label": EFFUSION if multiclass else None,
     }
@@ -189,7 +185,7 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
 
 
 def _predict_with_probabilities(predictor: SlicePredictor, volume: Volume, out_dir: Path,
-                                batch_size: int, tta: bool, files: dict[str, str]) -> np.ndarray:
+                                batch_size: int, files: dict[str, str]) -> np.ndarray:
     """Predict into a float16 memmap beside the outputs, write it as NIfTI, delete the memmap."""
     channels = output_channels(predictor)
     shape = volume.array.shape if channels == 1 else (channels, *volume.array.shape)
@@ -197,8 +193,8 @@ def _predict_with_probabilities(predictor: SlicePredictor, volume: Volume, out_d
     os.close(handle)
     try:
         store = np.memmap(scratch, dtype=np.float16, mode="w+", shape=shape)
-        labels = predict_labels(predictor, volume, batch_size=batch_size, tta=tta,
-                                probabilities=store, desc="infection")
+        labels = predict_labels(predictor, volume, batch_size=batch_size, probabilities=store,
+                                desc="infection")
         files["probabilities"] = str(
             write_probabilities_like(volume, store, out_dir / PROBABILITIES_NII))
         del store

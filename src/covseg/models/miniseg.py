@@ -5,8 +5,10 @@ Network for Efficient COVID-19 Segmentation", AAAI 2021); no library ships it an
 the authors' code. What it keeps from the paper: the resolution is halved early (ENet-style
 downsampling that concatenates a strided convolution with max pooling), features are built by
 depthwise dilated convolutions at several rates fused hierarchically (a simplified attentive
-hierarchical spatial pyramid, without the attention), and the decoder is a thin chain of
-1x1 projections, bilinear upsampling and additive skips. Deep supervision is left out.
+hierarchical spatial pyramid, without the attention), the decoder is a thin chain of
+1x1 projections, bilinear upsampling and additive skips, and deep supervision (optional here)
+adds a 1x1 side output at each decoder stage, upsampled to the input and trained with the main
+output (MONAI's ``DeepSupervisionLoss`` weighs them 1, 1/2, 1/4, ...).
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from covseg.errors import CovsegError
 from covseg.models.registry import register
 
 STAGES: tuple[tuple[int, int], ...] = ((32, 2), (64, 3), (96, 4))
-"""(channels, pyramid blocks) of the 1/4, 1/8 and 1/16 stages; the 1/2 stem has 16 channels."""
+"""(channels, pyramid blocks) of the 1/4, 1/8 and 1/16 stages at width 1; the 1/2 stem has 16."""
 STEM_CHANNELS = 16
 DILATIONS: tuple[int, ...] = (1, 2, 4, 8)
 
@@ -98,37 +101,52 @@ class MiniSeg(nn.Module):
 
     The 1/2-resolution stem joins last, as its own 1x1 logit term: ``head(up(p) + stem)``
     computed as ``up(head(p)) + stem_head(stem)`` upsamples one channel instead of sixteen.
-    Any height and width work: upsampling goes to the skip's exact size.
+    Any height and width work: upsampling goes to the skip's exact size. ``width`` scales every
+    stage's channels; with ``deep_supervision`` a training-mode forward returns the main logits
+    followed by one side output per decoder stage (finest first), all at the input's size, and
+    evaluation returns the main logits alone, so inference and export are unchanged.
     """
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, width: float = 1.0,
+                 deep_supervision: bool = False) -> None:
         super().__init__()
-        self.stem = conv_bn_act(in_channels, STEM_CHANNELS, 3, stride=2)
-        widths = [STEM_CHANNELS] + [channels for channels, _ in STAGES]
+        widths = [scaled(STEM_CHANNELS, width)] + [scaled(c, width) for c, _ in STAGES]
+        self.stem = conv_bn_act(in_channels, widths[0], 3, stride=2)
         self.stages = nn.ModuleList(
-            nn.Sequential(Downsample(widths[i], channels),
-                          *(DilatedPyramid(channels) for _ in range(blocks)))
-            for i, (channels, blocks) in enumerate(STAGES)
+            nn.Sequential(Downsample(widths[i], widths[i + 1]),
+                          *(DilatedPyramid(widths[i + 1]) for _ in range(blocks)))
+            for i, (_, blocks) in enumerate(STAGES)
         )
         self.projections = nn.ModuleList(
             conv_bn_act(widths[i + 1], widths[i]) for i in range(len(STAGES))
         )
         self.refines = nn.ModuleList(separable(width, width) for width in widths[1:-1])
-        self.head = nn.Conv2d(STEM_CHANNELS, out_channels, 1)
-        self.stem_head = nn.Conv2d(STEM_CHANNELS, out_channels, 1, bias=False)
+        self.head = nn.Conv2d(widths[0], out_channels, 1)
+        self.stem_head = nn.Conv2d(widths[0], out_channels, 1, bias=False)
+        self.side_heads = nn.ModuleList(
+            nn.Conv2d(width, out_channels, 1) for width in widths[1:-1]
+        ) if deep_supervision else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         skips = [self.stem(x)]
         for stage in self.stages:
             skips.append(stage(skips[-1]))
         out = skips.pop()
+        sides: list[torch.Tensor] = []
         for level in reversed(range(1, len(skips))):
             out = upsample(self.projections[level](out), skips[level]) + skips[level]
             out = self.refines[level - 1](out)
+            if self.side_heads is not None and self.training:
+                sides.insert(0, upsample(self.side_heads[level - 1](out), x))
         stem = skips[0]
         quarter = self.head(self.projections[0](out))
-        logits = upsample(quarter, stem) + self.stem_head(stem)
-        return upsample(logits, x)
+        logits = upsample(upsample(quarter, stem) + self.stem_head(stem), x)
+        return [logits, *sides] if sides else logits
+
+
+def scaled(channels: int, width: float) -> int:
+    """``channels * width`` rounded to a multiple of 8 (the pyramid splits channels four ways)."""
+    return max(8, round(channels * width / 8) * 8)
 
 
 def upsample(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -137,6 +155,9 @@ def upsample(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 @register("miniseg", "MiniSeg-style lightweight network (<100 K parameters), hand-written")
-def build_miniseg(in_channels: int, out_channels: int) -> nn.Module:
-    """No options: the point of this model is its fixed, tiny size."""
-    return MiniSeg(in_channels, out_channels)
+def build_miniseg(in_channels: int, out_channels: int, width: float = 1.0,
+                  deep_supervision: bool = False) -> nn.Module:
+    """Options: ``width`` (channel multiplier, 1 = 92 K parameters) and ``deep_supervision``."""
+    if width <= 0:
+        raise CovsegError(f"miniseg: width must be positive, got {width}")
+    return MiniSeg(in_channels, out_channels, width, deep_supervision)
