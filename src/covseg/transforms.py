@@ -32,7 +32,7 @@ Intensity = Literal["auto", "hu", "uint8", "unit"]
 INTENSITY_MODES: tuple[str, ...] = ("auto", "hu", "uint8", "unit")
 LUNG_WINDOW: tuple[float, float] = (-1350.0, 150.0)
 """Lung window as (low, high) HU: level -600, width 1500."""
-AUGMENTATIONS: tuple[str, ...] = ("none", "light", "heavy", "strong")
+AUGMENTATIONS: tuple[str, ...] = ("none", "light", "heavy")
 
 
 def detect_intensity(array: np.ndarray) -> str:
@@ -115,28 +115,26 @@ def augmentation(preset: str, keys: tuple[str, str] = ("image", "mask")) -> Comp
     ]
     if preset == "light":
         return Compose(light)
-    strong = preset == "strong"
     return Compose(
         [
             RandFlipd(keys, prob=0.5, spatial_axis=1),
             RandFlipd(keys, prob=0.2, spatial_axis=0),
             RandAffined(
                 keys,
-                prob=0.9 if strong else 0.7,
-                rotate_range=np.pi / (6 if strong else 9),
-                scale_range=0.3 if strong else 0.15,
-                translate_range=(24, 24) if strong else (12, 12),
+                prob=0.7,
+                rotate_range=np.pi / 9,
+                scale_range=0.15,
+                translate_range=(12, 12),
                 mode=modes,
                 padding_mode="zeros",
             ),
             Rand2DElasticd(
-                keys, spacing=(32, 32), magnitude_range=(0, 3 if strong else 2),
-                prob=0.4 if strong else 0.2, mode=modes, padding_mode="zeros",
+                keys, spacing=(32, 32), magnitude_range=(0, 2), prob=0.2, mode=modes,
+                padding_mode="zeros",
             ),
-            RandScaleIntensityd(image, factors=0.25 if strong else 0.15, prob=0.5),
-            RandShiftIntensityd(image, offsets=0.12 if strong else 0.08, prob=0.5),
-            RandAdjustContrastd(image, gamma=(0.7, 1.4) if strong else (0.8, 1.25),
-                                prob=0.5 if strong else 0.3),
-            RandGaussianNoised(image, std=0.03 if strong else 0.02, prob=0.3),
+            RandScaleIntensityd(image, factors=0.15, prob=0.5),
+            RandShiftIntensityd(image, offsets=0.08, prob=0.5),
+            RandAdjustContrastd(image, gamma=(0.8, 1.25), prob=0.3),
+            RandGaussianNoised(image, std=0.02, prob=0.3),
         ]
     )
