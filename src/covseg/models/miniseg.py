@@ -8,7 +8,9 @@ depthwise dilated convolutions at several rates fused hierarchically (a simplifi
 hierarchical spatial pyramid, without the attention), the decoder is a thin chain of
 1x1 projections, bilinear upsampling and additive skips, and deep supervision (optional here)
 adds a 1x1 side output at each decoder stage, upsampled to the input and trained with the main
-output (MONAI's ``DeepSupervisionLoss`` weighs them 1, 1/2, 1/4, ...).
+output (MONAI's ``DeepSupervisionLoss`` weighs them 1, 1/2, 1/4, ...). The side outputs are
+upsampled here rather than the labels downsampled by MONAI, whose nearest resize of integer label
+maps torch does not implement on CPU.
 """
 
 from __future__ import annotations
