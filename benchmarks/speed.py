@@ -4,7 +4,8 @@
 
 Measures, in one run and on this machine: float32 matmul GFLOP/s (the machine's own ceiling),
 training seconds per epoch of the default recipe on 50 slices, inference latency per 512x512
-slice at batch 1 and 8 (PyTorch and ONNX Runtime, letterbox and mapping back included),
+slice at batch 1 and 8 (PyTorch and ONNX Runtime; lung framing, letterbox and mapping back
+included, on synthetic CT frames),
 throughput on a 300-slice 512x512 volume, achieved model GFLOP/s, peak memory, the batch-8
 latency under each CPU execution mode (NCHW, channels-last, oneDNN-frozen TorchScript,
 torch.compile), and, as the speed reference, a MiniSeg-sized network run at the 512 px input
@@ -31,13 +32,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from covseg.cascade import LungFrame
 from covseg.checkpoint import load_checkpoint, save_checkpoint
 from covseg.config import TrainConfig
-from covseg.data.synthetic import synthetic_dataset
+from covseg.data.synthetic import synthetic_dataset, synthetic_slice
 from covseg.infer import Predictor
 from covseg.models import build_model
 from covseg.models.profile import count_flops
 from covseg.train import train
+from covseg.transforms import normalize_intensity
 
 SLICE = 512
 
@@ -56,10 +59,17 @@ def _timed(fn) -> float:  # type: ignore[no-untyped-def]
     return time.perf_counter() - start
 
 
+def ct_slices(count: int, distinct: int = 16) -> list[np.ndarray]:
+    """``count`` synthetic 512x512 CT frames in [0, 1] (body, lungs, lesions), so that the lung
+    framing finds lungs as it does on real frames; ``distinct`` of them, repeated."""
+    frames = [normalize_intensity(synthetic_slice(np.random.default_rng(i), SLICE).hu)
+              for i in range(min(count, distinct))]
+    return [frames[i % len(frames)] for i in range(count)]
+
+
 def latency(predictor: Predictor, batch: int, repeats: int = 5) -> float:
     """Median seconds per 512x512 slice at ``batch``, after one warm-up batch."""
-    images = [np.random.default_rng(i).random((SLICE, SLICE)).astype(np.float32)
-              for i in range(batch)]
+    images = ct_slices(batch)
     predictor.batch_size = batch
     predictor.predict_labels(images)
     return statistics.median(_timed(lambda: predictor.predict_labels(images))
@@ -99,11 +109,13 @@ def execution_variants(predictor: Predictor) -> dict[str, float | str]:
     return timings
 
 
-def untrained_predictor(model: str, size: int, path: Path, test_flips: bool = False) -> Predictor:
+def untrained_predictor(model: str, size: int, path: Path, test_flips: bool = False,
+                        frame: LungFrame | None = None) -> Predictor:
     """A predictor for an untrained ``model`` at a ``size`` canvas (speed does not need weights)."""
     network = build_model(model, 1, 2).eval()
     save_checkpoint(path, network, {"model": model, "model_options": {}, "in_channels": 1,
-                                    "num_classes": 2, "size": size, "test_flips": test_flips})
+                                    "num_classes": 2, "size": size, "test_flips": test_flips,
+                                    "lung_frame": frame.to_meta() if frame else None})
     return Predictor.load(path)
 
 
@@ -159,11 +171,11 @@ def main() -> int:
         if args.model:
             meta = load_checkpoint(args.model)["meta"]
             config = TrainConfig(model=meta["model"], model_options=meta["model_options"],
-                                 size=meta["size"])
+                                 size=meta["size"], frame_lungs=bool(meta.get("lung_frame")))
             predictor = Predictor.load(args.model)
         else:
             predictor = untrained_predictor(config.model, config.size, Path(tmp) / "best.pt",
-                                            config.test_flips)
+                                            config.test_flips, config.frame())
         reference = untrained_predictor("miniseg", SLICE, Path(tmp) / "reference.pt")
         results["reference_miniseg_512px_s_per_slice_batch8"] = latency(reference, 8)
         size = predictor.size
@@ -185,8 +197,7 @@ def main() -> int:
         onnx = Predictor.load_onnx(onnx_file)
         results["onnx_s_per_slice_batch1"] = latency(onnx, 1)
         results["onnx_s_per_slice_batch8"] = latency(onnx, 8)
-        volume = [np.random.default_rng(i).random((SLICE, SLICE)).astype(np.float32)
-                  for i in range(300)]
+        volume = ct_slices(300)
         predictor.batch_size = 8
         seconds = _timed(lambda: predictor.predict_labels(volume))
         results["volume_300_slices_seconds"] = seconds

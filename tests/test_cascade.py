@@ -1,4 +1,4 @@
-"""The lung + infection cascade: lung channel, crop to the lungs, crop undone exactly."""
+"""The lung + infection cascade: lung channel, crop to the lungs, crop undone exactly; lung framing."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import numpy as np
 from PIL import Image
 
 from covseg import api
-from covseg.cascade import CropBox, LungGuide, lung_box
+from covseg.cascade import CropBox, LungFrame, LungGuide, lung_box
+from covseg.data.layouts import load_dataset
+from covseg.data.synthetic import synthetic_slice
 from covseg.infer import Predictor
 from covseg.transforms import normalize_intensity
 from tests.conftest import shared
@@ -50,3 +52,61 @@ def test_cascade_trains_and_predicts_at_full_size(tmp_path: Path, synthetic_fold
     outside = np.ones(image.shape, dtype=bool)
     outside[box.top:box.bottom, box.left:box.right] = False
     assert probs[0][outside].max(initial=0.0) == 0.0
+
+
+def _full_frame(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A synthetic 512x512 CT frame in [0, 1], its lungs and its lesions."""
+    item = synthetic_slice(np.random.default_rng(seed), size=512)
+    return normalize_intensity(item.hu), item.lungs, item.lesions
+
+
+def test_lung_frame_cuts_a_full_frame_to_its_lungs_and_stretches_it() -> None:
+    image, lungs, lesions = _full_frame()
+    [(framed, box)] = LungFrame().prepare([image])
+    rows, cols = np.nonzero(lungs)
+    expected = (rows.min(), rows.max() + 1, cols.min(), cols.max() + 1)
+    got = (box.top, box.bottom, box.left, box.right)
+    assert np.abs(np.subtract(got, expected)).max() <= 2
+    assert box.crop(lesions).sum() == lesions.sum()
+    assert framed.shape == (1, *box.crop(image).shape)
+    assert framed.min() == 0.0 and framed.max() == 1.0
+
+
+def test_lung_frame_leaves_crops_and_frames_without_lungs_whole() -> None:
+    image, _, _ = _full_frame()
+    frame = LungFrame()
+    for already_framed in (image[60:460, 40:480], image[::2, ::2]):
+        height, width = already_framed.shape
+        assert frame.box(already_framed) == CropBox(0, height, 0, width)
+    no_lungs = np.full((512, 512), 0.9, dtype=np.float32)
+    assert frame.box(no_lungs) == CropBox(0, 512, 0, 512)
+
+
+def test_lung_frame_on_real_slices() -> None:
+    """Inf-Net's crops stay whole; MedSeg's full frames shrink to their lungs' box."""
+    crops = load_dataset(shared("infnet-covid-semiseg")).samples
+    frames = load_dataset(shared("medseg-covid19-100")).samples
+    frame = LungFrame()
+    assert all(frame.box(s.image) == CropBox(0, s.image.shape[0], 0, s.image.shape[1])
+               for s in crops)
+    boxes = [frame.box(s.image) for s in frames]
+    shares = [(b.bottom - b.top) * (b.right - b.left) / s.image.size for b, s in zip(boxes, frames)]
+    kept = [b.crop(s.mask > 0).sum() / max(1, (s.mask > 0).sum()) for b, s in zip(boxes, frames)]
+    assert np.median(shares) < 0.8
+    assert np.mean(np.array(kept) > 0.9) > 0.8
+
+
+def test_runs_record_their_framing(tmp_path: Path, synthetic_folder: Path) -> None:
+    tiny = {"model": "unet", "epochs": 1, "size": 64, "batch_size": 4, "model_options": {"width": 4}}
+    api.train(synthetic_folder, tmp_path / "framed", **tiny)
+    api.train(synthetic_folder, tmp_path / "plain", frame_lungs=False, **tiny)
+    framed = Predictor.load(tmp_path / "framed")
+    assert framed.frame == LungFrame()
+    assert Predictor.load(tmp_path / "plain").frame is None
+    image, _, _ = _full_frame()
+    box = framed.frame.box(image)
+    probs = framed.predict_probabilities([image])[0]
+    assert probs.shape == (1, 512, 512)
+    outside = np.ones(image.shape, dtype=bool)
+    outside[box.top:box.bottom, box.left:box.right] = False
+    assert probs[0][outside].max() == 0.0 and probs[0][~outside].max() > 0.0

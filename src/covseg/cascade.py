@@ -1,10 +1,14 @@
-"""Lung + infection cascade: the lungs guide the infection model.
+"""Lung + infection cascade: the lungs guide the infection model, or frame its input.
 
 The infection model sees two channels, the CT slice and a lung mask, and may see only the
 lungs' bounding box (plus a margin), letterboxed to its canvas; its output is pasted back into
 the full slice, so the crop is undone exactly. The lung mask comes from a trained lung model
 (``covseg train DATA --target lung``) or, without one, from HU thresholding
 (:func:`covseg.lungs.segment_lungs` on the slice mapped back to HU through the lung window).
+
+Without a lung channel, :class:`LungFrame` gives whole CT frames the framing of Inf-Net's
+slices: cut to the lungs' bounding box and stretched to the box's own grey range. A model
+trained on lung crops then sees full 512x512 frames as it saw its training slices.
 """
 
 from __future__ import annotations
@@ -16,12 +20,17 @@ from functools import cached_property
 import numpy as np
 
 from covseg.errors import CovsegError
-from covseg.lungs import segment_lungs
+from covseg.lungs import lung_air, segment_lungs
 from covseg.transforms import LUNG_WINDOW
 
 THRESHOLD = "threshold"
 MARGIN = 0.08
 """Crop margin around the lungs, as a fraction of the slice's longer side."""
+FULL_FRAME = 512
+"""CT slices are reconstructed as square matrices of at least this size; a smaller or
+non-square slice is taken as already cropped (Inf-Net's slices are lung boxes of 153-507 px)."""
+MIN_LUNG_SHARE = 0.02
+"""Below this share of the frame, thresholded lungs are too little to frame on (apex, base)."""
 
 
 @dataclass(frozen=True)
@@ -98,3 +107,53 @@ class LungGuide:
         if not meta:
             return None
         return cls(str(meta["source"]), bool(meta["crop"]), tuple(meta["window"]))  # type: ignore[arg-type]
+
+
+def stretch(image: np.ndarray) -> np.ndarray:
+    """Rescale a slice to span [0, 1], as Inf-Net's exported crops do."""
+    low, high = float(image.min()), float(image.max())
+    if high - low < 1e-6:
+        return image.astype(np.float32)
+    return ((image - low) / (high - low)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class LungFrame:
+    """Frame whole CT slices to their lungs, as the Inf-Net slices are; leave crops as they are."""
+
+    window: tuple[float, float] = LUNG_WINDOW
+
+    def box(self, image: np.ndarray) -> CropBox:
+        """The thresholded lungs' bounding box of a full frame; the whole slice otherwise.
+
+        The lungs are found at half resolution (a box needs no more, and it keeps the step at a
+        few milliseconds per slice).
+        """
+        height, width = image.shape
+        whole = CropBox(0, height, 0, width)
+        if height != width or height < FULL_FRAME:
+            return whole
+        low, high = self.window
+        lungs = lung_air(low + image[::2, ::2] * (high - low))
+        if lungs.mean() < MIN_LUNG_SHARE:
+            return whole
+        half = lung_box(lungs, margin=0.0)
+        return CropBox(2 * half.top, min(height, 2 * half.bottom),
+                       2 * half.left, min(width, 2 * half.right))
+
+    def prepare(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, CropBox]]:
+        """(1, h, w) model inputs, framed and stretched, and the box each came from."""
+        prepared = []
+        for image in images:
+            box = self.box(image)
+            prepared.append((stretch(box.crop(image))[None], box))
+        return prepared
+
+    def to_meta(self) -> dict[str, object]:
+        return {"window": list(self.window)}
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, object] | None) -> LungFrame | None:
+        if not meta:
+            return None
+        return cls(tuple(meta["window"]))  # type: ignore[arg-type]

@@ -73,6 +73,9 @@ def _add_train_options(parser: argparse.ArgumentParser, single_model: bool = Tru
                         help="cascade: add a lung channel from HU thresholding or a lung model run")
     parser.add_argument("--crop-lungs", action="store_true",
                         help="cascade: crop to the lungs' box before the infection model")
+    parser.add_argument("--frame-lungs", action=argparse.BooleanOptionalAction,
+                        default=DEFAULTS.frame_lungs,
+                        help="cut whole CT frames to their lungs' box, as Inf-Net's slices are")
     parser.add_argument("--test-flips", action=argparse.BooleanOptionalAction,
                         default=DEFAULTS.test_flips,
                         help="predict as the mean with the left-right mirrored slice by default")
@@ -89,7 +92,8 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed, "augment": args.augment, "loss": args.loss,
         "val_fraction": args.val_fraction, "intensity": args.intensity,
         "window": tuple(args.window), "lung_guide": args.lung_guide,
-        "crop_lungs": args.crop_lungs, "test_flips": args.test_flips, "threshold": args.threshold,
+        "crop_lungs": args.crop_lungs, "frame_lungs": args.frame_lungs,
+        "test_flips": args.test_flips, "threshold": args.threshold,
     }
 
 

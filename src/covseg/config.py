@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from covseg.cascade import LungGuide
+from covseg.cascade import LungFrame, LungGuide
 from covseg.transforms import LUNG_WINDOW
 
 
@@ -37,6 +37,9 @@ class TrainConfig:
     """``none``, ``threshold`` or a lung-model run folder: adds a lung channel (the cascade)."""
     crop_lungs: bool = False
     """With a lung guide: train and predict on the lungs' bounding box only."""
+    frame_lungs: bool = True
+    """Without a lung guide: cut whole CT frames (square, >= 512 px) to their thresholded lungs
+    and stretch their grey range, as Inf-Net's slices are, in training and prediction alike."""
     test_flips: bool = True
     """Predict by default as the mean of the slice's and its left-right mirror's probabilities."""
     threshold: float = 0.4
@@ -47,6 +50,12 @@ class TrainConfig:
         if self.lung_guide == "none":
             return None
         return LungGuide(self.lung_guide, self.crop_lungs, self.window)
+
+    def frame(self) -> LungFrame | None:
+        """The lung framing of whole CT frames, or None (off, or the cascade crops instead)."""
+        if not self.frame_lungs or self.lung_guide != "none":
+            return None
+        return LungFrame(self.window)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from covseg.cascade import CropBox, LungGuide
+from covseg.cascade import CropBox, LungFrame, LungGuide
 from covseg.checkpoint import load_checkpoint, model_from_checkpoint
 from covseg.transforms import LUNG_WINDOW, Letterbox
 
@@ -29,6 +29,8 @@ class Predictor:
     batch_size: int = 8
     tta: bool = False
     guide: LungGuide | None = None
+    frame: LungFrame | None = None
+    """Whole CT frames cut to their lungs first (runs trained with ``frame_lungs``)."""
     threshold: float = 0.5
     """Binary models: infection where the probability reaches this."""
     channels_last: bool = True
@@ -69,7 +71,8 @@ class Predictor:
         return cls(network, meta["num_classes"], meta["size"], meta.get("intensity", "auto"),
                    tuple(meta.get("window", LUNG_WINDOW)), batch_size,
                    bool(meta.get("test_flips", False)) if tta is None else tta,
-                   LungGuide.from_meta(meta.get("lung_guide")), float(meta.get("threshold", 0.5)))
+                   LungGuide.from_meta(meta.get("lung_guide")),
+                   LungFrame.from_meta(meta.get("lung_frame")), float(meta.get("threshold", 0.5)))
 
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits) if self.num_classes == 2 else torch.softmax(logits, dim=1)
@@ -96,7 +99,7 @@ class Predictor:
         """
         out: list[np.ndarray] = []
         for index in self._batches(images):
-            inputs = model_inputs([images[i] for i in index], self.guide)
+            inputs = model_inputs([images[i] for i in index], self.guide or self.frame)
             boxes = [Letterbox(*array.shape[-2:], self.size) for array, _ in inputs]
             canvas = torch.stack([box.forward(array) for box, (array, _) in zip(boxes, inputs)])
             probs = self._forward(canvas)
@@ -115,12 +118,13 @@ class Predictor:
         return [self.labels_from_probabilities(p) for p in self.predict_probabilities(images)]
 
 
-def model_inputs(images: Sequence[np.ndarray], guide: LungGuide | None
+def model_inputs(images: Sequence[np.ndarray], prepare: LungGuide | LungFrame | None
                  ) -> list[tuple[np.ndarray, CropBox]]:
-    """(C, h, w) network inputs and the crop they came from: the slice alone, or the cascade's."""
-    if guide is None:
+    """(C, h, w) network inputs and the crop they came from: the slice alone, the cascade's
+    (slice + lungs) or the lung-framed slice."""
+    if prepare is None:
         return [(image[None], CropBox(0, image.shape[0], 0, image.shape[1])) for image in images]
-    return guide.prepare(images)
+    return prepare.prepare(images)
 
 
 def output_name(path: Path) -> str:

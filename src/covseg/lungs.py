@@ -58,6 +58,18 @@ def segment_lungs(hu: np.ndarray, affine: np.ndarray | None = None, *,
     return labels[0] if flat else labels
 
 
+def lung_air(hu: np.ndarray, *, threshold: float = LUNG_THRESHOLD_HU, gas_hu: float = GAS_HU,
+             min_fraction: float = 0.2) -> np.ndarray:
+    """Boolean lung mask of a CT in HU, without the right/left split or hole filling.
+
+    The quick part of :func:`segment_lungs`, for where only the lungs' extent matters.
+    """
+    volume, flat = _as_volume(hu, "CT")
+    inside, _ = _inside_body_air(volume, threshold)
+    mask = _lung_components(inside, volume, gas_hu, min_fraction)
+    return mask[0] if flat else mask
+
+
 def split_lungs(mask: np.ndarray, affine: np.ndarray | None = None) -> np.ndarray:
     """Split a binary lung mask (e.g. from a model) into 1 = right, 2 = left lung.
 

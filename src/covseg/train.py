@@ -27,7 +27,7 @@ from monai.networks.utils import one_hot
 from torch import nn
 from tqdm import tqdm
 
-from covseg.cascade import LungGuide
+from covseg.cascade import LungFrame, LungGuide
 from covseg.checkpoint import load_checkpoint, save_checkpoint
 from covseg.config import TrainConfig
 from covseg.data.layouts import CLASS_NAMES, LoadedData, Sample
@@ -44,14 +44,14 @@ from covseg.transforms import Letterbox, augmentation
 from covseg.viz import training_curves
 
 
-def canvas_items(samples: Sequence[Sample], size: int, guide: LungGuide | None = None
-                 ) -> list[dict[str, torch.Tensor]]:
+def canvas_items(samples: Sequence[Sample], size: int,
+                 prepare: LungGuide | LungFrame | None = None) -> list[dict[str, torch.Tensor]]:
     """Letterbox every sample once to the training canvas (image bilinear/area, mask nearest).
 
     With a lung guide the image gains a lung channel and, when cropping, image and mask are
-    cut to the lungs' box first.
+    cut to the lungs' box first; with a lung frame, full frames are cut to the lungs' box.
     """
-    inputs = model_inputs([s.image for s in samples], guide)
+    inputs = model_inputs([s.image for s in samples], prepare)
     items = []
     for sample, (image, crop) in zip(samples, inputs, strict=True):
         box = Letterbox(*image.shape[-2:], size)
@@ -93,10 +93,11 @@ def _validate(model: nn.Module, loss_fn: nn.Module, items: list[dict[str, torch.
 
 
 def _meta(config: TrainConfig, num_classes: int) -> dict[str, Any]:
-    guide = config.guide()
+    guide, frame = config.guide(), config.frame()
     return {
         "model": config.model, "model_options": dict(config.model_options),
         "in_channels": 1 + (guide is not None), "lung_guide": guide.to_meta() if guide else None,
+        "lung_frame": frame.to_meta() if frame else None,
         "num_classes": num_classes, "size": config.size, "intensity": config.intensity,
         "window": list(config.window), "target": config.target,
         "test_flips": config.test_flips, "threshold": config.threshold,
@@ -164,8 +165,9 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
                       parameters=parameter_count(model))
 
     transform = augmentation(config.augment)
-    train_items = canvas_items(train_samples, config.size, guide)
-    val_items = canvas_items(val_samples, config.size, guide)
+    prepare = guide or config.frame()
+    train_items = canvas_items(train_samples, config.size, prepare)
+    val_items = canvas_items(val_samples, config.size, prepare)
     loader = DataLoader(Dataset(train_items, transform=transform), batch_size=config.batch_size,
                         shuffle=True, drop_last=len(train_items) > config.batch_size, num_workers=0)
 

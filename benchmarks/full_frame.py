@@ -1,0 +1,73 @@
+"""Score Inf-Net cross-validation models on the full 512x512 frames of their held-out slices.
+
+    python benchmarks/full_frame.py INFNET_DATA MEDSEG_DATA RUN [RUN ...] [--json out.json]
+
+Inf-Net's 50 training slices are MedSeg slices cropped to the lungs (and transposed); the
+MedSeg folder holds the same slices as full 512x512 frames, with the body wall, the table and
+the air around the body. A model trained on the crops is scored here on both framings of the
+slices its fold held out (Inf-Net id N = MedSeg slice N), each with the run's own prediction
+recipe (test-time flip, threshold, lung framing), so that a user feeding whole CT slices knows
+what to expect. ``--frame-lungs`` adds the lung framing to runs trained before it existed: on
+Inf-Net's crops it changes nothing (they are not square 512 px frames, and already span 0-255),
+so such a run's models are exactly what the current recipe trains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from cv_posthoc import fold_cases
+
+from covseg.cascade import LungFrame
+from covseg.data.layouts import load_dataset
+from covseg.infer import Predictor
+from covseg.metrics import dice
+
+
+def medseg_id(infnet_case: str) -> str:
+    """``infnet_12`` -> ``medseg_0012``: the Inf-Net file id is the MedSeg slice index."""
+    return f"medseg_{int(infnet_case.rsplit('_', 1)[1]):04d}"
+
+
+def score_run(run: Path, crops: dict, frames: dict, frame_lungs: bool) -> dict[str, list[float]]:
+    """Per-slice Dice of each fold model on its held-out slices, cropped and full-frame."""
+    rows: dict[str, list[float]] = {"cropped": [], "full_frame": []}
+    for k, cases in enumerate(fold_cases(run)):
+        predictor = Predictor.load(run / f"fold_{k}")
+        if frame_lungs and predictor.guide is None:
+            predictor.frame = predictor.frame or LungFrame(predictor.window)
+        for framing, samples in (("cropped", [crops[c] for c in cases]),
+                                 ("full_frame", [frames[medseg_id(c)] for c in cases])):
+            masks = predictor.predict_labels([s.image for s in samples])
+            rows[framing] += [dice(m, (s.mask > 0).astype(np.uint8))
+                              for m, s in zip(masks, samples, strict=True)]
+        print(f"{run.name}: fold {k} scored", file=sys.stderr)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("infnet", help="the Inf-Net COVID-SemiSeg folder the runs trained on")
+    parser.add_argument("medseg", help="the MedSeg folder with the same slices as full frames")
+    parser.add_argument("runs", nargs="+", type=Path, help="covseg cv output folders")
+    parser.add_argument("--frame-lungs", action="store_true",
+                        help="frame full slices to their lungs even if the run predates framing")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    crops = {s.case_id: s for s in load_dataset(args.infnet).samples}
+    frames = {s.case_id: s for s in load_dataset(args.medseg).samples}
+    results = {run.name: score_run(run, crops, frames, args.frame_lungs) for run in args.runs}
+    print(f"{'run':<24} {'cropped':>8} {'full frame':>11}  (mean per-slice Dice)")
+    for name, rows in results.items():
+        print(f"{name:<24} {np.mean(rows['cropped']):>8.4f} {np.mean(rows['full_frame']):>11.4f}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
