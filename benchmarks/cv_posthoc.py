@@ -9,7 +9,8 @@ all held-out slices (and over folds) is printed for each variant:
 
 - checkpoint: ``best.pt`` (validation-selected) or ``last.pt`` (final epoch; the same model
   when the run kept no validation slices);
-- test-time flips: none, left-right, left-right + up-down (probabilities averaged);
+- test-time views: none, left-right flip, both flips, transpose, flip + transpose
+  (probabilities averaged);
 - ensembles: the probability average of the given runs' fold models;
 - post-processing: dropping connected components under a share of the slice, filling holes.
 """
@@ -31,34 +32,49 @@ from covseg.infer import Predictor
 from covseg.metrics import dice
 from covseg.models.ensemble import average_as_logits
 
-Flips = tuple[tuple[int, ...], ...]
-FLIPS: dict[str, Flips] = {"none": ((),), "lr": ((), (3,)), "lr+ud": ((), (3,), (2,), (2, 3))}
+View = tuple[str, ...]
+"""Operations applied in order: "lr" mirrors columns, "ud" mirrors rows, "t" transposes."""
+VIEWS: dict[str, tuple[View, ...]] = {
+    "none": ((),), "lr": ((), ("lr",)), "lr+ud": ((), ("lr",), ("ud",), ("lr", "ud")),
+    "t": ((), ("t",)), "lr+t": ((), ("lr",), ("t",), ("t", "lr")),
+}
+OPERATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "lr": lambda x: torch.flip(x, (3,)), "ud": lambda x: torch.flip(x, (2,)),
+    "t": lambda x: x.transpose(2, 3),
+}
 
 
-class FlipAveraged:
-    """A network whose output is the mean of its outputs over flipped copies of the input."""
+def _apply(batch: torch.Tensor, view: Sequence[str]) -> torch.Tensor:
+    for name in view:
+        batch = OPERATIONS[name](batch)
+    return batch
 
-    def __init__(self, network: Callable[[torch.Tensor], torch.Tensor], flips: Flips) -> None:
-        self.network, self.flips = network, flips
 
-    def eval(self) -> FlipAveraged:
+class ViewAveraged:
+    """A network whose output is the mean of its outputs over views of the input, each mapped
+    back (every operation is its own inverse, so a view is undone in reverse order)."""
+
+    def __init__(self, network: Callable[[torch.Tensor], torch.Tensor], views: tuple[View, ...]
+                 ) -> None:
+        self.network, self.views = network, views
+
+    def eval(self) -> ViewAveraged:
         return self
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        outs = [self.network(torch.flip(batch, dims) if dims else batch) for dims in self.flips]
+        outs = [_apply(self.network(_apply(batch, v).contiguous()), v[::-1]) for v in self.views]
         # back to logits, as Predictor applies the sigmoid itself
-        return average_as_logits([torch.flip(o, dims) if dims else o
-                                  for dims, o in zip(self.flips, outs)])
+        return average_as_logits(outs)
 
 
-def flip_probabilities(checkpoint: Path, images: Sequence[np.ndarray]
+def view_probabilities(checkpoint: Path, images: Sequence[np.ndarray]
                        ) -> dict[str, list[np.ndarray]]:
-    """Infection probabilities of ``images`` under each flip set, from one loaded model."""
+    """Infection probabilities of ``images`` under each set of views, from one loaded model."""
     predictor = Predictor.load(checkpoint, tta=False)
     network = predictor.model
     result = {}
-    for name, flips in FLIPS.items():
-        predictor.model = FlipAveraged(network, flips)
+    for name, views in VIEWS.items():
+        predictor.model = ViewAveraged(network, views)
         result[name] = [p[0] for p in predictor.predict_probabilities(images)]
     return result
 
@@ -115,15 +131,15 @@ def main(argv: list[str] | None = None) -> int:
         fold_of += [k] * len(samples)
         for run in args.runs:
             for checkpoint in checkpoints(run):
-                by_flips = flip_probabilities(run / f"fold_{k}" / checkpoint, images)
-                for flip_name, fold_probs in by_flips.items():
-                    probs.setdefault(f"{run.name}|{checkpoint}|{flip_name}", []).extend(fold_probs)
+                by_views = view_probabilities(run / f"fold_{k}" / checkpoint, images)
+                for view_name, fold_probs in by_views.items():
+                    probs.setdefault(f"{run.name}|{checkpoint}|{view_name}", []).extend(fold_probs)
         print(f"fold {k} predicted", file=sys.stderr)
     if len(args.runs) > 1:
         for checkpoint in set.intersection(*(set(checkpoints(r)) for r in args.runs)):
-            for flip_name in FLIPS:
-                members = [probs[f"{r.name}|{checkpoint}|{flip_name}"] for r in args.runs]
-                probs[f"ensemble|{checkpoint}|{flip_name}"] = [np.mean(ps, axis=0)
+            for view_name in VIEWS:
+                members = [probs[f"{r.name}|{checkpoint}|{view_name}"] for r in args.runs]
+                probs[f"ensemble|{checkpoint}|{view_name}"] = [np.mean(ps, axis=0)
                                                                for ps in zip(*members)]
     results = {}
     variants = [("", 0.0, False, 0.5), ("+fill", 0.0, True, 0.5),
