@@ -9,6 +9,7 @@ from PIL import Image
 
 from covseg import api
 from covseg.cascade import CropBox, LungFrame, LungGuide, lung_box
+from covseg.config import TrainConfig
 from covseg.data.layouts import load_dataset
 from covseg.data.synthetic import synthetic_slice
 from covseg.infer import Predictor
@@ -94,6 +95,14 @@ def test_lung_frame_on_real_slices() -> None:
     kept = [b.crop(s.mask > 0).sum() / max(1, (s.mask > 0).sum()) for b, s in zip(boxes, frames)]
     assert np.median(shares) < 0.8
     assert np.mean(np.array(kept) > 0.9) > 0.8
+
+
+def test_only_plain_infection_models_frame() -> None:
+    assert TrainConfig().frame() == LungFrame()
+    assert TrainConfig(target="multiclass").frame() == LungFrame()
+    assert TrainConfig(target="lung").frame() is None
+    assert TrainConfig(lung_guide="threshold").frame() is None
+    assert TrainConfig(frame_lungs=False).frame() is None
 
 
 def test_runs_record_their_framing(tmp_path: Path, synthetic_folder: Path) -> None:

@@ -38,8 +38,9 @@ class TrainConfig:
     crop_lungs: bool = False
     """With a lung guide: train and predict on the lungs' bounding box only."""
     frame_lungs: bool = True
-    """Without a lung guide: cut whole CT frames (square, >= 512 px) to their thresholded lungs
-    and stretch their grey range, as Inf-Net's slices are, in training and prediction alike."""
+    """Infection models without a lung guide: cut whole CT frames (square, >= 512 px) to their
+    thresholded lungs and stretch their grey range, as Inf-Net's slices are, in training and
+    prediction alike. Lung models never frame (the frame would come from the lungs they find)."""
     test_flips: bool = True
     """Predict by default as the mean of the slice's and its left-right mirror's probabilities."""
     threshold: float = 0.4
@@ -52,8 +53,9 @@ class TrainConfig:
         return LungGuide(self.lung_guide, self.crop_lungs, self.window)
 
     def frame(self) -> LungFrame | None:
-        """The lung framing of whole CT frames, or None (off, or the cascade crops instead)."""
-        if not self.frame_lungs or self.lung_guide != "none":
+        """The lung framing of whole CT frames, or None (off, a lung model, or the cascade
+        crops instead)."""
+        if not self.frame_lungs or self.lung_guide != "none" or self.target == "lung":
             return None
         return LungFrame(self.window)
 

@@ -117,7 +117,8 @@ def _inside_body_air(volume: np.ndarray, threshold: float) -> tuple[np.ndarray, 
     """
     inside = np.zeros(volume.shape, dtype=bool)
     centres = np.full((volume.shape[0], 2), np.nan)
-    for k in tqdm(range(volume.shape[0]), desc="lungs", unit="slice", leave=False):
+    for k in tqdm(range(volume.shape[0]), desc="lungs", unit="slice", leave=False,
+                  disable=volume.shape[0] == 1):
         air = volume[k] < threshold
         components, _ = ndimage.label(air)
         edge = np.unique(np.concatenate(
