@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+from monai.transforms import ScaleIntensity
 
 from covseg.errors import CovsegError
 from covseg.lungs import lung_air, segment_lungs
@@ -31,6 +32,8 @@ FULL_FRAME = 512
 non-square slice is taken as already cropped (Inf-Net's slices are lung boxes of 153-507 px)."""
 MIN_LUNG_SHARE = 0.02
 """Below this share of the frame, thresholded lungs are too little to frame on (apex, base)."""
+_STRETCH = ScaleIntensity(minv=0.0, maxv=1.0, dtype=np.float32)
+"""Min-max to [0, 1], as Inf-Net's exported crops are (a constant slice becomes zeros)."""
 
 
 @dataclass(frozen=True)
@@ -109,14 +112,6 @@ class LungGuide:
         return cls(str(meta["source"]), bool(meta["crop"]), tuple(meta["window"]))  # type: ignore[arg-type]
 
 
-def stretch(image: np.ndarray) -> np.ndarray:
-    """Rescale a slice to span [0, 1], as Inf-Net's exported crops do."""
-    low, high = float(image.min()), float(image.max())
-    if high - low < 1e-6:
-        return image.astype(np.float32)
-    return ((image - low) / (high - low)).astype(np.float32)
-
-
 @dataclass(frozen=True)
 class LungFrame:
     """Frame whole CT slices to their lungs, as the Inf-Net slices are; leave crops as they are."""
@@ -146,7 +141,7 @@ class LungFrame:
         prepared = []
         for image in images:
             box = self.box(image)
-            prepared.append((stretch(box.crop(image))[None], box))
+            prepared.append((np.asarray(_STRETCH(box.crop(image)[None])), box))
         return prepared
 
     def to_meta(self) -> dict[str, object]:
