@@ -51,8 +51,7 @@ def segment_lungs(hu: np.ndarray, affine: np.ndarray | None = None, *,
     """
     volume, flat = _as_volume(hu, "CT")
     affine = _check_affine(affine)
-    inside, centres = _inside_body_air(volume, threshold)
-    mask = _lung_components(inside, volume, gas_hu, min_fraction)
+    mask, centres = _lung_air_and_centres(volume, threshold, gas_hu, min_fraction)
     labels = _split(mask, affine, centres)
     _fill_each_lung(labels)
     return labels[0] if flat else labels
@@ -65,9 +64,15 @@ def lung_air(hu: np.ndarray, *, threshold: float = LUNG_THRESHOLD_HU, gas_hu: fl
     The quick part of :func:`segment_lungs`, for where only the lungs' extent matters.
     """
     volume, flat = _as_volume(hu, "CT")
-    inside, _ = _inside_body_air(volume, threshold)
-    mask = _lung_components(inside, volume, gas_hu, min_fraction)
+    mask, _ = _lung_air_and_centres(volume, threshold, gas_hu, min_fraction)
     return mask[0] if flat else mask
+
+
+def _lung_air_and_centres(volume: np.ndarray, threshold: float, gas_hu: float,
+                          min_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """The lung-like inside air of a (z, y, x) volume and each slice's body centre."""
+    inside, centres = _inside_body_air(volume, threshold)
+    return _lung_components(inside, volume, gas_hu, min_fraction), centres
 
 
 def split_lungs(mask: np.ndarray, affine: np.ndarray | None = None) -> np.ndarray:
