@@ -276,10 +276,21 @@ def remove_outside_lungs(lesions: np.ndarray, lungs: np.ndarray, spacing: Sequen
     if margin_mm < 0:
         raise CovsegError(f"the lung margin must be >= 0 mm, got {margin_mm}")
     out = lesion_volume.copy()
+    # Only lung pixels within the margin of an outside lesion matter, so the distance maps are
+    # computed in the in-plane box of all outside lesions grown by the margin: exact, and most
+    # studies' box is a small part of the slice.
+    footprint = np.zeros(out.shape[1:], dtype=bool)
+    for lesion_plane, lung_plane in zip(lesion_volume, lung_volume, strict=True):
+        footprint |= (lesion_plane > 0) & (lung_plane == 0)
+    rows_cols = _bounding_box(footprint, [int(np.ceil(margin_mm / step)) + 1
+                                          for step in spacing[1:]])
+    if rows_cols is None:
+        return out[0] if flat else out
     reach = int(margin_mm // spacing[0])
     squared: dict[int, np.ndarray | None] = {}
     for k in range(len(out)):
-        outside = (out[k] > 0) & (lung_volume[k] == 0)
+        plane = out[k][rows_cols]
+        outside = (plane > 0) & (lung_volume[k][rows_cols] == 0)
         if not outside.any():
             continue
         for old in [key for key in squared if key < k - reach]:
@@ -287,11 +298,11 @@ def remove_outside_lungs(lesions: np.ndarray, lungs: np.ndarray, spacing: Sequen
         best = np.full(outside.shape, np.inf, dtype=np.float32)
         for near in range(max(0, k - reach), min(len(out), k + reach + 1)):
             if near not in squared:
-                squared[near] = _squared_distance(lung_volume[near], spacing[1:])
+                squared[near] = _squared_distance(lung_volume[near][rows_cols], spacing[1:])
             if squared[near] is not None:
                 dz2 = np.float32(((near - k) * spacing[0]) ** 2)
                 np.minimum(best, squared[near] + dz2, out=best)
-        out[k][outside & (best > margin_mm**2)] = 0
+        plane[outside & (best > margin_mm**2)] = 0
     return out[0] if flat else out
 
 
