@@ -138,11 +138,12 @@ class LungFrame:
 
     def prepare(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, CropBox]]:
         """(1, h, w) model inputs, framed and stretched, and the box each came from."""
-        prepared = []
-        for image in images:
-            box = self.box(image)
-            prepared.append((np.asarray(_STRETCH(box.crop(image)[None])), box))
-        return prepared
+        return [self.cut(image, self.box(image)) for image in images]
+
+    @staticmethod
+    def cut(image: np.ndarray, box: CropBox) -> tuple[np.ndarray, CropBox]:
+        """The (1, h, w) model input of ``image`` framed to ``box``, and the box."""
+        return np.asarray(_STRETCH(box.crop(image)[None])), box
 
     def to_meta(self) -> dict[str, object]:
         return {"window": list(self.window)}

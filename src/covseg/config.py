@@ -20,7 +20,7 @@ class TrainConfig:
     model: str = "miniseg"
     model_options: dict[str, Any] = field(default_factory=dict)
     target: str = "infection"
-    epochs: int = 120
+    epochs: int = 240
     batch_size: int = 4
     lr: float = 2e-3
     weight_decay: float = 1e-4

@@ -1,0 +1,138 @@
+"""How much the lung box of the framing costs on whole frames: covseg's box against Inf-Net's own.
+
+    python benchmarks/lung_box.py INFNET_DATA MEDSEG_DATA RUN [--grow 0.05 0.25] [--json out.json]
+
+RUN is a ``covseg cv`` folder trained on the Inf-Net slices with lung framing. Each fold model
+predicts the whole MedSeg frames of the slices its fold held out, cut to:
+
+- ``thresholded``: covseg's box (the thresholded lungs, what ``covseg predict`` uses);
+- ``infnet``: Inf-Net's own crop box, recovered by matching each Inf-Net mask (transposed) inside
+  its MedSeg mask: the best a box can do for these models;
+- ``grow S``: covseg's box, grown by 12 % of its size on every side where the predicted
+  infection covers more than a share S of the box edge, up to three times (a way to recover
+  consolidation against the chest wall, which the threshold leaves outside the box).
+
+Prints the mean per-slice Dice of each box and how far the boxes differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from cv_posthoc import fold_cases
+from full_frame import medseg_id
+
+from covseg.cascade import CropBox, LungFrame
+from covseg.data.layouts import Sample, load_dataset
+from covseg.infer import Predictor
+from covseg.metrics import dice
+
+GROW_STEP = 0.12
+EDGE_BAND = 0.03
+
+
+def infnet_box(crop: Sample, frame: Sample) -> CropBox:
+    """Where Inf-Net cut ``crop`` out of ``frame``: the crops are transposed and not resized, so
+    the offset of their masks' corners is the offset of the crop."""
+    crop_mask = (crop.mask > 0).T
+    rows, cols = np.nonzero(crop_mask)
+    frame_rows, frame_cols = np.nonzero(frame.mask > 0)
+    top, left = int(frame_rows.min() - rows.min()), int(frame_cols.min() - cols.min())
+    return CropBox(top, top + crop_mask.shape[0], left, left + crop_mask.shape[1])
+
+
+class FixedBoxes:
+    """A lung framing with given boxes (looked up by image identity)."""
+
+    def __init__(self, images: Sequence[np.ndarray], boxes: Sequence[CropBox]) -> None:
+        self.boxes = {id(image): box for image, box in zip(images, boxes, strict=True)}
+
+    def prepare(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, CropBox]]:
+        return [LungFrame.cut(image, self.boxes[id(image)]) for image in images]
+
+
+def predict(predictor: Predictor, images: list[np.ndarray], boxes: list[CropBox]
+            ) -> list[np.ndarray]:
+    predictor.frame = FixedBoxes(images, boxes)  # type: ignore[assignment]
+    return [p[0] for p in predictor.predict_probabilities(images)]
+
+
+def grown(box: CropBox, probability: np.ndarray, threshold: float, share: float,
+          size: tuple[int, int]) -> CropBox:
+    """``box`` grown on each side whose edge band holds infection along more than ``share``."""
+    inside = box.crop(probability) >= threshold
+    height, width = inside.shape
+    band_rows, band_cols = max(2, round(EDGE_BAND * height)), max(2, round(EDGE_BAND * width))
+    step_rows, step_cols = round(GROW_STEP * height), round(GROW_STEP * width)
+    top, bottom, left, right = box.top, box.bottom, box.left, box.right
+    if inside[:band_rows].any(0).mean() > share:
+        top = max(0, top - step_rows)
+    if inside[-band_rows:].any(0).mean() > share:
+        bottom = min(size[0], bottom + step_rows)
+    if inside[:, :band_cols].any(1).mean() > share:
+        left = max(0, left - step_cols)
+    if inside[:, -band_cols:].any(1).mean() > share:
+        right = min(size[1], right + step_cols)
+    return CropBox(top, bottom, left, right)
+
+
+def grow_boxes(predictor: Predictor, images: list[np.ndarray], boxes: list[CropBox],
+               share: float) -> list[CropBox]:
+    for _ in range(3):
+        probabilities = predict(predictor, images, boxes)
+        new = [grown(b, p, predictor.threshold, share, i.shape)
+               for b, p, i in zip(boxes, probabilities, images, strict=True)]
+        if new == boxes:
+            break
+        boxes = new
+    return boxes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("infnet")
+    parser.add_argument("medseg")
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--grow", type=float, nargs="*", default=[0.05, 0.25],
+                        help="edge shares that grow the box (see above)")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    crops = {s.case_id: s for s in load_dataset(args.infnet).samples}
+    frames = {s.case_id: s for s in load_dataset(args.medseg).samples}
+    scores: dict[str, list[float]] = {}
+    edge_gap: list[list[int]] = []
+    for k, cases in enumerate(fold_cases(args.run)):
+        predictor = Predictor.load(args.run / f"fold_{k}")
+        samples = [frames[medseg_id(c)] for c in cases]
+        images = [s.image for s in samples]
+        truths = [(s.mask > 0).astype(np.uint8) for s in samples]
+        thresholded = [LungFrame().box(image) for image in images]
+        variants = {"thresholded": thresholded,
+                    "infnet": [infnet_box(crops[c], s) for c, s in zip(cases, samples, strict=True)]}
+        variants |= {f"grow {share}": grow_boxes(predictor, images, thresholded, share)
+                     for share in args.grow}
+        edge_gap += [[int(a.top - b.top), int(a.bottom - b.bottom), int(a.left - b.left),
+                      int(a.right - b.right)]
+                     for a, b in zip(thresholded, variants["infnet"], strict=True)]
+        for name, boxes in variants.items():
+            scores.setdefault(name, []).extend(
+                float(dice((p >= predictor.threshold).astype(np.uint8), t))
+                for p, t in zip(predict(predictor, images, boxes), truths, strict=True))
+        print(f"fold {k} scored", file=sys.stderr)
+    gap = np.abs(np.array(edge_gap))
+    print("thresholded vs Inf-Net box, mean |difference| in px (top, bottom, left, right): "
+          + ", ".join(f"{g:.1f}" for g in gap.mean(axis=0)))
+    for name, rows in scores.items():
+        print(f"{name:<12} whole-frame Dice {np.mean(rows):.4f}")
+    if args.json:
+        args.json.write_text(json.dumps({"dice": scores, "edge_gap": edge_gap}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
