@@ -200,7 +200,7 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
                         best_dice=best_dice, history=history, optimizer=optimizer.state_dict(),
                         scheduler=scheduler.state_dict())
         write_text(out / "log.csv", rows_to_csv(history))
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", dice=f"{row.get('val_dice', float('nan')):.3f}")
+        bar.set_postfix({key: f"{row[key]:.3f}" for key in ("train_loss", "val_dice") if key in row})
     bar.close()
     return _finish(out, config, data, history, val_samples)
 
