@@ -86,6 +86,12 @@ def test_cross_validation_writes_summary_report_and_box_plot(
     assert (tmp_path / "cv" / "dice_boxplot.png").is_file()
     per_case = (tmp_path / "cv" / "per_case.csv").read_text().splitlines()
     assert len(per_case) == 1 + 16
+    code, _, _ = _run(capsys, "cv", str(synthetic_folder), "--out", str(tmp_path / "cv"),
+                      "--folds", "2", "--epochs", "1", "--size", "64", "--batch-size", "4",
+                      "--model", "unet", "--model-option", "width=4", "--resume")
+    resumed = json.loads((tmp_path / "cv" / "summary.json").read_text())
+    assert code == 0 and summary["train_seconds"] > 0
+    assert resumed["train_seconds"] == summary["train_seconds"]
 
 
 def test_demo_api_runs_small(tmp_path: Path) -> None:
