@@ -73,9 +73,10 @@ def test_evaluate_perfect_prediction_on_real_masks(tmp_path: Path,
 
 def test_cross_validation_writes_summary_report_and_box_plot(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_folder: Path) -> None:
-    code, out, _ = _run(capsys, "cv", str(synthetic_folder), "--out", str(tmp_path / "cv"),
-                        "--folds", "2", "--epochs", "1", "--size", "64", "--batch-size", "4",
-                        "--model", "unet", "--model-option", "width=4")
+    cv_args = ["cv", str(synthetic_folder), "--out", str(tmp_path / "cv"), "--folds", "2",
+               "--epochs", "1", "--size", "64", "--batch-size", "4", "--model", "unet",
+               "--model-option", "width=4"]
+    code, out, _ = _run(capsys, *cv_args)
     assert code == 0 and "Dice" in out
     summary = json.loads((tmp_path / "cv" / "summary.json").read_text())
     assert len(summary["per_fold"]) == 2 and summary["synthetic"]
@@ -86,9 +87,7 @@ def test_cross_validation_writes_summary_report_and_box_plot(
     assert (tmp_path / "cv" / "dice_boxplot.png").is_file()
     per_case = (tmp_path / "cv" / "per_case.csv").read_text().splitlines()
     assert len(per_case) == 1 + 16
-    code, _, _ = _run(capsys, "cv", str(synthetic_folder), "--out", str(tmp_path / "cv"),
-                      "--folds", "2", "--epochs", "1", "--size", "64", "--batch-size", "4",
-                      "--model", "unet", "--model-option", "width=4", "--resume")
+    code, _, _ = _run(capsys, *cv_args, "--resume")
     resumed = json.loads((tmp_path / "cv" / "summary.json").read_text())
     assert code == 0 and summary["train_seconds"] > 0
     assert resumed["train_seconds"] == summary["train_seconds"]
