@@ -39,5 +39,7 @@ def test_compare_two_models_on_the_same_folds(tmp_path: Path, synthetic_folder: 
     candidate = result["models"][1]
     assert candidate["wilcoxon_vs_baseline"]["pairs"] == 16
     assert candidate["parameters"] > 0 and candidate["gflops_per_slice"] > 0
+    miniseg_summary = json.loads((tmp_path / "miniseg" / "summary.json").read_text())
+    assert candidate["train_seconds"] == miniseg_summary["train_seconds"] > 0
     assert (tmp_path / "comparison_boxplot.png").is_file()
     assert "paired Wilcoxon" in (tmp_path / "comparison.md").read_text()

@@ -83,7 +83,7 @@ def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
         per_case = _per_case_dice(out / _folder(spec))
         cost = profile_model(build_model(name, 1, data.num_classes, **options), size=512)
         dice_by_model[spec] = per_case
-        rows.append({"model": spec, "seconds": summary["seconds"], **cost,
+        rows.append({"model": spec, "train_seconds": summary["train_seconds"], **cost,
                      **{m: summary["mean_std_over_folds"][m] for m in COMPARED_METRICS}})
     baseline = specs[0]
     for row in rows:
@@ -121,7 +121,7 @@ def comparison_markdown(result: dict[str, Any]) -> str:
          "per-case Dice"),
         "",
         ("| model | Dice | IoU | sensitivity | precision | HD95 (px) | Δ Dice | better/worse "
-         "| p | params | GFLOPs/512² | CPU ms/512² | CV time (min) |"),
+         "| p | params | GFLOPs/512² | CPU ms/512² | CV training (min) |"),
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["models"]:
@@ -133,6 +133,6 @@ def comparison_markdown(result: dict[str, Any]) -> str:
                  for m in ("dice", "iou", "sensitivity", "precision", "hd95")]
         lines.append(f"| {row['model']} | " + " | ".join(cells) + f" | {delta} | {counts} | "
                      f"{p_value} | {row['parameters']:,} | {row['gflops_per_slice']:.1f} | "
-                     f"{row['cpu_ms_per_slice']:.0f} | {row['seconds'] / 60:.1f} |")
+                     f"{row['cpu_ms_per_slice']:.0f} | {row['train_seconds'] / 60:.1f} |")
     lines += ["", "![per-case Dice by model](comparison_boxplot.png)", ""]
     return "\n".join(lines)
