@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from covseg.errors import CovsegError
-from covseg.losses import LOSSES, build_loss
+from covseg.losses import BINARY_ONLY, LOSSES, build_loss
 
-CASES = [(name, k) for name in LOSSES for k in (2, 4) if not (name == "bce" and k == 4)]
+CASES = [(name, k) for name in LOSSES for k in (2, 4) if not (name in BINARY_ONLY and k == 4)]
 
 
 def labels(num_classes: int, seed: int = 0) -> torch.Tensor:
@@ -99,8 +99,25 @@ def test_focal_term_of_focal_dice_is_the_focal_loss(num_classes: int) -> None:
     assert float(focal_dice(logits, target)) == pytest.approx(focal, rel=1e-5)
 
 
+def test_structure_loss_weighs_errors_near_edges_more() -> None:
+    """The same number of wrong pixels costs more on a lesion's edge than far inside the
+    background, where the boundary weight is 1."""
+    target = torch.zeros(1, 1, 96, 96, dtype=torch.long)
+    target[..., 40:72, 40:72] = 1
+    right = (target.float() * 2 - 1) * 20
+    near_edge, far_away = right.clone(), right.clone()
+    near_edge[..., 36:40, 40:72] = 20
+    far_away[..., 0:4, 40:72] = 20
+    loss = build_loss("structure")
+    assert float(loss(near_edge, target)) > float(loss(far_away, target)) > 0
+
+
+@pytest.mark.parametrize("name", BINARY_ONLY)
+def test_binary_only_losses_refuse_multiclass(name: str) -> None:
+    with pytest.raises(CovsegError, match="binary"):
+        build_loss(name, num_classes=4)
+
+
 def test_errors() -> None:
     with pytest.raises(CovsegError):
         build_loss("no-such-loss")
-    with pytest.raises(CovsegError):
-        build_loss("bce", num_classes=4)

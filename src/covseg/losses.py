@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from monai.losses import DiceCELoss, DiceLoss, FocalLoss, TverskyLoss
 from torch import nn
 
 from covseg.errors import CovsegError
 
-LOSSES: tuple[str, ...] = ("bce", "dice", "bce+dice", "focal", "focal+dice", "tversky", "ce+dice")
+LOSSES: tuple[str, ...] = ("bce", "dice", "bce+dice", "focal", "focal+dice", "tversky", "ce+dice",
+                           "structure")
+BINARY_ONLY: tuple[str, ...] = ("bce", "structure")
 
 
 class _BinaryBCE(nn.Module):
@@ -20,6 +23,31 @@ class _BinaryBCE(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.bce(logits, target.float())
+
+
+class _StructureLoss(nn.Module):
+    """Inf-Net's (and F3Net's) boundary-weighted BCE + weighted IoU on a one-channel output.
+
+    Pixels whose label differs from their 31x31 neighbourhood mean (those near a lesion's edge)
+    weigh up to 6x. Written here because neither MONAI nor torch has it; it is the loss Inf-Net
+    trains with, in place of its edge branch's extra labels.
+    """
+
+    def __init__(self, kernel: int = 31) -> None:
+        super().__init__()
+        self.kernel = kernel
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        mask = target.float()
+        local_mean = F.avg_pool2d(mask, self.kernel, stride=1, padding=self.kernel // 2)
+        weight = 1 + 5 * (local_mean - mask).abs()
+        bce = F.binary_cross_entropy_with_logits(logits, mask, reduction="none")
+        weighted_bce = (weight * bce).sum((2, 3)) / weight.sum((2, 3))
+        prob = torch.sigmoid(logits)
+        inter = (weight * prob * mask).sum((2, 3))
+        union = (weight * (prob + mask)).sum((2, 3))
+        weighted_iou = 1 - (inter + 1) / (union - inter + 1)
+        return (weighted_bce + weighted_iou).mean()
 
 
 class _WeightedSum(nn.Module):
@@ -46,10 +74,12 @@ def build_loss(name: str, num_classes: int = 2, dice_weight: float = 1.0,
         raise CovsegError(f"unknown loss {name!r}; choose one of {LOSSES}")
     binary = num_classes == 2
     activation = {"sigmoid": True} if binary else {"softmax": True, "to_onehot_y": True}
+    if name in BINARY_ONLY and not binary:
+        raise CovsegError(f"loss {name!r} is binary; use ce+dice for multi-class targets")
     if name == "bce":
-        if not binary:
-            raise CovsegError("loss 'bce' is binary; use ce+dice for multi-class targets")
         return _BinaryBCE()
+    if name == "structure":
+        return _StructureLoss()
     if name == "dice":
         return DiceLoss(**activation)
     if name in ("bce+dice", "ce+dice"):
