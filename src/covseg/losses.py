@@ -29,8 +29,8 @@ class _StructureLoss(nn.Module):
     """Inf-Net's (and F3Net's) boundary-weighted BCE + weighted IoU on a one-channel output.
 
     Pixels whose label differs from their 31x31 neighbourhood mean (those near a lesion's edge)
-    weigh up to 6x. Written here because neither MONAI nor torch has it; it is the loss Inf-Net
-    trains with, in place of its edge branch's extra labels.
+    weigh up to 6x. Written here because neither MONAI nor torch has it; Inf-Net trains its
+    segmentation outputs with it.
     """
 
     def __init__(self, kernel: int = 31) -> None:
