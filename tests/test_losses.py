@@ -112,6 +112,13 @@ def test_structure_loss_weighs_errors_near_edges_more() -> None:
     assert float(loss(near_edge, target)) > float(loss(far_away, target)) > 0
 
 
+def test_structure_loss_box_mean_is_the_two_dimensional_mean() -> None:
+    mask = labels(2).float()
+    loss = build_loss("structure")
+    full = F.avg_pool2d(mask, 31, stride=1, padding=15)
+    assert torch.allclose(loss.box_mean(mask), full, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", BINARY_ONLY)
 def test_binary_only_losses_refuse_multiclass(name: str) -> None:
     with pytest.raises(CovsegError, match="binary"):

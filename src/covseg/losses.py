@@ -37,9 +37,15 @@ class _StructureLoss(nn.Module):
         super().__init__()
         self.kernel = kernel
 
+    def box_mean(self, mask: torch.Tensor) -> torch.Tensor:
+        """The zero-padded kernel x kernel mean, as two 1-D passes (15x fewer additions)."""
+        half = self.kernel // 2
+        rows = F.avg_pool2d(mask, (self.kernel, 1), stride=1, padding=(half, 0))
+        return F.avg_pool2d(rows, (1, self.kernel), stride=1, padding=(0, half))
+
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         mask = target.float()
-        local_mean = F.avg_pool2d(mask, self.kernel, stride=1, padding=self.kernel // 2)
+        local_mean = self.box_mean(mask)
         weight = 1 + 5 * (local_mean - mask).abs()
         bce = F.binary_cross_entropy_with_logits(logits, mask, reduction="none")
         weighted_bce = (weight * bce).sum((2, 3)) / weight.sum((2, 3))
