@@ -1,6 +1,6 @@
 """Re-score finished cross-validation runs with inference-time choices, without retraining.
 
-    python benchmarks/cv_posthoc.py DATA RUN [RUN ...] [--json out.json]
+    python benchmarks/cv_posthoc.py DATA RUN [RUN ...] [--json out.json] [--against VARIANT]
 
 Each RUN is a ``covseg cv`` output folder; runs given together must share their folds (same
 split seed), so that the same slices are held out of every model that predicts them. For every
@@ -13,6 +13,9 @@ all held-out slices (and over folds) is printed for each variant:
   (probabilities averaged);
 - ensembles: the probability average of the given runs' fold models;
 - post-processing: dropping connected components under a share of the slice, filling holes.
+
+``--against VARIANT`` (a name from the printed table) adds, for every variant, the paired
+two-sided Wilcoxon test on the per-slice Dice against that one (slices better / worse, p).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from covseg.compare import paired_wilcoxon
 from covseg.data.layouts import load_dataset
 from covseg.infer import Predictor
 from covseg.metrics import dice
@@ -114,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("data")
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--against", help="variant to test every other one against (paired)")
     args = parser.parse_args(argv)
     data = load_dataset(args.data)
     by_id = {s.case_id: s for s in data.samples}
@@ -141,21 +146,31 @@ def main(argv: list[str] | None = None) -> int:
                 members = [probs[f"{r.name}|{checkpoint}|{view_name}"] for r in args.runs]
                 probs[f"ensemble|{checkpoint}|{view_name}"] = [np.mean(ps, axis=0)
                                                                for ps in zip(*members)]
-    results = {}
+    results: dict[str, dict] = {}
+    per_slice: dict[str, dict[str, float]] = {}
     variants = [("", 0.0, False, 0.5), ("+fill", 0.0, True, 0.5),
                 ("+drop<0.1%", 0.001, False, 0.5), ("+drop<0.5%", 0.005, False, 0.5),
                 ("+t0.4", 0.0, False, 0.4), ("+t0.6", 0.0, False, 0.6)]
     for key, p in probs.items():
         for suffix, share, fill, threshold in variants:
             dice = np.array(dice_rows(p, truths, share, fill, threshold))
+            per_slice[key + suffix] = dict(zip(map(str, range(len(dice))), dice.tolist()))
             per_fold = [float(dice[np.array(fold_of) == k].mean()) for k in range(len(splits))]
             results[key + suffix] = {"mean": float(dice.mean()), "fold_std": float(np.std(per_fold, ddof=1)),
                                      "per_fold": per_fold}
+    if args.against:
+        if args.against not in per_slice:
+            sys.exit(f"--against {args.against!r}: no such variant; pick one from the table")
+        for key, r in results.items():
+            r["vs_against"] = paired_wilcoxon(per_slice[key], per_slice[args.against])
     width = max(map(len, results))
-    print(f"{'variant':<{width}}  mean Dice  std over folds  per fold")
+    print(f"{'variant':<{width}}  mean Dice  std over folds  per fold"
+          + ("                         better/worse  p" if args.against else ""))
     for key, r in results.items():
+        test = r.get("vs_against")
+        paired = f"  {test['cases_better']}/{test['cases_worse']}  {test['p_value']:.4f}" if test else ""
         print(f"{key:<{width}}  {r['mean']:.4f}     {r['fold_std']:.4f}          "
-              + " ".join(f"{d:.3f}" for d in r["per_fold"]))
+              + " ".join(f"{d:.3f}" for d in r["per_fold"]) + paired)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0

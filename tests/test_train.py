@@ -31,10 +31,12 @@ def test_run_folder_has_config_log_curves_checkpoints_and_metrics(tiny_run: Path
     assert len((tiny_run / "log.csv").read_text().strip().splitlines()) == 3
 
 
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
 def test_resume_after_interruption_matches_an_uninterrupted_run(
-        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
+        ema_decay: float) -> None:
     data = load_dataset(synthetic_folder)
-    config = TrainConfig(**TINY)
+    config = TrainConfig(**TINY, ema_decay=ema_decay)
     train_module.train(config, data, tmp_path / "straight", progress=False)
 
     real_save = train_module.save_checkpoint
@@ -58,11 +60,35 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(
         train_module.train(config, data, tmp_path / "killed", progress=False)
     train_module.train(config, data, tmp_path / "killed", resume=True, progress=False)
 
-    straight = load_checkpoint(tmp_path / "straight" / "last.pt")
     resumed = load_checkpoint(tmp_path / "killed" / "last.pt")
     assert [r["epoch"] for r in resumed["history"]] == [1, 2, 3, 4]
-    for key, value in straight["state_dict"].items():
-        torch.testing.assert_close(resumed["state_dict"][key], value)
+    for name in ("last.pt", "best.pt"):
+        straight = load_checkpoint(tmp_path / "straight" / name)["state_dict"]
+        again = load_checkpoint(tmp_path / "killed" / name)["state_dict"]
+        for key, value in straight.items():
+            torch.testing.assert_close(again[key], value)
+
+
+def test_moving_average_is_the_saved_model(tmp_path: Path, synthetic_folder: Path) -> None:
+    """With ``ema_decay`` the predicting model (best.pt) is the EMA, distinct from the raw
+    weights kept in last.pt, and its weights lie on the path the raw ones took."""
+    data = load_dataset(synthetic_folder)
+    train_module.train(TrainConfig(**TINY, ema_decay=0.5), data, tmp_path / "ema", progress=False)
+    served = load_checkpoint(tmp_path / "ema" / "best.pt")["state_dict"]
+    raw = load_checkpoint(tmp_path / "ema" / "last.pt")
+    assert set(raw["moving_average"]) >= {"n_averaged"}
+    steps = TINY["epochs"] * (len(data.samples) // TINY["batch_size"])
+    assert int(raw["moving_average"]["n_averaged"]) == steps, "one update per optimiser step"
+    weight = next(k for k, v in served.items() if v.is_floating_point() and v.ndim == 4)
+    assert not torch.equal(served[weight], raw["state_dict"][weight])
+    torch.testing.assert_close(served[weight], raw["moving_average"][f"module.{weight}"])
+
+
+def test_moving_average_decay_must_lie_in_0_1(tmp_path: Path, synthetic_folder: Path) -> None:
+    data = load_dataset(synthetic_folder)
+    with pytest.raises(CovsegError, match="--ema-decay"):
+        train_module.train(TrainConfig(**TINY, ema_decay=1.0), data, tmp_path / "bad",
+                           progress=False)
 
 
 def test_resume_with_another_model_is_refused(tiny_run: Path, synthetic_folder: Path) -> None:

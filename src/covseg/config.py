@@ -28,6 +28,9 @@ class TrainConfig:
     seed: int = 0
     augment: str = "heavy"
     loss: str = "bce+dice"
+    ema_decay: float = 0.0
+    """Per-step decay of an exponential moving average of the weights and BatchNorm statistics
+    (0 = off); when on, the average is the model that is saved, validated and predicts."""
     val_fraction: float = 0.0
     """Share of patients held out to pick the best epoch; 0 trains on all and keeps the last
     (better in cross-validation on 50 slices: a handful of validation slices picks noise)."""

@@ -1,7 +1,8 @@
 """Training: one model on 2D samples, patient-grouped validation, resumable, with logs and curves.
 
 A run folder holds ``config.json``, ``log.csv`` (one row per epoch), ``curves.png``,
-``last.pt`` (everything needed to resume), ``best.pt`` (best validation Dice) and
+``last.pt`` (everything needed to resume; the raw weights when ``ema_decay`` keeps a moving
+average), ``best.pt`` (best validation Dice, or the last epoch; the average when kept) and
 ``metrics.json`` (the best model evaluated at the original image size).
 
 An ensemble (``--model a,b``) trains each member into ``member{i}-{name}/`` with seed
@@ -25,6 +26,7 @@ from monai.losses import DeepSupervisionLoss
 from monai.metrics import compute_dice
 from monai.networks.utils import one_hot
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from covseg.cascade import LungFrame, LungGuide
@@ -105,8 +107,16 @@ def _meta(config: TrainConfig, num_classes: int) -> dict[str, Any]:
     }
 
 
+def _moving_average(model: nn.Module, decay: float) -> AveragedModel | None:
+    """torch's EMA of the weights and BatchNorm buffers, updated after every step; None when off."""
+    if decay == 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def _start(out: Path, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-           scheduler: Any, resume: bool) -> tuple[int, float, list[dict[str, float]]]:
+           scheduler: Any, averaged: AveragedModel | None, resume: bool
+           ) -> tuple[int, float, list[dict[str, float]]]:
     """Epoch to start from, best Dice so far and the history, from ``last.pt`` when resuming."""
     last = out / "last.pt"
     if not last.exists():
@@ -120,6 +130,11 @@ def _start(out: Path, config: TrainConfig, model: nn.Module, optimizer: torch.op
         raise CovsegError(f"{out}: the saved run used model {saved.model} at {saved.size} px; "
                           "resume with the same --model and --size")
     model.load_state_dict(state["state_dict"])
+    if averaged is not None:
+        if "moving_average" not in state:
+            raise CovsegError(f"{out}: the saved run kept no moving average; resume it without "
+                              "--ema-decay or pick a new --out")
+        averaged.load_state_dict(state["moving_average"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     return int(state["epoch"]) + 1, float(state["best_dice"]), list(state["history"])
@@ -143,6 +158,8 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
     val_samples = [by_id[c] for c in (val_cases or [])]
     if not 0 < config.threshold < 1:
         raise CovsegError(f"--threshold must lie between 0 and 1, got {config.threshold}")
+    if not 0 <= config.ema_decay < 1:
+        raise CovsegError(f"--ema-decay must lie in [0, 1), got {config.ema_decay}")
     if config.batch_size < 2:
         raise CovsegError("--batch-size must be at least 2 (batch normalisation needs two slices)")
     if not train_samples:
@@ -159,7 +176,10 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs,
                                                            eta_min=config.lr * 0.02)
-    first_epoch, best_dice, history = _start(out, config, model, optimizer, scheduler, resume)
+    averaged = _moving_average(model, config.ema_decay)
+    served = model if averaged is None else averaged.module
+    first_epoch, best_dice, history = _start(out, config, model, optimizer, scheduler, averaged,
+                                             resume)
     meta = _meta(config, data.num_classes)
     _write_run_record(out, config, data, train_cases, val_cases or [],
                       parameters=parameter_count(model))
@@ -183,22 +203,25 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
             loss = train_loss_fn(model(image), batch["mask"].as_subclass(torch.Tensor).long())
             loss.backward()
             optimizer.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
             losses.append(loss.item())
         scheduler.step()
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)),
                "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
         if val_items:
-            row["val_loss"], row["val_dice"] = _validate(model, loss_fn, val_items,
+            row["val_loss"], row["val_dice"] = _validate(served, loss_fn, val_items,
                                                          data.num_classes, config.batch_size)
         history.append(row)
         score = row.get("val_dice", float(epoch))
         if score > best_dice or not val_items:
             best_dice = score
-            save_checkpoint(out / "best.pt", model, {**meta, "epoch": epoch,
-                                                     "val_dice": row.get("val_dice")})
+            save_checkpoint(out / "best.pt", served, {**meta, "epoch": epoch,
+                                                      "val_dice": row.get("val_dice")})
+        resume_state = {} if averaged is None else {"moving_average": averaged.state_dict()}
         save_checkpoint(out / "last.pt", model, meta, config=config.to_dict(), epoch=epoch,
                         best_dice=best_dice, history=history, optimizer=optimizer.state_dict(),
-                        scheduler=scheduler.state_dict())
+                        scheduler=scheduler.state_dict(), **resume_state)
         write_text(out / "log.csv", rows_to_csv(history))
         bar.set_postfix({key: f"{row[key]:.3f}" for key in ("train_loss", "val_dice") if key in row})
     bar.close()
