@@ -9,8 +9,8 @@ all held-out slices (and over folds) is printed for each variant:
 
 - checkpoint: ``best.pt`` (validation-selected) or ``last.pt`` (final epoch; the same model
   when the run kept no validation slices);
-- test-time views: none, left-right flip, both flips, transpose, flip + transpose
-  (probabilities averaged);
+- test-time views: none, left-right flip, both flips, transpose, flip + transpose, all eight
+  flips and transposes (probabilities averaged);
 - ensembles: the probability average of the given runs' fold models;
 - post-processing: dropping connected components under a share of the slice, filling holes.
 
@@ -41,6 +41,8 @@ View = tuple[str, ...]
 VIEWS: dict[str, tuple[View, ...]] = {
     "none": ((),), "lr": ((), ("lr",)), "lr+ud": ((), ("lr",), ("ud",), ("lr", "ud")),
     "t": ((), ("t",)), "lr+t": ((), ("lr",), ("t",), ("t", "lr")),
+    "lr+ud+t": ((), ("lr",), ("ud",), ("lr", "ud"), ("t",), ("t", "lr"), ("t", "ud"),
+                ("t", "lr", "ud")),
 }
 OPERATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "lr": lambda x: torch.flip(x, (3,)), "ud": lambda x: torch.flip(x, (2,)),

@@ -2,7 +2,7 @@
 
     python benchmarks/multiscale.py DATA RUN --sizes 224,256,288,320 [--json out.json]
 
-Every fold model of RUN predicts its held-out slices with its own test-time flip at each canvas
+Every fold model of RUN predicts its held-out slices with its own test-time mirrors at each canvas
 size; the mean per-slice Dice is printed for each size alone, each pair of sizes and all sizes
 averaged, at thresholds 0.4 and 0.5. Folds and Dice come from ``cv_posthoc``.
 """

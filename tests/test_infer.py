@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from covseg.checkpoint import load_checkpoint
 from covseg.infer import Predictor
 from covseg.transforms import Letterbox
 
@@ -60,8 +61,10 @@ def test_predictor_follows_the_runs_test_flips_and_threshold(tiny_run: Path) -> 
     plain = Predictor.load(tiny_run, tta=False)
     assert not plain.tta
     image = np.random.default_rng(5).random((64, 32)).astype(np.float32)  # symmetric padding
-    mirrored = plain.predict_probabilities([np.ascontiguousarray(image[:, ::-1])])[0][..., ::-1]
-    expected = (plain.predict_probabilities([image])[0] + mirrored) / 2
+    views = [(slice(None), slice(None)), (slice(None), slice(None, None, -1)),
+             (slice(None, None, -1), slice(None)), (slice(None, None, -1), slice(None, None, -1))]
+    expected = np.mean([plain.predict_probabilities([np.ascontiguousarray(image[v])])[0][(...,) + v]
+                        for v in views], axis=0)
     probs = recipe.predict_probabilities([image])[0]
     np.testing.assert_allclose(probs, expected, atol=1e-5)
     np.testing.assert_array_equal(recipe.predict_labels([image])[0], probs[0] >= 0.4)
@@ -86,3 +89,27 @@ def test_onnx_file_not_from_covseg_is_refused(tmp_path: Path) -> None:
     bogus.write_bytes(b"nope")
     with pytest.raises(CovsegError, match="not a readable ONNX model"):
         Predictor.load_onnx(bogus)
+
+
+def test_test_time_mirrors_follow_the_run(tiny_run: Path) -> None:
+    """New runs average four views (both mirrors, alone and together); a run whose meta names
+    no flips keeps the left-right mirror alone, and every mirrored view is mapped back (a
+    pixel-wise network gives the same probabilities with and without them)."""
+    recipe = Predictor.load(tiny_run)
+    assert recipe.flip_views() == [(3,), (2,), (3, 2)]
+    payload = load_checkpoint(tiny_run / "best.pt")
+    del payload["meta"]["flips"]
+    assert Predictor.from_payload(payload).flip_views() == [(3,)]
+
+    class Pixelwise(torch.nn.Module):
+        calls = 0
+
+        def forward(self, batch: torch.Tensor) -> torch.Tensor:
+            Pixelwise.calls += 1
+            return (batch - 0.5) * 8
+
+    mirrored = Predictor(Pixelwise(), 2, 64, tta=True, flips=("lr", "ud"), threshold=0.4)
+    image = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    single = Predictor(Pixelwise(), 2, 64, threshold=0.4).predict_probabilities([image])[0]
+    np.testing.assert_allclose(mirrored.predict_probabilities([image])[0], single, atol=1e-6)
+    assert Pixelwise.calls == 4 + 1

@@ -116,7 +116,7 @@ def test_outside_lungs_kept_on_request(chest, tmp_path: Path) -> None:
     assert result["study"]["lesion_outside_lungs_ml"] == pytest.approx(counts["outside"] * VOXEL_ML)
 
 
-def test_volume_predictions_use_the_runs_flip_once(chest, tiny_run: Path, tmp_path: Path) -> None:
+def test_volume_predictions_use_the_runs_flips_once(chest, tiny_run: Path, tmp_path: Path) -> None:
     path, _ = chest
     volume = read_volume(path)
     for tta in (True, False):
@@ -126,7 +126,7 @@ def test_volume_predictions_use_the_runs_flip_once(chest, tiny_run: Path, tmp_pa
         result = predict_study(predictor, path, tmp_path / str(tta), probabilities=True)
         hook.remove()
         batches = -(-volume.array.shape[0] // 8)
-        assert len(calls) == batches * (2 if tta else 1), "one pass, plus one mirrored with tta"
+        assert len(calls) == batches * (4 if tta else 1), "one pass, plus three mirrored with tta"
         assert result["inputs"]["tta"] is tta
         stored = read_nifti(tmp_path / str(tta) / "probabilities.nii.gz").array
         slices = [normalize_intensity(s, volume.intensity, predictor.window) for s in volume.array]

@@ -88,7 +88,7 @@ def load_predictor(model: str | os.PathLike[str], batch_size: int = 8, tta: bool
                    ) -> Predictor:
     """A run folder / checkpoint, or an ``.onnx`` file from :func:`export`.
 
-    ``tta`` None follows the run's recipe (test-time left-right flips or not).
+    ``tta`` None follows the run's recipe (test-time mirrors or not).
     """
     if str(model).lower().endswith(".onnx"):
         return Predictor.load_onnx(model, batch_size, tta)

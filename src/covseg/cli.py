@@ -80,7 +80,7 @@ def _add_train_options(parser: argparse.ArgumentParser, single_model: bool = Tru
                         help="cut whole CT frames to their lungs' box, as Inf-Net's slices are")
     parser.add_argument("--test-flips", action=argparse.BooleanOptionalAction,
                         default=DEFAULTS.test_flips,
-                        help="predict as the mean with the left-right mirrored slice by default")
+                        help="predict as the mean over the mirrored slices by default")
     parser.add_argument("--threshold", type=float, default=DEFAULTS.threshold,
                         help="binary decision threshold on the infection probability")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
@@ -216,8 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlay", action="store_true", help="also write overlays/*.png")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                   help="average with the left-right flipped prediction (default: as the run was "
-                        "trained to predict; covseg's recipe flips)")
+                   help="average over the run's mirrored predictions (default: as the run was "
+                        "trained to predict; covseg's recipe mirrors both ways)")
     cli_volumes.add_volume_predict_arguments(p)
     p.set_defaults(handler=cmd_predict)
 

@@ -45,7 +45,8 @@ class TrainConfig:
     thresholded lungs and stretch their grey range, as Inf-Net's slices are, in training and
     prediction alike. Lung models never frame (the frame would come from the lungs they find)."""
     test_flips: bool = True
-    """Predict by default as the mean of the slice's and its left-right mirror's probabilities."""
+    """Predict by default as the mean of the probabilities of the slice and its left-right,
+    up-down and doubly mirrored copies (``covseg.infer.TEST_FLIPS``)."""
     threshold: float = 0.4
     """Binary decision threshold on the infection probability (cross-validated; see RESULTS.md)."""
 

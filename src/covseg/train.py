@@ -36,7 +36,7 @@ from covseg.data.layouts import CLASS_NAMES, LoadedData, Sample
 from covseg.data.splits import validation_split
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_samples, rows_to_csv
-from covseg.infer import Predictor, model_inputs
+from covseg.infer import TEST_FLIPS, Predictor, model_inputs
 from covseg.io.atomic import write_json, write_text
 from covseg.losses import build_loss
 from covseg.metrics import EMPTY_MASK_RULES, summarize
@@ -102,7 +102,7 @@ def _meta(config: TrainConfig, num_classes: int) -> dict[str, Any]:
         "lung_frame": frame.to_meta() if frame else None,
         "num_classes": num_classes, "size": config.size, "intensity": config.intensity,
         "window": list(config.window), "target": config.target,
-        "test_flips": config.test_flips, "threshold": config.threshold,
+        "test_flips": config.test_flips, "flips": list(TEST_FLIPS), "threshold": config.threshold,
         "class_names": {str(k): v for k, v in CLASS_NAMES.items() if k < num_classes},
     }
 

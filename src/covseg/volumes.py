@@ -3,7 +3,7 @@
 Flags for ``covseg predict`` on volumes (added by ``cli_volumes.add_volume_predict_arguments``):
   --hu {auto,yes,no}     Hounsfield units or 8-bit grey input (like lungmask's --noHU)
   --batch-size N         slices per forward pass (default 8)
-  --tta/--no-tta         average with the left-right flipped prediction (default: the run's)
+  --tta/--no-tta         average over mirrored predictions (default: the run's)
   --probabilities        also write probabilities.nii.gz (float32)
   --keep-outside-lungs   do not remove infection outside the lungs
   --lung-margin-mm MM    infection farther than this from the lungs is removed (default 5)
@@ -73,7 +73,7 @@ class SlicePredictor(Protocol):
     threshold: float
     """Binary models: infection where the probability reaches this."""
     tta: bool
-    """Whether ``predict_probabilities`` averages with the left-right mirrored slice (recorded)."""
+    """Whether ``predict_probabilities`` averages over mirrored slices (recorded)."""
 
     def predict_probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """(H, W) float32 slices in [0, 1] -> (C, H, W) probabilities; C = 1 when binary."""
@@ -110,7 +110,7 @@ def predict_labels(predictor: SlicePredictor, volume: Volume, *, batch_size: int
 
 
 def _predict(predictor: SlicePredictor, images: list[np.ndarray]) -> list[np.ndarray]:
-    """float32 probabilities, one map per slice (the predictor applies its own test-time flip)."""
+    """float32 probabilities, one map per slice (the predictor applies its own test-time mirrors)."""
     probs = [np.asarray(p, dtype=np.float32) for p in predictor.predict_probabilities(images)]
     if len(probs) != len(images):
         raise CovsegError(f"the predictor returned {len(probs)} maps for {len(images)} slices")
