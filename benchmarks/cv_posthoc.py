@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     per_slice: dict[str, dict[str, float]] = {}
     variants = [("", 0.0, False, 0.5), ("+fill", 0.0, True, 0.5),
                 ("+drop<0.1%", 0.001, False, 0.5), ("+drop<0.5%", 0.005, False, 0.5),
-                ("+t0.4", 0.0, False, 0.4), ("+t0.6", 0.0, False, 0.6)]
+                ("+t0.3", 0.0, False, 0.3), ("+t0.4", 0.0, False, 0.4),
+                ("+t0.45", 0.0, False, 0.45), ("+t0.6", 0.0, False, 0.6)]
     for key, p in probs.items():
         for suffix, share, fill, threshold in variants:
             dice = np.array(dice_rows(p, truths, share, fill, threshold))
