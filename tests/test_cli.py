@@ -93,6 +93,33 @@ def test_cross_validation_writes_summary_report_and_box_plot(
     assert resumed["train_seconds"] == summary["train_seconds"]
 
 
+def test_cross_validation_fold_by_fold_matches_one_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_folder: Path) -> None:
+    """``--fold K`` runs one fold as the whole run would; the run without it then reuses them."""
+    recipe = ["--folds", "2", "--epochs", "1", "--size", "64", "--batch-size", "4",
+              "--model", "unet", "--model-option", "width=4"]
+    for k in (1, 0):
+        code, out, _ = _run(capsys, "cv", str(synthetic_folder), "--out", str(tmp_path / "parts"),
+                            *recipe, "--fold", str(k))
+        assert code == 0 and out.startswith(f"fold {k}: Dice")
+    assert not (tmp_path / "parts" / "summary.json").exists()
+    code, _, _ = _run(capsys, "cv", str(synthetic_folder), "--out", str(tmp_path / "parts"),
+                      *recipe, "--resume")
+    code_whole, _, _ = _run(capsys, "cv", str(synthetic_folder), "--out", str(tmp_path / "whole"),
+                            *recipe)
+    parts = json.loads((tmp_path / "parts" / "summary.json").read_text())
+    whole = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    assert code == code_whole == 0
+    assert [f["test_cases"] for f in parts["per_fold"]] == [f["test_cases"] for f in whole["per_fold"]]
+    for name in ("fold_0", "fold_1"):
+        split = [json.loads((tmp_path / run / name / "config.json").read_text())["train_cases"]
+                 for run in ("parts", "whole")]
+        assert split[0] == split[1], "the same slices train each fold"
+    code, _, err = _run(capsys, "cv", str(synthetic_folder), "--out", str(tmp_path / "bad"),
+                        *recipe, "--fold", "2")
+    _assert_one_line_error(code, err, "--fold must lie in 0..1")
+
+
 def test_demo_api_runs_small(tmp_path: Path) -> None:
     summary = api.demo(tmp_path / "demo", folds=2, epochs=1)
     assert summary["synthetic"] and (tmp_path / "demo" / "samples.png").is_file()

@@ -12,6 +12,7 @@ import numpy as np
 
 from covseg.config import TrainConfig
 from covseg.crossval import cross_validate as _cross_validate
+from covseg.crossval import cross_validate_fold
 from covseg.data.layouts import LoadedData, load_dataset
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_folders
@@ -50,9 +51,16 @@ def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str]
 
 
 def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str],
-                   folds: int = 5, resume: bool = False, **config: Any) -> dict[str, Any]:
-    """k-fold cross-validation grouped by patient (or the data set's split files)."""
+                   folds: int = 5, resume: bool = False, fold: int | None = None, **config: Any
+                   ) -> dict[str, Any]:
+    """k-fold cross-validation grouped by patient (or the data set's split files).
+
+    ``fold`` runs that fold alone and returns its summary; a later call without it reuses the
+    finished folds (``resume=True``) and writes the cross-validation summary.
+    """
     recipe = TrainConfig(**config)
+    if fold is not None:
+        return cross_validate_fold(recipe, _load(data, recipe), out, folds, fold, resume)
     return _cross_validate(recipe, _load(data, recipe), out, folds, resume)
 
 

@@ -124,7 +124,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_cv(args: argparse.Namespace) -> int:
     _positive(args, "epochs", "batch_size", "lr", "size")
     summary = api.cross_validate(args.data, args.out, folds=args.folds, resume=args.resume,
-                                 **_config(args))
+                                 fold=args.fold, **_config(args))
+    if args.fold is not None:
+        print(f"fold {args.fold}: Dice {summary['summary']['dice']['mean']:.3f} on "
+              f"{summary['test_cases']} slices; once every fold is done, the same command without "
+              "--fold (and with --resume) writes the summary")
+        return 0
     dice = summary["mean_std_over_folds"]["dice"]
     print(f"Dice {dice['mean']:.3f} ± {dice['std']:.3f} over folds; report in {args.out}/report.md")
     return 0
@@ -198,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cv", help="k-fold cross-validation grouped by patient")
     _add_train_options(p)
     p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--fold", type=int, metavar="K",
+                   help="run only fold K (0-based), e.g. one per core with OMP_NUM_THREADS=1")
     p.set_defaults(handler=cmd_cv)
 
     p = sub.add_parser("compare", help="cross-validate several models on identical folds")

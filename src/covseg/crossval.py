@@ -14,6 +14,7 @@ import numpy as np
 from covseg.config import TrainConfig
 from covseg.data.layouts import LoadedData
 from covseg.data.splits import grouped_kfold, validation_split
+from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_samples, rows_to_csv
 from covseg.infer import Predictor
 from covseg.io.atomic import write_json, write_text
@@ -50,6 +51,19 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
     return rows
 
 
+def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
+                        folds: int, fold: int, resume: bool = False) -> dict[str, Any]:
+    """Run fold ``fold`` alone into ``out/fold_k``, exactly as :func:`cross_validate` would (same
+    split and seed), so that folds can run side by side; return its summary."""
+    splits, _ = make_folds(data, folds, config.seed)
+    if not 0 <= fold < len(splits):
+        raise CovsegError(f"--fold must lie in 0..{len(splits) - 1} for {len(splits)} folds, got {fold}")
+    train_cases, test_cases = splits[fold]
+    rows = run_fold(replace(config, seed=config.seed + fold), data, Path(out) / f"fold_{fold}",
+                    train_cases, test_cases, resume)
+    return {"fold": fold, "test_cases": len(test_cases), "summary": summarize(rows)}
+
+
 def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
                    folds: int = 5, resume: bool = False) -> dict[str, Any]:
     """Run every fold into ``out/fold_k``; write summary.json, per_case.csv, report.md, dice_boxplot.png.
@@ -64,8 +78,8 @@ def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike
     all_rows: list[dict[str, Any]] = []
     train_seconds = 0.0
     for k, (train_cases, test_cases) in enumerate(splits):
-        fold_config = replace(config, seed=config.seed + k)
-        rows = run_fold(fold_config, data, out / f"fold_{k}", train_cases, test_cases, resume)
+        rows = run_fold(replace(config, seed=config.seed + k), data, out / f"fold_{k}",
+                        train_cases, test_cases, resume)
         train_seconds += _fold_train_seconds(out / f"fold_{k}")
         per_fold.append({"fold": k, "train_cases": len(train_cases), "test_cases": len(test_cases),
                          **{m: s["mean"] for m, s in summarize(rows).items()}})
