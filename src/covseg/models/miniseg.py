@@ -29,7 +29,7 @@ STEM_CHANNELS = 16
 DILATIONS: tuple[int, ...] = (1, 2, 4, 8)
 DEFAULT_WIDTH = 1.5
 """covseg's recipe: width 1.5 came out ahead of width 1 in every cross-validated comparison
-(+0.003 to +0.007 Dice, each inside the seed noise alone; benchmarks/RESULTS.md rows 14, 20, 30)
+(+0.003 to +0.008 Dice, each inside the seed noise alone; benchmarks/RESULTS.md rows 14, 20, 30)
 for about 1.3x the training time. Version-1 checkpoints that name no width have width 1."""
 
 
