@@ -17,8 +17,7 @@ from covseg.io.atomic import atomic_path
 from covseg.models import build_model
 
 FORMAT = "covseg-checkpoint"
-VERSION = 2
-"""2: MiniSeg's default width became 1.5; a version-1 MiniSeg that names no width has width 1."""
+VERSION = 1
 
 
 def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, meta: dict[str, Any],
@@ -55,8 +54,6 @@ def model_from_checkpoint(payload: dict[str, Any]) -> nn.Module:
     meta = payload["meta"]
     # Encoder weight files were only a starting point: the saved state_dict replaces them.
     options = {k: v for k, v in meta.get("model_options", {}).items() if k != "weights"}
-    if payload.get("version", 1) < 2 and meta["model"] == "miniseg":
-        options.setdefault("width", 1.0)
     model = build_model(meta["model"], meta["in_channels"], meta["num_classes"], **options)
     try:
         model.load_state_dict(payload["state_dict"])

@@ -1,5 +1,4 @@
-"""A MiniSeg-style network: 92 K parameters at width 1 (200 K at covseg's default 1.5), built
-for speed on CPU.
+"""A MiniSeg-style network: under 100 K parameters, built for speed on CPU.
 
 Written by hand for covseg in the spirit of MiniSeg (Qiu et al., "MiniSeg: An Extremely Minimum
 Network for Efficient COVID-19 Segmentation", AAAI 2021); no library ships it and this is not
@@ -27,10 +26,9 @@ STAGES: tuple[tuple[int, int], ...] = ((32, 2), (64, 3), (96, 4))
 """(channels, pyramid blocks) of the 1/4, 1/8 and 1/16 stages at width 1; the 1/2 stem has 16."""
 STEM_CHANNELS = 16
 DILATIONS: tuple[int, ...] = (1, 2, 4, 8)
-DEFAULT_WIDTH = 1.5
-"""covseg's recipe: width 1.5 came out ahead of width 1 in every cross-validated comparison
-(+0.003 to +0.008 Dice, each inside the seed noise alone; benchmarks/RESULTS.md rows 14, 20, 30)
-for about 1.3x the training time. Version-1 checkpoints that name no width have width 1."""
+DEFAULT_WIDTH = 1.0
+"""MiniSeg's size. Width 1.5 came out ahead with seed 0 (+0.003 to +0.008 Dice) and behind with
+seed 1 (-0.009), for 1.3x the training time (benchmarks/RESULTS.md rows 14, 20, 30, 36)."""
 
 
 def conv_bn_act(in_channels: int, out_channels: int, kernel: int = 1, stride: int = 1,
@@ -161,11 +159,10 @@ def upsample(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
 
 
-@register("miniseg", "MiniSeg-style lightweight network (200 K parameters), hand-written")
+@register("miniseg", "MiniSeg-style lightweight network (<100 K parameters), hand-written")
 def build_miniseg(in_channels: int, out_channels: int, width: float = DEFAULT_WIDTH,
                   deep_supervision: bool = False) -> nn.Module:
-    """Options: ``width`` (channel multiplier: 1.5, the default, gives 200 K parameters, 1 gives
-    92 K) and ``deep_supervision``."""
+    """Options: ``width`` (channel multiplier, 1 = 92 K parameters) and ``deep_supervision``."""
     if width <= 0:
         raise CovsegError(f"miniseg: width must be positive, got {width}")
     return MiniSeg(in_channels, out_channels, width, deep_supervision)
