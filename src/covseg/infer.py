@@ -20,8 +20,8 @@ from covseg.transforms import LUNG_WINDOW, Letterbox
 FLIP_DIMS: dict[str, int] = {"lr": 3, "ud": 2}
 """Test-time mirrors by name: left-right (columns) and up-down (rows) of an (N, C, H, W) batch."""
 TEST_FLIPS: tuple[str, ...] = ("lr", "ud")
-"""Mirrors that new runs average at test time, alone and together (4 passes): +0.005 Dice over
-the left-right mirror alone on the same cross-validated models, for two more passes of about
+"""Mirrors that new runs average at test time, alone and together (4 passes): +0.005 to +0.006 Dice
+over the left-right mirror alone on the same cross-validated models, for two more passes of about
 5 ms each per 512x512 slice at batch 8 (benchmarks/RESULTS.md). Runs whose meta names no flips
 used the left-right mirror alone."""
 
