@@ -24,6 +24,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ from scipy import ndimage
 
 from covseg.compare import paired_wilcoxon
 from covseg.data.layouts import load_dataset
-from covseg.infer import Predictor
+from covseg.infer import FLIP_DIMS, Predictor
 from covseg.metrics import dice
 from covseg.models.ensemble import average_as_logits
 
@@ -45,7 +46,7 @@ VIEWS: dict[str, tuple[View, ...]] = {
                 ("t", "lr", "ud")),
 }
 OPERATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "lr": lambda x: torch.flip(x, (3,)), "ud": lambda x: torch.flip(x, (2,)),
+    **{name: partial(torch.flip, dims=(dim,)) for name, dim in FLIP_DIMS.items()},
     "t": lambda x: x.transpose(2, 3),
 }
 

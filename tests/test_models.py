@@ -99,13 +99,13 @@ def test_weights_that_do_not_fit_the_recorded_model(tmp_path: Path) -> None:
 
 
 def test_miniseg_deep_supervision_adds_side_outputs_only_while_training() -> None:
-    model = build_model("miniseg", width=1.0, deep_supervision=True)
+    model = build_model("miniseg", deep_supervision=True)
     x = torch.rand(2, 1, 48, 40)
     outputs = model.train()(x)
     assert isinstance(outputs, list) and len(outputs) == 3
     assert all(o.shape == (2, 1, 48, 40) for o in outputs)
     assert model.eval()(x).shape == (2, 1, 48, 40)
-    plain = build_model("miniseg", width=1.0)
+    plain = build_model("miniseg")
     assert parameter_count(model) - parameter_count(plain) == 2 * 1 + 32 + 64  # two 1x1 heads
 
 

@@ -58,10 +58,17 @@ def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.Pat
     splits, _ = make_folds(data, folds, config.seed)
     if not 0 <= fold < len(splits):
         raise CovsegError(f"--fold must lie in 0..{len(splits) - 1} for {len(splits)} folds, got {fold}")
-    train_cases, test_cases = splits[fold]
-    rows = run_fold(replace(config, seed=config.seed + fold), data, Path(out) / f"fold_{fold}",
-                    train_cases, test_cases, resume)
-    return {"fold": fold, "test_cases": len(test_cases), "summary": summarize(rows)}
+    rows = _split_fold(config, data, Path(out), splits, fold, resume)
+    return {"fold": fold, "test_cases": len(splits[fold][1]), "summary": summarize(rows)}
+
+
+def _split_fold(config: TrainConfig, data: LoadedData, out: Path,
+                splits: list[tuple[list[str], list[str]]], k: int, resume: bool
+                ) -> list[dict[str, Any]]:
+    """Fold ``k`` of ``splits`` into ``out/fold_k``, seeded ``seed + k`` (whole run or alone)."""
+    train_cases, test_cases = splits[k]
+    return run_fold(replace(config, seed=config.seed + k), data, out / f"fold_{k}", train_cases,
+                    test_cases, resume)
 
 
 def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
@@ -78,8 +85,7 @@ def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike
     all_rows: list[dict[str, Any]] = []
     train_seconds = 0.0
     for k, (train_cases, test_cases) in enumerate(splits):
-        rows = run_fold(replace(config, seed=config.seed + k), data, out / f"fold_{k}",
-                        train_cases, test_cases, resume)
+        rows = _split_fold(config, data, out, splits, k, resume)
         train_seconds += _fold_train_seconds(out / f"fold_{k}")
         per_fold.append({"fold": k, "train_cases": len(train_cases), "test_cases": len(test_cases),
                          **{m: s["mean"] for m, s in summarize(rows).items()}})

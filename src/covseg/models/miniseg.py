@@ -26,9 +26,6 @@ STAGES: tuple[tuple[int, int], ...] = ((32, 2), (64, 3), (96, 4))
 """(channels, pyramid blocks) of the 1/4, 1/8 and 1/16 stages at width 1; the 1/2 stem has 16."""
 STEM_CHANNELS = 16
 DILATIONS: tuple[int, ...] = (1, 2, 4, 8)
-DEFAULT_WIDTH = 1.0
-"""MiniSeg's size. Width 1.5 came out ahead with seed 0 (+0.003 to +0.008 Dice) and behind with
-seed 1 (-0.009), for 1.3x the training time (benchmarks/RESULTS.md rows 14, 20, 30, 36)."""
 
 
 def conv_bn_act(in_channels: int, out_channels: int, kernel: int = 1, stride: int = 1,
@@ -112,7 +109,7 @@ class MiniSeg(nn.Module):
     evaluation returns the main logits alone, so inference and export are unchanged.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, width: float = DEFAULT_WIDTH,
+    def __init__(self, in_channels: int, out_channels: int, width: float = 1.0,
                  deep_supervision: bool = False) -> None:
         super().__init__()
         widths = [scaled(STEM_CHANNELS, width)] + [scaled(c, width) for c, _ in STAGES]
@@ -160,7 +157,7 @@ def upsample(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 @register("miniseg", "MiniSeg-style lightweight network (<100 K parameters), hand-written")
-def build_miniseg(in_channels: int, out_channels: int, width: float = DEFAULT_WIDTH,
+def build_miniseg(in_channels: int, out_channels: int, width: float = 1.0,
                   deep_supervision: bool = False) -> nn.Module:
     """Options: ``width`` (channel multiplier, 1 = 92 K parameters) and ``deep_supervision``."""
     if width <= 0:
