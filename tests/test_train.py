@@ -31,12 +31,12 @@ def test_run_folder_has_config_log_curves_checkpoints_and_metrics(tiny_run: Path
     assert len((tiny_run / "log.csv").read_text().strip().splitlines()) == 3
 
 
-@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+@pytest.mark.parametrize("options", [{}, {"ema_decay": 0.9}, {"cutmix": 1.0}])
 def test_resume_after_interruption_matches_an_uninterrupted_run(
         tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
-        ema_decay: float) -> None:
+        options: dict[str, float]) -> None:
     data = load_dataset(synthetic_folder)
-    config = TrainConfig(**TINY, ema_decay=ema_decay)
+    config = TrainConfig(**TINY, **options)
     train_module.train(config, data, tmp_path / "straight", progress=False)
 
     real_save = train_module.save_checkpoint
@@ -89,6 +89,27 @@ def test_moving_average_decay_must_lie_in_0_1(tmp_path: Path, synthetic_folder: 
     with pytest.raises(CovsegError, match="--ema-decay"):
         train_module.train(TrainConfig(**TINY, ema_decay=1.0), data, tmp_path / "bad",
                            progress=False)
+
+
+def test_cutmix_moves_mask_boxes_with_image_boxes() -> None:
+    """Every pixel's label still belongs to the slice its intensity came from."""
+    mixer = train_module._BatchCutMix(1.0, batch_size=4)
+    mixer.set_random_state(3)
+    image = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 1, 16, 16)
+    mask = torch.arange(4).view(4, 1, 1, 1).expand(4, 1, 16, 16)
+    mixed = [mixer(image, mask) for _ in range(4)]
+    for mixed_image, mixed_mask in mixed:
+        assert mixed_mask.dtype == torch.int64
+        torch.testing.assert_close(mixed_image, mixed_mask.float())
+    assert any(not torch.equal(m, image) for m, _ in mixed), "share 1 mixes every full batch"
+    unmixed_image, _ = train_module._BatchCutMix(0.0, batch_size=4)(image, mask)
+    assert torch.equal(unmixed_image, image)
+
+
+def test_cutmix_share_must_lie_in_0_1(tmp_path: Path, synthetic_folder: Path) -> None:
+    data = load_dataset(synthetic_folder)
+    with pytest.raises(CovsegError, match="--cutmix"):
+        train_module.train(TrainConfig(**TINY, cutmix=1.5), data, tmp_path / "bad", progress=False)
 
 
 def test_resume_with_another_model_is_refused(tiny_run: Path, synthetic_folder: Path) -> None:

@@ -28,6 +28,9 @@ class TrainConfig:
     seed: int = 0
     augment: str = "heavy"
     loss: str = "bce+dice"
+    cutmix: float = 0.0
+    """Share of training batches given MONAI's CutMix: a random box of each slice and of its
+    mask is replaced by the same box of another slice in the batch (0 = off)."""
     ema_decay: float = 0.0
     """Per-step decay of an exponential moving average of the weights and BatchNorm statistics
     (0 = off); when on, the average is the model that is saved, validated and predicts."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import random
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +26,7 @@ from monai.data import DataLoader, Dataset
 from monai.losses import DeepSupervisionLoss
 from monai.metrics import compute_dice
 from monai.networks.utils import one_hot
+from monai.transforms import CutMix
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
@@ -62,13 +64,34 @@ def canvas_items(samples: Sequence[Sample], size: int,
     return items
 
 
-def _seed_epoch(seed: int, epoch: int, transform: Any) -> None:
+def _seed_epoch(seed: int, epoch: int, *randomized: Any) -> None:
     """Seed every RNG from (seed, epoch) so a resumed run replays the same batches."""
     value = (seed * 100_003 + epoch) % 2**31
     random.seed(value)
     np.random.seed(value)
     torch.manual_seed(value)
-    transform.set_random_state(seed=value)
+    for transform in randomized:
+        transform.set_random_state(seed=value)
+
+
+class _BatchCutMix:
+    """MONAI's CutMix on a share of full batches; the mask follows the image's boxes."""
+
+    def __init__(self, share: float, batch_size: int) -> None:
+        self.share = share
+        self.mixer = CutMix(batch_size)
+
+    def set_random_state(self, seed: int) -> None:
+        self.mixer.set_random_state(seed=seed)
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(image) != self.mixer.batch_size or self.mixer.R.rand() >= self.share:
+            return image, mask
+        with warnings.catch_warnings():
+            # MONAI 1.6 indexes its boxes with a list, which torch warns about on every batch.
+            warnings.simplefilter("ignore", UserWarning)
+            mixed_image, mixed_mask = self.mixer(image, mask.float())
+        return mixed_image, mixed_mask.round().long()
 
 
 def _validate(model: nn.Module, loss_fn: nn.Module, items: list[dict[str, torch.Tensor]],
@@ -158,6 +181,8 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
     val_samples = [by_id[c] for c in (val_cases or [])]
     if not 0 < config.threshold < 1:
         raise CovsegError(f"--threshold must lie between 0 and 1, got {config.threshold}")
+    if not 0 <= config.cutmix <= 1:
+        raise CovsegError(f"--cutmix must lie in [0, 1], got {config.cutmix}")
     if not 0 <= config.ema_decay < 1:
         raise CovsegError(f"--ema-decay must lie in [0, 1), got {config.ema_decay}")
     if config.batch_size < 2:
@@ -185,6 +210,7 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
                       parameters=parameter_count(model))
 
     transform = augmentation(config.augment)
+    cutmix = _BatchCutMix(config.cutmix, config.batch_size)
     prepare = guide or config.frame()
     train_items = canvas_items(train_samples, config.size, prepare)
     val_items = canvas_items(val_samples, config.size, prepare)
@@ -194,13 +220,14 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
     bar = tqdm(range(first_epoch, config.epochs + 1), desc=f"train {config.model}", unit="epoch",
                initial=first_epoch - 1, total=config.epochs, disable=not progress)
     for epoch in bar:
-        _seed_epoch(config.seed, epoch, transform)
+        _seed_epoch(config.seed, epoch, transform, cutmix)
         model.train()
         started, losses = time.perf_counter(), []
         for batch in loader:
             optimizer.zero_grad(set_to_none=True)
-            image = batch["image"].as_subclass(torch.Tensor)
-            loss = train_loss_fn(model(image), batch["mask"].as_subclass(torch.Tensor).long())
+            image, mask = cutmix(batch["image"].as_subclass(torch.Tensor),
+                                 batch["mask"].as_subclass(torch.Tensor).long())
+            loss = train_loss_fn(model(image), mask)
             loss.backward()
             optimizer.step()
             if averaged is not None:
