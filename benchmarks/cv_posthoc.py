@@ -1,7 +1,6 @@
 """Re-score finished cross-validation runs with inference-time choices, without retraining.
 
     python benchmarks/cv_posthoc.py DATA RUN [RUN ...] [--json out.json] [--against VARIANT]
-                                    [--sizes 224,320]
 
 Each RUN is a ``covseg cv`` output folder; runs given together must share their folds (same
 split seed), so that the same slices are held out of every model that predicts them. For every
@@ -12,8 +11,6 @@ all held-out slices (and over folds) is printed for each variant:
   when the run kept no validation slices);
 - test-time views: none, left-right flip, both flips, transpose, flip + transpose, all eight
   flips and transposes (probabilities averaged);
-- multi-scale (``--sizes``): the four mirrored views at the model's canvas and at each listed
-  canvas size, averaged (``lr+ud@256+224+320``);
 - ensembles: the probability average of the given runs' fold models;
 - post-processing: dropping connected components under a share of the slice, filling holes.
 
@@ -27,7 +24,6 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -78,22 +74,15 @@ class ViewAveraged:
         return average_as_logits(outs)
 
 
-def view_probabilities(checkpoint: Path, images: Sequence[np.ndarray], sizes: Sequence[int] = ()
+def view_probabilities(checkpoint: Path, images: Sequence[np.ndarray]
                        ) -> dict[str, list[np.ndarray]]:
-    """Infection probabilities of ``images`` under each set of views, from one loaded model,
-    plus the four mirrored views averaged over the model's canvas and ``sizes``."""
+    """Infection probabilities of ``images`` under each set of views, from one loaded model."""
     predictor = Predictor.load(checkpoint, tta=False)
     network = predictor.model
     result = {}
     for name, views in VIEWS.items():
         predictor.model = ViewAveraged(network, views)
         result[name] = [p[0] for p in predictor.predict_probabilities(images)]
-    if sizes:
-        predictor.model = ViewAveraged(network, VIEWS["lr+ud"])
-        scaled = [result["lr+ud"]] + [[p[0] for p in replace(predictor, size=size)
-                                       .predict_probabilities(images)] for size in sizes]
-        name = "lr+ud@" + "+".join(map(str, [predictor.size, *sizes]))
-        result[name] = [np.mean(per_size, axis=0) for per_size in zip(*scaled)]
     return result
 
 
@@ -133,8 +122,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--against", help="variant to test every other one against (paired)")
-    parser.add_argument("--sizes", type=lambda text: [int(v) for v in text.split(",")], default=[],
-                        help="extra canvas sizes for a multi-scale variant, e.g. 224,320")
     args = parser.parse_args(argv)
     data = load_dataset(args.data)
     by_id = {s.case_id: s for s in data.samples}
@@ -152,13 +139,13 @@ def main(argv: list[str] | None = None) -> int:
         fold_of += [k] * len(samples)
         for run in args.runs:
             for checkpoint in checkpoints(run):
-                by_views = view_probabilities(run / f"fold_{k}" / checkpoint, images, args.sizes)
+                by_views = view_probabilities(run / f"fold_{k}" / checkpoint, images)
                 for view_name, fold_probs in by_views.items():
                     probs.setdefault(f"{run.name}|{checkpoint}|{view_name}", []).extend(fold_probs)
         print(f"fold {k} predicted", file=sys.stderr)
     if len(args.runs) > 1:
         for checkpoint in set.intersection(*(set(checkpoints(r)) for r in args.runs)):
-            for view_name in dict.fromkeys(key.split("|")[2] for key in probs):
+            for view_name in VIEWS:
                 members = [probs[f"{r.name}|{checkpoint}|{view_name}"] for r in args.runs]
                 probs[f"ensemble|{checkpoint}|{view_name}"] = [np.mean(ps, axis=0)
                                                                for ps in zip(*members)]
