@@ -1,4 +1,4 @@
-"""covseg's speed benchmark: one command, one table, one JSON (about 5 minutes on 2 cores).
+"""covseg's speed benchmark: one command, one table, one JSON (43 s on a quiet 2-core machine, 1 Dec).
 
     python benchmarks/speed.py [--model RUN] [--out benchmarks/speed.json]
 
