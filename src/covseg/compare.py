@@ -80,7 +80,7 @@ def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
         name, options = parse_model_spec(spec)
         model_config = replace(config, model=name, model_options=options)
         summary = cross_validate(model_config, data, out / _folder(spec), folds, resume)
-        per_case = _per_case_dice(out / _folder(spec))
+        per_case = per_case_dice(out / _folder(spec))
         cost = profile_model(build_model(name, 1, data.num_classes, **options), size=512)
         dice_by_model[spec] = per_case
         rows.append({"model": spec, "train_seconds": summary["train_seconds"], **cost,
@@ -104,7 +104,8 @@ def _folder(spec: str) -> str:
     return spec.replace(":", "_").replace(",", "_").replace("=", "-").replace("+", "p")
 
 
-def _per_case_dice(cv_dir: Path) -> dict[str, float]:
+def per_case_dice(cv_dir: Path) -> dict[str, float]:
+    """Per-case Dice of a finished ``covseg cv`` folder, from its ``per_case.csv``."""
     with (cv_dir / "per_case.csv").open(newline="", encoding="utf-8") as handle:
         return {row["case_id"]: float(row["dice"]) for row in csv.DictReader(handle)}
 
