@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from covseg import api
+from covseg.checkpoint import load_checkpoint
 from covseg.errors import CovsegError
 from covseg.export import export_onnx
 from covseg.infer import Predictor
@@ -53,6 +54,8 @@ def test_train_ensemble_member_by_member(tmp_path: Path, synthetic_folder: Path)
     seeds = [json.loads((m / "config.json").read_text())["config"]["seed"] for m in members]
     assert seeds == [0, 1]
     assert [m["model"] for m in metrics["members"]] == ["unet", "unet"]
+    assert metrics["members_side_by_side"] == min(2, torch.get_num_threads())
+    assert not list(out.glob(".members-*"))
     assert metrics["train_seconds"] == pytest.approx(sum(m["train_seconds"] for m in metrics["members"]))
 
     predictor = Predictor.load(out)
@@ -73,3 +76,39 @@ def test_train_ensemble_member_by_member(tmp_path: Path, synthetic_folder: Path)
     again = api.train(synthetic_folder, out, resume=True, epochs=2, size=64, batch_size=4,
                       model="unet,unet", model_options={"width": 4})
     assert again["train_seconds"] == pytest.approx(metrics["train_seconds"])
+
+
+TINY_PAIR = {"model": "unet,unet", "epochs": 2, "size": 64, "batch_size": 4,
+             "model_options": {"width": 4}}
+
+
+def _member_weights(run: Path, member: str) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run / member / "best.pt")["state_dict"]
+
+
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="members train side by side only with 2+ threads")
+def test_side_by_side_members_equal_one_at_a_time(tmp_path: Path, synthetic_folder: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training members in processes of their own changes nothing but the wall-clock time."""
+    threads = torch.get_num_threads()
+    side_by_side = api.train(synthetic_folder, tmp_path / "side", **TINY_PAIR)
+    assert side_by_side["members_side_by_side"] == 2
+    torch.set_num_threads(threads // 2)  # what each side-by-side member had
+    try:
+        one_at_a_time = api.train(synthetic_folder, tmp_path / "serial", **TINY_PAIR)
+    finally:
+        torch.set_num_threads(threads)
+    assert one_at_a_time["members_side_by_side"] == 1
+    for member in ("member0-unet", "member1-unet"):
+        side, serial = _member_weights(tmp_path / "side", member), _member_weights(tmp_path / "serial", member)
+        for key in side:
+            torch.testing.assert_close(side[key], serial[key], msg=f"{member} {key}")
+
+
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="members train side by side only with 2+ threads")
+def test_a_failing_member_gives_its_one_line_error(tmp_path: Path, synthetic_folder: Path) -> None:
+    out = tmp_path / "ens"
+    api.train(synthetic_folder, out, **TINY_PAIR)
+    with pytest.raises(CovsegError, match="resume with the same --model and --size"):
+        api.train(synthetic_folder, out, resume=True, **{**TINY_PAIR, "size": 96})
+    assert not list(out.glob(".members-*"))

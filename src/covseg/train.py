@@ -6,17 +6,26 @@ average), ``best.pt`` (best validation Dice, or the last epoch; the average when
 ``metrics.json`` (the best model evaluated at the original image size).
 
 An ensemble (``--model a,b``) trains each member into ``member{i}-{name}/`` with seed
-``seed + i`` on the same slices, then writes the averaged model to ``best.pt``.
+``seed + i`` on the same slices (side by side when there are threads for it), then writes the
+averaged model to ``best.pt``.
 """
 
 from __future__ import annotations
 
+import json
+import multiprocessing
 import os
+import pickle
 import random
+import signal
+import sys
+import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import replace
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
@@ -176,9 +185,16 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
         train_cases, val_cases = validation_split(data.samples, config.val_fraction, config.seed)
     if len(member_names(config.model)) > 1:
         return _train_ensemble(config, data, out, resume, train_cases, val_cases or [], progress)
+    return _train_model(config, data, out, resume, train_cases, val_cases or [], progress)
+
+
+def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
+                 train_cases: Sequence[str], val_cases: Sequence[str], progress: bool,
+                 bar_position: int = 0) -> dict[str, Any]:
+    """Train one network into ``out`` (``bar_position``: its progress bar's line)."""
     by_id = {s.case_id: s for s in data.samples}
     train_samples = [by_id[c] for c in train_cases]
-    val_samples = [by_id[c] for c in (val_cases or [])]
+    val_samples = [by_id[c] for c in val_cases]
     if not 0 < config.threshold < 1:
         raise CovsegError(f"--threshold must lie between 0 and 1, got {config.threshold}")
     if not 0 <= config.cutmix <= 1:
@@ -206,8 +222,7 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
     first_epoch, best_dice, history = _start(out, config, model, optimizer, scheduler, averaged,
                                              resume)
     meta = _meta(config, data.num_classes)
-    _write_run_record(out, config, data, train_cases, val_cases or [],
-                      parameters=parameter_count(model))
+    _write_run_record(out, config, data, train_cases, val_cases, parameters=parameter_count(model))
 
     transform = augmentation(config.augment)
     cutmix = _BatchCutMix(config.cutmix, config.batch_size)
@@ -218,7 +233,8 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
                         shuffle=True, drop_last=len(train_items) > config.batch_size, num_workers=0)
 
     bar = tqdm(range(first_epoch, config.epochs + 1), desc=f"train {config.model}", unit="epoch",
-               initial=first_epoch - 1, total=config.epochs, disable=not progress)
+               initial=first_epoch - 1, total=config.epochs, disable=not progress,
+               position=bar_position)
     for epoch in bar:
         _seed_epoch(config.seed, epoch, transform, cutmix)
         model.train()
@@ -258,31 +274,110 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
 def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
                     train_cases: Sequence[str], val_cases: Sequence[str], progress: bool
                     ) -> dict[str, Any]:
-    """Train each member on its own (resumable one by one), then save their average."""
+    """Train each member on its own (each resumable), then save their average.
+
+    With threads for more than one, members train side by side, one process each with the
+    threads shared out: a network this small keeps about one core busy (2.25 s per epoch on
+    two threads, 2.3 s on one beside another run; benchmarks/RESULTS.md), so two members
+    take the wall-clock time of one.
+    """
     if any(out.glob("member*")) and not resume:
         raise CovsegError(f"{out} already holds a run; pass --resume to continue it or pick a new --out")
     names = member_names(config.model)
     _write_run_record(out, config, data, train_cases, val_cases, members=names)
-    member_metrics, member_dirs = [], []
-    for i, name in enumerate(names):
-        member_dir = out / f"member{i}-{name}"
-        member_metrics.append(train(replace(config, model=name, seed=config.seed + i), data,
-                                    member_dir, resume=True, train_cases=train_cases,
-                                    val_cases=val_cases, progress=progress))
-        member_dirs.append(member_dir)
+    jobs = [(replace(config, model=name, seed=config.seed + i), out / f"member{i}-{name}")
+            for i, name in enumerate(names)]
+    started = time.perf_counter()
+    workers = min(len(jobs), torch.get_num_threads())
+    if workers > 1:
+        member_metrics = _train_side_by_side(jobs, data, train_cases, val_cases, progress, workers)
+    else:
+        member_metrics = [_train_model(member, data, folder, True, train_cases, val_cases, progress)
+                          for member, folder in jobs]
+    wall_seconds = time.perf_counter() - started
     ensemble = build_model(config.model, 1 + (config.guide() is not None), data.num_classes,
                            **config.model_options)
-    for member, member_dir in zip(ensemble.members, member_dirs, strict=True):
-        member.load_state_dict(load_checkpoint(member_dir / "best.pt")["state_dict"])
+    for member, (_, folder) in zip(ensemble.members, jobs, strict=True):
+        member.load_state_dict(load_checkpoint(folder / "best.pt")["state_dict"])
     save_checkpoint(out / "best.pt", ensemble, _meta(config, data.num_classes))
     metrics: dict[str, Any] = {
         "epochs": config.epochs, "members": [{"model": n, **m} for n, m in zip(names, member_metrics, strict=True)],
         "train_seconds": float(sum(m["train_seconds"] for m in member_metrics)),
         "seconds_per_epoch": float(sum(m["seconds_per_epoch"] for m in member_metrics)),
+        "wall_seconds": wall_seconds, "members_side_by_side": workers,
         "synthetic": data.synthetic,
     }
     by_id = {s.case_id: s for s in data.samples}
     return _write_metrics(out, metrics, [by_id[c] for c in val_cases])
+
+
+def _train_side_by_side(jobs: list[tuple[TrainConfig, Path]], data: LoadedData,
+                        train_cases: Sequence[str], val_cases: Sequence[str], progress: bool,
+                        workers: int) -> list[dict[str, Any]]:
+    """Train the (recipe, folder) jobs ``workers`` at a time, each in a spawned process.
+
+    Spawned, not forked: forking a process whose OpenMP threads are running can hang the child.
+    The data go through a file, not the process pipe, so that a child dying at start-up cannot
+    block the parent. A member's failure or Ctrl-C stops the others; every checkpoint is written
+    atomically, so ``--resume`` goes on from the last epoch each member finished.
+    """
+    threads = max(1, torch.get_num_threads() // workers)
+    context = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix=".members-", dir=jobs[0][1].parent) as scratch:
+        shared = Path(scratch) / "data.pkl"
+        with shared.open("wb") as handle:
+            pickle.dump((data, list(train_cases), list(val_cases)), handle, pickle.HIGHEST_PROTOCOL)
+        for start in range(0, len(jobs), workers):
+            _run_wave(context, jobs[start:start + workers], shared, progress, threads)
+    return [json.loads((folder / "metrics.json").read_text()) for _, folder in jobs]
+
+
+def _run_wave(context: Any, jobs: list[tuple[TrainConfig, Path]], shared: Path, progress: bool,
+              threads: int) -> None:
+    """Start one process per job, wait for all; the first failure stops the rest and is raised."""
+    running: dict[Any, tuple[Any, Connection]] = {}
+    try:
+        for position, (member, folder) in enumerate(jobs):
+            receiver, sender = context.Pipe(duplex=False)
+            process = context.Process(target=_member_process, name=folder.name,
+                                      args=(member, shared, folder, progress, position, threads,
+                                            sender))
+            process.start()
+            running[process.sentinel] = (process, receiver)
+        while running:
+            for sentinel in wait(list(running)):
+                process, receiver = running.pop(sentinel)
+                process.join()
+                if process.exitcode != 0:
+                    raise CovsegError(receiver.recv() if receiver.poll() else (
+                        f"training member {process.name} stopped (exit status {process.exitcode}; "
+                        "its messages are above). A script that calls covseg's train must do so "
+                        "under `if __name__ == \"__main__\":`, as members train in processes of "
+                        "their own"))
+    finally:
+        for process, _ in running.values():
+            process.terminate()
+            process.join()
+
+
+def _member_process(config: TrainConfig, shared: Path, out: Path, progress: bool,
+                    bar_position: int, threads: int, errors: Connection) -> None:
+    """One member in a process of its own; covseg's one-line errors go back through ``errors``.
+
+    Ctrl-C is left to the parent, which ends the members with SIGTERM: that unwinds like an
+    exception here, so no temporary file is left behind.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    torch.set_num_threads(threads)
+    tqdm.set_lock(threading.RLock())  # tqdm's default lock is a semaphore SIGTERM would leak
+    with shared.open("rb") as handle:
+        data, train_cases, val_cases = pickle.load(handle)  # written by the parent just before
+    try:
+        _train_model(config, data, out, True, train_cases, val_cases, progress, bar_position)
+    except CovsegError as exc:
+        errors.send(str(exc))
+        sys.exit(2)
 
 
 def _finish(out: Path, config: TrainConfig, data: LoadedData, history: list[dict[str, float]],
