@@ -126,7 +126,18 @@ def epoch_seconds(config: TrainConfig, slices: int = 50, epochs: int = 2) -> flo
     with tempfile.TemporaryDirectory() as tmp:
         recipe = TrainConfig(**{**config.to_dict(), "epochs": epochs, "val_fraction": 0.0})
         metrics = train(recipe, data, tmp, progress=False)
-    return metrics["seconds_per_epoch"]
+    return epoch_wall_seconds(metrics)
+
+
+def epoch_wall_seconds(metrics: dict) -> float:  # type: ignore[type-arg]
+    """Wall-clock seconds per epoch: an ensemble's members that trained side by side count once
+    per group (the slowest of it), members trained one after another add up."""
+    members = metrics.get("members")
+    if not members:
+        return metrics["seconds_per_epoch"]
+    per_member = [m["seconds_per_epoch"] for m in members]
+    width = metrics["members_side_by_side"]
+    return sum(max(per_member[i:i + width]) for i in range(0, len(per_member), width))
 
 
 def convergence(run: Path | None) -> list[dict[str, float | str]]:

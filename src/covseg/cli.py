@@ -57,7 +57,8 @@ def _add_train_options(parser: argparse.ArgumentParser, single_model: bool = Tru
     parser.add_argument("--out", required=True, help="output folder")
     if single_model:
         parser.add_argument("--model", default=DEFAULTS.model,
-                            help="architecture (see `covseg models`)")
+                            help="architecture (see `covseg models`), or a,b for an ensemble; "
+                                 "default: %(default)s (two seeds, averaged)")
         parser.add_argument("--model-option", type=_model_option, action="append", default=[],
                             metavar="KEY=VALUE", help="architecture option, e.g. width=32")
     parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs)

@@ -17,7 +17,10 @@ class TrainConfig:
     Inf-Net slices (see benchmarks/RESULTS.md); ``unet`` is the baseline to compare against.
     """
 
-    model: str = "miniseg"
+    model: str = "miniseg,miniseg"
+    """A registry name, or ``a,b`` for an ensemble; the default is two MiniSeg-style networks with
+    seeds ``seed`` and ``seed + 1``, whose probabilities are averaged (+0.005 Dice in paired
+    cross-validation over one network)."""
     model_options: dict[str, Any] = field(default_factory=dict)
     target: str = "infection"
     epochs: int = 240

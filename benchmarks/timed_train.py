@@ -1,0 +1,86 @@
+"""Time a whole ``covseg train`` run and its peak memory, ensemble members' processes included.
+
+    python benchmarks/timed_train.py DATA --out RUN [--json timed_train.json] [-- TRAIN OPTIONS...]
+
+Runs ``covseg train DATA --out RUN [OPTIONS]`` as a child process and samples, every 0.5 s, the
+summed resident memory of it and every process it started (an ensemble trains its members in
+processes of their own, which ``/usr/bin/time`` would not add up). Prints the wall clock and the
+peak, and writes them as JSON with the run's own seconds per epoch. Linux only (reads /proc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PAGE_KIB = 4
+
+
+def _processes() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, resident KiB) of every process on the machine, from /proc."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/statm"):
+        try:
+            resident = int(stat.read_text().split()[1]) * PAGE_KIB
+            fields = (stat.parent / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended while being read
+        found[int(stat.parent.name)] = (int(fields[1]), resident)
+    return found
+
+
+def tree_rss_kib(root: int) -> int:
+    """Summed resident memory of ``root`` and all its descendants."""
+    processes = _processes()
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in processes.items():
+        children.setdefault(parent, []).append(pid)
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += processes.get(pid, (0, 0))[1]
+        stack.extend(children.get(pid, []))
+    return total
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("data")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--json", type=Path, default=Path("timed_train.json"))
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    args, options = parser.parse_args(argv[:split]), argv[split + 1:]
+    command = ["covseg", "train", args.data, "--out", str(args.out), *options]
+    started = time.perf_counter()
+    child = subprocess.Popen(command)
+    peak = 0
+    while child.poll() is None:
+        peak = max(peak, tree_rss_kib(child.pid))
+        time.sleep(0.5)
+    wall = time.perf_counter() - started
+    if child.returncode != 0:
+        print(f"timed_train: `{' '.join(command)}` failed (exit status {child.returncode})",
+              file=sys.stderr)
+        return child.returncode
+    metrics = json.loads((args.out / "metrics.json").read_text())
+    members = metrics.get("members", [metrics])
+    result = {"command": command, "wall_seconds": wall, "peak_tree_rss_mib": peak / 1024,
+              "seconds_per_epoch": [m["seconds_per_epoch"] for m in members],
+              "members_side_by_side": metrics.get("members_side_by_side", 1),
+              "epochs": metrics["epochs"]}
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    per_epoch = ", ".join(f"{s:.2f}" for s in result["seconds_per_epoch"])
+    minutes, seconds = divmod(round(wall), 60)
+    print(f"whole training: {minutes} min {seconds:02d} s; peak RSS of its processes "
+          f"{peak / 1024:.0f} MiB; seconds per epoch {per_epoch} "
+          f"({result['members_side_by_side']} side by side)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
