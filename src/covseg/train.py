@@ -183,9 +183,22 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
     out.mkdir(parents=True, exist_ok=True)
     if train_cases is None:
         train_cases, val_cases = validation_split(data.samples, config.val_fraction, config.seed)
+    _check_recipe(config)
     if len(member_names(config.model)) > 1:
         return _train_ensemble(config, data, out, resume, train_cases, val_cases or [], progress)
     return _train_model(config, data, out, resume, train_cases, val_cases or [], progress)
+
+
+def _check_recipe(config: TrainConfig) -> None:
+    """Refuse out-of-range options before any member starts."""
+    if not 0 < config.threshold < 1:
+        raise CovsegError(f"--threshold must lie between 0 and 1, got {config.threshold}")
+    if not 0 <= config.cutmix <= 1:
+        raise CovsegError(f"--cutmix must lie in [0, 1], got {config.cutmix}")
+    if not 0 <= config.ema_decay < 1:
+        raise CovsegError(f"--ema-decay must lie in [0, 1), got {config.ema_decay}")
+    if config.batch_size < 2:
+        raise CovsegError("--batch-size must be at least 2 (batch normalisation needs two slices)")
 
 
 def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
@@ -195,14 +208,6 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     by_id = {s.case_id: s for s in data.samples}
     train_samples = [by_id[c] for c in train_cases]
     val_samples = [by_id[c] for c in val_cases]
-    if not 0 < config.threshold < 1:
-        raise CovsegError(f"--threshold must lie between 0 and 1, got {config.threshold}")
-    if not 0 <= config.cutmix <= 1:
-        raise CovsegError(f"--cutmix must lie in [0, 1], got {config.cutmix}")
-    if not 0 <= config.ema_decay < 1:
-        raise CovsegError(f"--ema-decay must lie in [0, 1), got {config.ema_decay}")
-    if config.batch_size < 2:
-        raise CovsegError("--batch-size must be at least 2 (batch normalisation needs two slices)")
     if not train_samples:
         raise CovsegError("no training slices left after the split; add data or lower the validation fraction")
 
@@ -277,13 +282,15 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
     """Train each member on its own (each resumable), then save their average.
 
     With threads for more than one, members train side by side, one process each with the
-    threads shared out: a network this small keeps about one core busy (2.25 s per epoch on
-    two threads, 2.3 s on one beside another run; benchmarks/RESULTS.md), so two members
-    take the wall-clock time of one.
+    threads shared out: a network this small keeps about one core busy, so on 2 cores two
+    members took 12 min 24 s against 9 min 16 s for one and 21 min 49 s one after the other
+    (benchmarks/RESULTS.md).
     """
     if any(out.glob("member*")) and not resume:
         raise CovsegError(f"{out} already holds a run; pass --resume to continue it or pick a new --out")
     names = member_names(config.model)
+    ensemble = build_model(config.model, 1 + (config.guide() is not None), data.num_classes,
+                           **config.model_options)  # unknown names and options fail here, at once
     _write_run_record(out, config, data, train_cases, val_cases, members=names)
     jobs = [(replace(config, model=name, seed=config.seed + i), out / f"member{i}-{name}")
             for i, name in enumerate(names)]
@@ -295,8 +302,6 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
         member_metrics = [_train_model(member, data, folder, True, train_cases, val_cases, progress)
                           for member, folder in jobs]
     wall_seconds = time.perf_counter() - started
-    ensemble = build_model(config.model, 1 + (config.guide() is not None), data.num_classes,
-                           **config.model_options)
     for member, (_, folder) in zip(ensemble.members, jobs, strict=True):
         member.load_state_dict(load_checkpoint(folder / "best.pt")["state_dict"])
     save_checkpoint(out / "best.pt", ensemble, _meta(config, data.num_classes))
