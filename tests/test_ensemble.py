@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +114,17 @@ def test_a_failing_member_gives_its_one_line_error(tmp_path: Path, synthetic_fol
     with pytest.raises(CovsegError, match="resume with the same --model and --size"):
         api.train(synthetic_folder, out, resume=True, **{**TINY_PAIR, "size": 96})
     assert not list(out.glob(".members-*"))
+
+
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="members train side by side only with 2+ threads")
+def test_a_script_without_the_main_guard_stops_with_a_message(tmp_path: Path,
+                                                              synthetic_folder: Path) -> None:
+    """Spawned members re-import an unguarded script; that must fail fast and say why, not hang."""
+    script = tmp_path / "unguarded.py"
+    script.write_text("import covseg\n"
+                      f"covseg.train({str(synthetic_folder)!r}, {str(tmp_path / 'run')!r}, "
+                      "model='unet,unet', epochs=1, size=64, model_options={'width': 4})\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode != 0
+    assert "if __name__ ==" in done.stderr.splitlines()[-1]
