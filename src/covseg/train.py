@@ -348,21 +348,36 @@ def _run_wave(context: Any, jobs: list[tuple[TrainConfig, Path]], shared: Path, 
                                       args=(member, shared, folder, progress, position, threads,
                                             sender))
             process.start()
+            sender.close()  # the child holds the write end now; its exit reads as end of file
             running[process.sentinel] = (process, receiver)
         while running:
             for sentinel in wait(list(running)):
                 process, receiver = running.pop(sentinel)
                 process.join()
                 if process.exitcode != 0:
-                    raise CovsegError(receiver.recv() if receiver.poll() else (
-                        f"training member {process.name} stopped (exit status {process.exitcode}; "
-                        "its messages are above). A script that calls covseg's train must do so "
-                        "under `if __name__ == \"__main__\":`, as members train in processes of "
-                        "their own"))
+                    raise CovsegError(_sent_error(receiver) or _failure(process))
     finally:
         for process, _ in running.values():
             process.terminate()
             process.join()
+
+
+def _sent_error(receiver: Connection) -> str | None:
+    """The covseg error a member sent before it stopped, if any."""
+    try:
+        return receiver.recv() if receiver.poll() else None
+    except EOFError:  # it stopped without sending one
+        return None
+
+
+def _failure(process: Any) -> str:
+    """What to tell the user about a member that ended without a covseg error."""
+    if process.exitcode < 0:
+        return (f"training member {process.name} was killed by signal {-process.exitcode} "
+                "(out of memory?); rerun the same command with --resume to continue")
+    return (f"training member {process.name} stopped (exit status {process.exitcode}; its "
+            "messages are above). A script that calls covseg's train must do so under "
+            "`if __name__ == \"__main__\":`, as members train in processes of their own")
 
 
 def _member_process(config: TrainConfig, shared: Path, out: Path, progress: bool,
