@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -89,8 +91,7 @@ def _member_weights(run: Path, member: str) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.skipif(torch.get_num_threads() < 2, reason="members train side by side only with 2+ threads")
-def test_side_by_side_members_equal_one_at_a_time(tmp_path: Path, synthetic_folder: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_side_by_side_members_equal_one_at_a_time(tmp_path: Path, synthetic_folder: Path) -> None:
     """Training members in processes of their own changes nothing but the wall-clock time."""
     threads = torch.get_num_threads()
     side_by_side = api.train(synthetic_folder, tmp_path / "side", **TINY_PAIR)
@@ -128,3 +129,34 @@ def test_a_script_without_the_main_guard_stops_with_a_message(tmp_path: Path,
                           timeout=300, check=False)
     assert done.returncode != 0
     assert "if __name__ ==" in done.stderr.splitlines()[-1]
+
+
+def _epochs_done(out: Path) -> list[int]:
+    return [len((m / "log.csv").read_text().splitlines()) - 1 if (m / "log.csv").is_file() else 0
+            for m in sorted(out.glob("member*"))]
+
+
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="members train side by side only with 2+ threads")
+def test_ctrl_c_stops_every_member_and_resume_finishes(tmp_path: Path, synthetic_folder: Path) -> None:
+    out = tmp_path / "run"
+    command = [sys.executable, "-c", "import sys; from covseg.cli import main; sys.exit(main())",
+               "train", str(synthetic_folder), "--out", str(out), "--model", "unet,unet",
+               "--model-option", "width=4", "--size", "64", "--epochs", "40"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while min(_epochs_done(out), default=0) < 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "rerun the same command with --resume" in err.splitlines()[-1]
+    stopped = _epochs_done(out)
+    assert len(stopped) == 2 and all(0 < done < 40 for done in stopped)
+    time.sleep(2)
+    assert _epochs_done(out) == stopped  # no member goes on after its parent
+    assert not list(out.rglob(".*"))  # no temporary file left behind
+
+    done = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert _epochs_done(out) == [40, 40]
