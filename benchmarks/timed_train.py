@@ -5,7 +5,8 @@
 Runs ``covseg train DATA --out RUN [OPTIONS]`` as a child process and samples, every 0.5 s, the
 summed resident memory of it and every process it started (an ensemble trains its members in
 processes of their own, which ``/usr/bin/time`` would not add up). Prints the wall clock and the
-peak, and writes them as JSON with the run's own seconds per epoch. Linux only (reads /proc).
+peak, and writes them as JSON with the run's own seconds per epoch. Linux only: it reads /proc
+itself rather than add psutil, which covseg does not otherwise need, for one benchmark.
 """
 
 from __future__ import annotations
