@@ -219,15 +219,8 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     # Deeply supervised models return [main, side outputs...] while training; MONAI's wrapper
     # weighs them 1, 1/2, 1/4... and passes a single output straight to the loss.
     train_loss_fn = DeepSupervisionLoss(loss_fn)
-    import os  # EXPERIMENT-ONLY
-    if os.environ.get("COVSEG_EXP_SGD"):
-        optimizer = torch.optim.SGD(model.parameters(), lr=float(os.environ["COVSEG_EXP_SGD"]),
-                                    momentum=0.99, nesterov=True, weight_decay=3e-5)
-        scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=config.epochs,
-                                                          power=0.9)
-    else:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs,
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs,
                                                            eta_min=config.lr * 0.02)
     averaged = _moving_average(model, config.ema_decay)
     served = model if averaged is None else averaged.module
@@ -247,15 +240,7 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     bar = tqdm(range(first_epoch, config.epochs + 1), desc=f"train {config.model}", unit="epoch",
                initial=first_epoch - 1, total=config.epochs, disable=not progress,
                position=bar_position)
-    tail = float(os.environ.get("COVSEG_EXP_TAIL", "0"))  # EXPERIMENT-ONLY
     for epoch in bar:
-        if tail and epoch > (1 - tail) * config.epochs:  # EXPERIMENT-ONLY
-            from monai.transforms import Compose, RandFlipd, RandRotate90d
-            keys = ("image", "mask")
-            transform = Compose([RandRotate90d(keys, prob=0.5, max_k=1),
-                                 RandFlipd(keys, prob=0.5, spatial_axis=1),
-                                 RandFlipd(keys, prob=0.2, spatial_axis=0)])
-            loader.dataset.transform = transform
         _seed_epoch(config.seed, epoch, transform, cutmix)
         model.train()
         started, losses = time.perf_counter(), []

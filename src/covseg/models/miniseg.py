@@ -110,8 +110,7 @@ class MiniSeg(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, width: float = 1.0,
-                 deep_supervision: bool = False, half_refine: bool = False,
-                 global_context: bool = False) -> None:
+                 deep_supervision: bool = False) -> None:
         super().__init__()
         widths = [scaled(STEM_CHANNELS, width)] + [scaled(c, width) for c, _ in STAGES]
         self.stem = conv_bn_act(in_channels, widths[0], 3, stride=2)
@@ -125,10 +124,6 @@ class MiniSeg(nn.Module):
         )
         self.refines = nn.ModuleList(separable(width, width) for width in widths[1:-1])
         self.head = nn.Conv2d(widths[0], out_channels, 1)
-        self.half_refine = separable(widths[0], widths[0]) if half_refine else None
-        self.global_context = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Conv2d(widths[-1], widths[-1], 1), nn.PReLU(widths[-1])
-        ) if global_context else None
         self.stem_head = nn.Conv2d(widths[0], out_channels, 1, bias=False)
         self.side_heads = nn.ModuleList(
             nn.Conv2d(width, out_channels, 1) for width in widths[1:-1]
@@ -139,8 +134,6 @@ class MiniSeg(nn.Module):
         for stage in self.stages:
             skips.append(stage(skips[-1]))
         out = skips.pop()
-        if self.global_context is not None:
-            out = out + self.global_context(out)
         sides: list[torch.Tensor] = []
         for level in reversed(range(1, len(skips))):
             out = upsample(self.projections[level](out), skips[level]) + skips[level]
@@ -148,10 +141,6 @@ class MiniSeg(nn.Module):
             if self.side_heads is not None and self.training:
                 sides.insert(0, upsample(self.side_heads[level - 1](out), x))
         stem = skips[0]
-        if self.half_refine is not None:
-            half = self.half_refine(upsample(self.projections[0](out), stem) + stem)
-            logits = upsample(self.head(half), x)
-            return [logits, *sides] if sides else logits
         quarter = self.head(self.projections[0](out))
         logits = upsample(upsample(quarter, stem) + self.stem_head(stem), x)
         return [logits, *sides] if sides else logits
@@ -169,10 +158,8 @@ def upsample(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 @register("miniseg", "MiniSeg-style lightweight network (<100 K parameters), hand-written")
 def build_miniseg(in_channels: int, out_channels: int, width: float = 1.0,
-                  deep_supervision: bool = False, half_refine: bool = False,
-                  global_context: bool = False) -> nn.Module:
+                  deep_supervision: bool = False) -> nn.Module:
     """Options: ``width`` (channel multiplier, 1 = 92 K parameters) and ``deep_supervision``."""
     if width <= 0:
         raise CovsegError(f"miniseg: width must be positive, got {width}")
-    return MiniSeg(in_channels, out_channels, width, deep_supervision, half_refine,
-                   global_context)
+    return MiniSeg(in_channels, out_channels, width, deep_supervision)
