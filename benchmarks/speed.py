@@ -28,6 +28,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -129,7 +130,7 @@ def epoch_seconds(config: TrainConfig, slices: int = 50, epochs: int = 2) -> flo
     return epoch_wall_seconds(metrics)
 
 
-def epoch_wall_seconds(metrics: dict) -> float:  # type: ignore[type-arg]
+def epoch_wall_seconds(metrics: dict[str, Any]) -> float:
     """Wall-clock seconds per epoch: an ensemble's members that trained side by side count once
     per group (the slowest of it), members trained one after another add up."""
     members = metrics.get("members")

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-PAGE_KIB = 4
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+"""/proc/PID/statm counts pages; 4 KiB on x86_64, larger on some ARM kernels."""
 
 
 def _processes() -> dict[int, tuple[int, int]]:

@@ -26,6 +26,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -370,7 +371,7 @@ def _sent_error(receiver: Connection) -> str | None:
         return None
 
 
-def _failure(process: Any) -> str:
+def _failure(process: BaseProcess) -> str:
     """What to tell the user about a member that ended without a covseg error."""
     if process.exitcode < 0:
         return (f"training member {process.name} was killed by signal {-process.exitcode} "
