@@ -104,6 +104,21 @@ class _BatchCutMix:
         return mixed_image, mixed_mask.round().long()
 
 
+def _exp_paste(image: torch.Tensor, mask: torch.Tensor, share: float
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """EXPERIMENT-ONLY: blend the next slice's lesions (soft edge) into a share of slices."""
+    from monai.networks.layers import gaussian_1d, separable_filtering
+    donor = torch.roll(torch.arange(len(image)), 1)
+    lesion = mask[donor].float()
+    kernel = gaussian_1d(torch.tensor(2.0), truncated=3.0)
+    alpha = separable_filtering(lesion, [kernel, kernel]).clamp(0, 1)
+    chosen = (torch.rand(len(image), 1, 1, 1) < share).float()
+    alpha = alpha * chosen
+    image = alpha * image[donor] + (1 - alpha) * image
+    mask = torch.where((lesion * chosen) > 0.5, torch.ones_like(mask), mask)
+    return image, mask
+
+
 def _validate(model: nn.Module, loss_fn: nn.Module, items: list[dict[str, torch.Tensor]],
               num_classes: int, batch_size: int) -> tuple[float, float]:
     """Mean loss and mean per-case Dice on the canvas (for model selection)."""
@@ -217,6 +232,13 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     model = build_model(config.model, 1 + (guide is not None), data.num_classes,
                         **config.model_options)
     loss_fn = build_loss(config.loss, data.num_classes)
+    import os  # EXPERIMENT-ONLY
+    if os.environ.get("COVSEG_EXP_LOVASZ"):
+        from segmentation_models_pytorch.losses import LovaszLoss
+        from covseg.losses import _BinaryBCE, _WeightedSum
+        loss_fn = _WeightedSum([(1.0, _BinaryBCE()),
+                                (1.0, LovaszLoss("binary", per_image=True))])
+    paste_share = float(os.environ.get("COVSEG_EXP_PASTE", "0"))
     # Deeply supervised models return [main, side outputs...] while training; MONAI's wrapper
     # weighs them 1, 1/2, 1/4... and passes a single output straight to the loss.
     train_loss_fn = DeepSupervisionLoss(loss_fn)
@@ -249,6 +271,8 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
             optimizer.zero_grad(set_to_none=True)
             image, mask = cutmix(batch["image"].as_subclass(torch.Tensor),
                                  batch["mask"].as_subclass(torch.Tensor).long())
+            if paste_share:
+                image, mask = _exp_paste(image, mask, paste_share)
             loss = train_loss_fn(model(image), mask)
             loss.backward()
             optimizer.step()
