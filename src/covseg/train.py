@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.data import DataLoader, Dataset
 from monai.losses import DeepSupervisionLoss
 from monai.metrics import compute_dice
@@ -238,6 +239,17 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
         from covseg.losses import _BinaryBCE, _WeightedSum
         loss_fn = _WeightedSum([(1.0, _BinaryBCE()),
                                 (1.0, LovaszLoss("binary", per_image=True))])
+    if os.environ.get("COVSEG_EXP_SMOOTH"):
+        from monai.losses import DiceLoss
+        from covseg.losses import _WeightedSum
+        smooth = float(os.environ["COVSEG_EXP_SMOOTH"])
+
+        class _SmoothBCE(nn.Module):
+            def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+                soft = target.float() * (1 - smooth) + smooth / 2
+                return F.binary_cross_entropy_with_logits(logits, soft)
+
+        loss_fn = _WeightedSum([(1.0, DiceLoss(sigmoid=True)), (1.0, _SmoothBCE())])
     paste_share = float(os.environ.get("COVSEG_EXP_PASTE", "0"))
     # Deeply supervised models return [main, side outputs...] while training; MONAI's wrapper
     # weighs them 1, 1/2, 1/4... and passes a single output straight to the loss.
