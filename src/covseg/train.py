@@ -115,8 +115,13 @@ def _exp_paste(image: torch.Tensor, mask: torch.Tensor, share: float
     alpha = separable_filtering(lesion, [kernel, kernel]).clamp(0, 1)
     chosen = (torch.rand(len(image), 1, 1, 1) < share).float()
     alpha = alpha * chosen
+    if os.environ.get("COVSEG_EXP_PASTE_LUNG"):
+        # only onto the recipient's dark (air/lung) pixels, not padding, soft tissue or bone
+        lung_like = ((image > 0.02) & (image < 0.6)).float()
+        alpha = alpha * separable_filtering(lung_like, [kernel, kernel]).clamp(0, 1)
     image = alpha * image[donor] + (1 - alpha) * image
-    mask = torch.where((lesion * chosen) > 0.5, torch.ones_like(mask), mask)
+    pasted = alpha if os.environ.get("COVSEG_EXP_PASTE_LUNG") else lesion * chosen
+    mask = torch.where(pasted > 0.5, torch.ones_like(mask), mask)
     return image, mask
 
 
