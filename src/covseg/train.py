@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.data import DataLoader, Dataset
 from monai.losses import DeepSupervisionLoss
 from monai.metrics import compute_dice
@@ -103,26 +102,6 @@ class _BatchCutMix:
             warnings.simplefilter("ignore", UserWarning)
             mixed_image, mixed_mask = self.mixer(image, mask.float())
         return mixed_image, mixed_mask.round().long()
-
-
-def _exp_paste(image: torch.Tensor, mask: torch.Tensor, share: float
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """EXPERIMENT-ONLY: blend the next slice's lesions (soft edge) into a share of slices."""
-    from monai.networks.layers import gaussian_1d, separable_filtering
-    donor = torch.roll(torch.arange(len(image)), 1)
-    lesion = mask[donor].float()
-    kernel = gaussian_1d(torch.tensor(2.0), truncated=3.0)
-    alpha = separable_filtering(lesion, [kernel, kernel]).clamp(0, 1)
-    chosen = (torch.rand(len(image), 1, 1, 1) < share).float()
-    alpha = alpha * chosen
-    if os.environ.get("COVSEG_EXP_PASTE_LUNG"):
-        # only onto the recipient's dark (air/lung) pixels, not padding, soft tissue or bone
-        lung_like = ((image > 0.02) & (image < 0.6)).float()
-        alpha = alpha * separable_filtering(lung_like, [kernel, kernel]).clamp(0, 1)
-    image = alpha * image[donor] + (1 - alpha) * image
-    pasted = alpha if os.environ.get("COVSEG_EXP_PASTE_LUNG") else lesion * chosen
-    mask = torch.where(pasted > 0.5, torch.ones_like(mask), mask)
-    return image, mask
 
 
 def _validate(model: nn.Module, loss_fn: nn.Module, items: list[dict[str, torch.Tensor]],
@@ -238,24 +217,6 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     model = build_model(config.model, 1 + (guide is not None), data.num_classes,
                         **config.model_options)
     loss_fn = build_loss(config.loss, data.num_classes)
-    import os  # EXPERIMENT-ONLY
-    if os.environ.get("COVSEG_EXP_LOVASZ"):
-        from segmentation_models_pytorch.losses import LovaszLoss
-        from covseg.losses import _BinaryBCE, _WeightedSum
-        loss_fn = _WeightedSum([(1.0, _BinaryBCE()),
-                                (1.0, LovaszLoss("binary", per_image=True))])
-    if os.environ.get("COVSEG_EXP_SMOOTH"):
-        from monai.losses import DiceLoss
-        from covseg.losses import _WeightedSum
-        smooth = float(os.environ["COVSEG_EXP_SMOOTH"])
-
-        class _SmoothBCE(nn.Module):
-            def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-                soft = target.float() * (1 - smooth) + smooth / 2
-                return F.binary_cross_entropy_with_logits(logits, soft)
-
-        loss_fn = _WeightedSum([(1.0, DiceLoss(sigmoid=True)), (1.0, _SmoothBCE())])
-    paste_share = float(os.environ.get("COVSEG_EXP_PASTE", "0"))
     # Deeply supervised models return [main, side outputs...] while training; MONAI's wrapper
     # weighs them 1, 1/2, 1/4... and passes a single output straight to the loss.
     train_loss_fn = DeepSupervisionLoss(loss_fn)
@@ -288,8 +249,6 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
             optimizer.zero_grad(set_to_none=True)
             image, mask = cutmix(batch["image"].as_subclass(torch.Tensor),
                                  batch["mask"].as_subclass(torch.Tensor).long())
-            if paste_share:
-                image, mask = _exp_paste(image, mask, paste_share)
             loss = train_loss_fn(model(image), mask)
             loss.backward()
             optimizer.step()

@@ -134,9 +134,6 @@ class MiniSeg(nn.Module):
         for stage in self.stages:
             skips.append(stage(skips[-1]))
         out = skips.pop()
-        import os  # EXPERIMENT-ONLY
-        if os.environ.get("COVSEG_EXP_DROPOUT"):
-            out = F.dropout2d(out, float(os.environ["COVSEG_EXP_DROPOUT"]), self.training)
         sides: list[torch.Tensor] = []
         for level in reversed(range(1, len(skips))):
             out = upsample(self.projections[level](out), skips[level]) + skips[level]
