@@ -198,6 +198,9 @@ def test_bad_numbers_and_empty_input_folder(tmp_path: Path, capsys: pytest.Captu
     code, _, err = _run(capsys, "train", "synthetic", "--out", str(tmp_path / "r"),
                         "--cutmix", "2")
     _assert_one_line_error(code, err, "--cutmix must lie in [0, 1]")
+    code, _, err = _run(capsys, "train", "synthetic", "--out", str(tmp_path / "r"),
+                        "--lesion-paste", "-1")
+    _assert_one_line_error(code, err, "--lesion-paste must lie in [0, 1]")
     (tmp_path / "empty").mkdir()
     code, _, err = _run(capsys, "predict", str(tmp_path / "empty"), "--model", str(tiny_run),
                         "--out", str(tmp_path / "o"))

@@ -31,7 +31,8 @@ def test_run_folder_has_config_log_curves_checkpoints_and_metrics(tiny_run: Path
     assert len((tiny_run / "log.csv").read_text().strip().splitlines()) == 3
 
 
-@pytest.mark.parametrize("options", [{}, {"ema_decay": 0.9}, {"cutmix": 1.0}])
+@pytest.mark.parametrize("options", [{}, {"ema_decay": 0.9}, {"cutmix": 1.0},
+                                     {"lesion_paste": 0.5}])
 def test_resume_after_interruption_matches_an_uninterrupted_run(
         tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
         options: dict[str, float]) -> None:
@@ -106,10 +107,14 @@ def test_cutmix_moves_mask_boxes_with_image_boxes() -> None:
     assert torch.equal(unmixed_image, image)
 
 
-def test_cutmix_share_must_lie_in_0_1(tmp_path: Path, synthetic_folder: Path) -> None:
+@pytest.mark.parametrize(("option", "flag"), [("cutmix", "--cutmix"),
+                                              ("lesion_paste", "--lesion-paste")])
+def test_mixing_shares_must_lie_in_0_1(tmp_path: Path, synthetic_folder: Path, option: str,
+                                       flag: str) -> None:
     data = load_dataset(synthetic_folder)
-    with pytest.raises(CovsegError, match="--cutmix"):
-        train_module.train(TrainConfig(**TINY, cutmix=1.5), data, tmp_path / "bad", progress=False)
+    with pytest.raises(CovsegError, match=flag):
+        train_module.train(TrainConfig(**TINY, **{option: 1.5}), data, tmp_path / "bad",
+                           progress=False)
 
 
 def test_resume_with_another_model_is_refused(tiny_run: Path, synthetic_folder: Path) -> None:

@@ -10,6 +10,7 @@ from covseg.errors import CovsegError
 from covseg.transforms import (
     AUGMENTATIONS,
     LUNG_WINDOW,
+    LesionPaste,
     Letterbox,
     augmentation,
     detect_intensity,
@@ -120,3 +121,55 @@ def test_uint8_and_unit_intensities() -> None:
     assert np.allclose(normalize_intensity(unit), unit)
     with pytest.raises(CovsegError):
         detect_intensity(np.array([[0.0, 5000.0]], dtype=np.float32))
+
+
+def pasting_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """Two 32x32 slices. 0: dark lung left of column 20, bright tissue right of it, with a
+    lesion (label 1) on the tissue. 1: bright tissue above row 16, dark lung below, with a
+    lesion (label 2, grey 0.45) in the lung."""
+    image = torch.zeros(2, 1, 32, 32)
+    image[0, 0, :, :20] = 0.2
+    image[0, 0, :, 20:] = 0.8
+    image[1, 0, :16] = 0.9
+    image[1, 0, 16:] = 0.2
+    image[1, 0, 18:30, 2:14] = 0.45
+    mask = torch.zeros(2, 1, 32, 32, dtype=torch.long)
+    mask[0, 0, 8:24, 22:30] = 1
+    mask[1, 0, 18:30, 2:14] = 2
+    return image, mask
+
+
+def test_lesion_paste_blends_the_donor_lesion_into_dark_pixels_only() -> None:
+    image, mask = pasting_batch()
+    pasted, labels = LesionPaste(1.0)(image, mask)
+    assert labels.dtype == torch.long and pasted.shape == image.shape
+    # slice 0 receives slice 1's lesion (its donor, the slice before it, cyclically)
+    assert (labels[0, 0, 22:26, 6:10] == 2).all(), "the donor's label inside its lesion"
+    assert torch.allclose(pasted[0, 0, 22:26, 6:10], torch.tensor(0.45), atol=0.02)
+    assert (labels[0, 0, 12:20, 24:28] == 1).all(), "its own lesion, on bright pixels, is kept"
+    assert (labels[0, 0, :8] == 0).all() and torch.equal(pasted[0, 0, :8], image[0, 0, :8])
+    # slice 1 receives slice 0's lesion in its lung, never on its bright tissue
+    assert (labels[1, 0, 18:21, 24:28] == 1).all()
+    assert torch.equal(pasted[1, 0, :10], image[1, 0, :10])
+    assert ((labels > 0) >= (mask > 0)).all(), "pasting only adds lesion pixels"
+
+
+def test_lesion_paste_share_zero_is_the_identity_and_a_seed_replays() -> None:
+    image, mask = pasting_batch()
+    same_image, same_mask = LesionPaste(0.0)(image, mask)
+    assert same_image is image and same_mask is mask
+    paste = LesionPaste(0.5)
+    runs = []
+    for _ in range(2):
+        paste.set_random_state(seed=7)
+        runs.append([paste(image, mask)[1] for _ in range(6)])
+    assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
+    assert len({int(m.sum()) for m in runs[0]}) > 1, "share 0.5 pastes some batches, not all"
+
+
+def test_lesion_paste_leaves_a_lung_guide_channel_alone() -> None:
+    image, mask = pasting_batch()
+    guided = torch.cat([image, torch.ones_like(image)], dim=1)
+    pasted, _ = LesionPaste(1.0)(guided, mask)
+    assert torch.equal(pasted[:, 1], guided[:, 1])
+    assert not torch.equal(pasted[:, 0], guided[:, 0])

@@ -70,6 +70,9 @@ def _add_train_options(parser: argparse.ArgumentParser, single_model: bool = Tru
     parser.add_argument("--loss", choices=LOSSES, default=DEFAULTS.loss)
     parser.add_argument("--cutmix", type=float, default=DEFAULTS.cutmix,
                         help="share of batches mixed by CutMix (boxes swapped between slices)")
+    parser.add_argument("--lesion-paste", type=float, default=DEFAULTS.lesion_paste,
+                        help="share of slices given another slice's lesions, blended into their "
+                             "lungs (CarveMix-like)")
     parser.add_argument("--ema-decay", type=float, default=DEFAULTS.ema_decay,
                         help="keep a moving average of the weights (e.g. 0.998 per step); 0 = off")
     parser.add_argument("--val-fraction", type=float, default=DEFAULTS.val_fraction,
@@ -95,7 +98,7 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         "model_options": dict(getattr(args, "model_option", [])), "target": args.target,
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "size": args.size,
         "seed": args.seed, "augment": args.augment, "loss": args.loss,
-        "cutmix": args.cutmix, "ema_decay": args.ema_decay,
+        "cutmix": args.cutmix, "lesion_paste": args.lesion_paste, "ema_decay": args.ema_decay,
         "val_fraction": args.val_fraction, "intensity": args.intensity,
         "window": tuple(args.window), "lung_guide": args.lung_guide,
         "crop_lungs": args.crop_lungs, "frame_lungs": args.frame_lungs,

@@ -54,7 +54,7 @@ from covseg.losses import build_loss
 from covseg.metrics import EMPTY_MASK_RULES, summarize
 from covseg.models import build_model, parameter_count
 from covseg.models.ensemble import member_names
-from covseg.transforms import Letterbox, augmentation
+from covseg.transforms import LesionPaste, Letterbox, augmentation
 from covseg.viz import training_curves
 
 
@@ -196,6 +196,8 @@ def _check_recipe(config: TrainConfig) -> None:
         raise CovsegError(f"--threshold must lie between 0 and 1, got {config.threshold}")
     if not 0 <= config.cutmix <= 1:
         raise CovsegError(f"--cutmix must lie in [0, 1], got {config.cutmix}")
+    if not 0 <= config.lesion_paste <= 1:
+        raise CovsegError(f"--lesion-paste must lie in [0, 1], got {config.lesion_paste}")
     if not 0 <= config.ema_decay < 1:
         raise CovsegError(f"--ema-decay must lie in [0, 1), got {config.ema_decay}")
     if config.batch_size < 2:
@@ -232,6 +234,7 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
 
     transform = augmentation(config.augment)
     cutmix = _BatchCutMix(config.cutmix, config.batch_size)
+    paste = LesionPaste(config.lesion_paste)
     prepare = guide or config.frame()
     train_items = canvas_items(train_samples, config.size, prepare)
     val_items = canvas_items(val_samples, config.size, prepare)
@@ -242,13 +245,14 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
                initial=first_epoch - 1, total=config.epochs, disable=not progress,
                position=bar_position)
     for epoch in bar:
-        _seed_epoch(config.seed, epoch, transform, cutmix)
+        _seed_epoch(config.seed, epoch, transform, cutmix, paste)
         model.train()
         started, losses = time.perf_counter(), []
         for batch in loader:
             optimizer.zero_grad(set_to_none=True)
             image, mask = cutmix(batch["image"].as_subclass(torch.Tensor),
                                  batch["mask"].as_subclass(torch.Tensor).long())
+            image, mask = paste(image, mask)
             loss = train_loss_fn(model(image), mask)
             loss.backward()
             optimizer.step()

@@ -10,6 +10,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from monai.networks.layers import gaussian_1d, separable_filtering
 from monai.transforms import (
     Compose,
     Rand2DElasticd,
@@ -142,3 +143,44 @@ def augmentation(preset: str, keys: tuple[str, str] = ("image", "mask")) -> Comp
             RandGaussianNoised(image, std=0.02, prob=0.3),
         ]
     )
+
+
+class LesionPaste:
+    """Blend the lesions of another slice of the batch into a share of its slices.
+
+    A CarveMix-like copy-paste (Zhang et al., 2021), written here because MONAI has CutMix,
+    CutOut and MixUp but no lesion-shaped mixing. Each chosen slice receives the lesion pixels of
+    the slice before it in the batch, their edges softened by a Gaussian (``sigma`` px), only
+    where it is itself aerated-lung dark (``DARK``, a share of the grey range: not padding, soft
+    tissue or bone); where the pasted lesion dominates, the mask takes the donor's label.
+    Only the first (intensity) channel is pasted, so a lung-guide channel is left as it is.
+    """
+
+    DARK: tuple[float, float] = (0.02, 0.6)
+
+    def __init__(self, share: float, sigma: float = 2.0) -> None:
+        self.share = share
+        self.kernel = gaussian_1d(torch.tensor(sigma), truncated=3.0)
+        self.generator = torch.Generator().manual_seed(0)
+
+    def set_random_state(self, seed: int) -> None:
+        self.generator.manual_seed(seed)
+
+    def soften(self, mask: torch.Tensor) -> torch.Tensor:
+        return separable_filtering(mask, [self.kernel, self.kernel]).clamp(0, 1)
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, H, W) image in [0, 1] and (B, 1, H, W) integer labels -> the same, pasted."""
+        chosen = torch.rand(len(image), generator=self.generator) < self.share
+        if len(image) < 2 or not chosen.any():
+            return image, mask
+        donor = torch.roll(torch.arange(len(image)), 1)
+        intensity = image[:, :1]
+        low, high = self.DARK
+        dark = ((intensity > low) & (intensity < high)).float()
+        alpha = self.soften((mask[donor] > 0).float()) * self.soften(dark)
+        alpha = alpha * chosen.view(-1, 1, 1, 1).float()
+        pasted = image.clone()
+        pasted[:, :1] = alpha * intensity[donor] + (1 - alpha) * intensity
+        labels = torch.where(alpha > 0.5, mask[donor].clamp(min=1), mask)
+        return pasted, labels
