@@ -150,7 +150,7 @@ class LesionPaste:
 
     A CarveMix-like copy-paste (Zhang et al., 2021), written here because MONAI has CutMix,
     CutOut and MixUp but no lesion-shaped mixing. Each chosen slice receives the lesion pixels of
-    the slice before it in the batch, their edges softened by a Gaussian (``sigma`` px), only
+    the slice before it in the batch (the first takes the last's), their edges softened by a Gaussian (``sigma`` px), only
     where it is itself aerated-lung dark (``DARK``, a share of the grey range: not padding, soft
     tissue or bone); where the pasted lesion dominates, the mask takes the donor's label.
     Only the first (intensity) channel is pasted, so a lung-guide channel is left as it is.
@@ -167,6 +167,7 @@ class LesionPaste:
         self.generator.manual_seed(seed)
 
     def soften(self, mask: torch.Tensor) -> torch.Tensor:
+        """A 0/1 map blurred by the Gaussian (MONAI's separable filter): a soft-edged weight."""
         return separable_filtering(mask, [self.kernel, self.kernel]).clamp(0, 1)
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
