@@ -37,8 +37,9 @@ class TrainConfig:
     mask is replaced by the same box of another slice in the batch (0 = off)."""
     lesion_paste: float = 0.0
     """Share of training slices into which the lesions of another slice of the batch are
-    blended (``covseg.transforms.LesionPaste``, 0 = off): +0.006 in cross-validation, inside
-    the seed noise, so off by default (RESULTS.md row 52)."""
+    blended (``covseg.transforms.LesionPaste``, 0 = off): +0.006 for one network in
+    cross-validation, inside the seed noise, and no gain for the two-seed ensemble, so off by
+    default (RESULTS.md row 52)."""
     ema_decay: float = 0.0
     """Per-step decay of an exponential moving average of the weights and BatchNorm statistics
     (0 = off); when on, the average is the model that is saved, validated and predicts."""
