@@ -10,7 +10,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from monai.networks.layers import gaussian_1d, separable_filtering
+from monai.networks.layers import GaussianFilter
 from monai.transforms import (
     Compose,
     Rand2DElasticd,
@@ -149,26 +149,27 @@ class LesionPaste:
     """Blend the lesions of another slice of the batch into a share of its slices.
 
     A CarveMix-like copy-paste (Zhang et al., 2021), written here because MONAI has CutMix,
-    CutOut and MixUp but no lesion-shaped mixing. Each chosen slice receives the lesion pixels of
-    the slice before it in the batch (the first takes the last's), their edges softened by a Gaussian (``sigma`` px), only
-    where it is itself aerated-lung dark (``DARK``, a share of the grey range: not padding, soft
-    tissue or bone); where the pasted lesion dominates, the mask takes the donor's label.
-    Only the first (intensity) channel is pasted, so a lung-guide channel is left as it is.
+    CutOut and MixUp but no lesion-shaped mixing. Each chosen slice receives the lesion pixels
+    of the slice before it in the batch (the first takes the last's), their edges softened by
+    MONAI's Gaussian filter (``sigma`` px), only where it is itself aerated-lung dark (``DARK``,
+    a share of the grey range: not padding, soft tissue or bone); where the pasted lesion
+    dominates, the mask takes the donor's label. Only the first (intensity) channel is pasted,
+    so a lung-guide channel is left as it is.
     """
 
     DARK: tuple[float, float] = (0.02, 0.6)
 
     def __init__(self, share: float, sigma: float = 2.0) -> None:
         self.share = share
-        self.kernel = gaussian_1d(torch.tensor(sigma), truncated=3.0)
+        self.blur = GaussianFilter(spatial_dims=2, sigma=sigma, truncated=3.0)
         self.generator = torch.Generator().manual_seed(0)
 
     def set_random_state(self, seed: int) -> None:
         self.generator.manual_seed(seed)
 
     def soften(self, mask: torch.Tensor) -> torch.Tensor:
-        """A 0/1 map blurred by the Gaussian (MONAI's separable filter): a soft-edged weight."""
-        return separable_filtering(mask, [self.kernel, self.kernel]).clamp(0, 1)
+        """A 0/1 map blurred by the Gaussian: a soft-edged weight in [0, 1]."""
+        return self.blur(mask).clamp(0, 1)
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, C, H, W) image in [0, 1] and (B, 1, H, W) integer labels -> the same, pasted."""
@@ -176,12 +177,12 @@ class LesionPaste:
         if len(image) < 2 or not chosen.any():
             return image, mask
         donor = torch.roll(torch.arange(len(image)), 1)
-        intensity = image[:, :1]
+        intensity, donor_labels = image[:, :1], mask[donor]
         low, high = self.DARK
         dark = ((intensity > low) & (intensity < high)).float()
-        alpha = self.soften((mask[donor] > 0).float()) * self.soften(dark)
+        alpha = self.soften((donor_labels > 0).float()) * self.soften(dark)
         alpha = alpha * chosen.view(-1, 1, 1, 1).float()
         pasted = image.clone()
         pasted[:, :1] = alpha * intensity[donor] + (1 - alpha) * intensity
-        labels = torch.where(alpha > 0.5, mask[donor].clamp(min=1), mask)
+        labels = torch.where(alpha > 0.5, donor_labels.clamp(min=1), mask)
         return pasted, labels
