@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     data = load_dataset(args.data)
     by_id = {s.case_id: s for s in data.samples}
     splits = fold_cases(args.runs[0])
+    if not splits:
+        sys.exit(f"{args.runs[0]}: no fold_*/fold_metrics.json; give a finished `covseg cv` folder")
     for run in args.runs[1:]:
         if fold_cases(run) != splits:
             sys.exit(f"{run}: its folds differ from {args.runs[0]}'s; ensembles need the same folds")
