@@ -35,7 +35,8 @@ def conv_bn_act(in_channels: int, out_channels: int, kernel: int = 1, stride: in
     """Convolution (no bias), BatchNorm and optionally PReLU; 'same' padding."""
     layers: list[nn.Module] = [
         nn.Conv2d(in_channels, out_channels, kernel, stride, (kernel - 1) // 2, bias=False),
-        nn.BatchNorm2d(out_channels),
+        (nn.InstanceNorm2d(out_channels, affine=True) if os.environ.get("COVSEG_EXP_INORM")
+         else nn.BatchNorm2d(out_channels)),
     ]
     if act:
         layers.append(nn.PReLU(out_channels))
