@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.data import DataLoader, Dataset
 from monai.losses import DeepSupervisionLoss
 from monai.metrics import compute_dice
@@ -103,39 +102,6 @@ class _BatchCutMix:
             warnings.simplefilter("ignore", UserWarning)
             mixed_image, mixed_mask = self.mixer(image, mask.float())
         return mixed_image, mixed_mask.round().long()
-
-
-EDGE_WEIGHT = float(os.environ.get("COVSEG_EXP_EDGE", "0"))
-SAM_RHO = float(os.environ.get("COVSEG_EXP_SAM", "0"))
-
-
-def _exp_loss(model: nn.Module, loss_fn: nn.Module, image: torch.Tensor,
-              mask: torch.Tensor) -> torch.Tensor:
-    """Experiment only: the loss, plus an edge term when the model returns (logits, edge)."""
-    output = model(image)
-    if not isinstance(output, tuple):
-        return loss_fn(output, mask)
-    logits, edge = output
-    labels = mask.float()
-    band = F.max_pool2d(labels, 5, 1, 2) + F.max_pool2d(-labels, 5, 1, 2)
-    return loss_fn(logits, mask) + EDGE_WEIGHT * F.binary_cross_entropy_with_logits(edge, band)
-
-
-def _sam_second_step(model: nn.Module, loss_fn: nn.Module, image: torch.Tensor,
-                     mask: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-    """Experiment only: sharpness-aware minimisation (Foret et al. 2021); the gradient at the
-    worst point within radius rho replaces the plain one."""
-    params = [p for p in model.parameters() if p.grad is not None]
-    norm = torch.norm(torch.stack([p.grad.norm() for p in params])) + 1e-12
-    with torch.no_grad():
-        steps = [SAM_RHO * p.grad / norm for p in params]
-        for p, step in zip(params, steps):
-            p.add_(step)
-    optimizer.zero_grad(set_to_none=True)
-    _exp_loss(model, loss_fn, image, mask).backward()
-    with torch.no_grad():
-        for p, step in zip(params, steps):
-            p.sub_(step)
 
 
 def _validate(model: nn.Module, loss_fn: nn.Module, items: list[dict[str, torch.Tensor]],
@@ -287,10 +253,8 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
             image, mask = cutmix(batch["image"].as_subclass(torch.Tensor),
                                  batch["mask"].as_subclass(torch.Tensor).long())
             image, mask = paste(image, mask)
-            loss = _exp_loss(model, train_loss_fn, image, mask)
+            loss = train_loss_fn(model(image), mask)
             loss.backward()
-            if SAM_RHO:
-                _sam_second_step(model, train_loss_fn, image, mask, optimizer)
             optimizer.step()
             if averaged is not None:
                 averaged.update_parameters(model)

@@ -15,8 +15,6 @@ maps torch does not implement on CPU.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,8 +33,7 @@ def conv_bn_act(in_channels: int, out_channels: int, kernel: int = 1, stride: in
     """Convolution (no bias), BatchNorm and optionally PReLU; 'same' padding."""
     layers: list[nn.Module] = [
         nn.Conv2d(in_channels, out_channels, kernel, stride, (kernel - 1) // 2, bias=False),
-        (nn.InstanceNorm2d(out_channels, affine=True) if os.environ.get("COVSEG_EXP_INORM")
-         else nn.BatchNorm2d(out_channels)),
+        nn.BatchNorm2d(out_channels),
     ]
     if act:
         layers.append(nn.PReLU(out_channels))
@@ -131,9 +128,6 @@ class MiniSeg(nn.Module):
         self.side_heads = nn.ModuleList(
             nn.Conv2d(width, out_channels, 1) for width in widths[1:-1]
         ) if deep_supervision else None
-        self.edge_heads = nn.ModuleList(
-            [nn.Conv2d(widths[0], 1, 1), nn.Conv2d(widths[0], 1, 1, bias=False)]
-        ) if os.environ.get("COVSEG_EXP_EDGE") else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         skips = [self.stem(x)]
@@ -149,11 +143,6 @@ class MiniSeg(nn.Module):
         stem = skips[0]
         quarter = self.head(self.projections[0](out))
         logits = upsample(upsample(quarter, stem) + self.stem_head(stem), x)
-        if self.edge_heads is not None and self.training:
-            features = self.projections[0](out)
-            edge = upsample(upsample(self.edge_heads[0](features), stem)
-                            + self.edge_heads[1](stem), x)
-            return (logits, edge)
         return [logits, *sides] if sides else logits
 
 
