@@ -12,7 +12,14 @@ all held-out slices (and over folds) is printed for each variant:
 - test-time views: none, left-right flip, both flips, transpose, flip + transpose, all eight
   flips and transposes (probabilities averaged);
 - ensembles: the probability average of the given runs' fold models;
-- post-processing: dropping connected components under a share of the slice, filling holes.
+- post-processing: dropping connected components under a share of the slice, filling holes,
+  thresholds, Gaussian smoothing of the probabilities, and expected-Dice decoding (per slice,
+  the most probable pixels that maximise the Dice expected under the probabilities).
+
+``--recalibrate-bn clean|dihedral`` first recomputes every BatchNorm statistic of each fold
+model on that fold's training slices, unaugmented (``clean``) or in their eight flips and
+transposes (``dihedral``), with torch's ``update_bn``: the statistics training keeps come from
+heavily augmented batches, while test slices are not augmented.
 
 ``--against VARIANT`` (a name from the printed table) adds, for every variant, the paired
 two-sided Wilcoxon test on the per-slice Dice against that one (slices better / worse, p).
@@ -30,12 +37,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy import ndimage
+from torch.optim.swa_utils import update_bn
 
 from covseg.compare import paired_wilcoxon
 from covseg.data.layouts import load_dataset
 from covseg.infer import FLIP_DIMS, Predictor
 from covseg.metrics import dice
 from covseg.models.ensemble import average_as_logits
+from covseg.train import canvas_items
 
 View = tuple[str, ...]
 """Operations applied in order: "lr" mirrors columns, "ud" mirrors rows, "t" transposes."""
@@ -74,10 +83,19 @@ class ViewAveraged:
         return average_as_logits(outs)
 
 
-def view_probabilities(checkpoint: Path, images: Sequence[np.ndarray]
+def recalibrate_bn(predictor: Predictor, images: Sequence[torch.Tensor], views: str) -> None:
+    """Recompute the network's BatchNorm statistics on training canvases (see the docstring)."""
+    batch = torch.stack(list(images))
+    if views == "dihedral":
+        batch = torch.cat([_apply(batch, v) for v in VIEWS["lr+ud+t"]])
+    batch = batch[torch.randperm(len(batch), generator=torch.Generator().manual_seed(0))]
+    update_bn([chunk for chunk in batch.split(8) if len(chunk) > 1], predictor.model)
+    predictor.model.eval()
+
+
+def view_probabilities(predictor: Predictor, images: Sequence[np.ndarray]
                        ) -> dict[str, list[np.ndarray]]:
     """Infection probabilities of ``images`` under each set of views, from one loaded model."""
-    predictor = Predictor.load(checkpoint, tta=False)
     network = predictor.model
     result = {}
     for name, views in VIEWS.items():
@@ -99,11 +117,35 @@ def postprocess(mask: np.ndarray, min_share: float, fill: bool) -> np.ndarray:
     return mask.astype(np.uint8)
 
 
+def expected_dice_mask(probs: np.ndarray) -> np.ndarray:
+    """The k most probable pixels, k maximising 2 * sum(top k) / (k + sum(all)): the Dice
+    expected under the probabilities (an adaptive threshold per slice)."""
+    flat = probs.ravel()
+    order = np.argsort(-flat)
+    expected = 2 * np.cumsum(flat[order]) / (np.arange(1, flat.size + 1) + flat.sum())
+    mask = np.zeros(flat.size, dtype=bool)
+    mask[order[:int(np.argmax(expected)) + 1]] = True
+    return mask.reshape(probs.shape)
+
+
+Decoder = Callable[[np.ndarray], np.ndarray]
+DECODERS: dict[str, Decoder] = {
+    "": lambda p: p >= 0.5,
+    "+fill": lambda p: postprocess(p >= 0.5, 0.0, True),
+    "+drop<0.1%": lambda p: postprocess(p >= 0.5, 0.001, False),
+    "+drop<0.5%": lambda p: postprocess(p >= 0.5, 0.005, False),
+    **{f"+t{t}": (lambda p, t=t: p >= t) for t in (0.3, 0.35, 0.4, 0.45, 0.6)},
+    **{f"+smooth{s}+t0.4": (lambda p, s=s: ndimage.gaussian_filter(p, s) >= 0.4)
+       for s in (1, 2, 4)},
+    "+expected-dice": expected_dice_mask,
+}
+"""Probabilities to a mask: the name's suffix in the printed table."""
+
+
 def dice_rows(probabilities: Sequence[np.ndarray], truths: Sequence[np.ndarray],
-              min_share: float = 0.0, fill: bool = False, threshold: float = 0.5) -> list[float]:
+              decode: Decoder) -> list[float]:
     """Per-slice Dice with covseg's rule (both empty = 1)."""
-    return [dice(postprocess(p >= threshold, min_share, fill), t)
-            for p, t in zip(probabilities, truths)]
+    return [dice(decode(p).astype(np.uint8), t) for p, t in zip(probabilities, truths)]
 
 
 def checkpoints(run: Path) -> list[str]:
@@ -122,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--against", help="variant to test every other one against (paired)")
+    parser.add_argument("--recalibrate-bn", choices=("clean", "dihedral"),
+                        help="recompute BatchNorm statistics on each fold's training slices first")
     args = parser.parse_args(argv)
     data = load_dataset(args.data)
     by_id = {s.case_id: s for s in data.samples}
@@ -141,7 +185,14 @@ def main(argv: list[str] | None = None) -> int:
         fold_of += [k] * len(samples)
         for run in args.runs:
             for checkpoint in checkpoints(run):
-                by_views = view_probabilities(run / f"fold_{k}" / checkpoint, images)
+                predictor = Predictor.load(run / f"fold_{k}" / checkpoint, tta=False)
+                if args.recalibrate_bn:
+                    fold_config = json.loads((run / f"fold_{k}" / "config.json").read_text())
+                    training = [by_id[c] for c in fold_config["train_cases"]]
+                    canvases = canvas_items(training, predictor.size,
+                                            predictor.guide or predictor.frame)
+                    recalibrate_bn(predictor, [c["image"] for c in canvases], args.recalibrate_bn)
+                by_views = view_probabilities(predictor, images)
                 for view_name, fold_probs in by_views.items():
                     probs.setdefault(f"{run.name}|{checkpoint}|{view_name}", []).extend(fold_probs)
         print(f"fold {k} predicted", file=sys.stderr)
@@ -153,13 +204,9 @@ def main(argv: list[str] | None = None) -> int:
                                                                for ps in zip(*members)]
     results: dict[str, dict] = {}
     per_slice: dict[str, dict[str, float]] = {}
-    variants = [("", 0.0, False, 0.5), ("+fill", 0.0, True, 0.5),
-                ("+drop<0.1%", 0.001, False, 0.5), ("+drop<0.5%", 0.005, False, 0.5),
-                ("+t0.3", 0.0, False, 0.3), ("+t0.4", 0.0, False, 0.4),
-                ("+t0.45", 0.0, False, 0.45), ("+t0.6", 0.0, False, 0.6)]
     for key, p in probs.items():
-        for suffix, share, fill, threshold in variants:
-            dice = np.array(dice_rows(p, truths, share, fill, threshold))
+        for suffix, decode in DECODERS.items():
+            dice = np.array(dice_rows(p, truths, decode))
             per_slice[key + suffix] = dict(zip(map(str, range(len(dice))), dice.tolist()))
             per_fold = [float(dice[np.array(fold_of) == k].mean()) for k in range(len(splits))]
             results[key + suffix] = {"mean": float(dice.mean()), "fold_std": float(np.std(per_fold, ddof=1)),
