@@ -183,15 +183,17 @@ def main(argv: list[str] | None = None) -> int:
         images = [s.image for s in samples]
         truths += [(s.mask > 0).astype(np.uint8) for s in samples]
         fold_of += [k] * len(samples)
+        training: list[torch.Tensor] = []  # the fold's training canvases, built once per fold
         for run in args.runs:
             for checkpoint in checkpoints(run):
                 predictor = Predictor.load(run / f"fold_{k}" / checkpoint, tta=False)
                 if args.recalibrate_bn:
-                    fold_config = json.loads((run / f"fold_{k}" / "config.json").read_text())
-                    training = [by_id[c] for c in fold_config["train_cases"]]
-                    canvases = canvas_items(training, predictor.size,
-                                            predictor.guide or predictor.frame)
-                    recalibrate_bn(predictor, [c["image"] for c in canvases], args.recalibrate_bn)
+                    if not training:
+                        fold_config = json.loads((run / f"fold_{k}" / "config.json").read_text())
+                        samples_in = [by_id[c] for c in fold_config["train_cases"]]
+                        training = [c["image"] for c in canvas_items(
+                            samples_in, predictor.size, predictor.guide or predictor.frame)]
+                    recalibrate_bn(predictor, training, args.recalibrate_bn)
                 by_views = view_probabilities(predictor, images)
                 for view_name, fold_probs in by_views.items():
                     probs.setdefault(f"{run.name}|{checkpoint}|{view_name}", []).extend(fold_probs)
