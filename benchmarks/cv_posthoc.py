@@ -10,7 +10,8 @@ all held-out slices (and over folds) is printed for each variant:
 - checkpoint: ``best.pt`` (validation-selected) or ``last.pt`` (final epoch; the same model
   when the run kept no validation slices);
 - test-time views: none, left-right flip, both flips, transpose, flip + transpose, all eight
-  flips and transposes (probabilities averaged);
+  flips and transposes, and the four flips each also with its intensities gamma-shifted
+  (power 0.8 and 1.25, the training augmentation's range) (probabilities averaged);
 - ensembles: the probability average of the given runs' fold models;
 - post-processing: dropping connected components under a share of the slice, filling holes,
   thresholds, Gaussian smoothing of the probabilities, and expected-Dice decoding (per slice,
@@ -23,6 +24,8 @@ heavily augmented batches, while test slices are not augmented.
 
 ``--against VARIANT`` (a name from the printed table) adds, for every variant, the paired
 two-sided Wilcoxon test on the per-slice Dice against that one (slices better / worse, p).
+``--json`` writes every variant's figures, its per-slice Dice included, so that variants of
+separate runs (with and without ``--recalibrate-bn``) can be paired afterwards.
 """
 
 from __future__ import annotations
@@ -47,17 +50,23 @@ from covseg.models.ensemble import average_as_logits
 from covseg.train import canvas_items
 
 View = tuple[str, ...]
-"""Operations applied in order: "lr" mirrors columns, "ud" mirrors rows, "t" transposes."""
+"""Operations applied in order: "lr" mirrors columns, "ud" mirrors rows, "t" transposes,
+"gG" raises the [0, 1] intensities to the power G."""
 VIEWS: dict[str, tuple[View, ...]] = {
     "none": ((),), "lr": ((), ("lr",)), "lr+ud": ((), ("lr",), ("ud",), ("lr", "ud")),
     "t": ((), ("t",)), "lr+t": ((), ("lr",), ("t",), ("t", "lr")),
     "lr+ud+t": ((), ("lr",), ("ud",), ("lr", "ud"), ("t",), ("t", "lr"), ("t", "ud"),
                 ("t", "lr", "ud")),
+    "lr+ud+gamma": tuple(flips + gamma for flips in ((), ("lr",), ("ud",), ("lr", "ud"))
+                         for gamma in ((), ("g0.8",), ("g1.25",))),
 }
 OPERATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     **{name: partial(torch.flip, dims=(dim,)) for name, dim in FLIP_DIMS.items()},
     "t": lambda x: x.transpose(2, 3),
+    # intensity views (the training augmentation's gamma range) change the input only
+    **{f"g{gamma}": (lambda x, gamma=gamma: x.clamp(min=0) ** gamma) for gamma in (0.8, 1.25)},
 }
+INPUT_ONLY = {"g0.8", "g1.25"}
 
 
 def _apply(batch: torch.Tensor, view: Sequence[str]) -> torch.Tensor:
@@ -78,7 +87,8 @@ class ViewAveraged:
         return self
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        outs = [_apply(self.network(_apply(batch, v).contiguous()), v[::-1]) for v in self.views]
+        outs = [_apply(self.network(_apply(batch, v).contiguous()),
+                       [op for op in v[::-1] if op not in INPUT_ONLY]) for v in self.views]
         # back to logits, as Predictor applies the sigmoid itself
         return average_as_logits(outs)
 
@@ -162,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data")
     parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--json", type=Path, help="also write every variant's figures, per slice included")
     parser.add_argument("--against", help="variant to test every other one against (paired)")
     parser.add_argument("--recalibrate-bn", choices=("clean", "dihedral"),
                         help="recompute BatchNorm statistics on each fold's training slices first")
@@ -212,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             per_slice[key + suffix] = dict(zip(map(str, range(len(dice))), dice.tolist()))
             per_fold = [float(dice[np.array(fold_of) == k].mean()) for k in range(len(splits))]
             results[key + suffix] = {"mean": float(dice.mean()), "fold_std": float(np.std(per_fold, ddof=1)),
-                                     "per_fold": per_fold}
+                                     "per_fold": per_fold, "per_slice": dice.tolist()}
     if args.against:
         if args.against not in per_slice:
             sys.exit(f"--against {args.against!r}: no such variant; pick one from the table")

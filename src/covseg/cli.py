@@ -192,7 +192,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="covseg", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="covseg", description="Segment COVID-19 lung infection and the lungs on chest CT: "
+        "train, cross-validate, compare, predict, export and quantify. `covseg COMMAND -h` for each.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("visualize", help="PNG grid of slices with their masks")
