@@ -24,7 +24,7 @@ heavily augmented batches, while test slices are not augmented.
 
 ``--against VARIANT`` (a name from the printed table) adds, for every variant, the paired
 two-sided Wilcoxon test on the per-slice Dice against that one (slices better / worse, p).
-``--json`` writes every variant's figures, its per-slice Dice included, so that variants of
+``--json`` writes every variant's figures, its per-slice Dice by case id included, so that variants of
 separate runs (with and without ``--recalibrate-bn``) can be paired afterwards.
 """
 
@@ -49,6 +49,8 @@ from covseg.metrics import dice
 from covseg.models.ensemble import average_as_logits
 from covseg.train import canvas_items
 
+GAMMAS = (0.8, 1.25)
+"""The gamma views' powers: the training augmentation's range."""
 View = tuple[str, ...]
 """Operations applied in order: "lr" mirrors columns, "ud" mirrors rows, "t" transposes,
 "gG" raises the [0, 1] intensities to the power G."""
@@ -58,15 +60,15 @@ VIEWS: dict[str, tuple[View, ...]] = {
     "lr+ud+t": ((), ("lr",), ("ud",), ("lr", "ud"), ("t",), ("t", "lr"), ("t", "ud"),
                 ("t", "lr", "ud")),
     "lr+ud+gamma": tuple(flips + gamma for flips in ((), ("lr",), ("ud",), ("lr", "ud"))
-                         for gamma in ((), ("g0.8",), ("g1.25",))),
+                         for gamma in ((), *((f"g{g}",) for g in GAMMAS))),
 }
 OPERATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     **{name: partial(torch.flip, dims=(dim,)) for name, dim in FLIP_DIMS.items()},
     "t": lambda x: x.transpose(2, 3),
-    # intensity views (the training augmentation's gamma range) change the input only
-    **{f"g{gamma}": (lambda x, gamma=gamma: x.clamp(min=0) ** gamma) for gamma in (0.8, 1.25)},
+    **{f"g{gamma}": (lambda x, gamma=gamma: x.clamp(min=0) ** gamma) for gamma in GAMMAS},
 }
-INPUT_ONLY = {"g0.8", "g1.25"}
+INPUT_ONLY = {f"g{gamma}" for gamma in GAMMAS}
+"""Intensity operations change the input only: nothing to undo on the output."""
 
 
 def _apply(batch: torch.Tensor, view: Sequence[str]) -> torch.Tensor:
@@ -214,15 +216,16 @@ def main(argv: list[str] | None = None) -> int:
                 members = [probs[f"{r.name}|{checkpoint}|{view_name}"] for r in args.runs]
                 probs[f"ensemble|{checkpoint}|{view_name}"] = [np.mean(ps, axis=0)
                                                                for ps in zip(*members)]
+    case_ids = [case for cases in splits for case in cases]
     results: dict[str, dict] = {}
     per_slice: dict[str, dict[str, float]] = {}
     for key, p in probs.items():
         for suffix, decode in DECODERS.items():
             dice = np.array(dice_rows(p, truths, decode))
-            per_slice[key + suffix] = dict(zip(map(str, range(len(dice))), dice.tolist()))
+            per_slice[key + suffix] = dict(zip(case_ids, dice.tolist()))
             per_fold = [float(dice[np.array(fold_of) == k].mean()) for k in range(len(splits))]
             results[key + suffix] = {"mean": float(dice.mean()), "fold_std": float(np.std(per_fold, ddof=1)),
-                                     "per_fold": per_fold, "per_slice": dice.tolist()}
+                                     "per_fold": per_fold, "per_slice": per_slice[key + suffix]}
     if args.against:
         if args.against not in per_slice:
             sys.exit(f"--against {args.against!r}: no such variant; pick one from the table")
