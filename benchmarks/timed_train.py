@@ -1,6 +1,6 @@
 """Time a whole ``covseg train`` run and its peak memory, ensemble members' processes included.
 
-    python benchmarks/timed_train.py DATA --out RUN [--json timed_train.json] [-- TRAIN OPTIONS...]
+    python benchmarks/timed_train.py DATA --out RUN [--json FILE (default RUN/timed_train.json)] [-- TRAIN OPTIONS...]
 
 Runs ``covseg train DATA --out RUN [OPTIONS]`` as a child process and samples, every 0.5 s, the
 summed resident memory of it and every process it started (an ensemble trains its members in
@@ -54,7 +54,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("data")
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--json", type=Path, default=Path("timed_train.json"))
+    parser.add_argument("--json", type=Path, help="where the figures go (default: RUN/timed_train.json)")
     argv = sys.argv[1:]
     split = argv.index("--") if "--" in argv else len(argv)
     args, options = parser.parse_args(argv[:split]), argv[split + 1:]
@@ -76,7 +76,7 @@ def main() -> int:
               "seconds_per_epoch": [m["seconds_per_epoch"] for m in members],
               "members_side_by_side": metrics.get("members_side_by_side", 1),
               "epochs": metrics["epochs"]}
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    (args.json or args.out / "timed_train.json").write_text(json.dumps(result, indent=2) + "\n")
     per_epoch = ", ".join(f"{s:.2f}" for s in result["seconds_per_epoch"])
     minutes, seconds = divmod(round(wall), 60)
     print(f"whole training: {minutes} min {seconds:02d} s; peak RSS of its processes "
