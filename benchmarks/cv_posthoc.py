@@ -50,7 +50,8 @@ from covseg.models.ensemble import average_as_logits
 from covseg.train import canvas_items
 
 GAMMAS = (0.8, 1.25)
-"""The gamma views' powers: the training augmentation's range."""
+"""The gamma views' powers: the range of the training augmentation (MONAI's RandAdjustContrastd,
+which also rescales by each image's min and max; here the [0, 1] intensities are raised as they are)."""
 View = tuple[str, ...]
 """Operations applied in order: "lr" mirrors columns, "ud" mirrors rows, "t" transposes,
 "gG" raises the [0, 1] intensities to the power G."""
@@ -101,8 +102,7 @@ def recalibrate_bn(predictor: Predictor, images: Sequence[torch.Tensor], views: 
     if views == "dihedral":
         batch = torch.cat([_apply(batch, v) for v in VIEWS["lr+ud+t"]])
     batch = batch[torch.randperm(len(batch), generator=torch.Generator().manual_seed(0))]
-    update_bn([chunk for chunk in batch.split(8) if len(chunk) > 1], predictor.model)
-    predictor.model.eval()
+    update_bn([chunk for chunk in batch.split(8) if len(chunk) > 1], predictor.model)  # keeps eval mode
 
 
 def view_probabilities(predictor: Predictor, images: Sequence[np.ndarray]
@@ -195,17 +195,17 @@ def main(argv: list[str] | None = None) -> int:
         images = [s.image for s in samples]
         truths += [(s.mask > 0).astype(np.uint8) for s in samples]
         fold_of += [k] * len(samples)
-        training: list[torch.Tensor] = []  # the fold's training canvases, built once per fold
+        training: dict[tuple, list[torch.Tensor]] = {}  # the fold's training canvases, per canvas
         for run in args.runs:
             for checkpoint in checkpoints(run):
                 predictor = Predictor.load(run / f"fold_{k}" / checkpoint, tta=False)
                 if args.recalibrate_bn:
-                    if not training:
+                    canvas = (predictor.size, predictor.guide or predictor.frame)
+                    if canvas not in training:
                         fold_config = json.loads((run / f"fold_{k}" / "config.json").read_text())
                         samples_in = [by_id[c] for c in fold_config["train_cases"]]
-                        training = [c["image"] for c in canvas_items(
-                            samples_in, predictor.size, predictor.guide or predictor.frame)]
-                    recalibrate_bn(predictor, training, args.recalibrate_bn)
+                        training[canvas] = [c["image"] for c in canvas_items(samples_in, *canvas)]
+                    recalibrate_bn(predictor, training[canvas], args.recalibrate_bn)
                 by_views = view_probabilities(predictor, images)
                 for view_name, fold_probs in by_views.items():
                     probs.setdefault(f"{run.name}|{checkpoint}|{view_name}", []).extend(fold_probs)
@@ -217,20 +217,19 @@ def main(argv: list[str] | None = None) -> int:
                 probs[f"ensemble|{checkpoint}|{view_name}"] = [np.mean(ps, axis=0)
                                                                for ps in zip(*members)]
     case_ids = [case for cases in splits for case in cases]
+    fold_index = np.array(fold_of)
     results: dict[str, dict] = {}
-    per_slice: dict[str, dict[str, float]] = {}
     for key, p in probs.items():
         for suffix, decode in DECODERS.items():
             dice = np.array(dice_rows(p, truths, decode))
-            per_slice[key + suffix] = dict(zip(case_ids, dice.tolist()))
-            per_fold = [float(dice[np.array(fold_of) == k].mean()) for k in range(len(splits))]
+            per_fold = [float(dice[fold_index == k].mean()) for k in range(len(splits))]
             results[key + suffix] = {"mean": float(dice.mean()), "fold_std": float(np.std(per_fold, ddof=1)),
-                                     "per_fold": per_fold, "per_slice": per_slice[key + suffix]}
+                                     "per_fold": per_fold, "per_slice": dict(zip(case_ids, dice.tolist()))}
     if args.against:
-        if args.against not in per_slice:
+        if args.against not in results:
             sys.exit(f"--against {args.against!r}: no such variant; pick one from the table")
         for key, r in results.items():
-            r["vs_against"] = paired_wilcoxon(per_slice[key], per_slice[args.against])
+            r["vs_against"] = paired_wilcoxon(r["per_slice"], results[args.against]["per_slice"])
     width = max(map(len, results))
     print(f"{'variant':<{width}}  mean Dice  std over folds  per fold"
           + ("                         better/worse  p" if args.against else ""))
