@@ -4,7 +4,8 @@
 
 Each RUN is a ``covseg cv`` output folder. Unlike ``cv_posthoc.py``, the runs may have different
 folds (10-fold against 5-fold, say): every slice is held out exactly once in each, so the two
-``per_case.csv`` files pair up by case id. Prints the mean Dice of each, and the two-sided
+``per_case.csv`` files pair up by case id. A run stopped part-way (``--fold K``) contributes the
+``test_per_case.csv`` of each fold it finished. Prints the mean Dice of each, and the two-sided
 Wilcoxon signed-rank test of ``covseg compare`` (slices better / worse, p).
 """
 
@@ -24,10 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("candidate", type=Path)
     parser.add_argument("baseline", type=Path)
     args = parser.parse_args(argv)
-    for run in (args.candidate, args.baseline):
-        if not (run / "per_case.csv").is_file():
-            sys.exit(f"{run}: no per_case.csv; finish the run (covseg cv ... --resume) first")
-    candidate, baseline = per_case_dice(args.candidate), per_case_dice(args.baseline)
+    candidate, baseline = held_out_dice(args.candidate), held_out_dice(args.baseline)
     test = paired_wilcoxon(candidate, baseline)
     shared = sorted(set(candidate) & set(baseline))
     print(f"{test['pairs']} slices in both: {args.candidate.name} "
@@ -36,6 +34,17 @@ def main(argv: list[str] | None = None) -> int:
           f"{test['cases_better']}/{test['cases_worse']} slices better/worse, "
           f"p = {test['p_value']:.4f}")
     return 0
+
+
+def held_out_dice(run: Path) -> dict[str, float]:
+    """Per-slice Dice of every slice ``run`` held out: the whole run's, or its finished folds'."""
+    if (run / "per_case.csv").is_file():
+        return per_case_dice(run)
+    folds = sorted(run.glob("fold_*/test_per_case.csv"))
+    if not folds:
+        sys.exit(f"{run}: no per_case.csv and no finished fold; run covseg cv into it first")
+    return {case: value for table in folds
+            for case, value in per_case_dice(table.parent, table.name).items()}
 
 
 if __name__ == "__main__":

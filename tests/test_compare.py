@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from covseg import api
-from covseg.compare import paired_wilcoxon, parse_model_spec
+from covseg.compare import paired_wilcoxon, parse_model_spec, per_case_dice
 from covseg.errors import CovsegError
 
 
@@ -28,6 +28,15 @@ def test_paired_wilcoxon_against_hand_checked_values() -> None:
     # all 8 differences positive: exact two-sided p = 2 / 2**8
     assert result["p_value"] == pytest.approx(2 / 2**8)
     assert paired_wilcoxon(baseline, baseline)["p_value"] == 1.0
+
+
+def test_per_case_dice_reads_a_run_or_one_fold(tmp_path: Path) -> None:
+    (tmp_path / "fold_0").mkdir()
+    header = "case_id,patient_id,dice,iou\n"
+    (tmp_path / "per_case.csv").write_text(header + "a,a,0.5,0.3\nb,b,0.75,0.6\n")
+    (tmp_path / "fold_0" / "test_per_case.csv").write_text(header + "a,a,0.25,0.1\n")
+    assert per_case_dice(tmp_path) == {"a": 0.5, "b": 0.75}
+    assert per_case_dice(tmp_path / "fold_0", "test_per_case.csv") == {"a": 0.25}
 
 
 def test_compare_two_models_on_the_same_folds(tmp_path: Path, synthetic_folder: Path) -> None:

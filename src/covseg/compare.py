@@ -104,9 +104,10 @@ def _folder(spec: str) -> str:
     return spec.replace(":", "_").replace(",", "_").replace("=", "-").replace("+", "p")
 
 
-def per_case_dice(cv_dir: Path) -> dict[str, float]:
-    """Per-case Dice of a finished ``covseg cv`` folder, from its ``per_case.csv``."""
-    with (cv_dir / "per_case.csv").open(newline="", encoding="utf-8") as handle:
+def per_case_dice(cv_dir: Path, table: str = "per_case.csv") -> dict[str, float]:
+    """Per-case Dice of a finished ``covseg cv`` folder, from its ``per_case.csv`` (or of one
+    finished fold, from its ``test_per_case.csv``)."""
+    with (cv_dir / table).open(newline="", encoding="utf-8") as handle:
         return {row["case_id"]: float(row["dice"]) for row in csv.DictReader(handle)}
 
 
