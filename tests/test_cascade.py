@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from covseg import api
-from covseg.cascade import CropBox, LungFrame, LungGuide, lung_box
+from covseg.cascade import CropBox, LungFrame, LungGuide, is_lung_crop, lung_box
 from covseg.config import TrainConfig
 from covseg.data.layouts import load_dataset
 from covseg.data.synthetic import synthetic_slice
@@ -36,6 +36,25 @@ def test_threshold_guide_finds_both_lungs_on_a_real_slice() -> None:
     assert 0.05 < lungs.mean() < 0.5
     left, right = lungs[:, :256].sum(), lungs[:, 256:].sum()
     assert left > 0.2 * right and right > 0.2 * left
+
+
+def test_threshold_guide_finds_the_lungs_of_a_crop_that_touch_its_border() -> None:
+    """A lung crop's lungs reach its edges, yet it finds the lungs its whole frame shows there."""
+    image, lungs, _ = _full_frame()
+    rows, cols = np.nonzero(lungs)
+    box = CropBox(rows.min(), rows.max() + 1, cols.min(), cols.max() + 1)
+    guide = LungGuide()
+    in_frame = box.crop(guide.lungs([image])[0]) > 0
+    assert is_lung_crop(box.crop(image)) and in_frame.mean() > 0.3
+    in_crop = guide.lungs([box.crop(image)])[0] > 0
+    assert (in_crop & in_frame).sum() / (in_crop | in_frame).sum() > 0.95
+
+
+def test_threshold_guide_on_real_lung_crops() -> None:
+    """Inf-Net's slices are lung boxes with stretched grey levels: the lungs fill a good share."""
+    crops = load_dataset(shared("infnet-covid-semiseg")).samples[:10]
+    shares = [lungs.mean() for lungs in LungGuide().lungs([s.image for s in crops])]
+    assert min(shares) > 0.2 and max(shares) < 0.8
 
 
 def test_cascade_trains_and_predicts_at_full_size(tmp_path: Path, synthetic_folder: Path) -> None:

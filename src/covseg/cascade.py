@@ -4,7 +4,8 @@ The infection model sees two channels, the CT slice and a lung mask, and may see
 lungs' bounding box (plus a margin), letterboxed to its canvas; its output is pasted back into
 the full slice, so the crop is undone exactly. The lung mask comes from a trained lung model
 (``covseg train DATA --target lung``) or, without one, from HU thresholding
-(:func:`covseg.lungs.segment_lungs` on the slice mapped back to HU through the lung window).
+(:func:`threshold_lungs`: the slice mapped back to HU through the lung window, lung crops
+ringed with soft tissue first).
 
 Without a lung channel, :class:`LungFrame` gives whole CT frames the framing of Inf-Net's
 slices: cut to the lungs' bounding box and stretched to the box's own grey range. A model
@@ -30,6 +31,9 @@ MARGIN = 0.08
 FULL_FRAME = 512
 """CT slices are reconstructed as square matrices of at least this size; a smaller or
 non-square slice is taken as already cropped (Inf-Net's slices are lung boxes of 153-507 px)."""
+CROP_RING = 8
+"""Soft-tissue border (px) put round a crop before thresholding, so its lungs are inside a body."""
+SOFT_TISSUE_HU = 0.0
 MIN_LUNG_SHARE = 0.02
 """Below this share of the frame, thresholded lungs are too little to frame on (apex, base)."""
 _STRETCH = ScaleIntensity(minv=0.0, maxv=1.0, dtype=np.float32)
@@ -55,6 +59,29 @@ class CropBox:
         full = np.zeros((*cropped.shape[:-2], *shape), dtype=cropped.dtype)
         full[..., self.top:self.bottom, self.left:self.right] = cropped
         return full
+
+
+def is_lung_crop(image: np.ndarray) -> bool:
+    """Whether a slice is already cut to its lungs: smaller than a CT frame or not square."""
+    height, width = image.shape
+    return height != width or height < FULL_FRAME
+
+
+def threshold_lungs(image: np.ndarray, window: tuple[float, float] = LUNG_WINDOW) -> np.ndarray:
+    """Binary lungs of a [0, 1] slice, thresholded in HU through ``window``.
+
+    A lung crop (Inf-Net's slices) has its lungs touching the border, where
+    :func:`~covseg.lungs.segment_lungs` would take them for the air outside the body, and its grey
+    range stretched, so that its darkest lung reads as gas: it is ringed with soft tissue first
+    and the gas test is off.
+    """
+    low, high = window
+    hu = low + image * (high - low)
+    if not is_lung_crop(image):
+        return segment_lungs(hu) > 0
+    ringed = np.pad(hu, CROP_RING, constant_values=SOFT_TISSUE_HU)
+    lungs = segment_lungs(ringed, gas_hu=-np.inf) > 0
+    return lungs[CROP_RING:-CROP_RING, CROP_RING:-CROP_RING]
 
 
 def lung_box(lungs: np.ndarray, margin: float = MARGIN) -> CropBox:
@@ -88,9 +115,7 @@ class LungGuide:
     def lungs(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Binary lung masks for [0, 1] slices."""
         if self.source == THRESHOLD:
-            low, high = self.window
-            return [(segment_lungs(low + image * (high - low)) > 0).astype(np.uint8)
-                    for image in images]
+            return [threshold_lungs(image, self.window).astype(np.uint8) for image in images]
         return [(m > 0).astype(np.uint8) for m in self._lung_predictor.predict_labels(images)]
 
     def prepare(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, CropBox]]:
@@ -126,7 +151,7 @@ class LungFrame:
         """
         height, width = image.shape
         whole = CropBox(0, height, 0, width)
-        if height != width or height < FULL_FRAME:
+        if is_lung_crop(image):
             return whole
         low, high = self.window
         lungs = lung_air(low + image[::2, ::2] * (high - low))
