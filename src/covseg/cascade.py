@@ -34,6 +34,7 @@ non-square slice is taken as already cropped (Inf-Net's slices are lung boxes of
 CROP_RING = 8
 """Soft-tissue border (px) put round a crop before thresholding, so its lungs are inside a body."""
 SOFT_TISSUE_HU = 0.0
+"""What the ring is made of: water-like tissue, far above the lung threshold."""
 MIN_LUNG_SHARE = 0.02
 """Below this share of the frame, thresholded lungs are too little to frame on (apex, base)."""
 _STRETCH = ScaleIntensity(minv=0.0, maxv=1.0, dtype=np.float32)
@@ -67,6 +68,12 @@ def is_lung_crop(image: np.ndarray) -> bool:
     return height != width or height < FULL_FRAME
 
 
+def window_to_hu(image: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """A [0, 1] slice mapped back to HU through the window it was normalised with."""
+    low, high = window
+    return low + image * (high - low)
+
+
 def threshold_lungs(image: np.ndarray, window: tuple[float, float] = LUNG_WINDOW) -> np.ndarray:
     """Binary lungs of a [0, 1] slice, thresholded in HU through ``window``.
 
@@ -75,8 +82,7 @@ def threshold_lungs(image: np.ndarray, window: tuple[float, float] = LUNG_WINDOW
     range stretched, so that its darkest lung reads as gas: it is ringed with soft tissue first
     and the gas test is off.
     """
-    low, high = window
-    hu = low + image * (high - low)
+    hu = window_to_hu(image, window)
     if not is_lung_crop(image):
         return segment_lungs(hu) > 0
     ringed = np.pad(hu, CROP_RING, constant_values=SOFT_TISSUE_HU)
@@ -153,8 +159,7 @@ class LungFrame:
         whole = CropBox(0, height, 0, width)
         if is_lung_crop(image):
             return whole
-        low, high = self.window
-        lungs = lung_air(low + image[::2, ::2] * (high - low))
+        lungs = lung_air(window_to_hu(image[::2, ::2], self.window))
         if lungs.mean() < MIN_LUNG_SHARE:
             return whole
         half = lung_box(lungs, margin=0.0)
