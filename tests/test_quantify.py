@@ -220,3 +220,13 @@ def test_find_studies_and_shards(tmp_path: Path) -> None:
     shutil.copy(tmp_path / "a.nii", tmp_path / "series" / "a.nii")
     with pytest.raises(CovsegError, match="named a"):
         find_studies([tmp_path, tmp_path / "series" / "a.nii"])
+
+
+def test_find_studies_keeps_nifti_beside_dicom(tmp_path: Path) -> None:
+    """A folder of DICOM files with a NIfTI volume beside them holds two studies, not one."""
+    (tmp_path / "slice_001.dcm").write_bytes(b"")
+    (tmp_path / "scan.nii.gz").write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    studies = find_studies([tmp_path])
+    assert [(s.name, s.path) for s in studies] == [
+        ("scan", tmp_path / "scan.nii.gz"), (tmp_path.name, tmp_path)]

@@ -432,9 +432,10 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
                  exclude: str | os.PathLike[str] | None = None) -> list[Study]:
     """Studies named by their file stem or folder name, sorted by name.
 
-    A file is a study. A folder holding DICOM files is one study. Otherwise a folder's NIfTI
-    files and sub-folders (DICOM series) are studies; a folder with neither is itself a study
-    (so that an empty or broken folder is reported, not silently skipped).
+    A file is a study. A folder's NIfTI files are studies, and so are its DICOM files, taken
+    together as one series named after the folder; without DICOM files its sub-folders (DICOM
+    series) are studies. A folder with none of these is itself a study (so that an empty or
+    broken folder is reported, not silently skipped).
     """
     skip = Path(exclude).resolve() if exclude else None
     studies: list[Study] = []
@@ -446,11 +447,11 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
             studies.append(Study(nifti_stem(path) if is_nifti(path) else path.stem, path))
             continue
         children = sorted(c for c in path.iterdir() if not c.name.startswith("."))
-        if any(is_dicom_file(c) for c in children):
-            studies.append(Study(path.name, path))
-            continue
         found = [Study(nifti_stem(c), c) for c in children if is_nifti(c)]
-        found += [Study(c.name, c) for c in children if c.is_dir() and c.resolve() != skip]
+        if any(is_dicom_file(c) for c in children):
+            found.append(Study(path.name, path))
+        else:
+            found += [Study(c.name, c) for c in children if c.is_dir() and c.resolve() != skip]
         studies.extend(found or [Study(path.name, path)])
     names = [s.name for s in studies]
     duplicates = sorted({n for n in names if names.count(n) > 1})
