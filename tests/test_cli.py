@@ -134,6 +134,21 @@ def test_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     _assert_one_line_error(code, err, "folder not found")
 
 
+@pytest.mark.parametrize("argv, fragment", [
+    (("train", "--model", "miniseg,nosuch"), "unknown model 'nosuch'"),
+    (("cv", "--folds", "1"), "--folds must be at least 2"),
+    (("compare", "--models", "unet", "nosuch"), "unknown model 'nosuch'"),
+])
+def test_bad_recipe_fails_before_data_are_read(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], fragment: str
+) -> None:
+    """The data folder does not exist: the recipe's error must come first, not after loading."""
+    command, *options = argv
+    code, _, err = _run(capsys, command, str(tmp_path / "missing"), "--out",
+                        str(tmp_path / "r"), *options)
+    _assert_one_line_error(code, err, fragment)
+
+
 def test_unrecognised_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "stuff").mkdir()
     code, _, err = _run(capsys, "cv", str(tmp_path), "--out", str(tmp_path / "r"))

@@ -14,13 +14,24 @@ from covseg.config import TrainConfig
 from covseg.crossval import cross_validate as _cross_validate
 from covseg.crossval import cross_validate_fold
 from covseg.data.layouts import LoadedData, load_dataset
+from covseg.data.splits import check_fold_count
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_folders
 from covseg.infer import Predictor, output_name
 from covseg.io.image import is_image_file, read_array, write_png
+from covseg.models.registry import check_model_names
 from covseg.train import train as _train
 from covseg.transforms import normalize_intensity
 from covseg.viz import overlay, sample_grid
+
+
+def _recipe(config: dict[str, Any], folds: int | None = None) -> TrainConfig:
+    """The training config, with the model names and fold count checked before data are read."""
+    recipe = TrainConfig(**config)
+    check_model_names(recipe.model)
+    if folds is not None:
+        check_fold_count(folds)
+    return recipe
 
 
 def _load(data: str | os.PathLike[str] | LoadedData, config: TrainConfig) -> LoadedData:
@@ -46,7 +57,7 @@ def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[
 def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str],
           resume: bool = False, **config: Any) -> dict[str, Any]:
     """Train a model (see :class:`TrainConfig` for the options) into the run folder ``out``."""
-    recipe = TrainConfig(**config)
+    recipe = _recipe(config)
     return _train(recipe, _load(data, recipe), out, resume=resume)
 
 
@@ -58,7 +69,7 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     ``fold`` runs that fold alone and returns its summary; a later call without it reuses the
     finished folds (``resume=True``) and writes the cross-validation summary.
     """
-    recipe = TrainConfig(**config)
+    recipe = _recipe(config, folds)
     if fold is not None:
         return cross_validate_fold(recipe, _load(data, recipe), out, folds, fold, resume)
     return _cross_validate(recipe, _load(data, recipe), out, folds, resume)
@@ -68,9 +79,11 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str],
             out: str | os.PathLike[str], folds: int = 5, resume: bool = False, **config: Any
             ) -> dict[str, Any]:
     """Cross-validate ``models`` (first = baseline) on identical folds, with paired tests."""
-    from covseg.compare import compare_models
+    from covseg.compare import compare_models, parse_model_spec
 
-    recipe = TrainConfig(**config)
+    recipe = _recipe(config, folds)
+    for spec in models:
+        check_model_names(parse_model_spec(spec)[0])
     return compare_models(recipe, _load(data, recipe), list(models), out, folds, resume)
 
 

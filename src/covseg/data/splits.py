@@ -18,6 +18,12 @@ def _by_patient(samples: Sequence[Sample]) -> dict[str, list[str]]:
     return groups
 
 
+def check_fold_count(folds: int) -> None:
+    """k-fold cross-validation needs k >= 2; checked before data are read, and here."""
+    if folds < 2:
+        raise CovsegError(f"--folds must be at least 2, got {folds}")
+
+
 def grouped_kfold(samples: Sequence[Sample], folds: int, seed: int = 0
                   ) -> list[tuple[list[str], list[str]]]:
     """(train case ids, held-out case ids) per fold, patients shuffled by ``seed``.
@@ -27,8 +33,7 @@ def grouped_kfold(samples: Sequence[Sample], folds: int, seed: int = 0
     and because GroupKFold does not shuffle.
     """
     groups = _by_patient(samples)
-    if folds < 2:
-        raise CovsegError(f"--folds must be at least 2, got {folds}")
+    check_fold_count(folds)
     if len(groups) < folds:
         raise CovsegError(f"{folds} folds need at least {folds} patients; the data has {len(groups)}")
     rng = np.random.default_rng(seed)

@@ -46,15 +46,26 @@ def output_channels(num_classes: int) -> int:
     return 1 if num_classes == 2 else num_classes
 
 
+def check_model_names(name: str) -> list[str]:
+    """The member names of ``name`` (``a,b`` for an ensemble); an unregistered one is an error.
+
+    Called before data are read too, so that a typo fails at once, not after loading a data set.
+    """
+    names = member_names(name)
+    for member in names:
+        if member not in REGISTRY:
+            raise CovsegError(
+                f"unknown model {member!r}; `covseg models` lists: {', '.join(REGISTRY)}")
+    return names
+
+
 def build_model(name: str, in_channels: int = 1, num_classes: int = 2, **options: Any
                 ) -> nn.Module:
     """Build a registered model, or an ensemble for ``a,b``; unknown names and bad options give
     a one-line error."""
-    names = member_names(name)
+    names = check_model_names(name)
     if len(names) > 1:
         return Ensemble([build_model(n, in_channels, num_classes, **options) for n in names])
-    if name not in REGISTRY:
-        raise CovsegError(f"unknown model {name!r}; `covseg models` lists: {', '.join(REGISTRY)}")
     if num_classes < 2:
         raise CovsegError(f"num_classes must be at least 2 (background + one class), got {num_classes}")
     spec = REGISTRY[name]
