@@ -246,21 +246,11 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
                position=bar_position)
     for epoch in bar:
         _seed_epoch(config.seed, epoch, transform, cutmix, paste)
-        model.train()
-        started, losses = time.perf_counter(), []
-        for batch in loader:
-            optimizer.zero_grad(set_to_none=True)
-            image, mask = cutmix(batch["image"].as_subclass(torch.Tensor),
-                                 batch["mask"].as_subclass(torch.Tensor).long())
-            image, mask = paste(image, mask)
-            loss = train_loss_fn(model(image), mask)
-            loss.backward()
-            optimizer.step()
-            if averaged is not None:
-                averaged.update_parameters(model)
-            losses.append(loss.item())
+        started = time.perf_counter()
+        train_loss = _train_epoch(model, loader, train_loss_fn, optimizer, averaged,
+                                  (cutmix, paste))
         scheduler.step()
-        row = {"epoch": epoch, "train_loss": float(np.mean(losses)),
+        row = {"epoch": epoch, "train_loss": train_loss,
                "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
         if val_items:
             row["val_loss"], row["val_dice"] = _validate(served, loss_fn, val_items,
@@ -279,6 +269,27 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
         bar.set_postfix({key: f"{row[key]:.3f}" for key in ("train_loss", "val_dice") if key in row})
     bar.close()
     return _finish(out, config, data, history, val_samples)
+
+
+def _train_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module,
+                 optimizer: torch.optim.Optimizer, averaged: AveragedModel | None,
+                 batch_mixes: tuple[_BatchCutMix, LesionPaste]) -> float:
+    """One pass over the loader (mixing each batch, then a step); the mean training loss."""
+    model.train()
+    losses = []
+    for batch in loader:
+        optimizer.zero_grad(set_to_none=True)
+        image = batch["image"].as_subclass(torch.Tensor)
+        mask = batch["mask"].as_subclass(torch.Tensor).long()
+        for mix in batch_mixes:
+            image, mask = mix(image, mask)
+        loss = loss_fn(model(image), mask)
+        loss.backward()
+        optimizer.step()
+        if averaged is not None:
+            averaged.update_parameters(model)
+        losses.append(loss.item())
+    return float(np.mean(losses))
 
 
 def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
