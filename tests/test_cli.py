@@ -12,6 +12,7 @@ from PIL import Image
 
 from covseg import api
 from covseg.cli import main
+from covseg.config import TrainConfig
 from tests.conftest import shared
 
 
@@ -127,6 +128,17 @@ def test_demo_api_runs_small(tmp_path: Path) -> None:
 
 
 # --- bad input ----------------------------------------------------------------------------------
+
+
+def test_train_help_shows_the_recipe_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    recipe = TrainConfig()
+    for fragment in (f"(default {recipe.epochs})", f"(default {recipe.lr})",
+                     f"(default {recipe.augment})", f"(default {recipe.threshold})",
+                     f"default: {recipe.model}"):
+        assert fragment in shown, fragment
 
 
 def test_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

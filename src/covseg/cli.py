@@ -49,7 +49,8 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--intensity", choices=INTENSITY_MODES, default=DEFAULTS.intensity,
                         help="how images are stored; auto detects HU vs 8-bit")
     parser.add_argument("--window", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                        default=list(LUNG_WINDOW), help="HU window (default: lung window)")
+                        default=list(LUNG_WINDOW),
+                        help="HU window for HU data (default: the lung window, %(default)s)")
 
 
 def _add_train_options(parser: argparse.ArgumentParser, single_model: bool = True) -> None:
@@ -61,34 +62,47 @@ def _add_train_options(parser: argparse.ArgumentParser, single_model: bool = Tru
                                  "default: %(default)s (two seeds, averaged)")
         parser.add_argument("--model-option", type=_model_option, action="append", default=[],
                             metavar="KEY=VALUE", help="architecture option, e.g. width=32")
-    parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
-    parser.add_argument("--lr", type=float, default=DEFAULTS.lr)
-    parser.add_argument("--size", type=int, default=DEFAULTS.size, help="training canvas (px)")
-    parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
-    parser.add_argument("--augment", choices=AUGMENTATIONS, default=DEFAULTS.augment)
-    parser.add_argument("--loss", choices=LOSSES, default=DEFAULTS.loss)
+    parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs,
+                        help="training epochs (default %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
+                        help="slices per step (default %(default)s)")
+    parser.add_argument("--lr", type=float, default=DEFAULTS.lr,
+                        help="AdamW's peak learning rate, cosine decay (default %(default)s)")
+    parser.add_argument("--size", type=int, default=DEFAULTS.size,
+                        help="training canvas in px (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=DEFAULTS.seed,
+                        help="seed of the weights, augmentation and splits (default %(default)s)")
+    parser.add_argument("--augment", choices=AUGMENTATIONS, default=DEFAULTS.augment,
+                        help="augmentation preset (default %(default)s)")
+    parser.add_argument("--loss", choices=LOSSES, default=DEFAULTS.loss,
+                        help="training loss (default %(default)s)")
     parser.add_argument("--cutmix", type=float, default=DEFAULTS.cutmix,
-                        help="share of batches mixed by CutMix (boxes swapped between slices)")
+                        help="share of batches mixed by CutMix (boxes swapped between slices; "
+                             "default %(default)s: off)")
     parser.add_argument("--lesion-paste", type=float, default=DEFAULTS.lesion_paste,
                         help="share of slices given another slice's lesions, blended into their "
-                             "lungs (CarveMix-like)")
+                             "lungs (CarveMix-like; default %(default)s: off)")
     parser.add_argument("--ema-decay", type=float, default=DEFAULTS.ema_decay,
-                        help="keep a moving average of the weights (e.g. 0.998 per step); 0 = off")
+                        help="keep a moving average of the weights (e.g. 0.998 per step; "
+                             "default %(default)s: off)")
     parser.add_argument("--val-fraction", type=float, default=DEFAULTS.val_fraction,
-                        help="share of patients held out for model selection")
+                        help="share of patients held out to keep the best epoch; 0 trains on "
+                             "every slice and keeps the last (default %(default)s)")
     parser.add_argument("--lung-guide", default=DEFAULTS.lung_guide, metavar="none|threshold|RUN",
                         help="cascade: add a lung channel from HU thresholding or a lung model run")
     parser.add_argument("--crop-lungs", action="store_true",
                         help="cascade: crop to the lungs' box before the infection model")
     parser.add_argument("--frame-lungs", action=argparse.BooleanOptionalAction,
                         default=DEFAULTS.frame_lungs,
-                        help="cut whole CT frames to their lungs' box, as Inf-Net's slices are")
+                        help="cut whole CT frames to their lungs' box, as Inf-Net's slices are "
+                             "(default %(default)s)")
     parser.add_argument("--test-flips", action=argparse.BooleanOptionalAction,
                         default=DEFAULTS.test_flips,
-                        help="predict as the mean over the mirrored slices by default")
+                        help="the run predicts as the mean over the mirrored slices "
+                             "(default %(default)s)")
     parser.add_argument("--threshold", type=float, default=DEFAULTS.threshold,
-                        help="binary decision threshold on the infection probability")
+                        help="binary decision threshold on the infection probability "
+                             "(default %(default)s)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
 
 
@@ -204,13 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", choices=TARGETS, default="infection")
     p.set_defaults(handler=cmd_visualize)
 
-    p = sub.add_parser("train", help="train a model with a patient-grouped validation split")
+    p = sub.add_parser("train", help="train a model (default: two MiniSeg networks, averaged)")
     _add_train_options(p)
     p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("cv", help="k-fold cross-validation grouped by patient")
     _add_train_options(p)
-    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--folds", type=int, default=5, help="number of folds (default %(default)s)")
     p.add_argument("--fold", type=int, metavar="K",
                    help="run only fold K (0-based), e.g. one per core with OMP_NUM_THREADS=1")
     p.set_defaults(handler=cmd_cv)
@@ -219,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_options(p, single_model=False)
     p.add_argument("--models", nargs="+", required=True, metavar="NAME[:KEY=VALUE,...]",
                    help="models to compare; the first is the baseline (e.g. unet resunet)")
-    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--folds", type=int, default=5, help="number of folds (default %(default)s)")
     p.set_defaults(handler=cmd_compare)
 
     p = sub.add_parser("predict", help="masks for 2D images (PNG) or CT volumes (NIfTI + report)")
