@@ -237,13 +237,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_compare)
 
     p = sub.add_parser("predict", help="masks for 2D images (PNG) or CT volumes (NIfTI + report)")
-    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("inputs", nargs="+",
+                   help="2D images (png, jpg, tif, npy) or folders of them; or CT volumes: "
+                        "NIfTI files, DICOM files or series folders, or folders of these")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="run folder or checkpoint from `covseg train`")
     source.add_argument("--onnx", help="ONNX file from `covseg export` (runs on ONNX Runtime)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overlay", action="store_true", help="also write overlays/*.png")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="slices per forward pass (default %(default)s)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="average over the run's mirrored predictions (default: as the run was "
                         "trained to predict; covseg's recipe mirrors both ways)")
