@@ -19,6 +19,7 @@ from covseg.cli import build_parser
 from covseg.errors import CovsegError
 from covseg.infer import Predictor
 from covseg.io.volume import read_nifti, read_volume
+from covseg.quantify import quantify_batch
 from covseg.transforms import LUNG_WINDOW, normalize_intensity
 from covseg.volumes import predict_batch, predict_study
 from tests.conftest import SAMPLE_CT as CT
@@ -259,6 +260,26 @@ def test_batch_goes_on_past_bad_inputs_and_skips_done(tmp_path: Path) -> None:
     assert (second.done, second.skipped, second.failed) == (0, 1, len(failing))
 
 
+def test_prediction_folder_is_quantified_again_as_it_is(tmp_path: Path) -> None:
+    """``covseg quantify`` on predict's output: each study folder (or its infection.nii.gz,
+    named after the folder) with the lungs.nii.gz beside it gives predict's own figures."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("alpha", "beta"):
+        chest_nifti(inputs / f"{name}.nii.gz")
+    predict_batch(BandPredictor([(-400, -200)]), [inputs], tmp_path / "pred")
+    expected = {name: json.loads((tmp_path / "pred" / name / "quantification.json").read_text())
+                for name in ("alpha", "beta")}
+    for given in ([tmp_path / "pred"], sorted((tmp_path / "pred").glob("*/infection.nii.gz"))):
+        out = tmp_path / f"again{len(given)}"
+        assert quantify_batch(given, out).done == 2
+        for name, before in expected.items():
+            after = json.loads((out / name / "quantification.json").read_text())
+            assert after["study"] == before["study"]
+            assert after["right_lung"] == before["right_lung"]
+            assert after["inputs"]["lungs"].endswith(f"{name}/lungs.nii.gz")
+
+
 def test_cli_registration_and_volume_predict(chest, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     path, counts = chest
@@ -274,9 +295,10 @@ def test_cli_registration_and_volume_predict(chest, tmp_path: Path,
     args = parser.parse_args(["quantify", str(mask), "--image", str(path), "--out",
                               str(tmp_path / "q"), "--html"])
     assert args.handler(args) == 0
-    quantified = json.loads((tmp_path / "q" / "infection" / "quantification.json").read_text())
+    quantified = json.loads((tmp_path / "q" / "chest" / "quantification.json").read_text())
     assert quantified["study"]["lesion_ml"] == pytest.approx(counts["ggo"] * VOXEL_ML)
-    assert (tmp_path / "q" / "infection" / "report.html").is_file()
+    assert quantified["inputs"]["lung_source"] == "mask"
+    assert (tmp_path / "q" / "chest" / "report.html").is_file()
     args = parser.parse_args(["data", "fetch", "mosmed", "--to", str(tmp_path / "mm")])
     with pytest.raises(CovsegError, match="mosmed.ai"):
         args.handler(args)

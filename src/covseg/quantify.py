@@ -62,6 +62,9 @@ CATEGORY_RULE = (
     "CT-1 = (0, 25) %, CT-2 = [25, 50) %, CT-3 = [50, 75) %, CT-4 = [75, 100] %"
 )
 RESULT_JSON = "quantification.json"
+INFECTION_NII = "infection.nii.gz"
+LUNGS_NII = "lungs.nii.gz"
+PROBABILITIES_NII = "probabilities.nii.gz"
 RESULT_CSV = "quantification.csv"
 MONTAGE_PNG = "montage.png"
 REPORT_HTML = "report.html"
@@ -355,6 +358,12 @@ def _matching(folder_or_file: Path | None, stem: str) -> Path | None:
     raise CovsegError(f"{folder_or_file}: no NIfTI file named like the mask {stem!r}")
 
 
+def _sibling_lungs(mask: Path) -> Path | None:
+    """The ``lungs.nii.gz`` that ``covseg predict`` wrote beside its ``infection.nii.gz``."""
+    sibling = mask.with_name(LUNGS_NII)
+    return sibling if mask.name == INFECTION_NII and sibling.is_file() else None
+
+
 def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
                    lungs: str | os.PathLike[str] | None = None,
                    image: str | os.PathLike[str] | None = None, hu: str = "auto",
@@ -362,16 +371,17 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     """Quantify one lesion mask NIfTI and write its report folder.
 
     ``lungs``: a lung mask (any non-zero voxel is lung; sides are recomputed) or a folder holding
-    one named like the mask; ``image``: the CT (file, DICOM folder, or folder of NIfTI named like
+    one named like the mask; by default the ``lungs.nii.gz`` beside covseg's own
+    ``infection.nii.gz``; ``image``: the CT (file, DICOM folder, or folder of NIfTI named like
     the mask), used for the montage and, without ``lungs``, for threshold lungs (grown over the
     lesions within the default lung margin).
     """
     mask_path = Path(mask)
     if not is_nifti(mask_path):
         raise CovsegError(f"{mask_path}: lesion masks must be NIfTI files (.nii/.nii.gz)")
-    stem = nifti_stem(mask_path)
+    stem = study_name(mask_path)
     lesions = read_nifti(mask_path, dtype=np.int16)
-    lung_path = _matching(Path(lungs) if lungs else None, stem)
+    lung_path = _matching(Path(lungs), stem) if lungs else _sibling_lungs(mask_path)
     image_path = _matching(Path(image) if image else None, stem)
     ct = read_volume(image_path, hu) if image_path else None
     if ct is not None:
@@ -428,11 +438,19 @@ class BatchResult:
     failed: int
 
 
+def study_name(path: Path) -> str:
+    """A file's study name: its stem, or its folder's name for covseg's own per-study outputs
+    (``STUDY/infection.nii.gz``), so that several studies' outputs can be quantified again."""
+    if path.name in (INFECTION_NII, LUNGS_NII, PROBABILITIES_NII):
+        return path.parent.resolve().name
+    return nifti_stem(path) if is_nifti(path) else path.stem
+
+
 def find_studies(inputs: Sequence[str | os.PathLike[str]],
                  exclude: str | os.PathLike[str] | None = None) -> list[Study]:
     """Studies named by their file stem or folder name, sorted by name.
 
-    A file is a study. A folder's NIfTI files are studies, and so are its DICOM files, taken
+    A file is a study (see :func:`study_name`). A folder's NIfTI files are studies, and so are its DICOM files, taken
     together as one series named after the folder; without DICOM files its sub-folders (DICOM
     series) are studies. A folder with none of these is itself a study (so that an empty or
     broken folder is reported, not silently skipped).
@@ -444,10 +462,10 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
         if not path.exists():
             raise CovsegError(f"{path}: no such file or folder")
         if path.is_file():
-            studies.append(Study(nifti_stem(path) if is_nifti(path) else path.stem, path))
+            studies.append(Study(study_name(path), path))
             continue
         children = sorted(c for c in path.iterdir() if not c.name.startswith("."))
-        found = [Study(nifti_stem(c), c) for c in children if is_nifti(c)]
+        found = [Study(study_name(c), c) for c in children if is_nifti(c)]
         if any(is_dicom_file(c) for c in children):
             found.append(Study(path.name, path))
         else:
@@ -539,13 +557,22 @@ def _summary_row(study: Study, folder: Path, status: str, result: dict[str, Any]
     return row
 
 
+def _predicted_mask(study: Study) -> Study:
+    mask = study.path / INFECTION_NII
+    return Study(study.name, mask) if study.path.is_dir() and mask.is_file() else study
+
+
 def quantify_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], *,
                    lungs: str | os.PathLike[str] | None = None,
                    image: str | os.PathLike[str] | None = None, hu: str = "auto",
                    multiclass: bool | None = None, html_report: bool = False,
                    shard: tuple[int, int] = (0, 1)) -> BatchResult:
-    """Quantify every mask NIfTI of ``inputs`` (files or folders) into ``out_dir/<stem>/``."""
-    studies = find_studies(inputs, exclude=out_dir)
+    """Quantify every mask NIfTI of ``inputs`` (files or folders) into ``out_dir/<stem>/``.
+
+    A study folder from ``covseg predict`` stands for its ``infection.nii.gz``, so that a
+    prediction folder (or its masks, corrected by hand) can be quantified again as it is.
+    """
+    studies = [_predicted_mask(study) for study in find_studies(inputs, exclude=out_dir)]
 
     def process(study: Study, folder: Path) -> dict[str, Any]:
         return quantify_study(study.path, folder, lungs=lungs, image=image, hu=hu,

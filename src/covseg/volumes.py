@@ -48,6 +48,9 @@ from covseg.quantify import (
     CONSOLIDATION,
     EFFUSION,
     GGO,
+    INFECTION_NII,
+    LUNGS_NII,
+    PROBABILITIES_NII,
     BatchResult,
     Study,
     find_studies,
@@ -56,10 +59,6 @@ from covseg.quantify import (
     write_report,
 )
 from covseg.transforms import normalize_intensity
-
-INFECTION_NII = "infection.nii.gz"
-LUNGS_NII = "lungs.nii.gz"
-PROBABILITIES_NII = "probabilities.nii.gz"
 
 log = logging.getLogger(__name__)
 
