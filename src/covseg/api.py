@@ -13,7 +13,7 @@ import numpy as np
 from covseg.config import TrainConfig
 from covseg.crossval import cross_validate as _cross_validate
 from covseg.crossval import cross_validate_fold
-from covseg.data.layouts import LoadedData, load_dataset
+from covseg.data.layouts import CLASS_NAMES, LoadedData, load_dataset
 from covseg.data.splits import check_fold_count
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_folders
@@ -49,9 +49,10 @@ def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[
                    key=lambda i: (not loaded.samples[i].mask.any(), rng.random()))
     chosen = [loaded.samples[i] for i in order[:max(1, n)]]
     heading = loaded.describe()
+    names = {"infection": {1: "infection"}, "lung": {1: "lung"}}.get(target, CLASS_NAMES)
     return sample_grid([s.image for s in chosen], [s.mask for s in chosen],
                        [f"{s.case_id} ({s.image.shape[1]}x{s.image.shape[0]})" for s in chosen],
-                       out, heading)
+                       out, heading, label_names={k: v for k, v in names.items() if k > 0})
 
 
 def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str],

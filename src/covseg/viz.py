@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.patches import Patch
 
 from covseg.io.atomic import atomic_path
 
@@ -44,9 +45,18 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike[str]) -> Path:
     return Path(path)
 
 
+def legend_handles(masks: Sequence[np.ndarray], label_names: Mapping[int, str]) -> list[Patch]:
+    """One coloured patch per named label that some mask holds, in label order."""
+    present = {int(v) for mask in masks for v in np.unique(mask)}
+    return [Patch(color=CLASS_COLOURS[label] / 255.0, label=name)
+            for label, name in sorted(label_names.items()) if label in present]
+
+
 def sample_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], titles: Sequence[str],
-                path: str | os.PathLike[str], heading: str = "") -> Path:
-    """Rows of (image, image + mask overlay) pairs, two pairs per row."""
+                path: str | os.PathLike[str], heading: str = "",
+                label_names: Mapping[int, str] | None = None) -> Path:
+    """Rows of (image, image + mask overlay) pairs, two pairs per row, with a legend naming the
+    colour of each label in ``label_names`` that the masks hold."""
     pairs_per_row = 2
     rows = max(1, int(np.ceil(len(images) / pairs_per_row)))
     fig, axes = plt.subplots(rows, 2 * pairs_per_row, figsize=(12, 3.2 * rows), squeeze=False)
@@ -61,6 +71,10 @@ def sample_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], title
         right.set_title(f"mask: {int((mask > 0).sum())} px", fontsize=8)
     if heading:
         fig.suptitle(heading, fontsize=10)
+    legend = legend_handles(masks, label_names or {})
+    if legend:
+        fig.legend(handles=legend, loc="lower center", ncol=len(legend), fontsize=8,
+                   frameon=False, bbox_to_anchor=(0.5, -0.02))
     return save_figure(fig, path)
 
 

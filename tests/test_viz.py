@@ -1,0 +1,44 @@
+"""Pictures: overlays colour each class, legends name only what is shown, PNGs are written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from covseg.data.layouts import CLASS_NAMES
+from covseg.viz import CLASS_COLOURS, PREDICTION_COLOUR, legend_handles, overlay, sample_grid
+
+
+def test_overlay_fills_classes_and_outlines_the_prediction() -> None:
+    image = np.zeros((16, 16), dtype=np.float32)
+    mask = np.zeros((16, 16), dtype=np.int64)
+    mask[2:6, 2:6], mask[10:14, 10:14] = 1, 2
+    prediction = np.zeros((16, 16), dtype=np.uint8)
+    prediction[4:12, 4:12] = 1
+    rgb = overlay(image, mask, prediction, alpha=1.0)
+    assert rgb.dtype == np.uint8 and rgb.shape == (16, 16, 3)
+    assert (rgb[3, 3] == CLASS_COLOURS[1]).all() and (rgb[12, 12] == CLASS_COLOURS[2]).all()
+    assert (rgb[4, 8] == PREDICTION_COLOUR).all() and (rgb[8, 8] == 0).all()
+
+
+def test_legend_names_only_the_labels_present() -> None:
+    masks = [np.array([[0, 1]]), np.array([[0, 0]])]
+    names = {k: v for k, v in CLASS_NAMES.items() if k > 0}
+    assert [patch.get_label() for patch in legend_handles(masks, names)] == ["ground-glass"]
+    masks.append(np.array([[3, 2]]))
+    assert [patch.get_label() for patch in legend_handles(masks, names)] == [
+        "ground-glass", "consolidation", "pleural effusion"]
+    assert legend_handles([np.zeros((2, 2))], names) == []
+
+
+def test_sample_grid_writes_a_png(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    images = [rng.random((32, 40)).astype(np.float32) for _ in range(3)]
+    masks = [(image > 0.8).astype(np.int64) for image in images]
+    path = sample_grid(images, masks, ["a", "b", "c"], tmp_path / "grid.png", "heading",
+                       label_names={1: "infection"})
+    with Image.open(path) as picture:
+        assert picture.format == "PNG" and picture.width > 400
+    assert not list(tmp_path.glob(".*")), "no scratch file is left behind"
