@@ -41,6 +41,7 @@ class BandPredictor:
     window = LUNG_WINDOW
     threshold = 0.5
     tta = False
+    source = "band thresholds"
 
     def __init__(self, bands: Sequence[tuple[float, float]]) -> None:
         self.bands = [(unit(lo), unit(hi)) for lo, hi in bands]
@@ -106,6 +107,8 @@ def test_binary_prediction_quantified_inside_the_lungs(chest, tmp_path: Path) ->
         result["files"])
     stored = json.loads((out / "quantification.json").read_text())
     assert stored["inputs"]["lung_source"] == "threshold" and stored["inputs"]["tta"] is False
+    assert stored["inputs"]["model"]["source"] == "band thresholds"
+    assert stored["inputs"]["model"]["threshold"] == 0.5
 
 
 def test_outside_lungs_kept_on_request(chest, tmp_path: Path) -> None:

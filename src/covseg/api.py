@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from covseg.config import TrainConfig
 from covseg.crossval import cross_validate as _cross_validate
@@ -18,6 +20,7 @@ from covseg.data.splits import check_fold_count
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_folders
 from covseg.infer import Predictor, output_name
+from covseg.io.atomic import write_json
 from covseg.io.image import is_image_file, read_array, write_png
 from covseg.models.registry import check_model_names
 from covseg.train import train as _train
@@ -88,6 +91,10 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str],
     return compare_models(recipe, _load(data, recipe), list(models), out, folds, resume)
 
 
+PREDICT_RECORD = "predict.json"
+"""Written beside 2D predictions: the model, its settings and the inputs, to reproduce them."""
+
+
 def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """Files as given, and the image files inside any folder given."""
     files: list[Path] = []
@@ -135,16 +142,25 @@ def predict(model: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[st
     predictor = load_predictor(model, batch_size, tta)
     files = collect_inputs(inputs)
     out = Path(out)
+    started = time.perf_counter()
     written = []
-    for start in range(0, len(files), batch_size):
-        chunk = files[start:start + batch_size]
-        images = [normalize_intensity(read_array(f), predictor.intensity, predictor.window)
-                  for f in chunk]
-        for path, image, labels in zip(chunk, images, predictor.predict_labels(images)):
-            stored = labels * 255 if predictor.num_classes == 2 else labels
-            written.append(write_png(out / output_name(path), stored.astype(np.uint8)))
-            if overlay_png:
-                write_png(out / "overlays" / output_name(path), overlay(image, labels))
+    with tqdm(total=len(files), desc="predict", unit="image", leave=False,
+              disable=len(files) < 20) as bar:
+        for start in range(0, len(files), batch_size):
+            chunk = files[start:start + batch_size]
+            images = [normalize_intensity(read_array(f), predictor.intensity, predictor.window)
+                      for f in chunk]
+            for path, image, labels in zip(chunk, images, predictor.predict_labels(images)):
+                stored = labels * 255 if predictor.num_classes == 2 else labels
+                written.append(write_png(out / output_name(path), stored.astype(np.uint8)))
+                if overlay_png:
+                    write_png(out / "overlays" / output_name(path), overlay(image, labels))
+            bar.update(len(chunk))
+    write_json(out / PREDICT_RECORD, {
+        "covseg_version": version("covseg"), "model": predictor.describe(),
+        "inputs": [str(f) for f in files], "masks": len(written), "overlays": overlay_png,
+        "mask_values": "0 background, 255 infection" if predictor.num_classes == 2
+        else "class labels 0..K-1", "seconds": round(time.perf_counter() - started, 3)})
     return written
 
 

@@ -47,6 +47,8 @@ class Predictor:
     """Mirrors averaged when ``tta`` is on, alone and in combination (names in ``FLIP_DIMS``)."""
     channels_last: bool = True
     """Run PyTorch networks on NHWC tensors: oneDNN's fast path on CPU (see benchmarks/RESULTS.md)."""
+    source: str = ""
+    """The run folder, checkpoint or ONNX file it was loaded from (recorded beside predictions)."""
 
     def __post_init__(self) -> None:
         self.channels_last = self.channels_last and isinstance(self.model, nn.Module)
@@ -61,7 +63,9 @@ class Predictor:
         ``tta`` None follows the run's recipe (``test_flips``); True/False overrides it.
         """
         payload = load_checkpoint(checkpoint)
-        return cls.from_payload(payload, batch_size, tta)
+        predictor = cls.from_payload(payload, batch_size, tta)
+        predictor.source = str(Path(checkpoint).resolve())
+        return predictor
 
     @classmethod
     def load_onnx(cls, path: str | os.PathLike[str], batch_size: int = 8, tta: bool | None = None
@@ -70,7 +74,9 @@ class Predictor:
         from covseg.export import OnnxNetwork
 
         network = OnnxNetwork(path)
-        return cls._from_meta(network, network.meta, batch_size, tta)
+        predictor = cls._from_meta(network, network.meta, batch_size, tta)
+        predictor.source = str(Path(path).resolve())
+        return predictor
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any], batch_size: int = 8, tta: bool | None = None
@@ -86,6 +92,17 @@ class Predictor:
                    LungGuide.from_meta(meta.get("lung_guide")),
                    LungFrame.from_meta(meta.get("lung_frame")), float(meta.get("threshold", 0.5)),
                    tuple(meta.get("flips", ["lr"])))
+
+    def describe(self) -> dict[str, Any]:
+        """How this predictor turns slices into masks, as JSON for the record of a prediction."""
+        return {
+            "source": self.source, "runtime": "pytorch" if isinstance(self.model, nn.Module)
+            else "onnxruntime", "num_classes": self.num_classes, "size": self.size,
+            "intensity": self.intensity, "window": list(self.window),
+            "test_flips": list(self.flips) if self.tta else [], "threshold": self.threshold,
+            "lung_guide": self.guide.to_meta() if self.guide else None,
+            "lung_frame": self.frame is not None, "batch_size": self.batch_size,
+        }
 
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits) if self.num_classes == 2 else torch.softmax(logits, dim=1)

@@ -73,6 +73,8 @@ class SlicePredictor(Protocol):
     """Binary models: infection where the probability reaches this."""
     tta: bool
     """Whether ``predict_probabilities`` averages over mirrored slices (recorded)."""
+    source: str
+    """Where the model was loaded from (recorded)."""
 
     def predict_probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """(H, W) float32 slices in [0, 1] -> (C, H, W) probabilities; C = 1 when binary."""
@@ -172,8 +174,9 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
     result["inputs"] = {
         "image": str(path), "shape_zyx": list(volume.array.shape),
         "affine": volume.affine.tolist(), "intensity": volume.intensity,
-        "model": {"num_classes": predictor.num_classes, "intensity": predictor.intensity,
-                  "window": list(predictor.window)},
+        "model": {"source": predictor.source, "num_classes": predictor.num_classes,
+                  "intensity": predictor.intensity, "window": list(predictor.window),
+                  "threshold": predictor.threshold},
         "tta": predictor.tta, "lung_source": lung_source, "lungs_found": lungs_found,
         "outside_lungs_removed": not keep_outside_lungs and lungs_found,
         "lung_margin_mm": lung_margin_mm, "effusion_label": EFFUSION if multiclass else None,
