@@ -33,6 +33,6 @@ def run(args: argparse.Namespace) -> int:
         count = f"{row['parameters']:,}" if row["parameters"] is not None else "unavailable"
         print(f"{row['name']:<{width}}  {count:>11}  {row.get('error', row['description'])}")
     print("\nJoin names with ',' for an ensemble (e.g. miniseg,unet): covseg train fits the members "
-          "side by side when there are cores for it (one process each, seeds counted up) and averages their probabilities. "
-          "The default is miniseg,miniseg.")
+          "side by side when there are cores for it (one process each, seeds counted up) and "
+          "averages their probabilities. The default is miniseg,miniseg.")
     return 0

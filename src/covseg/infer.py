@@ -95,10 +95,10 @@ class Predictor:
 
     def describe(self) -> dict[str, Any]:
         """How this predictor turns slices into masks, as JSON for the record of a prediction."""
+        runtime = "pytorch" if isinstance(self.model, nn.Module) else "onnxruntime"
         return {
-            "source": self.source, "runtime": "pytorch" if isinstance(self.model, nn.Module)
-            else "onnxruntime", "num_classes": self.num_classes, "size": self.size,
-            "intensity": self.intensity, "window": list(self.window),
+            "source": self.source, "runtime": runtime, "num_classes": self.num_classes,
+            "size": self.size, "intensity": self.intensity, "window": list(self.window),
             "test_flips": list(self.flips) if self.tta else [], "threshold": self.threshold,
             "lung_guide": self.guide.to_meta() if self.guide else None,
             "lung_frame": self.frame is not None, "batch_size": self.batch_size,

@@ -450,10 +450,10 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
                  exclude: str | os.PathLike[str] | None = None) -> list[Study]:
     """Studies named by their file stem or folder name, sorted by name.
 
-    A file is a study (see :func:`study_name`). A folder's NIfTI files are studies, and so are its DICOM files, taken
-    together as one series named after the folder; without DICOM files its sub-folders (DICOM
-    series) are studies. A folder with none of these is itself a study (so that an empty or
-    broken folder is reported, not silently skipped).
+    A file is a study (see :func:`study_name`). A folder's NIfTI files are studies, and so are
+    its DICOM files, taken together as one series named after the folder; without DICOM files
+    its sub-folders (DICOM series) are studies. A folder with none of these is itself a study
+    (so that an empty or broken folder is reported, not silently skipped).
     """
     skip = Path(exclude).resolve() if exclude else None
     studies: list[Study] = []
@@ -558,6 +558,7 @@ def _summary_row(study: Study, folder: Path, status: str, result: dict[str, Any]
 
 
 def _predicted_mask(study: Study) -> Study:
+    """A ``covseg predict`` study folder -> its infection mask; any other study as it is."""
     mask = study.path / INFECTION_NII
     return Study(study.name, mask) if study.path.is_dir() and mask.is_file() else study
 
