@@ -119,8 +119,8 @@ def test_uint8_and_unit_intensities() -> None:
     unit = np.array([[0.0, 0.25, 1.0]], dtype=np.float32)
     assert detect_intensity(unit) == "unit"
     assert np.allclose(normalize_intensity(unit), unit)
-    with pytest.raises(CovsegError):
-        detect_intensity(np.array([[0.0, 5000.0]], dtype=np.float32))
+    with pytest.raises(CovsegError, match="16-bit grey.*--intensity hu"):
+        detect_intensity(np.array([[0, 65535]], dtype=np.uint16))
 
 
 def pasting_batch() -> tuple[torch.Tensor, torch.Tensor]:

@@ -47,8 +47,9 @@ def detect_intensity(array: np.ndarray) -> str:
     if high <= 255 and low >= 0:
         return "uint8"
     raise CovsegError(
-        f"cannot tell the intensity scale (values {low:g}..{high:g}); "
-        "pass --intensity hu, uint8 or unit"
+        f"cannot tell the intensity scale (values {low:g}..{high:g}, e.g. 16-bit grey); store "
+        "slices as Hounsfield units, 8-bit grey or floats in [0, 1], or train with "
+        "--intensity hu|uint8|unit to say which it is (prediction then follows the run)"
     )
 
 
