@@ -29,7 +29,13 @@ def make_folds(data: LoadedData, folds: int, seed: int) -> tuple[list[tuple[list
     """The data set's own split files when it has them, else patient-grouped k-fold."""
     if data.folds:
         return data.folds, f"the data set's own {len(data.folds)} split files"
-    return grouped_kfold(data.samples, folds, seed), f"{folds}-fold, grouped by patient (seed {seed})"
+    if len(data.patients) < len(data.samples):
+        how = f"{folds}-fold, grouped by patient (seed {seed})"
+    else:
+        how = (f"{folds}-fold over slices (seed {seed}): every slice is its own patient (the "
+               "data name none), so slices of one patient may fall on both sides; a patients.csv "
+               "(case_id,patient_id) in the data folder groups them")
+    return grouped_kfold(data.samples, folds, seed), how
 
 
 def _fold_done(fold_dir: Path) -> bool:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from covseg.crossval import make_folds
 from covseg.data import detect_layout, load_dataset
 from covseg.data.splits import grouped_kfold, validation_split
 from covseg.data.synthetic import synthetic_slices
@@ -59,6 +60,40 @@ def test_real_infnet_doctor_label_folder_directly() -> None:
     folder = shared("infnet-covid-semiseg", "TrainingSet", "LungInfection-Train", "Doctor-label")
     assert detect_layout(folder) == "infnet"
     assert len(load_dataset(folder).samples) == 50
+
+
+def test_public_slice_sets_take_a_patients_csv(tmp_path: Path) -> None:
+    """Inf-Net's and MedSeg's slices carry no patient ids; a patients.csv groups them."""
+    folder = shared("infnet-covid-semiseg", "TrainingSet", "LungInfection-Train", "Doctor-label")
+    copy = tmp_path / "infnet"
+    shutil.copytree(folder / "Imgs", copy / "Imgs")
+    shutil.copytree(folder / "GT", copy / "GT")
+    stems = sorted(p.stem for p in (copy / "Imgs").iterdir())
+    rows = [f"{stem},patient{i // 5}" for i, stem in enumerate(stems)]
+    (copy / "patients.csv").write_text("case_id,patient_id\n" + "\n".join(rows) + "\n")
+    data = load_dataset(copy)
+    assert len(data.samples) == 50 and len(data.patients) == 10
+    for train, test in grouped_kfold(data.samples, 5):
+        by_case = {s.case_id: s.patient_id for s in data.samples}
+        assert not {by_case[c] for c in train} & {by_case[c] for c in test}
+
+    hu, lesions = _hu_volume(slices=4)
+    _save_nifti(tmp_path / "medseg" / "tr_im.nii.gz", hu)
+    _save_nifti(tmp_path / "medseg" / "tr_mask.nii.gz", lesions)
+    (tmp_path / "medseg" / "patients.csv").write_text(
+        "case_id,patient_id\nmedseg_0000,a\nmedseg_0001,a\nmedseg_0002,b\n")
+    assert [s.patient_id for s in load_dataset(tmp_path / "medseg").samples] == [
+        "a", "a", "b", "medseg_0003"]
+    (tmp_path / "medseg" / "patients.csv").write_text("slice,who\nmedseg_0000,a\n")
+    with pytest.raises(CovsegError, match="case_id,patient_id"):
+        load_dataset(tmp_path / "medseg")
+
+
+def test_fold_description_says_when_slices_stand_for_patients(synthetic_folder: Path) -> None:
+    grouped = load_dataset(synthetic_folder)
+    assert make_folds(grouped, 2, 0)[1] == "2-fold, grouped by patient (seed 0)"
+    ungrouped = load_dataset(shared("infnet-covid-semiseg"))
+    assert "every slice is its own patient" in make_folds(ungrouped, 5, 0)[1]
 
 
 def test_medseg_png_folders(tmp_path: Path) -> None:

@@ -125,11 +125,18 @@ def _pair(images: dict[str, Path], masks: dict[str, Path], where: Path,
 
 
 def _read_patients_csv(root: Path) -> dict[str, str]:
+    """``root/patients.csv`` (columns case_id, patient_id; a case is a slice's id or file stem)
+    as a dict; empty without the file. Public slice sets publish no patient ids, so this is
+    how a user groups them for cross-validation."""
     table = root / "patients.csv"
     if not table.is_file():
         return {}
     with table.open(newline="", encoding="utf-8") as handle:
-        return {row["case_id"]: row["patient_id"] for row in csv.DictReader(handle)}
+        reader = csv.DictReader(handle)
+        if not {"case_id", "patient_id"} <= set(reader.fieldnames or ()):
+            raise CovsegError(f"{table}: needs the columns case_id,patient_id; "
+                              f"found {reader.fieldnames}")
+        return {row["case_id"]: row["patient_id"] for row in reader}
 
 
 def _progress(items: list, desc: str) -> Iterable:
@@ -248,8 +255,10 @@ def _read_medseg(root: Path, options: ReadOptions) -> LoadedData:
         image, mask = read_nifti(root / "tr_im.nii.gz"), read_nifti(mask_file, dtype=np.int16)
         hu = normalize_intensity(image.array, options.intensity, options.window)
         unit = ReadOptions(options.target, "unit", options.window, options.slices)
+        patients = _read_patients_csv(root)
         samples = [
-            _sample(hu[k], mask.array[k], f"medseg_{k:04d}", f"medseg_{k:04d}",
+            _sample(hu[k], mask.array[k], f"medseg_{k:04d}",
+                    patients.get(f"medseg_{k:04d}", f"medseg_{k:04d}"),
                     f"{root / 'tr_im.nii.gz'}#z{k}", unit)
             for k in range(len(hu))
         ]
@@ -258,7 +267,8 @@ def _read_medseg(root: Path, options: ReadOptions) -> LoadedData:
     if masks_dir is None:
         raise CovsegError(f"{root}: tr_im/ found but neither tr_mask/ nor tr_mask_new/")
     pairs = _pair(_files(root / "tr_im", is_image_file), _files(masks_dir, is_image_file), root)
-    samples = _read_2d_pairs(pairs, options, {}, "reading MedSeg slices", case_prefix="medseg_")
+    samples = _read_2d_pairs(pairs, options, _read_patients_csv(root), "reading MedSeg slices",
+                             case_prefix="medseg_")
     return _loaded(samples, "medseg", root, options)
 
 
@@ -278,7 +288,8 @@ def _read_infnet(root: Path, options: ReadOptions) -> LoadedData:
     folder = _infnet_folder(root, options.target)
     pairs = _pair(_files(_require(folder / "Imgs"), is_image_file),
                   _files(_require(folder / "GT"), is_image_file), folder)
-    samples = _read_2d_pairs(pairs, options, {}, "reading Inf-Net slices", case_prefix="infnet_")
+    samples = _read_2d_pairs(pairs, options, _read_patients_csv(root), "reading Inf-Net slices",
+                             case_prefix="infnet_")
     return _loaded(samples, "infnet", folder, options)
 
 
