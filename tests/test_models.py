@@ -266,3 +266,18 @@ def test_models_command_lists_every_model(capsys: pytest.CaptureFixture[str]) ->
     args = parser.parse_args(["models"])
     assert args.handler(args) == 0
     assert "miniseg" in capsys.readouterr().out
+
+
+def test_a_model_whose_package_is_missing_fails_before_data_are_read(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib.metadata import PackageNotFoundError
+
+    from covseg.models import registry
+
+    def absent(distribution: str) -> str:
+        raise PackageNotFoundError(distribution)
+
+    monkeypatch.setattr(registry, "version", absent)
+    with pytest.raises(CovsegError, match=r"'deeplabv3' needs torchvision: pip install 'covseg\[zoo\]'"):
+        registry.check_model_names("miniseg,deeplabv3")
+    assert registry.check_model_names("miniseg,unet") == ["miniseg", "unet"]

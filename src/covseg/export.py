@@ -6,6 +6,7 @@ file's metadata, so ``covseg predict --onnx model.onnx`` needs nothing else.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import warnings
@@ -23,10 +24,18 @@ META_KEY = "covseg"
 OPSET = 17
 
 
+def _onnx_module(name: str) -> Any:
+    """``onnx`` or ``onnxruntime``, which only the optional ``onnx`` extra installs."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise CovsegError(f"ONNX export and prediction need {name}: "
+                          "pip install 'covseg[onnx]'") from None
+
+
 def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
     """Export a run's best model to ONNX with a dynamic batch axis and covseg metadata."""
-    import onnx
-
+    onnx = _onnx_module("onnx")
     payload = load_checkpoint(checkpoint)
     meta = payload["meta"]
     model = model_from_checkpoint(payload)
@@ -48,8 +57,7 @@ class OnnxNetwork:
     """An ONNX Runtime session that behaves like the torch module for :class:`Predictor`."""
 
     def __init__(self, path: str | os.PathLike[str], threads: int | None = None) -> None:
-        import onnxruntime as ort
-
+        ort = _onnx_module("onnxruntime")
         path = Path(path)
         if not path.is_file():
             raise CovsegError(f"{path}: no such ONNX file; create one with `covseg export`")

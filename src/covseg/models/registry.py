@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from torch import nn
@@ -56,7 +57,22 @@ def check_model_names(name: str) -> list[str]:
         if member not in REGISTRY:
             raise CovsegError(
                 f"unknown model {member!r}; `covseg models` lists: {', '.join(REGISTRY)}")
+        requirement = REGISTRY[member].requires
+        if requirement and not _installed(requirement):
+            raise _missing(member, requirement)
     return names
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        version(distribution)
+    except PackageNotFoundError:
+        return False
+    return True
+
+
+def _missing(name: str, requirement: str) -> CovsegError:
+    return CovsegError(f"model {name!r} needs {requirement}: pip install 'covseg[zoo]'")
 
 
 def build_model(name: str, in_channels: int = 1, num_classes: int = 2, **options: Any
@@ -72,9 +88,7 @@ def build_model(name: str, in_channels: int = 1, num_classes: int = 2, **options
     try:
         return spec.builder(in_channels, output_channels(num_classes), **options)
     except ImportError as exc:
-        raise CovsegError(
-            f"model {name!r} needs {spec.requires or exc.name}: pip install 'covseg[zoo]'"
-        ) from None
+        raise _missing(name, spec.requires or exc.name or "an optional package") from None
     except TypeError as exc:
         raise CovsegError(f"model {name!r}: bad option ({exc})") from None
 
