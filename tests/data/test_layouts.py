@@ -234,6 +234,12 @@ def test_unrecognised_layout(tmp_path: Path) -> None:
         load_dataset(tmp_path)
 
 
+def test_lung_target_on_data_without_lung_masks_is_refused() -> None:
+    """Inf-Net's GT is infection: reading it as lungs would train a lung model on lesions."""
+    with pytest.raises(CovsegError, match="infnet data hold no lung masks"):
+        load_dataset(shared("infnet-covid-semiseg"), target="lung")
+
+
 def test_images_without_masks(tmp_path: Path) -> None:
     _save_png(tmp_path / "images" / "a.png", np.zeros((8, 8)))
     _save_png(tmp_path / "images" / "b.png", np.zeros((8, 8)))

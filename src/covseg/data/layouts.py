@@ -364,6 +364,9 @@ LAYOUTS: dict[str, Callable[[Path], bool]] = {
     "mosmed-3d": lambda root: (root / "studies").is_dir() and (root / "masks").is_dir(),
     "folders": lambda root: _first_dir(root, ("images", "imgs", "Images")) is not None,
 }
+LUNG_LAYOUTS: tuple[str, ...] = ("folders", "zenodo")
+"""The layouts with lung masks (the synthetic generator draws lungs too)."""
+
 READERS: dict[str, Callable[[Path, ReadOptions], LoadedData]] = {
     "mosmed-2d": _read_mosmed_2d,
     "medseg": _read_medseg,
@@ -408,4 +411,8 @@ def load_dataset(path: str | Path, target: str = "infection", intensity: str = "
     layout = detect_layout(path)
     if layout == "synthetic":
         return _read_synthetic(str(path), options)
+    if target == "lung" and layout not in LUNG_LAYOUTS:
+        raise CovsegError(
+            f"{path}: {layout} data hold no lung masks; --target lung needs images/ + lungs/ "
+            "folders or the Zenodo volumes' lung_mask/")
     return READERS[layout](Path(path), options)
