@@ -240,6 +240,12 @@ def test_lung_target_on_data_without_lung_masks_is_refused() -> None:
         load_dataset(shared("infnet-covid-semiseg"), target="lung")
 
 
+def test_multiclass_target_on_binary_masks_is_refused() -> None:
+    """MedSeg's exported PNGs merge the classes: label 1 must not be reported as ground-glass."""
+    with pytest.raises(CovsegError, match="one lesion label only"):
+        load_dataset(shared("medseg-covid19-100"), target="multiclass")
+
+
 def test_images_without_masks(tmp_path: Path) -> None:
     _save_png(tmp_path / "images" / "a.png", np.zeros((8, 8)))
     _save_png(tmp_path / "images" / "b.png", np.zeros((8, 8)))

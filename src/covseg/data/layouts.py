@@ -347,6 +347,9 @@ def _loaded(samples: list[Sample], layout: str, root: Path, options: ReadOptions
     num_classes = 2
     if options.target == "multiclass":
         num_classes = max(2, int(max(s.mask.max() for s in samples)) + 1)
+        if num_classes == 2:
+            raise CovsegError(f"{root}: the masks hold one lesion label only, no classes "
+                              "(ground-glass, consolidation...); use --target infection")
     if synthetic:
         for sample in samples:
             sample.case_id = sample.case_id if sample.case_id.startswith("synthetic") else (
