@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
@@ -154,6 +155,8 @@ def test_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     (("train", "--model", "miniseg,nosuch"), "unknown model 'nosuch'"),
     (("cv", "--folds", "1"), "--folds must be at least 2"),
     (("compare", "--models", "unet", "nosuch"), "unknown model 'nosuch'"),
+    (("train", "--crop-lungs"), "add --lung-guide threshold"),
+    (("cv", "--window", "150", "-1350"), "needs LOW < HIGH"),
 ])
 def test_bad_recipe_fails_before_data_are_read(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], fragment: str
@@ -163,6 +166,20 @@ def test_bad_recipe_fails_before_data_are_read(
     code, _, err = _run(capsys, command, str(tmp_path / "missing"), "--out",
                         str(tmp_path / "r"), *options)
     _assert_one_line_error(code, err, fragment)
+
+
+def test_an_infection_run_is_refused_as_lung_model(tmp_path: Path, tiny_run: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The cascade's lung guide and volume prediction's --lung-model must segment lungs."""
+    code, _, err = _run(capsys, "train", str(tmp_path / "missing"), "--out", str(tmp_path / "r"),
+                        "--lung-guide", str(tiny_run))
+    _assert_one_line_error(code, err, "trained for --target infection, not a lung model")
+    volume = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((8, 8, 2), -1000.0, dtype=np.float32), np.eye(4)),
+             str(volume))
+    code, _, err = _run(capsys, "predict", str(volume), "--model", str(tiny_run),
+                        "--lung-model", str(tiny_run), "--out", str(tmp_path / "p"))
+    _assert_one_line_error(code, err, "not a lung model")
 
 
 def test_unrecognised_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

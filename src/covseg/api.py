@@ -23,15 +23,17 @@ from covseg.infer import Predictor, output_name
 from covseg.io.atomic import write_json
 from covseg.io.image import is_image_file, read_array, write_png
 from covseg.models.registry import check_model_names
+from covseg.train import check_recipe
 from covseg.train import train as _train
 from covseg.transforms import normalize_intensity
 from covseg.viz import overlay, sample_grid
 
 
 def _recipe(config: dict[str, Any], folds: int | None = None) -> TrainConfig:
-    """The training config, with the model names and fold count checked before data are read."""
+    """The training config, its models, options and fold count checked before data are read."""
     recipe = TrainConfig(**config)
     check_model_names(recipe.model)
+    check_recipe(recipe)
     if folds is not None:
         check_fold_count(folds)
     return recipe

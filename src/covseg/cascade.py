@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 from monai.transforms import ScaleIntensity
@@ -24,6 +25,9 @@ from monai.transforms import ScaleIntensity
 from covseg.errors import CovsegError
 from covseg.lungs import lung_air, segment_lungs
 from covseg.transforms import LUNG_WINDOW
+
+if TYPE_CHECKING:
+    from covseg.infer import Predictor
 
 THRESHOLD = "threshold"
 MARGIN = 0.08
@@ -101,6 +105,16 @@ def lung_box(lungs: np.ndarray, margin: float = MARGIN) -> CropBox:
                    max(0, cols.min() - pad), min(width, cols.max() + 1 + pad))
 
 
+def require_lung_model(predictor: Predictor) -> Predictor:
+    """The predictor, if it segments lungs from the plain CT slice; a one-line error otherwise."""
+    if predictor.target not in (None, "lung"):
+        raise CovsegError(f"{predictor.source}: trained for --target {predictor.target}, not a "
+                          "lung model; train one with `covseg train DATA --target lung`")
+    if predictor.guide is not None:
+        raise CovsegError(f"{predictor.source}: a lung model must take the plain CT slice")
+    return predictor
+
+
 @dataclass(frozen=True)
 class LungGuide:
     """Where the lung channel comes from (``threshold`` or a lung run folder) and whether to crop."""
@@ -113,10 +127,7 @@ class LungGuide:
     def _lung_predictor(self):  # type: ignore[no-untyped-def]
         from covseg.infer import Predictor
 
-        predictor = Predictor.load(self.source)
-        if predictor.guide is not None:
-            raise CovsegError(f"{self.source}: a lung model must take the plain CT slice")
-        return predictor
+        return require_lung_model(Predictor.load(self.source))
 
     def lungs(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Binary lung masks for [0, 1] slices."""

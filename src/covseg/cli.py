@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from covseg import api, cli_models, cli_volumes
+from covseg.cascade import require_lung_model
 from covseg.config import TrainConfig
 from covseg.data.layouts import TARGETS
 from covseg.errors import CovsegError
@@ -176,7 +177,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if len(volumes) != len(args.inputs):
             raise CovsegError("give either 2D images or CT volumes to one predict call, not both")
         predictor = api.load_predictor(args.model or args.onnx, args.batch_size, args.tta)
-        lungs = api.load_predictor(args.lung_model, args.batch_size) if args.lung_model else None
+        lungs = (require_lung_model(api.load_predictor(args.lung_model, args.batch_size))
+                 if args.lung_model else None)
         return cli_volumes.run_volume_predict(args, predictor, volumes, lungs)
     written = api.predict(args.model or args.onnx, args.inputs, args.out, overlay_png=args.overlay,
                           batch_size=args.batch_size, tta=args.tta)

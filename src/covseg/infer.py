@@ -49,6 +49,8 @@ class Predictor:
     """Run PyTorch networks on NHWC tensors: oneDNN's fast path on CPU (see benchmarks/RESULTS.md)."""
     source: str = ""
     """The run folder, checkpoint or ONNX file it was loaded from (recorded beside predictions)."""
+    target: str | None = None
+    """What the run was trained to segment (infection, multiclass, lung); None when unrecorded."""
 
     def __post_init__(self) -> None:
         self.channels_last = self.channels_last and isinstance(self.model, nn.Module)
@@ -91,13 +93,14 @@ class Predictor:
                    bool(meta.get("test_flips", False)) if tta is None else tta,
                    LungGuide.from_meta(meta.get("lung_guide")),
                    LungFrame.from_meta(meta.get("lung_frame")), float(meta.get("threshold", 0.5)),
-                   tuple(meta.get("flips", ["lr"])))
+                   tuple(meta.get("flips", ["lr"])), target=meta.get("target"))
 
     def describe(self) -> dict[str, Any]:
         """How this predictor turns slices into masks, as JSON for the record of a prediction."""
         runtime = "pytorch" if isinstance(self.model, nn.Module) else "onnxruntime"
         return {
-            "source": self.source, "runtime": runtime, "num_classes": self.num_classes,
+            "source": self.source, "runtime": runtime, "target": self.target,
+            "num_classes": self.num_classes,
             "size": self.size, "intensity": self.intensity, "window": list(self.window),
             "test_flips": list(self.flips) if self.tta else [], "threshold": self.threshold,
             "lung_guide": self.guide.to_meta() if self.guide else None,

@@ -41,7 +41,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from covseg.cascade import LungFrame, LungGuide
+from covseg.cascade import THRESHOLD, LungFrame, LungGuide, require_lung_model
 from covseg.checkpoint import load_checkpoint, save_checkpoint
 from covseg.config import TrainConfig
 from covseg.data.layouts import CLASS_NAMES, LoadedData, Sample
@@ -184,14 +184,23 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
     out.mkdir(parents=True, exist_ok=True)
     if train_cases is None:
         train_cases, val_cases = validation_split(data.samples, config.val_fraction, config.seed)
-    _check_recipe(config)
+    check_recipe(config)
     if len(member_names(config.model)) > 1:
         return _train_ensemble(config, data, out, resume, train_cases, val_cases or [], progress)
     return _train_model(config, data, out, resume, train_cases, val_cases or [], progress)
 
 
-def _check_recipe(config: TrainConfig) -> None:
-    """Refuse out-of-range options before any member starts."""
+def check_recipe(config: TrainConfig) -> None:
+    """Refuse out-of-range or contradictory options before data are read or a member starts."""
+    low, high = config.window
+    if not low < high:
+        raise CovsegError(f"--window LOW HIGH needs LOW < HIGH, got {low:g} {high:g}")
+    if config.crop_lungs and config.lung_guide == "none":
+        raise CovsegError("--crop-lungs crops to the lung guide's lungs: add --lung-guide "
+                          "threshold or --lung-guide RUN (a lung model)")
+    guide = config.guide()
+    if guide is not None and guide.source != THRESHOLD:
+        require_lung_model(Predictor.load(guide.source))
     if not 0 < config.threshold < 1:
         raise CovsegError(f"--threshold must lie between 0 and 1, got {config.threshold}")
     if not 0 <= config.cutmix <= 1:
