@@ -231,6 +231,12 @@ def test_not_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     code, _, err = _run(capsys, "predict", str(synthetic_folder / "images"), "--model", str(fake),
                         "--out", str(tmp_path / "o"))
     _assert_one_line_error(code, err, "not a covseg checkpoint")
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "config.json").write_text("{}")
+    code, _, err = _run(capsys, "predict", str(synthetic_folder / "images"), "--model",
+                        str(unfinished), "--out", str(tmp_path / "o"))
+    _assert_one_line_error(code, err, "no best.pt yet")
 
 
 def test_bad_numbers_and_empty_input_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -34,6 +34,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a covseg checkpoint safely; anything else gives a one-line error."""
     path = Path(path)
     if path.is_dir():
+        if not (path / "best.pt").is_file() and (path / "config.json").is_file():
+            raise CovsegError(f"{path}: this run has no best.pt yet (stopped before its end?); "
+                              "finish it with the same `covseg train` command and --resume")
         path = path / "best.pt"
     if not path.is_file():
         raise CovsegError(f"{path}: no such checkpoint; pass a run folder or its best.pt")
