@@ -124,6 +124,12 @@ def test_cross_validation_fold_by_fold_matches_one_run(
     code, _, err = _run(capsys, "cv", str(synthetic_folder), "--out", str(tmp_path / "bad"),
                         *recipe, "--fold", "2")
     _assert_one_line_error(code, err, "--fold must lie in 0..1")
+    for change, fragment in ((["--epochs", "2"], "epochs: 1 -> 2"),
+                             (["--folds", "3", "--fold", "0"], "training or test slices")):
+        changed = [*recipe[2:], *change] if change[0] == "--folds" else [*recipe, *change]
+        code, _, err = _run(capsys, "cv", str(synthetic_folder), "--out",
+                            str(tmp_path / "whole"), *changed, "--resume")
+        _assert_one_line_error(code, err, fragment)
 
 
 def test_demo_api_runs_small(tmp_path: Path) -> None:

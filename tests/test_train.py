@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -117,10 +118,14 @@ def test_mixing_shares_must_lie_in_0_1(tmp_path: Path, synthetic_folder: Path, o
                            progress=False)
 
 
-def test_resume_with_another_model_is_refused(tiny_run: Path, synthetic_folder: Path) -> None:
+def test_resume_with_another_recipe_is_refused(tiny_run: Path, synthetic_folder: Path) -> None:
     data = load_dataset(synthetic_folder)
-    with pytest.raises(CovsegError, match="same --model"):
-        train_module.train(TrainConfig(model="unet", epochs=3, size=96), data, tiny_run, resume=True,
+    saved = TrainConfig.from_dict(json.loads((tiny_run / "config.json").read_text())["config"])
+    with pytest.raises(CovsegError, match="model: unet -> miniseg"):
+        train_module.train(replace(saved, model="miniseg"), data, tiny_run, resume=True,
+                           progress=False)
+    with pytest.raises(CovsegError, match=r"trained otherwise \(lr: "):
+        train_module.train(replace(saved, lr=saved.lr * 2), data, tiny_run, resume=True,
                            progress=False)
 
 

@@ -80,6 +80,12 @@ class TrainConfig:
         data["window"] = list(self.window)
         return data
 
+    def differences(self, other: TrainConfig, ignore: tuple[str, ...] = ()) -> list[str]:
+        """``"name: mine -> other's"`` for each option that differs (those in ``ignore`` aside)."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [f"{key}: {mine[key]} -> {theirs[key]}" for key in mine
+                if key not in ignore and mine[key] != theirs[key]]
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}

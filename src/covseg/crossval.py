@@ -42,11 +42,27 @@ def _fold_done(fold_dir: Path) -> bool:
     return (fold_dir / "fold_metrics.json").is_file()
 
 
+def _check_finished_fold(fold_dir: Path, config: TrainConfig, train_cases: list[str],
+                         tested: list[str], test_cases: list[str]) -> None:
+    """A finished fold is reused only if it ran this recipe on this split; else a clear error."""
+    record = json.loads((fold_dir / "config.json").read_text())
+    changed = TrainConfig.from_dict(record["config"]).differences(config)
+    trained = set(record["train_cases"]) | set(record["val_cases"])
+    if trained != set(train_cases) or set(tested) != set(test_cases):
+        changed.append("its training or test slices (another --folds, --seed or data set)")
+    if changed:
+        raise CovsegError(f"{fold_dir}: finished with other settings ({'; '.join(changed)}); "
+                          "cross-validate into a new --out")
+
+
 def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases: list[str],
              test_cases: list[str], resume: bool) -> list[dict[str, Any]]:
     """Train on ``train_cases`` (validation patients drawn from them), evaluate on ``test_cases``."""
     if _fold_done(fold_dir):
-        return json.loads((fold_dir / "fold_metrics.json").read_text())["per_case"]
+        rows = json.loads((fold_dir / "fold_metrics.json").read_text())["per_case"]
+        _check_finished_fold(fold_dir, config, train_cases, [row["case_id"] for row in rows],
+                             test_cases)
+        return rows
     by_id = {s.case_id: s for s in data.samples}
     fit, val = validation_split([by_id[c] for c in train_cases], config.val_fraction, config.seed)
     train(config, data, fold_dir, resume=resume, train_cases=fit, val_cases=val)

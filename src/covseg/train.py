@@ -147,6 +147,10 @@ def _moving_average(model: nn.Module, decay: float) -> AveragedModel | None:
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
+PREDICTION_OPTIONS = ("test_flips", "threshold")
+"""Options that change how a run predicts, not how it trains: a resumed run may change them."""
+
+
 def _start(out: Path, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
            scheduler: Any, averaged: AveragedModel | None, resume: bool
            ) -> tuple[int, float, list[dict[str, float]]]:
@@ -157,11 +161,10 @@ def _start(out: Path, config: TrainConfig, model: nn.Module, optimizer: torch.op
     if not resume:
         raise CovsegError(f"{out} already holds a run; pass --resume to continue it or pick a new --out")
     state = load_checkpoint(last)
-    saved = TrainConfig.from_dict(state["config"])
-    if (saved.model, saved.model_options, saved.size) != (config.model, config.model_options,
-                                                           config.size):
-        raise CovsegError(f"{out}: the saved run used model {saved.model} at {saved.size} px; "
-                          "resume with the same --model and --size")
+    changed = TrainConfig.from_dict(state["config"]).differences(config, PREDICTION_OPTIONS)
+    if changed:
+        raise CovsegError(f"{out}: the saved run was trained otherwise ({'; '.join(changed)}); "
+                          "resume with the same options or pick a new --out")
     model.load_state_dict(state["state_dict"])
     if averaged is not None:
         if "moving_average" not in state:
