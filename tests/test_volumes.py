@@ -17,6 +17,7 @@ import SimpleITK as sitk
 from covseg import cli_volumes
 from covseg.cli import build_parser
 from covseg.errors import CovsegError
+from covseg.evaluate import evaluate_folders
 from covseg.infer import Predictor
 from covseg.io.volume import read_nifti, read_volume
 from covseg.quantify import quantify_batch
@@ -281,6 +282,24 @@ def test_prediction_folder_is_quantified_again_as_it_is(tmp_path: Path) -> None:
             assert after["study"] == before["study"]
             assert after["right_lung"] == before["right_lung"]
             assert after["inputs"]["lungs"].endswith(f"{name}/lungs.nii.gz")
+
+
+def test_volume_predictions_evaluated_in_3d_with_hd95_in_mm(tmp_path: Path) -> None:
+    """``covseg evaluate`` on predict's study folders against NIfTI truths named ``*_mask``."""
+    inputs, truths = tmp_path / "in", tmp_path / "truth"
+    inputs.mkdir()
+    truths.mkdir()
+    chest_nifti(inputs / "alpha.nii.gz")
+    predict_batch(BandPredictor([(-400, -200)]), [inputs], tmp_path / "pred")
+    predicted = nib.load(str(tmp_path / "pred" / "alpha" / "infection.nii.gz"))
+    shifted = np.roll(np.asarray(predicted.dataobj), 2, axis=0)  # 2 voxels of 0.75 mm along x
+    nib.save(nib.Nifti1Image(shifted, predicted.affine), str(truths / "alpha_mask.nii.gz"))
+    result = evaluate_folders(tmp_path / "pred", truths, tmp_path / "eval.json")
+    row = result["per_case"][0]
+    assert result["cases"] == 1 and row["case_id"] == "alpha"
+    assert result["hd95_unit"].startswith("mm")
+    assert row["hd95"] == pytest.approx(1.5)
+    assert row["dice"] == pytest.approx(2 * 72 / (108 + 108))  # 4 of 6 x-rows overlap: 72 voxels
 
 
 def test_cli_registration_and_volume_predict(chest, tmp_path: Path,

@@ -17,8 +17,10 @@ from covseg.data.layouts import CLASS_NAMES, Sample
 from covseg.errors import CovsegError
 from covseg.infer import Predictor
 from covseg.io.atomic import write_json, write_text
-from covseg.io.image import is_image_file, read_mask
+from covseg.io.image import is_image_file, mask_to_labels, read_mask
+from covseg.io.volume import is_nifti, nifti_stem, read_nifti
 from covseg.metrics import EMPTY_MASK_RULES, case_metrics, summarize
+from covseg.quantify import INFECTION_NII
 
 
 def evaluate_samples(predictor: Predictor, samples: Sequence[Sample], desc: str = "evaluating"
@@ -49,40 +51,94 @@ def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
+VOLUME_SUFFIXES = ("_mask", "_seg")
+"""Trailing parts of NIfTI mask names dropped for matching (MosMedData's ``study_0255_mask``)."""
+
+
+def _case_name(path: Path) -> str | None:
+    """The case a mask file or folder stands for, or None when it is not a mask.
+
+    2D masks are named by stem; NIfTI masks by stem without ``_mask``/``_seg``; a study folder
+    of ``covseg predict`` by its name (its ``infection.nii.gz`` is the mask).
+    """
+    if is_image_file(path):
+        return path.stem
+    if path.is_dir() and (path / INFECTION_NII).is_file():
+        return path.name
+    if is_nifti(path) and not path.name.startswith("."):
+        stem = nifti_stem(path)
+        for suffix in VOLUME_SUFFIXES:
+            stem = stem.removesuffix(suffix)
+        return stem
+    return None
+
+
 def _mask_files(folder: Path, role: str) -> dict[str, Path]:
     if not folder.is_dir():
         raise CovsegError(f"{folder}: {role} folder not found")
-    files = {p.stem: p for p in sorted(folder.iterdir()) if is_image_file(p)}
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        name = _case_name(path)
+        if name is None:
+            continue
+        if name in files:
+            raise CovsegError(f"{folder}: {files[name].name} and {path.name} are both case "
+                              f"{name!r}; keep one")
+        files[name] = path / INFECTION_NII if path.is_dir() else path
     if not files:
-        raise CovsegError(f"{folder}: no mask images (png, jpg, tif, npy) in the {role} folder")
+        raise CovsegError(f"{folder}: no masks (png, jpg, tif, npy, NIfTI, or covseg predict "
+                          f"study folders) in the {role} folder")
     return files
+
+
+def _read_case(path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
+    """Labels of a mask file, and its voxel spacing in mm for NIfTI volumes (None for 2D)."""
+    if is_nifti(path):
+        volume = read_nifti(path, dtype=np.int16)
+        return mask_to_labels(volume.array, path), volume.spacing
+    return read_mask(path), None
+
+
+def _read_pair(stem: str, pred_path: Path, truth_path: Path
+               ) -> tuple[np.ndarray, np.ndarray, tuple[float, ...] | None]:
+    (pred, _), (truth, spacing) = _read_case(pred_path), _read_case(truth_path)
+    if pred.shape != truth.shape:
+        raise CovsegError(f"{stem}: prediction {pred.shape} and truth {truth.shape} differ in size")
+    return pred, truth, spacing
 
 
 def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathLike[str],
                      out: str | os.PathLike[str]) -> dict[str, Any]:
-    """Match masks by file stem, compute per-case metrics, write ``out``.csv and ``out``.json.
+    """Match masks by name, compute per-case metrics, write ``out``.csv and ``out``.json.
 
-    Masks with labels above 1 in either folder are evaluated per class as well.
+    2D masks are matched by file stem; NIfTI volumes (or ``covseg predict`` study folders) by
+    study name, and scored in 3D with HD95 in mm from the truth's voxel spacing. Masks with
+    labels above 1 in either folder are evaluated per class as well. Files are read twice
+    (labels, then metrics) so that volumes are never all in memory at once.
     """
     preds = _mask_files(Path(pred_dir), "prediction")
     truths = _mask_files(Path(truth_dir), "truth")
     common = sorted(set(preds) & set(truths))
     if not common:
-        raise CovsegError(f"{pred_dir} and {truth_dir} share no file stems; name masks alike")
-    loaded = []
+        raise CovsegError(f"{pred_dir} and {truth_dir} share no case names; name masks alike")
+    highest = 1
+    for stem in tqdm(common, desc="reading labels", unit="case", leave=False):
+        pred, truth, _ = _read_pair(stem, preds[stem], truths[stem])
+        highest = max(highest, int(pred.max()), int(truth.max()))
+    num_classes = highest + 1
+    rows = []
     for stem in tqdm(common, desc="evaluating", unit="case", leave=False):
-        pred, truth = read_mask(preds[stem]), read_mask(truths[stem])
-        if pred.shape != truth.shape:
-            raise CovsegError(f"{stem}: prediction {pred.shape} and truth {truth.shape} differ in size")
-        loaded.append((stem, pred, truth))
-    num_classes = max(2, *(int(max(p.max(), t.max())) + 1 for _, p, t in loaded))
-    rows = [{"case_id": stem, **case_metrics(p, t, num_classes, CLASS_NAMES)}
-            for stem, p, t in loaded]
+        pred, truth, spacing = _read_pair(stem, preds[stem], truths[stem])
+        rows.append({"case_id": stem, **case_metrics(pred, truth, num_classes, CLASS_NAMES,
+                                                     spacing)})
+    volumes = sum(is_nifti(truths[stem]) for stem in common)
     result = {
         "prediction_dir": str(pred_dir), "truth_dir": str(truth_dir), "cases": len(rows),
         "unmatched_predictions": sorted(set(preds) - set(truths)),
         "unmatched_truths": sorted(set(truths) - set(preds)),
         "num_classes": num_classes, "empty_mask_rules": EMPTY_MASK_RULES,
+        "hd95_unit": "mm (3D, NIfTI volumes)" if volumes == len(rows) else
+        "pixels (2D slices)" if volumes == 0 else "mm for NIfTI volumes, pixels for 2D slices",
         "summary": summarize(rows), "per_case": rows,
     }
     out = Path(out)

@@ -75,18 +75,20 @@ def _ratio_metric(name: str, confusion: torch.Tensor, denominator: float) -> flo
 
 
 def case_metrics(pred: np.ndarray, truth: np.ndarray, num_classes: int = 2,
-                 class_names: dict[int, str] | None = None) -> dict[str, float]:
-    """Metrics of one case: infection (any label > 0), and per class when multi-class.
+                 class_names: dict[int, str] | None = None,
+                 spacing: Sequence[float] | None = None) -> dict[str, float]:
+    """Metrics of one case (2D slice or 3D volume): infection (any label > 0), and per class
+    when multi-class; HD95 in the units of ``spacing`` (pixels/voxels without it).
 
     Multi-class cases also get ``miou_with_background`` and ``miou_without_background``.
     """
-    row = binary_metrics(pred > 0, truth > 0)
+    row = binary_metrics(pred > 0, truth > 0, spacing)
     if num_classes > 2:
         names = class_names or {}
         ious = [float(compute_iou(_as_batch(pred == 0), _as_batch(truth == 0),
                                   ignore_empty=False)[0, 0])]
         for label in range(1, num_classes):
-            per_class = binary_metrics(pred == label, truth == label)
+            per_class = binary_metrics(pred == label, truth == label, spacing)
             name = names.get(label, f"class{label}").replace(" ", "-")
             row.update({f"{name}_{key}": value for key, value in per_class.items()})
             ious.append(per_class["iou"])
