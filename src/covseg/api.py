@@ -22,6 +22,7 @@ from covseg.evaluate import evaluate_folders
 from covseg.infer import Predictor, output_name
 from covseg.io.atomic import write_json
 from covseg.io.image import is_image_file, read_array, write_png
+from covseg.io.volume import orient_for_display
 from covseg.models.registry import check_model_names
 from covseg.train import check_recipe
 from covseg.train import train as _train
@@ -55,7 +56,8 @@ def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[
     chosen = [loaded.samples[i] for i in order[:max(1, n)]]
     heading = loaded.describe()
     names = {"infection": {1: "infection"}, "lung": {1: "lung"}}.get(target, CLASS_NAMES)
-    return sample_grid([s.image for s in chosen], [s.mask for s in chosen],
+    return sample_grid([orient_for_display(s.image, s.display_flips) for s in chosen],
+                       [orient_for_display(s.mask, s.display_flips) for s in chosen],
                        [f"{s.case_id} ({s.image.shape[1]}x{s.image.shape[0]})" for s in chosen],
                        out, heading, label_names={k: v for k, v in names.items() if k > 0})
 

@@ -39,10 +39,12 @@ from covseg.errors import CovsegError
 from covseg.io.atomic import atomic_path, write_json, write_text
 from covseg.io.volume import (
     Volume,
+    display_flips,
     hounsfield,
     is_dicom_file,
     is_nifti,
     nifti_stem,
+    orient_for_display,
     read_nifti,
     read_volume,
 )
@@ -214,21 +216,6 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def display_flips(affine: np.ndarray | None) -> tuple[bool, bool]:
-    """(flip rows, flip columns) to show a slice radiologically: anterior up, patient right left."""
-    if affine is None:
-        return False, False
-    return bool(affine[1, 1] > 0), bool(affine[0, 0] > 0)
-
-
-def _orient(plane: np.ndarray, flips: tuple[bool, bool]) -> np.ndarray:
-    if flips[0]:
-        plane = plane[::-1]
-    if flips[1]:
-        plane = plane[:, ::-1]
-    return plane
-
-
 def most_affected_slices(lesions: np.ndarray, lungs: np.ndarray | None, count: int) -> list[int]:
     """Up to ``count`` slice indices with most lesion (else most lung, else evenly spaced)."""
     depth = lesions.shape[0]
@@ -260,10 +247,10 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, *,
         axis = figure.add_subplot(rows, columns, index + 1)
         grey = (normalize_intensity(image[k], intensity, LUNG_WINDOW) if image is not None
                 else np.zeros(lesions.shape[1:], dtype=np.float32))
-        axis.imshow(_overlay(_orient(grey, flips), _orient(lesions[k], flips), colours),
+        axis.imshow(_overlay(orient_for_display(grey, flips), orient_for_display(lesions[k], flips), colours),
                     interpolation="nearest")
         if lungs is not None:
-            plane = _orient(lungs[k], flips)
+            plane = orient_for_display(lungs[k], flips)
             for label, colour in LUNG_COLOURS.items():
                 if (plane == label).any():
                     axis.contour(plane == label, levels=[0.5], colors=colour, linewidths=0.8)

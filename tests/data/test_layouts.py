@@ -196,6 +196,9 @@ def test_generic_folder_of_nifti_volumes(tmp_path: Path) -> None:
     _save_nifti(tmp_path / "masks" / "case1.nii.gz", lesions)
     data = load_dataset(tmp_path)
     assert len(data.samples) == 3 and data.patients == ["case1"]
+    # stored with +x to the right and +y anterior (RAS): flip both for a radiological view
+    assert all(s.display_flips == (True, True) for s in data.samples)
+    assert load_dataset(shared("infnet-covid-semiseg")).samples[0].display_flips == (False, False)
 
 
 def test_splits_never_split_a_patient(synthetic_folder: Path) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from covseg.errors import CovsegError
 from covseg.io.image import is_image_file, read_array, read_mask
-from covseg.io.volume import is_nifti, nifti_stem, read_nifti
+from covseg.io.volume import display_flips, is_nifti, nifti_stem, read_nifti
 from covseg.transforms import LUNG_WINDOW, normalize_intensity
 
 TARGETS: tuple[str, ...] = ("infection", "multiclass", "lung")
@@ -50,6 +50,8 @@ class Sample:
     case_id: str
     patient_id: str
     source: str
+    display_flips: tuple[bool, bool] = (False, False)
+    """(rows, columns) to flip for a radiological view (slices of volumes stored otherwise)."""
 
 
 @dataclass
@@ -167,8 +169,10 @@ def _slice_volume(image_path: Path, mask_path: Path, patient: str, options: Read
     if options.slices == "labelled":
         keep = [k for k in keep if mask.array[k].any()]
     unit = ReadOptions(options.target, "unit", options.window, options.slices)
+    flips = display_flips(image.affine)
     return [
-        _sample(hu[k], mask.array[k], f"{patient}_z{k:04d}", patient, f"{image_path}#z{k}", unit)
+        replace(_sample(hu[k], mask.array[k], f"{patient}_z{k:04d}", patient,
+                        f"{image_path}#z{k}", unit), display_flips=flips)
         for k in keep
     ]
 
@@ -256,10 +260,11 @@ def _read_medseg(root: Path, options: ReadOptions) -> LoadedData:
         hu = normalize_intensity(image.array, options.intensity, options.window)
         unit = ReadOptions(options.target, "unit", options.window, options.slices)
         patients = _read_patients_csv(root)
+        flips = display_flips(image.affine)
         samples = [
-            _sample(hu[k], mask.array[k], f"medseg_{k:04d}",
-                    patients.get(f"medseg_{k:04d}", f"medseg_{k:04d}"),
-                    f"{root / 'tr_im.nii.gz'}#z{k}", unit)
+            replace(_sample(hu[k], mask.array[k], f"medseg_{k:04d}",
+                            patients.get(f"medseg_{k:04d}", f"medseg_{k:04d}"),
+                            f"{root / 'tr_im.nii.gz'}#z{k}", unit), display_flips=flips)
             for k in range(len(hu))
         ]
         return _loaded(samples, "medseg", root, options)

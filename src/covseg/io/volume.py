@@ -388,3 +388,19 @@ def _save(volume: Volume, data_xyz: np.ndarray, header: nib.Nifti1Header,
         nib.save(image, str(tmp))
     return path
 
+
+def display_flips(affine: np.ndarray | None) -> tuple[bool, bool]:
+    """(flip rows, flip columns) to show an axial slice radiologically: anterior up, patient
+    right on the image left; no flips without an affine."""
+    if affine is None:
+        return False, False
+    return bool(affine[1, 1] > 0), bool(affine[0, 0] > 0)
+
+
+def orient_for_display(plane: np.ndarray, flips: tuple[bool, bool]) -> np.ndarray:
+    """A (rows, columns) slice flipped as :func:`display_flips` says (a view, not a copy)."""
+    if flips[0]:
+        plane = plane[::-1]
+    if flips[1]:
+        plane = plane[:, ::-1]
+    return plane
