@@ -138,7 +138,8 @@ def export(model: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
 def predict(model: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]],
             out: str | os.PathLike[str], overlay_png: bool = False, batch_size: int = 8,
             tta: bool | None = None) -> list[Path]:
-    """Masks for 2D images: PNG named after each input, same size, 0 background, 255 infection.
+    """Masks for 2D images: PNG named after each input, same size, 0 background, 255 infection
+    (or lung, for a lung model); ``predict.json`` beside them records the model and settings.
 
     Multi-class models write their labels (0..K-1) instead of 0/255. A ``model`` ending in
     ``.onnx`` (from :func:`export`) runs with ONNX Runtime.
@@ -163,8 +164,9 @@ def predict(model: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[st
     write_json(out / PREDICT_RECORD, {
         "covseg_version": version("covseg"), "model": predictor.describe(),
         "inputs": [str(f) for f in files], "masks": len(written), "overlays": overlay_png,
-        "mask_values": "0 background, 255 infection" if predictor.num_classes == 2
-        else "class labels 0..K-1", "seconds": round(time.perf_counter() - started, 3)})
+        "mask_values": f"0 background, 255 {'lung' if predictor.target == 'lung' else 'infection'}"
+        if predictor.num_classes == 2 else "class labels 0..K-1",
+        "seconds": round(time.perf_counter() - started, 3)})
     return written
 
 
