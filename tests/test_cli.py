@@ -186,6 +186,13 @@ def test_an_infection_run_is_refused_as_lung_model(tmp_path: Path, tiny_run: Pat
     code, _, err = _run(capsys, "predict", str(volume), "--model", str(tiny_run),
                         "--lung-model", str(tiny_run), "--out", str(tmp_path / "p"))
     _assert_one_line_error(code, err, "not a lung model")
+    lung_run = tmp_path / "lungs"
+    api.train("synthetic", lung_run, target="lung", epochs=1, size=64, batch_size=4,
+              model="unet", model_options={"width": 4})
+    capsys.readouterr()
+    code, _, err = _run(capsys, "predict", str(volume), "--model", str(lung_run),
+                        "--out", str(tmp_path / "p"))
+    _assert_one_line_error(code, err, "pass it as --lung-model")
 
 
 def test_unrecognised_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

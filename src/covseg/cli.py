@@ -177,6 +177,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if len(volumes) != len(args.inputs):
             raise CovsegError("give either 2D images or CT volumes to one predict call, not both")
         predictor = api.load_predictor(args.model or args.onnx, args.batch_size, args.tta)
+        if predictor.target == "lung":
+            raise CovsegError(f"{predictor.source}: a lung model; for CT volumes pass it as "
+                              "--lung-model, with an infection model as --model")
         lungs = (require_lung_model(api.load_predictor(args.lung_model, args.batch_size))
                  if args.lung_model else None)
         return cli_volumes.run_volume_predict(args, predictor, volumes, lungs)
