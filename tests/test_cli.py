@@ -230,6 +230,25 @@ def test_corrupt_image_in_predict_leaves_no_partial_file(
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+def test_predict_never_overwrites_inputs_or_its_own_masks(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.full((32, 32), 90, dtype=np.uint8)).save(images / "slice.png")
+    before = (images / "slice.png").read_bytes()
+    code, _, err = _run(capsys, "predict", str(images), "--model", str(tiny_run), "--out",
+                        str(images))
+    _assert_one_line_error(code, err, "would overwrite the input")
+    assert (images / "slice.png").read_bytes() == before
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.fromarray(np.full((32, 32), 90, dtype=np.uint8)).save(other / "slice.jpg")
+    code, _, err = _run(capsys, "predict", str(images / "slice.png"), str(other / "slice.jpg"),
+                        "--model", str(tiny_run), "--out", str(tmp_path / "masks"))
+    _assert_one_line_error(code, err, "would both be written to")
+    assert not (tmp_path / "masks").exists()
+
+
 def test_empty_data_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()

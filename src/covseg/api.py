@@ -117,6 +117,22 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return files
 
 
+def _check_outputs(files: Sequence[Path], out: Path) -> None:
+    """Refuse what would lose data: two inputs writing one mask, or a mask over an input."""
+    targets: dict[Path, Path] = {}
+    for path in files:
+        target = (out / output_name(path)).resolve()
+        if target in targets:
+            raise CovsegError(f"{targets[target]} and {path} would both be written to {target}; "
+                              "predict them into separate --out folders")
+        targets[target] = path
+    inputs = {path.resolve() for path in files}
+    for target, path in targets.items():
+        if target in inputs:
+            raise CovsegError(f"{target}: its mask would overwrite the input {path}; "
+                              "pick another --out")
+
+
 def load_predictor(model: str | os.PathLike[str], batch_size: int = 8, tta: bool | None = None
                    ) -> Predictor:
     """A run folder / checkpoint, or an ``.onnx`` file from :func:`export`.
@@ -144,9 +160,10 @@ def predict(model: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[st
     Multi-class models write their labels (0..K-1) instead of 0/255. A ``model`` ending in
     ``.onnx`` (from :func:`export`) runs with ONNX Runtime.
     """
-    predictor = load_predictor(model, batch_size, tta)
     files = collect_inputs(inputs)
     out = Path(out)
+    _check_outputs(files, out)
+    predictor = load_predictor(model, batch_size, tta)
     started = time.perf_counter()
     written = []
     with tqdm(total=len(files), desc="predict", unit="image", leave=False,
