@@ -25,7 +25,7 @@ from covseg.quantify import (
     run_batch,
     select_shard,
 )
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, shared
 
 MASKS = SHARED_DATA / "mosmed-masks" / "masks"
 needs_masks = pytest.mark.skipif(not MASKS.is_dir(), reason=f"real data not found: {MASKS}")
@@ -220,6 +220,15 @@ def test_find_studies_and_shards(tmp_path: Path) -> None:
     shutil.copy(tmp_path / "a.nii", tmp_path / "series" / "a.nii")
     with pytest.raises(CovsegError, match="named a"):
         find_studies([tmp_path, tmp_path / "series" / "a.nii"])
+
+
+def test_quantify_into_the_mask_folder_can_be_run_again(tmp_path: Path) -> None:
+    """Its own report folders beside the masks are not taken for studies on the next run."""
+    src = shared("mosmed-masks", "masks", "study_0255_mask.nii.gz")
+    shutil.copy(src, tmp_path / src.name)
+    assert quantify_batch([tmp_path], tmp_path).done == 1
+    again = quantify_batch([tmp_path], tmp_path)
+    assert (again.done, again.skipped, again.failed) == (0, 1, 0)
 
 
 def test_find_studies_keeps_nifti_beside_dicom(tmp_path: Path) -> None:

@@ -433,14 +433,20 @@ def study_name(path: Path) -> str:
     return nifti_stem(path) if is_nifti(path) else path.stem
 
 
+def _is_report_folder(folder: Path) -> bool:
+    """A folder ``covseg quantify`` wrote (a report without masks): never a study."""
+    return (folder / RESULT_JSON).is_file() and not (folder / INFECTION_NII).is_file()
+
+
 def find_studies(inputs: Sequence[str | os.PathLike[str]],
                  exclude: str | os.PathLike[str] | None = None) -> list[Study]:
     """Studies named by their file stem or folder name, sorted by name.
 
     A file is a study (see :func:`study_name`). A folder's NIfTI files are studies, and so are
     its DICOM files, taken together as one series named after the folder; without DICOM files
-    its sub-folders (DICOM series) are studies. A folder with none of these is itself a study
-    (so that an empty or broken folder is reported, not silently skipped).
+    its sub-folders (DICOM series; not quantify's report folders) are studies. A folder with
+    none of these is itself a study (so that an empty or broken folder is reported, not
+    silently skipped).
     """
     skip = Path(exclude).resolve() if exclude else None
     studies: list[Study] = []
@@ -456,7 +462,8 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
         if any(is_dicom_file(c) for c in children):
             found.append(Study(path.name, path))
         else:
-            found += [Study(c.name, c) for c in children if c.is_dir() and c.resolve() != skip]
+            found += [Study(c.name, c) for c in children
+                      if c.is_dir() and c.resolve() != skip and not _is_report_folder(c)]
         studies.extend(found or [Study(path.name, path)])
     names = [s.name for s in studies]
     duplicates = sorted({n for n in names if names.count(n) > 1})
