@@ -284,6 +284,14 @@ def test_prediction_folder_is_quantified_again_as_it_is(tmp_path: Path) -> None:
             assert after["inputs"]["lungs"].endswith(f"{name}/lungs.nii.gz")
 
 
+def test_predicting_into_the_input_folder_can_be_run_again(tmp_path: Path) -> None:
+    """The study folders it wrote beside the volumes are not taken for DICOM series next time."""
+    chest_nifti(tmp_path / "alpha.nii.gz")
+    assert predict_batch(BandPredictor([(-400, -200)]), [tmp_path], tmp_path).done == 1
+    again = predict_batch(BandPredictor([(-400, -200)]), [tmp_path], tmp_path)
+    assert (again.done, again.skipped, again.failed) == (0, 1, 0)
+
+
 def test_volume_predictions_evaluated_in_3d_with_hd95_in_mm(tmp_path: Path) -> None:
     """``covseg evaluate`` on predict's study folders against NIfTI truths named ``*_mask``."""
     inputs, truths = tmp_path / "in", tmp_path / "truth"

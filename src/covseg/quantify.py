@@ -433,18 +433,22 @@ def study_name(path: Path) -> str:
     return nifti_stem(path) if is_nifti(path) else path.stem
 
 
-def _is_report_folder(folder: Path) -> bool:
-    """A folder ``covseg quantify`` wrote (a report without masks): never a study."""
-    return (folder / RESULT_JSON).is_file() and not (folder / INFECTION_NII).is_file()
+def _is_report_folder(folder: Path, predictions: bool) -> bool:
+    """A folder covseg wrote: a quantify report, or a predict output unless ``predictions``."""
+    if not (folder / RESULT_JSON).is_file():
+        return False
+    return not (predictions and (folder / INFECTION_NII).is_file())
 
 
 def find_studies(inputs: Sequence[str | os.PathLike[str]],
-                 exclude: str | os.PathLike[str] | None = None) -> list[Study]:
+                 exclude: str | os.PathLike[str] | None = None,
+                 predictions: bool = False) -> list[Study]:
     """Studies named by their file stem or folder name, sorted by name.
 
     A file is a study (see :func:`study_name`). A folder's NIfTI files are studies, and so are
     its DICOM files, taken together as one series named after the folder; without DICOM files
-    its sub-folders (DICOM series; not quantify's report folders) are studies. A folder with
+    its sub-folders (DICOM series) are studies, except the folders covseg wrote (reports;
+    ``covseg predict`` outputs count only with ``predictions``, for quantify). A folder with
     none of these is itself a study (so that an empty or broken folder is reported, not
     silently skipped).
     """
@@ -463,7 +467,8 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
             found.append(Study(path.name, path))
         else:
             found += [Study(c.name, c) for c in children
-                      if c.is_dir() and c.resolve() != skip and not _is_report_folder(c)]
+                      if c.is_dir() and c.resolve() != skip
+                      and not _is_report_folder(c, predictions)]
         studies.extend(found or [Study(path.name, path)])
     names = [s.name for s in studies]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -567,7 +572,8 @@ def quantify_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
     A study folder from ``covseg predict`` stands for its ``infection.nii.gz``, so that a
     prediction folder (or its masks, corrected by hand) can be quantified again as it is.
     """
-    studies = [_predicted_mask(study) for study in find_studies(inputs, exclude=out_dir)]
+    studies = [_predicted_mask(study)
+               for study in find_studies(inputs, exclude=out_dir, predictions=True)]
 
     def process(study: Study, folder: Path) -> dict[str, Any]:
         return quantify_study(study.path, folder, lungs=lungs, image=image, hu=hu,
