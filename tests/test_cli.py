@@ -14,6 +14,7 @@ from PIL import Image
 from covseg import api
 from covseg.cli import main
 from covseg.config import TrainConfig
+from covseg.errors import CovsegError
 from tests.conftest import shared
 
 
@@ -193,6 +194,23 @@ def test_an_infection_run_is_refused_as_lung_model(tmp_path: Path, tiny_run: Pat
     code, _, err = _run(capsys, "predict", str(volume), "--model", str(lung_run),
                         "--out", str(tmp_path / "p"))
     _assert_one_line_error(code, err, "pass it as --lung-model")
+
+
+def test_python_api_mirrors_volume_predict_and_quantify(tmp_path: Path, tiny_run: Path) -> None:
+    import covseg
+
+    volume = tmp_path / "ct.nii.gz"
+    hu = np.full((32, 32, 3), -1000.0, dtype=np.float32)
+    hu[4:28, 4:28] = 40.0
+    hu[8:14, 8:24] = hu[18:24, 8:24] = -850.0
+    nib.save(nib.Nifti1Image(hu, np.eye(4)), str(volume))
+    result = covseg.predict_volumes(tiny_run, [volume], tmp_path / "pred", html=True)
+    assert (result.done, result.failed) == (1, 0)
+    assert (tmp_path / "pred" / "ct" / "report.html").is_file()
+    again = covseg.quantify([tmp_path / "pred"], tmp_path / "again")
+    assert (again.done, again.failed) == (1, 0)
+    with pytest.raises(CovsegError, match="predict_volumes"):
+        covseg.predict(tiny_run, [volume], tmp_path / "masks")
 
 
 def test_unrecognised_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

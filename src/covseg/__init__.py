@@ -1,14 +1,26 @@
 """covseg: segment COVID-19 lung infection and the lungs on chest CT.
 
 The Python API mirrors the ``covseg`` command line: :func:`visualize`, :func:`train`,
-:func:`cross_validate`, :func:`predict`, :func:`evaluate` and :func:`demo`.
+:func:`cross_validate`, :func:`compare`, :func:`predict` (2D images), :func:`predict_volumes`
+(CT studies), :func:`export`, :func:`evaluate`, :func:`quantify` and :func:`demo`.
 """
 
-from covseg.api import cross_validate, demo, evaluate, predict, train, visualize
+from covseg.api import (
+    compare,
+    cross_validate,
+    demo,
+    evaluate,
+    export,
+    predict,
+    predict_volumes,
+    quantify,
+    train,
+    visualize,
+)
 from covseg.config import TrainConfig
 from covseg.data import load_dataset
 from covseg.errors import CovsegError
 
 __version__ = "0.1.0"
-__all__ = ["CovsegError", "TrainConfig", "cross_validate", "demo", "evaluate", "load_dataset",
-           "predict", "train", "visualize"]
+__all__ = ["CovsegError", "TrainConfig", "compare", "cross_validate", "demo", "evaluate", "export",
+           "load_dataset", "predict", "predict_volumes", "quantify", "train", "visualize"]

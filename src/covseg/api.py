@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from covseg.cascade import require_lung_model
 from covseg.config import TrainConfig
 from covseg.crossval import cross_validate as _cross_validate
 from covseg.crossval import cross_validate_fold
@@ -22,12 +23,14 @@ from covseg.evaluate import evaluate_folders
 from covseg.infer import Predictor, output_name
 from covseg.io.atomic import write_json
 from covseg.io.image import is_image_file, read_array, write_png
-from covseg.io.volume import orient_for_display
+from covseg.io.volume import is_dicom_file, is_nifti, orient_for_display
 from covseg.models.registry import check_model_names
+from covseg.quantify import BatchResult, quantify_batch
 from covseg.train import check_recipe
 from covseg.train import train as _train
 from covseg.transforms import normalize_intensity
 from covseg.viz import overlay, sample_grid
+from covseg.volumes import predict_batch
 
 
 def _recipe(config: dict[str, Any], folds: int | None = None) -> TrainConfig:
@@ -133,6 +136,16 @@ def _check_outputs(files: Sequence[Path], out: Path) -> None:
                               "pick another --out")
 
 
+def is_volume_input(path: Path) -> bool:
+    """NIfTI files, DICOM files and folders holding DICOM series or NIfTI volumes."""
+    if path.is_dir():
+        children = list(path.iterdir())
+        if any(is_image_file(c) for c in children):
+            return False
+        return any(is_nifti(c) or is_dicom_file(c) or c.is_dir() for c in children)
+    return is_nifti(path) or is_dicom_file(path)
+
+
 def load_predictor(model: str | os.PathLike[str], batch_size: int = 8, tta: bool | None = None
                    ) -> Predictor:
     """A run folder / checkpoint, or an ``.onnx`` file from :func:`export`.
@@ -142,6 +155,41 @@ def load_predictor(model: str | os.PathLike[str], batch_size: int = 8, tta: bool
     if str(model).lower().endswith(".onnx"):
         return Predictor.load_onnx(model, batch_size, tta)
     return Predictor.load(model, batch_size, tta)
+
+
+def load_volume_predictors(model: str | os.PathLike[str],
+                           lung_model: str | os.PathLike[str] | None = None, batch_size: int = 8,
+                           tta: bool | None = None) -> tuple[Predictor, Predictor | None]:
+    """The infection model and the optional lung model for CT volumes, each checked for its role."""
+    predictor = load_predictor(model, batch_size, tta)
+    if predictor.target == "lung":
+        raise CovsegError(f"{predictor.source}: a lung model; for CT volumes pass it as "
+                          "--lung-model, with an infection model as --model")
+    lungs = require_lung_model(load_predictor(lung_model, batch_size)) if lung_model else None
+    return predictor, lungs
+
+
+def predict_volumes(model: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]],
+                    out: str | os.PathLike[str], lung_model: str | os.PathLike[str] | None = None,
+                    batch_size: int = 8, tta: bool | None = None,
+                    shard: tuple[int, int] = (0, 1), **options: Any) -> BatchResult:
+    """CT volumes (NIfTI files, DICOM files or series folders, or folders of them): per study,
+    infection and lung masks on the input's grid plus the quantification report.
+
+    ``options`` as ``covseg predict``'s volume flags: ``probabilities``, ``keep_outside_lungs``,
+    ``hu``, ``html``, ``lung_margin_mm``.
+    """
+    predictor, lungs = load_volume_predictors(model, lung_model, batch_size, tta)
+    return predict_batch(predictor, inputs, out, shard=shard, batch_size=batch_size,
+                         lung_predictor=lungs, **options)
+
+
+def quantify(masks: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
+             **options: Any) -> BatchResult:
+    """Lesion and lung volumes, % involved and CT-0..CT-4 from existing masks (``covseg
+    quantify``); ``options``: ``lungs``, ``image``, ``hu``, ``multiclass``, ``html_report``,
+    ``shard``."""
+    return quantify_batch(masks, out, **options)
 
 
 def export(model: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
@@ -160,6 +208,10 @@ def predict(model: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[st
     Multi-class models write their labels (0..K-1) instead of 0/255. A ``model`` ending in
     ``.onnx`` (from :func:`export`) runs with ONNX Runtime.
     """
+    volumes = [str(item) for item in inputs if is_volume_input(Path(item))]
+    if volumes:
+        raise CovsegError(f"{', '.join(volumes)}: CT volumes; predict them with "
+                          "covseg.predict_volumes")
     files = collect_inputs(inputs)
     out = Path(out)
     _check_outputs(files, out)

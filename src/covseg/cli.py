@@ -11,26 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from covseg import api, cli_models, cli_volumes
-from covseg.cascade import require_lung_model
 from covseg.config import TrainConfig
 from covseg.data.layouts import TARGETS
 from covseg.errors import CovsegError
-from covseg.io.image import is_image_file
-from covseg.io.volume import is_dicom_file, is_nifti
 from covseg.losses import LOSSES
 from covseg.transforms import AUGMENTATIONS, INTENSITY_MODES, LUNG_WINDOW
 
 DEFAULTS = TrainConfig()
-
-
-def is_volume_input(path: Path) -> bool:
-    """NIfTI files, DICOM files and folders holding DICOM series or NIfTI volumes."""
-    if path.is_dir():
-        children = list(path.iterdir())
-        if any(is_image_file(c) for c in children):
-            return False
-        return any(is_nifti(c) or is_dicom_file(c) or c.is_dir() for c in children)
-    return is_nifti(path) or is_dicom_file(path)
 
 
 def _model_option(text: str) -> tuple[str, Any]:
@@ -172,16 +159,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    volumes = [item for item in args.inputs if is_volume_input(Path(item))]
+    volumes = [item for item in args.inputs if api.is_volume_input(Path(item))]
     if volumes:
         if len(volumes) != len(args.inputs):
             raise CovsegError("give either 2D images or CT volumes to one predict call, not both")
-        predictor = api.load_predictor(args.model or args.onnx, args.batch_size, args.tta)
-        if predictor.target == "lung":
-            raise CovsegError(f"{predictor.source}: a lung model; for CT volumes pass it as "
-                              "--lung-model, with an infection model as --model")
-        lungs = (require_lung_model(api.load_predictor(args.lung_model, args.batch_size))
-                 if args.lung_model else None)
+        predictor, lungs = api.load_volume_predictors(args.model or args.onnx, args.lung_model,
+                                                      args.batch_size, args.tta)
         return cli_volumes.run_volume_predict(args, predictor, volumes, lungs)
     written = api.predict(args.model or args.onnx, args.inputs, args.out, overlay_png=args.overlay,
                           batch_size=args.batch_size, tta=args.tta)
