@@ -133,10 +133,16 @@ def test_cross_validation_fold_by_fold_matches_one_run(
         _assert_one_line_error(code, err, fragment)
 
 
-def test_demo_api_runs_small(tmp_path: Path) -> None:
-    summary = api.demo(tmp_path / "demo", folds=2, epochs=1)
+def test_demo_api_runs_small_and_again_from_its_finished_folds(tmp_path: Path) -> None:
+    """The second run reuses every fold from its JSON, where undefined metrics (sensitivity on
+    lesion-free slices) are null: the summary must come out as the first run's."""
+    summary = api.demo(tmp_path / "demo", folds=3, epochs=1)
     assert summary["synthetic"] and (tmp_path / "demo" / "samples.png").is_file()
     assert (tmp_path / "demo" / "cv" / "report.md").is_file()
+    assert summary["pooled_per_case"]["sensitivity"]["undefined"] > 0
+    again = api.demo(tmp_path / "demo", folds=3, epochs=1)
+    assert again["mean_std_over_folds"] == summary["mean_std_over_folds"]
+    assert again["pooled_per_case"] == summary["pooled_per_case"]
 
 
 # --- bad input ----------------------------------------------------------------------------------

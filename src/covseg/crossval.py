@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import replace
@@ -59,7 +60,10 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
              test_cases: list[str], resume: bool) -> list[dict[str, Any]]:
     """Train on ``train_cases`` (validation patients drawn from them), evaluate on ``test_cases``."""
     if _fold_done(fold_dir):
-        rows = json.loads((fold_dir / "fold_metrics.json").read_text())["per_case"]
+        stored = json.loads((fold_dir / "fold_metrics.json").read_text())["per_case"]
+        # JSON holds undefined metrics as null: make them NaN again, as a fresh fold has them.
+        rows = [{key: math.nan if value is None else value for key, value in row.items()}
+                for row in stored]
         _check_finished_fold(fold_dir, config, train_cases, [row["case_id"] for row in rows],
                              test_cases)
         return rows
