@@ -64,6 +64,7 @@ def check_model_names(name: str) -> list[str]:
 
 
 def _installed(distribution: str) -> bool:
+    """Whether a pip distribution is installed, without importing it (torchvision is slow)."""
     try:
         version(distribution)
     except PackageNotFoundError:
@@ -72,6 +73,7 @@ def _installed(distribution: str) -> bool:
 
 
 def _missing(name: str, requirement: str) -> CovsegError:
+    """The one-line error for a zoo model whose package is not installed."""
     return CovsegError(f"model {name!r} needs {requirement}: pip install 'covseg[zoo]'")
 
 
