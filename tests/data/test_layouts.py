@@ -87,6 +87,9 @@ def test_public_slice_sets_take_a_patients_csv(tmp_path: Path) -> None:
     (tmp_path / "medseg" / "patients.csv").write_text("slice,who\nmedseg_0000,a\n")
     with pytest.raises(CovsegError, match="case_id,patient_id"):
         load_dataset(tmp_path / "medseg")
+    (copy / "patients.csv").write_text("case_id,patient_id\nslice_7,a\n")
+    with pytest.raises(CovsegError, match="names none of the 50 slices.*infnet_0 or 0"):
+        load_dataset(copy)
 
 
 def test_fold_description_says_when_slices_stand_for_patients(synthetic_folder: Path) -> None:

@@ -18,6 +18,7 @@ split a patient. A ``patients.csv`` (columns ``case_id,patient_id``) in a 2D fol
 from __future__ import annotations
 
 import csv
+import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -30,6 +31,8 @@ from covseg.errors import CovsegError
 from covseg.io.image import is_image_file, read_array, read_mask
 from covseg.io.volume import display_flips, is_nifti, nifti_stem, read_nifti
 from covseg.transforms import LUNG_WINDOW, normalize_intensity
+
+log = logging.getLogger(__name__)
 
 TARGETS: tuple[str, ...] = ("infection", "multiclass", "lung")
 """What the mask means: any infection (binary), lesion classes, or the lungs."""
@@ -153,7 +156,20 @@ def _read_2d_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions,
         samples.append(_sample(read_array(image_path), read_mask(mask_path), case,
                                patients.get(case, patients.get(stem, case)), str(image_path),
                                options))
+    if patients and pairs:
+        _check_patients_listed(patients, [(f"{case_prefix}{stem}", stem) for stem, _, _ in pairs])
     return samples
+
+
+def _check_patients_listed(patients: dict[str, str], cases: list[tuple[str, str]]) -> None:
+    """A patients.csv that names none of the slices is a mistake, one that misses some a risk."""
+    missing = [case for case, stem in cases if case not in patients and stem not in patients]
+    if len(missing) == len(cases):
+        raise CovsegError(f"patients.csv names none of the {len(cases)} slices; its case_id is "
+                          f"a slice's case id or file stem, e.g. {cases[0][0]} or {cases[0][1]}")
+    if missing:
+        log.warning("patients.csv does not name %d of %d slices (e.g. %s): each counts as its "
+                    "own patient", len(missing), len(cases), missing[0])
 
 
 def _slice_volume(image_path: Path, mask_path: Path, patient: str, options: ReadOptions
@@ -260,6 +276,8 @@ def _read_medseg(root: Path, options: ReadOptions) -> LoadedData:
         hu = normalize_intensity(image.array, options.intensity, options.window)
         unit = ReadOptions(options.target, "unit", options.window, options.slices)
         patients = _read_patients_csv(root)
+        if patients:
+            _check_patients_listed(patients, [(f"medseg_{k:04d}",) * 2 for k in range(len(hu))])
         flips = display_flips(image.affine)
         samples = [
             replace(_sample(hu[k], mask.array[k], f"medseg_{k:04d}",
