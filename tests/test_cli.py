@@ -65,6 +65,15 @@ def test_train_predict_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert (tmp_path / "eval.csv").read_text().startswith("case_id,dice")
 
 
+def test_evaluate_matches_truths_named_with_mask_endings(tmp_path: Path) -> None:
+    for folder, name in (("pred", "x.png"), ("truth", "x_mask.png")):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(np.full((8, 8), 255, dtype=np.uint8)).save(tmp_path / folder / name)
+    result = api.evaluate(tmp_path / "pred", tmp_path / "truth", tmp_path / "eval.json")
+    assert result["cases"] == 1 and result["per_case"][0]["case_id"] == "x"
+    assert result["summary"]["dice"]["mean"] == 1.0
+
+
 def test_evaluate_perfect_prediction_on_real_masks(tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     truth = shared("medseg-covid19-100", "masks")

@@ -17,7 +17,7 @@ from covseg.data.layouts import CLASS_NAMES, Sample
 from covseg.errors import CovsegError
 from covseg.infer import Predictor
 from covseg.io.atomic import write_json, write_text
-from covseg.io.image import is_image_file, mask_to_labels, read_mask
+from covseg.io.image import image_name, is_image_file, mask_to_labels, read_mask
 from covseg.io.volume import is_nifti, nifti_stem, read_nifti
 from covseg.metrics import EMPTY_MASK_RULES, case_metrics, summarize
 from covseg.quantify import INFECTION_NII
@@ -51,25 +51,18 @@ def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-VOLUME_SUFFIXES = ("_mask", "_seg")
-"""Trailing parts of NIfTI mask names dropped for matching (MosMedData's ``study_0255_mask``)."""
-
-
 def _case_name(path: Path) -> str | None:
     """The case a mask file or folder stands for, or None when it is not a mask.
 
-    2D masks are named by stem; NIfTI masks by stem without ``_mask``/``_seg``; a study folder
-    of ``covseg predict`` by its name (its ``infection.nii.gz`` is the mask).
+    Mask files are named by stem without a trailing ``_mask``/``_seg``; a study folder of
+    ``covseg predict`` by its name (its ``infection.nii.gz`` is the mask).
     """
     if is_image_file(path):
-        return path.stem
+        return image_name(path.stem)
     if path.is_dir() and (path / INFECTION_NII).is_file():
         return path.name
     if is_nifti(path) and not path.name.startswith("."):
-        stem = nifti_stem(path)
-        for suffix in VOLUME_SUFFIXES:
-            stem = stem.removesuffix(suffix)
-        return stem
+        return image_name(nifti_stem(path))
     return None
 
 

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from covseg.errors import CovsegError
 from covseg.io.atomic import atomic_path, write_json, write_text
+from covseg.io.image import image_name
 from covseg.io.volume import (
     Volume,
     display_flips,
@@ -338,7 +339,7 @@ def _matching(folder_or_file: Path | None, stem: str) -> Path | None:
     """The file for a mask stem: the path itself, or a NIfTI in the folder named like the mask."""
     if folder_or_file is None or folder_or_file.is_file():
         return folder_or_file
-    names = {stem, stem.removesuffix("_mask"), stem.removesuffix("_seg")}
+    names = {stem, image_name(stem)}
     for child in sorted(folder_or_file.iterdir()):
         if is_nifti(child) and nifti_stem(child) in names:
             return child

@@ -252,6 +252,16 @@ def test_multiclass_target_on_binary_masks_is_refused() -> None:
         load_dataset(shared("medseg-covid19-100"), target="multiclass")
 
 
+def test_masks_named_with_mask_or_seg_endings_pair_with_their_images(tmp_path: Path) -> None:
+    grey = np.full((16, 16), 100, dtype=np.uint8)
+    for stem, mask_name in (("a", "a_mask"), ("b", "b_seg"), ("c", "c")):
+        _save_png(tmp_path / "images" / f"{stem}.png", grey)
+        _save_png(tmp_path / "masks" / f"{mask_name}.png", (grey > 50) * 255)
+    data = load_dataset(tmp_path)
+    assert sorted(s.case_id for s in data.samples) == ["a", "b", "c"]
+    assert all(s.mask.all() for s in data.samples)
+
+
 def test_images_without_masks(tmp_path: Path) -> None:
     _save_png(tmp_path / "images" / "a.png", np.zeros((8, 8)))
     _save_png(tmp_path / "images" / "b.png", np.zeros((8, 8)))

@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from covseg.errors import CovsegError
-from covseg.io.image import is_image_file, read_array, read_mask
+from covseg.io.image import image_name, is_image_file, read_array, read_mask
 from covseg.io.volume import display_flips, is_nifti, nifti_stem, read_nifti
 from covseg.transforms import LUNG_WINDOW, normalize_intensity
 
@@ -119,12 +119,14 @@ def _files(folder: Path, predicate: Callable[[Path], bool]) -> dict[str, Path]:
 def _pair(images: dict[str, Path], masks: dict[str, Path], where: Path,
           key: Callable[[str], str] = lambda s: s) -> list[tuple[str, Path, Path]]:
     by_key = {key(stem): path for stem, path in masks.items()}
+    for stem, path in masks.items():  # x_mask.png / x_seg.png name the mask of x
+        by_key.setdefault(key(image_name(stem)), path)
     missing = [stem for stem in images if key(stem) not in by_key]
     if missing:
         shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
         raise CovsegError(
-            f"{where}: {len(missing)} image(s) have no mask ({shown}); "
-            "give every image a mask with the same file stem"
+            f"{where}: {len(missing)} image(s) have no mask ({shown}); give every image a mask "
+            "with the same file stem (or the stem plus _mask or _seg)"
         )
     return [(stem, path, by_key[key(stem)]) for stem, path in images.items()]
 
@@ -341,7 +343,7 @@ def _read_zenodo(root: Path, options: ReadOptions) -> LoadedData:
 
 def _read_mosmed_3d(root: Path, options: ReadOptions) -> LoadedData:
     studies = {nifti_stem(p): p for p in sorted((root / "studies").rglob("*.nii*")) if is_nifti(p)}
-    masks = {nifti_stem(p).removesuffix("_mask"): p
+    masks = {image_name(nifti_stem(p)): p
              for p in sorted((root / "masks").rglob("*.nii*")) if is_nifti(p)}
     pairs = [(stem, studies[stem], masks[stem]) for stem in sorted(studies) if stem in masks]
     if not pairs:

@@ -13,6 +13,16 @@ from covseg.io.atomic import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".npy")
 MAX_LABEL = 15
+MASK_NAME_SUFFIXES = ("_mask", "_seg")
+"""Endings that mark a file as the mask of the image with the rest of its name (``x_mask``)."""
+
+
+def image_name(mask_stem: str) -> str:
+    """The image stem a mask stem names: without a trailing ``_mask``/``_seg``."""
+    for suffix in MASK_NAME_SUFFIXES:
+        if mask_stem.endswith(suffix):
+            return mask_stem.removesuffix(suffix)
+    return mask_stem
 
 
 def is_image_file(path: Path) -> bool:
