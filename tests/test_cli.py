@@ -324,6 +324,20 @@ def test_bad_numbers_and_empty_input_folder(tmp_path: Path, capsys: pytest.Captu
     code, _, err = _run(capsys, "predict", str(tmp_path / "empty"), "--model", str(tiny_run),
                         "--out", str(tmp_path / "o"))
     _assert_one_line_error(code, err, "no images")
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "slice.png")
+    code, _, err = _run(capsys, "predict", str(tmp_path / "slice.png"), "--model", str(tiny_run),
+                        "--out", str(tmp_path / "o"), "--batch-size", "0")
+    _assert_one_line_error(code, err, "--batch-size must be at least 1")
+    volume = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((8, 8, 2), -1000.0, dtype=np.float32), np.eye(4)),
+             str(volume))
+    code, _, err = _run(capsys, "predict", str(volume), "--model", str(tiny_run),
+                        "--out", str(tmp_path / "v"), "--lung-margin-mm", "-1")
+    _assert_one_line_error(code, err, "--lung-margin-mm must be >= 0")
+    assert not (tmp_path / "v").exists(), "bad numbers fail before any study is written"
+    code, _, err = _run(capsys, "visualize", "synthetic", "--out", str(tmp_path / "g.png"),
+                        "--n", "0")
+    _assert_one_line_error(code, err, "--n must be positive")
 
 
 def test_multiclass_train_predict_evaluate_on_real_infnet(

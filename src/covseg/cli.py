@@ -115,6 +115,7 @@ def _positive(args: argparse.Namespace, *names: str) -> None:
 
 
 def cmd_visualize(args: argparse.Namespace) -> int:
+    _positive(args, "n")
     path = api.visualize(args.data, args.out, n=args.n, target=args.target)
     print(f"wrote {path}")
     return 0

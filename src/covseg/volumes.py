@@ -93,8 +93,7 @@ def predict_labels(predictor: SlicePredictor, volume: Volume, *, batch_size: int
     Only one batch of normalised float slices exists at once; ``probabilities`` (a preallocated
     (z, y, x) or (C, z, y, x) array, e.g. a memmap) is filled as batches finish.
     """
-    if batch_size < 1:
-        raise CovsegError(f"--batch-size must be at least 1, got {batch_size}")
+    _check_options(batch_size, 0.0)
     channels = output_channels(predictor)
     depth = volume.array.shape[0]
     labels = np.zeros(volume.array.shape, dtype=np.uint8)
@@ -136,6 +135,14 @@ def _lungs(volume: Volume, lung_predictor: SlicePredictor | None, batch_size: in
     return segment_lungs(hounsfield(volume), volume.affine), "threshold"
 
 
+def _check_options(batch_size: int, lung_margin_mm: float) -> None:
+    """Bad numbers fail once, before any study, rather than in every study of a batch."""
+    if batch_size < 1:
+        raise CovsegError(f"--batch-size must be at least 1, got {batch_size}")
+    if lung_margin_mm < 0:
+        raise CovsegError(f"--lung-margin-mm must be >= 0, got {lung_margin_mm:g}")
+
+
 def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
                   out_dir: str | os.PathLike[str], *, batch_size: int = 8,
                   probabilities: bool = False, lung_predictor: SlicePredictor | None = None,
@@ -146,6 +153,7 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
     Returns the quantification dict (also written as quantification.json, last, so that its
     presence marks the study done).
     """
+    _check_options(batch_size, lung_margin_mm)
     out_dir = Path(out_dir)
     volume = read_volume(path, hu)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -221,6 +229,8 @@ def predict_batch(predictor: SlicePredictor, inputs: Sequence[str | os.PathLike[
     Done studies are skipped, failures recorded in the summary CSV; ``options`` go to
     :func:`predict_study`.
     """
+    _check_options(options.get("batch_size", 8),
+                   options.get("lung_margin_mm", DEFAULT_LUNG_MARGIN_MM))
     studies = find_studies(inputs, exclude=out_dir)
 
     def process(study: Study, folder: Path) -> dict[str, Any]:
