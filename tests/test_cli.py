@@ -177,6 +177,8 @@ def test_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     (("train", "--model", "miniseg,nosuch"), "unknown model 'nosuch'"),
     (("cv", "--folds", "1"), "--folds must be at least 2"),
     (("compare", "--models", "unet", "nosuch"), "unknown model 'nosuch'"),
+    (("compare", "--models", "unet", "unet"), "unet given twice"),
+    (("compare", "--models", "unet"), "at least two models"),
     (("train", "--crop-lungs"), "add --lung-guide threshold"),
     (("cv", "--window", "150", "-1350"), "needs LOW < HIGH"),
 ])

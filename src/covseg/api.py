@@ -90,11 +90,10 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str],
             out: str | os.PathLike[str], folds: int = 5, resume: bool = False, **config: Any
             ) -> dict[str, Any]:
     """Cross-validate ``models`` (first = baseline) on identical folds, with paired tests."""
-    from covseg.compare import compare_models, parse_model_spec
+    from covseg.compare import check_specs, compare_models
 
     recipe = _recipe(config, folds)
-    for spec in models:
-        check_model_names(parse_model_spec(spec)[0])
+    check_specs(models)
     return compare_models(recipe, _load(data, recipe), list(models), out, folds, resume)
 
 

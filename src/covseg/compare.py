@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from covseg.errors import CovsegError
 from covseg.io.atomic import write_json, write_text
 from covseg.models import build_model
 from covseg.models.profile import profile_model
+from covseg.models.registry import check_model_names
 from covseg.viz import box_plot
 
 COMPARED_METRICS = ("dice", "iou", "sensitivity", "specificity", "precision", "hd95")
@@ -65,6 +67,18 @@ def paired_wilcoxon(candidate: dict[str, float], baseline: dict[str, float]) -> 
     return result
 
 
+def check_specs(specs: Sequence[str]) -> None:
+    """At least a baseline and a candidate, each registered and named once."""
+    if len(specs) < 2:
+        raise CovsegError("compare needs at least two models: a baseline and a candidate")
+    repeated = sorted({spec for spec in specs if list(specs).count(spec) > 1})
+    if repeated:
+        raise CovsegError(f"{', '.join(repeated)} given twice; name each model once (give "
+                          "another option, e.g. unet:width=32, to compare variants)")
+    for spec in specs:
+        check_model_names(parse_model_spec(spec)[0])
+
+
 def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
                    out: str | os.PathLike[str], folds: int = 5, resume: bool = False
                    ) -> dict[str, Any]:
@@ -72,8 +86,7 @@ def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
 
     The first spec is the baseline that every other model is tested against.
     """
-    if len(specs) < 2:
-        raise CovsegError("compare needs at least two models: a baseline and a candidate")
+    check_specs(specs)
     out = Path(out)
     rows, dice_by_model = [], {}
     for spec in specs:
