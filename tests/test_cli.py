@@ -230,6 +230,15 @@ def test_python_api_mirrors_volume_predict_and_quantify(tmp_path: Path, tiny_run
         covseg.predict(tiny_run, [volume], tmp_path / "masks")
 
 
+def test_out_that_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                            tiny_run: Path) -> None:
+    (tmp_path / "taken").write_text("not a folder")
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "slice.png")
+    code, _, err = _run(capsys, "predict", str(tmp_path / "slice.png"), "--model", str(tiny_run),
+                        "--out", str(tmp_path / "taken"))
+    _assert_one_line_error(code, err, "a file is in the way")
+
+
 def test_unrecognised_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "stuff").mkdir()
     code, _, err = _run(capsys, "cv", str(tmp_path), "--out", str(tmp_path / "r"))

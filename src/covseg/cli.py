@@ -275,6 +275,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("covseg: interrupted; rerun the same command with --resume to continue",
               file=sys.stderr)
         return 130
+    except (FileExistsError, NotADirectoryError) as exc:
+        print(f"covseg: error: {exc.filename or ''}: a file is in the way of a folder covseg "
+              "writes; pick another --out", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"covseg: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 2
