@@ -41,6 +41,22 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
                         help="HU window for HU data (default: the lung window, %(default)s)")
 
 
+RECIPE_NUMBERS: tuple[tuple[str, type, str], ...] = (
+    ("epochs", int, "training epochs"),
+    ("batch_size", int, "slices per step"),
+    ("lr", float, "AdamW's peak learning rate, cosine decay"),
+    ("size", int, "training canvas in px"),
+    ("seed", int, "seed of the weights, augmentation and splits"),
+    ("cutmix", float, "share of batches mixed by CutMix (boxes swapped between slices; 0 = off)"),
+    ("lesion_paste", float, ("share of slices given another slice's lesions, blended into "
+                             "their lungs (CarveMix-like; 0 = off)")),
+    ("ema_decay", float, "keep a moving average of the weights (e.g. 0.998 per step; 0 = off)"),
+    ("val_fraction", float, ("share of patients held out to keep the best epoch; 0 trains on "
+                             "every slice and keeps the last")),
+)
+"""The numeric training options: name in TrainConfig, type, help (the default is appended)."""
+
+
 def _add_train_options(parser: argparse.ArgumentParser, single_model: bool = True) -> None:
     _add_data_options(parser)
     parser.add_argument("--out", required=True, help="output folder")
@@ -50,32 +66,13 @@ def _add_train_options(parser: argparse.ArgumentParser, single_model: bool = Tru
                                  "default: %(default)s (two seeds, averaged)")
         parser.add_argument("--model-option", type=_model_option, action="append", default=[],
                             metavar="KEY=VALUE", help="architecture option, e.g. width=32")
-    parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs,
-                        help="training epochs (default %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
-                        help="slices per step (default %(default)s)")
-    parser.add_argument("--lr", type=float, default=DEFAULTS.lr,
-                        help="AdamW's peak learning rate, cosine decay (default %(default)s)")
-    parser.add_argument("--size", type=int, default=DEFAULTS.size,
-                        help="training canvas in px (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=DEFAULTS.seed,
-                        help="seed of the weights, augmentation and splits (default %(default)s)")
+    for name, kind, text in RECIPE_NUMBERS:
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind,
+                            default=getattr(DEFAULTS, name), help=f"{text} (default %(default)s)")
     parser.add_argument("--augment", choices=AUGMENTATIONS, default=DEFAULTS.augment,
                         help="augmentation preset (default %(default)s)")
     parser.add_argument("--loss", choices=LOSSES, default=DEFAULTS.loss,
                         help="training loss (default %(default)s)")
-    parser.add_argument("--cutmix", type=float, default=DEFAULTS.cutmix,
-                        help="share of batches mixed by CutMix (boxes swapped between slices; "
-                             "default %(default)s: off)")
-    parser.add_argument("--lesion-paste", type=float, default=DEFAULTS.lesion_paste,
-                        help="share of slices given another slice's lesions, blended into their "
-                             "lungs (CarveMix-like; default %(default)s: off)")
-    parser.add_argument("--ema-decay", type=float, default=DEFAULTS.ema_decay,
-                        help="keep a moving average of the weights (e.g. 0.998 per step; "
-                             "default %(default)s: off)")
-    parser.add_argument("--val-fraction", type=float, default=DEFAULTS.val_fraction,
-                        help="share of patients held out to keep the best epoch; 0 trains on "
-                             "every slice and keeps the last (default %(default)s)")
     parser.add_argument("--lung-guide", default=DEFAULTS.lung_guide, metavar="none|threshold|RUN",
                         help="cascade: add a lung channel from HU thresholding or a lung model run")
     parser.add_argument("--crop-lungs", action="store_true",

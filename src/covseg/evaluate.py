@@ -20,7 +20,7 @@ from covseg.io.atomic import write_json, write_text
 from covseg.io.image import image_name, is_image_file, mask_to_labels, read_mask
 from covseg.io.volume import is_nifti, nifti_stem, read_nifti
 from covseg.metrics import EMPTY_MASK_RULES, case_metrics, summarize
-from covseg.quantify import INFECTION_NII
+from covseg.quantify import predicted_mask
 
 
 def evaluate_samples(predictor: Predictor, samples: Sequence[Sample], desc: str = "evaluating"
@@ -59,7 +59,7 @@ def _case_name(path: Path) -> str | None:
     """
     if is_image_file(path):
         return image_name(path.stem)
-    if path.is_dir() and (path / INFECTION_NII).is_file():
+    if predicted_mask(path):
         return path.name
     if is_nifti(path) and not path.name.startswith("."):
         return image_name(nifti_stem(path))
@@ -77,7 +77,7 @@ def _mask_files(folder: Path, role: str) -> dict[str, Path]:
         if name in files:
             raise CovsegError(f"{folder}: {files[name].name} and {path.name} are both case "
                               f"{name!r}; keep one")
-        files[name] = path / INFECTION_NII if path.is_dir() else path
+        files[name] = predicted_mask(path) or path
     if not files:
         raise CovsegError(f"{folder}: no masks (png, jpg, tif, npy, NIfTI, or covseg predict "
                           f"study folders) in the {role} folder")

@@ -434,11 +434,17 @@ def study_name(path: Path) -> str:
     return nifti_stem(path) if is_nifti(path) else path.stem
 
 
+def predicted_mask(folder: Path) -> Path | None:
+    """The infection mask of a ``covseg predict`` study folder; None for anything else."""
+    mask = folder / INFECTION_NII
+    return mask if folder.is_dir() and mask.is_file() else None
+
+
 def _is_report_folder(folder: Path, predictions: bool) -> bool:
     """A folder covseg wrote: a quantify report, or a predict output unless ``predictions``."""
     if not (folder / RESULT_JSON).is_file():
         return False
-    return not (predictions and (folder / INFECTION_NII).is_file())
+    return not (predictions and predicted_mask(folder))
 
 
 def find_studies(inputs: Sequence[str | os.PathLike[str]],
@@ -559,8 +565,8 @@ def _summary_row(study: Study, folder: Path, status: str, result: dict[str, Any]
 
 def _predicted_mask(study: Study) -> Study:
     """A ``covseg predict`` study folder -> its infection mask; any other study as it is."""
-    mask = study.path / INFECTION_NII
-    return Study(study.name, mask) if study.path.is_dir() and mask.is_file() else study
+    mask = predicted_mask(study.path)
+    return Study(study.name, mask) if mask else study
 
 
 def quantify_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], *,

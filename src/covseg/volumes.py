@@ -91,9 +91,9 @@ def predict_labels(predictor: SlicePredictor, volume: Volume, *, batch_size: int
     """(z, y, x) uint8 labels, predicted ``batch_size`` slices at a time.
 
     Only one batch of normalised float slices exists at once; ``probabilities`` (a preallocated
-    (z, y, x) or (C, z, y, x) array, e.g. a memmap) is filled as batches finish.
+    (z, y, x) or (C, z, y, x) array, e.g. a memmap) is filled as batches finish. ``batch_size``
+    is checked by :func:`predict_study`, its caller.
     """
-    _check_options(batch_size, 0.0)
     channels = output_channels(predictor)
     depth = volume.array.shape[0]
     labels = np.zeros(volume.array.shape, dtype=np.uint8)
