@@ -176,15 +176,34 @@ def test_batch_goes_on_past_failures_skips_done_and_shards(tmp_path: Path) -> No
     first = quantify_batch([masks], out)
     assert (first.done, first.skipped, first.failed) == (2, 0, 3)
     rows = {r["study"]: r for r in read_rows(first.summary)}
-    assert rows["cut_mask"]["status"] == "failed" and "truncated" in rows["cut_mask"]["error"]
-    assert "NaN" in rows["nan_mask"]["error"] and rows["notes"]["status"] == "failed"
-    assert float(rows["good_mask"]["lesion_ml"]) == pytest.approx(lesion_ml, rel=1e-5)
+    assert rows["cut"]["status"] == "failed" and "truncated" in rows["cut"]["error"]
+    assert "NaN" in rows["nan"]["error"] and rows["notes"]["status"] == "failed"
+    assert float(rows["good"]["lesion_ml"]) == pytest.approx(lesion_ml, rel=1e-5)
     again = quantify_batch([masks], out)
     assert (again.done, again.skipped, again.failed) == (0, 2, 3)
     halves = [quantify_batch([masks], tmp_path / "sharded", shard=(i, 2)) for i in (0, 1)]
     names = [{r["study"] for r in read_rows(h.summary)} for h in halves]
     assert names[0].isdisjoint(names[1]) and names[0] | names[1] == set(rows)
     assert halves[0].summary.name == "summary_shard0of2.csv"
+
+
+def test_masks_are_named_and_matched_by_their_scan(tmp_path: Path) -> None:
+    """``x_mask.nii.gz`` is study ``x``; Zenodo's mask ``coronacases_001`` finds its CT
+    ``coronacases_org_001`` in an ``--image`` folder (Kaggle's names)."""
+    ct, mask, lesion_ml = synthetic_study(tmp_path / "ct_scans", "coronacases_org_001")
+    masks = tmp_path / "infection_mask"
+    masks.mkdir()
+    mask.rename(masks / "coronacases_001.nii.gz")
+    _, other, _ = synthetic_study(tmp_path / "mosmed", "study_0255")
+    result = quantify_batch([masks, other], tmp_path / "out", image=tmp_path / "ct_scans")
+    assert result.failed == 1  # study_0255 has no CT in ct_scans/: named in the summary
+    rows = {r["study"]: r for r in read_rows(result.summary)}
+    assert set(rows) == {"coronacases_001", "study_0255"}
+    assert "named like the mask" in rows["study_0255"]["error"]
+    stored = json.loads((tmp_path / "out" / "coronacases_001" / "quantification.json").read_text())
+    assert stored["inputs"]["image"] == str(ct)
+    assert stored["inputs"]["lung_source"] == "threshold"
+    assert stored["study"]["lesion_ml"] == pytest.approx(lesion_ml)
 
 
 def test_summary_is_rewritten_after_every_study(tmp_path: Path) -> None:

@@ -292,19 +292,25 @@ def test_predicting_into_the_input_folder_can_be_run_again(tmp_path: Path) -> No
     assert (again.done, again.skipped, again.failed) == (0, 1, 0)
 
 
-def test_volume_predictions_evaluated_in_3d_with_hd95_in_mm(tmp_path: Path) -> None:
-    """``covseg evaluate`` on predict's study folders against NIfTI truths named ``*_mask``."""
+@pytest.mark.parametrize(("scan", "truth", "case"), [
+    ("alpha", "alpha_mask", "alpha"),
+    ("coronacases_org_001", "coronacases_001", "coronacases_001"),  # Zenodo, Kaggle's names
+])
+def test_volume_predictions_evaluated_in_3d_with_hd95_in_mm(tmp_path: Path, scan: str,
+                                                            truth: str, case: str) -> None:
+    """``covseg evaluate`` on predict's study folders against NIfTI truths named as the data
+    sets name them."""
     inputs, truths = tmp_path / "in", tmp_path / "truth"
     inputs.mkdir()
     truths.mkdir()
-    chest_nifti(inputs / "alpha.nii.gz")
+    chest_nifti(inputs / f"{scan}.nii.gz")
     predict_batch(BandPredictor([(-400, -200)]), [inputs], tmp_path / "pred")
-    predicted = nib.load(str(tmp_path / "pred" / "alpha" / "infection.nii.gz"))
+    predicted = nib.load(str(tmp_path / "pred" / scan / "infection.nii.gz"))
     shifted = np.roll(np.asarray(predicted.dataobj), 2, axis=0)  # 2 voxels of 0.75 mm along x
-    nib.save(nib.Nifti1Image(shifted, predicted.affine), str(truths / "alpha_mask.nii.gz"))
+    nib.save(nib.Nifti1Image(shifted, predicted.affine), str(truths / f"{truth}.nii.gz"))
     result = evaluate_folders(tmp_path / "pred", truths, tmp_path / "eval.json")
     row = result["per_case"][0]
-    assert result["cases"] == 1 and row["case_id"] == "alpha"
+    assert result["cases"] == 1 and row["case_id"] == case
     assert result["hd95_unit"].startswith("mm")
     assert row["hd95"] == pytest.approx(1.5)
     assert row["dice"] == pytest.approx(2 * 72 / (108 + 108))  # 4 of 6 x-rows overlap: 72 voxels

@@ -17,7 +17,7 @@ from covseg.data.layouts import CLASS_NAMES, Sample
 from covseg.errors import CovsegError
 from covseg.infer import Predictor
 from covseg.io.atomic import write_json, write_text
-from covseg.io.image import image_name, is_image_file, mask_to_labels, read_mask
+from covseg.io.image import case_key, is_image_file, mask_to_labels, read_mask
 from covseg.io.volume import is_nifti, nifti_stem, read_nifti
 from covseg.metrics import EMPTY_MASK_RULES, case_metrics, summarize
 from covseg.quantify import predicted_mask
@@ -54,15 +54,16 @@ def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
 def _case_name(path: Path) -> str | None:
     """The case a mask file or folder stands for, or None when it is not a mask.
 
-    Mask files are named by stem without a trailing ``_mask``/``_seg``; a study folder of
-    ``covseg predict`` by its name (its ``infection.nii.gz`` is the mask).
+    Mask files are named by stem, a study folder of ``covseg predict`` by its name (its
+    ``infection.nii.gz`` is the mask), both as :func:`case_key` pairs them: without a trailing
+    ``_mask``/``_seg``, and Zenodo CT names without their ``_org``.
     """
     if is_image_file(path):
-        return image_name(path.stem)
+        return case_key(path.stem)
     if predicted_mask(path):
-        return path.name
+        return case_key(path.name)
     if is_nifti(path) and not path.name.startswith("."):
-        return image_name(nifti_stem(path))
+        return case_key(nifti_stem(path))
     return None
 
 

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from covseg.errors import CovsegError
 from covseg.io.atomic import atomic_path, write_json, write_text
-from covseg.io.image import image_name
+from covseg.io.image import case_key, image_name
 from covseg.io.volume import (
     Volume,
     display_flips,
@@ -336,12 +336,12 @@ def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any], study:
 
 
 def _matching(folder_or_file: Path | None, stem: str) -> Path | None:
-    """The file for a mask stem: the path itself, or a NIfTI in the folder named like the mask."""
+    """The file for a mask stem: the path itself, or a NIfTI in the folder named like the mask
+    (as :func:`case_key` pairs them)."""
     if folder_or_file is None or folder_or_file.is_file():
         return folder_or_file
-    names = {stem, image_name(stem)}
     for child in sorted(folder_or_file.iterdir()):
-        if is_nifti(child) and nifti_stem(child) in names:
+        if is_nifti(child) and case_key(nifti_stem(child)) == case_key(stem):
             return child
     raise CovsegError(f"{folder_or_file}: no NIfTI file named like the mask {stem!r}")
 
@@ -367,7 +367,7 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     mask_path = Path(mask)
     if not is_nifti(mask_path):
         raise CovsegError(f"{mask_path}: lesion masks must be NIfTI files (.nii/.nii.gz)")
-    stem = study_name(mask_path)
+    stem = study_name(mask_path, mask=True)
     lesions = read_nifti(mask_path, dtype=np.int16)
     lung_path = _matching(Path(lungs), stem) if lungs else _sibling_lungs(mask_path)
     image_path = _matching(Path(image) if image else None, stem)
@@ -426,12 +426,14 @@ class BatchResult:
     failed: int
 
 
-def study_name(path: Path) -> str:
+def study_name(path: Path, mask: bool = False) -> str:
     """A file's study name: its stem, or its folder's name for covseg's own per-study outputs
-    (``STUDY/infection.nii.gz``), so that several studies' outputs can be quantified again."""
+    (``STUDY/infection.nii.gz``), so that several studies' outputs can be quantified again.
+    A ``mask`` is named after its image: ``study_0255_mask.nii.gz`` is study ``study_0255``."""
     if path.name in (INFECTION_NII, LUNGS_NII, PROBABILITIES_NII):
         return path.parent.resolve().name
-    return nifti_stem(path) if is_nifti(path) else path.stem
+    stem = nifti_stem(path) if is_nifti(path) else path.stem
+    return image_name(stem) if mask else stem
 
 
 def predicted_mask(folder: Path) -> Path | None:
@@ -440,24 +442,24 @@ def predicted_mask(folder: Path) -> Path | None:
     return mask if folder.is_dir() and mask.is_file() else None
 
 
-def _is_report_folder(folder: Path, predictions: bool) -> bool:
-    """A folder covseg wrote: a quantify report, or a predict output unless ``predictions``."""
+def _is_report_folder(folder: Path, masks: bool) -> bool:
+    """A folder covseg wrote: a quantify report, or a predict output unless reading ``masks``."""
     if not (folder / RESULT_JSON).is_file():
         return False
-    return not (predictions and predicted_mask(folder))
+    return not (masks and predicted_mask(folder))
 
 
 def find_studies(inputs: Sequence[str | os.PathLike[str]],
                  exclude: str | os.PathLike[str] | None = None,
-                 predictions: bool = False) -> list[Study]:
+                 masks: bool = False) -> list[Study]:
     """Studies named by their file stem or folder name, sorted by name.
 
     A file is a study (see :func:`study_name`). A folder's NIfTI files are studies, and so are
     its DICOM files, taken together as one series named after the folder; without DICOM files
     its sub-folders (DICOM series) are studies, except the folders covseg wrote (reports;
-    ``covseg predict`` outputs count only with ``predictions``, for quantify). A folder with
-    none of these is itself a study (so that an empty or broken folder is reported, not
-    silently skipped).
+    ``covseg predict`` outputs count only when reading ``masks``, for quantify, which also
+    names ``x_mask.nii.gz`` study ``x``). A folder with none of these is itself a study (so
+    that an empty or broken folder is reported, not silently skipped).
     """
     skip = Path(exclude).resolve() if exclude else None
     studies: list[Study] = []
@@ -466,16 +468,16 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
         if not path.exists():
             raise CovsegError(f"{path}: no such file or folder")
         if path.is_file():
-            studies.append(Study(study_name(path), path))
+            studies.append(Study(study_name(path, masks), path))
             continue
         children = sorted(c for c in path.iterdir() if not c.name.startswith("."))
-        found = [Study(study_name(c), c) for c in children if is_nifti(c)]
+        found = [Study(study_name(c, masks), c) for c in children if is_nifti(c)]
         if any(is_dicom_file(c) for c in children):
             found.append(Study(path.name, path))
         else:
             found += [Study(c.name, c) for c in children
                       if c.is_dir() and c.resolve() != skip
-                      and not _is_report_folder(c, predictions)]
+                      and not _is_report_folder(c, masks)]
         studies.extend(found or [Study(path.name, path)])
     names = [s.name for s in studies]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -580,7 +582,7 @@ def quantify_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
     prediction folder (or its masks, corrected by hand) can be quantified again as it is.
     """
     studies = [_predicted_mask(study)
-               for study in find_studies(inputs, exclude=out_dir, predictions=True)]
+               for study in find_studies(inputs, exclude=out_dir, masks=True)]
 
     def process(study: Study, folder: Path) -> dict[str, Any]:
         return quantify_study(study.path, folder, lungs=lungs, image=image, hu=hu,

@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from covseg.errors import CovsegError
-from covseg.io.image import image_name, is_image_file, read_array, read_mask
+from covseg.io.image import case_key, image_name, is_image_file, read_array, read_mask
 from covseg.io.volume import display_flips, is_nifti, nifti_stem, read_nifti
 from covseg.transforms import LUNG_WINDOW, normalize_intensity
 
@@ -323,20 +323,14 @@ ZENODO_INFECTION = ("infection_mask", "Infection_Mask")
 ZENODO_LUNG = ("lung_mask", "Lung_Mask")
 
 
-def _zenodo_key(stem: str) -> str:
-    """Kaggle names CTs ``coronacases_org_001`` and masks ``coronacases_001``; align them."""
-    key = stem.replace("_org_covid-19-pneumonia-", "_").replace("-dicom", "")
-    return key.replace("_org_", "_").replace("_org", "")
-
-
 def _read_zenodo(root: Path, options: ReadOptions) -> LoadedData:
     images_dir = _first_dir(root, ZENODO_IMAGES)
     names = ZENODO_LUNG if options.target == "lung" else ZENODO_INFECTION
     masks_dir = _first_dir(root, names)
     if images_dir is None or masks_dir is None:
         raise CovsegError(f"{root}: the Zenodo layout needs {ZENODO_IMAGES[0]}/ and {names[0]}/")
-    images = {_zenodo_key(k): v for k, v in _files(images_dir, is_nifti).items()}
-    masks = {_zenodo_key(k): v for k, v in _files(masks_dir, is_nifti).items()}
+    images = {case_key(k): v for k, v in _files(images_dir, is_nifti).items()}
+    masks = {case_key(k): v for k, v in _files(masks_dir, is_nifti).items()}
     samples = _read_volume_pairs(_pair(images, masks, root), options, "reading Zenodo volumes")
     return _loaded(samples, "zenodo", root, options)
 

@@ -25,6 +25,14 @@ def image_name(mask_stem: str) -> str:
     return mask_stem
 
 
+def case_key(stem: str) -> str:
+    """The name that pairs a scan with its masks and covseg's outputs: the image name (see
+    :func:`image_name`) without the ``_org`` that Kaggle's copy of the Zenodo volumes puts in
+    its CT names (``coronacases_org_001`` is the CT of mask ``coronacases_001``)."""
+    key = image_name(stem).replace("_org_covid-19-pneumonia-", "_").replace("-dicom", "")
+    return key.replace("_org_", "_").replace("_org", "")
+
+
 def is_image_file(path: Path) -> bool:
     """True for files covseg reads as 2D slices."""
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
