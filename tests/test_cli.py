@@ -65,6 +65,26 @@ def test_train_predict_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert (tmp_path / "eval.csv").read_text().startswith("case_id,dice")
 
 
+def test_predict_threshold_overrides_the_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              synthetic_folder: Path, tiny_run: Path) -> None:
+    """A lower threshold marks at least the pixels a higher one does; both are recorded."""
+    images = sorted((synthetic_folder / "images").glob("*.npy"))[:3]
+    marked = []
+    for threshold in ("0.001", "0.999"):
+        out = tmp_path / threshold
+        code, _, err = _run(capsys, "predict", *map(str, images), "--model", str(tiny_run),
+                            "--out", str(out), "--threshold", threshold)
+        assert code == 0, err
+        record = json.loads((out / "predict.json").read_text())
+        assert record["model"]["threshold"] == float(threshold)
+        marked.append(np.stack([np.array(Image.open(out / f"{i.stem}.png")) for i in images]))
+    assert (marked[0] >= marked[1]).all() and marked[0].sum() > marked[1].sum()
+    code, _, err = _run(capsys, "predict", str(images[0]), "--model", str(tiny_run),
+                        "--out", str(tmp_path / "bad"), "--threshold", "1")
+    _assert_one_line_error(code, err, "between 0 and 1")
+    assert not (tmp_path / "bad").exists()
+
+
 def test_evaluate_matches_truths_named_with_mask_endings(tmp_path: Path) -> None:
     for folder, name in (("pred", "x.png"), ("truth", "x_mask.png")):
         (tmp_path / folder).mkdir()
@@ -370,6 +390,9 @@ def test_multiclass_train_predict_evaluate_on_real_infnet(
     assert code == 0
     first = np.array(Image.open(min((tmp_path / "pred").glob("*.png"))))
     assert first.max() <= 2
+    code, _, err = _run(capsys, "predict", *subset, "--model", str(tmp_path / "run"), "--out",
+                        str(tmp_path / "pred2"), "--threshold", "0.5")
+    _assert_one_line_error(code, err, "binary models only")
     code, _, _ = _run(capsys, "evaluate", "--pred", str(tmp_path / "pred"), "--truth",
                       str(images.parent / "GT"), "--out", str(tmp_path / "eval.json"))
     result = json.loads((tmp_path / "eval.json").read_text())

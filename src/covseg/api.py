@@ -145,22 +145,34 @@ def is_volume_input(path: Path) -> bool:
     return is_nifti(path) or is_dicom_file(path)
 
 
-def load_predictor(model: str | os.PathLike[str], batch_size: int = 8, tta: bool | None = None
-                   ) -> Predictor:
+def load_predictor(model: str | os.PathLike[str], batch_size: int = 8, tta: bool | None = None,
+                   threshold: float | None = None) -> Predictor:
     """A run folder / checkpoint, or an ``.onnx`` file from :func:`export`.
 
-    ``tta`` None follows the run's recipe (test-time mirrors or not).
+    ``tta`` and ``threshold`` None follow the run's recipe (test-time mirrors or not, and the
+    probability from which a pixel is infection); a ``threshold`` applies to binary models only.
     """
+    if threshold is not None and not 0 < threshold < 1:
+        raise CovsegError(f"--threshold must lie between 0 and 1, got {threshold}")
     if str(model).lower().endswith(".onnx"):
-        return Predictor.load_onnx(model, batch_size, tta)
-    return Predictor.load(model, batch_size, tta)
+        predictor = Predictor.load_onnx(model, batch_size, tta)
+    else:
+        predictor = Predictor.load(model, batch_size, tta)
+    if threshold is not None:
+        if predictor.num_classes != 2:
+            raise CovsegError(f"{predictor.source}: a multi-class model takes the most probable "
+                              "class per pixel; --threshold applies to binary models only")
+        predictor.threshold = threshold
+    return predictor
 
 
 def load_volume_predictors(model: str | os.PathLike[str],
                            lung_model: str | os.PathLike[str] | None = None, batch_size: int = 8,
-                           tta: bool | None = None) -> tuple[Predictor, Predictor | None]:
-    """The infection model and the optional lung model for CT volumes, each checked for its role."""
-    predictor = load_predictor(model, batch_size, tta)
+                           tta: bool | None = None, threshold: float | None = None
+                           ) -> tuple[Predictor, Predictor | None]:
+    """The infection model and the optional lung model for CT volumes, each checked for its role;
+    ``threshold`` overrides the infection model's own."""
+    predictor = load_predictor(model, batch_size, tta, threshold)
     if predictor.target == "lung":
         raise CovsegError(f"{predictor.source}: a lung model; for CT volumes pass it as "
                           "--lung-model, with an infection model as --model")
@@ -171,14 +183,15 @@ def load_volume_predictors(model: str | os.PathLike[str],
 def predict_volumes(model: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]],
                     out: str | os.PathLike[str], lung_model: str | os.PathLike[str] | None = None,
                     batch_size: int = 8, tta: bool | None = None,
-                    shard: tuple[int, int] = (0, 1), **options: Any) -> BatchResult:
+                    threshold: float | None = None, shard: tuple[int, int] = (0, 1),
+                    **options: Any) -> BatchResult:
     """CT volumes (NIfTI files, DICOM files or series folders, or folders of them): per study,
     infection and lung masks on the input's grid plus the quantification report.
 
     ``options`` as ``covseg predict``'s volume flags: ``probabilities``, ``keep_outside_lungs``,
     ``hu``, ``html``, ``lung_margin_mm``.
     """
-    predictor, lungs = load_volume_predictors(model, lung_model, batch_size, tta)
+    predictor, lungs = load_volume_predictors(model, lung_model, batch_size, tta, threshold)
     return predict_batch(predictor, inputs, out, shard=shard, batch_size=batch_size,
                          lung_predictor=lungs, **options)
 
@@ -200,12 +213,13 @@ def export(model: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
 
 def predict(model: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]],
             out: str | os.PathLike[str], overlay_png: bool = False, batch_size: int = 8,
-            tta: bool | None = None) -> list[Path]:
+            tta: bool | None = None, threshold: float | None = None) -> list[Path]:
     """Masks for 2D images: PNG named after each input, same size, 0 background, 255 infection
     (or lung, for a lung model); ``predict.json`` beside them records the model and settings.
 
     Multi-class models write their labels (0..K-1) instead of 0/255. A ``model`` ending in
-    ``.onnx`` (from :func:`export`) runs with ONNX Runtime.
+    ``.onnx`` (from :func:`export`) runs with ONNX Runtime. ``tta`` and ``threshold`` as in
+    :func:`load_predictor`.
     """
     volumes = [str(item) for item in inputs if is_volume_input(Path(item))]
     if volumes:
@@ -214,7 +228,7 @@ def predict(model: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[st
     files = collect_inputs(inputs)
     out = Path(out)
     _check_outputs(files, out)
-    predictor = load_predictor(model, batch_size, tta)
+    predictor = load_predictor(model, batch_size, tta, threshold)
     started = time.perf_counter()
     written = []
     with tqdm(total=len(files), desc="predict", unit="image", leave=False,

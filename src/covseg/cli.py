@@ -162,10 +162,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if len(volumes) != len(args.inputs):
             raise CovsegError("give either 2D images or CT volumes to one predict call, not both")
         predictor, lungs = api.load_volume_predictors(args.model or args.onnx, args.lung_model,
-                                                      args.batch_size, args.tta)
+                                                      args.batch_size, args.tta, args.threshold)
         return cli_volumes.run_volume_predict(args, predictor, volumes, lungs)
     written = api.predict(args.model or args.onnx, args.inputs, args.out, overlay_png=args.overlay,
-                          batch_size=args.batch_size, tta=args.tta)
+                          batch_size=args.batch_size, tta=args.tta, threshold=args.threshold)
     print(f"wrote {len(written)} mask(s) to {args.out}")
     return 0
 
@@ -236,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="average over the run's mirrored predictions (default: as the run was "
                         "trained to predict; covseg's recipe mirrors both ways)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="infection from this probability on (default: the run's, 0.4 for "
+                        "covseg's recipe; higher calls less on healthy lungs and loses some "
+                        "Dice on infected ones, see the README's Limits)")
     cli_volumes.add_volume_predict_arguments(p)
     p.set_defaults(handler=cmd_predict)
 
