@@ -213,7 +213,7 @@ def test_http_errors_and_web_pages(server: Server, tmp_path: Path) -> None:
     closed.bind(("127.0.0.1", 0))
     port = closed.getsockname()[1]
     closed.close()
-    with pytest.raises(CovsegError, match="failed 2 times"):
+    with pytest.raises(CovsegError, match="failed 2 times.*check the network connection"):
         fetch("test", tmp_path, sources=source(RemoteFile(f"http://127.0.0.1:{port}/x", "x")),
               retries=1, backoff_s=0)
 

@@ -159,9 +159,11 @@ def download(remote: RemoteFile, to_dir: Path, *, retries: int = 5, backoff_s: f
             break
         except TRANSIENT as exc:
             if attempt == retries:
+                then = (f"rerun to resume from {part.name}" if part.is_file() else
+                        "check the network connection (or download it by hand into "
+                        f"{to_dir}) and rerun")
                 raise CovsegError(
-                    f"{remote.url}: download failed {retries + 1} times ({exc}); rerun to resume "
-                    f"from {part.name}"
+                    f"{remote.url}: download failed {retries + 1} times ({exc}); {then}"
                 ) from None
             log.warning("%s: %s; resuming (attempt %d of %d)", remote.name, exc, attempt + 2,
                         retries + 1)
