@@ -217,9 +217,9 @@ def main() -> int:
         results["volume_300_slices_seconds"] = seconds
         results["volume_slices_per_second"] = 300 / seconds
     results["train_s_per_epoch_50_slices"] = epoch_seconds(config)
-    results["default_epochs"] = config.epochs
+    results["default_epochs"] = config.epochs_for(50)
     results["default_train_minutes_estimate"] = (
-        results["train_s_per_epoch_50_slices"] * config.epochs / 60)
+        results["train_s_per_epoch_50_slices"] * results["default_epochs"] / 60)
     results["convergence"] = convergence(args.model)
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -182,7 +182,7 @@ def test_train_help_shows_the_recipe_defaults(capsys: pytest.CaptureFixture[str]
         main(["train", "--help"])
     shown = " ".join(capsys.readouterr().out.split())
     recipe = TrainConfig()
-    for fragment in (f"(default {recipe.epochs})", f"(default {recipe.lr})",
+    for fragment in ("(default 240, fewer above 100 training slices", f"(default {recipe.lr})",
                      f"(default {recipe.augment})", f"(default {recipe.threshold})",
                      f"default: {recipe.model}"):
         assert fragment in shown, fragment

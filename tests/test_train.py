@@ -124,6 +124,9 @@ def test_resume_with_another_recipe_is_refused(tiny_run: Path, synthetic_folder:
     with pytest.raises(CovsegError, match="model: unet -> miniseg"):
         train_module.train(replace(saved, model="miniseg"), data, tiny_run, resume=True,
                            progress=False)
+    with pytest.raises(CovsegError, match=f"epochs: {saved.epochs} -> default"):
+        train_module.train(replace(saved, epochs=None), data, tiny_run, resume=True,
+                           progress=False)
     with pytest.raises(CovsegError, match=r"trained otherwise \(lr: "):
         train_module.train(replace(saved, lr=saved.lr * 2), data, tiny_run, resume=True,
                            progress=False)
@@ -156,3 +159,23 @@ def test_deep_supervision_trains_every_output(tmp_path: Path, synthetic_folder: 
     metrics = train_module.train(config, data, tmp_path / "ds", progress=False)
     assert seen and set(seen) == {3}, "main output and two side outputs in every step"
     assert 0.0 <= metrics["validation"]["dice"]["mean"] <= 1.0
+
+
+def test_default_epochs_shrink_for_large_sets() -> None:
+    """240 epochs up to 100 slices (the recipe's sets: 40-52), then at most 24,000 slices shown."""
+    recipe = TrainConfig()
+    assert [recipe.epochs_for(n) for n in (1, 50, 100, 101, 785, 3520, 10**6)] == [
+        240, 240, 240, 238, 31, 7, 1]
+    assert replace(recipe, epochs=3).epochs_for(3520) == 3
+
+
+def test_training_follows_the_default_schedule(tmp_path: Path, synthetic_folder: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no --epochs, the run trains the schedule's epochs for its number of slices."""
+    monkeypatch.setattr("covseg.config.MAX_SLICE_PASSES", 32)  # 16 slices -> 2 epochs
+    data = load_dataset(synthetic_folder)
+    config = TrainConfig(model="unet", model_options={"width": 4}, size=32, batch_size=4)
+    metrics = train_module.train(config, data, tmp_path / "run", progress=False)
+    assert metrics["epochs"] == 2 and len(data.samples) == 16
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert stored["config"]["epochs"] is None

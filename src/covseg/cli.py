@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from covseg import api, cli_models, cli_volumes
-from covseg.config import TrainConfig
+from covseg.config import MAX_SLICE_PASSES, RECIPE_EPOCHS, TrainConfig
 from covseg.data.layouts import TARGETS
 from covseg.errors import CovsegError
 from covseg.losses import LOSSES
@@ -42,7 +42,9 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 
 
 RECIPE_NUMBERS: tuple[tuple[str, type, str], ...] = (
-    ("epochs", int, "training epochs"),
+    ("epochs", int, (f"training epochs (default {RECIPE_EPOCHS}, fewer above 100 training "
+                     f"slices so that at most {MAX_SLICE_PASSES:,} slices are shown: about 25 "
+                     "min on 2 cores)")),
     ("batch_size", int, "slices per step"),
     ("lr", float, "AdamW's peak learning rate, cosine decay"),
     ("size", int, "training canvas in px"),
@@ -54,7 +56,8 @@ RECIPE_NUMBERS: tuple[tuple[str, type, str], ...] = (
     ("val_fraction", float, ("share of patients held out to keep the best epoch; 0 trains on "
                              "every slice and keeps the last")),
 )
-"""The numeric training options: name in TrainConfig, type, help (the default is appended)."""
+"""The numeric training options: name in TrainConfig, type, help (the default is appended,
+unless it is None: then the help says what None means)."""
 
 
 def _add_train_options(parser: argparse.ArgumentParser, single_model: bool = True) -> None:
@@ -67,8 +70,9 @@ def _add_train_options(parser: argparse.ArgumentParser, single_model: bool = Tru
         parser.add_argument("--model-option", type=_model_option, action="append", default=[],
                             metavar="KEY=VALUE", help="architecture option, e.g. width=32")
     for name, kind, text in RECIPE_NUMBERS:
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind,
-                            default=getattr(DEFAULTS, name), help=f"{text} (default %(default)s)")
+        default = getattr(DEFAULTS, name)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default,
+                            help=text if default is None else f"{text} (default %(default)s)")
     parser.add_argument("--augment", choices=AUGMENTATIONS, default=DEFAULTS.augment,
                         help="augmentation preset (default %(default)s)")
     parser.add_argument("--loss", choices=LOSSES, default=DEFAULTS.loss,
@@ -107,7 +111,8 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
 
 def _positive(args: argparse.Namespace, *names: str) -> None:
     for name in names:
-        if getattr(args, name) <= 0:
+        value = getattr(args, name)
+        if value is not None and value <= 0:
             raise CovsegError(f"--{name.replace('_', '-')} must be positive")
 
 

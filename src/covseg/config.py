@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from covseg.cascade import LungFrame, LungGuide
 from covseg.transforms import LUNG_WINDOW
+
+RECIPE_EPOCHS = 240
+"""Epochs of the default recipe, cross-validated on 40-50 slices (RESULTS.md rows 21-25)."""
+MAX_SLICE_PASSES = 24_000
+"""Slices the default schedule shows the network at most (240 epochs of 100 slices): about 25
+minutes on 2 cores whatever the data set's size (240 epochs of Zenodo's 3,520 slices would take
+half a day)."""
 
 
 @dataclass
@@ -24,7 +32,9 @@ class TrainConfig:
     member there (it mostly removes the luck of the seed)."""
     model_options: dict[str, Any] = field(default_factory=dict)
     target: str = "infection"
-    epochs: int = 240
+    epochs: int | None = None
+    """None: :data:`RECIPE_EPOCHS`, or fewer for sets over 100 training slices so that training
+    shows at most :data:`MAX_SLICE_PASSES` slices (see :meth:`epochs_for`)."""
     batch_size: int = 4
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -62,6 +72,13 @@ class TrainConfig:
     threshold: float = 0.4
     """Binary decision threshold on the infection probability (cross-validated; see RESULTS.md)."""
 
+    def epochs_for(self, slices: int) -> int:
+        """The epochs to train on ``slices`` training slices: ``epochs`` when given, else the
+        recipe's 240, capped at :data:`MAX_SLICE_PASSES` slices shown in all."""
+        if self.epochs is not None:
+            return self.epochs
+        return max(1, min(RECIPE_EPOCHS, math.ceil(MAX_SLICE_PASSES / max(slices, 1))))
+
     def guide(self) -> LungGuide | None:
         """The cascade's lung guide, or None for a plain one-channel model."""
         if self.lung_guide == "none":
@@ -83,7 +100,11 @@ class TrainConfig:
     def differences(self, other: TrainConfig, ignore: tuple[str, ...] = ()) -> list[str]:
         """``"name: mine -> other's"`` for each option that differs (those in ``ignore`` aside)."""
         mine, theirs = self.to_dict(), other.to_dict()
-        return [f"{key}: {mine[key]} -> {theirs[key]}" for key in mine
+
+        def shown(value: Any) -> Any:
+            return "default" if value is None else value
+
+        return [f"{key}: {shown(mine[key])} -> {shown(theirs[key])}" for key in mine
                 if key not in ignore and mine[key] != theirs[key]]
 
     @classmethod

@@ -235,7 +235,8 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     # weighs them 1, 1/2, 1/4... and passes a single output straight to the loss.
     train_loss_fn = DeepSupervisionLoss(loss_fn)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs,
+    epochs = config.epochs_for(len(train_samples))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs,
                                                            eta_min=config.lr * 0.02)
     averaged = _moving_average(model, config.ema_decay)
     served = model if averaged is None else averaged.module
@@ -253,8 +254,8 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     loader = DataLoader(Dataset(train_items, transform=transform), batch_size=config.batch_size,
                         shuffle=True, drop_last=len(train_items) > config.batch_size, num_workers=0)
 
-    bar = tqdm(range(first_epoch, config.epochs + 1), desc=f"train {config.model}", unit="epoch",
-               initial=first_epoch - 1, total=config.epochs, disable=not progress,
+    bar = tqdm(range(first_epoch, epochs + 1), desc=f"train {config.model}", unit="epoch",
+               initial=first_epoch - 1, total=epochs, disable=not progress,
                position=bar_position)
     for epoch in bar:
         _seed_epoch(config.seed, epoch, transform, cutmix, paste)
@@ -334,7 +335,7 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
         member.load_state_dict(load_checkpoint(folder / "best.pt")["state_dict"])
     save_checkpoint(out / "best.pt", ensemble, _meta(config, data.num_classes))
     metrics: dict[str, Any] = {
-        "epochs": config.epochs, "members": [{"model": n, **m} for n, m in zip(names, member_metrics, strict=True)],
+        "epochs": member_metrics[0]["epochs"], "members": [{"model": n, **m} for n, m in zip(names, member_metrics, strict=True)],
         "train_seconds": float(sum(m["train_seconds"] for m in member_metrics)),
         "seconds_per_epoch": float(sum(m["seconds_per_epoch"] for m in member_metrics)),
         "wall_seconds": wall_seconds, "members_side_by_side": workers,
