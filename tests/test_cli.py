@@ -63,6 +63,9 @@ def test_train_predict_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert set(result["summary"]) >= {"dice", "iou", "sensitivity", "specificity", "precision", "hd95"}
     assert "both empty = 1" in result["empty_mask_rules"]
     assert (tmp_path / "eval.csv").read_text().startswith("case_id,dice")
+    with Image.open(tmp_path / "eval.png") as plot:
+        assert plot.format == "PNG" and plot.size[0] > 300
+    assert result["files"]["png"] == str(tmp_path / "eval.png") and "eval.png" in out
 
 
 def test_predict_threshold_overrides_the_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -183,7 +183,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     result = api.evaluate(args.pred, args.truth, args.out)
     dice = result["summary"]["dice"]
-    print(f"{result['cases']} cases, Dice {dice['mean']:.3f} ± {dice['std']:.3f}; wrote {args.out}")
+    print(f"{result['cases']} cases, Dice {dice['mean']:.3f} ± {dice['std']:.3f}; wrote "
+          f"{', '.join(result['files'].values())}")
     return 0
 
 

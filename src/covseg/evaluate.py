@@ -21,6 +21,7 @@ from covseg.io.image import case_key, is_image_file, mask_to_labels, read_mask
 from covseg.io.volume import is_nifti, nifti_stem, read_nifti
 from covseg.metrics import EMPTY_MASK_RULES, case_metrics, summarize
 from covseg.quantify import predicted_mask
+from covseg.viz import box_plot
 
 
 def evaluate_samples(predictor: Predictor, samples: Sequence[Sample], desc: str = "evaluating"
@@ -103,7 +104,8 @@ def _read_pair(stem: str, pred_path: Path, truth_path: Path
 
 def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathLike[str],
                      out: str | os.PathLike[str]) -> dict[str, Any]:
-    """Match masks by name, compute per-case metrics, write ``out``.csv and ``out``.json.
+    """Match masks by name, compute per-case metrics, write ``out``.csv, ``out``.json and a box
+    plot, ``out``.png.
 
     2D masks are matched by file stem; NIfTI volumes (or ``covseg predict`` study folders) by
     study name, and scored in 3D with HD95 in mm from the truth's voxel spacing. Masks with
@@ -137,6 +139,22 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     }
     out = Path(out)
     stem = out.with_suffix("") if out.suffix in (".json", ".csv") else out
-    write_text(stem.with_suffix(".csv"), rows_to_csv(rows))
-    write_json(stem.with_suffix(".json"), result)
+    files = {kind: stem.with_suffix(f".{kind}") for kind in ("json", "csv", "png")}
+    result["files"] = {kind: str(path) for kind, path in files.items()}
+    write_text(files["csv"], rows_to_csv(rows))
+    metrics_plot(rows, files["png"], f"{len(rows)} cases: {Path(pred_dir).name} against "
+                 f"{Path(truth_dir).name}")
+    write_json(files["json"], result)
     return result
+
+
+PLOTTED_METRICS = ("dice", "iou", "sensitivity", "precision")
+"""The per-case metrics in [0, 1] that the box plot of an evaluation shows."""
+
+
+def metrics_plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
+    """Box plot of each case's Dice, IoU, sensitivity and precision, then the Dice of each
+    lesion class for multi-class masks (undefined values left out)."""
+    names = [*PLOTTED_METRICS, *(key for key in rows[0] if key.endswith("_dice"))]
+    return box_plot({name: [row[name] for row in rows] for name in names}, path,
+                    ylabel="value per case", title=title)
