@@ -179,6 +179,8 @@ def test_batch_goes_on_past_failures_skips_done_and_shards(tmp_path: Path) -> No
     assert rows["cut"]["status"] == "failed" and "truncated" in rows["cut"]["error"]
     assert "NaN" in rows["nan"]["error"] and rows["notes"]["status"] == "failed"
     assert float(rows["good"]["lesion_ml"]) == pytest.approx(lesion_ml, rel=1e-5)
+    with Image.open(out / "summary.png") as chart:  # the two quantified studies, no lungs: mL
+        assert chart.format == "PNG" and chart.size[1] > 100
     again = quantify_batch([masks], out)
     assert (again.done, again.skipped, again.failed) == (0, 2, 3)
     halves = [quantify_batch([masks], tmp_path / "sharded", shard=(i, 2)) for i in (0, 1)]

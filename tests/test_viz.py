@@ -8,7 +8,14 @@ import numpy as np
 from PIL import Image
 
 from covseg.data.layouts import CLASS_NAMES
-from covseg.viz import CLASS_COLOURS, PREDICTION_COLOUR, legend_handles, overlay, sample_grid
+from covseg.viz import (
+    CLASS_COLOURS,
+    PREDICTION_COLOUR,
+    legend_handles,
+    overlay,
+    sample_grid,
+    severity_chart,
+)
 
 
 def test_overlay_fills_classes_and_outlines_the_prediction() -> None:
@@ -42,3 +49,15 @@ def test_sample_grid_writes_a_png(tmp_path: Path) -> None:
     with Image.open(path) as picture:
         assert picture.format == "PNG" and picture.width > 400
     assert not list(tmp_path.glob(".*")), "no scratch file is left behind"
+
+
+def test_severity_chart_draws_one_coloured_bar_per_study(tmp_path: Path) -> None:
+    rows = [{"study": "a", "percent_involved": 10.0, "ct_category": "CT-1"},
+            {"study": "b", "percent_involved": 60.0, "ct_category": "CT-3"},
+            {"study": "c", "percent_involved": 0.0, "ct_category": "CT-0"}]
+    path = severity_chart(rows, tmp_path / "summary.png", "3 studies")
+    with Image.open(path) as chart:
+        pixels = np.asarray(chart.convert("RGB"))
+    for colour in ("#cddc39", "#ff7043"):  # CT-1 and CT-3 bars; CT-0 at 0 % has no width
+        rgb = [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
+        assert (np.abs(pixels.astype(int) - rgb).sum(axis=2) < 10).sum() > 100, colour

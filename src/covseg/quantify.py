@@ -58,6 +58,7 @@ from covseg.lungs import (
     split_lungs,
 )
 from covseg.transforms import LUNG_WINDOW, normalize_intensity
+from covseg.viz import severity_chart
 
 GGO, CONSOLIDATION, EFFUSION = 1, 2, 3
 CATEGORY_RULE = (
@@ -532,6 +533,10 @@ def run_batch(studies: Sequence[Study], out_dir: str | os.PathLike[str],
         counts[status] += 1
         rows.append(_summary_row(study, folder, status, result, error))
         write_text(summary, csv_text(rows, SUMMARY_FIELDS))
+    quantified = [row for row in rows if row["status"] != "failed"]
+    if len(quantified) > 1:
+        severity_chart(quantified, summary.with_suffix(".png"),
+                       f"{len(quantified)} studies ({out_dir.name})")
     return BatchResult(summary, counts["done"], counts["skipped"], counts["failed"])
 
 
