@@ -123,6 +123,8 @@ def test_cross_validation_writes_summary_report_and_box_plot(
         assert metric in summary["mean_std_over_folds"]
     report = (tmp_path / "cv" / "report.md").read_text()
     assert "SYNTHETIC" in report and "mean ± std" in report
+    assert [f["epochs"] for f in summary["per_fold"]] == [1, 1]
+    assert "Epochs trained per fold: 1, 1" in report
     assert (tmp_path / "cv" / "dice_boxplot.png").is_file()
     per_case = (tmp_path / "cv" / "per_case.csv").read_text().splitlines()
     assert len(per_case) == 1 + 16

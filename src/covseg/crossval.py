@@ -112,9 +112,10 @@ def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike
     train_seconds = 0.0
     for k, (train_cases, test_cases) in enumerate(splits):
         rows = _split_fold(config, data, out, splits, k, resume)
-        train_seconds += _fold_train_seconds(out / f"fold_{k}")
+        seconds, epochs = _fold_training(out / f"fold_{k}")
+        train_seconds += seconds
         per_fold.append({"fold": k, "train_cases": len(train_cases), "test_cases": len(test_cases),
-                         **{m: s["mean"] for m, s in summarize(rows).items()}})
+                         "epochs": epochs, **{m: s["mean"] for m, s in summarize(rows).items()}})
         all_rows.extend({"fold": k, **row} for row in rows)
     summary = _summary(config, data, how, per_fold, all_rows, time.perf_counter() - started,
                        train_seconds)
@@ -127,9 +128,11 @@ def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike
     return summary
 
 
-def _fold_train_seconds(fold_dir: Path) -> float:
-    """Training time the fold's run recorded, which, unlike wall time, survives resumes."""
-    return float(json.loads((fold_dir / "metrics.json").read_text())["train_seconds"])
+def _fold_training(fold_dir: Path) -> tuple[float, int]:
+    """Training time the fold's run recorded (which, unlike wall time, survives resumes) and
+    the epochs it trained (the default schedule depends on the number of slices)."""
+    metrics = json.loads((fold_dir / "metrics.json").read_text())
+    return float(metrics["train_seconds"]), int(metrics["epochs"])
 
 
 def _title(config: TrainConfig, data: LoadedData) -> str:
@@ -139,7 +142,8 @@ def _title(config: TrainConfig, data: LoadedData) -> str:
 
 def _summary(config: TrainConfig, data: LoadedData, how: str, per_fold: list[dict[str, Any]],
              rows: list[dict[str, Any]], seconds: float, train_seconds: float) -> dict[str, Any]:
-    metric_keys = [k for k in per_fold[0] if k not in ("fold", "train_cases", "test_cases")]
+    metric_keys = [k for k in per_fold[0]
+                   if k not in ("fold", "train_cases", "test_cases", "epochs")]
     across = {}
     for key in metric_keys:
         values = np.array([f[key] for f in per_fold], dtype=float)
@@ -169,6 +173,7 @@ def report_markdown(summary: dict[str, Any]) -> str:
         (f"- Run time: {summary['seconds'] / 60:.1f} min in this invocation; training "
          f"{summary['train_seconds'] / 60:.1f} min summed over folds (kept across resumes)"),
         f"- Recipe: `{summary['config']}`",
+        f"- Epochs trained per fold: {', '.join(str(f['epochs']) for f in summary['per_fold'])}",
         "",
         "| fold | test slices | " + " | ".join(keys) + " |",
         "|---|---|" + "---|" * len(keys),
