@@ -430,7 +430,10 @@ class BatchResult:
 def study_name(path: Path, mask: bool = False) -> str:
     """A file's study name: its stem, or its folder's name for covseg's own per-study outputs
     (``STUDY/infection.nii.gz``), so that several studies' outputs can be quantified again.
-    A ``mask`` is named after its image: ``study_0255_mask.nii.gz`` is study ``study_0255``."""
+    A ``mask`` is named after its image: ``study_0255_mask.nii.gz`` is study ``study_0255``.
+    A folder (a DICOM series) is named as it is."""
+    if path.is_dir():
+        return path.name
     if path.name in (INFECTION_NII, LUNGS_NII, PROBABILITIES_NII):
         return path.parent.resolve().name
     stem = nifti_stem(path) if is_nifti(path) else path.stem
@@ -474,7 +477,7 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
         children = sorted(c for c in path.iterdir() if not c.name.startswith("."))
         found = [Study(study_name(c, masks), c) for c in children if is_nifti(c)]
         if any(is_dicom_file(c) for c in children):
-            found.append(Study(path.name, path))
+            found.append(Study(study_name(path), path))
         else:
             found += [Study(c.name, c) for c in children
                       if c.is_dir() and c.resolve() != skip

@@ -56,6 +56,7 @@ from covseg.quantify import (
     find_studies,
     quantify,
     run_batch,
+    study_name,
     write_report,
 )
 from covseg.transforms import normalize_intensity
@@ -189,7 +190,7 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
         "outside_lungs_removed": not keep_outside_lungs and lungs_found,
         "lung_margin_mm": lung_margin_mm, "effusion_label": EFFUSION if multiclass else None,
     }
-    return write_report(out_dir, result, _study_name(path), labels, lungs=lungs,
+    return write_report(out_dir, result, study_name(Path(path)), labels, lungs=lungs,
                         image=volume.array, intensity=volume.intensity, affine=volume.affine,
                         html_report=html)
 
@@ -211,14 +212,6 @@ def _predict_with_probabilities(predictor: SlicePredictor, volume: Volume, out_d
     finally:
         Path(scratch).unlink(missing_ok=True)
     return labels
-
-
-def _study_name(path: str | os.PathLike[str]) -> str:
-    name = Path(path).name
-    for suffix in (".nii.gz", ".nii", ".dcm"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 def predict_batch(predictor: SlicePredictor, inputs: Sequence[str | os.PathLike[str]],
