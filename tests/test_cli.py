@@ -193,6 +193,13 @@ def test_train_help_shows_the_recipe_defaults(capsys: pytest.CaptureFixture[str]
         assert fragment in shown, fragment
 
 
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("covseg 0.")
+
+
 def test_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _run(capsys, "train", str(tmp_path / "missing"), "--out", str(tmp_path / "r"))
     _assert_one_line_error(code, err, "folder not found")

@@ -7,6 +7,7 @@ import json
 import sys
 import warnings
 from collections.abc import Sequence
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="covseg", description="Segment COVID-19 lung infection and the lungs on chest CT: "
         "train, cross-validate, compare, predict, export and quantify. `covseg COMMAND -h` for each.")
+    parser.add_argument("--version", action="version",
+                        version=f"covseg {version('covseg')} (torch {version('torch')})")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("visualize", help="PNG grid of slices with their masks")
