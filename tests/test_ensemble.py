@@ -142,8 +142,25 @@ def _both_members_started(out: Path) -> bool:
     return len(done) == 2 and min(done) >= 1
 
 
+def _settled_epochs(out: Path, quiet_s: float = 3.0, limit_s: float = 30.0) -> list[int]:
+    """The members' epochs once no log has grown for ``quiet_s`` (members take a moment to stop)."""
+    last, since, deadline = _epochs_done(out), time.monotonic(), time.monotonic() + limit_s
+    while time.monotonic() - since < quiet_s and time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = _epochs_done(out)
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
 @pytest.mark.skipif(torch.get_num_threads() < 2, reason="members train side by side only with 2+ threads")
-def test_ctrl_c_stops_every_member_and_resume_finishes(tmp_path: Path, synthetic_folder: Path) -> None:
+@pytest.mark.parametrize(("stop", "exit_code"), [
+    (signal.SIGINT, 130),  # Ctrl-C
+    (signal.SIGTERM, 143),  # kill, a job scheduler
+    (signal.SIGKILL, -signal.SIGKILL),  # kill -9, the out-of-memory killer: members notice alone
+])
+def test_a_stopped_run_stops_every_member_and_resume_finishes(
+        tmp_path: Path, synthetic_folder: Path, stop: signal.Signals, exit_code: int) -> None:
     out = tmp_path / "run"
     command = [sys.executable, "-c", "import sys; from covseg.cli import main; sys.exit(main())",
                "train", str(synthetic_folder), "--out", str(out), "--model", "unet,unet",
@@ -152,17 +169,20 @@ def test_ctrl_c_stops_every_member_and_resume_finishes(tmp_path: Path, synthetic
     deadline = time.monotonic() + 240
     while not _both_members_started(out) and time.monotonic() < deadline:
         time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     _, err = process.communicate(timeout=120)
-    assert process.returncode == 130
-    assert "rerun the same command with --resume" in err.splitlines()[-1]
-    stopped = _epochs_done(out)
+    assert process.returncode == exit_code
+    if stop == signal.SIGINT:
+        assert "rerun the same command with --resume" in err.splitlines()[-1]
+    stopped = _settled_epochs(out)
     assert len(stopped) == 2 and all(0 < done < 40 for done in stopped)
     time.sleep(2)
     assert _epochs_done(out) == stopped  # no member goes on after its parent
-    assert not list(out.rglob(".*"))  # no temporary file left behind
+    if stop != signal.SIGKILL:  # nothing can clean up after SIGKILL: the next run does
+        assert not list(out.rglob(".*"))  # no temporary file left behind
 
     done = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=300,
                           check=False)
     assert done.returncode == 0, done.stderr
     assert _epochs_done(out) == [40, 40]
+    assert not list(out.rglob(".*"))

@@ -17,13 +17,15 @@ import multiprocessing
 import os
 import pickle
 import random
+import shutil
 import signal
 import sys
 import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -345,6 +347,10 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
     return _write_metrics(out, metrics, [by_id[c] for c in val_cases])
 
 
+MEMBERS_SCRATCH = ".members-"
+"""Prefix of the scratch folder in the run through which the members get the data."""
+
+
 def _train_side_by_side(jobs: list[tuple[TrainConfig, Path]], data: LoadedData,
                         train_cases: Sequence[str], val_cases: Sequence[str], progress: bool,
                         workers: int) -> list[dict[str, Any]]:
@@ -352,18 +358,37 @@ def _train_side_by_side(jobs: list[tuple[TrainConfig, Path]], data: LoadedData,
 
     Spawned, not forked: forking a process whose OpenMP threads are running can hang the child.
     The data go through a file, not the process pipe, so that a child dying at start-up cannot
-    block the parent. A member's failure or Ctrl-C stops the others; every checkpoint is written
-    atomically, so ``--resume`` goes on from the last epoch each member finished.
+    block the parent. A member's failure, Ctrl-C or SIGTERM stops the others, and members stop
+    by themselves when the parent is killed outright; every checkpoint is written atomically,
+    so ``--resume`` goes on from the last epoch each member finished.
     """
     threads = max(1, torch.get_num_threads() // workers)
     context = multiprocessing.get_context("spawn")
-    with tempfile.TemporaryDirectory(prefix=".members-", dir=jobs[0][1].parent) as scratch:
+    run = jobs[0][1].parent
+    for stale in run.glob(f"{MEMBERS_SCRATCH}*"):  # left by a run killed with SIGKILL
+        shutil.rmtree(stale, ignore_errors=True)
+    with _sigterm_as_exit(), tempfile.TemporaryDirectory(prefix=MEMBERS_SCRATCH,
+                                                         dir=run) as scratch:
         shared = Path(scratch) / "data.pkl"
         with shared.open("wb") as handle:
             pickle.dump((data, list(train_cases), list(val_cases)), handle, pickle.HIGHEST_PROTOCOL)
         for start in range(0, len(jobs), workers):
             _run_wave(context, jobs[start:start + workers], shared, progress, threads)
     return [json.loads((folder / "metrics.json").read_text()) for _, folder in jobs]
+
+
+@contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """While members train, SIGTERM (``kill``, a job scheduler) exits like Ctrl-C does: the
+    members are stopped and the shared data file removed, instead of the parent dying alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_wave(context: Any, jobs: list[tuple[TrainConfig, Path]], shared: Path, progress: bool,
@@ -409,6 +434,17 @@ def _failure(process: BaseProcess) -> str:
             "`if __name__ == \"__main__\":`, as members train in processes of their own")
 
 
+def _stop_when_orphaned(parent: int, every_s: float = 1.0) -> None:
+    """End this member (SIGTERM to itself, so it unwinds as above) once its parent is gone, even
+    killed with SIGKILL: an orphan would go on training into the run beside a resumed one."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _member_process(config: TrainConfig, shared: Path, out: Path, progress: bool,
                     bar_position: int, threads: int, errors: Connection) -> None:
     """One member in a process of its own; covseg's one-line errors go back through ``errors``.
@@ -418,6 +454,7 @@ def _member_process(config: TrainConfig, shared: Path, out: Path, progress: bool
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    _stop_when_orphaned(os.getppid())
     torch.set_num_threads(threads)
     tqdm.set_lock(threading.RLock())  # tqdm's default lock is a semaphore SIGTERM would leak
     with shared.open("rb") as handle:
