@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -179,3 +183,27 @@ def test_training_follows_the_default_schedule(tmp_path: Path, synthetic_folder:
     assert metrics["epochs"] == 2 and len(data.samples) == 16
     stored = json.loads((tmp_path / "run" / "config.json").read_text())
     assert stored["config"]["epochs"] is None
+
+
+def test_sigterm_stops_a_run_cleanly_and_resume_finishes(tmp_path: Path,
+                                                         synthetic_folder: Path) -> None:
+    """``kill`` (SIGTERM) unwinds like Ctrl-C: one line, exit 143, no temporary file left; even
+    when it lands inside a MONAI transform, which wraps ordinary exceptions."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-c", "import sys; from covseg.cli import main; sys.exit(main())",
+               "train", str(synthetic_folder), "--out", str(out), "--model", "unet",
+               "--model-option", "width=4", "--size", "32", "--epochs", "100"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out / "log.csv"
+    deadline = time.monotonic() + 120
+    while (not log.is_file() or len(log.read_text().splitlines()) < 3) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    assert err.splitlines()[-1] == "covseg: stopped; rerun the same command with --resume to continue"
+    assert "Traceback" not in err and not list(out.rglob(".*"))
+    done = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert len(log.read_text().splitlines()) == 1 + 100

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 from importlib.metadata import version
@@ -272,19 +274,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(BaseException):
+    """SIGTERM (``kill``, a job scheduler), raised so that the command unwinds as on Ctrl-C; a
+    BaseException like KeyboardInterrupt, so that libraries' ``except Exception`` (MONAI wraps
+    errors raised in its transforms) let it through."""
+
+
+def _raise_terminated(*_: Any) -> None:
+    raise _Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: bad input ends with one line on stderr and exit status 2."""
+    """Entry point: bad input ends with one line on stderr and exit status 2; Ctrl-C and
+    SIGTERM unwind (temporary files removed, ensemble members stopped) and exit 130 / 143."""
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         return args.handler(args)
     except CovsegError as exc:
         print(f"covseg: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("covseg: interrupted; rerun the same command with --resume to continue",
-              file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, _Terminated) as exc:
+        print(f"covseg: {'interrupted' if isinstance(exc, KeyboardInterrupt) else 'stopped'}; "
+              "rerun the same command with --resume to continue", file=sys.stderr)
+        return 130 if isinstance(exc, KeyboardInterrupt) else 143
     except (FileExistsError, NotADirectoryError) as exc:
         print(f"covseg: error: {exc.filename or ''}: a file is in the way of a folder covseg "
               "writes; pick another --out", file=sys.stderr)
@@ -292,6 +307,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"covseg: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -430,9 +430,11 @@ def _train_side_by_side(jobs: list[tuple[TrainConfig, Path]], data: LoadedData,
 @contextmanager
 def _sigterm_as_exit() -> Iterator[None]:
     """While members train, SIGTERM (``kill``, a job scheduler) exits like Ctrl-C does: the
-    members are stopped and the shared data file removed, instead of the parent dying alone."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
+    members are stopped and the shared data file removed, instead of the parent dying alone.
+    Only where nothing handles SIGTERM yet (the command line does, for every command)."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield  # handled already, or not settable (handlers belong to the main thread)
         return
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
