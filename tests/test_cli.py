@@ -88,12 +88,14 @@ def test_predict_threshold_overrides_the_runs(tmp_path: Path, capsys: pytest.Cap
     assert not (tmp_path / "bad").exists()
 
 
-def test_evaluate_matches_truths_named_with_mask_endings(tmp_path: Path) -> None:
-    for folder, name in (("pred", "x.png"), ("truth", "x_mask.png")):
+@pytest.mark.parametrize("case", ["x", "ward_org_1"])
+def test_evaluate_matches_truths_named_with_mask_endings(tmp_path: Path, case: str) -> None:
+    """Reported by the truth's own name (the pairing key drops Kaggle's ``_org`` too)."""
+    for folder, name in (("pred", f"{case}.png"), ("truth", f"{case}_mask.png")):
         (tmp_path / folder).mkdir()
         Image.fromarray(np.full((8, 8), 255, dtype=np.uint8)).save(tmp_path / folder / name)
     result = api.evaluate(tmp_path / "pred", tmp_path / "truth", tmp_path / "eval.json")
-    assert result["cases"] == 1 and result["per_case"][0]["case_id"] == "x"
+    assert result["cases"] == 1 and result["per_case"][0]["case_id"] == case
     assert result["summary"]["dice"]["mean"] == 1.0
 
 

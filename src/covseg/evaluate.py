@@ -20,7 +20,7 @@ from covseg.io.atomic import write_json, write_text
 from covseg.io.image import case_key, is_image_file, mask_to_labels, read_mask
 from covseg.io.volume import is_nifti, nifti_stem, read_nifti
 from covseg.metrics import EMPTY_MASK_RULES, case_metrics, summarize
-from covseg.quantify import predicted_mask
+from covseg.quantify import predicted_mask, study_name
 from covseg.viz import box_plot
 
 
@@ -125,7 +125,7 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     rows = []
     for stem in tqdm(common, desc="evaluating", unit="case", leave=False):
         pred, truth, spacing = _read_pair(stem, preds[stem], truths[stem])
-        rows.append({"case_id": stem, **case_metrics(pred, truth, num_classes, CLASS_NAMES,
+        rows.append({"case_id": study_name(truths[stem], mask=True), **case_metrics(pred, truth, num_classes, CLASS_NAMES,
                                                      spacing)})
     volumes = sum(is_nifti(truths[stem]) for stem in common)
     result = {
