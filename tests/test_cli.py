@@ -195,6 +195,19 @@ def test_train_help_shows_the_recipe_defaults(capsys: pytest.CaptureFixture[str]
         assert fragment in shown, fragment
 
 
+def test_interrupted_commands_say_how_to_continue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("covseg.cli_volumes.quantify_batch", interrupted)
+    code, _, err = _run(capsys, "quantify", str(tmp_path), "--out", str(tmp_path / "q"))
+    assert code == 130 and "already done are skipped" in err and "--resume" not in err
+    monkeypatch.setattr(api, "evaluate", interrupted)
+    code, _, err = _run(capsys, "evaluate", "--pred", "p", "--truth", "t", "--out", "e.json")
+    assert code == 130 and err == "covseg: interrupted; rerun the same command\n"
+
+
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])

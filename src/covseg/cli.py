@@ -274,6 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+RERUN_HINTS = {
+    **dict.fromkeys(("train", "cv", "compare"),
+                    "rerun the same command with --resume to continue"),
+    **dict.fromkeys(("predict", "quantify"),
+                    "rerun the same command to continue (CT studies already done are skipped)"),
+}
+"""What to do after a stopped command, for the commands that can continue where they stopped."""
+
+
 class _Terminated(BaseException):
     """SIGTERM (``kill``, a job scheduler), raised so that the command unwinds as on Ctrl-C; a
     BaseException like KeyboardInterrupt, so that libraries' ``except Exception`` (MONAI wraps
@@ -298,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (KeyboardInterrupt, _Terminated) as exc:
         print(f"covseg: {'interrupted' if isinstance(exc, KeyboardInterrupt) else 'stopped'}; "
-              "rerun the same command with --resume to continue", file=sys.stderr)
+              f"{RERUN_HINTS.get(args.command, 'rerun the same command')}", file=sys.stderr)
         return 130 if isinstance(exc, KeyboardInterrupt) else 143
     except (FileExistsError, NotADirectoryError) as exc:
         print(f"covseg: error: {exc.filename or ''}: a file is in the way of a folder covseg "
