@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from covseg.cascade import require_lung_model
-from covseg.config import TrainConfig
+from covseg.config import TrainConfig, check_threshold
 from covseg.crossval import cross_validate as _cross_validate
 from covseg.crossval import cross_validate_fold
 from covseg.data.layouts import CLASS_NAMES, LoadedData, load_dataset
@@ -152,8 +152,8 @@ def load_predictor(model: str | os.PathLike[str], batch_size: int = 8, tta: bool
     ``tta`` and ``threshold`` None follow the run's recipe (test-time mirrors or not, and the
     probability from which a pixel is infection); a ``threshold`` applies to binary models only.
     """
-    if threshold is not None and not 0 < threshold < 1:
-        raise CovsegError(f"--threshold must lie between 0 and 1, got {threshold}")
+    if threshold is not None:
+        check_threshold(threshold)
     if str(model).lower().endswith(".onnx"):
         predictor = Predictor.load_onnx(model, batch_size, tta)
     else:

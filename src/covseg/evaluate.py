@@ -125,8 +125,8 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     rows = []
     for stem in tqdm(common, desc="evaluating", unit="case", leave=False):
         pred, truth, spacing = _read_pair(stem, preds[stem], truths[stem])
-        rows.append({"case_id": study_name(truths[stem], mask=True), **case_metrics(pred, truth, num_classes, CLASS_NAMES,
-                                                     spacing)})
+        rows.append({"case_id": study_name(truths[stem], mask=True),
+                     **case_metrics(pred, truth, num_classes, CLASS_NAMES, spacing)})
     volumes = sum(is_nifti(truths[stem]) for stem in common)
     result = {
         "prediction_dir": str(pred_dir), "truth_dir": str(truth_dir), "cases": len(rows),

@@ -249,7 +249,8 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, *,
         axis = figure.add_subplot(rows, columns, index + 1)
         grey = (normalize_intensity(image[k], intensity, LUNG_WINDOW) if image is not None
                 else np.zeros(lesions.shape[1:], dtype=np.float32))
-        axis.imshow(_overlay(orient_for_display(grey, flips), orient_for_display(lesions[k], flips), colours),
+        axis.imshow(_overlay(orient_for_display(grey, flips),
+                             orient_for_display(lesions[k], flips), colours),
                     interpolation="nearest")
         if lungs is not None:
             plane = orient_for_display(lungs[k], flips)
@@ -477,7 +478,7 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
         children = sorted(c for c in path.iterdir() if not c.name.startswith("."))
         found = [Study(study_name(c, masks), c) for c in children if is_nifti(c)]
         if any(is_dicom_file(c) for c in children):
-            found.append(Study(study_name(path), path))
+            found.append(Study(path.name, path))
         else:
             found += [Study(c.name, c) for c in children
                       if c.is_dir() and c.resolve() != skip

@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from covseg.cascade import THRESHOLD, LungFrame, LungGuide, require_lung_model
 from covseg.checkpoint import load_checkpoint, save_checkpoint
-from covseg.config import TrainConfig
+from covseg.config import TrainConfig, check_threshold
 from covseg.data.layouts import CLASS_NAMES, LoadedData, Sample
 from covseg.data.splits import validation_split
 from covseg.errors import CovsegError
@@ -212,8 +212,7 @@ def check_recipe(config: TrainConfig) -> None:
     guide = config.guide()
     if guide is not None and guide.source != THRESHOLD:
         require_lung_model(Predictor.load(guide.source))
-    if not 0 < config.threshold < 1:
-        raise CovsegError(f"--threshold must lie between 0 and 1, got {config.threshold}")
+    check_threshold(config.threshold)
     if not 0 <= config.cutmix <= 1:
         raise CovsegError(f"--cutmix must lie in [0, 1], got {config.cutmix}")
     if not 0 <= config.lesion_paste <= 1:

@@ -21,7 +21,7 @@ import csv
 import logging
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +93,7 @@ class ReadOptions:
 
 
 def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source: str,
-            options: ReadOptions) -> Sample:
+            options: ReadOptions, flips: tuple[bool, bool] = (False, False)) -> Sample:
     if image.shape != mask.shape:
         raise CovsegError(
             f"{source}: image is {image.shape[1]}x{image.shape[0]} but its mask is "
@@ -104,7 +104,7 @@ def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source
     else:
         labels = (mask > 0).astype(np.uint8)
     return Sample(normalize_intensity(image, options.intensity, options.window), labels,
-                  case, patient, source)
+                  case, patient, source, flips)
 
 
 def _files(folder: Path, predicate: Callable[[Path], bool]) -> dict[str, Path]:
@@ -189,8 +189,8 @@ def _slice_volume(image_path: Path, mask_path: Path, patient: str, options: Read
     unit = ReadOptions(options.target, "unit", options.window, options.slices)
     flips = display_flips(image.affine)
     return [
-        replace(_sample(hu[k], mask.array[k], f"{patient}_z{k:04d}", patient,
-                        f"{image_path}#z{k}", unit), display_flips=flips)
+        _sample(hu[k], mask.array[k], f"{patient}_z{k:04d}", patient, f"{image_path}#z{k}",
+                unit, flips)
         for k in keep
     ]
 
@@ -282,9 +282,9 @@ def _read_medseg(root: Path, options: ReadOptions) -> LoadedData:
             _check_patients_listed(patients, [(f"medseg_{k:04d}",) * 2 for k in range(len(hu))])
         flips = display_flips(image.affine)
         samples = [
-            replace(_sample(hu[k], mask.array[k], f"medseg_{k:04d}",
-                            patients.get(f"medseg_{k:04d}", f"medseg_{k:04d}"),
-                            f"{root / 'tr_im.nii.gz'}#z{k}", unit), display_flips=flips)
+            _sample(hu[k], mask.array[k], f"medseg_{k:04d}",
+                    patients.get(f"medseg_{k:04d}", f"medseg_{k:04d}"),
+                    f"{root / 'tr_im.nii.gz'}#z{k}", unit, flips)
             for k in range(len(hu))
         ]
         return _loaded(samples, "medseg", root, options)
