@@ -14,8 +14,9 @@ all held-out slices (and over folds) is printed for each variant:
   (power 0.8 and 1.25, the training augmentation's range) (probabilities averaged);
 - ensembles: the probability average of the given runs' fold models;
 - post-processing: dropping connected components under a share of the slice, filling holes,
-  thresholds, Gaussian smoothing of the probabilities, and expected-Dice decoding (per slice,
-  the most probable pixels that maximise the Dice expected under the probabilities).
+  thresholds, Gaussian smoothing of the probabilities, expected-Dice decoding (per slice,
+  the most probable pixels that maximise the Dice expected under the probabilities), and
+  hysteresis (components at 0.4 kept only where they reach a higher probability).
 
 ``--recalibrate-bn clean|dihedral`` first recomputes every BatchNorm statistic of each fold
 model on that fold's training slices, unaugmented (``clean``) or in their eight flips and
@@ -129,6 +130,16 @@ def postprocess(mask: np.ndarray, min_share: float, fill: bool) -> np.ndarray:
     return mask.astype(np.uint8)
 
 
+def hysteresis_mask(probs: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Components of ``probs >= low`` kept only where they reach ``high`` somewhere: a faint
+    blob with no confident core (the false calls on healthy lungs) is dropped whole."""
+    labels, count = ndimage.label(probs >= low)
+    if not count:
+        return labels > 0
+    peaks = ndimage.maximum(probs, labels, index=np.arange(1, count + 1))
+    return np.concatenate([[False], peaks >= high])[labels]
+
+
 def expected_dice_mask(probs: np.ndarray) -> np.ndarray:
     """The k most probable pixels, k maximising 2 * sum(top k) / (k + sum(all)): the Dice
     expected under the probabilities (an adaptive threshold per slice)."""
@@ -150,6 +161,7 @@ DECODERS: dict[str, Decoder] = {
     **{f"+smooth{s}+t0.4": (lambda p, s=s: ndimage.gaussian_filter(p, s) >= 0.4)
        for s in (1, 2, 4)},
     "+expected-dice": expected_dice_mask,
+    **{f"+hyst0.4/{h}": partial(hysteresis_mask, low=0.4, high=h) for h in (0.6, 0.7, 0.8, 0.9)},
 }
 """Probabilities to a mask: the name's suffix in the printed table."""
 
