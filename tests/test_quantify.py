@@ -187,6 +187,9 @@ def test_batch_goes_on_past_failures_skips_done_and_shards(tmp_path: Path) -> No
     names = [{r["study"] for r in read_rows(h.summary)} for h in halves]
     assert names[0].isdisjoint(names[1]) and names[0] | names[1] == set(rows)
     assert halves[0].summary.name == "summary_shard0of2.csv"
+    merged = quantify_batch([masks], tmp_path / "sharded")  # after the shards: the whole summary
+    assert merged.done == 0 and merged.summary.name == "summary.csv"
+    assert {r["study"] for r in read_rows(merged.summary)} == set(rows)
 
 
 def test_masks_are_named_and_matched_by_their_scan(tmp_path: Path) -> None:

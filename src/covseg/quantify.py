@@ -503,7 +503,8 @@ def parse_shard(text: str) -> tuple[int, int]:
 def check_shard(shard: tuple[int, int]) -> tuple[int, int]:
     index, count = shard
     if count < 1 or not 0 <= index < count:
-        raise CovsegError(f"shard {index}/{count}: need 0 <= I < N")
+        raise CovsegError(f"shard {index}/{count}: need 0 <= I < N (shards count from 0: "
+                          f"0/{max(count, 1)} to {max(count, 1) - 1}/{max(count, 1)})")
     return index, count
 
 
