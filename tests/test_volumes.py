@@ -13,6 +13,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from PIL import Image
 
 from covseg import cli_volumes
 from covseg.cli import build_parser
@@ -341,3 +342,38 @@ def test_cli_registration_and_volume_predict(chest, tmp_path: Path,
     with pytest.raises(SystemExit):
         parser.parse_args(["predict", "x", "--model", "m", "--out", "x", "--shard", "2/2"])
     assert "1 done" in capsys.readouterr().out
+
+
+def test_segment_in_memory_gives_the_masks_predict_writes(chest, tiny_run: Path,
+                                                          tmp_path: Path) -> None:
+    """``covseg.segment`` on a nibabel image, a SimpleITK image, a numpy volume with its spacing
+    and a 2D slice gives what ``covseg predict`` writes for the same data."""
+    import covseg
+
+    path, _ = chest
+    predictor = covseg.load_predictor(tiny_run, threshold=0.05)  # low: the tiny model is unsure
+    predict_study(predictor, path, tmp_path / "study")
+    written = np.asarray(nib.load(str(tmp_path / "study" / "infection.nii.gz")).dataobj)
+    from_nibabel = covseg.segment(predictor, nib.load(str(path)))
+    assert from_nibabel.dtype == np.uint8 and from_nibabel.any()
+    np.testing.assert_array_equal(from_nibabel, written)
+    image = sitk.ReadImage(str(path))
+    from_itk = covseg.segment(predictor, image)
+    np.testing.assert_array_equal(from_itk, written.transpose(2, 1, 0))
+    array = sitk.GetArrayFromImage(image)
+    from_array = covseg.segment(predictor, array, spacing=image.GetSpacing()[::-1])
+    np.testing.assert_array_equal(from_array, from_itk)
+    kept = covseg.segment(predictor, array, spacing=(4.0, 0.75, 0.75), keep_outside_lungs=True)
+    assert kept.sum() > from_array.sum() and (kept >= from_array).all()
+
+    plane = (normalize_intensity(array[4], "hu") * 255).astype(np.uint8)
+    Image.fromarray(plane).save(tmp_path / "slice.png")
+    [png] = covseg.predict(tiny_run, [tmp_path / "slice.png"], tmp_path / "png", threshold=0.05)
+    with Image.open(png) as mask:
+        np.testing.assert_array_equal(covseg.segment(predictor, plane) * 255, np.asarray(mask))
+    for bad, message in ((array, "needs spacing"), (array[None], "cannot segment"),
+                         ("chest.nii.gz", "cannot segment")):
+        with pytest.raises(CovsegError, match=message):
+            covseg.segment(predictor, bad)
+    with pytest.raises(CovsegError, match="spacing must be"):
+        covseg.segment(predictor, array, spacing=(4.0, 0.0, 0.75))

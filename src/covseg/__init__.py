@@ -2,7 +2,8 @@
 
 The Python API mirrors the ``covseg`` command line: :func:`visualize`, :func:`train`,
 :func:`cross_validate`, :func:`compare`, :func:`predict` (2D images), :func:`predict_volumes`
-(CT studies), :func:`export`, :func:`evaluate`, :func:`quantify` and :func:`demo`.
+(CT studies), :func:`export`, :func:`evaluate`, :func:`quantify` and :func:`demo`; and, for
+images held in memory (a notebook, another pipeline), :func:`load_predictor` and :func:`segment`.
 """
 
 from covseg.api import (
@@ -11,9 +12,11 @@ from covseg.api import (
     demo,
     evaluate,
     export,
+    load_predictor,
     predict,
     predict_volumes,
     quantify,
+    segment,
     train,
     visualize,
 )
@@ -23,4 +26,5 @@ from covseg.errors import CovsegError
 
 __version__ = "0.1.0"
 __all__ = ["CovsegError", "TrainConfig", "compare", "cross_validate", "demo", "evaluate", "export",
-           "load_dataset", "predict", "predict_volumes", "quantify", "train", "visualize"]
+           "load_dataset", "load_predictor", "predict", "predict_volumes", "quantify", "segment",
+           "train", "visualize"]

@@ -1,4 +1,5 @@
-"""The Python API: one function per ``covseg`` subcommand, taking paths like the CLI does."""
+"""The Python API: one function per ``covseg`` subcommand, taking paths like the CLI does, and
+:func:`segment` for images held in memory."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
+import SimpleITK as sitk
 from tqdm import tqdm
 
 from covseg.cascade import require_lung_model
@@ -23,14 +26,24 @@ from covseg.evaluate import evaluate_folders
 from covseg.infer import Predictor, output_name
 from covseg.io.atomic import write_json
 from covseg.io.image import is_image_file, read_array, write_png
-from covseg.io.volume import is_dicom_file, is_nifti, orient_for_display
+from covseg.io.volume import (
+    Volume,
+    detect_volume_intensity,
+    is_dicom_file,
+    is_nifti,
+    orient_for_display,
+    volume_from_array,
+    volume_from_itk,
+    volume_from_nifti,
+)
+from covseg.lungs import DEFAULT_LUNG_MARGIN_MM
 from covseg.models.registry import check_model_names
 from covseg.quantify import BatchResult, quantify_batch
 from covseg.train import check_recipe
 from covseg.train import train as _train
 from covseg.transforms import normalize_intensity
 from covseg.viz import overlay, sample_grid
-from covseg.volumes import predict_batch
+from covseg.volumes import masks_in_lungs, predict_batch, predict_labels
 
 
 def _recipe(config: dict[str, Any], folds: int | None = None) -> TrainConfig:
@@ -194,6 +207,59 @@ def predict_volumes(model: str | os.PathLike[str], inputs: Sequence[str | os.Pat
     predictor, lungs = load_volume_predictors(model, lung_model, batch_size, tta, threshold)
     return predict_batch(predictor, inputs, out, shard=shard, batch_size=batch_size,
                          lung_predictor=lungs, **options)
+
+
+def segment(model: str | os.PathLike[str] | Predictor, image: np.ndarray | sitk.Image | nib.Nifti1Image,
+            *, spacing: Sequence[float] | None = None, hu: str = "auto",
+            lung_model: str | os.PathLike[str] | Predictor | None = None,
+            keep_outside_lungs: bool = False,
+            lung_margin_mm: float = DEFAULT_LUNG_MARGIN_MM) -> np.ndarray:
+    """Segment an image held in memory; nothing is written (as lungmask's ``apply``).
+
+    ``model``: a run folder, checkpoint or ``.onnx`` file, or a :func:`load_predictor` result
+    (load once to segment many images). ``image``: a 2D slice (numpy array, as ``covseg predict``
+    reads a PNG, in HU or 8-bit grey), or a CT volume: a ``SimpleITK.Image``, a nibabel image, or
+    a (z, y, x) numpy array with its ``spacing`` (z, y, x) in mm. Volumes are handled as
+    :func:`predict_volumes` handles them (``hu``, ``lung_model``, ``keep_outside_lungs`` and
+    ``lung_margin_mm`` as its options): infection far from the lungs is removed.
+
+    Returns uint8 labels of the input's shape, in its own axis order (SimpleITK's array is
+    (z, y, x), nibabel's (x, y, z)): 1 infection (or lung, for a lung model), or the classes
+    0..K-1 of a multi-class model.
+    """
+    predictor = model if isinstance(model, Predictor) else load_predictor(model)
+    if isinstance(image, sitk.Image) and image.GetDimension() == 2:
+        image = sitk.GetArrayFromImage(image)
+    if isinstance(image, np.ndarray) and image.ndim == 2:
+        slice_ = normalize_intensity(image, predictor.intensity, predictor.window)
+        return predictor.predict_labels([slice_])[0]
+    volume, nibabel_order = _volume_in_memory(image, spacing)
+    volume.intensity = detect_volume_intensity(volume.array, hu, volume.source)
+    lungs = None
+    if lung_model is not None:
+        lungs = require_lung_model(lung_model if isinstance(lung_model, Predictor)
+                                   else load_predictor(lung_model, predictor.batch_size))
+    labels = predict_labels(predictor, volume, batch_size=predictor.batch_size, desc="infection")
+    masks = masks_in_lungs(predictor, volume, labels, lung_predictor=lungs,
+                           keep_outside_lungs=keep_outside_lungs, lung_margin_mm=lung_margin_mm,
+                           batch_size=predictor.batch_size)
+    return masks.infection.transpose(2, 1, 0) if nibabel_order else masks.infection
+
+
+def _volume_in_memory(image: object, spacing: Sequence[float] | None) -> tuple[Volume, bool]:
+    """The volume of a :func:`segment` input, and whether its array is in nibabel's (x, y, z)."""
+    if isinstance(image, sitk.Image):
+        return volume_from_itk(image, "the SimpleITK image"), False
+    if isinstance(image, nib.Nifti1Image):
+        return volume_from_nifti(image, "the nibabel image"), True
+    if isinstance(image, np.ndarray) and image.ndim == 3:
+        if spacing is None:
+            raise CovsegError("a 3D array needs spacing=(z, y, x) in mm; or pass a SimpleITK or "
+                              "nibabel image, which carries its geometry")
+        return volume_from_array(image, spacing, "the array"), False
+    shape = f" of shape {image.shape}" if isinstance(image, np.ndarray) else ""
+    raise CovsegError(f"cannot segment a {type(image).__name__}{shape}: give a 2D slice or a "
+                      "(z, y, x) volume as a numpy array, a SimpleITK image or a nibabel image")
 
 
 def quantify(masks: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],

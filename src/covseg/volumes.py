@@ -23,6 +23,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -144,6 +145,39 @@ def _check_options(batch_size: int, lung_margin_mm: float) -> None:
         raise CovsegError(f"--lung-margin-mm must be >= 0, got {lung_margin_mm:g}")
 
 
+@dataclass
+class VolumeMasks:
+    """One volume's infection labels and lungs (1 right, 2 left), on its grid."""
+
+    infection: np.ndarray
+    lungs: np.ndarray
+    lung_source: str
+    """"model" (a lung run) or "threshold" (HU thresholding)."""
+    lungs_found: bool
+
+
+def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray, *,
+                   lung_predictor: SlicePredictor | None = None, keep_outside_lungs: bool = False,
+                   lung_margin_mm: float = DEFAULT_LUNG_MARGIN_MM, batch_size: int = 8
+                   ) -> VolumeMasks:
+    """Find the lungs, drop infection farther than ``lung_margin_mm`` from them (unless
+    ``keep_outside_lungs``), and count the lesions at the lungs' edge as lung."""
+    lungs, lung_source = _lungs(volume, lung_predictor, batch_size)
+    lungs_found = bool(lungs.any())
+    near = labels
+    if lungs_found:
+        near = remove_outside_lungs(labels, lungs, volume.spacing, lung_margin_mm)
+        if not keep_outside_lungs:
+            labels = near
+    else:
+        log.warning("%s: no lungs found; infection outside the lungs was not removed",
+                    volume.source)
+    multiclass = predictor.num_classes > 2
+    lungs = add_lesions_to_lungs(
+        lungs, (near == GGO) | (near == CONSOLIDATION) if multiclass else near > 0)
+    return VolumeMasks(labels, lungs, lung_source, lungs_found)
+
+
 def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
                   out_dir: str | os.PathLike[str], *, batch_size: int = 8,
                   probabilities: bool = False, lung_predictor: SlicePredictor | None = None,
@@ -163,19 +197,11 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
         labels = _predict_with_probabilities(predictor, volume, out_dir, batch_size, files)
     else:
         labels = predict_labels(predictor, volume, batch_size=batch_size, desc="infection")
-    lungs, lung_source = _lungs(volume, lung_predictor, batch_size)
-    lungs_found = bool(lungs.any())
-    near = labels
-    if lungs_found:
-        near = remove_outside_lungs(labels, lungs, volume.spacing, lung_margin_mm)
-        if not keep_outside_lungs:
-            labels = near
-    else:
-        log.warning("%s: no lungs found; infection outside the lungs was not removed", path)
+    masks = masks_in_lungs(predictor, volume, labels, lung_predictor=lung_predictor,
+                           keep_outside_lungs=keep_outside_lungs, lung_margin_mm=lung_margin_mm,
+                           batch_size=batch_size)
+    labels, lungs, lungs_found = masks.infection, masks.lungs, masks.lungs_found
     multiclass = predictor.num_classes > 2
-    lungs = add_lesions_to_lungs(
-        lungs, (near == GGO) | (near == CONSOLIDATION) if multiclass else near > 0)
-    del near
     files["infection"] = str(write_mask_like(volume, labels, out_dir / INFECTION_NII))
     files["lungs"] = str(write_mask_like(volume, lungs, out_dir / LUNGS_NII))
     result = quantify(labels, volume.spacing, lungs, multiclass=multiclass)
@@ -186,7 +212,7 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
         "model": {"source": predictor.source, "num_classes": predictor.num_classes,
                   "intensity": predictor.intensity, "window": list(predictor.window),
                   "threshold": predictor.threshold},
-        "tta": predictor.tta, "lung_source": lung_source, "lungs_found": lungs_found,
+        "tta": predictor.tta, "lung_source": masks.lung_source, "lungs_found": lungs_found,
         "outside_lungs_removed": not keep_outside_lungs and lungs_found,
         "lung_margin_mm": lung_margin_mm, "effusion_label": EFFUSION if multiclass else None,
     }

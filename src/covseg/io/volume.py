@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,17 +97,22 @@ def read_nifti(path: str | os.PathLike[str], dtype: type = np.float32) -> Volume
         raise CovsegError(
             f"{path}: cannot read the NIfTI header ({_one_line(exc)}); is the file truncated?"
         ) from None
-    _check_stored_dtype(np.dtype(image.get_data_dtype()), path)
+    return volume_from_nifti(image, str(path), dtype)
+
+
+def volume_from_nifti(image: nib.Nifti1Image, source: str, dtype: type = np.float32) -> Volume:
+    """A loaded NIfTI image (from a file or built in memory) -> Volume with (z, y, x) voxels."""
+    _check_stored_dtype(np.dtype(image.get_data_dtype()), source)
     try:
         raw = np.asarray(image.dataobj.get_unscaled())
         slope, inter = float(image.dataobj.slope), float(image.dataobj.inter)
     except NIFTI_ERRORS as exc:
         raise CovsegError(
-            f"{path}: cannot read the voxels ({_one_line(exc)}); is the file truncated?"
+            f"{source}: cannot read the voxels ({_one_line(exc)}); is the file truncated?"
         ) from None
-    raw = _drop_trailing_axes(raw, path)
-    data = _scaled_zyx(raw, slope, inter, np.dtype(dtype), path)
-    return Volume(data, image.affine, image.header, str(path))
+    raw = _drop_trailing_axes(raw, source)
+    data = _scaled_zyx(raw, slope, inter, np.dtype(dtype), source)
+    return Volume(data, image.affine, image.header, source)
 
 
 def _check_stored_dtype(dtype: np.dtype, source: str | Path) -> None:
@@ -118,7 +124,7 @@ def _check_stored_dtype(dtype: np.dtype, source: str | Path) -> None:
         )
 
 
-def _drop_trailing_axes(raw: np.ndarray, source: Path) -> np.ndarray:
+def _drop_trailing_axes(raw: np.ndarray, source: str | Path) -> np.ndarray:
     """Accept (x, y, z, 1, ...) as 3D; refuse 2D images and true 4D series."""
     while raw.ndim > 3 and raw.shape[-1] == 1:
         raw = raw[..., 0]
@@ -133,7 +139,7 @@ def _drop_trailing_axes(raw: np.ndarray, source: Path) -> np.ndarray:
 
 
 def _scaled_zyx(raw: np.ndarray, slope: float, inter: float, dtype: np.dtype,
-                source: Path) -> np.ndarray:
+                source: str | Path) -> np.ndarray:
     """Apply the NIfTI scaling slice by slice into a (z, y, x) array, refusing NaN/inf.
 
     Hand-written rather than ``np.asarray(dataobj, dtype)`` because nibabel scales the whole
@@ -255,7 +261,7 @@ def read_dicom_folder(folder: str | os.PathLike[str]) -> Volume:
         image = reader.Execute()
     except RuntimeError as exc:
         raise CovsegError(f"{folder}: cannot read DICOM series {uid} ({_itk_message(exc)})") from None
-    return _volume_from_itk(image, str(folder))
+    return volume_from_itk(image, str(folder))
 
 
 def _dicom_series(folder: Path) -> list[tuple[str, Path, tuple[str, ...]]]:
@@ -277,7 +283,7 @@ def read_dicom_file(path: str | os.PathLike[str]) -> Volume:
         raise CovsegError(f"{path}: cannot read DICOM ({_itk_message(exc)})") from None
     if image.GetDimension() == 2:
         image = sitk.JoinSeries(image)
-    return _volume_from_itk(image, str(path))
+    return volume_from_itk(image, str(path))
 
 
 def _one_line(exc: Exception) -> str:
@@ -291,7 +297,7 @@ def _itk_message(exc: Exception) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
-def _volume_from_itk(image: sitk.Image, source: str) -> Volume:
+def volume_from_itk(image: sitk.Image, source: str) -> Volume:
     """SimpleITK image -> Volume with float32 (z, y, x) voxels and the equivalent RAS affine."""
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise CovsegError(
@@ -302,9 +308,25 @@ def _volume_from_itk(image: sitk.Image, source: str) -> Volume:
         raise CovsegError(f"{source}: expected a 3D volume, got {image.GetDimension()}D")
     view = sitk.GetArrayViewFromImage(image)
     _check_stored_dtype(view.dtype, source)
-    array = view.astype(np.float32)
+    return _float_volume(view, itk_affine(image), source)
+
+
+def volume_from_array(array: np.ndarray, spacing: Sequence[float], source: str) -> Volume:
+    """(z, y, x) voxels with their (z, y, x) spacing in mm and no other geometry: an axis-aligned
+    grid, taken as RAS (so "right" and "left" lungs are only named by that guess)."""
+    if len(spacing) != 3 or not all(np.isfinite(v) and v > 0 for v in spacing):
+        raise CovsegError(f"{source}: spacing must be three positive numbers (z, y, x) in mm, "
+                          f"got {tuple(spacing)}")
+    z, y, x = (float(v) for v in spacing)
+    return _float_volume(array, np.diag([x, y, z, 1.0]), source)
+
+
+def _float_volume(array: np.ndarray, affine: np.ndarray, source: str) -> Volume:
+    """float32 (z, y, x) voxels plus a NIfTI header that carries ``affine`` (mm)."""
+    if array.dtype.kind not in "biuf":
+        raise CovsegError(f"{source}: voxels of type {array.dtype}; expected numbers")
+    array = array.astype(np.float32)
     _check_finite(array, source)
-    affine = itk_affine(image)
     header = nib.Nifti1Header()
     header.set_data_shape(array.shape[::-1])
     header.set_data_dtype(np.float32)
