@@ -134,6 +134,12 @@ def test_resume_with_another_recipe_is_refused(tiny_run: Path, synthetic_folder:
     with pytest.raises(CovsegError, match=r"trained otherwise \(lr: "):
         train_module.train(replace(saved, lr=saved.lr * 2), data, tiny_run, resume=True,
                            progress=False)
+    ensemble = replace(saved, model="miniseg,miniseg")  # the default: refused before any member
+    with pytest.raises(CovsegError, match="model: unet -> miniseg,miniseg"):
+        train_module.train(ensemble, data, tiny_run, resume=True, progress=False)
+    with pytest.raises(CovsegError, match="already holds a run; pass --resume"):
+        train_module.train(ensemble, data, tiny_run, progress=False)
+    assert not list(tiny_run.glob("member*"))
 
 
 def test_a_file_that_is_not_a_checkpoint(tmp_path: Path) -> None:

@@ -196,9 +196,31 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
     if train_cases is None:
         train_cases, val_cases = validation_split(data.samples, config.val_fraction, config.seed)
     check_recipe(config)
+    _check_run_folder(out, config, resume)
     if len(member_names(config.model)) > 1:
         return _train_ensemble(config, data, out, resume, train_cases, val_cases or [], progress)
     return _train_model(config, data, out, resume, train_cases, val_cases or [], progress)
+
+
+def _check_run_folder(out: Path, config: TrainConfig, resume: bool) -> None:
+    """A folder holding a run is continued only with --resume and the recipe it was started
+    with, whether one network or an ensemble wrote it (so that a resume with other options
+    never starts another recipe beside the saved one)."""
+    record = out / "config.json"
+    if not (record.exists() or (out / "last.pt").exists() or any(out.glob("member*"))):
+        return
+    if not resume:
+        raise CovsegError(f"{out} already holds a run; pass --resume to continue it or pick a new --out")
+    if not record.exists():
+        return
+    try:
+        saved = TrainConfig.from_dict(json.loads(record.read_text())["config"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CovsegError(f"{record}: unreadable run record ({exc}); pick a new --out") from None
+    changed = saved.differences(config, PREDICTION_OPTIONS)
+    if changed:
+        raise CovsegError(f"{out}: the saved run was trained otherwise ({'; '.join(changed)}); "
+                          "resume with the same options or pick a new --out")
 
 
 def check_recipe(config: TrainConfig) -> None:
@@ -326,8 +348,6 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
     members took 12 min 24 s against 9 min 16 s for one and 21 min 49 s one after the other
     (benchmarks/RESULTS.md).
     """
-    if any(out.glob("member*")) and not resume:
-        raise CovsegError(f"{out} already holds a run; pass --resume to continue it or pick a new --out")
     names = member_names(config.model)
     ensemble = build_model(config.model, 1 + (config.guide() is not None), data.num_classes,
                            **config.model_options)  # unknown names and options fail here, at once
