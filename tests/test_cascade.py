@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from covseg import api
@@ -12,6 +13,7 @@ from covseg.cascade import CropBox, LungFrame, LungGuide, is_lung_crop, lung_box
 from covseg.config import TrainConfig
 from covseg.data.layouts import load_dataset
 from covseg.data.synthetic import synthetic_slice
+from covseg.errors import CovsegError
 from covseg.infer import Predictor
 from covseg.transforms import normalize_intensity
 from tests.conftest import shared
@@ -57,11 +59,13 @@ def test_threshold_guide_on_real_lung_crops() -> None:
     assert min(shares) > 0.2 and max(shares) < 0.8
 
 
-def test_cascade_trains_and_predicts_at_full_size(tmp_path: Path, synthetic_folder: Path) -> None:
+def test_cascade_trains_and_predicts_at_full_size(tmp_path: Path, synthetic_folder: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     tiny = {"model": "unet", "epochs": 1, "size": 64, "batch_size": 4, "model_options": {"width": 4}}
-    api.train(synthetic_folder, tmp_path / "lungs", target="lung", **tiny)
-    api.train(synthetic_folder, tmp_path / "infection", lung_guide=str(tmp_path / "lungs"),
-              crop_lungs=True, **tiny)
+    monkeypatch.chdir(tmp_path)  # the lung run given as a relative path, as a user types it
+    api.train(synthetic_folder, "lungs", target="lung", **tiny)
+    api.train(synthetic_folder, "infection", lung_guide="lungs", crop_lungs=True, **tiny)
+    monkeypatch.chdir(synthetic_folder)  # and the cascade loaded from elsewhere
     predictor = Predictor.load(tmp_path / "infection")
     assert predictor.guide is not None and predictor.guide.crop
     image = normalize_intensity(np.load(next((synthetic_folder / "images").glob("*.npy"))))
@@ -72,6 +76,9 @@ def test_cascade_trains_and_predicts_at_full_size(tmp_path: Path, synthetic_fold
     outside = np.ones(image.shape, dtype=bool)
     outside[box.top:box.bottom, box.left:box.right] = False
     assert probs[0][outside].max(initial=0.0) == 0.0
+    (tmp_path / "lungs").rename(tmp_path / "moved")
+    with pytest.raises(CovsegError, match=f"lung run {tmp_path / 'lungs'}, which is not there"):
+        Predictor.load(tmp_path / "infection").predict_probabilities([image])
 
 
 def _full_frame(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

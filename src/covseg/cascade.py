@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -127,6 +128,10 @@ class LungGuide:
     def _lung_predictor(self):  # type: ignore[no-untyped-def]
         from covseg.infer import Predictor
 
+        if not Path(self.source).exists():
+            raise CovsegError(f"this cascade model takes its lung channel from the lung run "
+                              f"{self.source}, which is not there (moved or deleted?); put it "
+                              "back there, or retrain with --lung-guide at its new place")
         return require_lung_model(Predictor.load(self.source))
 
     def lungs(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
-from covseg.cascade import LungFrame, LungGuide
+from covseg.cascade import THRESHOLD, LungFrame, LungGuide
 from covseg.errors import CovsegError
 from covseg.transforms import LUNG_WINDOW
 
@@ -67,7 +68,8 @@ class TrainConfig:
     intensity: str = "auto"
     window: tuple[float, float] = LUNG_WINDOW
     lung_guide: str = "none"
-    """``none``, ``threshold`` or a lung-model run folder: adds a lung channel (the cascade)."""
+    """``none``, ``threshold`` or a lung-model run folder: adds a lung channel (the cascade).
+    A folder is kept as an absolute path, so that the trained cascade finds it from anywhere."""
     crop_lungs: bool = False
     """With a lung guide: train and predict on the lungs' bounding box only."""
     frame_lungs: bool = True
@@ -79,6 +81,10 @@ class TrainConfig:
     up-down and doubly mirrored copies (``covseg.infer.TEST_FLIPS``)."""
     threshold: float = 0.4
     """Binary decision threshold on the infection probability (cross-validated; see RESULTS.md)."""
+
+    def __post_init__(self) -> None:
+        if self.lung_guide not in ("none", THRESHOLD):
+            self.lung_guide = str(Path(self.lung_guide).resolve())
 
     def epochs_for(self, slices: int) -> int:
         """The epochs to train on ``slices`` training slices: ``epochs`` when given, else the
