@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from covseg import api
-from covseg.compare import paired_wilcoxon, parse_model_spec, per_case_dice
+from covseg.cli import build_parser
+from covseg.compare import check_specs, paired_wilcoxon, parse_model_spec, per_case_dice
 from covseg.errors import CovsegError
 
 
@@ -18,6 +19,24 @@ def test_parse_model_spec() -> None:
         "unet++", {"encoder": "densenet201", "width": 8})
     with pytest.raises(CovsegError):
         parse_model_spec("unet:width")
+    assert parse_model_spec("miniseg:deep_supervision=true,width=1.5") == (
+        "miniseg", {"deep_supervision": True, "width": 1.5})  # as --model-option reads them
+    with pytest.raises(CovsegError, match="separated by spaces"):
+        parse_model_spec("unet:width=8,")  # from `--models unet:width=8, miniseg`
+
+
+def test_every_spec_is_checked_before_any_model_trains() -> None:
+    with pytest.raises(CovsegError, match="'miniseg' has no option 'res_units'"):
+        check_specs(["unet:width=8", "miniseg:res_units=3"])
+    with pytest.raises(CovsegError, match="unknown model 'minseg'"):
+        check_specs(["unet", "minseg"])
+
+
+def test_an_abbreviated_option_is_not_taken_for_another() -> None:
+    """argparse took ``--model`` for ``--models`` and replaced the list of compared models."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["compare", "synthetic", "--models", "unet", "miniseg",
+                                   "--model", "miniseg", "--out", "x"])
 
 
 def test_paired_wilcoxon_against_hand_checked_values() -> None:

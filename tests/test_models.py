@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from covseg.models import REGISTRY, build_model, parameter_count
 from covseg.models.padding import PadToMultiple
 from covseg.models.pretrained import OFFLINE, adapt_kernel
 from covseg.models.profile import profile_model
+from covseg.models.registry import check_options
 
 HEAVY_VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("deeplabv3", {"backbone": "resnet101"}),
@@ -131,6 +133,26 @@ def test_unet_is_plain_and_resunet_residual() -> None:
 def test_bad_names_and_options_are_covseg_errors(name: str, options: dict[str, Any]) -> None:
     with pytest.raises(CovsegError):
         build_model(name, **options)
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("miniseg", {"res_units": 3}, "'miniseg' has no option 'res_units'; its options: width, "),
+        ("miniseg", {"width": "abc"}, "width='abc' must be a number"),
+        ("unet", {"width": 1.5}, "width=1.5 must be a whole number"),
+        ("unet", {"width": True}, "width=True must be a whole number"),
+        ("miniseg", {"deep_supervision": "yes"}, "deep_supervision='yes' must be true or false"),
+        ("deeplabv3", {"backbone": 50}, "backbone=50 must be a name"),
+    ],
+)
+def test_options_are_checked_against_the_builders_signature(name: str, options: dict[str, Any],
+                                                          message: str) -> None:
+    """The error names the option and what it takes, not Python's words from inside a builder."""
+    with pytest.raises(CovsegError, match=re.escape(message)):
+        check_options(name, options)
+    check_options("miniseg", {"width": 2, "deep_supervision": True})  # an int for a float is fine
+    check_options("unet++", {"width": 8})  # int | None
 
 
 @pytest.mark.parametrize(

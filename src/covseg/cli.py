@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import threading
@@ -18,6 +17,7 @@ from covseg.config import MAX_SLICE_PASSES, RECIPE_EPOCHS, TrainConfig
 from covseg.data.layouts import TARGETS
 from covseg.errors import CovsegError
 from covseg.losses import LOSSES
+from covseg.models.registry import parse_option_value
 from covseg.transforms import AUGMENTATIONS, INTENSITY_MODES, LUNG_WINDOW
 
 DEFAULTS = TrainConfig()
@@ -27,10 +27,7 @@ def _model_option(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     key, value = text.split("=", 1)
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
+    return key, parse_option_value(value)
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -200,8 +197,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Options by their full names only: argparse would take ``--model`` for compare's
+    ``--models`` and silently replace the list. Subcommand parsers are of this class too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="covseg", description="Segment COVID-19 lung infection and the lungs on chest CT: "
         "train, cross-validate, compare, predict, export and quantify. `covseg COMMAND -h` for each.")
     parser.add_argument("--version", action="version",

@@ -25,7 +25,7 @@ from covseg.errors import CovsegError
 from covseg.io.atomic import write_json, write_text
 from covseg.models import build_model
 from covseg.models.profile import profile_model
-from covseg.models.registry import check_model_names
+from covseg.models.registry import check_model_names, check_options, parse_option_value
 from covseg.viz import box_plot
 
 COMPARED_METRICS = ("dice", "iou", "sensitivity", "specificity", "precision", "hd95")
@@ -33,23 +33,15 @@ COMPARED_METRICS = ("dice", "iou", "sensitivity", "specificity", "precision", "h
 
 def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """``name`` or ``name:key=value,key=value`` -> (name, options); numbers are parsed."""
-    name, _, rest = spec.partition(":")
+    name, colon, rest = spec.partition(":")
     options: dict[str, Any] = {}
-    for item in filter(None, rest.split(",")):
+    for item in rest.split(",") if colon else []:
         key, sep, value = item.partition("=")
-        if not sep:
-            raise CovsegError(f"model spec {spec!r}: expected name:key=value,key=value")
-        options[key] = _parse_value(value)
+        if not (key and sep):
+            raise CovsegError(f"model spec {spec!r}: expected name:key=value,key=value (models "
+                              "are separated by spaces: --models unet miniseg)")
+        options[key] = parse_option_value(value)
     return name, options
-
-
-def _parse_value(value: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(value)
-        except ValueError:
-            continue
-    return value
 
 
 def paired_wilcoxon(candidate: dict[str, float], baseline: dict[str, float]) -> dict[str, Any]:
@@ -75,8 +67,10 @@ def check_specs(specs: Sequence[str]) -> None:
     if repeated:
         raise CovsegError(f"{', '.join(repeated)} given twice; name each model once (give "
                           "another option, e.g. unet:width=32, to compare variants)")
-    for spec in specs:
-        check_model_names(parse_model_spec(spec)[0])
+    for spec in specs:  # names and options, before the first model trains for hours
+        name, options = parse_model_spec(spec)
+        for member in check_model_names(name):
+            check_options(member, options)
 
 
 def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
@@ -104,13 +98,18 @@ def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
             row["wilcoxon_vs_baseline"] = paired_wilcoxon(dice_by_model[row["model"]],
                                                           dice_by_model[baseline])
     result = {"data": data.describe(), "synthetic": data.synthetic, "baseline": baseline,
-              "folds": folds, "config": config.to_dict(), "models": rows}
+              "folds": folds, "config": _shared_recipe(config), "models": rows}
     write_json(out / "comparison.json", result)
     box_plot({spec: list(d.values()) for spec, d in dice_by_model.items()},
              out / "comparison_boxplot.png",
              title=("SYNTHETIC data: " if data.synthetic else "") + "per-case Dice by model")
     write_text(out / "comparison.md", comparison_markdown(result))
     return result
+
+
+def _shared_recipe(config: TrainConfig) -> dict[str, Any]:
+    """The recipe every compared model trained with: its own name and options are in its row."""
+    return {k: v for k, v in config.to_dict().items() if k not in ("model", "model_options")}
 
 
 def _folder(spec: str) -> str:

@@ -5,10 +5,12 @@ Binary models (K = 2) have one output channel (sigmoid); multi-class models have
 
 from __future__ import annotations
 
+import inspect
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 from torch import nn
 
@@ -87,12 +89,51 @@ def build_model(name: str, in_channels: int = 1, num_classes: int = 2, **options
     if num_classes < 2:
         raise CovsegError(f"num_classes must be at least 2 (background + one class), got {num_classes}")
     spec = REGISTRY[name]
+    check_options(name, options)
     try:
         return spec.builder(in_channels, output_channels(num_classes), **options)
     except ImportError as exc:
         raise _missing(name, spec.requires or exc.name or "an optional package") from None
     except TypeError as exc:
         raise CovsegError(f"model {name!r}: bad option ({exc})") from None
+
+
+def parse_option_value(text: str) -> Any:
+    """A model option's value as typed (``--model-option`` or a compare spec): JSON where it
+    parses (``32``, ``1.5``, ``true``), else the text itself (``resnet101``)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """Each option is one the model's builder takes, of the type it declares: a one-line error
+    naming the option, rather than Python's own words from deep inside the builder."""
+    builder = REGISTRY[name].builder
+    hints = get_type_hints(builder)
+    known = [key for key in inspect.signature(builder).parameters
+             if key not in ("in_channels", "out_channels")]
+    for key, value in options.items():
+        if key not in known:
+            raise CovsegError(f"model {name!r} has no option {key!r}; its options: "
+                              f"{', '.join(known) or 'none'}")
+        members = [t for t in get_args(hints.get(key)) or (hints.get(key),) if t in OPTION_TYPES]
+        if members and not any(_is_a(value, t) for t in members):
+            wanted = " or ".join(OPTION_TYPES[t] for t in members)
+            raise CovsegError(f"model {name!r}: option {key}={value!r} must be {wanted}")
+
+
+OPTION_TYPES: dict[Any, str] = {bool: "true or false", int: "a whole number",
+                                float: "a number", str: "a name"}
+"""Option types the builders declare, as the error names them."""
+
+
+def _is_a(value: Any, kind: type) -> bool:
+    """isinstance, except that a bool is no number and a float option takes an int."""
+    if kind is bool or isinstance(value, bool):
+        return kind is bool and isinstance(value, bool)
+    return isinstance(value, (int, float) if kind is float else kind)
 
 
 def parameter_count(model: nn.Module) -> int:
