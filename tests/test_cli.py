@@ -86,6 +86,10 @@ def test_predict_threshold_overrides_the_runs(tmp_path: Path, capsys: pytest.Cap
                         "--out", str(tmp_path / "bad"), "--threshold", "1")
     _assert_one_line_error(code, err, "between 0 and 1")
     assert not (tmp_path / "bad").exists()
+    code, _, err = _run(capsys, "predict", str(images[0]), "--model", str(tiny_run), "--out",
+                        str(tmp_path / "bad"), "--lung-model", str(tiny_run), "--html")
+    _assert_one_line_error(code, err, "--html, --lung-model: for CT volumes only")
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.parametrize("case", ["x", "ward_org_1"])
@@ -310,15 +314,21 @@ def test_size_mismatch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     _assert_one_line_error(code, err, "must match their images")
 
 
-def test_corrupt_image_in_predict_leaves_no_partial_file(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Path) -> None:
+def test_corrupt_image_in_predict_is_listed_and_the_others_predicted(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Path,
+        synthetic_folder: Path) -> None:
     bad = tmp_path / "in"
     bad.mkdir()
     (bad / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    good = next((synthetic_folder / "images").glob("*.npy"))
+    shutil.copy(good, bad / "good.npy")
     code, _, err = _run(capsys, "predict", str(bad), "--model", str(tiny_run), "--out",
                         str(tmp_path / "out"))
-    _assert_one_line_error(code, err, "corrupt")
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    _assert_one_line_error(code, err, "1 of 2 images could not be read (first: ")
+    assert "corrupt" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.png", "predict.json"]
+    record = json.loads((tmp_path / "out" / "predict.json").read_text())
+    assert list(record["failed"]) == [str(bad / "broken.png")] and record["masks"] == 1
 
 
 def test_predict_never_overwrites_inputs_or_its_own_masks(

@@ -285,7 +285,8 @@ def predict(model: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[st
 
     Multi-class models write their labels (0..K-1) instead of 0/255. A ``model`` ending in
     ``.onnx`` (from :func:`export`) runs with ONNX Runtime. ``tta`` and ``threshold`` as in
-    :func:`load_predictor`.
+    :func:`load_predictor`. An image that cannot be read is listed in ``predict.json`` and the
+    others are predicted; a :class:`CovsegError` then says how many failed.
     """
     volumes = [str(item) for item in inputs if is_volume_input(Path(item))]
     if volumes:
@@ -296,13 +297,12 @@ def predict(model: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[st
     _check_outputs(files, out)
     predictor = load_predictor(model, batch_size, tta, threshold)
     started = time.perf_counter()
-    written = []
+    written: list[Path] = []
+    failed: dict[str, str] = {}
     with tqdm(total=len(files), desc="predict", unit="image", leave=False,
               disable=len(files) < 20) as bar:
         for start in range(0, len(files), batch_size):
-            chunk = files[start:start + batch_size]
-            images = [normalize_intensity(read_array(f), predictor.intensity, predictor.window)
-                      for f in chunk]
+            chunk, images = _readable(files[start:start + batch_size], predictor, failed)
             for path, image, labels in zip(chunk, images, predictor.predict_labels(images)):
                 stored = labels * 255 if predictor.num_classes == 2 else labels
                 written.append(write_png(out / output_name(path), stored.astype(np.uint8)))
@@ -311,11 +311,34 @@ def predict(model: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[st
             bar.update(len(chunk))
     write_json(out / PREDICT_RECORD, {
         "covseg_version": version("covseg"), "model": predictor.describe(),
-        "inputs": [str(f) for f in files], "masks": len(written), "overlays": overlay_png,
+        "inputs": [str(f) for f in files], "masks": len(written), "failed": failed,
+        "overlays": overlay_png,
         "mask_values": f"0 background, 255 {'lung' if predictor.target == 'lung' else 'infection'}"
         if predictor.num_classes == 2 else "class labels 0..K-1",
         "seconds": round(time.perf_counter() - started, 3)})
+    if failed:
+        reason = next(iter(failed.values()))
+        raise CovsegError(f"{len(failed)} of {len(files)} images could not be read (first: "
+                          f"{reason}); the other {len(written)} masks are in {out}, and "
+                          f"{out / PREDICT_RECORD} lists the failures")
     return written
+
+
+def _readable(chunk: Sequence[Path], predictor: Predictor, failed: dict[str, str]
+              ) -> tuple[list[Path], list[np.ndarray]]:
+    """The images of ``chunk`` that read, scaled for the model; the others' errors go into
+    ``failed``, so that one bad file does not stop a batch of hundreds (as a failing CT study
+    does not)."""
+    kept, images = [], []
+    for path in chunk:
+        try:
+            images.append(normalize_intensity(read_array(path), predictor.intensity,
+                                              predictor.window))
+        except CovsegError as exc:
+            failed[str(path)] = str(exc)
+            continue
+        kept.append(path)
+    return kept, images
 
 
 def evaluate(pred: str | os.PathLike[str], truth: str | os.PathLike[str],

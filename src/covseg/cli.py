@@ -169,6 +169,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         predictor, lungs = api.load_volume_predictors(args.model or args.onnx, args.lung_model,
                                                       args.batch_size, args.tta, args.threshold)
         return cli_volumes.run_volume_predict(args, predictor, volumes, lungs)
+    cli_volumes.refuse_volume_options(args)
     written = api.predict(args.model or args.onnx, args.inputs, args.out, overlay_png=args.overlay,
                           batch_size=args.batch_size, tta=args.tta, threshold=args.threshold)
     print(f"wrote {len(written)} mask(s) to {args.out}")

@@ -88,25 +88,40 @@ def _fetch_command(args: argparse.Namespace) -> int:
     return 0
 
 
+VOLUME_DEFAULTS: dict[str, Any] = {
+    "hu": "auto", "probabilities": False, "keep_outside_lungs": False,
+    "lung_margin_mm": DEFAULT_LUNG_MARGIN_MM, "html": False, "shard": (0, 1), "lung_model": None}
+"""The options ``covseg predict`` takes for CT volumes only, with their defaults."""
+
+
 def add_volume_predict_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the volume options to ``covseg predict`` (which defines --out, --batch-size, --tta)."""
-    parser.add_argument("--hu", choices=HU_MODES, default="auto",
+    parser.add_argument("--hu", choices=HU_MODES, default=VOLUME_DEFAULTS["hu"],
                         help="volumes in Hounsfield units (yes), 8-bit grey (no, like "
                              "lungmask's --noHU) or detect (auto, default)")
     parser.add_argument("--probabilities", action="store_true",
                         help="also write probabilities.nii.gz (float32) per volume")
     parser.add_argument("--keep-outside-lungs", action="store_true",
                         help="keep infection predicted outside the lungs")
-    parser.add_argument("--lung-margin-mm", type=float, default=DEFAULT_LUNG_MARGIN_MM,
+    parser.add_argument("--lung-margin-mm", type=float, default=VOLUME_DEFAULTS["lung_margin_mm"],
                         metavar="MM",
                         help="infection farther than this from the lungs is removed "
                              f"(default {DEFAULT_LUNG_MARGIN_MM:g})")
     parser.add_argument("--html", action="store_true",
                         help="also write a self-contained report.html per volume")
-    parser.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N",
+    parser.add_argument("--shard", type=_shard, default=VOLUME_DEFAULTS["shard"], metavar="I/N",
                         help="process every N-th volume from the I-th (0-based), by sorted name")
     parser.add_argument("--lung-model", metavar="RUN",
                         help="lung model from `covseg train --target lung` (default: HU threshold)")
+
+
+def refuse_volume_options(args: argparse.Namespace) -> None:
+    """2D images get masks only: a volume option given with them would be silently ignored."""
+    given = [f"--{key.replace('_', '-')}" for key, default in VOLUME_DEFAULTS.items()
+             if getattr(args, key) != default]
+    if given:
+        raise CovsegError(f"{', '.join(given)}: for CT volumes only, and these inputs are 2D "
+                          "images; drop the option, or give NIfTI/DICOM volumes")
 
 
 def _shard(text: str) -> tuple[int, int]:
