@@ -240,6 +240,12 @@ def test_unrecognised_layout(tmp_path: Path) -> None:
         load_dataset(tmp_path)
 
 
+@pytest.mark.parametrize("spec", ["synthetic:-1", "synthetic:abc", "synthetic:", "synthetic:1.5"])
+def test_synthetic_seed_must_be_a_non_negative_integer(spec: str) -> None:
+    with pytest.raises(CovsegError, match="seed must be a non-negative integer"):
+        load_dataset(spec)
+
+
 def test_lung_target_on_data_without_lung_masks_is_refused() -> None:
     """Inf-Net's GT is infection: reading it as lungs would train a lung model on lesions."""
     with pytest.raises(CovsegError, match="infnet data hold no lung masks"):

@@ -354,8 +354,18 @@ def _read_mosmed_3d(root: Path, options: ReadOptions) -> LoadedData:
 def _read_synthetic(spec: str, options: ReadOptions) -> LoadedData:
     from covseg.data.synthetic import synthetic_dataset
 
-    seed = int(spec.split(":", 1)[1]) if ":" in spec else 0
-    return synthetic_dataset(seed=seed, target=options.target)
+    return synthetic_dataset(seed=_synthetic_seed(spec), target=options.target)
+
+
+def _synthetic_seed(spec: str) -> int:
+    """The seed of ``synthetic`` (0) or ``synthetic:SEED``, which must be a non-negative integer."""
+    if ":" not in spec:
+        return 0
+    text = spec.split(":", 1)[1]
+    if not (text.isascii() and text.isdigit()):
+        raise CovsegError(f"{spec}: the generator's seed must be a non-negative integer, "
+                          "e.g. synthetic:3")
+    return int(text)
 
 
 def _loaded(samples: list[Sample], layout: str, root: Path, options: ReadOptions,
