@@ -92,6 +92,21 @@ def test_public_slice_sets_take_a_patients_csv(tmp_path: Path) -> None:
         load_dataset(copy)
 
 
+def test_patients_csv_saved_by_excel_or_with_blanks_after_commas(tmp_path: Path,
+                                                                  synthetic_folder: Path) -> None:
+    copy = tmp_path / "data"
+    shutil.copytree(synthetic_folder, copy)
+    table = copy / "patients.csv"
+    lines = table.read_text(encoding="utf-8").splitlines()
+    spaced = "\n".join(line.replace(",", ", ") for line in lines) + "\n"
+    for text in (spaced, "\ufeff" + "\n".join(lines) + "\n"):
+        table.write_text(text, encoding="utf-8")
+        assert len(load_dataset(copy).patients) == 8
+    table.write_text(f"case_id,patient_id\n{lines[1].split(',')[0]},\n", encoding="utf-8")
+    with pytest.raises(CovsegError, match="line 2 lacks a case_id or a patient_id"):
+        load_dataset(copy)
+
+
 def test_fold_description_says_when_slices_stand_for_patients(synthetic_folder: Path) -> None:
     grouped = load_dataset(synthetic_folder)
     assert make_folds(grouped, 2, 0)[1] == "2-fold, grouped by patient (seed 0)"

@@ -134,16 +134,27 @@ def _pair(images: dict[str, Path], masks: dict[str, Path], where: Path,
 def _read_patients_csv(root: Path) -> dict[str, str]:
     """``root/patients.csv`` (columns case_id, patient_id; a case is a slice's id or file stem)
     as a dict; empty without the file. Public slice sets publish no patient ids, so this is
-    how a user groups them for cross-validation."""
+    how a user groups them for cross-validation. Read as spreadsheets save it: a UTF-8 byte
+    order mark (Excel) is dropped, and blanks around names and values are ignored."""
     table = root / "patients.csv"
     if not table.is_file():
         return {}
-    with table.open(newline="", encoding="utf-8") as handle:
+    with table.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
-        if not {"case_id", "patient_id"} <= set(reader.fieldnames or ()):
+        reader.fieldnames = [name.strip() for name in reader.fieldnames or ()]
+        if not {"case_id", "patient_id"} <= set(reader.fieldnames):
             raise CovsegError(f"{table}: needs the columns case_id,patient_id; "
                               f"found {reader.fieldnames}")
-        return {row["case_id"]: row["patient_id"] for row in reader}
+        return dict(_patient_row(table, reader.line_num, row) for row in reader)
+
+
+def _patient_row(table: Path, line: int, row: dict[str, str | None]) -> tuple[str, str]:
+    """(case id, patient id) of one patients.csv row, stripped; both must be given."""
+    case, patient = ((row.get(key) or "").strip() for key in ("case_id", "patient_id"))
+    if not case or not patient:
+        raise CovsegError(f"{table}: line {line} lacks a case_id or a patient_id; give both "
+                          "on every row")
+    return case, patient
 
 
 def _progress(items: list, desc: str) -> Iterable:
