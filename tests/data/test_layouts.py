@@ -219,6 +219,22 @@ def test_generic_folder_of_nifti_volumes(tmp_path: Path) -> None:
     assert load_dataset(shared("infnet-covid-semiseg")).samples[0].display_flips == (False, False)
 
 
+def test_generic_folder_mixing_slices_and_volumes_reads_both(tmp_path: Path,
+                                                             synthetic_folder: Path) -> None:
+    """Each volume is its own patient; the 2D slices keep their patients.csv grouping."""
+    shutil.copytree(synthetic_folder, tmp_path / "mix")
+    hu, lesions = _hu_volume(slices=3, size=64)
+    _save_nifti(tmp_path / "mix" / "images" / "vol1.nii.gz", hu)
+    _save_nifti(tmp_path / "mix" / "masks" / "vol1_seg.nii.gz", lesions)
+    data = load_dataset(tmp_path / "mix")
+    assert len(data.samples) == 16 + 3 and len(data.patients) == 8 + 1
+    assert [s.patient_id for s in data.samples].count("vol1") == 3
+    _save_png(tmp_path / "mix" / "images" / "vol1_z0001.png", np.zeros((64, 64)))
+    _save_png(tmp_path / "mix" / "masks" / "vol1_z0001.png", np.zeros((64, 64)))
+    with pytest.raises(CovsegError, match="vol1.nii.gz#z1 are both case vol1_z0001; rename"):
+        load_dataset(tmp_path / "mix")
+
+
 def test_splits_never_split_a_patient(synthetic_folder: Path) -> None:
     data = load_dataset(synthetic_folder)
     patient_of = {s.case_id: s.patient_id for s in data.samples}

@@ -9,7 +9,8 @@ Supported layouts (checked in this order):
 - ``infnet``: Inf-Net COVID-SemiSeg ``Imgs/`` + ``GT/`` (binary or multi-class);
 - ``zenodo``: "COVID-19 CT Lung and Infection Segmentation" volumes (Kaggle or Zenodo names);
 - ``mosmed-3d``: MosMedData ``studies/`` + ``masks/`` NIfTI volumes;
-- ``folders``: generic ``images/`` + ``masks/`` with matching stems (2D files or NIfTI volumes).
+- ``folders``: generic ``images/`` + ``masks/`` with matching stems (2D files, NIfTI volumes
+  or both).
 
 Volumes are sliced axially and every slice keeps its study as patient id, so that folds never
 split a patient. A ``patients.csv`` (columns ``case_id,patient_id``) in a 2D folder groups slices.
@@ -240,11 +241,23 @@ def _read_folders(root: Path, options: ReadOptions) -> LoadedData:
     masks = _files(masks_dir, lambda p: is_image_file(p) or is_nifti(p))
     pairs = _pair(images, masks, root)
     volumes = [p for p in pairs if is_nifti(p[1])]
-    if volumes:
-        samples = _read_volume_pairs(volumes, options, "reading volumes")
-    else:
-        samples = _read_2d_pairs(pairs, options, _read_patients_csv(root), "reading slices")
+    slices = [p for p in pairs if not is_nifti(p[1])]
+    samples = _read_volume_pairs(volumes, options, "reading volumes") if volumes else []
+    if slices:
+        samples += _read_2d_pairs(slices, options, _read_patients_csv(root), "reading slices")
+    _check_unique_cases(samples)
     return _loaded(samples, "folders", root, options, synthetic=(root / "SYNTHETIC").exists())
+
+
+def _check_unique_cases(samples: list[Sample]) -> None:
+    """A 2D file named like a volume's slice (``x_z0003.png`` beside ``x.nii.gz``) would make
+    two samples of one case id, which folds and reports tell apart by that id."""
+    seen: dict[str, str] = {}
+    for sample in samples:
+        if sample.case_id in seen:
+            raise CovsegError(f"{sample.source} and {seen[sample.case_id]} are both case "
+                              f"{sample.case_id}; rename one of them")
+        seen[sample.case_id] = sample.source
 
 
 def _read_mosmed_2d(root: Path, options: ReadOptions) -> LoadedData:
