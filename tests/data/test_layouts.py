@@ -140,7 +140,8 @@ def test_medseg_nifti_stacks_in_hu(tmp_path: Path) -> None:
     assert air == pytest.approx((-1000 + 1350) / 1500, abs=0.05)  # lung window [-1350, 150] HU
 
 
-def test_mosmed_2d_uses_its_split_files(tmp_path: Path) -> None:
+def _mosmed_2d(tmp_path: Path) -> Path:
+    """Six slices of three studies, and two folds each holding one study out."""
     hu, lesions = _hu_volume(slices=6)
     names = [f"study_{p:04d}_{k}" for p in (1, 2, 3) for k in (0, 1)]
     for i, name in enumerate(names):
@@ -153,10 +154,26 @@ def test_mosmed_2d_uses_its_split_files(tmp_path: Path) -> None:
         valid = [f"{n}.npy" for n in names if f"_{held:04d}_" in n]
         (tmp_path / f"train_new{k}.txt").write_text("\n".join(train) + "\n")
         (tmp_path / f"valid_new{k}.txt").write_text("\n".join(valid) + "\n")
-    data = load_dataset(tmp_path)
+    return tmp_path
+
+
+def test_mosmed_2d_uses_its_split_files(tmp_path: Path) -> None:
+    data = load_dataset(_mosmed_2d(tmp_path))
     assert data.layout == "mosmed-2d" and len(data.folds) == 2
     assert data.folds[0][1] == ["study_0001_0", "study_0001_1"]
     assert {s.patient_id for s in data.samples} == {"study_0001", "study_0002", "study_0003"}
+
+
+def test_mosmed_2d_split_files_must_name_existing_slices(tmp_path: Path) -> None:
+    """Unknown names were dropped, so a fold could test on nothing and fail after training."""
+    root = _mosmed_2d(tmp_path)
+    (root / "valid_new0.txt").write_text("xx_study_0001_0.npy\nstudy_0001_1.npy\n")
+    with pytest.raises(CovsegError, match=r"valid_new0.txt: 1 of 2 names are no slice in "
+                                          r".*imgs \(e.g. xx_study_0001_0.npy\)"):
+        load_dataset(root)
+    (root / "valid_new0.txt").write_text("\n")
+    with pytest.raises(CovsegError, match="valid_new0.txt: names no slices"):
+        load_dataset(root)
 
 
 def test_zenodo_kaggle_names_with_lung_and_infection(tmp_path: Path) -> None:

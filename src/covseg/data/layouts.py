@@ -272,7 +272,8 @@ def _read_mosmed_2d(root: Path, options: ReadOptions) -> LoadedData:
         valid_list = root / train_list.name.replace("train_new", "valid_new")
         if not valid_list.is_file():
             raise CovsegError(f"{train_list}: its partner {valid_list.name} is missing")
-        folds.append((_read_split(train_list, images), _read_split(valid_list, images)))
+        folds.append((_read_split(train_list, images, images_dir),
+                      _read_split(valid_list, images, images_dir)))
     return _loaded(samples, "mosmed-2d", root, options, folds=folds)
 
 
@@ -287,10 +288,19 @@ def _mosmed_patient(stem: str) -> str:
     return match.group(1) if match else stem
 
 
-def _read_split(path: Path, known: dict[str, Path]) -> list[str]:
+def _read_split(path: Path, known: dict[str, Path], images_dir: Path) -> list[str]:
+    """The slices a split file names; a name with no slice, or no name at all, is refused, as
+    it would train or test a fold on other slices than the file says (or on none)."""
     names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not names:
+        raise CovsegError(f"{path}: names no slices; list one slice file name per line")
     stems = [Path(name).name.split(".")[0] for name in names]
-    return [stem for stem in stems if stem in known]
+    missing = [name for name, stem in zip(names, stems) if stem not in known]
+    if missing:
+        raise CovsegError(f"{path}: {len(missing)} of {len(names)} names are no slice in "
+                          f"{images_dir} (e.g. {missing[0]}); correct the file or restore the "
+                          "slices")
+    return stems
 
 
 def _read_medseg(root: Path, options: ReadOptions) -> LoadedData:
