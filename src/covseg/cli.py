@@ -15,12 +15,15 @@ from typing import Any
 
 from covseg import api, cli_models, cli_volumes
 from covseg.config import MAX_SLICE_PASSES, RECIPE_EPOCHS, TrainConfig
+from covseg.crossval import DEFAULT_FOLDS
 from covseg.data.layouts import TARGETS
 from covseg.errors import CovsegError
 from covseg.losses import LOSSES
 from covseg.transforms import AUGMENTATIONS, INTENSITY_MODES, LUNG_WINDOW
 
 DEFAULTS = TrainConfig()
+FOLDS_HELP = (f"number of folds (default {DEFAULT_FOLDS}; data that ship their own split files, "
+              "MosMed's train_new*.txt, use those, and another count is refused)")
 
 
 def _model_option(text: str) -> tuple[str, Any]:
@@ -221,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cv", help="k-fold cross-validation grouped by patient")
     _add_train_options(p)
-    p.add_argument("--folds", type=int, default=5, help="number of folds (default %(default)s)")
+    p.add_argument("--folds", type=int, help=FOLDS_HELP)
     p.add_argument("--fold", type=int, metavar="K",
                    help="run only fold K (0-based), e.g. one per core with OMP_NUM_THREADS=1")
     p.set_defaults(handler=cmd_cv)
@@ -230,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_options(p, single_model=False)
     p.add_argument("--models", nargs="+", required=True, metavar="NAME[:KEY=VALUE,...]",
                    help="models to compare; the first is the baseline (e.g. unet resunet)")
-    p.add_argument("--folds", type=int, default=5, help="number of folds (default %(default)s)")
+    p.add_argument("--folds", type=int, help=FOLDS_HELP)
     p.set_defaults(handler=cmd_compare)
 
     p = sub.add_parser("predict", help="masks for 2D images (PNG) or CT volumes (NIfTI + report)")

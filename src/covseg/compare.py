@@ -80,7 +80,7 @@ def check_specs(specs: Sequence[str]) -> None:
 
 
 def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
-                   out: str | os.PathLike[str], folds: int = 5, resume: bool = False
+                   out: str | os.PathLike[str], folds: int | None = None, resume: bool = False
                    ) -> dict[str, Any]:
     """Cross-validate every model on identical folds; write comparison.json, .md and box plot.
 
@@ -104,7 +104,7 @@ def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
             row["wilcoxon_vs_baseline"] = paired_wilcoxon(dice_by_model[row["model"]],
                                                           dice_by_model[baseline])
     result = {"data": data.describe(), "synthetic": data.synthetic, "baseline": baseline,
-              "folds": folds, "config": config.to_dict(), "models": rows}
+              "folds": len(summary["per_fold"]), "config": config.to_dict(), "models": rows}
     write_json(out / "comparison.json", result)
     box_plot({spec: list(d.values()) for spec, d in dice_by_model.items()},
              out / "comparison_boxplot.png",
