@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from covseg import api
-from covseg.crossval import DEFAULT_FOLDS, make_folds
+from covseg.crossval import DEFAULT_FOLDS, make_folds, mean_over_folds
 from covseg.data import load_dataset
 from covseg.errors import CovsegError
 
@@ -42,3 +42,17 @@ def test_a_fold_that_tests_no_slices_leaves_its_metrics_undefined(tmp_path: Path
     written = json.loads((tmp_path / "cv" / "summary.json").read_text())
     assert written["per_fold"][1]["dice"] is None
     assert written["mean_std_over_folds"]["dice"]["mean"] == summary["per_fold"][0]["dice"]
+    report = (tmp_path / "cv" / "report.md").read_text()
+    assert "nan" not in report and "| 1 | 0 | – | – |" in report
+    assert f"**{summary['per_fold'][0]['dice']:.3f} (1 of 2 folds)**" in report
+
+
+@pytest.mark.parametrize("stats, text", [
+    ({"mean": 0.5, "std": 0.1, "n": 3}, "0.500 ± 0.100"),
+    ({"mean": 0.5, "std": 0.1, "n": 2}, "0.500 ± 0.100 (2 of 3 folds)"),
+    ({"mean": 0.135, "std": math.nan, "n": 1}, "0.135 (1 of 3 folds)"),
+    ({"mean": math.nan, "std": math.nan, "n": 0}, "–"),
+])
+def test_means_over_folds_say_over_how_many(stats: dict[str, float], text: str) -> None:
+    """A metric undefined in some folds showed nan, or a mean over one fold as ± 0.000."""
+    assert mean_over_folds(stats, 3) == text

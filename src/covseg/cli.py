@@ -15,7 +15,7 @@ from typing import Any
 
 from covseg import api, cli_models, cli_volumes
 from covseg.config import MAX_SLICE_PASSES, RECIPE_EPOCHS, TrainConfig
-from covseg.crossval import DEFAULT_FOLDS
+from covseg.crossval import DEFAULT_FOLDS, mean_over_folds, shown
 from covseg.data.layouts import TARGETS
 from covseg.errors import CovsegError
 from covseg.losses import LOSSES
@@ -143,12 +143,13 @@ def cmd_cv(args: argparse.Namespace) -> int:
     summary = api.cross_validate(args.data, args.out, folds=args.folds, resume=args.resume,
                                  fold=args.fold, **_config(args))
     if args.fold is not None:
-        print(f"fold {args.fold}: Dice {summary['summary']['dice']['mean']:.3f} on "
+        print(f"fold {args.fold}: Dice {shown(summary['summary'].get('dice', {}).get('mean'))} on "
               f"{summary['test_cases']} slices; once every fold is done, the same command without "
               "--fold (and with --resume) writes the summary")
         return 0
-    dice = summary["mean_std_over_folds"]["dice"]
-    print(f"Dice {dice['mean']:.3f} ± {dice['std']:.3f} over folds; report in {args.out}/report.md")
+    folds = len(summary["per_fold"])
+    print(f"Dice {mean_over_folds(summary['mean_std_over_folds']['dice'], folds)} over {folds} "
+          f"folds; report in {args.out}/report.md")
     return 0
 
 
@@ -162,7 +163,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for row in result["models"]:
         test = row.get("wilcoxon_vs_baseline")
         p_value = f", p = {test['p_value']:.3g} vs {result['baseline']}" if test else " (baseline)"
-        print(f"{row['model']}: Dice {row['dice']['mean']:.3f} ± {row['dice']['std']:.3f}{p_value}")
+        print(f"{row['model']}: Dice {mean_over_folds(row['dice'], result['folds'])}{p_value}")
     print(f"report in {args.out}/comparison.md")
     return 0
 
@@ -196,9 +197,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     summary = api.demo(args.out)
-    dice = summary["mean_std_over_folds"]["dice"]
-    print(f"SYNTHETIC demo done in {summary['demo_seconds']:.0f} s: Dice {dice['mean']:.3f} ± "
-          f"{dice['std']:.3f}\n  samples: {args.out}/samples.png\n  report:  {args.out}/cv/report.md"
+    dice = mean_over_folds(summary["mean_std_over_folds"]["dice"], len(summary["per_fold"]))
+    print(f"SYNTHETIC demo done in {summary['demo_seconds']:.0f} s: Dice {dice}"
+          f"\n  samples: {args.out}/samples.png\n  report:  {args.out}/cv/report.md"
           f"\n  box plot: {args.out}/cv/dice_boxplot.png\n  folds:   {args.out}/cv/fold_*/")
     return 0
 

@@ -19,7 +19,7 @@ import numpy as np
 from scipy.stats import wilcoxon
 
 from covseg.config import TrainConfig
-from covseg.crossval import cross_validate
+from covseg.crossval import cross_validate, mean_over_folds
 from covseg.data.layouts import LoadedData
 from covseg.errors import CovsegError
 from covseg.io.atomic import write_json, write_text
@@ -144,7 +144,7 @@ def comparison_markdown(result: dict[str, Any]) -> str:
         delta = f"{test['mean_difference']:+.3f}" if test else "baseline"
         counts = f"{test['cases_better']}/{test['cases_worse']}" if test else ""
         p_value = f"{test['p_value']:.3g}" if test else ""
-        cells = [f"{row[m]['mean']:.3f} ± {row[m]['std']:.3f}"
+        cells = [mean_over_folds(row[m], result["folds"])
                  for m in ("dice", "iou", "sensitivity", "precision", "hd95")]
         lines.append(f"| {row['model']} | " + " | ".join(cells) + f" | {delta} | {counts} | "
                      f"{p_value} | {row['parameters']:,} | {row['gflops_per_slice']:.1f} | "

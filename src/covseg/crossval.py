@@ -165,8 +165,9 @@ def _summary(config: TrainConfig, data: LoadedData, how: str, per_fold: list[dic
     for key in metric_keys:
         values = np.array([f.get(key, math.nan) for f in per_fold], dtype=float)
         values = values[~np.isnan(values)]
-        across[key] = {"mean": float(values.mean()) if values.size else float("nan"),
-                       "std": float(values.std(ddof=1)) if values.size > 1 else 0.0}
+        across[key] = {"mean": float(values.mean()) if values.size else math.nan,
+                       "std": float(values.std(ddof=1)) if values.size > 1 else math.nan,
+                       "n": int(values.size)}
     return {
         "data": data.describe(), "synthetic": data.synthetic, "folds": how,
         "config": config.to_dict(), "seconds": seconds, "train_seconds": train_seconds,
@@ -174,6 +175,29 @@ def _summary(config: TrainConfig, data: LoadedData, how: str, per_fold: list[dic
         "mean_std_over_folds": across, "pooled_per_case": summarize(rows),
         "empty_mask_rules": EMPTY_MASK_RULES,
     }
+
+
+UNDEFINED = "–"
+"""How reports show a metric that is undefined (see EMPTY_MASK_RULES), instead of nan."""
+UNDEFINED_NOTE = (f"{UNDEFINED}: undefined in that fold (or in every fold); a mean over fewer "
+                  "folds than were run says over how many, and has no ± from a single fold.")
+
+
+def shown(value: float | None) -> str:
+    """A metric to three decimals, or :data:`UNDEFINED` where it is NaN or missing."""
+    return UNDEFINED if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def mean_over_folds(stats: dict[str, float], folds: int) -> str:
+    """``mean ± std`` of a metric over ``folds`` folds; where it is undefined in some folds, over
+    how many it is taken, with no spread from a single fold; :data:`UNDEFINED` in none."""
+    count = stats["n"]
+    text = shown(stats["mean"])
+    if count >= 2:
+        text += f" ± {stats['std']:.3f}"
+    if 0 < count < folds:
+        text += f" ({count} of {folds} folds)"
+    return text
 
 
 def report_markdown(summary: dict[str, Any]) -> str:
@@ -197,14 +221,13 @@ def report_markdown(summary: dict[str, Any]) -> str:
     ]
     for fold in summary["per_fold"]:
         lines.append(f"| {fold['fold']} | {fold['test_cases']} | "
-                     + " | ".join(f"{fold.get(k, math.nan):.3f}" for k in keys) + " |")
-    across = summary["mean_std_over_folds"]
+                     + " | ".join(shown(fold.get(k)) for k in keys) + " |")
+    across, folds = summary["mean_std_over_folds"], len(summary["per_fold"])
     lines.append("| **mean ± std** | | "
-                 + " | ".join(f"**{across[k]['mean']:.3f} ± {across[k]['std']:.3f}**" for k in keys)
-                 + " |")
+                 + " | ".join(f"**{mean_over_folds(across[k], folds)}**" for k in keys) + " |")
     if extra:
         lines += ["", "Per-class and other metrics (mean ± std over folds):", ""]
-        lines += [f"- {k}: {across[k]['mean']:.3f} ± {across[k]['std']:.3f}" for k in extra]
-    lines += ["", f"Empty masks: {summary['empty_mask_rules']}", "",
+        lines += [f"- {k}: {mean_over_folds(across[k], folds)}" for k in extra]
+    lines += ["", UNDEFINED_NOTE, "", f"Empty masks: {summary['empty_mask_rules']}", "",
               "![per-case Dice](dice_boxplot.png)", ""]
     return "\n".join(lines)
