@@ -232,6 +232,9 @@ def test_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     (("compare", "--models", "unet"), "at least two models"),
     (("train", "--crop-lungs"), "add --lung-guide threshold"),
     (("cv", "--window", "150", "-1350"), "needs LOW < HIGH"),
+    (("train", "--seed", "-5"), "--seed must be a non-negative integer, got -5"),
+    (("cv", "--seed", "-1"), "--seed must be a non-negative integer"),
+    (("compare", "--models", "unet", "miniseg", "--seed", "-1"), "--seed must be a non-negative"),
 ])
 def test_bad_recipe_fails_before_data_are_read(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], fragment: str
@@ -241,6 +244,14 @@ def test_bad_recipe_fails_before_data_are_read(
     code, _, err = _run(capsys, command, str(tmp_path / "missing"), "--out",
                         str(tmp_path / "r"), *options)
     _assert_one_line_error(code, err, fragment)
+    assert not (tmp_path / "r").exists(), "bad options fail before --out is made"
+
+
+def test_bad_synthetic_seed_is_one_line_and_makes_no_out(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "train", "synthetic:abc", "--out", str(tmp_path / "r"))
+    _assert_one_line_error(code, err, "synthetic:abc: the generator's seed must be a non-negative")
+    assert not (tmp_path / "r").exists()
 
 
 def test_an_infection_run_is_refused_as_lung_model(tmp_path: Path, tiny_run: Path,

@@ -122,6 +122,12 @@ def test_mixing_shares_must_lie_in_0_1(tmp_path: Path, synthetic_folder: Path, o
                            progress=False)
 
 
+def test_seed_must_not_be_negative() -> None:
+    """numpy refuses negative seeds with a traceback, after the run folder was made."""
+    with pytest.raises(CovsegError, match="--seed must be a non-negative integer, got -5"):
+        train_module.check_recipe(TrainConfig(**TINY, seed=-5))
+
+
 def test_resume_with_another_recipe_is_refused(tiny_run: Path, synthetic_folder: Path) -> None:
     data = load_dataset(synthetic_folder)
     saved = TrainConfig.from_dict(json.loads((tiny_run / "config.json").read_text())["config"])

@@ -86,9 +86,12 @@ def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str]
 
 
 def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str],
-                   folds: int = 5, resume: bool = False, fold: int | None = None, **config: Any
-                   ) -> dict[str, Any]:
+                   folds: int | None = None, resume: bool = False, fold: int | None = None,
+                   **config: Any) -> dict[str, Any]:
     """k-fold cross-validation grouped by patient (or the data set's split files).
+
+    ``folds`` None: the data set's own split files where it ships them, else 5 folds; a count
+    that differs from the split files' is refused.
 
     ``fold`` runs that fold alone and returns its summary; a later call without it reuses the
     finished folds (``resume=True``) and writes the cross-validation summary.
@@ -100,8 +103,8 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
 
 
 def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str],
-            out: str | os.PathLike[str], folds: int = 5, resume: bool = False, **config: Any
-            ) -> dict[str, Any]:
+            out: str | os.PathLike[str], folds: int | None = None, resume: bool = False,
+            **config: Any) -> dict[str, Any]:
     """Cross-validate ``models`` (first = baseline) on identical folds, with paired tests."""
     from covseg.compare import check_specs, compare_models
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from covseg import api, cli_models, cli_volumes
 from covseg.config import MAX_SLICE_PASSES, RECIPE_EPOCHS, TrainConfig
+from covseg.crossval import DEFAULT_FOLDS, mean_over_folds, shown
 from covseg.data.layouts import TARGETS
 from covseg.errors import CovsegError
 from covseg.losses import LOSSES
@@ -21,6 +22,8 @@ from covseg.models.registry import parse_option_value
 from covseg.transforms import AUGMENTATIONS, INTENSITY_MODES, LUNG_WINDOW
 
 DEFAULTS = TrainConfig()
+FOLDS_HELP = (f"number of folds (default {DEFAULT_FOLDS}; data that ship their own split files, "
+              "MosMed's train_new*.txt, use those, and another count is refused)")
 
 
 def _model_option(text: str) -> tuple[str, Any]:
@@ -137,12 +140,13 @@ def cmd_cv(args: argparse.Namespace) -> int:
     summary = api.cross_validate(args.data, args.out, folds=args.folds, resume=args.resume,
                                  fold=args.fold, **_config(args))
     if args.fold is not None:
-        print(f"fold {args.fold}: Dice {summary['summary']['dice']['mean']:.3f} on "
+        print(f"fold {args.fold}: Dice {shown(summary['summary'].get('dice', {}).get('mean'))} on "
               f"{summary['test_cases']} slices; once every fold is done, the same command without "
               "--fold (and with --resume) writes the summary")
         return 0
-    dice = summary["mean_std_over_folds"]["dice"]
-    print(f"Dice {dice['mean']:.3f} ± {dice['std']:.3f} over folds; report in {args.out}/report.md")
+    folds = len(summary["per_fold"])
+    print(f"Dice {mean_over_folds(summary['mean_std_over_folds']['dice'], folds)} over {folds} "
+          f"folds; report in {args.out}/report.md")
     return 0
 
 
@@ -156,7 +160,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for row in result["models"]:
         test = row.get("wilcoxon_vs_baseline")
         p_value = f", p = {test['p_value']:.3g} vs {result['baseline']}" if test else " (baseline)"
-        print(f"{row['model']}: Dice {row['dice']['mean']:.3f} ± {row['dice']['std']:.3f}{p_value}")
+        print(f"{row['model']}: Dice {mean_over_folds(row['dice'], result['folds'])}{p_value}")
     print(f"report in {args.out}/comparison.md")
     return 0
 
@@ -191,9 +195,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     summary = api.demo(args.out)
-    dice = summary["mean_std_over_folds"]["dice"]
-    print(f"SYNTHETIC demo done in {summary['demo_seconds']:.0f} s: Dice {dice['mean']:.3f} ± "
-          f"{dice['std']:.3f}\n  samples: {args.out}/samples.png\n  report:  {args.out}/cv/report.md"
+    dice = mean_over_folds(summary["mean_std_over_folds"]["dice"], len(summary["per_fold"]))
+    print(f"SYNTHETIC demo done in {summary['demo_seconds']:.0f} s: Dice {dice}"
+          f"\n  samples: {args.out}/samples.png\n  report:  {args.out}/cv/report.md"
           f"\n  box plot: {args.out}/cv/dice_boxplot.png\n  folds:   {args.out}/cv/fold_*/")
     return 0
 
@@ -227,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cv", help="k-fold cross-validation grouped by patient")
     _add_train_options(p)
-    p.add_argument("--folds", type=int, default=5, help="number of folds (default %(default)s)")
+    p.add_argument("--folds", type=int, help=FOLDS_HELP)
     p.add_argument("--fold", type=int, metavar="K",
                    help="run only fold K (0-based), e.g. one per core with OMP_NUM_THREADS=1")
     p.set_defaults(handler=cmd_cv)
@@ -236,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_options(p, single_model=False)
     p.add_argument("--models", nargs="+", required=True, metavar="NAME[:KEY=VALUE,...]",
                    help="models to compare; the first is the baseline (e.g. unet resunet)")
-    p.add_argument("--folds", type=int, default=5, help="number of folds (default %(default)s)")
+    p.add_argument("--folds", type=int, help=FOLDS_HELP)
     p.set_defaults(handler=cmd_compare)
 
     p = sub.add_parser("predict", help="masks for 2D images (PNG) or CT volumes (NIfTI + report)")

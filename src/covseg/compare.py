@@ -19,7 +19,7 @@ import numpy as np
 from scipy.stats import wilcoxon
 
 from covseg.config import TrainConfig
-from covseg.crossval import cross_validate
+from covseg.crossval import cross_validate, mean_over_folds
 from covseg.data.layouts import LoadedData
 from covseg.errors import CovsegError
 from covseg.io.atomic import write_json, write_text
@@ -74,7 +74,7 @@ def check_specs(specs: Sequence[str]) -> None:
 
 
 def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
-                   out: str | os.PathLike[str], folds: int = 5, resume: bool = False
+                   out: str | os.PathLike[str], folds: int | None = None, resume: bool = False
                    ) -> dict[str, Any]:
     """Cross-validate every model on identical folds; write comparison.json, .md and box plot.
 
@@ -98,7 +98,7 @@ def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
             row["wilcoxon_vs_baseline"] = paired_wilcoxon(dice_by_model[row["model"]],
                                                           dice_by_model[baseline])
     result = {"data": data.describe(), "synthetic": data.synthetic, "baseline": baseline,
-              "folds": folds, "config": _shared_recipe(config), "models": rows}
+              "folds": len(summary["per_fold"]), "config": _shared_recipe(config), "models": rows}
     write_json(out / "comparison.json", result)
     box_plot({spec: list(d.values()) for spec, d in dice_by_model.items()},
              out / "comparison_boxplot.png",
@@ -143,7 +143,7 @@ def comparison_markdown(result: dict[str, Any]) -> str:
         delta = f"{test['mean_difference']:+.3f}" if test else "baseline"
         counts = f"{test['cases_better']}/{test['cases_worse']}" if test else ""
         p_value = f"{test['p_value']:.3g}" if test else ""
-        cells = [f"{row[m]['mean']:.3f} ± {row[m]['std']:.3f}"
+        cells = [mean_over_folds(row[m], result["folds"])
                  for m in ("dice", "iou", "sensitivity", "precision", "hd95")]
         lines.append(f"| {row['model']} | " + " | ".join(cells) + f" | {delta} | {counts} | "
                      f"{p_value} | {row['parameters']:,} | {row['gflops_per_slice']:.1f} | "

@@ -24,12 +24,22 @@ from covseg.train import train
 from covseg.viz import box_plot
 
 REPORT_METRICS = METRICS
+DEFAULT_FOLDS = 5
+"""Folds of a data set that ships no split files of its own, unless ``folds`` is given."""
 
 
-def make_folds(data: LoadedData, folds: int, seed: int) -> tuple[list[tuple[list[str], list[str]]], str]:
-    """The data set's own split files when it has them, else patient-grouped k-fold."""
+def make_folds(data: LoadedData, folds: int | None, seed: int
+               ) -> tuple[list[tuple[list[str], list[str]]], str]:
+    """The data set's own split files when it has them, else patient-grouped k-fold
+    (``folds`` None: :data:`DEFAULT_FOLDS`). A fold count that contradicts the split files is
+    refused rather than silently replaced by theirs."""
     if data.folds:
+        if folds is not None and folds != len(data.folds):
+            raise CovsegError(f"{data.root} ships its own {len(data.folds)} folds (split files "
+                              f"train_new*.txt / valid_new*.txt), which cv uses; pass --folds "
+                              f"{len(data.folds)} or leave --folds out")
         return data.folds, f"the data set's own {len(data.folds)} split files"
+    folds = DEFAULT_FOLDS if folds is None else folds
     if len(data.patients) < len(data.samples):
         how = f"{folds}-fold, grouped by patient (seed {seed})"
     else:
@@ -78,7 +88,7 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
 
 
 def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
-                        folds: int, fold: int, resume: bool = False) -> dict[str, Any]:
+                        folds: int | None, fold: int, resume: bool = False) -> dict[str, Any]:
     """Run fold ``fold`` alone into ``out/fold_k``, exactly as :func:`cross_validate` would (same
     split and seed), so that folds can run side by side; return its summary."""
     splits, _ = make_folds(data, folds, config.seed)
@@ -98,14 +108,14 @@ def _split_fold(config: TrainConfig, data: LoadedData, out: Path,
 
 
 def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
-                   folds: int = 5, resume: bool = False) -> dict[str, Any]:
+                   folds: int | None = None, resume: bool = False) -> dict[str, Any]:
     """Run every fold into ``out/fold_k``; write summary.json, per_case.csv, report.md, dice_boxplot.png.
 
     Completed folds are kept, so an interrupted run continues where it stopped when resumed.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     splits, how = make_folds(data, folds, config.seed)
+    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     per_fold: list[dict[str, Any]] = []
     all_rows: list[dict[str, Any]] = []
@@ -115,7 +125,7 @@ def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike
         seconds, epochs = _fold_training(out / f"fold_{k}")
         train_seconds += seconds
         per_fold.append({"fold": k, "train_cases": len(train_cases), "test_cases": len(test_cases),
-                         "epochs": epochs, **{m: s["mean"] for m, s in summarize(rows).items()}})
+                         "epochs": epochs, **_fold_means(rows)})
         all_rows.extend({"fold": k, **row} for row in rows)
     summary = _summary(config, data, how, per_fold, all_rows, time.perf_counter() - started,
                        train_seconds)
@@ -126,6 +136,13 @@ def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike
              out / "dice_boxplot.png", title=_title(config, data))
     write_text(out / "report.md", report_markdown(summary))
     return summary
+
+
+def _fold_means(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """A fold's mean of every metric; the report's metrics are NaN (undefined) in a fold that
+    tested no slices, so that the summary and the report never lack them."""
+    return dict.fromkeys(REPORT_METRICS, math.nan) | {
+        metric: stats["mean"] for metric, stats in summarize(rows).items()}
 
 
 def _fold_training(fold_dir: Path) -> tuple[float, int]:
@@ -142,14 +159,15 @@ def _title(config: TrainConfig, data: LoadedData) -> str:
 
 def _summary(config: TrainConfig, data: LoadedData, how: str, per_fold: list[dict[str, Any]],
              rows: list[dict[str, Any]], seconds: float, train_seconds: float) -> dict[str, Any]:
-    metric_keys = [k for k in per_fold[0]
+    metric_keys = [k for k in dict.fromkeys(key for fold in per_fold for key in fold)
                    if k not in ("fold", "train_cases", "test_cases", "epochs")]
     across = {}
     for key in metric_keys:
-        values = np.array([f[key] for f in per_fold], dtype=float)
+        values = np.array([f.get(key, math.nan) for f in per_fold], dtype=float)
         values = values[~np.isnan(values)]
-        across[key] = {"mean": float(values.mean()) if values.size else float("nan"),
-                       "std": float(values.std(ddof=1)) if values.size > 1 else 0.0}
+        across[key] = {"mean": float(values.mean()) if values.size else math.nan,
+                       "std": float(values.std(ddof=1)) if values.size > 1 else math.nan,
+                       "n": int(values.size)}
     return {
         "data": data.describe(), "synthetic": data.synthetic, "folds": how,
         "config": config.to_dict(), "seconds": seconds, "train_seconds": train_seconds,
@@ -157,6 +175,29 @@ def _summary(config: TrainConfig, data: LoadedData, how: str, per_fold: list[dic
         "mean_std_over_folds": across, "pooled_per_case": summarize(rows),
         "empty_mask_rules": EMPTY_MASK_RULES,
     }
+
+
+UNDEFINED = "–"
+"""How reports show a metric that is undefined (see EMPTY_MASK_RULES), instead of nan."""
+UNDEFINED_NOTE = (f"{UNDEFINED}: undefined in that fold (or in every fold); a mean over fewer "
+                  "folds than were run says over how many, and has no ± from a single fold.")
+
+
+def shown(value: float | None) -> str:
+    """A metric to three decimals, or :data:`UNDEFINED` where it is NaN or missing."""
+    return UNDEFINED if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def mean_over_folds(stats: dict[str, float], folds: int) -> str:
+    """``mean ± std`` of a metric over ``folds`` folds; where it is undefined in some folds, over
+    how many it is taken, with no spread from a single fold; :data:`UNDEFINED` in none."""
+    count = stats["n"]
+    text = shown(stats["mean"])
+    if count >= 2:
+        text += f" ± {stats['std']:.3f}"
+    if 0 < count < folds:
+        text += f" ({count} of {folds} folds)"
+    return text
 
 
 def report_markdown(summary: dict[str, Any]) -> str:
@@ -180,14 +221,13 @@ def report_markdown(summary: dict[str, Any]) -> str:
     ]
     for fold in summary["per_fold"]:
         lines.append(f"| {fold['fold']} | {fold['test_cases']} | "
-                     + " | ".join(f"{fold[k]:.3f}" for k in keys) + " |")
-    across = summary["mean_std_over_folds"]
+                     + " | ".join(shown(fold.get(k)) for k in keys) + " |")
+    across, folds = summary["mean_std_over_folds"], len(summary["per_fold"])
     lines.append("| **mean ± std** | | "
-                 + " | ".join(f"**{across[k]['mean']:.3f} ± {across[k]['std']:.3f}**" for k in keys)
-                 + " |")
+                 + " | ".join(f"**{mean_over_folds(across[k], folds)}**" for k in keys) + " |")
     if extra:
         lines += ["", "Per-class and other metrics (mean ± std over folds):", ""]
-        lines += [f"- {k}: {across[k]['mean']:.3f} ± {across[k]['std']:.3f}" for k in extra]
-    lines += ["", f"Empty masks: {summary['empty_mask_rules']}", "",
+        lines += [f"- {k}: {mean_over_folds(across[k], folds)}" for k in extra]
+    lines += ["", UNDEFINED_NOTE, "", f"Empty masks: {summary['empty_mask_rules']}", "",
               "![per-case Dice](dice_boxplot.png)", ""]
     return "\n".join(lines)

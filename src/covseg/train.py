@@ -235,6 +235,8 @@ def check_recipe(config: TrainConfig) -> None:
     if guide is not None and guide.source != THRESHOLD:
         require_lung_model(Predictor.load(guide.source))
     check_threshold(config.threshold)
+    if config.seed < 0:
+        raise CovsegError(f"--seed must be a non-negative integer, got {config.seed}")
     if not 0 <= config.cutmix <= 1:
         raise CovsegError(f"--cutmix must lie in [0, 1], got {config.cutmix}")
     if not 0 <= config.lesion_paste <= 1:

@@ -92,6 +92,21 @@ def test_public_slice_sets_take_a_patients_csv(tmp_path: Path) -> None:
         load_dataset(copy)
 
 
+def test_patients_csv_saved_by_excel_or_with_blanks_after_commas(tmp_path: Path,
+                                                                  synthetic_folder: Path) -> None:
+    copy = tmp_path / "data"
+    shutil.copytree(synthetic_folder, copy)
+    table = copy / "patients.csv"
+    lines = table.read_text(encoding="utf-8").splitlines()
+    spaced = "\n".join(line.replace(",", ", ") for line in lines) + "\n"
+    for text in (spaced, "\ufeff" + "\n".join(lines) + "\n"):
+        table.write_text(text, encoding="utf-8")
+        assert len(load_dataset(copy).patients) == 8
+    table.write_text(f"case_id,patient_id\n{lines[1].split(',')[0]},\n", encoding="utf-8")
+    with pytest.raises(CovsegError, match="line 2 lacks a case_id or a patient_id"):
+        load_dataset(copy)
+
+
 def test_fold_description_says_when_slices_stand_for_patients(synthetic_folder: Path) -> None:
     grouped = load_dataset(synthetic_folder)
     assert make_folds(grouped, 2, 0)[1] == "2-fold, grouped by patient (seed 0)"
@@ -125,7 +140,8 @@ def test_medseg_nifti_stacks_in_hu(tmp_path: Path) -> None:
     assert air == pytest.approx((-1000 + 1350) / 1500, abs=0.05)  # lung window [-1350, 150] HU
 
 
-def test_mosmed_2d_uses_its_split_files(tmp_path: Path) -> None:
+def _mosmed_2d(tmp_path: Path) -> Path:
+    """Six slices of three studies, and two folds each holding one study out."""
     hu, lesions = _hu_volume(slices=6)
     names = [f"study_{p:04d}_{k}" for p in (1, 2, 3) for k in (0, 1)]
     for i, name in enumerate(names):
@@ -138,10 +154,26 @@ def test_mosmed_2d_uses_its_split_files(tmp_path: Path) -> None:
         valid = [f"{n}.npy" for n in names if f"_{held:04d}_" in n]
         (tmp_path / f"train_new{k}.txt").write_text("\n".join(train) + "\n")
         (tmp_path / f"valid_new{k}.txt").write_text("\n".join(valid) + "\n")
-    data = load_dataset(tmp_path)
+    return tmp_path
+
+
+def test_mosmed_2d_uses_its_split_files(tmp_path: Path) -> None:
+    data = load_dataset(_mosmed_2d(tmp_path))
     assert data.layout == "mosmed-2d" and len(data.folds) == 2
     assert data.folds[0][1] == ["study_0001_0", "study_0001_1"]
     assert {s.patient_id for s in data.samples} == {"study_0001", "study_0002", "study_0003"}
+
+
+def test_mosmed_2d_split_files_must_name_existing_slices(tmp_path: Path) -> None:
+    """Unknown names were dropped, so a fold could test on nothing and fail after training."""
+    root = _mosmed_2d(tmp_path)
+    (root / "valid_new0.txt").write_text("xx_study_0001_0.npy\nstudy_0001_1.npy\n")
+    with pytest.raises(CovsegError, match=r"valid_new0.txt: 1 of 2 names are no slice in "
+                                          r".*imgs \(e.g. xx_study_0001_0.npy\)"):
+        load_dataset(root)
+    (root / "valid_new0.txt").write_text("\n")
+    with pytest.raises(CovsegError, match="valid_new0.txt: names no slices"):
+        load_dataset(root)
 
 
 def test_zenodo_kaggle_names_with_lung_and_infection(tmp_path: Path) -> None:
@@ -204,6 +236,22 @@ def test_generic_folder_of_nifti_volumes(tmp_path: Path) -> None:
     assert load_dataset(shared("infnet-covid-semiseg")).samples[0].display_flips == (False, False)
 
 
+def test_generic_folder_mixing_slices_and_volumes_reads_both(tmp_path: Path,
+                                                             synthetic_folder: Path) -> None:
+    """Each volume is its own patient; the 2D slices keep their patients.csv grouping."""
+    shutil.copytree(synthetic_folder, tmp_path / "mix")
+    hu, lesions = _hu_volume(slices=3, size=64)
+    _save_nifti(tmp_path / "mix" / "images" / "vol1.nii.gz", hu)
+    _save_nifti(tmp_path / "mix" / "masks" / "vol1_seg.nii.gz", lesions)
+    data = load_dataset(tmp_path / "mix")
+    assert len(data.samples) == 16 + 3 and len(data.patients) == 8 + 1
+    assert [s.patient_id for s in data.samples].count("vol1") == 3
+    _save_png(tmp_path / "mix" / "images" / "vol1_z0001.png", np.zeros((64, 64)))
+    _save_png(tmp_path / "mix" / "masks" / "vol1_z0001.png", np.zeros((64, 64)))
+    with pytest.raises(CovsegError, match="vol1.nii.gz#z1 are both case vol1_z0001; rename"):
+        load_dataset(tmp_path / "mix")
+
+
 def test_splits_never_split_a_patient(synthetic_folder: Path) -> None:
     data = load_dataset(synthetic_folder)
     patient_of = {s.case_id: s.patient_id for s in data.samples}
@@ -238,6 +286,12 @@ def test_unrecognised_layout(tmp_path: Path) -> None:
     (tmp_path / "random").mkdir()
     with pytest.raises(CovsegError, match="unrecognised data layout"):
         load_dataset(tmp_path)
+
+
+@pytest.mark.parametrize("spec", ["synthetic:-1", "synthetic:abc", "synthetic:", "synthetic:1.5"])
+def test_synthetic_seed_must_be_a_non_negative_integer(spec: str) -> None:
+    with pytest.raises(CovsegError, match="seed must be a non-negative integer"):
+        load_dataset(spec)
 
 
 def test_lung_target_on_data_without_lung_masks_is_refused() -> None:

@@ -9,7 +9,8 @@ Supported layouts (checked in this order):
 - ``infnet``: Inf-Net COVID-SemiSeg ``Imgs/`` + ``GT/`` (binary or multi-class);
 - ``zenodo``: "COVID-19 CT Lung and Infection Segmentation" volumes (Kaggle or Zenodo names);
 - ``mosmed-3d``: MosMedData ``studies/`` + ``masks/`` NIfTI volumes;
-- ``folders``: generic ``images/`` + ``masks/`` with matching stems (2D files or NIfTI volumes).
+- ``folders``: generic ``images/`` + ``masks/`` with matching stems (2D files, NIfTI volumes
+  or both).
 
 Volumes are sliced axially and every slice keeps its study as patient id, so that folds never
 split a patient. A ``patients.csv`` (columns ``case_id,patient_id``) in a 2D folder groups slices.
@@ -134,16 +135,27 @@ def _pair(images: dict[str, Path], masks: dict[str, Path], where: Path,
 def _read_patients_csv(root: Path) -> dict[str, str]:
     """``root/patients.csv`` (columns case_id, patient_id; a case is a slice's id or file stem)
     as a dict; empty without the file. Public slice sets publish no patient ids, so this is
-    how a user groups them for cross-validation."""
+    how a user groups them for cross-validation. Read as spreadsheets save it: a UTF-8 byte
+    order mark (Excel) is dropped, and blanks around names and values are ignored."""
     table = root / "patients.csv"
     if not table.is_file():
         return {}
-    with table.open(newline="", encoding="utf-8") as handle:
+    with table.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
-        if not {"case_id", "patient_id"} <= set(reader.fieldnames or ()):
+        reader.fieldnames = [name.strip() for name in reader.fieldnames or ()]
+        if not {"case_id", "patient_id"} <= set(reader.fieldnames):
             raise CovsegError(f"{table}: needs the columns case_id,patient_id; "
                               f"found {reader.fieldnames}")
-        return {row["case_id"]: row["patient_id"] for row in reader}
+        return dict(_patient_row(table, reader.line_num, row) for row in reader)
+
+
+def _patient_row(table: Path, line: int, row: dict[str, str | None]) -> tuple[str, str]:
+    """(case id, patient id) of one patients.csv row, stripped; both must be given."""
+    case, patient = ((row.get(key) or "").strip() for key in ("case_id", "patient_id"))
+    if not case or not patient:
+        raise CovsegError(f"{table}: line {line} lacks a case_id or a patient_id; give both "
+                          "on every row")
+    return case, patient
 
 
 def _progress(items: list, desc: str) -> Iterable:
@@ -229,11 +241,23 @@ def _read_folders(root: Path, options: ReadOptions) -> LoadedData:
     masks = _files(masks_dir, lambda p: is_image_file(p) or is_nifti(p))
     pairs = _pair(images, masks, root)
     volumes = [p for p in pairs if is_nifti(p[1])]
-    if volumes:
-        samples = _read_volume_pairs(volumes, options, "reading volumes")
-    else:
-        samples = _read_2d_pairs(pairs, options, _read_patients_csv(root), "reading slices")
+    slices = [p for p in pairs if not is_nifti(p[1])]
+    samples = _read_volume_pairs(volumes, options, "reading volumes") if volumes else []
+    if slices:
+        samples += _read_2d_pairs(slices, options, _read_patients_csv(root), "reading slices")
+    _check_unique_cases(samples)
     return _loaded(samples, "folders", root, options, synthetic=(root / "SYNTHETIC").exists())
+
+
+def _check_unique_cases(samples: list[Sample]) -> None:
+    """A 2D file named like a volume's slice (``x_z0003.png`` beside ``x.nii.gz``) would make
+    two samples of one case id, which folds and reports tell apart by that id."""
+    seen: dict[str, str] = {}
+    for sample in samples:
+        if sample.case_id in seen:
+            raise CovsegError(f"{sample.source} and {seen[sample.case_id]} are both case "
+                              f"{sample.case_id}; rename one of them")
+        seen[sample.case_id] = sample.source
 
 
 def _read_mosmed_2d(root: Path, options: ReadOptions) -> LoadedData:
@@ -248,7 +272,8 @@ def _read_mosmed_2d(root: Path, options: ReadOptions) -> LoadedData:
         valid_list = root / train_list.name.replace("train_new", "valid_new")
         if not valid_list.is_file():
             raise CovsegError(f"{train_list}: its partner {valid_list.name} is missing")
-        folds.append((_read_split(train_list, images), _read_split(valid_list, images)))
+        folds.append((_read_split(train_list, images, images_dir),
+                      _read_split(valid_list, images, images_dir)))
     return _loaded(samples, "mosmed-2d", root, options, folds=folds)
 
 
@@ -263,10 +288,19 @@ def _mosmed_patient(stem: str) -> str:
     return match.group(1) if match else stem
 
 
-def _read_split(path: Path, known: dict[str, Path]) -> list[str]:
+def _read_split(path: Path, known: dict[str, Path], images_dir: Path) -> list[str]:
+    """The slices a split file names; a name with no slice, or no name at all, is refused, as
+    it would train or test a fold on other slices than the file says (or on none)."""
     names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not names:
+        raise CovsegError(f"{path}: names no slices; list one slice file name per line")
     stems = [Path(name).name.split(".")[0] for name in names]
-    return [stem for stem in stems if stem in known]
+    missing = [name for name, stem in zip(names, stems) if stem not in known]
+    if missing:
+        raise CovsegError(f"{path}: {len(missing)} of {len(names)} names are no slice in "
+                          f"{images_dir} (e.g. {missing[0]}); correct the file or restore the "
+                          "slices")
+    return stems
 
 
 def _read_medseg(root: Path, options: ReadOptions) -> LoadedData:
@@ -354,8 +388,18 @@ def _read_mosmed_3d(root: Path, options: ReadOptions) -> LoadedData:
 def _read_synthetic(spec: str, options: ReadOptions) -> LoadedData:
     from covseg.data.synthetic import synthetic_dataset
 
-    seed = int(spec.split(":", 1)[1]) if ":" in spec else 0
-    return synthetic_dataset(seed=seed, target=options.target)
+    return synthetic_dataset(seed=_synthetic_seed(spec), target=options.target)
+
+
+def _synthetic_seed(spec: str) -> int:
+    """The seed of ``synthetic`` (0) or ``synthetic:SEED``, which must be a non-negative integer."""
+    if ":" not in spec:
+        return 0
+    text = spec.split(":", 1)[1]
+    if not (text.isascii() and text.isdigit()):
+        raise CovsegError(f"{spec}: the generator's seed must be a non-negative integer, "
+                          "e.g. synthetic:3")
+    return int(text)
 
 
 def _loaded(samples: list[Sample], layout: str, root: Path, options: ReadOptions,
