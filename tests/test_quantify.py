@@ -192,6 +192,23 @@ def test_batch_goes_on_past_failures_skips_done_and_shards(tmp_path: Path) -> No
     assert {r["study"] for r in read_rows(merged.summary)} == set(rows)
 
 
+def test_fractional_masks_fail_their_study(tmp_path: Path) -> None:
+    """A probability map given as the lesion mask or as --lungs fails its study with the
+    reason, instead of reading as 0 mL; the batch goes on."""
+    _, good, _ = synthetic_study(tmp_path / "in", "good")
+    grid = nib.load(str(good))
+    rng = np.random.default_rng(0)
+    soft = rng.uniform(0.33, 0.6, grid.shape).astype(np.float32)
+    nib.save(nib.Nifti1Image(soft, grid.affine), str(good.with_name("soft_mask.nii.gz")))
+    result = quantify_batch([good.parent], tmp_path / "out")
+    assert (result.done, result.failed) == (1, 1)
+    error = {r["study"]: r["error"] for r in read_rows(result.summary)}["soft"]
+    assert "soft_mask.nii.gz: holds fractional values (0.33..0.6), not labels" in error
+    nib.save(nib.Nifti1Image(soft, grid.affine), str(tmp_path / "lungs.nii.gz"))
+    with pytest.raises(CovsegError, match=r"lungs\.nii\.gz: holds fractional values"):
+        quantify_study(good, tmp_path / "out2", lungs=tmp_path / "lungs.nii.gz")
+
+
 def test_masks_are_named_and_matched_by_their_scan(tmp_path: Path) -> None:
     """``x_mask.nii.gz`` is study ``x``; Zenodo's mask ``coronacases_001`` finds its CT
     ``coronacases_org_001`` in an ``--image`` folder (Kaggle's names)."""
