@@ -361,6 +361,18 @@ def test_predict_never_overwrites_inputs_or_its_own_masks(
     assert not (tmp_path / "masks").exists()
 
 
+def test_visualize_out_must_be_a_png_file(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                         synthetic_folder: Path) -> None:
+    (tmp_path / "d").mkdir()
+    code, _, err = _run(capsys, "visualize", str(synthetic_folder), "--out", str(tmp_path / "d"))
+    _assert_one_line_error(code, err, f"{tmp_path / 'd'}: is a folder; pass the PNG grid file")
+    (tmp_path / "notes.txt").write_text("keep me")
+    code, _, err = _run(capsys, "visualize", str(synthetic_folder), "--out",
+                        str(tmp_path / "notes.txt"))
+    _assert_one_line_error(code, err, "must end in .png")
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
 def test_empty_data_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()

@@ -31,3 +31,16 @@ def test_missing_onnx_is_a_one_line_cli_error(monkeypatch: pytest.MonkeyPatch, t
     assert main(["export", "--model", str(tiny_run), "--out", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "covseg[onnx]" in err and "Traceback" not in err
+
+
+def test_out_must_be_an_onnx_file(tmp_path: Path, tiny_run: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A text file or a folder given as --out is refused and left as it was."""
+    (tmp_path / "f").write_text("x\n")
+    (tmp_path / "d").mkdir()
+    for out, fragment in (("f", "must end in .onnx"), ("d", "is a folder")):
+        assert main(["export", "--model", str(tiny_run), "--out", str(tmp_path / out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{tmp_path / out}: " in err and fragment in err, err
+        assert ".tmp" not in err
+    assert (tmp_path / "f").read_text() == "x\n" and not list((tmp_path / "d").iterdir())

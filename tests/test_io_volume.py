@@ -173,6 +173,22 @@ def test_nan_voxels_are_refused(tmp_path: Path) -> None:
         read_volume(save(tmp_path / "nan.nii.gz", data))
 
 
+def test_labels_are_read_whole_and_fractions_refused(tmp_path: Path) -> None:
+    """Read as labels (an integer dtype), a probability map is refused, not truncated to 0;
+    integer-valued floats and scaled integer labels are fine."""
+    probabilities = np.zeros((8, 8, 2), dtype=np.float32)
+    probabilities[2:4, 2:4, 1] = [[0.33, 0.6], [0.5, 0.45]]
+    with pytest.raises(CovsegError, match=r"p\.nii\.gz: holds fractional values \(0\.33\.\.0\.6\), "
+                                          r"not labels: threshold it"):
+        read_nifti(save(tmp_path / "p.nii.gz", probabilities), dtype=np.int16)
+    labels = read_nifti(save(tmp_path / "l.nii.gz", np.ceil(probabilities)), dtype=np.int16)
+    assert labels.array.sum() == 4 and labels.array.dtype == np.int16
+    scaled = nib.Nifti1Image(np.full((2, 2, 2), 255, dtype=np.uint8), np.eye(4))
+    scaled.header.set_slope_inter(1 / 255, 0.0)
+    nib.save(scaled, str(tmp_path / "s.nii.gz"))
+    assert (read_nifti(tmp_path / "s.nii.gz", dtype=np.int16).array == 1).all()
+
+
 def test_wrong_voxel_types_are_refused(tmp_path: Path) -> None:
     complex_path = save(tmp_path / "complex.nii.gz", np.zeros((8, 8, 4), dtype=np.complex64))
     with pytest.raises(CovsegError, match="complex"):

@@ -202,6 +202,9 @@ def test_weights_file_not_a_state_dict(tmp_path: Path) -> None:
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
     with pytest.raises(CovsegError, match="cannot read weights"):
         build_model("unet++", encoder="resnet18", weights=str(tmp_path / "junk.pt"))
+    (tmp_path / "text.pt").write_text("junk\n")  # torch.load raises a bare KeyError for this one
+    with pytest.raises(CovsegError, match="not a readable PyTorch file"):
+        build_model("unet++", encoder="resnet18", weights=str(tmp_path / "text.pt"))
 
 
 def test_smp_encoder_loads_imagenet_style_file(tmp_path: Path) -> None:

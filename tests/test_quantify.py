@@ -163,6 +163,26 @@ def test_quantify_study_with_threshold_lungs_writes_reports(tmp_path: Path) -> N
     assert given["inputs"]["lung_source"] == "mask"
 
 
+def test_covsegs_own_lungs_are_used_as_labelled(tmp_path: Path) -> None:
+    """predict's lungs.nii.gz keeps its labels (a hole stays a hole); another lung mask is any
+    non-zero voxel, split into sides again (holes filled)."""
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    grid = nib.load(str(mask))
+    lungs = np.zeros(grid.shape, dtype=np.uint8)
+    lungs[10:28, 10:38, 1:5] = 2  # patient left (x small in RAS)
+    lungs[36:54, 10:38, 1:5] = 1
+    lungs[44:46, 20:22, 2] = 0  # a hole in the right lung
+    for name in ("lungs.nii.gz", "other_lungs.nii.gz"):
+        nib.save(nib.Nifti1Image(lungs, grid.affine), str(tmp_path / name))
+    own = quantify_study(mask, tmp_path / "own", lungs=tmp_path / "lungs.nii.gz")
+    voxel_ml = 0.7 * 0.7 * 5.0 / 1000
+    assert own["right_lung"]["lung_ml"] == pytest.approx((lungs == 1).sum() * voxel_ml)
+    assert own["left_lung"]["lung_ml"] == pytest.approx((lungs == 2).sum() * voxel_ml)
+    other = quantify_study(mask, tmp_path / "other", lungs=tmp_path / "other_lungs.nii.gz")
+    assert other["right_lung"]["lung_ml"] == pytest.approx(
+        own["right_lung"]["lung_ml"] + 4 * voxel_ml)
+
+
 def test_batch_goes_on_past_failures_skips_done_and_shards(tmp_path: Path) -> None:
     _, good, lesion_ml = synthetic_study(tmp_path / "in", "good")
     _, other, _ = synthetic_study(tmp_path / "in", "other")
@@ -190,6 +210,23 @@ def test_batch_goes_on_past_failures_skips_done_and_shards(tmp_path: Path) -> No
     merged = quantify_batch([masks], tmp_path / "sharded")  # after the shards: the whole summary
     assert merged.done == 0 and merged.summary.name == "summary.csv"
     assert {r["study"] for r in read_rows(merged.summary)} == set(rows)
+
+
+def test_fractional_masks_fail_their_study(tmp_path: Path) -> None:
+    """A probability map given as the lesion mask or as --lungs fails its study with the
+    reason, instead of reading as 0 mL; the batch goes on."""
+    _, good, _ = synthetic_study(tmp_path / "in", "good")
+    grid = nib.load(str(good))
+    rng = np.random.default_rng(0)
+    soft = rng.uniform(0.33, 0.6, grid.shape).astype(np.float32)
+    nib.save(nib.Nifti1Image(soft, grid.affine), str(good.with_name("soft_mask.nii.gz")))
+    result = quantify_batch([good.parent], tmp_path / "out")
+    assert (result.done, result.failed) == (1, 1)
+    error = {r["study"]: r["error"] for r in read_rows(result.summary)}["soft"]
+    assert "soft_mask.nii.gz: holds fractional values (0.33..0.6), not labels" in error
+    nib.save(nib.Nifti1Image(soft, grid.affine), str(tmp_path / "lungs.nii.gz"))
+    with pytest.raises(CovsegError, match=r"lungs\.nii\.gz: holds fractional values"):
+        quantify_study(good, tmp_path / "out2", lungs=tmp_path / "lungs.nii.gz")
 
 
 def test_masks_are_named_and_matched_by_their_scan(tmp_path: Path) -> None:

@@ -285,6 +285,29 @@ def test_prediction_folder_is_quantified_again_as_it_is(tmp_path: Path) -> None:
             assert after["inputs"]["lungs"].endswith(f"{name}/lungs.nii.gz")
 
 
+@pytest.mark.parametrize("scan", ["chest", "dicom", "nifti"])
+def test_quantify_of_a_prediction_folder_gives_predicts_numbers(tmp_path: Path,
+                                                                 scan: str) -> None:
+    """Every figure, both lungs included: the lungs.nii.gz beside the infection is used as it
+    is (splitting it again filled holes and moved voxels between the lungs)."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    if scan == "chest":
+        chest_nifti(inputs / "chest.nii.gz")
+    else:
+        for source in DICOMS if scan == "dicom" else [CT]:
+            shutil.copy(source if source.is_file() else pytest.skip(f"no {source}"), inputs)
+    predict_batch(BandPredictor([(-500, -100)]), [inputs], tmp_path / "pred")
+    assert quantify_batch([tmp_path / "pred"], tmp_path / "again").done == 1
+    study = next(p.name for p in (tmp_path / "pred").iterdir() if p.is_dir())
+    before = json.loads((tmp_path / "pred" / study / "quantification.json").read_text())
+    after = json.loads((tmp_path / "again" / study / "quantification.json").read_text())
+    for key in ("study", "right_lung", "left_lung", "spacing_mm", "voxel_ml"):
+        assert after[key] == before[key], key
+    assert (tmp_path / "pred" / study / "quantification.csv").read_text() == \
+        (tmp_path / "again" / study / "quantification.csv").read_text()
+
+
 def test_predicting_into_the_input_folder_can_be_run_again(tmp_path: Path) -> None:
     """The study folders it wrote beside the volumes are not taken for DICOM series next time."""
     chest_nifti(tmp_path / "alpha.nii.gz")

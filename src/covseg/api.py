@@ -24,7 +24,7 @@ from covseg.data.splits import check_fold_count
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_folders
 from covseg.infer import Predictor, output_name
-from covseg.io.atomic import write_json
+from covseg.io.atomic import output_file, write_json
 from covseg.io.image import is_image_file, read_array, write_png
 from covseg.io.volume import (
     Volume,
@@ -65,6 +65,7 @@ def _load(data: str | os.PathLike[str] | LoadedData, config: TrainConfig) -> Loa
 def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str], n: int = 8,
               target: str = "infection", seed: int = 0) -> Path:
     """A PNG grid of ``n`` samples (lesion-bearing ones first), image beside image + mask."""
+    out = output_file(out, ".png", "PNG grid")
     loaded = data if isinstance(data, LoadedData) else load_dataset(data, target)
     rng = np.random.default_rng(seed)
     order = sorted(range(len(loaded.samples)),

@@ -15,6 +15,7 @@ from torch import nn
 from covseg.errors import CovsegError
 from covseg.io.atomic import atomic_path
 from covseg.models import build_model
+from covseg.models.pretrained import torch_load_failure
 
 FORMAT = "covseg-checkpoint"
 VERSION = 1
@@ -43,8 +44,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001  torch.load raises many types (KeyError, UnpicklingError...)
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CovsegError(f"{path}: not a covseg checkpoint ({first_line})") from None
+        raise CovsegError(f"{path}: not a covseg checkpoint ({torch_load_failure(exc)}); "
+                          "pass a run folder from `covseg train` or its best.pt") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CovsegError(f"{path}: not a covseg checkpoint (no covseg header)")
     if payload.get("version", 0) > VERSION:

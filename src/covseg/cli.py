@@ -190,6 +190,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     dice = result["summary"]["dice"]
     print(f"{result['cases']} cases, Dice {dice['mean']:.3f} ± {dice['std']:.3f}; wrote "
           f"{', '.join(result['files'].values())}")
+    if result["classes_note"]:
+        print(f"note: {result['classes_note']}")
     return 0
 
 

@@ -39,7 +39,8 @@ def add_quantify_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "plus summary.csv.")
     parser.add_argument("masks", nargs="+", type=Path, metavar="MASK",
                         help="lesion mask NIfTI files or folders of them, or a `covseg predict` "
-                             "output folder (its lungs.nii.gz are used unless --lungs is given)")
+                             "output folder (its lungs.nii.gz are used as labelled unless --lungs "
+                             "is given)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--lungs", type=Path,
                         help="lung mask NIfTI, or a folder of them named like the masks "

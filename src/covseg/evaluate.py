@@ -20,7 +20,7 @@ from covseg.io.atomic import write_json, write_text
 from covseg.io.image import case_key, is_image_file, mask_to_labels, read_mask
 from covseg.io.volume import is_nifti, nifti_stem, read_nifti
 from covseg.metrics import EMPTY_MASK_RULES, case_metrics, summarize
-from covseg.quantify import predicted_mask, study_name
+from covseg.quantify import MONTAGE_PNG, predicted_mask, study_name
 from covseg.viz import box_plot
 
 
@@ -59,6 +59,8 @@ def _case_name(path: Path) -> str | None:
     ``infection.nii.gz`` is the mask), both as :func:`case_key` pairs them: without a trailing
     ``_mask``/``_seg``, and Zenodo CT names without their ``_org``.
     """
+    if _is_covseg_picture(path):
+        return None
     if is_image_file(path):
         return case_key(path.stem)
     if predicted_mask(path):
@@ -66,6 +68,16 @@ def _case_name(path: Path) -> str | None:
     if is_nifti(path) and not path.name.startswith("."):
         return case_key(nifti_stem(path))
     return None
+
+
+def _is_covseg_picture(path: Path) -> bool:
+    """covseg's own pictures in an output folder, not masks: a study's montage, and the chart
+    of a batch (summary.png beside its summary.csv). Folders such as overlays/ are skipped as
+    every folder that is not a predict study folder."""
+    if path.name == MONTAGE_PNG:
+        return True
+    return (path.suffix == ".png" and path.stem.startswith("summary")
+            and path.with_suffix(".csv").is_file())
 
 
 def _mask_files(folder: Path, role: str) -> dict[str, Path]:
@@ -108,8 +120,9 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     plot, ``out``.png.
 
     2D masks are matched by file stem; NIfTI volumes (or ``covseg predict`` study folders) by
-    study name, and scored in 3D with HD95 in mm from the truth's voxel spacing. Masks with
-    labels above 1 in either folder are evaluated per class as well. Files are read twice
+    study name, and scored in 3D with HD95 in mm from the truth's voxel spacing. When both
+    folders hold labels above 1 they are evaluated per class as well; when only one does,
+    as binary, with a ``classes_note`` saying so. Files are read twice
     (labels, then metrics) so that volumes are never all in memory at once.
     """
     preds = _mask_files(Path(pred_dir), "prediction")
@@ -117,11 +130,11 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     common = sorted(set(preds) & set(truths))
     if not common:
         raise CovsegError(f"{pred_dir} and {truth_dir} share no case names; name masks alike")
-    highest = 1
+    pred_top, truth_top = 1, 1
     for stem in tqdm(common, desc="reading labels", unit="case", leave=False):
         pred, truth, _ = _read_pair(stem, preds[stem], truths[stem])
-        highest = max(highest, int(pred.max()), int(truth.max()))
-    num_classes = highest + 1
+        pred_top, truth_top = max(pred_top, int(pred.max())), max(truth_top, int(truth.max()))
+    num_classes = max(pred_top, truth_top) + 1 if min(pred_top, truth_top) > 1 else 2
     rows = []
     for stem in tqdm(common, desc="evaluating", unit="case", leave=False):
         pred, truth, spacing = _read_pair(stem, preds[stem], truths[stem])
@@ -132,7 +145,8 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
         "prediction_dir": str(pred_dir), "truth_dir": str(truth_dir), "cases": len(rows),
         "unmatched_predictions": sorted(set(preds) - set(truths)),
         "unmatched_truths": sorted(set(truths) - set(preds)),
-        "num_classes": num_classes, "empty_mask_rules": EMPTY_MASK_RULES,
+        "num_classes": num_classes, "classes_note": _classes_note(pred_top, truth_top),
+        "empty_mask_rules": EMPTY_MASK_RULES,
         "hd95_unit": "mm (3D, NIfTI volumes)" if volumes == len(rows) else
         "pixels (2D slices)" if volumes == 0 else "mm for NIfTI volumes, pixels for 2D slices",
         "summary": summarize(rows), "per_case": rows,
@@ -146,6 +160,15 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
                  f"{Path(truth_dir).name}")
     write_json(files["json"], result)
     return result
+
+
+def _classes_note(pred_top: int, truth_top: int) -> str | None:
+    """Why a multi-class side was scored as binary: only labels both sides use are compared
+    per class, so a binary prediction's pixels are never all counted as the first class."""
+    if (pred_top > 1) == (truth_top > 1):
+        return None
+    return (f"the prediction holds labels 0..{pred_top}, the truth 0..{truth_top}: scored as "
+            "binary (infection = any label > 0), no per-class metrics")
 
 
 PLOTTED_METRICS = ("dice", "iou", "sensitivity", "precision")

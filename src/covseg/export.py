@@ -18,7 +18,7 @@ import torch
 
 from covseg.checkpoint import load_checkpoint, model_from_checkpoint
 from covseg.errors import CovsegError
-from covseg.io.atomic import atomic_path
+from covseg.io.atomic import atomic_path, output_file
 
 META_KEY = "covseg"
 OPSET = 17
@@ -35,6 +35,7 @@ def _onnx_module(name: str) -> Any:
 
 def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
     """Export a run's best model to ONNX with a dynamic batch axis and covseg metadata."""
+    out = output_file(out, ".onnx", "ONNX model")
     onnx = _onnx_module("onnx")
     payload = load_checkpoint(checkpoint)
     meta = payload["meta"]
@@ -50,7 +51,7 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str])
         entry = graph.metadata_props.add()
         entry.key, entry.value = META_KEY, json.dumps(meta)
         onnx.save(graph, str(tmp))
-    return Path(out)
+    return out
 
 
 class OnnxNetwork:

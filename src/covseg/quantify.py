@@ -360,7 +360,7 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
                    multiclass: bool | None = None, html_report: bool = False) -> dict[str, Any]:
     """Quantify one lesion mask NIfTI and write its report folder.
 
-    ``lungs``: a lung mask (any non-zero voxel is lung; sides are recomputed) or a folder holding
+    ``lungs``: a lung mask (see :func:`_lung_labels`) or a folder holding
     one named like the mask; by default the ``lungs.nii.gz`` beside covseg's own
     ``infection.nii.gz``; ``image``: the CT (file, DICOM folder, or folder of NIfTI named like
     the mask), used for the montage and, without ``lungs``, for threshold lungs (grown over the
@@ -380,7 +380,7 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     if lung_path is not None:
         lung_volume = read_nifti(lung_path, dtype=np.int16)
         _check_same_grid(lesions, lung_volume)
-        lung_labels, lung_source = split_lungs(lung_volume.array > 0, lesions.affine), "mask"
+        lung_labels, lung_source = _lung_labels(lung_volume, lung_path), "mask"
     elif ct is not None:
         lung_labels = segment_lungs(hounsfield(ct), ct.affine)
         lesion = lesions.array > 0
@@ -396,6 +396,17 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
                         image=ct.array if ct is not None else None,
                         intensity=ct.intensity if ct is not None else "hu",
                         affine=lesions.affine, html_report=html_report)
+
+
+def _lung_labels(volume: Volume, path: Path) -> np.ndarray:
+    """Lungs as 1 right / 2 left. covseg's own ``lungs.nii.gz`` is used as it is, so that
+    quantifying a predict folder gives predict's numbers (splitting it again fills holes and
+    moves the midline); in any other lung mask any non-zero voxel is lung (0/255, lobe labels)
+    and the sides are recomputed."""
+    labels = volume.array
+    if path.name == LUNGS_NII and (not labels.size or int(labels.max()) <= LEFT_LUNG):
+        return labels.astype(np.uint8)
+    return split_lungs(labels > 0, volume.affine)
 
 
 def _check_same_grid(reference: Volume, other: Volume) -> None:

@@ -14,23 +14,57 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from covseg.errors import CovsegError
+
+
+def output_file(target: str | os.PathLike[str], suffix: str, kind: str) -> Path:
+    """``target`` as a file path ending in ``suffix``, checked before any work: a folder or
+    another ending (a text file, a typo) would otherwise be overwritten with a ``kind``."""
+    target = Path(target)
+    if target.is_dir():
+        raise CovsegError(f"{target}: is a folder; pass the {kind} file to write, "
+                          f"e.g. {target / ('out' + suffix)}")
+    if not target.name.lower().endswith(suffix):
+        raise CovsegError(f"{target}: the {kind} to write must end in {suffix}, "
+                          f"e.g. {target.with_name(target.stem + suffix)}")
+    return target
+
 
 @contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path in the target's folder; rename it onto ``target`` on success."""
+    """Yield a temporary path in the target's folder; rename it onto ``target`` on success.
+
+    Errors name ``target``, never the temporary file, which the user has not heard of.
+    """
     target = Path(target)
+    if target.is_dir():
+        raise CovsegError(f"{target}: is a folder, not a file to write; pick another name")
     target.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(target.suffixes) or ".tmp"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix, dir=target.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix,
+                                        dir=target.parent)
+    except OSError as exc:
+        raise _unwritable(target, exc) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are meant to be shared
         os.replace(tmp, target)
+    except OSError as exc:
+        if str(tmp) not in (str(exc.filename), str(exc.filename2)):
+            raise
+        raise _unwritable(target, exc) from None
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _unwritable(target: Path, exc: OSError) -> CovsegError:
+    """A one-line error for an OS error writing ``target`` (or its temporary file)."""
+    return CovsegError(f"{target}: cannot write it ({exc.strerror or exc}); "
+                       "pick a writable place or another name")
 
 
 def write_text(target: str | os.PathLike[str], text: str) -> Path:

@@ -13,6 +13,11 @@ from covseg.io.atomic import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".npy")
 MAX_LABEL = 15
+MID_GREY = (0.25, 0.75)
+"""Values between these fractions of a mask's maximum are neither background nor foreground."""
+MAX_MID_GREY_SHARE = 0.02
+"""Above this share of mid-grey pixels, a mask with many grey levels is an image (a lossy JPEG
+mask has well under 1 %, a CT slice 40-60 %)."""
 MASK_NAME_SUFFIXES = ("_mask", "_seg")
 """Endings that mark a file as the mask of the image with the rest of its name (``x_mask``)."""
 
@@ -66,14 +71,28 @@ def mask_to_labels(array: np.ndarray, source: str | os.PathLike[str] = "mask") -
     """Turn a stored mask into integer labels 0..K.
 
     Label maps (values 0..15, e.g. MedSeg palettes or Inf-Net multi-class GT) are kept;
-    0/255 masks and lossy (JPEG) masks are thresholded at half their maximum to 0/1.
+    0/255 masks and lossy (JPEG) masks are thresholded at half their maximum to 0/1. An image
+    (a CT slice, a photo) is refused: thresholding it would score a picture as a mask.
     """
     values = np.unique(array)
     if values.size and values.min() < 0:
         raise CovsegError(f"{source}: mask has negative values; expected labels 0..K or 0/255")
     if values.size and values.max() <= MAX_LABEL and np.all(np.equal(np.mod(values, 1), 0)):
         return array.astype(np.uint8)
+    _check_two_levels(array, values, source)
     return (array > values.max() / 2).astype(np.uint8)
+
+
+def _check_two_levels(array: np.ndarray, values: np.ndarray, source: str | os.PathLike[str]
+                      ) -> None:
+    """Refuse a grey image given as a 0/255 mask: many grey levels with many pixels between
+    the two ends (a JPEG mask has many levels too, but only near 0 and its maximum)."""
+    top = float(values.max()) if values.size else 0.0
+    mid_grey = float(np.mean((array > MID_GREY[0] * top) & (array < MID_GREY[1] * top)))
+    if values.size > MAX_LABEL + 1 and mid_grey > MAX_MID_GREY_SHARE:
+        raise CovsegError(f"{source}: not a mask but an image ({values.size} grey levels, "
+                          f"{mid_grey:.0%} of pixels mid-grey); pass masks holding labels 0..K "
+                          "or 0/255")
 
 
 def read_mask(path: str | os.PathLike[str]) -> np.ndarray:

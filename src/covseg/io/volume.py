@@ -144,19 +144,34 @@ def _scaled_zyx(raw: np.ndarray, slope: float, inter: float, dtype: np.dtype,
 
     Hand-written rather than ``np.asarray(dataobj, dtype)`` because nibabel scales the whole
     volume at once in float64: 8 bytes per voxel on top of the result for a 1000-slice study.
+    An integer ``dtype`` asks for labels: fractional values (a probability map) are refused,
+    not truncated to 0.
     """
     out = np.empty(raw.shape[::-1], dtype=dtype)
     scaled = (slope, inter) != (1.0, 0.0)
+    fractions: list[float] = []
     for k in range(raw.shape[2]):
         plane = raw[:, :, k].T
         if plane.dtype.kind == "f" and not np.isfinite(plane).all():
             raise CovsegError(f"{source}: the volume holds NaN or infinite values")
         if scaled:
             plane = plane * np.float32(slope) + np.float32(inter)
-            if dtype.kind in "iu":
-                plane = np.rint(plane)
+        if dtype.kind in "iu" and plane.dtype.kind == "f":
+            fractions.extend(_fraction_range(plane))
+            plane = np.rint(plane)
         out[k] = plane
+    if fractions:
+        raise CovsegError(f"{source}: holds fractional values ({min(fractions):.3g}.."
+                          f"{max(fractions):.3g}), not labels: threshold it, or pass a label "
+                          "mask such as covseg predict's infection.nii.gz")
     return out
+
+
+def _fraction_range(plane: np.ndarray) -> list[float]:
+    """The smallest and largest non-integer values of a slice (none when all are integers;
+    float32 rounding of scaled integers, below 1e-3, counts as integer)."""
+    fractional = plane[np.abs(plane - np.rint(plane)) > 1e-3]
+    return [float(fractional.min()), float(fractional.max())] if fractional.size else []
 
 
 def _check_finite(data: np.ndarray, source: str | Path) -> None:

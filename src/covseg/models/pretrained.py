@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -39,13 +38,24 @@ def read_state_dict(path: Path) -> StateDict:
     """Load a state_dict safely (``weights_only=True``); anything else is a one-line error."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
-        raise CovsegError(f"{path}: cannot read weights ({_first_line(exc)})") from None
+    except Exception as exc:  # noqa: BLE001  torch.load raises many types (KeyError, UnpicklingError...)
+        raise CovsegError(f"{path}: cannot read weights ({torch_load_failure(exc)})") from None
     if not isinstance(state, dict) or not all(
         isinstance(value, torch.Tensor) for value in state.values()
     ):
         raise CovsegError(f"{path}: expected a state_dict (a dict of tensors)")
     return dict(state)
+
+
+def torch_load_failure(exc: Exception) -> str:
+    """A short reason of covseg's own for a failed weights-only ``torch.load``.
+
+    PyTorch's message is not passed on: it advises loading with ``weights_only=False``,
+    which runs any code the file holds.
+    """
+    if isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower():
+        return "it holds Python objects besides tensors and plain values"
+    return "not a readable PyTorch file: damaged, or another format"
 
 
 def fit_state_dict(state: StateDict, target: nn.Module) -> StateDict:

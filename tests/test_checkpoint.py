@@ -1,0 +1,30 @@
+"""Checkpoint loading: covseg's own one-line reasons for files it will not load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from covseg.checkpoint import load_checkpoint
+from covseg.errors import CovsegError
+
+
+class _Custom:
+    """A class outside PyTorch's safe list, so a weights-only load refuses it."""
+
+
+@pytest.mark.parametrize("content", ["junk", "object"])
+def test_unloadable_file_gives_covsegs_reason_only(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "fake.pt"
+    if content == "junk":
+        path.write_text("junk\n")
+    else:
+        torch.save({"a": _Custom()}, path)
+    with pytest.raises(CovsegError) as caught:
+        load_checkpoint(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: not a covseg checkpoint (") and "\n" not in message
+    assert "run folder from `covseg train` or its best.pt" in message
+    assert "weights_only" not in message and "False" not in message

@@ -1,0 +1,81 @@
+"""Evaluating folders of masks: what is read as a mask, and mismatched label sets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from covseg.cli import main
+from covseg.errors import CovsegError
+from covseg.evaluate import evaluate_folders
+from tests.conftest import square_mask
+
+
+def _save(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array.astype(np.uint8)).save(path)
+    return path
+
+
+def _multiclass_truth(folder: Path) -> np.ndarray:
+    """Truth with GGO (1) and consolidation (2), as Inf-Net's multi-class GT."""
+    truth = square_mask(32, 4, 4, 12) + 2 * square_mask(32, 18, 18, 8)
+    _save(folder / "a.png", truth)
+    return truth
+
+
+def test_binary_prediction_against_multiclass_truth_is_scored_as_binary(tmp_path: Path) -> None:
+    """A 0/255 prediction is not counted as all ground-glass: the case is scored as
+    infection (any label > 0) only, and the JSON says why."""
+    truth = _multiclass_truth(tmp_path / "truth")
+    _save(tmp_path / "pred" / "a.png", (truth > 0) * 255)
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev.json")
+    assert result["num_classes"] == 2 and result["summary"]["dice"]["mean"] == 1.0
+    assert not any(key.endswith("_dice") for key in result["per_case"][0])
+    assert "scored as binary (infection = any label > 0)" in result["classes_note"]
+    assert json.loads((tmp_path / "ev.json").read_text())["classes_note"] == result["classes_note"]
+    both = evaluate_folders(tmp_path / "truth", tmp_path / "truth", tmp_path / "same.json")
+    assert both["num_classes"] == 3 and both["classes_note"] is None
+
+
+def test_images_given_as_masks_are_refused(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(0)
+    _save(tmp_path / "pred" / "a.png", square_mask(32, 4, 4, 12) * 255)
+    _save(tmp_path / "images" / "a.png", rng.integers(0, 256, (32, 32)))
+    with pytest.raises(CovsegError, match=r"images/a\.png: not a mask but an image \(\d+ grey "
+                                          r"levels, \d+% of pixels mid-grey\)"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "images", tmp_path / "ev.json")
+    code = main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth",
+                 str(tmp_path / "images"), "--out", str(tmp_path / "ev.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "not a mask but an image" in err
+    assert not (tmp_path / "ev.json").exists()
+
+
+def test_lossy_jpeg_masks_are_still_read(tmp_path: Path) -> None:
+    mask = square_mask(64, 10, 10, 30) * 255
+    _save(tmp_path / "truth" / "a.png", mask)
+    Image.fromarray(mask).save(tmp_path / "pred.jpg", quality=50)
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "pred.jpg").rename(tmp_path / "pred" / "a.jpg")
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev.json")
+    assert result["summary"]["dice"]["mean"] == 1.0
+
+
+def test_covsegs_own_pictures_are_not_predictions(tmp_path: Path) -> None:
+    """summary.png (beside summary.csv), montage.png and overlays/ of an output folder."""
+    truth = square_mask(32, 4, 4, 12)
+    _save(tmp_path / "truth" / "a.png", truth)
+    pred = tmp_path / "pred"
+    _save(pred / "a.png", truth * 255)
+    _save(pred / "summary.png", np.full((32, 32, 3), 200))
+    (pred / "summary.csv").write_text("study,status\n")
+    _save(pred / "montage.png", np.full((32, 32), 90))
+    _save(pred / "overlays" / "a.png", np.full((32, 32, 3), 90))
+    result = evaluate_folders(pred, tmp_path / "truth", tmp_path / "ev.json")
+    assert result["cases"] == 1 and result["unmatched_predictions"] == []

@@ -1,0 +1,60 @@
+"""Atomic writes: errors name the user's path, never the temporary file beside it."""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from covseg.errors import CovsegError
+from covseg.io.atomic import atomic_path, output_file, write_text
+
+
+def test_a_folder_in_place_of_the_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    with pytest.raises(CovsegError, match=f"^{tmp_path / 'd'}: is a folder"):
+        write_text(tmp_path / "d", "x")
+    assert not [p for p in (tmp_path / "d").iterdir()] and len(list(tmp_path.iterdir())) == 1
+
+
+def test_an_unwritable_folder_names_the_target(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    def denied(prefix: str, suffix: str, dir: str) -> tuple[int, str]:
+        raise PermissionError(errno.EACCES, "Permission denied", f"{dir}/{prefix}zr5nj1ug{suffix}")
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    target = tmp_path / "m.onnx"
+    with pytest.raises(CovsegError) as caught:
+        write_text(target, "x")
+    assert str(caught.value).startswith(f"{target}: cannot write it (Permission denied)")
+    assert ".m." not in str(caught.value)
+
+
+def test_a_failed_rename_names_the_target_and_leaves_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(source: str, destination: str) -> None:
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(source), str(destination))
+
+    monkeypatch.setattr(os, "replace", refused)
+    refusal = r"out\.png: cannot write it \(Is a directory\)"
+    with pytest.raises(CovsegError, match=refusal), atomic_path(tmp_path / "out.png") as tmp:
+        tmp.write_text("x")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_other_errors_in_the_body_pass_through(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError), atomic_path(tmp_path / "out.txt"):
+        (tmp_path / "missing").read_text()
+
+
+def test_output_file_wants_the_suffix_and_no_folder(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    with pytest.raises(CovsegError, match=r"d: is a folder; pass the ONNX model file to write"):
+        output_file(tmp_path / "d", ".onnx", "ONNX model")
+    with pytest.raises(CovsegError, match=r"f: the ONNX model to write must end in \.onnx, "
+                                          r"e\.g\. .*f\.onnx"):
+        output_file(tmp_path / "f", ".onnx", "ONNX model")
+    assert output_file(tmp_path / "M.ONNX", ".onnx", "ONNX model") == tmp_path / "M.ONNX"
