@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -126,6 +127,18 @@ def test_seed_must_not_be_negative() -> None:
     """numpy refuses negative seeds with a traceback, after the run folder was made."""
     with pytest.raises(CovsegError, match="--seed must be a non-negative integer, got -5"):
         train_module.check_recipe(TrainConfig(**TINY, seed=-5))
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("lr", math.nan, "--lr must lie in"), ("lr", math.inf, "--lr must lie in"),
+    ("lr", 1e300, "--lr must lie in"), ("size", 15, "--size must be at least 32"),
+    ("epochs", 0, "--epochs must be at least 1")])
+def test_numbers_that_would_crash_or_train_nothing_are_refused(option: str, value: float,
+                                                               message: str) -> None:
+    """NaN or huge learning rates trained NaN weights (or crashed inside the optimiser), and a
+    15 px canvas crashed inside the network: refused before the run folder is made."""
+    with pytest.raises(CovsegError, match=message):
+        train_module.check_recipe(TrainConfig(**{**TINY, option: value}))
 
 
 def test_resume_with_another_recipe_is_refused(tiny_run: Path, synthetic_folder: Path) -> None:

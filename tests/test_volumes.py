@@ -400,3 +400,28 @@ def test_segment_in_memory_gives_the_masks_predict_writes(chest, tiny_run: Path,
             covseg.segment(predictor, bad)
     with pytest.raises(CovsegError, match="spacing must be"):
         covseg.segment(predictor, array, spacing=(4.0, 0.0, 0.75))
+
+    loaded = nib.load(str(path))  # built in memory, with a trailing axis: the same labels
+    built = nib.Nifti1Image(np.asarray(loaded.dataobj)[..., None], loaded.affine)
+    np.testing.assert_array_equal(covseg.segment(predictor, built), written[..., None])
+    for bad, message in ((plane > 0, "a slice of type bool"), (plane[:0], "an empty slice"),
+                         (np.full((8, 8), np.nan), "NaN or infinite")):
+        with pytest.raises(CovsegError, match=message):
+            covseg.segment(predictor, bad)
+    with pytest.raises(CovsegError, match="unknown hu value 'maybe'"):
+        covseg.segment(predictor, plane, hu="maybe")
+    sagittal = nib.Nifti1Image(np.asarray(loaded.dataobj).transpose(2, 1, 0).copy(),
+                               loaded.affine[:, [2, 1, 0, 3]])
+    with pytest.raises(CovsegError, match="slices are not axial"):
+        covseg.segment(predictor, sagittal)
+
+
+def test_volumes_stored_sagittally_are_refused(chest, tmp_path: Path) -> None:
+    """Cut along its third axis, a sagittal file gave wrong lungs and CT category silently."""
+    path, _ = chest
+    image = nib.load(str(path))
+    sagittal = tmp_path / "sagittal.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj).transpose(2, 1, 0).copy(),
+                             image.affine[:, [2, 1, 0, 3]]), str(sagittal))
+    with pytest.raises(CovsegError, match="stored with SPL axes, so its slices are not axial"):
+        read_volume(sagittal)

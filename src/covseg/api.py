@@ -27,7 +27,9 @@ from covseg.infer import Predictor, output_name
 from covseg.io.atomic import output_file, write_json
 from covseg.io.image import is_image_file, read_array, write_png
 from covseg.io.volume import (
+    HU_MODES,
     Volume,
+    check_axial,
     detect_volume_intensity,
     is_dicom_file,
     is_nifti,
@@ -231,13 +233,16 @@ def segment(model: str | os.PathLike[str] | Predictor, image: np.ndarray | sitk.
     (z, y, x), nibabel's (x, y, z)): 1 infection (or lung, for a lung model), or the classes
     0..K-1 of a multi-class model.
     """
+    if hu not in HU_MODES:
+        raise CovsegError(f"unknown hu value {hu!r}; choose one of {', '.join(HU_MODES)}")
     predictor = model if isinstance(model, Predictor) else load_predictor(model)
     if isinstance(image, sitk.Image) and image.GetDimension() == 2:
         image = sitk.GetArrayFromImage(image)
     if isinstance(image, np.ndarray) and image.ndim == 2:
-        slice_ = normalize_intensity(image, predictor.intensity, predictor.window)
+        slice_ = normalize_intensity(_checked_slice(image), predictor.intensity, predictor.window)
         return predictor.predict_labels([slice_])[0]
     volume, nibabel_order = _volume_in_memory(image, spacing)
+    check_axial(volume)
     volume.intensity = detect_volume_intensity(volume.array, hu, volume.source)
     lungs = None
     if lung_model is not None:
@@ -247,7 +252,21 @@ def segment(model: str | os.PathLike[str] | Predictor, image: np.ndarray | sitk.
     masks = masks_in_lungs(predictor, volume, labels, lung_predictor=lungs,
                            keep_outside_lungs=keep_outside_lungs, lung_margin_mm=lung_margin_mm,
                            batch_size=predictor.batch_size)
-    return masks.infection.transpose(2, 1, 0) if nibabel_order else masks.infection
+    if nibabel_order:  # back to the image's own (x, y, z[, 1...]) shape
+        return masks.infection.transpose(2, 1, 0).reshape(image.shape)
+    return masks.infection
+
+
+def _checked_slice(image: np.ndarray) -> np.ndarray:
+    """A 2D slice the readers would accept: real numbers, finite, not empty."""
+    if image.dtype.kind not in "iuf":
+        raise CovsegError(f"a slice of type {image.dtype}; give grey values or Hounsfield units "
+                          "as numbers")
+    if image.size == 0:
+        raise CovsegError(f"an empty slice of shape {image.shape}")
+    if image.dtype.kind == "f" and not np.isfinite(image).all():
+        raise CovsegError("the slice holds NaN or infinite values")
+    return image
 
 
 def _volume_in_memory(image: object, spacing: Sequence[float] | None) -> tuple[Volume, bool]:

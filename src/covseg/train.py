@@ -13,6 +13,7 @@ averaged model to ``best.pt``.
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 import os
 import pickle
@@ -245,6 +246,17 @@ def check_recipe(config: TrainConfig) -> None:
         raise CovsegError(f"--ema-decay must lie in [0, 1), got {config.ema_decay}")
     if config.batch_size < 2:
         raise CovsegError("--batch-size must be at least 2 (batch normalisation needs two slices)")
+    if not (math.isfinite(config.lr) and 0 < config.lr <= 1):
+        raise CovsegError(f"--lr must lie in (0, 1], got {config.lr} (the default is 2e-3)")
+    if config.size < MIN_SIZE:
+        raise CovsegError(f"--size must be at least {MIN_SIZE} px (the networks halve it four "
+                          f"times), got {config.size}")
+    if config.epochs is not None and config.epochs < 1:
+        raise CovsegError(f"--epochs must be at least 1, got {config.epochs}")
+
+
+MIN_SIZE = 32
+"""Smallest training canvas: the networks downsample by 16 and need two pixels left there."""
 
 
 def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,

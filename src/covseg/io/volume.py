@@ -104,8 +104,7 @@ def volume_from_nifti(image: nib.Nifti1Image, source: str, dtype: type = np.floa
     """A loaded NIfTI image (from a file or built in memory) -> Volume with (z, y, x) voxels."""
     _check_stored_dtype(np.dtype(image.get_data_dtype()), source)
     try:
-        raw = np.asarray(image.dataobj.get_unscaled())
-        slope, inter = float(image.dataobj.slope), float(image.dataobj.inter)
+        raw, slope, inter = _unscaled(image)
     except NIFTI_ERRORS as exc:
         raise CovsegError(
             f"{source}: cannot read the voxels ({_one_line(exc)}); is the file truncated?"
@@ -113,6 +112,14 @@ def volume_from_nifti(image: nib.Nifti1Image, source: str, dtype: type = np.floa
     raw = _drop_trailing_axes(raw, source)
     data = _scaled_zyx(raw, slope, inter, np.dtype(dtype), source)
     return Volume(data, image.affine, image.header, source)
+
+
+def _unscaled(image: nib.Nifti1Image) -> tuple[np.ndarray, float, float]:
+    """The stored voxels and their scaling; an image built in memory holds the values as they are."""
+    if isinstance(image.dataobj, np.ndarray):
+        return image.dataobj, 1.0, 0.0
+    return (np.asarray(image.dataobj.get_unscaled()), float(image.dataobj.slope),
+            float(image.dataobj.inter))
 
 
 def _check_stored_dtype(dtype: np.dtype, source: str | Path) -> None:
@@ -204,8 +211,20 @@ def read_volume(path: str | os.PathLike[str], hu: str = "auto") -> Volume:
         volume = read_dicom_file(path)
     else:
         raise CovsegError(f"{path}: not a NIfTI file (.nii/.nii.gz), DICOM file or DICOM folder")
+    check_axial(volume)
     volume.intensity = detect_volume_intensity(volume.array, hu, volume.source)
     return volume
+
+
+def check_axial(volume: Volume) -> None:
+    """Refuse a volume whose slices (its third voxel axis) are not axial: the 2D models and the
+    lung finder work on axial slices, and a sagittal or coronal file cut along its third axis
+    gave wrong lungs and a wrong CT category without a word."""
+    codes = "".join(nib.aff2axcodes(volume.affine))
+    if codes[2] not in "SI":
+        raise CovsegError(f"{volume.source}: stored with {codes} axes, so its slices are not "
+                          "axial; reorient it to axial slices first (e.g. nibabel's "
+                          "as_closest_canonical, or fslreorient2std)")
 
 
 def detect_volume_intensity(array: np.ndarray, hu: str, source: str) -> str:
