@@ -424,8 +424,21 @@ def test_bad_numbers_and_empty_input_folder(tmp_path: Path, capsys: pytest.Captu
              str(volume))
     code, _, err = _run(capsys, "predict", str(volume), "--model", str(tiny_run),
                         "--out", str(tmp_path / "v"), "--lung-margin-mm", "-1")
-    _assert_one_line_error(code, err, "--lung-margin-mm must be >= 0")
+    _assert_one_line_error(code, err, "--lung-margin-mm must be a finite number >= 0")
     assert not (tmp_path / "v").exists(), "bad numbers fail before any study is written"
+    code, _, err = _run(capsys, "predict", str(volume), "--model", str(tiny_run),
+                        "--out", str(tmp_path / "v"), "--lung-margin-mm", "nan")
+    _assert_one_line_error(code, err, "--lung-margin-mm must be a finite number >= 0, got nan")
+    with pytest.raises(CovsegError, match="unknown option.s. overlay; CT volumes take"):
+        api.predict_volumes(tiny_run, [volume], tmp_path / "v", overlay=True)
+    with pytest.raises(CovsegError, match="unknown --hu value 'maybe'"):
+        api.predict_volumes(tiny_run, [volume], tmp_path / "v", hu="maybe")
+    code, _, err = _run(capsys, "predict", str(volume), "--model", str(tiny_run),
+                        "--out", str(tmp_path / "v"), "--overlay")
+    _assert_one_line_error(code, err, "--overlay: for 2D images only")
+    assert not (tmp_path / "v").exists()
+    [mask] = api.predict(tiny_run, str(tmp_path / "slice.png"), tmp_path / "one")  # not a list
+    assert mask.name == "slice.png"
     code, _, err = _run(capsys, "visualize", "synthetic", "--out", str(tmp_path / "g.png"),
                         "--n", "0")
     _assert_one_line_error(code, err, "--n must be positive")

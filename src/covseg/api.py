@@ -154,6 +154,12 @@ def _check_outputs(files: Sequence[Path], out: Path) -> None:
                               "pick another --out")
 
 
+def _as_list(inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]
+             ) -> list[str | os.PathLike[str]]:
+    """One path given alone is a list of one (a string would be read character by character)."""
+    return [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
+
+
 def is_volume_input(path: Path) -> bool:
     """NIfTI files, DICOM files and folders holding DICOM series or NIfTI volumes."""
     if path.is_dir():
@@ -211,7 +217,7 @@ def predict_volumes(model: str | os.PathLike[str], inputs: Sequence[str | os.Pat
     ``hu``, ``html``, ``lung_margin_mm``.
     """
     predictor, lungs = load_volume_predictors(model, lung_model, batch_size, tta, threshold)
-    return predict_batch(predictor, inputs, out, shard=shard, batch_size=batch_size,
+    return predict_batch(predictor, _as_list(inputs), out, shard=shard, batch_size=batch_size,
                          lung_predictor=lungs, **options)
 
 
@@ -311,6 +317,7 @@ def predict(model: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[st
     :func:`load_predictor`. An image that cannot be read is listed in ``predict.json`` and the
     others are predicted; a :class:`CovsegError` then says how many failed.
     """
+    inputs = _as_list(inputs)
     volumes = [str(item) for item in inputs if is_volume_input(Path(item))]
     if volumes:
         raise CovsegError(f"{', '.join(volumes)}: CT volumes; predict them with "

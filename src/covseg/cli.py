@@ -170,6 +170,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if volumes:
         if len(volumes) != len(args.inputs):
             raise CovsegError("give either 2D images or CT volumes to one predict call, not both")
+        if args.overlay:
+            raise CovsegError("--overlay: for 2D images only; CT volumes get montage.png with "
+                              "overlays (and report.html with --html)")
         predictor, lungs = api.load_volume_predictors(args.model or args.onnx, args.lung_model,
                                                       args.batch_size, args.tta, args.threshold)
         return cli_volumes.run_volume_predict(args, predictor, volumes, lungs)

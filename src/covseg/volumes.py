@@ -20,10 +20,12 @@ Slice convention (as covseg.io.volume): ``volume.array[k]`` is the k-th axial sl
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from inspect import Parameter, signature
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,6 +34,7 @@ from tqdm import tqdm
 
 from covseg.errors import CovsegError
 from covseg.io.volume import (
+    HU_MODES,
     Volume,
     hounsfield,
     read_volume,
@@ -141,8 +144,8 @@ def _check_options(batch_size: int, lung_margin_mm: float) -> None:
     """Bad numbers fail once, before any study, rather than in every study of a batch."""
     if batch_size < 1:
         raise CovsegError(f"--batch-size must be at least 1, got {batch_size}")
-    if lung_margin_mm < 0:
-        raise CovsegError(f"--lung-margin-mm must be >= 0, got {lung_margin_mm:g}")
+    if not (math.isfinite(lung_margin_mm) and lung_margin_mm >= 0):
+        raise CovsegError(f"--lung-margin-mm must be a finite number >= 0, got {lung_margin_mm:g}")
 
 
 @dataclass
@@ -240,6 +243,11 @@ def _predict_with_probabilities(predictor: SlicePredictor, volume: Volume, out_d
     return labels
 
 
+STUDY_OPTIONS = frozenset(name for name, parameter in signature(predict_study).parameters.items()
+                          if parameter.kind is Parameter.KEYWORD_ONLY)
+"""The keyword options of :func:`predict_study`, which a batch passes on."""
+
+
 def predict_batch(predictor: SlicePredictor, inputs: Sequence[str | os.PathLike[str]],
                   out_dir: str | os.PathLike[str], *, shard: tuple[int, int] = (0, 1),
                   **options: Any) -> BatchResult:
@@ -248,8 +256,15 @@ def predict_batch(predictor: SlicePredictor, inputs: Sequence[str | os.PathLike[
     Done studies are skipped, failures recorded in the summary CSV; ``options`` go to
     :func:`predict_study`.
     """
+    unknown = sorted(set(options) - STUDY_OPTIONS)
+    if unknown:
+        raise CovsegError(f"unknown option(s) {', '.join(unknown)}; CT volumes take "
+                          f"{', '.join(sorted(STUDY_OPTIONS))}")
     _check_options(options.get("batch_size", 8),
                    options.get("lung_margin_mm", DEFAULT_LUNG_MARGIN_MM))
+    if options.get("hu", "auto") not in HU_MODES:
+        raise CovsegError(f"unknown --hu value {options['hu']!r}; choose one of "
+                          f"{', '.join(HU_MODES)}")
     studies = find_studies(inputs, exclude=out_dir)
 
     def process(study: Study, folder: Path) -> dict[str, Any]:
