@@ -16,6 +16,7 @@ import SimpleITK as sitk
 from PIL import Image
 
 from covseg import cli_volumes
+from covseg.api import is_volume_input
 from covseg.cli import build_parser
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_folders
@@ -311,9 +312,15 @@ def test_quantify_of_a_prediction_folder_gives_predicts_numbers(tmp_path: Path,
 def test_predicting_into_the_input_folder_can_be_run_again(tmp_path: Path) -> None:
     """The study folders it wrote beside the volumes are not taken for DICOM series next time."""
     chest_nifti(tmp_path / "alpha.nii.gz")
-    assert predict_batch(BandPredictor([(-400, -200)]), [tmp_path], tmp_path).done == 1
+    chest_nifti(tmp_path / "beta.nii.gz")
+    assert predict_batch(BandPredictor([(-400, -200)]), [tmp_path], tmp_path).done == 2
     again = predict_batch(BandPredictor([(-400, -200)]), [tmp_path], tmp_path)
-    assert (again.done, again.skipped, again.failed) == (0, 1, 0)
+    assert (again.done, again.skipped, again.failed) == (0, 2, 0)
+    assert (tmp_path / "summary.png").is_file() and is_volume_input(tmp_path), \
+        "its own summary.png does not make the folder look like 2D images"
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "preview.png")
+    with pytest.raises(CovsegError, match="holds both 2D images .preview.png.... and CT volumes"):
+        is_volume_input(tmp_path)  # the volumes were skipped silently as a 2D batch
 
 
 @pytest.mark.parametrize(("scan", "truth", "case"), [

@@ -22,7 +22,7 @@ from covseg.crossval import cross_validate_fold
 from covseg.data.layouts import CLASS_NAMES, LoadedData, load_dataset
 from covseg.data.splits import check_fold_count
 from covseg.errors import CovsegError
-from covseg.evaluate import evaluate_folders
+from covseg.evaluate import evaluate_folders, is_covseg_picture
 from covseg.infer import Predictor, output_name
 from covseg.io.atomic import output_file, write_json
 from covseg.io.image import is_image_file, read_array, write_png
@@ -163,10 +163,14 @@ def _as_list(inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]
 def is_volume_input(path: Path) -> bool:
     """NIfTI files, DICOM files and folders holding DICOM series or NIfTI volumes."""
     if path.is_dir():
-        children = list(path.iterdir())
-        if any(is_image_file(c) for c in children):
-            return False
-        return any(is_nifti(c) or is_dicom_file(c) or c.is_dir() for c in children)
+        children = [c for c in path.iterdir() if not is_covseg_picture(c)]
+        images = [c.name for c in children if is_image_file(c)]
+        volumes = [c.name for c in children if is_nifti(c) or is_dicom_file(c)]
+        if images and volumes:
+            raise CovsegError(f"{path}: holds both 2D images ({images[0]}...) and CT volumes "
+                              f"({volumes[0]}...); give them to separate predict calls")
+        return not images and any(is_nifti(c) or is_dicom_file(c) or c.is_dir()
+                                  for c in children)
     return is_nifti(path) or is_dicom_file(path)
 
 

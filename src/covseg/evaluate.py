@@ -59,7 +59,7 @@ def _case_name(path: Path) -> str | None:
     ``infection.nii.gz`` is the mask), both as :func:`case_key` pairs them: without a trailing
     ``_mask``/``_seg``, and Zenodo CT names without their ``_org``.
     """
-    if _is_covseg_picture(path):
+    if is_covseg_picture(path):
         return None
     if is_image_file(path):
         return case_key(path.stem)
@@ -70,7 +70,7 @@ def _case_name(path: Path) -> str | None:
     return None
 
 
-def _is_covseg_picture(path: Path) -> bool:
+def is_covseg_picture(path: Path) -> bool:
     """covseg's own pictures in an output folder, not masks: a study's montage, and the chart
     of a batch (summary.png beside its summary.csv). Folders such as overlays/ are skipped as
     every folder that is not a predict study folder."""
