@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
@@ -79,3 +80,17 @@ def test_covsegs_own_pictures_are_not_predictions(tmp_path: Path) -> None:
     _save(pred / "overlays" / "a.png", np.full((32, 32, 3), 90))
     result = evaluate_folders(pred, tmp_path / "truth", tmp_path / "ev.json")
     assert result["cases"] == 1 and result["unmatched_predictions"] == []
+
+
+def test_volumes_on_different_grids_are_refused(tmp_path: Path) -> None:
+    """Voxel arrays compared as they are would score a mirrored grid 0 and a rotated one 1."""
+    mask = np.zeros((8, 8, 4), dtype=np.uint8)
+    mask[2:5, 3:6, 1:3] = 1
+    affine = np.diag([0.8, 0.8, 5.0, 1.0])
+    for folder, grid in (("pred", affine), ("truth", affine), ("lps", np.diag([-0.8, -0.8, 5, 1]))):
+        (tmp_path / folder).mkdir()
+        nib.save(nib.Nifti1Image(mask, grid), str(tmp_path / folder / "x.nii.gz"))
+    same = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "same.json")
+    assert same["summary"]["dice"]["mean"] == 1.0
+    with pytest.raises(CovsegError, match="different grids .* axes RAS and LPS"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "lps", tmp_path / "other.json")
