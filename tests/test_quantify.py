@@ -300,3 +300,28 @@ def test_find_studies_keeps_nifti_beside_dicom(tmp_path: Path) -> None:
     studies = find_studies([tmp_path])
     assert [(s.name, s.path) for s in studies] == [
         ("scan", tmp_path / "scan.nii.gz"), (tmp_path.name, tmp_path)]
+
+
+def test_rerun_with_other_settings_is_refused(tmp_path: Path) -> None:
+    """Quantifying into a done --out with --lungs or --html added stops before any study (it
+    kept the old numbers); the same settings skip; older outputs without settings are skipped."""
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    grid = nib.load(str(mask))
+    nib.save(nib.Nifti1Image(np.ones(grid.shape, dtype=np.int16), grid.affine),
+             str(tmp_path / "lungs.nii.gz"))
+    out = tmp_path / "out"
+    assert quantify_batch([mask], out).done == 1
+    assert quantify_batch([mask], out).skipped == 1
+    lungs = (tmp_path / "lungs.nii.gz").resolve()
+    with pytest.raises(CovsegError, match=rf"out/case was made with other settings \(html: false "
+                                          rf"-> true; lungs: null -> {lungs}\); pick a new --out"):
+        quantify_batch([mask], out, lungs=tmp_path / "lungs.nii.gz", html_report=True)
+    assert not (out / "case" / "report.html").exists()
+    record = out / "case" / "quantification.json"
+    old = json.loads(record.read_text())
+    assert old["settings"] == {"lungs": None, "image": None, "hu": "auto", "classes": "auto",
+                               "html": False}
+    del old["settings"]
+    record.write_text(json.dumps(old))  # as an older covseg wrote it
+    assert quantify_batch([mask], out, lungs=tmp_path / "lungs.nii.gz").skipped == 1
+
