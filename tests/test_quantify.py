@@ -325,3 +325,11 @@ def test_rerun_with_other_settings_is_refused(tmp_path: Path) -> None:
     record.write_text(json.dumps(old))  # as an older covseg wrote it
     assert quantify_batch([mask], out, lungs=tmp_path / "lungs.nii.gz").skipped == 1
 
+
+def test_missing_image_or_lungs_is_refused_up_front(tmp_path: Path) -> None:
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    for option in ("image", "lungs"):
+        with pytest.raises(CovsegError, match=rf"--{option} .*missing\.nii\.gz: no such file"):
+            quantify_batch([mask], tmp_path / "out", **{option: tmp_path / "missing.nii.gz"})
+    assert not (tmp_path / "out").exists()
+

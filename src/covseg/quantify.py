@@ -351,6 +351,14 @@ def _matching(folder_or_file: Path | None, stem: str) -> Path | None:
     raise CovsegError(f"{folder_or_file}: no NIfTI file named like the mask {stem!r}")
 
 
+def check_inputs_exist(lungs: str | os.PathLike[str] | None,
+                       image: str | os.PathLike[str] | None) -> None:
+    """--lungs and --image must exist: a typo fails once, up front, not in every study."""
+    for option, path in (("--lungs", lungs), ("--image", image)):
+        if path and not Path(path).exists():
+            raise CovsegError(f"{option} {path}: no such file or folder; check the path")
+
+
 def _absolute(path: str | os.PathLike[str] | None) -> str | None:
     return str(Path(path).resolve()) if path else None
 
@@ -383,6 +391,7 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     the mask), used for the montage and, without ``lungs``, for threshold lungs (grown over the
     lesions within the default lung margin).
     """
+    check_inputs_exist(lungs, image)
     mask_path = Path(mask)
     if not is_nifti(mask_path):
         raise CovsegError(f"{mask_path}: lesion masks must be NIfTI files (.nii/.nii.gz)")
@@ -663,6 +672,7 @@ def quantify_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
     A study folder from ``covseg predict`` stands for its ``infection.nii.gz``, so that a
     prediction folder (or its masks, corrected by hand) can be quantified again as it is.
     """
+    check_inputs_exist(lungs, image)
     studies = [_predicted_mask(study)
                for study in find_studies(inputs, exclude=out_dir, masks=True)]
     settings = quantify_settings(lungs=lungs, image=image, hu=hu, multiclass=multiclass,
