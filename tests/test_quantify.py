@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from covseg.errors import CovsegError
-from covseg.io.volume import read_nifti
+from covseg.io.volume import read_nifti, read_volume, write_mask_like
 from covseg.quantify import (
     Study,
     ct_category,
@@ -25,7 +25,7 @@ from covseg.quantify import (
     run_batch,
     select_shard,
 )
-from tests.conftest import SHARED_DATA, shared
+from tests.conftest import SAMPLE_DICOMS, SHARED_DATA, shared
 
 MASKS = SHARED_DATA / "mosmed-masks" / "masks"
 needs_masks = pytest.mark.skipif(not MASKS.is_dir(), reason=f"real data not found: {MASKS}")
@@ -333,3 +333,22 @@ def test_missing_image_or_lungs_is_refused_up_front(tmp_path: Path) -> None:
             quantify_batch([mask], tmp_path / "out", **{option: tmp_path / "missing.nii.gz"})
     assert not (tmp_path / "out").exists()
 
+
+def test_image_may_be_a_dicom_folder(tmp_path: Path) -> None:
+    """--image DICOMFOLDER is that one CT (not a folder of NIfTI to match by name)."""
+    series = tmp_path / "series"
+    series.mkdir()
+    for source in SAMPLE_DICOMS:
+        shutil.copy(shared("ct-samples", source.name), series / source.name)
+    ct = read_volume(series)
+    lesions = np.zeros(ct.array.shape, dtype=np.uint8)
+    lesions[:, 200:210, 150:160] = 1
+    mask = write_mask_like(ct, lesions, tmp_path / "series_mask.nii.gz")
+    result = quantify_batch([mask], tmp_path / "out", image=series)
+    assert (result.done, result.failed) == (1, 0)
+    stored = json.loads((tmp_path / "out" / "series" / "quantification.json").read_text())
+    assert stored["inputs"]["image"] == str(series) and stored["inputs"]["lung_source"] == "threshold"
+    assert stored["study"]["lung_ml"] > 10
+    shutil.copy(mask, tmp_path / "other_mask.nii.gz")
+    with pytest.raises(CovsegError, match="one DICOM series, but 2 masks"):
+        quantify_batch([mask, tmp_path / "other_mask.nii.gz"], tmp_path / "out2", image=series)

@@ -351,6 +351,19 @@ def _matching(folder_or_file: Path | None, stem: str) -> Path | None:
     raise CovsegError(f"{folder_or_file}: no NIfTI file named like the mask {stem!r}")
 
 
+def is_dicom_series(path: Path) -> bool:
+    """A folder of DICOM files and no NIfTI: one CT, not a folder of CTs matched by name."""
+    if not path.is_dir():
+        return False
+    children = list(path.iterdir())
+    return not any(is_nifti(c) for c in children) and any(is_dicom_file(c) for c in children)
+
+
+def _image_for(image: Path | None, stem: str) -> Path | None:
+    """The CT for a mask: a DICOM series folder as it is, else as :func:`_matching` finds it."""
+    return image if image is not None and is_dicom_series(image) else _matching(image, stem)
+
+
 def check_inputs_exist(lungs: str | os.PathLike[str] | None,
                        image: str | os.PathLike[str] | None) -> None:
     """--lungs and --image must exist: a typo fails once, up front, not in every study."""
@@ -398,7 +411,7 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     stem = study_name(mask_path, mask=True)
     lesions = read_nifti(mask_path, dtype=np.int16)
     lung_path = _matching(Path(lungs), stem) if lungs else _sibling_lungs(mask_path)
-    image_path = _matching(Path(image) if image else None, stem)
+    image_path = _image_for(Path(image) if image else None, stem)
     ct = read_volume(image_path, hu) if image_path else None
     if ct is not None:
         _check_same_grid(lesions, ct)
@@ -675,6 +688,10 @@ def quantify_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
     check_inputs_exist(lungs, image)
     studies = [_predicted_mask(study)
                for study in find_studies(inputs, exclude=out_dir, masks=True)]
+    if image and is_dicom_series(Path(image)) and len(studies) > 1:
+        raise CovsegError(f"--image {image} is one DICOM series, but {len(studies)} masks were "
+                          "given; quantify one mask with it, or give a folder of NIfTI named "
+                          "like the masks")
     settings = quantify_settings(lungs=lungs, image=image, hu=hu, multiclass=multiclass,
                                  html_report=html_report)
 
