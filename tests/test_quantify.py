@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from covseg.errors import CovsegError
-from covseg.io.volume import read_nifti
+from covseg.io.volume import read_nifti, read_volume, write_mask_like
 from covseg.quantify import (
     Study,
     ct_category,
@@ -25,7 +25,7 @@ from covseg.quantify import (
     run_batch,
     select_shard,
 )
-from tests.conftest import SHARED_DATA, shared
+from tests.conftest import SAMPLE_DICOMS, SHARED_DATA, shared
 
 MASKS = SHARED_DATA / "mosmed-masks" / "masks"
 needs_masks = pytest.mark.skipif(not MASKS.is_dir(), reason=f"real data not found: {MASKS}")
@@ -300,3 +300,55 @@ def test_find_studies_keeps_nifti_beside_dicom(tmp_path: Path) -> None:
     studies = find_studies([tmp_path])
     assert [(s.name, s.path) for s in studies] == [
         ("scan", tmp_path / "scan.nii.gz"), (tmp_path.name, tmp_path)]
+
+
+def test_rerun_with_other_settings_is_refused(tmp_path: Path) -> None:
+    """Quantifying into a done --out with --lungs or --html added stops before any study (it
+    kept the old numbers); the same settings skip; older outputs without settings are skipped."""
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    grid = nib.load(str(mask))
+    nib.save(nib.Nifti1Image(np.ones(grid.shape, dtype=np.int16), grid.affine),
+             str(tmp_path / "lungs.nii.gz"))
+    out = tmp_path / "out"
+    assert quantify_batch([mask], out).done == 1
+    assert quantify_batch([mask], out).skipped == 1
+    lungs = (tmp_path / "lungs.nii.gz").resolve()
+    with pytest.raises(CovsegError, match=rf"out/case was made with other settings \(html: false "
+                                          rf"-> true; lungs: null -> {lungs}\); pick a new --out"):
+        quantify_batch([mask], out, lungs=tmp_path / "lungs.nii.gz", html_report=True)
+    assert not (out / "case" / "report.html").exists()
+    record = out / "case" / "quantification.json"
+    old = json.loads(record.read_text())
+    assert old["settings"] == {"lungs": None, "image": None, "hu": "auto", "classes": "auto",
+                               "html": False}
+    del old["settings"]
+    record.write_text(json.dumps(old))  # as an older covseg wrote it
+    assert quantify_batch([mask], out, lungs=tmp_path / "lungs.nii.gz").skipped == 1
+
+
+def test_missing_image_or_lungs_is_refused_up_front(tmp_path: Path) -> None:
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    for option in ("image", "lungs"):
+        with pytest.raises(CovsegError, match=rf"--{option} .*missing\.nii\.gz: no such file"):
+            quantify_batch([mask], tmp_path / "out", **{option: tmp_path / "missing.nii.gz"})
+    assert not (tmp_path / "out").exists()
+
+
+def test_image_may_be_a_dicom_folder(tmp_path: Path) -> None:
+    """--image DICOMFOLDER is that one CT (not a folder of NIfTI to match by name)."""
+    series = tmp_path / "series"
+    series.mkdir()
+    for source in SAMPLE_DICOMS:
+        shutil.copy(shared("ct-samples", source.name), series / source.name)
+    ct = read_volume(series)
+    lesions = np.zeros(ct.array.shape, dtype=np.uint8)
+    lesions[:, 200:210, 150:160] = 1
+    mask = write_mask_like(ct, lesions, tmp_path / "series_mask.nii.gz")
+    result = quantify_batch([mask], tmp_path / "out", image=series)
+    assert (result.done, result.failed) == (1, 0)
+    stored = json.loads((tmp_path / "out" / "series" / "quantification.json").read_text())
+    assert stored["inputs"]["image"] == str(series) and stored["inputs"]["lung_source"] == "threshold"
+    assert stored["study"]["lung_ml"] > 10
+    shutil.copy(mask, tmp_path / "other_mask.nii.gz")
+    with pytest.raises(CovsegError, match="one DICOM series, but 2 masks"):
+        quantify_batch([mask, tmp_path / "other_mask.nii.gz"], tmp_path / "out2", image=series)

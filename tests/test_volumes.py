@@ -266,6 +266,41 @@ def test_batch_goes_on_past_bad_inputs_and_skips_done(tmp_path: Path) -> None:
     assert (second.done, second.skipped, second.failed) == (0, 1, len(failing))
 
 
+def test_rerun_with_other_settings_is_refused_before_any_study(tmp_path: Path) -> None:
+    """A done study is skipped only when made with the same settings: another threshold or
+    --html stops the run up front (it kept the old results); older outputs, which record no
+    settings, are skipped as before; shards and the whole run afterwards still skip."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("alpha", "beta"):
+        chest_nifti(inputs / f"{name}.nii.gz")
+    out = tmp_path / "out"
+    halves = [predict_batch(BandPredictor([(-400, -200)]), [inputs], out, shard=(i, 2))
+              for i in (0, 1)]
+    assert [h.done for h in halves] == [1, 1]
+    again = predict_batch(BandPredictor([(-400, -200)]), [inputs], out)
+    assert (again.done, again.skipped) == (0, 2)
+    stricter = BandPredictor([(-400, -200)])
+    stricter.threshold = 0.9
+    with pytest.raises(CovsegError, match=r"alpha was made with other settings \(html: false -> "
+                                          r"true; threshold: 0\.5 -> 0\.9\) \(and 1 more "
+                                          r"studies\); pick a new --out or delete it$"):
+        predict_batch(stricter, [inputs], out, html=True)
+    with pytest.raises(CovsegError, match=r"\(html: false -> true\)"):
+        predict_batch(BandPredictor([(-400, -200)]), [inputs], out, html=True)
+    assert not (out / "alpha" / "report.html").exists()
+    record = out / "alpha" / "quantification.json"
+    old = json.loads(record.read_text())
+    assert old["settings"]["model"] == "band thresholds" and old["settings"]["html"] is False
+    del old["settings"]
+    record.write_text(json.dumps(old))  # as an older covseg wrote it
+    (out / "beta" / "quantification.json").unlink()
+    redone = predict_batch(stricter, [inputs], out)
+    assert (redone.done, redone.skipped) == (1, 1)
+    assert json.loads((out / "beta" / "quantification.json").read_text())[
+        "settings"]["threshold"] == 0.9
+
+
 def test_prediction_folder_is_quantified_again_as_it_is(tmp_path: Path) -> None:
     """``covseg quantify`` on predict's output: each study folder (or its infection.nii.gz,
     named after the folder) with the lungs.nii.gz beside it gives predict's own figures."""

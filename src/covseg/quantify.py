@@ -10,8 +10,9 @@ CT-0 = exactly 0 %; CT-1 = (0, 25); CT-2 = [25, 50); CT-3 = [50, 75); CT-4 = [75
 So 25 % is CT-2 and the smallest lesion inside the lungs makes a study CT-1.
 
 Outputs per study (in its own folder): quantification.json (written last: its presence means
-the study is done), quantification.csv, montage.png, optional report.html. Batch runs write one
-folder per study and a summary CSV rewritten atomically after every study.
+the study is done; it records the settings that shaped the results, so that a rerun with other
+settings is refused rather than skipped), quantification.csv, montage.png, optional report.html.
+Batch runs write one folder per study and a summary CSV rewritten atomically after every study.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ CATEGORY_RULE = (
     "CT-1 = (0, 25) %, CT-2 = [25, 50) %, CT-3 = [50, 75) %, CT-4 = [75, 100] %"
 )
 RESULT_JSON = "quantification.json"
+SETTINGS = "settings"
+"""Key of quantification.json holding the settings that shaped the study's results."""
 INFECTION_NII = "infection.nii.gz"
 LUNGS_NII = "lungs.nii.gz"
 PROBABILITIES_NII = "probabilities.nii.gz"
@@ -348,6 +351,41 @@ def _matching(folder_or_file: Path | None, stem: str) -> Path | None:
     raise CovsegError(f"{folder_or_file}: no NIfTI file named like the mask {stem!r}")
 
 
+def is_dicom_series(path: Path) -> bool:
+    """A folder of DICOM files and no NIfTI: one CT, not a folder of CTs matched by name."""
+    if not path.is_dir():
+        return False
+    children = list(path.iterdir())
+    return not any(is_nifti(c) for c in children) and any(is_dicom_file(c) for c in children)
+
+
+def _image_for(image: Path | None, stem: str) -> Path | None:
+    """The CT for a mask: a DICOM series folder as it is, else as :func:`_matching` finds it."""
+    return image if image is not None and is_dicom_series(image) else _matching(image, stem)
+
+
+def check_inputs_exist(lungs: str | os.PathLike[str] | None,
+                       image: str | os.PathLike[str] | None) -> None:
+    """--lungs and --image must exist: a typo fails once, up front, not in every study."""
+    for option, path in (("--lungs", lungs), ("--image", image)):
+        if path and not Path(path).exists():
+            raise CovsegError(f"{option} {path}: no such file or folder; check the path")
+
+
+def _absolute(path: str | os.PathLike[str] | None) -> str | None:
+    return str(Path(path).resolve()) if path else None
+
+
+def quantify_settings(*, lungs: str | os.PathLike[str] | None = None,
+                      image: str | os.PathLike[str] | None = None, hu: str = "auto",
+                      multiclass: bool | None = None, html_report: bool = False
+                      ) -> dict[str, Any]:
+    """The options that shape a quantify study's results (recorded, compared on reruns)."""
+    classes = {None: "auto", True: "multiclass", False: "binary"}[multiclass]
+    return {"lungs": _absolute(lungs), "image": _absolute(image), "hu": hu, "classes": classes,
+            "html": html_report}
+
+
 def _sibling_lungs(mask: Path) -> Path | None:
     """The ``lungs.nii.gz`` that ``covseg predict`` wrote beside its ``infection.nii.gz``."""
     sibling = mask.with_name(LUNGS_NII)
@@ -366,13 +404,14 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     the mask), used for the montage and, without ``lungs``, for threshold lungs (grown over the
     lesions within the default lung margin).
     """
+    check_inputs_exist(lungs, image)
     mask_path = Path(mask)
     if not is_nifti(mask_path):
         raise CovsegError(f"{mask_path}: lesion masks must be NIfTI files (.nii/.nii.gz)")
     stem = study_name(mask_path, mask=True)
     lesions = read_nifti(mask_path, dtype=np.int16)
     lung_path = _matching(Path(lungs), stem) if lungs else _sibling_lungs(mask_path)
-    image_path = _matching(Path(image) if image else None, stem)
+    image_path = _image_for(Path(image) if image else None, stem)
     ct = read_volume(image_path, hu) if image_path else None
     if ct is not None:
         _check_same_grid(lesions, ct)
@@ -392,6 +431,8 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     result["inputs"] = {"mask": str(mask_path), "lungs": str(lung_path) if lung_path else None,
                         "image": str(image_path) if image_path else None,
                         "lung_source": lung_source}
+    result[SETTINGS] = quantify_settings(lungs=lungs, image=image, hu=hu, multiclass=multiclass,
+                                         html_report=html_report)
     return write_report(out_dir, result, stem, lesions.array, lungs=lung_labels,
                         image=ct.array if ct is not None else None,
                         intensity=ct.intensity if ct is not None else "hu",
@@ -532,18 +573,24 @@ def summary_name(shard: tuple[int, int]) -> str:
 
 def run_batch(studies: Sequence[Study], out_dir: str | os.PathLike[str],
               process: Callable[[Study, Path], dict[str, Any]], *,
-              shard: tuple[int, int] = (0, 1), desc: str = "studies") -> BatchResult:
+              shard: tuple[int, int] = (0, 1), desc: str = "studies",
+              settings: dict[str, Any] | None = None) -> BatchResult:
     """Run ``process(study, out_dir / study.name)`` over this shard's studies.
 
-    Studies whose quantification.json exists are skipped; a failing study is recorded with its
-    error and the run goes on; the summary CSV is rewritten atomically after every study.
+    Studies whose quantification.json exists are skipped; one that records other ``settings``
+    than these (the settings ``process`` records) stops the run before any study; a failing
+    study is recorded with its error and the run goes on; the summary CSV is rewritten
+    atomically after every study.
     """
     out_dir = Path(out_dir)
+    selected = select_shard(studies, shard)
+    if settings is not None:
+        _refuse_other_settings(selected, out_dir, settings)
     summary = out_dir / summary_name(shard)
     rows: list[dict[str, Any]] = []
     counts = {"done": 0, "skipped": 0, "failed": 0}
     write_text(summary, csv_text(rows, SUMMARY_FIELDS))
-    for study in tqdm(select_shard(studies, shard), desc=desc, unit="study"):
+    for study in tqdm(selected, desc=desc, unit="study"):
         folder = out_dir / study.name
         status, result, error = _run_one(study, folder, process)
         counts[status] += 1
@@ -554,6 +601,42 @@ def run_batch(studies: Sequence[Study], out_dir: str | os.PathLike[str],
         severity_chart(quantified, summary.with_suffix(".png"),
                        f"{len(quantified)} studies ({out_dir.name})")
     return BatchResult(summary, counts["done"], counts["skipped"], counts["failed"])
+
+
+def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
+                           settings: dict[str, Any]) -> None:
+    """Skipping a done study made with other settings would keep its old results: refuse.
+    Studies that record no settings (older covseg versions) are skipped as before."""
+    current = json.loads(json.dumps(settings))  # as it will read back from the JSON
+    clashes = []
+    for study in studies:
+        recorded = _recorded_settings(out_dir / study.name / RESULT_JSON)
+        if recorded is not None and recorded != current:
+            clashes.append((out_dir / study.name, changed_settings(recorded, current)))
+    if clashes:
+        folder, changes = clashes[0]
+        more = f" (and {len(clashes) - 1} more studies)" if len(clashes) > 1 else ""
+        raise CovsegError(f"{folder} was made with other settings ({'; '.join(changes)}){more}; "
+                          "pick a new --out or delete it")
+
+
+def _recorded_settings(done: Path) -> dict[str, Any] | None:
+    """The settings a done study records; None when not done, unreadable or unrecorded."""
+    try:
+        recorded = json.loads(done.read_text(encoding="utf-8")).get(SETTINGS)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return recorded if isinstance(recorded, dict) else None
+
+
+def changed_settings(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """'name: old -> new' for every setting that differs."""
+    return [f"{key}: {_shown(recorded.get(key))} -> {_shown(current.get(key))}"
+            for key in sorted(set(recorded) | set(current)) if recorded.get(key) != current.get(key)]
+
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _run_one(study: Study, folder: Path, process: Callable[[Study, Path], dict[str, Any]]
@@ -602,11 +685,18 @@ def quantify_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
     A study folder from ``covseg predict`` stands for its ``infection.nii.gz``, so that a
     prediction folder (or its masks, corrected by hand) can be quantified again as it is.
     """
+    check_inputs_exist(lungs, image)
     studies = [_predicted_mask(study)
                for study in find_studies(inputs, exclude=out_dir, masks=True)]
+    if image and is_dicom_series(Path(image)) and len(studies) > 1:
+        raise CovsegError(f"--image {image} is one DICOM series, but {len(studies)} masks were "
+                          "given; quantify one mask with it, or give a folder of NIfTI named "
+                          "like the masks")
+    settings = quantify_settings(lungs=lungs, image=image, hu=hu, multiclass=multiclass,
+                                 html_report=html_report)
 
     def process(study: Study, folder: Path) -> dict[str, Any]:
         return quantify_study(study.path, folder, lungs=lungs, image=image, hu=hu,
                               multiclass=multiclass, html_report=html_report)
 
-    return run_batch(studies, out_dir, process, shard=shard, desc="quantify")
+    return run_batch(studies, out_dir, process, shard=shard, desc="quantify", settings=settings)

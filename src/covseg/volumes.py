@@ -55,6 +55,7 @@ from covseg.quantify import (
     INFECTION_NII,
     LUNGS_NII,
     PROBABILITIES_NII,
+    SETTINGS,
     BatchResult,
     Study,
     find_studies,
@@ -181,6 +182,20 @@ def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray
     return VolumeMasks(labels, lungs, lung_source, lungs_found)
 
 
+def predict_settings(predictor: SlicePredictor, lung_predictor: SlicePredictor | None = None,
+                     *, probabilities: bool = False, keep_outside_lungs: bool = False,
+                     hu: str = "auto", html: bool = False,
+                     lung_margin_mm: float = DEFAULT_LUNG_MARGIN_MM) -> dict[str, Any]:
+    """The options that shape a predict study's results (recorded, compared on reruns)."""
+    return {
+        "model": predictor.source, "threshold": predictor.threshold, "tta": predictor.tta,
+        "test_flips": list(getattr(predictor, "flips", ())) if predictor.tta else [],
+        "lung_model": lung_predictor.source if lung_predictor is not None else None,
+        "hu": hu, "keep_outside_lungs": keep_outside_lungs, "lung_margin_mm": lung_margin_mm,
+        "probabilities": probabilities, "html": html,
+    }
+
+
 def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
                   out_dir: str | os.PathLike[str], *, batch_size: int = 8,
                   probabilities: bool = False, lung_predictor: SlicePredictor | None = None,
@@ -219,6 +234,9 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
         "outside_lungs_removed": not keep_outside_lungs and lungs_found,
         "lung_margin_mm": lung_margin_mm, "effusion_label": EFFUSION if multiclass else None,
     }
+    result[SETTINGS] = predict_settings(
+        predictor, lung_predictor, probabilities=probabilities,
+        keep_outside_lungs=keep_outside_lungs, hu=hu, html=html, lung_margin_mm=lung_margin_mm)
     return write_report(out_dir, result, study_name(Path(path)), labels, lungs=lungs,
                         image=volume.array, intensity=volume.intensity, affine=volume.affine,
                         html_report=html)
@@ -253,8 +271,8 @@ def predict_batch(predictor: SlicePredictor, inputs: Sequence[str | os.PathLike[
                   **options: Any) -> BatchResult:
     """:func:`predict_study` over NIfTI files / DICOM folders, one sub-folder per study.
 
-    Done studies are skipped, failures recorded in the summary CSV; ``options`` go to
-    :func:`predict_study`.
+    Done studies are skipped (a done study made with other settings stops the run first),
+    failures recorded in the summary CSV; ``options`` go to :func:`predict_study`.
     """
     unknown = sorted(set(options) - STUDY_OPTIONS)
     if unknown:
@@ -266,8 +284,10 @@ def predict_batch(predictor: SlicePredictor, inputs: Sequence[str | os.PathLike[
         raise CovsegError(f"unknown --hu value {options['hu']!r}; choose one of "
                           f"{', '.join(HU_MODES)}")
     studies = find_studies(inputs, exclude=out_dir)
+    settings = predict_settings(predictor, **{k: v for k, v in options.items()
+                                              if k != "batch_size"})
 
     def process(study: Study, folder: Path) -> dict[str, Any]:
         return predict_study(predictor, study.path, folder, **options)
 
-    return run_batch(studies, out_dir, process, shard=shard, desc="predict")
+    return run_batch(studies, out_dir, process, shard=shard, desc="predict", settings=settings)
