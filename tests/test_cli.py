@@ -493,3 +493,13 @@ def test_predict_on_real_nifti_and_dicom_keeps_geometry(
     assert "category" in json.dumps(report)
     assert (tmp_path / "out" / "series" / "infection.nii.gz").is_file()
     assert (tmp_path / "out" / "summary.csv").is_file()
+
+
+def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse printed its whole usage block above the error."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--model", "m", "x.nii.gz", "--out", "o", "--shard", "2/2"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith("covseg predict: error: argument --shard: shard 2/2")
+    assert err.rstrip().endswith("(see `covseg predict -h`)")

@@ -288,9 +288,11 @@ def test_models_command_lists_every_model(capsys: pytest.CaptureFixture[str]) ->
     rows = json.loads(capsys.readouterr().out)
     assert [row["name"] for row in rows] == list(REGISTRY)
     assert all(isinstance(row["parameters"], int) for row in rows)
+    assert rows[[r["name"] for r in rows].index("miniseg")]["options"] == {
+        "width": 1.0, "deep_supervision": False}
     args = parser.parse_args(["models"])
     assert args.handler(args) == 0
-    assert "miniseg" in capsys.readouterr().out
+    assert "options: width=1.0, deep_supervision=false" in capsys.readouterr().out
 
 
 def test_a_model_whose_package_is_missing_fails_before_data_are_read(

@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from covseg import api, cli_models, cli_volumes
 from covseg.config import MAX_SLICE_PASSES, RECIPE_EPOCHS, TrainConfig
@@ -214,6 +214,11 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **{"allow_abbrev": False, **kwargs})
 
+    def error(self, message: str) -> NoReturn:
+        """One line, as covseg's own errors, with where to find the usage (argparse prints the
+        whole usage block first)."""
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} -h`)\n")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
@@ -277,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="metrics of predicted masks against the truth")
     p.add_argument("--pred", required=True, help="folder of predicted masks")
     p.add_argument("--truth", required=True, help="folder of true masks (same file stems)")
-    p.add_argument("--out", required=True, help="output path; .csv and .json are written")
+    p.add_argument("--out", required=True,
+                   help="output path; .csv, .json and a .png box plot are written beside it")
     p.set_defaults(handler=cmd_evaluate)
 
     cli_models.register(sub)

@@ -32,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
     for row in rows:
         count = f"{row['parameters']:,}" if row["parameters"] is not None else "unavailable"
         print(f"{row['name']:<{width}}  {count:>11}  {row.get('error', row['description'])}")
+        options = ", ".join(f"{key}={json.dumps(value)}" for key, value in row["options"].items())
+        print(f"{'':<{width}}  {'':>11}  options: {options or 'none'}")
     print("\nJoin names with ',' for an ensemble (e.g. miniseg,unet): covseg train fits the members "
           "side by side when there are cores for it (one process each, seeds counted up) and "
           "averages their probabilities. The default is miniseg,miniseg.")

@@ -107,13 +107,18 @@ def parse_option_value(text: str) -> Any:
         return text
 
 
+def model_options(name: str) -> dict[str, Any]:
+    """The options a registered model takes (``--model-option KEY=VALUE``) and their defaults."""
+    parameters = inspect.signature(REGISTRY[name].builder).parameters
+    return {key: p.default for key, p in parameters.items()
+            if key not in ("in_channels", "out_channels")}
+
+
 def check_options(name: str, options: dict[str, Any]) -> None:
     """Each option is one the model's builder takes, of the type it declares: a one-line error
     naming the option, rather than Python's own words from deep inside the builder."""
-    builder = REGISTRY[name].builder
-    hints = get_type_hints(builder)
-    known = [key for key in inspect.signature(builder).parameters
-             if key not in ("in_channels", "out_channels")]
+    hints = get_type_hints(REGISTRY[name].builder)
+    known = list(model_options(name))
     for key, value in options.items():
         if key not in known:
             raise CovsegError(f"model {name!r} has no option {key!r}; its options: "
