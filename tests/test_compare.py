@@ -47,6 +47,10 @@ def test_paired_wilcoxon_against_hand_checked_values() -> None:
     # all 8 differences positive: exact two-sided p = 2 / 2**8
     assert result["p_value"] == pytest.approx(2 / 2**8)
     assert paired_wilcoxon(baseline, baseline)["p_value"] == 1.0
+    two_tied = {**better, "c0": 0.5, "c1": 0.5}  # equal Dice: left out of the test, counted
+    result = paired_wilcoxon(two_tied, baseline)
+    assert (result["cases_better"], result["cases_worse"], result["cases_tied"]) == (6, 0, 2)
+    assert result["p_value"] == pytest.approx(2 / 2**6)
 
 
 def test_per_case_dice_reads_a_run_or_one_fold(tmp_path: Path) -> None:

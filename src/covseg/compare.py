@@ -45,12 +45,14 @@ def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 
 def paired_wilcoxon(candidate: dict[str, float], baseline: dict[str, float]) -> dict[str, Any]:
-    """Two-sided Wilcoxon signed-rank test on per-case Dice paired by case id."""
+    """Two-sided Wilcoxon signed-rank test on per-case Dice paired by case id; tied pairs
+    (equal Dice) are dropped from the test (scipy's "wilcox" method) and counted apart."""
     cases = sorted(set(candidate) & set(baseline))
     diffs = np.array([candidate[c] - baseline[c] for c in cases])
     result: dict[str, Any] = {"pairs": len(cases), "mean_difference": float(diffs.mean()),
                               "cases_better": int((diffs > 0).sum()),
-                              "cases_worse": int((diffs < 0).sum())}
+                              "cases_worse": int((diffs < 0).sum()),
+                              "cases_tied": int((diffs == 0).sum())}
     if len(cases) < 2 or not np.any(diffs):
         result["p_value"] = 1.0 if len(cases) else math.nan
         return result
@@ -132,7 +134,8 @@ def comparison_markdown(result: dict[str, Any]) -> str:
         f"- Data: {result['data']}",
         f"- {result['folds']}-fold cross-validation, identical folds and seed for every model",
         (f"- Baseline: `{result['baseline']}`; p: two-sided paired Wilcoxon signed-rank test on "
-         "per-case Dice"),
+         "per-case Dice (tied pairs left out of the test, as scipy's default); ± is the sample "
+         "std over folds"),
         "",
         ("| model | Dice | IoU | sensitivity | precision | HD95 (px) | Δ Dice | better/worse "
          "| p | params | GFLOPs/512² | CPU ms/512² | CV training (min) |"),
@@ -141,7 +144,9 @@ def comparison_markdown(result: dict[str, Any]) -> str:
     for row in result["models"]:
         test = row.get("wilcoxon_vs_baseline")
         delta = f"{test['mean_difference']:+.3f}" if test else "baseline"
-        counts = f"{test['cases_better']}/{test['cases_worse']}" if test else ""
+        counts = (f"{test['cases_better']}/{test['cases_worse']}"
+                  + (f" ({test['cases_tied']} tied)" if test.get("cases_tied") else "")
+                  if test else "")
         p_value = f"{test['p_value']:.3g}" if test else ""
         cells = [mean_over_folds(row[m], result["folds"])
                  for m in ("dice", "iou", "sensitivity", "precision", "hd95")]

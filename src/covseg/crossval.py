@@ -180,7 +180,10 @@ def _summary(config: TrainConfig, data: LoadedData, how: str, per_fold: list[dic
 UNDEFINED = "–"
 """How reports show a metric that is undefined (see EMPTY_MASK_RULES), instead of nan."""
 UNDEFINED_NOTE = (f"{UNDEFINED}: undefined in that fold (or in every fold); a mean over fewer "
-                  "folds than were run says over how many, and has no ± from a single fold.")
+                  "folds than were run says over how many, and has no ± from a single fold. "
+                  "± is the sample standard deviation over folds; a fold's value is the mean "
+                  "over its slices where the metric is defined (summary.json's pooled_per_case "
+                  "counts the undefined ones).")
 
 
 def shown(value: float | None) -> str:

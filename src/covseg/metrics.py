@@ -98,9 +98,11 @@ def case_metrics(pred: np.ndarray, truth: np.ndarray, num_classes: int = 2,
 
 
 def summarize(rows: Iterable[dict[str, float]]) -> dict[str, dict[str, float]]:
-    """Mean, std, median, n and the count of undefined values for every metric column."""
+    """Mean, population std, median, n and the count of undefined values for every metric
+    column (a row's ``fold`` index is no metric)."""
     rows = list(rows)
-    keys = [k for k in (rows[0] if rows else {}) if isinstance(rows[0][k], (int, float))]
+    keys = [k for k in (rows[0] if rows else {})
+            if isinstance(rows[0][k], (int, float)) and k != "fold"]
     summary = {}
     for key in keys:
         values = np.array([row[key] for row in rows], dtype=float)
