@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
 from covseg.errors import CovsegError
-from covseg.io.atomic import atomic_path, output_file, write_text
+from covseg.io.atomic import atomic_path, output_file, remove_temporaries, write_text
 
 
 def test_a_folder_in_place_of_the_file_is_named(tmp_path: Path) -> None:
@@ -58,3 +59,16 @@ def test_output_file_wants_the_suffix_and_no_folder(tmp_path: Path) -> None:
                                           r"e\.g\. .*f\.onnx"):
         output_file(tmp_path / "f", ".onnx", "ONNX model")
     assert output_file(tmp_path / "M.ONNX", ".onnx", "ONNX model") == tmp_path / "M.ONNX"
+
+
+def test_temporaries_a_killed_run_left_are_removed(tmp_path: Path) -> None:
+    """kill -9 between writing a temporary file and renaming it leaves it behind."""
+    with atomic_path(tmp_path / "montage.png") as tmp:
+        tmp.write_bytes(b"half")
+        stale = tmp_path / "stale" / tmp.name  # as a killed run would have left it
+        stale.parent.mkdir()
+        shutil.copy(tmp, stale)
+    (stale.parent / ".notes").write_text("a user's own hidden file")
+    assert remove_temporaries(stale.parent) == [stale]
+    assert [p.name for p in stale.parent.iterdir()] == [".notes"]
+    assert remove_temporaries(tmp_path / "missing") == []

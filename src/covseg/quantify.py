@@ -37,7 +37,7 @@ from matplotlib.patches import Patch
 from tqdm import tqdm
 
 from covseg.errors import CovsegError
-from covseg.io.atomic import atomic_path, write_json, write_text
+from covseg.io.atomic import atomic_path, remove_temporaries, write_json, write_text
 from covseg.io.image import case_key, image_name
 from covseg.io.volume import (
     Volume,
@@ -647,6 +647,7 @@ def _run_one(study: Study, folder: Path, process: Callable[[Study, Path], dict[s
             return "skipped", json.loads(done.read_text(encoding="utf-8")), ""
         except (OSError, ValueError):
             log.warning("%s: unreadable, redoing %s", done, study.name)
+    remove_temporaries(folder)
     try:
         return "done", process(study, folder), ""
     except Exception as exc:  # noqa: BLE001 - one bad study must not stop the batch; it is reported

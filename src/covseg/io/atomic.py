@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,6 +60,20 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+TEMPORARY_NAME = re.compile(r"^\.[^/]+\.[a-z0-9_]{8}(\.[A-Za-z0-9.]+)?$")
+"""Names :func:`atomic_path` gives its temporary files (``.STEM.<8 random chars><suffixes>``)."""
+
+
+def remove_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files a killed run (``kill -9``) left in one of covseg's own output
+    folders before that folder is written again; return them."""
+    stale = [path for path in folder.glob(".*")
+             if path.is_file() and TEMPORARY_NAME.match(path.name)] if folder.is_dir() else []
+    for path in stale:
+        path.unlink()
+    return stale
 
 
 def _unwritable(target: Path, exc: OSError) -> CovsegError:
