@@ -82,6 +82,12 @@ def test_predict_threshold_overrides_the_runs(tmp_path: Path, capsys: pytest.Cap
         assert record["model"]["threshold"] == float(threshold)
         marked.append(np.stack([np.array(Image.open(out / f"{i.stem}.png")) for i in images]))
     assert (marked[0] >= marked[1]).all() and marked[0].sum() > marked[1].sum()
+    code, _, err = _run(capsys, "predict", *map(str, images), "--model", str(tiny_run),
+                        "--out", str(tmp_path / "0.001"), "--threshold", "0.001")  # the same run again
+    assert code == 0, err
+    code, _, err = _run(capsys, "predict", str(images[0]), "--model", str(tiny_run), "--out",
+                        str(tmp_path / "0.001"), "--threshold", "0.5")  # would mix two runs
+    _assert_one_line_error(code, err, "holds masks predicted otherwise (threshold: 0.001 -> 0.5)")
     code, _, err = _run(capsys, "predict", str(images[0]), "--model", str(tiny_run),
                         "--out", str(tmp_path / "bad"), "--threshold", "1")
     _assert_one_line_error(code, err, "between 0 and 1")

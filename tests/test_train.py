@@ -153,6 +153,9 @@ def test_resume_with_another_recipe_is_refused(tiny_run: Path, synthetic_folder:
     with pytest.raises(CovsegError, match=r"trained otherwise \(lr: "):
         train_module.train(replace(saved, lr=saved.lr * 2), data, tiny_run, resume=True,
                            progress=False)
+    with pytest.raises(CovsegError, match=r"trained otherwise \(threshold: "):  # as cv refuses
+        train_module.train(replace(saved, threshold=0.9), data, tiny_run, resume=True,
+                           progress=False)  # its checkpoints would keep predicting at the old one
     ensemble = replace(saved, model="miniseg,miniseg")  # the default: refused before any member
     with pytest.raises(CovsegError, match="model: unet -> miniseg,miniseg"):
         train_module.train(ensemble, data, tiny_run, resume=True, progress=False)

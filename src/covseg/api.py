@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -152,6 +153,24 @@ def _check_outputs(files: Sequence[Path], out: Path) -> None:
         if target in inputs:
             raise CovsegError(f"{target}: its mask would overwrite the input {path}; "
                               "pick another --out")
+
+
+def _refuse_other_model(out: Path, predictor: Predictor) -> None:
+    """A folder of masks predicted otherwise (another model, threshold, mirrors) is not written
+    into: the new masks would sit beside the old ones under one record of the new run."""
+    record = out / PREDICT_RECORD
+    if not record.is_file():
+        return
+    try:
+        before = json.loads(record.read_text(encoding="utf-8"))["model"]
+    except (OSError, ValueError, KeyError):
+        return
+    now = json.loads(json.dumps(predictor.describe()))  # as the record holds it
+    changed = [f"{key}: {before.get(key)} -> {now[key]}" for key in now
+               if key != "batch_size" and before.get(key) != now[key]]
+    if changed:
+        raise CovsegError(f"{out} holds masks predicted otherwise ({'; '.join(changed)}); "
+                          "pick a new --out or delete it")
 
 
 def _as_list(inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]
@@ -330,6 +349,7 @@ def predict(model: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[st
     out = Path(out)
     _check_outputs(files, out)
     predictor = load_predictor(model, batch_size, tta, threshold)
+    _refuse_other_model(out, predictor)
     started = time.perf_counter()
     written: list[Path] = []
     failed: dict[str, str] = {}

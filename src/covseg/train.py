@@ -156,8 +156,6 @@ def _moving_average(model: nn.Module, decay: float) -> AveragedModel | None:
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
-PREDICTION_OPTIONS = ("test_flips", "threshold")
-"""Options that change how a run predicts, not how it trains: a resumed run may change them."""
 
 
 def _start(out: Path, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -170,7 +168,7 @@ def _start(out: Path, config: TrainConfig, model: nn.Module, optimizer: torch.op
     if not resume:
         raise CovsegError(f"{out} already holds a run; pass --resume to continue it or pick a new --out")
     state = load_checkpoint(last)
-    changed = TrainConfig.from_dict(state["config"]).differences(config, PREDICTION_OPTIONS)
+    changed = TrainConfig.from_dict(state["config"]).differences(config)
     if changed:
         raise CovsegError(f"{out}: the saved run was trained otherwise ({'; '.join(changed)}); "
                           "resume with the same options or pick a new --out")
@@ -218,7 +216,7 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool) -> None:
         saved = TrainConfig.from_dict(json.loads(record.read_text())["config"])
     except (ValueError, KeyError, TypeError) as exc:
         raise CovsegError(f"{record}: unreadable run record ({exc}); pick a new --out") from None
-    changed = saved.differences(config, PREDICTION_OPTIONS)
+    changed = saved.differences(config)
     if changed:
         raise CovsegError(f"{out}: the saved run was trained otherwise ({'; '.join(changed)}); "
                           "resume with the same options or pick a new --out")
