@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -313,8 +314,9 @@ def test_rerun_with_other_settings_is_refused(tmp_path: Path) -> None:
     assert quantify_batch([mask], out).done == 1
     assert quantify_batch([mask], out).skipped == 1
     lungs = (tmp_path / "lungs.nii.gz").resolve()
-    with pytest.raises(CovsegError, match=rf"out/case was made with other settings \(html: false "
-                                          rf"-> true; lungs: null -> {lungs}\); pick a new --out"):
+    with pytest.raises(CovsegError, match=rf"out/case was made with other settings or inputs "
+                                          rf"\(html: false -> true; lungs: null -> {lungs}\); "
+                                          "pick a new --out"):
         quantify_batch([mask], out, lungs=tmp_path / "lungs.nii.gz", html_report=True)
     assert not (out / "case" / "report.html").exists()
     record = out / "case" / "quantification.json"
@@ -324,6 +326,21 @@ def test_rerun_with_other_settings_is_refused(tmp_path: Path) -> None:
     del old["settings"]
     record.write_text(json.dumps(old))  # as an older covseg wrote it
     assert quantify_batch([mask], out, lungs=tmp_path / "lungs.nii.gz").skipped == 1
+
+
+def test_rerun_after_the_mask_changed_is_refused(tmp_path: Path) -> None:
+    """A mask corrected by hand, or another mask under the study's name, kept the old numbers."""
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    out = tmp_path / "out"
+    assert quantify_batch([mask], out).done == 1
+    later = (out / "case" / "quantification.json").stat().st_mtime + 5
+    os.utime(mask, (later, later))  # corrected after it was quantified
+    with pytest.raises(CovsegError, match=r"out/case was made with other settings or inputs "
+                                          r"\(\S*case\S*nii.gz changed since\)"):
+        quantify_batch([mask], out)
+    _, other, _ = synthetic_study(tmp_path / "elsewhere", "case")
+    with pytest.raises(CovsegError, match=r"\(input: \S*/in/masks/case_mask.nii.gz -> \S*/elsewhere/"):
+        quantify_batch([other], out)
 
 
 def test_missing_image_or_lungs_is_refused_up_front(tmp_path: Path) -> None:

@@ -282,7 +282,7 @@ def test_rerun_with_other_settings_is_refused_before_any_study(tmp_path: Path) -
     assert (again.done, again.skipped) == (0, 2)
     stricter = BandPredictor([(-400, -200)])
     stricter.threshold = 0.9
-    with pytest.raises(CovsegError, match=r"alpha was made with other settings \(html: false -> "
+    with pytest.raises(CovsegError, match=r"alpha was made with other settings or inputs \(html: false -> "
                                           r"true; threshold: 0\.5 -> 0\.9\) \(and 1 more "
                                           r"studies\); pick a new --out or delete it$"):
         predict_batch(stricter, [inputs], out, html=True)

@@ -428,8 +428,9 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
         near = remove_outside_lungs(lesion, lung_labels, lesions.spacing)
         lung_labels, lung_source = add_lesions_to_lungs(lung_labels, near), "threshold"
     result = quantify(lesions.array, lesions.spacing, lung_labels, multiclass=multiclass)
-    result["inputs"] = {"mask": str(mask_path), "lungs": str(lung_path) if lung_path else None,
-                        "image": str(image_path) if image_path else None,
+    result["inputs"] = {"mask": str(Path(mask_path).resolve()),
+                        "lungs": str(Path(lung_path).resolve()) if lung_path else None,
+                        "image": str(Path(image_path).resolve()) if image_path else None,
                         "lung_source": lung_source}
     result[SETTINGS] = quantify_settings(lungs=lungs, image=image, hu=hu, multiclass=multiclass,
                                          html_report=html_report)
@@ -610,14 +611,44 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
     current = json.loads(json.dumps(settings))  # as it will read back from the JSON
     clashes = []
     for study in studies:
-        recorded = _recorded_settings(out_dir / study.name / RESULT_JSON)
+        done = out_dir / study.name / RESULT_JSON
+        recorded = _recorded_settings(done)
         if recorded is not None and recorded != current:
             clashes.append((out_dir / study.name, changed_settings(recorded, current)))
+        elif recorded is not None:
+            changed = _changed_inputs(done, study, current)
+            if changed:
+                clashes.append((out_dir / study.name, changed))
     if clashes:
         folder, changes = clashes[0]
         more = f" (and {len(clashes) - 1} more studies)" if len(clashes) > 1 else ""
-        raise CovsegError(f"{folder} was made with other settings ({'; '.join(changes)}){more}; "
+        raise CovsegError(f"{folder} was made with other settings or inputs "
+                          f"({'; '.join(changes)}){more}; "
                           "pick a new --out or delete it")
+
+
+def _changed_inputs(done: Path, study: Study, settings: dict[str, Any]) -> list[str]:
+    """What makes a done study's record stale though its settings match: another input under
+    the study's name, or an input or model modified since (a mask corrected by hand, a model
+    retrained into the same run folder)."""
+    inputs = json.loads(done.read_text(encoding="utf-8")).get("inputs", {})
+    recorded = inputs.get("mask") or inputs.get("image")
+    if recorded and Path(recorded).resolve() != study.path.resolve():
+        return [f"input: {recorded} -> {study.path.resolve()}"]
+    written = done.stat().st_mtime
+    sources = [study.path, inputs.get("lungs"), inputs.get("image"), settings.get("model"),
+               settings.get("lung_model")]
+    return [f"{Path(source)} changed since" for source in sources
+            if source and _last_modified(Path(source)) > written]
+
+
+def _last_modified(path: Path) -> float:
+    """Newest modification time of a file, or of the files in a folder (a DICOM series, a run)."""
+    if path.is_file():
+        return path.stat().st_mtime
+    if path.is_dir():
+        return max((p.stat().st_mtime for p in path.rglob("*") if p.is_file()), default=0.0)
+    return 0.0
 
 
 def _recorded_settings(done: Path) -> dict[str, Any] | None:

@@ -225,7 +225,7 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
     result = quantify(labels, volume.spacing, lungs, multiclass=multiclass)
     result["files"] = files
     result["inputs"] = {
-        "image": str(path), "shape_zyx": list(volume.array.shape),
+        "image": str(Path(path).resolve()), "shape_zyx": list(volume.array.shape),
         "affine": volume.affine.tolist(), "intensity": volume.intensity,
         "model": {"source": predictor.source, "num_classes": predictor.num_classes,
                   "intensity": predictor.intensity, "window": list(predictor.window),
