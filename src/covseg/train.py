@@ -145,8 +145,16 @@ def _meta(config: TrainConfig, num_classes: int) -> dict[str, Any]:
         "num_classes": num_classes, "size": config.size, "intensity": config.intensity,
         "window": list(config.window), "target": config.target,
         "test_flips": config.test_flips, "flips": list(TEST_FLIPS), "threshold": config.threshold,
-        "class_names": {str(k): v for k, v in CLASS_NAMES.items() if k < num_classes},
+        "class_names": _class_names(config.target, num_classes),
     }
+
+
+def _class_names(target: str, num_classes: int) -> dict[str, str]:
+    """Label names: MedSeg's classes for multi-class models; background and the target (lung,
+    infection) for binary ones."""
+    if target == "multiclass":
+        return {str(k): v for k, v in CLASS_NAMES.items() if k < num_classes}
+    return {"0": "background", "1": target}
 
 
 def _moving_average(model: nn.Module, decay: float) -> AveragedModel | None:
