@@ -28,9 +28,9 @@ from covseg.infer import Predictor, output_name
 from covseg.io.atomic import output_file, write_json
 from covseg.io.image import is_image_file, read_array, write_png
 from covseg.io.volume import (
-    HU_MODES,
     Volume,
     check_axial,
+    check_hu,
     detect_volume_intensity,
     is_dicom_file,
     is_nifti,
@@ -41,7 +41,7 @@ from covseg.io.volume import (
 )
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM
 from covseg.models.registry import check_model_names
-from covseg.quantify import BatchResult, quantify_batch
+from covseg.quantify import BatchResult, changed_settings, quantify_batch
 from covseg.train import check_recipe
 from covseg.train import train as _train
 from covseg.transforms import normalize_intensity
@@ -166,8 +166,8 @@ def _refuse_other_model(out: Path, predictor: Predictor) -> None:
     except (OSError, ValueError, KeyError):
         return
     now = json.loads(json.dumps(predictor.describe()))  # as the record holds it
-    changed = [f"{key}: {before.get(key)} -> {now[key]}" for key in now
-               if key != "batch_size" and before.get(key) != now[key]]
+    changed = changed_settings({k: v for k, v in before.items() if k != "batch_size"},
+                               {k: v for k, v in now.items() if k != "batch_size"})
     if changed:
         raise CovsegError(f"{out} holds masks predicted otherwise ({'; '.join(changed)}); "
                           "pick a new --out or delete it")
@@ -262,8 +262,7 @@ def segment(model: str | os.PathLike[str] | Predictor, image: np.ndarray | sitk.
     (z, y, x), nibabel's (x, y, z)): 1 infection (or lung, for a lung model), or the classes
     0..K-1 of a multi-class model.
     """
-    if hu not in HU_MODES:
-        raise CovsegError(f"unknown hu value {hu!r}; choose one of {', '.join(HU_MODES)}")
+    check_hu(hu, "hu")
     predictor = model if isinstance(model, Predictor) else load_predictor(model)
     if isinstance(image, sitk.Image) and image.GetDimension() == 2:
         image = sitk.GetArrayFromImage(image)

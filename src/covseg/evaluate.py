@@ -19,7 +19,7 @@ from covseg.errors import CovsegError
 from covseg.infer import Predictor
 from covseg.io.atomic import write_json, write_text
 from covseg.io.image import case_key, is_image_file, mask_to_labels, read_mask
-from covseg.io.volume import Volume, is_nifti, nifti_stem, read_nifti
+from covseg.io.volume import Volume, is_nifti, nifti_stem, read_nifti, same_grid_affine
 from covseg.metrics import EMPTY_MASK_RULES, case_metrics, summarize
 from covseg.quantify import MONTAGE_PNG, predicted_mask, study_name
 from covseg.viz import box_plot
@@ -113,17 +113,12 @@ def _read_pair(stem: str, pred_path: Path, truth_path: Path
     (pred, pred_volume), (truth, truth_volume) = _read_case(pred_path), _read_case(truth_path)
     if pred.shape != truth.shape:
         raise CovsegError(f"{stem}: prediction {pred.shape} and truth {truth.shape} differ in size")
-    if pred_volume and truth_volume and not np.allclose(pred_volume.affine, truth_volume.affine,
-                                                        atol=GRID_TOLERANCE_MM):
+    if pred_volume and truth_volume and not same_grid_affine(pred_volume, truth_volume):
         raise CovsegError(f"{stem}: prediction and truth lie on different grids (their affines "
                           f"differ: axes {''.join(nib.aff2axcodes(pred_volume.affine))} and "
                           f"{''.join(nib.aff2axcodes(truth_volume.affine))}); resample one onto "
                           "the other's grid first")
     return pred, truth, truth_volume.spacing if truth_volume else None
-
-
-GRID_TOLERANCE_MM = 0.01
-"""Largest difference between two affines' entries taken as one grid (float rounding in files)."""
 
 
 def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathLike[str],

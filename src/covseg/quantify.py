@@ -49,6 +49,7 @@ from covseg.io.volume import (
     orient_for_display,
     read_nifti,
     read_volume,
+    same_grid_affine,
 )
 from covseg.lungs import (
     LEFT_LUNG,
@@ -458,7 +459,7 @@ def _check_same_grid(reference: Volume, other: Volume) -> None:
             f"{other.source}: shape {other.array.shape} differs from the mask "
             f"{reference.source} {reference.array.shape}; they must be on the same voxel grid"
         )
-    if not np.allclose(reference.affine, other.affine, atol=1e-3):
+    if not same_grid_affine(reference, other):
         log.warning("%s: affine differs from %s; assuming the same voxel grid",
                     other.source, reference.source)
 
@@ -606,19 +607,23 @@ def run_batch(studies: Sequence[Study], out_dir: str | os.PathLike[str],
 
 def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
                            settings: dict[str, Any]) -> None:
-    """Skipping a done study made with other settings would keep its old results: refuse.
-    Studies that record no settings (older covseg versions) are skipped as before."""
+    """Skipping a done study made with other settings or inputs would keep its old results:
+    refuse. Studies that record no settings (older covseg versions) are skipped as before."""
     current = json.loads(json.dumps(settings))  # as it will read back from the JSON
+    models = [Path(settings[key]) for key in ("model", "lung_model") if settings.get(key)]
+    models_changed = max(map(_last_modified, models), default=0.0)  # once, not per study
     clashes = []
     for study in studies:
         done = out_dir / study.name / RESULT_JSON
-        recorded = _recorded_settings(done)
-        if recorded is not None and recorded != current:
-            clashes.append((out_dir / study.name, changed_settings(recorded, current)))
-        elif recorded is not None:
-            changed = _changed_inputs(done, study, current)
-            if changed:
-                clashes.append((out_dir / study.name, changed))
+        record = _record(done)
+        recorded = record.get(SETTINGS) if record else None
+        if not isinstance(recorded, dict):
+            continue
+        changes = (changed_settings(recorded, current) if recorded != current
+                   else _changed_inputs(record.get("inputs", {}), study, done.stat().st_mtime,
+                                        models, models_changed))
+        if changes:
+            clashes.append((out_dir / study.name, changes))
     if clashes:
         folder, changes = clashes[0]
         more = f" (and {len(clashes) - 1} more studies)" if len(clashes) > 1 else ""
@@ -627,19 +632,20 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
                           "pick a new --out or delete it")
 
 
-def _changed_inputs(done: Path, study: Study, settings: dict[str, Any]) -> list[str]:
+def _changed_inputs(inputs: dict[str, Any], study: Study, written: float, models: list[Path],
+                    models_changed: float) -> list[str]:
     """What makes a done study's record stale though its settings match: another input under
-    the study's name, or an input or model modified since (a mask corrected by hand, a model
-    retrained into the same run folder)."""
-    inputs = json.loads(done.read_text(encoding="utf-8")).get("inputs", {})
+    the study's name, or an input or model modified since it was ``written`` (a mask corrected
+    by hand, a model retrained into the same run folder)."""
     recorded = inputs.get("mask") or inputs.get("image")
     if recorded and Path(recorded).resolve() != study.path.resolve():
         return [f"input: {recorded} -> {study.path.resolve()}"]
-    written = done.stat().st_mtime
-    sources = [study.path, inputs.get("lungs"), inputs.get("image"), settings.get("model"),
-               settings.get("lung_model")]
-    return [f"{Path(source)} changed since" for source in sources
-            if source and _last_modified(Path(source)) > written]
+    files = dict.fromkeys([study.path.resolve(),  # predict's "image" is the study itself
+                           *(Path(inputs[key]) for key in ("lungs", "image") if inputs.get(key))])
+    changed = [f"{path} changed since" for path in files if _last_modified(path) > written]
+    if models_changed > written:
+        changed += [f"{path} changed since" for path in models if _last_modified(path) > written]
+    return changed
 
 
 def _last_modified(path: Path) -> float:
@@ -651,13 +657,13 @@ def _last_modified(path: Path) -> float:
     return 0.0
 
 
-def _recorded_settings(done: Path) -> dict[str, Any] | None:
-    """The settings a done study records; None when not done, unreadable or unrecorded."""
+def _record(done: Path) -> dict[str, Any] | None:
+    """A done study's quantification.json; None when not done or unreadable."""
     try:
-        recorded = json.loads(done.read_text(encoding="utf-8")).get(SETTINGS)
-    except (OSError, ValueError, AttributeError):
+        record = json.loads(done.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return None
-    return recorded if isinstance(recorded, dict) else None
+    return record if isinstance(record, dict) else None
 
 
 def changed_settings(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:

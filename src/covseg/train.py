@@ -176,10 +176,7 @@ def _start(out: Path, config: TrainConfig, model: nn.Module, optimizer: torch.op
     if not resume:
         raise CovsegError(f"{out} already holds a run; pass --resume to continue it or pick a new --out")
     state = load_checkpoint(last)
-    changed = TrainConfig.from_dict(state["config"]).differences(config)
-    if changed:
-        raise CovsegError(f"{out}: the saved run was trained otherwise ({'; '.join(changed)}); "
-                          "resume with the same options or pick a new --out")
+    _refuse_other_recipe(out, TrainConfig.from_dict(state["config"]), config)
     model.load_state_dict(state["state_dict"])
     if averaged is not None:
         if "moving_average" not in state:
@@ -224,6 +221,11 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool) -> None:
         saved = TrainConfig.from_dict(json.loads(record.read_text())["config"])
     except (ValueError, KeyError, TypeError) as exc:
         raise CovsegError(f"{record}: unreadable run record ({exc}); pick a new --out") from None
+    _refuse_other_recipe(out, saved, config)
+
+
+def _refuse_other_recipe(out: Path, saved: TrainConfig, config: TrainConfig) -> None:
+    """A resume must train what the saved run trained: any option changed is refused."""
     changed = saved.differences(config)
     if changed:
         raise CovsegError(f"{out}: the saved run was trained otherwise ({'; '.join(changed)}); "

@@ -34,8 +34,8 @@ from tqdm import tqdm
 
 from covseg.errors import CovsegError
 from covseg.io.volume import (
-    HU_MODES,
     Volume,
+    check_hu,
     hounsfield,
     read_volume,
     write_mask_like,
@@ -280,9 +280,7 @@ def predict_batch(predictor: SlicePredictor, inputs: Sequence[str | os.PathLike[
                           f"{', '.join(sorted(STUDY_OPTIONS))}")
     _check_options(options.get("batch_size", 8),
                    options.get("lung_margin_mm", DEFAULT_LUNG_MARGIN_MM))
-    if options.get("hu", "auto") not in HU_MODES:
-        raise CovsegError(f"unknown --hu value {options['hu']!r}; choose one of "
-                          f"{', '.join(HU_MODES)}")
+    check_hu(options.get("hu", "auto"))
     studies = find_studies(inputs, exclude=out_dir)
     settings = predict_settings(predictor, **{k: v for k, v in options.items()
                                               if k != "batch_size"})

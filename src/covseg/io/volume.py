@@ -187,14 +187,20 @@ def _check_finite(data: np.ndarray, source: str | Path) -> None:
         raise CovsegError(f"{source}: the volume holds NaN or infinite values")
 
 
+def check_hu(hu: str, option: str = "--hu") -> str:
+    """One of :data:`HU_MODES` (``option``: the name the user gave it by)."""
+    if hu not in HU_MODES:
+        raise CovsegError(f"unknown {option} value {hu!r}; choose one of {', '.join(HU_MODES)}")
+    return hu
+
+
 def read_volume(path: str | os.PathLike[str], hu: str = "auto") -> Volume:
     """Read a CT as float32 (z, y, x) from NIfTI, a DICOM folder or a single DICOM file.
 
     ``hu``: "auto" detects Hounsfield units vs 8-bit grey from the value range, "yes" forces HU,
     "no" says the values are grey (0..255 or 0..1), as lungmask's ``--noHU``.
     """
-    if hu not in HU_MODES:
-        raise CovsegError(f"unknown --hu value {hu!r}; choose one of {', '.join(HU_MODES)}")
+    check_hu(hu)
     path = Path(path)
     if path.is_dir():
         volume = read_dicom_folder(path)
@@ -214,6 +220,15 @@ def read_volume(path: str | os.PathLike[str], hu: str = "auto") -> Volume:
     check_axial(volume)
     volume.intensity = detect_volume_intensity(volume.array, hu, volume.source)
     return volume
+
+
+GRID_TOLERANCE_MM = 1e-3
+"""Largest difference between two affines' entries taken as one grid (float rounding in files)."""
+
+
+def same_grid_affine(first: Volume, second: Volume) -> bool:
+    """Whether two volumes' affines put their voxels at the same places."""
+    return bool(np.allclose(first.affine, second.affine, atol=GRID_TOLERANCE_MM))
 
 
 def check_axial(volume: Volume) -> None:
