@@ -22,7 +22,7 @@ from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_folders
 from covseg.infer import Predictor
 from covseg.io.volume import read_nifti, read_volume
-from covseg.quantify import quantify_batch
+from covseg.quantify import quantify_batch, quantify_study
 from covseg.transforms import LUNG_WINDOW, normalize_intensity
 from covseg.volumes import predict_batch, predict_study
 from tests.conftest import SAMPLE_CT as CT
@@ -454,16 +454,44 @@ def test_segment_in_memory_gives_the_masks_predict_writes(chest, tiny_run: Path,
         covseg.segment(predictor, plane, hu="maybe")
     sagittal = nib.Nifti1Image(np.asarray(loaded.dataobj).transpose(2, 1, 0).copy(),
                                loaded.affine[:, [2, 1, 0, 3]])
-    with pytest.raises(CovsegError, match="slices are not axial"):
-        covseg.segment(predictor, sagittal)
+    np.testing.assert_array_equal(covseg.segment(predictor, sagittal), written.transpose(2, 1, 0))
 
 
-def test_volumes_stored_sagittally_are_refused(chest, tmp_path: Path) -> None:
-    """Cut along its third axis, a sagittal file gave wrong lungs and CT category silently."""
-    path, _ = chest
+@pytest.mark.parametrize("order", [(2, 1, 0), (0, 2, 1), (1, 2, 0)],
+                         ids=["sagittal", "coronal", "rotated"])
+def test_volumes_not_stored_axially_are_read_as_axial(chest, order: tuple[int, int, int],
+                                                      tmp_path: Path) -> None:
+    """A sagittal or coronal file is cut into axial slices (cut along its third axis it gave an
+    empty lung and a wrong CT category without a word) and its masks come back on its own axes."""
+    path, counts = chest
     image = nib.load(str(path))
-    sagittal = tmp_path / "sagittal.nii.gz"
-    nib.save(nib.Nifti1Image(np.asarray(image.dataobj).transpose(2, 1, 0).copy(),
-                             image.affine[:, [2, 1, 0, 3]]), str(sagittal))
-    with pytest.raises(CovsegError, match="stored with SPL axes, so its slices are not axial"):
-        read_volume(sagittal)
+    stored = tmp_path / "stored.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj).transpose(order).copy(),
+                             image.affine[:, [*order, 3]]), str(stored))
+    volume = read_volume(stored)
+    np.testing.assert_array_equal(volume.array, read_volume(path).array)
+    np.testing.assert_allclose(volume.affine, image.affine)
+    predictor = BandPredictor([(-400, -200)])
+    axial = predict_study(predictor, path, tmp_path / "axial", probabilities=True)
+    turned = predict_study(predictor, stored, tmp_path / "turned", probabilities=True)
+    for key in ("study", "right_lung", "left_lung"):
+        assert turned[key] == axial[key]
+    assert turned["study"]["lesion_ml"] == pytest.approx(counts["ggo"] * VOXEL_ML)
+    for name in ("infection.nii.gz", "lungs.nii.gz", "probabilities.nii.gz"):
+        written = nib.load(str(tmp_path / "turned" / name))
+        reference = nib.load(str(tmp_path / "axial" / name))
+        np.testing.assert_allclose(written.affine, nib.load(str(stored)).affine)
+        np.testing.assert_array_equal(np.asarray(written.dataobj),
+                                      np.asarray(reference.dataobj).transpose(order))
+        assert written.header.get_zooms() == tuple(np.asarray(reference.header.get_zooms())[
+            list(order)])
+    again = quantify_study(tmp_path / "turned" / "infection.nii.gz", tmp_path / "q",
+                           image=stored)
+    assert again["study"]["lesion_ml"] == axial["study"]["lesion_ml"]
+    classes = BandPredictor([(-400, -200), (-200, -100)])  # 4D (x, y, z, class) probabilities
+    predict_study(classes, path, tmp_path / "axial4d", probabilities=True)
+    predict_study(classes, stored, tmp_path / "turned4d", probabilities=True)
+    written = nib.load(str(tmp_path / "turned4d" / "probabilities.nii.gz"))
+    reference = np.asarray(nib.load(str(tmp_path / "axial4d" / "probabilities.nii.gz")).dataobj)
+    assert reference.ndim == 4
+    np.testing.assert_array_equal(np.asarray(written.dataobj), reference.transpose(*order, 3))

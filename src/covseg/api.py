@@ -29,7 +29,6 @@ from covseg.io.atomic import output_file, write_json
 from covseg.io.image import is_image_file, read_array, write_png
 from covseg.io.volume import (
     Volume,
-    check_axial,
     check_hu,
     detect_volume_intensity,
     is_dicom_file,
@@ -256,7 +255,8 @@ def segment(model: str | os.PathLike[str] | Predictor, image: np.ndarray | sitk.
     reads a PNG, in HU or 8-bit grey), or a CT volume: a ``SimpleITK.Image``, a nibabel image, or
     a (z, y, x) numpy array with its ``spacing`` (z, y, x) in mm. Volumes are handled as
     :func:`predict_volumes` handles them (``hu``, ``lung_model``, ``keep_outside_lungs`` and
-    ``lung_margin_mm`` as its options): infection far from the lungs is removed.
+    ``lung_margin_mm`` as its options): infection far from the lungs is removed, and a volume
+    with sagittal or coronal slices is cut into axial ones.
 
     Returns uint8 labels of the input's shape, in its own axis order (SimpleITK's array is
     (z, y, x), nibabel's (x, y, z)): 1 infection (or lung, for a lung model), or the classes
@@ -270,7 +270,6 @@ def segment(model: str | os.PathLike[str] | Predictor, image: np.ndarray | sitk.
         slice_ = normalize_intensity(_checked_slice(image), predictor.intensity, predictor.window)
         return predictor.predict_labels([slice_])[0]
     volume, nibabel_order = _volume_in_memory(image, spacing)
-    check_axial(volume)
     volume.intensity = detect_volume_intensity(volume.array, hu, volume.source)
     lungs = None
     if lung_model is not None:
@@ -280,9 +279,10 @@ def segment(model: str | os.PathLike[str] | Predictor, image: np.ndarray | sitk.
     masks = masks_in_lungs(predictor, volume, labels, lung_predictor=lungs,
                            keep_outside_lungs=keep_outside_lungs, lung_margin_mm=lung_margin_mm,
                            batch_size=predictor.batch_size)
+    labels = volume.in_file_axes(masks.infection)
     if nibabel_order:  # back to the image's own (x, y, z[, 1...]) shape
-        return masks.infection.transpose(2, 1, 0).reshape(image.shape)
-    return masks.infection
+        return labels.transpose(2, 1, 0).reshape(image.shape)
+    return labels
 
 
 def _checked_slice(image: np.ndarray) -> np.ndarray:

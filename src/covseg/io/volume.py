@@ -6,6 +6,11 @@ world RAS+ millimetres through ``affine`` (the NIfTI convention: +x towards the 
 a copy of its header, so they overlay the input exactly in any viewer. DICOM geometry (LPS) is
 converted to the same RAS affine, which SimpleITK and nibabel both read back unchanged.
 
+Files stored with sagittal or coronal slices are read as axial ones: their voxel axes are
+permuted (no resampling) so that the third one runs head to foot, because the 2D models and the
+lung finder work on axial slices. ``Volume.stored`` keeps the file's own axes, and the writers
+put results back on them, so a mask still overlays its input voxel for voxel.
+
 Intensity: ``Volume.intensity`` says how values are stored ("hu" Hounsfield units, "uint8" 8-bit
 grey 0..255, "unit" grey in [0, 1]); it is the ``mode`` to give
 :func:`covseg.transforms.normalize_intensity`. Like lungmask's ``--noHU``, ``read_volume(hu=...)``
@@ -64,15 +69,38 @@ def nifti_stem(path: Path) -> str:
     return path.stem
 
 
+@dataclass(frozen=True)
+class StoredAxes:
+    """A file's own voxel axes, for a volume read with its axes permuted to axial slices."""
+
+    order: tuple[int, int, int]
+    """The file's voxel axis behind each of the volume's (x, y, z) axes."""
+    affine: np.ndarray
+    header: nib.Nifti1Header
+
+    def to_file(self, data_xyz: np.ndarray) -> np.ndarray:
+        """(x, y, z[, C]) data on the volume's axes -> the same data on the file's axes."""
+        back = [int(a) for a in np.argsort(self.order)]
+        return data_xyz.transpose(back + list(range(3, data_xyz.ndim)))
+
+
 @dataclass
 class Volume:
-    """A volume as (z, y, x) voxels plus its NIfTI affine and header (the geometry to copy out)."""
+    """A volume as (z, y, x) axial voxels plus its NIfTI affine and header (the geometry to copy
+    out); ``stored`` is set when the file's slices were not axial (see the module docstring)."""
 
     array: np.ndarray
     affine: np.ndarray
     header: nib.Nifti1Header
     source: str
     intensity: str = "hu"
+    stored: StoredAxes | None = None
+
+    def in_file_axes(self, data_zyx: np.ndarray) -> np.ndarray:
+        """(z, y, x) data on this volume's axes -> (z, y, x) on the file's own voxel axes."""
+        if self.stored is None:
+            return data_zyx
+        return self.stored.to_file(data_zyx.T).T
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -111,7 +139,7 @@ def volume_from_nifti(image: nib.Nifti1Image, source: str, dtype: type = np.floa
         ) from None
     raw = _drop_trailing_axes(raw, source)
     data = _scaled_zyx(raw, slope, inter, np.dtype(dtype), source)
-    return Volume(data, image.affine, image.header, source)
+    return as_axial(Volume(data, image.affine, image.header, source))
 
 
 def _unscaled(image: nib.Nifti1Image) -> tuple[np.ndarray, float, float]:
@@ -217,7 +245,6 @@ def read_volume(path: str | os.PathLike[str], hu: str = "auto") -> Volume:
         volume = read_dicom_file(path)
     else:
         raise CovsegError(f"{path}: not a NIfTI file (.nii/.nii.gz), DICOM file or DICOM folder")
-    check_axial(volume)
     volume.intensity = detect_volume_intensity(volume.array, hu, volume.source)
     return volume
 
@@ -231,15 +258,30 @@ def same_grid_affine(first: Volume, second: Volume) -> bool:
     return bool(np.allclose(first.affine, second.affine, atol=GRID_TOLERANCE_MM))
 
 
-def check_axial(volume: Volume) -> None:
-    """Refuse a volume whose slices (its third voxel axis) are not axial: the 2D models and the
-    lung finder work on axial slices, and a sagittal or coronal file cut along its third axis
-    gave wrong lungs and a wrong CT category without a word."""
-    codes = "".join(nib.aff2axcodes(volume.affine))
-    if codes[2] not in "SI":
-        raise CovsegError(f"{volume.source}: stored with {codes} axes, so its slices are not "
-                          "axial; reorient it to axial slices first (e.g. nibabel's "
-                          "as_closest_canonical, or fslreorient2std)")
+def as_axial(volume: Volume) -> Volume:
+    """The volume with its voxel axes permuted so that ``array[k]`` is an axial slice.
+
+    A sagittal or coronal file cut along its third axis gave wrong lungs and a wrong CT category
+    without a word. Only the axes' order changes: the nearest world axis of each voxel axis
+    (nibabel's ``io_orientation``, so oblique scans count as their closest plane) decides it.
+    """
+    nearest_world_axis = nib.io_orientation(volume.affine)[:, 0].astype(int)
+    order = tuple(int(a) for a in np.argsort(nearest_world_axis))
+    if order == (0, 1, 2):
+        return volume
+    affine = volume.affine.copy()
+    affine[:, :3] = volume.affine[:, list(order)]
+    header = volume.header.copy()
+    array_xyz = volume.array.T.transpose(order)
+    header.set_data_shape(array_xyz.shape)
+    header.set_zooms(tuple(float(volume.header.get_zooms()[a]) for a in order))
+    header.set_qform(affine, code=max(int(volume.header["qform_code"]), 1))
+    header.set_sform(affine, code=max(int(volume.header["sform_code"]), 1))
+    log.info("%s: stored with %s axes; read as axial slices (%s), results written on its own "
+             "axes", volume.source, "".join(nib.aff2axcodes(volume.affine)),
+             "".join(nib.aff2axcodes(affine)))
+    return Volume(np.ascontiguousarray(array_xyz.T), affine, header, volume.source,
+                  volume.intensity, StoredAxes(order, volume.affine, volume.header))
 
 
 def detect_volume_intensity(array: np.ndarray, hu: str, source: str) -> str:
@@ -357,7 +399,7 @@ def volume_from_itk(image: sitk.Image, source: str) -> Volume:
         raise CovsegError(f"{source}: expected a 3D volume, got {image.GetDimension()}D")
     view = sitk.GetArrayViewFromImage(image)
     _check_stored_dtype(view.dtype, source)
-    return _float_volume(view, itk_affine(image), source)
+    return as_axial(_float_volume(view, itk_affine(image), source))
 
 
 def volume_from_array(array: np.ndarray, spacing: Sequence[float], source: str) -> Volume:
@@ -405,7 +447,7 @@ def write_mask_like(volume: Volume, labels: np.ndarray, path: str | os.PathLike[
     data = labels.astype(np.uint8, copy=False)
     header = _derived_header(volume, np.uint8)
     header["cal_min"], header["cal_max"] = 0, int(data.max()) if data.size else 0
-    return _save(volume, data.transpose(2, 1, 0), header, path)
+    return _save(volume, data.T, header, path)
 
 
 def write_probabilities_like(volume: Volume, probabilities: np.ndarray,
@@ -421,9 +463,6 @@ def write_probabilities_like(volume: Volume, probabilities: np.ndarray,
         raise CovsegError(f"{path}: probabilities must be floats, got {probabilities.dtype}")
     header = _derived_header(volume, np.float32)
     header["cal_min"], header["cal_max"] = 0.0, 1.0
-    if probabilities.ndim == 4:
-        header.set_data_shape(probabilities.shape[::-1])
-        header.set_zooms(tuple(header.get_zooms()[:3]) + (1.0,))
     return _save(volume, probabilities.T, header, path)
 
 
@@ -435,9 +474,8 @@ def _check_shape(volume: Volume, shape: tuple[int, ...], path: str | os.PathLike
 
 
 def _derived_header(volume: Volume, dtype: type) -> nib.Nifti1Header:
-    """A copy of the input header (same qform/sform/zooms) with a new dtype and no scaling."""
-    header = volume.header.copy()
-    header.set_data_shape(volume.array.shape[::-1])
+    """A copy of the file's header (same qform/sform/zooms) with a new dtype and no scaling."""
+    header = (volume.stored.header if volume.stored else volume.header).copy()
     header.set_data_dtype(dtype)
     header.set_slope_inter(1.0, 0.0)
     header["descrip"] = b"covseg"
@@ -446,12 +484,20 @@ def _derived_header(volume: Volume, dtype: type) -> nib.Nifti1Header:
 
 def _save(volume: Volume, data_xyz: np.ndarray, header: nib.Nifti1Header,
           path: str | os.PathLike[str]) -> Path:
-    """Save atomically; qform and sform are copied field by field so they match the input."""
-    image = nib.Nifti1Image(data_xyz, volume.affine, header)
+    """Save atomically on the file's own axes; qform and sform are copied field by field so
+    they match the input. ``data_xyz``: (x, y, z[, C]) on the volume's axes."""
+    source_header, affine = volume.header, volume.affine
+    if volume.stored is not None:
+        data_xyz = volume.stored.to_file(data_xyz)
+        source_header, affine = volume.stored.header, volume.stored.affine
+    zooms = source_header.get_zooms()[:3]
+    header.set_data_shape(data_xyz.shape)
+    header.set_zooms(tuple(zooms) + (1.0,) * (data_xyz.ndim - 3))
+    image = nib.Nifti1Image(data_xyz, affine, header)
     for key in ("qform_code", "sform_code", "quatern_b", "quatern_c", "quatern_d",
                 "qoffset_x", "qoffset_y", "qoffset_z", "srow_x", "srow_y", "srow_z"):
-        image.header[key] = volume.header[key]
-    image.header["pixdim"][0] = volume.header["pixdim"][0]
+        image.header[key] = source_header[key]
+    image.header["pixdim"][0] = source_header["pixdim"][0]
     path = Path(path)
     if not path.name.lower().endswith(NIFTI_SUFFIXES):
         raise CovsegError(f"{path}: output must end in .nii or .nii.gz")
