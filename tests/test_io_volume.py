@@ -61,7 +61,9 @@ def test_nifti_mask_overlays_input_exactly(tmp_path: Path) -> None:
     assert volume.array.shape == original.shape[::-1] == (30, 101, 122)
     assert volume.array.dtype == np.float32 and volume.intensity == "hu"
     assert volume.spacing == (3.0, 3.0, 3.0)
-    np.testing.assert_array_equal(volume.array, np.asarray(original.dataobj).T)
+    assert volume.file_axes == "RAS" and nib.aff2axcodes(volume.affine) == ("L", "P", "S")
+    # read in LPS order: x and y mirrored from the RAS file, slices as stored
+    np.testing.assert_array_equal(volume.array, np.asarray(original.dataobj).T[:, ::-1, ::-1])
     labels = (volume.array < -320).astype(np.uint8)
     written = nib.load(str(write_mask_like(volume, labels, tmp_path / "mask.nii.gz")))
     np.testing.assert_array_equal(written.affine, original.affine)
@@ -73,7 +75,7 @@ def test_nifti_mask_overlays_input_exactly(tmp_path: Path) -> None:
     assert written.header.get_zooms() == original.header.get_zooms()
     assert nib.aff2axcodes(written.affine) == nib.aff2axcodes(original.affine)
     assert written.get_data_dtype() == np.uint8
-    np.testing.assert_array_equal(np.asarray(written.dataobj).T, labels)
+    np.testing.assert_array_equal(np.asarray(written.dataobj).T[:, ::-1, ::-1], labels)
 
 
 def test_scaled_integer_nifti_is_read_in_hu(tmp_path: Path) -> None:
@@ -81,7 +83,8 @@ def test_scaled_integer_nifti_is_read_in_hu(tmp_path: Path) -> None:
     image.header.set_slope_inter(2.0, -1024.0)
     nib.save(image, str(tmp_path / "scaled.nii.gz"))
     volume = read_volume(tmp_path / "scaled.nii.gz")
-    np.testing.assert_allclose(volume.array, (np.arange(24).reshape(2, 3, 4) * 2 - 1024).T)
+    np.testing.assert_allclose(volume.array,  # an identity affine is RAS: read mirrored to LPS
+                               (np.arange(24).reshape(2, 3, 4) * 2 - 1024).T[:, ::-1, ::-1])
     assert volume.intensity == "hu"
 
 
@@ -235,12 +238,12 @@ def test_probabilities_round_trip_3d_and_4d(tmp_path: Path) -> None:
     binary = rng.random((4, 5, 6)).astype(np.float16)
     written = nib.load(str(write_probabilities_like(volume, binary, tmp_path / "p.nii.gz")))
     assert written.get_data_dtype() == np.float32 and written.shape == (6, 5, 4)
-    np.testing.assert_allclose(np.asarray(written.dataobj).T, binary)
-    np.testing.assert_array_equal(written.affine, volume.affine)
+    np.testing.assert_allclose(np.asarray(written.dataobj)[::-1, ::-1].T, binary)  # RAS file
+    np.testing.assert_array_equal(written.affine, volume.file_affine)
     classes = rng.random((3, 4, 5, 6)).astype(np.float32)
     written = nib.load(str(write_probabilities_like(volume, classes, tmp_path / "c.nii.gz")))
     assert written.shape == (6, 5, 4, 3)
-    np.testing.assert_allclose(np.asarray(written.dataobj).T, classes)
+    np.testing.assert_allclose(np.asarray(written.dataobj)[::-1, ::-1].T, classes)
 
 
 def test_write_mask_validates_its_input(tmp_path: Path) -> None:
@@ -263,3 +266,25 @@ def test_display_orientation_follows_the_affine() -> None:
     assert ras == (True, True)
     np.testing.assert_array_equal(orient_for_display(plane, ras), plane[::-1, ::-1])
     np.testing.assert_array_equal(orient_for_display(plane, (False, True)), plane[:, ::-1])
+
+
+def test_stale_voxel_sizes_are_reported_and_read_one_way(tmp_path: Path, caplog) -> None:
+    """pixdim 1 mm under a 3 mm sform: the voxel size was 1 mm axially and 3 mm stored
+    sagittally; it is the header's in every storage, with a warning."""
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.int16)
+    header.set_data_shape((8, 9, 10))
+    header.set_sform(np.diag([-3.0, -3.0, 3.0, 1.0]), code=1)
+    header.set_qform(None, code=0)
+    image = nib.Nifti1Image(np.full((8, 9, 10), -800, np.int16), None, header)
+    nib.save(image, str(tmp_path / "axial.nii.gz"))
+    image = nib.load(str(tmp_path / "axial.nii.gz"))
+    sagittal = image.as_reoriented(nib.orientations.ornt_transform(
+        nib.io_orientation(image.affine), nib.orientations.axcodes2ornt(("S", "P", "L"))))
+    sagittal.header.set_zooms((1.0, 1.0, 1.0))
+    nib.save(sagittal, str(tmp_path / "sagittal.nii.gz"))
+    with caplog.at_level("WARNING"):
+        spacings = {read_volume(tmp_path / f"{name}.nii.gz").spacing
+                    for name in ("axial", "sagittal")}
+    assert spacings == {(1.0, 1.0, 1.0)}
+    assert "voxel sizes 1 x 1 x 1 mm in the header differ from the affine's 3 x 3 x 3" in caplog.text

@@ -457,41 +457,77 @@ def test_segment_in_memory_gives_the_masks_predict_writes(chest, tiny_run: Path,
     np.testing.assert_array_equal(covseg.segment(predictor, sagittal), written.transpose(2, 1, 0))
 
 
-@pytest.mark.parametrize("order", [(2, 1, 0), (0, 2, 1), (1, 2, 0)],
-                         ids=["sagittal", "coronal", "rotated"])
-def test_volumes_not_stored_axially_are_read_as_axial(chest, order: tuple[int, int, int],
-                                                      tmp_path: Path) -> None:
-    """A sagittal or coronal file is cut into axial slices (cut along its third axis it gave an
-    empty lung and a wrong CT category without a word) and its masks come back on its own axes."""
-    path, counts = chest
+def stored_as(image: nib.Nifti1Image, axes: str) -> nib.Nifti1Image:
+    """The same scan stored with other voxel axes (permuted and mirrored, no resampling)."""
+    return image.as_reoriented(nib.orientations.ornt_transform(
+        nib.io_orientation(image.affine), nib.orientations.axcodes2ornt(tuple(axes))))
+
+
+def on_grid_of(path: Path, reference: Path) -> np.ndarray:
+    """The voxels of a NIfTI file rearranged onto another file's storage of the same grid."""
     image = nib.load(str(path))
+    return np.asarray(stored_as(image, "".join(nib.aff2axcodes(nib.load(str(reference)).affine)))
+                      .dataobj)
+
+
+@pytest.mark.parametrize("axes", ["SPL", "LSA", "PRI", "RAS", "LPI"],
+                         ids=["sagittal", "coronal", "rotated", "mirrored", "head-first"])
+def test_one_scan_stored_any_way_gives_the_same_results(chest, axes: str, tmp_path: Path) -> None:
+    """Stored sagittally, coronally or mirrored, a scan is read in one orientation (cut along a
+    sagittal file's third axis it gave an empty lung and a wrong CT category without a word), so
+    its masks and numbers are the axial file's; the masks come back on the file's own axes."""
+    path, counts = chest
     stored = tmp_path / "stored.nii.gz"
-    nib.save(nib.Nifti1Image(np.asarray(image.dataobj).transpose(order).copy(),
-                             image.affine[:, [*order, 3]]), str(stored))
+    nib.save(stored_as(nib.load(str(path)), axes), str(stored))
     volume = read_volume(stored)
     np.testing.assert_array_equal(volume.array, read_volume(path).array)
-    np.testing.assert_allclose(volume.affine, image.affine)
+    np.testing.assert_allclose(volume.affine, AFFINE)
+    assert volume.file_axes == axes
     predictor = BandPredictor([(-400, -200)])
     axial = predict_study(predictor, path, tmp_path / "axial", probabilities=True)
     turned = predict_study(predictor, stored, tmp_path / "turned", probabilities=True)
     for key in ("study", "right_lung", "left_lung"):
         assert turned[key] == axial[key]
     assert turned["study"]["lesion_ml"] == pytest.approx(counts["ggo"] * VOXEL_ML)
+    assert turned["inputs"]["shape_zyx"] == list(nib.load(str(stored)).shape[::-1])
     for name in ("infection.nii.gz", "lungs.nii.gz", "probabilities.nii.gz"):
-        written = nib.load(str(tmp_path / "turned" / name))
-        reference = nib.load(str(tmp_path / "axial" / name))
-        np.testing.assert_allclose(written.affine, nib.load(str(stored)).affine)
-        np.testing.assert_array_equal(np.asarray(written.dataobj),
-                                      np.asarray(reference.dataobj).transpose(order))
-        assert written.header.get_zooms() == tuple(np.asarray(reference.header.get_zooms())[
-            list(order)])
-    again = quantify_study(tmp_path / "turned" / "infection.nii.gz", tmp_path / "q",
-                           image=stored)
-    assert again["study"]["lesion_ml"] == axial["study"]["lesion_ml"]
+        written = tmp_path / "turned" / name
+        np.testing.assert_allclose(nib.load(str(written)).affine, nib.load(str(stored)).affine)
+        assert nib.load(str(written)).header.get_zooms() == nib.load(str(stored)).header.get_zooms()
+        np.testing.assert_array_equal(on_grid_of(written, path),
+                                      np.asarray(nib.load(str(tmp_path / "axial" / name)).dataobj))
+    # the mask of one storage quantified with the lungs and CT of another
+    again = quantify_study(tmp_path / "axial" / "infection.nii.gz", tmp_path / "q",
+                           lungs=tmp_path / "turned" / "lungs.nii.gz", image=stored)
+    assert again["study"] == axial["study"]
     classes = BandPredictor([(-400, -200), (-200, -100)])  # 4D (x, y, z, class) probabilities
     predict_study(classes, path, tmp_path / "axial4d", probabilities=True)
     predict_study(classes, stored, tmp_path / "turned4d", probabilities=True)
-    written = nib.load(str(tmp_path / "turned4d" / "probabilities.nii.gz"))
-    reference = np.asarray(nib.load(str(tmp_path / "axial4d" / "probabilities.nii.gz")).dataobj)
-    assert reference.ndim == 4
-    np.testing.assert_array_equal(np.asarray(written.dataobj), reference.transpose(*order, 3))
+    np.testing.assert_array_equal(
+        on_grid_of(tmp_path / "turned4d" / "probabilities.nii.gz", path),
+        np.asarray(nib.load(str(tmp_path / "axial4d" / "probabilities.nii.gz")).dataobj))
+
+
+def test_unorientable_volumes_are_refused(chest, tmp_path: Path) -> None:
+    """A single sagittal plane became a stack of 1-pixel "axial" slices, and a zero affine was
+    read as axial; both are refused. Slices are named as the file numbers them."""
+    path, _ = chest
+    image = nib.load(str(path))
+    plane = tmp_path / "plane.nii.gz"
+    nib.save(stored_as(image.slicer[30:31], "PSL"), str(plane))
+    with pytest.raises(CovsegError, match="a single sagittal plane"):
+        read_volume(plane)
+    zero = tmp_path / "zero.nii.gz"
+    header = image.header.copy()
+    header.set_sform(np.diag([0.0, 0.0, 0.0, 1.0]), code=2)  # nibabel reads this sform as is
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj), None, header), str(zero))
+    with pytest.raises(CovsegError, match="zero or singular"):
+        read_volume(zero)
+    head_first = tmp_path / "head_first.nii.gz"
+    nib.save(stored_as(image, "LPI"), str(head_first))
+    volume = read_volume(head_first)
+    assert volume.slice_name(0) == f"slice {volume.array.shape[0] - 1}"
+    assert read_volume(path).slice_name(0) == "slice 0"
+    sagittal = tmp_path / "sagittal.nii.gz"
+    nib.save(stored_as(image, "SPL"), str(sagittal))
+    assert read_volume(sagittal).slice_name(3).startswith("axial slice 3")

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
@@ -115,8 +114,8 @@ def _read_pair(stem: str, pred_path: Path, truth_path: Path
         raise CovsegError(f"{stem}: prediction {pred.shape} and truth {truth.shape} differ in size")
     if pred_volume and truth_volume and not same_grid_affine(pred_volume, truth_volume):
         raise CovsegError(f"{stem}: prediction and truth lie on different grids (their affines "
-                          f"differ: axes {''.join(nib.aff2axcodes(pred_volume.affine))} and "
-                          f"{''.join(nib.aff2axcodes(truth_volume.affine))}); resample one onto "
+                          f"differ: axes {pred_volume.file_axes} and "
+                          f"{truth_volume.file_axes}); resample one onto "
                           "the other's grid first")
     return pred, truth, truth_volume.spacing if truth_volume else None
 

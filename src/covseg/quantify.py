@@ -237,8 +237,10 @@ def most_affected_slices(lesions: np.ndarray, lungs: np.ndarray | None, count: i
 def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, *,
                   lungs: np.ndarray | None = None, image: np.ndarray | None = None,
                   intensity: str = "hu", affine: np.ndarray | None = None,
-                  voxel_ml: float | None = None, count: int = 6, title: str = "") -> Path:
-    """PNG grid of the most affected slices: CT (lung window) with lesion fill and lung outline."""
+                  voxel_ml: float | None = None, count: int = 6, title: str = "",
+                  slice_name: Callable[[int], str] | None = None) -> Path:
+    """PNG grid of the most affected slices: CT (lung window) with lesion fill and lung outline;
+    ``slice_name`` names a slice index for the user (:meth:`Volume.slice_name`)."""
     slices = most_affected_slices(lesions, lungs, count)
     columns = min(3, len(slices))
     rows = -(-len(slices) // columns)
@@ -262,7 +264,8 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, *,
                 if (plane == label).any():
                     axis.contour(plane == label, levels=[0.5], colors=colour, linewidths=0.8)
         volume = f", {np.count_nonzero(lesions[k]) * voxel_ml:.1f} mL" if voxel_ml else ""
-        axis.set_title(f"slice {k}{volume}", fontsize=9)
+        name = slice_name(k) if slice_name else f"slice {k}"
+        axis.set_title(f"{name}{volume}", fontsize=9)
         axis.set_axis_off()
     names = LESION_NAMES if multiclass else {1: "lesion"}
     legend = [Patch(color=colours[label], label=name) for label, name in names.items()]
@@ -323,7 +326,8 @@ def _html_cell(value: Any) -> str:
 def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any], study: str,
                  lesions: np.ndarray, *, lungs: np.ndarray | None = None,
                  image: np.ndarray | None = None, intensity: str = "hu",
-                 affine: np.ndarray | None = None, html_report: bool = False) -> dict[str, Any]:
+                 affine: np.ndarray | None = None, html_report: bool = False,
+                 slice_name: Callable[[int], str] | None = None) -> dict[str, Any]:
     """Write CSV, montage, optional HTML and finally the JSON (the study's 'done' marker)."""
     out_dir = Path(out_dir)
     files = dict(result.get("files", {}))
@@ -331,7 +335,7 @@ def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any], study:
                                                                 CSV_FIELDS)))
     montage = write_montage(out_dir / MONTAGE_PNG, lesions, lungs=lungs, image=image,
                             intensity=intensity, affine=affine, voxel_ml=result["voxel_ml"],
-                            title=study)
+                            title=study, slice_name=slice_name)
     files["montage"] = str(montage)
     if html_report:
         files["html"] = str(write_html(out_dir / REPORT_HTML, result, study, montage))
@@ -438,7 +442,8 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     return write_report(out_dir, result, stem, lesions.array, lungs=lung_labels,
                         image=ct.array if ct is not None else None,
                         intensity=ct.intensity if ct is not None else "hu",
-                        affine=lesions.affine, html_report=html_report)
+                        affine=lesions.affine, html_report=html_report,
+                        slice_name=lesions.slice_name)
 
 
 def _lung_labels(volume: Volume, path: Path) -> np.ndarray:
@@ -456,8 +461,9 @@ def _check_same_grid(reference: Volume, other: Volume) -> None:
     """Masks and CT must share the voxel grid; a different affine only warns (headers drift)."""
     if reference.array.shape != other.array.shape:
         raise CovsegError(
-            f"{other.source}: shape {other.array.shape} differs from the mask "
-            f"{reference.source} {reference.array.shape}; they must be on the same voxel grid"
+            f"{other.source}: shape {other.file_shape_zyx} differs from the mask "
+            f"{reference.source} {reference.file_shape_zyx} (z, y, x, as the files hold them); "
+            "they must be on the same voxel grid"
         )
     if not same_grid_affine(reference, other):
         log.warning("%s: affine differs from %s; assuming the same voxel grid",

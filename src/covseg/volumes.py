@@ -225,8 +225,8 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
     result = quantify(labels, volume.spacing, lungs, multiclass=multiclass)
     result["files"] = files
     result["inputs"] = {
-        "image": str(Path(path).resolve()), "shape_zyx": list(volume.array.shape),
-        "affine": volume.affine.tolist(), "intensity": volume.intensity,
+        "image": str(Path(path).resolve()), "shape_zyx": list(volume.file_shape_zyx),
+        "affine": volume.file_affine.tolist(), "intensity": volume.intensity,
         "model": {"source": predictor.source, "num_classes": predictor.num_classes,
                   "intensity": predictor.intensity, "window": list(predictor.window),
                   "threshold": predictor.threshold},
@@ -239,7 +239,7 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
         keep_outside_lungs=keep_outside_lungs, hu=hu, html=html, lung_margin_mm=lung_margin_mm)
     return write_report(out_dir, result, study_name(Path(path)), labels, lungs=lungs,
                         image=volume.array, intensity=volume.intensity, affine=volume.affine,
-                        html_report=html)
+                        html_report=html, slice_name=volume.slice_name)
 
 
 def _predict_with_probabilities(predictor: SlicePredictor, volume: Volume, out_dir: Path,

@@ -135,7 +135,9 @@ def test_medseg_nifti_stacks_in_hu(tmp_path: Path) -> None:
     data = load_dataset(tmp_path)
     assert data.layout == "medseg" and [s.case_id for s in data.samples][:2] == [
         "medseg_0000", "medseg_0001"]
-    np.testing.assert_array_equal(data.samples[2].mask, (lesions[2] > 0).astype(np.uint8))
+    # the stack is stored RAS: its slices are read mirrored in x and y (LPS, radiological)
+    np.testing.assert_array_equal(data.samples[2].mask,
+                                  (lesions[2] > 0).astype(np.uint8)[::-1, ::-1])
     air = data.samples[0].image[0, 0]
     assert air == pytest.approx((-1000 + 1350) / 1500, abs=0.05)  # lung window [-1350, 150] HU
 
@@ -188,7 +190,7 @@ def test_zenodo_kaggle_names_with_lung_and_infection(tmp_path: Path) -> None:
     data = load_dataset(tmp_path)
     assert data.layout == "zenodo" and len(data.samples) == 6 and len(data.patients) == 2
     lung = load_dataset(tmp_path, target="lung")
-    np.testing.assert_array_equal(lung.samples[1].mask, lungs[1])
+    np.testing.assert_array_equal(lung.samples[1].mask, lungs[1][::-1, ::-1])  # RAS, read LPS
 
 
 def test_zenodo_folder_names(tmp_path: Path) -> None:
@@ -231,9 +233,26 @@ def test_generic_folder_of_nifti_volumes(tmp_path: Path) -> None:
     _save_nifti(tmp_path / "masks" / "case1.nii.gz", lesions)
     data = load_dataset(tmp_path)
     assert len(data.samples) == 3 and data.patients == ["case1"]
-    # stored with +x to the right and +y anterior (RAS): flip both for a radiological view
-    assert all(s.display_flips == (True, True) for s in data.samples)
+    # stored RAS (+x to the right, +y anterior): read mirrored in x and y, in the radiological
+    # LPS order, so no display flips are left
+    assert all(s.display_flips == (False, False) for s in data.samples)
+    assert all((s.mask == (lesions[k][::-1, ::-1] > 0)).all() for k, s in enumerate(data.samples))
     assert load_dataset(shared("infnet-covid-semiseg")).samples[0].display_flips == (False, False)
+
+
+def test_volume_and_mask_stored_differently_are_paired_voxel_for_voxel(tmp_path: Path) -> None:
+    """A mask stored sagittally beside its axial image fell on the wrong slices silently."""
+    hu, lesions = _hu_volume(slices=3)
+    _save_nifti(tmp_path / "images" / "case1.nii.gz", hu)
+    _save_nifti(tmp_path / "axial" / "case1.nii.gz", lesions)
+    axial = nib.load(str(tmp_path / "axial" / "case1.nii.gz"))
+    (tmp_path / "masks").mkdir()
+    nib.save(axial.as_reoriented(nib.orientations.ornt_transform(
+        nib.io_orientation(axial.affine), nib.orientations.axcodes2ornt(("S", "P", "L")))),
+        str(tmp_path / "masks" / "case1.nii.gz"))
+    data = load_dataset(tmp_path)
+    assert [int(s.mask.sum()) for s in data.samples] == [int((m > 0).sum()) for m in lesions]
+    assert all((s.mask == (lesions[k][::-1, ::-1] > 0)).all() for k, s in enumerate(data.samples))
 
 
 def test_generic_folder_mixing_slices_and_volumes_reads_both(tmp_path: Path,

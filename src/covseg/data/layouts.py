@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from covseg.errors import CovsegError
 from covseg.io.image import case_key, image_name, is_image_file, read_array, read_mask
-from covseg.io.volume import display_flips, is_nifti, nifti_stem, read_nifti
+from covseg.io.volume import display_flips, is_nifti, nifti_stem, read_nifti, same_grid_affine
 from covseg.transforms import LUNG_WINDOW, normalize_intensity
 
 log = logging.getLogger(__name__)
@@ -191,9 +191,12 @@ def _slice_volume(image_path: Path, mask_path: Path, patient: str, options: Read
     image, mask = read_nifti(image_path), read_nifti(mask_path, dtype=np.int16)
     if image.array.shape != mask.array.shape:
         raise CovsegError(
-            f"{image_path}: volume shape {image.array.shape} differs from its mask "
-            f"{mask_path.name} {mask.array.shape}"
+            f"{image_path}: volume shape {image.file_shape_zyx} differs from its mask "
+            f"{mask_path.name} {mask.file_shape_zyx} (z, y, x, as the files hold them)"
         )
+    if not same_grid_affine(image, mask):
+        log.warning("%s: its mask %s has another affine (axes %s and %s); pairing their voxels as "
+                    "they are", image_path, mask_path.name, image.file_axes, mask.file_axes)
     hu = normalize_intensity(image.array, options.intensity, options.window)
     keep = range(len(hu))
     if options.slices == "labelled":

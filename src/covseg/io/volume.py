@@ -6,10 +6,12 @@ world RAS+ millimetres through ``affine`` (the NIfTI convention: +x towards the 
 a copy of its header, so they overlay the input exactly in any viewer. DICOM geometry (LPS) is
 converted to the same RAS affine, which SimpleITK and nibabel both read back unchanged.
 
-Files stored with sagittal or coronal slices are read as axial ones: their voxel axes are
-permuted (no resampling) so that the third one runs head to foot, because the 2D models and the
-lung finder work on axial slices. ``Volume.stored`` keeps the file's own axes, and the writers
-put results back on them, so a mask still overlays its input voxel for voxel.
+Every volume is read in one orientation, whatever its file's storage: voxel axes permuted and
+flipped (no resampling) to lungmask's, DICOM's own LPS order (x towards the patient's left, y
+posterior, z superior), so ``array[k]`` is an axial slice shown radiologically as stored. The 2D
+models and the lung finder work on axial slices, and the same scan stored sagittally, coronally
+or mirrored then gives the same masks and numbers. ``Volume.stored`` keeps the file's own axes;
+the writers put results back on them, so a mask still overlays its input voxel for voxel.
 
 Intensity: ``Volume.intensity`` says how values are stored ("hu" Hounsfield units, "uint8" 8-bit
 grey 0..255, "unit" grey in [0, 1]); it is the ``mode`` to give
@@ -69,25 +71,38 @@ def nifti_stem(path: Path) -> str:
     return path.stem
 
 
+WORKING_AXES = ("L", "P", "S")
+"""The orientation every volume is read in (see the module docstring)."""
+
+
 @dataclass(frozen=True)
 class StoredAxes:
-    """A file's own voxel axes, for a volume read with its axes permuted to axial slices."""
+    """A file's own voxel axes, for a volume read with its axes permuted or flipped."""
 
-    order: tuple[int, int, int]
-    """The file's voxel axis behind each of the volume's (x, y, z) axes."""
+    to_working: np.ndarray
+    """nibabel orientation transform from the file's axes to the volume's."""
     affine: np.ndarray
     header: nib.Nifti1Header
 
     def to_file(self, data_xyz: np.ndarray) -> np.ndarray:
         """(x, y, z[, C]) data on the volume's axes -> the same data on the file's axes."""
-        back = [int(a) for a in np.argsort(self.order)]
-        return data_xyz.transpose(back + list(range(3, data_xyz.ndim)))
+        start = nib.io_orientation(self.affine)
+        back = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt(WORKING_AXES), start)
+        return nib.orientations.apply_orientation(data_xyz, back)
+
+    def file_slice(self, k: int, depth: int) -> int | None:
+        """The file's own slice index of the volume's axial slice ``k``; None when the file's
+        slices are not axial (its axial slices are then cut across them)."""
+        axis, flip = self.to_working[2]
+        if int(axis) != 2:
+            return None
+        return k if flip > 0 else depth - 1 - k
 
 
 @dataclass
 class Volume:
     """A volume as (z, y, x) axial voxels plus its NIfTI affine and header (the geometry to copy
-    out); ``stored`` is set when the file's slices were not axial (see the module docstring)."""
+    out); ``stored`` is set when the file's axes were permuted or flipped (module docstring)."""
 
     array: np.ndarray
     affine: np.ndarray
@@ -95,12 +110,6 @@ class Volume:
     source: str
     intensity: str = "hu"
     stored: StoredAxes | None = None
-
-    def in_file_axes(self, data_zyx: np.ndarray) -> np.ndarray:
-        """(z, y, x) data on this volume's axes -> (z, y, x) on the file's own voxel axes."""
-        if self.stored is None:
-            return data_zyx
-        return self.stored.to_file(data_zyx.T).T
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -112,6 +121,36 @@ class Volume:
     def voxel_ml(self) -> float:
         """Volume of one voxel in millilitres."""
         return float(np.prod(self.spacing)) / 1000.0
+
+    @property
+    def file_affine(self) -> np.ndarray:
+        """The affine as the file holds it (for messages and records a user can check)."""
+        return self.stored.affine if self.stored else self.affine
+
+    @property
+    def file_shape_zyx(self) -> tuple[int, int, int]:
+        """The voxel grid's shape as the file holds it, as (z, y, x)."""
+        header = self.stored.header if self.stored else self.header
+        x, y, z = (int(n) for n in header.get_data_shape()[:3])
+        return z, y, x
+
+    @property
+    def file_axes(self) -> str:
+        """The file's axis codes, e.g. "RAS" or "ASL"."""
+        return "".join(nib.aff2axcodes(self.file_affine))
+
+    def in_file_axes(self, data_zyx: np.ndarray) -> np.ndarray:
+        """(z, y, x) data on this volume's axes -> (z, y, x) on the file's own voxel axes."""
+        if self.stored is None:
+            return data_zyx
+        return self.stored.to_file(data_zyx.T).T
+
+    def slice_name(self, k: int) -> str:
+        """How to name axial slice ``k`` to a user: its index in the file when the file is axial."""
+        if self.stored is None:
+            return f"slice {k}"
+        index = self.stored.file_slice(k, self.array.shape[0])
+        return f"slice {index}" if index is not None else f"axial slice {k} (cut across the file's)"
 
 
 def read_nifti(path: str | os.PathLike[str], dtype: type = np.float32) -> Volume:
@@ -139,7 +178,22 @@ def volume_from_nifti(image: nib.Nifti1Image, source: str, dtype: type = np.floa
         ) from None
     raw = _drop_trailing_axes(raw, source)
     data = _scaled_zyx(raw, slope, inter, np.dtype(dtype), source)
+    _warn_stale_voxel_sizes(image, source)
     return as_axial(Volume(data, image.affine, image.header, source))
+
+
+def _warn_stale_voxel_sizes(image: nib.Nifti1Image, source: str) -> None:
+    """Warn when the header's voxel sizes (pixdim, which volumes in mL use) disagree with the
+    affine's by more than 1 %: one of them was left stale by the tool that wrote the file."""
+    stated = np.asarray(image.header.get_zooms()[:3], dtype=np.float64)
+    implied = np.linalg.norm(np.asarray(image.affine, dtype=np.float64)[:3, :3], axis=0)
+    if not np.allclose(stated, implied, rtol=0.01):
+        log.warning("%s: voxel sizes %s mm in the header differ from the affine's %s mm; "
+                    "volumes use the header's", source, _mm(stated), _mm(implied))
+
+
+def _mm(sizes: np.ndarray) -> str:
+    return " x ".join(f"{v:g}" for v in sizes)
 
 
 def _unscaled(image: nib.Nifti1Image) -> tuple[np.ndarray, float, float]:
@@ -259,29 +313,68 @@ def same_grid_affine(first: Volume, second: Volume) -> bool:
 
 
 def as_axial(volume: Volume) -> Volume:
-    """The volume with its voxel axes permuted so that ``array[k]`` is an axial slice.
+    """The volume in :data:`WORKING_AXES` order (see the module docstring): the file's voxel axes
+    permuted and flipped, each to its nearest world axis (nibabel's ``io_orientation``, so an
+    oblique scan counts as its closest plane). Cut along a sagittal file's third axis, a scan gave
+    an empty lung and a wrong CT category without a word.
 
-    A sagittal or coronal file cut along its third axis gave wrong lungs and a wrong CT category
-    without a word. Only the axes' order changes: the nearest world axis of each voxel axis
-    (nibabel's ``io_orientation``, so oblique scans count as their closest plane) decides it.
+    ``volume.array`` must be the reader's own fresh array: mirrored axial files (the common
+    case) are flipped in place, so that no second copy of a large study is made.
     """
-    nearest_world_axis = nib.io_orientation(volume.affine)[:, 0].astype(int)
-    order = tuple(int(a) for a in np.argsort(nearest_world_axis))
-    if order == (0, 1, 2):
+    _check_orientable(volume)
+    start = nib.io_orientation(volume.affine)
+    to_working = nib.orientations.ornt_transform(start, nib.orientations.axcodes2ornt(WORKING_AXES))
+    if (to_working == [[0, 1], [1, 1], [2, 1]]).all():
         return volume
-    affine = volume.affine.copy()
-    affine[:, :3] = volume.affine[:, list(order)]
+    shape_xyz = volume.array.shape[::-1]
+    affine = volume.affine @ nib.orientations.inv_ornt_aff(to_working, shape_xyz)
+    if (to_working[:, 0] == [0, 1, 2]).all():
+        array = _flipped_in_place(volume.array, to_working[:, 1] < 0)
+    else:
+        array = np.ascontiguousarray(
+            nib.orientations.apply_orientation(volume.array.T, to_working).T)
+        if 1 in array.shape[1:] and array.shape[0] > 1:
+            raise CovsegError(f"{volume.source}: a single {_plane(start)} plane (axes "
+                              f"{''.join(nib.aff2axcodes(volume.affine))}), not axial slices; "
+                              "give the whole series")
+    zooms = np.empty(3)
+    zooms[to_working[:, 0].astype(int)] = volume.header.get_zooms()[:3]
     header = volume.header.copy()
-    array_xyz = volume.array.T.transpose(order)
-    header.set_data_shape(array_xyz.shape)
-    header.set_zooms(tuple(float(volume.header.get_zooms()[a]) for a in order))
+    header.set_data_shape(array.shape[::-1])
     header.set_qform(affine, code=max(int(volume.header["qform_code"]), 1))
     header.set_sform(affine, code=max(int(volume.header["sform_code"]), 1))
-    log.info("%s: stored with %s axes; read as axial slices (%s), results written on its own "
-             "axes", volume.source, "".join(nib.aff2axcodes(volume.affine)),
-             "".join(nib.aff2axcodes(affine)))
-    return Volume(np.ascontiguousarray(array_xyz.T), affine, header, volume.source,
-                  volume.intensity, StoredAxes(order, volume.affine, volume.header))
+    header.set_zooms(tuple(float(z) for z in zooms))  # after the forms, which reset them
+    return Volume(array, affine, header, volume.source, volume.intensity,
+                  StoredAxes(to_working, volume.affine, volume.header))
+
+
+def _check_orientable(volume: Volume) -> None:
+    """Refuse an affine that gives no orientation: zero, singular or not finite."""
+    matrix = np.asarray(volume.affine, dtype=np.float64)[:3, :3]
+    if not np.isfinite(matrix).all() or abs(np.linalg.det(matrix)) < 1e-12:
+        raise CovsegError(f"{volume.source}: its affine (the voxel-to-mm matrix of the header) is "
+                          "zero or singular, so the slices' orientation is unknown; fix the "
+                          "header's sform/qform or voxel sizes")
+
+
+def _plane(orientation: np.ndarray) -> str:
+    """"sagittal", "coronal" or "axial": the plane of a file's slices (its third axis)."""
+    return ("sagittal", "coronal", "axial")[int(orientation[2, 0])]
+
+
+def _flipped_in_place(array: np.ndarray, flips: np.ndarray) -> np.ndarray:
+    """A (z, y, x) array with its x, y and z axes reversed where ``flips`` (x, y, z) says, one
+    slice at a time so that no volume-sized copy is made."""
+    flip_x, flip_y, flip_z = (bool(f) for f in flips)
+    if flip_x or flip_y:
+        in_plane = (slice(None, None, -1 if flip_y else 1), slice(None, None, -1 if flip_x else 1))
+        for k in range(array.shape[0]):
+            array[k] = array[k][in_plane]
+    if flip_z:
+        depth = array.shape[0]
+        for k in range(depth // 2):
+            array[[k, depth - 1 - k]] = array[[depth - 1 - k, k]]
+    return array
 
 
 def detect_volume_intensity(array: np.ndarray, hu: str, source: str) -> str:
@@ -404,12 +497,13 @@ def volume_from_itk(image: sitk.Image, source: str) -> Volume:
 
 def volume_from_array(array: np.ndarray, spacing: Sequence[float], source: str) -> Volume:
     """(z, y, x) voxels with their (z, y, x) spacing in mm and no other geometry: an axis-aligned
-    grid, taken as RAS (so "right" and "left" lungs are only named by that guess)."""
+    grid taken in :data:`WORKING_AXES` order, as SimpleITK's ``GetArrayFromImage`` gives an axial
+    DICOM series (so "right" and "left" lungs are only named by that guess)."""
     if len(spacing) != 3 or not all(np.isfinite(v) and v > 0 for v in spacing):
         raise CovsegError(f"{source}: spacing must be three positive numbers (z, y, x) in mm, "
                           f"got {tuple(spacing)}")
     z, y, x = (float(v) for v in spacing)
-    return _float_volume(array, np.diag([x, y, z, 1.0]), source)
+    return _float_volume(array, np.diag([-x, -y, z, 1.0]), source)
 
 
 def _float_volume(array: np.ndarray, affine: np.ndarray, source: str) -> Volume:
