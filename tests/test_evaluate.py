@@ -68,6 +68,19 @@ def test_lossy_jpeg_masks_are_still_read(tmp_path: Path) -> None:
     assert result["summary"]["dice"]["mean"] == 1.0
 
 
+def test_truth_with_labels_scaled_to_8_bits_keeps_its_lowest_class(tmp_path: Path) -> None:
+    """0/127/254 truth lost ground-glass to the half-maximum threshold (127 < 127.5), and a
+    right prediction scored Dice 0.47 without a word."""
+    truth = square_mask(32, 4, 4, 12) + 2 * square_mask(32, 18, 18, 8)
+    _save(tmp_path / "truth" / "a.png", truth * 127)
+    _save(tmp_path / "binary" / "a.png", (truth > 0) * 255)
+    _save(tmp_path / "labels" / "a.png", truth)
+    binary = evaluate_folders(tmp_path / "binary", tmp_path / "truth", tmp_path / "b.json")
+    assert binary["summary"]["dice"]["mean"] == 1.0
+    labels = evaluate_folders(tmp_path / "labels", tmp_path / "truth", tmp_path / "l.json")
+    assert labels["num_classes"] == 3 and labels["per_case"][0]["ground-glass_dice"] == 1.0
+
+
 def test_covsegs_own_pictures_are_not_predictions(tmp_path: Path) -> None:
     """summary.png (beside summary.csv), montage.png and overlays/ of an output folder."""
     truth = square_mask(32, 4, 4, 12)

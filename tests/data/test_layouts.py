@@ -56,6 +56,24 @@ def test_real_infnet_binary_and_multiclass(target: str, classes: int) -> None:
     assert data.samples[0].case_id.startswith("infnet_")
 
 
+def test_real_multiclass_masks_scaled_to_8_bits_train_on_their_labels(tmp_path: Path) -> None:
+    """Inf-Net's 0/1/2 GT saved as 0/127/254: ground-glass (127) fell under the half-maximum
+    threshold, so training saw consolidation only."""
+    root = shared("infnet-covid-semiseg", "TrainingSet", "MultiClassInfection-Train")
+    (tmp_path / "images").mkdir()
+    truth = {}
+    for path in sorted((root / "GT").glob("*.png"))[:4]:
+        truth[path.stem] = np.asarray(Image.open(path))
+        shutil.copy(root / "Imgs" / f"{path.stem}.jpg", tmp_path / "images")
+        _save_png(tmp_path / "masks" / path.name, truth[path.stem] * 127)
+    data = load_dataset(tmp_path, target="multiclass")
+    assert data.num_classes == 3
+    for sample in data.samples:
+        np.testing.assert_array_equal(sample.mask, truth[sample.case_id])
+    infection = load_dataset(tmp_path)
+    assert all(np.array_equal(s.mask, truth[s.case_id] > 0) for s in infection.samples)
+
+
 def test_real_infnet_doctor_label_folder_directly() -> None:
     folder = shared("infnet-covid-semiseg", "TrainingSet", "LungInfection-Train", "Doctor-label")
     assert detect_layout(folder) == "infnet"
@@ -175,6 +193,50 @@ def test_mosmed_2d_split_files_must_name_existing_slices(tmp_path: Path) -> None
         load_dataset(root)
     (root / "valid_new0.txt").write_text("\n")
     with pytest.raises(CovsegError, match="valid_new0.txt: names no slices"):
+        load_dataset(root)
+
+
+def test_mosmed_2d_fold_lists_that_leak_are_refused(tmp_path: Path) -> None:
+    """A slice, or a study (MosMed's patient), on both sides of a fold was trained and tested
+    on alike, and a slice listed twice counted twice in every mean, all without a word."""
+    root = _mosmed_2d(tmp_path)
+    train = (root / "train_new0.txt").read_text()
+    cases = {
+        "study_0002_0.npy\nstudy_0001_0.npy\nstudy_0001_1.npy\n":
+            r"valid_new0.txt: slice study_0002_0 is in train_new0.txt too, .*keep it in one",
+        "study_0001_0.npy\n\nstudy_0001_1.npy\nstudy_0001_0.npy\n":
+            r"valid_new0.txt: slice study_0001_0 is listed twice \(lines 1 and 4\), .*delete line 4",
+    }
+    for valid, message in cases.items():
+        (root / "valid_new0.txt").write_text(valid)
+        with pytest.raises(CovsegError, match=message) as caught:
+            load_dataset(root)
+        assert "\n" not in str(caught.value)
+    (root / "train_new0.txt").write_text(train.replace("study_0003_1.npy\n", ""))
+    (root / "valid_new0.txt").write_text("study_0001_0.npy\nstudy_0001_1.npy\nstudy_0003_1.npy\n")
+    with pytest.raises(CovsegError, match=r"valid_new0.txt: study study_0003 has slices in "
+                                          r"both lists \(study_0003_1 here, study_0003_0 in "
+                                          r"train_new0.txt\); folds never split a patient"):
+        load_dataset(root)
+
+
+def test_mosmed_2d_split_lists_need_their_partner(tmp_path: Path) -> None:
+    """valid_new1.txt without train_new1.txt dropped fold 1 without a word (only valid lists:
+    the folder was read as generic imgs/ + masks/ with no folds at all)."""
+    root = _mosmed_2d(tmp_path)
+    (root / "train_new1.txt").unlink()
+    with pytest.raises(CovsegError, match=r"valid_new1.txt: its partner train_new1.txt is "
+                                          r"missing, so this fold has no training slices; add "
+                                          r"train_new1.txt or remove valid_new1.txt"):
+        load_dataset(root)
+    (root / "valid_new1.txt").rename(root / "train_new1.txt")
+    with pytest.raises(CovsegError, match=r"train_new1.txt: its partner valid_new1.txt is "
+                                          r"missing, so this fold has no test slices"):
+        load_dataset(root)
+    for path in root.glob("train_new*.txt"):
+        path.unlink()
+    assert detect_layout(root) == "mosmed-2d"
+    with pytest.raises(CovsegError, match=r"valid_new0.txt: its partner train_new0.txt"):
         load_dataset(root)
 
 

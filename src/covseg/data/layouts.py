@@ -270,14 +270,33 @@ def _read_mosmed_2d(root: Path, options: ReadOptions) -> LoadedData:
     pairs = _pair(images, _files(masks_dir, is_image_file), root)
     patients = {stem: _mosmed_patient(stem) for stem in images}
     samples = _read_2d_pairs(pairs, options, patients, "reading MosMed slices")
-    folds = []
-    for train_list in sorted(root.glob("train_new*.txt"), key=_fold_number):
-        valid_list = root / train_list.name.replace("train_new", "valid_new")
-        if not valid_list.is_file():
-            raise CovsegError(f"{train_list}: its partner {valid_list.name} is missing")
-        folds.append((_read_split(train_list, images, images_dir),
-                      _read_split(valid_list, images, images_dir)))
+    folds = [_read_fold(train_list, valid_list, patients, images_dir)
+             for train_list, valid_list in _split_pairs(root)]
     return _loaded(samples, "mosmed-2d", root, options, folds=folds)
+
+
+SPLIT_LISTS = ("train_new", "valid_new")
+"""Name starts of MosMed's split files: fold k trains on train_new{k}.txt, tests valid_new{k}.txt."""
+
+
+def _split_pairs(root: Path) -> list[tuple[Path, Path]]:
+    """(train list, valid list) of every fold. A list without its partner is refused, as its
+    fold would be dropped without a word."""
+    lists = sorted((path for start in SPLIT_LISTS for path in root.glob(f"{start}*.txt")),
+                   key=_fold_number)
+    for path in lists:
+        partner = _partner(path)
+        if not partner.is_file():
+            role = "test" if partner.name.startswith(SPLIT_LISTS[1]) else "training"
+            raise CovsegError(f"{path}: its partner {partner.name} is missing, so this fold has "
+                              f"no {role} slices; add {partner.name} or remove {path.name}")
+    return [(path, _partner(path)) for path in lists if path.name.startswith(SPLIT_LISTS[0])]
+
+
+def _partner(path: Path) -> Path:
+    """valid_new{k}.txt for train_new{k}.txt, and the reverse."""
+    mine, other = SPLIT_LISTS if path.name.startswith(SPLIT_LISTS[0]) else SPLIT_LISTS[::-1]
+    return path.with_name(other + path.name.removeprefix(mine))
 
 
 def _fold_number(path: Path) -> int:
@@ -291,18 +310,44 @@ def _mosmed_patient(stem: str) -> str:
     return match.group(1) if match else stem
 
 
-def _read_split(path: Path, known: dict[str, Path], images_dir: Path) -> list[str]:
+def _read_fold(train_list: Path, valid_list: Path, patients: dict[str, str], images_dir: Path
+               ) -> tuple[list[str], list[str]]:
+    """One fold's training and test slices. A fold that tests on what it trained on is refused:
+    a slice in both lists, or a patient (a MosMed study) with slices in both."""
+    train, valid = (_read_split(path, patients, images_dir) for path in (train_list, valid_list))
+    train_set = set(train)
+    trained = {patients[stem]: stem for stem in train}
+    for stem in valid:
+        if stem in train_set:
+            raise CovsegError(f"{valid_list}: slice {stem} is in {train_list.name} too, so the "
+                              "fold tests on a slice it trained on; keep it in one of the lists")
+        if patients[stem] in trained:
+            raise CovsegError(f"{valid_list}: study {patients[stem]} has slices in both lists "
+                              f"({stem} here, {trained[patients[stem]]} in {train_list.name}); "
+                              "folds never split a patient: put all of its slices in one list")
+    return train, valid
+
+
+def _read_split(path: Path, known: dict[str, str], images_dir: Path) -> list[str]:
     """The slices a split file names; a name with no slice, or no name at all, is refused, as
-    it would train or test a fold on other slices than the file says (or on none)."""
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    it would train or test a fold on other slices than the file says (or on none); so is a slice
+    named twice, which would count twice in every mean."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    names = [(number, line.strip()) for number, line in enumerate(lines, 1) if line.strip()]
     if not names:
         raise CovsegError(f"{path}: names no slices; list one slice file name per line")
-    stems = [Path(name).name.split(".")[0] for name in names]
-    missing = [name for name, stem in zip(names, stems) if stem not in known]
+    stems = [Path(name).name.split(".")[0] for _, name in names]
+    missing = [name for (_, name), stem in zip(names, stems) if stem not in known]
     if missing:
         raise CovsegError(f"{path}: {len(missing)} of {len(names)} names are no slice in "
                           f"{images_dir} (e.g. {missing[0]}); correct the file or restore the "
                           "slices")
+    first: dict[str, int] = {}
+    for (number, _), stem in zip(names, stems):
+        if stem in first:
+            raise CovsegError(f"{path}: slice {stem} is listed twice (lines {first[stem]} and "
+                              f"{number}), so it would count twice; delete line {number}")
+        first[stem] = number
     return stems
 
 
@@ -425,7 +470,7 @@ def _loaded(samples: list[Sample], layout: str, root: Path, options: ReadOptions
 
 
 LAYOUTS: dict[str, Callable[[Path], bool]] = {
-    "mosmed-2d": lambda root: any(root.glob("train_new*.txt")),
+    "mosmed-2d": lambda root: any(any(root.glob(f"{start}*.txt")) for start in SPLIT_LISTS),
     "medseg": lambda root: (root / "tr_im").is_dir() or (root / "tr_im.nii.gz").is_file(),
     "infnet": lambda root: (root / "Imgs").is_dir() or (root / "TrainingSet").is_dir()
     or (root / "Doctor-label").is_dir() or (root / "LungInfection-Train").is_dir(),

@@ -18,6 +18,9 @@ MID_GREY = (0.25, 0.75)
 MAX_MID_GREY_SHARE = 0.02
 """Above this share of mid-grey pixels, a mask with many grey levels is an image (a lossy JPEG
 mask has well under 1 %, a CT slice 40-60 %)."""
+STEP_TOLERANCE = 0.5
+"""How far an integer level may lie from its multiple of the step: labels scaled by 255/K and
+rounded (0/128/255) are still labels."""
 MASK_NAME_SUFFIXES = ("_mask", "_seg")
 """Endings that mark a file as the mask of the image with the rest of its name (``x_mask``)."""
 
@@ -70,26 +73,66 @@ def read_array(path: str | os.PathLike[str]) -> np.ndarray:
 def mask_to_labels(array: np.ndarray, source: str | os.PathLike[str] = "mask") -> np.ndarray:
     """Turn a stored mask into integer labels 0..K.
 
-    Label maps (values 0..15, e.g. MedSeg palettes or Inf-Net multi-class GT) are kept;
-    0/255 masks and lossy (JPEG) masks are thresholded at half their maximum to 0/1. An image
-    (a CT slice, a photo) is refused: thresholding it would score a picture as a mask.
+    Label maps (values 0..15, e.g. MedSeg palettes or Inf-Net multi-class GT) are kept. A few
+    levels that are multiples of one step (0/255, 0/127/254, 0/85/170/255: labels scaled to fill
+    the file; see :func:`_label_step`) are divided by it, as a half-maximum threshold would drop
+    the lowest class. Lossy (JPEG) 0/255 masks, their levels clustered near 0 and the maximum,
+    are thresholded at half their maximum. An image (a CT slice, a photo) or levels that fit no
+    rule are refused rather than guessed.
     """
     values = np.unique(array)
     if values.size and values.min() < 0:
         raise CovsegError(f"{source}: mask has negative values; expected labels 0..K or 0/255")
-    if values.size and values.max() <= MAX_LABEL and np.all(np.equal(np.mod(values, 1), 0)):
+    if not values.size or (values.max() <= MAX_LABEL and _integral(values)):
         return array.astype(np.uint8)
-    _check_two_levels(array, values, source)
+    step = _label_step(values)
+    if step is not None:
+        return np.rint(array / step).astype(np.uint8)
+    _check_binary_with_noise(array, values, source)
     return (array > values.max() / 2).astype(np.uint8)
 
 
-def _check_two_levels(array: np.ndarray, values: np.ndarray, source: str | os.PathLike[str]
-                      ) -> None:
-    """Refuse a grey image given as a 0/255 mask: many grey levels with many pixels between
-    the two ends (a JPEG mask has many levels too, but only near 0 and its maximum)."""
-    top = float(values.max()) if values.size else 0.0
-    mid_grey = float(np.mean((array > MID_GREY[0] * top) & (array < MID_GREY[1] * top)))
-    if values.size > MAX_LABEL + 1 and mid_grey > MAX_MID_GREY_SHARE:
+def _integral(values: np.ndarray) -> bool:
+    """True when every value is a whole number (whatever the dtype)."""
+    return bool(np.all(np.equal(np.mod(values, 1), 0)))
+
+
+def _label_step(values: np.ndarray) -> float | None:
+    """The largest step s such that the levels are labels times s, 0, s, 2s, ... Ks (K up to
+    15), with more than half of 0..K present, so that a slice lacking a class still reads
+    (0/170/255 is 0, 2, 3) but sparse levels do not (0/20/255 is no labels 0, 1, 13); else None."""
+    levels = values.astype(np.float64)
+    top = levels[-1]
+    if top <= 0 or levels.size > MAX_LABEL + 1:
+        return None
+    tolerance = STEP_TOLERANCE if _integral(values) else 1e-6 * top
+    for top_label in range(1, min(MAX_LABEL, max(1, 2 * levels.size - 2)) + 1):
+        step = top / top_label
+        labels = np.rint(levels / step)
+        if (np.unique(labels).size == levels.size
+                and np.abs(levels - labels * step).max() <= tolerance):
+            return float(step)
+    return None
+
+
+def _check_binary_with_noise(array: np.ndarray, values: np.ndarray,
+                             source: str | os.PathLike[str]) -> None:
+    """Refuse what a half-maximum threshold would misread: a grey image (many levels, many pixels
+    mid-grey), or a few levels that are no labels with one of them mid-grey (is 100 of 0/100/255
+    a class or foreground?). A JPEG 0/255 mask passes: its levels lie near 0 and its maximum,
+    bar a few edge pixels when it has many levels."""
+    top = float(values.max())
+    low, high = MID_GREY[0] * top, MID_GREY[1] * top
+    if values.size <= MAX_LABEL + 1:
+        middle = values[(values > low) & (values < high)]
+        if middle.size:
+            shown = "/".join(f"{v:g}" for v in values)
+            raise CovsegError(f"{source}: mask levels {shown} are neither labels 0..{MAX_LABEL} "
+                              f"nor multiples of one step (0/127/254), and {middle[0]:g} is no "
+                              "0/255 noise; store labels 0..K, 0/255, or labels times one step")
+        return
+    mid_grey = float(np.mean((array > low) & (array < high)))
+    if mid_grey > MAX_MID_GREY_SHARE:
         raise CovsegError(f"{source}: not a mask but an image ({values.size} grey levels, "
                           f"{mid_grey:.0%} of pixels mid-grey); pass masks holding labels 0..K "
                           "or 0/255")

@@ -1,0 +1,104 @@
+"""Reading 2D masks as labels: label maps, 0/255, labels scaled by a step, JPEG noise, refusals."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from covseg.errors import CovsegError
+from covseg.io.image import mask_to_labels, read_mask
+from tests.conftest import shared
+
+
+def _levels(*values: float, dtype: type = np.uint8) -> np.ndarray:
+    """A 2D mask holding each value in its own row of 4 pixels."""
+    return np.repeat(np.array(values, dtype=dtype)[:, None], 4, axis=1)
+
+
+@pytest.mark.parametrize("stored,labels", [
+    ((0, 255), (0, 1)),
+    ((0, 127, 254), (0, 1, 2)),  # the half-maximum threshold lost ground-glass (127 < 127.5)
+    ((0, 85, 170, 255), (0, 1, 2, 3)),
+    ((0, 128, 255), (0, 1, 2)),  # labels * 255 / 2, rounded
+    ((0, 64, 128, 191, 255), (0, 1, 2, 3, 4)),
+    ((0, 85, 255), (0, 1, 3)),  # a slice without consolidation
+    ((0, 170, 255), (0, 2, 3)),  # a slice without ground-glass
+    ((255,), (1,)),
+])
+def test_labels_scaled_by_a_step_are_read_as_labels(stored: tuple[int, ...],
+                                                     labels: tuple[int, ...]) -> None:
+    np.testing.assert_array_equal(mask_to_labels(_levels(*stored)), _levels(*labels))
+
+
+def test_scaled_labels_of_other_types() -> None:
+    np.testing.assert_array_equal(mask_to_labels(_levels(0, 65535, dtype=np.uint16)),
+                                  _levels(0, 1))
+    np.testing.assert_array_equal(mask_to_labels(_levels(0, 1 / 3, 2 / 3, 1, dtype=np.float32)),
+                                  _levels(0, 1, 2, 3))
+    np.testing.assert_array_equal(mask_to_labels(_levels(0, 0.5, 1, dtype=np.float64)),
+                                  _levels(0, 1, 2))
+
+
+@pytest.mark.parametrize("stored", [(0, 1), (0, 1, 2), (0, 2), (0, 1, 2, 3), (0, 5, 15)])
+def test_label_maps_are_kept(stored: tuple[int, ...]) -> None:
+    """0/2 is consolidation alone (Inf-Net's multi-class GT has such slices), not step 2."""
+    np.testing.assert_array_equal(mask_to_labels(_levels(*stored)), _levels(*stored))
+
+
+@pytest.mark.parametrize("stored", [(0, 127, 254, 255), (0, 100, 255), (0, 60, 120, 255)])
+def test_levels_that_fit_no_rule_are_refused(stored: tuple[int, ...]) -> None:
+    """Thresholding them at half the maximum would guess which level is a class."""
+    with pytest.raises(CovsegError, match=r"mask levels .* are neither labels 0..15 nor "
+                                          r"multiples of one step .*store labels 0..K") as caught:
+        mask_to_labels(_levels(*stored), "a.png")
+    assert "\n" not in str(caught.value) and str(caught.value).startswith("a.png: ")
+
+
+def test_fractional_levels_are_refused() -> None:
+    with pytest.raises(CovsegError, match=r"mask levels 0/0.3/1 are neither"):
+        mask_to_labels(_levels(0, 0.3, 1, dtype=np.float32))
+
+
+def test_sparse_levels_near_the_ends_are_thresholded() -> None:
+    """0/20/255 is no labels 0, 1, 13: too few of 0..13; its levels lie near 0 and 255."""
+    np.testing.assert_array_equal(mask_to_labels(_levels(0, 20, 255)), _levels(0, 0, 1))
+    np.testing.assert_array_equal(mask_to_labels(_levels(0, 1, 254, 255)), _levels(0, 0, 1, 1))
+
+
+@pytest.mark.parametrize("quality", [30, 50, 75, 90, 95, 100])
+def test_jpeg_masks_are_thresholded(quality: int) -> None:
+    """Lossy 0/255 masks have many levels (or a few, at high quality), all near 0 and 255."""
+    yy, xx = np.mgrid[:128, :128]
+    mask = ((yy - 64) ** 2 + (xx - 70) ** 2 < 30 ** 2).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(mask * 255).save(buffer, format="JPEG", quality=quality)
+    labels = mask_to_labels(np.asarray(Image.open(buffer)))
+    assert labels.max() == 1 and np.mean(labels != mask) < 0.01
+
+
+def test_images_are_still_refused() -> None:
+    rng = np.random.default_rng(0)
+    with pytest.raises(CovsegError, match=r"not a mask but an image \(\d+ grey levels"):
+        mask_to_labels(rng.integers(0, 256, (32, 32)).astype(np.uint8))
+
+
+def test_real_masks_read_as_before(tmp_path: Path) -> None:
+    """Inf-Net's 0/255 GT, its 0/1/2 multi-class GT (also scaled to 0/127/254 and 0/85/170),
+    and MedSeg's palette PNGs."""
+    root = shared("infnet-covid-semiseg", "TrainingSet")
+    for path in sorted((root / "LungInfection-Train" / "Doctor-label" / "GT").glob("*.png"))[:5]:
+        np.testing.assert_array_equal(read_mask(path), np.asarray(Image.open(path)) > 0)
+    for path in sorted((root / "MultiClassInfection-Train" / "GT").glob("*.png")):
+        labels = np.asarray(Image.open(path))
+        np.testing.assert_array_equal(read_mask(path), labels)
+        for step in (127, 85) if 1 in labels else ():  # 0/254 alone is 0/255: read as 0/1
+            Image.fromarray((labels * step).astype(np.uint8)).save(tmp_path / "scaled.png")
+            np.testing.assert_array_equal(read_mask(tmp_path / "scaled.png"), labels)
+    medseg = sorted(shared("medseg-covid19-100", "masks").glob("*.png"))[:5]
+    for path in medseg:
+        assert Image.open(path).mode == "P"
+        np.testing.assert_array_equal(read_mask(path), np.asarray(Image.open(path)))
