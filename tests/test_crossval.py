@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from covseg import api
+from covseg import api, crossval
 from covseg.crossval import DEFAULT_FOLDS, make_folds, mean_over_folds
 from covseg.data import load_dataset
 from covseg.errors import CovsegError
+from covseg.train import DATA_FINGERPRINT
 
 
 def test_split_files_set_the_folds_and_another_count_is_refused(tmp_path: Path) -> None:
@@ -45,6 +48,34 @@ def test_a_fold_that_tests_no_slices_leaves_its_metrics_undefined(tmp_path: Path
     report = (tmp_path / "cv" / "report.md").read_text()
     assert "nan" not in report and "| 1 | 0 | – | – |" in report
     assert f"**{summary['per_fold'][0]['dice']:.3f} (1 of 2 folds)**" in report
+
+
+def test_finished_folds_are_reused_only_on_the_data_they_were_made_from(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cv --resume on another data set with the same slice names (here every mask zeroed)
+    reused the folds and reported their Dice under the new data's name."""
+    tiny = {"folds": 2, "epochs": 1, "size": 64, "batch_size": 4, "model": "unet",
+            "model_options": {"width": 4}}
+    data = load_dataset(synthetic_folder)
+    first = api.cross_validate(data, tmp_path / "cv", **tiny)
+    other = replace(data, samples=[replace(s, mask=np.zeros_like(s.mask)) for s in data.samples])
+    with pytest.raises(CovsegError, match=r"fold_0: finished with other settings or data \(its "
+                                          r"data .*\); cross-validate into a new --out or delete "
+                                          r"the fold$"):
+        api.cross_validate(other, tmp_path / "cv", resume=True, **tiny)
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        pytest.fail("a finished fold was trained again")
+
+    monkeypatch.setattr(crossval, "train", no_training)
+    again = api.cross_validate(load_dataset(synthetic_folder), tmp_path / "cv", resume=True,
+                               **tiny)  # the same data, loaded anew: the folds are reused
+    assert [f["dice"] for f in again["per_fold"]] == [f["dice"] for f in first["per_fold"]]
+    for fold in (tmp_path / "cv").glob("fold_*"):  # folds finished before fingerprints
+        record = json.loads((fold / "fold_metrics.json").read_text())
+        del record[DATA_FINGERPRINT]
+        (fold / "fold_metrics.json").write_text(json.dumps(record))
+    api.cross_validate(other, tmp_path / "cv", resume=True, **tiny)  # are reused as before
 
 
 @pytest.mark.parametrize("stats, text", [

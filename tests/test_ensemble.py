@@ -55,8 +55,9 @@ def test_train_ensemble_member_by_member(tmp_path: Path, synthetic_folder: Path)
                         model="unet,unet", model_options={"width": 4})
     members = [out / "member0-unet", out / "member1-unet"]
     assert all((m / "best.pt").is_file() and (m / "curves.png").is_file() for m in members)
-    seeds = [json.loads((m / "config.json").read_text())["config"]["seed"] for m in members]
-    assert seeds == [0, 1]
+    records = [json.loads((m / "config.json").read_text()) for m in [out, *members]]
+    assert [r["config"]["seed"] for r in records[1:]] == [0, 1]
+    assert len({r["data_fingerprint"] for r in records}) == 1, "members record the run's data"
     assert [m["model"] for m in metrics["members"]] == ["unet", "unet"]
     assert metrics["members_side_by_side"] == min(2, torch.get_num_threads())
     assert not list(out.glob(".members-*"))

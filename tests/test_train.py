@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -162,6 +164,25 @@ def test_resume_with_another_recipe_is_refused(tiny_run: Path, synthetic_folder:
     with pytest.raises(CovsegError, match="already holds a run; pass --resume"):
         train_module.train(ensemble, data, tiny_run, progress=False)
     assert not list(tiny_run.glob("member*"))
+
+
+def test_resume_on_other_data_is_refused(tiny_run: Path, synthetic_folder: Path,
+                                         tmp_path: Path) -> None:
+    """train --resume checked the recipe only, so a run went on with other slices or masks."""
+    data = load_dataset(synthetic_folder)
+    saved = TrainConfig.from_dict(json.loads((tiny_run / "config.json").read_text())["config"])
+    zeroed = replace(data, samples=[replace(s, mask=np.zeros_like(s.mask)) for s in data.samples])
+    fewer = replace(data, samples=data.samples[:-2])  # other training and validation slices
+    for other in (zeroed, fewer):
+        with pytest.raises(CovsegError, match=rf"^{tiny_run}: the saved run was trained on other "
+                                              r"data .*; pick a new --out or delete it$"):
+            train_module.train(saved, other, tiny_run, resume=True, progress=False)
+    old = tmp_path / "old"  # a run recorded before fingerprints is resumed as before
+    shutil.copytree(tiny_run, old)
+    record = json.loads((old / "config.json").read_text())
+    del record[train_module.DATA_FINGERPRINT]
+    (old / "config.json").write_text(json.dumps(record))
+    train_module.train(saved, zeroed, old, resume=True, progress=False)
 
 
 def test_a_file_that_is_not_a_checkpoint(tmp_path: Path) -> None:

@@ -13,14 +13,14 @@ from typing import Any
 import numpy as np
 
 from covseg.config import TrainConfig
-from covseg.data.layouts import LoadedData
+from covseg.data.layouts import LoadedData, data_fingerprint
 from covseg.data.splits import grouped_kfold, validation_split
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_samples, rows_to_csv
 from covseg.infer import Predictor
 from covseg.io.atomic import write_json, write_text
 from covseg.metrics import EMPTY_MASK_RULES, METRICS, summarize
-from covseg.train import train
+from covseg.train import DATA_FINGERPRINT, made_from_other_data, train
 from covseg.viz import box_plot
 
 REPORT_METRICS = METRICS
@@ -53,37 +53,50 @@ def _fold_done(fold_dir: Path) -> bool:
     return (fold_dir / "fold_metrics.json").is_file()
 
 
-def _check_finished_fold(fold_dir: Path, config: TrainConfig, train_cases: list[str],
-                         tested: list[str], test_cases: list[str]) -> None:
-    """A finished fold is reused only if it ran this recipe on this split; else a clear error."""
+def _fold_fingerprint(data: LoadedData, train_cases: list[str], test_cases: list[str]) -> str:
+    """The data a fold trained and tested on, as recorded in its fold_metrics.json."""
+    by_id = {s.case_id: s for s in data.samples}
+    return data_fingerprint(by_id[c] for c in [*train_cases, *test_cases])
+
+
+def _check_finished_fold(fold_dir: Path, config: TrainConfig, finished: dict[str, Any],
+                         data: LoadedData, train_cases: list[str], test_cases: list[str]) -> None:
+    """A finished fold (``finished``: its fold_metrics.json) is reused only if it ran this recipe
+    on this split of these data; else a clear error."""
     record = json.loads((fold_dir / "config.json").read_text())
     changed = TrainConfig.from_dict(record["config"]).differences(config)
     trained = set(record["train_cases"]) | set(record["val_cases"])
-    if trained != set(train_cases) or set(tested) != set(test_cases):
+    tested = {row["case_id"] for row in finished["per_case"]}
+    if trained != set(train_cases) or tested != set(test_cases):
         changed.append("its training or test slices (another --folds, --seed or data set)")
+    elif made_from_other_data(finished, _fold_fingerprint(data, train_cases, test_cases)):
+        changed.append("its data (other images or masks under the same slice names: another "
+                       "data set, or files changed since)")
     if changed:
-        raise CovsegError(f"{fold_dir}: finished with other settings ({'; '.join(changed)}); "
-                          "cross-validate into a new --out")
+        raise CovsegError(f"{fold_dir}: finished with other settings or data "
+                          f"({'; '.join(changed)}); cross-validate into a new --out or delete "
+                          "the fold")
 
 
 def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases: list[str],
              test_cases: list[str], resume: bool) -> list[dict[str, Any]]:
-    """Train on ``train_cases`` (validation patients drawn from them), evaluate on ``test_cases``."""
+    """Train on ``train_cases`` (validation patients drawn from them), evaluate on ``test_cases``;
+    a finished fold is reused (after :func:`_check_finished_fold`) instead."""
     if _fold_done(fold_dir):
-        stored = json.loads((fold_dir / "fold_metrics.json").read_text())["per_case"]
+        finished = json.loads((fold_dir / "fold_metrics.json").read_text())
+        _check_finished_fold(fold_dir, config, finished, data, train_cases, test_cases)
         # JSON holds undefined metrics as null: make them NaN again, as a fresh fold has them.
-        rows = [{key: math.nan if value is None else value for key, value in row.items()}
-                for row in stored]
-        _check_finished_fold(fold_dir, config, train_cases, [row["case_id"] for row in rows],
-                             test_cases)
-        return rows
+        return [{key: math.nan if value is None else value for key, value in row.items()}
+                for row in finished["per_case"]]
     by_id = {s.case_id: s for s in data.samples}
     fit, val = validation_split([by_id[c] for c in train_cases], config.val_fraction, config.seed)
     train(config, data, fold_dir, resume=resume, train_cases=fit, val_cases=val)
     test_samples = [by_id[c] for c in test_cases]
     rows, _ = evaluate_samples(Predictor.load(fold_dir / "best.pt"), test_samples, "testing fold")
     write_text(fold_dir / "test_per_case.csv", rows_to_csv(rows))
-    write_json(fold_dir / "fold_metrics.json", {"summary": summarize(rows), "per_case": rows})
+    fingerprint = _fold_fingerprint(data, train_cases, test_cases)
+    write_json(fold_dir / "fold_metrics.json", {"summary": summarize(rows), "per_case": rows,
+                                                DATA_FINGERPRINT: fingerprint})
     return rows
 
 

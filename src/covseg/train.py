@@ -48,7 +48,7 @@ from tqdm import tqdm
 from covseg.cascade import THRESHOLD, LungFrame, LungGuide, require_lung_model
 from covseg.checkpoint import load_checkpoint, save_checkpoint
 from covseg.config import TrainConfig, check_threshold
-from covseg.data.layouts import CLASS_NAMES, LoadedData, Sample
+from covseg.data.layouts import CLASS_NAMES, LoadedData, Sample, data_fingerprint
 from covseg.data.splits import validation_split
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_samples, rows_to_csv
@@ -199,17 +199,21 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
     out.mkdir(parents=True, exist_ok=True)
     if train_cases is None:
         train_cases, val_cases = validation_split(data.samples, config.val_fraction, config.seed)
+    val_cases = val_cases or []
     check_recipe(config)
-    _check_run_folder(out, config, resume)
+    by_id = {s.case_id: s for s in data.samples}
+    fingerprint = data_fingerprint(by_id[c] for c in [*train_cases, *val_cases])
+    _check_run_folder(out, config, resume, fingerprint)
     if len(member_names(config.model)) > 1:
-        return _train_ensemble(config, data, out, resume, train_cases, val_cases or [], progress)
-    return _train_model(config, data, out, resume, train_cases, val_cases or [], progress)
+        return _train_ensemble(config, data, out, resume, train_cases, val_cases, fingerprint,
+                               progress)
+    return _train_model(config, data, out, resume, train_cases, val_cases, fingerprint, progress)
 
 
-def _check_run_folder(out: Path, config: TrainConfig, resume: bool) -> None:
-    """A folder holding a run is continued only with --resume and the recipe it was started
-    with, whether one network or an ensemble wrote it (so that a resume with other options
-    never starts another recipe beside the saved one)."""
+def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint: str) -> None:
+    """A folder holding a run is continued only with --resume, the recipe it was started with
+    and the data it was trained on (``fingerprint``), whether one network or an ensemble wrote
+    it (so that a resume with other options or data never mixes them into the saved run)."""
     record = out / "config.json"
     if not (record.exists() or (out / "last.pt").exists() or any(out.glob("member*"))):
         return
@@ -218,10 +222,14 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool) -> None:
     if not record.exists():
         return
     try:
-        saved = TrainConfig.from_dict(json.loads(record.read_text())["config"])
+        saved_record = json.loads(record.read_text())
+        saved = TrainConfig.from_dict(saved_record["config"])
     except (ValueError, KeyError, TypeError) as exc:
         raise CovsegError(f"{record}: unreadable run record ({exc}); pick a new --out") from None
     _refuse_other_recipe(out, saved, config)
+    if made_from_other_data(saved_record, fingerprint):
+        raise CovsegError(f"{out}: the saved run was trained on other data (other slices, "
+                          "images or masks than these); pick a new --out or delete it")
 
 
 def _refuse_other_recipe(out: Path, saved: TrainConfig, config: TrainConfig) -> None:
@@ -230,6 +238,19 @@ def _refuse_other_recipe(out: Path, saved: TrainConfig, config: TrainConfig) -> 
     if changed:
         raise CovsegError(f"{out}: the saved run was trained otherwise ({'; '.join(changed)}); "
                           "resume with the same options or pick a new --out")
+
+
+DATA_FINGERPRINT = "data_fingerprint"
+"""Key of :func:`~covseg.data.layouts.data_fingerprint` in a run's config.json (the slices it
+trained on) and in a cross-validation fold's fold_metrics.json (those it trained and tested on)."""
+
+
+def made_from_other_data(record: dict[str, Any], fingerprint: str) -> bool:
+    """Whether a run's or fold's record names other data than ``fingerprint``: the one rule for
+    resumed runs and reused folds. Records written before covseg kept fingerprints name none and
+    are reused as before."""
+    recorded = record.get(DATA_FINGERPRINT)
+    return recorded is not None and recorded != fingerprint
 
 
 def check_recipe(config: TrainConfig) -> None:
@@ -268,12 +289,13 @@ MIN_SIZE = 32
 
 
 def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
-                 train_cases: Sequence[str], val_cases: Sequence[str], progress: bool,
-                 bar_position: int = 0, train_items: list[dict[str, torch.Tensor]] | None = None
-                 ) -> dict[str, Any]:
+                 train_cases: Sequence[str], val_cases: Sequence[str], fingerprint: str,
+                 progress: bool, bar_position: int = 0,
+                 train_items: list[dict[str, torch.Tensor]] | None = None) -> dict[str, Any]:
     """Train one network into ``out`` (``bar_position``: its progress bar's line);
-    ``train_items``: the training slices already on the canvas (an ensemble's members share
-    them), else made here."""
+    ``fingerprint``: the training slices' data fingerprint, for the run record (computed by
+    :func:`train`: a member has no full-size training pixels); ``train_items``: the training
+    slices already on the canvas (an ensemble's members share them), else made here."""
     by_id = {s.case_id: s for s in data.samples}
     train_samples = [by_id[c] for c in train_cases]
     val_samples = [by_id[c] for c in val_cases]
@@ -297,7 +319,8 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     first_epoch, best_dice, history = _start(out, config, model, optimizer, scheduler, averaged,
                                              resume)
     meta = _meta(config, data.num_classes)
-    _write_run_record(out, config, data, train_cases, val_cases, parameters=parameter_count(model))
+    _write_run_record(out, config, data, train_cases, val_cases, fingerprint,
+                      parameters=parameter_count(model))
 
     transform = augmentation(config.augment)
     cutmix = _BatchCutMix(config.cutmix, config.batch_size)
@@ -361,8 +384,8 @@ def _train_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module,
 
 
 def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
-                    train_cases: Sequence[str], val_cases: Sequence[str], progress: bool
-                    ) -> dict[str, Any]:
+                    train_cases: Sequence[str], val_cases: Sequence[str], fingerprint: str,
+                    progress: bool) -> dict[str, Any]:
     """Train each member on its own (each resumable), then save their average.
 
     With threads for more than one, members train side by side, one process each with the
@@ -373,7 +396,7 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
     names = member_names(config.model)
     ensemble = build_model(config.model, 1 + (config.guide() is not None), data.num_classes,
                            **config.model_options)  # unknown names and options fail here, at once
-    _write_run_record(out, config, data, train_cases, val_cases, members=names)
+    _write_run_record(out, config, data, train_cases, val_cases, fingerprint, members=names)
     jobs = [(replace(config, model=name, seed=config.seed + i), out / f"member{i}-{name}")
             for i, name in enumerate(names)]
     started = time.perf_counter()
@@ -382,12 +405,13 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
     make_items = partial(canvas_items, [by_id[c] for c in train_cases], config.size,
                          config.guide() or config.frame())
     if workers > 1:
-        member_metrics = _train_side_by_side(jobs, data, train_cases, val_cases, make_items,
-                                             progress, workers)
+        member_metrics = _train_side_by_side(jobs, data, train_cases, val_cases, fingerprint,
+                                             make_items, progress, workers)
     else:
         items = make_items()
         member_metrics = [_train_model(member, data, folder, True, train_cases, val_cases,
-                                       progress, train_items=items) for member, folder in jobs]
+                                       fingerprint, progress, train_items=items)
+                          for member, folder in jobs]
     wall_seconds = time.perf_counter() - started
     for member, (_, folder) in zip(ensemble.members, jobs, strict=True):
         member.load_state_dict(load_checkpoint(folder / "best.pt")["state_dict"])
@@ -436,7 +460,7 @@ MEMBERS_SCRATCH = ".members-"
 
 
 def _train_side_by_side(jobs: list[tuple[TrainConfig, Path]], data: LoadedData,
-                        train_cases: Sequence[str], val_cases: Sequence[str],
+                        train_cases: Sequence[str], val_cases: Sequence[str], fingerprint: str,
                         make_items: Callable[[], list[dict[str, torch.Tensor]]], progress: bool,
                         workers: int) -> list[dict[str, Any]]:
     """Train the (recipe, folder) jobs ``workers`` at a time, each in a spawned process.
@@ -461,7 +485,7 @@ def _train_side_by_side(jobs: list[tuple[TrainConfig, Path]], data: LoadedData,
         shared = Path(scratch) / "data.pkl"
         with shared.open("wb") as handle:
             pickle.dump((_without_pixels(data, train_cases), list(train_cases),
-                         list(val_cases)), handle, pickle.HIGHEST_PROTOCOL)
+                         list(val_cases), fingerprint), handle, pickle.HIGHEST_PROTOCOL)
         _save_items(make_items(), shared.with_name(ITEMS_FILE))
         for start in range(0, len(jobs), workers):
             _run_wave(context, jobs[start:start + workers], shared, progress, threads)
@@ -551,11 +575,11 @@ def _member_process(config: TrainConfig, shared: Path, out: Path, progress: bool
     torch.set_num_threads(threads)
     tqdm.set_lock(threading.RLock())  # tqdm's default lock is a semaphore SIGTERM would leak
     with shared.open("rb") as handle:
-        data, train_cases, val_cases = pickle.load(handle)  # written by the parent just before
+        data, train_cases, val_cases, fingerprint = pickle.load(handle)  # the parent's
     items = _load_items(shared.with_name(ITEMS_FILE))
     try:
-        _train_model(config, data, out, True, train_cases, val_cases, progress, bar_position,
-                     train_items=items)
+        _train_model(config, data, out, True, train_cases, val_cases, fingerprint, progress,
+                     bar_position, train_items=items)
     except CovsegError as exc:
         errors.send(str(exc))
         sys.exit(2)
@@ -577,12 +601,15 @@ def _finish(out: Path, config: TrainConfig, data: LoadedData, history: list[dict
 
 
 def _write_run_record(out: Path, config: TrainConfig, data: LoadedData,
-                      train_cases: Sequence[str], val_cases: Sequence[str], **extra: Any) -> None:
-    """``config.json``: the recipe, the data and the split, enough to reproduce the run."""
+                      train_cases: Sequence[str], val_cases: Sequence[str], fingerprint: str,
+                      **extra: Any) -> None:
+    """``config.json``: the recipe, the data (and their fingerprint) and the split, enough to
+    reproduce the run and to refuse resuming it on other data."""
     write_json(out / "config.json", {
         "config": config.to_dict(), "data": data.describe(), "layout": data.layout,
-        "synthetic": data.synthetic, **extra, "train_cases": list(train_cases),
-        "val_cases": list(val_cases), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "synthetic": data.synthetic, DATA_FINGERPRINT: fingerprint, **extra,
+        "train_cases": list(train_cases), "val_cases": list(val_cases),
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
     })
 
 

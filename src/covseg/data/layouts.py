@@ -19,6 +19,7 @@ split a patient. A ``patients.csv`` (columns ``case_id,patient_id``) in a 2D fol
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import re
 from collections.abc import Callable, Iterable
@@ -56,6 +57,20 @@ class Sample:
     source: str
     display_flips: tuple[bool, bool] = (False, False)
     """(rows, columns) to flip for a radiological view (slices of volumes stored otherwise)."""
+
+
+def data_fingerprint(samples: Iterable[Sample]) -> str:
+    """SHA-256 over each sample's case id, image and mask (dtype, shape and bytes as loaded), in
+    case-id order: which data a run or fold was made from, so that a resume or a reused fold on
+    other data (another folder, edited masks) is refused. About 1.5 GB/s, seconds for thousands
+    of 512x512 slices."""
+    digest = hashlib.sha256()
+    for sample in sorted(samples, key=lambda s: s.case_id):
+        digest.update(sample.case_id.encode() + b"\0")
+        for array in (sample.image, sample.mask):  # dtype and shape fix the bytes that follow
+            digest.update(f"{array.dtype.str}{array.shape}".encode())
+            digest.update(np.ascontiguousarray(array))
+    return digest.hexdigest()
 
 
 @dataclass
