@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,8 @@ def test_cascade_trains_and_predicts_at_full_size(tmp_path: Path, synthetic_fold
     monkeypatch.chdir(synthetic_folder)  # and the cascade loaded from elsewhere
     predictor = Predictor.load(tmp_path / "infection")
     assert predictor.guide is not None and predictor.guide.crop
+    recorded = json.loads((tmp_path / "infection" / "config.json").read_text())["config"]
+    assert recorded["frame_lungs"] is False and predictor.describe()["lung_frame"] is False
     image = normalize_intensity(np.load(next((synthetic_folder / "images").glob("*.npy"))))
     probs = predictor.predict_probabilities([image])[0]
     assert probs.shape == (1, *image.shape)
@@ -129,6 +132,17 @@ def test_only_plain_infection_models_frame() -> None:
     assert TrainConfig(target="lung").frame() is None
     assert TrainConfig(lung_guide="threshold").frame() is None
     assert TrainConfig(frame_lungs=False).frame() is None
+
+
+def test_runs_that_never_frame_record_it() -> None:
+    """A cascade's config.json said frame_lungs: true while its predict.json said lung_frame:
+    false; lung models alike. Older records read the same way, so a resume still matches."""
+    for config in (TrainConfig(lung_guide="threshold"), TrainConfig(target="lung"),
+                   TrainConfig.from_dict({"lung_guide": "threshold", "frame_lungs": True})):
+        assert config.frame_lungs is False
+    assert TrainConfig().frame_lungs is True
+    old_record = TrainConfig.from_dict({"lung_guide": "threshold", "frame_lungs": True})
+    assert old_record.differences(TrainConfig(lung_guide="threshold")) == []
 
 
 def test_runs_record_their_framing(tmp_path: Path, synthetic_folder: Path) -> None:

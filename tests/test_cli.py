@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -225,6 +228,29 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.startswith("covseg 0.")
 
 
+@pytest.mark.parametrize(("setup", "argv"), [
+    ("", ["--version"]),
+    # a table larger than the pipe's buffer, as `covseg models --json | head -3` met
+    (("cli_models.model_table = lambda: [{'name': 'm', 'parameters': 1, 'options': {}, "
+      "'description': 'x' * 200_000}]"), ["models", "--json"]),
+])
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_a_closed_stdout_pipe_ends_quietly(setup: str, argv: list[str], unbuffered: str) -> None:
+    """`covseg models --json | head -3` ended with 'covseg: error: : Broken pipe', exit 2."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before covseg writes: every write meets a closed pipe
+    script = f"import sys\nfrom covseg import cli, cli_models\n{setup}\nsys.exit(cli.main({argv}))"
+    env = {**os.environ, "PYTHONUNBUFFERED": unbuffered}
+    try:
+        done = subprocess.run([sys.executable, "-c", script], check=False, stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=300, env=env)
+    finally:
+        os.close(write)
+    assert done.stderr == ""
+    # 141 (128 + SIGPIPE), or 0 where argparse itself drops the failed --version write
+    assert done.returncode == (0 if argv == ["--version"] and unbuffered else 141)
+
+
 def test_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _run(capsys, "train", str(tmp_path / "missing"), "--out", str(tmp_path / "r"))
     _assert_one_line_error(code, err, "folder not found")
@@ -239,6 +265,7 @@ def test_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     (("train", "--crop-lungs"), "add --lung-guide threshold"),
     (("cv", "--window", "150", "-1350"), "needs LOW < HIGH"),
     (("train", "--seed", "-5"), "--seed must be a non-negative integer, got -5"),
+    (("cv", "--model", "miniseg,unet", "--model-option", "width=8"), "mixes architectures"),
     (("cv", "--seed", "-1"), "--seed must be a non-negative integer"),
     (("compare", "--models", "unet", "miniseg", "--seed", "-1"), "--seed must be a non-negative"),
 ])

@@ -10,6 +10,7 @@ import pytest
 from covseg import api
 from covseg.cli import build_parser
 from covseg.compare import check_specs, paired_wilcoxon, parse_model_spec, per_case_dice
+from covseg.data import load_dataset
 from covseg.errors import CovsegError
 
 
@@ -30,6 +31,17 @@ def test_every_spec_is_checked_before_any_model_trains() -> None:
         check_specs(["unet:width=8", "miniseg:res_units=3"])
     with pytest.raises(CovsegError, match="unknown model 'minseg'"):
         check_specs(["unet", "minseg"])
+    with pytest.raises(CovsegError, match=r"every member of miniseg,unet, which mixes"):
+        check_specs(["unet", "miniseg,unet:width=8"])
+    check_specs(["unet:width=8", "miniseg,miniseg:width=1.5"])  # one architecture: options go
+
+
+def test_one_model_named_alone_is_not_read_letter_by_letter(tmp_path: Path) -> None:
+    """compare("synthetic", "unet") compared 'u', 'n', 'e', 't' ("unknown model 'u'"); a
+    single name is a list of one, as covseg.predict reads a single path."""
+    with pytest.raises(CovsegError, match="^compare needs at least two models"):
+        api.compare("synthetic", "unet", tmp_path / "cmp", epochs=1)
+    assert not (tmp_path / "cmp").exists()
 
 
 def test_an_abbreviated_option_is_not_taken_for_another() -> None:
@@ -74,4 +86,24 @@ def test_compare_two_models_on_the_same_folds(tmp_path: Path, synthetic_folder: 
     miniseg_summary = json.loads((tmp_path / "miniseg" / "summary.json").read_text())
     assert candidate["train_seconds"] == miniseg_summary["train_seconds"] > 0
     assert (tmp_path / "comparison_boxplot.png").is_file()
-    assert "paired Wilcoxon" in (tmp_path / "comparison.md").read_text()
+    report = (tmp_path / "comparison.md").read_text()
+    assert "paired Wilcoxon" in report and "2-fold cross-validation, identical folds" in report
+
+
+def test_a_cascade_costs_its_lung_channel_and_split_files_are_named(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """The cost columns profiled one input channel while a lung-guided run takes two (165,265
+    parameters reported against 165,337 trained), and the report did not say that the folds
+    were the data's own split files."""
+    data = load_dataset(synthetic_folder)
+    cases = [s.case_id for s in data.samples]
+    data.folds = [(cases[8:], cases[:8]), (cases[:8], cases[8:])]  # as MosMed's files give
+    result = api.compare(data, ["unet:width=4", "miniseg"], tmp_path, epochs=1, size=64,
+                         batch_size=4, lung_guide="threshold")
+    for row, folder in zip(result["models"], ("unet_width-4", "miniseg"), strict=True):
+        trained = json.loads((tmp_path / folder / "fold_0" / "config.json").read_text())
+        assert row["parameters"] == trained["parameters"]
+    report = (tmp_path / "comparison.md").read_text()
+    assert ("2-fold cross-validation on the data set's own split files (train_new*.txt / "
+            "valid_new*.txt), identical folds") in report
+    assert result["split_files"] is True

@@ -49,6 +49,20 @@ def test_unknown_member_is_a_one_line_error() -> None:
         build_model("unet,nosuch")
 
 
+def test_options_are_refused_for_an_ensemble_of_several_architectures(tmp_path: Path) -> None:
+    """--model miniseg,unet --model-option width=8 built a 5.3 M-parameter miniseg (width is a
+    multiplier there) beside a narrow unet (channels there)."""
+    with pytest.raises(CovsegError, match=r"^model options \(width=8\) would go to every member "
+                                          r"of miniseg,unet, which mixes architectures"):
+        api.train(tmp_path / "missing", tmp_path / "run", model="miniseg,unet",
+                  model_options={"width": 8})
+    assert not (tmp_path / "run").exists(), "refused before data are read or --out is made"
+    with pytest.raises(CovsegError, match="folder not found"):  # one architecture: accepted
+        api.train(tmp_path / "missing", tmp_path / "run", model="unet, unet",
+                  model_options={"width": 8})
+    assert build_model("miniseg,unet", width=1)  # runs trained so before still load
+
+
 def test_train_ensemble_member_by_member(tmp_path: Path, synthetic_folder: Path) -> None:
     out = tmp_path / "ens"
     metrics = api.train(synthetic_folder, out, epochs=2, size=64, batch_size=4,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from covseg.cli import main
@@ -44,3 +46,22 @@ def test_out_must_be_an_onnx_file(tmp_path: Path, tiny_run: Path,
         assert err.count("\n") == 1 and f"{tmp_path / out}: " in err and fragment in err, err
         assert ".tmp" not in err
     assert (tmp_path / "f").read_text() == "x\n" and not list((tmp_path / "d").iterdir())
+
+
+def test_onnx_takes_only_onnx_files_and_model_takes_them_too(
+        tmp_path: Path, tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`predict --onnx RUN_FOLDER` ran PyTorch quietly (predict.json said runtime pytorch)."""
+    image = tmp_path / "slice.npy"
+    np.save(image, np.zeros((32, 32), dtype=np.float32))
+    assert main(["predict", str(image), "--onnx", str(tiny_run), "--out",
+                 str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"covseg: error: --onnx {tiny_run}: not an .onnx file; give one written by "
+                   "`covseg export`, or pass a run folder or checkpoint as --model\n")
+    assert not (tmp_path / "p").exists()
+    onnx_file = export_onnx(tiny_run, tmp_path / "model.onnx")
+    for flag in ("--onnx", "--model"):  # --model takes an .onnx file, as the API's model does
+        out = tmp_path / flag.strip("-")
+        assert main(["predict", str(image), flag, str(onnx_file), "--out", str(out)]) == 0
+        record = json.loads((out / "predict.json").read_text())["model"]
+        assert record["runtime"] == "onnxruntime" and record["source"] == str(onnx_file)

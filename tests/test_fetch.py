@@ -7,6 +7,8 @@ import io
 import socket
 import tarfile
 import threading
+import urllib.error
+import urllib.request
 import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from covseg.cli import main
 from covseg.data.fetch import DATASETS, DataSource, RemoteFile, fetch
 from covseg.errors import CovsegError
 
@@ -209,13 +212,61 @@ def test_http_errors_and_web_pages(server: Server, tmp_path: Path) -> None:
     page = server.add("drive", b"<html>confirm</html>", "text/html; charset=utf-8")
     with pytest.raises(CovsegError, match="web page instead of tr_mask.nii.gz"):
         fetch("test", tmp_path, sources=source(RemoteFile(page, "tr_mask.nii.gz")), backoff_s=0)
+
+
+def test_a_transient_failure_is_retried_then_explained(monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr("covseg.data.fetch.time.sleep", waits.append)
+
+    def timing_out(*_: object, **__: object) -> None:
+        raise urllib.error.URLError(TimeoutError("timed out"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", timing_out)
+    with pytest.raises(CovsegError, match="failed 2 times.*check the network connection"):
+        fetch("test", tmp_path, sources=source(RemoteFile("http://example.invalid/x", "x")),
+              retries=1, backoff_s=3)
+    assert waits == [3]
+
+
+def test_an_unreachable_host_fails_at_once_and_leaves_no_empty_folder(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Offline, a failed name lookup was retried 5 times over 30 s with warnings, and the
+    failed fetch left the empty --to folder it had made."""
+    waits: list[float] = []
+    monkeypatch.setattr("covseg.data.fetch.time.sleep", waits.append)
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     port = closed.getsockname()[1]
     closed.close()
-    with pytest.raises(CovsegError, match="failed 2 times.*check the network connection"):
-        fetch("test", tmp_path, sources=source(RemoteFile(f"http://127.0.0.1:{port}/x", "x")),
-              retries=1, backoff_s=0)
+    made = tmp_path / "new" / "data"
+    with pytest.raises(CovsegError, match=r"^cannot reach 127\.0\.0\.1 \(no network\? .*refused"):
+        fetch("test", made, sources=source(RemoteFile(f"http://127.0.0.1:{port}/x", "x")),
+              backoff_s=1)
+    assert not (tmp_path / "new").exists(), "the folders fetch made are removed"
+
+    def no_dns(*_: object, **__: object) -> None:
+        raise urllib.error.URLError(socket.gaierror(socket.EAI_NONAME,
+                                                    "Name or service not known"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_dns)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    with pytest.raises(CovsegError, match=r"cannot reach host\.invalid \(no network\? .*Name "
+                                          r"or service not known\); .*x\.zip by hand into"):
+        fetch("test", mine, sources=source(RemoteFile("http://host.invalid/x.zip", "x.zip")))
+    assert waits == [] and mine.is_dir(), "a folder that was there before is kept"
+
+
+def test_a_file_given_as_to_is_named_as_the_option(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The generic 'a file is in the way' error said 'pick another --out' to fetch's --to."""
+    (tmp_path / "afile").write_text("x")
+    assert main(["data", "fetch", "medseg", "--to", str(tmp_path / "afile")]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (f"covseg: error: {tmp_path / 'afile'}: a file is in the way of a "
+                            "folder covseg writes; pick another --to\n")
+    assert captured.out == "" and (tmp_path / "afile").read_text() == "x"
 
 
 def test_mosmed_explains_the_manual_step_and_names_are_checked(tmp_path: Path) -> None:

@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from covseg.config import TrainConfig
 from covseg.errors import CovsegError
-from covseg.losses import BINARY_ONLY, LOSSES, build_loss
+from covseg.losses import BINARY_ONLY, LOSSES, build_loss, trained_loss
 
 CASES = [(name, k) for name in LOSSES for k in (2, 4) if not (name in BINARY_ONLY and k == 4)]
 
@@ -128,3 +129,20 @@ def test_binary_only_losses_refuse_multiclass(name: str) -> None:
 def test_errors() -> None:
     with pytest.raises(CovsegError):
         build_loss("no-such-loss")
+
+
+def test_the_recipe_records_the_loss_that_trains() -> None:
+    """--target multiclass with the default bce+dice trained CE + Dice and recorded bce+dice;
+    older records read the same way, so that a resume still matches."""
+    multiclass = TrainConfig(target="multiclass")
+    assert multiclass.loss == "ce+dice" and TrainConfig().loss == "bce+dice"
+    assert TrainConfig(loss="ce+dice").loss == "bce+dice"  # binary: the sigmoid BCE + Dice
+    assert TrainConfig(target="multiclass", loss="dice").loss == "dice"
+    for name in ("bce+dice", "ce+dice"):
+        assert trained_loss(name, multiclass=True) == "ce+dice"
+        assert trained_loss(name, multiclass=False) == "bce+dice"
+        logits = torch.randn(2, 4, 16, 16)
+        assert torch.equal(build_loss(name, 4)(logits, labels(4)),
+                           build_loss("ce+dice", 4)(logits, labels(4)))
+    old_record = TrainConfig.from_dict({"target": "multiclass", "loss": "bce+dice"})
+    assert old_record.differences(multiclass) == []

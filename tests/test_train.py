@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import re
 import shutil
 import signal
 import subprocess
@@ -141,6 +142,36 @@ def test_numbers_that_would_crash_or_train_nothing_are_refused(option: str, valu
     15 px canvas crashed inside the network: refused before the run folder is made."""
     with pytest.raises(CovsegError, match=message):
         train_module.check_recipe(TrainConfig(**{**TINY, option: value}))
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("epochs", "2", "--epochs must be a whole number, got '2'"),
+    ("epochs", 2.0, "--epochs must be a whole number, got 2.0"),
+    ("seed", True, "--seed must be a whole number, got True"),
+    ("lr", "2e-3", "--lr must be a number, got '2e-3'"),
+    ("cutmix", False, "--cutmix must be a number, got False"),
+    ("test_flips", "no", "--test-flips must be true or false, got 'no'"),
+    ("model", ["unet"], "--model must be a name, got ['unet']")])
+def test_options_of_the_wrong_type_are_one_line_errors(tmp_path: Path, option: str,
+                                                       value: object, message: str) -> None:
+    """epochs="2" raised Python's own TypeError from a comparison; a bool passed as a number."""
+    import covseg
+
+    with pytest.raises(CovsegError, match=f"^{re.escape(message)}$"):
+        train_module.check_recipe(TrainConfig(**{**TINY, option: value}))
+    with pytest.raises(CovsegError, match=re.escape(message)):
+        covseg.cross_validate(tmp_path / "missing", tmp_path / "cv", **{**TINY, option: value})
+    assert not (tmp_path / "cv").exists()
+
+
+def test_fold_numbers_of_the_wrong_type_are_one_line_errors(tmp_path: Path) -> None:
+    import covseg
+
+    with pytest.raises(CovsegError, match="^--folds must be a whole number, got '2'$"):
+        covseg.cross_validate("synthetic", tmp_path / "cv", folds="2", **TINY)
+    with pytest.raises(CovsegError, match="^--fold must be a whole number, got True$"):
+        covseg.cross_validate("synthetic", tmp_path / "cv", folds=2, fold=True, **TINY)
+    assert TrainConfig(**{**TINY, "lr": 1, "epochs": None}).check_types() is None
 
 
 def test_resume_with_another_recipe_is_refused(tiny_run: Path, synthetic_folder: Path) -> None:

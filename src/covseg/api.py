@@ -17,7 +17,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from covseg.cascade import require_lung_model
-from covseg.config import TrainConfig, check_threshold
+from covseg.config import TrainConfig, check_kind, check_threshold
 from covseg.crossval import cross_validate as _cross_validate
 from covseg.crossval import cross_validate_fold
 from covseg.data.layouts import CLASS_NAMES, LoadedData, load_dataset
@@ -39,7 +39,6 @@ from covseg.io.volume import (
     volume_from_nifti,
 )
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM
-from covseg.models.registry import check_model_names
 from covseg.quantify import BatchResult, changed_settings, quantify_batch
 from covseg.train import check_recipe
 from covseg.train import train as _train
@@ -51,9 +50,9 @@ from covseg.volumes import masks_in_lungs, predict_batch, predict_labels
 def _recipe(config: dict[str, Any], folds: int | None = None) -> TrainConfig:
     """The training config, its models, options and fold count checked before data are read."""
     recipe = TrainConfig(**config)
-    check_model_names(recipe.model)
     check_recipe(recipe)
     if folds is not None:
+        check_kind("folds", folds, [int])
         check_fold_count(folds)
     return recipe
 
@@ -101,19 +100,22 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     """
     recipe = _recipe(config, folds)
     if fold is not None:
+        check_kind("fold", fold, [int])
         return cross_validate_fold(recipe, _load(data, recipe), out, folds, fold, resume)
     return _cross_validate(recipe, _load(data, recipe), out, folds, resume)
 
 
-def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str],
+def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | str,
             out: str | os.PathLike[str], folds: int | None = None, resume: bool = False,
             **config: Any) -> dict[str, Any]:
-    """Cross-validate ``models`` (first = baseline) on identical folds, with paired tests."""
+    """Cross-validate ``models`` (first = baseline) on identical folds, with paired tests; one
+    name given alone is a list of one (and refused: a comparison needs two)."""
     from covseg.compare import check_specs, compare_models
 
     recipe = _recipe(config, folds)
-    check_specs(models)
-    return compare_models(recipe, _load(data, recipe), list(models), out, folds, resume)
+    specs = [str(spec) for spec in _as_list(models)]
+    check_specs(specs)
+    return compare_models(recipe, _load(data, recipe), specs, out, folds, resume)
 
 
 PREDICT_RECORD = "predict.json"

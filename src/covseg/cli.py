@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -71,7 +72,9 @@ def _add_train_options(parser: argparse.ArgumentParser, single_model: bool = Tru
                             help="architecture (see `covseg models`), or a,b for an ensemble; "
                                  "default: %(default)s (two seeds, averaged)")
         parser.add_argument("--model-option", type=_model_option, action="append", default=[],
-                            metavar="KEY=VALUE", help="architecture option, e.g. width=32")
+                            metavar="KEY=VALUE", help="architecture option, e.g. width=32 "
+                                                      "(not for an ensemble that mixes "
+                                                      "architectures)")
     for name, kind, text in RECIPE_NUMBERS:
         default = getattr(DEFAULTS, name)
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default,
@@ -79,7 +82,8 @@ def _add_train_options(parser: argparse.ArgumentParser, single_model: bool = Tru
     parser.add_argument("--augment", choices=AUGMENTATIONS, default=DEFAULTS.augment,
                         help="augmentation preset (default %(default)s)")
     parser.add_argument("--loss", choices=LOSSES, default=DEFAULTS.loss,
-                        help="training loss (default %(default)s)")
+                        help="training loss (default %(default)s; with --target multiclass "
+                             "bce+dice is softmax cross-entropy + Dice, recorded as ce+dice)")
     parser.add_argument("--lung-guide", default=DEFAULTS.lung_guide, metavar="none|threshold|RUN",
                         help="cascade: add a lung channel from HU thresholding or a lung model run")
     parser.add_argument("--crop-lungs", action="store_true",
@@ -87,7 +91,8 @@ def _add_train_options(parser: argparse.ArgumentParser, single_model: bool = Tru
     parser.add_argument("--frame-lungs", action=argparse.BooleanOptionalAction,
                         default=DEFAULTS.frame_lungs,
                         help="cut whole CT frames to their lungs' box, as Inf-Net's slices are "
-                             "(default %(default)s)")
+                             "(default %(default)s; lung models and --lung-guide runs never "
+                             "frame, and record false)")
     parser.add_argument("--test-flips", action=argparse.BooleanOptionalAction,
                         default=DEFAULTS.test_flips,
                         help="the run predicts as the mean over the mirrored slices "
@@ -165,7 +170,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_model(args: argparse.Namespace) -> str:
+    """``--model`` (a run folder or checkpoint, or an .onnx file as the API's ``model`` takes),
+    or ``--onnx``, which must be an .onnx file: a run folder there would quietly run PyTorch."""
+    if args.onnx is not None and not args.onnx.lower().endswith(".onnx"):
+        raise CovsegError(f"--onnx {args.onnx}: not an .onnx file; give one written by `covseg "
+                          "export`, or pass a run folder or checkpoint as --model")
+    return args.model or args.onnx
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
+    model = _predict_model(args)
     volumes = [item for item in args.inputs if api.is_volume_input(Path(item))]
     if volumes:
         if len(volumes) != len(args.inputs):
@@ -173,11 +188,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.overlay:
             raise CovsegError("--overlay: for 2D images only; CT volumes get montage.png with "
                               "overlays (and report.html with --html)")
-        predictor, lungs = api.load_volume_predictors(args.model or args.onnx, args.lung_model,
+        predictor, lungs = api.load_volume_predictors(model, args.lung_model,
                                                       args.batch_size, args.tta, args.threshold)
         return cli_volumes.run_volume_predict(args, predictor, volumes, lungs)
     cli_volumes.refuse_volume_options(args)
-    written = api.predict(args.model or args.onnx, args.inputs, args.out, overlay_png=args.overlay,
+    written = api.predict(model, args.inputs, args.out, overlay_png=args.overlay,
                           batch_size=args.batch_size, tta=args.tta, threshold=args.threshold)
     print(f"wrote {len(written)} mask(s) to {args.out}")
     return 0
@@ -258,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="2D images (png, jpg, tif, npy) or folders of them; or CT volumes: "
                         "NIfTI files, DICOM files or series folders, or folders of these")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="run folder or checkpoint from `covseg train`")
+    source.add_argument("--model", help="run folder or checkpoint from `covseg train` (an "
+                                        ".onnx file runs on ONNX Runtime, as with --onnx)")
     source.add_argument("--onnx", help="ONNX file from `covseg export` (runs on ONNX Runtime)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overlay", action="store_true", help="also write overlays/*.png")
@@ -314,9 +330,30 @@ def _raise_terminated(*_: Any) -> None:
     raise _Terminated
 
 
+STDOUT_CLOSED = 141
+"""Exit status when the reader of stdout has gone (``covseg models | head``): 128 + SIGPIPE,
+as a tool that SIGPIPE ends has."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: bad input ends with one line on stderr and exit status 2; Ctrl-C and
-    SIGTERM unwind (temporary files removed, ensemble members stopped) and exit 130 / 143."""
+    SIGTERM unwind (temporary files removed, ensemble members stopped) and exit 130 / 143; a
+    closed stdout pipe ends quietly with :data:`STDOUT_CLOSED`."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # a reader gone shows here, not as a warning at interpreter exit
+    except BrokenPipeError:
+        try:  # Python flushes stdout again at exit: point it at nothing
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass  # stdout is no file (captured, replaced)
+        return STDOUT_CLOSED
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    """Parse the command line and run the command, turning its errors into exit statuses."""
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)
     in_main_thread = threading.current_thread() is threading.main_thread()
@@ -331,9 +368,12 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{RERUN_HINTS.get(args.command, 'rerun the same command')}", file=sys.stderr)
         return 130 if isinstance(exc, KeyboardInterrupt) else 143
     except (FileExistsError, NotADirectoryError) as exc:
+        option = "--to" if getattr(args, "to", None) is not None else "--out"
         print(f"covseg: error: {exc.filename or ''}: a file is in the way of a folder covseg "
-              "writes; pick another --out", file=sys.stderr)
+              f"writes; pick another {option}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        raise  # stdout closed: main ends quietly
     except OSError as exc:
         print(f"covseg: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 2

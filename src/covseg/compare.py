@@ -25,7 +25,7 @@ from covseg.errors import CovsegError
 from covseg.io.atomic import write_json, write_text
 from covseg.models import build_model
 from covseg.models.profile import profile_model
-from covseg.models.registry import check_model_names, check_options, parse_option_value
+from covseg.models.registry import check_model, parse_option_value
 from covseg.viz import box_plot
 
 COMPARED_METRICS = ("dice", "iou", "sensitivity", "specificity", "precision", "hd95")
@@ -70,9 +70,7 @@ def check_specs(specs: Sequence[str]) -> None:
         raise CovsegError(f"{', '.join(repeated)} given twice; name each model once (give "
                           "another option, e.g. unet:width=32, to compare variants)")
     for spec in specs:  # names and options, before the first model trains for hours
-        name, options = parse_model_spec(spec)
-        for member in check_model_names(name):
-            check_options(member, options)
+        check_model(*parse_model_spec(spec))
 
 
 def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
@@ -90,7 +88,9 @@ def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
         model_config = replace(config, model=name, model_options=options)
         summary = cross_validate(model_config, data, out / _folder(spec), folds, resume)
         per_case = per_case_dice(out / _folder(spec))
-        cost = profile_model(build_model(name, 1, data.num_classes, **options), size=512)
+        channels = model_config.in_channels  # as its runs take them: a lung guide adds one
+        cost = profile_model(build_model(name, channels, data.num_classes, **options), size=512,
+                             in_channels=channels)
         dice_by_model[spec] = per_case
         rows.append({"model": spec, "train_seconds": summary["train_seconds"], **cost,
                      **{m: summary["mean_std_over_folds"][m] for m in COMPARED_METRICS}})
@@ -100,7 +100,8 @@ def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
             row["wilcoxon_vs_baseline"] = paired_wilcoxon(dice_by_model[row["model"]],
                                                           dice_by_model[baseline])
     result = {"data": data.describe(), "synthetic": data.synthetic, "baseline": baseline,
-              "folds": len(summary["per_fold"]), "config": _shared_recipe(config), "models": rows}
+              "folds": len(summary["per_fold"]), "split_files": bool(data.folds),
+              "config": _shared_recipe(config), "models": rows}
     write_json(out / "comparison.json", result)
     box_plot({spec: list(d.values()) for spec, d in dice_by_model.items()},
              out / "comparison_boxplot.png",
@@ -125,6 +126,13 @@ def per_case_dice(cv_dir: Path, table: str = "per_case.csv") -> dict[str, float]
         return {row["case_id"]: float(row["dice"]) for row in csv.DictReader(handle)}
 
 
+def _fold_source(result: dict[str, Any]) -> str:
+    """Where the folds came from, when the data set shipped them (MosMed's split files)."""
+    if result.get("split_files"):
+        return " on the data set's own split files (train_new*.txt / valid_new*.txt)"
+    return ""
+
+
 def comparison_markdown(result: dict[str, Any]) -> str:
     """The comparison table as Markdown."""
     lines = [
@@ -132,7 +140,8 @@ def comparison_markdown(result: dict[str, Any]) -> str:
         "",
         "**SYNTHETIC data**: figures say nothing about real CT.\n" if result["synthetic"] else "",
         f"- Data: {result['data']}",
-        f"- {result['folds']}-fold cross-validation, identical folds and seed for every model",
+        (f"- {result['folds']}-fold cross-validation{_fold_source(result)}, identical folds "
+         "and seed for every model"),
         (f"- Baseline: `{result['baseline']}`; p: two-sided paired Wilcoxon signed-rank test on "
          "per-case Dice (tied pairs left out of the test, as scipy's default); ± is the sample "
          "std over folds"),

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, get_args, get_origin, get_type_hints
 
 from covseg.cascade import THRESHOLD, LungFrame, LungGuide
 from covseg.errors import CovsegError
+from covseg.losses import trained_loss
+from covseg.models.registry import OPTION_TYPES, is_a
 from covseg.transforms import LUNG_WINDOW
 
 RECIPE_EPOCHS = 240
@@ -24,6 +28,14 @@ def check_threshold(threshold: float) -> float:
     if not 0 < threshold < 1:
         raise CovsegError(f"--threshold must lie between 0 and 1, got {threshold}")
     return threshold
+
+
+def check_kind(name: str, value: Any, kinds: Sequence[type]) -> None:
+    """``value`` is of one of ``kinds`` (int, float, bool, str), by the rules model options
+    follow (a bool is no number, a float option takes an int); else a one-line error."""
+    if not any(is_a(value, kind) for kind in kinds):
+        wanted = " or ".join(OPTION_TYPES[kind] for kind in kinds)
+        raise CovsegError(f"--{name.replace('_', '-')} must be {wanted}, got {value!r}")
 
 
 @dataclass
@@ -51,6 +63,9 @@ class TrainConfig:
     seed: int = 0
     augment: str = "heavy"
     loss: str = "bce+dice"
+    """Recorded as the loss that trains: with ``target="multiclass"`` ``bce+dice`` is the
+    softmax cross-entropy + Dice, so it reads ``ce+dice`` (and ``ce+dice`` on a binary target
+    reads ``bce+dice``); see :func:`covseg.losses.trained_loss`."""
     cutmix: float = 0.0
     """Share of training batches given MONAI's CutMix: a random box of each slice and of its
     mask is replaced by the same box of another slice in the batch (0 = off)."""
@@ -75,7 +90,9 @@ class TrainConfig:
     frame_lungs: bool = True
     """Infection models without a lung guide: cut whole CT frames (square, >= 512 px) to their
     thresholded lungs and stretch their grey range, as Inf-Net's slices are, in training and
-    prediction alike. Lung models never frame (the frame would come from the lungs they find)."""
+    prediction alike. Lung models never frame (the frame would come from the lungs they find),
+    nor do lung-guided ones (the cascade sees the whole slice, or crops to its lung guide's
+    box): for them it is recorded False, as it is done."""
     test_flips: bool = True
     """Predict by default as the mean of the probabilities of the slice and its left-right,
     up-down and doubly mirrored copies (``covseg.infer.TEST_FLIPS``)."""
@@ -85,6 +102,26 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.lung_guide not in ("none", THRESHOLD):
             self.lung_guide = str(Path(self.lung_guide).resolve())
+        # The record says what is done (older runs' records are read the same way).
+        self.loss = trained_loss(self.loss, self.target == "multiclass")
+        if self.frame_lungs is True:  # a wrong type is left for check_types to name
+            self.frame_lungs = self.frame() is not None
+
+    @property
+    def in_channels(self) -> int:
+        """Channels the network takes: the slice, and the lung channel of a lung guide."""
+        return 1 + (self.lung_guide != "none")
+
+    def check_types(self) -> None:
+        """Every number, switch and name holds its declared type (a bool is no number): a
+        one-line error instead of Python's TypeError from deep inside training."""
+        for name, hint in get_type_hints(TrainConfig).items():
+            if get_origin(hint) not in (None, UnionType):
+                continue  # window and model_options: checked by check_recipe and the registry
+            value = getattr(self, name)
+            kinds = [kind for kind in get_args(hint) or (hint,) if kind in OPTION_TYPES]
+            if kinds and not (value is None and type(None) in get_args(hint)):
+                check_kind(name, value, kinds)
 
     def epochs_for(self, slices: int) -> int:
         """The epochs to train on ``slices`` training slices: ``epochs`` when given, else the

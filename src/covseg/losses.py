@@ -68,6 +68,16 @@ class _WeightedSum(nn.Module):
         return sum(w * loss(logits, target) for w, loss in zip(self.weights, self.terms))
 
 
+def trained_loss(name: str, multiclass: bool) -> str:
+    """The name of the loss :func:`build_loss` makes of ``name``: ``bce+dice`` and ``ce+dice``
+    are one MONAI DiceCELoss, a sigmoid BCE + Dice on one output and a softmax cross-entropy +
+    Dice on several, so a multi-class ``bce+dice`` trains ``ce+dice`` and a binary ``ce+dice``
+    trains ``bce+dice``; other names are themselves."""
+    if name in ("bce+dice", "ce+dice"):
+        return "ce+dice" if multiclass else "bce+dice"
+    return name
+
+
 def build_loss(name: str, num_classes: int = 2, dice_weight: float = 1.0,
                other_weight: float = 1.0) -> nn.Module:
     """A loss taking logits (B, C, H, W) and integer label maps (B, 1, H, W).

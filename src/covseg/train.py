@@ -58,6 +58,7 @@ from covseg.losses import build_loss
 from covseg.metrics import EMPTY_MASK_RULES, summarize
 from covseg.models import build_model, parameter_count
 from covseg.models.ensemble import member_names
+from covseg.models.registry import check_model
 from covseg.transforms import LesionPaste, Letterbox, augmentation
 from covseg.viz import training_curves
 
@@ -140,7 +141,7 @@ def _meta(config: TrainConfig, num_classes: int) -> dict[str, Any]:
     guide, frame = config.guide(), config.frame()
     return {
         "model": config.model, "model_options": dict(config.model_options),
-        "in_channels": 1 + (guide is not None), "lung_guide": guide.to_meta() if guide else None,
+        "in_channels": config.in_channels, "lung_guide": guide.to_meta() if guide else None,
         "lung_frame": frame.to_meta() if frame else None,
         "num_classes": num_classes, "size": config.size, "intensity": config.intensity,
         "window": list(config.window), "target": config.target,
@@ -254,7 +255,10 @@ def made_from_other_data(record: dict[str, Any], fingerprint: str) -> bool:
 
 
 def check_recipe(config: TrainConfig) -> None:
-    """Refuse out-of-range or contradictory options before data are read or a member starts."""
+    """Refuse options of the wrong type, out of range or contradictory, before data are read
+    or a member starts."""
+    config.check_types()
+    check_model(config.model, config.model_options)
     low, high = config.window
     if not low < high:
         raise CovsegError(f"--window LOW HIGH needs LOW < HIGH, got {low:g} {high:g}")
@@ -304,7 +308,7 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
 
     torch.manual_seed(config.seed)
     guide = config.guide()
-    model = build_model(config.model, 1 + (guide is not None), data.num_classes,
+    model = build_model(config.model, config.in_channels, data.num_classes,
                         **config.model_options)
     loss_fn = build_loss(config.loss, data.num_classes)
     # Deeply supervised models return [main, side outputs...] while training; MONAI's wrapper
@@ -394,7 +398,7 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
     (benchmarks/RESULTS.md).
     """
     names = member_names(config.model)
-    ensemble = build_model(config.model, 1 + (config.guide() is not None), data.num_classes,
+    ensemble = build_model(config.model, config.in_channels, data.num_classes,
                            **config.model_options)  # unknown names and options fail here, at once
     _write_run_record(out, config, data, train_cases, val_cases, fingerprint, members=names)
     jobs = [(replace(config, model=name, seed=config.seed + i), out / f"member{i}-{name}")

@@ -23,20 +23,25 @@ complete and verified. Archives are checked before anything is extracted: absolu
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import logging
 import os
 import re
 import shutil
+import socket
 import tarfile
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import takewhile
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
@@ -132,15 +137,47 @@ def fetch(name: str, to_dir: str | os.PathLike[str], *,
     to_dir = Path(to_dir)
     if source.manual:
         raise CovsegError(source.manual.format(to=to_dir))
-    to_dir.mkdir(parents=True, exist_ok=True)
-    print(f"{name}: {source.description}\n  from {source.page}\n  licence: {source.licence}")
     paths = []
-    for remote in source.files:
-        path = download(remote, to_dir, retries=retries, backoff_s=backoff_s, timeout_s=timeout_s)
-        if path.name.lower().endswith(ARCHIVE_SUFFIXES):
-            extract_archive(path, to_dir / archive_stem(path.name))
-        paths.append(path)
+    with _folder_kept_only_if_used(to_dir):
+        print(f"{name}: {source.description}\n  from {source.page}\n  licence: {source.licence}")
+        for remote in source.files:
+            path = download(remote, to_dir, retries=retries, backoff_s=backoff_s,
+                            timeout_s=timeout_s)
+            if path.name.lower().endswith(ARCHIVE_SUFFIXES):
+                extract_archive(path, to_dir / archive_stem(path.name))
+            paths.append(path)
     return paths
+
+
+@contextmanager
+def _folder_kept_only_if_used(folder: Path) -> Iterator[None]:
+    """Make ``folder`` (and its missing parents); if the body fails, remove the ones made here
+    that are still empty, so that a failed fetch leaves no empty folder behind."""
+    made = list(takewhile(lambda path: not path.exists(), (folder, *folder.parents)))
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for path in made:  # deepest first; a folder holding a .part file to resume stays
+            try:
+                path.rmdir()
+            except OSError:
+                break
+        raise
+
+
+UNREACHABLE_ERRNOS = (errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH)
+"""Connection errors that retrying seconds later will not cure (with a failed name lookup)."""
+
+
+def _unreachable(exc: BaseException) -> OSError | None:
+    """Why the host cannot be reached at all (its name did not resolve, or nothing answers
+    there: no network, or a wrong host), or None for a failure a retry may cure."""
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, socket.gaierror) or (
+            isinstance(reason, OSError) and reason.errno in UNREACHABLE_ERRNOS):
+        return reason
+    return None
 
 
 def download(remote: RemoteFile, to_dir: Path, *, retries: int = 5, backoff_s: float = 2.0,
@@ -158,6 +195,12 @@ def download(remote: RemoteFile, to_dir: Path, *, retries: int = 5, backoff_s: f
             _transfer(remote, part, timeout_s)
             break
         except TRANSIENT as exc:
+            unreachable = _unreachable(exc)
+            if unreachable is not None:
+                host = urllib.parse.urlsplit(remote.url).hostname
+                raise CovsegError(f"cannot reach {host} (no network? {unreachable}); connect "
+                                  f"and rerun, or download {remote.name} by hand into {to_dir}"
+                                  ) from None
             if attempt == retries:
                 then = (f"rerun to resume from {part.name}" if part.is_file() else
                         "check the network connection (or download it by hand into "

@@ -65,6 +65,21 @@ def check_model_names(name: str) -> list[str]:
     return names
 
 
+def check_model(name: str, options: dict[str, Any]) -> list[str]:
+    """The member names of ``name``, each registered and taking ``options``. An ensemble that
+    mixes architectures takes none: one option would mean different things to its members
+    (miniseg's ``width`` multiplies its channels, unet's is a channel count)."""
+    names = check_model_names(name)
+    if options and len(set(names)) > 1:
+        given = ", ".join(f"{key}={json.dumps(value)}" for key, value in options.items())
+        raise CovsegError(f"model options ({given}) would go to every member of {name}, which "
+                          "mixes architectures that read them differently; train each "
+                          "architecture as its own run with its own options, or give none")
+    for member in names:
+        check_options(member, options)
+    return names
+
+
 def _installed(distribution: str) -> bool:
     """Whether a pip distribution is installed, without importing it (torchvision is slow)."""
     try:
@@ -124,7 +139,7 @@ def check_options(name: str, options: dict[str, Any]) -> None:
             raise CovsegError(f"model {name!r} has no option {key!r}; its options: "
                               f"{', '.join(known) or 'none'}")
         members = [t for t in get_args(hints.get(key)) or (hints.get(key),) if t in OPTION_TYPES]
-        if members and not any(_is_a(value, t) for t in members):
+        if members and not any(is_a(value, t) for t in members):
             wanted = " or ".join(OPTION_TYPES[t] for t in members)
             raise CovsegError(f"model {name!r}: option {key}={value!r} must be {wanted}")
 
@@ -134,7 +149,7 @@ OPTION_TYPES: dict[Any, str] = {bool: "true or false", int: "a whole number",
 """Option types the builders declare, as the error names them."""
 
 
-def _is_a(value: Any, kind: type) -> bool:
+def is_a(value: Any, kind: type) -> bool:
     """isinstance, except that a bool is no number and a float option takes an int."""
     if kind is bool or isinstance(value, bool):
         return kind is bool and isinstance(value, bool)
