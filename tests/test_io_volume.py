@@ -270,7 +270,8 @@ def test_display_orientation_follows_the_affine() -> None:
 
 def test_stale_voxel_sizes_are_reported_and_read_one_way(tmp_path: Path, caplog) -> None:
     """pixdim 1 mm under a 3 mm sform: the voxel size was 1 mm axially and 3 mm stored
-    sagittally; it is the header's in every storage, with a warning."""
+    sagittally; it is the affine's (the grid viewers and the lung finder use) in every storage,
+    with a warning, and so is a zero pixdim (which nibabel reads as 1 mm)."""
     header = nib.Nifti1Header()
     header.set_data_dtype(np.int16)
     header.set_data_shape((8, 9, 10))
@@ -283,8 +284,30 @@ def test_stale_voxel_sizes_are_reported_and_read_one_way(tmp_path: Path, caplog)
         nib.io_orientation(image.affine), nib.orientations.axcodes2ornt(("S", "P", "L"))))
     sagittal.header.set_zooms((1.0, 1.0, 1.0))
     nib.save(sagittal, str(tmp_path / "sagittal.nii.gz"))
+    zero = nib.Nifti1Image(np.full((8, 9, 10), -800, np.int16), np.diag([-3.0, -3.0, 3.0, 1.0]))
+    zero.header["pixdim"][3] = 0.0
+    nib.save(zero, str(tmp_path / "zero.nii.gz"))
     with caplog.at_level("WARNING"):
         spacings = {read_volume(tmp_path / f"{name}.nii.gz").spacing
-                    for name in ("axial", "sagittal")}
-    assert spacings == {(1.0, 1.0, 1.0)}
+                    for name in ("axial", "sagittal", "zero")}
+    assert spacings == {(3.0, 3.0, 3.0)}
     assert "voxel sizes 1 x 1 x 1 mm in the header differ from the affine's 3 x 3 x 3" in caplog.text
+    assert "the header holds no orientation" not in caplog.text
+
+
+def test_unusable_intensities_and_headers_are_reported(tmp_path: Path, caplog) -> None:
+    """Values scaled far beyond HU were taken as HU, float64 beyond float32 became inf, and a
+    header without orientation was read silently with right and left perhaps swapped."""
+    for name, values in (("huge", np.full((4, 5, 6), 1e30)), ("overflow", np.full((4, 5, 6), 1e300))):
+        nib.save(nib.Nifti1Image(values, np.diag([-1.0, -1.0, 1.0, 1.0])), str(tmp_path / f"{name}.nii"))
+    with pytest.raises(CovsegError, match="neither Hounsfield units nor grey levels"):
+        read_volume(tmp_path / "huge.nii")
+    with pytest.raises(CovsegError, match="beyond float32's range"):
+        read_volume(tmp_path / "overflow.nii")
+    header = nib.Nifti1Header()  # qform and sform codes 0, as Analyze-era tools write
+    header.set_data_dtype(np.int16)
+    nib.save(nib.Nifti1Image(np.full((4, 5, 6), -800, np.int16), None, header),
+             str(tmp_path / "bare.nii.gz"))
+    with caplog.at_level("WARNING"):
+        read_volume(tmp_path / "bare.nii.gz")
+    assert "holds no orientation (qform and sform codes 0)" in caplog.text

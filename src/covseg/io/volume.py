@@ -43,6 +43,8 @@ from covseg.transforms import LUNG_WINDOW
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 HU_MODES: tuple[str, ...] = ("auto", "yes", "no")
+HU_LIMIT = 100_000.0
+"""Largest magnitude a CT value may have: 16-bit storage spans -32768..65535 (padding, metal)."""
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 NIFTI_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, zlib.error)
 """What nibabel raises for corrupt, truncated or unsupported files."""
@@ -178,18 +180,34 @@ def volume_from_nifti(image: nib.Nifti1Image, source: str, dtype: type = np.floa
         ) from None
     raw = _drop_trailing_axes(raw, source)
     data = _scaled_zyx(raw, slope, inter, np.dtype(dtype), source)
-    _warn_stale_voxel_sizes(image, source)
-    return as_axial(Volume(data, image.affine, image.header, source))
+    _warn_unoriented(image, source)
+    return as_axial(Volume(data, image.affine, _header_sized_by_affine(image, source), source))
 
 
-def _warn_stale_voxel_sizes(image: nib.Nifti1Image, source: str) -> None:
-    """Warn when the header's voxel sizes (pixdim, which volumes in mL use) disagree with the
-    affine's by more than 1 %: one of them was left stale by the tool that wrote the file."""
+def _header_sized_by_affine(image: nib.Nifti1Image, source: str) -> nib.Nifti1Header:
+    """The image's header, its voxel sizes (pixdim, which volumes in mL use) set to the affine's
+    when they disagree by more than 1 %, with a warning: the affine places the voxels in every
+    viewer and in the lung finder, and a tool that edits one often leaves the other stale
+    (nibabel even sets a zero pixdim to 1 mm on reading)."""
     stated = np.asarray(image.header.get_zooms()[:3], dtype=np.float64)
     implied = np.linalg.norm(np.asarray(image.affine, dtype=np.float64)[:3, :3], axis=0)
-    if not np.allclose(stated, implied, rtol=0.01):
-        log.warning("%s: voxel sizes %s mm in the header differ from the affine's %s mm; "
-                    "volumes use the header's", source, _mm(stated), _mm(implied))
+    if np.allclose(stated, implied, rtol=0.01):
+        return image.header
+    log.warning("%s: voxel sizes %s mm in the header differ from the affine's %s mm; volumes "
+                "use the affine's", source, _mm(stated), _mm(implied))
+    header = image.header.copy()
+    header.set_zooms(tuple(implied) + tuple(header.get_zooms()[3:]))
+    return header
+
+
+def _warn_unoriented(image: nib.Nifti1Image, source: str) -> None:
+    """Warn when the header holds no orientation (qform and sform codes 0): nibabel then assumes
+    the Analyze convention, so right and left may be swapped."""
+    header = image.header
+    if int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0:
+        log.warning("%s: the header holds no orientation (qform and sform codes 0); read as %s "
+                    "by the Analyze convention, so right and left lungs may be swapped",
+                    source, "".join(nib.aff2axcodes(image.affine)))
 
 
 def _mm(sizes: np.ndarray) -> str:
@@ -248,7 +266,11 @@ def _scaled_zyx(raw: np.ndarray, slope: float, inter: float, dtype: np.dtype,
         if dtype.kind in "iu" and plane.dtype.kind == "f":
             fractions.extend(_fraction_range(plane))
             plane = np.rint(plane)
-        out[k] = plane
+        with np.errstate(over="ignore"):  # an overflow is refused just below
+            out[k] = plane
+        if dtype.kind == "f" and not np.isfinite(out[k]).all():  # beyond float32's range
+            raise CovsegError(f"{source}: the volume holds values beyond float32's range "
+                              f"(up to {float(np.abs(plane).max()):.3g}); is its scaling wrong?")
     if fractions:
         raise CovsegError(f"{source}: holds fractional values ({min(fractions):.3g}.."
                           f"{max(fractions):.3g}), not labels: threshold it, or pass a label "
@@ -380,6 +402,10 @@ def _flipped_in_place(array: np.ndarray, flips: np.ndarray) -> np.ndarray:
 def detect_volume_intensity(array: np.ndarray, hu: str, source: str) -> str:
     """Return "hu", "uint8" or "unit" for a volume (see :func:`read_volume` for ``hu``)."""
     low, high = float(array.min()), float(array.max())
+    if low < -HU_LIMIT or high > HU_LIMIT:
+        raise CovsegError(f"{source}: values {low:g}..{high:g} are neither Hounsfield units nor "
+                          f"grey levels (beyond ±{HU_LIMIT:g}); check the file's scaling "
+                          "(scl_slope, RescaleSlope)")
     if hu == "yes":
         return "hu"
     grey = low >= 0.0 and high <= 255.0
