@@ -6,6 +6,7 @@ import gzip
 import logging
 import shutil
 import struct
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -51,6 +52,24 @@ def dicom_series(folder: Path, files: list[Path], series_uid: str | None = None)
         dataset.SeriesInstanceUID = series_uid
         dataset.SOPInstanceUID = pydicom.uid.generate_uid()
         dataset.save_as(target)
+    return folder
+
+
+def edited_series(folder: Path, count: int, edit: Callable[[int, pydicom.Dataset], None] | None
+                  = None, skip: Sequence[int] = ()) -> Path:
+    """``count`` copies of the real slices as one series 2.5 mm apart (new SOP instances),
+    slice ``k`` changed in place by ``edit(k, dataset)`` and left out when in ``skip``."""
+    folder.mkdir(parents=True)
+    for k in range(count):
+        if k in skip:
+            continue
+        dataset = pydicom.dcmread(DICOMS[k % 2])
+        dataset.SOPInstanceUID = pydicom.uid.generate_uid()
+        dataset.InstanceNumber = k + 1
+        dataset.ImagePositionPatient = [0.0, 0.0, 2.5 * k]
+        if edit is not None:
+            edit(k, dataset)
+        dataset.save_as(folder / f"{k:03d}.dcm")
     return folder
 
 
@@ -130,6 +149,116 @@ def test_mixed_series_of_equal_size_is_an_error(tmp_path: Path) -> None:
     dicom_series(folder, DICOMS[1:], series_uid=pydicom.uid.generate_uid())
     with pytest.raises(CovsegError, match="tie at 1 slices"):
         read_volume(folder)
+
+
+@needs_dicom
+def test_even_series_reads_at_its_spacing_and_rounded_positions_pass(tmp_path: Path) -> None:
+    volume = read_volume(edited_series(tmp_path / "even", 6))
+    assert volume.array.shape == (6, 512, 512)
+    assert volume.spacing == pytest.approx((2.5, 0.625, 0.625))
+
+    def rounded(k: int, dataset: pydicom.Dataset) -> None:  # 0.625 mm written to 0.1 mm:
+        dataset.ImagePositionPatient = [0.0, 0.0, (0, 0.6, 1.3, 1.9, 2.5, 3.1, 3.8)[k]]  # 0.067
+        # mm off the grid, over a tenth of the step and under the 0.1 mm allowed for rounding
+
+    assert read_volume(edited_series(tmp_path / "rounded", 7, rounded)).array.shape[0] == 7
+
+
+@needs_dicom
+def test_series_with_a_missing_slice_is_refused(tmp_path: Path) -> None:
+    folder = edited_series(tmp_path / "gap", 6, skip=[2])
+    with pytest.raises(CovsegError, match=r"gap: slice positions are uneven: a gap of 5 mm among "
+                                          r"2\.5 mm \(a missing slice\?\); give a complete series"):
+        read_volume(folder)
+
+
+@needs_dicom
+def test_series_of_duplicated_slices_is_refused(tmp_path: Path) -> None:
+    folder = edited_series(tmp_path / "twice", 3)
+    for path in sorted(folder.iterdir()):  # the same slices again as new instances
+        dataset = pydicom.dcmread(path)
+        dataset.SOPInstanceUID = pydicom.uid.generate_uid()
+        dataset.save_as(folder / f"copy_{path.name}")
+    with pytest.raises(CovsegError, match=r"twice: 3 duplicate slice position\(s\) .*remove the "
+                                          "copies"):
+        read_volume(folder)
+
+
+@needs_dicom
+def test_gantry_tilted_series_is_refused(tmp_path: Path) -> None:
+    def tilted(k: int, dataset: pydicom.Dataset) -> None:  # 20 degrees: y moves with z
+        dataset.ImagePositionPatient = [0.0, -0.91 * k, 2.5 * k]
+        dataset.GantryDetectorTilt = 20.0
+
+    with pytest.raises(CovsegError, match=r"tilt: slice positions shift 4\.55 mm in-plane over "
+                                          r"12\.5 mm .*\(a 20 degree gantry tilt\?\); resample "
+                                          "it first, e.g. convert it with dcm2niix"):
+        read_volume(edited_series(tmp_path / "tilt", 6, tilted))
+
+
+@needs_dicom
+def test_series_of_mixed_pixel_spacing_or_size_is_refused(tmp_path: Path) -> None:
+    def coarser(k: int, dataset: pydicom.Dataset) -> None:
+        if k >= 3:
+            dataset.PixelSpacing = [0.8, 0.8]
+
+    with pytest.raises(CovsegError, match=r"spacing: pixel spacing differs between slices "
+                                          r"\(0\.625 x 0\.625 mm in 000\.dcm, 0\.8 x 0\.8 mm "
+                                          r"in 003\.dcm\); give a series of one pixel spacing"):
+        read_volume(edited_series(tmp_path / "spacing", 6, coarser))
+
+    def cropped(k: int, dataset: pydicom.Dataset) -> None:
+        if k == 4:
+            dataset.PixelData = dataset.pixel_array[:256, :256].tobytes()
+            dataset.Rows = dataset.Columns = 256
+
+    with pytest.raises(CovsegError, match=r"size: slices differ in size \(rows x columns "
+                                          r"512 x 512 in 000\.dcm, 256 x 256 in 004\.dcm\)"):
+        read_volume(edited_series(tmp_path / "size", 6, cropped))
+
+
+@needs_dicom
+def test_series_without_positions_is_refused(tmp_path: Path) -> None:
+    def unplaced(k: int, dataset: pydicom.Dataset) -> None:
+        del dataset.ImagePositionPatient
+
+    with pytest.raises(CovsegError, match="no ImagePositionPatient"):
+        read_volume(edited_series(tmp_path / "unplaced", 3, unplaced))
+
+
+@needs_dicom
+def test_other_modalities_are_refused(tmp_path: Path) -> None:
+    """The real slices have no Modality tag (read as CT); a CT tag reads, MR is refused."""
+    def modality(name: str) -> Callable[[int, pydicom.Dataset], None]:
+        return lambda k, dataset: setattr(dataset, "Modality", name)
+
+    assert read_volume(edited_series(tmp_path / "ct", 2, modality("CT"))).array.shape[0] == 2
+    with pytest.raises(CovsegError, match="mr: Modality MR, expected CT"):
+        read_volume(edited_series(tmp_path / "mr", 2, modality("MR")))
+    with pytest.raises(CovsegError, match=r"000\.dcm: Modality MR, expected CT"):
+        read_volume(tmp_path / "mr" / "000.dcm")
+
+
+@needs_dicom
+def test_single_slice_is_as_thick_as_its_header_says(tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    dataset = pydicom.dcmread(DICOMS[0])
+    dataset.SliceThickness = 2.5
+    dataset.save_as(tmp_path / "thick.dcm")
+    volume = read_volume(tmp_path / "thick.dcm")
+    assert volume.spacing == pytest.approx((2.5, 0.625, 0.625))
+    assert volume.voxel_ml == pytest.approx(2.5 * 0.625 * 0.625 / 1000)
+    del dataset.SliceThickness
+    dataset.SpacingBetweenSlices = 3.0
+    dataset.save_as(tmp_path / "spaced.dcm")
+    assert read_volume(tmp_path / "spaced.dcm").spacing[0] == pytest.approx(3.0)
+    del dataset.SpacingBetweenSlices
+    dataset.save_as(tmp_path / "bare.dcm")
+    with caplog.at_level(logging.WARNING):
+        assert read_volume(tmp_path / "bare.dcm").spacing[0] == pytest.approx(1.0)
+    assert "without SliceThickness or SpacingBetweenSlices; taken as 1 mm thick" in caplog.text
+    alone = edited_series(tmp_path / "alone", 1, lambda k, d: setattr(d, "SliceThickness", 5.0))
+    assert read_volume(alone).spacing[0] == pytest.approx(5.0)
 
 
 def test_empty_folder_and_folder_without_dicom(tmp_path: Path) -> None:

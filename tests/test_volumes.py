@@ -241,7 +241,14 @@ def bad_inputs(folder: Path) -> set[str]:
             dataset = pydicom.dcmread(source)
             dataset.SeriesInstanceUID = pydicom.uid.generate_uid()
             dataset.save_as(mixed / f"{index}.dcm")
-        failing.add("mixed")
+        uneven = folder / "uneven"
+        uneven.mkdir()
+        for index, z in enumerate((0.0, 1.0, 2.0, 4.0)):  # the slice at 3 mm is missing
+            dataset = pydicom.dcmread(DICOMS[index % 2])
+            dataset.SOPInstanceUID = pydicom.uid.generate_uid()
+            dataset.ImagePositionPatient = [0.0, 0.0, z]
+            dataset.save_as(uneven / f"{index}.dcm")
+        failing |= {"mixed", "uneven"}
     return failing
 
 
@@ -261,6 +268,7 @@ def test_batch_goes_on_past_bad_inputs_and_skips_done(tmp_path: Path) -> None:
     assert "empty" in rows["empty"]["error"]
     if "mixed" in rows:
         assert "tie" in rows["mixed"]["error"]
+        assert "a gap of 2 mm among 1 mm (a missing slice?)" in rows["uneven"]["error"]
     assert (first.done, first.failed) == (1, len(failing))
     second = predict_batch(predictor, [inputs], tmp_path / "out")
     assert (second.done, second.skipped, second.failed) == (0, 1, len(failing))
