@@ -17,6 +17,7 @@ from covseg.errors import CovsegError
 from covseg.io.volume import read_nifti, read_volume, write_mask_like
 from covseg.quantify import (
     Study,
+    content_hash,
     ct_category,
     find_studies,
     parse_shard,
@@ -184,6 +185,86 @@ def test_covsegs_own_lungs_are_used_as_labelled(tmp_path: Path) -> None:
         own["right_lung"]["lung_ml"] + 4 * voxel_ml)
 
 
+def two_lungs(mask: Path, labels: tuple[int, int] = (1, 2)) -> np.ndarray:
+    """Lungs on the grid of ``mask`` (x, y, z): ``labels`` = (right, left) label values."""
+    lungs = np.zeros(nib.load(str(mask)).shape, dtype=np.uint8)
+    lungs[36:54, 10:38, 1:5] = labels[0]  # patient right (x large in RAS)
+    lungs[10:28, 10:38, 1:5] = labels[1]
+    return lungs
+
+
+def save_like(mask: Path, data: np.ndarray, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, nib.load(str(mask)).affine), str(path))
+    return path
+
+
+def test_a_binary_mask_named_lungs_is_split_again(tmp_path: Path) -> None:
+    """A user's 0/1 lung mask (or predict's merged to 0/1) named lungs.nii.gz is not taken for
+    the right lung alone: its sides are found again, as under any other name."""
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    binary = two_lungs(mask, (1, 1))
+    results = [quantify_study(mask, tmp_path / f"out{i}",
+                              lungs=save_like(mask, binary, tmp_path / folder / name))
+               for i, (folder, name) in enumerate((("a", "lungs.nii.gz"), ("b", "my_lungs.nii.gz")))]
+    half = 18 * 28 * 4 * 0.7 * 0.7 * 5.0 / 1000
+    for result in results:
+        assert result["right_lung"]["lung_ml"] == pytest.approx(half)
+        assert result["left_lung"]["lung_ml"] == pytest.approx(half)
+
+
+def test_predicts_one_sided_lungs_are_kept_when_its_record_agrees(tmp_path: Path) -> None:
+    """A lungs.nii.gz with one lung only is kept as labelled when predict's record beside it
+    found that lung alone (a one-lung study); when the record found both (merged to 0/1 since)
+    or there is no record, it is any lung mask, split again."""
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    one = two_lungs(mask, (1, 0))
+    lungs = save_like(mask, one, tmp_path / "pred" / "lungs.nii.gz")
+    split = quantify_study(mask, tmp_path / "split",
+                           lungs=save_like(mask, one, tmp_path / "other_lungs.nii.gz"))
+    record = lungs.with_name("quantification.json")
+    right_ml = (one == 1).sum() * 0.7 * 0.7 * 5.0 / 1000
+    for left_ml in (0.0, 0.3, None):
+        if left_ml is None:
+            record.unlink()
+        else:
+            record.write_text(json.dumps({"right_lung": {"lung_ml": right_ml},
+                                          "left_lung": {"lung_ml": left_ml}}))
+        result = quantify_study(mask, tmp_path / f"out{left_ml}", lungs=lungs)
+        expected = ({"right_lung": right_ml, "left_lung": 0.0} if left_ml == 0.0 else
+                    {side: split[side]["lung_ml"] for side in ("right_lung", "left_lung")})
+        assert {side: result[side]["lung_ml"] for side in expected} == pytest.approx(expected)
+    assert split["right_lung"]["lung_ml"] != pytest.approx(right_ml)
+
+
+def test_summary_shows_lesion_outside_the_lungs(tmp_path: Path) -> None:
+    """A lesion partly outside the lungs: summary.csv says how much, in a last column (the
+    columns before it keep their places)."""
+    _, mask, lesion_ml = synthetic_study(tmp_path / "in", "case")
+    lungs = two_lungs(mask)
+    lungs[36:43] = 0  # half of the lesion (x 40..45) falls outside the right lung
+    result = quantify_batch([mask], tmp_path / "out",
+                            lungs=save_like(mask, lungs, tmp_path / "lungs.nii.gz"))
+    row = read_rows(result.summary)[0]
+    assert list(row) == ["study", "status", "error", "lung_ml", "lesion_ml", "percent_involved",
+                         "ct_category", "right_percent_involved", "left_percent_involved",
+                         "ggo_ml", "consolidation_ml", "effusion_ml", "input", "output",
+                         "lesion_outside_lungs_ml"]
+    assert float(row["lesion_ml"]) == pytest.approx(lesion_ml, rel=1e-5)
+    assert float(row["lesion_outside_lungs_ml"]) == pytest.approx(lesion_ml / 2, rel=1e-5)
+
+
+def test_report_says_whether_lungs_were_looked_for(tmp_path: Path) -> None:
+    """No category: 'no lungs found' when a lung mask (or CT) was there but held no lung,
+    'no lung mask' when there was none to look in."""
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    empty = save_like(mask, np.zeros(nib.load(str(mask)).shape, np.uint8), tmp_path / "x.nii.gz")
+    for lungs, reason in ((empty, "no lungs found"), (None, "no lung mask")):
+        quantify_study(mask, tmp_path / reason, lungs=lungs, html_report=True)
+        page = (tmp_path / reason / "report.html").read_text()
+        assert f"Category: not available ({reason})" in page
+
+
 def test_batch_goes_on_past_failures_skips_done_and_shards(tmp_path: Path) -> None:
     _, good, lesion_ml = synthetic_study(tmp_path / "in", "good")
     _, other, _ = synthetic_study(tmp_path / "in", "other")
@@ -329,18 +410,55 @@ def test_rerun_with_other_settings_is_refused(tmp_path: Path) -> None:
 
 
 def test_rerun_after_the_mask_changed_is_refused(tmp_path: Path) -> None:
-    """A mask corrected by hand, or another mask under the study's name, kept the old numbers."""
+    """A mask corrected by hand, also when copied in with its old time kept (cp -p, rsync -a),
+    or another mask under the study's name, kept the old numbers: refused. Inputs are compared
+    by content, so a bare touch is skipped; records without hashes compare file times."""
     _, mask, _ = synthetic_study(tmp_path / "in", "case")
     out = tmp_path / "out"
     assert quantify_batch([mask], out).done == 1
-    later = (out / "case" / "quantification.json").stat().st_mtime + 5
-    os.utime(mask, (later, later))  # corrected after it was quantified
+    record = out / "case" / "quantification.json"
+    later = record.stat().st_mtime + 5
+    os.utime(mask, (later, later))  # touched: same bytes
+    assert quantify_batch([mask], out).skipped == 1
+    edited = tmp_path / "edited_mask.nii.gz"
+    grid = nib.load(str(mask))
+    nib.save(nib.Nifti1Image(np.ones(grid.shape, dtype=np.int16), grid.affine), str(edited))
+    earlier = record.stat().st_mtime - 3600
+    os.utime(edited, (earlier, earlier))  # edited before the record was written...
+    shutil.copy2(edited, mask)  # ...and copied in with its time kept
     with pytest.raises(CovsegError, match=r"out/case was made with other settings or inputs "
                                           r"\(\S*case\S*nii.gz changed since\)"):
+        quantify_batch([mask], out)
+    old = json.loads(record.read_text())
+    del old["inputs"]["sha256"]
+    record.write_text(json.dumps(old))  # as covseg wrote it before content hashes: file times
+    assert quantify_batch([mask], out).skipped == 1  # the copy's old time hides it
+    touched = record.stat().st_mtime + 60
+    os.utime(mask, (touched, touched))
+    with pytest.raises(CovsegError, match=r"\S*case\S*nii.gz changed since"):
         quantify_batch([mask], out)
     _, other, _ = synthetic_study(tmp_path / "elsewhere", "case")
     with pytest.raises(CovsegError, match=r"\(input: \S*/in/masks/case_mask.nii.gz -> \S*/elsewhere/"):
         quantify_batch([other], out)
+
+
+def test_a_dicom_folder_is_hashed_over_its_files_names_and_bytes(tmp_path: Path) -> None:
+    """The SHA-256 of a DICOM series (sub-folders included) changes with a slice's bytes or
+    name, not with file times or with non-DICOM files beside it (covseg's own outputs)."""
+    series = tmp_path / "series"
+    (series / "sub").mkdir(parents=True)
+    (series / "1.dcm").write_bytes(b"one")
+    (series / "sub" / "2.dcm").write_bytes(b"two")
+    first = content_hash(series)
+    os.utime(series / "1.dcm", (1e9, 1e9))
+    (series / "summary.csv").write_text("study\n")
+    assert content_hash(series) == first
+    (series / "sub" / "2.dcm").write_bytes(b"TWO")
+    assert content_hash(series) not in (first, None)
+    (series / "sub" / "2.dcm").write_bytes(b"two")
+    (series / "sub" / "2.dcm").rename(series / "sub" / "3.dcm")
+    assert content_hash(series) != first
+    assert content_hash(tmp_path / "gone") is None
 
 
 def test_missing_image_or_lungs_is_refused_up_front(tmp_path: Path) -> None:
@@ -351,12 +469,14 @@ def test_missing_image_or_lungs_is_refused_up_front(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-def test_image_may_be_a_dicom_folder(tmp_path: Path) -> None:
-    """--image DICOMFOLDER is that one CT (not a folder of NIfTI to match by name)."""
+@pytest.mark.parametrize("slices", [".", "DICOM/0001"])
+def test_image_may_be_a_dicom_folder(tmp_path: Path, slices: str) -> None:
+    """--image DICOMFOLDER is that one CT (not a folder of NIfTI to match by name), its slices
+    in it or in a sub-folder, as predict reads a study folder."""
     series = tmp_path / "series"
-    series.mkdir()
+    (series / slices).mkdir(parents=True)
     for source in SAMPLE_DICOMS:
-        shutil.copy(shared("ct-samples", source.name), series / source.name)
+        shutil.copy(shared("ct-samples", source.name), series / slices / source.name)
     ct = read_volume(series)
     lesions = np.zeros(ct.array.shape, dtype=np.uint8)
     lesions[:, 200:210, 150:160] = 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -310,8 +311,10 @@ def test_rerun_with_other_settings_is_refused_before_any_study(tmp_path: Path) -
 
 
 def test_prediction_folder_is_quantified_again_as_it_is(tmp_path: Path) -> None:
-    """``covseg quantify`` on predict's output: each study folder (or its infection.nii.gz,
-    named after the folder) with the lungs.nii.gz beside it gives predict's own figures."""
+    """``covseg quantify`` on predict's output: the output folder, each study's
+    infection.nii.gz (named after its folder) or each study folder given itself (one study,
+    not its infection and lung masks as two) with the lungs.nii.gz beside it gives predict's
+    own figures."""
     inputs = tmp_path / "in"
     inputs.mkdir()
     for name in ("alpha", "beta"):
@@ -319,8 +322,10 @@ def test_prediction_folder_is_quantified_again_as_it_is(tmp_path: Path) -> None:
     predict_batch(BandPredictor([(-400, -200)]), [inputs], tmp_path / "pred")
     expected = {name: json.loads((tmp_path / "pred" / name / "quantification.json").read_text())
                 for name in ("alpha", "beta")}
-    for given in ([tmp_path / "pred"], sorted((tmp_path / "pred").glob("*/infection.nii.gz"))):
-        out = tmp_path / f"again{len(given)}"
+    pred = tmp_path / "pred"
+    for index, given in enumerate(([pred], sorted(pred.glob("*/infection.nii.gz")),
+                                   [pred / "alpha", pred / "beta"])):
+        out = tmp_path / f"again{index}"
         assert quantify_batch(given, out).done == 2
         for name, before in expected.items():
             after = json.loads((out / name / "quantification.json").read_text())
@@ -350,6 +355,45 @@ def test_quantify_of_a_prediction_folder_gives_predicts_numbers(tmp_path: Path,
         assert after[key] == before[key], key
     assert (tmp_path / "pred" / study / "quantification.csv").read_text() == \
         (tmp_path / "again" / study / "quantification.csv").read_text()
+
+
+def test_one_lung_prediction_is_quantified_again_as_it_is(tmp_path: Path) -> None:
+    """predict found one lung: its lungs.nii.gz holds one label, kept as labelled (its record
+    found that lung alone) rather than split into two halves like a 0/1 lung mask."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    chest_nifti(inputs / "chest.nii.gz")
+    image = nib.load(str(inputs / "chest.nii.gz"))
+    hu = image.get_fdata().astype(np.float32)
+    hu[36:56, 10:40, 1:9] = 40.0  # no left lung
+    nib.save(nib.Nifti1Image(hu, AFFINE), str(inputs / "chest.nii.gz"))
+    predict_batch(BandPredictor([(-400, -200)]), [inputs], tmp_path / "pred")
+    before = json.loads((tmp_path / "pred" / "chest" / "quantification.json").read_text())
+    assert before["left_lung"]["lung_ml"] == 0.0 and before["right_lung"]["lung_ml"] > 0
+    assert quantify_batch([tmp_path / "pred" / "chest"], tmp_path / "again").done == 1
+    after = json.loads((tmp_path / "again" / "chest" / "quantification.json").read_text())
+    for key in ("study", "right_lung", "left_lung"):
+        assert after[key] == before[key], key
+
+
+def test_reruns_compare_the_scan_by_content(chest, tmp_path: Path) -> None:
+    """A scan touched is skipped; a scan replaced by other bytes with its old time kept (cp -p,
+    rsync -a, tar) is refused, where comparing times alone kept the old results."""
+    path, _ = chest
+    out = tmp_path / "out"
+    assert predict_batch(BandPredictor([(-400, -200)]), [path], out).done == 1
+    record = out / "chest" / "quantification.json"
+    assert json.loads(record.read_text())["inputs"]["sha256"]["image"]
+    later = record.stat().st_mtime + 60
+    os.utime(path, (later, later))
+    assert predict_batch(BandPredictor([(-400, -200)]), [path], out).skipped == 1
+    other = tmp_path / "other.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((64, 64, 10), dtype=np.float32), AFFINE), str(other))
+    os.utime(other, (1e9, 1e9))  # edited long ago...
+    shutil.copy2(other, path)  # ...and copied over the scan with its time
+    with pytest.raises(CovsegError, match=r"out/chest was made with other settings or inputs "
+                                          r"\(\S*chest\.nii\.gz changed since\)"):
+        predict_batch(BandPredictor([(-400, -200)]), [path], out)
 
 
 def test_predicting_into_the_input_folder_can_be_run_again(tmp_path: Path) -> None:

@@ -10,8 +10,9 @@ CT-0 = exactly 0 %; CT-1 = (0, 25); CT-2 = [25, 50); CT-3 = [50, 75); CT-4 = [75
 So 25 % is CT-2 and the smallest lesion inside the lungs makes a study CT-1.
 
 Outputs per study (in its own folder): quantification.json (written last: its presence means
-the study is done; it records the settings that shaped the results, so that a rerun with other
-settings is refused rather than skipped), quantification.csv, montage.png, optional report.html.
+the study is done; it records the settings that shaped the results and the SHA-256 of each
+input, so that a rerun with other settings or changed inputs is refused rather than skipped),
+quantification.csv, montage.png, optional report.html.
 Batch runs write one folder per study and a summary CSV rewritten atomically after every study.
 """
 
@@ -19,12 +20,13 @@ from __future__ import annotations
 
 import base64
 import csv
+import hashlib
 import html
 import io
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,7 +83,16 @@ CSV_FIELDS = ("study", "region", "lung_ml", "lesion_ml", "percent_involved", "gg
               "consolidation_ml", "effusion_ml", "lesion_outside_lungs_ml", "ct_category")
 SUMMARY_FIELDS = ("study", "status", "error", "lung_ml", "lesion_ml", "percent_involved",
                   "ct_category", "right_percent_involved", "left_percent_involved", "ggo_ml",
-                  "consolidation_ml", "effusion_ml", "input", "output")
+                  "consolidation_ml", "effusion_ml", "input", "output",
+                  "lesion_outside_lungs_ml")
+"""summary.csv's columns; new ones go last, so that scripts reading by position keep working."""
+SUMMARY_STUDY_FIELDS = ("lung_ml", "lesion_ml", "percent_involved", "ct_category", "ggo_ml",
+                        "consolidation_ml", "effusion_ml", "lesion_outside_lungs_ml")
+"""The summary columns copied from a result's whole-study region."""
+INPUT_SHA256 = "sha256"
+"""Key of a record's inputs holding the SHA-256 of each input (compared on reruns)."""
+HASHED_INPUTS = ("mask", "lungs", "image")
+"""The inputs of a study record whose content is hashed (predict records only an image)."""
 
 LESION_NAMES = {GGO: "ground-glass", CONSOLIDATION: "consolidation", EFFUSION: "effusion"}
 LESION_COLOURS = {GGO: "#ffd400", CONSOLIDATION: "#e8112d", EFFUSION: "#1f77ff"}
@@ -302,7 +313,7 @@ def write_html(path: str | os.PathLike[str], result: dict[str, Any], study: str,
     if montage is not None and montage.is_file():
         data = base64.b64encode(montage.read_bytes()).decode("ascii")
         image = f'<img alt="most affected slices" src="data:image/png;base64,{data}">'
-    category = result["study"].get("ct_category") or "not available (no lung mask)"
+    category = _category_text(result)
     details = html.escape(json.dumps(result.get("inputs", {}), indent=2))
     text = (
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\">"
@@ -315,6 +326,16 @@ def write_html(path: str | os.PathLike[str], result: dict[str, Any], study: str,
         "<p>Research software output, not a diagnosis.</p></body></html>\n"
     )
     return write_text(path, text)
+
+
+def _category_text(result: dict[str, Any]) -> str:
+    """The report's category line: the category, or why there is none (lungs never looked for,
+    or looked for and not found: no lung voxel to divide by)."""
+    category = result["study"].get("ct_category")
+    if category:
+        return str(category)
+    return ("not available (no lungs found)" if result.get("has_lungs")
+            else "not available (no lung mask)")
 
 
 def _html_cell(value: Any) -> str:
@@ -357,11 +378,22 @@ def _matching(folder_or_file: Path | None, stem: str) -> Path | None:
 
 
 def is_dicom_series(path: Path) -> bool:
-    """A folder of DICOM files and no NIfTI: one CT, not a folder of CTs matched by name."""
-    if not path.is_dir():
+    """A folder with no NIfTI and DICOM files in it or in its sub-folders: one CT, read as
+    predict reads a study folder (the largest series found under it), not a folder of CTs
+    matched by name."""
+    if not path.is_dir() or any(is_nifti(c) for c in path.iterdir()):
         return False
-    children = list(path.iterdir())
-    return not any(is_nifti(c) for c in children) and any(is_dicom_file(c) for c in children)
+    return next(dicom_files(path), None) is not None
+
+
+def dicom_files(folder: Path) -> Iterator[Path]:
+    """The DICOM files under ``folder``, sub-folders included (as ``read_dicom_folder`` searches
+    it), in no particular order."""
+    for directory, _, names in os.walk(folder):
+        for name in names:
+            path = Path(directory, name)
+            if path.is_file() and is_dicom_file(path):
+                yield path
 
 
 def _image_for(image: Path | None, stem: str) -> Path | None:
@@ -414,9 +446,12 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     if not is_nifti(mask_path):
         raise CovsegError(f"{mask_path}: lesion masks must be NIfTI files (.nii/.nii.gz)")
     stem = study_name(mask_path, mask=True)
-    lesions = read_nifti(mask_path, dtype=np.int16)
     lung_path = _matching(Path(lungs), stem) if lungs else _sibling_lungs(mask_path)
     image_path = _image_for(Path(image) if image else None, stem)
+    inputs: dict[str, Any] = {key: str(path.resolve()) if path else None for key, path in
+                              (("mask", mask_path), ("lungs", lung_path), ("image", image_path))}
+    hashes = input_hashes(inputs)  # before reading: a file changed meanwhile reads as changed
+    lesions = read_nifti(mask_path, dtype=np.int16)
     ct = read_volume(image_path, hu) if image_path else None
     if ct is not None:
         _check_same_grid(lesions, ct)
@@ -433,10 +468,7 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
         near = remove_outside_lungs(lesion, lung_labels, lesions.spacing)
         lung_labels, lung_source = add_lesions_to_lungs(lung_labels, near), "threshold"
     result = quantify(lesions.array, lesions.spacing, lung_labels, multiclass=multiclass)
-    result["inputs"] = {"mask": str(Path(mask_path).resolve()),
-                        "lungs": str(Path(lung_path).resolve()) if lung_path else None,
-                        "image": str(Path(image_path).resolve()) if image_path else None,
-                        "lung_source": lung_source}
+    result["inputs"] = {**inputs, "lung_source": lung_source, INPUT_SHA256: hashes}
     result[SETTINGS] = quantify_settings(lungs=lungs, image=image, hu=hu, multiclass=multiclass,
                                          html_report=html_report)
     return write_report(out_dir, result, stem, lesions.array, lungs=lung_labels,
@@ -447,14 +479,52 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
 
 
 def _lung_labels(volume: Volume, path: Path) -> np.ndarray:
-    """Lungs as 1 right / 2 left. covseg's own ``lungs.nii.gz`` is used as it is, so that
-    quantifying a predict folder gives predict's numbers (splitting it again fills holes and
-    moves the midline); in any other lung mask any non-zero voxel is lung (0/255, lobe labels)
-    and the sides are recomputed."""
+    """Lungs as 1 right / 2 left. covseg's own ``lungs.nii.gz`` is used as it is when it holds
+    covseg's labels (:func:`_is_covseg_labelling`), so that quantifying a predict folder gives
+    predict's numbers (splitting it again fills holes and moves the midline); in any other lung
+    mask (0/1 even when named lungs.nii.gz, 0/255, lobe labels) any non-zero voxel is lung and
+    the sides are recomputed."""
     labels = volume.array
-    if path.name == LUNGS_NII and (not labels.size or int(labels.max()) <= LEFT_LUNG):
+    if path.name == LUNGS_NII and _is_covseg_labelling(labels, path):
         return labels.astype(np.uint8)
     return split_lungs(labels > 0, volume.affine)
+
+
+def _is_covseg_labelling(labels: np.ndarray, path: Path) -> bool:
+    """Whether lung labels are covseg's: only 0, 1 (right) and 2 (left), with both lungs, or
+    with the one lung that predict's record beside the file says it found (a patient with one
+    lung). A 0/1 mask is otherwise someone's binary mask or both lungs merged, not the right
+    lung alone."""
+    counts = _label_counts(labels)
+    if counts is None:
+        return False
+    present = {label for label in (RIGHT_LUNG, LEFT_LUNG) if counts[label]}
+    return present == {RIGHT_LUNG, LEFT_LUNG} or present == _recorded_lungs(path)
+
+
+def _label_counts(labels: np.ndarray) -> np.ndarray | None:
+    """Voxels labelled 0, 1 and 2, counted slice by slice; None when other labels occur."""
+    if labels.size and (labels.min() < 0 or labels.max() > LEFT_LUNG):
+        return None
+    counts = np.zeros(LEFT_LUNG + 1, dtype=np.int64)
+    for plane in labels:
+        counts += np.bincount(plane.ravel().astype(np.intp), minlength=LEFT_LUNG + 1)
+    return counts
+
+
+def _recorded_lungs(lungs: Path) -> set[int] | None:
+    """The lungs (1 right, 2 left) of non-zero volume in the predict record beside a
+    lungs.nii.gz; None without a readable record."""
+    record = _record(lungs.with_name(RESULT_JSON))
+    if record is None:
+        return None
+    regions = ((RIGHT_LUNG, record.get("right_lung")), (LEFT_LUNG, record.get("left_lung")))
+    return {label for label, region in regions
+            if isinstance(region, dict) and _positive(region.get("lung_ml"))}
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int | float) and value > 0
 
 
 def _check_same_grid(reference: Volume, other: Volume) -> None:
@@ -523,8 +593,9 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
     its DICOM files, taken together as one series named after the folder; without DICOM files
     its sub-folders (DICOM series) are studies, except the folders covseg wrote (reports;
     ``covseg predict`` outputs count only when reading ``masks``, for quantify, which also
-    names ``x_mask.nii.gz`` study ``x``). A folder with none of these is itself a study (so
-    that an empty or broken folder is reported, not silently skipped).
+    names ``x_mask.nii.gz`` study ``x``, and reads one predict study folder given itself as
+    its one study, not its infection and lung masks as two). A folder with none of these is
+    itself a study (so that an empty or broken folder is reported, not silently skipped).
     """
     skip = Path(exclude).resolve() if exclude else None
     studies: list[Study] = []
@@ -534,6 +605,9 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
             raise CovsegError(f"{path}: no such file or folder")
         if path.is_file():
             studies.append(Study(study_name(path, masks), path))
+            continue
+        if masks and predicted_mask(path):
+            studies.append(Study(path.resolve().name, path))
             continue
         children = sorted(c for c in path.iterdir() if not c.name.startswith("."))
         found = [Study(study_name(c, masks), c) for c in children if is_nifti(c)]
@@ -641,17 +715,60 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
 def _changed_inputs(inputs: dict[str, Any], study: Study, written: float, models: list[Path],
                     models_changed: float) -> list[str]:
     """What makes a done study's record stale though its settings match: another input under
-    the study's name, or an input or model modified since it was ``written`` (a mask corrected
-    by hand, a model retrained into the same run folder)."""
+    the study's name, an input whose content changed (a mask corrected by hand, also when
+    copied in with its old time kept), or a model modified since it was ``written`` (retrained
+    into the same run folder). Records without content hashes (older covseg) compare the
+    inputs' modification times."""
     recorded = inputs.get("mask") or inputs.get("image")
     if recorded and Path(recorded).resolve() != study.path.resolve():
         return [f"input: {recorded} -> {study.path.resolve()}"]
-    files = dict.fromkeys([study.path.resolve(),  # predict's "image" is the study itself
-                           *(Path(inputs[key]) for key in ("lungs", "image") if inputs.get(key))])
-    changed = [f"{path} changed since" for path in files if _last_modified(path) > written]
+    hashes = inputs.get(INPUT_SHA256)
+    changed = (_changed_content(inputs, hashes) if isinstance(hashes, dict)
+               else _modified_since(inputs, study, written))
     if models_changed > written:
         changed += [f"{path} changed since" for path in models if _last_modified(path) > written]
     return changed
+
+
+def _changed_content(inputs: dict[str, Any], hashes: dict[str, Any]) -> list[str]:
+    """'PATH changed since' for each recorded input whose SHA-256 is no longer the recorded one
+    (a bare ``touch`` changes nothing)."""
+    return [f"{inputs[key]} changed since" for key, digest in hashes.items()
+            if isinstance(inputs.get(key), str) and content_hash(Path(inputs[key])) != digest]
+
+
+def _modified_since(inputs: dict[str, Any], study: Study, written: float) -> list[str]:
+    """'PATH changed since' for each input modified after ``written`` (records made before
+    content hashes)."""
+    files = dict.fromkeys([study.path.resolve(),  # predict's "image" is the study itself
+                           *(Path(inputs[key]) for key in ("lungs", "image") if inputs.get(key))])
+    return [f"{path} changed since" for path in files if _last_modified(path) > written]
+
+
+def input_hashes(inputs: dict[str, Any]) -> dict[str, str | None]:
+    """SHA-256 of each input a study record names by path (mask, lungs, CT; see
+    :data:`HASHED_INPUTS`), recorded so that reruns compare content, not file times."""
+    return {key: content_hash(Path(inputs[key])) for key in HASHED_INPUTS
+            if isinstance(inputs.get(key), str)}
+
+
+def content_hash(path: Path) -> str | None:
+    """SHA-256 of a file's bytes, or of a DICOM folder's files (each one's name relative to the
+    folder and the SHA-256 of its bytes, in name order); None when the path is gone. Files are
+    streamed in chunks, so a 500-slice series costs one read of it (about a second per GB)."""
+    if path.is_file():
+        return _file_sha256(path).hex()
+    if not path.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for file in sorted(dicom_files(path)):
+        digest.update(file.relative_to(path).as_posix().encode() + b"\0" + _file_sha256(file))
+    return digest.hexdigest()
+
+
+def _file_sha256(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").digest()
 
 
 def _last_modified(path: Path) -> float:
@@ -705,9 +822,7 @@ def _summary_row(study: Study, folder: Path, status: str, result: dict[str, Any]
                            "input": str(study.path), "output": str(folder) if result else ""}
     if result:
         region = result.get("study", {})
-        row.update({k: region.get(k) for k in ("lung_ml", "lesion_ml", "percent_involved",
-                                                "ct_category", "ggo_ml", "consolidation_ml",
-                                                "effusion_ml")})
+        row.update({k: region.get(k) for k in SUMMARY_STUDY_FIELDS})
         row["right_percent_involved"] = result.get("right_lung", {}).get("percent_involved")
         row["left_percent_involved"] = result.get("left_lung", {}).get("percent_involved")
     return row
@@ -726,8 +841,9 @@ def quantify_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
                    shard: tuple[int, int] = (0, 1)) -> BatchResult:
     """Quantify every mask NIfTI of ``inputs`` (files or folders) into ``out_dir/<stem>/``.
 
-    A study folder from ``covseg predict`` stands for its ``infection.nii.gz``, so that a
-    prediction folder (or its masks, corrected by hand) can be quantified again as it is.
+    A study folder from ``covseg predict`` (given itself or within a folder) stands for its
+    ``infection.nii.gz``, so that a prediction folder (or its masks, corrected by hand) can be
+    quantified again as it is.
     """
     check_inputs_exist(lungs, image)
     studies = [_predicted_mask(study)

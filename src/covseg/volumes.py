@@ -53,12 +53,14 @@ from covseg.quantify import (
     EFFUSION,
     GGO,
     INFECTION_NII,
+    INPUT_SHA256,
     LUNGS_NII,
     PROBABILITIES_NII,
     SETTINGS,
     BatchResult,
     Study,
     find_studies,
+    input_hashes,
     quantify,
     run_batch,
     study_name,
@@ -208,6 +210,8 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
     """
     _check_options(batch_size, lung_margin_mm)
     out_dir = Path(out_dir)
+    image = str(Path(path).resolve())
+    hashes = input_hashes({"image": image})  # before reading: a file changed meanwhile is stale
     volume = read_volume(path, hu)
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
@@ -225,7 +229,7 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
     result = quantify(labels, volume.spacing, lungs, multiclass=multiclass)
     result["files"] = files
     result["inputs"] = {
-        "image": str(Path(path).resolve()), "shape_zyx": list(volume.file_shape_zyx),
+        "image": image, "shape_zyx": list(volume.file_shape_zyx),
         "affine": volume.file_affine.tolist(), "intensity": volume.intensity,
         "model": {"source": predictor.source, "num_classes": predictor.num_classes,
                   "intensity": predictor.intensity, "window": list(predictor.window),
@@ -233,6 +237,7 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
         "tta": predictor.tta, "lung_source": masks.lung_source, "lungs_found": lungs_found,
         "outside_lungs_removed": not keep_outside_lungs and lungs_found,
         "lung_margin_mm": lung_margin_mm, "effusion_label": EFFUSION if multiclass else None,
+        INPUT_SHA256: hashes,
     }
     result[SETTINGS] = predict_settings(
         predictor, lung_predictor, probabilities=probabilities,
