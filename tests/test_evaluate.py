@@ -107,3 +107,19 @@ def test_volumes_on_different_grids_are_refused(tmp_path: Path) -> None:
     assert same["summary"]["dice"]["mean"] == 1.0
     with pytest.raises(CovsegError, match="different grids .* axes RAS and LPS"):
         evaluate_folders(tmp_path / "pred", tmp_path / "lps", tmp_path / "other.json")
+
+
+@pytest.mark.parametrize("bare", ["pred", "truth"])
+def test_a_volume_without_geometry_pairs_with_the_other_as_stored(
+        tmp_path: Path, bare: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A numpy pipeline's mask (identity affine) was reoriented by it and refused, or scored
+    mirrored, against a truth of real geometry on the same stored grid."""
+    mask = np.zeros((8, 8, 4), dtype=np.uint8)
+    mask[1:3, 2:6, 1:3] = 1
+    for folder in ("pred", "truth"):
+        (tmp_path / folder).mkdir()
+        grid = np.eye(4) if folder == bare else np.diag([-0.8, -0.8, 5.0, 1.0])
+        nib.save(nib.Nifti1Image(mask, grid), str(tmp_path / folder / "x.nii.gz"))
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev.json")
+    assert result["summary"]["dice"]["mean"] == 1.0
+    assert "pairing their voxels as stored" in caplog.text

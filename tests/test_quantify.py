@@ -489,3 +489,20 @@ def test_image_may_be_a_dicom_folder(tmp_path: Path, slices: str) -> None:
     shutil.copy(mask, tmp_path / "other_mask.nii.gz")
     with pytest.raises(CovsegError, match="one DICOM series, but 2 masks"):
         quantify_batch([mask, tmp_path / "other_mask.nii.gz"], tmp_path / "out2", image=series)
+
+
+def test_lesion_and_lung_masks_without_geometry_pair_with_the_ct_as_stored(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Masks saved with np.eye(4) were read as 1 mm voxels mirrored against their CT."""
+    _, mask, lesion_ml = synthetic_study(tmp_path / "in", "case")
+    bare = nib.Nifti1Image(np.asarray(nib.load(str(mask)).dataobj), np.eye(4))
+    nib.save(bare, str(mask))
+    result = quantify_study(mask, tmp_path / "out", image=tmp_path / "in")
+    assert result["study"]["lesion_ml"] == pytest.approx(lesion_ml)
+    assert result["right_lung"]["lesion_ml"] == pytest.approx(lesion_ml)
+    assert "pairing their voxels as stored" in caplog.text
+    lungs = save_like(mask, two_lungs(mask), tmp_path / "lungs" / "case_lungs.nii.gz")
+    given = quantify_study(mask, tmp_path / "out2", lungs=lungs,
+                           image=tmp_path / "in" / "case.nii.gz")
+    assert given["right_lung"]["lesion_ml"] == pytest.approx(lesion_ml)
+    assert given["left_lung"]["lesion_ml"] == 0.0

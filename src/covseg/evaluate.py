@@ -18,7 +18,7 @@ from covseg.errors import CovsegError
 from covseg.infer import Predictor
 from covseg.io.atomic import write_json, write_text
 from covseg.io.image import case_key, is_image_file, mask_to_labels, read_mask
-from covseg.io.volume import Volume, is_nifti, nifti_stem, read_nifti, same_grid_affine
+from covseg.io.volume import Volume, is_nifti, nifti_stem, read_nifti, read_paired, same_grid_affine
 from covseg.metrics import EMPTY_MASK_RULES, case_metrics, summarize
 from covseg.quantify import MONTAGE_PNG, predicted_mask, study_name
 from covseg.viz import box_plot
@@ -98,18 +98,31 @@ def _mask_files(folder: Path, role: str) -> dict[str, Path]:
     return files
 
 
-def _read_case(path: Path) -> tuple[np.ndarray, Volume | None]:
-    """Labels of a mask file, and for NIfTI volumes the volume (its spacing and affine)."""
-    if is_nifti(path):
-        volume = read_nifti(path, dtype=np.int16)
-        return mask_to_labels(volume.array, path), volume
-    return read_mask(path), None
+def _read_cases(pred_path: Path, truth_path: Path
+                ) -> tuple[np.ndarray, Volume | None, np.ndarray, Volume | None]:
+    """Labels of a prediction and its truth, and for NIfTI volumes the volumes (spacing and
+    affine); two volumes are read to pair voxel for voxel (one without geometry on the
+    other's: :func:`read_paired`)."""
+    if is_nifti(pred_path) and is_nifti(truth_path):
+        pred_volume, truth_volume = read_paired(
+            lambda like: read_nifti(pred_path, np.int16, like), pred_path,
+            lambda like: read_nifti(truth_path, np.int16, like), truth_path)
+    else:
+        pred_volume = read_nifti(pred_path, np.int16) if is_nifti(pred_path) else None
+        truth_volume = read_nifti(truth_path, np.int16) if is_nifti(truth_path) else None
+    return (_labels(pred_path, pred_volume), pred_volume,
+            _labels(truth_path, truth_volume), truth_volume)
+
+
+def _labels(path: Path, volume: Volume | None) -> np.ndarray:
+    """Labels of a mask: of its volume when read as one, else of the 2D mask file."""
+    return mask_to_labels(volume.array, path) if volume is not None else read_mask(path)
 
 
 def _read_pair(stem: str, pred_path: Path, truth_path: Path
                ) -> tuple[np.ndarray, np.ndarray, tuple[float, ...] | None]:
     """Prediction and truth labels, checked to lie on one grid, and the voxel spacing in mm."""
-    (pred, pred_volume), (truth, truth_volume) = _read_case(pred_path), _read_case(truth_path)
+    pred, pred_volume, truth, truth_volume = _read_cases(pred_path, truth_path)
     if pred.shape != truth.shape:
         raise CovsegError(f"{stem}: prediction {pred.shape} and truth {truth.shape} differ in size")
     if pred_volume and truth_volume and not same_grid_affine(pred_volume, truth_volume):

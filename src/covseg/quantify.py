@@ -50,6 +50,7 @@ from covseg.io.volume import (
     nifti_stem,
     orient_for_display,
     read_nifti,
+    read_paired,
     read_volume,
     same_grid_affine,
 )
@@ -451,13 +452,12 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     inputs: dict[str, Any] = {key: str(path.resolve()) if path else None for key, path in
                               (("mask", mask_path), ("lungs", lung_path), ("image", image_path))}
     hashes = input_hashes(inputs)  # before reading: a file changed meanwhile reads as changed
-    lesions = read_nifti(mask_path, dtype=np.int16)
-    ct = read_volume(image_path, hu) if image_path else None
+    lesions, ct = _read_lesions_and_ct(mask_path, image_path, hu)
     if ct is not None:
         _check_same_grid(lesions, ct)
     lung_labels, lung_source = None, None
     if lung_path is not None:
-        lung_volume = read_nifti(lung_path, dtype=np.int16)
+        lung_volume = read_nifti(lung_path, np.int16, like=lesions)
         _check_same_grid(lesions, lung_volume)
         lung_labels, lung_source = _lung_labels(lung_volume, lung_path), "mask"
     elif ct is not None:
@@ -525,6 +525,17 @@ def _recorded_lungs(lungs: Path) -> set[int] | None:
 
 def _positive(value: Any) -> bool:
     return isinstance(value, int | float) and value > 0
+
+
+def _read_lesions_and_ct(mask_path: Path, image_path: Path | None, hu: str
+                         ) -> tuple[Volume, Volume | None]:
+    """The lesion mask and, given its path, the CT, read to pair voxel for voxel (whichever
+    lacks geometry on the other's: :func:`read_paired`)."""
+    if image_path is None:
+        return read_nifti(mask_path, np.int16), None
+    lesions, ct = read_paired(lambda like: read_nifti(mask_path, np.int16, like), mask_path,
+                              lambda like: read_volume(image_path, hu, like), image_path)
+    return lesions, ct
 
 
 def _check_same_grid(reference: Volume, other: Volume) -> None:

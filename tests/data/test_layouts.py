@@ -425,3 +425,60 @@ def test_empty_data_set(tmp_path: Path) -> None:
     (tmp_path / "masks").mkdir()
     with pytest.raises(CovsegError, match="holds no slices"):
         load_dataset(tmp_path)
+
+
+def _marked_pair(slices: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """A CT of air with one bright block off every symmetry, and the block as its mask."""
+    hu = np.full((slices, 16, 16), -1000.0)
+    mask = np.zeros((slices, 16, 16), dtype=np.int16)
+    hu[:, 1:4, 2:7], mask[:, 1:4, 2:7] = 100.0, 1
+    return hu, mask
+
+
+def _save_mask(path: Path, mask_zyx: np.ndarray, geometry: str, ct: Path) -> None:
+    """Save a mask with no real geometry ("identity" affine or "codes0") or on the CT's grid
+    stored in another orientation ("reoriented": a real affine)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = mask_zyx.transpose(2, 1, 0)
+    if geometry == "reoriented":
+        image = nib.load(str(ct))
+        image = nib.Nifti1Image(data, image.affine).as_reoriented(nib.orientations.ornt_transform(
+            nib.io_orientation(image.affine), nib.orientations.axcodes2ornt(("A", "L", "I"))))
+    else:
+        image = nib.Nifti1Image(data, np.eye(4) if geometry == "identity" else None)
+    if geometry == "codes0":
+        image.header.set_qform(None, code=0)
+        image.header.set_sform(None, code=0)
+    nib.save(image, str(path))
+
+
+@pytest.mark.parametrize("ct_axes", [(-0.8, -0.8), (0.8, 0.8)], ids=["LPS", "RAS"])
+@pytest.mark.parametrize("geometry", ["identity", "codes0", "reoriented"])
+@pytest.mark.parametrize("form", ["generic", "medseg"])
+def test_masks_without_geometry_pair_with_their_ct_as_stored(
+        tmp_path: Path, ct_axes: tuple[float, float], geometry: str, form: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A numpy pipeline's mask (identity affine or no qform/sform) was reoriented by its own
+    affine and fell mirrored on its CT: 0 of 10 MedSeg slices aligned, without a warning."""
+    hu, mask = _marked_pair()
+    ct = tmp_path / ("tr_im.nii.gz" if form == "medseg" else "images/case1.nii.gz")
+    ct.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(hu.transpose(2, 1, 0).astype(np.int16),
+                             np.diag([*ct_axes, 5.0, 1.0])), str(ct))
+    _save_mask(tmp_path / ("tr_mask.nii.gz" if form == "medseg" else "masks/case1.nii.gz"),
+               mask, geometry, ct)
+    data = load_dataset(tmp_path)
+    assert len(data.samples) == 3
+    assert all(s.mask.any() and ((s.image > 0.5) == (s.mask > 0)).all() for s in data.samples)
+    assert ("pairing their voxels as stored" in caplog.text) == (geometry != "reoriented")
+
+
+@pytest.mark.parametrize("mask_slices", [2, 4])
+def test_medseg_nifti_mask_with_another_slice_count_is_refused(tmp_path: Path,
+                                                               mask_slices: int) -> None:
+    """More mask slices were cut silently; fewer crashed with an IndexError traceback."""
+    _save_nifti(tmp_path / "tr_im.nii.gz", _hu_volume(slices=3)[0])
+    _save_nifti(tmp_path / "tr_mask.nii.gz", _hu_volume(slices=mask_slices)[1])
+    with pytest.raises(CovsegError, match=r"differs from its mask tr_mask.nii.gz") as caught:
+        load_dataset(tmp_path)
+    assert "\n" not in str(caught.value)

@@ -31,7 +31,15 @@ from tqdm import tqdm
 
 from covseg.errors import CovsegError
 from covseg.io.image import case_key, image_name, is_image_file, read_array, read_mask
-from covseg.io.volume import display_flips, is_nifti, nifti_stem, read_nifti, same_grid_affine
+from covseg.io.volume import (
+    Volume,
+    display_flips,
+    is_nifti,
+    nifti_stem,
+    read_nifti,
+    read_paired,
+    same_grid_affine,
+)
 from covseg.transforms import LUNG_WINDOW, normalize_intensity
 
 log = logging.getLogger(__name__)
@@ -201,14 +209,22 @@ def _check_patients_listed(patients: dict[str, str], cases: list[tuple[str, str]
                     "own patient", len(missing), len(cases), missing[0])
 
 
-def _slice_volume(image_path: Path, mask_path: Path, patient: str, options: ReadOptions
-                  ) -> list[Sample]:
-    image, mask = read_nifti(image_path), read_nifti(mask_path, dtype=np.int16)
+def _read_volume_pair(image_path: Path, mask_path: Path) -> tuple[Volume, Volume]:
+    """A CT volume and its mask, read to pair voxel for voxel (a mask without geometry on the
+    CT's: :func:`read_paired`); differing shapes are refused."""
+    image, mask = read_paired(lambda like: read_nifti(image_path, like=like), image_path,
+                              lambda like: read_nifti(mask_path, np.int16, like), mask_path)
     if image.array.shape != mask.array.shape:
         raise CovsegError(
             f"{image_path}: volume shape {image.file_shape_zyx} differs from its mask "
             f"{mask_path.name} {mask.file_shape_zyx} (z, y, x, as the files hold them)"
         )
+    return image, mask
+
+
+def _slice_volume(image_path: Path, mask_path: Path, patient: str, options: ReadOptions
+                  ) -> list[Sample]:
+    image, mask = _read_volume_pair(image_path, mask_path)
     if not same_grid_affine(image, mask):
         log.warning("%s: its mask %s has another affine (axes %s and %s); pairing their voxels as "
                     "they are", image_path, mask_path.name, image.file_axes, mask.file_axes)
@@ -371,7 +387,7 @@ def _read_medseg(root: Path, options: ReadOptions) -> LoadedData:
         mask_file = root / "tr_mask.nii.gz"
         if not mask_file.is_file():
             raise CovsegError(f"{root}: tr_im.nii.gz found but tr_mask.nii.gz is missing")
-        image, mask = read_nifti(root / "tr_im.nii.gz"), read_nifti(mask_file, dtype=np.int16)
+        image, mask = _read_volume_pair(root / "tr_im.nii.gz", mask_file)
         hu = normalize_intensity(image.array, options.intensity, options.window)
         unit = ReadOptions(options.target, "unit", options.window, options.slices)
         patients = _read_patients_csv(root)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,18 +155,78 @@ class Volume:
         return f"slice {index}" if index is not None else f"axial slice {k} (cut across the file's)"
 
 
-def read_nifti(path: str | os.PathLike[str], dtype: type = np.float32) -> Volume:
-    """Read a 3D NIfTI file; x/y/z storage order becomes (z, y, x) so that ``array[k]`` is a slice."""
+def read_nifti(path: str | os.PathLike[str], dtype: type = np.float32,
+               like: Volume | None = None) -> Volume:
+    """Read a 3D NIfTI file; x/y/z storage order becomes (z, y, x) so that ``array[k]`` is a slice.
+
+    ``like``: the volume this one is paired with voxel for voxel (a mask's CT). A file whose
+    header has no real geometry (:func:`lacks_geometry`) but ``like``'s stored shape is read on
+    ``like``'s geometry, its voxels paired as stored, with a warning: reoriented by its own
+    identity or Analyze affine, a numpy pipeline's mask came out mirrored against its CT.
+    """
     path = Path(path)
+    image = _load_nifti(path)
+    if like is not None and _geometryless(image) and _stored_alike(image, like):
+        image = _on_geometry_of(image, like, str(path))
+    return volume_from_nifti(image, str(path), dtype)
+
+
+def _load_nifti(path: Path) -> nib.Nifti1Image:
+    """The NIfTI image at ``path``, its voxels not yet read."""
     if not is_nifti(path):
         raise CovsegError(f"{path}: not a NIfTI file (.nii or .nii.gz)")
     try:
-        image = nib.load(str(path))
+        return nib.load(str(path))
     except NIFTI_ERRORS as exc:
         raise CovsegError(
             f"{path}: cannot read the NIfTI header ({_one_line(exc)}); is the file truncated?"
         ) from None
-    return volume_from_nifti(image, str(path), dtype)
+
+
+def _geometryless(image: nib.Nifti1Image) -> bool:
+    """Whether a header places its voxels nowhere real: qform and sform codes both 0, or an
+    identity affine (numpy pipelines' ``np.eye(4)``)."""
+    header = image.header
+    return (int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0) or bool(
+        np.allclose(image.affine, np.eye(4)))
+
+
+def lacks_geometry(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a NIfTI file whose header has no real geometry (reads the header only;
+    a DICOM series always has its own)."""
+    path = Path(path)
+    return path.name.lower().endswith(NIFTI_SUFFIXES) and _geometryless(_load_nifti(path))
+
+
+def _stored_alike(image: nib.Nifti1Image, like: Volume) -> bool:
+    """Whether the file stores ``like``'s voxel grid shape but another affine."""
+    shape = tuple(int(n) for n in image.shape)
+    return (shape[:3] == like.file_shape_zyx[::-1] and all(n == 1 for n in shape[3:])
+            and not np.allclose(image.affine, like.file_affine, atol=GRID_TOLERANCE_MM))
+
+
+def _on_geometry_of(image: nib.Nifti1Image, like: Volume, source: str) -> nib.Nifti1Image:
+    """``image``'s stored voxels (and scaling) on ``like``'s file affine and voxel sizes."""
+    log.warning("%s: its header has no real geometry (identity affine, or qform and sform codes "
+                "0) and it stores %s's grid shape; pairing their voxels as stored",
+                source, like.source)
+    affine = like.file_affine
+    header = image.header.copy()
+    header.set_qform(affine, code=1)
+    header.set_sform(affine, code=1)
+    return nib.Nifti1Image(image.dataobj, affine, header)
+
+
+def read_paired(first: Callable[[Volume | None], Volume], first_path: str | os.PathLike[str],
+                second: Callable[[Volume | None], Volume], second_path: str | os.PathLike[str]
+                ) -> tuple[Volume, Volume]:
+    """Two volumes to pair voxel for voxel, each read by ``reader(like)`` (the ``like`` of
+    :func:`read_nifti`): the second like the first, unless only the first file lacks geometry."""
+    if lacks_geometry(first_path) and not lacks_geometry(second_path):
+        later = second(None)
+        return first(later), later
+    earlier = first(None)
+    return earlier, second(earlier)
 
 
 def volume_from_nifti(image: nib.Nifti1Image, source: str, dtype: type = np.float32) -> Volume:
@@ -298,11 +358,13 @@ def check_hu(hu: str, option: str = "--hu") -> str:
     return hu
 
 
-def read_volume(path: str | os.PathLike[str], hu: str = "auto") -> Volume:
+def read_volume(path: str | os.PathLike[str], hu: str = "auto", like: Volume | None = None
+                ) -> Volume:
     """Read a CT as float32 (z, y, x) from NIfTI, a DICOM folder or a single DICOM file.
 
     ``hu``: "auto" detects Hounsfield units vs 8-bit grey from the value range, "yes" forces HU,
-    "no" says the values are grey (0..255 or 0..1), as lungmask's ``--noHU``.
+    "no" says the values are grey (0..255 or 0..1), as lungmask's ``--noHU``. ``like``: as for
+    :func:`read_nifti`.
     """
     check_hu(hu)
     path = Path(path)
@@ -311,7 +373,7 @@ def read_volume(path: str | os.PathLike[str], hu: str = "auto") -> Volume:
     elif not path.exists():
         raise CovsegError(f"{path}: no such file or folder")
     elif path.name.lower().endswith(NIFTI_SUFFIXES):
-        volume = read_nifti(path)
+        volume = read_nifti(path, like=like)
     elif path.suffix.lower() in IMAGE_SUFFIXES:
         raise CovsegError(
             f"{path}: a 2D image, not a volume; give a NIfTI file or a DICOM series "
