@@ -226,8 +226,9 @@ def _slice_volume(image_path: Path, mask_path: Path, patient: str, options: Read
                   ) -> list[Sample]:
     image, mask = _read_volume_pair(image_path, mask_path)
     if not same_grid_affine(image, mask):
-        log.warning("%s: its mask %s has another affine (axes %s and %s); pairing their voxels as "
-                    "they are", image_path, mask_path.name, image.file_axes, mask.file_axes)
+        log.warning("%s: its mask %s lies on another grid (axes %s and %s; origin or voxel size "
+                    "differ once both are read in LPS order); pairing their voxels by index",
+                    image_path, mask_path.name, image.file_axes, mask.file_axes)
     hu = normalize_intensity(image.array, options.intensity, options.window)
     keep = range(len(hu))
     if options.slices == "labelled":
