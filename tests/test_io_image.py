@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from covseg.errors import CovsegError
-from covseg.io.image import mask_to_labels, read_mask
+from covseg.io.image import mask_to_labels, masks_to_labels, read_mask
 from tests.conftest import shared
 
 
@@ -49,9 +49,12 @@ def test_label_maps_are_kept(stored: tuple[int, ...]) -> None:
     np.testing.assert_array_equal(mask_to_labels(_levels(*stored)), _levels(*stored))
 
 
-@pytest.mark.parametrize("stored", [(0, 127, 254, 255), (0, 100, 255), (0, 60, 120, 255)])
+@pytest.mark.parametrize("stored", [(0, 127, 254, 255), (0, 100, 255), (0, 60, 120, 255),
+                                    (0, 20, 255), (0, 20, 40, 255), (0, 1, 2, 255), (0, 1, 255)])
 def test_levels_that_fit_no_rule_are_refused(stored: tuple[int, ...]) -> None:
-    """Thresholding them at half the maximum would guess which level is a class."""
+    """Thresholding them at half the maximum would guess which level is a class: 0/1/2/255 are
+    labels with 255 as "ignore" (thresholded, 1 and 2 became background), 20 and 40 of
+    0/20/40/255 no JPEG noise (which lies within a few grey levels of 0 and of the maximum)."""
     with pytest.raises(CovsegError, match=r"mask levels .* are neither labels 0..15 nor "
                                           r"multiples of one step .*store labels 0..K") as caught:
         mask_to_labels(_levels(*stored), "a.png")
@@ -63,10 +66,28 @@ def test_fractional_levels_are_refused() -> None:
         mask_to_labels(_levels(0, 0.3, 1, dtype=np.float32))
 
 
-def test_sparse_levels_near_the_ends_are_thresholded() -> None:
-    """0/20/255 is no labels 0, 1, 13: too few of 0..13; its levels lie near 0 and 255."""
-    np.testing.assert_array_equal(mask_to_labels(_levels(0, 20, 255)), _levels(0, 0, 1))
+def test_few_levels_near_both_ends_are_thresholded() -> None:
+    """JPEG noise of a 0/255 mask at high quality lies near 0 and near 255, on both sides."""
     np.testing.assert_array_equal(mask_to_labels(_levels(0, 1, 254, 255)), _levels(0, 0, 1, 1))
+    np.testing.assert_array_equal(mask_to_labels(_levels(0, 3, 7, 249, 255)),
+                                  _levels(0, 0, 0, 1, 1))
+
+
+@pytest.mark.parametrize("stored,step,labels", [
+    ((0, 170), 85, (0, 2)), ((0, 255), 85, (0, 3)), ((0, 254), 127, (0, 2))])
+def test_a_set_s_step_reads_single_level_masks(stored: tuple[int, ...], step: int,
+                                               labels: tuple[int, ...]) -> None:
+    """Alone, a file with one non-zero level reads 0/1; in a set scaled by one step, its class."""
+    whole = _levels(*range(0, 256, step))
+    assert mask_to_labels(_levels(*stored)).max() == 1
+    read = masks_to_labels([whole, _levels(*stored)], ["a.png", "b.png"])
+    np.testing.assert_array_equal(read[1], _levels(*labels))
+    np.testing.assert_array_equal(read[0], _levels(*range(len(range(0, 256, step)))))
+
+
+def test_a_set_of_label_maps_reads_file_by_file() -> None:
+    label_maps = masks_to_labels([_levels(0, 2), _levels(0, 1, 2)], ["a", "b"])
+    np.testing.assert_array_equal(label_maps[0], _levels(0, 2))
 
 
 @pytest.mark.parametrize("quality", [30, 50, 75, 90, 95, 100])
@@ -102,3 +123,11 @@ def test_real_masks_read_as_before(tmp_path: Path) -> None:
     for path in medseg:
         assert Image.open(path).mode == "P"
         np.testing.assert_array_equal(read_mask(path), np.asarray(Image.open(path)))
+
+
+def test_a_single_scaled_level_in_a_set_of_no_step_is_refused() -> None:
+    with pytest.raises(CovsegError, match=r"^b: mask level 253 alone cannot tell its class, "
+                                          r".*; store labels 0..K$"):
+        masks_to_labels([_levels(0, 127, 254), _levels(0, 253)], ["a", "b"])
+    with pytest.raises(CovsegError, match=r"^b: mask level 255 alone"):  # effusion or lesion?
+        masks_to_labels([_levels(0, 1, 2), _levels(0, 255)], ["a", "b"])

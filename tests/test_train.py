@@ -287,3 +287,26 @@ def test_sigterm_stops_a_run_cleanly_and_resume_finishes(tmp_path: Path,
                           check=False)
     assert done.returncode == 0, done.stderr
     assert len(log.read_text().splitlines()) == 1 + 100
+
+
+def test_resume_with_another_split_is_refused(tiny_run: Path, synthetic_folder: Path,
+                                              tmp_path: Path) -> None:
+    """The fingerprint covers train and validation slices together: an edited patients.csv that
+    moved a slice into validation was resumed, picking the best epoch on a slice trained on."""
+    data = load_dataset(synthetic_folder)
+    record = json.loads((tiny_run / "config.json").read_text())
+    saved = TrainConfig.from_dict(record["config"])
+    train_cases, val_cases = record["train_cases"], record["val_cases"]
+    moved = (train_cases[1:], [*val_cases, train_cases[0]])
+    with pytest.raises(CovsegError, match=rf"^{tiny_run}: the saved run was trained with another "
+                                          r"train/validation split .*pick a new --out$"):
+        train_module.train(saved, data, tiny_run, resume=True, train_cases=moved[0],
+                           val_cases=moved[1], progress=False)
+    train_module._check_run_folder(tiny_run, saved, True, record[train_module.DATA_FINGERPRINT],
+                                   (list(reversed(train_cases)), val_cases))  # order is no split
+    old = tmp_path / "old"  # a run recorded before the split was checked is resumed as before
+    shutil.copytree(tiny_run, old)
+    del record["train_cases"], record["val_cases"]
+    (old / "config.json").write_text(json.dumps(record))
+    train_module._check_run_folder(old, saved, True, record[train_module.DATA_FINGERPRINT],
+                                   moved)

@@ -204,17 +204,19 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
     check_recipe(config)
     by_id = {s.case_id: s for s in data.samples}
     fingerprint = data_fingerprint(by_id[c] for c in [*train_cases, *val_cases])
-    _check_run_folder(out, config, resume, fingerprint)
+    _check_run_folder(out, config, resume, fingerprint, (train_cases, val_cases))
     if len(member_names(config.model)) > 1:
         return _train_ensemble(config, data, out, resume, train_cases, val_cases, fingerprint,
                                progress)
     return _train_model(config, data, out, resume, train_cases, val_cases, fingerprint, progress)
 
 
-def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint: str) -> None:
-    """A folder holding a run is continued only with --resume, the recipe it was started with
-    and the data it was trained on (``fingerprint``), whether one network or an ensemble wrote
-    it (so that a resume with other options or data never mixes them into the saved run)."""
+def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint: str,
+                      split: tuple[Sequence[str], Sequence[str]]) -> None:
+    """A folder holding a run is continued only with --resume, the recipe it was started with,
+    the data it was trained on (``fingerprint``) and its (train, validation) ``split``, whether
+    one network or an ensemble wrote it (so that a resume with other options, data or split never
+    mixes them into the saved run)."""
     record = out / "config.json"
     if not (record.exists() or (out / "last.pt").exists() or any(out.glob("member*"))):
         return
@@ -231,6 +233,20 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint:
     if made_from_other_data(saved_record, fingerprint):
         raise CovsegError(f"{out}: the saved run was trained on other data (other slices, "
                           "images or masks than these); pick a new --out or delete it")
+    _refuse_other_split(out, saved_record, split)
+
+
+def _refuse_other_split(out: Path, record: dict[str, Any],
+                        split: tuple[Sequence[str], Sequence[str]]) -> None:
+    """The fingerprint covers the union of train and validation slices, not which is which: a
+    resume whose split moved a slice (an edited patients.csv) would pick the best epoch on
+    slices it trained on. Records without the case lists are resumed as before."""
+    for key, cases in zip(("train_cases", "val_cases"), split):
+        saved = record.get(key)
+        if saved is not None and sorted(saved) != sorted(cases):
+            raise CovsegError(f"{out}: the saved run was trained with another train/validation "
+                              "split (patients.csv or cases changed); restore them or pick a "
+                              "new --out")
 
 
 def _refuse_other_recipe(out: Path, saved: TrainConfig, config: TrainConfig) -> None:

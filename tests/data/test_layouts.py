@@ -482,3 +482,40 @@ def test_medseg_nifti_mask_with_another_slice_count_is_refused(tmp_path: Path,
     with pytest.raises(CovsegError, match=r"differs from its mask tr_mask.nii.gz") as caught:
         load_dataset(tmp_path)
     assert "\n" not in str(caught.value)
+
+
+def test_multiclass_masks_scaled_by_a_step_share_the_set_s_step(tmp_path: Path) -> None:
+    """One file cannot tell its class: a consolidation-only slice (0/170 of a 0/85/170/255 set)
+    read as ground-glass, an effusion-only one (0/255) as label 1. The set's levels can."""
+    labels = {"all": np.array([[0, 1], [2, 3]]), "consolidation": np.array([[0, 2], [2, 0]]),
+              "effusion": np.array([[0, 3], [0, 0]])}
+    for name, label in labels.items():
+        _save_png(tmp_path / "images" / f"{name}.png", np.full((2, 2), 100))
+        _save_png(tmp_path / "masks" / f"{name}.png", label * 85)
+    data = load_dataset(tmp_path, target="multiclass")
+    assert data.num_classes == 4
+    for sample in data.samples:
+        np.testing.assert_array_equal(sample.mask, labels[sample.case_id])
+    binary = load_dataset(tmp_path)
+    assert all(np.array_equal(s.mask, labels[s.case_id] > 0) for s in binary.samples)
+
+
+def test_multiclass_nifti_masks_follow_the_mask_rules(tmp_path: Path) -> None:
+    """0/127/254 volumes gave 255 classes where the same masks as PNG gave 3; a volume with
+    consolidation only (0/254) reads label 2 by the set's step."""
+    hu, lesions = _hu_volume(slices=3)
+    lesions = np.where(lesions > 0, 1 + (np.arange(lesions.shape[2]) >= 16), 0)
+    consolidation = np.where(lesions > 0, 2, 0)
+    for case, label in (("case1", lesions), ("case2", consolidation)):
+        _save_nifti(tmp_path / "images" / f"{case}.nii.gz", hu)
+        _save_nifti(tmp_path / "masks" / f"{case}.nii.gz", label * 127)
+    data = load_dataset(tmp_path, target="multiclass")
+    assert data.num_classes == 3
+    for sample in data.samples:
+        k = int(sample.case_id[-4:])
+        truth = (lesions if sample.case_id.startswith("case1") else consolidation)[k]
+        np.testing.assert_array_equal(sample.mask, truth[::-1, ::-1])
+    _save_nifti(tmp_path / "masks" / "case2.nii.gz", consolidation * 127 - (consolidation > 0))
+    with pytest.raises(CovsegError, match=r"^mask of .*case\d.nii.gz#z\d: mask level 25[34] alone "
+                                          r"cannot tell its class, .*; store labels 0..K$"):
+        load_dataset(tmp_path, target="multiclass")

@@ -30,7 +30,14 @@ import numpy as np
 from tqdm import tqdm
 
 from covseg.errors import CovsegError
-from covseg.io.image import case_key, image_name, is_image_file, read_array, read_mask
+from covseg.io.image import (
+    case_key,
+    image_name,
+    is_image_file,
+    masks_to_labels,
+    read_array,
+    read_mask,
+)
 from covseg.io.volume import (
     Volume,
     display_flips,
@@ -124,7 +131,7 @@ def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source
             f"{mask.shape[1]}x{mask.shape[0]}; masks must match their images pixel for pixel"
         )
     if options.target == "multiclass":
-        labels = mask.astype(np.uint8)
+        labels = mask  # stored levels, turned into labels with the whole set's (see _loaded)
     else:
         labels = (mask > 0).astype(np.uint8)
     return Sample(normalize_intensity(image, options.intensity, options.window), labels,
@@ -188,9 +195,10 @@ def _progress(items: list, desc: str) -> Iterable:
 def _read_2d_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions,
                    patients: dict[str, str], desc: str, case_prefix: str = "") -> list[Sample]:
     samples = []
+    read = read_array if options.target == "multiclass" else read_mask  # see _loaded
     for stem, image_path, mask_path in _progress(pairs, desc):
         case = f"{case_prefix}{stem}"
-        samples.append(_sample(read_array(image_path), read_mask(mask_path), case,
+        samples.append(_sample(read_array(image_path), read(mask_path), case,
                                patients.get(case, patients.get(stem, case)), str(image_path),
                                options))
     if patients and pairs:
@@ -489,6 +497,7 @@ def _loaded(samples: list[Sample], layout: str, root: Path, options: ReadOptions
         raise CovsegError(f"{root}: the {layout} layout was found but holds no slices")
     num_classes = 2
     if options.target == "multiclass":
+        _multiclass_labels(samples)
         num_classes = max(2, int(max(s.mask.max() for s in samples)) + 1)
         if num_classes == 2:
             raise CovsegError(f"{root}: the masks hold one lesion label only, no classes "
@@ -521,6 +530,15 @@ READERS: dict[str, Callable[[Path, ReadOptions], LoadedData]] = {
     "mosmed-3d": _read_mosmed_3d,
     "folders": _read_folders,
 }
+
+
+def _multiclass_labels(samples: list[Sample]) -> None:
+    """Turn the stored mask levels of a multi-class set (2D files and NIfTI volumes alike) into
+    labels with one step for the whole set (:func:`~covseg.io.image.masks_to_labels`): one
+    slice cannot tell consolidation alone (0/170) from ground-glass (0/1)."""
+    labels = masks_to_labels([s.mask for s in samples], [f"mask of {s.source}" for s in samples])
+    for sample, mask in zip(samples, labels):
+        sample.mask = mask
 
 
 def is_synthetic_spec(path: str) -> bool:

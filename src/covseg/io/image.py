@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,9 @@ mask has well under 1 %, a CT slice 40-60 %)."""
 STEP_TOLERANCE = 0.5
 """How far an integer level may lie from its multiple of the step: labels scaled by 255/K and
 rounded (0/128/255) are still labels."""
+JPEG_NOISE = 0.04
+"""Lossy (JPEG) 0/255 masks with few levels hold levels within this fraction of the maximum of
+0 and of the maximum (at quality 95: 0..7 and 249..255), on both sides of each edge."""
 MASK_NAME_SUFFIXES = ("_mask", "_seg")
 """Endings that mark a file as the mask of the image with the rest of its name (``x_mask``)."""
 
@@ -70,19 +74,23 @@ def read_array(path: str | os.PathLike[str]) -> np.ndarray:
     return array
 
 
-def mask_to_labels(array: np.ndarray, source: str | os.PathLike[str] = "mask") -> np.ndarray:
+def mask_to_labels(array: np.ndarray, source: str | os.PathLike[str] = "mask",
+                   step: float | None = None) -> np.ndarray:
     """Turn a stored mask into integer labels 0..K.
 
     Label maps (values 0..15, e.g. MedSeg palettes or Inf-Net multi-class GT) are kept. A few
     levels that are multiples of one step (0/255, 0/127/254, 0/85/170/255: labels scaled to fill
     the file; see :func:`_label_step`) are divided by it, as a half-maximum threshold would drop
-    the lowest class. Lossy (JPEG) 0/255 masks, their levels clustered near 0 and the maximum,
-    are thresholded at half their maximum. An image (a CT slice, a photo) or levels that fit no
-    rule are refused rather than guessed.
+    the lowest class; ``step``, a whole set's (:func:`masks_to_labels`), replaces the file's own.
+    Lossy (JPEG) 0/255 masks, their levels clustered near 0 and the maximum, are thresholded at
+    half their maximum. An image (a CT slice, a photo) or levels that fit no rule are refused
+    rather than guessed.
     """
     values = np.unique(array)
     if values.size and values.min() < 0:
         raise CovsegError(f"{source}: mask has negative values; expected labels 0..K or 0/255")
+    if step is not None:
+        return np.rint(array / step).astype(np.uint8)
     if not values.size or (values.max() <= MAX_LABEL and _integral(values)):
         return array.astype(np.uint8)
     step = _label_step(values)
@@ -90,6 +98,31 @@ def mask_to_labels(array: np.ndarray, source: str | os.PathLike[str] = "mask") -
         return np.rint(array / step).astype(np.uint8)
     _check_binary_with_noise(array, values, source)
     return (array > values.max() / 2).astype(np.uint8)
+
+
+def masks_to_labels(masks: Sequence[np.ndarray], sources: Sequence[str]) -> list[np.ndarray]:
+    """Turn a whole set's multi-class masks (2D files or volume slices) into labels, with ONE
+    step for all when the union of their levels is labels times a step.
+
+    One file cannot tell its classes alone: 0/170 is consolidation in a 0/85/170/255 set but
+    0/1 on its own, 0/255 is effusion there. The set's levels can, so every mask is divided by
+    the step they share. Label maps (0..15) and sets that share no step read file by file
+    (:func:`mask_to_labels`), but then a file with one scaled level is refused, not guessed.
+    """
+    levels = [np.unique(mask) for mask in masks]
+    union = np.unique(np.concatenate(levels)) if levels else np.array([])
+    if not union.size or union.min() < 0 or (union.max() <= MAX_LABEL and _integral(union)):
+        return [mask_to_labels(mask, source) for mask, source in zip(masks, sources)]
+    step = _label_step(union)
+    if step is None:
+        for values, source in zip(levels, sources):
+            lesion = values[values > 0]
+            if lesion.size == 1 and _label_step(values) is not None and (
+                    lesion[0] > MAX_LABEL or not _integral(lesion)):
+                raise CovsegError(f"{source}: mask level {lesion[0]:g} alone cannot tell its "
+                                  "class, and the set's masks share no step (e.g. 0/127/254); "
+                                  "store labels 0..K")
+    return [mask_to_labels(mask, source, step) for mask, source in zip(masks, sources)]
 
 
 def _integral(values: np.ndarray) -> bool:
@@ -118,19 +151,24 @@ def _label_step(values: np.ndarray) -> float | None:
 def _check_binary_with_noise(array: np.ndarray, values: np.ndarray,
                              source: str | os.PathLike[str]) -> None:
     """Refuse what a half-maximum threshold would misread: a grey image (many levels, many pixels
-    mid-grey), or a few levels that are no labels with one of them mid-grey (is 100 of 0/100/255
-    a class or foreground?). A JPEG 0/255 mask passes: its levels lie near 0 and its maximum,
-    bar a few edge pixels when it has many levels."""
+    mid-grey), or a few levels that are no labels with one of them no JPEG noise, i.e. not
+    within :data:`JPEG_NOISE` of 0 or the maximum (is 100 of 0/100/255, or 20 of 0/20/40/255, a
+    class?), or noise on one side only (0/1/2/255 are labels 1 and 2 with 255 as "ignore"; JPEG
+    rings on both sides of an edge). A JPEG 0/255 mask passes."""
     top = float(values.max())
-    low, high = MID_GREY[0] * top, MID_GREY[1] * top
     if values.size <= MAX_LABEL + 1:
-        middle = values[(values > low) & (values < high)]
-        if middle.size:
+        inner = values[(values > 0) & (values < top)]
+        near_low, near_high = inner <= JPEG_NOISE * top, inner >= (1 - JPEG_NOISE) * top
+        odd = inner[~(near_low | near_high)]
+        if not (near_low.any() and near_high.any()):
+            odd = inner  # "noise" on one side only: labels beside an ignore level
+        if odd.size:
             shown = "/".join(f"{v:g}" for v in values)
             raise CovsegError(f"{source}: mask levels {shown} are neither labels 0..{MAX_LABEL} "
-                              f"nor multiples of one step (0/127/254), and {middle[0]:g} is no "
+                              f"nor multiples of one step (0/127/254), and {odd[0]:g} is no "
                               "0/255 noise; store labels 0..K, 0/255, or labels times one step")
         return
+    low, high = MID_GREY[0] * top, MID_GREY[1] * top
     mid_grey = float(np.mean((array > low) & (array < high)))
     if mid_grey > MAX_MID_GREY_SHARE:
         raise CovsegError(f"{source}: not a mask but an image ({values.size} grey levels, "
