@@ -519,3 +519,23 @@ def test_multiclass_nifti_masks_follow_the_mask_rules(tmp_path: Path) -> None:
     with pytest.raises(CovsegError, match=r"^mask of .*case\d.nii.gz#z\d: mask level 25[34] alone "
                                           r"cannot tell its class, .*; store labels 0..K$"):
         load_dataset(tmp_path, target="multiclass")
+
+
+def test_ambiguous_files_and_patients_are_refused(tmp_path: Path, synthetic_folder: Path) -> None:
+    """Two images of one stem, two masks of one image, or one case under two patients were
+    resolved by sort order without a word."""
+    for name, edit, message in (
+            ("stems", lambda root, image, mask: shutil.copy(image, image.with_suffix(".tif")),
+             "share the name"),
+            ("masks", lambda root, image, mask: shutil.copy(
+                mask, mask.with_name(f"{mask.stem}_mask{mask.suffix}")), "are both the mask of"),
+            ("patients", lambda root, image, mask: (root / "patients.csv").write_text(
+                (root / "patients.csv").read_text() + f"{image.stem},someone_else\n"),
+             "give each case one patient")):
+        root = tmp_path / name
+        shutil.copytree(synthetic_folder, root)
+        image = min((root / "images").iterdir())
+        edit(root, image, min((root / "masks").iterdir()))
+        with pytest.raises(CovsegError, match=message) as caught:
+            load_dataset(root)
+        assert "\n" not in str(caught.value)

@@ -139,10 +139,15 @@ def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source
 
 
 def _files(folder: Path, predicate: Callable[[Path], bool]) -> dict[str, Path]:
-    found = {}
+    """The files of ``folder`` that ``predicate`` accepts, by stem; two files of one stem
+    (x.png and x.jpg, a.nii and a.nii.gz) are refused rather than one dropped unseen."""
+    found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if predicate(path):
             stem = nifti_stem(path) if is_nifti(path) else path.stem
+            if stem in found:
+                raise CovsegError(f"{folder}: {found[stem].name} and {path.name} share the name "
+                                  f"{stem!r}; keep one of them")
             found[stem] = path
     return found
 
@@ -151,7 +156,10 @@ def _pair(images: dict[str, Path], masks: dict[str, Path], where: Path,
           key: Callable[[str], str] = lambda s: s) -> list[tuple[str, Path, Path]]:
     by_key = {key(stem): path for stem, path in masks.items()}
     for stem, path in masks.items():  # x_mask.png / x_seg.png name the mask of x
-        by_key.setdefault(key(image_name(stem)), path)
+        other = by_key.setdefault(key(image_name(stem)), path)
+        if other != path and key(image_name(stem)) != key(stem):
+            raise CovsegError(f"{path.parent}: {other.name} and {path.name} are both the mask of "
+                              f"{image_name(stem)!r}; keep one of them")
     missing = [stem for stem in images if key(stem) not in by_key]
     if missing:
         shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
@@ -176,7 +184,15 @@ def _read_patients_csv(root: Path) -> dict[str, str]:
         if not {"case_id", "patient_id"} <= set(reader.fieldnames):
             raise CovsegError(f"{table}: needs the columns case_id,patient_id; "
                               f"found {reader.fieldnames}")
-        return dict(_patient_row(table, reader.line_num, row) for row in reader)
+        patients: dict[str, str] = {}
+        for row in reader:
+            case, patient = _patient_row(table, reader.line_num, row)
+            if patients.get(case, patient) != patient:
+                raise CovsegError(f"{table}: line {reader.line_num} puts {case} under patient "
+                                  f"{patient}, an earlier line under {patients[case]}; give "
+                                  "each case one patient")
+            patients[case] = patient
+        return patients
 
 
 def _patient_row(table: Path, line: int, row: dict[str, str | None]) -> tuple[str, str]:
