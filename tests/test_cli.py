@@ -42,6 +42,20 @@ def test_visualize_real_data(tmp_path: Path, capsys: pytest.CaptureFixture[str],
         assert image.size[0] > 600 and image.size[1] > 200
 
 
+def test_visualize_reads_images_as_training_does(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """visualize had no --intensity or --window, so data that need them could not be shown."""
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    (tmp_path / "data" / "masks").mkdir()
+    hu = np.full((32, 32), -900.0, dtype=np.float32)
+    hu[8:16, 8:16] = -300.0
+    np.save(tmp_path / "data" / "images" / "a.npy", hu)
+    Image.fromarray(((hu > -500) * 255).astype(np.uint8)).save(tmp_path / "data" / "masks" / "a.png")
+    code, out, _ = _run(capsys, "visualize", str(tmp_path / "data"), "--out",
+                        str(tmp_path / "v.png"), "--intensity", "hu", "--window", "-1000", "0")
+    assert code == 0 and "wrote" in out and (tmp_path / "v.png").is_file()
+
+
 def test_train_predict_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                 synthetic_folder: Path, tiny_run: Path) -> None:
     code, out, _ = _run(capsys, "predict", str(synthetic_folder / "images"), "--model", str(tiny_run),

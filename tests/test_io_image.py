@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from covseg.errors import CovsegError
-from covseg.io.image import mask_to_labels, masks_to_labels, read_mask
+from covseg.io.image import mask_to_labels, masks_to_labels, read_array, read_mask
 from tests.conftest import shared
 
 
@@ -131,3 +131,11 @@ def test_a_single_scaled_level_in_a_set_of_no_step_is_refused() -> None:
         masks_to_labels([_levels(0, 127, 254), _levels(0, 253)], ["a", "b"])
     with pytest.raises(CovsegError, match=r"^b: mask level 255 alone"):  # effusion or lesion?
         masks_to_labels([_levels(0, 1, 2), _levels(0, 255)], ["a", "b"])
+
+
+def test_multi_page_tiff_is_refused_not_cut_to_its_first_page(tmp_path: Path) -> None:
+    """A 3-page TIFF stack was read as its first page without a word."""
+    pages = [Image.fromarray(np.full((8, 8), value, dtype=np.uint8)) for value in (0, 1, 2)]
+    pages[0].save(tmp_path / "stack.tif", save_all=True, append_images=pages[1:])
+    with pytest.raises(CovsegError, match="holds 3 pages"):
+        read_array(tmp_path / "stack.tif")

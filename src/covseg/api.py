@@ -42,7 +42,7 @@ from covseg.lungs import DEFAULT_LUNG_MARGIN_MM
 from covseg.quantify import BatchResult, changed_settings, quantify_batch
 from covseg.train import check_recipe
 from covseg.train import train as _train
-from covseg.transforms import normalize_intensity
+from covseg.transforms import LUNG_WINDOW, normalize_intensity
 from covseg.viz import overlay, sample_grid
 from covseg.volumes import masks_in_lungs, predict_batch, predict_labels
 
@@ -64,10 +64,13 @@ def _load(data: str | os.PathLike[str] | LoadedData, config: TrainConfig) -> Loa
 
 
 def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str], n: int = 8,
-              target: str = "infection", seed: int = 0) -> Path:
-    """A PNG grid of ``n`` samples (lesion-bearing ones first), image beside image + mask."""
+              target: str = "infection", seed: int = 0, intensity: str = "auto",
+              window: tuple[float, float] = LUNG_WINDOW) -> Path:
+    """A PNG grid of ``n`` samples (lesion-bearing ones first), image beside image + mask;
+    ``intensity`` and ``window`` read the images as training does."""
     out = output_file(out, ".png", "PNG grid")
-    loaded = data if isinstance(data, LoadedData) else load_dataset(data, target)
+    loaded = (data if isinstance(data, LoadedData)
+              else load_dataset(data, target, intensity=intensity, window=window))
     rng = np.random.default_rng(seed)
     order = sorted(range(len(loaded.samples)),
                    key=lambda i: (not loaded.samples[i].mask.any(), rng.random()))

@@ -126,7 +126,8 @@ def _positive(args: argparse.Namespace, *names: str) -> None:
 
 def cmd_visualize(args: argparse.Namespace) -> int:
     _positive(args, "n")
-    path = api.visualize(args.data, args.out, n=args.n, target=args.target)
+    path = api.visualize(args.data, args.out, n=args.n, target=args.target,
+                         intensity=args.intensity, window=tuple(args.window))
     print(f"wrote {path}")
     return 0
 
@@ -244,10 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("visualize", help="PNG grid of slices with their masks")
-    p.add_argument("data", help="data folder or 'synthetic'")
+    _add_data_options(p)
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--n", type=int, default=8, help="number of slices")
-    p.add_argument("--target", choices=TARGETS, default="infection")
     p.set_defaults(handler=cmd_visualize)
 
     p = sub.add_parser("train", help="train a model (default: two MiniSeg networks, averaged)")

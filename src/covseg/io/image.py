@@ -60,6 +60,10 @@ def read_array(path: str | os.PathLike[str]) -> np.ndarray:
             array = np.load(path, allow_pickle=False)
         else:
             with Image.open(path) as image:
+                if getattr(image, "n_frames", 1) > 1:  # a TIFF stack or an animated image
+                    raise CovsegError(f"{path}: holds {image.n_frames} pages; covseg reads one "
+                                      "slice per file: save each page as its own file, or the "
+                                      "stack as a NIfTI volume")
                 image.load()
                 if image.mode in ("RGB", "RGBA", "LA", "CMYK", "YCbCr"):
                     image = image.convert("L")
