@@ -539,3 +539,11 @@ def test_ambiguous_files_and_patients_are_refused(tmp_path: Path, synthetic_fold
         with pytest.raises(CovsegError, match=message) as caught:
             load_dataset(root)
         assert "\n" not in str(caught.value)
+
+
+def test_folders_of_two_layouts_are_refused(tmp_path: Path, synthetic_folder: Path) -> None:
+    """tr_im/ beside images/ read only the MedSeg part, dropping the rest without a word."""
+    shutil.copytree(synthetic_folder, tmp_path / "mixed")
+    (tmp_path / "mixed" / "tr_im").mkdir()
+    with pytest.raises(CovsegError, match=r"several layouts \(medseg, folders\)"):
+        load_dataset(tmp_path / "mixed")

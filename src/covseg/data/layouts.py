@@ -571,9 +571,14 @@ def detect_layout(path: str | Path) -> str:
         raise CovsegError(f"{root}: folder not found")
     if not root.is_dir():
         raise CovsegError(f"{root}: expected a data folder, got a file")
-    for name, matches in LAYOUTS.items():
-        if matches(root):
-            return name
+    found = [name for name, matches in LAYOUTS.items() if matches(root)]
+    if "mosmed-2d" in found:  # its slices lie in imgs/ + masks/, which also look generic
+        found = [name for name in found if name != "folders"]
+    if len(found) > 1:
+        raise CovsegError(f"{root}: holds the folders of several layouts ({', '.join(found)}); "
+                          "only one would be read: give each data set its own folder")
+    if found:
+        return found[0]
     raise CovsegError(
         f"{root}: unrecognised data layout; expected images/ + masks/, MedSeg tr_im/, "
         "Inf-Net Imgs/ + GT/, Zenodo ct_scans/, MosMed studies/ + masks/ or train_new*.txt"
