@@ -547,3 +547,13 @@ def test_folders_of_two_layouts_are_refused(tmp_path: Path, synthetic_folder: Pa
     (tmp_path / "mixed" / "tr_im").mkdir()
     with pytest.raises(CovsegError, match=r"several layouts \(medseg, folders\)"):
         load_dataset(tmp_path / "mixed")
+
+
+def test_mosmed_slices_take_their_study_however_spelled() -> None:
+    """Study0255_0011 or 0255_0011 made each slice its own patient, so a study could be split
+    between a fold's training and test lists unnoticed."""
+    from covseg.data.layouts import _mosmed_patient
+
+    spellings = ["study_0255_12", "Study0255_3", "0255_0011", "study0255_1"]
+    assert {_mosmed_patient(stem) for stem in spellings} == {"study_0255"}
+    assert _mosmed_patient("slice_a") == "slice_a"

@@ -361,9 +361,11 @@ def _fold_number(path: Path) -> int:
 
 
 def _mosmed_patient(stem: str) -> str:
-    """MosMed slice files are named after their study (``study_0255_12``); group by it."""
-    match = re.search(r"(study_?\d+)", stem)
-    return match.group(1) if match else stem
+    """MosMed slice files are named after their study (``study_0255_12``, ``Study0255_12`` or
+    ``0255_12``); group by it, spelled one way (``study_0255``) whatever the file's spelling."""
+    match = re.search(r"study_?(\d+)", stem, flags=re.IGNORECASE) or re.fullmatch(r"(\d+)_\d+",
+                                                                                 stem)
+    return f"study_{match.group(1)}" if match else stem
 
 
 def _read_fold(train_list: Path, valid_list: Path, patients: dict[str, str], images_dir: Path
