@@ -240,6 +240,18 @@ def test_other_modalities_are_refused(tmp_path: Path) -> None:
 
 
 @needs_dicom
+def test_series_without_pixel_spacing_is_refused(tmp_path: Path) -> None:
+    """SimpleITK read a series without PixelSpacing at 1 mm, so every mL was off."""
+    def unspaced(k: int, dataset: pydicom.Dataset) -> None:
+        del dataset.PixelSpacing
+
+    for series in (edited_series(tmp_path / "unspaced", 2, unspaced),
+                   tmp_path / "unspaced" / "000.dcm"):
+        with pytest.raises(CovsegError, match="no PixelSpacing in the DICOM header"):
+            read_volume(series)
+
+
+@needs_dicom
 def test_single_slice_is_as_thick_as_its_header_says(tmp_path: Path,
                                                     caplog: pytest.LogCaptureFixture) -> None:
     dataset = pydicom.dcmread(DICOMS[0])

@@ -647,11 +647,16 @@ def _numbers(dataset: pydicom.Dataset, keywords: str | tuple[str, ...],
 
 def check_dicom_series(headers: Sequence[SliceHeader], source: str) -> None:
     """Refuse, in one line, a series that SimpleITK would read into a wrong grid without a word:
-    not CT, slices of different sizes, pixel spacings or orientations, or positions off a
-    regular grid along the slice normal (missing or duplicate slices, a gantry tilt). SimpleITK
+    not CT, no pixel spacing, slices of different sizes, pixel spacings or orientations, or
+    positions off a regular grid along the slice normal (missing or duplicate slices, a gantry
+    tilt). SimpleITK
     spaces slices evenly at their mean distance, shears nothing and takes the first slice's
     pixel spacing for all, so volumes in mL and mask positions came out wrong."""
     _check_modality(headers, source)
+    if all(h.pixel_spacing is None for h in headers):  # SimpleITK would take 1 mm
+        raise CovsegError(f"{source}: no PixelSpacing in the DICOM header, so the pixel size "
+                          "and every volume in mL are unknown; give a series with it, or a "
+                          "NIfTI file with its voxel sizes")
     _check_alike(headers, "size", 0.0, source, "slices differ in size (rows x columns ",
                  "give a series whose slices are all one size")
     _check_alike(headers, "pixel_spacing", 1e-3, source, "pixel spacing differs between "
