@@ -53,12 +53,6 @@ def _fold_done(fold_dir: Path) -> bool:
     return (fold_dir / "fold_metrics.json").is_file()
 
 
-def _fold_fingerprint(data: LoadedData, train_cases: list[str], test_cases: list[str]) -> str:
-    """The data a fold trained and tested on, as recorded in its fold_metrics.json."""
-    by_id = {s.case_id: s for s in data.samples}
-    return data_fingerprint(by_id[c] for c in [*train_cases, *test_cases])
-
-
 def _check_finished_fold(fold_dir: Path, config: TrainConfig, finished: dict[str, Any],
                          data: LoadedData, train_cases: list[str], test_cases: list[str]) -> None:
     """A finished fold (``finished``: its fold_metrics.json) is reused only if it ran this recipe
@@ -69,7 +63,7 @@ def _check_finished_fold(fold_dir: Path, config: TrainConfig, finished: dict[str
     tested = {row["case_id"] for row in finished["per_case"]}
     if trained != set(train_cases) or tested != set(test_cases):
         changed.append("its training or test slices (another --folds, --seed or data set)")
-    elif made_from_other_data(finished, _fold_fingerprint(data, train_cases, test_cases)):
+    elif made_from_other_data(finished, data_fingerprint(data, [*train_cases, *test_cases])):
         changed.append("its data (other images or masks under the same slice names: another "
                        "data set, or files changed since)")
     if changed:
@@ -94,7 +88,7 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
     test_samples = [by_id[c] for c in test_cases]
     rows, _ = evaluate_samples(Predictor.load(fold_dir / "best.pt"), test_samples, "testing fold")
     write_text(fold_dir / "test_per_case.csv", rows_to_csv(rows))
-    fingerprint = _fold_fingerprint(data, train_cases, test_cases)
+    fingerprint = data_fingerprint(data, [*train_cases, *test_cases])  # what the fold used
     write_json(fold_dir / "fold_metrics.json", {"summary": summarize(rows), "per_case": rows,
                                                 DATA_FINGERPRINT: fingerprint})
     return rows

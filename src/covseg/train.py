@@ -202,8 +202,7 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
         train_cases, val_cases = validation_split(data.samples, config.val_fraction, config.seed)
     val_cases = val_cases or []
     check_recipe(config)
-    by_id = {s.case_id: s for s in data.samples}
-    fingerprint = data_fingerprint(by_id[c] for c in [*train_cases, *val_cases])
+    fingerprint = data_fingerprint(data, [*train_cases, *val_cases])
     _check_run_folder(out, config, resume, fingerprint, (train_cases, val_cases))
     if len(member_names(config.model)) > 1:
         return _train_ensemble(config, data, out, resume, train_cases, val_cases, fingerprint,

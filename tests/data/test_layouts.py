@@ -66,12 +66,18 @@ def test_real_multiclass_masks_scaled_to_8_bits_train_on_their_labels(tmp_path: 
         truth[path.stem] = np.asarray(Image.open(path))
         shutil.copy(root / "Imgs" / f"{path.stem}.jpg", tmp_path / "images")
         _save_png(tmp_path / "masks" / path.name, truth[path.stem] * 127)
-    data = load_dataset(tmp_path, target="multiclass")
-    assert data.num_classes == 3
+    _assert_read_as_labels(tmp_path, truth, classes=3)
+
+
+def _assert_read_as_labels(root: Path, labels: dict[str, np.ndarray], classes: int) -> None:
+    """The masks under ``root`` read as ``labels`` (by case id) for the multi-class target, with
+    ``classes`` classes, and as their lesions (label > 0) for the binary one."""
+    data = load_dataset(root, target="multiclass")
+    assert data.num_classes == classes
     for sample in data.samples:
-        np.testing.assert_array_equal(sample.mask, truth[sample.case_id])
-    infection = load_dataset(tmp_path)
-    assert all(np.array_equal(s.mask, truth[s.case_id] > 0) for s in infection.samples)
+        np.testing.assert_array_equal(sample.mask, labels[sample.case_id])
+    binary = load_dataset(root)
+    assert all(np.array_equal(s.mask, labels[s.case_id] > 0) for s in binary.samples)
 
 
 def test_real_infnet_doctor_label_folder_directly() -> None:
@@ -492,12 +498,7 @@ def test_multiclass_masks_scaled_by_a_step_share_the_set_s_step(tmp_path: Path) 
     for name, label in labels.items():
         _save_png(tmp_path / "images" / f"{name}.png", np.full((2, 2), 100))
         _save_png(tmp_path / "masks" / f"{name}.png", label * 85)
-    data = load_dataset(tmp_path, target="multiclass")
-    assert data.num_classes == 4
-    for sample in data.samples:
-        np.testing.assert_array_equal(sample.mask, labels[sample.case_id])
-    binary = load_dataset(tmp_path)
-    assert all(np.array_equal(s.mask, labels[s.case_id] > 0) for s in binary.samples)
+    _assert_read_as_labels(tmp_path, labels, classes=4)
 
 
 def test_multiclass_nifti_masks_follow_the_mask_rules(tmp_path: Path) -> None:

@@ -74,13 +74,14 @@ class Sample:
     """(rows, columns) to flip for a radiological view (slices of volumes stored otherwise)."""
 
 
-def data_fingerprint(samples: Iterable[Sample]) -> str:
-    """SHA-256 over each sample's case id, image and mask (dtype, shape and bytes as loaded), in
-    case-id order: which data a run or fold was made from, so that a resume or a reused fold on
-    other data (another folder, edited masks) is refused. About 1.5 GB/s, seconds for thousands
-    of 512x512 slices."""
+def data_fingerprint(data: LoadedData, cases: Iterable[str]) -> str:
+    """SHA-256 over each of ``cases``' case id, image and mask (dtype, shape and bytes as loaded),
+    in case-id order: which data a run or fold was made from, so that a resume or a reused fold
+    on other data (another folder, edited masks) is refused. About 1.5 GB/s, seconds for
+    thousands of 512x512 slices."""
+    by_id = {s.case_id: s for s in data.samples}
     digest = hashlib.sha256()
-    for sample in sorted(samples, key=lambda s: s.case_id):
+    for sample in sorted((by_id[c] for c in cases), key=lambda s: s.case_id):
         digest.update(sample.case_id.encode() + b"\0")
         for array in (sample.image, sample.mask):  # dtype and shape fix the bytes that follow
             digest.update(f"{array.dtype.str}{array.shape}".encode())

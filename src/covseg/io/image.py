@@ -78,14 +78,13 @@ def read_array(path: str | os.PathLike[str]) -> np.ndarray:
     return array
 
 
-def mask_to_labels(array: np.ndarray, source: str | os.PathLike[str] = "mask",
-                   step: float | None = None) -> np.ndarray:
+def mask_to_labels(array: np.ndarray, source: str | os.PathLike[str] = "mask") -> np.ndarray:
     """Turn a stored mask into integer labels 0..K.
 
     Label maps (values 0..15, e.g. MedSeg palettes or Inf-Net multi-class GT) are kept. A few
     levels that are multiples of one step (0/255, 0/127/254, 0/85/170/255: labels scaled to fill
     the file; see :func:`_label_step`) are divided by it, as a half-maximum threshold would drop
-    the lowest class; ``step``, a whole set's (:func:`masks_to_labels`), replaces the file's own.
+    the lowest class (a whole multi-class set shares one step: :func:`masks_to_labels`).
     Lossy (JPEG) 0/255 masks, their levels clustered near 0 and the maximum, are thresholded at
     half their maximum. An image (a CT slice, a photo) or levels that fit no rule are refused
     rather than guessed.
@@ -93,13 +92,11 @@ def mask_to_labels(array: np.ndarray, source: str | os.PathLike[str] = "mask",
     values = np.unique(array)
     if values.size and values.min() < 0:
         raise CovsegError(f"{source}: mask has negative values; expected labels 0..K or 0/255")
-    if step is not None:
-        return np.rint(array / step).astype(np.uint8)
     if not values.size or (values.max() <= MAX_LABEL and _integral(values)):
         return array.astype(np.uint8)
     step = _label_step(values)
     if step is not None:
-        return np.rint(array / step).astype(np.uint8)
+        return _divided(array, step)
     _check_binary_with_noise(array, values, source)
     return (array > values.max() / 2).astype(np.uint8)
 
@@ -126,7 +123,13 @@ def masks_to_labels(masks: Sequence[np.ndarray], sources: Sequence[str]) -> list
                 raise CovsegError(f"{source}: mask level {lesion[0]:g} alone cannot tell its "
                                   "class, and the set's masks share no step (e.g. 0/127/254); "
                                   "store labels 0..K")
-    return [mask_to_labels(mask, source, step) for mask, source in zip(masks, sources)]
+        return [mask_to_labels(mask, source) for mask, source in zip(masks, sources)]
+    return [_divided(mask, step) for mask in masks]
+
+
+def _divided(array: np.ndarray, step: float) -> np.ndarray:
+    """Labels of a mask storing labels times ``step``."""
+    return np.rint(array / step).astype(np.uint8)
 
 
 def _integral(values: np.ndarray) -> bool:

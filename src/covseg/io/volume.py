@@ -130,10 +130,14 @@ class Volume:
         return self.stored.affine if self.stored else self.affine
 
     @property
+    def file_header(self) -> nib.Nifti1Header:
+        """The header as the file holds it (the one written results copy)."""
+        return self.stored.header if self.stored else self.header
+
+    @property
     def file_shape_zyx(self) -> tuple[int, int, int]:
         """The voxel grid's shape as the file holds it, as (z, y, x)."""
-        header = self.stored.header if self.stored else self.header
-        x, y, z = (int(n) for n in header.get_data_shape()[:3])
+        x, y, z = (int(n) for n in self.file_header.get_data_shape()[:3])
         return z, y, x
 
     @property
@@ -186,9 +190,7 @@ def _load_nifti(path: Path) -> nib.Nifti1Image:
 def _geometryless(image: nib.Nifti1Image) -> bool:
     """Whether a header places its voxels nowhere real: qform and sform codes both 0, or an
     identity affine (numpy pipelines' ``np.eye(4)``)."""
-    header = image.header
-    return (int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0) or bool(
-        np.allclose(image.affine, np.eye(4)))
+    return _unoriented(image.header) or bool(np.allclose(image.affine, np.eye(4)))
 
 
 def lacks_geometry(path: str | os.PathLike[str]) -> bool:
@@ -250,7 +252,7 @@ def _header_sized_by_affine(image: nib.Nifti1Image, source: str) -> nib.Nifti1He
     viewer and in the lung finder, and a tool that edits one often leaves the other stale
     (nibabel even sets a zero pixdim to 1 mm on reading)."""
     stated = np.asarray(image.header.get_zooms()[:3], dtype=np.float64)
-    implied = np.linalg.norm(np.asarray(image.affine, dtype=np.float64)[:3, :3], axis=0)
+    implied = nib.affines.voxel_sizes(image.affine)
     if np.allclose(stated, implied, rtol=0.01):
         return image.header
     log.warning("%s: voxel sizes %s mm in the header differ from the affine's %s mm; volumes "
@@ -263,11 +265,15 @@ def _header_sized_by_affine(image: nib.Nifti1Image, source: str) -> nib.Nifti1He
 def _warn_unoriented(image: nib.Nifti1Image, source: str) -> None:
     """Warn when the header holds no orientation (qform and sform codes 0): nibabel then assumes
     the Analyze convention, so right and left may be swapped."""
-    header = image.header
-    if int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0:
+    if _unoriented(image.header):
         log.warning("%s: the header holds no orientation (qform and sform codes 0); read as %s "
                     "by the Analyze convention, so right and left lungs may be swapped",
                     source, "".join(nib.aff2axcodes(image.affine)))
+
+
+def _unoriented(header: nib.Nifti1Header) -> bool:
+    """Whether a header's qform and sform codes are both 0: it states no orientation."""
+    return int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0
 
 
 def _mm(sizes: np.ndarray) -> str:
@@ -879,7 +885,7 @@ def _check_shape(volume: Volume, shape: tuple[int, ...], path: str | os.PathLike
 
 def _derived_header(volume: Volume, dtype: type) -> nib.Nifti1Header:
     """A copy of the file's header (same qform/sform/zooms) with a new dtype and no scaling."""
-    header = (volume.stored.header if volume.stored else volume.header).copy()
+    header = volume.file_header.copy()
     header.set_data_dtype(dtype)
     header.set_slope_inter(1.0, 0.0)
     header["descrip"] = b"covseg"
@@ -890,14 +896,12 @@ def _save(volume: Volume, data_xyz: np.ndarray, header: nib.Nifti1Header,
           path: str | os.PathLike[str]) -> Path:
     """Save atomically on the file's own axes; qform and sform are copied field by field so
     they match the input. ``data_xyz``: (x, y, z[, C]) on the volume's axes."""
-    source_header, affine = volume.header, volume.affine
     if volume.stored is not None:
         data_xyz = volume.stored.to_file(data_xyz)
-        source_header, affine = volume.stored.header, volume.stored.affine
-    zooms = source_header.get_zooms()[:3]
+    source_header = volume.file_header
     header.set_data_shape(data_xyz.shape)
-    header.set_zooms(tuple(zooms) + (1.0,) * (data_xyz.ndim - 3))
-    image = nib.Nifti1Image(data_xyz, affine, header)
+    header.set_zooms(tuple(source_header.get_zooms()[:3]) + (1.0,) * (data_xyz.ndim - 3))
+    image = nib.Nifti1Image(data_xyz, volume.file_affine, header)
     for key in ("qform_code", "sform_code", "quatern_b", "quatern_c", "quatern_d",
                 "qoffset_x", "qoffset_y", "qoffset_z", "srow_x", "srow_y", "srow_z"):
         image.header[key] = source_header[key]
