@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+import torch
 from PIL import Image
 
 from covseg import cli_volumes
@@ -583,3 +585,47 @@ def test_unorientable_volumes_are_refused(chest, tmp_path: Path) -> None:
     sagittal = tmp_path / "sagittal.nii.gz"
     nib.save(stored_as(image, "SPL"), str(sagittal))
     assert read_volume(sagittal).slice_name(3).startswith("axial slice 3")
+
+
+def test_reruns_compare_the_model_by_content(chest, tiny_run: Path, tmp_path: Path) -> None:
+    """A model retrained into the same run folder and copied in with its old time kept is
+    refused on a rerun; touching it alone is not (times are not compared)."""
+    path, _ = chest
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    out = tmp_path / "out"
+    assert predict_batch(Predictor.load(run), [path], out).done == 1
+    settings = json.loads((out / "chest" / "quantification.json").read_text())["settings"]
+    assert len(settings["model_sha256"]) == 64 and settings["lung_model_sha256"] is None
+    checkpoint = run / "best.pt"
+    later = checkpoint.stat().st_mtime + 3600
+    os.utime(checkpoint, (later, later))
+    assert predict_batch(Predictor.load(run), [path], out).skipped == 1
+    payload = torch.load(checkpoint, weights_only=True)
+    payload["state_dict"] = {k: v + 1 if v.is_floating_point() else v
+                             for k, v in payload["state_dict"].items()}
+    torch.save(payload, tmp_path / "retrained.pt")
+    os.utime(tmp_path / "retrained.pt", (1e9, 1e9))  # trained elsewhere long ago...
+    shutil.copy2(tmp_path / "retrained.pt", checkpoint)  # ...and copied in with its time
+    with pytest.raises(CovsegError, match=r"out/chest was made with other settings or inputs "
+                                          r"\(model_sha256: \w{64} -> \w{64}\)"):
+        predict_batch(Predictor.load(run), [path], out)
+
+
+def test_records_without_model_hashes_compare_the_model_by_time(chest, tiny_run: Path,
+                                                                tmp_path: Path) -> None:
+    """Studies predicted before model hashes were recorded are skipped as before, unless the
+    model was modified after them."""
+    path, _ = chest
+    out = tmp_path / "out"
+    assert predict_batch(Predictor.load(tiny_run), [path], out).done == 1
+    record = out / "chest" / "quantification.json"
+    result = json.loads(record.read_text())
+    for key in ("model_sha256", "lung_model_sha256"):
+        del result["settings"][key]
+    record.write_text(json.dumps(result))
+    assert predict_batch(Predictor.load(tiny_run), [path], out).skipped == 1
+    earlier = (tiny_run / "best.pt").stat().st_mtime - 3600
+    os.utime(record, (earlier, earlier))  # written before the model's last change
+    with pytest.raises(CovsegError, match=re.escape(f"({tiny_run.resolve()} changed since)")):
+        predict_batch(Predictor.load(tiny_run), [path], out)

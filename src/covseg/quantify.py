@@ -93,6 +93,9 @@ SUMMARY_STUDY_FIELDS = ("lung_ml", "lesion_ml", "percent_involved", "ct_category
 INPUT_SHA256 = "sha256"
 """Key of a record's inputs holding the SHA-256 of each input (compared on reruns)."""
 HASHED_INPUTS = ("mask", "lungs", "image")
+MODEL_SHA256 = "model_sha256"
+LUNG_MODEL_SHA256 = "lung_model_sha256"
+"""Settings of a predict batch: the SHA-256 of the model files, compared on reruns."""
 """The inputs of a study record whose content is hashed (predict records only an image)."""
 
 LESION_NAMES = {GGO: "ground-glass", CONSOLIDATION: "consolidation", EFFUSION: "effusion"}
@@ -701,8 +704,6 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
     """Skipping a done study made with other settings or inputs would keep its old results:
     refuse. Studies that record no settings (older covseg versions) are skipped as before."""
     current = json.loads(json.dumps(settings))  # as it will read back from the JSON
-    models = [Path(settings[key]) for key in ("model", "lung_model") if settings.get(key)]
-    models_changed = max(map(_last_modified, models), default=0.0)  # once, not per study
     clashes = []
     for study in studies:
         done = out_dir / study.name / RESULT_JSON
@@ -710,9 +711,11 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
         recorded = record.get(SETTINGS) if record else None
         if not isinstance(recorded, dict):
             continue
-        changes = (changed_settings(recorded, current) if recorded != current
-                   else _changed_inputs(record.get("inputs", {}), study, done.stat().st_mtime,
-                                        models, models_changed))
+        compared = _as_recorded(current, recorded)
+        changes = (changed_settings(recorded, compared) if recorded != compared
+                   else _changed_inputs(record.get("inputs", {}), study, done.stat().st_mtime))
+        if compared is not current:
+            changes += _models_modified_since(current, done.stat().st_mtime)
         if changes:
             clashes.append((out_dir / study.name, changes))
     if clashes:
@@ -723,22 +726,32 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
                           "pick a new --out or delete it")
 
 
-def _changed_inputs(inputs: dict[str, Any], study: Study, written: float, models: list[Path],
-                    models_changed: float) -> list[str]:
+def _as_recorded(current: dict[str, Any], recorded: dict[str, Any]) -> dict[str, Any]:
+    """``current`` itself, or without the model hashes for a predict record made before covseg
+    recorded them (its models are then compared by modification time)."""
+    if "model" not in recorded or MODEL_SHA256 in recorded:
+        return current
+    return {key: value for key, value in current.items()
+            if key not in (MODEL_SHA256, LUNG_MODEL_SHA256)}
+
+
+def _models_modified_since(settings: dict[str, Any], written: float) -> list[str]:
+    """'PATH changed since' for each model of ``settings`` modified after ``written``."""
+    models = [Path(settings[key]) for key in ("model", "lung_model") if settings.get(key)]
+    return [f"{path} changed since" for path in models if _last_modified(path) > written]
+
+
+def _changed_inputs(inputs: dict[str, Any], study: Study, written: float) -> list[str]:
     """What makes a done study's record stale though its settings match: another input under
-    the study's name, an input whose content changed (a mask corrected by hand, also when
-    copied in with its old time kept), or a model modified since it was ``written`` (retrained
-    into the same run folder). Records without content hashes (older covseg) compare the
-    inputs' modification times."""
+    the study's name, or an input whose content changed (a mask corrected by hand, also when
+    copied in with its old time kept). Records without content hashes (older covseg) compare
+    the inputs' modification times with ``written``, the record's."""
     recorded = inputs.get("mask") or inputs.get("image")
     if recorded and Path(recorded).resolve() != study.path.resolve():
         return [f"input: {recorded} -> {study.path.resolve()}"]
     hashes = inputs.get(INPUT_SHA256)
-    changed = (_changed_content(inputs, hashes) if isinstance(hashes, dict)
-               else _modified_since(inputs, study, written))
-    if models_changed > written:
-        changed += [f"{path} changed since" for path in models if _last_modified(path) > written]
-    return changed
+    return (_changed_content(inputs, hashes) if isinstance(hashes, dict)
+            else _modified_since(inputs, study, written))
 
 
 def _changed_content(inputs: dict[str, Any], hashes: dict[str, Any]) -> list[str]:

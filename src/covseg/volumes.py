@@ -54,11 +54,14 @@ from covseg.quantify import (
     GGO,
     INFECTION_NII,
     INPUT_SHA256,
+    LUNG_MODEL_SHA256,
     LUNGS_NII,
+    MODEL_SHA256,
     PROBABILITIES_NII,
     SETTINGS,
     BatchResult,
     Study,
+    content_hash,
     find_studies,
     input_hashes,
     quantify,
@@ -189,13 +192,25 @@ def predict_settings(predictor: SlicePredictor, lung_predictor: SlicePredictor |
                      hu: str = "auto", html: bool = False,
                      lung_margin_mm: float = DEFAULT_LUNG_MARGIN_MM) -> dict[str, Any]:
     """The options that shape a predict study's results (recorded, compared on reruns)."""
+    lung_model = lung_predictor.source if lung_predictor is not None else None
     return {
-        "model": predictor.source, "threshold": predictor.threshold, "tta": predictor.tta,
+        "model": predictor.source, MODEL_SHA256: model_hash(predictor.source),
+        "threshold": predictor.threshold, "tta": predictor.tta,
         "test_flips": list(getattr(predictor, "flips", ())) if predictor.tta else [],
-        "lung_model": lung_predictor.source if lung_predictor is not None else None,
+        "lung_model": lung_model, LUNG_MODEL_SHA256: model_hash(lung_model),
         "hu": hu, "keep_outside_lungs": keep_outside_lungs, "lung_margin_mm": lung_margin_mm,
         "probabilities": probabilities, "html": html,
     }
+
+
+def model_hash(source: str | None) -> str | None:
+    """SHA-256 of the checkpoint or ONNX file a model was loaded from (a run folder's best.pt),
+    so that a model retrained into the same folder is seen on reruns whatever its file times;
+    None for a model not loaded from a file. Hashed once per batch: checkpoints are small."""
+    if not source:
+        return None
+    path = Path(source)
+    return content_hash(path / "best.pt" if path.is_dir() else path)
 
 
 def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
