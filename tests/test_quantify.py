@@ -385,8 +385,9 @@ def test_find_studies_keeps_nifti_beside_dicom(tmp_path: Path) -> None:
 
 
 def test_rerun_with_other_settings_is_refused(tmp_path: Path) -> None:
-    """Quantifying into a done --out with --lungs or --html added stops before any study (it
-    kept the old numbers); the same settings skip; older outputs without settings are skipped."""
+    """Quantifying into a done --out with --lungs added stops before any study (it kept the old
+    numbers); the same settings skip, --html alone adding the report from the record; older
+    outputs without settings are skipped."""
     _, mask, _ = synthetic_study(tmp_path / "in", "case")
     grid = nib.load(str(mask))
     nib.save(nib.Nifti1Image(np.ones(grid.shape, dtype=np.int16), grid.affine),
@@ -396,14 +397,17 @@ def test_rerun_with_other_settings_is_refused(tmp_path: Path) -> None:
     assert quantify_batch([mask], out).skipped == 1
     lungs = (tmp_path / "lungs.nii.gz").resolve()
     with pytest.raises(CovsegError, match=rf"out/case was made with other settings or inputs "
-                                          rf"\(html: false -> true; lungs: null -> {lungs}\); "
+                                          rf"\(lungs: null -> {lungs}\); "
                                           "pick a new --out"):
         quantify_batch([mask], out, lungs=tmp_path / "lungs.nii.gz", html_report=True)
     assert not (out / "case" / "report.html").exists()
     record = out / "case" / "quantification.json"
+    assert json.loads(record.read_text())["settings"]["html"] is False
+    assert quantify_batch([mask], out, html_report=True).skipped == 1
+    assert "<b>Category: not available (no lung mask)</b>" in (out / "case" / "report.html").read_text()
     old = json.loads(record.read_text())
     assert old["settings"] == {"lungs": None, "image": None, "hu": "auto", "classes": "auto",
-                               "html": False}
+                               "html": True}
     del old["settings"]
     record.write_text(json.dumps(old))  # as an older covseg wrote it
     assert quantify_batch([mask], out, lungs=tmp_path / "lungs.nii.gz").skipped == 1

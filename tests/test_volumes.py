@@ -278,9 +278,10 @@ def test_batch_goes_on_past_bad_inputs_and_skips_done(tmp_path: Path) -> None:
 
 
 def test_rerun_with_other_settings_is_refused_before_any_study(tmp_path: Path) -> None:
-    """A done study is skipped only when made with the same settings: another threshold or
-    --html stops the run up front (it kept the old results); older outputs, which record no
-    settings, are skipped as before; shards and the whole run afterwards still skip."""
+    """A done study is skipped only when made with the same settings: another threshold stops
+    the run up front (it kept the old results); --html alone adds the report to done studies;
+    older outputs, which record no settings, are skipped as before; shards and the whole run
+    afterwards still skip."""
     inputs = tmp_path / "in"
     inputs.mkdir()
     for name in ("alpha", "beta"):
@@ -293,16 +294,22 @@ def test_rerun_with_other_settings_is_refused_before_any_study(tmp_path: Path) -
     assert (again.done, again.skipped) == (0, 2)
     stricter = BandPredictor([(-400, -200)])
     stricter.threshold = 0.9
-    with pytest.raises(CovsegError, match=r"alpha was made with other settings or inputs \(html: false -> "
-                                          r"true; threshold: 0\.5 -> 0\.9\) \(and 1 more "
+    with pytest.raises(CovsegError, match=r"alpha was made with other settings or inputs "
+                                          r"\(threshold: 0\.5 -> 0\.9\) \(and 1 more "
                                           r"studies\); pick a new --out or delete it$"):
         predict_batch(stricter, [inputs], out, html=True)
-    with pytest.raises(CovsegError, match=r"\(html: false -> true\)"):
-        predict_batch(BandPredictor([(-400, -200)]), [inputs], out, html=True)
     assert not (out / "alpha" / "report.html").exists()
+    reported = predict_batch(BandPredictor([(-400, -200)]), [inputs], out, html=True)
+    assert (reported.done, reported.skipped) == (0, 2)
+    record = json.loads((out / "alpha" / "quantification.json").read_text())
+    report = (out / "alpha" / "report.html").read_text()
+    assert record["settings"]["html"] is True and record["files"]["html"].endswith("report.html")
+    assert "data:image/png;base64," in report
+    assert f"<td>{record['study']['lesion_ml']:.2f}</td>" in report
+    assert predict_batch(BandPredictor([(-400, -200)]), [inputs], out).skipped == 2
     record = out / "alpha" / "quantification.json"
     old = json.loads(record.read_text())
-    assert old["settings"]["model"] == "band thresholds" and old["settings"]["html"] is False
+    assert old["settings"]["model"] == "band thresholds"
     del old["settings"]
     record.write_text(json.dumps(old))  # as an older covseg wrote it
     (out / "beta" / "quantification.json").unlink()

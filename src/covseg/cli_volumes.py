@@ -110,7 +110,8 @@ def add_volume_predict_arguments(parser: argparse.ArgumentParser) -> None:
                         help="infection farther than this from the lungs is removed "
                              f"(default {DEFAULT_LUNG_MARGIN_MM:g})")
     parser.add_argument("--html", action="store_true",
-                        help="also write a self-contained report.html per volume")
+                        help="also write a self-contained report.html per volume (done "
+                             "studies gain theirs on a rerun)")
     parser.add_argument("--shard", type=_shard, default=VOLUME_DEFAULTS["shard"], metavar="I/N",
                         help="process every N-th volume from the I-th (0-based), by sorted name")
     parser.add_argument("--lung-model", metavar="RUN",

@@ -72,6 +72,9 @@ CATEGORY_RULE = (
 )
 RESULT_JSON = "quantification.json"
 SETTINGS = "settings"
+REPORT_SETTING = "html"
+"""The one recorded setting not compared on reruns: a done study gains its HTML report from its
+record (:func:`add_report`), as nothing else in it depends on the report."""
 """Key of quantification.json holding the settings that shaped the study's results."""
 INFECTION_NII = "infection.nii.gz"
 LUNGS_NII = "lungs.nii.gz"
@@ -688,7 +691,8 @@ def run_batch(studies: Sequence[Study], out_dir: str | os.PathLike[str],
     write_text(summary, csv_text(rows, SUMMARY_FIELDS))
     for study in tqdm(selected, desc=desc, unit="study"):
         folder = out_dir / study.name
-        status, result, error = _run_one(study, folder, process)
+        status, result, error = _run_one(study, folder, process,
+                                         bool(settings and settings.get(REPORT_SETTING)))
         counts[status] += 1
         rows.append(_summary_row(study, folder, status, result, error))
         write_text(summary, csv_text(rows, SUMMARY_FIELDS))
@@ -703,7 +707,7 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
                            settings: dict[str, Any]) -> None:
     """Skipping a done study made with other settings or inputs would keep its old results:
     refuse. Studies that record no settings (older covseg versions) are skipped as before."""
-    current = json.loads(json.dumps(settings))  # as it will read back from the JSON
+    current = _compared(json.loads(json.dumps(settings)))  # as it will read back from the JSON
     clashes = []
     for study in studies:
         done = out_dir / study.name / RESULT_JSON
@@ -711,6 +715,7 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
         recorded = record.get(SETTINGS) if record else None
         if not isinstance(recorded, dict):
             continue
+        recorded = _compared(recorded)
         compared = _as_recorded(current, recorded)
         changes = (changed_settings(recorded, compared) if recorded != compared
                    else _changed_inputs(record.get("inputs", {}), study, done.stat().st_mtime))
@@ -724,6 +729,10 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
         raise CovsegError(f"{folder} was made with other settings or inputs "
                           f"({'; '.join(changes)}){more}; "
                           "pick a new --out or delete it")
+
+
+def _compared(settings: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in settings.items() if key != REPORT_SETTING}
 
 
 def _as_recorded(current: dict[str, Any], recorded: dict[str, Any]) -> dict[str, Any]:
@@ -823,14 +832,16 @@ def _shown(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _run_one(study: Study, folder: Path, process: Callable[[Study, Path], dict[str, Any]]
-             ) -> tuple[str, dict[str, Any] | None, str]:
+def _run_one(study: Study, folder: Path, process: Callable[[Study, Path], dict[str, Any]],
+             html_report: bool) -> tuple[str, dict[str, Any] | None, str]:
     done = folder / RESULT_JSON
     if done.is_file():
         try:
-            return "skipped", json.loads(done.read_text(encoding="utf-8")), ""
+            record = json.loads(done.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             log.warning("%s: unreadable, redoing %s", done, study.name)
+        else:
+            return "skipped", add_report(folder, record) if html_report else record, ""
     remove_temporaries(folder)
     try:
         return "done", process(study, folder), ""
@@ -838,6 +849,21 @@ def _run_one(study: Study, folder: Path, process: Callable[[Study, Path], dict[s
         message = str(exc) if isinstance(exc, CovsegError) else f"{type(exc).__name__}: {exc}"
         log.error("%s failed: %s", study.name, message)
         return "failed", None, message
+
+
+def add_report(folder: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """A done study's record, with the HTML report written from it and its montage first when
+    it has none (a rerun with ``--html``)."""
+    files = record.get("files", {})
+    if record.get(SETTINGS, {}).get(REPORT_SETTING) and Path(files.get("html", "")).is_file():
+        return record
+    report = write_html(folder / REPORT_HTML, record, record.get("study_name", folder.name),
+                        folder / MONTAGE_PNG)
+    record = {**record, "files": {**files, "html": str(report)}}
+    if isinstance(record.get(SETTINGS), dict):
+        record[SETTINGS] = {**record[SETTINGS], REPORT_SETTING: True}
+    write_json(folder / RESULT_JSON, record)
+    return record
 
 
 def _summary_row(study: Study, folder: Path, status: str, result: dict[str, Any] | None,
