@@ -15,6 +15,7 @@ from covseg.data import detect_layout, load_dataset
 from covseg.data.splits import grouped_kfold, validation_split
 from covseg.data.synthetic import synthetic_slices
 from covseg.errors import CovsegError
+from covseg.transforms import normalize_intensity
 from tests.conftest import shared
 
 
@@ -359,6 +360,15 @@ def test_synthetic_generator_is_deterministic() -> None:
     assert not np.array_equal(a.samples[3].image, load_dataset("synthetic:6").samples[3].image)
     masks = load_dataset("synthetic:5", target="multiclass")
     assert masks.num_classes == 3 and max(s.mask.max() for s in masks.samples) == 2
+
+
+def test_synthetic_slices_are_scaled_with_the_window_asked_for() -> None:
+    """``--window`` on ``synthetic`` was ignored (the run recorded it and predicted with it)."""
+    lung = load_dataset("synthetic:5").samples[3].image
+    wide = load_dataset("synthetic:5", window=(-1000.0, 0.0)).samples[3].image
+    hu = synthetic_slices(5, patients=12, slices_per_patient=4, size=128)[3][2].hu
+    np.testing.assert_allclose(wide, normalize_intensity(hu, "hu", (-1000.0, 0.0)), atol=1e-6)
+    assert not np.allclose(lung, wide)
 
 
 # --- bad input ----------------------------------------------------------------------------------

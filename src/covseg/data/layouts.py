@@ -495,7 +495,8 @@ def _read_mosmed_3d(root: Path, options: ReadOptions) -> LoadedData:
 def _read_synthetic(spec: str, options: ReadOptions) -> LoadedData:
     from covseg.data.synthetic import synthetic_dataset
 
-    return synthetic_dataset(seed=_synthetic_seed(spec), target=options.target)
+    return synthetic_dataset(seed=_synthetic_seed(spec), target=options.target,
+                             intensity=options.intensity, window=options.window)
 
 
 def _synthetic_seed(spec: str) -> int:
