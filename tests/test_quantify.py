@@ -510,3 +510,19 @@ def test_lesion_and_lung_masks_without_geometry_pair_with_the_ct_as_stored(
                            image=tmp_path / "in" / "case.nii.gz")
     assert given["right_lung"]["lesion_ml"] == pytest.approx(lesion_ml)
     assert given["left_lung"]["lesion_ml"] == 0.0
+
+
+def test_montage_gives_each_class_the_colour_of_visualize() -> None:
+    """The montage drew ground-glass yellow and consolidation red, visualize and predict's
+    overlays the other way round: one class, one colour, in every figure."""
+    from covseg.quantify import LESION_COLOURS, _overlay
+    from covseg.viz import overlay
+
+    labels = np.array([[0, 1, 2, 3]], dtype=np.uint8)
+    black = np.zeros(labels.shape, dtype=np.float32)
+    montage = _overlay(black, labels, LESION_COLOURS)
+    visualized = overlay(black, labels).astype(np.float32)
+    for label in (1, 2, 3):
+        montage_colour = montage[0, label] / np.linalg.norm(montage[0, label])
+        visualize_colour = visualized[0, label] / np.linalg.norm(visualized[0, label])
+        np.testing.assert_allclose(montage_colour, visualize_colour, atol=0.01)

@@ -636,3 +636,19 @@ def test_records_without_model_hashes_compare_the_model_by_time(chest, tiny_run:
     os.utime(record, (earlier, earlier))  # written before the model's last change
     with pytest.raises(CovsegError, match=re.escape(f"({tiny_run.resolve()} changed since)")):
         predict_batch(Predictor.load(tiny_run), [path], out)
+
+
+def test_multiclass_prediction_with_one_class_is_quantified_again_as_multiclass(
+        tmp_path: Path) -> None:
+    """A 3-class model's study that holds ground-glass alone kept its per-class volumes only in
+    predict's record: quantify read its 0/1 mask as binary, and drew it on black."""
+    (tmp_path / "in").mkdir()
+    chest_nifti(tmp_path / "in" / "alpha.nii.gz")
+    three_classes = BandPredictor([(-400, -200), (5000, 6000)])  # the second band never occurs
+    predict_batch(three_classes, [tmp_path / "in"], tmp_path / "pred")
+    before = json.loads((tmp_path / "pred" / "alpha" / "quantification.json").read_text())
+    assert before["multiclass"] and before["study"]["consolidation_ml"] == 0.0
+    assert quantify_batch([tmp_path / "pred"], tmp_path / "again").done == 1
+    after = json.loads((tmp_path / "again" / "alpha" / "quantification.json").read_text())
+    assert after["multiclass"] and after["study"] == before["study"]
+    assert after["inputs"]["image"] == str((tmp_path / "in" / "alpha.nii.gz").resolve())

@@ -63,7 +63,7 @@ from covseg.lungs import (
     split_lungs,
 )
 from covseg.transforms import LUNG_WINDOW, normalize_intensity
-from covseg.viz import severity_chart
+from covseg.viz import class_colour, severity_chart
 
 GGO, CONSOLIDATION, EFFUSION = 1, 2, 3
 CATEGORY_RULE = (
@@ -96,13 +96,14 @@ SUMMARY_STUDY_FIELDS = ("lung_ml", "lesion_ml", "percent_involved", "ct_category
 INPUT_SHA256 = "sha256"
 """Key of a record's inputs holding the SHA-256 of each input (compared on reruns)."""
 HASHED_INPUTS = ("mask", "lungs", "image")
+"""The inputs of a study record whose content is hashed (predict records only an image)."""
 MODEL_SHA256 = "model_sha256"
 LUNG_MODEL_SHA256 = "lung_model_sha256"
 """Settings of a predict batch: the SHA-256 of the model files, compared on reruns."""
-"""The inputs of a study record whose content is hashed (predict records only an image)."""
 
 LESION_NAMES = {GGO: "ground-glass", CONSOLIDATION: "consolidation", EFFUSION: "effusion"}
-LESION_COLOURS = {GGO: "#ffd400", CONSOLIDATION: "#e8112d", EFFUSION: "#1f77ff"}
+LESION_COLOURS = {label: class_colour(label) for label in LESION_NAMES}
+"""The colours of ``covseg visualize`` and of predict's overlays, so one class has one colour."""
 LUNG_COLOURS = {RIGHT_LUNG: "#2ca02c", LEFT_LUNG: "#17becf"}
 
 log = logging.getLogger(__name__)
@@ -256,9 +257,11 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, *,
                   lungs: np.ndarray | None = None, image: np.ndarray | None = None,
                   intensity: str = "hu", affine: np.ndarray | None = None,
                   voxel_ml: float | None = None, count: int = 6, title: str = "",
-                  slice_name: Callable[[int], str] | None = None) -> Path:
+                  slice_name: Callable[[int], str] | None = None,
+                  multiclass: bool | None = None) -> Path:
     """PNG grid of the most affected slices: CT (lung window) with lesion fill and lung outline;
-    ``slice_name`` names a slice index for the user (:meth:`Volume.slice_name`)."""
+    ``slice_name`` names a slice index for the user (:meth:`Volume.slice_name`); ``multiclass``
+    (None: labels > 1) draws and names each class, also when one class alone was found."""
     slices = most_affected_slices(lesions, lungs, count)
     columns = min(3, len(slices))
     rows = -(-len(slices) // columns)
@@ -267,8 +270,9 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, *,
     figure.subplots_adjust(left=0.01, right=0.99, top=1 - 0.65 / (3.3 * rows + 0.7),
                            bottom=0.3 / (3.3 * rows + 0.7), wspace=0.04, hspace=0.12)
     flips = display_flips(affine)
-    multiclass = int(lesions.max()) > 1 if lesions.size else False
-    colours = LESION_COLOURS if multiclass else {1: LESION_COLOURS[CONSOLIDATION]}
+    if multiclass is None:
+        multiclass = bool(lesions.size) and int(lesions.max()) > 1
+    colours = LESION_COLOURS if multiclass else {1: class_colour(1)}
     for index, k in enumerate(slices):
         axis = figure.add_subplot(rows, columns, index + 1)
         grey = (normalize_intensity(image[k], intensity, LUNG_WINDOW) if image is not None
@@ -286,7 +290,9 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, *,
         axis.set_title(f"{name}{volume}", fontsize=9)
         axis.set_axis_off()
     names = LESION_NAMES if multiclass else {1: "lesion"}
-    legend = [Patch(color=colours[label], label=name) for label, name in names.items()]
+    drawn = {int(label) for k in slices for label in np.unique(lesions[k])}
+    legend = [Patch(color=colours[label], label=name) for label, name in names.items()
+              if label in drawn or not multiclass]
     if lungs is not None:
         legend += [Patch(color=LUNG_COLOURS[RIGHT_LUNG], label="right lung"),
                    Patch(color=LUNG_COLOURS[LEFT_LUNG], label="left lung")]
@@ -363,7 +369,8 @@ def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any], study:
                                                                 CSV_FIELDS)))
     montage = write_montage(out_dir / MONTAGE_PNG, lesions, lungs=lungs, image=image,
                             intensity=intensity, affine=affine, voxel_ml=result["voxel_ml"],
-                            title=study, slice_name=slice_name)
+                            title=study, slice_name=slice_name,
+                            multiclass=result.get("multiclass"))
     files["montage"] = str(montage)
     if html_report:
         files["html"] = str(write_html(out_dir / REPORT_HTML, result, study, montage))
@@ -430,6 +437,17 @@ def quantify_settings(*, lungs: str | os.PathLike[str] | None = None,
             "html": html_report}
 
 
+def _prediction_record(mask: Path) -> dict[str, Any]:
+    """The record ``covseg predict`` wrote beside its ``infection.nii.gz``; {} for other masks."""
+    return (_record(mask.with_name(RESULT_JSON)) or {}) if mask.name == INFECTION_NII else {}
+
+
+def _recorded_image(record: dict[str, Any]) -> Path | None:
+    """The CT a predict record names, when it is still there: the montage is drawn on it."""
+    image = record.get("inputs", {}).get("image")
+    return Path(image) if isinstance(image, str) and Path(image).exists() else None
+
+
 def _sibling_lungs(mask: Path) -> Path | None:
     """The ``lungs.nii.gz`` that ``covseg predict`` wrote beside its ``infection.nii.gz``."""
     sibling = mask.with_name(LUNGS_NII)
@@ -455,6 +473,11 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     stem = study_name(mask_path, mask=True)
     lung_path = _matching(Path(lungs), stem) if lungs else _sibling_lungs(mask_path)
     image_path = _image_for(Path(image) if image else None, stem)
+    predicted = _prediction_record(mask_path)
+    if multiclass is None and isinstance(predicted.get("multiclass"), bool):
+        multiclass = predicted["multiclass"]  # a multi-class model's study holding one class
+    if image_path is None:
+        image_path = _recorded_image(predicted)
     inputs: dict[str, Any] = {key: str(path.resolve()) if path else None for key, path in
                               (("mask", mask_path), ("lungs", lung_path), ("image", image_path))}
     hashes = input_hashes(inputs)  # before reading: a file changed meanwhile reads as changed

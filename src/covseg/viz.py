@@ -21,6 +21,12 @@ CLASS_COLOURS = np.array(
 PREDICTION_COLOUR = np.array([0, 255, 255], dtype=np.float32)
 
 
+def class_colour(label: int) -> str:
+    """A label's fill colour as '#rrggbb' (the colour every covseg figure gives that label)."""
+    red, green, blue = (int(c) for c in CLASS_COLOURS[label])
+    return f"#{red:02x}{green:02x}{blue:02x}"
+
+
 def overlay(image: np.ndarray, mask: np.ndarray | None = None, prediction: np.ndarray | None = None,
             alpha: float = 0.45) -> np.ndarray:
     """RGB uint8 of a [0, 1] slice with the mask filled by class colour and the prediction outlined."""
