@@ -123,3 +123,24 @@ def test_a_volume_without_geometry_pairs_with_the_other_as_stored(
     result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev.json")
     assert result["summary"]["dice"]["mean"] == 1.0
     assert "pairing their voxels as stored" in caplog.text
+
+
+def test_a_multiclass_models_predictions_of_one_class_are_scored_per_class(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every consolidation called ground-glass scored Dice 1.000 as binary: the masks held label
+    1 alone, though predict.json says the model had three classes."""
+    truth = _multiclass_truth(tmp_path / "truth")
+    pred = tmp_path / "pred"
+    _save(pred / "a.png", (truth > 0).astype(np.uint8))
+    binary = evaluate_folders(pred, tmp_path / "truth", tmp_path / "binary.json")
+    assert binary["num_classes"] == 2 and binary["classes_note"]
+    (pred / "predict.json").write_text(json.dumps({"model": {"num_classes": 3}}))
+    result = evaluate_folders(pred, tmp_path / "truth", tmp_path / "ev.json")
+    assert result["num_classes"] == 3 and result["classes_note"] is None
+    case = result["per_case"][0]
+    assert case["dice"] == 1.0 and case["consolidation_dice"] == 0.0
+    assert case["ground-glass_dice"] == pytest.approx(2 * 144 / (144 + 208))
+    assert main(["evaluate", "--pred", str(pred), "--truth", str(tmp_path / "truth"),
+                 "--out", str(tmp_path / "cli.json")]) == 0
+    assert ("1 case, Dice (any lesion) 1.000 ± 0.000; per class: ground-glass 0.818, "
+            "consolidation 0.000;") in capsys.readouterr().out

@@ -62,6 +62,23 @@ def test_multiclass_case_has_per_class_and_both_mious() -> None:
     assert row["miou_without_background"] == pytest.approx((0.5 + 0.0) / 2)
 
 
+def test_a_class_absent_from_both_masks_is_undefined_not_perfect() -> None:
+    """A slice whose one ground-glass lesion was missed scored mIoU 0.5 (consolidation, in
+    neither mask, counted IoU 1), and a model predicting nothing a fold HD95 of 0."""
+    truth = np.zeros((10, 10), dtype=np.uint8)
+    truth[:5, :5] = 1
+    row = case_metrics(np.zeros_like(truth), truth, num_classes=3,
+                       class_names={1: "ground-glass", 2: "consolidation"})
+    assert row["ground-glass_dice"] == 0.0 and math.isnan(row["ground-glass_hd95"])
+    for key in ("dice", "iou", "hd95"):
+        assert math.isnan(row[f"consolidation_{key}"]), key
+    assert row["consolidation_specificity"] == 1.0
+    assert row["miou_without_background"] == 0.0
+    empty = case_metrics(np.zeros_like(truth), np.zeros_like(truth), num_classes=3)
+    assert empty["dice"] == 1.0 and math.isnan(empty["miou_without_background"])
+    assert empty["miou_with_background"] == 1.0
+
+
 def test_summary_counts_undefined_values() -> None:
     rows = [{"dice": 1.0, "hd95": math.nan}, {"dice": 0.5, "hd95": 2.0}]
     summary = summarize(rows)

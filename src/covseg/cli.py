@@ -206,9 +206,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     result = api.evaluate(args.pred, args.truth, args.out)
-    dice = result["summary"]["dice"]
-    print(f"{result['cases']} cases, Dice {dice['mean']:.3f} ± {dice['std']:.3f}; wrote "
-          f"{', '.join(result['files'].values())}")
+    summary = result["summary"]
+    dice = summary["dice"]
+    per_class = [f"{key.removesuffix('_dice')} {summary[key]['mean']:.3f}"
+                 for key in summary if key.endswith("_dice") and summary[key]["n"]]
+    scores = (f"Dice (any lesion) {dice['mean']:.3f} ± {dice['std']:.3f}; per class: "
+              f"{', '.join(per_class)}" if result["num_classes"] > 2
+              else f"Dice {dice['mean']:.3f} ± {dice['std']:.3f}")
+    cases = f"{result['cases']} case{'s' if result['cases'] != 1 else ''}"
+    print(f"{cases}, {scores}; wrote {', '.join(result['files'].values())}")
     if result["classes_note"]:
         print(f"note: {result['classes_note']}")
     return 0

@@ -15,12 +15,12 @@ from tqdm import tqdm
 
 from covseg.data.layouts import CLASS_NAMES, Sample
 from covseg.errors import CovsegError
-from covseg.infer import Predictor
+from covseg.infer import PREDICT_RECORD, Predictor
 from covseg.io.atomic import write_json, write_text
 from covseg.io.image import case_key, is_image_file, mask_to_labels, read_mask
 from covseg.io.volume import Volume, is_nifti, nifti_stem, read_nifti, read_paired, same_grid_affine
 from covseg.metrics import EMPTY_MASK_RULES, case_metrics, summarize
-from covseg.quantify import MONTAGE_PNG, predicted_mask, study_name
+from covseg.quantify import MONTAGE_PNG, RESULT_JSON, predicted_mask, read_record, study_name
 from covseg.viz import box_plot
 
 
@@ -153,6 +153,7 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     for stem in tqdm(common, desc="reading labels", unit="case", leave=False):
         pred, truth, _ = _read_pair(stem, preds[stem], truths[stem])
         pred_top, truth_top = max(pred_top, int(pred.max())), max(truth_top, int(truth.max()))
+    pred_top = max(pred_top, _recorded_top_label(Path(pred_dir), [preds[s] for s in common]))
     num_classes = max(pred_top, truth_top) + 1 if min(pred_top, truth_top) > 1 else 2
     rows = []
     for stem in tqdm(common, desc="evaluating", unit="case", leave=False):
@@ -181,6 +182,20 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     return result
 
 
+def _recorded_top_label(pred_dir: Path, masks: Sequence[Path]) -> int:
+    """The highest label of the model that made covseg predictions (its record: predict.json
+    beside 2D masks, each study's quantification.json), so that a multi-class model whose
+    masks happen to hold ground-glass alone is still scored per class; 1 without a record."""
+    records = [pred_dir / PREDICT_RECORD,
+               *(mask.with_name(RESULT_JSON) for mask in masks if predicted_mask(mask.parent))]
+    top = 1
+    for record in filter(None, map(read_record, records)):
+        model = record.get("model") or record.get("inputs", {}).get("model")
+        if isinstance(model, dict) and isinstance(model.get("num_classes"), int):
+            top = max(top, model["num_classes"] - 1)
+    return top
+
+
 def _classes_note(pred_top: int, truth_top: int) -> str | None:
     """Why a multi-class side was scored as binary: only labels both sides use are compared
     per class, so a binary prediction's pixels are never all counted as the first class."""
@@ -196,7 +211,10 @@ PLOTTED_METRICS = ("dice", "iou", "sensitivity", "precision")
 
 def metrics_plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
     """Box plot of each case's Dice, IoU, sensitivity and precision, then the Dice of each
-    lesion class for multi-class masks (undefined values left out)."""
-    names = [*PLOTTED_METRICS, *(key for key in rows[0] if key.endswith("_dice"))]
-    return box_plot({name: [row[name] for row in rows] for name in names}, path,
-                    ylabel="value per case", title=title)
+    lesion class for multi-class masks (undefined values left out); with classes, the first
+    four are named as scores of any lesion, which they are."""
+    classes = [key for key in rows[0] if key.endswith("_dice")]
+    shown = {name: f"{name} (any lesion)" if classes else name for name in PLOTTED_METRICS}
+    values = {shown[name]: [row[name] for row in rows] for name in PLOTTED_METRICS}
+    values.update({name: [row[name] for row in rows] for name in classes})
+    return box_plot(values, path, ylabel="value per case", title=title)

@@ -6,6 +6,8 @@ Rules, stated in every report:
 - Sensitivity: undefined (NaN) when the truth is empty; precision: undefined when the
   prediction is empty; specificity: undefined when the truth covers the whole image.
 - HD95: both empty -> 0; exactly one empty -> undefined (NaN).
+- Per class (multi-class masks): a class absent from both masks has undefined Dice, IoU and
+  HD95, not a perfect score, and the mean IoU averages the classes present in either mask.
 
 Undefined values are left out of means, and summaries count how many were left out.
 HD95 is in pixels for 2D slices (mm when a spacing is given).
@@ -30,8 +32,10 @@ METRICS: tuple[str, ...] = ("dice", "iou", "sensitivity", "specificity", "precis
 EMPTY_MASK_RULES = (
     "Dice/IoU: both empty = 1, one empty = 0. Sensitivity undefined when the truth is empty, "
     "precision when the prediction is empty, specificity when the truth fills the image. "
-    "HD95: both empty = 0, one empty = undefined. Undefined values are excluded from means "
-    "(the count is reported). HD95 is in pixels for 2D slices."
+    "HD95: both empty = 0, one empty = undefined. Per class, a class absent from both masks is "
+    "undefined in Dice, IoU and HD95, and mIoU averages the classes present in either. "
+    "Undefined values are excluded from means (the count is reported). HD95 is in pixels for "
+    "2D slices."
 )
 
 
@@ -80,7 +84,9 @@ def case_metrics(pred: np.ndarray, truth: np.ndarray, num_classes: int = 2,
     """Metrics of one case (2D slice or 3D volume): infection (any label > 0), and per class
     when multi-class; HD95 in the units of ``spacing`` (pixels/voxels without it).
 
-    Multi-class cases also get ``miou_with_background`` and ``miou_without_background``.
+    Multi-class cases also get ``miou_with_background`` and ``miou_without_background``. A
+    class absent from both masks is undefined in Dice, IoU and HD95: scoring it 1 made a model
+    that missed the only lesion of a slice score mIoU 0.5 and an empty fold HD95 0.
     """
     row = binary_metrics(pred > 0, truth > 0, spacing)
     if num_classes > 2:
@@ -89,12 +95,20 @@ def case_metrics(pred: np.ndarray, truth: np.ndarray, num_classes: int = 2,
                                   ignore_empty=False)[0, 0])]
         for label in range(1, num_classes):
             per_class = binary_metrics(pred == label, truth == label, spacing)
+            if not (pred == label).any() and not (truth == label).any():
+                per_class.update(dice=math.nan, iou=math.nan, hd95=math.nan)
             name = names.get(label, f"class{label}").replace(" ", "-")
             row.update({f"{name}_{key}": value for key, value in per_class.items()})
             ious.append(per_class["iou"])
-        row["miou_with_background"] = float(np.mean(ious))
-        row["miou_without_background"] = float(np.mean(ious[1:]))
+        row["miou_with_background"] = _mean_defined(ious)
+        row["miou_without_background"] = _mean_defined(ious[1:])
     return row
+
+
+def _mean_defined(values: Sequence[float]) -> float:
+    """Mean of the defined values; NaN when none is."""
+    defined = [value for value in values if not math.isnan(value)]
+    return float(np.mean(defined)) if defined else math.nan
 
 
 def summarize(rows: Iterable[dict[str, float]]) -> dict[str, dict[str, float]]:

@@ -439,7 +439,7 @@ def quantify_settings(*, lungs: str | os.PathLike[str] | None = None,
 
 def _prediction_record(mask: Path) -> dict[str, Any]:
     """The record ``covseg predict`` wrote beside its ``infection.nii.gz``; {} for other masks."""
-    return (_record(mask.with_name(RESULT_JSON)) or {}) if mask.name == INFECTION_NII else {}
+    return (read_record(mask.with_name(RESULT_JSON)) or {}) if mask.name == INFECTION_NII else {}
 
 
 def _recorded_image(record: dict[str, Any]) -> Path | None:
@@ -544,7 +544,7 @@ def _label_counts(labels: np.ndarray) -> np.ndarray | None:
 def _recorded_lungs(lungs: Path) -> set[int] | None:
     """The lungs (1 right, 2 left) of non-zero volume in the predict record beside a
     lungs.nii.gz; None without a readable record."""
-    record = _record(lungs.with_name(RESULT_JSON))
+    record = read_record(lungs.with_name(RESULT_JSON))
     if record is None:
         return None
     regions = ((RIGHT_LUNG, record.get("right_lung")), (LEFT_LUNG, record.get("left_lung")))
@@ -734,7 +734,7 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
     clashes = []
     for study in studies:
         done = out_dir / study.name / RESULT_JSON
-        record = _record(done)
+        record = read_record(done)
         recorded = record.get(SETTINGS) if record else None
         if not isinstance(recorded, dict):
             continue
@@ -836,8 +836,9 @@ def _last_modified(path: Path) -> float:
     return 0.0
 
 
-def _record(done: Path) -> dict[str, Any] | None:
-    """A done study's quantification.json; None when not done or unreadable."""
+def read_record(done: Path) -> dict[str, Any] | None:
+    """A JSON record covseg wrote (a study's quantification.json, predict.json); None when
+    missing or unreadable."""
     try:
         record = json.loads(done.read_text(encoding="utf-8"))
     except (OSError, ValueError):
