@@ -282,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--model", help="run folder or checkpoint from `covseg train` (an "
                                         ".onnx file runs on ONNX Runtime, as with --onnx)")
     source.add_argument("--onnx", help="ONNX file from `covseg export` (runs on ONNX Runtime)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True,
+                   help="output folder (2D masks: 0/255, or a multi-class model's labels 0..3)")
     p.add_argument("--overlay", action="store_true", help="also write overlays/*.png")
     p.add_argument("--batch-size", type=int, default=8,
                    help="slices per forward pass (default %(default)s)")
