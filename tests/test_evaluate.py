@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import nibabel as nib
@@ -144,3 +145,17 @@ def test_a_multiclass_models_predictions_of_one_class_are_scored_per_class(
                  "--out", str(tmp_path / "cli.json")]) == 0
     assert ("1 case, Dice (any lesion) 1.000 ± 0.000; per class: ground-glass 0.818, "
             "consolidation 0.000;") in capsys.readouterr().out
+
+
+def test_truths_scaled_by_one_step_read_with_the_sets_step(tmp_path: Path) -> None:
+    """A 0/127/254 truth set whose slice lacks ground-glass (0/254 alone) read that slice as
+    0/1, so a perfect prediction scored ground-glass and consolidation Dice 0 on it."""
+    truth = _multiclass_truth(tmp_path / "labels")
+    consolidation_only = 2 * square_mask(32, 18, 18, 8)
+    _save(tmp_path / "labels" / "b.png", consolidation_only)
+    _save(tmp_path / "truth" / "a.png", truth * 127)
+    _save(tmp_path / "truth" / "b.png", consolidation_only * 127)
+    result = evaluate_folders(tmp_path / "labels", tmp_path / "truth", tmp_path / "ev.json")
+    b = next(row for row in result["per_case"] if row["case_id"] == "b")
+    assert b["consolidation_dice"] == 1.0 and math.isnan(b["ground-glass_dice"])
+    assert result["summary"]["consolidation_dice"]["mean"] == 1.0

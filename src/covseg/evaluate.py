@@ -7,6 +7,7 @@ import io
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,14 @@ from covseg.data.layouts import CLASS_NAMES, Sample
 from covseg.errors import CovsegError
 from covseg.infer import PREDICT_RECORD, Predictor
 from covseg.io.atomic import write_json, write_text
-from covseg.io.image import case_key, is_image_file, mask_to_labels, read_mask
+from covseg.io.image import (
+    case_key,
+    is_image_file,
+    mask_to_labels,
+    read_array,
+    shared_label_step,
+    top_label,
+)
 from covseg.io.volume import Volume, is_nifti, nifti_stem, read_nifti, read_paired, same_grid_affine
 from covseg.metrics import EMPTY_MASK_RULES, case_metrics, summarize
 from covseg.quantify import MONTAGE_PNG, RESULT_JSON, predicted_mask, read_record, study_name
@@ -100,7 +108,7 @@ def _mask_files(folder: Path, role: str) -> dict[str, Path]:
 
 def _read_cases(pred_path: Path, truth_path: Path
                 ) -> tuple[np.ndarray, Volume | None, np.ndarray, Volume | None]:
-    """Labels of a prediction and its truth, and for NIfTI volumes the volumes (spacing and
+    """A prediction and its truth as stored, and for NIfTI volumes the volumes (spacing and
     affine); two volumes are read to pair voxel for voxel (one without geometry on the
     other's: :func:`read_paired`)."""
     if is_nifti(pred_path) and is_nifti(truth_path):
@@ -110,18 +118,18 @@ def _read_cases(pred_path: Path, truth_path: Path
     else:
         pred_volume = read_nifti(pred_path, np.int16) if is_nifti(pred_path) else None
         truth_volume = read_nifti(truth_path, np.int16) if is_nifti(truth_path) else None
-    return (_labels(pred_path, pred_volume), pred_volume,
-            _labels(truth_path, truth_volume), truth_volume)
+    return (_stored(pred_path, pred_volume), pred_volume,
+            _stored(truth_path, truth_volume), truth_volume)
 
 
-def _labels(path: Path, volume: Volume | None) -> np.ndarray:
-    """Labels of a mask: of its volume when read as one, else of the 2D mask file."""
-    return mask_to_labels(volume.array, path) if volume is not None else read_mask(path)
+def _stored(path: Path, volume: Volume | None) -> np.ndarray:
+    """A mask's stored values: of its volume when read as one, else of the 2D mask file."""
+    return volume.array if volume is not None else read_array(path)
 
 
 def _read_pair(stem: str, pred_path: Path, truth_path: Path
                ) -> tuple[np.ndarray, np.ndarray, tuple[float, ...] | None]:
-    """Prediction and truth labels, checked to lie on one grid, and the voxel spacing in mm."""
+    """Prediction and truth as stored, checked to lie on one grid, and the voxel spacing in mm."""
     pred, pred_volume, truth, truth_volume = _read_cases(pred_path, truth_path)
     if pred.shape != truth.shape:
         raise CovsegError(f"{stem}: prediction {pred.shape} and truth {truth.shape} differ in size")
@@ -131,6 +139,20 @@ def _read_pair(stem: str, pred_path: Path, truth_path: Path
                           f"{truth_volume.file_axes}); resample one onto "
                           "the other's grid first")
     return pred, truth, truth_volume.spacing if truth_volume else None
+
+
+@dataclass(frozen=True)
+class _Side:
+    """How one folder's masks read as labels: the step they share (None: file by file, see
+    :func:`~covseg.io.image.shared_label_step`) and their highest label."""
+
+    step: float | None
+    top: int
+
+    @classmethod
+    def of(cls, levels: Sequence[np.ndarray], paths: Sequence[Path]) -> _Side:
+        step = shared_label_step(levels, [str(path) for path in paths])
+        return cls(step, max([1, *(top_label(values, step) for values in levels)]))
 
 
 def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathLike[str],
@@ -149,15 +171,20 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     common = sorted(set(preds) & set(truths))
     if not common:
         raise CovsegError(f"{pred_dir} and {truth_dir} share no case names; name masks alike")
-    pred_top, truth_top = 1, 1
+    levels: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
     for stem in tqdm(common, desc="reading labels", unit="case", leave=False):
-        pred, truth, _ = _read_pair(stem, preds[stem], truths[stem])
-        pred_top, truth_top = max(pred_top, int(pred.max())), max(truth_top, int(truth.max()))
-    pred_top = max(pred_top, _recorded_top_label(Path(pred_dir), [preds[s] for s in common]))
+        for side, mask in zip(levels, _read_pair(stem, preds[stem], truths[stem])[:2]):
+            side.append(np.unique(mask))
+    pred_side = _Side.of(levels[0], [preds[stem] for stem in common])
+    truth_side = _Side.of(levels[1], [truths[stem] for stem in common])
+    pred_top = max(pred_side.top, _recorded_top_label(Path(pred_dir), [preds[s] for s in common]))
+    truth_top = truth_side.top
     num_classes = max(pred_top, truth_top) + 1 if min(pred_top, truth_top) > 1 else 2
     rows = []
     for stem in tqdm(common, desc="evaluating", unit="case", leave=False):
         pred, truth, spacing = _read_pair(stem, preds[stem], truths[stem])
+        pred = mask_to_labels(pred, preds[stem], pred_side.step)
+        truth = mask_to_labels(truth, truths[stem], truth_side.step)
         rows.append({"case_id": study_name(truths[stem], mask=True),
                      **case_metrics(pred, truth, num_classes, CLASS_NAMES, spacing)})
     volumes = sum(is_nifti(truths[stem]) for stem in common)

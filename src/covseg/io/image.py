@@ -78,44 +78,69 @@ def read_array(path: str | os.PathLike[str]) -> np.ndarray:
     return array
 
 
-def mask_to_labels(array: np.ndarray, source: str | os.PathLike[str] = "mask") -> np.ndarray:
+def mask_to_labels(array: np.ndarray, source: str | os.PathLike[str] = "mask",
+                   step: float | None = None) -> np.ndarray:
     """Turn a stored mask into integer labels 0..K.
 
     Label maps (values 0..15, e.g. MedSeg palettes or Inf-Net multi-class GT) are kept. A few
     levels that are multiples of one step (0/255, 0/127/254, 0/85/170/255: labels scaled to fill
     the file; see :func:`_label_step`) are divided by it, as a half-maximum threshold would drop
-    the lowest class (a whole multi-class set shares one step: :func:`masks_to_labels`).
+    the lowest class; ``step``: the one a whole set shares (:func:`shared_label_step`).
     Lossy (JPEG) 0/255 masks, their levels clustered near 0 and the maximum, are thresholded at
     half their maximum. An image (a CT slice, a photo) or levels that fit no rule are refused
     rather than guessed.
     """
+    if step is not None:
+        return _divided(array, step)
     values = np.unique(array)
     if values.size and values.min() < 0:
         raise CovsegError(f"{source}: mask has negative values; expected labels 0..K or 0/255")
+    divisor = level_divisor(values)
+    if divisor is None:
+        _check_binary_with_noise(array, values, source)
+        return (array > values.max() / 2).astype(np.uint8)
+    return array.astype(np.uint8) if divisor == 1 else _divided(array, divisor)
+
+
+def level_divisor(values: np.ndarray) -> float | None:
+    """How a mask with these levels reads: 1 for labels 0..15 as stored, the step of labels
+    scaled by one (:func:`_label_step`), or None for a 0/255 mask with JPEG noise, thresholded
+    at half its maximum."""
     if not values.size or (values.max() <= MAX_LABEL and _integral(values)):
-        return array.astype(np.uint8)
-    step = _label_step(values)
-    if step is not None:
-        return _divided(array, step)
-    _check_binary_with_noise(array, values, source)
-    return (array > values.max() / 2).astype(np.uint8)
+        return 1.0
+    return _label_step(values)
+
+
+def top_label(values: np.ndarray, step: float | None = None) -> int:
+    """The highest label a mask with these levels reads as (see :func:`mask_to_labels`),
+    without reading its pixels again."""
+    divisor = step if step is not None else level_divisor(values)
+    if not values.size:
+        return 0
+    return 1 if divisor is None else int(np.rint(values.max() / divisor))
 
 
 def masks_to_labels(masks: Sequence[np.ndarray], sources: Sequence[str]) -> list[np.ndarray]:
     """Turn a whole set's multi-class masks (2D files or volume slices) into labels, with ONE
-    step for all when the union of their levels is labels times a step.
+    step for all when the union of their levels is labels times a step (see
+    :func:`shared_label_step`)."""
+    step = shared_label_step([np.unique(mask) for mask in masks], sources)
+    return [mask_to_labels(mask, source, step) for mask, source in zip(masks, sources)]
+
+
+def shared_label_step(levels: Sequence[np.ndarray], sources: Sequence[str]) -> float | None:
+    """The step a set's masks share, from each one's levels, or None to read them file by file.
 
     One file cannot tell its classes alone: 0/170 is consolidation in a 0/85/170/255 set but
     0/1 on its own, 0/255 is effusion there. The set's levels can, so every mask is divided by
     the step they share. Label maps (0..15) and sets that share no step read file by file
     (:func:`mask_to_labels`), but then a file with one scaled level is refused, not guessed.
     """
-    levels = [np.unique(mask) for mask in masks]
     union = np.unique(np.concatenate(levels)) if levels else np.array([])
     if not union.size or union.min() < 0 or (union.max() <= MAX_LABEL and _integral(union)):
-        return [mask_to_labels(mask, source) for mask, source in zip(masks, sources)]
+        return None
     step = _label_step(union)
-    if step is None:
+    if step is None and union.size <= MAX_LABEL + 1:  # more levels: JPEG noise, no labels
         for values, source in zip(levels, sources):
             lesion = values[values > 0]
             if lesion.size == 1 and _label_step(values) is not None and (
@@ -123,8 +148,7 @@ def masks_to_labels(masks: Sequence[np.ndarray], sources: Sequence[str]) -> list
                 raise CovsegError(f"{source}: mask level {lesion[0]:g} alone cannot tell its "
                                   "class, and the set's masks share no step (e.g. 0/127/254); "
                                   "store labels 0..K")
-        return [mask_to_labels(mask, source) for mask, source in zip(masks, sources)]
-    return [_divided(mask, step) for mask in masks]
+    return step
 
 
 def _divided(array: np.ndarray, step: float) -> np.ndarray:
