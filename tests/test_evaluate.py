@@ -159,3 +159,27 @@ def test_truths_scaled_by_one_step_read_with_the_sets_step(tmp_path: Path) -> No
     b = next(row for row in result["per_case"] if row["case_id"] == "b")
     assert b["consolidation_dice"] == 1.0 and math.isnan(b["ground-glass_dice"])
     assert result["summary"]["consolidation_dice"]["mean"] == 1.0
+
+
+def test_output_names_keep_their_dots_and_stay_out_of_the_mask_folders(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--out eval_t0.4`` and ``--out eval_t0.6`` both wrote eval_t0.*; ``--out truth/0.png``
+    wrote the box plot over a truth mask; unmatched cases were silent on the console."""
+    truth = square_mask(32, 4, 4, 12)
+    for name in ("a", "b"):
+        _save(tmp_path / "truth" / f"{name}.png", truth)
+    _save(tmp_path / "pred" / "a.png", truth * 255)
+    _save(tmp_path / "pred" / "zzz.png", truth * 255)
+    args = ["evaluate", "--pred", str(tmp_path / "pred"), "--truth", str(tmp_path / "truth")]
+    assert main([*args, "--out", str(tmp_path / "eval_t0.4")]) == 0
+    assert (tmp_path / "eval_t0.4.json").is_file() and (tmp_path / "eval_t0.4.png").is_file()
+    out = capsys.readouterr().out
+    assert "note: 1 predictions without a partner, not scored: zzz" in out
+    assert "note: 1 truths without a partner, not scored: b" in out
+    (tmp_path / "runs").mkdir()
+    assert main([*args, "--out", str(tmp_path / "runs")]) == 0
+    assert (tmp_path / "runs" / "evaluation.csv").is_file()
+    before = (tmp_path / "truth" / "a.png").read_bytes()
+    assert main([*args, "--out", str(tmp_path / "truth" / "a.png")]) == 2
+    assert "lies in the mask folder" in capsys.readouterr().err
+    assert (tmp_path / "truth" / "a.png").read_bytes() == before

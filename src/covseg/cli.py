@@ -215,6 +215,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               else f"Dice {dice['mean']:.3f} ± {dice['std']:.3f}")
     cases = f"{result['cases']} case{'s' if result['cases'] != 1 else ''}"
     print(f"{cases}, {scores}; wrote {', '.join(result['files'].values())}")
+    for side in ("predictions", "truths"):
+        unmatched = result[f"unmatched_{side}"]
+        if unmatched:
+            shown = ", ".join(unmatched[:5]) + (f" and {len(unmatched) - 5} more"
+                                                if len(unmatched) > 5 else "")
+            print(f"note: {len(unmatched)} {side} without a partner, not scored: {shown}")
     if result["classes_note"]:
         print(f"note: {result['classes_note']}")
     return 0
@@ -306,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred", required=True, help="folder of predicted masks")
     p.add_argument("--truth", required=True, help="folder of true masks (same file stems)")
     p.add_argument("--out", required=True,
-                   help="output path; .csv, .json and a .png box plot are written beside it")
+                   help="output name (OUT.json, OUT.csv and an OUT.png box plot; a folder holds "
+                        "evaluation.*), outside the mask folders")
     p.set_defaults(handler=cmd_evaluate)
 
     cli_models.register(sub)

@@ -166,6 +166,7 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     as binary, with a ``classes_note`` saying so. Files are read twice
     (labels, then metrics) so that volumes are never all in memory at once.
     """
+    files = output_files(out, [Path(pred_dir), Path(truth_dir)])
     preds = _mask_files(Path(pred_dir), "prediction")
     truths = _mask_files(Path(truth_dir), "truth")
     common = sorted(set(preds) & set(truths))
@@ -198,15 +199,31 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
         "pixels (2D slices)" if volumes == 0 else "mm for NIfTI volumes, pixels for 2D slices",
         "summary": summarize(rows), "per_case": rows,
     }
-    out = Path(out)
-    stem = out.with_suffix("") if out.suffix in (".json", ".csv") else out
-    files = {kind: stem.with_suffix(f".{kind}") for kind in ("json", "csv", "png")}
     result["files"] = {kind: str(path) for kind, path in files.items()}
     write_text(files["csv"], rows_to_csv(rows))
     metrics_plot(rows, files["png"], f"{len(rows)} cases: {Path(pred_dir).name} against "
                  f"{Path(truth_dir).name}")
     write_json(files["json"], result)
     return result
+
+
+OUTPUT_KINDS = ("json", "csv", "png")
+
+
+def output_files(out: str | os.PathLike[str], inputs: Sequence[Path]) -> dict[str, Path]:
+    """The JSON, CSV and PNG an evaluation writes: ``out`` with each suffix (``eval_t0.4`` keeps
+    its ``.4``; a given .json/.csv/.png is replaced), or ``evaluation.*`` inside an existing
+    folder. Never inside the mask folders, where they would be read as masks next time (a
+    ``--out truth/0.png`` wrote its plot over a truth mask)."""
+    out = Path(out)
+    if out.is_dir():
+        out = out / "evaluation"
+    base = out.parent / out.stem if out.suffix.lower() in {f".{k}" for k in OUTPUT_KINDS} else out
+    for folder in inputs:
+        if base.resolve().is_relative_to(folder.resolve()):
+            raise CovsegError(f"--out {out}: lies in the mask folder {folder}, where its files "
+                              "would be read as masks; pick an --out outside it")
+    return {kind: base.with_name(f"{base.name}.{kind}") for kind in OUTPUT_KINDS}
 
 
 def _recorded_top_label(pred_dir: Path, masks: Sequence[Path]) -> int:
