@@ -139,3 +139,16 @@ def test_multi_page_tiff_is_refused_not_cut_to_its_first_page(tmp_path: Path) ->
     pages[0].save(tmp_path / "stack.tif", save_all=True, append_images=pages[1:])
     with pytest.raises(CovsegError, match="holds 3 pages"):
         read_array(tmp_path / "stack.tif")
+
+
+def test_transparent_pixels_read_as_background(tmp_path: Path) -> None:
+    """A white mask on a transparent white background (RGBA 255,255,255,0) read as all lesion."""
+    rgba = np.full((8, 8, 4), 255, dtype=np.uint8)
+    rgba[..., 3] = 0
+    rgba[2:5, 2:5, 3] = 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "mask.png")
+    labels = read_mask(tmp_path / "mask.png")
+    assert labels.sum() == 9 and labels[2:5, 2:5].all()
+    grey_alpha = np.stack([np.full((8, 8), 200, np.uint8), rgba[..., 3]], axis=-1)
+    Image.fromarray(grey_alpha, "LA").save(tmp_path / "la.png")
+    assert read_mask(tmp_path / "la.png").sum() == 9

@@ -65,9 +65,7 @@ def read_array(path: str | os.PathLike[str]) -> np.ndarray:
                                       "slice per file: save each page as its own file, or the "
                                       "stack as a NIfTI volume")
                 image.load()
-                if image.mode in ("RGB", "RGBA", "LA", "CMYK", "YCbCr"):
-                    image = image.convert("L")
-                array = np.asarray(image)
+                array = _grey(image)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise CovsegError(f"{path}: cannot read the image ({exc}); is the file corrupt?") from None
     array = np.squeeze(array)
@@ -76,6 +74,19 @@ def read_array(path: str | os.PathLike[str]) -> np.ndarray:
     if not np.isfinite(array).all():
         raise CovsegError(f"{path}: the image holds NaN or infinite values")
     return array
+
+
+def _grey(image: Image.Image) -> np.ndarray:
+    """A decoded image's grey levels: colour converted to grey, and transparent pixels black
+    (a white mask on a transparent white background read all white); palette images keep their
+    indices, which are a mask's labels."""
+    if image.mode in ("RGBA", "LA"):
+        alpha = np.asarray(image.getchannel("A"), dtype=np.float32) / 255.0
+        grey = np.asarray(image.convert("L"), dtype=np.float32)
+        return np.rint(grey * alpha).astype(np.uint8)
+    if image.mode in ("RGB", "CMYK", "YCbCr"):
+        image = image.convert("L")
+    return np.asarray(image)
 
 
 def mask_to_labels(array: np.ndarray, source: str | os.PathLike[str] = "mask",
