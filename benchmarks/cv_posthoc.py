@@ -239,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
                                      "per_fold": per_fold, "per_slice": dict(zip(case_ids, dice.tolist()))}
     if args.against:
         if args.against not in results:
-            sys.exit(f"--against {args.against!r}: no such variant; pick one from the table")
+            sys.exit(f"--against {args.against!r}: no such variant; pick one of "
+                     f"{', '.join(map(repr, results))}")
         for key, r in results.items():
             r["vs_against"] = paired_wilcoxon(r["per_slice"], results[args.against]["per_slice"])
     width = max(map(len, results))
