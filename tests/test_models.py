@@ -144,6 +144,10 @@ def test_bad_names_and_options_are_covseg_errors(name: str, options: dict[str, A
         ("unet", {"width": True}, "width=True must be a whole number"),
         ("miniseg", {"deep_supervision": "yes"}, "deep_supervision='yes' must be true or false"),
         ("deeplabv3", {"backbone": 50}, "backbone=50 must be a name"),
+        ("unet", {"dropout": 1.5}, "dropout=1.5 must be at least 0 and below 1"),
+        ("unet", {"width": 0}, "width=0 must be positive"),
+        ("miniseg", {"width": -0.5}, "width=-0.5 must be positive"),
+        ("resunet", {"res_units": -1}, "res_units=-1 must be 0 or more"),
     ],
 )
 def test_options_are_checked_against_the_builders_signature(name: str, options: dict[str, Any],

@@ -142,11 +142,22 @@ def check_options(name: str, options: dict[str, Any]) -> None:
         if members and not any(is_a(value, t) for t in members):
             wanted = " or ".join(OPTION_TYPES[t] for t in members)
             raise CovsegError(f"model {name!r}: option {key}={value!r} must be {wanted}")
+        bound = OPTION_BOUNDS.get(key)
+        if bound and isinstance(value, (int, float)) and not bound[0](value):
+            raise CovsegError(f"model {name!r}: option {key}={value!r} must be {bound[1]}")
 
 
 OPTION_TYPES: dict[Any, str] = {bool: "true or false", int: "a whole number",
                                 float: "a number", str: "a name"}
 """Option types the builders declare, as the error names them."""
+
+OPTION_BOUNDS: dict[str, tuple[Callable[[float], bool], str]] = {
+    "width": (lambda value: value > 0, "positive"),
+    "dropout": (lambda value: 0 <= value < 1, "at least 0 and below 1"),
+    "res_units": (lambda value: value >= 0, "0 or more"),
+}
+"""Valid values of the numeric options, checked before any training (a dropout of 1.5 or a
+width of 0 failed inside PyTorch with a traceback, after the run folder was made)."""
 
 
 def is_a(value: Any, kind: type) -> bool:
