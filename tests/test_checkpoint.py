@@ -28,3 +28,12 @@ def test_unloadable_file_gives_covsegs_reason_only(tmp_path: Path, content: str)
     assert message.startswith(f"{path}: not a covseg checkpoint (") and "\n" not in message
     assert "run folder from `covseg train` or its best.pt" in message
     assert "weights_only" not in message and "False" not in message
+
+
+def test_an_onnx_file_is_named_as_such(tmp_path: Path) -> None:
+    """`covseg export --model model.onnx` said the file held Python objects besides tensors."""
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"\x08\x07onnx")
+    with pytest.raises(CovsegError, match=r"model\.onnx: an ONNX file \(from `covseg export`\), "
+                                          r"not a checkpoint; pass the run folder or its best\.pt"):
+        load_checkpoint(path)

@@ -41,6 +41,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         path = path / "best.pt"
     if not path.is_file():
         raise CovsegError(f"{path}: no such checkpoint; pass a run folder or its best.pt")
+    if path.suffix.lower() == ".onnx":
+        raise CovsegError(f"{path}: an ONNX file (from `covseg export`), not a checkpoint; pass "
+                          "the run folder or its best.pt (`covseg predict` runs ONNX files)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001  torch.load raises many types (KeyError, UnpicklingError...)
