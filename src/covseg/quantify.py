@@ -28,6 +28,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -319,7 +320,8 @@ def write_html(path: str | os.PathLike[str], result: dict[str, Any], study: str,
                montage: Path | None) -> Path:
     """Self-contained HTML report: the numbers and the montage embedded as base64 PNG."""
     rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_html_cell(row.get(k)))}</td>" for k in CSV_FIELDS[1:])
+        "<tr>" + "".join(f"<td>{html.escape(_html_cell(k, row.get(k)))}</td>"
+                         for k in CSV_FIELDS[1:])
         + "</tr>" for row in result_rows(result, study))
     head = "".join(f"<th>{html.escape(k)}</th>" for k in CSV_FIELDS[1:])
     image = ""
@@ -351,10 +353,20 @@ def _category_text(result: dict[str, Any]) -> str:
             else "not available (no lung mask)")
 
 
-def _html_cell(value: Any) -> str:
+def _html_cell(key: str, value: Any) -> str:
+    """A report cell: numbers to 2 decimals, % involved by :func:`_percent_text`."""
     if value is None:
         return "-"
+    if key == "percent_involved":
+        return _percent_text(float(value))
     return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def _percent_text(percent: float) -> str:
+    """A % involved to 2 decimals, rounded down, and "< 0.01" for a lesion below that: rounded
+    to nearest, 24.9988 % read 25.00 under CT-1, whose rule puts 25 % in CT-2."""
+    shown = Decimal(repr(percent)).quantize(Decimal("0.01"), rounding=ROUND_DOWN)
+    return "< 0.01" if percent > 0 and not shown else str(shown)
 
 
 def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any], study: str,
