@@ -537,6 +537,37 @@ def test_lesion_and_lung_masks_without_geometry_pair_with_the_ct_as_stored(
     assert given["left_lung"]["lesion_ml"] == 0.0
 
 
+def test_montage_draws_voxels_to_scale_and_says_when_the_file_has_no_orientation(
+        tmp_path: Path, saved_figures: list) -> None:
+    """A sagittal file of 1.4 mm slices (0.7 mm rows) was drawn with square voxels, squeezed
+    to half its width; and a file without orientation (qform and sform codes 0, right and left
+    a guess) was titled "patient right on the image left"."""
+    ct, mask, _ = synthetic_study(tmp_path / "in", "case")
+    for path in (ct, mask):
+        image = nib.load(str(path))
+        wide = nib.Nifti1Image(np.asarray(image.dataobj)[::2], np.diag([1.4, 0.7, 5.0, 1.0]))
+        nib.save(wide.as_reoriented(nib.orientations.ornt_transform(
+            nib.io_orientation(wide.affine), nib.orientations.axcodes2ornt("SPL"))), str(path))
+    result = quantify_study(mask, tmp_path / "sagittal", image=ct, html_report=True)
+    montage = saved_figures[-1]
+    assert {axis.get_aspect() for axis in montage.axes} == {0.5}
+    assert "(patient right on the image left)" in montage.get_suptitle()
+    assert result["orientation_note"] is None
+    for path in (ct, mask):
+        image = nib.load(str(path))
+        image.set_qform(None, code=0)
+        image.set_sform(None, code=0)
+        nib.save(image, str(path))
+    result = quantify_study(mask, tmp_path / "unoriented", image=ct, html_report=True)
+    assert "(no orientation in the file: right and left may be swapped)" in (
+        saved_figures[-1].get_suptitle())
+    assert "qform and sform codes 0" in result["orientation_note"]
+    stored = json.loads((tmp_path / "unoriented" / "quantification.json").read_text())
+    assert stored["orientation_note"] == result["orientation_note"]
+    page = html.unescape((tmp_path / "unoriented" / "report.html").read_text())
+    assert f"Note: {result['orientation_note']}" in page
+
+
 def test_montage_gives_each_class_the_colour_of_visualize() -> None:
     """The montage drew ground-glass yellow and consolidation red, visualize and predict's
     overlays the other way round: one class, one colour, in every figure."""

@@ -141,6 +141,12 @@ class Volume:
         return z, y, x
 
     @property
+    def oriented(self) -> bool:
+        """Whether the file states its orientation (qform or sform code set); without one,
+        nibabel's Analyze convention placed it, so right and left may be swapped."""
+        return not _unoriented(self.file_header)
+
+    @property
     def file_axes(self) -> str:
         """The file's axis codes, e.g. "RAS" or "ASL"."""
         return "".join(nib.aff2axcodes(self.file_affine))
