@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 from PIL import Image
 
 from covseg.data.layouts import CLASS_NAMES
@@ -61,3 +62,18 @@ def test_severity_chart_draws_one_coloured_bar_per_study(tmp_path: Path) -> None
     for colour in ("#cddc39", "#ff7043"):  # CT-1 and CT-3 bars; CT-0 at 0 % has no width
         rgb = [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
         assert (np.abs(pixels.astype(int) - rgb).sum(axis=2) < 10).sum() > 100, colour
+
+
+def test_severity_chart_names_its_colours_in_both_modes(tmp_path: Path,
+                                                        saved_figures: list[Figure]) -> None:
+    """In mL mode (a study without lungs) the bars were coloured by category with no legend."""
+    rows = [{"study": "a", "lesion_ml": 12.0, "percent_involved": 10.0, "ct_category": "CT-1"},
+            {"study": "b", "lesion_ml": 40.0, "percent_involved": 60.0, "ct_category": "CT-3"},
+            {"study": "c", "lesion_ml": 5.0, "percent_involved": None, "ct_category": None}]
+    severity_chart(rows, tmp_path / "ml.png")
+    severity_chart(rows[:2], tmp_path / "percent.png")
+    ml, percent = (figure.axes[0] for figure in saved_figures)
+    assert ml.get_xlabel() == "lesion volume (mL)"
+    assert [t.get_text() for t in ml.get_legend().get_texts()] == ["CT-1", "CT-3", "no category"]
+    assert percent.get_xlabel() == "% of the lungs involved"
+    assert [t.get_text() for t in percent.get_legend().get_texts()] == ["CT-1", "CT-3"]

@@ -126,18 +126,22 @@ def box_plot(groups: Mapping[str, Sequence[float]], path: str | os.PathLike[str]
 
 CATEGORY_COLOURS = {"CT-0": "#4caf50", "CT-1": "#cddc39", "CT-2": "#ffc107", "CT-3": "#ff7043",
                     "CT-4": "#d32f2f"}
+NO_CATEGORY_COLOUR = "#78909c"
+"""The bar of a study without a category (no lungs to divide by)."""
 
 
 def severity_chart(rows: Sequence[Mapping[str, object]], path: str | os.PathLike[str],
                    title: str = "") -> Path:
     """One bar per study: % of the lungs involved, coloured by CT category, with the category
-    bounds (25, 50, 75 %) marked; lesion volume in mL for studies without lungs."""
+    bounds (25, 50, 75 %) marked; lesion volume in mL when some study has no lungs (no
+    category, grey). The legend names the colours shown in both cases."""
     percent = all(row.get("percent_involved") is not None for row in rows)
     key, unit = ("percent_involved", "% of the lungs involved") if percent else ("lesion_ml",
                                                                               "lesion volume (mL)")
     names = [str(row["study"]) for row in rows]
     values = [float(row[key] or 0.0) for row in rows]
-    colours = [CATEGORY_COLOURS.get(str(row.get("ct_category")), "#78909c") for row in rows]
+    colours = [CATEGORY_COLOURS.get(str(row.get("ct_category")), NO_CATEGORY_COLOUR)
+               for row in rows]
     fig, ax = plt.subplots(figsize=(7, max(2.5, 0.28 * len(rows) + 1.2)))
     ax.barh(range(len(rows)), values, color=colours)
     ax.set_yticks(range(len(rows)), names, fontsize=7)
@@ -147,9 +151,12 @@ def severity_chart(rows: Sequence[Mapping[str, object]], path: str | os.PathLike
         ax.set_xlim(0, 100)
         for bound in (25, 50, 75):
             ax.axvline(bound, color="grey", linestyle="--", linewidth=0.8)
-        shown = [Patch(color=c, label=n) for n, c in CATEGORY_COLOURS.items()
-                 if any(row.get("ct_category") == n for row in rows)]
-        ax.legend(handles=shown, loc="lower right", fontsize=7)
+    shown = [Patch(color=c, label=n) for n, c in CATEGORY_COLOURS.items()
+             if any(row.get("ct_category") == n for row in rows)]
+    if NO_CATEGORY_COLOUR in colours:
+        shown.append(Patch(color=NO_CATEGORY_COLOUR, label="no category"))
+    ax.legend(handles=shown, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7,
+              title="CT category", title_fontsize=7)
     if title:
         ax.set_title(title, fontsize=10)
     return save_figure(fig, path)
