@@ -12,6 +12,7 @@ from covseg.data.layouts import CLASS_NAMES
 from covseg.viz import (
     CLASS_COLOURS,
     PREDICTION_COLOUR,
+    box_plot,
     legend_handles,
     overlay,
     sample_grid,
@@ -77,3 +78,15 @@ def test_severity_chart_names_its_colours_in_both_modes(tmp_path: Path,
     assert [t.get_text() for t in ml.get_legend().get_texts()] == ["CT-1", "CT-3", "no category"]
     assert percent.get_xlabel() == "% of the lungs involved"
     assert [t.get_text() for t in percent.get_legend().get_texts()] == ["CT-1", "CT-3"]
+
+
+def test_box_plot_says_how_many_values_each_box_holds(tmp_path: Path,
+                                                       saved_figures: list[Figure]) -> None:
+    """Undefined values (sensitivity of an empty truth) were dropped without a word: a title
+    of "4 cases" stood over a box of 2 points."""
+    nan = float("nan")
+    box_plot({"dice": [0.8, 0.7, 0.0, 1.0], "sensitivity": [0.9, 0.8, nan, nan]},
+             tmp_path / "box.png", title="4 cases")
+    (axis,) = saved_figures[0].axes
+    assert [t.get_text() for t in axis.get_xticklabels()] == [
+        "dice (n=4)", "sensitivity (n=2; 2 undefined)"]

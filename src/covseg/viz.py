@@ -107,13 +107,16 @@ def training_curves(history: Sequence[Mapping[str, float]], path: str | os.PathL
 
 def box_plot(groups: Mapping[str, Sequence[float]], path: str | os.PathLike[str],
              ylabel: str = "Dice per case", title: str = "") -> Path:
-    """One box (with the points) per group, e.g. per fold or per model."""
+    """One box (with the points) per group, e.g. per fold or per model; undefined (NaN) values
+    are left out, and each group's label says how many values its box holds and how many were
+    undefined (a title's case count is not every box's)."""
     names = list(groups)
     values = [np.asarray(groups[n], dtype=float) for n in names]
+    labels = [_counted(name, v) for name, v in zip(names, values, strict=True)]
     values = [v[~np.isnan(v)] for v in values]
-    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(names) + 2), 4))
+    fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(names) + 2), 4))
     ax.boxplot(values, showmeans=True)
-    ax.set_xticks(range(1, len(names) + 1), names, rotation=20)
+    ax.set_xticks(range(1, len(names) + 1), labels, rotation=20, ha="right")
     for i, v in enumerate(values, start=1):
         ax.scatter(np.full(v.size, i) + np.random.default_rng(i).uniform(-0.08, 0.08, v.size), v,
                    s=8, alpha=0.5, color="black")
@@ -122,6 +125,13 @@ def box_plot(groups: Mapping[str, Sequence[float]], path: str | os.PathLike[str]
     if title:
         ax.set_title(title, fontsize=10)
     return save_figure(fig, path)
+
+
+def _counted(name: str, values: np.ndarray) -> str:
+    """'name (n=2; 2 undefined)': the values a box holds, and the NaN ones it leaves out."""
+    undefined = int(np.isnan(values).sum())
+    left_out = f"; {undefined} undefined" if undefined else ""
+    return f"{name} (n={values.size - undefined}{left_out})"
 
 
 CATEGORY_COLOURS = {"CT-0": "#4caf50", "CT-1": "#cddc39", "CT-2": "#ffc107", "CT-3": "#ff7043",
