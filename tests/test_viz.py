@@ -17,6 +17,7 @@ from covseg.viz import (
     overlay,
     sample_grid,
     severity_chart,
+    training_curves,
 )
 
 
@@ -90,3 +91,25 @@ def test_box_plot_says_how_many_values_each_box_holds(tmp_path: Path,
     (axis,) = saved_figures[0].axes
     assert [t.get_text() for t in axis.get_xticklabels()] == [
         "dice (n=4)", "sensitivity (n=2; 2 undefined)"]
+
+
+def test_training_curves_name_the_loss_and_the_dice_and_count_whole_epochs(
+        tmp_path: Path, saved_figures: list[Figure]) -> None:
+    """Without a validation split the Dice panel was empty (epochs -0.04..0.04); the Dice
+    plotted is the canvas one, not metrics.json's; epochs read 1.0, 1.5...; "loss" named none."""
+    history = [{"epoch": e, "train_loss": 1 / e, "lr": 0.1, "seconds": 1.0} for e in (1, 2, 3)]
+    training_curves(history, tmp_path / "plain.png", loss="bce+dice", canvas=256, title="unet")
+    validated = [{**row, "val_loss": 1.2 / row["epoch"], "val_dice": 0.2 * row["epoch"]}
+                 for row in history]
+    training_curves(validated, tmp_path / "split.png", loss="dice", canvas=128, title="unet")
+    plain, split = saved_figures
+    (loss,) = plain.axes
+    assert plain.get_suptitle() == "unet (no validation split)"
+    assert loss.get_ylabel() == "loss (bce+dice)"
+    left, right = split.axes
+    assert split.get_suptitle() == "unet" and left.get_ylabel() == "loss (dice)"
+    assert "128 px training canvas" in right.get_ylabel()
+    assert "metrics.json" in right.get_title()
+    for axis in (loss, left, right):
+        ticks = [t for t in axis.get_xticks() if 1 <= t <= 3]
+        assert ticks == [1, 2, 3] and axis.get_xlabel() == "epoch"

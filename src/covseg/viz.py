@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from covseg.io.atomic import atomic_path
 
@@ -84,24 +85,33 @@ def sample_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], title
     return save_figure(fig, path)
 
 
-def training_curves(history: Sequence[Mapping[str, float]], path: str | os.PathLike[str],
-                    title: str = "") -> Path:
-    """Loss (train, validation) and validation Dice per epoch."""
+def training_curves(history: Sequence[Mapping[str, float]], path: str | os.PathLike[str], *,
+                    loss: str, canvas: int, title: str = "") -> Path:
+    """The ``loss`` per epoch (train, validation) and, with a validation split, the validation
+    Dice per epoch as training scores it, on its ``canvas``-pixel canvas (metrics.json's
+    validation Dice is the best model's at the images' own size); without a split, one panel."""
     epochs = [row["epoch"] for row in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
-    left.plot(epochs, [row["train_loss"] for row in history], label="train")
     val_loss = [row.get("val_loss") for row in history]
-    if any(v is not None and not np.isnan(v) for v in val_loss):
+    validated = any(v is not None and not np.isnan(v) for v in val_loss)
+    fig, axes = plt.subplots(1, 1 + validated, figsize=(10 if validated else 5.5, 3.5),
+                             squeeze=False, layout="constrained")
+    left = axes[0, 0]
+    left.plot(epochs, [row["train_loss"] for row in history], label="train")
+    if validated:
         left.plot(epochs, val_loss, label="validation")
-    left.set_xlabel("epoch")
-    left.set_ylabel("loss")
+        right = axes[0, 1]
+        right.plot(epochs, [row.get("val_dice", float("nan")) for row in history],
+                   color="tab:green")
+        right.set_ylabel(f"validation Dice\n(on the {canvas} px training canvas)")
+        right.set_title("metrics.json scores the best epoch at the images' own size", fontsize=8)
+        right.set_ylim(0, 1)
+    left.set_ylabel(f"loss ({loss})")
     left.legend()
-    right.plot(epochs, [row.get("val_dice", float("nan")) for row in history], color="tab:green")
-    right.set_xlabel("epoch")
-    right.set_ylabel("validation Dice")
-    right.set_ylim(0, 1)
-    if title:
-        fig.suptitle(title, fontsize=10)
+    for ax in axes.ravel():
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    heading = title if validated else f"{title} (no validation split)".strip()
+    fig.suptitle(heading, fontsize=10)
     return save_figure(fig, path)
 
 
