@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from PIL import Image
 
 from covseg.data.layouts import CLASS_NAMES
@@ -52,6 +55,29 @@ def test_sample_grid_writes_a_png(tmp_path: Path) -> None:
     with Image.open(path) as picture:
         assert picture.format == "PNG" and picture.width > 400
     assert not list(tmp_path.glob(".*")), "no scratch file is left behind"
+
+
+@pytest.mark.parametrize("count", [2, 8])
+def test_sample_grid_is_as_tall_as_its_panels(tmp_path: Path, saved_figures: list[Figure],
+                                               count: int) -> None:
+    """With one row of tall slices the heading touched the panel titles; with four rows about
+    an inch of blank lay under the heading and above the legend (3.2-inch rows for 3-inch
+    panels)."""
+    images = [np.full((101, 61), i / count, dtype=np.float32) for i in range(count)]
+    masks = [np.ones((101, 61), dtype=np.int64)] * count
+    sample_grid(images, masks, [f"case {i}" for i in range(count)], tmp_path / "grid.png",
+                "heading", label_names={1: "infection"})
+    (figure,) = saved_figures
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    (heading,) = (text.get_window_extent(renderer) for text in figure.findobj(Text)
+                  if text.get_text() == "heading")
+    titles = [axis.title.get_window_extent(renderer) for axis in figure.axes if axis.get_title()]
+    legend = figure.legends[0].get_window_extent(renderer)
+    lowest = min(axis.get_window_extent(renderer).y0 for axis in figure.axes if axis.images)
+    assert 4 <= heading.y0 - max(title.y1 for title in titles) < 0.3 * figure.dpi
+    assert 0 <= lowest - legend.y1 < 0.4 * figure.dpi
 
 
 def test_severity_chart_draws_one_coloured_bar_per_study(tmp_path: Path) -> None:

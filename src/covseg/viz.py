@@ -63,10 +63,15 @@ def sample_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], title
                 path: str | os.PathLike[str], heading: str = "",
                 label_names: Mapping[int, str] | None = None) -> Path:
     """Rows of (image, image + mask overlay) pairs, two pairs per row, with a legend naming the
-    colour of each label in ``label_names`` that the masks hold."""
+    colour of each label in ``label_names`` that the masks hold. The figure is as tall as its
+    panels, so no blank band parts them from heading or legend."""
     pairs_per_row = 2
     rows = max(1, int(np.ceil(len(images) / pairs_per_row)))
-    fig, axes = plt.subplots(rows, 2 * pairs_per_row, figsize=(12, 3.2 * rows), squeeze=False)
+    panel_in = 12 / (2 * pairs_per_row)
+    tallest = max((image.shape[0] / image.shape[1] for image in images), default=1.0)
+    lines = max((title.count("\n") + 1 for title in titles), default=1)
+    fig, axes = plt.subplots(rows, 2 * pairs_per_row, squeeze=False, layout="constrained",
+                             figsize=(12, rows * (panel_in * tallest + 0.2 * lines + 0.1) + 0.6))
     for ax in axes.ravel():
         ax.axis("off")
     for i, (image, mask, title) in enumerate(zip(images, masks, titles, strict=True)):
@@ -80,8 +85,8 @@ def sample_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], title
         fig.suptitle(heading, fontsize=10)
     legend = legend_handles(masks, label_names or {})
     if legend:
-        fig.legend(handles=legend, loc="lower center", ncol=len(legend), fontsize=8,
-                   frameon=False, bbox_to_anchor=(0.5, -0.02))
+        fig.legend(handles=legend, loc="outside lower center", ncol=len(legend), fontsize=8,
+                   frameon=False)
     return save_figure(fig, path)
 
 
