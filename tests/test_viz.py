@@ -80,6 +80,16 @@ def test_sample_grid_is_as_tall_as_its_panels(tmp_path: Path, saved_figures: lis
     assert 0 <= lowest - legend.y1 < 0.4 * figure.dpi
 
 
+def test_sample_grid_draws_pixels_to_scale(tmp_path: Path, saved_figures: list[Figure]) -> None:
+    """A sagittal file's axial cut with 3 mm rows and 6 mm columns was drawn with square
+    pixels, squeezed to half its width."""
+    images = [np.zeros((30, 20), dtype=np.float32)] * 2
+    sample_grid(images, [np.zeros((30, 20), dtype=np.int64)] * 2, ["a", "b"],
+                tmp_path / "grid.png", aspects=[0.5, 1.0])
+    drawn = [axis.get_aspect() for axis in saved_figures[0].axes if axis.images]
+    assert drawn == [0.5, 0.5, 1.0, 1.0]
+
+
 def test_severity_chart_draws_one_coloured_bar_per_study(tmp_path: Path) -> None:
     rows = [{"study": "a", "percent_involved": 10.0, "ct_category": "CT-1"},
             {"study": "b", "percent_involved": 60.0, "ct_category": "CT-3"},

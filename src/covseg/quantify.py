@@ -275,7 +275,6 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
     figure.subplots_adjust(left=0.01, right=0.99, top=1 - 0.65 / (3.3 * rows + 0.7),
                            bottom=0.3 / (3.3 * rows + 0.7), wspace=0.04, hspace=0.12)
     flips = display_flips(grid.affine)
-    _, row_mm, column_mm = grid.spacing
     if multiclass is None:
         multiclass = bool(lesions.size) and int(lesions.max()) > 1
     colours = LESION_COLOURS if multiclass else {1: class_colour(1)}
@@ -285,7 +284,7 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
                 else np.zeros(lesions.shape[1:], dtype=np.float32))
         axis.imshow(_overlay(orient_for_display(grey, flips),
                              orient_for_display(lesions[k], flips), colours),
-                    interpolation="nearest", aspect=row_mm / column_mm)
+                    interpolation="nearest", aspect=grid.pixel_aspect)
         if lungs is not None:
             plane = orient_for_display(lungs[k], flips)
             for label, colour in LUNG_COLOURS.items():

@@ -61,25 +61,30 @@ def legend_handles(masks: Sequence[np.ndarray], label_names: Mapping[int, str]) 
 
 def sample_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], titles: Sequence[str],
                 path: str | os.PathLike[str], heading: str = "",
-                label_names: Mapping[int, str] | None = None) -> Path:
+                label_names: Mapping[int, str] | None = None,
+                aspects: Sequence[float] | None = None) -> Path:
     """Rows of (image, image + mask overlay) pairs, two pairs per row, with a legend naming the
-    colour of each label in ``label_names`` that the masks hold. The figure is as tall as its
-    panels, so no blank band parts them from heading or legend."""
+    colour of each label in ``label_names`` that the masks hold; ``aspects``: each image's
+    pixel height over width (row over column spacing), to draw it to scale (default square).
+    The figure is as tall as its panels, so no blank band parts them from heading or legend."""
     pairs_per_row = 2
     rows = max(1, int(np.ceil(len(images) / pairs_per_row)))
+    aspects = [1.0] * len(images) if aspects is None else list(aspects)
     panel_in = 12 / (2 * pairs_per_row)
-    tallest = max((image.shape[0] / image.shape[1] for image in images), default=1.0)
+    tallest = max((image.shape[0] * aspect / image.shape[1]
+                   for image, aspect in zip(images, aspects, strict=True)), default=1.0)
     lines = max((title.count("\n") + 1 for title in titles), default=1)
     fig, axes = plt.subplots(rows, 2 * pairs_per_row, squeeze=False, layout="constrained",
                              figsize=(12, rows * (panel_in * tallest + 0.2 * lines + 0.1) + 0.6))
     for ax in axes.ravel():
         ax.axis("off")
-    for i, (image, mask, title) in enumerate(zip(images, masks, titles, strict=True)):
+    for i, (image, mask, title, aspect) in enumerate(zip(images, masks, titles, aspects,
+                                                         strict=True)):
         left = axes[i // pairs_per_row, 2 * (i % pairs_per_row)]
         right = axes[i // pairs_per_row, 2 * (i % pairs_per_row) + 1]
-        left.imshow(image, cmap="gray", vmin=0, vmax=1)
+        left.imshow(image, cmap="gray", vmin=0, vmax=1, aspect=aspect)
         left.set_title(title, fontsize=8)
-        right.imshow(overlay(image, mask))
+        right.imshow(overlay(image, mask), aspect=aspect)
         right.set_title(f"mask: {int((mask > 0).sum())} px", fontsize=8)
     if heading:
         fig.suptitle(heading, fontsize=10)

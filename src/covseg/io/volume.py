@@ -120,6 +120,14 @@ class Volume:
         return z, y, x
 
     @property
+    def pixel_aspect(self) -> float:
+        """Height over width of an axial slice's pixel (row over column spacing): matplotlib's
+        ``imshow(aspect=...)`` to draw slices to scale, whatever :func:`orient_for_display`
+        flips."""
+        _, row_mm, column_mm = self.spacing
+        return row_mm / column_mm
+
+    @property
     def voxel_ml(self) -> float:
         """Volume of one voxel in millilitres."""
         return float(np.prod(self.spacing)) / 1000.0
