@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SAMPLE_CT = SHARED_DATA / "ct-samples" / "example_ct_sm.nii.gz"
@@ -25,6 +26,21 @@ def shared(*parts: str) -> Path:
 def _quiet_library_warnings() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="monai")
+
+
+@pytest.fixture()
+def saved_figures(monkeypatch: pytest.MonkeyPatch) -> list[Figure]:
+    """Every matplotlib figure saved during the test, in order: what a PNG shows (axes, titles,
+    legends, ticks) is checked on its figure, not on its pixels."""
+    saved: list[Figure] = []
+    save = Figure.savefig
+
+    def record(figure: Figure, *args: object, **kwargs: object) -> None:
+        saved.append(figure)
+        save(figure, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    return saved
 
 
 @pytest.fixture(scope="session")

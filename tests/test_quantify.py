@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import html
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from covseg.quantify import (
     quantify_study,
     run_batch,
     select_shard,
+    write_html,
 )
 from tests.conftest import SAMPLE_DICOMS, SHARED_DATA, shared
 
@@ -263,6 +266,28 @@ def test_report_says_whether_lungs_were_looked_for(tmp_path: Path) -> None:
         quantify_study(mask, tmp_path / reason, lungs=lungs, html_report=True)
         page = (tmp_path / reason / "report.html").read_text()
         assert f"Category: not available ({reason})" in page
+
+
+@pytest.mark.parametrize(("lesion", "shown", "category"), [
+    (9_999, "24.99", "CT-1"), (10_000, "25.00", "CT-2"), (19_999, "49.99", "CT-2"),
+    (1, "< 0.01", "CT-1"), (0, "0.00", "CT-0")])
+def test_report_percentages_never_contradict_the_category(
+        tmp_path: Path, lesion: int, shown: str, category: str) -> None:
+    """Rounded to nearest, 24.9975 % read 25.00 under CT-1 (and 49.9975 % read 50.00 under
+    CT-2) beside the rule putting 25 % in CT-2: % involved is rounded down, and a lesion under
+    0.01 % reads "< 0.01", not the 0 of CT-0; mL keep 2 decimals."""
+    lungs = np.ones((1, 100, 400), np.uint8)
+    lungs[:, :, 200:] = 2  # 40 000 voxels of 1 mm^3
+    lesions = np.zeros_like(lungs)
+    lesions.reshape(-1)[:lesion] = 1
+    result = quantify(lesions, (1.0, 1.0, 1.0), lungs)
+    assert result["study"]["ct_category"] == category
+    page = write_html(tmp_path / "report.html", result, "case", None).read_text()
+    header, study = (re.findall(r"<t[dh]>(.*?)</t[dh]>", row)
+                     for row in re.findall(r"<tr>(.*?)</tr>", page)[:2])
+    cells = dict(zip(header, study, strict=True))
+    assert html.unescape(cells["percent_involved"]) == shown
+    assert cells["ct_category"] == category and cells["lung_ml"] == "40.00"
 
 
 def test_batch_goes_on_past_failures_skips_done_and_shards(tmp_path: Path) -> None:
@@ -510,6 +535,37 @@ def test_lesion_and_lung_masks_without_geometry_pair_with_the_ct_as_stored(
                            image=tmp_path / "in" / "case.nii.gz")
     assert given["right_lung"]["lesion_ml"] == pytest.approx(lesion_ml)
     assert given["left_lung"]["lesion_ml"] == 0.0
+
+
+def test_montage_draws_voxels_to_scale_and_says_when_the_file_has_no_orientation(
+        tmp_path: Path, saved_figures: list) -> None:
+    """A sagittal file of 1.4 mm slices (0.7 mm rows) was drawn with square voxels, squeezed
+    to half its width; and a file without orientation (qform and sform codes 0, right and left
+    a guess) was titled "patient right on the image left"."""
+    ct, mask, _ = synthetic_study(tmp_path / "in", "case")
+    for path in (ct, mask):
+        image = nib.load(str(path))
+        wide = nib.Nifti1Image(np.asarray(image.dataobj)[::2], np.diag([1.4, 0.7, 5.0, 1.0]))
+        nib.save(wide.as_reoriented(nib.orientations.ornt_transform(
+            nib.io_orientation(wide.affine), nib.orientations.axcodes2ornt("SPL"))), str(path))
+    result = quantify_study(mask, tmp_path / "sagittal", image=ct, html_report=True)
+    montage = saved_figures[-1]
+    assert {axis.get_aspect() for axis in montage.axes} == {0.5}
+    assert "(patient right on the image left)" in montage.get_suptitle()
+    assert result["orientation_note"] is None
+    for path in (ct, mask):
+        image = nib.load(str(path))
+        image.set_qform(None, code=0)
+        image.set_sform(None, code=0)
+        nib.save(image, str(path))
+    result = quantify_study(mask, tmp_path / "unoriented", image=ct, html_report=True)
+    assert "(no orientation in the file: right and left may be swapped)" in (
+        saved_figures[-1].get_suptitle())
+    assert "qform and sform codes 0" in result["orientation_note"]
+    stored = json.loads((tmp_path / "unoriented" / "quantification.json").read_text())
+    assert stored["orientation_note"] == result["orientation_note"]
+    page = html.unescape((tmp_path / "unoriented" / "report.html").read_text())
+    assert f"Note: {result['orientation_note']}" in page
 
 
 def test_montage_gives_each_class_the_colour_of_visualize() -> None:

@@ -5,16 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.text import Text
 from PIL import Image
 
 from covseg.data.layouts import CLASS_NAMES
 from covseg.viz import (
     CLASS_COLOURS,
     PREDICTION_COLOUR,
+    box_plot,
     legend_handles,
     overlay,
     sample_grid,
     severity_chart,
+    training_curves,
 )
 
 
@@ -51,6 +57,39 @@ def test_sample_grid_writes_a_png(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*")), "no scratch file is left behind"
 
 
+@pytest.mark.parametrize("count", [2, 8])
+def test_sample_grid_is_as_tall_as_its_panels(tmp_path: Path, saved_figures: list[Figure],
+                                               count: int) -> None:
+    """With one row of tall slices the heading touched the panel titles; with four rows about
+    an inch of blank lay under the heading and above the legend (3.2-inch rows for 3-inch
+    panels)."""
+    images = [np.full((101, 61), i / count, dtype=np.float32) for i in range(count)]
+    masks = [np.ones((101, 61), dtype=np.int64)] * count
+    sample_grid(images, masks, [f"case {i}" for i in range(count)], tmp_path / "grid.png",
+                "heading", label_names={1: "infection"})
+    (figure,) = saved_figures
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    (heading,) = (text.get_window_extent(renderer) for text in figure.findobj(Text)
+                  if text.get_text() == "heading")
+    titles = [axis.title.get_window_extent(renderer) for axis in figure.axes if axis.get_title()]
+    legend = figure.legends[0].get_window_extent(renderer)
+    lowest = min(axis.get_window_extent(renderer).y0 for axis in figure.axes if axis.images)
+    assert 4 <= heading.y0 - max(title.y1 for title in titles) < 0.3 * figure.dpi
+    assert 0 <= lowest - legend.y1 < 0.4 * figure.dpi
+
+
+def test_sample_grid_draws_pixels_to_scale(tmp_path: Path, saved_figures: list[Figure]) -> None:
+    """A sagittal file's axial cut with 3 mm rows and 6 mm columns was drawn with square
+    pixels, squeezed to half its width."""
+    images = [np.zeros((30, 20), dtype=np.float32)] * 2
+    sample_grid(images, [np.zeros((30, 20), dtype=np.int64)] * 2, ["a", "b"],
+                tmp_path / "grid.png", aspects=[0.5, 1.0])
+    drawn = [axis.get_aspect() for axis in saved_figures[0].axes if axis.images]
+    assert drawn == [0.5, 0.5, 1.0, 1.0]
+
+
 def test_severity_chart_draws_one_coloured_bar_per_study(tmp_path: Path) -> None:
     rows = [{"study": "a", "percent_involved": 10.0, "ct_category": "CT-1"},
             {"study": "b", "percent_involved": 60.0, "ct_category": "CT-3"},
@@ -61,3 +100,52 @@ def test_severity_chart_draws_one_coloured_bar_per_study(tmp_path: Path) -> None
     for colour in ("#cddc39", "#ff7043"):  # CT-1 and CT-3 bars; CT-0 at 0 % has no width
         rgb = [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
         assert (np.abs(pixels.astype(int) - rgb).sum(axis=2) < 10).sum() > 100, colour
+
+
+def test_severity_chart_names_its_colours_in_both_modes(tmp_path: Path,
+                                                        saved_figures: list[Figure]) -> None:
+    """In mL mode (a study without lungs) the bars were coloured by category with no legend."""
+    rows = [{"study": "a", "lesion_ml": 12.0, "percent_involved": 10.0, "ct_category": "CT-1"},
+            {"study": "b", "lesion_ml": 40.0, "percent_involved": 60.0, "ct_category": "CT-3"},
+            {"study": "c", "lesion_ml": 5.0, "percent_involved": None, "ct_category": None}]
+    severity_chart(rows, tmp_path / "ml.png")
+    severity_chart(rows[:2], tmp_path / "percent.png")
+    ml, percent = (figure.axes[0] for figure in saved_figures)
+    assert ml.get_xlabel() == "lesion volume (mL)"
+    assert [t.get_text() for t in ml.get_legend().get_texts()] == ["CT-1", "CT-3", "no category"]
+    assert percent.get_xlabel() == "% of the lungs involved"
+    assert [t.get_text() for t in percent.get_legend().get_texts()] == ["CT-1", "CT-3"]
+
+
+def test_box_plot_says_how_many_values_each_box_holds(tmp_path: Path,
+                                                       saved_figures: list[Figure]) -> None:
+    """Undefined values (sensitivity of an empty truth) were dropped without a word: a title
+    of "4 cases" stood over a box of 2 points."""
+    nan = float("nan")
+    box_plot({"dice": [0.8, 0.7, 0.0, 1.0], "sensitivity": [0.9, 0.8, nan, nan]},
+             tmp_path / "box.png", title="4 cases")
+    (axis,) = saved_figures[0].axes
+    assert [t.get_text() for t in axis.get_xticklabels()] == [
+        "dice (n=4)", "sensitivity (n=2; 2 undefined)"]
+
+
+def test_training_curves_name_the_loss_and_the_dice_and_count_whole_epochs(
+        tmp_path: Path, saved_figures: list[Figure]) -> None:
+    """Without a validation split the Dice panel was empty (epochs -0.04..0.04); the Dice
+    plotted is the canvas one, not metrics.json's; epochs read 1.0, 1.5...; "loss" named none."""
+    history = [{"epoch": e, "train_loss": 1 / e, "lr": 0.1, "seconds": 1.0} for e in (1, 2, 3)]
+    training_curves(history, tmp_path / "plain.png", loss="bce+dice", canvas=256, title="unet")
+    validated = [{**row, "val_loss": 1.2 / row["epoch"], "val_dice": 0.2 * row["epoch"]}
+                 for row in history]
+    training_curves(validated, tmp_path / "split.png", loss="dice", canvas=128, title="unet")
+    plain, split = saved_figures
+    (loss,) = plain.axes
+    assert plain.get_suptitle() == "unet (no validation split)"
+    assert loss.get_ylabel() == "loss (bce+dice)"
+    left, right = split.axes
+    assert split.get_suptitle() == "unet" and left.get_ylabel() == "loss (dice)"
+    assert "128 px training canvas" in right.get_ylabel()
+    assert "metrics.json" in right.get_title()
+    for axis in (loss, left, right):
+        ticks = [t for t in axis.get_xticks() if 1 <= t <= 3]
+        assert ticks == [1, 2, 3] and axis.get_xlabel() == "epoch"

@@ -28,6 +28,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,10 @@ LESION_NAMES = {GGO: "ground-glass", CONSOLIDATION: "consolidation", EFFUSION: "
 LESION_COLOURS = {label: class_colour(label) for label in LESION_NAMES}
 """The colours of ``covseg visualize`` and of predict's overlays, so one class has one colour."""
 LUNG_COLOURS = {RIGHT_LUNG: "#2ca02c", LEFT_LUNG: "#17becf"}
+UNORIENTED_NOTE = ("the file states no orientation (qform and sform codes 0): read by the Analyze "
+                   "convention, so right and left, and the right and left lungs' numbers, may "
+                   "be swapped")
+"""A result's ``orientation_note`` for such a file (else None); its montage says so too."""
 
 log = logging.getLogger(__name__)
 
@@ -253,14 +258,14 @@ def most_affected_slices(lesions: np.ndarray, lungs: np.ndarray | None, count: i
     return sorted(int(k) for k in order if score[k] > 0)
 
 
-def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, *,
+def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volume, *,
                   lungs: np.ndarray | None = None, image: np.ndarray | None = None,
-                  intensity: str = "hu", affine: np.ndarray | None = None,
-                  voxel_ml: float | None = None, count: int = 6, title: str = "",
-                  slice_name: Callable[[int], str] | None = None,
+                  intensity: str = "hu", count: int = 6, title: str = "",
                   multiclass: bool | None = None) -> Path:
-    """PNG grid of the most affected slices: CT (lung window) with lesion fill and lung outline;
-    ``slice_name`` names a slice index for the user (:meth:`Volume.slice_name`); ``multiclass``
+    """PNG grid of the most affected slices: CT (lung window) with lesion fill and lung outline.
+
+    ``grid``: the volume the masks lie on, whose geometry shows the slices radiologically with
+    voxels to scale and names them as its file does (:meth:`Volume.slice_name`); ``multiclass``
     (None: labels > 1) draws and names each class, also when one class alone was found."""
     slices = most_affected_slices(lesions, lungs, count)
     columns = min(3, len(slices))
@@ -269,7 +274,7 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, *,
     FigureCanvasAgg(figure)
     figure.subplots_adjust(left=0.01, right=0.99, top=1 - 0.65 / (3.3 * rows + 0.7),
                            bottom=0.3 / (3.3 * rows + 0.7), wspace=0.04, hspace=0.12)
-    flips = display_flips(affine)
+    flips = display_flips(grid.affine)
     if multiclass is None:
         multiclass = bool(lesions.size) and int(lesions.max()) > 1
     colours = LESION_COLOURS if multiclass else {1: class_colour(1)}
@@ -279,15 +284,14 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, *,
                 else np.zeros(lesions.shape[1:], dtype=np.float32))
         axis.imshow(_overlay(orient_for_display(grey, flips),
                              orient_for_display(lesions[k], flips), colours),
-                    interpolation="nearest")
+                    interpolation="nearest", aspect=grid.pixel_aspect)
         if lungs is not None:
             plane = orient_for_display(lungs[k], flips)
             for label, colour in LUNG_COLOURS.items():
                 if (plane == label).any():
                     axis.contour(plane == label, levels=[0.5], colors=colour, linewidths=0.8)
-        volume = f", {np.count_nonzero(lesions[k]) * voxel_ml:.1f} mL" if voxel_ml else ""
-        name = slice_name(k) if slice_name else f"slice {k}"
-        axis.set_title(f"{name}{volume}", fontsize=9)
+        volume = np.count_nonzero(lesions[k]) * grid.voxel_ml
+        axis.set_title(f"{grid.slice_name(k)}, {volume:.1f} mL", fontsize=9)
         axis.set_axis_off()
     names = LESION_NAMES if multiclass else {1: "lesion"}
     drawn = {int(label) for k in slices for label in np.unique(lesions[k])}
@@ -298,7 +302,8 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, *,
                    Patch(color=LUNG_COLOURS[LEFT_LUNG], label="left lung")]
     figure.legend(handles=legend, loc="lower center", ncol=len(legend), fontsize=8,
                   frameon=False)
-    orientation = "patient right on the image left" if affine is not None else "stored orientation"
+    orientation = ("patient right on the image left" if grid.oriented
+                   else "no orientation in the file: right and left may be swapped")
     figure.suptitle(f"{title} ({orientation})".strip(), fontsize=10)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
@@ -319,7 +324,8 @@ def write_html(path: str | os.PathLike[str], result: dict[str, Any], study: str,
                montage: Path | None) -> Path:
     """Self-contained HTML report: the numbers and the montage embedded as base64 PNG."""
     rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_html_cell(row.get(k)))}</td>" for k in CSV_FIELDS[1:])
+        "<tr>" + "".join(f"<td>{html.escape(_html_cell(k, row.get(k)))}</td>"
+                         for k in CSV_FIELDS[1:])
         + "</tr>" for row in result_rows(result, study))
     head = "".join(f"<th>{html.escape(k)}</th>" for k in CSV_FIELDS[1:])
     image = ""
@@ -327,6 +333,8 @@ def write_html(path: str | os.PathLike[str], result: dict[str, Any], study: str,
         data = base64.b64encode(montage.read_bytes()).decode("ascii")
         image = f'<img alt="most affected slices" src="data:image/png;base64,{data}">'
     category = _category_text(result)
+    note = result.get("orientation_note")
+    warning = f"<p><b>Note: {html.escape(note)}.</b></p>" if note else ""
     details = html.escape(json.dumps(result.get("inputs", {}), indent=2))
     text = (
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\">"
@@ -334,7 +342,7 @@ def write_html(path: str | os.PathLike[str], result: dict[str, Any], study: str,
         "margin:2em}table{border-collapse:collapse}td,th{border:1px solid #aaa;padding:4px 8px;"
         "text-align:right}img{max-width:100%}</style></head><body>"
         f"<h1>{html.escape(study)}</h1><p><b>Category: {html.escape(category)}</b></p>"
-        f"<p>{html.escape(CATEGORY_RULE)}</p><table><tr>{head}</tr>{rows}</table>{image}"
+        f"<p>{html.escape(CATEGORY_RULE)}</p>{warning}<table><tr>{head}</tr>{rows}</table>{image}"
         f"<h2>Inputs</h2><pre>{details}</pre>"
         "<p>Research software output, not a diagnosis.</p></body></html>\n"
     )
@@ -351,26 +359,35 @@ def _category_text(result: dict[str, Any]) -> str:
             else "not available (no lung mask)")
 
 
-def _html_cell(value: Any) -> str:
+def _html_cell(key: str, value: Any) -> str:
+    """A report cell: numbers to 2 decimals, % involved by :func:`_percent_text`."""
     if value is None:
         return "-"
+    if key == "percent_involved":
+        return _percent_text(float(value))
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
+def _percent_text(percent: float) -> str:
+    """A % involved to 2 decimals, rounded down, and "< 0.01" for a lesion below that: rounded
+    to nearest, 24.9988 % read 25.00 under CT-1, whose rule puts 25 % in CT-2."""
+    shown = Decimal(repr(percent)).quantize(Decimal("0.01"), rounding=ROUND_DOWN)
+    return "< 0.01" if percent > 0 and not shown else str(shown)
+
+
 def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any], study: str,
-                 lesions: np.ndarray, *, lungs: np.ndarray | None = None,
+                 lesions: np.ndarray, grid: Volume, *, lungs: np.ndarray | None = None,
                  image: np.ndarray | None = None, intensity: str = "hu",
-                 affine: np.ndarray | None = None, html_report: bool = False,
-                 slice_name: Callable[[int], str] | None = None) -> dict[str, Any]:
-    """Write CSV, montage, optional HTML and finally the JSON (the study's 'done' marker)."""
+                 html_report: bool = False) -> dict[str, Any]:
+    """Write CSV, montage, optional HTML and finally the JSON (the study's 'done' marker);
+    ``grid``: the volume the masks lie on (see :func:`write_montage`)."""
     out_dir = Path(out_dir)
+    result = {**result, "orientation_note": None if grid.oriented else UNORIENTED_NOTE}
     files = dict(result.get("files", {}))
     files["csv"] = str(write_text(out_dir / RESULT_CSV, csv_text(result_rows(result, study),
                                                                 CSV_FIELDS)))
-    montage = write_montage(out_dir / MONTAGE_PNG, lesions, lungs=lungs, image=image,
-                            intensity=intensity, affine=affine, voxel_ml=result["voxel_ml"],
-                            title=study, slice_name=slice_name,
-                            multiclass=result.get("multiclass"))
+    montage = write_montage(out_dir / MONTAGE_PNG, lesions, grid, lungs=lungs, image=image,
+                            intensity=intensity, title=study, multiclass=result.get("multiclass"))
     files["montage"] = str(montage)
     if html_report:
         files["html"] = str(write_html(out_dir / REPORT_HTML, result, study, montage))
@@ -503,8 +520,7 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     return write_report(out_dir, result, stem, lesions.array, lungs=lung_labels,
                         image=ct.array if ct is not None else None,
                         intensity=ct.intensity if ct is not None else "hu",
-                        affine=lesions.affine, html_report=html_report,
-                        slice_name=lesions.slice_name)
+                        grid=lesions, html_report=html_report)
 
 
 def _lung_labels(volume: Volume, path: Path) -> np.ndarray:

@@ -607,7 +607,7 @@ def _member_process(config: TrainConfig, shared: Path, out: Path, progress: bool
 def _finish(out: Path, config: TrainConfig, data: LoadedData, history: list[dict[str, float]],
             val_samples: list[Sample]) -> dict[str, Any]:
     """Curves, and the best model's validation metrics at the original image size."""
-    training_curves(history, out / "curves.png",
+    training_curves(history, out / "curves.png", loss=config.loss, canvas=config.size,
                     title=f"{config.model} on {'SYNTHETIC ' if data.synthetic else ''}{data.layout}")
     best = max(history, key=lambda r: r.get("val_dice", r["epoch"]))
     metrics: dict[str, Any] = {

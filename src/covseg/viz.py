@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from covseg.io.atomic import atomic_path
 
@@ -60,60 +61,82 @@ def legend_handles(masks: Sequence[np.ndarray], label_names: Mapping[int, str]) 
 
 def sample_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], titles: Sequence[str],
                 path: str | os.PathLike[str], heading: str = "",
-                label_names: Mapping[int, str] | None = None) -> Path:
+                label_names: Mapping[int, str] | None = None,
+                aspects: Sequence[float] | None = None) -> Path:
     """Rows of (image, image + mask overlay) pairs, two pairs per row, with a legend naming the
-    colour of each label in ``label_names`` that the masks hold."""
+    colour of each label in ``label_names`` that the masks hold; ``aspects``: each image's
+    pixel height over width (row over column spacing), to draw it to scale (default square).
+    The figure is as tall as its panels, so no blank band parts them from heading or legend."""
     pairs_per_row = 2
     rows = max(1, int(np.ceil(len(images) / pairs_per_row)))
-    fig, axes = plt.subplots(rows, 2 * pairs_per_row, figsize=(12, 3.2 * rows), squeeze=False)
+    aspects = [1.0] * len(images) if aspects is None else list(aspects)
+    panel_in = 12 / (2 * pairs_per_row)
+    tallest = max((image.shape[0] * aspect / image.shape[1]
+                   for image, aspect in zip(images, aspects, strict=True)), default=1.0)
+    lines = max((title.count("\n") + 1 for title in titles), default=1)
+    fig, axes = plt.subplots(rows, 2 * pairs_per_row, squeeze=False, layout="constrained",
+                             figsize=(12, rows * (panel_in * tallest + 0.2 * lines + 0.1) + 0.6))
     for ax in axes.ravel():
         ax.axis("off")
-    for i, (image, mask, title) in enumerate(zip(images, masks, titles, strict=True)):
+    for i, (image, mask, title, aspect) in enumerate(zip(images, masks, titles, aspects,
+                                                         strict=True)):
         left = axes[i // pairs_per_row, 2 * (i % pairs_per_row)]
         right = axes[i // pairs_per_row, 2 * (i % pairs_per_row) + 1]
-        left.imshow(image, cmap="gray", vmin=0, vmax=1)
+        left.imshow(image, cmap="gray", vmin=0, vmax=1, aspect=aspect)
         left.set_title(title, fontsize=8)
-        right.imshow(overlay(image, mask))
+        right.imshow(overlay(image, mask), aspect=aspect)
         right.set_title(f"mask: {int((mask > 0).sum())} px", fontsize=8)
     if heading:
         fig.suptitle(heading, fontsize=10)
     legend = legend_handles(masks, label_names or {})
     if legend:
-        fig.legend(handles=legend, loc="lower center", ncol=len(legend), fontsize=8,
-                   frameon=False, bbox_to_anchor=(0.5, -0.02))
+        fig.legend(handles=legend, loc="outside lower center", ncol=len(legend), fontsize=8,
+                   frameon=False)
     return save_figure(fig, path)
 
 
-def training_curves(history: Sequence[Mapping[str, float]], path: str | os.PathLike[str],
-                    title: str = "") -> Path:
-    """Loss (train, validation) and validation Dice per epoch."""
+def training_curves(history: Sequence[Mapping[str, float]], path: str | os.PathLike[str], *,
+                    loss: str, canvas: int, title: str = "") -> Path:
+    """The ``loss`` per epoch (train, validation) and, with a validation split, the validation
+    Dice per epoch as training scores it, on its ``canvas``-pixel canvas (metrics.json's
+    validation Dice is the best model's at the images' own size); without a split, one panel."""
     epochs = [row["epoch"] for row in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
-    left.plot(epochs, [row["train_loss"] for row in history], label="train")
     val_loss = [row.get("val_loss") for row in history]
-    if any(v is not None and not np.isnan(v) for v in val_loss):
+    validated = any(v is not None and not np.isnan(v) for v in val_loss)
+    fig, axes = plt.subplots(1, 1 + validated, figsize=(10 if validated else 5.5, 3.5),
+                             squeeze=False, layout="constrained")
+    left = axes[0, 0]
+    left.plot(epochs, [row["train_loss"] for row in history], label="train")
+    if validated:
         left.plot(epochs, val_loss, label="validation")
-    left.set_xlabel("epoch")
-    left.set_ylabel("loss")
+        right = axes[0, 1]
+        right.plot(epochs, [row.get("val_dice", float("nan")) for row in history],
+                   color="tab:green")
+        right.set_ylabel(f"validation Dice\n(on the {canvas} px training canvas)")
+        right.set_title("metrics.json scores the best epoch at the images' own size", fontsize=8)
+        right.set_ylim(0, 1)
+    left.set_ylabel(f"loss ({loss})")
     left.legend()
-    right.plot(epochs, [row.get("val_dice", float("nan")) for row in history], color="tab:green")
-    right.set_xlabel("epoch")
-    right.set_ylabel("validation Dice")
-    right.set_ylim(0, 1)
-    if title:
-        fig.suptitle(title, fontsize=10)
+    for ax in axes.ravel():
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    heading = title if validated else f"{title} (no validation split)".strip()
+    fig.suptitle(heading, fontsize=10)
     return save_figure(fig, path)
 
 
 def box_plot(groups: Mapping[str, Sequence[float]], path: str | os.PathLike[str],
              ylabel: str = "Dice per case", title: str = "") -> Path:
-    """One box (with the points) per group, e.g. per fold or per model."""
+    """One box (with the points) per group, e.g. per fold or per model; undefined (NaN) values
+    are left out, and each group's label says how many values its box holds and how many were
+    undefined (a title's case count is not every box's)."""
     names = list(groups)
     values = [np.asarray(groups[n], dtype=float) for n in names]
+    labels = [_counted(name, v) for name, v in zip(names, values, strict=True)]
     values = [v[~np.isnan(v)] for v in values]
-    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(names) + 2), 4))
+    fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(names) + 2), 4))
     ax.boxplot(values, showmeans=True)
-    ax.set_xticks(range(1, len(names) + 1), names, rotation=20)
+    ax.set_xticks(range(1, len(names) + 1), labels, rotation=20, ha="right")
     for i, v in enumerate(values, start=1):
         ax.scatter(np.full(v.size, i) + np.random.default_rng(i).uniform(-0.08, 0.08, v.size), v,
                    s=8, alpha=0.5, color="black")
@@ -124,20 +147,31 @@ def box_plot(groups: Mapping[str, Sequence[float]], path: str | os.PathLike[str]
     return save_figure(fig, path)
 
 
+def _counted(name: str, values: np.ndarray) -> str:
+    """'name (n=2; 2 undefined)': the values a box holds, and the NaN ones it leaves out."""
+    undefined = int(np.isnan(values).sum())
+    left_out = f"; {undefined} undefined" if undefined else ""
+    return f"{name} (n={values.size - undefined}{left_out})"
+
+
 CATEGORY_COLOURS = {"CT-0": "#4caf50", "CT-1": "#cddc39", "CT-2": "#ffc107", "CT-3": "#ff7043",
                     "CT-4": "#d32f2f"}
+NO_CATEGORY_COLOUR = "#78909c"
+"""The bar of a study without a category (no lungs to divide by)."""
 
 
 def severity_chart(rows: Sequence[Mapping[str, object]], path: str | os.PathLike[str],
                    title: str = "") -> Path:
     """One bar per study: % of the lungs involved, coloured by CT category, with the category
-    bounds (25, 50, 75 %) marked; lesion volume in mL for studies without lungs."""
+    bounds (25, 50, 75 %) marked; lesion volume in mL when some study has no lungs (no
+    category, grey). The legend names the colours shown in both cases."""
     percent = all(row.get("percent_involved") is not None for row in rows)
     key, unit = ("percent_involved", "% of the lungs involved") if percent else ("lesion_ml",
                                                                               "lesion volume (mL)")
     names = [str(row["study"]) for row in rows]
     values = [float(row[key] or 0.0) for row in rows]
-    colours = [CATEGORY_COLOURS.get(str(row.get("ct_category")), "#78909c") for row in rows]
+    colours = [CATEGORY_COLOURS.get(str(row.get("ct_category")), NO_CATEGORY_COLOUR)
+               for row in rows]
     fig, ax = plt.subplots(figsize=(7, max(2.5, 0.28 * len(rows) + 1.2)))
     ax.barh(range(len(rows)), values, color=colours)
     ax.set_yticks(range(len(rows)), names, fontsize=7)
@@ -147,9 +181,12 @@ def severity_chart(rows: Sequence[Mapping[str, object]], path: str | os.PathLike
         ax.set_xlim(0, 100)
         for bound in (25, 50, 75):
             ax.axvline(bound, color="grey", linestyle="--", linewidth=0.8)
-        shown = [Patch(color=c, label=n) for n, c in CATEGORY_COLOURS.items()
-                 if any(row.get("ct_category") == n for row in rows)]
-        ax.legend(handles=shown, loc="lower right", fontsize=7)
+    shown = [Patch(color=c, label=n) for n, c in CATEGORY_COLOURS.items()
+             if any(row.get("ct_category") == n for row in rows)]
+    if NO_CATEGORY_COLOUR in colours:
+        shown.append(Patch(color=NO_CATEGORY_COLOUR, label="no category"))
+    ax.legend(handles=shown, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7,
+              title="CT category", title_fontsize=7)
     if title:
         ax.set_title(title, fontsize=10)
     return save_figure(fig, path)

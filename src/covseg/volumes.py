@@ -258,8 +258,8 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
         predictor, lung_predictor, probabilities=probabilities,
         keep_outside_lungs=keep_outside_lungs, hu=hu, html=html, lung_margin_mm=lung_margin_mm)
     return write_report(out_dir, result, study_name(Path(path)), labels, lungs=lungs,
-                        image=volume.array, intensity=volume.intensity, affine=volume.affine,
-                        html_report=html, slice_name=volume.slice_name)
+                        image=volume.array, intensity=volume.intensity, grid=volume,
+                        html_report=html)
 
 
 def _predict_with_probabilities(predictor: SlicePredictor, volume: Volume, out_dir: Path,

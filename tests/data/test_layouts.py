@@ -309,6 +309,30 @@ def test_generic_folder_of_nifti_volumes(tmp_path: Path) -> None:
     assert load_dataset(shared("infnet-covid-semiseg")).samples[0].display_flips == (False, False)
 
 
+def test_volume_slices_know_their_file_slice_and_pixel_shape(tmp_path: Path) -> None:
+    """Visualize named a volume's slices by covseg's axial index (case1_z0000 is the file's
+    slice 2 of a head-first file; of a sagittal file, a cut the file does not have) and drew
+    them with square pixels. The case ids, which folds and fingerprints use, stay."""
+    hu, lesions = _hu_volume(slices=3)
+    for folder, axes in (("head-first", "LPI"), ("sagittal", "SPL")):
+        for part, volume in (("images", hu), ("masks", lesions)):
+            image = nib.Nifti1Image(volume.transpose(2, 1, 0).astype(np.int16),
+                                    np.diag([1.6, 0.8, 5.0, 1]))
+            (tmp_path / folder / part).mkdir(parents=True)
+            nib.save(image.as_reoriented(nib.orientations.ornt_transform(
+                nib.io_orientation(image.affine), nib.orientations.axcodes2ornt(tuple(axes)))),
+                str(tmp_path / folder / part / "case1.nii.gz"))
+    head_first = load_dataset(tmp_path / "head-first").samples
+    assert [s.case_id for s in head_first] == ["case1_z0000", "case1_z0001", "case1_z0002"]
+    assert head_first[0].slice_name == "slice 2 of case1.nii.gz"
+    assert head_first[0].title == "case1_z0000\nslice 2 of case1.nii.gz"
+    sagittal = load_dataset(tmp_path / "sagittal").samples
+    assert sagittal[1].slice_name == "axial slice 1 (cut across the file's) of case1.nii.gz"
+    assert {s.aspect for s in head_first + sagittal} == {0.5}
+    flat = load_dataset(shared("infnet-covid-semiseg")).samples[0]
+    assert (flat.title, flat.aspect) == (flat.case_id, 1.0)
+
+
 def test_volume_and_mask_stored_differently_are_paired_voxel_for_voxel(tmp_path: Path) -> None:
     """A mask stored sagittally beside its axial image fell on the wrong slices silently."""
     hu, lesions = _hu_volume(slices=3)

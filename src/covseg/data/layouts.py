@@ -72,6 +72,17 @@ class Sample:
     source: str
     display_flips: tuple[bool, bool] = (False, False)
     """(rows, columns) to flip for a radiological view (slices of volumes stored otherwise)."""
+    aspect: float = 1.0
+    """Height over width of a pixel (row over column spacing; square for 2D files), to draw the
+    slice to scale (:attr:`Volume.pixel_aspect`)."""
+    slice_name: str = ""
+    """Where a volume's file holds the slice, e.g. "slice 29 of case4.nii.gz" (a viewer's number;
+    the case id counts covseg's axial slices): :meth:`Volume.slice_name`; empty for 2D files."""
+
+    @property
+    def title(self) -> str:
+        """The slice named for a user: its case id and, for a volume's slice, its file's slice."""
+        return f"{self.case_id}\n{self.slice_name}" if self.slice_name else self.case_id
 
 
 def data_fingerprint(data: LoadedData, cases: Iterable[str]) -> str:
@@ -125,7 +136,9 @@ class ReadOptions:
 
 
 def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source: str,
-            options: ReadOptions, flips: tuple[bool, bool] = (False, False)) -> Sample:
+            options: ReadOptions, view: tuple[Volume, Path, int] | None = None) -> Sample:
+    """A checked sample; ``view``: the volume, its file and the slice index it comes from,
+    for its radiological view, pixel aspect and name in the file."""
     if image.shape != mask.shape:
         raise CovsegError(
             f"{source}: image is {image.shape[1]}x{image.shape[0]} but its mask is "
@@ -135,8 +148,14 @@ def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source
         labels = mask  # stored levels, turned into labels with the whole set's (see _loaded)
     else:
         labels = (mask > 0).astype(np.uint8)
-    return Sample(normalize_intensity(image, options.intensity, options.window), labels,
-                  case, patient, source, flips)
+    sample = Sample(normalize_intensity(image, options.intensity, options.window), labels,
+                    case, patient, source)
+    if view is not None:
+        volume, path, k = view
+        sample.display_flips = display_flips(volume.affine)
+        sample.aspect = volume.pixel_aspect
+        sample.slice_name = f"{volume.slice_name(k)} of {path.name}"
+    return sample
 
 
 def _files(folder: Path, predicate: Callable[[Path], bool]) -> dict[str, Path]:
@@ -259,10 +278,9 @@ def _slice_volume(image_path: Path, mask_path: Path, patient: str, options: Read
     if options.slices == "labelled":
         keep = [k for k in keep if mask.array[k].any()]
     unit = ReadOptions(options.target, "unit", options.window, options.slices)
-    flips = display_flips(image.affine)
     return [
         _sample(hu[k], mask.array[k], f"{patient}_z{k:04d}", patient, f"{image_path}#z{k}",
-                unit, flips)
+                unit, (image, image_path, k))
         for k in keep
     ]
 
@@ -421,11 +439,10 @@ def _read_medseg(root: Path, options: ReadOptions) -> LoadedData:
         patients = _read_patients_csv(root)
         if patients:
             _check_patients_listed(patients, [(f"medseg_{k:04d}",) * 2 for k in range(len(hu))])
-        flips = display_flips(image.affine)
         samples = [
             _sample(hu[k], mask.array[k], f"medseg_{k:04d}",
                     patients.get(f"medseg_{k:04d}", f"medseg_{k:04d}"),
-                    f"{root / 'tr_im.nii.gz'}#z{k}", unit, flips)
+                    f"{root / 'tr_im.nii.gz'}#z{k}", unit, (image, root / "tr_im.nii.gz", k))
             for k in range(len(hu))
         ]
         return _loaded(samples, "medseg", root, options)

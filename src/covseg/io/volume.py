@@ -120,6 +120,14 @@ class Volume:
         return z, y, x
 
     @property
+    def pixel_aspect(self) -> float:
+        """Height over width of an axial slice's pixel (row over column spacing): matplotlib's
+        ``imshow(aspect=...)`` to draw slices to scale, whatever :func:`orient_for_display`
+        flips."""
+        _, row_mm, column_mm = self.spacing
+        return row_mm / column_mm
+
+    @property
     def voxel_ml(self) -> float:
         """Volume of one voxel in millilitres."""
         return float(np.prod(self.spacing)) / 1000.0
@@ -139,6 +147,12 @@ class Volume:
         """The voxel grid's shape as the file holds it, as (z, y, x)."""
         x, y, z = (int(n) for n in self.file_header.get_data_shape()[:3])
         return z, y, x
+
+    @property
+    def oriented(self) -> bool:
+        """Whether the file states its orientation (qform or sform code set); without one,
+        nibabel's Analyze convention placed it, so right and left may be swapped."""
+        return not _unoriented(self.file_header)
 
     @property
     def file_axes(self) -> str:
