@@ -17,6 +17,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from covseg.cascade import require_lung_model
+from covseg.compare import check_specs, compare_models
 from covseg.config import TrainConfig, check_kind, check_threshold
 from covseg.crossval import cross_validate as _cross_validate
 from covseg.crossval import cross_validate_fold
@@ -24,6 +25,7 @@ from covseg.data.layouts import CLASS_NAMES, LoadedData, load_dataset
 from covseg.data.splits import check_fold_count
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_folders, is_covseg_picture
+from covseg.export import export_onnx
 from covseg.infer import Predictor, output_name
 from covseg.io.atomic import output_file, write_json
 from covseg.io.image import is_image_file, read_array, write_png
@@ -113,8 +115,6 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
             **config: Any) -> dict[str, Any]:
     """Cross-validate ``models`` (first = baseline) on identical folds, with paired tests; one
     name given alone is a list of one (and refused: a comparison needs two)."""
-    from covseg.compare import check_specs, compare_models
-
     recipe = _recipe(config, folds)
     specs = [str(spec) for spec in _as_list(models)]
     check_specs(specs)
@@ -328,8 +328,6 @@ def quantify(masks: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str
 
 def export(model: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
     """Export a trained run to ONNX (for ``predict --onnx`` and ONNX Runtime users)."""
-    from covseg.export import export_onnx
-
     return export_onnx(model, out)
 
 
