@@ -41,7 +41,7 @@ from covseg.io.volume import (
     volume_from_nifti,
 )
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM
-from covseg.quantify import BatchResult, changed_settings, quantify_batch
+from covseg.quantify import BatchResult, changed_settings, multiclass_for, quantify_batch
 from covseg.train import check_recipe
 from covseg.train import train as _train
 from covseg.transforms import LUNG_WINDOW, normalize_intensity
@@ -318,12 +318,19 @@ def _volume_in_memory(image: object, spacing: Sequence[float] | None) -> tuple[V
                       "(z, y, x) volume as a numpy array, a SimpleITK image or a nibabel image")
 
 
-def quantify(masks: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
-             **options: Any) -> BatchResult:
-    """Lesion and lung volumes, % involved and CT-0..CT-4 from existing masks (``covseg
-    quantify``); ``options``: ``lungs``, ``image``, ``hu``, ``multiclass``, ``html_report``,
-    ``shard``."""
-    return quantify_batch(masks, out, **options)
+def quantify(masks: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+             out: str | os.PathLike[str], *, lungs: str | os.PathLike[str] | None = None,
+             image: str | os.PathLike[str] | None = None, hu: str = "auto",
+             classes: str = "auto", html: bool = False, shard: tuple[int, int] = (0, 1)
+             ) -> BatchResult:
+    """Lesion and lung volumes, % involved and CT-0..CT-4 from existing masks, as ``covseg
+    quantify`` (its options by the same names: ``classes`` is ``auto``, ``binary`` or
+    ``multiclass``); one mask or folder may be given alone.
+
+    Returns the batch's counts (done, skipped, failed) and the path of its summary CSV.
+    """
+    return quantify_batch(_as_list(masks), out, lungs=lungs, image=image, hu=hu,
+                          multiclass=multiclass_for(classes), html_report=html, shard=shard)
 
 
 def export(model: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:

@@ -11,14 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from covseg import api
 from covseg.data.fetch import DATASETS, fetch
 from covseg.errors import CovsegError
 from covseg.io.volume import HU_MODES
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM
-from covseg.quantify import BatchResult, parse_shard, quantify_batch
+from covseg.quantify import CLASSES, BatchResult, parse_shard
 from covseg.volumes import SlicePredictor, predict_batch
-
-CLASS_CHOICES = ("auto", "binary", "multiclass")
 
 
 def register(subparsers: Any) -> None:
@@ -53,7 +52,7 @@ def add_quantify_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--hu", choices=HU_MODES, default="auto",
                         help="is --image in Hounsfield units (yes), 8-bit grey (no) or detect "
                              "(auto, default)")
-    parser.add_argument("--classes", choices=CLASS_CHOICES, default="auto",
+    parser.add_argument("--classes", choices=tuple(CLASSES), default="auto",
                         help="binary (any non-zero is lesion), multiclass (1 GGO, "
                              "2 consolidation, 3 effusion) or auto (default: labels > 1 mean "
                              "multiclass)")
@@ -65,10 +64,8 @@ def add_quantify_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _quantify_command(args: argparse.Namespace) -> int:
-    multiclass = {"auto": None, "binary": False, "multiclass": True}[args.classes]
-    result = quantify_batch(args.masks, args.out, lungs=args.lungs, image=args.image,
-                            hu=args.hu, multiclass=multiclass, html_report=args.html,
-                            shard=args.shard)
+    result = api.quantify(args.masks, args.out, lungs=args.lungs, image=args.image, hu=args.hu,
+                          classes=args.classes, html=args.html, shard=args.shard)
     return _report(result)
 
 
