@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 
 import covseg
@@ -53,3 +55,25 @@ def test_quantify_takes_one_folder_alone_and_the_clis_option_names(tmp_path: Pat
     with pytest.raises(CovsegError, match=r"^unknown --classes value 'multi'; choose one of "
                                           r"auto, binary, multiclass$"):
         covseg.quantify(mask, tmp_path / "bad", classes="multi")
+
+
+def test_predict_takes_a_loaded_predictor(tmp_path: Path, tiny_run: Path,
+                                          synthetic_folder: Path) -> None:
+    """predict and predict_volumes took paths only (a TypeError deep in checkpoint.py), while
+    segment took a loaded predictor; options given with one apply to a copy."""
+    image = next((synthetic_folder / "images").glob("*.npy"))
+    predictor = covseg.load_predictor(tiny_run)
+    [loaded] = covseg.predict(predictor, image, tmp_path / "loaded")
+    [from_path] = covseg.predict(tiny_run, image, tmp_path / "path")
+    assert loaded.read_bytes() == from_path.read_bytes()
+    copy = covseg.load_predictor(predictor, batch_size=2, tta=False, threshold=0.3)
+    assert (copy.batch_size, copy.tta, copy.threshold) == (2, False, 0.3)
+    assert (predictor.batch_size, predictor.threshold) == (8, 0.4)
+    assert covseg.load_predictor(predictor) is predictor
+    volume = tmp_path / "ct.nii.gz"
+    hu = np.full((32, 32, 3), -1000.0, dtype=np.float32)
+    hu[4:28, 4:28] = 40.0
+    hu[8:14, 8:24] = hu[18:24, 8:24] = -850.0
+    nib.save(nib.Nifti1Image(hu, np.eye(4)), str(volume))
+    result = covseg.predict_volumes(predictor, volume, tmp_path / "volumes")
+    assert (result.done, result.failed) == (1, 0)

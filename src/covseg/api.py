@@ -7,6 +7,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -197,55 +198,70 @@ def is_volume_input(path: Path) -> bool:
     return is_nifti(path) or is_dicom_file(path)
 
 
-def load_predictor(model: str | os.PathLike[str], batch_size: int = 8, tta: bool | None = None,
-                   threshold: float | None = None) -> Predictor:
-    """A run folder / checkpoint, or an ``.onnx`` file from :func:`export`.
+def load_predictor(model: str | os.PathLike[str] | Predictor, batch_size: int | None = None,
+                   tta: bool | None = None, threshold: float | None = None) -> Predictor:
+    """The predictor of a run folder / checkpoint, or of an ``.onnx`` file from :func:`export`.
 
-    ``tta`` and ``threshold`` None follow the run's recipe (test-time mirrors or not, and the
-    probability from which a pixel is infection); a ``threshold`` applies to binary models only.
+    A predictor already loaded is returned as it is, or as a copy with the options given (so that
+    every function taking a ``model`` takes one loaded once). ``batch_size`` None: 8, or the
+    loaded predictor's. ``tta`` and ``threshold`` None follow the run's recipe (test-time mirrors
+    or not, and the probability from which a pixel is infection); a ``threshold`` applies to
+    binary models only.
     """
+    if batch_size is not None:
+        check_kind("batch_size", batch_size, [int])
+    if tta is not None:
+        check_kind("tta", tta, [bool])
     if threshold is not None:
         check_threshold(threshold)
-    if str(model).lower().endswith(".onnx"):
-        predictor = Predictor.load_onnx(model, batch_size, tta)
+    if isinstance(model, Predictor):
+        predictor = model
+    elif str(model).lower().endswith(".onnx"):
+        predictor = Predictor.load_onnx(model)
     else:
-        predictor = Predictor.load(model, batch_size, tta)
-    if threshold is not None:
-        if predictor.num_classes != 2:
-            raise CovsegError(f"{predictor.source}: a multi-class model takes the most probable "
-                              "class per pixel; --threshold applies to binary models only")
-        predictor.threshold = threshold
-    return predictor
+        predictor = Predictor.load(model)
+    if threshold is not None and predictor.num_classes != 2:
+        raise CovsegError(f"{predictor.source}: a multi-class model takes the most probable "
+                          "class per pixel; --threshold applies to binary models only")
+    given = {name: value for name, value in (("batch_size", batch_size), ("tta", tta),
+                                             ("threshold", threshold)) if value is not None}
+    return replace(predictor, **given) if given else predictor
 
 
-def load_volume_predictors(model: str | os.PathLike[str],
-                           lung_model: str | os.PathLike[str] | None = None, batch_size: int = 8,
-                           tta: bool | None = None, threshold: float | None = None
-                           ) -> tuple[Predictor, Predictor | None]:
-    """The infection model and the optional lung model for CT volumes, each checked for its role;
-    ``threshold`` overrides the infection model's own."""
+def load_volume_predictors(model: str | os.PathLike[str] | Predictor,
+                           lung_model: str | os.PathLike[str] | Predictor | None = None,
+                           batch_size: int | None = None, tta: bool | None = None,
+                           threshold: float | None = None) -> tuple[Predictor, Predictor | None]:
+    """The infection model and the optional lung model for CT volumes, each checked for its role
+    (as in :func:`load_predictor`); ``threshold`` overrides the infection model's own."""
     predictor = load_predictor(model, batch_size, tta, threshold)
     if predictor.target == "lung":
         raise CovsegError(f"{predictor.source}: a lung model; for CT volumes pass it as "
                           "--lung-model, with an infection model as --model")
-    lungs = require_lung_model(load_predictor(lung_model, batch_size)) if lung_model else None
+    lungs = (require_lung_model(load_predictor(lung_model, batch_size))
+             if lung_model is not None else None)
     return predictor, lungs
 
 
-def predict_volumes(model: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]],
-                    out: str | os.PathLike[str], lung_model: str | os.PathLike[str] | None = None,
-                    batch_size: int = 8, tta: bool | None = None,
+def predict_volumes(model: str | os.PathLike[str] | Predictor,
+                    inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+                    out: str | os.PathLike[str],
+                    lung_model: str | os.PathLike[str] | Predictor | None = None,
+                    batch_size: int | None = None, tta: bool | None = None,
                     threshold: float | None = None, shard: tuple[int, int] = (0, 1),
                     **options: Any) -> BatchResult:
     """CT volumes (NIfTI files, DICOM files or series folders, or folders of them): per study,
     infection and lung masks on the input's grid plus the quantification report.
 
-    ``options`` as ``covseg predict``'s volume flags: ``probabilities``, ``keep_outside_lungs``,
-    ``hu``, ``html``, ``lung_margin_mm``.
+    ``model`` and ``lung_model`` as :func:`load_predictor` takes them, with its ``batch_size``,
+    ``tta`` and ``threshold``. ``options`` as ``covseg predict``'s volume flags:
+    ``probabilities``, ``keep_outside_lungs``, ``hu``, ``html``, ``lung_margin_mm``.
+
+    Returns the batch's counts (done, skipped, failed) and the path of its summary CSV.
     """
     predictor, lungs = load_volume_predictors(model, lung_model, batch_size, tta, threshold)
-    return predict_batch(predictor, _as_list(inputs), out, shard=shard, batch_size=batch_size,
-                         lung_predictor=lungs, **options)
+    return predict_batch(predictor, _as_list(inputs), out, shard=shard,
+                         batch_size=predictor.batch_size, lung_predictor=lungs, **options)
 
 
 def segment(model: str | os.PathLike[str] | Predictor, image: np.ndarray | sitk.Image | nib.Nifti1Image,
@@ -268,7 +284,7 @@ def segment(model: str | os.PathLike[str] | Predictor, image: np.ndarray | sitk.
     0..K-1 of a multi-class model.
     """
     check_hu(hu, "hu")
-    predictor = model if isinstance(model, Predictor) else load_predictor(model)
+    predictor = load_predictor(model)
     if isinstance(image, sitk.Image) and image.GetDimension() == 2:
         image = sitk.GetArrayFromImage(image)
     if isinstance(image, np.ndarray) and image.ndim == 2:
@@ -276,10 +292,7 @@ def segment(model: str | os.PathLike[str] | Predictor, image: np.ndarray | sitk.
         return predictor.predict_labels([slice_])[0]
     volume, nibabel_order = _volume_in_memory(image, spacing)
     volume.intensity = detect_volume_intensity(volume.array, hu, volume.source)
-    lungs = None
-    if lung_model is not None:
-        lungs = require_lung_model(lung_model if isinstance(lung_model, Predictor)
-                                   else load_predictor(lung_model, predictor.batch_size))
+    lungs = require_lung_model(load_predictor(lung_model)) if lung_model is not None else None
     labels = predict_labels(predictor, volume, batch_size=predictor.batch_size, desc="infection")
     masks = masks_in_lungs(predictor, volume, labels, lung_predictor=lungs,
                            keep_outside_lungs=keep_outside_lungs, lung_margin_mm=lung_margin_mm,
@@ -338,16 +351,20 @@ def export(model: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
     return export_onnx(model, out)
 
 
-def predict(model: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]],
-            out: str | os.PathLike[str], overlay_png: bool = False, batch_size: int = 8,
+def predict(model: str | os.PathLike[str] | Predictor,
+            inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+            out: str | os.PathLike[str], overlay_png: bool = False, batch_size: int | None = None,
             tta: bool | None = None, threshold: float | None = None) -> list[Path]:
     """Masks for 2D images: PNG named after each input, same size, 0 background, 255 infection
     (or lung, for a lung model); ``predict.json`` beside them records the model and settings.
 
-    Multi-class models write their labels (0..K-1) instead of 0/255. A ``model`` ending in
-    ``.onnx`` (from :func:`export`) runs with ONNX Runtime. ``tta`` and ``threshold`` as in
-    :func:`load_predictor`. An image that cannot be read is listed in ``predict.json`` and the
+    Multi-class models write their labels (0..K-1) instead of 0/255. ``model`` as
+    :func:`load_predictor` takes it, with its ``batch_size``, ``tta`` and ``threshold``: a run
+    folder or checkpoint, an ``.onnx`` file (from :func:`export`, run with ONNX Runtime) or a
+    predictor already loaded. An image that cannot be read is listed in ``predict.json`` and the
     others are predicted; a :class:`CovsegError` then says how many failed.
+
+    Returns the paths of the masks written.
     """
     inputs = _as_list(inputs)
     volumes = [str(item) for item in inputs if is_volume_input(Path(item))]
@@ -358,6 +375,7 @@ def predict(model: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[st
     out = Path(out)
     _check_outputs(files, out)
     predictor = load_predictor(model, batch_size, tta, threshold)
+    batch_size = predictor.batch_size
     _refuse_other_model(out, predictor)
     started = time.perf_counter()
     written: list[Path] = []
