@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -16,6 +18,7 @@ import pytest
 import covseg
 from covseg.errors import CovsegError
 from tests.test_quantify import synthetic_study
+from tests.test_train import TINY
 
 
 def test_api_names_stay_functions_after_their_submodules_are_used(tmp_path: Path,
@@ -77,3 +80,74 @@ def test_predict_takes_a_loaded_predictor(tmp_path: Path, tiny_run: Path,
     nib.save(nib.Nifti1Image(hu, np.eye(4)), str(volume))
     result = covseg.predict_volumes(predictor, volume, tmp_path / "volumes")
     assert (result.done, result.failed) == (1, 0)
+
+
+class Given:
+    """What the calls below are made with: a run, its predictor, data, an image and a volume."""
+
+    def __init__(self, tmp: Path, run: Path, data: Path) -> None:
+        self.tmp, self.run, self.data = tmp, run, data
+        self.image = next((data / "images").glob("*.npy"))
+        self.predictor = covseg.load_predictor(run)
+        self.volume = np.full((2, 16, 16), -1000.0, dtype=np.float32)
+        self.file = tmp / "file.py"
+        self.file.write_text("not a folder")
+
+
+WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
+    (lambda g: covseg.predict(g.run, g.image, g.tmp / "p", tta="no"),
+     "--tta must be true or false, got 'no'"),
+    (lambda g: covseg.predict(g.run, g.image, g.tmp / "p", threshold="0.5"),
+     "--threshold must be a number, got '0.5'"),
+    (lambda g: covseg.predict(g.run, g.image, g.tmp / "p", batch_size="8"),
+     "--batch-size must be a whole number, got '8'"),
+    (lambda g: covseg.predict(g.run, g.image, g.tmp / "p", overlay_png="no"),
+     "--overlay-png must be true or false, got 'no'"),
+    (lambda g: covseg.predict(g.run, np.zeros((8, 8)), g.tmp / "p"),
+     ("inputs must be a path (str or pathlib.Path), got a value of type ndarray; images held in "
+     "memory go to covseg.segment")),
+    (lambda g: covseg.predict(g.run, g.image, g.file), "file.py: a file is in the way (the output is a folder)"),
+    (lambda g: covseg.predict_volumes(g.run, g.image, g.tmp / "p", probabilities="yes"),
+     "--probabilities must be true or false, got 'yes'"),
+    (lambda g: covseg.train(g.data, g.file, **TINY), "file.py: a file is in the way (the output is a folder)"),
+    (lambda g: covseg.train(g.data, g.file / "run", **TINY),
+     "file.py: a file is in the way of the output folder"),
+    (lambda g: covseg.train(5, g.tmp / "p", **TINY), ("data must be a data folder (str or "
+     "pathlib.Path) or a covseg.load_dataset result, got 5")),
+    (lambda g: covseg.cross_validate(None, g.tmp / "p", **TINY), "data must be a data folder"),
+    (lambda g: covseg.train(g.data, g.tmp / "p", **{**TINY, "window": (1, 2, 3)}),
+     "--window must be two numbers (LOW, HIGH) in HU, e.g. (-1350.0, 150.0), got (1, 2, 3)"),
+    (lambda g: covseg.train(g.data, g.tmp / "p", **{**TINY, "window": "lung"}),
+     "--window must be two numbers (LOW, HIGH) in HU"),
+    (lambda g: covseg.train(g.data, g.tmp / "p", **{**TINY, "model_options": "width=2"}),
+     "model_options must be a dict of option names and values"),
+    (lambda g: covseg.train(g.data, g.tmp / "p", resume="no", **TINY),
+     "--resume must be true or false, got 'no'"),
+    (lambda g: covseg.load_dataset(g.data, window=(0, -1)),
+     "--window LOW HIGH needs LOW < HIGH, both finite, got 0 -1"),
+    (lambda g: covseg.load_predictor(None), "model must be a run folder, checkpoint or .onnx file"),
+    (lambda g: covseg.export(g.run, None), "out must be a path (str or pathlib.Path), got None"),
+    (lambda g: covseg.segment(g.predictor, g.volume, spacing=(1, 1, 1), lung_margin_mm="5"),
+     "--lung-margin-mm must be a number, got '5'"),
+    (lambda g: covseg.segment(g.predictor, g.volume, spacing=(1, 1, 1), keep_outside_lungs="no"),
+     "--keep-outside-lungs must be true or false, got 'no'"),
+    (lambda g: covseg.visualize(g.data, g.tmp / "v.png", n=0), "--n must be positive, got 0"),
+    (lambda g: covseg.visualize(g.data, g.tmp / "v.png", n=-3), "--n must be positive, got -3"),
+    (lambda g: covseg.quantify(g.tmp, g.tmp / "q", html="yes"),
+     "--html must be true or false, got 'yes'"),
+]
+
+
+@pytest.mark.parametrize(("call", "message"), WRONG_ARGUMENTS,
+                         ids=[message[:40] for _, message in WRONG_ARGUMENTS])
+def test_arguments_of_the_wrong_type_are_one_line_errors(
+        call: Callable[[Given], object], message: str, tmp_path: Path, tiny_run: Path,
+        synthetic_folder: Path) -> None:
+    """Each was a TypeError, ValueError or AttributeError from deep inside (pathlib, a
+    comparison, an unpacking), or was taken silently: tta="no" turned the mirrors on, n=0 drew
+    one sample."""
+    given = Given(tmp_path, tiny_run, synthetic_folder)
+    with pytest.raises(CovsegError, match=re.escape(message)) as raised:
+        call(given)
+    assert "\n" not in str(raised.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.py"], "refused before writing"

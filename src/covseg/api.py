@@ -28,7 +28,7 @@ from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_folders, is_covseg_picture
 from covseg.export import export_onnx
 from covseg.infer import Predictor, output_name
-from covseg.io.atomic import output_file, write_json
+from covseg.io.atomic import output_file, output_folder, write_json
 from covseg.io.image import is_image_file, read_array, write_png
 from covseg.io.volume import (
     Volume,
@@ -47,11 +47,12 @@ from covseg.train import check_recipe
 from covseg.train import train as _train
 from covseg.transforms import LUNG_WINDOW, normalize_intensity
 from covseg.viz import overlay, sample_grid
-from covseg.volumes import masks_in_lungs, predict_batch, predict_labels
+from covseg.volumes import check_volume_options, masks_in_lungs, predict_batch, predict_labels
 
 
-def _recipe(config: dict[str, Any], folds: int | None = None) -> TrainConfig:
+def _recipe(config: dict[str, Any], resume: bool, folds: int | None = None) -> TrainConfig:
     """The training config, its models, options and fold count checked before data are read."""
+    check_kind("resume", resume, [bool])
     recipe = TrainConfig(**config)
     check_recipe(recipe)
     if folds is not None:
@@ -63,21 +64,55 @@ def _recipe(config: dict[str, Any], folds: int | None = None) -> TrainConfig:
 def _load(data: str | os.PathLike[str] | LoadedData, config: TrainConfig) -> LoadedData:
     if isinstance(data, LoadedData):
         return data
-    return load_dataset(data, config.target, config.intensity, config.window)
+    return load_dataset(_path("data", data, DATA_ARGUMENT), config.target, config.intensity,
+                        config.window)
+
+
+DATA_ARGUMENT = "a data folder (str or pathlib.Path) or a covseg.load_dataset result"
+
+
+def _path(name: str, value: object, what: str = "a path (str or pathlib.Path)"
+          ) -> str | os.PathLike[str]:
+    """``value`` when it is a path; else a one-line error naming the argument (pathlib's
+    TypeError names none)."""
+    if isinstance(value, str | os.PathLike):
+        return value
+    shown = repr(value) if value is None or isinstance(value, int | float) else (
+        f"a value of type {type(value).__name__}")
+    hint = "; images held in memory go to covseg.segment" if isinstance(value, np.ndarray) else ""
+    raise CovsegError(f"{name} must be {what}, got {shown}{hint}")
+
+
+def _paths(name: str, inputs: object) -> list[str | os.PathLike[str]]:
+    """``inputs`` as a list of paths (one given alone is a list of one), each checked."""
+    items = _as_list(inputs) if isinstance(inputs, os.PathLike | Sequence) else [inputs]
+    return [_path(name, item) for item in items]
+
+
+def _out(out: object) -> Path:
+    """The output folder ``out``: a path, with no file in the way of it."""
+    return output_folder(_path("out", out))
 
 
 def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str], n: int = 8,
               target: str = "infection", seed: int = 0, intensity: str = "auto",
               window: tuple[float, float] = LUNG_WINDOW) -> Path:
     """A PNG grid of ``n`` samples (lesion-bearing ones first), image beside image + mask;
-    ``intensity`` and ``window`` read the images as training does."""
-    out = output_file(out, ".png", "PNG grid")
-    loaded = (data if isinstance(data, LoadedData)
-              else load_dataset(data, target, intensity=intensity, window=window))
+    ``intensity`` and ``window`` read the images as training does.
+
+    Returns the path of the PNG written.
+    """
+    check_kind("n", n, [int])
+    if n < 1:
+        raise CovsegError(f"--n must be positive, got {n}")
+    check_kind("seed", seed, [int])
+    out = output_file(_path("out", out), ".png", "PNG grid")
+    loaded = (data if isinstance(data, LoadedData) else load_dataset(
+        _path("data", data, DATA_ARGUMENT), target, intensity=intensity, window=window))
     rng = np.random.default_rng(seed)
     order = sorted(range(len(loaded.samples)),
                    key=lambda i: (not loaded.samples[i].mask.any(), rng.random()))
-    chosen = [loaded.samples[i] for i in order[:max(1, n)]]
+    chosen = [loaded.samples[i] for i in order[:n]]
     heading = loaded.describe()
     names = {"infection": {1: "infection"}, "lung": {1: "lung"}}.get(target, CLASS_NAMES)
     return sample_grid([orient_for_display(s.image, s.display_flips) for s in chosen],
@@ -89,7 +124,8 @@ def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[
 def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str],
           resume: bool = False, **config: Any) -> dict[str, Any]:
     """Train a model (see :class:`TrainConfig` for the options) into the run folder ``out``."""
-    recipe = _recipe(config)
+    recipe = _recipe(config, resume)
+    out = _out(out)
     return _train(recipe, _load(data, recipe), out, resume=resume)
 
 
@@ -104,7 +140,8 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     ``fold`` runs that fold alone and returns its summary; a later call without it reuses the
     finished folds (``resume=True``) and writes the cross-validation summary.
     """
-    recipe = _recipe(config, folds)
+    recipe = _recipe(config, resume, folds)
+    out = _out(out)
     if fold is not None:
         check_kind("fold", fold, [int])
         return cross_validate_fold(recipe, _load(data, recipe), out, folds, fold, resume)
@@ -116,9 +153,10 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
             **config: Any) -> dict[str, Any]:
     """Cross-validate ``models`` (first = baseline) on identical folds, with paired tests; one
     name given alone is a list of one (and refused: a comparison needs two)."""
-    recipe = _recipe(config, folds)
+    recipe = _recipe(config, resume, folds)
     specs = [str(spec) for spec in _as_list(models)]
     check_specs(specs)
+    out = _out(out)
     return compare_models(recipe, _load(data, recipe), specs, out, folds, resume)
 
 
@@ -198,6 +236,10 @@ def is_volume_input(path: Path) -> bool:
     return is_nifti(path) or is_dicom_file(path)
 
 
+MODEL_ARGUMENT = ("a run folder, checkpoint or .onnx file (str or pathlib.Path) or a "
+                  "covseg.load_predictor result")
+
+
 def load_predictor(model: str | os.PathLike[str] | Predictor, batch_size: int | None = None,
                    tta: bool | None = None, threshold: float | None = None) -> Predictor:
     """The predictor of a run folder / checkpoint, or of an ``.onnx`` file from :func:`export`.
@@ -216,10 +258,10 @@ def load_predictor(model: str | os.PathLike[str] | Predictor, batch_size: int | 
         check_threshold(threshold)
     if isinstance(model, Predictor):
         predictor = model
-    elif str(model).lower().endswith(".onnx"):
-        predictor = Predictor.load_onnx(model)
     else:
-        predictor = Predictor.load(model)
+        source = _path("model", model, MODEL_ARGUMENT)
+        predictor = (Predictor.load_onnx(source) if str(source).lower().endswith(".onnx")
+                     else Predictor.load(source))
     if threshold is not None and predictor.num_classes != 2:
         raise CovsegError(f"{predictor.source}: a multi-class model takes the most probable "
                           "class per pixel; --threshold applies to binary models only")
@@ -259,8 +301,9 @@ def predict_volumes(model: str | os.PathLike[str] | Predictor,
 
     Returns the batch's counts (done, skipped, failed) and the path of its summary CSV.
     """
+    inputs, out = _paths("inputs", inputs), _out(out)
     predictor, lungs = load_volume_predictors(model, lung_model, batch_size, tta, threshold)
-    return predict_batch(predictor, _as_list(inputs), out, shard=shard,
+    return predict_batch(predictor, inputs, out, shard=shard,
                          batch_size=predictor.batch_size, lung_predictor=lungs, **options)
 
 
@@ -290,6 +333,8 @@ def segment(model: str | os.PathLike[str] | Predictor, image: np.ndarray | sitk.
     if isinstance(image, np.ndarray) and image.ndim == 2:
         slice_ = normalize_intensity(_checked_slice(image), predictor.intensity, predictor.window)
         return predictor.predict_labels([slice_])[0]
+    check_volume_options(predictor.batch_size, lung_margin_mm,
+                         keep_outside_lungs=keep_outside_lungs)
     volume, nibabel_order = _volume_in_memory(image, spacing)
     volume.intensity = detect_volume_intensity(volume.array, hu, volume.source)
     lungs = require_lung_model(load_predictor(lung_model)) if lung_model is not None else None
@@ -342,13 +387,17 @@ def quantify(masks: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
 
     Returns the batch's counts (done, skipped, failed) and the path of its summary CSV.
     """
-    return quantify_batch(_as_list(masks), out, lungs=lungs, image=image, hu=hu,
+    for name, value in (("lungs", lungs), ("image", image)):
+        if value is not None:
+            _path(name, value)
+    check_kind("html", html, [bool])
+    return quantify_batch(_paths("masks", masks), _out(out), lungs=lungs, image=image, hu=hu,
                           multiclass=multiclass_for(classes), html_report=html, shard=shard)
 
 
 def export(model: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
     """Export a trained run to ONNX (for ``predict --onnx`` and ONNX Runtime users)."""
-    return export_onnx(model, out)
+    return export_onnx(_path("model", model), _path("out", out))
 
 
 def predict(model: str | os.PathLike[str] | Predictor,
@@ -366,13 +415,14 @@ def predict(model: str | os.PathLike[str] | Predictor,
 
     Returns the paths of the masks written.
     """
-    inputs = _as_list(inputs)
+    check_kind("overlay_png", overlay_png, [bool])
+    inputs = _paths("inputs", inputs)
     volumes = [str(item) for item in inputs if is_volume_input(Path(item))]
     if volumes:
         raise CovsegError(f"{', '.join(volumes)}: CT volumes; predict them with "
                           "covseg.predict_volumes")
     files = collect_inputs(inputs)
-    out = Path(out)
+    out = _out(out)
     _check_outputs(files, out)
     predictor = load_predictor(model, batch_size, tta, threshold)
     batch_size = predictor.batch_size
@@ -425,7 +475,7 @@ def _readable(chunk: Sequence[Path], predictor: Predictor, failed: dict[str, str
 def evaluate(pred: str | os.PathLike[str], truth: str | os.PathLike[str],
              out: str | os.PathLike[str]) -> dict[str, Any]:
     """Per-case and summary metrics of predicted masks against the truth (CSV and JSON)."""
-    return evaluate_folders(pred, truth, out)
+    return evaluate_folders(_path("pred", pred), _path("truth", truth), _path("out", out))
 
 
 def demo(out: str | os.PathLike[str] = "covseg-demo", folds: int = 3, epochs: int = 24
@@ -433,7 +483,7 @@ def demo(out: str | os.PathLike[str] = "covseg-demo", folds: int = 3, epochs: in
     """Synthetic data, a picture of it, then cross-validation and its report: a few minutes on CPU."""
     from covseg.data.synthetic import write_synthetic
 
-    out = Path(out)
+    out = _out(out)
     started = time.perf_counter()
     data_dir = write_synthetic(out / "synthetic-data", seed=0)
     data = load_dataset(data_dir)

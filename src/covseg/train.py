@@ -274,9 +274,6 @@ def check_recipe(config: TrainConfig) -> None:
     or a member starts."""
     config.check_types()
     check_model(config.model, config.model_options)
-    low, high = config.window
-    if not low < high:
-        raise CovsegError(f"--window LOW HIGH needs LOW < HIGH, got {low:g} {high:g}")
     if config.crop_lungs and config.lung_guide == "none":
         raise CovsegError("--crop-lungs crops to the lung guide's lungs: add --lung-guide "
                           "threshold or --lung-guide RUN (a lung model)")

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from covseg.config import check_window
 from covseg.errors import CovsegError
 from covseg.io.image import (
     case_key,
@@ -595,7 +596,7 @@ def load_dataset(path: str | Path, target: str = "infection", intensity: str = "
         raise CovsegError(f"unknown target {target!r}; choose one of {TARGETS}")
     if slices not in ("all", "labelled"):
         raise CovsegError(f"unknown slice selection {slices!r}; choose all or labelled")
-    options = ReadOptions(target, intensity, tuple(window), slices)
+    options = ReadOptions(target, intensity, check_window(window), slices)
     layout = detect_layout(path)
     if layout == "synthetic":
         return _read_synthetic(str(path), options)
