@@ -151,3 +151,24 @@ def test_arguments_of_the_wrong_type_are_one_line_errors(
         call(given)
     assert "\n" not in str(raised.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.py"], "refused before writing"
+
+
+@pytest.mark.parametrize(("options", "refused"), [
+    ({"hu": "yes"}, "hu"), ({"keep_outside_lungs": True}, "keep_outside_lungs"),
+    ({"lung_margin_mm": 2.0, "spacing": (1.0, 1.0)}, "lung_margin_mm, spacing"),
+    ({"lung_model": "lungs-run"}, "lung_model")])
+def test_segment_refuses_volume_options_with_a_2d_slice(tiny_run: Path, options: dict[str, object],
+                                                        refused: str) -> None:
+    """A 2D slice silently ignored every volume option, where the CLI refuses them."""
+    predictor = covseg.load_predictor(tiny_run)
+    with pytest.raises(CovsegError, match=rf"^{refused}: for CT volumes only, and this image is "
+                                          "a 2D slice"):
+        covseg.segment(predictor, np.zeros((32, 32), dtype=np.float32), **options)
+    assert covseg.segment(predictor, np.zeros((32, 32), dtype=np.float32)).shape == (32, 32)
+
+
+def test_segment_names_an_rgb_array(tiny_run: Path) -> None:
+    """An (H, W, 3) picture was told that a 3D array needs spacing=(z, y, x)."""
+    with pytest.raises(CovsegError, match=r"^an array of shape \(32, 32, 3\) looks like an RGB "
+                                          r"image; convert it to grayscale"):
+        covseg.segment(tiny_run, np.zeros((32, 32, 3), dtype=np.uint8))

@@ -47,7 +47,13 @@ from covseg.train import check_recipe
 from covseg.train import train as _train
 from covseg.transforms import LUNG_WINDOW, normalize_intensity
 from covseg.viz import overlay, sample_grid
-from covseg.volumes import check_volume_options, masks_in_lungs, predict_batch, predict_labels
+from covseg.volumes import (
+    check_volume_options,
+    masks_in_lungs,
+    predict_batch,
+    predict_labels,
+    volume_options_given,
+)
 
 
 def _recipe(config: dict[str, Any], resume: bool, folds: int | None = None) -> TrainConfig:
@@ -319,8 +325,10 @@ def segment(model: str | os.PathLike[str] | Predictor, image: np.ndarray | sitk.
     reads a PNG, in HU or 8-bit grey), or a CT volume: a ``SimpleITK.Image``, a nibabel image, or
     a (z, y, x) numpy array with its ``spacing`` (z, y, x) in mm. Volumes are handled as
     :func:`predict_volumes` handles them (``hu``, ``lung_model``, ``keep_outside_lungs`` and
-    ``lung_margin_mm`` as its options): infection far from the lungs is removed, and a volume
-    with sagittal or coronal slices is cut into axial ones.
+    ``lung_margin_mm`` as its options, refused with a 2D slice as the CLI refuses them with 2D
+    images): infection far from the lungs is removed, and a volume with sagittal or coronal
+    slices is cut into axial ones. An (H, W, 3 or 4) array without ``spacing`` is refused as
+    an RGB image: convert it to grayscale first.
 
     Returns uint8 labels of the input's shape, in its own axis order (SimpleITK's array is
     (z, y, x), nibabel's (x, y, z)): 1 infection (or lung, for a lung model), or the classes
@@ -331,6 +339,14 @@ def segment(model: str | os.PathLike[str] | Predictor, image: np.ndarray | sitk.
     if isinstance(image, sitk.Image) and image.GetDimension() == 2:
         image = sitk.GetArrayFromImage(image)
     if isinstance(image, np.ndarray) and image.ndim == 2:
+        given = volume_options_given({"hu": hu, "lung_model": lung_model,
+                                      "keep_outside_lungs": keep_outside_lungs,
+                                      "lung_margin_mm": lung_margin_mm})
+        if spacing is not None:
+            given.append("spacing")
+        if given:
+            raise CovsegError(f"{', '.join(given)}: for CT volumes only, and this image is a 2D "
+                              "slice; drop them, or give a volume")
         slice_ = normalize_intensity(_checked_slice(image), predictor.intensity, predictor.window)
         return predictor.predict_labels([slice_])[0]
     check_volume_options(predictor.batch_size, lung_margin_mm,
@@ -367,6 +383,10 @@ def _volume_in_memory(image: object, spacing: Sequence[float] | None) -> tuple[V
     if isinstance(image, nib.Nifti1Image):
         return volume_from_nifti(image, "the nibabel image"), True
     if isinstance(image, np.ndarray) and image.ndim == 3:
+        if spacing is None and image.shape[-1] in (3, 4):
+            raise CovsegError(f"an array of shape {image.shape} looks like an RGB image; convert "
+                              "it to grayscale (PIL's .convert('L')) to segment it as a 2D "
+                              "slice, or give spacing=(z, y, x) in mm if it is a CT volume")
         if spacing is None:
             raise CovsegError("a 3D array needs spacing=(z, y, x) in mm; or pass a SimpleITK or "
                               "nibabel image, which carries its geometry")

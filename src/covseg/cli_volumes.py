@@ -17,7 +17,7 @@ from covseg.errors import CovsegError
 from covseg.io.volume import HU_MODES
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM
 from covseg.quantify import CLASSES, BatchResult, parse_shard
-from covseg.volumes import SlicePredictor, predict_batch
+from covseg.volumes import VOLUME_DEFAULTS, SlicePredictor, predict_batch, volume_options_given
 
 
 def register(subparsers: Any) -> None:
@@ -87,12 +87,6 @@ def _fetch_command(args: argparse.Namespace) -> int:
     return 0
 
 
-VOLUME_DEFAULTS: dict[str, Any] = {
-    "hu": "auto", "probabilities": False, "keep_outside_lungs": False,
-    "lung_margin_mm": DEFAULT_LUNG_MARGIN_MM, "html": False, "shard": (0, 1), "lung_model": None}
-"""The options ``covseg predict`` takes for CT volumes only, with their defaults."""
-
-
 def add_volume_predict_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the volume options to ``covseg predict`` (which defines --out, --batch-size, --tta)."""
     parser.add_argument("--hu", choices=HU_MODES, default=VOLUME_DEFAULTS["hu"],
@@ -117,8 +111,7 @@ def add_volume_predict_arguments(parser: argparse.ArgumentParser) -> None:
 
 def refuse_volume_options(args: argparse.Namespace) -> None:
     """2D images get masks only: a volume option given with them would be silently ignored."""
-    given = [f"--{key.replace('_', '-')}" for key, default in VOLUME_DEFAULTS.items()
-             if getattr(args, key) != default]
+    given = [f"--{key.replace('_', '-')}" for key in volume_options_given(vars(args))]
     if given:
         raise CovsegError(f"{', '.join(given)}: for CT volumes only, and these inputs are 2D "
                           "images; drop the option, or give NIfTI/DICOM volumes")

@@ -147,6 +147,19 @@ def _lungs(volume: Volume, lung_predictor: SlicePredictor | None, batch_size: in
     return segment_lungs(hounsfield(volume), volume.affine), "threshold"
 
 
+VOLUME_DEFAULTS: dict[str, Any] = {
+    "hu": "auto", "probabilities": False, "keep_outside_lungs": False,
+    "lung_margin_mm": DEFAULT_LUNG_MARGIN_MM, "html": False, "shard": (0, 1), "lung_model": None}
+"""The options ``covseg predict`` takes for CT volumes only, with their defaults."""
+
+
+def volume_options_given(options: dict[str, Any]) -> list[str]:
+    """The volume-only options of ``options`` set to other than their defaults: a 2D image given
+    them is refused, as it would silently ignore them."""
+    return [key for key, default in VOLUME_DEFAULTS.items()
+            if key in options and options[key] != default]
+
+
 def check_volume_options(batch_size: int = 8, lung_margin_mm: float = DEFAULT_LUNG_MARGIN_MM,
                          **switches: bool) -> None:
     """Bad numbers and switches (``probabilities``, ``keep_outside_lungs``, ``html``) fail once,
