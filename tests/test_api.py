@@ -172,3 +172,36 @@ def test_segment_names_an_rgb_array(tiny_run: Path) -> None:
     with pytest.raises(CovsegError, match=r"^an array of shape \(32, 32, 3\) looks like an RGB "
                                           r"image; convert it to grayscale"):
         covseg.segment(tiny_run, np.zeros((32, 32, 3), dtype=np.uint8))
+
+
+def test_data_already_read_are_trained_on_as_they_were_read(tmp_path: Path,
+                                                            synthetic_folder: Path) -> None:
+    """A LoadedData was trained on as read while the run recorded the recipe's window and
+    target: load_dataset(D) then window=(-1000, 0) recorded a window it never trained on, and
+    load_dataset(D, "multiclass") recorded target infection with 3 classes."""
+    quick = {**TINY, "epochs": 1}
+    windowed = covseg.load_dataset(synthetic_folder, window=(-1000, 0))
+    assert windowed.reading() == {"target": "infection", "intensity": "auto",
+                                  "window": (-1000.0, 0.0)}
+    covseg.train(windowed, tmp_path / "windowed", **quick)
+    record = json.loads((tmp_path / "windowed" / "config.json").read_text())["config"]
+    assert record["window"] == [-1000.0, 0.0]
+    multiclass = covseg.load_dataset("synthetic", "multiclass")
+    covseg.train(multiclass, tmp_path / "multiclass", **quick)
+    predictor = covseg.load_predictor(tmp_path / "multiclass")
+    assert (predictor.target, predictor.num_classes) == ("multiclass", 3)
+    plain = covseg.load_dataset(synthetic_folder)
+    message = (r"^window=\(-1000, 0\), but the data were read with window=\(-1350.0, 150.0\); "
+               r"leave window out to use the data's, or read them again with "
+               r"covseg.load_dataset\(..., window=...\)$")
+    for call in (lambda: covseg.train(plain, tmp_path / "r", window=(-1000, 0), **quick),
+                 lambda: covseg.cross_validate(plain, tmp_path / "r", window=(-1000, 0), **quick),
+                 lambda: covseg.compare(plain, ["unet", "fcn"], tmp_path / "r",
+                                        window=(-1000, 0), epochs=1),
+                 lambda: covseg.visualize(plain, tmp_path / "r.png", window=(-1000, 0))):
+        with pytest.raises(CovsegError, match=message):
+            call()
+    with pytest.raises(CovsegError, match="^target='infection', but the data were read with "
+                                          "target='multiclass'"):
+        covseg.train(multiclass, tmp_path / "r", target="infection", **quick)
+    assert not (tmp_path / "r").exists() and not (tmp_path / "r.png").exists()

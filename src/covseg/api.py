@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from covseg.cascade import require_lung_model
 from covseg.compare import check_specs, compare_models
-from covseg.config import TrainConfig, check_kind, check_threshold
+from covseg.config import TrainConfig, check_kind, check_threshold, check_window
 from covseg.crossval import cross_validate as _cross_validate
 from covseg.crossval import cross_validate_fold
 from covseg.data.layouts import CLASS_NAMES, LoadedData, load_dataset
@@ -45,7 +45,7 @@ from covseg.lungs import DEFAULT_LUNG_MARGIN_MM
 from covseg.quantify import BatchResult, changed_settings, multiclass_for, quantify_batch
 from covseg.train import check_recipe
 from covseg.train import train as _train
-from covseg.transforms import LUNG_WINDOW, normalize_intensity
+from covseg.transforms import normalize_intensity
 from covseg.viz import overlay, sample_grid
 from covseg.volumes import (
     check_volume_options,
@@ -56,15 +56,35 @@ from covseg.volumes import (
 )
 
 
-def _recipe(config: dict[str, Any], resume: bool, folds: int | None = None) -> TrainConfig:
-    """The training config, its models, options and fold count checked before data are read."""
+def _recipe(config: dict[str, Any], resume: bool, data: object, folds: int | None = None
+            ) -> TrainConfig:
+    """The training config, its models, options and fold count checked before data are read;
+    with data already read, the recipe reads them as they were read (see :func:`_reading`)."""
     check_kind("resume", resume, [bool])
-    recipe = TrainConfig(**config)
+    recipe = TrainConfig(**_reading(data, config))
     check_recipe(recipe)
     if folds is not None:
         check_kind("folds", folds, [int])
         check_fold_count(folds)
     return recipe
+
+
+def _reading(data: object, given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` options with the target, intensity and window that ``data`` read by
+    :func:`load_dataset` were read with, where ``given`` leaves them out; given otherwise, they
+    are refused: the run would record, and predict with, a reading it never trained on."""
+    if not isinstance(data, LoadedData):
+        return given
+    read = data.reading()
+    differ = [key for key in read if key in given and
+              (check_window(given[key]) if key == "window" else given[key]) != read[key]]
+    if differ:
+        raise CovsegError(
+            f"{', '.join(f'{key}={given[key]!r}' for key in differ)}, but the data were read with "
+            f"{', '.join(f'{key}={read[key]!r}' for key in differ)}; leave "
+            f"{' and '.join(differ)} out to use the data's, or read them again with "
+            f"covseg.load_dataset(..., {', '.join(f'{key}=...' for key in differ)})")
+    return {**given, **read}
 
 
 def _load(data: str | os.PathLike[str] | LoadedData, config: TrainConfig) -> LoadedData:
@@ -101,10 +121,13 @@ def _out(out: object) -> Path:
 
 
 def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str], n: int = 8,
-              target: str = "infection", seed: int = 0, intensity: str = "auto",
-              window: tuple[float, float] = LUNG_WINDOW) -> Path:
-    """A PNG grid of ``n`` samples (lesion-bearing ones first), image beside image + mask;
-    ``intensity`` and ``window`` read the images as training does.
+              target: str | None = None, seed: int = 0, intensity: str | None = None,
+              window: tuple[float, float] | None = None) -> Path:
+    """A PNG grid of ``n`` samples (lesion-bearing ones first), image beside image + mask.
+
+    ``target``, ``intensity`` and ``window`` read a data folder as training does (None: the
+    defaults, infection, auto and the lung window); data already read by :func:`load_dataset`
+    are shown as they were read, and options given otherwise are refused.
 
     Returns the path of the PNG written.
     """
@@ -113,14 +136,16 @@ def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[
         raise CovsegError(f"--n must be positive, got {n}")
     check_kind("seed", seed, [int])
     out = output_file(_path("out", out), ".png", "PNG grid")
-    loaded = (data if isinstance(data, LoadedData) else load_dataset(
-        _path("data", data, DATA_ARGUMENT), target, intensity=intensity, window=window))
+    reading = _reading(data, {key: value for key, value in (
+        ("target", target), ("intensity", intensity), ("window", window)) if value is not None})
+    loaded = (data if isinstance(data, LoadedData)
+              else load_dataset(_path("data", data, DATA_ARGUMENT), **reading))
     rng = np.random.default_rng(seed)
     order = sorted(range(len(loaded.samples)),
                    key=lambda i: (not loaded.samples[i].mask.any(), rng.random()))
     chosen = [loaded.samples[i] for i in order[:n]]
     heading = loaded.describe()
-    names = {"infection": {1: "infection"}, "lung": {1: "lung"}}.get(target, CLASS_NAMES)
+    names = {"infection": {1: "infection"}, "lung": {1: "lung"}}.get(loaded.target, CLASS_NAMES)
     return sample_grid([orient_for_display(s.image, s.display_flips) for s in chosen],
                        [orient_for_display(s.mask, s.display_flips) for s in chosen],
                        [f"{s.case_id} ({s.image.shape[1]}x{s.image.shape[0]})" for s in chosen],
@@ -130,7 +155,7 @@ def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[
 def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str],
           resume: bool = False, **config: Any) -> dict[str, Any]:
     """Train a model (see :class:`TrainConfig` for the options) into the run folder ``out``."""
-    recipe = _recipe(config, resume)
+    recipe = _recipe(config, resume, data)
     out = _out(out)
     return _train(recipe, _load(data, recipe), out, resume=resume)
 
@@ -146,7 +171,7 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     ``fold`` runs that fold alone and returns its summary; a later call without it reuses the
     finished folds (``resume=True``) and writes the cross-validation summary.
     """
-    recipe = _recipe(config, resume, folds)
+    recipe = _recipe(config, resume, data, folds)
     out = _out(out)
     if fold is not None:
         check_kind("fold", fold, [int])
@@ -159,7 +184,7 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
             **config: Any) -> dict[str, Any]:
     """Cross-validate ``models`` (first = baseline) on identical folds, with paired tests; one
     name given alone is a list of one (and refused: a comparison needs two)."""
-    recipe = _recipe(config, resume, folds)
+    recipe = _recipe(config, resume, data, folds)
     specs = [str(spec) for spec in _as_list(models)]
     check_specs(specs)
     out = _out(out)

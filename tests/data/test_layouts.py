@@ -558,3 +558,13 @@ def test_mosmed_slices_take_their_study_however_spelled() -> None:
     spellings = ["study_0255_12", "Study0255_3", "0255_0011", "study0255_1"]
     assert {_mosmed_patient(stem) for stem in spellings} == {"study_0255"}
     assert _mosmed_patient("slice_a") == "slice_a"
+
+
+def test_the_generator_reads_its_slices_with_the_window_asked() -> None:
+    """load_dataset("synthetic", window=...) ignored the window (and the intensity), so a run
+    recorded a window it never trained on; the data say how they were read."""
+    default, narrow = (load_dataset("synthetic", window=window)
+                       for window in ((-1350, 150), (-1000, 0)))
+    assert not np.array_equal(default.samples[0].image, narrow.samples[0].image)
+    assert narrow.reading() == {"target": "infection", "intensity": "auto",
+                                "window": (-1000.0, 0.0)}

@@ -25,6 +25,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -102,6 +103,15 @@ class LoadedData:
     folds: list[tuple[list[str], list[str]]] | None = None
     synthetic: bool = False
     notes: list[str] = field(default_factory=list)
+    intensity: str = "auto"
+    """How the images were scaled to [0, 1] (``load_dataset``'s ``intensity``)."""
+    window: tuple[float, float] = LUNG_WINDOW
+    """The HU window they were read with (``load_dataset``'s ``window``)."""
+
+    def reading(self) -> dict[str, Any]:
+        """How these data were read: the target, intensity and window that a run trained on
+        them must record, since it predicts with them."""
+        return {"target": self.target, "intensity": self.intensity, "window": self.window}
 
     @property
     def patients(self) -> list[str]:
@@ -496,7 +506,8 @@ def _read_mosmed_3d(root: Path, options: ReadOptions) -> LoadedData:
 def _read_synthetic(spec: str, options: ReadOptions) -> LoadedData:
     from covseg.data.synthetic import synthetic_dataset
 
-    return synthetic_dataset(seed=_synthetic_seed(spec), target=options.target)
+    return synthetic_dataset(seed=_synthetic_seed(spec), target=options.target,
+                             intensity=options.intensity, window=options.window)
 
 
 def _synthetic_seed(spec: str) -> int:
@@ -527,7 +538,7 @@ def _loaded(samples: list[Sample], layout: str, root: Path, options: ReadOptions
             sample.case_id = sample.case_id if sample.case_id.startswith("synthetic") else (
                 f"synthetic_{sample.case_id}")
     return LoadedData(samples, layout, str(root), options.target, num_classes, folds or None,
-                      synthetic)
+                      synthetic, intensity=options.intensity, window=options.window)
 
 
 LAYOUTS: dict[str, Callable[[Path], bool]] = {

@@ -18,6 +18,7 @@ from scipy import ndimage
 
 from covseg.io.atomic import write_json, write_text
 from covseg.io.image import write_png
+from covseg.transforms import LUNG_WINDOW, normalize_intensity
 
 GROUND_GLASS, CONSOLIDATION = 1, 2
 
@@ -109,19 +110,20 @@ def _mask_for(item: SyntheticSlice, target: str) -> np.ndarray:
 
 
 def synthetic_dataset(seed: int = 0, target: str = "infection", patients: int = 12,
-                      slices_per_patient: int = 4, size: int = 128):
-    """The generator as a :class:`~covseg.data.layouts.LoadedData` (nothing written to disk)."""
+                      slices_per_patient: int = 4, size: int = 128, intensity: str = "auto",
+                      window: tuple[float, float] = LUNG_WINDOW):
+    """The generator as a :class:`~covseg.data.layouts.LoadedData` (nothing written to disk);
+    its HU slices are read with ``intensity`` and ``window`` as a folder of them would be."""
     from covseg.data.layouts import LoadedData, Sample
-    from covseg.transforms import normalize_intensity
 
     samples = [
-        Sample(normalize_intensity(item.hu, "hu"), _mask_for(item, target), case, patient,
-               f"synthetic:{seed}#{case}")
+        Sample(normalize_intensity(item.hu, intensity, window), _mask_for(item, target), case,
+               patient, f"synthetic:{seed}#{case}")
         for case, patient, item in synthetic_slices(seed, patients, slices_per_patient, size)
     ]
     classes = 3 if target == "multiclass" else 2
     return LoadedData(samples, "synthetic", f"synthetic:{seed}", target, classes, None, True,
-                      ["SYNTHETIC data from covseg's built-in generator"])
+                      ["SYNTHETIC data from covseg's built-in generator"], intensity, window)
 
 
 def write_synthetic(out: str | Path, seed: int = 0, patients: int = 12,
