@@ -92,7 +92,8 @@ class TrainConfig:
     (0 = off); when on, the average is the model that is saved, validated and predicts."""
     val_fraction: float = 0.0
     """Share of patients held out to pick the best epoch; 0 trains on all and keeps the last
-    (better in cross-validation on 50 slices: a handful of validation slices picks noise)."""
+    (better in cross-validation on 50 slices: a handful of validation slices picks noise). A
+    split that leaves fewer training than validation slices is logged as a warning."""
     intensity: str = "auto"
     window: tuple[float, float] = LUNG_WINDOW
     lung_guide: str = "none"

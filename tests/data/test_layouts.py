@@ -568,3 +568,16 @@ def test_the_generator_reads_its_slices_with_the_window_asked() -> None:
     assert not np.array_equal(default.samples[0].image, narrow.samples[0].image)
     assert narrow.reading() == {"target": "infection", "intensity": "auto",
                                 "window": (-1000.0, 0.0)}
+
+
+def test_a_split_that_trains_on_fewer_slices_than_it_validates_on_warns(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """val_fraction=0.99 trained on one patient's slices and validated on all the others', in
+    silence."""
+    samples = load_dataset("synthetic").samples
+    train, val = validation_split(samples, 0.99)
+    assert len(train) < len(val)
+    assert "leaves 4 slice(s) to train on and 44 to validate on" in caplog.text
+    caplog.clear()
+    validation_split(samples, 0.25)
+    assert not caplog.text
