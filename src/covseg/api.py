@@ -154,7 +154,17 @@ def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[
 
 def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str],
           resume: bool = False, **config: Any) -> dict[str, Any]:
-    """Train a model (see :class:`TrainConfig` for the options) into the run folder ``out``."""
+    """Train a model (see :class:`TrainConfig` for the options) into the run folder ``out``.
+
+    ``data``: a data folder, read with the recipe's ``target``, ``intensity`` and ``window``; or
+    data already read by :func:`load_dataset`, whose reading the recipe takes where it leaves
+    those options out (given otherwise, they are refused: the run would record, and predict
+    with, a reading it never trained on).
+
+    Returns the run's metrics, as its ``metrics.json``: epochs, training seconds, and the saved
+    model's metrics on the validation slices at their own size when some were held out (an
+    ensemble's adds each member's).
+    """
     recipe = _recipe(config, resume, data)
     out = _out(out)
     return _train(recipe, _load(data, recipe), out, resume=resume)
@@ -169,7 +179,12 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     that differs from the split files' is refused.
 
     ``fold`` runs that fold alone and returns its summary; a later call without it reuses the
-    finished folds (``resume=True``) and writes the cross-validation summary.
+    finished folds (``resume=True``) and writes the cross-validation summary. ``data`` as in
+    :func:`train`.
+
+    Returns the summary, as ``summary.json``: each fold's mean metrics (``per_fold``), their
+    mean and std over folds (``mean_std_over_folds``), the metrics pooled over every test
+    slice and the recipe; with ``fold``, ``{"fold", "test_cases", "summary"}`` of that fold.
     """
     recipe = _recipe(config, resume, data, folds)
     out = _out(out)
@@ -183,7 +198,13 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
             out: str | os.PathLike[str], folds: int | None = None, resume: bool = False,
             **config: Any) -> dict[str, Any]:
     """Cross-validate ``models`` (first = baseline) on identical folds, with paired tests; one
-    name given alone is a list of one (and refused: a comparison needs two)."""
+    name given alone is a list of one (and refused: a comparison needs two). ``data`` as in
+    :func:`train`.
+
+    Returns the comparison, as ``comparison.json``: per model (``models``) its metrics over the
+    folds, its cost (parameters, GFLOPs, CPU ms per slice) and, but for the baseline, the paired
+    Wilcoxon test of its per-case Dice against the baseline's.
+    """
     recipe = _recipe(config, resume, data, folds)
     specs = [str(spec) for spec in _as_list(models)]
     check_specs(specs)
@@ -441,7 +462,10 @@ def quantify(masks: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
 
 
 def export(model: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
-    """Export a trained run to ONNX (for ``predict --onnx`` and ONNX Runtime users)."""
+    """Export a trained run to ONNX (for ``predict --onnx`` and ONNX Runtime users).
+
+    Returns the path of the ONNX file written.
+    """
     return export_onnx(_path("model", model), _path("out", out))
 
 
@@ -519,13 +543,21 @@ def _readable(chunk: Sequence[Path], predictor: Predictor, failed: dict[str, str
 
 def evaluate(pred: str | os.PathLike[str], truth: str | os.PathLike[str],
              out: str | os.PathLike[str]) -> dict[str, Any]:
-    """Per-case and summary metrics of predicted masks against the truth (CSV and JSON)."""
+    """Per-case and summary metrics of predicted masks against the truth (CSV and JSON).
+
+    Returns what the JSON holds: the number of ``cases``, the ``summary`` (per metric its mean,
+    std, median and how many cases define it), the ``per_case`` rows, the names found on one side only,
+    and the paths of the ``files`` written.
+    """
     return evaluate_folders(_path("pred", pred), _path("truth", truth), _path("out", out))
 
 
 def demo(out: str | os.PathLike[str] = "covseg-demo", folds: int = 3, epochs: int = 24
          ) -> dict[str, Any]:
-    """Synthetic data, a picture of it, then cross-validation and its report: a few minutes on CPU."""
+    """Synthetic data, a picture of it, then cross-validation and its report: a few minutes on CPU.
+
+    Returns the cross-validation summary (as :func:`cross_validate`) with ``demo_seconds``.
+    """
     from covseg.data.synthetic import write_synthetic
 
     out = _out(out)

@@ -602,7 +602,11 @@ def detect_layout(path: str | Path) -> str:
 
 def load_dataset(path: str | Path, target: str = "infection", intensity: str = "auto",
                  window: tuple[float, float] = LUNG_WINDOW, slices: str = "all") -> LoadedData:
-    """Read any supported layout as 2D samples (see the module docstring)."""
+    """Read any supported layout as 2D samples (see the module docstring).
+
+    Returns a :class:`LoadedData`: the samples, the layout, any folds the data set ships, and
+    how they were read (``target``, ``intensity``, ``window``), which training on it records.
+    """
     if target not in TARGETS:
         raise CovsegError(f"unknown target {target!r}; choose one of {TARGETS}")
     if slices not in ("all", "labelled"):
