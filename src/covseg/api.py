@@ -301,6 +301,9 @@ def load_predictor(model: str | os.PathLike[str] | Predictor, batch_size: int | 
     loaded predictor's. ``tta`` and ``threshold`` None follow the run's recipe (test-time mirrors
     or not, and the probability from which a pixel is infection); a ``threshold`` applies to
     binary models only.
+
+    Returns the :class:`~covseg.infer.Predictor`, which :func:`segment`, :func:`predict` and
+    :func:`predict_volumes` take as their ``model``.
     """
     if batch_size is not None:
         check_kind("batch_size", batch_size, [int])
