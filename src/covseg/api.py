@@ -55,6 +55,8 @@ from covseg.volumes import (
     volume_options_given,
 )
 
+DATA_ARGUMENT = "a data folder (str or pathlib.Path) or a covseg.load_dataset result"
+
 
 def _recipe(config: dict[str, Any], resume: bool, data: object, folds: int | None = None
             ) -> TrainConfig:
@@ -92,9 +94,6 @@ def _load(data: str | os.PathLike[str] | LoadedData, config: TrainConfig) -> Loa
         return data
     return load_dataset(_path("data", data, DATA_ARGUMENT), config.target, config.intensity,
                         config.window)
-
-
-DATA_ARGUMENT = "a data folder (str or pathlib.Path) or a covseg.load_dataset result"
 
 
 def _path(name: str, value: object, what: str = "a path (str or pathlib.Path)"
