@@ -227,7 +227,7 @@ def test_interrupted_commands_say_how_to_continue(tmp_path: Path, monkeypatch: p
     def interrupted(*_: object, **__: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("covseg.cli_volumes.quantify_batch", interrupted)
+    monkeypatch.setattr(api, "quantify", interrupted)
     code, _, err = _run(capsys, "quantify", str(tmp_path), "--out", str(tmp_path / "q"))
     assert code == 130 and "already done are skipped" in err and "--resume" not in err
     monkeypatch.setattr(api, "evaluate", interrupted)

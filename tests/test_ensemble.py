@@ -135,15 +135,22 @@ def test_a_failing_member_gives_its_one_line_error(tmp_path: Path, synthetic_fol
 @pytest.mark.skipif(torch.get_num_threads() < 2, reason="members train side by side only with 2+ threads")
 def test_a_script_without_the_main_guard_stops_with_a_message(tmp_path: Path,
                                                               synthetic_folder: Path) -> None:
-    """Spawned members re-import an unguarded script; that must fail fast and say why, not hang."""
+    """Spawned members re-import an unguarded script; that must fail fast and say why, not hang;
+    and the guarded rerun must train (the run record left behind asked for --resume)."""
+    call = (f"covseg.train({str(synthetic_folder)!r}, {str(tmp_path / 'run')!r}, "
+            "model='unet,unet', epochs=1, size=64, model_options={'width': 4})\n")
     script = tmp_path / "unguarded.py"
-    script.write_text("import covseg\n"
-                      f"covseg.train({str(synthetic_folder)!r}, {str(tmp_path / 'run')!r}, "
-                      "model='unet,unet', epochs=1, size=64, model_options={'width': 4})\n")
+    script.write_text(f"import covseg\n{call}")
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           timeout=300, check=False)
     assert done.returncode != 0
     assert "if __name__ ==" in done.stderr.splitlines()[-1]
+    assert not (tmp_path / "run" / "config.json").exists()
+    script.write_text(f"import covseg\nif __name__ == '__main__':\n    {call}")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "run" / "best.pt").is_file()
 
 
 def _epochs_done(out: Path) -> list[int]:

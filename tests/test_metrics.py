@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -84,3 +85,12 @@ def test_summary_counts_undefined_values() -> None:
     summary = summarize(rows)
     assert summary["dice"]["mean"] == pytest.approx(0.75)
     assert summary["hd95"] == {"mean": 2.0, "std": 0.0, "median": 2.0, "n": 1, "undefined": 1}
+
+
+def test_hd95_leaks_no_monai_deprecation_warning() -> None:
+    """Every evaluate and cross-validation call printed MONAI's FutureWarning about its own
+    always_return_as_numpy argument."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert binary_metrics(square_mask(20, 0, 2, 4), square_mask(20, 0, 0, 4))["hd95"] > 0
+    assert not [w for w in caught if "always_return_as_numpy" in str(w.message)]

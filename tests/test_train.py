@@ -310,3 +310,20 @@ def test_resume_with_another_split_is_refused(tiny_run: Path, synthetic_folder: 
     (old / "config.json").write_text(json.dumps(record))
     train_module._check_run_folder(old, saved, True, record[train_module.DATA_FINGERPRINT],
                                    moved)
+
+
+def test_a_run_stopped_before_its_first_epoch_is_rerun_without_resume(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its config.json, written before training, made the rerun ask for --resume although no
+    epoch was saved (as after an ensemble whose members could not start)."""
+    def stopped(*_: object) -> float:
+        raise KeyboardInterrupt
+
+    data, out = load_dataset(synthetic_folder), tmp_path / "run"
+    config = TrainConfig(**{**TINY, "epochs": 1})
+    monkeypatch.setattr(train_module, "_train_epoch", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.train(config, data, out, progress=False)
+    assert not (out / "config.json").exists()
+    monkeypatch.undo()
+    assert train_module.train(config, data, out, progress=False)["epochs"] == 1

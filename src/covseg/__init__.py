@@ -6,6 +6,11 @@ The Python API mirrors the ``covseg`` command line: :func:`visualize`, :func:`tr
 images held in memory (a notebook, another pipeline), :func:`load_predictor` and :func:`segment`.
 """
 
+# covseg.compare and covseg.export share their names with API functions: importing a submodule
+# for the first time sets the package attribute to the module, so both are loaded before the
+# functions are bound below (a later import of them would otherwise replace the functions).
+import covseg.compare
+import covseg.export  # noqa: F401
 from covseg.api import (
     compare,
     cross_validate,

@@ -7,6 +7,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -17,15 +18,17 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from covseg.cascade import require_lung_model
-from covseg.config import TrainConfig, check_kind, check_threshold
+from covseg.compare import check_specs, compare_models
+from covseg.config import TrainConfig, check_kind, check_threshold, check_window
 from covseg.crossval import cross_validate as _cross_validate
 from covseg.crossval import cross_validate_fold
 from covseg.data.layouts import CLASS_NAMES, LoadedData, load_dataset
 from covseg.data.splits import check_fold_count
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_folders, is_covseg_picture
+from covseg.export import export_onnx
 from covseg.infer import Predictor, output_name
-from covseg.io.atomic import output_file, write_json
+from covseg.io.atomic import output_file, output_folder, write_json
 from covseg.io.image import is_image_file, read_array, write_png
 from covseg.io.volume import (
     Volume,
@@ -39,17 +42,28 @@ from covseg.io.volume import (
     volume_from_nifti,
 )
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM
-from covseg.quantify import BatchResult, changed_settings, quantify_batch
+from covseg.quantify import BatchResult, changed_settings, multiclass_for, quantify_batch
 from covseg.train import check_recipe
 from covseg.train import train as _train
-from covseg.transforms import LUNG_WINDOW, normalize_intensity
+from covseg.transforms import normalize_intensity
 from covseg.viz import overlay, sample_grid
-from covseg.volumes import masks_in_lungs, predict_batch, predict_labels
+from covseg.volumes import (
+    check_volume_options,
+    masks_in_lungs,
+    predict_batch,
+    predict_labels,
+    volume_options_given,
+)
+
+DATA_ARGUMENT = "a data folder (str or pathlib.Path) or a covseg.load_dataset result"
 
 
-def _recipe(config: dict[str, Any], folds: int | None = None) -> TrainConfig:
-    """The training config, its models, options and fold count checked before data are read."""
-    recipe = TrainConfig(**config)
+def _recipe(config: dict[str, Any], resume: bool, data: object, folds: int | None = None
+            ) -> TrainConfig:
+    """The training config, its models, options and fold count checked before data are read;
+    with data already read, the recipe reads them as they were read (see :func:`_reading`)."""
+    check_kind("resume", resume, [bool])
+    recipe = TrainConfig(**_reading(data, config))
     check_recipe(recipe)
     if folds is not None:
         check_kind("folds", folds, [int])
@@ -57,26 +71,80 @@ def _recipe(config: dict[str, Any], folds: int | None = None) -> TrainConfig:
     return recipe
 
 
+def _reading(data: object, given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` options with the target, intensity and window that ``data`` read by
+    :func:`load_dataset` were read with, where ``given`` leaves them out; given otherwise, they
+    are refused: the run would record, and predict with, a reading it never trained on."""
+    if not isinstance(data, LoadedData):
+        return given
+    read = data.reading()
+    differ = [key for key in read if key in given and
+              (check_window(given[key]) if key == "window" else given[key]) != read[key]]
+    if differ:
+        raise CovsegError(
+            f"{', '.join(f'{key}={given[key]!r}' for key in differ)}, but the data were read with "
+            f"{', '.join(f'{key}={read[key]!r}' for key in differ)}; leave "
+            f"{' and '.join(differ)} out to use the data's, or read them again with "
+            f"covseg.load_dataset(..., {', '.join(f'{key}=...' for key in differ)})")
+    return {**given, **read}
+
+
 def _load(data: str | os.PathLike[str] | LoadedData, config: TrainConfig) -> LoadedData:
     if isinstance(data, LoadedData):
         return data
-    return load_dataset(data, config.target, config.intensity, config.window)
+    return load_dataset(_path("data", data, DATA_ARGUMENT), config.target, config.intensity,
+                        config.window)
+
+
+def _path(name: str, value: object, what: str = "a path (str or pathlib.Path)"
+          ) -> str | os.PathLike[str]:
+    """``value`` when it is a path; else a one-line error naming the argument (pathlib's
+    TypeError names none)."""
+    if isinstance(value, str | os.PathLike):
+        return value
+    shown = repr(value) if value is None or isinstance(value, int | float) else (
+        f"a value of type {type(value).__name__}")
+    hint = "; images held in memory go to covseg.segment" if isinstance(value, np.ndarray) else ""
+    raise CovsegError(f"{name} must be {what}, got {shown}{hint}")
+
+
+def _paths(name: str, inputs: object) -> list[str | os.PathLike[str]]:
+    """``inputs`` as a list of paths (one given alone is a list of one), each checked."""
+    items = _as_list(inputs) if isinstance(inputs, os.PathLike | Sequence) else [inputs]
+    return [_path(name, item) for item in items]
+
+
+def _out(out: object) -> Path:
+    """The output folder ``out``: a path, with no file in the way of it."""
+    return output_folder(_path("out", out))
 
 
 def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str], n: int = 8,
-              target: str = "infection", seed: int = 0, intensity: str = "auto",
-              window: tuple[float, float] = LUNG_WINDOW) -> Path:
-    """A PNG grid of ``n`` samples (lesion-bearing ones first), image beside image + mask;
-    ``intensity`` and ``window`` read the images as training does."""
-    out = output_file(out, ".png", "PNG grid")
+              target: str | None = None, seed: int = 0, intensity: str | None = None,
+              window: tuple[float, float] | None = None) -> Path:
+    """A PNG grid of ``n`` samples (lesion-bearing ones first), image beside image + mask.
+
+    ``target``, ``intensity`` and ``window`` read a data folder as training does (None: the
+    defaults, infection, auto and the lung window); data already read by :func:`load_dataset`
+    are shown as they were read, and options given otherwise are refused.
+
+    Returns the path of the PNG written.
+    """
+    check_kind("n", n, [int])
+    if n < 1:
+        raise CovsegError(f"--n must be positive, got {n}")
+    check_kind("seed", seed, [int])
+    out = output_file(_path("out", out), ".png", "PNG grid")
+    reading = _reading(data, {key: value for key, value in (
+        ("target", target), ("intensity", intensity), ("window", window)) if value is not None})
     loaded = (data if isinstance(data, LoadedData)
-              else load_dataset(data, target, intensity=intensity, window=window))
+              else load_dataset(_path("data", data, DATA_ARGUMENT), **reading))
     rng = np.random.default_rng(seed)
     order = sorted(range(len(loaded.samples)),
                    key=lambda i: (not loaded.samples[i].mask.any(), rng.random()))
-    chosen = [loaded.samples[i] for i in order[:max(1, n)]]
+    chosen = [loaded.samples[i] for i in order[:n]]
     heading = loaded.describe()
-    names = {"infection": {1: "infection"}, "lung": {1: "lung"}}.get(target, CLASS_NAMES)
+    names = {"infection": {1: "infection"}, "lung": {1: "lung"}}.get(loaded.target, CLASS_NAMES)
     return sample_grid([orient_for_display(s.image, s.display_flips) for s in chosen],
                        [orient_for_display(s.mask, s.display_flips) for s in chosen],
                        [f"{s.case_id} ({s.image.shape[1]}x{s.image.shape[0]})" for s in chosen],
@@ -85,8 +153,19 @@ def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[
 
 def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str],
           resume: bool = False, **config: Any) -> dict[str, Any]:
-    """Train a model (see :class:`TrainConfig` for the options) into the run folder ``out``."""
-    recipe = _recipe(config)
+    """Train a model (see :class:`TrainConfig` for the options) into the run folder ``out``.
+
+    ``data``: a data folder, read with the recipe's ``target``, ``intensity`` and ``window``; or
+    data already read by :func:`load_dataset`, whose reading the recipe takes where it leaves
+    those options out (given otherwise, they are refused: the run would record, and predict
+    with, a reading it never trained on).
+
+    Returns the run's metrics, as its ``metrics.json``: epochs, training seconds, and the saved
+    model's metrics on the validation slices at their own size when some were held out (an
+    ensemble's adds each member's).
+    """
+    recipe = _recipe(config, resume, data)
+    out = _out(out)
     return _train(recipe, _load(data, recipe), out, resume=resume)
 
 
@@ -99,9 +178,15 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     that differs from the split files' is refused.
 
     ``fold`` runs that fold alone and returns its summary; a later call without it reuses the
-    finished folds (``resume=True``) and writes the cross-validation summary.
+    finished folds (``resume=True``) and writes the cross-validation summary. ``data`` as in
+    :func:`train`.
+
+    Returns the summary, as ``summary.json``: each fold's mean metrics (``per_fold``), their
+    mean and std over folds (``mean_std_over_folds``), the metrics pooled over every test
+    slice and the recipe; with ``fold``, ``{"fold", "test_cases", "summary"}`` of that fold.
     """
-    recipe = _recipe(config, folds)
+    recipe = _recipe(config, resume, data, folds)
+    out = _out(out)
     if fold is not None:
         check_kind("fold", fold, [int])
         return cross_validate_fold(recipe, _load(data, recipe), out, folds, fold, resume)
@@ -112,12 +197,17 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
             out: str | os.PathLike[str], folds: int | None = None, resume: bool = False,
             **config: Any) -> dict[str, Any]:
     """Cross-validate ``models`` (first = baseline) on identical folds, with paired tests; one
-    name given alone is a list of one (and refused: a comparison needs two)."""
-    from covseg.compare import check_specs, compare_models
+    name given alone is a list of one (and refused: a comparison needs two). ``data`` as in
+    :func:`train`.
 
-    recipe = _recipe(config, folds)
+    Returns the comparison, as ``comparison.json``: per model (``models``) its metrics over the
+    folds, its cost (parameters, GFLOPs, CPU ms per slice) and, but for the baseline, the paired
+    Wilcoxon test of its per-case Dice against the baseline's.
+    """
+    recipe = _recipe(config, resume, data, folds)
     specs = [str(spec) for spec in _as_list(models)]
     check_specs(specs)
+    out = _out(out)
     return compare_models(recipe, _load(data, recipe), specs, out, folds, resume)
 
 
@@ -197,55 +287,78 @@ def is_volume_input(path: Path) -> bool:
     return is_nifti(path) or is_dicom_file(path)
 
 
-def load_predictor(model: str | os.PathLike[str], batch_size: int = 8, tta: bool | None = None,
-                   threshold: float | None = None) -> Predictor:
-    """A run folder / checkpoint, or an ``.onnx`` file from :func:`export`.
+MODEL_ARGUMENT = ("a run folder, checkpoint or .onnx file (str or pathlib.Path) or a "
+                  "covseg.load_predictor result")
 
-    ``tta`` and ``threshold`` None follow the run's recipe (test-time mirrors or not, and the
-    probability from which a pixel is infection); a ``threshold`` applies to binary models only.
+
+def load_predictor(model: str | os.PathLike[str] | Predictor, batch_size: int | None = None,
+                   tta: bool | None = None, threshold: float | None = None) -> Predictor:
+    """The predictor of a run folder / checkpoint, or of an ``.onnx`` file from :func:`export`.
+
+    A predictor already loaded is returned as it is, or as a copy with the options given (so that
+    every function taking a ``model`` takes one loaded once). ``batch_size`` None: 8, or the
+    loaded predictor's. ``tta`` and ``threshold`` None follow the run's recipe (test-time mirrors
+    or not, and the probability from which a pixel is infection); a ``threshold`` applies to
+    binary models only.
+
+    Returns the :class:`~covseg.infer.Predictor`, which :func:`segment`, :func:`predict` and
+    :func:`predict_volumes` take as their ``model``.
     """
+    if batch_size is not None:
+        check_kind("batch_size", batch_size, [int])
+    if tta is not None:
+        check_kind("tta", tta, [bool])
     if threshold is not None:
         check_threshold(threshold)
-    if str(model).lower().endswith(".onnx"):
-        predictor = Predictor.load_onnx(model, batch_size, tta)
+    if isinstance(model, Predictor):
+        predictor = model
     else:
-        predictor = Predictor.load(model, batch_size, tta)
-    if threshold is not None:
-        if predictor.num_classes != 2:
-            raise CovsegError(f"{predictor.source}: a multi-class model takes the most probable "
-                              "class per pixel; --threshold applies to binary models only")
-        predictor.threshold = threshold
-    return predictor
+        source = _path("model", model, MODEL_ARGUMENT)
+        predictor = (Predictor.load_onnx(source) if str(source).lower().endswith(".onnx")
+                     else Predictor.load(source))
+    if threshold is not None and predictor.num_classes != 2:
+        raise CovsegError(f"{predictor.source}: a multi-class model takes the most probable "
+                          "class per pixel; --threshold applies to binary models only")
+    given = {name: value for name, value in (("batch_size", batch_size), ("tta", tta),
+                                             ("threshold", threshold)) if value is not None}
+    return replace(predictor, **given) if given else predictor
 
 
-def load_volume_predictors(model: str | os.PathLike[str],
-                           lung_model: str | os.PathLike[str] | None = None, batch_size: int = 8,
-                           tta: bool | None = None, threshold: float | None = None
-                           ) -> tuple[Predictor, Predictor | None]:
-    """The infection model and the optional lung model for CT volumes, each checked for its role;
-    ``threshold`` overrides the infection model's own."""
+def load_volume_predictors(model: str | os.PathLike[str] | Predictor,
+                           lung_model: str | os.PathLike[str] | Predictor | None = None,
+                           batch_size: int | None = None, tta: bool | None = None,
+                           threshold: float | None = None) -> tuple[Predictor, Predictor | None]:
+    """The infection model and the optional lung model for CT volumes, each checked for its role
+    (as in :func:`load_predictor`); ``threshold`` overrides the infection model's own."""
     predictor = load_predictor(model, batch_size, tta, threshold)
     if predictor.target == "lung":
         raise CovsegError(f"{predictor.source}: a lung model; for CT volumes pass it as "
                           "--lung-model, with an infection model as --model")
-    lungs = require_lung_model(load_predictor(lung_model, batch_size)) if lung_model else None
+    lungs = (require_lung_model(load_predictor(lung_model, batch_size))
+             if lung_model is not None else None)
     return predictor, lungs
 
 
-def predict_volumes(model: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]],
-                    out: str | os.PathLike[str], lung_model: str | os.PathLike[str] | None = None,
-                    batch_size: int = 8, tta: bool | None = None,
+def predict_volumes(model: str | os.PathLike[str] | Predictor,
+                    inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+                    out: str | os.PathLike[str],
+                    lung_model: str | os.PathLike[str] | Predictor | None = None,
+                    batch_size: int | None = None, tta: bool | None = None,
                     threshold: float | None = None, shard: tuple[int, int] = (0, 1),
                     **options: Any) -> BatchResult:
     """CT volumes (NIfTI files, DICOM files or series folders, or folders of them): per study,
     infection and lung masks on the input's grid plus the quantification report.
 
-    ``options`` as ``covseg predict``'s volume flags: ``probabilities``, ``keep_outside_lungs``,
-    ``hu``, ``html``, ``lung_margin_mm``.
+    ``model`` and ``lung_model`` as :func:`load_predictor` takes them, with its ``batch_size``,
+    ``tta`` and ``threshold``. ``options`` as ``covseg predict``'s volume flags:
+    ``probabilities``, ``keep_outside_lungs``, ``hu``, ``html``, ``lung_margin_mm``.
+
+    Returns the batch's counts (done, skipped, failed) and the path of its summary CSV.
     """
+    inputs, out = _paths("inputs", inputs), _out(out)
     predictor, lungs = load_volume_predictors(model, lung_model, batch_size, tta, threshold)
-    return predict_batch(predictor, _as_list(inputs), out, shard=shard, batch_size=batch_size,
-                         lung_predictor=lungs, **options)
+    return predict_batch(predictor, inputs, out, shard=shard,
+                         batch_size=predictor.batch_size, lung_predictor=lungs, **options)
 
 
 def segment(model: str | os.PathLike[str] | Predictor, image: np.ndarray | sitk.Image | nib.Nifti1Image,
@@ -260,26 +373,35 @@ def segment(model: str | os.PathLike[str] | Predictor, image: np.ndarray | sitk.
     reads a PNG, in HU or 8-bit grey), or a CT volume: a ``SimpleITK.Image``, a nibabel image, or
     a (z, y, x) numpy array with its ``spacing`` (z, y, x) in mm. Volumes are handled as
     :func:`predict_volumes` handles them (``hu``, ``lung_model``, ``keep_outside_lungs`` and
-    ``lung_margin_mm`` as its options): infection far from the lungs is removed, and a volume
-    with sagittal or coronal slices is cut into axial ones.
+    ``lung_margin_mm`` as its options, refused with a 2D slice as the CLI refuses them with 2D
+    images): infection far from the lungs is removed, and a volume with sagittal or coronal
+    slices is cut into axial ones. An (H, W, 3 or 4) array without ``spacing`` is refused as
+    an RGB image: convert it to grayscale first.
 
     Returns uint8 labels of the input's shape, in its own axis order (SimpleITK's array is
     (z, y, x), nibabel's (x, y, z)): 1 infection (or lung, for a lung model), or the classes
     0..K-1 of a multi-class model.
     """
     check_hu(hu, "hu")
-    predictor = model if isinstance(model, Predictor) else load_predictor(model)
+    predictor = load_predictor(model)
     if isinstance(image, sitk.Image) and image.GetDimension() == 2:
         image = sitk.GetArrayFromImage(image)
     if isinstance(image, np.ndarray) and image.ndim == 2:
+        given = volume_options_given({"hu": hu, "lung_model": lung_model,
+                                      "keep_outside_lungs": keep_outside_lungs,
+                                      "lung_margin_mm": lung_margin_mm})
+        if spacing is not None:
+            given.append("spacing")
+        if given:
+            raise CovsegError(f"{', '.join(given)}: for CT volumes only, and this image is a 2D "
+                              "slice; drop them, or give a volume")
         slice_ = normalize_intensity(_checked_slice(image), predictor.intensity, predictor.window)
         return predictor.predict_labels([slice_])[0]
+    check_volume_options(predictor.batch_size, lung_margin_mm,
+                         keep_outside_lungs=keep_outside_lungs)
     volume, nibabel_order = _volume_in_memory(image, spacing)
     volume.intensity = detect_volume_intensity(volume.array, hu, volume.source)
-    lungs = None
-    if lung_model is not None:
-        lungs = require_lung_model(lung_model if isinstance(lung_model, Predictor)
-                                   else load_predictor(lung_model, predictor.batch_size))
+    lungs = require_lung_model(load_predictor(lung_model)) if lung_model is not None else None
     labels = predict_labels(predictor, volume, batch_size=predictor.batch_size, desc="infection")
     masks = masks_in_lungs(predictor, volume, labels, lung_predictor=lungs,
                            keep_outside_lungs=keep_outside_lungs, lung_margin_mm=lung_margin_mm,
@@ -309,6 +431,10 @@ def _volume_in_memory(image: object, spacing: Sequence[float] | None) -> tuple[V
     if isinstance(image, nib.Nifti1Image):
         return volume_from_nifti(image, "the nibabel image"), True
     if isinstance(image, np.ndarray) and image.ndim == 3:
+        if spacing is None and image.shape[-1] in (3, 4):
+            raise CovsegError(f"an array of shape {image.shape} looks like an RGB image; convert "
+                              "it to grayscale (PIL's .convert('L')) to segment it as a 2D "
+                              "slice, or give spacing=(z, y, x) in mm if it is a CT volume")
         if spacing is None:
             raise CovsegError("a 3D array needs spacing=(z, y, x) in mm; or pass a SimpleITK or "
                               "nibabel image, which carries its geometry")
@@ -318,41 +444,59 @@ def _volume_in_memory(image: object, spacing: Sequence[float] | None) -> tuple[V
                       "(z, y, x) volume as a numpy array, a SimpleITK image or a nibabel image")
 
 
-def quantify(masks: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
-             **options: Any) -> BatchResult:
-    """Lesion and lung volumes, % involved and CT-0..CT-4 from existing masks (``covseg
-    quantify``); ``options``: ``lungs``, ``image``, ``hu``, ``multiclass``, ``html_report``,
-    ``shard``."""
-    return quantify_batch(masks, out, **options)
+def quantify(masks: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+             out: str | os.PathLike[str], *, lungs: str | os.PathLike[str] | None = None,
+             image: str | os.PathLike[str] | None = None, hu: str = "auto",
+             classes: str = "auto", html: bool = False, shard: tuple[int, int] = (0, 1)
+             ) -> BatchResult:
+    """Lesion and lung volumes, % involved and CT-0..CT-4 from existing masks, as ``covseg
+    quantify`` (its options by the same names: ``classes`` is ``auto``, ``binary`` or
+    ``multiclass``); one mask or folder may be given alone.
+
+    Returns the batch's counts (done, skipped, failed) and the path of its summary CSV.
+    """
+    for name, value in (("lungs", lungs), ("image", image)):
+        if value is not None:
+            _path(name, value)
+    check_kind("html", html, [bool])
+    return quantify_batch(_paths("masks", masks), _out(out), lungs=lungs, image=image, hu=hu,
+                          multiclass=multiclass_for(classes), html_report=html, shard=shard)
 
 
 def export(model: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
-    """Export a trained run to ONNX (for ``predict --onnx`` and ONNX Runtime users)."""
-    from covseg.export import export_onnx
+    """Export a trained run to ONNX (for ``predict --onnx`` and ONNX Runtime users).
 
-    return export_onnx(model, out)
+    Returns the path of the ONNX file written.
+    """
+    return export_onnx(_path("model", model), _path("out", out))
 
 
-def predict(model: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]],
-            out: str | os.PathLike[str], overlay_png: bool = False, batch_size: int = 8,
+def predict(model: str | os.PathLike[str] | Predictor,
+            inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+            out: str | os.PathLike[str], overlay_png: bool = False, batch_size: int | None = None,
             tta: bool | None = None, threshold: float | None = None) -> list[Path]:
     """Masks for 2D images: PNG named after each input, same size, 0 background, 255 infection
     (or lung, for a lung model); ``predict.json`` beside them records the model and settings.
 
-    Multi-class models write their labels (0..K-1) instead of 0/255. A ``model`` ending in
-    ``.onnx`` (from :func:`export`) runs with ONNX Runtime. ``tta`` and ``threshold`` as in
-    :func:`load_predictor`. An image that cannot be read is listed in ``predict.json`` and the
+    Multi-class models write their labels (0..K-1) instead of 0/255. ``model`` as
+    :func:`load_predictor` takes it, with its ``batch_size``, ``tta`` and ``threshold``: a run
+    folder or checkpoint, an ``.onnx`` file (from :func:`export`, run with ONNX Runtime) or a
+    predictor already loaded. An image that cannot be read is listed in ``predict.json`` and the
     others are predicted; a :class:`CovsegError` then says how many failed.
+
+    Returns the paths of the masks written.
     """
-    inputs = _as_list(inputs)
+    check_kind("overlay_png", overlay_png, [bool])
+    inputs = _paths("inputs", inputs)
     volumes = [str(item) for item in inputs if is_volume_input(Path(item))]
     if volumes:
         raise CovsegError(f"{', '.join(volumes)}: CT volumes; predict them with "
                           "covseg.predict_volumes")
     files = collect_inputs(inputs)
-    out = Path(out)
+    out = _out(out)
     _check_outputs(files, out)
     predictor = load_predictor(model, batch_size, tta, threshold)
+    batch_size = predictor.batch_size
     _refuse_other_model(out, predictor)
     started = time.perf_counter()
     written: list[Path] = []
@@ -401,16 +545,24 @@ def _readable(chunk: Sequence[Path], predictor: Predictor, failed: dict[str, str
 
 def evaluate(pred: str | os.PathLike[str], truth: str | os.PathLike[str],
              out: str | os.PathLike[str]) -> dict[str, Any]:
-    """Per-case and summary metrics of predicted masks against the truth (CSV and JSON)."""
-    return evaluate_folders(pred, truth, out)
+    """Per-case and summary metrics of predicted masks against the truth (CSV and JSON).
+
+    Returns what the JSON holds: the number of ``cases``, the ``summary`` (per metric its mean,
+    std, median and how many cases define it), the ``per_case`` rows, the names found on one side only,
+    and the paths of the ``files`` written.
+    """
+    return evaluate_folders(_path("pred", pred), _path("truth", truth), _path("out", out))
 
 
 def demo(out: str | os.PathLike[str] = "covseg-demo", folds: int = 3, epochs: int = 24
          ) -> dict[str, Any]:
-    """Synthetic data, a picture of it, then cross-validation and its report: a few minutes on CPU."""
+    """Synthetic data, a picture of it, then cross-validation and its report: a few minutes on CPU.
+
+    Returns the cross-validation summary (as :func:`cross_validate`) with ``demo_seconds``.
+    """
     from covseg.data.synthetic import write_synthetic
 
-    out = Path(out)
+    out = _out(out)
     started = time.perf_counter()
     data_dir = write_synthetic(out / "synthetic-data", seed=0)
     data = load_dataset(data_dir)

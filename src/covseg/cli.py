@@ -125,7 +125,6 @@ def _positive(args: argparse.Namespace, *names: str) -> None:
 
 
 def cmd_visualize(args: argparse.Namespace) -> int:
-    _positive(args, "n")
     path = api.visualize(args.data, args.out, n=args.n, target=args.target,
                          intensity=args.intensity, window=tuple(args.window))
     print(f"wrote {path}")

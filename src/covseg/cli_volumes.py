@@ -11,14 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from covseg import api
 from covseg.data.fetch import DATASETS, fetch
 from covseg.errors import CovsegError
 from covseg.io.volume import HU_MODES
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM
-from covseg.quantify import BatchResult, parse_shard, quantify_batch
-from covseg.volumes import SlicePredictor, predict_batch
-
-CLASS_CHOICES = ("auto", "binary", "multiclass")
+from covseg.quantify import CLASSES, BatchResult, parse_shard
+from covseg.volumes import VOLUME_DEFAULTS, SlicePredictor, predict_batch, volume_options_given
 
 
 def register(subparsers: Any) -> None:
@@ -53,7 +52,7 @@ def add_quantify_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--hu", choices=HU_MODES, default="auto",
                         help="is --image in Hounsfield units (yes), 8-bit grey (no) or detect "
                              "(auto, default)")
-    parser.add_argument("--classes", choices=CLASS_CHOICES, default="auto",
+    parser.add_argument("--classes", choices=tuple(CLASSES), default="auto",
                         help="binary (any non-zero is lesion), multiclass (1 GGO, "
                              "2 consolidation, 3 effusion) or auto (default: labels > 1 mean "
                              "multiclass)")
@@ -65,10 +64,8 @@ def add_quantify_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _quantify_command(args: argparse.Namespace) -> int:
-    multiclass = {"auto": None, "binary": False, "multiclass": True}[args.classes]
-    result = quantify_batch(args.masks, args.out, lungs=args.lungs, image=args.image,
-                            hu=args.hu, multiclass=multiclass, html_report=args.html,
-                            shard=args.shard)
+    result = api.quantify(args.masks, args.out, lungs=args.lungs, image=args.image, hu=args.hu,
+                          classes=args.classes, html=args.html, shard=args.shard)
     return _report(result)
 
 
@@ -88,12 +85,6 @@ def _fetch_command(args: argparse.Namespace) -> int:
     paths = fetch(args.name, args.to)
     print(f"{args.name}: {len(paths)} file(s) ready in {args.to}")
     return 0
-
-
-VOLUME_DEFAULTS: dict[str, Any] = {
-    "hu": "auto", "probabilities": False, "keep_outside_lungs": False,
-    "lung_margin_mm": DEFAULT_LUNG_MARGIN_MM, "html": False, "shard": (0, 1), "lung_model": None}
-"""The options ``covseg predict`` takes for CT volumes only, with their defaults."""
 
 
 def add_volume_predict_arguments(parser: argparse.ArgumentParser) -> None:
@@ -120,8 +111,7 @@ def add_volume_predict_arguments(parser: argparse.ArgumentParser) -> None:
 
 def refuse_volume_options(args: argparse.Namespace) -> None:
     """2D images get masks only: a volume option given with them would be silently ignored."""
-    given = [f"--{key.replace('_', '-')}" for key, default in VOLUME_DEFAULTS.items()
-             if getattr(args, key) != default]
+    given = [f"--{key.replace('_', '-')}" for key in volume_options_given(vars(args))]
     if given:
         raise CovsegError(f"{', '.join(given)}: for CT volumes only, and these inputs are 2D "
                           "images; drop the option, or give NIfTI/DICOM volumes")

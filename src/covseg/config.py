@@ -25,6 +25,7 @@ on 50 slices (240 epochs of Zenodo's 3,520 slices would take half a day)."""
 
 def check_threshold(threshold: float) -> float:
     """A binary decision threshold, which must lie strictly between 0 and 1."""
+    check_kind("threshold", threshold, [float])
     if not 0 < threshold < 1:
         raise CovsegError(f"--threshold must lie between 0 and 1, got {threshold}")
     return threshold
@@ -36,6 +37,18 @@ def check_kind(name: str, value: Any, kinds: Sequence[type]) -> None:
     if not any(is_a(value, kind) for kind in kinds):
         wanted = " or ".join(OPTION_TYPES[kind] for kind in kinds)
         raise CovsegError(f"--{name.replace('_', '-')} must be {wanted}, got {value!r}")
+
+
+def check_window(window: Any) -> tuple[float, float]:
+    """An HU window (LOW, HIGH): two finite numbers, LOW below HIGH; else a one-line error."""
+    if (not isinstance(window, tuple | list) or len(window) != 2
+            or not all(is_a(value, float) for value in window)):
+        raise CovsegError(f"--window must be two numbers (LOW, HIGH) in HU, e.g. "
+                          f"{LUNG_WINDOW}, got {window!r}")
+    low, high = float(window[0]), float(window[1])
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise CovsegError(f"--window LOW HIGH needs LOW < HIGH, both finite, got {low:g} {high:g}")
+    return low, high
 
 
 @dataclass
@@ -79,7 +92,8 @@ class TrainConfig:
     (0 = off); when on, the average is the model that is saved, validated and predicts."""
     val_fraction: float = 0.0
     """Share of patients held out to pick the best epoch; 0 trains on all and keeps the last
-    (better in cross-validation on 50 slices: a handful of validation slices picks noise)."""
+    (better in cross-validation on 50 slices: a handful of validation slices picks noise). A
+    split that leaves fewer training than validation slices is logged as a warning."""
     intensity: str = "auto"
     window: tuple[float, float] = LUNG_WINDOW
     lung_guide: str = "none"
@@ -117,11 +131,12 @@ class TrainConfig:
         one-line error instead of Python's TypeError from deep inside training."""
         for name, hint in get_type_hints(TrainConfig).items():
             if get_origin(hint) not in (None, UnionType):
-                continue  # window and model_options: checked by check_recipe and the registry
+                continue  # model_options: checked by the registry
             value = getattr(self, name)
             kinds = [kind for kind in get_args(hint) or (hint,) if kind in OPTION_TYPES]
             if kinds and not (value is None and type(None) in get_args(hint)):
                 check_kind(name, value, kinds)
+        check_window(self.window)
 
     def epochs_for(self, slices: int) -> int:
         """The epochs to train on ``slices`` training slices: ``epochs`` when given, else the

@@ -16,6 +16,7 @@ from torch import nn
 from covseg.cascade import CropBox, LungFrame, LungGuide
 from covseg.checkpoint import load_checkpoint, model_from_checkpoint
 from covseg.errors import CovsegError
+from covseg.export import OnnxNetwork
 from covseg.transforms import LUNG_WINDOW, Letterbox
 
 FLIP_DIMS: dict[str, int] = {"lr": 3, "ud": 2}
@@ -80,8 +81,6 @@ class Predictor:
     def load_onnx(cls, path: str | os.PathLike[str], batch_size: int = 8, tta: bool | None = None
                   ) -> Predictor:
         """Load a model written by ``covseg export`` and run it with ONNX Runtime."""
-        from covseg.export import OnnxNetwork
-
         network = OnnxNetwork(path)
         predictor = cls._from_meta(network, network.meta, batch_size, tta)
         predictor.source = str(Path(path).resolve())

@@ -16,6 +16,7 @@ HD95 is in pixels for 2D slices (mm when a spacing is given).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -68,7 +69,13 @@ def binary_metrics(pred: np.ndarray, truth: np.ndarray,
     elif tp + fn == 0 or tp + fp == 0:
         result["hd95"] = math.nan
     else:
-        result["hd95"] = float(compute_hausdorff_distance(p, t, percentile=95, spacing=spacing)[0, 0])
+        with warnings.catch_warnings():
+            # MONAI (1.5+) passes its own deprecated always_return_as_numpy to get_mask_edges
+            # and warns about it on every call: nothing a caller of covseg can change.
+            warnings.filterwarnings("ignore", message=".*always_return_as_numpy",
+                                    category=FutureWarning)
+            hd95 = compute_hausdorff_distance(p, t, percentile=95, spacing=spacing)
+        result["hd95"] = float(hd95[0, 0])
     return result
 
 

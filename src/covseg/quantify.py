@@ -444,12 +444,25 @@ def _absolute(path: str | os.PathLike[str] | None) -> str | None:
     return str(Path(path).resolve()) if path else None
 
 
+CLASSES: dict[str, bool | None] = {"auto": None, "binary": False, "multiclass": True}
+"""``--classes``: how mask labels are read, as the ``multiclass`` flag (auto: labels above 1
+mean multi-class)."""
+
+
+def multiclass_for(classes: str) -> bool | None:
+    """The ``multiclass`` flag for a ``--classes`` value; an unknown one is a one-line error."""
+    if not isinstance(classes, str) or classes not in CLASSES:
+        raise CovsegError(f"unknown --classes value {classes!r}; choose one of "
+                          f"{', '.join(CLASSES)}")
+    return CLASSES[classes]
+
+
 def quantify_settings(*, lungs: str | os.PathLike[str] | None = None,
                       image: str | os.PathLike[str] | None = None, hu: str = "auto",
                       multiclass: bool | None = None, html_report: bool = False
                       ) -> dict[str, Any]:
     """The options that shape a quantify study's results (recorded, compared on reruns)."""
-    classes = {None: "auto", True: "multiclass", False: "binary"}[multiclass]
+    classes = next(name for name, flag in CLASSES.items() if flag is multiclass)
     return {"lungs": _absolute(lungs), "image": _absolute(image), "hu": hu, "classes": classes,
             "html": html_report}
 

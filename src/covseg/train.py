@@ -204,10 +204,28 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
     check_recipe(config)
     fingerprint = data_fingerprint(data, [*train_cases, *val_cases])
     _check_run_folder(out, config, resume, fingerprint, (train_cases, val_cases))
-    if len(member_names(config.model)) > 1:
-        return _train_ensemble(config, data, out, resume, train_cases, val_cases, fingerprint,
-                               progress)
-    return _train_model(config, data, out, resume, train_cases, val_cases, fingerprint, progress)
+    try:
+        if len(member_names(config.model)) > 1:
+            return _train_ensemble(config, data, out, resume, train_cases, val_cases,
+                                   fingerprint, progress)
+        return _train_model(config, data, out, resume, train_cases, val_cases, fingerprint,
+                            progress)
+    except BaseException:
+        _forget_unsaved_run(out)
+        raise
+
+
+def _has_checkpoint(out: Path) -> bool:
+    """Whether a run (or any member of an ensemble) saved an epoch into ``out``."""
+    return (out / "last.pt").exists() or any(out.glob("member*/last.pt"))
+
+
+def _forget_unsaved_run(out: Path) -> None:
+    """Remove the record of a run that stopped before it saved any epoch (a member that could
+    not start, as in a script without the ``__main__`` guard): it describes nothing saved, and
+    would make the rerun that fixes the cause ask for --resume."""
+    if not _has_checkpoint(out):
+        (out / "config.json").unlink(missing_ok=True)
 
 
 def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint: str,
@@ -217,7 +235,7 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint:
     one network or an ensemble wrote it (so that a resume with other options, data or split never
     mixes them into the saved run)."""
     record = out / "config.json"
-    if not (record.exists() or (out / "last.pt").exists() or any(out.glob("member*"))):
+    if not (record.exists() or _has_checkpoint(out)):
         return
     if not resume:
         raise CovsegError(f"{out} already holds a run; pass --resume to continue it or pick a new --out")
@@ -274,9 +292,6 @@ def check_recipe(config: TrainConfig) -> None:
     or a member starts."""
     config.check_types()
     check_model(config.model, config.model_options)
-    low, high = config.window
-    if not low < high:
-        raise CovsegError(f"--window LOW HIGH needs LOW < HIGH, got {low:g} {high:g}")
     if config.crop_lungs and config.lung_guide == "none":
         raise CovsegError("--crop-lungs crops to the lung guide's lungs: add --lung-guide "
                           "threshold or --lung-guide RUN (a lung model)")

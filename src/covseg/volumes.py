@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
+from covseg.config import check_kind
 from covseg.errors import CovsegError
 from covseg.io.volume import (
     Volume,
@@ -146,8 +147,27 @@ def _lungs(volume: Volume, lung_predictor: SlicePredictor | None, batch_size: in
     return segment_lungs(hounsfield(volume), volume.affine), "threshold"
 
 
-def _check_options(batch_size: int, lung_margin_mm: float) -> None:
-    """Bad numbers fail once, before any study, rather than in every study of a batch."""
+VOLUME_DEFAULTS: dict[str, Any] = {
+    "hu": "auto", "probabilities": False, "keep_outside_lungs": False,
+    "lung_margin_mm": DEFAULT_LUNG_MARGIN_MM, "html": False, "shard": (0, 1), "lung_model": None}
+"""The options ``covseg predict`` takes for CT volumes only, with their defaults."""
+
+
+def volume_options_given(options: dict[str, Any]) -> list[str]:
+    """The volume-only options of ``options`` set to other than their defaults: a 2D image given
+    them is refused, as it would silently ignore them."""
+    return [key for key, default in VOLUME_DEFAULTS.items()
+            if key in options and options[key] != default]
+
+
+def check_volume_options(batch_size: int = 8, lung_margin_mm: float = DEFAULT_LUNG_MARGIN_MM,
+                         **switches: bool) -> None:
+    """Bad numbers and switches (``probabilities``, ``keep_outside_lungs``, ``html``) fail once,
+    before any study, rather than in every study of a batch (or as a switch silently on)."""
+    check_kind("batch_size", batch_size, [int])
+    check_kind("lung_margin_mm", lung_margin_mm, [float])
+    for name, value in switches.items():
+        check_kind(name, value, [bool])
     if batch_size < 1:
         raise CovsegError(f"--batch-size must be at least 1, got {batch_size}")
     if not (math.isfinite(lung_margin_mm) and lung_margin_mm >= 0):
@@ -223,7 +243,8 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
     Returns the quantification dict (also written as quantification.json, last, so that its
     presence marks the study done).
     """
-    _check_options(batch_size, lung_margin_mm)
+    check_volume_options(batch_size, lung_margin_mm, probabilities=probabilities,
+                         keep_outside_lungs=keep_outside_lungs, html=html)
     out_dir = Path(out_dir)
     image = str(Path(path).resolve())
     hashes = input_hashes({"image": image})  # before reading: a file changed meanwhile is stale
@@ -298,8 +319,8 @@ def predict_batch(predictor: SlicePredictor, inputs: Sequence[str | os.PathLike[
     if unknown:
         raise CovsegError(f"unknown option(s) {', '.join(unknown)}; CT volumes take "
                           f"{', '.join(sorted(STUDY_OPTIONS))}")
-    _check_options(options.get("batch_size", 8),
-                   options.get("lung_margin_mm", DEFAULT_LUNG_MARGIN_MM))
+    check_volume_options(**{key: value for key, value in options.items()
+                            if key not in ("hu", "lung_predictor")})
     check_hu(options.get("hu", "auto"))
     studies = find_studies(inputs, exclude=out_dir)
     settings = predict_settings(predictor, **{k: v for k, v in options.items()

@@ -387,9 +387,12 @@ def test_synthetic_generator_is_deterministic() -> None:
 
 
 def test_synthetic_slices_are_scaled_with_the_window_asked_for() -> None:
-    """``--window`` on ``synthetic`` was ignored (the run recorded it and predicted with it)."""
+    """``--window`` on ``synthetic`` was ignored (the run recorded it and predicted with it);
+    the data say how they were read."""
     lung = load_dataset("synthetic:5").samples[3].image
-    wide = load_dataset("synthetic:5", window=(-1000.0, 0.0)).samples[3].image
+    read = load_dataset("synthetic:5", window=(-1000.0, 0.0))
+    assert read.reading() == {"target": "infection", "intensity": "auto", "window": (-1000.0, 0.0)}
+    wide = read.samples[3].image
     hu = synthetic_slices(5, patients=12, slices_per_patient=4, size=128)[3][2].hu
     np.testing.assert_allclose(wide, normalize_intensity(hu, "hu", (-1000.0, 0.0)), atol=1e-6)
     assert not np.allclose(lung, wide)
@@ -592,3 +595,16 @@ def test_mosmed_slices_take_their_study_however_spelled() -> None:
     spellings = ["study_0255_12", "Study0255_3", "0255_0011", "study0255_1"]
     assert {_mosmed_patient(stem) for stem in spellings} == {"study_0255"}
     assert _mosmed_patient("slice_a") == "slice_a"
+
+
+def test_a_split_that_trains_on_fewer_slices_than_it_validates_on_warns(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """val_fraction=0.99 trained on one patient's slices and validated on all the others', in
+    silence."""
+    samples = load_dataset("synthetic").samples
+    train, val = validation_split(samples, 0.99)
+    assert len(train) < len(val)
+    assert "leaves 4 slice(s) to train on and 44 to validate on" in caplog.text
+    caplog.clear()
+    validation_split(samples, 0.25)
+    assert not caplog.text

@@ -25,10 +25,12 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
+from covseg.config import check_window
 from covseg.errors import CovsegError
 from covseg.io.image import (
     case_key,
@@ -112,6 +114,15 @@ class LoadedData:
     folds: list[tuple[list[str], list[str]]] | None = None
     synthetic: bool = False
     notes: list[str] = field(default_factory=list)
+    intensity: str = "auto"
+    """How the images were scaled to [0, 1] (``load_dataset``'s ``intensity``)."""
+    window: tuple[float, float] = LUNG_WINDOW
+    """The HU window they were read with (``load_dataset``'s ``window``)."""
+
+    def reading(self) -> dict[str, Any]:
+        """How these data were read: the target, intensity and window that a run trained on
+        them must record, since it predicts with them."""
+        return {"target": self.target, "intensity": self.intensity, "window": self.window}
 
     @property
     def patients(self) -> list[str]:
@@ -544,7 +555,7 @@ def _loaded(samples: list[Sample], layout: str, root: Path, options: ReadOptions
             sample.case_id = sample.case_id if sample.case_id.startswith("synthetic") else (
                 f"synthetic_{sample.case_id}")
     return LoadedData(samples, layout, str(root), options.target, num_classes, folds or None,
-                      synthetic)
+                      synthetic, intensity=options.intensity, window=options.window)
 
 
 LAYOUTS: dict[str, Callable[[Path], bool]] = {
@@ -608,12 +619,16 @@ def detect_layout(path: str | Path) -> str:
 
 def load_dataset(path: str | Path, target: str = "infection", intensity: str = "auto",
                  window: tuple[float, float] = LUNG_WINDOW, slices: str = "all") -> LoadedData:
-    """Read any supported layout as 2D samples (see the module docstring)."""
+    """Read any supported layout as 2D samples (see the module docstring).
+
+    Returns a :class:`LoadedData`: the samples, the layout, any folds the data set ships, and
+    how they were read (``target``, ``intensity``, ``window``), which training on it records.
+    """
     if target not in TARGETS:
         raise CovsegError(f"unknown target {target!r}; choose one of {TARGETS}")
     if slices not in ("all", "labelled"):
         raise CovsegError(f"unknown slice selection {slices!r}; choose all or labelled")
-    options = ReadOptions(target, intensity, tuple(window), slices)
+    options = ReadOptions(target, intensity, check_window(window), slices)
     layout = detect_layout(path)
     if layout == "synthetic":
         return _read_synthetic(str(path), options)

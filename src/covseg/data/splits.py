@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -9,6 +10,8 @@ import numpy as np
 
 from covseg.data.layouts import Sample
 from covseg.errors import CovsegError
+
+log = logging.getLogger(__name__)
 
 
 def _by_patient(samples: Sequence[Sample]) -> dict[str, list[str]]:
@@ -50,7 +53,9 @@ def grouped_kfold(samples: Sequence[Sample], folds: int, seed: int = 0
 
 def validation_split(samples: Sequence[Sample], fraction: float, seed: int = 0
                      ) -> tuple[list[str], list[str]]:
-    """(train, validation) case ids with about ``fraction`` of the patients held out."""
+    """(train, validation) case ids with about ``fraction`` of the patients held out; a split
+    that leaves fewer slices to train on than to validate on is logged as a warning (the
+    model would learn from a few slices while many pick its best epoch)."""
     groups = _by_patient(samples)
     if not 0.0 <= fraction < 1.0:
         raise CovsegError(f"validation fraction must be in [0, 1), got {fraction}")
@@ -62,4 +67,8 @@ def validation_split(samples: Sequence[Sample], fraction: float, seed: int = 0
     val_patients = set(patients[:count])
     train = [s.case_id for s in samples if s.patient_id not in val_patients]
     val = [s.case_id for s in samples if s.patient_id in val_patients]
+    if len(train) < len(val):
+        log.warning("validation fraction %g leaves %d slice(s) to train on and %d to validate "
+                    "on; lower --val-fraction (0 trains on every slice)", fraction, len(train),
+                    len(val))
     return train, val

@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from covseg.io.atomic import write_json, write_text
 from covseg.io.image import write_png
-from covseg.transforms import LUNG_WINDOW
+from covseg.transforms import LUNG_WINDOW, normalize_intensity
 
 GROUND_GLASS, CONSOLIDATION = 1, 2
 
@@ -113,9 +113,8 @@ def synthetic_dataset(seed: int = 0, target: str = "infection", patients: int = 
                       slices_per_patient: int = 4, size: int = 128, intensity: str = "auto",
                       window: tuple[float, float] = LUNG_WINDOW):
     """The generator as a :class:`~covseg.data.layouts.LoadedData` (nothing written to disk);
-    its HU slices are scaled as a folder of HU images would be (``intensity``, ``window``)."""
+    its HU slices are read with ``intensity`` and ``window`` as a folder of them would be."""
     from covseg.data.layouts import LoadedData, Sample
-    from covseg.transforms import normalize_intensity
 
     samples = [
         Sample(normalize_intensity(item.hu, intensity, window), _mask_for(item, target), case,
@@ -124,7 +123,7 @@ def synthetic_dataset(seed: int = 0, target: str = "infection", patients: int = 
     ]
     classes = 3 if target == "multiclass" else 2
     return LoadedData(samples, "synthetic", f"synthetic:{seed}", target, classes, None, True,
-                      ["SYNTHETIC data from covseg's built-in generator"])
+                      ["SYNTHETIC data from covseg's built-in generator"], intensity, window)
 
 
 def write_synthetic(out: str | Path, seed: int = 0, patients: int = 12,

@@ -31,6 +31,22 @@ def output_file(target: str | os.PathLike[str], suffix: str, kind: str) -> Path:
     return target
 
 
+def output_folder(target: str | os.PathLike[str]) -> Path:
+    """``target`` as a folder to write into, checked before any work: a file there, or in place
+    of a folder above it, would stop the run at its first write with an OS error."""
+    target = Path(target)
+    for folder in (target, *target.parents):
+        if folder.exists():
+            if folder == target and not folder.is_dir():
+                raise CovsegError(f"{target}: a file is in the way (the output is a folder); "
+                                  "pick another --out")
+            if not folder.is_dir():
+                raise CovsegError(f"{folder}: a file is in the way of the output folder "
+                                  f"{target}; pick another --out")
+            break
+    return target
+
+
 @contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto ``target`` on success.

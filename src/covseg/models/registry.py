@@ -70,6 +70,9 @@ def check_model(name: str, options: dict[str, Any]) -> list[str]:
     mixes architectures takes none: one option would mean different things to its members
     (miniseg's ``width`` multiplies its channels, unet's is a channel count)."""
     names = check_model_names(name)
+    if not isinstance(options, dict):
+        raise CovsegError(f"model_options must be a dict of option names and values, e.g. "
+                          f"{{'width': 32}} (--model-option width=32), got {options!r}")
     if options and len(set(names)) > 1:
         given = ", ".join(f"{key}={json.dumps(value)}" for key, value in options.items())
         raise CovsegError(f"model options ({given}) would go to every member of {name}, which "

@@ -1,0 +1,215 @@
+"""The Python API (``import covseg``): the functions stay functions, and bad input is a one-line
+:class:`CovsegError`, as on the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import covseg
+from covseg.errors import CovsegError
+from tests.test_quantify import synthetic_study
+from tests.test_train import TINY
+
+
+def test_api_names_stay_functions_after_their_submodules_are_used(tmp_path: Path,
+                                                                   tiny_run: Path) -> None:
+    """``covseg.export`` became the module covseg.export after its first call (a lazy import of
+    the submodule sets the package attribute), and so did ``covseg.compare``."""
+    onnx_file = tmp_path / "a.onnx"
+    script = f"""
+import covseg
+before = {{name: getattr(covseg, name) for name in covseg.__all__}}
+covseg.export({str(tiny_run)!r}, {str(onnx_file)!r})
+covseg.export({str(tiny_run)!r}, {str(tmp_path / "b.onnx")!r})
+try:
+    covseg.compare("synthetic", ["unet"], {str(tmp_path / "cmp")!r})
+except covseg.CovsegError:
+    pass
+covseg.load_predictor({str(onnx_file)!r})
+print([name for name in covseg.__all__ if getattr(covseg, name) is not before[name]])
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=False, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_quantify_takes_one_folder_alone_and_the_clis_option_names(tmp_path: Path) -> None:
+    """A str was read character by character, a Path was not iterable; the options were named
+    html_report and multiclass where the CLI says --html and --classes."""
+    _, mask, lesion_ml = synthetic_study(tmp_path / "in", "case")
+    for given in (str(mask.parent), mask.parent):
+        out = tmp_path / f"out-{type(given).__name__}"
+        result = covseg.quantify(given, out, image=tmp_path / "in", classes="binary", html=True)
+        assert (result.done, result.failed) == (1, 0)
+        record = json.loads((out / "case" / "quantification.json").read_text())
+        assert record["study"]["lesion_ml"] == pytest.approx(lesion_ml)
+        assert record["settings"]["classes"] == "binary" and (out / "case" / "report.html").is_file()
+    with pytest.raises(CovsegError, match=r"^unknown --classes value 'multi'; choose one of "
+                                          r"auto, binary, multiclass$"):
+        covseg.quantify(mask, tmp_path / "bad", classes="multi")
+
+
+def test_predict_takes_a_loaded_predictor(tmp_path: Path, tiny_run: Path,
+                                          synthetic_folder: Path) -> None:
+    """predict and predict_volumes took paths only (a TypeError deep in checkpoint.py), while
+    segment took a loaded predictor; options given with one apply to a copy."""
+    image = next((synthetic_folder / "images").glob("*.npy"))
+    predictor = covseg.load_predictor(tiny_run)
+    [loaded] = covseg.predict(predictor, image, tmp_path / "loaded")
+    [from_path] = covseg.predict(tiny_run, image, tmp_path / "path")
+    assert loaded.read_bytes() == from_path.read_bytes()
+    copy = covseg.load_predictor(predictor, batch_size=2, tta=False, threshold=0.3)
+    assert (copy.batch_size, copy.tta, copy.threshold) == (2, False, 0.3)
+    assert (predictor.batch_size, predictor.threshold) == (8, 0.4)
+    assert covseg.load_predictor(predictor) is predictor
+    volume = tmp_path / "ct.nii.gz"
+    hu = np.full((32, 32, 3), -1000.0, dtype=np.float32)
+    hu[4:28, 4:28] = 40.0
+    hu[8:14, 8:24] = hu[18:24, 8:24] = -850.0
+    nib.save(nib.Nifti1Image(hu, np.eye(4)), str(volume))
+    result = covseg.predict_volumes(predictor, volume, tmp_path / "volumes")
+    assert (result.done, result.failed) == (1, 0)
+
+
+class Given:
+    """What the calls below are made with: a run, its predictor, data, an image and a volume."""
+
+    def __init__(self, tmp: Path, run: Path, data: Path) -> None:
+        self.tmp, self.run, self.data = tmp, run, data
+        self.image = next((data / "images").glob("*.npy"))
+        self.predictor = covseg.load_predictor(run)
+        self.volume = np.full((2, 16, 16), -1000.0, dtype=np.float32)
+        self.file = tmp / "file.py"
+        self.file.write_text("not a folder")
+
+
+WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
+    (lambda g: covseg.predict(g.run, g.image, g.tmp / "p", tta="no"),
+     "--tta must be true or false, got 'no'"),
+    (lambda g: covseg.predict(g.run, g.image, g.tmp / "p", threshold="0.5"),
+     "--threshold must be a number, got '0.5'"),
+    (lambda g: covseg.predict(g.run, g.image, g.tmp / "p", batch_size="8"),
+     "--batch-size must be a whole number, got '8'"),
+    (lambda g: covseg.predict(g.run, g.image, g.tmp / "p", overlay_png="no"),
+     "--overlay-png must be true or false, got 'no'"),
+    (lambda g: covseg.predict(g.run, np.zeros((8, 8)), g.tmp / "p"),
+     ("inputs must be a path (str or pathlib.Path), got a value of type ndarray; images held in "
+     "memory go to covseg.segment")),
+    (lambda g: covseg.predict(g.run, g.image, g.file), "file.py: a file is in the way (the output is a folder)"),
+    (lambda g: covseg.predict_volumes(g.run, g.image, g.tmp / "p", probabilities="yes"),
+     "--probabilities must be true or false, got 'yes'"),
+    (lambda g: covseg.train(g.data, g.file, **TINY), "file.py: a file is in the way (the output is a folder)"),
+    (lambda g: covseg.train(g.data, g.file / "run", **TINY),
+     "file.py: a file is in the way of the output folder"),
+    (lambda g: covseg.train(5, g.tmp / "p", **TINY), ("data must be a data folder (str or "
+     "pathlib.Path) or a covseg.load_dataset result, got 5")),
+    (lambda g: covseg.cross_validate(None, g.tmp / "p", **TINY), "data must be a data folder"),
+    (lambda g: covseg.train(g.data, g.tmp / "p", **{**TINY, "window": (1, 2, 3)}),
+     "--window must be two numbers (LOW, HIGH) in HU, e.g. (-1350.0, 150.0), got (1, 2, 3)"),
+    (lambda g: covseg.train(g.data, g.tmp / "p", **{**TINY, "window": "lung"}),
+     "--window must be two numbers (LOW, HIGH) in HU"),
+    (lambda g: covseg.train(g.data, g.tmp / "p", **{**TINY, "model_options": "width=2"}),
+     "model_options must be a dict of option names and values"),
+    (lambda g: covseg.train(g.data, g.tmp / "p", resume="no", **TINY),
+     "--resume must be true or false, got 'no'"),
+    (lambda g: covseg.load_dataset(g.data, window=(0, -1)),
+     "--window LOW HIGH needs LOW < HIGH, both finite, got 0 -1"),
+    (lambda g: covseg.load_predictor(None), "model must be a run folder, checkpoint or .onnx file"),
+    (lambda g: covseg.export(g.run, None), "out must be a path (str or pathlib.Path), got None"),
+    (lambda g: covseg.segment(g.predictor, g.volume, spacing=(1, 1, 1), lung_margin_mm="5"),
+     "--lung-margin-mm must be a number, got '5'"),
+    (lambda g: covseg.segment(g.predictor, g.volume, spacing=(1, 1, 1), keep_outside_lungs="no"),
+     "--keep-outside-lungs must be true or false, got 'no'"),
+    (lambda g: covseg.visualize(g.data, g.tmp / "v.png", n=0), "--n must be positive, got 0"),
+    (lambda g: covseg.visualize(g.data, g.tmp / "v.png", n=-3), "--n must be positive, got -3"),
+    (lambda g: covseg.quantify(g.tmp, g.tmp / "q", html="yes"),
+     "--html must be true or false, got 'yes'"),
+]
+
+
+@pytest.mark.parametrize(("call", "message"), WRONG_ARGUMENTS,
+                         ids=[message[:40] for _, message in WRONG_ARGUMENTS])
+def test_arguments_of_the_wrong_type_are_one_line_errors(
+        call: Callable[[Given], object], message: str, tmp_path: Path, tiny_run: Path,
+        synthetic_folder: Path) -> None:
+    """Each was a TypeError, ValueError or AttributeError from deep inside (pathlib, a
+    comparison, an unpacking), or was taken silently: tta="no" turned the mirrors on, n=0 drew
+    one sample."""
+    given = Given(tmp_path, tiny_run, synthetic_folder)
+    with pytest.raises(CovsegError, match=re.escape(message)) as raised:
+        call(given)
+    assert "\n" not in str(raised.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.py"], "refused before writing"
+
+
+@pytest.mark.parametrize(("options", "refused"), [
+    ({"hu": "yes"}, "hu"), ({"keep_outside_lungs": True}, "keep_outside_lungs"),
+    ({"lung_margin_mm": 2.0, "spacing": (1.0, 1.0)}, "lung_margin_mm, spacing"),
+    ({"lung_model": "lungs-run"}, "lung_model")])
+def test_segment_refuses_volume_options_with_a_2d_slice(tiny_run: Path, options: dict[str, object],
+                                                        refused: str) -> None:
+    """A 2D slice silently ignored every volume option, where the CLI refuses them."""
+    predictor = covseg.load_predictor(tiny_run)
+    with pytest.raises(CovsegError, match=rf"^{refused}: for CT volumes only, and this image is "
+                                          "a 2D slice"):
+        covseg.segment(predictor, np.zeros((32, 32), dtype=np.float32), **options)
+    assert covseg.segment(predictor, np.zeros((32, 32), dtype=np.float32)).shape == (32, 32)
+
+
+def test_segment_names_an_rgb_array(tiny_run: Path) -> None:
+    """An (H, W, 3) picture was told that a 3D array needs spacing=(z, y, x)."""
+    with pytest.raises(CovsegError, match=r"^an array of shape \(32, 32, 3\) looks like an RGB "
+                                          r"image; convert it to grayscale"):
+        covseg.segment(tiny_run, np.zeros((32, 32, 3), dtype=np.uint8))
+
+
+def test_data_already_read_are_trained_on_as_they_were_read(tmp_path: Path,
+                                                            synthetic_folder: Path) -> None:
+    """A LoadedData was trained on as read while the run recorded the recipe's window and
+    target: load_dataset(D) then window=(-1000, 0) recorded a window it never trained on, and
+    load_dataset(D, "multiclass") recorded target infection with 3 classes."""
+    quick = {**TINY, "epochs": 1}
+    windowed = covseg.load_dataset(synthetic_folder, window=(-1000, 0))
+    assert windowed.reading() == {"target": "infection", "intensity": "auto",
+                                  "window": (-1000.0, 0.0)}
+    covseg.train(windowed, tmp_path / "windowed", **quick)
+    record = json.loads((tmp_path / "windowed" / "config.json").read_text())["config"]
+    assert record["window"] == [-1000.0, 0.0]
+    multiclass = covseg.load_dataset("synthetic", "multiclass")
+    covseg.train(multiclass, tmp_path / "multiclass", **quick)
+    predictor = covseg.load_predictor(tmp_path / "multiclass")
+    assert (predictor.target, predictor.num_classes) == ("multiclass", 3)
+    plain = covseg.load_dataset(synthetic_folder)
+    message = (r"^window=\(-1000, 0\), but the data were read with window=\(-1350.0, 150.0\); "
+               r"leave window out to use the data's, or read them again with "
+               r"covseg.load_dataset\(..., window=...\)$")
+    for call in (lambda: covseg.train(plain, tmp_path / "r", window=(-1000, 0), **quick),
+                 lambda: covseg.cross_validate(plain, tmp_path / "r", window=(-1000, 0), **quick),
+                 lambda: covseg.compare(plain, ["unet", "fcn"], tmp_path / "r",
+                                        window=(-1000, 0), epochs=1),
+                 lambda: covseg.visualize(plain, tmp_path / "r.png", window=(-1000, 0))):
+        with pytest.raises(CovsegError, match=message):
+            call()
+    with pytest.raises(CovsegError, match="^target='infection', but the data were read with "
+                                          "target='multiclass'"):
+        covseg.train(multiclass, tmp_path / "r", target="infection", **quick)
+    assert not (tmp_path / "r").exists() and not (tmp_path / "r.png").exists()
+
+
+def test_every_api_function_says_what_it_returns() -> None:
+    """train, cross_validate and evaluate said what they did, not what they returned."""
+    functions = [getattr(covseg, name) for name in covseg.__all__
+                 if callable(getattr(covseg, name)) and not isinstance(getattr(covseg, name), type)]
+    assert len(functions) == 13
+    assert [f.__name__ for f in functions if "Returns" not in (f.__doc__ or "")] == []
