@@ -27,7 +27,7 @@ from covseg.data.splits import check_fold_count
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_folders, is_covseg_picture
 from covseg.export import export_onnx
-from covseg.infer import Predictor, output_name
+from covseg.infer import PREDICT_RECORD, Predictor, output_name
 from covseg.io.atomic import output_file, output_folder, write_json
 from covseg.io.image import is_image_file, read_array, write_png
 from covseg.io.volume import (
@@ -147,8 +147,9 @@ def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[
     names = {"infection": {1: "infection"}, "lung": {1: "lung"}}.get(loaded.target, CLASS_NAMES)
     return sample_grid([orient_for_display(s.image, s.display_flips) for s in chosen],
                        [orient_for_display(s.mask, s.display_flips) for s in chosen],
-                       [f"{s.case_id} ({s.image.shape[1]}x{s.image.shape[0]})" for s in chosen],
-                       out, heading, label_names={k: v for k, v in names.items() if k > 0})
+                       [f"{s.title} ({s.image.shape[1]}x{s.image.shape[0]})" for s in chosen],
+                       out, heading, label_names={k: v for k, v in names.items() if k > 0},
+                       aspects=[s.aspect for s in chosen])
 
 
 def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str],
@@ -210,9 +211,6 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
     out = _out(out)
     return compare_models(recipe, _load(data, recipe), specs, out, folds, resume)
 
-
-PREDICT_RECORD = "predict.json"
-"""Written beside 2D predictions: the model, its settings and the inputs, to reproduce them."""
 
 
 def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:

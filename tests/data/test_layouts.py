@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import covseg
 from covseg.crossval import make_folds
 from covseg.data import detect_layout, load_dataset
 from covseg.data.splits import grouped_kfold, validation_split
@@ -309,7 +310,8 @@ def test_generic_folder_of_nifti_volumes(tmp_path: Path) -> None:
     assert load_dataset(shared("infnet-covid-semiseg")).samples[0].display_flips == (False, False)
 
 
-def test_volume_slices_know_their_file_slice_and_pixel_shape(tmp_path: Path) -> None:
+def test_volume_slices_know_their_file_slice_and_pixel_shape(tmp_path: Path,
+                                                             saved_figures: list) -> None:
     """Visualize named a volume's slices by covseg's axial index (case1_z0000 is the file's
     slice 2 of a head-first file; of a sagittal file, a cut the file does not have) and drew
     them with square pixels. The case ids, which folds and fingerprints use, stay."""
@@ -331,6 +333,10 @@ def test_volume_slices_know_their_file_slice_and_pixel_shape(tmp_path: Path) -> 
     assert {s.aspect for s in head_first + sagittal} == {0.5}
     flat = load_dataset(shared("infnet-covid-semiseg")).samples[0]
     assert (flat.title, flat.aspect) == (flat.case_id, 1.0)
+    covseg.visualize(tmp_path / "head-first", tmp_path / "grid.png", n=3)
+    axes = [axis for axis in saved_figures[-1].axes if axis.get_images()]
+    assert any("slice 2 of case1.nii.gz" in axis.get_title() for axis in axes)
+    assert {axis.get_aspect() for axis in axes} == {0.5}
 
 
 def test_volume_and_mask_stored_differently_are_paired_voxel_for_voxel(tmp_path: Path) -> None:
