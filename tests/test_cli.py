@@ -206,6 +206,11 @@ def test_demo_api_runs_small_and_again_from_its_finished_folds(tmp_path: Path) -
     again = api.demo(tmp_path / "demo", folds=3, epochs=1)
     assert again["mean_std_over_folds"] == summary["mean_std_over_folds"]
     assert again["pooled_per_case"] == summary["pooled_per_case"]
+    stopped = tmp_path / "demo" / "cv" / "fold_2"
+    for name in ("fold_metrics.json", "best.pt", "metrics.json", "test_per_case.csv"):
+        (stopped / name).unlink(missing_ok=True)  # as a Ctrl-C inside the last fold leaves it
+    resumed = api.demo(tmp_path / "demo", folds=3, epochs=1)  # asked for --resume, not offered
+    assert resumed["pooled_per_case"]["dice"] == summary["pooled_per_case"]["dice"]
 
 
 # --- bad input ----------------------------------------------------------------------------------

@@ -329,6 +329,7 @@ RERUN_HINTS = {
                     "rerun the same command with --resume to continue"),
     **dict.fromkeys(("predict", "quantify"),
                     "rerun the same command to continue (CT studies already done are skipped)"),
+    "demo": "rerun the same command to continue",
 }
 """What to do after a stopped command, for the commands that can continue where they stopped."""
 

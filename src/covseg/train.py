@@ -165,8 +165,6 @@ def _moving_average(model: nn.Module, decay: float) -> AveragedModel | None:
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
-
-
 def _start(out: Path, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
            scheduler: Any, averaged: AveragedModel | None, resume: bool
            ) -> tuple[int, float, list[dict[str, float]]]:
