@@ -113,3 +113,10 @@ def test_test_time_mirrors_follow_the_run(tiny_run: Path) -> None:
     single = Predictor(Pixelwise(), 2, 64, threshold=0.4).predict_probabilities([image])[0]
     np.testing.assert_allclose(mirrored.predict_probabilities([image])[0], single, atol=1e-6)
     assert Pixelwise.calls == 4 + 1
+
+
+def test_multiclass_records_no_threshold() -> None:
+    """Multi-class masks are the arg-max: predict.json recorded a threshold of 0.4 for them."""
+    assert Predictor(torch.nn.Identity(), num_classes=3, size=64).describe()["threshold"] is None
+    assert Predictor(torch.nn.Identity(), num_classes=2, size=64,
+                     threshold=0.4).describe()["threshold"] == 0.4

@@ -18,6 +18,7 @@ from covseg.checkpoint import load_checkpoint, model_from_checkpoint
 from covseg.errors import CovsegError
 from covseg.export import OnnxNetwork
 from covseg.transforms import LUNG_WINDOW, Letterbox
+from covseg.volumes import applied_threshold
 
 FLIP_DIMS: dict[str, int] = {"lr": 3, "ud": 2}
 """Test-time mirrors by name: left-right (columns) and up-down (rows) of an (N, C, H, W) batch."""
@@ -108,7 +109,7 @@ class Predictor:
             "source": self.source, "runtime": runtime, "target": self.target,
             "num_classes": self.num_classes,
             "size": self.size, "intensity": self.intensity, "window": list(self.window),
-            "test_flips": list(self.flips) if self.tta else [], "threshold": self.threshold,
+            "test_flips": list(self.flips) if self.tta else [], "threshold": applied_threshold(self),
             "lung_guide": self.guide.to_meta() if self.guide else None,
             "lung_frame": self.frame is not None, "batch_size": self.batch_size,
         }

@@ -93,6 +93,12 @@ class SlicePredictor(Protocol):
         ...
 
 
+def applied_threshold(predictor: SlicePredictor) -> float | None:
+    """The threshold a predictor cuts masks at; None for multi-class models, which take the
+    arg-max (a recorded 0.4 said they used one)."""
+    return predictor.threshold if predictor.num_classes == 2 else None
+
+
 def output_channels(predictor: SlicePredictor) -> int:
     """Channels a predictor returns: 1 (infection probability) for binary, K otherwise."""
     return 1 if predictor.num_classes == 2 else predictor.num_classes
@@ -215,7 +221,7 @@ def predict_settings(predictor: SlicePredictor, lung_predictor: SlicePredictor |
     lung_model = lung_predictor.source if lung_predictor is not None else None
     return {
         "model": predictor.source, MODEL_SHA256: model_hash(predictor.source),
-        "threshold": predictor.threshold, "tta": predictor.tta,
+        "threshold": applied_threshold(predictor), "tta": predictor.tta,
         "test_flips": list(getattr(predictor, "flips", ())) if predictor.tta else [],
         "lung_model": lung_model, LUNG_MODEL_SHA256: model_hash(lung_model),
         "hu": hu, "keep_outside_lungs": keep_outside_lungs, "lung_margin_mm": lung_margin_mm,
@@ -269,7 +275,7 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
         "affine": volume.file_affine.tolist(), "intensity": volume.intensity,
         "model": {"source": predictor.source, "num_classes": predictor.num_classes,
                   "intensity": predictor.intensity, "window": list(predictor.window),
-                  "threshold": predictor.threshold},
+                  "threshold": applied_threshold(predictor)},
         "tta": predictor.tta, "lung_source": masks.lung_source, "lungs_found": lungs_found,
         "outside_lungs_removed": not keep_outside_lungs and lungs_found,
         "lung_margin_mm": lung_margin_mm, "effusion_label": EFFUSION if multiclass else None,
