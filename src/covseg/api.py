@@ -212,7 +212,6 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
     return compare_models(recipe, _load(data, recipe), specs, out, folds, resume)
 
 
-
 def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """Files as given, and the image files inside any folder given."""
     files: list[Path] = []
