@@ -179,6 +179,8 @@ def test_output_names_keep_their_dots_and_stay_out_of_the_mask_folders(
     (tmp_path / "runs").mkdir()
     assert main([*args, "--out", str(tmp_path / "runs")]) == 0
     assert (tmp_path / "runs" / "evaluation.csv").is_file()
+    assert main([*args, "--out", f"{tmp_path / 'new'}/"]) == 0
+    assert (tmp_path / "new" / "evaluation.json").is_file()
     before = (tmp_path / "truth" / "a.png").read_bytes()
     assert main([*args, "--out", str(tmp_path / "truth" / "a.png")]) == 2
     assert "lies in the mask folder" in capsys.readouterr().err

@@ -149,3 +149,12 @@ def test_training_curves_name_the_loss_and_the_dice_and_count_whole_epochs(
     for axis in (loss, left, right):
         ticks = [t for t in axis.get_xticks() if 1 <= t <= 3]
         assert ticks == [1, 2, 3] and axis.get_xlabel() == "epoch"
+
+
+def test_training_curves_of_one_epoch_show_the_point_at_a_whole_epoch(
+        tmp_path: Path, saved_figures: list[Figure]) -> None:
+    """One epoch drew an invisible line over ticks 0.945..1.050."""
+    training_curves([{"epoch": 1, "train_loss": 0.5, "lr": 0.1, "seconds": 1.0}],
+                    tmp_path / "one.png", loss="bce+dice", canvas=64, title="unet")
+    (axis,) = saved_figures[0].axes
+    assert list(axis.get_xticks()) == [1] and axis.get_lines()[0].get_marker() == "o"

@@ -652,3 +652,10 @@ def test_multiclass_prediction_with_one_class_is_quantified_again_as_multiclass(
     after = json.loads((tmp_path / "again" / "alpha" / "quantification.json").read_text())
     assert after["multiclass"] and after["study"] == before["study"]
     assert after["inputs"]["image"] == str((tmp_path / "in" / "alpha.nii.gz").resolve())
+    again = quantify_batch([tmp_path / "pred"], tmp_path / "again", html_report=True)
+    assert again.skipped == 1 and (tmp_path / "again" / "alpha" / "report.html").is_file()
+    record = tmp_path / "pred" / "alpha" / "quantification.json"
+    assert before["settings"]["threshold"] is None
+    before["settings"]["threshold"] = 0.4  # recorded, never applied, until 3 Dec
+    record.write_text(json.dumps(before))
+    assert predict_batch(three_classes, [tmp_path / "in"], tmp_path / "pred").skipped == 1

@@ -504,8 +504,9 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     lung_path = _matching(Path(lungs), stem) if lungs else _sibling_lungs(mask_path)
     image_path = _image_for(Path(image) if image else None, stem)
     predicted = _prediction_record(mask_path)
-    if multiclass is None and isinstance(predicted.get("multiclass"), bool):
-        multiclass = predicted["multiclass"]  # a multi-class model's study holding one class
+    classes = multiclass  # as asked, recorded; the predict record's for auto (a multi-class
+    if classes is None and isinstance(predicted.get("multiclass"), bool):  # study of one class)
+        classes = predicted["multiclass"]
     if image_path is None:
         image_path = _recorded_image(predicted)
     inputs: dict[str, Any] = {key: str(path.resolve()) if path else None for key, path in
@@ -522,11 +523,11 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     elif ct is not None:
         lung_labels = segment_lungs(hounsfield(ct), ct.affine)
         lesion = lesions.array > 0
-        if _is_multiclass(lesions.array, multiclass):
+        if _is_multiclass(lesions.array, classes):
             lesion &= lesions.array != EFFUSION
         near = remove_outside_lungs(lesion, lung_labels, lesions.spacing)
         lung_labels, lung_source = add_lesions_to_lungs(lung_labels, near), "threshold"
-    result = quantify(lesions.array, lesions.spacing, lung_labels, multiclass=multiclass)
+    result = quantify(lesions.array, lesions.spacing, lung_labels, multiclass=classes)
     result["inputs"] = {**inputs, "lung_source": lung_source, INPUT_SHA256: hashes}
     result[SETTINGS] = quantify_settings(lungs=lungs, image=image, hu=hu, multiclass=multiclass,
                                          html_report=html_report)
@@ -769,8 +770,8 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
             continue
         recorded = _compared(recorded)
         compared = _as_recorded(current, recorded)
-        changes = (changed_settings(recorded, compared) if recorded != compared
-                   else _changed_inputs(record.get("inputs", {}), study, done.stat().st_mtime))
+        changes = (changed_settings(recorded, compared)
+                   or _changed_inputs(record.get("inputs", {}), study, done.stat().st_mtime))
         if compared is not current:
             changes += _models_modified_since(current, done.stat().st_mtime)
         if changes:
@@ -876,9 +877,12 @@ def read_record(done: Path) -> dict[str, Any] | None:
 
 
 def changed_settings(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """'name: old -> new' for every setting that differs."""
+    """'name: old -> new' for every setting that differs. A multi-class model's threshold (None:
+    it takes the arg-max) is not compared: covseg recorded one it never applied until 3 Dec."""
+    unused = {"threshold"} if "threshold" in current and current["threshold"] is None else set()
     return [f"{key}: {_shown(recorded.get(key))} -> {_shown(current.get(key))}"
-            for key in sorted(set(recorded) | set(current)) if recorded.get(key) != current.get(key)]
+            for key in sorted((set(recorded) | set(current)) - unused)
+            if recorded.get(key) != current.get(key)]
 
 
 def _shown(value: Any) -> str:

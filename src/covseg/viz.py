@@ -106,12 +106,13 @@ def training_curves(history: Sequence[Mapping[str, float]], path: str | os.PathL
     fig, axes = plt.subplots(1, 1 + validated, figsize=(10 if validated else 5.5, 3.5),
                              squeeze=False, layout="constrained")
     left = axes[0, 0]
-    left.plot(epochs, [row["train_loss"] for row in history], label="train")
+    point = {"marker": "o"} if len(epochs) == 1 else {}  # a line of one point draws nothing
+    left.plot(epochs, [row["train_loss"] for row in history], label="train", **point)
     if validated:
-        left.plot(epochs, val_loss, label="validation")
+        left.plot(epochs, val_loss, label="validation", **point)
         right = axes[0, 1]
         right.plot(epochs, [row.get("val_dice", float("nan")) for row in history],
-                   color="tab:green")
+                   color="tab:green", **point)
         right.set_ylabel(f"validation Dice\n(on the {canvas} px training canvas)")
         right.set_title("metrics.json scores the best epoch at the images' own size", fontsize=8)
         right.set_ylim(0, 1)
@@ -119,7 +120,10 @@ def training_curves(history: Sequence[Mapping[str, float]], path: str | os.PathL
     left.legend()
     for ax in axes.ravel():
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(epochs) == 1:
+            ax.set_xticks(epochs)  # the integer locator has no whole number near one epoch
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     heading = title if validated else f"{title} (no validation split)".strip()
     fig.suptitle(heading, fontsize=10)
     return save_figure(fig, path)
