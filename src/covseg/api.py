@@ -42,7 +42,13 @@ from covseg.io.volume import (
     volume_from_nifti,
 )
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM
-from covseg.quantify import BatchResult, changed_settings, multiclass_for, quantify_batch
+from covseg.quantify import (
+    BatchResult,
+    changed_settings,
+    multiclass_for,
+    quantify_batch,
+    read_record,
+)
 from covseg.train import check_recipe
 from covseg.train import train as _train
 from covseg.transforms import normalize_intensity
@@ -249,16 +255,11 @@ def _check_outputs(files: Sequence[Path], out: Path) -> None:
 def _refuse_other_model(out: Path, predictor: Predictor) -> None:
     """A folder of masks predicted otherwise (another model, threshold, mirrors) is not written
     into: the new masks would sit beside the old ones under one record of the new run."""
-    record = out / PREDICT_RECORD
-    if not record.is_file():
-        return
-    try:
-        before = json.loads(record.read_text(encoding="utf-8"))["model"]
-    except (OSError, ValueError, KeyError):
+    before = (read_record(out / PREDICT_RECORD) or {}).get("model")
+    if not isinstance(before, dict):
         return
     now = json.loads(json.dumps(predictor.describe()))  # as the record holds it
-    changed = changed_settings({k: v for k, v in before.items() if k != "batch_size"},
-                               {k: v for k, v in now.items() if k != "batch_size"})
+    changed = changed_settings(before, now, ignored=["batch_size"])
     if changed:
         raise CovsegError(f"{out} holds masks predicted otherwise ({'; '.join(changed)}); "
                           "pick a new --out or delete it")

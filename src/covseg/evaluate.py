@@ -213,8 +213,8 @@ OUTPUT_KINDS = ("json", "csv", "png")
 def output_files(out: str | os.PathLike[str], inputs: Sequence[Path]) -> dict[str, Path]:
     """The JSON, CSV and PNG an evaluation writes: ``out`` with each suffix (``eval_t0.4`` keeps
     its ``.4``; a given .json/.csv/.png is replaced), or ``evaluation.*`` inside an existing
-    folder or one named with a trailing slash. Never inside the mask folders, where they would be read as masks next time (a
-    ``--out truth/0.png`` wrote its plot over a truth mask)."""
+    folder or one named with a trailing slash. Never inside the mask folders, where they would
+    be read as masks next time (a ``--out truth/0.png`` wrote its plot over a truth mask)."""
     named_folder = isinstance(out, str) and out.endswith(("/", os.sep))  # Path drops the slash
     out = Path(out)
     if out.is_dir() or named_folder:

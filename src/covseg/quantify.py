@@ -26,7 +26,7 @@ import io
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
@@ -73,10 +73,10 @@ CATEGORY_RULE = (
 )
 RESULT_JSON = "quantification.json"
 SETTINGS = "settings"
+"""Key of quantification.json holding the settings that shaped the study's results."""
 REPORT_SETTING = "html"
 """The one recorded setting not compared on reruns: a done study gains its HTML report from its
 record (:func:`add_report`), as nothing else in it depends on the report."""
-"""Key of quantification.json holding the settings that shaped the study's results."""
 INFECTION_NII = "infection.nii.gz"
 LUNGS_NII = "lungs.nii.gz"
 PROBABILITIES_NII = "probabilities.nii.gz"
@@ -760,7 +760,7 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
                            settings: dict[str, Any]) -> None:
     """Skipping a done study made with other settings or inputs would keep its old results:
     refuse. Studies that record no settings (older covseg versions) are skipped as before."""
-    current = _compared(json.loads(json.dumps(settings)))  # as it will read back from the JSON
+    current = json.loads(json.dumps(settings))  # as it will read back from the JSON
     clashes = []
     for study in studies:
         done = out_dir / study.name / RESULT_JSON
@@ -768,11 +768,11 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
         recorded = record.get(SETTINGS) if record else None
         if not isinstance(recorded, dict):
             continue
-        recorded = _compared(recorded)
-        compared = _as_recorded(current, recorded)
-        changes = (changed_settings(recorded, compared)
+        unhashed = "model" in recorded and MODEL_SHA256 not in recorded  # before model hashes
+        ignored = {REPORT_SETTING, *((MODEL_SHA256, LUNG_MODEL_SHA256) if unhashed else ())}
+        changes = (changed_settings(recorded, current, ignored)
                    or _changed_inputs(record.get("inputs", {}), study, done.stat().st_mtime))
-        if compared is not current:
+        if unhashed:
             changes += _models_modified_since(current, done.stat().st_mtime)
         if changes:
             clashes.append((out_dir / study.name, changes))
@@ -782,19 +782,6 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
         raise CovsegError(f"{folder} was made with other settings or inputs "
                           f"({'; '.join(changes)}){more}; "
                           "pick a new --out or delete it")
-
-
-def _compared(settings: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in settings.items() if key != REPORT_SETTING}
-
-
-def _as_recorded(current: dict[str, Any], recorded: dict[str, Any]) -> dict[str, Any]:
-    """``current`` itself, or without the model hashes for a predict record made before covseg
-    recorded them (its models are then compared by modification time)."""
-    if "model" not in recorded or MODEL_SHA256 in recorded:
-        return current
-    return {key: value for key, value in current.items()
-            if key not in (MODEL_SHA256, LUNG_MODEL_SHA256)}
 
 
 def _models_modified_since(settings: dict[str, Any], written: float) -> list[str]:
@@ -876,10 +863,13 @@ def read_record(done: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def changed_settings(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """'name: old -> new' for every setting that differs. A multi-class model's threshold (None:
-    it takes the arg-max) is not compared: covseg recorded one it never applied until 3 Dec."""
-    unused = {"threshold"} if "threshold" in current and current["threshold"] is None else set()
+def changed_settings(recorded: dict[str, Any], current: dict[str, Any],
+                     ignored: Iterable[str] = ()) -> list[str]:
+    """'name: old -> new' for every setting that differs, but the ``ignored`` ones. A multi-class
+    model's threshold (None: it takes the arg-max) is not compared either: covseg recorded one
+    it never applied until 3 Dec."""
+    unused = {*ignored, *(("threshold",) if "threshold" in current
+                          and current["threshold"] is None else ())}
     return [f"{key}: {_shown(recorded.get(key))} -> {_shown(current.get(key))}"
             for key in sorted((set(recorded) | set(current)) - unused)
             if recorded.get(key) != current.get(key)]
@@ -893,12 +883,10 @@ def _run_one(study: Study, folder: Path, process: Callable[[Study, Path], dict[s
              html_report: bool) -> tuple[str, dict[str, Any] | None, str]:
     done = folder / RESULT_JSON
     if done.is_file():
-        try:
-            record = json.loads(done.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            log.warning("%s: unreadable, redoing %s", done, study.name)
-        else:
+        record = read_record(done)
+        if record is not None:
             return "skipped", add_report(folder, record) if html_report else record, ""
+        log.warning("%s: unreadable, redoing %s", done, study.name)
     remove_temporaries(folder)
     try:
         return "done", process(study, folder), ""

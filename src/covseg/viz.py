@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.colors import to_hex
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
@@ -24,8 +25,7 @@ PREDICTION_COLOUR = np.array([0, 255, 255], dtype=np.float32)
 
 def class_colour(label: int) -> str:
     """A label's fill colour as '#rrggbb' (the colour every covseg figure gives that label)."""
-    red, green, blue = (int(c) for c in CLASS_COLOURS[label])
-    return f"#{red:02x}{green:02x}{blue:02x}"
+    return to_hex(CLASS_COLOURS[label] / 255.0)
 
 
 def overlay(image: np.ndarray, mask: np.ndarray | None = None, prediction: np.ndarray | None = None,

@@ -35,15 +35,11 @@ def output_folder(target: str | os.PathLike[str]) -> Path:
     """``target`` as a folder to write into, checked before any work: a file there, or in place
     of a folder above it, would stop the run at its first write with an OS error."""
     target = Path(target)
-    for folder in (target, *target.parents):
-        if folder.exists():
-            if folder == target and not folder.is_dir():
-                raise CovsegError(f"{target}: a file is in the way (the output is a folder); "
-                                  "pick another --out")
-            if not folder.is_dir():
-                raise CovsegError(f"{folder}: a file is in the way of the output folder "
-                                  f"{target}; pick another --out")
-            break
+    existing = next((folder for folder in (target, *target.parents) if folder.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = (" (the output is a folder)" if existing == target
+                 else f" of the output folder {target}")
+        raise CovsegError(f"{existing}: a file is in the way{where}; pick another --out")
     return target
 
 

@@ -77,6 +77,11 @@ WORKING_AXES = ("L", "P", "S")
 """The orientation every volume is read in (see the module docstring)."""
 
 
+def _zyx(xyz: Sequence[float]) -> tuple[float, float, float]:
+    """A NIfTI header's (x, y, z, ...) sizes as covseg's (z, y, x)."""
+    return xyz[2], xyz[1], xyz[0]
+
+
 @dataclass(frozen=True)
 class StoredAxes:
     """A file's own voxel axes, for a volume read with its axes permuted or flipped."""
@@ -116,8 +121,8 @@ class Volume:
     @property
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size in mm as (z, y, x)."""
-        x, y, z = (float(v) for v in self.header.get_zooms()[:3])
-        return z, y, x
+        z, y, x = _zyx(self.header.get_zooms())
+        return float(z), float(y), float(x)
 
     @property
     def pixel_aspect(self) -> float:
@@ -145,8 +150,8 @@ class Volume:
     @property
     def file_shape_zyx(self) -> tuple[int, int, int]:
         """The voxel grid's shape as the file holds it, as (z, y, x)."""
-        x, y, z = (int(n) for n in self.file_header.get_data_shape()[:3])
-        return z, y, x
+        z, y, x = _zyx(self.file_header.get_data_shape())
+        return int(z), int(y), int(x)
 
     @property
     def oriented(self) -> bool:
