@@ -53,7 +53,7 @@ from covseg.data.splits import validation_split
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_samples, rows_to_csv
 from covseg.infer import TEST_FLIPS, Predictor, model_inputs
-from covseg.io.atomic import write_json, write_text
+from covseg.io.atomic import remove_temporaries, write_json, write_text
 from covseg.losses import build_loss
 from covseg.metrics import EMPTY_MASK_RULES, summarize
 from covseg.models import build_model, parameter_count
@@ -563,6 +563,8 @@ def _run_wave(context: Any, jobs: list[tuple[TrainConfig, Path]], shared: Path, 
         for process, _ in running.values():
             process.terminate()
             process.join()
+        for _, folder in jobs:  # a member stopped inside mkstemp can leave its temporary file
+            remove_temporaries(folder)
 
 
 def _sent_error(receiver: Connection) -> str | None:

@@ -59,9 +59,9 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
                                         dir=target.parent)
     except OSError as exc:
         raise _unwritable(target, exc) from None
-    os.close(fd)
     tmp = Path(tmp_name)
     try:
+        os.close(fd)
         yield tmp
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are meant to be shared
         os.replace(tmp, target)
