@@ -152,3 +152,25 @@ def test_transparent_pixels_read_as_background(tmp_path: Path) -> None:
     grey_alpha = np.stack([np.full((8, 8), 200, np.uint8), rgba[..., 3]], axis=-1)
     Image.fromarray(grey_alpha, "LA").save(tmp_path / "la.png")
     assert read_mask(tmp_path / "la.png").sum() == 9
+
+
+def test_palette_images_read_through_their_palette_and_masks_keep_their_indices(
+        tmp_path: Path) -> None:
+    """A grey image saved with a palette (quantized) was read as its palette indices, a squashed
+    and reordered picture, in training and predict; only a mask's indices are its labels."""
+    ramp = np.tile(np.linspace(0, 255, 64).astype(np.uint8), (16, 1))
+    Image.fromarray(ramp).convert("RGB").quantize(colors=64).save(tmp_path / "grey.png")
+    assert Image.open(tmp_path / "grey.png").mode == "P"
+    image = read_array(tmp_path / "grey.png", keep_palette=False)
+    assert np.abs(image.astype(int) - ramp).max() <= 4
+    assert not np.array_equal(read_array(tmp_path / "grey.png"), image), "indices, as stored"
+    colour = np.zeros((8, 8, 3), dtype=np.uint8)
+    colour[:4] = (255, 0, 0)
+    Image.fromarray(colour).quantize(colors=4).save(tmp_path / "colour.png")
+    np.testing.assert_array_equal(read_array(tmp_path / "colour.png", keep_palette=False),
+                                  np.asarray(Image.fromarray(colour).convert("L")))
+    labels = np.array([[0, 1], [2, 3]], dtype=np.uint8)
+    mask = Image.fromarray(labels, "P")
+    mask.putpalette([0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 255, 0])
+    mask.save(tmp_path / "mask.png")
+    np.testing.assert_array_equal(read_mask(tmp_path / "mask.png"), labels)

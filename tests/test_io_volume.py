@@ -452,3 +452,13 @@ def test_unusable_intensities_and_headers_are_reported(tmp_path: Path, caplog) -
     with caplog.at_level("WARNING"):
         read_volume(tmp_path / "bare.nii.gz")
     assert "holds no orientation (qform and sform codes 0)" in caplog.text
+
+
+def test_macos_metadata_files_are_no_nifti(tmp_path: Path) -> None:
+    """A ``._x.nii.gz`` (AppleDouble) beside each volume broke every NIfTI layout: "cannot read
+    the NIfTI header ... is the file truncated?"."""
+    from covseg.io.volume import is_nifti
+
+    (tmp_path / "x.nii.gz").write_bytes(b"")
+    (tmp_path / "._x.nii.gz").write_bytes(b"\x00\x05\x16\x07")
+    assert is_nifti(tmp_path / "x.nii.gz") and not is_nifti(tmp_path / "._x.nii.gz")

@@ -173,3 +173,26 @@ def test_lesion_paste_leaves_a_lung_guide_channel_alone() -> None:
     pasted, _ = LesionPaste(1.0)(guided, mask)
     assert torch.equal(pasted[:, 1], guided[:, 1])
     assert not torch.equal(pasted[:, 0], guided[:, 0])
+
+
+def test_16_bit_slices_are_advised_how_to_convert_and_flat_reads_are_warned(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """HU + 1024 in a 16-bit PNG: the error advised --intensity hu|uint8|unit, and each of them
+    read the slices flat (clipped) without a word."""
+    from covseg.transforms import _warn_clipped
+
+    _warn_clipped.cache_clear()
+    stored = np.full((8, 8), -850 + 1024, dtype=np.uint16)
+    stored[:, 4:] = 40 + 1024
+    with pytest.raises(CovsegError, match=r"HU \+ 1024: subtract it") as caught:
+        detect_intensity(stored)
+    assert "uint8|unit" not in str(caught.value)
+    for mode in ("hu", "uint8", "unit"):
+        caplog.clear()
+        normalize_intensity(stored, mode)
+        assert "pixels of an image lie outside" in caplog.text and mode in caplog.text
+    caplog.clear()
+    hu = np.full((8, 8), -850.0)
+    hu[0] = 700.0  # bone clips in the lung window, as some of every CT slice does
+    normalize_intensity(hu)
+    assert not caplog.text

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from covseg.config import TrainConfig
-from covseg.data.layouts import LoadedData, data_fingerprint
+from covseg.data.layouts import LoadedData, data_fingerprint, split_files_note
 from covseg.data.splits import grouped_kfold, validation_split
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_samples, rows_to_csv
@@ -38,7 +38,9 @@ def make_folds(data: LoadedData, folds: int | None, seed: int
             raise CovsegError(f"{data.root} ships its own {len(data.folds)} folds (split files "
                               f"train_new*.txt / valid_new*.txt), which cv uses; pass --folds "
                               f"{len(data.folds)} or leave --folds out")
-        return data.folds, f"the data set's own {len(data.folds)} split files"
+        how = f"the data set's own {len(data.folds)} split files"
+        note = split_files_note(data)
+        return data.folds, f"{how} ({note})" if note else how
     folds = DEFAULT_FOLDS if folds is None else folds
     if len(data.patients) < len(data.samples):
         how = f"{folds}-fold, grouped by patient (seed {seed})"
@@ -100,7 +102,9 @@ def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.Pat
     split and seed), so that folds can run side by side; return its summary."""
     splits, _ = make_folds(data, folds, config.seed)
     if not 0 <= fold < len(splits):
-        raise CovsegError(f"--fold must lie in 0..{len(splits) - 1} for {len(splits)} folds, got {fold}")
+        note = f" ({split_files_note(data)})" if split_files_note(data) else ""
+        raise CovsegError(f"--fold must lie in 0..{len(splits) - 1} for {len(splits)} folds{note}, "
+                          f"got {fold}")
     rows = _split_fold(config, data, Path(out), splits, fold, resume)
     return {"fold": fold, "test_cases": len(splits[fold][1]), "summary": summarize(rows)}
 

@@ -5,6 +5,8 @@ Everything spatial is done with MONAI transforms so that image and mask move tog
 
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass
 from typing import Literal
 
@@ -35,6 +37,12 @@ INTENSITY_MODES: tuple[str, ...] = ("auto", "hu", "uint8", "unit")
 LUNG_WINDOW: tuple[float, float] = (-1350.0, 150.0)
 """Lung window as (low, high) HU: level -600, width 1500."""
 AUGMENTATIONS: tuple[str, ...] = ("none", "light", "heavy")
+MAX_CLIPPED_SHARE: dict[str, float] = {"hu": 0.9, "uint8": 0.1, "unit": 0.1}
+"""Above this share of pixels outside a scale's range, a slice is on another scale: a window
+clips by design (a CT slice in the lung window its bone and any padding, well under 0.9), an
+8-bit or unit scale holds no values beyond it (a resampled one overshoots at a few edges)."""
+
+log = logging.getLogger(__name__)
 
 
 def detect_intensity(array: np.ndarray) -> str:
@@ -47,9 +55,11 @@ def detect_intensity(array: np.ndarray) -> str:
     if high <= 255 and low >= 0:
         return "uint8"
     raise CovsegError(
-        f"cannot tell the intensity scale (values {low:g}..{high:g}, e.g. 16-bit grey); store "
-        "slices as Hounsfield units, 8-bit grey or floats in [0, 1], or train with "
-        "--intensity hu|uint8|unit to say which it is (prediction then follows the run)"
+        f"cannot tell the intensity scale (values {low:g}..{high:g}, e.g. 16-bit grey); covseg "
+        "reads Hounsfield units, 8-bit grey (0..255) or floats in [0, 1]: convert the slices "
+        "to one of them (16-bit CT exports often hold HU + 1024: subtract it and save as .npy "
+        "or NIfTI), or train with --intensity hu if they are HU without air (prediction then "
+        "follows the run)"
     )
 
 
@@ -62,12 +72,25 @@ def normalize_intensity(
     if mode not in INTENSITY_MODES:
         raise CovsegError(f"unknown intensity mode {mode!r}; choose one of {INTENSITY_MODES}")
     kind = detect_intensity(array) if mode == "auto" else mode
+    low, high = window if kind == "hu" else (0.0, 255.0 if kind == "uint8" else 1.0)
+    if array.size and np.mean((array < low) | (array > high)) > MAX_CLIPPED_SHARE[kind]:
+        _warn_clipped(kind, low, high)
     if kind == "hu":
         scale = ScaleIntensityRange(window[0], window[1], 0.0, 1.0, clip=True)
         return np.asarray(scale(array.astype(np.float32)), dtype=np.float32)
     if kind == "uint8":
         return np.clip(array.astype(np.float32) / 255.0, 0.0, 1.0)
     return np.clip(array.astype(np.float32), 0.0, 1.0)
+
+
+@functools.cache
+def _warn_clipped(kind: str, low: float, high: float) -> None:
+    """Say once per scale that images were read saturated: too many pixels lay outside its
+    range (:data:`MAX_CLIPPED_SHARE`)."""
+    log.warning("many pixels of an image lie outside %g..%g, the range of the %s intensity "
+                "scale, and are clipped: it reads saturated; is it on another scale (16-bit "
+                "grey such as HU + 1024)? Convert the images to Hounsfield units, 8-bit grey or "
+                "floats in [0, 1]", low, high, kind)
 
 
 @dataclass(frozen=True)

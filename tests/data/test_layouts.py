@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -614,3 +615,173 @@ def test_a_split_that_trains_on_fewer_slices_than_it_validates_on_warns(
     caplog.clear()
     validation_split(samples, 0.25)
     assert not caplog.text
+
+
+# --- files the layouts skip, and how they say so ------------------------------------------------
+
+
+def test_palette_images_train_on_their_grey_levels(tmp_path: Path) -> None:
+    """A grey image saved with a palette trained on its palette indices (a squashed, reordered
+    picture); MedSeg's palette masks keep their indices as labels."""
+    ramp = np.tile(np.linspace(0, 255, 64).astype(np.uint8), (64, 1))
+    (tmp_path / "images").mkdir()
+    Image.fromarray(ramp).convert("RGB").quantize(colors=64).save(tmp_path / "images" / "a.png")
+    labels = np.zeros((64, 64), dtype=np.uint8)
+    labels[10:20, 10:20], labels[30:40, 30:40] = 1, 2
+    mask = Image.fromarray(labels, "P")
+    mask.putpalette([0, 0, 0, 255, 255, 255, 255, 0, 0])
+    (tmp_path / "masks").mkdir()
+    mask.save(tmp_path / "masks" / "a.png")
+    sample = load_dataset(tmp_path, target="multiclass").samples[0]
+    assert np.abs(sample.image - ramp / 255).max() < 0.02
+    np.testing.assert_array_equal(sample.mask, labels)
+
+
+def test_macos_metadata_files_beside_volumes_are_skipped(tmp_path: Path) -> None:
+    """``._x.nii.gz`` (AppleDouble) files broke the NIfTI layouts: "cannot read the NIfTI
+    header ... is the file truncated?"."""
+    hu, lesions = _hu_volume(slices=2)
+    for folder, name in (("ct_scans", "coronacases_org_001"), ("infection_mask", "coronacases_001"),
+                         ("images", "case1"), ("masks", "case1")):
+        root = tmp_path / ("zenodo" if folder in ("ct_scans", "infection_mask") else "generic")
+        _save_nifti(root / folder / f"{name}.nii.gz", hu if folder in ("ct_scans", "images")
+                    else lesions)
+        (root / folder / f"._{name}.nii.gz").write_bytes(b"\x00\x05\x16\x07")
+    assert len(load_dataset(tmp_path / "zenodo").samples) == 2
+    assert len(load_dataset(tmp_path / "generic").samples) == 2
+
+
+def test_mosmed_split_lines_naming_the_slice_and_its_mask(tmp_path: Path) -> None:
+    """``imgs/x.jpg masks/x_mask.png`` lines read the mask's name as the slice (so a wrong mask
+    made a fold silently train on another slice); the first name is the slice, the second must
+    be its mask."""
+    root = _mosmed_2d(tmp_path)
+    plain = load_dataset(root).folds
+    for path in root.glob("*_new*.txt"):
+        path.write_text("".join(f"imgs/{name} masks/{name.replace('.npy', '_mask.npy')}\n"
+                                for name in path.read_text().split()))
+    assert load_dataset(root).folds == plain
+    (root / "valid_new0.txt").write_text("imgs/study_0001_0.npy masks/study_0001_1.npy\n"
+                                         "imgs/study_0001_1.npy masks/study_0001_1.npy\n")
+    with pytest.raises(CovsegError, match=r"valid_new0.txt: line 1 names 'imgs/study_0001_0.npy "
+                                          r"masks/study_0001_1.npy', which is not a slice and its "
+                                          r"mask") as caught:
+        load_dataset(root)
+    assert "\n" not in str(caught.value)
+
+
+def test_mosmed_split_files_numbered_from_1_are_named_with_their_folds(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """train_new1..2 became folds 0..1 without a word, so --fold 1 ran train_new2.txt."""
+    root = _mosmed_2d(tmp_path)
+    zero_based = load_dataset(root)
+    assert "not numbered from 0" not in caplog.text
+    assert make_folds(zero_based, None, 0)[1] == "the data set's own 2 split files"
+    for k in (1, 0):
+        for start in ("train_new", "valid_new"):
+            (root / f"{start}{k}.txt").rename(root / f"{start}{k + 1}.txt")
+    data = load_dataset(root)
+    assert data.folds == zero_based.folds
+    named = ("fold 0: train_new1.txt + valid_new1.txt, fold 1: train_new2.txt + valid_new2.txt")
+    assert named in caplog.text and "not numbered from 0" in caplog.text
+    assert make_folds(data, None, 0)[1] == f"the data set's own 2 split files ({named})"
+    with pytest.raises(CovsegError, match=re.escape(f"--fold must lie in 0..1 for 2 folds "
+                                                    f"({named}), got 2")):
+        covseg.crossval.cross_validate_fold(covseg.TrainConfig(), data, tmp_path / "cv", None, 2)
+
+
+def test_slices_in_no_mosmed_test_file_are_named(tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A slice in no valid_new*.txt was tested by no fold, and the report did not say so."""
+    root = _mosmed_2d(tmp_path)
+    for part in ("imgs", "masks"):
+        np.save(root / part / "study_0004_0.npy", np.load(root / part / "study_0001_0.npy"))
+    load_dataset(root)
+    assert ("3 of 7 slices are in no valid_new*.txt, so no fold tests them (study_0003_0, "
+            "study_0003_1, study_0004_0)" in caplog.text)
+
+
+def test_sub_folders_and_dicom_in_a_generic_folder_are_named(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Files in sub-folders were ignored without a word (only sub-folders: "holds no slices"
+    with no hint), and so were DICOM files."""
+    grey = np.full((8, 8), 100)
+    _save_png(tmp_path / "images" / "p2" / "b.png", grey)
+    _save_png(tmp_path / "masks" / "p2" / "b.png", grey > 50)
+    with pytest.raises(CovsegError, match=r"holds no slices it reads; .*images: sub-folders are "
+                                          r"not read \(p2/\); put their files in images/") as caught:
+        load_dataset(tmp_path)
+    assert "\n" not in str(caught.value)
+    _save_png(tmp_path / "images" / "a.png", grey)
+    _save_png(tmp_path / "masks" / "a.png", grey > 50)
+    (tmp_path / "images" / "IM0001.dcm").write_bytes(b"\0" * 128 + b"DICM")
+    (tmp_path / "images" / "series").mkdir()
+    (tmp_path / "images" / "series" / "IM0002").write_bytes(b"\0" * 128 + b"DICM")
+    assert len(load_dataset(tmp_path).samples) == 1
+    assert "DICOM is not read for training (series/, IM0001.dcm); convert" in caplog.text
+    assert "sub-folders are not read (p2/)" in caplog.text
+
+
+def test_masks_without_an_image_are_named(tmp_path: Path,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    """A mask without its image (or a Zenodo mask without its CT) was dropped without a word."""
+    grey = np.full((8, 8), 100)
+    for stem in ("a", "b", "c"):
+        _save_png(tmp_path / "images" / f"{stem}.png", grey)
+        _save_png(tmp_path / "masks" / f"{stem}.png", grey > 50)
+    _save_png(tmp_path / "masks" / "d_mask.png", grey > 50)
+    assert len(load_dataset(tmp_path).samples) == 3
+    assert "1 mask(s) have no image and are not read (d_mask.png)" in caplog.text
+    hu, lesions = _hu_volume(slices=2)
+    _save_nifti(tmp_path / "zenodo" / "ct_scans" / "coronacases_org_001.nii", hu)
+    for name in ("coronacases_001", "coronacases_002"):
+        _save_nifti(tmp_path / "zenodo" / "infection_mask" / f"{name}.nii", lesions)
+    assert len(load_dataset(tmp_path / "zenodo").samples) == 2
+    assert "1 mask(s) have no image and are not read (coronacases_002.nii)" in caplog.text
+
+
+def test_one_study_under_two_names_or_folders_is_refused(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A MosMed study in two CT-x folders, or a Zenodo CT under both its names, was read once,
+    the other dropped unseen; the skipped studies were counted wrong and never shown."""
+    hu, lesions = _hu_volume(slices=2)
+    mosmed = tmp_path / "mosmed"
+    for folder, study in (("CT-1", "study_0255"), ("CT-1", "study_0256"), ("CT-0", "study_0001"),
+                          ("CT-0", "study_0002")):
+        _save_nifti(mosmed / "studies" / folder / f"{study}.nii.gz", hu)
+    for study in ("study_0255", "study_0256", "study_0999"):
+        _save_nifti(mosmed / "masks" / f"{study}_mask.nii.gz", lesions)
+    assert len(load_dataset(mosmed).patients) == 2
+    assert "2 studies have no mask and are skipped (study_0001, study_0002)" in caplog.text
+    assert "1 masks have no study and are skipped (study_0999)" in caplog.text
+    _save_nifti(mosmed / "studies" / "CT-2" / "study_0255.nii.gz", hu)
+    with pytest.raises(CovsegError, match=r"studies: CT-1/study_0255.nii.gz and "
+                                          r"CT-2/study_0255.nii.gz share the name 'study_0255'"):
+        load_dataset(mosmed)
+    zenodo = tmp_path / "zenodo"
+    for name in ("coronacases_org_001", "coronacases_001"):
+        _save_nifti(zenodo / "ct_scans" / f"{name}.nii.gz", hu)
+    _save_nifti(zenodo / "infection_mask" / "coronacases_001.nii.gz", lesions)
+    with pytest.raises(CovsegError, match=r"ct_scans: coronacases_001.nii.gz and "
+                                          r"coronacases_org_001.nii.gz share the name "
+                                          r"'coronacases_001'; keep one"):
+        load_dataset(zenodo)
+
+
+def test_notes_on_loaded_data_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """LoadedData.notes were written but never shown."""
+    load_dataset("synthetic")
+    assert "synthetic:0: SYNTHETIC data from covseg's built-in generator" in caplog.text
+
+
+def test_medseg_nifti_case_ids_count_the_file_s_slices(tmp_path: Path) -> None:
+    """medseg_0000 was covseg's first axial slice: slice 4 of a stack stored feet last
+    (affine diag(-0.7, -0.7, -5)); MedSeg's PNG exports and Inf-Net's ids count the file's."""
+    hu, lesions = _hu_volume(slices=5)
+    for name, volume in (("tr_im", hu), ("tr_mask", lesions)):
+        nib.save(nib.Nifti1Image(volume.transpose(2, 1, 0).astype(np.int16),
+                                 np.diag([-0.7, -0.7, -5.0, 1])), str(tmp_path / f"{name}.nii.gz"))
+    for sample in load_dataset(tmp_path).samples:
+        k = int(sample.case_id.removeprefix("medseg_"))
+        assert sample.slice_name == f"slice {k} of tr_im.nii.gz"
+        np.testing.assert_array_equal(sample.mask, lesions[k] > 0)

@@ -43,6 +43,7 @@ from covseg.io.image import (
 from covseg.io.volume import (
     Volume,
     display_flips,
+    is_dicom_file,
     is_nifti,
     nifti_stem,
     read_nifti,
@@ -114,10 +115,13 @@ class LoadedData:
     folds: list[tuple[list[str], list[str]]] | None = None
     synthetic: bool = False
     notes: list[str] = field(default_factory=list)
+    """What a user should know about these data; :func:`load_dataset` logs each as a warning."""
     intensity: str = "auto"
     """How the images were scaled to [0, 1] (``load_dataset``'s ``intensity``)."""
     window: tuple[float, float] = LUNG_WINDOW
     """The HU window they were read with (``load_dataset``'s ``window``)."""
+    split_files: list[tuple[str, str]] = field(default_factory=list)
+    """The (training, test) split files each of ``folds`` was read from, by name."""
 
     def reading(self) -> dict[str, Any]:
         """How these data were read: the target, intensity and window that a run trained on
@@ -169,22 +173,41 @@ def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source
     return sample
 
 
-def _files(folder: Path, predicate: Callable[[Path], bool]) -> dict[str, Path]:
-    """The files of ``folder`` that ``predicate`` accepts, by stem; two files of one stem
-    (x.png and x.jpg, a.nii and a.nii.gz) are refused rather than one dropped unseen."""
+def _stem(path: Path) -> str:
+    """A file's name without its suffix (both of .nii.gz)."""
+    return nifti_stem(path) if is_nifti(path) else path.stem
+
+
+def _files(folder: Path, predicate: Callable[[Path], bool], key: Callable[[Path], str] = _stem
+           ) -> dict[str, Path]:
+    """The files of ``folder`` that ``predicate`` accepts, by stem (or ``key``)."""
+    return _unique(folder, (path for path in sorted(folder.iterdir()) if predicate(path)), key)
+
+
+def _unique(folder: Path, paths: Iterable[Path], key: Callable[[Path], str]) -> dict[str, Path]:
+    """``paths`` (under ``folder``) by ``key``; two files of one key (x.png and x.jpg, a.nii and
+    a.nii.gz, a Zenodo CT under both its names, a study in two CT-x folders) are refused rather
+    than one dropped unseen."""
     found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if predicate(path):
-            stem = nifti_stem(path) if is_nifti(path) else path.stem
-            if stem in found:
-                raise CovsegError(f"{folder}: {found[stem].name} and {path.name} share the name "
-                                  f"{stem!r}; keep one of them")
-            found[stem] = path
+    for path in paths:
+        name = key(path)
+        if name in found:
+            raise CovsegError(f"{folder}: {found[name].relative_to(folder)} and "
+                              f"{path.relative_to(folder)} share the name {name!r}; keep one "
+                              "of them")
+        found[name] = path
     return found
+
+
+def _examples(names: list[str]) -> str:
+    """The first few of ``names``, for a message."""
+    return ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
 
 
 def _pair(images: dict[str, Path], masks: dict[str, Path], where: Path,
           key: Callable[[str], str] = lambda s: s) -> list[tuple[str, Path, Path]]:
+    """(stem, image, mask) of every image; an image without a mask is refused, a mask without
+    an image named in a warning (it is not read)."""
     by_key = {key(stem): path for stem, path in masks.items()}
     for stem, path in masks.items():  # x_mask.png / x_seg.png name the mask of x
         other = by_key.setdefault(key(image_name(stem)), path)
@@ -193,12 +216,18 @@ def _pair(images: dict[str, Path], masks: dict[str, Path], where: Path,
                               f"{image_name(stem)!r}; keep one of them")
     missing = [stem for stem in images if key(stem) not in by_key]
     if missing:
-        shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
         raise CovsegError(
-            f"{where}: {len(missing)} image(s) have no mask ({shown}); give every image a mask "
-            "with the same file stem (or the stem plus _mask or _seg)"
+            f"{where}: {len(missing)} image(s) have no mask ({_examples(missing)}); give every "
+            "image a mask with the same file stem (or the stem plus _mask or _seg)"
         )
-    return [(stem, path, by_key[key(stem)]) for stem, path in images.items()]
+    pairs = [(stem, path, by_key[key(stem)]) for stem, path in images.items()]
+    used = {mask for _, _, mask in pairs}
+    unused = [path.name for path in masks.values() if path not in used]
+    if unused:
+        log.warning("%s: %d mask(s) have no image and are not read (%s); give each its image "
+                    "under the same file stem, or remove it", where, len(unused),
+                    _examples(unused))
+    return pairs
 
 
 def _read_patients_csv(root: Path) -> dict[str, str]:
@@ -245,7 +274,7 @@ def _read_2d_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions,
     read = read_array if options.target == "multiclass" else read_mask  # see _loaded
     for stem, image_path, mask_path in _progress(pairs, desc):
         case = f"{case_prefix}{stem}"
-        samples.append(_sample(read_array(image_path), read(mask_path), case,
+        samples.append(_sample(read_array(image_path, keep_palette=False), read(mask_path), case,
                                patients.get(case, patients.get(stem, case)), str(image_path),
                                options))
     if patients and pairs:
@@ -328,7 +357,13 @@ def _read_folders(root: Path, options: ReadOptions) -> LoadedData:
         raise CovsegError(f"{root}: expected images/ and {mask_names[0]}/ folders")
     images = _files(images_dir, lambda p: is_image_file(p) or is_nifti(p))
     masks = _files(masks_dir, lambda p: is_image_file(p) or is_nifti(p))
+    unread = _unread(images_dir) + _unread(masks_dir)
     pairs = _pair(images, masks, root)
+    if unread and not pairs:
+        raise CovsegError(f"{root}: the folders layout holds no slices it reads; "
+                          + "; ".join(unread))
+    for note in unread:
+        log.warning("%s", note)
     volumes = [p for p in pairs if is_nifti(p[1])]
     slices = [p for p in pairs if not is_nifti(p[1])]
     samples = _read_volume_pairs(volumes, options, "reading volumes") if volumes else []
@@ -336,6 +371,28 @@ def _read_folders(root: Path, options: ReadOptions) -> LoadedData:
         samples += _read_2d_pairs(slices, options, _read_patients_csv(root), "reading slices")
     _check_unique_cases(samples)
     return _loaded(samples, "folders", root, options, synthetic=(root / "SYNTHETIC").exists())
+
+
+def _unread(folder: Path) -> list[str]:
+    """What of ``folder`` the folders layout does not read, said for the user: DICOM files or
+    series folders (training reads 2D files and NIfTI volumes), and other sub-folders."""
+    children = [path for path in sorted(folder.iterdir()) if not path.name.startswith(".")]
+    folders = [path for path in children if path.is_dir()]
+    series = [path for path in folders
+              if any(is_dicom_file(c) for c in path.iterdir() if not is_image_file(c))]
+    dicom = [f"{path.name}/" for path in series] + [
+        path.name for path in children
+        if not (is_image_file(path) or is_nifti(path)) and is_dicom_file(path)]
+    others = [f"{path.name}/" for path in folders if path not in series and any(path.iterdir())]
+    notes = []
+    if dicom:
+        notes.append(f"{folder}: DICOM is not read for training ({_examples(dicom)}); convert "
+                     f"each series to a NIfTI volume (e.g. with dcm2niix) in {folder.name}/, "
+                     "its mask under the same name")
+    if others:
+        notes.append(f"{folder}: sub-folders are not read ({_examples(others)}); put their "
+                     f"files in {folder.name}/ itself (a patients.csv groups a patient's slices)")
+    return notes
 
 
 def _check_unique_cases(samples: list[Sample]) -> None:
@@ -356,9 +413,31 @@ def _read_mosmed_2d(root: Path, options: ReadOptions) -> LoadedData:
     pairs = _pair(images, _files(masks_dir, is_image_file), root)
     patients = {stem: _mosmed_patient(stem) for stem in images}
     samples = _read_2d_pairs(pairs, options, patients, "reading MosMed slices")
+    splits = _split_pairs(root)
     folds = [_read_fold(train_list, valid_list, patients, images_dir)
-             for train_list, valid_list in _split_pairs(root)]
-    return _loaded(samples, "mosmed-2d", root, options, folds=folds)
+             for train_list, valid_list in splits]
+    tested = {stem for _, valid in folds for stem in valid}
+    untested = [stem for stem in images if stem not in tested]
+    if untested:
+        log.warning("%s: %d of %d slices are in no %s*.txt, so no fold tests them (%s); list "
+                    "each in one fold's test file", root, len(untested), len(images),
+                    SPLIT_LISTS[1], _examples(untested))
+    loaded = _loaded(samples, "mosmed-2d", root, options, folds=folds)
+    loaded.split_files = [(train.name, valid.name) for train, valid in splits]
+    if note := split_files_note(loaded):
+        log.warning("%s: the split files are not numbered from 0 like the folds (--fold K runs "
+                    "the K-th pair in number order): %s", root, note)
+    return loaded
+
+
+def split_files_note(data: LoadedData) -> str:
+    """Which split files each fold reads, where their numbers are not the folds' (MosMed's
+    train_new1..5 are folds 0..4), else "": for reports and ``--fold``."""
+    numbers = [_fold_number(Path(train)) for train, _ in data.split_files]
+    if numbers == list(range(len(numbers))):
+        return ""
+    return ", ".join(f"fold {k}: {train} + {valid}"
+                     for k, (train, valid) in enumerate(data.split_files))
 
 
 SPLIT_LISTS = ("train_new", "valid_new")
@@ -417,14 +496,16 @@ def _read_fold(train_list: Path, valid_list: Path, patients: dict[str, str], ima
 
 
 def _read_split(path: Path, known: dict[str, str], images_dir: Path) -> list[str]:
-    """The slices a split file names; a name with no slice, or no name at all, is refused, as
+    """The slices a split file names, one a line, optionally followed by its mask
+    (``imgs/x.jpg masks/x_mask.png``); a name with no slice, or no name at all, is refused, as
     it would train or test a fold on other slices than the file says (or on none); so is a slice
     named twice, which would count twice in every mean."""
     lines = path.read_text(encoding="utf-8").splitlines()
-    names = [(number, line.strip()) for number, line in enumerate(lines, 1) if line.strip()]
+    names = [(number, _split_line(path, number, line)) for number, line in enumerate(lines, 1)
+             if line.strip()]
     if not names:
         raise CovsegError(f"{path}: names no slices; list one slice file name per line")
-    stems = [Path(name).name.split(".")[0] for _, name in names]
+    stems = [_slice_stem(name) for _, name in names]
     missing = [name for (_, name), stem in zip(names, stems) if stem not in known]
     if missing:
         raise CovsegError(f"{path}: {len(missing)} of {len(names)} names are no slice in "
@@ -439,6 +520,23 @@ def _read_split(path: Path, known: dict[str, str], images_dir: Path) -> list[str
     return stems
 
 
+def _slice_stem(name: str) -> str:
+    """The stem of a slice as a split file names it (``imgs/study_0255_3.jpg``)."""
+    return Path(name).name.split(".")[0]
+
+
+def _split_line(path: Path, number: int, line: str) -> str:
+    """The slice that line ``number`` of a split file names: its first name; a second must be
+    that slice's mask (as MosMed's files pair them), or the line is refused rather than read
+    as another slice than its author meant."""
+    image, *rest = line.split()
+    if rest and (len(rest) > 1 or image_name(_slice_stem(rest[0])) != _slice_stem(image)):
+        raise CovsegError(f"{path}: line {number} names {line.strip()!r}, which is not a slice "
+                          f"and its mask (x.jpg masks/x.png or masks/x_mask.png); give one slice "
+                          "per line, optionally followed by its own mask")
+    return image
+
+
 def _read_medseg(root: Path, options: ReadOptions) -> LoadedData:
     if (root / "tr_im.nii.gz").is_file():
         mask_file = root / "tr_mask.nii.gz"
@@ -448,13 +546,13 @@ def _read_medseg(root: Path, options: ReadOptions) -> LoadedData:
         hu = normalize_intensity(image.array, options.intensity, options.window)
         unit = ReadOptions(options.target, "unit", options.window, options.slices)
         patients = _read_patients_csv(root)
+        cases = [f"medseg_{_file_slice(image, k):04d}" for k in range(len(hu))]
         if patients:
-            _check_patients_listed(patients, [(f"medseg_{k:04d}",) * 2 for k in range(len(hu))])
+            _check_patients_listed(patients, [(case, case) for case in cases])
         samples = [
-            _sample(hu[k], mask.array[k], f"medseg_{k:04d}",
-                    patients.get(f"medseg_{k:04d}", f"medseg_{k:04d}"),
+            _sample(hu[k], mask.array[k], case, patients.get(case, case),
                     f"{root / 'tr_im.nii.gz'}#z{k}", unit, (image, root / "tr_im.nii.gz", k))
-            for k in range(len(hu))
+            for k, case in enumerate(cases)
         ]
         return _loaded(samples, "medseg", root, options)
     masks_dir = _first_dir(root, ("tr_mask_new", "tr_mask"))
@@ -464,6 +562,13 @@ def _read_medseg(root: Path, options: ReadOptions) -> LoadedData:
     samples = _read_2d_pairs(pairs, options, _read_patients_csv(root), "reading MedSeg slices",
                              case_prefix="medseg_")
     return _loaded(samples, "medseg", root, options)
+
+
+def _file_slice(volume: Volume, k: int) -> int:
+    """The file's own index of axial slice ``k``, as MedSeg's PNG exports and Inf-Net's ids
+    count them (covseg's index where the file's slices are not axial)."""
+    index = volume.stored.file_slice(k, len(volume.array)) if volume.stored else k
+    return k if index is None else index
 
 
 def _infnet_folder(root: Path, target: str) -> Path:
@@ -498,26 +603,36 @@ def _read_zenodo(root: Path, options: ReadOptions) -> LoadedData:
     masks_dir = _first_dir(root, names)
     if images_dir is None or masks_dir is None:
         raise CovsegError(f"{root}: the Zenodo layout needs {ZENODO_IMAGES[0]}/ and {names[0]}/")
-    images = {case_key(k): v for k, v in _files(images_dir, is_nifti).items()}
-    masks = {case_key(k): v for k, v in _files(masks_dir, is_nifti).items()}
+    images = _files(images_dir, is_nifti, lambda p: case_key(nifti_stem(p)))
+    masks = _files(masks_dir, is_nifti, lambda p: case_key(nifti_stem(p)))
     samples = _read_volume_pairs(_pair(images, masks, root), options, "reading Zenodo volumes")
     return _loaded(samples, "zenodo", root, options)
 
 
 def _read_mosmed_3d(root: Path, options: ReadOptions) -> LoadedData:
-    studies = {nifti_stem(p): p for p in sorted((root / "studies").rglob("*.nii*")) if is_nifti(p)}
-    masks = {image_name(nifti_stem(p)): p
-             for p in sorted((root / "masks").rglob("*.nii*")) if is_nifti(p)}
+    """MosMed's studies that have a mask (only CT-1's have); the others are skipped, and both
+    skips are said."""
+    studies = _unique(root / "studies", _niftis_under(root / "studies"), nifti_stem)
+    masks = _unique(root / "masks", _niftis_under(root / "masks"),
+                    lambda p: image_name(nifti_stem(p)))
     pairs = [(stem, studies[stem], masks[stem]) for stem in sorted(studies) if stem in masks]
     if not pairs:
         raise CovsegError(
             f"{root}: no MosMed study under studies/ has a mask under masks/ "
             "(masks are named <study>_mask.nii.gz)"
         )
+    for skipped, what in ((sorted(set(studies) - set(masks)), "studies have no mask"),
+                          (sorted(set(masks) - set(studies)), "masks have no study")):
+        if skipped:
+            log.warning("%s: %d %s and are skipped (%s)", root, len(skipped), what,
+                        _examples(skipped))
     samples = _read_volume_pairs(pairs, options, "reading MosMed studies")
-    loaded = _loaded(samples, "mosmed-3d", root, options)
-    loaded.notes.append(f"{len(studies) - len(pairs)} studies without masks were skipped")
-    return loaded
+    return _loaded(samples, "mosmed-3d", root, options)
+
+
+def _niftis_under(folder: Path) -> list[Path]:
+    """The NIfTI files in ``folder`` and its sub-folders (MosMed's CT-0 .. CT-4)."""
+    return [path for path in sorted(folder.rglob("*.nii*")) if is_nifti(path)]
 
 
 def _read_synthetic(spec: str, options: ReadOptions) -> LoadedData:
@@ -631,9 +746,13 @@ def load_dataset(path: str | Path, target: str = "infection", intensity: str = "
     options = ReadOptions(target, intensity, check_window(window), slices)
     layout = detect_layout(path)
     if layout == "synthetic":
-        return _read_synthetic(str(path), options)
-    if target == "lung" and layout not in LUNG_LAYOUTS:
+        data = _read_synthetic(str(path), options)
+    elif target == "lung" and layout not in LUNG_LAYOUTS:
         raise CovsegError(
             f"{path}: {layout} data hold no lung masks; --target lung needs images/ + lungs/ "
             "folders or the Zenodo volumes' lung_mask/")
-    return READERS[layout](Path(path), options)
+    else:
+        data = READERS[layout](Path(path), options)
+    for note in data.notes:
+        log.warning("%s: %s", data.root, note)
+    return data

@@ -50,8 +50,10 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def read_array(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read a 2D slice as stored (no rescaling); colour images are converted to grey."""
+def read_array(path: str | os.PathLike[str], keep_palette: bool = True) -> np.ndarray:
+    """Read a 2D slice as stored (no rescaling); colour images are converted to grey. A palette
+    image keeps its indices, a mask's labels (MedSeg's masks), unless ``keep_palette`` is False,
+    as for an image: its indices are arbitrary, its palette's colours are the picture."""
     path = Path(path)
     if not path.is_file():
         raise CovsegError(f"{path}: no such file")
@@ -65,7 +67,7 @@ def read_array(path: str | os.PathLike[str]) -> np.ndarray:
                                       "slice per file: save each page as its own file, or the "
                                       "stack as a NIfTI volume")
                 image.load()
-                array = _grey(image)
+                array = _grey(image, keep_palette)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise CovsegError(f"{path}: cannot read the image ({exc}); is the file corrupt?") from None
     array = np.squeeze(array)
@@ -76,10 +78,13 @@ def read_array(path: str | os.PathLike[str]) -> np.ndarray:
     return array
 
 
-def _grey(image: Image.Image) -> np.ndarray:
+def _grey(image: Image.Image, keep_palette: bool) -> np.ndarray:
     """A decoded image's grey levels: colour converted to grey, and transparent pixels black
     (a white mask on a transparent white background read all white); palette images keep their
-    indices, which are a mask's labels."""
+    indices (a mask's labels) if ``keep_palette``, else are read through their palette."""
+    if image.mode in ("P", "PA") and not keep_palette:
+        image = image.convert("RGBA" if image.mode == "PA" or "transparency" in image.info
+                              else "RGB")
     if image.mode in ("RGBA", "LA"):
         alpha = np.asarray(image.getchannel("A"), dtype=np.float32) / 255.0
         grey = np.asarray(image.convert("L"), dtype=np.float32)

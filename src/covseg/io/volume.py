@@ -53,8 +53,10 @@ log = logging.getLogger(__name__)
 
 
 def is_nifti(path: Path) -> bool:
-    """True for .nii and .nii.gz files."""
-    return path.is_file() and path.name.lower().endswith(NIFTI_SUFFIXES)
+    """True for .nii and .nii.gz files; not for hidden ones, such as the ``._x.nii.gz``
+    metadata files (AppleDouble) that macOS leaves beside each file on other disks."""
+    return (path.is_file() and path.name.lower().endswith(NIFTI_SUFFIXES)
+            and not path.name.startswith("."))
 
 
 def is_dicom_file(path: Path) -> bool:
