@@ -124,7 +124,7 @@ def _read_cases(pred_path: Path, truth_path: Path
 
 def _stored(path: Path, volume: Volume | None) -> np.ndarray:
     """A mask's stored values: of its volume when read as one, else of the 2D mask file."""
-    return volume.array if volume is not None else read_array(path)
+    return volume.array if volume is not None else read_array(path, keep_palette=True)
 
 
 def _read_pair(stem: str, pred_path: Path, truth_path: Path

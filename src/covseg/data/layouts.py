@@ -24,6 +24,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -271,10 +272,11 @@ def _progress(items: list, desc: str) -> Iterable:
 def _read_2d_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions,
                    patients: dict[str, str], desc: str, case_prefix: str = "") -> list[Sample]:
     samples = []
-    read = read_array if options.target == "multiclass" else read_mask  # see _loaded
+    read = (partial(read_array, keep_palette=True) if options.target == "multiclass"
+            else read_mask)  # see _loaded
     for stem, image_path, mask_path in _progress(pairs, desc):
         case = f"{case_prefix}{stem}"
-        samples.append(_sample(read_array(image_path, keep_palette=False), read(mask_path), case,
+        samples.append(_sample(read_array(image_path), read(mask_path), case,
                                patients.get(case, patients.get(stem, case)), str(image_path),
                                options))
     if patients and pairs:

@@ -50,10 +50,10 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def read_array(path: str | os.PathLike[str], keep_palette: bool = True) -> np.ndarray:
+def read_array(path: str | os.PathLike[str], keep_palette: bool = False) -> np.ndarray:
     """Read a 2D slice as stored (no rescaling); colour images are converted to grey. A palette
-    image keeps its indices, a mask's labels (MedSeg's masks), unless ``keep_palette`` is False,
-    as for an image: its indices are arbitrary, its palette's colours are the picture."""
+    image is read through its palette (an image's indices are arbitrary, its colours are the
+    picture) unless ``keep_palette``, as for a mask, whose indices are its labels (MedSeg's)."""
     path = Path(path)
     if not path.is_file():
         raise CovsegError(f"{path}: no such file")
@@ -225,7 +225,7 @@ def _check_binary_with_noise(array: np.ndarray, values: np.ndarray,
 
 def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a mask file as integer labels (see :func:`mask_to_labels`)."""
-    return mask_to_labels(read_array(path), path)
+    return mask_to_labels(read_array(path, keep_palette=True), path)
 
 
 def write_png(path: str | os.PathLike[str], array: np.ndarray) -> Path:
