@@ -298,6 +298,27 @@ def test_generic_folder_with_patients_csv(synthetic_folder: Path) -> None:
     assert all(s.mask.any() for s in lung.samples)
 
 
+def test_patients_csv_groups_volumes_so_folds_keep_a_patients_scans_together(
+        tmp_path: Path) -> None:
+    """A patients.csv beside volumes was ignored: each scan was its own patient, so a patient's
+    follow-up scans were split between training and test folds."""
+    hu, lesions = _hu_volume(slices=2)
+    for scan in ("scan0", "scan1", "scan2", "scan3"):
+        _save_nifti(tmp_path / "images" / f"{scan}.nii.gz", hu)
+        _save_nifti(tmp_path / "masks" / f"{scan}.nii.gz", lesions)
+    (tmp_path / "patients.csv").write_text("case_id,patient_id\nscan0,P0\nscan1,P0\n"
+                                           "scan2,P1\nscan3,P1\n")
+    data = load_dataset(tmp_path)
+    assert data.patients == ["P0", "P1"]
+    assert {s.case_id for s in data.samples} >= {"scan0_z0000", "scan3_z0001"}
+    for _, test in grouped_kfold(data.samples, 2, 0):
+        scans = {case.rsplit("_", 1)[0] for case in test}
+        assert scans in ({"scan0", "scan1"}, {"scan2", "scan3"})
+    (tmp_path / "patients.csv").write_text("case_id,patient_id\nscan0_z0000,P0\n")
+    with pytest.raises(CovsegError, match="names none of the 4 studies.*study's name"):
+        load_dataset(tmp_path)
+
+
 def test_generic_folder_of_nifti_volumes(tmp_path: Path) -> None:
     hu, lesions = _hu_volume(slices=3)
     _save_nifti(tmp_path / "images" / "case1.nii.gz", hu)

@@ -13,7 +13,8 @@ Supported layouts (checked in this order):
   or both).
 
 Volumes are sliced axially and every slice keeps its study as patient id, so that folds never
-split a patient. A ``patients.csv`` (columns ``case_id,patient_id``) in a 2D folder groups slices.
+split a patient. A ``patients.csv`` (columns ``case_id,patient_id``) groups slices of a 2D
+folder, or studies of a volume folder (a patient's follow-up scans).
 """
 
 from __future__ import annotations
@@ -279,20 +280,41 @@ def _read_2d_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions,
         samples.append(_sample(read_array(image_path), read(mask_path), case,
                                patients.get(case, patients.get(stem, case)), str(image_path),
                                options))
-    if patients and pairs:
-        _check_patients_listed(patients, [(f"{case_prefix}{stem}", stem) for stem, _, _ in pairs])
     return samples
 
 
-def _check_patients_listed(patients: dict[str, str], cases: list[tuple[str, str]]) -> None:
-    """A patients.csv that names none of the slices is a mistake, one that misses some a risk."""
+def _slice_cases(pairs: list[tuple[str, Path, Path]], case_prefix: str = ""
+                 ) -> list[tuple[str, str]]:
+    """(case id, file stem) of each 2D pair: the names a patients.csv may give a slice."""
+    return [(f"{case_prefix}{stem}", stem) for stem, _, _ in pairs]
+
+
+def _study_cases(pairs: list[tuple[str, Path, Path]]) -> list[tuple[str, str]]:
+    """(study, study) of each volume pair: a patients.csv names a volume by its study."""
+    return [(study, study) for study, _, _ in pairs]
+
+
+def _check_patients_listed(patients: dict[str, str], slices: list[tuple[str, str]],
+                           studies: list[tuple[str, str]] = ()) -> None:
+    """A patients.csv that names none of the slices and studies is a mistake, one that misses
+    some a risk."""
+    cases = [*slices, *studies]
+    if not patients or not cases:
+        return
+    kind = " and ".join(name for name, given in (("slices", slices), ("studies", studies))
+                        if given)
     missing = [case for case, stem in cases if case not in patients and stem not in patients]
     if len(missing) == len(cases):
-        raise CovsegError(f"patients.csv names none of the {len(cases)} slices; its case_id is "
-                          f"a slice's case id or file stem, e.g. {cases[0][0]} or {cases[0][1]}")
+        names = []
+        if slices:
+            names.append(f"a slice's case id or file stem, e.g. {slices[0][0]} or {slices[0][1]}")
+        if studies:
+            names.append(f"a study's name, e.g. {studies[0][0]}")
+        raise CovsegError(f"patients.csv names none of the {len(cases)} {kind}; its case_id is "
+                          + ", or ".join(names))
     if missing:
-        log.warning("patients.csv does not name %d of %d slices (e.g. %s): each counts as its "
-                    "own patient", len(missing), len(cases), missing[0])
+        log.warning("patients.csv does not name %d of %d %s (e.g. %s): each counts as its "
+                    "own patient", len(missing), len(cases), kind, missing[0])
 
 
 def _read_volume_pair(image_path: Path, mask_path: Path) -> tuple[Volume, Volume]:
@@ -308,8 +330,8 @@ def _read_volume_pair(image_path: Path, mask_path: Path) -> tuple[Volume, Volume
     return image, mask
 
 
-def _slice_volume(image_path: Path, mask_path: Path, patient: str, options: ReadOptions
-                  ) -> list[Sample]:
+def _slice_volume(image_path: Path, mask_path: Path, study: str, patient: str,
+                  options: ReadOptions) -> list[Sample]:
     image, mask = _read_volume_pair(image_path, mask_path)
     if not same_grid_affine(image, mask):
         log.warning("%s: its mask %s lies on another grid (axes %s and %s; origin or voxel size "
@@ -321,17 +343,29 @@ def _slice_volume(image_path: Path, mask_path: Path, patient: str, options: Read
         keep = [k for k in keep if mask.array[k].any()]
     unit = ReadOptions(options.target, "unit", options.window, options.slices)
     return [
-        _sample(hu[k], mask.array[k], f"{patient}_z{k:04d}", patient, f"{image_path}#z{k}",
+        _sample(hu[k], mask.array[k], f"{study}_z{k:04d}", patient, f"{image_path}#z{k}",
                 unit, (image, image_path, k))
         for k in keep
     ]
 
 
-def _read_volume_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions, desc: str
-                       ) -> list[Sample]:
+def _read_volume_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions, desc: str,
+                       patients: dict[str, str]) -> list[Sample]:
+    """Every study's slices; a study is its own patient unless ``patients`` (a patients.csv)
+    groups studies, a patient's follow-up scans, so that folds never split a patient."""
     samples: list[Sample] = []
-    for patient, image_path, mask_path in tqdm(pairs, desc=desc, unit="volume", leave=False):
-        samples.extend(_slice_volume(image_path, mask_path, patient, options))
+    for study, image_path, mask_path in tqdm(pairs, desc=desc, unit="volume", leave=False):
+        samples.extend(_slice_volume(image_path, mask_path, study, patients.get(study, study),
+                                     options))
+    return samples
+
+
+def _read_studies(pairs: list[tuple[str, Path, Path]], options: ReadOptions, desc: str,
+                  root: Path) -> list[Sample]:
+    """A volume layout's studies, grouped by ``root/patients.csv`` if there is one."""
+    patients = _read_patients_csv(root)
+    samples = _read_volume_pairs(pairs, options, desc, patients)
+    _check_patients_listed(patients, [], _study_cases(pairs))
     return samples
 
 
@@ -368,9 +402,10 @@ def _read_folders(root: Path, options: ReadOptions) -> LoadedData:
         log.warning("%s", note)
     volumes = [p for p in pairs if is_nifti(p[1])]
     slices = [p for p in pairs if not is_nifti(p[1])]
-    samples = _read_volume_pairs(volumes, options, "reading volumes") if volumes else []
-    if slices:
-        samples += _read_2d_pairs(slices, options, _read_patients_csv(root), "reading slices")
+    patients = _read_patients_csv(root)
+    samples = _read_volume_pairs(volumes, options, "reading volumes", patients)
+    samples += _read_2d_pairs(slices, options, patients, "reading slices")
+    _check_patients_listed(patients, _slice_cases(slices), _study_cases(volumes))
     _check_unique_cases(samples)
     return _loaded(samples, "folders", root, options, synthetic=(root / "SYNTHETIC").exists())
 
@@ -549,8 +584,7 @@ def _read_medseg(root: Path, options: ReadOptions) -> LoadedData:
         unit = ReadOptions(options.target, "unit", options.window, options.slices)
         patients = _read_patients_csv(root)
         cases = [f"medseg_{_file_slice(image, k):04d}" for k in range(len(hu))]
-        if patients:
-            _check_patients_listed(patients, [(case, case) for case in cases])
+        _check_patients_listed(patients, [(case, case) for case in cases])
         samples = [
             _sample(hu[k], mask.array[k], case, patients.get(case, case),
                     f"{root / 'tr_im.nii.gz'}#z{k}", unit, (image, root / "tr_im.nii.gz", k))
@@ -561,8 +595,10 @@ def _read_medseg(root: Path, options: ReadOptions) -> LoadedData:
     if masks_dir is None:
         raise CovsegError(f"{root}: tr_im/ found but neither tr_mask/ nor tr_mask_new/")
     pairs = _pair(_files(root / "tr_im", is_image_file), _files(masks_dir, is_image_file), root)
-    samples = _read_2d_pairs(pairs, options, _read_patients_csv(root), "reading MedSeg slices",
+    patients = _read_patients_csv(root)
+    samples = _read_2d_pairs(pairs, options, patients, "reading MedSeg slices",
                              case_prefix="medseg_")
+    _check_patients_listed(patients, _slice_cases(pairs, "medseg_"))
     return _loaded(samples, "medseg", root, options)
 
 
@@ -589,8 +625,10 @@ def _read_infnet(root: Path, options: ReadOptions) -> LoadedData:
     folder = _infnet_folder(root, options.target)
     pairs = _pair(_files(_require(folder / "Imgs"), is_image_file),
                   _files(_require(folder / "GT"), is_image_file), folder)
-    samples = _read_2d_pairs(pairs, options, _read_patients_csv(root), "reading Inf-Net slices",
+    patients = _read_patients_csv(root)
+    samples = _read_2d_pairs(pairs, options, patients, "reading Inf-Net slices",
                              case_prefix="infnet_")
+    _check_patients_listed(patients, _slice_cases(pairs, "infnet_"))
     return _loaded(samples, "infnet", folder, options)
 
 
@@ -607,7 +645,7 @@ def _read_zenodo(root: Path, options: ReadOptions) -> LoadedData:
         raise CovsegError(f"{root}: the Zenodo layout needs {ZENODO_IMAGES[0]}/ and {names[0]}/")
     images = _files(images_dir, is_nifti, lambda p: case_key(nifti_stem(p)))
     masks = _files(masks_dir, is_nifti, lambda p: case_key(nifti_stem(p)))
-    samples = _read_volume_pairs(_pair(images, masks, root), options, "reading Zenodo volumes")
+    samples = _read_studies(_pair(images, masks, root), options, "reading Zenodo volumes", root)
     return _loaded(samples, "zenodo", root, options)
 
 
@@ -628,7 +666,7 @@ def _read_mosmed_3d(root: Path, options: ReadOptions) -> LoadedData:
         if skipped:
             log.warning("%s: %d %s and are skipped (%s)", root, len(skipped), what,
                         _examples(skipped))
-    samples = _read_volume_pairs(pairs, options, "reading MosMed studies")
+    samples = _read_studies(pairs, options, "reading MosMed studies", root)
     return _loaded(samples, "mosmed-3d", root, options)
 
 
