@@ -354,7 +354,8 @@ def _read_volume_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions
     """Every study's slices; a study is its own patient unless ``patients`` (a patients.csv)
     groups studies, a patient's follow-up scans, so that folds never split a patient."""
     samples: list[Sample] = []
-    for study, image_path, mask_path in tqdm(pairs, desc=desc, unit="volume", leave=False):
+    for study, image_path, mask_path in tqdm(pairs, desc=desc, unit="volume", leave=False,
+                                             disable=not pairs):
         samples.extend(_slice_volume(image_path, mask_path, study, patients.get(study, study),
                                      options))
     return samples
