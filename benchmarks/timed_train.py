@@ -19,6 +19,13 @@ import sys
 import time
 from pathlib import Path
 
+USAGE = "%(prog)s DATA --out RUN [--json FILE] [-- TRAIN OPTIONS...]"
+EXAMPLE = "python benchmarks/timed_train.py DATA --out RUN -- --model miniseg --epochs 1"
+PASS_THROUGH = f"""\
+TRAIN OPTIONS, everything after `--`, go to `covseg train` as they are, e.g.
+  {EXAMPLE}"""
+"""The options it passes on, which its own parser would refuse: the help says where they go."""
+
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 """/proc/PID/statm counts pages; 4 KiB on x86_64, larger on some ARM kernels."""
 
@@ -51,13 +58,19 @@ def tree_rss_kib(root: int) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("data")
-    parser.add_argument("--out", required=True, type=Path)
+    parser = argparse.ArgumentParser(
+        usage=USAGE, description=__doc__.split("\n")[0], epilog=PASS_THROUGH,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", metavar="DATA", help="the data folder covseg train reads")
+    parser.add_argument("--out", required=True, type=Path, metavar="RUN", help="the run folder")
     parser.add_argument("--json", type=Path, help="where the figures go (default: RUN/timed_train.json)")
     argv = sys.argv[1:]
     split = argv.index("--") if "--" in argv else len(argv)
-    args, options = parser.parse_args(argv[:split]), argv[split + 1:]
+    args, unknown = parser.parse_known_args(argv[:split])
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}; covseg train's options go "
+                     f"after `--`, e.g. `{EXAMPLE}`")
+    options = argv[split + 1:]
     command = ["covseg", "train", args.data, "--out", str(args.out), *options]
     started = time.perf_counter()
     child = subprocess.Popen(command)

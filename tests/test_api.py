@@ -135,6 +135,29 @@ WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
     (lambda g: covseg.visualize(g.data, g.tmp / "v.png", n=-3), "--n must be positive, got -3"),
     (lambda g: covseg.quantify(g.tmp, g.tmp / "q", html="yes"),
      "--html must be true or false, got 'yes'"),
+    (lambda g: covseg.quantify(g.tmp, g.tmp / "q", hu="maybe"),
+     "unknown --hu value 'maybe'; choose one of auto, yes, no"),
+    (lambda g: covseg.quantify(g.tmp, g.tmp / "q", shard=(0, 2, 1)),
+     ("shard must be \"I/N\" or a pair (I, N) of whole numbers, e.g. \"0/4\" or (0, 4), "
+      "got (0, 2, 1)")),
+    (lambda g: covseg.quantify(g.tmp, g.tmp / "q", shard="2/2"),
+     "shard 2/2: need 0 <= I < N (shards count from 0: 0/2 to 1/2)"),
+    (lambda g: covseg.predict_volumes(g.run, g.tmp, g.tmp / "p", shard="half"),
+     "--shard must look like I/N (e.g. 0/4), got 'half'"),
+    (lambda g: covseg.predict_volumes(g.run, g.tmp, g.tmp / "p", shard=(0.0, 2)),
+     "shard must be \"I/N\" or a pair (I, N) of whole numbers"),
+    (lambda g: covseg.demo(g.tmp / "d", epochs="x"), "--epochs must be a whole number, got 'x'"),
+    (lambda g: covseg.demo(g.tmp / "d", epochs=0), "--epochs must be at least 1, got 0"),
+    (lambda g: covseg.demo(g.tmp / "d", folds=1), "--folds must be at least 2, got 1"),
+    (lambda g: covseg.demo(g.tmp / "d", folds=13),
+     "--folds must be at most 12, the demo's synthetic patients, got 13"),
+    (lambda g: covseg.demo(g.file), "file.py: a file is in the way (the output is a folder)"),
+    (lambda g: covseg.train(g.data, g.tmp / "p", bogus=1, **TINY),
+     "unknown option(s) bogus; the training recipe takes model, model_options, target, epochs"),
+    (lambda g: covseg.cross_validate(g.data, g.tmp / "p", folds=2, bogus=1, lrate=1.0),
+     "unknown option(s) bogus, lrate; the training recipe takes model, "),
+    (lambda g: covseg.compare(g.data, ["unet", "fcn"], g.tmp / "p", bogus=1),
+     "unknown option(s) bogus; the training recipe takes model, "),
 ]
 
 
@@ -213,3 +236,28 @@ def test_every_api_function_says_what_it_returns() -> None:
                  if callable(getattr(covseg, name)) and not isinstance(getattr(covseg, name), type)]
     assert len(functions) == 13
     assert [f.__name__ for f in functions if "Returns" not in (f.__doc__ or "")] == []
+
+
+def test_quantify_takes_the_clis_shard_text(tmp_path: Path) -> None:
+    """shard="0/2", as --shard takes it, ended in "ValueError: too many values to unpack"."""
+    for name in ("a", "b"):
+        synthetic_study(tmp_path / "in", name)
+    first = covseg.quantify(tmp_path / "in" / "masks", tmp_path / "out", shard="0/2")
+    second = covseg.quantify(tmp_path / "in" / "masks", tmp_path / "out", shard=[1, 2])
+    assert (first.done, second.done, first.failed + second.failed) == (1, 1, 0)
+    assert (first.summary.name, second.summary.name) == ("summary_shard0of2.csv",
+                                                         "summary_shard1of2.csv")
+
+
+def test_a_second_predict_into_a_folder_adds_to_its_record(tmp_path: Path, tiny_run: Path,
+                                                           synthetic_folder: Path) -> None:
+    """The second call's predict.json described that call alone (one input, one mask, no
+    overlays) while the folder still held the first call's masks and overlays."""
+    first, second = sorted((synthetic_folder / "images").glob("*.npy"))[:2]
+    out = tmp_path / "pred"
+    covseg.predict(tiny_run, first, out, overlay_png=True)
+    covseg.predict(tiny_run, [second, first], out)
+    record = json.loads((out / "predict.json").read_text())
+    assert record["inputs"] == [str(first), str(second)] and record["masks"] == 2
+    assert record["overlays"] is True and record["failed"] == {}
+    assert sorted(p.name for p in out.glob("*.png")) == [f"{first.stem}.png", f"{second.stem}.png"]

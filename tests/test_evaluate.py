@@ -185,3 +185,27 @@ def test_output_names_keep_their_dots_and_stay_out_of_the_mask_folders(
     assert main([*args, "--out", str(tmp_path / "truth" / "a.png")]) == 2
     assert "lies in the mask folder" in capsys.readouterr().err
     assert (tmp_path / "truth" / "a.png").read_bytes() == before
+
+
+def test_out_never_overwrites_files_an_evaluation_did_not_write(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--out grid.png`` wrote its box plot over a visualize grid of that name (and grid.csv,
+    grid.json over whatever was there); a rerun still overwrites its own outputs."""
+    truth = square_mask(32, 4, 4, 12)
+    _save(tmp_path / "truth" / "a.png", truth)
+    _save(tmp_path / "pred" / "a.png", truth * 255)
+    grid = _save(tmp_path / "grid.png", np.full((32, 32, 3), 90))
+    before = grid.read_bytes()
+    args = ["evaluate", "--pred", str(tmp_path / "pred"), "--truth", str(tmp_path / "truth")]
+    assert main([*args, "--out", str(grid)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and (f"{grid} exists and is no earlier evaluation's output "
+                                     "(grid.json is not an evaluation record)") in err
+    assert grid.read_bytes() == before and sorted(p.name for p in tmp_path.glob("grid.*")) == [
+        "grid.png"]
+    (tmp_path / "table.json").write_text(json.dumps({"rows": []}))
+    with pytest.raises(CovsegError, match=r"table\.json exists and is no earlier evaluation"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "table")
+    for _ in range(2):
+        result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev.png")
+        assert result["cases"] == 1 and (tmp_path / "ev.csv").is_file()

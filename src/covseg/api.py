@@ -42,10 +42,13 @@ from covseg.io.volume import (
     volume_from_nifti,
 )
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM
+from covseg.models.registry import is_a
 from covseg.quantify import (
     BatchResult,
     changed_settings,
+    check_shard,
     multiclass_for,
+    parse_shard,
     quantify_batch,
     read_record,
 )
@@ -69,6 +72,10 @@ def _recipe(config: dict[str, Any], resume: bool, data: object, folds: int | Non
     """The training config, its models, options and fold count checked before data are read;
     with data already read, the recipe reads them as they were read (see :func:`_reading`)."""
     check_kind("resume", resume, [bool])
+    unknown = sorted(set(config) - set(TrainConfig.__dataclass_fields__))
+    if unknown:
+        raise CovsegError(f"unknown option(s) {', '.join(unknown)}; the training recipe takes "
+                          f"{', '.join(TrainConfig.__dataclass_fields__)}")
     recipe = TrainConfig(**_reading(data, config))
     check_recipe(recipe)
     if folds is not None:
@@ -118,6 +125,16 @@ def _paths(name: str, inputs: object) -> list[str | os.PathLike[str]]:
     """``inputs`` as a list of paths (one given alone is a list of one), each checked."""
     items = _as_list(inputs) if isinstance(inputs, os.PathLike | Sequence) else [inputs]
     return [_path(name, item) for item in items]
+
+
+def _shard(shard: object) -> tuple[int, int]:
+    """``shard`` as the CLI's ``"I/N"`` or a pair ``(I, N)``, checked before any study."""
+    if isinstance(shard, str):
+        return parse_shard(shard)
+    if isinstance(shard, tuple | list) and len(shard) == 2 and all(is_a(i, int) for i in shard):
+        return check_shard((shard[0], shard[1]))
+    raise CovsegError(f"shard must be \"I/N\" or a pair (I, N) of whole numbers, e.g. \"0/4\" "
+                      f"or (0, 4), got {shard!r}")
 
 
 def _out(out: object) -> Path:
@@ -252,10 +269,10 @@ def _check_outputs(files: Sequence[Path], out: Path) -> None:
                               "pick another --out")
 
 
-def _refuse_other_model(out: Path, predictor: Predictor) -> None:
+def _refuse_other_model(out: Path, earlier: dict[str, Any], predictor: Predictor) -> None:
     """A folder of masks predicted otherwise (another model, threshold, mirrors) is not written
     into: the new masks would sit beside the old ones under one record of the new run."""
-    before = (read_record(out / PREDICT_RECORD) or {}).get("model")
+    before = earlier.get("model")
     if not isinstance(before, dict):
         return
     now = json.loads(json.dumps(predictor.describe()))  # as the record holds it
@@ -342,18 +359,19 @@ def predict_volumes(model: str | os.PathLike[str] | Predictor,
                     out: str | os.PathLike[str],
                     lung_model: str | os.PathLike[str] | Predictor | None = None,
                     batch_size: int | None = None, tta: bool | None = None,
-                    threshold: float | None = None, shard: tuple[int, int] = (0, 1),
+                    threshold: float | None = None, shard: tuple[int, int] | str = (0, 1),
                     **options: Any) -> BatchResult:
     """CT volumes (NIfTI files, DICOM files or series folders, or folders of them): per study,
     infection and lung masks on the input's grid plus the quantification report.
 
     ``model`` and ``lung_model`` as :func:`load_predictor` takes them, with its ``batch_size``,
     ``tta`` and ``threshold``. ``options`` as ``covseg predict``'s volume flags:
-    ``probabilities``, ``keep_outside_lungs``, ``hu``, ``html``, ``lung_margin_mm``.
+    ``probabilities``, ``keep_outside_lungs``, ``hu``, ``html``, ``lung_margin_mm``; ``shard``
+    as ``--shard``: ``"I/N"`` or ``(I, N)``.
 
     Returns the batch's counts (done, skipped, failed) and the path of its summary CSV.
     """
-    inputs, out = _paths("inputs", inputs), _out(out)
+    inputs, out, shard = _paths("inputs", inputs), _out(out), _shard(shard)
     predictor, lungs = load_volume_predictors(model, lung_model, batch_size, tta, threshold)
     return predict_batch(predictor, inputs, out, shard=shard,
                          batch_size=predictor.batch_size, lung_predictor=lungs, **options)
@@ -445,11 +463,11 @@ def _volume_in_memory(image: object, spacing: Sequence[float] | None) -> tuple[V
 def quantify(masks: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
              out: str | os.PathLike[str], *, lungs: str | os.PathLike[str] | None = None,
              image: str | os.PathLike[str] | None = None, hu: str = "auto",
-             classes: str = "auto", html: bool = False, shard: tuple[int, int] = (0, 1)
+             classes: str = "auto", html: bool = False, shard: tuple[int, int] | str = (0, 1)
              ) -> BatchResult:
     """Lesion and lung volumes, % involved and CT-0..CT-4 from existing masks, as ``covseg
     quantify`` (its options by the same names: ``classes`` is ``auto``, ``binary`` or
-    ``multiclass``); one mask or folder may be given alone.
+    ``multiclass``, ``shard`` ``"I/N"`` or ``(I, N)``); one mask or folder may be given alone.
 
     Returns the batch's counts (done, skipped, failed) and the path of its summary CSV.
     """
@@ -457,8 +475,10 @@ def quantify(masks: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
         if value is not None:
             _path(name, value)
     check_kind("html", html, [bool])
+    check_hu(hu)
     return quantify_batch(_paths("masks", masks), _out(out), lungs=lungs, image=image, hu=hu,
-                          multiclass=multiclass_for(classes), html_report=html, shard=shard)
+                          multiclass=multiclass_for(classes), html_report=html,
+                          shard=_shard(shard))
 
 
 def export(model: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
@@ -480,7 +500,8 @@ def predict(model: str | os.PathLike[str] | Predictor,
     :func:`load_predictor` takes it, with its ``batch_size``, ``tta`` and ``threshold``: a run
     folder or checkpoint, an ``.onnx`` file (from :func:`export`, run with ONNX Runtime) or a
     predictor already loaded. An image that cannot be read is listed in ``predict.json`` and the
-    others are predicted; a :class:`CovsegError` then says how many failed.
+    others are predicted; a :class:`CovsegError` then says how many failed. A later call into
+    the same ``out`` (same model and settings) adds to its record: inputs, masks, overlays.
 
     Returns the paths of the masks written.
     """
@@ -495,7 +516,8 @@ def predict(model: str | os.PathLike[str] | Predictor,
     _check_outputs(files, out)
     predictor = load_predictor(model, batch_size, tta, threshold)
     batch_size = predictor.batch_size
-    _refuse_other_model(out, predictor)
+    earlier = read_record(out / PREDICT_RECORD) or {}
+    _refuse_other_model(out, earlier, predictor)
     started = time.perf_counter()
     written: list[Path] = []
     failed: dict[str, str] = {}
@@ -509,19 +531,31 @@ def predict(model: str | os.PathLike[str] | Predictor,
                 if overlay_png:
                     write_png(out / "overlays" / output_name(path), overlay(image, labels))
             bar.update(len(chunk))
+    given = [str(f) for f in files]
+    recorded = list(dict.fromkeys([*_earlier(earlier, "inputs", []), *given]))
     write_json(out / PREDICT_RECORD, {
-        "covseg_version": version("covseg"), "model": predictor.describe(),
-        "inputs": [str(f) for f in files], "masks": len(written), "failed": failed,
-        "overlays": overlay_png,
+        "covseg_version": version("covseg"), "model": predictor.describe(), "inputs": recorded,
+        "masks": len({name for name in map(output_name, map(Path, recorded))
+                      if (out / name).is_file()}),
+        "failed": {**{path: reason for path, reason in _earlier(earlier, "failed", {}).items()
+                      if path not in given}, **failed},
+        "overlays": earlier.get("overlays") is True or overlay_png,
         "mask_values": f"0 background, 255 {'lung' if predictor.target == 'lung' else 'infection'}"
         if predictor.num_classes == 2 else "class labels 0..K-1",
-        "seconds": round(time.perf_counter() - started, 3)})
+        "seconds": round(_earlier(earlier, "seconds", 0.0) + time.perf_counter() - started, 3)})
     if failed:
         reason = next(iter(failed.values()))
         raise CovsegError(f"{len(failed)} of {len(files)} images could not be read (first: "
                           f"{reason}); the other {len(written)} masks are in {out}, and "
                           f"{out / PREDICT_RECORD} lists the failures")
     return written
+
+
+def _earlier(earlier: dict[str, Any], key: str, empty: Any) -> Any:
+    """What the folder's earlier predict.json holds under ``key``, or ``empty`` where it holds
+    nothing of that type: a later call adds to it, since the earlier masks are still there."""
+    value = earlier.get(key)
+    return value if isinstance(value, type(empty)) else empty
 
 
 def _readable(chunk: Sequence[Path], predictor: Predictor, failed: dict[str, str]
@@ -552,6 +586,10 @@ def evaluate(pred: str | os.PathLike[str], truth: str | os.PathLike[str],
     return evaluate_folders(_path("pred", pred), _path("truth", truth), _path("out", out))
 
 
+DEMO_PATIENTS = 12
+"""Patients of the demo's synthetic data set (4 slices each): at most that many folds."""
+
+
 def demo(out: str | os.PathLike[str] = "covseg-demo", folds: int = 3, epochs: int = 24
          ) -> dict[str, Any]:
     """Synthetic data, a picture of it, then cross-validation and its report: a few minutes on CPU.
@@ -563,11 +601,15 @@ def demo(out: str | os.PathLike[str] = "covseg-demo", folds: int = 3, epochs: in
     from covseg.data.synthetic import write_synthetic
 
     out = _out(out)
+    recipe = {"epochs": epochs, "size": 128, "batch_size": 8, "lr": 5e-3, "augment": "light"}
+    _recipe(recipe, True, None, folds)  # refused before the data and picture are written
+    if folds > DEMO_PATIENTS:
+        raise CovsegError(f"--folds must be at most {DEMO_PATIENTS}, the demo's synthetic "
+                          f"patients, got {folds}")
     started = time.perf_counter()
-    data_dir = write_synthetic(out / "synthetic-data", seed=0)
+    data_dir = write_synthetic(out / "synthetic-data", seed=0, patients=DEMO_PATIENTS)
     data = load_dataset(data_dir)
     visualize(data, out / "samples.png")
-    summary = cross_validate(data, out / "cv", folds=folds, epochs=epochs, size=128,
-                             batch_size=8, lr=5e-3, augment="light", resume=True)
+    summary = cross_validate(data, out / "cv", folds=folds, resume=True, **recipe)
     summary["demo_seconds"] = time.perf_counter() - started
     return summary

@@ -214,7 +214,8 @@ def output_files(out: str | os.PathLike[str], inputs: Sequence[Path]) -> dict[st
     """The JSON, CSV and PNG an evaluation writes: ``out`` with each suffix (``eval_t0.4`` keeps
     its ``.4``; a given .json/.csv/.png is replaced), or ``evaluation.*`` inside an existing
     folder or one named with a trailing slash. Never inside the mask folders, where they would
-    be read as masks next time (a ``--out truth/0.png`` wrote its plot over a truth mask)."""
+    be read as masks next time (a ``--out truth/0.png`` wrote its plot over a truth mask), nor
+    over files of those names that an earlier evaluation did not write."""
     named_folder = isinstance(out, str) and out.endswith(("/", os.sep))  # Path drops the slash
     out = Path(out)
     if out.is_dir() or named_folder:
@@ -224,7 +225,21 @@ def output_files(out: str | os.PathLike[str], inputs: Sequence[Path]) -> dict[st
         if base.resolve().is_relative_to(folder.resolve()):
             raise CovsegError(f"--out {out}: lies in the mask folder {folder}, where its files "
                               "would be read as masks; pick an --out outside it")
-    return {kind: base.with_name(f"{base.name}.{kind}") for kind in OUTPUT_KINDS}
+    files = {kind: base.with_name(f"{base.name}.{kind}") for kind in OUTPUT_KINDS}
+    existing = [path for path in files.values() if path.exists()]
+    if existing and not _is_evaluation(files["json"]):
+        raise CovsegError(f"--out {out}: {existing[0]} exists and is no earlier evaluation's "
+                          f"output ({files['json'].name} is not an evaluation record); pick "
+                          "another --out or delete it")
+    return files
+
+
+def _is_evaluation(record: Path) -> bool:
+    """Whether ``record`` is the JSON an evaluation wrote: its files, and the CSV and PNG beside
+    it, are this evaluation's to overwrite again; other files of those names (a visualize grid,
+    a user's table) are not."""
+    written = read_record(record)
+    return written is not None and {"prediction_dir", "truth_dir", "per_case"} <= set(written)
 
 
 def _recorded_top_label(pred_dir: Path, masks: Sequence[Path]) -> int:
