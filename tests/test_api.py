@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -261,3 +262,20 @@ def test_a_second_predict_into_a_folder_adds_to_its_record(tmp_path: Path, tiny_
     assert record["inputs"] == [str(first), str(second)] and record["masks"] == 2
     assert record["overlays"] is True and record["failed"] == {}
     assert sorted(p.name for p in out.glob("*.png")) == [f"{first.stem}.png", f"{second.stem}.png"]
+
+
+def test_a_second_predict_refuses_to_overwrite_the_mask_of_another_file(
+        tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
+    """Two calls given files of one name from different folders: the second silently replaced
+    the first's mask, and the record listed both inputs for one mask."""
+    first = min((synthetic_folder / "images").glob("*.npy"))
+    other = tmp_path / "elsewhere" / first.name
+    other.parent.mkdir()
+    shutil.copy(first, other)
+    out = tmp_path / "pred"
+    covseg.predict(tiny_run, first, out)
+    before = (out / f"{first.stem}.png").read_bytes()
+    with pytest.raises(CovsegError, match=f"would overwrite that of {re.escape(str(first))}"):
+        covseg.predict(tiny_run, other, out)
+    assert (out / f"{first.stem}.png").read_bytes() == before
+    covseg.predict(tiny_run, first, out)  # the same file again is a rerun, not a clash

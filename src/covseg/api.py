@@ -253,8 +253,9 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return files
 
 
-def _check_outputs(files: Sequence[Path], out: Path) -> None:
-    """Refuse what would lose data: two inputs writing one mask, or a mask over an input."""
+def _check_outputs(files: Sequence[Path], out: Path, earlier_inputs: Sequence[str]) -> None:
+    """Refuse what would lose data: two inputs writing one mask, in this call or over the mask
+    of another file an earlier call predicted into ``out``, or a mask over an input."""
     targets: dict[Path, Path] = {}
     for path in files:
         target = (out / output_name(path)).resolve()
@@ -262,6 +263,12 @@ def _check_outputs(files: Sequence[Path], out: Path) -> None:
             raise CovsegError(f"{targets[target]} and {path} would both be written to {target}; "
                               "predict them into separate --out folders")
         targets[target] = path
+    for before in map(Path, earlier_inputs):
+        path = targets.get((out / output_name(before)).resolve())
+        if (path is not None and str(path) != str(before) and before.is_file()
+                and before.resolve() != path.resolve()):
+            raise CovsegError(f"{path}: its mask would overwrite that of {before}, which an "
+                              f"earlier predict wrote into {out}; pick another --out")
     inputs = {path.resolve() for path in files}
     for target, path in targets.items():
         if target in inputs:
@@ -513,10 +520,10 @@ def predict(model: str | os.PathLike[str] | Predictor,
                           "covseg.predict_volumes")
     files = collect_inputs(inputs)
     out = _out(out)
-    _check_outputs(files, out)
+    earlier = read_record(out / PREDICT_RECORD) or {}
+    _check_outputs(files, out, _earlier(earlier, "inputs", []))
     predictor = load_predictor(model, batch_size, tta, threshold)
     batch_size = predictor.batch_size
-    earlier = read_record(out / PREDICT_RECORD) or {}
     _refuse_other_model(out, earlier, predictor)
     started = time.perf_counter()
     written: list[Path] = []
