@@ -287,6 +287,13 @@ def test_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     (("cv", "--model", "miniseg,unet", "--model-option", "width=8"), "mixes architectures"),
     (("cv", "--seed", "-1"), "--seed must be a non-negative integer"),
     (("compare", "--models", "unet", "miniseg", "--seed", "-1"), "--seed must be a non-negative"),
+    (("train", "--val-fraction", "1"), "--val-fraction must lie in [0, 1), got 1.0"),
+    (("cv", "--val-fraction", "1.5"), "--val-fraction must lie in [0, 1), got 1.5"),
+    (("compare", "--models", "unet", "miniseg", "--val-fraction", "2"), "--val-fraction must"),
+    (("train", "--target", "multiclass", "--threshold", "0.9"), "binary targets only"),
+    (("cv", "--target", "multiclass", "--threshold", "0.4"), "binary targets only"),
+    (("compare", "--models", "unet", "miniseg", "--target", "multiclass", "--threshold", "0.5"),
+     "binary targets only"),
 ])
 def test_bad_recipe_fails_before_data_are_read(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], fragment: str

@@ -87,3 +87,28 @@ def test_finished_folds_are_reused_only_on_the_data_they_were_made_from(
 def test_means_over_folds_say_over_how_many(stats: dict[str, float], text: str) -> None:
     """A metric undefined in some folds showed nan, or a mean over one fold as ± 0.000."""
     assert mean_over_folds(stats, 3) == text
+
+
+def test_multiclass_folds_record_no_threshold_and_older_ones_are_reused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every multi-class report listed 'threshold': 0.4, never applied, and cv --resume compared
+    it; folds recorded so are reused, and a default spelt out (epochs, width) is no change."""
+    tiny = {"folds": 2, "epochs": None, "size": 32, "batch_size": 4, "model": "miniseg",
+            "target": "multiclass"}
+    monkeypatch.setattr("covseg.config.MAX_SLICE_PASSES", 8)  # 24 training slices a fold -> 1 epoch
+    data = load_dataset("synthetic", "multiclass")
+    first = api.cross_validate(data, tmp_path / "cv", **tiny)
+    assert first["config"]["threshold"] is None
+    assert "'threshold': None" in (tmp_path / "cv" / "report.md").read_text()
+    for fold in (tmp_path / "cv").glob("fold_*"):
+        record = json.loads((fold / "config.json").read_text())
+        record["config"]["threshold"] = 0.4  # as covseg recorded before
+        (fold / "config.json").write_text(json.dumps(record))
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        pytest.fail("a finished fold was trained again")
+
+    monkeypatch.setattr(crossval, "train", no_training)
+    again = api.cross_validate(data, tmp_path / "cv", resume=True,
+                               **{**tiny, "epochs": 1, "model_options": {"width": 1.0}})
+    assert [f["dice"] for f in again["per_fold"]] == [f["dice"] for f in first["per_fold"]]

@@ -327,3 +327,108 @@ def test_a_run_stopped_before_its_first_epoch_is_rerun_without_resume(
     assert not (out / "config.json").exists()
     monkeypatch.undo()
     assert train_module.train(config, data, out, progress=False)["epochs"] == 1
+
+
+def test_a_multiclass_run_refuses_a_threshold_and_records_none(tmp_path: Path) -> None:
+    """A multi-class run took --threshold, recorded it (0.4 by default) in config.json and
+    best.pt and never applied it: predict refused it, and a resume compared it."""
+    import covseg
+
+    message = (r"^--threshold applies to binary targets only: a multi-class model takes the most "
+               r"probable class per pixel; leave it out$")
+    with pytest.raises(CovsegError, match=message):
+        train_module.check_recipe(TrainConfig(**TINY, target="multiclass", threshold=0.9))
+    for call in (covseg.train, covseg.cross_validate):
+        with pytest.raises(CovsegError, match=message):
+            call(tmp_path / "missing", tmp_path / "r", target="multiclass", threshold=0.4, **TINY)
+    with pytest.raises(CovsegError, match=message):
+        covseg.compare(tmp_path / "missing", ["unet", "miniseg"], tmp_path / "r",
+                       target="multiclass", threshold=0.4)
+    assert not (tmp_path / "r").exists()
+    data, out = load_dataset("synthetic", "multiclass"), tmp_path / "run"
+    config = TrainConfig(**{**TINY, "epochs": 1}, target="multiclass")
+    train_module.train(config, data, out, progress=False)
+    record = json.loads((out / "config.json").read_text())
+    assert record["config"]["threshold"] is None
+    assert "threshold" not in load_checkpoint(out / "best.pt")["meta"]
+    record["config"]["threshold"] = 0.4  # as covseg recorded before: resumed all the same
+    (out / "config.json").write_text(json.dumps(record))
+    assert train_module.train(config, data, out, resume=True, progress=False)["epochs"] == 1
+
+
+@pytest.mark.parametrize("fraction", [1, 1.5, 2.0, -0.1])
+def test_an_out_of_range_val_fraction_is_refused_before_data_are_read(
+        tmp_path: Path, fraction: float) -> None:
+    """It was refused after every slice was read, without naming the option, and left the
+    empty output folders of train, cv and compare behind."""
+    import covseg
+
+    message = f"^{re.escape(f'--val-fraction must lie in [0, 1), got {fraction}')}$"
+    with pytest.raises(CovsegError, match=message):
+        train_module.check_recipe(TrainConfig(**TINY, val_fraction=fraction))
+    for call in (covseg.train, covseg.cross_validate):
+        with pytest.raises(CovsegError, match=message):
+            call(tmp_path / "missing", tmp_path / "r", val_fraction=fraction, **TINY)
+    with pytest.raises(CovsegError, match=message):
+        covseg.compare(tmp_path / "missing", ["unet", "miniseg"], tmp_path / "r",
+                       val_fraction=fraction)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_run_refused_before_training_leaves_no_folder(tmp_path: Path,
+                                                       synthetic_folder: Path) -> None:
+    data = load_dataset(synthetic_folder)
+    with pytest.raises(CovsegError, match="no training slices left after the split"):
+        train_module.train(TrainConfig(**TINY), data, tmp_path / "run", train_cases=[],
+                           val_cases=[s.case_id for s in data.samples], progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_resume_with_options_spelt_out_as_the_run_resolved_them_is_accepted(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--epochs 240 (the default on these slices) or --model-option width=1.0 (miniseg's
+    default) was refused on --resume ("epochs: default -> 240"), though it trains the same."""
+    recipe = TrainConfig(model="miniseg")
+    assert recipe.differences(replace(recipe, epochs=240, model_options={"width": 1.0}),
+                              50) == []
+    assert recipe.differences(replace(recipe, epochs=240), 1000) == ["epochs: default -> 240"]
+    assert recipe.differences(replace(recipe, model_options={"width": 2.0})) == [
+        "model_options: {} -> {'width': 2.0}"]
+    monkeypatch.setattr("covseg.config.MAX_SLICE_PASSES", 32)  # 16 slices -> 2 epochs
+    data, out = load_dataset(synthetic_folder), tmp_path / "run"
+    config = TrainConfig(model="unet", model_options={"width": 4}, size=32, batch_size=4)
+    train_module.train(config, data, out, progress=False)
+    spelt = replace(config, epochs=2, model_options={"width": 4, "dropout": 0.0})
+    assert train_module.train(spelt, data, out, resume=True, progress=False)["epochs"] == 2
+    with pytest.raises(CovsegError, match=r"trained otherwise \(epochs: 2 -> 3\)"):
+        train_module.train(replace(config, epochs=3), data, out, resume=True, progress=False)
+
+
+class _Predicts(torch.nn.Module):
+    """A network that gives every pixel one label, whatever the image."""
+
+    def __init__(self, label: int, classes: int = 3) -> None:
+        super().__init__()
+        self.label, self.classes = label, classes
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(len(image), self.classes, *image.shape[-2:])
+        logits[:, self.label] = 1.0
+        return logits
+
+
+def test_multiclass_validation_dice_leaves_out_classes_absent_from_both() -> None:
+    """A slice with only ground-glass and an empty prediction scored 0.5 (the absent
+    consolidation counted as 1) and so could pick a model that finds no lesion at all."""
+    from covseg.losses import build_loss
+
+    loss = build_loss("ce+dice", 3)
+    ground_glass = torch.zeros(1, 8, 8, dtype=torch.long)
+    ground_glass[0, 2:5, 2:5] = 1
+    lesion = [{"image": torch.zeros(1, 8, 8), "mask": ground_glass}]
+    empty = [{"image": torch.zeros(1, 8, 8), "mask": torch.zeros(1, 8, 8, dtype=torch.long)}]
+    assert train_module._validate(_Predicts(0), loss, lesion, 3, 4)[1] == 0.0
+    assert train_module._validate(_Predicts(0), loss, empty, 3, 4)[1] == 1.0  # both empty
+    assert train_module._validate(_Predicts(1), loss, empty, 3, 4)[1] == 0.0
+    assert train_module._validate(_Predicts(1), loss, lesion + empty, 3, 4)[1] == pytest.approx(
+        (9 * 2 / (64 + 9)) / 2)

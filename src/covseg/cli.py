@@ -97,9 +97,10 @@ def _add_train_options(parser: argparse.ArgumentParser, single_model: bool = Tru
                         default=DEFAULTS.test_flips,
                         help="the run predicts as the mean over the mirrored slices "
                              "(default %(default)s)")
-    parser.add_argument("--threshold", type=float, default=DEFAULTS.threshold,
+    parser.add_argument("--threshold", type=float, default=None,
                         help="binary decision threshold on the infection probability "
-                             "(default %(default)s)")
+                             f"(default {DEFAULTS.threshold}); multi-class models take the "
+                             "most probable class and refuse one")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
 
 

@@ -12,9 +12,13 @@ from typing import Any, get_args, get_origin, get_type_hints
 from covseg.cascade import THRESHOLD, LungFrame, LungGuide
 from covseg.errors import CovsegError
 from covseg.losses import trained_loss
-from covseg.models.registry import OPTION_TYPES, is_a
+from covseg.models.ensemble import member_names
+from covseg.models.registry import OPTION_TYPES, REGISTRY, is_a
+from covseg.models.registry import model_options as option_defaults
 from covseg.transforms import LUNG_WINDOW
 
+RECIPE_THRESHOLD = 0.4
+"""Binary decision threshold of the default recipe (cross-validated; see RESULTS.md)."""
 RECIPE_EPOCHS = 240
 """Epochs of the default recipe, cross-validated on 40-50 slices (RESULTS.md rows 21-25)."""
 MAX_SLICE_PASSES = 24_000
@@ -110,8 +114,9 @@ class TrainConfig:
     test_flips: bool = True
     """Predict by default as the mean of the probabilities of the slice and its left-right,
     up-down and doubly mirrored copies (``covseg.infer.TEST_FLIPS``)."""
-    threshold: float = 0.4
-    """Binary decision threshold on the infection probability (cross-validated; see RESULTS.md)."""
+    threshold: float | None = None
+    """Binary decision threshold on the infection probability; None: :data:`RECIPE_THRESHOLD`
+    for binary targets. Multi-class models take the arg-max: they refuse one and record none."""
 
     def __post_init__(self) -> None:
         if self.lung_guide not in ("none", THRESHOLD):
@@ -120,6 +125,8 @@ class TrainConfig:
         self.loss = trained_loss(self.loss, self.target == "multiclass")
         if self.frame_lungs is True:  # a wrong type is left for check_types to name
             self.frame_lungs = self.frame() is not None
+        if self.threshold is None and self.target != "multiclass":
+            self.threshold = RECIPE_THRESHOLD
 
     @property
     def in_channels(self) -> int:
@@ -163,19 +170,34 @@ class TrainConfig:
         data["window"] = list(self.window)
         return data
 
-    def differences(self, other: TrainConfig, ignore: tuple[str, ...] = ()) -> list[str]:
-        """``"name: mine -> other's"`` for each option that differs (those in ``ignore`` aside)."""
+    def differences(self, other: TrainConfig, slices: int | None = None) -> list[str]:
+        """``"name: mine -> other's"`` for each option that trains otherwise: epochs as trained
+        on ``slices`` training slices (as given without them) and model options with the
+        model's defaults filled in, so that spelling out a default changes nothing."""
         mine, theirs = self.to_dict(), other.to_dict()
+        compared, against = self._as_trained(slices), other._as_trained(slices)
 
         def shown(value: Any) -> Any:
             return "default" if value is None else value
 
         return [f"{key}: {shown(mine[key])} -> {shown(theirs[key])}" for key in mine
-                if key not in ignore and mine[key] != theirs[key]]
+                if compared[key] != against[key]]
+
+    def _as_trained(self, slices: int | None) -> dict[str, Any]:
+        """The recipe with the epochs and model options resolved as training resolves them."""
+        data = self.to_dict()
+        if slices is not None:
+            data["epochs"] = self.epochs_for(slices)
+        names = set(member_names(self.model))
+        if len(names) == 1 and names <= set(REGISTRY):  # a mixed ensemble takes no options
+            data["model_options"] = {**option_defaults(names.pop()), **self.model_options}
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         if "window" in known:
             known["window"] = tuple(known["window"])
+        if known.get("target") == "multiclass":  # older records hold a 0.4 never applied
+            known["threshold"] = None
         return cls(**known)

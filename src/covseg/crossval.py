@@ -60,7 +60,8 @@ def _check_finished_fold(fold_dir: Path, config: TrainConfig, finished: dict[str
     """A finished fold (``finished``: its fold_metrics.json) is reused only if it ran this recipe
     on this split of these data; else a clear error."""
     record = json.loads((fold_dir / "config.json").read_text())
-    changed = TrainConfig.from_dict(record["config"]).differences(config)
+    changed = TrainConfig.from_dict(record["config"]).differences(config,
+                                                                   len(record["train_cases"]))
     trained = set(record["train_cases"]) | set(record["val_cases"])
     tested = {row["case_id"] for row in finished["per_case"]}
     if trained != set(train_cases) or tested != set(test_cases):
@@ -123,10 +124,10 @@ def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike
     """Run every fold into ``out/fold_k``; write summary.json, per_case.csv, report.md, dice_boxplot.png.
 
     Completed folds are kept, so an interrupted run continues where it stopped when resumed.
+    ``out`` is made by the first fold's run once it is accepted: a refused one leaves no folder.
     """
     out = Path(out)
     splits, how = make_folds(data, folds, config.seed)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     per_fold: list[dict[str, Any]] = []
     all_rows: list[dict[str, Any]] = []

@@ -128,13 +128,21 @@ def _validate(model: nn.Module, loss_fn: nn.Module, items: list[dict[str, torch.
             losses.append(float(loss_fn(logits, mask)) * len(chunk))
             if num_classes == 2:
                 pred, truth = (logits > 0).float(), mask.float()
+                dices.extend(compute_dice(pred, truth, ignore_empty=False)[:, 0].tolist())
             else:
                 pred = one_hot(logits.argmax(1, keepdim=True), num_classes)
-                truth = one_hot(mask, num_classes)
-            dice = compute_dice(pred, truth, include_background=num_classes == 2,
-                                ignore_empty=False)
-            dices.extend(dice.nanmean(dim=1).tolist())
+                dices.extend(_multiclass_dice(pred, one_hot(mask, num_classes)).tolist())
     return float(np.sum(losses) / len(items)), float(np.mean(dices))
+
+
+def _multiclass_dice(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Per case, the mean Dice of the lesion classes present in either one-hot mask, by the
+    rules of :mod:`covseg.metrics`: a class absent from both is undefined, not 1 (which gave a
+    slice whose only lesion was missed 0.5), and a case with no lesion in either scores 1, as
+    two empty masks do."""
+    dice = compute_dice(pred, truth, include_background=False, ignore_empty=False)
+    present = (pred[:, 1:] + truth[:, 1:]).flatten(2).amax(2) > 0
+    return torch.where(present, dice, torch.nan).nanmean(dim=1).nan_to_num(1.0)
 
 
 def _meta(config: TrainConfig, num_classes: int) -> dict[str, Any]:
@@ -145,8 +153,9 @@ def _meta(config: TrainConfig, num_classes: int) -> dict[str, Any]:
         "lung_frame": frame.to_meta() if frame else None,
         "num_classes": num_classes, "size": config.size, "intensity": config.intensity,
         "window": list(config.window), "target": config.target,
-        "test_flips": config.test_flips, "flips": list(TEST_FLIPS), "threshold": config.threshold,
+        "test_flips": config.test_flips, "flips": list(TEST_FLIPS),
         "class_names": _class_names(config.target, num_classes),
+        **({} if config.threshold is None else {"threshold": config.threshold}),
     }
 
 
@@ -165,17 +174,18 @@ def _moving_average(model: nn.Module, decay: float) -> AveragedModel | None:
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
-def _start(out: Path, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-           scheduler: Any, averaged: AveragedModel | None, resume: bool
-           ) -> tuple[int, float, list[dict[str, float]]]:
-    """Epoch to start from, best Dice so far and the history, from ``last.pt`` when resuming."""
+def _start(out: Path, config: TrainConfig, slices: int, model: nn.Module,
+           optimizer: torch.optim.Optimizer, scheduler: Any, averaged: AveragedModel | None,
+           resume: bool) -> tuple[int, float, list[dict[str, float]]]:
+    """Epoch to start from, best Dice so far and the history, from ``last.pt`` when resuming
+    (``slices``: the training slices, by which the default epochs are resolved)."""
     last = out / "last.pt"
     if not last.exists():
         return 1, -1.0, []
     if not resume:
         raise CovsegError(f"{out} already holds a run; pass --resume to continue it or pick a new --out")
     state = load_checkpoint(last)
-    _refuse_other_recipe(out, TrainConfig.from_dict(state["config"]), config)
+    _refuse_other_recipe(out, TrainConfig.from_dict(state["config"]), config, slices)
     model.load_state_dict(state["state_dict"])
     if averaged is not None:
         if "moving_average" not in state:
@@ -195,13 +205,16 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
     Without explicit case lists the validation patients are drawn by ``config.val_fraction``.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_recipe(config)
     if train_cases is None:
         train_cases, val_cases = validation_split(data.samples, config.val_fraction, config.seed)
     val_cases = val_cases or []
-    check_recipe(config)
+    if not train_cases:
+        raise CovsegError("no training slices left after the split; add data or lower "
+                          "--val-fraction")
     fingerprint = data_fingerprint(data, [*train_cases, *val_cases])
     _check_run_folder(out, config, resume, fingerprint, (train_cases, val_cases))
+    out.mkdir(parents=True, exist_ok=True)  # only once the run is accepted: a refusal leaves none
     try:
         if len(member_names(config.model)) > 1:
             return _train_ensemble(config, data, out, resume, train_cases, val_cases,
@@ -244,7 +257,7 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint:
         saved = TrainConfig.from_dict(saved_record["config"])
     except (ValueError, KeyError, TypeError) as exc:
         raise CovsegError(f"{record}: unreadable run record ({exc}); pick a new --out") from None
-    _refuse_other_recipe(out, saved, config)
+    _refuse_other_recipe(out, saved, config, len(split[0]))
     if made_from_other_data(saved_record, fingerprint):
         raise CovsegError(f"{out}: the saved run was trained on other data (other slices, "
                           "images or masks than these); pick a new --out or delete it")
@@ -264,9 +277,11 @@ def _refuse_other_split(out: Path, record: dict[str, Any],
                               "new --out")
 
 
-def _refuse_other_recipe(out: Path, saved: TrainConfig, config: TrainConfig) -> None:
-    """A resume must train what the saved run trained: any option changed is refused."""
-    changed = saved.differences(config)
+def _refuse_other_recipe(out: Path, saved: TrainConfig, config: TrainConfig, slices: int
+                         ) -> None:
+    """A resume must train what the saved run trained on its ``slices`` training slices: any
+    option that would train otherwise is refused (one spelt out as the run resolved it is not)."""
+    changed = saved.differences(config, slices)
     if changed:
         raise CovsegError(f"{out}: the saved run was trained otherwise ({'; '.join(changed)}); "
                           "resume with the same options or pick a new --out")
@@ -296,7 +311,14 @@ def check_recipe(config: TrainConfig) -> None:
     guide = config.guide()
     if guide is not None and guide.source != THRESHOLD:
         require_lung_model(Predictor.load(guide.source))
-    check_threshold(config.threshold)
+    if config.target == "multiclass":
+        if config.threshold is not None:
+            raise CovsegError("--threshold applies to binary targets only: a multi-class "
+                              "model takes the most probable class per pixel; leave it out")
+    else:
+        check_threshold(config.threshold)
+    if not 0 <= config.val_fraction < 1:
+        raise CovsegError(f"--val-fraction must lie in [0, 1), got {config.val_fraction}")
     if config.seed < 0:
         raise CovsegError(f"--seed must be a non-negative integer, got {config.seed}")
     if not 0 <= config.cutmix <= 1:
@@ -331,8 +353,6 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     by_id = {s.case_id: s for s in data.samples}
     train_samples = [by_id[c] for c in train_cases]
     val_samples = [by_id[c] for c in val_cases]
-    if not train_samples:
-        raise CovsegError("no training slices left after the split; add data or lower the validation fraction")
 
     torch.manual_seed(config.seed)
     guide = config.guide()
@@ -348,8 +368,8 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
                                                            eta_min=config.lr * 0.02)
     averaged = _moving_average(model, config.ema_decay)
     served = model if averaged is None else averaged.module
-    first_epoch, best_dice, history = _start(out, config, model, optimizer, scheduler, averaged,
-                                             resume)
+    first_epoch, best_dice, history = _start(out, config, len(train_samples), model, optimizer,
+                                             scheduler, averaged, resume)
     meta = _meta(config, data.num_classes)
     _write_run_record(out, config, data, train_cases, val_cases, fingerprint,
                       parameters=parameter_count(model))

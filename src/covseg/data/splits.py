@@ -58,7 +58,7 @@ def validation_split(samples: Sequence[Sample], fraction: float, seed: int = 0
     model would learn from a few slices while many pick its best epoch)."""
     groups = _by_patient(samples)
     if not 0.0 <= fraction < 1.0:
-        raise CovsegError(f"validation fraction must be in [0, 1), got {fraction}")
+        raise CovsegError(f"--val-fraction must lie in [0, 1), got {fraction}")
     patients = sorted(groups)
     np.random.default_rng(seed).shuffle(patients)
     count = round(fraction * len(patients))
