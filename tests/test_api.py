@@ -159,6 +159,8 @@ WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
      "unknown option(s) bogus, lrate; the training recipe takes model, "),
     (lambda g: covseg.compare(g.data, ["unet", "fcn"], g.tmp / "p", bogus=1),
      "unknown option(s) bogus; the training recipe takes model, "),
+    (lambda g: covseg.train(g.data, g.tmp / "p", weight_decay=-1.0, **TINY),
+     "weight_decay must be finite and at least 0, got -1.0 (the default is 1e-4)"),
 ]
 
 

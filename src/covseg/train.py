@@ -331,6 +331,9 @@ def check_recipe(config: TrainConfig) -> None:
         raise CovsegError("--batch-size must be at least 2 (batch normalisation needs two slices)")
     if not (math.isfinite(config.lr) and 0 < config.lr <= 1):
         raise CovsegError(f"--lr must lie in (0, 1], got {config.lr} (the default is 2e-3)")
+    if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
+        raise CovsegError(f"weight_decay must be finite and at least 0, got "
+                          f"{config.weight_decay} (the default is 1e-4)")
     if config.size < MIN_SIZE:
         raise CovsegError(f"--size must be at least {MIN_SIZE} px (the networks halve it four "
                           f"times), got {config.size}")
