@@ -462,3 +462,26 @@ def test_macos_metadata_files_are_no_nifti(tmp_path: Path) -> None:
     (tmp_path / "x.nii.gz").write_bytes(b"")
     (tmp_path / "._x.nii.gz").write_bytes(b"\x00\x05\x16\x07")
     assert is_nifti(tmp_path / "x.nii.gz") and not is_nifti(tmp_path / "._x.nii.gz")
+
+
+@pytest.mark.parametrize("affine", [np.diag([-3.0, -3.0, 3.0, 1.0]), np.diag([3.0, 3.0, 3.0, 1.0])],
+                         ids=["LPS", "RAS"])
+def test_results_keep_the_inputs_stale_voxel_sizes(affine: np.ndarray, tmp_path: Path) -> None:
+    """A 3 mm sform over pixdim 1 mm: masks were written with pixdim 3, so SimpleITK read the
+    input at 1 mm and the masks at 3 mm, and the masks no longer overlaid the CT."""
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.int16)
+    header.set_sform(affine, code=2)
+    header.set_qform(affine, code=0)
+    header["pixdim"][1:4] = 1.0
+    source = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((8, 9, 10), -800, np.int16), affine, header), str(source))
+    volume = read_volume(source)
+    assert volume.spacing == (3.0, 3.0, 3.0)
+    mask = write_mask_like(volume, np.ones(volume.array.shape, np.uint8), tmp_path / "m.nii.gz")
+    given, written = nib.load(str(source)).header, nib.load(str(mask)).header
+    for key in ("pixdim", "qform_code", "sform_code", "quatern_b", "quatern_c", "quatern_d",
+                "qoffset_x", "qoffset_y", "qoffset_z", "srow_x", "srow_y", "srow_z"):
+        np.testing.assert_allclose(written[key], given[key], err_msg=key)
+    ct, out = sitk.ReadImage(str(source)), sitk.ReadImage(str(mask))
+    assert out.GetSpacing() == ct.GetSpacing() and out.GetOrigin() == ct.GetOrigin()

@@ -582,3 +582,15 @@ def test_montage_gives_each_class_the_colour_of_visualize() -> None:
         montage_colour = montage[0, label] / np.linalg.norm(montage[0, label])
         visualize_colour = visualized[0, label] / np.linalg.norm(visualized[0, label])
         np.testing.assert_allclose(montage_colour, visualize_colour, atol=0.01)
+
+
+def test_summary_lists_the_studies_of_earlier_calls(tmp_path: Path) -> None:
+    """Studies added to an --out in separate calls: each summary held only its own call's,
+    though the earlier studies' folders were there."""
+    for name in ("a", "b"):
+        _, mask, _ = synthetic_study(tmp_path / "in", name)
+        quantify_batch([mask], tmp_path / "out")
+    rows = read_rows(tmp_path / "out" / "summary.csv")
+    assert [(row["study"], row["status"]) for row in rows] == [("a", "skipped"), ("b", "done")]
+    assert rows[0]["lesion_ml"] and rows[0]["output"].endswith("a")
+    assert (tmp_path / "out" / "summary.png").is_file()

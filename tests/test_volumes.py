@@ -659,3 +659,77 @@ def test_multiclass_prediction_with_one_class_is_quantified_again_as_multiclass(
     before["settings"]["threshold"] = 0.4  # recorded, never applied, until 3 Dec
     record.write_text(json.dumps(before))
     assert predict_batch(three_classes, [tmp_path / "in"], tmp_path / "pred").skipped == 1
+
+
+def test_a_study_redone_loses_the_outputs_of_its_earlier_attempt(chest, tmp_path: Path) -> None:
+    """A study stopped after its probability map and report (or whose record is unreadable) is
+    redone with other settings: the old map stayed beside masks it no longer matched, listed in
+    no record. Files that are not covseg's stay."""
+    path, _ = chest
+    out = tmp_path / "out"
+    predict_batch(BandPredictor([(-400, -200)]), [path], out, probabilities=True, html=True)
+    study = out / "chest"
+    (study / "quantification.json").unlink()  # as if stopped before its record
+    (study / "notes.txt").write_text("mine")
+    redone = predict_batch(BandPredictor([(-400, -200)]), [path], out)
+    assert redone.done == 1
+    assert not (study / "probabilities.nii.gz").exists() and not (study / "report.html").exists()
+    assert (study / "notes.txt").read_text() == "mine"
+    predict_batch(BandPredictor([(-400, -200)]), [path], tmp_path / "again", probabilities=True)
+    (tmp_path / "again" / "chest" / "quantification.json").write_text("{")  # unreadable
+    assert predict_batch(BandPredictor([(-400, -200)]), [path], tmp_path / "again").done == 1
+    assert not (tmp_path / "again" / "chest" / "probabilities.nii.gz").exists()
+
+
+def test_an_output_folder_inside_the_inputs_is_no_study(tmp_path: Path) -> None:
+    """predict IN --out IN/results, then IN --out OTHER: results/ failed as a study with no
+    DICOM series; quantify's own --out inside its inputs likewise."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    chest_nifti(inputs / "chest.nii.gz")
+    predictor = BandPredictor([(-400, -200)])
+    assert predict_batch(predictor, [inputs], inputs / "results").done == 1
+    other = predict_batch(predictor, [inputs], tmp_path / "other")
+    assert (other.done, other.failed) == (1, 0)
+    assert quantify_batch([tmp_path / "other"], tmp_path / "other" / "requant").done == 1
+    again = quantify_batch([tmp_path / "other"], tmp_path / "quantified")
+    assert (again.done, again.failed) == (1, 0)
+
+
+def test_a_done_study_whose_ct_moved_is_skipped(chest, tmp_path: Path, caplog) -> None:
+    """quantify on a predict folder, the CT moved, the same quantify again: refused as
+    "CT changed since" though the masks it quantifies are unchanged. A lung mask gone changes
+    the lungs: refused, saying it is gone."""
+    path, _ = chest
+    predict_batch(BandPredictor([(-400, -200)]), [path], tmp_path / "pred")
+    assert quantify_batch([tmp_path / "pred"], tmp_path / "q").done == 1
+    path.rename(tmp_path / "moved.nii.gz")
+    with caplog.at_level("WARNING"):
+        assert quantify_batch([tmp_path / "pred"], tmp_path / "q").skipped == 1
+    assert f"{path}: the CT is gone" in caplog.text
+    (tmp_path / "pred" / "chest" / "lungs.nii.gz").unlink()
+    with pytest.raises(CovsegError, match=r"q/chest was made with other settings or inputs "
+                                          r"\(\S*pred/chest/lungs\.nii\.gz is gone\)"):
+        quantify_batch([tmp_path / "pred"], tmp_path / "q")
+
+
+def test_a_run_and_its_checkpoint_are_one_model(chest, tiny_run: Path, tmp_path: Path) -> None:
+    """--model RUN and --model RUN/best.pt (the same file) counted as other settings."""
+    path, _ = chest
+    out = tmp_path / "out"
+    assert predict_batch(Predictor.load(tiny_run), [path], out).done == 1
+    assert predict_batch(Predictor.load(tiny_run / "best.pt"), [path], out).skipped == 1
+
+
+def test_quantify_into_the_prediction_folder_itself_is_refused(tmp_path: Path) -> None:
+    """quantify PRED --out PRED listed every setting as changed; the output is the input."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    chest_nifti(inputs / "chest.nii.gz")
+    pred = tmp_path / "pred"
+    predict_batch(BandPredictor([(-400, -200)]), [inputs], pred)
+    for given in (pred, pred / "chest"):
+        with pytest.raises(CovsegError, match=r"^--out \S*pred is the input folder: \S*chest "
+                                              r"holds the mask infection\.nii\.gz to quantify; "
+                                              r"pick another --out$"):
+            quantify_batch([given], pred)

@@ -83,6 +83,12 @@ PROBABILITIES_NII = "probabilities.nii.gz"
 RESULT_CSV = "quantification.csv"
 MONTAGE_PNG = "montage.png"
 REPORT_HTML = "report.html"
+STUDY_OUTPUTS = (RESULT_JSON, RESULT_CSV, MONTAGE_PNG, REPORT_HTML, INFECTION_NII, LUNGS_NII,
+                 PROBABILITIES_NII)
+"""The files covseg writes in a study folder: a study (re)done loses its earlier attempt's, so
+that none is left that its new record does not list (a probability map of other settings)."""
+PREDICT_2D_RECORD = "predict.json"
+"""The record of 2D masks (``covseg.infer.PREDICT_RECORD``): its folder is covseg's output."""
 REGIONS = ("study", "right_lung", "left_lung")
 CSV_FIELDS = ("study", "region", "lung_ml", "lesion_ml", "percent_involved", "ggo_ml",
               "consolidation_ml", "effusion_ml", "lesion_outside_lungs_ml", "ct_category")
@@ -648,10 +654,30 @@ def predicted_mask(folder: Path) -> Path | None:
 
 
 def _is_report_folder(folder: Path, masks: bool) -> bool:
-    """A folder covseg wrote: a quantify report, or a predict output unless reading ``masks``."""
+    """A folder covseg wrote: a batch's ``--out`` (:func:`is_batch_folder`), a quantify report,
+    or a predict study unless reading ``masks``."""
+    if is_batch_folder(folder):
+        return True
     if not (folder / RESULT_JSON).is_file():
         return False
     return not (masks and predicted_mask(folder))
+
+
+def is_batch_folder(folder: Path) -> bool:
+    """Whether covseg's records mark ``folder`` as a batch's ``--out``: a summary CSV with
+    covseg's columns (a predict or quantify batch), or the record of 2D masks."""
+    summaries = [folder / "summary.csv", *folder.glob("summary_shard*of*.csv")]
+    return (any(_is_summary(path) for path in summaries)
+            or read_record(folder / PREDICT_2D_RECORD) is not None)
+
+
+def _is_summary(path: Path) -> bool:
+    """Whether a CSV file starts with summary.csv's columns."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.readline().startswith(",".join(SUMMARY_FIELDS[:3]))
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def find_studies(inputs: Sequence[str | os.PathLike[str]],
@@ -732,14 +758,15 @@ def run_batch(studies: Sequence[Study], out_dir: str | os.PathLike[str],
     Studies whose quantification.json exists are skipped; one that records other ``settings``
     than these (the settings ``process`` records) stops the run before any study; a failing
     study is recorded with its error and the run goes on; the summary CSV is rewritten
-    atomically after every study.
+    atomically after every study. Without shards it also lists the studies done in ``out_dir``
+    by earlier calls on other inputs (:func:`_earlier_rows`), whose folders are there too.
     """
     out_dir = Path(out_dir)
     selected = select_shard(studies, shard)
     if settings is not None:
         _refuse_other_settings(selected, out_dir, settings)
     summary = out_dir / summary_name(shard)
-    rows: list[dict[str, Any]] = []
+    rows = _earlier_rows(out_dir, {study.name for study in selected}) if shard[1] == 1 else []
     counts = {"done": 0, "skipped": 0, "failed": 0}
     write_text(summary, csv_text(rows, SUMMARY_FIELDS))
     for study in tqdm(selected, desc=desc, unit="study"):
@@ -748,12 +775,27 @@ def run_batch(studies: Sequence[Study], out_dir: str | os.PathLike[str],
                                          bool(settings and settings.get(REPORT_SETTING)))
         counts[status] += 1
         rows.append(_summary_row(study, folder, status, result, error))
+        rows.sort(key=lambda row: row["study"])
         write_text(summary, csv_text(rows, SUMMARY_FIELDS))
     quantified = [row for row in rows if row["status"] != "failed"]
     if len(quantified) > 1:
         severity_chart(quantified, summary.with_suffix(".png"),
                        f"{len(quantified)} studies ({out_dir.name})")
     return BatchResult(summary, counts["done"], counts["skipped"], counts["failed"])
+
+
+def _earlier_rows(out_dir: Path, names: set[str]) -> list[dict[str, Any]]:
+    """Summary rows ("skipped") of the studies done in ``out_dir`` but not among ``names``: a
+    call that adds studies to an ``--out`` keeps the earlier ones in its summary."""
+    rows = []
+    for folder in sorted(out_dir.iterdir()) if out_dir.is_dir() else []:
+        record = read_record(folder / RESULT_JSON) if folder.name not in names else None
+        if record is not None and isinstance(record.get("study"), dict):
+            inputs = record.get("inputs", {})
+            source = inputs.get("mask") or inputs.get("image") or ""
+            rows.append(_summary_row(Study(folder.name, Path(source)), folder, "skipped",
+                                     record, ""))
+    return rows
 
 
 def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
@@ -769,7 +811,8 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
         if not isinstance(recorded, dict):
             continue
         unhashed = "model" in recorded and MODEL_SHA256 not in recorded  # before model hashes
-        ignored = {REPORT_SETTING, *((MODEL_SHA256, LUNG_MODEL_SHA256) if unhashed else ())}
+        ignored = {REPORT_SETTING, *((MODEL_SHA256, LUNG_MODEL_SHA256) if unhashed else ()),
+                   *_same_model_files(recorded, current)}
         changes = (changed_settings(recorded, current, ignored)
                    or _changed_inputs(record.get("inputs", {}), study, done.stat().st_mtime))
         if unhashed:
@@ -782,6 +825,13 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
         raise CovsegError(f"{folder} was made with other settings or inputs "
                           f"({'; '.join(changes)}){more}; "
                           "pick a new --out or delete it")
+
+
+def _same_model_files(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The model settings whose recorded file has the same SHA-256 as now: one model, however
+    it was named (a run folder, its best.pt, a copy of it elsewhere)."""
+    return [key for key, digest in (("model", MODEL_SHA256), ("lung_model", LUNG_MODEL_SHA256))
+            if recorded.get(digest) and recorded.get(digest) == current.get(digest)]
 
 
 def _models_modified_since(settings: dict[str, Any], written: float) -> list[str]:
@@ -805,9 +855,21 @@ def _changed_inputs(inputs: dict[str, Any], study: Study, written: float) -> lis
 
 def _changed_content(inputs: dict[str, Any], hashes: dict[str, Any]) -> list[str]:
     """'PATH changed since' for each recorded input whose SHA-256 is no longer the recorded one
-    (a bare ``touch`` changes nothing)."""
-    return [f"{inputs[key]} changed since" for key, digest in hashes.items()
-            if isinstance(inputs.get(key), str) and content_hash(Path(inputs[key])) != digest]
+    (a bare ``touch`` changes nothing), 'PATH is gone' for one no longer there. A CT gone from
+    beside a lung mask changes nothing: it only drew the montage."""
+    changes = []
+    for key, digest in hashes.items():
+        path = inputs.get(key)
+        if not isinstance(path, str):
+            continue
+        now = content_hash(Path(path))
+        if now is None and key == "image" and inputs.get("lungs"):
+            log.warning("%s: the CT is gone; the study done with it is kept", path)
+        elif now is None:
+            changes.append(f"{path} is gone")
+        elif now != digest:
+            changes.append(f"{path} changed since")
+    return changes
 
 
 def _modified_since(inputs: dict[str, Any], study: Study, written: float) -> list[str]:
@@ -888,12 +950,24 @@ def _run_one(study: Study, folder: Path, process: Callable[[Study, Path], dict[s
             return "skipped", add_report(folder, record) if html_report else record, ""
         log.warning("%s: unreadable, redoing %s", done, study.name)
     remove_temporaries(folder)
+    remove_earlier_outputs(folder, study)
     try:
         return "done", process(study, folder), ""
     except Exception as exc:  # noqa: BLE001 - one bad study must not stop the batch; it is reported
         message = str(exc) if isinstance(exc, CovsegError) else f"{type(exc).__name__}: {exc}"
         log.error("%s failed: %s", study.name, message)
         return "failed", None, message
+
+
+def remove_earlier_outputs(folder: Path, study: Study) -> list[Path]:
+    """Delete what an earlier, unfinished attempt at a study wrote in its folder (covseg's own
+    file names only, never the study's input); return them."""
+    source = study.path.resolve()
+    stale = [folder / name for name in STUDY_OUTPUTS
+             if (folder / name).is_file() and (folder / name).resolve() != source]
+    for path in stale:
+        path.unlink()
+    return stale
 
 
 def add_report(folder: Path, record: dict[str, Any]) -> dict[str, Any]:
@@ -929,6 +1003,15 @@ def _predicted_mask(study: Study) -> Study:
     return Study(study.name, mask) if mask else study
 
 
+def _refuse_writing_into_inputs(studies: Sequence[Study], out_dir: Path) -> None:
+    """A study's report folder may not be the folder of its mask (``quantify DIR --out DIR`` on
+    a predict folder): its record would be taken for the new one and its files replaced."""
+    for study in studies:
+        if (out_dir / study.name).resolve() == study.path.resolve().parent:
+            raise CovsegError(f"--out {out_dir} is the input folder: {out_dir / study.name} holds "
+                              f"the mask {study.path.name} to quantify; pick another --out")
+
+
 def quantify_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], *,
                    lungs: str | os.PathLike[str] | None = None,
                    image: str | os.PathLike[str] | None = None, hu: str = "auto",
@@ -943,6 +1026,7 @@ def quantify_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
     check_inputs_exist(lungs, image)
     studies = [_predicted_mask(study)
                for study in find_studies(inputs, exclude=out_dir, masks=True)]
+    _refuse_writing_into_inputs(studies, Path(out_dir))
     if image and is_dicom_series(Path(image)) and len(studies) > 1:
         raise CovsegError(f"--image {image} is one DICOM series, but {len(studies)} masks were "
                           "given; quantify one mask with it, or give a folder of NIfTI named "

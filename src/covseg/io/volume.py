@@ -119,6 +119,10 @@ class Volume:
     source: str
     intensity: str = "hu"
     stored: StoredAxes | None = None
+    as_read: nib.Nifti1Header | None = None
+    """The file's header when ``header``'s voxel sizes were set to the affine's
+    (:func:`_header_sized_by_affine`): written results copy the file's, to overlay it in every
+    reader."""
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -147,7 +151,9 @@ class Volume:
     @property
     def file_header(self) -> nib.Nifti1Header:
         """The header as the file holds it (the one written results copy)."""
-        return self.stored.header if self.stored else self.header
+        if self.stored:
+            return self.stored.header
+        return self.as_read if self.as_read is not None else self.header
 
     @property
     def file_shape_zyx(self) -> tuple[int, int, int]:
@@ -264,7 +270,9 @@ def volume_from_nifti(image: nib.Nifti1Image, source: str, dtype: type = np.floa
     raw = _drop_trailing_axes(raw, source)
     data = _scaled_zyx(raw, slope, inter, np.dtype(dtype), source)
     _warn_unoriented(image, source)
-    return as_axial(Volume(data, image.affine, _header_sized_by_affine(image, source), source))
+    header = _header_sized_by_affine(image, source)
+    as_read = image.header if header is not image.header else None
+    return as_axial(Volume(data, image.affine, header, source, as_read=as_read))
 
 
 def _header_sized_by_affine(image: nib.Nifti1Image, source: str) -> nib.Nifti1Header:
@@ -456,7 +464,7 @@ def as_axial(volume: Volume) -> Volume:
     header.set_sform(affine, code=max(int(volume.header["sform_code"]), 1))
     header.set_zooms(tuple(float(z) for z in zooms))  # after the forms, which reset them
     return Volume(array, affine, header, volume.source, volume.intensity,
-                  StoredAxes(to_working, volume.affine, volume.header))
+                  StoredAxes(to_working, volume.affine, volume.file_header))
 
 
 def _check_orientable(volume: Volume) -> None:
@@ -915,18 +923,20 @@ def _derived_header(volume: Volume, dtype: type) -> nib.Nifti1Header:
 
 def _save(volume: Volume, data_xyz: np.ndarray, header: nib.Nifti1Header,
           path: str | os.PathLike[str]) -> Path:
-    """Save atomically on the file's own axes; qform and sform are copied field by field so
-    they match the input. ``data_xyz``: (x, y, z[, C]) on the volume's axes."""
+    """Save atomically on the file's own axes; qform, sform and voxel sizes (pixdim) are copied
+    field by field so that they match the input's, stale pixdim included: a reader that takes
+    the voxel sizes from pixdim (SimpleITK, ITK-SNAP) puts the results on the input's grid.
+    ``data_xyz``: (x, y, z[, C]) on the volume's axes."""
     if volume.stored is not None:
         data_xyz = volume.stored.to_file(data_xyz)
     source_header = volume.file_header
     header.set_data_shape(data_xyz.shape)
-    header.set_zooms(tuple(source_header.get_zooms()[:3]) + (1.0,) * (data_xyz.ndim - 3))
     image = nib.Nifti1Image(data_xyz, volume.file_affine, header)
     for key in ("qform_code", "sform_code", "quatern_b", "quatern_c", "quatern_d",
                 "qoffset_x", "qoffset_y", "qoffset_z", "srow_x", "srow_y", "srow_z"):
         image.header[key] = source_header[key]
-    image.header["pixdim"][0] = source_header["pixdim"][0]
+    image.header["pixdim"][:4] = source_header["pixdim"][:4]
+    image.header["pixdim"][4:data_xyz.ndim + 1] = 1.0
     path = Path(path)
     if not path.name.lower().endswith(NIFTI_SUFFIXES):
         raise CovsegError(f"{path}: output must end in .nii or .nii.gz")
