@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -460,7 +462,7 @@ def test_bad_numbers_and_empty_input_folder(tmp_path: Path, capsys: pytest.Captu
     _assert_one_line_error(code, err, "--epochs must be positive")
     code, _, err = _run(capsys, "train", "synthetic", "--out", str(tmp_path / "r"),
                         "--threshold", "1.5")
-    _assert_one_line_error(code, err, "--threshold must lie between 0 and 1")
+    _assert_one_line_error(code, err, "--threshold must lie strictly between 0 and 1")
     code, _, err = _run(capsys, "train", "synthetic", "--out", str(tmp_path / "r"),
                         "--ema-decay", "-0.1")
     _assert_one_line_error(code, err, "--ema-decay must lie in [0, 1)")
@@ -562,3 +564,21 @@ def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert exit_info.value.code == 2 and err.count("\n") == 1, err
     assert err.startswith("covseg predict: error: argument --shard: shard 2/2")
     assert err.rstrip().endswith("(see `covseg predict -h`)")
+
+
+@pytest.mark.parametrize(("stop", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stop_while_covseg_loads_is_one_line(tmp_path: Path, stop: signal.Signals,
+                                               exit_code: int) -> None:
+    """Ctrl-C while PyTorch was being imported printed a 20-line traceback, and ``kill`` ended
+    the command without a word (exit -15): the handlers came after the imports."""
+    command = [sys.executable, "-c", "import sys; from covseg_entry import main; sys.exit(main())",
+               "train", "synthetic", "--out", str(tmp_path / "run"), "--epochs", "1000"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    maps = Path(f"/proc/{process.pid}/maps")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "libtorch" not in maps.read_text():
+        time.sleep(0.01)  # covseg_entry has started covseg's import once PyTorch is mapped
+    process.send_signal(stop)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == exit_code
+    assert len(err.strip().splitlines()) == 1 and err.startswith("covseg: "), err

@@ -31,7 +31,7 @@ def check_threshold(threshold: float) -> float:
     """A binary decision threshold, which must lie strictly between 0 and 1."""
     check_kind("threshold", threshold, [float])
     if not 0 < threshold < 1:
-        raise CovsegError(f"--threshold must lie between 0 and 1, got {threshold}")
+        raise CovsegError(f"--threshold must lie strictly between 0 and 1, got {threshold}")
     return threshold
 
 
