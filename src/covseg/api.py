@@ -27,7 +27,7 @@ from covseg.data.splits import check_fold_count
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_folders, is_covseg_picture
 from covseg.export import export_onnx
-from covseg.infer import PREDICT_RECORD, Predictor, output_name
+from covseg.infer import Predictor, output_name
 from covseg.io.atomic import output_file, output_folder, write_json
 from covseg.io.image import is_image_file, read_array, write_png
 from covseg.io.volume import (
@@ -44,6 +44,7 @@ from covseg.io.volume import (
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM
 from covseg.models.registry import is_a
 from covseg.quantify import (
+    PREDICT_RECORD,
     BatchResult,
     changed_settings,
     check_shard,

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from covseg.data.layouts import CLASS_NAMES, Sample
 from covseg.errors import CovsegError
-from covseg.infer import PREDICT_RECORD, Predictor
+from covseg.infer import Predictor
 from covseg.io.atomic import write_json, write_text
 from covseg.io.image import (
     case_key,
@@ -28,7 +28,14 @@ from covseg.io.image import (
 )
 from covseg.io.volume import Volume, is_nifti, nifti_stem, read_nifti, read_paired, same_grid_affine
 from covseg.metrics import EMPTY_MASK_RULES, case_metrics, summarize
-from covseg.quantify import MONTAGE_PNG, RESULT_JSON, predicted_mask, read_record, study_name
+from covseg.quantify import (
+    MONTAGE_PNG,
+    PREDICT_RECORD,
+    RESULT_JSON,
+    predicted_mask,
+    read_record,
+    study_name,
+)
 from covseg.viz import box_plot
 
 

@@ -29,10 +29,6 @@ over the left-right mirror alone on the same cross-validated models, for two mor
 used the left-right mirror alone."""
 
 
-PREDICT_RECORD = "predict.json"
-"""Written beside 2D predictions: the model, its settings and the inputs, to reproduce them."""
-
-
 @dataclass
 class Predictor:
     """A trained model plus its preprocessing; ``predict_*`` take slices scaled to [0, 1]."""

@@ -87,8 +87,9 @@ STUDY_OUTPUTS = (RESULT_JSON, RESULT_CSV, MONTAGE_PNG, REPORT_HTML, INFECTION_NI
                  PROBABILITIES_NII)
 """The files covseg writes in a study folder: a study (re)done loses its earlier attempt's, so
 that none is left that its new record does not list (a probability map of other settings)."""
-PREDICT_2D_RECORD = "predict.json"
-"""The record of 2D masks (``covseg.infer.PREDICT_RECORD``): its folder is covseg's output."""
+PREDICT_RECORD = "predict.json"
+"""Written beside 2D predictions: the model, its settings and the inputs, to reproduce them;
+its folder is covseg's output."""
 REGIONS = ("study", "right_lung", "left_lung")
 CSV_FIELDS = ("study", "region", "lung_ml", "lesion_ml", "percent_involved", "ggo_ml",
               "consolidation_ml", "effusion_ml", "lesion_outside_lungs_ml", "ct_category")
@@ -668,7 +669,7 @@ def is_batch_folder(folder: Path) -> bool:
     covseg's columns (a predict or quantify batch), or the record of 2D masks."""
     summaries = [folder / "summary.csv", *folder.glob("summary_shard*of*.csv")]
     return (any(_is_summary(path) for path in summaries)
-            or read_record(folder / PREDICT_2D_RECORD) is not None)
+            or read_record(folder / PREDICT_RECORD) is not None)
 
 
 def _is_summary(path: Path) -> bool:
