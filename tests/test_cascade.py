@@ -66,6 +66,10 @@ def test_cascade_trains_and_predicts_at_full_size(tmp_path: Path, synthetic_fold
     monkeypatch.chdir(tmp_path)  # the lung run given as a relative path, as a user types it
     api.train(synthetic_folder, "lungs", target="lung", **tiny)
     api.train(synthetic_folder, "infection", lung_guide="lungs", crop_lungs=True, **tiny)
+    with pytest.raises(CovsegError, match="the lung run reads slices with --intensity auto "
+                                          "--window -1350 150; train the cascade with the same"):
+        api.train(synthetic_folder, "other", lung_guide="lungs", window=(-600, 400), **tiny)
+    assert not (tmp_path / "other").exists()
     monkeypatch.chdir(synthetic_folder)  # and the cascade loaded from elsewhere
     predictor = Predictor.load(tmp_path / "infection")
     assert predictor.guide is not None and predictor.guide.crop
@@ -159,3 +163,14 @@ def test_runs_record_their_framing(tmp_path: Path, synthetic_folder: Path) -> No
     outside = np.ones(image.shape, dtype=bool)
     outside[box.top:box.bottom, box.left:box.right] = False
     assert probs[0][outside].max() == 0.0 and probs[0][~outside].max() > 0.0
+
+
+def test_probabilities_outside_the_box_are_background() -> None:
+    """A multi-class model's probabilities were 0 for every class, background too, outside the
+    lung frame: they summed to 0 there (probabilities.nii.gz)."""
+    box = CropBox(1, 3, 1, 3)
+    classes = box.paste(np.full((3, 2, 2), 1 / 3, dtype=np.float32), (4, 4), classes=True)
+    np.testing.assert_allclose(classes.sum(axis=0), 1.0, rtol=1e-6)
+    assert classes[0, 0, 0] == 1 and classes[1:, 0, 0].sum() == 0
+    binary = box.paste(np.full((1, 2, 2), 0.7, dtype=np.float32), (4, 4))
+    assert binary[0, 0, 0] == 0 and binary[0, 1, 1] == pytest.approx(0.7)

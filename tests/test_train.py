@@ -378,10 +378,19 @@ def test_an_out_of_range_val_fraction_is_refused_before_data_are_read(
 def test_a_run_refused_before_training_leaves_no_folder(tmp_path: Path,
                                                        synthetic_folder: Path) -> None:
     data = load_dataset(synthetic_folder)
-    with pytest.raises(CovsegError, match="no training slices left after the split"):
+    with pytest.raises(CovsegError, match="0 training slice.s. left after the split"):
         train_module.train(TrainConfig(**TINY), data, tmp_path / "run", train_cases=[],
                            val_cases=[s.case_id for s in data.samples], progress=False)
     assert not (tmp_path / "run").exists()
+    # one slice made a batch of one, which DeepLab's image pooling cannot normalise: a traceback
+    with pytest.raises(CovsegError, match="1 training slice.s. left .* needs at least 2"):
+        train_module.train(TrainConfig(**TINY), data, tmp_path / "run",
+                           train_cases=[data.samples[0].case_id],
+                           val_cases=[s.case_id for s in data.samples[1:]], progress=False)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(CovsegError, match="--lesion-paste pastes lesions: it does not apply"):
+        train_module.train(TrainConfig(**{**TINY, "target": "lung", "lesion_paste": 0.5}), data,
+                           tmp_path / "run", progress=False)
 
 
 def test_a_resume_with_options_spelt_out_as_the_run_resolved_them_is_accepted(
@@ -427,8 +436,34 @@ def test_multiclass_validation_dice_leaves_out_classes_absent_from_both() -> Non
     ground_glass[0, 2:5, 2:5] = 1
     lesion = [{"image": torch.zeros(1, 8, 8), "mask": ground_glass}]
     empty = [{"image": torch.zeros(1, 8, 8), "mask": torch.zeros(1, 8, 8, dtype=torch.long)}]
-    assert train_module._validate(_Predicts(0), loss, lesion, 3, 4)[1] == 0.0
-    assert train_module._validate(_Predicts(0), loss, empty, 3, 4)[1] == 1.0  # both empty
-    assert train_module._validate(_Predicts(1), loss, empty, 3, 4)[1] == 0.0
-    assert train_module._validate(_Predicts(1), loss, lesion + empty, 3, 4)[1] == pytest.approx(
+    assert train_module._validate(_Predicts(0), loss, lesion, 3, 4, None)[1] == 0.0
+    assert train_module._validate(_Predicts(0), loss, empty, 3, 4, None)[1] == 1.0  # both empty
+    assert train_module._validate(_Predicts(1), loss, empty, 3, 4, None)[1] == 0.0
+    assert train_module._validate(_Predicts(1), loss, lesion + empty, 3, 4, None)[1] == pytest.approx(
         (9 * 2 / (64 + 9)) / 2)
+
+
+class _Logit(torch.nn.Module):
+    """A binary network that gives every pixel one logit, whatever the image."""
+
+    def __init__(self, logit: float) -> None:
+        super().__init__()
+        self.logit = logit
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.full((len(image), 1, *image.shape[-2:]), self.logit)
+
+
+def test_validation_dice_cuts_at_the_runs_threshold() -> None:
+    """Epochs were chosen by the Dice at probability 0.5 whatever the run's threshold (0.4 by
+    default), so log.csv's val_dice disagreed with the validation metrics of the same model."""
+    from covseg.losses import build_loss
+
+    loss = build_loss("bce+dice", 2)
+    mask = torch.zeros(1, 8, 8, dtype=torch.long)
+    mask[0, 2:5, 2:5] = 1
+    items = [{"image": torch.zeros(1, 8, 8), "mask": mask}]
+    probability_045 = _Logit(math.log(0.45 / 0.55))
+    assert train_module._validate(probability_045, loss, items, 2, 4, 0.4)[1] == pytest.approx(
+        2 * 9 / (64 + 9))
+    assert train_module._validate(probability_045, loss, items, 2, 4, 0.5)[1] == 0.0

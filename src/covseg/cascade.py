@@ -58,11 +58,16 @@ class CropBox:
     def crop(self, array: np.ndarray) -> np.ndarray:
         return array[..., self.top:self.bottom, self.left:self.right]
 
-    def paste(self, cropped: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-        """Put a (C, h, w) crop back into zeros of the full (C, H, W) size."""
+    def paste(self, cropped: np.ndarray, shape: tuple[int, int], classes: bool = False
+              ) -> np.ndarray:
+        """Put (C, h, w) probabilities back into the full (C, H, W) size: outside the box
+        nothing is lesion (zeros), and with ``classes`` (one channel per class) all is
+        background (channel 0 is one), so that every pixel's probabilities sum to one."""
         if cropped.shape[-2:] == tuple(shape):
             return cropped
         full = np.zeros((*cropped.shape[:-2], *shape), dtype=cropped.dtype)
+        if classes:
+            full[0] = 1
         full[..., self.top:self.bottom, self.left:self.right] = cropped
         return full
 

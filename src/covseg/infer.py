@@ -144,7 +144,8 @@ class Predictor:
             boxes = [Letterbox(*array.shape[-2:], self.size) for array, _ in inputs]
             canvas = torch.stack([box.forward(array) for box, (array, _) in zip(boxes, inputs)])
             probs = self._forward(canvas)
-            out.extend(crop.paste(box.inverse(p).numpy(), images[i].shape)
+            out.extend(crop.paste(box.inverse(p).numpy(), images[i].shape,
+                                  classes=self.num_classes > 2)
                        for box, (_, crop), p, i in zip(boxes, inputs, probs, index))
         return out
 

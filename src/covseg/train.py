@@ -115,8 +115,10 @@ class _BatchCutMix:
 
 
 def _validate(model: nn.Module, loss_fn: nn.Module, items: list[dict[str, torch.Tensor]],
-              num_classes: int, batch_size: int) -> tuple[float, float]:
-    """Mean loss and mean per-case Dice on the canvas (for model selection)."""
+              num_classes: int, batch_size: int, threshold: float | None
+              ) -> tuple[float, float]:
+    """Mean loss and mean per-case Dice on the canvas (for model selection), a binary model's
+    masks cut at the ``threshold`` it will predict with."""
     model.eval()
     losses, dices = [], []
     with torch.inference_mode():
@@ -127,7 +129,7 @@ def _validate(model: nn.Module, loss_fn: nn.Module, items: list[dict[str, torch.
             logits = model(image)
             losses.append(float(loss_fn(logits, mask)) * len(chunk))
             if num_classes == 2:
-                pred, truth = (logits > 0).float(), mask.float()
+                pred, truth = (torch.sigmoid(logits) >= threshold).float(), mask.float()
                 dices.extend(compute_dice(pred, truth, ignore_empty=False)[:, 0].tolist())
             else:
                 pred = one_hot(logits.argmax(1, keepdim=True), num_classes)
@@ -209,9 +211,10 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
     if train_cases is None:
         train_cases, val_cases = validation_split(data.samples, config.val_fraction, config.seed)
     val_cases = val_cases or []
-    if not train_cases:
-        raise CovsegError("no training slices left after the split; add data or lower "
-                          "--val-fraction")
+    if len(train_cases) < 2:
+        raise CovsegError(f"{len(train_cases)} training slice(s) left after the split; training "
+                          "needs at least 2 (batch normalisation sees two at a time): add data "
+                          "or lower --val-fraction")
     fingerprint = data_fingerprint(data, [*train_cases, *val_cases])
     _check_run_folder(out, config, resume, fingerprint, (train_cases, val_cases))
     out.mkdir(parents=True, exist_ok=True)  # only once the run is accepted: a refusal leaves none
@@ -310,7 +313,9 @@ def check_recipe(config: TrainConfig) -> None:
                           "threshold or --lung-guide RUN (a lung model)")
     guide = config.guide()
     if guide is not None and guide.source != THRESHOLD:
-        require_lung_model(Predictor.load(guide.source))
+        _check_lung_run(require_lung_model(Predictor.load(guide.source)), config)
+    if config.lesion_paste and config.target == "lung":
+        raise CovsegError("--lesion-paste pastes lesions: it does not apply to --target lung")
     if config.target == "multiclass":
         if config.threshold is not None:
             raise CovsegError("--threshold applies to binary targets only: a multi-class "
@@ -339,6 +344,16 @@ def check_recipe(config: TrainConfig) -> None:
                           f"times), got {config.size}")
     if config.epochs is not None and config.epochs < 1:
         raise CovsegError(f"--epochs must be at least 1, got {config.epochs}")
+
+
+def _check_lung_run(lung: Predictor, config: TrainConfig) -> None:
+    """The cascade feeds its lung run the slices it reads itself: the two must read them alike,
+    or the lung run sees other grey levels than it was trained on and misses lungs."""
+    if lung.intensity != config.intensity or tuple(lung.window) != tuple(config.window):
+        low, high = lung.window
+        raise CovsegError(f"{lung.source}: the lung run reads slices with --intensity "
+                          f"{lung.intensity} --window {low:g} {high:g}; train the cascade "
+                          "with the same")
 
 
 MIN_SIZE = 32
@@ -400,7 +415,8 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
                "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
         if val_items:
             row["val_loss"], row["val_dice"] = _validate(served, loss_fn, val_items,
-                                                         data.num_classes, config.batch_size)
+                                                         data.num_classes, config.batch_size,
+                                                         config.threshold)
         history.append(row)
         score = row.get("val_dice", float(epoch))
         if score > best_dice or not val_items:
