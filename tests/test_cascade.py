@@ -107,9 +107,12 @@ def test_lung_frame_cuts_a_full_frame_to_its_lungs_and_stretches_it() -> None:
 
 
 def test_lung_frame_leaves_crops_and_frames_without_lungs_whole() -> None:
-    image, _, _ = _full_frame()
+    image, lungs, _ = _full_frame()
     frame = LungFrame()
-    for already_framed in (image[60:460, 40:480], image[::2, ::2]):
+    rows, cols = np.nonzero(lungs)
+    for margin in (0, 10):  # cut to the lungs, or with a little chest wall round them
+        already_framed = image[rows.min() - margin:rows.max() + 1 + margin,
+                               cols.min() - margin:cols.max() + 1 + margin]
         height, width = already_framed.shape
         assert frame.box(already_framed) == CropBox(0, height, 0, width)
     no_lungs = np.full((512, 512), 0.9, dtype=np.float32)
@@ -174,3 +177,32 @@ def test_probabilities_outside_the_box_are_background() -> None:
     assert classes[0, 0, 0] == 1 and classes[1:, 0, 0].sum() == 0
     binary = box.paste(np.full((1, 2, 2), 0.7, dtype=np.float32), (4, 4))
     assert binary[0, 0, 0] == 0 and binary[0, 1, 1] == pytest.approx(0.7)
+
+
+def test_a_small_whole_frame_is_no_crop_so_the_air_outside_the_body_is_no_lung() -> None:
+    """A 256x256 (resampled) frame, or the 122x101 nnU-Net sample, was taken for a lung crop
+    by its size alone: ringed with tissue, the air outside the body was thresholded as lung
+    (28,065 of 39,325 lung pixels of the frame below), and the frame was never framed."""
+    image, lungs, _ = _full_frame()
+    small = image[::2, ::2]
+    assert not is_lung_crop(small)
+
+    def overlap(frame: np.ndarray, truth: np.ndarray) -> float:
+        found = LungGuide().lungs([frame])[0] > 0
+        return float((found & truth).sum() / (found | truth).sum())
+
+    # as on the 512 frame (lesions are no air: the thresholded lungs miss them on both)
+    assert overlap(small, lungs[::2, ::2] > 0) == pytest.approx(overlap(image, lungs > 0), abs=0.01)
+    full_box, small_box = LungFrame().box(image), LungFrame().box(small)
+    assert np.abs(np.subtract([small_box.top, small_box.bottom, small_box.left, small_box.right],
+                              np.divide([full_box.top, full_box.bottom, full_box.left,
+                                         full_box.right], 2))).max() <= 2
+    from covseg.io.volume import read_volume
+
+    sample = read_volume(shared("ct-samples", "example_ct_sm.nii.gz"))
+    for ct_slice in normalize_intensity(sample.array, "hu")[-4:]:  # the lung bases
+        assert not is_lung_crop(ct_slice)
+        thresholded = LungGuide().lungs([ct_slice])[0] > 0
+        edge = np.concatenate([thresholded[0], thresholded[-1], thresholded[:, 0],
+                               thresholded[:, -1]])
+        assert not edge.any(), "no lung reaches the border of a whole frame"

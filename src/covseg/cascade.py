@@ -35,7 +35,13 @@ MARGIN = 0.08
 """Crop margin around the lungs, as a fraction of the slice's longer side."""
 FULL_FRAME = 512
 """CT slices are reconstructed as square matrices of at least this size; a smaller or
-non-square slice is taken as already cropped (Inf-Net's slices are lung boxes of 153-507 px)."""
+non-square slice may be cropped already (Inf-Net's slices are lung boxes of 153-507 px)."""
+CROP_BORDER_AIR = 0.5
+"""Share of a slice's border pixels in air (below -500 HU) from which a smaller or non-square
+slice is a whole frame (resampled, or cut to the body), not a crop: the air outside the body
+rings a frame (97 % of the border of the 122x101 nnU-Net sample's slices), while a lung crop's
+border runs through chest wall and lung (at most 34 % air on Inf-Net's 50 slices)."""
+BORDER_AIR_HU = -500.0
 CROP_RING = 8
 """Soft-tissue border (px) put round a crop before thresholding, so its lungs are inside a body."""
 SOFT_TISSUE_HU = 0.0
@@ -72,10 +78,14 @@ class CropBox:
         return full
 
 
-def is_lung_crop(image: np.ndarray) -> bool:
-    """Whether a slice is already cut to its lungs: smaller than a CT frame or not square."""
+def is_lung_crop(image: np.ndarray, window: tuple[float, float] = LUNG_WINDOW) -> bool:
+    """Whether a [0, 1] slice (normalised through ``window``) is already cut to its lungs:
+    smaller than a CT frame or not square, and not ringed by the air outside the body."""
     height, width = image.shape
-    return height != width or height < FULL_FRAME
+    if height == width and height >= FULL_FRAME:
+        return False
+    border = np.concatenate([image[0], image[-1], image[1:-1, 0], image[1:-1, -1]])
+    return float(np.mean(window_to_hu(border, window) < BORDER_AIR_HU)) < CROP_BORDER_AIR
 
 
 def window_to_hu(image: np.ndarray, window: tuple[float, float]) -> np.ndarray:
@@ -93,7 +103,7 @@ def threshold_lungs(image: np.ndarray, window: tuple[float, float] = LUNG_WINDOW
     and the gas test is off.
     """
     hu = window_to_hu(image, window)
-    if not is_lung_crop(image):
+    if not is_lung_crop(image, window):
         return segment_lungs(hu) > 0
     ringed = np.pad(hu, CROP_RING, constant_values=SOFT_TISSUE_HU)
     lungs = segment_lungs(ringed, gas_hu=-np.inf) > 0
@@ -178,7 +188,7 @@ class LungFrame:
         """
         height, width = image.shape
         whole = CropBox(0, height, 0, width)
-        if is_lung_crop(image):
+        if is_lung_crop(image, self.window):
             return whole
         lungs = lung_air(window_to_hu(image[::2, ::2], self.window))
         if lungs.mean() < MIN_LUNG_SHARE:
