@@ -196,3 +196,26 @@ def test_16_bit_slices_are_advised_how_to_convert_and_flat_reads_are_warned(
     hu[0] = 700.0  # bone clips in the lung window, as some of every CT slice does
     normalize_intensity(hu)
     assert not caplog.text
+
+
+def test_a_lung_guide_channel_moves_with_the_slice_but_keeps_its_values() -> None:
+    """The intensity transforms acted on every channel: a 0/1 lung guide was scaled, shifted
+    and noised in training (values -0.10 to 1.11) while it is exactly 0/1 at prediction."""
+    mask = l_shaped_mask()
+    changed = 0
+    for seed in SEEDS:
+        transform = augmentation("heavy", guided=True)
+        transform.set_random_state(seed=seed)
+        out = transform({"image": torch.cat([mask * 0.5 + 0.2, mask.clone()]), "mask": mask})
+        image, moved = torch.as_tensor(out["image"]), torch.as_tensor(out["mask"])
+        assert image.shape == (2, 64, 64)
+        guide = image[1]
+        around = torch.nn.functional.max_pool2d
+        inner = ((-around(-moved[None], 3, 1, 1) == 1) | (around(moved[None], 3, 1, 1) == 0))[0, 0]
+        assert 0 <= guide.min() and guide.max() <= 1
+        assert ((guide == 0) | (guide == 1)).float().mean() > 0.9, "0/1 but where resampled"
+        assert torch.equal(guide[inner] > 0.5, moved[0][inner] > 0.5)  # it moved with the mask
+        changed += not torch.allclose(image[0], 0.5 * guide + 0.2, atol=1e-3)
+    assert changed > len(SEEDS) // 2, "the slice's own grey levels still change"
+    unguided, again = augment("heavy", 3), augment("heavy", 3)  # one channel: as before
+    assert torch.equal(unguided[0], again[0])

@@ -392,7 +392,7 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     _write_run_record(out, config, data, train_cases, val_cases, fingerprint,
                       parameters=parameter_count(model))
 
-    transform = augmentation(config.augment)
+    transform = augmentation(config.augment, guided=guide is not None)
     cutmix = _BatchCutMix(config.cutmix, config.batch_size)
     paste = LesionPaste(config.lesion_paste)
     prepare = guide or config.frame()

@@ -15,11 +15,13 @@ import torch
 from monai.networks.layers import GaussianFilter
 from monai.transforms import (
     Compose,
+    MapTransform,
     Rand2DElasticd,
     RandAdjustContrastd,
     RandAffined,
     RandFlipd,
     RandGaussianNoised,
+    Randomizable,
     RandRotate90d,
     RandRotated,
     RandScaleIntensityd,
@@ -127,8 +129,14 @@ class Letterbox:
         return Resize((self.height, self.width), mode=mode)(cropped).as_subclass(torch.Tensor).float()
 
 
-def augmentation(preset: str, keys: tuple[str, str] = ("image", "mask")) -> Compose:
-    """MONAI dictionary transforms for a preset; the mask is always resampled with nearest."""
+def augmentation(preset: str, keys: tuple[str, str] = ("image", "mask"), guided: bool = False
+                 ) -> Compose:
+    """MONAI dictionary transforms for a preset; the mask is always resampled with nearest.
+
+    ``guided``: the image's second channel is a 0/1 lung guide, which moves with the slice
+    but keeps its values (it is exactly 0/1 at prediction): the intensity transforms change
+    the first channel only.
+    """
     if preset not in AUGMENTATIONS:
         raise CovsegError(f"unknown augmentation {preset!r}; choose one of {AUGMENTATIONS}")
     image = keys[0]
@@ -161,12 +169,42 @@ def augmentation(preset: str, keys: tuple[str, str] = ("image", "mask")) -> Comp
                 keys, spacing=(32, 32), magnitude_range=(0, 2), prob=0.2, mode=modes,
                 padding_mode="zeros",
             ),
-            RandScaleIntensityd(image, factors=0.15, prob=0.5),
-            RandShiftIntensityd(image, offsets=0.08, prob=0.5),
-            RandAdjustContrastd(image, gamma=(0.8, 1.25), prob=0.3),
-            RandGaussianNoised(image, std=0.02, prob=0.3),
+            *(_intensity(image) if not guided else [FirstChannel(image, _intensity(image))]),
         ]
     )
+
+
+def _intensity(key: str) -> list[MapTransform]:
+    """The heavy preset's grey-level changes: scale, shift, contrast, noise."""
+    return [
+        RandScaleIntensityd(key, factors=0.15, prob=0.5),
+        RandShiftIntensityd(key, offsets=0.08, prob=0.5),
+        RandAdjustContrastd(key, gamma=(0.8, 1.25), prob=0.3),
+        RandGaussianNoised(key, std=0.02, prob=0.3),
+    ]
+
+
+class FirstChannel(MapTransform, Randomizable):
+    """Dictionary transforms applied to the first channel of ``key`` alone (MONAI's have no
+    channel selection), the other channels kept as they are; seeded as one transform."""
+
+    def __init__(self, key: str, transforms: list[MapTransform]) -> None:
+        super().__init__([key])
+        self.inner = Compose(transforms)
+
+    def set_random_state(self, seed: int | None = None,
+                         state: np.random.RandomState | None = None) -> FirstChannel:
+        self.inner.set_random_state(seed=seed, state=state)
+        return self
+
+    def randomize(self, data: object) -> None:
+        """The inner transforms draw their own numbers."""
+
+    def __call__(self, data: dict) -> dict:
+        key = self.keys[0]
+        image = data[key]
+        first = torch.as_tensor(self.inner({key: image[:1]})[key])
+        return {**data, key: torch.cat([first, torch.as_tensor(image[1:])])}
 
 
 class LesionPaste:
