@@ -432,3 +432,15 @@ def test_multiclass_validation_dice_leaves_out_classes_absent_from_both() -> Non
     assert train_module._validate(_Predicts(1), loss, empty, 3, 4)[1] == 0.0
     assert train_module._validate(_Predicts(1), loss, lesion + empty, 3, 4)[1] == pytest.approx(
         (9 * 2 / (64 + 9)) / 2)
+
+
+def test_log_gives_the_learning_rate_each_epoch_trained_with(tiny_run: Path) -> None:
+    """log.csv's lr was read after the scheduler's step: the next epoch's rate (a 1-epoch run
+    logged 4e-05 though it trained at 2e-3)."""
+    import csv
+
+    config = TrainConfig.from_dict(json.loads((tiny_run / "config.json").read_text())["config"])
+    with (tiny_run / "log.csv").open(newline="") as handle:
+        rates = [float(row["lr"]) for row in csv.DictReader(handle)]
+    floor = config.lr * 0.02  # the cosine schedule over 2 epochs: lr, then halfway to its floor
+    assert rates == pytest.approx([config.lr, (config.lr + floor) / 2])
