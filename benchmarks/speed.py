@@ -77,16 +77,17 @@ def latency(predictor: Predictor, batch: int, repeats: int = 5) -> float:
                              for _ in range(repeats)) / batch
 
 
-def execution_variants(predictor: Predictor) -> dict[str, float | str]:
+def execution_variants(predictor: Predictor, channels: int = 1) -> dict[str, float | str]:
     """Batch-8 seconds per 512² slice for each CPU execution mode; the reason when one fails.
 
     nchw: PyTorch on contiguous NCHW tensors; channels_last: NHWC tensors (covseg's default);
     onednn_freeze: TorchScript trace frozen with Conv-BN folding and oneDNN fusions
     (``torch.jit.optimize_for_inference``); compile: ``torch.compile`` (Inductor, C++ generated
-    for this CPU), first call excluded.
+    for this CPU), first call excluded. ``channels``: the network's input channels (2 for a
+    lung-guided run), for the traced example.
     """
     network, layout = predictor.model, predictor.channels_last
-    example = torch.rand(8, 1, predictor.size, predictor.size)
+    example = torch.rand(8, channels, predictor.size, predictor.size)
 
     def nchw() -> torch.nn.Module:
         return copy.deepcopy(network).to(memory_format=torch.contiguous_format)
@@ -181,8 +182,10 @@ def main() -> int:
     }
     results["matmul_gflops"] = matmul_gflops()
     with tempfile.TemporaryDirectory() as tmp:
+        channels = 1
         if args.model:
             meta = load_checkpoint(args.model)["meta"]
+            channels = int(meta.get("in_channels", 1))  # a lung guide adds a channel
             config = TrainConfig(model=meta["model"], model_options=meta["model_options"],
                                  size=meta["size"], frame_lungs=bool(meta.get("lung_frame")))
             predictor = Predictor.load(args.model)
@@ -192,7 +195,7 @@ def main() -> int:
         reference = untrained_predictor("miniseg", SLICE, Path(tmp) / "reference.pt")
         results["reference_miniseg_512px_s_per_slice_batch8"] = latency(reference, 8)
         size = predictor.size
-        flops = count_flops(predictor.model, torch.rand(1, 1, size, size))
+        flops = count_flops(predictor.model, torch.rand(1, channels, size, size))
         results["model"] = {"checkpoint": str(args.model) if args.model else "untrained default",
                             "canvas": size, "gflops_per_slice": flops / 1e9}
         results["torch_s_per_slice_batch1"] = latency(predictor, 1)
@@ -203,7 +206,7 @@ def main() -> int:
         results["torch_s_per_slice_batch8_one_pass"] = latency(predictor, 8)
         predictor.tta = flips
         results["achieved_model_gflops"] = flops / 1e9 / results["torch_s_per_slice_batch8_one_pass"]
-        results["execution_s_per_slice_batch8"] = execution_variants(predictor)
+        results["execution_s_per_slice_batch8"] = execution_variants(predictor, channels)
         from covseg.export import export_onnx
 
         onnx_file = export_onnx(Path(tmp) / "best.pt" if not args.model else args.model,

@@ -88,6 +88,8 @@ def test_compare_two_models_on_the_same_folds(tmp_path: Path, synthetic_folder: 
     assert (tmp_path / "comparison_boxplot.png").is_file()
     report = (tmp_path / "comparison.md").read_text()
     assert "paired Wilcoxon" in report and "2-fold cross-validation, identical folds" in report
+    recipe = next(line for line in report.splitlines() if line.startswith("- Recipe"))
+    assert "'epochs': 1" in recipe and "'size': 64" in recipe and "'batch_size': 4" in recipe
 
 
 def test_a_cascade_costs_its_lung_channel_and_split_files_are_named(

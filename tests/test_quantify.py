@@ -594,3 +594,72 @@ def test_summary_lists_the_studies_of_earlier_calls(tmp_path: Path) -> None:
     assert [(row["study"], row["status"]) for row in rows] == [("a", "skipped"), ("b", "done")]
     assert rows[0]["lesion_ml"] and rows[0]["output"].endswith("a")
     assert (tmp_path / "out" / "summary.png").is_file()
+
+
+def test_montage_ranks_and_titles_slices_by_the_reports_lesion(
+        tmp_path: Path, saved_figures: list) -> None:
+    """The montage counted effusion as lesion: an effusion-only slice came first, titled with
+    its effusion as lesion mL, though the report's lesion (and % involved) leaves it out."""
+    ct, mask, _ = synthetic_study(tmp_path / "in", "case")
+    grid = nib.load(str(mask))
+    labels = np.zeros(grid.shape, dtype=np.int16)
+    labels[36:50, 10:30, 1] = 3  # 280 voxels of effusion: 0.686 mL
+    labels[40:45, 20:30, 3] = 1  # 50 voxels of ground-glass: 0.1225 mL
+    nib.save(nib.Nifti1Image(labels, grid.affine), str(mask))
+    result = quantify_study(mask, tmp_path / "both", image=ct, multiclass=True)
+    assert result["study"]["lesion_ml"] == pytest.approx(50 * 0.00245)
+    titles = [axis.get_title() for axis in saved_figures[-1].axes]
+    assert len(titles) == 1 and titles[0].endswith(", 0.1 mL")
+    labels[labels == 1] = 0  # effusion alone: its slice is shown, named as effusion
+    nib.save(nib.Nifti1Image(labels, grid.affine), str(mask))
+    quantify_study(mask, tmp_path / "effusion", image=ct, multiclass=True)
+    titles = [axis.get_title() for axis in saved_figures[-1].axes]
+    assert len(titles) == 1 and titles[0].endswith(", 0.0 mL, effusion 0.7 mL")
+
+
+def test_a_tiny_lesion_does_not_read_as_none(tmp_path: Path, saved_figures: list) -> None:
+    """A lesion under 0.005 mL read "0.00" in the report and "0.0 mL" on the montage, under
+    CT-1; only % involved had the "< 0.01" form."""
+    ct, mask, _ = synthetic_study(tmp_path / "in", "case")
+    grid = nib.load(str(mask))
+    labels = np.zeros(grid.shape, dtype=np.int16)
+    labels[40:42, 20, 2] = 1  # 2 voxels: 0.0049 mL
+    nib.save(nib.Nifti1Image(labels, grid.affine), str(mask))
+    result = quantify_study(mask, tmp_path / "out", image=ct, html_report=True)
+    assert result["study"]["ct_category"] == "CT-1"
+    assert [axis.get_title().split(", ")[-1] for axis in saved_figures[-1].axes] == ["< 0.1 mL"]
+    page = (tmp_path / "out" / "report.html").read_text()
+    cells = dict(zip(*(re.findall(r"<t[dh]>(.*?)</t[dh]>", row)
+                       for row in re.findall(r"<tr>(.*?)</tr>", page)[:2]), strict=True))
+    assert html.unescape(cells["lesion_ml"]) == "< 0.01" and cells["percent_involved"] == "0.04"
+
+
+@pytest.mark.parametrize(("percent", "shown"), [
+    (24.999995, "24.9999"), (49.9999996, "49.9999"), (25.0, "25"), (0.29, "0.29"),
+    (1.23456789e-05, "1.23456e-05"), (0.0, "0")])
+def test_csv_percentages_never_reach_a_bound_the_study_has_not(
+        percent: float, shown: str) -> None:
+    """quantification.csv and summary.csv gave 24.999995 % to 6 significant digits, rounded
+    to nearest: 25, beside CT-1 (whose rule puts 25 % in CT-2). They are rounded down."""
+    from covseg.quantify import CSV_FIELDS, SUMMARY_FIELDS, csv_text
+
+    row = {"study": "a", "percent_involved": percent, "right_percent_involved": percent,
+           "left_percent_involved": percent, "lesion_ml": 24.999995}
+    for fields in (CSV_FIELDS, SUMMARY_FIELDS):
+        cells = next(csv.DictReader(csv_text([row], fields).splitlines()))
+        assert {cells[k] for k in fields if k.endswith("percent_involved")} == {shown}
+        assert cells["lesion_ml"] == "25"  # other numbers keep 6 significant digits
+
+
+def test_summary_chart_never_outlives_its_summary(tmp_path: Path) -> None:
+    """summary.png was drawn only when two studies or more were quantified and never removed:
+    after a study's folder was deleted, a one-study summary.csv sat beside the old chart of
+    two."""
+    masks = [synthetic_study(tmp_path / "in", name)[1] for name in ("a", "b")]
+    out = tmp_path / "out"
+    quantify_batch(masks, out)
+    assert (out / "summary.png").is_file()
+    shutil.rmtree(out / "b")
+    quantify_batch(masks[:1], out)
+    assert [row["study"] for row in read_rows(out / "summary.csv")] == ["a"]
+    assert not (out / "summary.png").exists()

@@ -467,3 +467,15 @@ def test_validation_dice_cuts_at_the_runs_threshold() -> None:
     assert train_module._validate(probability_045, loss, items, 2, 4, 0.4)[1] == pytest.approx(
         2 * 9 / (64 + 9))
     assert train_module._validate(probability_045, loss, items, 2, 4, 0.5)[1] == 0.0
+
+
+def test_log_gives_the_learning_rate_each_epoch_trained_with(tiny_run: Path) -> None:
+    """log.csv's lr was read after the scheduler's step: the next epoch's rate (a 1-epoch run
+    logged 4e-05 though it trained at 2e-3)."""
+    import csv
+
+    config = TrainConfig.from_dict(json.loads((tiny_run / "config.json").read_text())["config"])
+    with (tiny_run / "log.csv").open(newline="") as handle:
+        rates = [float(row["lr"]) for row in csv.DictReader(handle)]
+    floor = config.lr * 0.02  # the cosine schedule over 2 epochs: lr, then halfway to its floor
+    assert rates == pytest.approx([config.lr, (config.lr + floor) / 2])

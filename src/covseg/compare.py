@@ -145,6 +145,7 @@ def comparison_markdown(result: dict[str, Any]) -> str:
         (f"- Baseline: `{result['baseline']}`; p: two-sided paired Wilcoxon signed-rank test on "
          "per-case Dice (tied pairs left out of the test, as scipy's default); ± is the sample "
          "std over folds"),
+        f"- Recipe (shared; each model's name and options in its row): `{result['config']}`",
         "",
         ("| model | Dice | IoU | sensitivity | precision | HD95 (px) | Δ Dice | better/worse "
          "| p | params | GFLOPs/512² | CPU ms/512² | CV training (min) |"),

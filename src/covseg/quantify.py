@@ -235,28 +235,45 @@ def result_rows(result: dict[str, Any], study: str) -> list[dict[str, Any]]:
 
 
 def csv_text(rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> str:
-    """Rows as CSV text (missing values empty, floats with 6 significant digits)."""
+    """Rows as CSV text (missing values empty, floats with 6 significant digits, % involved
+    rounded down to them: see :func:`_cell`)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(fields), extrasaction="ignore",
                             lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: _cell(row.get(k)) for k in fields})
+        writer.writerow({k: _cell(k, row.get(k)) for k in fields})
     return buffer.getvalue()
 
 
-def _cell(value: Any) -> Any:
+def _cell(key: str, value: Any) -> Any:
+    """A CSV cell. % involved is rounded down to 6 significant digits: rounded to nearest,
+    24.999995 % read 25 beside CT-1, whose rule puts 25 % in CT-2."""
     if value is None:
         return ""
     if isinstance(value, float):
+        if key.endswith("percent_involved") and value > 0:
+            exact = Decimal(repr(value))
+            value = float(exact.quantize(Decimal(1).scaleb(exact.adjusted() - 5), ROUND_DOWN))
         return f"{value:.6g}"
     return value
 
 
-def most_affected_slices(lesions: np.ndarray, lungs: np.ndarray | None, count: int) -> list[int]:
-    """Up to ``count`` slice indices with most lesion (else most lung, else evenly spaced)."""
+def lesion_voxels(plane: np.ndarray, multiclass: bool) -> np.ndarray:
+    """Where a mask slice holds lesion as the report counts it: GGO or consolidation in a
+    multi-class mask (not effusion, which is reported apart), any non-zero label in a binary."""
+    return (plane == GGO) | (plane == CONSOLIDATION) if multiclass else plane > 0
+
+
+def most_affected_slices(lesions: np.ndarray, lungs: np.ndarray | None, count: int,
+                         multiclass: bool = False) -> list[int]:
+    """Up to ``count`` slice indices with most lesion (:func:`lesion_voxels`; without any,
+    most labelled voxels, i.e. effusion, else most lung, else evenly spaced)."""
     depth = lesions.shape[0]
-    score = np.count_nonzero(lesions.reshape(depth, -1), axis=1)
+    score = np.array([np.count_nonzero(lesion_voxels(plane, multiclass)) for plane in lesions],
+                     dtype=np.int64)
+    if not score.any():
+        score = np.count_nonzero(lesions.reshape(depth, -1), axis=1)
     if not score.any() and lungs is not None:
         score = np.count_nonzero(lungs.reshape(depth, -1), axis=1)
     if not score.any():
@@ -274,7 +291,9 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
     ``grid``: the volume the masks lie on, whose geometry shows the slices radiologically with
     voxels to scale and names them as its file does (:meth:`Volume.slice_name`); ``multiclass``
     (None: labels > 1) draws and names each class, also when one class alone was found."""
-    slices = most_affected_slices(lesions, lungs, count)
+    if multiclass is None:
+        multiclass = bool(lesions.size) and int(lesions.max()) > 1
+    slices = most_affected_slices(lesions, lungs, count, multiclass)
     columns = min(3, len(slices))
     rows = -(-len(slices) // columns)
     figure = Figure(figsize=(3.2 * columns, 3.3 * rows + 0.7), dpi=100)
@@ -282,8 +301,6 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
     figure.subplots_adjust(left=0.01, right=0.99, top=1 - 0.65 / (3.3 * rows + 0.7),
                            bottom=0.3 / (3.3 * rows + 0.7), wspace=0.04, hspace=0.12)
     flips = display_flips(grid.affine)
-    if multiclass is None:
-        multiclass = bool(lesions.size) and int(lesions.max()) > 1
     colours = LESION_COLOURS if multiclass else {1: class_colour(1)}
     for index, k in enumerate(slices):
         axis = figure.add_subplot(rows, columns, index + 1)
@@ -297,8 +314,11 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
             for label, colour in LUNG_COLOURS.items():
                 if (plane == label).any():
                     axis.contour(plane == label, levels=[0.5], colors=colour, linewidths=0.8)
-        volume = np.count_nonzero(lesions[k]) * grid.voxel_ml
-        axis.set_title(f"{grid.slice_name(k)}, {volume:.1f} mL", fontsize=9)
+        volume = np.count_nonzero(lesion_voxels(lesions[k], multiclass)) * grid.voxel_ml
+        effusion = np.count_nonzero(lesions[k] == EFFUSION) * grid.voxel_ml if multiclass else 0
+        axis.set_title(f"{grid.slice_name(k)}, {_ml_text(volume, 1)} mL"
+                       + (f", effusion {_ml_text(effusion, 1)} mL" if effusion else ""),
+                       fontsize=9)
         axis.set_axis_off()
     names = LESION_NAMES if multiclass else {1: "lesion"}
     drawn = {int(label) for k in slices for label in np.unique(lesions[k])}
@@ -372,7 +392,14 @@ def _html_cell(key: str, value: Any) -> str:
         return "-"
     if key == "percent_involved":
         return _percent_text(float(value))
-    return f"{value:.2f}" if isinstance(value, float) else str(value)
+    return _ml_text(value, 2) if isinstance(value, float) else str(value)
+
+
+def _ml_text(volume: float, decimals: int) -> str:
+    """A volume to ``decimals``, and "< 0.01" (to that precision) for one that rounds to 0:
+    a lesion shown as 0.00 mL read as none beside its CT-1."""
+    shown = f"{volume:.{decimals}f}"
+    return f"< {10.0 ** -decimals:.{decimals}f}" if volume > 0 and float(shown) == 0 else shown
 
 
 def _percent_text(percent: float) -> str:
@@ -761,6 +788,8 @@ def run_batch(studies: Sequence[Study], out_dir: str | os.PathLike[str],
     study is recorded with its error and the run goes on; the summary CSV is rewritten
     atomically after every study. Without shards it also lists the studies done in ``out_dir``
     by earlier calls on other inputs (:func:`_earlier_rows`), whose folders are there too.
+    The chart beside the summary is drawn from it at the end (two studies or more quantified);
+    an earlier one is removed first, so that none is left that the summary does not match.
     """
     out_dir = Path(out_dir)
     selected = select_shard(studies, shard)
@@ -769,6 +798,8 @@ def run_batch(studies: Sequence[Study], out_dir: str | os.PathLike[str],
     summary = out_dir / summary_name(shard)
     rows = _earlier_rows(out_dir, {study.name for study in selected}) if shard[1] == 1 else []
     counts = {"done": 0, "skipped": 0, "failed": 0}
+    chart = summary.with_suffix(".png")
+    chart.unlink(missing_ok=True)  # an earlier call's chart; redrawn below from this summary
     write_text(summary, csv_text(rows, SUMMARY_FIELDS))
     for study in tqdm(selected, desc=desc, unit="study"):
         folder = out_dir / study.name
@@ -780,8 +811,7 @@ def run_batch(studies: Sequence[Study], out_dir: str | os.PathLike[str],
         write_text(summary, csv_text(rows, SUMMARY_FIELDS))
     quantified = [row for row in rows if row["status"] != "failed"]
     if len(quantified) > 1:
-        severity_chart(quantified, summary.with_suffix(".png"),
-                       f"{len(quantified)} studies ({out_dir.name})")
+        severity_chart(quantified, chart, f"{len(quantified)} studies ({out_dir.name})")
     return BatchResult(summary, counts["done"], counts["skipped"], counts["failed"])
 
 

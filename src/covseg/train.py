@@ -408,11 +408,12 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     for epoch in bar:
         _seed_epoch(config.seed, epoch, transform, cutmix, paste)
         started = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]  # the epoch's: the step below sets the next one's
         train_loss = _train_epoch(model, loader, train_loss_fn, optimizer, averaged,
                                   (cutmix, paste))
         scheduler.step()
-        row = {"epoch": epoch, "train_loss": train_loss,
-               "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
+        row = {"epoch": epoch, "train_loss": train_loss, "lr": lr,
+               "seconds": time.perf_counter() - started}
         if val_items:
             row["val_loss"], row["val_dice"] = _validate(served, loss_fn, val_items,
                                                          data.num_classes, config.batch_size,
