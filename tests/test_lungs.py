@@ -154,3 +154,17 @@ def test_real_chest_dicom_slices(tmp_path: Path) -> None:
     assert all(len(c) > 20000 for c in columns.values())
     assert columns[RIGHT_LUNG].mean() < 256 < columns[LEFT_LUNG].mean()
     assert columns[RIGHT_LUNG].max() < columns[LEFT_LUNG].min()
+
+
+@pytest.mark.skipif(not CT.is_file(), reason=f"real data not found: {CT}")
+def test_a_gas_pocket_below_the_lungs_is_no_lung() -> None:
+    """The abdominal slices of the nnU-Net sample hold a 3.5 mL bowel-gas pocket, which was
+    taken for a left lung: the lesions called beside it made the study 100 % involved, CT-4."""
+    from covseg.quantify import hounsfield
+
+    sample = read_volume(CT)
+    hu = hounsfield(sample)
+    assert (segment_lungs(hu[:8]) > 0).sum() == 130  # without voxel sizes: 130 voxels kept
+    assert not segment_lungs(hu[:8], sample.affine).any()
+    bases = segment_lungs(hu, sample.affine)
+    assert {1, 2} <= set(np.unique(bases)), "the lung bases above are still found"

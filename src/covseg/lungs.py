@@ -30,6 +30,10 @@ from covseg.errors import CovsegError
 RIGHT_LUNG, LEFT_LUNG = 1, 2
 LUNG_THRESHOLD_HU = -320.0
 GAS_HU = -950.0
+MIN_LUNG_ML = 5.0
+"""Less lung-like air than this in a study with voxel sizes is no lung: a bowel-gas pocket of
+3.5 mL below the lungs was taken for a lung, and the lesions called beside it made the study
+"100 % involved, CT-4". One 1 mm slice through both lungs holds about 15 mL."""
 DISPLAY_AFFINE = np.diag([-1.0, -1.0, 1.0, 1.0])
 """Affine assumed without one: DICOM display axes (column -> patient left, row -> posterior)."""
 DEFAULT_LUNG_MARGIN_MM = 5.0
@@ -47,11 +51,15 @@ def segment_lungs(hu: np.ndarray, affine: np.ndarray | None = None, *,
 
     ``min_fraction``: components smaller than this fraction of the largest lung-like component
     are dropped (airway fragments, air pockets). ``gas_hu``: components whose median is below
-    it are gas, not lung.
+    it are gas, not lung. With an ``affine`` (voxel sizes), less than :data:`MIN_LUNG_ML` of
+    lung-like air is no lung.
     """
     volume, flat = _as_volume(hu, "CT")
+    sized = affine is not None
     affine = _check_affine(affine)
     mask, centres = _lung_air_and_centres(volume, threshold, gas_hu, min_fraction)
+    if sized and mask.sum() * abs(np.linalg.det(affine[:3, :3])) / 1000 < MIN_LUNG_ML:
+        mask[...] = False  # a pocket of bowel gas or an airway below the lungs: no lungs here
     labels = _split(mask, affine, centres)
     _fill_each_lung(labels)
     return labels[0] if flat else labels
