@@ -206,3 +206,17 @@ def test_a_small_whole_frame_is_no_crop_so_the_air_outside_the_body_is_no_lung()
         edge = np.concatenate([thresholded[0], thresholded[-1], thresholded[:, 0],
                                thresholded[:, -1]])
         assert not edge.any(), "no lung reaches the border of a whole frame"
+
+
+def test_the_lung_frame_of_a_small_frame_mirrors_with_it() -> None:
+    """Found on every other row and column, the box of a 122x101 frame moved with the slice's
+    orientation, and the prediction with it: 425 lesion pixels as read, 92 mirrored."""
+    from covseg.io.volume import read_volume
+
+    sample = read_volume(shared("ct-samples", "example_ct_sm.nii.gz"))
+    ct_slice = normalize_intensity(sample.array, "hu")[27]
+    height, width = ct_slice.shape
+    box = LungFrame().box(ct_slice)
+    mirrored = LungFrame().box(np.ascontiguousarray(ct_slice[::-1, ::-1]))
+    assert (mirrored.top, mirrored.bottom, mirrored.left, mirrored.right) == (
+        height - box.bottom, height - box.top, width - box.right, width - box.left)

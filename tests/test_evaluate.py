@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 from pathlib import Path
@@ -209,3 +210,23 @@ def test_out_never_overwrites_files_an_evaluation_did_not_write(
     for _ in range(2):
         result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev.png")
         assert result["cases"] == 1 and (tmp_path / "ev.csv").is_file()
+
+
+def test_an_evaluation_stopped_before_its_plot_is_rerun(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Written CSV first, an evaluation stopped while plotting left a lone ev.csv that its own
+    rerun refused ("no earlier evaluation's output")."""
+    evaluate_module = importlib.import_module("covseg.evaluate")  # covseg.evaluate: the API's
+    truth = square_mask(32, 4, 4, 12)
+    _save(tmp_path / "truth" / "a.png", truth)
+    _save(tmp_path / "pred" / "a.png", truth * 255)
+
+    def stopped(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(evaluate_module, "metrics_plot", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    assert result["cases"] == 1 and (tmp_path / "ev.png").is_file()

@@ -183,19 +183,23 @@ class LungFrame:
     def box(self, image: np.ndarray) -> CropBox:
         """The thresholded lungs' bounding box of a full frame; the whole slice otherwise.
 
-        The lungs are found at half resolution (a box needs no more, and it keeps the step at a
-        few milliseconds per slice).
+        The lungs of a 512 px frame are found at half resolution (a box needs no more, and it
+        keeps the step at a few milliseconds per slice); a smaller frame's at full resolution,
+        where a pixel of the box is a larger share of the lungs and every other row or column
+        is not the same pixels once the slice is mirrored (a 122x101 frame's prediction changed
+        by a fifth with its orientation).
         """
         height, width = image.shape
         whole = CropBox(0, height, 0, width)
         if is_lung_crop(image, self.window):
             return whole
-        lungs = lung_air(window_to_hu(image[::2, ::2], self.window))
+        step = 2 if min(height, width) >= FULL_FRAME else 1
+        lungs = lung_air(window_to_hu(image[::step, ::step], self.window))
         if lungs.mean() < MIN_LUNG_SHARE:
             return whole
-        half = lung_box(lungs, margin=0.0)
-        return CropBox(2 * half.top, min(height, 2 * half.bottom),
-                       2 * half.left, min(width, 2 * half.right))
+        found = lung_box(lungs, margin=0.0)
+        return CropBox(step * found.top, min(height, step * found.bottom),
+                       step * found.left, min(width, step * found.right))
 
     def prepare(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, CropBox]]:
         """(1, h, w) model inputs, framed and stretched, and the box each came from."""

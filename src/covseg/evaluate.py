@@ -207,10 +207,10 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
         "summary": summarize(rows), "per_case": rows,
     }
     result["files"] = {kind: str(path) for kind, path in files.items()}
-    write_text(files["csv"], rows_to_csv(rows))
+    write_json(files["json"], result)  # first: it marks the other two as this evaluation's, so
+    write_text(files["csv"], rows_to_csv(rows))  # a rerun after an interrupt may replace them
     metrics_plot(rows, files["png"], f"{len(rows)} cases: {Path(pred_dir).name} against "
                  f"{Path(truth_dir).name}")
-    write_json(files["json"], result)
     return result
 
 
