@@ -267,7 +267,8 @@ def test_a_second_predict_into_a_folder_adds_to_its_record(tmp_path: Path, tiny_
 
 
 def test_a_second_predict_refuses_to_overwrite_the_mask_of_another_file(
-        tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
+        tmp_path: Path, tiny_run: Path, synthetic_folder: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Two calls given files of one name from different folders: the second silently replaced
     the first's mask, and the record listed both inputs for one mask."""
     first = min((synthetic_folder / "images").glob("*.npy"))
@@ -281,3 +282,13 @@ def test_a_second_predict_refuses_to_overwrite_the_mask_of_another_file(
         covseg.predict(tiny_run, other, out)
     assert (out / f"{first.stem}.png").read_bytes() == before
     covseg.predict(tiny_run, first, out)  # the same file again is a rerun, not a clash
+    # named relative to where each call ran: the record's relative path was looked up from the
+    # second call's folder, found nothing there, and the other file's mask was written over
+    relative = tmp_path / "relative"
+    (relative / "here").mkdir(parents=True)
+    shutil.copy(first, relative / "here" / first.name)
+    monkeypatch.chdir(relative)
+    covseg.predict(tiny_run, Path("here") / first.name, relative / "pred")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CovsegError, match="would overwrite that of"):
+        covseg.predict(tiny_run, other, relative / "pred")

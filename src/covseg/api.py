@@ -264,10 +264,9 @@ def _check_outputs(files: Sequence[Path], out: Path, earlier_inputs: Sequence[st
             raise CovsegError(f"{targets[target]} and {path} would both be written to {target}; "
                               "predict them into separate --out folders")
         targets[target] = path
-    for before in map(Path, earlier_inputs):
+    for before in map(Path, earlier_inputs):  # absolute, or relative in older records
         path = targets.get((out / output_name(before)).resolve())
-        if (path is not None and str(path) != str(before) and before.is_file()
-                and before.resolve() != path.resolve()):
+        if path is not None and before.is_file() and before.resolve() != path.resolve():
             raise CovsegError(f"{path}: its mask would overwrite that of {before}, which an "
                               f"earlier predict wrote into {out}; pick another --out")
     inputs = {path.resolve() for path in files}
@@ -539,7 +538,7 @@ def predict(model: str | os.PathLike[str] | Predictor,
                 if overlay_png:
                     write_png(out / "overlays" / output_name(path), overlay(image, labels))
             bar.update(len(chunk))
-    given = [str(f) for f in files]
+    given = [str(f.absolute()) for f in files]  # a later call may run from another folder
     recorded = list(dict.fromkeys([*_earlier(earlier, "inputs", []), *given]))
     write_json(out / PREDICT_RECORD, {
         "covseg_version": version("covseg"), "model": predictor.describe(), "inputs": recorded,
@@ -577,7 +576,7 @@ def _readable(chunk: Sequence[Path], predictor: Predictor, failed: dict[str, str
             images.append(normalize_intensity(read_array(path), predictor.intensity,
                                               predictor.window))
         except CovsegError as exc:
-            failed[str(path)] = str(exc)
+            failed[str(path.absolute())] = str(exc)
             continue
         kept.append(path)
     return kept, images
