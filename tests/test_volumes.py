@@ -694,6 +694,14 @@ def test_an_output_folder_inside_the_inputs_is_no_study(tmp_path: Path) -> None:
     assert quantify_batch([tmp_path / "other"], tmp_path / "other" / "requant").done == 1
     again = quantify_batch([tmp_path / "other"], tmp_path / "quantified")
     assert (again.done, again.failed) == (1, 0)
+    # a folder that holds nothing but covseg's output: said so, not "masks must be NIfTI"
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    (tmp_path / "other").rename(parent / "pv")
+    with pytest.raises(CovsegError, match=r"parent: holds no study, only covseg's output \(pv\); "
+                                          r"give .*pv itself"):
+        quantify_batch([parent], tmp_path / "q2")
+    assert quantify_batch([parent / "pv"], tmp_path / "q3").done == 1
 
 
 def test_a_done_study_whose_ct_moved_is_skipped(chest, tmp_path: Path, caplog) -> None:

@@ -738,9 +738,13 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
         if any(is_dicom_file(c) for c in children):
             found.append(Study(path.name, path))
         else:
-            found += [Study(c.name, c) for c in children
-                      if c.is_dir() and c.resolve() != skip
-                      and not _is_report_folder(c, masks)]
+            folders = [c for c in children if c.is_dir() and c.resolve() != skip]
+            own = [c for c in folders if _is_report_folder(c, masks)]
+            found += [Study(c.name, c) for c in folders if c not in own]
+            if not found and own:
+                raise CovsegError(f"{path}: holds no study, only covseg's output "
+                                  f"({', '.join(c.name for c in own)}); give "
+                                  f"{own[0]} itself to read what covseg wrote there")
         studies.extend(found or [Study(path.name, path)])
     names = [s.name for s in studies]
     duplicates = sorted({n for n in names if names.count(n) > 1})
