@@ -253,10 +253,15 @@ def _cell(key: str, value: Any) -> Any:
         return ""
     if isinstance(value, float):
         if key.endswith("percent_involved") and value > 0:
-            exact = Decimal(repr(value))
-            value = float(exact.quantize(Decimal(1).scaleb(exact.adjusted() - 5), ROUND_DOWN))
+            value = float(_rounded_down(value, Decimal(repr(value)).adjusted() - 5))
         return f"{value:.6g}"
     return value
+
+
+def _rounded_down(value: float, exponent: int) -> Decimal:
+    """``value`` rounded down to a multiple of 10 ** ``exponent``, exactly (no float error): a
+    % involved shown just below a category bound it has not reached (see :data:`CATEGORY_RULE`)."""
+    return Decimal(repr(value)).quantize(Decimal(1).scaleb(exponent), rounding=ROUND_DOWN)
 
 
 def lesion_voxels(plane: np.ndarray, multiclass: bool) -> np.ndarray:
@@ -405,7 +410,7 @@ def _ml_text(volume: float, decimals: int) -> str:
 def _percent_text(percent: float) -> str:
     """A % involved to 2 decimals, rounded down, and "< 0.01" for a lesion below that: rounded
     to nearest, 24.9988 % read 25.00 under CT-1, whose rule puts 25 % in CT-2."""
-    shown = Decimal(repr(percent)).quantize(Decimal("0.01"), rounding=ROUND_DOWN)
+    shown = _rounded_down(percent, -2)
     return "< 0.01" if percent > 0 and not shown else str(shown)
 
 

@@ -23,7 +23,7 @@ import csv
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -294,8 +294,8 @@ def _study_cases(pairs: list[tuple[str, Path, Path]]) -> list[tuple[str, str]]:
     return [(study, study) for study, _, _ in pairs]
 
 
-def _check_patients_listed(patients: dict[str, str], slices: list[tuple[str, str]],
-                           studies: list[tuple[str, str]] = ()) -> None:
+def _check_patients_listed(patients: dict[str, str], slices: Sequence[tuple[str, str]],
+                           studies: Sequence[tuple[str, str]] = ()) -> None:
     """A patients.csv that names none of the slices and studies is a mistake, one that misses
     some a risk."""
     cases = [*slices, *studies]
@@ -367,6 +367,16 @@ def _read_studies(pairs: list[tuple[str, Path, Path]], options: ReadOptions, des
     patients = _read_patients_csv(root)
     samples = _read_volume_pairs(pairs, options, desc, patients)
     _check_patients_listed(patients, [], _study_cases(pairs))
+    return samples
+
+
+def _read_slices(pairs: list[tuple[str, Path, Path]], options: ReadOptions, desc: str,
+                 root: Path, case_prefix: str) -> list[Sample]:
+    """A public slice set's slices (case ids ``case_prefix`` + stem), grouped by
+    ``root/patients.csv`` if there is one."""
+    patients = _read_patients_csv(root)
+    samples = _read_2d_pairs(pairs, options, patients, desc, case_prefix=case_prefix)
+    _check_patients_listed(patients, _slice_cases(pairs, case_prefix))
     return samples
 
 
@@ -596,10 +606,7 @@ def _read_medseg(root: Path, options: ReadOptions) -> LoadedData:
     if masks_dir is None:
         raise CovsegError(f"{root}: tr_im/ found but neither tr_mask/ nor tr_mask_new/")
     pairs = _pair(_files(root / "tr_im", is_image_file), _files(masks_dir, is_image_file), root)
-    patients = _read_patients_csv(root)
-    samples = _read_2d_pairs(pairs, options, patients, "reading MedSeg slices",
-                             case_prefix="medseg_")
-    _check_patients_listed(patients, _slice_cases(pairs, "medseg_"))
+    samples = _read_slices(pairs, options, "reading MedSeg slices", root, "medseg_")
     return _loaded(samples, "medseg", root, options)
 
 
@@ -626,10 +633,7 @@ def _read_infnet(root: Path, options: ReadOptions) -> LoadedData:
     folder = _infnet_folder(root, options.target)
     pairs = _pair(_files(_require(folder / "Imgs"), is_image_file),
                   _files(_require(folder / "GT"), is_image_file), folder)
-    patients = _read_patients_csv(root)
-    samples = _read_2d_pairs(pairs, options, patients, "reading Inf-Net slices",
-                             case_prefix="infnet_")
-    _check_patients_listed(patients, _slice_cases(pairs, "infnet_"))
+    samples = _read_slices(pairs, options, "reading Inf-Net slices", root, "infnet_")
     return _loaded(samples, "infnet", folder, options)
 
 
