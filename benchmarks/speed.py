@@ -169,6 +169,19 @@ def convergence(run: Path | None) -> list[dict[str, float | str]]:
     return found
 
 
+def _guide_options(guide: dict[str, Any] | None) -> dict[str, Any]:
+    """The run's lung guide as training options, so that its epochs are timed with the lung
+    channel (and the lung model's predictions) it trained with."""
+    if not guide:
+        return {}
+    source = str(guide["source"])
+    if source != "threshold" and not Path(source).exists():
+        raise SystemExit(f"the run's lung model {source} is gone: its training cannot be timed "
+                         "(put the lung run back, or time a run without a lung guide)")
+    return {"lung_guide": source, "crop_lungs": bool(guide["crop"]),
+            "window": tuple(guide["window"])}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, help="a run folder from `covseg train`")
@@ -187,7 +200,8 @@ def main() -> int:
             meta = load_checkpoint(args.model)["meta"]
             channels = int(meta.get("in_channels", 1))  # a lung guide adds a channel
             config = TrainConfig(model=meta["model"], model_options=meta["model_options"],
-                                 size=meta["size"], frame_lungs=bool(meta.get("lung_frame")))
+                                 size=meta["size"], frame_lungs=bool(meta.get("lung_frame")),
+                                 **_guide_options(meta.get("lung_guide")))
             predictor = Predictor.load(args.model)
         else:
             predictor = untrained_predictor(config.model, config.size, Path(tmp) / "best.pt",

@@ -255,14 +255,15 @@ def test_quantify_takes_the_clis_shard_text(tmp_path: Path) -> None:
 def test_a_second_predict_into_a_folder_adds_to_its_record(tmp_path: Path, tiny_run: Path,
                                                            synthetic_folder: Path) -> None:
     """The second call's predict.json described that call alone (one input, one mask, no
-    overlays) while the folder still held the first call's masks and overlays."""
+    overlays) while the folder still held the first call's masks and overlays; it then said
+    "overlays": true though only the first image had one: the record counts them."""
     first, second = sorted((synthetic_folder / "images").glob("*.npy"))[:2]
     out = tmp_path / "pred"
     covseg.predict(tiny_run, first, out, overlay_png=True)
     covseg.predict(tiny_run, [second, first], out)
     record = json.loads((out / "predict.json").read_text())
     assert record["inputs"] == [str(first), str(second)] and record["masks"] == 2
-    assert record["overlays"] is True and record["failed"] == {}
+    assert record["overlays"] == 1 and record["failed"] == {}
     assert sorted(p.name for p in out.glob("*.png")) == [f"{first.stem}.png", f"{second.stem}.png"]
 
 

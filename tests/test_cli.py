@@ -72,7 +72,7 @@ def test_train_predict_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert not [p for p in (tmp_path / "pred").iterdir() if p.name.startswith(".")]
     record = json.loads((tmp_path / "pred" / "predict.json").read_text())
     assert record["model"]["source"] == str(tiny_run.resolve()) and record["masks"] == len(inputs)
-    assert record["inputs"] == [str(i) for i in inputs] and record["overlays"] is True
+    assert record["inputs"] == [str(i) for i in inputs] and record["overlays"] == len(inputs)
     assert record["model"]["runtime"] == "pytorch" and 0 < record["model"]["threshold"] < 1
 
     code, out, _ = _run(capsys, "evaluate", "--pred", str(tmp_path / "pred"), "--truth",

@@ -540,13 +540,13 @@ def predict(model: str | os.PathLike[str] | Predictor,
             bar.update(len(chunk))
     given = [str(f.absolute()) for f in files]  # a later call may run from another folder
     recorded = list(dict.fromkeys([*_earlier(earlier, "inputs", []), *given]))
+    names = {output_name(Path(path)) for path in recorded}
     write_json(out / PREDICT_RECORD, {
         "covseg_version": version("covseg"), "model": predictor.describe(), "inputs": recorded,
-        "masks": len({name for name in map(output_name, map(Path, recorded))
-                      if (out / name).is_file()}),
+        "masks": sum((out / name).is_file() for name in names),
         "failed": {**{path: reason for path, reason in _earlier(earlier, "failed", {}).items()
                       if path not in given}, **failed},
-        "overlays": earlier.get("overlays") is True or overlay_png,
+        "overlays": sum((out / "overlays" / name).is_file() for name in names),
         "mask_values": f"0 background, 255 {'lung' if predictor.target == 'lung' else 'infection'}"
         if predictor.num_classes == 2 else "class labels 0..K-1",
         "seconds": round(_earlier(earlier, "seconds", 0.0) + time.perf_counter() - started, 3)})
