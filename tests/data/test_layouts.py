@@ -229,6 +229,24 @@ def test_mosmed_2d_fold_lists_that_leak_are_refused(tmp_path: Path) -> None:
         load_dataset(root)
 
 
+def test_mosmed_2d_slice_in_two_folds_test_lists_is_refused(tmp_path: Path) -> None:
+    """A slice in two folds' valid_new*.txt was tested twice without a word: it counted twice
+    in every pooled mean, and compare paired only one of its two results."""
+    root = _mosmed_2d(tmp_path)
+    (root / "train_new0.txt").write_text("study_0002_0.npy\nstudy_0002_1.npy\n")
+    (root / "valid_new0.txt").write_text("study_0001_0.npy\nstudy_0001_1.npy\nstudy_0003_0.npy\n")
+    (root / "train_new1.txt").write_text("study_0001_0.npy\nstudy_0001_1.npy\n")
+    (root / "valid_new1.txt").write_text("study_0002_0.npy\nstudy_0003_0.npy\nstudy_0002_1.npy\n")
+    with pytest.raises(CovsegError, match=r"valid_new1.txt: slice study_0003_0 is in "
+                                          r"valid_new0.txt too, so two folds would test it and "
+                                          r"it would count twice; keep it in one fold's test "
+                                          r"list$") as caught:
+        load_dataset(root)
+    assert "\n" not in str(caught.value)
+    (root / "valid_new1.txt").write_text("study_0002_0.npy\nstudy_0003_1.npy\nstudy_0002_1.npy\n")
+    assert [valid for _, valid in load_dataset(root).folds][1][1] == "study_0003_1"
+
+
 def test_mosmed_2d_split_lists_need_their_partner(tmp_path: Path) -> None:
     """valid_new1.txt without train_new1.txt dropped fold 1 without a word (only valid lists:
     the folder was read as generic imgs/ + masks/ with no folds at all)."""

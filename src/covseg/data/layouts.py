@@ -464,6 +464,7 @@ def _read_mosmed_2d(root: Path, options: ReadOptions) -> LoadedData:
     splits = _split_pairs(root)
     folds = [_read_fold(train_list, valid_list, patients, images_dir)
              for train_list, valid_list in splits]
+    _check_tested_once([valid_list for _, valid_list in splits], [valid for _, valid in folds])
     tested = {stem for _, valid in folds for stem in valid}
     untested = [stem for stem in images if stem not in tested]
     if untested:
@@ -541,6 +542,19 @@ def _read_fold(train_list: Path, valid_list: Path, patients: dict[str, str], ima
                               f"({stem} here, {trained[patients[stem]]} in {train_list.name}); "
                               "folds never split a patient: put all of its slices in one list")
     return train, valid
+
+
+def _check_tested_once(valid_lists: list[Path], tested: list[list[str]]) -> None:
+    """A slice in two folds' test lists would be tested twice and count twice in every pooled
+    mean (and in the paired test of ``compare``): refused, as a slice listed twice in one is."""
+    first: dict[str, Path] = {}
+    for valid_list, stems in zip(valid_lists, tested, strict=True):
+        for stem in stems:
+            if stem in first:
+                raise CovsegError(f"{valid_list}: slice {stem} is in {first[stem].name} too, so "
+                                  "two folds would test it and it would count twice; keep it "
+                                  "in one fold's test list")
+            first[stem] = valid_list
 
 
 def _read_split(path: Path, known: dict[str, str], images_dir: Path) -> list[str]:
