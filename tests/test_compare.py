@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import csv
+import importlib
 import json
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+from matplotlib.figure import Figure
 
 from covseg import api
 from covseg.cli import build_parser
-from covseg.compare import check_specs, paired_wilcoxon, parse_model_spec, per_case_dice
+from covseg.compare import (
+    COMPARED_METRICS,
+    check_specs,
+    model_folder,
+    paired_wilcoxon,
+    parse_model_spec,
+    per_case_dice,
+)
+from covseg.config import TrainConfig
 from covseg.data import load_dataset
 from covseg.errors import CovsegError
+
+compare = importlib.import_module("covseg.compare")  # covseg.compare is also the API's function
 
 
 def test_parse_model_spec() -> None:
@@ -109,3 +124,111 @@ def test_a_cascade_costs_its_lung_channel_and_split_files_are_named(
     assert ("2-fold cross-validation on the data set's own split files (train_new*.txt / "
             "valid_new*.txt), identical folds") in report
     assert result["split_files"] is True
+
+
+def test_a_model_folder_is_one_safe_component_inside_out(tmp_path: Path) -> None:
+    """weights=../../../w.pt put fcn's folds in ./w.pt, outside --out, and fcn and deeplabv3
+    with one weights path shared a folder: the second was refused after the first trained."""
+    assert [model_folder(s) for s in ("unet:width=4", "unet++:encoder=densenet201,width=8",
+                                      "miniseg,miniseg:width=1.5")] == [
+        "unet_width-4", "unetpp_encoder-densenet201_width-8", "miniseg_miniseg_width-1.5"]
+    specs = ["fcn:weights=../../../w.pt", "deeplabv3:weights=../../../w.pt",
+             "fcn:weights=../w.pt", "fcn:weights=..\\..\\w.pt", "fcn:weights=/w.pt"]
+    folders = [model_folder(spec) for spec in specs]
+    assert len(set(folders)) == len(specs)
+    assert folders[0].startswith("fcn_weights-w-")
+    for folder in folders:
+        assert "/" not in folder and "\\" not in folder and not folder.startswith(".")
+        assert (tmp_path / folder).resolve().parent == tmp_path.resolve()
+    assert model_folder(specs[0]) == folders[0], "the same spec finds its folds again"
+
+
+def test_specs_that_would_share_a_folder_are_refused_before_training() -> None:
+    """Folders that differ only in case are one folder on macOS and Windows."""
+    pytest.importorskip("torchvision")
+    with pytest.raises(CovsegError, match=r"^fcn:weights=A.pt and fcn:weights=a.pt would share "
+                                          r"one folder under --out \(fcn_weights-A.pt = "
+                                          r"fcn_weights-a.pt\); compare them into separate"):
+        check_specs(["fcn:weights=A.pt", "fcn:weights=a.pt"])
+
+
+def _fake_runs(monkeypatch: pytest.MonkeyPatch, dice: dict[str, list[dict[str, float]]]
+               ) -> None:
+    """compare's cross-validation and profiling replaced: each model's per_case.csv holds the
+    per-fold Dice of ``dice`` (model -> per fold, case id -> Dice), its summary their means."""
+    def cross_validate(config: TrainConfig, data: object, out: Path, folds: object,
+                       resume: bool) -> dict[str, Any]:
+        spec = next(s for s in dice if model_folder(s) == out.name)
+        out.mkdir(parents=True)
+        with (out / "per_case.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["fold", "case_id", "dice"])
+            writer.writerows((k, case, value) for k, fold in enumerate(dice[spec])
+                             for case, value in fold.items())
+        means = [float(np.mean(list(fold.values()))) for fold in dice[spec]]
+        stats = {"mean": float(np.mean(means)), "std": float(np.std(means, ddof=1)),
+                 "n": len(means)}
+        return {"train_seconds": 60.0, "per_fold": [{"fold": k} for k in range(len(means))],
+                "mean_std_over_folds": dict.fromkeys(COMPARED_METRICS, stats)}
+
+    monkeypatch.setattr(compare, "cross_validate", cross_validate)
+    monkeypatch.setattr(compare, "build_model", lambda *args, **kwargs: None)
+    monkeypatch.setattr(compare, "profile_model", lambda *args, **kwargs: {
+        "parameters": 1, "gflops_per_slice": 0.1, "cpu_ms_per_slice": 1.0})
+
+
+def test_pairs_are_the_same_folds_slice_and_delta_is_the_dice_columns(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per-case Dice was keyed by case id alone: a slice two folds test kept one fold's value
+    (4 pairs for 5 results); Δ Dice was the per-slice mean difference beside Dice columns that
+    are means over folds, so it was not their difference (0.060 beside 0.550 - 0.500)."""
+    _fake_runs(monkeypatch, {
+        "unet": [{"a": 0.5, "b": 0.5, "d": 0.5}, {"a": 0.3, "c": 0.7}],
+        "miniseg": [{"a": 0.6, "b": 0.6, "d": 0.6}, {"a": 0.2, "c": 0.8}]})
+    result = compare.compare_models(TrainConfig(), load_dataset("synthetic"),
+                                    ["unet", "miniseg"], tmp_path)
+    test = result["models"][1]["wilcoxon_vs_baseline"]
+    assert (test["pairs"], test["cases_better"], test["cases_worse"]) == (5, 4, 1)
+    assert test["mean_difference"] == pytest.approx(0.06)
+    assert result["models"][1]["dice_difference"] == pytest.approx(0.05)
+    report = (tmp_path / "comparison.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| miniseg |"))
+    assert row.startswith("| miniseg | 0.550 ± 0.071 |") and "| +0.050 | 4/1 |" in row
+    assert "Δ Dice: a model's Dice minus the baseline's" in report
+    assert "mean_difference is the mean per-slice difference" in report
+    assert "| model | Dice | IoU |" in report and "(any lesion)" not in report
+
+
+def test_multiclass_comparisons_name_their_scores_of_any_lesion(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, saved_figures: list[Figure]) -> None:
+    """The Dice of a multi-class comparison is of any lesion (label > 0), as evaluate says."""
+    _fake_runs(monkeypatch, {"unet": [{"a": 0.5}, {"b": 0.4}],
+                             "miniseg": [{"a": 0.6}, {"b": 0.5}]})
+    compare.compare_models(TrainConfig(target="multiclass"),
+                           load_dataset("synthetic", "multiclass"), ["unet", "miniseg"], tmp_path)
+    report = (tmp_path / "comparison.md").read_text()
+    assert "| model | Dice (any lesion) | IoU (any lesion) | sensitivity (any lesion) |" in report
+    axes = saved_figures[-1].axes[0]
+    assert "per-case Dice (any lesion) by model" in axes.get_title()
+    assert axes.get_ylabel() == "Dice (any lesion) per case"
+
+
+def test_a_folder_holding_another_models_folds_is_refused_before_training(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second model was refused only once the first had trained every fold, and was told
+    to pass --resume, which refused it again."""
+    fold = tmp_path / "miniseg" / "fold_0"
+    fold.mkdir(parents=True)
+    config = {"config": TrainConfig(model="fcn", model_options={"weights": "w.pt"}).to_dict()}
+    (fold / "config.json").write_text(json.dumps(config))
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        pytest.fail("a model trained before the refusal")
+
+    monkeypatch.setattr(compare, "cross_validate", no_training)
+    with pytest.raises(CovsegError, match=r"miniseg holds folds of another model \(fcn with "
+                                          r"options \{'weights': 'w.pt'\}\), not of miniseg; "
+                                          r"compare into a new --out or delete") as caught:
+        compare.compare_models(TrainConfig(), load_dataset("synthetic"), ["unet", "miniseg"],
+                               tmp_path)
+    assert "--resume" not in str(caught.value)

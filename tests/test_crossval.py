@@ -9,11 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 
 from covseg import api, crossval
-from covseg.crossval import DEFAULT_FOLDS, make_folds, mean_over_folds
+from covseg.config import TrainConfig
+from covseg.crossval import DEFAULT_FOLDS, make_folds, mean_over_folds, report_markdown
 from covseg.data import load_dataset
 from covseg.errors import CovsegError
+from covseg.metrics import METRICS
+from covseg.models.registry import model_options
 from covseg.train import DATA_FINGERPRINT
 
 
@@ -112,3 +116,53 @@ def test_multiclass_folds_record_no_threshold_and_older_ones_are_reused(
     again = api.cross_validate(data, tmp_path / "cv", resume=True,
                                **{**tiny, "epochs": 1, "model_options": {"width": 1.0}})
     assert [f["dice"] for f in again["per_fold"]] == [f["dice"] for f in first["per_fold"]]
+
+
+def test_a_refused_fold_shows_the_options_it_compared(tmp_path: Path) -> None:
+    """The message compared the resolved options but printed the given ones: 'model_options:
+    {} -> {}' for unet against miniseg, and 'epochs: default -> 2'."""
+    data = load_dataset("synthetic")
+    cases = [sample.case_id for sample in data.samples][:6]
+    (tmp_path / "config.json").write_text(json.dumps({
+        "config": TrainConfig(model="unet").to_dict(), "train_cases": cases[:4],
+        "val_cases": []}))
+    finished = {"per_case": [{"case_id": case} for case in cases[4:]]}
+    with pytest.raises(CovsegError) as caught:
+        crossval._check_finished_fold(tmp_path, TrainConfig(model="miniseg", epochs=2), finished, data,
+                                      cases[:4], cases[4:])
+    message = str(caught.value)
+    assert "model: unet -> miniseg" in message and "epochs: 240 -> 2" in message
+    assert (f"model_options: {model_options('unet')} -> {model_options('miniseg')}"
+            in message)
+    assert "{} -> {}" not in message and "default" not in message
+
+
+def _summary(target: str) -> dict[str, object]:
+    """A two-fold summary as cross-validation writes it, with a class's Dice beside the main
+    metrics when ``target`` is multi-class."""
+    stats = {"mean": 0.5, "std": 0.1, "n": 2}
+    extra = {"ground-glass_dice": stats} if target == "multiclass" else {}
+    return {"config": TrainConfig(model="unet", target=target).to_dict(), "synthetic": False,
+            "data": "d", "folds": "f", "seconds": 60.0, "train_seconds": 60.0,
+            "per_fold": [{"fold": k, "test_cases": 1, "epochs": 1, **dict.fromkeys(METRICS, 0.5)}
+                         for k in range(2)],
+            "mean_std_over_folds": dict.fromkeys(METRICS, stats) | extra,
+            "empty_mask_rules": "r"}
+
+
+def test_multiclass_reports_name_their_scores_of_any_lesion(
+        tmp_path: Path, saved_figures: list[Figure]) -> None:
+    """A multi-class report's main columns said plain 'dice', 'iou', ... and its box plot
+    'per-case Dice', though they score any lesion (label > 0), as evaluate's plot says."""
+    report = report_markdown(_summary("multiclass"))
+    assert "| fold | test slices | dice (any lesion) | iou (any lesion) |" in report
+    assert "- ground-glass_dice: 0.500 ± 0.100" in report
+    assert "| fold | test slices | dice | iou |" in report_markdown(_summary("infection"))
+    data = load_dataset("synthetic", "multiclass")
+    summary = api.cross_validate(data, tmp_path / "cv", folds=2, epochs=1, size=32,
+                                 batch_size=4, model="miniseg", target="multiclass")
+    assert "dice (any lesion)" in (tmp_path / "cv" / "report.md").read_text()
+    axes = saved_figures[-1].axes[0]
+    assert axes.get_title().endswith("per-case Dice (any lesion)")
+    assert axes.get_ylabel() == "Dice (any lesion) per case"
+    assert summary["config"]["target"] == "multiclass"

@@ -8,9 +8,12 @@ cost (parameters, GFLOPs and CPU milliseconds per 512x512 slice).
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import math
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,9 +22,10 @@ import numpy as np
 from scipy.stats import wilcoxon
 
 from covseg.config import TrainConfig
-from covseg.crossval import cross_validate, mean_over_folds
+from covseg.crossval import UNDEFINED, cross_validate, mean_over_folds
 from covseg.data.layouts import LoadedData
 from covseg.errors import CovsegError
+from covseg.evaluate import any_lesion
 from covseg.io.atomic import write_json, write_text
 from covseg.models import build_model
 from covseg.models.profile import profile_model
@@ -44,9 +48,11 @@ def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return name, options
 
 
-def paired_wilcoxon(candidate: dict[str, float], baseline: dict[str, float]) -> dict[str, Any]:
-    """Two-sided Wilcoxon signed-rank test on per-case Dice paired by case id; tied pairs
-    (equal Dice) are dropped from the test (scipy's "wilcox" method) and counted apart."""
+def paired_wilcoxon(candidate: Mapping[Hashable, float], baseline: Mapping[Hashable, float]
+                    ) -> dict[str, Any]:
+    """Two-sided Wilcoxon signed-rank test on per-case Dice paired by key (a case id, or a
+    (fold, case id) pair); tied pairs (equal Dice) are dropped from the test (scipy's "wilcox"
+    method) and counted apart."""
     cases = sorted(set(candidate) & set(baseline))
     diffs = np.array([candidate[c] - baseline[c] for c in cases])
     result: dict[str, Any] = {"pairs": len(cases), "mean_difference": float(diffs.mean()),
@@ -62,7 +68,8 @@ def paired_wilcoxon(candidate: dict[str, float], baseline: dict[str, float]) -> 
 
 
 def check_specs(specs: Sequence[str]) -> None:
-    """At least a baseline and a candidate, each registered and named once."""
+    """At least a baseline and a candidate, each registered and named once, each with a folder
+    of its own."""
     if len(specs) < 2:
         raise CovsegError("compare needs at least two models: a baseline and a candidate")
     repeated = sorted({spec for spec in specs if list(specs).count(spec) > 1})
@@ -71,6 +78,13 @@ def check_specs(specs: Sequence[str]) -> None:
                           "another option, e.g. unet:width=32, to compare variants)")
     for spec in specs:  # names and options, before the first model trains for hours
         check_model(*parse_model_spec(spec))
+    folders: dict[str, str] = {}
+    for spec in specs:  # one folder each, on file systems that ignore case too
+        other = folders.setdefault(model_folder(spec).lower(), spec)
+        if other != spec:
+            shared = " = ".join(dict.fromkeys((model_folder(other), model_folder(spec))))
+            raise CovsegError(f"{other} and {spec} would share one folder under --out "
+                              f"({shared}); compare them into separate --out folders")
 
 
 def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
@@ -82,30 +96,34 @@ def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
     """
     check_specs(specs)
     out = Path(out)
+    for spec in specs:
+        _check_folder_holds(out / model_folder(spec), spec)
     rows, dice_by_model = [], {}
     for spec in specs:
         name, options = parse_model_spec(spec)
         model_config = replace(config, model=name, model_options=options)
-        summary = cross_validate(model_config, data, out / _folder(spec), folds, resume)
-        per_case = per_case_dice(out / _folder(spec))
+        summary = cross_validate(model_config, data, out / model_folder(spec), folds, resume)
+        per_case = per_fold_case_dice(out / model_folder(spec))
         channels = model_config.in_channels  # as its runs take them: a lung guide adds one
         cost = profile_model(build_model(name, channels, data.num_classes, **options), size=512,
                              in_channels=channels)
         dice_by_model[spec] = per_case
-        rows.append({"model": spec, "train_seconds": summary["train_seconds"], **cost,
+        rows.append({"model": spec, "folder": model_folder(spec),
+                     "train_seconds": summary["train_seconds"], **cost,
                      **{m: summary["mean_std_over_folds"][m] for m in COMPARED_METRICS}})
     baseline = specs[0]
-    for row in rows:
-        if row["model"] != baseline:
-            row["wilcoxon_vs_baseline"] = paired_wilcoxon(dice_by_model[row["model"]],
-                                                          dice_by_model[baseline])
+    for row in rows[1:]:
+        row["dice_difference"] = row["dice"]["mean"] - rows[0]["dice"]["mean"]
+        row["wilcoxon_vs_baseline"] = paired_wilcoxon(dice_by_model[row["model"]],
+                                                      dice_by_model[baseline])
     result = {"data": data.describe(), "synthetic": data.synthetic, "baseline": baseline,
               "folds": len(summary["per_fold"]), "split_files": bool(data.folds),
               "config": _shared_recipe(config), "models": rows}
     write_json(out / "comparison.json", result)
+    dice = any_lesion("Dice", config.target == "multiclass")
     box_plot({spec: list(d.values()) for spec, d in dice_by_model.items()},
-             out / "comparison_boxplot.png",
-             title=("SYNTHETIC data: " if data.synthetic else "") + "per-case Dice by model")
+             out / "comparison_boxplot.png", ylabel=f"{dice} per case",
+             title=("SYNTHETIC data: " if data.synthetic else "") + f"per-case {dice} by model")
     write_text(out / "comparison.md", comparison_markdown(result))
     return result
 
@@ -115,8 +133,41 @@ def _shared_recipe(config: TrainConfig) -> dict[str, Any]:
     return {k: v for k, v in config.to_dict().items() if k not in ("model", "model_options")}
 
 
-def _folder(spec: str) -> str:
-    return spec.replace(":", "_").replace(",", "_").replace("=", "-").replace("+", "p")
+SAFE_FOLDER = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+"""A model's folder under ``--out``: one path component, no separator, never ``.`` or ``..``."""
+
+
+def model_folder(spec: str) -> str:
+    """The folder, under ``--out``, of a model's cross-validation: the spec spelt as a name
+    (``unet:width=8`` -> ``unet_width-8``); a spec with other characters (a ``weights=PATH``)
+    gets its options' file names, made safe, and a hash of the whole spec, so that it stays
+    one folder inside ``--out`` and no other spec shares it (``fcn_weights-w-3fa2c1``)."""
+    plain = spec.replace(":", "_").replace(",", "_").replace("=", "-").replace("+", "p")
+    if SAFE_FOLDER.fullmatch(plain):
+        return plain
+    name, options = parse_model_spec(spec)
+    parts = [name.replace("+", "p")] + [
+        f"{key}-{Path(value).stem if isinstance(value, str) else value}"
+        for key, value in options.items()]
+    readable = re.sub(r"[^A-Za-z0-9.-]+", "_", "_".join(parts)).lstrip(".")
+    digest = hashlib.sha256(spec.encode("utf-8")).hexdigest()[:6]
+    return f"{readable}-{digest}"
+
+
+def _check_folder_holds(folder: Path, spec: str) -> None:
+    """A model's folder already holding another model's folds is refused before anything
+    trains (the spec's own folds are reused or resumed by cross-validation)."""
+    name, options = parse_model_spec(spec)
+    for record in sorted(folder.glob("fold_*/config.json")):
+        try:
+            trained = json.loads(record.read_text())["config"]
+            other = (trained["model"], trained["model_options"])
+        except (ValueError, KeyError, TypeError):
+            continue  # an unreadable record: cross-validation names it
+        if other != (name, options):
+            raise CovsegError(f"{folder} holds folds of another model ({other[0]} with options "
+                              f"{other[1]}), not of {spec}; compare into a new --out or delete "
+                              f"{folder}")
 
 
 def per_case_dice(cv_dir: Path, table: str = "per_case.csv") -> dict[str, float]:
@@ -124,6 +175,14 @@ def per_case_dice(cv_dir: Path, table: str = "per_case.csv") -> dict[str, float]
     finished fold, from its ``test_per_case.csv``)."""
     with (cv_dir / table).open(newline="", encoding="utf-8") as handle:
         return {row["case_id"]: float(row["dice"]) for row in csv.DictReader(handle)}
+
+
+def per_fold_case_dice(cv_dir: Path) -> dict[tuple[int, str], float]:
+    """Per-case Dice of a finished ``covseg cv`` folder keyed by (fold, case id): the same
+    fold's same slice pairs up between models, and a slice that two folds test keeps both."""
+    with (cv_dir / "per_case.csv").open(newline="", encoding="utf-8") as handle:
+        return {(int(row["fold"]), row["case_id"]): float(row["dice"])
+                for row in csv.DictReader(handle)}
 
 
 def _fold_source(result: dict[str, Any]) -> str:
@@ -135,6 +194,9 @@ def _fold_source(result: dict[str, Any]) -> str:
 
 def comparison_markdown(result: dict[str, Any]) -> str:
     """The comparison table as Markdown."""
+    multiclass = result["config"].get("target") == "multiclass"
+    columns = [any_lesion(name, multiclass)
+               for name in ("Dice", "IoU", "sensitivity", "precision", "HD95 (px)")]
     lines = [
         "# Model comparison",
         "",
@@ -142,18 +204,22 @@ def comparison_markdown(result: dict[str, Any]) -> str:
         f"- Data: {result['data']}",
         (f"- {result['folds']}-fold cross-validation{_fold_source(result)}, identical folds "
          "and seed for every model"),
-        (f"- Baseline: `{result['baseline']}`; p: two-sided paired Wilcoxon signed-rank test on "
-         "per-case Dice (tied pairs left out of the test, as scipy's default); ± is the sample "
-         "std over folds"),
+        (f"- Baseline: `{result['baseline']}`; Δ Dice: a model's Dice minus the baseline's "
+         "(comparison.json's mean_difference is the mean per-slice difference); better/worse "
+         "and p: per-slice pairs (the same fold's same slice), p by a two-sided paired Wilcoxon "
+         "signed-rank test (tied pairs left out of the test, as scipy's default)"),
+        ("- Metrics: mean ± sample std over folds, a fold's value being the mean over its "
+         "slices"),
         f"- Recipe (shared; each model's name and options in its row): `{result['config']}`",
         "",
-        ("| model | Dice | IoU | sensitivity | precision | HD95 (px) | Δ Dice | better/worse "
+        ("| model | " + " | ".join(columns) + " | Δ Dice | better/worse "
          "| p | params | GFLOPs/512² | CPU ms/512² | CV training (min) |"),
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["models"]:
         test = row.get("wilcoxon_vs_baseline")
-        delta = f"{test['mean_difference']:+.3f}" if test else "baseline"
+        delta = "baseline" if not test else (
+            UNDEFINED if math.isnan(row["dice_difference"]) else f"{row['dice_difference']:+.3f}")
         counts = (f"{test['cases_better']}/{test['cases_worse']}"
                   + (f" ({test['cases_tied']} tied)" if test.get("cases_tied") else "")
                   if test else "")
@@ -163,5 +229,5 @@ def comparison_markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {row['model']} | " + " | ".join(cells) + f" | {delta} | {counts} | "
                      f"{p_value} | {row['parameters']:,} | {row['gflops_per_slice']:.1f} | "
                      f"{row['cpu_ms_per_slice']:.0f} | {row['train_seconds'] / 60:.1f} |")
-    lines += ["", "![per-case Dice by model](comparison_boxplot.png)", ""]
+    lines += ["", f"![per-case {columns[0]} by model](comparison_boxplot.png)", ""]
     return "\n".join(lines)

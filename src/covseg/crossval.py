@@ -16,7 +16,7 @@ from covseg.config import TrainConfig
 from covseg.data.layouts import LoadedData, data_fingerprint, split_files_note
 from covseg.data.splits import grouped_kfold, validation_split
 from covseg.errors import CovsegError
-from covseg.evaluate import evaluate_samples, rows_to_csv
+from covseg.evaluate import any_lesion, evaluate_samples, rows_to_csv
 from covseg.infer import Predictor
 from covseg.io.atomic import write_json, write_text
 from covseg.metrics import EMPTY_MASK_RULES, METRICS, summarize
@@ -152,7 +152,8 @@ def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike
     write_text(out / "per_case.csv", rows_to_csv(all_rows))
     box_plot({f"fold {r['fold']}": [row["dice"] for row in all_rows if row["fold"] == r["fold"]]
               for r in per_fold} | {"all": [row["dice"] for row in all_rows]},
-             out / "dice_boxplot.png", title=_title(config, data))
+             out / "dice_boxplot.png", ylabel=f"{_dice(config)} per case",
+             title=_title(config, data))
     write_text(out / "report.md", report_markdown(summary))
     return summary
 
@@ -171,9 +172,14 @@ def _fold_training(fold_dir: Path) -> tuple[float, int]:
     return float(metrics["train_seconds"]), int(metrics["epochs"])
 
 
+def _dice(config: TrainConfig) -> str:
+    """"Dice", or "Dice (any lesion)" beside the per-class Dice of a multi-class target."""
+    return any_lesion("Dice", config.target == "multiclass")
+
+
 def _title(config: TrainConfig, data: LoadedData) -> str:
     prefix = "SYNTHETIC data: " if data.synthetic else ""
-    return f"{prefix}{config.model} on {data.layout}, per-case Dice"
+    return f"{prefix}{config.model} on {data.layout}, per-case {_dice(config)}"
 
 
 def _summary(config: TrainConfig, data: LoadedData, how: str, per_fold: list[dict[str, Any]],
@@ -226,6 +232,7 @@ def report_markdown(summary: dict[str, Any]) -> str:
     """The cross-validation table as Markdown."""
     keys = [k for k in REPORT_METRICS if k in summary["mean_std_over_folds"]]
     extra = [k for k in summary["mean_std_over_folds"] if k not in keys]
+    multiclass = summary["config"].get("target") == "multiclass"
     lines = [
         f"# Cross-validation: {summary['config']['model']}",
         "",
@@ -238,7 +245,7 @@ def report_markdown(summary: dict[str, Any]) -> str:
         f"- Recipe: `{summary['config']}`",
         f"- Epochs trained per fold: {', '.join(str(f['epochs']) for f in summary['per_fold'])}",
         "",
-        "| fold | test slices | " + " | ".join(keys) + " |",
+        "| fold | test slices | " + " | ".join(any_lesion(k, multiclass) for k in keys) + " |",
         "|---|---|" + "---|" * len(keys),
     ]
     for fold in summary["per_fold"]:
@@ -251,5 +258,5 @@ def report_markdown(summary: dict[str, Any]) -> str:
         lines += ["", "Per-class and other metrics (mean ± std over folds):", ""]
         lines += [f"- {k}: {mean_over_folds(across[k], folds)}" for k in extra]
     lines += ["", UNDEFINED_NOTE, "", f"Empty masks: {summary['empty_mask_rules']}", "",
-              "![per-case Dice](dice_boxplot.png)", ""]
+              f"![per-case {any_lesion('Dice', multiclass)}](dice_boxplot.png)", ""]
     return "\n".join(lines)

@@ -276,12 +276,18 @@ PLOTTED_METRICS = ("dice", "iou", "sensitivity", "precision")
 """The per-case metrics in [0, 1] that the box plot of an evaluation shows."""
 
 
+def any_lesion(metric: str, multiclass: bool) -> str:
+    """``metric`` named as the score of any lesion (infection = label > 0) that it is beside
+    the per-class scores of multi-class masks, so that it is not read as a multi-class score."""
+    return f"{metric} (any lesion)" if multiclass else metric
+
+
 def metrics_plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
     """Box plot of each case's Dice, IoU, sensitivity and precision, then the Dice of each
     lesion class for multi-class masks (undefined values left out); with classes, the first
     four are named as scores of any lesion, which they are."""
     classes = [key for key in rows[0] if key.endswith("_dice")]
-    shown = {name: f"{name} (any lesion)" if classes else name for name in PLOTTED_METRICS}
+    shown = {name: any_lesion(name, bool(classes)) for name in PLOTTED_METRICS}
     values = {shown[name]: [row[name] for row in rows] for name in PLOTTED_METRICS}
     values.update({name: [row[name] for row in rows] for name in classes})
     return box_plot(values, path, ylabel="value per case", title=title)
