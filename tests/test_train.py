@@ -180,7 +180,7 @@ def test_resume_with_another_recipe_is_refused(tiny_run: Path, synthetic_folder:
     with pytest.raises(CovsegError, match="model: unet -> miniseg"):
         train_module.train(replace(saved, model="miniseg"), data, tiny_run, resume=True,
                            progress=False)
-    with pytest.raises(CovsegError, match=f"epochs: {saved.epochs} -> default"):
+    with pytest.raises(CovsegError, match=f"epochs: {saved.epochs} -> 240"):  # as resolved
         train_module.train(replace(saved, epochs=None), data, tiny_run, resume=True,
                            progress=False)
     with pytest.raises(CovsegError, match=r"trained otherwise \(lr: "):
@@ -400,9 +400,11 @@ def test_a_resume_with_options_spelt_out_as_the_run_resolved_them_is_accepted(
     recipe = TrainConfig(model="miniseg")
     assert recipe.differences(replace(recipe, epochs=240, model_options={"width": 1.0}),
                               50) == []
-    assert recipe.differences(replace(recipe, epochs=240), 1000) == ["epochs: default -> 240"]
+    assert recipe.differences(replace(recipe, epochs=240), 1000) == ["epochs: 24 -> 240"]
+    assert recipe.differences(replace(recipe, epochs=240)) == ["epochs: default -> 240"]
     assert recipe.differences(replace(recipe, model_options={"width": 2.0})) == [
-        "model_options: {} -> {'width': 2.0}"]
+        "model_options: {'width': 1.0, 'deep_supervision': False} -> "
+        "{'width': 2.0, 'deep_supervision': False}"]
     monkeypatch.setattr("covseg.config.MAX_SLICE_PASSES", 32)  # 16 slices -> 2 epochs
     data, out = load_dataset(synthetic_folder), tmp_path / "run"
     config = TrainConfig(model="unet", model_options={"width": 4}, size=32, batch_size=4)

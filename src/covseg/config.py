@@ -171,16 +171,16 @@ class TrainConfig:
         return data
 
     def differences(self, other: TrainConfig, slices: int | None = None) -> list[str]:
-        """``"name: mine -> other's"`` for each option that trains otherwise: epochs as trained
-        on ``slices`` training slices (as given without them) and model options with the
-        model's defaults filled in, so that spelling out a default changes nothing."""
-        mine, theirs = self.to_dict(), other.to_dict()
+        """``"name: mine -> other's"`` for each option that trains otherwise, named as compared:
+        epochs as trained on ``slices`` training slices (as given without them) and model
+        options with the model's defaults filled in, so that spelling out a default changes
+        nothing and a difference never reads ``{} -> {}``."""
         compared, against = self._as_trained(slices), other._as_trained(slices)
 
         def shown(value: Any) -> Any:
             return "default" if value is None else value
 
-        return [f"{key}: {shown(mine[key])} -> {shown(theirs[key])}" for key in mine
+        return [f"{key}: {shown(compared[key])} -> {shown(against[key])}" for key in compared
                 if compared[key] != against[key]]
 
     def _as_trained(self, slices: int | None) -> dict[str, Any]:

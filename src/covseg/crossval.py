@@ -60,9 +60,8 @@ def _check_finished_fold(fold_dir: Path, config: TrainConfig, finished: dict[str
     """A finished fold (``finished``: its fold_metrics.json) is reused only if it ran this recipe
     on this split of these data; else a clear error."""
     record = json.loads((fold_dir / "config.json").read_text())
-    slices = len(record["train_cases"])
-    changed = _as_trained(TrainConfig.from_dict(record["config"]), slices).differences(
-        _as_trained(config, slices), slices)
+    changed = TrainConfig.from_dict(record["config"]).differences(config,
+                                                                   len(record["train_cases"]))
     trained = set(record["train_cases"]) | set(record["val_cases"])
     tested = {row["case_id"] for row in finished["per_case"]}
     if trained != set(train_cases) or tested != set(test_cases):
@@ -74,12 +73,6 @@ def _check_finished_fold(fold_dir: Path, config: TrainConfig, finished: dict[str
         raise CovsegError(f"{fold_dir}: finished with other settings or data "
                           f"({'; '.join(changed)}); cross-validate into a new --out or delete "
                           "the fold")
-
-
-def _as_trained(config: TrainConfig, slices: int) -> TrainConfig:
-    """``config`` with its epochs and model options spelt out as training on ``slices`` slices
-    resolves them, so that a refused fold shows the values compared (not ``{} -> {}``)."""
-    return TrainConfig.from_dict(config._as_trained(slices))
 
 
 def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases: list[str],
