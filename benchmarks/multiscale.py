@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         averaged = [np.mean(maps, axis=0) for maps in zip(*(probs[s] for s in combo))]
         for threshold in THRESHOLDS:
             name = f"{'+'.join(map(str, combo))}@{threshold}"
-            results[name] = float(np.mean(dice_rows(averaged, truths, threshold=threshold)))
+            rows = dice_rows(averaged, truths, lambda p, t=threshold: p >= t)
+            results[name] = float(np.mean(rows))
             print(f"{name:<24} {results[name]:.4f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

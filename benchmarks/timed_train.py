@@ -2,11 +2,13 @@
 
     python benchmarks/timed_train.py DATA --out RUN [--json FILE (default RUN/timed_train.json)] [-- TRAIN OPTIONS...]
 
-Runs ``covseg train DATA --out RUN [OPTIONS]`` as a child process and samples, every 0.5 s, the
-summed resident memory of it and every process it started (an ensemble trains its members in
-processes of their own, which ``/usr/bin/time`` would not add up). Prints the wall clock and the
-peak, and writes them as JSON with the run's own seconds per epoch. Linux only: it reads /proc
-itself rather than add psutil, which covseg does not otherwise need, for one benchmark.
+Runs ``covseg train DATA --out RUN [OPTIONS]`` as a child process, as ``python -m covseg.cli``
+with this script's own Python (the ``covseg`` on PATH may be another install, or none), and
+samples, every 0.5 s, the summed resident memory of it and every process it started (an
+ensemble trains its members in processes of their own, which ``/usr/bin/time`` would not add
+up). Prints the wall clock and the peak, and writes them as JSON with the run's own seconds per
+epoch. Linux only: it reads /proc itself rather than add psutil, which covseg does not otherwise
+need, for one benchmark.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ def main() -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}; covseg train's options go "
                      f"after `--`, e.g. `{EXAMPLE}`")
     options = argv[split + 1:]
-    command = ["covseg", "train", args.data, "--out", str(args.out), *options]
+    command = [sys.executable, "-m", "covseg.cli", "train", args.data, "--out", str(args.out),
+               *options]
     started = time.perf_counter()
     child = subprocess.Popen(command)
     peak = 0

@@ -42,6 +42,8 @@ class UNetPredictor:
     window = LUNG_WINDOW
     threshold = 0.5
     tta = False
+    source = ""
+    """Not loaded from a file: predict_study records no model file and no hash for it."""
 
     def __init__(self) -> None:
         import torch
@@ -126,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with context.Pool(1) as pool:
             figures = pool.apply(measure, (str(path), str(Path(scratch) / "out"), args.model,
                                            args.batch_size, args.probabilities))
+            pool.close()  # the worker exits by itself: killed, it leaves its semaphores behind
+            pool.join()
         report = {"slices": args.slices, "size": args.size, "batch_size": args.batch_size,
                   "probabilities": args.probabilities,
                   "model": args.model or "untrained MONAI UNet(16..256, num_res_units=2)",

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import bz2
+import errno
 import hashlib
 import io
+import os
+import random
+import shutil
 import socket
 import tarfile
 import threading
@@ -13,16 +18,19 @@ import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Self
 
 import pytest
 
+import covseg.data.fetch
 from covseg.cli import main
 from covseg.data.fetch import DATASETS, DataSource, RemoteFile, fetch
 from covseg.errors import CovsegError
 
 
 class Server:
-    """Files served on 127.0.0.1 with HTTP Range; can cut the first transfer of a file."""
+    """Files served on 127.0.0.1 with HTTP Range (416 from the end on, as servers answer);
+    can cut the first transfer of a file."""
 
     def __init__(self) -> None:
         self.files: dict[str, tuple[bytes, str]] = {}
@@ -44,6 +52,12 @@ class Server:
                 start = 0
                 if self.headers.get("Range") and not server.ignore_range:
                     start = int(self.headers["Range"].split("=")[1].split("-")[0])
+                    if start >= len(body):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(body)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 else:
@@ -281,3 +295,154 @@ def test_mosmed_explains_the_manual_step_and_names_are_checked(tmp_path: Path) -
     assert all("zenodo.org/records/3757476/files/" in f.url for f in zenodo)
     assert [f.name for f in DATASETS["medseg"].files] == ["tr_im.nii.gz", "tr_mask.nii.gz",
                                                           "val_im.nii.gz"]
+
+
+def test_a_complete_part_is_verified_not_downloaded_again(server: Server, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture
+                                                         ) -> None:
+    """A run stopped while it verified a finished download leaves every byte in ``.part``: the
+    server's 416 to ``Range: bytes=SIZE-`` deleted it, logged 'the server refused to resume;
+    starting again; resuming', slept and downloaded the whole file again."""
+    waits: list[float] = []
+    monkeypatch.setattr("covseg.data.fetch.time.sleep", waits.append)
+    body = os.urandom(3000)
+    url = server.add("Infection_Mask.nii.gz", body)
+    (tmp_path / "Infection_Mask.nii.gz.part").write_bytes(body)
+    fetch("test", tmp_path, sources=source(RemoteFile(url, "Infection_Mask.nii.gz",
+                                                      sha256=sha(body))))
+    assert (tmp_path / "Infection_Mask.nii.gz").read_bytes() == body
+    assert server.requests == [("/Infection_Mask.nii.gz", "bytes=3000-")]
+    assert not list(tmp_path.glob("*.part")) and waits == [] and not caplog.records
+    (tmp_path / "Infection_Mask.nii.gz").rename(tmp_path / "Infection_Mask.nii.gz.part")
+    with (tmp_path / "Infection_Mask.nii.gz.part").open("ab") as longer:
+        longer.write(b"more than the server has")
+    server.requests.clear()
+    fetch("test", tmp_path, sources=source(RemoteFile(url, "Infection_Mask.nii.gz",
+                                                      sha256=sha(body))))
+    assert (tmp_path / "Infection_Mask.nii.gz").read_bytes() == body
+    assert server.requests == [("/Infection_Mask.nii.gz", "bytes=3024-"),
+                               ("/Infection_Mask.nii.gz", None)] and waits == []
+    assert [r.getMessage() for r in caplog.records] == [
+        "Infection_Mask.nii.gz: the server cannot resume from byte 3024; restarting the download"]
+
+
+class _FullDisk:
+    """An unbuffered file that takes ``room`` bytes, part of the write that fills it, then
+    fails with ENOSPC (which names no file), as a full disk does."""
+
+    def __init__(self, path: Path, mode: str, buffering: int = -1, room: int = 0) -> None:
+        self.handle = open(path, mode, buffering=buffering)  # noqa: SIM115
+        self.room = room
+
+    def write(self, data: memoryview) -> int:
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        taken = self.handle.write(data[:self.room]) or 0
+        self.room -= taken
+        return taken
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.handle.close()
+
+
+def test_a_full_disk_names_the_download_and_a_rerun_resumes(
+        server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A write error names no file: the command line printed 'covseg: error: : No space left
+    on device', saying neither which file nor that a rerun resumes."""
+    body = os.urandom(5000)
+    monkeypatch.setitem(DATASETS, "medseg", source(RemoteFile(
+        server.add("big.nii.gz", body), "big.nii.gz", sha256=sha(body)))["test"])
+    monkeypatch.setattr(covseg.data.fetch, "open", lambda *args, **kwargs: _FullDisk(
+        *args, **kwargs, room=1500), raising=False)
+    assert main(["data", "fetch", "medseg", "--to", str(tmp_path)]) == 2
+    part = tmp_path / "big.nii.gz.part"
+    assert capsys.readouterr().err.splitlines()[-1] == (  # after tqdm's bar
+        f"covseg: error: {part}: No space left on device; free some space and rerun to resume "
+        "the download")
+    assert part.read_bytes() == body[:1500]
+    monkeypatch.undo()
+    monkeypatch.setitem(DATASETS, "medseg", source(RemoteFile(
+        server.add("big.nii.gz", body), "big.nii.gz", sha256=sha(body)))["test"])
+    assert main(["data", "fetch", "medseg", "--to", str(tmp_path)]) == 0
+    assert (tmp_path / "big.nii.gz").read_bytes() == body
+    assert server.requests[-1] == ("/big.nii.gz", "bytes=1500-")
+
+
+def test_a_full_disk_while_unpacking_names_the_archive(
+        server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unpacking onto a full disk raised a bare OSError ('covseg: error: : No space left on
+    device'), naming neither the archive nor the folder."""
+    archive = zip_bytes({"Lung_Mask/a.nii": b"\0" * 3000})
+
+    def full(*_: object, **__: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(shutil, "copyfileobj", full)
+    with pytest.raises(CovsegError, match=(
+            rf"^{tmp_path / 'Lung_Mask.zip'}: cannot unpack it into {tmp_path} \(No space left "
+            r"on device\); free some space and rerun: the download is kept$")):
+        fetch("test", tmp_path, sources=source(RemoteFile(server.add("l.zip", archive),
+                                                          "Lung_Mask.zip", sha256=sha(archive))))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Lung_Mask.zip"]
+
+
+def _flipped(archive: bytes, at: int) -> bytes:
+    damaged = bytearray(archive)
+    damaged[at] ^= 0xFF
+    return bytes(damaged)
+
+
+def _tar_bz2(size: int) -> bytes:
+    """Two members of random bytes: more than one bzip2 block (100 kB at level 1)."""
+    buffer = io.BytesIO()
+    data = random.Random(0).randbytes(size)
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name in ("a.nii", "b.nii"):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return bz2.compress(buffer.getvalue(), compresslevel=1)
+
+
+STORED = zip_bytes({"Lung_Mask/a.nii": b"hello world " * 1000})
+BLOCKS = _tar_bz2(150_000)
+
+
+@pytest.mark.parametrize(("name", "archive"), [
+    ("Lung_Mask.zip", _flipped(STORED, STORED.index(b"hello world") + 5)),
+    ("Lung_Mask.tar.bz2", _flipped(BLOCKS, len(BLOCKS) - 1000)),
+    ("Lung_Mask.tar.gz", b"\x1f\x8b\x08\x00" + bytes(60)),
+], ids=["zip-bad-crc", "tar.bz2-bad-block", "tar.gz-garbled"])
+def test_a_corrupt_archive_is_one_line_not_a_traceback(server: Server, tmp_path: Path,
+                                                      name: str, archive: bytes) -> None:
+    """An archive whose listing reads but whose data are damaged (a bad CRC-32) ended in
+    zipfile's traceback: only the listing was checked; a bad bzip2 block said 'covseg: error: :
+    Invalid data stream'; tarfile's reason for a garbled archive took five lines."""
+    with pytest.raises(CovsegError, match=rf"^{tmp_path / name}: corrupt archive \(.+\); "
+                                          "delete it and rerun$"):
+        fetch("test", tmp_path, sources=source(RemoteFile(server.add(name, archive), name)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+@pytest.mark.parametrize(("members", "clash"), [
+    ({"x/a": b"1", "x/a/b": b"2"}, "x/a/b"),
+    ({"x/a/b": b"2", "x/a": b"1"}, "x/a"),
+])
+def test_members_that_clash_blame_the_archive_not_to(
+        server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], members: dict[str, bytes], clash: str) -> None:
+    """A file and a folder of one name in an archive said 'a file is in the way of a folder
+    covseg writes; pick another --to', naming a scratch path that no longer existed."""
+    archive = zip_bytes(members)
+    monkeypatch.setitem(DATASETS, "medseg", source(RemoteFile(
+        server.add("Lung.zip", archive), "Lung.zip", sha256=sha(archive)))["test"])
+    assert main(["data", "fetch", "medseg", "--to", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (  # after tqdm's bar
+        f"covseg: error: {tmp_path / 'Lung.zip'}: member {clash!r} clashes with a file or folder "
+        "of the same name in the archive; not extracted, unpack it by hand")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Lung.zip"]

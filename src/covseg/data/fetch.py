@@ -17,7 +17,8 @@ so for its files the computed SHA-256 is printed, not verified.
 
 Downloads go to ``NAME.part`` and resume with an HTTP Range request after an interruption
 (in the same run, with retries, or in a later run); the file gets its final name only once
-complete and verified. Archives are checked before anything is extracted: absolute paths,
+complete and verified (a complete ``.part``, left by a run stopped while verifying it, is
+verified again). Archives are checked before anything is extracted: absolute paths,
 ``..`` components, links and special files are refused.
 """
 
@@ -26,7 +27,9 @@ from __future__ import annotations
 import errno
 import hashlib
 import http.client
+import io
 import logging
+import lzma
 import os
 import re
 import shutil
@@ -38,6 +41,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -51,6 +55,9 @@ from covseg.errors import CovsegError
 CHUNK = 1 << 20
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 TRANSIENT = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError)
+CORRUPT = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError)
+"""What reading a damaged archive raises (a bad CRC, truncated or garbled compressed data), with
+an OSError that has no errno (gzip's and bz2's: "CRC check failed", "Invalid data stream")."""
 
 log = logging.getLogger(__name__)
 
@@ -236,8 +243,12 @@ def _transfer(remote: RemoteFile, part: Path, timeout_s: float) -> None:
                                           timeout=timeout_s)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:
+            if _remote_size(exc) == offset:
+                return  # the .part holds every byte (stopped while verified): verify it again
+            log.warning("%s: the server cannot resume from byte %d; restarting the download",
+                        remote.name, offset)
             part.unlink()
-            raise _Interrupted("the server refused to resume; starting again") from None
+            return _transfer(remote, part, timeout_s)
         if exc.code in (408, 429) or exc.code >= 500:
             raise
         raise CovsegError(f"{remote.url}: HTTP {exc.code} {exc.reason}; check the address "
@@ -253,15 +264,41 @@ def _transfer(remote: RemoteFile, part: Path, timeout_s: float) -> None:
         offset = _resume_offset(response, offset, part)
         length = response.headers.get("Content-Length")
         expected = offset + int(length) if length is not None else remote.size
-        with open(part, "ab" if offset else "wb") as handle, tqdm(
+        with open(part, "ab" if offset else "wb", buffering=0) as handle, tqdm(
                 total=expected, initial=offset, unit="B", unit_scale=True, desc=remote.name,
                 leave=False) as bar:
             while chunk := response.read(CHUNK):
-                handle.write(chunk)
+                _write_all(handle, chunk, part)
                 bar.update(len(chunk))
     received = part.stat().st_size
     if expected is not None and received < expected:
         raise _Interrupted(f"connection closed after {received} of {expected} bytes")
+
+
+def _remote_size(refusal: urllib.error.HTTPError) -> int | None:
+    """The file's size from a 416 answer's ``Content-Range: bytes */SIZE``, if it says."""
+    match = re.fullmatch(r"bytes \*/(\d+)", (refusal.headers or {}).get("Content-Range", ""))
+    return int(match.group(1)) if match else None
+
+
+def _write_all(handle: io.FileIO, chunk: bytes, part: Path) -> None:
+    """Append all of ``chunk`` (unbuffered, so that closing has nothing left to fail); a write
+    error, which names no file (disk full, quota, file size limit), in one line naming ``part``."""
+    view = memoryview(chunk)
+    try:
+        while view:
+            written = handle.write(view)
+            if not written:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            view = view[written:]
+    except OSError as exc:
+        raise CovsegError(f"{part}: {exc.strerror or exc}; {_room(exc)}rerun to resume the "
+                          "download") from None
+
+
+def _room(exc: OSError) -> str:
+    """'free some space and ' when ``exc`` says the disk (or the user's quota) is full."""
+    return "free some space and " if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
 
 
 def _resume_offset(response: http.client.HTTPResponse, offset: int, part: Path) -> int:
@@ -326,8 +363,21 @@ def check_archive(archive: Path) -> None:
                     if _unsafe_name(member.name) or not (member.isfile() or member.isdir()):
                         raise CovsegError(f"{archive}: unsafe member {member.name!r} (absolute, "
                                           "'..', link or device); not extracted")
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
-        raise CovsegError(f"{archive}: corrupt archive ({exc}); delete it and rerun") from None
+    except (*CORRUPT, OSError) as exc:
+        if not _damaged(exc):
+            raise
+        raise _corrupt(archive, exc) from None
+
+
+def _damaged(exc: BaseException) -> bool:
+    """Whether ``exc`` says the archive's data are bad (rather than the disk or the system)."""
+    return isinstance(exc, CORRUPT) or (isinstance(exc, OSError) and exc.errno is None)
+
+
+def _corrupt(archive: Path, exc: BaseException) -> CovsegError:
+    """The one-line error for an archive that cannot be read (tarfile's reason has lines)."""
+    return CovsegError(f"{archive}: corrupt archive ({' '.join(str(exc).split())}); delete it "
+                       "and rerun")
 
 
 def extract_archive(archive: Path, destination: Path) -> Path:
@@ -341,12 +391,7 @@ def extract_archive(archive: Path, destination: Path) -> Path:
     check_archive(archive)
     scratch = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
     try:
-        if archive.name.lower().endswith(".zip"):
-            with zipfile.ZipFile(archive) as zipped:
-                zipped.extractall(scratch)
-        else:
-            with tarfile.open(archive) as tarred:
-                tarred.extractall(scratch, filter="data")
+        _unpack(archive, scratch, destination)
         children = list(scratch.iterdir())
         root = scratch
         if len(children) == 1 and children[0].is_dir() and children[0].name == destination.name:
@@ -355,3 +400,30 @@ def extract_archive(archive: Path, destination: Path) -> Path:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return destination
+
+
+def _unpack(archive: Path, scratch: Path, destination: Path) -> None:
+    """Extract every member into ``scratch``; what can go wrong there in one line: a damaged
+    archive, members that clash (a file and a folder of one name), a full disk."""
+    try:
+        if archive.name.lower().endswith(".zip"):
+            with zipfile.ZipFile(archive) as zipped:
+                zipped.extractall(scratch)
+        else:
+            with tarfile.open(archive) as tarred:
+                tarred.extractall(scratch, filter="data")
+    except (NotADirectoryError, IsADirectoryError, FileExistsError) as exc:
+        raise CovsegError(f"{archive}: member {_member(exc, scratch)!r} clashes with a file or "
+                          "folder of the same name in the archive; not extracted, unpack it by "
+                          "hand") from None
+    except (*CORRUPT, OSError) as exc:
+        if _damaged(exc):
+            raise _corrupt(archive, exc) from None
+        raise CovsegError(f"{archive}: cannot unpack it into {destination.parent} "
+                          f"({exc.strerror}); {_room(exc)}rerun: the download is kept") from None
+
+
+def _member(exc: OSError, scratch: Path) -> str:
+    """The archive member an extraction error names (its path under ``scratch``)."""
+    path = Path(exc.filename or scratch)
+    return path.relative_to(scratch).as_posix() if path.is_relative_to(scratch) else str(path)
