@@ -15,11 +15,15 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from PIL import Image
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.sequence import Sequence as DicomSequence
 
 from covseg.errors import CovsegError
 from covseg.io.volume import (
     display_flips,
     hounsfield,
+    is_dicom_file,
     orient_for_display,
     read_nifti,
     read_volume,
@@ -485,3 +489,232 @@ def test_results_keep_the_inputs_stale_voxel_sizes(affine: np.ndarray, tmp_path:
         np.testing.assert_allclose(written[key], given[key], err_msg=key)
     ct, out = sitk.ReadImage(str(source)), sitk.ReadImage(str(mask))
     assert out.GetSpacing() == ct.GetSpacing() and out.GetOrigin() == ct.GetOrigin()
+
+
+def phantom(depth: int = 6, rows: int = 24, columns: int = 32) -> np.ndarray:
+    """A small (z, y, x) HU volume: air around a soft-tissue body with two lungs, each value
+    distinct enough that a mirror or an inverted grey scale shows."""
+    z, y, x = np.mgrid[0:depth, 0:rows, 0:columns]
+    volume = np.full((depth, rows, columns), -1000, dtype=np.int16)
+    volume[(y - rows / 2) ** 2 / (rows * 0.45) ** 2 + (x - columns / 2) ** 2
+           / (columns * 0.45) ** 2 < 1] = 40
+    volume[(abs(y - rows / 2) < rows / 4) & (abs(x - columns * 0.3) < columns / 8)] = -850
+    volume[(abs(y - rows / 2) < rows / 4) & (abs(x - columns * 0.7) < columns / 8)] = -700
+    return volume + (z * 3 + x).astype(np.int16)
+
+
+def synthetic_meta(sop_class: str = pydicom.uid.CTImageStorage) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    return meta
+
+
+def synthetic_series(folder: Path, volume: np.ndarray, *, uid: str | None = None,
+                     photometric: str = "MONOCHROME2", modality: str = "CT",
+                     preamble: bool = True, suffix: str = ".dcm") -> list[Path]:
+    """``volume`` (z, y, x HU) as a CT series 2.5 mm apart at 0.7 mm pixels, stored as
+    HU + 1024 with RescaleIntercept -1024."""
+    folder.mkdir(parents=True, exist_ok=True)
+    uid = uid or pydicom.uid.generate_uid()
+    paths = []
+    for k, plane in enumerate(volume):
+        meta = synthetic_meta()
+        path = folder / f"IM{k:04d}{suffix}"
+        dataset = FileDataset(str(path), {}, file_meta=meta,
+                              preamble=b"\0" * 128 if preamble else None)
+        dataset.SOPClassUID, dataset.SOPInstanceUID = (meta.MediaStorageSOPClassUID,
+                                                       meta.MediaStorageSOPInstanceUID)
+        dataset.Modality, dataset.SeriesInstanceUID, dataset.InstanceNumber = modality, uid, k + 1
+        dataset.Rows, dataset.Columns = plane.shape
+        dataset.PixelSpacing, dataset.SliceThickness = [0.7, 0.7], 2.5
+        dataset.ImagePositionPatient = [-30.0, -40.0, 100.0 + 2.5 * k]
+        dataset.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, photometric
+        dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 16, 16, 15
+        dataset.PixelRepresentation = 1
+        dataset.RescaleSlope, dataset.RescaleIntercept = 1.0, -1024.0
+        dataset.PixelData = (plane.astype(np.int32) + 1024).astype(np.int16).tobytes()
+        dataset.save_as(path, enforce_file_format=preamble)
+        paths.append(path)
+    return paths
+
+
+def enhanced_ct(path: Path, volume: np.ndarray, order: Sequence[int] | None = None) -> Path:
+    """``volume`` as one Enhanced CT file (HU stored as they are): pixel spacing and
+    orientation in the shared functional groups, positions per frame (2.5 mm apart, frames
+    stored in ``order``)."""
+    order = list(range(len(volume))) if order is None else list(order)
+    meta = synthetic_meta(pydicom.uid.EnhancedCTImageStorage)
+    dataset = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    dataset.SOPClassUID, dataset.SOPInstanceUID = (meta.MediaStorageSOPClassUID,
+                                                   meta.MediaStorageSOPInstanceUID)
+    dataset.Modality, dataset.SeriesInstanceUID = "CT", pydicom.uid.generate_uid()
+    dataset.NumberOfFrames = len(volume)
+    dataset.Rows, dataset.Columns = volume.shape[1:]
+    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 16, 16, 15
+    dataset.PixelRepresentation = 1
+    measures, plane, rescale, shared = Dataset(), Dataset(), Dataset(), Dataset()
+    measures.PixelSpacing, measures.SliceThickness = [0.7, 0.7], 2.5
+    plane.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    rescale.RescaleIntercept, rescale.RescaleSlope, rescale.RescaleType = 0, 1, "HU"
+    shared.PixelMeasuresSequence = DicomSequence([measures])
+    shared.PlaneOrientationSequence = DicomSequence([plane])
+    shared.PixelValueTransformationSequence = DicomSequence([rescale])
+    dataset.SharedFunctionalGroupsSequence = DicomSequence([shared])
+    frames = []
+    for k in order:
+        frame, position = Dataset(), Dataset()
+        position.ImagePositionPatient = [-30.0, -40.0, 100.0 + 2.5 * k]
+        frame.PlanePositionSequence = DicomSequence([position])
+        frames.append(frame)
+    dataset.PerFrameFunctionalGroupsSequence = DicomSequence(frames)
+    dataset.PixelData = volume[order].astype(np.int16).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_monochrome1_series_is_read_in_hu(tmp_path: Path) -> None:
+    """GDCM inverts MONOCHROME1 pixels for display, so a CT was read as -2128..-1010 "HU" (no
+    lungs, the body taken for lesion); the Modality LUT gives HU whatever the display."""
+    volume = phantom()
+    synthetic_series(tmp_path / "mono2", volume)
+    files = synthetic_series(tmp_path / "mono1", volume, photometric="MONOCHROME1")
+    expected = read_volume(tmp_path / "mono2").array
+    assert expected.min() < -900 < 0 < expected.max()
+    assert np.array_equal(read_volume(tmp_path / "mono1").array, expected)
+    assert np.array_equal(read_volume(files[2]).array, expected[2:3])
+
+
+def test_enhanced_multiframe_ct_is_read_from_its_functional_groups(tmp_path: Path) -> None:
+    """Enhanced CT keeps its pixel spacing and positions in functional groups: covseg refused
+    it for "no PixelSpacing"; it is read as the same series of slices is, file or folder."""
+    volume = phantom()
+    synthetic_series(tmp_path / "series", volume)
+    expected = read_volume(tmp_path / "series")
+    for order in (None, range(len(volume))[::-1]):
+        path = enhanced_ct(tmp_path / f"enhanced{order is None}" / "ct.dcm", volume, order)
+        for given in (path, path.parent):
+            read = read_volume(given)
+            assert np.array_equal(read.array, expected.array)
+            assert read.spacing == pytest.approx(expected.spacing)
+            assert np.allclose(read.affine, expected.affine, atol=1e-4)
+    shuffled = enhanced_ct(tmp_path / "shuffled.dcm", volume, [0, 2, 1, 3, 4, 5])
+    with pytest.raises(CovsegError, match="frame 2 .* mm from its ImagePositionPatient"):
+        read_volume(shuffled)
+
+
+def test_multiframe_file_without_a_frame_step_takes_its_slice_thickness(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A legacy multi-frame file without SpacingBetweenSlices was read 1 mm apart (mL 2.5 times
+    low); in a folder it failed with "expected a 3D volume, got 4D"."""
+    volume = phantom()
+    first = synthetic_series(tmp_path / "one", volume[:1])[0]
+    dataset = pydicom.dcmread(first)
+    dataset.NumberOfFrames = len(volume)
+    dataset.PixelData = (volume.astype(np.int32) + 1024).astype(np.int16).tobytes()
+    (tmp_path / "multi").mkdir()
+    dataset.save_as(tmp_path / "multi" / "mf.dcm")
+    with caplog.at_level(logging.WARNING):
+        for given in (tmp_path / "multi" / "mf.dcm", tmp_path / "multi"):
+            read = read_volume(given)
+            assert read.spacing == pytest.approx((2.5, 0.7, 0.7))
+            assert np.array_equal(read.array, volume)
+    assert "6 frames without SpacingBetweenSlices; taken as 2.5 mm apart" in caplog.text
+
+
+@pytest.mark.parametrize("slice_index", [5, 2])
+def test_an_unreadable_slice_of_the_series_is_named(slice_index: int, tmp_path: Path) -> None:
+    """GDCM skips a file it cannot parse: an end slice went missing without a word, a middle
+    one was reported as a gap ("a missing slice?") without naming the file."""
+    files = synthetic_series(tmp_path / "cut", phantom())
+    blob = files[slice_index].read_bytes()
+    files[slice_index].write_bytes(blob[:-500])
+    with pytest.raises(CovsegError, match=f"IM000{slice_index}.dcm: a slice of series .* "
+                                          "cannot be read"):
+        read_volume(tmp_path / "cut")
+
+
+def test_dicom_without_preamble_or_suffix_is_recognised(tmp_path: Path) -> None:
+    """Files without the 128-byte preamble and suffix were taken for 2D images."""
+    files = synthetic_series(tmp_path / "bare", phantom(), preamble=False, suffix="")
+    assert files[0].read_bytes()[128:132] != b"DICM"
+    assert all(is_dicom_file(path) for path in files)
+    (tmp_path / "README").write_text("not a scan")
+    (tmp_path / "1.2.3").write_bytes(b"\x02\x00\x10\x00junk" * 10)
+    assert not is_dicom_file(tmp_path / "README") and not is_dicom_file(tmp_path / "1.2.3")
+    synthetic_series(tmp_path / "dcm", phantom())
+    assert np.array_equal(read_volume(tmp_path / "bare").array,
+                          read_volume(tmp_path / "dcm").array)
+    assert read_volume(files[0]).array.shape == (1, 24, 32)
+
+
+def test_series_split_over_sub_folders_is_refused(tmp_path: Path) -> None:
+    """Read as its largest part, a series split over folders lost its other slices."""
+    files = synthetic_series(tmp_path / "split" / "part1", phantom())
+    (tmp_path / "split" / "part2").mkdir()
+    for path in files[4:]:
+        path.rename(tmp_path / "split" / "part2" / path.name)
+    with pytest.raises(CovsegError, match="series .* is split over the folders .*part1 and "
+                                          ".*part2; put all its slices in one folder"):
+        read_volume(tmp_path / "split")
+
+
+def test_ct_series_is_chosen_beside_a_larger_pet_series(tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """A PET/CT export was refused as "Modality PT, expected CT" though it holds the CT."""
+    synthetic_series(tmp_path / "petct", phantom())
+    pet = synthetic_series(tmp_path / "pet", phantom(depth=9), modality="PT")
+    for path in pet:
+        path.rename(tmp_path / "petct" / f"PT{path.name}")
+    with caplog.at_level(logging.WARNING):
+        assert read_volume(tmp_path / "petct").array.shape == (6, 24, 32)
+    assert "ignoring PT series" in caplog.text and "(9 slices), not CT" in caplog.text
+
+
+def test_undecodable_pixels_name_their_transfer_syntax_in_one_line(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """OpenJPEG printed dozens of lines and the error did not say the pixels were HTJ2K; a
+    DICOMDIR tree's upper folders made ITK warn "No Series were found"."""
+    for path in synthetic_series(tmp_path / "tree" / "top" / "htj2k", phantom()):
+        dataset = pydicom.dcmread(path)
+        dataset.file_meta.TransferSyntaxUID = pydicom.uid.UID("1.2.840.10008.1.2.4.201")
+        dataset.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(range(200))])
+        dataset["PixelData"].VR = "OB"
+        dataset.save_as(path, enforce_file_format=True)
+    capfd.readouterr()
+    with pytest.raises(CovsegError, match=r"compressed as High-Throughput JPEG 2000 .*"
+                                          r"\(1\.2\.840\.10008\.1\.2\.4\.201\).*gdcmconv --raw"):
+        read_volume(tmp_path / "tree")
+    assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize("unit, per_mm", [("meter", 1e-3), ("micron", 1e3)])
+@pytest.mark.parametrize("signs", [(-1, -1, 1), (1, 1, 1)])
+def test_nifti_in_metres_or_microns_is_read_in_mm(unit: str, per_mm: float,
+                                                   signs: tuple[int, int, int],
+                                                   tmp_path: Path) -> None:
+    """xyzt_units was ignored: a volume in metres read as 0.0007 mm voxels (lungs 0 mL), one
+    in microns 10^9 times too large. Masks keep the file's own header, units included."""
+    data = np.ascontiguousarray(phantom().transpose(2, 1, 0))
+    affine = np.diag([0.7 * signs[0], 0.7 * signs[1], 2.5 * signs[2], 1.0])
+    affine[:3, 3] = [30.0, 40.0, 100.0]
+    in_mm = read_volume(save(tmp_path / "mm.nii.gz", data, affine))
+    scaled = affine.copy()
+    scaled[:3] *= per_mm
+    image = nib.Nifti1Image(data, scaled)
+    image.header.set_xyzt_units(unit)
+    nib.save(image, tmp_path / "other.nii.gz")
+    volume = read_volume(tmp_path / "other.nii.gz")
+    assert volume.spacing == pytest.approx((2.5, 0.7, 0.7))
+    assert np.allclose(volume.affine, in_mm.affine, atol=1e-4)
+    assert np.array_equal(volume.array, in_mm.array)
+    written = nib.load(write_mask_like(volume, (volume.array > -500).astype(np.uint8),
+                                       tmp_path / "mask.nii.gz"))
+    assert written.header.get_xyzt_units()[0] == unit
+    assert np.allclose(written.affine, scaled) and np.allclose(written.header.get_zooms(),
+                                                               image.header.get_zooms())
+    assert np.array_equal(np.asarray(written.dataobj), (data > -500).astype(np.uint8))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 
@@ -663,3 +664,58 @@ def test_summary_chart_never_outlives_its_summary(tmp_path: Path) -> None:
     quantify_batch(masks[:1], out)
     assert [row["study"] for row in read_rows(out / "summary.csv")] == ["a"]
     assert not (out / "summary.png").exists()
+
+
+@pytest.mark.parametrize("relabel", ["flipped", "permuted"])
+def test_a_mask_whose_header_labels_other_axes_is_refused(relabel: str, tmp_path: Path) -> None:
+    """Stored like its CT but with the x axis flipped in the header, a mask was paired mirrored
+    (its right lung lesion counted in the left) under a warning "assuming the same voxel
+    grid"; with permuted axes it was refused for shapes the message printed equal."""
+    ct, mask, _ = synthetic_study(tmp_path / "in", "case")
+    stored = nib.load(str(mask))
+    affine = stored.affine.copy()
+    if relabel == "flipped":
+        affine[0, 0] *= -1
+    else:
+        affine[:3, :3] = affine[:3, [1, 2, 0]]
+    nib.save(nib.Nifti1Image(np.asarray(stored.dataobj), affine),
+             str(tmp_path / "relabelled_mask.nii.gz"))
+    with pytest.raises(CovsegError, match=r"labels the voxel axes RAS, the mask .* "
+                                          r"(LAS|ASR), and their affines place the voxels "
+                                          "differently; fix the header of one"):
+        quantify_study(tmp_path / "relabelled_mask.nii.gz", tmp_path / "out", image=ct)
+
+
+def test_a_mask_shifted_a_little_only_warns(tmp_path: Path,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    """Headers of the same axes that drift apart (translation, rounding) are paired as stored."""
+    ct, mask, lesion_ml = synthetic_study(tmp_path / "in", "case")
+    stored = nib.load(str(mask))
+    affine = stored.affine.copy()
+    affine[:3, 3] += 0.2
+    nib.save(nib.Nifti1Image(np.asarray(stored.dataobj), affine),
+             str(tmp_path / "shifted_mask.nii.gz"))
+    with caplog.at_level("WARNING"):
+        result = quantify_study(tmp_path / "shifted_mask.nii.gz", tmp_path / "out", image=ct)
+    assert "assuming the same voxel grid" in caplog.text
+    assert result["right_lung"]["lesion_ml"] == pytest.approx(lesion_ml)
+
+
+def test_find_studies_refuses_one_series_split_over_folders(tmp_path: Path) -> None:
+    """A series split over two sub-folders was predicted as two partial studies, each with its
+    own lung volume and CT category, without a word."""
+    series = pydicom.uid.generate_uid()
+    for part in ("part1", "part2"):
+        dataset = pydicom.Dataset()
+        dataset.SOPClassUID, dataset.SeriesInstanceUID = pydicom.uid.CTImageStorage, series
+        dataset.file_meta = pydicom.dataset.FileMetaDataset()
+        dataset.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+        dataset.SOPInstanceUID = pydicom.uid.generate_uid()
+        dataset.file_meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+        dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+        (tmp_path / part).mkdir()
+        dataset.save_as(tmp_path / part / "IM0001.dcm", enforce_file_format=True)
+    with pytest.raises(CovsegError, match=f"studies part1 and part2 hold slices of one DICOM "
+                                          f"series \\({series}\\); put all its slices in one"):
+        find_studies([tmp_path])
+    assert [s.name for s in find_studies([tmp_path], masks=True)] == ["part1", "part2"]

@@ -30,6 +30,7 @@ from covseg.transforms import LUNG_WINDOW, normalize_intensity
 from covseg.volumes import predict_batch, predict_study
 from tests.conftest import SAMPLE_CT as CT
 from tests.conftest import SAMPLE_DICOMS as DICOMS
+from tests.test_io_volume import phantom, synthetic_series
 
 AFFINE = np.diag([-0.75, -0.75, 4.0, 1.0])  # LAS, like the MosMed masks
 VOXEL_ML = 0.75 * 0.75 * 4.0 / 1000.0
@@ -741,3 +742,11 @@ def test_quantify_into_the_prediction_folder_itself_is_refused(tmp_path: Path) -
                                               r"holds the mask infection\.nii\.gz to quantify; "
                                               r"pick another --out$"):
             quantify_batch([given], pred)
+
+
+def test_dicom_without_preamble_or_suffix_is_a_volume_input(tmp_path: Path) -> None:
+    """Suffix-less DICOM files without the 128-byte preamble were routed to the 2D reader:
+    "no images (png, jpg, tif, npy) in this folder"."""
+    files = synthetic_series(tmp_path / "bare", phantom(), preamble=False, suffix="")
+    assert is_volume_input(tmp_path / "bare") and is_volume_input(files[0])
+    assert read_volume(tmp_path / "bare").array.shape == (6, 24, 32)

@@ -54,6 +54,7 @@ from covseg.io.volume import (
     read_paired,
     read_volume,
     same_grid_affine,
+    sampled_series_uids,
 )
 from covseg.lungs import (
     LEFT_LUNG,
@@ -637,14 +638,26 @@ def _read_lesions_and_ct(mask_path: Path, image_path: Path | None, hu: str
 
 
 def _check_same_grid(reference: Volume, other: Volume) -> None:
-    """Masks and CT must share the voxel grid; a different affine only warns (headers drift)."""
+    """Masks and CT must share the voxel grid. Each is turned to the working axes by its own
+    header, so voxels stored alike under headers that label the axes differently (one flipped
+    or permuted) were paired mirrored or refused with equal shapes: refused, naming the axes.
+    A small affine drift between headers of the same axes (translation, rounding) only warns,
+    the voxels being paired as stored."""
+    same_place = same_grid_affine(reference, other)
+    if not same_place and reference.file_axes != other.file_axes:
+        raise CovsegError(
+            f"{other.source}: its header labels the voxel axes {other.file_axes}, the mask "
+            f"{reference.source}'s {reference.file_axes}, and their affines place the voxels "
+            "differently; fix the header of one (e.g. give the mask the CT's geometry) rather "
+            "than pair them mirrored"
+        )
     if reference.array.shape != other.array.shape:
         raise CovsegError(
             f"{other.source}: shape {other.file_shape_zyx} differs from the mask "
             f"{reference.source} {reference.file_shape_zyx} (z, y, x, as the files hold them); "
             "they must be on the same voxel grid"
         )
-    if not same_grid_affine(reference, other):
+    if not same_place:
         log.warning("%s: affine differs from %s; assuming the same voxel grid",
                     other.source, reference.source)
 
@@ -725,6 +738,7 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
     names ``x_mask.nii.gz`` study ``x``, and reads one predict study folder given itself as
     its one study, not its infection and lung masks as two). A folder with none of these is
     itself a study (so that an empty or broken folder is reported, not silently skipped).
+    Sub-folders that hold parts of one DICOM series are refused (:func:`_check_series_unshared`).
     """
     skip = Path(exclude).resolve() if exclude else None
     studies: list[Study] = []
@@ -746,6 +760,8 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
             folders = [c for c in children if c.is_dir() and c.resolve() != skip]
             own = [c for c in folders if _is_report_folder(c, masks)]
             found += [Study(c.name, c) for c in folders if c not in own]
+            if not masks:
+                _check_series_unshared([s for s in found if s.path.is_dir()])
             if not found and own:
                 raise CovsegError(f"{path}: holds no study, only covseg's output "
                                   f"({', '.join(c.name for c in own)}); give "
@@ -756,6 +772,21 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
     if duplicates:
         raise CovsegError(f"several studies are named {', '.join(duplicates)}; rename them")
     return sorted(studies, key=lambda s: s.name)
+
+
+def _check_series_unshared(folders: Sequence[Study]) -> None:
+    """Refuse sub-folders of one input folder that hold parts (or copies) of one DICOM series
+    (a CD export that caps the files per folder, a series split by hand): each part was
+    predicted as a study of its own, with its own partial lung volume and CT category. Sampled
+    by one header per folder."""
+    seen: dict[str, str] = {}
+    for study in folders:
+        for uid in sampled_series_uids(study.path):
+            if uid in seen and seen[uid] != study.name:
+                raise CovsegError(f"studies {seen[uid]} and {study.name} hold slices of one "
+                                  f"DICOM series ({uid}); put all its slices in one folder, or give "
+                                  "one copy of it")
+            seen[uid] = study.name
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -21,10 +21,13 @@ detects it ("auto") or is told ("yes" = HU, "no" = grey).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
+import warnings
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +37,7 @@ import pydicom
 import SimpleITK as sitk
 from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
+from pydicom.pixels import apply_modality_lut
 
 from covseg.errors import CovsegError
 from covseg.io.atomic import atomic_path
@@ -60,10 +64,36 @@ def is_nifti(path: Path) -> bool:
 
 
 def is_dicom_file(path: Path) -> bool:
-    """True for a file with a DICOM suffix or the DICM preamble (suffix-less PACS exports)."""
+    """True for a file with a DICOM suffix or the DICM preamble (suffix-less PACS exports), or
+    a file named without a suffix (``IM0003``, or a UID) that parses as DICOM without the
+    preamble, which files not written for removable media may leave out (SimpleITK reads them)."""
     if not path.is_file() or path.name.startswith("."):
         return False
-    return path.suffix.lower() in DICOM_SUFFIXES or pydicom.misc.is_dicom(path)
+    if path.suffix.lower() in DICOM_SUFFIXES or pydicom.misc.is_dicom(path):
+        return True
+    return _unsuffixed(path) and _parses_as_dicom(path)
+
+
+def _unsuffixed(path: Path) -> bool:
+    """Whether a file name has no suffix to say its format: none, or a UID's last number."""
+    return path.suffix == "" or path.suffix[1:].isdigit()
+
+
+def _parses_as_dicom(path: Path) -> bool:
+    """Whether a file without the DICM preamble starts with a DICOM group (0002 file meta or
+    0008 identification, little endian) and pydicom finds its SOP Class UID there."""
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(2) not in (b"\x02\x00", b"\x08\x00"):
+                return False
+        with warnings.catch_warnings():  # pydicom's warnings about the bytes it sniffs
+            warnings.simplefilter("ignore")
+            dataset = pydicom.dcmread(path, force=True, stop_before_pixels=True,
+                                      specific_tags=["SOPClassUID"])
+    except Exception:  # noqa: BLE001 -- any bytes may be sniffed; a parse failure is a "no"
+        return False
+    meta = getattr(dataset, "file_meta", None) or {}
+    return bool(dataset.get("SOPClassUID") or meta.get("MediaStorageSOPClassUID"))
 
 
 def nifti_stem(path: Path) -> str:
@@ -121,8 +151,10 @@ class Volume:
     stored: StoredAxes | None = None
     as_read: nib.Nifti1Header | None = None
     """The file's header when ``header``'s voxel sizes were set to the affine's
-    (:func:`_header_sized_by_affine`): written results copy the file's, to overlay it in every
-    reader."""
+    (:func:`_header_sized_by_affine`) or to mm (:func:`_in_mm`): written results copy the
+    file's, to overlay it in every reader."""
+    read_affine: np.ndarray | None = None
+    """The file's affine when ``affine`` was scaled to mm (a file in metres or microns)."""
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -145,8 +177,11 @@ class Volume:
 
     @property
     def file_affine(self) -> np.ndarray:
-        """The affine as the file holds it (for messages and records a user can check)."""
-        return self.stored.affine if self.stored else self.affine
+        """The affine as the file holds it, in its own units (for messages and records a user
+        can check, and for results written on it)."""
+        if self.stored:
+            return self.stored.affine
+        return self.read_affine if self.read_affine is not None else self.affine
 
     @property
     def file_header(self) -> nib.Nifti1Header:
@@ -241,6 +276,7 @@ def _on_geometry_of(image: nib.Nifti1Image, like: Volume, source: str) -> nib.Ni
                 source, like.source)
     affine = like.file_affine
     header = image.header.copy()
+    header.set_xyzt_units(*like.file_header.get_xyzt_units())
     header.set_qform(affine, code=1)
     header.set_sform(affine, code=1)
     return nib.Nifti1Image(image.dataobj, affine, header)
@@ -271,8 +307,36 @@ def volume_from_nifti(image: nib.Nifti1Image, source: str, dtype: type = np.floa
     data = _scaled_zyx(raw, slope, inter, np.dtype(dtype), source)
     _warn_unoriented(image, source)
     header = _header_sized_by_affine(image, source)
+    affine, header = _in_mm(image, header)
     as_read = image.header if header is not image.header else None
-    return as_axial(Volume(data, image.affine, header, source, as_read=as_read))
+    read_affine = image.affine if affine is not image.affine else None
+    return as_axial(Volume(data, affine, header, source, as_read=as_read,
+                           read_affine=read_affine))
+
+
+UNIT_MM = {"meter": 1000.0, "micron": 0.001}
+"""Millimetres per spatial unit of a NIfTI header (xyzt_units) other than mm; "unknown" is
+read as mm, as every reader does."""
+
+
+def _in_mm(image: nib.Nifti1Image, header: nib.Nifti1Header
+           ) -> tuple[np.ndarray, nib.Nifti1Header]:
+    """The affine and a header in mm for a file whose spatial unit is metres or microns:
+    covseg's volumes in mL and the lung finder's sizes are in mm, so a file in metres read
+    as mm gave 10^9 times too little (and found no lungs). Written masks copy the file's own
+    header (``Volume.as_read``), units included."""
+    factor = UNIT_MM.get(image.header.get_xyzt_units()[0])
+    if factor is None:
+        return image.affine, header
+    affine = image.affine.copy()
+    affine[:3] *= factor
+    zooms = header.get_zooms()
+    header = header.copy()
+    header.set_qform(affine, code=int(header["qform_code"]))
+    header.set_sform(affine, code=int(header["sform_code"]))
+    header.set_zooms(tuple(z * factor for z in zooms[:3]) + tuple(zooms[3:]))
+    header.set_xyzt_units("mm", header.get_xyzt_units()[1])
+    return affine, header
 
 
 def _header_sized_by_affine(image: nib.Nifti1Image, source: str) -> nib.Nifti1Header:
@@ -464,7 +528,7 @@ def as_axial(volume: Volume) -> Volume:
     header.set_sform(affine, code=max(int(volume.header["sform_code"]), 1))
     header.set_zooms(tuple(float(z) for z in zooms))  # after the forms, which reset them
     return Volume(array, affine, header, volume.source, volume.intensity,
-                  StoredAxes(to_working, volume.affine, volume.file_header))
+                  StoredAxes(to_working, volume.file_affine, volume.file_header))
 
 
 def _check_orientable(volume: Volume) -> None:
@@ -537,35 +601,42 @@ def hounsfield(volume: Volume) -> np.ndarray:
 
 
 def read_dicom_folder(folder: str | os.PathLike[str]) -> Volume:
-    """Read the largest DICOM series under ``folder`` (searched recursively).
+    """Read the largest CT series under ``folder`` (searched recursively).
 
-    Several series: the one with most slices is used and a warning names the others; if two
-    series tie for most slices the choice would be a guess, so it is an error. The series'
-    headers are checked (:func:`check_dicom_series`) before any voxel is read.
+    Several series: series whose Modality is not CT (a PET/CT export's PET) are set aside, the
+    one with most slices is used and a warning names the others; if two series tie for most
+    slices the choice would be a guess, so it is an error. The series' headers are checked
+    (:func:`check_dicom_series`) before any voxel is read. A series of one file is read as that
+    file (:func:`read_dicom_file`: a multi-frame file is a whole volume).
     """
     folder = Path(folder)
     uid, files = _largest_series(folder)
+    if len(files) == 1:
+        return read_dicom_file(files[0], source=str(folder))
     headers = [read_slice_header(Path(name)) for name in files]
+    multi = next((h for h in headers if h.frames > 1), None)
+    if multi is not None:
+        raise CovsegError(f"{folder}: series {uid} holds {len(files)} files, some of several "
+                          f"frames ({multi.name}: {multi.frames}); give each file on its own")
     check_dicom_series(headers, str(folder))
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     reader.SetSpacingWarningRelThreshold(1.0)  # checked above; ITK's warning spans lines
-    try:
-        image = reader.Execute()
-    except RuntimeError as exc:
-        raise CovsegError(f"{folder}: cannot read DICOM series {uid} ({_itk_message(exc)})") from None
+    image = _read_itk(reader, headers[0], f"{folder}: cannot read DICOM series {uid}")
+    image = _monochrome1_in_hu(image, files, headers, str(folder))
     return volume_from_itk(_with_slice_thickness(image, headers[0], str(folder)), str(folder))
 
 
 def _largest_series(folder: Path) -> tuple[str, tuple[str, ...]]:
-    """(series UID, file names sorted by GDCM) of the series with most slices under ``folder``."""
+    """(series UID, file names sorted by GDCM) of the CT series with most slices under
+    ``folder``."""
     if not any(folder.iterdir()):
         raise CovsegError(f"{folder}: the folder is empty; give a folder of DICOM slices")
-    series = _dicom_series(folder)
-    if not series:
-        raise CovsegError(f"{folder}: no DICOM series found; give a folder of DICOM slices")
+    series = _ct_series(_dicom_series(folder), folder)
     series.sort(key=lambda s: len(s[2]), reverse=True)
-    largest = len(series[0][2])
+    uid, directory, files = series[0]
+    _check_not_split(series, folder)
+    largest = len(files)
     if len(series) > 1 and len(series[1][2]) == largest:
         raise CovsegError(
             f"{folder}: {len(series)} DICOM series, the largest tie at {largest} slices; "
@@ -574,34 +645,230 @@ def _largest_series(folder: Path) -> tuple[str, tuple[str, ...]]:
     if len(series) > 1:
         log.warning(
             "%s: %d DICOM series found; using the largest (%d slices, series %s) and ignoring %s",
-            folder, len(series), largest, series[0][0],
-            ", ".join(f"{uid} ({len(files)} slices)" for uid, _, files in series[1:]),
+            folder, len(series), largest, uid,
+            ", ".join(f"{other} ({len(names)} slices)" for other, _, names in series[1:]),
         )
-    return series[0][0], series[0][2]
+    _check_all_read(uid, directory, files)
+    return uid, files
 
 
-def _dicom_series(folder: Path) -> list[tuple[str, Path, tuple[str, ...]]]:
-    """(series UID, directory, sorted file names) for every series in every sub-folder."""
+Series = tuple[str, Path, tuple[str, ...]]
+"""(series UID, directory, file names sorted by GDCM) of one DICOM series."""
+
+
+def _dicom_series(folder: Path) -> list[Series]:
+    """Every series in every sub-folder (ITK's warning for a folder without one kept quiet: a
+    DICOMDIR tree's upper levels hold none)."""
     found = []
-    for directory, _, _ in os.walk(folder):
-        for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(directory):
-            files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(directory, uid)
-            found.append((uid, Path(directory), tuple(files)))
+    with _quiet_libraries():
+        for directory, _, _ in os.walk(folder):
+            for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(directory):
+                files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(directory, uid)
+                found.append((uid, Path(directory), tuple(files)))
+    if not found:
+        raise CovsegError(f"{folder}: no DICOM series found; give a folder of DICOM slices")
     return found
 
 
-def read_dicom_file(path: str | os.PathLike[str]) -> Volume:
-    """Read one DICOM file: a single slice becomes a 1-slice volume, multi-frame a volume."""
-    path = Path(path)
-    header = read_slice_header(path)
-    check_dicom_series([header], str(path))
+def _ct_series(series: list[Series], folder: Path) -> list[Series]:
+    """The series whose Modality is CT or unset, with a warning naming those set aside; all of
+    them when none is CT (:func:`check_dicom_series` then refuses the one chosen)."""
+    modalities = [read_slice_header(Path(files[0])).modality for _, _, files in series]
+    ct = [s for s, modality in zip(series, modalities, strict=True) if modality in ("", "CT")]
+    if not ct or len(ct) == len(series):
+        return series
+    log.warning("%s: ignoring %s, not CT", folder, ", ".join(
+        f"{modality} series {uid} ({len(files)} slices)"
+        for (uid, _, files), modality in zip(series, modalities, strict=True)
+        if modality not in ("", "CT")))
+    return ct
+
+
+def _check_not_split(series: list[Series], folder: Path) -> None:
+    """Refuse the largest series when its slices lie in several sub-folders (a CD export that
+    caps the files per folder): read as parts, each part gave its own partial volume."""
+    uid, directory, _ = series[0]
+    others = [str(d) for other, d, _ in series[1:] if other == uid and d != directory]
+    if others:
+        raise CovsegError(f"{folder}: series {uid} is split over the folders {directory} and "
+                          f"{', '.join(others)}; put all its slices in one folder")
+
+
+def _check_all_read(uid: str, directory: Path, files: Sequence[str]) -> None:
+    """Refuse a series when one of its slices is a file GDCM could not parse (truncated or
+    corrupt): it left the file out without a word, so the series lost an end slice unseen, or
+    a middle one was reported as a gap."""
+    listed = {Path(name).name for name in files}
+    for path in sorted(directory.iterdir()):
+        if path.name in listed or not is_dicom_file(path):
+            continue
+        try:
+            dataset = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                                      specific_tags=["SeriesInstanceUID", "Rows"])
+        except DICOM_ERRORS:
+            log.warning("%s: skipped, its DICOM header cannot be read", path)
+            continue
+        if str(dataset.get("SeriesInstanceUID", "")).strip() == uid and "Rows" in dataset:
+            raise CovsegError(f"{path}: a slice of series {uid} that cannot be read (truncated "
+                              "or corrupt?); replace it, or remove it to read the series "
+                              "without it")
+
+
+def sampled_series_uids(folder: Path) -> set[str]:
+    """The SeriesInstanceUID of the first DICOM file (by name) in ``folder`` and in each of its
+    sub-folders: a cheap look at which series a folder holds (one header per folder)."""
+    uids = set()
+    for directory, _, names in os.walk(folder):
+        path = next((Path(directory, n) for n in sorted(names)
+                     if is_dicom_file(Path(directory, n))), None)
+        uid = _series_uid(path) if path is not None else ""
+        if uid:
+            uids.add(uid)
+    return uids
+
+
+def _series_uid(path: Path) -> str:
+    """A DICOM file's SeriesInstanceUID ("" when absent or unreadable)."""
     try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise CovsegError(f"{path}: cannot read DICOM ({_itk_message(exc)})") from None
+        dataset = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                                  specific_tags=["SeriesInstanceUID"])
+    except DICOM_ERRORS:
+        return ""
+    return str(dataset.get("SeriesInstanceUID", "") or "").strip()
+
+
+def read_dicom_file(path: str | os.PathLike[str], source: str | None = None) -> Volume:
+    """Read one DICOM file: a single slice becomes a 1-slice volume, multi-frame a volume (an
+    enhanced file's geometry checked frame by frame from its functional groups). ``source``:
+    how to name it (the folder it was found in)."""
+    path = Path(path)
+    source = source or str(path)
+    frames = read_frame_headers(path)
+    check_dicom_series(frames, source)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    image = _read_itk(reader, frames[0], f"{source}: cannot read DICOM {path.name}")
     if image.GetDimension() == 2:
         image = sitk.JoinSeries(image)
-    return volume_from_itk(_with_slice_thickness(image, header, str(path)), str(path))
+    image = _monochrome1_in_hu(image, [str(path)], frames, source)
+    if len(frames) > 1:
+        _check_frame_places(image, frames, source)
+    elif frames[0].frames > 1:
+        image = _with_frame_step(image, frames[0], source)
+    return volume_from_itk(_with_slice_thickness(image, frames[0], source), source)
+
+
+def _read_itk(reader: sitk.ImageReaderBase, header: SliceHeader, what: str) -> sitk.Image:
+    """Run a SimpleITK reader with the C libraries' console output kept quiet (OpenJPEG prints
+    dozens of lines for one undecodable file); a failure is one line that names the transfer
+    syntax when the pixels are compressed."""
+    try:
+        with _quiet_libraries():
+            return reader.Execute()
+    except RuntimeError as exc:
+        raise CovsegError(f"{what} ({_itk_message(exc)}){_syntax_hint(header)}") from None
+
+
+def _syntax_hint(header: SliceHeader) -> str:
+    """Why compressed pixels may not have been read, and what to do."""
+    if not header.transfer_syntax:
+        return ""
+    syntax = pydicom.uid.UID(header.transfer_syntax)
+    try:
+        compressed = syntax.is_compressed
+    except ValueError:  # a private or unknown transfer syntax: named as well
+        compressed = True
+    if not compressed:
+        return ""
+    named = f"{syntax.name} ({syntax})" if syntax.name != str(syntax) else f"transfer syntax {syntax}"
+    return (f"; its pixels are compressed as {named}, which this SimpleITK/GDCM may not "
+            "decode: decompress the files first, e.g. with gdcmconv --raw")
+
+
+@contextlib.contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    """ITK warnings off and the process's stderr (file descriptor 2, where the C libraries
+    print) sent to the null device meanwhile; covseg reports what went wrong in one line."""
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
+
+def _monochrome1_in_hu(image: sitk.Image, files: Sequence[str], headers: Sequence[SliceHeader],
+                       source: str) -> sitk.Image:
+    """The image with MONOCHROME1 pixels read again as HU. GDCM inverts MONOCHROME1 pixels for
+    display, so a CT came out as -2128..-1010 "HU" (no lungs found, the body read as lesion);
+    the Modality LUT (RescaleSlope and RescaleIntercept) gives HU whatever the photometric
+    interpretation, so pydicom reads the stored values and applies it."""
+    if all(h.photometric != "MONOCHROME1" for h in headers):
+        return image
+    planes = [_hu_planes(Path(name)) for name in files]
+    array = np.concatenate(planes)
+    if array.shape != sitk.GetArrayViewFromImage(image).shape:
+        raise CovsegError(f"{source}: MONOCHROME1 pixels of shape {array.shape} do not fit the "
+                          "volume SimpleITK read; convert the series to MONOCHROME2")
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(image)
+    return out
+
+
+def _hu_planes(path: Path) -> np.ndarray:
+    """A MONOCHROME1 file's frames in HU, as (frames, rows, columns) float32."""
+    try:
+        dataset = pydicom.dcmread(path)
+        if "SharedFunctionalGroupsSequence" in dataset:
+            raise ValueError("the rescale of an enhanced multi-frame file is not read here")
+        values = apply_modality_lut(dataset.pixel_array, dataset)
+    except (*DICOM_ERRORS, AttributeError, NotImplementedError, RuntimeError) as exc:
+        raise CovsegError(f"{path}: cannot read its MONOCHROME1 pixels as HU ({_one_line(exc)}); "
+                          "convert the series to MONOCHROME2") from None
+    values = np.asarray(values, dtype=np.float32)
+    return values.reshape(-1, *values.shape[-2:])
+
+
+def _check_frame_places(image: sitk.Image, frames: Sequence[SliceHeader], source: str) -> None:
+    """Refuse an enhanced file whose frames SimpleITK puts elsewhere than their functional
+    groups' ImagePositionPatient (frames stored out of order): masks would lie on other
+    slices."""
+    if image.GetSize()[2] != len(frames):
+        raise CovsegError(f"{source}: SimpleITK read {image.GetSize()[2]} frames of "
+                          f"{len(frames)}; convert the file to a series of slices, e.g. with "
+                          "dcm2niix")
+    allowed = _allowed_offset(min(image.GetSpacing()))
+    for k, frame in enumerate(frames):
+        place = np.asarray(image.TransformIndexToPhysicalPoint((0, 0, k)))
+        off = float(np.linalg.norm(place - np.asarray(frame.position)))
+        if off > allowed:
+            raise CovsegError(f"{source}: SimpleITK places {frame.name} {off:.3g} mm from its "
+                              "ImagePositionPatient (frames out of order?); convert the file "
+                              "to a series of slices, e.g. with dcm2niix")
+
+
+def _with_frame_step(image: sitk.Image, header: SliceHeader, source: str) -> sitk.Image:
+    """A multi-frame file without per-frame positions given its frame step as z spacing:
+    SpacingBetweenSlices, else SliceThickness with a warning (SimpleITK took 1 mm, so volumes in
+    mL were off by the thickness)."""
+    if header.step is not None:
+        step = header.step
+    elif header.thickness is not None:
+        step = header.thickness
+        log.warning("%s: %d frames without SpacingBetweenSlices; taken as %g mm apart, their "
+                    "SliceThickness (volumes in mL scale with it)", source, header.frames, step)
+    else:
+        log.warning("%s: %d frames without SpacingBetweenSlices or SliceThickness; taken as "
+                    "1 mm apart (volumes in mL scale with it)", source, header.frames)
+        return image
+    image.SetSpacing((*image.GetSpacing()[:2], step))
+    return image
 
 
 SLICE_TOLERANCE = 0.1
@@ -617,15 +884,20 @@ POSITION_ROUNDING_MM = 0.1
 DUPLICATE_MM = 0.01
 """Slices closer than this along the normal are copies: no CT reconstructs slices so close."""
 SLICE_TAGS = ("Modality", "Rows", "Columns", "PixelSpacing", "ImagePositionPatient",
-              "ImageOrientationPatient", "SliceThickness", "SpacingBetweenSlices")
+              "ImageOrientationPatient", "SliceThickness", "SpacingBetweenSlices",
+              "PhotometricInterpretation", "NumberOfFrames", "SharedFunctionalGroupsSequence",
+              "PerFrameFunctionalGroupsSequence")
 """The header fields :func:`read_slice_header` reads (no pixels: 0.2 s for 1,000 cached files)."""
+FRAME_GROUPS = ("PixelMeasuresSequence", "PlaneOrientationSequence", "PlanePositionSequence")
+"""The functional groups where an enhanced multi-frame file keeps its frames' geometry."""
 DICOM_ERRORS = (pydicom.errors.InvalidDicomError, OSError, EOFError, ValueError)
 """What pydicom raises for files it cannot parse."""
 
 
 @dataclass(frozen=True)
 class SliceHeader:
-    """The header fields of one DICOM file that fix where its voxels lie (None: absent)."""
+    """The header fields of one DICOM file (or one frame of an enhanced multi-frame file) that
+    fix where its voxels lie and how they are read (None: absent)."""
 
     name: str
     modality: str
@@ -638,29 +910,79 @@ class SliceHeader:
     """ImageOrientationPatient: the row and column directions, LPS."""
     thickness: float | None
     """SliceThickness, else SpacingBetweenSlices: a lone slice's size along its normal."""
+    step: float | None = None
+    """SpacingBetweenSlices: a multi-frame file's frame step."""
+    frames: int = 1
+    """NumberOfFrames."""
+    photometric: str = ""
+    """PhotometricInterpretation (MONOCHROME1 pixels are read again: :func:`_monochrome1_in_hu`)."""
+    transfer_syntax: str = ""
 
 
 def read_slice_header(path: Path) -> SliceHeader:
-    """The geometry fields of one DICOM file, read without its pixels.
+    """The geometry fields of one DICOM file, read without its pixels (an enhanced multi-frame
+    file's first frame: :func:`read_frame_headers`).
 
     ``force``: files SimpleITK reads without the DICM preamble are read too; a file that is not
     DICOM gives an empty header here and SimpleITK's own error when it is read.
     """
+    return read_frame_headers(path)[0]
+
+
+def read_frame_headers(path: Path) -> list[SliceHeader]:
+    """One header per frame of an enhanced multi-frame file (Enhanced CT, which current
+    scanners export, keeps pixel spacing, orientation and positions in its shared and per-frame
+    functional groups, not at the top level), else the file's one."""
     try:
         dataset = pydicom.dcmread(path, stop_before_pixels=True, force=True,
                                   specific_tags=list(SLICE_TAGS))
     except DICOM_ERRORS as exc:
         raise CovsegError(f"{path}: cannot read the DICOM header ({_one_line(exc)})") from None
-    thicknesses = (_numbers(dataset, keyword, 1) for keyword in ("SliceThickness",
-                                                                 "SpacingBetweenSlices"))
+    shared = _first_item(dataset, "SharedFunctionalGroupsSequence")
+    per_frame = list(dataset.get("PerFrameFunctionalGroupsSequence") or [])
+    if shared is None and not per_frame:
+        return [_slice_header(dataset, dataset, path.name)]
+    return [_slice_header(dataset, _frame_geometry(shared, item), f"{path.name} frame {k + 1}")
+            for k, item in enumerate(per_frame or [None])]
+
+
+def _first_item(dataset: pydicom.Dataset | None, keyword: str) -> pydicom.Dataset | None:
+    """The first item of a sequence, or None."""
+    sequence = dataset.get(keyword) if dataset is not None else None
+    return sequence[0] if sequence else None
+
+
+def _frame_geometry(shared: pydicom.Dataset | None, frame: pydicom.Dataset | None
+                    ) -> pydicom.Dataset:
+    """A frame's :data:`FRAME_GROUPS` fields in one data set, the frame's own over the shared."""
+    geometry = pydicom.Dataset()
+    for groups in (shared, frame):
+        for keyword in FRAME_GROUPS:
+            item = _first_item(groups, keyword)
+            for element in item or ():
+                geometry[element.tag] = element
+    return geometry
+
+
+def _slice_header(dataset: pydicom.Dataset, geometry: pydicom.Dataset, name: str) -> SliceHeader:
+    """A :class:`SliceHeader` from a file's top-level fields and its (frame's) geometry."""
+    thicknesses = (_numbers(geometry, keyword, 1) for keyword in ("SliceThickness",
+                                                                  "SpacingBetweenSlices"))
+    step = _numbers(geometry, "SpacingBetweenSlices", 1)
+    frames = _numbers(dataset, "NumberOfFrames", 1)
+    meta = getattr(dataset, "file_meta", None)
     return SliceHeader(
-        name=path.name,
+        name=name,
         modality=str(dataset.get("Modality", "") or "").strip().upper(),
         size=_numbers(dataset, ("Rows", "Columns"), 2),
-        pixel_spacing=_numbers(dataset, "PixelSpacing", 2),
-        position=_numbers(dataset, "ImagePositionPatient", 3),
-        orientation=_numbers(dataset, "ImageOrientationPatient", 6),
+        pixel_spacing=_numbers(geometry, "PixelSpacing", 2),
+        position=_numbers(geometry, "ImagePositionPatient", 3),
+        orientation=_numbers(geometry, "ImageOrientationPatient", 6),
         thickness=next((t[0] for t in thicknesses if t and t[0] > 0), None),
+        step=step[0] if step and step[0] > 0 else None,
+        frames=int(frames[0]) if frames and frames[0] >= 1 else 1,
+        photometric=str(dataset.get("PhotometricInterpretation", "") or "").strip().upper(),
+        transfer_syntax=str(meta.get("TransferSyntaxUID", "") if meta is not None else ""),
     )
 
 
