@@ -293,3 +293,22 @@ def test_a_second_predict_refuses_to_overwrite_the_mask_of_another_file(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CovsegError, match="would overwrite that of"):
         covseg.predict(tiny_run, other, relative / "pred")
+
+
+@pytest.mark.parametrize(("ct", "mask"), [
+    ("coronacases_org_001", "coronacases_001"),
+    ("radiopaedia_org_covid-19-pneumonia-4_85506_1-dcm", "radiopaedia_4_85506_1"),
+])
+def test_quantify_finds_kaggles_ct_of_a_zenodo_mask(tmp_path: Path, ct: str, mask: str) -> None:
+    """The mask ``radiopaedia_4_85506_1`` found no CT in Kaggle's ``ct_scans/``, whose
+    Radiopaedia names end in ``-dcm``: the study failed."""
+    scan, made, lesion_ml = synthetic_study(tmp_path / "ct_scans", ct)
+    masks = tmp_path / "infection_mask"
+    masks.mkdir()
+    made.rename(masks / f"{mask}.nii.gz")
+    shutil.rmtree(made.parent)
+    result = covseg.quantify(masks, tmp_path / "out", image=tmp_path / "ct_scans")
+    assert (result.done, result.failed) == (1, 0)
+    record = json.loads((tmp_path / "out" / mask / "quantification.json").read_text())
+    assert record["inputs"]["image"] == str(scan)
+    assert record["study"]["lesion_ml"] == pytest.approx(lesion_ml)

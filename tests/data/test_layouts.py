@@ -806,3 +806,17 @@ def test_medseg_nifti_case_ids_count_the_file_s_slices(tmp_path: Path) -> None:
         k = int(sample.case_id.removeprefix("medseg_"))
         assert sample.slice_name == f"slice {k} of tr_im.nii.gz"
         np.testing.assert_array_equal(sample.mask, lesions[k] > 0)
+
+
+@pytest.mark.parametrize(("ct", "mask"), [
+    ("coronacases_org_001", "coronacases_001"),
+    ("radiopaedia_org_covid-19-pneumonia-14_85914_0-dcm", "radiopaedia_14_85914_0"),
+])
+def test_kaggles_zenodo_ct_names_find_their_masks(tmp_path: Path, ct: str, mask: str) -> None:
+    """Kaggle's Radiopaedia CTs end in ``-dcm``: the folder was refused as holding images
+    without a mask (half of its 20 volumes)."""
+    hu, lesions = _hu_volume(slices=2)
+    _save_nifti(tmp_path / "ct_scans" / f"{ct}.nii", hu)
+    _save_nifti(tmp_path / "infection_mask" / f"{mask}.nii", lesions)
+    data = load_dataset(tmp_path)
+    assert data.layout == "zenodo" and data.patients == [mask] and len(data.samples) == 2
