@@ -58,6 +58,7 @@ from covseg.train import train as _train
 from covseg.transforms import normalize_intensity
 from covseg.viz import overlay, sample_grid
 from covseg.volumes import (
+    STUDY_OPTIONS,
     check_volume_options,
     masks_in_lungs,
     predict_batch,
@@ -361,6 +362,19 @@ def load_volume_predictors(model: str | os.PathLike[str] | Predictor,
     return predictor, lungs
 
 
+VOLUME_OPTIONS = STUDY_OPTIONS - {"batch_size", "lung_predictor"}
+"""The volume options :func:`predict_volumes` passes on by name: the others are its own
+parameters (``batch_size``, and ``lung_model`` loaded as the lung predictor)."""
+
+
+def _is_2d_input(path: Path) -> bool:
+    """A 2D image file, or a folder of them (not volumes), as :func:`predict` takes them."""
+    if path.is_dir():
+        return not is_volume_input(path) and any(
+            is_image_file(child) and not is_covseg_picture(child) for child in path.iterdir())
+    return is_image_file(path)
+
+
 def predict_volumes(model: str | os.PathLike[str] | Predictor,
                     inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
                     out: str | os.PathLike[str],
@@ -374,11 +388,22 @@ def predict_volumes(model: str | os.PathLike[str] | Predictor,
     ``model`` and ``lung_model`` as :func:`load_predictor` takes them, with its ``batch_size``,
     ``tta`` and ``threshold``. ``options`` as ``covseg predict``'s volume flags:
     ``probabilities``, ``keep_outside_lungs``, ``hu``, ``html``, ``lung_margin_mm``; ``shard``
-    as ``--shard``: ``"I/N"`` or ``(I, N)``.
+    as ``--shard``: ``"I/N"`` or ``(I, N)``. 2D images are refused: :func:`predict` takes them.
 
     Returns the batch's counts (done, skipped, failed) and the path of its summary CSV.
     """
+    unknown = sorted(set(options) - VOLUME_OPTIONS)
+    if unknown:
+        raise CovsegError(f"unknown option(s) {', '.join(unknown)}; predict_volumes takes "
+                          f"{', '.join(sorted(VOLUME_OPTIONS))} (and lung_model, batch_size, "
+                          "tta, threshold, shard)")
+    check_volume_options(**{key: value for key, value in options.items() if key != "hu"})
+    check_hu(options.get("hu", "auto"))
     inputs, out, shard = _paths("inputs", inputs), _out(out), _shard(shard)
+    images = [str(item) for item in inputs if _is_2d_input(Path(item))]
+    if images:
+        raise CovsegError(f"{', '.join(images)}: 2D images, not CT volumes; predict them with "
+                          "covseg.predict")
     predictor, lungs = load_volume_predictors(model, lung_model, batch_size, tta, threshold)
     return predict_batch(predictor, inputs, out, shard=shard,
                          batch_size=predictor.batch_size, lung_predictor=lungs, **options)
