@@ -15,6 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 import covseg
 from covseg.errors import CovsegError
@@ -323,3 +324,16 @@ def test_quantify_finds_kaggles_ct_of_a_zenodo_mask(tmp_path: Path, ct: str, mas
     record = json.loads((tmp_path / "out" / mask / "quantification.json").read_text())
     assert record["inputs"]["image"] == str(scan)
     assert record["study"]["lesion_ml"] == pytest.approx(lesion_ml)
+
+
+def test_segment_refuses_spacing_with_an_image_that_carries_its_own(tiny_run: Path) -> None:
+    """spacing= given with a SimpleITK or nibabel image was silently ignored: a user correcting a
+    wrong header got the header's mL and mm."""
+    hu = np.full((3, 16, 16), -1000.0, dtype=np.float32)
+    images = {"SimpleITK": sitk.GetImageFromArray(hu),
+              "nibabel": nib.Nifti1Image(hu.transpose(2, 1, 0), np.eye(4))}
+    for name, image in images.items():
+        with pytest.raises(CovsegError, match=rf"^spacing: for numpy arrays only; a {name} image "
+                                              "carries its own voxel size"):
+            covseg.segment(tiny_run, image, spacing=(1.0, 1.0, 1.0))
+    assert covseg.segment(tiny_run, hu, spacing=(5.0, 0.7, 0.7)).shape == hu.shape

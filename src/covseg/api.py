@@ -419,7 +419,8 @@ def segment(model: str | os.PathLike[str] | Predictor, image: np.ndarray | sitk.
     ``model``: a run folder, checkpoint or ``.onnx`` file, or a :func:`load_predictor` result
     (load once to segment many images). ``image``: a 2D slice (numpy array, as ``covseg predict``
     reads a PNG, in HU or 8-bit grey), or a CT volume: a ``SimpleITK.Image``, a nibabel image, or
-    a (z, y, x) numpy array with its ``spacing`` (z, y, x) in mm. Volumes are handled as
+    a (z, y, x) numpy array with its ``spacing`` (z, y, x) in mm (refused with an image,
+    which carries its own). Volumes are handled as
     :func:`predict_volumes` handles them (``hu``, ``lung_model``, ``keep_outside_lungs`` and
     ``lung_margin_mm`` as its options, refused with a 2D slice as the CLI refuses them with 2D
     images): infection far from the lungs is removed, and a volume with sagittal or coronal
@@ -473,7 +474,12 @@ def _checked_slice(image: np.ndarray) -> np.ndarray:
 
 
 def _volume_in_memory(image: object, spacing: Sequence[float] | None) -> tuple[Volume, bool]:
-    """The volume of a :func:`segment` input, and whether its array is in nibabel's (x, y, z)."""
+    """The volume of a :func:`segment` input, and whether its array is in nibabel's (x, y, z).
+    ``spacing`` is for numpy arrays: an image's own geometry would silently win over it."""
+    if spacing is not None and isinstance(image, sitk.Image | nib.Nifti1Image):
+        raise CovsegError(f"spacing: for numpy arrays only; a {type(image).__module__.split('.')[0]}"
+                          " image carries its own voxel size (set it on the image, or pass its "
+                          "array with spacing)")
     if isinstance(image, sitk.Image):
         return volume_from_itk(image, "the SimpleITK image"), False
     if isinstance(image, nib.Nifti1Image):
