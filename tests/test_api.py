@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 import covseg
 from covseg.errors import CovsegError
@@ -337,3 +339,47 @@ def test_segment_refuses_spacing_with_an_image_that_carries_its_own(tiny_run: Pa
                                               "carries its own voxel size"):
             covseg.segment(tiny_run, image, spacing=(1.0, 1.0, 1.0))
     assert covseg.segment(tiny_run, hu, spacing=(5.0, 0.7, 0.7)).shape == hu.shape
+
+
+def test_a_folder_predicted_into_itself_can_be_predicted_again(tmp_path: Path, tiny_run: Path,
+                                                               synthetic_folder: Path) -> None:
+    """The rerun took the first call's mask (x.png) as an input beside x.npy, and was refused as
+    writing two inputs to one mask; a lone mask would have been predicted as a CT slice."""
+    image = shutil.copy(min((synthetic_folder / "images").glob("*.npy")), tmp_path / "x.npy")
+    [mask] = covseg.predict(tiny_run, tmp_path, tmp_path)
+    first = mask.read_bytes()
+    assert covseg.predict(tiny_run, tmp_path, tmp_path) == [mask]
+    assert mask.read_bytes() == first
+    record = json.loads((tmp_path / "predict.json").read_text())
+    assert record["inputs"] == [str(image)] and record["masks"] == 1
+    Path(image).unlink()
+    with pytest.raises(CovsegError, match="no images .* in this folder but the masks covseg "
+                                          "predicted into it"):
+        covseg.predict(tiny_run, tmp_path, tmp_path)
+
+
+def test_predict_records_its_model_files_hash_and_refuses_one_changed_in_place(
+        tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
+    """A run retrained in place (same path, other weights) wrote its masks beside the first
+    model's under one record: predict.json held the model's path, no hash of its file."""
+    first, second = sorted((synthetic_folder / "images").glob("*.npy"))[:2]
+    run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
+    out = tmp_path / "pred"
+    covseg.predict(run, first, out)
+    record = json.loads((out / "predict.json").read_text())["model"]
+    assert record["model_sha256"] == hashlib.sha256((run / "best.pt").read_bytes()).hexdigest()
+    assert record["lung_guide_sha256"] is None
+    covseg.predict(run, second, out)  # the same model adds to the folder
+    payload = torch.load(run / "best.pt", weights_only=True)
+    for weights in payload["state_dict"].values():
+        if weights.is_floating_point():
+            weights.add_(0.01)
+    torch.save(payload, run / "best.pt")
+    with pytest.raises(CovsegError, match=r"pred holds masks predicted otherwise "
+                                          r"\(model_sha256: [0-9a-f]{64} -> [0-9a-f]{64}\)"):
+        covseg.predict(run, second, out)
+    legacy = json.loads((out / "predict.json").read_text())
+    for key in ("model_sha256", "lung_guide_sha256"):
+        del legacy["model"][key]
+    (out / "predict.json").write_text(json.dumps(legacy))
+    covseg.predict(run, second, out)  # a record without hashes compares the rest, as before
