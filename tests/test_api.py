@@ -114,10 +114,11 @@ WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
     (lambda g: covseg.predict_volumes(g.run, g.image, g.tmp / "p", probabilities="yes"),
      "--probabilities must be true or false, got 'yes'"),
     (lambda g: covseg.predict_volumes(g.run, g.tmp, g.tmp / "p", overlay=True),
-     ("unknown option(s) overlay; predict_volumes takes html, hu, keep_outside_lungs, "
-      "lung_margin_mm, probabilities (and lung_model, batch_size, tta, threshold, shard)")),
+     ("unknown option(s) overlay; CT volumes take html, hu, keep_outside_lungs, "
+      "lung_margin_mm, probabilities (and predict_volumes' own lung_model, batch_size, tta, "
+      "threshold, shard)")),
     (lambda g: covseg.predict_volumes(g.run, g.tmp, g.tmp / "p", lung_predictor=g.run),
-     "unknown option(s) lung_predictor; predict_volumes takes html, hu, "),
+     "unknown option(s) lung_predictor; CT volumes take html, hu, keep_outside_lungs, "),
     (lambda g: covseg.predict_volumes(g.run, g.image, g.tmp / "p", lung_margin_mm="5"),
      "--lung-margin-mm must be a number, got '5'"),
     (lambda g: covseg.predict_volumes(g.run, g.data / "images", g.tmp / "p"),

@@ -424,9 +424,9 @@ def predict_volumes(model: str | os.PathLike[str] | Predictor,
     """
     unknown = sorted(set(options) - VOLUME_OPTIONS)
     if unknown:
-        raise CovsegError(f"unknown option(s) {', '.join(unknown)}; predict_volumes takes "
-                          f"{', '.join(sorted(VOLUME_OPTIONS))} (and lung_model, batch_size, "
-                          "tta, threshold, shard)")
+        raise CovsegError(f"unknown option(s) {', '.join(unknown)}; CT volumes take "
+                          f"{', '.join(sorted(VOLUME_OPTIONS))} (and predict_volumes' own "
+                          "lung_model, batch_size, tta, threshold, shard)")
     check_volume_options(**{key: value for key, value in options.items() if key != "hu"})
     check_hu(options.get("hu", "auto"))
     inputs, out, shard = _paths("inputs", inputs), _out(out), _shard(shard)
