@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -15,6 +16,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
+import torch
 
 import covseg
 from covseg.errors import CovsegError
@@ -110,6 +113,18 @@ WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
     (lambda g: covseg.predict(g.run, g.image, g.file), "file.py: a file is in the way (the output is a folder)"),
     (lambda g: covseg.predict_volumes(g.run, g.image, g.tmp / "p", probabilities="yes"),
      "--probabilities must be true or false, got 'yes'"),
+    (lambda g: covseg.predict_volumes(g.run, g.tmp, g.tmp / "p", overlay=True),
+     ("unknown option(s) overlay; CT volumes take html, hu, keep_outside_lungs, "
+      "lung_margin_mm, probabilities (and predict_volumes' own lung_model, batch_size, tta, "
+      "threshold, shard)")),
+    (lambda g: covseg.predict_volumes(g.run, g.tmp, g.tmp / "p", lung_predictor=g.run),
+     "unknown option(s) lung_predictor; CT volumes take html, hu, keep_outside_lungs, "),
+    (lambda g: covseg.predict_volumes(g.run, g.image, g.tmp / "p", lung_margin_mm="5"),
+     "--lung-margin-mm must be a number, got '5'"),
+    (lambda g: covseg.predict_volumes(g.run, g.data / "images", g.tmp / "p"),
+     "images: 2D images, not CT volumes; predict them with covseg.predict"),
+    (lambda g: covseg.predict_volumes(g.run, [g.tmp, g.image], g.tmp / "p"),
+     ".npy: 2D images, not CT volumes; predict them with covseg.predict"),
     (lambda g: covseg.train(g.data, g.file, **TINY), "file.py: a file is in the way (the output is a folder)"),
     (lambda g: covseg.train(g.data, g.file / "run", **TINY),
      "file.py: a file is in the way of the output folder"),
@@ -293,3 +308,79 @@ def test_a_second_predict_refuses_to_overwrite_the_mask_of_another_file(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CovsegError, match="would overwrite that of"):
         covseg.predict(tiny_run, other, relative / "pred")
+
+
+@pytest.mark.parametrize(("ct", "mask"), [
+    ("coronacases_org_001", "coronacases_001"),
+    ("radiopaedia_org_covid-19-pneumonia-4_85506_1-dcm", "radiopaedia_4_85506_1"),
+])
+def test_quantify_finds_kaggles_ct_of_a_zenodo_mask(tmp_path: Path, ct: str, mask: str) -> None:
+    """The mask ``radiopaedia_4_85506_1`` found no CT in Kaggle's ``ct_scans/``, whose
+    Radiopaedia names end in ``-dcm``: the study failed."""
+    scan, made, lesion_ml = synthetic_study(tmp_path / "ct_scans", ct)
+    masks = tmp_path / "infection_mask"
+    masks.mkdir()
+    made.rename(masks / f"{mask}.nii.gz")
+    shutil.rmtree(made.parent)
+    result = covseg.quantify(masks, tmp_path / "out", image=tmp_path / "ct_scans")
+    assert (result.done, result.failed) == (1, 0)
+    record = json.loads((tmp_path / "out" / mask / "quantification.json").read_text())
+    assert record["inputs"]["image"] == str(scan)
+    assert record["study"]["lesion_ml"] == pytest.approx(lesion_ml)
+
+
+def test_segment_refuses_spacing_with_an_image_that_carries_its_own(tiny_run: Path) -> None:
+    """spacing= given with a SimpleITK or nibabel image was silently ignored: a user correcting a
+    wrong header got the header's mL and mm."""
+    hu = np.full((3, 16, 16), -1000.0, dtype=np.float32)
+    images = {"SimpleITK": sitk.GetImageFromArray(hu),
+              "nibabel": nib.Nifti1Image(hu.transpose(2, 1, 0), np.eye(4))}
+    for name, image in images.items():
+        with pytest.raises(CovsegError, match=rf"^spacing: for numpy arrays only; a {name} image "
+                                              "carries its own voxel size"):
+            covseg.segment(tiny_run, image, spacing=(1.0, 1.0, 1.0))
+    assert covseg.segment(tiny_run, hu, spacing=(5.0, 0.7, 0.7)).shape == hu.shape
+
+
+def test_a_folder_predicted_into_itself_can_be_predicted_again(tmp_path: Path, tiny_run: Path,
+                                                               synthetic_folder: Path) -> None:
+    """The rerun took the first call's mask (x.png) as an input beside x.npy, and was refused as
+    writing two inputs to one mask; a lone mask would have been predicted as a CT slice."""
+    image = shutil.copy(min((synthetic_folder / "images").glob("*.npy")), tmp_path / "x.npy")
+    [mask] = covseg.predict(tiny_run, tmp_path, tmp_path)
+    first = mask.read_bytes()
+    assert covseg.predict(tiny_run, tmp_path, tmp_path) == [mask]
+    assert mask.read_bytes() == first
+    record = json.loads((tmp_path / "predict.json").read_text())
+    assert record["inputs"] == [str(image)] and record["masks"] == 1
+    Path(image).unlink()
+    with pytest.raises(CovsegError, match="no images .* in this folder but the masks covseg "
+                                          "predicted into it"):
+        covseg.predict(tiny_run, tmp_path, tmp_path)
+
+
+def test_predict_records_its_model_files_hash_and_refuses_one_changed_in_place(
+        tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
+    """A run retrained in place (same path, other weights) wrote its masks beside the first
+    model's under one record: predict.json held the model's path, no hash of its file."""
+    first, second = sorted((synthetic_folder / "images").glob("*.npy"))[:2]
+    run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
+    out = tmp_path / "pred"
+    covseg.predict(run, first, out)
+    record = json.loads((out / "predict.json").read_text())["model"]
+    assert record["model_sha256"] == hashlib.sha256((run / "best.pt").read_bytes()).hexdigest()
+    assert record["lung_guide_sha256"] is None
+    covseg.predict(run, second, out)  # the same model adds to the folder
+    payload = torch.load(run / "best.pt", weights_only=True)
+    for weights in payload["state_dict"].values():
+        if weights.is_floating_point():
+            weights.add_(0.01)
+    torch.save(payload, run / "best.pt")
+    with pytest.raises(CovsegError, match=r"pred holds masks predicted otherwise "
+                                          r"\(model_sha256: [0-9a-f]{64} -> [0-9a-f]{64}\)"):
+        covseg.predict(run, second, out)
+    legacy = json.loads((out / "predict.json").read_text())
+    for key in ("model_sha256", "lung_guide_sha256"):
+        del legacy["model"][key]
+    (out / "predict.json").write_text(json.dumps(legacy))
+    covseg.predict(run, second, out)  # a record without hashes compares the rest, as before

@@ -230,3 +230,24 @@ def test_an_evaluation_stopped_before_its_plot_is_rerun(tmp_path: Path,
             evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
     result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
     assert result["cases"] == 1 and (tmp_path / "ev.png").is_file()
+
+
+@pytest.mark.parametrize(("predicted", "truth", "case"), [
+    ("coronacases_org_001.nii.gz", "coronacases_001.nii.gz", "coronacases_001"),
+    ("radiopaedia_org_covid-19-pneumonia-4_85506_1-dcm.nii.gz", "radiopaedia_4_85506_1.nii.gz",
+     "radiopaedia_4_85506_1"),
+    ("radiopaedia_org_covid-19-pneumonia-4_85506_1-dcm/infection.nii.gz",  # a predict study
+     "radiopaedia_4_85506_1.nii.gz", "radiopaedia_4_85506_1"),
+])
+def test_predictions_named_after_kaggles_cts_pair_with_zenodos_masks(
+        tmp_path: Path, predicted: str, truth: str, case: str) -> None:
+    """A prediction named after Kaggle's Radiopaedia CT (ending ``-dcm``) found no truth: the
+    case was left out of the scores, with a note."""
+    mask = np.zeros((8, 8, 4), dtype=np.uint8)
+    mask[2:5, 3:6, 1:3] = 1
+    for path in (tmp_path / "pred" / predicted, tmp_path / "truth" / truth):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(mask, np.diag([0.8, 0.8, 5.0, 1.0])), str(path))
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev.json")
+    assert result["cases"] == 1 and result["per_case"][0]["case_id"] == case
+    assert result["unmatched_predictions"] == [] and result["summary"]["dice"]["mean"] == 1.0

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from covseg.errors import CovsegError
-from covseg.io.image import mask_to_labels, masks_to_labels, read_array, read_mask
+from covseg.io.image import case_key, mask_to_labels, masks_to_labels, read_array, read_mask
 from tests.conftest import shared
 
 
@@ -175,3 +175,18 @@ def test_palette_images_read_through_their_palette_and_masks_keep_their_indices(
     mask.putpalette([0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 255, 0])
     mask.save(tmp_path / "mask.png")
     np.testing.assert_array_equal(read_mask(tmp_path / "mask.png"), labels)
+
+
+@pytest.mark.parametrize(("stem", "key"), [
+    ("coronacases_org_001", "coronacases_001"),  # Kaggle's copy of the Zenodo CTs
+    ("coronacases_001", "coronacases_001"),  # Zenodo's own, and the masks of both
+    ("radiopaedia_org_covid-19-pneumonia-14_85914_0-dcm", "radiopaedia_14_85914_0"),
+    ("radiopaedia_org_covid-19-pneumonia-4_85506_1-dicom", "radiopaedia_4_85506_1"),
+    ("radiopaedia_14_85914_0", "radiopaedia_14_85914_0"),
+    ("study_0255_mask", "study_0255"),
+    ("x-dcm_seg", "x"),
+])
+def test_case_key_pairs_kaggles_ct_names_with_their_masks(stem: str, key: str) -> None:
+    """Kaggle's Radiopaedia CTs end in ``-dcm``, which was kept: half of its 20 volumes had no
+    mask, and the whole folder was refused."""
+    assert case_key(stem) == key

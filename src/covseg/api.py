@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from importlib.metadata import version
 from pathlib import Path
@@ -17,7 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from covseg.cascade import require_lung_model
+from covseg.cascade import THRESHOLD, require_lung_model
 from covseg.compare import check_specs, compare_models
 from covseg.config import TrainConfig, check_kind, check_threshold, check_window
 from covseg.crossval import cross_validate as _cross_validate
@@ -44,6 +44,7 @@ from covseg.io.volume import (
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM
 from covseg.models.registry import is_a
 from covseg.quantify import (
+    MODEL_SHA256,
     PREDICT_RECORD,
     BatchResult,
     changed_settings,
@@ -58,8 +59,10 @@ from covseg.train import train as _train
 from covseg.transforms import normalize_intensity
 from covseg.viz import overlay, sample_grid
 from covseg.volumes import (
+    STUDY_OPTIONS,
     check_volume_options,
     masks_in_lungs,
+    model_hash,
     predict_batch,
     predict_labels,
     volume_options_given,
@@ -236,14 +239,18 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
     return compare_models(recipe, _load(data, recipe), specs, out, folds, resume)
 
 
-def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """Files as given, and the image files inside any folder given."""
+def collect_inputs(inputs: Sequence[str | os.PathLike[str]],
+                   own_masks: Collection[Path] = ()) -> list[Path]:
+    """Files as given, and the image files inside any folder given but ``own_masks`` (resolved
+    paths of the masks covseg predicted into that folder: see :func:`_own_masks`)."""
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.iterdir() if is_image_file(p))
+            images = sorted(p for p in item.iterdir() if is_image_file(p))
+            found = [p for p in images if p.resolve() not in own_masks]
             if not found:
-                raise CovsegError(f"{item}: no images (png, jpg, tif, npy) in this folder")
+                masks = " but the masks covseg predicted into it" if images else ""
+                raise CovsegError(f"{item}: no images (png, jpg, tif, npy) in this folder{masks}")
             files.extend(found)
         elif item.is_file():
             files.append(item)
@@ -276,14 +283,38 @@ def _check_outputs(files: Sequence[Path], out: Path, earlier_inputs: Sequence[st
                               "pick another --out")
 
 
+def _own_masks(out: Path, earlier: dict[str, Any]) -> set[Path]:
+    """The masks an earlier predict wrote into ``out`` (resolved), by its record: in a folder
+    predicted into itself they are no inputs for the next call."""
+    inputs = [Path(path) for path in _earlier(earlier, "inputs", []) if isinstance(path, str)]
+    given = {path.resolve() for path in inputs}
+    return {mask for mask in ((out / output_name(path)).resolve() for path in inputs)
+            if mask not in given}
+
+
+MODEL_HASHES = (MODEL_SHA256, "lung_guide_sha256")
+"""What a 2D prediction records of its model files' content, beside their paths."""
+
+
+def _model_record(predictor: Predictor) -> dict[str, Any]:
+    """How ``predictor`` predicts (:meth:`Predictor.describe`) with the SHA-256 of its checkpoint
+    or ONNX file and of its lung guide's run: a model retrained in place keeps its path."""
+    guide = predictor.guide
+    guide_run = guide.source if guide is not None and guide.source != THRESHOLD else None
+    return {**predictor.describe(), MODEL_SHA256: model_hash(predictor.source),
+            "lung_guide_sha256": model_hash(guide_run)}
+
+
 def _refuse_other_model(out: Path, earlier: dict[str, Any], predictor: Predictor) -> None:
-    """A folder of masks predicted otherwise (another model, threshold, mirrors) is not written
-    into: the new masks would sit beside the old ones under one record of the new run."""
+    """A folder of masks predicted otherwise (another model, or its file changed in place,
+    threshold, mirrors) is not written into: the new masks would sit beside the old ones under
+    one record of the new run. Records written before the hashes compare the rest."""
     before = earlier.get("model")
     if not isinstance(before, dict):
         return
-    now = json.loads(json.dumps(predictor.describe()))  # as the record holds it
-    changed = changed_settings(before, now, ignored=["batch_size"])
+    now = json.loads(json.dumps(_model_record(predictor)))  # as the record holds it
+    unrecorded = [key for key in MODEL_HASHES if key not in before]
+    changed = changed_settings(before, now, ignored=["batch_size", *unrecorded])
     if changed:
         raise CovsegError(f"{out} holds masks predicted otherwise ({'; '.join(changed)}); "
                           "pick a new --out or delete it")
@@ -361,6 +392,19 @@ def load_volume_predictors(model: str | os.PathLike[str] | Predictor,
     return predictor, lungs
 
 
+VOLUME_OPTIONS = STUDY_OPTIONS - {"batch_size", "lung_predictor"}
+"""The volume options :func:`predict_volumes` passes on by name: the others are its own
+parameters (``batch_size``, and ``lung_model`` loaded as the lung predictor)."""
+
+
+def _is_2d_input(path: Path) -> bool:
+    """A 2D image file, or a folder of them (not volumes), as :func:`predict` takes them."""
+    if path.is_dir():
+        return not is_volume_input(path) and any(
+            is_image_file(child) and not is_covseg_picture(child) for child in path.iterdir())
+    return is_image_file(path)
+
+
 def predict_volumes(model: str | os.PathLike[str] | Predictor,
                     inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
                     out: str | os.PathLike[str],
@@ -374,11 +418,22 @@ def predict_volumes(model: str | os.PathLike[str] | Predictor,
     ``model`` and ``lung_model`` as :func:`load_predictor` takes them, with its ``batch_size``,
     ``tta`` and ``threshold``. ``options`` as ``covseg predict``'s volume flags:
     ``probabilities``, ``keep_outside_lungs``, ``hu``, ``html``, ``lung_margin_mm``; ``shard``
-    as ``--shard``: ``"I/N"`` or ``(I, N)``.
+    as ``--shard``: ``"I/N"`` or ``(I, N)``. 2D images are refused: :func:`predict` takes them.
 
     Returns the batch's counts (done, skipped, failed) and the path of its summary CSV.
     """
+    unknown = sorted(set(options) - VOLUME_OPTIONS)
+    if unknown:
+        raise CovsegError(f"unknown option(s) {', '.join(unknown)}; CT volumes take "
+                          f"{', '.join(sorted(VOLUME_OPTIONS))} (and predict_volumes' own "
+                          "lung_model, batch_size, tta, threshold, shard)")
+    check_volume_options(**{key: value for key, value in options.items() if key != "hu"})
+    check_hu(options.get("hu", "auto"))
     inputs, out, shard = _paths("inputs", inputs), _out(out), _shard(shard)
+    images = [str(item) for item in inputs if _is_2d_input(Path(item))]
+    if images:
+        raise CovsegError(f"{', '.join(images)}: 2D images, not CT volumes; predict them with "
+                          "covseg.predict")
     predictor, lungs = load_volume_predictors(model, lung_model, batch_size, tta, threshold)
     return predict_batch(predictor, inputs, out, shard=shard,
                          batch_size=predictor.batch_size, lung_predictor=lungs, **options)
@@ -394,7 +449,8 @@ def segment(model: str | os.PathLike[str] | Predictor, image: np.ndarray | sitk.
     ``model``: a run folder, checkpoint or ``.onnx`` file, or a :func:`load_predictor` result
     (load once to segment many images). ``image``: a 2D slice (numpy array, as ``covseg predict``
     reads a PNG, in HU or 8-bit grey), or a CT volume: a ``SimpleITK.Image``, a nibabel image, or
-    a (z, y, x) numpy array with its ``spacing`` (z, y, x) in mm. Volumes are handled as
+    a (z, y, x) numpy array with its ``spacing`` (z, y, x) in mm (refused with an image,
+    which carries its own). Volumes are handled as
     :func:`predict_volumes` handles them (``hu``, ``lung_model``, ``keep_outside_lungs`` and
     ``lung_margin_mm`` as its options, refused with a 2D slice as the CLI refuses them with 2D
     images): infection far from the lungs is removed, and a volume with sagittal or coronal
@@ -448,7 +504,12 @@ def _checked_slice(image: np.ndarray) -> np.ndarray:
 
 
 def _volume_in_memory(image: object, spacing: Sequence[float] | None) -> tuple[Volume, bool]:
-    """The volume of a :func:`segment` input, and whether its array is in nibabel's (x, y, z)."""
+    """The volume of a :func:`segment` input, and whether its array is in nibabel's (x, y, z).
+    ``spacing`` is for numpy arrays: an image's own geometry would silently win over it."""
+    if spacing is not None and isinstance(image, sitk.Image | nib.Nifti1Image):
+        raise CovsegError(f"spacing: for numpy arrays only; a {type(image).__module__.split('.')[0]}"
+                          " image carries its own voxel size (set it on the image, or pass its "
+                          "array with spacing)")
     if isinstance(image, sitk.Image):
         return volume_from_itk(image, "the SimpleITK image"), False
     if isinstance(image, nib.Nifti1Image):
@@ -518,9 +579,9 @@ def predict(model: str | os.PathLike[str] | Predictor,
     if volumes:
         raise CovsegError(f"{', '.join(volumes)}: CT volumes; predict them with "
                           "covseg.predict_volumes")
-    files = collect_inputs(inputs)
     out = _out(out)
     earlier = read_record(out / PREDICT_RECORD) or {}
+    files = collect_inputs(inputs, _own_masks(out, earlier))
     _check_outputs(files, out, _earlier(earlier, "inputs", []))
     predictor = load_predictor(model, batch_size, tta, threshold)
     batch_size = predictor.batch_size
@@ -542,7 +603,7 @@ def predict(model: str | os.PathLike[str] | Predictor,
     recorded = list(dict.fromkeys([*_earlier(earlier, "inputs", []), *given]))
     names = {output_name(Path(path)) for path in recorded}
     write_json(out / PREDICT_RECORD, {
-        "covseg_version": version("covseg"), "model": predictor.describe(), "inputs": recorded,
+        "covseg_version": version("covseg"), "model": _model_record(predictor), "inputs": recorded,
         "masks": sum((out / name).is_file() for name in names),
         "failed": {**{path: reason for path, reason in _earlier(earlier, "failed", {}).items()
                       if path not in given}, **failed},

@@ -824,3 +824,83 @@ def test_medseg_nifti_case_ids_count_the_file_s_slices(tmp_path: Path) -> None:
         k = int(sample.case_id.removeprefix("medseg_"))
         assert sample.slice_name == f"slice {k} of tr_im.nii.gz"
         np.testing.assert_array_equal(sample.mask, lesions[k] > 0)
+
+
+@pytest.mark.parametrize(("ct", "mask"), [
+    ("coronacases_org_001", "coronacases_001"),
+    ("radiopaedia_org_covid-19-pneumonia-14_85914_0-dcm", "radiopaedia_14_85914_0"),
+])
+def test_kaggles_zenodo_ct_names_find_their_masks(tmp_path: Path, ct: str, mask: str) -> None:
+    """Kaggle's Radiopaedia CTs end in ``-dcm``: the folder was refused as holding images
+    without a mask (half of its 20 volumes)."""
+    hu, lesions = _hu_volume(slices=2)
+    _save_nifti(tmp_path / "ct_scans" / f"{ct}.nii", hu)
+    _save_nifti(tmp_path / "infection_mask" / f"{mask}.nii", lesions)
+    data = load_dataset(tmp_path)
+    assert data.layout == "zenodo" and data.patients == [mask] and len(data.samples) == 2
+
+
+def _with_an_empty_slice(root: Path, layout: str) -> str:
+    """A small data set of ``layout`` in which one slice's mask is empty; its path or spec."""
+    if layout == "synthetic":
+        return "synthetic"
+    if layout == "mosmed-2d":
+        _mosmed_2d(root)
+        np.save(root / "masks" / "study_0002_1.npy", np.zeros((32, 32), dtype=np.uint8))
+        return str(root)
+    hu, lesions = _hu_volume(slices=3)
+    lesions[2] = 0
+    if layout == "medseg":
+        _save_nifti(root / "tr_im.nii.gz", hu)
+        _save_nifti(root / "tr_mask.nii.gz", lesions)
+    for k in range(3):
+        if layout == "folders":
+            _save_png(root / "images" / f"s{k}.png", np.clip((hu[k] + 1350) / 1500 * 255, 0, 255))
+            _save_png(root / "masks" / f"s{k}.png", (lesions[k] > 0) * 255)
+        if layout == "infnet":
+            _save_png(root / "Imgs" / f"s{k}.png", np.clip((hu[k] + 1350) / 1500 * 255, 0, 255))
+            _save_png(root / "GT" / f"s{k}.png", (lesions[k] > 0) * 255)
+    return str(root)
+
+
+@pytest.mark.parametrize("layout", ["synthetic", "folders", "medseg", "infnet", "mosmed-2d"])
+def test_labelled_slices_are_kept_in_every_layout(tmp_path: Path, layout: str) -> None:
+    """slices="labelled" kept the lesion-free slices of every layout but sliced volumes (MedSeg's
+    own tr_im.nii.gz too), and the data did not say which slices they held."""
+    path = _with_an_empty_slice(tmp_path, layout)
+    every = load_dataset(path)
+    empty = {s.case_id for s in every.samples if not s.mask.any()}
+    assert every.layout == layout and empty and every.slices == "all"
+    labelled = load_dataset(path, slices="labelled")
+    assert [s.case_id for s in labelled.samples] == [
+        s.case_id for s in every.samples if s.case_id not in empty]
+    assert labelled.slices == "labelled" and "slices (lesion slices only)," in labelled.describe()
+    if every.folds:
+        assert labelled.folds == [([c for c in train if c not in empty],
+                                   [c for c in test if c not in empty])
+                                  for train, test in every.folds]
+
+
+def test_labelled_slices_of_data_without_lesions_are_refused(tmp_path: Path) -> None:
+    hu, lesions = _hu_volume(slices=2)
+    _save_nifti(tmp_path / "tr_im.nii.gz", hu)
+    _save_nifti(tmp_path / "tr_mask.nii.gz", np.zeros_like(lesions))
+    with pytest.raises(CovsegError, match=r"no slice's mask holds a label, so "
+                                          r"slices=\"labelled\" keeps none"):
+        load_dataset(tmp_path, slices="labelled")
+    (tmp_path / "mosmed").mkdir()
+    root = _mosmed_2d(tmp_path / "mosmed")
+    for name in ("study_0001_0", "study_0001_1"):
+        np.save(root / "masks" / f"{name}.npy", np.zeros((32, 32), dtype=np.uint8))
+    with pytest.raises(CovsegError, match=r"valid_new0.txt lists no slice with a lesion"):
+        load_dataset(root, slices="labelled")
+
+
+@pytest.mark.parametrize(("path", "shown"), [(None, "None"), (5, "5"),
+                                             (["a"], "a value of type list")])
+def test_a_path_that_is_no_path_is_a_one_line_error(path: object, shown: str) -> None:
+    """load_dataset(None) was a TypeError from pathlib, where the other API functions say which
+    argument is wrong."""
+    with pytest.raises(CovsegError, match=rf"^path must be a data folder \(str or pathlib.Path\) "
+                                          rf"or \"synthetic\[:SEED\]\", got {shown}$"):
+        load_dataset(path)  # type: ignore[arg-type]

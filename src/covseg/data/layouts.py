@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -124,6 +125,8 @@ class LoadedData:
     """The HU window they were read with (``load_dataset``'s ``window``)."""
     split_files: list[tuple[str, str]] = field(default_factory=list)
     """The (training, test) split files each of ``folds`` was read from, by name."""
+    slices: str = "all"
+    """Which slices were kept (``load_dataset``'s ``slices``): all, or the labelled ones."""
 
     def reading(self) -> dict[str, Any]:
         """How these data were read: the target, intensity and window that a run trained on
@@ -136,8 +139,9 @@ class LoadedData:
 
     def describe(self) -> str:
         label = "SYNTHETIC " if self.synthetic else ""
+        kept = " (lesion slices only)" if self.slices == "labelled" else ""
         return (
-            f"{label}{self.layout} data at {self.root}: {len(self.samples)} slices, "
+            f"{label}{self.layout} data at {self.root}: {len(self.samples)} slices{kept}, "
             f"{len(self.patients)} patients, target {self.target} ({self.num_classes} classes)"
         )
 
@@ -791,13 +795,23 @@ def detect_layout(path: str | Path) -> str:
     )
 
 
-def load_dataset(path: str | Path, target: str = "infection", intensity: str = "auto",
+def load_dataset(path: str | os.PathLike[str], target: str = "infection", intensity: str = "auto",
                  window: tuple[float, float] = LUNG_WINDOW, slices: str = "all") -> LoadedData:
     """Read any supported layout as 2D samples (see the module docstring).
 
+    ``slices``: ``all``, or ``labelled`` to keep only the slices whose mask holds a lesion
+    (or lung, for ``target="lung"``), in every layout; the folds a data set ships keep those
+    of their slices.
+
     Returns a :class:`LoadedData`: the samples, the layout, any folds the data set ships, and
-    how they were read (``target``, ``intensity``, ``window``), which training on it records.
+    how they were read (``target``, ``intensity``, ``window``), which training on it records,
+    and which ``slices`` were kept, which its description says.
     """
+    if not isinstance(path, str | os.PathLike):
+        shown = repr(path) if path is None or isinstance(path, int | float) else (
+            f"a value of type {type(path).__name__}")
+        raise CovsegError(f"path must be a data folder (str or pathlib.Path) or "
+                          f"\"synthetic[:SEED]\", got {shown}")
     if target not in TARGETS:
         raise CovsegError(f"unknown target {target!r}; choose one of {TARGETS}")
     if slices not in ("all", "labelled"):
@@ -812,6 +826,27 @@ def load_dataset(path: str | Path, target: str = "infection", intensity: str = "
             "folders or the Zenodo volumes' lung_mask/")
     else:
         data = READERS[layout](Path(path), options)
+    if slices == "labelled":
+        _keep_labelled(data)
     for note in data.notes:
         log.warning("%s: %s", data.root, note)
     return data
+
+
+def _keep_labelled(data: LoadedData) -> None:
+    """Drop the slices without a lesion from ``data`` and from its folds; data or a fold left
+    with nothing to test are refused, as a cross-validation on them could not score."""
+    data.samples = [sample for sample in data.samples if sample.mask.any()]
+    data.slices = "labelled"
+    if not data.samples:
+        raise CovsegError(f"{data.root}: no slice's mask holds a label, so slices=\"labelled\" "
+                          "keeps none; read all slices, or check the masks")
+    if data.folds:
+        kept = {sample.case_id for sample in data.samples}
+        data.folds = [([case for case in train if case in kept],
+                       [case for case in test if case in kept]) for train, test in data.folds]
+        for (_, test), (_, test_file) in zip(data.folds, data.split_files):
+            if not test:
+                raise CovsegError(f"{data.root}: {test_file} lists no slice with a lesion, so "
+                                  "with slices=\"labelled\" its fold tests none; read all "
+                                  "slices, or list lesion slices in it")

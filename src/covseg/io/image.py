@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,11 +38,19 @@ def image_name(mask_stem: str) -> str:
     return mask_stem
 
 
+KAGGLE_CT_ENDING = re.compile(r"-(dcm|dicom)$")
+"""The ending of Kaggle's Radiopaedia CT names (``radiopaedia_org_covid-19-pneumonia-14_85914_0
+-dcm``), which their masks (``radiopaedia_14_85914_0``) lack."""
+
+
 def case_key(stem: str) -> str:
     """The name that pairs a scan with its masks and covseg's outputs: the image name (see
-    :func:`image_name`) without the ``_org`` that Kaggle's copy of the Zenodo volumes puts in
-    its CT names (``coronacases_org_001`` is the CT of mask ``coronacases_001``)."""
-    key = image_name(stem).replace("_org_covid-19-pneumonia-", "_").replace("-dicom", "")
+    :func:`image_name`) without what Kaggle's copy of the Zenodo volumes adds to its CT names:
+    the ``_org`` (``coronacases_org_001`` is the CT of mask ``coronacases_001``), and the
+    ``_org_covid-19-pneumonia-`` and trailing ``-dcm`` of the Radiopaedia ones
+    (``radiopaedia_org_covid-19-pneumonia-14_85914_0-dcm`` is ``radiopaedia_14_85914_0``)."""
+    key = KAGGLE_CT_ENDING.sub("", image_name(stem))
+    key = key.replace("_org_covid-19-pneumonia-", "_")
     return key.replace("_org_", "_").replace("_org", "")
 
 
