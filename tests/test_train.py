@@ -403,8 +403,8 @@ def test_a_resume_with_options_spelt_out_as_the_run_resolved_them_is_accepted(
     assert recipe.differences(replace(recipe, epochs=240), 1000) == ["epochs: 24 -> 240"]
     assert recipe.differences(replace(recipe, epochs=240)) == ["epochs: default -> 240"]
     assert recipe.differences(replace(recipe, model_options={"width": 2.0})) == [
-        "model_options: {'width': 1.0, 'deep_supervision': False} -> "
-        "{'width': 2.0, 'deep_supervision': False}"]
+        ("model_options: {'width': 1.0, 'deep_supervision': False} -> "
+         "{'width': 2.0, 'deep_supervision': False}")]
     monkeypatch.setattr("covseg.config.MAX_SLICE_PASSES", 32)  # 16 slices -> 2 epochs
     data, out = load_dataset(synthetic_folder), tmp_path / "run"
     config = TrainConfig(model="unet", model_options={"width": 4}, size=32, batch_size=4)
