@@ -582,3 +582,20 @@ def test_a_stop_while_covseg_loads_is_one_line(tmp_path: Path, stop: signal.Sign
     _, err = process.communicate(timeout=120)
     assert process.returncode == exit_code
     assert len(err.strip().splitlines()) == 1 and err.startswith("covseg: "), err
+
+
+@pytest.mark.parametrize("error, shown", [
+    (OSError(28, "No space left on device"), "covseg: error: No space left on device\n"),
+    (OSError(28, "No space left on device", "m.onnx"),
+     "covseg: error: m.onnx: No space left on device\n")])
+def test_a_system_error_names_its_file_only_when_it_has_one(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, error: OSError,
+        shown: str) -> None:
+    """An error without a file name (a full disk while writing a stream) printed
+    'covseg: error: : No space left on device'."""
+    def fail(*args: object) -> None:
+        raise error
+
+    monkeypatch.setattr("covseg.api.export", fail)
+    code, _, err = _run(capsys, "export", "--model", "run", "--out", "m.onnx")
+    assert (code, err) == (2, shown)

@@ -384,17 +384,23 @@ def _run(argv: Sequence[str] | None) -> int:
         return 130 if isinstance(exc, KeyboardInterrupt) else 143
     except (FileExistsError, NotADirectoryError) as exc:
         option = "--to" if getattr(args, "to", None) is not None else "--out"
-        print(f"covseg: error: {exc.filename or ''}: a file is in the way of a folder covseg "
-              f"writes; pick another {option}", file=sys.stderr)
+        print(f"covseg: error: {_named(exc)}a file is in the way of a folder covseg writes; "
+              f"pick another {option}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         raise  # stdout closed: main ends quietly
     except OSError as exc:
-        print(f"covseg: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"covseg: error: {_named(exc)}{exc.strerror or exc}", file=sys.stderr)
         return 2
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _named(exc: OSError) -> str:
+    """``"PATH: "`` for an error about a file, nothing for one that names none (a full disk
+    while writing a stream printed ``covseg: error: : No space left on device``)."""
+    return f"{exc.filename}: " if exc.filename else ""
 
 
 if __name__ == "__main__":
