@@ -409,8 +409,10 @@ def test_a_resume_with_options_spelt_out_as_the_run_resolved_them_is_accepted(
     data, out = load_dataset(synthetic_folder), tmp_path / "run"
     config = TrainConfig(model="unet", model_options={"width": 4}, size=32, batch_size=4)
     train_module.train(config, data, out, progress=False)
+    recorded = json.loads((out / "config.json").read_text())["config"]
     spelt = replace(config, epochs=2, model_options={"width": 4, "dropout": 0.0})
     assert train_module.train(spelt, data, out, resume=True, progress=False)["epochs"] == 2
+    assert json.loads((out / "config.json").read_text())["config"] == recorded  # as it was
     with pytest.raises(CovsegError, match=r"trained otherwise \(epochs: 2 -> 3\)"):
         train_module.train(replace(config, epochs=3), data, out, resume=True, progress=False)
 

@@ -216,7 +216,7 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
                           "needs at least 2 (batch normalisation sees two at a time): add data "
                           "or lower --val-fraction")
     fingerprint = data_fingerprint(data, [*train_cases, *val_cases])
-    _check_run_folder(out, config, resume, fingerprint, (train_cases, val_cases))
+    config = _check_run_folder(out, config, resume, fingerprint, (train_cases, val_cases))
     out.mkdir(parents=True, exist_ok=True)  # only once the run is accepted: a refusal leaves none
     try:
         if len(member_names(config.model)) > 1:
@@ -243,18 +243,22 @@ def _forget_unsaved_run(out: Path) -> None:
 
 
 def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint: str,
-                      split: tuple[Sequence[str], Sequence[str]]) -> None:
+                      split: tuple[Sequence[str], Sequence[str]]) -> TrainConfig:
     """A folder holding a run is continued only with --resume, the recipe it was started with,
     the data it was trained on (``fingerprint``) and its (train, validation) ``split``, whether
     one network or an ensemble wrote it (so that a resume with other options, data or split never
-    mixes them into the saved run)."""
+    mixes them into the saved run).
+
+    Returns the recipe to train with: the saved one on a resume, which trains alike, so that a
+    default spelt out on the resume (``--epochs 240``) leaves the run's record as it was.
+    """
     record = out / "config.json"
     if not (record.exists() or _has_checkpoint(out)):
-        return
+        return config
     if not resume:
         raise CovsegError(f"{out} already holds a run; pass --resume to continue it or pick a new --out")
     if not record.exists():
-        return
+        return config
     try:
         saved_record = json.loads(record.read_text())
         saved = TrainConfig.from_dict(saved_record["config"])
@@ -265,6 +269,7 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint:
         raise CovsegError(f"{out}: the saved run was trained on other data (other slices, "
                           "images or masks than these); pick a new --out or delete it")
     _refuse_other_split(out, saved_record, split)
+    return saved
 
 
 def _refuse_other_split(out: Path, record: dict[str, Any],
