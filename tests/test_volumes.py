@@ -176,6 +176,24 @@ def test_lung_model_and_grey_volumes(tmp_path: Path) -> None:
     assert result["study"]["lung_ml"] == pytest.approx(2 * 12 * 20 * 4 * VOXEL_ML)
 
 
+def test_a_lung_model_finding_one_lung_labels_it_one_lung(tmp_path: Path) -> None:
+    """A lung model's mask was split at its own centre, so one lung came out half right, half
+    left; it is split at the body's midline in the CT, as the threshold lungs are."""
+    chest_nifti(tmp_path / "chest.nii.gz")
+    image = nib.load(str(tmp_path / "chest.nii.gz"))
+    ct = image.get_fdata().astype(np.float32)
+    ct[36:56, 10:40, 1:9] = 40.0  # no left lung
+    nib.save(nib.Nifti1Image(ct, AFFINE), str(tmp_path / "chest.nii.gz"))
+    lung_model = BandPredictor([(-900, -800)])
+    result = predict_study(BandPredictor([(-400, -200)]), tmp_path / "chest.nii.gz",
+                           tmp_path / "out", lung_predictor=lung_model)
+    assert result["inputs"]["lung_source"] == "model"
+    assert result["left_lung"]["lung_ml"] == 0.0
+    assert result["right_lung"]["lung_ml"] == pytest.approx(20 * 30 * 8 * VOXEL_ML)
+    lungs = np.asarray(nib.load(str(tmp_path / "out" / "lungs.nii.gz")).dataobj)
+    assert set(np.unique(lungs)) == {0, 1}
+
+
 def test_bad_predictor_output_is_reported(chest, tmp_path: Path) -> None:
     path, _ = chest
 

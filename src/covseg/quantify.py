@@ -60,6 +60,7 @@ from covseg.lungs import (
     LEFT_LUNG,
     RIGHT_LUNG,
     add_lesions_to_lungs,
+    labels_face_their_sides,
     remove_outside_lungs,
     segment_lungs,
     split_lungs,
@@ -559,7 +560,7 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     if lung_path is not None:
         lung_volume = read_nifti(lung_path, np.int16, like=lesions)
         _check_same_grid(lesions, lung_volume)
-        lung_labels, lung_source = _lung_labels(lung_volume, lung_path), "mask"
+        lung_labels, lung_source = _lung_labels(lung_volume, lung_path, ct), "mask"
     elif ct is not None:
         lung_labels = segment_lungs(hounsfield(ct), ct.affine)
         lesion = lesions.array > 0
@@ -577,16 +578,22 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
                         grid=lesions, html_report=html_report)
 
 
-def _lung_labels(volume: Volume, path: Path) -> np.ndarray:
+def _lung_labels(volume: Volume, path: Path, ct: Volume | None = None) -> np.ndarray:
     """Lungs as 1 right / 2 left. covseg's own ``lungs.nii.gz`` is used as it is when it holds
-    covseg's labels (:func:`_is_covseg_labelling`), so that quantifying a predict folder gives
-    predict's numbers (splitting it again fills holes and moves the midline); in any other lung
-    mask (0/1 even when named lungs.nii.gz, 0/255, lobe labels) any non-zero voxel is lung and
-    the sides are recomputed."""
+    covseg's labels (:func:`_is_covseg_labelling`) and, without predict's record beside it,
+    label 1 lies on the patient's right of label 2 (Zenodo's lung masks,
+    1 = left and 2 = right, are natural to name so too), so that quantifying a predict folder
+    gives predict's numbers (splitting it again fills holes and moves the midline); in any other
+    lung mask (0/1 even when named lungs.nii.gz, 0/255, lobe labels) any non-zero voxel is lung
+    and the sides are recomputed, at the body's midline in the ``ct`` when there is one."""
     labels = volume.array
     if path.name == LUNGS_NII and _is_covseg_labelling(labels, path):
-        return labels.astype(np.uint8)
-    return split_lungs(labels > 0, volume.affine)
+        if _recorded_lungs(path) is not None or labels_face_their_sides(labels, volume.affine):
+            return labels.astype(np.uint8)
+        log.warning("%s: label 1 lies on the patient's left of label 2 (1 = left, 2 = right, "
+                    "as in the Zenodo lung masks?); the sides were found again", path)
+    hu = hounsfield(ct) if ct is not None else None
+    return split_lungs(labels > 0, volume.affine, hu, source=str(path))
 
 
 def _is_covseg_labelling(labels: np.ndarray, path: Path) -> bool:

@@ -146,10 +146,12 @@ def _checked(prob: np.ndarray, channels: int, size: tuple[int, ...]) -> np.ndarr
 
 def _lungs(volume: Volume, lung_predictor: SlicePredictor | None, batch_size: int
            ) -> tuple[np.ndarray, str]:
-    """Lung labels (1 right, 2 left) from a lung model if given, else from the HU threshold."""
+    """Lung labels (1 right, 2 left) from a lung model if given, split into sides at the body's
+    midline in the CT (not the lungs' own centre, which runs through a lone lung), else from the
+    HU threshold."""
     if lung_predictor is not None:
         mask = predict_labels(lung_predictor, volume, batch_size=batch_size, desc="lungs") > 0
-        return split_lungs(mask, volume.affine), "model"
+        return split_lungs(mask, volume.affine, hounsfield(volume), source=volume.source), "model"
     return segment_lungs(hounsfield(volume), volume.affine), "threshold"
 
 
