@@ -286,6 +286,30 @@ def test_zenodo_lungs_named_like_predicts_are_not_read_swapped(tmp_path: Path, c
     assert kept["right_lung"]["lesion_ml"] == pytest.approx(lesion_ml) and not caplog.text
 
 
+def test_effusion_of_a_model_without_that_class_is_not_predicted(tmp_path: Path) -> None:
+    """A 3-class model (background, ground-glass, consolidation) cannot find effusion: its
+    effusion is None, "not predicted", not 0.00 mL (none found); label 3 in the mask is
+    measured all the same. Its report says that the classes are rounded apart."""
+    lungs = np.ones((2, 10, 10), dtype=np.uint8)
+    lesions = np.zeros_like(lungs)
+    lesions[0, :5] = 1
+    result = quantify(lesions, (1.0, 1.0, 1.0), lungs, multiclass=True, effusion=False)
+    assert result["study"]["effusion_ml"] is None
+    assert "effusion_ml" not in result["right_lung"]
+    lesions[1, :3] = 3
+    assert quantify(lesions, (1.0, 1.0, 1.0), lungs, multiclass=True,
+                    effusion=False)["study"]["effusion_ml"] == 0.03
+    assert quantify(lesions * 0, (1.0, 1.0, 1.0), lungs,
+                    multiclass=True)["study"]["effusion_ml"] == 0.0
+    result["inputs"] = {}
+    page = write_html(tmp_path / "r.html", result, "case", None).read_text()
+    assert "<td>not predicted</td>" in page and "rounded separately" in page
+    binary = quantify(lesions, (1.0, 1.0, 1.0), lungs, multiclass=False)
+    binary["inputs"] = {}
+    assert "rounded separately" not in write_html(tmp_path / "b.html", binary, "case",
+                                                  None).read_text()
+
+
 def test_summary_shows_lesion_outside_the_lungs(tmp_path: Path) -> None:
     """A lesion partly outside the lungs: summary.csv says how much, in a last column (the
     columns before it keep their places)."""
