@@ -14,6 +14,7 @@ from covseg.lungs import (
     LEFT_LUNG,
     RIGHT_LUNG,
     add_lesions_to_lungs,
+    labels_face_their_sides,
     remove_outside_lungs,
     segment_lungs,
     split_lungs,
@@ -94,6 +95,56 @@ def test_single_slice_and_split_of_a_binary_mask() -> None:
         assert dice(split == lung, truth == lung) > 0.99
     with pytest.raises(CovsegError, match="slice"):
         segment_lungs(np.zeros(5))
+
+
+def test_one_lung_of_a_mask_is_not_cut_in_two(caplog) -> None:
+    """A mask of one lung (a pneumonectomy) was split at its own centre into a "right" and a
+    "left" half. With the CT the sides follow the body's midline; without it the lone lung is
+    one lung, on the side of the image centre where it lies, with a warning."""
+    hu, truth = chest()
+    left = truth == LEFT_LUNG
+    hu[truth == RIGHT_LUNG] = 40.0  # no right lung in the CT either
+    with caplog.at_level("WARNING", logger="covseg.lungs"):
+        alone = split_lungs(left, LPS_LIKE, source="one.nii.gz")
+    assert set(np.unique(alone[left])) == {LEFT_LUNG} and not alone[~left].any()
+    assert "one.nii.gz holds one lung" in caplog.text and "left lung" in caplog.text
+    assert set(np.unique(split_lungs(left, np.diag([1.5, 1.5, 2.5, 1.0]))[left])) == {RIGHT_LUNG}
+    caplog.clear()
+    assert set(np.unique(split_lungs(left, LPS_LIKE, hu)[left])) == {LEFT_LUNG}
+    assert not caplog.text, "with the CT the side is no guess"
+    # the body in the image's left half: the lung lies left of the body but right of the image
+    wide_hu = np.concatenate([hu, np.full(hu.shape, -1000.0, dtype=np.float32)], axis=2)
+    wide = np.concatenate([left, np.zeros_like(left)], axis=2)
+    assert set(np.unique(split_lungs(wide, LPS_LIKE)[wide])) == {RIGHT_LUNG}, "a guess"
+    assert set(np.unique(split_lungs(wide, LPS_LIKE, wide_hu)[wide])) == {LEFT_LUNG}
+    with pytest.raises(CovsegError, match="one grid"):
+        split_lungs(left, LPS_LIKE, hu[:, :, 1:])
+
+
+def test_two_lungs_of_a_mask_are_split_also_where_they_touch(caplog) -> None:
+    """Two lungs joined in front of the heart (in every slice, or in some) are one connected
+    mask, still two lungs: split as before, without a warning."""
+    hu, truth = chest(touching=True)
+    joined = truth > 0
+    joined[:, 30:40, 40:56] = True  # a band joining the lungs in every slice
+    with caplog.at_level("WARNING", logger="covseg.lungs"):
+        for mask in (truth > 0, joined):
+            split = split_lungs(mask, LPS_LIKE)
+            for lung in (RIGHT_LUNG, LEFT_LUNG):
+                assert dice(split == lung, truth == lung) > 0.95
+            with_ct = split_lungs(mask, LPS_LIKE, hu)
+            for lung in (RIGHT_LUNG, LEFT_LUNG):
+                assert dice(with_ct == lung, truth == lung) > 0.95
+    assert not caplog.text
+
+
+def test_labels_face_their_sides_by_the_affine() -> None:
+    _, truth = chest()
+    assert labels_face_their_sides(truth, LPS_LIKE)
+    assert not labels_face_their_sides(truth, np.diag([1.5, 1.5, 2.5, 1.0]))
+    swapped = np.where(truth > 0, 3 - truth, 0)  # Zenodo's 1 = left, 2 = right
+    assert not labels_face_their_sides(swapped, LPS_LIKE)
+    assert labels_face_their_sides(np.where(truth == LEFT_LUNG, 2, 0), LPS_LIKE), "one lung"
 
 
 def test_remove_outside_lungs_uses_a_3d_margin_in_mm() -> None:

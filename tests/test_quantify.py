@@ -223,6 +223,7 @@ def test_predicts_one_sided_lungs_are_kept_when_its_record_agrees(tmp_path: Path
     or there is no record, it is any lung mask, split again."""
     _, mask, _ = synthetic_study(tmp_path / "in", "case")
     one = two_lungs(mask, (1, 0))
+    one[44:46, 20:22, 2] = 0  # a hole: kept as labelled, it stays; found again, it is filled
     lungs = save_like(mask, one, tmp_path / "pred" / "lungs.nii.gz")
     split = quantify_study(mask, tmp_path / "split",
                            lungs=save_like(mask, one, tmp_path / "other_lungs.nii.gz"))
@@ -239,6 +240,74 @@ def test_predicts_one_sided_lungs_are_kept_when_its_record_agrees(tmp_path: Path
                     {side: split[side]["lung_ml"] for side in ("right_lung", "left_lung")})
         assert {side: result[side]["lung_ml"] for side in expected} == pytest.approx(expected)
     assert split["right_lung"]["lung_ml"] != pytest.approx(right_ml)
+
+
+def test_a_lung_mask_of_one_lung_is_not_cut_in_two(tmp_path: Path, caplog) -> None:
+    """A --lungs mask holding the left lung alone was split at its own centre: the lesion, all
+    in the left lung, made a "right lung" 50 % involved. Now it is one lung: on the body's side
+    in the CT given with --image, else on the image's side, with a warning."""
+    ct, mask, _ = synthetic_study(tmp_path / "in", "case")
+    lesion = np.zeros(nib.load(str(mask)).shape, dtype=np.int16)
+    lesion[12:18, 20:26, 2:4] = 1  # 72 voxels in the left lung (x small in RAS)
+    left_mask = save_like(mask, lesion, tmp_path / "left" / "case_mask.nii.gz")
+    lungs = save_like(mask, two_lungs(mask, (0, 1)), tmp_path / "one_lung.nii.gz")
+    lesion_ml = 72 * 0.7 * 0.7 * 5.0 / 1000
+    lung_ml = 18 * 28 * 4 * 0.7 * 0.7 * 5.0 / 1000
+    for image in (None, ct):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            result = quantify_study(left_mask, tmp_path / f"out{image is None}", lungs=lungs,
+                                    image=image)
+        assert result["left_lung"]["lung_ml"] == pytest.approx(lung_ml)
+        assert result["left_lung"]["lesion_ml"] == pytest.approx(lesion_ml)
+        assert result["right_lung"]["lung_ml"] == 0.0
+        assert result["right_lung"]["percent_involved"] is None
+        assert ("holds one lung" in caplog.text) is (image is None)
+
+
+def test_zenodo_lungs_named_like_predicts_are_not_read_swapped(tmp_path: Path, caplog) -> None:
+    """A Zenodo lung mask (1 = left, 2 = right) saved as lungs.nii.gz beside the infection mask
+    was taken for covseg's labels: the right lung's lesion was reported in the left lung."""
+    _, mask, lesion_ml = synthetic_study(tmp_path / "in", "case")
+    folder = tmp_path / "zenodo"
+    infection = save_like(mask, np.asarray(nib.load(str(mask)).dataobj),
+                          folder / "infection.nii.gz")
+    save_like(mask, two_lungs(mask, (2, 1)), folder / "lungs.nii.gz")
+    with caplog.at_level("WARNING"):
+        result = quantify_study(infection, tmp_path / "out")
+    assert result["inputs"]["lungs"] == str((folder / "lungs.nii.gz").resolve())
+    assert result["right_lung"]["lesion_ml"] == pytest.approx(lesion_ml)
+    assert result["left_lung"]["lesion_ml"] == 0.0
+    assert "the sides were found again" in caplog.text
+    save_like(mask, two_lungs(mask), folder / "lungs.nii.gz")  # covseg's labels: kept
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        kept = quantify_study(infection, tmp_path / "out2")
+    assert kept["right_lung"]["lesion_ml"] == pytest.approx(lesion_ml) and not caplog.text
+
+
+def test_effusion_of_a_model_without_that_class_is_not_predicted(tmp_path: Path) -> None:
+    """A 3-class model (background, ground-glass, consolidation) cannot find effusion: its
+    effusion is None, "not predicted", not 0.00 mL (none found); label 3 in the mask is
+    measured all the same. Its report says that the classes are rounded apart."""
+    lungs = np.ones((2, 10, 10), dtype=np.uint8)
+    lesions = np.zeros_like(lungs)
+    lesions[0, :5] = 1
+    result = quantify(lesions, (1.0, 1.0, 1.0), lungs, multiclass=True, effusion=False)
+    assert result["study"]["effusion_ml"] is None
+    assert "effusion_ml" not in result["right_lung"]
+    lesions[1, :3] = 3
+    assert quantify(lesions, (1.0, 1.0, 1.0), lungs, multiclass=True,
+                    effusion=False)["study"]["effusion_ml"] == 0.03
+    assert quantify(lesions * 0, (1.0, 1.0, 1.0), lungs,
+                    multiclass=True)["study"]["effusion_ml"] == 0.0
+    result["inputs"] = {}
+    page = write_html(tmp_path / "r.html", result, "case", None).read_text()
+    assert "<td>not predicted</td>" in page and "rounded separately" in page
+    binary = quantify(lesions, (1.0, 1.0, 1.0), lungs, multiclass=False)
+    binary["inputs"] = {}
+    assert "rounded separately" not in write_html(tmp_path / "b.html", binary, "case",
+                                                  None).read_text()
 
 
 def test_summary_shows_lesion_outside_the_lungs(tmp_path: Path) -> None:

@@ -176,6 +176,66 @@ def test_lung_model_and_grey_volumes(tmp_path: Path) -> None:
     assert result["study"]["lung_ml"] == pytest.approx(2 * 12 * 20 * 4 * VOXEL_ML)
 
 
+def test_a_lung_model_finding_one_lung_labels_it_one_lung(tmp_path: Path) -> None:
+    """A lung model's mask was split at its own centre, so one lung came out half right, half
+    left; it is split at the body's midline in the CT, as the threshold lungs are."""
+    chest_nifti(tmp_path / "chest.nii.gz")
+    image = nib.load(str(tmp_path / "chest.nii.gz"))
+    ct = image.get_fdata().astype(np.float32)
+    ct[36:56, 10:40, 1:9] = 40.0  # no left lung
+    nib.save(nib.Nifti1Image(ct, AFFINE), str(tmp_path / "chest.nii.gz"))
+    lung_model = BandPredictor([(-900, -800)])
+    result = predict_study(BandPredictor([(-400, -200)]), tmp_path / "chest.nii.gz",
+                           tmp_path / "out", lung_predictor=lung_model)
+    assert result["inputs"]["lung_source"] == "model"
+    assert result["left_lung"]["lung_ml"] == 0.0
+    assert result["right_lung"]["lung_ml"] == pytest.approx(20 * 30 * 8 * VOXEL_ML)
+    lungs = np.asarray(nib.load(str(tmp_path / "out" / "lungs.nii.gz")).dataobj)
+    assert set(np.unique(lungs)) == {0, 1}
+
+
+def test_effusion_is_kept_far_from_the_lungs(chest, tmp_path: Path) -> None:
+    """Pleural effusion lies outside the lung by definition: a 4-class model's label 3 is not
+    removed by the lung-margin rule, which still removes ground-glass far from the lungs."""
+    path, counts = chest
+    ct = nib.load(str(path)).get_fdata().astype(np.float32)
+    ct[10:26, 48:56, 2:8] = 10.0  # effusion 6.75 mm and more behind the right lung: 768 voxels
+    nib.save(nib.Nifti1Image(ct, AFFINE), str(path))
+    four_classes = BandPredictor([(-400, -200), (-200, -100), (0, 20)])
+    result = predict_study(four_classes, path, tmp_path / "out")
+    study = result["study"]
+    assert study["effusion_ml"] == pytest.approx(768 * VOXEL_ML)
+    assert study["lesion_ml"] == pytest.approx((counts["ggo"] + counts["consolidation"])
+                                               * VOXEL_ML), "the chest-wall blob is removed"
+    assert result["inputs"]["effusion_label"] == 3
+    assert result["inputs"]["model"]["classes"] == ["background", "ground-glass",
+                                                    "consolidation", "effusion"]
+    infection = np.asarray(nib.load(str(tmp_path / "out" / "infection.nii.gz")).dataobj)
+    assert np.count_nonzero(infection == 3) == 768
+
+
+def test_a_model_without_effusion_reports_none_predicted(chest, tmp_path: Path) -> None:
+    """A 3-class model (background, ground-glass, consolidation) reported "effusion 0.00 mL"
+    and recorded effusion label 3: it says effusion was not predicted, in every output."""
+    path, _ = chest
+    three_classes = BandPredictor([(-400, -200), (-200, -100)])
+    predict_batch(three_classes, [path], tmp_path / "pred", html=True)
+    out = tmp_path / "pred" / "chest"
+    record = json.loads((out / "quantification.json").read_text())
+    assert record["study"]["effusion_ml"] is None
+    assert record["inputs"]["effusion_label"] is None
+    assert record["inputs"]["model"]["classes"] == ["background", "ground-glass",
+                                                    "consolidation"]
+    with open(out / "quantification.csv", newline="") as handle:
+        assert next(csv.DictReader(handle))["effusion_ml"] == "not predicted"
+    with open(tmp_path / "pred" / "summary.csv", newline="") as handle:
+        assert next(csv.DictReader(handle))["effusion_ml"] == "not predicted"
+    assert "<td>not predicted</td>" in (out / "report.html").read_text()
+    assert quantify_batch([tmp_path / "pred"], tmp_path / "again").done == 1
+    again = json.loads((tmp_path / "again" / "chest" / "quantification.json").read_text())
+    assert again["study"] == record["study"]
+
+
 def test_bad_predictor_output_is_reported(chest, tmp_path: Path) -> None:
     path, _ = chest
 

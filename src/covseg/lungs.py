@@ -19,6 +19,7 @@ fall outside a threshold mask: :func:`add_lesions_to_lungs` puts them back for q
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,6 +27,8 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from covseg.errors import CovsegError
+
+log = logging.getLogger(__name__)
 
 RIGHT_LUNG, LEFT_LUNG = 1, 2
 LUNG_THRESHOLD_HU = -320.0
@@ -40,6 +43,8 @@ DEFAULT_LUNG_MARGIN_MM = 5.0
 """Infection farther than this from every lung voxel is removed, and not counted as lung."""
 AIRWAY_MAX_MM2 = 500.0
 SPLIT_MAX_DEPTH_MM = 30.0
+SIDE_TEST_MM = 3.0
+"""Voxel size (about) of the coarse grid on which :func:`_two_lungs` tells one lung from two."""
 IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
 IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)
 
@@ -83,19 +88,120 @@ def _lung_air_and_centres(volume: np.ndarray, threshold: float, gas_hu: float,
     return _lung_components(inside, volume, gas_hu, min_fraction), centres
 
 
-def split_lungs(mask: np.ndarray, affine: np.ndarray | None = None) -> np.ndarray:
+def split_lungs(mask: np.ndarray, affine: np.ndarray | None = None,
+                hu: np.ndarray | None = None, *, source: str = "lung mask") -> np.ndarray:
     """Split a binary lung mask (e.g. from a model) into 1 = right, 2 = left lung.
 
-    The midline is the mask's own centre, so the mask should hold both lungs.
+    With the CT (``hu``, on the mask's grid) the midline is the body's centre in each slice,
+    as :func:`segment_lungs` finds it. Without it, a mask of two lungs side by side
+    (:func:`_two_lungs`) is split at its own centre; one lung (a pneumonectomy, a scan of one
+    side) would be cut in two there, so it is given one side, the side of the image centre its
+    centroid lies on, with a warning naming ``source``.
     """
     volume, flat = _as_volume(np.asarray(mask) > 0, "lung mask")
     affine = _check_affine(affine)
-    centres = np.full((volume.shape[0], 2), np.nan)
-    if volume.any():
-        centres[:] = ndimage.center_of_mass(volume)[1:]
+    centres = _body_centres(hu, volume.shape) if hu is not None else None
+    if centres is None or not np.isfinite(centres).any():
+        if volume.any() and not _two_lungs(volume, affine):
+            labels = _one_lung(volume, affine, source)
+            return labels[0] if flat else labels
+        centres = np.full((volume.shape[0], 2), np.nan)
+        if volume.any():
+            centres[:] = _centroid(volume)[1:]
     labels = _split(volume, affine, centres)
     _fill_each_lung(labels)
     return labels[0] if flat else labels
+
+
+def _body_centres(hu: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Each slice's body centre (row, column) in a CT in HU on a lung mask's (z, y, x) grid."""
+    volume, _ = _as_volume(hu, "CT")
+    if volume.shape != shape:
+        raise CovsegError(f"CT {volume.shape} and lung mask {shape} are not on one grid")
+    return _inside_body_air(volume, LUNG_THRESHOLD_HU)[1]
+
+
+def _world_x(affine: np.ndarray, points_zyx: np.ndarray) -> np.ndarray:
+    """World x (RAS, mm: larger is patient right) of (z, y, x) voxel positions."""
+    points = np.asarray(points_zyx, dtype=np.float64).reshape(-1, 3)[:, ::-1]
+    return points @ affine[0, :3] + affine[0, 3]
+
+
+def _one_lung(mask: np.ndarray, affine: np.ndarray, source: str) -> np.ndarray:
+    """A mask holding one lung, labelled by the side of the grid centre its centroid lies on
+    (no CT: the body's midline is unknown, and scans are centred on the patient)."""
+    centroid = _centroid(mask)
+    grid_centre = (np.asarray(mask.shape, dtype=np.float64) - 1) / 2
+    right = _world_x(affine, centroid)[0] > _world_x(affine, grid_centre)[0]
+    log.warning("%s holds one lung, not two: taken as the %s lung by its place in the image "
+                "(no CT to find the body's midline); check the side", source,
+                "right" if right else "left")
+    labels = np.where(mask, RIGHT_LUNG if right else LEFT_LUNG, 0).astype(np.uint8)
+    _fill_each_lung(labels)
+    return labels
+
+
+def _centroid(mask: np.ndarray) -> np.ndarray:
+    """(z, y, x) centre of mass of a non-empty mask, computed within its bounding box."""
+    box = _bounding_box(mask)
+    return np.asarray(ndimage.center_of_mass(mask[box])) + [s.start for s in box]
+
+
+def labels_face_their_sides(labels: np.ndarray, affine: np.ndarray) -> bool:
+    """Whether the right lung (label 1) of a (z, y, x) lung labelling lies at larger world x
+    (RAS: the patient's right) than the left lung (label 2), centroid to centroid; True when
+    either is missing (nothing to compare). Counted slice by slice."""
+    affine = _check_affine(affine)
+    volume, _ = _as_volume(labels, "lung labels")
+    rows, cols = np.indices(volume.shape[1:], dtype=np.float64)
+    counts = np.zeros(3)
+    sums = np.zeros(3)
+    for k, plane in enumerate(volume):
+        code = np.clip(plane, 0, 2).astype(np.intp).ravel()
+        world_x = affine[0, 0] * cols + affine[0, 1] * rows + affine[0, 2] * k
+        counts += np.bincount(code, minlength=3)[:3]
+        sums += np.bincount(code, weights=world_x.ravel(), minlength=3)[:3]
+    if not counts[RIGHT_LUNG] or not counts[LEFT_LUNG]:
+        return True
+    return bool(sums[RIGHT_LUNG] / counts[RIGHT_LUNG] > sums[LEFT_LUNG] / counts[LEFT_LUNG])
+
+
+def _two_lungs(mask: np.ndarray, affine: np.ndarray) -> bool:
+    """Whether a (z, y, x) lung mask holds two lungs side by side, not one lung: its two largest
+    parts, as they are or once eroded (lungs joined where they touch come apart within
+    :data:`SPLIT_MAX_DEPTH_MM`), lie each on its own side of the midpoint between them.
+
+    Tested on a grid of about :data:`SIDE_TEST_MM` voxels (a 600-slice study's full 3D distance
+    map would be large), padded so that the volume's border erodes too.
+    """
+    box = _bounding_box(mask)
+    spacing_zyx = np.linalg.norm(affine[:3, 2::-1], axis=0)
+    steps = np.maximum(1, (SIDE_TEST_MM / np.maximum(spacing_zyx, 1e-6)).astype(int))
+    coarse = np.pad(mask[box][::steps[0], ::steps[1], ::steps[2]], 1)
+    depth_map = ndimage.distance_transform_edt(coarse, sampling=spacing_zyx * steps)
+    origin = np.array([s.start for s in box]) - steps
+    grid = np.indices(coarse.shape, dtype=np.float64).reshape(3, -1).T * steps + origin
+    x_map = _world_x(affine, grid).reshape(coarse.shape)
+    for depth in np.arange(0.0, SPLIT_MAX_DEPTH_MM, float(min(spacing_zyx * steps))):
+        parts, count = ndimage.label(depth_map > depth)
+        if count == 0:
+            return False
+        if count >= 2 and _side_by_side(parts, count, x_map):
+            return True
+    return False
+
+
+def _side_by_side(parts: np.ndarray, count: int, x_map: np.ndarray) -> bool:
+    """Whether the two largest of ``parts`` (the smaller at least a tenth of the larger) lie
+    at least 90 % each on its own side of the midpoint of their world-x centroids."""
+    sizes = np.bincount(parts.ravel(), minlength=count + 1)[1:]
+    first, second = np.argsort(sizes)[::-1][:2] + 1
+    if sizes[second - 1] < 0.1 * sizes[first - 1]:
+        return False
+    x_first, x_second = (float(x_map[parts == part].mean()) for part in (first, second))
+    middle = (x_first + x_second) / 2
+    return all(np.mean(np.sign(x_map[parts == part] - middle) == np.sign(x - middle)) >= 0.9
+               for part, x in ((first, x_first), (second, x_second)))
 
 
 def _as_volume(array: np.ndarray, what: str) -> tuple[np.ndarray, bool]:

@@ -60,6 +60,7 @@ from covseg.lungs import (
     LEFT_LUNG,
     RIGHT_LUNG,
     add_lesions_to_lungs,
+    labels_face_their_sides,
     remove_outside_lungs,
     segment_lungs,
     split_lungs,
@@ -110,6 +111,12 @@ MODEL_SHA256 = "model_sha256"
 LUNG_MODEL_SHA256 = "lung_model_sha256"
 """Settings of a predict batch: the SHA-256 of the model files, compared on reruns."""
 
+ROUNDING_NOTE = ("Volumes are rounded separately, so ground-glass and consolidation may differ "
+                 "from the lesion volume in the last digit.")
+"""Below a multi-class report's table: 29.61 + 3.38 shown beside a lesion of 32.98 mL (32.985
+held as 32.98499...) read as an error in the sum."""
+NOT_PREDICTED = "not predicted"
+"""The effusion cell of a multi-class model without an effusion class."""
 LESION_NAMES = {GGO: "ground-glass", CONSOLIDATION: "consolidation", EFFUSION: "effusion"}
 LESION_COLOURS = {label: class_colour(label) for label in LESION_NAMES}
 """The colours of ``covseg visualize`` and of predict's overlays, so one class has one colour."""
@@ -159,10 +166,12 @@ def lesion_classes(plane: np.ndarray, multiclass: bool) -> np.ndarray:
 
 
 def quantify(lesions: np.ndarray, spacing: Sequence[float], lungs: np.ndarray | None = None, *,
-             multiclass: bool | None = None) -> dict[str, Any]:
+             multiclass: bool | None = None, effusion: bool = True) -> dict[str, Any]:
     """Volumes (mL) and % involvement for a (z, y, x) lesion mask; per lung when ``lungs`` given.
 
     ``spacing`` is the voxel size in mm (z, y, x); ``multiclass`` None detects it (labels > 1).
+    ``effusion`` False: the mask comes from a model without an effusion class, so a multi-class
+    mask's effusion is None (not predicted), not 0 mL (none found), unless label 3 occurs.
     Voxels are counted slice by slice, so no volume-sized temporary is made.
     """
     lesions = np.asarray(lesions)
@@ -189,23 +198,26 @@ def quantify(lesions: np.ndarray, spacing: Sequence[float], lungs: np.ndarray | 
         "has_lungs": lungs is not None,
         "category_rule": CATEGORY_RULE,
     }
-    result["study"] = _region(counts.sum(axis=0), counts[0], voxel_ml, multiclass, lungs is not None)
+    measured = effusion or bool(counts[:, EFFUSION].any())
+    result["study"] = _region(counts.sum(axis=0), counts[0], voxel_ml, multiclass,
+                              lungs is not None, measured)
     if lungs is not None:
         for name, label in (("right_lung", RIGHT_LUNG), ("left_lung", LEFT_LUNG)):
-            result[name] = _region(counts[label], None, voxel_ml, multiclass, True)
+            result[name] = _region(counts[label], None, voxel_ml, multiclass, True, measured)
     return result
 
 
 def _region(counts: np.ndarray, outside: np.ndarray | None, voxel_ml: float, multiclass: bool,
-            has_lungs: bool) -> dict[str, Any]:
-    """Metrics of one region from its voxel counts per class (and the counts outside lungs)."""
+            has_lungs: bool, effusion: bool = True) -> dict[str, Any]:
+    """Metrics of one region from its voxel counts per class (and the counts outside lungs);
+    ``effusion`` False: its effusion is None, not predicted."""
     lesion = int(counts[1] + counts[2]) if multiclass else int(counts[1])
     region: dict[str, Any] = {"lesion_ml": lesion * voxel_ml}
     if multiclass:
         region["ggo_ml"] = int(counts[GGO]) * voxel_ml
         region["consolidation_ml"] = int(counts[CONSOLIDATION]) * voxel_ml
         if outside is not None:
-            region["effusion_ml"] = int(counts[EFFUSION]) * voxel_ml
+            region["effusion_ml"] = int(counts[EFFUSION]) * voxel_ml if effusion else None
     if not has_lungs:
         region.update(lung_ml=None, percent_involved=None, ct_category=None)
         return region
@@ -229,10 +241,18 @@ def result_rows(result: dict[str, Any], study: str) -> list[dict[str, Any]]:
     rows = []
     for region in REGIONS:
         if region in result:
-            values = result[region]
+            values = _shown_values(result[region])
             rows.append({"study": study, "region": region,
                          **{k: values.get(k) for k in CSV_FIELDS[2:]}})
     return rows
+
+
+def _shown_values(region: dict[str, Any]) -> dict[str, Any]:
+    """A region's values as the CSVs and the report show them: an effusion recorded as None (a
+    model without an effusion class) reads "not predicted", not 0 or empty (none found)."""
+    if "effusion_ml" in region and region["effusion_ml"] is None:
+        return {**region, "effusion_ml": NOT_PREDICTED}
+    return region
 
 
 def csv_text(rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> str:
@@ -368,6 +388,7 @@ def write_html(path: str | os.PathLike[str], result: dict[str, Any], study: str,
     category = _category_text(result)
     note = result.get("orientation_note")
     warning = f"<p><b>Note: {html.escape(note)}.</b></p>" if note else ""
+    rounding = f"<p>{ROUNDING_NOTE}</p>" if result.get("multiclass") else ""
     details = html.escape(json.dumps(result.get("inputs", {}), indent=2))
     text = (
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\">"
@@ -375,7 +396,8 @@ def write_html(path: str | os.PathLike[str], result: dict[str, Any], study: str,
         "margin:2em}table{border-collapse:collapse}td,th{border:1px solid #aaa;padding:4px 8px;"
         "text-align:right}img{max-width:100%}</style></head><body>"
         f"<h1>{html.escape(study)}</h1><p><b>Category: {html.escape(category)}</b></p>"
-        f"<p>{html.escape(CATEGORY_RULE)}</p>{warning}<table><tr>{head}</tr>{rows}</table>{image}"
+        f"<p>{html.escape(CATEGORY_RULE)}</p>{warning}<table><tr>{head}</tr>{rows}</table>"
+        f"{rounding}{image}"
         f"<h2>Inputs</h2><pre>{details}</pre>"
         "<p>Research software output, not a diagnosis.</p></body></html>\n"
     )
@@ -559,7 +581,7 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     if lung_path is not None:
         lung_volume = read_nifti(lung_path, np.int16, like=lesions)
         _check_same_grid(lesions, lung_volume)
-        lung_labels, lung_source = _lung_labels(lung_volume, lung_path), "mask"
+        lung_labels, lung_source = _lung_labels(lung_volume, lung_path, ct), "mask"
     elif ct is not None:
         lung_labels = segment_lungs(hounsfield(ct), ct.affine)
         lesion = lesions.array > 0
@@ -567,7 +589,8 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
             lesion &= lesions.array != EFFUSION
         near = remove_outside_lungs(lesion, lung_labels, lesions.spacing)
         lung_labels, lung_source = add_lesions_to_lungs(lung_labels, near), "threshold"
-    result = quantify(lesions.array, lesions.spacing, lung_labels, multiclass=classes)
+    result = quantify(lesions.array, lesions.spacing, lung_labels, multiclass=classes,
+                      effusion=_predicts_effusion(predicted))
     result["inputs"] = {**inputs, "lung_source": lung_source, INPUT_SHA256: hashes}
     result[SETTINGS] = quantify_settings(lungs=lungs, image=image, hu=hu, multiclass=multiclass,
                                          html_report=html_report)
@@ -577,16 +600,31 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
                         grid=lesions, html_report=html_report)
 
 
-def _lung_labels(volume: Volume, path: Path) -> np.ndarray:
+def _lung_labels(volume: Volume, path: Path, ct: Volume | None = None) -> np.ndarray:
     """Lungs as 1 right / 2 left. covseg's own ``lungs.nii.gz`` is used as it is when it holds
-    covseg's labels (:func:`_is_covseg_labelling`), so that quantifying a predict folder gives
-    predict's numbers (splitting it again fills holes and moves the midline); in any other lung
-    mask (0/1 even when named lungs.nii.gz, 0/255, lobe labels) any non-zero voxel is lung and
-    the sides are recomputed."""
+    covseg's labels (:func:`_is_covseg_labelling`) and, without predict's record beside it,
+    label 1 lies on the patient's right of label 2 (Zenodo's lung masks,
+    1 = left and 2 = right, are natural to name so too), so that quantifying a predict folder
+    gives predict's numbers (splitting it again fills holes and moves the midline); in any other
+    lung mask (0/1 even when named lungs.nii.gz, 0/255, lobe labels) any non-zero voxel is lung
+    and the sides are recomputed, at the body's midline in the ``ct`` when there is one."""
     labels = volume.array
     if path.name == LUNGS_NII and _is_covseg_labelling(labels, path):
-        return labels.astype(np.uint8)
-    return split_lungs(labels > 0, volume.affine)
+        if _recorded_lungs(path) is not None or labels_face_their_sides(labels, volume.affine):
+            return labels.astype(np.uint8)
+        log.warning("%s: label 1 lies on the patient's left of label 2 (1 = left, 2 = right, "
+                    "as in the Zenodo lung masks?); the sides were found again", path)
+    hu = hounsfield(ct) if ct is not None else None
+    return split_lungs(labels > 0, volume.affine, hu, source=str(path))
+
+
+def _predicts_effusion(record: dict[str, Any]) -> bool:
+    """False when the predict record beside a mask names a multi-class model without an
+    effusion class (3 classes: background, ground-glass, consolidation); True otherwise."""
+    model = record.get("inputs", {}).get("model", {})
+    classes = model.get("num_classes") if isinstance(model, dict) else None
+    return not (record.get("multiclass") is True and isinstance(classes, int)
+                and classes <= EFFUSION)
 
 
 def _is_covseg_labelling(labels: np.ndarray, path: Path) -> bool:
@@ -1061,7 +1099,7 @@ def _summary_row(study: Study, folder: Path, status: str, result: dict[str, Any]
     row: dict[str, Any] = {"study": study.name, "status": status, "error": error,
                            "input": str(study.path), "output": str(folder) if result else ""}
     if result:
-        region = result.get("study", {})
+        region = _shown_values(result.get("study", {}))
         row.update({k: region.get(k) for k in SUMMARY_STUDY_FIELDS})
         row["right_percent_involved"] = result.get("right_lung", {}).get("percent_involved")
         row["left_percent_involved"] = result.get("left_lung", {}).get("percent_involved")

@@ -55,6 +55,7 @@ from covseg.quantify import (
     GGO,
     INFECTION_NII,
     INPUT_SHA256,
+    LESION_NAMES,
     LUNG_MODEL_SHA256,
     LUNGS_NII,
     MODEL_SHA256,
@@ -146,10 +147,12 @@ def _checked(prob: np.ndarray, channels: int, size: tuple[int, ...]) -> np.ndarr
 
 def _lungs(volume: Volume, lung_predictor: SlicePredictor | None, batch_size: int
            ) -> tuple[np.ndarray, str]:
-    """Lung labels (1 right, 2 left) from a lung model if given, else from the HU threshold."""
+    """Lung labels (1 right, 2 left) from a lung model if given, split into sides at the body's
+    midline in the CT (not the lungs' own centre, which runs through a lone lung), else from the
+    HU threshold."""
     if lung_predictor is not None:
         mask = predict_labels(lung_predictor, volume, batch_size=batch_size, desc="lungs") > 0
-        return split_lungs(mask, volume.affine), "model"
+        return split_lungs(mask, volume.affine, hounsfield(volume), source=volume.source), "model"
     return segment_lungs(hounsfield(volume), volume.affine), "threshold"
 
 
@@ -196,12 +199,16 @@ def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray
                    lung_margin_mm: float = DEFAULT_LUNG_MARGIN_MM, batch_size: int = 8
                    ) -> VolumeMasks:
     """Find the lungs, drop infection farther than ``lung_margin_mm`` from them (unless
-    ``keep_outside_lungs``), and count the lesions at the lungs' edge as lung."""
+    ``keep_outside_lungs``), and count the lesions at the lungs' edge as lung. A multi-class
+    model's pleural effusion is kept wherever it lies: it fills the pleural space, outside the
+    lung by definition (a layer centimetres thick, most of it beyond any lung margin)."""
     lungs, lung_source = _lungs(volume, lung_predictor, batch_size)
     lungs_found = bool(lungs.any())
     near = labels
     if lungs_found:
         near = remove_outside_lungs(labels, lungs, volume.spacing, lung_margin_mm)
+        if has_effusion(predictor):
+            near[labels == EFFUSION] = EFFUSION
         if not keep_outside_lungs:
             labels = near
     else:
@@ -211,6 +218,20 @@ def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray
     lungs = add_lesions_to_lungs(
         lungs, (near == GGO) | (near == CONSOLIDATION) if multiclass else near > 0)
     return VolumeMasks(labels, lungs, lung_source, lungs_found)
+
+
+def has_effusion(predictor: SlicePredictor) -> bool:
+    """Whether a model predicts pleural effusion (label 3): multi-class with 4 classes or more;
+    a 3-class model (background, ground-glass, consolidation) cannot find one."""
+    return predictor.num_classes > EFFUSION
+
+
+def model_classes(predictor: SlicePredictor) -> list[str]:
+    """The names of a model's classes, by label (recorded, so a report says what it looked for)."""
+    if predictor.num_classes == 2:
+        return ["background", "infection"]
+    return ["background", *(LESION_NAMES.get(label, f"class {label}")
+                            for label in range(1, predictor.num_classes))]
 
 
 def predict_settings(predictor: SlicePredictor, lung_predictor: SlicePredictor | None = None,
@@ -268,17 +289,20 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
     multiclass = predictor.num_classes > 2
     files["infection"] = str(write_mask_like(volume, labels, out_dir / INFECTION_NII))
     files["lungs"] = str(write_mask_like(volume, lungs, out_dir / LUNGS_NII))
-    result = quantify(labels, volume.spacing, lungs, multiclass=multiclass)
+    result = quantify(labels, volume.spacing, lungs, multiclass=multiclass,
+                      effusion=has_effusion(predictor))
     result["files"] = files
     result["inputs"] = {
         "image": image, "shape_zyx": list(volume.file_shape_zyx),
         "affine": volume.file_affine.tolist(), "intensity": volume.intensity,
         "model": {"source": predictor.source, "num_classes": predictor.num_classes,
                   "intensity": predictor.intensity, "window": list(predictor.window),
-                  "threshold": applied_threshold(predictor)},
+                  "threshold": applied_threshold(predictor),
+                  "classes": model_classes(predictor)},
         "tta": predictor.tta, "lung_source": masks.lung_source, "lungs_found": lungs_found,
         "outside_lungs_removed": not keep_outside_lungs and lungs_found,
-        "lung_margin_mm": lung_margin_mm, "effusion_label": EFFUSION if multiclass else None,
+        "lung_margin_mm": lung_margin_mm,
+        "effusion_label": EFFUSION if has_effusion(predictor) else None,
         INPUT_SHA256: hashes,
     }
     result[SETTINGS] = predict_settings(
