@@ -21,6 +21,7 @@ import torch
 
 import covseg
 from covseg.errors import CovsegError
+from tests.test_io_volume import edited_series, needs_ct
 from tests.test_quantify import synthetic_study
 from tests.test_train import TINY
 
@@ -384,3 +385,29 @@ def test_predict_records_its_model_files_hash_and_refuses_one_changed_in_place(
         del legacy["model"][key]
     (out / "predict.json").write_text(json.dumps(legacy))
     covseg.predict(run, second, out)  # a record without hashes compares the rest, as before
+
+
+@needs_ct
+def test_a_stray_picture_beside_ct_data_is_no_2d_input(tmp_path: Path, tiny_run: Path,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    """predict_volumes refused a series folder holding a thumbnail ("holds both") and a folder
+    of study folders with an overview picture beside them ("2D images, not CT volumes"), both
+    predicted before; the CLI predicted the overview alone as a 2D image, passing the studies
+    over in silence."""
+    from PIL import Image
+
+    from covseg.cli import main
+
+    thumbnail = edited_series(tmp_path / "series", 3)
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(thumbnail / "thumbnail.jpg")
+    studies = tmp_path / "studies"
+    edited_series(studies / "a", 3)
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(studies / "overview.png")
+    assert covseg.predict_volumes(tiny_run, thumbnail, tmp_path / "one").done == 1
+    assert covseg.predict_volumes(tiny_run, studies, tmp_path / "two").done == 1
+    assert main(["predict", "--model", str(tiny_run), str(studies), "--out",
+                 str(tmp_path / "cli")]) == 2
+    err = capsys.readouterr().err
+    assert "holds both 2D images (overview.png...) and CT volumes (a...)" in err
+    assert not (tmp_path / "cli" / "overview.png").exists()

@@ -718,3 +718,28 @@ def test_nifti_in_metres_or_microns_is_read_in_mm(unit: str, per_mm: float,
     assert np.allclose(written.affine, scaled) and np.allclose(written.header.get_zooms(),
                                                                image.header.get_zooms())
     assert np.array_equal(np.asarray(written.dataobj), (data > -500).astype(np.uint8))
+
+
+@needs_ct
+def test_reading_dicom_from_threads_leaves_stderr_where_it_was(tmp_path: Path) -> None:
+    """Each read sent file descriptor 2 to the null device and put back the one it found:
+    interleaved readers put back another's null device, and the process went silent for good."""
+    import os
+    import threading
+
+    from covseg.io.volume import read_dicom_folder
+
+    series = edited_series(tmp_path / "series", 3)
+    before = os.fstat(2)
+
+    def read() -> None:
+        for _ in range(5):
+            read_dicom_folder(series)
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    after = os.fstat(2)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)

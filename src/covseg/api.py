@@ -327,16 +327,25 @@ def _as_list(inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]
 
 
 def is_volume_input(path: Path) -> bool:
-    """NIfTI files, DICOM files and folders holding DICOM series or NIfTI volumes."""
+    """NIfTI files, DICOM files and folders holding DICOM series or NIfTI volumes, in them or
+    in their sub-folders (study folders)."""
     if path.is_dir():
         children = [c for c in path.iterdir() if not is_covseg_picture(c)]
         images = [c.name for c in children if is_image_file(c)]
-        volumes = [c.name for c in children if is_nifti(c) or is_dicom_file(c)]
+        volumes = [c.name for c in children if _holds_volumes(c)]
         if images and volumes:
             raise CovsegError(f"{path}: holds both 2D images ({images[0]}...) and CT volumes "
                               f"({volumes[0]}...); give them to separate predict calls")
         return not images and any(is_nifti(c) or is_dicom_file(c) or c.is_dir()
                                   for c in children)
+    return is_nifti(path) or is_dicom_file(path)
+
+
+def _holds_volumes(path: Path) -> bool:
+    """A NIfTI or DICOM file, or a folder holding one (a study folder beside 2D images was
+    passed over: the images alone were predicted)."""
+    if path.is_dir():
+        return any(is_nifti(c) or is_dicom_file(c) for c in path.iterdir() if c.is_file())
     return is_nifti(path) or is_dicom_file(path)
 
 
@@ -398,10 +407,13 @@ parameters (``batch_size``, and ``lung_model`` loaded as the lung predictor)."""
 
 
 def _is_2d_input(path: Path) -> bool:
-    """A 2D image file, or a folder of them (not volumes), as :func:`predict` takes them."""
+    """A 2D image file, or a folder of them and of nothing a CT study could be made of, as
+    :func:`predict` takes them. A stray picture beside CT data (a series' thumbnail, an
+    overview beside study folders) does not make a folder 2D: the studies skip pictures."""
     if path.is_dir():
-        return not is_volume_input(path) and any(
-            is_image_file(child) and not is_covseg_picture(child) for child in path.iterdir())
+        children = [c for c in path.iterdir() if not is_covseg_picture(c)]
+        return (any(is_image_file(c) for c in children)
+                and not any(c.is_dir() or _holds_volumes(c) for c in children))
     return is_image_file(path)
 
 

@@ -25,11 +25,13 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 import warnings
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -785,22 +787,35 @@ def _syntax_hint(header: SliceHeader) -> str:
             "decode: decompress the files first, e.g. with gdcmconv --raw")
 
 
+_QUIET_LOCK = threading.Lock()
+_quiet_state: dict[str, Any] = {"depth": 0, "saved_fd": -1, "warnings_shown": True}
+"""Readers inside :func:`_quiet_libraries` (threads, or nested calls): the first one in sends
+stderr away and the last one out restores it, so that interleaved readers never save each
+other's null device as the stream to restore (which silenced the process for good)."""
+
+
 @contextlib.contextmanager
 def _quiet_libraries() -> Iterator[None]:
     """ITK warnings off and the process's stderr (file descriptor 2, where the C libraries
     print) sent to the null device meanwhile; covseg reports what went wrong in one line."""
-    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
-    sys.stderr.flush()
-    saved = os.dup(2)
+    with _QUIET_LOCK:
+        if _quiet_state["depth"] == 0:
+            _quiet_state["warnings_shown"] = sitk.ProcessObject.GetGlobalWarningDisplay()
+            sitk.ProcessObject.SetGlobalWarningDisplay(False)
+            sys.stderr.flush()
+            _quiet_state["saved_fd"] = os.dup(2)
+            with open(os.devnull, "wb") as null:
+                os.dup2(null.fileno(), 2)
+        _quiet_state["depth"] += 1
     try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
         yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+        with _QUIET_LOCK:
+            _quiet_state["depth"] -= 1
+            if _quiet_state["depth"] == 0:
+                os.dup2(_quiet_state["saved_fd"], 2)
+                os.close(_quiet_state["saved_fd"])
+                sitk.ProcessObject.SetGlobalWarningDisplay(_quiet_state["warnings_shown"])
 
 
 def _monochrome1_in_hu(image: sitk.Image, files: Sequence[str], headers: Sequence[SliceHeader],
