@@ -770,6 +770,20 @@ def test_a_mask_shifted_a_little_only_warns(tmp_path: Path,
     assert result["right_lung"]["lesion_ml"] == pytest.approx(lesion_ml)
 
 
+def test_a_mask_stored_in_other_axes_at_the_right_place_is_paired(tmp_path: Path) -> None:
+    """A mask another tool saved in another axis order (x stored flipped, its header saying so)
+    at the CT's places but for a 2 µm drift was refused as if paired mirrored."""
+    ct, mask, lesion_ml = synthetic_study(tmp_path / "in", "case")
+    stored = nib.load(str(mask))
+    flip = np.array([[0, -1], [1, 1], [2, 1]])
+    data = nib.orientations.apply_orientation(np.asarray(stored.dataobj), flip)
+    affine = stored.affine @ nib.orientations.inv_ornt_aff(flip, stored.shape)
+    affine[:3, 3] += 0.002
+    nib.save(nib.Nifti1Image(data, affine), str(tmp_path / "flipped_mask.nii.gz"))
+    result = quantify_study(tmp_path / "flipped_mask.nii.gz", tmp_path / "out", image=ct)
+    assert result["right_lung"]["lesion_ml"] == pytest.approx(lesion_ml)
+
+
 def test_find_studies_refuses_one_series_split_over_folders(tmp_path: Path) -> None:
     """A series split over two sub-folders was predicted as two partial studies, each with its
     own lung volume and CT category, without a word."""
