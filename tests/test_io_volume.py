@@ -743,3 +743,20 @@ def test_reading_dicom_from_threads_leaves_stderr_where_it_was(tmp_path: Path) -
         thread.join()
     after = os.fstat(2)
     assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+
+
+@needs_ct
+def test_dicom_is_read_in_a_process_without_stderr(tmp_path: Path) -> None:
+    """Reading DICOM flushed ``sys.stderr`` and copied file descriptor 2 unconditionally: in a
+    process without them (pythonw, a closed stderr) every DICOM study failed with an
+    AttributeError."""
+    import subprocess
+    import sys
+
+    series = edited_series(tmp_path / "series", 3)
+    code = ("import sys; from covseg.io.volume import read_dicom_folder; "
+            f"sys.stdout.write(str(read_dicom_folder({str(series)!r}).array.shape))")
+    done = subprocess.run([sys.executable, "-c", code], stderr=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, text=True, check=False,
+                          preexec_fn=lambda: __import__("os").close(2))
+    assert (done.returncode, done.stdout) == (0, "(3, 512, 512)")
