@@ -372,19 +372,20 @@ def test_predict_records_its_model_files_hash_and_refuses_one_changed_in_place(
     assert record["model_sha256"] == hashlib.sha256((run / "best.pt").read_bytes()).hexdigest()
     assert record["lung_guide_sha256"] is None
     covseg.predict(run, second, out)  # the same model adds to the folder
+    covseg.predict(run / "best.pt", second, out)  # named by its file: one model, as for CTs
     payload = torch.load(run / "best.pt", weights_only=True)
     for weights in payload["state_dict"].values():
         if weights.is_floating_point():
             weights.add_(0.01)
     torch.save(payload, run / "best.pt")
     with pytest.raises(CovsegError, match=r"pred holds masks predicted otherwise "
-                                          r"\(model_sha256: [0-9a-f]{64} -> [0-9a-f]{64}\)"):
+                                          r"\(model_sha256: [0-9a-f]{64} -> [0-9a-f]{64}[;)]"):
         covseg.predict(run, second, out)
     legacy = json.loads((out / "predict.json").read_text())
     for key in ("model_sha256", "lung_guide_sha256"):
         del legacy["model"][key]
     (out / "predict.json").write_text(json.dumps(legacy))
-    covseg.predict(run, second, out)  # a record without hashes compares the rest, as before
+    covseg.predict(run / "best.pt", second, out)  # without hashes: the rest, as before
 
 
 @needs_ct

@@ -314,7 +314,9 @@ def _refuse_other_model(out: Path, earlier: dict[str, Any], predictor: Predictor
         return
     now = json.loads(json.dumps(_model_record(predictor)))  # as the record holds it
     unrecorded = [key for key in MODEL_HASHES if key not in before]
-    changed = changed_settings(before, now, ignored=["batch_size", *unrecorded])
+    same_file = before.get(MODEL_SHA256) and before.get(MODEL_SHA256) == now[MODEL_SHA256]
+    named = ["source"] if same_file else []  # a run folder, its best.pt, a copy: one model
+    changed = changed_settings(before, now, ignored=["batch_size", *unrecorded, *named])
     if changed:
         raise CovsegError(f"{out} holds masks predicted otherwise ({'; '.join(changed)}); "
                           "pick a new --out or delete it")
