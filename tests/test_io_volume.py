@@ -658,8 +658,9 @@ def test_series_split_over_sub_folders_is_refused(tmp_path: Path) -> None:
     (tmp_path / "split" / "part2").mkdir()
     for path in files[4:]:
         path.rename(tmp_path / "split" / "part2" / path.name)
-    with pytest.raises(CovsegError, match="series .* is split over the folders .*part1 and "
-                                          ".*part2; put all its slices in one folder"):
+    with pytest.raises(CovsegError, match="series .* is in the folders .*part1 and .*part2; "
+                                          "put all its slices in one folder, or keep one copy "
+                                          "if these are copies of it"):
         read_volume(tmp_path / "split")
 
 

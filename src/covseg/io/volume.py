@@ -692,8 +692,9 @@ def _check_not_split(series: list[Series], folder: Path) -> None:
     uid, directory, _ = series[0]
     others = [str(d) for other, d, _ in series[1:] if other == uid and d != directory]
     if others:
-        raise CovsegError(f"{folder}: series {uid} is split over the folders {directory} and "
-                          f"{', '.join(others)}; put all its slices in one folder")
+        raise CovsegError(f"{folder}: series {uid} is in the folders {directory} and "
+                          f"{', '.join(others)}; put all its slices in one folder, or keep one "
+                          "copy if these are copies of it")
 
 
 def _check_all_read(uid: str, directory: Path, files: Sequence[str]) -> None:
