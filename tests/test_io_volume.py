@@ -761,3 +761,18 @@ def test_dicom_is_read_in_a_process_without_stderr(tmp_path: Path) -> None:
                           stdout=subprocess.PIPE, text=True, check=False,
                           preexec_fn=lambda: __import__("os").close(2))
     assert (done.returncode, done.stdout) == (0, "(3, 512, 512)")
+
+
+def test_functional_groups_without_geometry_keep_the_top_level_geometry(tmp_path: Path) -> None:
+    """A single-frame series whose files carry a functional group holding no geometry (a window
+    setting) was refused for "no PixelSpacing": the top-level geometry was passed over."""
+    for path in synthetic_series(tmp_path / "series", phantom()):
+        dataset = pydicom.dcmread(path)
+        voi = pydicom.Dataset()
+        voi.WindowCenter, voi.WindowWidth = -600, 1500
+        group = pydicom.Dataset()
+        group.FrameVOILUTSequence = pydicom.Sequence([voi])
+        dataset.SharedFunctionalGroupsSequence = pydicom.Sequence([group])
+        dataset.save_as(path)
+    volume = read_volume(tmp_path / "series")
+    assert volume.spacing == pytest.approx((2.5, 0.7, 0.7))

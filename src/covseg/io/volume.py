@@ -918,6 +918,9 @@ SLICE_TAGS = ("Modality", "Rows", "Columns", "PixelSpacing", "ImagePositionPatie
 """The header fields :func:`read_slice_header` reads (no pixels: 0.2 s for 1,000 cached files)."""
 FRAME_GROUPS = ("PixelMeasuresSequence", "PlaneOrientationSequence", "PlanePositionSequence")
 """The functional groups where an enhanced multi-frame file keeps its frames' geometry."""
+GEOMETRY_KEYWORDS = ("PixelSpacing", "ImagePositionPatient", "ImageOrientationPatient",
+                     "SliceThickness", "SpacingBetweenSlices")
+"""The geometry fields :func:`_slice_header` reads, at the top level or in the groups."""
 DICOM_ERRORS = (pydicom.errors.InvalidDicomError, OSError, EOFError, ValueError)
 """What pydicom raises for files it cannot parse."""
 
@@ -970,7 +973,8 @@ def read_frame_headers(path: Path) -> list[SliceHeader]:
     per_frame = list(dataset.get("PerFrameFunctionalGroupsSequence") or [])
     if shared is None and not per_frame:
         return [_slice_header(dataset, dataset, path.name)]
-    return [_slice_header(dataset, _frame_geometry(shared, item), f"{path.name} frame {k + 1}")
+    return [_slice_header(dataset, _frame_geometry(dataset, shared, item),
+                          f"{path.name} frame {k + 1}")
             for k, item in enumerate(per_frame or [None])]
 
 
@@ -980,10 +984,15 @@ def _first_item(dataset: pydicom.Dataset | None, keyword: str) -> pydicom.Datase
     return sequence[0] if sequence else None
 
 
-def _frame_geometry(shared: pydicom.Dataset | None, frame: pydicom.Dataset | None
-                    ) -> pydicom.Dataset:
-    """A frame's :data:`FRAME_GROUPS` fields in one data set, the frame's own over the shared."""
+def _frame_geometry(dataset: pydicom.Dataset, shared: pydicom.Dataset | None,
+                    frame: pydicom.Dataset | None) -> pydicom.Dataset:
+    """A frame's geometry fields in one data set: the frame's own :data:`FRAME_GROUPS` over the
+    shared ones over the file's top-level fields (a single-frame file may carry functional
+    groups without geometry in them, its geometry at the top level)."""
     geometry = pydicom.Dataset()
+    for element in dataset:
+        if element.keyword in GEOMETRY_KEYWORDS:
+            geometry[element.tag] = element
     for groups in (shared, frame):
         for keyword in FRAME_GROUPS:
             item = _first_item(groups, keyword)
