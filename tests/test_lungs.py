@@ -219,3 +219,16 @@ def test_a_gas_pocket_below_the_lungs_is_no_lung() -> None:
     assert not segment_lungs(hu[:8], sample.affine).any()
     bases = segment_lungs(hu, sample.affine)
     assert {1, 2} <= set(np.unique(bases)), "the lung bases above are still found"
+
+
+def test_two_touching_lungs_of_a_one_slice_mask_are_two() -> None:
+    """Eroded through z, a one-slice mask vanished before the contact of its lungs did, and two
+    touching lungs were called one (all labelled left, the right lung's % empty)."""
+    rows, cols = np.indices((200, 260))
+    right = ((rows - 100) / 80) ** 2 + ((cols - 75) / 55) ** 2 <= 1
+    left = ((rows - 100) / 80) ** 2 + ((cols - 185) / 55) ** 2 <= 1
+    contact = (abs(rows - 60) < 10) & (cols > 100) & (cols < 160)
+    mask = (right | left | contact)[None]
+    labels = split_lungs(mask, np.diag([-0.8, -0.8, 1.0, 1.0]))
+    counts = np.bincount(labels.ravel(), minlength=3)
+    assert counts[1] > 0.4 * mask.sum() and counts[2] > 0.4 * mask.sum()

@@ -166,23 +166,30 @@ def labels_face_their_sides(labels: np.ndarray, affine: np.ndarray) -> bool:
     return bool(sums[RIGHT_LUNG] / counts[RIGHT_LUNG] > sums[LEFT_LUNG] / counts[LEFT_LUNG])
 
 
+IN_PLANE_ONLY_MM = 1e6
+"""A slice step that keeps the distance map in-plane: no voxel is nearer the background through z."""
+
+
 def _two_lungs(mask: np.ndarray, affine: np.ndarray) -> bool:
     """Whether a (z, y, x) lung mask holds two lungs side by side, not one lung: its two largest
     parts, as they are or once eroded (lungs joined where they touch come apart within
     :data:`SPLIT_MAX_DEPTH_MM`), lie each on its own side of the midpoint between them.
 
     Tested on a grid of about :data:`SIDE_TEST_MM` voxels (a 600-slice study's full 3D distance
-    map would be large), padded so that the volume's border erodes too.
+    map would be large), padded in-plane so that the slice border erodes too. The erosion is
+    in-plane, slice by slice, as the lungs touch: eroded through z, a mask of one or a few
+    slices vanished before its contact did, and two touching lungs were called one.
     """
     box = _bounding_box(mask)
     spacing_zyx = np.linalg.norm(affine[:3, 2::-1], axis=0)
     steps = np.maximum(1, (SIDE_TEST_MM / np.maximum(spacing_zyx, 1e-6)).astype(int))
-    coarse = np.pad(mask[box][::steps[0], ::steps[1], ::steps[2]], 1)
-    depth_map = ndimage.distance_transform_edt(coarse, sampling=spacing_zyx * steps)
-    origin = np.array([s.start for s in box]) - steps
+    coarse = np.pad(mask[box][::steps[0], ::steps[1], ::steps[2]], ((0, 0), (1, 1), (1, 1)))
+    in_plane = spacing_zyx * steps
+    depth_map = ndimage.distance_transform_edt(coarse, sampling=(IN_PLANE_ONLY_MM, *in_plane[1:]))
+    origin = np.array([s.start for s in box]) - steps * np.array([0, 1, 1])
     grid = np.indices(coarse.shape, dtype=np.float64).reshape(3, -1).T * steps + origin
     x_map = _world_x(affine, grid).reshape(coarse.shape)
-    for depth in np.arange(0.0, SPLIT_MAX_DEPTH_MM, float(min(spacing_zyx * steps))):
+    for depth in np.arange(0.0, SPLIT_MAX_DEPTH_MM, float(min(in_plane[1:]))):
         parts, count = ndimage.label(depth_map > depth)
         if count == 0:
             return False
