@@ -196,22 +196,25 @@ def test_a_lung_model_finding_one_lung_labels_it_one_lung(tmp_path: Path) -> Non
 
 def test_effusion_is_kept_far_from_the_lungs(chest, tmp_path: Path) -> None:
     """Pleural effusion lies outside the lung by definition: a 4-class model's label 3 is not
-    removed by the lung-margin rule, which still removes ground-glass far from the lungs."""
+    removed by the lung-margin rule (a layer behind the lung is kept whole, 12 mm thick), which
+    still removes ground-glass far from the lungs, and effusion lying apart (the abdomen; the
+    first fix kept it anywhere in the scan)."""
     path, counts = chest
     ct = nib.load(str(path)).get_fdata().astype(np.float32)
-    ct[10:26, 48:56, 2:8] = 10.0  # effusion 6.75 mm and more behind the right lung: 768 voxels
+    ct[10:26, 40:56, 2:8] = 10.0  # effusion behind the right lung, touching it: 1536 voxels
+    ct[42:50, 53:56, 2:4] = 10.0  # "effusion" 9.75 mm from every lung voxel: 48 voxels
     nib.save(nib.Nifti1Image(ct, AFFINE), str(path))
     four_classes = BandPredictor([(-400, -200), (-200, -100), (0, 20)])
     result = predict_study(four_classes, path, tmp_path / "out")
     study = result["study"]
-    assert study["effusion_ml"] == pytest.approx(768 * VOXEL_ML)
+    assert study["effusion_ml"] == pytest.approx(1536 * VOXEL_ML)
     assert study["lesion_ml"] == pytest.approx((counts["ggo"] + counts["consolidation"])
                                                * VOXEL_ML), "the chest-wall blob is removed"
     assert result["inputs"]["effusion_label"] == 3
     assert result["inputs"]["model"]["classes"] == ["background", "ground-glass",
                                                     "consolidation", "effusion"]
     infection = np.asarray(nib.load(str(tmp_path / "out" / "infection.nii.gz")).dataobj)
-    assert np.count_nonzero(infection == 3) == 768
+    assert np.count_nonzero(infection == 3) == 1536
 
 
 def test_a_model_without_effusion_reports_none_predicted(chest, tmp_path: Path) -> None:

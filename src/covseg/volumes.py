@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from scipy import ndimage
 from tqdm import tqdm
 
 from covseg.config import check_kind
@@ -194,21 +195,30 @@ class VolumeMasks:
     lungs_found: bool
 
 
+def _effusion_at_lungs(labels: np.ndarray, near: np.ndarray) -> np.ndarray:
+    """The effusion regions (3D connected) of ``labels`` that keep a voxel in ``near`` (the
+    labels within the lung margin)."""
+    regions, _ = ndimage.label(labels == EFFUSION)
+    kept = np.unique(regions[(near == EFFUSION) & (regions > 0)])
+    return np.isin(regions, kept)
+
+
 def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray, *,
                    lung_predictor: SlicePredictor | None = None, keep_outside_lungs: bool = False,
                    lung_margin_mm: float = DEFAULT_LUNG_MARGIN_MM, batch_size: int = 8
                    ) -> VolumeMasks:
     """Find the lungs, drop infection farther than ``lung_margin_mm`` from them (unless
     ``keep_outside_lungs``), and count the lesions at the lungs' edge as lung. A multi-class
-    model's pleural effusion is kept wherever it lies: it fills the pleural space, outside the
-    lung by definition (a layer centimetres thick, most of it beyond any lung margin)."""
+    model's pleural effusion fills the pleural space, outside the lung by definition (a layer
+    centimetres thick, most of it beyond any lung margin): each effusion region that reaches the
+    lung margin is kept whole, and one that lies apart (the abdomen) is dropped."""
     lungs, lung_source = _lungs(volume, lung_predictor, batch_size)
     lungs_found = bool(lungs.any())
     near = labels
     if lungs_found:
         near = remove_outside_lungs(labels, lungs, volume.spacing, lung_margin_mm)
         if has_effusion(predictor):
-            near[labels == EFFUSION] = EFFUSION
+            near[_effusion_at_lungs(labels, near)] = EFFUSION
         if not keep_outside_lungs:
             labels = near
     else:
