@@ -97,6 +97,11 @@ class Given:
         self.volume = np.full((2, 16, 16), -1000.0, dtype=np.float32)
         self.file = tmp / "file.py"
         self.file.write_text("not a folder")
+        self.pictures_beside_folders = tmp / "pictures"  # a notebook's checkpoints, masks
+        for folder in (".ipynb_checkpoints", "preds"):
+            (self.pictures_beside_folders / folder).mkdir(parents=True)
+        shutil.copy(self.image, self.pictures_beside_folders / "slice.npy")
+        shutil.copy(self.image, self.pictures_beside_folders / "preds" / "slice.npy")
 
 
 WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
@@ -124,6 +129,8 @@ WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
      "--lung-margin-mm must be a number, got '5'"),
     (lambda g: covseg.predict_volumes(g.run, g.data / "images", g.tmp / "p"),
      "images: 2D images, not CT volumes; predict them with covseg.predict"),
+    (lambda g: covseg.predict_volumes(g.run, g.pictures_beside_folders, g.tmp / "p"),
+     "pictures: 2D images, not CT volumes; predict them with covseg.predict"),
     (lambda g: covseg.predict_volumes(g.run, [g.tmp, g.image], g.tmp / "p"),
      ".npy: 2D images, not CT volumes; predict them with covseg.predict"),
     (lambda g: covseg.train(g.data, g.file, **TINY), "file.py: a file is in the way (the output is a folder)"),
@@ -192,7 +199,9 @@ def test_arguments_of_the_wrong_type_are_one_line_errors(
     with pytest.raises(CovsegError, match=re.escape(message)) as raised:
         call(given)
     assert "\n" not in str(raised.value)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.py"], "refused before writing"
+    made = {"file.py", given.pictures_beside_folders.name}
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name not in made) == [], (
+        "refused before writing")
 
 
 @pytest.mark.parametrize(("options", "refused"), [

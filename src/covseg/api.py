@@ -413,9 +413,10 @@ def _is_2d_input(path: Path) -> bool:
     :func:`predict` takes them. A stray picture beside CT data (a series' thumbnail, an
     overview beside study folders) does not make a folder 2D: the studies skip pictures."""
     if path.is_dir():
-        children = [c for c in path.iterdir() if not is_covseg_picture(c)]
+        children = [c for c in path.iterdir()
+                    if not is_covseg_picture(c) and not c.name.startswith(".")]
         return (any(is_image_file(c) for c in children)
-                and not any(c.is_dir() or _holds_volumes(c) for c in children))
+                and not any(_holds_volumes(c) for c in children))
     return is_image_file(path)
 
 
