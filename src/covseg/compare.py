@@ -103,7 +103,7 @@ def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
         name, options = parse_model_spec(spec)
         model_config = replace(config, model=name, model_options=options)
         summary = cross_validate(model_config, data, out / model_folder(spec), folds, resume)
-        per_case = per_fold_case_dice(out / model_folder(spec))
+        per_case = per_case_dice(out / model_folder(spec), by_fold=True)
         channels = model_config.in_channels  # as its runs take them: a lung guide adds one
         cost = profile_model(build_model(name, channels, data.num_classes, **options), size=512,
                              in_channels=channels)
@@ -170,19 +170,15 @@ def _check_folder_holds(folder: Path, spec: str) -> None:
                               f"{folder}")
 
 
-def per_case_dice(cv_dir: Path, table: str = "per_case.csv") -> dict[str, float]:
+def per_case_dice(cv_dir: Path, table: str = "per_case.csv", by_fold: bool = False
+                  ) -> dict[Hashable, float]:
     """Per-case Dice of a finished ``covseg cv`` folder, from its ``per_case.csv`` (or of one
-    finished fold, from its ``test_per_case.csv``)."""
+    finished fold, from its ``test_per_case.csv``), keyed by case id, or ``by_fold`` by
+    (fold, case id): the same fold's same slice pairs up between models, and a slice that two
+    folds test keeps both."""
     with (cv_dir / table).open(newline="", encoding="utf-8") as handle:
-        return {row["case_id"]: float(row["dice"]) for row in csv.DictReader(handle)}
-
-
-def per_fold_case_dice(cv_dir: Path) -> dict[tuple[int, str], float]:
-    """Per-case Dice of a finished ``covseg cv`` folder keyed by (fold, case id): the same
-    fold's same slice pairs up between models, and a slice that two folds test keeps both."""
-    with (cv_dir / "per_case.csv").open(newline="", encoding="utf-8") as handle:
-        return {(int(row["fold"]), row["case_id"]): float(row["dice"])
-                for row in csv.DictReader(handle)}
+        return {(int(row["fold"]), row["case_id"]) if by_fold else row["case_id"]:
+                float(row["dice"]) for row in csv.DictReader(handle)}
 
 
 def _fold_source(result: dict[str, Any]) -> str:

@@ -43,7 +43,6 @@ from covseg.errors import CovsegError
 from covseg.io.atomic import atomic_path, remove_temporaries, write_json, write_text
 from covseg.io.image import case_key, image_name
 from covseg.io.volume import (
-    GRID_TOLERANCE_MM,
     Volume,
     display_flips,
     hounsfield,
@@ -56,6 +55,7 @@ from covseg.io.volume import (
     read_volume,
     same_grid_affine,
     sampled_series_uids,
+    within_half_a_voxel,
 )
 from covseg.lungs import (
     LEFT_LUNG,
@@ -683,7 +683,7 @@ def _check_same_grid(reference: Volume, other: Volume) -> None:
     A small affine drift between headers of the same axes (translation, rounding) only warns,
     the voxels being paired as stored."""
     same_place = same_grid_affine(reference, other)
-    if not _within_half_a_voxel(reference, other) and reference.file_axes != other.file_axes:
+    if not within_half_a_voxel(reference, other) and reference.file_axes != other.file_axes:
         raise CovsegError(
             f"{other.source}: its header labels the voxel axes {other.file_axes}, the mask "
             f"{reference.source}'s {reference.file_axes}, and their affines place the voxels "
@@ -699,15 +699,6 @@ def _check_same_grid(reference: Volume, other: Volume) -> None:
     if not same_place:
         log.warning("%s: affine differs from %s; assuming the same voxel grid",
                     other.source, reference.source)
-
-
-def _within_half_a_voxel(first: Volume, second: Volume) -> bool:
-    """Whether two volumes' voxels lie at the same places but for a drift under half a voxel
-    (float32 origins, a converter's rounding): same axis directions and sizes, close origins.
-    A flip or a permutation moves the axes themselves, and the origin to the other end."""
-    axes = np.allclose(first.affine[:3, :3], second.affine[:3, :3], atol=GRID_TOLERANCE_MM)
-    shift = np.abs(first.affine[:3, 3] - second.affine[:3, 3]).max()
-    return bool(axes and shift < 0.5 * min(first.spacing))
 
 
 @dataclass(frozen=True)

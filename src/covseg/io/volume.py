@@ -497,6 +497,15 @@ def same_grid_affine(first: Volume, second: Volume) -> bool:
     return bool(np.allclose(first.affine, second.affine, atol=GRID_TOLERANCE_MM))
 
 
+def within_half_a_voxel(first: Volume, second: Volume) -> bool:
+    """Whether two volumes' voxels lie at the same places but for a drift under half a voxel
+    (float32 origins, a converter's rounding): same axis directions and sizes, close origins.
+    A flip or a permutation moves the axes themselves, and the origin to the other end."""
+    axes = np.allclose(first.affine[:3, :3], second.affine[:3, :3], atol=GRID_TOLERANCE_MM)
+    shift = np.abs(first.affine[:3, 3] - second.affine[:3, 3]).max()
+    return bool(axes and shift < 0.5 * min(first.spacing))
+
+
 def as_axial(volume: Volume) -> Volume:
     """The volume in :data:`WORKING_AXES` order (see the module docstring): the file's voxel axes
     permuted and flipped, each to its nearest world axis (nibabel's ``io_orientation``, so an
@@ -1003,9 +1012,8 @@ def _frame_geometry(dataset: pydicom.Dataset, shared: pydicom.Dataset | None,
 
 def _slice_header(dataset: pydicom.Dataset, geometry: pydicom.Dataset, name: str) -> SliceHeader:
     """A :class:`SliceHeader` from a file's top-level fields and its (frame's) geometry."""
-    thicknesses = (_numbers(geometry, keyword, 1) for keyword in ("SliceThickness",
-                                                                  "SpacingBetweenSlices"))
     step = _numbers(geometry, "SpacingBetweenSlices", 1)
+    thicknesses = (_numbers(geometry, "SliceThickness", 1), step)
     frames = _numbers(dataset, "NumberOfFrames", 1)
     meta = getattr(dataset, "file_meta", None)
     return SliceHeader(
