@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bz2
 import errno
+import gzip
 import hashlib
 import io
 import os
@@ -409,15 +410,28 @@ def _tar_bz2(size: int) -> bytes:
     return bz2.compress(buffer.getvalue(), compresslevel=1)
 
 
+def _tar_gz_stored(text: bytes) -> bytes:
+    """One member in gzip's stored (level 0) blocks: a damaged byte decodes without an error,
+    and only the CRC in gzip's trailer, after tar's end-of-archive blocks, tells."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo("a.nii")
+        info.size = len(text)
+        archive.addfile(info, io.BytesIO(text))
+    return gzip.compress(buffer.getvalue(), compresslevel=0)
+
+
 STORED = zip_bytes({"Lung_Mask/a.nii": b"hello world " * 1000})
 BLOCKS = _tar_bz2(150_000)
+STORED_GZ = _tar_gz_stored(b"hello world " * 1000)
 
 
 @pytest.mark.parametrize(("name", "archive"), [
     ("Lung_Mask.zip", _flipped(STORED, STORED.index(b"hello world") + 5)),
     ("Lung_Mask.tar.bz2", _flipped(BLOCKS, len(BLOCKS) - 1000)),
     ("Lung_Mask.tar.gz", b"\x1f\x8b\x08\x00" + bytes(60)),
-], ids=["zip-bad-crc", "tar.bz2-bad-block", "tar.gz-garbled"])
+    ("Lung_Mask.tar.gz", _flipped(STORED_GZ, STORED_GZ.index(b"hello world") + 5)),
+], ids=["zip-bad-crc", "tar.bz2-bad-block", "tar.gz-garbled", "tar.gz-bad-crc"])
 def test_a_corrupt_archive_is_one_line_not_a_traceback(server: Server, tmp_path: Path,
                                                       name: str, archive: bytes) -> None:
     """An archive whose listing reads but whose data are damaged (a bad CRC-32) ended in

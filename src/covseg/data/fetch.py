@@ -363,10 +363,21 @@ def check_archive(archive: Path) -> None:
                     if _unsafe_name(member.name) or not (member.isfile() or member.isdir()):
                         raise CovsegError(f"{archive}: unsafe member {member.name!r} (absolute, "
                                           "'..', link or device); not extracted")
+                _read_to_end(tarred)
     except (*CORRUPT, OSError) as exc:
         if not _damaged(exc):
             raise
         raise _corrupt(archive, exc) from None
+
+
+def _read_to_end(tarred: tarfile.TarFile) -> None:
+    """Decompress the rest of the stream, so that gzip's CRC and xz's check are verified:
+    tarfile stops at the end-of-archive blocks, before the trailer holding them, and a byte
+    damaged inside a member would otherwise be extracted without a word."""
+    stream = tarred.fileobj
+    if stream is not None:
+        while stream.read(1 << 20):
+            pass
 
 
 def _damaged(exc: BaseException) -> bool:
