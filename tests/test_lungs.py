@@ -232,3 +232,12 @@ def test_two_touching_lungs_of_a_one_slice_mask_are_two() -> None:
     labels = split_lungs(mask, np.diag([-0.8, -0.8, 1.0, 1.0]))
     counts = np.bincount(labels.ravel(), minlength=3)
     assert counts[1] > 0.4 * mask.sum() and counts[2] > 0.4 * mask.sum()
+
+
+def test_lungs_draw_no_progress_bar(capsys) -> None:
+    """A "lungs" bar of the body-air step (a second of a study's time) was drawn inside the
+    study bar of `covseg quantify` and `covseg predict`."""
+    hu, truth = chest()
+    segment_lungs(hu, LPS_LIKE)
+    split_lungs(truth > 0, LPS_LIKE, hu)
+    assert not capsys.readouterr().err

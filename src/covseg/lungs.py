@@ -24,7 +24,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
-from tqdm import tqdm
 
 from covseg.errors import CovsegError
 
@@ -243,8 +242,7 @@ def _inside_body_air(volume: np.ndarray, threshold: float) -> tuple[np.ndarray, 
     """
     inside = np.zeros(volume.shape, dtype=bool)
     centres = np.full((volume.shape[0], 2), np.nan)
-    for k in tqdm(range(volume.shape[0]), desc="lungs", unit="slice", leave=False,
-                  disable=volume.shape[0] == 1):
+    for k in range(volume.shape[0]):
         air = volume[k] < threshold
         components, _ = ndimage.label(air)
         edge = np.unique(np.concatenate(
