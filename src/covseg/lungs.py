@@ -14,8 +14,8 @@ display convention is assumed: column index grows towards the patient's left and
 towards posterior (the right lung is on the image's left, as radiologists view axial slices).
 Where the two lungs touch in a slice, the joined component is eroded (a distance-transform
 threshold) until it falls apart into a right and a left core, and every voxel goes to the
-nearest core. The trachea above the carina (a small component on the midline) is dropped.
-Dense lesions touching the chest wall can fall outside a threshold mask:
+nearest core. The trachea above the carina (a small component on the midline that does not
+fall apart) is dropped. Dense lesions touching the chest wall can fall outside a threshold mask:
 :func:`add_lesions_to_lungs` puts them back for quantification.
 """
 
@@ -45,8 +45,12 @@ DEFAULT_LUNG_MARGIN_MM = 5.0
 AIRWAY_MAX_MM2 = 500.0
 SPLIT_MAX_DEPTH_MM = 30.0
 SIDE_TEST_MM = 3.0
-"""Voxel size (about) of the coarse grid on which :func:`_two_lung_cores` tells one lung from
-two."""
+"""Voxel size (about, at most) of the coarse grid on which :func:`_two_lung_cores` tells one
+lung from two."""
+SIDE_TEST_VOXELS = 32
+"""Grid voxels (at least, voxel size permitting) across the mask's narrower in-plane extent: on
+a 3 mm grid two small lungs (15-25 mm wide) touching at the midline vanished before they fell
+apart, and were called one lung."""
 IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
 IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)
 
@@ -217,13 +221,16 @@ def _two_lung_cores(mask: np.ndarray, affine: np.ndarray
     :data:`SPLIT_MAX_DEPTH_MM`), lying each on its own side of the midpoint between them.
 
     Tested on a grid of about :data:`SIDE_TEST_MM` voxels (a 600-slice study's full 3D distance
-    map would be large), padded in-plane so that the slice border erodes too. The erosion is
-    in-plane, slice by slice, as the lungs touch: eroded through z, a mask of one or a few
-    slices vanished before its contact did, and two touching lungs were called one.
+    map would be large), finer for a small mask (:data:`SIDE_TEST_VOXELS`), padded in-plane so
+    that the slice border erodes too. The erosion is in-plane, slice by slice, as the lungs
+    touch: eroded through z, a mask of one or a few slices vanished before its contact did, and
+    two touching lungs were called one.
     """
     box = _bounding_box(mask)
     spacing_zyx = np.linalg.norm(affine[:3, 2::-1], axis=0)
-    steps = np.maximum(1, (SIDE_TEST_MM / np.maximum(spacing_zyx, 1e-6)).astype(int))
+    extent_mm = min(spacing_zyx[axis] * (box[axis].stop - box[axis].start) for axis in (1, 2))
+    step_mm = np.array([SIDE_TEST_MM, *[min(SIDE_TEST_MM, extent_mm / SIDE_TEST_VOXELS)] * 2])
+    steps = np.maximum(1, (step_mm / np.maximum(spacing_zyx, 1e-6)).astype(int))
     coarse = np.pad(mask[box][::steps[0], ::steps[1], ::steps[2]], ((0, 0), (1, 1), (1, 1)))
     in_plane = spacing_zyx * steps
     depth_map = ndimage.distance_transform_edt(coarse, sampling=(IN_PLANE_ONLY_MM, *in_plane[1:]))
@@ -362,17 +369,21 @@ def _side_map(shape: tuple[int, ...], affine: np.ndarray, k: int, midline: float
 
 def _component_labels(component: np.ndarray, side: np.ndarray, spacing: tuple[float, float]
                       ) -> np.ndarray:
-    """Labels for one in-plane component: one side, dropped (airway), or split in two."""
+    """Labels for one in-plane component: one side, split in two, or dropped (airway).
+
+    The split is tried first: two small lungs (15-25 mm wide) touching at the midline are no
+    larger than the trachea, and were dropped as one (the trachea does not fall apart in two).
+    """
     right = float(np.mean(side[component] > 0))
     minority = min(right, 1.0 - right)
     majority = RIGHT_LUNG if right >= 0.5 else LEFT_LUNG
     if minority < 0.1:
         return np.where(component, majority, 0).astype(np.uint8)
-    if component.sum() * spacing[0] * spacing[1] < AIRWAY_MAX_MM2:
-        return np.zeros(component.shape, dtype=np.uint8)
     split = _split_touching(component, side, spacing)
     if split is not None:
         return split
+    if component.sum() * spacing[0] * spacing[1] < AIRWAY_MAX_MM2:
+        return np.zeros(component.shape, dtype=np.uint8)
     if minority < 0.25:
         return np.where(component, majority, 0).astype(np.uint8)
     return np.where(component, np.where(side > 0, RIGHT_LUNG, LEFT_LUNG), 0).astype(np.uint8)
