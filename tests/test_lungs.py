@@ -232,3 +232,62 @@ def test_two_touching_lungs_of_a_one_slice_mask_are_two() -> None:
     labels = split_lungs(mask, np.diag([-0.8, -0.8, 1.0, 1.0]))
     counts = np.bincount(labels.ravel(), minlength=3)
     assert counts[1] > 0.4 * mask.sum() and counts[2] > 0.4 * mask.sum()
+
+
+def off_centre_chest(shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """HU and true labels (LPS_LIKE axes) of a chest ``shift`` columns off the image centre,
+    far enough that a lung reaches the image's edge (a tight field of view, a patient lying to
+    one side)."""
+    shape = (6, 100, 120)
+    rows, cols = np.indices(shape[1:])
+    centre = shape[2] / 2 + shift
+    hu = np.full(shape, -1000.0, dtype=np.float32)
+    hu[:, ((rows - 50) / 36) ** 2 + ((cols - centre) / 54) ** 2 <= 1] = 40.0
+    truth = np.zeros(shape, dtype=np.uint8)
+    for label, sign in ((RIGHT_LUNG, -1), (LEFT_LUNG, 1)):
+        truth[:, ((rows - 50) / 27) ** 2 + ((cols - centre - sign * 24) / 18) ** 2 <= 1] = label
+    hu[truth > 0] = -850.0
+    return hu, truth
+
+
+@pytest.mark.parametrize("shift", [-45, -40, 40, 45])
+def test_a_lung_at_the_image_edge_keeps_its_side(shift: int) -> None:
+    """The body's centre was the midline also where the body is cut by the image edge: the lung
+    there was taken for outside air and 17-22 % of the lung voxels went to the wrong side. The
+    midline is now taken between the two lungs there (and without the CT)."""
+    hu, truth = off_centre_chest(shift)
+    assert truth[:, :, [0, -1]].any(), "a lung reaches the image's edge"
+    for labels in (split_lungs(truth > 0, LPS_LIKE, hu), split_lungs(truth > 0, LPS_LIKE)):
+        assert np.array_equal(labels, truth)
+
+
+@pytest.mark.parametrize(("spacing", "width_mm", "overlap", "aspect"),
+                         [(0.7, 20, 0.25, 2.0), (1.0, 15, 0.1, 2.0), (1.0, 15, 0.25, 1.5)])
+def test_two_small_touching_lungs_are_two(spacing: float, width_mm: float, overlap: float,
+                                          aspect: float, caplog) -> None:
+    """Two small lungs (15-25 mm wide) touching at the midline were called one lung (tested on a
+    3 mm grid, they never fell apart before they vanished) and labelled one side, with a
+    warning; and a joined pair smaller than the trachea (the last case) was dropped as an
+    airway before its split was tried."""
+    rows, cols = np.indices((int(120 / spacing),) * 2)
+    half = width_mm / 2 / spacing
+    centre = rows.shape[1] / 2 + 0.3
+    truth = np.zeros((3, *rows.shape), dtype=np.uint8)
+    for label, sign in ((RIGHT_LUNG, -1), (LEFT_LUNG, 1)):
+        lung = ((rows - rows.shape[0] / 2) / (aspect * half)) ** 2 + (
+            (cols - centre - sign * half * (1 - overlap)) / half) ** 2 <= 1
+        truth[:, lung & (truth[0] == 0)] = label
+    with caplog.at_level("WARNING", logger="covseg.lungs"):
+        labels = split_lungs(truth > 0, np.diag([-spacing, -spacing, 2.5, 1.0]))
+    assert not caplog.text
+    for lung in (RIGHT_LUNG, LEFT_LUNG):
+        assert dice(labels == lung, truth == lung) > 0.9
+
+
+def test_lungs_draw_no_progress_bar(capsys) -> None:
+    """A "lungs" bar of the body-air step (a second of a study's time) was drawn inside the
+    study bar of `covseg quantify` and `covseg predict`."""
+    hu, truth = chest()
+    segment_lungs(hu, LPS_LIKE)
+    split_lungs(truth > 0, LPS_LIKE, hu)
+    assert not capsys.readouterr().err

@@ -217,6 +217,35 @@ def test_a_binary_mask_named_lungs_is_split_again(tmp_path: Path) -> None:
         assert result["left_lung"]["lung_ml"] == pytest.approx(half)
 
 
+@pytest.mark.parametrize("shift", [-45, 45])
+def test_a_lung_mask_at_the_image_edge_keeps_its_sides_with_the_ct(tmp_path: Path, shift: int,
+                                                                    capsys) -> None:
+    """`quantify --image CT --lungs MASK` of a patient off-centre, a lung at the image's edge:
+    the sides were found at the centre of the body cut by the edge, and 17-22 % of the lung
+    voxels counted on the wrong side; now each lung is wholly on its own, and no "lungs"
+    progress bar is drawn."""
+    x, y = np.indices((120, 100))  # NIfTI (x, y, z), RAS: patient right at large x
+    centre = 60 + shift
+    hu = np.full((120, 100, 4), -1000.0, dtype=np.float32)
+    hu[((y - 50) / 36) ** 2 + ((x - centre) / 54) ** 2 <= 1] = 40.0
+    truth = np.zeros(hu.shape, dtype=np.uint8)
+    for label, sign in ((1, 1), (2, -1)):
+        truth[((y - 50) / 27) ** 2 + ((x - centre - sign * 24) / 18) ** 2 <= 1] = label
+    hu[truth > 0] = -850.0
+    assert truth[[0, -1]].any(), "a lung reaches the image's edge"
+    lesions = np.where(truth == 1, 1, 0).astype(np.int16)
+    affine = np.diag([0.7, 0.7, 5.0, 1.0])
+    for name, data in (("ct", hu), ("mask", lesions), ("lungs", (truth > 0).astype(np.uint8))):
+        nib.save(nib.Nifti1Image(data, affine), str(tmp_path / f"{name}.nii.gz"))
+    result = quantify_study(tmp_path / "mask.nii.gz", tmp_path / "out",
+                            lungs=tmp_path / "lungs.nii.gz", image=tmp_path / "ct.nii.gz")
+    voxel_ml = 0.7 * 0.7 * 5.0 / 1000
+    assert result["right_lung"]["lung_ml"] == pytest.approx((truth == 1).sum() * voxel_ml)
+    assert result["left_lung"]["lung_ml"] == pytest.approx((truth == 2).sum() * voxel_ml)
+    assert result["right_lung"]["percent_involved"] == pytest.approx(100.0)
+    assert "lungs" not in capsys.readouterr().err
+
+
 def test_predicts_one_sided_lungs_are_kept_when_its_record_agrees(tmp_path: Path) -> None:
     """A lungs.nii.gz with one lung only is kept as labelled when predict's record beside it
     found that lung alone (a one-lung study); when the record found both (merged to 0/1 since)

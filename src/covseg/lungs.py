@@ -8,13 +8,15 @@ slice by slice and in 3D. Works on (z, y, x) volumes and on single (y, x) slices
 
 Labels: 1 = right lung, 2 = left lung, in patient terms. The side comes from the affine (NIfTI
 RAS+: world x grows towards the patient's right): voxels whose world x lies right of the body's
-midline belong to the right lung. Without an affine the DICOM display convention is assumed:
-column index grows towards the patient's left and row index towards posterior (the right lung
-is on the image's left, as radiologists view axial slices). Where the two lungs touch in a
-slice, the joined component is eroded (a distance-transform threshold) until it falls apart
-into a right and a left core, and every voxel goes to the nearest core. The trachea above the
-carina (a small component on the midline) is dropped. Dense lesions touching the chest wall can
-fall outside a threshold mask: :func:`add_lesions_to_lungs` puts them back for quantification.
+midline belong to the right lung (:func:`split_lungs`, splitting a lung mask, takes the midline
+between its two lungs where the body is cut by the image edge). Without an affine the DICOM
+display convention is assumed: column index grows towards the patient's left and row index
+towards posterior (the right lung is on the image's left, as radiologists view axial slices).
+Where the two lungs touch in a slice, the joined component is eroded (a distance-transform
+threshold) until it falls apart into a right and a left core, and every voxel goes to the
+nearest core. The trachea above the carina (a small component on the midline that does not
+fall apart) is dropped. Dense lesions touching the chest wall can fall outside a threshold mask:
+:func:`add_lesions_to_lungs` puts them back for quantification.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
-from tqdm import tqdm
 
 from covseg.errors import CovsegError
 
@@ -44,7 +45,12 @@ DEFAULT_LUNG_MARGIN_MM = 5.0
 AIRWAY_MAX_MM2 = 500.0
 SPLIT_MAX_DEPTH_MM = 30.0
 SIDE_TEST_MM = 3.0
-"""Voxel size (about) of the coarse grid on which :func:`_two_lungs` tells one lung from two."""
+"""Voxel size (about, at most) of the coarse grid on which :func:`_two_lung_cores` tells one
+lung from two."""
+SIDE_TEST_VOXELS = 32
+"""Grid voxels (at least, voxel size permitting) across the mask's narrower in-plane extent: on
+a 3 mm grid two small lungs (15-25 mm wide) touching at the midline vanished before they fell
+apart, and were called one lung."""
 IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
 IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)
 
@@ -65,7 +71,7 @@ def segment_lungs(hu: np.ndarray, affine: np.ndarray | None = None, *,
     mask, centres = _lung_air_and_centres(volume, threshold, gas_hu, min_fraction)
     if sized and mask.sum() * abs(np.linalg.det(affine[:3, :3])) / 1000 < MIN_LUNG_ML:
         mask[...] = False  # a pocket of bowel gas or an airway below the lungs: no lungs here
-    labels = _split(mask, affine, centres)
+    labels = _split(mask, affine, _midline_x(affine, centres))
     _fill_each_lung(labels)
     return labels[0] if flat else labels
 
@@ -92,33 +98,70 @@ def split_lungs(mask: np.ndarray, affine: np.ndarray | None = None,
                 hu: np.ndarray | None = None, *, source: str = "lung mask") -> np.ndarray:
     """Split a binary lung mask (e.g. from a model) into 1 = right, 2 = left lung.
 
-    With the CT (``hu``, on the mask's grid) the midline is the body's centre in each slice,
-    as :func:`segment_lungs` finds it. Without it, a mask of two lungs side by side
-    (:func:`_two_lungs`) is split at its own centre; one lung (a pneumonectomy, a scan of one
-    side) would be cut in two there, so it is given one side, the side of the image centre its
+    With the CT (``hu``, on the mask's grid) the midline is the body's centre in each slice
+    (the lungs count as body). Where the patient's body is cut by the image edge (a tight field
+    of view, a patient off-centre) its centre is not the midline, and a mask of two lungs side
+    by side (:func:`_two_lung_cores`) is split midway between its two lungs there, as it is
+    everywhere without the CT. One lung (a pneumonectomy, a scan of one side) would be cut in
+    two there, so without the CT it is given one side, the side of the image centre its
     centroid lies on, with a warning naming ``source``.
     """
     volume, flat = _as_volume(np.asarray(mask) > 0, "lung mask")
     affine = _check_affine(affine)
-    centres = _body_centres(hu, volume.shape) if hu is not None else None
-    if centres is None or not np.isfinite(centres).any():
-        if volume.any() and not _two_lungs(volume, affine):
+    midline = np.full(volume.shape[0], np.nan)
+    cut = np.ones(volume.shape[0], dtype=bool)
+    if hu is not None:
+        midline, cut = _body_midline(hu, volume, affine)
+    if cut.any() and volume.any():
+        gap = _gap_midline(volume, affine)
+        if gap is not None:
+            midline[cut] = gap
+        elif not np.isfinite(midline).any():
             labels = _one_lung(volume, affine, source)
             return labels[0] if flat else labels
-        centres = np.full((volume.shape[0], 2), np.nan)
-        if volume.any():
-            centres[:] = _centroid(volume)[1:]
-    labels = _split(volume, affine, centres)
+    labels = _split(volume, affine, midline)
     _fill_each_lung(labels)
     return labels[0] if flat else labels
 
 
-def _body_centres(hu: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Each slice's body centre (row, column) in a CT in HU on a lung mask's (z, y, x) grid."""
+def _body_midline(hu: np.ndarray, mask: np.ndarray, affine: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """World x of each slice's body centre in a CT in HU on a lung mask's (z, y, x) grid (NaN
+    without body), and whether the patient's body (the parts holding the lungs, not a table
+    apart) meets the slice's border there: its centre is then off the midline."""
     volume, _ = _as_volume(hu, "CT")
-    if volume.shape != shape:
-        raise CovsegError(f"CT {volume.shape} and lung mask {shape} are not on one grid")
-    return _inside_body_air(volume, LUNG_THRESHOLD_HU)[1]
+    if volume.shape != mask.shape:
+        raise CovsegError(f"CT {volume.shape} and lung mask {mask.shape} are not on one grid")
+    midline = np.full(volume.shape[0], np.nan)
+    cut = np.ones(volume.shape[0], dtype=bool)
+    for k, (plane, lungs) in enumerate(zip(volume, mask, strict=True)):
+        body = ~_outside_air(plane < LUNG_THRESHOLD_HU) | lungs
+        if body.any():
+            midline[k] = _world_x(affine, [k, *ndimage.center_of_mass(body)])[0]
+            parts, _ = ndimage.label(body)
+            cut[k] = _touches_border(np.isin(parts, np.unique(parts[lungs])))
+    return midline, cut
+
+
+def _touches_border(plane: np.ndarray) -> bool:
+    """Whether a boolean slice holds a pixel on its border."""
+    return bool(plane[[0, -1]].any() or plane[:, [0, -1]].any())
+
+
+def _gap_midline(mask: np.ndarray, affine: np.ndarray) -> float | None:
+    """World x midway between the facing sides of the two lungs of a (z, y, x) mask (of their
+    cores, where they touch); None when it does not hold two lungs side by side."""
+    cores = _two_lung_cores(mask, affine)
+    if cores is None:
+        return None
+    right, left = cores
+    return (float(right.min()) + float(left.max())) / 2
+
+
+def _midline_x(affine: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """World x of each slice's (row, column) body centre (NaN where none)."""
+    slices = np.arange(len(centres), dtype=np.float64)[:, None]
+    return _world_x(affine, np.hstack([slices, centres]))
 
 
 def _world_x(affine: np.ndarray, points_zyx: np.ndarray) -> np.ndarray:
@@ -170,19 +213,24 @@ IN_PLANE_ONLY_MM = 1e6
 """A slice step that keeps the distance map in-plane: no voxel is nearer the background through z."""
 
 
-def _two_lungs(mask: np.ndarray, affine: np.ndarray) -> bool:
-    """Whether a (z, y, x) lung mask holds two lungs side by side, not one lung: its two largest
-    parts, as they are or once eroded (lungs joined where they touch come apart within
-    :data:`SPLIT_MAX_DEPTH_MM`), lie each on its own side of the midpoint between them.
+def _two_lung_cores(mask: np.ndarray, affine: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray] | None:
+    """World x of the grid voxels of the right and of the left lung of a (z, y, x) lung mask,
+    or None when it holds one lung, not two: two lungs are its two largest parts, as they are
+    or once eroded (lungs joined where they touch come apart within
+    :data:`SPLIT_MAX_DEPTH_MM`), lying each on its own side of the midpoint between them.
 
     Tested on a grid of about :data:`SIDE_TEST_MM` voxels (a 600-slice study's full 3D distance
-    map would be large), padded in-plane so that the slice border erodes too. The erosion is
-    in-plane, slice by slice, as the lungs touch: eroded through z, a mask of one or a few
-    slices vanished before its contact did, and two touching lungs were called one.
+    map would be large), finer for a small mask (:data:`SIDE_TEST_VOXELS`), padded in-plane so
+    that the slice border erodes too. The erosion is in-plane, slice by slice, as the lungs
+    touch: eroded through z, a mask of one or a few slices vanished before its contact did, and
+    two touching lungs were called one.
     """
     box = _bounding_box(mask)
     spacing_zyx = np.linalg.norm(affine[:3, 2::-1], axis=0)
-    steps = np.maximum(1, (SIDE_TEST_MM / np.maximum(spacing_zyx, 1e-6)).astype(int))
+    extent_mm = min(spacing_zyx[axis] * (box[axis].stop - box[axis].start) for axis in (1, 2))
+    step_mm = np.array([SIDE_TEST_MM, *[min(SIDE_TEST_MM, extent_mm / SIDE_TEST_VOXELS)] * 2])
+    steps = np.maximum(1, (step_mm / np.maximum(spacing_zyx, 1e-6)).astype(int))
     coarse = np.pad(mask[box][::steps[0], ::steps[1], ::steps[2]], ((0, 0), (1, 1), (1, 1)))
     in_plane = spacing_zyx * steps
     depth_map = ndimage.distance_transform_edt(coarse, sampling=(IN_PLANE_ONLY_MM, *in_plane[1:]))
@@ -192,23 +240,30 @@ def _two_lungs(mask: np.ndarray, affine: np.ndarray) -> bool:
     for depth in np.arange(0.0, SPLIT_MAX_DEPTH_MM, float(min(in_plane[1:]))):
         parts, count = ndimage.label(depth_map > depth)
         if count == 0:
-            return False
-        if count >= 2 and _side_by_side(parts, count, x_map):
-            return True
-    return False
+            return None
+        if count >= 2:
+            cores = _side_by_side(parts, count, x_map)
+            if cores is not None:
+                return cores
+    return None
 
 
-def _side_by_side(parts: np.ndarray, count: int, x_map: np.ndarray) -> bool:
-    """Whether the two largest of ``parts`` (the smaller at least a tenth of the larger) lie
-    at least 90 % each on its own side of the midpoint of their world-x centroids."""
+def _side_by_side(parts: np.ndarray, count: int, x_map: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray] | None:
+    """World x of the right and the left of the two largest ``parts`` when they (the smaller at
+    least a tenth of the larger) lie at least 90 % each on its own side of the midpoint of their
+    world-x centroids; None otherwise."""
     sizes = np.bincount(parts.ravel(), minlength=count + 1)[1:]
     first, second = np.argsort(sizes)[::-1][:2] + 1
     if sizes[second - 1] < 0.1 * sizes[first - 1]:
-        return False
-    x_first, x_second = (float(x_map[parts == part].mean()) for part in (first, second))
+        return None
+    xs = [x_map[parts == part] for part in (first, second)]
+    x_first, x_second = (float(x.mean()) for x in xs)
     middle = (x_first + x_second) / 2
-    return all(np.mean(np.sign(x_map[parts == part] - middle) == np.sign(x - middle)) >= 0.9
-               for part, x in ((first, x_first), (second, x_second)))
+    if not all(np.mean(np.sign(x - middle) == np.sign(centre - middle)) >= 0.9
+               for x, centre in zip(xs, (x_first, x_second), strict=True)):
+        return None
+    return (xs[0], xs[1]) if x_first > x_second else (xs[1], xs[0])
 
 
 def _as_volume(array: np.ndarray, what: str) -> tuple[np.ndarray, bool]:
@@ -243,17 +298,21 @@ def _inside_body_air(volume: np.ndarray, threshold: float) -> tuple[np.ndarray, 
     """
     inside = np.zeros(volume.shape, dtype=bool)
     centres = np.full((volume.shape[0], 2), np.nan)
-    for k in tqdm(range(volume.shape[0]), desc="lungs", unit="slice", leave=False,
-                  disable=volume.shape[0] == 1):
+    for k in range(volume.shape[0]):
         air = volume[k] < threshold
-        components, _ = ndimage.label(air)
-        edge = np.unique(np.concatenate(
-            [components[0], components[-1], components[:, 0], components[:, -1]]))
-        outside = np.isin(components, edge[edge > 0])
+        outside = _outside_air(air)
         inside[k] = air & ~outside
         if not outside.all():
             centres[k] = ndimage.center_of_mass(~outside)
     return inside, centres
+
+
+def _outside_air(air: np.ndarray) -> np.ndarray:
+    """The in-plane components of a slice's air that touch the slice border."""
+    components, _ = ndimage.label(air)
+    edge = np.unique(np.concatenate(
+        [components[0], components[-1], components[:, 0], components[:, -1]]))
+    return np.isin(components, edge[edge > 0])
 
 
 def _lung_components(inside: np.ndarray, volume: np.ndarray, gas_hu: float,
@@ -282,16 +341,17 @@ def _lung_components(inside: np.ndarray, volume: np.ndarray, gas_hu: float,
     return inside
 
 
-def _split(mask: np.ndarray, affine: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """Label each slice's components right or left of the midline (through ``centres``)."""
+def _split(mask: np.ndarray, affine: np.ndarray, midline: np.ndarray) -> np.ndarray:
+    """Label each slice's components right or left of the midline (its world x per slice; the
+    mean of the others where NaN)."""
     labels = np.zeros(mask.shape, dtype=np.uint8)
-    valid = np.isfinite(centres[:, 0])
+    valid = np.isfinite(midline)
     if not valid.any():
         return labels
-    centres = np.where(valid[:, None], centres, centres[valid].mean(axis=0))
+    midline = np.where(valid, midline, midline[valid].mean())
     spacing = _in_plane_spacing(affine)
     for k in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)):
-        side = _side_map(mask.shape[1:], affine, centres[k])
+        side = _side_map(mask.shape[1:], affine, k, midline[k])
         components, _ = ndimage.label(mask[k])
         for index, box in enumerate(ndimage.find_objects(components), start=1):
             component = components[box] == index
@@ -299,26 +359,31 @@ def _split(mask: np.ndarray, affine: np.ndarray, centres: np.ndarray) -> np.ndar
     return labels
 
 
-def _side_map(shape: tuple[int, ...], affine: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """World x (RAS, mm) of each pixel minus that of the midline point: > 0 is patient right."""
-    rows = np.arange(shape[0], dtype=np.float64)[:, None] - centre[0]
-    cols = np.arange(shape[1], dtype=np.float64)[None, :] - centre[1]
-    return affine[0, 0] * cols + affine[0, 1] * rows
+def _side_map(shape: tuple[int, ...], affine: np.ndarray, k: int, midline: float
+              ) -> np.ndarray:
+    """World x (RAS, mm) of each pixel of slice ``k`` minus the midline's: > 0 is patient right."""
+    rows = np.arange(shape[0], dtype=np.float64)[:, None]
+    cols = np.arange(shape[1], dtype=np.float64)[None, :]
+    return affine[0, 0] * cols + affine[0, 1] * rows + (affine[0, 2] * k + affine[0, 3] - midline)
 
 
 def _component_labels(component: np.ndarray, side: np.ndarray, spacing: tuple[float, float]
                       ) -> np.ndarray:
-    """Labels for one in-plane component: one side, dropped (airway), or split in two."""
+    """Labels for one in-plane component: one side, split in two, or dropped (airway).
+
+    The split is tried first: two small lungs (15-25 mm wide) touching at the midline are no
+    larger than the trachea, and were dropped as one (the trachea does not fall apart in two).
+    """
     right = float(np.mean(side[component] > 0))
     minority = min(right, 1.0 - right)
     majority = RIGHT_LUNG if right >= 0.5 else LEFT_LUNG
     if minority < 0.1:
         return np.where(component, majority, 0).astype(np.uint8)
-    if component.sum() * spacing[0] * spacing[1] < AIRWAY_MAX_MM2:
-        return np.zeros(component.shape, dtype=np.uint8)
     split = _split_touching(component, side, spacing)
     if split is not None:
         return split
+    if component.sum() * spacing[0] * spacing[1] < AIRWAY_MAX_MM2:
+        return np.zeros(component.shape, dtype=np.uint8)
     if minority < 0.25:
         return np.where(component, majority, 0).astype(np.uint8)
     return np.where(component, np.where(side > 0, RIGHT_LUNG, LEFT_LUNG), 0).astype(np.uint8)
