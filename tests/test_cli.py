@@ -599,3 +599,26 @@ def test_a_system_error_names_its_file_only_when_it_has_one(
     monkeypatch.setattr("covseg.api.export", fail)
     code, _, err = _run(capsys, "export", "--model", "run", "--out", "m.onnx")
     assert (code, err) == (2, shown)
+
+
+def test_a_series_folder_with_a_thumbnail_is_predicted_as_the_series(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """``covseg predict SERIES`` refused a DICOM series folder holding a preview.png as "holds
+    both 2D images and CT volumes", which covseg.predict_volumes predicted: one decision
+    (api.input_kind) now serves both, and the picture is skipped with a warning naming it."""
+    from tests.test_io_volume import phantom, synthetic_series
+
+    series = tmp_path / "series"
+    synthetic_series(series, phantom())
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(series / "preview.png")
+    with caplog.at_level("WARNING"):
+        code, out, err = _run(capsys, "predict", "--model", str(tiny_run), str(series), "--out",
+                              str(tmp_path / "cli"))
+    assert code == 0 and "1 done" in out, err
+    assert "series: 1 2D image(s) beside its CT data skipped (preview.png)" in caplog.text
+    assert (tmp_path / "cli" / "series" / "infection.nii.gz").is_file()
+    assert api.predict_volumes(tiny_run, series, tmp_path / "api").done == 1
+    with pytest.raises(CovsegError, match="series: CT volumes; predict them with "
+                                          "covseg.predict_volumes"):
+        api.predict(tiny_run, series, tmp_path / "masks")

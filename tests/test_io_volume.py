@@ -776,3 +776,21 @@ def test_functional_groups_without_geometry_keep_the_top_level_geometry(tmp_path
         dataset.save_as(path)
     volume = read_volume(tmp_path / "series")
     assert volume.spacing == pytest.approx((2.5, 0.7, 0.7))
+
+
+def test_a_folder_holding_one_nifti_file_is_read_as_it(tmp_path: Path) -> None:
+    """Data stored one folder per patient (``p1/ct.nii.gz``) failed as "no DICOM series found";
+    several NIfTI files there (a CT and its masks?) are refused saying what to give."""
+    data = np.random.default_rng(0).normal(-500, 300, (16, 12, 4)).astype(np.float32)
+    (tmp_path / "p1").mkdir()
+    save(tmp_path / "p1" / "ct.nii.gz", data)
+    volume = read_volume(tmp_path / "p1")
+    assert volume.source == str(tmp_path / "p1" / "ct.nii.gz")
+    assert np.allclose(volume.array, read_volume(tmp_path / "p1" / "ct.nii.gz").array)
+    save(tmp_path / "p1" / "seg.nii.gz", (data > 0).astype(np.uint8))
+    with pytest.raises(CovsegError, match=r"p1: holds 2 NIfTI files \(ct\.nii\.gz, seg\.nii\.gz\) "
+                                          r"and no DICOM slices; give the CT file itself"):
+        read_volume(tmp_path / "p1")
+    synthetic_series(tmp_path / "series", phantom())
+    save(tmp_path / "series" / "converted.nii.gz", data)
+    assert read_volume(tmp_path / "series").array.shape == (6, 24, 32), "DICOM slices come first"

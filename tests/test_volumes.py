@@ -813,3 +813,49 @@ def test_dicom_without_preamble_or_suffix_is_a_volume_input(tmp_path: Path) -> N
     files = synthetic_series(tmp_path / "bare", phantom(), preamble=False, suffix="")
     assert is_volume_input(tmp_path / "bare") and is_volume_input(files[0])
     assert read_volume(tmp_path / "bare").array.shape == (6, 24, 32)
+
+
+def test_study_folders_holding_one_nifti_file_are_predicted_as_it(tmp_path: Path) -> None:
+    """STUDIES/p1/ct.nii.gz, STUDIES/p2/ct.nii.gz: each study failed "no DICOM series found"
+    (read as a DICOM folder). Each is now its folder's study, recorded (and hashed) as the
+    file; a folder of several NIfTI files fails its study with what to give instead."""
+    studies = tmp_path / "studies"
+    for name in ("p1", "p2"):
+        (studies / name).mkdir(parents=True)
+        chest_nifti(studies / name / "ct.nii.gz")
+    predictor = BandPredictor([(-400, -200)])
+    first = predict_batch(predictor, [studies], tmp_path / "out")
+    assert (first.done, first.failed) == (2, 0)
+    record = json.loads((tmp_path / "out" / "p1" / "quantification.json").read_text())
+    assert record["study_name"] == "p1"
+    assert record["inputs"]["image"] == str((studies / "p1" / "ct.nii.gz").resolve())
+    assert predict_batch(predictor, [studies], tmp_path / "out").skipped == 2
+    chest_nifti(studies / "p2" / "seg.nii.gz")
+    again = predict_batch(predictor, [studies], tmp_path / "other")
+    assert (again.done, again.failed) == (1, 1)
+    with open(again.summary, newline="") as handle:
+        rows = {row["study"]: row for row in csv.DictReader(handle)}
+    assert "p2: holds 2 NIfTI files (ct.nii.gz, seg.nii.gz) and no DICOM slices" in \
+        rows["p2"]["error"]
+
+
+@pytest.mark.parametrize("kind", ["dicom", "nifti"])
+def test_study_folders_predicted_into_their_parent_are_refused(tmp_path: Path, kind: str) -> None:
+    """``predict DIR --out DIR`` with study sub-folders wrote each study's masks among its
+    slices (DIR/s1 is both), and the rerun refused DIR as holding only covseg's output; a
+    series folder predicted into itself, whose study folder lies inside it, still works."""
+    for name in ("s1", "s2"):
+        if kind == "dicom":
+            synthetic_series(tmp_path / "dir" / name, phantom())
+        else:
+            (tmp_path / "dir" / name).mkdir(parents=True)
+            chest_nifti(tmp_path / "dir" / name / "ct.nii.gz")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(CovsegError, match=r"^--out \S*dir would write study s1's masks into its "
+                                          r"input folder \S*dir/s1; pick another --out$"):
+        predict_batch(BandPredictor([(-400, -200)]), [tmp_path / "dir"], tmp_path / "dir")
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    series = tmp_path / "dir" / "s1"
+    for _ in range(2):
+        assert predict_batch(BandPredictor([(-400, -200)]), [series], series).failed == 0
+    assert (series / ("s1" if kind == "dicom" else "ct") / "quantification.json").is_file()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Collection, Sequence
@@ -67,6 +68,8 @@ from covseg.volumes import (
     predict_labels,
     volume_options_given,
 )
+
+log = logging.getLogger(__name__)
 
 DATA_ARGUMENT = "a data folder (str or pathlib.Path) or a covseg.load_dataset result"
 
@@ -328,19 +331,45 @@ def _as_list(inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]
     return [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
 
 
-def is_volume_input(path: Path) -> bool:
-    """NIfTI files, DICOM files and folders holding DICOM series or NIfTI volumes, in them or
-    in their sub-folders (study folders)."""
-    if path.is_dir():
-        children = [c for c in path.iterdir() if not is_covseg_picture(c)]
-        images = [c.name for c in children if is_image_file(c)]
-        volumes = [c.name for c in children if _holds_volumes(c)]
-        if images and volumes:
+IMAGES, VOLUMES = "images", "volumes"
+"""The kinds of input :func:`input_kind` tells apart: 2D images for :func:`predict`, CT volumes
+for :func:`predict_volumes`."""
+
+
+def input_kind(path: Path, wanted: str | None = None) -> str | None:
+    """Whether ``path`` is 2D images (:data:`IMAGES`) or CT volumes (:data:`VOLUMES`): the one
+    decision of ``covseg predict`` and of :func:`predict` and :func:`predict_volumes`, so that
+    they agree. None: a file of neither kind, or a folder holding nothing of either (its reader
+    says what is wrong).
+
+    A folder of both is refused, but for pictures that are strays beside CT data: beside DICOM
+    slices (a series' thumbnail), or anywhere when the caller ``wanted`` volumes; they are
+    skipped with a warning naming them. A folder holding sub-folders and no images is volumes
+    (study folders, a DICOM tree)."""
+    if not path.is_dir():
+        if is_nifti(path) or is_dicom_file(path):
+            return VOLUMES
+        return IMAGES if is_image_file(path) else None
+    children = sorted(c for c in path.iterdir()
+                      if not is_covseg_picture(c) and not c.name.startswith("."))
+    images = [c.name for c in children if is_image_file(c)]
+    volumes = [c for c in children if _holds_volumes(c)]
+    if images and volumes:
+        if wanted != VOLUMES and not any(c.is_file() and is_dicom_file(c) for c in volumes):
             raise CovsegError(f"{path}: holds both 2D images ({images[0]}...) and CT volumes "
-                              f"({volumes[0]}...); give them to separate predict calls")
-        return not images and any(is_nifti(c) or is_dicom_file(c) or c.is_dir()
-                                  for c in children)
-    return is_nifti(path) or is_dicom_file(path)
+                              f"({volumes[0].name}...); give them to separate predict calls")
+        if wanted != IMAGES:  # predict refuses the folder: nothing is skipped
+            log.warning("%s: %d 2D image(s) beside its CT data skipped (%s)", path,
+                        len(images), ", ".join(images[:3]) + (", ..." if len(images) > 3 else ""))
+        return VOLUMES
+    if images:
+        return IMAGES
+    return VOLUMES if volumes or any(c.is_dir() for c in children) else None
+
+
+def is_volume_input(path: Path) -> bool:
+    """Whether ``covseg predict`` reads ``path`` as CT volumes (:func:`input_kind`)."""
+    return input_kind(path) == VOLUMES
 
 
 def _holds_volumes(path: Path) -> bool:
@@ -408,18 +437,6 @@ VOLUME_OPTIONS = STUDY_OPTIONS - {"batch_size", "lung_predictor"}
 parameters (``batch_size``, and ``lung_model`` loaded as the lung predictor)."""
 
 
-def _is_2d_input(path: Path) -> bool:
-    """A 2D image file, or a folder of them and of nothing a CT study could be made of, as
-    :func:`predict` takes them. A stray picture beside CT data (a series' thumbnail, an
-    overview beside study folders) does not make a folder 2D: the studies skip pictures."""
-    if path.is_dir():
-        children = [c for c in path.iterdir()
-                    if not is_covseg_picture(c) and not c.name.startswith(".")]
-        return (any(is_image_file(c) for c in children)
-                and not any(_holds_volumes(c) for c in children))
-    return is_image_file(path)
-
-
 def predict_volumes(model: str | os.PathLike[str] | Predictor,
                     inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
                     out: str | os.PathLike[str],
@@ -445,7 +462,7 @@ def predict_volumes(model: str | os.PathLike[str] | Predictor,
     check_volume_options(**{key: value for key, value in options.items() if key != "hu"})
     check_hu(options.get("hu", "auto"))
     inputs, out, shard = _paths("inputs", inputs), _out(out), _shard(shard)
-    images = [str(item) for item in inputs if _is_2d_input(Path(item))]
+    images = [str(item) for item in inputs if input_kind(Path(item), VOLUMES) == IMAGES]
     if images:
         raise CovsegError(f"{', '.join(images)}: 2D images, not CT volumes; predict them with "
                           "covseg.predict")
@@ -590,7 +607,7 @@ def predict(model: str | os.PathLike[str] | Predictor,
     """
     check_kind("overlay_png", overlay_png, [bool])
     inputs = _paths("inputs", inputs)
-    volumes = [str(item) for item in inputs if is_volume_input(Path(item))]
+    volumes = [str(item) for item in inputs if input_kind(Path(item), IMAGES) == VOLUMES]
     if volumes:
         raise CovsegError(f"{', '.join(volumes)}: CT volumes; predict them with "
                           "covseg.predict_volumes")

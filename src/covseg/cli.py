@@ -182,7 +182,7 @@ def _predict_model(args: argparse.Namespace) -> str:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     model = _predict_model(args)
-    volumes = [item for item in args.inputs if api.is_volume_input(Path(item))]
+    volumes = [item for item in args.inputs if api.input_kind(Path(item)) == api.VOLUMES]
     if volumes:
         if len(volumes) != len(args.inputs):
             raise CovsegError("give either 2D images or CT volumes to one predict call, not both")

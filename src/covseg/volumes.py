@@ -38,6 +38,7 @@ from covseg.errors import CovsegError
 from covseg.io.volume import (
     Volume,
     check_hu,
+    folder_volume,
     hounsfield,
     read_volume,
     write_mask_like,
@@ -271,11 +272,12 @@ def model_hash(source: str | None) -> str | None:
 
 
 def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
-                  out_dir: str | os.PathLike[str], *, batch_size: int = 8,
+                  out_dir: str | os.PathLike[str], name: str | None = None, *, batch_size: int = 8,
                   probabilities: bool = False, lung_predictor: SlicePredictor | None = None,
                   keep_outside_lungs: bool = False, hu: str = "auto", html: bool = False,
                   lung_margin_mm: float = DEFAULT_LUNG_MARGIN_MM) -> dict[str, Any]:
     """Segment infection and lungs in one CT and write masks + quantification into ``out_dir``.
+    ``name``: the study's (None: the file's stem or the folder's name, :func:`study_name`).
 
     Returns the quantification dict (also written as quantification.json, last, so that its
     presence marks the study done).
@@ -318,7 +320,7 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
     result[SETTINGS] = predict_settings(
         predictor, lung_predictor, probabilities=probabilities,
         keep_outside_lungs=keep_outside_lungs, hu=hu, html=html, lung_margin_mm=lung_margin_mm)
-    return write_report(out_dir, result, study_name(Path(path)), labels, lungs=lungs,
+    return write_report(out_dir, result, name or study_name(Path(path)), labels, lungs=lungs,
                         image=volume.array, intensity=volume.intensity, grid=volume,
                         html_report=html)
 
@@ -363,10 +365,34 @@ def predict_batch(predictor: SlicePredictor, inputs: Sequence[str | os.PathLike[
                             if key not in ("hu", "lung_predictor")})
     check_hu(options.get("hu", "auto"))
     studies = find_studies(inputs, exclude=out_dir)
+    _refuse_output_in_input(studies, Path(out_dir))
+    studies = [_read_from(study) for study in studies]
     settings = predict_settings(predictor, **{k: v for k, v in options.items()
                                               if k != "batch_size"})
 
     def process(study: Study, folder: Path) -> dict[str, Any]:
-        return predict_study(predictor, study.path, folder, **options)
+        return predict_study(predictor, study.path, folder, study.name, **options)
 
     return run_batch(studies, out_dir, process, shard=shard, desc="predict", settings=settings)
+
+
+def _refuse_output_in_input(studies: Sequence[Study], out_dir: Path) -> None:
+    """Refuse a study folder (a DICOM series, a patient's folder) that is its own output folder,
+    as ``--out`` its parent makes it: the masks would lie among its slices, and be read as
+    studies of their own or make the folder covseg's output on a rerun."""
+    for study in studies:
+        if study.path.is_dir() and (out_dir / study.name).resolve() == study.path.resolve():
+            raise CovsegError(f"--out {out_dir} would write study {study.name}'s masks into its "
+                              f"input folder {study.path}; pick another --out")
+
+
+def _read_from(study: Study) -> Study:
+    """``study`` read from the one NIfTI file its folder holds (:func:`folder_volume`), so that
+    its record names and hashes that file; as it is otherwise, and where the folder is refused
+    (its read fails the study with the reason)."""
+    if not study.path.is_dir():
+        return study
+    try:
+        return Study(study.name, folder_volume(study.path))
+    except CovsegError:
+        return study

@@ -461,7 +461,8 @@ def check_hu(hu: str, option: str = "--hu") -> str:
 
 def read_volume(path: str | os.PathLike[str], hu: str = "auto", like: Volume | None = None
                 ) -> Volume:
-    """Read a CT as float32 (z, y, x) from NIfTI, a DICOM folder or a single DICOM file.
+    """Read a CT as float32 (z, y, x) from NIfTI, a DICOM folder or a single DICOM file (a
+    folder holding one NIfTI file and no DICOM is read as that file: :func:`folder_volume`).
 
     ``hu``: "auto" detects Hounsfield units vs 8-bit grey from the value range, "yes" forces HU,
     "no" says the values are grey (0..255 or 0..1), as lungmask's ``--noHU``. ``like``: as for
@@ -469,6 +470,8 @@ def read_volume(path: str | os.PathLike[str], hu: str = "auto", like: Volume | N
     """
     check_hu(hu)
     path = Path(path)
+    if path.is_dir():
+        path = folder_volume(path)
     if path.is_dir():
         volume = read_dicom_folder(path)
     elif not path.exists():
@@ -486,6 +489,22 @@ def read_volume(path: str | os.PathLike[str], hu: str = "auto", like: Volume | N
         raise CovsegError(f"{path}: not a NIfTI file (.nii/.nii.gz), DICOM file or DICOM folder")
     volume.intensity = detect_volume_intensity(volume.array, hu, volume.source)
     return volume
+
+
+def folder_volume(folder: Path) -> Path:
+    """Where a folder's CT is read from: the folder itself (a DICOM series, searched as
+    :func:`read_dicom_folder` searches it), or the one NIfTI file it holds beside no DICOM file
+    (data stored one folder per patient: ``p1/ct.nii.gz``). Several NIfTI files there are
+    refused: which is the CT, and which its masks, is a guess."""
+    volumes = sorted(c for c in folder.iterdir() if is_nifti(c))
+    if not volumes or any(is_dicom_file(c) for c in folder.iterdir()):
+        return folder
+    if len(volumes) > 1:
+        raise CovsegError(f"{folder}: holds {len(volumes)} NIfTI files ({volumes[0].name}, "
+                          f"{volumes[1].name}{', ...' if len(volumes) > 2 else ''}) and no DICOM "
+                          "slices; give the CT file itself, or this folder alone to read each "
+                          "file as a study")
+    return volumes[0]
 
 
 GRID_TOLERANCE_MM = 1e-3
