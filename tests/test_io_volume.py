@@ -607,6 +607,25 @@ def test_enhanced_multiframe_ct_is_read_from_its_functional_groups(tmp_path: Pat
         read_volume(shuffled)
 
 
+def test_enhanced_ct_frames_keep_their_own_rescale(tmp_path: Path) -> None:
+    """Frames with a Modality LUT each (PixelValueTransformationSequence per frame) were all
+    read with the first frame's: the sixth frame came out 50 HU off."""
+    volume = phantom()
+    path = enhanced_ct(tmp_path / "ct.dcm", volume)
+    dataset = pydicom.dcmread(path)
+    del dataset.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence
+    stored = []
+    for k, frame in enumerate(dataset.PerFrameFunctionalGroupsSequence):
+        rescale = Dataset()
+        rescale.RescaleSlope, rescale.RescaleIntercept = 1, -1024 + 10 * k
+        rescale.RescaleType = "HU"
+        frame.PixelValueTransformationSequence = DicomSequence([rescale])
+        stored.append(volume[k].astype(np.int32) + 1024 - 10 * k)
+    dataset.PixelData = np.asarray(stored).astype(np.int16).tobytes()
+    dataset.save_as(path)
+    assert np.array_equal(read_volume(path).array, volume)
+
+
 def test_multiframe_file_without_a_frame_step_takes_its_slice_thickness(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A legacy multi-frame file without SpacingBetweenSlices was read 1 mm apart (mL 2.5 times
