@@ -19,6 +19,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from covseg.cascade import THRESHOLD, require_lung_model
+from covseg.cluster import check_cluster_options, default_cpus_per_fold, run_folds_on_ray
 from covseg.compare import check_specs, compare_models
 from covseg.config import TrainConfig, check_kind, check_threshold, check_window
 from covseg.crossval import cross_validate as _cross_validate
@@ -202,6 +203,7 @@ def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str]
 
 def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str],
                    folds: int | None = None, resume: bool = False, fold: int | None = None,
+                   ray_address: str | None = None, cpus_per_fold: int | None = None,
                    **config: Any) -> dict[str, Any]:
     """k-fold cross-validation grouped by patient (or the data set's split files).
 
@@ -212,6 +214,11 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     finished folds (``resume=True``) and writes the cross-validation summary. ``data`` as in
     :func:`train`.
 
+    ``ray_address`` runs the folds as Ray tasks (``"local"``: Ray started on this machine; else
+    a cluster address as ``ray.init`` takes it, e.g. ``"auto"``), ``cpus_per_fold`` CPUs each
+    (default: one per network the recipe trains), then writes the summary from them: ``out``
+    must be a folder every node sees at the same path (see :mod:`covseg.cluster`).
+
     Returns the summary, as ``summary.json``: each fold's mean metrics (``per_fold``), their
     mean and std over folds (``mean_std_over_folds``), the metrics pooled over every test
     slice and the recipe; with ``fold``, ``{"fold", "test_cases", "summary"}`` of that fold.
@@ -220,8 +227,19 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     out = _out(out)
     if fold is not None:
         check_kind("fold", fold, [int])
+        if ray_address is not None:
+            raise CovsegError("--fold runs one fold here and --ray runs every fold on Ray; "
+                              "give one of them")
         return cross_validate_fold(recipe, _load(data, recipe), out, folds, fold, resume)
-    return _cross_validate(recipe, _load(data, recipe), out, folds, resume)
+    if ray_address is None:
+        if cpus_per_fold is not None:
+            raise CovsegError("--cpus-per-fold sizes the Ray tasks of --ray; give --ray too")
+        return _cross_validate(recipe, _load(data, recipe), out, folds, resume)
+    check_cluster_options(ray_address, cpus_per_fold)
+    loaded = _load(data, recipe)
+    run_folds_on_ray(recipe, loaded, out, folds, resume, ray_address,
+                     cpus_per_fold or default_cpus_per_fold(recipe))
+    return _cross_validate(recipe, loaded, out, folds, resume=True)
 
 
 def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | str,

@@ -144,7 +144,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_cv(args: argparse.Namespace) -> int:
     _positive(args, "epochs", "batch_size", "lr", "size")
     summary = api.cross_validate(args.data, args.out, folds=args.folds, resume=args.resume,
-                                 fold=args.fold, **_config(args))
+                                 fold=args.fold, ray_address=args.ray,
+                                 cpus_per_fold=args.cpus_per_fold, **_config(args))
     if args.fold is not None:
         print(f"fold {args.fold}: Dice {shown(summary['summary'].get('dice', {}).get('mean'))} on "
               f"{summary['test_cases']} slices; once every fold is done, the same command without "
@@ -271,6 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, help=FOLDS_HELP)
     p.add_argument("--fold", type=int, metavar="K",
                    help="run only fold K (0-based), e.g. one per core with OMP_NUM_THREADS=1")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="run the folds as Ray tasks: 'local' starts Ray on this machine, else a "
+                        "cluster's address (auto, HOST:PORT); --out must be on a disk every "
+                        "node sees (needs covseg[cluster])")
+    p.add_argument("--cpus-per-fold", type=int, metavar="N",
+                   help="CPUs each fold's Ray task takes (default: one per network trained)")
     p.set_defaults(handler=cmd_cv)
 
     p = sub.add_parser("compare", help="cross-validate several models on identical folds")
