@@ -434,6 +434,31 @@ def test_visualize_out_must_be_a_png_file(tmp_path: Path, capsys: pytest.Capture
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
+def test_visualize_out_never_replaces_data_or_other_files(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_folder: Path) -> None:
+    """``--out DATA/masks/x.png`` replaced a truth mask with the grid, and the data set no longer
+    loaded; an existing file visualize did not write (another command's figure) was replaced too."""
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_folder, data)
+    mask = min((data / "masks").iterdir())
+    before = mask.read_bytes()
+    code, _, err = _run(capsys, "visualize", str(data), "--out", str(mask), "--n", "2")
+    _assert_one_line_error(code, err, f"lies in the data folder {data}")
+    assert mask.read_bytes() == before
+    code, _, err = _run(capsys, "visualize", str(data), "--out", str(data / "new.png"))
+    _assert_one_line_error(code, err, "pick an --out outside it")
+    assert not (data / "new.png").exists()
+    other = tmp_path / "montage.png"
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(other)
+    figure = other.read_bytes()
+    code, _, err = _run(capsys, "visualize", str(data), "--out", str(other), "--n", "2")
+    _assert_one_line_error(code, err, "exists and is no earlier visualize grid")
+    assert other.read_bytes() == figure
+    grid = tmp_path / "grid.png"
+    assert _run(capsys, "visualize", str(data), "--out", str(grid), "--n", "2")[0] == 0
+    assert _run(capsys, "visualize", str(data), "--out", str(grid), "--n", "1")[0] == 0
+
+
 def test_empty_data_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()
