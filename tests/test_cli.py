@@ -353,6 +353,22 @@ def test_python_api_mirrors_volume_predict_and_quantify(tmp_path: Path, tiny_run
         covseg.predict(tiny_run, [volume], tmp_path / "masks")
 
 
+def test_predict_mosmed_studies_folder_as_it_ships(tmp_path: Path, tiny_run: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """``covseg predict MOS/studies`` (studies/CT-0..CT-4/*.nii.gz) failed every CT-x folder as
+    "no DICOM series found"; each file is now a study named after it, as is CT-0's one file."""
+    hu = np.full((32, 32, 3), -1000.0, dtype=np.float32)
+    hu[4:28, 4:28] = 40.0
+    for name in ("CT-0/study_0001", "CT-1/study_0255", "CT-1/study_0256"):
+        (tmp_path / "studies" / name).parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(hu, np.eye(4)), str(tmp_path / "studies" / f"{name}.nii.gz"))
+    code, out, _ = _run(capsys, "predict", "--model", str(tiny_run), str(tmp_path / "studies"),
+                        "--out", str(tmp_path / "p"))
+    assert code == 0 and "3 done, 0 already done, 0 failed" in out
+    assert sorted(p.parent.name for p in (tmp_path / "p").glob("*/infection.nii.gz")) == [
+        "study_0001", "study_0255", "study_0256"]
+
+
 def test_out_that_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                             tiny_run: Path) -> None:
     (tmp_path / "taken").write_text("not a folder")
@@ -432,6 +448,31 @@ def test_visualize_out_must_be_a_png_file(tmp_path: Path, capsys: pytest.Capture
                         str(tmp_path / "notes.txt"))
     _assert_one_line_error(code, err, "must end in .png")
     assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_visualize_out_never_replaces_data_or_other_files(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_folder: Path) -> None:
+    """``--out DATA/masks/x.png`` replaced a truth mask with the grid, and the data set no longer
+    loaded; an existing file visualize did not write (another command's figure) was replaced too."""
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_folder, data)
+    mask = min((data / "masks").iterdir())
+    before = mask.read_bytes()
+    code, _, err = _run(capsys, "visualize", str(data), "--out", str(mask), "--n", "2")
+    _assert_one_line_error(code, err, f"lies in the data folder {data}")
+    assert mask.read_bytes() == before
+    code, _, err = _run(capsys, "visualize", str(data), "--out", str(data / "new.png"))
+    _assert_one_line_error(code, err, "pick an --out outside it")
+    assert not (data / "new.png").exists()
+    other = tmp_path / "montage.png"
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(other)
+    figure = other.read_bytes()
+    code, _, err = _run(capsys, "visualize", str(data), "--out", str(other), "--n", "2")
+    _assert_one_line_error(code, err, "exists and is no earlier visualize grid")
+    assert other.read_bytes() == figure
+    grid = tmp_path / "grid.png"
+    assert _run(capsys, "visualize", str(data), "--out", str(grid), "--n", "2")[0] == 0
+    assert _run(capsys, "visualize", str(data), "--out", str(grid), "--n", "1")[0] == 0
 
 
 def test_empty_data_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -251,3 +251,50 @@ def test_predictions_named_after_kaggles_cts_pair_with_zenodos_masks(
     result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev.json")
     assert result["cases"] == 1 and result["per_case"][0]["case_id"] == case
     assert result["unmatched_predictions"] == [] and result["summary"]["dice"]["mean"] == 1.0
+
+
+def test_masks_predicted_into_their_input_folder_are_scored(tmp_path: Path,
+                                                             tiny_run: Path) -> None:
+    """``covseg predict --out`` an input folder (0.jpg beside its mask 0.png) made that folder
+    unreadable to evaluate ("0.jpg and 0.png are both case '0'; keep one"): the images its
+    predict.json lists as inputs are no masks, while a stray image is still a duplicate."""
+    from covseg import api
+
+    same = tmp_path / "same"
+    rng = np.random.default_rng(0)
+    for name in ("0", "1"):
+        _save(same / f"{name}.jpg", rng.integers(0, 256, (32, 32)))
+        _save(tmp_path / "truth" / f"{name}.png", square_mask(32, 4, 4, 12) * 255)
+    api.predict(tiny_run, same, same)
+    result = evaluate_folders(same, tmp_path / "truth", tmp_path / "ev")
+    assert result["cases"] == 2 and not result["unmatched_predictions"]
+    _save(same / "1.tif", rng.integers(0, 256, (32, 32)))
+    with pytest.raises(CovsegError, match=r"1\.png and 1\.tif are both case '1'; rename one, or "
+                                          r"move what is not a mask out of the prediction folder"):
+        evaluate_folders(same, tmp_path / "truth", tmp_path / "ev2")
+
+
+@pytest.mark.parametrize("levels", [
+    np.array([0.0, 0.8]),  # beside a 0/1 mask the set shares no step
+    np.linspace(0.0, 1.0, 50),  # a sigmoid's output: many levels
+])
+def test_a_probability_map_is_refused_as_one(tmp_path: Path, levels: np.ndarray) -> None:
+    """A 2D probability map (.npy floats) given as a prediction was refused for its label steps
+    ("mask level 0.8 alone cannot tell its class") or taken for an image, where a NIfTI one
+    is refused for its fractional values; both now give that reason. Floats that are labels
+    times one step the set shares (0/0.5) still read as labels."""
+    truth = square_mask(32, 4, 4, 12)
+    (tmp_path / "pred").mkdir()
+    for name in ("a", "b"):
+        _save(tmp_path / "truth" / f"{name}.png", truth * 255)
+    np.save(tmp_path / "pred" / "b.npy", truth > 0)
+    probabilities = np.where(truth > 0, levels.max(), 0.0)
+    probabilities.flat[:levels.size] = levels
+    np.save(tmp_path / "pred" / "a.npy", probabilities)
+    with pytest.raises(CovsegError, match=r"a\.npy: holds fractional values \(0\.\d+\.\.0\.\d+\), "
+                                          r"not labels: threshold it"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    for name in ("a", "b"):
+        np.save(tmp_path / "pred" / f"{name}.npy", truth * 0.5)
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    assert result["cases"] == 2 and result["summary"]["dice"]["mean"] == 1.0

@@ -508,6 +508,24 @@ def test_find_studies_keeps_nifti_beside_dicom(tmp_path: Path) -> None:
         ("scan", tmp_path / "scan.nii.gz"), (tmp_path.name, tmp_path)]
 
 
+def test_find_studies_reads_nifti_masks_in_sub_folders(tmp_path: Path) -> None:
+    """A folder of sub-folders holding mask NIfTI files took each sub-folder for a DICOM
+    series (its study failed); each mask is now a study named after its image, and a
+    sub-folder per patient holding one mask is that mask, named after the sub-folder."""
+    for name in ("masks/CT-0/study_0001_mask", "masks/CT-0/study_0002_mask",
+                 "masks/CT-1/study_0255_mask", "patients/p1/seg", "patients/p2/seg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"{name}.nii.gz").write_bytes(b"")
+    masks = find_studies([tmp_path / "masks"], masks=True)
+    assert [(s.name, s.path.relative_to(tmp_path / "masks")) for s in masks] == [
+        ("study_0001", Path("CT-0/study_0001_mask.nii.gz")),
+        ("study_0002", Path("CT-0/study_0002_mask.nii.gz")),
+        ("study_0255", Path("CT-1/study_0255_mask.nii.gz"))]
+    by_patient = find_studies([tmp_path / "patients"], masks=True)
+    assert [(s.name, s.path) for s in by_patient] == [
+        ("p1", tmp_path / "patients/p1/seg.nii.gz"), ("p2", tmp_path / "patients/p2/seg.nii.gz")]
+
+
 def test_rerun_with_other_settings_is_refused(tmp_path: Path) -> None:
     """Quantifying into a done --out with --lungs added stops before any study (it kept the old
     numbers); the same settings skip, --html alone adding the report from the record; older

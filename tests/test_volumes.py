@@ -818,7 +818,8 @@ def test_dicom_without_preamble_or_suffix_is_a_volume_input(tmp_path: Path) -> N
 def test_study_folders_holding_one_nifti_file_are_predicted_as_it(tmp_path: Path) -> None:
     """STUDIES/p1/ct.nii.gz, STUDIES/p2/ct.nii.gz: each study failed "no DICOM series found"
     (read as a DICOM folder). Each is now its folder's study, recorded (and hashed) as the
-    file; a folder of several NIfTI files fails its study with what to give instead."""
+    file; once a folder holds several NIfTI files each file is a study named after it, so two
+    ``ct`` studies are refused before any study, naming both files."""
     studies = tmp_path / "studies"
     for name in ("p1", "p2"):
         (studies / name).mkdir(parents=True)
@@ -831,12 +832,32 @@ def test_study_folders_holding_one_nifti_file_are_predicted_as_it(tmp_path: Path
     assert record["inputs"]["image"] == str((studies / "p1" / "ct.nii.gz").resolve())
     assert predict_batch(predictor, [studies], tmp_path / "out").skipped == 2
     chest_nifti(studies / "p2" / "seg.nii.gz")
-    again = predict_batch(predictor, [studies], tmp_path / "other")
-    assert (again.done, again.failed) == (1, 1)
-    with open(again.summary, newline="") as handle:
-        rows = {row["study"]: row for row in csv.DictReader(handle)}
-    assert "p2: holds 2 NIfTI files (ct.nii.gz, seg.nii.gz) and no DICOM slices" in \
-        rows["p2"]["error"]
+    with pytest.raises(CovsegError, match=r"several studies are named ct \(\S*p1/ct\.nii\.gz, "
+                                          r"\S*p2/ct\.nii\.gz\) \(sub-folders holding several "
+                                          r"NIfTI files make each file a study"):
+        predict_batch(predictor, [studies], tmp_path / "other")
+    assert not (tmp_path / "other").exists()
+
+
+def test_sub_folders_of_several_nifti_files_predict_each_file(tmp_path: Path) -> None:
+    """MosMed's studies/CT-0..CT-4/*.nii.gz as it ships: each CT-x folder was read as one DICOM
+    series and failed "no DICOM series found". Each file is now a study named after it, also in
+    a sub-folder that holds one (CT-4), and a name in two sub-folders is refused, naming both."""
+    studies = tmp_path / "studies"
+    for name in ("CT-0/study_0001", "CT-0/study_0002", "CT-4/study_1110"):
+        (studies / name).parent.mkdir(parents=True, exist_ok=True)
+        chest_nifti(studies / f"{name}.nii.gz")
+    result = predict_batch(BandPredictor([(-400, -200)]), [studies], tmp_path / "out")
+    assert (result.done, result.failed) == (3, 0)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_dir()) == [
+        "study_0001", "study_0002", "study_1110"]
+    record = json.loads((tmp_path / "out" / "study_1110" / "quantification.json").read_text())
+    assert record["inputs"]["image"] == str((studies / "CT-4" / "study_1110.nii.gz").resolve())
+    (studies / "CT-1").mkdir()
+    shutil.copy(studies / "CT-0" / "study_0002.nii.gz", studies / "CT-1")
+    with pytest.raises(CovsegError, match=r"^several studies are named study_0002 \(\S*CT-0/"
+                                          r"study_0002\.nii\.gz, \S*CT-1/study_0002\.nii\.gz\)"):
+        predict_batch(BandPredictor([(-400, -200)]), [studies], tmp_path / "again")
 
 
 @pytest.mark.parametrize("kind", ["dicom", "nifti"])

@@ -59,7 +59,7 @@ from covseg.quantify import (
 from covseg.train import check_recipe
 from covseg.train import train as _train
 from covseg.transforms import normalize_intensity
-from covseg.viz import overlay, sample_grid
+from covseg.viz import is_sample_grid, overlay, sample_grid
 from covseg.volumes import (
     STUDY_OPTIONS,
     check_volume_options,
@@ -165,7 +165,7 @@ def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[
     if n < 1:
         raise CovsegError(f"--n must be positive, got {n}")
     check_kind("seed", seed, [int])
-    out = output_file(_path("out", out), ".png", "PNG grid")
+    out = _grid_file(data, output_file(_path("out", out), ".png", "PNG grid"))
     reading = _reading(data, {key: value for key, value in (
         ("target", target), ("intensity", intensity), ("window", window)) if value is not None})
     loaded = (data if isinstance(data, LoadedData)
@@ -181,6 +181,20 @@ def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[
                        [f"{s.title} ({s.image.shape[1]}x{s.image.shape[0]})" for s in chosen],
                        out, heading, label_names={k: v for k, v in names.items() if k > 0},
                        aspects=[s.aspect for s in chosen])
+
+
+def _grid_file(data: object, out: Path) -> Path:
+    """``out`` as visualize's grid: never inside the data folder it reads (a ``--out
+    masks/x.png`` replaced a truth mask), nor over a file that is no earlier grid."""
+    root = data.root if isinstance(data, LoadedData) else data
+    if isinstance(root, str | os.PathLike) and Path(root).is_dir() and (
+            out.resolve().is_relative_to(Path(root).resolve())):
+        raise CovsegError(f"--out {out}: lies in the data folder {root}, whose images and masks "
+                          "it could overwrite; pick an --out outside it")
+    if out.exists() and not is_sample_grid(out):
+        raise CovsegError(f"--out {out}: exists and is no earlier visualize grid; pick another "
+                          "--out or delete it")
+    return out
 
 
 def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str],

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from covseg.data.layouts import CLASS_NAMES, Sample
 from covseg.errors import CovsegError
-from covseg.infer import Predictor
+from covseg.infer import Predictor, output_name
 from covseg.io.atomic import write_json, write_text
 from covseg.io.image import (
     case_key,
@@ -96,21 +96,35 @@ def is_covseg_picture(path: Path) -> bool:
 
 
 def _mask_files(folder: Path, role: str) -> dict[str, Path]:
+    """The masks of ``folder`` by case name; the images ``covseg predict`` read from it (an
+    input folder predicted into itself, by its record) are no masks."""
     if not folder.is_dir():
         raise CovsegError(f"{folder}: {role} folder not found")
+    inputs = _predicted_inputs(folder)
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         name = _case_name(path)
-        if name is None:
+        if name is None or path.resolve() in inputs:
             continue
         if name in files:
             raise CovsegError(f"{folder}: {files[name].name} and {path.name} are both case "
-                              f"{name!r}; keep one")
+                              f"{name!r}; rename one, or move what is not a mask out of the "
+                              f"{role} folder")
         files[name] = predicted_mask(path) or path
     if not files:
         raise CovsegError(f"{folder}: no masks (png, jpg, tif, npy, NIfTI, or covseg predict "
                           f"study folders) in the {role} folder")
     return files
+
+
+def _predicted_inputs(folder: Path) -> set[Path]:
+    """The images (resolved) that ``covseg predict`` read from ``folder`` and predicted into it,
+    by its ``predict.json``: its inputs but those that are the masks of others."""
+    record = read_record(folder / PREDICT_RECORD) or {}
+    recorded = record.get("inputs")
+    paths = [Path(p) for p in recorded if isinstance(p, str)] if isinstance(recorded, list) else []
+    inputs = {path.resolve() for path in paths}
+    return inputs - {(folder / output_name(path)).resolve() for path in paths}
 
 
 def _read_cases(pred_path: Path, truth_path: Path

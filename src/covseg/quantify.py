@@ -45,6 +45,7 @@ from covseg.io.image import case_key, image_name
 from covseg.io.volume import (
     Volume,
     display_flips,
+    folder_niftis,
     hounsfield,
     is_dicom_file,
     is_nifti,
@@ -772,12 +773,13 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
 
     A file is a study (see :func:`study_name`). A folder's NIfTI files are studies, and so are
     its DICOM files, taken together as one series named after the folder; without DICOM files
-    its sub-folders (DICOM series) are studies, except the folders covseg wrote (reports;
-    ``covseg predict`` outputs count only when reading ``masks``, for quantify, which also
-    names ``x_mask.nii.gz`` study ``x``, and reads one predict study folder given itself as
-    its one study, not its infection and lung masks as two). A folder with none of these is
-    itself a study (so that an empty or broken folder is reported, not silently skipped).
-    Sub-folders that hold parts of one DICOM series are refused (:func:`_check_series_unshared`).
+    its sub-folders are studies (:func:`_sub_folder_studies`: DICOM series, or the NIfTI files
+    they hold), except the folders covseg wrote (reports; ``covseg predict`` outputs count only
+    when reading ``masks``, for quantify, which also names ``x_mask.nii.gz`` study ``x``, and
+    reads one predict study folder given itself as its one study, not its infection and lung
+    masks as two). A folder with none of these is itself a study (so that an empty or broken
+    folder is reported, not silently skipped). Sub-folders that hold parts of one DICOM series
+    are refused (:func:`_check_series_unshared`), and so are two studies of one name.
     """
     skip = Path(exclude).resolve() if exclude else None
     studies: list[Study] = []
@@ -798,7 +800,7 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
         else:
             folders = [c for c in children if c.is_dir() and c.resolve() != skip]
             own = [c for c in folders if _is_report_folder(c, masks)]
-            found += [Study(c.name, c) for c in folders if c not in own]
+            found += _sub_folder_studies([c for c in folders if c not in own], masks)
             if not masks:
                 _check_series_unshared([s for s in found if s.path.is_dir()])
             if not found and own:
@@ -806,11 +808,45 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
                                   f"({', '.join(c.name for c in own)}); give "
                                   f"{own[0]} itself to read what covseg wrote there")
         studies.extend(found or [Study(path.name, path)])
-    names = [s.name for s in studies]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise CovsegError(f"several studies are named {', '.join(duplicates)}; rename them")
+    _check_names_unique(studies)
     return sorted(studies, key=lambda s: s.name)
+
+
+def _sub_folder_studies(folders: Sequence[Path], masks: bool) -> list[Study]:
+    """The studies of one input folder's sub-folders. A sub-folder holding DICOM files, or no
+    NIfTI file, is a study (a DICOM series, searched as its reader searches it), and so is a
+    ``covseg predict`` study folder. NIfTI files in the others are named one way for the whole
+    input: when each such sub-folder holds one (a folder per patient: ``p1/ct.nii.gz``), its
+    file is the study named after the sub-folder; when some hold several (a collection sorted
+    into folders: MosMed's ``studies/CT-0..CT-4/*.nii.gz``), every file is a study named after
+    the file, as in the top folder, so that names never depend on how many files a sub-folder
+    happens to hold (and a patient folder's CT and mask, or many ``ct.nii.gz``, come out as
+    two studies of one name, refused, rather than a mask predicted as a CT)."""
+    held = {c: [] if predicted_mask(c) else folder_niftis(c) for c in folders}
+    per_file = any(len(files) > 1 for files in held.values())
+    studies: list[Study] = []
+    for folder, files in held.items():
+        if not files:
+            studies.append(Study(folder.name, folder))
+        elif per_file:
+            studies += [Study(study_name(f, masks), f) for f in files]
+        else:
+            studies.append(Study(folder.name, files[0]))
+    if per_file:
+        _check_names_unique(studies, " (sub-folders holding several NIfTI files make each file a "
+                                     "study, named after the file)")
+    return studies
+
+
+def _check_names_unique(studies: Sequence[Study], why: str = "") -> None:
+    """Refuse two studies of one name, naming both: their outputs would share a folder."""
+    first: dict[str, Path] = {}
+    for study in studies:
+        if study.name in first:
+            raise CovsegError(f"several studies are named {study.name} ({first[study.name]}, "
+                              f"{study.path}){why}; rename one, or give them to runs with "
+                              "separate --out folders")
+        first[study.name] = study.path
 
 
 def _check_series_unshared(folders: Sequence[Study]) -> None:

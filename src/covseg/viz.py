@@ -44,12 +44,29 @@ def overlay(image: np.ndarray, mask: np.ndarray | None = None, prediction: np.nd
     return grey.round().astype(np.uint8)
 
 
-def save_figure(fig: plt.Figure, path: str | os.PathLike[str]) -> Path:
-    """Save and close a figure atomically as PNG."""
+GRID_MARK = ("covseg", "visualize")
+"""The PNG text chunk (key, value) every sample grid carries, so that visualize overwrites its
+own earlier grid but no other file of that name (a mask, another command's figure)."""
+
+
+def save_figure(fig: plt.Figure, path: str | os.PathLike[str],
+                metadata: Mapping[str, str] | None = None) -> Path:
+    """Save and close a figure atomically as PNG, with ``metadata`` as PNG text chunks."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png", metadata=dict(metadata or {}))
     plt.close(fig)
     return Path(path)
+
+
+def is_sample_grid(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a PNG that :func:`sample_grid` wrote (it carries :data:`GRID_MARK`)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.format == "PNG" and image.info.get(GRID_MARK[0]) == GRID_MARK[1]
+    except (OSError, UnidentifiedImageError):
+        return False
 
 
 def legend_handles(masks: Sequence[np.ndarray], label_names: Mapping[int, str]) -> list[Patch]:
@@ -92,7 +109,7 @@ def sample_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], title
     if legend:
         fig.legend(handles=legend, loc="outside lower center", ncol=len(legend), fontsize=8,
                    frameon=False)
-    return save_figure(fig, path)
+    return save_figure(fig, path, metadata=dict([GRID_MARK]))
 
 
 def training_curves(history: Sequence[Mapping[str, float]], path: str | os.PathLike[str], *,

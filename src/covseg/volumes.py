@@ -38,7 +38,6 @@ from covseg.errors import CovsegError
 from covseg.io.volume import (
     Volume,
     check_hu,
-    folder_volume,
     hounsfield,
     read_volume,
     write_mask_like,
@@ -366,7 +365,6 @@ def predict_batch(predictor: SlicePredictor, inputs: Sequence[str | os.PathLike[
     check_hu(options.get("hu", "auto"))
     studies = find_studies(inputs, exclude=out_dir)
     _refuse_output_in_input(studies, Path(out_dir))
-    studies = [_read_from(study) for study in studies]
     settings = predict_settings(predictor, **{k: v for k, v in options.items()
                                               if k != "batch_size"})
 
@@ -377,22 +375,11 @@ def predict_batch(predictor: SlicePredictor, inputs: Sequence[str | os.PathLike[
 
 
 def _refuse_output_in_input(studies: Sequence[Study], out_dir: Path) -> None:
-    """Refuse a study folder (a DICOM series, a patient's folder) that is its own output folder,
-    as ``--out`` its parent makes it: the masks would lie among its slices, and be read as
-    studies of their own or make the folder covseg's output on a rerun."""
+    """Refuse a study folder (a DICOM series, a patient's folder holding its CT file) that is
+    its own output folder, as ``--out`` its parent makes it: the masks would lie among its
+    slices, and be read as studies of their own or make the folder covseg's output on a rerun."""
     for study in studies:
-        if study.path.is_dir() and (out_dir / study.name).resolve() == study.path.resolve():
+        folder = study.path if study.path.is_dir() else study.path.parent
+        if (out_dir / study.name).resolve() == folder.resolve():
             raise CovsegError(f"--out {out_dir} would write study {study.name}'s masks into its "
-                              f"input folder {study.path}; pick another --out")
-
-
-def _read_from(study: Study) -> Study:
-    """``study`` read from the one NIfTI file its folder holds (:func:`folder_volume`), so that
-    its record names and hashes that file; as it is otherwise, and where the folder is refused
-    (its read fails the study with the reason)."""
-    if not study.path.is_dir():
-        return study
-    try:
-        return Study(study.name, folder_volume(study.path))
-    except CovsegError:
-        return study
+                              f"input folder {folder}; pick another --out")

@@ -159,12 +159,15 @@ def shared_label_step(levels: Sequence[np.ndarray], sources: Sequence[str]) -> f
     One file cannot tell its classes alone: 0/170 is consolidation in a 0/85/170/255 set but
     0/1 on its own, 0/255 is effusion there. The set's levels can, so every mask is divided by
     the step they share. Label maps (0..15) and sets that share no step read file by file
-    (:func:`mask_to_labels`), but then a file with one scaled level is refused, not guessed.
+    (:func:`mask_to_labels`), but then a file with one scaled level is refused, not guessed,
+    and so is one with fractional values (a probability map), as the NIfTI reader refuses it.
     """
     union = np.unique(np.concatenate(levels)) if levels else np.array([])
     if not union.size or union.min() < 0 or (union.max() <= MAX_LABEL and _integral(union)):
         return None
     step = _label_step(union)
+    if step is None:
+        _refuse_fractions(levels, sources)
     if step is None and union.size <= MAX_LABEL + 1:  # more levels: JPEG noise, no labels
         for values, source in zip(levels, sources):
             lesion = values[values > 0]
@@ -174,6 +177,24 @@ def shared_label_step(levels: Sequence[np.ndarray], sources: Sequence[str]) -> f
                                   "class, and the set's masks share no step (e.g. 0/127/254); "
                                   "store labels 0..K")
     return step
+
+
+FRACTION_TOLERANCE = 1e-3
+"""How far a value may lie from a whole number and still count as one (float rounding of
+integers), as for NIfTI masks."""
+
+
+def _refuse_fractions(levels: Sequence[np.ndarray], sources: Sequence[str]) -> None:
+    """Refuse the first mask holding fractional values when they are no labels times a step
+    the set shares: a probability map given as a mask, which needs thresholding."""
+    for values, source in zip(levels, sources):
+        if values.dtype.kind != "f":
+            continue
+        fractional = values[np.abs(values - np.rint(values)) > FRACTION_TOLERANCE]
+        if fractional.size:
+            raise CovsegError(f"{source}: holds fractional values ({fractional.min():.3g}.."
+                              f"{fractional.max():.3g}), not labels: threshold it, or pass a "
+                              "label mask (0..K or 0/255) such as covseg predict writes")
 
 
 def _divided(array: np.ndarray, step: float) -> np.ndarray:

@@ -491,13 +491,22 @@ def read_volume(path: str | os.PathLike[str], hu: str = "auto", like: Volume | N
     return volume
 
 
+def folder_niftis(folder: Path) -> list[Path]:
+    """The NIfTI files of a folder that holds no DICOM file, sorted; none beside DICOM slices
+    (a series with a converted copy is read from its slices)."""
+    volumes = sorted(c for c in folder.iterdir() if is_nifti(c))
+    if not volumes or any(is_dicom_file(c) for c in folder.iterdir()):
+        return []
+    return volumes
+
+
 def folder_volume(folder: Path) -> Path:
     """Where a folder's CT is read from: the folder itself (a DICOM series, searched as
     :func:`read_dicom_folder` searches it), or the one NIfTI file it holds beside no DICOM file
     (data stored one folder per patient: ``p1/ct.nii.gz``). Several NIfTI files there are
     refused: which is the CT, and which its masks, is a guess."""
-    volumes = sorted(c for c in folder.iterdir() if is_nifti(c))
-    if not volumes or any(is_dicom_file(c) for c in folder.iterdir()):
+    volumes = folder_niftis(folder)
+    if not volumes:
         return folder
     if len(volumes) > 1:
         raise CovsegError(f"{folder}: holds {len(volumes)} NIfTI files ({volumes[0].name}, "
