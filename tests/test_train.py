@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import multiprocessing
 import re
 import shutil
 import signal
@@ -483,3 +484,19 @@ def test_log_gives_the_learning_rate_each_epoch_trained_with(tiny_run: Path) -> 
         rates = [float(row["lr"]) for row in csv.DictReader(handle)]
     floor = config.lr * 0.02  # the cosine schedule over 2 epochs: lr, then halfway to its floor
     assert rates == pytest.approx([config.lr, (config.lr + floor) / 2])
+
+
+def test_members_started_while_ctrl_c_is_pressed_print_no_traceback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C reaching the process group while members started (importing torch, before they
+    ignore it) raised a KeyboardInterrupt traceback in each: they now start with it ignored."""
+    (tmp_path / "ctrl_c_member.py").write_text(
+        "import signal\n\n\ndef start(*_):\n    signal.raise_signal(signal.SIGINT)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # spawned children get the parent's sys.path
+    member = importlib.import_module("ctrl_c_member")
+    monkeypatch.setattr(train_module, "_member_process", member.start)
+    jobs = [("recipe", tmp_path / f"member{i}") for i in range(2)]
+    handler = signal.getsignal(signal.SIGINT)
+    train_module._run_wave(multiprocessing.get_context("spawn"), jobs, tmp_path / "data.pkl",
+                           False, 1)  # a member interrupted would fail the wave
+    assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C reaches the parent again

@@ -585,6 +585,25 @@ def _sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def _ctrl_c_ignored() -> Iterator[None]:
+    """Ignore SIGINT while a member process starts: an ignored signal stays ignored through
+    spawn's exec, and Python then installs no KeyboardInterrupt handler, so a Ctrl-C reaching
+    the process group while a member imports torch no longer prints a traceback from it (its
+    own handler came only once it had). The parent stops the members as ever; only a Ctrl-C
+    pressed during the few milliseconds of a start is lost. (Blocking SIGINT instead is undone
+    by multiprocessing, which unblocks it when it starts its resource tracker.)"""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        yield  # handlers belong to the main thread; one set outside Python cannot be restored
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _run_wave(context: Any, jobs: list[tuple[TrainConfig, Path]], shared: Path, progress: bool,
               threads: int) -> None:
     """Start one process per job, wait for all; the first failure stops the rest and is raised."""
@@ -595,7 +614,8 @@ def _run_wave(context: Any, jobs: list[tuple[TrainConfig, Path]], shared: Path, 
             process = context.Process(target=_member_process, name=folder.name,
                                       args=(member, shared, folder, progress, position, threads,
                                             sender))
-            process.start()
+            with _ctrl_c_ignored():
+                process.start()
             sender.close()  # the child holds the write end now; its exit reads as end of file
             running[process.sentinel] = (process, receiver)
         while running:
