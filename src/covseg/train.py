@@ -26,7 +26,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from functools import partial
 from multiprocessing.connection import Connection, wait
@@ -54,12 +54,12 @@ from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_samples, rows_to_csv
 from covseg.infer import TEST_FLIPS, Predictor, model_inputs
 from covseg.io.atomic import remove_temporaries, write_json, write_text
-from covseg.losses import build_loss
+from covseg.losses import BINARY_ONLY, LOSSES, build_loss, trained_loss
 from covseg.metrics import EMPTY_MASK_RULES, summarize
 from covseg.models import build_model, parameter_count
 from covseg.models.ensemble import member_names
 from covseg.models.registry import check_model
-from covseg.transforms import LesionPaste, Letterbox, augmentation
+from covseg.transforms import AUGMENTATIONS, LesionPaste, Letterbox, augmentation
 from covseg.viz import training_curves
 
 CANVAS_CHUNK = 64
@@ -217,6 +217,7 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
                           "or lower --val-fraction")
     fingerprint = data_fingerprint(data, [*train_cases, *val_cases])
     config = _check_run_folder(out, config, resume, fingerprint, (train_cases, val_cases))
+    made = [folder for folder in (out, *out.parents) if not folder.exists()]
     out.mkdir(parents=True, exist_ok=True)  # only once the run is accepted: a refusal leaves none
     try:
         if len(member_names(config.model)) > 1:
@@ -225,7 +226,7 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
         return _train_model(config, data, out, resume, train_cases, val_cases, fingerprint,
                             progress)
     except BaseException:
-        _forget_unsaved_run(out)
+        _forget_unsaved_run(out, made)
         raise
 
 
@@ -234,12 +235,19 @@ def _has_checkpoint(out: Path) -> bool:
     return (out / "last.pt").exists() or any(out.glob("member*/last.pt"))
 
 
-def _forget_unsaved_run(out: Path) -> None:
+def _forget_unsaved_run(out: Path, made: Sequence[Path]) -> None:
     """Remove the record of a run that stopped before it saved any epoch (a member that could
     not start, as in a script without the ``__main__`` guard): it describes nothing saved, and
-    would make the rerun that fixes the cause ask for --resume."""
-    if not _has_checkpoint(out):
-        (out / "config.json").unlink(missing_ok=True)
+    would make the rerun that fixes the cause ask for --resume. Its members' records go too,
+    and the folders it ``made`` (deepest first: the run's, a fold's, a cross-validation's) that
+    are left empty, so that a run refused or stopped that early leaves no folder behind."""
+    if _has_checkpoint(out):
+        return
+    for record in (out / "config.json", *out.glob("member*/config.json")):
+        record.unlink(missing_ok=True)
+    for folder in [*out.glob("member*"), *made]:
+        with suppress(OSError):  # not empty (or not ours to remove): kept
+            folder.rmdir()
 
 
 def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint: str,
@@ -313,6 +321,7 @@ def check_recipe(config: TrainConfig) -> None:
     or a member starts."""
     config.check_types()
     check_model(config.model, config.model_options)
+    _check_names(config)
     if config.crop_lungs and config.lung_guide == "none":
         raise CovsegError("--crop-lungs crops to the lung guide's lungs: add --lung-guide "
                           "threshold or --lung-guide RUN (a lung model)")
@@ -349,6 +358,21 @@ def check_recipe(config: TrainConfig) -> None:
                           f"times), got {config.size}")
     if config.epochs is not None and config.epochs < 1:
         raise CovsegError(f"--epochs must be at least 1, got {config.epochs}")
+
+
+def _check_names(config: TrainConfig) -> None:
+    """The loss and augmentation by name, and a loss the target can train with: found before,
+    they failed once the slices were read, or in every member an ensemble had started."""
+    if config.loss not in LOSSES:
+        raise CovsegError(f"unknown loss {config.loss!r}; choose one of {', '.join(LOSSES)}")
+    if config.target == "multiclass" and config.loss in BINARY_ONLY:
+        usable = [name for name in LOSSES
+                  if name not in BINARY_ONLY and trained_loss(name, True) == name]
+        raise CovsegError(f"--loss {config.loss} is binary (one output): with --target "
+                          f"multiclass use one of {', '.join(usable)}")
+    if config.augment not in AUGMENTATIONS:
+        raise CovsegError(f"unknown augmentation {config.augment!r}; choose one of "
+                          f"{', '.join(AUGMENTATIONS)}")
 
 
 def _check_lung_run(lung: Predictor, config: TrainConfig) -> None:
