@@ -216,6 +216,7 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
                           "needs at least 2 (batch normalisation sees two at a time): add data "
                           "or lower --val-fraction")
     fingerprint = data_fingerprint(data, [*train_cases, *val_cases])
+    refuse_other_output(out, RUN)
     config = _check_run_folder(out, config, resume, fingerprint, (train_cases, val_cases))
     made = [folder for folder in (out, *out.parents) if not folder.exists()]
     out.mkdir(parents=True, exist_ok=True)  # only once the run is accepted: a refusal leaves none
@@ -248,6 +249,36 @@ def _forget_unsaved_run(out: Path, made: Sequence[Path]) -> None:
     for folder in [*out.glob("member*"), *made]:
         with suppress(OSError):  # not empty (or not ours to remove): kept
             folder.rmdir()
+
+
+RUN, CROSS_VALIDATION, COMPARISON = "a training run", "a cross-validation", "a model comparison"
+"""What an output folder holds: see :func:`held_output`."""
+_FILES = {RUN: "config.json, best.pt", CROSS_VALIDATION: "summary.json, fold_*/",
+          COMPARISON: "comparison.json"}
+_VERBS = {RUN: "train", CROSS_VALIDATION: "cross-validate", COMPARISON: "compare"}
+
+
+def held_output(folder: Path) -> str | None:
+    """Which command's output ``folder`` holds, by the files only that command writes there:
+    a comparison's comparison.json, a cross-validation's summary.json or fold folders (the
+    first written), a run's record or checkpoints; None for a folder holding none of them."""
+    if (folder / "comparison.json").is_file():
+        return COMPARISON
+    if (folder / "summary.json").is_file() or any(p.is_dir() for p in folder.glob("fold_*")):
+        return CROSS_VALIDATION
+    if any((folder / name).is_file() for name in ("config.json", "best.pt", "last.pt")):
+        return RUN
+    return None
+
+
+def refuse_other_output(out: Path, kind: str) -> None:
+    """A folder holding another command's output is refused: writing ``kind`` beside it left
+    one folder whose records contradict each other (a cross-validation's report beside a run's
+    best.pt, which predict then loads)."""
+    held = held_output(out)
+    if held not in (None, kind):
+        raise CovsegError(f"{out} holds {held} ({_FILES[held]}), not {kind}; {_VERBS[kind]} "
+                          "into a new --out")
 
 
 def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint: str,
