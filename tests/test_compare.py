@@ -232,3 +232,25 @@ def test_a_folder_holding_another_models_folds_is_refused_before_training(
         compare.compare_models(TrainConfig(), load_dataset("synthetic"), ["unet", "miniseg"],
                                tmp_path)
     assert "--resume" not in str(caught.value)
+
+
+@pytest.mark.parametrize("held, kind", [("config.json", "a training run"),
+                                        ("summary.json", "a cross-validation"),
+                                        ("fold_0/", "a cross-validation")])
+def test_a_folder_holding_a_run_or_cross_validation_is_refused_before_training(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held: str, kind: str) -> None:
+    """compare --out RUN wrote model folders and comparison.json beside a run's records."""
+    def no_training(*args: object, **kwargs: object) -> None:
+        pytest.fail("a model trained in a folder holding another command's output")
+
+    monkeypatch.setattr(compare, "cross_validate", no_training)
+    out = tmp_path / "out"
+    if held.endswith("/"):
+        (out / held).mkdir(parents=True)
+    else:
+        out.mkdir()
+        (out / held).write_text("{}")
+    with pytest.raises(CovsegError, match=rf"^{out} holds {kind} \(.*\), not a model "
+                                          r"comparison; compare into a new --out$"):
+        compare.compare_models(TrainConfig(), load_dataset("synthetic"), ["unet", "miniseg"],
+                               out)

@@ -166,3 +166,46 @@ def test_multiclass_reports_name_their_scores_of_any_lesion(
     assert axes.get_title().endswith("per-case Dice (any lesion)")
     assert axes.get_ylabel() == "Dice (any lesion) per case"
     assert summary["config"]["target"] == "multiclass"
+
+
+@pytest.mark.parametrize("held, kind", [("config.json", "a training run"),
+                                        ("best.pt", "a training run"),
+                                        ("comparison.json", "a model comparison")])
+def test_a_folder_holding_a_run_or_comparison_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held: str, kind: str) -> None:
+    """cv --out RUN wrote a cross-validation's summary and folds beside the run's config.json
+    and best.pt, one folder whose records contradict each other; --fold K too."""
+    def no_training(*args: object, **kwargs: object) -> None:
+        pytest.fail("a fold trained in a folder holding another command's output")
+
+    monkeypatch.setattr(crossval, "train", no_training)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / held).write_text("{}")
+    message = rf"^{out} holds {kind} \(.*\), not a cross-validation; cross-validate into a new --out$"
+    data = load_dataset("synthetic")
+    with pytest.raises(CovsegError, match=message):
+        crossval.cross_validate(TrainConfig(), data, out, folds=2)
+    with pytest.raises(CovsegError, match=message):
+        crossval.cross_validate_fold(TrainConfig(), data, out, 2, 0)
+    assert [p.name for p in out.iterdir()] == [held]
+
+
+def test_folds_run_alone_then_the_summary_in_the_same_folder(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cv --fold K writes fold_K into its own --out, and the command without --fold reuses it
+    there: a cross-validation's folder is no other command's."""
+    tiny = {"folds": 2, "epochs": 1, "size": 64, "batch_size": 4, "model": "unet",
+            "model_options": {"width": 4}}
+    data = load_dataset(synthetic_folder)
+    for fold in (0, 1):
+        api.cross_validate(data, tmp_path / "cv", fold=fold, **tiny)
+        api.cross_validate(data, tmp_path / "cv", fold=fold, **tiny)  # a finished fold: reused
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        pytest.fail("a finished fold was trained again")
+
+    monkeypatch.setattr(crossval, "train", no_training)
+    summary = api.cross_validate(data, tmp_path / "cv", resume=True, **tiny)
+    assert len(summary["per_fold"]) == 2
+    api.cross_validate(data, tmp_path / "cv", resume=True, **tiny)  # a finished summary too

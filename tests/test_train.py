@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import multiprocessing
 import re
 import shutil
 import signal
@@ -483,3 +484,87 @@ def test_log_gives_the_learning_rate_each_epoch_trained_with(tiny_run: Path) -> 
         rates = [float(row["lr"]) for row in csv.DictReader(handle)]
     floor = config.lr * 0.02  # the cosine schedule over 2 epochs: lr, then halfway to its floor
     assert rates == pytest.approx([config.lr, (config.lr + floor) / 2])
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"loss": "xyz"}, r"unknown loss 'xyz'; choose one of bce, dice, bce\+dice, .*structure$"),
+    ({"augment": "medium"}, r"unknown augmentation 'medium'; choose one of none, light, heavy$"),
+    ({"loss": "structure", "target": "multiclass"},
+     (r"--loss structure is binary \(one output\): with --target multiclass use one of dice, "
+      r"focal, focal\+dice, tversky, ce\+dice$")),
+    ({"loss": "bce", "target": "multiclass"}, r"--loss bce is binary"),
+])
+def test_unknown_names_and_binary_losses_for_multiclass_are_refused_before_data_are_read(
+        tmp_path: Path, options: dict[str, str], message: str) -> None:
+    """They were refused only once the slices were read (an unknown augmentation in every
+    member an ensemble had started), leaving empty run, fold and model folders behind."""
+    import covseg
+
+    recipe = {**TINY, **options}
+    with pytest.raises(CovsegError, match=f"^{message}"):
+        train_module.check_recipe(TrainConfig(**recipe))
+    for call in (covseg.train, covseg.cross_validate):
+        with pytest.raises(CovsegError, match=f"^{message}"):
+            call(tmp_path / "missing", tmp_path / "r", **recipe)
+    with pytest.raises(CovsegError, match=f"^{message}"):
+        covseg.compare(tmp_path / "missing", ["unet", "miniseg"], tmp_path / "r",
+                       **{key: value for key, value in recipe.items()
+                          if key not in ("model", "model_options")})
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_run_that_fails_before_saving_an_epoch_leaves_no_folder_it_made(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run (or an ensemble's member) failing before its first epoch left its run folder, and
+    the fold and cross-validation folders above it, behind: empty, or with a record of
+    nothing. A folder that was there before is kept."""
+    def failing(*_: object) -> float:
+        raise CovsegError("failed before the first epoch")
+
+    data = load_dataset(synthetic_folder)
+    monkeypatch.setattr(train_module, "_train_epoch", failing)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # members one after the other
+    for model in ("unet", "unet,unet"):
+        config = TrainConfig(**{**TINY, "model": model, "epochs": 1})
+        with pytest.raises(CovsegError, match="failed before the first epoch"):
+            train_module.train(config, data, tmp_path / "cv" / "fold_0", progress=False)
+        assert not (tmp_path / "cv").exists()
+        (tmp_path / "given").mkdir(exist_ok=True)
+        with pytest.raises(CovsegError, match="failed before the first epoch"):
+            train_module.train(config, data, tmp_path / "given" / "run", progress=False)
+        assert list((tmp_path / "given").iterdir()) == []
+
+
+@pytest.mark.parametrize("held", ["summary.json", "comparison.json", "fold_0/"])
+def test_train_refuses_a_folder_holding_a_cross_validation_or_comparison(
+        tmp_path: Path, synthetic_folder: Path, held: str) -> None:
+    """Training into a cv or compare --out wrote a run's config.json and best.pt (which
+    predict then loaded) beside another command's report, records contradicting each other."""
+    out = tmp_path / "cv"
+    if held.endswith("/"):
+        (out / held).mkdir(parents=True)
+    else:
+        out.mkdir()
+        (out / held).write_text("{}")
+    kind = "a model comparison" if held == "comparison.json" else "a cross-validation"
+    with pytest.raises(CovsegError, match=rf"^{out} holds {kind} \(.*\), not a training run; "
+                                          r"train into a new --out$"):
+        train_module.train(TrainConfig(**TINY), load_dataset(synthetic_folder), out,
+                           progress=False)
+    assert sorted(p.name for p in out.iterdir()) == [held.rstrip("/")]
+
+
+def test_members_started_while_ctrl_c_is_pressed_print_no_traceback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C reaching the process group while members started (importing torch, before they
+    ignore it) raised a KeyboardInterrupt traceback in each: they now start with it ignored."""
+    (tmp_path / "ctrl_c_member.py").write_text(
+        "import signal\n\n\ndef start(*_):\n    signal.raise_signal(signal.SIGINT)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # spawned children get the parent's sys.path
+    member = importlib.import_module("ctrl_c_member")
+    monkeypatch.setattr(train_module, "_member_process", member.start)
+    jobs = [("recipe", tmp_path / f"member{i}") for i in range(2)]
+    handler = signal.getsignal(signal.SIGINT)
+    train_module._run_wave(multiprocessing.get_context("spawn"), jobs, tmp_path / "data.pkl",
+                           False, 1)  # a member interrupted would fail the wave
+    assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C reaches the parent again

@@ -30,6 +30,7 @@ from covseg.io.atomic import write_json, write_text
 from covseg.models import build_model
 from covseg.models.profile import profile_model
 from covseg.models.registry import check_model, parse_option_value
+from covseg.train import COMPARISON, refuse_other_output
 from covseg.viz import box_plot
 
 COMPARED_METRICS = ("dice", "iou", "sensitivity", "specificity", "precision", "hd95")
@@ -96,6 +97,7 @@ def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
     """
     check_specs(specs)
     out = Path(out)
+    refuse_other_output(out, COMPARISON)
     for spec in specs:
         _check_folder_holds(out / model_folder(spec), spec)
     rows, dice_by_model = [], {}

@@ -20,7 +20,13 @@ from covseg.evaluate import any_lesion, evaluate_samples, rows_to_csv
 from covseg.infer import Predictor
 from covseg.io.atomic import write_json, write_text
 from covseg.metrics import EMPTY_MASK_RULES, METRICS, summarize
-from covseg.train import DATA_FINGERPRINT, made_from_other_data, train
+from covseg.train import (
+    CROSS_VALIDATION,
+    DATA_FINGERPRINT,
+    made_from_other_data,
+    refuse_other_output,
+    train,
+)
 from covseg.viz import box_plot
 
 REPORT_METRICS = METRICS
@@ -101,6 +107,7 @@ def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.Pat
                         folds: int | None, fold: int, resume: bool = False) -> dict[str, Any]:
     """Run fold ``fold`` alone into ``out/fold_k``, exactly as :func:`cross_validate` would (same
     split and seed), so that folds can run side by side; return its summary."""
+    refuse_other_output(Path(out), CROSS_VALIDATION)
     splits, _ = make_folds(data, folds, config.seed)
     if not 0 <= fold < len(splits):
         note = f" ({split_files_note(data)})" if split_files_note(data) else ""
@@ -125,8 +132,10 @@ def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike
 
     Completed folds are kept, so an interrupted run continues where it stopped when resumed.
     ``out`` is made by the first fold's run once it is accepted: a refused one leaves no folder.
+    A folder holding a training run or a comparison is refused.
     """
     out = Path(out)
+    refuse_other_output(out, CROSS_VALIDATION)
     splits, how = make_folds(data, folds, config.seed)
     started = time.perf_counter()
     per_fold: list[dict[str, Any]] = []

@@ -26,7 +26,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from functools import partial
 from multiprocessing.connection import Connection, wait
@@ -54,12 +54,12 @@ from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_samples, rows_to_csv
 from covseg.infer import TEST_FLIPS, Predictor, model_inputs
 from covseg.io.atomic import remove_temporaries, write_json, write_text
-from covseg.losses import build_loss
+from covseg.losses import BINARY_ONLY, LOSSES, build_loss, trained_loss
 from covseg.metrics import EMPTY_MASK_RULES, summarize
 from covseg.models import build_model, parameter_count
 from covseg.models.ensemble import member_names
 from covseg.models.registry import check_model
-from covseg.transforms import LesionPaste, Letterbox, augmentation
+from covseg.transforms import AUGMENTATIONS, LesionPaste, Letterbox, augmentation
 from covseg.viz import training_curves
 
 CANVAS_CHUNK = 64
@@ -216,7 +216,9 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
                           "needs at least 2 (batch normalisation sees two at a time): add data "
                           "or lower --val-fraction")
     fingerprint = data_fingerprint(data, [*train_cases, *val_cases])
+    refuse_other_output(out, RUN)
     config = _check_run_folder(out, config, resume, fingerprint, (train_cases, val_cases))
+    made = [folder for folder in (out, *out.parents) if not folder.exists()]
     out.mkdir(parents=True, exist_ok=True)  # only once the run is accepted: a refusal leaves none
     try:
         if len(member_names(config.model)) > 1:
@@ -225,7 +227,7 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
         return _train_model(config, data, out, resume, train_cases, val_cases, fingerprint,
                             progress)
     except BaseException:
-        _forget_unsaved_run(out)
+        _forget_unsaved_run(out, made)
         raise
 
 
@@ -234,12 +236,49 @@ def _has_checkpoint(out: Path) -> bool:
     return (out / "last.pt").exists() or any(out.glob("member*/last.pt"))
 
 
-def _forget_unsaved_run(out: Path) -> None:
+def _forget_unsaved_run(out: Path, made: Sequence[Path]) -> None:
     """Remove the record of a run that stopped before it saved any epoch (a member that could
     not start, as in a script without the ``__main__`` guard): it describes nothing saved, and
-    would make the rerun that fixes the cause ask for --resume."""
-    if not _has_checkpoint(out):
-        (out / "config.json").unlink(missing_ok=True)
+    would make the rerun that fixes the cause ask for --resume. Its members' records go too,
+    and the folders it ``made`` (deepest first: the run's, a fold's, a cross-validation's) that
+    are left empty, so that a run refused or stopped that early leaves no folder behind."""
+    if _has_checkpoint(out):
+        return
+    for record in (out / "config.json", *out.glob("member*/config.json")):
+        record.unlink(missing_ok=True)
+    for folder in [*out.glob("member*"), *made]:
+        with suppress(OSError):  # not empty (or not ours to remove): kept
+            folder.rmdir()
+
+
+RUN, CROSS_VALIDATION, COMPARISON = "a training run", "a cross-validation", "a model comparison"
+"""What an output folder holds: see :func:`held_output`."""
+_FILES = {RUN: "config.json, best.pt", CROSS_VALIDATION: "summary.json, fold_*/",
+          COMPARISON: "comparison.json"}
+_VERBS = {RUN: "train", CROSS_VALIDATION: "cross-validate", COMPARISON: "compare"}
+
+
+def held_output(folder: Path) -> str | None:
+    """Which command's output ``folder`` holds, by the files only that command writes there:
+    a comparison's comparison.json, a cross-validation's summary.json or fold folders (the
+    first written), a run's record or checkpoints; None for a folder holding none of them."""
+    if (folder / "comparison.json").is_file():
+        return COMPARISON
+    if (folder / "summary.json").is_file() or any(p.is_dir() for p in folder.glob("fold_*")):
+        return CROSS_VALIDATION
+    if any((folder / name).is_file() for name in ("config.json", "best.pt", "last.pt")):
+        return RUN
+    return None
+
+
+def refuse_other_output(out: Path, kind: str) -> None:
+    """A folder holding another command's output is refused: writing ``kind`` beside it left
+    one folder whose records contradict each other (a cross-validation's report beside a run's
+    best.pt, which predict then loads)."""
+    held = held_output(out)
+    if held not in (None, kind):
+        raise CovsegError(f"{out} holds {held} ({_FILES[held]}), not {kind}; {_VERBS[kind]} "
+                          "into a new --out")
 
 
 def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint: str,
@@ -313,6 +352,7 @@ def check_recipe(config: TrainConfig) -> None:
     or a member starts."""
     config.check_types()
     check_model(config.model, config.model_options)
+    _check_names(config)
     if config.crop_lungs and config.lung_guide == "none":
         raise CovsegError("--crop-lungs crops to the lung guide's lungs: add --lung-guide "
                           "threshold or --lung-guide RUN (a lung model)")
@@ -349,6 +389,21 @@ def check_recipe(config: TrainConfig) -> None:
                           f"times), got {config.size}")
     if config.epochs is not None and config.epochs < 1:
         raise CovsegError(f"--epochs must be at least 1, got {config.epochs}")
+
+
+def _check_names(config: TrainConfig) -> None:
+    """The loss and augmentation by name, and a loss the target can train with: found before,
+    they failed once the slices were read, or in every member an ensemble had started."""
+    if config.loss not in LOSSES:
+        raise CovsegError(f"unknown loss {config.loss!r}; choose one of {', '.join(LOSSES)}")
+    if config.target == "multiclass" and config.loss in BINARY_ONLY:
+        usable = [name for name in LOSSES
+                  if name not in BINARY_ONLY and trained_loss(name, True) == name]
+        raise CovsegError(f"--loss {config.loss} is binary (one output): with --target "
+                          f"multiclass use one of {', '.join(usable)}")
+    if config.augment not in AUGMENTATIONS:
+        raise CovsegError(f"unknown augmentation {config.augment!r}; choose one of "
+                          f"{', '.join(AUGMENTATIONS)}")
 
 
 def _check_lung_run(lung: Predictor, config: TrainConfig) -> None:
@@ -585,6 +640,25 @@ def _sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def _ctrl_c_ignored() -> Iterator[None]:
+    """Ignore SIGINT while a member process starts: an ignored signal stays ignored through
+    spawn's exec, and Python then installs no KeyboardInterrupt handler, so a Ctrl-C reaching
+    the process group while a member imports torch no longer prints a traceback from it (its
+    own handler came only once it had). The parent stops the members as ever; only a Ctrl-C
+    pressed during the few milliseconds of a start is lost. (Blocking SIGINT instead is undone
+    by multiprocessing, which unblocks it when it starts its resource tracker.)"""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        yield  # handlers belong to the main thread; one set outside Python cannot be restored
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _run_wave(context: Any, jobs: list[tuple[TrainConfig, Path]], shared: Path, progress: bool,
               threads: int) -> None:
     """Start one process per job, wait for all; the first failure stops the rest and is raised."""
@@ -595,7 +669,8 @@ def _run_wave(context: Any, jobs: list[tuple[TrainConfig, Path]], shared: Path, 
             process = context.Process(target=_member_process, name=folder.name,
                                       args=(member, shared, folder, progress, position, threads,
                                             sender))
-            process.start()
+            with _ctrl_c_ignored():
+                process.start()
             sender.close()  # the child holds the write end now; its exit reads as end of file
             running[process.sentinel] = (process, receiver)
         while running:
