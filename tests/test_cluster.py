@@ -42,6 +42,8 @@ def test_folds_on_ray_give_the_folds_run_here(local_ray: Any, tmp_path: Path,
     assert "over 2 folds" in capsys.readouterr().out
     api.cross_validate("synthetic:1", tmp_path / "here", **RECIPE)
     assert _dice_per_fold(tmp_path / "ray") == _dice_per_fold(tmp_path / "here")
+    summary = json.loads((tmp_path / "ray" / "summary.json").read_text())
+    assert summary["seconds"] >= summary["train_seconds"] > 0, "the folds' time on Ray counts"
     for name in ("report.md", "per_case.csv", "dice_boxplot.png", "fold_1/fold_metrics.json"):
         assert (tmp_path / "ray" / name).is_file(), name
     assert local_ray.is_initialized(), "a Ray started by the caller is left running"
@@ -88,3 +90,13 @@ def test_without_ray_installed_the_error_says_how_to_get_it(
     assert code == 2 and err.count("\n") == 1, err
     assert "pip install 'covseg[cluster]'" in err
     assert not (tmp_path / "cv").exists()
+
+
+def test_a_folder_holding_a_run_is_refused_before_ray_starts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The folds on Ray would each have failed with it, after the data were read and shipped."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "best.pt").write_bytes(b"")
+    monkeypatch.setattr("covseg.api._load", lambda *_: pytest.fail("data were read"))
+    with pytest.raises(CovsegError, match="holds a training run"):
+        api.cross_validate("synthetic:1", tmp_path / "run", ray_address="local", **RECIPE)

@@ -56,7 +56,7 @@ from covseg.quantify import (
     quantify_batch,
     read_record,
 )
-from covseg.train import check_recipe
+from covseg.train import CROSS_VALIDATION, RUN, check_recipe, refuse_other_output
 from covseg.train import train as _train
 from covseg.transforms import normalize_intensity
 from covseg.viz import is_sample_grid, overlay, sample_grid
@@ -212,6 +212,7 @@ def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str]
     """
     recipe = _recipe(config, resume, data)
     out = _out(out)
+    refuse_other_output(out, RUN)
     return _train(recipe, _load(data, recipe), out, resume=resume)
 
 
@@ -239,6 +240,7 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     """
     recipe = _recipe(config, resume, data, folds)
     out = _out(out)
+    refuse_other_output(out, CROSS_VALIDATION)
     if fold is not None:
         check_kind("fold", fold, [int])
         if ray_address is not None:
@@ -250,10 +252,11 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
             raise CovsegError("--cpus-per-fold sizes the Ray tasks of --ray; give --ray too")
         return _cross_validate(recipe, _load(data, recipe), out, folds, resume)
     check_cluster_options(ray_address, cpus_per_fold)
+    started = time.perf_counter()
     loaded = _load(data, recipe)
     run_folds_on_ray(recipe, loaded, out, folds, resume, ray_address,
                      cpus_per_fold or default_cpus_per_fold(recipe))
-    return _cross_validate(recipe, loaded, out, folds, resume=True)
+    return _cross_validate(recipe, loaded, out, folds, resume=True, started=started)
 
 
 def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | str,

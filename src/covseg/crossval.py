@@ -127,17 +127,19 @@ def _split_fold(config: TrainConfig, data: LoadedData, out: Path,
 
 
 def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
-                   folds: int | None = None, resume: bool = False) -> dict[str, Any]:
+                   folds: int | None = None, resume: bool = False,
+                   started: float | None = None) -> dict[str, Any]:
     """Run every fold into ``out/fold_k``; write summary.json, per_case.csv, report.md, dice_boxplot.png.
 
     Completed folds are kept, so an interrupted run continues where it stopped when resumed.
     ``out`` is made by the first fold's run once it is accepted: a refused one leaves no folder.
-    A folder holding a training run or a comparison is refused.
+    A folder holding a training run or a comparison is refused. ``started``: the
+    ``time.perf_counter()`` the invocation began at, where its folds ran before (on Ray).
     """
     out = Path(out)
     refuse_other_output(out, CROSS_VALIDATION)
     splits, how = make_folds(data, folds, config.seed)
-    started = time.perf_counter()
+    started = time.perf_counter() if started is None else started
     per_fold: list[dict[str, Any]] = []
     all_rows: list[dict[str, Any]] = []
     train_seconds = 0.0
