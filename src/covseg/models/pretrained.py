@@ -51,11 +51,18 @@ def torch_load_failure(exc: Exception) -> str:
     """A short reason of covseg's own for a failed weights-only ``torch.load``.
 
     PyTorch's message is not passed on: it advises loading with ``weights_only=False``,
-    which runs any code the file holds.
+    which runs any code the file holds. Its weights-only unpickler names a refused class
+    (``GLOBAL``, ``allowlisted``) only for a real pickle of objects; text, JSON or random
+    bytes fail on their first byte ("Unsupported operand") and are no PyTorch file at all.
     """
-    if isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower():
+    message = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) and any(m in message for m in OBJECT_MARKERS):
         return "it holds Python objects besides tensors and plain values"
     return "not a readable PyTorch file: damaged, or another format"
+
+
+OBJECT_MARKERS: tuple[str, ...] = ("GLOBAL", "allowlisted")
+"""Words of torch's weights-only unpickler that only its refusals of a class or object hold."""
 
 
 def fit_state_dict(state: StateDict, target: nn.Module) -> StateDict:
