@@ -161,9 +161,13 @@ def test_a_model_folder_is_one_safe_component_inside_out(tmp_path: Path) -> None
     assert model_folder(specs[0]) == folders[0], "the same spec finds its folds again"
 
 
-def test_specs_that_would_share_a_folder_are_refused_before_training() -> None:
+def test_specs_that_would_share_a_folder_are_refused_before_training(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Folders that differ only in case are one folder on macOS and Windows."""
     pytest.importorskip("torchvision")
+    monkeypatch.chdir(tmp_path)  # the weights files must exist: the spec check looks for them
+    for name in ("A.pt", "a.pt"):
+        (tmp_path / name).touch()
     with pytest.raises(CovsegError, match=r"^fcn:weights=A.pt and fcn:weights=a.pt would share "
                                           r"one folder under --out \(fcn_weights-A.pt = "
                                           r"fcn_weights-a.pt\); compare them into separate"):

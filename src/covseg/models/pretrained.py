@@ -23,13 +23,18 @@ StateDict = dict[str, torch.Tensor]
 
 
 def weights_path(weights: str | os.PathLike[str] | None) -> Path | None:
-    """The local file behind ``weights=``; names such as ``"imagenet"`` are refused."""
+    """The local file behind ``weights=``. A bare name such as ``"imagenet"`` asks for a
+    download and is refused as such; anything with a folder or a suffix (``r50.pth.tar``) is a
+    path, and a missing one is said to be missing."""
     if weights is None:
         return None
     path = Path(weights)
     if path.is_file():
         return path
-    if path.suffix in (".pt", ".pth"):
+    if path.is_dir():
+        raise CovsegError(f"{path}: a folder, not a weights file; pass weights=PATH to a "
+                          "state dict file (.pt, .pth)")
+    if path.suffix or any(sep in os.fspath(weights) for sep in ("/", os.sep)):
         raise CovsegError(f"{path}: no such weights file")
     raise CovsegError(OFFLINE)
 
