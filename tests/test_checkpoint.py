@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,27 @@ def test_unloadable_file_gives_covsegs_reason_only(tmp_path: Path, content: str)
     assert message.startswith(f"{path}: not a covseg checkpoint (") and "\n" not in message
     assert "run folder from `covseg train` or its best.pt" in message
     assert "weights_only" not in message and "False" not in message
+
+
+@pytest.mark.parametrize(("name", "content", "reason"), [
+    ("config.json", '{"model": "miniseg"}', "not a readable PyTorch file: damaged, or another format"),
+    ("g.pt", "garbage\n", "not a readable PyTorch file: damaged, or another format"),
+    ("b.pt", bytes(range(256)), "not a readable PyTorch file: damaged, or another format"),
+    ("o.pt", _Custom, "it holds Python objects besides tensors and plain values"),
+], ids=["json", "text", "bytes", "object"])
+def test_the_reason_tells_another_format_from_a_pickle_of_objects(
+        tmp_path: Path, name: str, content: str | bytes | type, reason: str) -> None:
+    """A JSON, text or random file was said to "hold Python objects besides tensors", the
+    reason for a real but unsafe pickle: torch's weights-only loader refuses both alike."""
+    path = tmp_path / name
+    if isinstance(content, str):
+        path.write_text(content)
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save({"a": content()}, path)
+    with pytest.raises(CovsegError, match=re.escape(f"not a covseg checkpoint ({reason})")):
+        load_checkpoint(path)
 
 
 def test_an_onnx_file_is_named_as_such(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,23 @@ def test_one_model_named_alone_is_not_read_letter_by_letter(tmp_path: Path) -> N
     single name is a list of one, as covseg.predict reads a single path."""
     with pytest.raises(CovsegError, match="^compare needs at least two models"):
         api.compare("synthetic", "unet", tmp_path / "cmp", epochs=1)
+    assert not (tmp_path / "cmp").exists()
+
+
+@pytest.mark.parametrize("given", [{"model_options": {"width": 4}}, {"model": "unet"}])
+def test_the_api_refuses_one_model_or_options_for_every_model(
+        tmp_path: Path, given: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """model_options= was dropped (every model trained without it) or checked against the
+    default model, never trained; each model's options go in its spec, as in the CLI."""
+    def no_training(*args: object, **kwargs: object) -> None:
+        pytest.fail("compare trained with model= or model_options= given")
+
+    monkeypatch.setattr(compare, "cross_validate", no_training)
+    key = next(iter(given))
+    with pytest.raises(CovsegError, match=re.escape(
+            f"compare takes each model's name and options in models (e.g. ['unet', "
+            f"'unet:width=8']), not {key}=")):
+        api.compare("synthetic", ["unet", "unet:width=16"], tmp_path / "cmp", **given)
     assert not (tmp_path / "cmp").exists()
 
 
@@ -143,9 +161,13 @@ def test_a_model_folder_is_one_safe_component_inside_out(tmp_path: Path) -> None
     assert model_folder(specs[0]) == folders[0], "the same spec finds its folds again"
 
 
-def test_specs_that_would_share_a_folder_are_refused_before_training() -> None:
+def test_specs_that_would_share_a_folder_are_refused_before_training(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Folders that differ only in case are one folder on macOS and Windows."""
     pytest.importorskip("torchvision")
+    monkeypatch.chdir(tmp_path)  # the weights files must exist: the spec check looks for them
+    for name in ("A.pt", "a.pt"):
+        (tmp_path / name).touch()
     with pytest.raises(CovsegError, match=r"^fcn:weights=A.pt and fcn:weights=a.pt would share "
                                           r"one folder under --out \(fcn_weights-A.pt = "
                                           r"fcn_weights-a.pt\); compare them into separate"):

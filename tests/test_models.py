@@ -17,6 +17,7 @@ from torch import nn
 from covseg import cli_models
 from covseg.errors import CovsegError
 from covseg.models import REGISTRY, build_model, parameter_count
+from covseg.models.miniseg import stage_widths
 from covseg.models.padding import PadToMultiple
 from covseg.models.pretrained import OFFLINE, adapt_kernel
 from covseg.models.profile import profile_model
@@ -111,6 +112,23 @@ def test_miniseg_deep_supervision_adds_side_outputs_only_while_training() -> Non
     assert parameter_count(model) - parameter_count(plain) == 2 * 1 + 32 + 64  # two 1x1 heads
 
 
+@pytest.mark.parametrize("width", [1e-6, 0.1, 0.3, 0.37])
+def test_any_positive_miniseg_width_builds_and_runs(width: float) -> None:
+    """Below 0.375 two stages met the 8-channel floor and a 0-channel convolution failed in
+    PyTorch, after the data were read; widths that worked keep their networks."""
+    model = build_model("miniseg", 1, 3, width=width, deep_supervision=True)
+    outputs = model(torch.zeros(2, 1, 32, 32))
+    assert [tuple(o.shape) for o in outputs] == [(2, 3, 32, 32)] * 3
+    assert stage_widths(width) == [8, 16, 24, 32]
+    assert stage_widths(1.0) == [16, 32, 64, 96] and stage_widths(0.4) == [8, 16, 24, 40]
+
+
+def test_attention_unet_runs_at_its_smallest_width() -> None:
+    """Its lower bound (2) is exact: width 1 gave a 0-channel attention gate."""
+    check_options("attention-unet", {"width": 2})
+    assert build_model("attention-unet", width=2)(torch.zeros(1, 1, 32, 32)).shape == (1, 1, 32, 32)
+
+
 def test_unet_is_plain_and_resunet_residual() -> None:
     assert parameter_count(build_model("unet")) < parameter_count(build_model("resunet"))
 
@@ -147,7 +165,10 @@ def test_bad_names_and_options_are_covseg_errors(name: str, options: dict[str, A
         ("unet", {"dropout": 1.5}, "dropout=1.5 must be at least 0 and below 1"),
         ("unet", {"width": 0}, "width=0 must be positive"),
         ("miniseg", {"width": -0.5}, "width=-0.5 must be positive"),
-        ("resunet", {"res_units": -1}, "res_units=-1 must be 0 or more"),
+        ("unet", {"res_units": -1}, "res_units=-1 must be 0 or more"),
+        ("resunet", {"res_units": -1}, "res_units=-1 must be 1 or more"),
+        ("resunet", {"res_units": 0}, "res_units=0 must be 1 or more (use unet for none)"),
+        ("attention-unet", {"width": 1}, "width=1 must be 2 or more"),
     ],
 )
 def test_options_are_checked_against_the_builders_signature(name: str, options: dict[str, Any],
@@ -193,6 +214,24 @@ def test_missing_optional_dependency(name: str, options: dict[str, Any], module:
 def test_missing_weights_file(tmp_path: Path) -> None:
     with pytest.raises(CovsegError, match="no such weights file"):
         build_model("fcn", weights=str(tmp_path / "missing.pth"))
+
+
+@pytest.mark.parametrize("given", ["missing.pth.tar", "r50.pt.bak", "sub/r50", "./r50"])
+def test_a_missing_weights_file_is_found_by_the_option_check(given: str) -> None:
+    """Files named otherwise than .pt/.pth were taken for download names ("cannot be downloaded
+    offline; pass weights=PATH", to a user who had), and only once the data had been read."""
+    with pytest.raises(CovsegError, match=f"^{re.escape(given.removeprefix('./'))}: "
+                                          "no such weights file$"):
+        check_options("fcn", {"weights": given})
+
+
+def test_a_weights_folder_and_a_download_name_are_refused_by_the_option_check(
+        tmp_path: Path) -> None:
+    with pytest.raises(CovsegError, match="a folder, not a weights file"):
+        check_options("deeplabv3", {"weights": str(tmp_path)})
+    with pytest.raises(CovsegError) as info:
+        check_options("deeplabv3", {"weights": "imagenet"})
+    assert str(info.value) == OFFLINE
 
 
 @pytest.mark.parametrize("encoder", ["resnet18", "tu-resnet10t"])

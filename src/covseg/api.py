@@ -268,8 +268,15 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
 
     Returns the comparison, as ``comparison.json``: per model (``models``) its metrics over the
     folds, its cost (parameters, GFLOPs, CPU ms per slice) and, but for the baseline, the paired
-    Wilcoxon test of its per-case Dice against the baseline's.
+    Wilcoxon test of its per-case Dice against the baseline's. Each model's options go in its
+    spec (``"unet:width=8"``): ``model=`` and ``model_options=`` are refused, as the CLI's
+    compare has no ``--model`` or ``--model-option`` (they were dropped, or checked against a
+    model never trained).
     """
+    for key in ("model", "model_options"):
+        if key in config:
+            raise CovsegError(f"compare takes each model's name and options in models (e.g. "
+                              f"['unet', 'unet:width=8']), not {key}=")
     recipe = _recipe(config, resume, data, folds)
     specs = [str(spec) for spec in _as_list(models)]
     check_specs(specs)

@@ -6,10 +6,15 @@ from monai.networks.nets import AttentionUnet
 from torch import nn
 
 from covseg.models.padding import PadToMultiple
-from covseg.models.registry import register
+from covseg.models.registry import Bound, register
+
+SMALLEST_WIDTH: Bound = (lambda value: value >= 2,
+                         "2 or more (its first attention gate has width // 2 channels)")
+"""MONAI's gate on the first skip has ``width // 2`` channels: 0 at width 1 failed in PyTorch."""
 
 
-@register("attention-unet", "Attention U-Net, MONAI AttentionUnet; width=16, dropout=0")
+@register("attention-unet", "Attention U-Net, MONAI AttentionUnet; width=16, dropout=0",
+          bounds={"width": SMALLEST_WIDTH})
 def build_attention_unet(in_channels: int, out_channels: int, width: int = 16,
                          dropout: float = 0.0) -> nn.Module:
     """Channels ``width * (1, 2, 4, 8, 16)``, four stride-2 levels (so padded to 16)."""

@@ -112,7 +112,7 @@ class MiniSeg(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, width: float = 1.0,
                  deep_supervision: bool = False) -> None:
         super().__init__()
-        widths = [scaled(STEM_CHANNELS, width)] + [scaled(c, width) for c, _ in STAGES]
+        widths = stage_widths(width)
         self.stem = conv_bn_act(in_channels, widths[0], 3, stride=2)
         self.stages = nn.ModuleList(
             nn.Sequential(Downsample(widths[i], widths[i + 1]),
@@ -144,6 +144,19 @@ class MiniSeg(nn.Module):
         quarter = self.head(self.projections[0](out))
         logits = upsample(upsample(quarter, stem) + self.stem_head(stem), x)
         return [logits, *sides] if sides else logits
+
+
+def stage_widths(width: float) -> list[int]:
+    """Channels of the stem and of each stage at ``width``: each :func:`scaled`, and at least 8
+    more than the one before, since a :class:`Downsample` adds channels to its pooled input.
+
+    At widths of 0.375 or more the scaled counts already grow (their networks are unchanged);
+    below, they met the 8-channel floor together and a 0-channel convolution failed in PyTorch.
+    """
+    widths = [scaled(STEM_CHANNELS, width)]
+    for channels, _ in STAGES:
+        widths.append(max(widths[-1] + 8, scaled(channels, width)))
+    return widths
 
 
 def scaled(channels: int, width: float) -> int:

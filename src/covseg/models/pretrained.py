@@ -23,13 +23,18 @@ StateDict = dict[str, torch.Tensor]
 
 
 def weights_path(weights: str | os.PathLike[str] | None) -> Path | None:
-    """The local file behind ``weights=``; names such as ``"imagenet"`` are refused."""
+    """The local file behind ``weights=``. A bare name such as ``"imagenet"`` asks for a
+    download and is refused as such; anything with a folder or a suffix (``r50.pth.tar``) is a
+    path, and a missing one is said to be missing."""
     if weights is None:
         return None
     path = Path(weights)
     if path.is_file():
         return path
-    if path.suffix in (".pt", ".pth"):
+    if path.is_dir():
+        raise CovsegError(f"{path}: a folder, not a weights file; pass weights=PATH to a "
+                          "state dict file (.pt, .pth)")
+    if path.suffix or any(sep in os.fspath(weights) for sep in ("/", os.sep)):
         raise CovsegError(f"{path}: no such weights file")
     raise CovsegError(OFFLINE)
 
@@ -51,11 +56,18 @@ def torch_load_failure(exc: Exception) -> str:
     """A short reason of covseg's own for a failed weights-only ``torch.load``.
 
     PyTorch's message is not passed on: it advises loading with ``weights_only=False``,
-    which runs any code the file holds.
+    which runs any code the file holds. Its weights-only unpickler names a refused class
+    (``GLOBAL``, ``allowlisted``) only for a real pickle of objects; text, JSON or random
+    bytes fail on their first byte ("Unsupported operand") and are no PyTorch file at all.
     """
-    if isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower():
+    message = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) and any(m in message for m in OBJECT_MARKERS):
         return "it holds Python objects besides tensors and plain values"
     return "not a readable PyTorch file: damaged, or another format"
+
+
+OBJECT_MARKERS: tuple[str, ...] = ("GLOBAL", "allowlisted")
+"""Words of torch's weights-only unpickler that only its refusals of a class or object hold."""
 
 
 def fit_state_dict(state: StateDict, target: nn.Module) -> StateDict:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, get_args, get_type_hints
 
@@ -16,8 +16,11 @@ from torch import nn
 
 from covseg.errors import CovsegError
 from covseg.models.ensemble import Ensemble, member_names
+from covseg.models.pretrained import weights_path
 
 Builder = Callable[..., nn.Module]
+Bound = tuple[Callable[[float], bool], str]
+"""A numeric option's test and, for the error, what it must be."""
 
 
 @dataclass(frozen=True)
@@ -28,17 +31,22 @@ class ModelSpec:
     builder: Builder
     description: str
     requires: str | None = None
+    bounds: Mapping[str, Bound] = field(default_factory=dict)
 
 
 REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register(name: str, description: str, requires: str | None = None
-             ) -> Callable[[Builder], Builder]:
-    """Decorator: register ``builder(in_channels, out_channels, **options) -> nn.Module``."""
+def register(name: str, description: str, requires: str | None = None,
+             bounds: Mapping[str, Bound] | None = None) -> Callable[[Builder], Builder]:
+    """Decorator: register ``builder(in_channels, out_channels, **options) -> nn.Module``.
+
+    ``bounds`` replaces :data:`OPTION_BOUNDS` for this model's options where its network
+    needs more (attention-unet's gates need ``width`` of 2 or more, not just positive).
+    """
 
     def decorate(builder: Builder) -> Builder:
-        REGISTRY[name] = ModelSpec(name, builder, description, requires)
+        REGISTRY[name] = ModelSpec(name, builder, description, requires, dict(bounds or {}))
         return builder
 
     return decorate
@@ -134,8 +142,10 @@ def model_options(name: str) -> dict[str, Any]:
 
 def check_options(name: str, options: dict[str, Any]) -> None:
     """Each option is one the model's builder takes, of the type it declares: a one-line error
-    naming the option, rather than Python's own words from deep inside the builder."""
-    hints = get_type_hints(REGISTRY[name].builder)
+    naming the option, rather than Python's own words from deep inside the builder. Runs
+    before data are read, so a ``weights=`` file is looked for here too."""
+    spec = REGISTRY[name]
+    hints = get_type_hints(spec.builder)
     known = list(model_options(name))
     for key, value in options.items():
         if key not in known:
@@ -145,22 +155,25 @@ def check_options(name: str, options: dict[str, Any]) -> None:
         if members and not any(is_a(value, t) for t in members):
             wanted = " or ".join(OPTION_TYPES[t] for t in members)
             raise CovsegError(f"model {name!r}: option {key}={value!r} must be {wanted}")
-        bound = OPTION_BOUNDS.get(key)
+        bound = spec.bounds.get(key, OPTION_BOUNDS.get(key))
         if bound and isinstance(value, (int, float)) and not bound[0](value):
             raise CovsegError(f"model {name!r}: option {key}={value!r} must be {bound[1]}")
+        if key == "weights":
+            weights_path(value)
 
 
 OPTION_TYPES: dict[Any, str] = {bool: "true or false", int: "a whole number",
                                 float: "a number", str: "a name"}
 """Option types the builders declare, as the error names them."""
 
-OPTION_BOUNDS: dict[str, tuple[Callable[[float], bool], str]] = {
+OPTION_BOUNDS: dict[str, Bound] = {
     "width": (lambda value: value > 0, "positive"),
     "dropout": (lambda value: 0 <= value < 1, "at least 0 and below 1"),
     "res_units": (lambda value: value >= 0, "0 or more"),
 }
 """Valid values of the numeric options, checked before any training (a dropout of 1.5 or a
-width of 0 failed inside PyTorch with a traceback, after the run folder was made)."""
+width of 0 failed inside PyTorch with a traceback, after the run folder was made). A model
+whose network needs more declares its own bound (:func:`register`)."""
 
 
 def is_a(value: Any, kind: type) -> bool:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from torch import nn
 
-from covseg.errors import CovsegError
 from covseg.models.registry import register
 from covseg.models.unet import build_unet
 
 
-@register("resunet", "Residual U-Net, MONAI UNet; width=16, res_units=2, dropout=0")
+@register("resunet", "Residual U-Net, MONAI UNet; width=16, res_units=2, dropout=0",
+          bounds={"res_units": (lambda value: value >= 1, "1 or more (use unet for none)")})
 def build_resunet(in_channels: int, out_channels: int, width: int = 16, res_units: int = 2,
                   dropout: float = 0.0) -> nn.Module:
     """Same levels and widths as ``unet`` with ``res_units`` residual units per block."""
-    if res_units < 1:
-        raise CovsegError("resunet: res_units must be at least 1 (use unet for none)")
     return build_unet(in_channels, out_channels, width=width, res_units=res_units,
                       dropout=dropout)
