@@ -56,7 +56,7 @@ from covseg.quantify import (
     quantify_batch,
     read_record,
 )
-from covseg.train import CROSS_VALIDATION, RUN, check_recipe, refuse_other_output
+from covseg.train import COMPARISON, CROSS_VALIDATION, RUN, check_recipe, refuse_other_output
 from covseg.train import train as _train
 from covseg.transforms import normalize_intensity
 from covseg.viz import is_sample_grid, overlay, sample_grid
@@ -281,6 +281,7 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
     specs = [str(spec) for spec in _as_list(models)]
     check_specs(specs)
     out = _out(out)
+    refuse_other_output(out, COMPARISON)
     return compare_models(recipe, _load(data, recipe), specs, out, folds, resume)
 
 
