@@ -60,6 +60,14 @@ def test_a_failed_fold_is_one_line_naming_it(local_ray: Any, tmp_path: Path) -> 
     assert not (tmp_path / "cv" / "summary.json").exists()
 
 
+def test_folds_larger_than_every_node_are_refused(local_ray: Any, tmp_path: Path) -> None:
+    """Ray would have waited for ever for a node with that many CPUs."""
+    with pytest.raises(CovsegError, match="more than any node .* largest has 2 CPUs"):
+        api.cross_validate("synthetic:1", tmp_path / "cv", ray_address="local",
+                           cpus_per_fold=3, **RECIPE)
+    assert not any((tmp_path / "cv").glob("fold_*"))
+
+
 @pytest.mark.parametrize(("options", "fragment"), [
     ({"fold": 0, "ray_address": "local"}, "give one of them"),
     ({"cpus_per_fold": 2}, "give --ray too"),

@@ -69,6 +69,7 @@ def run_folds_on_ray(config: TrainConfig, data: LoadedData, out: Path, folds: in
     if started_here:
         _connect(ray, address)
     try:
+        _check_a_node_fits(ray, cpus_per_fold)
         task = ray.remote(num_cpus=cpus_per_fold, max_retries=0)(cross_validate_fold)
         shared = ray.put(data)
         pending = {task.remote(config, shared, str(out), folds, k, resume): k for k in range(count)}
@@ -87,6 +88,16 @@ def _connect(ray: ModuleType, address: str) -> None:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CovsegError(f"cannot reach Ray at {address!r} ({reason}); start the cluster "
                           f"(ray start --head) or pass --ray {LOCAL}") from None
+
+
+def _check_a_node_fits(ray: ModuleType, cpus_per_fold: int) -> None:
+    """Refuse folds larger than every node: Ray would wait for such a node for ever."""
+    largest = max((node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"]),
+                  default=0.0)
+    if cpus_per_fold > largest:
+        raise CovsegError(f"--cpus-per-fold {cpus_per_fold} is more than any node of the Ray "
+                          f"cluster has (the largest has {largest:g} CPUs); pass "
+                          f"--cpus-per-fold {max(1, int(largest))} or fewer")
 
 
 def _wait_for_folds(ray: ModuleType, pending: dict[Any, int]) -> None:
