@@ -11,6 +11,7 @@ checked against the recipe and the data. Ray is an optional extra: ``covseg[clus
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -80,14 +81,20 @@ def run_folds_on_ray(config: TrainConfig, data: LoadedData, out: Path, folds: in
 
 
 def _connect(ray: ModuleType, address: str) -> None:
-    """Start Ray here, or join the cluster at ``address``, with one line when that fails."""
+    """Start Ray here (``address`` 'local', Ray's own word for it: never a cluster that
+    ``RAY_ADDRESS`` or an earlier ``ray start`` names), or join the cluster at ``address``, with
+    one line when that fails. Ray replaces the SIGTERM handler; covseg's is put back, so that
+    ``kill`` still ends the run with one line."""
+    terminate = signal.getsignal(signal.SIGTERM)
     try:
-        ray.init(address=None if address == LOCAL else address, include_dashboard=False,
+        ray.init(address=address, include_dashboard=False,
                  logging_level=logging.ERROR, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CovsegError(f"cannot reach Ray at {address!r} ({reason}); start the cluster "
                           f"(ray start --head) or pass --ray {LOCAL}") from None
+    if terminate is not None:
+        signal.signal(signal.SIGTERM, terminate)
 
 
 def _check_a_node_fits(ray: ModuleType, cpus_per_fold: int) -> None:
@@ -105,13 +112,26 @@ def _wait_for_folds(ray: ModuleType, pending: dict[Any, int]) -> None:
     try:
         with tqdm(total=len(pending), desc="folds on Ray", unit="fold") as bar:
             while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
+                done = _wait_for_one(ray, list(pending))
                 fold = pending.pop(done[0])
                 _result(ray, done[0], fold)
                 bar.update(1)
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)
+
+
+def _wait_for_one(ray: ModuleType, refs: list[Any]) -> list[Any]:
+    """The refs of the first fold to finish. A stop (covseg's SIGTERM exception, Ctrl-C) raised
+    while Ray waits in its compiled code comes out wrapped in a SystemError: it is raised as
+    itself, so that ``kill`` ends the run with one line as elsewhere."""
+    try:
+        return ray.wait(refs, num_returns=1)[0]
+    except SystemError as exc:
+        stop = exc.__cause__ or exc.__context__
+        if isinstance(stop, BaseException) and not isinstance(stop, Exception):
+            raise stop from None
+        raise
 
 
 def _result(ray: ModuleType, ref: Any, fold: int) -> None:
