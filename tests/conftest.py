@@ -63,6 +63,16 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, synthetic_folder: Path) -
     return out
 
 
+def folder_holding(out: Path, held: str) -> Path:
+    """``out`` holding one file ``held`` (a JSON record), or one folder where it ends in /."""
+    if held.endswith("/"):
+        (out / held).mkdir(parents=True)
+    else:
+        out.mkdir()
+        (out / held).write_text("{}")
+    return out
+
+
 def square_mask(size: int, top: int, left: int, side: int) -> np.ndarray:
     mask = np.zeros((size, size), dtype=np.uint8)
     mask[top:top + side, left:left + side] = 1

@@ -26,6 +26,7 @@ from covseg.compare import (
 from covseg.config import TrainConfig
 from covseg.data import load_dataset
 from covseg.errors import CovsegError
+from tests.conftest import folder_holding
 
 compare = importlib.import_module("covseg.compare")  # covseg.compare is also the API's function
 
@@ -266,12 +267,7 @@ def test_a_folder_holding_a_run_or_cross_validation_is_refused_before_training(
         pytest.fail("a model trained in a folder holding another command's output")
 
     monkeypatch.setattr(compare, "cross_validate", no_training)
-    out = tmp_path / "out"
-    if held.endswith("/"):
-        (out / held).mkdir(parents=True)
-    else:
-        out.mkdir()
-        (out / held).write_text("{}")
+    out = folder_holding(tmp_path / "out", held)
     with pytest.raises(CovsegError, match=rf"^{out} holds {kind} \(.*\), not a model "
                                           r"comparison; compare into a new --out$"):
         compare.compare_models(TrainConfig(), load_dataset("synthetic"), ["unet", "miniseg"],

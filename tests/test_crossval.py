@@ -19,6 +19,7 @@ from covseg.errors import CovsegError
 from covseg.metrics import METRICS
 from covseg.models.registry import model_options
 from covseg.train import DATA_FINGERPRINT
+from tests.conftest import folder_holding
 
 
 def test_split_files_set_the_folds_and_another_count_is_refused(tmp_path: Path) -> None:
@@ -179,9 +180,7 @@ def test_a_folder_holding_a_run_or_comparison_is_refused(
         pytest.fail("a fold trained in a folder holding another command's output")
 
     monkeypatch.setattr(crossval, "train", no_training)
-    out = tmp_path / "run"
-    out.mkdir()
-    (out / held).write_text("{}")
+    out = folder_holding(tmp_path / "run", held)
     message = rf"^{out} holds {kind} \(.*\), not a cross-validation; cross-validate into a new --out$"
     data = load_dataset("synthetic")
     with pytest.raises(CovsegError, match=message):

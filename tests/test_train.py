@@ -23,6 +23,7 @@ from covseg.checkpoint import load_checkpoint
 from covseg.config import TrainConfig
 from covseg.data import load_dataset
 from covseg.errors import CovsegError
+from tests.conftest import folder_holding
 
 train_module = importlib.import_module("covseg.train")  # the package exports a train() too
 TINY = {"model": "unet", "epochs": 4, "size": 64, "batch_size": 4, "model_options": {"width": 4},
@@ -540,12 +541,7 @@ def test_train_refuses_a_folder_holding_a_cross_validation_or_comparison(
         tmp_path: Path, synthetic_folder: Path, held: str) -> None:
     """Training into a cv or compare --out wrote a run's config.json and best.pt (which
     predict then loaded) beside another command's report, records contradicting each other."""
-    out = tmp_path / "cv"
-    if held.endswith("/"):
-        (out / held).mkdir(parents=True)
-    else:
-        out.mkdir()
-        (out / held).write_text("{}")
+    out = folder_holding(tmp_path / "cv", held)
     kind = "a model comparison" if held == "comparison.json" else "a cross-validation"
     with pytest.raises(CovsegError, match=rf"^{out} holds {kind} \(.*\), not a training run; "
                                           r"train into a new --out$"):

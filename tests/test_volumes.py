@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from covseg import cli_volumes
-from covseg.api import is_volume_input
+from covseg.api import VOLUMES, input_kind
 from covseg.cli import build_parser
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_folders
@@ -476,11 +476,11 @@ def test_predicting_into_the_input_folder_can_be_run_again(tmp_path: Path) -> No
     assert predict_batch(BandPredictor([(-400, -200)]), [tmp_path], tmp_path).done == 2
     again = predict_batch(BandPredictor([(-400, -200)]), [tmp_path], tmp_path)
     assert (again.done, again.skipped, again.failed) == (0, 2, 0)
-    assert (tmp_path / "summary.png").is_file() and is_volume_input(tmp_path), \
+    assert (tmp_path / "summary.png").is_file() and input_kind(tmp_path) == VOLUMES, \
         "its own summary.png does not make the folder look like 2D images"
     Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "preview.png")
     with pytest.raises(CovsegError, match="holds both 2D images .preview.png.... and CT volumes"):
-        is_volume_input(tmp_path)  # the volumes were skipped silently as a 2D batch
+        input_kind(tmp_path)  # the volumes were skipped silently as a 2D batch
 
 
 @pytest.mark.parametrize(("scan", "truth", "case"), [
@@ -811,7 +811,7 @@ def test_dicom_without_preamble_or_suffix_is_a_volume_input(tmp_path: Path) -> N
     """Suffix-less DICOM files without the 128-byte preamble were routed to the 2D reader:
     "no images (png, jpg, tif, npy) in this folder"."""
     files = synthetic_series(tmp_path / "bare", phantom(), preamble=False, suffix="")
-    assert is_volume_input(tmp_path / "bare") and is_volume_input(files[0])
+    assert input_kind(tmp_path / "bare") == VOLUMES and input_kind(files[0]) == VOLUMES
     assert read_volume(tmp_path / "bare").array.shape == (6, 24, 32)
 
 

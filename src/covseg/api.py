@@ -410,11 +410,6 @@ def input_kind(path: Path, wanted: str | None = None) -> str | None:
     return VOLUMES if volumes or any(c.is_dir() for c in children) else None
 
 
-def is_volume_input(path: Path) -> bool:
-    """Whether ``covseg predict`` reads ``path`` as CT volumes (:func:`input_kind`)."""
-    return input_kind(path) == VOLUMES
-
-
 def _holds_volumes(path: Path) -> bool:
     """A NIfTI or DICOM file, or a folder holding one (a study folder beside 2D images was
     passed over: the images alone were predicted)."""

@@ -23,6 +23,7 @@ from covseg.crossval import cross_validate_fold, make_folds
 from covseg.data.layouts import LoadedData
 from covseg.errors import CovsegError
 from covseg.models.ensemble import member_names
+from covseg.train import handler_restored
 
 LOCAL = "local"
 """The address that starts Ray on this machine instead of joining a cluster."""
@@ -85,16 +86,14 @@ def _connect(ray: ModuleType, address: str) -> None:
     ``RAY_ADDRESS`` or an earlier ``ray start`` names), or join the cluster at ``address``, with
     one line when that fails. Ray replaces the SIGTERM handler; covseg's is put back, so that
     ``kill`` still ends the run with one line."""
-    terminate = signal.getsignal(signal.SIGTERM)
     try:
-        ray.init(address=address, include_dashboard=False,
-                 logging_level=logging.ERROR, log_to_driver=False)
+        with handler_restored(signal.SIGTERM):
+            ray.init(address=address, include_dashboard=False,
+                     logging_level=logging.ERROR, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CovsegError(f"cannot reach Ray at {address!r} ({reason}); start the cluster "
                           f"(ray start --head) or pass --ray {LOCAL}") from None
-    if terminate is not None:
-        signal.signal(signal.SIGTERM, terminate)
 
 
 def _check_a_node_fits(ray: ModuleType, cpus_per_fold: int) -> None:

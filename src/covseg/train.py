@@ -625,38 +625,32 @@ def _train_side_by_side(jobs: list[tuple[TrainConfig, Path]], data: LoadedData,
 
 
 @contextmanager
+def handler_restored(signum: int, handler: Any = None) -> Iterator[None]:
+    """Run the block with ``handler`` for ``signum`` (None: as it is, or as the block sets it),
+    then put the previous handler back. Nothing is done off the main thread, where handlers
+    cannot be set, nor where the previous one was set outside Python (it cannot be put back)."""
+    previous = signal.getsignal(signum)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        yield
+        return
+    if handler is not None:
+        signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signum, previous)
+
+
+@contextmanager
 def _sigterm_as_exit() -> Iterator[None]:
     """While members train, SIGTERM (``kill``, a job scheduler) exits like Ctrl-C does: the
     members are stopped and the shared data file removed, instead of the parent dying alone.
     Only where nothing handles SIGTERM yet (the command line does, for every command)."""
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
-        yield  # handled already, or not settable (handlers belong to the main thread)
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield  # handled already
         return
-    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    try:
+    with handler_restored(signal.SIGTERM, lambda *_: sys.exit(143)):
         yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextmanager
-def _ctrl_c_ignored() -> Iterator[None]:
-    """Ignore SIGINT while a member process starts: an ignored signal stays ignored through
-    spawn's exec, and Python then installs no KeyboardInterrupt handler, so a Ctrl-C reaching
-    the process group while a member imports torch no longer prints a traceback from it (its
-    own handler came only once it had). The parent stops the members as ever; only a Ctrl-C
-    pressed during the few milliseconds of a start is lost. (Blocking SIGINT instead is undone
-    by multiprocessing, which unblocks it when it starts its resource tracker.)"""
-    previous = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread() or previous is None:
-        yield  # handlers belong to the main thread; one set outside Python cannot be restored
-        return
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _run_wave(context: Any, jobs: list[tuple[TrainConfig, Path]], shared: Path, progress: bool,
@@ -669,7 +663,12 @@ def _run_wave(context: Any, jobs: list[tuple[TrainConfig, Path]], shared: Path, 
             process = context.Process(target=_member_process, name=folder.name,
                                       args=(member, shared, folder, progress, position, threads,
                                             sender))
-            with _ctrl_c_ignored():
+            # A member starts with Ctrl-C ignored (inherited through spawn's exec, so Python
+            # installs no KeyboardInterrupt handler there): a Ctrl-C while it imports torch
+            # printed its traceback. The parent stops the members as ever; only a Ctrl-C in
+            # the few milliseconds of a start is lost. (A blocked SIGINT is unblocked by
+            # multiprocessing when it starts its resource tracker.)
+            with handler_restored(signal.SIGINT, signal.SIG_IGN):
                 process.start()
             sender.close()  # the child holds the write end now; its exit reads as end of file
             running[process.sentinel] = (process, receiver)

@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.colors import to_hex
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
+from PIL import Image, UnidentifiedImageError
 
 from covseg.io.atomic import atomic_path
 
@@ -60,8 +61,6 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike[str],
 
 def is_sample_grid(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is a PNG that :func:`sample_grid` wrote (it carries :data:`GRID_MARK`)."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as image:
             return image.format == "PNG" and image.info.get(GRID_MARK[0]) == GRID_MARK[1]

@@ -179,21 +179,21 @@ def shared_label_step(levels: Sequence[np.ndarray], sources: Sequence[str]) -> f
     return step
 
 
-FRACTION_TOLERANCE = 1e-3
-"""How far a value may lie from a whole number and still count as one (float rounding of
-integers), as for NIfTI masks."""
+def fraction_range(values: np.ndarray) -> list[float]:
+    """The smallest and largest non-integer values of an array (none when all are integers;
+    float32 rounding of scaled integers, below 1e-3, counts as integer)."""
+    fractional = values[np.abs(values - np.rint(values)) > 1e-3]
+    return [float(fractional.min()), float(fractional.max())] if fractional.size else []
 
 
 def _refuse_fractions(levels: Sequence[np.ndarray], sources: Sequence[str]) -> None:
     """Refuse the first mask holding fractional values when they are no labels times a step
     the set shares: a probability map given as a mask, which needs thresholding."""
     for values, source in zip(levels, sources):
-        if values.dtype.kind != "f":
-            continue
-        fractional = values[np.abs(values - np.rint(values)) > FRACTION_TOLERANCE]
-        if fractional.size:
-            raise CovsegError(f"{source}: holds fractional values ({fractional.min():.3g}.."
-                              f"{fractional.max():.3g}), not labels: threshold it, or pass a "
+        fractions = fraction_range(values) if values.dtype.kind == "f" else []
+        if fractions:
+            raise CovsegError(f"{source}: holds fractional values ({fractions[0]:.3g}.."
+                              f"{fractions[1]:.3g}), not labels: threshold it, or pass a "
                               "label mask (0..K or 0/255) such as covseg predict writes")
 
 

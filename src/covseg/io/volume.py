@@ -43,7 +43,7 @@ from pydicom.pixels import apply_modality_lut
 
 from covseg.errors import CovsegError
 from covseg.io.atomic import atomic_path
-from covseg.io.image import IMAGE_SUFFIXES
+from covseg.io.image import IMAGE_SUFFIXES, fraction_range
 from covseg.transforms import LUNG_WINDOW
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -425,7 +425,7 @@ def _scaled_zyx(raw: np.ndarray, slope: float, inter: float, dtype: np.dtype,
         if scaled:
             plane = plane * np.float32(slope) + np.float32(inter)
         if dtype.kind in "iu" and plane.dtype.kind == "f":
-            fractions.extend(_fraction_range(plane))
+            fractions.extend(fraction_range(plane))
             plane = np.rint(plane)
         with np.errstate(over="ignore"):  # an overflow is refused just below
             out[k] = plane
@@ -437,13 +437,6 @@ def _scaled_zyx(raw: np.ndarray, slope: float, inter: float, dtype: np.dtype,
                           f"{max(fractions):.3g}), not labels: threshold it, or pass a label "
                           "mask such as covseg predict's infection.nii.gz")
     return out
-
-
-def _fraction_range(plane: np.ndarray) -> list[float]:
-    """The smallest and largest non-integer values of a slice (none when all are integers;
-    float32 rounding of scaled integers, below 1e-3, counts as integer)."""
-    fractional = plane[np.abs(plane - np.rint(plane)) > 1e-3]
-    return [float(fractional.min()), float(fractional.max())] if fractional.size else []
 
 
 def _check_finite(data: np.ndarray, source: str | Path) -> None:
