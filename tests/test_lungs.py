@@ -261,6 +261,26 @@ def test_a_lung_at_the_image_edge_keeps_its_side(shift: int) -> None:
         assert np.array_equal(labels, truth)
 
 
+def test_a_lone_lung_where_the_body_meets_the_image_edge_stays_one_lung(caplog) -> None:
+    """In slices where the body reached the image edge, its centre (off the midline) was the
+    midline of a lone lung, which was cut there into a right and a left part. It now takes the
+    midline of the uncut slices; with the body cut in every slice, the image centre's side."""
+    shape = (6, 100, 120)
+    rows, cols = np.indices(shape[1:])
+    hu = np.full(shape, -1000.0, dtype=np.float32)
+    hu[:, ((rows - 50) / 36) ** 2 + ((cols - 60) / 50) ** 2 <= 1] = 40.0
+    hu[3:, 5:95, 50:] = 40.0  # lower slices: the body reaches the image's edge on one side
+    lung = np.zeros(shape, dtype=bool)
+    lung[:, ((rows - 50) / 27) ** 2 + ((cols - 76) / 18) ** 2 <= 1] = True
+    hu[lung] = -850.0
+    with caplog.at_level("WARNING", logger="covseg.lungs"):
+        assert set(np.unique(split_lungs(lung, LPS_LIKE, hu)[lung])) == {LEFT_LUNG}
+        assert not caplog.text
+        hu[:3] = hu[3:]  # the body cut in every slice
+        assert set(np.unique(split_lungs(lung, LPS_LIKE, hu)[lung])) == {LEFT_LUNG}
+    assert "holds one lung" in caplog.text and "cut by the image edge" in caplog.text
+
+
 @pytest.mark.parametrize(("spacing", "width_mm", "overlap", "aspect"),
                          [(0.7, 20, 0.25, 2.0), (1.0, 15, 0.1, 2.0), (1.0, 15, 0.25, 1.5)])
 def test_two_small_touching_lungs_are_two(spacing: float, width_mm: float, overlap: float,

@@ -9,7 +9,8 @@ slice by slice and in 3D. Works on (z, y, x) volumes and on single (y, x) slices
 Labels: 1 = right lung, 2 = left lung, in patient terms. The side comes from the affine (NIfTI
 RAS+: world x grows towards the patient's right): voxels whose world x lies right of the body's
 midline belong to the right lung (:func:`split_lungs`, splitting a lung mask, takes the midline
-between its two lungs where the body is cut by the image edge). Without an affine the DICOM
+between its two lungs where the body is cut by the image edge, or for one lung the other slices'
+midline). Without an affine the DICOM
 display convention is assumed: column index grows towards the patient's left and row index
 towards posterior (the right lung is on the image's left, as radiologists view axial slices).
 Where the two lungs touch in a slice, the joined component is eroded (a distance-transform
@@ -102,9 +103,10 @@ def split_lungs(mask: np.ndarray, affine: np.ndarray | None = None,
     (the lungs count as body). Where the patient's body is cut by the image edge (a tight field
     of view, a patient off-centre) its centre is not the midline, and a mask of two lungs side
     by side (:func:`_two_lung_cores`) is split midway between its two lungs there, as it is
-    everywhere without the CT. One lung (a pneumonectomy, a scan of one side) would be cut in
-    two there, so without the CT it is given one side, the side of the image centre its
-    centroid lies on, with a warning naming ``source``.
+    everywhere without the CT. One lung (a pneumonectomy, a scan of one side) takes the mean
+    midline of the uncut slices there; where no slice gives one (no CT, or the body cut in
+    every slice) it is given one side, the side of the image centre its centroid lies on, with
+    a warning naming ``source``.
     """
     volume, flat = _as_volume(np.asarray(mask) > 0, "lung mask")
     affine = _check_affine(affine)
@@ -114,9 +116,8 @@ def split_lungs(mask: np.ndarray, affine: np.ndarray | None = None,
         midline, cut = _body_midline(hu, volume, affine)
     if cut.any() and volume.any():
         gap = _gap_midline(volume, affine)
-        if gap is not None:
-            midline[cut] = gap
-        elif not np.isfinite(midline).any():
+        midline[cut] = np.nan if gap is None else gap
+        if not np.isfinite(midline).any():
             labels = _one_lung(volume, affine, source)
             return labels[0] if flat else labels
     labels = _split(volume, affine, midline)
@@ -172,12 +173,13 @@ def _world_x(affine: np.ndarray, points_zyx: np.ndarray) -> np.ndarray:
 
 def _one_lung(mask: np.ndarray, affine: np.ndarray, source: str) -> np.ndarray:
     """A mask holding one lung, labelled by the side of the grid centre its centroid lies on
-    (no CT: the body's midline is unknown, and scans are centred on the patient)."""
+    (the body's midline is unknown, and scans are centred on the patient)."""
     centroid = _centroid(mask)
     grid_centre = (np.asarray(mask.shape, dtype=np.float64) - 1) / 2
     right = _world_x(affine, centroid)[0] > _world_x(affine, grid_centre)[0]
     log.warning("%s holds one lung, not two: taken as the %s lung by its place in the image "
-                "(no CT to find the body's midline); check the side", source,
+                "(no CT, or the body cut by the image edge in every slice, to find the body's "
+                "midline); check the side", source,
                 "right" if right else "left")
     labels = np.where(mask, RIGHT_LUNG if right else LEFT_LUNG, 0).astype(np.uint8)
     _fill_each_lung(labels)
