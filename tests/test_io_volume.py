@@ -541,7 +541,8 @@ def synthetic_series(folder: Path, volume: np.ndarray, *, uid: str | None = None
     return paths
 
 
-def enhanced_ct(path: Path, volume: np.ndarray, order: Sequence[int] | None = None) -> Path:
+def enhanced_ct(path: Path, volume: np.ndarray, order: Sequence[int] | None = None,
+                photometric: str = "MONOCHROME2") -> Path:
     """``volume`` as one Enhanced CT file (HU stored as they are): pixel spacing and
     orientation in the shared functional groups, positions per frame (2.5 mm apart, frames
     stored in ``order``)."""
@@ -553,7 +554,7 @@ def enhanced_ct(path: Path, volume: np.ndarray, order: Sequence[int] | None = No
     dataset.Modality, dataset.SeriesInstanceUID = "CT", pydicom.uid.generate_uid()
     dataset.NumberOfFrames = len(volume)
     dataset.Rows, dataset.Columns = volume.shape[1:]
-    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
+    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, photometric
     dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 16, 16, 15
     dataset.PixelRepresentation = 1
     measures, plane, rescale, shared = Dataset(), Dataset(), Dataset(), Dataset()
@@ -579,7 +580,8 @@ def enhanced_ct(path: Path, volume: np.ndarray, order: Sequence[int] | None = No
 
 def test_monochrome1_series_is_read_in_hu(tmp_path: Path) -> None:
     """GDCM inverts MONOCHROME1 pixels for display, so a CT was read as -2128..-1010 "HU" (no
-    lungs, the body taken for lesion); the Modality LUT gives HU whatever the display."""
+    lungs, the body taken for lesion); the Modality LUT gives HU whatever the display. An
+    Enhanced CT file of MONOCHROME1 pixels was refused (its rescale lies in functional groups)."""
     volume = phantom()
     synthetic_series(tmp_path / "mono2", volume)
     files = synthetic_series(tmp_path / "mono1", volume, photometric="MONOCHROME1")
@@ -587,6 +589,9 @@ def test_monochrome1_series_is_read_in_hu(tmp_path: Path) -> None:
     assert expected.min() < -900 < 0 < expected.max()
     assert np.array_equal(read_volume(tmp_path / "mono1").array, expected)
     assert np.array_equal(read_volume(files[2]).array, expected[2:3])
+    enhanced = enhanced_ct(tmp_path / "enhanced" / "ct.dcm", volume, photometric="MONOCHROME1")
+    for given in (enhanced, enhanced.parent):
+        assert np.array_equal(read_volume(given).array, expected)
 
 
 def test_enhanced_multiframe_ct_is_read_from_its_functional_groups(tmp_path: Path) -> None:
@@ -607,11 +612,12 @@ def test_enhanced_multiframe_ct_is_read_from_its_functional_groups(tmp_path: Pat
         read_volume(shuffled)
 
 
-def test_enhanced_ct_frames_keep_their_own_rescale(tmp_path: Path) -> None:
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+def test_enhanced_ct_frames_keep_their_own_rescale(photometric: str, tmp_path: Path) -> None:
     """Frames with a Modality LUT each (PixelValueTransformationSequence per frame) were all
     read with the first frame's: the sixth frame came out 50 HU off."""
     volume = phantom()
-    path = enhanced_ct(tmp_path / "ct.dcm", volume)
+    path = enhanced_ct(tmp_path / "ct.dcm", volume, photometric=photometric)
     dataset = pydicom.dcmread(path)
     del dataset.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence
     stored = []

@@ -39,7 +39,6 @@ import pydicom
 import SimpleITK as sitk
 from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
-from pydicom.pixels import apply_modality_lut
 
 from covseg.errors import CovsegError
 from covseg.io.atomic import atomic_path
@@ -655,7 +654,8 @@ def read_dicom_folder(folder: str | os.PathLike[str]) -> Volume:
     reader.SetFileNames(files)
     reader.SetSpacingWarningRelThreshold(1.0)  # checked above; ITK's warning spans lines
     image = _read_itk(reader, headers[0], f"{folder}: cannot read DICOM series {uid}")
-    image = _monochrome1_in_hu(image, files, headers, str(folder))
+    if any(header.photometric == "MONOCHROME1" for header in headers):
+        image = _stored_in_hu(image, files, headers, str(folder))
     return volume_from_itk(_with_slice_thickness(image, headers[0], str(folder)), str(folder))
 
 
@@ -783,9 +783,9 @@ def read_dicom_file(path: str | os.PathLike[str], source: str | None = None) -> 
     image = _read_itk(reader, frames[0], f"{source}: cannot read DICOM {path.name}")
     if image.GetDimension() == 2:
         image = sitk.JoinSeries(image)
-    image = _monochrome1_in_hu(image, [str(path)], frames, source)
-    if len({frame.rescale for frame in frames}) > 1:
-        image = _frames_in_hu(image, path, frames, source)
+    if (any(frame.photometric == "MONOCHROME1" for frame in frames)
+            or len({frame.rescale for frame in frames}) > 1):
+        image = _stored_in_hu(image, [str(path)], frames, source)
     if len(frames) > 1:
         _check_frame_places(image, frames, source)
     elif frames[0].frames > 1:
@@ -863,60 +863,38 @@ def _stderr_to_null() -> int:
     return saved
 
 
-def _monochrome1_in_hu(image: sitk.Image, files: Sequence[str], headers: Sequence[SliceHeader],
-                       source: str) -> sitk.Image:
-    """The image with MONOCHROME1 pixels read again as HU. GDCM inverts MONOCHROME1 pixels for
-    display, so a CT came out as -2128..-1010 "HU" (no lungs found, the body read as lesion);
-    the Modality LUT (RescaleSlope and RescaleIntercept) gives HU whatever the photometric
-    interpretation, so pydicom reads the stored values and applies it."""
-    if all(h.photometric != "MONOCHROME1" for h in headers):
-        return image
-    planes = [_hu_planes(Path(name)) for name in files]
-    array = np.concatenate(planes)
-    if array.shape != sitk.GetArrayViewFromImage(image).shape:
-        raise CovsegError(f"{source}: MONOCHROME1 pixels of shape {array.shape} do not fit the "
-                          "volume SimpleITK read; convert the series to MONOCHROME2")
-    out = sitk.GetImageFromArray(array)
-    out.CopyInformation(image)
-    return out
-
-
-def _hu_planes(path: Path) -> np.ndarray:
-    """A MONOCHROME1 file's frames in HU, as (frames, rows, columns) float32."""
-    try:
-        dataset = pydicom.dcmread(path)
-        if "SharedFunctionalGroupsSequence" in dataset:
-            raise ValueError("the rescale of an enhanced multi-frame file is not read here")
-        values = apply_modality_lut(dataset.pixel_array, dataset)
-    except (*DICOM_ERRORS, AttributeError, NotImplementedError, RuntimeError) as exc:
-        raise CovsegError(f"{path}: cannot read its MONOCHROME1 pixels as HU ({_one_line(exc)}); "
-                          "convert the series to MONOCHROME2") from None
-    values = np.asarray(values, dtype=np.float32)
-    return values.reshape(-1, *values.shape[-2:])
-
-
-def _frames_in_hu(image: sitk.Image, path: Path, frames: Sequence[SliceHeader],
+def _stored_in_hu(image: sitk.Image, files: Sequence[str], headers: Sequence[SliceHeader],
                   source: str) -> sitk.Image:
-    """The image of an enhanced file whose frames have Modality LUTs of their own, each frame
-    read again with its own: GDCM applies one (the first frame's) to every frame, which put
-    later frames tens of HU off."""
-    try:
-        stored = pydicom.dcmread(path).pixel_array
-    except (*DICOM_ERRORS, AttributeError, NotImplementedError, RuntimeError) as exc:
-        raise CovsegError(f"{source}: cannot read the frames of {path.name}, which have "
-                          f"rescales of their own ({_one_line(exc)}); convert the file to a "
-                          "series of slices, e.g. with dcm2niix") from None
-    stored = np.asarray(stored, dtype=np.float32).reshape(-1, *stored.shape[-2:])
-    if stored.shape != sitk.GetArrayViewFromImage(image).shape:
-        raise CovsegError(f"{source}: frames of shape {stored.shape} do not fit the volume "
-                          "SimpleITK read; convert the file to a series of slices")
-    for plane, frame in zip(stored, frames, strict=True):
-        slope, intercept = frame.rescale or (1.0, 0.0)
-        plane *= slope
-        plane += intercept
+    """The image read again in HU from the files' stored values and their headers' Modality LUT
+    (RescaleSlope and RescaleIntercept; a header per file, or per frame of an enhanced file).
+
+    GDCM inverts MONOCHROME1 pixels for display, so a CT came out as -2128..-1010 "HU" (no lungs
+    found, the body read as lesion), and it applies the first frame's rescale to every frame of
+    an enhanced file, which put later frames tens of HU off.
+    """
+    stored = np.concatenate([_stored_frames(Path(name), source) for name in files])
+    if stored.shape != sitk.GetArrayViewFromImage(image).shape or len(stored) % len(headers):
+        raise CovsegError(f"{source}: stored pixels of shape {stored.shape} do not fit the "
+                          "volume SimpleITK read; convert the study to NIfTI, e.g. with dcm2niix")
+    for planes, header in zip(np.split(stored, len(headers)), headers, strict=True):
+        slope, intercept = header.rescale or (1.0, 0.0)
+        planes *= slope
+        planes += intercept
     out = sitk.GetImageFromArray(stored)
     out.CopyInformation(image)
     return out
+
+
+def _stored_frames(path: Path, source: str) -> np.ndarray:
+    """A DICOM file's stored pixel values (no Modality LUT, no inversion), as (frames, rows,
+    columns) float32."""
+    try:
+        stored = pydicom.dcmread(path).pixel_array
+    except (*DICOM_ERRORS, AttributeError, NotImplementedError, RuntimeError) as exc:
+        raise CovsegError(f"{source}: cannot read the stored pixels of {path.name}, needed to put "
+                          f"them in HU ({_one_line(exc)}); convert the study to NIfTI, e.g. with "
+                          "dcm2niix") from None
+    return np.asarray(stored, dtype=np.float32).reshape(-1, *stored.shape[-2:])
 
 
 def _check_frame_places(image: sitk.Image, frames: Sequence[SliceHeader], source: str) -> None:
@@ -1005,7 +983,7 @@ class SliceHeader:
     frames: int = 1
     """NumberOfFrames."""
     photometric: str = ""
-    """PhotometricInterpretation (MONOCHROME1 pixels are read again: :func:`_monochrome1_in_hu`)."""
+    """PhotometricInterpretation (MONOCHROME1 pixels are read again: :func:`_stored_in_hu`)."""
     transfer_syntax: str = ""
     rescale: tuple[float, ...] | None = None
     """(RescaleSlope, RescaleIntercept): the Modality LUT to HU."""
