@@ -177,7 +177,8 @@ def shared_label_step(levels: Sequence[np.ndarray], sources: Sequence[str]) -> f
     step = _label_step(union)
     if step is not None:
         fullest = max(range(len(levels)), key=lambda i: levels[i].size)
-        _refuse_rounded_probabilities(union, step, f"{sources[fullest]} and the set's other masks")
+        others = " and the set's other masks" if len(levels) > 1 else ""
+        _refuse_rounded_probabilities(union, step, f"{sources[fullest]}{others}")
         return step
     _refuse_fractions(levels, sources)
     if union.size <= MAX_LABEL + 1:  # more levels: JPEG noise, no labels
