@@ -258,6 +258,20 @@ def test_data_already_read_are_trained_on_as_they_were_read(tmp_path: Path,
     assert not (tmp_path / "r").exists() and not (tmp_path / "r.png").exists()
 
 
+def test_data_read_from_a_relative_folder_keep_it_after_a_chdir(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The root was stored as given: after a chdir, visualize's guard looked for the data
+    folder under the new working folder, found none, and wrote a grid among the masks."""
+    monkeypatch.chdir(synthetic_folder.parent)
+    data = covseg.load_dataset(synthetic_folder.name)
+    monkeypatch.chdir(tmp_path)
+    assert data.root == str(synthetic_folder.resolve()) and data.root in data.describe()
+    inside = synthetic_folder / "masks" / "grid.png"
+    with pytest.raises(CovsegError, match=f"lies in the data folder {re.escape(data.root)}"):
+        covseg.visualize(data, inside)
+    assert not inside.exists() and covseg.visualize(data, "grid.png").is_file()
+
+
 def test_every_api_function_says_what_it_returns() -> None:
     """train, cross_validate and evaluate said what they did, not what they returned."""
     functions = [getattr(covseg, name) for name in covseg.__all__

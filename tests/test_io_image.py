@@ -24,7 +24,6 @@ def _levels(*values: float, dtype: type = np.uint8) -> np.ndarray:
     ((0, 127, 254), (0, 1, 2)),  # the half-maximum threshold lost ground-glass (127 < 127.5)
     ((0, 85, 170, 255), (0, 1, 2, 3)),
     ((0, 128, 255), (0, 1, 2)),  # labels * 255 / 2, rounded
-    ((0, 64, 128, 191, 255), (0, 1, 2, 3, 4)),
     ((0, 85, 255), (0, 1, 3)),  # a slice without consolidation
     ((0, 170, 255), (0, 2, 3)),  # a slice without ground-glass
     ((255,), (1,)),
@@ -64,6 +63,25 @@ def test_levels_that_fit_no_rule_are_refused(stored: tuple[int, ...]) -> None:
 def test_fractional_levels_are_refused() -> None:
     with pytest.raises(CovsegError, match=r"mask levels 0/0.3/1 are neither"):
         mask_to_labels(_levels(0, 0.3, 1, dtype=np.float32))
+
+
+@pytest.mark.parametrize("stored", [
+    tuple(np.rint(np.arange(11) * 25.5)),  # probabilities 0, 0.1, ... 1 times 255, rounded
+    tuple(np.floor(np.arange(11) * 25.5)),  # ... truncated
+    (0, 64, 128, 191, 255), (0, 51, 102, 153, 204, 255)])
+def test_rounded_probability_maps_are_refused(stored: tuple[float, ...]) -> None:
+    """Evenly spaced levels in steps of 0.1, 0.2 or 0.25 of the maximum were read as labels
+    0..10 (a 2D prediction's probabilities as classes, every non-zero one infection)."""
+    pattern = r"^a.png: mask levels .* probability map rounded to .*threshold it, or save labels"
+    with pytest.raises(CovsegError, match=pattern):
+        mask_to_labels(_levels(*stored), "a.png")
+    with pytest.raises(CovsegError, match=r"^a.png and the set's other masks: .* probability"):
+        masks_to_labels([_levels(*stored[:3]), _levels(*stored)], ["b.png", "a.png"])
+
+
+def test_rounded_float_probabilities_are_refused() -> None:
+    with pytest.raises(CovsegError, match=r"probability map rounded to 0.25"):
+        mask_to_labels(_levels(0, 0.25, 0.5, 0.75, 1, dtype=np.float32))
 
 
 def test_few_levels_near_both_ends_are_thresholded() -> None:

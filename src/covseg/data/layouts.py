@@ -113,6 +113,8 @@ class LoadedData:
     samples: list[Sample]
     layout: str
     root: str
+    """The folder read, resolved (a relative one named another folder after a chdir), or
+    ``synthetic:SEED``."""
     target: str
     num_classes: int
     folds: list[tuple[list[str], list[str]]] | None = None
@@ -732,8 +734,8 @@ def _loaded(samples: list[Sample], layout: str, root: Path, options: ReadOptions
         for sample in samples:
             sample.case_id = sample.case_id if sample.case_id.startswith("synthetic") else (
                 f"synthetic_{sample.case_id}")
-    return LoadedData(samples, layout, str(root), options.target, num_classes, folds or None,
-                      synthetic, intensity=options.intensity, window=options.window)
+    return LoadedData(samples, layout, str(root.resolve()), options.target, num_classes,
+                      folds or None, synthetic, intensity=options.intensity, window=options.window)
 
 
 LAYOUTS: dict[str, Callable[[Path], bool]] = {

@@ -23,6 +23,10 @@ mask has well under 1 %, a CT slice 40-60 %)."""
 STEP_TOLERANCE = 0.5
 """How far an integer level may lie from its multiple of the step: labels scaled by 255/K and
 rounded (0/128/255) are still labels."""
+MAX_SCALED_LABEL = 3
+"""The highest label of labels scaled to fill the file (MedSeg's 0/85/170/255). More levels
+evenly spaced up to the maximum (0/26/51/.../255, 0/64/128/191/255) are a probability map
+rounded to steps of 0.1 or 0.25, refused rather than read as labels 0..10 or 0..4."""
 JPEG_NOISE = 0.04
 """Lossy (JPEG) 0/255 masks with few levels hold levels within this fraction of the maximum of
 0 and of the maximum (at quality 95: 0..7 and 249..255), on both sides of each edge."""
@@ -110,7 +114,8 @@ def mask_to_labels(array: np.ndarray, source: str | os.PathLike[str] = "mask",
     Label maps (values 0..15, e.g. MedSeg palettes or Inf-Net multi-class GT) are kept. A few
     levels that are multiples of one step (0/255, 0/127/254, 0/85/170/255: labels scaled to fill
     the file; see :func:`_label_step`) are divided by it, as a half-maximum threshold would drop
-    the lowest class; ``step``: the one a whole set shares (:func:`shared_label_step`).
+    the lowest class; ``step``: the one a whole set shares (:func:`shared_label_step`). More
+    than :data:`MAX_SCALED_LABEL` such labels are a rounded probability map, refused.
     Lossy (JPEG) 0/255 masks, their levels clustered near 0 and the maximum, are thresholded at
     half their maximum. An image (a CT slice, a photo) or levels that fit no rule are refused
     rather than guessed.
@@ -124,7 +129,10 @@ def mask_to_labels(array: np.ndarray, source: str | os.PathLike[str] = "mask",
     if divisor is None:
         _check_binary_with_noise(array, values, source)
         return (array > values.max() / 2).astype(np.uint8)
-    return array.astype(np.uint8) if divisor == 1 else _divided(array, divisor)
+    if divisor == 1:
+        return array.astype(np.uint8)
+    _refuse_rounded_probabilities(values, divisor, source)
+    return _divided(array, divisor)
 
 
 def level_divisor(values: np.ndarray) -> float | None:
@@ -161,14 +169,19 @@ def shared_label_step(levels: Sequence[np.ndarray], sources: Sequence[str]) -> f
     the step they share. Label maps (0..15) and sets that share no step read file by file
     (:func:`mask_to_labels`), but then a file with one scaled level is refused, not guessed,
     and so is one with fractional values (a probability map), as the NIfTI reader refuses it.
+    A step with more than :data:`MAX_SCALED_LABEL` labels is a rounded probability map, refused.
     """
     union = np.unique(np.concatenate(levels)) if levels else np.array([])
     if not union.size or union.min() < 0 or (union.max() <= MAX_LABEL and _integral(union)):
         return None
     step = _label_step(union)
-    if step is None:
-        _refuse_fractions(levels, sources)
-    if step is None and union.size <= MAX_LABEL + 1:  # more levels: JPEG noise, no labels
+    if step is not None:
+        fullest = max(range(len(levels)), key=lambda i: levels[i].size)
+        others = " and the set's other masks" if len(levels) > 1 else ""
+        _refuse_rounded_probabilities(union, step, f"{sources[fullest]}{others}")
+        return step
+    _refuse_fractions(levels, sources)
+    if union.size <= MAX_LABEL + 1:  # more levels: JPEG noise, no labels
         for values, source in zip(levels, sources):
             lesion = values[values > 0]
             if lesion.size == 1 and _label_step(values) is not None and (
@@ -195,6 +208,18 @@ def _refuse_fractions(levels: Sequence[np.ndarray], sources: Sequence[str]) -> N
             raise CovsegError(f"{source}: holds fractional values ({fractions[0]:.3g}.."
                               f"{fractions[1]:.3g}), not labels: threshold it, or pass a "
                               "label mask (0..K or 0/255) such as covseg predict writes")
+
+
+def _refuse_rounded_probabilities(values: np.ndarray, step: float,
+                                  source: str | os.PathLike[str]) -> None:
+    """Refuse levels that are more than :data:`MAX_SCALED_LABEL` labels times ``step``: a
+    probability map rounded to 0.1 or 0.25 and saved as grey levels, not a label map."""
+    top = int(np.rint(values.max() / step))
+    if top > MAX_SCALED_LABEL:
+        shown = "/".join(f"{v:g}" for v in values)
+        raise CovsegError(f"{source}: mask levels {shown} are {top} even steps of {step:g}, which "
+                          f"looks like a probability map rounded to {1 / top:.2g}, not labels: "
+                          "threshold it, or save labels 0..K (0/1, 0/255, 0/85/170/255)")
 
 
 def _divided(array: np.ndarray, step: float) -> np.ndarray:
