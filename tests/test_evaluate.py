@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -272,6 +273,36 @@ def test_masks_predicted_into_their_input_folder_are_scored(tmp_path: Path,
     with pytest.raises(CovsegError, match=r"1\.png and 1\.tif are both case '1'; rename one, or "
                                           r"move what is not a mask out of the prediction folder"):
         evaluate_folders(same, tmp_path / "truth", tmp_path / "ev2")
+
+
+def test_a_copy_of_a_folder_predicted_into_itself_is_scored(tmp_path: Path,
+                                                             tiny_run: Path) -> None:
+    """Its predict.json names the inputs by absolute path, those of the folder predicted into,
+    so a copy's images were read as masks ("0.jpg and 0.png are both case '0'"); they are
+    known by name now."""
+    from covseg import api
+
+    rng = np.random.default_rng(0)
+    for name in ("0", "1"):
+        _save(tmp_path / "same" / f"{name}.jpg", rng.integers(0, 256, (32, 32)))
+        _save(tmp_path / "truth" / f"{name}.png", square_mask(32, 4, 4, 12) * 255)
+    api.predict(tiny_run, tmp_path / "same", tmp_path / "same")
+    shutil.copytree(tmp_path / "same", tmp_path / "copy")
+    first = evaluate_folders(tmp_path / "same", tmp_path / "truth", tmp_path / "ev")
+    copied = evaluate_folders(tmp_path / "copy", tmp_path / "truth", tmp_path / "ev2")
+    assert copied["cases"] == 2 and copied["per_case"] == first["per_case"]
+
+
+def test_a_study_folder_and_a_mask_of_one_case_are_named_as_given(tmp_path: Path) -> None:
+    """A predict study folder x/ beside x_mask.nii.gz was reported as "infection.nii.gz and
+    x_mask.nii.gz are both case 'x'", a file the folder listing does not show."""
+    mask = nib.Nifti1Image(np.zeros((8, 8, 2), dtype=np.uint8), np.eye(4))
+    for path in ("pred/x/infection.nii.gz", "pred/x_mask.nii.gz", "truth/x.nii.gz"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        nib.save(mask, str(tmp_path / path))
+    with pytest.raises(CovsegError, match=r"^\S*pred: x/ and x_mask\.nii\.gz are both case 'x'; "
+                                          "rename one"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
 
 
 @pytest.mark.parametrize("levels", [

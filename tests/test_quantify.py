@@ -526,6 +526,50 @@ def test_find_studies_reads_nifti_masks_in_sub_folders(tmp_path: Path) -> None:
         ("p1", tmp_path / "patients/p1/seg.nii.gz"), ("p2", tmp_path / "patients/p2/seg.nii.gz")]
 
 
+def test_find_studies_passes_over_masks_beside_the_cts(tmp_path: Path, caplog) -> None:
+    """A patient folder holding its CT and mask (p1/ct.nii.gz, p1/ct_mask.nii.gz) made the mask
+    a second CT, predicted as study ct_mask (two such patients: refused as two studies ct).
+    Files named as masks are now passed over with a warning naming them, a folder of masks
+    alone is no study, and one given to predict is refused; quantify reads masks as before."""
+    for name in ("p1/ct", "p1/ct_mask", "p2/scan", "p2/infection", "p2/lung-label",
+                 "p3/seg", "top", "top_seg"):
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / f"{name}.nii.gz").write_bytes(b"")
+    with caplog.at_level("WARNING"):
+        studies = find_studies([tmp_path / "in"])
+    assert [(s.name, s.path.relative_to(tmp_path / "in")) for s in studies] == [
+        ("p1", Path("p1/ct.nii.gz")), ("p2", Path("p2/scan.nii.gz")), ("top", Path("top.nii.gz"))]
+    assert ("in: 5 file(s) (top_seg.nii.gz, p1/ct_mask.nii.gz, p2/infection.nii.gz, ...) named as "
+            "masks, not read as CTs; give such a file itself to predict it as a CT") in caplog.text
+    assert [s.name for s in find_studies([tmp_path / "in" / "p3"], masks=True)] == ["seg"]
+    with pytest.raises(CovsegError, match=r"^\S*p3: holds no CT, only files named as masks "
+                                          r"\(1 file\(s\) \(seg\.nii\.gz\)\); give a CT file "
+                                          "itself to predict it$"):
+        find_studies([tmp_path / "in" / "p3"])
+    assert [s.path.name for s in find_studies([tmp_path / "in" / "p3" / "seg.nii.gz"])] == [
+        "seg.nii.gz"]
+
+
+def test_image_folders_are_searched_as_predict_searches_them(tmp_path: Path) -> None:
+    """``quantify --image STUDIES`` looked for the CT among STUDIES' files alone, so MosMed's
+    studies/CT-1/study_0255.nii.gz (and a patient folder's p1/ct.nii.gz) failed "no NIfTI file
+    named like the mask"; the CTs are now found as predict finds them, never a mask beside."""
+    ct, mask, lesion_ml = synthetic_study(tmp_path / "studies" / "CT-1", "study_0255")
+    synthetic_study(tmp_path / "studies" / "CT-1", "study_0256")
+    shutil.copy(mask, ct.with_name("study_0255_seg.nii.gz"))
+    patient, other, _ = synthetic_study(tmp_path / "patients" / "p1", "ct")
+    result = quantify_batch([mask], tmp_path / "out", image=tmp_path / "studies")
+    assert (result.done, result.failed) == (1, 0)
+    stored = json.loads((tmp_path / "out" / "study_0255" / "quantification.json").read_text())
+    assert stored["inputs"]["image"] == str(ct.resolve())
+    assert stored["inputs"]["lung_source"] == "threshold"
+    assert stored["study"]["lesion_ml"] == pytest.approx(lesion_ml)
+    named = other.rename(other.with_name("p1_mask.nii.gz"))
+    assert quantify_batch([named], tmp_path / "out2", image=tmp_path / "patients").done == 1
+    stored = json.loads((tmp_path / "out2" / "p1" / "quantification.json").read_text())
+    assert stored["inputs"]["image"] == str(patient.resolve())
+
+
 def test_rerun_with_other_settings_is_refused(tmp_path: Path) -> None:
     """Quantifying into a done --out with --lungs added stops before any study (it kept the old
     numbers); the same settings skip, --html alone adding the report from the record; older

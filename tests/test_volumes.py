@@ -818,8 +818,8 @@ def test_dicom_without_preamble_or_suffix_is_a_volume_input(tmp_path: Path) -> N
 def test_study_folders_holding_one_nifti_file_are_predicted_as_it(tmp_path: Path) -> None:
     """STUDIES/p1/ct.nii.gz, STUDIES/p2/ct.nii.gz: each study failed "no DICOM series found"
     (read as a DICOM folder). Each is now its folder's study, recorded (and hashed) as the
-    file; once a folder holds several NIfTI files each file is a study named after it, so two
-    ``ct`` studies are refused before any study, naming both files."""
+    file; once a folder holds several NIfTI files (a follow-up scan) each file is a study named
+    after it, so two ``ct`` studies are refused before any study, naming both files."""
     studies = tmp_path / "studies"
     for name in ("p1", "p2"):
         (studies / name).mkdir(parents=True)
@@ -831,7 +831,7 @@ def test_study_folders_holding_one_nifti_file_are_predicted_as_it(tmp_path: Path
     assert record["study_name"] == "p1"
     assert record["inputs"]["image"] == str((studies / "p1" / "ct.nii.gz").resolve())
     assert predict_batch(predictor, [studies], tmp_path / "out").skipped == 2
-    chest_nifti(studies / "p2" / "seg.nii.gz")
+    chest_nifti(studies / "p2" / "followup.nii.gz")
     with pytest.raises(CovsegError, match=r"several studies are named ct \(\S*p1/ct\.nii\.gz, "
                                           r"\S*p2/ct\.nii\.gz\) \(sub-folders holding several "
                                           r"NIfTI files make each file a study"):
@@ -858,6 +858,55 @@ def test_sub_folders_of_several_nifti_files_predict_each_file(tmp_path: Path) ->
     with pytest.raises(CovsegError, match=r"^several studies are named study_0002 \(\S*CT-0/"
                                           r"study_0002\.nii\.gz, \S*CT-1/study_0002\.nii\.gz\)"):
         predict_batch(BandPredictor([(-400, -200)]), [studies], tmp_path / "again")
+
+
+def test_a_category_folder_predicted_into_itself_keeps_its_studies(tmp_path: Path,
+                                                                 caplog) -> None:
+    """``predict studies/CT-1 --out studies/CT-1``, then ``predict studies``: CT-1 was taken for
+    covseg's output (its summary.csv) and its studies dropped without a word. They are now
+    predicted, and folders covseg wrote (a 2D predict's, a quantify report) are named in a
+    warning."""
+    studies = tmp_path / "studies"
+    for name in ("CT-0/a", "CT-0/b", "CT-1/c", "CT-1/d"):
+        (studies / name).parent.mkdir(parents=True, exist_ok=True)
+        chest_nifti(studies / f"{name}.nii.gz")
+    predictor = BandPredictor([(-400, -200)])
+    assert predict_batch(predictor, [studies / "CT-1"], studies / "CT-1").done == 2
+    (studies / "masks2d").mkdir()
+    (studies / "masks2d" / "predict.json").write_text(json.dumps({"inputs": []}))
+    with caplog.at_level("WARNING"):
+        result = predict_batch(predictor, [studies], tmp_path / "out")
+    assert (result.done, result.failed) == (4, 0)
+    assert "studies: 1 folder(s) (masks2d) written by covseg, not read as studies" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert predict_batch(predictor, [studies / "CT-1"], tmp_path / "out").skipped == 2
+    assert "CT-1: 2 folder(s) (c, d) written by covseg, not read as studies" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["dicom", "nifti", "category"])
+def test_an_out_inside_a_study_folder_is_refused(tmp_path: Path, kind: str) -> None:
+    """``predict STUDIES --out STUDIES/p1`` dropped study p1 without a word (the --out is no
+    study) and wrote the others' masks into its folder; an --out in any folder holding studies
+    is now refused before anything is written, while an empty folder made for it is fine."""
+    studies = tmp_path / "studies"
+    for name in ("p1", "p2"):
+        if kind == "dicom":
+            synthetic_series(studies / name, phantom())
+        else:
+            (studies / name).mkdir(parents=True)
+            for scan in ("ct", "followup")[:1 + (kind == "category")]:
+                chest_nifti(studies / name / f"{name}_{scan}.nii.gz")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for out in (studies / "p1", studies / "p1" / "out"):
+        with pytest.raises(CovsegError, match=rf"^--out {re.escape(str(out))} lies in the input "
+                                              rf"folder \S*studies/p1, which holds studies; pick "
+                                              r"an --out outside it$"):
+            predict_batch(BandPredictor([(-400, -200)]), [studies], out)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    (studies / "results").mkdir()
+    result = predict_batch(BandPredictor([(-400, -200)]), [studies], studies / "results")
+    assert (result.done, result.failed) == (2 + 2 * (kind == "category"), 0)
 
 
 @pytest.mark.parametrize("kind", ["dicom", "nifti"])

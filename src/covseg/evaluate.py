@@ -101,30 +101,37 @@ def _mask_files(folder: Path, role: str) -> dict[str, Path]:
     if not folder.is_dir():
         raise CovsegError(f"{folder}: {role} folder not found")
     inputs = _predicted_inputs(folder)
-    files: dict[str, Path] = {}
+    found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         name = _case_name(path)
-        if name is None or path.resolve() in inputs:
+        if name is None or path.name in inputs:
             continue
-        if name in files:
-            raise CovsegError(f"{folder}: {files[name].name} and {path.name} are both case "
+        if name in found:
+            raise CovsegError(f"{folder}: {_entry(found[name])} and {_entry(path)} are both case "
                               f"{name!r}; rename one, or move what is not a mask out of the "
                               f"{role} folder")
-        files[name] = predicted_mask(path) or path
-    if not files:
+        found[name] = path
+    if not found:
         raise CovsegError(f"{folder}: no masks (png, jpg, tif, npy, NIfTI, or covseg predict "
                           f"study folders) in the {role} folder")
-    return files
+    return {name: predicted_mask(path) or path for name, path in found.items()}
 
 
-def _predicted_inputs(folder: Path) -> set[Path]:
-    """The images (resolved) that ``covseg predict`` read from ``folder`` and predicted into it,
-    by its ``predict.json``: its inputs but those that are the masks of others."""
+def _entry(path: Path) -> str:
+    """A file's name, or a folder's with a slash (a predict study folder, whose mask is its
+    ``infection.nii.gz``)."""
+    return f"{path.name}/" if path.is_dir() else path.name
+
+
+def _predicted_inputs(folder: Path) -> set[str]:
+    """The names of the images that ``covseg predict`` read from ``folder`` and predicted into
+    it, by its ``predict.json``: its inputs but those that are the masks of others. By name, as
+    the record's absolute paths name the folder where predict ran, not its copy or a moved
+    folder."""
     record = read_record(folder / PREDICT_RECORD) or {}
     recorded = record.get("inputs")
     paths = [Path(p) for p in recorded if isinstance(p, str)] if isinstance(recorded, list) else []
-    inputs = {path.resolve() for path in paths}
-    return inputs - {(folder / output_name(path)).resolve() for path in paths}
+    return {path.name for path in paths} - {output_name(path) for path in paths}
 
 
 def _read_cases(pred_path: Path, truth_path: Path

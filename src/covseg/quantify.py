@@ -26,6 +26,7 @@ import io
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
@@ -461,15 +462,18 @@ def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any], study:
     return result
 
 
-def _matching(folder_or_file: Path | None, stem: str) -> Path | None:
-    """The file for a mask stem: the path itself, or a NIfTI in the folder named like the mask
-    (as :func:`case_key` pairs them)."""
+def _matching(folder_or_file: Path | None, stem: str, masks: bool) -> Path | None:
+    """The file for a mask stem: the path itself, or the study named like the mask (as
+    :func:`case_key` pairs them) among the folder's, found as predict finds CTs (or quantify
+    masks): in category sub-folders (``CT-1/x.nii.gz``) and patient folders (``x/ct.nii.gz``)
+    too, a file named as a mask never taken for the CT."""
     if folder_or_file is None or folder_or_file.is_file():
         return folder_or_file
-    for child in sorted(folder_or_file.iterdir()):
-        if is_nifti(child) and case_key(nifti_stem(child)) == case_key(stem):
-            return child
-    raise CovsegError(f"{folder_or_file}: no NIfTI file named like the mask {stem!r}")
+    for study in _discover([folder_or_file], None, masks, []):
+        if case_key(study.name) == case_key(stem) and (study.path.is_file() or not masks):
+            return study.path
+    raise CovsegError(f"{folder_or_file}: no {'mask' if masks else 'CT'} named like the mask "
+                      f"{stem!r}")
 
 
 def is_dicom_series(path: Path) -> bool:
@@ -493,7 +497,9 @@ def dicom_files(folder: Path) -> Iterator[Path]:
 
 def _image_for(image: Path | None, stem: str) -> Path | None:
     """The CT for a mask: a DICOM series folder as it is, else as :func:`_matching` finds it."""
-    return image if image is not None and is_dicom_series(image) else _matching(image, stem)
+    if image is not None and is_dicom_series(image):
+        return image
+    return _matching(image, stem, masks=False)
 
 
 def check_inputs_exist(lungs: str | os.PathLike[str] | None,
@@ -565,7 +571,7 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     if not is_nifti(mask_path):
         raise CovsegError(f"{mask_path}: lesion masks must be NIfTI files (.nii/.nii.gz)")
     stem = study_name(mask_path, mask=True)
-    lung_path = _matching(Path(lungs), stem) if lungs else _sibling_lungs(mask_path)
+    lung_path = _matching(Path(lungs), stem, masks=True) if lungs else _sibling_lungs(mask_path)
     image_path = _image_for(Path(image) if image else None, stem)
     predicted = _prediction_record(mask_path)
     classes = multiclass  # as asked, recorded; the predict record's for auto (a multi-class
@@ -766,6 +772,19 @@ def _is_summary(path: Path) -> bool:
         return False
 
 
+MASK_WORDS = frozenset({"mask", "masks", "seg", "segmentation", "label", "labels", "infection",
+                        "lesion", "lesions", "lung", "lungs", "probabilities"})
+"""Last words of a NIfTI name that mark a mask, not a CT: ``ct_mask``, ``p1_seg``, ``label``,
+``lung-mask``, and covseg's own ``infection``, ``lungs`` and ``probabilities``."""
+
+
+def is_mask_named(path: Path) -> bool:
+    """Whether a NIfTI file is named as a mask (its name's last word is in :data:`MASK_WORDS`):
+    predict does not read it as a CT when it finds it in a folder (a patient folder holding
+    ``ct.nii.gz`` and ``ct_mask.nii.gz`` has one CT)."""
+    return re.split(r"[\s._-]+", nifti_stem(path).lower())[-1] in MASK_WORDS
+
+
 def find_studies(inputs: Sequence[str | os.PathLike[str]],
                  exclude: str | os.PathLike[str] | None = None,
                  masks: bool = False) -> list[Study]:
@@ -774,14 +793,28 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
     A file is a study (see :func:`study_name`). A folder's NIfTI files are studies, and so are
     its DICOM files, taken together as one series named after the folder; without DICOM files
     its sub-folders are studies (:func:`_sub_folder_studies`: DICOM series, or the NIfTI files
-    they hold), except the folders covseg wrote (reports; ``covseg predict`` outputs count only
-    when reading ``masks``, for quantify, which also names ``x_mask.nii.gz`` study ``x``, and
-    reads one predict study folder given itself as its one study, not its infection and lung
-    masks as two). A folder with none of these is itself a study (so that an empty or broken
-    folder is reported, not silently skipped). Sub-folders that hold parts of one DICOM series
-    are refused (:func:`_check_series_unshared`), and so are two studies of one name.
+    they hold), except the folders covseg wrote that hold no input of their own (reports,
+    batches; ``covseg predict`` study folders count only when reading ``masks``, for quantify,
+    which also names ``x_mask.nii.gz`` study ``x``, and reads one predict study folder given
+    itself as its one study, not its infection and lung masks as two). Reading CTs (not
+    ``masks``), NIfTI files named as masks (:func:`is_mask_named`) found in folders are no
+    studies. What is passed over is named in a warning; a folder with nothing else is refused,
+    and one with nothing at all is itself a study (so that an empty or broken folder is
+    reported, not silently skipped). An ``exclude`` (the ``--out``) inside a sub-folder that
+    holds studies is refused (those studies would be dropped, or mixed with the outputs), and
+    so are sub-folders that hold parts of one DICOM series (:func:`_check_series_unshared`)
+    and two studies of one name.
     """
-    skip = Path(exclude).resolve() if exclude else None
+    notes: list[str] = []
+    studies = _discover(inputs, exclude, masks, notes)
+    for note in notes:
+        log.warning("%s", note)
+    return studies
+
+
+def _discover(inputs: Sequence[str | os.PathLike[str]], exclude: str | os.PathLike[str] | None,
+              masks: bool, notes: list[str]) -> list[Study]:
+    """:func:`find_studies`, with what it passed over added to ``notes`` rather than logged."""
     studies: list[Study] = []
     for item in inputs:
         path = Path(item)
@@ -789,40 +822,111 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
             raise CovsegError(f"{path}: no such file or folder")
         if path.is_file():
             studies.append(Study(study_name(path, masks), path))
-            continue
-        if masks and predicted_mask(path):
+        elif masks and predicted_mask(path):
             studies.append(Study(path.resolve().name, path))
-            continue
-        children = sorted(c for c in path.iterdir() if not c.name.startswith("."))
-        found = [Study(study_name(c, masks), c) for c in children if is_nifti(c)]
-        if any(is_dicom_file(c) for c in children):
-            found.append(Study(path.name, path))
         else:
-            folders = [c for c in children if c.is_dir() and c.resolve() != skip]
-            own = [c for c in folders if _is_report_folder(c, masks)]
-            found += _sub_folder_studies([c for c in folders if c not in own], masks)
-            if not masks:
-                _check_series_unshared([s for s in found if s.path.is_dir()])
-            if not found and own:
-                raise CovsegError(f"{path}: holds no study, only covseg's output "
-                                  f"({', '.join(c.name for c in own)}); give "
-                                  f"{own[0]} itself to read what covseg wrote there")
-        studies.extend(found or [Study(path.name, path)])
+            studies.extend(_folder_studies(path, exclude, masks, notes) or [Study(path.name, path)])
     _check_names_unique(studies)
     return sorted(studies, key=lambda s: s.name)
 
 
-def _sub_folder_studies(folders: Sequence[Path], masks: bool) -> list[Study]:
-    """The studies of one input folder's sub-folders. A sub-folder holding DICOM files, or no
-    NIfTI file, is a study (a DICOM series, searched as its reader searches it), and so is a
-    ``covseg predict`` study folder. NIfTI files in the others are named one way for the whole
-    input: when each such sub-folder holds one (a folder per patient: ``p1/ct.nii.gz``), its
-    file is the study named after the sub-folder; when some hold several (a collection sorted
-    into folders: MosMed's ``studies/CT-0..CT-4/*.nii.gz``), every file is a study named after
-    the file, as in the top folder, so that names never depend on how many files a sub-folder
-    happens to hold (and a patient folder's CT and mask, or many ``ct.nii.gz``, come out as
-    two studies of one name, refused, rather than a mask predicted as a CT)."""
-    held = {c: [] if predicted_mask(c) else folder_niftis(c) for c in folders}
+def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: bool,
+                    notes: list[str]) -> list[Study]:
+    """The studies of one input folder (see :func:`find_studies`)."""
+    children = sorted(c for c in path.iterdir() if not c.name.startswith("."))
+    files, dropped = _split_masks([c for c in children if is_nifti(c)], masks)
+    found = [Study(study_name(c, masks), c) for c in files]
+    own: list[Path] = []
+    if any(is_dicom_file(c) for c in children):
+        found.append(Study(path.name, path))
+    else:
+        folders = [c for c in children if c.is_dir()]
+        own = [c for c in folders if _is_own_output(c, masks)]
+        inputs = _outside_out([c for c in folders if c not in own], exclude, masks)
+        sub_studies, sub_dropped = _sub_folder_studies(inputs, masks)
+        found += sub_studies
+        dropped += sub_dropped
+        if not masks:
+            _check_series_unshared([s for s in found if s.path.is_dir()])
+        own = [c for c in own if not exclude or c.resolve() != Path(exclude).resolve()]
+    if dropped:
+        notes.append(f"{path}: {_listed(dropped, path, 'file')} named as masks, not read as CTs; give "
+                     "such a file itself to predict it as a CT")
+    if own:
+        notes.append(f"{path}: {_listed(own, path, 'folder')} written by covseg, not read as studies")
+    if not found and own:
+        raise CovsegError(f"{path}: holds no study, only covseg's output "
+                          f"({', '.join(c.name for c in own)}); give "
+                          f"{own[0]} itself to read what covseg wrote there")
+    if not found and dropped:
+        raise CovsegError(f"{path}: holds no CT, only files named as masks "
+                          f"({_listed(dropped, path, 'file')}); give a CT file itself to predict it")
+    return found
+
+
+def _listed(paths: Sequence[Path], folder: Path, noun: str) -> str:
+    """How many ``paths`` there are, and up to three of them relative to their input folder."""
+    shown = ", ".join(str(p.relative_to(folder)) for p in paths[:3])
+    return f"{len(paths)} {noun}(s) ({shown}{', ...' if len(paths) > 3 else ''})"
+
+
+def _split_masks(files: Sequence[Path], masks: bool) -> tuple[list[Path], list[Path]]:
+    """NIfTI files found in a folder: (those read as studies, those passed over): reading CTs,
+    files named as masks are passed over; reading ``masks``, none is."""
+    dropped = [] if masks else [f for f in files if is_mask_named(f)]
+    return [f for f in files if f not in dropped], dropped
+
+
+def _holds_inputs(folder: Path, masks: bool) -> bool:
+    """Whether ``folder`` holds what is read as studies: NIfTI files (CTs, or any reading
+    ``masks``) or, reading CTs, DICOM slices in it or under it."""
+    if _split_masks(folder_niftis(folder), masks)[0]:
+        return True
+    return not masks and next(dicom_files(folder), None) is not None
+
+
+def _is_own_output(folder: Path, masks: bool) -> bool:
+    """A folder covseg wrote (:func:`_is_report_folder`) holding no input of its own: not an
+    input folder that was predicted or quantified into itself (``predict CT-1 --out CT-1``),
+    whose studies are still read."""
+    return _is_report_folder(folder, masks) and not _holds_inputs(folder, masks)
+
+
+def _outside_out(folders: Sequence[Path], exclude: str | os.PathLike[str] | None,
+                 masks: bool) -> list[Path]:
+    """The sub-folders of an input folder but the ``--out`` itself (an empty folder made for
+    it, or covseg's output not yet recorded); an ``--out`` inside one that holds studies is
+    refused, whose studies would be dropped from the batch or mixed with its outputs."""
+    if not exclude:
+        return list(folders)
+    out = Path(exclude).resolve()
+    for folder in folders:
+        if out.is_relative_to(folder.resolve()) and _holds_inputs(folder, masks):
+            raise CovsegError(f"--out {exclude} lies in the input folder {folder}, which holds "
+                              "studies; pick an --out outside it")
+    return [folder for folder in folders if folder.resolve() != out]
+
+
+def _sub_folder_studies(folders: Sequence[Path], masks: bool
+                        ) -> tuple[list[Study], list[Path]]:
+    """The studies of one input folder's sub-folders, and the NIfTI files passed over as masks
+    (:func:`_split_masks`). A sub-folder holding DICOM files, or no NIfTI file, is a study (a
+    DICOM series, searched as its reader searches it), and so is a ``covseg predict`` study
+    folder when reading ``masks``; one holding masks alone is none. NIfTI files in the others
+    are named one way for the whole input: when each such sub-folder holds one (a folder per
+    patient: ``p1/ct.nii.gz``), its file is the study named after the sub-folder; when some
+    hold several (a collection sorted into folders: MosMed's ``studies/CT-0..CT-4/*.nii.gz``),
+    every file is a study named after the file, as in the top folder, so that names never
+    depend on how many files a sub-folder happens to hold (and many ``ct.nii.gz`` come out as
+    studies of one name, refused)."""
+    held: dict[Path, list[Path]] = {}
+    dropped: list[Path] = []
+    for folder in folders:
+        files, masked = _split_masks([] if masks and predicted_mask(folder)
+                                     else folder_niftis(folder), masks)
+        dropped += masked
+        if files or not masked:
+            held[folder] = files
     per_file = any(len(files) > 1 for files in held.values())
     studies: list[Study] = []
     for folder, files in held.items():
@@ -835,7 +939,7 @@ def _sub_folder_studies(folders: Sequence[Path], masks: bool) -> list[Study]:
     if per_file:
         _check_names_unique(studies, " (sub-folders holding several NIfTI files make each file a "
                                      "study, named after the file)")
-    return studies
+    return studies, dropped
 
 
 def _check_names_unique(studies: Sequence[Study], why: str = "") -> None:
