@@ -45,6 +45,7 @@ from covseg.io.atomic import atomic_path, remove_temporaries, write_json, write_
 from covseg.io.image import case_key, image_name
 from covseg.io.volume import (
     Volume,
+    check_same_grid,
     display_flips,
     folder_niftis,
     hounsfield,
@@ -55,9 +56,7 @@ from covseg.io.volume import (
     read_nifti,
     read_paired,
     read_volume,
-    same_grid_affine,
     sampled_series_uids,
-    within_half_a_voxel,
 )
 from covseg.lungs import (
     LEFT_LUNG,
@@ -584,11 +583,11 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     hashes = input_hashes(inputs)  # before reading: a file changed meanwhile reads as changed
     lesions, ct = _read_lesions_and_ct(mask_path, image_path, hu)
     if ct is not None:
-        _check_same_grid(lesions, ct)
+        check_same_grid(lesions, ct)
     lung_labels, lung_source = None, None
     if lung_path is not None:
         lung_volume = read_nifti(lung_path, np.int16, like=lesions)
-        _check_same_grid(lesions, lung_volume)
+        check_same_grid(lesions, lung_volume)
         lung_labels, lung_source = _lung_labels(lung_volume, lung_path, ct), "mask"
     elif ct is not None:
         lung_labels = segment_lungs(hounsfield(ct), ct.affine)
@@ -681,31 +680,6 @@ def _read_lesions_and_ct(mask_path: Path, image_path: Path | None, hu: str
     lesions, ct = read_paired(lambda like: read_nifti(mask_path, np.int16, like), mask_path,
                               lambda like: read_volume(image_path, hu, like), image_path)
     return lesions, ct
-
-
-def _check_same_grid(reference: Volume, other: Volume) -> None:
-    """Masks and CT must share the voxel grid. Each is turned to the working axes by its own
-    header, so voxels stored alike under headers that label the axes differently (one flipped
-    or permuted) were paired mirrored or refused with equal shapes: refused, naming the axes.
-    A small affine drift between headers of the same axes (translation, rounding) only warns,
-    the voxels being paired as stored."""
-    same_place = same_grid_affine(reference, other)
-    if not within_half_a_voxel(reference, other) and reference.file_axes != other.file_axes:
-        raise CovsegError(
-            f"{other.source}: its header labels the voxel axes {other.file_axes}, the mask "
-            f"{reference.source}'s {reference.file_axes}, and their affines place the voxels "
-            "differently; fix the header of one (e.g. give the mask the CT's geometry) rather "
-            "than pair them mirrored"
-        )
-    if reference.array.shape != other.array.shape:
-        raise CovsegError(
-            f"{other.source}: shape {other.file_shape_zyx} differs from the mask "
-            f"{reference.source} {reference.file_shape_zyx} (z, y, x, as the files hold them); "
-            "they must be on the same voxel grid"
-        )
-    if not same_place:
-        log.warning("%s: affine differs from %s; assuming the same voxel grid",
-                    other.source, reference.source)
 
 
 @dataclass(frozen=True)

@@ -568,7 +568,29 @@ def test_medseg_nifti_mask_with_another_slice_count_is_refused(tmp_path: Path,
     """More mask slices were cut silently; fewer crashed with an IndexError traceback."""
     _save_nifti(tmp_path / "tr_im.nii.gz", _hu_volume(slices=3)[0])
     _save_nifti(tmp_path / "tr_mask.nii.gz", _hu_volume(slices=mask_slices)[1])
-    with pytest.raises(CovsegError, match=r"differs from its mask tr_mask.nii.gz") as caught:
+    with pytest.raises(CovsegError, match=r"differs from the mask \S*tr_mask.nii.gz") as caught:
+        load_dataset(tmp_path)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("form", ["generic", "zenodo", "medseg"])
+def test_a_mask_whose_header_flips_the_axes_elsewhere_is_refused(tmp_path: Path,
+                                                                 form: str) -> None:
+    """A mask stored as its CT but whose header negates x (RPS against LPS, grids apart) was
+    trained on left-right mirrored with a warning, which quantify and evaluate refuse."""
+    hu, mask = _marked_pair()
+    ct, masks = {"generic": ("images/case1.nii.gz", "masks/case1.nii.gz"),
+                 "zenodo": ("ct_scans/coronacases_001.nii", "infection_mask/coronacases_001.nii"),
+                 "medseg": ("tr_im.nii.gz", "tr_mask.nii.gz")}[form]
+    affine = np.array([[-0.8, 0, 0, 100], [0, -0.8, 0, 120], [0, 0, 5, -50], [0, 0, 0, 1.0]])
+    flipped = affine.copy()
+    flipped[0, 0] = 0.8
+    for name, volume, header in ((ct, hu, affine), (masks, mask, flipped)):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(volume.transpose(2, 1, 0).astype(np.int16), header),
+                 str(tmp_path / name))
+    with pytest.raises(CovsegError, match=r"labels the voxel axes LPS, the mask \S+'s RPS, and "
+                                          "their affines place the voxels differently") as caught:
         load_dataset(tmp_path)
     assert "\n" not in str(caught.value)
 

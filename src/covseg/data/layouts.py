@@ -45,13 +45,13 @@ from covseg.io.image import (
 )
 from covseg.io.volume import (
     Volume,
+    check_same_grid,
     display_flips,
     is_dicom_file,
     is_nifti,
     nifti_stem,
     read_nifti,
     read_paired,
-    same_grid_affine,
 )
 from covseg.transforms import LUNG_WINDOW, normalize_intensity
 
@@ -325,24 +325,18 @@ def _check_patients_listed(patients: dict[str, str], slices: Sequence[tuple[str,
 
 def _read_volume_pair(image_path: Path, mask_path: Path) -> tuple[Volume, Volume]:
     """A CT volume and its mask, read to pair voxel for voxel (a mask without geometry on the
-    CT's: :func:`read_paired`); differing shapes are refused."""
+    CT's: :func:`read_paired`) and checked to share its grid as quantify checks it
+    (:func:`check_same_grid`): one of another shape, or whose header flips or permutes the
+    axes and places the voxels elsewhere, is refused rather than trained on mirrored."""
     image, mask = read_paired(lambda like: read_nifti(image_path, like=like), image_path,
                               lambda like: read_nifti(mask_path, np.int16, like), mask_path)
-    if image.array.shape != mask.array.shape:
-        raise CovsegError(
-            f"{image_path}: volume shape {image.file_shape_zyx} differs from its mask "
-            f"{mask_path.name} {mask.file_shape_zyx} (z, y, x, as the files hold them)"
-        )
+    check_same_grid(mask, image)
     return image, mask
 
 
 def _slice_volume(image_path: Path, mask_path: Path, study: str, patient: str,
                   options: ReadOptions) -> list[Sample]:
     image, mask = _read_volume_pair(image_path, mask_path)
-    if not same_grid_affine(image, mask):
-        log.warning("%s: its mask %s lies on another grid (axes %s and %s; origin or voxel size "
-                    "differ once both are read in LPS order); pairing their voxels by index",
-                    image_path, mask_path.name, image.file_axes, mask.file_axes)
     hu = normalize_intensity(image.array, options.intensity, options.window)
     keep = range(len(hu))
     if options.slices == "labelled":

@@ -526,6 +526,32 @@ def within_half_a_voxel(first: Volume, second: Volume) -> bool:
     return bool(axes and shift < 0.5 * min(first.spacing))
 
 
+def check_same_grid(reference: Volume, other: Volume) -> None:
+    """Refuse to pair a mask (``reference``) with a volume (its CT, lungs or image) on another
+    grid, as quantify and training both pair them voxel for voxel. Each is turned to the
+    working axes by its own header, so voxels stored alike under headers that label the axes
+    differently (one flipped or permuted) would pair mirrored, or be refused for shapes that
+    print equal: refused, naming the axes. A small affine drift between headers of the same
+    axes (translation, rounding) only warns, the voxels being paired as stored."""
+    same_place = same_grid_affine(reference, other)
+    if not within_half_a_voxel(reference, other) and reference.file_axes != other.file_axes:
+        raise CovsegError(
+            f"{other.source}: its header labels the voxel axes {other.file_axes}, the mask "
+            f"{reference.source}'s {reference.file_axes}, and their affines place the voxels "
+            "differently; fix the header of one (e.g. give the mask the CT's geometry) rather "
+            "than pair them mirrored"
+        )
+    if reference.array.shape != other.array.shape:
+        raise CovsegError(
+            f"{other.source}: shape {other.file_shape_zyx} differs from the mask "
+            f"{reference.source} {reference.file_shape_zyx} (z, y, x, as the files hold them); "
+            "they must be on the same voxel grid"
+        )
+    if not same_place:
+        log.warning("%s: affine differs from %s; assuming the same voxel grid",
+                    other.source, reference.source)
+
+
 def as_axial(volume: Volume) -> Volume:
     """The volume in :data:`WORKING_AXES` order (see the module docstring): the file's voxel axes
     permuted and flipped, each to its nearest world axis (nibabel's ``io_orientation``, so an
