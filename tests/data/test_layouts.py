@@ -848,18 +848,45 @@ def test_medseg_nifti_case_ids_count_the_file_s_slices(tmp_path: Path) -> None:
         np.testing.assert_array_equal(sample.mask, lesions[k] > 0)
 
 
-@pytest.mark.parametrize(("ct", "mask"), [
-    ("coronacases_org_001", "coronacases_001"),
-    ("radiopaedia_org_covid-19-pneumonia-14_85914_0-dcm", "radiopaedia_14_85914_0"),
+@pytest.mark.parametrize(("ct", "mask", "patient"), [
+    ("coronacases_org_001", "coronacases_001", "coronacases_001"),
+    ("radiopaedia_org_covid-19-pneumonia-14_85914_0-dcm", "radiopaedia_14_85914_0",
+     "radiopaedia_14"),
 ])
-def test_kaggles_zenodo_ct_names_find_their_masks(tmp_path: Path, ct: str, mask: str) -> None:
+def test_kaggles_zenodo_ct_names_find_their_masks(tmp_path: Path, ct: str, mask: str,
+                                                  patient: str) -> None:
     """Kaggle's Radiopaedia CTs end in ``-dcm``: the folder was refused as holding images
     without a mask (half of its 20 volumes)."""
     hu, lesions = _hu_volume(slices=2)
     _save_nifti(tmp_path / "ct_scans" / f"{ct}.nii", hu)
     _save_nifti(tmp_path / "infection_mask" / f"{mask}.nii", lesions)
     data = load_dataset(tmp_path)
-    assert data.layout == "zenodo" and data.patients == [mask] and len(data.samples) == 2
+    assert data.layout == "zenodo" and data.patients == [patient] and len(data.samples) == 2
+    assert {s.case_id for s in data.samples} == {f"{mask}_z0000", f"{mask}_z0001"}
+
+
+@pytest.mark.parametrize("kaggle", [False, True], ids=["zenodo", "kaggle"])
+def test_zenodo_scans_of_one_radiopaedia_case_are_one_patient(tmp_path: Path,
+                                                              kaggle: bool) -> None:
+    """radiopaedia_10_85902_1 and _3 (two series of case 10), and radiopaedia_29_86490_1 and
+    29_86491_1 (two studies of case 29), were four patients: folds tested each case on a
+    model trained on its other scan."""
+    hu, lesions = _hu_volume(slices=2)
+    scans = ["coronacases_001", "coronacases_002", "radiopaedia_10_85902_1",
+             "radiopaedia_10_85902_3", "radiopaedia_29_86490_1", "radiopaedia_29_86491_1"]
+    for scan in scans:
+        ct = scan.replace("radiopaedia_", "radiopaedia_org_covid-19-pneumonia-") + "-dcm"
+        _save_nifti(tmp_path / "ct_scans" / f"{ct if kaggle else scan}.nii.gz", hu)
+        _save_nifti(tmp_path / "infection_mask" / f"{scan}.nii.gz", lesions)
+    data = load_dataset(tmp_path)
+    assert data.patients == ["coronacases_001", "coronacases_002", "radiopaedia_10",
+                             "radiopaedia_29"]
+    for _, test in grouped_kfold(data.samples, 4, 0):
+        tested = {case.rsplit("_z", 1)[0] for case in test}
+        for one_case in (set(scans[2:4]), set(scans[4:])):
+            assert one_case <= tested or not one_case & tested
+    (tmp_path / "patients.csv").write_text("case_id,patient_id\nradiopaedia_10_85902_3,P3\n")
+    assert "P3" in load_dataset(tmp_path).patients
 
 
 def _with_an_empty_slice(root: Path, layout: str) -> str:

@@ -12,8 +12,8 @@ Supported layouts (checked in this order):
 - ``folders``: generic ``images/`` + ``masks/`` with matching stems (2D files, NIfTI volumes
   or both).
 
-Volumes are sliced axially and every slice keeps its study as patient id, so that folds never
-split a patient. A ``patients.csv`` (columns ``case_id,patient_id``) groups slices of a 2D
+Volumes are sliced axially and every slice keeps its study as patient id (a Zenodo Radiopaedia
+scan its case's), so that folds never split a patient. A ``patients.csv`` (columns ``case_id,patient_id``) groups slices of a 2D
 folder, or studies of a volume folder (a patient's follow-up scans).
 """
 
@@ -362,10 +362,12 @@ def _read_volume_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions
 
 
 def _read_studies(pairs: list[tuple[str, Path, Path]], options: ReadOptions, desc: str,
-                  root: Path) -> list[Sample]:
-    """A volume layout's studies, grouped by ``root/patients.csv`` if there is one."""
+                  root: Path, patient_of: Callable[[str], str] = str) -> list[Sample]:
+    """A volume layout's studies, grouped by ``root/patients.csv`` if there is one, else by
+    ``patient_of`` (a study's patient as the layout's names tell it)."""
     patients = _read_patients_csv(root)
-    samples = _read_volume_pairs(pairs, options, desc, patients)
+    grouped = {study: patients.get(study, patient_of(study)) for study, _, _ in pairs}
+    samples = _read_volume_pairs(pairs, options, desc, grouped)
     _check_patients_listed(patients, [], _study_cases(pairs))
     return samples
 
@@ -664,8 +666,23 @@ def _read_zenodo(root: Path, options: ReadOptions) -> LoadedData:
         raise CovsegError(f"{root}: the Zenodo layout needs {ZENODO_IMAGES[0]}/ and {names[0]}/")
     images = _files(images_dir, is_nifti, lambda p: case_key(nifti_stem(p)))
     masks = _files(masks_dir, is_nifti, lambda p: case_key(nifti_stem(p)))
-    samples = _read_studies(_pair(images, masks, root), options, "reading Zenodo volumes", root)
+    samples = _read_studies(_pair(images, masks, root), options, "reading Zenodo volumes", root,
+                            _zenodo_patient)
     return _loaded(samples, "zenodo", root, options)
+
+
+RADIOPAEDIA_SCAN = re.compile(r"(radiopaedia_\d+)_\d+_\d+")
+"""A Radiopaedia scan's name, ``radiopaedia_<case>_<study>_<series>``; the case is the
+patient."""
+
+
+def _zenodo_patient(study: str) -> str:
+    """The patient of a Zenodo volume named as :func:`case_key` pairs it: ``radiopaedia_10``
+    for ``radiopaedia_10_85902_1`` and ``radiopaedia_10_85902_3`` (two series of case 10, as
+    ``radiopaedia_29_86490_1`` and ``radiopaedia_29_86491_1`` are two studies of case 29),
+    so that folds never split them; a coronacases volume is its own patient."""
+    match = RADIOPAEDIA_SCAN.fullmatch(study)
+    return match.group(1) if match else study
 
 
 def _read_mosmed_3d(root: Path, options: ReadOptions) -> LoadedData:
