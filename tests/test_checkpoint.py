@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
-from covseg.checkpoint import load_checkpoint
+from covseg.checkpoint import META_KEYS, load_checkpoint, save_checkpoint
 from covseg.errors import CovsegError
 
 
@@ -59,3 +60,21 @@ def test_an_onnx_file_is_named_as_such(tmp_path: Path) -> None:
     with pytest.raises(CovsegError, match=r"model\.onnx: an ONNX file \(from `covseg export`\), "
                                           r"not a checkpoint; pass the run folder or its best\.pt"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("key", ["meta", "state_dict", *META_KEYS])
+def test_a_checkpoint_without_an_entry_its_network_needs_is_refused(tmp_path: Path,
+                                                                     key: str) -> None:
+    """A covseg checkpoint whose meta lacked in_channels, num_classes or model stopped
+    predict with a KeyError traceback."""
+    meta = {"model": "miniseg", "in_channels": 1, "num_classes": 2, "size": 64}
+    path = save_checkpoint(tmp_path / "best.pt", nn.Linear(2, 1), meta)
+    assert load_checkpoint(path)["meta"] == meta
+    payload = torch.load(path, weights_only=True)
+    payload["meta"].pop(key, None)
+    payload.pop(key, None)
+    torch.save(payload, path)
+    with pytest.raises(CovsegError) as caught:
+        load_checkpoint(path)
+    assert str(caught.value) == (f"{path}: not a covseg checkpoint (no {key!r} entry); train a "
+                                 "model with `covseg train` and pass its run folder or best.pt")

@@ -95,7 +95,8 @@ def test_weights_that_do_not_fit_the_recorded_model(tmp_path: Path) -> None:
     from covseg.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 
     wide = build_model("miniseg", width=1.5)
-    meta = {"model": "miniseg", "model_options": {}, "in_channels": 1, "num_classes": 2}
+    meta = {"model": "miniseg", "model_options": {}, "in_channels": 1, "num_classes": 2,
+            "size": 64}
     payload = load_checkpoint(save_checkpoint(tmp_path / "wide.pt", wide, meta))
     with pytest.raises(CovsegError, match="do not fit miniseg"):
         model_from_checkpoint(payload)

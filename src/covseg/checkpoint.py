@@ -53,7 +53,24 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CovsegError(f"{path}: not a covseg checkpoint (no covseg header)")
     if payload.get("version", 0) > VERSION:
         raise CovsegError(f"{path}: written by a newer covseg (format {payload['version']})")
+    _check_entries(path, payload)
     return payload
+
+
+META_KEYS = ("model", "in_channels", "num_classes", "size")
+"""What ``meta`` must hold to rebuild a network and feed it (every covseg run records them)."""
+
+
+def _check_entries(path: Path, payload: dict[str, Any]) -> None:
+    """Refuse a covseg-headed file without the weights or the meta that rebuild its network
+    (edited or written by other code), which failed later with a KeyError traceback."""
+    meta = payload.get("meta")
+    missing = [key for key in ("meta", "state_dict") if not isinstance(payload.get(key), dict)]
+    if not missing:
+        missing = [key for key in META_KEYS if key not in meta]
+    if missing:
+        raise CovsegError(f"{path}: not a covseg checkpoint (no {missing[0]!r} entry); train a "
+                          "model with `covseg train` and pass its run folder or best.pt")
 
 
 def model_from_checkpoint(payload: dict[str, Any]) -> nn.Module:
