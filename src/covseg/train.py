@@ -227,7 +227,7 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
         return _train_model(config, data, out, resume, train_cases, val_cases, fingerprint,
                             progress)
     except BaseException:
-        _forget_unsaved_run(out, made)
+        forget_unsaved_run(out, made)
         raise
 
 
@@ -236,7 +236,7 @@ def _has_checkpoint(out: Path) -> bool:
     return (out / "last.pt").exists() or any(out.glob("member*/last.pt"))
 
 
-def _forget_unsaved_run(out: Path, made: Sequence[Path]) -> None:
+def forget_unsaved_run(out: Path, made: Sequence[Path]) -> None:
     """Remove the record of a run that stopped before it saved any epoch (a member that could
     not start, as in a script without the ``__main__`` guard): it describes nothing saved, and
     would make the rerun that fixes the cause ask for --resume. Its members' records go too,
