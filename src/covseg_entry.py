@@ -8,23 +8,32 @@ line and exit status 130 / 143.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
-from typing import Any, NoReturn
+from types import FrameType
+
+STOPPED = {signal.SIGINT: (130, "interrupted"), signal.SIGTERM: (143, "stopped")}
+"""Exit status and word of each stop while covseg loads."""
 
 
-def _stopped_while_loading(*_: Any) -> NoReturn:
-    print("covseg: stopped while starting; nothing was done", file=sys.stderr)
-    raise SystemExit(143)
+def _stopped_while_loading(signum: int, _: FrameType | None) -> None:
+    """End the process at once: an exception raised here could land in a callback the import
+    machinery runs (a module lock's), where Python prints it as ignored and goes on."""
+    status, word = STOPPED[signal.Signals(signum)]
+    print(f"covseg: {word} while starting; nothing was done", file=sys.stderr, flush=True)
+    os._exit(status)
 
 
 def main() -> int:
-    """Run ``covseg``; a stop while covseg is imported exits 130 (Ctrl-C) or 143 (SIGTERM)."""
-    previous = signal.signal(signal.SIGTERM, _stopped_while_loading)
-    try:
-        from covseg.cli import main as run
-    except KeyboardInterrupt:
-        print("covseg: interrupted while starting; nothing was done", file=sys.stderr)
-        return 130
-    signal.signal(signal.SIGTERM, previous)
+    """Run ``covseg``; a stop while covseg is imported exits 130 (Ctrl-C) or 143 (SIGTERM),
+    but where the stop is ignored (``nohup``, a background job of a script)."""
+    previous = {stop: signal.getsignal(stop) for stop in STOPPED}
+    for stop, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(stop, _stopped_while_loading)
+    from covseg.cli import main as run
+
+    for stop, handler in previous.items():
+        signal.signal(stop, handler)
     return run()

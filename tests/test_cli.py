@@ -625,6 +625,37 @@ def test_a_stop_while_covseg_loads_is_one_line(tmp_path: Path, stop: signal.Sign
     assert len(err.strip().splitlines()) == 1 and err.startswith("covseg: "), err
 
 
+CTRL_C_IN_AN_IMPORT_CALLBACK = """
+import signal, sys, weakref
+from covseg_entry import main
+
+class Lock:
+    pass
+
+class CtrlCInACallback:
+    def find_spec(self, name, path, target=None):
+        if name == "covseg":  # as Ctrl-C landing in a module lock's clean-up callback
+            lock = Lock()
+            ref = weakref.ref(lock, lambda _: signal.raise_signal(signal.SIGINT))
+            del lock
+        return None
+
+sys.meta_path.insert(0, CtrlCInACallback())
+sys.argv = ["covseg", "models"]
+sys.exit(main())
+"""
+
+
+def test_ctrl_c_in_an_import_callback_still_stops_covseg() -> None:
+    """Ctrl-C while PyTorch loaded could land in a callback of the import machinery, where
+    Python printed the KeyboardInterrupt's traceback as "Exception ignored" and went on to run
+    the command (exit 0)."""
+    process = subprocess.run([sys.executable, "-c", CTRL_C_IN_AN_IMPORT_CALLBACK],
+                             check=False, capture_output=True, text=True, timeout=120)
+    assert (process.returncode, process.stderr, process.stdout) == (
+        130, "covseg: interrupted while starting; nothing was done\n", "")
+
+
 @pytest.mark.parametrize("error, shown", [
     (OSError(28, "No space left on device"), "covseg: error: No space left on device\n"),
     (OSError(28, "No space left on device", "m.onnx"),

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import builtins
+import io
 import json
-from collections.abc import Iterator
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from covseg import api
+from covseg import api, cluster
 from covseg.cli import main
+from covseg.config import TrainConfig
+from covseg.data import load_dataset
 from covseg.errors import CovsegError
+from covseg.train import handler_restored
 
 RECIPE: dict[str, Any] = {"epochs": 1, "size": 32, "folds": 2}
 
@@ -108,3 +117,95 @@ def test_a_folder_holding_a_run_is_refused_before_ray_starts(
     monkeypatch.setattr("covseg.api._load", lambda *_: pytest.fail("data were read"))
     with pytest.raises(CovsegError, match="holds a training run"):
         api.cross_validate("synthetic:1", tmp_path / "run", ray_address="local", **RECIPE)
+
+
+def test_a_cluster_that_does_not_answer_is_refused_in_seconds_before_data(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray tried an address where nothing listens for minutes, after the data were read."""
+    ray = pytest.importorskip("ray")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in `covseg cv --ray`
+    with socket.socket() as probe:  # a port nothing listens on once it is closed
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setattr("covseg.api._load", lambda *_: pytest.fail("data were read"))
+    started = time.monotonic()
+    with pytest.raises(CovsegError, match=rf"^cannot reach the Ray cluster at {address}: "
+                                          r"Connection refused; start it with `ray start "
+                                          r"--head` or use --ray local$"):
+        api.cross_validate("synthetic:1", tmp_path / "cv", ray_address=address, **RECIPE)
+    assert time.monotonic() - started < 5
+    assert not (tmp_path / "cv").exists()
+
+
+class _Stopped(BaseException):
+    """What covseg's SIGTERM handler raises (the command line's own)."""
+
+
+def _stop(*_: Any) -> None:
+    raise _Stopped
+
+
+def _folds_in_their_first_epoch(crash: bool = False) -> Callable[..., None]:
+    """A stand-in for a fold's task: it writes what a fold has written in its first epoch (its
+    folder and run record), then trains (sleeps) for a minute, or dies (``crash``). Made
+    here, so that Ray ships it by value."""
+    def fold_task(config: TrainConfig, data: Any, out: str, folds: int, fold: int,
+                  resume: bool) -> None:
+        record = Path(out) / f"fold_{fold}" / "config.json"
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text("{}")
+        if crash:
+            os._exit(9)
+        for _ in range(1200):  # the epoch's steps
+            time.sleep(0.05)
+
+    return fold_task
+
+
+def _when_started(out: Path, folds: int, then: Callable[[], None]) -> None:
+    """Call ``then`` (in a thread) once every fold has written its record."""
+    def wait() -> None:
+        while not all((out / f"fold_{k}" / "config.json").exists() for k in range(folds)):
+            time.sleep(0.05)
+        then()
+
+    threading.Thread(target=wait, daemon=True).start()
+
+
+def test_folds_stopped_before_their_first_epoch_leave_no_folder(
+        local_ray: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``kill`` during the folds was handled only once a fold finished (Ray's wait never came
+    back to Python), and the folds killed then left their folders and records behind, where a
+    run stopped here removes the folder of a run that saved no epoch."""
+    out = tmp_path / "cv"
+    monkeypatch.setattr(cluster, "cross_validate_fold", _folds_in_their_first_epoch())
+    _when_started(out, 2, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    started = time.monotonic()
+    with handler_restored(signal.SIGTERM, _stop), pytest.raises(_Stopped):
+        cluster.run_folds_on_ray(TrainConfig(), load_dataset("synthetic:1"), out, 2, False,
+                                 "local", 1)
+    assert time.monotonic() - started < 10  # the folds' minute not waited for
+    assert not out.exists()
+
+
+def test_a_lost_fold_leaves_no_folder(local_ray: Any, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fold whose worker died (killed, out of memory) before its first epoch is one line,
+    and neither it nor the fold stopped for it leaves a folder behind."""
+    out = tmp_path / "cv"
+    monkeypatch.setattr(cluster, "cross_validate_fold", _folds_in_their_first_epoch(crash=True))
+    with pytest.raises(CovsegError, match=r"^fold \d was lost on Ray \(WorkerCrashedError\); "):
+        cluster.run_folds_on_ray(TrainConfig(), load_dataset("synthetic:1"), out, 2, False,
+                                 "local", 1)
+    assert not out.exists()
+
+
+def test_rays_own_messages_stay_off_the_terminal_while_folds_run(local_ray: Any) -> None:
+    """A lost fold printed Ray's "(raylet) A worker died..." paragraph beside covseg's line."""
+    message = {"lines": ["A worker died or was killed"], "pid": "raylet", "is_err": False}
+    shown = io.StringIO()
+    with cluster._ray_messages_silenced(local_ray):
+        local_ray._private.worker.print_worker_logs(message, shown)  # how Ray prints them
+    assert shown.getvalue() == ""
+    local_ray._private.worker.print_worker_logs(message, shown)
+    assert "A worker died" in shown.getvalue(), "Ray's messages are shown again afterwards"

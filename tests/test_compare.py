@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from matplotlib.figure import Figure
 
 from covseg import api
@@ -166,9 +167,9 @@ def test_specs_that_would_share_a_folder_are_refused_before_training(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Folders that differ only in case are one folder on macOS and Windows."""
     pytest.importorskip("torchvision")
-    monkeypatch.chdir(tmp_path)  # the weights files must exist: the spec check looks for them
+    monkeypatch.chdir(tmp_path)  # the weights files must be state dicts: the spec check reads them
     for name in ("A.pt", "a.pt"):
-        (tmp_path / name).touch()
+        torch.save({}, tmp_path / name)
     with pytest.raises(CovsegError, match=r"^fcn:weights=A.pt and fcn:weights=a.pt would share "
                                           r"one folder under --out \(fcn_weights-A.pt = "
                                           r"fcn_weights-a.pt\); compare them into separate"):

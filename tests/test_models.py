@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from covseg import cli_models
+from covseg import api, cli_models
 from covseg.errors import CovsegError
 from covseg.models import REGISTRY, build_model, parameter_count
 from covseg.models.miniseg import stage_widths
@@ -249,6 +249,22 @@ def test_weights_file_not_a_state_dict(tmp_path: Path) -> None:
     (tmp_path / "text.pt").write_text("junk\n")  # torch.load raises a bare KeyError for this one
     with pytest.raises(CovsegError, match="not a readable PyTorch file"):
         build_model("unet++", encoder="resnet18", weights=str(tmp_path / "text.pt"))
+
+
+def test_a_damaged_weights_file_is_refused_before_the_data_are_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A weights= file that is no PyTorch file was refused only when the model was built, once
+    the data had been read (minutes for a real data set), in train, cv and compare alike."""
+    damaged = tmp_path / "damaged.pth"
+    damaged.write_bytes(b"not a torch file")
+    monkeypatch.setattr("covseg.api._load", lambda *_: pytest.fail("the data were read"))
+    refused = f"^{re.escape(str(damaged))}: cannot read weights"
+    with pytest.raises(CovsegError, match=refused):
+        api.train("synthetic:1", tmp_path / "run", model="fcn",
+                  model_options={"weights": str(damaged)})
+    with pytest.raises(CovsegError, match=refused):
+        api.compare("synthetic:1", ["unet", f"fcn:weights={damaged}"], tmp_path / "compared")
+    assert sorted(tmp_path.iterdir()) == [damaged]
 
 
 def test_smp_encoder_loads_imagenet_style_file(tmp_path: Path) -> None:

@@ -536,18 +536,20 @@ def test_a_run_that_fails_before_saving_an_epoch_leaves_no_folder_it_made(
         assert list((tmp_path / "given").iterdir()) == []
 
 
-@pytest.mark.parametrize("held", ["summary.json", "comparison.json", "fold_0/"])
+@pytest.mark.parametrize("held", ["summary.json", "comparison.json", "fold_0/", "unet/fold_0/"])
 def test_train_refuses_a_folder_holding_a_cross_validation_or_comparison(
         tmp_path: Path, synthetic_folder: Path, held: str) -> None:
     """Training into a cv or compare --out wrote a run's config.json and best.pt (which
-    predict then loaded) beside another command's report, records contradicting each other."""
+    predict then loaded) beside another command's report, records contradicting each other;
+    a comparison stopped during its first model (unet/fold_0/, no comparison.json yet) too."""
     out = folder_holding(tmp_path / "cv", held)
-    kind = "a model comparison" if held == "comparison.json" else "a cross-validation"
+    kind = ("a model comparison" if held in ("comparison.json", "unet/fold_0/")
+            else "a cross-validation")
     with pytest.raises(CovsegError, match=rf"^{out} holds {kind} \(.*\), not a training run; "
                                           r"train into a new --out$"):
         train_module.train(TrainConfig(**TINY), load_dataset(synthetic_folder), out,
                            progress=False)
-    assert sorted(p.name for p in out.iterdir()) == [held.rstrip("/")]
+    assert sorted(p.name for p in out.iterdir()) == [held.split("/")[0]]
 
 
 def test_members_started_while_ctrl_c_is_pressed_print_no_traceback(

@@ -11,10 +11,15 @@ checked against the recipe and the data. Ray is an optional extra: ``covseg[clus
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
@@ -22,11 +27,21 @@ from covseg.config import TrainConfig, check_kind
 from covseg.crossval import cross_validate_fold, make_folds
 from covseg.data.layouts import LoadedData
 from covseg.errors import CovsegError
+from covseg.io.atomic import remove_temporaries
 from covseg.models.ensemble import member_names
-from covseg.train import handler_restored
+from covseg.train import forget_unsaved_run, handler_restored
 
 LOCAL = "local"
 """The address that starts Ray on this machine instead of joining a cluster."""
+CLIENT_PREFIX, CLIENT_PORT = "ray://", 10001
+"""How a Ray client address starts, and its port where it names none (Ray's default)."""
+REACH_TIMEOUT_S = 5.0
+"""How long a cluster's address is tried before it is refused: Ray tried for minutes."""
+STOP_GRACE_S = 10.0
+"""How long folds cancelled on a failure or a stop get to clean up before they are killed."""
+POLL_S = 0.5
+"""How often the wait for folds returns to Python, where a stop (SIGTERM) is handled: inside
+Ray's wait it was only once a fold finished."""
 
 
 def import_ray() -> ModuleType:
@@ -45,7 +60,8 @@ def default_cpus_per_fold(config: TrainConfig) -> int:
 
 
 def check_cluster_options(address: Any, cpus_per_fold: Any) -> None:
-    """Refuse a wrong address or CPU count, or a missing Ray, before data are read."""
+    """Refuse a wrong address or CPU count, a missing Ray or a cluster that does not answer,
+    before data are read."""
     check_kind("ray_address", address, [str])
     if not address.strip():
         raise CovsegError(f"--ray takes '{LOCAL}' or a Ray cluster address (auto, HOST:PORT, "
@@ -54,7 +70,47 @@ def check_cluster_options(address: Any, cpus_per_fold: Any) -> None:
         check_kind("cpus_per_fold", cpus_per_fold, [int])
         if cpus_per_fold < 1:
             raise CovsegError(f"--cpus-per-fold must be at least 1, got {cpus_per_fold}")
-    import_ray()
+    ray = import_ray()
+    if address != LOCAL and not ray.is_initialized():  # else that Ray is used as it is
+        _check_reachable(address)
+
+
+def _check_reachable(address: str) -> None:
+    """Refuse, within seconds and before data are read, a cluster address where nothing
+    answers: Ray tried such an address for minutes before it gave up."""
+    try:
+        socket.create_connection(_host_and_port(address), timeout=REACH_TIMEOUT_S).close()
+    except (OSError, ValueError) as exc:  # ConnectionError (Ray's "no cluster") is an OSError
+        raise _unreachable(address, _why(exc)) from None
+
+
+def _host_and_port(address: str) -> tuple[str, int]:
+    """Where ``ray.init(address)`` connects: a Ray client's ``ray://HOST[:PORT]`` as given, any
+    other address as Ray resolves it (``auto``: ``RAY_ADDRESS`` or the cluster ``ray start``
+    started here last)."""
+    if address.startswith(CLIENT_PREFIX):
+        parts = urlsplit(address)
+        if not parts.hostname:
+            raise ValueError(f"no host in {address}")
+        return parts.hostname, parts.port or CLIENT_PORT
+    from ray._private.services import canonicalize_bootstrap_address
+
+    host, _, port = str(canonicalize_bootstrap_address(address)).rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _unreachable(address: str, reason: str) -> CovsegError:
+    """The one line for a cluster that cannot be reached."""
+    return CovsegError(f"cannot reach the Ray cluster at {address}: {reason}; start it with "
+                       f"`ray start --head` or use --ray {LOCAL}")
+
+
+def _why(exc: Exception) -> str:
+    """The first sentence of an error, or its type where it has no words."""
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {REACH_TIMEOUT_S:g} s"
+    reason = getattr(exc, "strerror", None) or str(exc).strip() or type(exc).__name__
+    return reason.splitlines()[0].split(". ")[0].rstrip(".")
 
 
 def run_folds_on_ray(config: TrainConfig, data: LoadedData, out: Path, folds: int | None,
@@ -62,38 +118,80 @@ def run_folds_on_ray(config: TrainConfig, data: LoadedData, out: Path, folds: in
     """Run every fold as a Ray task of ``cpus_per_fold`` CPUs and wait for all of them.
 
     A failed fold stops the others (they resume where they stopped) and is one line naming the
-    fold. Ray started here (``address`` 'local') is shut down afterwards; a Ray the caller
-    already started is used as it is.
+    fold; a fold stopped before its first epoch leaves no folder, as when it runs here. Ray
+    started here (``address`` 'local') is shut down afterwards; a Ray the caller already
+    started is used as it is.
     """
     ray = import_ray()
     count = len(make_folds(data, folds, config.seed)[0])
+    made = {k: [folder for folder in (out / f"fold_{k}", out, *out.parents) if not folder.exists()]
+            for k in range(count)}
     started_here = not ray.is_initialized()
-    if started_here:
-        _connect(ray, address)
-    try:
-        _check_a_node_fits(ray, cpus_per_fold)
-        task = ray.remote(num_cpus=cpus_per_fold, max_retries=0)(cross_validate_fold)
-        shared = ray.put(data)
-        pending = {task.remote(config, shared, str(out), folds, k, resume): k for k in range(count)}
-        _wait_for_folds(ray, pending)
-    finally:
+    with _ray_messages_silenced(ray):
         if started_here:
-            ray.shutdown()
+            _connect(ray, address)
+        try:
+            _check_a_node_fits(ray, cpus_per_fold)
+            task = ray.remote(num_cpus=cpus_per_fold, max_retries=0)(cross_validate_fold)
+            shared = ray.put(data)
+            pending = {task.remote(config, shared, str(out), folds, k, resume): k
+                       for k in range(count)}
+            try:
+                _wait_for_folds(ray, pending)
+            finally:
+                for fold in pending.values():  # stopped: what their clean-up did not get to
+                    remove_temporaries(out / f"fold_{fold}")
+                    forget_unsaved_run(out / f"fold_{fold}", made[fold])
+        finally:
+            if started_here:
+                ray.shutdown()
+
+
+@contextmanager
+def _ray_messages_silenced(ray: ModuleType) -> Iterator[None]:
+    """Keep Ray's own messages to the driver (a lost worker's "(raylet) A worker died...")
+    off the terminal while covseg's folds run: covseg says in one line what failed."""
+    worker = ray._private.worker
+    shown = worker._worker_logs_enabled
+    worker._worker_logs_enabled = False
+    try:
+        yield
+    finally:
+        worker._worker_logs_enabled = shown
 
 
 def _connect(ray: ModuleType, address: str) -> None:
     """Start Ray here (``address`` 'local', Ray's own word for it: never a cluster that
     ``RAY_ADDRESS`` or an earlier ``ray start`` names), or join the cluster at ``address``, with
-    one line when that fails. Ray replaces the SIGTERM handler; covseg's is put back, so that
-    ``kill`` still ends the run with one line."""
+    one line when that fails. A cluster is tried once, not twenty times (Ray's own retries took
+    minutes on a port that answers but is no cluster's). Ray replaces the SIGTERM handler;
+    covseg's is put back, so that ``kill`` still ends the run with one line."""
+    tries = {} if address == LOCAL else {GCS_TRIES: "1"}
     try:
-        with handler_restored(signal.SIGTERM):
+        with handler_restored(signal.SIGTERM), _environment_defaults(tries):
             ray.init(address=address, include_dashboard=False,
                      logging_level=logging.ERROR, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CovsegError(f"cannot reach Ray at {address!r} ({reason}); start the cluster "
-                          f"(ray start --head) or pass --ray {LOCAL}") from None
+        if address == LOCAL:
+            raise CovsegError(f"cannot start Ray on this machine: {_why(exc)}") from None
+        raise _unreachable(address, "something answers there, but no Ray cluster"
+                           if isinstance(exc, ConnectionError) else _why(exc)) from None
+
+
+GCS_TRIES = "RAY_gcs_server_port_wait_time_s"
+"""Ray's setting of how many times (about one a second) a driver tries the cluster's GCS."""
+
+
+@contextmanager
+def _environment_defaults(defaults: dict[str, str]) -> Iterator[None]:
+    """Environment variables set for the block where the user has not set them already."""
+    added = {name: value for name, value in defaults.items() if name not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
 
 
 def _check_a_node_fits(ray: ModuleType, cpus_per_fold: int) -> None:
@@ -107,25 +205,40 @@ def _check_a_node_fits(ray: ModuleType, cpus_per_fold: int) -> None:
 
 
 def _wait_for_folds(ray: ModuleType, pending: dict[Any, int]) -> None:
-    """Show folds as they finish; on a failure or Ctrl-C cancel the folds still running."""
+    """Show folds as they finish, removing them from ``pending``; on a failure or a stop
+    cancel the folds still running, and wait until they have ended (``pending`` is left
+    with them and the failed one)."""
     try:
         with tqdm(total=len(pending), desc="folds on Ray", unit="fold") as bar:
             while pending:
-                done = _wait_for_one(ray, list(pending))
-                fold = pending.pop(done[0])
-                _result(ray, done[0], fold)
-                bar.update(1)
+                for ref in _wait_for_one(ray, list(pending)):
+                    _result(ray, ref, pending[ref])
+                    del pending[ref]  # a fold that failed is cleaned up with the cancelled
+                    bar.update(1)
     finally:
-        for ref in pending:
-            ray.cancel(ref, force=True)
+        _cancel(ray, list(pending))
+
+
+def _cancel(ray: ModuleType, refs: list[Any]) -> None:
+    """Stop folds as Ctrl-C stops a run here (a fold stopped before its first epoch removes
+    its folder), then kill those still running after :data:`STOP_GRACE_S`, and wait for them
+    to end, so that none writes into its folder afterwards."""
+    for ref in refs:
+        ray.cancel(ref)
+    running = ray.wait(refs, num_returns=len(refs), timeout=STOP_GRACE_S)[1] if refs else []
+    for ref in running:
+        ray.cancel(ref, force=True)
+    if running:
+        ray.wait(running, num_returns=len(running), timeout=STOP_GRACE_S)
 
 
 def _wait_for_one(ray: ModuleType, refs: list[Any]) -> list[Any]:
-    """The refs of the first fold to finish. A stop (covseg's SIGTERM exception, Ctrl-C) raised
-    while Ray waits in its compiled code comes out wrapped in a SystemError: it is raised as
-    itself, so that ``kill`` ends the run with one line as elsewhere."""
+    """The ref of the first fold to finish, or none after :data:`POLL_S`. A stop (covseg's
+    SIGTERM exception, Ctrl-C) raised while Ray waits in its compiled code comes out wrapped in
+    a SystemError: it is raised as itself, so that ``kill`` ends the run with one line as
+    elsewhere."""
     try:
-        return ray.wait(refs, num_returns=1)[0]
+        return ray.wait(refs, num_returns=1, timeout=POLL_S)[0]
     except SystemError as exc:
         stop = exc.__cause__ or exc.__context__
         if isinstance(stop, BaseException) and not isinstance(stop, Exception):

@@ -227,7 +227,7 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
         return _train_model(config, data, out, resume, train_cases, val_cases, fingerprint,
                             progress)
     except BaseException:
-        _forget_unsaved_run(out, made)
+        forget_unsaved_run(out, made)
         raise
 
 
@@ -236,7 +236,7 @@ def _has_checkpoint(out: Path) -> bool:
     return (out / "last.pt").exists() or any(out.glob("member*/last.pt"))
 
 
-def _forget_unsaved_run(out: Path, made: Sequence[Path]) -> None:
+def forget_unsaved_run(out: Path, made: Sequence[Path]) -> None:
     """Remove the record of a run that stopped before it saved any epoch (a member that could
     not start, as in a script without the ``__main__`` guard): it describes nothing saved, and
     would make the rerun that fixes the cause ask for --resume. Its members' records go too,
@@ -254,21 +254,27 @@ def _forget_unsaved_run(out: Path, made: Sequence[Path]) -> None:
 RUN, CROSS_VALIDATION, COMPARISON = "a training run", "a cross-validation", "a model comparison"
 """What an output folder holds: see :func:`held_output`."""
 _FILES = {RUN: "config.json, best.pt", CROSS_VALIDATION: "summary.json, fold_*/",
-          COMPARISON: "comparison.json"}
+          COMPARISON: "comparison.json, or a model's cross-validation in a folder"}
 _VERBS = {RUN: "train", CROSS_VALIDATION: "cross-validate", COMPARISON: "compare"}
 
 
 def held_output(folder: Path) -> str | None:
     """Which command's output ``folder`` holds, by the files only that command writes there:
-    a comparison's comparison.json, a cross-validation's summary.json or fold folders (the
-    first written), a run's record or checkpoints; None for a folder holding none of them."""
-    if (folder / "comparison.json").is_file():
+    a comparison's comparison.json or a model's cross-validation in a folder (all that a
+    comparison stopped midway has written), a cross-validation's summary.json or fold folders
+    (the first written), a run's record or checkpoints; None for a folder holding none."""
+    if (folder / "comparison.json").is_file() or any(map(_holds_folds, folder.glob("*/"))):
         return COMPARISON
-    if (folder / "summary.json").is_file() or any(p.is_dir() for p in folder.glob("fold_*")):
+    if _holds_folds(folder):
         return CROSS_VALIDATION
     if any((folder / name).is_file() for name in ("config.json", "best.pt", "last.pt")):
         return RUN
     return None
+
+
+def _holds_folds(folder: Path) -> bool:
+    """Whether ``folder`` holds a cross-validation: its summary.json or a fold folder."""
+    return (folder / "summary.json").is_file() or any(p.is_dir() for p in folder.glob("fold_*"))
 
 
 def refuse_other_output(out: Path, kind: str) -> None:
