@@ -15,7 +15,7 @@ import torch
 from matplotlib.figure import Figure
 
 from covseg import api
-from covseg.cli import build_parser
+from covseg.cli import build_parser, main
 from covseg.compare import (
     COMPARED_METRICS,
     check_specs,
@@ -52,6 +52,24 @@ def test_every_spec_is_checked_before_any_model_trains() -> None:
     with pytest.raises(CovsegError, match=r"every member of miniseg,unet, which mixes"):
         check_specs(["unet", "miniseg,unet:width=8"])
     check_specs(["unet:width=8", "miniseg,miniseg:width=1.5"])  # one architecture: options go
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("fcn:backbone=resnet18", "unknown backbone 'resnet18'"),
+    ("deeplabv3+:encoder=nosuch", "unknown encoder 'nosuch'"),
+    ("deeplabv3+:encoder=vgg16", "encoder 'vgg16' does not fit DeepLabV3Plus"),
+])
+def test_a_later_models_backbone_or_encoder_is_refused_before_any_fold(
+        tmp_path: Path, synthetic_folder: Path, spec: str, message: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The builders' own checks ran only when that model's turn came: `--models unet fcn:
+    backbone=resnet18` cross-validated the baseline, every fold, before the typo was named."""
+    out = tmp_path / "cmp"
+    assert main(["compare", str(synthetic_folder), "--models", "unet:width=4", spec, "--folds",
+                 "2", "--epochs", "1", "--size", "32", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
 
 
 def test_one_model_named_alone_is_not_read_letter_by_letter(tmp_path: Path) -> None:

@@ -65,3 +65,28 @@ def test_onnx_takes_only_onnx_files_and_model_takes_them_too(
         assert main(["predict", str(image), flag, str(onnx_file), "--out", str(out)]) == 0
         record = json.loads((out / "predict.json").read_text())["model"]
         assert record["runtime"] == "onnxruntime" and record["source"] == str(onnx_file)
+
+
+@pytest.mark.parametrize(("changed", "message"), [
+    ({"num_classes": 3}, "output channels: 1 in the network, 3 in its covseg metadata"),
+    ({"in_channels": 2}, "input channels: 1 in the network, 2 in its covseg metadata"),
+    ({"size": 128}, "input height: 64 in the network, 128 in its covseg metadata"),
+])
+def test_metadata_that_does_not_fit_the_network_is_refused(
+        tmp_path: Path, tiny_run: Path, changed: dict[str, int], message: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A binary graph carrying a 3-class export's metadata predicted all-background masks."""
+    onnx = pytest.importorskip("onnx")
+    graph = onnx.load(str(export_onnx(tiny_run, tmp_path / "model.onnx")))
+    entry = next(p for p in graph.metadata_props if p.key == "covseg")
+    entry.value = json.dumps({**json.loads(entry.value), **changed})
+    onnx.save(graph, str(tmp_path / "other.onnx"))
+    image = tmp_path / "slice.npy"
+    np.save(image, np.zeros((32, 32), dtype=np.float32))
+    out = tmp_path / "p"
+    assert main(["predict", str(image), "--onnx", str(tmp_path / "other.onnx"), "--out",
+                 str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "`covseg export`" in err
+    assert not out.exists()
+    assert OnnxNetwork(tmp_path / "model.onnx").meta["num_classes"] == 2  # its own metadata fits

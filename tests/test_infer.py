@@ -120,3 +120,16 @@ def test_multiclass_records_no_threshold() -> None:
     assert Predictor(torch.nn.Identity(), num_classes=3, size=64).describe()["threshold"] is None
     assert Predictor(torch.nn.Identity(), num_classes=2, size=64,
                      threshold=0.4).describe()["threshold"] == 0.4
+
+
+def test_multiclass_records_name_their_labels() -> None:
+    """predict.json said "class labels 0..K-1" for multi-class masks, naming none; its model
+    record now maps each label to its class as a CT study's quantification.json lists them."""
+    def classes(num_classes: int) -> object:
+        return Predictor(torch.nn.Identity(), num_classes=num_classes, size=64).describe().get(
+            "classes")
+
+    assert classes(3) == {"0": "background", "1": "ground-glass", "2": "consolidation"}
+    assert classes(4) == {"0": "background", "1": "ground-glass", "2": "consolidation",
+                          "3": "effusion"}
+    assert classes(2) is None  # 0 and 255, named by mask_values

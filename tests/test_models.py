@@ -368,3 +368,34 @@ def test_a_model_whose_package_is_missing_fails_before_data_are_read(
     with pytest.raises(CovsegError, match=r"'deeplabv3' needs torchvision: pip install 'covseg\[zoo\]'"):
         registry.check_model_names("miniseg,deeplabv3")
     assert registry.check_model_names("miniseg,unet") == ["miniseg", "unet"]
+
+
+@pytest.mark.parametrize(("name", "options", "message"), [
+    ("fcn", {"backbone": "resnet18"}, "unknown backbone 'resnet18'"),
+    ("deeplabv3+", {"encoder": "nosuch"}, "unknown encoder 'nosuch'"),
+    ("unet++", {"encoder": "mit_b0"}, "encoder 'mit_b0' does not fit UnetPlusPlus"),
+])
+def test_what_only_the_builder_knows_is_refused_before_data_are_read(
+        tmp_path: Path, name: str, options: dict[str, Any], message: str) -> None:
+    """check_model checked option names and types only: a backbone or encoder name was first
+    tried when the run's network was built, after its data were read (compare: after every
+    earlier model's cross-validation). Here no data folder exists, and the model is named."""
+    from covseg import api
+    from covseg.models.registry import check_model
+
+    with pytest.raises(CovsegError, match=re.escape(message)):
+        check_model(name, options)
+    with pytest.raises(CovsegError, match=re.escape(message)):
+        api.train(tmp_path / "no-data", tmp_path / "run", model=name, model_options=options)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_trial_build_leaves_torchs_generator_as_it_was() -> None:
+    """A seeded run draws the same numbers after check_model as without it."""
+    from covseg.models.registry import check_model
+
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    assert check_model("unet", {"width": 4}) == ["unet"]
+    assert torch.equal(torch.rand(3), expected)

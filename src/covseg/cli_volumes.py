@@ -93,7 +93,10 @@ def add_volume_predict_arguments(parser: argparse.ArgumentParser) -> None:
                         help="volumes in Hounsfield units (yes), 8-bit grey (no, like "
                              "lungmask's --noHU) or detect (auto, default)")
     parser.add_argument("--probabilities", action="store_true",
-                        help="also write probabilities.nii.gz (float32) per volume")
+                        help="also write probabilities.nii.gz per volume (float32 at float16 "
+                             "precision): the lesion probability, or for a multi-class model a "
+                             "4D volume of one channel per class label (0 background, "
+                             "1 ground-glass, 2 consolidation, 3 effusion)")
     parser.add_argument("--keep-outside-lungs", action="store_true",
                         help="keep infection predicted outside the lungs")
     parser.add_argument("--lung-margin-mm", type=float, default=VOLUME_DEFAULTS["lung_margin_mm"],

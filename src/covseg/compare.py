@@ -69,16 +69,14 @@ def paired_wilcoxon(candidate: Mapping[Hashable, float], baseline: Mapping[Hasha
 
 
 def check_specs(specs: Sequence[str]) -> None:
-    """At least a baseline and a candidate, each registered and named once, each with a folder
-    of its own."""
+    """At least a baseline and a candidate, each named once, with a folder of its own, and
+    built once with its options (:func:`check_model`)."""
     if len(specs) < 2:
         raise CovsegError("compare needs at least two models: a baseline and a candidate")
     repeated = sorted({spec for spec in specs if list(specs).count(spec) > 1})
     if repeated:
         raise CovsegError(f"{', '.join(repeated)} given twice; name each model once (give "
                           "another option, e.g. unet:width=32, to compare variants)")
-    for spec in specs:  # names and options, before the first model trains for hours
-        check_model(*parse_model_spec(spec))
     folders: dict[str, str] = {}
     for spec in specs:  # one folder each, on file systems that ignore case too
         other = folders.setdefault(model_folder(spec).lower(), spec)
@@ -86,6 +84,8 @@ def check_specs(specs: Sequence[str]) -> None:
             shared = " = ".join(dict.fromkeys((model_folder(other), model_folder(spec))))
             raise CovsegError(f"{other} and {spec} would share one folder under --out "
                               f"({shared}); compare them into separate --out folders")
+    for spec in specs:  # each built once, before the first model trains for hours
+        check_model(*parse_model_spec(spec))
 
 
 def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],

@@ -19,6 +19,7 @@ import torch
 from covseg.checkpoint import load_checkpoint, model_from_checkpoint
 from covseg.errors import CovsegError
 from covseg.io.atomic import atomic_path, output_file
+from covseg.models.registry import output_channels
 
 META_KEY = "covseg"
 OPSET = 17
@@ -73,6 +74,7 @@ class OnnxNetwork:
         if raw is None:
             raise CovsegError(f"{path}: not exported by covseg (no covseg metadata)")
         self.meta: dict[str, Any] = json.loads(raw)
+        check_graph_fits(self.session, self.meta, path)
 
     def eval(self) -> OnnxNetwork:
         return self
@@ -80,3 +82,20 @@ class OnnxNetwork:
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         logits = self.session.run(None, {"image": np.ascontiguousarray(batch.numpy())})[0]
         return torch.from_numpy(logits)
+
+
+def check_graph_fits(session: Any, meta: dict[str, Any], path: Path) -> None:
+    """The graph's static input (channels, height, width) and output channels are those its
+    covseg metadata names: metadata of another export (3 classes on a binary graph) ran
+    without a word and wrote all-background masks. Dynamic dimensions are not compared."""
+    image, logits = session.get_inputs()[0].shape, session.get_outputs()[0].shape
+    size, classes = meta["size"], meta["num_classes"]
+    expected = (("input channels", image, 1, meta["in_channels"]), ("input height", image, 2, size),
+                ("input width", image, 3, size),
+                ("output channels", logits, 1, output_channels(classes)))
+    for what, shape, axis, wanted in expected:
+        found = shape[axis] if len(shape) > axis else None
+        if isinstance(found, int) and found != wanted:
+            raise CovsegError(f"{path}: {what}: {found} in the network, {wanted} in its covseg "
+                              f"metadata ({classes} classes, {size} px canvas), which belongs to "
+                              "another model; export the run again with `covseg export`")

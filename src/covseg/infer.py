@@ -18,7 +18,7 @@ from covseg.checkpoint import load_checkpoint, model_from_checkpoint
 from covseg.errors import CovsegError
 from covseg.export import OnnxNetwork
 from covseg.transforms import LUNG_WINDOW, Letterbox
-from covseg.volumes import applied_threshold
+from covseg.volumes import applied_threshold, model_classes
 
 FLIP_DIMS: dict[str, int] = {"lr": 3, "ud": 2}
 """Test-time mirrors by name: left-right (columns) and up-down (rows) of an (N, C, H, W) batch."""
@@ -108,7 +108,13 @@ class Predictor:
             "test_flips": list(self.flips) if self.tta else [], "threshold": applied_threshold(self),
             "lung_guide": self.guide.to_meta() if self.guide else None,
             "lung_frame": self.frame is not None, "batch_size": self.batch_size,
+            **({"classes": self.class_labels()} if self.num_classes > 2 else {}),
         }
+
+    def class_labels(self) -> dict[str, str]:
+        """Class names by mask label, as a CT study's quantification.json lists them; a binary
+        model's masks say theirs in predict.json's ``mask_values`` (0 and 255)."""
+        return {str(label): name for label, name in enumerate(model_classes(self))}
 
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits) if self.num_classes == 2 else torch.softmax(logits, dim=1)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, get_args, get_type_hints
 
+import torch
 from torch import nn
 
 from covseg.errors import CovsegError
@@ -74,9 +75,15 @@ def check_model_names(name: str) -> list[str]:
 
 
 def check_model(name: str, options: dict[str, Any]) -> list[str]:
-    """The member names of ``name``, each registered and taking ``options``. An ensemble that
-    mixes architectures takes none: one option would mean different things to its members
-    (miniseg's ``width`` multiplies its channels, unet's is a channel count)."""
+    """The member names of ``name``, each registered and built once with ``options``. An
+    ensemble that mixes architectures takes none: one option would mean different things to
+    its members (miniseg's ``width`` multiplies its channels, unet's is a channel count).
+
+    The trial build checks what only the builders and their libraries know (a backbone or
+    encoder name, an encoder that does not fit the architecture, a weights file that does not
+    fit), before data are read or compare trains its first model for hours; it takes a second
+    at most, and draws no numbers from torch's generator, so seeded training is unchanged.
+    """
     names = check_model_names(name)
     if not isinstance(options, dict):
         raise CovsegError(f"model_options must be a dict of option names and values, e.g. "
@@ -86,8 +93,8 @@ def check_model(name: str, options: dict[str, Any]) -> list[str]:
         raise CovsegError(f"model options ({given}) would go to every member of {name}, which "
                           "mixes architectures that read them differently; train each "
                           "architecture as its own run with its own options, or give none")
-    for member in names:
-        check_options(member, options)
+    with torch.random.fork_rng(devices=[]):
+        build_model(name, **options)
     return names
 
 
