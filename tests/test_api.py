@@ -21,6 +21,7 @@ import torch
 
 import covseg
 from covseg.errors import CovsegError
+from covseg.infer import Predictor
 from tests.test_io_volume import edited_series, needs_ct
 from tests.test_quantify import synthetic_study
 from tests.test_train import TINY
@@ -435,3 +436,19 @@ def test_a_stray_picture_beside_ct_data_is_no_2d_input(tmp_path: Path, tiny_run:
     err = capsys.readouterr().err
     assert "holds both 2D images (overview.png...) and CT volumes (a...)" in err
     assert not (tmp_path / "cli" / "overview.png").exists()
+
+
+def test_a_multiclass_record_from_before_class_names_is_added_to(tmp_path: Path,
+                                                                 synthetic_folder: Path) -> None:
+    """predict.json records a multi-class model's class names since they were added; a folder
+    predicted before, its record without them, was refused as "predicted otherwise"."""
+    first, second = sorted((synthetic_folder / "images").glob("*.npy"))[:2]
+    predictor = Predictor(torch.nn.Conv2d(1, 3, 1), num_classes=3, size=64)
+    out = tmp_path / "pred"
+    covseg.predict(predictor, first, out)
+    legacy = json.loads((out / "predict.json").read_text())
+    assert legacy["model"]["classes"]["1"] == "ground-glass"
+    del legacy["model"]["classes"]
+    (out / "predict.json").write_text(json.dumps(legacy))
+    covseg.predict(predictor, second, out)
+    assert len(json.loads((out / "predict.json").read_text())["inputs"]) == 2

@@ -338,8 +338,9 @@ def _own_masks(out: Path, earlier: dict[str, Any]) -> set[Path]:
             if mask not in given}
 
 
-MODEL_HASHES = (MODEL_SHA256, "lung_guide_sha256")
-"""What a 2D prediction records of its model files' content, beside their paths."""
+LATER_RECORDS = (MODEL_SHA256, "lung_guide_sha256", "classes")
+"""What a 2D prediction records (its model files' content, a multi-class model's class names)
+that records of earlier covseg versions lack."""
 
 
 def _model_record(predictor: Predictor) -> dict[str, Any]:
@@ -354,12 +355,13 @@ def _model_record(predictor: Predictor) -> dict[str, Any]:
 def _refuse_other_model(out: Path, earlier: dict[str, Any], predictor: Predictor) -> None:
     """A folder of masks predicted otherwise (another model, or its file changed in place,
     threshold, mirrors) is not written into: the new masks would sit beside the old ones under
-    one record of the new run. Records written before the hashes compare the rest."""
+    one record of the new run. Records written before the hashes or the class names compare the
+    rest."""
     before = earlier.get("model")
     if not isinstance(before, dict):
         return
     now = json.loads(json.dumps(_model_record(predictor)))  # as the record holds it
-    unrecorded = [key for key in MODEL_HASHES if key not in before]
+    unrecorded = [key for key in LATER_RECORDS if key not in before]
     same_file = before.get(MODEL_SHA256) and before.get(MODEL_SHA256) == now[MODEL_SHA256]
     named = ["source"] if same_file else []  # a run folder, its best.pt, a copy: one model
     changed = changed_settings(before, now, ignored=["batch_size", *unrecorded, *named])
