@@ -6,17 +6,16 @@ components that are not pure gas (bowel or stomach gas is mostly below -950 HU, 
 is not), splits them into the right and left lung and fills the holes (vessels) of each lung
 slice by slice and in 3D. Works on (z, y, x) volumes and on single (y, x) slices.
 
-Labels: 1 = right lung, 2 = left lung, in patient terms. The side comes from the affine (NIfTI
-RAS+: world x grows towards the patient's right): voxels whose world x lies right of the body's
-midline belong to the right lung (:func:`split_lungs`, splitting a lung mask, takes the midline
-between its two lungs where the body is cut by the image edge, or for one lung the other slices'
-midline). Without an affine the DICOM
-display convention is assumed: column index grows towards the patient's left and row index
-towards posterior (the right lung is on the image's left, as radiologists view axial slices).
-Where the two lungs touch in a slice, the joined component is eroded (a distance-transform
-threshold) until it falls apart into a right and a left core, and every voxel goes to the
-nearest core. The trachea above the carina (a small component on the midline that does not
-fall apart) is dropped. Dense lesions touching the chest wall can fall outside a threshold mask:
+Labels: 1 = right lung, 2 = left lung, in patient terms. The side comes from the affine (NIfTI RAS+:
+world x grows towards the patient's right): voxels whose world x lies right of the body's midline
+belong to the right lung (:func:`split_lungs`, splitting a lung mask, takes the midline between its
+two lungs where the body is cut by the image edge, or for one lung the other slices' midline).
+Without an affine the DICOM display convention is assumed: column index grows towards the patient's
+left and row index towards posterior (the right lung is on the image's left, as radiologists view
+axial slices). Where the two lungs touch in a slice, the joined component is eroded (a
+distance-transform threshold) until it falls apart into a right and a left core, and every voxel
+goes to the nearest core. The trachea above the carina (a small component on the midline that does
+not fall apart) is dropped. Dense lesions touching the chest wall can fall outside a threshold mask:
 :func:`add_lesions_to_lungs` puts them back for quantification.
 """
 

@@ -824,17 +824,19 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
             _check_series_unshared([s for s in found if s.path.is_dir()])
         own = [c for c in own if not exclude or c.resolve() != Path(exclude).resolve()]
     if dropped:
-        notes.append(f"{path}: {_listed(dropped, path, 'file')} named as masks, not read as CTs; give "
-                     "such a file itself to predict it as a CT")
+        notes.append(f"{path}: {_listed(dropped, path, 'file')} named as masks, not read as "
+                     "CTs; give such a file itself to predict it as a CT")
     if own:
-        notes.append(f"{path}: {_listed(own, path, 'folder')} written by covseg, not read as studies")
+        notes.append(f"{path}: {_listed(own, path, 'folder')} written by covseg, not read as "
+                     "studies")
     if not found and own:
         raise CovsegError(f"{path}: holds no study, only covseg's output "
                           f"({', '.join(c.name for c in own)}); give "
                           f"{own[0]} itself to read what covseg wrote there")
     if not found and dropped:
         raise CovsegError(f"{path}: holds no CT, only files named as masks "
-                          f"({_listed(dropped, path, 'file')}); give a CT file itself to predict it")
+                          f"({_listed(dropped, path, 'file')}); give a CT file itself to "
+                          "predict it")
     return found
 
 

@@ -13,8 +13,9 @@ Supported layouts (checked in this order):
   or both).
 
 Volumes are sliced axially and every slice keeps its study as patient id (a Zenodo Radiopaedia
-scan its case's), so that folds never split a patient. A ``patients.csv`` (columns ``case_id,patient_id``) groups slices of a 2D
-folder, or studies of a volume folder (a patient's follow-up scans).
+scan its case's), so that folds never split a patient. A ``patients.csv`` (columns
+``case_id,patient_id``) groups slices of a 2D folder, or studies of a volume folder (a patient's
+follow-up scans).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from torch import nn
 
 from covseg.errors import CovsegError
 from covseg.models.ensemble import Ensemble, member_names
-from covseg.models.pretrained import read_state_dict, weights_path
+from covseg.models.pretrained import weights_path
 
 Builder = Callable[..., nn.Module]
 Bound = tuple[Callable[[float], bool], str]
@@ -150,8 +150,8 @@ def model_options(name: str) -> dict[str, Any]:
 def check_options(name: str, options: dict[str, Any]) -> None:
     """Each option is one the model's builder takes, of the type it declares: a one-line error
     naming the option, rather than Python's own words from deep inside the builder. Runs
-    before data are read, so a ``weights=`` file is looked for and read here too (a damaged
-    one was refused only once the data had been read)."""
+    before data are read, so a ``weights=`` file is looked for here too (the trial build of
+    :func:`check_model` then reads it)."""
     spec = REGISTRY[name]
     hints = get_type_hints(spec.builder)
     known = list(model_options(name))
@@ -167,7 +167,7 @@ def check_options(name: str, options: dict[str, Any]) -> None:
         if bound and isinstance(value, (int, float)) and not bound[0](value):
             raise CovsegError(f"model {name!r}: option {key}={value!r} must be {bound[1]}")
         if key == "weights":
-            read_state_dict(weights_path(value))
+            weights_path(value)
 
 
 OPTION_TYPES: dict[Any, str] = {bool: "true or false", int: "a whole number",
