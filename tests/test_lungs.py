@@ -15,6 +15,7 @@ from covseg.lungs import (
     RIGHT_LUNG,
     add_lesions_to_lungs,
     labels_face_their_sides,
+    lung_sides,
     remove_outside_lungs,
     segment_lungs,
     split_lungs,
@@ -136,6 +137,26 @@ def test_two_lungs_of_a_mask_are_split_also_where_they_touch(caplog) -> None:
             for lung in (RIGHT_LUNG, LEFT_LUNG):
                 assert dice(with_ct == lung, truth == lung) > 0.95
     assert not caplog.text
+
+
+def test_lung_sides_keep_a_given_mask_as_drawn() -> None:
+    """lung_sides labels every voxel of a given mask and no other: a hole (a lesion left out of
+    a user's mask) stays out and a small midline part (the trachea) stays in, where split_lungs
+    fills the one and drops the other, as for a model's lung mask."""
+    _, truth = chest()
+    mask = truth > 0
+    hole = np.zeros(mask.shape, dtype=bool)
+    hole[5:9, 38:42, 26:30] = True  # inside the right lung (column 28)
+    trachea = np.zeros(mask.shape, dtype=bool)
+    trachea[7, 8:12, 46:50] = True  # across the midline (column 48), above the lungs
+    mask = (mask & ~hole) | trachea
+    sided = lung_sides(mask, LPS_LIKE)
+    np.testing.assert_array_equal(sided > 0, mask)
+    assert set(np.unique(sided[hole | trachea])) == {0, RIGHT_LUNG, LEFT_LUNG}
+    np.testing.assert_array_equal(sided[truth > 0][~hole[truth > 0]],
+                                  truth[truth > 0][~hole[truth > 0]])
+    split = split_lungs(mask, LPS_LIKE)
+    assert (split[hole] == RIGHT_LUNG).all() and not split[trachea].any()
 
 
 def test_labels_face_their_sides_by_the_affine() -> None:

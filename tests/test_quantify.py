@@ -169,24 +169,26 @@ def test_quantify_study_with_threshold_lungs_writes_reports(tmp_path: Path) -> N
     assert given["inputs"]["lung_source"] == "mask"
 
 
-def test_covsegs_own_lungs_are_used_as_labelled(tmp_path: Path) -> None:
-    """predict's lungs.nii.gz keeps its labels (a hole stays a hole); another lung mask is any
-    non-zero voxel, split into sides again (holes filled)."""
+@pytest.mark.parametrize(("name", "sides"), [
+    ("lungs.nii.gz", (1, 2)), ("s1.nii.gz", (1, 2)), ("s1.nii.gz", (2, 1)),
+    ("lungs.nii.gz", (2, 1)), ("s1.nii.gz", (1, 1)), ("lungs.nii.gz", (255, 255))])
+def test_a_lung_mask_is_counted_as_given_whatever_its_name_and_labels(
+        tmp_path: Path, name: str, sides: tuple[int, int]) -> None:
+    """A --lungs mask with a hole (a lesion left out) and a small midline part (the trachea)
+    was hole-filled and its midline part dropped unless it was named lungs.nii.gz with covseg's
+    labels: 88.5 mL instead of the mask's 83.5. Now its non-zero voxels are the lung, whatever
+    its name and labels (1/2 either way round kept as sides, others sided again)."""
     _, mask, _ = synthetic_study(tmp_path / "in", "case")
-    grid = nib.load(str(mask))
-    lungs = np.zeros(grid.shape, dtype=np.uint8)
-    lungs[10:28, 10:38, 1:5] = 2  # patient left (x small in RAS)
-    lungs[36:54, 10:38, 1:5] = 1
+    lungs = two_lungs(mask, sides)
     lungs[44:46, 20:22, 2] = 0  # a hole in the right lung
-    for name in ("lungs.nii.gz", "other_lungs.nii.gz"):
-        nib.save(nib.Nifti1Image(lungs, grid.affine), str(tmp_path / name))
-    own = quantify_study(mask, tmp_path / "own", lungs=tmp_path / "lungs.nii.gz")
+    lungs[30:34, 4:7, 2] = sides[0]  # a small part across the midline (x 32), above the lungs
+    result = quantify_study(mask, tmp_path / "out",
+                            lungs=save_like(mask, lungs, tmp_path / "given" / name))
     voxel_ml = 0.7 * 0.7 * 5.0 / 1000
-    assert own["right_lung"]["lung_ml"] == pytest.approx((lungs == 1).sum() * voxel_ml)
-    assert own["left_lung"]["lung_ml"] == pytest.approx((lungs == 2).sum() * voxel_ml)
-    other = quantify_study(mask, tmp_path / "other", lungs=tmp_path / "other_lungs.nii.gz")
-    assert other["right_lung"]["lung_ml"] == pytest.approx(
-        own["right_lung"]["lung_ml"] + 4 * voxel_ml)
+    assert result["study"]["lung_ml"] == pytest.approx((lungs > 0).sum() * voxel_ml)
+    if sides[0] != sides[1]:
+        assert result["right_lung"]["lung_ml"] == pytest.approx((lungs == sides[0]).sum()
+                                                                * voxel_ml)
 
 
 def two_lungs(mask: Path, labels: tuple[int, int] = (1, 2)) -> np.ndarray:
@@ -249,10 +251,9 @@ def test_a_lung_mask_at_the_image_edge_keeps_its_sides_with_the_ct(tmp_path: Pat
 def test_predicts_one_sided_lungs_are_kept_when_its_record_agrees(tmp_path: Path) -> None:
     """A lungs.nii.gz with one lung only is kept as labelled when predict's record beside it
     found that lung alone (a one-lung study); when the record found both (merged to 0/1 since)
-    or there is no record, it is any lung mask, split again."""
+    or there is no record, it is any lung mask, sided again."""
     _, mask, _ = synthetic_study(tmp_path / "in", "case")
-    one = two_lungs(mask, (1, 0))
-    one[44:46, 20:22, 2] = 0  # a hole: kept as labelled, it stays; found again, it is filled
+    one = two_lungs(mask, (0, 1))  # label 1 on the image's left: sided again, it is the left
     lungs = save_like(mask, one, tmp_path / "pred" / "lungs.nii.gz")
     split = quantify_study(mask, tmp_path / "split",
                            lungs=save_like(mask, one, tmp_path / "other_lungs.nii.gz"))
@@ -269,6 +270,32 @@ def test_predicts_one_sided_lungs_are_kept_when_its_record_agrees(tmp_path: Path
                     {side: split[side]["lung_ml"] for side in ("right_lung", "left_lung")})
         assert {side: result[side]["lung_ml"] for side in expected} == pytest.approx(expected)
     assert split["right_lung"]["lung_ml"] != pytest.approx(right_ml)
+
+
+def test_a_shifted_zenodo_lung_mask_keeps_its_sides_with_the_ct(tmp_path: Path) -> None:
+    """A Zenodo lung mask (1 = left, 2 = right) whose right lung reaches across the body's
+    midline (mediastinal shift) was sided again at the midline with --image: part of the right
+    lung was counted left (left 17 % involved instead of 49 %). Its own labels are the sides
+    now, with the CT or without."""
+    x, y = np.indices((80, 64))  # NIfTI (x, y, z), RAS: patient right at large x
+    hu = np.full((80, 64, 4), -1000.0, dtype=np.float32)
+    hu[((x - 40) / 36) ** 2 + ((y - 32) / 28) ** 2 <= 1] = 40.0
+    zenodo = np.zeros(hu.shape, dtype=np.uint8)
+    zenodo[((x - 46) / 20) ** 2 + ((y - 32) / 20) ** 2 <= 1] = 2  # right lung, x 26..66
+    zenodo[((x - 14) / 6) ** 2 + ((y - 32) / 12) ** 2 <= 1] = 1  # small left lung
+    hu[zenodo > 0] = -850.0
+    lesions = ((zenodo == 1) & (y > 32)[..., None]).astype(np.int16)
+    affine = np.diag([0.7, 0.7, 5.0, 1.0])
+    for name, data in (("ct", hu), ("mask", lesions), ("lungs", zenodo)):
+        nib.save(nib.Nifti1Image(data, affine), str(tmp_path / f"{name}.nii.gz"))
+    voxel_ml = 0.7 * 0.7 * 5.0 / 1000
+    for image in (None, tmp_path / "ct.nii.gz"):
+        result = quantify_study(tmp_path / "mask.nii.gz", tmp_path / f"out{image is None}",
+                                lungs=tmp_path / "lungs.nii.gz", image=image)
+        assert result["right_lung"]["lung_ml"] == pytest.approx((zenodo == 2).sum() * voxel_ml)
+        assert result["left_lung"]["lung_ml"] == pytest.approx((zenodo == 1).sum() * voxel_ml)
+        assert result["left_lung"]["percent_involved"] == pytest.approx(
+            100 * lesions.sum() / (zenodo == 1).sum())
 
 
 def test_a_lung_mask_of_one_lung_is_not_cut_in_two(tmp_path: Path, caplog) -> None:
@@ -307,7 +334,7 @@ def test_zenodo_lungs_named_like_predicts_are_not_read_swapped(tmp_path: Path, c
     assert result["inputs"]["lungs"] == str((folder / "lungs.nii.gz").resolve())
     assert result["right_lung"]["lesion_ml"] == pytest.approx(lesion_ml)
     assert result["left_lung"]["lesion_ml"] == 0.0
-    assert "the sides were found again" in caplog.text
+    assert "read as 1 = left, 2 = right" in caplog.text
     save_like(mask, two_lungs(mask), folder / "lungs.nii.gz")  # covseg's labels: kept
     caplog.clear()
     with caplog.at_level("WARNING"):

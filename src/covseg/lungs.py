@@ -8,7 +8,7 @@ slice by slice and in 3D. Works on (z, y, x) volumes and on single (y, x) slices
 
 Labels: 1 = right lung, 2 = left lung, in patient terms. The side comes from the affine (NIfTI RAS+:
 world x grows towards the patient's right): voxels whose world x lies right of the body's midline
-belong to the right lung (:func:`split_lungs`, splitting a lung mask, takes the midline between its
+belong to the right lung (:func:`lung_sides`, siding a lung mask, takes the midline between its
 two lungs where the body is cut by the image edge, or for one lung the other slices' midline).
 Without an affine the DICOM display convention is assumed: column index grows towards the patient's
 left and row index towards posterior (the right lung is on the image's left, as radiologists view
@@ -71,7 +71,7 @@ def segment_lungs(hu: np.ndarray, affine: np.ndarray | None = None, *,
     mask, centres = _lung_air_and_centres(volume, threshold, gas_hu, min_fraction)
     if sized and mask.sum() * abs(np.linalg.det(affine[:3, :3])) / 1000 < MIN_LUNG_ML:
         mask[...] = False  # a pocket of bowel gas or an airway below the lungs: no lungs here
-    labels = _split(mask, affine, _midline_x(affine, centres))
+    labels = _split(mask, affine, _midline_x(affine, centres), AIRWAY_MAX_MM2)
     _fill_each_lung(labels)
     return labels[0] if flat else labels
 
@@ -96,7 +96,20 @@ def _lung_air_and_centres(volume: np.ndarray, threshold: float, gas_hu: float,
 
 def split_lungs(mask: np.ndarray, affine: np.ndarray | None = None,
                 hu: np.ndarray | None = None, *, source: str = "lung mask") -> np.ndarray:
-    """Split a binary lung mask (e.g. from a model) into 1 = right, 2 = left lung.
+    """Split a binary lung mask (e.g. from a model) into 1 = right, 2 = left lung, as
+    :func:`lung_sides` does, with the trachea dropped and each lung's holes filled (vessels a
+    model left out), as in :func:`segment_lungs`."""
+    volume, flat = _as_volume(np.asarray(mask) > 0, "lung mask")
+    labels = _sides(volume, _check_affine(affine), hu, source, AIRWAY_MAX_MM2)
+    _fill_each_lung(labels)
+    return labels[0] if flat else labels
+
+
+def lung_sides(mask: np.ndarray, affine: np.ndarray | None = None,
+               hu: np.ndarray | None = None, *, source: str = "lung mask") -> np.ndarray:
+    """Give every voxel of a binary lung mask its side, 1 = right or 2 = left, and no other
+    voxel a label: a user's lung mask is counted as drawn, its holes (a lesion left out) are not
+    filled and its midline parts (the trachea) not dropped, as :func:`split_lungs` does.
 
     With the CT (``hu``, on the mask's grid) the midline is the body's centre in each slice
     (the lungs count as body). Where the patient's body is cut by the image edge (a tight field
@@ -108,7 +121,14 @@ def split_lungs(mask: np.ndarray, affine: np.ndarray | None = None,
     a warning naming ``source``.
     """
     volume, flat = _as_volume(np.asarray(mask) > 0, "lung mask")
-    affine = _check_affine(affine)
+    labels = _sides(volume, _check_affine(affine), hu, source, 0.0)
+    return labels[0] if flat else labels
+
+
+def _sides(volume: np.ndarray, affine: np.ndarray, hu: np.ndarray | None, source: str,
+           airway_mm2: float) -> np.ndarray:
+    """Labels of :func:`lung_sides` for a boolean (z, y, x) mask; midline components smaller
+    than ``airway_mm2`` in-plane that do not fall apart in two are dropped (airway)."""
     midline = np.full(volume.shape[0], np.nan)
     cut = np.ones(volume.shape[0], dtype=bool)
     if hu is not None:
@@ -117,11 +137,8 @@ def split_lungs(mask: np.ndarray, affine: np.ndarray | None = None,
         gap = _gap_midline(volume, affine)
         midline[cut] = np.nan if gap is None else gap
         if not np.isfinite(midline).any():
-            labels = _one_lung(volume, affine, source)
-            return labels[0] if flat else labels
-    labels = _split(volume, affine, midline)
-    _fill_each_lung(labels)
-    return labels[0] if flat else labels
+            return _one_lung(volume, affine, source)
+    return _split(volume, affine, midline, airway_mm2)
 
 
 def _body_midline(hu: np.ndarray, mask: np.ndarray, affine: np.ndarray
@@ -180,9 +197,7 @@ def _one_lung(mask: np.ndarray, affine: np.ndarray, source: str) -> np.ndarray:
                 "(no CT, or the body cut by the image edge in every slice, to find the body's "
                 "midline); check the side", source,
                 "right" if right else "left")
-    labels = np.where(mask, RIGHT_LUNG if right else LEFT_LUNG, 0).astype(np.uint8)
-    _fill_each_lung(labels)
-    return labels
+    return np.where(mask, RIGHT_LUNG if right else LEFT_LUNG, 0).astype(np.uint8)
 
 
 def _centroid(mask: np.ndarray) -> np.ndarray:
@@ -342,9 +357,10 @@ def _lung_components(inside: np.ndarray, volume: np.ndarray, gas_hu: float,
     return inside
 
 
-def _split(mask: np.ndarray, affine: np.ndarray, midline: np.ndarray) -> np.ndarray:
+def _split(mask: np.ndarray, affine: np.ndarray, midline: np.ndarray, airway_mm2: float
+           ) -> np.ndarray:
     """Label each slice's components right or left of the midline (its world x per slice; the
-    mean of the others where NaN)."""
+    mean of the others where NaN), dropping airway smaller than ``airway_mm2``."""
     labels = np.zeros(mask.shape, dtype=np.uint8)
     valid = np.isfinite(midline)
     if not valid.any():
@@ -356,7 +372,8 @@ def _split(mask: np.ndarray, affine: np.ndarray, midline: np.ndarray) -> np.ndar
         components, _ = ndimage.label(mask[k])
         for index, box in enumerate(ndimage.find_objects(components), start=1):
             component = components[box] == index
-            labels[k][box][component] = _component_labels(component, side[box], spacing)[component]
+            labels[k][box][component] = _component_labels(component, side[box], spacing,
+                                                          airway_mm2)[component]
     return labels
 
 
@@ -368,9 +385,10 @@ def _side_map(shape: tuple[int, ...], affine: np.ndarray, k: int, midline: float
     return affine[0, 0] * cols + affine[0, 1] * rows + (affine[0, 2] * k + affine[0, 3] - midline)
 
 
-def _component_labels(component: np.ndarray, side: np.ndarray, spacing: tuple[float, float]
-                      ) -> np.ndarray:
-    """Labels for one in-plane component: one side, split in two, or dropped (airway).
+def _component_labels(component: np.ndarray, side: np.ndarray, spacing: tuple[float, float],
+                      airway_mm2: float) -> np.ndarray:
+    """Labels for one in-plane component: one side, split in two, or dropped (airway: on the
+    midline, not falling apart, smaller than ``airway_mm2``).
 
     The split is tried first: two small lungs (15-25 mm wide) touching at the midline are no
     larger than the trachea, and were dropped as one (the trachea does not fall apart in two).
@@ -383,7 +401,7 @@ def _component_labels(component: np.ndarray, side: np.ndarray, spacing: tuple[fl
     split = _split_touching(component, side, spacing)
     if split is not None:
         return split
-    if component.sum() * spacing[0] * spacing[1] < AIRWAY_MAX_MM2:
+    if component.sum() * spacing[0] * spacing[1] < airway_mm2:
         return np.zeros(component.shape, dtype=np.uint8)
     if minority < 0.25:
         return np.where(component, majority, 0).astype(np.uint8)

@@ -63,9 +63,9 @@ from covseg.lungs import (
     RIGHT_LUNG,
     add_lesions_to_lungs,
     labels_face_their_sides,
+    lung_sides,
     remove_outside_lungs,
     segment_lungs,
-    split_lungs,
 )
 from covseg.transforms import LUNG_WINDOW, normalize_intensity
 from covseg.viz import class_colour, severity_chart
@@ -608,21 +608,25 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
 
 
 def _lung_labels(volume: Volume, path: Path, ct: Volume | None = None) -> np.ndarray:
-    """Lungs as 1 right / 2 left. covseg's own ``lungs.nii.gz`` is used as it is when it holds
-    covseg's labels (:func:`_is_covseg_labelling`) and, without predict's record beside it,
-    label 1 lies on the patient's right of label 2 (Zenodo's lung masks,
-    1 = left and 2 = right, are natural to name so too), so that quantifying a predict folder
-    gives predict's numbers (splitting it again fills holes and moves the midline); in any other
-    lung mask (0/1 even when named lungs.nii.gz, 0/255, lobe labels) any non-zero voxel is lung
-    and the sides are recomputed, at the body's midline in the ``ct`` when there is one."""
+    """A lung mask as 1 right / 2 left, counted as it is: its non-zero voxels are lung, no other.
+
+    Labels 1 and 2 (both lungs, or the one lung predict's record beside its ``lungs.nii.gz``
+    found) are the sides, swapped with a warning where 1 lies on the patient's left of 2
+    (Zenodo's 1 = left, 2 = right) and no predict record vouches for them; in any other mask
+    (0/1, 0/255, lobe labels) the sides are found by :func:`lung_sides`, at the body's midline
+    in the ``ct`` when there is one.
+    """
     labels = volume.array
-    if path.name == LUNGS_NII and _is_covseg_labelling(labels, path):
-        if _recorded_lungs(path) is not None or labels_face_their_sides(labels, volume.affine):
+    present = _lungs_labelled(labels)
+    recorded = _recorded_lungs(path) if path.name == LUNGS_NII else None
+    if present == {RIGHT_LUNG, LEFT_LUNG} or (present and present == recorded):
+        if recorded is not None or labels_face_their_sides(labels, volume.affine):
             return labels.astype(np.uint8)
-        log.warning("%s: label 1 lies on the patient's left of label 2 (1 = left, 2 = right, "
-                    "as in the Zenodo lung masks?); the sides were found again", path)
+        log.warning("%s: label 1 lies on the patient's left of label 2: read as 1 = left, "
+                    "2 = right (the Zenodo lung masks' labels)", path)
+        return np.where(labels > 0, RIGHT_LUNG + LEFT_LUNG - labels, 0).astype(np.uint8)
     hu = hounsfield(ct) if ct is not None else None
-    return split_lungs(labels > 0, volume.affine, hu, source=str(path))
+    return lung_sides(labels > 0, volume.affine, hu, source=str(path))
 
 
 def _predicts_effusion(record: dict[str, Any]) -> bool:
@@ -634,26 +638,15 @@ def _predicts_effusion(record: dict[str, Any]) -> bool:
                 and classes <= EFFUSION)
 
 
-def _is_covseg_labelling(labels: np.ndarray, path: Path) -> bool:
-    """Whether lung labels are covseg's: only 0, 1 (right) and 2 (left), with both lungs, or
-    with the one lung that predict's record beside the file says it found (a patient with one
-    lung). A 0/1 mask is otherwise someone's binary mask or both lungs merged, not the right
-    lung alone."""
-    counts = _label_counts(labels)
-    if counts is None:
-        return False
-    present = {label for label in (RIGHT_LUNG, LEFT_LUNG) if counts[label]}
-    return present == {RIGHT_LUNG, LEFT_LUNG} or present == _recorded_lungs(path)
-
-
-def _label_counts(labels: np.ndarray) -> np.ndarray | None:
-    """Voxels labelled 0, 1 and 2, counted slice by slice; None when other labels occur."""
+def _lungs_labelled(labels: np.ndarray) -> set[int] | None:
+    """The lungs (1, 2) a mask of labels 0, 1 and 2 holds, counted slice by slice; None when
+    other labels occur."""
     if labels.size and (labels.min() < 0 or labels.max() > LEFT_LUNG):
         return None
     counts = np.zeros(LEFT_LUNG + 1, dtype=np.int64)
     for plane in labels:
         counts += np.bincount(plane.ravel().astype(np.intp), minlength=LEFT_LUNG + 1)
-    return counts
+    return {label for label in (RIGHT_LUNG, LEFT_LUNG) if counts[label]}
 
 
 def _recorded_lungs(lungs: Path) -> set[int] | None:
