@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,54 @@ def test_a_cluster_that_does_not_answer_is_refused_in_seconds_before_data(
         api.cross_validate("synthetic:1", tmp_path / "cv", ray_address=address, **RECIPE)
     assert time.monotonic() - started < 5
     assert not (tmp_path / "cv").exists()
+
+
+@contextmanager
+def _listening(answer: bytes) -> Iterator[int]:
+    """The port of a server on every interface (Ray resolves 127.0.0.1 to this machine's own
+    address) that accepts connections, sends each ``answer`` and then nothing, keeping it."""
+    held: list[socket.socket] = []
+
+    def serve(server: socket.socket) -> None:
+        with suppress(OSError):  # the server closed
+            while True:
+                conn = server.accept()[0]
+                conn.sendall(answer)
+                held.append(conn)
+
+    with socket.create_server(("", 0)) as server:
+        threading.Thread(target=serve, args=(server,), daemon=True).start()
+        yield server.getsockname()[1]
+    for conn in held:
+        conn.close()
+
+
+@pytest.mark.parametrize("scheme", ["", "ray://"])
+@pytest.mark.parametrize("answer", [b"", b"HTTP/1.1 400 Bad Request\r\n\r\n"])
+def test_a_port_that_answers_but_not_as_a_ray_head_is_refused_in_seconds_before_data(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scheme: str, answer: bytes) -> None:
+    """Ray tried a port that accepted and stayed silent for 40 s, after the data were read."""
+    ray = pytest.importorskip("ray")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in `covseg cv --ray`
+    monkeypatch.setattr(cluster, "REACH_TIMEOUT_S", 1.0)
+    monkeypatch.setattr("covseg.api._load", lambda *_: pytest.fail("data were read"))
+    with _listening(answer) as port:
+        address = f"{scheme}127.0.0.1:{port}"
+        started = time.monotonic()
+        with pytest.raises(CovsegError, match=rf"^{address} accepted a connection but is not a "
+                                              r"Ray head \(no gRPC answer within 1 s\): give "
+                                              r"the HOST:PORT that `ray start --head` printed "
+                                              r"there, or use --ray local$"):
+            api.cross_validate("synthetic:1", tmp_path / "cv", ray_address=address, **RECIPE)
+    assert time.monotonic() - started < 3
+    assert not (tmp_path / "cv").exists()
+
+
+def test_a_ray_heads_port_passes_the_check(local_ray: Any, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    address = local_ray.get_runtime_context().gcs_address
+    monkeypatch.setattr(local_ray, "is_initialized", lambda: False)
+    cluster.check_cluster_options(address, None)
 
 
 class _Stopped(BaseException):

@@ -77,11 +77,43 @@ def check_cluster_options(address: Any, cpus_per_fold: Any) -> None:
 
 def _check_reachable(address: str) -> None:
     """Refuse, within seconds and before data are read, a cluster address where nothing
-    answers: Ray tried such an address for minutes before it gave up."""
+    answers, or whose port answers but not as a Ray head: Ray tried such an address for
+    minutes (40 s for a port that accepts and stays silent) before it gave up."""
     try:
-        socket.create_connection(_host_and_port(address), timeout=REACH_TIMEOUT_S).close()
+        conn = socket.create_connection(_host_and_port(address), timeout=REACH_TIMEOUT_S)
     except (OSError, ValueError) as exc:  # ConnectionError (Ray's "no cluster") is an OSError
         raise _unreachable(address, _why(exc)) from None
+    with conn:
+        if not _uses_tls() and not _answers_grpc(conn):
+            raise CovsegError(f"{address} accepted a connection but is not a Ray head (no gRPC "
+                              f"answer within {REACH_TIMEOUT_S:g} s): give the HOST:PORT that "
+                              f"`ray start --head` printed there, or use --ray {LOCAL}")
+
+
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+"""What an HTTP/2 (gRPC) client sends first: the preface, then its (empty) SETTINGS frame."""
+FRAME_HEADER, SETTINGS = 9, 4
+"""An HTTP/2 frame header's length, and the type (its fourth byte) of a SETTINGS frame."""
+
+
+def _answers_grpc(conn: socket.socket) -> bool:
+    """Whether the server at ``conn`` answers HTTP/2's preface with a SETTINGS frame within
+    :data:`REACH_TIMEOUT_S`, as every gRPC server does at once (a Ray head's GCS and its Ray
+    client server both speak gRPC); silence, another answer or a closed connection is no."""
+    header = b""
+    try:
+        conn.sendall(HTTP2_PREFACE)
+        while len(header) < FRAME_HEADER and (chunk := conn.recv(FRAME_HEADER - len(header))):
+            header += chunk
+    except OSError:  # TimeoutError among them
+        return False
+    return len(header) == FRAME_HEADER and header[3] == SETTINGS
+
+
+def _uses_tls() -> bool:
+    """Whether Ray speaks TLS to its cluster (Ray's own setting), where the cleartext
+    preface gets no answer: its cluster is left to Ray to judge."""
+    return os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")
 
 
 def _host_and_port(address: str) -> tuple[str, int]:
