@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -20,6 +22,8 @@ import SimpleITK as sitk
 import torch
 
 import covseg
+from covseg import api
+from covseg.cli import build_parser, main
 from covseg.errors import CovsegError
 from covseg.infer import Predictor
 from tests.test_io_volume import edited_series, needs_ct
@@ -112,8 +116,8 @@ WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
      "--threshold must be a number, got '0.5'"),
     (lambda g: covseg.predict(g.run, g.image, g.tmp / "p", batch_size="8"),
      "--batch-size must be a whole number, got '8'"),
-    (lambda g: covseg.predict(g.run, g.image, g.tmp / "p", overlay_png="no"),
-     "--overlay-png must be true or false, got 'no'"),
+    (lambda g: covseg.predict(g.run, g.image, g.tmp / "p", overlay="no"),
+     "--overlay must be true or false, got 'no'"),
     (lambda g: covseg.predict(g.run, np.zeros((8, 8)), g.tmp / "p"),
      ("inputs must be a path (str or pathlib.Path), got a value of type ndarray; images held in "
      "memory go to covseg.segment")),
@@ -121,11 +125,11 @@ WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
     (lambda g: covseg.predict_volumes(g.run, g.image, g.tmp / "p", probabilities="yes"),
      "--probabilities must be true or false, got 'yes'"),
     (lambda g: covseg.predict_volumes(g.run, g.tmp, g.tmp / "p", overlay=True),
-     ("unknown option(s) overlay; CT volumes take html, hu, keep_outside_lungs, "
-      "lung_margin_mm, probabilities (and predict_volumes' own lung_model, batch_size, tta, "
-      "threshold, shard)")),
+     ("unknown option(s) overlay; predict_volumes takes model, inputs, out, lung_model, "
+      "batch_size, tta, threshold, shard and the CT volume options html, hu, keep_outside_lungs, "
+      "lung_margin_mm, probabilities")),
     (lambda g: covseg.predict_volumes(g.run, g.tmp, g.tmp / "p", lung_predictor=g.run),
-     "unknown option(s) lung_predictor; CT volumes take html, hu, keep_outside_lungs, "),
+     "unknown option(s) lung_predictor; predict_volumes takes model, inputs, out, lung_model, "),
     (lambda g: covseg.predict_volumes(g.run, g.image, g.tmp / "p", lung_margin_mm="5"),
      "--lung-margin-mm must be a number, got '5'"),
     (lambda g: covseg.predict_volumes(g.run, g.data / "images", g.tmp / "p"),
@@ -178,11 +182,13 @@ WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
      "--folds must be at most 12, the demo's synthetic patients, got 13"),
     (lambda g: covseg.demo(g.file), "file.py: a file is in the way (the output is a folder)"),
     (lambda g: covseg.train(g.data, g.tmp / "p", bogus=1, **TINY),
-     "unknown option(s) bogus; the training recipe takes model, model_options, target, epochs"),
+     ("unknown option(s) bogus; train takes data, out, resume and the training recipe's model, "
+      "model_options, target, epochs")),
     (lambda g: covseg.cross_validate(g.data, g.tmp / "p", folds=2, bogus=1, lrate=1.0),
-     "unknown option(s) bogus, lrate; the training recipe takes model, "),
+     ("unknown option(s) bogus, lrate; cross_validate takes data, out, folds, resume, fold, ray, "
+      "cpus_per_fold and the training recipe's model, ")),
     (lambda g: covseg.compare(g.data, ["unet", "fcn"], g.tmp / "p", bogus=1),
-     "unknown option(s) bogus; the training recipe takes model, "),
+     "unknown option(s) bogus; compare takes data, models, out, folds, resume and the training "),
     (lambda g: covseg.train(g.data, g.tmp / "p", weight_decay=-1.0, **TINY),
      "weight_decay must be finite and at least 0, got -1.0 (the default is 1e-4)"),
 ]
@@ -277,7 +283,7 @@ def test_every_api_function_says_what_it_returns() -> None:
     """train, cross_validate and evaluate said what they did, not what they returned."""
     functions = [getattr(covseg, name) for name in covseg.__all__
                  if callable(getattr(covseg, name)) and not isinstance(getattr(covseg, name), type)]
-    assert len(functions) == 13
+    assert len(functions) == 15
     assert [f.__name__ for f in functions if "Returns" not in (f.__doc__ or "")] == []
 
 
@@ -299,7 +305,7 @@ def test_a_second_predict_into_a_folder_adds_to_its_record(tmp_path: Path, tiny_
     "overlays": true though only the first image had one: the record counts them."""
     first, second = sorted((synthetic_folder / "images").glob("*.npy"))[:2]
     out = tmp_path / "pred"
-    covseg.predict(tiny_run, first, out, overlay_png=True)
+    covseg.predict(tiny_run, first, out, overlay=True)
     covseg.predict(tiny_run, [second, first], out)
     record = json.loads((out / "predict.json").read_text())
     assert record["inputs"] == [str(first), str(second)] and record["masks"] == 2
@@ -452,3 +458,76 @@ def test_a_multiclass_record_from_before_class_names_is_added_to(tmp_path: Path,
     (out / "predict.json").write_text(json.dumps(legacy))
     covseg.predict(predictor, second, out)
     assert len(json.loads((out / "predict.json").read_text())["inputs"]) == 2
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """A parser's subcommands by name, nested ones as ``data fetch``."""
+    found: dict[str, argparse.ArgumentParser] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                nested = _subparsers(sub)
+                found.update({f"{name} {key}": value for key, value in nested.items()}
+                             if nested else {name: sub})
+    return found
+
+
+API_OF_COMMAND = {"visualize": ["visualize"], "train": ["train"], "cv": ["cross_validate"],
+                  "compare": ["compare"], "predict": ["predict", "predict_volumes"],
+                  "export": ["export"], "evaluate": ["evaluate"], "models": ["models"],
+                  "quantify": ["quantify"], "data fetch": ["fetch_data"], "demo": ["demo"]}
+"""The API functions of each subcommand; together they take its options."""
+
+CLI_ONLY = {"help", "onnx", "json", "model_option"}
+"""What the README says has no keyword: --onnx (``model`` takes .onnx files), --json (models()
+returns the data) and --model-option (the dict ``model_options``, as config.json records it)."""
+
+
+def _keywords(name: str) -> set[str]:
+    """The keywords an API function takes, its ``**options`` included."""
+    own = {key for key, parameter in inspect.signature(getattr(covseg, name)).parameters.items()
+           if parameter.kind is not parameter.VAR_KEYWORD}
+    extra = {"train": api.RECIPE, "cross_validate": api.RECIPE,
+             "compare": set(api.RECIPE) - {"model", "model_options"},  # in each model's spec
+             "predict_volumes": api.VOLUME_OPTIONS}.get(name, ())
+    return own | set(extra)
+
+
+@pytest.mark.parametrize("command", sorted(API_OF_COMMAND))
+def test_each_command_and_its_api_take_the_same_options(command: str) -> None:
+    """visualize had no --seed, demo no --folds or --epochs and the CLI no --weight-decay, which
+    the API took; --overlay was overlay_png and --ray ray_address; models and data fetch had no
+    API function."""
+    parser = _subparsers(build_parser())[command]
+    options = {action.dest for action in parser._actions} - CLI_ONLY
+    keywords = set().union(*(_keywords(name) for name in API_OF_COMMAND[command]))
+    assert options == keywords - {"model_options"}
+
+
+@pytest.mark.parametrize("name", [name for name in covseg.__all__
+                                  if inspect.isfunction(getattr(covseg, name))])
+def test_a_keyword_no_function_takes_is_one_line_naming_those_it_takes(name: str) -> None:
+    """covseg.predict(..., overlay_png=True) ended in Python's TypeError traceback; the check
+    comes before anything is read or written."""
+    with pytest.raises(CovsegError, match=rf"^unknown option\(s\) bogus; {name} takes ") as raised:
+        getattr(covseg, name)(bogus=1)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_renamed_or_missing_argument_names_the_right_one() -> None:
+    with pytest.raises(CovsegError, match=re.escape(
+            "unknown option(s) overlay_png; predict takes model, inputs, out, overlay, "
+            "batch_size, tta, threshold")):
+        covseg.predict("run", "a.png", "out", overlay_png=True)
+    with pytest.raises(CovsegError, match=r"^export: missing a required argument: 'out'$"):
+        covseg.export("run")
+    with pytest.raises(CovsegError, match=r"^quantify: too many positional arguments$"):
+        covseg.quantify("masks", "out", "lungs")
+
+
+def test_models_is_the_table_of_covseg_models(capsys: pytest.CaptureFixture[str]) -> None:
+    rows = covseg.models()
+    assert main(["models", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == rows
+    unet = next(row for row in rows if row["name"] == "unet")
+    assert unet["parameters"] > 0 and "width" in unet["options"] and unet["description"]

@@ -252,7 +252,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(("setup", "argv"), [
     ("", ["--version"]),
     # a table larger than the pipe's buffer, as `covseg models --json | head -3` met
-    (("cli_models.model_table = lambda: [{'name': 'm', 'parameters': 1, 'options': {}, "
+    (("api.model_table = lambda: [{'name': 'm', 'parameters': 1, 'options': {}, "
       "'description': 'x' * 200_000}]"), ["models", "--json"]),
 ])
 @pytest.mark.parametrize("unbuffered", ["", "1"])
@@ -260,7 +260,7 @@ def test_a_closed_stdout_pipe_ends_quietly(setup: str, argv: list[str], unbuffer
     """`covseg models --json | head -3` ended with 'covseg: error: : Broken pipe', exit 2."""
     read, write = os.pipe()
     os.close(read)  # the reader is gone before covseg writes: every write meets a closed pipe
-    script = f"import sys\nfrom covseg import cli, cli_models\n{setup}\nsys.exit(cli.main({argv}))"
+    script = f"import sys\nfrom covseg import api, cli\n{setup}\nsys.exit(cli.main({argv}))"
     env = {**os.environ, "PYTHONUNBUFFERED": unbuffered}
     try:
         done = subprocess.run([sys.executable, "-c", script], check=False, stdout=write,
@@ -531,7 +531,7 @@ def test_bad_numbers_and_empty_input_folder(tmp_path: Path, capsys: pytest.Captu
     code, _, err = _run(capsys, "predict", str(volume), "--model", str(tiny_run),
                         "--out", str(tmp_path / "v"), "--lung-margin-mm", "nan")
     _assert_one_line_error(code, err, "--lung-margin-mm must be a finite number >= 0, got nan")
-    with pytest.raises(CovsegError, match="unknown option.s. overlay; CT volumes take"):
+    with pytest.raises(CovsegError, match="unknown option.s. overlay; predict_volumes takes model, "):
         api.predict_volumes(tiny_run, [volume], tmp_path / "v", overlay=True)
     with pytest.raises(CovsegError, match="unknown --hu value 'maybe'"):
         api.predict_volumes(tiny_run, [volume], tmp_path / "v", hu="maybe")
@@ -694,3 +694,23 @@ def test_a_series_folder_with_a_thumbnail_is_predicted_as_the_series(
     with pytest.raises(CovsegError, match="series: CT volumes; predict them with "
                                           "covseg.predict_volumes"):
         api.predict(tiny_run, series, tmp_path / "masks")
+
+
+def test_visualize_seed_and_demo_folds_and_epochs_reach_the_api(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_folder: Path) -> None:
+    """`covseg visualize` had no --seed and `covseg demo` no --folds or --epochs, which
+    covseg.visualize and covseg.demo took."""
+    for seed in ("0", "1"):
+        code, out, _ = _run(capsys, "visualize", str(synthetic_folder), "--out",
+                            str(tmp_path / f"cli{seed}.png"), "--n", "2", "--seed", seed)
+        assert code == 0 and "wrote" in out
+    api.visualize(synthetic_folder, tmp_path / "api1.png", n=2, seed=1)
+    pixels = {name: np.asarray(Image.open(tmp_path / f"{name}.png")) for name in
+              ("cli0", "cli1", "api1")}
+    assert np.array_equal(pixels["cli1"], pixels["api1"])
+    assert not np.array_equal(pixels["cli0"], pixels["cli1"]), "another seed, other slices"
+    code, _, err = _run(capsys, "demo", "--out", str(tmp_path / "demo"), "--folds", "13")
+    _assert_one_line_error(code, err, "--folds must be at most 12, the demo's synthetic patients")
+    code, _, err = _run(capsys, "demo", "--out", str(tmp_path / "demo"), "--epochs", "0")
+    _assert_one_line_error(code, err, "--epochs must be at least 1, got 0")
+    assert not (tmp_path / "demo").exists()

@@ -64,7 +64,7 @@ def test_a_failed_fold_is_one_line_naming_it(local_ray: Any, tmp_path: Path) -> 
     covseg's own reason, not a remote traceback."""
     api.cross_validate("synthetic:1", tmp_path / "cv", fold=1, model="unet", **RECIPE)
     with pytest.raises(CovsegError, match=r"^fold 1 failed on Ray: .*") as failure:
-        api.cross_validate("synthetic:1", tmp_path / "cv", resume=True, ray_address="local",
+        api.cross_validate("synthetic:1", tmp_path / "cv", resume=True, ray="local",
                            model="miniseg", **RECIPE)
     assert "\n" not in str(failure.value) and "Traceback" not in str(failure.value)
     assert not (tmp_path / "cv" / "summary.json").exists()
@@ -73,16 +73,16 @@ def test_a_failed_fold_is_one_line_naming_it(local_ray: Any, tmp_path: Path) -> 
 def test_folds_larger_than_every_node_are_refused(local_ray: Any, tmp_path: Path) -> None:
     """Ray would have waited for ever for a node with that many CPUs."""
     with pytest.raises(CovsegError, match="more than any node .* largest has 2 CPUs"):
-        api.cross_validate("synthetic:1", tmp_path / "cv", ray_address="local",
+        api.cross_validate("synthetic:1", tmp_path / "cv", ray="local",
                            cpus_per_fold=3, **RECIPE)
     assert not any((tmp_path / "cv").glob("fold_*"))
 
 
 @pytest.mark.parametrize(("options", "fragment"), [
-    ({"fold": 0, "ray_address": "local"}, "give one of them"),
+    ({"fold": 0, "ray": "local"}, "give one of them"),
     ({"cpus_per_fold": 2}, "give --ray too"),
-    ({"ray_address": "local", "cpus_per_fold": 0}, "at least 1"),
-    ({"ray_address": " "}, "empty"),
+    ({"ray": "local", "cpus_per_fold": 0}, "at least 1"),
+    ({"ray": " "}, "empty"),
 ])
 def test_contradictory_cluster_options_are_refused_before_data(
         tmp_path: Path, options: dict[str, Any], fragment: str) -> None:
@@ -117,7 +117,7 @@ def test_a_folder_holding_a_run_is_refused_before_ray_starts(
     (tmp_path / "run" / "best.pt").write_bytes(b"")
     monkeypatch.setattr("covseg.api._load", lambda *_: pytest.fail("data were read"))
     with pytest.raises(CovsegError, match="holds a training run"):
-        api.cross_validate("synthetic:1", tmp_path / "run", ray_address="local", **RECIPE)
+        api.cross_validate("synthetic:1", tmp_path / "run", ray="local", **RECIPE)
 
 
 def test_a_cluster_that_does_not_answer_is_refused_in_seconds_before_data(
@@ -133,7 +133,7 @@ def test_a_cluster_that_does_not_answer_is_refused_in_seconds_before_data(
     with pytest.raises(CovsegError, match=rf"^cannot reach the Ray cluster at {address}: "
                                           r"Connection refused; start it with `ray start "
                                           r"--head` or use --ray local$"):
-        api.cross_validate("synthetic:1", tmp_path / "cv", ray_address=address, **RECIPE)
+        api.cross_validate("synthetic:1", tmp_path / "cv", ray=address, **RECIPE)
     assert time.monotonic() - started < 5
     assert not (tmp_path / "cv").exists()
 

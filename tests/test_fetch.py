@@ -23,6 +23,7 @@ from typing import Self
 
 import pytest
 
+import covseg
 import covseg.data.fetch
 from covseg.cli import main
 from covseg.data.fetch import DATASETS, DataSource, RemoteFile, fetch
@@ -460,3 +461,19 @@ def test_members_that_clash_blame_the_archive_not_to(
         f"covseg: error: {tmp_path / 'Lung.zip'}: member {clash!r} clashes with a file or folder "
         "of the same name in the archive; not extracted, unpack it by hand")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Lung.zip"]
+
+
+def test_fetch_data_is_the_commands_download(server: Server, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """`covseg data fetch` had no Python API function; covseg.fetch_data runs the same code."""
+    body = b"ct" * 100
+    monkeypatch.setitem(DATASETS, "medseg", source(RemoteFile(
+        server.add("tr_im.nii.gz", body), "tr_im.nii.gz", sha256=sha(body)))["test"])
+    assert covseg.fetch_data("medseg", to=tmp_path / "m") == [tmp_path / "m" / "tr_im.nii.gz"]
+    assert (tmp_path / "m" / "tr_im.nii.gz").read_bytes() == body
+    assert main(["data", "fetch", "medseg", "--to", str(tmp_path / "m")]) == 0
+    assert len(server.requests) == 1, "the command found the API's verified download"
+    with pytest.raises(CovsegError, match=r"mosmed\.ai.*licence"):
+        covseg.fetch_data("mosmed", tmp_path / "mosmed")
+    with pytest.raises(CovsegError, match=r"^to must be a path \(str or pathlib.Path\), got None$"):
+        covseg.fetch_data("medseg", None)

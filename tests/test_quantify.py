@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import html
+import importlib
 import json
 import os
 import re
@@ -920,3 +921,24 @@ def test_find_studies_refuses_one_series_split_over_folders(tmp_path: Path) -> N
                                           f"series \\({series}\\); put all its slices in one"):
         find_studies([tmp_path])
     assert [s.name for s in find_studies([tmp_path], masks=True)] == ["part1", "part2"]
+
+
+def test_image_and_lung_folders_are_searched_once_per_call(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each mask searched the whole --image (and --lungs) folder again, sub-folders included."""
+    module = importlib.import_module("covseg.quantify")  # covseg.quantify is the API function
+    for name in ("a", "b", "c"):
+        synthetic_study(tmp_path / "in", name)
+    searched: list[Path] = []
+    discover = module._discover
+
+    def counting(inputs: list[Path], *args: object) -> object:
+        searched.extend(map(Path, inputs))
+        return discover(inputs, *args)
+
+    monkeypatch.setattr(module, "_discover", counting)
+    result = quantify_batch([tmp_path / "in" / "masks"], tmp_path / "out", image=tmp_path / "in")
+    assert (result.done, result.failed) == (3, 0)
+    assert searched.count(tmp_path / "in") == 1
+    rows = read_rows(result.summary)
+    assert [row["study"] for row in rows] == ["a", "b", "c"]

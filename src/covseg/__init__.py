@@ -1,23 +1,30 @@
 """covseg: segment COVID-19 lung infection and the lungs on chest CT.
 
-The Python API mirrors the ``covseg`` command line: :func:`visualize`, :func:`train`,
+The Python API mirrors the ``covseg`` command line, its keywords named as the options
+(``--lung-margin-mm`` is ``lung_margin_mm``): :func:`visualize`, :func:`train`,
 :func:`cross_validate`, :func:`compare`, :func:`predict` (2D images), :func:`predict_volumes`
-(CT studies), :func:`export`, :func:`evaluate`, :func:`quantify` and :func:`demo`; and, for
-images held in memory (a notebook, another pipeline), :func:`load_predictor` and :func:`segment`.
+(CT studies), :func:`export`, :func:`evaluate`, :func:`quantify`, :func:`models`,
+:func:`fetch_data` (``covseg data fetch``) and :func:`demo`; and, for images held in memory (a
+notebook, another pipeline), :func:`load_predictor` and :func:`segment`.
 """
 
-# covseg.compare and covseg.export share their names with API functions: importing a submodule
-# for the first time sets the package attribute to the module, so both are loaded before the
-# functions are bound below (a later import of them would otherwise replace the functions).
+# covseg.compare, covseg.export and covseg.models share their names with API functions:
+# importing a submodule for the first time sets the package attribute to the module, so they are
+# loaded before the functions are bound below (a later import of them would otherwise replace
+# the functions).
 import covseg.compare
-import covseg.export  # noqa: F401
+import covseg.export
+import covseg.models  # noqa: F401
 from covseg.api import (
     compare,
     cross_validate,
     demo,
     evaluate,
     export,
+    fetch_data,
+    load_dataset,
     load_predictor,
+    models,
     predict,
     predict_volumes,
     quantify,
@@ -26,10 +33,9 @@ from covseg.api import (
     visualize,
 )
 from covseg.config import TrainConfig
-from covseg.data import load_dataset
 from covseg.errors import CovsegError
 
 __version__ = "0.1.0"
 __all__ = ["CovsegError", "TrainConfig", "compare", "cross_validate", "demo", "evaluate", "export",
-           "load_dataset", "load_predictor", "predict", "predict_volumes", "quantify", "segment",
-           "train", "visualize"]
+           "fetch_data", "load_dataset", "load_predictor", "models", "predict", "predict_volumes",
+           "quantify", "segment", "train", "visualize"]

@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import os
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import nibabel as nib
 import numpy as np
@@ -24,6 +26,7 @@ from covseg.compare import check_specs, compare_models
 from covseg.config import TrainConfig, check_kind, check_threshold, check_window
 from covseg.crossval import cross_validate as _cross_validate
 from covseg.crossval import cross_validate_fold
+from covseg.data.fetch import fetch
 from covseg.data.layouts import CLASS_NAMES, LoadedData, load_dataset
 from covseg.data.splits import check_fold_count
 from covseg.errors import CovsegError
@@ -44,6 +47,7 @@ from covseg.io.volume import (
     volume_from_nifti,
 )
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM
+from covseg.models.profile import model_table
 from covseg.models.registry import is_a
 from covseg.quantify import (
     MODEL_SHA256,
@@ -59,7 +63,8 @@ from covseg.quantify import (
 from covseg.train import COMPARISON, CROSS_VALIDATION, RUN, check_recipe, refuse_other_output
 from covseg.train import train as _train
 from covseg.transforms import normalize_intensity
-from covseg.viz import is_sample_grid, overlay, sample_grid
+from covseg.viz import is_sample_grid, sample_grid
+from covseg.viz import overlay as overlay_image
 from covseg.volumes import (
     STUDY_OPTIONS,
     check_volume_options,
@@ -72,6 +77,40 @@ from covseg.volumes import (
 
 log = logging.getLogger(__name__)
 
+Function = TypeVar("Function", bound=Callable[..., Any])
+
+
+def _public(options: str = "", accepted: Sequence[str] = ()) -> Callable[[Function], Function]:
+    """A public function whose call with a keyword it does not take, or without one it needs,
+    is a one-line :class:`CovsegError` naming what it takes (Python's TypeError is a traceback
+    naming nothing). ``accepted``: what its ``**options`` take, shown as ``options``."""
+    def decorate(function: Function) -> Function:
+        signature = inspect.signature(function)
+        own = [name for name, parameter in signature.parameters.items()
+               if parameter.kind is not parameter.VAR_KEYWORD]
+
+        @functools.wraps(function)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            unknown = sorted(set(kwargs) - set(own) - set(accepted))
+            if unknown:
+                more = f" and {options} {', '.join(accepted)}" if accepted else ""
+                raise CovsegError(f"unknown option(s) {', '.join(unknown)}; {function.__name__} "
+                                  f"takes {', '.join(own)}{more}")
+            try:
+                signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise CovsegError(f"{function.__name__}: {exc}") from None
+            return function(*args, **kwargs)
+        return cast(Function, checked)
+    return decorate
+
+
+RECIPE = tuple(TrainConfig.__dataclass_fields__)
+"""The training options that :func:`train`, :func:`cross_validate` and :func:`compare` take as
+``**config``."""
+
+load_dataset = _public()(load_dataset)  # covseg.load_dataset, checked as the functions below
+
 DATA_ARGUMENT = "a data folder (str or pathlib.Path) or a covseg.load_dataset result"
 
 
@@ -80,10 +119,6 @@ def _recipe(config: dict[str, Any], resume: bool, data: object, folds: int | Non
     """The training config, its models, options and fold count checked before data are read;
     with data already read, the recipe reads them as they were read (see :func:`_reading`)."""
     check_kind("resume", resume, [bool])
-    unknown = sorted(set(config) - set(TrainConfig.__dataclass_fields__))
-    if unknown:
-        raise CovsegError(f"unknown option(s) {', '.join(unknown)}; the training recipe takes "
-                          f"{', '.join(TrainConfig.__dataclass_fields__)}")
     recipe = TrainConfig(**_reading(data, config))
     check_recipe(recipe)
     if folds is not None:
@@ -150,6 +185,7 @@ def _out(out: object) -> Path:
     return output_folder(_path("out", out))
 
 
+@_public()
 def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str], n: int = 8,
               target: str | None = None, seed: int = 0, intensity: str | None = None,
               window: tuple[float, float] | None = None) -> Path:
@@ -197,6 +233,7 @@ def _grid_file(data: object, out: Path) -> Path:
     return out
 
 
+@_public("the training recipe's", RECIPE)
 def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str],
           resume: bool = False, **config: Any) -> dict[str, Any]:
     """Train a model (see :class:`TrainConfig` for the options) into the run folder ``out``.
@@ -216,9 +253,10 @@ def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str]
     return _train(recipe, _load(data, recipe), out, resume=resume)
 
 
+@_public("the training recipe's", RECIPE)
 def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str],
                    folds: int | None = None, resume: bool = False, fold: int | None = None,
-                   ray_address: str | None = None, cpus_per_fold: int | None = None,
+                   ray: str | None = None, cpus_per_fold: int | None = None,
                    **config: Any) -> dict[str, Any]:
     """k-fold cross-validation grouped by patient (or the data set's split files).
 
@@ -229,7 +267,7 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     finished folds (``resume=True``) and writes the cross-validation summary. ``data`` as in
     :func:`train`.
 
-    ``ray_address`` runs the folds as Ray tasks (``"local"``: Ray started on this machine; else
+    ``ray`` runs the folds as Ray tasks (``"local"``: Ray started on this machine; else
     a cluster address as ``ray.init`` takes it, e.g. ``"auto"``), ``cpus_per_fold`` CPUs each
     (default: one per network the recipe trains), then writes the summary from them: ``out``
     must be a folder every node sees at the same path (see :mod:`covseg.cluster`).
@@ -243,22 +281,23 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     refuse_other_output(out, CROSS_VALIDATION)
     if fold is not None:
         check_kind("fold", fold, [int])
-        if ray_address is not None:
+        if ray is not None:
             raise CovsegError("--fold runs one fold here and --ray runs every fold on Ray; "
                               "give one of them")
         return cross_validate_fold(recipe, _load(data, recipe), out, folds, fold, resume)
-    if ray_address is None:
+    if ray is None:
         if cpus_per_fold is not None:
             raise CovsegError("--cpus-per-fold sizes the Ray tasks of --ray; give --ray too")
         return _cross_validate(recipe, _load(data, recipe), out, folds, resume)
-    check_cluster_options(ray_address, cpus_per_fold)
+    check_cluster_options(ray, cpus_per_fold)
     started = time.perf_counter()
     loaded = _load(data, recipe)
-    run_folds_on_ray(recipe, loaded, out, folds, resume, ray_address,
+    run_folds_on_ray(recipe, loaded, out, folds, resume, ray,
                      cpus_per_fold or default_cpus_per_fold(recipe))
     return _cross_validate(recipe, loaded, out, folds, resume=True, started=started)
 
 
+@_public("the training recipe's", RECIPE)
 def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | str,
             out: str | os.PathLike[str], folds: int | None = None, resume: bool = False,
             **config: Any) -> dict[str, Any]:
@@ -424,6 +463,7 @@ MODEL_ARGUMENT = ("a run folder, checkpoint or .onnx file (str or pathlib.Path) 
                   "covseg.load_predictor result")
 
 
+@_public()
 def load_predictor(model: str | os.PathLike[str] | Predictor, batch_size: int | None = None,
                    tta: bool | None = None, threshold: float | None = None) -> Predictor:
     """The predictor of a run folder / checkpoint, or of an ``.onnx`` file from :func:`export`.
@@ -477,6 +517,7 @@ VOLUME_OPTIONS = STUDY_OPTIONS - {"batch_size", "lung_predictor"}
 parameters (``batch_size``, and ``lung_model`` loaded as the lung predictor)."""
 
 
+@_public("the CT volume options", sorted(VOLUME_OPTIONS))
 def predict_volumes(model: str | os.PathLike[str] | Predictor,
                     inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
                     out: str | os.PathLike[str],
@@ -494,11 +535,6 @@ def predict_volumes(model: str | os.PathLike[str] | Predictor,
 
     Returns the batch's counts (done, skipped, failed) and the path of its summary CSV.
     """
-    unknown = sorted(set(options) - VOLUME_OPTIONS)
-    if unknown:
-        raise CovsegError(f"unknown option(s) {', '.join(unknown)}; CT volumes take "
-                          f"{', '.join(sorted(VOLUME_OPTIONS))} (and predict_volumes' own "
-                          "lung_model, batch_size, tta, threshold, shard)")
     check_volume_options(**{key: value for key, value in options.items() if key != "hu"})
     check_hu(options.get("hu", "auto"))
     inputs, out, shard = _paths("inputs", inputs), _out(out), _shard(shard)
@@ -511,6 +547,7 @@ def predict_volumes(model: str | os.PathLike[str] | Predictor,
                          batch_size=predictor.batch_size, lung_predictor=lungs, **options)
 
 
+@_public()
 def segment(model: str | os.PathLike[str] | Predictor, image: np.ndarray | sitk.Image | nib.Nifti1Image,
             *, spacing: Sequence[float] | None = None, hu: str = "auto",
             lung_model: str | os.PathLike[str] | Predictor | None = None,
@@ -600,6 +637,7 @@ def _volume_in_memory(image: object, spacing: Sequence[float] | None) -> tuple[V
                       "(z, y, x) volume as a numpy array, a SimpleITK image or a nibabel image")
 
 
+@_public()
 def quantify(masks: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
              out: str | os.PathLike[str], *, lungs: str | os.PathLike[str] | None = None,
              image: str | os.PathLike[str] | None = None, hu: str = "auto",
@@ -621,6 +659,7 @@ def quantify(masks: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
                           shard=_shard(shard))
 
 
+@_public()
 def export(model: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
     """Export a trained run to ONNX (for ``predict --onnx`` and ONNX Runtime users).
 
@@ -629,9 +668,10 @@ def export(model: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
     return export_onnx(_path("model", model), _path("out", out))
 
 
+@_public()
 def predict(model: str | os.PathLike[str] | Predictor,
             inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
-            out: str | os.PathLike[str], overlay_png: bool = False, batch_size: int | None = None,
+            out: str | os.PathLike[str], overlay: bool = False, batch_size: int | None = None,
             tta: bool | None = None, threshold: float | None = None) -> list[Path]:
     """Masks for 2D images: PNG named after each input, same size, 0 background, 255 infection
     (or lung, for a lung model); ``predict.json`` beside them records the model and settings.
@@ -640,12 +680,13 @@ def predict(model: str | os.PathLike[str] | Predictor,
     :func:`load_predictor` takes it, with its ``batch_size``, ``tta`` and ``threshold``: a run
     folder or checkpoint, an ``.onnx`` file (from :func:`export`, run with ONNX Runtime) or a
     predictor already loaded. An image that cannot be read is listed in ``predict.json`` and the
-    others are predicted; a :class:`CovsegError` then says how many failed. A later call into
+    others are predicted; a :class:`CovsegError` then says how many failed. ``overlay`` also
+    writes each image with its mask in colour into ``overlays/``. A later call into
     the same ``out`` (same model and settings) adds to its record: inputs, masks, overlays.
 
     Returns the paths of the masks written.
     """
-    check_kind("overlay_png", overlay_png, [bool])
+    check_kind("overlay", overlay, [bool])
     inputs = _paths("inputs", inputs)
     volumes = [str(item) for item in inputs if input_kind(Path(item), IMAGES) == VOLUMES]
     if volumes:
@@ -668,8 +709,8 @@ def predict(model: str | os.PathLike[str] | Predictor,
             for path, image, labels in zip(chunk, images, predictor.predict_labels(images)):
                 stored = labels * 255 if predictor.num_classes == 2 else labels
                 written.append(write_png(out / output_name(path), stored.astype(np.uint8)))
-                if overlay_png:
-                    write_png(out / "overlays" / output_name(path), overlay(image, labels))
+                if overlay:
+                    write_png(out / "overlays" / output_name(path), overlay_image(image, labels))
             bar.update(len(chunk))
     given = [str(f.absolute()) for f in files]  # a later call may run from another folder
     recorded = list(dict.fromkeys([*_earlier(earlier, "inputs", []), *given]))
@@ -715,6 +756,7 @@ def _readable(chunk: Sequence[Path], predictor: Predictor, failed: dict[str, str
     return kept, images
 
 
+@_public()
 def evaluate(pred: str | os.PathLike[str], truth: str | os.PathLike[str],
              out: str | os.PathLike[str]) -> dict[str, Any]:
     """Per-case and summary metrics of predicted masks against the truth (CSV and JSON).
@@ -726,12 +768,38 @@ def evaluate(pred: str | os.PathLike[str], truth: str | os.PathLike[str],
     return evaluate_folders(_path("pred", pred), _path("truth", truth), _path("out", out))
 
 
+@_public()
+def models() -> list[dict[str, Any]]:
+    """The registered architectures, as ``covseg models`` lists them.
+
+    Returns one dict per model: its ``name``, ``parameters`` (1 input channel, binary output,
+    default options; None, with the ``error`` saying why, where an optional dependency is
+    missing), ``description`` and default ``options``.
+    """
+    return model_table()
+
+
+@_public()
+def fetch_data(name: str, to: str | os.PathLike[str]) -> list[Path]:
+    """Download a public data set (``zenodo-covid19-ct``, ``medseg``; ``mosmed`` says how to
+    register for it) into the folder ``to`` and unpack its archives, as ``covseg data fetch``:
+    resumable, checksummed where a checksum is known, files already there not fetched again.
+
+    Returns the paths of the files downloaded.
+    """
+    return fetch(name, _path("to", to))
+
+
 DEMO_PATIENTS = 12
 """Patients of the demo's synthetic data set (4 slices each): at most that many folds."""
 
+DEMO_FOLDS, DEMO_EPOCHS = 3, 24
+"""The demo's folds and epochs per fold unless told otherwise: a few minutes on CPU."""
 
-def demo(out: str | os.PathLike[str] = "covseg-demo", folds: int = 3, epochs: int = 24
-         ) -> dict[str, Any]:
+
+@_public()
+def demo(out: str | os.PathLike[str] = "covseg-demo", folds: int = DEMO_FOLDS,
+         epochs: int = DEMO_EPOCHS) -> dict[str, Any]:
     """Synthetic data, a picture of it, then cross-validation and its report: a few minutes on CPU.
     A rerun into the same ``out`` continues the folds an interrupted one left (its recipe and
     data are fixed, and checked as ``--resume`` checks them).

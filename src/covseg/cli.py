@@ -51,6 +51,7 @@ RECIPE_NUMBERS: tuple[tuple[str, type, str], ...] = (
                      "min on 2 cores)")),
     ("batch_size", int, "slices per step"),
     ("lr", float, "AdamW's peak learning rate, cosine decay"),
+    ("weight_decay", float, "AdamW's weight decay"),
     ("size", int, "training canvas in px"),
     ("seed", int, "seed of the weights, augmentation and splits"),
     ("cutmix", float, "share of batches mixed by CutMix (boxes swapped between slices; 0 = off)"),
@@ -108,7 +109,8 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "model": getattr(args, "model", DEFAULTS.model),
         "model_options": dict(getattr(args, "model_option", [])), "target": args.target,
-        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "size": args.size,
+        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+        "weight_decay": args.weight_decay, "size": args.size,
         "seed": args.seed, "augment": args.augment, "loss": args.loss,
         "cutmix": args.cutmix, "lesion_paste": args.lesion_paste, "ema_decay": args.ema_decay,
         "val_fraction": args.val_fraction, "intensity": args.intensity,
@@ -126,7 +128,7 @@ def _positive(args: argparse.Namespace, *names: str) -> None:
 
 
 def cmd_visualize(args: argparse.Namespace) -> int:
-    path = api.visualize(args.data, args.out, n=args.n, target=args.target,
+    path = api.visualize(args.data, args.out, n=args.n, target=args.target, seed=args.seed,
                          intensity=args.intensity, window=tuple(args.window))
     print(f"wrote {path}")
     return 0
@@ -144,7 +146,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_cv(args: argparse.Namespace) -> int:
     _positive(args, "epochs", "batch_size", "lr", "size")
     summary = api.cross_validate(args.data, args.out, folds=args.folds, resume=args.resume,
-                                 fold=args.fold, ray_address=args.ray,
+                                 fold=args.fold, ray=args.ray,
                                  cpus_per_fold=args.cpus_per_fold, **_config(args))
     if args.fold is not None:
         print(f"fold {args.fold}: Dice {shown(summary['summary'].get('dice', {}).get('mean'))} on "
@@ -194,7 +196,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                                       args.batch_size, args.tta, args.threshold)
         return cli_volumes.run_volume_predict(args, predictor, volumes, lungs)
     cli_volumes.refuse_volume_options(args)
-    written = api.predict(model, args.inputs, args.out, overlay_png=args.overlay,
+    written = api.predict(model, args.inputs, args.out, overlay=args.overlay,
                           batch_size=args.batch_size, tta=args.tta, threshold=args.threshold)
     print(f"wrote {len(written)} mask(s) to {args.out}")
     return 0
@@ -228,7 +230,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    summary = api.demo(args.out)
+    summary = api.demo(args.out, folds=args.folds, epochs=args.epochs)
     dice = mean_over_folds(summary["mean_std_over_folds"]["dice"], len(summary["per_fold"]))
     print(f"SYNTHETIC demo done in {summary['demo_seconds']:.0f} s: Dice {dice}"
           f"\n  samples: {args.out}/samples.png\n  report:  {args.out}/cv/report.md"
@@ -261,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(p)
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--n", type=int, default=8, help="number of slices")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the order the slices are drawn in, lesion-bearing ones first "
+                        "(default %(default)s): another seed shows other slices")
     p.set_defaults(handler=cmd_visualize)
 
     p = sub.add_parser("train", help="train a model (default: two MiniSeg networks, averaged)")
@@ -328,6 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="synthetic data -> cross-validation -> report, in minutes")
     p.add_argument("--out", default="covseg-demo", help="output folder")
+    p.add_argument("--folds", type=int, default=api.DEMO_FOLDS,
+                   help=f"cross-validation folds (default %(default)s, at most {api.DEMO_PATIENTS}, "
+                        "the synthetic patients)")
+    p.add_argument("--epochs", type=int, default=api.DEMO_EPOCHS,
+                   help="training epochs per fold (default %(default)s; 1 for a smoke test)")
     p.set_defaults(handler=cmd_demo)
     return parser
 

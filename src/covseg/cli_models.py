@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from covseg.models.profile import model_table
+from covseg import api
 
 
 def register(subparsers: Any) -> None:
@@ -23,7 +23,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the model table; returns the exit status."""
-    rows = model_table()
+    rows = api.models()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

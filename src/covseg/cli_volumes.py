@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from covseg import api
-from covseg.data.fetch import DATASETS, fetch
+from covseg.data.fetch import DATASETS
 from covseg.errors import CovsegError
 from covseg.io.volume import HU_MODES
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM
@@ -82,7 +82,7 @@ def add_fetch_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _fetch_command(args: argparse.Namespace) -> int:
-    paths = fetch(args.name, args.to)
+    paths = api.fetch_data(args.name, args.to)
     print(f"{args.name}: {len(paths)} file(s) ready in {args.to}")
     return 0
 

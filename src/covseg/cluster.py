@@ -62,7 +62,7 @@ def default_cpus_per_fold(config: TrainConfig) -> int:
 def check_cluster_options(address: Any, cpus_per_fold: Any) -> None:
     """Refuse a wrong address or CPU count, a missing Ray or a cluster that does not answer,
     before data are read."""
-    check_kind("ray_address", address, [str])
+    check_kind("ray", address, [str])
     if not address.strip():
         raise CovsegError(f"--ray takes '{LOCAL}' or a Ray cluster address (auto, HOST:PORT, "
                           "ray://HOST:PORT), got an empty one")

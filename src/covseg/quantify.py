@@ -461,18 +461,41 @@ def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any], study:
     return result
 
 
-def _matching(folder_or_file: Path | None, stem: str, masks: bool) -> Path | None:
-    """The file for a mask stem: the path itself, or the study named like the mask (as
-    :func:`case_key` pairs them) among the folder's, found as predict finds CTs (or quantify
-    masks): in category sub-folders (``CT-1/x.nii.gz``) and patient folders (``x/ct.nii.gz``)
-    too, a file named as a mask never taken for the CT."""
-    if folder_or_file is None or folder_or_file.is_file():
-        return folder_or_file
-    for study in _discover([folder_or_file], None, masks, []):
-        if case_key(study.name) == case_key(stem) and (study.path.is_file() or not masks):
-            return study.path
-    raise CovsegError(f"{folder_or_file}: no {'mask' if masks else 'CT'} named like the mask "
-                      f"{stem!r}")
+class _LungsAndImage:
+    """A quantify call's ``lungs`` and ``image``, and the files they give each mask: a folder is
+    searched once for all the call's masks (it was searched again for every mask)."""
+
+    def __init__(self, lungs: str | os.PathLike[str] | None,
+                 image: str | os.PathLike[str] | None) -> None:
+        self.lungs, self.image = lungs, image
+        self._studies: dict[bool, list[Study]] = {}
+
+    def lungs_for(self, mask: Path, stem: str) -> Path | None:
+        """The lung mask given for ``mask``, else the ``lungs.nii.gz`` predict wrote beside it."""
+        return self._matching(Path(self.lungs), stem, True) if self.lungs else _sibling_lungs(mask)
+
+    def image_for(self, stem: str) -> Path | None:
+        """The CT for a mask: a DICOM series folder as it is, else as :meth:`_matching` finds
+        it."""
+        image = Path(self.image) if self.image else None
+        if image is not None and is_dicom_series(image):
+            return image
+        return self._matching(image, stem, False)
+
+    def _matching(self, folder_or_file: Path | None, stem: str, masks: bool) -> Path | None:
+        """The file for a mask stem: the path itself, or the study named like the mask (as
+        :func:`case_key` pairs them) among the folder's, found as predict finds CTs (or quantify
+        masks): in category sub-folders (``CT-1/x.nii.gz``) and patient folders
+        (``x/ct.nii.gz``) too, a file named as a mask never taken for the CT."""
+        if folder_or_file is None or folder_or_file.is_file():
+            return folder_or_file
+        if masks not in self._studies:
+            self._studies[masks] = _discover([folder_or_file], None, masks, [])
+        for study in self._studies[masks]:
+            if case_key(study.name) == case_key(stem) and (study.path.is_file() or not masks):
+                return study.path
+        raise CovsegError(f"{folder_or_file}: no {'mask' if masks else 'CT'} named like the mask "
+                          f"{stem!r}")
 
 
 def is_dicom_series(path: Path) -> bool:
@@ -492,13 +515,6 @@ def dicom_files(folder: Path) -> Iterator[Path]:
             path = Path(directory, name)
             if path.is_file() and is_dicom_file(path):
                 yield path
-
-
-def _image_for(image: Path | None, stem: str) -> Path | None:
-    """The CT for a mask: a DICOM series folder as it is, else as :func:`_matching` finds it."""
-    if image is not None and is_dicom_series(image):
-        return image
-    return _matching(image, stem, masks=False)
 
 
 def check_inputs_exist(lungs: str | os.PathLike[str] | None,
@@ -566,12 +582,18 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     lesions within the default lung margin).
     """
     check_inputs_exist(lungs, image)
-    mask_path = Path(mask)
+    return _quantify_study(Path(mask), out_dir, _LungsAndImage(lungs, image), hu, multiclass,
+                           html_report)
+
+
+def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _LungsAndImage,
+                    hu: str, multiclass: bool | None, html_report: bool) -> dict[str, Any]:
+    """:func:`quantify_study` with the lungs and CT ``given`` to every mask of the call."""
     if not is_nifti(mask_path):
         raise CovsegError(f"{mask_path}: lesion masks must be NIfTI files (.nii/.nii.gz)")
     stem = study_name(mask_path, mask=True)
-    lung_path = _matching(Path(lungs), stem, masks=True) if lungs else _sibling_lungs(mask_path)
-    image_path = _image_for(Path(image) if image else None, stem)
+    lung_path = given.lungs_for(mask_path, stem)
+    image_path = given.image_for(stem)
     predicted = _prediction_record(mask_path)
     classes = multiclass  # as asked, recorded; the predict record's for auto (a multi-class
     if classes is None and isinstance(predicted.get("multiclass"), bool):  # study of one class)
@@ -599,8 +621,8 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     result = quantify(lesions.array, lesions.spacing, lung_labels, multiclass=classes,
                       effusion=_predicts_effusion(predicted))
     result["inputs"] = {**inputs, "lung_source": lung_source, INPUT_SHA256: hashes}
-    result[SETTINGS] = quantify_settings(lungs=lungs, image=image, hu=hu, multiclass=multiclass,
-                                         html_report=html_report)
+    result[SETTINGS] = quantify_settings(lungs=given.lungs, image=given.image, hu=hu,
+                                         multiclass=multiclass, html_report=html_report)
     return write_report(out_dir, result, stem, lesions.array, lungs=lung_labels,
                         image=ct.array if ct is not None else None,
                         intensity=ct.intensity if ct is not None else "hu",
@@ -1253,8 +1275,9 @@ def quantify_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
     settings = quantify_settings(lungs=lungs, image=image, hu=hu, multiclass=multiclass,
                                  html_report=html_report)
 
+    given = _LungsAndImage(lungs, image)
+
     def process(study: Study, folder: Path) -> dict[str, Any]:
-        return quantify_study(study.path, folder, lungs=lungs, image=image, hu=hu,
-                              multiclass=multiclass, html_report=html_report)
+        return _quantify_study(study.path, folder, given, hu, multiclass, html_report)
 
     return run_batch(studies, out_dir, process, shard=shard, desc="quantify", settings=settings)
