@@ -174,7 +174,7 @@ def test_a_port_that_answers_but_not_as_a_ray_head_is_refused_in_seconds_before_
                                               r"Ray head \(no gRPC answer within 1 s\): give "
                                               r"the HOST:PORT that `ray start --head` printed "
                                               r"there, or use --ray local$"):
-            api.cross_validate("synthetic:1", tmp_path / "cv", ray_address=address, **RECIPE)
+            api.cross_validate("synthetic:1", tmp_path / "cv", ray=address, **RECIPE)
     assert time.monotonic() - started < 3
     assert not (tmp_path / "cv").exists()
 
