@@ -77,3 +77,25 @@ def square_mask(size: int, top: int, left: int, side: int) -> np.ndarray:
     mask = np.zeros((size, size), dtype=np.uint8)
     mask[top:top + side, left:left + side] = 1
     return mask
+
+
+CONSOLIDATED_AFFINE = np.diag([0.78, 0.78, 5.0, 1.0])
+"""RAS: x grows towards the patient's right."""
+
+
+def consolidated_chest() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An (x, y, z) CT of two lungs (-850 HU) whose right lung is consolidated (+30 HU) but for
+    a rim up to 30 voxels (23 mm) from the deepest consolidation, the consolidation's mask, and
+    the true lungs (1 right, 2 left). The threshold lungs miss the consolidation."""
+    xs, ys = np.meshgrid(np.arange(96), np.arange(80), indexing="ij")
+    right = ((xs - 66) / 16) ** 2 + ((ys - 40) / 22) ** 2 <= 1
+    left = ((xs - 29) / 12) ** 2 + ((ys - 40) / 20) ** 2 <= 1
+    ct = np.full((96, 80, 8), -1000.0, dtype=np.float32)
+    ct[((xs - 48) / 42) ** 2 + ((ys - 40) / 32) ** 2 <= 1] = 40.0
+    lungs = np.zeros(ct.shape, dtype=np.uint8)
+    lungs[right, 1:7], lungs[left, 1:7] = 1, 2
+    ct[lungs > 0] = -850.0
+    lesions = np.zeros(ct.shape, dtype=np.uint8)
+    lesions[right & (ys < 52), 1:7] = 1
+    ct[lesions > 0] = 30.0
+    return ct, lesions, lungs

@@ -176,11 +176,11 @@ def test_remove_outside_lungs_uses_a_3d_margin_in_mm() -> None:
     lesions[2, 15, 22] = 1  # 3 columns = 3 mm outside
     lesions[2, 15, 35] = 1  # 16 mm outside
     lesions[4, 15, 15] = 1  # next slice, 2 mm above
-    lesions[5, 15, 15] = 1  # 4 mm above
+    lesions[5, 25, 15] = 1  # 4 mm above
     spacing = (2.0, 1.0, 1.0)
     kept = remove_outside_lungs(lesions, lungs, spacing, margin_mm=3.0)
     assert kept[2, 15, 15] and kept[2, 15, 22] and kept[4, 15, 15]
-    assert not kept[2, 15, 35] and not kept[5, 15, 15]
+    assert not kept[2, 15, 35] and not kept[5, 25, 15]
     strict = remove_outside_lungs(lesions, lungs, spacing, margin_mm=0.0)
     assert np.array_equal(np.argwhere(strict), [[2, 15, 15]])
     flat = remove_outside_lungs(lesions[2], lungs[2], spacing[1:], margin_mm=3.0)
@@ -189,6 +189,43 @@ def test_remove_outside_lungs_uses_a_3d_margin_in_mm() -> None:
         remove_outside_lungs(lesions, lungs, spacing, margin_mm=-1)
     with pytest.raises(CovsegError, match="same grid"):
         remove_outside_lungs(lesions, lungs[:5], spacing)
+
+
+def test_a_lesion_region_reaching_the_lungs_is_kept_whole_within_the_thorax() -> None:
+    """Consolidation is not air, so threshold lungs miss it: only the part within the margin was
+    kept. A region reaching the margin is kept whole, but not beyond the slices near the lungs,
+    nor in the air around the patient; a region lying apart is removed."""
+    lungs = np.zeros((10, 40, 48), dtype=np.uint8)
+    lungs[2:6, 10:30, 10:20] = RIGHT_LUNG
+    lesions = np.zeros_like(lungs)
+    lesions[0:9, 12:16, 18:48] = 1  # from the lung out to the border, 28 mm, 4 slices beyond
+    lesions[3:5, 34:37, 34:37] = 1  # apart: 15 mm from the lung
+    hu = np.full(lungs.shape, 40.0, dtype=np.float32)
+    hu[:, :, 44:] = -1000.0  # air around the patient
+    spacing = (2.0, 1.0, 1.0)
+    thorax = np.zeros_like(lesions)
+    thorax[1:7, 12:16, 18:48] = 1  # slices within 3 mm of a lung slice
+    np.testing.assert_array_equal(remove_outside_lungs(lesions, lungs, spacing, 3.0), thorax)
+    thorax[:, :, 44:] = 0
+    np.testing.assert_array_equal(remove_outside_lungs(lesions, lungs, spacing, 3.0, hu=hu),
+                                  thorax)
+    with pytest.raises(CovsegError, match="same grid"):
+        remove_outside_lungs(lesions, lungs, spacing, hu=hu[:5])
+
+
+def test_lesions_join_the_lung_they_touch_else_the_nearest() -> None:
+    """Consolidation deep in one lung can lie nearer the other lung's edge, and a lung base can
+    be consolidated below its last aerated slice (the lungs were not grown there)."""
+    lungs = np.zeros((4, 20, 60), dtype=np.uint8)
+    lungs[:2, 5:15, 2:20] = RIGHT_LUNG
+    lungs[:2, 5:15, 40:58] = LEFT_LUNG
+    lesions = np.zeros_like(lungs)
+    lesions[:2, 8:10, 20:38] = 1  # touches the right lung only, 3 columns from the left one
+    lesions[3, 8:10, 45:50] = 1  # two slices below the lungs' last slice, under the left lung
+    grown = add_lesions_to_lungs(lungs, lesions)
+    assert (grown[:2, 8:10, 20:38] == RIGHT_LUNG).all()
+    assert (grown[3, 8:10, 45:50] == LEFT_LUNG).all()
+    assert np.count_nonzero(grown) == np.count_nonzero(lungs) + np.count_nonzero(lesions)
 
 
 def test_lesions_outside_a_lung_join_the_nearest_lung() -> None:

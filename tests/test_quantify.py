@@ -32,7 +32,13 @@ from covseg.quantify import (
     select_shard,
     write_html,
 )
-from tests.conftest import SAMPLE_DICOMS, SHARED_DATA, shared
+from tests.conftest import (
+    CONSOLIDATED_AFFINE,
+    SAMPLE_DICOMS,
+    SHARED_DATA,
+    consolidated_chest,
+    shared,
+)
 
 MASKS = SHARED_DATA / "mosmed-masks" / "masks"
 needs_masks = pytest.mark.skipif(not MASKS.is_dir(), reason=f"real data not found: {MASKS}")
@@ -707,6 +713,24 @@ def test_image_may_be_a_dicom_folder(tmp_path: Path, slices: str) -> None:
     shutil.copy(mask, tmp_path / "other_mask.nii.gz")
     with pytest.raises(CovsegError, match="one DICOM series, but 2 masks"):
         quantify_batch([mask, tmp_path / "other_mask.nii.gz"], tmp_path / "out2", image=series)
+
+
+def test_threshold_lungs_count_thick_consolidation_whole(tmp_path: Path) -> None:
+    """Consolidation is not air, so the threshold lungs miss it: only the lesion within 5 mm of
+    aerated lung was counted (a right lung 83 % consolidated read 35 %, a CT-2 study CT-1)."""
+    ct, lesions, lungs = consolidated_chest()
+    (tmp_path / "masks").mkdir()
+    nib.save(nib.Nifti1Image(ct, CONSOLIDATED_AFFINE), str(tmp_path / "case.nii.gz"))
+    nib.save(nib.Nifti1Image(lesions, CONSOLIDATED_AFFINE), str(tmp_path / "masks" / "case.nii.gz"))
+    result = quantify_study(tmp_path / "masks" / "case.nii.gz", tmp_path / "out",
+                            image=tmp_path / "case.nii.gz")
+    voxel = 100 / np.count_nonzero(lungs)
+    assert result["study"]["percent_involved"] == pytest.approx(
+        100 * np.count_nonzero(lesions) / np.count_nonzero(lungs), abs=voxel)
+    assert result["right_lung"]["percent_involved"] == pytest.approx(
+        100 * np.count_nonzero(lesions) / np.count_nonzero(lungs == 1), abs=voxel)
+    assert result["study"]["lesion_outside_lungs_ml"] == 0.0
+    assert result["study"]["ct_category"] == "CT-2"
 
 
 def test_lesion_and_lung_masks_without_geometry_pair_with_the_ct_as_stored(

@@ -28,6 +28,7 @@ from covseg.io.volume import read_nifti, read_volume
 from covseg.quantify import quantify_batch, quantify_study
 from covseg.transforms import LUNG_WINDOW, normalize_intensity
 from covseg.volumes import predict_batch, predict_study
+from tests.conftest import CONSOLIDATED_AFFINE, consolidated_chest
 from tests.conftest import SAMPLE_CT as CT
 from tests.conftest import SAMPLE_DICOMS as DICOMS
 from tests.test_io_volume import phantom, synthetic_series
@@ -125,6 +126,23 @@ def test_outside_lungs_kept_on_request(chest, tmp_path: Path) -> None:
     assert result["study"]["lesion_ml"] == pytest.approx(
         (counts["ggo"] + counts["outside"]) * VOXEL_ML)
     assert result["study"]["lesion_outside_lungs_ml"] == pytest.approx(counts["outside"] * VOXEL_ML)
+
+
+def test_thick_consolidation_is_kept_whole_and_counted_as_lung(tmp_path: Path) -> None:
+    """The threshold lungs miss consolidation (not air): a perfect prediction of a lung 83 %
+    consolidated kept only the lesion within 5 mm of aerated lung (11 % of it) in
+    infection.nii.gz. Now the whole region is kept, the lungs grow over it, and a call lying
+    apart (in the body, 10 mm from the lungs) is still removed."""
+    ct, lesions, lungs = consolidated_chest()
+    ct[44:50, 68:72, 2:5] = 30.0  # apart from the lungs: 72 voxels
+    path = tmp_path / "chest.nii.gz"
+    nib.save(nib.Nifti1Image(ct, CONSOLIDATED_AFFINE), str(path))
+    result = predict_study(BandPredictor([(20, 35)]), path, tmp_path / "out")
+    infection = np.asarray(nib.load(str(tmp_path / "out" / "infection.nii.gz")).dataobj)
+    np.testing.assert_array_equal(infection, lesions)
+    written = np.asarray(nib.load(str(tmp_path / "out" / "lungs.nii.gz")).dataobj)
+    np.testing.assert_array_equal(written, lungs)
+    assert result["study"]["lesion_outside_lungs_ml"] == 0.0
 
 
 def test_volume_predictions_use_the_runs_flips_once(chest, tiny_run: Path, tmp_path: Path) -> None:

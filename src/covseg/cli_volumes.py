@@ -48,7 +48,9 @@ def add_quantify_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--image", type=Path,
                         help="the CT (NIfTI, DICOM folder) or a folder of NIfTI named like the "
                              "masks: shown in the montage, and thresholded for lungs when "
-                             "--lungs is not given")
+                             "--lungs is not given (grown over the lesion regions that come "
+                             f"within {DEFAULT_LUNG_MARGIN_MM:g} mm of them, as predict's "
+                             "--lung-margin-mm)")
     parser.add_argument("--hu", choices=HU_MODES, default="auto",
                         help="is --image in Hounsfield units (yes), 8-bit grey (no) or detect "
                              "(auto, default)")
@@ -101,7 +103,9 @@ def add_volume_predict_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep infection predicted outside the lungs")
     parser.add_argument("--lung-margin-mm", type=float, default=VOLUME_DEFAULTS["lung_margin_mm"],
                         metavar="MM",
-                        help="infection farther than this from the lungs is removed "
+                        help="an infection region that comes this close to the lungs is "
+                             "kept whole (in the slices this close to a lung slice, inside the "
+                             "body) and counted as lung; one wholly farther is removed "
                              f"(default {DEFAULT_LUNG_MARGIN_MM:g})")
     parser.add_argument("--html", action="store_true",
                         help="also write a self-contained report.html per volume (done "

@@ -15,8 +15,9 @@ left and row index towards posterior (the right lung is on the image's left, as 
 axial slices). Where the two lungs touch in a slice, the joined component is eroded (a
 distance-transform threshold) until it falls apart into a right and a left core, and every voxel
 goes to the nearest core. The trachea above the carina (a small component on the midline that does
-not fall apart) is dropped. Dense lesions touching the chest wall can fall outside a threshold mask:
-:func:`add_lesions_to_lungs` puts them back for quantification.
+not fall apart) is dropped. Consolidation is not air and falls outside a threshold mask:
+:func:`remove_outside_lungs` keeps the lesions connected to the lungs and
+:func:`add_lesions_to_lungs` counts them as lung.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ MIN_LUNG_ML = 5.0
 DISPLAY_AFFINE = np.diag([-1.0, -1.0, 1.0, 1.0])
 """Affine assumed without one: DICOM display axes (column -> patient left, row -> posterior)."""
 DEFAULT_LUNG_MARGIN_MM = 5.0
-"""Infection farther than this from every lung voxel is removed, and not counted as lung."""
+"""Infection is kept (and counted as lung) when its connected region comes this close to a lung
+voxel, and removed when the whole region lies farther (:func:`remove_outside_lungs`)."""
 AIRWAY_MAX_MM2 = 500.0
 SPLIT_MAX_DEPTH_MM = 30.0
 SIDE_TEST_MM = 3.0
@@ -462,40 +464,66 @@ def _bounding_box(mask: np.ndarray, pad: Sequence[int] | None = None
 
 
 def remove_outside_lungs(lesions: np.ndarray, lungs: np.ndarray, spacing: Sequence[float],
-                         margin_mm: float = DEFAULT_LUNG_MARGIN_MM) -> np.ndarray:
-    """Zero lesion voxels farther than ``margin_mm`` (3D, in mm) from every lung voxel.
+                         margin_mm: float = DEFAULT_LUNG_MARGIN_MM,
+                         hu: np.ndarray | None = None) -> np.ndarray:
+    """Zero the lesions not connected to the lungs; keep those that are, whatever their depth.
+
+    A thresholded lung mask leaves out consolidation (it is not air), which can be centimetres
+    thick, while false calls in the abdomen, the heart or outside the body lie apart from the
+    lungs. So a lesion's 3D connected region (face neighbours) is kept when any voxel of it lies
+    within ``margin_mm`` (3D, in mm) of a lung voxel, and removed when it lies wholly farther.
+    Beyond the margin a kept region is cut to the thorax, so that a false call running on from
+    the lungs does not take the tissue it runs into: to the slices within ``margin_mm`` of a
+    slice holding lung (an over-call from the lung base down into the liver stops there) and,
+    with the CT in HU (``hu``), to the body (not air touching the slice border). Within those
+    slices nothing here tells a call running into the chest wall or the liver dome from
+    consolidation, and consolidation filling the lung bases below their last aerated slice is
+    cut.
+    """
+    lesion_volume, flat = _as_volume(lesions, "lesions")
+    lung_volume, _ = _as_volume(lungs, "lungs")
+    hu_volume = None if hu is None else _as_volume(hu, "hu")[0]
+    spacing = tuple(float(s) for s in spacing)
+    spacing = (1.0, *spacing) if flat else spacing
+    if (lesion_volume.shape != lung_volume.shape or len(spacing) != 3
+            or (hu_volume is not None and hu_volume.shape != lesion_volume.shape)):
+        raise CovsegError(
+            f"lesions {lesion_volume.shape}, lungs {lung_volume.shape}"
+            f"{'' if hu_volume is None else f', CT {hu_volume.shape}'} and spacing {spacing} "
+            "do not describe the same grid"
+        )
+    if margin_mm < 0:
+        raise CovsegError(f"the lung margin must be >= 0 mm, got {margin_mm}")
+    reach = int(margin_mm // spacing[0])
+    out = _near_lungs(lesion_volume, lung_volume, spacing, margin_mm, reach)
+    _add_connected(out, lesion_volume, lung_volume, reach, hu_volume)
+    return out[0] if flat else out
+
+
+def _near_lungs(lesions: np.ndarray, lungs: np.ndarray, spacing: tuple[float, ...],
+                margin_mm: float, reach: int) -> np.ndarray:
+    """A copy of ``lesions`` without the voxels farther than ``margin_mm`` (``reach`` slices)
+    from every lung voxel.
 
     The distance is exact Euclidean in 3D, built from 2D distance maps of the nearby slices
     (the 3D distance transform is separable), kept for a window of nearby slices only. Slices
     with no lesion outside the lungs cost nothing.
     """
-    lesion_volume, flat = _as_volume(lesions, "lesions")
-    lung_volume, _ = _as_volume(lungs, "lungs")
-    spacing = tuple(float(s) for s in spacing)
-    spacing = (1.0, *spacing) if flat else spacing
-    if lesion_volume.shape != lung_volume.shape or len(spacing) != 3:
-        raise CovsegError(
-            f"lesions {lesion_volume.shape}, lungs {lung_volume.shape} and spacing {spacing} "
-            "do not describe the same grid"
-        )
-    if margin_mm < 0:
-        raise CovsegError(f"the lung margin must be >= 0 mm, got {margin_mm}")
-    out = lesion_volume.copy()
+    out = lesions.copy()
     # Only lung pixels within the margin of an outside lesion matter, so the distance maps are
     # computed in the in-plane box of all outside lesions grown by the margin: exact, and most
     # studies' box is a small part of the slice.
     footprint = np.zeros(out.shape[1:], dtype=bool)
-    for lesion_plane, lung_plane in zip(lesion_volume, lung_volume, strict=True):
+    for lesion_plane, lung_plane in zip(lesions, lungs, strict=True):
         footprint |= (lesion_plane > 0) & (lung_plane == 0)
     rows_cols = _bounding_box(footprint, [int(np.ceil(margin_mm / step)) + 1
                                           for step in spacing[1:]])
     if rows_cols is None:
-        return out[0] if flat else out
-    reach = int(margin_mm // spacing[0])
+        return out
     squared: dict[int, np.ndarray | None] = {}
     for k in range(len(out)):
         plane = out[k][rows_cols]
-        outside = (plane > 0) & (lung_volume[k][rows_cols] == 0)
+        outside = (plane > 0) & (lungs[k][rows_cols] == 0)
         if not outside.any():
             continue
         for old in [key for key in squared if key < k - reach]:
@@ -503,12 +531,39 @@ def remove_outside_lungs(lesions: np.ndarray, lungs: np.ndarray, spacing: Sequen
         best = np.full(outside.shape, np.inf, dtype=np.float32)
         for near in range(max(0, k - reach), min(len(out), k + reach + 1)):
             if near not in squared:
-                squared[near] = _squared_distance(lung_volume[near][rows_cols], spacing[1:])
+                squared[near] = _squared_distance(lungs[near][rows_cols], spacing[1:])
             if squared[near] is not None:
                 dz2 = np.float32(((near - k) * spacing[0]) ** 2)
                 np.minimum(best, squared[near] + dz2, out=best)
         plane[outside & (best > margin_mm**2)] = 0
-    return out[0] if flat else out
+    return out
+
+
+def _add_connected(near: np.ndarray, lesions: np.ndarray, lungs: np.ndarray, reach: int,
+                   hu: np.ndarray | None) -> None:
+    """Put back into ``near`` the lesion voxels in one 3D region with a voxel of it, beyond it
+    only in slices within ``reach`` slices of one holding lung and, given ``hu``, inside the
+    body; labelled within the lesions' bounding box."""
+    far = [k for k in range(len(near)) if ((lesions[k] > 0) & (near[k] == 0)).any()]
+    box = _bounding_box(lesions)
+    if not far or box is None or not near[box].any():
+        return
+    with_lung = np.flatnonzero([plane.any() for plane in lungs])
+    lesion = lesions[box] > 0
+    kept_near = near[box] > 0
+    for k in far:
+        inside = k - box[0].start
+        if np.abs(with_lung - k).min() > reach:
+            lesion[inside] = kept_near[inside]
+        elif hu is not None:
+            body = ~_outside_air(hu[k] < LUNG_THRESHOLD_HU)[box[1:]]
+            lesion[inside] &= body | kept_near[inside]
+    regions, count = ndimage.label(lesion)
+    connected = np.zeros(count + 1, dtype=bool)
+    connected[regions[kept_near]] = True
+    connected[0] = False
+    keep = connected[regions]
+    near[box][keep] = lesions[box][keep]
 
 
 def _squared_distance(lungs: np.ndarray, spacing: Sequence[float]) -> np.ndarray | None:
@@ -519,22 +574,47 @@ def _squared_distance(lungs: np.ndarray, spacing: Sequence[float]) -> np.ndarray
 
 
 def add_lesions_to_lungs(lungs: np.ndarray, lesions: np.ndarray) -> np.ndarray:
-    """Lung labels grown over lesion voxels they miss, each given to the nearest lung in-plane.
+    """Lung labels grown over lesion voxels they miss: a missing region (3D connected) that
+    touches one lung only joins that lung (consolidation deep in the right lung can lie nearer
+    the left lung's edge); any other voxel is given to the nearest lung in-plane (in a slice
+    without lung, to the nearest in the nearest slice that has lung).
 
-    A threshold lung mask leaves out dense consolidation at the chest wall; the lung volume (the
-    denominator of % involvement) must include diseased lung. Pass lesions already limited to
-    the lungs' neighbourhood (:func:`remove_outside_lungs`): every voxel given here joins a lung.
+    A threshold lung mask leaves out consolidation (it is not air), which can fill a lung base
+    below its last aerated slice; the lung volume (the denominator of % involvement) must
+    include diseased lung. Pass lesions already limited to those connected to the lungs
+    (:func:`remove_outside_lungs`): every voxel given here joins a lung.
     """
     lung_volume, flat = _as_volume(lungs, "lungs")
     lesion_volume, _ = _as_volume(lesions, "lesions")
     if lung_volume.shape != lesion_volume.shape:
         raise CovsegError(f"lungs {lung_volume.shape} and lesions {lesion_volume.shape} differ")
     out = lung_volume.astype(np.uint8, copy=True)
+    _join_the_touching_lung(out, lesion_volume)
+    with_lung = np.flatnonzero([plane.any() for plane in out])
     for k in range(len(out)):
         missing = (lesion_volume[k] > 0) & (out[k] == 0)
-        if missing.any() and out[k].any():
-            out[k][missing] = _nearest_lung(out[k], missing)
+        if missing.any() and with_lung.size:
+            source = with_lung[np.abs(with_lung - k).argmin()]
+            out[k][missing] = _nearest_lung(out[source], missing)
     return out[0] if flat else out
+
+
+def _join_the_touching_lung(lungs: np.ndarray, lesions: np.ndarray) -> None:
+    """Label each region of lesion voxels missing from ``lungs`` (3D, face neighbours) with the
+    one lung it touches; regions touching both lungs or none are left as they are."""
+    box = _bounding_box(lesions, (1, 1, 1))
+    if box is None:
+        return
+    labels = lungs[box]
+    regions, count = ndimage.label((lesions[box] > 0) & (labels == 0))
+    touches = np.zeros((count + 1, 2), dtype=bool)
+    for column, lung in enumerate((RIGHT_LUNG, LEFT_LUNG)):
+        touches[regions[ndimage.binary_dilation(labels == lung)], column] = True
+    side = np.where(touches[:, 0] & ~touches[:, 1], RIGHT_LUNG,
+                    np.where(touches[:, 1] & ~touches[:, 0], LEFT_LUNG, 0)).astype(np.uint8)
+    side[0] = 0
+    joined = side[regions]
+    labels[joined > 0] = joined[joined > 0]
 
 
 def _nearest_lung(lungs: np.ndarray, missing: np.ndarray, pad: int = 16) -> np.ndarray:

@@ -579,7 +579,7 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     one named like the mask; by default the ``lungs.nii.gz`` beside covseg's own
     ``infection.nii.gz``; ``image``: the CT (file, DICOM folder, or folder of NIfTI named like
     the mask), used for the montage and, without ``lungs``, for threshold lungs (grown over the
-    lesions within the default lung margin).
+    lesion regions that come within the default lung margin, whole: :func:`remove_outside_lungs`).
     """
     check_inputs_exist(lungs, image)
     return _quantify_study(Path(mask), out_dir, _LungsAndImage(lungs, image), hu, multiclass,
@@ -612,11 +612,12 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
         check_same_grid(lesions, lung_volume)
         lung_labels, lung_source = _lung_labels(lung_volume, lung_path, ct), "mask"
     elif ct is not None:
-        lung_labels = segment_lungs(hounsfield(ct), ct.affine)
+        ct_hu = hounsfield(ct)
+        lung_labels = segment_lungs(ct_hu, ct.affine)
         lesion = lesions.array > 0
         if _is_multiclass(lesions.array, classes):
             lesion &= lesions.array != EFFUSION
-        near = remove_outside_lungs(lesion, lung_labels, lesions.spacing)
+        near = remove_outside_lungs(lesion, lung_labels, lesions.spacing, hu=ct_hu)
         lung_labels, lung_source = add_lesions_to_lungs(lung_labels, near), "threshold"
     result = quantify(lesions.array, lesions.spacing, lung_labels, multiclass=classes,
                       effusion=_predicts_effusion(predicted))

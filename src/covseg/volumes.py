@@ -6,7 +6,8 @@ Flags for ``covseg predict`` on volumes (added by ``cli_volumes.add_volume_predi
   --tta/--no-tta         average over mirrored predictions (default: the run's)
   --probabilities        also write probabilities.nii.gz (float32)
   --keep-outside-lungs   do not remove infection outside the lungs
-  --lung-margin-mm MM    infection farther than this from the lungs is removed (default 5)
+  --lung-margin-mm MM    infection regions wholly farther than this from the lungs are
+                         removed; one that comes closer is kept whole, within the thorax (default 5)
   --html                 also write a self-contained report.html per study
   --shard I/N            process every N-th study from the I-th (sorted by name)
   --out DIR              output folder: one sub-folder per study and summary.csv
@@ -30,7 +31,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from scipy import ndimage
 from tqdm import tqdm
 
 from covseg.config import check_kind
@@ -195,30 +195,23 @@ class VolumeMasks:
     lungs_found: bool
 
 
-def _effusion_at_lungs(labels: np.ndarray, near: np.ndarray) -> np.ndarray:
-    """The effusion regions (3D connected) of ``labels`` that keep a voxel in ``near`` (the
-    labels within the lung margin)."""
-    regions, _ = ndimage.label(labels == EFFUSION)
-    kept = np.unique(regions[(near == EFFUSION) & (regions > 0)])
-    return np.isin(regions, kept)
-
-
 def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray, *,
                    lung_predictor: SlicePredictor | None = None, keep_outside_lungs: bool = False,
                    lung_margin_mm: float = DEFAULT_LUNG_MARGIN_MM, batch_size: int = 8
                    ) -> VolumeMasks:
-    """Find the lungs, drop infection farther than ``lung_margin_mm`` from them (unless
-    ``keep_outside_lungs``), and count the lesions at the lungs' edge as lung. A multi-class
-    model's pleural effusion fills the pleural space, outside the lung by definition (a layer
-    centimetres thick, most of it beyond any lung margin): each effusion region that reaches the
-    lung margin is kept whole, and one that lies apart (the abdomen) is dropped."""
+    """Find the lungs, drop the infection regions that lie wholly farther than
+    ``lung_margin_mm`` from them (unless ``keep_outside_lungs``; a region that comes that close
+    is kept whole within the thorax: :func:`remove_outside_lungs`), and count the lesions kept
+    as lung. Consolidation the lung threshold left out (it is not air) is kept however deep,
+    and so is a multi-class model's pleural effusion, which fills the pleural space outside the
+    lung (a layer centimetres thick); an effusion region that lies apart (the abdomen) is
+    dropped. Effusion is not counted as lung."""
     lungs, lung_source = _lungs(volume, lung_predictor, batch_size)
     lungs_found = bool(lungs.any())
     near = labels
     if lungs_found:
-        near = remove_outside_lungs(labels, lungs, volume.spacing, lung_margin_mm)
-        if has_effusion(predictor):
-            near[_effusion_at_lungs(labels, near)] = EFFUSION
+        near = remove_outside_lungs(labels, lungs, volume.spacing, lung_margin_mm,
+                                    hu=hounsfield(volume))
         if not keep_outside_lungs:
             labels = near
     else:
