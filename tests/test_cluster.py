@@ -30,9 +30,10 @@ RECIPE: dict[str, Any] = {"epochs": 1, "size": 32, "folds": 2}
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[Any]:
     """One Ray on this machine for the module (starting it takes seconds); covseg uses a Ray
-    already started as it is, and leaves it running."""
+    already started as it is, and leaves it running. A new one, not a cluster already running
+    on the machine (which ray.init would join, and refuse num_cpus for)."""
     ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'covseg[cluster]'")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
