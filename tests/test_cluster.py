@@ -6,8 +6,13 @@ import builtins
 import io
 import json
 import os
+import secrets
+import shutil
 import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -185,6 +190,66 @@ def test_a_ray_heads_port_passes_the_check(local_ray: Any, monkeypatch: pytest.M
     address = local_ray.get_runtime_context().gcs_address
     monkeypatch.setattr(local_ray, "is_initialized", lambda: False)
     cluster.check_cluster_options(address, None)
+
+
+AUTH_SETTINGS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS")
+"""Ray's settings of whether and which auth token a process gives, and of the cluster to join."""
+
+
+def _environment(**settings: str) -> dict[str, str]:
+    """This process's environment without Ray's auth and address settings, plus ``settings``."""
+    return {**{name: value for name, value in os.environ.items() if name not in AUTH_SETTINGS},
+            **settings}
+
+
+@pytest.fixture(scope="module")
+def head_wanting_a_token() -> Iterator[str]:
+    """The address of a head that `ray start --head` started with token authentication on (as
+    Ray 2.59 on does where a token exists), with a token no driver here has; Ray's files stay
+    in a short temporary folder of its own (its socket paths have a length limit)."""
+    pytest.importorskip("ray")
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    temp_dir = tempfile.mkdtemp(prefix="covseg-ray-")
+    head = subprocess.Popen(
+        [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", f"--port={port}",
+         "--num-cpus=1", "--include-dashboard=false", "--disable-usage-stats",
+         f"--temp-dir={temp_dir}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+        env=_environment(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32)))
+    try:
+        assert head.wait(timeout=60) == 0, head.stderr.read() if head.stderr else ""
+        yield f"127.0.0.1:{port}"
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)  # the head's processes: `ray start`'s group
+        if head.stderr:
+            head.stderr.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.mark.parametrize("driver", [{}, {"RAY_AUTH_MODE": "token"}],
+                         ids=["no-token-mode", "token-mode-without-a-token"])
+def test_a_cluster_that_wants_its_token_says_how_to_give_it(
+        head_wanting_a_token: str, tmp_path: Path, driver: dict[str, str]) -> None:
+    """Without the head's token a driver was told "something answers there, but no Ray
+    cluster; start it with `ray start --head`", or, with RAY_AUTH_MODE=token and no token
+    anywhere (``HOME`` here has none), got Ray's traceback."""
+    address = head_wanting_a_token
+    done = subprocess.run(
+        [sys.executable, "-m", "covseg.cli", "cv", "synthetic:1", "--out", str(tmp_path / "cv"),
+         "--ray", address, "--epochs", "1", "--size", "32", "--folds", "2"],
+        capture_output=True, text=True, check=False, timeout=120,
+        env=_environment(HOME=str(tmp_path), OMP_NUM_THREADS="1", **driver))
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"covseg: error: the Ray cluster at {address} requires its auth token, which it did not "
+        "get from here: set RAY_AUTH_MODE=token and give the head's token (`ray get-auth-token` "
+        "there prints it) in RAY_AUTH_TOKEN, or in a file named by RAY_AUTH_TOKEN_PATH or at "
+        "~/.ray/auth_token (on the head's machine --ray auto uses that file by itself)")
+    assert not (tmp_path / "cv").exists()
 
 
 class _Stopped(BaseException):

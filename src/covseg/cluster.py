@@ -203,11 +203,33 @@ def _connect(ray: ModuleType, address: str) -> None:
         with handler_restored(signal.SIGTERM), _environment_defaults(tries):
             ray.init(address=address, include_dashboard=False,
                      logging_level=logging.ERROR, log_to_driver=False)
+    except ray.exceptions.AuthenticationError:  # RAY_AUTH_MODE=token, but no token here
+        raise _token_missing(address) from None
     except (ConnectionError, RuntimeError, ValueError) as exc:
         if address == LOCAL:
             raise CovsegError(f"cannot start Ray on this machine: {_why(exc)}") from None
+        if _refused_for_its_token(ray, exc):
+            raise _token_missing(address) from None
         raise _unreachable(address, "something answers there, but no Ray cluster"
                            if isinstance(exc, ConnectionError) else _why(exc)) from None
+
+
+def _refused_for_its_token(ray: ModuleType, exc: BaseException) -> bool:
+    """Whether the cluster refused this driver for want of its auth token (none given, or
+    another): Ray's ConnectionError carries the GCS client's AuthenticationError only as the
+    text of its traceback, in the RuntimeError it was raised from."""
+    refusal = ray.exceptions.AuthenticationError
+    return f"{refusal.__module__}.{refusal.__qualname__}:" in str(exc.__cause__)
+
+
+def _token_missing(address: str) -> CovsegError:
+    """The one line for a cluster that requires Ray's auth token and did not get it: a Ray
+    driver gives it only with RAY_AUTH_MODE=token (Ray sets that itself only for ``auto``)."""
+    return CovsegError(f"the Ray cluster at {address} requires its auth token, which it did not "
+                       "get from here: set RAY_AUTH_MODE=token and give the head's token "
+                       "(`ray get-auth-token` there prints it) in RAY_AUTH_TOKEN, or in a file "
+                       "named by RAY_AUTH_TOKEN_PATH or at ~/.ray/auth_token (on the head's "
+                       "machine --ray auto uses that file by itself)")
 
 
 GCS_TRIES = "RAY_gcs_server_port_wait_time_s"
