@@ -525,6 +525,12 @@ def test_a_renamed_or_missing_argument_names_the_right_one() -> None:
         covseg.quantify("masks", "out", "lungs")
 
 
+def test_an_option_to_models_says_it_takes_none() -> None:
+    """covseg.models(json=True) said "models takes " (an empty list)."""
+    with pytest.raises(CovsegError, match=r"^unknown option\(s\) json; models takes no options$"):
+        covseg.models(json=True)
+
+
 def test_models_is_the_table_of_covseg_models(capsys: pytest.CaptureFixture[str]) -> None:
     rows = covseg.models()
     assert main(["models", "--json"]) == 0

@@ -249,6 +249,17 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.startswith("covseg 0.")
 
 
+def test_quantify_help_says_how_a_lung_mask_is_sided(capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    """--lungs said that right/left are recomputed except in covseg's own lungs.nii.gz; any
+    0/1/2 mask of two lungs side by side keeps its labels as sides (Zenodo's swapped)."""
+    with pytest.raises(SystemExit):
+        main(["quantify", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "labels 1 and 2 lying side by side are the right and left lungs" in text
+    assert "recomputed" not in text
+
+
 @pytest.mark.parametrize(("setup", "argv"), [
     ("", ["--version"]),
     # a table larger than the pipe's buffer, as `covseg models --json | head -3` met

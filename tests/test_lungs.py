@@ -19,6 +19,7 @@ from covseg.lungs import (
     remove_outside_lungs,
     segment_lungs,
     split_lungs,
+    why_labels_are_not_sides,
 )
 from tests.conftest import SAMPLE_CT as CT
 from tests.conftest import SAMPLE_DICOMS as DICOMS
@@ -166,6 +167,28 @@ def test_labels_face_their_sides_by_the_affine() -> None:
     swapped = np.where(truth > 0, 3 - truth, 0)  # Zenodo's 1 = left, 2 = right
     assert not labels_face_their_sides(swapped, LPS_LIKE)
     assert labels_face_their_sides(np.where(truth == LEFT_LUNG, 2, 0), LPS_LIKE), "one lung"
+
+
+def test_labels_not_side_by_side_are_not_sides() -> None:
+    """Two lungs (touching or not, in either order) are sides; a lesion or the airway labelled
+    2 among lungs labelled 1, or labels in no common slice, are not, and say why."""
+    for touching in (False, True):
+        _, truth = chest(touching)
+        assert why_labels_are_not_sides(truth, LPS_LIKE) is None
+        assert why_labels_are_not_sides(np.where(truth > 0, 3 - truth, 0), LPS_LIKE) is None
+    _, truth = chest()
+    lungs = (truth > 0).astype(np.uint8)
+    lesion = lungs.copy()
+    lesion[6:8, 30:36, 62:68][truth[6:8, 30:36, 62:68] == LEFT_LUNG] = 2
+    assert why_labels_are_not_sides(lesion, LPS_LIKE) == (
+        "100 % of label 2's voxels lie within label 1's span across the body in their slices")
+    airway = lungs.copy()
+    airway[6:8, 20:24, 46:50] = 2  # on the midline, between the lungs
+    assert why_labels_are_not_sides(airway, LPS_LIKE) is not None
+    above = lungs.copy()
+    above[0] = 0
+    above[0, 20:24, 46:50] = 2  # the trachea above the lungs
+    assert why_labels_are_not_sides(above, LPS_LIKE) == "no slice holds both"
 
 
 def test_remove_outside_lungs_uses_a_3d_margin_in_mm() -> None:

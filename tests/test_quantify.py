@@ -349,6 +349,48 @@ def test_zenodo_lungs_named_like_predicts_are_not_read_swapped(tmp_path: Path, c
     assert kept["right_lung"]["lesion_ml"] == pytest.approx(lesion_ml) and not caplog.text
 
 
+@pytest.mark.parametrize("lesion_side", ["right", "left"])
+def test_a_lung_mask_with_a_lesion_labelled_2_is_not_read_as_sides(tmp_path: Path, caplog,
+                                                                    lesion_side: str) -> None:
+    """A 0/1/2 lung mask of lungs labelled 1 and a lesion area labelled 2 was read as the
+    right and left lungs: with the area in the left lung, "right lung" was both lungs and
+    "left lung" the area; in the right lung, the right lung was 100 % involved. Labels 1 and
+    2 that do not lie side by side are lung, sided again, with a warning saying why."""
+    _, mask, lesion_ml = synthetic_study(tmp_path / "in", "case")
+    lungs = two_lungs(mask, (1, 1))
+    area = np.zeros(lungs.shape, dtype=bool)
+    area[(40 if lesion_side == "right" else 14):][:8, 20:26, 2:4] = True
+    lungs[area] = 2
+    lung_ml = 18 * 28 * 4 * 0.7 * 0.7 * 5.0 / 1000
+    with caplog.at_level("WARNING"):
+        result = quantify_study(mask, tmp_path / "out",
+                                lungs=save_like(mask, lungs, tmp_path / "lungs.nii.gz"))
+    assert result["right_lung"]["lung_ml"] == pytest.approx(lung_ml)
+    assert result["left_lung"]["lung_ml"] == pytest.approx(lung_ml)
+    assert result["right_lung"]["lesion_ml"] == pytest.approx(lesion_ml)
+    assert "labels 1 and 2 are not read as the right and left lungs (100 % of label 2's" in (
+        caplog.text)
+
+
+def test_an_identity_affine_lung_mask_keeps_covsegs_labels(tmp_path: Path, caplog) -> None:
+    """A numpy pipeline's lung mask (np.eye(4)) labelled 1 right, 2 left in the display
+    orientation (the right lung at small column index) was "corrected" to Zenodo's labels by
+    its identity affine: the right lung's lesion was reported in the left lung."""
+    lungs = np.zeros((64, 48, 6), dtype=np.uint8)  # x, y, z
+    lungs[10:28, 10:38, 1:5] = 1  # right lung, on the image's left
+    lungs[36:54, 10:38, 1:5] = 2
+    lesion = np.zeros(lungs.shape, dtype=np.uint8)
+    lesion[14:20, 20:26, 2:4] = 1
+    for name, data in (("lungs", lungs), ("mask", lesion)):
+        nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / f"{name}.nii.gz"))
+    with caplog.at_level("WARNING"):
+        result = quantify_study(tmp_path / "mask.nii.gz", tmp_path / "out",
+                                lungs=tmp_path / "lungs.nii.gz")
+    assert result["right_lung"]["lesion_ml"] == pytest.approx(72 / 1000)
+    assert result["left_lung"]["lesion_ml"] == 0.0
+    assert "identity (no real geometry), which gives no sides to check" in caplog.text
+
+
 def test_effusion_of_a_model_without_that_class_is_not_predicted(tmp_path: Path) -> None:
     """A 3-class model (background, ground-glass, consolidation) cannot find effusion: its
     effusion is None, "not predicted", not 0.00 mL (none found); label 3 in the mask is

@@ -93,9 +93,8 @@ def _public(options: str = "", accepted: Sequence[str] = ()) -> Callable[[Functi
         def checked(*args: Any, **kwargs: Any) -> Any:
             unknown = sorted(set(kwargs) - set(own) - set(accepted))
             if unknown:
-                more = f" and {options} {', '.join(accepted)}" if accepted else ""
                 raise CovsegError(f"unknown option(s) {', '.join(unknown)}; {function.__name__} "
-                                  f"takes {', '.join(own)}{more}")
+                                  f"takes {_taken(own, options, accepted)}")
             try:
                 signature.bind(*args, **kwargs)
             except TypeError as exc:
@@ -103,6 +102,15 @@ def _public(options: str = "", accepted: Sequence[str] = ()) -> Callable[[Functi
             return function(*args, **kwargs)
         return cast(Function, checked)
     return decorate
+
+
+def _taken(own: Sequence[str], options: str, accepted: Sequence[str]) -> str:
+    """What a public function takes, for its unknown-option error: its own arguments and the
+    ``accepted`` ``options``, or "no options" (``models()``)."""
+    taken = [", ".join(own)] if own else []
+    if accepted:
+        taken.append(f"{options} {', '.join(accepted)}")
+    return " and ".join(taken) or "no options"
 
 
 RECIPE = tuple(TrainConfig.__dataclass_fields__)

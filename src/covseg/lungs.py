@@ -227,6 +227,48 @@ def labels_face_their_sides(labels: np.ndarray, affine: np.ndarray) -> bool:
     return bool(sums[RIGHT_LUNG] / counts[RIGHT_LUNG] > sums[LEFT_LUNG] / counts[LEFT_LUNG])
 
 
+SIDES_MIXED_MAX = 0.2
+"""At most this fraction of either label's voxels (in slices holding both) may lie within the
+other label's span across the body for labels 1 and 2 to be read as two lungs side by side
+(:func:`why_labels_are_not_sides`): where the lungs touch, a few do; a lesion or the trachea
+labelled 2 lies all within label 1's."""
+
+
+def why_labels_are_not_sides(labels: np.ndarray, affine: np.ndarray) -> str | None:
+    """Why labels 1 and 2 of a (z, y, x) lung labelling are not two lungs side by side (the
+    right and the left, in either order); None when they are.
+
+    Slice by slice, in the slices holding both, a voxel of one label lies "within" the other's
+    span when its world x is between the other label's extremes there. Two lungs lie each on
+    its own side of the other, with or without a mediastinal shift (a large lung reaching across
+    the body's midline still stops short of the small one); a lesion or the airway labelled 2
+    among lungs labelled 1 lies within label 1's span, however small it is. Whether label 1 is
+    the right lung or the left is :func:`labels_face_their_sides`.
+    """
+    affine = _check_affine(affine)
+    volume, _ = _as_volume(labels, "lung labels")
+    rows, cols = np.indices(volume.shape[1:], dtype=np.float64)
+    within = np.zeros(3, dtype=np.int64)
+    counts = np.zeros(3, dtype=np.int64)
+    for k, plane in enumerate(volume):
+        first, second = plane == RIGHT_LUNG, plane == LEFT_LUNG
+        if not (first.any() and second.any()):
+            continue
+        world_x = affine[0, 0] * cols + affine[0, 1] * rows + affine[0, 2] * k
+        x_first, x_second = world_x[first], world_x[second]
+        for label, x, other in ((RIGHT_LUNG, x_first, x_second), (LEFT_LUNG, x_second, x_first)):
+            counts[label] += x.size
+            within[label] += np.count_nonzero((x >= other.min()) & (x <= other.max()))
+    if not counts.any():
+        return "no slice holds both"
+    for label, other in ((LEFT_LUNG, RIGHT_LUNG), (RIGHT_LUNG, LEFT_LUNG)):
+        share = within[label] / counts[label]
+        if share > SIDES_MIXED_MAX:
+            return (f"{100 * share:.0f} % of label {label}'s voxels lie within label {other}'s "
+                    "span across the body in their slices")
+    return None
+
+
 IN_PLANE_ONLY_MM = 1e6
 """A slice step that keeps the distance map in-plane: no voxel is nearer the background through z."""
 

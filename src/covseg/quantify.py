@@ -66,6 +66,7 @@ from covseg.lungs import (
     lung_sides,
     remove_outside_lungs,
     segment_lungs,
+    why_labels_are_not_sides,
 )
 from covseg.transforms import LUNG_WINDOW, normalize_intensity
 from covseg.viz import class_colour, severity_chart
@@ -634,22 +635,50 @@ def _lung_labels(volume: Volume, path: Path, ct: Volume | None = None) -> np.nda
     """A lung mask as 1 right / 2 left, counted as it is: its non-zero voxels are lung, no other.
 
     Labels 1 and 2 (both lungs, or the one lung predict's record beside its ``lungs.nii.gz``
-    found) are the sides, swapped with a warning where 1 lies on the patient's left of 2
-    (Zenodo's 1 = left, 2 = right) and no predict record vouches for them; in any other mask
-    (0/1, 0/255, lobe labels) the sides are found by :func:`lung_sides`, at the body's midline
-    in the ``ct`` when there is one.
+    found) are the sides: as predict wrote them where its record vouches for them, else as
+    :func:`_labelled_sides` reads them. In any other mask (0/1, 0/255, lobe labels, or 1 and 2
+    not lying side by side: a lesion or the airway labelled 2) the sides are found by
+    :func:`lung_sides`, at the body's midline in the ``ct`` when there is one.
     """
     labels = volume.array
     present = _lungs_labelled(labels)
     recorded = _recorded_lungs(path) if path.name == LUNGS_NII else None
-    if present == {RIGHT_LUNG, LEFT_LUNG} or (present and present == recorded):
-        if recorded is not None or labels_face_their_sides(labels, volume.affine):
-            return labels.astype(np.uint8)
+    if present and recorded is not None and present in ({RIGHT_LUNG, LEFT_LUNG}, recorded):
+        return labels.astype(np.uint8)
+    if present == {RIGHT_LUNG, LEFT_LUNG}:
+        sides = _labelled_sides(volume, path)
+        if sides is not None:
+            return sides
+    hu = hounsfield(ct) if ct is not None else None
+    return lung_sides(labels > 0, volume.affine, hu, source=str(path))
+
+
+def _labelled_sides(volume: Volume, path: Path) -> np.ndarray | None:
+    """A 0/1/2 lung mask's own labels as 1 right / 2 left; None, with a warning, when 1 and 2
+    are not two lungs side by side (:func:`why_labels_are_not_sides`).
+
+    They are swapped, with a warning, where label 1 lies on the patient's left of label 2 by
+    the affine (Zenodo's 1 = left, 2 = right). An identity affine (a numpy pipeline's
+    ``np.eye(4)``: no real geometry) says nothing of the patient's sides: read by it, covseg's
+    own labels drawn in the display orientation (the right lung on the image's left) looked
+    swapped and were "corrected"; such a mask is read as covseg's (1 right, 2 left), with a
+    warning that its sides could not be checked.
+    """
+    labels = volume.array
+    reason = why_labels_are_not_sides(labels, volume.affine)
+    if reason is not None:
+        log.warning("%s: labels 1 and 2 are not read as the right and left lungs (%s: a lesion "
+                    "or the airway labelled 2?); all its non-zero voxels are lung, their sides "
+                    "found again", path, reason)
+        return None
+    if np.allclose(volume.file_affine, np.eye(4)):
+        log.warning("%s: its affine is the identity (no real geometry), which gives no sides to "
+                    "check: read as 1 = right, 2 = left (covseg's labels)", path)
+    elif not labels_face_their_sides(labels, volume.affine):
         log.warning("%s: label 1 lies on the patient's left of label 2: read as 1 = left, "
                     "2 = right (the Zenodo lung masks' labels)", path)
         return np.where(labels > 0, RIGHT_LUNG + LEFT_LUNG - labels, 0).astype(np.uint8)
-    hu = hounsfield(ct) if ct is not None else None
-    return lung_sides(labels > 0, volume.affine, hu, source=str(path))
+    return labels.astype(np.uint8)
 
 
 def _predicts_effusion(record: dict[str, Any]) -> bool:
