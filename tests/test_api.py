@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from PIL import Image
 
 import covseg
 from covseg import api
@@ -537,3 +538,23 @@ def test_models_is_the_table_of_covseg_models(capsys: pytest.CaptureFixture[str]
     assert json.loads(capsys.readouterr().out) == rows
     unet = next(row for row in rows if row["name"] == "unet")
     assert unet["parameters"] > 0 and "width" in unet["options"] and unet["description"]
+
+
+@pytest.mark.parametrize(("images", "masks"), [("Imgs", "GT"), ("images", "masks")])
+def test_predict_refuses_a_data_folder_naming_its_images(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], images: str, masks: str) -> None:
+    """Inf-Net's ``LungInfection-Test`` (Imgs/ + GT/) was read as two DICOM studies: "Imgs
+    failed: no DICOM series found", and the same for GT, with a summary.csv of failures."""
+    data = tmp_path / "LungInfection-Test"
+    for folder, suffix in ((images, ".jpg"), (masks, ".png")):
+        (data / folder).mkdir(parents=True)
+        Image.fromarray(np.zeros((16, 16), np.uint8)).save(data / folder / f"0{suffix}")
+    shown = (f"{data}: a data folder ({images}/ + {masks}/: 2D slices and their masks), not "
+             f"images to predict; give {data / images} to predict")
+    assert main(["predict", "--model", str(tmp_path / "run"), str(data), "--out",
+                 str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"covseg: error: {shown}\n"
+    for predict in (api.predict, api.predict_volumes):
+        with pytest.raises(CovsegError, match=re.escape(shown)):
+            predict(tmp_path / "run", data, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

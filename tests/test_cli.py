@@ -130,10 +130,11 @@ def test_evaluate_matches_truths_named_with_mask_endings(tmp_path: Path, case: s
 
 def test_evaluate_perfect_prediction_on_real_masks(tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    truth = shared("medseg-covid19-100", "masks")
-    pred = tmp_path / "pred"
+    truth, pred = tmp_path / "truth", tmp_path / "pred"
+    truth.mkdir()
     pred.mkdir()
-    for path in sorted(truth.iterdir())[:5]:
+    for path in sorted(shared("medseg-covid19-100", "masks").iterdir())[:5]:
+        shutil.copy(path, truth / path.name)
         Image.fromarray(np.array(Image.open(path)) * 255).save(pred / path.name)
     code, _, _ = _run(capsys, "evaluate", "--pred", str(pred), "--truth", str(truth), "--out",
                       str(tmp_path / "e.json"))
@@ -582,7 +583,8 @@ def test_multiclass_train_predict_evaluate_on_real_infnet(
     code, _, _ = _run(capsys, "evaluate", "--pred", str(tmp_path / "pred"), "--truth",
                       str(images.parent / "GT"), "--out", str(tmp_path / "eval.json"))
     result = json.loads((tmp_path / "eval.json").read_text())
-    assert code == 0 and result["num_classes"] == 3 and result["cases"] == 6
+    assert code == 0 and result["num_classes"] == 3 and result["cases"] == 50
+    assert len(result["missing_predictions"]) == 44  # scored as empty predictions
     assert "consolidation_iou" in result["summary"]
 
 

@@ -176,8 +176,8 @@ def test_output_names_keep_their_dots_and_stay_out_of_the_mask_folders(
     assert main([*args, "--out", str(tmp_path / "eval_t0.4")]) == 0
     assert (tmp_path / "eval_t0.4.json").is_file() and (tmp_path / "eval_t0.4.png").is_file()
     out = capsys.readouterr().out
-    assert "note: 1 predictions without a partner, not scored: zzz" in out
-    assert "note: 1 truths without a partner, not scored: b" in out
+    assert "note: 1 predictions without a truth, not scored: zzz" in out
+    assert "note: 1 truths without a prediction, scored as an empty prediction: b" in out
     (tmp_path / "runs").mkdir()
     assert main([*args, "--out", str(tmp_path / "runs")]) == 0
     assert (tmp_path / "runs" / "evaluation.csv").is_file()
@@ -329,3 +329,77 @@ def test_a_probability_map_is_refused_as_one(tmp_path: Path, levels: np.ndarray)
         np.save(tmp_path / "pred" / f"{name}.npy", truth * 0.5)
     result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
     assert result["cases"] == 2 and result["summary"]["dice"]["mean"] == 1.0
+
+
+def _save_stack(path: Path, array: np.ndarray, dtype: type = np.uint8) -> Path:
+    """A NIfTI stack of 0.7 x 0.7 x 5 mm slices, slice k at z = k."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(array.astype(dtype), np.diag([0.7, 0.7, 5.0, 1.0])), str(path))
+    return path
+
+
+def _medseg_stack() -> np.ndarray:
+    """Three 32x32 slices (x, y, z): a lesion in slices 0 and 1, none in slice 2."""
+    stack = np.zeros((32, 32, 3), dtype=np.uint8)
+    stack[..., 0] = square_mask(32, 4, 4, 12)
+    stack[..., 1] = square_mask(32, 18, 18, 8)
+    return stack
+
+
+def test_medsegs_nifti_form_is_scored_per_slice(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """MedSeg's ``tr_mask.nii.gz`` never paired with the prediction of ``tr_im.nii.gz``
+    ("share no case names"), the fetched folder as truth read ``tr_im.nii.gz`` as a mask, a
+    mask file was "folder not found", and a stack of independent slices was one 3D case."""
+    truth = _medseg_stack()
+    pred = truth.copy()
+    pred[..., 1] = 0  # slice 1 missed: Dice 1, 0, 1 (slice 2 empty in both)
+    _save_stack(tmp_path / "pred" / "tr_im" / "infection.nii.gz", pred)
+    medseg = tmp_path / "medseg"
+    _save_stack(medseg / "tr_mask.nii.gz", truth)
+    for image in ("tr_im.nii.gz", "val_im.nii.gz"):
+        _save_stack(medseg / image, np.full(truth.shape, -512.5), np.float32)
+    whole = evaluate_folders(tmp_path / "pred", medseg, tmp_path / "ev3d")
+    assert whole["cases"] == 1 and whole["per_case"][0]["case_id"] == "tr"
+    assert whole["skipped_images"] == ["tr_im.nii.gz", "val_im.nii.gz"]
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth",
+                 str(medseg / "tr_mask.nii.gz"), "--out", str(tmp_path / "ev"),
+                 "--per-slice"]) == 0
+    assert "3 cases, Dice 0.667" in capsys.readouterr().out
+    result = json.loads((tmp_path / "ev.json").read_text())
+    assert [row["case_id"] for row in result["per_case"]] == ["tr#000", "tr#001", "tr#002"]
+    assert [row["dice"] for row in result["per_case"]] == [1.0, 0.0, 1.0]
+    assert result["per_slice"] and result["hd95_unit"].startswith("mm (per axial slice")
+    from covseg import api
+
+    files = api.evaluate(tmp_path / "pred" / "tr_im" / "infection.nii.gz",
+                         medseg / "tr_mask.nii.gz", tmp_path / "files", per_slice=True)
+    assert [row["dice"] for row in files["per_case"]] == [1.0, 0.0, 1.0]
+
+
+def test_no_shared_names_shows_names_of_both_sides(tmp_path: Path) -> None:
+    """The error said only "share no case names", so the user could not see why."""
+    _save(tmp_path / "pred" / "slice_1.png", square_mask(32, 4, 4, 12) * 255)
+    _save(tmp_path / "truth" / "case1.png", square_mask(32, 4, 4, 12))
+    with pytest.raises(CovsegError, match=r"share no case names \(predictions: slice_1; "
+                                          r"truths: case1\); name masks alike"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(CovsegError, match=r"notes.txt: not a mask file .*; give the truth folder"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "notes.txt", tmp_path / "ev")
+
+
+def test_a_truth_without_prediction_is_scored_as_an_empty_prediction(tmp_path: Path) -> None:
+    """A test image predict could not read left its truth out of the mean (49 of 50 slices,
+    exit 0): the missing prediction now scores as an empty mask, and is named."""
+    lesion = square_mask(32, 4, 4, 12)
+    for name in ("a", "b", "c"):
+        _save(tmp_path / "truth" / f"{name}.png", lesion if name != "c" else lesion * 0)
+    _save(tmp_path / "pred" / "a.png", lesion * 255)
+    _save(tmp_path / "pred" / "extra.png", lesion * 255)
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    dice = {row["case_id"]: row["dice"] for row in result["per_case"]}
+    assert dice == {"a": 1.0, "b": 0.0, "c": 1.0}  # c: empty truth, empty prediction
+    assert result["missing_predictions"] == ["b", "c"]
+    assert result["unmatched_predictions"] == ["extra"]
+    assert result["summary"]["dice"]["n"] == 3

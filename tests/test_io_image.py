@@ -203,6 +203,8 @@ def test_palette_images_read_through_their_palette_and_masks_keep_their_indices(
     ("radiopaedia_14_85914_0", "radiopaedia_14_85914_0"),
     ("study_0255_mask", "study_0255"),
     ("x-dcm_seg", "x"),
+    ("tr_im", "tr"),  # MedSeg's image and mask: tr_im.nii.gz, tr_mask.nii.gz
+    ("tr_mask", "tr"),
 ])
 def test_case_key_pairs_kaggles_ct_names_with_their_masks(stem: str, key: str) -> None:
     """Kaggle's Radiopaedia CTs end in ``-dcm``, which was kept: half of its 20 volumes had no

@@ -27,7 +27,7 @@ from covseg.config import TrainConfig, check_kind, check_threshold, check_window
 from covseg.crossval import cross_validate as _cross_validate
 from covseg.crossval import cross_validate_fold
 from covseg.data.fetch import fetch
-from covseg.data.layouts import CLASS_NAMES, LoadedData, load_dataset
+from covseg.data.layouts import CLASS_NAMES, LoadedData, load_dataset, slice_data_folders
 from covseg.data.splits import check_fold_count
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_folders, is_covseg_picture
@@ -434,9 +434,10 @@ def input_kind(path: Path, wanted: str | None = None) -> str | None:
     they agree. None: a file of neither kind, or a folder holding nothing of either (its reader
     says what is wrong).
 
-    A folder of both is refused, but for pictures that are strays beside CT data: beside DICOM
-    slices (a series' thumbnail), or anywhere when the caller ``wanted`` volumes; they are
-    skipped with a warning naming them. A folder holding sub-folders and no images is volumes
+    A 2D data folder (Inf-Net ``Imgs/`` + ``GT/``, ``images/`` + ``masks/``) is refused, naming
+    its images folder. A folder of both is refused, but for pictures that are strays beside CT
+    data: beside DICOM slices (a series' thumbnail), or anywhere when the caller ``wanted``
+    volumes; they are skipped with a warning naming them. A folder holding sub-folders and no images is volumes
     (study folders, a DICOM tree)."""
     if not path.is_dir():
         if is_nifti(path) or is_dicom_file(path):
@@ -445,6 +446,10 @@ def input_kind(path: Path, wanted: str | None = None) -> str | None:
     children = sorted(c for c in path.iterdir()
                       if not is_covseg_picture(c) and not c.name.startswith("."))
     images = [c.name for c in children if is_image_file(c)]
+    data = None if images else slice_data_folders(path)
+    if data:
+        raise CovsegError(f"{path}: a data folder ({data[0].name}/ + {data[1].name}/: 2D slices "
+                          f"and their masks), not images to predict; give {data[0]} to predict")
     volumes = [c for c in children if _holds_volumes(c)]
     if images and volumes:
         if wanted != VOLUMES and not any(c.is_file() and is_dicom_file(c) for c in volumes):
@@ -767,14 +772,22 @@ def _readable(chunk: Sequence[Path], predictor: Predictor, failed: dict[str, str
 
 @_public()
 def evaluate(pred: str | os.PathLike[str], truth: str | os.PathLike[str],
-             out: str | os.PathLike[str]) -> dict[str, Any]:
+             out: str | os.PathLike[str], per_slice: bool = False) -> dict[str, Any]:
     """Per-case and summary metrics of predicted masks against the truth (CSV and JSON).
 
+    ``pred`` and ``truth``: folders of masks, or single mask files. A truth without a
+    prediction is scored as an empty prediction. ``per_slice``: score each axial slice of
+    NIfTI volumes as its own case (a stack of independent slices, as MedSeg's
+    ``tr_mask.nii.gz``), so the mean is the mean per-slice Dice.
+
     Returns what the JSON holds: the number of ``cases``, the ``summary`` (per metric its mean,
-    std, median and how many cases define it), the ``per_case`` rows, the names found on one side only,
-    and the paths of the ``files`` written.
+    std, median and how many cases define it), the ``per_case`` rows, the truths scored without
+    a prediction (``missing_predictions``), the predictions without a truth
+    (``unmatched_predictions``), and the paths of the ``files`` written.
     """
-    return evaluate_folders(_path("pred", pred), _path("truth", truth), _path("out", out))
+    check_kind("per_slice", per_slice, [bool])
+    return evaluate_folders(_path("pred", pred), _path("truth", truth), _path("out", out),
+                            per_slice=per_slice)
 
 
 @_public()

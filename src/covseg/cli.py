@@ -207,8 +207,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+EVALUATE_NOTES = {
+    "missing_predictions": "truths without a prediction, scored as an empty prediction",
+    "unmatched_predictions": "predictions without a truth, not scored",
+    "skipped_images": "files named as images beside masks, not read",
+}
+"""The name lists of an evaluation said on the console, and what each holds."""
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    result = api.evaluate(args.pred, args.truth, args.out)
+    result = api.evaluate(args.pred, args.truth, args.out, per_slice=args.per_slice)
     summary = result["summary"]
     dice = summary["dice"]
     per_class = [f"{key.removesuffix('_dice')} {summary[key]['mean']:.3f}"
@@ -218,12 +226,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               else f"Dice {dice['mean']:.3f} ± {dice['std']:.3f}")
     cases = f"{result['cases']} case{'s' if result['cases'] != 1 else ''}"
     print(f"{cases}, {scores}; wrote {', '.join(result['files'].values())}")
-    for side in ("predictions", "truths"):
-        unmatched = result[f"unmatched_{side}"]
-        if unmatched:
-            shown = ", ".join(unmatched[:5]) + (f" and {len(unmatched) - 5} more"
-                                                if len(unmatched) > 5 else "")
-            print(f"note: {len(unmatched)} {side} without a partner, not scored: {shown}")
+    for key, what in EVALUATE_NOTES.items():
+        names = result[key]
+        if names:
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5
+                                            else "")
+            print(f"note: {len(names)} {what}: {shown}")
     if result["classes_note"]:
         print(f"note: {result['classes_note']}")
     return 0
@@ -321,8 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_export)
 
     p = sub.add_parser("evaluate", help="metrics of predicted masks against the truth")
-    p.add_argument("--pred", required=True, help="folder of predicted masks")
-    p.add_argument("--truth", required=True, help="folder of true masks (same file stems)")
+    p.add_argument("--pred", required=True, help="folder of predicted masks, or one mask file")
+    p.add_argument("--truth", required=True,
+                   help="folder of true masks (same file stems), or one mask file")
+    p.add_argument("--per-slice", action="store_true",
+                   help="score each axial slice of NIfTI volumes as its own case (a stack of "
+                        "independent slices, as MedSeg's tr_mask.nii.gz): the mean per-slice Dice")
     p.add_argument("--out", required=True,
                    help="output name (OUT.json, OUT.csv and an OUT.png box plot; a folder holds "
                         "evaluation.*), outside the mask folders")

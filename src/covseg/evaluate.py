@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from covseg.data.layouts import CLASS_NAMES, Sample
+from covseg.data.layouts import CLASS_NAMES, Sample, examples
 from covseg.errors import CovsegError
 from covseg.infer import Predictor, output_name
 from covseg.io.atomic import write_json, write_text
@@ -22,6 +22,7 @@ from covseg.io.image import (
     case_key,
     is_image_file,
     mask_to_labels,
+    paired_name,
     read_array,
     shared_label_step,
     top_label,
@@ -76,12 +77,10 @@ def _case_name(path: Path) -> str | None:
     """
     if is_covseg_picture(path):
         return None
-    if is_image_file(path):
-        return case_key(path.stem)
     if predicted_mask(path):
         return case_key(path.name)
-    if is_nifti(path) and not path.name.startswith("."):
-        return case_key(nifti_stem(path))
+    if is_image_file(path) or (is_nifti(path) and not path.name.startswith(".")):
+        return case_key(_file_stem(path))
     return None
 
 
@@ -95,16 +94,40 @@ def is_covseg_picture(path: Path) -> bool:
             and path.with_suffix(".csv").is_file())
 
 
-def _mask_files(folder: Path, role: str) -> dict[str, Path]:
+@dataclass(frozen=True)
+class _Masks:
+    """One side's masks by case name, and the files skipped as images named so (see
+    :func:`_named_images`)."""
+
+    by_case: dict[str, Path]
+    skipped_images: list[str]
+
+
+def _masks(path: Path, role: str) -> _Masks:
+    """The masks of a mask folder, or a single mask file as its one case (named as
+    :func:`study_name` names it: a predict study's ``infection.nii.gz`` by its folder)."""
+    if path.is_file():
+        if _case_name(path) is None:
+            raise CovsegError(f"{path}: not a mask file (png, jpg, tif, npy or NIfTI); give the "
+                              f"{role} folder")
+        return _Masks({case_key(study_name(path)): path}, [])
+    return _mask_files(path, role)
+
+
+def _mask_files(folder: Path, role: str) -> _Masks:
     """The masks of ``folder`` by case name; the images ``covseg predict`` read from it (an
-    input folder predicted into itself, by its record) are no masks."""
+    input folder predicted into itself, by its record) are no masks, nor are files named as
+    images beside masks named as masks (:func:`_named_images`)."""
     if not folder.is_dir():
         raise CovsegError(f"{folder}: {role} folder not found")
     inputs = _predicted_inputs(folder)
+    named = {path: _case_name(path) for path in sorted(folder.iterdir())}
+    candidates = {path: name for path, name in named.items()
+                  if name is not None and path.name not in inputs}
+    images = _named_images(list(candidates))
     found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        name = _case_name(path)
-        if name is None or path.name in inputs:
+    for path, name in candidates.items():
+        if path in images:
             continue
         if name in found:
             raise CovsegError(f"{folder}: {_entry(found[name])} and {_entry(path)} are both case "
@@ -114,7 +137,24 @@ def _mask_files(folder: Path, role: str) -> dict[str, Path]:
     if not found:
         raise CovsegError(f"{folder}: no masks (png, jpg, tif, npy, NIfTI, or covseg predict "
                           f"study folders) in the {role} folder")
-    return {name: predicted_mask(path) or path for name, path in found.items()}
+    return _Masks({name: predicted_mask(path) or path for name, path in found.items()},
+                  [path.name for path in images])
+
+
+def _named_images(paths: Sequence[Path]) -> list[Path]:
+    """The files named as images by :data:`~covseg.io.image.IMAGE_MASK_ENDINGS` in a folder
+    that names its masks so: MedSeg's ``tr_im.nii.gz`` and ``val_im.nii.gz`` beside
+    ``tr_mask.nii.gz``, as ``covseg data fetch medseg`` puts them. Elsewhere such a name is a
+    mask's (predict names a mask after its image)."""
+    roles = {path: paired_name(_file_stem(path))[1] for path in paths if path.is_file()}
+    if "mask" not in roles.values():
+        return []
+    return [path for path, role in roles.items() if role == "image"]
+
+
+def _file_stem(path: Path) -> str:
+    """A mask file's name without its suffix (both of ``.nii.gz``)."""
+    return nifti_stem(path) if is_nifti(path) else path.stem
 
 
 def _entry(path: Path) -> str:
@@ -134,11 +174,15 @@ def _predicted_inputs(folder: Path) -> set[str]:
     return {path.name for path in paths} - {output_name(path) for path in paths}
 
 
-def _read_cases(pred_path: Path, truth_path: Path
+def _read_cases(pred_path: Path | None, truth_path: Path
                 ) -> tuple[np.ndarray, Volume | None, np.ndarray, Volume | None]:
     """A prediction and its truth as stored, and for NIfTI volumes the volumes (spacing and
     affine); two volumes are read to pair voxel for voxel (one without geometry on the
-    other's: :func:`read_paired`)."""
+    other's: :func:`read_paired`). A missing prediction (None) is an empty mask."""
+    if pred_path is None:
+        truth_volume = read_nifti(truth_path, np.int16) if is_nifti(truth_path) else None
+        truth = _stored(truth_path, truth_volume)
+        return np.zeros_like(truth), truth_volume, truth, truth_volume
     if is_nifti(pred_path) and is_nifti(truth_path):
         pred_volume, truth_volume = read_paired(
             lambda like: read_nifti(pred_path, np.int16, like), pred_path,
@@ -155,7 +199,7 @@ def _stored(path: Path, volume: Volume | None) -> np.ndarray:
     return volume.array if volume is not None else read_array(path, keep_palette=True)
 
 
-def _read_pair(stem: str, pred_path: Path, truth_path: Path
+def _read_pair(stem: str, pred_path: Path | None, truth_path: Path
                ) -> tuple[np.ndarray, np.ndarray, tuple[float, ...] | None]:
     """Prediction and truth as stored, checked to lie on one grid, and the voxel spacing in mm."""
     pred, pred_volume, truth, truth_volume = _read_cases(pred_path, truth_path)
@@ -167,6 +211,28 @@ def _read_pair(stem: str, pred_path: Path, truth_path: Path
                           f"{truth_volume.file_axes}); resample one onto "
                           "the other's grid first")
     return pred, truth, truth_volume.spacing if truth_volume else None
+
+
+def _case_rows(case_id: str, pred: np.ndarray, truth: np.ndarray,
+               spacing: tuple[float, ...] | None, num_classes: int, per_slice: bool
+               ) -> list[dict[str, Any]]:
+    """The metric rows of one case: one, or with ``per_slice`` one per axial slice of a
+    volume (``case#007``, HD95 in mm in the slice), for a stack of independent 2D slices."""
+    if not per_slice or pred.ndim == 2:
+        return [{"case_id": case_id,
+                 **case_metrics(pred, truth, num_classes, CLASS_NAMES, spacing)}]
+    in_plane = spacing[1:] if spacing else None
+    return [{"case_id": f"{case_id}#{k:03d}",
+             **case_metrics(pred[k], truth[k], num_classes, CLASS_NAMES, in_plane)}
+            for k in range(pred.shape[0])]
+
+
+def _no_shared_names(pred_dir: Path, truth_dir: Path, preds: Sequence[str],
+                     truths: Sequence[str]) -> CovsegError:
+    """The error for two sides that pair no case, naming a few cases of each."""
+    return CovsegError(f"{pred_dir} and {truth_dir} share no case names (predictions: "
+                       f"{examples(sorted(preds))}; truths: {examples(sorted(truths))}); name "
+                       "masks alike")
 
 
 @dataclass(frozen=True)
@@ -184,55 +250,75 @@ class _Side:
 
 
 def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathLike[str],
-                     out: str | os.PathLike[str]) -> dict[str, Any]:
+                     out: str | os.PathLike[str], per_slice: bool = False) -> dict[str, Any]:
     """Match masks by name, compute per-case metrics, write ``out``.csv, ``out``.json and a box
     plot, ``out``.png.
 
     2D masks are matched by file stem; NIfTI volumes (or ``covseg predict`` study folders) by
-    study name, and scored in 3D with HD95 in mm from the truth's voxel spacing. When both
-    folders hold labels above 1 they are evaluated per class as well; when only one does,
-    as binary, with a ``classes_note`` saying so. Files are read twice
-    (labels, then metrics) so that volumes are never all in memory at once.
+    study name, and scored in 3D with HD95 in mm from the truth's voxel spacing, or with
+    ``per_slice`` each axial slice as its own case (a stack of independent slices, as MedSeg's
+    ``tr_mask.nii.gz``). Either side may be a single mask file; two files are one case. A truth
+    without a prediction is scored against an empty mask and named in ``missing_predictions``,
+    so the means cover every truth. When both sides hold labels above 1 they are evaluated per
+    class as well; when only one does, as binary, with a ``classes_note`` saying so. Files are
+    read twice (labels, then metrics) so that volumes are never all in memory at once.
     """
-    files = output_files(out, [Path(pred_dir), Path(truth_dir)])
-    preds = _mask_files(Path(pred_dir), "prediction")
-    truths = _mask_files(Path(truth_dir), "truth")
-    common = sorted(set(preds) & set(truths))
-    if not common:
-        raise CovsegError(f"{pred_dir} and {truth_dir} share no case names; name masks alike")
+    pred_path, truth_path = Path(pred_dir), Path(truth_dir)
+    files = output_files(out, [pred_path, truth_path])
+    pred_side, truth_side = _masks(pred_path, "prediction"), _masks(truth_path, "truth")
+    truths = truth_side.by_case
+    preds = pred_side.by_case
+    if pred_path.is_file() and truth_path.is_file():  # two files: one case, whatever the names
+        preds = dict.fromkeys(truths, *preds.values())
+    if not set(preds) & set(truths):
+        raise _no_shared_names(pred_path, truth_path, list(preds), list(truths))
+    cases = sorted(truths)
+    missing = sorted(set(truths) - set(preds))
     levels: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
-    for stem in tqdm(common, desc="reading labels", unit="case", leave=False):
-        for side, mask in zip(levels, _read_pair(stem, preds[stem], truths[stem])[:2]):
+    for stem in tqdm(cases, desc="reading labels", unit="case", leave=False):
+        for side, mask in zip(levels, _read_pair(stem, preds.get(stem), truths[stem])[:2]):
             side.append(np.unique(mask))
-    pred_side = _Side.of(levels[0], [preds[stem] for stem in common])
-    truth_side = _Side.of(levels[1], [truths[stem] for stem in common])
-    pred_top = max(pred_side.top, _recorded_top_label(Path(pred_dir), [preds[s] for s in common]))
-    truth_top = truth_side.top
+    pred_labels = _Side.of(levels[0], [preds.get(stem, truths[stem]) for stem in cases])
+    truth_labels = _Side.of(levels[1], [truths[stem] for stem in cases])
+    pred_folder = pred_path.parent if pred_path.is_file() else pred_path
+    pred_top = max(pred_labels.top,
+                   _recorded_top_label(pred_folder, [preds[s] for s in cases if s in preds]))
+    truth_top = truth_labels.top
     num_classes = max(pred_top, truth_top) + 1 if min(pred_top, truth_top) > 1 else 2
     rows = []
-    for stem in tqdm(common, desc="evaluating", unit="case", leave=False):
-        pred, truth, spacing = _read_pair(stem, preds[stem], truths[stem])
-        pred = mask_to_labels(pred, preds[stem], pred_side.step)
-        truth = mask_to_labels(truth, truths[stem], truth_side.step)
-        rows.append({"case_id": study_name(truths[stem], mask=True),
-                     **case_metrics(pred, truth, num_classes, CLASS_NAMES, spacing)})
-    volumes = sum(is_nifti(truths[stem]) for stem in common)
+    for stem in tqdm(cases, desc="evaluating", unit="case", leave=False):
+        pred, truth, spacing = _read_pair(stem, preds.get(stem), truths[stem])
+        pred = mask_to_labels(pred, preds.get(stem, "missing prediction"), pred_labels.step)
+        truth = mask_to_labels(truth, truths[stem], truth_labels.step)
+        rows += _case_rows(study_name(truths[stem], mask=True), pred, truth, spacing,
+                           num_classes, per_slice)
     result = {
         "prediction_dir": str(pred_dir), "truth_dir": str(truth_dir), "cases": len(rows),
+        "per_slice": per_slice,
+        "missing_predictions": missing,
         "unmatched_predictions": sorted(set(preds) - set(truths)),
-        "unmatched_truths": sorted(set(truths) - set(preds)),
+        "skipped_images": pred_side.skipped_images + truth_side.skipped_images,
         "num_classes": num_classes, "classes_note": _classes_note(pred_top, truth_top),
         "empty_mask_rules": EMPTY_MASK_RULES,
-        "hd95_unit": "mm (3D, NIfTI volumes)" if volumes == len(rows) else
-        "pixels (2D slices)" if volumes == 0 else "mm for NIfTI volumes, pixels for 2D slices",
+        "hd95_unit": _hd95_unit([truths[stem] for stem in cases], per_slice),
         "summary": summarize(rows), "per_case": rows,
     }
     result["files"] = {kind: str(path) for kind, path in files.items()}
     write_json(files["json"], result)  # first: it marks the other two as this evaluation's, so
     write_text(files["csv"], rows_to_csv(rows))  # a rerun after an interrupt may replace them
-    metrics_plot(rows, files["png"], f"{len(rows)} cases: {Path(pred_dir).name} against "
-                 f"{Path(truth_dir).name}")
+    metrics_plot(rows, files["png"], f"{len(rows)} cases: {pred_path.name} against "
+                 f"{truth_path.name}")
     return result
+
+
+def _hd95_unit(truths: Sequence[Path], per_slice: bool) -> str:
+    """The unit of the HD95 of these truths: mm for NIfTI volumes (in 3D, or in each axial
+    slice with ``per_slice``), pixels for 2D slices."""
+    volumes = sum(map(is_nifti, truths))
+    in_mm = "mm (per axial slice of NIfTI volumes)" if per_slice else "mm (3D, NIfTI volumes)"
+    if volumes == len(truths):
+        return in_mm
+    return "pixels (2D slices)" if volumes == 0 else "mm for NIfTI volumes, pixels for 2D slices"
 
 
 OUTPUT_KINDS = ("json", "csv", "png")

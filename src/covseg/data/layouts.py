@@ -208,7 +208,7 @@ def _unique(folder: Path, paths: Iterable[Path], key: Callable[[Path], str]) -> 
     return found
 
 
-def _examples(names: list[str]) -> str:
+def examples(names: list[str]) -> str:
     """The first few of ``names``, for a message."""
     return ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
 
@@ -226,7 +226,7 @@ def _pair(images: dict[str, Path], masks: dict[str, Path], where: Path,
     missing = [stem for stem in images if key(stem) not in by_key]
     if missing:
         raise CovsegError(
-            f"{where}: {len(missing)} image(s) have no mask ({_examples(missing)}); give every "
+            f"{where}: {len(missing)} image(s) have no mask ({examples(missing)}); give every "
             "image a mask with the same file stem (or the stem plus _mask or _seg)"
         )
     pairs = [(stem, path, by_key[key(stem)]) for stem, path in images.items()]
@@ -235,7 +235,7 @@ def _pair(images: dict[str, Path], masks: dict[str, Path], where: Path,
     if unused:
         log.warning("%s: %d mask(s) have no image and are not read (%s); give each its image "
                     "under the same file stem, or remove it", where, len(unused),
-                    _examples(unused))
+                    examples(unused))
     return pairs
 
 
@@ -399,9 +399,27 @@ def _first_dir(root: Path, names: Iterable[str]) -> Path | None:
 # --- layout readers -------------------------------------------------------------------------
 
 
+FOLDERS_IMAGES = ("images", "imgs", "Images")
+FOLDERS_MASKS = ("masks", "Masks")
+MEDSEG_MASKS = ("tr_mask_new", "tr_mask")
+SLICE_DATA_FOLDERS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (("Imgs",), ("GT",)), (FOLDERS_IMAGES, FOLDERS_MASKS), (("tr_im",), MEDSEG_MASKS))
+"""The image and mask sub-folders of the 2D layouts: Inf-Net's, the generic one, MedSeg's."""
+
+
+def slice_data_folders(root: Path) -> tuple[Path, Path] | None:
+    """The image and mask sub-folders of a 2D data folder (:data:`SLICE_DATA_FOLDERS`) whose
+    images are 2D slices, or None: data to train on, whose images alone are to predict."""
+    for image_names, mask_names in SLICE_DATA_FOLDERS:
+        images, masks = _first_dir(root, image_names), _first_dir(root, mask_names)
+        if images and masks and any(map(is_image_file, images.iterdir())):
+            return images, masks
+    return None
+
+
 def _read_folders(root: Path, options: ReadOptions) -> LoadedData:
-    images_dir = _first_dir(root, ("images", "imgs", "Images"))
-    mask_names = ("lungs", "lung_masks") if options.target == "lung" else ("masks", "Masks")
+    images_dir = _first_dir(root, FOLDERS_IMAGES)
+    mask_names = ("lungs", "lung_masks") if options.target == "lung" else FOLDERS_MASKS
     masks_dir = _first_dir(root, mask_names)
     if images_dir is None or masks_dir is None:
         raise CovsegError(f"{root}: expected images/ and {mask_names[0]}/ folders")
@@ -437,11 +455,11 @@ def _unread(folder: Path) -> list[str]:
     others = [f"{path.name}/" for path in folders if path not in series and any(path.iterdir())]
     notes = []
     if dicom:
-        notes.append(f"{folder}: DICOM is not read for training ({_examples(dicom)}); convert "
+        notes.append(f"{folder}: DICOM is not read for training ({examples(dicom)}); convert "
                      f"each series to a NIfTI volume (e.g. with dcm2niix) in {folder.name}/, "
                      "its mask under the same name")
     if others:
-        notes.append(f"{folder}: sub-folders are not read ({_examples(others)}); put their "
+        notes.append(f"{folder}: sub-folders are not read ({examples(others)}); put their "
                      f"files in {folder.name}/ itself (a patients.csv groups a patient's slices)")
     return notes
 
@@ -473,7 +491,7 @@ def _read_mosmed_2d(root: Path, options: ReadOptions) -> LoadedData:
     if untested:
         log.warning("%s: %d of %d slices are in no %s*.txt, so no fold tests them (%s); list "
                     "each in one fold's test file", root, len(untested), len(images),
-                    SPLIT_LISTS[1], _examples(untested))
+                    SPLIT_LISTS[1], examples(untested))
     loaded = _loaded(samples, "mosmed-2d", root, options, folds=folds)
     loaded.split_files = [(train.name, valid.name) for train, valid in splits]
     if note := split_files_note(loaded):
@@ -619,7 +637,7 @@ def _read_medseg(root: Path, options: ReadOptions) -> LoadedData:
             for k, case in enumerate(cases)
         ]
         return _loaded(samples, "medseg", root, options)
-    masks_dir = _first_dir(root, ("tr_mask_new", "tr_mask"))
+    masks_dir = _first_dir(root, MEDSEG_MASKS)
     if masks_dir is None:
         raise CovsegError(f"{root}: tr_im/ found but neither tr_mask/ nor tr_mask_new/")
     pairs = _pair(_files(root / "tr_im", is_image_file), _files(masks_dir, is_image_file), root)
@@ -702,7 +720,7 @@ def _read_mosmed_3d(root: Path, options: ReadOptions) -> LoadedData:
                           (sorted(set(masks) - set(studies)), "masks have no study")):
         if skipped:
             log.warning("%s: %d %s and are skipped (%s)", root, len(skipped), what,
-                        _examples(skipped))
+                        examples(skipped))
     samples = _read_studies(pairs, options, "reading MosMed studies", root)
     return _loaded(samples, "mosmed-3d", root, options)
 
@@ -757,7 +775,7 @@ LAYOUTS: dict[str, Callable[[Path], bool]] = {
     or (root / "Doctor-label").is_dir() or (root / "LungInfection-Train").is_dir(),
     "zenodo": lambda root: _first_dir(root, ZENODO_IMAGES) is not None,
     "mosmed-3d": lambda root: (root / "studies").is_dir() and (root / "masks").is_dir(),
-    "folders": lambda root: _first_dir(root, ("images", "imgs", "Images")) is not None,
+    "folders": lambda root: _first_dir(root, FOLDERS_IMAGES) is not None,
 }
 LUNG_LAYOUTS: tuple[str, ...] = ("folders", "zenodo")
 """The layouts with lung masks (the synthetic generator draws lungs too)."""

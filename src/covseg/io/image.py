@@ -34,12 +34,27 @@ MASK_NAME_SUFFIXES = ("_mask", "_seg")
 """Endings that mark a file as the mask of the image with the rest of its name (``x_mask``)."""
 
 
+IMAGE_MASK_ENDINGS = (("_im", "_mask"),)
+"""Endings by which a data set names a case's image and its mask (MedSeg's ``tr_im.nii.gz`` and
+``tr_mask.nii.gz``): both are the case named by the rest (see :func:`case_key`)."""
+
+
 def image_name(mask_stem: str) -> str:
     """The image stem a mask stem names: without a trailing ``_mask``/``_seg``."""
     for suffix in MASK_NAME_SUFFIXES:
         if mask_stem.endswith(suffix):
             return mask_stem.removesuffix(suffix)
     return mask_stem
+
+
+def paired_name(stem: str) -> tuple[str, str | None]:
+    """``stem`` without an ending of :data:`IMAGE_MASK_ENDINGS`, and the ending's role
+    (``"image"``, ``"mask"``; None without one)."""
+    for endings in IMAGE_MASK_ENDINGS:
+        for role, ending in zip(("image", "mask"), endings):
+            if stem.endswith(ending):
+                return stem.removesuffix(ending), role
+    return stem, None
 
 
 KAGGLE_CT_ENDING = re.compile(r"-(dcm|dicom)$")
@@ -49,11 +64,12 @@ KAGGLE_CT_ENDING = re.compile(r"-(dcm|dicom)$")
 
 def case_key(stem: str) -> str:
     """The name that pairs a scan with its masks and covseg's outputs: the image name (see
-    :func:`image_name`) without what Kaggle's copy of the Zenodo volumes adds to its CT names:
-    the ``_org`` (``coronacases_org_001`` is the CT of mask ``coronacases_001``), and the
-    ``_org_covid-19-pneumonia-`` and trailing ``-dcm`` of the Radiopaedia ones
+    :func:`image_name`) without an ending of :data:`IMAGE_MASK_ENDINGS` (``tr_im`` and
+    ``tr_mask`` are case ``tr``), and without what Kaggle's copy of the Zenodo volumes adds to
+    its CT names: the ``_org`` (``coronacases_org_001`` is the CT of mask ``coronacases_001``),
+    and the ``_org_covid-19-pneumonia-`` and trailing ``-dcm`` of the Radiopaedia ones
     (``radiopaedia_org_covid-19-pneumonia-14_85914_0-dcm`` is ``radiopaedia_14_85914_0``)."""
-    key = KAGGLE_CT_ENDING.sub("", image_name(stem))
+    key = KAGGLE_CT_ENDING.sub("", paired_name(image_name(stem))[0])
     key = key.replace("_org_covid-19-pneumonia-", "_")
     return key.replace("_org_", "_").replace("_org", "")
 
