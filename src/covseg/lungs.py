@@ -602,14 +602,13 @@ def _add_connected(near: np.ndarray, lesions: np.ndarray, lungs: np.ndarray, rea
         deep &= lesion
         deep[kept_near] = False
         lesion[deep] = False
-    regions, _ = ndimage.label(lesion)
+    regions, count = ndimage.label(lesion)
     objects = ndimage.find_objects(regions)
     kept = near[box]
-    for index in np.unique(regions[kept_near]):
-        if index:
-            part = objects[index - 1]
-            region = regions[part] == index
-            kept[part][region] = lesions[box][part][region]
+    for index in np.flatnonzero(np.bincount(regions[kept_near], minlength=count + 1)[1:]):
+        part = objects[index]
+        region = regions[part] == index + 1
+        kept[part][region] = lesions[box][part][region]
     return deep is not None and _touching(deep, kept)
 
 
