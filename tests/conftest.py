@@ -99,3 +99,30 @@ def consolidated_chest() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     lesions[right & (ys < 52), 1:7] = 1
     ct[lesions > 0] = 30.0
     return ct, lesions, lungs
+
+
+OVERCALLED_AFFINE = np.diag([-3.0, -3.0, 4.0, 1.0])
+"""Column index grows towards the patient's left: the right lung is at small x."""
+
+
+def overcalled_chest() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """An (x, y, z) CT of two lungs (-850 HU) whose right lung is consolidated (+30 HU) up to
+    40 mm from its aerated part, with GGO (-500 HU) in the left lung; a lesion mask holding both
+    and a false call running from the left lung along a band into a heart-like block between
+    the lungs (all of it 25 mm or more from them); the true lungs (1 right, 2 left); the true
+    lesion (bool)."""
+    x, y, z = np.indices((112, 72, 16)).astype(float)
+    ym, xm = (y - 36) * 3.0, (x - 56) * 3.0
+    ct = np.where((ym / 100) ** 2 + (xm / 160) ** 2 <= 1, 40.0, -1000.0).astype(np.float32)
+    inside = (z >= 2) & (z <= 13)
+    lungs = np.zeros(ct.shape, dtype=np.uint8)
+    for label, centre in ((1, -95.0), (2, 95.0)):
+        lungs[inside & ((ym / 60) ** 2 + ((xm - centre) / 45) ** 2 <= 1)] = label
+    ct[lungs > 0] = -850.0
+    consolidation = (lungs == 1) & (ym > 20)
+    ggo = (lungs == 2) & (ym < -20) & (xm > 95)
+    ct[consolidation], ct[ggo] = 30.0, -500.0
+    heart = inside & (np.abs(xm) < 25) & (np.abs(ym) < 80)
+    band = inside & (np.abs(ym) < 6) & (xm >= 25) & (xm < 95) & (lungs == 0)
+    lesions = (consolidation | ggo | heart | band).astype(np.uint8)
+    return ct, lesions, lungs, consolidation | ggo

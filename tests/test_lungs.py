@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -12,9 +13,11 @@ from covseg.errors import CovsegError
 from covseg.io.volume import read_volume
 from covseg.lungs import (
     LEFT_LUNG,
+    LESION_DEPTH_MM,
     RIGHT_LUNG,
     add_lesions_to_lungs,
     labels_face_their_sides,
+    lesions_in_lungs,
     lung_sides,
     remove_outside_lungs,
     segment_lungs,
@@ -234,6 +237,28 @@ def test_a_lesion_region_reaching_the_lungs_is_kept_whole_within_the_thorax() ->
                                   thorax)
     with pytest.raises(CovsegError, match="same grid"):
         remove_outside_lungs(lesions, lungs, spacing, hu=hu[:5])
+
+
+def test_a_region_reaching_the_lungs_is_kept_to_a_depth_beyond_the_margin() -> None:
+    """A false call running on from a lung into the heart or the liver was kept whole and
+    counted as lung: beyond the margin a region keeps its voxels within LESION_DEPTH_MM of the
+    lungs, lesions_in_lungs says that it was cut, and an unbounded depth (effusion) keeps it."""
+    lungs = np.zeros((8, 20, 60), dtype=np.uint8)
+    lungs[1:7, 4:16, 2:12] = RIGHT_LUNG
+    lesions = np.zeros_like(lungs)
+    lesions[2:6, 8:12, 8:60] = 1  # from inside the lung to 144 mm beyond it
+    spacing = (3.0, 3.0, 3.0)
+    within = 12 + int(LESION_DEPTH_MM // 3.0)  # the first column deeper than the bound
+    expected = lesions.copy()
+    expected[:, :, within:] = 0
+    np.testing.assert_array_equal(remove_outside_lungs(lesions, lungs, spacing), expected)
+    grown = lesions_in_lungs(lesions, lungs, spacing)
+    np.testing.assert_array_equal(grown.lesions, expected > 0)
+    assert grown.cut
+    np.testing.assert_array_equal(grown.lungs, np.where(expected > 0, RIGHT_LUNG, lungs))
+    assert not lesions_in_lungs(expected, lungs, spacing).cut
+    np.testing.assert_array_equal(
+        remove_outside_lungs(lesions, lungs, spacing, depth_mm=math.inf), lesions)
 
 
 def test_lesions_join_the_lung_they_touch_else_the_nearest() -> None:

@@ -19,6 +19,7 @@ from PIL import Image
 
 from covseg.errors import CovsegError
 from covseg.io.volume import read_nifti, read_volume, write_mask_like
+from covseg.lungs import LESION_DEPTH_MM
 from covseg.quantify import (
     Study,
     content_hash,
@@ -34,9 +35,11 @@ from covseg.quantify import (
 )
 from tests.conftest import (
     CONSOLIDATED_AFFINE,
+    OVERCALLED_AFFINE,
     SAMPLE_DICOMS,
     SHARED_DATA,
     consolidated_chest,
+    overcalled_chest,
     shared,
 )
 
@@ -416,8 +419,9 @@ def test_effusion_of_a_model_without_that_class_is_not_predicted(tmp_path: Path)
 
 
 def test_summary_shows_lesion_outside_the_lungs(tmp_path: Path) -> None:
-    """A lesion partly outside the lungs: summary.csv says how much, in a last column (the
-    columns before it keep their places)."""
+    """A lesion partly outside the lungs: summary.csv says how much, in the last columns (the
+    columns before them keep their places), beside the lesion counted as lung beyond the lungs
+    found (none: a lung mask is counted as given)."""
     _, mask, lesion_ml = synthetic_study(tmp_path / "in", "case")
     lungs = two_lungs(mask)
     lungs[36:43] = 0  # half of the lesion (x 40..45) falls outside the right lung
@@ -427,7 +431,8 @@ def test_summary_shows_lesion_outside_the_lungs(tmp_path: Path) -> None:
     assert list(row) == ["study", "status", "error", "lung_ml", "lesion_ml", "percent_involved",
                          "ct_category", "right_percent_involved", "left_percent_involved",
                          "ggo_ml", "consolidation_ml", "effusion_ml", "input", "output",
-                         "lesion_outside_lungs_ml"]
+                         "lesion_outside_lungs_ml", "lesion_added_to_lungs_ml"]
+    assert float(row["lesion_added_to_lungs_ml"]) == 0.0
     assert float(row["lesion_ml"]) == pytest.approx(lesion_ml, rel=1e-5)
     assert float(row["lesion_outside_lungs_ml"]) == pytest.approx(lesion_ml / 2, rel=1e-5)
 
@@ -773,6 +778,40 @@ def test_threshold_lungs_count_thick_consolidation_whole(tmp_path: Path) -> None
         100 * np.count_nonzero(lesions) / np.count_nonzero(lungs == 1), abs=voxel)
     assert result["study"]["lesion_outside_lungs_ml"] == 0.0
     assert result["study"]["ct_category"] == "CT-2"
+
+
+def test_threshold_lungs_grow_to_a_depth_and_say_how_much(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A false call running from a lung into a heart-like block was counted whole as lung
+    (22 % read 48 %, CT-2): it is cut LESION_DEPTH_MM from the aerated lung, while consolidation
+    40 mm deep still counts (within a few %); the lesion the lungs were grown over is recorded
+    per lung and in the CSVs, and one warning (also in the report) says why and what to do."""
+    ct, lesions, lungs, truth = overcalled_chest()
+    (tmp_path / "masks").mkdir()
+    nib.save(nib.Nifti1Image(ct, OVERCALLED_AFFINE), str(tmp_path / "case.nii.gz"))
+    nib.save(nib.Nifti1Image(lesions, OVERCALLED_AFFINE), str(tmp_path / "masks" / "case.nii.gz"))
+    with caplog.at_level("WARNING"):
+        result = quantify_study(tmp_path / "masks" / "case.nii.gz", tmp_path / "out",
+                                image=tmp_path / "case.nii.gz", html_report=True)
+    percent = 100 * np.count_nonzero(truth) / np.count_nonzero(lungs)
+    assert result["study"]["percent_involved"] == pytest.approx(percent, abs=2)
+    assert result["study"]["ct_category"] == ct_category(percent) == "CT-1"
+    right = 100 * np.count_nonzero(truth & (lungs == 1)) / np.count_nonzero(lungs == 1)
+    assert result["right_lung"]["percent_involved"] == pytest.approx(right, abs=4)
+    added = {region: result[region]["lesion_added_to_lungs_ml"]
+             for region in ("study", "right_lung", "left_lung")}
+    assert added["study"] == pytest.approx(added["right_lung"] + added["left_lung"])
+    assert added["right_lung"] == pytest.approx(
+        np.count_nonzero(truth & (lungs == 1)) * result["voxel_ml"], rel=0.15)
+    warnings = [record.getMessage() for record in caplog.records if "threshold" in
+                record.getMessage()]
+    assert len(warnings) == 1 and "--lungs" in warnings[0]
+    assert f"cut {LESION_DEPTH_MM:g} mm" in warnings[0]
+    stored = json.loads((tmp_path / "out" / "quantification.json").read_text())
+    assert stored["lung_note"] in warnings[0]
+    assert html.escape(stored["lung_note"]) in (tmp_path / "out" / "report.html").read_text()
+    row = read_rows(tmp_path / "out" / "quantification.csv")[0]
+    assert float(row["lesion_added_to_lungs_ml"]) == pytest.approx(added["study"], rel=1e-5)
 
 
 def test_lesion_and_lung_masks_without_geometry_pair_with_the_ct_as_stored(

@@ -28,7 +28,12 @@ from covseg.io.volume import read_nifti, read_volume
 from covseg.quantify import quantify_batch, quantify_study
 from covseg.transforms import LUNG_WINDOW, normalize_intensity
 from covseg.volumes import predict_batch, predict_study
-from tests.conftest import CONSOLIDATED_AFFINE, consolidated_chest
+from tests.conftest import (
+    CONSOLIDATED_AFFINE,
+    OVERCALLED_AFFINE,
+    consolidated_chest,
+    overcalled_chest,
+)
 from tests.conftest import SAMPLE_CT as CT
 from tests.conftest import SAMPLE_DICOMS as DICOMS
 from tests.test_io_volume import phantom, synthetic_series
@@ -423,6 +428,51 @@ def test_prediction_folder_is_quantified_again_as_it_is(tmp_path: Path) -> None:
             assert after["study"] == before["study"]
             assert after["right_lung"] == before["right_lung"]
             assert after["inputs"]["lungs"].endswith(f"{name}/lungs.nii.gz")
+
+
+def test_an_effusion_call_does_not_join_a_chest_wall_call_to_the_lung(tmp_path: Path) -> None:
+    """predict kept (and counted as lung) a ground-glass call in the chest wall that reached the
+    lung only through an effusion call, where quantify --image on the same mask and CT found it
+    outside the lungs: the lesion regions are found without the effusion, which is kept by its
+    own test, and both give the same numbers."""
+    hu = np.full((64, 64, 10), -1000.0, dtype=np.float32)  # x, y, z
+    hu[4:60, 4:62, :] = 40.0
+    hu[8:28, 10:40, 1:9] = -850.0
+    hu[36:56, 10:40, 1:9] = -850.0
+    hu[8:28, 40:47, 2:8] = 10.0  # effusion behind the right lung, 5.25 mm thick
+    hu[10:26, 47:52, 3:6] = -300.0  # ground-glass call beyond it, 6 mm from the lung
+    path = tmp_path / "chest.nii.gz"
+    nib.save(nib.Nifti1Image(hu, AFFINE), str(path))
+    predictor = BandPredictor([(-400, -200), (-180, -120), (0, 20)])
+    kept = predict_study(predictor, path, tmp_path / "kept", keep_outside_lungs=True)
+    shutil.copy(tmp_path / "kept" / "infection.nii.gz", tmp_path / "mask.nii.gz")
+    again = quantify_study(tmp_path / "mask.nii.gz", tmp_path / "again", image=path)
+    for region in ("study", "right_lung", "left_lung"):
+        assert again[region] == kept[region], region
+    assert kept["study"]["lesion_outside_lungs_ml"] == pytest.approx(16 * 5 * 3 * VOXEL_ML)
+    predict_study(predictor, path, tmp_path / "removed")
+    infection = np.asarray(nib.load(str(tmp_path / "removed" / "infection.nii.gz")).dataobj)
+    assert not (infection == 1).any() and np.count_nonzero(infection == 3) == 20 * 7 * 6
+
+
+def test_predict_warns_of_lungs_grown_far_and_records_how_much(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Thresholded lungs grown over a call running into a heart-like block: predict records the
+    lesion added to each lung and warns once, pointing to --lung-model."""
+    ct, lesions, _, _ = overcalled_chest()
+    path = tmp_path / "case.nii.gz"
+    nib.save(nib.Nifti1Image(np.where(lesions > 0, -300.0, ct).astype(np.float32),
+                             OVERCALLED_AFFINE), str(path))
+    with caplog.at_level("WARNING"):
+        result = predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "out")
+    warnings = [record.getMessage() for record in caplog.records if "threshold" in
+                record.getMessage()]
+    assert len(warnings) == 1 and "--lung-model" in warnings[0]
+    assert result["lung_note"] in warnings[0]
+    assert result["right_lung"]["lesion_added_to_lungs_ml"] > 0
+    assert result["study"]["lesion_added_to_lungs_ml"] == pytest.approx(
+        result["right_lung"]["lesion_added_to_lungs_ml"]
+        + result["left_lung"]["lesion_added_to_lungs_ml"])
 
 
 @pytest.mark.parametrize("scan", ["chest", "dicom", "nifti"])

@@ -575,8 +575,9 @@ def segment(model: str | os.PathLike[str] | Predictor, image: np.ndarray | sitk.
     which carries its own). Volumes are handled as
     :func:`predict_volumes` handles them (``hu``, ``lung_model``, ``keep_outside_lungs`` and
     ``lung_margin_mm`` as its options, refused with a 2D slice as the CLI refuses them with 2D
-    images): an infection region that comes within ``lung_margin_mm`` of the lungs is kept whole
-    and one lying wholly farther is removed (:func:`covseg.lungs.remove_outside_lungs`), and a
+    images): an infection region that comes within ``lung_margin_mm`` of the lungs is kept, to
+    :data:`covseg.lungs.LESION_DEPTH_MM` from them, and one lying wholly farther is removed
+    (:func:`covseg.lungs.remove_outside_lungs`), and a
     volume with sagittal or coronal slices is cut into axial ones. An (H, W, 3 or 4) array
     without ``spacing`` is refused as an RGB image: convert it to grayscale first.
 

@@ -15,7 +15,7 @@ from covseg import api
 from covseg.data.fetch import DATASETS
 from covseg.errors import CovsegError
 from covseg.io.volume import HU_MODES
-from covseg.lungs import DEFAULT_LUNG_MARGIN_MM
+from covseg.lungs import DEFAULT_LUNG_MARGIN_MM, LESION_DEPTH_MM
 from covseg.quantify import CLASSES, BatchResult, parse_shard
 from covseg.volumes import VOLUME_DEFAULTS, SlicePredictor, predict_batch, volume_options_given
 
@@ -50,8 +50,8 @@ def add_quantify_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="the CT (NIfTI, DICOM folder) or a folder of NIfTI named like the "
                              "masks: shown in the montage, and thresholded for lungs when "
                              "--lungs is not given (grown over the lesion regions that come "
-                             f"within {DEFAULT_LUNG_MARGIN_MM:g} mm of them, as predict's "
-                             "--lung-margin-mm)")
+                             f"within {DEFAULT_LUNG_MARGIN_MM:g} mm of them, to "
+                             f"{LESION_DEPTH_MM:g} mm deep, as predict's --lung-margin-mm)")
     parser.add_argument("--hu", choices=HU_MODES, default="auto",
                         help="is --image in Hounsfield units (yes), 8-bit grey (no) or detect "
                              "(auto, default)")
@@ -105,8 +105,9 @@ def add_volume_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lung-margin-mm", type=float, default=VOLUME_DEFAULTS["lung_margin_mm"],
                         metavar="MM",
                         help="an infection region that comes this close to the lungs is "
-                             "kept whole (in the slices this close to a lung slice, inside the "
-                             "body) and counted as lung; one wholly farther is removed "
+                             "kept and counted as lung, beyond this only to "
+                             f"{LESION_DEPTH_MM:g} mm from the lungs (in the slices this close "
+                             "to a lung slice, inside the body); one wholly farther is removed "
                              f"(default {DEFAULT_LUNG_MARGIN_MM:g})")
     parser.add_argument("--html", action="store_true",
                         help="also write a self-contained report.html per volume (done "

@@ -16,14 +16,16 @@ axial slices). Where the two lungs touch in a slice, the joined component is ero
 distance-transform threshold) until it falls apart into a right and a left core, and every voxel
 goes to the nearest core. The trachea above the carina (a small component on the midline that does
 not fall apart) is dropped. Consolidation is not air and falls outside a threshold mask:
-:func:`remove_outside_lungs` keeps the lesions connected to the lungs and
-:func:`add_lesions_to_lungs` counts them as lung.
+:func:`remove_outside_lungs` keeps the lesions connected to the lungs, to
+:data:`LESION_DEPTH_MM` beyond the margin, and :func:`add_lesions_to_lungs` counts them as lung
+(:func:`lesions_in_lungs` does both).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -43,7 +45,15 @@ DISPLAY_AFFINE = np.diag([-1.0, -1.0, 1.0, 1.0])
 """Affine assumed without one: DICOM display axes (column -> patient left, row -> posterior)."""
 DEFAULT_LUNG_MARGIN_MM = 5.0
 """Infection is kept (and counted as lung) when its connected region comes this close to a lung
-voxel, and removed when the whole region lies farther (:func:`remove_outside_lungs`)."""
+voxel, and removed when the whole region lies farther (:func:`remove_outside_lungs`); beyond
+it, to :data:`LESION_DEPTH_MM`."""
+LESION_DEPTH_MM = 30.0
+"""Beyond the margin a lesion region reaching the lungs keeps only its voxels within this 3D
+distance of (thresholded, aerated) lung: consolidation this deep is counted as lung, while a
+false call running on into the liver dome, the heart or the chest wall is cut here instead of
+being counted whole as lung (a study of 12 % read 82 %, CT-4)."""
+DEPTH_GRID_MM = 3.0
+"""Cell size (about, at most) of the grid on which the depth is measured."""
 AIRWAY_MAX_MM2 = 500.0
 SPLIT_MAX_DEPTH_MM = 30.0
 SIDE_TEST_MM = 3.0
@@ -507,21 +517,49 @@ def _bounding_box(mask: np.ndarray, pad: Sequence[int] | None = None
 
 def remove_outside_lungs(lesions: np.ndarray, lungs: np.ndarray, spacing: Sequence[float],
                          margin_mm: float = DEFAULT_LUNG_MARGIN_MM,
-                         hu: np.ndarray | None = None) -> np.ndarray:
-    """Zero the lesions not connected to the lungs; keep those that are, whatever their depth.
+                         hu: np.ndarray | None = None,
+                         depth_mm: float = LESION_DEPTH_MM) -> np.ndarray:
+    """Zero the lesions not connected to the lungs; keep those that are, to ``depth_mm``.
 
     A thresholded lung mask leaves out consolidation (it is not air), which can be centimetres
     thick, while false calls in the abdomen, the heart or outside the body lie apart from the
     lungs. So a lesion's 3D connected region (face neighbours) is kept when any voxel of it lies
     within ``margin_mm`` (3D, in mm) of a lung voxel, and removed when it lies wholly farther.
-    Beyond the margin a kept region is cut to the thorax, so that a false call running on from
-    the lungs does not take the tissue it runs into: to the slices within ``margin_mm`` of a
-    slice holding lung (an over-call from the lung base down into the liver stops there) and,
-    with the CT in HU (``hu``), to the body (not air touching the slice border). Within those
-    slices nothing here tells a call running into the chest wall or the liver dome from
-    consolidation, and consolidation filling the lung bases below their last aerated slice is
-    cut.
+    Beyond the margin a kept region keeps only its voxels within ``depth_mm`` (3D) of a lung
+    voxel (:data:`LESION_DEPTH_MM`: a call running on from the lungs into the liver dome, the
+    heart or the chest wall is cut there), in the slices within ``margin_mm`` of a slice holding
+    lung (an over-call from the lung base down into the liver stops there) and, with the CT in
+    HU (``hu``), inside the body (not air touching the slice border), connected to the part
+    within the margin. :func:`lesions_in_lungs` also says whether the depth cut a region.
     """
+    return _kept_near_lungs(lesions, lungs, spacing, margin_mm, hu, depth_mm)[0]
+
+
+@dataclass
+class LesionsInLungs:
+    """Lesions kept in the lungs (:func:`remove_outside_lungs`) and the lungs grown over them."""
+
+    lesions: np.ndarray
+    """The lesions given, with the voxels not kept zeroed."""
+    lungs: np.ndarray
+    """Lung labels (1 right, 2 left) grown over the kept lesions (:func:`add_lesions_to_lungs`)."""
+    cut: bool
+    """Whether a lesion region reaching the lungs lost voxels deeper than the depth bound."""
+
+
+def lesions_in_lungs(lesions: np.ndarray, lungs: np.ndarray, spacing: Sequence[float],
+                     margin_mm: float = DEFAULT_LUNG_MARGIN_MM,
+                     hu: np.ndarray | None = None) -> LesionsInLungs:
+    """Keep the lesions (non-zero) connected to the lungs (:func:`remove_outside_lungs`) and
+    count them as lung (:func:`add_lesions_to_lungs`)."""
+    kept, cut = _kept_near_lungs(lesions, lungs, spacing, margin_mm, hu, LESION_DEPTH_MM)
+    return LesionsInLungs(kept, add_lesions_to_lungs(lungs, kept), cut)
+
+
+def _kept_near_lungs(lesions: np.ndarray, lungs: np.ndarray, spacing: Sequence[float],
+                     margin_mm: float, hu: np.ndarray | None, depth_mm: float
+                     ) -> tuple[np.ndarray, bool]:
+    """:func:`remove_outside_lungs`, and whether the depth bound cut a region."""
     lesion_volume, flat = _as_volume(lesions, "lesions")
     lung_volume, _ = _as_volume(lungs, "lungs")
     hu_volume = None if hu is None else _as_volume(hu, "hu")[0]
@@ -538,8 +576,8 @@ def remove_outside_lungs(lesions: np.ndarray, lungs: np.ndarray, spacing: Sequen
         raise CovsegError(f"the lung margin must be >= 0 mm, got {margin_mm}")
     reach = int(margin_mm // spacing[0])
     out = _near_lungs(lesion_volume, lung_volume, spacing, margin_mm, reach)
-    _add_connected(out, lesion_volume, lung_volume, reach, hu_volume)
-    return out[0] if flat else out
+    cut = _add_connected(out, lesion_volume, lung_volume, reach, hu_volume, spacing, depth_mm)
+    return (out[0] if flat else out), cut
 
 
 def _near_lungs(lesions: np.ndarray, lungs: np.ndarray, spacing: tuple[float, ...],
@@ -582,14 +620,15 @@ def _near_lungs(lesions: np.ndarray, lungs: np.ndarray, spacing: tuple[float, ..
 
 
 def _add_connected(near: np.ndarray, lesions: np.ndarray, lungs: np.ndarray, reach: int,
-                   hu: np.ndarray | None) -> None:
+                   hu: np.ndarray | None, spacing: tuple[float, ...], depth_mm: float) -> bool:
     """Put back into ``near`` the lesion voxels in one 3D region with a voxel of it, beyond it
-    only in slices within ``reach`` slices of one holding lung and, given ``hu``, inside the
-    body; labelled within the lesions' bounding box."""
+    only within ``depth_mm`` of a lung voxel, in slices within ``reach`` slices of one holding
+    lung and, given ``hu``, inside the body; labelled within the lesions' bounding box. Returns
+    whether the depth cut a region so kept (a voxel beyond it touches a voxel kept)."""
     far = [k for k in range(len(near)) if ((lesions[k] > 0) & (near[k] == 0)).any()]
     box = _bounding_box(lesions)
     if not far or box is None or not near[box].any():
-        return
+        return False
     with_lung = np.flatnonzero([plane.any() for plane in lungs])
     lesion = lesions[box] > 0
     kept_near = near[box] > 0
@@ -600,12 +639,67 @@ def _add_connected(near: np.ndarray, lesions: np.ndarray, lungs: np.ndarray, rea
         elif hu is not None:
             body = ~_outside_air(hu[k] < LUNG_THRESHOLD_HU)[box[1:]]
             lesion[inside] &= body | kept_near[inside]
+    deep = _deeper_than(lungs, box, spacing, depth_mm)
+    if deep is not None:
+        deep &= lesion
+        deep[kept_near] = False
+        lesion[deep] = False
     regions, count = ndimage.label(lesion)
-    connected = np.zeros(count + 1, dtype=bool)
-    connected[regions[kept_near]] = True
-    connected[0] = False
-    keep = connected[regions]
-    near[box][keep] = lesions[box][keep]
+    objects = ndimage.find_objects(regions)
+    kept = near[box]
+    for index in np.flatnonzero(np.bincount(regions[kept_near], minlength=count + 1)[1:]):
+        part = objects[index]
+        region = regions[part] == index + 1
+        kept[part][region] = lesions[box][part][region]
+    return deep is not None and _touching(deep, kept)
+
+
+def _deeper_than(lungs: np.ndarray, box: tuple[slice, ...], spacing: tuple[float, ...],
+                 depth_mm: float) -> np.ndarray | None:
+    """Where in ``box`` every lung voxel lies farther than ``depth_mm`` (3D); None for an
+    unbounded depth. Measured between cells of about :data:`DEPTH_GRID_MM` (a cell holding lung
+    is lung): a whole study's box costs a fraction of a second, not a full-size transform."""
+    if not np.isfinite(depth_mm):
+        return None
+    pad = [int(np.ceil(depth_mm / step)) + 1 for step in spacing]
+    around = tuple(slice(max(0, part.start - extra), min(size, part.stop + extra))
+                   for part, extra, size in zip(box, pad, lungs.shape, strict=True))
+    factors = [max(1, int(DEPTH_GRID_MM // step)) for step in spacing]
+    cells = _cells_holding(lungs[around], factors)
+    index = np.ix_(*[(np.arange(part.start, part.stop) - outer.start) // factor
+                     for part, outer, factor in zip(box, around, factors, strict=True)])
+    if not cells.any():
+        return np.ones(tuple(part.stop - part.start for part in box), dtype=bool)
+    distance = ndimage.distance_transform_edt(
+        ~cells, sampling=[factor * step for factor, step in zip(factors, spacing, strict=True)])
+    return (distance > depth_mm)[index]
+
+
+def _cells_holding(mask: np.ndarray, factors: Sequence[int]) -> np.ndarray:
+    """Whether each cell of ``factors`` voxels per axis (the last ones cut by the edge) holds a
+    non-zero voxel of ``mask``; gathered by strided views, not a padded copy of the mask."""
+    cells = np.zeros([-(-size // factor) for size, factor in zip(mask.shape, factors, strict=True)],
+                     dtype=bool)
+    for offset in np.ndindex(*factors):
+        part = mask[tuple(slice(start, None, factor)
+                          for start, factor in zip(offset, factors, strict=True))]
+        view = cells[tuple(slice(0, size) for size in part.shape)]
+        np.logical_or(view, part, out=view)
+    return cells
+
+
+def _touching(first: np.ndarray, second: np.ndarray) -> bool:
+    """Whether a voxel of ``first`` has a face neighbour non-zero in ``second``."""
+    box = _bounding_box(first, (1,) * first.ndim)
+    if box is None:
+        return False
+    first, second = first[box], second[box] != 0
+    for axis in range(first.ndim):
+        lower = tuple(slice(None, -1) if a == axis else slice(None) for a in range(first.ndim))
+        upper = tuple(slice(1, None) if a == axis else slice(None) for a in range(first.ndim))
+        if (first[lower] & second[upper]).any() or (first[upper] & second[lower]).any():
+            return True
+    return False
 
 
 def _squared_distance(lungs: np.ndarray, spacing: Sequence[float]) -> np.ndarray | None:
@@ -643,20 +737,20 @@ def add_lesions_to_lungs(lungs: np.ndarray, lesions: np.ndarray) -> np.ndarray:
 
 def _join_the_touching_lung(lungs: np.ndarray, lesions: np.ndarray) -> None:
     """Label each region of lesion voxels missing from ``lungs`` (3D, face neighbours) with the
-    one lung it touches; regions touching both lungs or none are left as they are."""
+    one lung it touches; regions touching both lungs or none are left as they are. Each region
+    is looked at in its own box (a dilation of the whole lesion box took seconds)."""
     box = _bounding_box(lesions, (1, 1, 1))
     if box is None:
         return
     labels = lungs[box]
-    regions, count = ndimage.label((lesions[box] > 0) & (labels == 0))
-    touches = np.zeros((count + 1, 2), dtype=bool)
-    for column, lung in enumerate((RIGHT_LUNG, LEFT_LUNG)):
-        touches[regions[ndimage.binary_dilation(labels == lung)], column] = True
-    side = np.where(touches[:, 0] & ~touches[:, 1], RIGHT_LUNG,
-                    np.where(touches[:, 1] & ~touches[:, 0], LEFT_LUNG, 0)).astype(np.uint8)
-    side[0] = 0
-    joined = side[regions]
-    labels[joined > 0] = joined[joined > 0]
+    regions, _ = ndimage.label((lesions[box] > 0) & (labels == 0))
+    for index, region_box in enumerate(ndimage.find_objects(regions), start=1):
+        around = tuple(slice(max(0, part.start - 1), part.stop + 1) for part in region_box)
+        region = regions[around] == index
+        touched = np.unique(labels[around][ndimage.binary_dilation(region) & ~region])
+        sides = [int(side) for side in touched if side in (RIGHT_LUNG, LEFT_LUNG)]
+        if len(sides) == 1:
+            labels[around][region] = sides[0]
 
 
 def _nearest_lung(lungs: np.ndarray, missing: np.ndarray, pad: int = 16) -> np.ndarray:

@@ -60,11 +60,11 @@ from covseg.io.volume import (
 )
 from covseg.lungs import (
     LEFT_LUNG,
+    LESION_DEPTH_MM,
     RIGHT_LUNG,
-    add_lesions_to_lungs,
     labels_face_their_sides,
+    lesions_in_lungs,
     lung_sides,
-    remove_outside_lungs,
     segment_lungs,
     why_labels_are_not_sides,
 )
@@ -76,6 +76,9 @@ CATEGORY_RULE = (
     "MosMedData category by % of lung volume involved (GGO + consolidation): CT-0 = 0 %, "
     "CT-1 = (0, 25) %, CT-2 = [25, 50) %, CT-3 = [50, 75) %, CT-4 = [75, 100] %"
 )
+GROWN_LUNG_SHARE = 0.25
+"""Thresholded lungs grown over more lesion than this share of a lung's aerated volume are
+warned of (:func:`note_grown_lungs`)."""
 RESULT_JSON = "quantification.json"
 SETTINGS = "settings"
 """Key of quantification.json holding the settings that shaped the study's results."""
@@ -97,14 +100,16 @@ PREDICT_RECORD = "predict.json"
 its folder is covseg's output."""
 REGIONS = ("study", "right_lung", "left_lung")
 CSV_FIELDS = ("study", "region", "lung_ml", "lesion_ml", "percent_involved", "ggo_ml",
-              "consolidation_ml", "effusion_ml", "lesion_outside_lungs_ml", "ct_category")
+              "consolidation_ml", "effusion_ml", "lesion_outside_lungs_ml", "ct_category",
+              "lesion_added_to_lungs_ml")
 SUMMARY_FIELDS = ("study", "status", "error", "lung_ml", "lesion_ml", "percent_involved",
                   "ct_category", "right_percent_involved", "left_percent_involved", "ggo_ml",
                   "consolidation_ml", "effusion_ml", "input", "output",
-                  "lesion_outside_lungs_ml")
+                  "lesion_outside_lungs_ml", "lesion_added_to_lungs_ml")
 """summary.csv's columns; new ones go last, so that scripts reading by position keep working."""
 SUMMARY_STUDY_FIELDS = ("lung_ml", "lesion_ml", "percent_involved", "ct_category", "ggo_ml",
-                        "consolidation_ml", "effusion_ml", "lesion_outside_lungs_ml")
+                        "consolidation_ml", "effusion_ml", "lesion_outside_lungs_ml",
+                        "lesion_added_to_lungs_ml")
 """The summary columns copied from a result's whole-study region."""
 INPUT_SHA256 = "sha256"
 """Key of a record's inputs holding the SHA-256 of each input (compared on reruns)."""
@@ -169,12 +174,16 @@ def lesion_classes(plane: np.ndarray, multiclass: bool) -> np.ndarray:
 
 
 def quantify(lesions: np.ndarray, spacing: Sequence[float], lungs: np.ndarray | None = None, *,
-             multiclass: bool | None = None, effusion: bool = True) -> dict[str, Any]:
+             multiclass: bool | None = None, effusion: bool = True,
+             found_lungs: np.ndarray | None = None) -> dict[str, Any]:
     """Volumes (mL) and % involvement for a (z, y, x) lesion mask; per lung when ``lungs`` given.
 
     ``spacing`` is the voxel size in mm (z, y, x); ``multiclass`` None detects it (labels > 1).
     ``effusion`` False: the mask comes from a model without an effusion class, so a multi-class
     mask's effusion is None (not predicted), not 0 mL (none found), unless label 3 occurs.
+    ``found_lungs``: the lungs before they were grown over the lesions they missed
+    (:func:`covseg.lungs.lesions_in_lungs`); what ``lungs`` hold beyond them is recorded per
+    region as ``lesion_added_to_lungs_ml`` (0 without them: the lungs were counted as given).
     Voxels are counted slice by slice, so no volume-sized temporary is made.
     """
     lesions = np.asarray(lesions)
@@ -187,10 +196,13 @@ def quantify(lesions: np.ndarray, spacing: Sequence[float], lungs: np.ndarray | 
         if lungs.size and int(lungs.max()) > LEFT_LUNG:
             raise CovsegError("lung labels must be 0, 1 (right) or 2 (left)")
     counts = np.zeros(12, dtype=np.int64)
+    added = np.zeros(LEFT_LUNG + 1, dtype=np.int64)
     for k, plane in enumerate(lesions):
         code = lesion_classes(plane, multiclass)
         if lungs is not None:
             code += lungs[k].astype(np.uint8) * np.uint8(4)
+            if found_lungs is not None:
+                added += np.bincount(lungs[k][found_lungs[k] == 0], minlength=LEFT_LUNG + 1)
         counts += np.bincount(code.ravel(), minlength=12)[:12]
     counts = counts.reshape(3, 4)
     result: dict[str, Any] = {
@@ -205,9 +217,41 @@ def quantify(lesions: np.ndarray, spacing: Sequence[float], lungs: np.ndarray | 
     result["study"] = _region(counts.sum(axis=0), counts[0], voxel_ml, multiclass,
                               lungs is not None, measured)
     if lungs is not None:
+        result["study"]["lesion_added_to_lungs_ml"] = int(added[1:].sum()) * voxel_ml
         for name, label in (("right_lung", RIGHT_LUNG), ("left_lung", LEFT_LUNG)):
             result[name] = _region(counts[label], None, voxel_ml, multiclass, True, measured)
+            result[name]["lesion_added_to_lungs_ml"] = int(added[label]) * voxel_ml
     return result
+
+
+def note_grown_lungs(result: dict[str, Any], cut: bool, source: str, lung_option: str) -> None:
+    """Warn once, and record as the result's ``lung_note``, when thresholded lungs were grown
+    over much lesion (more than :data:`GROWN_LUNG_SHARE` of a lung's aerated volume) or a
+    lesion reaching them was cut at :data:`covseg.lungs.LESION_DEPTH_MM`: consolidation and a
+    false call running on from the lungs look alike to a threshold (``lung_option``: the option
+    that gives lungs instead)."""
+    grown = [name.replace("_", " ") for name in ("right_lung", "left_lung")
+             if _grown_much(result[name])]
+    if not grown and not cut:
+        return
+    added = result["study"]["lesion_added_to_lungs_ml"]
+    parts = [f"{added:.1f} mL of lesion beyond the aerated lungs was counted as lung"
+             + (f" ({' and '.join(grown)} grown by more than {GROWN_LUNG_SHARE:.0%})"
+                if grown else "")]
+    if cut:
+        parts.append(f"lesion reaching the lungs was cut {LESION_DEPTH_MM:g} mm from them")
+    note = (f"{'; '.join(parts)}: the lungs were found by HU threshold, which cannot tell "
+            "consolidation from a call running on into the liver, heart or chest wall; check "
+            f"the montage, or give the lungs with {lung_option}")
+    log.warning("%s: %s", source, note)
+    result["lung_note"] = note
+
+
+def _grown_much(region: dict[str, Any]) -> bool:
+    """Whether a lung was grown over more lesion than :data:`GROWN_LUNG_SHARE` of its aerated
+    volume (any, for a lung found aerated nowhere)."""
+    added = region["lesion_added_to_lungs_ml"]
+    return added > GROWN_LUNG_SHARE * (region["lung_ml"] - added)
 
 
 def _region(counts: np.ndarray, outside: np.ndarray | None, voxel_ml: float, multiclass: bool,
@@ -390,7 +434,8 @@ def write_html(path: str | os.PathLike[str], result: dict[str, Any], study: str,
         image = f'<img alt="most affected slices" src="data:image/png;base64,{data}">'
     category = _category_text(result)
     note = result.get("orientation_note")
-    warning = f"<p><b>Note: {html.escape(note)}.</b></p>" if note else ""
+    warning = "".join(f"<p><b>Note: {html.escape(text)}.</b></p>"
+                      for text in (note, result.get("lung_note")) if text)
     rounding = f"<p>{ROUNDING_NOTE}</p>" if result.get("multiclass") else ""
     details = html.escape(json.dumps(result.get("inputs", {}), indent=2))
     text = (
@@ -447,7 +492,8 @@ def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any], study:
     """Write CSV, montage, optional HTML and finally the JSON (the study's 'done' marker);
     ``grid``: the volume the masks lie on (see :func:`write_montage`)."""
     out_dir = Path(out_dir)
-    result = {**result, "orientation_note": None if grid.oriented else UNORIENTED_NOTE}
+    result = {**result, "orientation_note": None if grid.oriented else UNORIENTED_NOTE,
+              "lung_note": result.get("lung_note")}
     files = dict(result.get("files", {}))
     files["csv"] = str(write_text(out_dir / RESULT_CSV, csv_text(result_rows(result, study),
                                                                 CSV_FIELDS)))
@@ -580,7 +626,9 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     one named like the mask; by default the ``lungs.nii.gz`` beside covseg's own
     ``infection.nii.gz``; ``image``: the CT (file, DICOM folder, or folder of NIfTI named like
     the mask), used for the montage and, without ``lungs``, for threshold lungs (grown over the
-    lesion regions that come within the default lung margin, whole: :func:`remove_outside_lungs`).
+    lesion regions that come within the default lung margin, to
+    :data:`covseg.lungs.LESION_DEPTH_MM` deep: :func:`covseg.lungs.lesions_in_lungs`), with a
+    warning when they grew much (:func:`note_grown_lungs`).
     """
     check_inputs_exist(lungs, image)
     return _quantify_study(Path(mask), out_dir, _LungsAndImage(lungs, image), hu, multiclass,
@@ -607,21 +655,24 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
     lesions, ct = _read_lesions_and_ct(mask_path, image_path, hu)
     if ct is not None:
         check_same_grid(lesions, ct)
-    lung_labels, lung_source = None, None
+    lung_labels, lung_source, found_lungs, grown = None, None, None, None
     if lung_path is not None:
         lung_volume = read_nifti(lung_path, np.int16, like=lesions)
         check_same_grid(lesions, lung_volume)
         lung_labels, lung_source = _lung_labels(lung_volume, lung_path, ct), "mask"
     elif ct is not None:
         ct_hu = hounsfield(ct)
-        lung_labels = segment_lungs(ct_hu, ct.affine)
-        lesion = lesions.array > 0
-        if _is_multiclass(lesions.array, classes):
-            lesion &= lesions.array != EFFUSION
-        near = remove_outside_lungs(lesion, lung_labels, lesions.spacing, hu=ct_hu)
-        lung_labels, lung_source = add_lesions_to_lungs(lung_labels, near), "threshold"
+        found_lungs = segment_lungs(ct_hu, ct.affine)
+        grown = lesions_in_lungs(lesion_voxels(lesions.array,
+                                               _is_multiclass(lesions.array, classes)),
+                                 found_lungs, lesions.spacing, hu=ct_hu)
+        lung_labels, lung_source = grown.lungs, "threshold"
     result = quantify(lesions.array, lesions.spacing, lung_labels, multiclass=classes,
-                      effusion=_predicts_effusion(predicted))
+                      effusion=_predicts_effusion(predicted), found_lungs=found_lungs)
+    if grown is not None:
+        note_grown_lungs(result, grown.cut, str(mask_path), "--lungs")
+    elif lung_path is not None and lung_path == _sibling_lungs(mask_path):
+        _recorded_growth(result, predicted)
     result["inputs"] = {**inputs, "lung_source": lung_source, INPUT_SHA256: hashes}
     result[SETTINGS] = quantify_settings(lungs=given.lungs, image=given.image, hu=hu,
                                          multiclass=multiclass, html_report=html_report)
@@ -629,6 +680,17 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
                         image=ct.array if ct is not None else None,
                         intensity=ct.intensity if ct is not None else "hu",
                         grid=lesions, html_report=html_report)
+
+
+def _recorded_growth(result: dict[str, Any], record: dict[str, Any]) -> None:
+    """Predict's record of the lesion its lungs.nii.gz was grown over (None where it has none)
+    and its lung note, for quantify of predict's masks: the lungs are counted as given, but
+    were grown by predict."""
+    for region in REGIONS:
+        recorded = record.get(region)
+        added = recorded.get("lesion_added_to_lungs_ml") if isinstance(recorded, dict) else None
+        result[region]["lesion_added_to_lungs_ml"] = added if isinstance(added, float) else None
+    result["lung_note"] = record.get("lung_note")
 
 
 def _lung_labels(volume: Volume, path: Path, ct: Volume | None = None) -> np.ndarray:

@@ -7,7 +7,8 @@ Flags for ``covseg predict`` on volumes (added by ``cli_volumes.add_volume_predi
   --probabilities        also write probabilities.nii.gz (float32)
   --keep-outside-lungs   do not remove infection outside the lungs
   --lung-margin-mm MM    infection regions wholly farther than this from the lungs are
-                         removed; one that comes closer is kept whole, within the thorax (default 5)
+                         removed; one that comes closer is kept within the thorax, to 30 mm
+                         from the lungs (default 5)
   --html                 also write a self-contained report.html per study
   --shard I/N            process every N-th study from the I-th (sorted by name)
   --out DIR              output folder: one sub-folder per study and summary.csv
@@ -45,15 +46,13 @@ from covseg.io.volume import (
 )
 from covseg.lungs import (
     DEFAULT_LUNG_MARGIN_MM,
-    add_lesions_to_lungs,
+    lesions_in_lungs,
     remove_outside_lungs,
     segment_lungs,
     split_lungs,
 )
 from covseg.quantify import (
-    CONSOLIDATION,
     EFFUSION,
-    GGO,
     INFECTION_NII,
     INPUT_SHA256,
     LESION_NAMES,
@@ -67,6 +66,8 @@ from covseg.quantify import (
     content_hash,
     find_studies,
     input_hashes,
+    lesion_voxels,
+    note_grown_lungs,
     quantify,
     run_batch,
     study_name,
@@ -193,6 +194,11 @@ class VolumeMasks:
     lung_source: str
     """"model" (a lung run) or "threshold" (HU thresholding)."""
     lungs_found: bool
+    found_lungs: np.ndarray
+    """The lungs as found (thresholded or the lung model's), before they were grown over the
+    lesions they missed."""
+    cut: bool
+    """Whether a lesion region reaching the lungs was cut at the depth bound."""
 
 
 def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray, *,
@@ -201,26 +207,29 @@ def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray
                    ) -> VolumeMasks:
     """Find the lungs, drop the infection regions that lie wholly farther than
     ``lung_margin_mm`` from them (unless ``keep_outside_lungs``; a region that comes that close
-    is kept whole within the thorax: :func:`remove_outside_lungs`), and count the lesions kept
-    as lung. Consolidation the lung threshold left out (it is not air) is kept however deep,
-    and so is a multi-class model's pleural effusion, which fills the pleural space outside the
-    lung (a layer centimetres thick); an effusion region that lies apart (the abdomen) is
-    dropped. Effusion is not counted as lung."""
+    is kept within the thorax, to :data:`covseg.lungs.LESION_DEPTH_MM` beyond the margin:
+    :func:`remove_outside_lungs`), and count the lesions kept as lung. Consolidation the lung
+    threshold left out (it is not air) is kept to that depth. A multi-class model's pleural
+    effusion, which fills the pleural space outside the lung (a layer centimetres thick), is
+    tested apart from the lesions (an effusion call does not join a chest-wall call to the
+    lung) and kept however deep; an effusion region that lies apart (the abdomen) is dropped.
+    Effusion is not counted as lung."""
     lungs, lung_source = _lungs(volume, lung_predictor, batch_size)
-    lungs_found = bool(lungs.any())
-    near = labels
-    if lungs_found:
-        near = remove_outside_lungs(labels, lungs, volume.spacing, lung_margin_mm,
-                                    hu=hounsfield(volume))
-        if not keep_outside_lungs:
-            labels = near
-    else:
+    multiclass = predictor.num_classes > 2
+    lesion = lesion_voxels(labels, multiclass)
+    if not lungs.any():
         log.warning("%s: no lungs found; infection outside the lungs was not removed",
                     volume.source)
-    multiclass = predictor.num_classes > 2
-    lungs = add_lesions_to_lungs(
-        lungs, (near == GGO) | (near == CONSOLIDATION) if multiclass else near > 0)
-    return VolumeMasks(labels, lungs, lung_source, lungs_found)
+        return VolumeMasks(labels, lungs, lung_source, False, lungs, False)
+    hu = hounsfield(volume)
+    grown = lesions_in_lungs(lesion, lungs, volume.spacing, lung_margin_mm, hu)
+    if not keep_outside_lungs:
+        kept = grown.lesions
+        if multiclass:
+            kept = kept | remove_outside_lungs(labels == EFFUSION, lungs, volume.spacing,
+                                               lung_margin_mm, hu, depth_mm=math.inf)
+        labels = np.where(kept, labels, 0).astype(labels.dtype)
+    return VolumeMasks(labels, grown.lungs, lung_source, True, lungs, grown.cut)
 
 
 def has_effusion(predictor: SlicePredictor) -> bool:
@@ -294,7 +303,9 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
     files["infection"] = str(write_mask_like(volume, labels, out_dir / INFECTION_NII))
     files["lungs"] = str(write_mask_like(volume, lungs, out_dir / LUNGS_NII))
     result = quantify(labels, volume.spacing, lungs, multiclass=multiclass,
-                      effusion=has_effusion(predictor))
+                      effusion=has_effusion(predictor), found_lungs=masks.found_lungs)
+    if masks.lung_source == "threshold":
+        note_grown_lungs(result, masks.cut, volume.source, "--lung-model")
     result["files"] = files
     result["inputs"] = {
         "image": image, "shape_zyx": list(volume.file_shape_zyx),
