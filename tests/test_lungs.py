@@ -112,7 +112,7 @@ def test_one_lung_of_a_mask_is_not_cut_in_two(caplog) -> None:
     with caplog.at_level("WARNING", logger="covseg.lungs"):
         alone = split_lungs(left, LPS_LIKE, source="one.nii.gz")
     assert set(np.unique(alone[left])) == {LEFT_LUNG} and not alone[~left].any()
-    assert "one.nii.gz holds one lung" in caplog.text and "left lung" in caplog.text
+    assert "one.nii.gz: no two lungs side by side" in caplog.text and "left lung" in caplog.text
     assert set(np.unique(split_lungs(left, np.diag([1.5, 1.5, 2.5, 1.0]))[left])) == {RIGHT_LUNG}
     caplog.clear()
     assert set(np.unique(split_lungs(left, LPS_LIKE, hu)[left])) == {LEFT_LUNG}
@@ -184,7 +184,12 @@ def test_labels_not_side_by_side_are_not_sides() -> None:
     lesion = lungs.copy()
     lesion[6:8, 30:36, 62:68][truth[6:8, 30:36, 62:68] == LEFT_LUNG] = 2
     assert why_labels_are_not_sides(lesion, LPS_LIKE) == (
-        "100 % of label 2's voxels lie within label 1's span across the body in their slices")
+        "label 2 lies among label 1: 100 % of its voxels between label 1's, 100 % of its "
+        "surface facing it")
+    for lateral in (np.s_[3:11, 30:50, 78:], np.s_[:, :, 78:]):  # at the pleura; the whole rim
+        pleural = lungs.copy()
+        pleural[lateral][truth[lateral] == LEFT_LUNG] = 2
+        assert why_labels_are_not_sides(pleural, LPS_LIKE) is not None
     airway = lungs.copy()
     airway[6:8, 20:24, 46:50] = 2  # on the midline, between the lungs
     assert why_labels_are_not_sides(airway, LPS_LIKE) is not None
@@ -192,6 +197,35 @@ def test_labels_not_side_by_side_are_not_sides() -> None:
     above[0] = 0
     above[0, 20:24, 46:50] = 2  # the trachea above the lungs
     assert why_labels_are_not_sides(above, LPS_LIKE) == "no slice holds both"
+
+
+def test_a_lung_crossing_the_midline_past_a_small_one_leaves_both_sides() -> None:
+    """A right lung whose front reaches across the midline in front of a small collapsed left
+    lung held the left lung within its span across the body: the labels were discarded and
+    the left lung counted as part of the right. Lungs that do not lie among each other's voxels
+    keep their labels, touching or not."""
+    labels = np.zeros((8, 64, 64), dtype=np.uint8)
+    rows, cols = np.indices((64, 64))
+    right = ((cols - 20) / 15) ** 2 + ((rows - 32) / 20) ** 2 <= 1
+    right |= ((cols - 37) / 15) ** 2 + ((rows - 17) / 6) ** 2 <= 1  # across the midline (32)
+    for row in (47, 29):  # apart; touching the front part
+        left = ((cols - 47) / 5) ** 2 + ((rows - row) / 7) ** 2 <= 1
+        labels[1:7] = np.where(right, RIGHT_LUNG, np.where(left, LEFT_LUNG, 0))
+        assert why_labels_are_not_sides(labels, LPS_LIKE) is None
+
+
+def test_a_mask_given_one_side_says_so(caplog) -> None:
+    """Sided again without the CT, a large lung and a small one (under a tenth of its size) are
+    given one side, whole; the warning said the mask "holds one lung", which it did not."""
+    labels = np.zeros((8, 64, 64), dtype=bool)
+    rows, cols = np.indices((64, 64))
+    labels[1:7] = ((cols - 20) / 15) ** 2 + ((rows - 32) / 20) ** 2 <= 1
+    labels[1:7] |= ((cols - 50) / 3) ** 2 + ((rows - 40) / 5) ** 2 <= 1
+    with caplog.at_level("WARNING", logger="covseg.lungs"):
+        sided = lung_sides(labels, LPS_LIKE, source="lungs.nii.gz")
+    assert set(np.unique(sided[labels])) == {RIGHT_LUNG}
+    assert "lungs.nii.gz: no two lungs side by side in it (one part, or a second under a tenth" \
+        in caplog.text and "all of it taken as the right lung" in caplog.text
 
 
 def test_remove_outside_lungs_uses_a_3d_margin_in_mm() -> None:
@@ -384,7 +418,7 @@ def test_a_lone_lung_where_the_body_meets_the_image_edge_stays_one_lung(caplog) 
         assert not caplog.text
         hu[:3] = hu[3:]  # the body cut in every slice
         assert set(np.unique(split_lungs(lung, LPS_LIKE, hu)[lung])) == {LEFT_LUNG}
-    assert "holds one lung" in caplog.text and "cut by the image edge" in caplog.text
+    assert "no two lungs side by side" in caplog.text and "cut by the image edge" in caplog.text
 
 
 @pytest.mark.parametrize(("spacing", "width_mm", "overlap", "aspect"),

@@ -328,7 +328,7 @@ def test_a_lung_mask_of_one_lung_is_not_cut_in_two(tmp_path: Path, caplog) -> No
         assert result["left_lung"]["lesion_ml"] == pytest.approx(lesion_ml)
         assert result["right_lung"]["lung_ml"] == 0.0
         assert result["right_lung"]["percent_involved"] is None
-        assert ("holds one lung" in caplog.text) is (image is None)
+        assert ("no two lungs side by side" in caplog.text) is (image is None)
 
 
 def test_zenodo_lungs_named_like_predicts_are_not_read_swapped(tmp_path: Path, caplog) -> None:
@@ -371,8 +371,28 @@ def test_a_lung_mask_with_a_lesion_labelled_2_is_not_read_as_sides(tmp_path: Pat
     assert result["right_lung"]["lung_ml"] == pytest.approx(lung_ml)
     assert result["left_lung"]["lung_ml"] == pytest.approx(lung_ml)
     assert result["right_lung"]["lesion_ml"] == pytest.approx(lesion_ml)
-    assert "labels 1 and 2 are not read as the right and left lungs (100 % of label 2's" in (
+    assert "labels 1 and 2 are not read as the right and left lungs (label 2 lies among" in (
         caplog.text)
+
+
+def test_a_right_lung_crossing_the_midline_keeps_the_left_lungs_label(tmp_path: Path,
+                                                                      caplog) -> None:
+    """Labels 1 = right, 2 = left where the right lung's front reaches across the midline in
+    front of a small collapsed left lung were discarded (the left lung "within the right
+    lung's span"), and the sides found again took both for one right lung: the left lung was
+    counted as 0 mL. Two lungs not lying among each other's voxels keep their labels."""
+    _, mask, lesion_ml = synthetic_study(tmp_path / "in", "case")
+    lungs = two_lungs(mask, (1, 0))
+    lungs[14:36, 30:38, 1:5] = 1  # the right lung's front, across the midline (x 32)
+    lungs[16:24, 12:22, 1:5] = 2  # a small left lung behind it
+    with caplog.at_level("WARNING"):
+        result = quantify_study(mask, tmp_path / "out",
+                                lungs=save_like(mask, lungs, tmp_path / "lungs.nii.gz"))
+    voxel_ml = 0.7 * 0.7 * 5.0 / 1000
+    assert result["right_lung"]["lung_ml"] == pytest.approx((18 * 28 + 22 * 8) * 4 * voxel_ml)
+    assert result["left_lung"]["lung_ml"] == pytest.approx(8 * 10 * 4 * voxel_ml)
+    assert result["right_lung"]["lesion_ml"] == pytest.approx(lesion_ml)
+    assert not caplog.text
 
 
 def test_an_identity_affine_lung_mask_keeps_covsegs_labels(tmp_path: Path, caplog) -> None:

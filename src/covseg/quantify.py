@@ -730,7 +730,7 @@ def _labelled_sides(volume: Volume, path: Path) -> np.ndarray | None:
     reason = why_labels_are_not_sides(labels, volume.affine)
     if reason is not None:
         log.warning("%s: labels 1 and 2 are not read as the right and left lungs (%s: a lesion "
-                    "or the airway labelled 2?); all its non-zero voxels are lung, their sides "
+                    "or the airway?); all its non-zero voxels are lung, their sides "
                     "found again", path, reason)
         return None
     if np.allclose(volume.file_affine, np.eye(4)):
