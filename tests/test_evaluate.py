@@ -16,6 +16,7 @@ from PIL import Image
 from covseg.cli import main
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_folders
+from covseg.quantify import SUMMARY_FIELDS, csv_text
 from tests.conftest import square_mask
 
 
@@ -177,7 +178,7 @@ def test_output_names_keep_their_dots_and_stay_out_of_the_mask_folders(
     assert (tmp_path / "eval_t0.4.json").is_file() and (tmp_path / "eval_t0.4.png").is_file()
     out = capsys.readouterr().out
     assert "note: 1 predictions without a truth, not scored: zzz" in out
-    assert "note: 1 truths without a prediction, scored as an empty prediction: b" in out
+    assert "note: 1 truths without a prediction (not given to this predict), not scored: b" in out
     (tmp_path / "runs").mkdir()
     assert main([*args, "--out", str(tmp_path / "runs")]) == 0
     assert (tmp_path / "runs" / "evaluation.csv").is_file()
@@ -389,17 +390,37 @@ def test_no_shared_names_shows_names_of_both_sides(tmp_path: Path) -> None:
         evaluate_folders(tmp_path / "pred", tmp_path / "notes.txt", tmp_path / "ev")
 
 
-def test_a_truth_without_prediction_is_scored_as_an_empty_prediction(tmp_path: Path) -> None:
+def test_a_truth_predict_failed_on_is_scored_as_an_empty_prediction(tmp_path: Path) -> None:
     """A test image predict could not read left its truth out of the mean (49 of 50 slices,
-    exit 0): the missing prediction now scores as an empty mask, and is named."""
+    exit 0): the input predict.json lists as failed now scores as an empty mask, and is named;
+    a truth never given to predict (another shard, a subset) is named, not scored."""
     lesion = square_mask(32, 4, 4, 12)
     for name in ("a", "b", "c"):
-        _save(tmp_path / "truth" / f"{name}.png", lesion if name != "c" else lesion * 0)
+        _save(tmp_path / "truth" / f"{name}.png", lesion)
     _save(tmp_path / "pred" / "a.png", lesion * 255)
     _save(tmp_path / "pred" / "extra.png", lesion * 255)
+    (tmp_path / "pred" / "predict.json").write_text(json.dumps(
+        {"model": {"num_classes": 2}, "inputs": ["/x/a.png", "/x/b.tif"],
+         "failed": {"/x/b.tif": "unreadable"}}))
     result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
     dice = {row["case_id"]: row["dice"] for row in result["per_case"]}
-    assert dice == {"a": 1.0, "b": 0.0, "c": 1.0}  # c: empty truth, empty prediction
-    assert result["missing_predictions"] == ["b", "c"]
+    assert dice == {"a": 1.0, "b": 0.0}
+    assert result["missing_predictions"] == ["b"] and result["unmatched_truths"] == ["c"]
     assert result["unmatched_predictions"] == ["extra"]
-    assert result["summary"]["dice"]["n"] == 3
+    assert result["summary"]["dice"]["n"] == 2
+
+
+def test_one_shard_of_a_volume_batch_scores_its_own_studies(tmp_path: Path) -> None:
+    """Evaluating predict --shard 0/2's output against all truths scored the other shard's
+    studies as empty predictions; only a study its summary marks failed is scored so now."""
+    stack = np.zeros((8, 8, 2), np.uint8)
+    stack[2:5, 2:5, 0] = 1
+    for name in ("s0", "s1", "s2", "s3"):
+        _save_stack(tmp_path / "truth" / f"{name}.nii.gz", stack)
+    _save_stack(tmp_path / "pred" / "s0" / "infection.nii.gz", stack)
+    rows = [{"study": "s0", "status": "done"}, {"study": "s2", "status": "failed"}]
+    (tmp_path / "pred" / "summary_shard0of2.csv").write_text(csv_text(rows, SUMMARY_FIELDS))
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    assert [row["case_id"] for row in result["per_case"]] == ["s0", "s2"]
+    assert result["missing_predictions"] == ["s2"]
+    assert result["unmatched_truths"] == ["s1", "s3"]

@@ -208,8 +208,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 EVALUATE_NOTES = {
-    "missing_predictions": "truths without a prediction, scored as an empty prediction",
+    "missing_predictions": "truths whose input predict recorded as failed, scored as an empty "
+                           "prediction",
     "unmatched_predictions": "predictions without a truth, not scored",
+    "unmatched_truths": "truths without a prediction (not given to this predict), not scored",
     "skipped_images": "files named as images beside masks, not read",
 }
 """The name lists of an evaluation said on the console, and what each holds."""

@@ -33,6 +33,7 @@ from covseg.quantify import (
     MONTAGE_PNG,
     PREDICT_RECORD,
     RESULT_JSON,
+    failed_studies,
     predicted_mask,
     read_record,
     study_name,
@@ -174,6 +175,16 @@ def _predicted_inputs(folder: Path) -> set[str]:
     return {path.name for path in paths} - {output_name(path) for path in paths}
 
 
+def _failed_cases(folder: Path) -> set[str]:
+    """The cases ``covseg predict`` was given and recorded as failed in its ``--out`` ``folder``:
+    the images its ``predict.json`` lists as unreadable, the studies its summary CSVs mark
+    failed. A truth of these without a prediction is scored as an empty prediction; other truths
+    without one were never given to this predict (another shard, a subset), and are not scored."""
+    recorded = (read_record(folder / PREDICT_RECORD) or {}).get("failed")
+    images = [Path(output_name(Path(p))).stem for p in recorded] if isinstance(recorded, dict) else []
+    return {case_key(name) for name in [*images, *failed_studies(folder)]}
+
+
 def _read_cases(pred_path: Path | None, truth_path: Path
                 ) -> tuple[np.ndarray, Volume | None, np.ndarray, Volume | None]:
     """A prediction and its truth as stored, and for NIfTI volumes the volumes (spacing and
@@ -258,8 +269,9 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     study name, and scored in 3D with HD95 in mm from the truth's voxel spacing, or with
     ``per_slice`` each axial slice as its own case (a stack of independent slices, as MedSeg's
     ``tr_mask.nii.gz``). Either side may be a single mask file; two files are one case. A truth
-    without a prediction is scored against an empty mask and named in ``missing_predictions``,
-    so the means cover every truth. When both sides hold labels above 1 they are evaluated per
+    whose input predict recorded as failed (:func:`_failed_cases`) is scored against an empty
+    mask and named in ``missing_predictions``, so the means cover every case predict was given;
+    other truths without a prediction are named in ``unmatched_truths``, not scored. When both sides hold labels above 1 they are evaluated per
     class as well; when only one does, as binary, with a ``classes_note`` saying so. Files are
     read twice (labels, then metrics) so that volumes are never all in memory at once.
     """
@@ -272,15 +284,15 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
         preds = dict.fromkeys(truths, *preds.values())
     if not set(preds) & set(truths):
         raise _no_shared_names(pred_path, truth_path, list(preds), list(truths))
-    cases = sorted(truths)
-    missing = sorted(set(truths) - set(preds))
+    pred_folder = pred_path.parent if pred_path.is_file() else pred_path
+    missing = sorted((_failed_cases(pred_folder) & set(truths)) - set(preds))
+    cases = sorted({*(set(truths) & set(preds)), *missing})
     levels: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
     for stem in tqdm(cases, desc="reading labels", unit="case", leave=False):
         for side, mask in zip(levels, _read_pair(stem, preds.get(stem), truths[stem])[:2]):
             side.append(np.unique(mask))
     pred_labels = _Side.of(levels[0], [preds.get(stem, truths[stem]) for stem in cases])
     truth_labels = _Side.of(levels[1], [truths[stem] for stem in cases])
-    pred_folder = pred_path.parent if pred_path.is_file() else pred_path
     pred_top = max(pred_labels.top,
                    _recorded_top_label(pred_folder, [preds[s] for s in cases if s in preds]))
     truth_top = truth_labels.top
@@ -297,6 +309,7 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
         "per_slice": per_slice,
         "missing_predictions": missing,
         "unmatched_predictions": sorted(set(preds) - set(truths)),
+        "unmatched_truths": sorted(set(truths) - set(cases)),
         "skipped_images": pred_side.skipped_images + truth_side.skipped_images,
         "num_classes": num_classes, "classes_note": _classes_note(pred_top, truth_top),
         "empty_mask_rules": EMPTY_MASK_RULES,
