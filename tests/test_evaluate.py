@@ -378,6 +378,30 @@ def test_medsegs_nifti_form_is_scored_per_slice(tmp_path: Path,
     assert [row["dice"] for row in files["per_case"]] == [1.0, 0.0, 1.0]
 
 
+def test_per_slice_ids_are_the_files_own_slices(tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """A stack stored inferior-ward (z spacing -5) named its file slice 0 ``tr#004``, its
+    slice 1 ``tr#003``, unlike training's MedSeg ids; a file whose slices are not axial was
+    cut across them without a word."""
+    truth = _medseg_stack()
+    pred = truth.copy()
+    pred[..., 0] = 0  # file slice 0 missed
+    flipped = np.diag([0.7, 0.7, -5.0, 1.0])
+    for name, stack in (("pred", pred), ("truth", truth)):
+        (tmp_path / name).mkdir()
+        nib.save(nib.Nifti1Image(stack, flipped), str(tmp_path / name / "tr.nii.gz"))
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev",
+                              per_slice=True)
+    dice = {row["case_id"]: row["dice"] for row in result["per_case"]}
+    assert list(dice) == ["tr#000", "tr#001", "tr#002"] and dice["tr#000"] == 0.0
+    assert dice["tr#001"] == dice["tr#002"] == 1.0 and not caplog.records
+    sagittal = np.array([[0, 0, 5.0, 0], [0, 0.7, 0, 0], [0.7, 0, 0, 0], [0, 0, 0, 1]])
+    for name, stack in (("pred", pred), ("truth", truth)):
+        nib.save(nib.Nifti1Image(stack, sagittal), str(tmp_path / name / "tr.nii.gz"))
+    evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev", per_slice=True)
+    assert "stores no axial slices (axes SAR)" in caplog.text
+
+
 def test_no_shared_names_shows_names_of_both_sides(tmp_path: Path) -> None:
     """The error said only "share no case names", so the user could not see why."""
     _save(tmp_path / "pred" / "slice_1.png", square_mask(32, 4, 4, 12) * 255)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -39,6 +40,8 @@ from covseg.quantify import (
     study_name,
 )
 from covseg.viz import box_plot
+
+log = logging.getLogger(__name__)
 
 
 def evaluate_samples(predictor: Predictor, samples: Sequence[Sample], desc: str = "evaluating"
@@ -211,8 +214,9 @@ def _stored(path: Path, volume: Volume | None) -> np.ndarray:
 
 
 def _read_pair(stem: str, pred_path: Path | None, truth_path: Path
-               ) -> tuple[np.ndarray, np.ndarray, tuple[float, ...] | None]:
-    """Prediction and truth as stored, checked to lie on one grid, and the voxel spacing in mm."""
+               ) -> tuple[np.ndarray, np.ndarray, Volume | None]:
+    """Prediction and truth as stored, checked to lie on one grid, and the truth's volume (its
+    voxel spacing in mm, its file's slices) when it is one."""
     pred, pred_volume, truth, truth_volume = _read_cases(pred_path, truth_path)
     if pred.shape != truth.shape:
         raise CovsegError(f"{stem}: prediction {pred.shape} and truth {truth.shape} differ in size")
@@ -221,21 +225,26 @@ def _read_pair(stem: str, pred_path: Path | None, truth_path: Path
                           f"differ: axes {pred_volume.file_axes} and "
                           f"{truth_volume.file_axes}); resample one onto "
                           "the other's grid first")
-    return pred, truth, truth_volume.spacing if truth_volume else None
+    return pred, truth, truth_volume
 
 
-def _case_rows(case_id: str, pred: np.ndarray, truth: np.ndarray,
-               spacing: tuple[float, ...] | None, num_classes: int, per_slice: bool
-               ) -> list[dict[str, Any]]:
+def _case_rows(case_id: str, pred: np.ndarray, truth: np.ndarray, volume: Volume | None,
+               num_classes: int, per_slice: bool) -> list[dict[str, Any]]:
     """The metric rows of one case: one, or with ``per_slice`` one per axial slice of a
-    volume (``case#007``, HD95 in mm in the slice), for a stack of independent 2D slices."""
-    if not per_slice or pred.ndim == 2:
+    volume, for a stack of independent 2D slices: ``case#007`` is the file's own slice 7 (its
+    last stored axis, as MedSeg's and training's ids count), HD95 in mm in the slice."""
+    spacing = volume.spacing if volume else None
+    if not per_slice or volume is None:
         return [{"case_id": case_id,
                  **case_metrics(pred, truth, num_classes, CLASS_NAMES, spacing)}]
-    in_plane = spacing[1:] if spacing else None
-    return [{"case_id": f"{case_id}#{k:03d}",
-             **case_metrics(pred[k], truth[k], num_classes, CLASS_NAMES, in_plane)}
-            for k in range(pred.shape[0])]
+    if volume.file_slice(0) is None:
+        log.warning("%s: its file stores no axial slices (axes %s); --per-slice scores the "
+                    "axial slices cut across them, numbered from the bottom", volume.source,
+                    volume.file_axes)
+    return [{"case_id": f"{case_id}#{volume.file_index(k):03d}",
+             **case_metrics(pred[k], truth[k], num_classes, CLASS_NAMES, volume.spacing[1:])}
+            for k in sorted(range(pred.shape[0]), key=volume.file_index)]
+
 
 
 def _no_shared_names(pred_dir: Path, truth_dir: Path, preds: Sequence[str],
@@ -299,10 +308,10 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     num_classes = max(pred_top, truth_top) + 1 if min(pred_top, truth_top) > 1 else 2
     rows = []
     for stem in tqdm(cases, desc="evaluating", unit="case", leave=False):
-        pred, truth, spacing = _read_pair(stem, preds.get(stem), truths[stem])
+        pred, truth, volume = _read_pair(stem, preds.get(stem), truths[stem])
         pred = mask_to_labels(pred, preds.get(stem, "missing prediction"), pred_labels.step)
         truth = mask_to_labels(truth, truths[stem], truth_labels.step)
-        rows += _case_rows(study_name(truths[stem], mask=True), pred, truth, spacing,
+        rows += _case_rows(study_name(truths[stem], mask=True), pred, truth, volume,
                            num_classes, per_slice)
     result = {
         "prediction_dir": str(pred_dir), "truth_dir": str(truth_dir), "cases": len(rows),

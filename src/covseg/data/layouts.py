@@ -614,7 +614,7 @@ def _read_medseg(root: Path, options: ReadOptions) -> LoadedData:
         hu = normalize_intensity(image.array, options.intensity, options.window)
         unit = ReadOptions(options.target, "unit", options.window, options.slices)
         patients = _read_patients_csv(root)
-        cases = [f"medseg_{_file_slice(image, k):04d}" for k in range(len(hu))]
+        cases = [f"medseg_{image.file_index(k):04d}" for k in range(len(hu))]
         _check_patients_listed(patients, [(case, case) for case in cases])
         samples = [
             _sample(hu[k], mask.array[k], case, patients.get(case, case),
@@ -628,13 +628,6 @@ def _read_medseg(root: Path, options: ReadOptions) -> LoadedData:
     pairs = _pair(_files(root / "tr_im", is_image_file), _files(masks_dir, is_image_file), root)
     samples = _read_slices(pairs, options, "reading MedSeg slices", root, "medseg_")
     return _loaded(samples, "medseg", root, options)
-
-
-def _file_slice(volume: Volume, k: int) -> int:
-    """The file's own index of axial slice ``k``, as MedSeg's PNG exports and Inf-Net's ids
-    count them (covseg's index where the file's slices are not axial)."""
-    index = volume.stored.file_slice(k, len(volume.array)) if volume.stored else k
-    return k if index is None else index
 
 
 def _infnet_folder(root: Path, target: str) -> Path:
