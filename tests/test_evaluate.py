@@ -306,6 +306,20 @@ def test_a_study_folder_and_a_mask_of_one_case_are_named_as_given(tmp_path: Path
         evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
 
 
+def test_a_predict_study_folder_given_as_pred_is_its_infection_mask(tmp_path: Path) -> None:
+    """A study folder of predict given as --pred read its infection.nii.gz and lungs.nii.gz as
+    two cases, "infection" and "lungs", which paired with no truth."""
+    lesion = np.zeros((8, 8, 2), dtype=np.uint8)
+    lesion[2:5, 2:5, 0] = 1
+    for path, array in (("pred/tr_im/infection.nii.gz", lesion),
+                        ("pred/tr_im/lungs.nii.gz", lesion + 1),
+                        ("truth/tr_mask.nii.gz", lesion), ("truth/s2.nii.gz", lesion)):
+        _save_stack(tmp_path / path, array)
+    for truth in ("truth/tr_mask.nii.gz", "truth"):
+        result = evaluate_folders(tmp_path / "pred" / "tr_im", tmp_path / truth, tmp_path / "ev")
+        assert [(row["case_id"], row["dice"]) for row in result["per_case"]] == [("tr", 1.0)]
+
+
 @pytest.mark.parametrize("levels", [
     np.array([0.0, 0.8]),  # beside a 0/1 mask the set shares no step
     np.linspace(0.0, 1.0, 50),  # a sigmoid's output: many levels

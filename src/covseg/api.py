@@ -777,16 +777,18 @@ def evaluate(pred: str | os.PathLike[str], truth: str | os.PathLike[str],
              out: str | os.PathLike[str], per_slice: bool = False) -> dict[str, Any]:
     """Per-case and summary metrics of predicted masks against the truth (CSV and JSON).
 
-    ``pred`` and ``truth``: folders of masks, or single mask files. A truth whose input
-    ``covseg predict`` recorded as failed is scored as an empty prediction; other truths
-    without a prediction (another shard's, a subset's) are not scored. ``per_slice``: score each axial slice of
-    NIfTI volumes as its own case (a stack of independent slices, as MedSeg's
-    ``tr_mask.nii.gz``), so the mean is the mean per-slice Dice.
+    ``pred`` and ``truth``: folders of masks, or single mask files or predict study folders
+    (their ``infection.nii.gz``). A truth whose input ``covseg predict`` recorded as failed is
+    scored as an empty prediction; other truths without a prediction (another shard's, a
+    subset's) are not scored. ``per_slice``: score each axial slice of NIfTI volumes as its own
+    case (a stack of independent slices, as MedSeg's ``tr_mask.nii.gz``), so the mean is the
+    mean per-slice Dice.
 
     Returns what the JSON holds: the number of ``cases``, the ``summary`` (per metric its mean,
     std, median and how many cases define it), the ``per_case`` rows, the truths scored without
     a prediction (``missing_predictions``), the predictions without a truth
-    (``unmatched_predictions``), the truths not scored (``unmatched_truths``), and the paths of the ``files`` written.
+    (``unmatched_predictions``), the truths not scored (``unmatched_truths``), and the paths of
+    the ``files`` written.
     """
     check_kind("per_slice", per_slice, [bool])
     return evaluate_folders(_path("pred", pred), _path("truth", truth), _path("out", out),

@@ -107,15 +107,24 @@ class _Masks:
     skipped_images: list[str]
 
 
+def _single_mask(path: Path) -> Path | None:
+    """The mask of a ``--pred``/``--truth`` that is one case: a mask file, or a ``covseg
+    predict`` study folder's ``infection.nii.gz`` (as quantify reads it); None for a folder of
+    masks."""
+    return path if path.is_file() else predicted_mask(path)
+
+
 def _masks(path: Path, role: str) -> _Masks:
-    """The masks of a mask folder, or a single mask file as its one case (named as
-    :func:`study_name` names it: a predict study's ``infection.nii.gz`` by its folder)."""
-    if path.is_file():
-        if _case_name(path) is None:
-            raise CovsegError(f"{path}: not a mask file (png, jpg, tif, npy or NIfTI); give the "
-                              f"{role} folder")
-        return _Masks({case_key(study_name(path)): path}, [])
-    return _mask_files(path, role)
+    """The masks of a mask folder, or a single mask (:func:`_single_mask`) as its one case
+    (named as :func:`study_name` names it: a predict study's ``infection.nii.gz`` by its
+    folder)."""
+    single = _single_mask(path)
+    if single is None:
+        return _mask_files(path, role)
+    if _case_name(single) is None:
+        raise CovsegError(f"{path}: not a mask file (png, jpg, tif, npy or NIfTI); give the "
+                          f"{role} folder")
+    return _Masks({case_key(study_name(single)): single}, [])
 
 
 def _mask_files(folder: Path, role: str) -> _Masks:
@@ -277,23 +286,24 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     2D masks are matched by file stem; NIfTI volumes (or ``covseg predict`` study folders) by
     study name, and scored in 3D with HD95 in mm from the truth's voxel spacing, or with
     ``per_slice`` each axial slice as its own case (a stack of independent slices, as MedSeg's
-    ``tr_mask.nii.gz``). Either side may be a single mask file; two files are one case. A truth
-    whose input predict recorded as failed (:func:`_failed_cases`) is scored against an empty
-    mask and named in ``missing_predictions``, so the means cover every case predict was given;
-    other truths without a prediction are named in ``unmatched_truths``, not scored. When both sides hold labels above 1 they are evaluated per
-    class as well; when only one does, as binary, with a ``classes_note`` saying so. Files are
-    read twice (labels, then metrics) so that volumes are never all in memory at once.
+    ``tr_mask.nii.gz``). Either side may be a single mask file or predict study folder; two
+    such are one case. A truth whose input predict recorded as failed (:func:`_failed_cases`)
+    is scored against an empty mask and named in ``missing_predictions``, so the means cover
+    every case predict was given; other truths without a prediction are named in
+    ``unmatched_truths``, not scored. When both sides hold labels above 1 they are evaluated
+    per class as well; when only one does, as binary, with a ``classes_note`` saying so. Files
+    are read twice (labels, then metrics) so that volumes are never all in memory at once.
     """
     pred_path, truth_path = Path(pred_dir), Path(truth_dir)
     files = output_files(out, [pred_path, truth_path])
     pred_side, truth_side = _masks(pred_path, "prediction"), _masks(truth_path, "truth")
     truths = truth_side.by_case
     preds = pred_side.by_case
-    if pred_path.is_file() and truth_path.is_file():  # two files: one case, whatever the names
+    if _single_mask(pred_path) and _single_mask(truth_path):  # one case, whatever the names
         preds = dict.fromkeys(truths, *preds.values())
     if not set(preds) & set(truths):
         raise _no_shared_names(pred_path, truth_path, list(preds), list(truths))
-    pred_folder = pred_path.parent if pred_path.is_file() else pred_path
+    pred_folder = pred_path.parent if _single_mask(pred_path) else pred_path
     missing = sorted((_failed_cases(pred_folder) & set(truths)) - set(preds))
     cases = sorted({*(set(truths) & set(preds)), *missing})
     levels: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
