@@ -177,7 +177,7 @@ def test_output_names_keep_their_dots_and_stay_out_of_the_mask_folders(
     assert main([*args, "--out", str(tmp_path / "eval_t0.4")]) == 0
     assert (tmp_path / "eval_t0.4.json").is_file() and (tmp_path / "eval_t0.4.png").is_file()
     out = capsys.readouterr().out
-    assert "note: 1 predictions without a truth, not scored: zzz" in out
+    assert "note: 1 predictions without a truth, not scored: zzz.png" in out
     assert "note: 1 truths without a prediction (not given to this predict), not scored: b" in out
     (tmp_path / "runs").mkdir()
     assert main([*args, "--out", str(tmp_path / "runs")]) == 0
@@ -376,7 +376,8 @@ def test_medsegs_nifti_form_is_scored_per_slice(tmp_path: Path,
         _save_stack(medseg / image, np.full(truth.shape, -512.5), np.float32)
     whole = evaluate_folders(tmp_path / "pred", medseg, tmp_path / "ev3d")
     assert whole["cases"] == 1 and whole["per_case"][0]["case_id"] == "tr"
-    assert whole["skipped_images"] == ["tr_im.nii.gz", "val_im.nii.gz"]
+    assert whole["skipped_images"] == ["tr_im.nii.gz"]  # beside tr_mask: MedSeg's CT
+    assert whole["unmatched_truths"] == ["val"]  # no val_mask beside it: not skipped, not read
     assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth",
                  str(medseg / "tr_mask.nii.gz"), "--out", str(tmp_path / "ev"),
                  "--per-slice"]) == 0
@@ -416,6 +417,20 @@ def test_per_slice_ids_are_the_files_own_slices(tmp_path: Path,
     assert "stores no axial slices (axes SAR)" in caplog.text
 
 
+def test_a_mask_named_im_is_skipped_only_beside_its_own_mask(tmp_path: Path) -> None:
+    """Truths p1_mask, p2_mask and scan_im: the mask scan_im was skipped as an image because
+    other files end in _mask, and its prediction was reported unmatched as "scan"."""
+    lesion = square_mask(32, 4, 4, 12)
+    for name in ("p1_mask", "p2_mask", "scan_im", "tr_im", "tr_mask"):
+        _save(tmp_path / "truth" / f"{name}.png", lesion)
+    for name in ("p1", "p2", "scan_im", "tr", "other_im"):
+        _save(tmp_path / "pred" / f"{name}.png", lesion * 255)
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    assert [row["case_id"] for row in result["per_case"]] == ["p1", "p2", "scan_im", "tr"]
+    assert result["skipped_images"] == ["tr_im.png"]
+    assert result["unmatched_predictions"] == ["other_im.png"]
+
+
 def test_no_shared_names_shows_names_of_both_sides(tmp_path: Path) -> None:
     """The error said only "share no case names", so the user could not see why."""
     _save(tmp_path / "pred" / "slice_1.png", square_mask(32, 4, 4, 12) * 255)
@@ -444,7 +459,7 @@ def test_a_truth_predict_failed_on_is_scored_as_an_empty_prediction(tmp_path: Pa
     dice = {row["case_id"]: row["dice"] for row in result["per_case"]}
     assert dice == {"a": 1.0, "b": 0.0}
     assert result["missing_predictions"] == ["b"] and result["unmatched_truths"] == ["c"]
-    assert result["unmatched_predictions"] == ["extra"]
+    assert result["unmatched_predictions"] == ["extra.png"]
     assert result["summary"]["dice"]["n"] == 2
 
 

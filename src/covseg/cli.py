@@ -212,7 +212,7 @@ EVALUATE_NOTES = {
                            "prediction",
     "unmatched_predictions": "predictions without a truth, not scored",
     "unmatched_truths": "truths without a prediction (not given to this predict), not scored",
-    "skipped_images": "files named as images beside masks, not read",
+    "skipped_images": "files named as images beside their masks, not read",
 }
 """The name lists of an evaluation said on the console, and what each holds."""
 

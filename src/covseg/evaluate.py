@@ -155,14 +155,13 @@ def _mask_files(folder: Path, role: str) -> _Masks:
 
 
 def _named_images(paths: Sequence[Path]) -> list[Path]:
-    """The files named as images by :data:`~covseg.io.image.IMAGE_MASK_ENDINGS` in a folder
-    that names its masks so: MedSeg's ``tr_im.nii.gz`` and ``val_im.nii.gz`` beside
-    ``tr_mask.nii.gz``, as ``covseg data fetch medseg`` puts them. Elsewhere such a name is a
-    mask's (predict names a mask after its image)."""
-    roles = {path: paired_name(_file_stem(path))[1] for path in paths if path.is_file()}
-    if "mask" not in roles.values():
-        return []
-    return [path for path, role in roles.items() if role == "image"]
+    """The files named as images by :data:`~covseg.io.image.IMAGE_MASK_ENDINGS` beside a mask
+    of their name: MedSeg's ``tr_im.nii.gz`` beside ``tr_mask.nii.gz``, as ``covseg data fetch
+    medseg`` puts them. Elsewhere such a name is a mask's (predict names a mask after its
+    image, a data set may name a case ``scan_im``)."""
+    names = {path: paired_name(_file_stem(path)) for path in paths if path.is_file()}
+    masked = {case for case, role in names.values() if role == "mask"}
+    return [path for path, (case, role) in names.items() if role == "image" and case in masked]
 
 
 def _file_stem(path: Path) -> str:
@@ -327,7 +326,8 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
         "prediction_dir": str(pred_dir), "truth_dir": str(truth_dir), "cases": len(rows),
         "per_slice": per_slice,
         "missing_predictions": missing,
-        "unmatched_predictions": sorted(set(preds) - set(truths)),
+        "unmatched_predictions": sorted(str(preds[case].relative_to(pred_folder))
+                                        for case in set(preds) - set(truths)),
         "unmatched_truths": sorted(set(truths) - set(cases)),
         "skipped_images": pred_side.skipped_images + truth_side.skipped_images,
         "num_classes": num_classes, "classes_note": _classes_note(pred_top, truth_top),
