@@ -540,17 +540,38 @@ def test_models_is_the_table_of_covseg_models(capsys: pytest.CaptureFixture[str]
     assert unet["parameters"] > 0 and "width" in unet["options"] and unet["description"]
 
 
-@pytest.mark.parametrize(("images", "masks"), [("Imgs", "GT"), ("images", "masks")])
+def _save_png(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(path)
+
+
+def _save_nifti(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 2), np.int16), np.eye(4)), str(path))
+
+
+@pytest.mark.parametrize(("given", "images", "files"), [
+    ("LungInfection-Test", "Imgs", ("Imgs/0.jpg", "GT/0.png")),
+    ("LungInfection-Test", "images", ("images/0.jpg", "masks/0.png")),
+    ("LungInfection-Train", "Doctor-label/Imgs",
+     ("Doctor-label/Imgs/0.jpg", "Doctor-label/GT/0.png")),
+    ("TrainingSet", "LungInfection-Train/Doctor-label/Imgs",
+     ("LungInfection-Train/Doctor-label/Imgs/0.jpg", "LungInfection-Train/Doctor-label/GT/0.png")),
+    ("nifti", "images", ("images/s1.nii.gz", "masks/s1.nii.gz")),
+])
 def test_predict_refuses_a_data_folder_naming_its_images(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], images: str, masks: str) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], given: str, images: str,
+        files: tuple[str, str]) -> None:
     """Inf-Net's ``LungInfection-Test`` (Imgs/ + GT/) was read as two DICOM studies: "Imgs
-    failed: no DICOM series found", and the same for GT, with a summary.csv of failures."""
-    data = tmp_path / "LungInfection-Test"
-    for folder, suffix in ((images, ".jpg"), (masks, ".png")):
-        (data / folder).mkdir(parents=True)
-        Image.fromarray(np.zeros((16, 16), np.uint8)).save(data / folder / f"0{suffix}")
-    shown = (f"{data}: a data folder ({images}/ + {masks}/: 2D slices and their masks), not "
-             f"images to predict; give {data / images} to predict")
+    failed: no DICOM series found", and the same for GT, with a summary.csv of failures; so
+    were the Inf-Net folders above it that train reads, and images/ + masks/ of NIfTI volumes
+    were predicted as two CT studies."""
+    data = tmp_path / given
+    for name in files:
+        (_save_nifti if name.endswith(".nii.gz") else _save_png)(data / name)
+    image_dir, mask_dir = (data / name for name in files)
+    shown = (f"{data}: a data folder ({image_dir.parent.name}/ + {mask_dir.parent.name}/: images "
+             f"and their masks), not images to predict; give {data / images} to predict")
     assert main(["predict", "--model", str(tmp_path / "run"), str(data), "--out",
                  str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err == f"covseg: error: {shown}\n"
@@ -558,3 +579,13 @@ def test_predict_refuses_a_data_folder_naming_its_images(
         with pytest.raises(CovsegError, match=re.escape(shown)):
             predict(tmp_path / "run", data, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("volume", ["ct.nii.gz", "study2/ct.nii.gz"])
+def test_a_ct_folder_beside_images_and_masks_is_predicted(tmp_path: Path, volume: str) -> None:
+    """A patient's folder holding its CT beside images/ + masks/ of PNG key slices (or a folder
+    of study folders beside them) was refused as a data folder: its CTs are predicted."""
+    for name in ("images/key1.png", "masks/key1.png"):
+        _save_png(tmp_path / "patient" / name)
+    _save_nifti(tmp_path / "patient" / volume)
+    assert api.input_kind(tmp_path / "patient") == api.VOLUMES

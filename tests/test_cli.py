@@ -583,8 +583,8 @@ def test_multiclass_train_predict_evaluate_on_real_infnet(
     code, _, _ = _run(capsys, "evaluate", "--pred", str(tmp_path / "pred"), "--truth",
                       str(images.parent / "GT"), "--out", str(tmp_path / "eval.json"))
     result = json.loads((tmp_path / "eval.json").read_text())
-    assert code == 0 and result["num_classes"] == 3 and result["cases"] == 50
-    assert len(result["missing_predictions"]) == 44  # scored as empty predictions
+    assert code == 0 and result["num_classes"] == 3 and result["cases"] == 6
+    assert len(result["unmatched_truths"]) == 44  # never given to predict: not scored
     assert "consolidation_iou" in result["summary"]
 
 

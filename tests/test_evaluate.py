@@ -16,6 +16,7 @@ from PIL import Image
 from covseg.cli import main
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_folders
+from covseg.quantify import SUMMARY_FIELDS, csv_text
 from tests.conftest import square_mask
 
 
@@ -176,8 +177,8 @@ def test_output_names_keep_their_dots_and_stay_out_of_the_mask_folders(
     assert main([*args, "--out", str(tmp_path / "eval_t0.4")]) == 0
     assert (tmp_path / "eval_t0.4.json").is_file() and (tmp_path / "eval_t0.4.png").is_file()
     out = capsys.readouterr().out
-    assert "note: 1 predictions without a truth, not scored: zzz" in out
-    assert "note: 1 truths without a prediction, scored as an empty prediction: b" in out
+    assert "note: 1 predictions without a truth, not scored: zzz.png" in out
+    assert "note: 1 truths without a prediction (not given to this predict), not scored: b" in out
     (tmp_path / "runs").mkdir()
     assert main([*args, "--out", str(tmp_path / "runs")]) == 0
     assert (tmp_path / "runs" / "evaluation.csv").is_file()
@@ -305,6 +306,20 @@ def test_a_study_folder_and_a_mask_of_one_case_are_named_as_given(tmp_path: Path
         evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
 
 
+def test_a_predict_study_folder_given_as_pred_is_its_infection_mask(tmp_path: Path) -> None:
+    """A study folder of predict given as --pred read its infection.nii.gz and lungs.nii.gz as
+    two cases, "infection" and "lungs", which paired with no truth."""
+    lesion = np.zeros((8, 8, 2), dtype=np.uint8)
+    lesion[2:5, 2:5, 0] = 1
+    for path, array in (("pred/tr_im/infection.nii.gz", lesion),
+                        ("pred/tr_im/lungs.nii.gz", lesion + 1),
+                        ("truth/tr_mask.nii.gz", lesion), ("truth/s2.nii.gz", lesion)):
+        _save_stack(tmp_path / path, array)
+    for truth in ("truth/tr_mask.nii.gz", "truth"):
+        result = evaluate_folders(tmp_path / "pred" / "tr_im", tmp_path / truth, tmp_path / "ev")
+        assert [(row["case_id"], row["dice"]) for row in result["per_case"]] == [("tr", 1.0)]
+
+
 @pytest.mark.parametrize("levels", [
     np.array([0.0, 0.8]),  # beside a 0/1 mask the set shares no step
     np.linspace(0.0, 1.0, 50),  # a sigmoid's output: many levels
@@ -361,7 +376,8 @@ def test_medsegs_nifti_form_is_scored_per_slice(tmp_path: Path,
         _save_stack(medseg / image, np.full(truth.shape, -512.5), np.float32)
     whole = evaluate_folders(tmp_path / "pred", medseg, tmp_path / "ev3d")
     assert whole["cases"] == 1 and whole["per_case"][0]["case_id"] == "tr"
-    assert whole["skipped_images"] == ["tr_im.nii.gz", "val_im.nii.gz"]
+    assert whole["skipped_images"] == ["tr_im.nii.gz"]  # beside tr_mask: MedSeg's CT
+    assert whole["unmatched_truths"] == ["val"]  # no val_mask beside it: not skipped, not read
     assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth",
                  str(medseg / "tr_mask.nii.gz"), "--out", str(tmp_path / "ev"),
                  "--per-slice"]) == 0
@@ -377,6 +393,44 @@ def test_medsegs_nifti_form_is_scored_per_slice(tmp_path: Path,
     assert [row["dice"] for row in files["per_case"]] == [1.0, 0.0, 1.0]
 
 
+def test_per_slice_ids_are_the_files_own_slices(tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """A stack stored inferior-ward (z spacing -5) named its file slice 0 ``tr#004``, its
+    slice 1 ``tr#003``, unlike training's MedSeg ids; a file whose slices are not axial was
+    cut across them without a word."""
+    truth = _medseg_stack()
+    pred = truth.copy()
+    pred[..., 0] = 0  # file slice 0 missed
+    flipped = np.diag([0.7, 0.7, -5.0, 1.0])
+    for name, stack in (("pred", pred), ("truth", truth)):
+        (tmp_path / name).mkdir()
+        nib.save(nib.Nifti1Image(stack, flipped), str(tmp_path / name / "tr.nii.gz"))
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev",
+                              per_slice=True)
+    dice = {row["case_id"]: row["dice"] for row in result["per_case"]}
+    assert list(dice) == ["tr#000", "tr#001", "tr#002"] and dice["tr#000"] == 0.0
+    assert dice["tr#001"] == dice["tr#002"] == 1.0 and not caplog.records
+    sagittal = np.array([[0, 0, 5.0, 0], [0, 0.7, 0, 0], [0.7, 0, 0, 0], [0, 0, 0, 1]])
+    for name, stack in (("pred", pred), ("truth", truth)):
+        nib.save(nib.Nifti1Image(stack, sagittal), str(tmp_path / name / "tr.nii.gz"))
+    evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev", per_slice=True)
+    assert "stores no axial slices (axes SAR)" in caplog.text
+
+
+def test_a_mask_named_im_is_skipped_only_beside_its_own_mask(tmp_path: Path) -> None:
+    """Truths p1_mask, p2_mask and scan_im: the mask scan_im was skipped as an image because
+    other files end in _mask, and its prediction was reported unmatched as "scan"."""
+    lesion = square_mask(32, 4, 4, 12)
+    for name in ("p1_mask", "p2_mask", "scan_im", "tr_im", "tr_mask"):
+        _save(tmp_path / "truth" / f"{name}.png", lesion)
+    for name in ("p1", "p2", "scan_im", "tr", "other_im"):
+        _save(tmp_path / "pred" / f"{name}.png", lesion * 255)
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    assert [row["case_id"] for row in result["per_case"]] == ["p1", "p2", "scan_im", "tr"]
+    assert result["skipped_images"] == ["tr_im.png"]
+    assert result["unmatched_predictions"] == ["other_im.png"]
+
+
 def test_no_shared_names_shows_names_of_both_sides(tmp_path: Path) -> None:
     """The error said only "share no case names", so the user could not see why."""
     _save(tmp_path / "pred" / "slice_1.png", square_mask(32, 4, 4, 12) * 255)
@@ -389,17 +443,37 @@ def test_no_shared_names_shows_names_of_both_sides(tmp_path: Path) -> None:
         evaluate_folders(tmp_path / "pred", tmp_path / "notes.txt", tmp_path / "ev")
 
 
-def test_a_truth_without_prediction_is_scored_as_an_empty_prediction(tmp_path: Path) -> None:
+def test_a_truth_predict_failed_on_is_scored_as_an_empty_prediction(tmp_path: Path) -> None:
     """A test image predict could not read left its truth out of the mean (49 of 50 slices,
-    exit 0): the missing prediction now scores as an empty mask, and is named."""
+    exit 0): the input predict.json lists as failed now scores as an empty mask, and is named;
+    a truth never given to predict (another shard, a subset) is named, not scored."""
     lesion = square_mask(32, 4, 4, 12)
     for name in ("a", "b", "c"):
-        _save(tmp_path / "truth" / f"{name}.png", lesion if name != "c" else lesion * 0)
+        _save(tmp_path / "truth" / f"{name}.png", lesion)
     _save(tmp_path / "pred" / "a.png", lesion * 255)
     _save(tmp_path / "pred" / "extra.png", lesion * 255)
+    (tmp_path / "pred" / "predict.json").write_text(json.dumps(
+        {"model": {"num_classes": 2}, "inputs": ["/x/a.png", "/x/b.tif"],
+         "failed": {"/x/b.tif": "unreadable"}}))
     result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
     dice = {row["case_id"]: row["dice"] for row in result["per_case"]}
-    assert dice == {"a": 1.0, "b": 0.0, "c": 1.0}  # c: empty truth, empty prediction
-    assert result["missing_predictions"] == ["b", "c"]
-    assert result["unmatched_predictions"] == ["extra"]
-    assert result["summary"]["dice"]["n"] == 3
+    assert dice == {"a": 1.0, "b": 0.0}
+    assert result["missing_predictions"] == ["b"] and result["unmatched_truths"] == ["c"]
+    assert result["unmatched_predictions"] == ["extra.png"]
+    assert result["summary"]["dice"]["n"] == 2
+
+
+def test_one_shard_of_a_volume_batch_scores_its_own_studies(tmp_path: Path) -> None:
+    """Evaluating predict --shard 0/2's output against all truths scored the other shard's
+    studies as empty predictions; only a study its summary marks failed is scored so now."""
+    stack = np.zeros((8, 8, 2), np.uint8)
+    stack[2:5, 2:5, 0] = 1
+    for name in ("s0", "s1", "s2", "s3"):
+        _save_stack(tmp_path / "truth" / f"{name}.nii.gz", stack)
+    _save_stack(tmp_path / "pred" / "s0" / "infection.nii.gz", stack)
+    rows = [{"study": "s0", "status": "done"}, {"study": "s2", "status": "failed"}]
+    (tmp_path / "pred" / "summary_shard0of2.csv").write_text(csv_text(rows, SUMMARY_FIELDS))
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    assert [row["case_id"] for row in result["per_case"]] == ["s0", "s2"]
+    assert result["missing_predictions"] == ["s2"]
+    assert result["unmatched_truths"] == ["s1", "s3"]

@@ -27,7 +27,7 @@ from covseg.config import TrainConfig, check_kind, check_threshold, check_window
 from covseg.crossval import cross_validate as _cross_validate
 from covseg.crossval import cross_validate_fold
 from covseg.data.fetch import fetch
-from covseg.data.layouts import CLASS_NAMES, LoadedData, load_dataset, slice_data_folders
+from covseg.data.layouts import CLASS_NAMES, LoadedData, data_folders, load_dataset
 from covseg.data.splits import check_fold_count
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_folders, is_covseg_picture
@@ -434,8 +434,10 @@ def input_kind(path: Path, wanted: str | None = None) -> str | None:
     they agree. None: a file of neither kind, or a folder holding nothing of either (its reader
     says what is wrong).
 
-    A 2D data folder (Inf-Net ``Imgs/`` + ``GT/``, ``images/`` + ``masks/``) is refused, naming
-    its images folder. A folder of both is refused, but for pictures that are strays beside CT
+    A data folder that training reads (:func:`~covseg.data.layouts.data_folders`: Inf-Net's
+    ``Imgs/`` + ``GT/`` or a folder above them, ``images/`` + ``masks/`` of 2D slices or NIfTI
+    volumes) is refused, naming its images folder, unless it holds CT volumes of its own beside
+    them (a NIfTI file, a study or DICOM folder), which are predicted. A folder of both is refused, but for pictures that are strays beside CT
     data: beside DICOM slices (a series' thumbnail), or anywhere when the caller ``wanted``
     volumes; they are skipped with a warning naming them. A folder holding sub-folders and no images is volumes
     (study folders, a DICOM tree)."""
@@ -446,9 +448,9 @@ def input_kind(path: Path, wanted: str | None = None) -> str | None:
     children = sorted(c for c in path.iterdir()
                       if not is_covseg_picture(c) and not c.name.startswith("."))
     images = [c.name for c in children if is_image_file(c)]
-    data = None if images else slice_data_folders(path)
-    if data:
-        raise CovsegError(f"{path}: a data folder ({data[0].name}/ + {data[1].name}/: 2D slices "
+    data = None if images else data_folders(path)
+    if data and not any(_holds_volumes(c) for c in children if c not in data):
+        raise CovsegError(f"{path}: a data folder ({data[0].name}/ + {data[1].name}/: images "
                           f"and their masks), not images to predict; give {data[0]} to predict")
     volumes = [c for c in children if _holds_volumes(c)]
     if images and volumes:
@@ -776,15 +778,18 @@ def evaluate(pred: str | os.PathLike[str], truth: str | os.PathLike[str],
              out: str | os.PathLike[str], per_slice: bool = False) -> dict[str, Any]:
     """Per-case and summary metrics of predicted masks against the truth (CSV and JSON).
 
-    ``pred`` and ``truth``: folders of masks, or single mask files. A truth without a
-    prediction is scored as an empty prediction. ``per_slice``: score each axial slice of
-    NIfTI volumes as its own case (a stack of independent slices, as MedSeg's
-    ``tr_mask.nii.gz``), so the mean is the mean per-slice Dice.
+    ``pred`` and ``truth``: folders of masks, or single mask files or predict study folders
+    (their ``infection.nii.gz``). A truth whose input ``covseg predict`` recorded as failed is
+    scored as an empty prediction; other truths without a prediction (another shard's, a
+    subset's) are not scored. ``per_slice``: score each axial slice of NIfTI volumes as its own
+    case (a stack of independent slices, as MedSeg's ``tr_mask.nii.gz``), so the mean is the
+    mean per-slice Dice.
 
     Returns what the JSON holds: the number of ``cases``, the ``summary`` (per metric its mean,
     std, median and how many cases define it), the ``per_case`` rows, the truths scored without
     a prediction (``missing_predictions``), the predictions without a truth
-    (``unmatched_predictions``), and the paths of the ``files`` written.
+    (``unmatched_predictions``), the truths not scored (``unmatched_truths``), and the paths of
+    the ``files`` written.
     """
     check_kind("per_slice", per_slice, [bool])
     return evaluate_folders(_path("pred", pred), _path("truth", truth), _path("out", out),

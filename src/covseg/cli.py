@@ -208,9 +208,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 EVALUATE_NOTES = {
-    "missing_predictions": "truths without a prediction, scored as an empty prediction",
+    "missing_predictions": "truths whose input predict recorded as failed, scored as an empty "
+                           "prediction",
     "unmatched_predictions": "predictions without a truth, not scored",
-    "skipped_images": "files named as images beside masks, not read",
+    "unmatched_truths": "truths without a prediction (not given to this predict), not scored",
+    "skipped_images": "files named as images beside their masks, not read",
 }
 """The name lists of an evaluation said on the console, and what each holds."""
 
@@ -334,7 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of true masks (same file stems), or one mask file")
     p.add_argument("--per-slice", action="store_true",
                    help="score each axial slice of NIfTI volumes as its own case (a stack of "
-                        "independent slices, as MedSeg's tr_mask.nii.gz): the mean per-slice Dice")
+                        "independent slices, as MedSeg's tr_mask.nii.gz), named by the file's "
+                        "slice index (tr#007): the mean per-slice Dice, a slice empty in both "
+                        "counting as 1")
     p.add_argument("--out", required=True,
                    help="output name (OUT.json, OUT.csv and an OUT.png box plot; a folder holds "
                         "evaluation.*), outside the mask folders")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -33,11 +34,14 @@ from covseg.quantify import (
     MONTAGE_PNG,
     PREDICT_RECORD,
     RESULT_JSON,
+    failed_studies,
     predicted_mask,
     read_record,
     study_name,
 )
 from covseg.viz import box_plot
+
+log = logging.getLogger(__name__)
 
 
 def evaluate_samples(predictor: Predictor, samples: Sequence[Sample], desc: str = "evaluating"
@@ -103,15 +107,24 @@ class _Masks:
     skipped_images: list[str]
 
 
+def _single_mask(path: Path) -> Path | None:
+    """The mask of a ``--pred``/``--truth`` that is one case: a mask file, or a ``covseg
+    predict`` study folder's ``infection.nii.gz`` (as quantify reads it); None for a folder of
+    masks."""
+    return path if path.is_file() else predicted_mask(path)
+
+
 def _masks(path: Path, role: str) -> _Masks:
-    """The masks of a mask folder, or a single mask file as its one case (named as
-    :func:`study_name` names it: a predict study's ``infection.nii.gz`` by its folder)."""
-    if path.is_file():
-        if _case_name(path) is None:
-            raise CovsegError(f"{path}: not a mask file (png, jpg, tif, npy or NIfTI); give the "
-                              f"{role} folder")
-        return _Masks({case_key(study_name(path)): path}, [])
-    return _mask_files(path, role)
+    """The masks of a mask folder, or a single mask (:func:`_single_mask`) as its one case
+    (named as :func:`study_name` names it: a predict study's ``infection.nii.gz`` by its
+    folder)."""
+    single = _single_mask(path)
+    if single is None:
+        return _mask_files(path, role)
+    if _case_name(single) is None:
+        raise CovsegError(f"{path}: not a mask file (png, jpg, tif, npy or NIfTI); give the "
+                          f"{role} folder")
+    return _Masks({case_key(study_name(single)): single}, [])
 
 
 def _mask_files(folder: Path, role: str) -> _Masks:
@@ -142,14 +155,13 @@ def _mask_files(folder: Path, role: str) -> _Masks:
 
 
 def _named_images(paths: Sequence[Path]) -> list[Path]:
-    """The files named as images by :data:`~covseg.io.image.IMAGE_MASK_ENDINGS` in a folder
-    that names its masks so: MedSeg's ``tr_im.nii.gz`` and ``val_im.nii.gz`` beside
-    ``tr_mask.nii.gz``, as ``covseg data fetch medseg`` puts them. Elsewhere such a name is a
-    mask's (predict names a mask after its image)."""
-    roles = {path: paired_name(_file_stem(path))[1] for path in paths if path.is_file()}
-    if "mask" not in roles.values():
-        return []
-    return [path for path, role in roles.items() if role == "image"]
+    """The files named as images by :data:`~covseg.io.image.IMAGE_MASK_ENDINGS` beside a mask
+    of their name: MedSeg's ``tr_im.nii.gz`` beside ``tr_mask.nii.gz``, as ``covseg data fetch
+    medseg`` puts them. Elsewhere such a name is a mask's (predict names a mask after its
+    image, a data set may name a case ``scan_im``)."""
+    names = {path: paired_name(_file_stem(path)) for path in paths if path.is_file()}
+    masked = {case for case, role in names.values() if role == "mask"}
+    return [path for path, (case, role) in names.items() if role == "image" and case in masked]
 
 
 def _file_stem(path: Path) -> str:
@@ -172,6 +184,16 @@ def _predicted_inputs(folder: Path) -> set[str]:
     recorded = record.get("inputs")
     paths = [Path(p) for p in recorded if isinstance(p, str)] if isinstance(recorded, list) else []
     return {path.name for path in paths} - {output_name(path) for path in paths}
+
+
+def _failed_cases(folder: Path) -> set[str]:
+    """The cases ``covseg predict`` was given and recorded as failed in its ``--out`` ``folder``:
+    the images its ``predict.json`` lists as unreadable, the studies its summary CSVs mark
+    failed. A truth of these without a prediction is scored as an empty prediction; other truths
+    without one were never given to this predict (another shard, a subset), and are not scored."""
+    recorded = (read_record(folder / PREDICT_RECORD) or {}).get("failed")
+    images = [Path(output_name(Path(p))).stem for p in recorded] if isinstance(recorded, dict) else []
+    return {case_key(name) for name in [*images, *failed_studies(folder)]}
 
 
 def _read_cases(pred_path: Path | None, truth_path: Path
@@ -200,8 +222,9 @@ def _stored(path: Path, volume: Volume | None) -> np.ndarray:
 
 
 def _read_pair(stem: str, pred_path: Path | None, truth_path: Path
-               ) -> tuple[np.ndarray, np.ndarray, tuple[float, ...] | None]:
-    """Prediction and truth as stored, checked to lie on one grid, and the voxel spacing in mm."""
+               ) -> tuple[np.ndarray, np.ndarray, Volume | None]:
+    """Prediction and truth as stored, checked to lie on one grid, and the truth's volume (its
+    voxel spacing in mm, its file's slices) when it is one."""
     pred, pred_volume, truth, truth_volume = _read_cases(pred_path, truth_path)
     if pred.shape != truth.shape:
         raise CovsegError(f"{stem}: prediction {pred.shape} and truth {truth.shape} differ in size")
@@ -210,21 +233,26 @@ def _read_pair(stem: str, pred_path: Path | None, truth_path: Path
                           f"differ: axes {pred_volume.file_axes} and "
                           f"{truth_volume.file_axes}); resample one onto "
                           "the other's grid first")
-    return pred, truth, truth_volume.spacing if truth_volume else None
+    return pred, truth, truth_volume
 
 
-def _case_rows(case_id: str, pred: np.ndarray, truth: np.ndarray,
-               spacing: tuple[float, ...] | None, num_classes: int, per_slice: bool
-               ) -> list[dict[str, Any]]:
+def _case_rows(case_id: str, pred: np.ndarray, truth: np.ndarray, volume: Volume | None,
+               num_classes: int, per_slice: bool) -> list[dict[str, Any]]:
     """The metric rows of one case: one, or with ``per_slice`` one per axial slice of a
-    volume (``case#007``, HD95 in mm in the slice), for a stack of independent 2D slices."""
-    if not per_slice or pred.ndim == 2:
+    volume, for a stack of independent 2D slices: ``case#007`` is the file's own slice 7 (its
+    last stored axis, as MedSeg's and training's ids count), HD95 in mm in the slice."""
+    spacing = volume.spacing if volume else None
+    if not per_slice or volume is None:
         return [{"case_id": case_id,
                  **case_metrics(pred, truth, num_classes, CLASS_NAMES, spacing)}]
-    in_plane = spacing[1:] if spacing else None
-    return [{"case_id": f"{case_id}#{k:03d}",
-             **case_metrics(pred[k], truth[k], num_classes, CLASS_NAMES, in_plane)}
-            for k in range(pred.shape[0])]
+    if volume.file_slice(0) is None:
+        log.warning("%s: its file stores no axial slices (axes %s); --per-slice scores the "
+                    "axial slices cut across them, numbered from the bottom", volume.source,
+                    volume.file_axes)
+    return [{"case_id": f"{case_id}#{volume.file_index(k):03d}",
+             **case_metrics(pred[k], truth[k], num_classes, CLASS_NAMES, volume.spacing[1:])}
+            for k in sorted(range(pred.shape[0]), key=volume.file_index)]
+
 
 
 def _no_shared_names(pred_dir: Path, truth_dir: Path, preds: Sequence[str],
@@ -257,46 +285,50 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     2D masks are matched by file stem; NIfTI volumes (or ``covseg predict`` study folders) by
     study name, and scored in 3D with HD95 in mm from the truth's voxel spacing, or with
     ``per_slice`` each axial slice as its own case (a stack of independent slices, as MedSeg's
-    ``tr_mask.nii.gz``). Either side may be a single mask file; two files are one case. A truth
-    without a prediction is scored against an empty mask and named in ``missing_predictions``,
-    so the means cover every truth. When both sides hold labels above 1 they are evaluated per
-    class as well; when only one does, as binary, with a ``classes_note`` saying so. Files are
-    read twice (labels, then metrics) so that volumes are never all in memory at once.
+    ``tr_mask.nii.gz``). Either side may be a single mask file or predict study folder; two
+    such are one case. A truth whose input predict recorded as failed (:func:`_failed_cases`)
+    is scored against an empty mask and named in ``missing_predictions``, so the means cover
+    every case predict was given; other truths without a prediction are named in
+    ``unmatched_truths``, not scored. When both sides hold labels above 1 they are evaluated
+    per class as well; when only one does, as binary, with a ``classes_note`` saying so. Files
+    are read twice (labels, then metrics) so that volumes are never all in memory at once.
     """
     pred_path, truth_path = Path(pred_dir), Path(truth_dir)
     files = output_files(out, [pred_path, truth_path])
     pred_side, truth_side = _masks(pred_path, "prediction"), _masks(truth_path, "truth")
     truths = truth_side.by_case
     preds = pred_side.by_case
-    if pred_path.is_file() and truth_path.is_file():  # two files: one case, whatever the names
+    if _single_mask(pred_path) and _single_mask(truth_path):  # one case, whatever the names
         preds = dict.fromkeys(truths, *preds.values())
     if not set(preds) & set(truths):
         raise _no_shared_names(pred_path, truth_path, list(preds), list(truths))
-    cases = sorted(truths)
-    missing = sorted(set(truths) - set(preds))
+    pred_folder = pred_path.parent if _single_mask(pred_path) else pred_path
+    missing = sorted((_failed_cases(pred_folder) & set(truths)) - set(preds))
+    cases = sorted({*(set(truths) & set(preds)), *missing})
     levels: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
     for stem in tqdm(cases, desc="reading labels", unit="case", leave=False):
         for side, mask in zip(levels, _read_pair(stem, preds.get(stem), truths[stem])[:2]):
             side.append(np.unique(mask))
     pred_labels = _Side.of(levels[0], [preds.get(stem, truths[stem]) for stem in cases])
     truth_labels = _Side.of(levels[1], [truths[stem] for stem in cases])
-    pred_folder = pred_path.parent if pred_path.is_file() else pred_path
     pred_top = max(pred_labels.top,
                    _recorded_top_label(pred_folder, [preds[s] for s in cases if s in preds]))
     truth_top = truth_labels.top
     num_classes = max(pred_top, truth_top) + 1 if min(pred_top, truth_top) > 1 else 2
     rows = []
     for stem in tqdm(cases, desc="evaluating", unit="case", leave=False):
-        pred, truth, spacing = _read_pair(stem, preds.get(stem), truths[stem])
+        pred, truth, volume = _read_pair(stem, preds.get(stem), truths[stem])
         pred = mask_to_labels(pred, preds.get(stem, "missing prediction"), pred_labels.step)
         truth = mask_to_labels(truth, truths[stem], truth_labels.step)
-        rows += _case_rows(study_name(truths[stem], mask=True), pred, truth, spacing,
+        rows += _case_rows(study_name(truths[stem], mask=True), pred, truth, volume,
                            num_classes, per_slice)
     result = {
         "prediction_dir": str(pred_dir), "truth_dir": str(truth_dir), "cases": len(rows),
         "per_slice": per_slice,
         "missing_predictions": missing,
-        "unmatched_predictions": sorted(set(preds) - set(truths)),
+        "unmatched_predictions": sorted(str(preds[case].relative_to(pred_folder))
+                                        for case in set(preds) - set(truths)),
+        "unmatched_truths": sorted(set(truths) - set(cases)),
         "skipped_images": pred_side.skipped_images + truth_side.skipped_images,
         "num_classes": num_classes, "classes_note": _classes_note(pred_top, truth_top),
         "empty_mask_rules": EMPTY_MASK_RULES,

@@ -839,9 +839,23 @@ def _is_report_folder(folder: Path, masks: bool) -> bool:
 def is_batch_folder(folder: Path) -> bool:
     """Whether covseg's records mark ``folder`` as a batch's ``--out``: a summary CSV with
     covseg's columns (a predict or quantify batch), or the record of 2D masks."""
-    summaries = [folder / "summary.csv", *folder.glob("summary_shard*of*.csv")]
-    return (any(_is_summary(path) for path in summaries)
+    return (any(_is_summary(path) for path in _summaries(folder))
             or read_record(folder / PREDICT_RECORD) is not None)
+
+
+def _summaries(folder: Path) -> list[Path]:
+    """The summary CSVs a batch may have written into ``folder``: one, or one per shard."""
+    return [folder / "summary.csv", *sorted(folder.glob("summary_shard*of*.csv"))]
+
+
+def failed_studies(folder: Path) -> list[str]:
+    """The studies a batch's summary CSVs in ``folder`` record as failed (by study name)."""
+    failed = []
+    for path in filter(_is_summary, _summaries(folder)):
+        with open(path, encoding="utf-8", newline="") as handle:
+            failed += [row["study"] for row in csv.DictReader(handle)
+                       if row.get("status") == "failed"]
+    return failed
 
 
 def _is_summary(path: Path) -> bool:

@@ -402,21 +402,6 @@ def _first_dir(root: Path, names: Iterable[str]) -> Path | None:
 FOLDERS_IMAGES = ("images", "imgs", "Images")
 FOLDERS_MASKS = ("masks", "Masks")
 MEDSEG_MASKS = ("tr_mask_new", "tr_mask")
-SLICE_DATA_FOLDERS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
-    (("Imgs",), ("GT",)), (FOLDERS_IMAGES, FOLDERS_MASKS), (("tr_im",), MEDSEG_MASKS))
-"""The image and mask sub-folders of the 2D layouts: Inf-Net's, the generic one, MedSeg's."""
-
-
-def slice_data_folders(root: Path) -> tuple[Path, Path] | None:
-    """The image and mask sub-folders of a 2D data folder (:data:`SLICE_DATA_FOLDERS`) whose
-    images are 2D slices, or None: data to train on, whose images alone are to predict."""
-    for image_names, mask_names in SLICE_DATA_FOLDERS:
-        images, masks = _first_dir(root, image_names), _first_dir(root, mask_names)
-        if images and masks and any(map(is_image_file, images.iterdir())):
-            return images, masks
-    return None
-
-
 def _read_folders(root: Path, options: ReadOptions) -> LoadedData:
     images_dir = _first_dir(root, FOLDERS_IMAGES)
     mask_names = ("lungs", "lung_masks") if options.target == "lung" else FOLDERS_MASKS
@@ -629,7 +614,7 @@ def _read_medseg(root: Path, options: ReadOptions) -> LoadedData:
         hu = normalize_intensity(image.array, options.intensity, options.window)
         unit = ReadOptions(options.target, "unit", options.window, options.slices)
         patients = _read_patients_csv(root)
-        cases = [f"medseg_{_file_slice(image, k):04d}" for k in range(len(hu))]
+        cases = [f"medseg_{image.file_index(k):04d}" for k in range(len(hu))]
         _check_patients_listed(patients, [(case, case) for case in cases])
         samples = [
             _sample(hu[k], mask.array[k], case, patients.get(case, case),
@@ -643,13 +628,6 @@ def _read_medseg(root: Path, options: ReadOptions) -> LoadedData:
     pairs = _pair(_files(root / "tr_im", is_image_file), _files(masks_dir, is_image_file), root)
     samples = _read_slices(pairs, options, "reading MedSeg slices", root, "medseg_")
     return _loaded(samples, "medseg", root, options)
-
-
-def _file_slice(volume: Volume, k: int) -> int:
-    """The file's own index of axial slice ``k``, as MedSeg's PNG exports and Inf-Net's ids
-    count them (covseg's index where the file's slices are not axial)."""
-    index = volume.stored.file_slice(k, len(volume.array)) if volume.stored else k
-    return k if index is None else index
 
 
 def _infnet_folder(root: Path, target: str) -> Path:
@@ -797,6 +775,43 @@ def _multiclass_labels(samples: list[Sample]) -> None:
     labels = masks_to_labels([s.mask for s in samples], [f"mask of {s.source}" for s in samples])
     for sample, mask in zip(samples, labels):
         sample.mask = mask
+
+
+def _folders_pair(root: Path) -> tuple[Path, Path] | None:
+    """The generic layout's images/ and masks/ folders (MosMed's 2D imgs/ + masks/ too)."""
+    images, masks = _first_dir(root, FOLDERS_IMAGES), _first_dir(root, FOLDERS_MASKS)
+    return (images, masks) if images and masks else None
+
+
+def _infnet_pair(root: Path) -> tuple[Path, Path] | None:
+    """The Imgs/ and GT/ folders Inf-Net's reader takes from ``root`` (or from its
+    TrainingSet/, LungInfection-Train/ below it)."""
+    folder = _infnet_folder(root, "infection")
+    return (folder / "Imgs", folder / "GT") if (folder / "Imgs").is_dir() else None
+
+
+def _medseg_pair(root: Path) -> tuple[Path, Path] | None:
+    """MedSeg's tr_im/ and tr_mask/ (or tr_mask_new/) PNG folders."""
+    masks = _first_dir(root, MEDSEG_MASKS)
+    return (root / "tr_im", masks) if (root / "tr_im").is_dir() and masks else None
+
+
+DATA_FOLDERS: dict[str, Callable[[Path], tuple[Path, Path] | None]] = {
+    "infnet": _infnet_pair, "folders": _folders_pair, "mosmed-2d": _folders_pair,
+    "medseg": _medseg_pair,
+}
+"""The image and mask folders of the layouts that keep them in two sub-folders of the root."""
+
+
+def data_folders(root: Path) -> tuple[Path, Path] | None:
+    """The image and mask folders that training reads from ``root`` (:func:`detect_layout`'s
+    layout, :data:`DATA_FOLDERS`), or None: no data folder of two such sub-folders."""
+    try:
+        layout = detect_layout(root)
+    except CovsegError:
+        return None
+    pair = DATA_FOLDERS.get(layout)
+    return pair(root) if pair else None
 
 
 def is_synthetic_spec(path: str) -> bool:

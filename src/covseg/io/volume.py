@@ -214,11 +214,19 @@ class Volume:
             return data_zyx
         return self.stored.to_file(data_zyx.T).T
 
+    def file_slice(self, k: int) -> int | None:
+        """The file's own index of axial slice ``k`` (along its last stored axis, as MedSeg's
+        PNG exports and Inf-Net's ids count them); None when the file's slices are not axial."""
+        return k if self.stored is None else self.stored.file_slice(k, self.array.shape[0])
+
+    def file_index(self, k: int) -> int:
+        """:meth:`file_slice`, or ``k`` where the file's slices are not axial."""
+        index = self.file_slice(k)
+        return k if index is None else index
+
     def slice_name(self, k: int) -> str:
         """How to name axial slice ``k`` to a user: its index in the file when the file is axial."""
-        if self.stored is None:
-            return f"slice {k}"
-        index = self.stored.file_slice(k, self.array.shape[0])
+        index = self.file_slice(k)
         return f"slice {index}" if index is not None else f"axial slice {k} (cut across the file's)"
 
 
