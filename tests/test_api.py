@@ -589,3 +589,22 @@ def test_a_ct_folder_beside_images_and_masks_is_predicted(tmp_path: Path, volume
         _save_png(tmp_path / "patient" / name)
     _save_nifti(tmp_path / "patient" / volume)
     assert api.input_kind(tmp_path / "patient") == api.VOLUMES
+
+
+def test_a_dicom_folder_beside_picture_folders_is_predicted_without_failures(
+        tmp_path: Path, tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """predict of a folder holding a CT study beside images/ + masks/ of PNG key slices
+    predicted the CT but tried each picture folder as a DICOM series, listed it as failed and
+    exited 1; the picture folders are now passed over, and a series of slices named without a
+    suffix (a PACS export) is still found and predicted."""
+    from tests.test_io_volume import phantom, synthetic_series
+
+    patient = tmp_path / "patient"
+    for name in ("images/key1.png", "masks/key1.png", "series/thumb.png"):
+        _save_png(patient / name)
+    synthetic_series(patient / "series", phantom(), preamble=False, suffix="")
+    assert main(["predict", "--model", str(tiny_run), str(patient), "--out",
+                 str(tmp_path / "out")]) == 0
+    assert "1 done, 0 already done, 0 failed" in capsys.readouterr().out
+    assert [p.name for p in (tmp_path / "out").iterdir() if p.is_dir()] == ["series"]
+    assert (tmp_path / "out" / "series" / "infection.nii.gz").is_file()

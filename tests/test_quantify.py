@@ -651,6 +651,41 @@ def test_find_studies_passes_over_masks_beside_the_cts(tmp_path: Path, caplog) -
         "seg.nii.gz"]
 
 
+def test_find_studies_passes_over_folders_of_pictures(tmp_path: Path, caplog) -> None:
+    """A CT folder holding images/ + masks/ of PNG key images (or any sub-folder of pictures)
+    had each picture folder tried as a DICOM series, failed "no DICOM series found", so that
+    predict exited 1; such folders are now passed over with a warning naming them, while a
+    series of slices named without a suffix beside its thumbnail is still a study, a folder of
+    pictures given itself is still one, and a folder of picture folders alone is refused."""
+    from tests.test_io_volume import phantom, synthetic_series
+
+    patient = tmp_path / "patient"
+    for name in ("images/key1.png", "masks/key1.png", "shots/day1/a.jpg", "series/thumb.png"):
+        (patient / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(patient / name)
+    (patient / "ct.nii.gz").write_bytes(b"")
+    synthetic_series(patient / "series", phantom(), preamble=False, suffix="")
+    (patient / "empty").mkdir()
+    with caplog.at_level("WARNING"):
+        studies = find_studies([patient])
+    assert [(s.name, s.path) for s in studies] == [
+        ("ct", patient / "ct.nii.gz"), ("empty", patient / "empty"),
+        ("series", patient / "series")]
+    assert ("patient: 3 folder(s) (images, masks, shots) of 2D pictures, not read as studies; "
+            "give such a folder itself to predict its pictures") in caplog.text
+    assert [(s.name, s.path) for s in find_studies([patient / "series"])] == [
+        ("series", patient / "series")]
+    assert [(s.name, s.path) for s in find_studies([patient / "images"])] == [
+        ("images", patient / "images")]
+    (patient / "ct.nii.gz").unlink()
+    for name in ("series", "empty"):
+        shutil.rmtree(patient / name)
+    with pytest.raises(CovsegError, match=r"^\S*patient: holds no CT, only folders of 2D "
+                                          r"pictures \(3 folder\(s\) \(images, masks, shots\)\); "
+                                          "give such a folder itself to predict its pictures$"):
+        find_studies([patient])
+
+
 def test_image_folders_are_searched_as_predict_searches_them(tmp_path: Path) -> None:
     """``quantify --image STUDIES`` looked for the CT among STUDIES' files alone, so MosMed's
     studies/CT-1/study_0255.nii.gz (and a patient folder's p1/ct.nii.gz) failed "no NIfTI file

@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from covseg.errors import CovsegError
 from covseg.io.atomic import atomic_path, remove_temporaries, write_json, write_text
-from covseg.io.image import case_key, image_name
+from covseg.io.image import case_key, image_name, is_image_file
 from covseg.io.volume import (
     Volume,
     check_same_grid,
@@ -891,11 +891,12 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
     they hold), except the folders covseg wrote that hold no input of their own (reports,
     batches; ``covseg predict`` study folders count only when reading ``masks``, for quantify,
     which also names ``x_mask.nii.gz`` study ``x``, and reads one predict study folder given
-    itself as its one study, not its infection and lung masks as two). Reading CTs (not
-    ``masks``), NIfTI files named as masks (:func:`is_mask_named`) found in folders are no
-    studies. What is passed over is named in a warning; a folder with nothing else is refused,
-    and one with nothing at all is itself a study (so that an empty or broken folder is
-    reported, not silently skipped). An ``exclude`` (the ``--out``) inside a sub-folder that
+    itself as its one study, not its infection and lung masks as two). Sub-folders of 2D
+    pictures (:func:`_holds_pictures_only`) are no studies, nor, reading CTs (not ``masks``),
+    are NIfTI files named as masks (:func:`is_mask_named`) found in folders. What is passed
+    over is named in a warning; a folder with nothing else is refused, and one with nothing at
+    all is itself a study (so that an empty or broken folder is reported, not silently
+    skipped). An ``exclude`` (the ``--out``) inside a sub-folder that
     holds studies is refused (those studies would be dropped, or mixed with the outputs), and
     so are sub-folders that hold parts of one DICOM series (:func:`_check_series_unshared`)
     and two studies of one name.
@@ -932,13 +933,16 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
     files, dropped = _split_masks([c for c in children if is_nifti(c)], masks)
     found = [Study(study_name(c, masks), c) for c in files]
     own: list[Path] = []
+    pictures: list[Path] = []
     if any(is_dicom_file(c) for c in children):
         found.append(Study(path.name, path))
     else:
         folders = [c for c in children if c.is_dir()]
         own = [c for c in folders if _is_own_output(c, masks)]
         inputs = _outside_out([c for c in folders if c not in own], exclude, masks)
-        sub_studies, sub_dropped = _sub_folder_studies(inputs, masks)
+        pictures = [c for c in inputs if _holds_pictures_only(c)]
+        sub_studies, sub_dropped = _sub_folder_studies(
+            [c for c in inputs if c not in pictures], masks)
         found += sub_studies
         dropped += sub_dropped
         if not masks:
@@ -950,6 +954,9 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
     if own:
         notes.append(f"{path}: {_listed(own, path, 'folder')} written by covseg, not read as "
                      "studies")
+    if pictures:
+        notes.append(f"{path}: {_listed(pictures, path, 'folder')} of 2D pictures, not read as "
+                     "studies; give such a folder itself to predict its pictures")
     if not found and own:
         raise CovsegError(f"{path}: holds no study, only covseg's output "
                           f"({', '.join(c.name for c in own)}); give "
@@ -958,6 +965,10 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
         raise CovsegError(f"{path}: holds no CT, only files named as masks "
                           f"({_listed(dropped, path, 'file')}); give a CT file itself to "
                           "predict it")
+    if not found and pictures:
+        raise CovsegError(f"{path}: holds no CT, only folders of 2D pictures "
+                          f"({_listed(pictures, path, 'folder')}); give such a folder itself to "
+                          "predict its pictures")
     return found
 
 
@@ -980,6 +991,19 @@ def _holds_inputs(folder: Path, masks: bool) -> bool:
     if _split_masks(folder_niftis(folder), masks)[0]:
         return True
     return not masks and next(dicom_files(folder), None) is not None
+
+
+def _holds_pictures_only(folder: Path) -> bool:
+    """Whether a sub-folder holds 2D pictures (PNG, JPEG, ...) and no CT: no NIfTI file in it
+    and no DICOM file in it or under it. Beside CT studies it is no study (a patient's key
+    images, a data folder's images/ + masks/). DICOM files are told by their content, so a
+    series of slices named without a suffix beside its thumbnail is still a study."""
+    if any(is_nifti(c) for c in folder.iterdir()):
+        return False
+    if not any(is_image_file(Path(directory, name))
+               for directory, _, names in os.walk(folder) for name in names):
+        return False
+    return next(dicom_files(folder), None) is None
 
 
 def _is_own_output(folder: Path, masks: bool) -> bool:
