@@ -436,11 +436,12 @@ def input_kind(path: Path, wanted: str | None = None) -> str | None:
 
     A data folder that training reads (:func:`~covseg.data.layouts.data_folders`: Inf-Net's
     ``Imgs/`` + ``GT/`` or a folder above them, ``images/`` + ``masks/`` of 2D slices or NIfTI
-    volumes) is refused, naming its images folder, unless it holds CT volumes of its own beside
-    them (a NIfTI file, a study or DICOM folder), which are predicted. A folder of both is refused, but for pictures that are strays beside CT
-    data: beside DICOM slices (a series' thumbnail), or anywhere when the caller ``wanted``
-    volumes; they are skipped with a warning naming them. A folder holding sub-folders and no images is volumes
-    (study folders, a DICOM tree)."""
+    volumes, MedSeg's ``tr_im/`` + ``tr_mask/``) holding no images itself is refused, naming its
+    images folder, unless it holds CT volumes of its own beside them (a NIfTI file, a study or
+    DICOM folder), which are predicted. A folder of both is refused, but for pictures that are
+    strays beside CT data: beside DICOM slices (a series' thumbnail), or anywhere when the
+    caller ``wanted`` volumes; they are skipped with a warning naming them. A folder holding
+    sub-folders and no images is volumes (study folders, a DICOM tree)."""
     if not path.is_dir():
         if is_nifti(path) or is_dicom_file(path):
             return VOLUMES

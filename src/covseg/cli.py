@@ -350,8 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="synthetic data -> cross-validation -> report, in minutes")
     p.add_argument("--out", default="covseg-demo", help="output folder")
     p.add_argument("--folds", type=int, default=api.DEMO_FOLDS,
-                   help=f"cross-validation folds (default %(default)s, at most {api.DEMO_PATIENTS}, "
-                        "the synthetic patients)")
+                   help="cross-validation folds (default %(default)s, at most "
+                        f"{api.DEMO_PATIENTS}, the synthetic patients)")
     p.add_argument("--epochs", type=int, default=api.DEMO_EPOCHS,
                    help="training epochs per fold (default %(default)s; 1 for a smoke test)")
     p.set_defaults(handler=cmd_demo)

@@ -192,7 +192,9 @@ def _failed_cases(folder: Path) -> set[str]:
     failed. A truth of these without a prediction is scored as an empty prediction; other truths
     without one were never given to this predict (another shard, a subset), and are not scored."""
     recorded = (read_record(folder / PREDICT_RECORD) or {}).get("failed")
-    images = [Path(output_name(Path(p))).stem for p in recorded] if isinstance(recorded, dict) else []
+    if not isinstance(recorded, dict):
+        recorded = {}
+    images = [Path(output_name(Path(path))).stem for path in recorded]
     return {case_key(name) for name in [*images, *failed_studies(folder)]}
 
 
@@ -252,7 +254,6 @@ def _case_rows(case_id: str, pred: np.ndarray, truth: np.ndarray, volume: Volume
     return [{"case_id": f"{case_id}#{volume.file_index(k):03d}",
              **case_metrics(pred[k], truth[k], num_classes, CLASS_NAMES, volume.spacing[1:])}
             for k in sorted(range(pred.shape[0]), key=volume.file_index)]
-
 
 
 def _no_shared_names(pred_dir: Path, truth_dir: Path, preds: Sequence[str],

@@ -400,8 +400,13 @@ def _first_dir(root: Path, names: Iterable[str]) -> Path | None:
 
 
 FOLDERS_IMAGES = ("images", "imgs", "Images")
+"""Names of the generic layout's images folder (MosMed's 2D ``imgs/`` too), first found first."""
 FOLDERS_MASKS = ("masks", "Masks")
+"""Names of the generic layout's infection masks folder."""
 MEDSEG_MASKS = ("tr_mask_new", "tr_mask")
+"""Names of MedSeg's PNG masks folder, the corrected masks first."""
+
+
 def _read_folders(root: Path, options: ReadOptions) -> LoadedData:
     images_dir = _first_dir(root, FOLDERS_IMAGES)
     mask_names = ("lungs", "lung_masks") if options.target == "lung" else FOLDERS_MASKS
