@@ -333,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="metrics of predicted masks against the truth")
     p.add_argument("--pred", required=True, help="folder of predicted masks, or one mask file")
     p.add_argument("--truth", required=True,
-                   help="folder of true masks (same file stems), or one mask file")
+                   help="folder of true masks (named as the predictions, _mask/_seg aside), "
+                        "or one mask file")
     p.add_argument("--per-slice", action="store_true",
                    help="score each axial slice of NIfTI volumes as its own case (a stack of "
                         "independent slices, as MedSeg's tr_mask.nii.gz), named by the file's "

@@ -283,16 +283,20 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     """Match masks by name, compute per-case metrics, write ``out``.csv, ``out``.json and a box
     plot, ``out``.png.
 
-    2D masks are matched by file stem; NIfTI volumes (or ``covseg predict`` study folders) by
-    study name, and scored in 3D with HD95 in mm from the truth's voxel spacing, or with
-    ``per_slice`` each axial slice as its own case (a stack of independent slices, as MedSeg's
-    ``tr_mask.nii.gz``). Either side may be a single mask file or predict study folder; two
-    such are one case. A truth whose input predict recorded as failed (:func:`_failed_cases`)
-    is scored against an empty mask and named in ``missing_predictions``, so the means cover
-    every case predict was given; other truths without a prediction are named in
-    ``unmatched_truths``, not scored. When both sides hold labels above 1 they are evaluated
-    per class as well; when only one does, as binary, with a ``classes_note`` saying so. Files
-    are read twice (labels, then metrics) so that volumes are never all in memory at once.
+    Masks are matched by case name (:func:`~covseg.io.image.case_key` of a file's stem or a
+    ``covseg predict`` study folder's name: ``x_mask`` is case ``x``), 2D masks scored in 2D,
+    NIfTI volumes (or study folders) in 3D with HD95 in mm from the truth's voxel spacing, or
+    with ``per_slice`` each axial slice as its own case (a stack of independent slices, as
+    MedSeg's ``tr_mask.nii.gz``). Either side may be a single mask file or predict study
+    folder; two such are one case. A truth whose input predict recorded as failed
+    (:func:`_failed_cases`) is scored against an empty mask and named in
+    ``missing_predictions``, so the means cover every case predict was given; other truths
+    without a prediction are named in ``unmatched_truths``, not scored; predictions without a
+    truth, by file name, in ``unmatched_predictions``; files named as images beside their masks
+    (:func:`_named_images`) are not read, and named in ``skipped_images``. When both sides hold
+    labels above 1 they are evaluated per class as well; when only one does, as binary, with a
+    ``classes_note`` saying so. Files are read twice (labels, then metrics) so that volumes are
+    never all in memory at once.
     """
     pred_path, truth_path = Path(pred_dir), Path(truth_dir)
     files = output_files(out, [pred_path, truth_path])
