@@ -249,8 +249,8 @@ def _case_rows(case_id: str, pred: np.ndarray, truth: np.ndarray, volume: Volume
                  **case_metrics(pred, truth, num_classes, CLASS_NAMES, spacing)}]
     if volume.file_slice(0) is None:
         log.warning("%s: its file stores no axial slices (axes %s); --per-slice scores the "
-                    "axial slices cut across them, numbered from the bottom", volume.source,
-                    volume.file_axes)
+                    "axial slices cut across them, numbered from the bottom; leave out --per-slice "
+                    "to score it in 3D", volume.source, volume.file_axes)
     return [{"case_id": f"{case_id}#{volume.file_index(k):03d}",
              **case_metrics(pred[k], truth[k], num_classes, CLASS_NAMES, volume.spacing[1:])}
             for k in sorted(range(pred.shape[0]), key=volume.file_index)]

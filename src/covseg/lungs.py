@@ -14,11 +14,12 @@ Without an affine the DICOM display convention is assumed: column index grows to
 left and row index towards posterior (the right lung is on the image's left, as radiologists view
 axial slices). Where the two lungs touch in a slice, the joined component is eroded (a
 distance-transform threshold) until it falls apart into a right and a left core, and every voxel
-goes to the nearest core. The trachea above the carina (a small component on the midline that does
-not fall apart) is dropped. Consolidation is not air and falls outside a threshold mask:
-:func:`remove_outside_lungs` keeps the lesions connected to the lungs, to
-:data:`LESION_DEPTH_MM` beyond the margin, and :func:`add_lesions_to_lungs` counts them as lung
-(:func:`lesions_in_lungs` does both).
+goes to the nearest core. :func:`segment_lungs` and :func:`split_lungs` drop the trachea above
+the carina (a small component on the midline that does not fall apart); :func:`lung_sides` keeps
+every voxel of a user's mask. Consolidation is not air and falls outside a threshold mask:
+:func:`remove_outside_lungs` keeps the lesions connected to the lungs, to :data:`LESION_DEPTH_MM`
+from them, and :func:`add_lesions_to_lungs` counts them as lung (:func:`lesions_in_lungs` does
+both).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ DISPLAY_AFFINE = np.diag([-1.0, -1.0, 1.0, 1.0])
 DEFAULT_LUNG_MARGIN_MM = 5.0
 """Infection is kept (and counted as lung) when its connected region comes this close to a lung
 voxel, and removed when the whole region lies farther (:func:`remove_outside_lungs`); beyond
-it, to :data:`LESION_DEPTH_MM`."""
+it, only to :data:`LESION_DEPTH_MM` from the lungs."""
 LESION_DEPTH_MM = 30.0
 """Beyond the margin a lesion region reaching the lungs keeps only its voxels within this 3D
 distance of (thresholded, aerated) lung: consolidation this deep is counted as lung, while a
@@ -543,14 +544,16 @@ def remove_outside_lungs(lesions: np.ndarray, lungs: np.ndarray, spacing: Sequen
                          margin_mm: float = DEFAULT_LUNG_MARGIN_MM,
                          hu: np.ndarray | None = None,
                          depth_mm: float = LESION_DEPTH_MM) -> np.ndarray:
-    """Zero the lesions not connected to the lungs; keep those that are, to ``depth_mm``.
+    """Zero the lesions not connected to the lungs; keep those that are, to ``depth_mm`` from
+    them.
 
     A thresholded lung mask leaves out consolidation (it is not air), which can be centimetres
     thick, while false calls in the abdomen, the heart or outside the body lie apart from the
     lungs. So a lesion's 3D connected region (face neighbours) is kept when any voxel of it lies
     within ``margin_mm`` (3D, in mm) of a lung voxel, and removed when it lies wholly farther.
-    Beyond the margin a kept region keeps only its voxels within ``depth_mm`` (3D) of a lung
-    voxel (:data:`LESION_DEPTH_MM`: a call running on from the lungs into the liver dome, the
+    Beyond the margin a kept region keeps only its voxels within ``depth_mm`` (3D, on cells of
+    about :data:`DEPTH_GRID_MM`; unbounded for ``math.inf``) of a lung voxel
+    (:data:`LESION_DEPTH_MM`: a call running on from the lungs into the liver dome, the
     heart or the chest wall is cut there), in the slices within ``margin_mm`` of a slice holding
     lung (an over-call from the lung base down into the liver stops there) and, with the CT in
     HU (``hu``), inside the body (not air touching the slice border), connected to the part

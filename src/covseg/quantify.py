@@ -735,7 +735,8 @@ def _labelled_sides(volume: Volume, path: Path) -> np.ndarray | None:
         return None
     if np.allclose(volume.file_affine, np.eye(4)):
         log.warning("%s: its affine is the identity (no real geometry), which gives no sides to "
-                    "check: read as 1 = right, 2 = left (covseg's labels)", path)
+                    "check: read as 1 = right, 2 = left (covseg's labels); give the mask its CT's "
+                    "affine to have them checked", path)
     elif not labels_face_their_sides(labels, volume.affine):
         log.warning("%s: label 1 lies on the patient's left of label 2: read as 1 = left, "
                     "2 = right (the Zenodo lung masks' labels)", path)
