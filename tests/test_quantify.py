@@ -536,6 +536,15 @@ def test_fractional_masks_fail_their_study(tmp_path: Path) -> None:
         quantify_study(good, tmp_path / "out2", lungs=tmp_path / "lungs.nii.gz")
 
 
+def test_a_lungs_folder_without_the_masks_lungs_says_no_lung_mask(tmp_path: Path) -> None:
+    """--lungs naming a folder without the mask's lungs said "no mask named like the mask", as
+    if the lesion mask were missing."""
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    save_like(mask, two_lungs(mask), tmp_path / "lungs" / "other_lungs.nii.gz")
+    with pytest.raises(CovsegError, match="lungs: no lung mask named like the mask 'case'"):
+        quantify_study(mask, tmp_path / "out", lungs=tmp_path / "lungs")
+
+
 def test_masks_are_named_and_matched_by_their_scan(tmp_path: Path) -> None:
     """``x_mask.nii.gz`` is study ``x``; Zenodo's mask ``coronacases_001`` finds its CT
     ``coronacases_org_001`` in an ``--image`` folder (Kaggle's names)."""

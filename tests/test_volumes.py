@@ -455,14 +455,20 @@ def test_an_effusion_call_does_not_join_a_chest_wall_call_to_the_lung(tmp_path: 
     assert not (infection == 1).any() and np.count_nonzero(infection == 3) == 20 * 7 * 6
 
 
+def overcalled_ct(path: Path) -> np.ndarray:
+    """Write the over-called chest as a CT that BandPredictor calls as lesion; its true lesion."""
+    ct, lesions, _, truth = overcalled_chest()
+    nib.save(nib.Nifti1Image(np.where(lesions > 0, -300.0, ct).astype(np.float32),
+                             OVERCALLED_AFFINE), str(path))
+    return truth
+
+
 def test_predict_warns_of_lungs_grown_far_and_records_how_much(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Thresholded lungs grown over a call running into a heart-like block: predict records the
     lesion added to each lung and warns once, pointing to --lung-model."""
-    ct, lesions, _, _ = overcalled_chest()
     path = tmp_path / "case.nii.gz"
-    nib.save(nib.Nifti1Image(np.where(lesions > 0, -300.0, ct).astype(np.float32),
-                             OVERCALLED_AFFINE), str(path))
+    overcalled_ct(path)
     with caplog.at_level("WARNING"):
         result = predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "out")
     warnings = [record.getMessage() for record in caplog.records if "threshold" in
@@ -473,6 +479,57 @@ def test_predict_warns_of_lungs_grown_far_and_records_how_much(
     assert result["study"]["lesion_added_to_lungs_ml"] == pytest.approx(
         result["right_lung"]["lesion_added_to_lungs_ml"]
         + result["left_lung"]["lesion_added_to_lungs_ml"])
+
+
+def test_quantify_of_a_prediction_takes_its_lung_growth_however_the_lungs_are_spelled(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    """The same lungs.nii.gz given by an absolute path gave no lung growth and no note, by a
+    relative one predict's; quantify of the folder recorded predict's note without warning."""
+    path = tmp_path / "case.nii.gz"
+    overcalled_ct(path)
+    predicted = predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "pred")
+    monkeypatch.chdir(tmp_path)
+    for index, lungs in enumerate((Path("pred/lungs.nii.gz"), tmp_path / "pred/lungs.nii.gz")):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            result = quantify_study(Path("pred/infection.nii.gz"), tmp_path / f"q{index}",
+                                    lungs=lungs)
+        for region in ("study", "right_lung", "left_lung"):
+            assert result[region] == predicted[region], (lungs, region)
+        assert result["lung_note"] == predicted["lung_note"]
+        assert [record.getMessage() for record in caplog.records
+                if "threshold" in record.getMessage()] == [
+            f"pred/infection.nii.gz: {predicted['lung_note']}"]
+
+
+def test_quantify_of_an_edited_prediction_counts_the_lung_growth_of_its_files(
+        tmp_path: Path) -> None:
+    """A false call erased from predict's infection.nii.gz still read predict's lung growth
+    (more lesion added to the left lung than it held) and note: masks edited since predict
+    (or of a record without their hashes) are counted again from the CT, as quantify --image
+    counts them; without the CT the growth is unknown (None, no note)."""
+    path = tmp_path / "case.nii.gz"
+    truth = overcalled_ct(path)
+    predicted = predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "pred")
+    mask = tmp_path / "pred" / "infection.nii.gz"
+    written = nib.load(str(mask))
+    nib.save(nib.Nifti1Image((np.asarray(written.dataobj) * truth).astype(np.uint8),
+                             written.affine, written.header), str(mask))
+    shutil.copy(mask, tmp_path / "edited.nii.gz")
+    expected = quantify_study(tmp_path / "edited.nii.gz", tmp_path / "image", image=path)
+    result = quantify_study(mask, tmp_path / "folder")
+    assert result["study"]["lesion_ml"] < predicted["study"]["lesion_ml"]
+    for region in ("study", "right_lung", "left_lung"):
+        assert result[region]["lesion_added_to_lungs_ml"] == pytest.approx(
+            expected[region]["lesion_added_to_lungs_ml"]), region
+        assert result[region]["lesion_added_to_lungs_ml"] <= result[region]["lesion_ml"]
+    assert result["lung_note"] == expected["lung_note"]
+    path.unlink()
+    unknown = quantify_study(mask, tmp_path / "no_ct")
+    assert [unknown[region]["lesion_added_to_lungs_ml"] for region in
+            ("study", "right_lung", "left_lung")] == [None, None, None]
+    assert unknown["lung_note"] is None
 
 
 @pytest.mark.parametrize("scan", ["chest", "dicom", "nifti"])

@@ -115,6 +115,10 @@ INPUT_SHA256 = "sha256"
 """Key of a record's inputs holding the SHA-256 of each input (compared on reruns)."""
 HASHED_INPUTS = ("mask", "lungs", "image")
 """The inputs of a study record whose content is hashed (predict records only an image)."""
+OUTPUT_SHA256 = "output_sha256"
+"""Key of a predict record holding the SHA-256 of the masks it wrote (its infection.nii.gz as
+"mask", lungs.nii.gz as "lungs"): quantify of its folder takes the record's lung growth only
+while both are unchanged."""
 MODEL_SHA256 = "model_sha256"
 LUNG_MODEL_SHA256 = "lung_model_sha256"
 """Settings of a predict batch: the SHA-256 of the model files, compared on reruns."""
@@ -541,7 +545,7 @@ class _LungsAndImage:
         for study in self._studies[masks]:
             if case_key(study.name) == case_key(stem) and (study.path.is_file() or not masks):
                 return study.path
-        raise CovsegError(f"{folder_or_file}: no {'mask' if masks else 'CT'} named like the mask "
+        raise CovsegError(f"{folder_or_file}: no {'lung mask' if masks else 'CT'} named like the mask "
                           f"{stem!r}")
 
 
@@ -652,6 +656,7 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
     inputs: dict[str, Any] = {key: str(path.resolve()) if path else None for key, path in
                               (("mask", mask_path), ("lungs", lung_path), ("image", image_path))}
     hashes = input_hashes(inputs)  # before reading: a file changed meanwhile reads as changed
+    predicted_masks = _predicted_masks(mask_path, lung_path, predicted, hashes)
     lesions, ct = _read_lesions_and_ct(mask_path, image_path, hu)
     if ct is not None:
         check_same_grid(lesions, ct)
@@ -660,6 +665,8 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
         lung_volume = read_nifti(lung_path, np.int16, like=lesions)
         check_same_grid(lesions, lung_volume)
         lung_labels, lung_source = _lung_labels(lung_volume, lung_path, ct), "mask"
+        if predicted_masks is False and ct is not None and _threshold_lungs(predicted):
+            found_lungs = _found_lungs_or_not_lesion(ct, lesions.array, classes)
     elif ct is not None:
         ct_hu = hounsfield(ct)
         found_lungs = segment_lungs(ct_hu, ct.affine)
@@ -671,8 +678,11 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
                       effusion=_predicts_effusion(predicted), found_lungs=found_lungs)
     if grown is not None:
         note_grown_lungs(result, grown.cut, str(mask_path), "--lungs")
-    elif lung_path is not None and lung_path == _sibling_lungs(mask_path):
-        _recorded_growth(result, predicted)
+    elif predicted_masks:
+        _recorded_growth(result, predicted, str(mask_path))
+    elif predicted_masks is False:
+        _regrown(result, found_lungs is not None,
+                 _unchanged(predicted, hashes, ("lungs",)), str(mask_path))
     result["inputs"] = {**inputs, "lung_source": lung_source, INPUT_SHA256: hashes}
     result[SETTINGS] = quantify_settings(lungs=given.lungs, image=given.image, hu=hu,
                                          multiclass=multiclass, html_report=html_report)
@@ -682,15 +692,63 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
                         grid=lesions, html_report=html_report)
 
 
-def _recorded_growth(result: dict[str, Any], record: dict[str, Any]) -> None:
+def _predicted_masks(mask: Path, lungs: Path | None, record: dict[str, Any],
+                     hashes: dict[str, str | None]) -> bool | None:
+    """For predict's infection.nii.gz counted with the lungs.nii.gz beside it (however their
+    path is spelled): whether both are still the files its ``record`` wrote (False when edited
+    since, or when the record, older, holds no hashes of them); None for other masks."""
+    sibling = _sibling_lungs(mask)
+    if lungs is None or sibling is None or lungs.resolve() != sibling.resolve():
+        return None
+    return _unchanged(record, hashes, ("mask", "lungs"))
+
+
+def _unchanged(record: dict[str, Any], hashes: dict[str, str | None],
+               keys: Sequence[str]) -> bool:
+    """Whether the files ``keys`` names are those a predict record wrote (same SHA-256)."""
+    written = record.get(OUTPUT_SHA256)
+    return isinstance(written, dict) and all(
+        hashes.get(key) is not None and written.get(key) == hashes[key] for key in keys)
+
+
+def _threshold_lungs(record: dict[str, Any]) -> bool:
+    """Whether predict found its lungs by HU threshold (quantify can find them again)."""
+    inputs = record.get("inputs")
+    return isinstance(inputs, dict) and inputs.get("lung_source") == "threshold"
+
+
+def _found_lungs_or_not_lesion(ct: Volume, lesions: np.ndarray,
+                               multiclass: bool | None) -> np.ndarray:
+    """The CT's threshold lungs (as predict finds them) and every voxel that is not lesion:
+    the lungs beyond them are the lesion predict's lungs were grown over, counted so from
+    masks edited since predict wrote them."""
+    lesion = lesion_voxels(lesions, _is_multiclass(lesions, multiclass))
+    return (segment_lungs(hounsfield(ct), ct.affine) > 0) | ~lesion
+
+
+def _recorded_growth(result: dict[str, Any], record: dict[str, Any], source: str) -> None:
     """Predict's record of the lesion its lungs.nii.gz was grown over (None where it has none)
-    and its lung note, for quantify of predict's masks: the lungs are counted as given, but
-    were grown by predict."""
+    and its lung note, warned of once as predict does, for quantify of predict's unchanged
+    masks: the lungs are counted as given, but were grown by predict."""
     for region in REGIONS:
         recorded = record.get(region)
         added = recorded.get("lesion_added_to_lungs_ml") if isinstance(recorded, dict) else None
         result[region]["lesion_added_to_lungs_ml"] = added if isinstance(added, float) else None
-    result["lung_note"] = record.get("lung_note")
+    note = record.get("lung_note")
+    result["lung_note"] = note if isinstance(note, str) else None
+    if result["lung_note"]:
+        log.warning("%s: %s", source, note)
+
+
+def _regrown(result: dict[str, Any], counted: bool, own_lungs: bool, source: str) -> None:
+    """The lung growth of predict's masks edited since: as counted again from the CT
+    (``counted``), with a note while the lungs are still predict's (``own_lungs``); else
+    unknown (None, no note)."""
+    if not counted:
+        for region in REGIONS:
+            result[region]["lesion_added_to_lungs_ml"] = None
+    elif own_lungs:
+        note_grown_lungs(result, False, source, "--lungs")
 
 
 def _lung_labels(volume: Volume, path: Path, ct: Volume | None = None) -> np.ndarray:

@@ -59,6 +59,7 @@ from covseg.quantify import (
     LUNG_MODEL_SHA256,
     LUNGS_NII,
     MODEL_SHA256,
+    OUTPUT_SHA256,
     PROBABILITIES_NII,
     SETTINGS,
     BatchResult,
@@ -307,6 +308,7 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
     if masks.lung_source == "threshold":
         note_grown_lungs(result, masks.cut, volume.source, "--lung-model")
     result["files"] = files
+    result[OUTPUT_SHA256] = input_hashes({"mask": files["infection"], "lungs": files["lungs"]})
     result["inputs"] = {
         "image": image, "shape_zyx": list(volume.file_shape_zyx),
         "affine": volume.file_affine.tolist(), "intensity": volume.intensity,
