@@ -364,6 +364,30 @@ def test_batch_goes_on_past_bad_inputs_and_skips_done(tmp_path: Path) -> None:
     assert (second.done, second.skipped, second.failed) == (0, 1, len(failing))
 
 
+def test_resume_over_studies_of_the_earlier_lung_rule_warns_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Done studies whose record lacks lesion_added_to_lungs_ml (an earlier covseg's lung rule)
+    are still skipped, not redone, but one warning names them and says how to redo them."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("alpha", "beta", "gamma"):
+        chest_nifti(inputs / f"{name}.nii.gz")
+    out = tmp_path / "out"
+    predict_batch(BandPredictor([(-400, -200)]), [inputs], out)
+    for name in ("alpha", "beta"):
+        done = out / name / "quantification.json"
+        record = json.loads(done.read_text())
+        del record["study"]["lesion_added_to_lungs_ml"]
+        done.write_text(json.dumps(record))
+    with caplog.at_level("WARNING"):
+        again = predict_batch(BandPredictor([(-400, -200)]), [inputs], out)
+    assert (again.done, again.skipped) == (0, 3)
+    warnings = [r.getMessage() for r in caplog.records if "older lung rule" in r.getMessage()]
+    assert warnings == [(f"{out}: 2 study folder(s) (alpha, beta) done by an earlier covseg are "
+                         "skipped; their lungs and figures come from its older lung rule: delete "
+                         "those study folders (or use a new --out) to redo them")]
+
+
 def test_rerun_with_other_settings_is_refused_before_any_study(tmp_path: Path) -> None:
     """A done study is skipped only when made with the same settings: another threshold stops
     the run up front (it kept the old results); --html alone adds the report to done studies;

@@ -1257,6 +1257,22 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
                           "pick a new --out or delete it")
 
 
+def warn_earlier_lung_rule(studies: Sequence[Study], out_dir: Path) -> None:
+    """Warn once about the done predict studies that will be skipped though their record lacks
+    ``lesion_added_to_lungs_ml``: an earlier covseg made their lungs and figures under its older
+    lung rule, so the summary would mix the two rules unsaid. They are not redone."""
+    earlier = []
+    for study in studies:
+        record = read_record(out_dir / study.name / RESULT_JSON)
+        region = record.get("study") if record else None
+        if isinstance(region, dict) and "lesion_added_to_lungs_ml" not in region:
+            earlier.append(out_dir / study.name)
+    if earlier:
+        log.warning("%s: %s done by an earlier covseg are skipped; their lungs and figures come "
+                    "from its older lung rule: delete those study folders (or use a new --out) "
+                    "to redo them", out_dir, _listed(earlier, out_dir, "study folder"))
+
+
 def _same_model_files(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The model settings whose recorded file has the same SHA-256 as now: one model, however
     it was named (a run folder, its best.pt, a copy of it elsewhere)."""

@@ -71,7 +71,9 @@ from covseg.quantify import (
     note_grown_lungs,
     quantify,
     run_batch,
+    select_shard,
     study_name,
+    warn_earlier_lung_rule,
     write_report,
 )
 from covseg.transforms import normalize_intensity
@@ -359,8 +361,9 @@ def predict_batch(predictor: SlicePredictor, inputs: Sequence[str | os.PathLike[
                   **options: Any) -> BatchResult:
     """:func:`predict_study` over NIfTI files / DICOM folders, one sub-folder per study.
 
-    Done studies are skipped (a done study made with other settings stops the run first),
-    failures recorded in the summary CSV; ``options`` go to :func:`predict_study`.
+    Done studies are skipped (a done study made with other settings stops the run first; those
+    an earlier covseg made under its older lung rule are named in one warning), failures
+    recorded in the summary CSV; ``options`` go to :func:`predict_study`.
     """
     unknown = sorted(set(options) - STUDY_OPTIONS)
     if unknown:
@@ -377,6 +380,7 @@ def predict_batch(predictor: SlicePredictor, inputs: Sequence[str | os.PathLike[
     def process(study: Study, folder: Path) -> dict[str, Any]:
         return predict_study(predictor, study.path, folder, study.name, **options)
 
+    warn_earlier_lung_rule(select_shard(studies, shard), Path(out_dir))
     return run_batch(studies, out_dir, process, shard=shard, desc="predict", settings=settings)
 
 
