@@ -105,6 +105,8 @@ class _Masks:
 
     by_case: dict[str, Path]
     skipped_images: list[str]
+    single: bool = False
+    """Whether the side was given as one mask (:func:`_single_mask`), not a folder of them."""
 
 
 def _single_mask(path: Path) -> Path | None:
@@ -124,7 +126,7 @@ def _masks(path: Path, role: str) -> _Masks:
     if _case_name(single) is None:
         raise CovsegError(f"{path}: not a mask file (png, jpg, tif, npy or NIfTI); give the "
                           f"{role} folder")
-    return _Masks({case_key(study_name(single)): single}, [])
+    return _Masks({case_key(study_name(single)): single}, [], single=True)
 
 
 def _mask_files(folder: Path, role: str) -> _Masks:
@@ -303,11 +305,11 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     pred_side, truth_side = _masks(pred_path, "prediction"), _masks(truth_path, "truth")
     truths = truth_side.by_case
     preds = pred_side.by_case
-    if _single_mask(pred_path) and _single_mask(truth_path):  # one case, whatever the names
+    if pred_side.single and truth_side.single:  # one case, whatever the names
         preds = dict.fromkeys(truths, *preds.values())
     if not set(preds) & set(truths):
         raise _no_shared_names(pred_path, truth_path, list(preds), list(truths))
-    pred_folder = pred_path.parent if _single_mask(pred_path) else pred_path
+    pred_folder = pred_path.parent if pred_side.single else pred_path
     missing = sorted((_failed_cases(pred_folder) & set(truths)) - set(preds))
     cases = sorted({*(set(truths) & set(preds)), *missing})
     levels: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
