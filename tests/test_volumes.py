@@ -528,11 +528,12 @@ def test_quantify_of_a_prediction_takes_its_lung_growth_however_the_lungs_are_sp
 
 
 def test_quantify_of_an_edited_prediction_counts_the_lung_growth_of_its_files(
-        tmp_path: Path) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A false call erased from predict's infection.nii.gz still read predict's lung growth
     (more lesion added to the left lung than it held) and note: masks edited since predict
     (or of a record without their hashes) are counted again from the CT, as quantify --image
-    counts them; without the CT the growth is unknown (None, no note)."""
+    counts them; without the CT the growth is unknown (None) and the lungs are counted as
+    given, with a warning that they may still hold lesion erased since."""
     path = tmp_path / "case.nii.gz"
     truth = overcalled_ct(path)
     predicted = predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "pred")
@@ -550,10 +551,59 @@ def test_quantify_of_an_edited_prediction_counts_the_lung_growth_of_its_files(
         assert result[region]["lesion_added_to_lungs_ml"] <= result[region]["lesion_ml"]
     assert result["lung_note"] == expected["lung_note"]
     path.unlink()
-    unknown = quantify_study(mask, tmp_path / "no_ct")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        unknown = quantify_study(mask, tmp_path / "no_ct")
     assert [unknown[region]["lesion_added_to_lungs_ml"] for region in
             ("study", "right_lung", "left_lung")] == [None, None, None]
-    assert unknown["lung_note"] is None
+    assert [record.getMessage() for record in caplog.records] == [
+        (f"{mask}: the lung volume may still include lesion erased from the mask since "
+         "predict grew its lungs over it; give --image CT to recount")]
+    assert unknown["lung_note"] in caplog.records[0].getMessage()
+    assert unknown["inputs"]["lungs_recounted"] is False
+    for region in ("study", "right_lung", "left_lung"):  # counted as given
+        assert unknown[region]["lung_ml"] == predicted[region]["lung_ml"], region
+
+
+def test_quantify_of_an_edited_prediction_drops_the_lungs_grown_over_erased_lesion(
+        tmp_path: Path) -> None:
+    """predict's threshold lungs grown over a false call still counted it as lung once the call
+    was erased from infection.nii.gz (probe R9: 429.4 mL against 407.8): the lungs lose the
+    voxels that are neither threshold lung nor lesion now, each from its own side. Lesion added
+    by hand outside predict's lungs is lesion outside the lungs, as for any lung mask; the
+    unedited masks keep predict's figures."""
+    path = tmp_path / "case.nii.gz"
+    truth = overcalled_ct(path)
+    predicted = predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "pred")
+    mask = tmp_path / "pred" / "infection.nii.gz"
+    unedited = quantify_study(mask, tmp_path / "unedited")
+    for region in ("study", "right_lung", "left_lung"):
+        assert unedited[region] == predicted[region], region
+    written = nib.load(str(mask))
+    called = np.asarray(written.dataobj)
+    edited = (called * truth).astype(np.uint8)
+    edited[50:60, 30:40, 0:2] = 1  # added by hand in the body, below the lungs
+    nib.save(nib.Nifti1Image(edited, written.affine, written.header), str(mask))
+    lungs = np.asarray(nib.load(str(tmp_path / "pred" / "lungs.nii.gz")).dataobj)
+    erased = (lungs > 0) & (called > 0) & (edited == 0)
+    voxel_ml = 3.0 * 3.0 * 4.0 / 1000.0
+    result = quantify_study(mask, tmp_path / "edited")
+    assert np.count_nonzero(erased) > 500  # 600 voxels, 21.6 mL of the false call
+    for region, side in (("study", lungs > 0), ("right_lung", lungs == 1),
+                         ("left_lung", lungs == 2)):
+        assert result[region]["lung_ml"] == pytest.approx(
+            predicted[region]["lung_ml"] - np.count_nonzero(erased & side) * voxel_ml), region
+    assert predicted["study"]["lesion_added_to_lungs_ml"] - \
+        result["study"]["lesion_added_to_lungs_ml"] == pytest.approx(
+            np.count_nonzero(erased) * voxel_ml)
+    assert result["study"]["lesion_outside_lungs_ml"] == pytest.approx(
+        np.count_nonzero((edited > 0) & (lungs == 0)) * voxel_ml)
+    assert result["study"]["lesion_outside_lungs_ml"] >= 200 * voxel_ml
+    inside = np.count_nonzero((edited > 0) & (lungs > 0) & ~erased)
+    assert result["study"]["percent_involved"] == pytest.approx(
+        100.0 * inside / np.count_nonzero((lungs > 0) & ~erased))
+    assert (unedited["inputs"]["lungs_recounted"], result["inputs"]["lungs_recounted"]) == \
+        (None, True)
 
 
 @pytest.mark.parametrize("scan", ["chest", "dicom", "nifti"])

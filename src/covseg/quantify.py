@@ -79,6 +79,10 @@ CATEGORY_RULE = (
 GROWN_LUNG_SHARE = 0.25
 """Thresholded lungs grown over more lesion than this share of a lung's aerated volume are
 warned of (:func:`note_grown_lungs`)."""
+ERASED_LESION_NOTE = ("the lung volume may still include lesion erased from the mask since "
+                      "predict grew its lungs over it; give --image CT to recount")
+"""Warned of, and recorded as the ``lung_note``, for predict's threshold lungs under a mask
+edited since, counted as given for want of the CT."""
 RESULT_JSON = "quantification.json"
 SETTINGS = "settings"
 """Key of quantification.json holding the settings that shaped the study's results."""
@@ -632,7 +636,10 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     the mask), used for the montage and, without ``lungs``, for threshold lungs (grown over the
     lesion regions that come within the default lung margin, to
     :data:`covseg.lungs.LESION_DEPTH_MM` deep: :func:`covseg.lungs.lesions_in_lungs`), with a
-    warning when they grew much (:func:`note_grown_lungs`).
+    warning when they grew much (:func:`note_grown_lungs`). Predict's threshold lungs under its
+    infection mask edited since lose, given the CT, the lesion erased since that they were
+    grown over (:func:`_lungs_under_edited_mask`; ``inputs["lungs_recounted"]`` True, False
+    without the CT, with :data:`ERASED_LESION_NOTE`; None for other lungs).
     """
     check_inputs_exist(lungs, image)
     return _quantify_study(Path(mask), out_dir, _LungsAndImage(lungs, image), hu, multiclass,
@@ -661,12 +668,15 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
     if ct is not None:
         check_same_grid(lesions, ct)
     lung_labels, lung_source, found_lungs, grown = None, None, None, None
+    own_lungs = _threshold_lungs(predicted) and _unchanged(predicted, hashes, ("lungs",))
+    recounted = (ct is not None) if predicted_masks is False and own_lungs else None
     if lung_path is not None:
         lung_volume = read_nifti(lung_path, np.int16, like=lesions)
         check_same_grid(lesions, lung_volume)
         lung_labels, lung_source = _lung_labels(lung_volume, lung_path, ct), "mask"
         if predicted_masks is False and ct is not None and _threshold_lungs(predicted):
-            found_lungs = _found_lungs_or_not_lesion(ct, lesions.array, classes)
+            lung_labels, found_lungs = _lungs_under_edited_mask(lung_labels, ct, lesions.array,
+                                                                classes, own_lungs)
     elif ct is not None:
         ct_hu = hounsfield(ct)
         found_lungs = segment_lungs(ct_hu, ct.affine)
@@ -681,9 +691,9 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
     elif predicted_masks:
         _recorded_growth(result, predicted, str(mask_path))
     elif predicted_masks is False:
-        _regrown(result, found_lungs is not None,
-                 _unchanged(predicted, hashes, ("lungs",)), str(mask_path))
-    result["inputs"] = {**inputs, "lung_source": lung_source, INPUT_SHA256: hashes}
+        _regrown(result, found_lungs is not None, own_lungs, str(mask_path))
+    result["inputs"] = {**inputs, "lung_source": lung_source, "lungs_recounted": recounted,
+                        INPUT_SHA256: hashes}
     result[SETTINGS] = quantify_settings(lungs=given.lungs, image=given.image, hu=hu,
                                          multiclass=multiclass, html_report=html_report)
     return write_report(out_dir, result, stem, lesions.array, lungs=lung_labels,
@@ -717,13 +727,20 @@ def _threshold_lungs(record: dict[str, Any]) -> bool:
     return isinstance(inputs, dict) and inputs.get("lung_source") == "threshold"
 
 
-def _found_lungs_or_not_lesion(ct: Volume, lesions: np.ndarray,
-                               multiclass: bool | None) -> np.ndarray:
-    """The CT's threshold lungs (as predict finds them) and every voxel that is not lesion:
-    the lungs beyond them are the lesion predict's lungs were grown over, counted so from
-    masks edited since predict wrote them."""
+def _lungs_under_edited_mask(lungs: np.ndarray, ct: Volume, lesions: np.ndarray,
+                             multiclass: bool | None, own_lungs: bool
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """Predict's threshold lungs under a lesion mask edited since: (the lungs to count, the
+    found lungs for :func:`quantify`). Found: the CT's threshold lungs (as predict finds them)
+    and every voxel that is not lesion, beyond which the lungs hold lesion they were grown
+    over. While the lungs are predict's own (``own_lungs``), they lose the voxels that are
+    neither threshold lung nor lesion now: predict grew them over lesion erased since, which
+    counted as lung made the lungs larger and the % involved smaller. Sides are kept."""
     lesion = lesion_voxels(lesions, _is_multiclass(lesions, multiclass))
-    return (segment_lungs(hounsfield(ct), ct.affine) > 0) | ~lesion
+    threshold = segment_lungs(hounsfield(ct), ct.affine) > 0
+    if own_lungs:
+        lungs = np.where(threshold | lesion, lungs, 0).astype(np.uint8)
+    return lungs, threshold | ~lesion
 
 
 def _recorded_growth(result: dict[str, Any], record: dict[str, Any], source: str) -> None:
@@ -742,11 +759,15 @@ def _recorded_growth(result: dict[str, Any], record: dict[str, Any], source: str
 
 def _regrown(result: dict[str, Any], counted: bool, own_lungs: bool, source: str) -> None:
     """The lung growth of predict's masks edited since: as counted again from the CT
-    (``counted``), with a note while the lungs are still predict's (``own_lungs``); else
-    unknown (None, no note)."""
+    (``counted``), with a note while the lungs are still predict's threshold lungs
+    (``own_lungs``); else unknown (None), noted (:data:`ERASED_LESION_NOTE`) for predict's
+    threshold lungs, which may still hold lesion erased since."""
     if not counted:
         for region in REGIONS:
             result[region]["lesion_added_to_lungs_ml"] = None
+        if own_lungs:
+            log.warning("%s: %s", source, ERASED_LESION_NOTE)
+            result["lung_note"] = ERASED_LESION_NOTE
     elif own_lungs:
         note_grown_lungs(result, False, source, "--lungs")
 
