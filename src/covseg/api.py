@@ -789,9 +789,9 @@ def evaluate(pred: str | os.PathLike[str], truth: str | os.PathLike[str],
     Returns what the JSON holds: the number of ``cases``, the ``summary`` (per metric its mean,
     std, median and how many cases define it), the ``per_case`` rows, the truths scored without
     a prediction (``missing_predictions``), the predictions without a truth
-    (``unmatched_predictions``), the truths not scored (``unmatched_truths``), the files named as
-    images beside their masks, not read (``skipped_images``), and the paths of the ``files``
-    written.
+    (``unmatched_predictions``), the truths not scored (``unmatched_truths``), the images among
+    the masks, not scored (``skipped_images``: files named as images beside their masks, truths
+    holding a CT), and the paths of the ``files`` written.
     """
     check_kind("per_slice", per_slice, [bool])
     return evaluate_folders(_path("pred", pred), _path("truth", truth), _path("out", out),
