@@ -21,7 +21,12 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from covseg.cascade import THRESHOLD, require_lung_model
-from covseg.cluster import check_cluster_options, default_cpus_per_fold, run_folds_on_ray
+from covseg.cluster import (
+    check_cluster_options,
+    default_cpus_per_fold,
+    joined,
+    run_folds_on_ray,
+)
 from covseg.compare import check_specs, compare_models
 from covseg.config import TrainConfig, check_kind, check_threshold, check_window
 from covseg.crossval import cross_validate as _cross_validate
@@ -299,9 +304,10 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
         return _cross_validate(recipe, _load(data, recipe), out, folds, resume)
     check_cluster_options(ray, cpus_per_fold)
     started = time.perf_counter()
-    loaded = _load(data, recipe)
-    run_folds_on_ray(recipe, loaded, out, folds, resume, ray,
-                     cpus_per_fold or default_cpus_per_fold(recipe))
+    cpus = cpus_per_fold or default_cpus_per_fold(recipe)
+    with joined(ray, cpus):  # before the data are read: a refusal takes seconds, not a read
+        loaded = _load(data, recipe)
+        run_folds_on_ray(recipe, loaded, out, folds, resume, ray, cpus)
     return _cross_validate(recipe, loaded, out, folds, resume=True, started=started)
 
 
