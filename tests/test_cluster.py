@@ -76,8 +76,11 @@ def test_a_failed_fold_is_one_line_naming_it(local_ray: Any, tmp_path: Path) -> 
     assert not (tmp_path / "cv" / "summary.json").exists()
 
 
-def test_folds_larger_than_every_node_are_refused(local_ray: Any, tmp_path: Path) -> None:
-    """Ray would have waited for ever for a node with that many CPUs."""
+def test_folds_larger_than_every_node_are_refused(local_ray: Any, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray would have waited for ever for a node with that many CPUs; it is refused before
+    the data are read, as a cluster that refuses covseg is (they were read first)."""
+    monkeypatch.setattr("covseg.api._load", lambda *_: pytest.fail("data were read"))
     with pytest.raises(CovsegError, match="more than any node .* largest has 2 CPUs"):
         api.cross_validate("synthetic:1", tmp_path / "cv", ray="local",
                            cpus_per_fold=3, **RECIPE)
@@ -229,21 +232,38 @@ def head_wanting_a_token() -> Iterator[str]:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+DATA_READ = "covseg read the data"
+CLI_SAYING_WHEN_DATA_ARE_READ = f"""
+import sys
+from covseg import api
+from covseg.cli import main
+load = api._load
+def said(*args):
+    print({DATA_READ!r}, flush=True)
+    return load(*args)
+api._load = said
+sys.exit(main(sys.argv[1:]))
+"""
+"""``covseg`` run as its command line, saying on stdout when it reads the data."""
+
+
 @pytest.mark.parametrize("driver", [{}, {"RAY_AUTH_MODE": "token"}],
                          ids=["no-token-mode", "token-mode-without-a-token"])
 def test_a_cluster_that_wants_its_token_says_how_to_give_it(
         head_wanting_a_token: str, tmp_path: Path, driver: dict[str, str]) -> None:
     """Without the head's token a driver was told "something answers there, but no Ray
     cluster; start it with `ray start --head`", or, with RAY_AUTH_MODE=token and no token
-    anywhere (``HOME`` here has none), got Ray's traceback."""
+    anywhere (``HOME`` here has none), got Ray's traceback; and it was refused only after the
+    whole data set was read (minutes for a large one), where it is now refused before."""
     address = head_wanting_a_token
     done = subprocess.run(
-        [sys.executable, "-m", "covseg.cli", "cv", "synthetic:1", "--out", str(tmp_path / "cv"),
-         "--ray", address, "--epochs", "1", "--size", "32", "--folds", "2"],
+        [sys.executable, "-c", CLI_SAYING_WHEN_DATA_ARE_READ, "cv", "synthetic:1", "--out",
+         str(tmp_path / "cv"), "--ray", address, "--epochs", "1", "--size", "32", "--folds", "2"],
         capture_output=True, text=True, check=False, timeout=120,
         env=_environment(HOME=str(tmp_path), OMP_NUM_THREADS="1", **driver))
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
+    assert DATA_READ not in done.stdout
     assert done.stderr.strip().splitlines()[-1] == (
         f"covseg: error: the Ray cluster at {address} requires its auth token, which it did not "
         "get from here: set RAY_AUTH_MODE=token and give the head's token (`ray get-auth-token` "

@@ -353,6 +353,11 @@ def _save_stack(path: Path, array: np.ndarray, dtype: type = np.uint8) -> Path:
     return path
 
 
+def _ct(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """A CT's voxels in HU, fractional as MedSeg's float images may be: air, lung, tissue."""
+    return np.random.default_rng(seed).uniform(-1024.0, 1200.0, shape)
+
+
 def _medseg_stack() -> np.ndarray:
     """Three 32x32 slices (x, y, z): a lesion in slices 0 and 1, none in slice 2."""
     stack = np.zeros((32, 32, 3), dtype=np.uint8)
@@ -373,11 +378,12 @@ def test_medsegs_nifti_form_is_scored_per_slice(tmp_path: Path,
     medseg = tmp_path / "medseg"
     _save_stack(medseg / "tr_mask.nii.gz", truth)
     for image in ("tr_im.nii.gz", "val_im.nii.gz"):
-        _save_stack(medseg / image, np.full(truth.shape, -512.5), np.float32)
+        _save_stack(medseg / image, _ct(truth.shape), np.float32)
     whole = evaluate_folders(tmp_path / "pred", medseg, tmp_path / "ev3d")
     assert whole["cases"] == 1 and whole["per_case"][0]["case_id"] == "tr"
-    assert whole["skipped_images"] == ["tr_im.nii.gz"]  # beside tr_mask: MedSeg's CT
-    assert whole["unmatched_truths"] == ["val"]  # no val_mask beside it: not skipped, not read
+    # tr_im beside tr_mask, val_im (MedSeg's test CTs, no mask) for holding a CT
+    assert whole["skipped_images"] == ["tr_im.nii.gz", "val_im.nii.gz"]
+    assert whole["unmatched_truths"] == []
     assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth",
                  str(medseg / "tr_mask.nii.gz"), "--out", str(tmp_path / "ev"),
                  "--per-slice"]) == 0
@@ -415,6 +421,69 @@ def test_per_slice_ids_are_the_files_own_slices(tmp_path: Path,
         nib.save(nib.Nifti1Image(stack, sagittal), str(tmp_path / name / "tr.nii.gz"))
     evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev", per_slice=True)
     assert "stores no axial slices (axes SAR)" in caplog.text
+
+
+@pytest.mark.parametrize("ct", [
+    _ct((32, 32, 3)).astype(np.float32),  # fractional HU: no int16 read
+    _ct((32, 32, 3)).round().astype(np.int16),  # whole HU
+    np.random.default_rng(1).random((32, 32, 3)).astype(np.float32),  # a 0..1 image
+])
+def test_medsegs_test_images_are_skipped_not_truths(tmp_path: Path, ct: np.ndarray,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """``covseg data fetch medseg``'s folder as truth: ``val_im.nii.gz`` (its test CTs, no mask)
+    was reported as the unmatched truth ``val``, and once ``val_im`` was predicted too, read as
+    its truth (refused as a probability map, or as an image); it is now skipped with one
+    warning, its prediction unmatched."""
+    truth = _medseg_stack()
+    medseg = tmp_path / "medseg"
+    _save_stack(medseg / "tr_mask.nii.gz", truth)
+    for image in ("tr_im.nii.gz", "val_im.nii.gz"):
+        nib.save(nib.Nifti1Image(ct, np.diag([0.7, 0.7, 5.0, 1.0])), str(medseg / image))
+    _save_stack(tmp_path / "pred" / "tr_im" / "infection.nii.gz", truth)
+    result = evaluate_folders(tmp_path / "pred", medseg, tmp_path / "ev")
+    assert result["cases"] == 1 and result["summary"]["dice"]["mean"] == 1.0
+    assert result["skipped_images"] == ["tr_im.nii.gz", "val_im.nii.gz"]
+    assert result["unmatched_truths"] == [] and result["unmatched_predictions"] == []
+    skipped = [r.getMessage() for r in caplog.records if "an image, not a mask" in r.getMessage()]
+    assert len(skipped) == 1 and skipped[0].startswith(f"{medseg / 'val_im.nii.gz'}: an image, "
+                                                       "not a mask: skipped (")
+    _save_stack(tmp_path / "pred" / "val_im" / "infection.nii.gz", truth)
+    both = evaluate_folders(tmp_path / "pred", medseg, tmp_path / "ev")
+    assert both["cases"] == 1 and both["per_case"][0]["case_id"] == "tr"
+    assert both["unmatched_predictions"] == ["val_im/infection.nii.gz"]
+    assert both["skipped_images"] == ["tr_im.nii.gz", "val_im.nii.gz"]
+
+
+@pytest.mark.parametrize("mask", [
+    np.stack([square_mask(32, 4, 4, 12)] * 3, axis=-1),  # 0/1
+    np.stack([square_mask(32, 4, 4, 12) * 255] * 3, axis=-1),  # 0/255
+    np.stack([square_mask(32, 4, 4, 12) * k for k in (1, 2, 3)], axis=-1),  # 0/1/2/3
+    np.stack([square_mask(32, 4, 4, 12) * 85 * k for k in (1, 2, 3)], axis=-1),  # MedSeg scaled
+])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.float32])
+def test_masks_named_as_images_are_no_images(tmp_path: Path, mask: np.ndarray,
+                                             dtype: type) -> None:
+    """Label masks (0/1, 0/255, 0..3, in uint8, int16 or float NIfTI files) named ``X_im``, a
+    prediction's or a data set's name for them, are truths, scored or unmatched, not skipped."""
+    for name in ("a_im", "b_im"):
+        _save_stack(tmp_path / "truth" / f"{name}.nii.gz", mask, dtype)
+    _save_stack(tmp_path / "pred" / "a_im.nii.gz", mask, dtype)
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    assert result["cases"] == 1 and result["summary"]["dice"]["mean"] == 1.0
+    assert result["unmatched_truths"] == ["b"] and result["skipped_images"] == []
+
+
+def test_a_jpeg_truth_is_no_image(tmp_path: Path) -> None:
+    """A lossy 0/255 truth (many levels, few of them mid-grey) is a mask, not skipped."""
+    mask = square_mask(64, 10, 10, 30) * 255
+    (tmp_path / "truth").mkdir()
+    for name in ("a_im", "b_im"):
+        Image.fromarray(mask).save(tmp_path / "truth" / f"{name}.jpg", quality=50)
+    assert np.unique(np.asarray(Image.open(tmp_path / "truth" / "a_im.jpg"))).size > 16
+    _save(tmp_path / "pred" / "a_im.png", mask)
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    assert result["summary"]["dice"]["mean"] == 1.0 and result["skipped_images"] == []
+    assert result["unmatched_truths"] == ["b"]
 
 
 def test_a_mask_named_im_is_skipped_only_beside_its_own_mask(tmp_path: Path) -> None:

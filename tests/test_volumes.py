@@ -24,10 +24,11 @@ from covseg.cli import build_parser
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_folders
 from covseg.infer import Predictor
-from covseg.io.volume import read_nifti, read_volume
-from covseg.quantify import quantify_batch, quantify_study
+from covseg.io.volume import Volume, hounsfield, read_nifti, read_volume
+from covseg.lungs import DEFAULT_LUNG_MARGIN_MM, lesions_in_lungs, segment_lungs, split_lungs
+from covseg.quantify import INFECTION_NII, LUNGS_NII, quantify_batch, quantify_study
 from covseg.transforms import LUNG_WINDOW, normalize_intensity
-from covseg.volumes import predict_batch, predict_study
+from covseg.volumes import predict_batch, predict_labels, predict_study
 from tests.conftest import (
     CONSOLIDATED_AFFINE,
     OVERCALLED_AFFINE,
@@ -197,6 +198,42 @@ def test_lung_model_and_grey_volumes(tmp_path: Path) -> None:
     np.testing.assert_allclose(predictor.seen[0], grey[:, :, 0].T / 255.0, atol=1e-6)
     assert result["study"]["lesion_ml"] == pytest.approx(18 * VOXEL_ML)
     assert result["study"]["lung_ml"] == pytest.approx(2 * 12 * 20 * 4 * VOXEL_ML)
+
+
+@pytest.mark.parametrize("lung_model", [False, True], ids=["threshold-lungs", "lung-model"])
+def test_a_grey_volume_is_converted_to_hu_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               lung_model: bool) -> None:
+    """predict converted an 8-bit CT to pseudo-HU twice, for the lungs and again for the lesion
+    step (a pass over the whole CT each); once now, into the very masks the two gave."""
+    chest_nifti(tmp_path / "chest.nii.gz")
+    hu = nib.load(str(tmp_path / "chest.nii.gz")).get_fdata()
+    low, high = LUNG_WINDOW
+    grey = np.rint((hu - low) / (high - low) * 255).clip(0, 255).astype(np.uint8)
+    path = tmp_path / "grey.nii.gz"
+    nib.save(nib.Nifti1Image(grey, AFFINE), str(path))
+    lungs_by = BandPredictor([(-900, -800)]) if lung_model else None
+    volume = read_volume(path)  # the masks as the pieces give them, each with its own HU
+    assert volume.intensity == "uint8"
+    labels = predict_labels(BandPredictor([(-400, -200)]), volume)
+    lungs = (split_lungs(predict_labels(lungs_by, volume) > 0, volume.affine, hounsfield(volume),
+                         source=volume.source) if lungs_by else
+             segment_lungs(hounsfield(volume), volume.affine))
+    grown = lesions_in_lungs(labels > 0, lungs, volume.spacing, DEFAULT_LUNG_MARGIN_MM,
+                             hounsfield(volume))
+    expected = {INFECTION_NII: np.where(grown.lesions, labels, 0), LUNGS_NII: grown.lungs}
+    assert expected[INFECTION_NII].sum() == 108 < labels.sum()  # the chest-wall blob dropped
+    converted: list[str] = []
+
+    def counted(volume: Volume) -> np.ndarray:
+        converted.append(volume.source)
+        return hounsfield(volume)
+
+    monkeypatch.setattr("covseg.volumes.hounsfield", counted)
+    predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "out", lung_predictor=lungs_by)
+    assert converted == [str(path)]
+    for name, mask in expected.items():
+        written = read_nifti(tmp_path / "out" / name, np.int16).array
+        assert written.tobytes() == mask.astype(np.int16).tobytes(), name
 
 
 def test_a_lung_model_finding_one_lung_labels_it_one_lung(tmp_path: Path) -> None:

@@ -21,7 +21,12 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from covseg.cascade import THRESHOLD, require_lung_model
-from covseg.cluster import check_cluster_options, default_cpus_per_fold, run_folds_on_ray
+from covseg.cluster import (
+    check_cluster_options,
+    default_cpus_per_fold,
+    joined,
+    run_folds_on_ray,
+)
 from covseg.compare import check_specs, compare_models
 from covseg.config import TrainConfig, check_kind, check_threshold, check_window
 from covseg.crossval import cross_validate as _cross_validate
@@ -299,9 +304,10 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
         return _cross_validate(recipe, _load(data, recipe), out, folds, resume)
     check_cluster_options(ray, cpus_per_fold)
     started = time.perf_counter()
-    loaded = _load(data, recipe)
-    run_folds_on_ray(recipe, loaded, out, folds, resume, ray,
-                     cpus_per_fold or default_cpus_per_fold(recipe))
+    cpus = cpus_per_fold or default_cpus_per_fold(recipe)
+    with joined(ray, cpus):  # before the data are read: a refusal takes seconds, not a read
+        loaded = _load(data, recipe)
+        run_folds_on_ray(recipe, loaded, out, folds, resume, ray, cpus)
     return _cross_validate(recipe, loaded, out, folds, resume=True, started=started)
 
 
@@ -789,9 +795,9 @@ def evaluate(pred: str | os.PathLike[str], truth: str | os.PathLike[str],
     Returns what the JSON holds: the number of ``cases``, the ``summary`` (per metric its mean,
     std, median and how many cases define it), the ``per_case`` rows, the truths scored without
     a prediction (``missing_predictions``), the predictions without a truth
-    (``unmatched_predictions``), the truths not scored (``unmatched_truths``), the files named as
-    images beside their masks, not read (``skipped_images``), and the paths of the ``files``
-    written.
+    (``unmatched_predictions``), the truths not scored (``unmatched_truths``), the images among
+    the masks, not scored (``skipped_images``: files named as images beside their masks, truths
+    holding a CT), and the paths of the ``files`` written.
     """
     check_kind("per_slice", per_slice, [bool])
     return evaluate_folders(_path("pred", pred), _path("truth", truth), _path("out", out),

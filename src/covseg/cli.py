@@ -212,7 +212,8 @@ EVALUATE_NOTES = {
                            "prediction",
     "unmatched_predictions": "predictions without a truth, not scored",
     "unmatched_truths": "truths without a prediction (not given to this predict), not scored",
-    "skipped_images": "files named as images beside their masks, not read",
+    "skipped_images": "images among the masks (named as images beside their masks, or holding "
+                      "a CT), not scored",
 }
 """The name lists of an evaluation said on the console, and what each holds."""
 

@@ -150,30 +150,42 @@ def run_folds_on_ray(config: TrainConfig, data: LoadedData, out: Path, folds: in
     """Run every fold as a Ray task of ``cpus_per_fold`` CPUs and wait for all of them.
 
     A failed fold stops the others (they resume where they stopped) and is one line naming the
-    fold; a fold stopped before its first epoch leaves no folder, as when it runs here. Ray
-    started here (``address`` 'local') is shut down afterwards; a Ray the caller already
-    started is used as it is.
+    fold; a fold stopped before its first epoch leaves no folder, as when it runs here. Ray is
+    joined as :func:`joined` joins it: a Ray the caller already started (or joined) is used as
+    it is, one started here is shut down afterwards.
     """
-    ray = import_ray()
     count = len(make_folds(data, folds, config.seed)[0])
     made = {k: [folder for folder in (out / f"fold_{k}", out, *out.parents) if not folder.exists()]
             for k in range(count)}
+    with joined(address, cpus_per_fold) as ray:
+        task = ray.remote(num_cpus=cpus_per_fold, max_retries=0)(cross_validate_fold)
+        shared = ray.put(data)
+        pending = {task.remote(config, shared, str(out), folds, k, resume): k
+                   for k in range(count)}
+        try:
+            _wait_for_folds(ray, pending)
+        finally:
+            for fold in pending.values():  # stopped: what their clean-up did not get to
+                remove_temporaries(out / f"fold_{fold}")
+                forget_unsaved_run(out / f"fold_{fold}", made[fold])
+
+
+@contextmanager
+def joined(address: str, cpus_per_fold: int) -> Iterator[ModuleType]:
+    """Ray for the block: the cluster at ``address`` joined, or Ray started here (``address``
+    'local'), and a node checked to fit a fold of ``cpus_per_fold`` CPUs. Entered before the
+    data are read (:func:`covseg.api.cross_validate`), so that a cluster that refuses this
+    driver (its auth token), answers as no Ray cluster, or has no node large enough is refused
+    in seconds, not after a large data set was read. A Ray already started is used as it is;
+    one started here is shut down after the block."""
+    ray = import_ray()
     started_here = not ray.is_initialized()
     with _ray_messages_silenced(ray):
         if started_here:
             _connect(ray, address)
         try:
             _check_a_node_fits(ray, cpus_per_fold)
-            task = ray.remote(num_cpus=cpus_per_fold, max_retries=0)(cross_validate_fold)
-            shared = ray.put(data)
-            pending = {task.remote(config, shared, str(out), folds, k, resume): k
-                       for k in range(count)}
-            try:
-                _wait_for_folds(ray, pending)
-            finally:
-                for fold in pending.values():  # stopped: what their clean-up did not get to
-                    remove_temporaries(out / f"fold_{fold}")
-                    forget_unsaved_run(out / f"fold_{fold}", made[fold])
+            yield ray
         finally:
             if started_here:
                 ray.shutdown()

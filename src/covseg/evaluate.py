@@ -21,6 +21,8 @@ from covseg.infer import Predictor, output_name
 from covseg.io.atomic import write_json, write_text
 from covseg.io.image import (
     case_key,
+    image_given_as_mask,
+    image_levels,
     is_image_file,
     mask_to_labels,
     paired_name,
@@ -200,22 +202,24 @@ def _failed_cases(folder: Path) -> set[str]:
     return {case_key(name) for name in [*images, *failed_studies(folder)]}
 
 
-def _read_cases(pred_path: Path | None, truth_path: Path
+def _read_cases(pred_path: Path | None, truth_path: Path, truth_dtype: type = np.int16
                 ) -> tuple[np.ndarray, Volume | None, np.ndarray, Volume | None]:
     """A prediction and its truth as stored, and for NIfTI volumes the volumes (spacing and
     affine); two volumes are read to pair voxel for voxel (one without geometry on the
-    other's: :func:`read_paired`). A missing prediction (None) is an empty mask."""
+    other's: :func:`read_paired`). A missing prediction (None) is an empty mask. A NIfTI truth
+    is read as ``truth_dtype``: float32 keeps an image's fractional values to tell it by
+    (:func:`_label_levels`), where int16 refuses them as a probability map's."""
     if pred_path is None:
-        truth_volume = read_nifti(truth_path, np.int16) if is_nifti(truth_path) else None
+        truth_volume = read_nifti(truth_path, truth_dtype) if is_nifti(truth_path) else None
         truth = _stored(truth_path, truth_volume)
         return np.zeros_like(truth), truth_volume, truth, truth_volume
     if is_nifti(pred_path) and is_nifti(truth_path):
         pred_volume, truth_volume = read_paired(
             lambda like: read_nifti(pred_path, np.int16, like), pred_path,
-            lambda like: read_nifti(truth_path, np.int16, like), truth_path)
+            lambda like: read_nifti(truth_path, truth_dtype, like), truth_path)
     else:
         pred_volume = read_nifti(pred_path, np.int16) if is_nifti(pred_path) else None
-        truth_volume = read_nifti(truth_path, np.int16) if is_nifti(truth_path) else None
+        truth_volume = read_nifti(truth_path, truth_dtype) if is_nifti(truth_path) else None
     return (_stored(pred_path, pred_volume), pred_volume,
             _stored(truth_path, truth_volume), truth_volume)
 
@@ -225,11 +229,11 @@ def _stored(path: Path, volume: Volume | None) -> np.ndarray:
     return volume.array if volume is not None else read_array(path, keep_palette=True)
 
 
-def _read_pair(stem: str, pred_path: Path | None, truth_path: Path
-               ) -> tuple[np.ndarray, np.ndarray, Volume | None]:
-    """Prediction and truth as stored, checked to lie on one grid, and the truth's volume (its
-    voxel spacing in mm, its file's slices) when it is one."""
-    pred, pred_volume, truth, truth_volume = _read_cases(pred_path, truth_path)
+def _read_pair(stem: str, pred_path: Path | None, truth_path: Path,
+               truth_dtype: type = np.int16) -> tuple[np.ndarray, np.ndarray, Volume | None]:
+    """Prediction and truth as stored (a NIfTI truth as ``truth_dtype``), checked to lie on one
+    grid, and the truth's volume (its voxel spacing in mm, its file's slices) when it is one."""
+    pred, pred_volume, truth, truth_volume = _read_cases(pred_path, truth_path, truth_dtype)
     if pred.shape != truth.shape:
         raise CovsegError(f"{stem}: prediction {pred.shape} and truth {truth.shape} differ in size")
     if pred_volume and truth_volume and not same_grid_affine(pred_volume, truth_volume):
@@ -295,10 +299,12 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     ``missing_predictions``, so the means cover every case predict was given; other truths
     without a prediction are named in ``unmatched_truths``, not scored; predictions without a
     truth, by file name, in ``unmatched_predictions``; files named as images beside their masks
-    (:func:`_named_images`) are not read, and named in ``skipped_images``. When both sides hold
-    labels above 1 they are evaluated per class as well; when only one does, as binary, with a
-    ``classes_note`` saying so. Files are read twice (labels, then metrics) so that volumes are
-    never all in memory at once.
+    (:func:`_named_images`) are not read, and named in ``skipped_images``, as are truths that
+    hold an image (a CT: :func:`_label_levels`, :func:`_unmatched_images`), skipped with a
+    warning, their predictions unmatched. When both sides hold labels above 1 they are
+    evaluated per class as well; when only one does, as binary, with a ``classes_note`` saying
+    so. Files are read twice (labels, then metrics) so that volumes are never all in memory at
+    once.
     """
     pred_path, truth_path = Path(pred_dir), Path(truth_dir)
     files = output_files(out, [pred_path, truth_path])
@@ -310,14 +316,19 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     if not set(preds) & set(truths):
         raise _no_shared_names(pred_path, truth_path, list(preds), list(truths))
     pred_folder = pred_path.parent if pred_side.single else pred_path
+    truth_folder = truth_path.parent if truth_side.single else truth_path
     missing = sorted((_failed_cases(pred_folder) & set(truths)) - set(preds))
     cases = sorted({*(set(truths) & set(preds)), *missing})
-    levels: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
-    for stem in tqdm(cases, desc="reading labels", unit="case", leave=False):
-        for side, mask in zip(levels, _read_pair(stem, preds.get(stem), truths[stem])[:2]):
-            side.append(np.unique(mask))
-    pred_labels = _Side.of(levels[0], [preds.get(stem, truths[stem]) for stem in cases])
-    truth_labels = _Side.of(levels[1], [truths[stem] for stem in cases])
+    levels, images = _label_levels(cases, preds, truths)
+    images.update(_unmatched_images(truths, cases))
+    skipped = _skip_images({truths[case]: reason for case, reason in images.items()},
+                           truth_folder, whole=len(levels) == 0)
+    truths = {case: path for case, path in truths.items() if case not in images}
+    cases = [case for case in cases if case in levels]
+    missing = [case for case in missing if case in levels]
+    pred_labels = _Side.of([levels[stem][0] for stem in cases],
+                           [preds.get(stem, truths[stem]) for stem in cases])
+    truth_labels = _Side.of([levels[stem][1] for stem in cases], [truths[stem] for stem in cases])
     pred_top = max(pred_labels.top,
                    _recorded_top_label(pred_folder, [preds[s] for s in cases if s in preds]))
     truth_top = truth_labels.top
@@ -336,7 +347,7 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
         "unmatched_predictions": sorted(str(preds[case].relative_to(pred_folder))
                                         for case in set(preds) - set(truths)),
         "unmatched_truths": sorted(set(truths) - set(cases)),
-        "skipped_images": pred_side.skipped_images + truth_side.skipped_images,
+        "skipped_images": pred_side.skipped_images + truth_side.skipped_images + skipped,
         "num_classes": num_classes, "classes_note": _classes_note(pred_top, truth_top),
         "empty_mask_rules": EMPTY_MASK_RULES,
         "hd95_unit": _hd95_unit([truths[stem] for stem in cases], per_slice),
@@ -348,6 +359,54 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     metrics_plot(rows, files["png"], f"{len(rows)} cases: {pred_path.name} against "
                  f"{truth_path.name}")
     return result
+
+
+def _label_levels(cases: Sequence[str], preds: dict[str, Path], truths: dict[str, Path]
+                  ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, str]]:
+    """The levels (:func:`numpy.unique`) of each case's prediction and truth, by case, from a
+    first read of every pair; and apart, by case, why the truths that are images are
+    (:func:`~covseg.io.image.image_levels`): MedSeg's ``val_im.nii.gz``, a CT, in a folder of
+    truths paired with the prediction of that CT."""
+    levels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    images: dict[str, str] = {}
+    for stem in tqdm(cases, desc="reading labels", unit="case", leave=False):
+        pred, truth = _read_pair(stem, preds.get(stem), truths[stem], np.float32)[:2]
+        truth_levels = np.unique(truth)
+        reason = image_levels(truth, truth_levels)
+        if reason:
+            images[stem] = reason
+        else:
+            levels[stem] = (np.unique(pred), truth_levels)
+    return levels, images
+
+
+def _unmatched_images(truths: dict[str, Path], cases: Sequence[str]) -> dict[str, str]:
+    """Why the truths without a prediction that are named as images (``X_im``, see
+    :func:`~covseg.io.image.paired_name`) and hold one are images, by case: MedSeg's
+    ``val_im.nii.gz``, its test CTs, without a mask. Other truths without a prediction are not
+    read (another shard's would each cost a read), nor are masks named so (a predict output of
+    ``scan_im.png``) skipped."""
+    found = {}
+    for case in sorted(set(truths) - set(cases)):
+        path = truths[case]
+        if not path.is_file() or paired_name(_file_stem(path))[1] != "image":
+            continue
+        array = _stored(path, read_nifti(path, np.float32) if is_nifti(path) else None)
+        reason = image_levels(array, np.unique(array))
+        if reason:
+            found[case] = reason
+    return found
+
+
+def _skip_images(images: dict[Path, str], folder: Path, whole: bool) -> list[str]:
+    """The names (in ``folder``) of truths that are images, each said in one warning, as they
+    are skipped; refused when they are ``whole`` truths (none is left to score)."""
+    if whole and images:
+        path, reason = next(iter(images.items()))
+        raise image_given_as_mask(path, reason)
+    for path, reason in images.items():
+        log.warning("%s: an image, not a mask: skipped (%s)", path, reason)
+    return sorted(str(path.relative_to(folder)) for path in images)
 
 
 def _hd95_unit(truths: Sequence[Path], per_slice: bool) -> str:

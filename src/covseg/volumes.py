@@ -151,14 +151,18 @@ def _checked(prob: np.ndarray, channels: int, size: tuple[int, ...]) -> np.ndarr
 
 
 def _lungs(volume: Volume, lung_predictor: SlicePredictor | None, batch_size: int
-           ) -> tuple[np.ndarray, str]:
+           ) -> tuple[np.ndarray, str, np.ndarray]:
     """Lung labels (1 right, 2 left) from a lung model if given, split into sides at the body's
     midline in the CT (not the lungs' own centre, which runs through a lone lung), else from the
-    HU threshold."""
+    HU threshold; and the CT in HU (:func:`hounsfield`) they were found in, for the lesion step
+    to use: a grey volume converted again there took another pass over the whole CT. Converted
+    after the lung model's slices, so that it is not held beside them."""
     if lung_predictor is not None:
         mask = predict_labels(lung_predictor, volume, batch_size=batch_size, desc="lungs") > 0
-        return split_lungs(mask, volume.affine, hounsfield(volume), source=volume.source), "model"
-    return segment_lungs(hounsfield(volume), volume.affine), "threshold"
+        hu = hounsfield(volume)
+        return split_lungs(mask, volume.affine, hu, source=volume.source), "model", hu
+    hu = hounsfield(volume)
+    return segment_lungs(hu, volume.affine), "threshold", hu
 
 
 VOLUME_DEFAULTS: dict[str, Any] = {
@@ -217,14 +221,13 @@ def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray
     tested apart from the lesions (an effusion call does not join a chest-wall call to the
     lung) and kept however deep; an effusion region that lies apart (the abdomen) is dropped.
     Effusion is not counted as lung."""
-    lungs, lung_source = _lungs(volume, lung_predictor, batch_size)
+    lungs, lung_source, hu = _lungs(volume, lung_predictor, batch_size)
     multiclass = predictor.num_classes > 2
     lesion = lesion_voxels(labels, multiclass)
     if not lungs.any():
         log.warning("%s: no lungs found; infection outside the lungs was not removed",
                     volume.source)
         return VolumeMasks(labels, lungs, lung_source, False, lungs, False)
-    hu = hounsfield(volume)
     grown = lesions_in_lungs(lesion, lungs, volume.spacing, lung_margin_mm, hu)
     if not keep_outside_lungs:
         kept = grown.lesions

@@ -286,12 +286,33 @@ def _check_binary_with_noise(array: np.ndarray, values: np.ndarray,
                               f"nor multiples of one step (0/127/254), and {odd[0]:g} is no "
                               "0/255 noise; store labels 0..K, 0/255, or labels times one step")
         return
-    low, high = MID_GREY[0] * top, MID_GREY[1] * top
+    reason = image_levels(array, values)
+    if reason:
+        raise image_given_as_mask(source, reason)
+
+
+def image_given_as_mask(source: str | os.PathLike[str], reason: str) -> CovsegError:
+    """The error for an image given where a mask is read, with why it is one
+    (:func:`image_levels`)."""
+    return CovsegError(f"{source}: not a mask but an image ({reason}); pass masks holding "
+                       "labels 0..K or 0/255")
+
+
+def image_levels(array: np.ndarray, values: np.ndarray) -> str | None:
+    """Why an array given as a mask is an image, or None when it may be a mask: more levels
+    than labels (over MAX_LABEL + 1) with more than :data:`MAX_MID_GREY_SHARE` of its pixels
+    mid-grey, between :data:`MID_GREY` of the way from 0 (or its lowest value, a CT's negative
+    HU) to its highest. ``values``: the sorted levels of ``array`` (:func:`numpy.unique`).
+    Labels and 0/255 masks with JPEG noise are no images (:func:`mask_to_labels` reads them)."""
+    if values.size <= MAX_LABEL + 1:
+        return None
+    base = min(0.0, float(values[0]))
+    span = float(values[-1]) - base
+    low, high = base + MID_GREY[0] * span, base + MID_GREY[1] * span
     mid_grey = float(np.mean((array > low) & (array < high)))
-    if mid_grey > MAX_MID_GREY_SHARE:
-        raise CovsegError(f"{source}: not a mask but an image ({values.size} grey levels, "
-                          f"{mid_grey:.0%} of pixels mid-grey); pass masks holding labels 0..K "
-                          "or 0/255")
+    if mid_grey <= MAX_MID_GREY_SHARE:
+        return None
+    return f"{values.size} grey levels, {mid_grey:.0%} of pixels mid-grey"
 
 
 def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
