@@ -291,11 +291,11 @@ def _check_binary_with_noise(array: np.ndarray, values: np.ndarray,
         raise image_given_as_mask(source, reason)
 
 
-def image_given_as_mask(source: str | os.PathLike[str], reason: str) -> CovsegError:
-    """The error for an image given where a mask is read, with why it is one
-    (:func:`image_levels`)."""
-    return CovsegError(f"{source}: not a mask but an image ({reason}); pass masks holding "
-                       "labels 0..K or 0/255")
+def image_given_as_mask(source: str | os.PathLike[str], reason: str, *, what: str = "mask",
+                        advice: str = "pass masks holding labels 0..K or 0/255") -> CovsegError:
+    """The error for an image given where ``what`` (a mask) is read, with why it is one
+    (:func:`image_levels`) and ``advice`` on what to give instead."""
+    return CovsegError(f"{source}: not a {what} but an image ({reason}); {advice}")
 
 
 def image_levels(array: np.ndarray, values: np.ndarray) -> str | None:
