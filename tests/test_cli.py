@@ -431,6 +431,32 @@ def test_corrupt_image_in_predict_is_listed_and_the_others_predicted(
     assert list(record["failed"]) == [str(bad / "broken.png")] and record["masks"] == 1
 
 
+def test_predict_names_a_file_of_another_type_so_and_its_folder_skips_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Path,
+        synthetic_folder: Path) -> None:
+    """``predict notes.md`` asked "is the file corrupt?"; now it says the file is of a type
+    covseg does not read and which it reads (a broken .png is still asked); a folder holding
+    it predicts its images and passes it over."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    notes, broken = folder / "notes.md", tmp_path / "broken.png"
+    notes.write_text("# notes\n")
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    shutil.copy(next((synthetic_folder / "images").glob("*.npy")), folder / "good.npy")
+    code, _, err = _run(capsys, "predict", str(notes), str(broken), "--model", str(tiny_run),
+                        "--out", str(tmp_path / "out"))
+    _assert_one_line_error(code, err, f"2 of 2 images could not be read (first: {notes}: a .md "
+                                      "file, not an image covseg reads; give 2D slices as .png, ")
+    failed = json.loads((tmp_path / "out" / "predict.json").read_text())["failed"]
+    assert "corrupt" not in failed[str(notes)] and "or CT volumes as NIfTI" in failed[str(notes)]
+    assert failed[str(broken)].endswith("; is the file corrupt?")
+    code, out, _ = _run(capsys, "predict", str(folder), "--model", str(tiny_run), "--out",
+                        str(tmp_path / "folder_out"))
+    assert code == 0 and out.startswith("wrote 1 mask(s)")
+    assert sorted(p.name for p in (tmp_path / "folder_out").iterdir()) == ["good.png",
+                                                                           "predict.json"]
+
+
 def test_predict_never_overwrites_inputs_or_its_own_masks(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Path) -> None:
     images = tmp_path / "images"

@@ -159,6 +159,27 @@ def test_multi_page_tiff_is_refused_not_cut_to_its_first_page(tmp_path: Path) ->
         read_array(tmp_path / "stack.tif")
 
 
+def test_a_file_of_another_type_is_named_so_not_called_corrupt(tmp_path: Path) -> None:
+    """``notes.md`` given as an image was asked "is the file corrupt?": it is of a type covseg
+    does not read, and the types it reads are named; a .png that fails to decode may be
+    corrupt; a picture of another suffix that decodes (.gif) is read as before."""
+    (tmp_path / "notes.md").write_text("# notes\n")
+    (tmp_path / "README").write_bytes(b"plain text")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    types = (r"not an image covseg reads; give 2D slices as \.png, \.jpg, \.jpeg, \.tif, \.tiff, "
+             r"\.bmp or \.npy, or CT volumes as NIfTI \(\.nii or \.nii\.gz\) or DICOM "
+             r"\(\.dcm, \.dicom or \.ima files, or a folder of a series\)$")
+    with pytest.raises(CovsegError, match=rf"notes\.md: a \.md file, {types}"):
+        read_array(tmp_path / "notes.md")
+    with pytest.raises(CovsegError, match=rf"README: a file without a suffix, {types}"):
+        read_array(tmp_path / "README")
+    with pytest.raises(CovsegError, match=r"broken\.png: cannot read the image \(.+\); is the "
+                                          r"file corrupt\?$"):
+        read_array(tmp_path / "broken.png")
+    Image.fromarray(np.full((4, 6), 77, dtype=np.uint8)).save(tmp_path / "slice.gif")
+    np.testing.assert_array_equal(read_array(tmp_path / "slice.gif"), np.full((4, 6), 77))
+
+
 def test_transparent_pixels_read_as_background(tmp_path: Path) -> None:
     """A white mask on a transparent white background (RGBA 255,255,255,0) read as all lesion."""
     rgba = np.full((8, 8, 4), 255, dtype=np.uint8)

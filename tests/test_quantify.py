@@ -536,6 +536,52 @@ def test_fractional_masks_fail_their_study(tmp_path: Path) -> None:
         quantify_study(good, tmp_path / "out2", lungs=tmp_path / "lungs.nii.gz")
 
 
+def noisy_ct(ct: Path) -> nib.Nifti1Image:
+    """The synthetic CT with scanner noise and a spine of bone, in HU as int16: a CT's many
+    grey levels, soft tissue mid-way between air and bone."""
+    image = nib.load(str(ct))
+    hu = np.asarray(image.dataobj, dtype=np.float32)
+    hu += np.random.default_rng(1).normal(0.0, 15.0, hu.shape).astype(np.float32)
+    hu[28:36, 36:42, :] = 1000.0
+    return nib.Nifti1Image(np.rint(hu).astype(np.int16), image.affine)
+
+
+def test_a_ct_given_as_the_lesion_mask_fails_its_study(tmp_path: Path) -> None:
+    """A CT given as the mask: in 8-bit grey it was counted as done, every non-zero voxel a
+    lesion; in HU it failed on "negative labels", saying neither that it is a CT nor where a
+    CT goes. Now its study fails saying both; masks of 0/1, 0/255, 0..3 (int16, uint8,
+    float32) are counted as before (:func:`noisy_ct`'s 8-bit copy has 55 levels)."""
+    ct, good, lesion_ml = synthetic_study(tmp_path / "in", "good")
+    masks, hu = good.parent, noisy_ct(ct)
+    nib.save(hu, str(masks / "hu.nii.gz"))
+    grey = np.clip((np.asarray(hu.dataobj) + 1024) * (255 / 1500), 0, 255).astype(np.uint8)
+    nib.save(nib.Nifti1Image(grey, hu.affine), str(masks / "grey.nii.gz"))
+    labels = np.asarray(nib.load(str(good)).dataobj)
+    multi = labels * 2
+    multi[0, 0, 0], multi[1, 0, 0] = 1, 3  # labels 0..3: 0.00245 mL each of GGO and effusion
+    for name, data in (("u8", labels.astype(np.uint8) * 255), ("f32", labels.astype(np.float32)),
+                       ("multi", multi)):
+        nib.save(nib.Nifti1Image(data, hu.affine), str(masks / f"{name}_mask.nii.gz"))
+    result = quantify_batch([masks], tmp_path / "out")
+    rows = {r["study"]: r for r in read_rows(result.summary)}
+    assert (result.done, result.failed) == (4, 2)
+    for name in ("good", "u8", "f32"):
+        assert float(rows[name]["lesion_ml"]) == pytest.approx(lesion_ml, rel=1e-5)
+    assert float(rows["multi"]["consolidation_ml"]) == pytest.approx(lesion_ml, rel=1e-5)
+    assert float(rows["multi"]["effusion_ml"]) == pytest.approx(0.00245, rel=1e-3)
+    assert float(rows["multi"]["ggo_ml"]) == pytest.approx(0.00245, rel=1e-3)
+    for name in ("hu", "grey"):
+        assert rows[name]["status"] == "failed" and rows[name]["lesion_ml"] == ""
+        assert re.fullmatch(
+            rf"{re.escape(str(masks / name))}\.nii\.gz: not a lesion mask but an image "
+            r"\(\d+ grey levels, \d+% of pixels mid-grey\); give the CT as --image and a mask "
+            r"holding labels 0\.\.3", rows[name]["error"]), rows[name]["error"]
+    single = quantify_batch([masks / "grey.nii.gz"], tmp_path / "single")
+    assert (single.done, single.failed) == (0, 1)
+    with pytest.raises(CovsegError, match=r"hu\.nii\.gz: not a lesion mask but an image"):
+        quantify_study(masks / "hu.nii.gz", tmp_path / "alone", image=ct)
+
+
 def test_a_lungs_folder_without_the_masks_lungs_says_no_lung_mask(tmp_path: Path) -> None:
     """--lungs naming a folder without the mask's lungs said "no mask named like the mask", as
     if the lesion mask were missing."""

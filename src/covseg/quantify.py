@@ -42,7 +42,14 @@ from tqdm import tqdm
 
 from covseg.errors import CovsegError
 from covseg.io.atomic import atomic_path, remove_temporaries, write_json, write_text
-from covseg.io.image import case_key, image_name, is_image_file
+from covseg.io.image import (
+    MAX_LABEL,
+    case_key,
+    image_given_as_mask,
+    image_levels,
+    image_name,
+    is_image_file,
+)
 from covseg.io.volume import (
     Volume,
     check_same_grid,
@@ -863,10 +870,26 @@ def _read_lesions_and_ct(mask_path: Path, image_path: Path | None, hu: str
     """The lesion mask and, given its path, the CT, read to pair voxel for voxel (whichever
     lacks geometry on the other's: :func:`read_paired`)."""
     if image_path is None:
-        return read_nifti(mask_path, np.int16), None
-    lesions, ct = read_paired(lambda like: read_nifti(mask_path, np.int16, like), mask_path,
+        return _read_lesion_mask(mask_path, None), None
+    lesions, ct = read_paired(lambda like: _read_lesion_mask(mask_path, like), mask_path,
                               lambda like: read_volume(image_path, hu, like), image_path)
     return lesions, ct
+
+
+def _read_lesion_mask(path: Path, like: Volume | None) -> Volume:
+    """The lesion mask at ``path`` as int16 labels (``like``: see :func:`read_nifti`), refused
+    when it holds an image (:func:`~covseg.io.image.image_levels`): a CT given as the mask
+    would else count every non-zero voxel (8-bit) as lesion or fail on negative "labels" (HU).
+    Masks within labels 0..MAX_LABEL are not searched for levels (no such image)."""
+    lesions = read_nifti(path, np.int16, like)
+    array = lesions.array
+    if array.size and (array.min() < 0 or array.max() > MAX_LABEL):
+        reason = image_levels(array, np.unique(array))
+        if reason:
+            raise image_given_as_mask(path, reason, what="lesion mask",
+                                      advice="give the CT as --image and a mask holding "
+                                             "labels 0..3")
+    return lesions
 
 
 @dataclass(frozen=True)

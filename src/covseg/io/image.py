@@ -98,13 +98,33 @@ def read_array(path: str | os.PathLike[str], keep_palette: bool = False) -> np.n
                 image.load()
                 array = _grey(image, keep_palette)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise CovsegError(f"{path}: cannot read the image ({exc}); is the file corrupt?") from None
+        raise _unreadable(path, exc) from None
     array = np.squeeze(array)
     if array.ndim != 2:
         raise CovsegError(f"{path}: expected a 2D slice, got an array of shape {array.shape}")
     if not np.isfinite(array).all():
         raise CovsegError(f"{path}: the image holds NaN or infinite values")
     return array
+
+
+def _unreadable(path: Path, exc: Exception) -> CovsegError:
+    """Why ``path`` did not decode: a file of a type covseg reads (:data:`IMAGE_SUFFIXES`) is
+    corrupt; another (``notes.md``, tried in case it is a picture all the same) is of the wrong
+    type, and the types covseg reads are named."""
+    from covseg.io.volume import DICOM_SUFFIXES, NIFTI_SUFFIXES  # volume imports this module
+
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return CovsegError(f"{path}: cannot read the image ({exc}); is the file corrupt?")
+    kind = f"a {path.suffix} file" if path.suffix else "a file without a suffix"
+    return CovsegError(f"{path}: {kind}, not an image covseg reads; give 2D slices as "
+                       f"{_listed(IMAGE_SUFFIXES)}, or CT volumes as NIfTI "
+                       f"({_listed(NIFTI_SUFFIXES)}) or DICOM ({_listed(DICOM_SUFFIXES)} files, "
+                       "or a folder of a series)")
+
+
+def _listed(suffixes: Sequence[str]) -> str:
+    """``.a, .b or .c``."""
+    return f"{', '.join(suffixes[:-1])} or {suffixes[-1]}" if len(suffixes) > 1 else suffixes[0]
 
 
 def _grey(image: Image.Image, keep_palette: bool) -> np.ndarray:
@@ -291,11 +311,11 @@ def _check_binary_with_noise(array: np.ndarray, values: np.ndarray,
         raise image_given_as_mask(source, reason)
 
 
-def image_given_as_mask(source: str | os.PathLike[str], reason: str) -> CovsegError:
-    """The error for an image given where a mask is read, with why it is one
-    (:func:`image_levels`)."""
-    return CovsegError(f"{source}: not a mask but an image ({reason}); pass masks holding "
-                       "labels 0..K or 0/255")
+def image_given_as_mask(source: str | os.PathLike[str], reason: str, *, what: str = "mask",
+                        advice: str = "pass masks holding labels 0..K or 0/255") -> CovsegError:
+    """The error for an image given where ``what`` (a mask) is read, with why it is one
+    (:func:`image_levels`) and ``advice`` on what to give instead."""
+    return CovsegError(f"{source}: not a {what} but an image ({reason}); {advice}")
 
 
 def image_levels(array: np.ndarray, values: np.ndarray) -> str | None:
