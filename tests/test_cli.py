@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -160,6 +161,12 @@ def test_cross_validation_writes_summary_report_and_box_plot(
     assert (tmp_path / "cv" / "dice_boxplot.png").is_file()
     per_case = (tmp_path / "cv" / "per_case.csv").read_text().splitlines()
     assert len(per_case) == 1 + 16
+    written = (tmp_path / "cv" / "summary.json").read_bytes()
+    code, _, err = _run(capsys, *cv_args)  # reprinted the summary, reusing every fold
+    _assert_one_line_error(code, err, (
+        f"{tmp_path / 'cv'} already holds a cross-validation (fold_0, fold_1, summary.json); "
+        "pass --resume to reuse and continue it, or pick a new --out"))
+    assert (tmp_path / "cv" / "summary.json").read_bytes() == written
     code, _, _ = _run(capsys, *cv_args, "--resume")
     resumed = json.loads((tmp_path / "cv" / "summary.json").read_text())
     assert code == 0 and summary["train_seconds"] > 0
@@ -168,16 +175,33 @@ def test_cross_validation_writes_summary_report_and_box_plot(
 
 def test_cross_validation_fold_by_fold_matches_one_run(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_folder: Path) -> None:
-    """``--fold K`` runs one fold as the whole run would; the run without it then reuses them."""
+    """``--fold K`` runs one fold as the whole run would, side by side with the others into
+    one --out (each looks at its own fold's folder only); the run without it then reuses them
+    with --resume, and is refused without it (it reused fold 0 silently and trained fold 1)."""
     recipe = ["--folds", "2", "--epochs", "1", "--size", "64", "--batch-size", "4",
               "--model", "unet", "--model-option", "width=4"]
-    for k in (1, 0):
-        code, out, _ = _run(capsys, "cv", str(synthetic_folder), "--out", str(tmp_path / "parts"),
-                            *recipe, "--fold", str(k))
-        assert code == 0 and out.startswith(f"fold {k}: Dice")
+    parts = ["cv", str(synthetic_folder), "--out", str(tmp_path / "parts"), *recipe]
+    codes: dict[int, int] = {}
+    side_by_side = [threading.Thread(target=lambda k=k: codes.update({k: main([
+        *parts, "--fold", str(k)])})) for k in (1, 0)]
+    for thread in side_by_side:
+        thread.start()
+    for thread in side_by_side:
+        thread.join()
+    out = capsys.readouterr().out
+    assert codes == {0: 0, 1: 0}
+    assert sorted(line.split(":")[0] for line in out.splitlines()) == ["fold 0", "fold 1"]
     assert not (tmp_path / "parts" / "summary.json").exists()
-    code, _, _ = _run(capsys, "cv", str(synthetic_folder), "--out", str(tmp_path / "parts"),
-                      *recipe, "--resume")
+    code, _, err = _run(capsys, *parts)
+    _assert_one_line_error(code, err, (
+        f"{tmp_path / 'parts'} already holds a cross-validation (fold_0, fold_1); pass --resume "
+        "to reuse and continue it, or pick a new --out"))
+    assert not (tmp_path / "parts" / "summary.json").exists()
+    code, _, err = _run(capsys, *parts, "--fold", "0")
+    _assert_one_line_error(code, err, (
+        f"{tmp_path / 'parts' / 'fold_0'} already holds fold 0 of a cross-validation "
+        "(finished); pass --resume"))
+    code, _, _ = _run(capsys, *parts, "--resume")
     code_whole, _, _ = _run(capsys, "cv", str(synthetic_folder), "--out", str(tmp_path / "whole"),
                             *recipe)
     parts = json.loads((tmp_path / "parts" / "summary.json").read_text())

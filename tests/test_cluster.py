@@ -129,6 +129,21 @@ def test_a_folder_holding_a_run_is_refused_before_ray_starts(
         api.cross_validate("synthetic:1", tmp_path / "run", ray="local", **RECIPE)
 
 
+def test_a_cross_validation_already_there_is_refused_before_ray_is_joined(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--ray without --resume reused the finished folds silently, as cv here did; it is refused
+    as cv refuses it, before Ray is joined or the data are read."""
+    finished = tmp_path / "cv" / "fold_0"
+    finished.mkdir(parents=True)
+    (finished / "fold_metrics.json").write_text("{}")
+    monkeypatch.setattr("covseg.api.joined", lambda *_: pytest.fail("Ray was joined"))
+    monkeypatch.setattr("covseg.api._load", lambda *_: pytest.fail("data were read"))
+    with pytest.raises(CovsegError, match=r"^.*/cv already holds a cross-validation \(fold_0\); "
+                                          r"pass --resume to reuse and continue it, or pick a new "
+                                          r"--out$"):
+        api.cross_validate("synthetic:1", tmp_path / "cv", ray="local", **RECIPE)
+
+
 def test_a_cluster_that_does_not_answer_is_refused_in_seconds_before_data(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ray tried an address where nothing listens for minutes, after the data were read."""

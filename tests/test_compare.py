@@ -201,7 +201,7 @@ def _fake_runs(monkeypatch: pytest.MonkeyPatch, dice: dict[str, list[dict[str, f
     def cross_validate(config: TrainConfig, data: object, out: Path, folds: object,
                        resume: bool) -> dict[str, Any]:
         spec = next(s for s in dice if model_folder(s) == out.name)
-        out.mkdir(parents=True)
+        out.mkdir(parents=True, exist_ok=True)
         with (out / "per_case.csv").open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["fold", "case_id", "dice"])
@@ -274,6 +274,37 @@ def test_a_folder_holding_another_models_folds_is_refused_before_training(
         compare.compare_models(TrainConfig(), load_dataset("synthetic"), ["unet", "miniseg"],
                                tmp_path)
     assert "--resume" not in str(caught.value)
+
+
+def test_a_comparison_already_there_is_refused_without_resume(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """compare into its own --out again reused every model's finished folds silently, where cv
+    and train refuse their own work without --resume; with --resume it goes on."""
+    _fake_runs(monkeypatch, {"unet": [{"a": 0.5}, {"b": 0.4}],
+                             "miniseg": [{"a": 0.6}, {"b": 0.5}]})
+    data = load_dataset("synthetic")
+    first = compare.compare_models(TrainConfig(), data, ["unet", "miniseg"], tmp_path)
+    with pytest.raises(CovsegError, match=re.escape(
+            f"{tmp_path} already holds a model comparison (comparison.json); pass --resume to "
+            "reuse and continue it, or pick a new --out") + "$"):
+        compare.compare_models(TrainConfig(), data, ["unet", "miniseg"], tmp_path)
+    again = compare.compare_models(TrainConfig(), data, ["unet", "miniseg"], tmp_path,
+                                   resume=True)
+    assert again["models"][1]["dice"] == first["models"][1]["dice"]
+
+
+def test_a_comparison_stopped_midway_is_refused_without_resume_before_data(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A comparison stopped in its first model (unet/fold_0/, no comparison.json yet) is
+    continued with --resume only, refused before the data are read."""
+    fold = tmp_path / "cmp" / "unet" / "fold_0"
+    fold.mkdir(parents=True)
+    (fold / "config.json").write_text(json.dumps({"config": TrainConfig(model="unet").to_dict()}))
+    monkeypatch.setattr("covseg.api._load", lambda *_: pytest.fail("data were read"))
+    with pytest.raises(CovsegError, match=re.escape(
+            f"{tmp_path / 'cmp'} already holds a model comparison (unet); pass --resume")):
+        api.compare("synthetic", ["unet", "miniseg"], tmp_path / "cmp", epochs=1)
+    compare.check_compare_folder(tmp_path / "cmp", ["unet", "miniseg"], resume=True)
 
 
 @pytest.mark.parametrize("held, kind", [("config.json", "a training run"),

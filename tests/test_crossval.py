@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -193,18 +194,63 @@ def test_a_folder_holding_a_run_or_comparison_is_refused(
 def test_folds_run_alone_then_the_summary_in_the_same_folder(
         tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """cv --fold K writes fold_K into its own --out, and the command without --fold reuses it
-    there: a cross-validation's folder is no other command's."""
+    there with --resume: a cross-validation's folder is no other command's. Without --resume,
+    its work already there is refused, as train refuses a run's folder: a finished fold, the
+    folds, or the summary were reused silently."""
     tiny = {"folds": 2, "epochs": 1, "size": 64, "batch_size": 4, "model": "unet",
             "model_options": {"width": 4}}
     data = load_dataset(synthetic_folder)
-    for fold in (0, 1):
-        api.cross_validate(data, tmp_path / "cv", fold=fold, **tiny)
-        api.cross_validate(data, tmp_path / "cv", fold=fold, **tiny)  # a finished fold: reused
+    out = tmp_path / "cv"
+    folds = [api.cross_validate(data, out, fold=fold, **tiny) for fold in (0, 1)]
 
     def no_training(*args: object, **kwargs: object) -> None:
         pytest.fail("a finished fold was trained again")
 
     monkeypatch.setattr(crossval, "train", no_training)
-    summary = api.cross_validate(data, tmp_path / "cv", resume=True, **tiny)
+    advice = "; pass --resume to reuse and continue it, or pick a new --out$"
+    for fold in (0, 1):
+        with pytest.raises(CovsegError, match=re.escape(
+                f"{out / f'fold_{fold}'} already holds fold {fold} of a cross-validation "
+                "(finished)") + advice):
+            api.cross_validate(data, out, fold=fold, **tiny)
+        reused = api.cross_validate(data, out, fold=fold, resume=True, **tiny)
+        assert reused["summary"]["dice"] == folds[fold]["summary"]["dice"]
+    held = re.escape(f"{out} already holds a cross-validation (fold_0, fold_1)") + advice
+    with pytest.raises(CovsegError, match=held):
+        api.cross_validate(data, out, **tiny)
+    with pytest.raises(CovsegError, match=held):  # compare's and the demo's way in
+        crossval.cross_validate(TrainConfig(), data, out, 2)
+    assert not (out / "summary.json").exists()
+    summary = api.cross_validate(data, out, resume=True, **tiny)
     assert len(summary["per_fold"]) == 2
-    api.cross_validate(data, tmp_path / "cv", resume=True, **tiny)  # a finished summary too
+    assert [f["dice"] for f in summary["per_fold"]] == [
+        f["summary"]["dice"]["mean"] for f in folds]
+    with pytest.raises(CovsegError, match=re.escape(
+            f"{out} already holds a cross-validation (fold_0, fold_1, summary.json)") + advice):
+        api.cross_validate(data, out, **tiny)
+    api.cross_validate(data, out, resume=True, **tiny)  # a finished summary too
+
+
+def test_a_fold_starts_beside_another_fold_midway_in_the_same_folder(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """Folds run side by side into one --out (one process each, as the README says): fold 0
+    started while fold 1 is midway (its folder holding its record and last epoch) is no reuse
+    of anything and needs no --resume; fold 1 itself is continued only with it."""
+    tiny = {"folds": 2, "epochs": 1, "size": 64, "batch_size": 4, "model": "unet",
+            "model_options": {"width": 4}}
+    data = load_dataset(synthetic_folder)
+    out = tmp_path / "cv"
+    api.cross_validate(data, out, fold=1, **tiny)
+    midway = out / "fold_1"
+    for name in ("fold_metrics.json", "metrics.json", "test_per_case.csv"):
+        (midway / name).unlink()  # as a fold still training has it: its record, checkpoints
+    assert {"config.json", "last.pt", "best.pt"} <= {p.name for p in midway.iterdir()}
+    assert api.cross_validate(data, out, fold=0, **tiny)["fold"] == 0
+    assert (out / "fold_0" / "fold_metrics.json").is_file()
+    with pytest.raises(CovsegError, match=re.escape(
+            f"{midway} already holds fold 1 of a cross-validation (stopped midway); pass "
+            "--resume")):
+        api.cross_validate(data, out, fold=1, **tiny)
+    assert not (midway / "fold_metrics.json").exists()
+    assert api.cross_validate(data, out, fold=1, resume=True, **tiny)["test_cases"] > 0
+    assert (midway / "fold_metrics.json").is_file()

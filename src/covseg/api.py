@@ -27,10 +27,10 @@ from covseg.cluster import (
     joined,
     run_folds_on_ray,
 )
-from covseg.compare import check_specs, compare_models
+from covseg.compare import check_compare_folder, check_specs, compare_models
 from covseg.config import TrainConfig, check_kind, check_threshold, check_window
+from covseg.crossval import check_cv_folder, cross_validate_fold
 from covseg.crossval import cross_validate as _cross_validate
-from covseg.crossval import cross_validate_fold
 from covseg.data.fetch import fetch
 from covseg.data.layouts import CLASS_NAMES, LoadedData, data_folders, load_dataset
 from covseg.data.splits import check_fold_count
@@ -65,7 +65,7 @@ from covseg.quantify import (
     quantify_batch,
     read_record,
 )
-from covseg.train import COMPARISON, CROSS_VALIDATION, RUN, check_recipe, refuse_other_output
+from covseg.train import CROSS_VALIDATION, RUN, check_recipe, refuse_other_output
 from covseg.train import train as _train
 from covseg.transforms import normalize_intensity
 from covseg.viz import is_sample_grid, sample_grid
@@ -277,8 +277,10 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     that differs from the split files' is refused.
 
     ``fold`` runs that fold alone and returns its summary; a later call without it reuses the
-    finished folds (``resume=True``) and writes the cross-validation summary. ``data`` as in
-    :func:`train`.
+    finished folds (``resume=True``) and writes the cross-validation summary. Without
+    ``resume``, an ``out`` already holding folds or the summary is refused, as :func:`train`
+    refuses a run's folder; with ``fold``, only that fold's folder counts, so that folds run
+    side by side (one process each) into one ``out``. ``data`` as in :func:`train`.
 
     ``ray`` runs the folds as Ray tasks (``"local"``: Ray started on this machine; else
     a cluster address as ``ray.init`` takes it, e.g. ``"auto"``), ``cpus_per_fold`` CPUs each
@@ -297,6 +299,8 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
         if ray is not None:
             raise CovsegError("--fold runs one fold here and --ray runs every fold on Ray; "
                               "give one of them")
+    check_cv_folder(out, resume, fold)  # before Ray is joined or the data are read
+    if fold is not None:
         return cross_validate_fold(recipe, _load(data, recipe), out, folds, fold, resume)
     if ray is None:
         if cpus_per_fold is not None:
@@ -334,7 +338,7 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
     specs = [str(spec) for spec in _as_list(models)]
     check_specs(specs)
     out = _out(out)
-    refuse_other_output(out, COMPARISON)
+    check_compare_folder(out, specs, resume)  # before the data are read
     return compare_models(recipe, _load(data, recipe), specs, out, folds, resume)
 
 

@@ -102,7 +102,9 @@ def _add_train_options(parser: argparse.ArgumentParser, single_model: bool = Tru
                         help="binary decision threshold on the infection probability "
                              f"(default {DEFAULTS.threshold}); multi-class models take the "
                              "most probable class and refuse one")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run (cv, compare: reuse the finished "
+                             "folds; without it an --out holding them is refused)")
 
 
 def _config(args: argparse.Namespace) -> dict[str, Any]:

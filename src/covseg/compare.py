@@ -22,7 +22,13 @@ import numpy as np
 from scipy.stats import wilcoxon
 
 from covseg.config import TrainConfig
-from covseg.crossval import UNDEFINED, cross_validate, mean_over_folds
+from covseg.crossval import (
+    UNDEFINED,
+    cross_validate,
+    cross_validation_work,
+    mean_over_folds,
+    unresumed,
+)
 from covseg.data.layouts import LoadedData
 from covseg.errors import CovsegError
 from covseg.evaluate import any_lesion
@@ -93,13 +99,12 @@ def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
                    ) -> dict[str, Any]:
     """Cross-validate every model on identical folds; write comparison.json, .md and box plot.
 
-    The first spec is the baseline that every other model is tested against.
+    The first spec is the baseline that every other model is tested against. Finished folds
+    are reused with ``resume`` only: without it, a comparison already in ``out`` is refused.
     """
     check_specs(specs)
     out = Path(out)
-    refuse_other_output(out, COMPARISON)
-    for spec in specs:
-        _check_folder_holds(out / model_folder(spec), spec)
+    check_compare_folder(out, specs, resume)
     rows, dice_by_model = [], {}
     for spec in specs:
         name, options = parse_model_spec(spec)
@@ -154,6 +159,21 @@ def model_folder(spec: str) -> str:
     readable = re.sub(r"[^A-Za-z0-9.-]+", "_", "_".join(parts)).lstrip(".")
     digest = hashlib.sha256(spec.encode("utf-8")).hexdigest()[:6]
     return f"{readable}-{digest}"
+
+
+def check_compare_folder(out: Path, specs: Sequence[str], resume: bool) -> None:
+    """``out`` may hold no other command's output nor, in a model's folder, another model's
+    folds; without ``resume``, a comparison already there (comparison.json, or a model's folds
+    or summary) is refused, as cv refuses its own (see :func:`~covseg.crossval.unresumed`)."""
+    refuse_other_output(out, COMPARISON)
+    for spec in specs:
+        _check_folder_holds(out / model_folder(spec), spec)
+    if resume:
+        return
+    held = [path for path in [out / "comparison.json"] if path.is_file()] + [
+        folder for folder in sorted(out.glob("*/")) if cross_validation_work(folder)]
+    if held:
+        raise unresumed(out, f"a model comparison ({', '.join(p.name for p in held)})")
 
 
 def _check_folder_holds(folder: Path, spec: str) -> None:

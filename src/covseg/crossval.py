@@ -61,6 +61,37 @@ def _fold_done(fold_dir: Path) -> bool:
     return (fold_dir / "fold_metrics.json").is_file()
 
 
+def cross_validation_work(out: Path, fold: int | None = None) -> list[Path]:
+    """What of a cross-validation ``out`` holds: its fold folders holding a file (a fold
+    finished, or stopped midway) and its summary.json; with ``fold``, fold ``fold``'s folder
+    only, so that folds run side by side into one ``out`` never count each other's."""
+    folders = [out / f"fold_{fold}"] if fold is not None else sorted(
+        out.glob("fold_*"), key=lambda path: (len(path.name), path.name))  # fold_2 before fold_10
+    held = [folder for folder in folders
+            if folder.is_dir() and any(path.is_file() for path in folder.rglob("*"))]
+    summary = out / "summary.json"
+    return held + ([summary] if fold is None and summary.is_file() else [])
+
+
+def unresumed(folder: Path, what: str) -> CovsegError:
+    """The refusal of ``folder`` already holding ``what`` without --resume, as train refuses a
+    run's folder: reusing finished folds or continuing stopped ones is what --resume asks for,
+    never done silently."""
+    return CovsegError(f"{folder} already holds {what}; pass --resume to reuse and continue it, "
+                       "or pick a new --out")
+
+
+def check_cv_folder(out: Path, resume: bool, fold: int | None = None) -> None:
+    """Without ``resume``, a cross-validation's ``out`` already holding folds or the summary is
+    refused; with ``fold``, only when that fold's folder holds it (see :func:`unresumed`)."""
+    held = [] if resume else cross_validation_work(out, fold)
+    if held and fold is not None:
+        state = "finished" if _fold_done(held[0]) else "stopped midway"
+        raise unresumed(held[0], f"fold {fold} of a cross-validation ({state})")
+    if held:
+        raise unresumed(out, f"a cross-validation ({', '.join(p.name for p in held)})")
+
+
 def _check_finished_fold(fold_dir: Path, config: TrainConfig, finished: dict[str, Any],
                          data: LoadedData, train_cases: list[str], test_cases: list[str]) -> None:
     """A finished fold (``finished``: its fold_metrics.json) is reused only if it ran this recipe
@@ -106,13 +137,15 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
 def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
                         folds: int | None, fold: int, resume: bool = False) -> dict[str, Any]:
     """Run fold ``fold`` alone into ``out/fold_k``, exactly as :func:`cross_validate` would (same
-    split and seed), so that folds can run side by side; return its summary."""
+    split and seed), so that folds can run side by side; return its summary. Without ``resume``
+    a ``fold_k`` already there is refused; the other folds' folders are not looked at."""
     refuse_other_output(Path(out), CROSS_VALIDATION)
     splits, _ = make_folds(data, folds, config.seed)
     if not 0 <= fold < len(splits):
         note = f" ({split_files_note(data)})" if split_files_note(data) else ""
         raise CovsegError(f"--fold must lie in 0..{len(splits) - 1} for {len(splits)} folds{note}, "
                           f"got {fold}")
+    check_cv_folder(Path(out), resume, fold)
     rows = _split_fold(config, data, Path(out), splits, fold, resume)
     return {"fold": fold, "test_cases": len(splits[fold][1]), "summary": summarize(rows)}
 
@@ -131,13 +164,15 @@ def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike
                    started: float | None = None) -> dict[str, Any]:
     """Run every fold into ``out/fold_k``; write summary.json, per_case.csv, report.md, dice_boxplot.png.
 
-    Completed folds are kept, so an interrupted run continues where it stopped when resumed.
-    ``out`` is made by the first fold's run once it is accepted: a refused one leaves no folder.
-    A folder holding a training run or a comparison is refused. ``started``: the
+    Completed folds are kept, so an interrupted run continues where it stopped when resumed;
+    without ``resume`` an ``out`` already holding folds or the summary is refused. ``out`` is
+    made by the first fold's run once it is accepted: a refused one leaves no folder. A folder
+    holding a training run or a comparison is refused. ``started``: the
     ``time.perf_counter()`` the invocation began at, where its folds ran before (on Ray).
     """
     out = Path(out)
     refuse_other_output(out, CROSS_VALIDATION)
+    check_cv_folder(out, resume)
     splits, how = make_folds(data, folds, config.seed)
     started = time.perf_counter() if started is None else started
     per_fold: list[dict[str, Any]] = []
