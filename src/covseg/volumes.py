@@ -222,20 +222,30 @@ def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray
     lung) and kept however deep; an effusion region that lies apart (the abdomen) is dropped.
     Effusion is not counted as lung."""
     lungs, lung_source, hu = _lungs(volume, lung_predictor, batch_size)
-    multiclass = predictor.num_classes > 2
-    lesion = lesion_voxels(labels, multiclass)
     if not lungs.any():
         log.warning("%s: no lungs found; infection outside the lungs was not removed",
                     volume.source)
         return VolumeMasks(labels, lungs, lung_source, False, lungs, False)
-    grown = lesions_in_lungs(lesion, lungs, volume.spacing, lung_margin_mm, hu)
+    multiclass = predictor.num_classes > 2
+    grown = lesions_in_lungs(_lesion_labels(labels, multiclass), lungs, volume.spacing,
+                             lung_margin_mm, hu)
     if not keep_outside_lungs:
         kept = grown.lesions
         if multiclass:
-            kept = kept | remove_outside_lungs(labels == EFFUSION, lungs, volume.spacing,
-                                               lung_margin_mm, hu, depth_mm=math.inf)
-        labels = np.where(kept, labels, 0).astype(labels.dtype)
+            kept[remove_outside_lungs(labels == EFFUSION, lungs, volume.spacing,
+                                      lung_margin_mm, hu, depth_mm=math.inf)] = EFFUSION
+        labels = kept
     return VolumeMasks(labels, grown.lungs, lung_source, True, lungs, grown.cut)
+
+
+def _lesion_labels(labels: np.ndarray, multiclass: bool) -> np.ndarray:
+    """``labels`` holding only the lesions the report counts (:func:`lesion_voxels`): a
+    binary model's labels as they are, a multi-class model's without effusion. Labels, not a
+    boolean mask: :func:`lesions_in_lungs` then returns the lesions kept as the infection
+    labels themselves, not a mask to cut them with (a 157M-voxel study held 300 MiB more)."""
+    if not multiclass:
+        return labels
+    return np.where(lesion_voxels(labels, multiclass), labels, 0).astype(labels.dtype, copy=False)
 
 
 def has_effusion(predictor: SlicePredictor) -> bool:
