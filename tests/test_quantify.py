@@ -582,6 +582,24 @@ def test_a_ct_given_as_the_lesion_mask_fails_its_study(tmp_path: Path) -> None:
         quantify_study(masks / "hu.nii.gz", tmp_path / "alone", image=ct)
 
 
+def test_a_ct_of_fractional_floats_given_as_the_mask_is_told_a_ct(tmp_path: Path) -> None:
+    """A CT stored as fractional floats (MedSeg's ``tr_im.nii.gz``) given as the mask was told
+    to be thresholded as a probability map; it now fails as a CT, saying where a CT goes. A
+    probability map (0..1) keeps its own reason."""
+    ct, _, _ = synthetic_study(tmp_path / "in", "good")
+    hu = noisy_ct(ct)
+    floats = np.asarray(hu.dataobj, dtype=np.float32) + np.float32(0.25)
+    nib.save(nib.Nifti1Image(floats, hu.affine), str(tmp_path / "tr_im.nii.gz"))
+    with pytest.raises(CovsegError, match=r"tr_im\.nii\.gz: not a lesion mask but an image "
+                                          r"\(\d+ grey levels, \d+% of pixels mid-grey\); "
+                                          r"give the CT as --image"):
+        quantify_study(tmp_path / "tr_im.nii.gz", tmp_path / "out")
+    soft = np.random.default_rng(0).uniform(0.0, 1.0, floats.shape).astype(np.float32)
+    nib.save(nib.Nifti1Image(soft, hu.affine), str(tmp_path / "soft.nii.gz"))
+    with pytest.raises(CovsegError, match=r"soft\.nii\.gz: holds fractional values"):
+        quantify_study(tmp_path / "soft.nii.gz", tmp_path / "out")
+
+
 def test_a_lungs_folder_without_the_masks_lungs_says_no_lung_mask(tmp_path: Path) -> None:
     """--lungs naming a folder without the mask's lungs said "no mask named like the mask", as
     if the lesion mask were missing."""

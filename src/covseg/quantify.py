@@ -878,18 +878,28 @@ def _read_lesions_and_ct(mask_path: Path, image_path: Path | None, hu: str
 
 def _read_lesion_mask(path: Path, like: Volume | None) -> Volume:
     """The lesion mask at ``path`` as int16 labels (``like``: see :func:`read_nifti`), refused
-    when it holds an image (:func:`~covseg.io.image.image_levels`): a CT given as the mask
-    would else count every non-zero voxel (8-bit) as lesion or fail on negative "labels" (HU).
-    Masks within labels 0..MAX_LABEL are not searched for levels (no such image)."""
-    lesions = read_nifti(path, np.int16, like)
-    array = lesions.array
+    when it holds an image (:func:`_refuse_a_ct`): a CT given as the mask would else count
+    every non-zero voxel (8-bit) as lesion or fail on negative "labels" (HU), or, stored as
+    fractional floats (MedSeg's), be told to be thresholded as a probability map."""
+    try:
+        lesions = read_nifti(path, np.int16, like)
+    except CovsegError:  # fractional values, say: read again to tell a CT from probabilities
+        _refuse_a_ct(path, read_nifti(path, np.float32, like).array)
+        raise
+    _refuse_a_ct(path, lesions.array)
+    return lesions
+
+
+def _refuse_a_ct(path: Path, array: np.ndarray) -> None:
+    """Refuse a lesion mask holding an image (:func:`~covseg.io.image.image_levels`). Masks
+    within labels 0..MAX_LABEL are not searched for levels: no CT lies there, and a
+    probability map (0..1) keeps its own refusal."""
     if array.size and (array.min() < 0 or array.max() > MAX_LABEL):
         reason = image_levels(array, np.unique(array))
         if reason:
             raise image_given_as_mask(path, reason, what="lesion mask",
                                       advice="give the CT as --image and a mask holding "
                                              "labels 0..3")
-    return lesions
 
 
 @dataclass(frozen=True)
