@@ -574,10 +574,7 @@ def test_quantify_of_an_edited_prediction_counts_the_lung_growth_of_its_files(
     path = tmp_path / "case.nii.gz"
     truth = overcalled_ct(path)
     predicted = predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "pred")
-    mask = tmp_path / "pred" / "infection.nii.gz"
-    written = nib.load(str(mask))
-    nib.save(nib.Nifti1Image((np.asarray(written.dataobj) * truth).astype(np.uint8),
-                             written.affine, written.header), str(mask))
+    mask = erase_false_call(tmp_path / "pred", truth)
     shutil.copy(mask, tmp_path / "edited.nii.gz")
     expected = quantify_study(tmp_path / "edited.nii.gz", tmp_path / "image", image=path)
     result = quantify_study(mask, tmp_path / "folder")
@@ -641,6 +638,82 @@ def test_quantify_of_an_edited_prediction_drops_the_lungs_grown_over_erased_lesi
         100.0 * inside / np.count_nonzero((lungs > 0) & ~erased))
     assert (unedited["inputs"]["lungs_recounted"], result["inputs"]["lungs_recounted"]) == \
         (None, True)
+
+
+def erase_false_call(folder: Path, truth: np.ndarray) -> Path:
+    """predict's infection.nii.gz in ``folder`` edited by hand to hold only the ``truth``."""
+    mask = folder / INFECTION_NII
+    written = nib.load(str(mask))
+    nib.save(nib.Nifti1Image((np.asarray(written.dataobj) * truth).astype(np.uint8),
+                             written.affine, written.header), str(mask))
+    return mask
+
+
+def test_quantify_of_an_edited_prediction_recounts_its_lungs_in_the_ct_predict_read_only(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Another CT on predict's grid given as --image (here one whose lungs are soft tissue)
+    gave other threshold lungs, and the recount silently dropped real lung from predict's
+    lungs (all but the lesion): a CT whose SHA-256 is not the one predict recorded is taken as
+    no CT, the lungs counted as given, with a warning and note saying so; so is the CT of an
+    older record, which holds no SHA-256 to check it by. The CT predict read is recounted in
+    as before."""
+    path = tmp_path / "case.nii.gz"
+    truth = overcalled_ct(path)
+    predicted = predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "pred")
+    mask = erase_false_call(tmp_path / "pred", truth)
+    ct = nib.load(str(path))
+    other = tmp_path / "other.nii.gz"
+    nib.save(nib.Nifti1Image(np.where(np.asarray(ct.dataobj) > -950.0, 40.0, -1000.0)
+                             .astype(np.float32), ct.affine), str(other))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        result = quantify_study(mask, tmp_path / "other", image=other)
+    note = (f"{mask}: the lung volume may still include lesion erased from the mask since "
+            "predict grew its lungs over it; the CT read is not the one predict read (SHA-256 "
+            "differs), so they were not recounted; give --image the CT predict read to recount")
+    assert [record.getMessage() for record in caplog.records] == [note]
+    assert note.endswith(result["lung_note"])
+    assert result["inputs"]["lungs_recounted"] is False
+    for region in ("study", "right_lung", "left_lung"):
+        assert result[region]["lung_ml"] == predicted[region]["lung_ml"], region
+        assert result[region]["lesion_added_to_lungs_ml"] is None, region
+    same = quantify_study(mask, tmp_path / "same", image=path)
+    assert same["inputs"]["lungs_recounted"] is True
+    assert 0 < predicted["study"]["lung_ml"] - same["study"]["lung_ml"] < 25.0  # the false call
+    assert same["study"]["lesion_added_to_lungs_ml"] > 0
+    record = tmp_path / "pred" / "quantification.json"
+    older = json.loads(record.read_text())
+    del older["inputs"]["sha256"], older["output_sha256"]  # as an older covseg wrote it
+    record.write_text(json.dumps(older))
+    unknown = quantify_study(mask, tmp_path / "older", image=path)
+    assert unknown["inputs"]["lungs_recounted"] is None  # lungs not known as predict's own
+    for region in ("study", "right_lung", "left_lung"):
+        assert unknown[region]["lung_ml"] == predicted[region]["lung_ml"], region
+        assert unknown[region]["lesion_added_to_lungs_ml"] is None, region
+
+
+def test_quantify_of_an_edited_prediction_finds_the_lungs_in_the_ct_as_predict_read_it(
+        tmp_path: Path) -> None:
+    """A grey CT (lung window, 0..255) that predict read as grey, given to quantify with
+    --hu yes, was thresholded as HU (no lung in 0..255) and the recount dropped all of
+    predict's lungs but the lesion: the threshold lungs are found in the CT read as predict's
+    record says it read it, whatever quantify's --hu."""
+    hu_path = tmp_path / "hu.nii.gz"
+    truth = overcalled_ct(hu_path)
+    ct = nib.load(str(hu_path))
+    low, high = LUNG_WINDOW
+    path = tmp_path / "grey.nii.gz"
+    nib.save(nib.Nifti1Image(((np.asarray(ct.dataobj) - low) * (255.0 / (high - low)))
+                             .astype(np.float32), ct.affine), str(path))
+    predicted = predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "pred")
+    assert predicted["inputs"]["intensity"] == "uint8"
+    mask = erase_false_call(tmp_path / "pred", truth)
+    auto = quantify_study(mask, tmp_path / "auto")
+    as_hu = quantify_study(mask, tmp_path / "as_hu", hu="yes")
+    assert (auto["inputs"]["lungs_recounted"], as_hu["inputs"]["lungs_recounted"]) == (True, True)
+    assert 0 < predicted["study"]["lung_ml"] - auto["study"]["lung_ml"] < 25.0
+    for region in ("study", "right_lung", "left_lung"):
+        assert as_hu[region] == auto[region], region
 
 
 @pytest.mark.parametrize("scan", ["chest", "dicom", "nifti"])

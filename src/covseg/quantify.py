@@ -28,7 +28,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 from typing import Any
@@ -86,10 +86,17 @@ CATEGORY_RULE = (
 GROWN_LUNG_SHARE = 0.25
 """Thresholded lungs grown over more lesion than this share of a lung's aerated volume are
 warned of (:func:`note_grown_lungs`)."""
-ERASED_LESION_NOTE = ("the lung volume may still include lesion erased from the mask since "
-                      "predict grew its lungs over it; give --image CT to recount")
+_ERASED_LESION = ("the lung volume may still include lesion erased from the mask since predict "
+                  "grew its lungs over it")
+ERASED_LESION_NOTE = f"{_ERASED_LESION}; give --image CT to recount"
 """Warned of, and recorded as the ``lung_note``, for predict's threshold lungs under a mask
 edited since, counted as given for want of the CT."""
+OTHER_CT_NOTE = (f"{_ERASED_LESION}; the CT read is not the one predict read (SHA-256 differs), "
+                 "so they were not recounted; give --image the CT predict read to recount")
+"""As :data:`ERASED_LESION_NOTE`, for a CT that is not the one predict read: its threshold
+lungs are not predict's, and would drop real lung (:func:`_ct_as_predict_read`)."""
+CT_INTENSITIES = ("hu", "uint8", "unit")
+"""How a CT's values are read (:func:`covseg.io.volume.detect_volume_intensity`)."""
 RESULT_JSON = "quantification.json"
 SETTINGS = "settings"
 """Key of quantification.json holding the settings that shaped the study's results."""
@@ -646,7 +653,8 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     warning when they grew much (:func:`note_grown_lungs`). Predict's threshold lungs under its
     infection mask edited since lose, given the CT, the lesion erased since that they were
     grown over (:func:`_lungs_under_edited_mask`; ``inputs["lungs_recounted"]`` True, False
-    without the CT, with :data:`ERASED_LESION_NOTE`; None for other lungs).
+    without the CT, with :data:`ERASED_LESION_NOTE`, or with a CT other than the one predict read
+    (:func:`_ct_as_predict_read`), with :data:`OTHER_CT_NOTE`; None for other lungs).
     """
     check_inputs_exist(lungs, image)
     return _quantify_study(Path(mask), out_dir, _LungsAndImage(lungs, image), hu, multiclass,
@@ -676,14 +684,15 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
         check_same_grid(lesions, ct)
     lung_labels, lung_source, found_lungs, grown = None, None, None, None
     own_lungs = _threshold_lungs(predicted) and _unchanged(predicted, hashes, ("lungs",))
-    recounted = (ct is not None) if predicted_masks is False and own_lungs else None
+    predict_ct = _ct_as_predict_read(ct, predicted, hashes) if predicted_masks is False else None
+    recounted = (predict_ct is not None) if predicted_masks is False and own_lungs else None
     if lung_path is not None:
         lung_volume = read_nifti(lung_path, np.int16, like=lesions)
         check_same_grid(lesions, lung_volume)
         lung_labels, lung_source = _lung_labels(lung_volume, lung_path, ct), "mask"
-        if predicted_masks is False and ct is not None and _threshold_lungs(predicted):
-            lung_labels, found_lungs = _lungs_under_edited_mask(lung_labels, ct, lesions.array,
-                                                                classes, own_lungs)
+        if predict_ct is not None and _threshold_lungs(predicted):
+            lung_labels, found_lungs = _lungs_under_edited_mask(lung_labels, predict_ct,
+                                                                lesions.array, classes, own_lungs)
     elif ct is not None:
         ct_hu = hounsfield(ct)
         found_lungs = segment_lungs(ct_hu, ct.affine)
@@ -698,7 +707,8 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
     elif predicted_masks:
         _recorded_growth(result, predicted, str(mask_path))
     elif predicted_masks is False:
-        _regrown(result, found_lungs is not None, own_lungs, str(mask_path))
+        _regrown(result, found_lungs is not None, own_lungs, str(mask_path),
+                 OTHER_CT_NOTE if ct is not None else ERASED_LESION_NOTE)
     result["inputs"] = {**inputs, "lung_source": lung_source, "lungs_recounted": recounted,
                         INPUT_SHA256: hashes}
     result[SETTINGS] = quantify_settings(lungs=given.lungs, image=given.image, hu=hu,
@@ -734,6 +744,23 @@ def _threshold_lungs(record: dict[str, Any]) -> bool:
     return isinstance(inputs, dict) and inputs.get("lung_source") == "threshold"
 
 
+def _ct_as_predict_read(ct: Volume | None, record: dict[str, Any],
+                        hashes: dict[str, str | None]) -> Volume | None:
+    """The CT quantify read, its values read as predict read them (the intensity its record
+    holds, whatever quantify's --hu), when it is the CT predict read (the SHA-256 its record
+    holds); else None, as without a CT: another CT on the same grid (or one read as HU that
+    predict read as grey) gives other threshold lungs, which would silently drop real lung from
+    predict's. A record without the CT's SHA-256 or intensity (an older covseg's) cannot tell."""
+    inputs = record.get("inputs")
+    if ct is None or not isinstance(inputs, dict):
+        return None
+    read, intensity = inputs.get(INPUT_SHA256), inputs.get("intensity")
+    if (not isinstance(read, dict) or hashes.get("image") is None
+            or read.get("image") != hashes["image"] or intensity not in CT_INTENSITIES):
+        return None
+    return ct if ct.intensity == intensity else replace(ct, intensity=intensity)
+
+
 def _lungs_under_edited_mask(lungs: np.ndarray, ct: Volume, lesions: np.ndarray,
                              multiclass: bool | None, own_lungs: bool
                              ) -> tuple[np.ndarray, np.ndarray]:
@@ -764,17 +791,18 @@ def _recorded_growth(result: dict[str, Any], record: dict[str, Any], source: str
         log.warning("%s: %s", source, note)
 
 
-def _regrown(result: dict[str, Any], counted: bool, own_lungs: bool, source: str) -> None:
+def _regrown(result: dict[str, Any], counted: bool, own_lungs: bool, source: str,
+             note: str) -> None:
     """The lung growth of predict's masks edited since: as counted again from the CT
     (``counted``), with a note while the lungs are still predict's threshold lungs
-    (``own_lungs``); else unknown (None), noted (:data:`ERASED_LESION_NOTE`) for predict's
+    (``own_lungs``); else unknown (None), with ``note`` (why not counted) for predict's
     threshold lungs, which may still hold lesion erased since."""
     if not counted:
         for region in REGIONS:
             result[region]["lesion_added_to_lungs_ml"] = None
         if own_lungs:
-            log.warning("%s: %s", source, ERASED_LESION_NOTE)
-            result["lung_note"] = ERASED_LESION_NOTE
+            log.warning("%s: %s", source, note)
+            result["lung_note"] = note
     elif own_lungs:
         note_grown_lungs(result, False, source, "--lungs")
 
