@@ -692,6 +692,33 @@ def test_quantify_of_an_edited_prediction_recounts_its_lungs_in_the_ct_predict_r
         assert unknown[region]["lesion_added_to_lungs_ml"] is None, region
 
 
+def test_another_ct_stored_in_the_folder_predict_read_is_not_recounted_in(
+        tmp_path: Path) -> None:
+    """predict_study given a folder holding one NIfTI file (``p1/ct.nii.gz``) recorded the
+    SHA-256 of nothing for it, so another CT stored there later passed as the one predict read
+    and predict's lungs were recounted in it: the folder is hashed as its file, so the other CT
+    is taken as no CT, and the CT predict read, given as the folder or as the file, is
+    recounted in."""
+    folder = tmp_path / "p1"
+    folder.mkdir()
+    path = folder / "ct.nii.gz"
+    truth = overcalled_ct(path)
+    predicted = predict_study(BandPredictor([(-400, -200)]), folder, tmp_path / "pred")
+    assert predicted["inputs"]["image"] == str(folder.resolve())
+    mask = erase_false_call(tmp_path / "pred", truth)
+    as_file = quantify_study(mask, tmp_path / "file", image=path)
+    assert as_file["inputs"]["lungs_recounted"] is True
+    ct = nib.load(str(path))
+    nib.save(nib.Nifti1Image(np.where(np.asarray(ct.dataobj) > -950.0, 40.0, -1000.0)
+                             .astype(np.float32), ct.affine), str(path))
+    other = quantify_study(mask, tmp_path / "other")  # the folder predict recorded
+    assert other["inputs"]["image"] == str(folder.resolve())
+    assert other["inputs"]["lungs_recounted"] is False
+    for region in ("study", "right_lung", "left_lung"):
+        assert other[region]["lung_ml"] == predicted[region]["lung_ml"], region
+        assert other[region]["lesion_added_to_lungs_ml"] is None, region
+
+
 def test_quantify_of_an_edited_prediction_finds_the_lungs_in_the_ct_as_predict_read_it(
         tmp_path: Path) -> None:
     """A grey CT (lung window, 0..255) that predict read as grey, given to quantify with
@@ -776,6 +803,20 @@ def test_reruns_compare_the_scan_by_content(chest, tmp_path: Path) -> None:
     with pytest.raises(CovsegError, match=r"out/chest was made with other settings or inputs "
                                           r"\(\S*chest\.nii\.gz changed since\)"):
         predict_batch(BandPredictor([(-400, -200)]), [path], out)
+
+
+def test_a_rerun_on_a_series_emptied_since_says_it_holds_no_ct(tmp_path: Path) -> None:
+    """A DICOM series whose slices were deleted since it was predicted was hashed as nothing
+    and said to have "changed since": it holds no CT now, and the rerun says so."""
+    series = tmp_path / "series"
+    files = synthetic_series(series, phantom())
+    out = tmp_path / "out"
+    assert predict_batch(BandPredictor([(-400, -200)]), [series], out).done == 1
+    for file in files:
+        file.unlink()
+    with pytest.raises(CovsegError, match=r"out/series was made with other settings or inputs "
+                                          r"\(\S*/series holds no CT\)"):
+        predict_batch(BandPredictor([(-400, -200)]), [series], out)
 
 
 def test_predicting_into_the_input_folder_can_be_run_again(tmp_path: Path) -> None:

@@ -1383,8 +1383,9 @@ def _changed_inputs(inputs: dict[str, Any], study: Study, written: float) -> lis
 
 def _changed_content(inputs: dict[str, Any], hashes: dict[str, Any]) -> list[str]:
     """'PATH changed since' for each recorded input whose SHA-256 is no longer the recorded one
-    (a bare ``touch`` changes nothing), 'PATH is gone' for one no longer there. A CT gone from
-    beside a lung mask changes nothing: it only drew the montage."""
+    (a bare ``touch`` changes nothing), 'PATH is gone' for one no longer there, 'PATH holds no
+    CT' for a folder whose slices are. A CT gone from beside a lung mask changes nothing: it
+    only drew the montage."""
     changes = []
     for key, digest in hashes.items():
         path = inputs.get(key)
@@ -1394,7 +1395,7 @@ def _changed_content(inputs: dict[str, Any], hashes: dict[str, Any]) -> list[str
         if now is None and key == "image" and inputs.get("lungs"):
             log.warning("%s: the CT is gone; the study done with it is kept", path)
         elif now is None:
-            changes.append(f"{path} is gone")
+            changes.append(f"{path} {'holds no CT' if Path(path).exists() else 'is gone'}")
         elif now != digest:
             changes.append(f"{path} changed since")
     return changes
@@ -1416,15 +1417,24 @@ def input_hashes(inputs: dict[str, Any]) -> dict[str, str | None]:
 
 
 def content_hash(path: Path) -> str | None:
-    """SHA-256 of a file's bytes, or of a DICOM folder's files (each one's name relative to the
-    folder and the SHA-256 of its bytes, in name order); None when the path is gone. Files are
-    streamed in chunks, so a 500-slice series costs one read of it (about a second per GB)."""
+    """SHA-256 of the CT or mask a path is read as: a file's bytes; a folder's one NIfTI file
+    (``p1/ct.nii.gz``, read as that file: the file's own SHA-256, so the folder and the file
+    given itself agree); else over a folder's files (each one's name relative to the folder and
+    the SHA-256 of its bytes, in name order): its several NIfTI files (refused when read) or
+    its DICOM files. None when the path is gone or holds neither (an empty folder, which no
+    reader takes either), so that it never matches a recorded hash. Files are streamed in
+    chunks, so a 500-slice series costs one read of it (about a second per GB)."""
     if path.is_file():
         return _file_sha256(path).hex()
     if not path.is_dir():
         return None
+    files = folder_niftis(path) or sorted(dicom_files(path))
+    if len(files) == 1 and is_nifti(files[0]):
+        return _file_sha256(files[0]).hex()
+    if not files:
+        return None
     digest = hashlib.sha256()
-    for file in sorted(dicom_files(path)):
+    for file in files:
         digest.update(file.relative_to(path).as_posix().encode() + b"\0" + _file_sha256(file))
     return digest.hexdigest()
 
