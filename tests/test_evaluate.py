@@ -426,7 +426,6 @@ def test_per_slice_ids_are_the_files_own_slices(tmp_path: Path,
 @pytest.mark.parametrize("ct", [
     _ct((32, 32, 3)).astype(np.float32),  # fractional HU: no int16 read
     _ct((32, 32, 3)).round().astype(np.int16),  # whole HU
-    np.random.default_rng(1).random((32, 32, 3)).astype(np.float32),  # a 0..1 image
 ])
 def test_medsegs_test_images_are_skipped_not_truths(tmp_path: Path, ct: np.ndarray,
                                                     caplog: pytest.LogCaptureFixture) -> None:
@@ -452,6 +451,75 @@ def test_medsegs_test_images_are_skipped_not_truths(tmp_path: Path, ct: np.ndarr
     assert both["cases"] == 1 and both["per_case"][0]["case_id"] == "tr"
     assert both["unmatched_predictions"] == ["val_im/infection.nii.gz"]
     assert both["skipped_images"] == ["tr_im.nii.gz", "val_im.nii.gz"]
+
+
+def _soft_masks() -> list[np.ndarray]:
+    """Probability maps (x, y, z) with over 2 % of voxels between 0.25 and 0.75 and as many
+    levels as an image: a sigmoid's output over random logits, and a lesion's soft edge (a disc
+    ramping from 1 inside to 0 over 6 voxels, as a mask interpolated onto a finer grid)."""
+    logits = np.random.default_rng(1).normal(0.0, 1.0, (32, 32, 3))
+    x, y = np.meshgrid(np.arange(32), np.arange(32), indexing="ij")
+    edge = np.clip((10.0 - np.hypot(x - 15.5, y - 12.3)) / 6.0, 0.0, 1.0)
+    return [(1 / (1 + np.exp(-logits))).astype(np.float32),
+            np.stack([edge] * 3, axis=-1).astype(np.float32)]
+
+
+@pytest.mark.parametrize("soft", _soft_masks())
+def test_probability_map_truths_are_refused_as_such(tmp_path: Path, soft: np.ndarray) -> None:
+    """A NIfTI probability map or interpolated soft mask among the truths (over 16 levels,
+    over 2 % of voxels mid-grey) was skipped as "an image, not a mask", and alone refused as an
+    image, where it needs thresholding; it is refused as holding fractional values, as a CT
+    (values beyond labels 0..15) is still skipped. A 0..1 one named as MedSeg's unmatched
+    ``val_im`` is no image: an unmatched truth, not skipped."""
+    truth = _medseg_stack()
+    _save_stack(tmp_path / "truth" / "a.nii.gz", truth)
+    _save_stack(tmp_path / "truth" / "b.nii.gz", soft, np.float32)
+    for name in ("a", "b"):
+        _save_stack(tmp_path / "pred" / f"{name}.nii.gz", truth)
+    assert np.mean((soft > 0.25) & (soft < 0.75)) > 0.02 and np.unique(soft).size > 16
+    refusal = r"b\.nii\.gz: holds fractional values \(0\.\d+\.\.0\.\d+\), not labels: threshold it"
+    with pytest.raises(CovsegError, match=refusal):
+        evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    with pytest.raises(CovsegError, match=refusal):
+        evaluate_folders(tmp_path / "pred" / "b.nii.gz", tmp_path / "truth" / "b.nii.gz",
+                         tmp_path / "ev")
+    medseg = tmp_path / "medseg"
+    _save_stack(medseg / "tr_mask.nii.gz", truth)
+    _save_stack(medseg / "val_im.nii.gz", soft, np.float32)
+    _save_stack(tmp_path / "medseg_pred" / "tr_im" / "infection.nii.gz", truth)
+    result = evaluate_folders(tmp_path / "medseg_pred", medseg, tmp_path / "ev")
+    assert result["cases"] == 1 and result["skipped_images"] == []
+    assert result["unmatched_truths"] == ["val"]
+    _save_stack(tmp_path / "medseg_pred" / "val_im" / "infection.nii.gz", truth)
+    with pytest.raises(CovsegError, match=r"val_im\.nii\.gz: holds fractional values"):
+        evaluate_folders(tmp_path / "medseg_pred", medseg, tmp_path / "ev")
+
+
+@pytest.mark.parametrize("ct", [
+    _ct((32, 32, 3)).astype(np.float32),  # fractional HU: read as int16, refused for fractions
+    _ct((32, 32, 3)).round().astype(np.int16),  # whole HU
+])
+def test_a_ct_given_as_prediction_is_refused_as_an_image(
+        tmp_path: Path, ct: np.ndarray, capsys: pytest.CaptureFixture[str]) -> None:
+    """A float CT given as the prediction was told to threshold it as a probability map (an
+    int16 one that it "has negative values"); both are told it is an image, and what to give."""
+    truth = _medseg_stack()
+    _save_stack(tmp_path / "truth" / "a.nii.gz", truth)
+    nib.save(nib.Nifti1Image(ct, np.diag([0.7, 0.7, 5.0, 1.0])), str(tmp_path / "pred.nii.gz"))
+    with pytest.raises(CovsegError, match=r"pred\.nii\.gz: not a prediction mask but an image "
+                                          r"\(\d+ grey levels, \d+% of pixels mid-grey\); give "
+                                          r"covseg predict's output masks as --pred$"):
+        evaluate_folders(tmp_path / "pred.nii.gz", tmp_path / "truth" / "a.nii.gz",
+                         tmp_path / "ev")
+    assert main(["evaluate", "--pred", str(tmp_path / "pred.nii.gz"), "--truth",
+                 str(tmp_path / "truth" / "a.nii.gz"), "--out", str(tmp_path / "ev")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a prediction mask but an image" in err
+    soft = _soft_masks()[0]
+    _save_stack(tmp_path / "pred.nii.gz", soft, np.float32)  # a probability map keeps its reason
+    with pytest.raises(CovsegError, match=r"pred\.nii\.gz: holds fractional values"):
+        evaluate_folders(tmp_path / "pred.nii.gz", tmp_path / "truth" / "a.nii.gz",
+                         tmp_path / "ev")
 
 
 @pytest.mark.parametrize("mask", [

@@ -23,12 +23,14 @@ from covseg.io.image import (
     case_key,
     image_given_as_mask,
     image_levels,
+    image_or_soft_mask,
     is_image_file,
     mask_to_labels,
     paired_name,
     read_array,
     shared_label_step,
     top_label,
+    within_labels,
 )
 from covseg.io.volume import Volume, is_nifti, nifti_stem, read_nifti, read_paired, same_grid_affine
 from covseg.metrics import EMPTY_MASK_RULES, case_metrics, summarize
@@ -208,20 +210,42 @@ def _read_cases(pred_path: Path | None, truth_path: Path, truth_dtype: type = np
     affine); two volumes are read to pair voxel for voxel (one without geometry on the
     other's: :func:`read_paired`). A missing prediction (None) is an empty mask. A NIfTI truth
     is read as ``truth_dtype``: float32 keeps an image's fractional values to tell it by
-    (:func:`_label_levels`), where int16 refuses them as a probability map's."""
+    (:func:`_label_levels`), where int16 refuses them as a probability map's; a NIfTI
+    prediction is read as int16 labels (:func:`_read_prediction`)."""
     if pred_path is None:
         truth_volume = read_nifti(truth_path, truth_dtype) if is_nifti(truth_path) else None
         truth = _stored(truth_path, truth_volume)
         return np.zeros_like(truth), truth_volume, truth, truth_volume
     if is_nifti(pred_path) and is_nifti(truth_path):
         pred_volume, truth_volume = read_paired(
-            lambda like: read_nifti(pred_path, np.int16, like), pred_path,
+            lambda like: _read_prediction(pred_path, like), pred_path,
             lambda like: read_nifti(truth_path, truth_dtype, like), truth_path)
     else:
-        pred_volume = read_nifti(pred_path, np.int16) if is_nifti(pred_path) else None
+        pred_volume = _read_prediction(pred_path) if is_nifti(pred_path) else None
         truth_volume = read_nifti(truth_path, truth_dtype) if is_nifti(truth_path) else None
     return (_stored(pred_path, pred_volume), pred_volume,
             _stored(truth_path, truth_volume), truth_volume)
+
+
+def _read_prediction(path: Path, like: Volume | None = None) -> Volume:
+    """A NIfTI prediction as int16 labels (``like``: see :func:`read_nifti`). One refused (for
+    fractional values, say) is read again as float32, so that a CT stored as fractional floats
+    (MedSeg's) is refused as an image (:func:`_refuse_image`), not as a probability map."""
+    try:
+        return read_nifti(path, np.int16, like)
+    except CovsegError:
+        array = read_nifti(path, np.float32, like).array
+        _refuse_image(path, array, np.unique(array))
+        raise
+
+
+def _refuse_image(path: Path, array: np.ndarray, values: np.ndarray) -> None:
+    """Refuse a prediction holding an image (a CT given as the prediction: the rule of
+    :func:`~covseg.io.image.image_or_soft_mask`, which refuses a probability map as one)."""
+    reason = image_or_soft_mask(array, values, path)
+    if reason:
+        raise image_given_as_mask(path, reason, what="prediction mask",
+                                  advice="give covseg predict's output masks as --pred")
 
 
 def _stored(path: Path, volume: Volume | None) -> np.ndarray:
@@ -301,10 +325,10 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     truth, by file name, in ``unmatched_predictions``; files named as images beside their masks
     (:func:`_named_images`) are not read, and named in ``skipped_images``, as are truths that
     hold an image (a CT: :func:`_label_levels`, :func:`_unmatched_images`), skipped with a
-    warning, their predictions unmatched. When both sides hold labels above 1 they are
-    evaluated per class as well; when only one does, as binary, with a ``classes_note`` saying
-    so. Files are read twice (labels, then metrics) so that volumes are never all in memory at
-    once.
+    warning, their predictions unmatched; a probability map is refused, as is a prediction
+    holding an image. When both sides hold labels above 1 they are evaluated per class as
+    well; when only one does, as binary, with a ``classes_note`` saying so. Files are read
+    twice (labels, then metrics) so that volumes are never all in memory at once.
     """
     pred_path, truth_path = Path(pred_dir), Path(truth_dir)
     files = output_files(out, [pred_path, truth_path])
@@ -366,17 +390,21 @@ def _label_levels(cases: Sequence[str], preds: dict[str, Path], truths: dict[str
     """The levels (:func:`numpy.unique`) of each case's prediction and truth, by case, from a
     first read of every pair; and apart, by case, why the truths that are images are
     (:func:`~covseg.io.image.image_levels`): MedSeg's ``val_im.nii.gz``, a CT, in a folder of
-    truths paired with the prediction of that CT."""
+    truths paired with the prediction of that CT. A probability map or soft mask (fractional
+    values within labels 0..15) is refused as one, not skipped, and so is a prediction holding
+    an image (:func:`_refuse_image`)."""
     levels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     images: dict[str, str] = {}
     for stem in tqdm(cases, desc="reading labels", unit="case", leave=False):
         pred, truth = _read_pair(stem, preds.get(stem), truths[stem], np.float32)[:2]
-        truth_levels = np.unique(truth)
-        reason = image_levels(truth, truth_levels)
+        pred_levels, truth_levels = np.unique(pred), np.unique(truth)
+        if stem in preds:
+            _refuse_image(preds[stem], pred, pred_levels)
+        reason = image_or_soft_mask(truth, truth_levels, truths[stem])
         if reason:
             images[stem] = reason
         else:
-            levels[stem] = (np.unique(pred), truth_levels)
+            levels[stem] = (pred_levels, truth_levels)
     return levels, images
 
 
@@ -385,14 +413,15 @@ def _unmatched_images(truths: dict[str, Path], cases: Sequence[str]) -> dict[str
     :func:`~covseg.io.image.paired_name`) and hold one are images, by case: MedSeg's
     ``val_im.nii.gz``, its test CTs, without a mask. Other truths without a prediction are not
     read (another shard's would each cost a read), nor are masks named so (a predict output of
-    ``scan_im.png``) skipped."""
+    ``scan_im.png``) skipped, nor probability maps (levels within labels 0..15), unmatched."""
     found = {}
     for case in sorted(set(truths) - set(cases)):
         path = truths[case]
         if not path.is_file() or paired_name(_file_stem(path))[1] != "image":
             continue
         array = _stored(path, read_nifti(path, np.float32) if is_nifti(path) else None)
-        reason = image_levels(array, np.unique(array))
+        values = np.unique(array)
+        reason = None if within_labels(values) else image_levels(array, values)
         if reason:
             found[case] = reason
     return found

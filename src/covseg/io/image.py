@@ -241,9 +241,16 @@ def _refuse_fractions(levels: Sequence[np.ndarray], sources: Sequence[str]) -> N
     for values, source in zip(levels, sources):
         fractions = fraction_range(values) if values.dtype.kind == "f" else []
         if fractions:
-            raise CovsegError(f"{source}: holds fractional values ({fractions[0]:.3g}.."
-                              f"{fractions[1]:.3g}), not labels: threshold it, or pass a "
-                              "label mask (0..K or 0/255) such as covseg predict writes")
+            raise fractional_values(source, fractions)
+
+
+def fractional_values(source: str | os.PathLike[str], fractions: Sequence[float]
+                      ) -> CovsegError:
+    """The error for a mask holding fractional values (``fractions``: the smallest and largest,
+    :func:`fraction_range`): a probability map or interpolated soft mask, to be thresholded."""
+    return CovsegError(f"{source}: holds fractional values ({min(fractions):.3g}.."
+                       f"{max(fractions):.3g}), not labels: threshold it, or pass a label mask "
+                       "(0..K or 0/255) such as covseg predict writes")
 
 
 def _refuse_rounded_probabilities(values: np.ndarray, step: float,
@@ -333,6 +340,24 @@ def image_levels(array: np.ndarray, values: np.ndarray) -> str | None:
     if mid_grey <= MAX_MID_GREY_SHARE:
         return None
     return f"{values.size} grey levels, {mid_grey:.0%} of pixels mid-grey"
+
+
+def within_labels(values: np.ndarray) -> bool:
+    """Whether sorted levels lie within labels 0..MAX_LABEL, where no image lies (a CT's HU and
+    an 8-bit image's grey reach beyond them)."""
+    return bool(not values.size or (values[0] >= 0 and values[-1] <= MAX_LABEL))
+
+
+def image_or_soft_mask(array: np.ndarray, values: np.ndarray,
+                       source: str | os.PathLike[str]) -> str | None:
+    """Why a mask is an image (:func:`image_levels`), or None. Image levels within labels
+    0..MAX_LABEL (:func:`within_labels`) are fractions over many mid-grey voxels: a probability
+    map or interpolated soft mask, refused as one (:func:`fractional_values`) so that it is
+    thresholded, not taken for an image."""
+    reason = image_levels(array, values)
+    if reason and within_labels(values):
+        raise fractional_values(source, fraction_range(values))
+    return reason
 
 
 def read_mask(path: str | os.PathLike[str]) -> np.ndarray:

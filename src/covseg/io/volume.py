@@ -42,7 +42,7 @@ from nibabel.spatialimages import HeaderDataError
 
 from covseg.errors import CovsegError
 from covseg.io.atomic import atomic_path
-from covseg.io.image import IMAGE_SUFFIXES, fraction_range
+from covseg.io.image import IMAGE_SUFFIXES, fraction_range, fractional_values
 from covseg.transforms import LUNG_WINDOW
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -440,9 +440,7 @@ def _scaled_zyx(raw: np.ndarray, slope: float, inter: float, dtype: np.dtype,
             raise CovsegError(f"{source}: the volume holds values beyond float32's range "
                               f"(up to {float(np.abs(plane).max()):.3g}); is its scaling wrong?")
     if fractions:
-        raise CovsegError(f"{source}: holds fractional values ({min(fractions):.3g}.."
-                          f"{max(fractions):.3g}), not labels: threshold it, or pass a label "
-                          "mask such as covseg predict's infection.nii.gz")
+        raise fractional_values(source, fractions)
     return out
 
 
