@@ -65,14 +65,35 @@ def test_folds_on_ray_give_the_folds_run_here(local_ray: Any, tmp_path: Path,
     assert local_ray.is_initialized(), "a Ray started by the caller is left running"
 
 
-def test_a_failed_fold_is_one_line_naming_it(local_ray: Any, tmp_path: Path) -> None:
+FAILED_FOLD_RUN = """
+import sys
+from covseg import api
+from covseg.errors import CovsegError
+try:
+    api.cross_validate("synthetic:1", sys.argv[1], resume=True, ray="local", model="miniseg",
+                       epochs=1, size=32, folds=2)
+except CovsegError as exc:
+    print(exc)
+"""
+
+
+def test_a_failed_fold_is_one_line_naming_it(tmp_path: Path) -> None:
     """A fold refused on its node (another recipe in a finished fold) stops the run with
-    covseg's own reason, not a remote traceback."""
+    covseg's own reason, not a remote traceback. Run in its own process, as a user's covseg
+    is: Ray 2.60 can abort its driver when the cancel of the other fold meets that fold's
+    dispatch (ray-project/ray#54798, a SIGABRT that took the whole test session with it), so
+    such an abort, and only it, is tried once more."""
     api.cross_validate("synthetic:1", tmp_path / "cv", fold=1, model="unet", **RECIPE)
-    with pytest.raises(CovsegError, match=r"^fold 1 failed on Ray: .*") as failure:
-        api.cross_validate("synthetic:1", tmp_path / "cv", resume=True, ray="local",
-                           model="miniseg", **RECIPE)
-    assert "\n" not in str(failure.value) and "Traceback" not in str(failure.value)
+    for attempt in range(2):
+        run = subprocess.run([sys.executable, "-c", FAILED_FOLD_RUN, str(tmp_path / "cv")],
+                             check=False, capture_output=True, text=True, timeout=300)
+        if run.returncode != -signal.SIGABRT or attempt:
+            break
+        shutil.rmtree(tmp_path / "cv" / "fold_0", ignore_errors=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    message = run.stdout.strip()
+    assert message.startswith("fold 1 failed on Ray: "), message
+    assert "\n" not in message and "Traceback" not in message
     assert not (tmp_path / "cv" / "summary.json").exists()
 
 
@@ -359,3 +380,21 @@ def test_rays_own_messages_stay_off_the_terminal_while_folds_run(local_ray: Any)
     assert shown.getvalue() == ""
     local_ray._private.worker.print_worker_logs(message, shown)
     assert "A worker died" in shown.getvalue(), "Ray's messages are shown again afterwards"
+
+
+def test_folds_already_ended_are_not_cancelled() -> None:
+    """Only folds still running are cancelled: cancelling one whose reply is in flight can abort
+    Ray 2.60's driver (ray-project/ray#54798), and an ended fold has nothing left to stop."""
+    cancelled: list[tuple[str, bool]] = []
+
+    class FakeRay:
+        def wait(self, refs: list[str], num_returns: int, timeout: float
+                 ) -> tuple[list[str], list[str]]:
+            ended = [ref for ref in refs if ref == "failed"]
+            return ended, [ref for ref in refs if ref not in ended]
+
+        def cancel(self, ref: str, force: bool = False) -> None:
+            cancelled.append((ref, force))
+
+    cluster._cancel(FakeRay(), ["failed", "running"])
+    assert cancelled == [("running", False), ("running", True)]

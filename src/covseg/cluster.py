@@ -288,7 +288,10 @@ def _wait_for_folds(ray: ModuleType, pending: dict[Any, int]) -> None:
 def _cancel(ray: ModuleType, refs: list[Any]) -> None:
     """Stop folds as Ctrl-C stops a run here (a fold stopped before its first epoch removes
     its folder), then kill those still running after :data:`STOP_GRACE_S`, and wait for them
-    to end, so that none writes into its folder afterwards."""
+    to end, so that none writes into its folder afterwards. Folds already ended (the failed
+    one) are not cancelled: Ray 2.60 can abort the driver when a cancel meets a task's reply
+    in flight (ray-project/ray#54798), and there is nothing of theirs to stop."""
+    refs = ray.wait(refs, num_returns=len(refs), timeout=0)[1] if refs else []
     for ref in refs:
         ray.cancel(ref)
     running = ray.wait(refs, num_returns=len(refs), timeout=STOP_GRACE_S)[1] if refs else []
