@@ -891,6 +891,14 @@ def test_a_folder_holding_one_nifti_is_hashed_as_that_file(tmp_path: Path) -> No
     assert content_hash(tmp_path / "p2") is None
 
 
+def test_a_folder_holding_one_dicom_file_is_hashed_as_that_file(tmp_path: Path) -> None:
+    """A one-slice series is read alike as its folder or its file: predict given one form and
+    quantify the other took the same CT for another (no lung recount, a warning)."""
+    (tmp_path / "series").mkdir()
+    (tmp_path / "series" / "1.dcm").write_bytes(b"one slice")
+    assert content_hash(tmp_path / "series") == content_hash(tmp_path / "series" / "1.dcm")
+
+
 def test_missing_image_or_lungs_is_refused_up_front(tmp_path: Path) -> None:
     _, mask, _ = synthetic_study(tmp_path / "in", "case")
     for option in ("image", "lungs"):

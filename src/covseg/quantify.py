@@ -1417,11 +1417,11 @@ def input_hashes(inputs: dict[str, Any]) -> dict[str, str | None]:
 
 
 def content_hash(path: Path) -> str | None:
-    """SHA-256 of the CT or mask a path is read as: a file's bytes; a folder's one NIfTI file
-    (``p1/ct.nii.gz``, read as that file: the file's own SHA-256, so the folder and the file
-    given itself agree); else over a folder's files (each one's name relative to the folder and
-    the SHA-256 of its bytes, in name order): its several NIfTI files (refused when read) or
-    its DICOM files. None when the path is gone or holds neither (an empty folder, which no
+    """SHA-256 of the CT or mask a path is read as: a file's bytes; a folder's one NIfTI or
+    DICOM file (``p1/ct.nii.gz``, a one-slice series: read as that file, so the file's own
+    SHA-256, and the folder and the file given itself agree); else over a folder's files (each
+    one's name relative to the folder and the SHA-256 of its bytes, in name order): its several
+    NIfTI files (refused when read) or its DICOM files. None when the path is gone or holds neither (an empty folder, which no
     reader takes either), so that it never matches a recorded hash. Files are streamed in
     chunks, so a 500-slice series costs one read of it (about a second per GB)."""
     if path.is_file():
@@ -1429,7 +1429,7 @@ def content_hash(path: Path) -> str | None:
     if not path.is_dir():
         return None
     files = folder_niftis(path) or sorted(dicom_files(path))
-    if len(files) == 1 and is_nifti(files[0]):
+    if len(files) == 1:
         return _file_sha256(files[0]).hex()
     if not files:
         return None
