@@ -27,7 +27,6 @@ from covseg.crossval import (
     cross_validate,
     cross_validation_work,
     mean_over_folds,
-    unresumed,
 )
 from covseg.data.layouts import LoadedData
 from covseg.errors import CovsegError
@@ -36,7 +35,7 @@ from covseg.io.atomic import write_json, write_text
 from covseg.models import build_model
 from covseg.models.profile import profile_model
 from covseg.models.registry import check_model, parse_option_value
-from covseg.train import COMPARISON, refuse_other_output
+from covseg.train import COMPARISON, refuse_other_output, unresumed
 from covseg.viz import box_plot
 
 COMPARED_METRICS = ("dice", "iou", "sensitivity", "specificity", "precision", "hd95")
@@ -164,7 +163,7 @@ def model_folder(spec: str) -> str:
 def check_compare_folder(out: Path, specs: Sequence[str], resume: bool) -> None:
     """``out`` may hold no other command's output nor, in a model's folder, another model's
     folds; without ``resume``, a comparison already there (comparison.json, or a model's folds
-    or summary) is refused, as cv refuses its own (see :func:`~covseg.crossval.unresumed`)."""
+    or summary) is refused, as cv refuses its own (see :func:`~covseg.train.unresumed`)."""
     refuse_other_output(out, COMPARISON)
     for spec in specs:
         _check_folder_holds(out / model_folder(spec), spec)

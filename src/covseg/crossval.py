@@ -26,6 +26,7 @@ from covseg.train import (
     made_from_other_data,
     refuse_other_output,
     train,
+    unresumed,
 )
 from covseg.viz import box_plot
 
@@ -71,14 +72,6 @@ def cross_validation_work(out: Path, fold: int | None = None) -> list[Path]:
             if folder.is_dir() and any(path.is_file() for path in folder.rglob("*"))]
     summary = out / "summary.json"
     return held + ([summary] if fold is None and summary.is_file() else [])
-
-
-def unresumed(folder: Path, what: str) -> CovsegError:
-    """The refusal of ``folder`` already holding ``what`` without --resume, as train refuses a
-    run's folder: reusing finished folds or continuing stopped ones is what --resume asks for,
-    never done silently."""
-    return CovsegError(f"{folder} already holds {what}; pass --resume to reuse and continue it, "
-                       "or pick a new --out")
 
 
 def check_cv_folder(out: Path, resume: bool, fold: int | None = None) -> None:

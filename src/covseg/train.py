@@ -66,6 +66,14 @@ CANVAS_CHUNK = 64
 """Slices framed and letterboxed together: bounds the full-size copies alive at once."""
 
 
+def unresumed(folder: Path, what: str) -> CovsegError:
+    """The refusal of ``folder`` already holding ``what`` (a run, a cross-validation's folds)
+    without --resume: reusing or continuing earlier work is what --resume asks for, never done
+    silently."""
+    return CovsegError(f"{folder} already holds {what}; pass --resume to reuse and continue it, "
+                       "or pick a new --out")
+
+
 def canvas_items(samples: Sequence[Sample], size: int,
                  prepare: LungGuide | LungFrame | None = None) -> list[dict[str, torch.Tensor]]:
     """Letterbox every sample once to the training canvas (image bilinear/area, mask nearest).
@@ -185,7 +193,7 @@ def _start(out: Path, config: TrainConfig, slices: int, model: nn.Module,
     if not last.exists():
         return 1, -1.0, []
     if not resume:
-        raise CovsegError(f"{out} already holds a run; pass --resume to continue it or pick a new --out")
+        raise unresumed(out, "a run")
     state = load_checkpoint(last)
     _refuse_other_recipe(out, TrainConfig.from_dict(state["config"]), config, slices)
     model.load_state_dict(state["state_dict"])
@@ -301,7 +309,7 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint:
     if not (record.exists() or _has_checkpoint(out)):
         return config
     if not resume:
-        raise CovsegError(f"{out} already holds a run; pass --resume to continue it or pick a new --out")
+        raise unresumed(out, "a run")
     if not record.exists():
         return config
     try:
