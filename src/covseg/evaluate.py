@@ -88,7 +88,7 @@ def _case_name(path: Path) -> str | None:
     if predicted_mask(path):
         return case_key(path.name)
     if is_image_file(path) or (is_nifti(path) and not path.name.startswith(".")):
-        return case_key(_file_stem(path))
+        return case_key(nifti_stem(path))
     return None
 
 
@@ -165,14 +165,9 @@ def _named_images(paths: Sequence[Path]) -> list[Path]:
     of their name: MedSeg's ``tr_im.nii.gz`` beside ``tr_mask.nii.gz``, as ``covseg data fetch
     medseg`` puts them. Elsewhere such a name is a mask's (predict names a mask after its
     image, a data set may name a case ``scan_im``)."""
-    names = {path: paired_name(_file_stem(path)) for path in paths if path.is_file()}
+    names = {path: paired_name(nifti_stem(path)) for path in paths if path.is_file()}
     masked = {case for case, role in names.values() if role == "mask"}
     return [path for path, (case, role) in names.items() if role == "image" and case in masked]
-
-
-def _file_stem(path: Path) -> str:
-    """A mask file's name without its suffix (both of ``.nii.gz``)."""
-    return nifti_stem(path) if is_nifti(path) else path.stem
 
 
 def _entry(path: Path) -> str:
@@ -417,7 +412,7 @@ def _unmatched_images(truths: dict[str, Path], cases: Sequence[str]) -> dict[str
     found = {}
     for case in sorted(set(truths) - set(cases)):
         path = truths[case]
-        if not path.is_file() or paired_name(_file_stem(path))[1] != "image":
+        if not path.is_file() or paired_name(nifti_stem(path))[1] != "image":
             continue
         array = _stored(path, read_nifti(path, np.float32) if is_nifti(path) else None)
         values = np.unique(array)
