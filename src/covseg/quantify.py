@@ -75,7 +75,7 @@ from covseg.lungs import (
     segment_lungs,
     why_labels_are_not_sides,
 )
-from covseg.transforms import LUNG_WINDOW, normalize_intensity
+from covseg.transforms import INTENSITY_MODES, LUNG_WINDOW, normalize_intensity
 from covseg.viz import class_colour, severity_chart
 
 GGO, CONSOLIDATION, EFFUSION = 1, 2, 3
@@ -95,7 +95,7 @@ OTHER_CT_NOTE = (f"{_ERASED_LESION}; the CT read is not the one predict read (SH
                  "so they were not recounted; give --image the CT predict read to recount")
 """As :data:`ERASED_LESION_NOTE`, for a CT that is not the one predict read: its threshold
 lungs are not predict's, and would drop real lung (:func:`_ct_as_predict_read`)."""
-CT_INTENSITIES = ("hu", "uint8", "unit")
+CT_INTENSITIES = tuple(mode for mode in INTENSITY_MODES if mode != "auto")
 """How a CT's values are read (:func:`covseg.io.volume.detect_volume_intensity`)."""
 RESULT_JSON = "quantification.json"
 SETTINGS = "settings"
@@ -563,8 +563,8 @@ class _LungsAndImage:
         for study in self._studies[masks]:
             if case_key(study.name) == case_key(stem) and (study.path.is_file() or not masks):
                 return study.path
-        raise CovsegError(f"{folder_or_file}: no {'lung mask' if masks else 'CT'} named like the mask "
-                          f"{stem!r}")
+        raise CovsegError(f"{folder_or_file}: no {'lung mask' if masks else 'CT'} named like "
+                          f"the mask {stem!r}")
 
 
 def is_dicom_series(path: Path) -> bool:
@@ -1421,9 +1421,10 @@ def content_hash(path: Path) -> str | None:
     DICOM file (``p1/ct.nii.gz``, a one-slice series: read as that file, so the file's own
     SHA-256, and the folder and the file given itself agree); else over a folder's files (each
     one's name relative to the folder and the SHA-256 of its bytes, in name order): its several
-    NIfTI files (refused when read) or its DICOM files. None when the path is gone or holds neither (an empty folder, which no
-    reader takes either), so that it never matches a recorded hash. Files are streamed in
-    chunks, so a 500-slice series costs one read of it (about a second per GB)."""
+    NIfTI files (refused when read) or its DICOM files. None when the path is gone or holds
+    neither (an empty folder, which no reader takes either), so that it never matches a
+    recorded hash. Files are streamed in chunks, so a 500-slice series costs one read of it
+    (about a second per GB)."""
     if path.is_file():
         return _file_sha256(path).hex()
     if not path.is_dir():
