@@ -957,7 +957,7 @@ def study_name(path: Path, mask: bool = False) -> str:
         return path.name
     if path.name in (INFECTION_NII, LUNGS_NII, PROBABILITIES_NII):
         return path.parent.resolve().name
-    stem = nifti_stem(path) if is_nifti(path) else path.stem
+    stem = nifti_stem(path)
     return image_name(stem) if mask else stem
 
 

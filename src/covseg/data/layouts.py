@@ -182,12 +182,7 @@ def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source
     return sample
 
 
-def _stem(path: Path) -> str:
-    """A file's name without its suffix (both of .nii.gz)."""
-    return nifti_stem(path) if is_nifti(path) else path.stem
-
-
-def _files(folder: Path, predicate: Callable[[Path], bool], key: Callable[[Path], str] = _stem
+def _files(folder: Path, predicate: Callable[[Path], bool], key: Callable[[Path], str] = nifti_stem
            ) -> dict[str, Path]:
     """The files of ``folder`` that ``predicate`` accepts, by stem (or ``key``)."""
     return _unique(folder, (path for path in sorted(folder.iterdir()) if predicate(path)), key)
