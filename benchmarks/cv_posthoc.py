@@ -11,9 +11,7 @@ all held-out slices (and over folds) is printed for each variant:
   when the run kept no validation slices);
 - test-time views: none, left-right flip, both flips, transpose, flip + transpose, all eight
   flips and transposes, and the four flips each also with its intensities gamma-shifted
-  (power 0.8 and 1.25, the training augmentation's range), and the four flips each also
-  at another scale of the canvas (x0.875, x1.125, x1.25, resized back; probabilities
-  averaged);
+  (power 0.8 and 1.25, the training augmentation's range) (probabilities averaged);
 - ensembles: the probability average of the given runs' fold models;
 - post-processing: dropping connected components under a share of the slice, filling holes,
   thresholds, Gaussian smoothing of the probabilities, expected-Dice decoding (per slice,
@@ -42,7 +40,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import ndimage
 from torch.optim.swa_utils import update_bn
 
@@ -56,34 +53,22 @@ from covseg.train import canvas_items
 GAMMAS = (0.8, 1.25)
 """The gamma views' powers: the range of the training augmentation (MONAI's RandAdjustContrastd,
 which also rescales by each image's min and max; here the [0, 1] intensities are raised as they are)."""
-SCALES = (0.875, 1.125, 1.25)
-"""The scale views' factors: canvases of 224, 288 and 320 px for the 256 px default (multiples
-of 16, which MiniSeg's four halvings need)."""
 View = tuple[str, ...]
 """Operations applied in order: "lr" mirrors columns, "ud" mirrors rows, "t" transposes,
-"gG" raises the [0, 1] intensities to the power G, "sS" resizes by the factor S."""
-FLIPS: tuple[View, ...] = ((), ("lr",), ("ud",), ("lr", "ud"))
+"gG" raises the [0, 1] intensities to the power G."""
 VIEWS: dict[str, tuple[View, ...]] = {
     "none": ((),), "lr": ((), ("lr",)), "lr+ud": ((), ("lr",), ("ud",), ("lr", "ud")),
     "t": ((), ("t",)), "lr+t": ((), ("lr",), ("t",), ("t", "lr")),
     "lr+ud+t": ((), ("lr",), ("ud",), ("lr", "ud"), ("t",), ("t", "lr"), ("t", "ud"),
                 ("t", "lr", "ud")),
-    "lr+ud+gamma": tuple(flips + gamma for flips in FLIPS
+    "lr+ud+gamma": tuple(flips + gamma for flips in ((), ("lr",), ("ud",), ("lr", "ud"))
                          for gamma in ((), *((f"g{g}",) for g in GAMMAS))),
-    **{f"lr+ud+s{s}": tuple(flips + scale for flips in FLIPS for scale in ((), (f"s{s}",)))
-       for s in SCALES},
-    "lr+ud+scales": tuple(flips + scale for flips in FLIPS
-                          for scale in ((), *((f"s{s}",) for s in SCALES))),
 }
 OPERATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     **{name: partial(torch.flip, dims=(dim,)) for name, dim in FLIP_DIMS.items()},
     "t": lambda x: x.transpose(2, 3),
     **{f"g{gamma}": (lambda x, gamma=gamma: x.clamp(min=0) ** gamma) for gamma in GAMMAS},
-    **{f"s{s}": (lambda x, s=s: F.interpolate(x, scale_factor=s, mode="bilinear",
-                                              align_corners=False)) for s in SCALES},
 }
-RESIZES = {f"s{s}" for s in SCALES}
-"""Scale operations are undone by resizing the output back to the input's size."""
 INPUT_ONLY = {f"g{gamma}" for gamma in GAMMAS}
 """Intensity operations change the input only: nothing to undo on the output."""
 
@@ -106,18 +91,10 @@ class ViewAveraged:
         return self
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        outs = [_apply(self._resized_back(self.network(_apply(batch, v).contiguous()), batch),
-                       [op for op in v[::-1] if op not in INPUT_ONLY | RESIZES])
-                for v in self.views]
+        outs = [_apply(self.network(_apply(batch, v).contiguous()),
+                       [op for op in v[::-1] if op not in INPUT_ONLY]) for v in self.views]
         # back to logits, as Predictor applies the sigmoid itself
         return average_as_logits(outs)
-
-
-    @staticmethod
-    def _resized_back(out: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
-        if out.shape[2:] == batch.shape[2:]:
-            return out
-        return F.interpolate(out, size=batch.shape[2:], mode="bilinear", align_corners=False)
 
 
 def recalibrate_bn(predictor: Predictor, images: Sequence[torch.Tensor], views: str) -> None:
