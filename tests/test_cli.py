@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -448,7 +449,7 @@ def test_corrupt_image_in_predict_is_listed_and_the_others_predicted(
     shutil.copy(good, bad / "good.npy")
     code, _, err = _run(capsys, "predict", str(bad), "--model", str(tiny_run), "--out",
                         str(tmp_path / "out"))
-    _assert_one_line_error(code, err, "1 of 2 images could not be read (first: ")
+    _assert_one_line_error(code, err, "1 of 2 images could not be predicted (first: ")
     assert "corrupt" in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.png", "predict.json"]
     record = json.loads((tmp_path / "out" / "predict.json").read_text())
@@ -469,8 +470,9 @@ def test_predict_names_a_file_of_another_type_so_and_its_folder_skips_it(
     shutil.copy(next((synthetic_folder / "images").glob("*.npy")), folder / "good.npy")
     code, _, err = _run(capsys, "predict", str(notes), str(broken), "--model", str(tiny_run),
                         "--out", str(tmp_path / "out"))
-    _assert_one_line_error(code, err, f"2 of 2 images could not be read (first: {notes}: a .md "
-                                      "file, not an image covseg reads; give 2D slices as .png, ")
+    _assert_one_line_error(code, err, f"2 of 2 images could not be predicted (first: {notes}: "
+                                      "a .md file, not an image covseg reads; give 2D slices as "
+                                      ".png, ")
     failed = json.loads((tmp_path / "out" / "predict.json").read_text())["failed"]
     assert "corrupt" not in failed[str(notes)] and "or CT volumes as NIfTI" in failed[str(notes)]
     assert failed[str(broken)].endswith("; is the file corrupt?")
@@ -479,6 +481,54 @@ def test_predict_names_a_file_of_another_type_so_and_its_folder_skips_it(
     assert code == 0 and out.startswith("wrote 1 mask(s)")
     assert sorted(p.name for p in (tmp_path / "folder_out").iterdir()) == ["good.png",
                                                                            "predict.json"]
+
+
+def test_predict_lists_a_label_mask_given_as_an_image_and_predicts_the_others(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Path,
+        synthetic_folder: Path) -> None:
+    """``predict GT/2.png`` (Inf-Net's 0/255 truth) wrote a "mask" of it and exited 0. A label
+    mask is now listed as failed with the reason, and the images beside it are predicted, an
+    all-black slice too."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    truth = np.zeros((48, 40), dtype=np.uint8)
+    truth[10:30, 8:20] = 255
+    Image.fromarray(truth).save(folder / "truth.png")
+    Image.fromarray(np.zeros((48, 40), dtype=np.uint8)).save(folder / "black.png")
+    shutil.copy(next((synthetic_folder / "images").glob("*.npy")), folder / "good.npy")
+    reason = (f"{folder / 'truth.png'}: not a CT slice but a label mask (values 0/255); give "
+              "the slice itself")
+    code, _, err = _run(capsys, "predict", str(folder), "--model", str(tiny_run), "--out",
+                        str(tmp_path / "out"))
+    _assert_one_line_error(code, err, f"1 of 3 images could not be predicted (first: {reason})")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["black.png", "good.png",
+                                                                    "predict.json"]
+    record = json.loads((tmp_path / "out" / "predict.json").read_text())
+    assert record["failed"] == {str(folder / "truth.png"): reason} and record["masks"] == 2
+    with Image.open(tmp_path / "out" / "black.png") as black:
+        assert black.size == (40, 48)
+
+
+@pytest.mark.parametrize("real", [False, True])
+def test_predict_fails_a_label_volume_given_as_the_ct(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Path, real: bool) -> None:
+    """``predict study_0255_mask.nii.gz`` (MosMed's 0/1 lesion mask) said "1 done", exit 0,
+    with no lungs found and lesion 0 ml; it now fails as its study, with the reason."""
+    if real:
+        mask = shared("mosmed-masks", "masks", "study_0255_mask.nii.gz")
+    else:
+        labels = np.zeros((32, 32, 4), dtype=np.uint8)
+        labels[8:20, 10:24, 1:3] = 1
+        mask = tmp_path / "study_0255_mask.nii.gz"
+        nib.save(nib.Nifti1Image(labels, np.diag([0.8, 0.8, 5.0, 1.0])), str(mask))
+    code, _, err = _run(capsys, "predict", str(mask), "--model", str(tiny_run), "--out",
+                        str(tmp_path / "p"))
+    assert code == 1 and "0 done, 0 already done, 1 failed" in err
+    with open(tmp_path / "p" / "summary.csv", newline="") as handle:
+        (row,) = csv.DictReader(handle)
+    assert row["status"] == "failed" and row["error"] == (
+        f"{mask}: not a CT image but a label mask (values 0/1); give the CT itself")
+    assert not list((tmp_path / "p").glob("*/infection.nii.gz"))
 
 
 def test_predict_never_overwrites_inputs_or_its_own_masks(

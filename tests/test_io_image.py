@@ -1,4 +1,5 @@
-"""Reading 2D masks as labels: label maps, 0/255, labels scaled by a step, JPEG noise, refusals."""
+"""Reading 2D masks as labels: label maps, 0/255, labels scaled by a step, JPEG noise, refusals;
+and label masks told from the images predict takes."""
 
 from __future__ import annotations
 
@@ -9,8 +10,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from covseg.data.synthetic import synthetic_slice
 from covseg.errors import CovsegError
-from covseg.io.image import case_key, mask_to_labels, masks_to_labels, read_array, read_mask
+from covseg.io.image import (
+    case_key,
+    label_levels,
+    mask_to_labels,
+    masks_to_labels,
+    read_array,
+    read_image,
+    read_mask,
+)
+from covseg.transforms import normalize_intensity
 from tests.conftest import shared
 
 
@@ -231,3 +242,75 @@ def test_case_key_pairs_kaggles_ct_names_with_their_masks(stem: str, key: str) -
     """Kaggle's Radiopaedia CTs end in ``-dcm``, which was kept: half of its 20 volumes had no
     mask, and the whole folder was refused."""
     assert case_key(stem) == key
+
+
+@pytest.mark.parametrize("stored,reason", [
+    ((0, 1), "values 0/1"),
+    ((0, 1, 2), "values 0/1/2"),
+    ((0, 255), "values 0/255"),
+    ((0, 127, 254), "values 0/127/254"),
+    ((0, 85, 170, 255), "values 0/85/170/255"),
+    ((0, 3, 251, 255), "values 0/3/251/255, a lossy 0/255 mask"),
+])
+def test_label_masks_are_told_from_images(stored: tuple[int, ...], reason: str) -> None:
+    """predict segmented a ground truth given as the image (Inf-Net's GT/2.png, MosMed's
+    study_0255_mask.nii.gz) as a CT, with no lungs and no warning."""
+    assert label_levels(_levels(*stored)) == reason
+    assert label_levels(_levels(*stored).astype(np.float32)) == reason  # a NIfTI's float32
+
+
+@pytest.mark.parametrize("stored", [
+    (0,), (1,), (255,), (-1024,),  # all-black, constant or zero-padded slices
+    (0, 59),  # padding beside air in the lung window: no labels filling 8 bits
+    (1, 2),  # no background
+    (0, 100, 255), (0, 1, 2, 255), (0, 64, 128, 192, 255),  # no labels, nor JPEG noise
+    (-1000, 0, 1),  # HU
+])
+def test_images_are_no_label_masks(stored: tuple[int, ...]) -> None:
+    assert label_levels(_levels(*stored, dtype=np.float32)) is None
+
+
+def test_ct_slices_are_no_label_masks() -> None:
+    """A synthetic CT slice in HU, 8-bit grey and unit floats is an image."""
+    hu = synthetic_slice(np.random.default_rng(0), size=64).hu
+    unit = normalize_intensity(hu, "hu")
+    for image in (hu, unit, np.rint(unit * 255).astype(np.uint8)):
+        assert label_levels(image) is None
+
+
+def test_real_images_are_read_and_their_truths_refused() -> None:
+    """Inf-Net's JPEG slices are images; their 0/255 truths are label masks."""
+    root = shared("infnet-covid-semiseg", "TrainingSet", "LungInfection-Train", "Doctor-label")
+    for path in sorted((root / "Imgs").glob("*.jpg"))[:10]:
+        assert read_image(path).ndim == 2
+    for path in sorted((root / "GT").glob("*.png"))[:10]:
+        with pytest.raises(CovsegError, match=r"not a CT slice but a label mask \(values 0/255\)"
+                                              "; give the slice itself$"):
+            read_image(path)
+
+
+def test_a_lossy_mask_of_few_levels_is_a_label_mask(tmp_path: Path) -> None:
+    """A 0/255 mask saved as JPEG at quality 95 holds levels near 0 and 255 only."""
+    yy, xx = np.mgrid[:128, :128]
+    mask = ((yy - 64) ** 2 + (xx - 70) ** 2 < 30 ** 2).astype(np.uint8) * 255
+    Image.fromarray(mask).save(tmp_path / "mask.jpg", quality=95)
+    assert np.unique(read_array(tmp_path / "mask.jpg")).size > 2
+    with pytest.raises(CovsegError, match="a lossy 0/255 mask"):
+        read_image(tmp_path / "mask.jpg")
+
+
+def test_a_palette_mask_is_told_by_its_indices(tmp_path: Path) -> None:
+    """Inf-Net's multi-class truth stores labels 0/1/2 as palette indices drawn dark red and
+    green, read through the palette as grey 0/38/75, which are no labels; its indices are."""
+    labels = np.zeros((16, 16), dtype=np.uint8)
+    labels[4:8], labels[8:12] = 1, 2
+    mask = Image.fromarray(labels, "P")
+    mask.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0])
+    mask.save(tmp_path / "mask.png")
+    assert label_levels(read_array(tmp_path / "mask.png")) is None
+    with pytest.raises(CovsegError, match=r"label mask \(values 0/1/2\)"):
+        read_image(tmp_path / "mask.png")
+    ramp = np.tile(np.linspace(0, 255, 64).astype(np.uint8), (16, 1))
+    Image.fromarray(ramp).convert("RGB").quantize(colors=64).save(tmp_path / "grey.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "grey.png"),
+                                  read_array(tmp_path / "grey.png"))

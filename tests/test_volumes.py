@@ -401,6 +401,31 @@ def test_batch_goes_on_past_bad_inputs_and_skips_done(tmp_path: Path) -> None:
     assert (second.done, second.skipped, second.failed) == (0, 1, len(failing))
 
 
+def test_a_label_volume_given_as_a_ct_fails_its_study_and_a_blank_one_is_predicted(
+        tmp_path: Path) -> None:
+    """A lesion mask (0/1, MosMed's study_0255_mask.nii.gz) given as a CT was "done": read as
+    unit intensity, no lungs, lesion 0 ml, no warning. It now fails as its study, with the
+    reason in the summary, while the CT beside it and an all-zero (blank) volume are done. (A
+    file named as a mask is not read from a folder; this one is named as a CT.)"""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    chest_nifti(inputs / "good.nii.gz")
+    labels = np.zeros((64, 64, 10), dtype=np.uint8)
+    labels[14:20, 20:26, 3:6] = 1
+    nib.save(nib.Nifti1Image(labels, AFFINE), str(inputs / "study_0255.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros((64, 64, 10), np.float32), AFFINE),
+             str(inputs / "blank.nii.gz"))
+    result = predict_batch(BandPredictor([(-400, -200)]), [inputs], tmp_path / "out")
+    with open(result.summary, newline="") as handle:
+        rows = {row["study"]: row for row in csv.DictReader(handle)}
+    assert {name: row["status"] for name, row in rows.items()} == {
+        "blank": "done", "good": "done", "study_0255": "failed"}
+    assert rows["study_0255"]["error"] == (f"{inputs / 'study_0255.nii.gz'}: not a CT image but "
+                                           "a label mask (values 0/1); give the CT itself")
+    assert not (tmp_path / "out" / "study_0255" / INFECTION_NII).exists()
+    assert (result.done, result.failed) == (2, 1)
+
+
 def test_resume_over_studies_of_the_earlier_lung_rule_warns_once(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Done studies whose record lacks lesion_added_to_lungs_ml (an earlier covseg's lung rule)

@@ -39,7 +39,7 @@ from covseg.evaluate import evaluate_folders, is_covseg_picture
 from covseg.export import export_onnx
 from covseg.infer import Predictor, output_name
 from covseg.io.atomic import output_file, output_folder, write_json
-from covseg.io.image import is_image_file, read_array, write_png
+from covseg.io.image import is_image_file, read_image, write_png
 from covseg.io.volume import (
     Volume,
     check_hu,
@@ -707,10 +707,12 @@ def predict(model: str | os.PathLike[str] | Predictor,
     Multi-class models write their labels (0..K-1) instead of 0/255. ``model`` as
     :func:`load_predictor` takes it, with its ``batch_size``, ``tta`` and ``threshold``: a run
     folder or checkpoint, an ``.onnx`` file (from :func:`export`, run with ONNX Runtime) or a
-    predictor already loaded. An image that cannot be read is listed in ``predict.json`` and the
-    others are predicted; a :class:`CovsegError` then says how many failed. ``overlay`` also
-    writes each image with its mask in colour into ``overlays/``. A later call into
-    the same ``out`` (same model and settings) adds to its record: inputs, masks, overlays.
+    predictor already loaded. An image that cannot be read, or that holds a label mask (a
+    ground-truth 0/255 PNG: :func:`~covseg.io.image.read_image`), is listed in
+    ``predict.json`` and the others are predicted; a :class:`CovsegError` then says how many
+    failed. ``overlay`` also writes each image with its mask in colour into ``overlays/``. A
+    later call into the same ``out`` (same model and settings) adds to its record: inputs,
+    masks, overlays.
 
     Returns the paths of the masks written.
     """
@@ -754,8 +756,8 @@ def predict(model: str | os.PathLike[str] | Predictor,
         "seconds": round(_earlier(earlier, "seconds", 0.0) + time.perf_counter() - started, 3)})
     if failed:
         reason = next(iter(failed.values()))
-        raise CovsegError(f"{len(failed)} of {len(files)} images could not be read (first: "
-                          f"{reason}); the other {len(written)} masks are in {out}, and "
+        raise CovsegError(f"{len(failed)} of {len(files)} images could not be predicted "
+                          f"(first: {reason}); the other {len(written)} masks are in {out}, and "
                           f"{out / PREDICT_RECORD} lists the failures")
     return written
 
@@ -769,13 +771,14 @@ def _earlier(earlier: dict[str, Any], key: str, empty: Any) -> Any:
 
 def _readable(chunk: Sequence[Path], predictor: Predictor, failed: dict[str, str]
               ) -> tuple[list[Path], list[np.ndarray]]:
-    """The images of ``chunk`` that read, scaled for the model; the others' errors go into
-    ``failed``, so that one bad file does not stop a batch of hundreds (as a failing CT study
-    does not)."""
+    """The images of ``chunk`` that read and hold no label mask (a ground-truth PNG given as
+    the image: :func:`~covseg.io.image.read_image`), scaled for the model; the others' errors
+    go into ``failed``, so that one bad file does not stop a batch of hundreds (as a failing
+    CT study does not)."""
     kept, images = [], []
     for path in chunk:
         try:
-            images.append(normalize_intensity(read_array(path), predictor.intensity,
+            images.append(normalize_intensity(read_image(path), predictor.intensity,
                                               predictor.window))
         except CovsegError as exc:
             failed[str(path.absolute())] = str(exc)

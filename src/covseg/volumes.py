@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from covseg.config import check_kind
 from covseg.errors import CovsegError
+from covseg.io.image import refuse_label_mask
 from covseg.io.volume import (
     Volume,
     check_hu,
@@ -294,7 +295,9 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
                   keep_outside_lungs: bool = False, hu: str = "auto", html: bool = False,
                   lung_margin_mm: float = DEFAULT_LUNG_MARGIN_MM) -> dict[str, Any]:
     """Segment infection and lungs in one CT and write masks + quantification into ``out_dir``.
-    ``name``: the study's (None: the file's stem or the folder's name, :func:`study_name`).
+    ``name``: the study's (None: the file's stem or the folder's name, :func:`study_name`). A
+    label mask given as the CT (MosMed's ``study_0255_mask.nii.gz``) is refused
+    (:func:`~covseg.io.image.label_levels`).
 
     Returns the quantification dict (also written as quantification.json, last, so that its
     presence marks the study done).
@@ -305,6 +308,7 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
     image = str(Path(path).resolve())
     hashes = input_hashes({"image": image})  # before reading: a file changed meanwhile is stale
     volume = read_volume(path, hu)
+    refuse_label_mask(volume.array, volume.source)
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
     if probabilities:

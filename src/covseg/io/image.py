@@ -300,13 +300,8 @@ def _check_binary_with_noise(array: np.ndarray, values: np.ndarray,
     within :data:`JPEG_NOISE` of 0 or the maximum (is 100 of 0/100/255, or 20 of 0/20/40/255, a
     class?), or noise on one side only (0/1/2/255 are labels 1 and 2 with 255 as "ignore"; JPEG
     rings on both sides of an edge). A JPEG 0/255 mask passes."""
-    top = float(values.max())
     if values.size <= MAX_LABEL + 1:
-        inner = values[(values > 0) & (values < top)]
-        near_low, near_high = inner <= JPEG_NOISE * top, inner >= (1 - JPEG_NOISE) * top
-        odd = inner[~(near_low | near_high)]
-        if not (near_low.any() and near_high.any()):
-            odd = inner  # "noise" on one side only: labels beside an ignore level
+        odd = _no_noise(values)
         if odd.size:
             shown = "/".join(f"{v:g}" for v in values)
             raise CovsegError(f"{source}: mask levels {shown} are neither labels 0..{MAX_LABEL} "
@@ -316,6 +311,19 @@ def _check_binary_with_noise(array: np.ndarray, values: np.ndarray,
     reason = image_levels(array, values)
     if reason:
         raise image_given_as_mask(source, reason)
+
+
+def _no_noise(values: np.ndarray) -> np.ndarray:
+    """The levels between 0 and the maximum of sorted ``values`` that are no JPEG noise of a
+    0/255 mask: farther than :data:`JPEG_NOISE` from both, or all of them when the "noise" lies
+    on one side only (0/1/2/255: labels 1 and 2 beside an ignore level; JPEG rings on both
+    sides of an edge)."""
+    top = float(values[-1])
+    inner = values[(values > 0) & (values < top)]
+    near_low, near_high = inner <= JPEG_NOISE * top, inner >= (1 - JPEG_NOISE) * top
+    if not (near_low.any() and near_high.any()):
+        return inner
+    return inner[~(near_low | near_high)]
 
 
 def image_given_as_mask(source: str | os.PathLike[str], reason: str, *, what: str = "mask",
@@ -348,6 +356,50 @@ def within_labels(values: np.ndarray) -> bool:
     return bool(not values.size or (values[0] >= 0 and values[-1] <= MAX_LABEL))
 
 
+FULL_8_BIT = (254, 255)
+"""The highest level of labels scaled to fill an 8-bit file (0/127/254, 0/255, 0/85/170/255)."""
+
+
+def label_levels(array: np.ndarray) -> str | None:
+    """Why an array given as an image (a CT or slice to predict) is a label mask, or None when
+    it may be an image: the mirror of :func:`image_levels`. A label mask holds 0, at least one
+    label and nothing else: labels 0..MAX_LABEL as stored (:func:`within_labels`, whole
+    numbers: 0/1, 0/1/2), labels scaled to fill 8 bits (:data:`FULL_8_BIT`; 0/255, 0/85/170/255,
+    at most :data:`MAX_SCALED_LABEL`), or a lossy 0/255 mask's few levels (at most
+    MAX_LABEL + 1), each within :data:`JPEG_NOISE` of 0 or 255 (:func:`_no_noise`), as
+    :func:`mask_to_labels` reads them. One level (an all-black, zero-padded or constant slice),
+    levels without 0, and any other set are images: a CT in HU has negative values, an 8-bit
+    slice more levels. Noisier lossy masks (more levels) are not told from an image. Levels are
+    only sorted out when the range allows a mask, so a CT in HU costs no sort."""
+    if not array.size or array.min() != 0:
+        return None
+    top = float(array.max())
+    if not (top <= MAX_LABEL or FULL_8_BIT[0] <= top <= FULL_8_BIT[1]):
+        return None
+    values = np.unique(array)
+    if values.size < 2 or values.size > MAX_LABEL + 1:
+        return None
+    shown = "/".join(f"{v:g}" for v in values)
+    if within_labels(values) and _integral(values):
+        return f"values {shown}"
+    if top <= MAX_LABEL:
+        return None
+    divisor = level_divisor(values)
+    if divisor is None:
+        return None if _no_noise(values).size else f"values {shown}, a lossy 0/{top:g} mask"
+    return f"values {shown}" if top_label(values, divisor) <= MAX_SCALED_LABEL else None
+
+
+def refuse_label_mask(array: np.ndarray, source: str | os.PathLike[str], *,
+                      what: str = "CT image", advice: str = "give the CT itself") -> None:
+    """Refuse a label mask (:func:`label_levels`) given where ``what``, an image, is read,
+    saying why it is one and ``advice`` on what to give instead: the mirror of
+    :func:`image_given_as_mask`, so that predict does not segment a mask as a CT."""
+    reason = label_levels(array)
+    if reason:
+        raise CovsegError(f"{source}: not a {what} but a label mask ({reason}); {advice}")
+
+
 def image_or_soft_mask(array: np.ndarray, values: np.ndarray,
                        source: str | os.PathLike[str]) -> str | None:
     """Why a mask is an image (:func:`image_levels`), or None. Image levels within labels
@@ -358,6 +410,22 @@ def image_or_soft_mask(array: np.ndarray, values: np.ndarray,
     if reason and within_labels(values):
         raise fractional_values(source, fraction_range(values))
     return reason
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a 2D slice to segment (:func:`read_array`), refusing a label mask given as one
+    (:func:`refuse_label_mask`) by its grey levels (a 0/255 ground truth), and a palette image
+    by its indices too, which are a mask's labels (Inf-Net's multi-class truth: labels 0/1/2
+    drawn in colour, read as grey 0/38/75)."""
+    image = read_array(path)
+    stored = [image]
+    if Path(path).suffix.lower() != ".npy":
+        with Image.open(path) as opened:
+            if opened.mode in ("P", "PA"):
+                stored.append(read_array(path, keep_palette=True))
+    for array in stored:
+        refuse_label_mask(array, path, what="CT slice", advice="give the slice itself")
+    return image
 
 
 def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
