@@ -827,3 +827,23 @@ def test_visualize_seed_and_demo_folds_and_epochs_reach_the_api(
     code, _, err = _run(capsys, "demo", "--out", str(tmp_path / "demo"), "--epochs", "0")
     _assert_one_line_error(code, err, "--epochs must be at least 1, got 0")
     assert not (tmp_path / "demo").exists()
+
+
+def test_warnings_print_on_lines_of_their_own_with_the_covseg_prefix(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A warning logged while a progress bar runs (8-bit slices read with --intensity unit are
+    clipped) is printed on its own line as ``covseg: warning: ...``, not onto the bar's."""
+    rng = np.random.default_rng(0)
+    for folder in ("images", "masks"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+    for k in range(3):
+        Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)).save(
+            tmp_path / "data" / "images" / f"s{k}.png")
+        mask = np.zeros((64, 64), dtype=np.uint8)
+        mask[20:40, 20:40] = 255
+        Image.fromarray(mask).save(tmp_path / "data" / "masks" / f"s{k}.png")
+    code, _, err = _run(capsys, "visualize", str(tmp_path / "data"), "--out",
+                        str(tmp_path / "grid.png"), "--intensity", "unit")
+    assert code == 0
+    warned = [line for line in err.replace("\r", "\n").splitlines() if "clipped" in line]
+    assert warned and all(line.startswith("covseg: warning: many pixels") for line in warned), err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -12,6 +13,8 @@ from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, NoReturn
+
+from tqdm import tqdm
 
 from covseg import api, cli_models, cli_volumes
 from covseg.config import MAX_SLICE_PASSES, RECIPE_EPOCHS, TrainConfig
@@ -404,12 +407,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return STDOUT_CLOSED
 
 
+class _AboveProgressBars(logging.Handler):
+    """covseg's warnings on lines of their own above the progress bars (tqdm's ``write``), as
+    ``covseg: warning: ...``: Python's fallback handler printed them onto the end of the bar's
+    line, where they were easy to miss."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(f"covseg: {record.levelname.lower()}: {record.getMessage()}",
+                       file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging's own contract: never raise from emit
+            self.handleError(record)
+
+
 def _run(argv: Sequence[str] | None) -> int:
     """Parse the command line and run the command, turning its errors into exit statuses."""
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    logger, handler = logging.getLogger("covseg"), _AboveProgressBars(logging.WARNING)
+    logger.addHandler(handler)
     try:
         return args.handler(args)
     except CovsegError as exc:
@@ -430,6 +448,7 @@ def _run(argv: Sequence[str] | None) -> int:
         print(f"covseg: error: {_named(exc)}{exc.strerror or exc}", file=sys.stderr)
         return 2
     finally:
+        logger.removeHandler(handler)
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
 
