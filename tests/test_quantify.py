@@ -180,6 +180,24 @@ def test_quantify_study_with_threshold_lungs_writes_reports(tmp_path: Path) -> N
     assert given["inputs"]["lung_source"] == "mask"
 
 
+def test_an_instance_labelled_mask_counts_every_lesion_once(tmp_path: Path) -> None:
+    """A mask holding each lesion under its own label (20 labels, as connected-component tools
+    write them) is one binary lesion mask: neither refused as an image nor read as classes."""
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    lesions = np.zeros((64, 48, 6), dtype=np.int16)
+    for k in range(20):
+        x = (12 if k < 10 else 38) + 2 * (k % 5)
+        y = 12 + 12 * ((k % 10) // 5)
+        lesions[x:x + 2, y:y + 2, 2] = k + 1  # 4 voxels each, 10 in each lung
+    nib.save(nib.Nifti1Image(lesions, np.diag([0.7, 0.7, 5.0, 1.0])), str(mask))
+    result = quantify_study(mask, tmp_path / "out", image=tmp_path / "in")
+    voxel_ml = 0.7 * 0.7 * 5.0 / 1000.0
+    assert not result["multiclass"]
+    assert result["study"]["lesion_ml"] == pytest.approx(80 * voxel_ml)
+    assert result["right_lung"]["lesion_ml"] == pytest.approx(40 * voxel_ml)
+    assert result["left_lung"]["lesion_ml"] == pytest.approx(40 * voxel_ml)
+
+
 @pytest.mark.parametrize(("name", "sides"), [
     ("lungs.nii.gz", (1, 2)), ("s1.nii.gz", (1, 2)), ("s1.nii.gz", (2, 1)),
     ("lungs.nii.gz", (2, 1)), ("s1.nii.gz", (1, 1)), ("lungs.nii.gz", (255, 255))])
