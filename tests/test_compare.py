@@ -15,7 +15,7 @@ import torch
 from matplotlib.figure import Figure
 
 from covseg import api
-from covseg.cli import build_parser, main
+from covseg.cli import build_parser, main, swallowed_data
 from covseg.compare import (
     COMPARED_METRICS,
     check_specs,
@@ -42,6 +42,27 @@ def test_parse_model_spec() -> None:
         "miniseg", {"deep_supervision": True, "width": 1.5})  # as --model-option reads them
     with pytest.raises(CovsegError, match="separated by spaces"):
         parse_model_spec("unet:width=8,")  # from `--models unet:width=8, miniseg`
+
+
+@pytest.mark.parametrize("specs, same", [
+    (["unet:width=16", "unet"], "unet:width=16 and unet"),  # unet's width is 16
+    (["unet", "miniseg", "unet:res_units=0,dropout=0"], "unet and unet:res_units=0,dropout=0"),
+    (["miniseg", "miniseg:width=1"], "miniseg and miniseg:width=1"),  # 1 is its 1.0
+    (["miniseg,miniseg", "miniseg,miniseg:deep_supervision=false"], "miniseg,miniseg and"),
+])
+def test_a_default_spelt_out_is_the_same_model(specs: list[str], same: str) -> None:
+    """`--models unet:width=16 unet` trained one model twice and reported p = 1 between them,
+    where `unet unet` is refused: specs are compared with the model's defaults filled in."""
+    with pytest.raises(CovsegError, match=rf"^{re.escape(same)}.* are one model once its "
+                                          r"defaults are filled in; name each model once"):
+        check_specs(specs)
+
+
+def test_variants_and_other_models_are_not_taken_for_one() -> None:
+    check_specs(["unet:width=8", "unet", "resunet", "unet:res_units=2", "miniseg,unet"])
+    check_specs(["miniseg", "miniseg,miniseg", "miniseg:width=1.5"])
+    with pytest.raises(CovsegError, match="^unet given twice; name each model once"):
+        check_specs(["unet", "miniseg", "unet"])
 
 
 def test_every_spec_is_checked_before_any_model_trains() -> None:
@@ -104,6 +125,54 @@ def test_an_abbreviated_option_is_not_taken_for_another() -> None:
                                    "--model", "miniseg", "--out", "x"])
 
 
+@pytest.mark.parametrize("data", ["folder", "synthetic"])
+def test_data_after_the_model_list_is_named_not_called_missing(
+        tmp_path: Path, synthetic_folder: Path, capsys: pytest.CaptureFixture[str],
+        data: str) -> None:
+    """`compare --models unet miniseg DATA --out X`: nargs="+" took DATA as a third model and
+    argparse said "the following arguments are required: data" to a user who had given it."""
+    given = str(synthetic_folder) if data == "folder" else "synthetic"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "--models", "unet", "miniseg", given, "--out", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1, err
+    assert err == (f"covseg compare: error: DATA was read as a model name after --models "
+                   f"({given}): put the data folder before --models (or end the list with --) "
+                   "(see `covseg compare -h`)\n")
+    with pytest.raises(SystemExit):  # --out missing too: both said
+        main(["compare", "--models", "unet", "miniseg", given])
+    assert "(or end the list with --); also required: --out (see" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_model_list_without_data_keeps_argparses_words(
+        tmp_path: Path, synthetic_folder: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No DATA at all, the last model a model: argparse's own message; DATA before --models,
+    or after a -- ending the list, is read as DATA."""
+    with pytest.raises(SystemExit):
+        main(["compare", "--models", "unet", "miniseg:width=0.5", "--out", str(tmp_path / "c")])
+    assert capsys.readouterr().err == ("covseg compare: error: the following arguments are "
+                                       "required: data (see `covseg compare -h`)\n")
+    for argv in (["compare", str(synthetic_folder), "--models", "unet", "miniseg"],
+                 ["compare", "--models", "unet", "miniseg", "--", str(synthetic_folder)]):
+        args = build_parser().parse_args([*argv[:1], "--out", "x", *argv[1:]])
+        assert (args.data, args.models) == (str(synthetic_folder), ["unet", "miniseg"])
+
+
+@pytest.mark.parametrize("missing, argv, last", [
+    ("data", ["--models", "unet", "miniseg", "synthetic:3"], "synthetic:3"),
+    ("data", ["--models", "unet", "nosuch", "--folds", "2"], "nosuch"),
+    ("data", ["--models", "unet", "miniseg", "--models", "unet", "mydata"], "mydata"),
+    ("data", ["--models", "unet", "miniseg,unet:width=8", "--out", "x"], None),
+    ("--out", ["x", "--models", "unet", "miniseg", "--", "y"], None),
+])
+def test_swallowed_data_looks_at_the_last_model_named(missing: str, argv: list[str],
+                                                      last: str | None) -> None:
+    hint = swallowed_data(f"the following arguments are required: {missing}", argv)
+    assert hint is None if last is None else f"after --models ({last}):" in hint
+
+
 def test_paired_wilcoxon_against_hand_checked_values() -> None:
     baseline = {f"c{i}": 0.5 for i in range(8)}
     better = {f"c{i}": 0.5 + 0.01 * (i + 1) for i in range(8)}
@@ -143,6 +212,11 @@ def test_compare_two_models_on_the_same_folds(tmp_path: Path, synthetic_folder: 
     assert "paired Wilcoxon" in report and "2-fold cross-validation, identical folds" in report
     recipe = next(line for line in report.splitlines() if line.startswith("- Recipe"))
     assert "'epochs': 1" in recipe and "'size': 64" in recipe and "'batch_size': 4" in recipe
+    with pytest.raises(CovsegError, match=re.escape(  # said "cross-validate into a new --out"
+            f"{tmp_path / 'unet_width-4' / 'fold_0'}: finished with other settings or data "
+            "(epochs: 1 -> 2); compare into a new --out or delete the fold")):
+        api.compare(synthetic_folder, ["unet:width=4", "miniseg"], tmp_path, folds=2, epochs=2,
+                    size=64, batch_size=4, resume=True)
 
 
 def test_a_cascade_costs_its_lung_channel_and_split_files_are_named(
@@ -199,7 +273,8 @@ def _fake_runs(monkeypatch: pytest.MonkeyPatch, dice: dict[str, list[dict[str, f
     """compare's cross-validation and profiling replaced: each model's per_case.csv holds the
     per-fold Dice of ``dice`` (model -> per fold, case id -> Dice), its summary their means."""
     def cross_validate(config: TrainConfig, data: object, out: Path, folds: object,
-                       resume: bool) -> dict[str, Any]:
+                       resume: bool, verb: str) -> dict[str, Any]:
+        assert verb == "compare"  # its refusals say compare, not cross-validate
         spec = next(s for s in dice if model_folder(s) == out.name)
         out.mkdir(parents=True, exist_ok=True)
         with (out / "per_case.csv").open("w", newline="") as handle:
@@ -210,8 +285,10 @@ def _fake_runs(monkeypatch: pytest.MonkeyPatch, dice: dict[str, list[dict[str, f
         means = [float(np.mean(list(fold.values()))) for fold in dice[spec]]
         stats = {"mean": float(np.mean(means)), "std": float(np.std(means, ddof=1)),
                  "n": len(means)}
-        return {"train_seconds": 60.0, "per_fold": [{"fold": k} for k in range(len(means))],
-                "mean_std_over_folds": dict.fromkeys(COMPARED_METRICS, stats)}
+        summary = {"train_seconds": 60.0, "per_fold": [{"fold": k} for k in range(len(means))],
+                   "mean_std_over_folds": dict.fromkeys(COMPARED_METRICS, stats)}
+        (out / "summary.json").write_text(json.dumps(summary))
+        return summary
 
     monkeypatch.setattr(compare, "cross_validate", cross_validate)
     monkeypatch.setattr(compare, "build_model", lambda *args, **kwargs: None)
@@ -285,12 +362,60 @@ def test_a_comparison_already_there_is_refused_without_resume(
     data = load_dataset("synthetic")
     first = compare.compare_models(TrainConfig(), data, ["unet", "miniseg"], tmp_path)
     with pytest.raises(CovsegError, match=re.escape(
-            f"{tmp_path} already holds a model comparison (comparison.json); pass --resume to "
-            "reuse and continue it, or pick a new --out") + "$"):
+            f"{tmp_path} already holds a model comparison (comparison.json, miniseg, unet); "
+            "pass --resume to reuse and continue it, or pick a new --out") + "$"):
         compare.compare_models(TrainConfig(), data, ["unet", "miniseg"], tmp_path)
     again = compare.compare_models(TrainConfig(), data, ["unet", "miniseg"], tmp_path,
                                    resume=True)
     assert again["models"][1]["dice"] == first["models"][1]["dice"]
+
+
+def test_a_resume_with_fewer_models_names_those_left_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`--resume` with another model list rewrote the report without the models dropped from
+    it, their folders kept, and said nothing."""
+    runs = {"unet": [{"a": 0.5}, {"b": 0.4}], "miniseg,miniseg": [{"a": 0.6}, {"b": 0.5}],
+            "miniseg": [{"a": 0.7}, {"b": 0.6}], "unet:width=8": [{"a": 0.2}, {"b": 0.3}]}
+    _fake_runs(monkeypatch, runs)
+    data = load_dataset("synthetic")
+    first = compare.compare_models(TrainConfig(), data, ["unet", "miniseg,miniseg"], tmp_path)
+    assert first["left_out"] == [] and "- Note:" not in (tmp_path / "comparison.md").read_text()
+    again = compare.compare_models(TrainConfig(), data, ["unet", "miniseg"], tmp_path,
+                                   resume=True)
+    note = ("miniseg,miniseg (miniseg_miniseg/) of an earlier comparison in this folder, not "
+            "among the models compared now: left out of the report; its folder stays (name it "
+            "among the models to report it, or delete the folder)")
+    assert again["left_out"] == [{"model": "miniseg,miniseg", "folder": "miniseg_miniseg"}]
+    assert [row["model"] for row in again["models"]] == ["unet", "miniseg"]
+    said = [r.getMessage() for r in caplog.records if r.name == "covseg.compare"]
+    assert said == [f"{tmp_path}: {note}"]
+    assert json.loads((tmp_path / "comparison.json").read_text())["left_out"] == \
+        again["left_out"]
+    assert f"- Note: {note}\n" in (tmp_path / "comparison.md").read_text()
+    third = compare.compare_models(TrainConfig(), data, ["miniseg", "unet:width=8"], tmp_path,
+                                   resume=True)  # the record names miniseg,miniseg no more
+    assert third["left_out"] == [{"model": "miniseg_miniseg", "folder": "miniseg_miniseg"},
+                                 {"model": "unet", "folder": "unet"}]
+    assert "their folders stay (name them among the models to report them, or delete the " \
+        "folders)" in caplog.records[-1].getMessage()
+
+
+def test_the_cli_notes_the_models_left_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _fake_runs(monkeypatch, {"unet": [{"a": 0.5}, {"b": 0.4}],
+                             "miniseg": [{"a": 0.6}, {"b": 0.5}],
+                             "resunet": [{"a": 0.7}, {"b": 0.6}]})
+    argv = ["compare", "synthetic", "--out", str(tmp_path), "--models", "unet"]
+    assert main([*argv, "miniseg", "resunet"]) == 0
+    assert "note:" not in capsys.readouterr().out
+    assert main([*argv, "resunet", "--resume"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    note = ("note: miniseg (miniseg/) of an earlier comparison in this folder, not among the "
+            "models compared now: left out of the report; its folder stays (name it among the "
+            "models to report it, or delete the folder)")
+    assert out[-2:] == [note, f"report in {tmp_path}/comparison.md"]
 
 
 def test_a_comparison_stopped_midway_is_refused_without_resume_before_data(

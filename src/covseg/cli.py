@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ from typing import Any, NoReturn
 from tqdm import tqdm
 
 from covseg import api, cli_models, cli_volumes
+from covseg.compare import known_spec, left_out_note
 from covseg.config import MAX_SLICE_PASSES, RECIPE_EPOCHS, TrainConfig
 from covseg.crossval import DEFAULT_FOLDS, mean_over_folds, shown
 from covseg.data.layouts import TARGETS
@@ -175,6 +177,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         test = row.get("wilcoxon_vs_baseline")
         p_value = f", p = {test['p_value']:.3g} vs {result['baseline']}" if test else " (baseline)"
         print(f"{row['model']}: Dice {mean_over_folds(row['dice'], result['folds'])}{p_value}")
+    if result["left_out"]:
+        print(f"note: {left_out_note(result['left_out'])}")
     print(f"report in {args.out}/comparison.md")
     return 0
 
@@ -254,16 +258,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+MISSING = "the following arguments are required: "
+"""How argparse begins its error for required arguments not given."""
+
+
+def swallowed_data(message: str, argv: Sequence[str]) -> str | None:
+    """For argparse's error ``message`` on ``argv`` (a subcommand's arguments): when DATA is
+    missing because ``--models`` (any number of names) took it as its last model, which is an
+    existing path or no registered model, a one-line message saying so; else None."""
+    if not message.startswith(MISSING) or "--models" not in argv:
+        return None
+    missing = message.removeprefix(MISSING).split(", ")
+    start = len(argv) - argv[::-1].index("--models")
+    given = list(itertools.takewhile(lambda arg: not arg.startswith("-"), argv[start:]))
+    if "data" not in missing or not given or (known_spec(given[-1])
+                                              and not Path(given[-1]).exists()):
+        return None
+    also = [name for name in missing if name != "data"]
+    return (f"DATA was read as a model name after --models ({given[-1]}): put the data folder "
+            "before --models (or end the list with --)"
+            + (f"; also required: {', '.join(also)}" if also else ""))
+
+
 class _Parser(argparse.ArgumentParser):
     """Options by their full names only: argparse would take ``--model`` for compare's
     ``--models`` and silently replace the list. Subcommand parsers are of this class too."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **{"allow_abbrev": False, **kwargs})
+        self._argv: list[str] = []
+
+    def parse_known_args(self, args: Sequence[str] | None = None,
+                         namespace: argparse.Namespace | None = None
+                         ) -> tuple[argparse.Namespace, list[str]]:
+        """As argparse, keeping the arguments for :meth:`error` (see :func:`swallowed_data`)."""
+        self._argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> NoReturn:
         """One line, as covseg's own errors, with where to find the usage (argparse prints the
         whole usage block first)."""
+        message = swallowed_data(message, self._argv) or message
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} -h`)\n")
 
 
@@ -301,10 +336,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPUs each fold's Ray task takes (default: one per network trained)")
     p.set_defaults(handler=cmd_cv)
 
-    p = sub.add_parser("compare", help="cross-validate several models on identical folds")
+    p = sub.add_parser("compare", help="cross-validate several models on identical folds",
+                       usage="%(prog)s DATA --models NAME[:KEY=VALUE,...] [NAME ...] --out OUT "
+                             "[options]")
     _add_train_options(p, single_model=False)
     p.add_argument("--models", nargs="+", required=True, metavar="NAME[:KEY=VALUE,...]",
-                   help="models to compare; the first is the baseline (e.g. unet resunet)")
+                   help="models to compare; the first is the baseline (e.g. unet resunet); "
+                        "they take every name up to the next option, so give DATA before "
+                        "--models (or end the list with --)")
     p.add_argument("--folds", type=int, help=FOLDS_HELP)
     p.set_defaults(handler=cmd_compare)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -33,10 +34,13 @@ from covseg.errors import CovsegError
 from covseg.evaluate import any_lesion
 from covseg.io.atomic import write_json, write_text
 from covseg.models import build_model
+from covseg.models.ensemble import member_names
 from covseg.models.profile import profile_model
-from covseg.models.registry import check_model, parse_option_value
+from covseg.models.registry import REGISTRY, check_model, parse_option_value, resolved_options
 from covseg.train import COMPARISON, refuse_other_output, unresumed
 from covseg.viz import box_plot
+
+log = logging.getLogger(__name__)
 
 COMPARED_METRICS = ("dice", "iou", "sensitivity", "specificity", "precision", "hd95")
 
@@ -52,6 +56,12 @@ def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
                               "are separated by spaces: --models unet miniseg)")
         options[key] = parse_option_value(value)
     return name, options
+
+
+def known_spec(spec: str) -> bool:
+    """Whether ``spec`` names registered models (``name[:options]``, ``a,b`` an ensemble), as
+    a ``--models`` entry does and a data folder does not; its options are not looked at."""
+    return all(member in REGISTRY for member in member_names(spec.partition(":")[0]))
 
 
 def paired_wilcoxon(candidate: Mapping[Hashable, float], baseline: Mapping[Hashable, float]
@@ -78,10 +88,14 @@ def check_specs(specs: Sequence[str]) -> None:
     built once with its options (:func:`check_model`)."""
     if len(specs) < 2:
         raise CovsegError("compare needs at least two models: a baseline and a candidate")
-    repeated = sorted({spec for spec in specs if list(specs).count(spec) > 1})
-    if repeated:
-        raise CovsegError(f"{', '.join(repeated)} given twice; name each model once (give "
-                          "another option, e.g. unet:width=32, to compare variants)")
+    built = [_resolved_spec(spec) for spec in specs]
+    for k, spec in enumerate(specs):  # a default spelt out (unet:width=16, unet) is one model
+        other = next((specs[j] for j in range(k) if built[j] == built[k]), spec)
+        if other != spec or specs.count(spec) > 1:
+            given = (f"{spec} given twice" if other == spec else
+                     f"{other} and {spec} are one model once its defaults are filled in")
+            raise CovsegError(f"{given}; name each model once (give another option, e.g. "
+                              "unet:width=32, to compare variants)")
     folders: dict[str, str] = {}
     for spec in specs:  # one folder each, on file systems that ignore case too
         other = folders.setdefault(model_folder(spec).lower(), spec)
@@ -93,6 +107,14 @@ def check_specs(specs: Sequence[str]) -> None:
         check_model(*parse_model_spec(spec))
 
 
+def _resolved_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``spec`` as the model it builds: its name and its options with the model's defaults
+    filled in (:func:`~covseg.models.registry.resolved_options`), compared as Python compares
+    values, so that ``miniseg:width=1`` is miniseg's default width 1.0."""
+    name, options = parse_model_spec(spec)
+    return name, resolved_options(name, options)
+
+
 def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
                    out: str | os.PathLike[str], folds: int | None = None, resume: bool = False
                    ) -> dict[str, Any]:
@@ -100,15 +122,21 @@ def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
 
     The first spec is the baseline that every other model is tested against. Finished folds
     are reused with ``resume`` only: without it, a comparison already in ``out`` is refused.
+    Models of an earlier comparison there that ``specs`` leave out (their folds stay) are
+    warned of and listed as ``left_out``.
     """
     check_specs(specs)
     out = Path(out)
     check_compare_folder(out, specs, resume)
+    left_out = models_left_out(out, specs)
+    if left_out:
+        log.warning("%s: %s", out, left_out_note(left_out))  # before hours of training
     rows, dice_by_model = [], {}
     for spec in specs:
         name, options = parse_model_spec(spec)
         model_config = replace(config, model=name, model_options=options)
-        summary = cross_validate(model_config, data, out / model_folder(spec), folds, resume)
+        summary = cross_validate(model_config, data, out / model_folder(spec), folds, resume,
+                                 verb="compare")
         per_case = per_case_dice(out / model_folder(spec), by_fold=True)
         channels = model_config.in_channels  # as its runs take them: a lung guide adds one
         cost = profile_model(build_model(name, channels, data.num_classes, **options), size=512,
@@ -124,7 +152,7 @@ def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
                                                       dice_by_model[baseline])
     result = {"data": data.describe(), "synthetic": data.synthetic, "baseline": baseline,
               "folds": len(summary["per_fold"]), "split_files": bool(data.folds),
-              "config": _shared_recipe(config), "models": rows}
+              "config": _shared_recipe(config), "models": rows, "left_out": left_out}
     write_json(out / "comparison.json", result)
     dice = any_lesion("Dice", config.target == "multiclass")
     box_plot({spec: list(d.values()) for spec, d in dice_by_model.items()},
@@ -132,6 +160,32 @@ def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
              title=("SYNTHETIC data: " if data.synthetic else "") + f"per-case {dice} by model")
     write_text(out / "comparison.md", comparison_markdown(result))
     return result
+
+
+def models_left_out(out: Path, specs: Sequence[str]) -> list[dict[str, str]]:
+    """The models whose cross-validation lies in ``out`` (a folder holding folds or a summary)
+    but which ``specs`` do not name: a resume with another model list leaves them out of the
+    report. Each as ``{"model", "folder"}``, the model named as the earlier comparison.json
+    named it (its folder's name where that record is gone, as a comparison stopped midway)."""
+    try:
+        earlier = {row["folder"]: row["model"]
+                   for row in json.loads((out / "comparison.json").read_text())["models"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        earlier = {}
+    named = {model_folder(spec).lower() for spec in specs}  # as check_specs: case ignored
+    return [{"model": earlier.get(folder.name, folder.name), "folder": folder.name}
+            for folder in sorted(out.glob("*/"))
+            if folder.name.lower() not in named and cross_validation_work(folder)]
+
+
+def left_out_note(left_out: Sequence[Mapping[str, str]]) -> str:
+    """One line on the models :func:`models_left_out` found, and what to do about them."""
+    models = ", ".join(f"{row['model']} ({row['folder']}/)" for row in left_out)
+    it, stays, folder = (("it", "its folder stays", "folder") if len(left_out) == 1
+                         else ("them", "their folders stay", "folders"))
+    return (f"{models} of an earlier comparison in this folder, not among the models compared "
+            f"now: left out of the report; {stays} (name {it} among the models to report {it}, "
+            f"or delete the {folder})")
 
 
 def _shared_recipe(config: TrainConfig) -> dict[str, Any]:
@@ -228,6 +282,7 @@ def comparison_markdown(result: dict[str, Any]) -> str:
         ("- Metrics: mean ± sample std over folds, a fold's value being the mean over its "
          "slices"),
         f"- Recipe (shared; each model's name and options in its row): `{result['config']}`",
+        *([f"- Note: {left_out_note(result['left_out'])}"] if result.get("left_out") else []),
         "",
         ("| model | " + " | ".join(columns) + " | Δ Dice | better/worse "
          "| p | params | GFLOPs/512² | CPU ms/512² | CV training (min) |"),

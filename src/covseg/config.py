@@ -12,9 +12,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 from covseg.cascade import THRESHOLD, LungFrame, LungGuide
 from covseg.errors import CovsegError
 from covseg.losses import trained_loss
-from covseg.models.ensemble import member_names
-from covseg.models.registry import OPTION_TYPES, REGISTRY, is_a
-from covseg.models.registry import model_options as option_defaults
+from covseg.models.registry import OPTION_TYPES, is_a, resolved_options
 from covseg.transforms import LUNG_WINDOW
 
 RECIPE_THRESHOLD = 0.4
@@ -188,9 +186,7 @@ class TrainConfig:
         data = self.to_dict()
         if slices is not None:
             data["epochs"] = self.epochs_for(slices)
-        names = set(member_names(self.model))
-        if len(names) == 1 and names <= set(REGISTRY):  # a mixed ensemble takes no options
-            data["model_options"] = {**option_defaults(names.pop()), **self.model_options}
+        data["model_options"] = resolved_options(self.model, self.model_options)
         return data
 
     @classmethod

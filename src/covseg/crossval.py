@@ -33,6 +33,8 @@ from covseg.viz import box_plot
 REPORT_METRICS = METRICS
 DEFAULT_FOLDS = 5
 """Folds of a data set that ships no split files of its own, unless ``folds`` is given."""
+CV_VERB = "cross-validate"
+"""What a refusal tells a ``covseg cv`` user to do into a new --out (compare says compare)."""
 
 
 def make_folds(data: LoadedData, folds: int | None, seed: int
@@ -86,9 +88,11 @@ def check_cv_folder(out: Path, resume: bool, fold: int | None = None) -> None:
 
 
 def _check_finished_fold(fold_dir: Path, config: TrainConfig, finished: dict[str, Any],
-                         data: LoadedData, train_cases: list[str], test_cases: list[str]) -> None:
+                         data: LoadedData, train_cases: list[str], test_cases: list[str],
+                         verb: str = CV_VERB) -> None:
     """A finished fold (``finished``: its fold_metrics.json) is reused only if it ran this recipe
-    on this split of these data; else a clear error."""
+    on this split of these data; else a clear error, telling to ``verb`` (the command running:
+    cross-validate, compare) into a new --out."""
     record = json.loads((fold_dir / "config.json").read_text())
     changed = TrainConfig.from_dict(record["config"]).differences(config,
                                                                    len(record["train_cases"]))
@@ -101,17 +105,16 @@ def _check_finished_fold(fold_dir: Path, config: TrainConfig, finished: dict[str
                        "data set, or files changed since)")
     if changed:
         raise CovsegError(f"{fold_dir}: finished with other settings or data "
-                          f"({'; '.join(changed)}); cross-validate into a new --out or delete "
-                          "the fold")
+                          f"({'; '.join(changed)}); {verb} into a new --out or delete the fold")
 
 
 def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases: list[str],
-             test_cases: list[str], resume: bool) -> list[dict[str, Any]]:
+             test_cases: list[str], resume: bool, verb: str = CV_VERB) -> list[dict[str, Any]]:
     """Train on ``train_cases`` (validation patients drawn from them), evaluate on ``test_cases``;
     a finished fold is reused (after :func:`_check_finished_fold`) instead."""
     if _fold_done(fold_dir):
         finished = json.loads((fold_dir / "fold_metrics.json").read_text())
-        _check_finished_fold(fold_dir, config, finished, data, train_cases, test_cases)
+        _check_finished_fold(fold_dir, config, finished, data, train_cases, test_cases, verb)
         # JSON holds undefined metrics as null: make them NaN again, as a fresh fold has them.
         return [{key: math.nan if value is None else value for key, value in row.items()}
                 for row in finished["per_case"]]
@@ -144,17 +147,17 @@ def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.Pat
 
 
 def _split_fold(config: TrainConfig, data: LoadedData, out: Path,
-                splits: list[tuple[list[str], list[str]]], k: int, resume: bool
-                ) -> list[dict[str, Any]]:
+                splits: list[tuple[list[str], list[str]]], k: int, resume: bool,
+                verb: str = CV_VERB) -> list[dict[str, Any]]:
     """Fold ``k`` of ``splits`` into ``out/fold_k``, seeded ``seed + k`` (whole run or alone)."""
     train_cases, test_cases = splits[k]
     return run_fold(replace(config, seed=config.seed + k), data, out / f"fold_{k}", train_cases,
-                    test_cases, resume)
+                    test_cases, resume, verb)
 
 
 def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
                    folds: int | None = None, resume: bool = False,
-                   started: float | None = None) -> dict[str, Any]:
+                   started: float | None = None, verb: str = CV_VERB) -> dict[str, Any]:
     """Run every fold into ``out/fold_k``; write summary.json, per_case.csv, report.md, dice_boxplot.png.
 
     Completed folds are kept, so an interrupted run continues where it stopped when resumed;
@@ -162,6 +165,8 @@ def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike
     made by the first fold's run once it is accepted: a refused one leaves no folder. A folder
     holding a training run or a comparison is refused. ``started``: the
     ``time.perf_counter()`` the invocation began at, where its folds ran before (on Ray).
+    ``verb``: the command running, as its refusals name it (compare's models are
+    cross-validated here too).
     """
     out = Path(out)
     refuse_other_output(out, CROSS_VALIDATION)
@@ -172,7 +177,7 @@ def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike
     all_rows: list[dict[str, Any]] = []
     train_seconds = 0.0
     for k, (train_cases, test_cases) in enumerate(splits):
-        rows = _split_fold(config, data, out, splits, k, resume)
+        rows = _split_fold(config, data, out, splits, k, resume, verb)
         seconds, epochs = _fold_training(out / f"fold_{k}")
         train_seconds += seconds
         per_fold.append({"fold": k, "train_cases": len(train_cases), "test_cases": len(test_cases),

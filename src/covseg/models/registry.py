@@ -147,6 +147,16 @@ def model_options(name: str) -> dict[str, Any]:
             if key not in ("in_channels", "out_channels")}
 
 
+def resolved_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` with the model's defaults filled in, so that a default spelt out
+    (``unet:width=16``, unet's default) names the same model as none; an unregistered name or
+    an ensemble that mixes architectures (which takes no options) keeps ``options`` as given."""
+    names = set(member_names(name))
+    if len(names) == 1 and names <= set(REGISTRY):
+        return {**model_options(names.pop()), **options}
+    return dict(options)
+
+
 def check_options(name: str, options: dict[str, Any]) -> None:
     """Each option is one the model's builder takes, of the type it declares: a one-line error
     naming the option, rather than Python's own words from deep inside the builder. Runs
