@@ -415,6 +415,25 @@ def test_out_that_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     _assert_one_line_error(code, err, "a file is in the way")
 
 
+def test_train_says_one_epoch_in_the_singular(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               synthetic_folder: Path) -> None:
+    """"trained 1 epochs"."""
+    code, out, _ = _run(capsys, "train", str(synthetic_folder), "--out", str(tmp_path / "run"),
+                        "--epochs", "1", "--size", "32", "--batch-size", "4", "--model", "unet",
+                        "--model-option", "width=4")
+    assert code == 0 and out.startswith("trained 1 epoch ("), out
+
+
+def test_a_layouts_sub_folder_is_refused_naming_its_data_folder(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Inf-Net's Imgs/ given to visualize got the generic "unrecognised data layout"."""
+    (tmp_path / "Imgs").mkdir()
+    code, _, err = _run(capsys, "visualize", str(tmp_path / "Imgs"), "--out",
+                        str(tmp_path / "v.png"))
+    _assert_one_line_error(code, err, f"{tmp_path / 'Imgs'}: the Imgs/ folder of Inf-Net data; "
+                                      f"give the data folder itself, {tmp_path}")
+
+
 def test_unrecognised_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "stuff").mkdir()
     code, _, err = _run(capsys, "cv", str(tmp_path), "--out", str(tmp_path / "r"))

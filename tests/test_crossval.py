@@ -170,6 +170,25 @@ def test_multiclass_reports_name_their_scores_of_any_lesion(
     assert summary["config"]["target"] == "multiclass"
 
 
+def test_report_and_plot_titles_read_for_a_user(tmp_path: Path) -> None:
+    """report.md had two blank lines under its title (an empty line where the SYNTHETIC
+    banner goes), and the box plot named the layout as covseg does ("unet on folders")."""
+    assert "# Cross-validation: unet\n\n- Data: d\n" in report_markdown(_summary("infection"))
+    synthetic = {**_summary("infection"), "synthetic": True}
+    assert ("# Cross-validation: unet\n\n**SYNTHETIC data** (covseg's built-in generator): "
+            "figures say nothing about real CT.\n\n- Data: d\n") in report_markdown(synthetic)
+    for part in ("images", "masks"):
+        (tmp_path / part).mkdir()
+        np.save(tmp_path / part / "x.npy", np.eye(8, dtype=np.uint8))
+    data = load_dataset(tmp_path)
+    assert crossval._title(TrainConfig(model="unet"), data) == (
+        "unet on generic (images/ + masks/) data, per-case Dice")
+    assert crossval._title(TrainConfig(model="unet"), load_dataset("synthetic")) == (
+        "unet on SYNTHETIC data, per-case Dice")
+    assert data.describe() == (f"generic (images/ + masks/) data at {tmp_path.resolve()}: 1 slice, "
+                               "1 patient, target infection (2 classes)")
+
+
 @pytest.mark.parametrize("held, kind", [("config.json", "a training run"),
                                         ("best.pt", "a training run"),
                                         ("comparison.json", "a model comparison")])

@@ -469,7 +469,7 @@ def test_rerun_with_other_settings_is_refused_before_any_study(tmp_path: Path) -
     stricter.threshold = 0.9
     with pytest.raises(CovsegError, match=r"alpha was made with other settings or inputs "
                                           r"\(threshold: 0\.5 -> 0\.9\) \(and 1 more "
-                                          r"studies\); pick a new --out or delete it$"):
+                                          r"study\); pick a new --out or delete it$"):
         predict_batch(stricter, [inputs], out, html=True)
     assert not (out / "alpha" / "report.html").exists()
     reported = predict_batch(BandPredictor([(-400, -200)]), [inputs], out, html=True)

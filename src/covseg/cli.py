@@ -22,7 +22,7 @@ from covseg.compare import known_spec, left_out_note
 from covseg.config import MAX_SLICE_PASSES, RECIPE_EPOCHS, TrainConfig
 from covseg.crossval import DEFAULT_FOLDS, mean_over_folds, shown
 from covseg.data.layouts import TARGETS
-from covseg.errors import CovsegError
+from covseg.errors import CovsegError, counted
 from covseg.losses import LOSSES
 from covseg.models.registry import parse_option_value
 from covseg.transforms import AUGMENTATIONS, INTENSITY_MODES, LUNG_WINDOW
@@ -146,7 +146,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     metrics = api.train(args.data, args.out, resume=args.resume, **_config(args))
     dice = metrics.get("validation", {}).get("dice", {}).get("mean")
     shown = f"validation Dice {dice:.3f}" if dice is not None else "no validation split"
-    print(f"trained {metrics['epochs']} epochs ({shown}); run in {args.out}")
+    print(f"trained {counted(metrics['epochs'], 'epoch')} ({shown}); run in {args.out}")
     return 0
 
 
@@ -157,8 +157,8 @@ def cmd_cv(args: argparse.Namespace) -> int:
                                  cpus_per_fold=args.cpus_per_fold, **_config(args))
     if args.fold is not None:
         print(f"fold {args.fold}: Dice {shown(summary['summary'].get('dice', {}).get('mean'))} on "
-              f"{summary['test_cases']} slices; once every fold is done, the same command without "
-              "--fold (and with --resume) writes the summary")
+              f"{counted(summary['test_cases'], 'slice')}; once every fold is done, the same "
+              "command without --fold (and with --resume) writes the summary")
         return 0
     folds = len(summary["per_fold"])
     print(f"Dice {mean_over_folds(summary['mean_std_over_folds']['dice'], folds)} over {folds} "
@@ -236,8 +236,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     scores = (f"Dice (any lesion) {dice['mean']:.3f} ± {dice['std']:.3f}; per class: "
               f"{', '.join(per_class)}" if result["num_classes"] > 2
               else f"Dice {dice['mean']:.3f} ± {dice['std']:.3f}")
-    cases = f"{result['cases']} case{'s' if result['cases'] != 1 else ''}"
-    print(f"{cases}, {scores}; wrote {', '.join(result['files'].values())}")
+    print(f"{counted(result['cases'], 'case')}, {scores}; wrote {', '.join(result['files'].values())}")
     for key, what in EVALUATE_NOTES.items():
         names = result[key]
         if names:
@@ -327,7 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_options(p)
     p.add_argument("--folds", type=int, help=FOLDS_HELP)
     p.add_argument("--fold", type=int, metavar="K",
-                   help="run only fold K (0-based), e.g. one per core with OMP_NUM_THREADS=1")
+                   help="run only fold K (0-based; with split files the K-th pair in number "
+                        "order: fold 0 is train_new1.txt), e.g. one per core with "
+                        "OMP_NUM_THREADS=1")
     p.add_argument("--ray", metavar="ADDRESS",
                    help="run the folds as Ray tasks: 'local' starts Ray on this machine, else a "
                         "cluster's address (auto, HOST:PORT); --out must be on a disk every "

@@ -215,8 +215,7 @@ def _dice(config: TrainConfig) -> str:
 
 
 def _title(config: TrainConfig, data: LoadedData) -> str:
-    prefix = "SYNTHETIC data: " if data.synthetic else ""
-    return f"{prefix}{config.model} on {data.layout}, per-case {_dice(config)}"
+    return f"{config.model} on {data.kind}, per-case {_dice(config)}"
 
 
 def _summary(config: TrainConfig, data: LoadedData, how: str, per_fold: list[dict[str, Any]],
@@ -273,8 +272,8 @@ def report_markdown(summary: dict[str, Any]) -> str:
     lines = [
         f"# Cross-validation: {summary['config']['model']}",
         "",
-        ("**SYNTHETIC data** (covseg's built-in generator): figures say nothing about real CT.\n"
-         if summary["synthetic"] else ""),
+        *([("**SYNTHETIC data** (covseg's built-in generator): figures say nothing about real "
+            "CT."), ""] if summary["synthetic"] else []),
         f"- Data: {summary['data']}",
         f"- Folds: {summary['folds']}",
         (f"- Run time: {summary['seconds'] / 60:.1f} min in this invocation; training "

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from covseg.data.layouts import CLASS_NAMES, Sample, examples
-from covseg.errors import CovsegError
+from covseg.errors import CovsegError, counted
 from covseg.infer import Predictor, output_name
 from covseg.io.atomic import write_json, write_text
 from covseg.io.image import (
@@ -375,7 +375,7 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     result["files"] = {kind: str(path) for kind, path in files.items()}
     write_json(files["json"], result)  # first: it marks the other two as this evaluation's, so
     write_text(files["csv"], rows_to_csv(rows))  # a rerun after an interrupt may replace them
-    metrics_plot(rows, files["png"], f"{len(rows)} cases: {pred_path.name} against "
+    metrics_plot(rows, files["png"], f"{counted(len(rows), 'case')}: {pred_path.name} against "
                  f"{truth_path.name}")
     return result
 

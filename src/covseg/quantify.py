@@ -40,7 +40,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from tqdm import tqdm
 
-from covseg.errors import CovsegError
+from covseg.errors import CovsegError, counted
 from covseg.io.atomic import atomic_path, remove_temporaries, write_json, write_text
 from covseg.io.image import (
     MAX_LABEL,
@@ -1333,7 +1333,8 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
             clashes.append((out_dir / study.name, changes))
     if clashes:
         folder, changes = clashes[0]
-        more = f" (and {len(clashes) - 1} more studies)" if len(clashes) > 1 else ""
+        more = (f" (and {counted(len(clashes) - 1, 'more study', 'more studies')})"
+                if len(clashes) > 1 else "")
         raise CovsegError(f"{folder} was made with other settings or inputs "
                           f"({'; '.join(changes)}){more}; "
                           "pick a new --out or delete it")

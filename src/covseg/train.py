@@ -756,7 +756,7 @@ def _finish(out: Path, config: TrainConfig, data: LoadedData, history: list[dict
             val_samples: list[Sample]) -> dict[str, Any]:
     """Curves, and the best model's validation metrics at the original image size."""
     training_curves(history, out / "curves.png", loss=config.loss, canvas=config.size,
-                    title=f"{config.model} on {'SYNTHETIC ' if data.synthetic else ''}{data.layout}")
+                    title=f"{config.model} on {data.kind}")
     best = max(history, key=lambda r: r.get("val_dice", r["epoch"]))
     metrics: dict[str, Any] = {
         "epochs": len(history), "best_epoch": best["epoch"], "best_val_dice_canvas": best.get("val_dice"),

@@ -458,6 +458,81 @@ def test_unrecognised_layout(tmp_path: Path) -> None:
         load_dataset(tmp_path)
 
 
+def _refusal(folder: Path) -> str:
+    """The one-line message with which ``load_dataset`` refuses ``folder``."""
+    with pytest.raises(CovsegError) as caught:
+        load_dataset(folder)
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
+
+
+def test_a_layouts_sub_folder_is_named_with_the_folder_to_give(tmp_path: Path) -> None:
+    """Inf-Net's Imgs/ or GT/ (or a generic images/, a MosMed study's CT-1/) given instead of
+    their data folder got the generic "unrecognised data layout"."""
+    infnet = tmp_path / "Doctor-label"
+    generic = tmp_path / "generic"
+    for folder in (infnet / "Imgs", infnet / "GT", infnet / "Edge", generic / "images",
+                   generic / "masks", tmp_path / "mosmed" / "studies" / "CT-1",
+                   tmp_path / "mosmed" / "masks"):
+        folder.mkdir(parents=True)
+    for part in ("Imgs", "GT", "Edge"):
+        assert _refusal(infnet / part) == (f"{infnet / part}: the {part}/ folder of Inf-Net "
+                                           f"data; give the data folder itself, {infnet}")
+    assert _refusal(generic / "masks") == (f"{generic / 'masks'}: the masks/ folder of generic "
+                                           f"(images/ + masks/) data; give the data folder "
+                                           f"itself, {generic}")
+    study = tmp_path / "mosmed" / "studies" / "CT-1"
+    assert _refusal(study) == (f"{study}: the studies/CT-1/ folder of MosMedData 3D data; give "
+                               f"the data folder itself, {tmp_path / 'mosmed'}")
+
+
+def test_masks_or_scans_alone_and_folders_of_data_sets_say_what_is_missing(
+        tmp_path: Path) -> None:
+    """A masks-only folder, a folder of CT scans and one of several data sets got the generic
+    "unrecognised data layout" instead of what they lack."""
+    hu, lesions = _hu_volume(slices=2)
+    masks_only = tmp_path / "mosmed-masks"
+    for name in ("study_0255", "study_0256"):
+        _save_nifti(masks_only / "masks" / f"{name}_mask.nii.gz", lesions)
+    assert _refusal(masks_only) == (f"{masks_only}: masks found (masks/) but no images; put "
+                                    "each mask's image in images/ (MosMed's CT volumes: "
+                                    "studies/) beside it, under the same file stem")
+    assert _refusal(masks_only / "masks") == (
+        f"{masks_only / 'masks'}: masks found (study_0255_mask.nii.gz, study_0256_mask.nii.gz) "
+        "but no images; a data folder holds them in masks/ beside their images in images/ "
+        "(MosMed: studies/): give that folder")
+    scans = tmp_path / "ct"
+    _save_nifti(scans / "chest.nii.gz", hu)
+    _save_png(scans / "slice.png", np.zeros((8, 8)))
+    (scans / "notes.txt").write_text("not a scan")
+    assert _refusal(scans) == (f"{scans}: images or CT scans found (chest.nii.gz, slice.png) "
+                               "but no masks; a data folder holds them in images/ and their "
+                               "masks in masks/, under the same file stems (covseg predict "
+                               "segments them as they are)")
+    for folder in ("images", "masks"):
+        (tmp_path / "generic" / folder).mkdir(parents=True)
+    assert _refusal(tmp_path) == f"{tmp_path}: a folder of data sets (generic/); give one of them"
+
+
+@pytest.mark.parametrize("parts,says", [
+    (("infnet-covid-semiseg", "TrainingSet", "LungInfection-Train", "Doctor-label", "Imgs"),
+     "the Imgs/ folder of Inf-Net data; give the data folder itself, "),
+    (("infnet-covid-semiseg", "TrainingSet", "MultiClassInfection-Train", "Prior"),
+     "the Prior/ folder of Inf-Net data; give the data folder itself, "),
+    (("medseg-covid19-100", "images"), "the images/ folder of generic (images/ + masks/) data"),
+    (("mosmed-masks",), "masks found (masks/) but no images"),
+    (("mosmed-masks", "masks"), ("masks found (study_0255_mask.nii.gz, study_0256_mask.nii.gz, "
+                                 "study_0257_mask.nii.gz ...) but no images")),
+    (("ct-samples",), ("images or CT scans found (example_ct_sm.nii.gz, lungmask_0.dcm, "
+                       "lungmask_1.dcm) but no masks")),
+    ((), "a folder of data sets (infnet-covid-semiseg/, medseg-covid19-100/"),
+])
+def test_real_sub_folders_and_partial_data_are_named(parts: tuple[str, ...], says: str) -> None:
+    """The folders of ../shared/data that are no data folder themselves, as a user may give."""
+    folder = shared(*parts)
+    assert _refusal(folder).startswith(f"{folder}: {says}")
+
+
 @pytest.mark.parametrize("spec", ["synthetic:-1", "synthetic:abc", "synthetic:", "synthetic:1.5"])
 def test_synthetic_seed_must_be_a_non_negative_integer(spec: str) -> None:
     with pytest.raises(CovsegError, match="seed must be a non-negative integer"):
@@ -466,7 +541,7 @@ def test_synthetic_seed_must_be_a_non_negative_integer(spec: str) -> None:
 
 def test_lung_target_on_data_without_lung_masks_is_refused() -> None:
     """Inf-Net's GT is infection: reading it as lungs would train a lung model on lesions."""
-    with pytest.raises(CovsegError, match="infnet data hold no lung masks"):
+    with pytest.raises(CovsegError, match="Inf-Net data hold no lung masks"):
         load_dataset(shared("infnet-covid-semiseg"), target="lung")
 
 
@@ -733,22 +808,43 @@ def test_mosmed_split_lines_naming_the_slice_and_its_mask(tmp_path: Path) -> Non
 
 def test_mosmed_split_files_numbered_from_1_are_named_with_their_folds(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """train_new1..2 became folds 0..1 without a word, so --fold 1 ran train_new2.txt."""
+    """train_new1..2 became folds 0..1 without a word, so --fold 1 ran train_new2.txt; cv's
+    report and --fold name the files. Loading them warned every time, though 1..N is how
+    MosMed ships them: only numbers that skip or repeat are warned of."""
     root = _mosmed_2d(tmp_path)
     zero_based = load_dataset(root)
-    assert "not numbered from 0" not in caplog.text
     assert make_folds(zero_based, None, 0)[1] == "the data set's own 2 split files"
     for k in (1, 0):
         for start in ("train_new", "valid_new"):
             (root / f"{start}{k}.txt").rename(root / f"{start}{k + 1}.txt")
     data = load_dataset(root)
     assert data.folds == zero_based.folds
+    assert "split files" not in caplog.text
     named = ("fold 0: train_new1.txt + valid_new1.txt, fold 1: train_new2.txt + valid_new2.txt")
-    assert named in caplog.text and "not numbered from 0" in caplog.text
     assert make_folds(data, None, 0)[1] == f"the data set's own 2 split files ({named})"
     with pytest.raises(CovsegError, match=re.escape(f"--fold must lie in 0..1 for 2 folds "
                                                     f"({named}), got 2")):
         covseg.crossval.cross_validate_fold(covseg.TrainConfig(), data, tmp_path / "cv", None, 2)
+
+
+@pytest.mark.parametrize("numbers", [(1, 3), (2, 2)])
+def test_mosmed_split_files_whose_numbers_skip_or_repeat_are_warned_of(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, numbers: tuple[int, int]) -> None:
+    """With train_new1 and train_new3 (or train_new2 and train_new02), fold 1 is no file's
+    number: said on loading, with the files each fold reads, in one order for ties."""
+    root = _mosmed_2d(tmp_path)
+    names = [f"{numbers[0]}", f"{numbers[1]}" if numbers[0] != numbers[1] else f"0{numbers[1]}"]
+    for k in (1, 0):
+        for start in ("train_new", "valid_new"):
+            (root / f"{start}{k}.txt").rename(root / f"{start}{names[k]}.txt")
+    data = load_dataset(root)
+    first, second = sorted(names, key=lambda name: (int(name), f"train_new{name}.txt"))
+    assert data.split_files == [(f"train_new{first}.txt", f"valid_new{first}.txt"),
+                                (f"train_new{second}.txt", f"valid_new{second}.txt")]
+    assert (f"the split files are numbered {numbers[0]}, {numbers[1]}, not 1..2, so the folds' "
+            f"numbers are not theirs (fold K is the K-th pair in number order): fold 0: "
+            f"train_new{first}.txt + valid_new{first}.txt, fold 1: train_new{second}.txt + "
+            f"valid_new{second}.txt") in caplog.text
 
 
 def test_slices_in_no_mosmed_test_file_are_named(tmp_path: Path,
@@ -813,8 +909,8 @@ def test_one_study_under_two_names_or_folders_is_refused(
     for study in ("study_0255", "study_0256", "study_0999"):
         _save_nifti(mosmed / "masks" / f"{study}_mask.nii.gz", lesions)
     assert len(load_dataset(mosmed).patients) == 2
-    assert "2 studies have no mask and are skipped (study_0001, study_0002)" in caplog.text
-    assert "1 masks have no study and are skipped (study_0999)" in caplog.text
+    assert "2 studies without a mask skipped (study_0001, study_0002)" in caplog.text
+    assert "1 mask without a study skipped (study_0999)" in caplog.text
     _save_nifti(mosmed / "studies" / "CT-2" / "study_0255.nii.gz", hu)
     with pytest.raises(CovsegError, match=r"studies: CT-1/study_0255.nii.gz and "
                                           r"CT-2/study_0255.nii.gz share the name 'study_0255'"):

@@ -35,7 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from covseg.config import check_window
-from covseg.errors import CovsegError
+from covseg.errors import CovsegError, counted
 from covseg.io.image import (
     case_key,
     image_name,
@@ -58,6 +58,12 @@ from covseg.transforms import LUNG_WINDOW, normalize_intensity
 
 log = logging.getLogger(__name__)
 
+LAYOUT_NAMES: dict[str, str] = {
+    "synthetic": "synthetic", "mosmed-2d": "MosMedData 2D", "medseg": "MedSeg",
+    "infnet": "Inf-Net", "zenodo": "Zenodo", "mosmed-3d": "MosMedData 3D",
+    "folders": "generic (images/ + masks/)",
+}
+"""Each layout's name for a user (its key is the name config.json records)."""
 TARGETS: tuple[str, ...] = ("infection", "multiclass", "lung")
 """What the mask means: any infection (binary), lesion classes, or the lungs."""
 CLASS_NAMES: dict[int, str] = {
@@ -140,12 +146,21 @@ class LoadedData:
     def patients(self) -> list[str]:
         return sorted({s.patient_id for s in self.samples})
 
+    @property
+    def kind(self) -> str:
+        """The data named for a user by their layout (:data:`LAYOUT_NAMES`): "Inf-Net data",
+        "SYNTHETIC data", for titles and descriptions."""
+        name = LAYOUT_NAMES.get(self.layout, self.layout)
+        if self.synthetic:
+            name = "SYNTHETIC" if self.layout == "synthetic" else f"SYNTHETIC {name}"
+        return f"{name} data"
+
     def describe(self) -> str:
-        label = "SYNTHETIC " if self.synthetic else ""
         kept = " (lesion slices only)" if self.slices == "labelled" else ""
         return (
-            f"{label}{self.layout} data at {self.root}: {len(self.samples)} slices{kept}, "
-            f"{len(self.patients)} patients, target {self.target} ({self.num_classes} classes)"
+            f"{self.kind} at {self.root}: {counted(len(self.samples), 'slice')}{kept}, "
+            f"{counted(len(self.patients), 'patient')}, target {self.target} "
+            f"({self.num_classes} classes)"
         )
 
 
@@ -398,13 +413,15 @@ FOLDERS_IMAGES = ("images", "imgs", "Images")
 """Names of the generic layout's images folder (MosMed's 2D ``imgs/`` too), first found first."""
 FOLDERS_MASKS = ("masks", "Masks")
 """Names of the generic layout's infection masks folder."""
+LUNG_MASKS = ("lungs", "lung_masks")
+"""Names of the generic layout's lung masks folder (``--target lung``)."""
 MEDSEG_MASKS = ("tr_mask_new", "tr_mask")
 """Names of MedSeg's PNG masks folder, the corrected masks first."""
 
 
 def _read_folders(root: Path, options: ReadOptions) -> LoadedData:
     images_dir = _first_dir(root, FOLDERS_IMAGES)
-    mask_names = ("lungs", "lung_masks") if options.target == "lung" else FOLDERS_MASKS
+    mask_names = LUNG_MASKS if options.target == "lung" else FOLDERS_MASKS
     masks_dir = _first_dir(root, mask_names)
     if images_dir is None or masks_dir is None:
         raise CovsegError(f"{root}: expected images/ and {mask_names[0]}/ folders")
@@ -479,15 +496,18 @@ def _read_mosmed_2d(root: Path, options: ReadOptions) -> LoadedData:
                     SPLIT_LISTS[1], examples(untested))
     loaded = _loaded(samples, "mosmed-2d", root, options, folds=folds)
     loaded.split_files = [(train.name, valid.name) for train, valid in splits]
-    if note := split_files_note(loaded):
-        log.warning("%s: the split files are not numbered from 0 like the folds (--fold K runs "
-                    "the K-th pair in number order): %s", root, note)
+    numbers = [_fold_number(train) for train, _ in splits]
+    if numbers not in (list(range(len(numbers))), list(range(1, len(numbers) + 1))):
+        log.warning("%s: the split files are numbered %s, not 1..%d, so the folds' numbers are "
+                    "not theirs (fold K is the K-th pair in number order): %s", root,
+                    ", ".join(map(str, numbers)), len(numbers), split_files_note(loaded))
     return loaded
 
 
 def split_files_note(data: LoadedData) -> str:
     """Which split files each fold reads, where their numbers are not the folds' (MosMed's
-    train_new1..5 are folds 0..4), else "": for reports and ``--fold``."""
+    train_new1..5, as it ships them, are folds 0..4), else "": for reports and ``--fold``.
+    Loading warns only where the numbers skip or repeat, as 1..N is the normal case."""
     numbers = [_fold_number(Path(train)) for train, _ in data.split_files]
     if numbers == list(range(len(numbers))):
         return ""
@@ -503,7 +523,7 @@ def _split_pairs(root: Path) -> list[tuple[Path, Path]]:
     """(train list, valid list) of every fold. A list without its partner is refused, as its
     fold would be dropped without a word."""
     lists = sorted((path for start in SPLIT_LISTS for path in root.glob(f"{start}*.txt")),
-                   key=_fold_number)
+                   key=lambda path: (_fold_number(path), path.name))  # one order for ties
     for path in lists:
         partner = _partner(path)
         if not partner.is_file():
@@ -694,11 +714,13 @@ def _read_mosmed_3d(root: Path, options: ReadOptions) -> LoadedData:
             f"{root}: no MosMed study under studies/ has a mask under masks/ "
             "(masks are named <study>_mask.nii.gz)"
         )
-    for skipped, what in ((sorted(set(studies) - set(masks)), "studies have no mask"),
-                          (sorted(set(masks) - set(studies)), "masks have no study")):
+    for skipped, what, without in ((sorted(set(studies) - set(masks)), ("study", "studies"),
+                                    "a mask"),
+                                   (sorted(set(masks) - set(studies)), ("mask", "masks"),
+                                    "a study")):
         if skipped:
-            log.warning("%s: %d %s and are skipped (%s)", root, len(skipped), what,
-                        examples(skipped))
+            log.warning("%s: %s without %s skipped (%s)", root, counted(len(skipped), *what),
+                        without, examples(skipped))
     samples = _read_studies(pairs, options, "reading MosMed studies", root)
     return _loaded(samples, "mosmed-3d", root, options)
 
@@ -805,12 +827,12 @@ DATA_FOLDERS: dict[str, Callable[[Path], tuple[Path, Path] | None]] = {
 
 def data_folders(root: Path) -> tuple[Path, Path] | None:
     """The image and mask folders that training reads from ``root`` (:func:`detect_layout`'s
-    layout, :data:`DATA_FOLDERS`), or None: no data folder of two such sub-folders."""
-    try:
-        layout = detect_layout(root)
-    except CovsegError:
+    layout, :data:`DATA_FOLDERS`), or None: no data folder of two such sub-folders. Asks
+    :data:`LAYOUTS` only, not why a folder is none (predict's folders of CT files)."""
+    if is_synthetic_spec(str(root)) or not root.is_dir():
         return None
-    pair = DATA_FOLDERS.get(layout)
+    found = _found_layouts(root)
+    pair = DATA_FOLDERS.get(found[0]) if len(found) == 1 else None
     return pair(root) if pair else None
 
 
@@ -828,18 +850,82 @@ def detect_layout(path: str | Path) -> str:
         raise CovsegError(f"{root}: folder not found")
     if not root.is_dir():
         raise CovsegError(f"{root}: expected a data folder, got a file")
-    found = [name for name, matches in LAYOUTS.items() if matches(root)]
-    if "mosmed-2d" in found:  # its slices lie in imgs/ + masks/, which also look generic
-        found = [name for name in found if name != "folders"]
+    found = _found_layouts(root)
     if len(found) > 1:
         raise CovsegError(f"{root}: holds the folders of several layouts ({', '.join(found)}); "
                           "only one would be read: give each data set its own folder")
     if found:
         return found[0]
-    raise CovsegError(
+    raise CovsegError(_what_it_holds(root) or (
         f"{root}: unrecognised data layout; expected images/ + masks/, MedSeg tr_im/, "
         "Inf-Net Imgs/ + GT/, Zenodo ct_scans/, MosMed studies/ + masks/ or train_new*.txt"
-    )
+    ))
+
+
+def _found_layouts(root: Path) -> list[str]:
+    """The layouts whose folders or files ``root`` holds (:data:`LAYOUTS`)."""
+    found = [name for name, matches in LAYOUTS.items() if matches(root)]
+    if "mosmed-2d" in found:  # its slices lie in imgs/ + masks/, which also look generic
+        found = [name for name in found if name != "folders"]
+    return found
+
+
+LAYOUT_PARTS = frozenset({*FOLDERS_IMAGES, *FOLDERS_MASKS, *LUNG_MASKS, "Imgs", "GT", "Edge",
+                          "Prior", "tr_im", *MEDSEG_MASKS, *ZENODO_IMAGES, *ZENODO_INFECTION,
+                          *ZENODO_LUNG, "studies"})
+"""Names of the sub-folders a layout keeps its images, masks (or Inf-Net's edges and priors) in:
+one given instead of its data folder is named as such."""
+IMAGES_OF_MASKS: tuple[tuple[tuple[str, ...], str], ...] = (
+    ((*FOLDERS_MASKS, *LUNG_MASKS), "images/ (MosMed's CT volumes: studies/)"),
+    (("GT",), "Imgs/"),
+    (MEDSEG_MASKS, "tr_im/"),
+    ((*ZENODO_INFECTION, *ZENODO_LUNG), "ct_scans/"),
+)
+"""Mask folders, and the folder beside them that holds their images."""
+
+
+def _layout_above(root: Path) -> tuple[Path, str] | None:
+    """The data folder, and its layout, that ``root`` is a sub-folder of: its parent where
+    ``root`` is named as a layout's part (Imgs/, masks/), its grandparent where the parent is
+    (studies/CT-1/); else None."""
+    for part, ancestor in ((root, root.parent), (root.parent, root.parent.parent)):
+        if part.name in LAYOUT_PARTS and part != ancestor:
+            found = _found_layouts(ancestor)
+            if len(found) == 1:
+                return ancestor, found[0]
+    return None
+
+
+def _what_it_holds(root: Path) -> str:
+    """Why ``root``, a folder of no layout, is none, where that is plain: a layout's sub-folder
+    (Inf-Net's Imgs/, a generic masks/), masks without images, images or scans without masks,
+    a folder of data sets; and what to give instead. "" otherwise."""
+    if above := _layout_above(root):
+        folder, layout = above
+        return (f"{root}: the {root.relative_to(folder).as_posix()}/ folder of "
+                f"{LAYOUT_NAMES[layout]} data; give the data folder itself, {folder}")
+    for names, images in IMAGES_OF_MASKS:
+        if masks := _first_dir(root, names):
+            return (f"{root}: masks found ({masks.name}/) but no images; put each mask's image "
+                    f"in {images} beside it, under the same file stem")
+    try:
+        children = [path for path in sorted(root.iterdir()) if not path.name.startswith(".")]
+    except OSError:  # unreadable: the generic message
+        return ""
+    data_sets = [f"{path.name}/" for path in children if path.is_dir() and _found_layouts(path)]
+    if data_sets:
+        return f"{root}: a folder of data sets ({examples(data_sets)}); give one of them"
+    scans = [path for path in children
+             if is_image_file(path) or is_nifti(path) or is_dicom_file(path)]
+    names = examples([path.name for path in scans])
+    if scans and all(image_name(nifti_stem(path)) != nifti_stem(path) for path in scans):
+        return (f"{root}: masks found ({names}) but no images; a data folder holds them in "
+                "masks/ beside their images in images/ (MosMed: studies/): give that folder")
+    if scans:
+        return (f"{root}: images or CT scans found ({names}) but no masks; a data folder holds "
+                "them in images/ and their masks in masks/, under the same file stems (covseg "
+                "predict segments them as they are)")
+    return ""
 
 
 def load_dataset(path: str | os.PathLike[str], target: str = "infection", intensity: str = "auto",
@@ -869,8 +955,8 @@ def load_dataset(path: str | os.PathLike[str], target: str = "infection", intens
         data = _read_synthetic(str(path), options)
     elif target == "lung" and layout not in LUNG_LAYOUTS:
         raise CovsegError(
-            f"{path}: {layout} data hold no lung masks; --target lung needs images/ + lungs/ "
-            "folders or the Zenodo volumes' lung_mask/")
+            f"{path}: {LAYOUT_NAMES[layout]} data hold no lung masks; --target lung needs "
+            "images/ + lungs/ folders or the Zenodo volumes' lung_mask/")
     else:
         data = READERS[layout](Path(path), options)
     if slices == "labelled":
