@@ -340,7 +340,7 @@ def test_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     (("compare", "--models", "unet", "unet"), "unet given twice"),
     (("compare", "--models", "unet"), "at least two models"),
     (("train", "--crop-lungs"), "add --lung-guide threshold"),
-    (("cv", "--window", "150", "-1350"), "needs LOW < HIGH"),
+    (("cv", "--window", "150", "-1350"), "needs LOW < HIGH, both finite, got (150, -1350)"),
     (("train", "--seed", "-5"), "--seed must be a non-negative integer, got -5"),
     (("cv", "--model", "miniseg,unet", "--model-option", "width=8"), "mixes architectures"),
     (("cv", "--seed", "-1"), "--seed must be a non-negative integer"),
