@@ -154,7 +154,7 @@ WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
     (lambda g: covseg.train(g.data, g.tmp / "p", resume="no", **TINY),
      "--resume must be true or false, got 'no'"),
     (lambda g: covseg.load_dataset(g.data, window=(0, -1)),
-     "--window LOW HIGH needs LOW < HIGH, both finite, got 0 -1"),
+     "--window (LOW, HIGH) needs LOW < HIGH, both finite, got (0, -1)"),
     (lambda g: covseg.load_predictor(None), "model must be a run folder, checkpoint or .onnx file"),
     (lambda g: covseg.export(g.run, None), "out must be a path (str or pathlib.Path), got None"),
     (lambda g: covseg.segment(g.predictor, g.volume, spacing=(1, 1, 1), lung_margin_mm="5"),

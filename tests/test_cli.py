@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -58,6 +59,24 @@ def test_visualize_reads_images_as_training_does(tmp_path: Path,
     code, out, _ = _run(capsys, "visualize", str(tmp_path / "data"), "--out",
                         str(tmp_path / "v.png"), "--intensity", "hu", "--window", "-1000", "0")
     assert code == 0 and "wrote" in out and (tmp_path / "v.png").is_file()
+
+
+@pytest.mark.parametrize("command", ["visualize", "train"])
+@pytest.mark.parametrize("name", ["medseg-covid19-100", "infnet-covid-semiseg"])
+def test_hounsfield_units_forced_on_8_bit_slices_are_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, name: str) -> None:
+    """``--intensity hu`` on MedSeg's 8-bit PNGs or Inf-Net's JPEGs read 0..255 as HU, windowed
+    into 0.9..1.0: train fit near-blank slices and visualize drew white tiles, both exit 0."""
+    out = tmp_path / ("v.png" if command == "visualize" else "run")
+    quick = () if command == "visualize" else ("--epochs", "1", "--model", "miniseg",
+                                               "--size", "64")
+    code, _, err = _run(capsys, command, str(shared(name)), "--out", str(out), "--intensity", "hu",
+                        *quick)
+    err = err.rsplit("\r", 1)[-1]  # what a terminal shows after the cleared progress bar
+    _assert_one_line_error(code, err, "read as Hounsfield units (--intensity hu), but its values ")
+    assert re.search(r"error: \S+\.(png|jpg): read as Hounsfield units .*, but its values "
+                     r"\d+\.\.\d+ are grey levels: none lies below 0", err), err
+    assert "--intensity auto" in err and not out.exists()
 
 
 def test_train_predict_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -321,7 +340,7 @@ def test_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     (("compare", "--models", "unet", "unet"), "unet given twice"),
     (("compare", "--models", "unet"), "at least two models"),
     (("train", "--crop-lungs"), "add --lung-guide threshold"),
-    (("cv", "--window", "150", "-1350"), "needs LOW < HIGH"),
+    (("cv", "--window", "150", "-1350"), "needs LOW < HIGH, both finite, got (150, -1350)"),
     (("train", "--seed", "-5"), "--seed must be a non-negative integer, got -5"),
     (("cv", "--model", "miniseg,unet", "--model-option", "width=8"), "mixes architectures"),
     (("cv", "--seed", "-1"), "--seed must be a non-negative integer"),
@@ -526,6 +545,25 @@ def test_predict_lists_a_label_mask_given_as_an_image_and_predicts_the_others(
     assert record["failed"] == {str(folder / "truth.png"): reason} and record["masks"] == 2
     with Image.open(tmp_path / "out" / "black.png") as black:
         assert black.size == (40, 48)
+
+
+def test_predict_names_the_16_bit_slice_it_cannot_read(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Path,
+        synthetic_folder: Path) -> None:
+    """A 16-bit PNG's failure line gave the reason alone ("first: cannot tell the intensity
+    scale ..."); only predict.json named the file."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.arange(48 * 40, dtype=np.uint16).reshape(48, 40) * 30).save(
+        folder / "u16.png")
+    shutil.copy(next((synthetic_folder / "images").glob("*.npy")), folder / "good.npy")
+    reason = f"{folder / 'u16.png'}: cannot tell the intensity scale (values 0..57570, "
+    code, _, err = _run(capsys, "predict", str(folder), "--model", str(tiny_run), "--out",
+                        str(tmp_path / "out"))
+    _assert_one_line_error(code, err, f"1 of 2 images could not be predicted (first: {reason}")
+    failed = json.loads((tmp_path / "out" / "predict.json").read_text())["failed"]
+    assert list(failed) == [str(folder / "u16.png")] and failed[str(folder / "u16.png")].startswith(
+        reason)
 
 
 @pytest.mark.parametrize("real", [False, True])

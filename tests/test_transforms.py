@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from covseg.data.synthetic import synthetic_slices
 from covseg.errors import CovsegError
 from covseg.transforms import (
     AUGMENTATIONS,
@@ -14,7 +15,9 @@ from covseg.transforms import (
     Letterbox,
     augmentation,
     detect_intensity,
+    holds_grey_only,
     normalize_intensity,
+    scale_intensity,
 )
 
 SEEDS = range(12)
@@ -219,3 +222,35 @@ def test_a_lung_guide_channel_moves_with_the_slice_but_keeps_its_values() -> Non
     assert changed > len(SEEDS) // 2, "the slice's own grey levels still change"
     unguided, again = augment("heavy", 3), augment("heavy", 3)  # one channel: as before
     assert torch.equal(unguided[0], again[0])
+
+
+def test_grey_levels_read_as_hounsfield_units_are_refused_with_the_file() -> None:
+    """--intensity hu on 8-bit slices windowed 0..255 into 0.9..1.0, a near-blank image that
+    trained and showed white without a word; refused now, naming the file, as no CT slice in
+    HU lacks air. HU slices, flat padding and HU without air above 255 are still read."""
+    grey = np.array([[0, 51, 255]], dtype=np.uint8)
+    with pytest.raises(CovsegError) as caught:
+        normalize_intensity(grey, "hu", source="images/a.png")
+    assert str(caught.value).startswith(
+        "images/a.png: read as Hounsfield units (--intensity hu), but its values 0..255 are "
+        "grey levels: none lies below 0")
+    assert "--intensity auto" in str(caught.value) and "uint8" in str(caught.value)
+    with pytest.raises(CovsegError, match="values 0..0.5 are grey levels"):
+        normalize_intensity(np.array([[0.0, 0.5]], dtype=np.float32), "hu")
+    synthetic = synthetic_slices(patients=1, slices_per_patient=1)[0][2].hu
+    assert np.array_equal(normalize_intensity(synthetic, "hu"), normalize_intensity(synthetic))
+    assert np.allclose(normalize_intensity(np.zeros((4, 4)), "hu"), 0.9), "flat padding: 0 HU"
+    bone = np.array([[40.0, 1200.0]])  # HU without air above 255: the 16-bit advice's case
+    assert np.allclose(normalize_intensity(bone, "hu"), [[1390 / 1500, 1.0]])
+    assert holds_grey_only(grey) and not holds_grey_only(synthetic)
+    # a CT volume's slices are scaled as the volume was judged (--hu), not judged one by one
+    assert np.allclose(scale_intensity(grey, "hu"), [[0.9, 0.934, 1.0]])
+    assert np.allclose(normalize_intensity(grey, "uint8"), normalize_intensity(grey))
+
+
+def test_scale_errors_name_the_file_they_come_from() -> None:
+    """A 16-bit slice's error in predict's failure line lacked the file's name."""
+    with pytest.raises(CovsegError, match=r"^in/u16.png: cannot tell the intensity scale"):
+        normalize_intensity(np.array([[0, 65535]], dtype=np.uint16), source="in/u16.png")
+    with pytest.raises(CovsegError, match=r"^cannot tell the intensity scale"):
+        normalize_intensity(np.array([[0, 65535]], dtype=np.uint16))

@@ -781,7 +781,7 @@ def _readable(chunk: Sequence[Path], predictor: Predictor, failed: dict[str, str
     for path in chunk:
         try:
             images.append(normalize_intensity(read_image(path), predictor.intensity,
-                                              predictor.window))
+                                              predictor.window, str(path)))
         except CovsegError as exc:
             failed[str(path.absolute())] = str(exc)
             continue

@@ -49,7 +49,8 @@ def check_window(window: Any) -> tuple[float, float]:
                           f"{LUNG_WINDOW}, got {window!r}")
     low, high = float(window[0]), float(window[1])
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise CovsegError(f"--window LOW HIGH needs LOW < HIGH, both finite, got {low:g} {high:g}")
+        raise CovsegError(f"--window (LOW, HIGH) needs LOW < HIGH, both finite, got "
+                          f"({low:g}, {high:g})")
     return low, high
 
 

@@ -75,7 +75,7 @@ from covseg.lungs import (
     segment_lungs,
     why_labels_are_not_sides,
 )
-from covseg.transforms import INTENSITY_MODES, LUNG_WINDOW, normalize_intensity
+from covseg.transforms import INTENSITY_MODES, LUNG_WINDOW, scale_intensity
 from covseg.viz import class_colour, severity_chart
 
 GGO, CONSOLIDATION, EFFUSION = 1, 2, 3
@@ -399,7 +399,7 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
     colours = LESION_COLOURS if multiclass else {1: class_colour(1)}
     for index, k in enumerate(slices):
         axis = figure.add_subplot(rows, columns, index + 1)
-        grey = (normalize_intensity(image[k], intensity, LUNG_WINDOW) if image is not None
+        grey = (scale_intensity(image[k], intensity, LUNG_WINDOW) if image is not None
                 else np.zeros(lesions.shape[1:], dtype=np.float32))
         axis.imshow(_overlay(orient_for_display(grey, flips),
                              orient_for_display(lesions[k], flips), colours),

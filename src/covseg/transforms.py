@@ -69,11 +69,52 @@ def normalize_intensity(
     array: np.ndarray,
     mode: str = "auto",
     window: tuple[float, float] = LUNG_WINDOW,
+    source: str = "",
 ) -> np.ndarray:
-    """Map a slice or volume to float32 in [0, 1]: HU are windowed, 8-bit is divided by 255."""
+    """Map a slice or volume read with ``mode`` (``--intensity``) to float32 in [0, 1]: the
+    scale detected or told, checked (grey levels told to be HU are refused:
+    :func:`holds_grey_only`), then :func:`scale_intensity`. An error starts with ``source``
+    (the file) where one is given."""
     if mode not in INTENSITY_MODES:
         raise CovsegError(f"unknown intensity mode {mode!r}; choose one of {INTENSITY_MODES}")
-    kind = detect_intensity(array) if mode == "auto" else mode
+    try:
+        kind = detect_intensity(array) if mode == "auto" else mode
+        if kind == "hu" and holds_grey_only(array):
+            raise CovsegError(
+                f"read as Hounsfield units (--intensity hu), but its values "
+                f"{float(array.min()):g}..{float(array.max()):g} are grey levels: none lies "
+                "below 0, while a CT slice in HU always holds air (about -1000); read it as "
+                "grey: --intensity auto (detects HU, 8-bit and [0, 1]) or uint8 (a run "
+                "predicts as it was trained)")
+    except CovsegError as error:
+        if not source:
+            raise
+        raise CovsegError(f"{source}: {error}") from None
+    return scale_intensity(array, kind, window)
+
+
+def holds_grey_only(array: np.ndarray) -> bool:
+    """Whether an image's values are all grey levels 0..255 (and not all one value), which no
+    CT slice in Hounsfield units holds: every one has air (about -1000 HU), so values without
+    one below 0 are 8-bit grey or [0, 1], which the lung window would make a near-white slice
+    (0..255 HU is soft tissue). A flat one (a blank slice) is none: it reads blank on any
+    scale."""
+    if not array.size:
+        return False
+    low, high = float(array.min()), float(array.max())
+    return 0.0 <= low < high <= 255.0
+
+
+def scale_intensity(array: np.ndarray, kind: str, window: tuple[float, float] = LUNG_WINDOW
+                    ) -> np.ndarray:
+    """Map values on the scale ``kind`` ("hu", "uint8", "unit") to float32 in [0, 1]: HU are
+    windowed, 8-bit is divided by 255. The slices of a CT volume come here directly, their
+    scale decided for the whole volume (``--hu``: :func:`covseg.io.volume.detect_volume_intensity`),
+    not judged again slice by slice. Many values beyond the scale's range are warned once
+    (:data:`MAX_CLIPPED_SHARE`: they read saturated)."""
+    if kind not in MAX_CLIPPED_SHARE:
+        raise CovsegError(f"unknown intensity scale {kind!r}; choose one of "
+                          f"{tuple(MAX_CLIPPED_SHARE)}")
     low, high = window if kind == "hu" else (0.0, 255.0 if kind == "uint8" else 1.0)
     if array.size and np.mean((array < low) | (array > high)) > MAX_CLIPPED_SHARE[kind]:
         _warn_clipped(kind, low, high)
@@ -90,9 +131,10 @@ def _warn_clipped(kind: str, low: float, high: float) -> None:
     """Say once per scale that images were read saturated: too many pixels lay outside its
     range (:data:`MAX_CLIPPED_SHARE`)."""
     log.warning("many pixels of an image lie outside %g..%g, the range of the %s intensity "
-                "scale, and are clipped: it reads saturated; is it on another scale (16-bit "
-                "grey such as HU + 1024)? Convert the images to Hounsfield units, 8-bit grey or "
-                "floats in [0, 1]", low, high, kind)
+                "scale, and are clipped: it reads saturated; is it on another scale? Let covseg "
+                "detect it (--intensity auto, or --hu auto for CT volumes), or convert 16-bit "
+                "grey such as HU + 1024 to Hounsfield units, 8-bit grey or floats in [0, 1]",
+                low, high, kind)
 
 
 @dataclass(frozen=True)

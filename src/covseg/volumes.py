@@ -77,7 +77,7 @@ from covseg.quantify import (
     warn_earlier_lung_rule,
     write_report,
 )
-from covseg.transforms import normalize_intensity
+from covseg.transforms import scale_intensity
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def predict_labels(predictor: SlicePredictor, volume: Volume, *, batch_size: int
     labels = np.zeros(volume.array.shape, dtype=np.uint8)
     for start in tqdm(range(0, depth, batch_size), desc=desc, unit="batch", leave=False):
         indices = range(start, min(depth, start + batch_size))
-        images = [normalize_intensity(volume.array[k], volume.intensity, predictor.window)
+        images = [scale_intensity(volume.array[k], volume.intensity, predictor.window)
                   for k in indices]
         for k, prob in zip(indices, _predict(predictor, images), strict=True):
             prob = _checked(prob, channels, volume.array.shape[1:])

@@ -14,8 +14,8 @@ or mirrored then gives the same masks and numbers. ``Volume.stored`` keeps the f
 the writers put results back on them, so a mask still overlays its input voxel for voxel.
 
 Intensity: ``Volume.intensity`` says how values are stored ("hu" Hounsfield units, "uint8" 8-bit
-grey 0..255, "unit" grey in [0, 1]); it is the ``mode`` to give
-:func:`covseg.transforms.normalize_intensity`. Like lungmask's ``--noHU``, ``read_volume(hu=...)``
+grey 0..255, "unit" grey in [0, 1]); it is the ``kind`` to give
+:func:`covseg.transforms.scale_intensity`. Like lungmask's ``--noHU``, ``read_volume(hu=...)``
 detects it ("auto") or is told ("yes" = HU, "no" = grey).
 """
 
