@@ -488,7 +488,7 @@ def test_corrupt_image_in_predict_is_listed_and_the_others_predicted(
     code, _, err = _run(capsys, "predict", str(bad), "--model", str(tiny_run), "--out",
                         str(tmp_path / "out"))
     _assert_one_line_error(code, err, "1 of 2 images could not be predicted (first: ")
-    assert "corrupt" in err
+    assert "corrupt" in err and f"{tmp_path / 'out'} holds the other 1 mask, and " in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.png", "predict.json"]
     record = json.loads((tmp_path / "out" / "predict.json").read_text())
     assert list(record["failed"]) == [str(bad / "broken.png")] and record["masks"] == 1

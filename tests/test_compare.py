@@ -19,6 +19,7 @@ from covseg.cli import build_parser, main, swallowed_data
 from covseg.compare import (
     COMPARED_METRICS,
     check_specs,
+    comparison_markdown,
     model_folder,
     paired_wilcoxon,
     parse_model_spec,
@@ -210,6 +211,8 @@ def test_compare_two_models_on_the_same_folds(tmp_path: Path, synthetic_folder: 
     assert (tmp_path / "comparison_boxplot.png").is_file()
     report = (tmp_path / "comparison.md").read_text()
     assert "paired Wilcoxon" in report and "2-fold cross-validation, identical folds" in report
+    for synthetic in (True, False):  # real data's report had two blank lines under the title
+        assert "\n\n\n" not in comparison_markdown({**result, "synthetic": synthetic})
     recipe = next(line for line in report.splitlines() if line.startswith("- Recipe"))
     assert "'epochs': 1" in recipe and "'size': 64" in recipe and "'batch_size': 4" in recipe
     with pytest.raises(CovsegError, match=re.escape(  # said "cross-validate into a new --out"

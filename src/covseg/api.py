@@ -34,7 +34,7 @@ from covseg.crossval import cross_validate as _cross_validate
 from covseg.data.fetch import fetch
 from covseg.data.layouts import CLASS_NAMES, LoadedData, data_folders, load_dataset
 from covseg.data.splits import check_fold_count
-from covseg.errors import CovsegError
+from covseg.errors import CovsegError, counted
 from covseg.evaluate import evaluate_folders, is_covseg_picture
 from covseg.export import export_onnx
 from covseg.infer import Predictor, output_name
@@ -759,8 +759,9 @@ def predict(model: str | os.PathLike[str] | Predictor,
     if failed:
         reason = next(iter(failed.values()))
         raise CovsegError(f"{len(failed)} of {len(files)} images could not be predicted "
-                          f"(first: {reason}); the other {len(written)} masks are in {out}, and "
-                          f"{out / PREDICT_RECORD} lists the failures")
+                          f"(first: {reason}); {out} holds the other "
+                          f"{counted(len(written), 'mask')}, and {out / PREDICT_RECORD} lists "
+                          "the failures")
     return written
 
 

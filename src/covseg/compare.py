@@ -271,7 +271,8 @@ def comparison_markdown(result: dict[str, Any]) -> str:
     lines = [
         "# Model comparison",
         "",
-        "**SYNTHETIC data**: figures say nothing about real CT.\n" if result["synthetic"] else "",
+        *(["**SYNTHETIC data**: figures say nothing about real CT.", ""]
+          if result["synthetic"] else []),
         f"- Data: {result['data']}",
         (f"- {result['folds']}-fold cross-validation{_fold_source(result)}, identical folds "
          "and seed for every model"),

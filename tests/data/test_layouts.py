@@ -858,6 +858,19 @@ def test_slices_in_no_mosmed_test_file_are_named(tmp_path: Path,
             "study_0003_1, study_0004_0)" in caplog.text)
 
 
+def test_one_slice_in_no_mosmed_test_file_is_told_in_the_singular(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """ "1 of 5 slices are in no valid_new*.txt, so no fold tests them" read wrong."""
+    root = _mosmed_2d(tmp_path)
+    for part in ("imgs", "masks"):
+        (root / part / "study_0003_1.npy").unlink()
+    for train in root.glob("train_new*.txt"):
+        train.write_text(train.read_text().replace("study_0003_1.npy\n", ""))
+    load_dataset(root)
+    assert ("1 of 5 slices is in no valid_new*.txt, so no fold tests it (study_0003_0)"
+            in caplog.text)
+
+
 def test_sub_folders_and_dicom_in_a_generic_folder_are_named(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Files in sub-folders were ignored without a word (only sub-folders: "holds no slices"

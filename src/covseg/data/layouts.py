@@ -491,9 +491,10 @@ def _read_mosmed_2d(root: Path, options: ReadOptions) -> LoadedData:
     tested = {stem for _, valid in folds for stem in valid}
     untested = [stem for stem in images if stem not in tested]
     if untested:
-        log.warning("%s: %d of %d slices are in no %s*.txt, so no fold tests them (%s); list "
-                    "each in one fold's test file", root, len(untested), len(images),
-                    SPLIT_LISTS[1], examples(untested))
+        log.warning("%s: %d of %s %s in no %s*.txt, so no fold tests %s (%s); list each in "
+                    "one fold's test file", root, len(untested), counted(len(images), "slice"),
+                    "is" if len(untested) == 1 else "are", SPLIT_LISTS[1],
+                    "it" if len(untested) == 1 else "them", examples(untested))
     loaded = _loaded(samples, "mosmed-2d", root, options, folds=folds)
     loaded.split_files = [(train.name, valid.name) for train, valid in splits]
     numbers = [_fold_number(train) for train, _ in splits]
