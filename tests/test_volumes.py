@@ -426,6 +426,27 @@ def test_a_label_volume_given_as_a_ct_fails_its_study_and_a_blank_one_is_predict
     assert (result.done, result.failed) == (2, 1)
 
 
+def test_a_grey_ct_told_hu_is_refused_by_predict(tmp_path: Path) -> None:
+    """A lung-windowed grey CT (0..255) predicted with --hu yes was read as soft tissue: "done",
+    no lungs, no lesion, no word. It now fails in one line; --hu auto reads it as grey."""
+    hu_path = tmp_path / "hu.nii.gz"
+    chest_nifti(hu_path)
+    ct = nib.load(str(hu_path))
+    low, high = LUNG_WINDOW
+    grey = np.clip((np.asarray(ct.dataobj) - low) * (255.0 / (high - low)), 0, 255)
+    path = tmp_path / "grey.nii.gz"
+    nib.save(nib.Nifti1Image(grey.astype(np.float32), ct.affine), str(path))
+    with pytest.raises(CovsegError, match=re.escape(
+            f"{path}: --hu yes, but its values 59.5..236.3 are grey levels: none lies below 0, "
+            "while a CT in HU always holds air (about -1000); read it as grey: --hu auto or no")):
+        predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "as_hu", hu="yes")
+    assert not (tmp_path / "as_hu").exists()
+    read_as_grey = predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "auto")
+    assert read_as_grey["inputs"]["intensity"] == "uint8" and read_as_grey["study"]["lung_ml"] > 0
+    as_hu = predict_study(BandPredictor([(-400, -200)]), hu_path, tmp_path / "hu", hu="yes")
+    assert as_hu["inputs"]["intensity"] == "hu"
+
+
 def test_resume_over_studies_of_the_earlier_lung_rule_warns_once(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Done studies whose record lacks lesion_added_to_lungs_ml (an earlier covseg's lung rule)

@@ -77,7 +77,7 @@ from covseg.quantify import (
     warn_earlier_lung_rule,
     write_report,
 )
-from covseg.transforms import scale_intensity
+from covseg.transforms import holds_grey_only, scale_intensity
 
 log = logging.getLogger(__name__)
 
@@ -289,6 +289,18 @@ def model_hash(source: str | None) -> str | None:
     return content_hash(path / "best.pt" if path.is_dir() else path)
 
 
+def _refuse_grey_told_hu(volume: Volume, hu: str) -> None:
+    """Refuse a CT of grey levels (0..255, no air: :func:`~covseg.transforms.holds_grey_only`)
+    that ``--hu yes`` says is in HU: the lung window would read it as soft tissue and predict
+    no lungs and no lesion, without a word. Only predict refuses it: quantify reads a CT the
+    way predict's record says predict read it, whatever its own ``--hu``."""
+    if hu == "yes" and holds_grey_only(volume.array):
+        raise CovsegError(
+            f"{volume.source}: --hu yes, but its values {float(volume.array.min()):g}.."
+            f"{float(volume.array.max()):g} are grey levels: none lies below 0, while a CT in "
+            "HU always holds air (about -1000); read it as grey: --hu auto or no")
+
+
 def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
                   out_dir: str | os.PathLike[str], name: str | None = None, *, batch_size: int = 8,
                   probabilities: bool = False, lung_predictor: SlicePredictor | None = None,
@@ -309,6 +321,7 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
     hashes = input_hashes({"image": image})  # before reading: a file changed meanwhile is stale
     volume = read_volume(path, hu)
     refuse_label_mask(volume.array, volume.source)
+    _refuse_grey_told_hu(volume, hu)
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
     if probabilities:
