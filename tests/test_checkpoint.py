@@ -78,3 +78,22 @@ def test_a_checkpoint_without_an_entry_its_network_needs_is_refused(tmp_path: Pa
         load_checkpoint(path)
     assert str(caught.value) == (f"{path}: not a covseg checkpoint (no {key!r} entry); train a "
                                  "model with `covseg train` and pass its run folder or best.pt")
+
+
+def test_a_run_stopped_before_its_end_is_refused_but_its_best_pt_given_by_name_loads(
+        tmp_path: Path) -> None:
+    """A single network rewrites best.pt every epoch, so `covseg predict --model RUN` of a run
+    killed after epoch 1 of 3 served epoch 1's weights with exit 0 and no word."""
+    run = tmp_path / "run"
+    run.mkdir()
+    meta = {"model": "miniseg", "in_channels": 1, "num_classes": 2, "size": 64, "epoch": 1}
+    save_checkpoint(run / "best.pt", nn.Conv2d(1, 2, 1), meta)
+    (run / "config.json").write_text('{"config": {"model": "miniseg", "epochs": 3}}\n')
+    with pytest.raises(CovsegError, match=re.escape(
+            f"{run}: this run stopped before its end (no metrics.json: its best.pt holds the "
+            "last epoch trained, not the whole recipe); finish it with the same `covseg train` "
+            f"command and --resume, or give {run / 'best.pt'} to use those weights as they are")):
+        load_checkpoint(run)
+    assert load_checkpoint(run / "best.pt")["meta"]["epoch"] == 1
+    (run / "metrics.json").write_text('{"epochs": 3}\n')
+    assert load_checkpoint(run)["meta"]["epoch"] == 1

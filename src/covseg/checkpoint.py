@@ -35,9 +35,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a covseg checkpoint safely; anything else gives a one-line error."""
     path = Path(path)
     if path.is_dir():
-        if not (path / "best.pt").is_file() and (path / "config.json").is_file():
-            raise CovsegError(f"{path}: this run has no best.pt yet (stopped before its end?); "
-                              "finish it with the same `covseg train` command and --resume")
+        _refuse_unfinished(path)
         path = path / "best.pt"
     if not path.is_file():
         raise CovsegError(f"{path}: no such checkpoint; pass a run folder or its best.pt")
@@ -55,6 +53,22 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CovsegError(f"{path}: written by a newer covseg (format {payload['version']})")
     _check_entries(path, payload)
     return payload
+
+
+def _refuse_unfinished(run: Path) -> None:
+    """Refuse a run folder whose training stopped before its end (its config.json written, its
+    metrics.json, written last, not): a single network rewrites best.pt every epoch, so a
+    killed run's best.pt was served as if trained. Its best.pt given by name is used as it is
+    (training reads it so, before writing metrics.json)."""
+    if not (run / "config.json").is_file() or (run / "metrics.json").is_file():
+        return
+    if not (run / "best.pt").is_file():
+        raise CovsegError(f"{run}: this run has no best.pt yet (stopped before its end?); "
+                          "finish it with the same `covseg train` command and --resume")
+    raise CovsegError(f"{run}: this run stopped before its end (no metrics.json: its best.pt "
+                      "holds the last epoch trained, not the whole recipe); finish it with the "
+                      f"same `covseg train` command and --resume, or give {run / 'best.pt'} to "
+                      "use those weights as they are")
 
 
 META_KEYS = ("model", "in_channels", "num_classes", "size")
