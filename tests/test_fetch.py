@@ -9,6 +9,7 @@ import hashlib
 import io
 import os
 import random
+import re
 import shutil
 import socket
 import tarfile
@@ -21,6 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Self
 
+import nibabel as nib
+import numpy as np
 import pytest
 
 import covseg
@@ -186,9 +189,15 @@ def test_checksum_mismatch_deletes_the_download(server: Server, tmp_path: Path) 
         fetch("test", tmp_path, sources=source(RemoteFile(url, "data.bin", size=3)), backoff_s=0)
 
 
+def nifti_gz() -> bytes:
+    """A small real .nii.gz file's bytes."""
+    image = nib.Nifti1Image(np.arange(24, dtype=np.int16).reshape(2, 3, 4), np.eye(4))
+    return gzip.compress(image.to_bytes())
+
+
 def test_unrecorded_checksum_is_printed(server: Server, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    body = b"medseg"
+    body = nifti_gz()
     fetch("test", tmp_path, sources=source(RemoteFile(server.add("tr_im.nii.gz", body),
                                                       "tr_im.nii.gz")), backoff_s=0)
     assert f"SHA-256 {sha(body)} (no official checksum recorded" in capsys.readouterr().out
@@ -477,3 +486,97 @@ def test_fetch_data_is_the_commands_download(server: Server, tmp_path: Path,
         covseg.fetch_data("mosmed", tmp_path / "mosmed")
     with pytest.raises(CovsegError, match=r"^to must be a path \(str or pathlib.Path\), got None$"):
         covseg.fetch_data("medseg", None)
+
+
+PAGE = b"<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head></html>"
+
+
+def test_a_hand_placed_web_page_is_refused_not_reported_ready(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """MedSeg's files have no recorded checksum: a browser's HTML page saved as tr_im.nii.gz
+    (the offline error says to download it by hand) was reported 'medseg: 3 file(s) ready',
+    and only `covseg train` failed on it later."""
+    folder = tmp_path / "dlm"
+    folder.mkdir()
+    for remote in DATASETS["medseg"].files:
+        (folder / remote.name).write_bytes(PAGE)
+    assert main(["data", "fetch", "medseg", "--to", str(folder)]) == 2
+    captured = capsys.readouterr()
+    url = DATASETS["medseg"].files[0].url
+    assert captured.err == (f"covseg: error: {folder / 'tr_im.nii.gz'}: already exists but is a "
+                            "web page, not a NIfTI; delete it and rerun, or download it again by "
+                            f"hand from {url}\n")
+    assert "ready" not in captured.out and "SHA-256" not in captured.out
+    assert sorted(p.read_bytes() for p in folder.iterdir()) == [PAGE] * 3, "nothing deleted"
+
+
+@pytest.mark.parametrize(("name", "body", "problem"), [
+    ("tr_mask.nii.gz", b"hello", r"is not a NIfTI \(no gzip signature; it starts with b'hello'\)"),
+    ("tr_mask.nii.gz", gzip.compress(b"not a header " * 40),
+     r"is not a NIfTI \(no NIfTI header after the gzip signature\)"),
+    ("tr_mask.nii.gz", nifti_gz()[:40], r"is not a readable NIfTI \(EOFError: Compressed file "),
+    ("Lung_Mask.zip", PAGE, "is a web page, not a zip archive"),
+    ("Lung_Mask.zip", b"PK" + bytes(10), r"corrupt archive"),
+    ("Lung.tar.gz", b"BZh91AY", r"is not a tar archive \(no gzip signature"),
+    ("Lung.tar", bytes(600), r"is not a tar archive \(no tar signature"),
+], ids=["text-as-nii", "gzip-not-nifti", "truncated-nii", "page-as-zip", "bad-zip",
+        "bzip2-as-tar-gz", "zeros-as-tar"])
+def test_a_hand_placed_file_of_the_wrong_kind_is_refused(tmp_path: Path, name: str, body: bytes,
+                                                         problem: str) -> None:
+    (tmp_path / name).write_bytes(body)
+    with pytest.raises(CovsegError, match=f"^{tmp_path / name}: (already exists but )?{problem}"):
+        fetch("test", tmp_path, sources=source(RemoteFile("http://host.invalid/f", name)))
+
+
+def test_a_web_page_under_a_checksummed_name_is_named_as_one(tmp_path: Path) -> None:
+    """With a checksum recorded, a web page is still called a web page, not a wrong SHA-256;
+    a file of the right kind and checksum is kept without reading it as that kind again."""
+    (tmp_path / "Lung_Mask.zip").write_bytes(PAGE)
+    with pytest.raises(CovsegError, match="already exists but is a web page, not a zip archive"):
+        fetch("test", tmp_path, sources=source(RemoteFile("http://host.invalid/f",
+                                                          "Lung_Mask.zip", sha256="0" * 64)))
+    body = nifti_gz()
+    (tmp_path / "tr_im.nii.gz").write_bytes(body)
+    assert fetch("test", tmp_path, sources=source(RemoteFile(
+        "http://host.invalid/f", "tr_im.nii.gz", sha256=sha(body)))) == [tmp_path / "tr_im.nii.gz"]
+
+
+def test_a_web_page_served_as_a_binary_file_is_refused(server: Server, tmp_path: Path) -> None:
+    """A confirmation page sent as application/octet-stream was saved as tr_im.nii.gz."""
+    url = server.add("drive", PAGE)
+    with pytest.raises(CovsegError, match=f"^{url} returned a web page instead of tr_im.nii.gz"):
+        fetch("test", tmp_path, sources=source(RemoteFile(url, "tr_im.nii.gz")), backoff_s=0)
+    assert not list(tmp_path.iterdir())
+    body = nifti_gz()
+    fetch("test", tmp_path, sources=source(RemoteFile(server.add("tr_im.nii.gz", body),
+                                                      "tr_im.nii.gz")), backoff_s=0)
+    assert (tmp_path / "tr_im.nii.gz").read_bytes() == body
+
+
+def test_offline_every_missing_file_is_named_with_its_address(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Offline, only the first missing file was named (then the next, one rerun at a time),
+    and with no address to download it from."""
+    def no_dns(*_: object, **__: object) -> None:
+        raise urllib.error.URLError(socket.gaierror(socket.EAI_NONAME,
+                                                    "Name or service not known"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_dns)
+    files = DATASETS["medseg"].files
+    made = tmp_path / "new" / "medseg"
+    assert main(["data", "fetch", "medseg", "--to", str(made)]) == 2
+    assert capsys.readouterr().err == (
+        "covseg: error: cannot reach drive.usercontent.google.com (no network? [Errno -2] Name "
+        f"or service not known); connect and rerun, or download these 3 files by hand into "
+        f"{made}: tr_im.nii.gz from {files[0].url}, tr_mask.nii.gz from {files[1].url} and "
+        f"val_im.nii.gz from {files[2].url}\n")
+    assert not (tmp_path / "new").exists(), "no empty folder is left"
+    made.mkdir(parents=True)
+    (made / "tr_im.nii.gz").write_bytes(nifti_gz())
+    (made / "val_im.nii.gz.part").write_bytes(b"\x1f\x8b")
+    with pytest.raises(CovsegError, match=(
+            f"by hand into {made}: tr_mask.nii.gz from {re.escape(files[1].url)} and "
+            f"val_im.nii.gz from {re.escape(files[2].url)}$")):
+        fetch("medseg", made)
+    assert sorted(p.name for p in made.iterdir()) == ["tr_im.nii.gz", "val_im.nii.gz.part"]

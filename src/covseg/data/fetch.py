@@ -13,7 +13,9 @@
 Checksums: Zenodo publishes MD5s on the record page, which are not recorded here. The SHA-256
 values below were recorded by torch-em (constantinpape/torch-em,
 torch_em/data/datasets/medical/covid19_seg.py) for the same Zenodo files; MedSeg publishes none,
-so for its files the computed SHA-256 is printed, not verified.
+so for its files the computed SHA-256 is printed, not verified. Every file of a kind known here
+(``.nii.gz``, zip and tar archives) is also checked to be of that kind, so that a web page saved
+under its name (Google Drive's confirmation page, say) is refused, not reported ready.
 
 Downloads go to ``NAME.part`` and resume with an HTTP Range request after an interruption
 (in the same run, with retries, or in a later run); the file gets its final name only once
@@ -25,6 +27,7 @@ verified again). Archives are checked before anything is extracted: absolute pat
 from __future__ import annotations
 
 import errno
+import gzip
 import hashlib
 import http.client
 import io
@@ -48,11 +51,16 @@ from dataclasses import dataclass
 from itertools import takewhile
 from pathlib import Path, PurePosixPath
 
+import nibabel as nib
+from nibabel.wrapstruct import WrapStructError
 from tqdm import tqdm
 
 from covseg.errors import CovsegError
+from covseg.io.volume import NIFTI_ERRORS
 
 CHUNK = 1 << 20
+HEAD = 1024
+"""Bytes read from a file's start to tell what it is."""
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 TRANSIENT = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError)
 CORRUPT = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError)
@@ -148,8 +156,12 @@ def fetch(name: str, to_dir: str | os.PathLike[str], *,
     with _folder_kept_only_if_used(to_dir):
         print(f"{name}: {source.description}\n  from {source.page}\n  licence: {source.licence}")
         for remote in source.files:
-            path = download(remote, to_dir, retries=retries, backoff_s=backoff_s,
-                            timeout_s=timeout_s)
+            try:
+                path = download(remote, to_dir, retries=retries, backoff_s=backoff_s,
+                                timeout_s=timeout_s)
+            except Unreachable as exc:
+                missing = [file for file in source.files if not (to_dir / file.name).is_file()]
+                raise Unreachable(exc.host, exc.reason, missing, to_dir) from None
             if path.name.lower().endswith(ARCHIVE_SUFFIXES):
                 extract_archive(path, to_dir / archive_stem(path.name))
             paths.append(path)
@@ -177,6 +189,23 @@ UNREACHABLE_ERRNOS = (errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH)
 """Connection errors that retrying seconds later will not cure (with a failed name lookup)."""
 
 
+class Unreachable(CovsegError):
+    """The host cannot be reached: the message names every file to download by hand instead,
+    each with its address, so that an offline user gets the whole list at once."""
+
+    def __init__(self, host: str, reason: OSError, files: list[RemoteFile], to_dir: Path
+                 ) -> None:
+        self.host, self.reason = host, reason
+        if len(files) == 1:
+            by_hand = f"download {files[0].name} by hand into {to_dir} from {files[0].url}"
+        else:
+            each = [f"{file.name} from {file.url}" for file in files]
+            by_hand = (f"download these {len(files)} files by hand into {to_dir}: "
+                       f"{', '.join(each[:-1])} and {each[-1]}")
+        super().__init__(f"cannot reach {host} (no network? {reason}); connect and rerun, or "
+                         f"{by_hand}")
+
+
 def _unreachable(exc: BaseException) -> OSError | None:
     """Why the host cannot be reached at all (its name did not resolve, or nothing answers
     there: no network, or a wrong host), or None for a failure a retry may cure."""
@@ -194,7 +223,8 @@ def download(remote: RemoteFile, to_dir: Path, *, retries: int = 5, backoff_s: f
     if target.is_file():
         problem = _verify(target, remote)
         if problem:
-            raise CovsegError(f"{target}: already exists but {problem}; delete it and rerun")
+            raise CovsegError(f"{target}: already exists but {problem}; delete it and rerun, or "
+                              f"download it again by hand from {remote.url}")
         return target
     part = target.with_name(target.name + ".part")
     for attempt in range(retries + 1):
@@ -204,10 +234,8 @@ def download(remote: RemoteFile, to_dir: Path, *, retries: int = 5, backoff_s: f
         except TRANSIENT as exc:
             unreachable = _unreachable(exc)
             if unreachable is not None:
-                host = urllib.parse.urlsplit(remote.url).hostname
-                raise CovsegError(f"cannot reach {host} (no network? {unreachable}); connect "
-                                  f"and rerun, or download {remote.name} by hand into {to_dir}"
-                                  ) from None
+                host = urllib.parse.urlsplit(remote.url).hostname or remote.url
+                raise Unreachable(host, unreachable, [remote], to_dir) from None
             if attempt == retries:
                 then = (f"rerun to resume from {part.name}" if part.is_file() else
                         "check the network connection (or download it by hand into "
@@ -254,8 +282,9 @@ def _transfer(remote: RemoteFile, part: Path, timeout_s: float) -> None:
         raise CovsegError(f"{remote.url}: HTTP {exc.code} {exc.reason}; check the address "
                           "or download the file by hand") from None
     with response:
-        if "text/html" in response.headers.get("Content-Type", "") and \
-                not remote.name.endswith(".html"):
+        first = response.read(CHUNK)
+        if _web_page(remote.name, response.headers.get("Content-Type", ""),
+                     b"" if response.status == 206 else first[:HEAD]):
             raise CovsegError(
                 f"{remote.url} returned a web page instead of {remote.name} (a login or "
                 f"confirmation page); download it by hand into {part.parent / remote.name} "
@@ -267,9 +296,11 @@ def _transfer(remote: RemoteFile, part: Path, timeout_s: float) -> None:
         with open(part, "ab" if offset else "wb", buffering=0) as handle, tqdm(
                 total=expected, initial=offset, unit="B", unit_scale=True, desc=remote.name,
                 leave=False) as bar:
-            while chunk := response.read(CHUNK):
+            chunk = first
+            while chunk:
                 _write_all(handle, chunk, part)
                 bar.update(len(chunk))
+                chunk = response.read(CHUNK)
     received = part.stat().st_size
     if expected is not None and received < expected:
         raise _Interrupted(f"connection closed after {received} of {expected} bytes")
@@ -312,24 +343,89 @@ def _resume_offset(response: http.client.HTTPResponse, offset: int, part: Path) 
     return offset
 
 
+def _web_page(name: str, content_type: str = "", head: bytes = b"") -> bool:
+    """Whether a server's answer (its Content-Type) or a file's first bytes are a web page where
+    ``name``, not a page, is expected: a login, confirmation or virus-scan warning page."""
+    if name.lower().endswith((".html", ".htm")):
+        return False
+    return "text/html" in content_type or (head.lstrip().startswith(b"<")
+                                           and b"html" in head.lower())
+
+
+KINDS = (  # name ending, what it is, its signature: name, offset and bytes
+    (".nii.gz", "a NIfTI", "gzip", 0, b"\x1f\x8b"),
+    (".zip", "a zip archive", "zip", 0, b"PK"),
+    (".tar.gz", "a tar archive", "gzip", 0, b"\x1f\x8b"),
+    (".tgz", "a tar archive", "gzip", 0, b"\x1f\x8b"),
+    (".tar.bz2", "a tar archive", "bzip2", 0, b"BZh"),
+    (".tar.xz", "a tar archive", "xz", 0, b"\xfd7zXZ\x00"),
+    (".tar", "a tar archive", "tar", 257, b"ustar"),
+)
+"""The file kinds fetched here, told apart by their first bytes."""
+
+
+def _content_problem(path: Path, name: str) -> str:
+    """'' if ``path`` is what ``name`` says (for the kinds in :data:`KINDS`; a NIfTI's header
+    is read, not its voxels), else what it is instead: a web page, or not that kind at all."""
+    kind = next((entry for entry in KINDS if name.lower().endswith(entry[0])), None)
+    if kind is None:
+        return ""
+    _, what, signature, at, magic = kind
+    with open(path, "rb") as handle:
+        head = handle.read(max(HEAD, at + len(magic)))
+    if _web_page(name, head=head):
+        return f"is a web page, not {what}"
+    if head[at: at + len(magic)] != magic:
+        return f"is not {what} (no {signature} signature; it starts with {head[:8]!r})"
+    return _nifti_header_problem(path) if what == "a NIfTI" else ""
+
+
+def _nifti_header_problem(path: Path) -> str:
+    """'' if the gzip-compressed ``path`` starts with a NIfTI-1 or NIfTI-2 header that nibabel
+    reads as ``nib.load`` would, else why not (read from the stream, not by ``nib.load``, since
+    a download is checked under its ``.part`` name)."""
+    try:
+        with gzip.open(path) as stream:
+            raw = stream.read(nib.Nifti2Header.sizeof_hdr)
+        sizes = {int.from_bytes(raw[:4], "little"), int.from_bytes(raw[:4], "big")}
+        kind = next((kind for kind in (nib.Nifti1Header, nib.Nifti2Header)
+                     if kind.sizeof_hdr in sizes and len(raw) >= kind.sizeof_hdr), None)
+        if kind is None:
+            return "is not a NIfTI (no NIfTI header after the gzip signature)"
+        kind.from_fileobj(io.BytesIO(raw), check=True)
+    except (*NIFTI_ERRORS, WrapStructError) as exc:
+        return f"is not a readable NIfTI ({type(exc).__name__}: {' '.join(str(exc).split())})"
+    return ""
+
+
 def _verify(path: Path, remote: RemoteFile) -> str:
-    """'' if ``path`` matches the recorded size/checksums, else what is wrong."""
+    """'' if ``path`` matches the recorded size/checksums, else what is wrong. Without a
+    checksum, or when it does not match, the file's kind is checked too: a web page saved under
+    the name is refused as one, not as a wrong checksum (or, lacking one, kept as 'ready')."""
+    problem, sha256 = _checksum_problem(path, remote)
+    checked = bool(remote.sha256 or remote.md5)
+    if problem or not checked:
+        problem = _content_problem(path, remote.name) or problem
+    if not (problem or checked):
+        print(f"{remote.name}: SHA-256 {sha256} (no official checksum recorded; not verified)")
+    return problem
+
+
+def _checksum_problem(path: Path, remote: RemoteFile) -> tuple[str, str]:
+    """What differs from the recorded size/checksums ('' if nothing), and the SHA-256."""
     size = path.stat().st_size
     if remote.size is not None and size != remote.size:
-        return f"has {size} bytes, expected {remote.size}"
+        return f"has {size} bytes, expected {remote.size}", ""
     sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as handle:
         while block := handle.read(CHUNK):
             sha256.update(block)
             md5.update(block)
     if remote.sha256 and sha256.hexdigest() != remote.sha256.lower():
-        return f"has SHA-256 {sha256.hexdigest()}, expected {remote.sha256}"
+        return f"has SHA-256 {sha256.hexdigest()}, expected {remote.sha256}", sha256.hexdigest()
     if remote.md5 and md5.hexdigest() != remote.md5.lower():
-        return f"has MD5 {md5.hexdigest()}, expected {remote.md5}"
-    if not (remote.sha256 or remote.md5):
-        print(f"{remote.name}: SHA-256 {sha256.hexdigest()} (no official checksum recorded; "
-              "not verified)")
-    return ""
+        return f"has MD5 {md5.hexdigest()}, expected {remote.md5}", sha256.hexdigest()
+    return "", sha256.hexdigest()
 
 
 def archive_stem(name: str) -> str:
