@@ -177,8 +177,8 @@ def test_output_names_keep_their_dots_and_stay_out_of_the_mask_folders(
     assert main([*args, "--out", str(tmp_path / "eval_t0.4")]) == 0
     assert (tmp_path / "eval_t0.4.json").is_file() and (tmp_path / "eval_t0.4.png").is_file()
     out = capsys.readouterr().out
-    assert "note: 1 predictions without a truth, not scored: zzz.png" in out
-    assert "note: 1 truths without a prediction (not given to this predict), not scored: b" in out
+    assert "note: 1 prediction without a truth, not scored: zzz.png" in out
+    assert "note: 1 truth without a prediction of that name, not scored: b" in out
     (tmp_path / "runs").mkdir()
     assert main([*args, "--out", str(tmp_path / "runs")]) == 0
     assert (tmp_path / "runs" / "evaluation.csv").is_file()
@@ -598,6 +598,42 @@ def test_a_truth_predict_failed_on_is_scored_as_an_empty_prediction(tmp_path: Pa
     assert result["missing_predictions"] == ["b"] and result["unmatched_truths"] == ["c"]
     assert result["unmatched_predictions"] == ["extra.png"]
     assert result["summary"]["dice"]["n"] == 2
+
+
+def test_a_mask_gone_from_a_predict_folder_is_scored_as_an_empty_prediction(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A mask deleted from predict's --out (its predict.json still listing the image) left the
+    case out of the mean, said to be "not given to this predict"; it scores as empty now. A
+    folder without predict.json (a predict killed before writing it) claimed the same of its
+    undone images: it says "no prediction of that name" and warns of an interrupted predict."""
+    lesion = square_mask(32, 4, 4, 12)
+    for name in ("a", "b", "c"):
+        _save(tmp_path / "truth" / f"{name}.png", lesion)
+    _save(tmp_path / "pred" / "a.png", lesion * 255)
+    (tmp_path / "pred" / "predict.json").write_text(json.dumps(
+        {"model": {"num_classes": 2}, "inputs": ["/x/a.png", "/x/b.jpg"], "masks": 2,
+         "failed": {}}))
+    args = ["evaluate", "--pred", str(tmp_path / "pred"), "--truth", str(tmp_path / "truth")]
+    assert main([*args, "--out", str(tmp_path / "ev")]) == 0
+    result = json.loads((tmp_path / "ev.json").read_text())
+    assert {row["case_id"]: row["dice"] for row in result["per_case"]} == {"a": 1.0, "b": 0.0}
+    assert result["missing_predictions"] == ["b"] and result["unmatched_truths"] == ["c"]
+    out = capsys.readouterr().out
+    assert "note: 1 truth whose input predict recorded as failed or wrote no mask of" in out
+    assert "note: 1 truth without a prediction (not given to this predict), not scored: c" in out
+    one = evaluate_folders(tmp_path / "pred" / "a.png", tmp_path / "truth", tmp_path / "ev1")
+    assert one["missing_predictions"] == [] and one["unmatched_truths"] == ["b", "c"]
+    (tmp_path / "pred" / "predict.json").unlink()
+    caplog.clear()
+    assert main([*args, "--out", str(tmp_path / "ev2")]) == 0
+    result = json.loads((tmp_path / "ev2.json").read_text())
+    assert result["missing_predictions"] == [] and result["unmatched_truths"] == ["b", "c"]
+    assert result["predict_record"] is False
+    assert "note: 2 truths without a prediction of that name, not scored: b, c" in (
+        capsys.readouterr().out)
+    assert "holds 0/255 masks but no predict.json, so 2 truths without a prediction" in caplog.text
+    assert "interrupted, rerun it to finish" in caplog.text
 
 
 def test_one_shard_of_a_volume_batch_scores_its_own_studies(tmp_path: Path) -> None:
