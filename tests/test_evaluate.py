@@ -650,3 +650,16 @@ def test_one_shard_of_a_volume_batch_scores_its_own_studies(tmp_path: Path) -> N
     assert [row["case_id"] for row in result["per_case"]] == ["s0", "s2"]
     assert result["missing_predictions"] == ["s2"]
     assert result["unmatched_truths"] == ["s1", "s3"]
+
+
+def test_a_data_folder_given_as_truth_names_its_masks_folder(tmp_path: Path) -> None:
+    """``--truth DATA`` (the folder train reads) said only "no masks"; it names DATA/masks."""
+    lesion = square_mask(32, 4, 4, 12)
+    _save(tmp_path / "data" / "images" / "a.png", np.arange(32 * 32).reshape(32, 32) % 256)
+    _save(tmp_path / "data" / "masks" / "a.png", lesion)
+    _save(tmp_path / "pred" / "a.png", lesion * 255)
+    masks = tmp_path / "data" / "masks"
+    with pytest.raises(CovsegError, match=r"data: a data folder \(images/ \+ masks/: images and "
+                                          rf"their masks\), not masks; give {masks} as --truth$"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "data", tmp_path / "ev")
+    assert evaluate_folders(tmp_path / "pred", masks, tmp_path / "ev")["cases"] == 1

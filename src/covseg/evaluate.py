@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from covseg.data.layouts import CLASS_NAMES, Sample, examples
+from covseg.data.layouts import CLASS_NAMES, Sample, data_folders, examples
 from covseg.errors import CovsegError, counted
 from covseg.infer import Predictor, output_name
 from covseg.io.atomic import write_json, write_text
@@ -137,7 +137,9 @@ def _masks(path: Path, role: str) -> _Masks:
 def _mask_files(folder: Path, role: str) -> _Masks:
     """The masks of ``folder`` by case name; the images ``covseg predict`` read from it (an
     input folder predicted into itself, by its record) are no masks, nor are files named as
-    images beside masks named as masks (:func:`_named_images`)."""
+    images beside masks named as masks (:func:`_named_images`). A truth folder of no masks that
+    training reads as data (:func:`~covseg.data.layouts.data_folders`) is refused naming its
+    masks folder."""
     if not folder.is_dir():
         raise CovsegError(f"{folder}: {role} folder not found")
     inputs = _predicted_inputs(folder)
@@ -155,6 +157,10 @@ def _mask_files(folder: Path, role: str) -> _Masks:
                               f"{role} folder")
         found[name] = path
     if not found:
+        data = data_folders(folder)
+        if data and role == "truth":
+            raise CovsegError(f"{folder}: a data folder ({data[0].name}/ + {data[1].name}/: "
+                              f"images and their masks), not masks; give {data[1]} as --truth")
         raise CovsegError(f"{folder}: no masks (png, jpg, tif, npy, NIfTI, or covseg predict "
                           f"study folders) in the {role} folder")
     return _Masks({name: predicted_mask(path) or path for name, path in found.items()},
