@@ -663,3 +663,16 @@ def test_a_data_folder_given_as_truth_names_its_masks_folder(tmp_path: Path) -> 
                                           rf"their masks\), not masks; give {masks} as --truth$"):
         evaluate_folders(tmp_path / "pred", tmp_path / "data", tmp_path / "ev")
     assert evaluate_folders(tmp_path / "pred", masks, tmp_path / "ev")["cases"] == 1
+
+
+def test_a_truth_folder_mixing_0_1_and_0_255_masks_is_scored(tmp_path: Path) -> None:
+    """MedSeg's 0/1 truths beside Inf-Net's 0/255 ones were refused ("mask level 255 alone
+    cannot tell its class"); every mask is binary, so each reads as 0/1."""
+    lesion = square_mask(32, 4, 4, 12)
+    _save(tmp_path / "truth" / "a.png", lesion)
+    _save(tmp_path / "truth" / "b.png", lesion * 255)
+    for name in ("a", "b"):
+        _save(tmp_path / "pred" / f"{name}.png", lesion * 255)
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    assert {row["case_id"]: row["dice"] for row in result["per_case"]} == {"a": 1.0, "b": 1.0}
+    assert result["num_classes"] == 2

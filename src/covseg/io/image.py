@@ -203,8 +203,9 @@ def shared_label_step(levels: Sequence[np.ndarray], sources: Sequence[str]) -> f
     One file cannot tell its classes alone: 0/170 is consolidation in a 0/85/170/255 set but
     0/1 on its own, 0/255 is effusion there. The set's levels can, so every mask is divided by
     the step they share. Label maps (0..15) and sets that share no step read file by file
-    (:func:`mask_to_labels`), but then a file with one scaled level is refused, not guessed,
-    and so is one with fractional values (a probability map), as the NIfTI reader refuses it.
+    (:func:`mask_to_labels`), but then a file with one scaled level is refused, not guessed
+    (unless every mask is 0/1 or 0/255: :func:`_binary_conventions`), and so is one with
+    fractional values (a probability map), as the NIfTI reader refuses it.
     A step with more than :data:`MAX_SCALED_LABEL` labels is a rounded probability map, refused.
     """
     union = np.unique(np.concatenate(levels)) if levels else np.array([])
@@ -217,7 +218,7 @@ def shared_label_step(levels: Sequence[np.ndarray], sources: Sequence[str]) -> f
         _refuse_rounded_probabilities(union, step, f"{sources[fullest]}{others}")
         return step
     _refuse_fractions(levels, sources)
-    if union.size <= MAX_LABEL + 1:  # more levels: JPEG noise, no labels
+    if union.size <= MAX_LABEL + 1 and not _binary_conventions(levels):  # more: JPEG noise
         for values, source in zip(levels, sources):
             lesion = values[values > 0]
             if lesion.size == 1 and _label_step(values) is not None and (
@@ -226,6 +227,14 @@ def shared_label_step(levels: Sequence[np.ndarray], sources: Sequence[str]) -> f
                                   "class, and the set's masks share no step (e.g. 0/127/254); "
                                   "store labels 0..K")
     return step
+
+
+def _binary_conventions(levels: Sequence[np.ndarray]) -> bool:
+    """Whether every mask is binary, 0/1 or 0/255 (one non-zero level each): a set mixing the
+    two conventions (MedSeg's 0/1 with Inf-Net's 0/255) holds no classes to tell apart, so each
+    mask reads on its own as 0/1. Another level, or a mask of two non-zero levels (0/1/2 beside
+    0/255: is 255 effusion or lesion?), is not this."""
+    return all(set(values[values > 0].tolist()) in ({1}, {255}, set()) for values in levels)
 
 
 def fraction_range(values: np.ndarray) -> list[float]:
