@@ -676,3 +676,23 @@ def test_a_truth_folder_mixing_0_1_and_0_255_masks_is_scored(tmp_path: Path) -> 
     result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
     assert {row["case_id"]: row["dice"] for row in result["per_case"]} == {"a": 1.0, "b": 1.0}
     assert result["num_classes"] == 2
+
+
+def test_an_8_bit_probability_map_as_pred_is_called_one_not_an_image(tmp_path: Path) -> None:
+    """A blurred 0..255 mask saved as PNG was "not a prediction mask but an image"; its few
+    mid-grey pixels say probability map, to threshold. A CT slice is still called an image."""
+    rows, cols = np.mgrid[:64, :64]
+    distance = np.hypot(rows - 32, cols - 32)
+    soft = np.clip((20 - distance) * 80 + 128, 0, 255)  # a disk with a ramp ~3 px wide
+    assert np.unique(soft.astype(np.uint8)).size > 16
+    _save(tmp_path / "pred" / "a.png", soft)
+    _save(tmp_path / "truth" / "a.png", distance < 20)
+    with pytest.raises(CovsegError, match=r"a.png: not a prediction mask but, by its levels, a "
+                                          r"probability map or soft mask \(\d+ grey levels, \d% of "
+                                          r"pixels mid-grey: few for an image\); threshold it"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    ct = np.random.default_rng(0).integers(0, 256, (64, 64))
+    _save(tmp_path / "pred" / "a.png", ct)
+    with pytest.raises(CovsegError, match=r"a.png: not a prediction mask but an image \(256 grey "
+                                          r"levels, \d+% of pixels mid-grey\); give covseg"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")

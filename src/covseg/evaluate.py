@@ -29,6 +29,7 @@ from covseg.io.image import (
     paired_name,
     read_array,
     shared_label_step,
+    soft_mask_levels,
     top_label,
     within_labels,
 )
@@ -255,8 +256,14 @@ def _read_prediction(path: Path, like: Volume | None = None) -> Volume:
 
 def _refuse_image(path: Path, array: np.ndarray, values: np.ndarray) -> None:
     """Refuse a prediction holding an image (a CT given as the prediction: the rule of
-    :func:`~covseg.io.image.image_or_soft_mask`, which refuses a probability map as one)."""
+    :func:`~covseg.io.image.image_or_soft_mask`, which refuses a probability map as one), or
+    an 8-bit probability map, saying it looks like one
+    (:func:`~covseg.io.image.soft_mask_levels`)."""
     reason = image_or_soft_mask(array, values, path)
+    if reason and soft_mask_levels(array, values):
+        raise CovsegError(f"{path}: not a prediction mask but, by its levels, a probability map "
+                          f"or soft mask ({reason}: few for an image); threshold it, or give "
+                          "covseg predict's output masks as --pred")
     if reason:
         raise image_given_as_mask(path, reason, what="prediction mask",
                                   advice="give covseg predict's output masks as --pred")
