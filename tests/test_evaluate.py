@@ -177,8 +177,8 @@ def test_output_names_keep_their_dots_and_stay_out_of_the_mask_folders(
     assert main([*args, "--out", str(tmp_path / "eval_t0.4")]) == 0
     assert (tmp_path / "eval_t0.4.json").is_file() and (tmp_path / "eval_t0.4.png").is_file()
     out = capsys.readouterr().out
-    assert "note: 1 predictions without a truth, not scored: zzz.png" in out
-    assert "note: 1 truths without a prediction (not given to this predict), not scored: b" in out
+    assert "note: 1 prediction without a truth, not scored: zzz.png" in out
+    assert "note: 1 truth without a prediction of that name, not scored: b" in out
     (tmp_path / "runs").mkdir()
     assert main([*args, "--out", str(tmp_path / "runs")]) == 0
     assert (tmp_path / "runs" / "evaluation.csv").is_file()
@@ -600,6 +600,42 @@ def test_a_truth_predict_failed_on_is_scored_as_an_empty_prediction(tmp_path: Pa
     assert result["summary"]["dice"]["n"] == 2
 
 
+def test_a_mask_gone_from_a_predict_folder_is_scored_as_an_empty_prediction(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A mask deleted from predict's --out (its predict.json still listing the image) left the
+    case out of the mean, said to be "not given to this predict"; it scores as empty now. A
+    folder without predict.json (a predict killed before writing it) claimed the same of its
+    undone images: it says "no prediction of that name" and warns of an interrupted predict."""
+    lesion = square_mask(32, 4, 4, 12)
+    for name in ("a", "b", "c"):
+        _save(tmp_path / "truth" / f"{name}.png", lesion)
+    _save(tmp_path / "pred" / "a.png", lesion * 255)
+    (tmp_path / "pred" / "predict.json").write_text(json.dumps(
+        {"model": {"num_classes": 2}, "inputs": ["/x/a.png", "/x/b.jpg"], "masks": 2,
+         "failed": {}}))
+    args = ["evaluate", "--pred", str(tmp_path / "pred"), "--truth", str(tmp_path / "truth")]
+    assert main([*args, "--out", str(tmp_path / "ev")]) == 0
+    result = json.loads((tmp_path / "ev.json").read_text())
+    assert {row["case_id"]: row["dice"] for row in result["per_case"]} == {"a": 1.0, "b": 0.0}
+    assert result["missing_predictions"] == ["b"] and result["unmatched_truths"] == ["c"]
+    out = capsys.readouterr().out
+    assert "note: 1 truth whose input predict recorded as failed or wrote no mask of" in out
+    assert "note: 1 truth without a prediction (not given to this predict), not scored: c" in out
+    one = evaluate_folders(tmp_path / "pred" / "a.png", tmp_path / "truth", tmp_path / "ev1")
+    assert one["missing_predictions"] == [] and one["unmatched_truths"] == ["b", "c"]
+    (tmp_path / "pred" / "predict.json").unlink()
+    caplog.clear()
+    assert main([*args, "--out", str(tmp_path / "ev2")]) == 0
+    result = json.loads((tmp_path / "ev2.json").read_text())
+    assert result["missing_predictions"] == [] and result["unmatched_truths"] == ["b", "c"]
+    assert result["predict_record"] is False
+    assert "note: 2 truths without a prediction of that name, not scored: b, c" in (
+        capsys.readouterr().out)
+    assert "holds 0/255 masks but no predict.json, so 2 truths without a prediction" in caplog.text
+    assert "interrupted, rerun it to finish" in caplog.text
+
+
 def test_one_shard_of_a_volume_batch_scores_its_own_studies(tmp_path: Path) -> None:
     """Evaluating predict --shard 0/2's output against all truths scored the other shard's
     studies as empty predictions; only a study its summary marks failed is scored so now."""
@@ -614,3 +650,49 @@ def test_one_shard_of_a_volume_batch_scores_its_own_studies(tmp_path: Path) -> N
     assert [row["case_id"] for row in result["per_case"]] == ["s0", "s2"]
     assert result["missing_predictions"] == ["s2"]
     assert result["unmatched_truths"] == ["s1", "s3"]
+
+
+def test_a_data_folder_given_as_truth_names_its_masks_folder(tmp_path: Path) -> None:
+    """``--truth DATA`` (the folder train reads) said only "no masks"; it names DATA/masks."""
+    lesion = square_mask(32, 4, 4, 12)
+    _save(tmp_path / "data" / "images" / "a.png", np.arange(32 * 32).reshape(32, 32) % 256)
+    _save(tmp_path / "data" / "masks" / "a.png", lesion)
+    _save(tmp_path / "pred" / "a.png", lesion * 255)
+    masks = tmp_path / "data" / "masks"
+    with pytest.raises(CovsegError, match=r"data: a data folder \(images/ \+ masks/: images and "
+                                          rf"their masks\), not masks; give {masks} as --truth$"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "data", tmp_path / "ev")
+    assert evaluate_folders(tmp_path / "pred", masks, tmp_path / "ev")["cases"] == 1
+
+
+def test_a_truth_folder_mixing_0_1_and_0_255_masks_is_scored(tmp_path: Path) -> None:
+    """MedSeg's 0/1 truths beside Inf-Net's 0/255 ones were refused ("mask level 255 alone
+    cannot tell its class"); every mask is binary, so each reads as 0/1."""
+    lesion = square_mask(32, 4, 4, 12)
+    _save(tmp_path / "truth" / "a.png", lesion)
+    _save(tmp_path / "truth" / "b.png", lesion * 255)
+    for name in ("a", "b"):
+        _save(tmp_path / "pred" / f"{name}.png", lesion * 255)
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    assert {row["case_id"]: row["dice"] for row in result["per_case"]} == {"a": 1.0, "b": 1.0}
+    assert result["num_classes"] == 2
+
+
+def test_an_8_bit_probability_map_as_pred_is_called_one_not_an_image(tmp_path: Path) -> None:
+    """A blurred 0..255 mask saved as PNG was "not a prediction mask but an image"; its few
+    mid-grey pixels say probability map, to threshold. A CT slice is still called an image."""
+    rows, cols = np.mgrid[:64, :64]
+    distance = np.hypot(rows - 32, cols - 32)
+    soft = np.clip((20 - distance) * 80 + 128, 0, 255)  # a disk with a ramp ~3 px wide
+    assert np.unique(soft.astype(np.uint8)).size > 16
+    _save(tmp_path / "pred" / "a.png", soft)
+    _save(tmp_path / "truth" / "a.png", distance < 20)
+    with pytest.raises(CovsegError, match=r"a.png: not a prediction mask but, by its levels, a "
+                                          r"probability map or soft mask \(\d+ grey levels, \d% of "
+                                          r"pixels mid-grey: few for an image\); threshold it"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    ct = np.random.default_rng(0).integers(0, 256, (64, 64))
+    _save(tmp_path / "pred" / "a.png", ct)
+    with pytest.raises(CovsegError, match=r"a.png: not a prediction mask but an image \(256 grey "
+                                          r"levels, \d+% of pixels mid-grey\); give covseg"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")

@@ -160,6 +160,16 @@ def test_a_single_scaled_level_in_a_set_of_no_step_is_refused() -> None:
         masks_to_labels([_levels(0, 127, 254), _levels(0, 253)], ["a", "b"])
     with pytest.raises(CovsegError, match=r"^b: mask level 255 alone"):  # effusion or lesion?
         masks_to_labels([_levels(0, 1, 2), _levels(0, 255)], ["a", "b"])
+    with pytest.raises(CovsegError, match=r"^b: mask level 255 alone"):  # 0/1/255: no binary
+        masks_to_labels([_levels(0, 1), _levels(0, 255), _levels(0, 1, 255)], ["a", "b", "c"])
+
+
+def test_a_set_mixing_binary_0_1_and_0_255_masks_reads_each_as_0_1() -> None:
+    """MedSeg's 0/1 masks beside Inf-Net's 0/255 were refused ("mask level 255 alone cannot
+    tell its class"): every mask binary, there is no class to tell."""
+    labels = masks_to_labels([_levels(0, 1), _levels(0, 255), _levels(0)], ["a", "b", "c"])
+    for mask, expected in zip(labels, ([0, 1], [0, 1], [0])):
+        assert np.unique(mask).tolist() == expected
 
 
 def test_multi_page_tiff_is_refused_not_cut_to_its_first_page(tmp_path: Path) -> None:

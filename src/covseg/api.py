@@ -796,16 +796,18 @@ def evaluate(pred: str | os.PathLike[str], truth: str | os.PathLike[str],
     """Per-case and summary metrics of predicted masks against the truth (CSV and JSON).
 
     ``pred`` and ``truth``: folders of masks, or single mask files or predict study folders
-    (their ``infection.nii.gz``). A truth whose input ``covseg predict`` recorded as failed is
-    scored as an empty prediction; other truths without a prediction (another shard's, a
-    subset's) are not scored. ``per_slice``: score each axial slice of NIfTI volumes as its own
+    (their ``infection.nii.gz``). A truth whose input ``covseg predict`` recorded as failed, or
+    whose mask is gone from a ``pred`` folder whose ``predict.json`` lists its image, is scored
+    as an empty prediction; other truths without a prediction (another shard's, a subset's) are
+    not scored. ``per_slice``: score each axial slice of NIfTI volumes as its own
     case (a stack of independent slices, as MedSeg's ``tr_mask.nii.gz``), so the mean is the
     mean per-slice Dice.
 
     Returns what the JSON holds: the number of ``cases``, the ``summary`` (per metric its mean,
     std, median and how many cases define it), the ``per_case`` rows, the truths scored without
     a prediction (``missing_predictions``), the predictions without a truth
-    (``unmatched_predictions``), the truths not scored (``unmatched_truths``), the images among
+    (``unmatched_predictions``), the truths not scored (``unmatched_truths``), whether ``pred``
+    holds covseg predict's record (``predict_record``), the images among
     the masks, not scored (``skipped_images``: files named as images beside their masks, truths
     holding a CT), and the paths of the ``files`` written.
     """

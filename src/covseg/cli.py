@@ -217,14 +217,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 EVALUATE_NOTES = {
-    "missing_predictions": "truths whose input predict recorded as failed, scored as an empty "
-                           "prediction",
-    "unmatched_predictions": "predictions without a truth, not scored",
-    "unmatched_truths": "truths without a prediction (not given to this predict), not scored",
-    "skipped_images": "images among the masks (named as images beside their masks, or holding "
-                      "a CT), not scored",
+    "missing_predictions": ("truth", ("whose input predict recorded as failed or wrote no mask "
+                                      "of, scored as an empty prediction")),
+    "unmatched_predictions": ("prediction", "without a truth, not scored"),
+    "unmatched_truths": ("truth", "without a prediction (not given to this predict), not scored"),
+    "skipped_images": ("image", ("among the masks (named as images beside their masks, or "
+                                 "holding a CT), not scored")),
 }
-"""The name lists of an evaluation said on the console, and what each holds."""
+"""The name lists of an evaluation said on the console: the noun each counts, what it holds."""
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -237,12 +237,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f"{', '.join(per_class)}" if result["num_classes"] > 2
               else f"Dice {dice['mean']:.3f} ± {dice['std']:.3f}")
     print(f"{counted(result['cases'], 'case')}, {scores}; wrote {', '.join(result['files'].values())}")
-    for key, what in EVALUATE_NOTES.items():
+    for key, (noun, what) in EVALUATE_NOTES.items():
         names = result[key]
+        if key == "unmatched_truths" and not result["predict_record"]:
+            what = "without a prediction of that name, not scored"
         if names:
             shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5
                                             else "")
-            print(f"note: {len(names)} {what}: {shown}")
+            print(f"note: {counted(len(names), noun)} {what}: {shown}")
     if result["classes_note"]:
         print(f"note: {result['classes_note']}")
     return 0

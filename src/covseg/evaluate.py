@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from covseg.data.layouts import CLASS_NAMES, Sample, examples
+from covseg.data.layouts import CLASS_NAMES, Sample, data_folders, examples
 from covseg.errors import CovsegError, counted
 from covseg.infer import Predictor, output_name
 from covseg.io.atomic import write_json, write_text
@@ -29,6 +29,7 @@ from covseg.io.image import (
     paired_name,
     read_array,
     shared_label_step,
+    soft_mask_levels,
     top_label,
     within_labels,
 )
@@ -39,6 +40,7 @@ from covseg.quantify import (
     PREDICT_RECORD,
     RESULT_JSON,
     failed_studies,
+    is_batch_folder,
     predicted_mask,
     read_record,
     study_name,
@@ -136,7 +138,9 @@ def _masks(path: Path, role: str) -> _Masks:
 def _mask_files(folder: Path, role: str) -> _Masks:
     """The masks of ``folder`` by case name; the images ``covseg predict`` read from it (an
     input folder predicted into itself, by its record) are no masks, nor are files named as
-    images beside masks named as masks (:func:`_named_images`)."""
+    images beside masks named as masks (:func:`_named_images`). A truth folder of no masks that
+    training reads as data (:func:`~covseg.data.layouts.data_folders`) is refused naming its
+    masks folder."""
     if not folder.is_dir():
         raise CovsegError(f"{folder}: {role} folder not found")
     inputs = _predicted_inputs(folder)
@@ -154,6 +158,10 @@ def _mask_files(folder: Path, role: str) -> _Masks:
                               f"{role} folder")
         found[name] = path
     if not found:
+        data = data_folders(folder)
+        if data and role == "truth":
+            raise CovsegError(f"{folder}: a data folder ({data[0].name}/ + {data[1].name}/: "
+                              f"images and their masks), not masks; give {data[1]} as --truth")
         raise CovsegError(f"{folder}: no masks (png, jpg, tif, npy, NIfTI, or covseg predict "
                           f"study folders) in the {role} folder")
     return _Masks({name: predicted_mask(path) or path for name, path in found.items()},
@@ -176,27 +184,39 @@ def _entry(path: Path) -> str:
     return f"{path.name}/" if path.is_dir() else path.name
 
 
+def _recorded_inputs(folder: Path) -> list[Path]:
+    """The images ``covseg predict`` was given with ``folder`` as its ``--out``, by its
+    ``predict.json`` (none without one)."""
+    recorded = (read_record(folder / PREDICT_RECORD) or {}).get("inputs")
+    return [Path(p) for p in recorded if isinstance(p, str)] if isinstance(recorded, list) else []
+
+
 def _predicted_inputs(folder: Path) -> set[str]:
     """The names of the images that ``covseg predict`` read from ``folder`` and predicted into
     it, by its ``predict.json``: its inputs but those that are the masks of others. By name, as
     the record's absolute paths name the folder where predict ran, not its copy or a moved
     folder."""
-    record = read_record(folder / PREDICT_RECORD) or {}
-    recorded = record.get("inputs")
-    paths = [Path(p) for p in recorded if isinstance(p, str)] if isinstance(recorded, list) else []
+    paths = _recorded_inputs(folder)
     return {path.name for path in paths} - {output_name(path) for path in paths}
 
 
-def _failed_cases(folder: Path) -> set[str]:
-    """The cases ``covseg predict`` was given and recorded as failed in its ``--out`` ``folder``:
+def _image_case(path: Path) -> str:
+    """The case of the mask predict writes for the image at ``path``."""
+    return case_key(Path(output_name(path)).stem)
+
+
+def _failed_cases(folder: Path, given: bool = True) -> set[str]:
+    """The cases ``covseg predict`` was given in its ``--out`` ``folder`` and recorded as failed:
     the images its ``predict.json`` lists as unreadable, the studies its summary CSVs mark
-    failed. A truth of these without a prediction is scored as an empty prediction; other truths
-    without one were never given to this predict (another shard, a subset), and are not scored."""
+    failed; and when all of ``folder`` is read (``given``), every image it lists, of which a
+    mask gone since (deleted) is a failure too. A truth of these without a prediction is scored
+    as an empty prediction; other truths without one were never given to this predict (another
+    shard, a subset), and are not scored."""
     recorded = (read_record(folder / PREDICT_RECORD) or {}).get("failed")
-    if not isinstance(recorded, dict):
-        recorded = {}
-    images = [Path(output_name(Path(path))).stem for path in recorded]
-    return {case_key(name) for name in [*images, *failed_studies(folder)]}
+    failed = [Path(path) for path in recorded] if isinstance(recorded, dict) else []
+    inputs = _recorded_inputs(folder) if given else []
+    images = {_image_case(path) for path in [*inputs, *failed]}
+    return images | {case_key(name) for name in failed_studies(folder)}
 
 
 def _read_cases(pred_path: Path | None, truth_path: Path, truth_dtype: type = np.int16
@@ -236,8 +256,14 @@ def _read_prediction(path: Path, like: Volume | None = None) -> Volume:
 
 def _refuse_image(path: Path, array: np.ndarray, values: np.ndarray) -> None:
     """Refuse a prediction holding an image (a CT given as the prediction: the rule of
-    :func:`~covseg.io.image.image_or_soft_mask`, which refuses a probability map as one)."""
+    :func:`~covseg.io.image.image_or_soft_mask`, which refuses a probability map as one), or
+    an 8-bit probability map, saying it looks like one
+    (:func:`~covseg.io.image.soft_mask_levels`)."""
     reason = image_or_soft_mask(array, values, path)
+    if reason and soft_mask_levels(array, values):
+        raise CovsegError(f"{path}: not a prediction mask but, by its levels, a probability map "
+                          f"or soft mask ({reason}: few for an image); threshold it, or give "
+                          "covseg predict's output masks as --pred")
     if reason:
         raise image_given_as_mask(path, reason, what="prediction mask",
                                   advice="give covseg predict's output masks as --pred")
@@ -313,10 +339,12 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     NIfTI volumes (or study folders) in 3D with HD95 in mm from the truth's voxel spacing, or
     with ``per_slice`` each axial slice as its own case (a stack of independent slices, as
     MedSeg's ``tr_mask.nii.gz``). Either side may be a single mask file or predict study
-    folder; two such are one case. A truth whose input predict recorded as failed
-    (:func:`_failed_cases`) is scored against an empty mask and named in
-    ``missing_predictions``, so the means cover every case predict was given; other truths
-    without a prediction are named in ``unmatched_truths``, not scored; predictions without a
+    folder; two such are one case. A truth whose input predict recorded as failed, or whose
+    mask is gone from a ``--pred`` folder whose record lists its image (:func:`_failed_cases`),
+    is scored against an empty mask and named in ``missing_predictions``, so the means cover
+    every case predict was given; other truths without a prediction are named in
+    ``unmatched_truths``, not scored (with a warning where a folder of 0/255 PNG masks holds no
+    record: :func:`_warn_unrecorded`); predictions without a
     truth, by file name, in ``unmatched_predictions``; files named as images beside their masks
     (:func:`_named_images`) are not read, and named in ``skipped_images``, as are truths that
     hold an image (a CT: :func:`_label_levels`, :func:`_unmatched_images`), skipped with a
@@ -336,7 +364,8 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
         raise _no_shared_names(pred_path, truth_path, list(preds), list(truths))
     pred_folder = pred_path.parent if pred_side.single else pred_path
     truth_folder = truth_path.parent if truth_side.single else truth_path
-    missing = sorted((_failed_cases(pred_folder) & set(truths)) - set(preds))
+    missing = sorted((_failed_cases(pred_folder, given=not pred_side.single) & set(truths))
+                     - set(preds))
     cases = sorted({*(set(truths) & set(preds)), *missing})
     levels, images = _label_levels(cases, preds, truths)
     images.update(_unmatched_images(truths, cases))
@@ -359,13 +388,18 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
         truth = mask_to_labels(truth, truths[stem], truth_labels.step)
         rows += _case_rows(study_name(truths[stem], mask=True), pred, truth, volume,
                            num_classes, per_slice)
+    unmatched = sorted(set(truths) - set(cases))
+    recorded = is_batch_folder(pred_folder)
+    if unmatched and not recorded and not pred_side.single:
+        _warn_unrecorded(pred_folder, {case: levels[case][0] for case in cases if case in preds},
+                         preds, len(unmatched))
     result = {
         "prediction_dir": str(pred_dir), "truth_dir": str(truth_dir), "cases": len(rows),
-        "per_slice": per_slice,
+        "per_slice": per_slice, "predict_record": recorded,
         "missing_predictions": missing,
         "unmatched_predictions": sorted(str(preds[case].relative_to(pred_folder))
                                         for case in set(preds) - set(truths)),
-        "unmatched_truths": sorted(set(truths) - set(cases)),
+        "unmatched_truths": unmatched,
         "skipped_images": pred_side.skipped_images + truth_side.skipped_images + skipped,
         "num_classes": num_classes, "classes_note": _classes_note(pred_top, truth_top),
         "empty_mask_rules": EMPTY_MASK_RULES,
@@ -378,6 +412,20 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     metrics_plot(rows, files["png"], f"{counted(len(rows), 'case')}: {pred_path.name} against "
                  f"{truth_path.name}")
     return result
+
+
+def _warn_unrecorded(folder: Path, levels: dict[str, np.ndarray], preds: dict[str, Path],
+                     unmatched: int) -> None:
+    """Warn that a folder of masks as ``covseg predict`` writes them (0/255 PNGs) holds no
+    record of what predict was given (its ``predict.json`` is written when it ends): an
+    interrupted predict, whose images left undone are truths without a prediction, not
+    scored."""
+    if all(preds[case].suffix == ".png" and set(values.tolist()) <= {0, 255}
+           for case, values in levels.items()):
+        log.warning("%s holds 0/255 masks but no %s, so %s without a prediction cannot be told "
+                    "apart from images predict never read; if covseg predict into it was "
+                    "interrupted, rerun it to finish", folder, PREDICT_RECORD,
+                    counted(unmatched, "truth"))
 
 
 def _label_levels(cases: Sequence[str], preds: dict[str, Path], truths: dict[str, Path]

@@ -20,6 +20,10 @@ MID_GREY = (0.25, 0.75)
 MAX_MID_GREY_SHARE = 0.02
 """Above this share of mid-grey pixels, a mask with many grey levels is an image (a lossy JPEG
 mask has well under 1 %, a CT slice 40-60 %)."""
+SOFT_MASK_MID_GREY = 0.10
+"""At most this share of mid-grey pixels, 8-bit grey levels refused as an image look rather like a
+probability map or soft mask, to threshold (a Gaussian-blurred 0/255 mask: 3 %; the 52 MedSeg and
+50 Inf-Net CT slices: 13 % or more, median 32 %)."""
 STEP_TOLERANCE = 0.5
 """How far an integer level may lie from its multiple of the step: labels scaled by 255/K and
 rounded (0/128/255) are still labels."""
@@ -203,8 +207,9 @@ def shared_label_step(levels: Sequence[np.ndarray], sources: Sequence[str]) -> f
     One file cannot tell its classes alone: 0/170 is consolidation in a 0/85/170/255 set but
     0/1 on its own, 0/255 is effusion there. The set's levels can, so every mask is divided by
     the step they share. Label maps (0..15) and sets that share no step read file by file
-    (:func:`mask_to_labels`), but then a file with one scaled level is refused, not guessed,
-    and so is one with fractional values (a probability map), as the NIfTI reader refuses it.
+    (:func:`mask_to_labels`), but then a file with one scaled level is refused, not guessed
+    (unless every mask is 0/1 or 0/255: :func:`_binary_conventions`), and so is one with
+    fractional values (a probability map), as the NIfTI reader refuses it.
     A step with more than :data:`MAX_SCALED_LABEL` labels is a rounded probability map, refused.
     """
     union = np.unique(np.concatenate(levels)) if levels else np.array([])
@@ -217,7 +222,7 @@ def shared_label_step(levels: Sequence[np.ndarray], sources: Sequence[str]) -> f
         _refuse_rounded_probabilities(union, step, f"{sources[fullest]}{others}")
         return step
     _refuse_fractions(levels, sources)
-    if union.size <= MAX_LABEL + 1:  # more levels: JPEG noise, no labels
+    if union.size <= MAX_LABEL + 1 and not _binary_conventions(levels):  # more: JPEG noise
         for values, source in zip(levels, sources):
             lesion = values[values > 0]
             if lesion.size == 1 and _label_step(values) is not None and (
@@ -226,6 +231,14 @@ def shared_label_step(levels: Sequence[np.ndarray], sources: Sequence[str]) -> f
                                   "class, and the set's masks share no step (e.g. 0/127/254); "
                                   "store labels 0..K")
     return step
+
+
+def _binary_conventions(levels: Sequence[np.ndarray]) -> bool:
+    """Whether every mask is binary, 0/1 or 0/255 (one non-zero level each): a set mixing the
+    two conventions (MedSeg's 0/1 with Inf-Net's 0/255) holds no classes to tell apart, so each
+    mask reads on its own as 0/1. Another level, or a mask of two non-zero levels (0/1/2 beside
+    0/255: is 255 effusion or lesion?), is not this."""
+    return all(set(values[values > 0].tolist()) in ({1}, {255}, set()) for values in levels)
 
 
 def fraction_range(values: np.ndarray) -> list[float]:
@@ -341,13 +354,27 @@ def image_levels(array: np.ndarray, values: np.ndarray) -> str | None:
     Labels and 0/255 masks with JPEG noise are no images (:func:`mask_to_labels` reads them)."""
     if values.size <= MAX_LABEL + 1:
         return None
-    base = min(0.0, float(values[0]))
-    span = float(values[-1]) - base
-    low, high = base + MID_GREY[0] * span, base + MID_GREY[1] * span
-    mid_grey = float(np.mean((array > low) & (array < high)))
+    mid_grey = _mid_grey_share(array, values)
     if mid_grey <= MAX_MID_GREY_SHARE:
         return None
     return f"{values.size} grey levels, {mid_grey:.0%} of pixels mid-grey"
+
+
+def _mid_grey_share(array: np.ndarray, values: np.ndarray) -> float:
+    """The share of ``array``'s pixels between :data:`MID_GREY` of the way from 0 (or its lowest
+    value) to its highest (``values``: its sorted levels)."""
+    base = min(0.0, float(values[0]))
+    span = float(values[-1]) - base
+    low, high = base + MID_GREY[0] * span, base + MID_GREY[1] * span
+    return float(np.mean((array > low) & (array < high)))
+
+
+def soft_mask_levels(array: np.ndarray, values: np.ndarray) -> bool:
+    """Whether an image by :func:`image_levels` is, by its levels, rather an 8-bit probability
+    map or soft mask: grey levels 0..255 with at most :data:`SOFT_MASK_MID_GREY` of its pixels
+    mid-grey, most near 0 or the maximum, as no CT slice is. Only said, never read as a mask."""
+    return bool(values.size and values[0] == 0 and values[-1] <= 255 and _integral(values)
+                and _mid_grey_share(array, values) <= SOFT_MASK_MID_GREY)
 
 
 def within_labels(values: np.ndarray) -> bool:
