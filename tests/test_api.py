@@ -27,6 +27,7 @@ from covseg import api
 from covseg.cli import build_parser, main
 from covseg.errors import CovsegError
 from covseg.infer import Predictor
+from tests.conftest import shared
 from tests.test_io_volume import edited_series, needs_ct
 from tests.test_quantify import synthetic_study
 from tests.test_train import TINY
@@ -608,3 +609,25 @@ def test_a_dicom_folder_beside_picture_folders_is_predicted_without_failures(
     assert "1 done, 0 already done, 0 failed" in capsys.readouterr().out
     assert [p.name for p in (tmp_path / "out").iterdir() if p.is_dir()] == ["series"]
     assert (tmp_path / "out" / "series" / "infection.nii.gz").is_file()
+
+
+def test_segment_takes_a_bare_array_in_lps_order_and_a_direction_says_otherwise(
+        tiny_run: Path) -> None:
+    """An array has no orientation: segment takes it in DICOM's LPS order, which the docstring
+    and the README now say (the README called it "same" as the image it came from, a RAS
+    NIfTI whose array is mirrored in y and x against that); ``direction=`` gives the image's."""
+    ct = sitk.ReadImage(str(shared("ct-samples", "example_ct_sm.nii.gz")))
+    assert np.allclose(ct.GetDirection(), (-1, 0, 0, 0, -1, 0, 0, 0, 1))  # RAS storage
+    array, spacing = sitk.GetArrayFromImage(ct), ct.GetSpacing()[::-1]
+    from_image = covseg.segment(tiny_run, ct)
+    assert from_image.any(), "the tiny model marks voxels of this CT, so equality says something"
+    mirrored = covseg.segment(tiny_run, np.ascontiguousarray(array[:, ::-1, ::-1]),
+                              spacing=spacing)
+    np.testing.assert_array_equal(mirrored[:, ::-1, ::-1], from_image)
+    told = covseg.segment(tiny_run, array, spacing=spacing, direction=ct.GetDirection())
+    np.testing.assert_array_equal(told, from_image)
+    for bad in ((1, 0, 0), (2, 0, 0, 0, 1, 0, 0, 0, 1), "LPS"):
+        with pytest.raises(CovsegError, match=r"^direction: 9 numbers, a rotation or reflection"):
+            covseg.segment(tiny_run, array, spacing=spacing, direction=bad)
+    with pytest.raises(CovsegError, match=r"^direction: for a \(z, y, x\) numpy volume only"):
+        covseg.segment(tiny_run, ct, direction=ct.GetDirection())

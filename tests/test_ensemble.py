@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import signal
 import subprocess
@@ -208,3 +209,43 @@ def test_a_stopped_run_stops_every_member_and_resume_finishes(
     assert done.returncode == 0, done.stderr
     assert _epochs_done(out) == [40, 40]
     assert not list(out.rglob(".*"))
+
+
+def test_an_ensemble_run_keeps_its_wall_time_across_resumes(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """metrics.json's wall_seconds and members_side_by_side described only the last command:
+    after a stop and a --resume, wall_seconds was less than the summed training time, and a
+    --resume of the finished run rewrote it to well under a second."""
+    training = importlib.import_module("covseg.train")  # covseg.train is the API function
+    calls, real_epoch = [], training._train_epoch
+
+    def stopped_in_member1(*args: object, **kwargs: object) -> float:
+        calls.append(1)
+        if len(calls) == 3:  # member 0 trained its 2 epochs; Ctrl-C in member 1's first
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # members one after the other, in this process
+    try:
+        monkeypatch.setattr(training, "_train_epoch", stopped_in_member1)
+        with pytest.raises(KeyboardInterrupt):
+            api.train(synthetic_folder, tmp_path / "ens", **TINY_PAIR)
+        first = json.loads((tmp_path / "ens" / "invocations.json").read_text())
+        assert [(i["epochs_trained"], i["members_side_by_side"]) for i in first] == [(2, 1)]
+        resumed = api.train(synthetic_folder, tmp_path / "ens", resume=True, **TINY_PAIR)
+        again = api.train(synthetic_folder, tmp_path / "ens", resume=True, **TINY_PAIR)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(calls) == 5  # 2 + the stopped one + member 1's 2: nothing trained twice
+    invocations = resumed["invocations"]
+    assert invocations[0] == first[0]
+    assert [i["epochs_trained"] for i in invocations] == [2, 2]
+    assert resumed["wall_seconds"] == pytest.approx(sum(i["wall_seconds"] for i in invocations))
+    assert resumed["wall_seconds"] > resumed["train_seconds"]  # one at a time: every epoch adds
+    assert [i["epochs_trained"] for i in again["invocations"]] == [2, 2, 0]
+    assert again["wall_seconds"] > resumed["wall_seconds"]
+    assert again["members_side_by_side"] == 1
+    assert again["train_seconds"] == pytest.approx(resumed["train_seconds"])
+    assert json.loads((tmp_path / "ens" / "metrics.json").read_text())["invocations"] == \
+        again["invocations"]

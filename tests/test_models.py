@@ -355,6 +355,29 @@ def test_models_command_lists_every_model(capsys: pytest.CaptureFixture[str]) ->
     assert "options: width=1.0, deep_supervision=false" in capsys.readouterr().out
 
 
+def test_models_says_what_an_unset_option_stands_for(capsys: pytest.CaptureFixture[str]) -> None:
+    """unet++ was listed with "width=null" while its description said MONAI's width is 32: a
+    user could not tell what null meant."""
+    parser = argparse.ArgumentParser()
+    cli_models.register(parser.add_subparsers())
+    args = parser.parse_args(["models", "--json"])
+    assert args.handler(args) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    unetpp = rows["unet++"]
+    assert unetpp["options"]["width"] is None
+    assert unetpp["null_means"]["width"].startswith("32, MONAI's")
+    assert set(unetpp["null_means"]) == {"width", "encoder", "weights"}
+    assert rows["fcn"]["null_means"] == {"weights": "random initialisation, no weights file read"}
+    assert rows["miniseg"]["null_means"] == {}  # no option defaults to None
+    assert build_model("unet++").state_dict().keys() == build_model(
+        "unet++", width=32).state_dict().keys()  # null builds what 32 builds
+    assert parameter_count(build_model("unet++")) == parameter_count(build_model("unet++", width=32))
+    args = parser.parse_args(["models"])
+    assert args.handler(args) == 0
+    assert ("width=null (32, MONAI's; with encoder= the encoder's own widths), "
+            "encoder=null (MONAI's BasicUNetPlusPlus, not smp's)") in capsys.readouterr().out
+
+
 def test_a_model_whose_package_is_missing_fails_before_data_are_read(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from importlib.metadata import PackageNotFoundError

@@ -577,7 +577,8 @@ def predict_volumes(model: str | os.PathLike[str] | Predictor,
 
 @_public()
 def segment(model: str | os.PathLike[str] | Predictor, image: np.ndarray | sitk.Image | nib.Nifti1Image,
-            *, spacing: Sequence[float] | None = None, hu: str = "auto",
+            *, spacing: Sequence[float] | None = None,
+            direction: Sequence[float] | None = None, hu: str = "auto",
             lung_model: str | os.PathLike[str] | Predictor | None = None,
             keep_outside_lungs: bool = False,
             lung_margin_mm: float = DEFAULT_LUNG_MARGIN_MM) -> np.ndarray:
@@ -587,7 +588,15 @@ def segment(model: str | os.PathLike[str] | Predictor, image: np.ndarray | sitk.
     (load once to segment many images). ``image``: a 2D slice (numpy array, as ``covseg predict``
     reads a PNG, in HU or 8-bit grey), or a CT volume: a ``SimpleITK.Image``, a nibabel image, or
     a (z, y, x) numpy array with its ``spacing`` (z, y, x) in mm (refused with an image,
-    which carries its own). Volumes are handled as
+    which carries its own). A bare array has no orientation: it is taken in DICOM's LPS order,
+    as ``SimpleITK.GetArrayFromImage`` gives an axial series with the identity direction (x,
+    the last axis, towards the patient's left, y towards the back, z towards the head): the
+    lungs are split into right and left in that frame, and the lesions' 30 mm cut from the
+    lungs is measured in mm of ``spacing``, in the array's (z, y, x) order. The array of an
+    image in another orientation (a RAS NIfTI's is mirrored in y and x) can so give a slightly
+    different mask. ``direction``: the array's direction cosines as
+    SimpleITK's ``GetDirection()`` gives them (9 numbers, LPS), to say otherwise (with
+    ``spacing``, for numpy volumes only). Volumes are handled as
     :func:`predict_volumes` handles them (``hu``, ``lung_model``, ``keep_outside_lungs`` and
     ``lung_margin_mm`` as its options, refused with a 2D slice as the CLI refuses them with 2D
     images): an infection region that comes within ``lung_margin_mm`` of the lungs is kept, to
@@ -617,7 +626,7 @@ def segment(model: str | os.PathLike[str] | Predictor, image: np.ndarray | sitk.
         return predictor.predict_labels([slice_])[0]
     check_volume_options(predictor.batch_size, lung_margin_mm,
                          keep_outside_lungs=keep_outside_lungs)
-    volume, nibabel_order = _volume_in_memory(image, spacing)
+    volume, nibabel_order = _volume_in_memory(image, spacing, direction)
     volume.intensity = detect_volume_intensity(volume.array, hu, volume.source)
     lungs = require_lung_model(load_predictor(lung_model)) if lung_model is not None else None
     labels = predict_labels(predictor, volume, batch_size=predictor.batch_size, desc="infection")
@@ -642,9 +651,14 @@ def _checked_slice(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def _volume_in_memory(image: object, spacing: Sequence[float] | None) -> tuple[Volume, bool]:
+def _volume_in_memory(image: object, spacing: Sequence[float] | None,
+                      direction: Sequence[float] | None = None) -> tuple[Volume, bool]:
     """The volume of a :func:`segment` input, and whether its array is in nibabel's (x, y, z).
-    ``spacing`` is for numpy arrays: an image's own geometry would silently win over it."""
+    ``spacing`` and ``direction`` are for numpy arrays: an image's own geometry would silently
+    win over them."""
+    if direction is not None and not (isinstance(image, np.ndarray) and image.ndim == 3):
+        raise CovsegError("direction: for a (z, y, x) numpy volume only (with spacing); an "
+                          "image carries its own")
     if spacing is not None and isinstance(image, sitk.Image | nib.Nifti1Image):
         raise CovsegError(f"spacing: for numpy arrays only; a {type(image).__module__.split('.')[0]}"
                           " image carries its own voxel size (set it on the image, or pass its "
@@ -661,10 +675,32 @@ def _volume_in_memory(image: object, spacing: Sequence[float] | None) -> tuple[V
         if spacing is None:
             raise CovsegError("a 3D array needs spacing=(z, y, x) in mm; or pass a SimpleITK or "
                               "nibabel image, which carries its geometry")
+        if direction is not None:
+            return volume_from_itk(_oriented(image, spacing, direction), "the array"), False
         return volume_from_array(image, spacing, "the array"), False
     shape = f" of shape {image.shape}" if isinstance(image, np.ndarray) else ""
     raise CovsegError(f"cannot segment a {type(image).__name__}{shape}: give a 2D slice or a "
                       "(z, y, x) volume as a numpy array, a SimpleITK image or a nibabel image")
+
+
+def _oriented(array: np.ndarray, spacing: Sequence[float], direction: Sequence[float]
+              ) -> sitk.Image:
+    """A (z, y, x) array as a SimpleITK image with its (z, y, x) ``spacing`` and SimpleITK
+    ``direction`` (9 numbers), so that it is read as that image would be."""
+    try:
+        cosines = np.asarray(direction, dtype=float).reshape(3, 3)
+        valid = bool(np.allclose(cosines @ cosines.T, np.eye(3), atol=1e-3))
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise CovsegError(f"direction: 9 numbers, a rotation or reflection as SimpleITK's "
+                          f"GetDirection() gives it, e.g. (1, 0, 0, 0, 1, 0, 0, 0, 1); got "
+                          f"{direction!r}")
+    volume = volume_from_array(array, spacing, "the array")  # checks values and spacing
+    image = sitk.GetImageFromArray(volume.array)
+    image.SetSpacing(tuple(float(v) for v in reversed(spacing)))
+    image.SetDirection(tuple(float(v) for v in cosines.ravel()))
+    return image
 
 
 @_public()
@@ -822,7 +858,8 @@ def models() -> list[dict[str, Any]]:
 
     Returns one dict per model: its ``name``, ``parameters`` (1 input channel, binary output,
     default options; None, with the ``error`` saying why, where an optional dependency is
-    missing), ``description`` and default ``options``.
+    missing), ``description``, default ``options``, and ``null_means``: what each option whose
+    default is None stands for (unet++'s ``width``: 32).
     """
     return model_table()
 

@@ -32,9 +32,16 @@ def run(args: argparse.Namespace) -> int:
     for row in rows:
         count = f"{row['parameters']:,}" if row["parameters"] is not None else "unavailable"
         print(f"{row['name']:<{width}}  {count:>11}  {row.get('error', row['description'])}")
-        options = ", ".join(f"{key}={json.dumps(value)}" for key, value in row["options"].items())
+        options = ", ".join(_option(key, value, row.get("null_means", {}))
+                            for key, value in row["options"].items())
         print(f"{'':<{width}}  {'':>11}  options: {options or 'none'}")
     print("\nJoin names with ',' for an ensemble (e.g. miniseg,unet): covseg train fits the members "
           "side by side when there are cores for it (one process each, seeds counted up) and "
           "averages their probabilities. The default is miniseg,miniseg.")
     return 0
+
+
+def _option(key: str, value: Any, null_means: dict[str, str]) -> str:
+    """``key=value`` as JSON spells it, with what a null stands for: ``width=null (32 ...)``."""
+    shown = f"{key}={json.dumps(value)}"
+    return f"{shown} ({null_means[key]})" if value is None and key in null_means else shown

@@ -545,31 +545,70 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
     _write_run_record(out, config, data, train_cases, val_cases, fingerprint, members=names)
     jobs = [(replace(config, model=name, seed=config.seed + i), out / f"member{i}-{name}")
             for i, name in enumerate(names)]
-    started = time.perf_counter()
     workers = min(len(jobs), torch.get_num_threads())
     by_id = {s.case_id: s for s in data.samples}
     make_items = partial(canvas_items, [by_id[c] for c in train_cases], config.size,
                          config.guide() or config.frame())
-    if workers > 1:
-        member_metrics = _train_side_by_side(jobs, data, train_cases, val_cases, fingerprint,
-                                             make_items, progress, workers)
-    else:
-        items = make_items()
-        member_metrics = [_train_model(member, data, folder, True, train_cases, val_cases,
-                                       fingerprint, progress, train_items=items)
-                          for member, folder in jobs]
-    wall_seconds = time.perf_counter() - started
-    for member, (_, folder) in zip(ensemble.members, jobs, strict=True):
-        member.load_state_dict(load_checkpoint(folder / "best.pt")["state_dict"])
-    save_checkpoint(out / "best.pt", ensemble, _meta(config, data.num_classes))
+    with _invocation_recorded(out, [folder for _, folder in jobs], workers, resume) as done:
+        if workers > 1:
+            member_metrics = _train_side_by_side(jobs, data, train_cases, val_cases,
+                                                 fingerprint, make_items, progress, workers)
+        else:
+            items = make_items()
+            member_metrics = [_train_model(member, data, folder, True, train_cases, val_cases,
+                                           fingerprint, progress, train_items=items)
+                              for member, folder in jobs]
+        for member, (_, folder) in zip(ensemble.members, jobs, strict=True):
+            member.load_state_dict(load_checkpoint(folder / "best.pt")["state_dict"])
+        save_checkpoint(out / "best.pt", ensemble, _meta(config, data.num_classes))
+    invocations = done["invocations"]
+    trained = [i for i in invocations if i["epochs_trained"]] or invocations
     metrics: dict[str, Any] = {
         "epochs": member_metrics[0]["epochs"], "members": [{"model": n, **m} for n, m in zip(names, member_metrics, strict=True)],
         "train_seconds": float(sum(m["train_seconds"] for m in member_metrics)),
         "seconds_per_epoch": float(sum(m["seconds_per_epoch"] for m in member_metrics)),
-        "wall_seconds": wall_seconds, "members_side_by_side": workers,
-        "synthetic": data.synthetic,
+        "wall_seconds": float(sum(i["wall_seconds"] for i in invocations)),
+        "members_side_by_side": max(i["members_side_by_side"] for i in trained),
+        "invocations": invocations, "synthetic": data.synthetic,
     }
     return _write_metrics(out, metrics, [by_id[c] for c in val_cases])
+
+
+INVOCATIONS_FILE = "invocations.json"
+"""An ensemble run's record of each command that trained it (kept across resumes)."""
+
+
+@contextmanager
+def _invocation_recorded(out: Path, members: Sequence[Path], workers: int, resume: bool
+                         ) -> Iterator[dict[str, list[dict[str, Any]]]]:
+    """Time the block and add it to ``out``'s :data:`INVOCATIONS_FILE`: its wall-clock seconds,
+    members trained at once and epochs trained (summed over members), so that a resumed run's
+    wall time covers every command, as its training time does. A block that ends in an error
+    or an interruption (Ctrl-C, ``kill``) is recorded when it trained an epoch; one killed
+    outright (``kill -9``) cannot be. Yields a dict whose ``invocations`` holds the record,
+    this command's last, once the block is done."""
+    path = out / INVOCATIONS_FILE
+    before = [_epochs_logged(folder) for folder in members]
+    earlier = json.loads(path.read_text()) if resume and path.is_file() else []
+    started = time.perf_counter()
+    done: dict[str, list[dict[str, Any]]] = {}
+    finished = False
+    try:
+        yield done
+        finished = True
+    finally:
+        epochs = sum(_epochs_logged(f) - n for f, n in zip(members, before, strict=True))
+        done["invocations"] = [*earlier, {"wall_seconds": time.perf_counter() - started,
+                                          "members_side_by_side": workers,
+                                          "epochs_trained": epochs}]
+        if epochs or finished:
+            write_json(path, done["invocations"])
+
+
+def _epochs_logged(folder: Path) -> int:
+    """Epochs a member's ``log.csv`` holds (0 before its first)."""
+    log = folder / "log.csv"
+    return max(0, len(log.read_text().splitlines()) - 1) if log.is_file() else 0
 
 
 def _without_pixels(data: LoadedData, cases: Sequence[str]) -> LoadedData:

@@ -11,7 +11,13 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from covseg.errors import CovsegError
-from covseg.models.registry import REGISTRY, build_model, model_options, parameter_count
+from covseg.models.registry import (
+    REGISTRY,
+    build_model,
+    model_options,
+    parameter_count,
+    unset_meanings,
+)
 
 
 def count_flops(model: nn.Module, x: torch.Tensor) -> int:
@@ -74,7 +80,8 @@ def model_table() -> list[dict[str, Any]]:
     rows = []
     for name, spec in REGISTRY.items():
         row: dict[str, Any] = {"name": name, "parameters": None, "description": spec.description,
-                               "options": model_options(name)}
+                               "options": model_options(name),
+                               "null_means": unset_meanings(name)}
         try:
             row["parameters"] = parameter_count(build_model(name, 1, 2))
         except CovsegError as exc:

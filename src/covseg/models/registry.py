@@ -33,21 +33,29 @@ class ModelSpec:
     description: str
     requires: str | None = None
     bounds: Mapping[str, Bound] = field(default_factory=dict)
+    unset: Mapping[str, str] = field(default_factory=dict)
 
 
 REGISTRY: dict[str, ModelSpec] = {}
 
+UNSET = {"weights": "random initialisation, no weights file read"}
+"""What an option whose default is None stands for, where every model means the same."""
+
 
 def register(name: str, description: str, requires: str | None = None,
-             bounds: Mapping[str, Bound] | None = None) -> Callable[[Builder], Builder]:
+             bounds: Mapping[str, Bound] | None = None,
+             unset: Mapping[str, str] | None = None) -> Callable[[Builder], Builder]:
     """Decorator: register ``builder(in_channels, out_channels, **options) -> nn.Module``.
 
     ``bounds`` replaces :data:`OPTION_BOUNDS` for this model's options where its network
     needs more (attention-unet's gates need ``width`` of 2 or more, not just positive).
+    ``unset``: what each option left at its default None stands for (beside :data:`UNSET`),
+    as ``covseg models`` shows it: a bare ``null`` tells a user nothing.
     """
 
     def decorate(builder: Builder) -> Builder:
-        REGISTRY[name] = ModelSpec(name, builder, description, requires, dict(bounds or {}))
+        REGISTRY[name] = ModelSpec(name, builder, description, requires, dict(bounds or {}),
+                                   {**UNSET, **(unset or {})})
         return builder
 
     return decorate
@@ -145,6 +153,14 @@ def model_options(name: str) -> dict[str, Any]:
     parameters = inspect.signature(REGISTRY[name].builder).parameters
     return {key: p.default for key, p in parameters.items()
             if key not in ("in_channels", "out_channels")}
+
+
+def unset_meanings(name: str) -> dict[str, str]:
+    """What each option of ``name`` whose default is None stands for, e.g. unet++'s ``width``:
+    32, MONAI's, without ``encoder=``."""
+    meanings = REGISTRY[name].unset
+    return {key: meanings.get(key, "not set") for key, value in model_options(name).items()
+            if value is None}
 
 
 def resolved_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,9 @@ from covseg.models.smp_zoo import build_smp
 
 
 @register("unet++", "UNet++, MONAI BasicUNetPlusPlus (width=32); or smp with encoder=densenet201 "
-          "etc., weights=PATH")
+          "etc., weights=PATH",
+          unset={"width": "32, MONAI's; with encoder= the encoder's own widths",
+                 "encoder": "MONAI's BasicUNetPlusPlus, not smp's"})
 def build_unetpp(in_channels: int, out_channels: int, width: int | None = None,
                  encoder: str | None = None, weights: str | None = None) -> nn.Module:
     """MONAI's UNet++ (features ``w, w, 2w, 4w, 8w``) unless ``encoder`` picks an smp encoder."""
