@@ -452,7 +452,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 class _AboveProgressBars(logging.Handler):
     """covseg's warnings on lines of their own above the progress bars (tqdm's ``write``), as
     ``covseg: warning: ...``: Python's fallback handler printed them onto the end of the bar's
-    line, where they were easy to miss."""
+    line, where they were easy to miss. Not tqdm's ``logging_redirect_tqdm``: it only swaps
+    the console handlers a logger already has, and covseg's has none (nor the prefix)."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

@@ -791,13 +791,13 @@ def _recorded_growth(result: dict[str, Any], record: dict[str, Any], source: str
         log.warning("%s: %s", source, note)
 
 
-def _regrown(result: dict[str, Any], counted: bool, own_lungs: bool, source: str,
+def _regrown(result: dict[str, Any], recounted: bool, own_lungs: bool, source: str,
              note: str) -> None:
     """The lung growth of predict's masks edited since: as counted again from the CT
-    (``counted``), with a note while the lungs are still predict's threshold lungs
+    (``recounted``), with a note while the lungs are still predict's threshold lungs
     (``own_lungs``); else unknown (None), with ``note`` (why not counted) for predict's
     threshold lungs, which may still hold lesion erased since."""
-    if not counted:
+    if not recounted:
         for region in REGIONS:
             result[region]["lesion_added_to_lungs_ml"] = None
         if own_lungs:

@@ -79,13 +79,12 @@ def normalize_intensity(
         raise CovsegError(f"unknown intensity mode {mode!r}; choose one of {INTENSITY_MODES}")
     try:
         kind = detect_intensity(array) if mode == "auto" else mode
-        if kind == "hu" and holds_grey_only(array):
-            raise CovsegError(
-                f"read as Hounsfield units (--intensity hu), but its values "
-                f"{float(array.min()):g}..{float(array.max()):g} are grey levels: none lies "
-                "below 0, while a CT slice in HU always holds air (about -1000); read it as "
-                "grey: --intensity auto (detects HU, 8-bit and [0, 1]) or uint8 (a run "
-                "predicts as it was trained)")
+        reason = grey_told_hu(
+            array, "read as Hounsfield units (--intensity hu)", "CT slice",
+            "--intensity auto (detects HU, 8-bit and [0, 1]) or uint8 (a run predicts as it "
+            "was trained)") if kind == "hu" else None
+        if reason:
+            raise CovsegError(reason)
     except CovsegError as error:
         if not source:
             raise
@@ -103,6 +102,18 @@ def holds_grey_only(array: np.ndarray) -> bool:
         return False
     low, high = float(array.min()), float(array.max())
     return 0.0 <= low < high <= 255.0
+
+
+def grey_told_hu(array: np.ndarray, told: str, what: str, advice: str) -> str | None:
+    """Why values ``told`` to be Hounsfield units (by an option) are grey levels
+    (:func:`holds_grey_only`), for an image of ``what`` kind, with ``advice`` on the option to
+    give instead; None when they may be HU. The one wording of 2-D slices (``--intensity``)
+    and CT volumes (predict's ``--hu``)."""
+    if not holds_grey_only(array):
+        return None
+    return (f"{told}, but its values {float(array.min()):g}..{float(array.max()):g} are grey "
+            f"levels: none lies below 0, while a {what} in HU always holds air (about -1000); "
+            f"read it as grey: {advice}")
 
 
 def scale_intensity(array: np.ndarray, kind: str, window: tuple[float, float] = LUNG_WINDOW

@@ -77,7 +77,7 @@ from covseg.quantify import (
     warn_earlier_lung_rule,
     write_report,
 )
-from covseg.transforms import holds_grey_only, scale_intensity
+from covseg.transforms import grey_told_hu, scale_intensity
 
 log = logging.getLogger(__name__)
 
@@ -290,15 +290,15 @@ def model_hash(source: str | None) -> str | None:
 
 
 def _refuse_grey_told_hu(volume: Volume, hu: str) -> None:
-    """Refuse a CT of grey levels (0..255, no air: :func:`~covseg.transforms.holds_grey_only`)
+    """Refuse a CT of grey levels (0..255, no air: :func:`~covseg.transforms.grey_told_hu`)
     that ``--hu yes`` says is in HU: the lung window would read it as soft tissue and predict
     no lungs and no lesion, without a word. Only predict refuses it: quantify reads a CT the
     way predict's record says predict read it, whatever its own ``--hu``."""
-    if hu == "yes" and holds_grey_only(volume.array):
-        raise CovsegError(
-            f"{volume.source}: --hu yes, but its values {float(volume.array.min()):g}.."
-            f"{float(volume.array.max()):g} are grey levels: none lies below 0, while a CT in "
-            "HU always holds air (about -1000); read it as grey: --hu auto or no")
+    if hu != "yes":
+        return
+    reason = grey_told_hu(volume.array, "--hu yes", "CT", "--hu auto or no")
+    if reason:
+        raise CovsegError(f"{volume.source}: {reason}")
 
 
 def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
