@@ -146,8 +146,8 @@ def test_a_multiclass_models_predictions_of_one_class_are_scored_per_class(
     assert case["ground-glass_dice"] == pytest.approx(2 * 144 / (144 + 208))
     assert main(["evaluate", "--pred", str(pred), "--truth", str(tmp_path / "truth"),
                  "--out", str(tmp_path / "cli.json")]) == 0
-    assert ("1 case, Dice (any lesion) 1.000 ± 0.000; per class: ground-glass 0.818, "
-            "consolidation 0.000;") in capsys.readouterr().out
+    assert ("1 case, Dice (any lesion) 1.000; per class: ground-glass 0.818, "
+            "consolidation 0.000;") in capsys.readouterr().out  # no spread from one case
 
 
 def test_truths_scaled_by_one_step_read_with_the_sets_step(tmp_path: Path) -> None:
@@ -696,3 +696,63 @@ def test_an_8_bit_probability_map_as_pred_is_called_one_not_an_image(tmp_path: P
     with pytest.raises(CovsegError, match=r"a.png: not a prediction mask but an image \(256 grey "
                                           r"levels, \d+% of pixels mid-grey\); give covseg"):
         evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+
+
+def test_one_case_prints_no_spread(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One case printed "Dice 1.000 ± 0.000", a spread no single value has; two print theirs."""
+    lesion = square_mask(32, 4, 4, 12)
+    _save(tmp_path / "truth" / "a.png", lesion * 255)
+    _save(tmp_path / "pred" / "a.png", lesion * 255)
+    args = ["evaluate", "--pred", str(tmp_path / "pred"), "--truth", str(tmp_path / "truth")]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    assert capsys.readouterr().out.startswith("1 case, Dice 1.000; wrote ")
+    _save(tmp_path / "truth" / "b.png", lesion * 255)
+    _save(tmp_path / "pred" / "b.png", lesion * 0)
+    assert main([*args, "--out", str(tmp_path / "two")]) == 0
+    assert capsys.readouterr().out.startswith("2 cases, Dice 0.500 ± 0.500; wrote ")
+
+
+def test_per_slice_of_2d_masks_is_refused(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """--per-slice on PNG folders was taken without a word (each file is one slice already)
+    and recorded as per_slice: true; it is refused, as predict refuses options that do not
+    apply. Beside a NIfTI volume it applies to that volume, and is taken."""
+    lesion = square_mask(32, 4, 4, 12) * 255
+    for side in ("pred", "truth"):
+        _save(tmp_path / side / "a.png", lesion)
+    with pytest.raises(CovsegError, match=r"^--per-slice: for NIfTI volumes only, and these "
+                                          r"masks are 2D slices \(each file is one slice "
+                                          r"already\); drop --per-slice$"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev", per_slice=True)
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth",
+                 str(tmp_path / "truth"), "--out", str(tmp_path / "ev"), "--per-slice"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("covseg: error: --per-slice: for NIfTI volumes only") and err.count(
+        "\n") == 1
+    assert not list(tmp_path.glob("ev.*")), "refused before writing"
+    stack = _medseg_stack()
+    for side in ("pred", "truth"):
+        _save_stack(tmp_path / side / "v.nii.gz", stack)
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev",
+                              per_slice=True)
+    assert [row["case_id"] for row in result["per_case"]] == ["a", "v#000", "v#001", "v#002"]
+
+
+def test_one_folder_as_both_pred_and_truth_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The same folder (or file) as --pred and --truth scored Dice 1.000 without a word; as
+    resolved, so ./masks and masks are one."""
+    _save(tmp_path / "masks" / "a.png", square_mask(32, 4, 4, 12) * 255)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CovsegError, match=r"^--pred and --truth name the same folder, masks: "
+                                          r"every mask would score 1\.0 against itself; give "
+                                          r"the predicted masks as --pred and the true masks "
+                                          r"as --truth$"):
+        evaluate_folders("./masks", "masks", "ev")
+    with pytest.raises(CovsegError, match=r"^--pred and --truth name the same file, masks/a\.png"):
+        evaluate_folders("masks/a.png", str(tmp_path / "masks" / "a.png"), "ev")
+    assert main(["evaluate", "--pred", "./masks/", "--truth", "masks", "--out", "ev"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("covseg: error: --pred and --truth name the same folder, masks:")
+    assert not list(tmp_path.glob("ev.*")), "refused before writing"

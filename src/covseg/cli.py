@@ -227,15 +227,20 @@ EVALUATE_NOTES = {
 """The name lists of an evaluation said on the console: the noun each counts, what it holds."""
 
 
+def _mean_std(stats: dict[str, float]) -> str:
+    """``mean ± std`` of a metric over the cases that define it, with no spread from one case
+    (its std is 0.000 by definition, which reads as a measured spread)."""
+    return f"{stats['mean']:.3f}" + (f" ± {stats['std']:.3f}" if stats["n"] >= 2 else "")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     result = api.evaluate(args.pred, args.truth, args.out, per_slice=args.per_slice)
     summary = result["summary"]
     dice = summary["dice"]
     per_class = [f"{key.removesuffix('_dice')} {summary[key]['mean']:.3f}"
                  for key in summary if key.endswith("_dice") and summary[key]["n"]]
-    scores = (f"Dice (any lesion) {dice['mean']:.3f} ± {dice['std']:.3f}; per class: "
-              f"{', '.join(per_class)}" if result["num_classes"] > 2
-              else f"Dice {dice['mean']:.3f} ± {dice['std']:.3f}")
+    scores = (f"Dice (any lesion) {_mean_std(dice)}; per class: {', '.join(per_class)}"
+              if result["num_classes"] > 2 else f"Dice {_mean_std(dice)}")
     print(f"{counted(result['cases'], 'case')}, {scores}; wrote {', '.join(result['files'].values())}")
     for key, (noun, what) in EVALUATE_NOTES.items():
         names = result[key]

@@ -354,6 +354,7 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     twice (labels, then metrics) so that volumes are never all in memory at once.
     """
     pred_path, truth_path = Path(pred_dir), Path(truth_dir)
+    _refuse_self_scoring(pred_path, truth_path)
     files = output_files(out, [pred_path, truth_path])
     pred_side, truth_side = _masks(pred_path, "prediction"), _masks(truth_path, "truth")
     truths = truth_side.by_case
@@ -367,6 +368,8 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     missing = sorted((_failed_cases(pred_folder, given=not pred_side.single) & set(truths))
                      - set(preds))
     cases = sorted({*(set(truths) & set(preds)), *missing})
+    if per_slice:
+        _refuse_per_slice_of_slices([truths[case] for case in cases])
     levels, images = _label_levels(cases, preds, truths)
     images.update(_unmatched_images(truths, cases))
     skipped = _skip_images({truths[case]: reason for case, reason in images.items()},
@@ -412,6 +415,25 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     metrics_plot(rows, files["png"], f"{counted(len(rows), 'case')}: {pred_path.name} against "
                  f"{truth_path.name}")
     return result
+
+
+def _refuse_self_scoring(pred: Path, truth: Path) -> None:
+    """Refuse one folder or file (as resolved: ``./x`` is ``x``) given as both the prediction
+    and the truth: every mask would score 1.0 against itself, without a word."""
+    if pred.resolve() == truth.resolve():
+        kind = "folder" if pred.is_dir() else "file"
+        raise CovsegError(f"--pred and --truth name the same {kind}, {pred}: every mask would "
+                          "score 1.0 against itself; give the predicted masks as --pred and the "
+                          "true masks as --truth")
+
+
+def _refuse_per_slice_of_slices(truths: Sequence[Path]) -> None:
+    """Refuse ``per_slice`` where no truth is a NIfTI volume: each 2D mask is one slice
+    already, so the option would change nothing, as predict refuses options that do not
+    apply to its inputs."""
+    if truths and not any(map(is_nifti, truths)):
+        raise CovsegError("--per-slice: for NIfTI volumes only, and these masks are 2D slices "
+                          "(each file is one slice already); drop --per-slice")
 
 
 def _warn_unrecorded(folder: Path, levels: dict[str, np.ndarray], preds: dict[str, Path],
