@@ -234,6 +234,30 @@ def test_segment_names_an_rgb_array(tiny_run: Path) -> None:
         covseg.segment(tiny_run, np.zeros((32, 32, 3), dtype=np.uint8))
 
 
+@pytest.mark.parametrize("labels", [
+    np.array([0, 1]), np.array([0, 1, 2, 3, 4]), np.array([0, 255])])
+def test_segment_refuses_a_label_mask_as_covseg_predict_does(tiny_run: Path,
+                                                              labels: np.ndarray) -> None:
+    """A 0/1 or 0..4 mask volume (or slice) in memory was segmented as a CT without a word,
+    where ``covseg predict`` refuses a label mask given as the CT: the same rule, the same
+    words."""
+    predictor = covseg.load_predictor(tiny_run)
+    volume = np.zeros((3, 32, 32), dtype=np.int16)
+    volume[:, 8:24, 8:24] = np.resize(labels[1:], (3, 16, 16))
+    shown = "/".join(str(value) for value in labels)
+    with pytest.raises(CovsegError, match=rf"^the array: not a CT image but a label mask "
+                                          rf"\(values {shown}\); give the CT itself$"):
+        covseg.segment(predictor, volume, spacing=(5.0, 0.7, 0.7))
+    image = sitk.GetImageFromArray(volume)
+    with pytest.raises(CovsegError, match=r"^the SimpleITK image: not a CT image but a label"):
+        covseg.segment(predictor, image)
+    with pytest.raises(CovsegError, match=rf"^the slice: not a CT slice but a label mask "
+                                          rf"\(values {shown}\); give the slice itself$"):
+        covseg.segment(predictor, volume[0].astype(np.uint8))
+    ct = volume.astype(np.float32) * 40 - 1000  # in HU: the same shapes, now an image
+    assert covseg.segment(predictor, ct, spacing=(5.0, 0.7, 0.7)).shape == ct.shape
+
+
 def test_data_already_read_are_trained_on_as_they_were_read(tmp_path: Path,
                                                             synthetic_folder: Path) -> None:
     """A LoadedData was trained on as read while the run recorded the recipe's window and

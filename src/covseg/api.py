@@ -39,7 +39,7 @@ from covseg.evaluate import evaluate_folders, is_covseg_picture
 from covseg.export import export_onnx
 from covseg.infer import Predictor, output_name
 from covseg.io.atomic import output_file, output_folder, write_json
-from covseg.io.image import is_image_file, read_image, write_png
+from covseg.io.image import is_image_file, read_image, refuse_label_mask, write_png
 from covseg.io.volume import (
     Volume,
     check_hu,
@@ -603,7 +603,9 @@ def segment(model: str | os.PathLike[str] | Predictor, image: np.ndarray | sitk.
     :data:`covseg.lungs.LESION_DEPTH_MM` from them, and one lying wholly farther is removed
     (:func:`covseg.lungs.remove_outside_lungs`), and a
     volume with sagittal or coronal slices is cut into axial ones. An (H, W, 3 or 4) array
-    without ``spacing`` is refused as an RGB image: convert it to grayscale first.
+    without ``spacing`` is refused as an RGB image: convert it to grayscale first; a label
+    mask (a 0/1 or 0..4 integer volume or slice) is refused as ``covseg predict`` refuses one
+    given as a CT (:func:`~covseg.io.image.label_levels`).
 
     Returns uint8 labels of the input's shape, in its own axis order (SimpleITK's array is
     (z, y, x), nibabel's (x, y, z)): 1 infection (or lung, for a lung model), or the classes
@@ -622,11 +624,14 @@ def segment(model: str | os.PathLike[str] | Predictor, image: np.ndarray | sitk.
         if given:
             raise CovsegError(f"{', '.join(given)}: for CT volumes only, and this image is a 2D "
                               "slice; drop them, or give a volume")
-        slice_ = normalize_intensity(_checked_slice(image), predictor.intensity, predictor.window)
+        refuse_label_mask(_checked_slice(image), "the slice", what="CT slice",
+                          advice="give the slice itself")
+        slice_ = normalize_intensity(image, predictor.intensity, predictor.window)
         return predictor.predict_labels([slice_])[0]
     check_volume_options(predictor.batch_size, lung_margin_mm,
                          keep_outside_lungs=keep_outside_lungs)
     volume, nibabel_order = _volume_in_memory(image, spacing, direction)
+    refuse_label_mask(volume.array, volume.source)
     volume.intensity = detect_volume_intensity(volume.array, hu, volume.source)
     lungs = require_lung_model(load_predictor(lung_model)) if lung_model is not None else None
     labels = predict_labels(predictor, volume, batch_size=predictor.batch_size, desc="infection")
@@ -837,7 +842,8 @@ def evaluate(pred: str | os.PathLike[str], truth: str | os.PathLike[str],
     as an empty prediction; other truths without a prediction (another shard's, a subset's) are
     not scored. ``per_slice``: score each axial slice of NIfTI volumes as its own
     case (a stack of independent slices, as MedSeg's ``tr_mask.nii.gz``), so the mean is the
-    mean per-slice Dice.
+    mean per-slice Dice; refused for 2D masks, each one slice already. One folder or file
+    given as both ``pred`` and ``truth`` is refused.
 
     Returns what the JSON holds: the number of ``cases``, the ``summary`` (per metric its mean,
     std, median and how many cases define it), the ``per_case`` rows, the truths scored without
