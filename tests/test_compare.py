@@ -50,6 +50,8 @@ def test_parse_model_spec() -> None:
     (["unet", "miniseg", "unet:res_units=0,dropout=0"], "unet and unet:res_units=0,dropout=0"),
     (["miniseg", "miniseg:width=1"], "miniseg and miniseg:width=1"),  # 1 is its 1.0
     (["miniseg,miniseg", "miniseg,miniseg:deep_supervision=false"], "miniseg,miniseg and"),
+    (["unet++", "unet++:width=32"], "unet++ and unet++:width=32"),  # None builds MONAI's 32
+    (["unet++:width=32", "unet++:width=null"], "unet++:width=32 and unet++:width=null"),
 ])
 def test_a_default_spelt_out_is_the_same_model(specs: list[str], same: str) -> None:
     """`--models unet:width=16 unet` trained one model twice and reported p = 1 between them,

@@ -422,3 +422,18 @@ def test_the_trial_build_leaves_torchs_generator_as_it_was() -> None:
     torch.manual_seed(0)
     assert check_model("unet", {"width": 4}) == ["unet"]
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_unetpp_width_32_spelt_out_resolves_as_its_null() -> None:
+    """unet++'s width None builds MONAI's 32, yet ``unet++:width=32`` resolved otherwise, so
+    compare trained it twice and a --resume spelling it out was refused; with encoder= width
+    stays None (the encoder's widths), and other widths stay themselves."""
+    from covseg.models.registry import resolved_options
+
+    built = {"width": 32, "encoder": None, "weights": None}
+    assert resolved_options("unet++", {}) == built
+    assert resolved_options("unet++", {"width": None}) == built
+    assert resolved_options("unet++", {"width": 32}) == built
+    assert resolved_options("unet++", {"width": 16})["width"] == 16
+    assert resolved_options("unet++", {"encoder": "resnet18"}) == {
+        "width": None, "encoder": "resnet18", "weights": None}

@@ -395,6 +395,22 @@ def test_a_run_refused_before_training_leaves_no_folder(tmp_path: Path,
                            tmp_path / "run", progress=False)
 
 
+@pytest.mark.parametrize(("recorded", "given"), [
+    ({"width": None}, {"width": 32}), ({}, {"width": 32}), ({"width": 32}, {}),
+    ({"width": 32}, {"width": None})])
+def test_unetpp_width_32_resumes_a_run_recorded_with_width_null(
+        recorded: dict[str, object], given: dict[str, object]) -> None:
+    """A unet++ run recorded with width null (MONAI's 32) refused a --resume with
+    --model-option width=32 ("model_options: ... 'width': None -> ... 'width': 32"), and the
+    other way round, though both build one network."""
+    saved = TrainConfig.from_dict({**TrainConfig(model="unet++").to_dict(),
+                                   "model_options": recorded})
+    assert saved.differences(replace(saved, model_options=given), 50) == []
+    assert saved.differences(replace(saved, model_options={"width": 16}), 50) == [
+        ("model_options: {'width': 32, 'encoder': None, 'weights': None} -> "
+         "{'width': 16, 'encoder': None, 'weights': None}")]
+
+
 def test_a_resume_with_options_spelt_out_as_the_run_resolved_them_is_accepted(
         tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--epochs 240 (the default on these slices) or --model-option width=1.0 (miniseg's

@@ -20,6 +20,8 @@ from covseg.models.ensemble import Ensemble, member_names
 from covseg.models.pretrained import weights_path
 
 Builder = Callable[..., nn.Module]
+AsBuilt = Callable[[dict[str, Any]], dict[str, Any]]
+"""A model's options with each one left at None replaced by the value it builds with."""
 Bound = tuple[Callable[[float], bool], str]
 """A numeric option's test and, for the error, what it must be."""
 
@@ -34,6 +36,7 @@ class ModelSpec:
     requires: str | None = None
     bounds: Mapping[str, Bound] = field(default_factory=dict)
     unset: Mapping[str, str] = field(default_factory=dict)
+    as_built: AsBuilt | None = None
 
 
 REGISTRY: dict[str, ModelSpec] = {}
@@ -44,18 +47,21 @@ UNSET = {"weights": "random initialisation, no weights file read"}
 
 def register(name: str, description: str, requires: str | None = None,
              bounds: Mapping[str, Bound] | None = None,
-             unset: Mapping[str, str] | None = None) -> Callable[[Builder], Builder]:
+             unset: Mapping[str, str] | None = None,
+             as_built: AsBuilt | None = None) -> Callable[[Builder], Builder]:
     """Decorator: register ``builder(in_channels, out_channels, **options) -> nn.Module``.
 
     ``bounds`` replaces :data:`OPTION_BOUNDS` for this model's options where its network
     needs more (attention-unet's gates need ``width`` of 2 or more, not just positive).
     ``unset``: what each option left at its default None stands for (beside :data:`UNSET`),
-    as ``covseg models`` shows it: a bare ``null`` tells a user nothing.
+    as ``covseg models`` shows it: a bare ``null`` tells a user nothing. ``as_built``: where
+    such an option builds one value (unet++'s ``width``: 32), the options with it filled in,
+    so that the value spelt out names the same model (:func:`resolved_options`).
     """
 
     def decorate(builder: Builder) -> Builder:
         REGISTRY[name] = ModelSpec(name, builder, description, requires, dict(bounds or {}),
-                                   {**UNSET, **(unset or {})})
+                                   {**UNSET, **(unset or {})}, as_built)
         return builder
 
     return decorate
@@ -165,12 +171,17 @@ def unset_meanings(name: str) -> dict[str, str]:
 
 def resolved_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """``options`` with the model's defaults filled in, so that a default spelt out
-    (``unet:width=16``, unet's default) names the same model as none; an unregistered name or
-    an ensemble that mixes architectures (which takes no options) keeps ``options`` as given."""
+    (``unet:width=16``, unet's default) names the same model as none, and options left at None
+    with the value they build (the model's ``as_built``: ``unet++:width=32`` is ``unet++``),
+    so that a run recorded either way resumes and compares as the other; an unregistered name
+    or an ensemble that mixes architectures (which takes no options) keeps ``options`` as
+    given."""
     names = set(member_names(name))
-    if len(names) == 1 and names <= set(REGISTRY):
-        return {**model_options(names.pop()), **options}
-    return dict(options)
+    if len(names) != 1 or not names <= set(REGISTRY):
+        return dict(options)
+    spec = REGISTRY[names.pop()]
+    resolved = {**model_options(spec.name), **options}
+    return spec.as_built(resolved) if spec.as_built else resolved
 
 
 def check_options(name: str, options: dict[str, Any]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from monai.networks.nets import BasicUNetPlusPlus
 from torch import nn
 
@@ -10,11 +12,22 @@ from covseg.models.padding import PadToMultiple, SelectOutput
 from covseg.models.registry import register
 from covseg.models.smp_zoo import build_smp
 
+MONAI_WIDTH = 32
+"""The width of MONAI's BasicUNetPlusPlus: what ``width`` left at None builds."""
+
+
+def _as_built(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with ``width`` None as MONAI's UNet++ builds it (:data:`MONAI_WIDTH`);
+    with ``encoder=`` it stays None (the encoder's widths, and a width is refused)."""
+    if options.get("width") is None and options.get("encoder") is None:
+        return {**options, "width": MONAI_WIDTH}
+    return options
+
 
 @register("unet++", "UNet++, MONAI BasicUNetPlusPlus (width=32); or smp with encoder=densenet201 "
           "etc., weights=PATH",
           unset={"width": "32, MONAI's; with encoder= the encoder's own widths",
-                 "encoder": "MONAI's BasicUNetPlusPlus, not smp's"})
+                 "encoder": "MONAI's BasicUNetPlusPlus, not smp's"}, as_built=_as_built)
 def build_unetpp(in_channels: int, out_channels: int, width: int | None = None,
                  encoder: str | None = None, weights: str | None = None) -> nn.Module:
     """MONAI's UNet++ (features ``w, w, 2w, 4w, 8w``) unless ``encoder`` picks an smp encoder."""
@@ -24,7 +37,7 @@ def build_unetpp(in_channels: int, out_channels: int, width: int | None = None,
         return build_smp("UnetPlusPlus", encoder, in_channels, out_channels, weights)
     if weights is not None:
         raise CovsegError("unet++: weights= needs encoder= (MONAI's UNet++ has no encoder to load)")
-    w = 32 if width is None else width
+    w = MONAI_WIDTH if width is None else width
     net = BasicUNetPlusPlus(spatial_dims=2, in_channels=in_channels, out_channels=out_channels,
                             features=(w, w, 2 * w, 4 * w, 8 * w, w))
     return PadToMultiple(SelectOutput(net, 0), 16)
