@@ -43,7 +43,8 @@ def test_binary_prediction_against_multiclass_truth_is_scored_as_binary(tmp_path
     assert not any(key.endswith("_dice") for key in result["per_case"][0])
     assert "scored as binary (infection = any label > 0)" in result["classes_note"]
     assert json.loads((tmp_path / "ev.json").read_text())["classes_note"] == result["classes_note"]
-    both = evaluate_folders(tmp_path / "truth", tmp_path / "truth", tmp_path / "same.json")
+    shutil.copytree(tmp_path / "truth", tmp_path / "copy")  # one folder as both is refused
+    both = evaluate_folders(tmp_path / "copy", tmp_path / "truth", tmp_path / "same.json")
     assert both["num_classes"] == 3 and both["classes_note"] is None
 
 
