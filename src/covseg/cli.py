@@ -392,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score each axial slice of NIfTI volumes as its own case (a stack of "
                         "independent slices, as MedSeg's tr_mask.nii.gz), named by the file's "
                         "slice index (tr#007): the mean per-slice Dice, a slice empty in both "
-                        "counting as 1")
+                        "counting as 1; refused for 2D masks, each one slice already")
     p.add_argument("--out", required=True,
                    help="output name (OUT.json, OUT.csv and an OUT.png box plot; a folder holds "
                         "evaluation.*), outside the mask folders")

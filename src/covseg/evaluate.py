@@ -338,8 +338,9 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     ``covseg predict`` study folder's name: ``x_mask`` is case ``x``), 2D masks scored in 2D,
     NIfTI volumes (or study folders) in 3D with HD95 in mm from the truth's voxel spacing, or
     with ``per_slice`` each axial slice as its own case (a stack of independent slices, as
-    MedSeg's ``tr_mask.nii.gz``). Either side may be a single mask file or predict study
-    folder; two such are one case. A truth whose input predict recorded as failed, or whose
+    MedSeg's ``tr_mask.nii.gz``; refused where every mask is 2D). Either side may be a single
+    mask file or predict study folder; two such are one case; one folder or file as both sides
+    is refused. A truth whose input predict recorded as failed, or whose
     mask is gone from a ``--pred`` folder whose record lists its image (:func:`_failed_cases`),
     is scored against an empty mask and named in ``missing_predictions``, so the means cover
     every case predict was given; other truths without a prediction are named in
