@@ -662,3 +662,28 @@ def test_multiclass_overlays_name_their_colours(tmp_path: Path) -> None:
     for row, label in enumerate((1, 2)):  # a swatch per class, its name beside it
         np.testing.assert_array_equal(shown[48 + 4 + row * 14 + 5, 6], CLASS_COLOURS[label])
         assert (shown[48 + 4 + row * 14:48 + 4 + (row + 1) * 14, 16:] < 100).any()
+
+
+class _Bright(torch.nn.Module):
+    """Fake binary network: the bright half of a slice."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 20.0 * (x > 0.5) - 10
+
+
+def test_lung_model_overlays_fill_lungs_in_the_lung_colour(tmp_path: Path) -> None:
+    """A lung model's overlays filled the lungs in infection's red, with no legend."""
+    from covseg.viz import LUNG_COLOURS
+    from covseg.viz import overlay as overlay_image
+
+    ramp = np.tile(np.linspace(0, 255, 64).round().astype(np.uint8), (48, 1))
+    Image.fromarray(ramp).save(tmp_path / "slice.png")
+    predictor = Predictor(_Bright(), num_classes=2, size=64, target="lung")
+    covseg.predict(predictor, tmp_path / "slice.png", tmp_path / "out", overlay=True)
+    with Image.open(tmp_path / "out" / "overlays" / "slice.png") as picture:
+        shown = np.asarray(picture.convert("RGB"))
+    lungs = (np.asarray(Image.open(tmp_path / "out" / "slice.png")) > 0).astype(np.int64)
+    assert shown.shape == (48, 64, 3) and 0 < lungs.sum() < lungs.size
+    np.testing.assert_allclose(shown, overlay_image(ramp / 255.0, lungs, palette=LUNG_COLOURS),
+                               atol=1)
+    assert (shown[lungs > 0, 1] > shown[lungs > 0, 0]).all()  # green over grey, not red
