@@ -164,6 +164,9 @@ WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
      "--keep-outside-lungs must be true or false, got 'no'"),
     (lambda g: covseg.visualize(g.data, g.tmp / "v.png", n=0), "--n must be positive, got 0"),
     (lambda g: covseg.visualize(g.data, g.tmp / "v.png", n=-3), "--n must be positive, got -3"),
+    (lambda g: covseg.visualize(g.tmp / "none", g.tmp / "v.png", n=101),
+     ("--n must be at most 100 (a grid of 50 rows), got 101; for other slices draw another "
+      "grid with another --seed")),
     (lambda g: covseg.quantify(g.tmp, g.tmp / "q", html="yes"),
      "--html must be true or false, got 'yes'"),
     (lambda g: covseg.quantify(g.tmp, g.tmp / "q", hu="maybe"),
@@ -655,3 +658,56 @@ def test_segment_takes_a_bare_array_in_lps_order_and_a_direction_says_otherwise(
             covseg.segment(tiny_run, array, spacing=spacing, direction=bad)
     with pytest.raises(CovsegError, match=r"^direction: for a \(z, y, x\) numpy volume only"):
         covseg.segment(tiny_run, ct, direction=ct.GetDirection())
+
+
+class _Bands(torch.nn.Module):
+    """Fake 3-class network: ground-glass where the slice is dark, consolidation where bright."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.zeros_like(x), 20.0 * (x < 0.3) - 10, 20.0 * (x > 0.7) - 10], 1)
+
+
+def test_multiclass_overlays_name_their_colours(tmp_path: Path) -> None:
+    """predict --overlay of a multi-class model drew ground-glass red and consolidation yellow
+    with nothing in the picture saying which was which."""
+    from covseg.viz import CLASS_COLOURS
+    from covseg.viz import overlay as overlay_image
+
+    ramp = np.tile(np.linspace(0, 255, 64).round().astype(np.uint8), (48, 1))
+    Image.fromarray(ramp).save(tmp_path / "slice.png")
+    predictor = Predictor(_Bands(), num_classes=3, size=64, target="multiclass")
+    (mask,) = covseg.predict(predictor, tmp_path / "slice.png", tmp_path / "out", overlay=True)
+    labels = np.asarray(Image.open(mask))
+    assert set(np.unique(labels)) == {0, 1, 2}
+    with Image.open(tmp_path / "out" / "overlays" / "slice.png") as picture:
+        shown = np.asarray(picture.convert("RGB"))
+    assert shown.shape[0] == 48 + 4 + 2 * 14
+    np.testing.assert_allclose(shown[:48, :64], overlay_image(ramp / 255.0, labels), atol=1)
+    for row, label in enumerate((1, 2)):  # a swatch per class, its name beside it
+        np.testing.assert_array_equal(shown[48 + 4 + row * 14 + 5, 6], CLASS_COLOURS[label])
+        assert (shown[48 + 4 + row * 14:48 + 4 + (row + 1) * 14, 16:] < 100).any()
+
+
+class _Bright(torch.nn.Module):
+    """Fake binary network: the bright half of a slice."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 20.0 * (x > 0.5) - 10
+
+
+def test_lung_model_overlays_fill_lungs_in_the_lung_colour(tmp_path: Path) -> None:
+    """A lung model's overlays filled the lungs in infection's red, with no legend."""
+    from covseg.viz import LUNG_COLOURS
+    from covseg.viz import overlay as overlay_image
+
+    ramp = np.tile(np.linspace(0, 255, 64).round().astype(np.uint8), (48, 1))
+    Image.fromarray(ramp).save(tmp_path / "slice.png")
+    predictor = Predictor(_Bright(), num_classes=2, size=64, target="lung")
+    covseg.predict(predictor, tmp_path / "slice.png", tmp_path / "out", overlay=True)
+    with Image.open(tmp_path / "out" / "overlays" / "slice.png") as picture:
+        shown = np.asarray(picture.convert("RGB"))
+    lungs = (np.asarray(Image.open(tmp_path / "out" / "slice.png")) > 0).astype(np.int64)
+    assert shown.shape == (48, 64, 3) and 0 < lungs.sum() < lungs.size
+    np.testing.assert_allclose(shown, overlay_image(ramp / 255.0, lungs, palette=LUNG_COLOURS),
+                               atol=1)
+    assert (shown[lungs > 0, 1] > shown[lungs > 0, 0]).all()  # green over grey, not red

@@ -258,6 +258,18 @@ def test_demo_api_runs_small_and_again_from_its_finished_folds(tmp_path: Path) -
         (stopped / name).unlink(missing_ok=True)  # as a Ctrl-C inside the last fold leaves it
     resumed = api.demo(tmp_path / "demo", folds=3, epochs=1)  # asked for --resume, not offered
     assert resumed["pooled_per_case"]["dice"] == summary["pooled_per_case"]["dice"]
+    fold = re.escape(str(tmp_path / "demo" / "cv" / "fold_0"))
+    with pytest.raises(CovsegError, match=rf"^{fold}: finished with other settings or data \(.*"
+                       r"\); run the demo into a new --out or delete the fold$"):
+        api.demo(tmp_path / "demo", folds=3, epochs=2)  # said "cross-validate into a new --out"
+
+
+def test_demo_help_gives_the_out_default(capsys: pytest.CaptureFixture[str]) -> None:
+    """`covseg demo -h` said "--out OUT  output folder", the only option without its default."""
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "--out OUT output folder (default covseg-demo)" in shown
 
 
 # --- bad input ----------------------------------------------------------------------------------

@@ -1232,3 +1232,66 @@ def test_image_and_lung_folders_are_searched_once_per_call(tmp_path: Path,
     assert searched.count(tmp_path / "in") == 1
     rows = read_rows(result.summary)
     assert [row["study"] for row in rows] == ["a", "b", "c"]
+
+
+def _texts_inside(figure: object) -> tuple[float, list[tuple[float, float]]]:
+    """The figure's width in pixels and the (left, right) pixel extents of its title and
+    legend, as drawn."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    texts = [*figure.legends, *(text for text in figure.texts if text.get_text())]
+    extents = [artist.get_window_extent(renderer) for artist in texts]
+    return figure.bbox.width, [(extent.x0, extent.x1) for extent in extents]
+
+
+def test_a_one_slice_montage_shows_its_whole_title_and_legend(
+        tmp_path: Path, saved_figures: list) -> None:
+    """A one-slice study got a 3.2-inch (320 px) montage: a long study name lost both ends of
+    its title and the legend showed "consolidation | effusion | right lun..."."""
+    from covseg.quantify import write_montage
+
+    labels = np.zeros((1, 40, 50), dtype=np.int16)
+    labels[0, 5:15, 5:15], labels[0, 20:30, 5:15], labels[0, 5:15, 30:40] = 1, 2, 3
+    lungs = np.zeros_like(labels)
+    lungs[0, 2:38, 2:24], lungs[0, 2:38, 27:48] = 1, 2
+    nib.save(nib.Nifti1Image(labels[0].T[:, :, None], np.diag([-0.7, -0.7, 1.0, 1.0])),
+             str(tmp_path / "mask.nii.gz"))
+    grid = read_nifti(tmp_path / "mask.nii.gz", np.int16)
+    study = "patient_with_a_rather_long_study_name_0001"
+    path = write_montage(tmp_path / "montage.png", grid.array, grid, lungs=lungs, title=study,
+                         multiclass=True)
+    figure = saved_figures[-1]
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == [
+        "ground-glass", "consolidation", "effusion", "right lung", "left lung"]
+    width, extents = _texts_inside(figure)
+    assert len(extents) == 2 and all(0 <= left and right <= width for left, right in extents)
+    with Image.open(path) as png:
+        assert png.width == int(width) > 320
+    assert figure.get_suptitle() == f"{study}\n(patient right on the image left)"
+
+
+def test_montage_legend_names_only_what_its_slices_show(tmp_path: Path,
+                                                        saved_figures: list) -> None:
+    """The legend listed "lesion" over an empty mask, and both lungs over slices showing
+    neither."""
+    from covseg.quantify import write_montage
+
+    lesions = np.zeros((8, 30, 30), dtype=np.int16)
+    nib.save(nib.Nifti1Image(lesions.T, np.diag([-1.0, -1.0, 2.0, 1.0])),
+             str(tmp_path / "mask.nii.gz"))
+    grid = read_nifti(tmp_path / "mask.nii.gz", np.int16)
+    lungs = np.zeros_like(grid.array)
+    write_montage(tmp_path / "empty.png", grid.array, grid, lungs=lungs, title="empty")
+    assert saved_figures[-1].legends == []
+    lesions = grid.array.copy()
+    lesions[2, 5:9, 5:9] = 1
+    lungs[7, 10:20, 2:12] = 1  # the right lung on a slice the montage does not show
+    write_montage(tmp_path / "lesion.png", lesions, grid, lungs=lungs, count=1, title="one")
+    assert [text.get_text() for text in saved_figures[-1].legends[0].get_texts()] == ["lesion"]
+    lungs[2, 10:20, 2:12] = 1
+    write_montage(tmp_path / "lung.png", lesions, grid, lungs=lungs, count=1, title="one")
+    assert [text.get_text() for text in saved_figures[-1].legends[0].get_texts()] == [
+        "lesion", "right lung"]

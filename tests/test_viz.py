@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +16,12 @@ from PIL import Image
 from covseg.data.layouts import CLASS_NAMES
 from covseg.viz import (
     CLASS_COLOURS,
+    LUNG_COLOURS,
     PREDICTION_COLOUR,
     box_plot,
+    is_sample_grid,
     legend_handles,
+    legend_strip,
     overlay,
     sample_grid,
     severity_chart,
@@ -158,3 +163,102 @@ def test_training_curves_of_one_epoch_show_the_point_at_a_whole_epoch(
                     tmp_path / "one.png", loss="bce+dice", canvas=64, title="unet")
     (axis,) = saved_figures[0].axes
     assert list(axis.get_xticks()) == [1] and axis.get_lines()[0].get_marker() == "o"
+
+
+def _png(path: Path, width: int, height: int, text: dict[str, str]) -> Path:
+    """A PNG header of ``width`` x ``height`` with ``text`` chunks, its pixels left out: what
+    PIL reads before it decodes any pixel."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data))
+
+    body = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+    body += b"".join(chunk(b"tEXt", f"{key}\0{value}".encode("latin-1"))
+                     for key, value in text.items())
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body + chunk(b"IDAT", zlib.compress(b"\0" * 8))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_is_sample_grid_never_opens_the_picture(tmp_path: Path) -> None:
+    """A grid above PIL's pixel limit (about --n 750) raised DecompressionBombError, so
+    visualize onto its own earlier grid (or any large PNG) ended in a traceback."""
+    huge = 1332, 140_000  # 186 Mpx: over twice PIL's MAX_IMAGE_PIXELS
+    assert is_sample_grid(_png(tmp_path / "grid.png", *huge, {"Software": "x",
+                                                               "covseg": "visualize"}))
+    assert not is_sample_grid(_png(tmp_path / "other.png", *huge, {"covseg": "montage"}))
+    assert not is_sample_grid(_png(tmp_path / "plain.png", *huge, {}))
+    (tmp_path / "cut.png").write_bytes((tmp_path / "grid.png").read_bytes()[:20])
+    (tmp_path / "text.png").write_text("not a picture")
+    for path in ("cut.png", "text.png", "missing.png", "."):
+        assert not is_sample_grid(tmp_path / path), path
+
+
+def test_sample_grid_rows_take_their_own_height(tmp_path: Path,
+                                               saved_figures: list[Figure]) -> None:
+    """Every row took the height of the grid's tallest slice: Inf-Net's slices of other
+    shapes left bands of 100 to 190 px blank between rows of wider ones."""
+    shapes = [(120, 60), (120, 60), (60, 60), (60, 60), (60, 60), (60, 60)]
+    images = [np.zeros(shape, dtype=np.float32) for shape in shapes]
+    sample_grid(images, [np.zeros(shape, dtype=np.int64) for shape in shapes],
+                [f"case {i}" for i in range(len(shapes))], tmp_path / "grid.png", "heading")
+    (figure,) = saved_figures
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    drawn = [axis for axis in figure.axes if axis.images]
+    bottoms = [min(axis.get_window_extent(renderer).y0 for axis in drawn[row * 4:row * 4 + 4])
+               for row in range(3)]
+    tops = [max(axis.title.get_window_extent(renderer).y1 for axis in drawn[row * 4:row * 4 + 4])
+            for row in range(3)]
+    gaps = [bottoms[row] - tops[row + 1] for row in range(2)]
+    assert all(0 < gap < 0.45 * figure.dpi for gap in gaps), gaps  # 1.9 and 3.4 inches before
+    assert abs(gaps[0] - gaps[1]) < 0.1 * figure.dpi, gaps
+
+
+def test_lungs_are_drawn_in_lung_colours(tmp_path: Path, saved_figures: list[Figure]) -> None:
+    """--target lung filled the lungs in infection's red; only the legend word differed."""
+    import covseg
+
+    covseg.visualize("synthetic", tmp_path / "grid.png", n=2, target="lung")
+    (figure,) = saved_figures
+    (patch,) = figure.legends[0].get_patches()
+    assert figure.legends[0].get_texts()[0].get_text() == "lung"
+    np.testing.assert_allclose(patch.get_facecolor()[:3], LUNG_COLOURS[1] / 255)
+    overlays = [axis.images[0].get_array() for axis in figure.axes
+                if axis.images and axis.get_title().startswith("mask:")]
+    pixels = np.concatenate([np.asarray(rgb).reshape(-1, 3) for rgb in overlays]).astype(int)
+    green = (pixels[:, 1] > pixels[:, 0] + 40).sum()
+    red = (pixels[:, 0] > pixels[:, 1] + 40).sum()
+    assert green > 100 and red == 0
+
+
+def test_legend_strip_names_the_classes_under_the_image_it_keeps() -> None:
+    """A multi-class model's overlays showed red and yellow with nothing saying which is which."""
+    labels = np.zeros((20, 12), dtype=np.int64)
+    labels[2:6, 2:6], labels[10:14, 2:6] = 1, 2
+    rgb = overlay(np.full(labels.shape, 0.5, dtype=np.float32), labels)
+    names = {k: v for k, v in CLASS_NAMES.items() if k > 0}
+    shown = legend_strip(rgb, labels, names)
+    assert shown.shape[0] == 20 + 4 + 2 * 14 and shown.shape[1] > 12
+    np.testing.assert_array_equal(shown[:20, :12], rgb)
+    for row, label in enumerate((1, 2)):
+        swatch = shown[20 + 4 + row * 14 + 5, 6]
+        np.testing.assert_array_equal(swatch, CLASS_COLOURS[label])
+        assert (shown[20 + 4 + row * 14:20 + 4 + (row + 1) * 14, 16:] < 100).any(), "no text"
+    np.testing.assert_array_equal(legend_strip(rgb, np.zeros_like(labels), names), rgb)
+
+
+def test_visualize_onto_a_huge_png_replaces_only_its_own_grid(tmp_path: Path) -> None:
+    """Any PNG above PIL's limit given as --out (an earlier grid of ~750 slices too) ended in
+    a DecompressionBombError traceback."""
+    import covseg
+    from covseg.errors import CovsegError
+
+    other = _png(tmp_path / "other.png", 1332, 140_000, {})
+    with pytest.raises(CovsegError, match="exists and is no earlier visualize grid"):
+        covseg.visualize("synthetic", other, n=2)
+    grid = _png(tmp_path / "grid.png", 1332, 140_000, {"covseg": "visualize"})
+    covseg.visualize("synthetic", grid, n=2)
+    with Image.open(grid) as picture:
+        assert picture.height < 2000 and is_sample_grid(grid)

@@ -68,12 +68,13 @@ from covseg.quantify import (
 from covseg.train import CROSS_VALIDATION, RUN, check_recipe, refuse_other_output
 from covseg.train import train as _train
 from covseg.transforms import normalize_intensity
-from covseg.viz import is_sample_grid, sample_grid
+from covseg.viz import CLASS_COLOURS, LUNG_COLOURS, is_sample_grid, legend_strip, sample_grid
 from covseg.viz import overlay as overlay_image
 from covseg.volumes import (
     STUDY_OPTIONS,
     check_volume_options,
     masks_in_lungs,
+    model_classes,
     model_hash,
     predict_batch,
     predict_labels,
@@ -198,6 +199,12 @@ def _out(out: object) -> Path:
     return output_folder(_path("out", out))
 
 
+MAX_GRID_SAMPLES = 100
+"""The most slices one visualize grid shows: 50 rows, 18,227 px tall for square slices (1332 px
+wide, 24 s, 1.2 GB peak RSS); more made grids that viewers and browsers refuse (72,677 px for
+400) and, from about 750, one that PIL can no longer open."""
+
+
 @_public()
 def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str], n: int = 8,
               target: str | None = None, seed: int = 0, intensity: str | None = None,
@@ -213,6 +220,9 @@ def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[
     check_kind("n", n, [int])
     if n < 1:
         raise CovsegError(f"--n must be positive, got {n}")
+    if n > MAX_GRID_SAMPLES:
+        raise CovsegError(f"--n must be at most {MAX_GRID_SAMPLES} (a grid of 50 rows), got {n}; "
+                          "for other slices draw another grid with another --seed")
     check_kind("seed", seed, [int])
     out = _grid_file(data, output_file(_path("out", out), ".png", "PNG grid"))
     reading = _reading(data, {key: value for key, value in (
@@ -229,7 +239,8 @@ def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[
                        [orient_for_display(s.mask, s.display_flips) for s in chosen],
                        [f"{s.title} ({s.image.shape[1]}x{s.image.shape[0]})" for s in chosen],
                        out, heading, label_names={k: v for k, v in names.items() if k > 0},
-                       aspects=[s.aspect for s in chosen])
+                       aspects=[s.aspect for s in chosen],
+                       palette=LUNG_COLOURS if loaded.target == "lung" else CLASS_COLOURS)
 
 
 def _grid_file(data: object, out: Path) -> Path:
@@ -772,6 +783,8 @@ def predict(model: str | os.PathLike[str] | Predictor,
     predictor = load_predictor(model, batch_size, tta, threshold)
     batch_size = predictor.batch_size
     _refuse_other_model(out, earlier, predictor)
+    palette = LUNG_COLOURS if predictor.target == "lung" else CLASS_COLOURS
+    names = dict(enumerate(model_classes(predictor))) if predictor.num_classes > 2 else {}
     started = time.perf_counter()
     written: list[Path] = []
     failed: dict[str, str] = {}
@@ -782,8 +795,9 @@ def predict(model: str | os.PathLike[str] | Predictor,
             for path, image, labels in zip(chunk, images, predictor.predict_labels(images)):
                 stored = labels * 255 if predictor.num_classes == 2 else labels
                 written.append(write_png(out / output_name(path), stored.astype(np.uint8)))
-                if overlay:
-                    write_png(out / "overlays" / output_name(path), overlay_image(image, labels))
+                if overlay:  # a multi-class model's colours named under the image
+                    write_png(out / "overlays" / output_name(path), legend_strip(
+                        overlay_image(image, labels, palette=palette), labels, names, palette))
             bar.update(len(chunk))
     given = [str(f.absolute()) for f in files]  # a later call may run from another folder
     recorded = list(dict.fromkeys([*_earlier(earlier, "inputs", []), *given]))
@@ -886,6 +900,8 @@ DEMO_PATIENTS = 12
 
 DEMO_FOLDS, DEMO_EPOCHS = 3, 24
 """The demo's folds and epochs per fold unless told otherwise: a few minutes on CPU."""
+DEMO_VERB = "run the demo"
+"""What a refusal of the demo's own folds tells to do into a new --out (cv says cross-validate)."""
 
 
 @_public()
@@ -909,6 +925,7 @@ def demo(out: str | os.PathLike[str] = "covseg-demo", folds: int = DEMO_FOLDS,
     data_dir = write_synthetic(out / "synthetic-data", seed=0, patients=DEMO_PATIENTS)
     data = load_dataset(data_dir)
     visualize(data, out / "samples.png")
-    summary = cross_validate(data, out / "cv", folds=folds, resume=True, **recipe)
+    summary = _cross_validate(_recipe(recipe, True, data), data, _out(out / "cv"), folds,
+                              resume=True, verb=DEMO_VERB)
     summary["demo_seconds"] = time.perf_counter() - started
     return summary

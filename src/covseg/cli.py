@@ -319,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("visualize", help="PNG grid of slices with their masks")
     _add_data_options(p)
     p.add_argument("--out", required=True, help="PNG file to write")
-    p.add_argument("--n", type=int, default=8, help="number of slices")
+    p.add_argument("--n", type=int, default=8,
+                   help=f"number of slices (default %(default)s, at most {api.MAX_GRID_SAMPLES})")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the order the slices are drawn in, lesion-bearing ones first "
                         "(default %(default)s): another seed shows other slices")
@@ -402,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_volumes.register(sub)
 
     p = sub.add_parser("demo", help="synthetic data -> cross-validation -> report, in minutes")
-    p.add_argument("--out", default="covseg-demo", help="output folder")
+    p.add_argument("--out", default="covseg-demo", help="output folder (default %(default)s)")
     p.add_argument("--folds", type=int, default=api.DEMO_FOLDS,
                    help="cross-validation folds (default %(default)s, at most "
                         f"{api.DEMO_PATIENTS}, the synthetic patients)")

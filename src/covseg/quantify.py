@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.artist import Artist
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
@@ -76,6 +77,7 @@ from covseg.lungs import (
     why_labels_are_not_sides,
 )
 from covseg.transforms import INTENSITY_MODES, LUNG_WINDOW, scale_intensity
+from covseg.viz import LUNG_COLOURS as LUNG_PALETTE
 from covseg.viz import class_colour, severity_chart
 
 GGO, CONSOLIDATION, EFFUSION = 1, 2, 3
@@ -150,7 +152,9 @@ NOT_PREDICTED = "not predicted"
 LESION_NAMES = {GGO: "ground-glass", CONSOLIDATION: "consolidation", EFFUSION: "effusion"}
 LESION_COLOURS = {label: class_colour(label) for label in LESION_NAMES}
 """The colours of ``covseg visualize`` and of predict's overlays, so one class has one colour."""
-LUNG_COLOURS = {RIGHT_LUNG: "#2ca02c", LEFT_LUNG: "#17becf"}
+LUNG_COLOURS = {label: class_colour(label, LUNG_PALETTE) for label in (RIGHT_LUNG, LEFT_LUNG)}
+"""The lungs' outlines, in the colours ``covseg visualize --target lung`` fills lungs with."""
+LUNG_NAMES = {RIGHT_LUNG: "right lung", LEFT_LUNG: "left lung"}
 UNORIENTED_NOTE = ("the file states no orientation (qform and sform codes 0): read by the Analyze "
                    "convention, so right and left, and the right and left lungs' numbers, may "
                    "be swapped")
@@ -397,6 +401,8 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
                            bottom=0.3 / (3.3 * rows + 0.7), wspace=0.04, hspace=0.12)
     flips = display_flips(grid.affine)
     colours = LESION_COLOURS if multiclass else {1: class_colour(1)}
+    drawn: set[int] = set()
+    outlined: set[int] = set()
     for index, k in enumerate(slices):
         axis = figure.add_subplot(rows, columns, index + 1)
         grey = (scale_intensity(image[k], intensity, LUNG_WINDOW) if image is not None
@@ -404,11 +410,13 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
         axis.imshow(_overlay(orient_for_display(grey, flips),
                              orient_for_display(lesions[k], flips), colours),
                     interpolation="nearest", aspect=grid.pixel_aspect)
+        drawn |= {label for label in colours if (lesions[k] == label).any()}
         if lungs is not None:
             plane = orient_for_display(lungs[k], flips)
             for label, colour in LUNG_COLOURS.items():
                 if (plane == label).any():
                     axis.contour(plane == label, levels=[0.5], colors=colour, linewidths=0.8)
+                    outlined.add(label)
         volume = np.count_nonzero(lesion_voxels(lesions[k], multiclass)) * grid.voxel_ml
         effusion = np.count_nonzero(lesions[k] == EFFUSION) * grid.voxel_ml if multiclass else 0
         axis.set_title(f"{grid.slice_name(k)}, {_ml_text(volume, 1)} mL"
@@ -416,20 +424,31 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
                        fontsize=9)
         axis.set_axis_off()
     names = LESION_NAMES if multiclass else {1: "lesion"}
-    drawn = {int(label) for k in slices for label in np.unique(lesions[k])}
     legend = [Patch(color=colours[label], label=name) for label, name in names.items()
-              if label in drawn or not multiclass]
-    if lungs is not None:
-        legend += [Patch(color=LUNG_COLOURS[RIGHT_LUNG], label="right lung"),
-                   Patch(color=LUNG_COLOURS[LEFT_LUNG], label="left lung")]
-    figure.legend(handles=legend, loc="lower center", ncol=len(legend), fontsize=8,
-                  frameon=False)
+              if label in drawn]
+    legend += [Patch(color=LUNG_COLOURS[label], label=name) for label, name in LUNG_NAMES.items()
+               if label in outlined]
+    texts: list[Artist] = [figure.legend(handles=legend, loc="lower center", ncol=len(legend),
+                                         fontsize=8, frameon=False)] if legend else []
     orientation = ("patient right on the image left" if grid.oriented
                    else "no orientation in the file: right and left may be swapped")
-    figure.suptitle(f"{title} ({orientation})".strip(), fontsize=10)
+    texts.append(figure.suptitle(f"{title}\n({orientation})" if title else f"({orientation})",
+                                 fontsize=10))
+    _widen_to_text(figure, texts)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
     return Path(path)
+
+
+def _widen_to_text(figure: Figure, texts: Sequence[Artist], margin_in: float = 0.2) -> None:
+    """Widen ``figure`` to ``texts`` (its title and legend, centred above and under the slices):
+    a one-slice montage (3.2 inches) cut a long study name and all but three legend entries."""
+    renderer = figure.canvas.get_renderer()
+    needed = max((artist.get_window_extent(renderer).width / figure.dpi for artist in texts),
+                 default=0.0) + 2 * margin_in
+    width, height = figure.get_size_inches()
+    if needed > width:
+        figure.set_size_inches(needed, height)
 
 
 def _overlay(grey: np.ndarray, labels: np.ndarray, colours: dict[int, str],

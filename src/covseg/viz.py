@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -14,27 +15,31 @@ import numpy as np
 from matplotlib.colors import to_hex
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont
 
 from covseg.io.atomic import atomic_path
 
 CLASS_COLOURS = np.array(
     [[0, 0, 0], [255, 64, 64], [255, 200, 0], [64, 160, 255], [160, 255, 64]], dtype=np.float32
 )
+LUNG_COLOURS = np.array([[0, 0, 0], [44, 160, 44], [23, 190, 207]], dtype=np.float32)
+"""Lung labels' colours: 1 (the right lung in a CT montage, any lung in a 0/1 lung mask) green,
+2 (the left lung) cyan; no lesion colour, so lungs never read as infection."""
 PREDICTION_COLOUR = np.array([0, 255, 255], dtype=np.float32)
 
 
-def class_colour(label: int) -> str:
+def class_colour(label: int, palette: np.ndarray = CLASS_COLOURS) -> str:
     """A label's fill colour as '#rrggbb' (the colour every covseg figure gives that label)."""
-    return to_hex(CLASS_COLOURS[label] / 255.0)
+    return to_hex(palette[label] / 255.0)
 
 
 def overlay(image: np.ndarray, mask: np.ndarray | None = None, prediction: np.ndarray | None = None,
-            alpha: float = 0.45) -> np.ndarray:
-    """RGB uint8 of a [0, 1] slice with the mask filled by class colour and the prediction outlined."""
+            alpha: float = 0.45, palette: np.ndarray = CLASS_COLOURS) -> np.ndarray:
+    """RGB uint8 of a [0, 1] slice with the mask filled by its label's colour in ``palette``
+    (lesion classes, or :data:`LUNG_COLOURS` for lung masks) and the prediction outlined."""
     grey = np.clip(image, 0, 1)[..., None].repeat(3, axis=2) * 255.0
     if mask is not None and mask.any():
-        colours = CLASS_COLOURS[np.clip(mask, 0, len(CLASS_COLOURS) - 1)]
+        colours = palette[np.clip(mask, 0, len(palette) - 1)]
         labelled = mask > 0
         grey[labelled] = (1 - alpha) * grey[labelled] + alpha * colours[labelled]
     if prediction is not None and prediction.any():
@@ -59,39 +64,91 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike[str],
     return Path(path)
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def is_sample_grid(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a PNG that :func:`sample_grid` wrote (it carries :data:`GRID_MARK`)."""
+    """Whether ``path`` is a PNG that :func:`sample_grid` wrote (it carries :data:`GRID_MARK`).
+
+    Only the chunks before the pixels are read, never the image: PIL refuses to open a PNG
+    above twice its ``MAX_IMAGE_PIXELS`` (an earlier grid of about 750 slices), and any other
+    file, however large or unreadable, is no grid."""
+    key, value = (part.encode("latin-1") for part in GRID_MARK)
     try:
-        with Image.open(path) as image:
-            return image.format == "PNG" and image.info.get(GRID_MARK[0]) == GRID_MARK[1]
-    except (OSError, UnidentifiedImageError):
+        with open(path, "rb") as png:
+            if png.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
+                return False
+            while len(head := png.read(8)) == 8:
+                length, kind = struct.unpack(">I4s", head)
+                if kind in (b"IDAT", b"IEND"):
+                    return False
+                if kind == b"tEXt" and length == len(key) + 1 + len(value):
+                    if png.read(length) == key + b"\0" + value:
+                        return True
+                    length = 0
+                png.seek(length + 4, os.SEEK_CUR)  # the data left and the CRC
+    except OSError:
         return False
+    return False
 
 
-def legend_handles(masks: Sequence[np.ndarray], label_names: Mapping[int, str]) -> list[Patch]:
-    """One coloured patch per named label that some mask holds, in label order."""
+def legend_handles(masks: Sequence[np.ndarray], label_names: Mapping[int, str],
+                   palette: np.ndarray = CLASS_COLOURS) -> list[Patch]:
+    """One patch coloured as in ``palette`` per named label that some mask holds, in label
+    order."""
     present = {int(v) for mask in masks for v in np.unique(mask)}
-    return [Patch(color=CLASS_COLOURS[label] / 255.0, label=name)
+    return [Patch(color=palette[label] / 255.0, label=name)
             for label, name in sorted(label_names.items()) if label in present]
+
+
+def legend_strip(rgb: np.ndarray, labels: np.ndarray, label_names: Mapping[int, str],
+                 palette: np.ndarray = CLASS_COLOURS) -> np.ndarray:
+    """``rgb`` (an :func:`overlay`) with a white band under it naming each label of
+    ``label_names`` that ``labels`` hold, one line each beside a swatch of its colour; the
+    image's own pixels are kept as they are (the band is widened to its text, never shrunk)."""
+    present = [(label, name) for label, name in sorted(label_names.items())
+               if label > 0 and (labels == label).any()]
+    if not present:
+        return rgb
+    font = ImageFont.load_default()
+    line, swatch = 14, 10
+    text_width = max(int(np.ceil(font.getlength(name))) for _, name in present)
+    height, width = rgb.shape[:2]
+    band = Image.new("RGB", (max(width, swatch + 10 + text_width), height + 4 + line * len(present)),
+                     "white")
+    band.paste(Image.fromarray(rgb), (0, 0))
+    draw = ImageDraw.Draw(band)
+    for row, (label, name) in enumerate(present):
+        top = height + 4 + row * line
+        draw.rectangle((2, top + 1, 2 + swatch - 1, top + swatch),
+                       fill=tuple(int(v) for v in palette[label]))
+        draw.text((swatch + 6, top), name, fill="black", font=font)
+    return np.asarray(band)
 
 
 def sample_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], titles: Sequence[str],
                 path: str | os.PathLike[str], heading: str = "",
                 label_names: Mapping[int, str] | None = None,
-                aspects: Sequence[float] | None = None) -> Path:
+                aspects: Sequence[float] | None = None,
+                palette: np.ndarray = CLASS_COLOURS) -> Path:
     """Rows of (image, image + mask overlay) pairs, two pairs per row, with a legend naming the
-    colour of each label in ``label_names`` that the masks hold; ``aspects``: each image's
-    pixel height over width (row over column spacing), to draw it to scale (default square).
-    The figure is as tall as its panels, so no blank band parts them from heading or legend."""
+    colour (in ``palette``) of each label in ``label_names`` that the masks hold; ``aspects``:
+    each image's pixel height over width (row over column spacing), to draw it to scale
+    (default square). Each row is as tall as its own tallest panel and the figure as tall as
+    its rows, so slices of other shapes (Inf-Net's) leave no blank band between rows, nor
+    between them and heading or legend."""
     pairs_per_row = 2
     rows = max(1, int(np.ceil(len(images) / pairs_per_row)))
     aspects = [1.0] * len(images) if aspects is None else list(aspects)
     panel_in = 12 / (2 * pairs_per_row)
-    tallest = max((image.shape[0] * aspect / image.shape[1]
-                   for image, aspect in zip(images, aspects, strict=True)), default=1.0)
+    shapes = [image.shape[0] * aspect / image.shape[1]
+              for image, aspect in zip(images, aspects, strict=True)]
     lines = max((title.count("\n") + 1 for title in titles), default=1)
+    heights = [panel_in * max(shapes[row * pairs_per_row:(row + 1) * pairs_per_row], default=1.0)
+               + 0.2 * lines + 0.1 for row in range(rows)]  # a row's panels and their titles
     fig, axes = plt.subplots(rows, 2 * pairs_per_row, squeeze=False, layout="constrained",
-                             figsize=(12, rows * (panel_in * tallest + 0.2 * lines + 0.1) + 0.6))
+                             gridspec_kw={"height_ratios": heights},
+                             figsize=(12, sum(heights) + 0.6))
     for ax in axes.ravel():
         ax.axis("off")
     for i, (image, mask, title, aspect) in enumerate(zip(images, masks, titles, aspects,
@@ -100,11 +157,11 @@ def sample_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], title
         right = axes[i // pairs_per_row, 2 * (i % pairs_per_row) + 1]
         left.imshow(image, cmap="gray", vmin=0, vmax=1, aspect=aspect)
         left.set_title(title, fontsize=8)
-        right.imshow(overlay(image, mask), aspect=aspect)
+        right.imshow(overlay(image, mask, palette=palette), aspect=aspect)
         right.set_title(f"mask: {int((mask > 0).sum())} px", fontsize=8)
     if heading:
         fig.suptitle(heading, fontsize=10)
-    legend = legend_handles(masks, label_names or {})
+    legend = legend_handles(masks, label_names or {}, palette)
     if legend:
         fig.legend(handles=legend, loc="outside lower center", ncol=len(legend), fontsize=8,
                    frameon=False)
