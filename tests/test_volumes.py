@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from PIL import Image
 
 from covseg import cli_volumes
 from covseg.api import VOLUMES, input_kind
+from covseg.cascade import LungGuide
 from covseg.cli import build_parser
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_folders
@@ -1096,6 +1098,41 @@ def test_records_without_model_hashes_compare_the_model_by_time(chest, tiny_run:
     os.utime(record, (earlier, earlier))  # written before the model's last change
     with pytest.raises(CovsegError, match=re.escape(f"({tiny_run.resolve()} changed since)")):
         predict_batch(Predictor.load(tiny_run), [path], out)
+
+
+def test_reruns_compare_a_cascades_lung_guide_by_content(chest, tiny_run: Path,
+                                                        tmp_path: Path) -> None:
+    """A cascade loads its lung guide's run at prediction time: that run retrained in place
+    changed the masks, yet a rerun skipped the studies as done. Its path and SHA-256 are
+    recorded and compared; a record from before them compares the guide's file time."""
+    path, _ = chest
+    guide_run = tmp_path / "lungrun"
+    shutil.copytree(tiny_run, guide_run)
+    cascade = BandPredictor([(-400, -200)])
+    cascade.guide = LungGuide(str(guide_run.resolve()), crop=True)  # type: ignore[attr-defined]
+    out = tmp_path / "out"
+    assert predict_batch(cascade, [path], out).done == 1
+    record = out / "chest" / "quantification.json"
+    settings = json.loads(record.read_text())["settings"]
+    checkpoint = guide_run / "best.pt"
+    assert settings["lung_guide"] == str(guide_run.resolve())
+    assert settings["lung_guide_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert predict_batch(cascade, [path], out).skipped == 1
+    retrained = checkpoint.read_bytes() + b"retrained"
+    checkpoint.write_bytes(retrained)
+    os.utime(checkpoint, (1e9, 1e9))  # copied in with an old time kept
+    with pytest.raises(CovsegError, match=r"out/chest was made with other settings or inputs "
+                                          r"\(lung_guide_sha256: \w{64} -> \w{64}\)"):
+        predict_batch(cascade, [path], out)
+    result = json.loads(record.read_text())
+    for key in ("lung_guide", "lung_guide_sha256"):  # as covseg recorded it until 4 Dec
+        del result["settings"][key]
+    record.write_text(json.dumps(result))
+    assert predict_batch(cascade, [path], out).skipped == 1
+    later = record.stat().st_mtime + 60
+    os.utime(checkpoint, (later, later))
+    with pytest.raises(CovsegError, match=re.escape(f"({guide_run.resolve()} changed since)")):
+        predict_batch(cascade, [path], out)
 
 
 def test_multiclass_prediction_with_one_class_is_quantified_again_as_multiclass(

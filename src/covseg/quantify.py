@@ -139,7 +139,13 @@ OUTPUT_SHA256 = "output_sha256"
 while both are unchanged."""
 MODEL_SHA256 = "model_sha256"
 LUNG_MODEL_SHA256 = "lung_model_sha256"
-"""Settings of a predict batch: the SHA-256 of the model files, compared on reruns."""
+LUNG_GUIDE_SHA256 = "lung_guide_sha256"
+"""Settings of a predict batch: the SHA-256 of the model files (the infection model, the
+``--lung-model`` and the lung run a cascade model takes its lung channel from), compared on
+reruns."""
+MODEL_FILES = (("model", MODEL_SHA256), ("lung_model", LUNG_MODEL_SHA256),
+               ("lung_guide", LUNG_GUIDE_SHA256))
+"""Each model setting of a predict batch and the key of its file's SHA-256."""
 
 ROUNDING_NOTE = ("Volumes are rounded separately, so ground-glass and consolidation may differ "
                  "from the lesion volume in the last digit.")
@@ -1322,13 +1328,13 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
         recorded = record.get(SETTINGS) if record else None
         if not isinstance(recorded, dict):
             continue
-        unhashed = "model" in recorded and MODEL_SHA256 not in recorded  # before model hashes
-        ignored = {REPORT_SETTING, *((MODEL_SHA256, LUNG_MODEL_SHA256) if unhashed else ()),
-                   *_same_model_files(recorded, current)}
+        unrecorded = _unrecorded_models(recorded)
+        ignored = {REPORT_SETTING, *_same_model_files(recorded, current),
+                   *(key for pair in MODEL_FILES for key in pair
+                     if unrecorded and key not in recorded)}
         changes = (changed_settings(recorded, current, ignored)
                    or _changed_inputs(record.get("inputs", {}), study, done.stat().st_mtime))
-        if unhashed:
-            changes += _models_modified_since(current, done.stat().st_mtime)
+        changes += _models_modified_since(current, unrecorded, done.stat().st_mtime)
         if changes:
             clashes.append((out_dir / study.name, changes))
     if clashes:
@@ -1359,14 +1365,25 @@ def warn_earlier_lung_rule(studies: Sequence[Study], out_dir: Path) -> None:
 def _same_model_files(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The model settings whose recorded file has the same SHA-256 as now: one model, however
     it was named (a run folder, its best.pt, a copy of it elsewhere)."""
-    return [key for key, digest in (("model", MODEL_SHA256), ("lung_model", LUNG_MODEL_SHA256))
+    return [key for key, digest in MODEL_FILES
             if recorded.get(digest) and recorded.get(digest) == current.get(digest)]
 
 
-def _models_modified_since(settings: dict[str, Any], written: float) -> list[str]:
-    """'PATH changed since' for each model of ``settings`` modified after ``written``."""
-    models = [Path(settings[key]) for key in ("model", "lung_model") if settings.get(key)]
-    return [f"{path} changed since" for path in models if _last_modified(path) > written]
+def _unrecorded_models(recorded: dict[str, Any]) -> list[str]:
+    """The model settings whose file's SHA-256 an older predict record lacks (every model's
+    before model hashes, the cascade's lung guide's before it was recorded): their files are
+    compared by time, and what the record lacks is not compared."""
+    if "model" not in recorded:
+        return []
+    return [key for key, digest in MODEL_FILES if digest not in recorded]
+
+
+def _models_modified_since(settings: dict[str, Any], models: Iterable[str], written: float
+                           ) -> list[str]:
+    """'PATH changed since' for each of the ``models`` settings whose file (now) was modified
+    after ``written``."""
+    paths = [Path(settings[key]) for key in models if settings.get(key)]
+    return [f"{path} changed since" for path in paths if _last_modified(path) > written]
 
 
 def _changed_inputs(inputs: dict[str, Any], study: Study, written: float) -> list[str]:
