@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from covseg import cli_volumes
-from covseg.api import VOLUMES, input_kind
+from covseg.api import VOLUMES, input_kind, segment
 from covseg.cascade import LungGuide
 from covseg.cli import build_parser
 from covseg.errors import CovsegError
@@ -447,6 +447,58 @@ def test_a_grey_ct_told_hu_is_refused_by_predict(tmp_path: Path) -> None:
     assert read_as_grey["inputs"]["intensity"] == "uint8" and read_as_grey["study"]["lung_ml"] > 0
     as_hu = predict_study(BandPredictor([(-400, -200)]), hu_path, tmp_path / "hu", hu="yes")
     assert as_hu["inputs"]["intensity"] == "hu"
+
+
+def test_a_min_max_normalised_ct_is_refused_and_grey_and_hu_cts_still_read(
+        tmp_path: Path, tiny_run: Path) -> None:
+    """A CT min-max normalised to 0..1 (numpy pipelines) was read as lung-windowed grey, its
+    soft tissue as lung or air: "done", no lungs, a lesion of 105 mL. It now fails its study in
+    one line (predict and segment); the same CT in HU and lung-windowed in 8 bits still read."""
+    hu_path = tmp_path / "in" / "hu.nii.gz"
+    hu_path.parent.mkdir()
+    chest_nifti(hu_path)
+    ct = nib.load(str(hu_path))
+    hu = np.asarray(ct.dataobj).astype(np.float32)
+    hu[30:34, 6:9, :] = 1200.0  # a spine: the brightest voxels set the normalised scale's top
+    nib.save(nib.Nifti1Image(hu, ct.affine), str(hu_path))
+    unit = (hu - hu.min()) / (hu.max() - hu.min())
+    nib.save(nib.Nifti1Image(unit, ct.affine), str(tmp_path / "in" / "unit.nii.gz"))
+    low, high = LUNG_WINDOW
+    grey = np.clip((hu - low) * (255.0 / (high - low)), 0, 255).round().astype(np.uint8)
+    nib.save(nib.Nifti1Image(grey, ct.affine), str(tmp_path / "in" / "grey.nii.gz"))
+    result = predict_batch(BandPredictor([(-400, -200)]), [tmp_path / "in"], tmp_path / "out")
+    assert (result.done, result.failed) == (2, 1)
+    with open(result.summary, newline="") as handle:
+        rows = {row["study"]: row for row in csv.DictReader(handle)}
+    assert rows["unit"]["status"] == "failed" and "\n" not in rows["unit"]["error"]
+    assert rows["unit"]["error"] == (
+        f"{tmp_path / 'in' / 'unit.nii.gz'}: values 0..1 are neither Hounsfield units (none "
+        "below -100) nor grey levels in the lung window: 0.29% of them read as soft tissue "
+        "through it, where a chest CT holds 2% or more (a min-max normalised CT?); give the CT "
+        "in Hounsfield units, or as 8-bit grey (0..255) in the lung window; --hu no reads it "
+        "as grey anyway")
+    assert float(rows["hu"]["lung_ml"]) == pytest.approx(float(rows["grey"]["lung_ml"]), rel=0.05)
+    with pytest.raises(CovsegError, match=r"^the array: values 0\.\.1 are neither Hounsfield"):
+        segment(Predictor.load(tiny_run), unit.T, spacing=(4.0, 0.75, 0.75))
+    assert segment(Predictor.load(tiny_run), hu.T, spacing=(4.0, 0.75, 0.75)).shape == unit.T.shape
+    read_anyway = predict_study(BandPredictor([(-400, -200)]), tmp_path / "in" / "unit.nii.gz",
+                                tmp_path / "told", hu="no")
+    assert read_anyway["inputs"]["intensity"] == "unit"
+
+
+@pytest.mark.skipif(not CT.is_file(), reason=f"real data not found: {CT}")
+def test_the_real_ct_min_max_normalised_is_refused(tmp_path: Path) -> None:
+    """The probe's case: ``example_ct_sm.nii.gz`` normalised to 0..1 was "done" with no lungs."""
+    ct = nib.load(str(CT))
+    array = np.asarray(ct.dataobj).astype(np.float32)
+    path = tmp_path / "unit01.nii.gz"
+    nib.save(nib.Nifti1Image((array - array.min()) / (array.max() - array.min()), ct.affine),
+             str(path))
+    with pytest.raises(CovsegError, match=re.escape(
+            f"{path}: values 0..1 are neither Hounsfield units (none below -100) nor grey "
+            "levels in the lung window: 0.03% of them read as soft tissue through it")):
+        read_volume(path)
+    assert read_volume(CT).intensity == "hu"
 
 
 def test_resume_over_studies_of_the_earlier_lung_rule_warns_once(

@@ -42,8 +42,8 @@ from nibabel.spatialimages import HeaderDataError
 
 from covseg.errors import CovsegError
 from covseg.io.atomic import atomic_path
-from covseg.io.image import IMAGE_SUFFIXES, fraction_range, fractional_values
-from covseg.transforms import LUNG_WINDOW
+from covseg.io.image import IMAGE_SUFFIXES, fraction_range, fractional_values, label_levels
+from covseg.transforms import LUNG_WINDOW, grey_outside_lung_window, holds_grey_only
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
@@ -624,7 +624,10 @@ def _flipped_in_place(array: np.ndarray, flips: np.ndarray) -> np.ndarray:
 
 
 def detect_volume_intensity(array: np.ndarray, hu: str, source: str) -> str:
-    """Return "hu", "uint8" or "unit" for a volume (see :func:`read_volume` for ``hu``)."""
+    """Return "hu", "uint8" or "unit" for a volume (see :func:`read_volume` for ``hu``). Grey
+    values detected (``--hu auto``) must be in the lung window, as grey CT exports are: a
+    min-max normalised CT (0..1) is refused (:func:`~covseg.transforms.grey_outside_lung_window`),
+    not read as lungs of air in soft tissue; ``--hu no`` reads it as grey anyway."""
     low, high = float(array.min()), float(array.max())
     if low < -HU_LIMIT or high > HU_LIMIT:
         raise CovsegError(f"{source}: values {low:g}..{high:g} are neither Hounsfield units nor "
@@ -643,11 +646,25 @@ def detect_volume_intensity(array: np.ndarray, hu: str, source: str) -> str:
     if low < -100.0:
         return "hu"
     if grey:
-        return "unit" if high <= 1.0 else "uint8"
+        kind = "unit" if high <= 1.0 else "uint8"
+        _refuse_unwindowed_grey(array, kind, source)
+        return kind
     raise CovsegError(
         f"{source}: cannot tell whether values {low:g}..{high:g} are Hounsfield units; "
         "pass --hu yes (HU) or --hu no (8-bit grey)"
     )
+
+
+def _refuse_unwindowed_grey(array: np.ndarray, kind: str, source: str) -> None:
+    """Refuse grey values that are not a CT in the lung window
+    (:func:`~covseg.transforms.grey_outside_lung_window`), but a constant volume (blank, read
+    blank on any scale) or a label mask (refused as one when predicted: :func:`label_levels`)."""
+    if not holds_grey_only(array) or label_levels(array):
+        return
+    reason = grey_outside_lung_window(array, kind, "chest CT")
+    if reason:
+        raise CovsegError(f"{source}: {reason}; give the CT in Hounsfield units, or as 8-bit "
+                          "grey (0..255) in the lung window; --hu no reads it as grey anyway")
 
 
 def hounsfield(volume: Volume) -> np.ndarray:
