@@ -1221,11 +1221,19 @@ def _check_even(depths: np.ndarray, source: str) -> None:
     if np.abs(depths - grid).max() <= _allowed_offset(step):
         return
     gaps = np.diff(depths)
-    typical = float(np.median(gaps))
-    odd = float(gaps[np.argmax(np.abs(gaps - typical))])
+    alike = np.abs(gaps[:, None] - gaps[None, :]) <= _allowed_offset(step)
+    common = int(np.argmax(alike.sum(axis=1)))
+    if 2 * int(alike[common].sum()) > len(gaps):  # most gaps are one step: name the odd one
+        typical = float(np.median(gaps[alike[common]]))
+        odd = float(gaps[np.argmax(np.abs(gaps - typical))])
+        found = f"a gap of {odd:.3g} mm among {typical:.3g} mm"
+    else:  # no step most gaps share (a short series): name the gaps
+        typical, odd = float(gaps.min()), float(gaps.max())
+        shown = list(dict.fromkeys(f"{gap:.3g}" for gap in np.sort(gaps)))
+        found = f"gaps of {', '.join(shown[:-1])} and {shown[-1]} mm"
     hint = " (a missing slice?)" if odd > 1.5 * typical else ""
-    raise CovsegError(f"{source}: slice positions are uneven: a gap of {odd:.3g} mm among "
-                      f"{typical:.3g} mm{hint}; give a complete series or resample it")
+    raise CovsegError(f"{source}: slice positions are uneven: {found}{hint}; give a complete "
+                      "series or resample it")
 
 
 def _allowed_offset(voxel_mm: float) -> float:
