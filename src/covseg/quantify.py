@@ -1283,7 +1283,9 @@ def run_batch(studies: Sequence[Study], out_dir: str | os.PathLike[str],
     if settings is not None:
         _refuse_other_settings(selected, out_dir, settings)
     summary = out_dir / summary_name(shard)
-    rows = _earlier_rows(out_dir, {study.name for study in selected}) if shard[1] == 1 else []
+    earlier = _earlier_summary_rows(out_dir)
+    rows = (_earlier_rows(out_dir, {study.name for study in selected}, earlier)
+            if shard[1] == 1 else [])
     counts = {"done": 0, "skipped": 0, "failed": 0}
     chart = summary.with_suffix(".png")
     chart.unlink(missing_ok=True)  # an earlier call's chart; redrawn below from this summary
@@ -1293,7 +1295,8 @@ def run_batch(studies: Sequence[Study], out_dir: str | os.PathLike[str],
         status, result, error = _run_one(study, folder, process,
                                          bool(settings and settings.get(REPORT_SETTING)))
         counts[status] += 1
-        rows.append(_summary_row(study, folder, status, result, error))
+        row = _summary_row(study, folder, status, result, error)
+        rows.append(_as_it_was(row, earlier.get(study.name)) if status == "skipped" else row)
         rows.sort(key=lambda row: row["study"])
         write_text(summary, csv_text(rows, SUMMARY_FIELDS))
     quantified = [row for row in rows if row["status"] != "failed"]
@@ -1302,18 +1305,43 @@ def run_batch(studies: Sequence[Study], out_dir: str | os.PathLike[str],
     return BatchResult(summary, counts["done"], counts["skipped"], counts["failed"])
 
 
-def _earlier_rows(out_dir: Path, names: set[str]) -> list[dict[str, Any]]:
-    """Summary rows ("skipped") of the studies done in ``out_dir`` but not among ``names``: a
-    call that adds studies to an ``--out`` keeps the earlier ones in its summary."""
+def _earlier_rows(out_dir: Path, names: set[str], earlier: dict[str, dict[str, str]]
+                  ) -> list[dict[str, Any]]:
+    """Summary rows of the studies done in ``out_dir`` but not among ``names``: a call that adds
+    studies to an ``--out`` keeps the earlier ones in its summary, each as the call that did it
+    wrote its row (:func:`_as_it_was`; "done" with the recorded input without one)."""
     rows = []
     for folder in sorted(out_dir.iterdir()) if out_dir.is_dir() else []:
         record = read_record(folder / RESULT_JSON) if folder.name not in names else None
         if record is not None and isinstance(record.get("study"), dict):
             inputs = record.get("inputs", {})
             source = inputs.get("mask") or inputs.get("image") or ""
-            rows.append(_summary_row(Study(folder.name, Path(source)), folder, "skipped",
-                                     record, ""))
+            row = _summary_row(Study(folder.name, Path(source)), folder, "done", record, "")
+            rows.append(_as_it_was(row, earlier.get(folder.name)))
     return rows
+
+
+def _earlier_summary_rows(out_dir: Path) -> dict[str, dict[str, str]]:
+    """The rows, by study, that earlier calls' summary CSVs in ``out_dir`` hold for studies
+    that did not fail (summary.csv's first, then the shards', which a merge reads after them)."""
+    rows: dict[str, dict[str, str]] = {}
+    for path in filter(_is_summary, _summaries(out_dir)):
+        with open(path, encoding="utf-8", newline="") as handle:
+            for row in csv.DictReader(handle):
+                if row.get("status") not in (None, "failed") and row.get("study"):
+                    rows.setdefault(row["study"], row)
+    return rows
+
+
+def _as_it_was(row: dict[str, Any], earlier: dict[str, str] | None) -> dict[str, Any]:
+    """A done study's summary ``row`` with the status and input its earlier row says (the call
+    that did it: "done", the input as given then), so that a later call that skips it, or is
+    not given it, does not relabel it "skipped" nor respell its input; the figures are its
+    record's."""
+    if earlier is None:
+        return row
+    return {**row, "status": earlier.get("status") or row["status"],
+            "input": earlier.get("input") or row["input"]}
 
 
 def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
