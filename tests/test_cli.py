@@ -533,6 +533,37 @@ def test_predict_names_a_file_of_another_type_so_and_its_folder_skips_it(
                                                                            "predict.json"]
 
 
+def test_predict_names_a_missing_or_empty_input_given_with_ct_volumes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Path,
+        synthetic_folder: Path) -> None:
+    """A mistyped path or an empty folder beside a CT was told "give either 2D images or CT
+    volumes ..., not both", though no 2D image was given: the path is named as when given
+    alone (nothing written), the empty folder fails its study; a real mix is still refused,
+    naming one input of each kind."""
+    ct = tmp_path / "chest.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((32, 32, 3), -1000.0, np.float32), np.eye(4)), str(ct))
+    missing = tmp_path / "nonexist.nii.gz"
+    code, _, err = _run(capsys, "predict", str(ct), str(missing), "--model", str(tiny_run),
+                        "--out", str(tmp_path / "out_missing"))
+    _assert_one_line_error(code, err, f"{missing}: no such file or folder")
+    assert not (tmp_path / "out_missing").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out_empty"
+    code, _, err = _run(capsys, "predict", str(ct), str(empty), "--model", str(tiny_run),
+                        "--out", str(out))
+    assert code == 1 and "1 done, 0 already done, 1 failed" in err
+    with open(out / "summary.csv", newline="") as handle:
+        rows = {row["study"]: row for row in csv.DictReader(handle)}
+    assert rows["chest"]["status"] == "done" and rows["empty"]["status"] == "failed"
+    assert rows["empty"]["error"] == f"{empty}: the folder is empty; give a folder of DICOM slices"
+    image = next((synthetic_folder / "images").glob("*.npy"))
+    code, _, err = _run(capsys, "predict", str(ct), str(image), "--model", str(tiny_run),
+                        "--out", str(tmp_path / "out_mixed"))
+    _assert_one_line_error(code, err, "give either 2D images or CT volumes to one predict call, "
+                                      f"not both ({image}: 2D images; {ct}: CT volumes)")
+
+
 def test_predict_lists_a_label_mask_given_as_an_image_and_predicts_the_others(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Path,
         synthetic_folder: Path) -> None:

@@ -177,6 +177,17 @@ def test_series_with_a_missing_slice_is_refused(tmp_path: Path) -> None:
 
 
 @needs_dicom
+@pytest.mark.parametrize("skip", [1, 2])
+def test_a_short_series_with_a_missing_slice_names_its_gaps(tmp_path: Path, skip: int) -> None:
+    """Three slices of a 2.5 mm series: the median of their two gaps (3.75 mm, a step found
+    nowhere) was quoted as the step, "a gap of 2.5 mm among 3.75 mm", without the hint."""
+    folder = edited_series(tmp_path / "gap", 4, skip=[skip])
+    with pytest.raises(CovsegError, match=r"gap: slice positions are uneven: gaps of 2\.5 and 5 "
+                                          r"mm \(a missing slice\?\); give a complete series"):
+        read_volume(folder)
+
+
+@needs_dicom
 def test_series_of_duplicated_slices_is_refused(tmp_path: Path) -> None:
     folder = edited_series(tmp_path / "twice", 3)
     for path in sorted(folder.iterdir()):  # the same slices again as new instances

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from covseg.errors import CovsegError
-from covseg.io.volume import read_volume
+from covseg.io.volume import hounsfield, read_volume
 from covseg.lungs import (
     LEFT_LUNG,
     LESION_DEPTH_MM,
@@ -419,6 +419,35 @@ def test_a_lone_lung_where_the_body_meets_the_image_edge_stays_one_lung(caplog) 
         hu[:3] = hu[3:]  # the body cut in every slice
         assert set(np.unique(split_lungs(lung, LPS_LIKE, hu)[lung])) == {LEFT_LUNG}
     assert "no two lungs side by side" in caplog.text and "cut by the image edge" in caplog.text
+
+
+@pytest.mark.skipif(not DICOMS[0].is_file(), reason=f"real data not found: {DICOMS[0]}")
+def test_a_half_chest_gets_no_sliver_of_the_other_lung() -> None:
+    """A real slice cut to one half of the chest (one lung in view, the body cut by the edge):
+    the cut body's centre ran through the lone lung, and a sliver of it (26 and 5 voxels) was
+    labelled the other lung, which then read 86.9 % involved. The lone lung is now one lung;
+    the whole slice still gives two."""
+    volume = read_volume(DICOMS[0])
+    hu = hounsfield(volume)
+    for columns, side in ((slice(250, 480), LEFT_LUNG), (slice(60, 290), RIGHT_LUNG)):
+        labels = segment_lungs(hu[:, :, columns], volume.affine)
+        assert labels.any() and set(np.unique(labels[labels > 0])) == {side}
+    whole = np.bincount(segment_lungs(hu, volume.affine).ravel(), minlength=3)
+    assert min(whole[RIGHT_LUNG], whole[LEFT_LUNG]) > 0.5 * max(whole[RIGHT_LUNG], whole[LEFT_LUNG])
+
+
+def test_a_small_lung_apart_from_the_other_keeps_its_side() -> None:
+    """Only a part of one side that touches the other lung joins it (a sliver cut off a lone
+    lung): a small lung lying apart, under a tenth of the other (a collapsed lung), stays a
+    lung of its own."""
+    hu, truth = chest()
+    truth[truth == RIGHT_LUNG] = 0
+    truth[ellipsoid(hu.shape, (7, 40, 27), (3, 5, 3))] = RIGHT_LUNG
+    hu[hu == -850.0] = 40.0
+    hu[truth > 0] = -850.0
+    assert 0 < (truth == RIGHT_LUNG).sum() < 0.1 * (truth == LEFT_LUNG).sum()
+    for labels in (split_lungs(truth > 0, LPS_LIKE, hu), lung_sides(truth > 0, LPS_LIKE, hu)):
+        assert dice(labels == RIGHT_LUNG, truth == RIGHT_LUNG) > 0.9
 
 
 @pytest.mark.parametrize(("spacing", "width_mm", "overlap", "aspect"),

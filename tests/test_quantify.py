@@ -535,7 +535,8 @@ def test_batch_goes_on_past_failures_skips_done_and_shards(tmp_path: Path) -> No
     assert halves[0].summary.name == "summary_shard0of2.csv"
     merged = quantify_batch([masks], tmp_path / "sharded")  # after the shards: the whole summary
     assert merged.done == 0 and merged.summary.name == "summary.csv"
-    assert {r["study"] for r in read_rows(merged.summary)} == set(rows)
+    statuses = {r["study"]: r["status"] for r in read_rows(merged.summary)}
+    assert statuses == {name: r["status"] for name, r in rows.items()}  # done by the shards
 
 
 def test_fractional_masks_fail_their_study(tmp_path: Path) -> None:
@@ -1063,16 +1064,29 @@ def test_montage_gives_each_class_the_colour_of_visualize() -> None:
         np.testing.assert_allclose(montage_colour, visualize_colour, atol=0.01)
 
 
-def test_summary_lists_the_studies_of_earlier_calls(tmp_path: Path) -> None:
+def test_summary_lists_the_studies_of_earlier_calls(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Studies added to an --out in separate calls: each summary held only its own call's,
-    though the earlier studies' folders were there."""
+    though the earlier studies' folders were there. They are listed as the call that did them
+    wrote them: a later call relabelled them "skipped" (not given to it, or given again) and
+    spelled their input as its record's absolute path, not as given."""
+    monkeypatch.chdir(tmp_path)
     for name in ("a", "b"):
-        _, mask, _ = synthetic_study(tmp_path / "in", name)
-        quantify_batch([mask], tmp_path / "out")
+        synthetic_study(tmp_path / "in", name)
+        quantify_batch([f"in/masks/{name}_mask.nii.gz"], "out")
     rows = read_rows(tmp_path / "out" / "summary.csv")
-    assert [(row["study"], row["status"]) for row in rows] == [("a", "skipped"), ("b", "done")]
+    assert [(row["study"], row["status"], row["input"]) for row in rows] == [
+        ("a", "done", "in/masks/a_mask.nii.gz"), ("b", "done", "in/masks/b_mask.nii.gz")]
     assert rows[0]["lesion_ml"] and rows[0]["output"].endswith("a")
     assert (tmp_path / "out" / "summary.png").is_file()
+    again = quantify_batch([tmp_path / "in" / "masks" / "a_mask.nii.gz"], "out")
+    assert (again.done, again.skipped) == (0, 1)
+    assert read_rows(tmp_path / "out" / "summary.csv") == rows
+    (tmp_path / "out" / "summary.csv").unlink()  # no earlier row: "done", the recorded input
+    quantify_batch([tmp_path / "in" / "masks" / "b_mask.nii.gz"], "out")
+    rows = read_rows(tmp_path / "out" / "summary.csv")
+    assert [(row["study"], row["status"]) for row in rows] == [("a", "done"), ("b", "skipped")]
+    assert rows[0]["input"] == str((tmp_path / "in" / "masks" / "a_mask.nii.gz").resolve())
 
 
 def test_montage_ranks_and_titles_slices_by_the_reports_lesion(

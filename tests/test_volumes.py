@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -19,7 +20,8 @@ import torch
 from PIL import Image
 
 from covseg import cli_volumes
-from covseg.api import VOLUMES, input_kind
+from covseg.api import VOLUMES, input_kind, segment
+from covseg.cascade import LungGuide
 from covseg.cli import build_parser
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_folders
@@ -445,6 +447,58 @@ def test_a_grey_ct_told_hu_is_refused_by_predict(tmp_path: Path) -> None:
     assert read_as_grey["inputs"]["intensity"] == "uint8" and read_as_grey["study"]["lung_ml"] > 0
     as_hu = predict_study(BandPredictor([(-400, -200)]), hu_path, tmp_path / "hu", hu="yes")
     assert as_hu["inputs"]["intensity"] == "hu"
+
+
+def test_a_min_max_normalised_ct_is_refused_and_grey_and_hu_cts_still_read(
+        tmp_path: Path, tiny_run: Path) -> None:
+    """A CT min-max normalised to 0..1 (numpy pipelines) was read as lung-windowed grey, its
+    soft tissue as lung or air: "done", no lungs, a lesion of 105 mL. It now fails its study in
+    one line (predict and segment); the same CT in HU and lung-windowed in 8 bits still read."""
+    hu_path = tmp_path / "in" / "hu.nii.gz"
+    hu_path.parent.mkdir()
+    chest_nifti(hu_path)
+    ct = nib.load(str(hu_path))
+    hu = np.asarray(ct.dataobj).astype(np.float32)
+    hu[30:34, 6:9, :] = 1200.0  # a spine: the brightest voxels set the normalised scale's top
+    nib.save(nib.Nifti1Image(hu, ct.affine), str(hu_path))
+    unit = (hu - hu.min()) / (hu.max() - hu.min())
+    nib.save(nib.Nifti1Image(unit, ct.affine), str(tmp_path / "in" / "unit.nii.gz"))
+    low, high = LUNG_WINDOW
+    grey = np.clip((hu - low) * (255.0 / (high - low)), 0, 255).round().astype(np.uint8)
+    nib.save(nib.Nifti1Image(grey, ct.affine), str(tmp_path / "in" / "grey.nii.gz"))
+    result = predict_batch(BandPredictor([(-400, -200)]), [tmp_path / "in"], tmp_path / "out")
+    assert (result.done, result.failed) == (2, 1)
+    with open(result.summary, newline="") as handle:
+        rows = {row["study"]: row for row in csv.DictReader(handle)}
+    assert rows["unit"]["status"] == "failed" and "\n" not in rows["unit"]["error"]
+    assert rows["unit"]["error"] == (
+        f"{tmp_path / 'in' / 'unit.nii.gz'}: values 0..1 are neither Hounsfield units (none "
+        "below -100) nor grey levels in the lung window: 0.29% of them read as soft tissue "
+        "through it, where a chest CT holds 2% or more (a min-max normalised CT?); give the CT "
+        "in Hounsfield units, or as 8-bit grey (0..255) in the lung window; --hu no reads it "
+        "as grey anyway")
+    assert float(rows["hu"]["lung_ml"]) == pytest.approx(float(rows["grey"]["lung_ml"]), rel=0.05)
+    with pytest.raises(CovsegError, match=r"^the array: values 0\.\.1 are neither Hounsfield"):
+        segment(Predictor.load(tiny_run), unit.T, spacing=(4.0, 0.75, 0.75))
+    assert segment(Predictor.load(tiny_run), hu.T, spacing=(4.0, 0.75, 0.75)).shape == unit.T.shape
+    read_anyway = predict_study(BandPredictor([(-400, -200)]), tmp_path / "in" / "unit.nii.gz",
+                                tmp_path / "told", hu="no")
+    assert read_anyway["inputs"]["intensity"] == "unit"
+
+
+@pytest.mark.skipif(not CT.is_file(), reason=f"real data not found: {CT}")
+def test_the_real_ct_min_max_normalised_is_refused(tmp_path: Path) -> None:
+    """The probe's case: ``example_ct_sm.nii.gz`` normalised to 0..1 was "done" with no lungs."""
+    ct = nib.load(str(CT))
+    array = np.asarray(ct.dataobj).astype(np.float32)
+    path = tmp_path / "unit01.nii.gz"
+    nib.save(nib.Nifti1Image((array - array.min()) / (array.max() - array.min()), ct.affine),
+             str(path))
+    with pytest.raises(CovsegError, match=re.escape(
+            f"{path}: values 0..1 are neither Hounsfield units (none below -100) nor grey "
+            "levels in the lung window: 0.03% of them read as soft tissue through it")):
+        read_volume(path)
+    assert read_volume(CT).intensity == "hu"
 
 
 def test_resume_over_studies_of_the_earlier_lung_rule_warns_once(
@@ -1096,6 +1150,41 @@ def test_records_without_model_hashes_compare_the_model_by_time(chest, tiny_run:
     os.utime(record, (earlier, earlier))  # written before the model's last change
     with pytest.raises(CovsegError, match=re.escape(f"({tiny_run.resolve()} changed since)")):
         predict_batch(Predictor.load(tiny_run), [path], out)
+
+
+def test_reruns_compare_a_cascades_lung_guide_by_content(chest, tiny_run: Path,
+                                                        tmp_path: Path) -> None:
+    """A cascade loads its lung guide's run at prediction time: that run retrained in place
+    changed the masks, yet a rerun skipped the studies as done. Its path and SHA-256 are
+    recorded and compared; a record from before them compares the guide's file time."""
+    path, _ = chest
+    guide_run = tmp_path / "lungrun"
+    shutil.copytree(tiny_run, guide_run)
+    cascade = BandPredictor([(-400, -200)])
+    cascade.guide = LungGuide(str(guide_run.resolve()), crop=True)  # type: ignore[attr-defined]
+    out = tmp_path / "out"
+    assert predict_batch(cascade, [path], out).done == 1
+    record = out / "chest" / "quantification.json"
+    settings = json.loads(record.read_text())["settings"]
+    checkpoint = guide_run / "best.pt"
+    assert settings["lung_guide"] == str(guide_run.resolve())
+    assert settings["lung_guide_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert predict_batch(cascade, [path], out).skipped == 1
+    retrained = checkpoint.read_bytes() + b"retrained"
+    checkpoint.write_bytes(retrained)
+    os.utime(checkpoint, (1e9, 1e9))  # copied in with an old time kept
+    with pytest.raises(CovsegError, match=r"out/chest was made with other settings or inputs "
+                                          r"\(lung_guide_sha256: \w{64} -> \w{64}\)"):
+        predict_batch(cascade, [path], out)
+    result = json.loads(record.read_text())
+    for key in ("lung_guide", "lung_guide_sha256"):  # as covseg recorded it until 4 Dec
+        del result["settings"][key]
+    record.write_text(json.dumps(result))
+    assert predict_batch(cascade, [path], out).skipped == 1
+    later = record.stat().st_mtime + 60
+    os.utime(checkpoint, (later, later))
+    with pytest.raises(CovsegError, match=re.escape(f"({guide_run.resolve()} changed since)")):
+        predict_batch(cascade, [path], out)
 
 
 def test_multiclass_prediction_with_one_class_is_quantified_again_as_multiclass(

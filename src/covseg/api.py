@@ -20,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from covseg.cascade import THRESHOLD, require_lung_model
+from covseg.cascade import require_lung_model
 from covseg.cluster import (
     check_cluster_options,
     default_cpus_per_fold,
@@ -55,6 +55,7 @@ from covseg.lungs import DEFAULT_LUNG_MARGIN_MM
 from covseg.models.profile import model_table
 from covseg.models.registry import is_a
 from covseg.quantify import (
+    LUNG_GUIDE_SHA256,
     MODEL_SHA256,
     PREDICT_RECORD,
     BatchResult,
@@ -73,6 +74,7 @@ from covseg.viz import overlay as overlay_image
 from covseg.volumes import (
     STUDY_OPTIONS,
     check_volume_options,
+    guide_run,
     masks_in_lungs,
     model_classes,
     model_hash,
@@ -408,7 +410,7 @@ def _own_masks(out: Path, earlier: dict[str, Any]) -> set[Path]:
             if mask not in given}
 
 
-LATER_RECORDS = (MODEL_SHA256, "lung_guide_sha256", "classes")
+LATER_RECORDS = (MODEL_SHA256, LUNG_GUIDE_SHA256, "classes")
 """What a 2D prediction records (its model files' content, a multi-class model's class names)
 that records of earlier covseg versions lack."""
 
@@ -416,10 +418,8 @@ that records of earlier covseg versions lack."""
 def _model_record(predictor: Predictor) -> dict[str, Any]:
     """How ``predictor`` predicts (:meth:`Predictor.describe`) with the SHA-256 of its checkpoint
     or ONNX file and of its lung guide's run: a model retrained in place keeps its path."""
-    guide = predictor.guide
-    guide_run = guide.source if guide is not None and guide.source != THRESHOLD else None
     return {**predictor.describe(), MODEL_SHA256: model_hash(predictor.source),
-            "lung_guide_sha256": model_hash(guide_run)}
+            LUNG_GUIDE_SHA256: model_hash(guide_run(predictor))}
 
 
 def _refuse_other_model(out: Path, earlier: dict[str, Any], predictor: Predictor) -> None:

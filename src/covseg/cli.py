@@ -194,16 +194,18 @@ def _predict_model(args: argparse.Namespace) -> str:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     model = _predict_model(args)
-    volumes = [item for item in args.inputs if api.input_kind(Path(item)) == api.VOLUMES]
-    if volumes:
-        if len(volumes) != len(args.inputs):
-            raise CovsegError("give either 2D images or CT volumes to one predict call, not both")
+    kinds = [api.input_kind(Path(item)) for item in args.inputs]
+    if api.VOLUMES in kinds:
+        if api.IMAGES in kinds:
+            image, volume = (args.inputs[kinds.index(kind)] for kind in (api.IMAGES, api.VOLUMES))
+            raise CovsegError(f"give either 2D images or CT volumes to one predict call, not both "
+                              f"({image}: 2D images; {volume}: CT volumes)")
         if args.overlay:
             raise CovsegError("--overlay: for 2D images only; CT volumes get montage.png with "
                               "overlays (and report.html with --html)")
         predictor, lungs = api.load_volume_predictors(model, args.lung_model,
                                                       args.batch_size, args.tta, args.threshold)
-        return cli_volumes.run_volume_predict(args, predictor, volumes, lungs)
+        return cli_volumes.run_volume_predict(args, predictor, args.inputs, lungs)
     cli_volumes.refuse_volume_options(args)
     written = api.predict(model, args.inputs, args.out, overlay=args.overlay,
                           batch_size=args.batch_size, tta=args.tta, threshold=args.threshold)

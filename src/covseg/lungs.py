@@ -64,6 +64,10 @@ SIDE_TEST_VOXELS = 32
 """Grid voxels (at least, voxel size permitting) across the mask's narrower in-plane extent: on
 a 3 mm grid two small lungs (15-25 mm wide) touching at the midline vanished before they fell
 apart, and were called one lung."""
+SECOND_LUNG_SHARE = 0.1
+"""Least size of a second lung, as a share of the first: a smaller part is a piece of the one
+lung (:func:`_side_by_side`, :func:`_join_slivers`). The sliver a midline cut off the lone lung
+of a half-body crop held 0.15 % of it."""
 IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
 IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)
 
@@ -351,7 +355,7 @@ def _side_by_side(parts: np.ndarray, count: int, x_map: np.ndarray
     world-x centroids; None otherwise."""
     sizes = np.bincount(parts.ravel(), minlength=count + 1)[1:]
     first, second = np.argsort(sizes)[::-1][:2] + 1
-    if sizes[second - 1] < 0.1 * sizes[first - 1]:
+    if sizes[second - 1] < SECOND_LUNG_SHARE * sizes[first - 1]:
         return None
     xs = [x_map[parts == part] for part in (first, second)]
     x_first, x_second = (float(x.mean()) for x in xs)
@@ -454,7 +458,27 @@ def _split(mask: np.ndarray, affine: np.ndarray, midline: np.ndarray, airway_mm2
             component = components[box] == index
             labels[k][box][component] = _component_labels(component, side[box], spacing,
                                                           airway_mm2)[component]
+    _join_slivers(labels)
     return labels
+
+
+def _join_slivers(labels: np.ndarray) -> None:
+    """Give the parts of the smaller side that touch the other lung to it, in place, when that
+    side holds under :data:`SECOND_LUNG_SHARE` of the other's voxels: a sliver cut off one lung
+    by a midline running through it (a scan of one side, the body cut by the image edge) is
+    part of that lung, not a second lung, as lungmask merges a label's small parts into the
+    label they touch. A small lung apart from the other (a collapsed one) keeps its side."""
+    counts = np.zeros(3, dtype=np.int64)
+    for plane in labels:
+        counts += np.bincount(plane.ravel(), minlength=3)[:3]
+    small, large = sorted((RIGHT_LUNG, LEFT_LUNG), key=lambda side: counts[side])
+    if not counts[small] or counts[small] >= SECOND_LUNG_SHARE * counts[large]:
+        return
+    box = _bounding_box(labels == small, pad=(1, 1, 1))
+    sub = labels[box]
+    parts, _ = ndimage.label(sub == small)
+    touching = np.unique(parts[ndimage.binary_dilation(sub == large) & (parts > 0)])
+    sub[np.isin(parts, touching)] = large
 
 
 def _side_map(shape: tuple[int, ...], affine: np.ndarray, k: int, midline: float

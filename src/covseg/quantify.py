@@ -141,7 +141,13 @@ OUTPUT_SHA256 = "output_sha256"
 while both are unchanged."""
 MODEL_SHA256 = "model_sha256"
 LUNG_MODEL_SHA256 = "lung_model_sha256"
-"""Settings of a predict batch: the SHA-256 of the model files, compared on reruns."""
+LUNG_GUIDE_SHA256 = "lung_guide_sha256"
+"""Settings of a predict batch: the SHA-256 of the model files (the infection model, the
+``--lung-model`` and the lung run a cascade model takes its lung channel from), compared on
+reruns."""
+MODEL_FILES = (("model", MODEL_SHA256), ("lung_model", LUNG_MODEL_SHA256),
+               ("lung_guide", LUNG_GUIDE_SHA256))
+"""Each model setting of a predict batch and the key of its file's SHA-256."""
 
 ROUNDING_NOTE = ("Volumes are rounded separately, so ground-glass and consolidation may differ "
                  "from the lesion volume in the last digit.")
@@ -1296,7 +1302,9 @@ def run_batch(studies: Sequence[Study], out_dir: str | os.PathLike[str],
     if settings is not None:
         _refuse_other_settings(selected, out_dir, settings)
     summary = out_dir / summary_name(shard)
-    rows = _earlier_rows(out_dir, {study.name for study in selected}) if shard[1] == 1 else []
+    earlier = _earlier_summary_rows(out_dir)
+    rows = (_earlier_rows(out_dir, {study.name for study in selected}, earlier)
+            if shard[1] == 1 else [])
     counts = {"done": 0, "skipped": 0, "failed": 0}
     chart = summary.with_suffix(".png")
     chart.unlink(missing_ok=True)  # an earlier call's chart; redrawn below from this summary
@@ -1306,7 +1314,8 @@ def run_batch(studies: Sequence[Study], out_dir: str | os.PathLike[str],
         status, result, error = _run_one(study, folder, process,
                                          bool(settings and settings.get(REPORT_SETTING)))
         counts[status] += 1
-        rows.append(_summary_row(study, folder, status, result, error))
+        row = _summary_row(study, folder, status, result, error)
+        rows.append(_as_it_was(row, earlier.get(study.name)) if status == "skipped" else row)
         rows.sort(key=lambda row: row["study"])
         write_text(summary, csv_text(rows, SUMMARY_FIELDS))
     quantified = [row for row in rows if row["status"] != "failed"]
@@ -1315,18 +1324,43 @@ def run_batch(studies: Sequence[Study], out_dir: str | os.PathLike[str],
     return BatchResult(summary, counts["done"], counts["skipped"], counts["failed"])
 
 
-def _earlier_rows(out_dir: Path, names: set[str]) -> list[dict[str, Any]]:
-    """Summary rows ("skipped") of the studies done in ``out_dir`` but not among ``names``: a
-    call that adds studies to an ``--out`` keeps the earlier ones in its summary."""
+def _earlier_rows(out_dir: Path, names: set[str], earlier: dict[str, dict[str, str]]
+                  ) -> list[dict[str, Any]]:
+    """Summary rows of the studies done in ``out_dir`` but not among ``names``: a call that adds
+    studies to an ``--out`` keeps the earlier ones in its summary, each as the call that did it
+    wrote its row (:func:`_as_it_was`; "done" with the recorded input without one)."""
     rows = []
     for folder in sorted(out_dir.iterdir()) if out_dir.is_dir() else []:
         record = read_record(folder / RESULT_JSON) if folder.name not in names else None
         if record is not None and isinstance(record.get("study"), dict):
             inputs = record.get("inputs", {})
             source = inputs.get("mask") or inputs.get("image") or ""
-            rows.append(_summary_row(Study(folder.name, Path(source)), folder, "skipped",
-                                     record, ""))
+            row = _summary_row(Study(folder.name, Path(source)), folder, "done", record, "")
+            rows.append(_as_it_was(row, earlier.get(folder.name)))
     return rows
+
+
+def _earlier_summary_rows(out_dir: Path) -> dict[str, dict[str, str]]:
+    """The rows, by study, that earlier calls' summary CSVs in ``out_dir`` hold for studies
+    that did not fail (summary.csv's first, then the shards', which a merge reads after them)."""
+    rows: dict[str, dict[str, str]] = {}
+    for path in filter(_is_summary, _summaries(out_dir)):
+        with open(path, encoding="utf-8", newline="") as handle:
+            for row in csv.DictReader(handle):
+                if row.get("status") not in (None, "failed") and row.get("study"):
+                    rows.setdefault(row["study"], row)
+    return rows
+
+
+def _as_it_was(row: dict[str, Any], earlier: dict[str, str] | None) -> dict[str, Any]:
+    """A done study's summary ``row`` with the status and input its earlier row says (the call
+    that did it: "done", the input as given then), so that a later call that skips it, or is
+    not given it, does not relabel it "skipped" nor respell its input; the figures are its
+    record's."""
+    if earlier is None:
+        return row
+    return {**row, "status": earlier.get("status") or row["status"],
+            "input": earlier.get("input") or row["input"]}
 
 
 def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
@@ -1341,13 +1375,13 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
         recorded = record.get(SETTINGS) if record else None
         if not isinstance(recorded, dict):
             continue
-        unhashed = "model" in recorded and MODEL_SHA256 not in recorded  # before model hashes
-        ignored = {REPORT_SETTING, *((MODEL_SHA256, LUNG_MODEL_SHA256) if unhashed else ()),
-                   *_same_model_files(recorded, current)}
+        unrecorded = _unrecorded_models(recorded)
+        ignored = {REPORT_SETTING, *_same_model_files(recorded, current),
+                   *(key for pair in MODEL_FILES for key in pair
+                     if unrecorded and key not in recorded)}
         changes = (changed_settings(recorded, current, ignored)
                    or _changed_inputs(record.get("inputs", {}), study, done.stat().st_mtime))
-        if unhashed:
-            changes += _models_modified_since(current, done.stat().st_mtime)
+        changes += _models_modified_since(current, unrecorded, done.stat().st_mtime)
         if changes:
             clashes.append((out_dir / study.name, changes))
     if clashes:
@@ -1378,14 +1412,25 @@ def warn_earlier_lung_rule(studies: Sequence[Study], out_dir: Path) -> None:
 def _same_model_files(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The model settings whose recorded file has the same SHA-256 as now: one model, however
     it was named (a run folder, its best.pt, a copy of it elsewhere)."""
-    return [key for key, digest in (("model", MODEL_SHA256), ("lung_model", LUNG_MODEL_SHA256))
+    return [key for key, digest in MODEL_FILES
             if recorded.get(digest) and recorded.get(digest) == current.get(digest)]
 
 
-def _models_modified_since(settings: dict[str, Any], written: float) -> list[str]:
-    """'PATH changed since' for each model of ``settings`` modified after ``written``."""
-    models = [Path(settings[key]) for key in ("model", "lung_model") if settings.get(key)]
-    return [f"{path} changed since" for path in models if _last_modified(path) > written]
+def _unrecorded_models(recorded: dict[str, Any]) -> list[str]:
+    """The model settings whose file's SHA-256 an older predict record lacks (every model's
+    before model hashes, the cascade's lung guide's before it was recorded): their files are
+    compared by time, and what the record lacks is not compared."""
+    if "model" not in recorded:
+        return []
+    return [key for key, digest in MODEL_FILES if digest not in recorded]
+
+
+def _models_modified_since(settings: dict[str, Any], models: Iterable[str], written: float
+                           ) -> list[str]:
+    """'PATH changed since' for each of the ``models`` settings whose file (now) was modified
+    after ``written``."""
+    paths = [Path(settings[key]) for key in models if settings.get(key)]
+    return [f"{path} changed since" for path in paths if _last_modified(path) > written]
 
 
 def _changed_inputs(inputs: dict[str, Any], study: Study, written: float) -> list[str]:

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
+from covseg.cascade import THRESHOLD
 from covseg.config import check_kind
 from covseg.errors import CovsegError
 from covseg.io.image import refuse_label_mask
@@ -57,6 +58,7 @@ from covseg.quantify import (
     INFECTION_NII,
     INPUT_SHA256,
     LESION_NAMES,
+    LUNG_GUIDE_SHA256,
     LUNG_MODEL_SHA256,
     LUNGS_NII,
     MODEL_SHA256,
@@ -269,14 +271,24 @@ def predict_settings(predictor: SlicePredictor, lung_predictor: SlicePredictor |
                      lung_margin_mm: float = DEFAULT_LUNG_MARGIN_MM) -> dict[str, Any]:
     """The options that shape a predict study's results (recorded, compared on reruns)."""
     lung_model = lung_predictor.source if lung_predictor is not None else None
+    guide = guide_run(predictor)
     return {
         "model": predictor.source, MODEL_SHA256: model_hash(predictor.source),
         "threshold": applied_threshold(predictor), "tta": predictor.tta,
         "test_flips": list(getattr(predictor, "flips", ())) if predictor.tta else [],
         "lung_model": lung_model, LUNG_MODEL_SHA256: model_hash(lung_model),
+        "lung_guide": guide, LUNG_GUIDE_SHA256: model_hash(guide),
         "hu": hu, "keep_outside_lungs": keep_outside_lungs, "lung_margin_mm": lung_margin_mm,
         "probabilities": probabilities, "html": html,
     }
+
+
+def guide_run(predictor: SlicePredictor) -> str | None:
+    """The lung run a cascade model loads at prediction time for its lung channel (None: no
+    guide, or thresholded lungs): recorded with its SHA-256, since retraining that run in place
+    changes the cascade's masks though the cascade's own file stays the same."""
+    guide = getattr(predictor, "guide", None)
+    return guide.source if guide is not None and guide.source != THRESHOLD else None
 
 
 def model_hash(source: str | None) -> str | None:

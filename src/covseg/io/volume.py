@@ -42,8 +42,8 @@ from nibabel.spatialimages import HeaderDataError
 
 from covseg.errors import CovsegError
 from covseg.io.atomic import atomic_path
-from covseg.io.image import IMAGE_SUFFIXES, fraction_range, fractional_values
-from covseg.transforms import LUNG_WINDOW
+from covseg.io.image import IMAGE_SUFFIXES, fraction_range, fractional_values, label_levels
+from covseg.transforms import LUNG_WINDOW, grey_outside_lung_window, holds_grey_only
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
@@ -624,7 +624,10 @@ def _flipped_in_place(array: np.ndarray, flips: np.ndarray) -> np.ndarray:
 
 
 def detect_volume_intensity(array: np.ndarray, hu: str, source: str) -> str:
-    """Return "hu", "uint8" or "unit" for a volume (see :func:`read_volume` for ``hu``)."""
+    """Return "hu", "uint8" or "unit" for a volume (see :func:`read_volume` for ``hu``). Grey
+    values detected (``--hu auto``) must be in the lung window, as grey CT exports are: a
+    min-max normalised CT (0..1) is refused (:func:`~covseg.transforms.grey_outside_lung_window`),
+    not read as lungs of air in soft tissue; ``--hu no`` reads it as grey anyway."""
     low, high = float(array.min()), float(array.max())
     if low < -HU_LIMIT or high > HU_LIMIT:
         raise CovsegError(f"{source}: values {low:g}..{high:g} are neither Hounsfield units nor "
@@ -643,11 +646,25 @@ def detect_volume_intensity(array: np.ndarray, hu: str, source: str) -> str:
     if low < -100.0:
         return "hu"
     if grey:
-        return "unit" if high <= 1.0 else "uint8"
+        kind = "unit" if high <= 1.0 else "uint8"
+        _refuse_unwindowed_grey(array, kind, source)
+        return kind
     raise CovsegError(
         f"{source}: cannot tell whether values {low:g}..{high:g} are Hounsfield units; "
         "pass --hu yes (HU) or --hu no (8-bit grey)"
     )
+
+
+def _refuse_unwindowed_grey(array: np.ndarray, kind: str, source: str) -> None:
+    """Refuse grey values that are not a CT in the lung window
+    (:func:`~covseg.transforms.grey_outside_lung_window`), but a constant volume (blank, read
+    blank on any scale) or a label mask (refused as one when predicted: :func:`label_levels`)."""
+    if not holds_grey_only(array) or label_levels(array):
+        return
+    reason = grey_outside_lung_window(array, kind, "chest CT")
+    if reason:
+        raise CovsegError(f"{source}: {reason}; give the CT in Hounsfield units, or as 8-bit "
+                          "grey (0..255) in the lung window; --hu no reads it as grey anyway")
 
 
 def hounsfield(volume: Volume) -> np.ndarray:
@@ -1204,11 +1221,19 @@ def _check_even(depths: np.ndarray, source: str) -> None:
     if np.abs(depths - grid).max() <= _allowed_offset(step):
         return
     gaps = np.diff(depths)
-    typical = float(np.median(gaps))
-    odd = float(gaps[np.argmax(np.abs(gaps - typical))])
+    alike = np.abs(gaps[:, None] - gaps[None, :]) <= _allowed_offset(step)
+    common = int(np.argmax(alike.sum(axis=1)))
+    if 2 * int(alike[common].sum()) > len(gaps):  # most gaps are one step: name the odd one
+        typical = float(np.median(gaps[alike[common]]))
+        odd = float(gaps[np.argmax(np.abs(gaps - typical))])
+        found = f"a gap of {odd:.3g} mm among {typical:.3g} mm"
+    else:  # no step most gaps share (a short series): name the gaps
+        typical, odd = float(gaps.min()), float(gaps.max())
+        shown = list(dict.fromkeys(f"{gap:.3g}" for gap in np.sort(gaps)))
+        found = f"gaps of {', '.join(shown[:-1])} and {shown[-1]} mm"
     hint = " (a missing slice?)" if odd > 1.5 * typical else ""
-    raise CovsegError(f"{source}: slice positions are uneven: a gap of {odd:.3g} mm among "
-                      f"{typical:.3g} mm{hint}; give a complete series or resample it")
+    raise CovsegError(f"{source}: slice positions are uneven: {found}{hint}; give a complete "
+                      "series or resample it")
 
 
 def _allowed_offset(voxel_mm: float) -> float:
