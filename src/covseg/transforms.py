@@ -70,11 +70,13 @@ def normalize_intensity(
     mode: str = "auto",
     window: tuple[float, float] = LUNG_WINDOW,
     source: str = "",
+    told_window: bool = False,
 ) -> np.ndarray:
     """Map a slice or volume read with ``mode`` (``--intensity``) to float32 in [0, 1]: the
     scale detected or told, checked (grey levels told to be HU are refused:
-    :func:`holds_grey_only`), then :func:`scale_intensity`. An error starts with ``source``
-    (the file) where one is given."""
+    :func:`holds_grey_only`; so is a ``window`` a user ``told_window`` other than the lung
+    window on grey levels: :func:`window_unused`), then :func:`scale_intensity`. An error
+    starts with ``source`` (the file) where one is given."""
     if mode not in INTENSITY_MODES:
         raise CovsegError(f"unknown intensity mode {mode!r}; choose one of {INTENSITY_MODES}")
     try:
@@ -82,7 +84,8 @@ def normalize_intensity(
         reason = grey_told_hu(
             array, "read as Hounsfield units (--intensity hu)", "CT slice",
             "--intensity auto (detects HU, 8-bit and [0, 1]) or uint8 (a run predicts as it "
-            "was trained)") if kind == "hu" else None
+            "was trained)") if kind == "hu" else (
+                window_unused(kind, window) if told_window else None)
         if reason:
             raise CovsegError(reason)
     except CovsegError as error:
@@ -114,6 +117,19 @@ def grey_told_hu(array: np.ndarray, told: str, what: str, advice: str) -> str | 
     return (f"{told}, but its values {float(array.min()):g}..{float(array.max()):g} are grey "
             f"levels: none lies below 0, while a {what} in HU always holds air (about -1000); "
             f"read it as grey: {advice}")
+
+
+def window_unused(kind: str, window: tuple[float, float]) -> str | None:
+    """Why a ``--window`` other than the lung window (the default) does nothing on an image of
+    scale ``kind``: only HU are windowed, grey levels and [0, 1] values are scaled as they are,
+    so a run would record a window it never applied; None when it applies (HU) or is the
+    default."""
+    if kind == "hu" or tuple(float(value) for value in window) == LUNG_WINDOW:
+        return None
+    scale = "8-bit grey levels (0..255)" if kind == "uint8" else "values in [0, 1]"
+    return (f"--window {window[0]:g} {window[1]:g} windows Hounsfield units only, but this "
+            f"image holds {scale}, on which it does nothing; leave --window out (or give the "
+            f"data in HU)")
 
 
 def scale_intensity(array: np.ndarray, kind: str, window: tuple[float, float] = LUNG_WINDOW
