@@ -25,6 +25,7 @@ from covseg.data.layouts import TARGETS
 from covseg.errors import CovsegError, counted
 from covseg.losses import LOSSES
 from covseg.models.registry import parse_option_value
+from covseg.provenance import cli_command, invoked_as
 from covseg.transforms import AUGMENTATIONS, INTENSITY_MODES, LUNG_WINDOW
 
 DEFAULTS = TrainConfig()
@@ -479,7 +480,8 @@ def _run(argv: Sequence[str] | None) -> int:
     logger, handler = logging.getLogger("covseg"), _AboveProgressBars(logging.WARNING)
     logger.addHandler(handler)
     try:
-        return args.handler(args)
+        with invoked_as(cli_command(sys.argv[1:] if argv is None else argv)):
+            return args.handler(args)
     except CovsegError as exc:
         print(f"covseg: error: {exc}", file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ from covseg.evaluate import any_lesion, evaluate_samples, rows_to_csv
 from covseg.infer import Predictor
 from covseg.io.atomic import write_json, write_text
 from covseg.metrics import EMPTY_MASK_RULES, METRICS, summarize
+from covseg.provenance import provenance
 from covseg.train import (
     CROSS_VALIDATION,
     DATA_FINGERPRINT,
@@ -230,6 +231,7 @@ def _summary(config: TrainConfig, data: LoadedData, how: str, per_fold: list[dic
                        "std": float(values.std(ddof=1)) if values.size > 1 else math.nan,
                        "n": int(values.size)}
     return {
+        **provenance(data_path=data.root),
         "data": data.describe(), "synthetic": data.synthetic, "folds": how,
         "config": config.to_dict(), "seconds": seconds, "train_seconds": train_seconds,
         "per_fold": per_fold,
