@@ -230,9 +230,11 @@ EVALUATE_NOTES = {
 
 
 def _mean_std(stats: dict[str, float]) -> str:
-    """``mean ± std`` of a metric over the cases that define it, with no spread from one case
-    (its std is 0.000 by definition, which reads as a measured spread)."""
-    return f"{stats['mean']:.3f}" + (f" ± {stats['std']:.3f}" if stats["n"] >= 2 else "")
+    """``mean ± std`` of a metric over the cases that define it, said to be the sample SD (as
+    the record's ``std_note`` says), with no spread from one case (null: none measured)."""
+    if stats["n"] < 2:
+        return f"{stats['mean']:.3f}"
+    return f"{stats['mean']:.3f} ± {stats['std']:.3f} (mean ± sample SD)"
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

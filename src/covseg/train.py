@@ -55,7 +55,7 @@ from covseg.evaluate import evaluate_samples, rows_to_csv
 from covseg.infer import TEST_FLIPS, Predictor, model_inputs
 from covseg.io.atomic import remove_temporaries, write_json, write_text
 from covseg.losses import BINARY_ONLY, LOSSES, build_loss, trained_loss
-from covseg.metrics import EMPTY_MASK_RULES, summarize
+from covseg.metrics import EMPTY_MASK_RULES, STD_NOTE, summarize
 from covseg.models import build_model, parameter_count
 from covseg.models.ensemble import member_names
 from covseg.models.registry import check_model
@@ -833,5 +833,6 @@ def _write_metrics(out: Path, metrics: dict[str, Any], data: LoadedData,
         write_text(out / "validation_per_case.csv", rows_to_csv(rows))
         metrics["validation"] = summarize(rows)
         metrics["empty_mask_rules"] = EMPTY_MASK_RULES
+        metrics["std_note"] = STD_NOTE
     write_json(out / "metrics.json", metrics)
     return metrics
