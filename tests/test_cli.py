@@ -102,7 +102,8 @@ def test_window_on_8_bit_slices_is_refused(tmp_path: Path, capsys: pytest.Captur
     out = tmp_path / ("v.png" if command == "visualize" else "out")
     quick = {"visualize": (), "train": ("--epochs", "1", "--model", "unet", "--size", "32"),
              "cv": ("--epochs", "1", "--model", "unet", "--size", "32", "--folds", "2"),
-             "compare": ("--models", "unet", "miniseg", "--epochs", "1", "--size", "32", "--folds", "2")}
+             "compare": ("--models", "unet", "miniseg", "--epochs", "1", "--size", "32",
+                         "--folds", "2")}
     code, _, err = _run(capsys, command, str(data), "--out", str(out), "--window", "-1000", "0",
                         *quick[command])
     err = err.rsplit("\r", 1)[-1]

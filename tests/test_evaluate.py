@@ -719,7 +719,8 @@ def test_an_8_bit_probability_map_as_pred_is_called_one_not_an_image(tmp_path: P
 
 
 def test_one_case_prints_no_spread(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """One case printed "Dice 1.000 ± 0.000", a spread no single value has; two print theirs."""
+    """One case printed "Dice 1.000 ± 0.000", a spread no single value has; two print their
+    sample SD (1 and 0: 0.707, not the population SD 0.500)."""
     lesion = square_mask(32, 4, 4, 12)
     _save(tmp_path / "truth" / "a.png", lesion * 255)
     _save(tmp_path / "pred" / "a.png", lesion * 255)
@@ -729,7 +730,8 @@ def test_one_case_prints_no_spread(tmp_path: Path, capsys: pytest.CaptureFixture
     _save(tmp_path / "truth" / "b.png", lesion * 255)
     _save(tmp_path / "pred" / "b.png", lesion * 0)
     assert main([*args, "--out", str(tmp_path / "two")]) == 0
-    assert capsys.readouterr().out.startswith("2 cases, Dice 0.500 ± 0.500; wrote ")
+    assert capsys.readouterr().out.startswith(
+        "2 cases, Dice 0.500 ± 0.707 (mean ± sample SD); wrote ")
 
 
 def test_per_slice_of_2d_masks_is_refused(tmp_path: Path,

@@ -48,8 +48,9 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
                         help="how images are stored; auto detects HU vs 8-bit")
     parser.add_argument("--window", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         default=list(LUNG_WINDOW),
-                        help="HU window for HU data (default: the lung window, %(default)s; another "
-                             "on 8-bit or [0, 1] images, where it does nothing, is refused)")
+                        help="HU window for HU data (default: the lung window, %(default)s; "
+                             "another on 8-bit or [0, 1] images, where it does nothing, is "
+                             "refused)")
 
 
 RECIPE_NUMBERS: tuple[tuple[str, type, str], ...] = (
