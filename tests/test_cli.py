@@ -79,6 +79,55 @@ def test_hounsfield_units_forced_on_8_bit_slices_are_refused(
     assert "--intensity auto" in err and not out.exists()
 
 
+def _grey_folder(root: Path) -> Path:
+    """A generic folder of four 8-bit PNG slices (two patients) with lesion masks."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(4):
+        Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(
+            root / "images" / f"p{k // 2}_{k}.png")
+        mask = np.zeros((32, 32), np.uint8)
+        mask[8:16, 8:16] = 255
+        Image.fromarray(mask).save(root / "masks" / f"p{k // 2}_{k}.png")
+    return root
+
+
+@pytest.mark.parametrize("command", ["visualize", "train", "cv", "compare"])
+def test_window_on_8_bit_slices_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           command: str) -> None:
+    """``--window`` windows HU only: on 8-bit PNGs visualize drew the same grid and train
+    recorded ``"window": [-1000.0, 0.0]`` in config.json as if applied, both without a word."""
+    data = _grey_folder(tmp_path / "data")
+    out = tmp_path / ("v.png" if command == "visualize" else "out")
+    quick = {"visualize": (), "train": ("--epochs", "1", "--model", "unet", "--size", "32"),
+             "cv": ("--epochs", "1", "--model", "unet", "--size", "32", "--folds", "2"),
+             "compare": ("--models", "unet", "miniseg", "--epochs", "1", "--size", "32",
+                         "--folds", "2")}
+    code, _, err = _run(capsys, command, str(data), "--out", str(out), "--window", "-1000", "0",
+                        *quick[command])
+    err = err.rsplit("\r", 1)[-1]
+    _assert_one_line_error(code, err, "--window -1000 0 windows Hounsfield units only")
+    assert re.search(r"error: \S+/images/p0_0\.png: --window -1000 0 windows Hounsfield units "
+                     r"only, but this image holds 8-bit grey levels \(0\.\.255\), on which it "
+                     r"does nothing; leave --window out", err), err
+    assert not out.exists()
+
+
+def test_window_on_hu_or_default_window_on_grey_is_read(tmp_path: Path) -> None:
+    """The refusal is for a window that does nothing: HU slices take any window, and grey
+    slices the default lung window (which training records, for HU images it may predict)."""
+    data = _grey_folder(tmp_path / "grey")
+    assert len(api.load_dataset(data).samples) == 4
+    hu = tmp_path / "hu"
+    (hu / "images").mkdir(parents=True)
+    (hu / "masks").mkdir()
+    np.save(hu / "images" / "a.npy", np.linspace(-1000, 0, 32 * 32).reshape(32, 32))
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(hu / "masks" / "a.png")
+    image = api.load_dataset(hu, window=(-1000.0, 0.0)).samples[0].image
+    assert image.min() == 0.0 and image.max() == 1.0 and abs(image[16, 0] - 0.5) < 0.01
+
+
 def test_train_predict_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                 synthetic_folder: Path, tiny_run: Path) -> None:
     code, out, _ = _run(capsys, "predict", str(synthetic_folder / "images"), "--model", str(tiny_run),

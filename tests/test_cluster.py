@@ -63,6 +63,9 @@ def test_folds_on_ray_give_the_folds_run_here(local_ray: Any, tmp_path: Path,
     for name in ("report.md", "per_case.csv", "dice_boxplot.png", "fold_1/fold_metrics.json"):
         assert (tmp_path / "ray" / name).is_file(), name
     assert local_ray.is_initialized(), "a Ray started by the caller is left running"
+    fold = json.loads((tmp_path / "ray" / "fold_1" / "config.json").read_text())
+    assert fold["command"] == (f"covseg cv synthetic:1 --out {tmp_path / 'ray'} --ray local "
+                               "--epochs 1 --size 32 --folds 2"), "the Ray task's command"
 
 
 FAILED_FOLD_RUN = """

@@ -112,6 +112,9 @@ def test_side_by_side_members_equal_one_at_a_time(tmp_path: Path, synthetic_fold
     threads = torch.get_num_threads()
     side_by_side = api.train(synthetic_folder, tmp_path / "side", **TINY_PAIR)
     assert side_by_side["members_side_by_side"] == 2
+    for member in ("member0-unet", "member1-unet"):  # each in a process of its own
+        record = json.loads((tmp_path / "side" / member / "config.json").read_text())
+        assert record["command"] == "Python API: covseg.train()", member
     torch.set_num_threads(threads // 2)  # what each side-by-side member had
     try:
         one_at_a_time = api.train(synthetic_folder, tmp_path / "serial", **TINY_PAIR)

@@ -151,6 +151,25 @@ def test_a_multiclass_models_predictions_of_one_class_are_scored_per_class(
             "consolidation 0.000;") in capsys.readouterr().out  # no spread from one case
 
 
+def test_the_spread_is_the_sample_sd_over_cases_and_said_so(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """evaluate's ± was the population SD (Dice 1, 2/3 and 0: 0.416), while cv and compare
+    give the sample SD (n - 1: 0.509), and neither the console nor the JSON said which."""
+    truth = square_mask(32, 8, 8, 10)
+    half = truth.copy()
+    half[8:13, 8:18] = 0
+    for name, pred in (("a", truth), ("b", half), ("c", np.zeros_like(truth))):
+        _save(tmp_path / "truth" / f"{name}.png", truth * 255)
+        _save(tmp_path / "pred" / f"{name}.png", pred * 255)
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth", str(tmp_path / "truth"),
+                 "--out", str(tmp_path / "ev")]) == 0
+    assert "3 cases, Dice 0.556 ± 0.509 (mean ± sample SD);" in capsys.readouterr().out
+    stored = json.loads((tmp_path / "ev.json").read_text())
+    assert [row["dice"] for row in stored["per_case"]] == pytest.approx([1.0, 2 / 3, 0.0])
+    assert stored["summary"]["dice"]["std"] == pytest.approx(math.sqrt(7 / 27))
+    assert "sample standard deviation (n - 1)" in stored["std_note"]
+
+
 def test_truths_scaled_by_one_step_read_with_the_sets_step(tmp_path: Path) -> None:
     """A 0/127/254 truth set whose slice lacks ground-glass (0/254 alone) read that slice as
     0/1, so a perfect prediction scored ground-glass and consolidation Dice 0 on it."""
@@ -700,7 +719,8 @@ def test_an_8_bit_probability_map_as_pred_is_called_one_not_an_image(tmp_path: P
 
 
 def test_one_case_prints_no_spread(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """One case printed "Dice 1.000 ± 0.000", a spread no single value has; two print theirs."""
+    """One case printed "Dice 1.000 ± 0.000", a spread no single value has; two print their
+    sample SD (1 and 0: 0.707, not the population SD 0.500)."""
     lesion = square_mask(32, 4, 4, 12)
     _save(tmp_path / "truth" / "a.png", lesion * 255)
     _save(tmp_path / "pred" / "a.png", lesion * 255)
@@ -710,7 +730,8 @@ def test_one_case_prints_no_spread(tmp_path: Path, capsys: pytest.CaptureFixture
     _save(tmp_path / "truth" / "b.png", lesion * 255)
     _save(tmp_path / "pred" / "b.png", lesion * 0)
     assert main([*args, "--out", str(tmp_path / "two")]) == 0
-    assert capsys.readouterr().out.startswith("2 cases, Dice 0.500 ± 0.500; wrote ")
+    assert capsys.readouterr().out.startswith(
+        "2 cases, Dice 0.500 ± 0.707 (mean ± sample SD); wrote ")
 
 
 def test_per_slice_of_2d_masks_is_refused(tmp_path: Path,

@@ -11,7 +11,6 @@ import os
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -54,6 +53,7 @@ from covseg.io.volume import (
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM
 from covseg.models.profile import model_table
 from covseg.models.registry import is_a
+from covseg.provenance import api_command, invoked_as, provenance
 from covseg.quantify import (
     LUNG_GUIDE_SHA256,
     MODEL_SHA256,
@@ -107,7 +107,8 @@ def _public(options: str = "", accepted: Sequence[str] = ()) -> Callable[[Functi
                 signature.bind(*args, **kwargs)
             except TypeError as exc:
                 raise CovsegError(f"{function.__name__}: {exc}") from None
-            return function(*args, **kwargs)
+            with invoked_as(api_command(function.__name__)):
+                return function(*args, **kwargs)
         return cast(Function, checked)
     return decorate
 
@@ -803,7 +804,7 @@ def predict(model: str | os.PathLike[str] | Predictor,
     recorded = list(dict.fromkeys([*_earlier(earlier, "inputs", []), *given]))
     names = {output_name(Path(path)) for path in recorded}
     write_json(out / PREDICT_RECORD, {
-        "covseg_version": version("covseg"), "model": _model_record(predictor), "inputs": recorded,
+        **provenance(), "model": _model_record(predictor), "inputs": recorded,
         "masks": sum((out / name).is_file() for name in names),
         "failed": {**{path: reason for path, reason in _earlier(earlier, "failed", {}).items()
                       if path not in given}, **failed},

@@ -25,6 +25,7 @@ from covseg.data.layouts import TARGETS
 from covseg.errors import CovsegError, counted
 from covseg.losses import LOSSES
 from covseg.models.registry import parse_option_value
+from covseg.provenance import cli_command, invoked_as
 from covseg.transforms import AUGMENTATIONS, INTENSITY_MODES, LUNG_WINDOW
 
 DEFAULTS = TrainConfig()
@@ -47,7 +48,9 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
                         help="how images are stored; auto detects HU vs 8-bit")
     parser.add_argument("--window", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         default=list(LUNG_WINDOW),
-                        help="HU window for HU data (default: the lung window, %(default)s)")
+                        help="HU window for HU data (default: the lung window, %(default)s; "
+                             "another on 8-bit or [0, 1] images, where it does nothing, is "
+                             "refused)")
 
 
 RECIPE_NUMBERS: tuple[tuple[str, type, str], ...] = (
@@ -230,9 +233,11 @@ EVALUATE_NOTES = {
 
 
 def _mean_std(stats: dict[str, float]) -> str:
-    """``mean ± std`` of a metric over the cases that define it, with no spread from one case
-    (its std is 0.000 by definition, which reads as a measured spread)."""
-    return f"{stats['mean']:.3f}" + (f" ± {stats['std']:.3f}" if stats["n"] >= 2 else "")
+    """``mean ± std`` of a metric over the cases that define it, said to be the sample SD (as
+    the record's ``std_note`` says), with no spread from one case (null: none measured)."""
+    if stats["n"] < 2:
+        return f"{stats['mean']:.3f}"
+    return f"{stats['mean']:.3f} ± {stats['std']:.3f} (mean ± sample SD)"
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -480,7 +485,8 @@ def _run(argv: Sequence[str] | None) -> int:
     logger, handler = logging.getLogger("covseg"), _AboveProgressBars(logging.WARNING)
     logger.addHandler(handler)
     try:
-        return args.handler(args)
+        with invoked_as(cli_command(sys.argv[1:] if argv is None else argv)):
+            return args.handler(args)
     except CovsegError as exc:
         print(f"covseg: error: {exc}", file=sys.stderr)
         return 2

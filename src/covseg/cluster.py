@@ -29,6 +29,7 @@ from covseg.data.layouts import LoadedData
 from covseg.errors import CovsegError
 from covseg.io.atomic import remove_temporaries
 from covseg.models.ensemble import member_names
+from covseg.provenance import COMMAND_VARIABLE, current_command
 from covseg.train import forget_unsaved_run, handler_restored
 
 LOCAL = "local"
@@ -158,7 +159,10 @@ def run_folds_on_ray(config: TrainConfig, data: LoadedData, out: Path, folds: in
     made = {k: [folder for folder in (out / f"fold_{k}", out, *out.parents) if not folder.exists()]
             for k in range(count)}
     with joined(address, cpus_per_fold) as ray:
-        task = ray.remote(num_cpus=cpus_per_fold, max_retries=0)(cross_validate_fold)
+        # a fold's records name the command that runs it, as those of folds run here do
+        command = {"env_vars": {COMMAND_VARIABLE: current_command()}}
+        task = ray.remote(num_cpus=cpus_per_fold, max_retries=0,
+                          runtime_env=command)(cross_validate_fold)
         shared = ray.put(data)
         pending = {task.remote(config, shared, str(out), folds, k, resume): k
                    for k in range(count)}

@@ -37,6 +37,7 @@ from covseg.models import build_model
 from covseg.models.ensemble import member_names
 from covseg.models.profile import profile_model
 from covseg.models.registry import REGISTRY, check_model, parse_option_value, resolved_options
+from covseg.provenance import provenance
 from covseg.train import COMPARISON, refuse_other_output, unresumed
 from covseg.viz import box_plot
 
@@ -150,7 +151,8 @@ def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
         row["dice_difference"] = row["dice"]["mean"] - rows[0]["dice"]["mean"]
         row["wilcoxon_vs_baseline"] = paired_wilcoxon(dice_by_model[row["model"]],
                                                       dice_by_model[baseline])
-    result = {"data": data.describe(), "synthetic": data.synthetic, "baseline": baseline,
+    result = {**provenance(data_path=data.root),
+              "data": data.describe(), "synthetic": data.synthetic, "baseline": baseline,
               "folds": len(summary["per_fold"]), "split_files": bool(data.folds),
               "config": _shared_recipe(config), "models": rows, "left_out": left_out}
     write_json(out / "comparison.json", result)

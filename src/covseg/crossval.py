@@ -19,7 +19,8 @@ from covseg.errors import CovsegError
 from covseg.evaluate import any_lesion, evaluate_samples, rows_to_csv
 from covseg.infer import Predictor
 from covseg.io.atomic import write_json, write_text
-from covseg.metrics import EMPTY_MASK_RULES, METRICS, summarize
+from covseg.metrics import EMPTY_MASK_RULES, METRICS, STD_NOTE, sample_std, summarize
+from covseg.provenance import provenance
 from covseg.train import (
     CROSS_VALIDATION,
     DATA_FINGERPRINT,
@@ -125,7 +126,8 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
     rows, _ = evaluate_samples(Predictor.load(fold_dir / "best.pt"), test_samples, "testing fold")
     write_text(fold_dir / "test_per_case.csv", rows_to_csv(rows))
     fingerprint = data_fingerprint(data, [*train_cases, *test_cases])  # what the fold used
-    write_json(fold_dir / "fold_metrics.json", {"summary": summarize(rows), "per_case": rows,
+    write_json(fold_dir / "fold_metrics.json", {"summary": summarize(rows), "std_note": STD_NOTE,
+                                                "per_case": rows,
                                                 DATA_FINGERPRINT: fingerprint})
     return rows
 
@@ -227,14 +229,15 @@ def _summary(config: TrainConfig, data: LoadedData, how: str, per_fold: list[dic
         values = np.array([f.get(key, math.nan) for f in per_fold], dtype=float)
         values = values[~np.isnan(values)]
         across[key] = {"mean": float(values.mean()) if values.size else math.nan,
-                       "std": float(values.std(ddof=1)) if values.size > 1 else math.nan,
+                       "std": sample_std(values),
                        "n": int(values.size)}
     return {
+        **provenance(data_path=data.root),
         "data": data.describe(), "synthetic": data.synthetic, "folds": how,
         "config": config.to_dict(), "seconds": seconds, "train_seconds": train_seconds,
         "per_fold": per_fold,
         "mean_std_over_folds": across, "pooled_per_case": summarize(rows),
-        "empty_mask_rules": EMPTY_MASK_RULES,
+        "empty_mask_rules": EMPTY_MASK_RULES, "std_note": STD_NOTE,
     }
 
 

@@ -34,7 +34,8 @@ from covseg.io.image import (
     within_labels,
 )
 from covseg.io.volume import Volume, is_nifti, nifti_stem, read_nifti, read_paired, same_grid_affine
-from covseg.metrics import EMPTY_MASK_RULES, case_metrics, summarize
+from covseg.metrics import EMPTY_MASK_RULES, STD_NOTE, case_metrics, summarize
+from covseg.provenance import provenance
 from covseg.quantify import (
     MONTAGE_PNG,
     PREDICT_RECORD,
@@ -398,7 +399,7 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
         _warn_unrecorded(pred_folder, {case: levels[case][0] for case in cases if case in preds},
                          preds, len(unmatched))
     result = {
-        "prediction_dir": str(pred_dir), "truth_dir": str(truth_dir), "cases": len(rows),
+        **provenance(prediction_dir=pred_dir, truth_dir=truth_dir), "cases": len(rows),
         "per_slice": per_slice, "predict_record": recorded,
         "missing_predictions": missing,
         "unmatched_predictions": sorted(str(preds[case].relative_to(pred_folder))
@@ -406,7 +407,7 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
         "unmatched_truths": unmatched,
         "skipped_images": pred_side.skipped_images + truth_side.skipped_images + skipped,
         "num_classes": num_classes, "classes_note": _classes_note(pred_top, truth_top),
-        "empty_mask_rules": EMPTY_MASK_RULES,
+        "empty_mask_rules": EMPTY_MASK_RULES, "std_note": STD_NOTE,
         "hd95_unit": _hd95_unit([truths[stem] for stem in cases], per_slice),
         "summary": summarize(rows), "per_case": rows,
     }

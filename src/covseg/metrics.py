@@ -39,6 +39,19 @@ EMPTY_MASK_RULES = (
     "2D slices."
 )
 
+STD_NOTE = (
+    "std (and a report's ±) is the sample standard deviation (n - 1): over the cases where the "
+    "metric is defined in a summary of cases (evaluate, a run's validation, a cross-"
+    "validation's pooled_per_case), over the folds in mean_std_over_folds; null below two."
+)
+"""Which spread covseg's records and reports give, stored beside them as ``std_note``."""
+
+
+def sample_std(values: np.ndarray) -> float:
+    """The sample standard deviation (n - 1) of ``values``: one kind for every ± covseg gives
+    (:data:`STD_NOTE`); NaN below two values, which show no spread."""
+    return float(values.std(ddof=1)) if values.size > 1 else math.nan
+
 
 def _as_batch(mask: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(np.asarray(mask, dtype=bool), dtype=torch.float32)[None, None]
@@ -119,8 +132,8 @@ def _mean_defined(values: Sequence[float]) -> float:
 
 
 def summarize(rows: Iterable[dict[str, float]]) -> dict[str, dict[str, float]]:
-    """Mean, population std, median, n and the count of undefined values for every metric
-    column (a row's ``fold`` index is no metric)."""
+    """Mean, sample std (:func:`sample_std`), median, n and the count of undefined values for
+    every metric column (a row's ``fold`` index is no metric)."""
     rows = list(rows)
     keys = [k for k in (rows[0] if rows else {})
             if isinstance(rows[0][k], (int, float)) and k != "fold"]
@@ -130,7 +143,7 @@ def summarize(rows: Iterable[dict[str, float]]) -> dict[str, dict[str, float]]:
         defined = values[~np.isnan(values)]
         summary[key] = {
             "mean": float(defined.mean()) if defined.size else math.nan,
-            "std": float(defined.std()) if defined.size else math.nan,
+            "std": sample_std(defined),
             "median": float(np.median(defined)) if defined.size else math.nan,
             "n": int(defined.size),
             "undefined": int(values.size - defined.size),

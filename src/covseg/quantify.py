@@ -76,6 +76,7 @@ from covseg.lungs import (
     segment_lungs,
     why_labels_are_not_sides,
 )
+from covseg.provenance import provenance
 from covseg.transforms import INTENSITY_MODES, LUNG_WINDOW, scale_intensity
 from covseg.viz import LUNG_COLOURS as LUNG_PALETTE
 from covseg.viz import class_colour, severity_chart
@@ -550,7 +551,7 @@ def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any], study:
     if html_report:
         files["html"] = str(write_html(out_dir / REPORT_HTML, result, study, montage))
     files["json"] = str(out_dir / RESULT_JSON)
-    result = {"study_name": study, **result, "files": files}
+    result = {"study_name": study, **provenance(), **result, "files": files}
     write_json(out_dir / RESULT_JSON, result)
     return result
 

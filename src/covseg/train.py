@@ -55,10 +55,11 @@ from covseg.evaluate import evaluate_samples, rows_to_csv
 from covseg.infer import TEST_FLIPS, Predictor, model_inputs
 from covseg.io.atomic import remove_temporaries, write_json, write_text
 from covseg.losses import BINARY_ONLY, LOSSES, build_loss, trained_loss
-from covseg.metrics import EMPTY_MASK_RULES, summarize
+from covseg.metrics import EMPTY_MASK_RULES, STD_NOTE, summarize
 from covseg.models import build_model, parameter_count
 from covseg.models.ensemble import member_names
 from covseg.models.registry import check_model
+from covseg.provenance import provenance
 from covseg.transforms import AUGMENTATIONS, LesionPaste, Letterbox, augmentation
 from covseg.viz import training_curves
 
@@ -571,7 +572,7 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
         "members_side_by_side": max(i["members_side_by_side"] for i in trained),
         "invocations": invocations, "synthetic": data.synthetic,
     }
-    return _write_metrics(out, metrics, [by_id[c] for c in val_cases])
+    return _write_metrics(out, metrics, data, [by_id[c] for c in val_cases])
 
 
 INVOCATIONS_FILE = "invocations.json"
@@ -803,15 +804,18 @@ def _finish(out: Path, config: TrainConfig, data: LoadedData, history: list[dict
         "seconds_per_epoch": float(np.mean([r["seconds"] for r in history])),
         "final_train_loss": history[-1]["train_loss"], "synthetic": data.synthetic,
     }
-    return _write_metrics(out, metrics, val_samples)
+    return _write_metrics(out, metrics, data, val_samples)
 
 
 def _write_run_record(out: Path, config: TrainConfig, data: LoadedData,
                       train_cases: Sequence[str], val_cases: Sequence[str], fingerprint: str,
                       **extra: Any) -> None:
-    """``config.json``: the recipe, the data (and their fingerprint) and the split, enough to
-    reproduce the run and to refuse resuming it on other data."""
+    """``config.json``: the command and covseg version (:func:`provenance`), the recipe, the
+    data (and their fingerprint) and the split, enough to reproduce the run and to refuse
+    resuming it on other data (a resume compares the recipe, fingerprint and split only: it may
+    be spelt otherwise, and records its own command)."""
     write_json(out / "config.json", {
+        **provenance(data_path=data.root),
         "config": config.to_dict(), "data": data.describe(), "layout": data.layout,
         "synthetic": data.synthetic, DATA_FINGERPRINT: fingerprint, **extra,
         "train_cases": list(train_cases), "val_cases": list(val_cases),
@@ -819,13 +823,16 @@ def _write_run_record(out: Path, config: TrainConfig, data: LoadedData,
     })
 
 
-def _write_metrics(out: Path, metrics: dict[str, Any], val_samples: Sequence[Sample]
-                   ) -> dict[str, Any]:
-    """Add the saved model's validation metrics at the original image size; write metrics.json."""
+def _write_metrics(out: Path, metrics: dict[str, Any], data: LoadedData,
+                   val_samples: Sequence[Sample]) -> dict[str, Any]:
+    """Add the saved model's validation metrics at the original image size, and the command
+    and covseg version (:func:`provenance`); write metrics.json."""
+    metrics = {**provenance(data_path=data.root), **metrics}
     if val_samples:
         rows, _ = evaluate_samples(Predictor.load(out / "best.pt"), val_samples, "validating")
         write_text(out / "validation_per_case.csv", rows_to_csv(rows))
         metrics["validation"] = summarize(rows)
         metrics["empty_mask_rules"] = EMPTY_MASK_RULES
+        metrics["std_note"] = STD_NOTE
     write_json(out / "metrics.json", metrics)
     return metrics

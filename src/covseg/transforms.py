@@ -70,11 +70,13 @@ def normalize_intensity(
     mode: str = "auto",
     window: tuple[float, float] = LUNG_WINDOW,
     source: str = "",
+    told_window: bool = False,
 ) -> np.ndarray:
     """Map a slice or volume read with ``mode`` (``--intensity``) to float32 in [0, 1]: the
     scale detected or told, checked (grey levels told to be HU are refused:
-    :func:`holds_grey_only`), then :func:`scale_intensity`. An error starts with ``source``
-    (the file) where one is given."""
+    :func:`holds_grey_only`; so is a ``window`` a user ``told_window`` other than the lung
+    window on grey levels: :func:`window_unused`), then :func:`scale_intensity`. An error
+    starts with ``source`` (the file) where one is given."""
     if mode not in INTENSITY_MODES:
         raise CovsegError(f"unknown intensity mode {mode!r}; choose one of {INTENSITY_MODES}")
     try:
@@ -82,7 +84,8 @@ def normalize_intensity(
         reason = grey_told_hu(
             array, "read as Hounsfield units (--intensity hu)", "CT slice",
             "--intensity auto (detects HU, 8-bit and [0, 1]) or uint8 (a run predicts as it "
-            "was trained)") if kind == "hu" else None
+            "was trained)") if kind == "hu" else (
+                window_unused(kind, window) if told_window else None)
         if reason:
             raise CovsegError(reason)
     except CovsegError as error:
@@ -139,6 +142,19 @@ def grey_outside_lung_window(array: np.ndarray, kind: str, what: str) -> str | N
             f"units (none below -100) nor grey levels in the lung window: {tissue:.2%} of them "
             f"read as soft tissue through it, where a {what} holds {MIN_TISSUE_SHARE:.0%} or "
             "more (a min-max normalised CT?)")
+
+
+def window_unused(kind: str, window: tuple[float, float]) -> str | None:
+    """Why a ``--window`` other than the lung window (the default) does nothing on an image of
+    scale ``kind``: only HU are windowed, grey levels and [0, 1] values are scaled as they are,
+    so a run would record a window it never applied; None when it applies (HU) or is the
+    default."""
+    if kind == "hu" or tuple(float(value) for value in window) == LUNG_WINDOW:
+        return None
+    scale = "8-bit grey levels (0..255)" if kind == "uint8" else "values in [0, 1]"
+    return (f"--window {window[0]:g} {window[1]:g} windows Hounsfield units only, but this "
+            f"image holds {scale}, on which it does nothing; leave --window out (or give the "
+            f"data in HU)")
 
 
 def scale_intensity(array: np.ndarray, kind: str, window: tuple[float, float] = LUNG_WINDOW

@@ -187,8 +187,9 @@ def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source
         labels = mask  # stored levels, turned into labels with the whole set's (see _loaded)
     else:
         labels = (mask > 0).astype(np.uint8)
-    sample = Sample(normalize_intensity(image, options.intensity, options.window, source), labels,
-                    case, patient, source)
+    # a volume's slices come here in [0, 1], its --window judged on the whole volume
+    sample = Sample(normalize_intensity(image, options.intensity, options.window, source,
+                                        told_window=view is None), labels, case, patient, source)
     if view is not None:
         volume, path, k = view
         sample.display_flips = display_flips(volume.affine)
@@ -348,7 +349,8 @@ def _read_volume_pair(image_path: Path, mask_path: Path) -> tuple[Volume, Volume
 def _slice_volume(image_path: Path, mask_path: Path, study: str, patient: str,
                   options: ReadOptions) -> list[Sample]:
     image, mask = _read_volume_pair(image_path, mask_path)
-    hu = normalize_intensity(image.array, options.intensity, options.window, str(image_path))
+    hu = normalize_intensity(image.array, options.intensity, options.window, str(image_path),
+                             told_window=True)
     keep = range(len(hu))
     if options.slices == "labelled":
         keep = [k for k in keep if mask.array[k].any()]
@@ -633,7 +635,7 @@ def _read_medseg(root: Path, options: ReadOptions) -> LoadedData:
             raise CovsegError(f"{root}: tr_im.nii.gz found but tr_mask.nii.gz is missing")
         image, mask = _read_volume_pair(root / "tr_im.nii.gz", mask_file)
         hu = normalize_intensity(image.array, options.intensity, options.window,
-                                 str(root / "tr_im.nii.gz"))
+                                 str(root / "tr_im.nii.gz"), told_window=True)
         unit = ReadOptions(options.target, "unit", options.window, options.slices)
         patients = _read_patients_csv(root)
         cases = [f"medseg_{image.file_index(k):04d}" for k in range(len(hu))]
