@@ -706,6 +706,12 @@ def _sigterm_as_exit() -> Iterator[None]:
         yield
 
 
+WAKE_S = 0.5
+"""How often the wait for members returns to Python: a KeyboardInterrupt raised without a
+signal (Ray's cancel of a fold, ``_thread.interrupt_main``) wakes no wait, and was seen only
+once a member ended."""
+
+
 def _run_wave(context: Any, jobs: list[tuple[TrainConfig, Path]], shared: Path, progress: bool,
               threads: int) -> None:
     """Start one process per job, wait for all; the first failure stops the rest and is raised."""
@@ -726,7 +732,7 @@ def _run_wave(context: Any, jobs: list[tuple[TrainConfig, Path]], shared: Path, 
             sender.close()  # the child holds the write end now; its exit reads as end of file
             running[process.sentinel] = (process, receiver)
         while running:
-            for sentinel in wait(list(running)):
+            for sentinel in wait(list(running), timeout=WAKE_S):
                 process, receiver = running.pop(sentinel)
                 process.join()
                 if process.exitcode != 0:
