@@ -738,8 +738,9 @@ def _run_wave(context: Any, jobs: list[tuple[TrainConfig, Path]], shared: Path, 
                 if process.exitcode != 0:
                     raise CovsegError(_sent_error(receiver) or _failure(process))
     finally:
-        for process, _ in running.values():
+        for process, _ in running.values():  # all at once: a member takes seconds to exit
             process.terminate()
+        for process, _ in running.values():
             process.join()
         for _, folder in jobs:  # a member stopped inside mkstemp can leave its temporary file
             remove_temporaries(folder)
