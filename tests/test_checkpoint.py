@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -97,3 +98,54 @@ def test_a_run_stopped_before_its_end_is_refused_but_its_best_pt_given_by_name_l
     assert load_checkpoint(run / "best.pt")["meta"]["epoch"] == 1
     (run / "metrics.json").write_text('{"epochs": 3}\n')
     assert load_checkpoint(run)["meta"]["epoch"] == 1
+
+
+def _stopped_fold(fold: Path, model: str = "miniseg,miniseg") -> Path:
+    """A fold folder as a cv stopped in its first member leaves it: its record, no best.pt."""
+    fold.mkdir(parents=True)
+    (fold / "config.json").write_text(json.dumps({"config": {"model": model,
+                                                             "model_options": {}}}))
+    return fold
+
+
+def test_a_fold_stopped_midway_says_to_resume_the_command_that_made_it(tmp_path: Path) -> None:
+    """A stopped `covseg cv` fold was to be finished "with the same `covseg train` command",
+    which refuses a fold's folder."""
+    fold = _stopped_fold(tmp_path / "cv" / "fold_0")
+    with pytest.raises(CovsegError) as caught:
+        load_checkpoint(fold)
+    assert str(caught.value) == (
+        f"{fold}: this run has no best.pt yet (stopped before its end?); finish it with the "
+        f"`covseg cv ... --out {tmp_path / 'cv'}` command that made it and --resume")
+    compared = _stopped_fold(tmp_path / "cmp" / "unet" / "fold_1", "unet")
+    (tmp_path / "cmp" / "comparison.json").write_text("{}")
+    with pytest.raises(CovsegError, match=re.escape(
+            f"finish it with the `covseg compare ... --out {tmp_path / 'cmp'}` command that "
+            "made it and --resume")):
+        load_checkpoint(compared)
+    (tmp_path / "cmp" / "comparison.json").unlink()  # a comparison stopped in its first model
+    with pytest.raises(CovsegError, match=re.escape(
+            f"finish it with the `covseg cv ... --out {tmp_path / 'cmp' / 'unet'}` command that "
+            f"made it and --resume (or, in a comparison, the `covseg compare ... --out "
+            f"{tmp_path / 'cmp'}` command that made it and --resume)")):
+        load_checkpoint(compared)
+
+
+def test_a_cross_validation_or_comparison_folder_says_where_its_models_are(
+        tmp_path: Path) -> None:
+    """Such a folder was "best.pt: no such checkpoint; pass a run folder or its best.pt"."""
+    cv = tmp_path / "cv"
+    for k in (0, 1, 10):
+        (cv / f"fold_{k}").mkdir(parents=True)
+    (cv / "summary.json").write_text("{}")
+    with pytest.raises(CovsegError) as caught:
+        load_checkpoint(cv)
+    assert str(caught.value) == (f"{cv}: a cross-validation, whose models are in its fold "
+                                 f"folders; give one of them ({cv / 'fold_0'}) as the model")
+    compared = tmp_path / "cmp"
+    (compared / "unet" / "fold_0").mkdir(parents=True)
+    with pytest.raises(CovsegError) as caught:
+        load_checkpoint(compared)
+    assert str(caught.value) == (
+        f"{compared}: holds cross-validations (a model comparison), whose models are in their "
+        f"fold folders; give one of them ({compared / 'unet' / 'fold_0'}) as the model")

@@ -401,3 +401,38 @@ def test_folds_already_ended_are_not_cancelled() -> None:
 
     cluster._cancel(FakeRay(), ["failed", "running"])
     assert cancelled == [("running", False), ("running", True)]
+
+
+def _member_epochs(out: Path) -> int:
+    log = out / "fold_0" / "member0-miniseg" / "log.csv"
+    return max(0, len(log.read_text().splitlines()) - 1) if log.is_file() else 0
+
+
+def test_a_stop_ends_the_running_fold_at_once_and_records_it(tmp_path: Path) -> None:
+    """``covseg cv --ray local ... &`` in a script starts with SIGINT ignored, which Ray's workers
+    inherit, and Ray's cancel (a KeyboardInterrupt raised there without a signal) then did
+    nothing: after ``kill`` the fold trained on for STOP_GRACE_S (10 s) until it was killed,
+    and its invocations.json never recorded the stopped command. Run as its own process, with
+    one member after the other in the fold (OMP_NUM_THREADS=1), as the report's run was."""
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'covseg[cluster]'")
+    out = tmp_path / "cv"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "covseg", "cv", "synthetic:1", "--out", str(out), "--ray",
+         "local", "--model", "miniseg,miniseg", "--epochs", "300", "--size", "32", "--folds",
+         "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # noqa: PLW1509
+    deadline = time.monotonic() + 240
+    while _member_epochs(out) < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    stopped_at, epochs = time.monotonic(), _member_epochs(out)
+    while process.poll() is None and time.monotonic() - stopped_at < 2:
+        time.sleep(0.1)
+    settled = _member_epochs(out)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    assert settled - epochs <= 1, "the fold trained on after the stop"
+    assert _member_epochs(out) == settled
+    invocations = json.loads((out / "fold_0" / "invocations.json").read_text())
+    assert [i["epochs_trained"] for i in invocations] == [settled]

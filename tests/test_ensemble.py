@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import _thread
 import importlib
 import json
+import multiprocessing
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from covseg.export import export_onnx
 from covseg.infer import Predictor
 from covseg.models import build_model
 from covseg.models.ensemble import Ensemble, member_names
+from covseg.train import handler_restored
 
 
 def test_member_names() -> None:
@@ -212,6 +216,46 @@ def test_a_stopped_run_stops_every_member_and_resume_finishes(
     assert done.returncode == 0, done.stderr
     assert _epochs_done(out) == [40, 40]
     assert not list(out.rglob(".*"))
+
+
+STOPPED_WITHIN_S = 15.0
+"""Members take seconds to stop on a loaded machine (SIGTERM, then their exit); unheard, the
+interrupt waited for their 400 epochs (minutes)."""
+
+
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="members train side by side only with 2+ threads")
+def test_a_keyboard_interrupt_without_a_signal_stops_side_by_side_members_at_once(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """Ray cancels a fold by raising KeyboardInterrupt in its worker without a signal
+    (``_thread.interrupt_main``), which wakes no wait: the wait for side-by-side members saw it
+    only once they ended, so a stopped ``cv --ray`` fold trained on until it was killed."""
+    out = tmp_path / "run"
+    interrupted: list[float] = []
+    ended = threading.Event()
+
+    def interrupt() -> None:
+        deadline = time.monotonic() + 240
+        while not _both_members_started(out) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        interrupted.append(time.monotonic())
+        _thread.interrupt_main()
+        if not ended.wait(STOPPED_WITHIN_S):  # unheard: end the members, not wait minutes
+            for member in multiprocessing.active_children():
+                member.terminate()
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with handler_restored(signal.SIGINT, signal.default_int_handler), \
+            pytest.raises(KeyboardInterrupt):
+        try:
+            api.train(synthetic_folder, out, **{**TINY_PAIR, "epochs": 400})
+        finally:
+            ended.set()
+    assert time.monotonic() - interrupted[0] < STOPPED_WITHIN_S
+    stopped = _settled_epochs(out)
+    assert all(0 < done < 400 for done in stopped)
+    invocations = json.loads((out / "invocations.json").read_text())
+    assert [(i["epochs_trained"], i["members_side_by_side"]) for i in invocations] == \
+        [(sum(stopped), 2)]
 
 
 def test_an_ensemble_run_keeps_its_wall_time_across_resumes(

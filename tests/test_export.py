@@ -90,3 +90,34 @@ def test_metadata_that_does_not_fit_the_network_is_refused(
     assert message in err and err.count("\n") == 1 and "`covseg export`" in err
     assert not out.exists()
     assert OnnxNetwork(tmp_path / "model.onnx").meta["num_classes"] == 2  # its own metadata fits
+
+
+def test_metadata_of_another_class_count_is_refused_where_the_graph_leaves_it_dynamic(
+        tmp_path: Path, synthetic_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """MiniSeg's export (the default's, as most models') has a symbolic output channel axis, so
+    3-class metadata on it went unchecked and predicted all-zero masks with exit status 0."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from covseg import api
+
+    run = tmp_path / "run"
+    api.train(synthetic_folder, run, epochs=1, size=32, batch_size=4, model="miniseg")
+    graph = onnx.load(str(export_onnx(run, tmp_path / "model.onnx")))
+    assert not isinstance(graph.graph.output[0].type.tensor_type.shape.dim[1].dim_value or None,
+                          int), "the output channel axis is dynamic, as in the report"
+    entry = next(p for p in graph.metadata_props if p.key == "covseg")
+    entry.value = json.dumps({**json.loads(entry.value), "num_classes": 3,
+                              "class_names": {"0": "background", "1": "ground-glass",
+                                              "2": "consolidation"}})
+    onnx.save(graph, str(tmp_path / "other.onnx"))
+    image = tmp_path / "slice.npy"
+    np.save(image, np.zeros((32, 32), dtype=np.float32))
+    capsys.readouterr()  # the training's progress bars
+    assert main(["predict", str(image), "--onnx", str(tmp_path / "other.onnx"), "--out",
+                 str(tmp_path / "p")]) == 2
+    assert capsys.readouterr().err == (
+        f"covseg: error: {tmp_path / 'other.onnx'}: output channels: 1 in the network, 3 in its "
+        "covseg metadata (3 classes, 32 px canvas), which belongs to another model; export the "
+        "run again with `covseg export`\n")
+    assert not (tmp_path / "p").exists()
+    assert OnnxNetwork(tmp_path / "model.onnx").meta["num_classes"] == 2  # its own fits

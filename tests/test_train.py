@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import importlib
 import json
 import math
@@ -11,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +25,7 @@ from covseg.checkpoint import load_checkpoint
 from covseg.config import TrainConfig
 from covseg.data import load_dataset
 from covseg.errors import CovsegError
+from covseg.train import handler_restored
 from tests.conftest import folder_holding
 
 train_module = importlib.import_module("covseg.train")  # the package exports a train() too
@@ -582,3 +585,46 @@ def test_members_started_while_ctrl_c_is_pressed_print_no_traceback(
     train_module._run_wave(multiprocessing.get_context("spawn"), jobs, tmp_path / "data.pkl",
                            False, 1)  # a member interrupted would fail the wave
     assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C reaches the parent again
+
+
+SLOW_TO_STOP_MEMBER = '''
+import signal, sys, time
+from pathlib import Path
+
+
+def run(config, shared, out, *_):
+    def stop(*_):
+        (out / "stopped").write_text(repr(time.time()))
+        time.sleep(2)  # a member takes seconds to unwind and exit
+        sys.exit(143)
+
+    signal.signal(signal.SIGTERM, stop)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "started").write_text("")
+    time.sleep(20)
+'''
+
+
+def test_an_interrupt_without_a_signal_stops_every_member_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray cancels a fold with a KeyboardInterrupt raised without a signal, which woke no wait
+    for the members (seen only once they ended); then each member was stopped only once the
+    one before it had exited, so the last trained on for seconds."""
+    (tmp_path / "slow_member.py").write_text(SLOW_TO_STOP_MEMBER)
+    monkeypatch.syspath_prepend(str(tmp_path))  # spawned children get the parent's sys.path
+    monkeypatch.setattr(train_module, "_member_process",
+                        importlib.import_module("slow_member").run)
+    jobs = [("recipe", tmp_path / f"member{i}") for i in range(2)]
+
+    def interrupt() -> None:
+        while not all((folder / "started").exists() for _, folder in jobs):
+            time.sleep(0.05)
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with handler_restored(signal.SIGINT, signal.default_int_handler), \
+            pytest.raises(KeyboardInterrupt):
+        train_module._run_wave(multiprocessing.get_context("spawn"), jobs,
+                               tmp_path / "data.pkl", False, 1)
+    stopped = [float((folder / "stopped").read_text()) for _, folder in jobs]
+    assert max(stopped) - min(stopped) < 1, "members stopped one after the other"

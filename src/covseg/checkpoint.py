@@ -5,7 +5,9 @@ Files are plain dicts of tensors and primitives, loaded with ``weights_only=True
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a covseg checkpoint safely; anything else gives a one-line error."""
     path = Path(path)
     if path.is_dir():
+        _refuse_folds_holder(path)
         _refuse_unfinished(path)
         path = path / "best.pt"
     if not path.is_file():
@@ -55,6 +58,54 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return payload
 
 
+def _refuse_folds_holder(folder: Path) -> None:
+    """Refuse a cross-validation's or a comparison's folder, whose models are in its folds,
+    saying so: it was "best.pt: no such checkpoint"."""
+    folds = sorted(folder.glob("fold_*/"), key=lambda p: (len(p.name), p.name))
+    if (folder / "summary.json").is_file() or folds:
+        example = folds[0] if folds else folder / "fold_0"
+        raise CovsegError(f"{folder}: a cross-validation, whose models are in its fold "
+                          f"folders; give one of them ({example}) as the model")
+    models = sorted(p for p in folder.glob("*/") if any(p.glob("fold_*/")))
+    if (folder / "comparison.json").is_file() or models:
+        example = (models[0] if models else folder / "MODEL") / "fold_0"
+        raise CovsegError(f"{folder}: holds cross-validations (a model comparison), whose "
+                          f"models are in their fold folders; give one of them ({example}) "
+                          "as the model")
+
+
+FOLD = re.compile(r"fold_\d+")
+"""The name of a cross-validation's fold folder (``cv`` and ``compare`` write them)."""
+
+
+def _finish_with(run: Path) -> str:
+    """How to finish ``run`` stopped midway: a fold is finished by the command that made it
+    (``covseg train`` refuses a fold's folder), a comparison's where its folder is one of
+    a comparison's (its comparison.json, or the folder named after the fold's model)."""
+    if not FOLD.fullmatch(run.name):
+        return "the same `covseg train` command and --resume"
+    cv, compared = run.parent, run.parent.parent
+    compare = f"the `covseg compare ... --out {compared}` command that made it and --resume"
+    if (compared / "comparison.json").is_file():
+        return compare
+    cross_validate = f"the `covseg cv ... --out {cv}` command that made it and --resume"
+    if cv.name == _model_folder(run):
+        return f"{cross_validate} (or, in a comparison, {compare})"
+    return cross_validate
+
+
+def _model_folder(fold: Path) -> str | None:
+    """The folder name ``covseg compare`` gives the model the fold's run record names."""
+    from covseg.compare import model_folder  # compare imports this module
+
+    try:
+        config = json.loads((fold / "config.json").read_text())["config"]
+        options = ",".join(f"{key}={value}" for key, value in config["model_options"].items())
+        return model_folder(f"{config['model']}:{options}" if options else config["model"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, CovsegError):
+        return None  # an unreadable record: no comparison's folder name to compare
+
+
 def _refuse_unfinished(run: Path) -> None:
     """Refuse a run folder whose training stopped before its end (its config.json written, its
     metrics.json, written last, not): a single network rewrites best.pt every epoch, so a
@@ -64,11 +115,11 @@ def _refuse_unfinished(run: Path) -> None:
         return
     if not (run / "best.pt").is_file():
         raise CovsegError(f"{run}: this run has no best.pt yet (stopped before its end?); "
-                          "finish it with the same `covseg train` command and --resume")
+                          f"finish it with {_finish_with(run)}")
     raise CovsegError(f"{run}: this run stopped before its end (no metrics.json: its best.pt "
-                      "holds the last epoch trained, not the whole recipe); finish it with the "
-                      f"same `covseg train` command and --resume, or give {run / 'best.pt'} to "
-                      "use those weights as they are")
+                      f"holds the last epoch trained, not the whole recipe); finish it with "
+                      f"{_finish_with(run)}, or give {run / 'best.pt'} to use those weights as "
+                      "they are")
 
 
 META_KEYS = ("model", "in_channels", "num_classes", "size")

@@ -40,6 +40,18 @@ def _model_option(text: str) -> tuple[str, Any]:
     return key, parse_option_value(value)
 
 
+def _model_options(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """The --model-option pairs as a dict; a key given twice is refused (the last one was
+    taken without a word)."""
+    options: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in options:
+            raise CovsegError(f"--model-option {key} given twice ({key}={options[key]}, "
+                              f"{key}={value}); give each option once")
+        options[key] = value
+    return options
+
+
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", help="data folder (any supported layout) or 'synthetic[:SEED]'")
     parser.add_argument("--target", choices=TARGETS, default=DEFAULTS.target,
@@ -118,7 +130,8 @@ def _add_train_options(parser: argparse.ArgumentParser, single_model: bool = Tru
 def _config(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "model": getattr(args, "model", DEFAULTS.model),
-        "model_options": dict(getattr(args, "model_option", [])), "target": args.target,
+        "model_options": _model_options(getattr(args, "model_option", [])),
+        "target": args.target,
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
         "weight_decay": args.weight_decay, "size": args.size,
         "seed": args.seed, "augment": args.augment, "loss": args.loss,

@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -162,7 +162,7 @@ def run_folds_on_ray(config: TrainConfig, data: LoadedData, out: Path, folds: in
         # a fold's records name the command that runs it, as those of folds run here do
         command = {"env_vars": {COMMAND_VARIABLE: current_command()}}
         task = ray.remote(num_cpus=cpus_per_fold, max_retries=0,
-                          runtime_env=command)(cross_validate_fold)
+                          runtime_env=command)(_cancellable(cross_validate_fold))
         shared = ray.put(data)
         pending = {task.remote(config, shared, str(out), folds, k, resume): k
                    for k in range(count)}
@@ -172,6 +172,20 @@ def run_folds_on_ray(config: TrainConfig, data: LoadedData, out: Path, folds: in
             for fold in pending.values():  # stopped: what their clean-up did not get to
                 remove_temporaries(out / f"fold_{fold}")
                 forget_unsaved_run(out / f"fold_{fold}", made[fold])
+
+
+def _cancellable(fold: Callable[..., Any]) -> Callable[..., Any]:
+    """``fold`` as a task that Ray's cancel stops as Ctrl-C stops a run here. Ray cancels a
+    running task by raising KeyboardInterrupt in its worker (``_thread.interrupt_main``), which
+    does nothing where SIGINT is ignored: workers inherit that from a driver started with it
+    ignored (``covseg cv --ray local ... &`` in a script), and every stop then trained on for
+    :data:`STOP_GRACE_S` until the fold was killed, unrecorded. SIGINT itself stays blocked
+    in Ray's workers: a Ctrl-C at the terminal reaches the driver only, which cancels."""
+    def task(*args: Any) -> Any:
+        with handler_restored(signal.SIGINT, signal.default_int_handler):
+            return fold(*args)
+
+    return task
 
 
 @contextmanager

@@ -55,6 +55,8 @@ def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
         if not (key and sep):
             raise CovsegError(f"model spec {spec!r}: expected name:key=value,key=value (models "
                               "are separated by spaces: --models unet miniseg)")
+        if key in options:
+            raise CovsegError(f"model spec {spec!r}: {key} given twice; give each option once")
         options[key] = parse_option_value(value)
     return name, options
 

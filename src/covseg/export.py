@@ -85,9 +85,11 @@ class OnnxNetwork:
 
 
 def check_graph_fits(session: Any, meta: dict[str, Any], path: Path) -> None:
-    """The graph's static input (channels, height, width) and output channels are those its
-    covseg metadata names: metadata of another export (3 classes on a binary graph) ran
-    without a word and wrote all-background masks. Dynamic dimensions are not compared."""
+    """The graph's static input (channels, height, width) and its output channels are those
+    its covseg metadata names: metadata of another export (3 classes on a binary graph) ran
+    without a word and wrote all-background masks. Dynamic input dimensions are not compared;
+    output channels the graph leaves dynamic (most models' exports) are counted on one blank
+    slice run through it."""
     image, logits = session.get_inputs()[0].shape, session.get_outputs()[0].shape
     size, classes = meta["size"], meta["num_classes"]
     expected = (("input channels", image, 1, meta["in_channels"]), ("input height", image, 2, size),
@@ -95,7 +97,22 @@ def check_graph_fits(session: Any, meta: dict[str, Any], path: Path) -> None:
                 ("output channels", logits, 1, output_channels(classes)))
     for what, shape, axis, wanted in expected:
         found = shape[axis] if len(shape) > axis else None
+        if what == "output channels" and not isinstance(found, int):
+            found = _output_channels(session, meta, path)
         if isinstance(found, int) and found != wanted:
             raise CovsegError(f"{path}: {what}: {found} in the network, {wanted} in its covseg "
                               f"metadata ({classes} classes, {size} px canvas), which belongs to "
                               "another model; export the run again with `covseg export`")
+
+
+def _output_channels(session: Any, meta: dict[str, Any], path: Path) -> int | None:
+    """The channels the graph outputs for one blank slice of the canvas its metadata names
+    (None where its output has no channel axis)."""
+    blank = np.zeros((1, meta["in_channels"], meta["size"], meta["size"]), dtype=np.float32)
+    try:
+        output = session.run(None, {session.get_inputs()[0].name: blank})[0]
+    except Exception as exc:  # noqa: BLE001  onnxruntime raises its own untyped errors
+        raise CovsegError(f"{path}: the network does not run on the {meta['size']} px canvas "
+                          f"its covseg metadata names ({type(exc).__name__}); export the run "
+                          "again with `covseg export`") from None
+    return int(output.shape[1]) if output.ndim > 1 else None

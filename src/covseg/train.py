@@ -707,6 +707,12 @@ def _sigterm_as_exit() -> Iterator[None]:
         yield
 
 
+WAKE_S = 0.5
+"""How often the wait for members returns to Python: a KeyboardInterrupt raised without a
+signal (Ray's cancel of a fold, ``_thread.interrupt_main``) wakes no wait, and was seen only
+once a member ended."""
+
+
 def _run_wave(context: Any, jobs: list[tuple[TrainConfig, Path]], shared: Path, progress: bool,
               threads: int) -> None:
     """Start one process per job, wait for all; the first failure stops the rest and is raised."""
@@ -727,14 +733,15 @@ def _run_wave(context: Any, jobs: list[tuple[TrainConfig, Path]], shared: Path, 
             sender.close()  # the child holds the write end now; its exit reads as end of file
             running[process.sentinel] = (process, receiver)
         while running:
-            for sentinel in wait(list(running)):
+            for sentinel in wait(list(running), timeout=WAKE_S):
                 process, receiver = running.pop(sentinel)
                 process.join()
                 if process.exitcode != 0:
                     raise CovsegError(_sent_error(receiver) or _failure(process))
     finally:
-        for process, _ in running.values():
+        for process, _ in running.values():  # all at once: a member takes seconds to exit
             process.terminate()
+        for process, _ in running.values():
             process.join()
         for _, folder in jobs:  # a member stopped inside mkstemp can leave its temporary file
             remove_temporaries(folder)
