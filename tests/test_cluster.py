@@ -182,7 +182,7 @@ def test_a_cluster_that_does_not_answer_is_refused_in_seconds_before_data(
                                           r"Connection refused; start it with `ray start "
                                           r"--head` or use --ray local$"):
         api.cross_validate("synthetic:1", tmp_path / "cv", ray=address, **RECIPE)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 15  # not Ray's minutes, with room for a loaded machine
     assert not (tmp_path / "cv").exists()
 
 
@@ -223,7 +223,7 @@ def test_a_port_that_answers_but_not_as_a_ray_head_is_refused_in_seconds_before_
                                               r"the HOST:PORT that `ray start --head` printed "
                                               r"there, or use --ray local$"):
             api.cross_validate("synthetic:1", tmp_path / "cv", ray=address, **RECIPE)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 10  # not the 40 s of silence Ray waited
     assert not (tmp_path / "cv").exists()
 
 
@@ -321,7 +321,7 @@ def _stop(*_: Any) -> None:
 
 def _folds_in_their_first_epoch(crash: bool = False) -> Callable[..., None]:
     """A stand-in for a fold's task: it writes what a fold has written in its first epoch (its
-    folder and run record), then trains (sleeps) for a minute, or dies (``crash``). Made
+    folder and run record), then trains (sleeps) for two minutes, or dies (``crash``). Made
     here, so that Ray ships it by value."""
     def fold_task(config: TrainConfig, data: Any, out: str, folds: int, fold: int,
                   resume: bool) -> None:
@@ -330,7 +330,7 @@ def _folds_in_their_first_epoch(crash: bool = False) -> Callable[..., None]:
         record.write_text("{}")
         if crash:
             os._exit(9)
-        for _ in range(1200):  # the epoch's steps
+        for _ in range(2400):  # the epoch's steps: two minutes
             time.sleep(0.05)
 
     return fold_task
@@ -358,7 +358,7 @@ def test_folds_stopped_before_their_first_epoch_leave_no_folder(
     with handler_restored(signal.SIGTERM, _stop), pytest.raises(_Stopped):
         cluster.run_folds_on_ray(TrainConfig(), load_dataset("synthetic:1"), out, 2, False,
                                  "local", 1)
-    assert time.monotonic() - started < 10  # the folds' minute not waited for
+    assert time.monotonic() - started < 45  # the folds' two minutes not waited for
     assert not out.exists()
 
 
