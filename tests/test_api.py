@@ -195,7 +195,7 @@ WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
     (lambda g: covseg.compare(g.data, ["unet", "fcn"], g.tmp / "p", bogus=1),
      "unknown option(s) bogus; compare takes data, models, out, folds, resume and the training "),
     (lambda g: covseg.train(g.data, g.tmp / "p", weight_decay=-1.0, **TINY),
-     "weight_decay must be finite and at least 0, got -1.0 (the default is 1e-4)"),
+     "--weight-decay must be finite and at least 0, got -1.0 (the default is 1e-4)"),
 ]
 
 

@@ -61,22 +61,45 @@ def test_visualize_reads_images_as_training_does(tmp_path: Path,
     assert code == 0 and "wrote" in out and (tmp_path / "v.png").is_file()
 
 
+FORCED_OFF_SCALE = {
+    "hu": r"read as Hounsfield units \(--intensity hu\), but its values \d+\.\.\d+ are grey "
+          r"levels: none lies below 0",
+    "unit": r"read as values in \[0, 1\] \(--intensity unit\), but \d+% of its values "
+            r"\(\d+\.\.\d+\) lie outside 0\.\.1 and would be clipped"}
+
+
+@pytest.mark.parametrize("intensity", ["hu", "unit"])
 @pytest.mark.parametrize("command", ["visualize", "train"])
 @pytest.mark.parametrize("name", ["medseg-covid19-100", "infnet-covid-semiseg"])
-def test_hounsfield_units_forced_on_8_bit_slices_are_refused(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, name: str) -> None:
+def test_scales_forced_on_8_bit_slices_are_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, name: str,
+        intensity: str) -> None:
     """``--intensity hu`` on MedSeg's 8-bit PNGs or Inf-Net's JPEGs read 0..255 as HU, windowed
-    into 0.9..1.0: train fit near-blank slices and visualize drew white tiles, both exit 0."""
+    into 0.9..1.0: train fit near-blank slices and visualize drew white tiles, both exit 0.
+    ``--intensity unit`` clipped them to white above 1 (a near-binary slice) with a warning,
+    and trained a useless model: refused alike now."""
     out = tmp_path / ("v.png" if command == "visualize" else "run")
     quick = () if command == "visualize" else ("--epochs", "1", "--model", "miniseg",
                                                "--size", "64")
-    code, _, err = _run(capsys, command, str(shared(name)), "--out", str(out), "--intensity", "hu",
-                        *quick)
+    code, _, err = _run(capsys, command, str(shared(name)), "--out", str(out), "--intensity",
+                        intensity, *quick)
     err = err.rsplit("\r", 1)[-1]  # what a terminal shows after the cleared progress bar
-    _assert_one_line_error(code, err, "read as Hounsfield units (--intensity hu), but its values ")
-    assert re.search(r"error: \S+\.(png|jpg): read as Hounsfield units .*, but its values "
-                     r"\d+\.\.\d+ are grey levels: none lies below 0", err), err
+    _assert_one_line_error(code, err, f"(--intensity {intensity}), but ")
+    assert re.search(r"error: \S+\.(png|jpg): " + FORCED_OFF_SCALE[intensity], err), err
     assert "--intensity auto" in err and not out.exists()
+
+
+def test_hounsfield_units_forced_to_8_bit_are_refused_naming_the_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_folder: Path) -> None:
+    """``--intensity uint8`` on HU slices clipped everything below 0 HU (the lungs) to black
+    and above 255 to white, trained, and only warned."""
+    out = tmp_path / "run"
+    code, _, err = _run(capsys, "train", str(synthetic_folder), "--out", str(out), "--model",
+                        "unet", "--epochs", "1", "--size", "64", "--intensity", "uint8")
+    _assert_one_line_error(code, err, ".npy: read as 8-bit grey levels (--intensity uint8), "
+                                      "but ")
+    assert "lie outside 0..255 and would be clipped" in err and "--intensity auto" in err
+    assert not out.exists()
 
 
 def _grey_folder(root: Path) -> Path:
@@ -765,7 +788,13 @@ def test_not_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str],
 def test_bad_numbers_and_empty_input_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                             tiny_run: Path) -> None:
     code, _, err = _run(capsys, "train", "synthetic", "--out", str(tmp_path / "r"), "--epochs", "0")
-    _assert_one_line_error(code, err, "--epochs must be positive")
+    _assert_one_line_error(code, err, "--epochs must be at least 1, got 0")
+    for value in ("0", "nan"):  # one wording for one rule: 0 said "--lr must be positive"
+        code, _, err = _run(capsys, "train", "synthetic", "--out", str(tmp_path / "r"), "--lr",
+                            value)
+        _assert_one_line_error(code, err, f"--lr must lie in (0, 1], got {float(value)}")
+    code, _, err = _run(capsys, "cv", "synthetic", "--out", str(tmp_path / "r"), "--size", "0")
+    _assert_one_line_error(code, err, "--size must lie in [32, 1024] px")
     code, _, err = _run(capsys, "train", "synthetic", "--out", str(tmp_path / "r"),
                         "--threshold", "1.5")
     _assert_one_line_error(code, err, "--threshold must lie strictly between 0 and 1")
@@ -984,19 +1013,23 @@ def test_visualize_seed_and_demo_folds_and_epochs_reach_the_api(
 
 def test_warnings_print_on_lines_of_their_own_with_the_covseg_prefix(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A warning logged while a progress bar runs (8-bit slices read with --intensity unit are
-    clipped) is printed on its own line as ``covseg: warning: ...``, not onto the bar's."""
+    """A warning logged while a progress bar runs (16-bit HU + 1024 slices read with
+    --intensity hu are clipped by the window) is printed on its own line as
+    ``covseg: warning: ...``, not onto the bar's."""
+    from covseg.transforms import _warn_clipped
+
+    _warn_clipped.cache_clear()  # said once per scale: another test may have said it
     rng = np.random.default_rng(0)
     for folder in ("images", "masks"):
         (tmp_path / "data" / folder).mkdir(parents=True)
     for k in range(3):
-        Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)).save(
-            tmp_path / "data" / "images" / f"s{k}.png")
+        np.save(tmp_path / "data" / "images" / f"s{k}.npy",
+                rng.integers(1024 - 500, 1024 + 400, (64, 64)).astype(np.uint16))
         mask = np.zeros((64, 64), dtype=np.uint8)
         mask[20:40, 20:40] = 255
         Image.fromarray(mask).save(tmp_path / "data" / "masks" / f"s{k}.png")
     code, _, err = _run(capsys, "visualize", str(tmp_path / "data"), "--out",
-                        str(tmp_path / "grid.png"), "--intensity", "unit")
+                        str(tmp_path / "grid.png"), "--intensity", "hu")
     assert code == 0
     warned = [line for line in err.replace("\r", "\n").splitlines() if "clipped" in line]
     assert warned and all(line.startswith("covseg: warning: many pixels") for line in warned), err

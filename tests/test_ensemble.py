@@ -296,3 +296,22 @@ def test_an_ensemble_run_keeps_its_wall_time_across_resumes(
     assert again["train_seconds"] == pytest.approx(resumed["train_seconds"])
     assert json.loads((tmp_path / "ens" / "metrics.json").read_text())["invocations"] == \
         again["invocations"]
+
+
+def test_each_member_names_itself_on_its_progress_bar(
+        tmp_path: Path, synthetic_folder: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both members of the default ensemble printed ``train miniseg: ...``, nothing telling
+    member 0 (seed 0) from member 1 (seed 1). One thread: the members train one at a time,
+    in this process, whose output the test reads."""
+    from covseg.config import TrainConfig
+    from covseg.data import load_dataset
+
+    train_module = importlib.import_module("covseg.train")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    train_module.train(TrainConfig(**{**TINY_PAIR, "epochs": 1}), load_dataset(synthetic_folder),
+                       tmp_path / "ens", progress=True)
+    bars = capsys.readouterr().err
+    assert "member 0 unet: 100%" in bars and "member 1 unet: 100%" in bars, bars
+    assert "train unet" not in bars
+    assert train_module.member_label(Path("run/member12-unet++")) == "member 12 unet++"

@@ -139,12 +139,14 @@ def test_seed_must_not_be_negative() -> None:
 
 @pytest.mark.parametrize(("option", "value", "message"), [
     ("lr", math.nan, "--lr must lie in"), ("lr", math.inf, "--lr must lie in"),
-    ("lr", 1e300, "--lr must lie in"), ("size", 15, "--size must be at least 32"),
+    ("lr", 1e300, "--lr must lie in"), ("size", 15, "--size must lie in \\[32, 1024\\] px"),
+    ("size", 100_000, "--size must lie in \\[32, 1024\\] px .*, got 100000"),
     ("epochs", 0, "--epochs must be at least 1")])
 def test_numbers_that_would_crash_or_train_nothing_are_refused(option: str, value: float,
                                                                message: str) -> None:
-    """NaN or huge learning rates trained NaN weights (or crashed inside the optimiser), and a
-    15 px canvas crashed inside the network: refused before the run folder is made."""
+    """NaN or huge learning rates trained NaN weights (or crashed inside the optimiser), a
+    15 px canvas crashed inside the network, and a 100,000 px one in a 44-line traceback
+    allocating 29 GB (20,000 px: killed for memory): refused before the run folder is made."""
     with pytest.raises(CovsegError, match=message):
         train_module.check_recipe(TrainConfig(**{**TINY, option: value}))
 
@@ -628,3 +630,43 @@ def test_an_interrupt_without_a_signal_stops_every_member_at_once(
                                tmp_path / "data.pkl", False, 1)
     stopped = [float((folder / "stopped").read_text()) for _, folder in jobs]
     assert max(stopped) - min(stopped) < 1, "members stopped one after the other"
+
+
+def test_a_lung_model_guided_by_lungs_is_refused() -> None:
+    """--target lung with --lung-guide trained a lung model that every later use as a lung
+    guide refused ("a lung model must take the plain CT slice")."""
+    with pytest.raises(CovsegError, match=r"^--lung-guide adds a lung channel for a lesion "
+                                          r"model, .*--target lung.*; leave --lung-guide out$"):
+        train_module.check_recipe(TrainConfig(**TINY, target="lung", lung_guide="threshold"))
+    train_module.check_recipe(TrainConfig(**TINY, target="lung"))
+    train_module.check_recipe(TrainConfig(**TINY, lung_guide="threshold"))
+
+
+def test_a_run_record_left_without_a_checkpoint_is_started_afresh(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """A run killed for memory before its first epoch (--size 20000) left only config.json,
+    and the rerun with sane options was refused as "already holds a run" (and --resume as
+    "trained otherwise"), though nothing was saved: such a record is replaced now, as a run
+    stopped any other way before its first epoch leaves no folder. A saved epoch still asks
+    for --resume."""
+    data = load_dataset(synthetic_folder)
+    out = tmp_path / "killed"
+    out.mkdir()
+    stale = {"config": TrainConfig(**{**TINY, "size": 20000}).to_dict()}
+    (out / "config.json").write_text(json.dumps(stale))
+    metrics = train_module.train(TrainConfig(**{**TINY, "epochs": 1}), data, out,
+                                 progress=False)
+    assert metrics["epochs"] == 1
+    assert json.loads((out / "config.json").read_text())["config"]["size"] == 64
+    with pytest.raises(CovsegError, match="already holds a run; pass --resume"):
+        train_module.train(TrainConfig(**{**TINY, "epochs": 1}), data, out, progress=False)
+
+
+def test_the_patients_actually_held_out_are_recorded(tiny_run: Path) -> None:
+    """config.json recorded --val-fraction as asked (0.25 of 8 patients), never the patients
+    and slices actually held out, which --val-fraction rounds (one patient at least)."""
+    record = json.loads((tiny_run / "config.json").read_text())
+    assert record["config"]["val_fraction"] == 0.25
+    assert record["held_out"] == {"patients": 2, "slices": 4, "of_patients": 8,
+                                  "patient_share": 0.25}
+    assert len(record["val_cases"]) == 4

@@ -181,7 +181,9 @@ def test_lesion_paste_leaves_a_lung_guide_channel_alone() -> None:
 def test_16_bit_slices_are_advised_how_to_convert_and_flat_reads_are_warned(
         caplog: pytest.LogCaptureFixture) -> None:
     """HU + 1024 in a 16-bit PNG: the error advised --intensity hu|uint8|unit, and each of them
-    read the slices flat (clipped) without a word."""
+    read the slices flat (clipped) without a word. Told HU (the advice for HU without air),
+    they read with a warning; told 8-bit or [0, 1], on which they read saturated, they are
+    refused (:func:`test_values_off_an_8_bit_or_unit_scale_told_are_refused`)."""
     from covseg.transforms import _warn_clipped
 
     _warn_clipped.cache_clear()
@@ -190,10 +192,11 @@ def test_16_bit_slices_are_advised_how_to_convert_and_flat_reads_are_warned(
     with pytest.raises(CovsegError, match=r"HU \+ 1024: subtract it") as caught:
         detect_intensity(stored)
     assert "uint8|unit" not in str(caught.value)
-    for mode in ("hu", "uint8", "unit"):
-        caplog.clear()
-        normalize_intensity(stored, mode)
-        assert "pixels of an image lie outside" in caplog.text and mode in caplog.text
+    normalize_intensity(stored, "hu")
+    assert "pixels of an image lie outside" in caplog.text and "hu" in caplog.text
+    for mode in ("uint8", "unit"):
+        with pytest.raises(CovsegError, match=f"--intensity {mode}"):
+            normalize_intensity(stored, mode)
     caplog.clear()
     hu = np.full((8, 8), -850.0)
     hu[0] = 700.0  # bone clips in the lung window, as some of every CT slice does
@@ -254,3 +257,26 @@ def test_scale_errors_name_the_file_they_come_from() -> None:
         normalize_intensity(np.array([[0, 65535]], dtype=np.uint16), source="in/u16.png")
     with pytest.raises(CovsegError, match=r"^cannot tell the intensity scale"):
         normalize_intensity(np.array([[0, 65535]], dtype=np.uint16))
+
+
+def test_values_off_an_8_bit_or_unit_scale_told_are_refused_with_the_file() -> None:
+    """--intensity unit on 8-bit slices clipped every grey level above 1 to white (a
+    near-binary slice) and --intensity uint8 on HU clipped the lungs to black: both trained
+    with a warning, while --intensity hu on grey levels was refused. Refused alike now; values
+    on the scale told, or a few overshooting it (resampling), still read."""
+    grey = np.array([[0, 51, 200, 255]], dtype=np.uint8)
+    with pytest.raises(CovsegError) as caught:
+        normalize_intensity(grey, "unit", source="images/a.png")
+    assert str(caught.value) == (
+        "images/a.png: read as values in [0, 1] (--intensity unit), but 75% of its values "
+        "(0..255) lie outside 0..1 and would be clipped; read it on its own scale: --intensity "
+        "auto (detects HU, 8-bit and [0, 1]) or hu or uint8 (a run predicts as it was trained)")
+    hu = np.array([[-1000.0, -800.0, 40.0, 300.0]])
+    with pytest.raises(CovsegError, match=r"^ct/b.npy: read as 8-bit grey levels \(--intensity "
+                                          r"uint8\), but 75% of its values \(-1000..300\) lie "
+                                          r"outside 0..255"):
+        normalize_intensity(hu, "uint8", source="ct/b.npy")
+    assert np.allclose(normalize_intensity(grey, "uint8"), grey / 255.0)
+    overshoot = np.linspace(0.0, 1.0, 20)[None]
+    overshoot[0, -1] = 1.05  # 1 value in 20 past 1, as a resampled slice's edges
+    assert np.allclose(normalize_intensity(overshoot, "unit")[0, :-1], overshoot[0, :-1])

@@ -143,13 +143,6 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _positive(args: argparse.Namespace, *names: str) -> None:
-    for name in names:
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            raise CovsegError(f"--{name.replace('_', '-')} must be positive")
-
-
 def cmd_visualize(args: argparse.Namespace) -> int:
     path = api.visualize(args.data, args.out, n=args.n, target=args.target, seed=args.seed,
                          intensity=args.intensity, window=tuple(args.window))
@@ -158,7 +151,6 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    _positive(args, "epochs", "batch_size", "lr", "size")
     metrics = api.train(args.data, args.out, resume=args.resume, **_config(args))
     dice = metrics.get("validation", {}).get("dice", {}).get("mean")
     shown = f"validation Dice {dice:.3f}" if dice is not None else "no validation split"
@@ -167,7 +159,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
-    _positive(args, "epochs", "batch_size", "lr", "size")
     summary = api.cross_validate(args.data, args.out, folds=args.folds, resume=args.resume,
                                  fold=args.fold, ray=args.ray,
                                  cpus_per_fold=args.cpus_per_fold, **_config(args))
@@ -183,7 +174,6 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    _positive(args, "epochs", "batch_size", "lr", "size")
     config = _config(args)
     config.pop("model")
     config.pop("model_options")

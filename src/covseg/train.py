@@ -303,11 +303,15 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint:
     one network or an ensemble wrote it (so that a resume with other options, data or split never
     mixes them into the saved run).
 
+    A record beside no checkpoint (a run killed outright, as for memory, before its first
+    epoch: :func:`forget_unsaved_run` could not remove it) describes nothing saved and is
+    started afresh, with or without --resume, as such a stopped run leaves no folder.
+
     Returns the recipe to train with: the saved one on a resume, which trains alike, so that a
     default spelt out on the resume (``--epochs 240``) leaves the run's record as it was.
     """
     record = out / "config.json"
-    if not (record.exists() or _has_checkpoint(out)):
+    if not (_has_checkpoint(out) or (out / "best.pt").exists()):
         return config
     if not resume:
         raise unresumed(out, "a run")
@@ -371,6 +375,10 @@ def check_recipe(config: TrainConfig) -> None:
     if config.crop_lungs and config.lung_guide == "none":
         raise CovsegError("--crop-lungs crops to the lung guide's lungs: add --lung-guide "
                           "threshold or --lung-guide RUN (a lung model)")
+    if config.target == "lung" and config.lung_guide != "none":
+        raise CovsegError("--lung-guide adds a lung channel for a lesion model, while a lung "
+                          "model (--target lung) takes the plain CT slice and could never "
+                          "guide another; leave --lung-guide out")
     guide = config.guide()
     if guide is not None and guide.source != THRESHOLD:
         _check_lung_run(require_lung_model(Predictor.load(guide.source)), config)
@@ -397,11 +405,12 @@ def check_recipe(config: TrainConfig) -> None:
     if not (math.isfinite(config.lr) and 0 < config.lr <= 1):
         raise CovsegError(f"--lr must lie in (0, 1], got {config.lr} (the default is 2e-3)")
     if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
-        raise CovsegError(f"weight_decay must be finite and at least 0, got "
+        raise CovsegError(f"--weight-decay must be finite and at least 0, got "
                           f"{config.weight_decay} (the default is 1e-4)")
-    if config.size < MIN_SIZE:
-        raise CovsegError(f"--size must be at least {MIN_SIZE} px (the networks halve it four "
-                          f"times), got {config.size}")
+    if not MIN_SIZE <= config.size <= MAX_SIZE:
+        raise CovsegError(f"--size must lie in [{MIN_SIZE}, {MAX_SIZE}] px (the networks halve "
+                          f"it four times; CT slices are 512 px, which a larger canvas only "
+                          f"upsamples), got {config.size}")
     if config.epochs is not None and config.epochs < 1:
         raise CovsegError(f"--epochs must be at least 1, got {config.epochs}")
 
@@ -433,13 +442,20 @@ def _check_lung_run(lung: Predictor, config: TrainConfig) -> None:
 
 MIN_SIZE = 32
 """Smallest training canvas: the networks downsample by 16 and need two pixels left there."""
+MAX_SIZE = 1024
+"""Largest training canvas: twice the 512 x 512 px of CT slices (MedSeg's, MosMed's and CT
+volumes' planes), beyond which a canvas only upsamples them while memory and time grow with
+its area (16 times the default 256 px canvas's here). Unbounded, --size 100000 failed to
+allocate 29 GB in a traceback and 20000 was killed for memory, leaving a run record behind."""
 
 
 def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
                  train_cases: Sequence[str], val_cases: Sequence[str], fingerprint: str,
                  progress: bool, bar_position: int = 0,
-                 train_items: list[dict[str, torch.Tensor]] | None = None) -> dict[str, Any]:
-    """Train one network into ``out`` (``bar_position``: its progress bar's line);
+                 train_items: list[dict[str, torch.Tensor]] | None = None,
+                 bar_label: str | None = None) -> dict[str, Any]:
+    """Train one network into ``out`` (``bar_position``: its progress bar's line, ``bar_label``
+    its name, ``train MODEL`` unless given: an ensemble's members name themselves);
     ``fingerprint``: the training slices' data fingerprint, for the run record (computed by
     :func:`train`: a member has no full-size training pixels); ``train_items``: the training
     slices already on the canvas (an ensemble's members share them), else made here."""
@@ -477,8 +493,8 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     loader = DataLoader(Dataset(train_items, transform=transform), batch_size=config.batch_size,
                         shuffle=True, drop_last=len(train_items) > config.batch_size, num_workers=0)
 
-    bar = tqdm(range(first_epoch, epochs + 1), desc=f"train {config.model}", unit="epoch",
-               initial=first_epoch - 1, total=epochs, disable=not progress,
+    bar = tqdm(range(first_epoch, epochs + 1), desc=bar_label or f"train {config.model}",
+               unit="epoch", initial=first_epoch - 1, total=epochs, disable=not progress,
                position=bar_position)
     for epoch in bar:
         _seed_epoch(config.seed, epoch, transform, cutmix, paste)
@@ -557,7 +573,8 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
         else:
             items = make_items()
             member_metrics = [_train_model(member, data, folder, True, train_cases, val_cases,
-                                           fingerprint, progress, train_items=items)
+                                           fingerprint, progress, train_items=items,
+                                           bar_label=member_label(folder))
                               for member, folder in jobs]
         for member, (_, folder) in zip(ensemble.members, jobs, strict=True):
             member.load_state_dict(load_checkpoint(folder / "best.pt")["state_dict"])
@@ -573,6 +590,13 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
         "invocations": invocations, "synthetic": data.synthetic,
     }
     return _write_metrics(out, metrics, data, [by_id[c] for c in val_cases])
+
+
+def member_label(folder: Path) -> str:
+    """A member's progress-bar name from its folder (``member0-miniseg``: ``member 0
+    miniseg``): both members of the default ensemble read ``train miniseg`` before."""
+    index, _, name = folder.name.removeprefix("member").partition("-")
+    return f"member {index} {name}"
 
 
 INVOCATIONS_FILE = "invocations.json"
@@ -793,7 +817,7 @@ def _member_process(config: TrainConfig, shared: Path, out: Path, progress: bool
     items = _load_items(shared.with_name(ITEMS_FILE))
     try:
         _train_model(config, data, out, True, train_cases, val_cases, fingerprint, progress,
-                     bar_position, train_items=items)
+                     bar_position, train_items=items, bar_label=member_label(out))
     except CovsegError as exc:
         errors.send(str(exc))
         sys.exit(2)
@@ -826,8 +850,21 @@ def _write_run_record(out: Path, config: TrainConfig, data: LoadedData,
         "config": config.to_dict(), "data": data.describe(), "layout": data.layout,
         "synthetic": data.synthetic, DATA_FINGERPRINT: fingerprint, **extra,
         "train_cases": list(train_cases), "val_cases": list(val_cases),
-        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "held_out": held_out(data, train_cases, val_cases), "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
     })
+
+
+def held_out(data: LoadedData, train_cases: Sequence[str], val_cases: Sequence[str]
+             ) -> dict[str, Any]:
+    """The validation patients and slices actually held out, and their share of the patients:
+    --val-fraction holds out one patient at least, so the share may be far above the one asked
+    (which the recipe records)."""
+    patient = {s.case_id: s.patient_id for s in data.samples}
+    held = {patient[c] for c in val_cases}
+    patients = len(held | {patient[c] for c in train_cases})
+    return {"patients": len(held), "slices": len(val_cases), "of_patients": patients,
+            "patient_share": len(held) / patients if patients else 0.0}
 
 
 def _write_metrics(out: Path, metrics: dict[str, Any], data: LoadedData,

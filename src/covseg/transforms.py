@@ -74,18 +74,16 @@ def normalize_intensity(
 ) -> np.ndarray:
     """Map a slice or volume read with ``mode`` (``--intensity``) to float32 in [0, 1]: the
     scale detected or told, checked (grey levels told to be HU are refused:
-    :func:`holds_grey_only`; so is a ``window`` a user ``told_window`` other than the lung
+    :func:`holds_grey_only`, as are values mostly off an 8-bit or [0, 1] scale told:
+    :func:`told_scale_mismatch`; so is a ``window`` a user ``told_window`` other than the lung
     window on grey levels: :func:`window_unused`), then :func:`scale_intensity`. An error
     starts with ``source`` (the file) where one is given."""
     if mode not in INTENSITY_MODES:
         raise CovsegError(f"unknown intensity mode {mode!r}; choose one of {INTENSITY_MODES}")
     try:
         kind = detect_intensity(array) if mode == "auto" else mode
-        reason = grey_told_hu(
-            array, "read as Hounsfield units (--intensity hu)", "CT slice",
-            "--intensity auto (detects HU, 8-bit and [0, 1]) or uint8 (a run predicts as it "
-            "was trained)") if kind == "hu" else (
-                window_unused(kind, window) if told_window else None)
+        reason = (told_scale_mismatch(array, kind) if mode != "auto" else None) or (
+            window_unused(kind, window) if told_window else None)
         if reason:
             raise CovsegError(reason)
     except CovsegError as error:
@@ -117,6 +115,35 @@ def grey_told_hu(array: np.ndarray, told: str, what: str, advice: str) -> str | 
     return (f"{told}, but its values {float(array.min()):g}..{float(array.max()):g} are grey "
             f"levels: none lies below 0, while a {what} in HU always holds air (about -1000); "
             f"read it as grey: {advice}")
+
+
+SCALE_NAMES = {"hu": "Hounsfield units", "uint8": "8-bit grey levels",
+               "unit": "values in [0, 1]"}
+"""What each ``--intensity`` scale reads an image as, for its refusals."""
+AUTO_ADVICE = "--intensity auto (detects HU, 8-bit and [0, 1])"
+
+
+def told_scale_mismatch(array: np.ndarray, kind: str) -> str | None:
+    """Why a slice is not on the scale ``kind`` that ``--intensity`` told (None when it may
+    be): grey levels told to be HU (:func:`grey_told_hu`), or more than
+    :data:`MAX_CLIPPED_SHARE` of its values outside an 8-bit or [0, 1] scale, which reads
+    clipped (8-bit slices read as [0, 1] turn white wherever above 1, a near-binary image): a
+    model trained or predicting on them is useless, so both are refused alike."""
+    told = f"read as {SCALE_NAMES[kind]} (--intensity {kind})" if kind in SCALE_NAMES else ""
+    if kind == "hu":
+        return grey_told_hu(array, told, "CT slice", f"{AUTO_ADVICE} or uint8 (a run predicts "
+                            "as it was trained)")
+    if kind not in SCALE_NAMES or not array.size:
+        return None
+    high = 255.0 if kind == "uint8" else 1.0
+    outside = float(np.mean((array < 0) | (array > high)))
+    if outside <= MAX_CLIPPED_SHARE[kind]:
+        return None
+    other = [k for k in SCALE_NAMES if k != kind]
+    return (f"{told}, but {outside:.0%} of its values ({float(array.min()):g}.."
+            f"{float(array.max()):g}) lie outside 0..{high:g} and would be clipped; read it on "
+            f"its own scale: {AUTO_ADVICE} or {' or '.join(other)} (a run predicts as it was "
+            "trained)")
 
 
 TISSUE_HU = -200.0

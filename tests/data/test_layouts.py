@@ -753,6 +753,24 @@ def test_a_split_that_trains_on_fewer_slices_than_it_validates_on_warns(
     assert not caplog.text
 
 
+def test_a_validation_share_rounded_to_whole_patients_is_warned(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """0.05 of 8 patients held out one (12.5 %) and 0.1 of a cv fold's 4 one (25 %) without a
+    word: the share actually held out is warned now."""
+    samples = load_dataset("synthetic").samples  # 12 patients of 4 slices
+    train, val = validation_split(samples, 0.01)
+    assert (len(train), len(val)) == (44, 4)
+    assert ("--val-fraction 0.01 holds out 1 of 12 patient(s) (8.3 %), not 1 %: whole patients "
+            "are held out") in caplog.text
+    caplog.clear()
+    train, val = validation_split(samples[:8], 0.1)  # 2 patients
+    assert "--val-fraction 0.1 holds out 1 of 2 patient(s) (50.0 %), not 10 %" in caplog.text
+    caplog.clear()
+    for fraction in (0.0, 0.25, 0.5):  # 3 and 6 of 12: as asked
+        validation_split(samples, fraction)
+    assert not caplog.text
+
+
 # --- files the layouts skip, and how they say so ------------------------------------------------
 
 
