@@ -228,19 +228,26 @@ def test_a_cascade_costs_its_lung_channel_and_split_files_are_named(
         tmp_path: Path, synthetic_folder: Path) -> None:
     """The cost columns profiled one input channel while a lung-guided run takes two (165,265
     parameters reported against 165,337 trained), and the report did not say that the folds
-    were the data's own split files."""
+    were the data's own split files, nor comparison.json which files made each fold, as cv's
+    summary.json does."""
     data = load_dataset(synthetic_folder)
     cases = [s.case_id for s in data.samples]
     data.folds = [(cases[8:], cases[:8]), (cases[:8], cases[8:])]  # as MosMed's files give
+    data.split_files = [("train_new1.txt", "valid_new1.txt"), ("train_new2.txt", "valid_new2.txt")]
     result = api.compare(data, ["unet:width=4", "miniseg"], tmp_path, epochs=1, size=64,
                          batch_size=4, lung_guide="threshold")
     for row, folder in zip(result["models"], ("unet_width-4", "miniseg"), strict=True):
         trained = json.loads((tmp_path / folder / "fold_0" / "config.json").read_text())
         assert row["parameters"] == trained["parameters"]
     report = (tmp_path / "comparison.md").read_text()
-    assert ("2-fold cross-validation on the data set's own split files (train_new*.txt / "
-            "valid_new*.txt), identical folds") in report
-    assert result["split_files"] is True
+    source = ("the data set's own 2 split files (fold 0: train_new1.txt + valid_new1.txt, "
+              "fold 1: train_new2.txt + valid_new2.txt)")
+    assert ("2-fold cross-validation, identical folds and seed for every model; folds: "
+            f"{source}\n") in report
+    assert result["split_files"] is True and result["fold_source"] == source
+    assert json.loads((tmp_path / "comparison.json").read_text())["fold_source"] == source
+    for folder in ("unet_width-4", "miniseg"):  # recorded as cv records them
+        assert json.loads((tmp_path / folder / "summary.json").read_text())["folds"] == source
 
 
 def test_a_model_folder_is_one_safe_component_inside_out(tmp_path: Path) -> None:
@@ -273,10 +280,18 @@ def test_specs_that_would_share_a_folder_are_refused_before_training(
         check_specs(["fcn:weights=A.pt", "fcn:weights=a.pt"])
 
 
-def _fake_runs(monkeypatch: pytest.MonkeyPatch, dice: dict[str, list[dict[str, float]]]
-               ) -> None:
+def _fold_stats(means: list[float]) -> dict[str, float]:
+    """Mean, sample std and count of per-fold means, as a summary's mean_std_over_folds."""
+    return {"mean": float(np.mean(means)),
+            "std": float(np.std(means, ddof=1)) if len(means) > 1 else float("nan"),
+            "n": len(means)}
+
+
+def _fake_runs(monkeypatch: pytest.MonkeyPatch, dice: dict[str, list[dict[str, float]]],
+               classes: dict[str, dict[str, list[float]]] | None = None) -> None:
     """compare's cross-validation and profiling replaced: each model's per_case.csv holds the
-    per-fold Dice of ``dice`` (model -> per fold, case id -> Dice), its summary their means."""
+    per-fold Dice of ``dice`` (model -> per fold, case id -> Dice), its summary their means,
+    and the per-fold means of ``classes`` (model -> metric -> per fold) as given."""
     def cross_validate(config: TrainConfig, data: object, out: Path, folds: object,
                        resume: bool, verb: str) -> dict[str, Any]:
         assert verb == "compare"  # its refusals say compare, not cross-validate
@@ -288,10 +303,12 @@ def _fake_runs(monkeypatch: pytest.MonkeyPatch, dice: dict[str, list[dict[str, f
             writer.writerows((k, case, value) for k, fold in enumerate(dice[spec])
                              for case, value in fold.items())
         means = [float(np.mean(list(fold.values()))) for fold in dice[spec]]
-        stats = {"mean": float(np.mean(means)), "std": float(np.std(means, ddof=1)),
-                 "n": len(means)}
+        by_class = {key: _fold_stats(values) for key, values in (classes or {}).get(spec, {}
+                                                                                   ).items()}
         summary = {"train_seconds": 60.0, "per_fold": [{"fold": k} for k in range(len(means))],
-                   "mean_std_over_folds": dict.fromkeys(COMPARED_METRICS, stats)}
+                   "folds": f"{len(means)}-fold, grouped by patient (seed 0)",
+                   "mean_std_over_folds": dict.fromkeys(COMPARED_METRICS, _fold_stats(means))
+                   | by_class}
         (out / "summary.json").write_text(json.dumps(summary))
         return summary
 
@@ -321,17 +338,32 @@ def test_pairs_are_the_same_folds_slice_and_delta_is_the_dice_columns(
     assert "Δ Dice: a model's Dice minus the baseline's" in report
     assert "mean_difference is the mean per-slice difference" in report
     assert "| model | Dice | IoU |" in report and "(any lesion)" not in report
+    assert "Per-class" not in report and "ground-glass" not in report
 
 
 def test_multiclass_comparisons_name_their_scores_of_any_lesion(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, saved_figures: list[Figure]) -> None:
-    """The Dice of a multi-class comparison is of any lesion (label > 0), as evaluate says."""
+    """The Dice of a multi-class comparison is of any lesion (label > 0), as evaluate says, and
+    so is its paired test; its per-class Dice, which each model's cv report gives, were nowhere
+    in comparison.md or comparison.json."""
     _fake_runs(monkeypatch, {"unet": [{"a": 0.5}, {"b": 0.4}],
-                             "miniseg": [{"a": 0.6}, {"b": 0.5}]})
-    compare.compare_models(TrainConfig(target="multiclass"),
-                           load_dataset("synthetic", "multiclass"), ["unet", "miniseg"], tmp_path)
+                             "miniseg": [{"a": 0.6}, {"b": 0.5}]},
+               {"unet": {"ground-glass_dice": [0.2, 0.4], "consolidation_dice": [0.1]},
+                "miniseg": {"ground-glass_dice": [0.3, 0.3], "consolidation_dice": [0.05, 0.15]}})
+    result = compare.compare_models(TrainConfig(target="multiclass"),
+                                    load_dataset("synthetic", "multiclass"), ["unet", "miniseg"],
+                                    tmp_path)
     report = (tmp_path / "comparison.md").read_text()
     assert "| model | Dice (any lesion) | IoU (any lesion) | sensitivity (any lesion) |" in report
+    assert "| Δ Dice (any lesion) | better/worse | p (any lesion) |" in report
+    assert ("| model | ground-glass | consolidation |\n|---|---|---|\n"
+            "| unet | 0.300 ± 0.141 | 0.100 (1 of 2 folds) |\n"
+            "| miniseg | 0.300 ± 0.000 | 0.100 ± 0.071 |\n") in report
+    recorded = json.loads((tmp_path / "comparison.json").read_text())["models"]
+    for rows in (result["models"], recorded):
+        assert rows[0]["ground-glass_dice"]["mean"] == pytest.approx(0.3)
+        assert rows[1]["consolidation_dice"] == {"mean": pytest.approx(0.1),
+                                                "std": pytest.approx(0.0707107), "n": 2}
     axes = saved_figures[-1].axes[0]
     assert "per-case Dice (any lesion) by model" in axes.get_title()
     assert axes.get_ylabel() == "Dice (any lesion) per case"

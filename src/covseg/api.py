@@ -338,8 +338,10 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
     :func:`train`.
 
     Returns the comparison, as ``comparison.json``: per model (``models``) its metrics over the
-    folds, its cost (parameters, GFLOPs, CPU ms per slice) and, but for the baseline, the paired
-    Wilcoxon test of its per-case Dice against the baseline's, and ``left_out``: the models of
+    folds (with a multi-class target each class's Dice too, ``ground-glass_dice``...), its cost
+    (parameters, GFLOPs, CPU ms per slice) and, but for the baseline, the paired Wilcoxon test
+    of its per-case Dice against the baseline's; ``fold_source``: how the folds were made (the
+    split files of each fold), as cv's ``summary.json`` says it; and ``left_out``: the models of
     an earlier comparison in ``out`` (a ``resume`` with another list) that this one does not
     report, whose folders stay, also logged as a warning. Each model's options go in its
     spec (``"unet:width=8"``): ``model=`` and ``model_options=`` are refused, as the CLI's

@@ -25,6 +25,7 @@ from scipy.stats import wilcoxon
 from covseg.config import TrainConfig
 from covseg.crossval import (
     UNDEFINED,
+    class_dice,
     cross_validate,
     cross_validation_work,
     mean_over_folds,
@@ -147,7 +148,8 @@ def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
         dice_by_model[spec] = per_case
         rows.append({"model": spec, "folder": model_folder(spec),
                      "train_seconds": summary["train_seconds"], **cost,
-                     **{m: summary["mean_std_over_folds"][m] for m in COMPARED_METRICS}})
+                     **{m: summary["mean_std_over_folds"][m] for m in COMPARED_METRICS},
+                     **class_dice(summary["mean_std_over_folds"])})
     baseline = specs[0]
     for row in rows[1:]:
         row["dice_difference"] = row["dice"]["mean"] - rows[0]["dice"]["mean"]
@@ -156,6 +158,7 @@ def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
     result = {**provenance(data_path=data.root),
               "data": data.describe(), "synthetic": data.synthetic, "baseline": baseline,
               "folds": len(summary["per_fold"]), "split_files": bool(data.folds),
+              "fold_source": summary["folds"],
               "config": _shared_recipe(config), "models": rows, "left_out": left_out}
     write_json(out / "comparison.json", result)
     dice = any_lesion("Dice", config.target == "multiclass")
@@ -260,11 +263,20 @@ def per_case_dice(cv_dir: Path, table: str = "per_case.csv", by_fold: bool = Fal
                 float(row["dice"]) for row in csv.DictReader(handle)}
 
 
-def _fold_source(result: dict[str, Any]) -> str:
-    """Where the folds came from, when the data set shipped them (MosMed's split files)."""
-    if result.get("split_files"):
-        return " on the data set's own split files (train_new*.txt / valid_new*.txt)"
-    return ""
+def _class_dice_table(result: dict[str, Any]) -> list[str]:
+    """A multi-class comparison's per-class Dice per model (mean ± std over folds, as each
+    model's report.md gives it) as Markdown lines; none for a binary target."""
+    rows = result["models"]
+    keys = list(dict.fromkeys(key for row in rows for key in class_dice(row)))
+    if not keys:
+        return []
+    lines = ["", ("Per-class Dice (mean ± sample std over folds; the paired test above is on "
+                  "the Dice of any lesion):"), "",
+             "| model | " + " | ".join(key.removesuffix("_dice") for key in keys) + " |",
+             "|---|" + "---|" * len(keys)]
+    return lines + [f"| {row['model']} | " + " | ".join(
+        mean_over_folds(row[key], result["folds"]) if key in row else UNDEFINED for key in keys)
+        + " |" for row in rows]
 
 
 def comparison_markdown(result: dict[str, Any]) -> str:
@@ -278,8 +290,8 @@ def comparison_markdown(result: dict[str, Any]) -> str:
         *(["**SYNTHETIC data**: figures say nothing about real CT.", ""]
           if result["synthetic"] else []),
         f"- Data: {result['data']}",
-        (f"- {result['folds']}-fold cross-validation{_fold_source(result)}, identical folds "
-         "and seed for every model"),
+        (f"- {result['folds']}-fold cross-validation, identical folds and seed for every "
+         f"model; folds: {result['fold_source']}"),
         (f"- Baseline: `{result['baseline']}`; Δ Dice: a model's Dice minus the baseline's "
          "(comparison.json's mean_difference is the mean per-slice difference); better/worse "
          "and p: per-slice pairs (the same fold's same slice), p by a two-sided paired Wilcoxon "
@@ -289,8 +301,9 @@ def comparison_markdown(result: dict[str, Any]) -> str:
         f"- Recipe (shared; each model's name and options in its row): `{result['config']}`",
         *([f"- Note: {left_out_note(result['left_out'])}"] if result.get("left_out") else []),
         "",
-        ("| model | " + " | ".join(columns) + " | Δ Dice | better/worse "
-         "| p | params | GFLOPs/512² | CPU ms/512² | CV training (min) |"),
+        ("| model | " + " | ".join(columns) + f" | Δ {columns[0]} | better/worse "
+         f"| {any_lesion('p', multiclass)} | params | GFLOPs/512² | CPU ms/512² "
+         "| CV training (min) |"),
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["models"]:
@@ -306,5 +319,6 @@ def comparison_markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {row['model']} | " + " | ".join(cells) + f" | {delta} | {counts} | "
                      f"{p_value} | {row['parameters']:,} | {row['gflops_per_slice']:.1f} | "
                      f"{row['cpu_ms_per_slice']:.0f} | {row['train_seconds'] / 60:.1f} |")
+    lines += _class_dice_table(result)
     lines += ["", f"![per-case {columns[0]} by model](comparison_boxplot.png)", ""]
     return "\n".join(lines)

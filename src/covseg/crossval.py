@@ -6,6 +6,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -265,6 +266,13 @@ def mean_over_folds(stats: dict[str, float], folds: int) -> str:
     if 0 < count < folds:
         text += f" ({count} of {folds} folds)"
     return text
+
+
+def class_dice(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """The per-class Dice (``ground-glass_dice``, ...) of a multi-class cross-validation's
+    ``mean_std_over_folds``, which its report lists beside the Dice of any lesion; empty for
+    a binary target."""
+    return {key: value for key, value in stats.items() if key.endswith("_dice")}
 
 
 def report_markdown(summary: dict[str, Any]) -> str:

@@ -223,7 +223,7 @@ def test_mosmed_2d_fold_lists_that_leak_are_refused(tmp_path: Path) -> None:
         assert "\n" not in str(caught.value)
     (root / "train_new0.txt").write_text(train.replace("study_0003_1.npy\n", ""))
     (root / "valid_new0.txt").write_text("study_0001_0.npy\nstudy_0001_1.npy\nstudy_0003_1.npy\n")
-    with pytest.raises(CovsegError, match=r"valid_new0.txt: study study_0003 has slices in "
+    with pytest.raises(CovsegError, match=r"valid_new0.txt: patient study_0003 has slices in "
                                           r"both lists \(study_0003_1 here, study_0003_0 in "
                                           r"train_new0.txt\); folds never split a patient"):
         load_dataset(root)
@@ -265,6 +265,91 @@ def test_mosmed_2d_split_lists_need_their_partner(tmp_path: Path) -> None:
     assert detect_layout(root) == "mosmed-2d"
     with pytest.raises(CovsegError, match=r"valid_new0.txt: its partner train_new0.txt"):
         load_dataset(root)
+
+
+def test_split_files_and_patients_csv_saved_by_windows_tools_are_read(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """A split file in UTF-16 (PowerShell's ``dir -Name > train_new1.txt``) or cp1252 (Notepad's
+    "ANSI") ended in a UnicodeDecodeError traceback; one with a UTF-8 byte order mark was
+    refused naming an invisible character. patients.csv is read by the same reader."""
+    (tmp_path / "mosmed").mkdir()
+    root = _mosmed_2d(tmp_path / "mosmed")
+    expected = load_dataset(root).folds
+    texts = {path: path.read_text() for path in root.glob("*_new*.txt")}
+    for encoding in ("utf-16", "utf-16-be", "utf-8-sig"):
+        for path, text in texts.items():
+            bom = "\ufeff" if encoding == "utf-16-be" else ""
+            path.write_bytes((bom + text.replace("\n", "\r\n")).encode(encoding))
+        assert load_dataset(root).folds == expected
+    (root / "valid_new0.txt").write_bytes("study_0001_0.npy\n\u00e9t\u00e9.npy\n".encode("cp1252"))
+    with pytest.raises(CovsegError, match=r"valid_new0.txt: not UTF-8 text \(invalid "
+                                          r"continuation byte at byte 17\); save it as UTF-8$"):
+        load_dataset(root)
+    copy = tmp_path / "data"
+    shutil.copytree(synthetic_folder, copy)
+    table = copy / "patients.csv"
+    table.write_bytes(table.read_text(encoding="utf-8").encode("utf-16"))
+    assert len(load_dataset(copy).patients) == 8
+    table.write_bytes("case_id,patient_id\nx,J\u00fcrgen\n".encode("cp1252"))
+    with pytest.raises(CovsegError, match=r"patients.csv: not UTF-8 text .*save it as UTF-8$"):
+        load_dataset(copy)
+
+
+def test_mosmed_2d_names_with_dots_or_windows_separators_are_their_slices(tmp_path: Path
+                                                                          ) -> None:
+    """The split reader cut names at the first dot (study_0001_x.0.jpg was "no slice" though the
+    layout read it) and refused imgs\\x.jpg while imgs/x.jpg was read."""
+    root = _mosmed_2d(tmp_path)
+    for folder in ("imgs", "masks"):
+        for k in (0, 1):
+            path = root / folder / f"study_0001_{k}.npy"
+            path.rename(path.with_name(f"study_0001_x.{k}.npy"))
+    (root / "valid_new0.txt").write_text("imgs\\study_0001_x.0.npy\r\nstudy_0001_x.1\r\n")
+    (root / "train_new1.txt").write_text(
+        "study_0001_x.0.npy masks\\study_0001_x.0.npy\nimgs/study_0001_x.1.NPY\n"
+        "imgs\\study_0003_0.npy\nstudy_0003_1.npy\n")
+    data = load_dataset(root)
+    assert data.folds[0][1] == ["study_0001_x.0", "study_0001_x.1"]
+    assert data.folds[1][0] == ["study_0001_x.0", "study_0001_x.1", "study_0003_0",
+                                "study_0003_1"]
+    assert {s.case_id for s in data.samples} >= {"study_0001_x.0", "study_0001_x.1"}
+
+
+def test_mosmed_2d_takes_a_patients_csv_and_warns_of_slices_of_no_patient(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Slices not named study_NNNN_K were each their own patient in silence, and a patients.csv
+    beside them was ignored (every other 2D layout reads it), so a fold could train and test one
+    patient's slices without a word."""
+    root = _mosmed_2d(tmp_path)
+    for folder in ("imgs", "masks"):
+        for k in (0, 1):
+            path = root / folder / f"study_0001_{k}.npy"
+            path.rename(path.with_name(f"p1s{k}.npy"))
+    for path in root.glob("*_new*.txt"):
+        path.write_text(re.sub(r"study_0001_(\d)", r"p1s\1", path.read_text()))
+    data = load_dataset(root)
+    assert {s.patient_id for s in data.samples} == {"p1s0", "p1s1", "study_0002", "study_0003"}
+    assert ("2 of 6 slices name no study (study_NNNN_K) and no patients.csv names them (e.g. "
+            "p1s0), so each is its own patient" in caplog.text)
+    assert [r.getMessage().count("\n") for r in caplog.records if "no study" in r.getMessage()
+            ] == [0]
+    caplog.clear()
+    (root / "patients.csv").write_text("case_id,patient_id\np1s0,anna\np1s1,anna\n")
+    data = load_dataset(root)
+    assert {s.patient_id for s in data.samples} == {"anna", "study_0002", "study_0003"}
+    assert "no study" not in caplog.text and "patients.csv" not in caplog.text
+    refusals = {
+        r"valid_new0.txt: patient anna has slices in both lists \(p1s0 here, p1s1 in "
+        r"train_new0.txt\)": {"valid_new0.txt": "p1s0.npy\n",
+                              "train_new0.txt": "p1s1.npy\nstudy_0002_0.npy\n"},
+        "patients.csv names none of the 6 slices": {
+            "patients.csv": "case_id,patient_id\nslice_7,anna\n"},
+    }
+    for message, files in refusals.items():
+        for name, text in files.items():
+            (root / name).write_text(text)
+        with pytest.raises(CovsegError, match=message):
+            load_dataset(root)
 
 
 def test_zenodo_kaggle_names_with_lung_and_infection(tmp_path: Path) -> None:

@@ -20,15 +20,17 @@ follow-up scans).
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
+import io
 import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -37,6 +39,7 @@ from tqdm import tqdm
 from covseg.config import check_window
 from covseg.errors import CovsegError, counted
 from covseg.io.image import (
+    IMAGE_SUFFIXES,
     case_key,
     image_name,
     is_image_file,
@@ -254,25 +257,40 @@ def _read_patients_csv(root: Path) -> dict[str, str]:
     """``root/patients.csv`` (columns case_id, patient_id; a case is a slice's id or file stem)
     as a dict; empty without the file. Public slice sets publish no patient ids, so this is
     how a user groups them for cross-validation. Read as spreadsheets save it: a UTF-8 byte
-    order mark (Excel) is dropped, and blanks around names and values are ignored."""
+    order mark (Excel) is dropped, UTF-16 is read (:func:`read_text_file`), and blanks around
+    names and values are ignored."""
     table = root / "patients.csv"
     if not table.is_file():
         return {}
-    with table.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        reader.fieldnames = [name.strip() for name in reader.fieldnames or ()]
-        if not {"case_id", "patient_id"} <= set(reader.fieldnames):
-            raise CovsegError(f"{table}: needs the columns case_id,patient_id; "
-                              f"found {reader.fieldnames}")
-        patients: dict[str, str] = {}
-        for row in reader:
-            case, patient = _patient_row(table, reader.line_num, row)
-            if patients.get(case, patient) != patient:
-                raise CovsegError(f"{table}: line {reader.line_num} puts {case} under patient "
-                                  f"{patient}, an earlier line under {patients[case]}; give "
-                                  "each case one patient")
-            patients[case] = patient
-        return patients
+    reader = csv.DictReader(io.StringIO(read_text_file(table), newline=""))
+    reader.fieldnames = [name.strip() for name in reader.fieldnames or ()]
+    if not {"case_id", "patient_id"} <= set(reader.fieldnames):
+        raise CovsegError(f"{table}: needs the columns case_id,patient_id; "
+                          f"found {reader.fieldnames}")
+    patients: dict[str, str] = {}
+    for row in reader:
+        case, patient = _patient_row(table, reader.line_num, row)
+        if patients.get(case, patient) != patient:
+            raise CovsegError(f"{table}: line {reader.line_num} puts {case} under patient "
+                              f"{patient}, an earlier line under {patients[case]}; give "
+                              "each case one patient")
+        patients[case] = patient
+    return patients
+
+
+def read_text_file(path: Path) -> str:
+    """A text file a user wrote (a split file, patients.csv) as editors on any system save it:
+    UTF-8 with or without a byte order mark (Excel's "CSV UTF-8", old Notepad), or UTF-16 with
+    one (Windows PowerShell's ``>``); the mark is dropped. Other encodings (Notepad's "ANSI")
+    are refused in one line rather than read as other names than the file shows."""
+    data = path.read_bytes()
+    encoding = "utf-16" if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else (
+        "utf-8-sig")
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as error:
+        raise CovsegError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start}); "
+                          "save it as UTF-8") from None
 
 
 def _patient_row(table: Path, line: int, row: dict[str, str | None]) -> tuple[str, str]:
@@ -313,9 +331,9 @@ def _study_cases(pairs: list[tuple[str, Path, Path]]) -> list[tuple[str, str]]:
 
 
 def _check_patients_listed(patients: dict[str, str], slices: Sequence[tuple[str, str]],
-                           studies: Sequence[tuple[str, str]] = ()) -> None:
+                           studies: Sequence[tuple[str, str]] = (), warn: bool = True) -> None:
     """A patients.csv that names none of the slices and studies is a mistake, one that misses
-    some a risk."""
+    some a risk (warned of unless ``warn`` is off: the caller groups those otherwise)."""
     cases = [*slices, *studies]
     if not patients or not cases:
         return
@@ -330,7 +348,7 @@ def _check_patients_listed(patients: dict[str, str], slices: Sequence[tuple[str,
             names.append(f"a study's name, e.g. {studies[0][0]}")
         raise CovsegError(f"patients.csv names none of the {len(cases)} {kind}; its case_id is "
                           + ", or ".join(names))
-    if missing:
+    if missing and warn:
         log.warning("patients.csv does not name %d of %d %s (e.g. %s): each counts as its "
                     "own patient", len(missing), len(cases), kind, missing[0])
 
@@ -482,9 +500,10 @@ def _check_unique_cases(samples: list[Sample]) -> None:
 def _read_mosmed_2d(root: Path, options: ReadOptions) -> LoadedData:
     images_dir = _first_dir(root, ("imgs", "images")) or root
     masks_dir = _require(root / "masks")
-    images = _files(images_dir, is_image_file)
-    pairs = _pair(images, _files(masks_dir, is_image_file), root)
-    patients = {stem: _mosmed_patient(stem) for stem in images}
+    images = _files(images_dir, is_image_file, lambda path: _slice_stem(path.name))
+    pairs = _pair(images, _files(masks_dir, is_image_file, lambda path: _slice_stem(path.name)),
+                  root)
+    patients = _mosmed_patients(root, pairs)
     samples = _read_2d_pairs(pairs, options, patients, "reading MosMed slices")
     splits = _split_pairs(root)
     folds = [_read_fold(train_list, valid_list, patients, images_dir)
@@ -505,6 +524,24 @@ def _read_mosmed_2d(root: Path, options: ReadOptions) -> LoadedData:
                     "not theirs (fold K is the K-th pair in number order): %s", root,
                     ", ".join(map(str, numbers)), len(numbers), split_files_note(loaded))
     return loaded
+
+
+def _mosmed_patients(root: Path, pairs: list[tuple[str, Path, Path]]) -> dict[str, str]:
+    """Each slice's patient: as ``root/patients.csv`` groups it, as every 2D layout reads it,
+    else its study as its name tells it (:func:`_mosmed_patient`); slices that neither tells are
+    each their own patient, which a warning says, as a split file may then put one patient's
+    slices on both sides of a fold unseen."""
+    table = _read_patients_csv(root)
+    _check_patients_listed(table, _slice_cases(pairs), warn=False)  # studies group the rest
+    patients = {stem: table.get(stem, _mosmed_patient(stem)) for stem, _, _ in pairs}
+    untold = [stem for stem in patients if stem not in table and _mosmed_patient(stem) == stem]
+    if untold:
+        log.warning("%s: %d of %s name no study (study_NNNN_K) and no patients.csv names %s "
+                    "(e.g. %s), so each is its own patient and a fold may train and test one "
+                    "patient's slices; name them by study or add a patients.csv "
+                    "(case_id,patient_id)", root, len(untold), counted(len(patients), "slice"),
+                    "it" if len(untold) == 1 else "them", untold[0])
+    return patients
 
 
 def split_files_note(data: LoadedData) -> str:
@@ -558,7 +595,8 @@ def _mosmed_patient(stem: str) -> str:
 def _read_fold(train_list: Path, valid_list: Path, patients: dict[str, str], images_dir: Path
                ) -> tuple[list[str], list[str]]:
     """One fold's training and test slices. A fold that tests on what it trained on is refused:
-    a slice in both lists, or a patient (a MosMed study) with slices in both."""
+    a slice in both lists, or a patient (a MosMed study, or as patients.csv groups slices) with
+    slices in both."""
     train, valid = (_read_split(path, patients, images_dir) for path in (train_list, valid_list))
     train_set = set(train)
     trained = {patients[stem]: stem for stem in train}
@@ -567,8 +605,9 @@ def _read_fold(train_list: Path, valid_list: Path, patients: dict[str, str], ima
             raise CovsegError(f"{valid_list}: slice {stem} is in {train_list.name} too, so the "
                               "fold tests on a slice it trained on; keep it in one of the lists")
         if patients[stem] in trained:
-            raise CovsegError(f"{valid_list}: study {patients[stem]} has slices in both lists "
-                              f"({stem} here, {trained[patients[stem]]} in {train_list.name}); "
+            raise CovsegError(f"{valid_list}: patient {patients[stem]} has slices in both "
+                              f"lists ({stem} here, {trained[patients[stem]]} in "
+                              f"{train_list.name}); "
                               "folds never split a patient: put all of its slices in one list")
     return train, valid
 
@@ -591,7 +630,7 @@ def _read_split(path: Path, known: dict[str, str], images_dir: Path) -> list[str
     (``imgs/x.jpg masks/x_mask.png``); a name with no slice, or no name at all, is refused, as
     it would train or test a fold on other slices than the file says (or on none); so is a slice
     named twice, which would count twice in every mean."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = read_text_file(path).splitlines()
     names = [(number, _split_line(path, number, line)) for number, line in enumerate(lines, 1)
              if line.strip()]
     if not names:
@@ -612,8 +651,13 @@ def _read_split(path: Path, known: dict[str, str], images_dir: Path) -> list[str
 
 
 def _slice_stem(name: str) -> str:
-    """The stem of a slice as a split file names it (``imgs/study_0255_3.jpg``)."""
-    return Path(name).name.split(".")[0]
+    """The stem of a slice file as the MosMed layout keys its images and a split file names
+    them (``imgs/study_0255_3.jpg``, ``imgs\\study_0255_3.jpg`` as written on Windows, or no
+    suffix): the file name without its image suffix only, so that ``study_0255_x.0.jpg`` is
+    ``study_0255_x.0``."""
+    file_name = PureWindowsPath(name).name  # split at \ and / alike
+    suffix = PureWindowsPath(file_name).suffix
+    return file_name[: -len(suffix)] if suffix.lower() in IMAGE_SUFFIXES else file_name
 
 
 def _split_line(path: Path, number: int, line: str) -> str:
