@@ -21,7 +21,7 @@ from covseg.models.miniseg import stage_widths
 from covseg.models.padding import PadToMultiple
 from covseg.models.pretrained import OFFLINE, adapt_kernel
 from covseg.models.profile import profile_model
-from covseg.models.registry import check_options
+from covseg.models.registry import check_model, check_options
 
 HEAVY_VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("deeplabv3", {"backbone": "resnet101"}),
@@ -152,6 +152,23 @@ def test_unet_is_plain_and_resunet_residual() -> None:
 def test_bad_names_and_options_are_covseg_errors(name: str, options: dict[str, Any]) -> None:
     with pytest.raises(CovsegError):
         build_model(name, **options)
+
+
+@pytest.mark.parametrize("name", ["miniseg ", " miniseg", " miniseg "])
+def test_a_name_with_stray_spaces_builds_the_model_it_names(name: str) -> None:
+    """Spaces around a name are trimmed, as around an ensemble's members: miniseg itself, with
+    its options checked, not a KeyError traceback."""
+    torch.manual_seed(0)
+    model = build_model(name, width=0.25)
+    torch.manual_seed(0)
+    same = build_model("miniseg", width=0.25)
+    assert parameter_count(model) == parameter_count(same) == parameter_count(
+        build_model("miniseg", width=0.25))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 same.state_dict().values(), strict=True))
+    assert check_model(name, {"width": 0.25}) == ["miniseg"]
+    with pytest.raises(CovsegError, match="'miniseg' has no option 'depth'"):
+        build_model(name, depth=3)
 
 
 @pytest.mark.parametrize(

@@ -129,12 +129,14 @@ def _missing(name: str, requirement: str) -> CovsegError:
 def build_model(name: str, in_channels: int = 1, num_classes: int = 2, **options: Any
                 ) -> nn.Module:
     """Build a registered model, or an ensemble for ``a,b``; unknown names and bad options give
-    a one-line error."""
+    a one-line error. Names are looked up as :func:`check_model_names` trims them (``"miniseg "``
+    is miniseg, as ``"miniseg, unet"`` is an ensemble)."""
     names = check_model_names(name)
     if len(names) > 1:
         return Ensemble([build_model(n, in_channels, num_classes, **options) for n in names])
     if num_classes < 2:
         raise CovsegError(f"num_classes must be at least 2 (background + one class), got {num_classes}")
+    name = names[0]
     spec = REGISTRY[name]
     check_options(name, options)
     try:
