@@ -285,12 +285,17 @@ def test_an_unreachable_host_fails_at_once_and_leaves_no_empty_folder(
 
 def test_a_file_given_as_to_is_named_as_the_option(tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    """The generic 'a file is in the way' error said 'pick another --out' to fetch's --to."""
+    """The generic 'a file is in the way' error said 'pick another --out' to fetch's --to; the
+    API raised the NotADirectoryError itself (only the CLI converted it)."""
     (tmp_path / "afile").write_text("x")
     assert main(["data", "fetch", "medseg", "--to", str(tmp_path / "afile")]) == 2
     captured = capsys.readouterr()
-    assert captured.err == (f"covseg: error: {tmp_path / 'afile'}: a file is in the way of a "
-                            "folder covseg writes; pick another --to\n")
+    assert captured.err == (f"covseg: error: {tmp_path / 'afile'}: a file is in the way (the "
+                            "output is a folder); pick another --to\n")
+    assert main(["data", "fetch", "medseg", "--to", str(tmp_path / "afile" / "sub")]) == 2
+    assert capsys.readouterr().err == (
+        f"covseg: error: {tmp_path / 'afile'}: a file is in the way of the output folder "
+        f"{tmp_path / 'afile' / 'sub'}; pick another --to\n")
     assert captured.out == "" and (tmp_path / "afile").read_text() == "x"
 
 

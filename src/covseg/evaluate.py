@@ -18,7 +18,7 @@ from tqdm import tqdm
 from covseg.data.layouts import CLASS_NAMES, Sample, data_folders, examples
 from covseg.errors import CovsegError, counted
 from covseg.infer import Predictor, output_name
-from covseg.io.atomic import write_json, write_text
+from covseg.io.atomic import output_folder, write_json, write_text
 from covseg.io.image import (
     case_key,
     image_given_as_mask,
@@ -533,6 +533,7 @@ def output_files(out: str | os.PathLike[str], inputs: Sequence[Path]) -> dict[st
         if base.resolve().is_relative_to(folder.resolve()):
             raise CovsegError(f"--out {out}: lies in the mask folder {folder}, where its files "
                               "would be read as masks; pick an --out outside it")
+    output_folder(base.parent)
     files = {kind: base.with_name(f"{base.name}.{kind}") for kind in OUTPUT_KINDS}
     existing = [path for path in files.values() if path.exists()]
     if existing and not _is_evaluation(files["json"]):

@@ -56,6 +56,7 @@ from nibabel.wrapstruct import WrapStructError
 from tqdm import tqdm
 
 from covseg.errors import CovsegError
+from covseg.io.atomic import output_folder
 from covseg.io.volume import NIFTI_ERRORS
 
 CHUNK = 1 << 20
@@ -149,7 +150,7 @@ def fetch(name: str, to_dir: str | os.PathLike[str], *,
     if name not in table:
         raise CovsegError(f"unknown data set {name!r}; choose one of {', '.join(sorted(table))}")
     source = table[name]
-    to_dir = Path(to_dir)
+    to_dir = output_folder(to_dir, "--to")
     if source.manual:
         raise CovsegError(source.manual.format(to=to_dir))
     paths = []

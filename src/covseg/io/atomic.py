@@ -28,18 +28,21 @@ def output_file(target: str | os.PathLike[str], suffix: str, kind: str) -> Path:
     if not target.name.lower().endswith(suffix):
         raise CovsegError(f"{target}: the {kind} to write must end in {suffix}, "
                           f"e.g. {target.with_name(target.stem + suffix)}")
+    output_folder(target.parent)
     return target
 
 
-def output_folder(target: str | os.PathLike[str]) -> Path:
+def output_folder(target: str | os.PathLike[str], option: str = "--out") -> Path:
     """``target`` as a folder to write into, checked before any work: a file there, or in place
-    of a folder above it, would stop the run at its first write with an OS error."""
+    of a folder above it, would stop the run at its first write with an OS error (raw
+    NotADirectoryError or FileExistsError from the API). ``option``: what the error says to
+    change."""
     target = Path(target)
     existing = next((folder for folder in (target, *target.parents) if folder.exists()), None)
     if existing is not None and not existing.is_dir():
         where = (" (the output is a folder)" if existing == target
                  else f" of the output folder {target}")
-        raise CovsegError(f"{existing}: a file is in the way{where}; pick another --out")
+        raise CovsegError(f"{existing}: a file is in the way{where}; pick another {option}")
     return target
 
 
@@ -52,7 +55,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(target)
     if target.is_dir():
         raise CovsegError(f"{target}: is a folder, not a file to write; pick another name")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    output_folder(target.parent).mkdir(parents=True, exist_ok=True)
     suffix = "".join(target.suffixes) or ".tmp"
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix,
