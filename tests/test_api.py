@@ -8,6 +8,7 @@ import hashlib
 import inspect
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -723,3 +724,25 @@ def test_lung_model_overlays_fill_lungs_in_the_lung_colour(tmp_path: Path) -> No
     np.testing.assert_allclose(shown, overlay_image(ramp / 255.0, lungs, palette=LUNG_COLOURS),
                                atol=1)
     assert (shown[lungs > 0, 1] > shown[lungs > 0, 0]).all()  # green over grey, not red
+
+
+def _draws(seed: int) -> tuple[float, float, float]:
+    """The next number of each global generator after seeding them all with ``seed``."""
+    np.random.seed(seed)
+    random.seed(seed)
+    torch.manual_seed(seed)
+    return np.random.rand(), random.random(), torch.rand(1).item()
+
+
+def test_training_leaves_the_callers_generators_as_they_were(tmp_path: Path,
+                                                             synthetic_folder: Path) -> None:
+    """train reseeded random, numpy and torch every epoch and left them there: two scripts
+    seeded differently drew the same numbers after a covseg.train call."""
+    after = []
+    for seed in (123, 999):
+        np.random.seed(seed)
+        random.seed(seed)
+        torch.manual_seed(seed)
+        covseg.train(synthetic_folder, tmp_path / f"run{seed}", **TINY)
+        after.append((np.random.rand(), random.random(), torch.rand(1).item()))
+    assert after == [_draws(123), _draws(999)]

@@ -94,7 +94,8 @@ def canvas_items(samples: Sequence[Sample], size: int,
 
 
 def _seed_epoch(seed: int, epoch: int, *randomized: Any) -> None:
-    """Seed every RNG from (seed, epoch) so a resumed run replays the same batches."""
+    """Seed every RNG from (seed, epoch) so a resumed run replays the same batches (the
+    caller's global generators are given back by :func:`callers_generators_kept`)."""
     value = (seed * 100_003 + epoch) % 2**31
     random.seed(value)
     np.random.seed(value)
@@ -208,13 +209,36 @@ def _start(out: Path, config: TrainConfig, slices: int, model: nn.Module,
     return int(state["epoch"]) + 1, float(state["best_dice"]), list(state["history"])
 
 
+@contextmanager
+def callers_generators_kept() -> Iterator[None]:
+    """Give the global ``random``, ``numpy.random`` and torch (CPU) generators back as they
+    were: training reseeds them every epoch, which left a calling script drawing the numbers
+    of covseg's last epoch seed, whatever it had seeded itself."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
 def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
           resume: bool = False, train_cases: Sequence[str] | None = None,
           val_cases: Sequence[str] | None = None, progress: bool = True) -> dict[str, Any]:
     """Train ``config.model`` on ``data`` into the run folder ``out``; return its metrics.
 
     Without explicit case lists the validation patients are drawn by ``config.val_fraction``.
+    The caller's global generators are left as they were (:func:`callers_generators_kept`).
     """
+    with callers_generators_kept():
+        return _train(config, data, out, resume, train_cases, val_cases, progress)
+
+
+def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], resume: bool,
+           train_cases: Sequence[str] | None, val_cases: Sequence[str] | None,
+           progress: bool) -> dict[str, Any]:
+    """:func:`train`, in the generators it reseeds."""
     out = Path(out)
     check_recipe(config)
     if train_cases is None:
