@@ -156,6 +156,13 @@ WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
      "file.py: a file is in the way of the output folder"),
     (lambda g: covseg.visualize(g.data, g.file / "sub" / "v.png"),
      "file.py: a file is in the way of the output folder"),
+    (lambda g: covseg.train(g.data, g.tmp / "p", **{**TINY, "lung_guide": None}),
+     "--lung-guide must be a name, got None"),
+    (lambda g: covseg.compare(g.data, None, g.tmp / "p", folds=2),
+     "models must be a list of model specs, e.g. ['unet', 'unet:width=8'] (the baseline "),
+    (lambda g: covseg.demo(g.tmp / "d", folds=None), "--folds must be a whole number, got None"),
+    (lambda g: covseg.visualize(g.data, g.tmp / "v.png", n=np.bool_(True)),
+     "--n must be a whole number, got True"),
     (lambda g: covseg.train(5, g.tmp / "p", **TINY), ("data must be a data folder (str or "
      "pathlib.Path) or a covseg.load_dataset result, got 5")),
     (lambda g: covseg.cross_validate(None, g.tmp / "p", **TINY), "data must be a data folder"),
@@ -746,3 +753,22 @@ def test_training_leaves_the_callers_generators_as_they_were(tmp_path: Path,
         covseg.train(synthetic_folder, tmp_path / f"run{seed}", **TINY)
         after.append((np.random.rand(), random.random(), torch.rand(1).item()))
     assert after == [_draws(123), _draws(999)]
+
+
+def test_numpys_numbers_are_taken_as_the_numbers_they_are(tmp_path: Path, tiny_run: Path,
+                                                          synthetic_folder: Path) -> None:
+    """np.int64(4) was refused as "must be a whole number" (np.float32 as "a number"), and,
+    once taken, reached torch's DataLoader and random.seed, which take Python's numbers only."""
+    predictor = covseg.load_predictor(tiny_run, batch_size=np.int64(4),
+                                      threshold=np.float32(0.25))
+    assert (predictor.batch_size, predictor.threshold) == (4, 0.25)
+    assert type(predictor.batch_size) is int
+    grid = covseg.visualize(synthetic_folder, tmp_path / "v.png", n=np.int64(3))
+    assert grid.is_file()
+    recipe = {**TINY, "epochs": np.int64(1), "batch_size": np.int32(4), "seed": np.int64(3),
+              "lr": np.float64(2e-3), "model_options": {"width": np.int64(4)}}
+    metrics = covseg.train(synthetic_folder, tmp_path / "run", **recipe)
+    assert metrics["epochs"] == 1
+    config = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert (config["epochs"], config["batch_size"], config["seed"]) == (1, 4, 3)
+    assert config["model_options"]["width"] == 4

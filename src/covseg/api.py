@@ -108,9 +108,24 @@ def _public(options: str = "", accepted: Sequence[str] = ()) -> Callable[[Functi
             except TypeError as exc:
                 raise CovsegError(f"{function.__name__}: {exc}") from None
             with invoked_as(api_command(function.__name__)):
-                return function(*args, **kwargs)
+                return function(*map(_plain, args),
+                                **{key: _plain(value) for key, value in kwargs.items()})
         return cast(Function, checked)
     return decorate
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy's scalars (``np.int64(4)``, also in a tuple, list or dict, as
+    ``shard`` and ``model_options`` take them) as Python's: accepted as the numbers they are
+    (:func:`~covseg.models.registry.is_a`), then read where only Python's are taken (torch's
+    DataLoader, ``random.seed``, JSON records). Arrays (images) are left as they are."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple | list):
+        return type(value)(map(_plain, value))
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
 
 
 def _taken(own: Sequence[str], options: str, accepted: Sequence[str]) -> str:
@@ -353,6 +368,9 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
             raise CovsegError(f"compare takes each model's name and options in models (e.g. "
                               f"['unet', 'unet:width=8']), not {key}=")
     recipe = _recipe(config, resume, data, folds)
+    if not isinstance(models, str | Sequence):
+        raise CovsegError(f"models must be a list of model specs, e.g. ['unet', "
+                          f"'unet:width=8'] (the baseline first), got {models!r}")
     specs = [str(spec) for spec in _as_list(models)]
     check_specs(specs)
     out = _out(out)
@@ -919,6 +937,7 @@ def demo(out: str | os.PathLike[str] = "covseg-demo", folds: int = DEMO_FOLDS,
     from covseg.data.synthetic import write_synthetic
 
     out = _out(out)
+    check_kind("folds", folds, [int])  # None, cv's "the default", is no fold count here
     recipe = {"epochs": epochs, "size": 128, "batch_size": 8, "lr": 5e-3, "augment": "light"}
     _recipe(recipe, True, None, folds)  # refused before the data and picture are written
     if folds > DEMO_PATIENTS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -118,7 +119,9 @@ class TrainConfig:
     for binary targets. Multi-class models take the arg-max: they refuse one and record none."""
 
     def __post_init__(self) -> None:
-        if self.lung_guide not in ("none", THRESHOLD):
+        # A wrong type (None for "no guide") is left for check_types to name.
+        if isinstance(self.lung_guide, str | os.PathLike) and self.lung_guide not in (
+                "none", THRESHOLD):
             self.lung_guide = str(Path(self.lung_guide).resolve())
         # The record says what is done (older runs' records are read the same way).
         self.loss = trained_loss(self.loss, self.target == "multiclass")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -224,10 +225,13 @@ whose network needs more declares its own bound (:func:`register`)."""
 
 
 def is_a(value: Any, kind: type) -> bool:
-    """isinstance, except that a bool is no number and a float option takes an int."""
+    """isinstance, except that a bool is no number, a float option takes an int, and numpy's
+    numbers are numbers (``np.int64(4)`` is a whole number, as the error promises)."""
     if kind is bool or isinstance(value, bool):
         return kind is bool and isinstance(value, bool)
-    return isinstance(value, (int, float) if kind is float else kind)
+    if kind in (int, float):
+        return isinstance(value, numbers.Integral if kind is int else numbers.Real)
+    return isinstance(value, kind)
 
 
 def parameter_count(model: nn.Module) -> int:
