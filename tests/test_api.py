@@ -163,6 +163,11 @@ WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
     (lambda g: covseg.demo(g.tmp / "d", folds=None), "--folds must be a whole number, got None"),
     (lambda g: covseg.visualize(g.data, g.tmp / "v.png", n=np.bool_(True)),
      "--n must be a whole number, got True"),
+    (lambda g: covseg.predict_volumes(g.run, [], g.tmp / "v"),
+     "no inputs given: inputs is an empty list (a pattern that matched nothing?)"),
+    (lambda g: covseg.quantify([], g.tmp / "q"),
+     "no masks given: masks is an empty list (a pattern that matched nothing?)"),
+    (lambda g: covseg.predict(g.run, (), g.tmp / "p"), "no inputs given: inputs is an empty"),
     (lambda g: covseg.train(5, g.tmp / "p", **TINY), ("data must be a data folder (str or "
      "pathlib.Path) or a covseg.load_dataset result, got 5")),
     (lambda g: covseg.cross_validate(None, g.tmp / "p", **TINY), "data must be a data folder"),

@@ -197,8 +197,13 @@ def _path(name: str, value: object, what: str = "a path (str or pathlib.Path)"
 
 
 def _paths(name: str, inputs: object) -> list[str | os.PathLike[str]]:
-    """``inputs`` as a list of paths (one given alone is a list of one), each checked."""
+    """``inputs`` as a list of paths (one given alone is a list of one), each checked. An empty
+    list (a glob that matched nothing) is refused, as the CLI needs one path at least: it was
+    a batch that succeeded with an empty summary."""
     items = _as_list(inputs) if isinstance(inputs, os.PathLike | Sequence) else [inputs]
+    if not items:
+        raise CovsegError(f"no {name} given: {name} is an empty list (a pattern that matched "
+                          "nothing?); give a file or folder at least")
     return [_path(name, item) for item in items]
 
 
