@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -184,6 +185,16 @@ def test_truths_scaled_by_one_step_read_with_the_sets_step(tmp_path: Path) -> No
     assert result["summary"]["consolidation_dice"]["mean"] == 1.0
 
 
+class _Spelt(os.PathLike[str]):
+    """A path as its text, trailing slash kept (``pathlib.Path`` drops it)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __fspath__(self) -> str:
+        return self.text
+
+
 def test_output_names_keep_their_dots_and_stay_out_of_the_mask_folders(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``--out eval_t0.4`` and ``--out eval_t0.6`` both wrote eval_t0.*; ``--out truth/0.png``
@@ -204,6 +215,11 @@ def test_output_names_keep_their_dots_and_stay_out_of_the_mask_folders(
     assert (tmp_path / "runs" / "evaluation.csv").is_file()
     assert main([*args, "--out", f"{tmp_path / 'new'}/"]) == 0
     assert (tmp_path / "new" / "evaluation.json").is_file()
+    spelt = _Spelt(f"{tmp_path / 'spelt'}/")  # a path-like that keeps its slash, unlike Path
+    assert evaluate_folders(tmp_path / "pred", tmp_path / "truth", spelt)["files"]
+    assert (tmp_path / "spelt" / "evaluation.json").is_file()
+    assert evaluate_folders(tmp_path / "pred", tmp_path / "truth", Path(f"{tmp_path}/named/"))
+    assert (tmp_path / "named.json").is_file() and not (tmp_path / "named").exists()
     before = (tmp_path / "truth" / "a.png").read_bytes()
     assert main([*args, "--out", str(tmp_path / "truth" / "a.png")]) == 2
     assert "lies in the mask folder" in capsys.readouterr().err

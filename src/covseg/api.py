@@ -883,7 +883,10 @@ def evaluate(pred: str | os.PathLike[str], truth: str | os.PathLike[str],
     not scored. ``per_slice``: score each axial slice of NIfTI volumes as its own
     case (a stack of independent slices, as MedSeg's ``tr_mask.nii.gz``), so the mean is the
     mean per-slice Dice; refused for 2D masks, each one slice already. One folder or file
-    given as both ``pred`` and ``truth`` is refused.
+    given as both ``pred`` and ``truth`` is refused. ``out``: a name, written as ``out.json``,
+    ``out.csv`` and ``out.png``, or a folder that holds ``evaluation.*``: one that exists, or a
+    str ending in ``/`` (``"evnew/"``); ``Path("evnew/")`` drops the slash, so it names the
+    files ``evnew.*`` unless the folder ``evnew`` exists.
 
     Returns what the JSON holds: the number of ``cases``, the ``summary`` (per metric its mean,
     std, median and how many cases define it), the ``per_case`` rows, the truths scored without

@@ -523,8 +523,13 @@ def output_files(out: str | os.PathLike[str], inputs: Sequence[Path]) -> dict[st
     its ``.4``; a given .json/.csv/.png is replaced), or ``evaluation.*`` inside an existing
     folder or one named with a trailing slash. Never inside the mask folders, where they would
     be read as masks next time (a ``--out truth/0.png`` wrote its plot over a truth mask), nor
-    over files of those names that an earlier evaluation did not write."""
-    named_folder = isinstance(out, str) and out.endswith(("/", os.sep))  # Path drops the slash
+    over files of those names that an earlier evaluation did not write.
+
+    The slash is read in ``out``'s text (:func:`os.fspath`), and ``pathlib.Path`` drops it:
+    ``Path("evnew/")`` is ``evnew``, a name like ``eval`` (``evnew.json``...), never a folder
+    until one of that name exists. A slash-less name is never taken for a folder to make, as
+    ``eval_t0.4`` and ``myeval`` must stay names."""
+    named_folder = os.fspath(out).endswith(("/", os.sep))
     out = Path(out)
     if out.is_dir() or named_folder:
         out = out / "evaluation"
