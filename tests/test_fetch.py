@@ -7,6 +7,7 @@ import errno
 import gzip
 import hashlib
 import io
+import logging
 import os
 import random
 import re
@@ -195,12 +196,20 @@ def nifti_gz() -> bytes:
     return gzip.compress(image.to_bytes())
 
 
-def test_unrecorded_checksum_is_printed(server: Server, tmp_path: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_unrecorded_checksum_and_the_notice_are_logged_not_printed(
+        server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """fetch printed the data set's notice and the unverified SHA-256 to stdout, which a
+    caller could neither silence nor route as covseg's other messages."""
     body = nifti_gz()
+    caplog.set_level(logging.INFO, logger="covseg.data.fetch")
     fetch("test", tmp_path, sources=source(RemoteFile(server.add("tr_im.nii.gz", body),
                                                       "tr_im.nii.gz")), backoff_s=0)
-    assert f"SHA-256 {sha(body)} (no official checksum recorded" in capsys.readouterr().out
+    assert capsys.readouterr().out == ""
+    logged = {(r.levelname, r.getMessage().splitlines()[0]) for r in caplog.records}
+    unverified = f"tr_im.nii.gz: SHA-256 {sha(body)} (no official checksum recorded; not verified)"
+    assert ("WARNING", unverified) in logged
+    assert ("INFO", "test: test data") in logged
 
 
 @pytest.mark.parametrize("archive", [
@@ -585,3 +594,22 @@ def test_offline_every_missing_file_is_named_with_its_address(
             f"val_im.nii.gz from {re.escape(files[2].url)}$")):
         fetch("medseg", made)
     assert sorted(p.name for p in made.iterdir()) == ["tr_im.nii.gz", "val_im.nii.gz.part"]
+
+
+def test_the_cli_prints_the_notice_and_warns_of_unverified_files(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """fetch_data returns every file ready (here placed by hand, none downloaded); the CLI
+    prints the notice and the count, and the unverified checksums as warnings on stderr."""
+    folder = tmp_path / "by-hand"
+    folder.mkdir()
+    for remote in DATASETS["medseg"].files:
+        (folder / remote.name).write_bytes(nifti_gz())
+    assert main(["data", "fetch", "medseg", "--to", str(folder)]) == 0
+    captured = capsys.readouterr()
+    medseg = DATASETS["medseg"]
+    assert captured.out == (f"medseg: {medseg.description}\n  from {medseg.page}\n  licence: "
+                            f"{medseg.licence}\nmedseg: 3 file(s) ready in {folder}\n")
+    assert captured.err.count("covseg: warning: ") == 3
+    assert "(no official checksum recorded; not verified)" in captured.err
+    assert covseg.fetch_data("medseg", folder) == [folder / r.name for r in medseg.files]
+    assert capsys.readouterr().out == ""

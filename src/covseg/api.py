@@ -919,7 +919,10 @@ def fetch_data(name: str, to: str | os.PathLike[str]) -> list[Path]:
     register for it) into the folder ``to`` and unpack its archives, as ``covseg data fetch``:
     resumable, checksummed where a checksum is known, files already there not fetched again.
 
-    Returns the paths of the files downloaded.
+    Returns the paths of the data set's files ready in ``to``: downloaded now, or already
+    there and verified (``covseg data fetch``'s "N file(s) ready"). What the data set is and
+    its licence go to the ``covseg.data.fetch`` logger at INFO, a file without an official
+    checksum (its SHA-256 shown) at WARNING: nothing is printed.
     """
     return fetch(name, _path("to", to))
 

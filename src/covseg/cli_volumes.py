@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from covseg import api
-from covseg.data.fetch import DATASETS
+from covseg.data.fetch import DATASETS, notice
 from covseg.errors import CovsegError
+from covseg.io.atomic import output_folder
 from covseg.io.volume import HU_MODES
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM, LESION_DEPTH_MM
 from covseg.quantify import CLASSES, BatchResult, parse_shard
@@ -85,6 +86,10 @@ def add_fetch_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _fetch_command(args: argparse.Namespace) -> int:
+    source = DATASETS.get(args.name)
+    if source and not source.manual:
+        output_folder(args.to, "--to")  # refused before the notice, as fetch_data refuses it
+        print(notice(args.name, source))  # what, whose licence, before a long download
     paths = api.fetch_data(args.name, args.to)
     print(f"{args.name}: {len(paths)} file(s) ready in {args.to}")
     return 0

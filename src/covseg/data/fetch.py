@@ -141,7 +141,8 @@ DATASETS: dict[str, DataSource] = {
 def fetch(name: str, to_dir: str | os.PathLike[str], *,
           sources: Mapping[str, DataSource] | None = None, retries: int = 5,
           backoff_s: float = 2.0, timeout_s: float = 60.0) -> list[Path]:
-    """Download data set ``name`` into ``to_dir`` and unpack its archives; return its files.
+    """Download data set ``name`` into ``to_dir`` and unpack its archives; return its files
+    ready there (downloaded now, or already there and verified).
 
     ``sources`` replaces :data:`DATASETS` (tests serve their own files). Files already present
     and verified are not downloaded again; archives already unpacked are not unpacked again.
@@ -155,7 +156,7 @@ def fetch(name: str, to_dir: str | os.PathLike[str], *,
         raise CovsegError(source.manual.format(to=to_dir))
     paths = []
     with _folder_kept_only_if_used(to_dir):
-        print(f"{name}: {source.description}\n  from {source.page}\n  licence: {source.licence}")
+        log.info("%s", notice(name, source))
         for remote in source.files:
             try:
                 path = download(remote, to_dir, retries=retries, backoff_s=backoff_s,
@@ -167,6 +168,12 @@ def fetch(name: str, to_dir: str | os.PathLike[str], *,
                 extract_archive(path, to_dir / archive_stem(path.name))
             paths.append(path)
     return paths
+
+
+def notice(name: str, source: DataSource) -> str:
+    """What a data set is, where it comes from and its licence: logged by :func:`fetch` (a
+    library prints nothing), printed by ``covseg data fetch`` before it downloads."""
+    return f"{name}: {source.description}\n  from {source.page}\n  licence: {source.licence}"
 
 
 @contextmanager
@@ -408,7 +415,8 @@ def _verify(path: Path, remote: RemoteFile) -> str:
     if problem or not checked:
         problem = _content_problem(path, remote.name) or problem
     if not (problem or checked):
-        print(f"{remote.name}: SHA-256 {sha256} (no official checksum recorded; not verified)")
+        log.warning("%s: SHA-256 %s (no official checksum recorded; not verified)",
+                    remote.name, sha256)
     return problem
 
 
