@@ -484,3 +484,15 @@ def test_a_folder_holding_a_run_or_cross_validation_is_refused_before_training(
                                           r"comparison; compare into a new --out$"):
         compare.compare_models(TrainConfig(), load_dataset("synthetic"), ["unet", "miniseg"],
                                out)
+
+
+def test_specs_with_stray_spaces_name_their_model_and_its_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spec typed with a space (`--models miniseg " miniseg:width=0.5"`) trained into a
+    folder named `_miniseg_width-0.5-b408c4`, which no later spelling found again."""
+    given: list[list[str]] = []
+    monkeypatch.setattr(api, "compare_models",
+                        lambda config, data, specs, *_: given.append(specs) or {})
+    api.compare("synthetic:1", ["miniseg ", " miniseg:width=0.5"], tmp_path / "cmp", epochs=1)
+    assert given == [["miniseg", "miniseg:width=0.5"]]
+    assert model_folder(given[0][1]) == "miniseg_width-0.5"

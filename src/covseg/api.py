@@ -376,7 +376,7 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
     if not isinstance(models, str | Sequence):
         raise CovsegError(f"models must be a list of model specs, e.g. ['unet', "
                           f"'unet:width=8'] (the baseline first), got {models!r}")
-    specs = [str(spec) for spec in _as_list(models)]
+    specs = [str(spec).strip() for spec in _as_list(models)]  # " unet" names unet and its folder
     check_specs(specs)
     out = _out(out)
     check_compare_folder(out, specs, resume)  # before the data are read
