@@ -597,7 +597,7 @@ from pathlib import Path
 def run(config, shared, out, *_):
     def stop(*_):
         (out / "stopped").write_text(repr(time.time()))
-        time.sleep(2)  # a member takes seconds to unwind and exit
+        time.sleep(2)  # a member takes seconds to unwind and exit: 2 s apart one after the other
         sys.exit(143)
 
     signal.signal(signal.SIGTERM, stop)
@@ -629,7 +629,7 @@ def test_an_interrupt_without_a_signal_stops_every_member_at_once(
         train_module._run_wave(multiprocessing.get_context("spawn"), jobs,
                                tmp_path / "data.pkl", False, 1)
     stopped = [float((folder / "stopped").read_text()) for _, folder in jobs]
-    assert max(stopped) - min(stopped) < 1, "members stopped one after the other"
+    assert max(stopped) - min(stopped) < 1.5, "members stopped one after the other"
 
 
 def test_a_lung_model_guided_by_lungs_is_refused() -> None:
