@@ -262,6 +262,26 @@ def test_segment_names_an_rgb_array(tiny_run: Path) -> None:
         covseg.segment(tiny_run, np.zeros((32, 32, 3), dtype=np.uint8))
 
 
+def test_segment_names_a_grey_array_with_a_channel_axis(tiny_run: Path) -> None:
+    """An (H, W, 1) grey picture, as PIL or OpenCV may give it, was told that a 3D array needs
+    spacing=(z, y, x)."""
+    with pytest.raises(CovsegError, match=r"^an array of shape \(32, 32, 1\) looks like a grey "
+                                          r"image with a channel axis; drop it \(image\[\.\.\., "
+                                          r"0\]\)"):
+        covseg.segment(tiny_run, np.zeros((32, 32, 1), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("spacing", ["3,1,1", "1,1", (1.0, 1.0, True)])
+def test_segment_shows_a_spacing_that_is_no_three_numbers_as_given(
+        tiny_run: Path, spacing: object) -> None:
+    """A spacing string was shown as a tuple of its characters ("3,1,1": ('3', ',', '1', ...)),
+    and one of three characters ("1,1") raised a TypeError from numpy."""
+    with pytest.raises(CovsegError, match=r"^the array: spacing must be three positive numbers "
+                                          rf"\(z, y, x\) in mm, got {re.escape(repr(spacing))}$"):
+        covseg.segment(tiny_run, np.full((4, 32, 32), -1000.0, dtype=np.float32),
+                       spacing=spacing)
+
+
 @pytest.mark.parametrize("labels", [
     np.array([0, 1]), np.array([0, 1, 2, 3, 4]), np.array([0, 255])])
 def test_segment_refuses_a_label_mask_as_covseg_predict_does(tiny_run: Path,

@@ -710,6 +710,10 @@ def _volume_in_memory(image: object, spacing: Sequence[float] | None,
     if isinstance(image, nib.Nifti1Image):
         return volume_from_nifti(image, "the nibabel image"), True
     if isinstance(image, np.ndarray) and image.ndim == 3:
+        if spacing is None and image.shape[-1] == 1:
+            raise CovsegError(f"an array of shape {image.shape} looks like a grey image with a "
+                              "channel axis; drop it (image[..., 0]) to segment it as a 2D "
+                              "slice, or give spacing=(z, y, x) in mm if it is a CT volume")
         if spacing is None and image.shape[-1] in (3, 4):
             raise CovsegError(f"an array of shape {image.shape} looks like an RGB image; convert "
                               "it to grayscale (PIL's .convert('L')) to segment it as a 2D "

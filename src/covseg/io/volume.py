@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import numbers
 import os
 import sys
 import threading
@@ -1299,11 +1300,21 @@ def volume_from_array(array: np.ndarray, spacing: Sequence[float], source: str) 
     """(z, y, x) voxels with their (z, y, x) spacing in mm and no other geometry: an axis-aligned
     grid taken in :data:`WORKING_AXES` order, as SimpleITK's ``GetArrayFromImage`` gives an axial
     DICOM series (so "right" and "left" lungs are only named by that guess)."""
-    if len(spacing) != 3 or not all(np.isfinite(v) and v > 0 for v in spacing):
+    if not _three_positive_numbers(spacing):
         raise CovsegError(f"{source}: spacing must be three positive numbers (z, y, x) in mm, "
-                          f"got {tuple(spacing)}")
+                          f"got {spacing!r}")
     z, y, x = (float(v) for v in spacing)
     return _float_volume(array, np.diag([-x, -y, z, 1.0]), source)
+
+
+def _three_positive_numbers(spacing: object) -> bool:
+    """Whether ``spacing`` is three finite positive numbers: a string such as "3,1,1" is not,
+    nor are its characters."""
+    if isinstance(spacing, str | bytes) or not isinstance(spacing, Sequence | np.ndarray):
+        return False
+    return len(spacing) == 3 and all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_)
+        and bool(np.isfinite(v)) and v > 0 for v in spacing)
 
 
 def _float_volume(array: np.ndarray, affine: np.ndarray, source: str) -> Volume:
