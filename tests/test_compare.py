@@ -496,3 +496,10 @@ def test_specs_with_stray_spaces_name_their_model_and_its_folder(
     api.compare("synthetic:1", ["miniseg ", " miniseg:width=0.5"], tmp_path / "cmp", epochs=1)
     assert given == [["miniseg", "miniseg:width=0.5"]]
     assert model_folder(given[0][1]) == "miniseg_width-0.5"
+
+
+def test_an_unknown_model_is_named_before_folders_are_compared() -> None:
+    """`--models miniseg MiniSeg` was refused as two models sharing one folder, while MiniSeg
+    is no model at all."""
+    with pytest.raises(CovsegError, match=r"^unknown model 'MiniSeg'; `covseg models` lists: "):
+        check_specs(["miniseg", "MiniSeg"])

@@ -37,7 +37,13 @@ from covseg.io.atomic import write_json, write_text
 from covseg.models import build_model
 from covseg.models.ensemble import member_names
 from covseg.models.profile import profile_model
-from covseg.models.registry import REGISTRY, check_model, parse_option_value, resolved_options
+from covseg.models.registry import (
+    REGISTRY,
+    check_model,
+    check_model_names,
+    parse_option_value,
+    resolved_options,
+)
 from covseg.provenance import provenance
 from covseg.train import COMPARISON, refuse_other_output, unresumed
 from covseg.viz import box_plot
@@ -92,6 +98,8 @@ def check_specs(specs: Sequence[str]) -> None:
     built once with its options (:func:`check_model`)."""
     if len(specs) < 2:
         raise CovsegError("compare needs at least two models: a baseline and a candidate")
+    for spec in specs:  # an unknown name is named as such, not as sharing another's folder
+        check_model_names(parse_model_spec(spec)[0])
     built = [_resolved_spec(spec) for spec in specs]
     for k, spec in enumerate(specs):  # a default spelt out (unet:width=16, unet) is one model
         other = next((specs[j] for j in range(k) if built[j] == built[k]), spec)
