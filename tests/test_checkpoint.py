@@ -149,3 +149,14 @@ def test_a_cross_validation_or_comparison_folder_says_where_its_models_are(
     assert str(caught.value) == (
         f"{compared}: holds cross-validations (a model comparison), whose models are in their "
         f"fold folders; give one of them ({compared / 'unet' / 'fold_0'}) as the model")
+
+
+def test_a_run_folder_that_also_holds_a_cross_validation_loads_as_the_run(
+        tmp_path: Path) -> None:
+    """The folds-holder check ran on every run folder loaded, so a finished run with a
+    cross-validation kept inside it (``run/cv/fold_0``) was refused as a comparison."""
+    run = tmp_path / "run"
+    (run / "cv" / "fold_0").mkdir(parents=True)
+    meta = {"model": "miniseg", "in_channels": 1, "num_classes": 2, "size": 64, "epoch": 3}
+    save_checkpoint(run / "best.pt", nn.Conv2d(1, 2, 1), meta)
+    assert load_checkpoint(run)["meta"]["epoch"] == 3

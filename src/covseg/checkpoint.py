@@ -37,7 +37,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a covseg checkpoint safely; anything else gives a one-line error."""
     path = Path(path)
     if path.is_dir():
-        _refuse_folds_holder(path)
+        if not (path / "best.pt").is_file():  # a run's folder holds its model, whatever else
+            _refuse_folds_holder(path)
         _refuse_unfinished(path)
         path = path / "best.pt"
     if not path.is_file():
