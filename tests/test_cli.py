@@ -23,6 +23,7 @@ from covseg import api
 from covseg.cli import main
 from covseg.config import TrainConfig
 from covseg.errors import CovsegError
+from covseg.transforms import LUNG_WINDOW
 from tests.conftest import shared
 
 
@@ -116,25 +117,60 @@ def _grey_folder(root: Path) -> Path:
     return root
 
 
+@pytest.mark.parametrize("window", [("-1000", "0"), ("-1350", "150")])
 @pytest.mark.parametrize("command", ["visualize", "train", "cv", "compare"])
 def test_window_on_8_bit_slices_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                           command: str) -> None:
+                                           command: str, window: tuple[str, str]) -> None:
     """``--window`` windows HU only: on 8-bit PNGs visualize drew the same grid and train
-    recorded ``"window": [-1000.0, 0.0]`` in config.json as if applied, both without a word."""
+    recorded ``"window": [-1000.0, 0.0]`` in config.json as if applied, both without a word.
+    The lung window typed out (-1350 150, the default) was let through: the CLI always passed
+    the default, so a window given could not be told from one left out."""
     data = _grey_folder(tmp_path / "data")
     out = tmp_path / ("v.png" if command == "visualize" else "out")
     quick = {"visualize": (), "train": ("--epochs", "1", "--model", "unet", "--size", "32"),
              "cv": ("--epochs", "1", "--model", "unet", "--size", "32", "--folds", "2"),
              "compare": ("--models", "unet", "miniseg", "--epochs", "1", "--size", "32",
                          "--folds", "2")}
-    code, _, err = _run(capsys, command, str(data), "--out", str(out), "--window", "-1000", "0",
+    code, _, err = _run(capsys, command, str(data), "--out", str(out), "--window", *window,
                         *quick[command])
     err = err.rsplit("\r", 1)[-1]
-    _assert_one_line_error(code, err, "--window -1000 0 windows Hounsfield units only")
-    assert re.search(r"error: \S+/images/p0_0\.png: --window -1000 0 windows Hounsfield units "
+    given = " ".join(window)
+    _assert_one_line_error(code, err, f"--window {given} windows Hounsfield units only")
+    assert re.search(rf"error: \S+/images/p0_0\.png: --window {given} windows Hounsfield units "
                      r"only, but this image holds 8-bit grey levels \(0\.\.255\), on which it "
                      r"does nothing; leave --window out", err), err
     assert not out.exists()
+
+
+def test_lung_window_given_to_the_api_on_grey_slices_is_refused(tmp_path: Path) -> None:
+    """The API's window=LUNG_WINDOW on 8-bit slices was read as if left out; given, it is
+    refused as any other window is, while left out (or None) the slices are read."""
+    data = _grey_folder(tmp_path / "data")
+    message = (r"p0_0\.png: --window -1350 150 windows Hounsfield units only, but this image "
+               r"holds 8-bit grey levels")
+    for call in (lambda: api.load_dataset(data, window=LUNG_WINDOW),
+                 lambda: api.train(data, tmp_path / "r", window=LUNG_WINDOW, epochs=1,
+                                   model="unet", size=32),
+                 lambda: api.visualize(data, tmp_path / "r.png", window=LUNG_WINDOW)):
+        with pytest.raises(CovsegError, match=message):
+            call()
+    assert not (tmp_path / "r").exists() and not (tmp_path / "r.png").exists()
+    assert len(api.load_dataset(data, window=None).samples) == 4
+    api.train(data, tmp_path / "grey", window=None, epochs=1, model="unet", size=32)
+    record = json.loads((tmp_path / "grey" / "config.json").read_text())["config"]
+    assert record["window"] == list(LUNG_WINDOW)
+
+
+def test_window_left_out_records_the_lung_window(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str],
+                                                 synthetic_folder: Path) -> None:
+    """Left out, --window is the lung window: HU data are read through it and config.json
+    records it, as before --window's default became None."""
+    code, _, err = _run(capsys, "train", str(synthetic_folder), "--out", str(tmp_path / "r"),
+                        "--epochs", "1", "--model", "unet", "--size", "32")
+    assert code == 0, err
+    record = json.loads((tmp_path / "r" / "config.json").read_text())["config"]
+    assert record["window"] == [-1350.0, 150.0]
 
 
 def test_window_on_hu_or_default_window_on_grey_is_read(tmp_path: Path) -> None:

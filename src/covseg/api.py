@@ -161,11 +161,13 @@ def _recipe(config: dict[str, Any], resume: bool, data: object, folds: int | Non
 
 def _reading(data: object, given: dict[str, Any]) -> dict[str, Any]:
     """``given`` options with the target, intensity and window that ``data`` read by
-    :func:`load_dataset` were read with, where ``given`` leaves them out; given otherwise, they
-    are refused: the run would record, and predict with, a reading it never trained on."""
+    :func:`load_dataset` were read with, where ``given`` leaves them out (a window of None is
+    left out); given otherwise, they are refused: the run would record, and predict with, a
+    reading it never trained on."""
     if not isinstance(data, LoadedData):
         return given
     read = data.reading()
+    given = {key: value for key, value in given.items() if key != "window" or value is not None}
     differ = [key for key in read if key in given and
               (check_window(given[key]) if key == "window" else given[key]) != read[key]]
     if differ:
@@ -181,7 +183,7 @@ def _load(data: str | os.PathLike[str] | LoadedData, config: TrainConfig) -> Loa
     if isinstance(data, LoadedData):
         return data
     return load_dataset(_path("data", data, DATA_ARGUMENT), config.target, config.intensity,
-                        config.window)
+                        config.window if config.window_given else None)
 
 
 def _path(name: str, value: object, what: str = "a path (str or pathlib.Path)"

@@ -58,11 +58,10 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
                         help="infection (binary), multiclass lesions, or lung")
     parser.add_argument("--intensity", choices=INTENSITY_MODES, default=DEFAULTS.intensity,
                         help="how images are stored; auto detects HU vs 8-bit")
-    parser.add_argument("--window", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                        default=list(LUNG_WINDOW),
-                        help="HU window for HU data (default: the lung window, %(default)s; "
-                             "another on 8-bit or [0, 1] images, where it does nothing, is "
-                             "refused)")
+    parser.add_argument("--window", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
+                        help=f"HU window for HU data (default: the lung window, "
+                             f"{LUNG_WINDOW[0]:g} {LUNG_WINDOW[1]:g}; any given on 8-bit or "
+                             "[0, 1] images, where it does nothing, is refused)")
 
 
 RECIPE_NUMBERS: tuple[tuple[str, type, str], ...] = (
@@ -137,15 +136,21 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed, "augment": args.augment, "loss": args.loss,
         "cutmix": args.cutmix, "lesion_paste": args.lesion_paste, "ema_decay": args.ema_decay,
         "val_fraction": args.val_fraction, "intensity": args.intensity,
-        "window": tuple(args.window), "lung_guide": args.lung_guide,
+        "window": _window(args), "lung_guide": args.lung_guide,
         "crop_lungs": args.crop_lungs, "frame_lungs": args.frame_lungs,
         "test_flips": args.test_flips, "threshold": args.threshold,
     }
 
 
+def _window(args: argparse.Namespace) -> tuple[float, float] | None:
+    """``--window`` as given, or None when left out: the API reads the lung window then, and
+    refuses only a window given on grey images."""
+    return None if args.window is None else tuple(args.window)
+
+
 def cmd_visualize(args: argparse.Namespace) -> int:
     path = api.visualize(args.data, args.out, n=args.n, target=args.target, seed=args.seed,
-                         intensity=args.intensity, window=tuple(args.window))
+                         intensity=args.intensity, window=_window(args))
     print(f"wrote {path}")
     return 0
 

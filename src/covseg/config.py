@@ -99,7 +99,9 @@ class TrainConfig:
     (better in cross-validation on 50 slices: a handful of validation slices picks noise). A
     split that leaves fewer training than validation slices is logged as a warning."""
     intensity: str = "auto"
-    window: tuple[float, float] = LUNG_WINDOW
+    window: tuple[float, float] | None = None
+    """The HU window; None (left out): the lung window, :data:`LUNG_WINDOW`, recorded as it.
+    Only one given (``window_given``) is refused on grey data, where no window applies."""
     lung_guide: str = "none"
     """``none``, ``threshold`` or a lung-model run folder: adds a lung channel (the cascade).
     A folder is kept as an absolute path, so that the trained cascade finds it from anywhere."""
@@ -119,6 +121,9 @@ class TrainConfig:
     for binary targets. Multi-class models take the arg-max: they refuse one and record none."""
 
     def __post_init__(self) -> None:
+        self.window_given = self.window is not None
+        if self.window is None:
+            self.window = LUNG_WINDOW
         # A wrong type (None for "no guide") is left for check_types to name.
         if isinstance(self.lung_guide, str | os.PathLike) and self.lung_guide not in (
                 "none", THRESHOLD):

@@ -75,8 +75,8 @@ def normalize_intensity(
     """Map a slice or volume read with ``mode`` (``--intensity``) to float32 in [0, 1]: the
     scale detected or told, checked (grey levels told to be HU are refused:
     :func:`holds_grey_only`, as are values mostly off an 8-bit or [0, 1] scale told:
-    :func:`told_scale_mismatch`; so is a ``window`` a user ``told_window`` other than the lung
-    window on grey levels: :func:`window_unused`), then :func:`scale_intensity`. An error
+    :func:`told_scale_mismatch`; so is a ``window`` a user ``told_window``, whatever its value,
+    on grey levels: :func:`window_unused`), then :func:`scale_intensity`. An error
     starts with ``source`` (the file) where one is given."""
     if mode not in INTENSITY_MODES:
         raise CovsegError(f"unknown intensity mode {mode!r}; choose one of {INTENSITY_MODES}")
@@ -172,11 +172,11 @@ def grey_outside_lung_window(array: np.ndarray, kind: str, what: str) -> str | N
 
 
 def window_unused(kind: str, window: tuple[float, float]) -> str | None:
-    """Why a ``--window`` other than the lung window (the default) does nothing on an image of
-    scale ``kind``: only HU are windowed, grey levels and [0, 1] values are scaled as they are,
-    so a run would record a window it never applied; None when it applies (HU) or is the
-    default."""
-    if kind == "hu" or tuple(float(value) for value in window) == LUNG_WINDOW:
+    """Why a ``--window`` the user gave does nothing on an image of scale ``kind``: only HU are
+    windowed, grey levels and [0, 1] values are scaled as they are, so a run would record a
+    window it never applied; None when it applies (HU). A window typed out equal to the lung
+    window (the default) is refused too: only one left out is not the user's."""
+    if kind == "hu":
         return None
     scale = "8-bit grey levels (0..255)" if kind == "uint8" else "values in [0, 1]"
     return (f"--window {window[0]:g} {window[1]:g} windows Hounsfield units only, but this "

@@ -28,7 +28,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path, PureWindowsPath
 from typing import Any
@@ -175,6 +175,9 @@ class ReadOptions:
     intensity: str = "auto"
     window: tuple[float, float] = LUNG_WINDOW
     slices: str = "all"
+    window_given: bool = False
+    """Whether the user gave ``window``: one given on grey levels, where it does nothing, is
+    refused (:func:`covseg.transforms.window_unused`); the lung window left out is not."""
 
 
 def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source: str,
@@ -192,7 +195,7 @@ def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source
         labels = (mask > 0).astype(np.uint8)
     # a volume's slices come here in [0, 1], its --window judged on the whole volume
     sample = Sample(normalize_intensity(image, options.intensity, options.window, source,
-                                        told_window=view is None), labels, case, patient, source)
+                                        told_window=options.window_given and view is None), labels, case, patient, source)
     if view is not None:
         volume, path, k = view
         sample.display_flips = display_flips(volume.affine)
@@ -368,11 +371,11 @@ def _slice_volume(image_path: Path, mask_path: Path, study: str, patient: str,
                   options: ReadOptions) -> list[Sample]:
     image, mask = _read_volume_pair(image_path, mask_path)
     hu = normalize_intensity(image.array, options.intensity, options.window, str(image_path),
-                             told_window=True)
+                             told_window=options.window_given)
     keep = range(len(hu))
     if options.slices == "labelled":
         keep = [k for k in keep if mask.array[k].any()]
-    unit = ReadOptions(options.target, "unit", options.window, options.slices)
+    unit = replace(options, intensity="unit")
     return [
         _sample(hu[k], mask.array[k], f"{study}_z{k:04d}", patient, f"{image_path}#z{k}",
                 unit, (image, image_path, k))
@@ -679,8 +682,8 @@ def _read_medseg(root: Path, options: ReadOptions) -> LoadedData:
             raise CovsegError(f"{root}: tr_im.nii.gz found but tr_mask.nii.gz is missing")
         image, mask = _read_volume_pair(root / "tr_im.nii.gz", mask_file)
         hu = normalize_intensity(image.array, options.intensity, options.window,
-                                 str(root / "tr_im.nii.gz"), told_window=True)
-        unit = ReadOptions(options.target, "unit", options.window, options.slices)
+                                 str(root / "tr_im.nii.gz"), told_window=options.window_given)
+        unit = replace(options, intensity="unit")
         patients = _read_patients_csv(root)
         cases = [f"medseg_{image.file_index(k):04d}" for k in range(len(hu))]
         _check_patients_listed(patients, [(case, case) for case in cases])
@@ -977,7 +980,7 @@ def _what_it_holds(root: Path) -> str:
 
 
 def load_dataset(path: str | os.PathLike[str], target: str = "infection", intensity: str = "auto",
-                 window: tuple[float, float] = LUNG_WINDOW, slices: str = "all") -> LoadedData:
+                 window: tuple[float, float] | None = None, slices: str = "all") -> LoadedData:
     """Read any supported layout as 2D samples (see the module docstring).
 
     ``slices``: ``all``, or ``labelled`` to keep only the slices whose mask holds a lesion
@@ -986,7 +989,8 @@ def load_dataset(path: str | os.PathLike[str], target: str = "infection", intens
 
     Returns a :class:`LoadedData`: the samples, the layout, any folds the data set ships, and
     how they were read (``target``, ``intensity``, ``window``), which training on it records,
-    and which ``slices`` were kept, which its description says.
+    and which ``slices`` were kept, which its description says. ``window`` None: the lung
+    window; one given is refused on grey levels (8-bit or [0, 1]), where it does nothing.
     """
     if not isinstance(path, str | os.PathLike):
         shown = repr(path) if path is None or isinstance(path, int | float) else (
@@ -997,7 +1001,8 @@ def load_dataset(path: str | os.PathLike[str], target: str = "infection", intens
         raise CovsegError(f"unknown target {target!r}; choose one of {TARGETS}")
     if slices not in ("all", "labelled"):
         raise CovsegError(f"unknown slice selection {slices!r}; choose all or labelled")
-    options = ReadOptions(target, intensity, check_window(window), slices)
+    options = ReadOptions(target, intensity, LUNG_WINDOW if window is None else check_window(window),
+                          slices, window_given=window is not None)
     layout = detect_layout(path)
     if layout == "synthetic":
         data = _read_synthetic(str(path), options)
