@@ -140,6 +140,8 @@ WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
     (lambda g: covseg.predict_volumes(g.run, g.pictures_beside_folders, g.tmp / "p"),
      "pictures: 2D images, not CT volumes; predict them with covseg.predict"),
     (lambda g: covseg.predict_volumes(g.run, [g.tmp, g.image], g.tmp / "p"),
+     ".npy: a 2D image, not a CT volume; predict it with covseg.predict"),
+    (lambda g: covseg.predict_volumes(g.run, [g.image, g.image], g.tmp / "p"),
      ".npy: 2D images, not CT volumes; predict them with covseg.predict"),
     (lambda g: covseg.train(g.data, g.file, **TINY), "file.py: a file is in the way (the output is a folder)"),
     (lambda g: covseg.train(g.data, g.file / "run", **TINY),
@@ -244,13 +246,15 @@ def test_arguments_of_the_wrong_type_are_one_line_errors(
 @pytest.mark.parametrize(("options", "refused"), [
     ({"hu": "yes"}, "hu"), ({"keep_outside_lungs": True}, "keep_outside_lungs"),
     ({"lung_margin_mm": 2.0, "spacing": (1.0, 1.0)}, "lung_margin_mm, spacing"),
-    ({"lung_model": "lungs-run"}, "lung_model")])
+    ({"lung_model": "lungs-run"}, "lung_model"), ({"spacing": (1.0, 1.0)}, "spacing")])
 def test_segment_refuses_volume_options_with_a_2d_slice(tiny_run: Path, options: dict[str, object],
                                                         refused: str) -> None:
-    """A 2D slice silently ignored every volume option, where the CLI refuses them."""
+    """A 2D slice silently ignored every volume option, where the CLI refuses them; the one
+    option refused was told to "drop them"."""
     predictor = covseg.load_predictor(tiny_run)
+    pronoun = "them" if "," in refused else "it"
     with pytest.raises(CovsegError, match=rf"^{refused}: for CT volumes only, and this image is "
-                                          "a 2D slice"):
+                                          rf"a 2D slice; drop {pronoun}, or give a volume$"):
         covseg.segment(predictor, np.zeros((32, 32), dtype=np.float32), **options)
     assert covseg.segment(predictor, np.zeros((32, 32), dtype=np.float32)).shape == (32, 32)
 
@@ -758,11 +762,18 @@ def test_lung_model_overlays_fill_lungs_in_the_lung_colour(tmp_path: Path) -> No
     assert (shown[lungs > 0, 1] > shown[lungs > 0, 0]).all()  # green over grey, not red
 
 
-def _draws(seed: int) -> tuple[float, float, float]:
-    """The next number of each global generator after seeding them all with ``seed``."""
+def _seed(seed: int) -> None:
+    """Seed numpy's, Python's and torch's global generators with ``seed``."""
     np.random.seed(seed)
     random.seed(seed)
     torch.manual_seed(seed)
+
+
+def _draws(seed: int | None = None) -> tuple[float, float, float]:
+    """The next number of each global generator, after seeding them all with ``seed`` if one
+    is given."""
+    if seed is not None:
+        _seed(seed)
     return np.random.rand(), random.random(), torch.rand(1).item()
 
 
@@ -778,6 +789,33 @@ def test_training_leaves_the_callers_generators_as_they_were(tmp_path: Path,
         covseg.train(synthetic_folder, tmp_path / f"run{seed}", **TINY)
         after.append((np.random.rand(), random.random(), torch.rand(1).item()))
     assert after == [_draws(123), _draws(999)]
+
+
+def test_inference_leaves_the_callers_generators_as_they_were(
+        tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
+    """Loading a model built its network, whose initial weights drew from torch's global
+    generator: a script that seeded torch, segmented and then drew got other numbers than one
+    that did not segment (covseg predict, segment, load_predictor, predict_volumes, export)."""
+    from covseg.cli import main
+
+    image = next((synthetic_folder / "images").glob("*.npy"))
+    volume = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((16, 16, 4), -1000.0, np.float32), np.eye(4)), str(volume))
+    calls: dict[str, Callable[[], object]] = {
+        "load_predictor": lambda: covseg.load_predictor(tiny_run),
+        "segment": lambda: covseg.segment(tiny_run, np.load(image)),
+        "segment volume": lambda: covseg.segment(tiny_run, np.full((4, 16, 16), -1000.0),
+                                                 spacing=(5.0, 1.0, 1.0)),
+        "predict": lambda: covseg.predict(tiny_run, image, tmp_path / "api"),
+        "predict_volumes": lambda: covseg.predict_volumes(tiny_run, volume, tmp_path / "volumes"),
+        "export": lambda: covseg.export(tiny_run, tmp_path / "model.onnx"),
+        "covseg predict": lambda: main(["predict", str(image), "--model", str(tiny_run),
+                                        "--out", str(tmp_path / "cli")]),
+    }
+    for name, call in calls.items():
+        _seed(7)
+        call()
+        assert _draws() == _draws(7), name
 
 
 def test_numpys_numbers_are_taken_as_the_numbers_they_are(tmp_path: Path, tiny_run: Path,

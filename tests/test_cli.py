@@ -243,6 +243,11 @@ def test_predict_threshold_overrides_the_runs(tmp_path: Path, capsys: pytest.Cap
     code, _, err = _run(capsys, "predict", str(images[0]), "--model", str(tiny_run), "--out",
                         str(tmp_path / "bad"), "--lung-model", str(tiny_run), "--html")
     _assert_one_line_error(code, err, "--html, --lung-model: for CT volumes only")
+    assert "images; drop them, or give NIfTI/DICOM volumes" in err
+    code, _, err = _run(capsys, "predict", str(images[0]), "--model", str(tiny_run), "--out",
+                        str(tmp_path / "bad"), "--html")
+    _assert_one_line_error(code, err, "--html: for CT volumes only")
+    assert "images; drop it, or give NIfTI/DICOM volumes" in err  # was "drop the option"
     assert not (tmp_path / "bad").exists()
 
 
@@ -1025,6 +1030,11 @@ def test_a_series_folder_with_a_thumbnail_is_predicted_as_the_series(
     with pytest.raises(CovsegError, match="series: CT volumes; predict them with "
                                           "covseg.predict_volumes"):
         api.predict(tiny_run, series, tmp_path / "masks")
+    volume = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((16, 16, 4), -1000.0, np.float32), np.eye(4)), str(volume))
+    with pytest.raises(CovsegError, match=r"ct\.nii\.gz: a CT volume; predict it with "
+                                          "covseg.predict_volumes$"):
+        api.predict(tiny_run, volume, tmp_path / "masks")
 
 
 def test_visualize_seed_and_demo_folds_and_epochs_reach_the_api(

@@ -779,6 +779,32 @@ def test_find_studies_passes_over_folders_of_pictures(tmp_path: Path, caplog) ->
         find_studies([patient])
 
 
+def test_quantify_on_folders_of_2d_masks_says_what_quantify_takes(tmp_path: Path,
+                                                                    caplog) -> None:
+    """quantify given a folder of 2D mask folders said it "holds no CT" and to "give such a
+    folder itself to predict its pictures": quantify predicts nothing, and measures no 2D
+    mask; it now names the NIfTI masks it measures and evaluate for 2D masks."""
+    from covseg import api
+
+    masks = tmp_path / "masks"
+    for name in ("ward1/a.png", "ward2/b.png"):
+        (masks / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(masks / name)
+    advice = ("quantify measures NIfTI masks of CT volumes, not 2D pictures (mL need a slice "
+              "thickness); give NIfTI lesion masks (`covseg predict` writes them for CT volumes), "
+              "or score 2D masks against their truth with `covseg evaluate`")
+    with pytest.raises(CovsegError, match=r"^\S*masks: holds no mask, only folders of 2D "
+                                          r"pictures \(2 folder\(s\) \(ward1, ward2\)\); "
+                                          + re.escape(advice) + "$"):
+        api.quantify(masks, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.uint8), np.eye(4)), str(masks / "p1.nii.gz"))
+    with caplog.at_level("WARNING"):
+        assert [s.name for s in find_studies([masks], masks=True)] == ["p1"]
+    assert f"masks: 2 folder(s) (ward1, ward2) of 2D pictures, not read as studies; {advice}" in (
+        caplog.text)
+
+
 def test_image_folders_are_searched_as_predict_searches_them(tmp_path: Path) -> None:
     """``quantify --image STUDIES`` looked for the CT among STUDIES' files alone, so MosMed's
     studies/CT-1/study_0255.nii.gz (and a patient folder's p1/ct.nii.gz) failed "no NIfTI file

@@ -33,7 +33,7 @@ from covseg.crossval import cross_validate as _cross_validate
 from covseg.data.fetch import fetch
 from covseg.data.layouts import CLASS_NAMES, LoadedData, data_folders, load_dataset
 from covseg.data.splits import check_fold_count
-from covseg.errors import CovsegError, counted
+from covseg.errors import CovsegError, counted, them
 from covseg.evaluate import evaluate_folders, is_covseg_picture
 from covseg.export import export_onnx
 from covseg.infer import Predictor, output_name
@@ -66,7 +66,13 @@ from covseg.quantify import (
     quantify_batch,
     read_record,
 )
-from covseg.train import CROSS_VALIDATION, RUN, check_recipe, refuse_other_output
+from covseg.train import (
+    CROSS_VALIDATION,
+    RUN,
+    callers_generators_kept,
+    check_recipe,
+    refuse_other_output,
+)
 from covseg.train import train as _train
 from covseg.transforms import normalize_intensity
 from covseg.viz import CLASS_COLOURS, LUNG_COLOURS, is_sample_grid, legend_strip, sample_grid
@@ -91,7 +97,9 @@ Function = TypeVar("Function", bound=Callable[..., Any])
 def _public(options: str = "", accepted: Sequence[str] = ()) -> Callable[[Function], Function]:
     """A public function whose call with a keyword it does not take, or without one it needs,
     is a one-line :class:`CovsegError` naming what it takes (Python's TypeError is a traceback
-    naming nothing). ``accepted``: what its ``**options`` take, shown as ``options``."""
+    naming nothing). ``accepted``: what its ``**options`` take, shown as ``options``. The
+    caller's global random generators are left as they were (:func:`callers_generators_kept`):
+    loading a model builds its network, which drew from torch's, as training reseeds them."""
     def decorate(function: Function) -> Function:
         signature = inspect.signature(function)
         own = [name for name, parameter in signature.parameters.items()
@@ -107,7 +115,7 @@ def _public(options: str = "", accepted: Sequence[str] = ()) -> Callable[[Functi
                 signature.bind(*args, **kwargs)
             except TypeError as exc:
                 raise CovsegError(f"{function.__name__}: {exc}") from None
-            with invoked_as(api_command(function.__name__)):
+            with invoked_as(api_command(function.__name__)), callers_generators_kept():
                 return function(*map(_plain, args),
                                 **{key: _plain(value) for key, value in kwargs.items()})
         return cast(Function, checked)
@@ -407,6 +415,15 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]],
     return files
 
 
+def _other_kind(inputs: Sequence[str], named: tuple[str, str], function: str) -> CovsegError:
+    """The error for ``inputs`` that ``function`` predicts instead, ``named`` (one, many): one
+    file is one image or volume, more inputs or a folder many ("x.png: 2D images ... predict
+    them" named one image as several)."""
+    one = len(inputs) == 1 and Path(inputs[0]).is_file()
+    return CovsegError(f"{', '.join(inputs)}: {named[0] if one else named[1]}; predict "
+                       f"{'it' if one else 'them'} with {function}")
+
+
 def _check_outputs(files: Sequence[Path], out: Path, earlier_inputs: Sequence[str]) -> None:
     """Refuse what would lose data: two inputs writing one mask, in this call or over the mask
     of another file an earlier call predicted into ``out``, or a mask over an input."""
@@ -607,7 +624,7 @@ def predict_volumes(model: str | os.PathLike[str] | Predictor,
     inputs, out, shard = _paths("inputs", inputs), _out(out), _shard(shard)
     images = [str(item) for item in inputs if input_kind(Path(item), VOLUMES) == IMAGES]
     if images:
-        raise CovsegError(f"{', '.join(images)}: 2D images, not CT volumes; predict them with "
+        raise _other_kind(images, ("a 2D image, not a CT volume", "2D images, not CT volumes"),
                           "covseg.predict")
     predictor, lungs = load_volume_predictors(model, lung_model, batch_size, tta, threshold)
     return predict_batch(predictor, inputs, out, shard=shard,
@@ -662,7 +679,7 @@ def segment(model: str | os.PathLike[str] | Predictor, image: np.ndarray | sitk.
             given.append("spacing")
         if given:
             raise CovsegError(f"{', '.join(given)}: for CT volumes only, and this image is a 2D "
-                              "slice; drop them, or give a volume")
+                              f"slice; drop {them(len(given))}, or give a volume")
         refuse_label_mask(_checked_slice(image), "the slice", what="CT slice",
                           advice="give the slice itself")
         slice_ = normalize_intensity(image, predictor.intensity, predictor.window)
@@ -806,8 +823,7 @@ def predict(model: str | os.PathLike[str] | Predictor,
     inputs = _paths("inputs", inputs)
     volumes = [str(item) for item in inputs if input_kind(Path(item), IMAGES) == VOLUMES]
     if volumes:
-        raise CovsegError(f"{', '.join(volumes)}: CT volumes; predict them with "
-                          "covseg.predict_volumes")
+        raise _other_kind(volumes, ("a CT volume", "CT volumes"), "covseg.predict_volumes")
     out = _out(out)
     earlier = read_record(out / PREDICT_RECORD) or {}
     files = collect_inputs(inputs, _own_masks(out, earlier))

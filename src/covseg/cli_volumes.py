@@ -13,7 +13,7 @@ from typing import Any
 
 from covseg import api
 from covseg.data.fetch import DATASETS, notice
-from covseg.errors import CovsegError
+from covseg.errors import CovsegError, them
 from covseg.io.atomic import output_folder
 from covseg.io.volume import HU_MODES
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM, LESION_DEPTH_MM
@@ -128,7 +128,7 @@ def refuse_volume_options(args: argparse.Namespace) -> None:
     given = [f"--{key.replace('_', '-')}" for key in volume_options_given(vars(args))]
     if given:
         raise CovsegError(f"{', '.join(given)}: for CT volumes only, and these inputs are 2D "
-                          "images; drop the option, or give NIfTI/DICOM volumes")
+                          f"images; drop {them(len(given))}, or give NIfTI/DICOM volumes")
 
 
 def _shard(text: str) -> tuple[int, int]:

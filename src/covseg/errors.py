@@ -10,3 +10,8 @@ def counted(count: int, noun: str, plural: str = "") -> str:
     """``count`` and ``noun`` in the number it takes: "1 epoch", "2 epochs", "0 studies"
     (``plural`` where adding an s is not it)."""
     return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
+def them(count: int) -> str:
+    """The pronoun for ``count`` things a message has named: "it" for one, "them" for more."""
+    return "it" if count == 1 else "them"

@@ -1093,6 +1093,16 @@ def _discover(inputs: Sequence[str | os.PathLike[str]], exclude: str | os.PathLi
     return sorted(studies, key=lambda s: s.name)
 
 
+PICTURES_ADVICE = {
+    False: "give such a folder itself to predict its pictures",
+    True: ("quantify measures NIfTI masks of CT volumes, not 2D pictures (mL need a slice "
+           "thickness); give NIfTI lesion masks (`covseg predict` writes them for CT volumes), "
+           "or score 2D masks against their truth with `covseg evaluate`"),
+}
+"""What to do with folders of 2D pictures found beside studies or alone, reading CTs (predict)
+or ``masks`` (quantify, which measures no 2D mask)."""
+
+
 def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: bool,
                     notes: list[str]) -> list[Study]:
     """The studies of one input folder (see :func:`find_studies`)."""
@@ -1121,9 +1131,10 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
     if own:
         notes.append(f"{path}: {_listed(own, path, 'folder')} written by covseg, not read as "
                      "studies")
+    advice = PICTURES_ADVICE[masks]
     if pictures:
         notes.append(f"{path}: {_listed(pictures, path, 'folder')} of 2D pictures, not read as "
-                     "studies; give such a folder itself to predict its pictures")
+                     f"studies; {advice}")
     if not found and own:
         raise CovsegError(f"{path}: holds no study, only covseg's output "
                           f"({', '.join(c.name for c in own)}); give "
@@ -1133,9 +1144,8 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
                           f"({_listed(dropped, path, 'file')}); give a CT file itself to "
                           "predict it")
     if not found and pictures:
-        raise CovsegError(f"{path}: holds no CT, only folders of 2D pictures "
-                          f"({_listed(pictures, path, 'folder')}); give such a folder itself to "
-                          "predict its pictures")
+        raise CovsegError(f"{path}: holds no {'mask' if masks else 'CT'}, only folders of 2D "
+                          f"pictures ({_listed(pictures, path, 'folder')}); {advice}")
     return found
 
 
