@@ -215,6 +215,9 @@ def test_compare_two_models_on_the_same_folds(tmp_path: Path, synthetic_folder: 
     assert "paired Wilcoxon" in report and "2-fold cross-validation, identical folds" in report
     for synthetic in (True, False):  # real data's report had two blank lines under the title
         assert "\n\n\n" not in comparison_markdown({**result, "synthetic": synthetic})
+    assert result["warnings"] == [] and "Data warnings" not in report
+    warned = comparison_markdown({**result, "warnings": ["3 of 7 slices are in no valid_new"]})
+    assert "\n- Data warnings (1): 3 of 7 slices are in no valid_new\n" in warned
     recipe = next(line for line in report.splitlines() if line.startswith("- Recipe"))
     assert "'epochs': 1" in recipe and "'size': 64" in recipe and "'batch_size': 4" in recipe
     with pytest.raises(CovsegError, match=re.escape(  # said "cross-validate into a new --out"

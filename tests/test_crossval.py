@@ -56,6 +56,40 @@ def test_a_fold_that_tests_no_slices_leaves_its_metrics_undefined(tmp_path: Path
     assert f"**{summary['per_fold'][0]['dice']:.3f} (1 of 2 folds)**" in report
 
 
+def test_what_loading_mosmed_warned_of_is_in_the_run_record_and_report(tmp_path: Path) -> None:
+    """MosMed's warnings (slices whose patient cannot be told, slices no fold tests) were only
+    logged while loading: the cross-validation's summary.json and report.md, and each fold's
+    metrics.json, did not carry them. They now list them as ``warnings``."""
+    from tests.data.test_layouts import _mosmed_2d
+
+    (tmp_path / "mosmed").mkdir()
+    root = _mosmed_2d(tmp_path / "mosmed")
+    for folder in ("imgs", "masks"):
+        for k in (0, 1):
+            path = root / folder / f"study_0001_{k}.npy"
+            path.rename(path.with_name(f"p1s{k}.npy"))
+        np.save(root / folder / "study_0004_0.npy", np.load(root / folder / "study_0002_0.npy"))
+    for path in root.glob("*_new*.txt"):
+        path.write_text(re.sub(r"study_0001_(\d)", r"p1s\1", path.read_text()))
+    data = load_dataset(root)
+    assert data.notes == [
+        ("2 of 7 slices name no study (study_NNNN_K) and no patients.csv names them (e.g. p1s0),"
+         " so each is its own patient and a fold may train and test one patient's slices; name "
+         "them by study or add a patients.csv (case_id,patient_id)"),
+        ("3 of 7 slices are in no valid_new*.txt, so no fold tests them (study_0003_0, "
+         "study_0003_1, study_0004_0); list each in one fold's test file")]
+    api.cross_validate(data, tmp_path / "cv", epochs=1, size=32, batch_size=4, model="unet",
+                       model_options={"width": 4})
+    assert json.loads((tmp_path / "cv" / "summary.json").read_text())["warnings"] == data.notes
+    for fold in (0, 1):
+        metrics = json.loads((tmp_path / "cv" / f"fold_{fold}" / "metrics.json").read_text())
+        assert metrics["warnings"] == data.notes
+    report = (tmp_path / "cv" / "report.md").read_text()
+    assert f"\n- Data warnings (2): {data.notes[0]}; {data.notes[1]}\n" in report
+    assert "Data warnings" not in report_markdown({**json.loads(
+        (tmp_path / "cv" / "summary.json").read_text()), "warnings": []})
+
+
 def test_finished_folds_are_reused_only_on_the_data_they_were_made_from(
         tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """cv --resume on another data set with the same slice names (here every mask zeroed)

@@ -309,6 +309,36 @@ def test_a_lossy_mask_of_few_levels_is_a_label_mask(tmp_path: Path) -> None:
         read_image(tmp_path / "mask.jpg")
 
 
+@pytest.mark.parametrize("quality", [25, 50, 75, 90])
+def test_a_near_binary_jpeg_mask_is_a_label_mask(tmp_path: Path, quality: int) -> None:
+    """A 0/255 mask saved as JPEG at quality 90 or less holds dozens of levels (27 to 200), so
+    it was taken for an image and segmented as a CT slice; its pixels lie near 0 and 255, so it
+    is refused as an image and read as a mask, thresholded at the midpoint."""
+    yy, xx = np.mgrid[:256, :256]
+    mask = ((yy - 100) / 40) ** 2 + ((xx - 90) / 30) ** 2 <= 1
+    mask |= ((yy - 170) / 25) ** 2 + ((xx - 180) / 50) ** 2 <= 1
+    mask |= (yy % 40 < 2) & (xx > 200)  # thin lines: edges ring the most
+    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "mask.jpg", quality=quality)
+    stored = read_array(tmp_path / "mask.jpg")
+    assert np.unique(stored).size > 16 and np.mean((stored > 51) & (stored < 204)) < 0.02
+    with pytest.raises(CovsegError, match=r"not a CT slice but a label mask \(\d+ levels, "
+                                          r"\d+\.\d% of pixels within 51 of 0 or 255, a lossy "
+                                          r"0/255 mask\); give the slice itself$"):
+        read_image(tmp_path / "mask.jpg")
+    assert np.mean(read_mask(tmp_path / "mask.jpg") != mask) < 0.002
+
+
+def test_every_real_ct_slice_is_still_an_image() -> None:
+    """The near-binary rule for lossy masks takes no CT slice for a mask: MedSeg's 52 PNG and
+    Inf-Net's 100 JPEG slices (at most 82 % of their pixels near 0 or 255) stay images."""
+    infnet = shared("infnet-covid-semiseg", "TrainingSet")
+    paths = (sorted(shared("medseg-covid19-100", "images").glob("*.png"))
+             + sorted(infnet.glob("*/Imgs/*.jpg")) + sorted(infnet.glob("*/*/Imgs/*.jpg")))
+    assert len(paths) >= 150
+    for path in paths:
+        assert label_levels(read_image(path)) is None, path
+
+
 def test_a_palette_mask_is_told_by_its_indices(tmp_path: Path) -> None:
     """Inf-Net's multi-class truth stores labels 0/1/2 as palette indices drawn dark red and
     green, read through the palette as grey 0/38/75, which are no labels; its indices are."""

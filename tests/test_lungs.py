@@ -473,6 +473,36 @@ def test_two_small_touching_lungs_are_two(spacing: float, width_mm: float, overl
         assert dice(labels == lung, truth == lung) > 0.9
 
 
+def lone_lung_chest(shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """HU of the chest() body holding one lung, ``shift`` columns off the body's midline and
+    spanning it (a lung over a pneumonectomy side, one lung in the field of view), and the lung."""
+    shape = (14, 80, 96)
+    hu = np.full(shape, -1000.0, dtype=np.float32)
+    hu[ellipsoid(shape, (7, 40, 48), (56, 36, 44))] = 40.0
+    lung = ellipsoid(shape, (7, 40, 48 + shift), (8.4, 26, 16))
+    hu[lung] = -850.0
+    return hu, lung
+
+
+@pytest.mark.parametrize(("shift", "side"), [(4, LEFT_LUNG), (-4, RIGHT_LUNG), (2, LEFT_LUNG)])
+def test_a_lone_lung_across_the_midline_is_one_lung(shift: int, side: int) -> None:
+    """A lone lung spanning the body's midline was cut by it into a "right" and a "left" lung
+    of 30 to 50 % each (the sliver rule joins a part under a tenth only). The midline cut it
+    straight in every slice, where it has no right and left core as two touching lungs have:
+    the cut-off side now joins the lung. Two lungs meeting at a thin junction stay two."""
+    hu, lung = lone_lung_chest(shift)
+    for labels in (segment_lungs(hu, LPS_LIKE), split_lungs(lung, LPS_LIKE, hu),
+                   lung_sides(lung, LPS_LIKE, hu)):
+        assert np.array_equal(labels > 0, lung) and set(np.unique(labels[lung])) == {side}
+    hu, truth = chest(touching=True)
+    junction = np.zeros(truth.shape, dtype=bool)
+    junction[:, 30:32, 40:56] = True  # a junction line in every slice, 2 voxels thick
+    hu[junction & (truth == 0)] = -850.0
+    for labels in (segment_lungs(hu, LPS_LIKE), split_lungs((truth > 0) | junction, LPS_LIKE, hu)):
+        for lung in (RIGHT_LUNG, LEFT_LUNG):
+            assert dice(labels == lung, truth == lung) > 0.95
+
+
 def test_lungs_draw_no_progress_bar(capsys) -> None:
     """A "lungs" bar of the body-air step (a second of a study's time) was drawn inside the
     study bar of `covseg quantify` and `covseg predict`."""

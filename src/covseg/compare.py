@@ -28,6 +28,7 @@ from covseg.crossval import (
     class_dice,
     cross_validate,
     cross_validation_work,
+    data_warnings,
     mean_over_folds,
 )
 from covseg.data.layouts import LoadedData
@@ -167,7 +168,8 @@ def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
               "data": data.describe(), "synthetic": data.synthetic, "baseline": baseline,
               "folds": len(summary["per_fold"]), "split_files": bool(data.folds),
               "fold_source": summary["folds"],
-              "config": _shared_recipe(config), "models": rows, "left_out": left_out}
+              "config": _shared_recipe(config), "models": rows, "left_out": left_out,
+              "warnings": list(data.notes)}
     write_json(out / "comparison.json", result)
     dice = any_lesion("Dice", config.target == "multiclass")
     box_plot({spec: list(d.values()) for spec, d in dice_by_model.items()},
@@ -308,6 +310,7 @@ def comparison_markdown(result: dict[str, Any]) -> str:
          "slices"),
         f"- Recipe (shared; each model's name and options in its row): `{result['config']}`",
         *([f"- Note: {left_out_note(result['left_out'])}"] if result.get("left_out") else []),
+        *data_warnings(result),
         "",
         ("| model | " + " | ".join(columns) + f" | Δ {columns[0]} | better/worse "
          f"| {any_lesion('p', multiclass)} | params | GFLOPs/512² | CPU ms/512² "

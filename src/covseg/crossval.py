@@ -198,6 +198,13 @@ def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike
     return summary
 
 
+def data_warnings(record: Mapping[str, Any]) -> list[str]:
+    """The report line of what loading the data warned of (a record's ``warnings``: MosMed
+    slices no fold tests, slices whose patient cannot be told), none without."""
+    warned = record.get("warnings") or []
+    return [f"- Data warnings ({len(warned)}): " + "; ".join(warned)] if warned else []
+
+
 def _fold_means(rows: list[dict[str, Any]]) -> dict[str, float]:
     """A fold's mean of every metric; the report's metrics are NaN (undefined) in a fold that
     tested no slices, so that the summary and the report never lack them."""
@@ -239,6 +246,7 @@ def _summary(config: TrainConfig, data: LoadedData, how: str, per_fold: list[dic
         "per_fold": per_fold,
         "mean_std_over_folds": across, "pooled_per_case": summarize(rows),
         "empty_mask_rules": EMPTY_MASK_RULES, "std_note": STD_NOTE,
+        "warnings": list(data.notes),
     }
 
 
@@ -291,6 +299,7 @@ def report_markdown(summary: dict[str, Any]) -> str:
          f"{summary['train_seconds'] / 60:.1f} min summed over folds (kept across resumes)"),
         f"- Recipe: `{summary['config']}`",
         f"- Epochs trained per fold: {', '.join(str(f['epochs']) for f in summary['per_fold'])}",
+        *data_warnings(summary),
         "",
         "| fold | test slices | " + " | ".join(any_lesion(k, multiclass) for k in keys) + " |",
         "|---|---|" + "---|" * len(keys),

@@ -14,7 +14,10 @@ Without an affine the DICOM display convention is assumed: column index grows to
 left and row index towards posterior (the right lung is on the image's left, as radiologists view
 axial slices). Where the two lungs touch in a slice, the joined component is eroded (a
 distance-transform threshold) until it falls apart into a right and a left core, and every voxel
-goes to the nearest core. :func:`segment_lungs` and :func:`split_lungs` drop the trachea above
+goes to the nearest core. A side cut off by the midline from lung parts with no such cores (one
+lung spanning the midline), or a sliver under a tenth of the other side, joins the lung it
+touches (:func:`_join_slivers`).
+:func:`segment_lungs` and :func:`split_lungs` drop the trachea above
 the carina (a small component on the midline that does not fall apart); :func:`lung_sides` keeps
 every voxel of a user's mask. Consolidation is not air and falls outside a threshold mask:
 :func:`remove_outside_lungs` keeps the lesions connected to the lungs, to :data:`LESION_DEPTH_MM`
@@ -68,6 +71,14 @@ SECOND_LUNG_SHARE = 0.1
 """Least size of a second lung, as a share of the first: a smaller part is a piece of the one
 lung (:func:`_side_by_side`, :func:`_join_slivers`). The sliver a midline cut off the lone lung
 of a half-body crop held 0.15 % of it."""
+HALVED_SHARE = 0.5
+"""At least this share of the smaller side's voxels cut off by the midline from in-plane parts
+that hold both sides and have no right and left core (no neck between two lungs: the midline
+runs through the middle of one lung) makes that side a part of the other lung
+(:func:`_join_slivers`): a lone lung spanning the midline was labelled as two halves. Two
+lungs fall apart where they touch (:func:`_split_touching`), at their junction lines, or lie
+apart: a synthetic pair touching along a band in every slice, and the real chest DICOM and
+nnU-Net sample here, have none of their voxels so cut."""
 IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
 IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)
 
@@ -451,28 +462,35 @@ def _split(mask: np.ndarray, affine: np.ndarray, midline: np.ndarray, airway_mm2
         return labels
     midline = np.where(valid, midline, midline[valid].mean())
     spacing = _in_plane_spacing(affine)
+    halved = np.zeros(3, dtype=np.int64)
     for k in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)):
         side = _side_map(mask.shape[1:], affine, k, midline[k])
         components, _ = ndimage.label(mask[k])
         for index, box in enumerate(ndimage.find_objects(components), start=1):
             component = components[box] == index
-            labels[k][box][component] = _component_labels(component, side[box], spacing,
-                                                          airway_mm2)[component]
-    _join_slivers(labels)
+            sided, cut = _component_labels(component, side[box], spacing, airway_mm2)
+            labels[k][box][component] = sided[component]
+            if cut:
+                halved += np.bincount(sided[component], minlength=3)[:3]
+    _join_slivers(labels, halved)
     return labels
 
 
-def _join_slivers(labels: np.ndarray) -> None:
-    """Give the parts of the smaller side that touch the other lung to it, in place, when that
-    side holds under :data:`SECOND_LUNG_SHARE` of the other's voxels: a sliver cut off one lung
-    by a midline running through it (a scan of one side, the body cut by the image edge) is
-    part of that lung, not a second lung, as lungmask merges a label's small parts into the
-    label they touch. A small lung apart from the other (a collapsed one) keeps its side."""
+def _join_slivers(labels: np.ndarray, halved: np.ndarray) -> None:
+    """Give the parts of the smaller side that touch the other lung (in 3D) to it, in place,
+    when that side holds under :data:`SECOND_LUNG_SHARE` of the other's voxels, or when at
+    least :data:`HALVED_SHARE` of its voxels (``halved``: voxels by label) were cut off by the
+    midline from in-plane parts with no right and left core: a sliver or a half cut off one
+    lung by a midline running through it (a scan of one side, the body cut by the image edge,
+    a lone lung spanning the midline) is part of that lung, not a second lung, as lungmask
+    merges a label's small parts into the label they touch. A small lung apart from the other
+    (a collapsed one) keeps its side."""
     counts = np.zeros(3, dtype=np.int64)
     for plane in labels:
         counts += np.bincount(plane.ravel(), minlength=3)[:3]
     small, large = sorted((RIGHT_LUNG, LEFT_LUNG), key=lambda side: counts[side])
-    if not counts[small] or counts[small] >= SECOND_LUNG_SHARE * counts[large]:
+    if not counts[small] or (counts[small] >= SECOND_LUNG_SHARE * counts[large]
+                             and halved[small] < HALVED_SHARE * counts[small]):
         return
     box = _bounding_box(labels == small, pad=(1, 1, 1))
     sub = labels[box]
@@ -490,9 +508,10 @@ def _side_map(shape: tuple[int, ...], affine: np.ndarray, k: int, midline: float
 
 
 def _component_labels(component: np.ndarray, side: np.ndarray, spacing: tuple[float, float],
-                      airway_mm2: float) -> np.ndarray:
+                      airway_mm2: float) -> tuple[np.ndarray, bool]:
     """Labels for one in-plane component: one side, split in two, or dropped (airway: on the
-    midline, not falling apart, smaller than ``airway_mm2``).
+    midline, not falling apart, smaller than ``airway_mm2``), and whether the midline cut it in
+    two where it has no right and left core (one lung, or joined lungs without a neck).
 
     The split is tried first: two small lungs (15-25 mm wide) touching at the midline are no
     larger than the trachea, and were dropped as one (the trachea does not fall apart in two).
@@ -500,16 +519,17 @@ def _component_labels(component: np.ndarray, side: np.ndarray, spacing: tuple[fl
     right = float(np.mean(side[component] > 0))
     minority = min(right, 1.0 - right)
     majority = RIGHT_LUNG if right >= 0.5 else LEFT_LUNG
+    whole = np.where(component, majority, 0).astype(np.uint8)
     if minority < 0.1:
-        return np.where(component, majority, 0).astype(np.uint8)
+        return whole, False
     split = _split_touching(component, side, spacing)
     if split is not None:
-        return split
+        return split, False
     if component.sum() * spacing[0] * spacing[1] < airway_mm2:
-        return np.zeros(component.shape, dtype=np.uint8)
+        return np.zeros(component.shape, dtype=np.uint8), False
     if minority < 0.25:
-        return np.where(component, majority, 0).astype(np.uint8)
-    return np.where(component, np.where(side > 0, RIGHT_LUNG, LEFT_LUNG), 0).astype(np.uint8)
+        return whole, False
+    return np.where(component, np.where(side > 0, RIGHT_LUNG, LEFT_LUNG), 0).astype(np.uint8), True
 
 
 def _split_touching(component: np.ndarray, side: np.ndarray, spacing: tuple[float, float]

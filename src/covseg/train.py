@@ -893,9 +893,10 @@ def held_out(data: LoadedData, train_cases: Sequence[str], val_cases: Sequence[s
 
 def _write_metrics(out: Path, metrics: dict[str, Any], data: LoadedData,
                    val_samples: Sequence[Sample]) -> dict[str, Any]:
-    """Add the saved model's validation metrics at the original image size, and the command
-    and covseg version (:func:`provenance`); write metrics.json."""
-    metrics = {**provenance(data_path=data.root), **metrics}
+    """Add the saved model's validation metrics at the original image size, the command and
+    covseg version (:func:`provenance`) and what loading the data warned of (``warnings``, the
+    data's notes: MosMed slices no fold tests, say); write metrics.json."""
+    metrics = {**provenance(data_path=data.root), **metrics, "warnings": list(data.notes)}
     if val_samples:
         rows, _ = evaluate_samples(Predictor.load(out / "best.pt"), val_samples, "validating")
         write_text(out / "validation_per_case.csv", rows_to_csv(rows))

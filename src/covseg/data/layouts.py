@@ -130,7 +130,10 @@ class LoadedData:
     folds: list[tuple[list[str], list[str]]] | None = None
     synthetic: bool = False
     notes: list[str] = field(default_factory=list)
-    """What a user should know about these data; :func:`load_dataset` logs each as a warning."""
+    """What a user should know about these data (MosMed's slices no fold tests, slices whose
+    patient cannot be told, studies without a mask): :func:`load_dataset` logs each as a
+    warning, and a run trained on them records them (``warnings`` in its metrics.json, a
+    cross-validation's summary.json and report.md)."""
     intensity: str = "auto"
     """How the images were scaled to [0, 1] (``load_dataset``'s ``intensity``)."""
     window: tuple[float, float] = LUNG_WINDOW
@@ -506,7 +509,8 @@ def _read_mosmed_2d(root: Path, options: ReadOptions) -> LoadedData:
     images = _files(images_dir, is_image_file, lambda path: _slice_stem(path.name))
     pairs = _pair(images, _files(masks_dir, is_image_file, lambda path: _slice_stem(path.name)),
                   root)
-    patients = _mosmed_patients(root, pairs)
+    notes: list[str] = []
+    patients = _mosmed_patients(root, pairs, notes)
     samples = _read_2d_pairs(pairs, options, patients, "reading MosMed slices")
     splits = _split_pairs(root)
     folds = [_read_fold(train_list, valid_list, patients, images_dir)
@@ -515,35 +519,38 @@ def _read_mosmed_2d(root: Path, options: ReadOptions) -> LoadedData:
     tested = {stem for _, valid in folds for stem in valid}
     untested = [stem for stem in images if stem not in tested]
     if untested:
-        log.warning("%s: %d of %s %s in no %s*.txt, so no fold tests %s (%s); list each in "
-                    "one fold's test file", root, len(untested), counted(len(images), "slice"),
-                    "is" if len(untested) == 1 else "are", SPLIT_LISTS[1],
-                    "it" if len(untested) == 1 else "them", examples(untested))
+        one = len(untested) == 1
+        notes.append(f"{len(untested)} of {counted(len(images), 'slice')} "
+                     f"{'is' if one else 'are'} in no {SPLIT_LISTS[1]}*.txt, so no fold tests "
+                     f"{'it' if one else 'them'} ({examples(untested)}); list each in one "
+                     "fold's test file")
     loaded = _loaded(samples, "mosmed-2d", root, options, folds=folds)
     loaded.split_files = [(train.name, valid.name) for train, valid in splits]
     numbers = [_fold_number(train) for train, _ in splits]
     if numbers not in (list(range(len(numbers))), list(range(1, len(numbers) + 1))):
-        log.warning("%s: the split files are numbered %s, not 1..%d, so the folds' numbers are "
-                    "not theirs (fold K is the K-th pair in number order): %s", root,
-                    ", ".join(map(str, numbers)), len(numbers), split_files_note(loaded))
+        notes.append(f"the split files are numbered {', '.join(map(str, numbers))}, not "
+                     f"1..{len(numbers)}, so the folds' numbers are not theirs (fold K is the "
+                     f"K-th pair in number order): {split_files_note(loaded)}")
+    loaded.notes = notes
     return loaded
 
 
-def _mosmed_patients(root: Path, pairs: list[tuple[str, Path, Path]]) -> dict[str, str]:
+def _mosmed_patients(root: Path, pairs: list[tuple[str, Path, Path]], notes: list[str]
+                     ) -> dict[str, str]:
     """Each slice's patient: as ``root/patients.csv`` groups it, as every 2D layout reads it,
     else its study as its name tells it (:func:`_mosmed_patient`); slices that neither tells are
-    each their own patient, which a warning says, as a split file may then put one patient's
-    slices on both sides of a fold unseen."""
+    each their own patient, which a note in ``notes`` says, as a split file may then put one
+    patient's slices on both sides of a fold unseen."""
     table = _read_patients_csv(root)
     _check_patients_listed(table, _slice_cases(pairs), warn=False)  # studies group the rest
     patients = {stem: table.get(stem, _mosmed_patient(stem)) for stem, _, _ in pairs}
     untold = [stem for stem in patients if stem not in table and _mosmed_patient(stem) == stem]
     if untold:
-        log.warning("%s: %d of %s name no study (study_NNNN_K) and no patients.csv names %s "
-                    "(e.g. %s), so each is its own patient and a fold may train and test one "
-                    "patient's slices; name them by study or add a patients.csv "
-                    "(case_id,patient_id)", root, len(untold), counted(len(patients), "slice"),
-                    "it" if len(untold) == 1 else "them", untold[0])
+        notes.append(f"{len(untold)} of {counted(len(patients), 'slice')} name no study "
+                     f"(study_NNNN_K) and no patients.csv names "
+                     f"{'it' if len(untold) == 1 else 'them'} (e.g. {untold[0]}), so each is its "
+                     "own patient and a fold may train and test one patient's slices; name them "
+                     "by study or add a patients.csv (case_id,patient_id)")
     return patients
 
 
@@ -765,15 +772,16 @@ def _read_mosmed_3d(root: Path, options: ReadOptions) -> LoadedData:
             f"{root}: no MosMed study under studies/ has a mask under masks/ "
             "(masks are named <study>_mask.nii.gz)"
         )
-    for skipped, what, without in ((sorted(set(studies) - set(masks)), ("study", "studies"),
-                                    "a mask"),
-                                   (sorted(set(masks) - set(studies)), ("mask", "masks"),
-                                    "a study")):
-        if skipped:
-            log.warning("%s: %s without %s skipped (%s)", root, counted(len(skipped), *what),
-                        without, examples(skipped))
+    notes = [f"{counted(len(skipped), *what)} without {without} skipped ({examples(skipped)})"
+             for skipped, what, without in ((sorted(set(studies) - set(masks)),
+                                             ("study", "studies"), "a mask"),
+                                            (sorted(set(masks) - set(studies)),
+                                             ("mask", "masks"), "a study"))
+             if skipped]
     samples = _read_studies(pairs, options, "reading MosMed studies", root)
-    return _loaded(samples, "mosmed-3d", root, options)
+    loaded = _loaded(samples, "mosmed-3d", root, options)
+    loaded.notes = notes
+    return loaded
 
 
 def _niftis_under(folder: Path) -> list[Path]:
