@@ -59,7 +59,7 @@ from covseg.metrics import EMPTY_MASK_RULES, STD_NOTE, summarize
 from covseg.models import build_model, parameter_count
 from covseg.models.ensemble import member_names
 from covseg.models.registry import check_model
-from covseg.provenance import provenance
+from covseg.provenance import current_command, invoked_as, provenance
 from covseg.transforms import AUGMENTATIONS, LesionPaste, Letterbox, augmentation
 from covseg.viz import training_curves
 
@@ -770,7 +770,7 @@ def _run_wave(context: Any, jobs: list[tuple[TrainConfig, Path]], shared: Path, 
             receiver, sender = context.Pipe(duplex=False)
             process = context.Process(target=_member_process, name=folder.name,
                                       args=(member, shared, folder, progress, position, threads,
-                                            sender))
+                                            sender, current_command()))
             # A member starts with Ctrl-C ignored (inherited through spawn's exec, so Python
             # installs no KeyboardInterrupt handler there): a Ctrl-C while it imports torch
             # printed its traceback. The parent stops the members as ever; only a Ctrl-C in
@@ -825,8 +825,9 @@ def _stop_when_orphaned(parent: int, every_s: float = 1.0) -> None:
 
 
 def _member_process(config: TrainConfig, shared: Path, out: Path, progress: bool,
-                    bar_position: int, threads: int, errors: Connection) -> None:
-    """One member in a process of its own; covseg's one-line errors go back through ``errors``.
+                    bar_position: int, threads: int, errors: Connection, command: str) -> None:
+    """One member in a process of its own; covseg's one-line errors go back through ``errors``,
+    its records name the parent's ``command``.
 
     Ctrl-C is left to the parent, which ends the members with SIGTERM: that unwinds like an
     exception here, so no temporary file is left behind.
@@ -840,8 +841,9 @@ def _member_process(config: TrainConfig, shared: Path, out: Path, progress: bool
         data, train_cases, val_cases, fingerprint = pickle.load(handle)  # the parent's
     items = _load_items(shared.with_name(ITEMS_FILE))
     try:
-        _train_model(config, data, out, True, train_cases, val_cases, fingerprint, progress,
-                     bar_position, train_items=items, bar_label=member_label(out))
+        with invoked_as(command):
+            _train_model(config, data, out, True, train_cases, val_cases, fingerprint, progress,
+                         bar_position, train_items=items, bar_label=member_label(out))
     except CovsegError as exc:
         errors.send(str(exc))
         sys.exit(2)
