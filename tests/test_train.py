@@ -45,6 +45,32 @@ def test_run_folder_has_config_log_curves_checkpoints_and_metrics(tiny_run: Path
     assert len((tiny_run / "log.csv").read_text().strip().splitlines()) == 3
 
 
+def test_a_recipe_built_by_hand_with_numpys_numbers_trains_and_records_python_numbers(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """A TrainConfig built with numpy's numbers passed its checks (they are numbers), but they
+    reached torch's DataLoader (a batch size must be Python's int) and the checkpoint's meta
+    unconverted; only the Python API converted its arguments."""
+    config = TrainConfig(model="unet", epochs=np.int64(1), batch_size=np.int64(4),
+                         lr=np.float32(2e-3), size=np.int32(32), seed=np.int64(3),
+                         threshold=np.float64(0.25), frame_lungs=np.bool_(False),
+                         window=(np.float32(-1250), np.int64(250)),
+                         model_options={"width": np.int64(4)})
+    for name in ("epochs", "batch_size", "size", "seed"):
+        assert type(getattr(config, name)) is int, name
+    assert (type(config.lr), type(config.threshold)) == (float, float)
+    assert config.frame_lungs is False and config.window == (-1250.0, 250)
+    out = tmp_path / "run"
+    metrics = train_module.train(config, load_dataset(synthetic_folder), out, progress=False)
+    assert metrics["epochs"] == 1
+    recorded = json.loads((out / "config.json").read_text())["config"]
+    assert (recorded["epochs"], recorded["batch_size"], recorded["size"], recorded["seed"]) == (
+        1, 4, 32, 3)
+    assert recorded["lr"] == float(np.float32(2e-3)) and recorded["threshold"] == 0.25
+    assert recorded["window"] == [-1250.0, 250] and recorded["model_options"] == {"width": 4}
+    meta = load_checkpoint(out)["meta"]  # weights_only: numpy's numbers would not load
+    assert (meta["size"], meta["model_options"]) == (32, {"width": 4})
+
+
 @pytest.mark.parametrize("options", [{}, {"ema_decay": 0.9}, {"cutmix": 1.0},
                                      {"lesion_paste": 0.5}])
 def test_resume_after_interruption_matches_an_uninterrupted_run(
