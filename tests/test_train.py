@@ -25,6 +25,7 @@ from covseg.checkpoint import load_checkpoint
 from covseg.config import TrainConfig
 from covseg.data import load_dataset
 from covseg.errors import CovsegError
+from covseg.io.lock import LOCK_FILE
 from covseg.train import handler_restored
 from tests.conftest import folder_holding
 
@@ -686,6 +687,84 @@ def test_a_run_record_left_without_a_checkpoint_is_started_afresh(
     assert json.loads((out / "config.json").read_text())["config"]["size"] == 64
     with pytest.raises(CovsegError, match="already holds a run; pass --resume"):
         train_module.train(TrainConfig(**{**TINY, "epochs": 1}), data, out, progress=False)
+
+
+WAITING_RUN = """
+import importlib, sys, time
+from pathlib import Path
+from covseg.config import TrainConfig
+from covseg.data import load_dataset
+
+train_module = importlib.import_module("covseg.train")  # covseg exports a train() too
+data, out = sys.argv[1], Path(sys.argv[2])
+real_epoch = train_module._train_epoch
+
+
+def waiting_epoch(*args):
+    (out.parent / "started").write_text("")  # config.json written, no checkpoint yet
+    while not (out.parent / "go").exists():
+        time.sleep(0.05)
+    return real_epoch(*args)
+
+
+train_module._train_epoch = waiting_epoch
+train_module.train(TrainConfig(model="unet", epochs=1, size=32, model_options={"width": 4}),
+                   load_dataset(data), out, progress=False)
+"""
+
+
+def _waiting_run(tmp_path: Path, data: Path, out: Path) -> subprocess.Popen[str]:
+    """A run into ``out`` in a process of its own, waiting before its first epoch (its
+    config.json written, no checkpoint) until ``tmp_path / "go"`` exists."""
+    process = subprocess.Popen([sys.executable, "-c", WAITING_RUN, str(data), str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "started").exists():
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() < deadline, "the run never started its first epoch"
+        time.sleep(0.05)
+    assert (out / "config.json").is_file() and not (out / "last.pt").exists()
+    return process
+
+
+def test_a_second_run_into_an_out_another_run_writes_to_is_refused(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """An --out holding only a config.json (a run started, no epoch saved yet) was taken for
+    empty: a second run started into it trained beside the first, each overwriting the other's
+    files. It is refused while the first runs, in one line naming the first's pid."""
+    out = tmp_path / "run"
+    first = _waiting_run(tmp_path, synthetic_folder, out)
+    try:
+        record = (out / "config.json").read_text()
+        second = TrainConfig(**{**TINY, "epochs": 1, "size": 32})
+        with pytest.raises(CovsegError, match=(
+                rf"^another covseg run is writing to {re.escape(str(out))} \(pid {first.pid}\); "
+                r"wait for it to end, or pick another --out$")):
+            train_module.train(second, load_dataset(synthetic_folder), out, progress=False)
+        assert (out / "config.json").read_text() == record, "the first run's record is kept"
+    finally:
+        (tmp_path / "go").write_text("")
+        _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 1
+    assert not (out / LOCK_FILE).exists(), "released at its end"
+    with pytest.raises(CovsegError, match="already holds a run; pass --resume"):
+        train_module.train(second, load_dataset(synthetic_folder), out, progress=False)
+
+
+def test_a_run_killed_outright_leaves_its_out_to_the_next_run(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """A run killed with SIGKILL before its first epoch cannot remove its lock file; the lock
+    is the system's (released with the process), so the next run takes the folder over."""
+    out = tmp_path / "run"
+    first = _waiting_run(tmp_path, synthetic_folder, out)
+    first.kill()
+    first.communicate(timeout=60)
+    assert (out / LOCK_FILE).read_text() == f"{first.pid}\n", "left behind, naming the dead run"
+    metrics = train_module.train(TrainConfig(**{**TINY, "epochs": 1, "size": 32}),
+                                 load_dataset(synthetic_folder), out, progress=False)
+    assert metrics["epochs"] == 1
+    assert not (out / LOCK_FILE).exists()
 
 
 def test_the_patients_actually_held_out_are_recorded(tiny_run: Path) -> None:
