@@ -767,6 +767,16 @@ def test_a_run_killed_outright_leaves_its_out_to_the_next_run(
     assert not (out / LOCK_FILE).exists()
 
 
+def test_an_out_that_cannot_be_made_is_one_line(tmp_path: Path, synthetic_folder: Path) -> None:
+    """An --out under a file raised NotADirectoryError's traceback when its folder was made."""
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "run"
+    with pytest.raises(CovsegError, match=rf"^{re.escape(str(out))}: cannot write to it \("
+                                          r".*\); pick a writable --out$"):
+        train_module.train(TrainConfig(**TINY), load_dataset(synthetic_folder), out,
+                           progress=False)
+
+
 def test_the_patients_actually_held_out_are_recorded(tiny_run: Path) -> None:
     """config.json recorded --val-fraction as asked (0.25 of 8 patients), never the patients
     and slices actually held out, which --val-fraction rounds (one patient at least)."""

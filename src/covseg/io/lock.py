@@ -28,7 +28,6 @@ def writing_to(folder: Path) -> Iterator[None]:
     process, or another thread of this one) is refused in one line naming its pid."""
     made = [path for path in (folder, *folder.parents) if not path.exists()]
     try:
-        folder.mkdir(parents=True, exist_ok=True)
         handle = _locked(folder / LOCK_FILE)
         try:
             yield
@@ -43,10 +42,11 @@ def writing_to(folder: Path) -> Iterator[None]:
 
 
 def _locked(path: Path) -> IO[str]:
-    """``path`` opened (made if missing) and locked, our pid written in it; the file, if it was
-    removed or replaced between its opening and its locking, opened again."""
+    """``path`` opened (made if missing, with its folders) and locked, our pid written in it;
+    the file, if it was removed or replaced between its opening and its locking, opened again."""
     while True:
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+")
         except OSError as exc:
             raise CovsegError(f"{path.parent}: cannot write to it ({exc.strerror or exc}); "
