@@ -27,6 +27,7 @@ from covseg.cli import main
 from covseg.config import TrainConfig
 from covseg.data import load_dataset
 from covseg.errors import CovsegError
+from covseg.io.lock import writing_to
 from covseg.train import handler_restored
 
 RECIPE: dict[str, Any] = {"epochs": 1, "size": 32, "folds": 2}
@@ -321,17 +322,17 @@ def _stop(*_: Any) -> None:
 
 def _folds_in_their_first_epoch(crash: bool = False) -> Callable[..., None]:
     """A stand-in for a fold's task: it writes what a fold has written in its first epoch (its
-    folder and run record), then trains (sleeps) for two minutes, or dies (``crash``). Made
-    here, so that Ray ships it by value."""
+    folder, lock file and run record), then trains (sleeps) for two minutes, or dies
+    (``crash``: its lock file left behind). Made here, so that Ray ships it by value."""
     def fold_task(config: TrainConfig, data: Any, out: str, folds: int, fold: int,
                   resume: bool) -> None:
         record = Path(out) / f"fold_{fold}" / "config.json"
-        record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text("{}")
-        if crash:
-            os._exit(9)
-        for _ in range(2400):  # the epoch's steps: two minutes
-            time.sleep(0.05)
+        with writing_to(record.parent):
+            record.write_text("{}")
+            if crash:
+                os._exit(9)
+            for _ in range(2400):  # the epoch's steps: two minutes
+                time.sleep(0.05)
 
     return fold_task
 

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from covseg import api
 from covseg.cli import main
+from covseg.provenance import UNKNOWN_COMMAND, invoked_as, provenance
 from tests.test_quantify import synthetic_study
 
 QUICK = ["--epochs", "1", "--size", "32", "--model", "unet", "--model-option", "width=4"]
@@ -111,3 +114,87 @@ def test_quantify_records_its_command(tmp_path: Path) -> None:
     assert api.quantify([mask], tmp_path / "out").done == 1
     _assert_names(_record(tmp_path / "out" / "study_0001" / "quantification.json"),
                   "Python API: covseg.quantify()")
+
+
+def _in_threads(*targets: Any) -> None:
+    """Run each of ``targets`` in a thread of its own, wait for all; re-raise the first error."""
+    errors: list[BaseException] = []
+
+    def run(target: Any) -> None:
+        try:
+            target()
+        except BaseException as exc:  # noqa: BLE001  handed to the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(target,)) for target in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    if errors:
+        raise errors[0]
+
+
+def test_two_commands_in_two_threads_record_their_own() -> None:
+    """The command was one environment variable of the process: a second thread's command was
+    recorded as the first's, and the first's end removed it under the second."""
+    entered, first_done = threading.Barrier(2, timeout=30), threading.Event()
+    seen: dict[str, list[str]] = {"a": [], "b": []}
+
+    def first() -> None:
+        with invoked_as("covseg first"):
+            entered.wait()
+            seen["a"].append(provenance()["command"])
+        first_done.set()
+
+    def second() -> None:
+        with invoked_as("covseg second"):
+            entered.wait()
+            seen["b"].append(provenance()["command"])
+            assert first_done.wait(30)
+            seen["b"].append(provenance()["command"])
+
+    _in_threads(first, second)
+    assert seen == {"a": ["covseg first"], "b": ["covseg second", "covseg second"]}
+    assert provenance()["command"] == UNKNOWN_COMMAND, "nothing left behind"
+
+
+def test_an_api_call_beside_another_command_in_the_process_records_its_own(
+        tmp_path: Path) -> None:
+    """quantify() called in one thread while another thread runs a command (a long training)
+    recorded the other's command line."""
+    _, mask, _ = synthetic_study(tmp_path / "studies", "study_0001")
+    holding, done = threading.Event(), threading.Event()
+
+    def other_command() -> None:
+        with invoked_as("covseg train data --out run"):
+            holding.set()
+            assert done.wait(120)
+
+    def quantify() -> None:
+        try:
+            assert holding.wait(30)
+            assert api.quantify([mask], tmp_path / "out").done == 1
+        finally:
+            done.set()
+
+    _in_threads(other_command, quantify)
+    _assert_names(_record(tmp_path / "out" / "study_0001" / "quantification.json"),
+                  "Python API: covseg.quantify()")
+
+
+def test_members_in_processes_of_their_own_record_the_command(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """The command is kept in the calling thread only: each member trained in a spawned process
+    is handed it, and records it as the run does."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # two members side by side, one process each
+    try:
+        metrics = api.train(synthetic_folder, tmp_path / "run", model="unet,unet", epochs=1,
+                            size=32, model_options={"width": 4})
+    finally:
+        torch.set_num_threads(threads)
+    assert metrics["members_side_by_side"] == 2
+    for member in ("member0-unet", "member1-unet"):
+        _assert_names(_record(tmp_path / "run" / member / "config.json"),
+                      "Python API: covseg.train()", data_path=synthetic_folder)

@@ -25,6 +25,7 @@ from covseg.checkpoint import load_checkpoint
 from covseg.config import TrainConfig
 from covseg.data import load_dataset
 from covseg.errors import CovsegError
+from covseg.io.lock import LOCK_FILE
 from covseg.train import handler_restored
 from tests.conftest import folder_holding
 
@@ -43,6 +44,32 @@ def test_run_folder_has_config_log_curves_checkpoints_and_metrics(tiny_run: Path
     config = json.loads((tiny_run / "config.json").read_text())
     assert config["synthetic"] and config["val_cases"]
     assert len((tiny_run / "log.csv").read_text().strip().splitlines()) == 3
+
+
+def test_a_recipe_built_by_hand_with_numpys_numbers_trains_and_records_python_numbers(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """A TrainConfig built with numpy's numbers passed its checks (they are numbers), but they
+    reached torch's DataLoader (a batch size must be Python's int) and the checkpoint's meta
+    unconverted; only the Python API converted its arguments."""
+    config = TrainConfig(model="unet", epochs=np.int64(1), batch_size=np.int64(4),
+                         lr=np.float32(2e-3), size=np.int32(32), seed=np.int64(3),
+                         threshold=np.float64(0.25), frame_lungs=np.bool_(False),
+                         window=(np.float32(-1250), np.int64(250)),
+                         model_options={"width": np.int64(4)})
+    for name in ("epochs", "batch_size", "size", "seed"):
+        assert type(getattr(config, name)) is int, name
+    assert (type(config.lr), type(config.threshold)) == (float, float)
+    assert config.frame_lungs is False and config.window == (-1250.0, 250)
+    out = tmp_path / "run"
+    metrics = train_module.train(config, load_dataset(synthetic_folder), out, progress=False)
+    assert metrics["epochs"] == 1
+    recorded = json.loads((out / "config.json").read_text())["config"]
+    assert (recorded["epochs"], recorded["batch_size"], recorded["size"], recorded["seed"]) == (
+        1, 4, 32, 3)
+    assert recorded["lr"] == float(np.float32(2e-3)) and recorded["threshold"] == 0.25
+    assert recorded["window"] == [-1250.0, 250] and recorded["model_options"] == {"width": 4}
+    meta = load_checkpoint(out)["meta"]  # weights_only: numpy's numbers would not load
+    assert (meta["size"], meta["model_options"]) == (32, {"width": 4})
 
 
 @pytest.mark.parametrize("options", [{}, {"ema_decay": 0.9}, {"cutmix": 1.0},
@@ -660,6 +687,94 @@ def test_a_run_record_left_without_a_checkpoint_is_started_afresh(
     assert json.loads((out / "config.json").read_text())["config"]["size"] == 64
     with pytest.raises(CovsegError, match="already holds a run; pass --resume"):
         train_module.train(TrainConfig(**{**TINY, "epochs": 1}), data, out, progress=False)
+
+
+WAITING_RUN = """
+import importlib, sys, time
+from pathlib import Path
+from covseg.config import TrainConfig
+from covseg.data import load_dataset
+
+train_module = importlib.import_module("covseg.train")  # covseg exports a train() too
+data, out = sys.argv[1], Path(sys.argv[2])
+real_epoch = train_module._train_epoch
+
+
+def waiting_epoch(*args):
+    (out.parent / "started").write_text("")  # config.json written, no checkpoint yet
+    while not (out.parent / "go").exists():
+        time.sleep(0.05)
+    return real_epoch(*args)
+
+
+train_module._train_epoch = waiting_epoch
+train_module.train(TrainConfig(model="unet", epochs=1, size=32, model_options={"width": 4}),
+                   load_dataset(data), out, progress=False)
+"""
+
+
+def _waiting_run(tmp_path: Path, data: Path, out: Path) -> subprocess.Popen[str]:
+    """A run into ``out`` in a process of its own, waiting before its first epoch (its
+    config.json written, no checkpoint) until ``tmp_path / "go"`` exists."""
+    process = subprocess.Popen([sys.executable, "-c", WAITING_RUN, str(data), str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "started").exists():
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() < deadline, "the run never started its first epoch"
+        time.sleep(0.05)
+    assert (out / "config.json").is_file() and not (out / "last.pt").exists()
+    return process
+
+
+def test_a_second_run_into_an_out_another_run_writes_to_is_refused(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """An --out holding only a config.json (a run started, no epoch saved yet) was taken for
+    empty: a second run started into it trained beside the first, each overwriting the other's
+    files. It is refused while the first runs, in one line naming the first's pid."""
+    out = tmp_path / "run"
+    first = _waiting_run(tmp_path, synthetic_folder, out)
+    try:
+        record = (out / "config.json").read_text()
+        second = TrainConfig(**{**TINY, "epochs": 1, "size": 32})
+        with pytest.raises(CovsegError, match=(
+                rf"^another covseg run is writing to {re.escape(str(out))} \(pid {first.pid}\); "
+                r"wait for it to end, or pick another --out$")):
+            train_module.train(second, load_dataset(synthetic_folder), out, progress=False)
+        assert (out / "config.json").read_text() == record, "the first run's record is kept"
+    finally:
+        (tmp_path / "go").write_text("")
+        _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 1
+    assert not (out / LOCK_FILE).exists(), "released at its end"
+    with pytest.raises(CovsegError, match="already holds a run; pass --resume"):
+        train_module.train(second, load_dataset(synthetic_folder), out, progress=False)
+
+
+def test_a_run_killed_outright_leaves_its_out_to_the_next_run(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """A run killed with SIGKILL before its first epoch cannot remove its lock file; the lock
+    is the system's (released with the process), so the next run takes the folder over."""
+    out = tmp_path / "run"
+    first = _waiting_run(tmp_path, synthetic_folder, out)
+    first.kill()
+    first.communicate(timeout=60)
+    assert (out / LOCK_FILE).read_text() == f"{first.pid}\n", "left behind, naming the dead run"
+    metrics = train_module.train(TrainConfig(**{**TINY, "epochs": 1, "size": 32}),
+                                 load_dataset(synthetic_folder), out, progress=False)
+    assert metrics["epochs"] == 1
+    assert not (out / LOCK_FILE).exists()
+
+
+def test_an_out_that_cannot_be_made_is_one_line(tmp_path: Path, synthetic_folder: Path) -> None:
+    """An --out under a file raised NotADirectoryError's traceback when its folder was made."""
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "run"
+    with pytest.raises(CovsegError, match=rf"^{re.escape(str(out))}: cannot write to it \("
+                                          r".*\); pick a writable --out$"):
+        train_module.train(TrainConfig(**TINY), load_dataset(synthetic_folder), out,
+                           progress=False)
 
 
 def test_the_patients_actually_held_out_are_recorded(tiny_run: Path) -> None:

@@ -27,7 +27,13 @@ from covseg.cluster import (
     run_folds_on_ray,
 )
 from covseg.compare import check_compare_folder, check_specs, compare_models
-from covseg.config import TrainConfig, check_kind, check_threshold, check_window
+from covseg.config import (
+    TrainConfig,
+    check_kind,
+    check_threshold,
+    check_window,
+    python_numbers,
+)
 from covseg.crossval import check_cv_folder, cross_validate_fold
 from covseg.crossval import cross_validate as _cross_validate
 from covseg.data.fetch import fetch
@@ -116,24 +122,10 @@ def _public(options: str = "", accepted: Sequence[str] = ()) -> Callable[[Functi
             except TypeError as exc:
                 raise CovsegError(f"{function.__name__}: {exc}") from None
             with invoked_as(api_command(function.__name__)), callers_generators_kept():
-                return function(*map(_plain, args),
-                                **{key: _plain(value) for key, value in kwargs.items()})
+                # numpy's numbers as Python's
+                return function(*map(python_numbers, args), **python_numbers(kwargs))
         return cast(Function, checked)
     return decorate
-
-
-def _plain(value: Any) -> Any:
-    """``value`` with numpy's scalars (``np.int64(4)``, also in a tuple, list or dict, as
-    ``shard`` and ``model_options`` take them) as Python's: accepted as the numbers they are
-    (:func:`~covseg.models.registry.is_a`), then read where only Python's are taken (torch's
-    DataLoader, ``random.seed``, JSON records). Arrays (images) are left as they are."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, tuple | list):
-        return type(value)(map(_plain, value))
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    return value
 
 
 def _taken(own: Sequence[str], options: str, accepted: Sequence[str]) -> str:

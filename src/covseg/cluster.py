@@ -29,7 +29,7 @@ from covseg.data.layouts import LoadedData
 from covseg.errors import CovsegError
 from covseg.io.atomic import remove_temporaries
 from covseg.models.ensemble import member_names
-from covseg.provenance import COMMAND_VARIABLE, current_command
+from covseg.provenance import current_command, invoked_as
 from covseg.train import forget_unsaved_run, handler_restored
 
 LOCAL = "local"
@@ -159,12 +159,10 @@ def run_folds_on_ray(config: TrainConfig, data: LoadedData, out: Path, folds: in
     made = {k: [folder for folder in (out / f"fold_{k}", out, *out.parents) if not folder.exists()]
             for k in range(count)}
     with joined(address, cpus_per_fold) as ray:
-        # a fold's records name the command that runs it, as those of folds run here do
-        command = {"env_vars": {COMMAND_VARIABLE: current_command()}}
-        task = ray.remote(num_cpus=cpus_per_fold, max_retries=0,
-                          runtime_env=command)(_cancellable(cross_validate_fold))
+        task = ray.remote(num_cpus=cpus_per_fold, max_retries=0)(_cancellable(cross_validate_fold))
         shared = ray.put(data)
-        pending = {task.remote(config, shared, str(out), folds, k, resume): k
+        # a fold's records name the command that runs it, as those of folds run here do
+        pending = {task.remote(current_command(), config, shared, str(out), folds, k, resume): k
                    for k in range(count)}
         try:
             _wait_for_folds(ray, pending)
@@ -180,9 +178,10 @@ def _cancellable(fold: Callable[..., Any]) -> Callable[..., Any]:
     does nothing where SIGINT is ignored: workers inherit that from a driver started with it
     ignored (``covseg cv --ray local ... &`` in a script), and every stop then trained on for
     :data:`STOP_GRACE_S` until the fold was killed, unrecorded. SIGINT itself stays blocked
-    in Ray's workers: a Ctrl-C at the terminal reaches the driver only, which cancels."""
-    def task(*args: Any) -> Any:
-        with handler_restored(signal.SIGINT, signal.default_int_handler):
+    in Ray's workers: a Ctrl-C at the terminal reaches the driver only, which cancels. The task
+    takes the driver's ``command`` first, so that the fold's records name it."""
+    def task(command: str, *args: Any) -> Any:
+        with invoked_as(command), handler_restored(signal.SIGINT, signal.default_int_handler):
             return fold(*args)
 
     return task

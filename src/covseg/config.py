@@ -10,6 +10,8 @@ from pathlib import Path
 from types import UnionType
 from typing import Any, get_args, get_origin, get_type_hints
 
+import numpy as np
+
 from covseg.cascade import THRESHOLD, LungFrame, LungGuide
 from covseg.errors import CovsegError
 from covseg.losses import trained_loss
@@ -40,6 +42,20 @@ def check_kind(name: str, value: Any, kinds: Sequence[type]) -> None:
     if not any(is_a(value, kind) for kind in kinds):
         wanted = " or ".join(OPTION_TYPES[kind] for kind in kinds)
         raise CovsegError(f"--{name.replace('_', '-')} must be {wanted}, got {value!r}")
+
+
+def python_numbers(value: Any) -> Any:
+    """``value`` with numpy's scalars (``np.int64(4)``, also in a tuple, list or dict, as
+    ``window``, ``model_options`` and ``shard`` take them) as Python's: accepted as the numbers
+    they are (:func:`~covseg.models.registry.is_a`), then read where only Python's are taken
+    (torch's DataLoader, ``random.seed``, JSON records). Arrays (images) are left as they are."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple | list):
+        return type(value)(map(python_numbers, value))
+    if isinstance(value, dict):
+        return {key: python_numbers(item) for key, item in value.items()}
+    return value
 
 
 def check_window(window: Any) -> tuple[float, float]:
@@ -121,6 +137,9 @@ class TrainConfig:
     for binary targets. Multi-class models take the arg-max: they refuse one and record none."""
 
     def __post_init__(self) -> None:
+        # numpy's numbers (a config built by hand from arrays) would reach torch and the records
+        for name in self.__dataclass_fields__:
+            setattr(self, name, python_numbers(getattr(self, name)))
         self.window_given = self.window is not None
         if self.window is None:
             self.window = LUNG_WINDOW

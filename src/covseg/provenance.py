@@ -2,9 +2,10 @@
 it and the absolute paths it read, added to every JSON record by one helper, :func:`provenance`.
 
 The command is the command line as run for the CLI (``covseg train ...``), or the API function
-called (``Python API: covseg.train()``). It is kept in an environment variable while the
-command runs, so that the processes it starts (an ensemble's members, Ray's fold tasks, given
-it through their ``runtime_env``) record it too.
+called (``Python API: covseg.train()``). It is kept in a context variable while the command
+runs, so that two commands running at once in one process (API calls in two threads) each
+record their own; the processes a command starts (an ensemble's members, Ray's fold tasks) are
+handed it (:func:`current_command`) and run under it (:func:`invoked_as`).
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ import os
 import shlex
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from covseg.data.layouts import is_synthetic_spec
 
-COMMAND_VARIABLE = "COVSEG_COMMAND"
-"""The environment variable holding the command running (see the module docstring)."""
+_COMMAND: ContextVar[str | None] = ContextVar("covseg_command", default=None)
+"""The command running in this thread or task (see the module docstring)."""
 UNKNOWN_COMMAND = "unknown: covseg's internals called directly, not a command or API function"
 
 
@@ -36,22 +38,22 @@ def api_command(function: str) -> str:
 
 @contextmanager
 def invoked_as(command: str) -> Iterator[None]:
-    """Record ``command`` for the block's records (and those of processes it starts); one
-    already running stays, so that the CLI's command line wins over the API function it calls,
-    and an API function over the others it calls."""
-    if os.environ.get(COMMAND_VARIABLE):
+    """Record ``command`` for the block's records in this thread (a process it starts is handed
+    it, see the module docstring); one already running stays, so that the CLI's command line
+    wins over the API function it calls, and an API function over the others it calls."""
+    if _COMMAND.get():
         yield
         return
-    os.environ[COMMAND_VARIABLE] = command
+    token = _COMMAND.set(command)
     try:
         yield
     finally:
-        os.environ.pop(COMMAND_VARIABLE, None)
+        _COMMAND.reset(token)
 
 
 def current_command() -> str:
     """The command running (:func:`invoked_as`), or :data:`UNKNOWN_COMMAND`."""
-    return os.environ.get(COMMAND_VARIABLE) or UNKNOWN_COMMAND
+    return _COMMAND.get() or UNKNOWN_COMMAND
 
 
 def provenance(**paths: str | os.PathLike[str] | None) -> dict[str, Any]:

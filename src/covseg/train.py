@@ -54,12 +54,13 @@ from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_samples, rows_to_csv
 from covseg.infer import TEST_FLIPS, Predictor, model_inputs
 from covseg.io.atomic import remove_temporaries, write_json, write_text
+from covseg.io.lock import drop_unheld_lock, writing_to
 from covseg.losses import BINARY_ONLY, LOSSES, build_loss, trained_loss
 from covseg.metrics import EMPTY_MASK_RULES, STD_NOTE, summarize
 from covseg.models import build_model, parameter_count
 from covseg.models.ensemble import member_names
 from covseg.models.registry import check_model
-from covseg.provenance import provenance
+from covseg.provenance import current_command, invoked_as, provenance
 from covseg.transforms import AUGMENTATIONS, LesionPaste, Letterbox, augmentation
 from covseg.viz import training_curves
 
@@ -250,18 +251,19 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
                           "or lower --val-fraction")
     fingerprint = data_fingerprint(data, [*train_cases, *val_cases])
     refuse_other_output(out, RUN)
-    config = _check_run_folder(out, config, resume, fingerprint, (train_cases, val_cases))
-    made = [folder for folder in (out, *out.parents) if not folder.exists()]
-    out.mkdir(parents=True, exist_ok=True)  # only once the run is accepted: a refusal leaves none
-    try:
-        if len(member_names(config.model)) > 1:
-            return _train_ensemble(config, data, out, resume, train_cases, val_cases,
-                                   fingerprint, progress)
-        return _train_model(config, data, out, resume, train_cases, val_cases, fingerprint,
-                            progress)
-    except BaseException:
-        forget_unsaved_run(out, made)
-        raise
+    # held from the check that the folder is empty (or resumable) to the end: a second run into
+    # it is refused; a refusal leaves no folder made
+    with writing_to(out):
+        config = _check_run_folder(out, config, resume, fingerprint, (train_cases, val_cases))
+        try:
+            if len(member_names(config.model)) > 1:
+                return _train_ensemble(config, data, out, resume, train_cases, val_cases,
+                                       fingerprint, progress)
+            return _train_model(config, data, out, resume, train_cases, val_cases, fingerprint,
+                                progress)
+        except BaseException:
+            forget_unsaved_run(out)
+            raise
 
 
 def _has_checkpoint(out: Path) -> bool:
@@ -269,16 +271,18 @@ def _has_checkpoint(out: Path) -> bool:
     return (out / "last.pt").exists() or any(out.glob("member*/last.pt"))
 
 
-def forget_unsaved_run(out: Path, made: Sequence[Path]) -> None:
+def forget_unsaved_run(out: Path, made: Sequence[Path] = ()) -> None:
     """Remove the record of a run that stopped before it saved any epoch (a member that could
     not start, as in a script without the ``__main__`` guard): it describes nothing saved, and
     would make the rerun that fixes the cause ask for --resume. Its members' records go too,
-    and the folders it ``made`` (deepest first: the run's, a fold's, a cross-validation's) that
-    are left empty, so that a run refused or stopped that early leaves no folder behind."""
+    a lock file no run holds, and the folders it ``made`` (deepest first: the run's, a fold's,
+    a cross-validation's) that are left empty, so that a run refused or stopped that early
+    leaves no folder behind."""
     if _has_checkpoint(out):
         return
     for record in (out / "config.json", *out.glob("member*/config.json")):
         record.unlink(missing_ok=True)
+    drop_unheld_lock(out)
     for folder in [*out.glob("member*"), *made]:
         with suppress(OSError):  # not empty (or not ours to remove): kept
             folder.rmdir()
@@ -329,7 +333,8 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint:
 
     A record beside no checkpoint (a run killed outright, as for memory, before its first
     epoch: :func:`forget_unsaved_run` could not remove it) describes nothing saved and is
-    started afresh, with or without --resume, as such a stopped run leaves no folder.
+    started afresh, with or without --resume, as such a stopped run leaves no folder; one a
+    run still writes is refused before this check (:func:`~covseg.io.lock.writing_to`).
 
     Returns the recipe to train with: the saved one on a resume, which trains alike, so that a
     default spelt out on the resume (``--epochs 240``) leaves the run's record as it was.
@@ -770,7 +775,7 @@ def _run_wave(context: Any, jobs: list[tuple[TrainConfig, Path]], shared: Path, 
             receiver, sender = context.Pipe(duplex=False)
             process = context.Process(target=_member_process, name=folder.name,
                                       args=(member, shared, folder, progress, position, threads,
-                                            sender))
+                                            sender, current_command()))
             # A member starts with Ctrl-C ignored (inherited through spawn's exec, so Python
             # installs no KeyboardInterrupt handler there): a Ctrl-C while it imports torch
             # printed its traceback. The parent stops the members as ever; only a Ctrl-C in
@@ -825,8 +830,9 @@ def _stop_when_orphaned(parent: int, every_s: float = 1.0) -> None:
 
 
 def _member_process(config: TrainConfig, shared: Path, out: Path, progress: bool,
-                    bar_position: int, threads: int, errors: Connection) -> None:
-    """One member in a process of its own; covseg's one-line errors go back through ``errors``.
+                    bar_position: int, threads: int, errors: Connection, command: str) -> None:
+    """One member in a process of its own; covseg's one-line errors go back through ``errors``,
+    its records name the parent's ``command``.
 
     Ctrl-C is left to the parent, which ends the members with SIGTERM: that unwinds like an
     exception here, so no temporary file is left behind.
@@ -840,8 +846,9 @@ def _member_process(config: TrainConfig, shared: Path, out: Path, progress: bool
         data, train_cases, val_cases, fingerprint = pickle.load(handle)  # the parent's
     items = _load_items(shared.with_name(ITEMS_FILE))
     try:
-        _train_model(config, data, out, True, train_cases, val_cases, fingerprint, progress,
-                     bar_position, train_items=items, bar_label=member_label(out))
+        with invoked_as(command):
+            _train_model(config, data, out, True, train_cases, val_cases, fingerprint, progress,
+                         bar_position, train_items=items, bar_label=member_label(out))
     except CovsegError as exc:
         errors.send(str(exc))
         sys.exit(2)

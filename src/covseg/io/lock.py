@@ -1,0 +1,84 @@
+"""One covseg run at a time per output folder.
+
+A run holds an advisory lock (``flock``) on :data:`LOCK_FILE` in its folder while it writes
+there, so that a second run started into the same folder is refused instead of both deciding it
+is empty and writing over each other. The system releases the lock of a process however it ends,
+even killed with SIGKILL: the file such a run leaves behind is taken over by the next run.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import IO
+
+from covseg.errors import CovsegError
+
+LOCK_FILE = ".covseg.lock"
+"""The lock file in a folder a run writes to; it holds the pid of the run holding it."""
+
+
+@contextmanager
+def writing_to(folder: Path) -> Iterator[None]:
+    """Hold ``folder``'s lock for the block, ``folder`` (and its missing parents) made first and
+    removed again where the block leaves them empty. A folder another run holds (another
+    process, or another thread of this one) is refused in one line naming its pid."""
+    made = [path for path in (folder, *folder.parents) if not path.exists()]
+    try:
+        handle = _locked(folder / LOCK_FILE)
+        try:
+            yield
+        finally:
+            # removed while still held: a run that opened it meanwhile sees it gone, retries
+            (folder / LOCK_FILE).unlink(missing_ok=True)
+            handle.close()
+    finally:
+        for path in made:  # deepest first
+            with suppress(OSError):  # not empty: kept
+                path.rmdir()
+
+
+def _locked(path: Path) -> IO[str]:
+    """``path`` opened (made if missing, with its folders) and locked, our pid written in it;
+    the file, if it was removed or replaced between its opening and its locking, opened again."""
+    while True:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+")
+        except OSError as exc:
+            raise CovsegError(f"{path.parent}: cannot write to it ({exc.strerror or exc}); "
+                              "pick a writable --out") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise CovsegError(f"another covseg run is writing to {path.parent} (pid {holder}); "
+                              "wait for it to end, or pick another --out") from None
+        with suppress(FileNotFoundError):
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        handle.close()
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def drop_unheld_lock(folder: Path) -> None:
+    """Remove ``folder``'s lock file where no run holds it (left by a run killed outright), so
+    that a folder holding nothing else can be removed."""
+    path = folder / LOCK_FILE
+    try:
+        handle = path.open("r")
+    except OSError:
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # held: a run is writing there
+        path.unlink(missing_ok=True)
