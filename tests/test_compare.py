@@ -199,6 +199,24 @@ def test_per_case_dice_reads_a_run_or_one_fold(tmp_path: Path) -> None:
     assert per_case_dice(tmp_path / "fold_0", "test_per_case.csv") == {"a": 0.25}
 
 
+def test_comparison_table_shows_small_costs_as_not_zero() -> None:
+    """A model of 0.04 GFLOPs trained in 2.1 s read "0.0" in both cost columns."""
+    stats = {"mean": 0.5, "std": 0.1, "n": 2}
+    row = {**dict.fromkeys(COMPARED_METRICS, stats), "parameters": 1234, "cpu_ms_per_slice": 42.0}
+    result = {"config": TrainConfig(model="unet").to_dict(), "synthetic": False, "data": "d",
+              "folds": 2, "fold_source": "f", "baseline": "unet:width=2", "warnings": [],
+              "models": [{**row, "model": "unet:width=2", "gflops_per_slice": 0.0412,
+                          "train_seconds": 2.13},
+                         {**row, "model": "unet", "gflops_per_slice": 12.34,
+                          "train_seconds": 150.0, "dice_difference": 0.0,
+                          "wilcoxon_vs_baseline": {"cases_better": 1, "cases_worse": 1,
+                                                   "p_value": 1.0}}]}
+    table = [line for line in comparison_markdown(result).splitlines() if line.startswith("| ")]
+    assert table[0].endswith("| GFLOPs/512² | CPU ms/512² | CV training |")
+    assert table[1].endswith("| 1,234 | 0.041 | 42 | 2.1 s |")
+    assert table[2].endswith("| 1,234 | 12.3 | 42 | 2.5 min |")
+
+
 def test_compare_two_models_on_the_same_folds(tmp_path: Path, synthetic_folder: Path) -> None:
     result = api.compare(synthetic_folder, ["unet:width=4", "miniseg"], tmp_path, folds=2,
                          epochs=1, size=64, batch_size=4)

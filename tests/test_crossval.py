@@ -204,6 +204,15 @@ def test_multiclass_reports_name_their_scores_of_any_lesion(
     assert summary["config"]["target"] == "multiclass"
 
 
+def test_report_gives_short_run_times_in_seconds() -> None:
+    """A 2.7 s run read "training 0.0 min summed over folds", as if it cost nothing."""
+    short = {**_summary("infection"), "seconds": 5.9, "train_seconds": 2.74}
+    assert ("- Run time: 5.9 s in this invocation; training 2.7 s summed over folds"
+            in report_markdown(short))
+    long = {**_summary("infection"), "seconds": 60.0, "train_seconds": 150.0}
+    assert "- Run time: 1.0 min in this invocation; training 2.5 min summed" in report_markdown(long)
+
+
 def test_report_and_plot_titles_read_for_a_user(tmp_path: Path) -> None:
     """report.md had two blank lines under its title (an empty line where the SYNTHETIC
     banner goes), and the box plot named the layout as covseg does ("unet on folders")."""

@@ -29,6 +29,7 @@ from covseg.crossval import (
     cross_validate,
     cross_validation_work,
     data_warnings,
+    duration_text,
     mean_over_folds,
 )
 from covseg.data.layouts import LoadedData
@@ -289,6 +290,12 @@ def _class_dice_table(result: dict[str, Any]) -> list[str]:
         + " |" for row in rows]
 
 
+def cost_text(value: float) -> str:
+    """A cost to one decimal, or two significant digits below 1: a small model's 0.04 GFLOPs
+    read 0.0, as if it cost nothing."""
+    return f"{value:.1f}" if value >= 1 else f"{value:.2g}"
+
+
 def comparison_markdown(result: dict[str, Any]) -> str:
     """The comparison table as Markdown."""
     multiclass = result["config"].get("target") == "multiclass"
@@ -314,7 +321,7 @@ def comparison_markdown(result: dict[str, Any]) -> str:
         "",
         ("| model | " + " | ".join(columns) + f" | Δ {columns[0]} | better/worse "
          f"| {any_lesion('p', multiclass)} | params | GFLOPs/512² | CPU ms/512² "
-         "| CV training (min) |"),
+         "| CV training |"),
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["models"]:
@@ -328,8 +335,8 @@ def comparison_markdown(result: dict[str, Any]) -> str:
         cells = [mean_over_folds(row[m], result["folds"])
                  for m in ("dice", "iou", "sensitivity", "precision", "hd95")]
         lines.append(f"| {row['model']} | " + " | ".join(cells) + f" | {delta} | {counts} | "
-                     f"{p_value} | {row['parameters']:,} | {row['gflops_per_slice']:.1f} | "
-                     f"{row['cpu_ms_per_slice']:.0f} | {row['train_seconds'] / 60:.1f} |")
+                     f"{p_value} | {row['parameters']:,} | {cost_text(row['gflops_per_slice'])} | "
+                     f"{row['cpu_ms_per_slice']:.0f} | {duration_text(row['train_seconds'])} |")
     lines += _class_dice_table(result)
     lines += ["", f"![per-case {columns[0]} by model](comparison_boxplot.png)", ""]
     return "\n".join(lines)

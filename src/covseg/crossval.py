@@ -264,6 +264,11 @@ def shown(value: float | None) -> str:
     return UNDEFINED if value is None or math.isnan(value) else f"{value:.3f}"
 
 
+def duration_text(seconds: float) -> str:
+    """Seconds as '2.7 s' under a minute, else '1.5 min': a short run's cost read '0.0 min'."""
+    return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
 def mean_over_folds(stats: dict[str, float], folds: int) -> str:
     """``mean ± std`` of a metric over ``folds`` folds; where it is undefined in some folds, over
     how many it is taken, with no spread from a single fold; :data:`UNDEFINED` in none."""
@@ -295,8 +300,8 @@ def report_markdown(summary: dict[str, Any]) -> str:
             "CT."), ""] if summary["synthetic"] else []),
         f"- Data: {summary['data']}",
         f"- Folds: {summary['folds']}",
-        (f"- Run time: {summary['seconds'] / 60:.1f} min in this invocation; training "
-         f"{summary['train_seconds'] / 60:.1f} min summed over folds (kept across resumes)"),
+        (f"- Run time: {duration_text(summary['seconds'])} in this invocation; training "
+         f"{duration_text(summary['train_seconds'])} summed over folds (kept across resumes)"),
         f"- Recipe: `{summary['config']}`",
         f"- Epochs trained per fold: {', '.join(str(f['epochs']) for f in summary['per_fold'])}",
         *data_warnings(summary),
