@@ -134,6 +134,22 @@ def test_box_plot_says_how_many_values_each_box_holds(tmp_path: Path,
         "dice (n=4)", "sensitivity (n=2; 2 undefined)"]
 
 
+def test_box_plot_names_its_mean_and_median_marks(tmp_path: Path,
+                                                  saved_figures: list[Figure]) -> None:
+    """The green triangle (mean) and orange line (median) were drawn with nothing saying
+    which was which, though a fold's mean and median differed by 0.08."""
+    box_plot({"fold 0": [0.1, 0.12, 0.15, 0.9]}, tmp_path / "box.png")
+    (axis,) = saved_figures[0].axes
+    legend = axis.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["mean", "median"]
+    mark, line = legend.legend_handles
+    (mean,) = [x for x in axis.lines if x.get_marker() == mark.get_marker()]
+    (median,) = [x for x in axis.lines if x.get_color() == line.get_color()]
+    assert mean.get_markerfacecolor() == mark.get_markerfacecolor()
+    np.testing.assert_allclose(mean.get_ydata(), [0.3175])
+    np.testing.assert_allclose(median.get_ydata(), [0.135, 0.135])
+
+
 def test_training_curves_name_the_loss_and_the_dice_and_count_whole_epochs(
         tmp_path: Path, saved_figures: list[Figure]) -> None:
     """Without a validation split the Dice panel was empty (epochs -0.04..0.04); the Dice
