@@ -265,6 +265,27 @@ def test_legend_strip_names_the_classes_under_the_image_it_keeps() -> None:
     np.testing.assert_array_equal(legend_strip(rgb, np.zeros_like(labels), names), rgb)
 
 
+def _legend_text_height(shown: np.ndarray, height: int) -> int:
+    """Rows of the band under an image ``height`` rows tall that hold dark (text) pixels."""
+    return int((shown[height:] < 100).all(axis=2).any(axis=1).sum())
+
+
+def test_legend_strip_grows_with_the_image() -> None:
+    """A 1400x1700 slice's band had a 10 px font that shrank to a smudge on a screen: text
+    and band now scale with the image (1/40 of its longer side), from 10 px up."""
+    names = {k: v for k, v in CLASS_NAMES.items() if k > 0}
+    bands, text = {}, {}
+    for height, width in ((24, 24), (1700, 1400)):
+        labels = np.zeros((height, width), dtype=np.int64)
+        labels[: height // 2, : width // 2] = 1
+        shown = legend_strip(overlay(np.full(labels.shape, 0.5, dtype=np.float32), labels),
+                             labels, names)
+        bands[height], text[height] = shown.shape[0] - height, _legend_text_height(shown, height)
+    assert bands[24] == 4 + 14 and 6 <= text[24] <= 14  # the floor: 10 px as before
+    assert bands[1700] == 2 * 8 + 59  # a 42 px font on a 59 px line
+    assert text[1700] >= 0.015 * 1700 > 2 * text[24]  # about 2.6 % of the image's height
+
+
 def test_visualize_onto_a_huge_png_replaces_only_its_own_grid(tmp_path: Path) -> None:
     """Any PNG above PIL's limit given as --out (an earlier grid of ~750 slices too) ended in
     a DecompressionBombError traceback."""

@@ -102,28 +102,37 @@ def legend_handles(masks: Sequence[np.ndarray], label_names: Mapping[int, str],
             for label, name in sorted(label_names.items()) if label in present]
 
 
+LEGEND_FONT_FLOOR = 10
+"""The smallest legend band's font, in pixels (PIL's default bitmap font's size)."""
+
+
 def legend_strip(rgb: np.ndarray, labels: np.ndarray, label_names: Mapping[int, str],
                  palette: np.ndarray = CLASS_COLOURS) -> np.ndarray:
     """``rgb`` (an :func:`overlay`) with a white band under it naming each label of
     ``label_names`` that ``labels`` hold, one line each beside a swatch of its colour; the
-    image's own pixels are kept as they are (the band is widened to its text, never shrunk)."""
+    image's own pixels are kept as they are (the band is widened to its text, never shrunk).
+
+    The font is 1/40 of the image's longer side, :data:`LEGEND_FONT_FLOOR` pixels at least,
+    and the band scales with it: a fixed 10 px font under a 1400x1700 slice shrank to a
+    smudge once the picture was fitted to a screen."""
     present = [(label, name) for label, name in sorted(label_names.items())
                if label > 0 and (labels == label).any()]
     if not present:
         return rgb
-    font = ImageFont.load_default()
-    line, swatch = 14, 10
-    text_width = max(int(np.ceil(font.getlength(name))) for _, name in present)
     height, width = rgb.shape[:2]
-    band = Image.new("RGB", (max(width, swatch + 10 + text_width), height + 4 + line * len(present)),
-                     "white")
+    size = max(LEGEND_FONT_FLOOR, round(max(height, width) / 40))
+    font = ImageFont.load_default(size=size)
+    line, swatch, pad = round(size * 1.4), size, max(2, size // 5)
+    text_width = max(int(np.ceil(font.getlength(name))) for _, name in present)
+    band = Image.new("RGB", (max(width, swatch + 4 * pad + text_width),
+                             height + 2 * pad + line * len(present)), "white")
     band.paste(Image.fromarray(rgb), (0, 0))
     draw = ImageDraw.Draw(band)
     for row, (label, name) in enumerate(present):
-        top = height + 4 + row * line
-        draw.rectangle((2, top + 1, 2 + swatch - 1, top + swatch),
+        top = height + 2 * pad + row * line
+        draw.rectangle((pad, top + pad // 2, pad + swatch - 1, top + pad // 2 + swatch - 1),
                        fill=tuple(int(v) for v in palette[label]))
-        draw.text((swatch + 6, top), name, fill="black", font=font)
+        draw.text((swatch + 3 * pad, top), name, fill="black", font=font)
     return np.asarray(band)
 
 
