@@ -17,6 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 from PIL import Image
 
 from covseg import api
@@ -568,8 +569,35 @@ def test_train_says_one_epoch_in_the_singular(tmp_path: Path, capsys: pytest.Cap
     """"trained 1 epochs"."""
     code, out, _ = _run(capsys, "train", str(synthetic_folder), "--out", str(tmp_path / "run"),
                         "--epochs", "1", "--size", "32", "--batch-size", "4", "--model", "unet",
-                        "--model-option", "width=4")
-    assert code == 0 and out.startswith("trained 1 epoch ("), out
+                        "--model-option", "width=4", "--val-fraction", "0.2")
+    assert code == 0 and out.startswith("trained 1 epoch (validation Dice 0."), out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["best_epoch_by"].startswith(
+        "best_val_dice_canvas (log.csv's val_dice): the validation Dice on the 32 px canvas;")
+
+
+def test_a_multiclass_run_names_its_two_validation_dices(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], saved_figures: list[Figure]) -> None:
+    """The console and metrics.json's validation gave the Dice of any lesion (0.285), while
+    curves.png, log.csv's val_dice and best_val_dice_canvas gave the mean over the lesion
+    classes (0.10), both called "validation Dice", the curve's note blaming image size."""
+    run = tmp_path / "run"
+    code, out, _ = _run(capsys, "train", "synthetic", "--target", "multiclass", "--out",
+                        str(run), "--epochs", "1", "--size", "32", "--batch-size", "4",
+                        "--model", "unet", "--model-option", "width=4", "--val-fraction", "0.2")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert code == 0 and out.startswith(
+        f"trained 1 epoch (validation Dice (any lesion) {metrics['validation']['dice']['mean']:.3f})")
+    assert "the mean over the lesion classes present" in metrics["best_epoch_by"]
+    assert "validation.dice is the Dice of any lesion (label > 0)" in metrics["best_epoch_by"]
+    with (run / "log.csv").open() as handle:
+        assert float(next(csv.DictReader(handle))["val_dice"]) == pytest.approx(
+            metrics["best_val_dice_canvas"])
+    _, dice = saved_figures[-1].axes
+    assert dice.get_ylabel() == ("validation Dice, mean over\nlesion classes\n"
+                                 "(on the 32 px training canvas)")
+    assert dice.get_title() == ("picks the best epoch; metrics.json's validation.dice\nis of "
+                                "any lesion, at the images' own size")
 
 
 def test_a_layouts_sub_folder_is_refused_naming_its_data_folder(

@@ -23,6 +23,7 @@ from covseg.config import MAX_SLICE_PASSES, RECIPE_EPOCHS, TrainConfig
 from covseg.crossval import DEFAULT_FOLDS, mean_over_folds, shown
 from covseg.data.layouts import TARGETS
 from covseg.errors import CovsegError, counted
+from covseg.evaluate import any_lesion
 from covseg.losses import LOSSES
 from covseg.models.registry import parse_option_value
 from covseg.provenance import cli_command, invoked_as
@@ -158,7 +159,8 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     metrics = api.train(args.data, args.out, resume=args.resume, **_config(args))
     dice = metrics.get("validation", {}).get("dice", {}).get("mean")
-    shown = f"validation Dice {dice:.3f}" if dice is not None else "no validation split"
+    name = any_lesion("Dice", args.target == "multiclass")
+    shown = f"validation {name} {dice:.3f}" if dice is not None else "no validation split"
     print(f"trained {counted(metrics['epochs'], 'epoch')} ({shown}); run in {args.out}")
     return 0
 
@@ -168,12 +170,14 @@ def cmd_cv(args: argparse.Namespace) -> int:
                                  fold=args.fold, ray=args.ray,
                                  cpus_per_fold=args.cpus_per_fold, **_config(args))
     if args.fold is not None:
-        print(f"fold {args.fold}: Dice {shown(summary['summary'].get('dice', {}).get('mean'))} on "
+        dice = shown(summary["summary"].get("dice", {}).get("mean"))
+        print(f"fold {args.fold}: {any_lesion('Dice', args.target == 'multiclass')} {dice} on "
               f"{counted(summary['test_cases'], 'slice')}; once every fold is done, the same "
               "command without --fold (and with --resume) writes the summary")
         return 0
     folds = len(summary["per_fold"])
-    print(f"Dice {mean_over_folds(summary['mean_std_over_folds']['dice'], folds)} over {folds} "
+    print(f"{any_lesion('Dice', args.target == 'multiclass')} "
+          f"{mean_over_folds(summary['mean_std_over_folds']['dice'], folds)} over {folds} "
           f"folds; report in {args.out}/report.md")
     return 0
 
@@ -187,7 +191,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for row in result["models"]:
         test = row.get("wilcoxon_vs_baseline")
         p_value = f", p = {test['p_value']:.3g} vs {result['baseline']}" if test else " (baseline)"
-        print(f"{row['model']}: Dice {mean_over_folds(row['dice'], result['folds'])}{p_value}")
+        print(f"{row['model']}: {any_lesion('Dice', args.target == 'multiclass')} "
+              f"{mean_over_folds(row['dice'], result['folds'])}{p_value}")
     if result["left_out"]:
         print(f"note: {left_out_note(result['left_out'])}")
     print(f"report in {args.out}/comparison.md")

@@ -128,8 +128,10 @@ class _BatchCutMix:
 def _validate(model: nn.Module, loss_fn: nn.Module, items: list[dict[str, torch.Tensor]],
               num_classes: int, batch_size: int, threshold: float | None
               ) -> tuple[float, float]:
-    """Mean loss and mean per-case Dice on the canvas (for model selection), a binary model's
-    masks cut at the ``threshold`` it will predict with."""
+    """Mean loss and mean per-case Dice on the canvas (for model selection: log.csv's
+    ``val_dice``), a binary model's masks cut at the ``threshold`` it will predict with, a
+    multi-class model's Dice the mean over its lesion classes (:func:`_multiclass_dice`; a
+    model that finds lesions but mixes up their classes is not the best)."""
     model.eval()
     losses, dices = [], []
     with torch.inference_mode():
@@ -857,16 +859,31 @@ def _member_process(config: TrainConfig, shared: Path, out: Path, progress: bool
 def _finish(out: Path, config: TrainConfig, data: LoadedData, history: list[dict[str, float]],
             val_samples: list[Sample]) -> dict[str, Any]:
     """Curves, and the best model's validation metrics at the original image size."""
+    multiclass = data.num_classes > 2
     training_curves(history, out / "curves.png", loss=config.loss, canvas=config.size,
-                    title=f"{config.model} on {data.kind}")
+                    title=f"{config.model} on {data.kind}", multiclass=multiclass)
     best = max(history, key=lambda r: r.get("val_dice", r["epoch"]))
     metrics: dict[str, Any] = {
         "epochs": len(history), "best_epoch": best["epoch"], "best_val_dice_canvas": best.get("val_dice"),
+        **({"best_epoch_by": best_epoch_by(multiclass, config.size)} if val_samples else {}),
         "train_seconds": float(sum(r["seconds"] for r in history)),
         "seconds_per_epoch": float(np.mean([r["seconds"] for r in history])),
         "final_train_loss": history[-1]["train_loss"], "synthetic": data.synthetic,
     }
     return _write_metrics(out, metrics, data, val_samples)
+
+
+def best_epoch_by(multiclass: bool, canvas: int) -> str:
+    """metrics.json's note of what ``best_val_dice_canvas`` (log.csv's ``val_dice``) is: a
+    multi-class run's is the mean over lesion classes, about a third of the Dice of any
+    lesion beside it in one run, and nothing said so."""
+    if not multiclass:
+        return (f"best_val_dice_canvas (log.csv's val_dice): the validation Dice on the {canvas} "
+                "px canvas; validation: the best epoch's model at the images' own size")
+    return (f"best_val_dice_canvas (log.csv's val_dice): the validation Dice on the {canvas} px "
+            "canvas, per case the mean over the lesion classes present in the truth or the "
+            "prediction; validation.dice is the Dice of any lesion (label > 0) of the best "
+            "epoch's model at the images' own size, validation.<class>_dice each class's")
 
 
 def _write_run_record(out: Path, config: TrainConfig, data: LoadedData,

@@ -179,10 +179,12 @@ def sample_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], title
 
 
 def training_curves(history: Sequence[Mapping[str, float]], path: str | os.PathLike[str], *,
-                    loss: str, canvas: int, title: str = "") -> Path:
+                    loss: str, canvas: int, title: str = "", multiclass: bool = False) -> Path:
     """The ``loss`` per epoch (train, validation) and, with a validation split, the validation
-    Dice per epoch as training scores it, on its ``canvas``-pixel canvas (metrics.json's
-    validation Dice is the best model's at the images' own size); without a split, one panel."""
+    Dice per epoch as training scores it to pick the best epoch, on its ``canvas``-pixel
+    canvas: a ``multiclass`` model's is the per-case mean over the lesion classes, not the
+    Dice of any lesion that metrics.json's validation gives, at the images' own size (about
+    0.10 against 0.29 in one run); without a split, one panel."""
     epochs = [row["epoch"] for row in history]
     val_loss = [row.get("val_loss") for row in history]
     validated = any(v is not None and not np.isnan(v) for v in val_loss)
@@ -196,8 +198,12 @@ def training_curves(history: Sequence[Mapping[str, float]], path: str | os.PathL
         right = axes[0, 1]
         right.plot(epochs, [row.get("val_dice", float("nan")) for row in history],
                    color="tab:green", **point)
-        right.set_ylabel(f"validation Dice\n(on the {canvas} px training canvas)")
-        right.set_title("metrics.json scores the best epoch at the images' own size", fontsize=8)
+        name = "validation Dice, mean over\nlesion classes" if multiclass else "validation Dice"
+        right.set_ylabel(f"{name}\n(on the {canvas} px training canvas)")
+        right.set_title(("picks the best epoch; metrics.json's validation.dice\nis of any "
+                         "lesion, at the images' own size") if multiclass else
+                        "picks the best epoch; metrics.json scores it at the images' own size",
+                        fontsize=8)
         right.set_ylim(0, 1)
     left.set_ylabel(f"loss ({loss})")
     left.legend()
