@@ -598,6 +598,16 @@ def test_a_multiclass_run_names_its_two_validation_dices(
                                  "(on the 32 px training canvas)")
     assert dice.get_title() == ("picks the best epoch; metrics.json's validation.dice\nis of "
                                 "any lesion, at the images' own size")
+    recipe = ["--target", "multiclass", "--epochs", "1", "--size", "32", "--batch-size", "4",
+              "--model", "unet", "--model-option", "width=4", "--folds", "2"]
+    code, out, _ = _run(capsys, "cv", "synthetic", "--out", str(tmp_path / "cv"), *recipe)
+    assert code == 0 and out.startswith("Dice (any lesion) 0."), out  # said plain "Dice"
+    code, out, _ = _run(capsys, "cv", "synthetic", "--out", str(tmp_path / "one"), "--fold", "0",
+                        *recipe)
+    assert code == 0 and out.startswith("fold 0: Dice (any lesion) 0."), out
+    code, out, _ = _run(capsys, "compare", "synthetic", "--out", str(tmp_path / "cmp"),
+                        *recipe[:-6], "--folds", "2", "--models", "unet:width=4", "unet:width=2")
+    assert code == 0 and out.startswith("unet:width=4: Dice (any lesion) 0."), out
 
 
 def test_a_layouts_sub_folder_is_refused_naming_its_data_folder(
