@@ -744,6 +744,23 @@ class _Bright(torch.nn.Module):
         return 20.0 * (x > 0.5) - 10
 
 
+def test_segment_refuses_a_lung_model_for_a_volume_as_predict_volumes_does(
+        tmp_path: Path) -> None:
+    """segment ran a lung model's volume through the infection clean-up, cutting its lungs to
+    30 mm of thresholded ones without a word, where predict_volumes refuses a lung model."""
+    lungs = Predictor(_Bright(), num_classes=2, size=64, target="lung")
+    volume = np.full((4, 48, 64), -1000.0, dtype=np.float32)
+    volume[:, 8:40, 8:56] = 40.0
+    volume[:, 12:36, 12:28] = -850.0
+    with pytest.raises(CovsegError, match=r"a lung model; for CT volumes pass it as "
+                                          r"--lung-model, with an infection model as --model"):
+        covseg.segment(lungs, volume, spacing=(5.0, 0.7, 0.7))
+    with pytest.raises(CovsegError, match="a lung model; for CT volumes"):
+        covseg.segment(lungs, volume, spacing=(5.0, 0.7, 0.7), lung_model=lungs)
+    sliced = covseg.segment(lungs, np.tile(np.linspace(0, 255, 64), (48, 1)).astype(np.uint8))
+    assert sliced.shape == (48, 64) and 0 < sliced.sum() < sliced.size  # 2D: its lungs
+
+
 def test_lung_model_overlays_fill_lungs_in_the_lung_colour(tmp_path: Path) -> None:
     """A lung model's overlays filled the lungs in infection's red, with no legend."""
     from covseg.viz import LUNG_COLOURS

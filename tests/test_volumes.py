@@ -10,6 +10,7 @@ import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -222,7 +223,8 @@ def test_a_grey_volume_is_converted_to_hu_once(tmp_path: Path, monkeypatch: pyte
              segment_lungs(hounsfield(volume), volume.affine))
     grown = lesions_in_lungs(labels > 0, lungs, volume.spacing, DEFAULT_LUNG_MARGIN_MM,
                              hounsfield(volume))
-    expected = {INFECTION_NII: np.where(grown.lesions, labels, 0), LUNGS_NII: grown.lungs}
+    expected = {INFECTION_NII: np.where(grown.lesions, labels, 0),
+                LUNGS_NII: lungs if lung_model else grown.lungs}  # a lung model's as they are
     assert expected[INFECTION_NII].sum() == 108 < labels.sum()  # the chest-wall blob dropped
     converted: list[str] = []
 
@@ -236,6 +238,34 @@ def test_a_grey_volume_is_converted_to_hu_once(tmp_path: Path, monkeypatch: pyte
     for name, mask in expected.items():
         written = read_nifti(tmp_path / "out" / name, np.int16).array
         assert written.tobytes() == mask.astype(np.int16).tobytes(), name
+
+
+def test_a_lung_models_lungs_are_counted_as_they_are(tmp_path: Path) -> None:
+    """A lung model's lungs were grown over the calls near them, as thresholded lungs are, with
+    no note: an abdominal study's false calls counted as lung (51 %, CT-3, for 9.7 %). The call
+    touching the lungs is kept, as lesion outside them; thresholded lungs still grow over it."""
+    path = tmp_path / "chest.nii.gz"
+    counts = chest_nifti(path)
+    ct = nib.load(str(path)).get_fdata().astype(np.float32)
+    ct[8:28, 40:43, 2:6] = -300.0  # a call behind the right lung, touching it: 240 voxels
+    nib.save(nib.Nifti1Image(ct, AFFINE), str(path))
+    lung_model = BandPredictor([(-900, -800)])
+    result = predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "model",
+                           lung_predictor=lung_model)
+    study, right = result["study"], result["right_lung"]
+    assert study["lung_ml"] == pytest.approx(counts["lung"] * VOXEL_ML)
+    assert study["lesion_ml"] == pytest.approx((counts["ggo"] + 240) * VOXEL_ML)
+    assert study["lesion_outside_lungs_ml"] == pytest.approx(240 * VOXEL_ML)
+    assert right["lesion_ml"] == pytest.approx(counts["ggo"] * VOXEL_ML)
+    assert right["percent_involved"] == pytest.approx(100 * counts["ggo"] / (20 * 30 * 8))
+    assert study["lesion_added_to_lungs_ml"] == 0.0 and result["lung_note"] is None
+    written = np.asarray(nib.load(str(tmp_path / "model" / LUNGS_NII)).dataobj)
+    assert np.count_nonzero(written) == counts["lung"] and not written[8:28, 40:43].any()
+    infection = np.asarray(nib.load(str(tmp_path / "model" / INFECTION_NII)).dataobj)
+    assert infection.sum() == counts["ggo"] + 240  # the chest-wall blob still removed
+    threshold = predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "threshold")
+    assert threshold["study"]["lesion_added_to_lungs_ml"] == pytest.approx(240 * VOXEL_ML)
+    assert threshold["study"]["lung_ml"] == pytest.approx((counts["lung"] + 240) * VOXEL_ML)
 
 
 def test_a_lung_model_finding_one_lung_labels_it_one_lung(tmp_path: Path) -> None:
@@ -501,28 +531,65 @@ def test_the_real_ct_min_max_normalised_is_refused(tmp_path: Path) -> None:
     assert read_volume(CT).intensity == "hu"
 
 
+@pytest.mark.parametrize("lung_model", [False, True], ids=["threshold-lungs", "lung-model"])
 def test_resume_over_studies_of_the_earlier_lung_rule_warns_once(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, lung_model: bool) -> None:
     """Done studies whose record lacks lesion_added_to_lungs_ml (an earlier covseg's lung rule)
-    are still skipped, not redone, but one warning names them and says how to redo them."""
+    are still skipped, not redone, but one warning names them and says how to redo them. So are
+    those holding lesion added to a lung model's lungs: an earlier covseg grew those as it grows
+    thresholded lungs; thresholded lungs grown are not named."""
     inputs = tmp_path / "in"
     inputs.mkdir()
     for name in ("alpha", "beta", "gamma"):
         chest_nifti(inputs / f"{name}.nii.gz")
     out = tmp_path / "out"
-    predict_batch(BandPredictor([(-400, -200)]), [inputs], out)
-    for name in ("alpha", "beta"):
+    lungs_by = BandPredictor([(-900, -800)]) if lung_model else None
+    predict_batch(BandPredictor([(-400, -200)]), [inputs], out, lung_predictor=lungs_by)
+    for name in ("alpha", "beta", "gamma"):
         done = out / name / "quantification.json"
         record = json.loads(done.read_text())
-        del record["study"]["lesion_added_to_lungs_ml"]
+        assert record["inputs"]["lung_source"] == ("model" if lung_model else "threshold")
+        if name == "gamma":  # none added to a lung model's lungs; thresholded lungs grown
+            record["study"]["lesion_added_to_lungs_ml"] = 0.0 if lung_model else 2.5
+        elif lung_model:
+            record["study"]["lesion_added_to_lungs_ml"] = 2.5
+        else:
+            del record["study"]["lesion_added_to_lungs_ml"]
         done.write_text(json.dumps(record))
     with caplog.at_level("WARNING"):
-        again = predict_batch(BandPredictor([(-400, -200)]), [inputs], out)
+        again = predict_batch(BandPredictor([(-400, -200)]), [inputs], out,
+                              lung_predictor=lungs_by)
     assert (again.done, again.skipped) == (0, 3)
     warnings = [r.getMessage() for r in caplog.records if "older lung rule" in r.getMessage()]
     assert warnings == [(f"{out}: 2 study folder(s) (alpha, beta) done by an earlier covseg are "
                          "skipped; their lungs and figures come from its older lung rule: delete "
                          "those study folders (or use a new --out) to redo them")]
+
+
+def test_a_cascades_grown_lungs_note_names_its_lung_run_as_the_lung_model(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A cascade's studies get thresholded lungs (its lung run guides the infection model only):
+    the warning told to give --lung-model without saying the cascade's run is not used for them."""
+    path = tmp_path / "case.nii.gz"
+    overcalled_ct(path)
+    guide = tmp_path / "lungs.onnx"
+    guide.write_bytes(b"a lung run")
+
+    class Cascade(BandPredictor):
+        """A band model carrying a cascade's lung run, as covseg's cascade predictors do."""
+
+        def __init__(self) -> None:
+            super().__init__([(-400, -200)])
+            self.guide = SimpleNamespace(source=str(guide))
+
+    with caplog.at_level("WARNING"):
+        result = predict_study(Cascade(), path, tmp_path / "out")
+    assert result["inputs"]["lung_source"] == "threshold"
+    assert result["lung_note"].endswith(
+        f"give the lungs with --lung-model {guide} (this cascade's lung run, which guides its "
+        "infection model but does not give the study's lungs)")
+    assert [r.getMessage() for r in caplog.records if "threshold" in r.getMessage()] == [
+        f"{path}: {result['lung_note']}"]
 
 
 def test_rerun_with_other_settings_is_refused_before_any_study(tmp_path: Path) -> None:

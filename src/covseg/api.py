@@ -573,16 +573,22 @@ def load_predictor(model: str | os.PathLike[str] | Predictor, batch_size: int | 
     return replace(predictor, **given) if given else predictor
 
 
+def refuse_lung_model(predictor: Predictor) -> Predictor:
+    """``predictor``, refused when a lung model: CT volumes take one as the lung model only, as
+    the infection clean-up (lesions near the lungs) would cut its lungs to thresholded ones."""
+    if predictor.target == "lung":
+        raise CovsegError(f"{predictor.source}: a lung model; for CT volumes pass it as "
+                          "--lung-model, with an infection model as --model")
+    return predictor
+
+
 def load_volume_predictors(model: str | os.PathLike[str] | Predictor,
                            lung_model: str | os.PathLike[str] | Predictor | None = None,
                            batch_size: int | None = None, tta: bool | None = None,
                            threshold: float | None = None) -> tuple[Predictor, Predictor | None]:
     """The infection model and the optional lung model for CT volumes, each checked for its role
     (as in :func:`load_predictor`); ``threshold`` overrides the infection model's own."""
-    predictor = load_predictor(model, batch_size, tta, threshold)
-    if predictor.target == "lung":
-        raise CovsegError(f"{predictor.source}: a lung model; for CT volumes pass it as "
-                          "--lung-model, with an infection model as --model")
+    predictor = refuse_lung_model(load_predictor(model, batch_size, tta, threshold))
     lungs = (require_lung_model(load_predictor(lung_model, batch_size))
              if lung_model is not None else None)
     return predictor, lungs
@@ -656,8 +662,9 @@ def segment(model: str | os.PathLike[str] | Predictor, image: np.ndarray | sitk.
     given as a CT (:func:`~covseg.io.image.label_levels`).
 
     Returns uint8 labels of the input's shape, in its own axis order (SimpleITK's array is
-    (z, y, x), nibabel's (x, y, z)): 1 infection (or lung, for a lung model), or the classes
-    0..K-1 of a multi-class model.
+    (z, y, x), nibabel's (x, y, z)): 1 infection (or lung, for a lung model given a 2D slice),
+    or the classes 0..K-1 of a multi-class model. A lung model is refused for volumes, as
+    :func:`predict_volumes` refuses it: give it as ``lung_model``, with an infection model.
     """
     check_hu(hu, "hu")
     predictor = load_predictor(model)
@@ -676,6 +683,7 @@ def segment(model: str | os.PathLike[str] | Predictor, image: np.ndarray | sitk.
                           advice="give the slice itself")
         slice_ = normalize_intensity(image, predictor.intensity, predictor.window)
         return predictor.predict_labels([slice_])[0]
+    refuse_lung_model(predictor)
     check_volume_options(predictor.batch_size, lung_margin_mm,
                          keep_outside_lungs=keep_outside_lungs)
     volume, nibabel_order = _volume_in_memory(image, spacing, direction)

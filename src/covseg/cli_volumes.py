@@ -110,7 +110,8 @@ def add_volume_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lung-margin-mm", type=float, default=VOLUME_DEFAULTS["lung_margin_mm"],
                         metavar="MM",
                         help="an infection region that comes this close to the lungs is "
-                             "kept and counted as lung, beyond this only to "
+                             "kept (and counted as lung, for thresholded lungs), beyond this "
+                             "only to "
                              f"{LESION_DEPTH_MM:g} mm from the lungs (in the slices this close "
                              "to a lung slice, inside the body); one wholly farther is removed "
                              f"(default {DEFAULT_LUNG_MARGIN_MM:g})")

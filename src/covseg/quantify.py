@@ -1406,18 +1406,28 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
 
 def warn_earlier_lung_rule(studies: Sequence[Study], out_dir: Path) -> None:
     """Warn once about the done predict studies that will be skipped though their record lacks
-    ``lesion_added_to_lungs_ml``: an earlier covseg made their lungs and figures under its older
-    lung rule, so the summary would mix the two rules unsaid. They are not redone."""
-    earlier = []
-    for study in studies:
-        record = read_record(out_dir / study.name / RESULT_JSON)
-        region = record.get("study") if record else None
-        if isinstance(region, dict) and "lesion_added_to_lungs_ml" not in region:
-            earlier.append(out_dir / study.name)
+    ``lesion_added_to_lungs_ml``, or holds lesion added to a lung model's lungs: an earlier
+    covseg made their lungs and figures under its older lung rule (the latter grew a lung
+    model's lungs over the calls near them, as it grows thresholded lungs), so the summary would
+    mix the two rules unsaid. They are not redone."""
+    earlier = [out_dir / study.name for study in studies
+               if _earlier_lung_rule(read_record(out_dir / study.name / RESULT_JSON))]
     if earlier:
         log.warning("%s: %s done by an earlier covseg are skipped; their lungs and figures come "
                     "from its older lung rule: delete those study folders (or use a new --out) "
                     "to redo them", out_dir, _listed(earlier, out_dir, "study folder"))
+
+
+def _earlier_lung_rule(record: dict[str, Any] | None) -> bool:
+    """Whether a done predict study's record comes from an earlier lung rule
+    (:func:`warn_earlier_lung_rule`)."""
+    if not record or not isinstance(record.get("study"), dict):
+        return False
+    if "lesion_added_to_lungs_ml" not in record["study"]:
+        return True
+    inputs, added = record.get("inputs"), record["study"]["lesion_added_to_lungs_ml"]
+    return (isinstance(inputs, dict) and inputs.get("lung_source") == "model"
+            and isinstance(added, int | float) and added > 0)
 
 
 def _same_model_files(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:

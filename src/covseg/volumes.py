@@ -218,11 +218,13 @@ def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray
     """Find the lungs, drop the infection regions that lie wholly farther than
     ``lung_margin_mm`` from them (unless ``keep_outside_lungs``; a region that comes that close
     is kept within the thorax, to :data:`covseg.lungs.LESION_DEPTH_MM` beyond the margin:
-    :func:`remove_outside_lungs`), and count the lesions kept as lung. Consolidation the lung
-    threshold left out (it is not air) is kept to that depth. A multi-class model's pleural
-    effusion, which fills the pleural space outside the lung (a layer centimetres thick), is
-    tested apart from the lesions (an effusion call does not join a chest-wall call to the
-    lung) and kept however deep; an effusion region that lies apart (the abdomen) is dropped.
+    :func:`remove_outside_lungs`), and, for thresholded lungs, count the lesions kept as lung:
+    consolidation the lung threshold left out (it is not air) is kept to that depth. A lung
+    model's lungs are counted as they are (its lesion beyond them is lesion outside the lungs):
+    growing them over the calls near them counted abdominal false calls as lung. A multi-class
+    model's pleural effusion, which fills the pleural space outside the lung (a layer
+    centimetres thick), is tested apart from the lesions (an effusion call does not join a
+    chest-wall call to the lung) and kept however deep; an effusion region that lies apart (the abdomen) is dropped.
     Effusion is not counted as lung."""
     lungs, lung_source, hu = _lungs(volume, lung_predictor, batch_size)
     if not lungs.any():
@@ -230,15 +232,19 @@ def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray
                     volume.source)
         return VolumeMasks(labels, lungs, lung_source, False, lungs, False)
     multiclass = predictor.num_classes > 2
-    grown = lesions_in_lungs(_lesion_labels(labels, multiclass), lungs, volume.spacing,
-                             lung_margin_mm, hu)
+    lesions = _lesion_labels(labels, multiclass)
+    if lung_source == "model":
+        kept, counted, cut = (remove_outside_lungs(lesions, lungs, volume.spacing, lung_margin_mm,
+                                                   hu), lungs, False)
+    else:
+        grown = lesions_in_lungs(lesions, lungs, volume.spacing, lung_margin_mm, hu)
+        kept, counted, cut = grown.lesions, grown.lungs, grown.cut
     if not keep_outside_lungs:
-        kept = grown.lesions
         if multiclass:
             kept[remove_outside_lungs(labels == EFFUSION, lungs, volume.spacing,
                                       lung_margin_mm, hu, depth_mm=math.inf)] = EFFUSION
         labels = kept
-    return VolumeMasks(labels, grown.lungs, lung_source, True, lungs, grown.cut)
+    return VolumeMasks(labels, counted, lung_source, True, lungs, cut)
 
 
 def _lesion_labels(labels: np.ndarray, multiclass: bool) -> np.ndarray:
@@ -350,7 +356,7 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
     result = quantify(labels, volume.spacing, lungs, multiclass=multiclass,
                       effusion=has_effusion(predictor), found_lungs=masks.found_lungs)
     if masks.lung_source == "threshold":
-        note_grown_lungs(result, masks.cut, volume.source, "--lung-model")
+        note_grown_lungs(result, masks.cut, volume.source, _lung_option(predictor))
     result["files"] = files
     result[OUTPUT_SHA256] = input_hashes({"mask": files["infection"], "lungs": files["lungs"]})
     result["inputs"] = {
@@ -372,6 +378,17 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
     return write_report(out_dir, result, name or study_name(Path(path)), labels, lungs=lungs,
                         image=volume.array, intensity=volume.intensity, grid=volume,
                         html_report=html)
+
+
+def _lung_option(predictor: SlicePredictor) -> str:
+    """The option that gives a study lungs instead of the threshold, as the grown-lungs note
+    names it: a cascade's lung run feeds its infection model's lung channel only, not the
+    study's lungs, so the note names that run as the ``--lung-model`` to give."""
+    guide = guide_run(predictor)
+    if guide is None:
+        return "--lung-model"
+    return (f"--lung-model {guide} (this cascade's lung run, which guides its infection model "
+            "but does not give the study's lungs)")
 
 
 def _predict_with_probabilities(predictor: SlicePredictor, volume: Volume, out_dir: Path,
