@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -1079,3 +1080,38 @@ def test_warnings_print_on_lines_of_their_own_with_the_covseg_prefix(
     assert code == 0
     warned = [line for line in err.replace("\r", "\n").splitlines() if "clipped" in line]
     assert warned and all(line.startswith("covseg: warning: many pixels") for line in warned), err
+
+
+
+@pytest.mark.parametrize(("option", "argv"), [
+    ("--out", ["demo", "--out", "", "--folds", "2", "--epochs", "1"]),
+    ("--out", ["demo", "--out=", "--folds", "2", "--epochs", "1"]),
+    ("--out", ["train", "synthetic", "--model", "unet", "--epochs", "1", "--out", ""]),
+    ("--out", ["predict", "--model", "run", "x.png", "--out", ""]),
+    ("--out", ["quantify", "mask.nii.gz", "--out", ""]),
+    ("--model", ["predict", "--model", "", "x.png", "--out", "o"]),
+    ("--pred", ["evaluate", "--pred", "", "--truth", "t", "--out", "o"])])
+def test_an_empty_path_is_refused_before_anything_is_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        option: str, argv: list[str]) -> None:
+    """``--out ""`` is the current folder: the demo wrote cv/, samples.png and its data there
+    and printed "samples: /samples.png"; predict, train and quantify wrote into it too."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _run(capsys, *argv)
+    _assert_one_line_error(code, err, f"{option} is empty; give a path")
+    assert out == "" and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("call", [
+    lambda out: api.demo(out, folds=2, epochs=1),
+    lambda out: api.train("synthetic", out, model="unet", epochs=1),
+    lambda out: api.predict_volumes("run", "x.nii.gz", out),
+    lambda out: api.quantify("mask.nii.gz", out),
+    lambda out: api.evaluate("p", "t", out)])
+def test_the_api_refuses_an_empty_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      call: Callable[[str], object]) -> None:
+    """The API took ``out=""`` as the current folder, as the CLI did."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CovsegError, match=r"^out is empty; give a path"):
+        call("")
+    assert list(tmp_path.iterdir()) == []
