@@ -372,10 +372,16 @@ def test_demo_api_runs_small_and_again_from_its_finished_folds(tmp_path: Path) -
         (stopped / name).unlink(missing_ok=True)  # as a Ctrl-C inside the last fold leaves it
     resumed = api.demo(tmp_path / "demo", folds=3, epochs=1)  # asked for --resume, not offered
     assert resumed["pooled_per_case"]["dice"] == summary["pooled_per_case"]["dice"]
-    fold = re.escape(str(tmp_path / "demo" / "cv" / "fold_0"))
-    with pytest.raises(CovsegError, match=rf"^{fold}: finished with other settings or data \(.*"
-                       r"\); run the demo into a new --out or delete the fold$"):
+    cv = tmp_path / "demo" / "cv"
+    with pytest.raises(CovsegError, match=rf"^{re.escape(str(cv / 'fold_0'))} \(and fold_1, "
+                       r"fold_2\): finished with other settings or data \(epochs: 1 -> 2\); "
+                       rf"run the demo into a new --out, or delete {re.escape(str(cv))} to "
+                       r"start over$"):
         api.demo(tmp_path / "demo", folds=3, epochs=2)  # said "cross-validate into a new --out"
+    shutil.rmtree(cv / "fold_0")  # as the error said ("delete the fold"): fold_0 was retrained,
+    with pytest.raises(CovsegError, match=r"fold_1 \(and fold_2\): finished with other"):
+        api.demo(tmp_path / "demo", folds=3, epochs=2)  # and only then was fold_1 refused
+    assert not (cv / "fold_0").exists()
 
 
 def test_demo_help_gives_the_out_default(capsys: pytest.CaptureFixture[str]) -> None:

@@ -99,9 +99,9 @@ def test_finished_folds_are_reused_only_on_the_data_they_were_made_from(
     data = load_dataset(synthetic_folder)
     first = api.cross_validate(data, tmp_path / "cv", **tiny)
     other = replace(data, samples=[replace(s, mask=np.zeros_like(s.mask)) for s in data.samples])
-    with pytest.raises(CovsegError, match=r"fold_0: finished with other settings or data \(its "
-                                          r"data .*\); cross-validate into a new --out or delete "
-                                          r"the fold$"):
+    with pytest.raises(CovsegError, match=r"fold_0 \(and fold_1\): finished with other settings "
+                                          r"or data \(its data .*\); cross-validate into a new "
+                                          r"--out, or delete .*cv to start over$"):
         api.cross_validate(other, tmp_path / "cv", resume=True, **tiny)
 
     def no_training(*args: object, **kwargs: object) -> None:
