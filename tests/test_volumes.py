@@ -1414,3 +1414,53 @@ def test_study_folders_predicted_into_their_parent_are_refused(tmp_path: Path, k
     for _ in range(2):
         assert predict_batch(BandPredictor([(-400, -200)]), [series], series).failed == 0
     assert (series / ("s1" if kind == "dicom" else "ct") / "quantification.json").is_file()
+
+
+def test_a_cascade_whose_lung_run_is_gone_is_refused_once_before_any_study(
+        chest, tmp_path: Path) -> None:
+    """With the cascade's lung run deleted, a rerun said the study was "made with other
+    settings (lung_guide_sha256: ... -> null)" and a fresh run failed every study on it."""
+    path, _ = chest
+    guide_run = tmp_path / "lungrun"
+    guide_run.mkdir()
+    (guide_run / "best.pt").write_bytes(b"a lung run")
+    cascade = BandPredictor([(-400, -200)])
+    cascade.guide = LungGuide(str(guide_run.resolve()), crop=True)  # type: ignore[attr-defined]
+    assert predict_batch(cascade, [path], tmp_path / "out").done == 1
+    shutil.rmtree(guide_run)
+    gone = re.escape(f"this cascade model takes its lung channel from the lung run "
+                     f"{guide_run.resolve()}, which is not there (moved or deleted?)")
+    for out in (tmp_path / "out", tmp_path / "fresh"):
+        with pytest.raises(CovsegError, match=rf"^{gone}"):
+            predict_batch(cascade, [path], out)
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_a_lung_models_threshold_and_mirrors_are_recorded_and_compared(
+        chest, tmp_path: Path) -> None:
+    """A lung model loaded with another threshold (covseg.load_predictor(RUN, threshold=0.1))
+    made 3.3 times the lungs, yet a rerun into the same out skipped the study as done: only the
+    lung model's path and SHA-256 were recorded."""
+    path, _ = chest
+    out = tmp_path / "out"
+    lungs = BandPredictor([(-900, -800)])
+    assert predict_batch(BandPredictor([(-400, -200)]), [path], out, lung_predictor=lungs).done
+    record = out / "chest" / "quantification.json"
+    settings = json.loads(record.read_text())["settings"]
+    assert {key: settings[key] for key in ("lung_threshold", "lung_tta", "lung_test_flips")} == {
+        "lung_threshold": 0.5, "lung_tta": False, "lung_test_flips": []}
+    assert predict_batch(BandPredictor([(-400, -200)]), [path], out,
+                         lung_predictor=lungs).skipped == 1
+    lungs.threshold = 0.9
+    with pytest.raises(CovsegError, match=r"out/chest was made with other settings or inputs "
+                                          r"\(lung_threshold: 0.5 -> 0.9\)"):
+        predict_batch(BandPredictor([(-400, -200)]), [path], out, lung_predictor=lungs)
+    without = json.loads(record.read_text())
+    for key in ("lung_threshold", "lung_tta", "lung_test_flips"):  # as recorded until 5 Dec
+        del without["settings"][key]
+    record.write_text(json.dumps(without))
+    assert predict_batch(BandPredictor([(-400, -200)]), [path], out,
+                         lung_predictor=lungs).skipped == 1
+    fresh = predict_batch(BandPredictor([(-400, -200)]), [path], tmp_path / "none").done
+    none = json.loads((tmp_path / "none" / "chest" / "quantification.json").read_text())
+    assert fresh == 1 and none["settings"]["lung_threshold"] is None

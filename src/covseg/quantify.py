@@ -146,6 +146,9 @@ LUNG_GUIDE_SHA256 = "lung_guide_sha256"
 """Settings of a predict batch: the SHA-256 of the model files (the infection model, the
 ``--lung-model`` and the lung run a cascade model takes its lung channel from), compared on
 reruns."""
+LUNG_MODEL_SETTINGS = ("lung_threshold", "lung_tta", "lung_test_flips")
+"""Settings of a predict batch: how its ``--lung-model`` made the lungs (None without one);
+records made before they were recorded are not compared on them."""
 MODEL_FILES = (("model", MODEL_SHA256), ("lung_model", LUNG_MODEL_SHA256),
                ("lung_guide", LUNG_GUIDE_SHA256))
 """Each model setting of a predict batch and the key of its file's SHA-256."""
@@ -1388,6 +1391,7 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
             continue
         unrecorded = _unrecorded_models(recorded)
         ignored = {REPORT_SETTING, *_same_model_files(recorded, current),
+                   *(key for key in LUNG_MODEL_SETTINGS if key not in recorded),
                    *(key for pair in MODEL_FILES for key in pair
                      if unrecorded and key not in recorded)}
         changes = (changed_settings(recorded, current, ignored)

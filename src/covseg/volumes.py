@@ -59,6 +59,7 @@ from covseg.quantify import (
     INPUT_SHA256,
     LESION_NAMES,
     LUNG_GUIDE_SHA256,
+    LUNG_MODEL_SETTINGS,
     LUNG_MODEL_SHA256,
     LUNGS_NII,
     MODEL_SHA256,
@@ -274,13 +275,28 @@ def predict_settings(predictor: SlicePredictor, lung_predictor: SlicePredictor |
     guide = guide_run(predictor)
     return {
         "model": predictor.source, MODEL_SHA256: model_hash(predictor.source),
-        "threshold": applied_threshold(predictor), "tta": predictor.tta,
-        "test_flips": list(getattr(predictor, "flips", ())) if predictor.tta else [],
-        "lung_model": lung_model, LUNG_MODEL_SHA256: model_hash(lung_model),
+        **_applied(predictor), "lung_model": lung_model, LUNG_MODEL_SHA256: model_hash(lung_model),
+        **lung_model_settings(lung_predictor),
         "lung_guide": guide, LUNG_GUIDE_SHA256: model_hash(guide),
         "hu": hu, "keep_outside_lungs": keep_outside_lungs, "lung_margin_mm": lung_margin_mm,
         "probabilities": probabilities, "html": html,
     }
+
+
+def _applied(predictor: SlicePredictor, prefix: str = "") -> dict[str, Any]:
+    """How a predictor makes its masks: its threshold, whether it averages mirrored slices and
+    which; keys prefixed with ``prefix``."""
+    return {f"{prefix}threshold": applied_threshold(predictor), f"{prefix}tta": predictor.tta,
+            f"{prefix}test_flips": list(getattr(predictor, "flips", ())) if predictor.tta else []}
+
+
+def lung_model_settings(lung_predictor: SlicePredictor | None) -> dict[str, Any]:
+    """The lung model's threshold and mirrors (:data:`LUNG_MODEL_SETTINGS`; None without one):
+    a lung Predictor loaded with another threshold made other lungs (3.3 times the volume at
+    0.1 as at 0.9) that a rerun into the same --out kept as done."""
+    if lung_predictor is None:
+        return dict.fromkeys(LUNG_MODEL_SETTINGS)
+    return _applied(lung_predictor, "lung_")
 
 
 def guide_run(predictor: SlicePredictor) -> str | None:
@@ -414,6 +430,9 @@ def predict_batch(predictor: SlicePredictor, inputs: Sequence[str | os.PathLike[
     check_volume_options(**{key: value for key, value in options.items()
                             if key not in ("hu", "lung_predictor")})
     check_hu(options.get("hu", "auto"))
+    guide = getattr(predictor, "guide", None)
+    if guide is not None:
+        guide.check_run()
     studies = find_studies(inputs, exclude=out_dir)
     _refuse_output_in_input(studies, Path(out_dir))
     settings = predict_settings(predictor, **{k: v for k, v in options.items()
