@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import html
 import json
 import os
 import re
@@ -862,8 +863,12 @@ def test_quantify_of_a_prediction_folder_gives_predicts_numbers(tmp_path: Path,
     after = json.loads((tmp_path / "again" / study / "quantification.json").read_text())
     for key in ("study", "right_lung", "left_lung", "spacing_mm", "voxel_ml"):
         assert after[key] == before[key], key
-    assert (tmp_path / "pred" / study / "quantification.csv").read_text() == \
-        (tmp_path / "again" / study / "quantification.csv").read_text()
+    rows = [list(csv.DictReader((tmp_path / folder / study / "quantification.csv").open()))
+            for folder in ("pred", "again")]
+    assert [{**row, "lungs": ""} for row in rows[0]] == [{**row, "lungs": ""} for row in rows[1]]
+    assert {row["lungs"] for row in rows[0]} == {"HU threshold"}  # as predict found them,
+    lungs = tmp_path / "pred" / study / "lungs.nii.gz"  # and as quantify was given them
+    assert {row["lungs"] for row in rows[1]} == {f"lung mask {lungs.resolve()}"}
 
 
 def test_one_lung_prediction_is_quantified_again_as_it_is(tmp_path: Path) -> None:
@@ -1464,3 +1469,34 @@ def test_a_lung_models_threshold_and_mirrors_are_recorded_and_compared(
     fresh = predict_batch(BandPredictor([(-400, -200)]), [path], tmp_path / "none").done
     none = json.loads((tmp_path / "none" / "chest" / "quantification.json").read_text())
     assert fresh == 1 and none["settings"]["lung_threshold"] is None
+
+
+def test_the_reports_name_the_lung_model_that_made_the_lungs(
+        chest, tmp_path: Path, saved_figures: list) -> None:
+    """report.html, the CSVs and the montage said only "lung_source": "model": which model (its
+    path, its SHA-256) was in quantification.json's settings alone."""
+    path, _ = chest
+    lung_run = tmp_path / "lungrun"
+    lung_run.mkdir()
+    (lung_run / "best.pt").write_bytes(b"a lung model")
+    digest = hashlib.sha256(b"a lung model").hexdigest()
+    lungs = BandPredictor([(-900, -800)])
+    lungs.source = str(lung_run)  # type: ignore[misc]
+    out = tmp_path / "out"
+    assert predict_batch(BandPredictor([(-400, -200)]), [path], out, lung_predictor=lungs,
+                         html=True).done == 1
+    named = f"lung model {lung_run} (SHA-256 {digest})"
+    record = json.loads((out / "chest" / "quantification.json").read_text())
+    assert record["inputs"]["lung_model"] == {"source": str(lung_run), "sha256": digest,
+                                              "threshold": 0.5, "tta": False, "test_flips": []}
+    page = html.unescape((out / "chest" / "report.html").read_text())
+    assert f"<p>Lungs: {named}</p>" in page and f'"sha256": "{digest}"' in page
+    rows = list(csv.DictReader((out / "chest" / "quantification.csv").open()))
+    assert {row["lungs"] for row in rows} == {named} and len(rows) == 3
+    assert next(csv.DictReader((out / "summary.csv").open()))["lungs"] == named
+    title = saved_figures[-1].get_suptitle()
+    assert title.splitlines()[-1] == f"lungs: lung model lungrun (SHA-256 {digest[:12]})"
+    assert predict_batch(BandPredictor([(-400, -200)]), [path], tmp_path / "th").done == 1
+    assert next(csv.DictReader((tmp_path / "th" / "summary.csv").open()))["lungs"] == (
+        "HU threshold")
+    assert saved_figures[-1].get_suptitle().endswith("\nlungs: HU threshold")

@@ -299,6 +299,13 @@ def lung_model_settings(lung_predictor: SlicePredictor | None) -> dict[str, Any]
     return _applied(lung_predictor, "lung_")
 
 
+def _lung_model_record(settings: dict[str, Any]) -> dict[str, Any]:
+    """The lung model in a study's inputs, which report.html shows: its path and SHA-256 were in
+    quantification.json's settings only, and the report said just "lung_source": "model"."""
+    return {"source": settings["lung_model"], "sha256": settings[LUNG_MODEL_SHA256],
+            **{key.removeprefix("lung_"): settings[key] for key in LUNG_MODEL_SETTINGS}}
+
+
 def guide_run(predictor: SlicePredictor) -> str | None:
     """The lung run a cascade model loads at prediction time for its lung channel (None: no
     guide, or thresholded lungs): recorded with its SHA-256, since retraining that run in place
@@ -369,6 +376,9 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
         note_grown_lungs(result, masks.cut, volume.source, "--lung-model")
     result["files"] = files
     result[OUTPUT_SHA256] = input_hashes({"mask": files["infection"], "lungs": files["lungs"]})
+    settings = predict_settings(
+        predictor, lung_predictor, probabilities=probabilities,
+        keep_outside_lungs=keep_outside_lungs, hu=hu, html=html, lung_margin_mm=lung_margin_mm)
     result["inputs"] = {
         "image": image, "shape_zyx": list(volume.file_shape_zyx),
         "affine": volume.file_affine.tolist(), "intensity": volume.intensity,
@@ -376,15 +386,15 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
                   "intensity": predictor.intensity, "window": list(predictor.window),
                   "threshold": applied_threshold(predictor),
                   "classes": model_classes(predictor)},
-        "tta": predictor.tta, "lung_source": masks.lung_source, "lungs_found": lungs_found,
+        "tta": predictor.tta, "lung_source": masks.lung_source,
+        "lung_model": _lung_model_record(settings) if lung_predictor is not None else None,
+        "lungs_found": lungs_found,
         "outside_lungs_removed": not keep_outside_lungs and lungs_found,
         "lung_margin_mm": lung_margin_mm,
         "effusion_label": EFFUSION if has_effusion(predictor) else None,
         INPUT_SHA256: hashes,
     }
-    result[SETTINGS] = predict_settings(
-        predictor, lung_predictor, probabilities=probabilities,
-        keep_outside_lungs=keep_outside_lungs, hu=hu, html=html, lung_margin_mm=lung_margin_mm)
+    result[SETTINGS] = settings
     return write_report(out_dir, result, name or study_name(Path(path)), labels, lungs=lungs,
                         image=volume.array, intensity=volume.intensity, grid=volume,
                         html_report=html)
