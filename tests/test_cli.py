@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -372,10 +373,16 @@ def test_demo_api_runs_small_and_again_from_its_finished_folds(tmp_path: Path) -
         (stopped / name).unlink(missing_ok=True)  # as a Ctrl-C inside the last fold leaves it
     resumed = api.demo(tmp_path / "demo", folds=3, epochs=1)  # asked for --resume, not offered
     assert resumed["pooled_per_case"]["dice"] == summary["pooled_per_case"]["dice"]
-    fold = re.escape(str(tmp_path / "demo" / "cv" / "fold_0"))
-    with pytest.raises(CovsegError, match=rf"^{fold}: finished with other settings or data \(.*"
-                       r"\); run the demo into a new --out or delete the fold$"):
+    cv = tmp_path / "demo" / "cv"
+    with pytest.raises(CovsegError, match=rf"^{re.escape(str(cv / 'fold_0'))} \(and fold_1, "
+                       r"fold_2\): finished with other settings or data \(epochs: 1 -> 2\); "
+                       rf"run the demo into a new --out, or delete {re.escape(str(cv))} to "
+                       r"start over$"):
         api.demo(tmp_path / "demo", folds=3, epochs=2)  # said "cross-validate into a new --out"
+    shutil.rmtree(cv / "fold_0")  # as the error said ("delete the fold"): fold_0 was retrained,
+    with pytest.raises(CovsegError, match=r"fold_1 \(and fold_2\): finished with other"):
+        api.demo(tmp_path / "demo", folds=3, epochs=2)  # and only then was fold_1 refused
+    assert not (cv / "fold_0").exists()
 
 
 def test_demo_help_gives_the_out_default(capsys: pytest.CaptureFixture[str]) -> None:
@@ -1117,3 +1124,38 @@ def test_warnings_print_on_lines_of_their_own_with_the_covseg_prefix(
     assert code == 0
     warned = [line for line in err.replace("\r", "\n").splitlines() if "clipped" in line]
     assert warned and all(line.startswith("covseg: warning: many pixels") for line in warned), err
+
+
+
+@pytest.mark.parametrize(("option", "argv"), [
+    ("--out", ["demo", "--out", "", "--folds", "2", "--epochs", "1"]),
+    ("--out", ["demo", "--out=", "--folds", "2", "--epochs", "1"]),
+    ("--out", ["train", "synthetic", "--model", "unet", "--epochs", "1", "--out", ""]),
+    ("--out", ["predict", "--model", "run", "x.png", "--out", ""]),
+    ("--out", ["quantify", "mask.nii.gz", "--out", ""]),
+    ("--model", ["predict", "--model", "", "x.png", "--out", "o"]),
+    ("--pred", ["evaluate", "--pred", "", "--truth", "t", "--out", "o"])])
+def test_an_empty_path_is_refused_before_anything_is_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        option: str, argv: list[str]) -> None:
+    """``--out ""`` is the current folder: the demo wrote cv/, samples.png and its data there
+    and printed "samples: /samples.png"; predict, train and quantify wrote into it too."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _run(capsys, *argv)
+    _assert_one_line_error(code, err, f"{option} is empty; give a path")
+    assert out == "" and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("call", [
+    lambda out: api.demo(out, folds=2, epochs=1),
+    lambda out: api.train("synthetic", out, model="unet", epochs=1),
+    lambda out: api.predict_volumes("run", "x.nii.gz", out),
+    lambda out: api.quantify("mask.nii.gz", out),
+    lambda out: api.evaluate("p", "t", out)])
+def test_the_api_refuses_an_empty_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      call: Callable[[str], object]) -> None:
+    """The API took ``out=""`` as the current folder, as the CLI did."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CovsegError, match=r"^out is empty; give a path"):
+        call("")
+    assert list(tmp_path.iterdir()) == []

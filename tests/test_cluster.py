@@ -82,12 +82,14 @@ except CovsegError as exc:
 
 
 def test_a_failed_fold_is_one_line_naming_it(tmp_path: Path) -> None:
-    """A fold refused on its node (another recipe in a finished fold) stops the run with
-    covseg's own reason, not a remote traceback. Run in its own process, as a user's covseg
-    is: Ray 2.60 can abort its driver when the cancel of the other fold meets that fold's
-    dispatch (ray-project/ray#54798, a SIGABRT that took the whole test session with it), so
-    such an abort, and only it, is tried once more."""
+    """A fold refused on its node (another recipe in a fold stopped midway: a finished fold's
+    is refused before Ray starts) stops the run with covseg's own reason, not a remote
+    traceback. Run in its own process, as a user's covseg is: Ray 2.60 can abort its driver
+    when the cancel of the other fold meets that fold's dispatch (ray-project/ray#54798, a
+    SIGABRT that took the whole test session with it), so such an abort, and only it, is tried
+    once more."""
     api.cross_validate("synthetic:1", tmp_path / "cv", fold=1, model="unet", **RECIPE)
+    (tmp_path / "cv" / "fold_1" / "fold_metrics.json").unlink()  # stopped before its testing
     for attempt in range(2):
         run = subprocess.run([sys.executable, "-c", FAILED_FOLD_RUN, str(tmp_path / "cv")],
                              check=False, capture_output=True, text=True, timeout=300)

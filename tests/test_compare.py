@@ -239,8 +239,9 @@ def test_compare_two_models_on_the_same_folds(tmp_path: Path, synthetic_folder: 
     recipe = next(line for line in report.splitlines() if line.startswith("- Recipe"))
     assert "'epochs': 1" in recipe and "'size': 64" in recipe and "'batch_size': 4" in recipe
     with pytest.raises(CovsegError, match=re.escape(  # said "cross-validate into a new --out"
-            f"{tmp_path / 'unet_width-4' / 'fold_0'}: finished with other settings or data "
-            "(epochs: 1 -> 2); compare into a new --out or delete the fold")):
+            f"{tmp_path / 'unet_width-4' / 'fold_0'} (and fold_1): finished with other settings "
+            f"or data (epochs: 1 -> 2); compare into a new --out, or delete "
+            f"{tmp_path / 'unet_width-4'} to start over")):
         api.compare(synthetic_folder, ["unet:width=4", "miniseg"], tmp_path, folds=2, epochs=2,
                     size=64, batch_size=4, resume=True)
 

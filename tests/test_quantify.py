@@ -470,8 +470,9 @@ def test_summary_shows_lesion_outside_the_lungs(tmp_path: Path) -> None:
     assert list(row) == ["study", "status", "error", "lung_ml", "lesion_ml", "percent_involved",
                          "ct_category", "right_percent_involved", "left_percent_involved",
                          "ggo_ml", "consolidation_ml", "effusion_ml", "input", "output",
-                         "lesion_outside_lungs_ml", "lesion_added_to_lungs_ml"]
+                         "lesion_outside_lungs_ml", "lesion_added_to_lungs_ml", "lungs"]
     assert float(row["lesion_added_to_lungs_ml"]) == 0.0
+    assert row["lungs"] == f"lung mask {(tmp_path / 'lungs.nii.gz').resolve()}"
     assert float(row["lesion_ml"]) == pytest.approx(lesion_ml, rel=1e-5)
     assert float(row["lesion_outside_lungs_ml"]) == pytest.approx(lesion_ml / 2, rel=1e-5)
 
@@ -1335,3 +1336,29 @@ def test_montage_legend_names_only_what_its_slices_show(tmp_path: Path,
     write_montage(tmp_path / "lung.png", lesions, grid, lungs=lungs, count=1, title="one")
     assert [text.get_text() for text in saved_figures[-1].legends[0].get_texts()] == [
         "lesion", "right lung"]
+
+
+def test_montage_title_clears_the_top_slices_titles(tmp_path: Path, saved_figures: list) -> None:
+    """On 512x512 studies, whose slices fill their cells, the title's second line "(patient
+    right on the image left)" ran into the top-middle slice's "slice 3, 132.5 mL"."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from covseg.quantify import write_montage
+
+    labels = np.zeros((6, 512, 512), dtype=np.int16)
+    for k in range(6):
+        labels[k, 200:260 + 10 * k, 100:180] = 1
+    nib.save(nib.Nifti1Image(labels.transpose(2, 1, 0), np.diag([-0.7, -0.7, 5.0, 1.0])),
+             str(tmp_path / "mask.nii.gz"))
+    grid = read_nifti(tmp_path / "mask.nii.gz", np.int16)
+    for note in ("", "lung model lungrun40 (SHA-256 b881f3a0c98d)"):
+        write_montage(tmp_path / "montage.png", grid.array, grid, title="medseg_hu",
+                      **({"lungs_note": note} if note else {}))
+        figure = saved_figures[-1]
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        title = figure._suptitle.get_window_extent(renderer)  # type: ignore[union-attr]
+        tops = [axis.title.get_window_extent(renderer).y1 for axis in figure.axes]
+        assert len(tops) == 6 and title.y0 > max(tops), (title, tops)
+        assert title.y1 <= figure.bbox.height

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import html
 import json
 import os
 import re
@@ -929,8 +930,12 @@ def test_quantify_of_a_prediction_folder_gives_predicts_numbers(tmp_path: Path,
     after = json.loads((tmp_path / "again" / study / "quantification.json").read_text())
     for key in ("study", "right_lung", "left_lung", "spacing_mm", "voxel_ml"):
         assert after[key] == before[key], key
-    assert (tmp_path / "pred" / study / "quantification.csv").read_text() == \
-        (tmp_path / "again" / study / "quantification.csv").read_text()
+    rows = [list(csv.DictReader((tmp_path / folder / study / "quantification.csv").open()))
+            for folder in ("pred", "again")]
+    assert [{**row, "lungs": ""} for row in rows[0]] == [{**row, "lungs": ""} for row in rows[1]]
+    assert {row["lungs"] for row in rows[0]} == {"HU threshold"}  # as predict found them,
+    lungs = tmp_path / "pred" / study / "lungs.nii.gz"  # and as quantify was given them
+    assert {row["lungs"] for row in rows[1]} == {f"lung mask {lungs.resolve()}"}
 
 
 def test_one_lung_prediction_is_quantified_again_as_it_is(tmp_path: Path) -> None:
@@ -1481,3 +1486,84 @@ def test_study_folders_predicted_into_their_parent_are_refused(tmp_path: Path, k
     for _ in range(2):
         assert predict_batch(BandPredictor([(-400, -200)]), [series], series).failed == 0
     assert (series / ("s1" if kind == "dicom" else "ct") / "quantification.json").is_file()
+
+
+def test_a_cascade_whose_lung_run_is_gone_is_refused_once_before_any_study(
+        chest, tmp_path: Path) -> None:
+    """With the cascade's lung run deleted, a rerun said the study was "made with other
+    settings (lung_guide_sha256: ... -> null)" and a fresh run failed every study on it."""
+    path, _ = chest
+    guide_run = tmp_path / "lungrun"
+    guide_run.mkdir()
+    (guide_run / "best.pt").write_bytes(b"a lung run")
+    cascade = BandPredictor([(-400, -200)])
+    cascade.guide = LungGuide(str(guide_run.resolve()), crop=True)  # type: ignore[attr-defined]
+    assert predict_batch(cascade, [path], tmp_path / "out").done == 1
+    shutil.rmtree(guide_run)
+    gone = re.escape(f"this cascade model takes its lung channel from the lung run "
+                     f"{guide_run.resolve()}, which is not there (moved or deleted?)")
+    for out in (tmp_path / "out", tmp_path / "fresh"):
+        with pytest.raises(CovsegError, match=rf"^{gone}"):
+            predict_batch(cascade, [path], out)
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_a_lung_models_threshold_and_mirrors_are_recorded_and_compared(
+        chest, tmp_path: Path) -> None:
+    """A lung model loaded with another threshold (covseg.load_predictor(RUN, threshold=0.1))
+    made 3.3 times the lungs, yet a rerun into the same out skipped the study as done: only the
+    lung model's path and SHA-256 were recorded."""
+    path, _ = chest
+    out = tmp_path / "out"
+    lungs = BandPredictor([(-900, -800)])
+    assert predict_batch(BandPredictor([(-400, -200)]), [path], out, lung_predictor=lungs).done
+    record = out / "chest" / "quantification.json"
+    settings = json.loads(record.read_text())["settings"]
+    assert {key: settings[key] for key in ("lung_threshold", "lung_tta", "lung_test_flips")} == {
+        "lung_threshold": 0.5, "lung_tta": False, "lung_test_flips": []}
+    assert predict_batch(BandPredictor([(-400, -200)]), [path], out,
+                         lung_predictor=lungs).skipped == 1
+    lungs.threshold = 0.9
+    with pytest.raises(CovsegError, match=r"out/chest was made with other settings or inputs "
+                                          r"\(lung_threshold: 0.5 -> 0.9\)"):
+        predict_batch(BandPredictor([(-400, -200)]), [path], out, lung_predictor=lungs)
+    without = json.loads(record.read_text())
+    for key in ("lung_threshold", "lung_tta", "lung_test_flips"):  # as recorded until 5 Dec
+        del without["settings"][key]
+    record.write_text(json.dumps(without))
+    assert predict_batch(BandPredictor([(-400, -200)]), [path], out,
+                         lung_predictor=lungs).skipped == 1
+    fresh = predict_batch(BandPredictor([(-400, -200)]), [path], tmp_path / "none").done
+    none = json.loads((tmp_path / "none" / "chest" / "quantification.json").read_text())
+    assert fresh == 1 and none["settings"]["lung_threshold"] is None
+
+
+def test_the_reports_name_the_lung_model_that_made_the_lungs(
+        chest, tmp_path: Path, saved_figures: list) -> None:
+    """report.html, the CSVs and the montage said only "lung_source": "model": which model (its
+    path, its SHA-256) was in quantification.json's settings alone."""
+    path, _ = chest
+    lung_run = tmp_path / "lungrun"
+    lung_run.mkdir()
+    (lung_run / "best.pt").write_bytes(b"a lung model")
+    digest = hashlib.sha256(b"a lung model").hexdigest()
+    lungs = BandPredictor([(-900, -800)])
+    lungs.source = str(lung_run)  # type: ignore[misc]
+    out = tmp_path / "out"
+    assert predict_batch(BandPredictor([(-400, -200)]), [path], out, lung_predictor=lungs,
+                         html=True).done == 1
+    named = f"lung model {lung_run} (SHA-256 {digest})"
+    record = json.loads((out / "chest" / "quantification.json").read_text())
+    assert record["inputs"]["lung_model"] == {"source": str(lung_run), "sha256": digest,
+                                              "threshold": 0.5, "tta": False, "test_flips": []}
+    page = html.unescape((out / "chest" / "report.html").read_text())
+    assert f"<p>Lungs: {named}</p>" in page and f'"sha256": "{digest}"' in page
+    rows = list(csv.DictReader((out / "chest" / "quantification.csv").open()))
+    assert {row["lungs"] for row in rows} == {named} and len(rows) == 3
+    assert next(csv.DictReader((out / "summary.csv").open()))["lungs"] == named
+    title = saved_figures[-1].get_suptitle()
+    assert title.splitlines()[-1] == f"lungs: lung model lungrun (SHA-256 {digest[:12]})"
+    assert predict_batch(BandPredictor([(-400, -200)]), [path], tmp_path / "th").done == 1
+    assert next(csv.DictReader((tmp_path / "th" / "summary.csv").open()))["lungs"] == (
+        "HU threshold")
+    assert saved_figures[-1].get_suptitle().endswith("\nlungs: HU threshold")

@@ -189,8 +189,11 @@ def _load(data: str | os.PathLike[str] | LoadedData, config: TrainConfig) -> Loa
 def _path(name: str, value: object, what: str = "a path (str or pathlib.Path)"
           ) -> str | os.PathLike[str]:
     """``value`` when it is a path; else a one-line error naming the argument (pathlib's
-    TypeError names none)."""
+    TypeError names none). An empty one is refused: ``Path("")`` is the current folder, where
+    an ``out=""`` wrote its files unasked."""
     if isinstance(value, str | os.PathLike):
+        if not os.fspath(value):
+            raise CovsegError(f"{name} is empty; give a path (\".\" for the current folder)")
         return value
     shown = repr(value) if value is None or isinstance(value, int | float) else (
         f"a value of type {type(value).__name__}")

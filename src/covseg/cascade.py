@@ -148,11 +148,16 @@ class LungGuide:
     def _lung_predictor(self):  # type: ignore[no-untyped-def]
         from covseg.infer import Predictor
 
-        if not Path(self.source).exists():
+        self.check_run()
+        return require_lung_model(Predictor.load(self.source))
+
+    def check_run(self) -> None:
+        """Refuse a lung run that is not there in one line: a batch checks it before any study,
+        where each study failed on it (and a rerun called it "other settings")."""
+        if self.source != THRESHOLD and not Path(self.source).exists():
             raise CovsegError(f"this cascade model takes its lung channel from the lung run "
                               f"{self.source}, which is not there (moved or deleted?); put it "
                               "back there, or retrain with --lung-guide at its new place")
-        return require_lung_model(Predictor.load(self.source))
 
     def lungs(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Binary lung masks for [0, 1] slices."""

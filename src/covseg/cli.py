@@ -306,6 +306,21 @@ def swallowed_data(message: str, argv: Sequence[str]) -> str | None:
             + (f"; also required: {', '.join(also)}" if also else ""))
 
 
+def empty_argument(argv: Sequence[str]) -> str | None:
+    """What is wrong with an empty argument of ``argv`` (``--out ""``, ``--out=``), or None
+    where there is none: every covseg argument is a path, name or number, and an empty path is
+    the current folder, where ``--out ""`` wrote its files unasked."""
+    for index, arg in enumerate(argv):
+        option = arg[:-1] if arg.startswith("--") and arg.endswith("=") else None
+        if arg == "" and index and argv[index - 1].startswith("--"):
+            option = argv[index - 1]
+        if option:
+            return f"{option} is empty; give a path (\".\" for the current folder)"
+        if arg == "":
+            return "an argument is empty (\"\"); give a path or drop it"
+    return None
+
+
 class _Parser(argparse.ArgumentParser):
     """Options by their full names only: argparse would take ``--model`` for compare's
     ``--models`` and silently replace the list. Subcommand parsers are of this class too."""
@@ -491,6 +506,10 @@ class _AboveProgressBars(logging.Handler):
 
 def _run(argv: Sequence[str] | None) -> int:
     """Parse the command line and run the command, turning its errors into exit statuses."""
+    empty = empty_argument(sys.argv[1:] if argv is None else argv)
+    if empty:
+        print(f"covseg: error: {empty}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)
     in_main_thread = threading.current_thread() is threading.main_thread()

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from tqdm import tqdm
 
 from covseg.config import TrainConfig, check_kind
-from covseg.crossval import cross_validate_fold, make_folds
+from covseg.crossval import check_finished_folds, cross_validate_fold, make_folds
 from covseg.data.layouts import LoadedData
 from covseg.errors import CovsegError
 from covseg.io.atomic import remove_temporaries
@@ -155,7 +155,9 @@ def run_folds_on_ray(config: TrainConfig, data: LoadedData, out: Path, folds: in
     joined as :func:`joined` joins it: a Ray the caller already started (or joined) is used as
     it is, one started here is shut down afterwards.
     """
-    count = len(make_folds(data, folds, config.seed)[0])
+    splits = make_folds(data, folds, config.seed)[0]
+    check_finished_folds(config, data, out, splits)  # before any fold trains
+    count = len(splits)
     made = {k: [folder for folder in (out / f"fold_{k}", out, *out.parents) if not folder.exists()]
             for k in range(count)}
     with joined(address, cpus_per_fold) as ray:

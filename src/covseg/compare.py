@@ -25,11 +25,13 @@ from scipy.stats import wilcoxon
 from covseg.config import TrainConfig
 from covseg.crossval import (
     UNDEFINED,
+    check_finished_folds,
     class_dice,
     cross_validate,
     cross_validation_work,
     data_warnings,
     duration_text,
+    make_folds,
     mean_over_folds,
 )
 from covseg.data.layouts import LoadedData
@@ -145,6 +147,11 @@ def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
     left_out = models_left_out(out, specs)
     if left_out:
         log.warning("%s: %s", out, left_out_note(left_out))  # before hours of training
+    splits = make_folds(data, folds, config.seed)[0]
+    for spec in specs:  # every model's finished folds, before any model trains
+        name, options = parse_model_spec(spec)
+        check_finished_folds(replace(config, model=name, model_options=options), data,
+                             out / model_folder(spec), splits, verb="compare")
     rows, dice_by_model = [], {}
     for spec in specs:
         name, options = parse_model_spec(spec)

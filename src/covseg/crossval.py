@@ -89,12 +89,10 @@ def check_cv_folder(out: Path, resume: bool, fold: int | None = None) -> None:
         raise unresumed(out, f"a cross-validation ({', '.join(p.name for p in held)})")
 
 
-def _check_finished_fold(fold_dir: Path, config: TrainConfig, finished: dict[str, Any],
-                         data: LoadedData, train_cases: list[str], test_cases: list[str],
-                         verb: str = CV_VERB) -> None:
-    """A finished fold (``finished``: its fold_metrics.json) is reused only if it ran this recipe
-    on this split of these data; else a clear error, telling to ``verb`` (the command running:
-    cross-validate, compare) into a new --out."""
+def _fold_changes(fold_dir: Path, config: TrainConfig, finished: dict[str, Any],
+                  data: LoadedData, train_cases: list[str], test_cases: list[str]) -> list[str]:
+    """What differs between a finished fold (``finished``: its fold_metrics.json) and this
+    recipe on this split of these data: the fold is reused only when nothing does."""
     record = json.loads((fold_dir / "config.json").read_text())
     changed = TrainConfig.from_dict(record["config"]).differences(config,
                                                                    len(record["train_cases"]))
@@ -105,18 +103,47 @@ def _check_finished_fold(fold_dir: Path, config: TrainConfig, finished: dict[str
     elif made_from_other_data(finished, data_fingerprint(data, [*train_cases, *test_cases])):
         changed.append("its data (other images or masks under the same slice names: another "
                        "data set, or files changed since)")
-    if changed:
-        raise CovsegError(f"{fold_dir}: finished with other settings or data "
-                          f"({'; '.join(changed)}); {verb} into a new --out or delete the fold")
+    return changed
+
+
+def _stale_folds_error(out: Path, stale: list[tuple[Path, list[str]]], verb: str) -> CovsegError:
+    """One error naming every finished fold of ``out`` that other settings or data made, telling
+    to ``verb`` (the command running: cross-validate, compare) into a new --out or to delete
+    ``out`` whole: a fold deleted alone was retrained beside the others' and the old summary."""
+    (first, changed), more = stale[0], len(stale) - 1
+    others = (f" (and {', '.join(folder.name for folder, _ in stale[1:])})" if more else "")
+    return CovsegError(f"{first}{others}: finished with other settings or data "
+                       f"({'; '.join(changed)}); {verb} into a new --out, or delete {out} to "
+                       "start over")
+
+
+def check_finished_folds(config: TrainConfig, data: LoadedData, out: Path,
+                         splits: list[tuple[list[str], list[str]]], verb: str = CV_VERB) -> None:
+    """Refuse, before any fold trains, a cross-validation ``out`` whose finished folds another
+    recipe or data made (see :func:`_fold_changes`): checked fold by fold, the first stale fold
+    stopped the run only after the folds before it were retrained."""
+    stale = []
+    for k, (train_cases, test_cases) in enumerate(splits):
+        fold_dir = out / f"fold_{k}"
+        if _fold_done(fold_dir):
+            finished = json.loads((fold_dir / "fold_metrics.json").read_text())
+            changed = _fold_changes(fold_dir, replace(config, seed=config.seed + k), finished,
+                                    data, train_cases, test_cases)
+            if changed:
+                stale.append((fold_dir, changed))
+    if stale:
+        raise _stale_folds_error(out, stale, verb)
 
 
 def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases: list[str],
              test_cases: list[str], resume: bool, verb: str = CV_VERB) -> list[dict[str, Any]]:
     """Train on ``train_cases`` (validation patients drawn from them), evaluate on ``test_cases``;
-    a finished fold is reused (after :func:`_check_finished_fold`) instead."""
+    a finished fold is reused (unless :func:`_fold_changes` finds it stale) instead."""
     if _fold_done(fold_dir):
         finished = json.loads((fold_dir / "fold_metrics.json").read_text())
-        _check_finished_fold(fold_dir, config, finished, data, train_cases, test_cases, verb)
+        changed = _fold_changes(fold_dir, config, finished, data, train_cases, test_cases)
+        if changed:
+            raise _stale_folds_error(fold_dir.parent, [(fold_dir, changed)], verb)
         # JSON holds undefined metrics as null: make them NaN again, as a fresh fold has them.
         return [{key: math.nan if value is None else value for key, value in row.items()}
                 for row in finished["per_case"]]
@@ -175,6 +202,7 @@ def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike
     refuse_other_output(out, CROSS_VALIDATION)
     check_cv_folder(out, resume)
     splits, how = make_folds(data, folds, config.seed)
+    check_finished_folds(config, data, out, splits, verb)
     started = time.perf_counter() if started is None else started
     per_fold: list[dict[str, Any]] = []
     all_rows: list[dict[str, Any]] = []

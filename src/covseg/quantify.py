@@ -122,11 +122,11 @@ its folder is covseg's output."""
 REGIONS = ("study", "right_lung", "left_lung")
 CSV_FIELDS = ("study", "region", "lung_ml", "lesion_ml", "percent_involved", "ggo_ml",
               "consolidation_ml", "effusion_ml", "lesion_outside_lungs_ml", "ct_category",
-              "lesion_added_to_lungs_ml")
+              "lesion_added_to_lungs_ml", "lungs")
 SUMMARY_FIELDS = ("study", "status", "error", "lung_ml", "lesion_ml", "percent_involved",
                   "ct_category", "right_percent_involved", "left_percent_involved", "ggo_ml",
                   "consolidation_ml", "effusion_ml", "input", "output",
-                  "lesion_outside_lungs_ml", "lesion_added_to_lungs_ml")
+                  "lesion_outside_lungs_ml", "lesion_added_to_lungs_ml", "lungs")
 """summary.csv's columns; new ones go last, so that scripts reading by position keep working."""
 SUMMARY_STUDY_FIELDS = ("lung_ml", "lesion_ml", "percent_involved", "ct_category", "ggo_ml",
                         "consolidation_ml", "effusion_ml", "lesion_outside_lungs_ml",
@@ -146,6 +146,9 @@ LUNG_GUIDE_SHA256 = "lung_guide_sha256"
 """Settings of a predict batch: the SHA-256 of the model files (the infection model, the
 ``--lung-model`` and the lung run a cascade model takes its lung channel from), compared on
 reruns."""
+LUNG_MODEL_SETTINGS = ("lung_threshold", "lung_tta", "lung_test_flips")
+"""Settings of a predict batch: how its ``--lung-model`` made the lungs (None without one);
+records made before they were recorded are not compared on them."""
 MODEL_FILES = (("model", MODEL_SHA256), ("lung_model", LUNG_MODEL_SHA256),
                ("lung_guide", LUNG_GUIDE_SHA256))
 """Each model setting of a predict batch and the key of its file's SHA-256."""
@@ -323,8 +326,28 @@ def result_rows(result: dict[str, Any], study: str) -> list[dict[str, Any]]:
         if region in result:
             values = _shown_values(result[region])
             rows.append({"study": study, "region": region,
-                         **{k: values.get(k) for k in CSV_FIELDS[2:]}})
+                         **{k: values.get(k) for k in CSV_FIELDS[2:]},
+                         "lungs": lungs_text(result)})
     return rows
+
+
+def lungs_text(result: dict[str, Any], short: bool = False) -> str:
+    """Where a study's lungs came from, as its CSVs, report and montage say it: a reader could
+    not tell a lung model's lungs (which model?) from the settings. ``short``: the model's
+    folder name and the start of its SHA-256, for the montage's title."""
+    inputs = result.get("inputs") or {}
+    source = inputs.get("lung_source")
+    if source == "model":
+        model = inputs.get("lung_model") or {}
+        settings = result.get(SETTINGS) or {}
+        path = model.get("source") or settings.get("lung_model") or "(not recorded)"
+        digest = model.get("sha256") or settings.get(LUNG_MODEL_SHA256)
+        if short:
+            path, digest = Path(path).name or path, digest[:12] if digest else digest
+        return f"lung model {path}" + (f" (SHA-256 {digest})" if digest else "")
+    if source == "mask":
+        return f"lung mask {Path(inputs['lungs']).name if short else inputs.get('lungs')}"
+    return {"threshold": "HU threshold"}.get(str(source), "none")
 
 
 def _shown_values(region: dict[str, Any]) -> dict[str, Any]:
@@ -388,24 +411,37 @@ def most_affected_slices(lesions: np.ndarray, lungs: np.ndarray | None, count: i
     return sorted(int(k) for k in order if score[k] > 0)
 
 
+MONTAGE_PANEL_TITLE_IN, MONTAGE_TITLE_LINE_IN = 0.4, 0.2
+"""Inches above the montage's slices: for a slice's own title, then per line of the figure's
+title. A fixed 0.65 inch let a two-line title run into the top slices' titles where the
+slices filled their cells (512x512 studies)."""
+
+
 def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volume, *,
                   lungs: np.ndarray | None = None, image: np.ndarray | None = None,
                   intensity: str = "hu", count: int = 6, title: str = "",
-                  multiclass: bool | None = None) -> Path:
+                  multiclass: bool | None = None, lungs_note: str = "") -> Path:
     """PNG grid of the most affected slices: CT (lung window) with lesion fill and lung outline.
 
     ``grid``: the volume the masks lie on, whose geometry shows the slices radiologically with
     voxels to scale and names them as its file does (:meth:`Volume.slice_name`); ``multiclass``
-    (None: labels > 1) draws and names each class, also when one class alone was found."""
+    (None: labels > 1) draws and names each class, also when one class alone was found;
+    ``lungs_note``: where the lungs came from (:func:`lungs_text`), a line of the title."""
     if multiclass is None:
         multiclass = bool(lesions.size) and int(lesions.max()) > 1
     slices = most_affected_slices(lesions, lungs, count, multiclass)
     columns = min(3, len(slices))
     rows = -(-len(slices) // columns)
-    figure = Figure(figsize=(3.2 * columns, 3.3 * rows + 0.7), dpi=100)
+    orientation = ("patient right on the image left" if grid.oriented
+                   else "no orientation in the file: right and left may be swapped")
+    heading = [line for line in (title, f"({orientation})",
+                                 f"lungs: {lungs_note}" if lungs_note else "") if line]
+    head_in = MONTAGE_PANEL_TITLE_IN + MONTAGE_TITLE_LINE_IN * len(heading)
+    height = 3.3 * rows + head_in + 0.05
+    figure = Figure(figsize=(3.2 * columns, height), dpi=100)
     FigureCanvasAgg(figure)
-    figure.subplots_adjust(left=0.01, right=0.99, top=1 - 0.65 / (3.3 * rows + 0.7),
-                           bottom=0.3 / (3.3 * rows + 0.7), wspace=0.04, hspace=0.12)
+    figure.subplots_adjust(left=0.01, right=0.99, top=1 - head_in / height,
+                           bottom=0.3 / height, wspace=0.04, hspace=0.12)
     flips = display_flips(grid.affine)
     colours = LESION_COLOURS if multiclass else {1: class_colour(1)}
     drawn: set[int] = set()
@@ -437,10 +473,7 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
                if label in outlined]
     texts: list[Artist] = [figure.legend(handles=legend, loc="lower center", ncol=len(legend),
                                          fontsize=8, frameon=False)] if legend else []
-    orientation = ("patient right on the image left" if grid.oriented
-                   else "no orientation in the file: right and left may be swapped")
-    texts.append(figure.suptitle(f"{title}\n({orientation})" if title else f"({orientation})",
-                                 fontsize=10))
+    texts.append(figure.suptitle("\n".join(heading), fontsize=10, y=1 - 0.08 / height))
     _widen_to_text(figure, texts)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
@@ -468,14 +501,18 @@ def _overlay(grey: np.ndarray, labels: np.ndarray, colours: dict[int, str],
     return rgb
 
 
+HTML_FIELDS = tuple(key for key in CSV_FIELDS[1:] if key != "lungs")
+"""The report's table columns: the lungs' source is said once, above it."""
+
+
 def write_html(path: str | os.PathLike[str], result: dict[str, Any], study: str,
                montage: Path | None) -> Path:
     """Self-contained HTML report: the numbers and the montage embedded as base64 PNG."""
     rows = "".join(
         "<tr>" + "".join(f"<td>{html.escape(_html_cell(k, row.get(k)))}</td>"
-                         for k in CSV_FIELDS[1:])
+                         for k in HTML_FIELDS)
         + "</tr>" for row in result_rows(result, study))
-    head = "".join(f"<th>{html.escape(k)}</th>" for k in CSV_FIELDS[1:])
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in HTML_FIELDS)
     image = ""
     if montage is not None and montage.is_file():
         data = base64.b64encode(montage.read_bytes()).decode("ascii")
@@ -492,7 +529,8 @@ def write_html(path: str | os.PathLike[str], result: dict[str, Any], study: str,
         "margin:2em}table{border-collapse:collapse}td,th{border:1px solid #aaa;padding:4px 8px;"
         "text-align:right}img{max-width:100%}</style></head><body>"
         f"<h1>{html.escape(study)}</h1><p><b>Category: {html.escape(category)}</b></p>"
-        f"<p>{html.escape(CATEGORY_RULE)}</p>{warning}<table><tr>{head}</tr>{rows}</table>"
+        f"<p>{html.escape(CATEGORY_RULE)}</p>"
+        f"<p>Lungs: {html.escape(lungs_text(result))}</p>{warning}<table><tr>{head}</tr>{rows}</table>"
         f"{rounding}{image}"
         f"<h2>Inputs</h2><pre>{details}</pre>"
         "<p>Research software output, not a diagnosis.</p></body></html>\n"
@@ -546,7 +584,8 @@ def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any], study:
     files["csv"] = str(write_text(out_dir / RESULT_CSV, csv_text(result_rows(result, study),
                                                                 CSV_FIELDS)))
     montage = write_montage(out_dir / MONTAGE_PNG, lesions, grid, lungs=lungs, image=image,
-                            intensity=intensity, title=study, multiclass=result.get("multiclass"))
+                            intensity=intensity, title=study, multiclass=result.get("multiclass"),
+                            lungs_note=lungs_text(result, short=True) if lungs is not None else "")
     files["montage"] = str(montage)
     if html_report:
         files["html"] = str(write_html(out_dir / REPORT_HTML, result, study, montage))
@@ -1388,6 +1427,7 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
             continue
         unrecorded = _unrecorded_models(recorded)
         ignored = {REPORT_SETTING, *_same_model_files(recorded, current),
+                   *(key for key in LUNG_MODEL_SETTINGS if key not in recorded),
                    *(key for pair in MODEL_FILES for key in pair
                      if unrecorded and key not in recorded)}
         changes = (changed_settings(recorded, current, ignored)
@@ -1619,6 +1659,7 @@ def _summary_row(study: Study, folder: Path, status: str, result: dict[str, Any]
         row.update({k: region.get(k) for k in SUMMARY_STUDY_FIELDS})
         row["right_percent_involved"] = result.get("right_lung", {}).get("percent_involved")
         row["left_percent_involved"] = result.get("left_lung", {}).get("percent_involved")
+        row["lungs"] = lungs_text(result)
     return row
 
 

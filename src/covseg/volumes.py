@@ -59,6 +59,7 @@ from covseg.quantify import (
     INPUT_SHA256,
     LESION_NAMES,
     LUNG_GUIDE_SHA256,
+    LUNG_MODEL_SETTINGS,
     LUNG_MODEL_SHA256,
     LUNGS_NII,
     MODEL_SHA256,
@@ -280,13 +281,35 @@ def predict_settings(predictor: SlicePredictor, lung_predictor: SlicePredictor |
     guide = guide_run(predictor)
     return {
         "model": predictor.source, MODEL_SHA256: model_hash(predictor.source),
-        "threshold": applied_threshold(predictor), "tta": predictor.tta,
-        "test_flips": list(getattr(predictor, "flips", ())) if predictor.tta else [],
-        "lung_model": lung_model, LUNG_MODEL_SHA256: model_hash(lung_model),
+        **_applied(predictor), "lung_model": lung_model, LUNG_MODEL_SHA256: model_hash(lung_model),
+        **lung_model_settings(lung_predictor),
         "lung_guide": guide, LUNG_GUIDE_SHA256: model_hash(guide),
         "hu": hu, "keep_outside_lungs": keep_outside_lungs, "lung_margin_mm": lung_margin_mm,
         "probabilities": probabilities, "html": html,
     }
+
+
+def _applied(predictor: SlicePredictor, prefix: str = "") -> dict[str, Any]:
+    """How a predictor makes its masks: its threshold, whether it averages mirrored slices and
+    which; keys prefixed with ``prefix``."""
+    return {f"{prefix}threshold": applied_threshold(predictor), f"{prefix}tta": predictor.tta,
+            f"{prefix}test_flips": list(getattr(predictor, "flips", ())) if predictor.tta else []}
+
+
+def lung_model_settings(lung_predictor: SlicePredictor | None) -> dict[str, Any]:
+    """The lung model's threshold and mirrors (:data:`LUNG_MODEL_SETTINGS`; None without one):
+    a lung Predictor loaded with another threshold made other lungs (3.3 times the volume at
+    0.1 as at 0.9) that a rerun into the same --out kept as done."""
+    if lung_predictor is None:
+        return dict.fromkeys(LUNG_MODEL_SETTINGS)
+    return _applied(lung_predictor, "lung_")
+
+
+def _lung_model_record(settings: dict[str, Any]) -> dict[str, Any]:
+    """The lung model in a study's inputs, which report.html shows: its path and SHA-256 were in
+    quantification.json's settings only, and the report said just "lung_source": "model"."""
+    return {"source": settings["lung_model"], "sha256": settings[LUNG_MODEL_SHA256],
+            **{key.removeprefix("lung_"): settings[key] for key in LUNG_MODEL_SETTINGS}}
 
 
 def guide_run(predictor: SlicePredictor) -> str | None:
@@ -359,6 +382,9 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
         note_grown_lungs(result, masks.cut, volume.source, _lung_option(predictor))
     result["files"] = files
     result[OUTPUT_SHA256] = input_hashes({"mask": files["infection"], "lungs": files["lungs"]})
+    settings = predict_settings(
+        predictor, lung_predictor, probabilities=probabilities,
+        keep_outside_lungs=keep_outside_lungs, hu=hu, html=html, lung_margin_mm=lung_margin_mm)
     result["inputs"] = {
         "image": image, "shape_zyx": list(volume.file_shape_zyx),
         "affine": volume.file_affine.tolist(), "intensity": volume.intensity,
@@ -366,15 +392,15 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
                   "intensity": predictor.intensity, "window": list(predictor.window),
                   "threshold": applied_threshold(predictor),
                   "classes": model_classes(predictor)},
-        "tta": predictor.tta, "lung_source": masks.lung_source, "lungs_found": lungs_found,
+        "tta": predictor.tta, "lung_source": masks.lung_source,
+        "lung_model": _lung_model_record(settings) if lung_predictor is not None else None,
+        "lungs_found": lungs_found,
         "outside_lungs_removed": not keep_outside_lungs and lungs_found,
         "lung_margin_mm": lung_margin_mm,
         "effusion_label": EFFUSION if has_effusion(predictor) else None,
         INPUT_SHA256: hashes,
     }
-    result[SETTINGS] = predict_settings(
-        predictor, lung_predictor, probabilities=probabilities,
-        keep_outside_lungs=keep_outside_lungs, hu=hu, html=html, lung_margin_mm=lung_margin_mm)
+    result[SETTINGS] = settings
     return write_report(out_dir, result, name or study_name(Path(path)), labels, lungs=lungs,
                         image=volume.array, intensity=volume.intensity, grid=volume,
                         html_report=html)
@@ -431,6 +457,9 @@ def predict_batch(predictor: SlicePredictor, inputs: Sequence[str | os.PathLike[
     check_volume_options(**{key: value for key, value in options.items()
                             if key not in ("hu", "lung_predictor")})
     check_hu(options.get("hu", "auto"))
+    guide = getattr(predictor, "guide", None)
+    if guide is not None:
+        guide.check_run()
     studies = find_studies(inputs, exclude=out_dir)
     _refuse_output_in_input(studies, Path(out_dir))
     settings = predict_settings(predictor, **{k: v for k, v in options.items()
