@@ -61,6 +61,28 @@ def test_a_default_spelt_out_is_the_same_model(specs: list[str], same: str) -> N
         check_specs(specs)
 
 
+@pytest.mark.parametrize("specs, variant", [
+    (["unet++", "unet++:width=32"], "unet++:width=64"),
+    (["miniseg", "miniseg:width=1"], "miniseg:width=2"),
+    (["resunet:width=8", "resunet:width=8"], "resunet:width=16"),
+])
+def test_a_duplicate_is_told_a_variant_of_its_own_model(specs: list[str], variant: str) -> None:
+    """The refusal of `unet++ unet++:width=32` suggested `unet:width=32`, another architecture:
+    the example is now the duplicate's own model with another value, and one it takes."""
+    with pytest.raises(CovsegError, match=rf"e\.g\. {re.escape(variant)}\)$"):
+        check_specs(specs)
+    check_specs([specs[0], variant])
+
+
+def test_a_duplicate_without_number_options_is_told_its_options() -> None:
+    with pytest.raises(CovsegError, match=r"name each model once \(to compare variants, give one "
+                                          r"another value of deeplabv3's options: backbone, "
+                                          r"weights\)$"):
+        check_specs(["deeplabv3", "deeplabv3"])
+    with pytest.raises(CovsegError, match=r"^miniseg,unet given twice; name each model once$"):
+        check_specs(["miniseg,unet", "miniseg,unet"])
+
+
 def test_variants_and_other_models_are_not_taken_for_one() -> None:
     check_specs(["unet:width=8", "unet", "resunet", "unet:res_units=2", "miniseg,unet"])
     check_specs(["miniseg", "miniseg,miniseg", "miniseg:width=1.5"])
