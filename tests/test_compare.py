@@ -170,6 +170,29 @@ def test_data_after_the_model_list_is_named_not_called_missing(
     assert not (tmp_path / "c").exists()
 
 
+def test_options_after_the_dashes_are_named_as_read_for_data(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`compare --models unet miniseg -- synthetic --out X`: all after `--` is positional, and
+    argparse said "--out is required" to a user who had given it."""
+    out = str(tmp_path / "c")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "--models", "unet", "miniseg", "--", "synthetic", "--out", out,
+              "--folds", "2"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        "covseg compare: error: --out, --folds after `--` were read as data, not as options "
+        "(all after `--` is): give the options before --models (see `covseg compare -h`)\n")
+    with pytest.raises(SystemExit):
+        main(["compare", "--out", out, "--models", "unet", "miniseg", "--", "synthetic",
+              "--folds", "2"])
+    assert "error: --folds after `--` were read as data" in capsys.readouterr().err
+    args = build_parser().parse_args(["compare", "--out", out, "--folds", "2", "--models",
+                                      "unet", "miniseg", "--", "synthetic"])
+    assert (args.data, args.models, args.out, args.folds) == (
+        "synthetic", ["unet", "miniseg"], out, 2)  # the form README and -h give
+    assert not (tmp_path / "c").exists()
+
+
 def test_a_model_list_without_data_keeps_argparses_words(
         tmp_path: Path, synthetic_folder: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
