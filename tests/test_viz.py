@@ -47,8 +47,16 @@ def test_legend_names_only_the_labels_present() -> None:
     assert [patch.get_label() for patch in legend_handles(masks, names)] == ["ground-glass"]
     masks.append(np.array([[3, 2]]))
     assert [patch.get_label() for patch in legend_handles(masks, names)] == [
-        "ground-glass", "consolidation", "pleural effusion"]
+        "ground-glass", "consolidation", "effusion"]
     assert legend_handles([np.zeros((2, 2))], names) == []
+
+
+def test_grid_and_ct_legends_name_effusion_alike() -> None:
+    """The grid's legend said "pleural effusion", the CT montage's "effusion"."""
+    from covseg.quantify import LESION_NAMES
+
+    assert {label: CLASS_NAMES[label] for label in LESION_NAMES} == LESION_NAMES
+    assert LESION_NAMES[3] == "effusion"
 
 
 def test_sample_grid_writes_a_png(tmp_path: Path) -> None:

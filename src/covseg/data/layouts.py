@@ -73,8 +73,11 @@ CLASS_NAMES: dict[int, str] = {
     0: "background",
     1: "ground-glass",
     2: "consolidation",
-    3: "pleural effusion",
+    3: "effusion",
 }
+"""MedSeg's labels by name, one name each wherever shown (grid legends, metric keys such as
+``effusion_dice``, predict's and quantify's classes): label 3, pleural effusion, is "effusion"
+as the CT report names it."""
 
 
 MAX_SHAPES_SHOWN = 3
