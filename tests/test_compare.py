@@ -61,6 +61,28 @@ def test_a_default_spelt_out_is_the_same_model(specs: list[str], same: str) -> N
         check_specs(specs)
 
 
+@pytest.mark.parametrize("specs, variant", [
+    (["unet++", "unet++:width=32"], "unet++:width=64"),
+    (["miniseg", "miniseg:width=1"], "miniseg:width=2"),
+    (["resunet:width=8", "resunet:width=8"], "resunet:width=16"),
+])
+def test_a_duplicate_is_told_a_variant_of_its_own_model(specs: list[str], variant: str) -> None:
+    """The refusal of `unet++ unet++:width=32` suggested `unet:width=32`, another architecture:
+    the example is now the duplicate's own model with another value, and one it takes."""
+    with pytest.raises(CovsegError, match=rf"e\.g\. {re.escape(variant)}\)$"):
+        check_specs(specs)
+    check_specs([specs[0], variant])
+
+
+def test_a_duplicate_without_number_options_is_told_its_options() -> None:
+    with pytest.raises(CovsegError, match=r"name each model once \(to compare variants, give one "
+                                          r"another value of deeplabv3's options: backbone, "
+                                          r"weights\)$"):
+        check_specs(["deeplabv3", "deeplabv3"])
+    with pytest.raises(CovsegError, match=r"^miniseg,unet given twice; name each model once$"):
+        check_specs(["miniseg,unet", "miniseg,unet"])
+
+
 def test_variants_and_other_models_are_not_taken_for_one() -> None:
     check_specs(["unet:width=8", "unet", "resunet", "unet:res_units=2", "miniseg,unet"])
     check_specs(["miniseg", "miniseg,miniseg", "miniseg:width=1.5"])
@@ -145,6 +167,29 @@ def test_data_after_the_model_list_is_named_not_called_missing(
     with pytest.raises(SystemExit):  # --out missing too: both said
         main(["compare", "--models", "unet", "miniseg", given])
     assert "(or end the list with --); also required: --out (see" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_options_after_the_dashes_are_named_as_read_for_data(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`compare --models unet miniseg -- synthetic --out X`: all after `--` is positional, and
+    argparse said "--out is required" to a user who had given it."""
+    out = str(tmp_path / "c")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "--models", "unet", "miniseg", "--", "synthetic", "--out", out,
+              "--folds", "2"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        "covseg compare: error: --out, --folds after `--` were read as data, not as options "
+        "(all after `--` is): give the options before --models (see `covseg compare -h`)\n")
+    with pytest.raises(SystemExit):
+        main(["compare", "--out", out, "--models", "unet", "miniseg", "--", "synthetic",
+              "--folds", "2"])
+    assert "error: --folds after `--` were read as data" in capsys.readouterr().err
+    args = build_parser().parse_args(["compare", "--out", out, "--folds", "2", "--models",
+                                      "unet", "miniseg", "--", "synthetic"])
+    assert (args.data, args.models, args.out, args.folds) == (
+        "synthetic", ["unet", "miniseg"], out, 2)  # the form README and -h give
     assert not (tmp_path / "c").exists()
 
 

@@ -261,6 +261,12 @@ def test_case_key_pairs_kaggles_ct_names_with_their_masks(stem: str, key: str) -
     ((0, 127, 254), "values 0/127/254"),
     ((0, 85, 170, 255), "values 0/85/170/255"),
     ((0, 3, 251, 255), "values 0/3/251/255, a lossy 0/255 mask"),
+    # scaled labels with the top class absent: predict segmented them, train read them as labels
+    ((0, 85, 170), "values 0/85/170"),
+    ((0, 85), "values 0/85"),
+    ((0, 170), "values 0/170"),
+    ((0, 127), "values 0/127"),
+    ((0, 128), "values 0/128"),
 ])
 def test_label_masks_are_told_from_images(stored: tuple[int, ...], reason: str) -> None:
     """predict segmented a ground truth given as the image (Inf-Net's GT/2.png, MosMed's
@@ -272,6 +278,7 @@ def test_label_masks_are_told_from_images(stored: tuple[int, ...], reason: str) 
 @pytest.mark.parametrize("stored", [
     (0,), (1,), (255,), (-1024,),  # all-black, constant or zero-padded slices
     (0, 59),  # padding beside air in the lung window: no labels filling 8 bits
+    (0, 64), (0, 64, 128), (0, 100), (0, 51, 102),  # no labels scaled by 85 or 127
     (1, 2),  # no background
     (0, 100, 255), (0, 1, 2, 255), (0, 64, 128, 192, 255),  # no labels, nor JPEG noise
     (-1000, 0, 1),  # HU
@@ -326,6 +333,22 @@ def test_a_near_binary_jpeg_mask_is_a_label_mask(tmp_path: Path, quality: int) -
                                           r"0/255 mask\); give the slice itself$"):
         read_image(tmp_path / "mask.jpg")
     assert np.mean(read_mask(tmp_path / "mask.jpg") != mask) < 0.002
+
+
+@pytest.mark.parametrize("levels", [(0, 85, 170), (0, 85), (0, 127)])
+def test_a_scaled_mask_lacking_its_top_class_is_refused_as_a_slice(
+        tmp_path: Path, levels: tuple[int, ...]) -> None:
+    """A MedSeg-style 0/85/170/255 mask of a slice without effusion (0/85/170), or 0/127 of a
+    0/127/254 set, was predicted as a CT slice while train and evaluate read it as labels."""
+    mask = np.zeros((64, 64), dtype=np.uint8)
+    for index, level in enumerate(levels[1:]):
+        mask[10 + 10 * index:30 + 10 * index, 10:40] = level
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    np.testing.assert_array_equal(np.unique(read_mask(tmp_path / "mask.png")),
+                                  np.arange(len(levels)))
+    shown = "/".join(map(str, levels))
+    with pytest.raises(CovsegError, match=rf"not a CT slice but a label mask \(values {shown}\)"):
+        read_image(tmp_path / "mask.png")
 
 
 def test_every_real_ct_slice_is_still_an_image() -> None:

@@ -785,3 +785,21 @@ def test_the_patients_actually_held_out_are_recorded(tiny_run: Path) -> None:
     assert record["held_out"] == {"patients": 2, "slices": 4, "of_patients": 8,
                                   "patient_share": 0.25}
     assert len(record["val_cases"]) == 4
+
+
+@pytest.mark.parametrize("target, named", [
+    ("multiclass", "val_dice (lesion-class mean)="), ("infection", "val_dice=")])
+def test_the_progress_bar_names_a_multiclass_runs_dice(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], target: str, named: str) -> None:
+    """A multi-class run's bar showed ``val_dice``, the mean over lesion classes, beside a last
+    line printing the Dice of any lesion (about 3x higher) under the same name."""
+    from covseg.train import train
+
+    config = TrainConfig(**{**TINY, "epochs": 1, "target": target, "val_fraction": 0.25})
+    data = load_dataset("synthetic", target)
+    metrics = train(config, data, tmp_path / "run", progress=True)
+    bar = next(line for line in capsys.readouterr().err.split("\r") if "train unet: 100%" in line)
+    shown = re.search(rf"{re.escape(named)}(\d\.\d{{3}})", bar)
+    assert shown, bar
+    assert float(shown.group(1)) == pytest.approx(metrics["best_val_dice_canvas"], abs=5e-4)
+    assert ("lesion-class mean" in bar) == (target == "multiclass")

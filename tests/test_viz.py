@@ -47,8 +47,16 @@ def test_legend_names_only_the_labels_present() -> None:
     assert [patch.get_label() for patch in legend_handles(masks, names)] == ["ground-glass"]
     masks.append(np.array([[3, 2]]))
     assert [patch.get_label() for patch in legend_handles(masks, names)] == [
-        "ground-glass", "consolidation", "pleural effusion"]
+        "ground-glass", "consolidation", "effusion"]
     assert legend_handles([np.zeros((2, 2))], names) == []
+
+
+def test_grid_and_ct_legends_name_effusion_alike() -> None:
+    """The grid's legend said "pleural effusion", the CT montage's "effusion"."""
+    from covseg.quantify import LESION_NAMES
+
+    assert {label: CLASS_NAMES[label] for label in LESION_NAMES} == LESION_NAMES
+    assert LESION_NAMES[3] == "effusion"
 
 
 def test_sample_grid_writes_a_png(tmp_path: Path) -> None:
@@ -299,3 +307,21 @@ def test_visualize_onto_a_huge_png_replaces_only_its_own_grid(tmp_path: Path) ->
     covseg.visualize("synthetic", grid, n=2)
     with Image.open(grid) as picture:
         assert picture.height < 2000 and is_sample_grid(grid)
+
+
+def test_a_grid_of_fewer_slices_than_asked_for_says_so(
+        tmp_path: Path, saved_figures: list[Figure], caplog: pytest.LogCaptureFixture) -> None:
+    """`visualize --n 8` on a folder of 4 slices drew 4 and said nothing."""
+    from dataclasses import replace
+
+    import covseg
+
+    data = covseg.load_dataset("synthetic")
+    four = replace(data, samples=data.samples[:4])
+    caplog.clear()  # the data's own SYNTHETIC note
+    with caplog.at_level("WARNING", logger="covseg"):
+        covseg.visualize(four, tmp_path / "grid.png", n=8)
+        covseg.visualize(four, tmp_path / "grid.png", n=4)
+    assert [r.getMessage() for r in caplog.records] == [
+        "--n 8, but the data hold 4 slices: the grid shows all 4"]
+    assert sum(axis.get_title().startswith("mask:") for axis in saved_figures[0].axes) == 4

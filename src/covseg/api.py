@@ -261,6 +261,9 @@ def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[
     order = sorted(range(len(loaded.samples)),
                    key=lambda i: (not loaded.samples[i].mask.any(), rng.random()))
     chosen = [loaded.samples[i] for i in order[:n]]
+    if len(chosen) < n:  # a grid of fewer slices than asked for, said rather than left to notice
+        log.warning("--n %d, but the data hold %s: the grid shows all %d", n,
+                    counted(len(chosen), "slice"), len(chosen))
     heading = loaded.describe()
     names = {"infection": {1: "infection"}, "lung": {1: "lung"}}.get(loaded.target, CLASS_NAMES)
     return sample_grid([orient_for_display(s.image, s.display_flips) for s in chosen],

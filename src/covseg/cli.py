@@ -321,6 +321,21 @@ def empty_argument(argv: Sequence[str]) -> str | None:
     return None
 
 
+def options_after_dashes(argv: Sequence[str]) -> str | None:
+    """When argparse failed on ``argv`` (a subcommand's arguments) and options follow a ``--``,
+    which makes everything after it positional (``compare --models unet miniseg -- DATA --out
+    X`` read --out X as data and said "--out is required"), a one-line message saying so and
+    where they go instead; else None."""
+    if "--" not in argv:
+        return None
+    options = [arg for arg in argv[argv.index("--") + 1:] if arg.startswith("-") and arg != "-"]
+    if not options:
+        return None
+    where = "before --models" if "--models" in argv else "before the `--`"
+    return (f"{', '.join(options)} after `--` were read as data, not as options (all after "
+            f"`--` is): give the options {where}")
+
+
 class _Parser(argparse.ArgumentParser):
     """Options by their full names only: argparse would take ``--model`` for compare's
     ``--models`` and silently replace the list. Subcommand parsers are of this class too."""
@@ -339,7 +354,8 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """One line, as covseg's own errors, with where to find the usage (argparse prints the
         whole usage block first)."""
-        message = swallowed_data(message, self._argv) or message
+        message = (swallowed_data(message, self._argv) or options_after_dashes(self._argv)
+                   or message)
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} -h`)\n")
 
 
@@ -387,7 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", required=True, metavar="NAME[:KEY=VALUE,...]",
                    help="models to compare; the first is the baseline (e.g. unet resunet); "
                         "they take every name up to the next option, so give DATA before "
-                        "--models (or end the list with --)")
+                        "--models (or end the list with -- DATA, every option before "
+                        "--models: all after -- is read as DATA)")
     p.add_argument("--folds", type=int, help=FOLDS_HELP)
     p.set_defaults(handler=cmd_compare)
 

@@ -110,8 +110,7 @@ def check_specs(specs: Sequence[str]) -> None:
         if other != spec or specs.count(spec) > 1:
             given = (f"{spec} given twice" if other == spec else
                      f"{other} and {spec} are one model once its defaults are filled in")
-            raise CovsegError(f"{given}; name each model once (give another option, e.g. "
-                              "unet:width=32, to compare variants)")
+            raise CovsegError(f"{given}; name each model once{_variant_hint(spec)}")
     folders: dict[str, str] = {}
     for spec in specs:  # one folder each, on file systems that ignore case too
         other = folders.setdefault(model_folder(spec).lower(), spec)
@@ -121,6 +120,20 @@ def check_specs(specs: Sequence[str]) -> None:
                               f"({shared}); compare them into separate --out folders")
     for spec in specs:  # each built once, before the first model trains for hours
         check_model(*parse_model_spec(spec))
+
+
+def _variant_hint(spec: str) -> str:
+    """How to compare a variant of ``spec``'s own model: its first positive number option
+    doubled (``unet++:width=64`` for unet++, whose width is 32 as built), or its options named;
+    empty for a model that takes none (a mixed ensemble)."""
+    name, options = _resolved_spec(spec)
+    for key, value in options.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return f" (to compare variants, give one another value, e.g. {name}:{key}={value * 2:g})"
+    if not options:
+        return ""
+    return (f" (to compare variants, give one another value of {name}'s options: "
+            f"{', '.join(options)})")
 
 
 def _resolved_spec(spec: str) -> tuple[str, dict[str, Any]]:

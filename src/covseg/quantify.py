@@ -41,6 +41,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from tqdm import tqdm
 
+from covseg.data.layouts import CLASS_NAMES
 from covseg.errors import CovsegError, counted
 from covseg.io.atomic import atomic_path, remove_temporaries, write_json, write_text
 from covseg.io.image import (
@@ -159,7 +160,7 @@ ROUNDING_NOTE = ("Volumes are rounded separately, so ground-glass and consolidat
 held as 32.98499...) read as an error in the sum."""
 NOT_PREDICTED = "not predicted"
 """The effusion cell of a multi-class model without an effusion class."""
-LESION_NAMES = {GGO: "ground-glass", CONSOLIDATION: "consolidation", EFFUSION: "effusion"}
+LESION_NAMES = {label: CLASS_NAMES[label] for label in (GGO, CONSOLIDATION, EFFUSION)}
 LESION_COLOURS = {label: class_colour(label) for label in LESION_NAMES}
 """The colours of ``covseg visualize`` and of predict's overlays, so one class has one colour."""
 LUNG_COLOURS = {label: class_colour(label, LUNG_PALETTE) for label in (RIGHT_LUNG, LEFT_LUNG)}

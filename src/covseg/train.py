@@ -551,9 +551,23 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
                         best_dice=best_dice, history=history, optimizer=optimizer.state_dict(),
                         scheduler=scheduler.state_dict(), **resume_state)
         write_text(out / "log.csv", rows_to_csv(history))
-        bar.set_postfix({key: f"{row[key]:.3f}" for key in ("train_loss", "val_dice") if key in row})
+        bar.set_postfix(_bar_postfix(row, data.num_classes > 2))
     bar.close()
     return _finish(out, config, data, history, val_samples)
+
+
+MULTICLASS_VAL_DICE = "val_dice (lesion-class mean)"
+"""The progress bar's name for a multi-class run's ``val_dice``: per case the mean over the
+lesion classes, not the Dice of any lesion that the run's last line prints
+(:func:`best_epoch_by`)."""
+
+
+def _bar_postfix(row: dict[str, Any], multiclass: bool) -> dict[str, str]:
+    """An epoch's training loss and validation Dice for its progress bar, the Dice named for
+    what it is (:data:`MULTICLASS_VAL_DICE` for multi-class runs)."""
+    names = {"train_loss": "train_loss",
+             "val_dice": MULTICLASS_VAL_DICE if multiclass else "val_dice"}
+    return {name: f"{row[key]:.3f}" for key, name in names.items() if key in row}
 
 
 def _train_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -515,6 +516,24 @@ def test_synthetic_generator_is_deterministic() -> None:
     assert not np.array_equal(a.samples[3].image, load_dataset("synthetic:6").samples[3].image)
     masks = load_dataset("synthetic:5", target="multiclass")
     assert masks.num_classes == 3 and max(s.mask.max() for s in masks.samples) == 2
+
+
+def test_loaded_data_show_counts_not_pixels() -> None:
+    """The repr of what load_dataset returns printed every slice array (132 K characters for 4
+    small volumes) when a notebook cell ended in ``covseg.load_dataset(...)``."""
+    data = load_dataset("synthetic:5", target="multiclass")
+    assert repr(data) == (
+        "LoadedData(SYNTHETIC data at synthetic:5: 48 slices, 12 patients, target multiclass "
+        "(3 classes); slices 128x128; layout 'synthetic', intensity 'auto', "
+        "window (-1350.0, 150.0))")
+    assert repr(data.samples[0]) == (
+        "Sample(case_id='synthetic_p000_s00', patient_id='synthetic_p000', "
+        "source='synthetic:5#synthetic_p000_s00', image=float32 128x128, mask=uint8 128x128)")
+    sizes = (32, 48, 64, 32, 96)  # 4 distinct shapes: 3 named, the rest counted
+    mixed = replace(data, samples=[replace(sample, image=np.zeros((size, size), np.float32))
+                                   for sample, size in zip(data.samples, sizes)],
+                    folds=[(["a"], ["b"]), (["b"], ["a"])])
+    assert "; slices 32x32, 48x48, 64x64 and 1 more, 2 folds shipped; layout" in repr(mixed)
 
 
 def test_synthetic_slices_are_scaled_with_the_window_asked_for() -> None:

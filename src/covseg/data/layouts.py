@@ -73,11 +73,23 @@ CLASS_NAMES: dict[int, str] = {
     0: "background",
     1: "ground-glass",
     2: "consolidation",
-    3: "pleural effusion",
+    3: "effusion",
 }
+"""MedSeg's labels by name, one name each wherever shown (grid legends, metric keys such as
+``effusion_dice``, predict's and quantify's classes): label 3, pleural effusion, is "effusion"
+as the CT report names it."""
 
 
-@dataclass
+MAX_SHAPES_SHOWN = 3
+"""How many distinct slice shapes a :class:`LoadedData`'s repr names before counting the rest."""
+
+
+def _array_text(array: np.ndarray) -> str:
+    """An array named by its dtype and shape, for a repr: ``float32 512x512``."""
+    return f"{array.dtype} {'x'.join(map(str, array.shape))}"
+
+
+@dataclass(repr=False)
 class Sample:
     """One 2D slice: image scaled to [0, 1], mask as integer labels, and where it came from."""
 
@@ -100,6 +112,13 @@ class Sample:
         """The slice named for a user: its case id and, for a volume's slice, its file's slice."""
         return f"{self.case_id}\n{self.slice_name}" if self.slice_name else self.case_id
 
+    def __repr__(self) -> str:
+        """The slice by name and its arrays by dtype and shape: the dataclass's own repr printed
+        every pixel."""
+        return (f"Sample(case_id={self.case_id!r}, patient_id={self.patient_id!r}, "
+                f"source={self.source!r}, image={_array_text(self.image)}, "
+                f"mask={_array_text(self.mask)})")
+
 
 def data_fingerprint(data: LoadedData, cases: Iterable[str]) -> str:
     """SHA-256 over each of ``cases``' case id, image and mask (dtype, shape and bytes as loaded),
@@ -116,7 +135,7 @@ def data_fingerprint(data: LoadedData, cases: Iterable[str]) -> str:
     return digest.hexdigest()
 
 
-@dataclass
+@dataclass(repr=False)
 class LoadedData:
     """A data set read from a folder: its samples, layout name and any folds it ships with."""
 
@@ -168,6 +187,18 @@ class LoadedData:
             f"{counted(len(self.patients), 'patient')}, target {self.target} "
             f"({self.num_classes} classes)"
         )
+
+    def __repr__(self) -> str:
+        """What was read, in counts, slice shapes and the reading (:meth:`describe`), not the
+        slices: the dataclass's own repr printed every pixel, 132 K characters for 4 small
+        volumes, in a notebook cell ending in ``covseg.load_dataset(...)``."""
+        shapes = list(dict.fromkeys("x".join(map(str, s.image.shape)) for s in self.samples))
+        more = len(shapes) - MAX_SHAPES_SHOWN
+        shown = ", ".join(shapes[:MAX_SHAPES_SHOWN]) + (f" and {more} more" if more > 0 else "")
+        folds = f", {counted(len(self.folds), 'fold')} shipped" if self.folds else ""
+        return (f"LoadedData({self.describe()}; slices {shown or 'none'}{folds}; "
+                f"layout {self.layout!r}, intensity {self.intensity!r}, "
+                f"window {self.window!r})")
 
 
 @dataclass(frozen=True)

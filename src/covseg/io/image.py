@@ -403,16 +403,17 @@ def label_levels(array: np.ndarray) -> str | None:
     MAX_LABEL + 1), each within :data:`JPEG_NOISE` of 0 or 255 (:func:`_no_noise`), as
     :func:`mask_to_labels` reads them. One level (an all-black, zero-padded or constant slice),
     levels without 0, and any other set are images: a CT in HU has negative values, an 8-bit
-    slice more levels. Noisier lossy masks (more levels: JPEG at quality 90 or less) are label
-    masks when near-binary (:func:`lossy_mask_levels`). Levels are only sorted out when the
-    range allows a mask, so a CT in HU costs no sort."""
+    slice more levels. Scaled labels whose top class is absent (0/85/170, 0/127) are label
+    masks too (:func:`scaled_labels_below_top`). Noisier lossy masks (more levels: JPEG at
+    quality 90 or less) are label masks when near-binary (:func:`lossy_mask_levels`). Levels
+    are only sorted out when the range allows a mask, so a CT in HU costs no sort."""
     if not array.size:
         return None
     lossy = lossy_mask_levels(array)
     if lossy or array.min() != 0:
         return lossy
     top = float(array.max())
-    if not (top <= MAX_LABEL or FULL_8_BIT[0] <= top <= FULL_8_BIT[1]):
+    if top > FULL_8_BIT[1]:
         return None
     values = np.unique(array)
     if values.size < 2 or values.size > MAX_LABEL + 1:
@@ -422,10 +423,28 @@ def label_levels(array: np.ndarray) -> str | None:
         return f"values {shown}"
     if top <= MAX_LABEL:
         return None
+    if top < FULL_8_BIT[0]:
+        return f"values {shown}" if scaled_labels_below_top(values) else None
     divisor = level_divisor(values)
     if divisor is None:
         return None if _no_noise(values).size else f"values {shown}, a lossy 0/{top:g} mask"
     return f"values {shown}" if top_label(values, divisor) <= MAX_SCALED_LABEL else None
+
+
+def scaled_labels_below_top(values: np.ndarray) -> bool:
+    """Whether sorted whole levels from 0, topping out below :data:`FULL_8_BIT`, are labels
+    scaled to fill 8 bits with the top class absent (0/85/170 and 0/85 of a 0/85/170/255 set,
+    0/127 of 0/127/254): with a full-scale top added they are labels times one step
+    (:func:`_label_step`, as :func:`mask_to_labels` reads them) up to
+    :data:`MAX_SCALED_LABEL`."""
+    if not _integral(values):
+        return False
+    for full in FULL_8_BIT:
+        levels = np.append(values, full)
+        step = _label_step(levels)
+        if step is not None and top_label(levels, step) <= MAX_SCALED_LABEL:
+            return True
+    return False
 
 
 def lossy_mask_levels(array: np.ndarray) -> str | None:
