@@ -668,6 +668,25 @@ def test_corrupt_image_in_predict_is_listed_and_the_others_predicted(
     assert list(record["failed"]) == [str(bad / "broken.png")] and record["masks"] == 1
 
 
+def test_an_image_over_pil_s_pixel_limit_in_predict_is_listed_and_the_others_predicted(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Path,
+        synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PIL's DecompressionBombError (an image over 178,956,970 pixels) stopped predict with a
+    traceback and nothing written, not even the readable images beside it."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.zeros((100, 60), np.uint8)).save(folder / "huge.png")
+    shutil.copy(next((synthetic_folder / "images").glob("*.npy")), folder / "good.npy")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2500)  # 6,000 pixels is over twice this
+    code, _, err = _run(capsys, "predict", str(folder), "--model", str(tiny_run), "--out",
+                        str(tmp_path / "out"))
+    _assert_one_line_error(code, err, "1 of 2 images could not be predicted (first: ")
+    assert "huge.png: an image of 6,000 pixels, more than covseg reads (5,000 at most)" in err
+    record = json.loads((tmp_path / "out" / "predict.json").read_text())
+    assert list(record["failed"]) == [str(folder / "huge.png")] and record["masks"] == 1
+    assert (tmp_path / "out" / "good.png").is_file()
+
+
 def test_predict_names_a_file_of_another_type_so_and_its_folder_skips_it(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Path,
         synthetic_folder: Path) -> None:

@@ -148,10 +148,12 @@ def test_real_masks_read_as_before(tmp_path: Path) -> None:
         for step in (127, 85) if 1 in labels else ():  # 0/254 alone is 0/255: read as 0/1
             Image.fromarray((labels * step).astype(np.uint8)).save(tmp_path / "scaled.png")
             np.testing.assert_array_equal(read_mask(tmp_path / "scaled.png"), labels)
-    medseg = sorted(shared("medseg-covid19-100", "masks").glob("*.png"))[:5]
+    medseg = sorted(shared("medseg-covid19-100", "masks").glob("*.png"))
     for path in medseg:
         assert Image.open(path).mode == "P"
-        np.testing.assert_array_equal(read_mask(path), np.asarray(Image.open(path)))
+        indices = np.asarray(Image.open(path))
+        np.testing.assert_array_equal(read_array(path, keep_palette=True), indices)
+        np.testing.assert_array_equal(read_mask(path), indices)
 
 
 def test_a_single_scaled_level_in_a_set_of_no_step_is_refused() -> None:
@@ -223,8 +225,10 @@ def test_palette_images_read_through_their_palette_and_masks_keep_their_indices(
     assert Image.open(tmp_path / "grey.png").mode == "P"
     image = read_array(tmp_path / "grey.png")  # as training and predict read an image
     assert np.abs(image.astype(int) - ramp).max() <= 4
-    indices = read_array(tmp_path / "grey.png", keep_palette=True)
-    assert not np.array_equal(indices, image), "a mask's reading keeps the indices, as stored"
+    indices = np.asarray(Image.open(tmp_path / "grey.png"))
+    assert not np.array_equal(indices, image)
+    # white at index 0: no label palette, so a mask's reading goes through the colours too
+    np.testing.assert_array_equal(read_array(tmp_path / "grey.png", keep_palette=True), image)
     colour = np.zeros((8, 8, 3), dtype=np.uint8)
     colour[:4] = (255, 0, 0)
     Image.fromarray(colour).quantize(colors=4).save(tmp_path / "colour.png")
@@ -377,3 +381,84 @@ def test_a_palette_mask_is_told_by_its_indices(tmp_path: Path) -> None:
     Image.fromarray(ramp).convert("RGB").quantize(colors=64).save(tmp_path / "grey.png")
     np.testing.assert_array_equal(read_image(tmp_path / "grey.png"),
                                   read_array(tmp_path / "grey.png"))
+
+
+def test_a_palette_mask_with_white_at_index_0_reads_by_its_colours(tmp_path: Path) -> None:
+    """A 0/255 mask saved as an indexed PNG by an adaptive palette (white at index 0, as PIL's
+    ``convert('P', palette=ADAPTIVE)`` and image editors write it) was read by its indices:
+    lesion and background swapped (evaluate's Dice 0.015 instead of 0.901)."""
+    truth = np.zeros((16, 16), dtype=np.uint8)
+    truth[4:8, 5:12] = 255
+    indexed = Image.fromarray(truth).convert("RGB").convert("P", palette=Image.ADAPTIVE, colors=2)
+    assert indexed.getpalette()[:3] == [255, 255, 255]
+    indexed.save(tmp_path / "mask.png")
+    np.testing.assert_array_equal(read_mask(tmp_path / "mask.png"), truth // 255)
+    black_first = Image.fromarray((truth // 255).astype(np.uint8), "P")
+    black_first.putpalette([0, 0, 0, 255, 255, 255])  # MedSeg's label palette: indices kept
+    black_first.save(tmp_path / "label.png")
+    np.testing.assert_array_equal(read_array(tmp_path / "label.png", keep_palette=True),
+                                  truth // 255)
+
+
+def test_an_image_over_pil_s_pixel_limit_is_refused_in_one_line(tmp_path: Path) -> None:
+    """PIL's DecompressionBombError escaped as a traceback from predict, visualize and evaluate."""
+    Image.fromarray(np.zeros((100, 50), dtype=np.uint8)).save(tmp_path / "big.png")
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = 2000  # 5,000 pixels is over twice this: PIL's error, not warning
+    try:
+        for read in (read_image, read_mask):
+            with pytest.raises(CovsegError, match=r"big.png: an image of 5,000 pixels, more "
+                                                  r"than covseg reads \(4,000 at most\)"):
+                read(tmp_path / "big.png")
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def test_transparency_of_an_image_is_ignored_with_a_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A semi-transparent slice was read darkened (grey times alpha) and a fully transparent one
+    black, silently; a CT slice has no transparency, so its pixels are read as stored."""
+    grey = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1))
+    for alpha in (128, 0):
+        la = np.stack([grey, np.full_like(grey, alpha)], axis=-1)
+        Image.fromarray(la, "LA").save(tmp_path / f"a{alpha}.png")
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            np.testing.assert_array_equal(read_array(tmp_path / f"a{alpha}.png"), grey)
+        assert f"100 % of its pixels are transparent or semi-transparent (alpha {alpha}" \
+            in caplog.text
+    caplog.clear()
+    Image.fromarray(np.stack([grey, np.full_like(grey, 255)], axis=-1), "LA").save(
+        tmp_path / "opaque.png")
+    with caplog.at_level("WARNING"):
+        np.testing.assert_array_equal(read_array(tmp_path / "opaque.png"), grey)
+    assert "transparent" not in caplog.text
+
+
+def test_exif_orientation_turns_images_and_masks_upright(tmp_path: Path) -> None:
+    """A JPEG stored rotated with EXIF Orientation 6, shown upright by every viewer, was read in
+    its stored order: its mask lay 90 degrees off the picture the user sees."""
+    upright = np.zeros((24, 40), dtype=np.uint8)
+    upright[2:10, 3:30] = 255
+    stored = np.rot90(upright, k=1)  # orientation 6 turns it 90 degrees clockwise to show it
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    for name in ("slice.jpg", "mask.png"):
+        Image.fromarray(np.ascontiguousarray(stored)).save(tmp_path / name, exif=exif,
+                                                           **({"quality": 100} if "jpg" in name
+                                                              else {}))
+    assert np.abs(read_array(tmp_path / "slice.jpg").astype(int) - upright).max() < 40
+    np.testing.assert_array_equal(read_mask(tmp_path / "mask.png"), upright // 255)
+
+
+def test_npy_of_complex_values_or_no_numpy_bytes_is_refused(tmp_path: Path) -> None:
+    """A complex slice was predicted from its real part with numpy's ComplexWarnings; a file of
+    other bytes named .npy was called pickled (object) data."""
+    np.save(tmp_path / "c.npy", np.ones((4, 4), dtype=np.complex64) + 3j)
+    with pytest.raises(CovsegError, match=r"c.npy: holds complex64 values, not real numbers"):
+        read_image(tmp_path / "c.npy")
+    (tmp_path / "text.npy").write_bytes(b"hello, not an array")
+    with pytest.raises(CovsegError, match=r"text.npy: not a NumPy .npy file"):
+        read_array(tmp_path / "text.npy")
+    np.save(tmp_path / "b.npy", np.eye(4, dtype=bool))
+    np.testing.assert_array_equal(read_array(tmp_path / "b.npy"), np.eye(4, dtype=bool))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from covseg.errors import CovsegError
 from covseg.io.atomic import atomic_path
@@ -43,6 +44,12 @@ or 255: Inf-Net's 50 0/255 truths saved as JPEG at quality 50 keep 99.7 % or mor
 quality 25 98.0 %; the 52 MedSeg and 100 Inf-Net CT slices hold at most 82 %."""
 MASK_NAME_SUFFIXES = ("_mask", "_seg")
 """Endings that mark a file as the mask of the image with the rest of its name (``x_mask``)."""
+NPY_MAGIC = b"\x93NUMPY"
+"""The first bytes of a NumPy ``.npy`` file."""
+REAL_KINDS = "biuf"
+"""NumPy dtype kinds of real numbers (bool, int, unsigned, float): what a slice may hold."""
+
+log = logging.getLogger(__name__)
 
 
 IMAGE_MASK_ENDINGS = (("_im", "_mask"),)
@@ -91,15 +98,18 @@ def is_image_file(path: Path) -> bool:
 
 
 def read_array(path: str | os.PathLike[str], keep_palette: bool = False) -> np.ndarray:
-    """Read a 2D slice as stored (no rescaling); colour images are converted to grey. A palette
-    image is read through its palette (an image's indices are arbitrary, its colours are the
-    picture) unless ``keep_palette``, as for a mask, whose indices are its labels (MedSeg's)."""
+    """Read a 2D slice as stored (no rescaling), turned upright as its EXIF orientation says
+    (as viewers show it); colour images are converted to grey. ``keep_palette``: read it as a
+    mask, whose palette indices are its labels (MedSeg's) when its palette is a label palette
+    (:func:`_label_palette`) and whose transparent pixels are background; an image's palette
+    indices are arbitrary (its colours are the picture) and its transparency is ignored
+    (:func:`_grey`)."""
     path = Path(path)
     if not path.is_file():
         raise CovsegError(f"{path}: no such file")
     try:
         if path.suffix.lower() == ".npy":
-            array = np.load(path, allow_pickle=False)
+            array = _read_npy(path)
         else:
             with Image.open(path) as image:
                 if getattr(image, "n_frames", 1) > 1:  # a TIFF stack or an animated image
@@ -107,7 +117,9 @@ def read_array(path: str | os.PathLike[str], keep_palette: bool = False) -> np.n
                                       "slice per file: save each page as its own file, or the "
                                       "stack as a NIfTI volume")
                 image.load()
-                array = _grey(image, keep_palette)
+                array = _grey(ImageOps.exif_transpose(image), keep_palette, path)
+    except Image.DecompressionBombError as exc:
+        raise _too_large(path, exc) from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise _unreadable(path, exc) from None
     array = np.squeeze(array)
@@ -116,6 +128,31 @@ def read_array(path: str | os.PathLike[str], keep_palette: bool = False) -> np.n
     if not np.isfinite(array).all():
         raise CovsegError(f"{path}: the image holds NaN or infinite values")
     return array
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """A ``.npy`` file's array, refusing a file that is no NumPy array file and an array of no
+    real numbers (complex values: predicting from the real part alone misreads the slice)."""
+    with open(path, "rb") as handle:
+        if handle.read(len(NPY_MAGIC)) != NPY_MAGIC:
+            raise CovsegError(f"{path}: not a NumPy .npy file (it lacks the .npy header); "
+                              "save the slice with numpy.save, or give it as PNG or TIFF")
+    array = np.load(path, allow_pickle=False)
+    if array.dtype.kind not in REAL_KINDS:
+        raise CovsegError(f"{path}: holds {array.dtype} values, not real numbers; save the "
+                          "slice's real values (e.g. its magnitude, numpy.abs) as a real dtype")
+    return array
+
+
+def _too_large(path: Path, exc: Exception) -> CovsegError:
+    """The error for an image over PIL's decompression-bomb limit (twice
+    ``Image.MAX_IMAGE_PIXELS``: 178,956,970 pixels, 13,378 px square), with its size as PIL's
+    ``exc`` gives it."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f"{int(found.group(1)):,} pixels" if found else "its size"
+    limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+    return CovsegError(f"{path}: an image of {size}, more than covseg reads ({limit:,} at "
+                       "most); downsample it or crop it to the CT slice")
 
 
 def _unreadable(path: Path, exc: Exception) -> CovsegError:
@@ -138,20 +175,42 @@ def _listed(suffixes: Sequence[str]) -> str:
     return f"{', '.join(suffixes[:-1])} or {suffixes[-1]}" if len(suffixes) > 1 else suffixes[0]
 
 
-def _grey(image: Image.Image, keep_palette: bool) -> np.ndarray:
-    """A decoded image's grey levels: colour converted to grey, and transparent pixels black
-    (a white mask on a transparent white background read all white); palette images keep their
-    indices (a mask's labels) if ``keep_palette``, else are read through their palette."""
-    if image.mode in ("P", "PA") and not keep_palette:
+def _grey(image: Image.Image, keep_palette: bool, source: Path) -> np.ndarray:
+    """A decoded image's grey levels, colour converted to grey. A mask (``keep_palette``) keeps
+    a label palette's indices (:func:`_label_palette`), else is read through its palette, and
+    its transparent pixels are black (a white mask on a transparent white background read all
+    white). An image is read through its palette, and its transparency is ignored with a
+    warning: a CT slice has none, and a slice exported semi-transparent was read darkened
+    (grey times alpha; a fully transparent one black, an empty mask)."""
+    if image.mode in ("P", "PA") and not (keep_palette and _label_palette(image)):
         image = image.convert("RGBA" if image.mode == "PA" or "transparency" in image.info
                               else "RGB")
     if image.mode in ("RGBA", "LA"):
-        alpha = np.asarray(image.getchannel("A"), dtype=np.float32) / 255.0
-        grey = np.asarray(image.convert("L"), dtype=np.float32)
-        return np.rint(grey * alpha).astype(np.uint8)
+        alpha = np.asarray(image.getchannel("A"))
+        grey = np.asarray(image.convert("L"))
+        if keep_palette:
+            return np.rint(grey * (alpha / np.float32(255.0))).astype(np.uint8)
+        if alpha.min() < 255:
+            log.warning("%s: %.0f %% of its pixels are transparent or semi-transparent (alpha "
+                        "%d..%d); a CT slice has no transparency, so it is ignored and the "
+                        "pixels read as stored", source, 100 * np.mean(alpha < 255),
+                        alpha.min(), alpha.max())
+        return grey
     if image.mode in ("RGB", "CMYK", "YCbCr"):
         image = image.convert("L")
     return np.asarray(image)
+
+
+def _label_palette(image: Image.Image) -> bool:
+    """Whether a palette mask's indices are its labels: index 0 is black and no other index in
+    use is (MedSeg's black/white and Inf-Net's VOC palettes). Image editors and quantizers that
+    write a 0/255 mask as an indexed PNG often put white at index 0 (PIL's adaptive palette):
+    read by its indices, its lesion and background swapped, so it is read by its colours."""
+    colours = np.asarray(image.getpalette("RGB") or [], dtype=np.uint8).reshape(-1, 3)
+    used = np.unique(np.asarray(image.getchannel(0)))
+    used = used[used < len(colours)]
+    black = ~colours.any(axis=1)
+    return bool(len(colours) and black[0] and not black[used[used > 0]].any())
 
 
 def mask_to_labels(array: np.ndarray, source: str | os.PathLike[str] = "mask",
@@ -494,8 +553,8 @@ def image_or_soft_mask(array: np.ndarray, values: np.ndarray,
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a 2D slice to segment (:func:`read_array`), refusing a label mask given as one
     (:func:`refuse_label_mask`) by its grey levels (a 0/255 ground truth), and a palette image
-    by its indices too, which are a mask's labels (Inf-Net's multi-class truth: labels 0/1/2
-    drawn in colour, read as grey 0/38/75)."""
+    by how it reads as a mask too, by its indices where they are labels (Inf-Net's multi-class
+    truth: labels 0/1/2 drawn in colour, read as grey 0/38/75)."""
     image = read_array(path)
     stored = [image]
     if Path(path).suffix.lower() != ".npy":
