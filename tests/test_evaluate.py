@@ -115,6 +115,29 @@ def test_volumes_on_different_grids_are_refused(tmp_path: Path) -> None:
         evaluate_folders(tmp_path / "pred", tmp_path / "lps", tmp_path / "other.json")
 
 
+def test_volumes_drifting_under_half_a_voxel_pair_and_other_sizes_are_refused_saying_so(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A truth 0.05 mm off the prediction (a converter's rounding) was refused as "different
+    grids (axes RAS and RAS)", not saying what differed, while quantify and training paired it."""
+    mask = np.zeros((8, 8, 4), dtype=np.uint8)
+    mask[2:5, 3:6, 1:3] = 1
+    shifted = np.diag([0.8, 0.8, 5.0, 1.0])
+    shifted[0, 3] = 0.05
+    for folder, grid in (("pred", np.diag([0.8, 0.8, 5.0, 1.0])), ("shift", shifted),
+                         ("coarse", np.diag([3.2, 3.2, 5.0, 1.0]))):
+        (tmp_path / folder).mkdir()
+        nib.save(nib.Nifti1Image(mask, grid), str(tmp_path / folder / "x.nii.gz"))
+    with caplog.at_level("WARNING"):
+        drift = evaluate_folders(tmp_path / "pred", tmp_path / "shift", tmp_path / "s.json")
+    assert drift["summary"]["dice"]["mean"] == 1.0
+    assert "(origins 0.05 mm apart, under half a voxel); assuming the same voxel grid" \
+        in caplog.text
+    with pytest.raises(CovsegError, match=r"^x: prediction and truth lie on different grids "
+                                          r"\(voxel sizes 0\.8 x 0\.8 x 5 mm and 3\.2 x 3\.2 x "
+                                          r"5 mm\); resample"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "coarse", tmp_path / "c.json")
+
+
 @pytest.mark.parametrize("bare", ["pred", "truth"])
 def test_a_volume_without_geometry_pairs_with_the_other_as_stored(
         tmp_path: Path, bare: str, caplog: pytest.LogCaptureFixture) -> None:

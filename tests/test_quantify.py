@@ -1220,6 +1220,19 @@ def test_a_mask_shifted_a_little_only_warns(tmp_path: Path,
     assert result["right_lung"]["lesion_ml"] == pytest.approx(lesion_ml)
 
 
+def test_a_mask_of_other_voxel_sizes_is_refused_saying_so(tmp_path: Path) -> None:
+    """A mask of the CT's shape but 4x smaller voxels in-plane was paired with only "assuming
+    the same voxel grid" (its lesion counted at the wrong places), which evaluate refused."""
+    ct, mask, _ = synthetic_study(tmp_path / "in", "case")
+    stored = nib.load(str(mask))
+    nib.save(nib.Nifti1Image(np.asarray(stored.dataobj), np.diag([2.8, 2.8, 5.0, 1.0])),
+             str(tmp_path / "coarse_mask.nii.gz"))
+    with pytest.raises(CovsegError, match=r"not on the voxel grid of the mask \S+coarse_mask"
+                                          r"\.nii\.gz \(voxel sizes 2\.8 x 2\.8 x 5 mm and "
+                                          r"0\.7 x 0\.7 x 5 mm\); resample one"):
+        quantify_study(tmp_path / "coarse_mask.nii.gz", tmp_path / "out", image=ct)
+
+
 def test_a_mask_stored_in_other_axes_at_the_right_place_is_paired(tmp_path: Path) -> None:
     """A mask another tool saved in another axis order (x stored flipped, its header saying so)
     at the CT's places but for a 2 µm drift was refused as if paired mirrored."""

@@ -33,7 +33,15 @@ from covseg.io.image import (
     top_label,
     within_labels,
 )
-from covseg.io.volume import Volume, is_nifti, nifti_stem, read_nifti, read_paired, same_grid_affine
+from covseg.io.volume import (
+    Volume,
+    grid_differences,
+    is_nifti,
+    nifti_stem,
+    read_nifti,
+    read_paired,
+    warn_grid_drift,
+)
 from covseg.metrics import EMPTY_MASK_RULES, STD_NOTE, case_metrics, summarize
 from covseg.provenance import provenance
 from covseg.quantify import (
@@ -282,11 +290,13 @@ def _read_pair(stem: str, pred_path: Path | None, truth_path: Path,
     pred, pred_volume, truth, truth_volume = _read_cases(pred_path, truth_path, truth_dtype)
     if pred.shape != truth.shape:
         raise CovsegError(f"{stem}: prediction {pred.shape} and truth {truth.shape} differ in size")
-    if pred_volume and truth_volume and not same_grid_affine(pred_volume, truth_volume):
-        raise CovsegError(f"{stem}: prediction and truth lie on different grids (their affines "
-                          f"differ: axes {pred_volume.file_axes} and "
-                          f"{truth_volume.file_axes}); resample one onto "
-                          "the other's grid first")
+    if pred_volume and truth_volume:
+        differences = grid_differences(pred_volume, truth_volume)
+        if differences:
+            raise CovsegError(f"{stem}: prediction and truth lie on different grids "
+                              f"({'; '.join(differences)}); resample one onto the other's "
+                              "grid first")
+        warn_grid_drift(pred_volume, truth_volume)
     return pred, truth, truth_volume
 
 

@@ -774,6 +774,19 @@ def test_a_mask_whose_header_flips_the_axes_elsewhere_is_refused(tmp_path: Path,
     assert "\n" not in str(caught.value)
 
 
+def test_a_mask_of_other_voxel_sizes_than_its_ct_is_refused(tmp_path: Path) -> None:
+    """Training paired a 3 mm CT with a 0.75 mm mask of the same shape, with only a warning."""
+    hu, mask = _marked_pair()
+    for name, volume, spacing in (("images/c1.nii.gz", hu, 3.0), ("masks/c1.nii.gz", mask, 0.75)):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(volume.transpose(2, 1, 0).astype(np.int16),
+                                 np.diag([spacing, spacing, 3.0, 1.0])), str(tmp_path / name))
+    with pytest.raises(CovsegError, match=r"c1\.nii\.gz: not on the voxel grid of the mask "
+                                          r"\S+ \(voxel sizes 0\.75 x 0\.75 x 3 mm and 3 x 3 x "
+                                          r"3 mm\)"):
+        load_dataset(tmp_path)
+
+
 def test_multiclass_masks_scaled_by_a_step_share_the_set_s_step(tmp_path: Path) -> None:
     """One file cannot tell its class: a consolidation-only slice (0/170 of a 0/85/170/255 set)
     read as ground-glass, an effusion-only one (0/255) as label 1. The set's levels can."""

@@ -517,6 +517,12 @@ def folder_volume(folder: Path) -> Path:
 
 GRID_TOLERANCE_MM = 1e-3
 """Largest difference between two affines' entries taken as one grid (float rounding in files)."""
+SPACING_TOLERANCE = 0.01
+"""Largest relative difference between two grids' voxel sizes taken as one size (a converter's
+rounding: 0.703125 mm stored as 0.7031 is 0.004 % off; a 0.75 mm mask on a 3 mm CT is 300 %)."""
+DIRECTION_TOLERANCE_DEG = 0.5
+"""Largest angle between two grids' corresponding voxel axes taken as one direction (rounded
+direction cosines; at 250 mm from the origin, 0.5 degrees moves a voxel 2.2 mm)."""
 
 
 def same_grid_affine(first: Volume, second: Volume) -> bool:
@@ -524,29 +530,59 @@ def same_grid_affine(first: Volume, second: Volume) -> bool:
     return bool(np.allclose(first.affine, second.affine, atol=GRID_TOLERANCE_MM))
 
 
-def within_half_a_voxel(first: Volume, second: Volume) -> bool:
-    """Whether two volumes' voxels lie at the same places but for a drift under half a voxel
-    (float32 origins, a converter's rounding): same axis directions and sizes, close origins.
-    A flip or a permutation moves the axes themselves, and the origin to the other end."""
-    axes = np.allclose(first.affine[:3, :3], second.affine[:3, :3], atol=GRID_TOLERANCE_MM)
-    shift = np.abs(first.affine[:3, 3] - second.affine[:3, 3]).max()
-    return bool(axes and shift < 0.5 * min(first.spacing))
+def grid_differences(first: Volume, second: Volume) -> list[str]:
+    """What sets two volumes' voxel grids apart (each turned to the working axes by its own
+    header), said for a message; empty when they are one grid but for rounding and drift:
+    voxel sizes within :data:`SPACING_TOLERANCE` of each other, axes within
+    :data:`DIRECTION_TOLERANCE_DEG`, origins (said only for grids of one voxel size and
+    direction) less than half the smallest voxel apart. The files' own axes are named when they
+    differ (a flipped or permuted header)."""
+    sizes = [np.linalg.norm(volume.affine[:3, :3], axis=0) for volume in (first, second)]
+    differences = []
+    if np.any(np.abs(sizes[0] - sizes[1]) > SPACING_TOLERANCE * np.minimum(*sizes)):
+        differences.append(f"voxel sizes {_mm(sizes[0])} mm and {_mm(sizes[1])} mm")
+    cosines = np.sum((first.affine[:3, :3] / sizes[0]) * (second.affine[:3, :3] / sizes[1]),
+                     axis=0)
+    angle = float(np.degrees(np.arccos(np.clip(cosines, -1.0, 1.0))).max())
+    if angle > DIRECTION_TOLERANCE_DEG:
+        differences.append(f"voxel axes turned {angle:.3g} degrees apart")
+    offset, half = grid_drift_mm(first, second), 0.5 * float(min(*sizes[0], *sizes[1]))
+    if offset >= half and not differences:  # else the first voxels lie apart by the sizes
+        differences.append(f"origins {offset:.3g} mm apart (half a voxel is {half:.3g} mm)")
+    if differences and first.file_axes != second.file_axes:
+        differences.append(f"the files' axes {first.file_axes} and {second.file_axes}")
+    return differences
+
+
+def grid_drift_mm(first: Volume, second: Volume) -> float:
+    """How far apart two volumes' origins (first voxels, on the working axes) lie, in mm."""
+    return float(np.linalg.norm(first.affine[:3, 3] - second.affine[:3, 3]))
+
+
+def warn_grid_drift(first: Volume, second: Volume) -> None:
+    """Warn of a drift between two grids that :func:`grid_differences` takes as one, their
+    voxels paired as stored."""
+    if not same_grid_affine(first, second):
+        log.warning("%s: affine differs from %s (origins %.3g mm apart, under half a voxel); "
+                    "assuming the same voxel grid", second.source, first.source,
+                    grid_drift_mm(first, second))
 
 
 def check_same_grid(reference: Volume, other: Volume) -> None:
     """Refuse to pair a mask (``reference``) with a volume (its CT, lungs or image) on another
-    grid, as quantify and training both pair them voxel for voxel. Each is turned to the
-    working axes by its own header, so voxels stored alike under headers that label the axes
+    grid, as quantify and training both pair them voxel for voxel, saying what differs
+    (:func:`grid_differences`, the rule evaluate applies too). Each is turned to the working
+    axes by its own header, so voxels stored alike under headers that label the axes
     differently (one flipped or permuted) would pair mirrored, or be refused for shapes that
-    print equal: refused, naming the axes. A small affine drift between headers of the same
-    axes (translation, rounding) only warns, the voxels being paired as stored."""
-    same_place = same_grid_affine(reference, other)
-    if not within_half_a_voxel(reference, other) and reference.file_axes != other.file_axes:
+    print equal: refused, naming the axes. A drift under half a voxel between headers
+    (translation, rounding) only warns, the voxels being paired as stored."""
+    differences = grid_differences(reference, other)
+    if differences and reference.file_axes != other.file_axes:
         raise CovsegError(
             f"{other.source}: its header labels the voxel axes {other.file_axes}, the mask "
             f"{reference.source}'s {reference.file_axes}, and their affines place the voxels "
             "differently; fix the header of one (e.g. give the mask the CT's geometry) rather "
-            "than pair them mirrored"
+            f"than pair them mirrored ({'; '.join(differences[:-1])})"
         )
     if reference.array.shape != other.array.shape:
         raise CovsegError(
@@ -554,9 +590,12 @@ def check_same_grid(reference: Volume, other: Volume) -> None:
             f"{reference.source} {reference.file_shape_zyx} (z, y, x, as the files hold them); "
             "they must be on the same voxel grid"
         )
-    if not same_place:
-        log.warning("%s: affine differs from %s; assuming the same voxel grid",
-                    other.source, reference.source)
+    if differences:
+        raise CovsegError(
+            f"{other.source}: not on the voxel grid of the mask {reference.source} "
+            f"({'; '.join(differences)}); resample one onto the other's grid first"
+        )
+    warn_grid_drift(reference, other)
 
 
 def as_axial(volume: Volume) -> Volume:
