@@ -830,3 +830,43 @@ def test_a_folder_holding_one_nifti_file_is_read_as_it(tmp_path: Path) -> None:
     synthetic_series(tmp_path / "series", phantom())
     save(tmp_path / "series" / "converted.nii.gz", data)
     assert read_volume(tmp_path / "series").array.shape == (6, 24, 32), "DICOM slices come first"
+
+
+@pytest.mark.parametrize("kind", [nib.Nifti1Image, nib.Nifti2Image])
+def test_an_uncompressed_nifti_named_nii_gz_is_read_with_a_warning(
+        tmp_path: Path, kind: type, caplog: pytest.LogCaptureFixture) -> None:
+    """nibabel goes by the name: a complete .nii renamed .nii.gz was refused as "not a gzip
+    file ... is the file truncated?"."""
+    hu = np.arange(4 * 5 * 3, dtype=np.int16).reshape(4, 5, 3) - 1000
+    nib.save(kind(hu, np.diag([0.7, 0.8, 2.5, 1.0])), str(tmp_path / "ct.nii"))
+    shutil.copy(tmp_path / "ct.nii", tmp_path / "named.nii.gz")
+    with caplog.at_level(logging.WARNING):
+        volume = read_volume(tmp_path / "named.nii.gz", hu="yes")
+    assert "not gzip-compressed, though named .nii.gz; read as a .nii file" in caplog.text
+    np.testing.assert_array_equal(volume.array, read_volume(tmp_path / "ct.nii", hu="yes").array)
+    assert volume.spacing == pytest.approx((2.5, 0.8, 0.7))
+    (tmp_path / "junk.nii.gz").write_bytes(b"neither gzip nor NIfTI")
+    with pytest.raises(CovsegError, match=r"junk\.nii\.gz: cannot read the NIfTI header"):
+        read_volume(tmp_path / "junk.nii.gz")
+
+
+def test_analyze_files_are_refused_by_name(tmp_path: Path) -> None:
+    """An Analyze .hdr/.img pair beside NIfTI files stopped the run with "several studies are
+    named analyze"; a folder of one said "no images (png, jpg, tif, npy)"."""
+    from covseg.api import collect_inputs
+    from covseg.quantify import find_studies
+
+    (tmp_path / "an").mkdir()
+    nib.save(nib.AnalyzeImage(np.zeros((4, 4, 3), np.int16), np.eye(4)),
+             str(tmp_path / "an" / "scan.hdr"))
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 3), np.int16), np.eye(4)), str(tmp_path / "a.nii"))
+    given = [tmp_path / "a.nii", tmp_path / "an" / "scan.hdr", tmp_path / "an" / "scan.img"]
+    studies = find_studies(given)
+    assert [(s.name, s.path) for s in studies] == [("a", given[0]), ("scan", given[1])]
+    for path in given[1:]:
+        with pytest.raises(CovsegError, match=r"scan\.(hdr|img): an Analyze 7\.5 file "
+                                              r"\(\.hdr/\.img pair\), a format covseg does not "
+                                              r"read; convert the pair to NIfTI"):
+            read_volume(path)
+    with pytest.raises(CovsegError, match=r"scan\.hdr: an Analyze 7\.5 file"):
+        collect_inputs([tmp_path / "an"])

@@ -47,8 +47,10 @@ from covseg.io.atomic import output_file, output_folder, write_json
 from covseg.io.image import is_image_file, read_image, refuse_label_mask, write_png
 from covseg.io.volume import (
     Volume,
+    analyze_refused,
     check_hu,
     detect_volume_intensity,
+    is_analyze,
     is_dicom_file,
     is_nifti,
     orient_for_display,
@@ -400,6 +402,9 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]],
         if item.is_dir():
             images = sorted(p for p in item.iterdir() if is_image_file(p))
             found = [p for p in images if p.resolve() not in own_masks]
+            analyze = sorted(p for p in item.iterdir() if is_analyze(p))
+            if not found and analyze:
+                raise analyze_refused(analyze[0])
             if not found:
                 masks = " but the masks covseg predicted into it" if images else ""
                 raise CovsegError(f"{item}: no images (png, jpg, tif, npy) in this folder{masks}")

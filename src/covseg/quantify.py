@@ -1123,6 +1123,8 @@ def _discover(inputs: Sequence[str | os.PathLike[str]], exclude: str | os.PathLi
         path = Path(item)
         if not path.exists():
             raise CovsegError(f"{path}: no such file or folder")
+        if _analyze_image_of_header_given(path, inputs):
+            continue  # the pair is one study, its header's, refused as Analyze when read
         if path.is_file():
             studies.append(Study(study_name(path, masks), path))
         elif masks and predicted_mask(path):
@@ -1141,6 +1143,17 @@ PICTURES_ADVICE = {
 }
 """What to do with folders of 2D pictures found beside studies or alone, reading CTs (predict)
 or ``masks`` (quantify, which measures no 2D mask)."""
+
+
+def _analyze_image_of_header_given(path: Path, inputs: Sequence[str | os.PathLike[str]]
+                                   ) -> bool:
+    """Whether ``path`` is an Analyze ``.img`` whose ``.hdr`` is among ``inputs`` too: the two
+    files are one image, not two studies of one name."""
+    if path.suffix.lower() != ".img":
+        return False
+    headers = {Path(item).with_suffix("").resolve() for item in inputs
+               if Path(item).suffix.lower() == ".hdr"}
+    return path.with_suffix("").resolve() in headers
 
 
 def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: bool,

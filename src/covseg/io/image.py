@@ -159,8 +159,15 @@ def _unreadable(path: Path, exc: Exception) -> CovsegError:
     """Why ``path`` did not decode: a file of a type covseg reads (:data:`IMAGE_SUFFIXES`) is
     corrupt; another (``notes.md``, tried in case it is a picture all the same) is of the wrong
     type, and the types covseg reads are named."""
-    from covseg.io.volume import DICOM_SUFFIXES, NIFTI_SUFFIXES  # volume imports this module
+    from covseg.io.volume import (  # volume imports this module
+        DICOM_SUFFIXES,
+        NIFTI_SUFFIXES,
+        analyze_refused,
+        is_analyze,
+    )
 
+    if is_analyze(path):
+        return analyze_refused(path)
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return CovsegError(f"{path}: cannot read the image ({exc}); is the file corrupt?")
     kind = f"a {path.suffix} file" if path.suffix else "a file without a suffix"

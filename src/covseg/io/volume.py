@@ -40,6 +40,7 @@ import pydicom
 import SimpleITK as sitk
 from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
+from nibabel.wrapstruct import WrapStructError
 
 from covseg.errors import CovsegError
 from covseg.io.atomic import atomic_path
@@ -52,8 +53,14 @@ HU_MODES: tuple[str, ...] = ("auto", "yes", "no")
 HU_LIMIT = 100_000.0
 """Largest magnitude a CT value may have: 16-bit storage spans -32768..65535 (padding, metal)."""
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
-NIFTI_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, zlib.error)
+NIFTI_ERRORS = (ImageFileError, HeaderDataError, WrapStructError, OSError, EOFError,
+                ValueError, zlib.error)
 """What nibabel raises for corrupt, truncated or unsupported files."""
+ANALYZE_SUFFIXES = (".hdr", ".img")
+"""The two files of an Analyze 7.5 image (or a two-file NIfTI pair), which covseg does not read."""
+GZIP_MAGIC = b"\x1f\x8b"
+NIFTI2_HEADER_SIZE = 540
+"""``sizeof_hdr`` of a NIfTI-2 header (NIfTI-1: 348)."""
 
 log = logging.getLogger(__name__)
 
@@ -248,15 +255,48 @@ def read_nifti(path: str | os.PathLike[str], dtype: type = np.float32,
 
 
 def _load_nifti(path: Path) -> nib.Nifti1Image:
-    """The NIfTI image at ``path``, its voxels not yet read."""
+    """The NIfTI image at ``path``, its voxels not yet read. A file named ``.nii.gz`` but not
+    gzip-compressed (a frequent mislabel; nibabel goes by the name and fails) is read by its
+    content, with a warning."""
     if not is_nifti(path):
         raise CovsegError(f"{path}: not a NIfTI file (.nii or .nii.gz)")
     try:
+        if path.name.lower().endswith(".gz") and not _gzipped(path):
+            image = _uncompressed_nifti(path.read_bytes())
+            log.warning("%s: not gzip-compressed, though named .nii.gz; read as a .nii file "
+                        "(rename it to .nii)", path)
+            return image
         return nib.load(str(path))
     except NIFTI_ERRORS as exc:
         raise CovsegError(
             f"{path}: cannot read the NIfTI header ({_one_line(exc)}); is the file truncated?"
         ) from None
+
+
+def _gzipped(path: Path) -> bool:
+    """Whether a file starts as gzip data does."""
+    with open(path, "rb") as handle:
+        return handle.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+
+
+def _uncompressed_nifti(data: bytes) -> nib.Nifti1Image:
+    """A NIfTI-1 or NIfTI-2 image from an uncompressed file's bytes (by ``sizeof_hdr``, in
+    either byte order)."""
+    sizes = {int.from_bytes(data[:4], order) for order in ("little", "big")}
+    kind = nib.Nifti2Image if NIFTI2_HEADER_SIZE in sizes else nib.Nifti1Image
+    return kind.from_bytes(data)
+
+
+def is_analyze(path: Path) -> bool:
+    """Whether a file is named as half of an Analyze 7.5 pair (``.hdr`` or ``.img``)."""
+    return path.suffix.lower() in ANALYZE_SUFFIXES
+
+
+def analyze_refused(path: Path) -> CovsegError:
+    """The error for an Analyze 7.5 file (:func:`is_analyze`), a format covseg does not read."""
+    return CovsegError(f"{path}: an Analyze 7.5 file ({'/'.join(ANALYZE_SUFFIXES)} pair), a "
+                       "format covseg does not read; convert the pair to NIfTI (e.g. "
+                       "nibabel.save(nibabel.load('x.hdr'), 'x.nii.gz'))")
 
 
 def _geometryless(image: nib.Nifti1Image) -> bool:
@@ -482,6 +522,8 @@ def read_volume(path: str | os.PathLike[str], hu: str = "auto", like: Volume | N
             f"{path}: a 2D image, not a volume; give a NIfTI file or a DICOM series "
             "(2D images are predicted slice by slice as images)"
         )
+    elif is_analyze(path):
+        raise analyze_refused(path)
     elif is_dicom_file(path):
         volume = read_dicom_file(path)
     else:
