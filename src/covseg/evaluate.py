@@ -284,9 +284,12 @@ def _stored(path: Path, volume: Volume | None) -> np.ndarray:
 
 
 def _read_pair(stem: str, pred_path: Path | None, truth_path: Path,
-               truth_dtype: type = np.int16) -> tuple[np.ndarray, np.ndarray, Volume | None]:
+               truth_dtype: type = np.int16, first_read: bool = False
+               ) -> tuple[np.ndarray, np.ndarray, Volume | None]:
     """Prediction and truth as stored (a NIfTI truth as ``truth_dtype``), checked to lie on one
-    grid, and the truth's volume (its voxel spacing in mm, its file's slices) when it is one."""
+    grid (:func:`~covseg.io.volume.grid_differences`; a drift within it is warned of on the
+    ``first_read`` of the pair only), and the truth's volume (its voxel spacing in mm, its
+    file's slices) when it is one."""
     pred, pred_volume, truth, truth_volume = _read_cases(pred_path, truth_path, truth_dtype)
     if pred.shape != truth.shape:
         raise CovsegError(f"{stem}: prediction {pred.shape} and truth {truth.shape} differ in size")
@@ -296,7 +299,8 @@ def _read_pair(stem: str, pred_path: Path | None, truth_path: Path,
             raise CovsegError(f"{stem}: prediction and truth lie on different grids "
                               f"({'; '.join(differences)}); resample one onto the other's "
                               "grid first")
-        warn_grid_drift(pred_volume, truth_volume)
+        if first_read:
+            warn_grid_drift(pred_volume, truth_volume)
     return pred, truth, truth_volume
 
 
@@ -473,7 +477,8 @@ def _label_levels(cases: Sequence[str], preds: dict[str, Path], truths: dict[str
     levels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     images: dict[str, str] = {}
     for stem in tqdm(cases, desc="reading labels", unit="case", leave=False):
-        pred, truth = _read_pair(stem, preds.get(stem), truths[stem], np.float32)[:2]
+        pred, truth = _read_pair(stem, preds.get(stem), truths[stem], np.float32,
+                                 first_read=True)[:2]
         pred_levels, truth_levels = np.unique(pred), np.unique(truth)
         if stem in preds:
             _refuse_image(preds[stem], pred, pred_levels)
