@@ -166,6 +166,20 @@ def test_a_single_scaled_level_in_a_set_of_no_step_is_refused() -> None:
         masks_to_labels([_levels(0, 1), _levels(0, 255), _levels(0, 1, 255)], ["a", "b", "c"])
 
 
+def test_the_mask_breaking_a_sets_step_is_named_not_a_clean_one() -> None:
+    """A set of 0/255 masks with one holding 0/1/2/3/255 (or 0/1/7/8) was refused naming the
+    first 0/255 mask, a valid one ("level 255 alone cannot tell its class"): the user opened a
+    clean mask and was stuck. The mask without which the set would share a step is named."""
+    clean = [_levels(0, 255), _levels(0, 255), _levels(0, 255)]
+    for odd, shown in ((_levels(0, 1, 2, 3, 255), "0/1/2/3/255"), (_levels(0, 1, 7, 8), "0/1/7/8")):
+        with pytest.raises(CovsegError, match=rf"^odd: mask levels {shown} share no step with the "
+                                              r"set's other masks \(0/255 in b, whose level 255 "
+                                              r"alone cannot tell its class then\); store labels "
+                                              r"0..K, or labels times one step \(0/127/254\), in "
+                                              r"every mask$"):
+            masks_to_labels([clean[0], odd, *clean[1:]], ["b", "odd", "c", "d"])
+
+
 def test_a_set_mixing_binary_0_1_and_0_255_masks_reads_each_as_0_1() -> None:
     """MedSeg's 0/1 masks beside Inf-Net's 0/255 were refused ("mask level 255 alone cannot
     tell its class"): every mask binary, there is no class to tell."""

@@ -381,11 +381,37 @@ def test_intensity_detection_and_hu_flag(tmp_path: Path) -> None:
         read_volume(hu, hu="no")
     raw = save(tmp_path / "raw.nii.gz", np.linspace(0, 4095, 64).reshape(4, 4, 4)
                .astype(np.int16))
-    with pytest.raises(CovsegError, match="pass --hu yes"):
+    with pytest.raises(CovsegError, match="neither Hounsfield units .* nor 8-bit grey"):
         read_volume(raw)
     assert read_volume(raw, hu="yes").intensity == "hu"
     with pytest.raises(CovsegError, match="unknown --hu"):
         read_volume(hu, hu="maybe")
+
+
+def test_hu_without_air_or_with_a_lost_intercept_is_refused_saying_which_scaling(
+        tmp_path: Path) -> None:
+    """A CT stored as HU / 10 with its slope lost (-110..120 here) was read as HU, found no
+    lungs and reported its soft tissue as lesion, exit 0; one stored as HU + 1200 without its
+    intercept was pointed to --hu yes, which reads air as 0 HU. Both are refused in one line
+    giving the range and the scaling to restore; a CT with air, or told --hu yes, still reads."""
+    hu = phantom().astype(np.float32)
+    hu[hu <= -1000] = -1150  # air and padding, as HU / 10 reads it below -100
+    tenth = save(tmp_path / "tenth.nii.gz", np.floor(hu / 10).astype(np.int8).T)
+    with pytest.raises(CovsegError) as caught:
+        read_volume(tenth)
+    assert str(caught.value) == (
+        f"{tenth}: values -115..8 look like Hounsfield units without their scaling: none lies "
+        "at or below -900 HU, while a chest CT holds air (about -1000) around and in the body "
+        "(HU stored / 10 with the slope lost?); restore the file's scl_slope / RescaleSlope, or "
+        "pass --hu yes if they are HU of a volume without air")
+    assert read_volume(tenth, hu="yes").intensity == "hu"
+    plus = save(tmp_path / "plus.nii.gz", (hu + 1200).astype(np.int16).T)
+    with pytest.raises(CovsegError, match=r"values 50\.\.1285 are neither Hounsfield units "
+                                          r".*restore the file's scl_inter / RescaleIntercept"
+                                          ) as caught:
+        read_volume(plus)
+    assert "--hu yes" not in str(caught.value) and "\n" not in str(caught.value)
+    assert read_volume(save(tmp_path / "ct.nii.gz", hu.astype(np.int16).T)).intensity == "hu"
 
 
 def test_probabilities_round_trip_3d_and_4d(tmp_path: Path) -> None:

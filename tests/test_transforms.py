@@ -9,6 +9,7 @@ import torch
 from covseg.data.synthetic import synthetic_slices
 from covseg.errors import CovsegError
 from covseg.transforms import (
+    AIR_HU,
     AUGMENTATIONS,
     LUNG_WINDOW,
     LesionPaste,
@@ -109,10 +110,31 @@ def test_letterbox_centres_and_pads_with_zero() -> None:
 
 
 def test_hounsfield_units_use_the_lung_window() -> None:
+    """HU are windowed, values below air (padding) read as air, -1024 HU (0.217)."""
     low, high = LUNG_WINDOW
     hu = np.array([[low - 500, low, (low + high) / 2, high, high + 500]], dtype=np.float32)
     assert detect_intensity(hu) == "hu"
-    assert np.allclose(normalize_intensity(hu), [[0.0, 0.0, 0.5, 1.0, 1.0]])
+    air = (AIR_HU - low) / (high - low)
+    assert np.allclose(normalize_intensity(hu), [[air, air, 0.5, 1.0, 1.0]])
+
+
+def test_scanner_padding_below_air_reads_as_air_whatever_its_value() -> None:
+    """Scanners pad outside the reconstruction circle with -2048 or -3024 HU (the lungmask
+    DICOMs hold 56,252 pixels of -2048): the lung window (from -1350) read it darker than air,
+    a dark ring the training slices never had, and the same scan padded with -1024 got a
+    quarter less lesion. Every padding now reads as air, in any stored integer type."""
+    hu = np.full((16, 16), -1000, dtype=np.int16)
+    hu[4:12, 4:12] = 40
+    hu[6:10, 6:8] = -850
+    reads = {}
+    for padding in (-1024, -2048, -3024):
+        padded = hu.copy()
+        padded[:2], padded[:, :2] = padding, padding
+        reads[padding] = normalize_intensity(padded)
+        assert np.array_equal(scale_intensity(padded.astype(np.float64), "hu"), reads[padding])
+    assert np.array_equal(reads[-2048], reads[-1024]) and np.array_equal(reads[-3024], reads[-1024])
+    assert np.isclose(reads[-2048][0, 0], (AIR_HU - LUNG_WINDOW[0]) / 1500.0)
+    assert reads[-2048][5, 5] > reads[-2048][0, 0], "tissue still reads brighter than air"
 
 
 def test_uint8_and_unit_intensities() -> None:

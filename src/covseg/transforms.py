@@ -38,6 +38,9 @@ Intensity = Literal["auto", "hu", "uint8", "unit"]
 INTENSITY_MODES: tuple[str, ...] = ("auto", "hu", "uint8", "unit")
 LUNG_WINDOW: tuple[float, float] = (-1350.0, 150.0)
 """Lung window as (low, high) HU: level -600, width 1500."""
+AIR_HU = -1024.0
+"""Air in HU; lower values are scanner padding (-2048, -3024 outside the reconstruction
+circle), which :func:`scale_intensity` reads as air, as lungmask clips HU at -1024."""
 AUGMENTATIONS: tuple[str, ...] = ("none", "light", "heavy")
 MAX_CLIPPED_SHARE: dict[str, float] = {"hu": 0.9, "uint8": 0.1, "unit": 0.1}
 """Above this share of pixels outside a scale's range, a slice is on another scale: a window
@@ -187,19 +190,22 @@ def window_unused(kind: str, window: tuple[float, float]) -> str | None:
 def scale_intensity(array: np.ndarray, kind: str, window: tuple[float, float] = LUNG_WINDOW
                     ) -> np.ndarray:
     """Map values on the scale ``kind`` ("hu", "uint8", "unit") to float32 in [0, 1]: HU are
-    windowed, 8-bit is divided by 255. The slices of a CT volume come here directly, their
-    scale decided for the whole volume (``--hu``: :func:`covseg.io.volume.detect_volume_intensity`),
-    not judged again slice by slice. Many values beyond the scale's range are warned once
+    windowed, values below air (:data:`AIR_HU`: scanner padding) first raised to it, so that a
+    scan reads the same whatever its padding; 8-bit is divided by 255. The slices of a CT
+    volume come here directly, their scale decided for the whole volume (``--hu``:
+    :func:`covseg.io.volume.detect_volume_intensity`), not judged again slice by slice. Many values beyond the scale's range are warned once
     (:data:`MAX_CLIPPED_SHARE`: they read saturated)."""
     if kind not in MAX_CLIPPED_SHARE:
         raise CovsegError(f"unknown intensity scale {kind!r}; choose one of "
                           f"{tuple(MAX_CLIPPED_SHARE)}")
     low, high = window if kind == "hu" else (0.0, 255.0 if kind == "uint8" else 1.0)
+    if kind == "hu":
+        array = np.maximum(array.astype(np.float32, copy=False), np.float32(AIR_HU))
     if array.size and np.mean((array < low) | (array > high)) > MAX_CLIPPED_SHARE[kind]:
         _warn_clipped(kind, low, high)
     if kind == "hu":
         scale = ScaleIntensityRange(window[0], window[1], 0.0, 1.0, clip=True)
-        return np.asarray(scale(array.astype(np.float32)), dtype=np.float32)
+        return np.asarray(scale(array), dtype=np.float32)
     if kind == "uint8":
         return np.clip(array.astype(np.float32) / 255.0, 0.0, 1.0)
     return np.clip(array.astype(np.float32), 0.0, 1.0)

@@ -798,6 +798,25 @@ def test_multiclass_masks_scaled_by_a_step_share_the_set_s_step(tmp_path: Path) 
     _assert_read_as_labels(tmp_path, labels, classes=4)
 
 
+def test_a_stray_label_above_the_known_classes_is_refused(tmp_path: Path) -> None:
+    """One 5x5 patch of 7 in one of three 0/1/2 masks trained an 8-class model without a word
+    (classes = the largest label + 1), whose predictions held labels 4..7 that quantify
+    refuses: the mask is named with its labels, in one line."""
+    for name in ("a", "b", "c"):
+        label = np.zeros((32, 32), dtype=np.uint8)
+        label[4:12, 4:12], label[16:24, 16:24] = 1, 2
+        if name == "b":
+            label[-5:, -5:] = 7
+        _save_png(tmp_path / "images" / f"{name}.png", np.full((32, 32), 100))
+        _save_png(tmp_path / "masks" / f"{name}.png", label)
+    with pytest.raises(CovsegError, match=r"^mask of \S*b\.png: label 7 \(25 pixels\) is none "
+                       r"of the classes 0\.\.3 \(background, ground-glass, consolidation, "
+                       r"effusion\) that --target multiclass trains; relabel it$"):
+        load_dataset(tmp_path, target="multiclass")
+    _save_png(tmp_path / "masks" / "b.png", np.where(np.arange(32) < 8, 3, 0)[None].repeat(32, 0))
+    assert load_dataset(tmp_path, target="multiclass").num_classes == 4
+
+
 def test_multiclass_nifti_masks_follow_the_mask_rules(tmp_path: Path) -> None:
     """0/127/254 volumes gave 255 classes where the same masks as PNG gave 3; a volume with
     consolidation only (0/254) reads label 2 by the set's step."""

@@ -887,6 +887,28 @@ def _multiclass_labels(samples: list[Sample]) -> None:
     labels = masks_to_labels([s.mask for s in samples], [f"mask of {s.source}" for s in samples])
     for sample, mask in zip(samples, labels):
         sample.mask = mask
+    _refuse_unknown_classes(samples)
+
+
+def _refuse_unknown_classes(samples: list[Sample]) -> None:
+    """Refuse labels above the known classes (:data:`CLASS_NAMES`): the classes trained are
+    the set's largest label + 1, so one stray patch of 7 in one mask trained an 8-class
+    model, whose predictions held labels 4..7 that quantify refuses."""
+    top = max(CLASS_NAMES)
+    unknown: dict[str, set[int]] = {}
+    for sample in samples:
+        if int(sample.mask.max()) > top:
+            levels = np.unique(sample.mask[sample.mask > top]).tolist()
+            unknown.setdefault(sample.source, set()).update(int(v) for v in levels)
+    if not unknown:
+        return
+    source, labels = next(iter(unknown.items()))
+    others = f" (and {len(unknown) - 1} more masks)" if len(unknown) > 1 else ""
+    pixels = sum(int(np.count_nonzero(s.mask > top)) for s in samples if s.source == source)
+    raise CovsegError(
+        f"mask of {source}{others}: label {'/'.join(map(str, sorted(labels)))} ({pixels} "
+        f"pixels) is none of the classes 0..{top} "
+        f"({', '.join(CLASS_NAMES.values())}) that --target multiclass trains; relabel it")
 
 
 def _folders_pair(root: Path) -> tuple[Path, Path] | None:

@@ -300,10 +300,36 @@ def shared_label_step(levels: Sequence[np.ndarray], sources: Sequence[str]) -> f
             lesion = values[values > 0]
             if lesion.size == 1 and _label_step(values) is not None and (
                     lesion[0] > MAX_LABEL or not _integral(lesion)):
+                _refuse_step_breaker(levels, sources, union, source, lesion[0])
                 raise CovsegError(f"{source}: mask level {lesion[0]:g} alone cannot tell its "
                                   "class, and the set's masks share no step (e.g. 0/127/254); "
                                   "store labels 0..K")
     return step
+
+
+def _refuse_step_breaker(levels: Sequence[np.ndarray], sources: Sequence[str],
+                         union: np.ndarray, alone: str, level: float) -> None:
+    """Refuse, by name, the one mask without which the set's masks would share a step (0/1/2/
+    3/255 among 0/255 masks): the one-level mask ``alone`` (level ``level``), which cannot tell
+    its class as the set stands, is clean; naming it left the user with a valid mask to fix.
+    Nothing when no single mask breaks the step, or one against one (which is the odd one?)."""
+    if len(levels) < 3:
+        return
+    holders = {float(v): 0 for v in union}
+    for values in levels:
+        for v in values:
+            holders[float(v)] += 1
+    for values, source in zip(levels, sources):
+        if source == alone:
+            continue
+        own = {float(v) for v in values}
+        rest = np.array([v for v, n in holders.items() if n - (v in own) > 0])
+        if rest.size and rest.size < union.size and _label_step(rest) is not None:
+            shown = "/".join(f"{v:g}" for v in values)
+            raise CovsegError(f"{source}: mask levels {shown} share no step with the set's "
+                              f"other masks (0/{level:g} in {alone}, whose level {level:g} "
+                              "alone cannot tell its class then); store labels 0..K, or labels "
+                              "times one step (0/127/254), in every mask")
 
 
 def _binary_conventions(levels: Sequence[np.ndarray]) -> bool:

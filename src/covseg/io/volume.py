@@ -52,6 +52,9 @@ DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 HU_MODES: tuple[str, ...] = ("auto", "yes", "no")
 HU_LIMIT = 100_000.0
 """Largest magnitude a CT value may have: 16-bit storage spans -32768..65535 (padding, metal)."""
+AIR_LIMIT_HU = -900.0
+"""A chest CT in Hounsfield units holds air at or below this (around the body, in the airways
+and lungs): values detected as HU with none this low were stored without their scaling."""
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 NIFTI_ERRORS = (ImageFileError, HeaderDataError, WrapStructError, OSError, EOFError,
                 ValueError, zlib.error)
@@ -709,7 +712,9 @@ def detect_volume_intensity(array: np.ndarray, hu: str, source: str) -> str:
     """Return "hu", "uint8" or "unit" for a volume (see :func:`read_volume` for ``hu``). Grey
     values detected (``--hu auto``) must be in the lung window, as grey CT exports are: a
     min-max normalised CT (0..1) is refused (:func:`~covseg.transforms.grey_outside_lung_window`),
-    not read as lungs of air in soft tissue; ``--hu no`` reads it as grey anyway."""
+    not read as lungs of air in soft tissue; ``--hu no`` reads it as grey anyway. HU detected
+    without air (:data:`AIR_LIMIT_HU`; a constant volume, blank, reads) and values on neither scale (HU + 1024 without its
+    intercept) are refused, saying which scaling was lost; ``--hu yes`` reads HU as told."""
     low, high = float(array.min()), float(array.max())
     if low < -HU_LIMIT or high > HU_LIMIT:
         raise CovsegError(f"{source}: values {low:g}..{high:g} are neither Hounsfield units nor "
@@ -726,14 +731,23 @@ def detect_volume_intensity(array: np.ndarray, hu: str, source: str) -> str:
             )
         return "unit" if high <= 1.0 else "uint8"
     if low < -100.0:
+        if AIR_LIMIT_HU < low < high:  # a constant volume is blank on any scale
+            raise CovsegError(
+                f"{source}: values {low:g}..{high:g} look like Hounsfield units without their "
+                f"scaling: none lies at or below {AIR_LIMIT_HU:g} HU, while a chest CT holds air "
+                "(about -1000) around and in the body (HU stored / 10 with the slope lost?); "
+                "restore the file's scl_slope / RescaleSlope, or pass --hu yes if they are HU "
+                "of a volume without air")
         return "hu"
     if grey:
         kind = "unit" if high <= 1.0 else "uint8"
         _refuse_unwindowed_grey(array, kind, source)
         return kind
     raise CovsegError(
-        f"{source}: cannot tell whether values {low:g}..{high:g} are Hounsfield units; "
-        "pass --hu yes (HU) or --hu no (8-bit grey)"
+        f"{source}: values {low:g}..{high:g} are neither Hounsfield units (none below -100: no "
+        "air, about -1000) nor 8-bit grey (0..255): HU stored with an offset whose intercept "
+        "was lost? 16-bit CT exports often hold HU + 1024: restore the file's scl_inter / "
+        "RescaleIntercept (-1024), or subtract the offset and save the volume as NIfTI"
     )
 
 
