@@ -61,6 +61,7 @@ from covseg.models import build_model, parameter_count
 from covseg.models.ensemble import member_names
 from covseg.models.registry import check_model
 from covseg.provenance import current_command, invoked_as, provenance
+from covseg.stopping import raise_if_stopped
 from covseg.transforms import AUGMENTATIONS, LesionPaste, Letterbox, augmentation
 from covseg.viz import training_curves
 
@@ -552,6 +553,7 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
                         scheduler=scheduler.state_dict(), **resume_state)
         write_text(out / "log.csv", rows_to_csv(history))
         bar.set_postfix(_bar_postfix(row, data.num_classes > 2))
+        raise_if_stopped()  # the epoch is saved: a stop dropped in a finaliser ends here
     bar.close()
     return _finish(out, config, data, history, val_samples)
 
@@ -617,10 +619,14 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
                                                  fingerprint, make_items, progress, workers)
         else:
             items = make_items()
-            member_metrics = [_train_model(member, data, folder, True, train_cases, val_cases,
-                                           fingerprint, progress, train_items=items,
-                                           bar_label=member_label(folder))
-                              for member, folder in jobs]
+            member_metrics = []
+            for member, folder in jobs:
+                member_metrics.append(_train_model(member, data, folder, True, train_cases,
+                                                   val_cases, fingerprint, progress,
+                                                   train_items=items,
+                                                   bar_label=member_label(folder)))
+                raise_if_stopped()  # a stop dropped in a finaliser as the member ended
+        raise_if_stopped()  # before the ensemble's checkpoint, validation and metrics
         for member, (_, folder) in zip(ensemble.members, jobs, strict=True):
             member.load_state_dict(load_checkpoint(folder / "best.pt")["state_dict"])
         save_checkpoint(out / "best.pt", ensemble, _meta(config, data.num_classes))
