@@ -20,11 +20,13 @@ from covseg.errors import CovsegError
 from covseg.evaluate import any_lesion, evaluate_samples, rows_to_csv
 from covseg.infer import Predictor
 from covseg.io.atomic import write_json, write_text
+from covseg.io.lock import refuse_if_held
 from covseg.metrics import EMPTY_MASK_RULES, METRICS, STD_NOTE, sample_std, summarize
 from covseg.provenance import provenance
 from covseg.train import (
     CROSS_VALIDATION,
     DATA_FINGERPRINT,
+    holds_saved_run,
     made_from_other_data,
     refuse_other_output,
     train,
@@ -67,13 +69,14 @@ def _fold_done(fold_dir: Path) -> bool:
 
 
 def cross_validation_work(out: Path, fold: int | None = None) -> list[Path]:
-    """What of a cross-validation ``out`` holds: its fold folders holding a file (a fold
-    finished, or stopped midway) and its summary.json; with ``fold``, fold ``fold``'s folder
-    only, so that folds run side by side into one ``out`` never count each other's."""
+    """What of a cross-validation ``out`` holds: its fold folders holding saved work (a fold
+    finished, or stopped midway after an epoch: one killed before its first left only its
+    record, which the next run replaces, as ``train`` does) and its summary.json; with ``fold``,
+    fold ``fold``'s folder only, so that folds run side by side into one ``out`` never count
+    each other's."""
     folders = [out / f"fold_{fold}"] if fold is not None else sorted(
         out.glob("fold_*"), key=lambda path: (len(path.name), path.name))  # fold_2 before fold_10
-    held = [folder for folder in folders
-            if folder.is_dir() and any(path.is_file() for path in folder.rglob("*"))]
+    held = [folder for folder in folders if _fold_done(folder) or holds_saved_run(folder)]
     summary = out / "summary.json"
     return held + ([summary] if fold is None and summary.is_file() else [])
 
@@ -82,6 +85,8 @@ def check_cv_folder(out: Path, resume: bool, fold: int | None = None) -> None:
     """Without ``resume``, a cross-validation's ``out`` already holding folds or the summary is
     refused; with ``fold``, only when that fold's folder holds it (see :func:`unresumed`)."""
     held = [] if resume else cross_validation_work(out, fold)
+    for folder in held:  # a fold another run is writing: its lock's refusal, naming that run
+        refuse_if_held(folder)
     if held and fold is not None:
         state = "finished" if _fold_done(held[0]) else "stopped midway"
         raise unresumed(held[0], f"fold {fold} of a cross-validation ({state})")

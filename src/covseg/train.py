@@ -274,6 +274,12 @@ def _has_checkpoint(out: Path) -> bool:
     return (out / "last.pt").exists() or any(out.glob("member*/last.pt"))
 
 
+def holds_saved_run(out: Path) -> bool:
+    """Whether ``out`` holds a run's saved work (a checkpoint): a record and lock file beside
+    none, left by a run killed before its first epoch, are replaced by the next run."""
+    return _has_checkpoint(out) or (out / "best.pt").exists()
+
+
 def forget_unsaved_run(out: Path, made: Sequence[Path] = ()) -> None:
     """Remove the record of a run that stopped before it saved any epoch (a member that could
     not start, as in a script without the ``__main__`` guard): it describes nothing saved, and
@@ -343,7 +349,7 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint:
     default spelt out on the resume (``--epochs 240``) leaves the run's record as it was.
     """
     record = out / "config.json"
-    if not (_has_checkpoint(out) or (out / "best.pt").exists()):
+    if not holds_saved_run(out):
         return config
     if not resume:
         raise unresumed(out, "a run")

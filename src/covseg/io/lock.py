@@ -54,10 +54,9 @@ def _locked(path: Path) -> IO[str]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = handle.read().strip() or "unknown"
+            error = _held(path.parent, handle)
             handle.close()
-            raise CovsegError(f"another covseg run is writing to {path.parent} (pid {holder}); "
-                              "wait for it to end, or pick another --out") from None
+            raise error from None
         with suppress(FileNotFoundError):
             if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
                 break
@@ -82,3 +81,25 @@ def drop_unheld_lock(folder: Path) -> None:
         except BlockingIOError:
             return  # held: a run is writing there
         path.unlink(missing_ok=True)
+
+
+def _held(folder: Path, handle: IO[str]) -> CovsegError:
+    """The refusal of ``folder``, whose lock file (open as ``handle``) another run holds."""
+    holder = handle.read().strip() or "unknown"
+    return CovsegError(f"another covseg run is writing to {folder} (pid {holder}); wait for it "
+                       "to end, or pick another --out")
+
+
+def refuse_if_held(folder: Path) -> None:
+    """Refuse ``folder`` as :func:`writing_to` does where another run holds its lock: for a
+    check made before the lock is taken (a cross-validation fold's), which would otherwise
+    judge the files that run is still writing ("stopped midway; pass --resume")."""
+    try:
+        handle = (folder / LOCK_FILE).open("r")
+    except OSError:
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _held(folder, handle) from None
