@@ -366,3 +366,30 @@ def test_a_fold_another_run_writes_is_refused_naming_that_run(
             api.cross_validate(data, out, **TINY_FOLDS)
     with pytest.raises(CovsegError, match="stopped midway"):  # that run gone: as it left it
         api.cross_validate(data, out, fold=0, **TINY_FOLDS)
+
+
+def test_a_fold_stopped_midway_and_resumed_with_another_folds_names_the_split(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """A stopped fold resumed with another --folds was told it "was trained on other data
+    (other slices, images or masks ...); pick a new --out" about the fold's folder: the data
+    were the same, the split was not, and the fold's folder is not the --out given."""
+    data = load_dataset(synthetic_folder)
+    out = tmp_path / "cv"
+    api.cross_validate(data, out, fold=0, **TINY_FOLDS)
+    fold = out / "fold_0"
+    for name in ("fold_metrics.json", "metrics.json", "test_per_case.csv"):
+        (fold / name).unlink()  # as a fold stopped midway has it
+    record = json.loads((fold / "config.json").read_text())
+    assert record["folds"] == 2
+    with pytest.raises(CovsegError, match="^" + re.escape(
+            f"{fold}: stopped midway on another split of the data (2 folds then, 3 now); resume "
+            f"with --folds 2, or cross-validate into a new --out than {out}") + "$"):
+        api.cross_validate(data, out, fold=0, resume=True, **{**TINY_FOLDS, "folds": 3})
+    del record["folds"]  # as covseg wrote it before it kept the count
+    (fold / "config.json").write_text(json.dumps(record))
+    with pytest.raises(CovsegError, match="^" + re.escape(
+            f"{fold}: stopped midway on another split of the data (its training slices differ: "
+            "another --folds, --seed or data set); resume with the options it was started "
+            f"with, or cross-validate into a new --out than {out}") + "$"):
+        api.cross_validate(data, out, resume=True, **{**TINY_FOLDS, "folds": 3})
+    assert api.cross_validate(data, out, fold=0, resume=True, **TINY_FOLDS)["fold"] == 0

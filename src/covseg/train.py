@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from functools import partial
@@ -229,19 +229,21 @@ def callers_generators_kept() -> Iterator[None]:
 
 def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
           resume: bool = False, train_cases: Sequence[str] | None = None,
-          val_cases: Sequence[str] | None = None, progress: bool = True) -> dict[str, Any]:
+          val_cases: Sequence[str] | None = None, progress: bool = True,
+          record: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Train ``config.model`` on ``data`` into the run folder ``out``; return its metrics.
 
     Without explicit case lists the validation patients are drawn by ``config.val_fraction``.
+    ``record``: more for the run's config.json (a cross-validation fold's count of folds).
     The caller's global generators are left as they were (:func:`callers_generators_kept`).
     """
     with callers_generators_kept():
-        return _train(config, data, out, resume, train_cases, val_cases, progress)
+        return _train(config, data, out, resume, train_cases, val_cases, progress, record or {})
 
 
 def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], resume: bool,
            train_cases: Sequence[str] | None, val_cases: Sequence[str] | None,
-           progress: bool) -> dict[str, Any]:
+           progress: bool, record: Mapping[str, Any]) -> dict[str, Any]:
     """:func:`train`, in the generators it reseeds."""
     out = Path(out)
     check_recipe(config)
@@ -261,9 +263,9 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
         try:
             if len(member_names(config.model)) > 1:
                 return _train_ensemble(config, data, out, resume, train_cases, val_cases,
-                                       fingerprint, progress)
+                                       fingerprint, progress, record)
             return _train_model(config, data, out, resume, train_cases, val_cases, fingerprint,
-                                progress)
+                                progress, record=record)
         except BaseException:
             forget_unsaved_run(out)
             raise
@@ -491,12 +493,14 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
                  train_cases: Sequence[str], val_cases: Sequence[str], fingerprint: str,
                  progress: bool, bar_position: int = 0,
                  train_items: list[dict[str, torch.Tensor]] | None = None,
-                 bar_label: str | None = None) -> dict[str, Any]:
+                 bar_label: str | None = None, record: Mapping[str, Any] | None = None
+                 ) -> dict[str, Any]:
     """Train one network into ``out`` (``bar_position``: its progress bar's line, ``bar_label``
     its name, ``train MODEL`` unless given: an ensemble's members name themselves);
     ``fingerprint``: the training slices' data fingerprint, for the run record (computed by
     :func:`train`: a member has no full-size training pixels); ``train_items``: the training
-    slices already on the canvas (an ensemble's members share them), else made here."""
+    slices already on the canvas (an ensemble's members share them), else made here;
+    ``record``: more for its config.json (see :func:`train`)."""
     by_id = {s.case_id: s for s in data.samples}
     train_samples = [by_id[c] for c in train_cases]
     val_samples = [by_id[c] for c in val_cases]
@@ -519,7 +523,7 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
                                              scheduler, averaged, resume)
     meta = _meta(config, data.num_classes)
     _write_run_record(out, config, data, train_cases, val_cases, fingerprint,
-                      parameters=parameter_count(model))
+                      parameters=parameter_count(model), **(record or {}))
 
     transform = augmentation(config.augment, guided=guide is not None)
     cutmix = _BatchCutMix(config.cutmix, config.batch_size)
@@ -601,8 +605,9 @@ def _train_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module,
 
 def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
                     train_cases: Sequence[str], val_cases: Sequence[str], fingerprint: str,
-                    progress: bool) -> dict[str, Any]:
-    """Train each member on its own (each resumable), then save their average.
+                    progress: bool, record: Mapping[str, Any]) -> dict[str, Any]:
+    """Train each member on its own (each resumable), then save their average (``record``: more
+    for its config.json, see :func:`train`).
 
     With threads for more than one, members train side by side, one process each with the
     threads shared out: a network this small keeps about one core busy, so on 2 cores two
@@ -612,7 +617,8 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
     names = member_names(config.model)
     ensemble = build_model(config.model, config.in_channels, data.num_classes,
                            **config.model_options)  # unknown names and options fail here, at once
-    _write_run_record(out, config, data, train_cases, val_cases, fingerprint, members=names)
+    _write_run_record(out, config, data, train_cases, val_cases, fingerprint, members=names,
+                      **record)
     jobs = [(replace(config, model=name, seed=config.seed + i), out / f"member{i}-{name}")
             for i, name in enumerate(names)]
     workers = min(len(jobs), torch.get_num_threads())
