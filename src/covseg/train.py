@@ -673,7 +673,8 @@ def _invocation_recorded(out: Path, members: Sequence[Path], workers: int, resum
     members trained at once and epochs trained (summed over members), so that a resumed run's
     wall time covers every command, as its training time does. A block that ends in an error
     or an interruption (Ctrl-C, ``kill``) is recorded when it trained an epoch; one killed
-    outright (``kill -9``) cannot be. Yields a dict whose ``invocations`` holds the record,
+    outright (``kill -9``) cannot be; a resume that trained nothing (a finished run's) is not
+    recorded, so that its validation alone adds nothing to the run's wall time. Yields a dict whose ``invocations`` holds the record,
     this command's last, once the block is done."""
     path = out / INVOCATIONS_FILE
     before = [_epochs_logged(folder) for folder in members]
@@ -689,7 +690,9 @@ def _invocation_recorded(out: Path, members: Sequence[Path], workers: int, resum
         done["invocations"] = [*earlier, {"wall_seconds": time.perf_counter() - started,
                                           "members_side_by_side": workers,
                                           "epochs_trained": epochs}]
-        if epochs or finished:
+        if not epochs and earlier:  # a resume with nothing left to train: no training time
+            done["invocations"] = earlier
+        elif epochs or finished:
             write_json(path, done["invocations"])
 
 
