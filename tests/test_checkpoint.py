@@ -160,3 +160,20 @@ def test_a_run_folder_that_also_holds_a_cross_validation_loads_as_the_run(
     meta = {"model": "miniseg", "in_channels": 1, "num_classes": 2, "size": 64, "epoch": 3}
     save_checkpoint(run / "best.pt", nn.Conv2d(1, 2, 1), meta)
     assert load_checkpoint(run)["meta"]["epoch"] == 3
+
+
+def test_an_ensemble_member_stopped_midway_says_to_resume_its_ensemble(tmp_path: Path) -> None:
+    """A member's folder was to be finished "with the same `covseg train` command and
+    --resume", as if the member were a run of its own; the command is the ensemble's."""
+    member = _stopped_fold(tmp_path / "ens" / "member0-miniseg", "miniseg")
+    (member.parent / "config.json").write_text('{"config": {"model": "miniseg,miniseg"}}')
+    with pytest.raises(CovsegError, match=re.escape(
+            f"{member}: this run has no best.pt yet (stopped before its end?); finish it with "
+            f"the `covseg train ... --out {tmp_path / 'ens'}` command that made it and "
+            "--resume")):
+        load_checkpoint(member)
+    in_fold = _stopped_fold(_stopped_fold(tmp_path / "cv" / "fold_1") / "member1-unet", "unet")
+    with pytest.raises(CovsegError, match=re.escape(
+            f"finish it with the `covseg cv ... --out {tmp_path / 'cv'}` command that made it "
+            "and --resume")):
+        load_checkpoint(in_fold)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import os
 import re
@@ -1178,3 +1179,50 @@ def test_the_api_refuses_an_empty_out(tmp_path: Path, monkeypatch: pytest.Monkey
     with pytest.raises(CovsegError, match=r"^out is empty; give a path"):
         call("")
     assert list(tmp_path.iterdir()) == []
+
+
+class _StopWhenCollected:
+    """An object whose finaliser receives ``stop``, as a ``kill`` landing in tqdm's ``__del__``
+    or a weakref callback does."""
+
+    def __init__(self, stop: signal.Signals) -> None:
+        self.stop = stop
+
+    def __del__(self) -> None:
+        signal.raise_signal(self.stop)
+
+
+@pytest.mark.parametrize(("stop", "exit_code", "word"), [
+    (signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "stopped")])
+def test_a_stop_in_a_finaliser_still_stops_an_ensemble_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        synthetic_folder: Path, stop: signal.Signals, exit_code: int, word: str) -> None:
+    """A stop raised inside a finaliser as a member ended was printed by Python as "Exception
+    ignored in ..." and dropped: the run trained on, wrote its metrics and exited 0."""
+    import torch
+
+    training = importlib.import_module("covseg.train")  # covseg.train is the API function
+    real_finish = training._finish
+
+    def finish_then_collect(*args: object, **kwargs: object) -> object:
+        metrics = real_finish(*args, **kwargs)
+        _StopWhenCollected(stop)  # collected at once: the stop arrives inside its __del__
+        return metrics
+
+    monkeypatch.setattr(training, "_finish", finish_then_collect)
+    threads, hook = torch.get_num_threads(), sys.unraisablehook
+    torch.set_num_threads(1)  # members one after the other, in this process
+    try:
+        code, _, err = _run(capsys, "train", str(synthetic_folder), "--out", str(tmp_path / "e"),
+                            "--model", "unet,unet", "--model-option", "width=4", "--epochs",
+                            "1", "--size", "64")
+    finally:
+        torch.set_num_threads(threads)
+    assert code == exit_code and "Exception ignored" not in err and "Traceback" not in err
+    assert err.splitlines()[-1] == f"covseg: {word}; rerun the same command with --resume " \
+                                   "to continue"
+    assert (tmp_path / "e" / "member0-unet" / "metrics.json").is_file()
+    assert not (tmp_path / "e" / "member1-unet").exists()  # stopped before the next member
+    assert not (tmp_path / "e" / "metrics.json").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert sys.unraisablehook is hook  # put back

@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
+from torch import nn
 
 from covseg import api
+from covseg.checkpoint import save_checkpoint
 from covseg.cli import build_parser, main, swallowed_data
 from covseg.compare import (
     COMPARED_METRICS,
@@ -524,11 +526,12 @@ def test_the_cli_notes_the_models_left_out(
 
 def test_a_comparison_stopped_midway_is_refused_without_resume_before_data(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A comparison stopped in its first model (unet/fold_0/, no comparison.json yet) is
-    continued with --resume only, refused before the data are read."""
+    """A comparison stopped in its first model (unet/fold_0/ with a saved epoch, no
+    comparison.json yet) is continued with --resume only, refused before the data are read."""
     fold = tmp_path / "cmp" / "unet" / "fold_0"
     fold.mkdir(parents=True)
     (fold / "config.json").write_text(json.dumps({"config": TrainConfig(model="unet").to_dict()}))
+    save_checkpoint(fold / "last.pt", nn.Conv2d(1, 2, 1), {"model": "unet"})
     monkeypatch.setattr("covseg.api._load", lambda *_: pytest.fail("data were read"))
     with pytest.raises(CovsegError, match=re.escape(
             f"{tmp_path / 'cmp'} already holds a model comparison (unet); pass --resume")):

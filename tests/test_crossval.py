@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +18,7 @@ from covseg.config import TrainConfig
 from covseg.crossval import DEFAULT_FOLDS, make_folds, mean_over_folds, report_markdown
 from covseg.data import load_dataset
 from covseg.errors import CovsegError
+from covseg.io.lock import LOCK_FILE, writing_to
 from covseg.metrics import METRICS
 from covseg.models.registry import model_options
 from covseg.train import DATA_FINGERPRINT
@@ -314,3 +316,80 @@ def test_a_fold_starts_beside_another_fold_midway_in_the_same_folder(
     assert not (midway / "fold_metrics.json").exists()
     assert api.cross_validate(data, out, fold=1, resume=True, **tiny)["test_cases"] > 0
     assert (midway / "fold_metrics.json").is_file()
+
+
+TINY_FOLDS = {"folds": 2, "epochs": 1, "size": 64, "batch_size": 4, "model": "unet",
+              "model_options": {"width": 4}}
+
+
+def _as_killed_before_its_first_epoch(fold: Path) -> None:
+    """Leave ``fold`` as a run killed outright before its first epoch does: its record and the
+    lock file no run holds any more."""
+    for path in fold.iterdir():
+        if path.name != "config.json":
+            path.unlink()
+    (fold / LOCK_FILE).write_text("999999\n")
+
+
+def test_a_fold_killed_before_its_first_epoch_starts_afresh_as_a_run_does(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """A fold holding only its record (and a stale lock file) was refused without --resume
+    ("stopped midway"), fold alone or whole, where ``train`` replaces such a record."""
+    data = load_dataset(synthetic_folder)
+    out = tmp_path / "cv"
+    api.cross_validate(data, out, fold=0, **TINY_FOLDS)
+    _as_killed_before_its_first_epoch(out / "fold_0")
+    assert api.cross_validate(data, out, fold=0, **TINY_FOLDS)["fold"] == 0
+    assert (out / "fold_0" / "fold_metrics.json").is_file()
+    _as_killed_before_its_first_epoch(out / "fold_0")
+    summary = api.cross_validate(data, out, **TINY_FOLDS)
+    assert [f["fold"] for f in summary["per_fold"]] == [0, 1]
+    assert not list(out.rglob(LOCK_FILE))
+
+
+def test_a_fold_another_run_writes_is_refused_naming_that_run(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """``cv --fold K`` started while another run wrote fold K was told the fold "stopped
+    midway; pass --resume" (its saved epochs and lock file judged before the lock was tried),
+    and the --resume it advised was refused by the lock."""
+    data = load_dataset(synthetic_folder)
+    out = tmp_path / "cv"
+    api.cross_validate(data, out, fold=0, **TINY_FOLDS)
+    fold = out / "fold_0"
+    (fold / "fold_metrics.json").unlink()  # midway, as the other run has it
+    held = re.escape(f"another covseg run is writing to {fold} (pid {os.getpid()}); wait for "
+                     "it to end, or pick another --out")
+    with writing_to(fold):  # the other run (flock: this process's second opening is refused)
+        with pytest.raises(CovsegError, match=f"^{held}$"):
+            api.cross_validate(data, out, fold=0, **TINY_FOLDS)
+        with pytest.raises(CovsegError, match=f"^{held}$"):
+            api.cross_validate(data, out, **TINY_FOLDS)
+    with pytest.raises(CovsegError, match="stopped midway"):  # that run gone: as it left it
+        api.cross_validate(data, out, fold=0, **TINY_FOLDS)
+
+
+def test_a_fold_stopped_midway_and_resumed_with_another_folds_names_the_split(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """A stopped fold resumed with another --folds was told it "was trained on other data
+    (other slices, images or masks ...); pick a new --out" about the fold's folder: the data
+    were the same, the split was not, and the fold's folder is not the --out given."""
+    data = load_dataset(synthetic_folder)
+    out = tmp_path / "cv"
+    api.cross_validate(data, out, fold=0, **TINY_FOLDS)
+    fold = out / "fold_0"
+    for name in ("fold_metrics.json", "metrics.json", "test_per_case.csv"):
+        (fold / name).unlink()  # as a fold stopped midway has it
+    record = json.loads((fold / "config.json").read_text())
+    assert record["folds"] == 2
+    with pytest.raises(CovsegError, match="^" + re.escape(
+            f"{fold}: stopped midway on another split of the data (2 folds then, 3 now); resume "
+            f"with --folds 2, or cross-validate into a new --out than {out}") + "$"):
+        api.cross_validate(data, out, fold=0, resume=True, **{**TINY_FOLDS, "folds": 3})
+    del record["folds"]  # as covseg wrote it before it kept the count
+    (fold / "config.json").write_text(json.dumps(record))
+    with pytest.raises(CovsegError, match="^" + re.escape(
+            f"{fold}: stopped midway on another split of the data (its training slices differ: "
+            "another --folds, --seed or data set); resume with the options it was started "
+            f"with, or cross-validate into a new --out than {out}") + "$"):
+        api.cross_validate(data, out, resume=True, **{**TINY_FOLDS, "folds": 3})
+    assert api.cross_validate(data, out, fold=0, resume=True, **TINY_FOLDS)["fold"] == 0

@@ -79,10 +79,19 @@ FOLD = re.compile(r"fold_\d+")
 """The name of a cross-validation's fold folder (``cv`` and ``compare`` write them)."""
 
 
+MEMBER = re.compile(r"member\d+-.+")
+"""The name of an ensemble member's folder in its run (``member0-miniseg``)."""
+
+
 def _finish_with(run: Path) -> str:
     """How to finish ``run`` stopped midway: a fold is finished by the command that made it
     (``covseg train`` refuses a fold's folder), a comparison's where its folder is one of
-    a comparison's (its comparison.json, or the folder named after the fold's model)."""
+    a comparison's (its comparison.json, or the folder named after the fold's model); an
+    ensemble member by its ensemble's (a resume into the member's folder trains it alone)."""
+    if MEMBER.fullmatch(run.name) and (run.parent / "config.json").is_file():
+        if FOLD.fullmatch(run.parent.name):
+            return _finish_with(run.parent)
+        return f"the `covseg train ... --out {run.parent}` command that made it and --resume"
     if not FOLD.fullmatch(run.name):
         return "the same `covseg train` command and --resume"
     cv, compared = run.parent, run.parent.parent

@@ -6,9 +6,7 @@ import argparse
 import itertools
 import logging
 import os
-import signal
 import sys
-import threading
 import warnings
 from collections.abc import Sequence
 from importlib.metadata import version
@@ -27,6 +25,7 @@ from covseg.evaluate import any_lesion
 from covseg.losses import LOSSES
 from covseg.models.registry import parse_option_value
 from covseg.provenance import cli_command, invoked_as
+from covseg.stopping import Terminated, raise_if_stopped, stops_recorded
 from covseg.transforms import AUGMENTATIONS, INTENSITY_MODES, LUNG_WINDOW
 
 DEFAULTS = TrainConfig()
@@ -475,16 +474,6 @@ RERUN_HINTS = {
 """What to do after a stopped command, for the commands that can continue where they stopped."""
 
 
-class _Terminated(BaseException):
-    """SIGTERM (``kill``, a job scheduler), raised so that the command unwinds as on Ctrl-C; a
-    BaseException like KeyboardInterrupt, so that libraries' ``except Exception`` (MONAI wraps
-    errors raised in its transforms) let it through."""
-
-
-def _raise_terminated(*_: Any) -> None:
-    raise _Terminated
-
-
 STDOUT_CLOSED = 141
 """Exit status when the reader of stdout has gone (``covseg models | head``): 128 + SIGPIPE,
 as a tool that SIGPIPE ends has."""
@@ -529,17 +518,17 @@ def _run(argv: Sequence[str] | None) -> int:
         return 2
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     logger, handler = logging.getLogger("covseg"), _AboveProgressBars(logging.WARNING)
     logger.addHandler(handler)
     try:
-        with invoked_as(cli_command(sys.argv[1:] if argv is None else argv)):
-            return args.handler(args)
+        with stops_recorded(), invoked_as(cli_command(sys.argv[1:] if argv is None else argv)):
+            status: int = args.handler(args)
+            raise_if_stopped()  # a stop raised inside a finaliser was dropped by Python
+            return status
     except CovsegError as exc:
         print(f"covseg: error: {exc}", file=sys.stderr)
         return 2
-    except (KeyboardInterrupt, _Terminated) as exc:
+    except (KeyboardInterrupt, Terminated) as exc:
         print(f"covseg: {'interrupted' if isinstance(exc, KeyboardInterrupt) else 'stopped'}; "
               f"{RERUN_HINTS.get(args.command, 'rerun the same command')}", file=sys.stderr)
         return 130 if isinstance(exc, KeyboardInterrupt) else 143
@@ -555,8 +544,6 @@ def _run(argv: Sequence[str] | None) -> int:
         return 2
     finally:
         logger.removeHandler(handler)
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def _named(exc: OSError) -> str:

@@ -20,11 +20,13 @@ from covseg.errors import CovsegError
 from covseg.evaluate import any_lesion, evaluate_samples, rows_to_csv
 from covseg.infer import Predictor
 from covseg.io.atomic import write_json, write_text
+from covseg.io.lock import refuse_if_held
 from covseg.metrics import EMPTY_MASK_RULES, METRICS, STD_NOTE, sample_std, summarize
 from covseg.provenance import provenance
 from covseg.train import (
     CROSS_VALIDATION,
     DATA_FINGERPRINT,
+    holds_saved_run,
     made_from_other_data,
     refuse_other_output,
     train,
@@ -67,13 +69,14 @@ def _fold_done(fold_dir: Path) -> bool:
 
 
 def cross_validation_work(out: Path, fold: int | None = None) -> list[Path]:
-    """What of a cross-validation ``out`` holds: its fold folders holding a file (a fold
-    finished, or stopped midway) and its summary.json; with ``fold``, fold ``fold``'s folder
-    only, so that folds run side by side into one ``out`` never count each other's."""
+    """What of a cross-validation ``out`` holds: its fold folders holding saved work (a fold
+    finished, or stopped midway after an epoch: one killed before its first left only its
+    record, which the next run replaces, as ``train`` does) and its summary.json; with ``fold``,
+    fold ``fold``'s folder only, so that folds run side by side into one ``out`` never count
+    each other's."""
     folders = [out / f"fold_{fold}"] if fold is not None else sorted(
         out.glob("fold_*"), key=lambda path: (len(path.name), path.name))  # fold_2 before fold_10
-    held = [folder for folder in folders
-            if folder.is_dir() and any(path.is_file() for path in folder.rglob("*"))]
+    held = [folder for folder in folders if _fold_done(folder) or holds_saved_run(folder)]
     summary = out / "summary.json"
     return held + ([summary] if fold is None and summary.is_file() else [])
 
@@ -82,6 +85,8 @@ def check_cv_folder(out: Path, resume: bool, fold: int | None = None) -> None:
     """Without ``resume``, a cross-validation's ``out`` already holding folds or the summary is
     refused; with ``fold``, only when that fold's folder holds it (see :func:`unresumed`)."""
     held = [] if resume else cross_validation_work(out, fold)
+    for folder in held:  # a fold another run is writing: its lock's refusal, naming that run
+        refuse_if_held(folder)
     if held and fold is not None:
         state = "finished" if _fold_done(held[0]) else "stopped midway"
         raise unresumed(held[0], f"fold {fold} of a cross-validation ({state})")
@@ -136,9 +141,11 @@ def check_finished_folds(config: TrainConfig, data: LoadedData, out: Path,
 
 
 def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases: list[str],
-             test_cases: list[str], resume: bool, verb: str = CV_VERB) -> list[dict[str, Any]]:
+             test_cases: list[str], resume: bool, verb: str = CV_VERB,
+             folds: int | None = None) -> list[dict[str, Any]]:
     """Train on ``train_cases`` (validation patients drawn from them), evaluate on ``test_cases``;
-    a finished fold is reused (unless :func:`_fold_changes` finds it stale) instead."""
+    a finished fold is reused (unless :func:`_fold_changes` finds it stale) instead. ``folds``:
+    how many the split has, kept in the fold's record."""
     if _fold_done(fold_dir):
         finished = json.loads((fold_dir / "fold_metrics.json").read_text())
         changed = _fold_changes(fold_dir, config, finished, data, train_cases, test_cases)
@@ -147,9 +154,11 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
         # JSON holds undefined metrics as null: make them NaN again, as a fresh fold has them.
         return [{key: math.nan if value is None else value for key, value in row.items()}
                 for row in finished["per_case"]]
+    _refuse_midway_fold_of_another_split(fold_dir, train_cases, folds, verb)
     by_id = {s.case_id: s for s in data.samples}
     fit, val = validation_split([by_id[c] for c in train_cases], config.val_fraction, config.seed)
-    train(config, data, fold_dir, resume=resume, train_cases=fit, val_cases=val)
+    train(config, data, fold_dir, resume=resume, train_cases=fit, val_cases=val,
+          record={} if folds is None else {FOLDS: folds})
     test_samples = [by_id[c] for c in test_cases]
     rows, _ = evaluate_samples(Predictor.load(fold_dir / "best.pt"), test_samples, "testing fold")
     write_text(fold_dir / "test_per_case.csv", rows_to_csv(rows))
@@ -158,6 +167,31 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
                                                 "per_case": rows,
                                                 DATA_FINGERPRINT: fingerprint})
     return rows
+
+
+FOLDS = "folds"
+"""Key of a fold's count of folds in its config.json (see :func:`run_fold`)."""
+
+
+def _refuse_midway_fold_of_another_split(fold_dir: Path, train_cases: list[str],
+                                         folds: int | None, verb: str) -> None:
+    """A fold stopped midway is continued only on its own training slices: one resumed with
+    another --folds was refused as "trained on other data ...; pick a new --out" naming the
+    fold's folder, which is not the --out the user gave."""
+    try:
+        record = json.loads((fold_dir / "config.json").read_text())
+        saved = {*record["train_cases"], *record["val_cases"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # nothing saved, or a record the run's own check refuses
+    if not holds_saved_run(fold_dir) or saved == set(train_cases):
+        return
+    then = record.get(FOLDS)
+    how = (f"{then} folds then, {folds} now); resume with --folds {then}"
+           if then is not None and folds is not None and then != folds else
+           "its training slices differ: another --folds, --seed or data set); resume with the "
+           "options it was started with")
+    raise CovsegError(f"{fold_dir}: stopped midway on another split of the data ({how}, or "
+                      f"{verb} into a new --out than {fold_dir.parent}")
 
 
 def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
@@ -182,7 +216,7 @@ def _split_fold(config: TrainConfig, data: LoadedData, out: Path,
     """Fold ``k`` of ``splits`` into ``out/fold_k``, seeded ``seed + k`` (whole run or alone)."""
     train_cases, test_cases = splits[k]
     return run_fold(replace(config, seed=config.seed + k), data, out / f"fold_{k}", train_cases,
-                    test_cases, resume, verb)
+                    test_cases, resume, verb, len(splits))
 
 
 def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],

@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from functools import partial
@@ -61,6 +61,7 @@ from covseg.models import build_model, parameter_count
 from covseg.models.ensemble import member_names
 from covseg.models.registry import check_model
 from covseg.provenance import current_command, invoked_as, provenance
+from covseg.stopping import raise_if_stopped
 from covseg.transforms import AUGMENTATIONS, LesionPaste, Letterbox, augmentation
 from covseg.viz import training_curves
 
@@ -228,19 +229,21 @@ def callers_generators_kept() -> Iterator[None]:
 
 def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
           resume: bool = False, train_cases: Sequence[str] | None = None,
-          val_cases: Sequence[str] | None = None, progress: bool = True) -> dict[str, Any]:
+          val_cases: Sequence[str] | None = None, progress: bool = True,
+          record: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Train ``config.model`` on ``data`` into the run folder ``out``; return its metrics.
 
     Without explicit case lists the validation patients are drawn by ``config.val_fraction``.
+    ``record``: more for the run's config.json (a cross-validation fold's count of folds).
     The caller's global generators are left as they were (:func:`callers_generators_kept`).
     """
     with callers_generators_kept():
-        return _train(config, data, out, resume, train_cases, val_cases, progress)
+        return _train(config, data, out, resume, train_cases, val_cases, progress, record or {})
 
 
 def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], resume: bool,
            train_cases: Sequence[str] | None, val_cases: Sequence[str] | None,
-           progress: bool) -> dict[str, Any]:
+           progress: bool, record: Mapping[str, Any]) -> dict[str, Any]:
     """:func:`train`, in the generators it reseeds."""
     out = Path(out)
     check_recipe(config)
@@ -260,9 +263,9 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
         try:
             if len(member_names(config.model)) > 1:
                 return _train_ensemble(config, data, out, resume, train_cases, val_cases,
-                                       fingerprint, progress)
+                                       fingerprint, progress, record)
             return _train_model(config, data, out, resume, train_cases, val_cases, fingerprint,
-                                progress)
+                                progress, record=record)
         except BaseException:
             forget_unsaved_run(out)
             raise
@@ -271,6 +274,12 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
 def _has_checkpoint(out: Path) -> bool:
     """Whether a run (or any member of an ensemble) saved an epoch into ``out``."""
     return (out / "last.pt").exists() or any(out.glob("member*/last.pt"))
+
+
+def holds_saved_run(out: Path) -> bool:
+    """Whether ``out`` holds a run's saved work (a checkpoint): a record and lock file beside
+    none, left by a run killed before its first epoch, are replaced by the next run."""
+    return _has_checkpoint(out) or (out / "best.pt").exists()
 
 
 def forget_unsaved_run(out: Path, made: Sequence[Path] = ()) -> None:
@@ -342,7 +351,7 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint:
     default spelt out on the resume (``--epochs 240``) leaves the run's record as it was.
     """
     record = out / "config.json"
-    if not (_has_checkpoint(out) or (out / "best.pt").exists()):
+    if not holds_saved_run(out):
         return config
     if not resume:
         raise unresumed(out, "a run")
@@ -484,12 +493,14 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
                  train_cases: Sequence[str], val_cases: Sequence[str], fingerprint: str,
                  progress: bool, bar_position: int = 0,
                  train_items: list[dict[str, torch.Tensor]] | None = None,
-                 bar_label: str | None = None) -> dict[str, Any]:
+                 bar_label: str | None = None, record: Mapping[str, Any] | None = None
+                 ) -> dict[str, Any]:
     """Train one network into ``out`` (``bar_position``: its progress bar's line, ``bar_label``
     its name, ``train MODEL`` unless given: an ensemble's members name themselves);
     ``fingerprint``: the training slices' data fingerprint, for the run record (computed by
     :func:`train`: a member has no full-size training pixels); ``train_items``: the training
-    slices already on the canvas (an ensemble's members share them), else made here."""
+    slices already on the canvas (an ensemble's members share them), else made here;
+    ``record``: more for its config.json (see :func:`train`)."""
     by_id = {s.case_id: s for s in data.samples}
     train_samples = [by_id[c] for c in train_cases]
     val_samples = [by_id[c] for c in val_cases]
@@ -512,7 +523,7 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
                                              scheduler, averaged, resume)
     meta = _meta(config, data.num_classes)
     _write_run_record(out, config, data, train_cases, val_cases, fingerprint,
-                      parameters=parameter_count(model))
+                      parameters=parameter_count(model), **(record or {}))
 
     transform = augmentation(config.augment, guided=guide is not None)
     cutmix = _BatchCutMix(config.cutmix, config.batch_size)
@@ -552,6 +563,7 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
                         scheduler=scheduler.state_dict(), **resume_state)
         write_text(out / "log.csv", rows_to_csv(history))
         bar.set_postfix(_bar_postfix(row, data.num_classes > 2))
+        raise_if_stopped()  # the epoch is saved: a stop dropped in a finaliser ends here
     bar.close()
     return _finish(out, config, data, history, val_samples)
 
@@ -593,8 +605,9 @@ def _train_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module,
 
 def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
                     train_cases: Sequence[str], val_cases: Sequence[str], fingerprint: str,
-                    progress: bool) -> dict[str, Any]:
-    """Train each member on its own (each resumable), then save their average.
+                    progress: bool, record: Mapping[str, Any]) -> dict[str, Any]:
+    """Train each member on its own (each resumable), then save their average (``record``: more
+    for its config.json, see :func:`train`).
 
     With threads for more than one, members train side by side, one process each with the
     threads shared out: a network this small keeps about one core busy, so on 2 cores two
@@ -604,7 +617,8 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
     names = member_names(config.model)
     ensemble = build_model(config.model, config.in_channels, data.num_classes,
                            **config.model_options)  # unknown names and options fail here, at once
-    _write_run_record(out, config, data, train_cases, val_cases, fingerprint, members=names)
+    _write_run_record(out, config, data, train_cases, val_cases, fingerprint, members=names,
+                      **record)
     jobs = [(replace(config, model=name, seed=config.seed + i), out / f"member{i}-{name}")
             for i, name in enumerate(names)]
     workers = min(len(jobs), torch.get_num_threads())
@@ -617,10 +631,14 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
                                                  fingerprint, make_items, progress, workers)
         else:
             items = make_items()
-            member_metrics = [_train_model(member, data, folder, True, train_cases, val_cases,
-                                           fingerprint, progress, train_items=items,
-                                           bar_label=member_label(folder))
-                              for member, folder in jobs]
+            member_metrics = []
+            for member, folder in jobs:
+                member_metrics.append(_train_model(member, data, folder, True, train_cases,
+                                                   val_cases, fingerprint, progress,
+                                                   train_items=items,
+                                                   bar_label=member_label(folder)))
+                raise_if_stopped()  # a stop dropped in a finaliser as the member ended
+        raise_if_stopped()  # before the ensemble's checkpoint, validation and metrics
         for member, (_, folder) in zip(ensemble.members, jobs, strict=True):
             member.load_state_dict(load_checkpoint(folder / "best.pt")["state_dict"])
         save_checkpoint(out / "best.pt", ensemble, _meta(config, data.num_classes))
@@ -655,7 +673,8 @@ def _invocation_recorded(out: Path, members: Sequence[Path], workers: int, resum
     members trained at once and epochs trained (summed over members), so that a resumed run's
     wall time covers every command, as its training time does. A block that ends in an error
     or an interruption (Ctrl-C, ``kill``) is recorded when it trained an epoch; one killed
-    outright (``kill -9``) cannot be. Yields a dict whose ``invocations`` holds the record,
+    outright (``kill -9``) cannot be; a resume that trained nothing (a finished run's) is not
+    recorded, so that its validation alone adds nothing to the run's wall time. Yields a dict whose ``invocations`` holds the record,
     this command's last, once the block is done."""
     path = out / INVOCATIONS_FILE
     before = [_epochs_logged(folder) for folder in members]
@@ -671,7 +690,9 @@ def _invocation_recorded(out: Path, members: Sequence[Path], workers: int, resum
         done["invocations"] = [*earlier, {"wall_seconds": time.perf_counter() - started,
                                           "members_side_by_side": workers,
                                           "epochs_trained": epochs}]
-        if epochs or finished:
+        if not epochs and earlier:  # a resume with nothing left to train: no training time
+            done["invocations"] = earlier
+        elif epochs or finished:
             write_json(path, done["invocations"])
 
 

@@ -54,10 +54,9 @@ def _locked(path: Path) -> IO[str]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = handle.read().strip() or "unknown"
+            error = _held(path.parent, handle)
             handle.close()
-            raise CovsegError(f"another covseg run is writing to {path.parent} (pid {holder}); "
-                              "wait for it to end, or pick another --out") from None
+            raise error from None
         with suppress(FileNotFoundError):
             if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
                 break
@@ -71,14 +70,38 @@ def _locked(path: Path) -> IO[str]:
 def drop_unheld_lock(folder: Path) -> None:
     """Remove ``folder``'s lock file where no run holds it (left by a run killed outright), so
     that a folder holding nothing else can be removed."""
-    path = folder / LOCK_FILE
+    with suppress(CovsegError), _probed(folder) as handle:  # held: a run is writing there
+        if handle is not None:
+            (folder / LOCK_FILE).unlink(missing_ok=True)
+
+
+def refuse_if_held(folder: Path) -> None:
+    """Refuse ``folder`` as :func:`writing_to` does where another run holds its lock: for a
+    check made before the lock is taken (a cross-validation fold's), which would otherwise
+    judge the files that run is still writing ("stopped midway; pass --resume")."""
+    with _probed(folder):
+        pass
+
+
+@contextmanager
+def _probed(folder: Path) -> Iterator[IO[str] | None]:
+    """``folder``'s lock file, open and locked by us for the block (None where there is none);
+    where another run holds it, that run's refusal is raised."""
     try:
-        handle = path.open("r")
+        handle = (folder / LOCK_FILE).open("r")
     except OSError:
+        yield None
         return
     with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return  # held: a run is writing there
-        path.unlink(missing_ok=True)
+            raise _held(folder, handle) from None
+        yield handle
+
+
+def _held(folder: Path, handle: IO[str]) -> CovsegError:
+    """The refusal of ``folder``, whose lock file (open as ``handle``) another run holds."""
+    holder = handle.read().strip() or "unknown"
+    return CovsegError(f"another covseg run is writing to {folder} (pid {holder}); wait for it "
+                       "to end, or pick another --out")

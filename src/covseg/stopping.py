@@ -1,0 +1,80 @@
+"""Ctrl-C and SIGTERM that cannot be lost.
+
+A signal's handler runs at whatever bytecode Python is at. When that is a finaliser (tqdm's
+``__del__``, a weakref callback), Python prints the exception as "Exception ignored in ..." and
+drops it: a ``kill`` at the end of an ensemble run was printed as a traceback and the run went
+on to exit 0. So the handlers installed by :func:`stops_recorded` also record the stop, and the
+command calls :func:`raise_if_stopped` at safe points (after each epoch, before final metrics,
+at its end).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+
+class Terminated(BaseException):
+    """SIGTERM (``kill``, a job scheduler), raised so that the command unwinds as on Ctrl-C; a
+    BaseException like KeyboardInterrupt, so that libraries' ``except Exception`` (MONAI wraps
+    errors raised in its transforms) let it through."""
+
+
+STOPS: dict[int, type[BaseException]] = {signal.SIGINT: KeyboardInterrupt,
+                                         signal.SIGTERM: Terminated}
+"""The exception each stop raises."""
+
+_asked: list[type[BaseException]] = []
+"""The stops received while :func:`stops_recorded` is active, first first."""
+
+
+def _record_and_raise(signum: int, _: FrameType | None) -> None:
+    """Remember the stop, then raise it (where Python may drop it: see the module's text)."""
+    stop = STOPS[signum]
+    _asked.append(stop)
+    raise stop
+
+
+def raise_if_stopped() -> None:
+    """Raise the first stop received, if any: one raised inside a finaliser was dropped."""
+    if _asked:
+        raise _asked[0]
+
+
+def _quiet_about_stops(previous: Callable[[Any], object]) -> Callable[[Any], object]:
+    """An unraisable-exception hook that prints nothing for a recorded stop (it is raised again
+    at the next safe point) and passes anything else to ``previous``."""
+    def hook(unraisable: Any) -> None:
+        if not (_asked and isinstance(unraisable.exc_value, tuple(STOPS.values()))):
+            previous(unraisable)
+
+    return hook
+
+
+@contextmanager
+def stops_recorded() -> Iterator[None]:
+    """Run the block with SIGTERM raising :class:`Terminated` and Ctrl-C raising
+    KeyboardInterrupt (unless Ctrl-C is ignored, as in a background job), both recorded for
+    :func:`raise_if_stopped`. Off the main thread, handlers cannot be set: nothing is done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.getsignal(signum) for signum in STOPS}
+    signal.signal(signal.SIGTERM, _record_and_raise)
+    if previous[signal.SIGINT] is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _record_and_raise)
+    hook = sys.unraisablehook
+    sys.unraisablehook = _quiet_about_stops(hook)
+    try:
+        yield
+    finally:
+        sys.unraisablehook = hook
+        for signum, handler in previous.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+        _asked.clear()
