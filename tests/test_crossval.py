@@ -393,3 +393,33 @@ def test_a_fold_stopped_midway_and_resumed_with_another_folds_names_the_split(
             f"with, or cross-validate into a new --out than {out}") + "$"):
         api.cross_validate(data, out, resume=True, **{**TINY_FOLDS, "folds": 3})
     assert api.cross_validate(data, out, fold=0, resume=True, **TINY_FOLDS)["fold"] == 0
+
+
+def test_a_cv_stopped_while_writing_its_summary_leaves_no_summary_and_resumes_all(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cv stopped (Ctrl-C) after summary.json, before report.md and the box plot, left a
+    summary.json that looked final beside no report: summary.json is now written last, and a
+    --resume of the finished folds writes all of them."""
+    tiny = {"folds": 2, "epochs": 1, "size": 64, "batch_size": 4, "model": "unet",
+            "model_options": {"width": 4}}
+    out = tmp_path / "cv"
+
+    def stopped(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(crossval, "box_plot", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            api.cross_validate(load_dataset(synthetic_folder), out, **tiny)
+    assert not (out / "summary.json").exists() and not (out / "report.md").exists()
+    assert (out / "fold_0" / "fold_metrics.json").is_file()
+    assert (out / "fold_1" / "fold_metrics.json").is_file()
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        pytest.fail("a finished fold was trained again")
+
+    monkeypatch.setattr(crossval, "train", no_training)
+    summary = api.cross_validate(load_dataset(synthetic_folder), out, resume=True, **tiny)
+    assert json.loads((out / "summary.json").read_text())["per_fold"] == summary["per_fold"]
+    assert "dice_boxplot.png" in (out / "report.md").read_text()
+    assert (out / "dice_boxplot.png").stat().st_size > 0

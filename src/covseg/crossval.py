@@ -222,7 +222,9 @@ def _split_fold(config: TrainConfig, data: LoadedData, out: Path,
 def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
                    folds: int | None = None, resume: bool = False,
                    started: float | None = None, verb: str = CV_VERB) -> dict[str, Any]:
-    """Run every fold into ``out/fold_k``; write summary.json, per_case.csv, report.md, dice_boxplot.png.
+    """Run every fold into ``out/fold_k``; write per_case.csv, dice_boxplot.png, report.md and
+    summary.json, the last written: a run stopped before it leaves no summary, and a --resume
+    with every fold finished writes all four again from the folds.
 
     Completed folds are kept, so an interrupted run continues where it stopped when resumed;
     without ``resume`` an ``out`` already holding folds or the summary is refused. ``out`` is
@@ -250,13 +252,15 @@ def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike
         all_rows.extend({"fold": k, **row} for row in rows)
     summary = _summary(config, data, how, per_fold, all_rows, time.perf_counter() - started,
                        train_seconds)
-    write_json(out / "summary.json", summary)
     write_text(out / "per_case.csv", rows_to_csv(all_rows))
     box_plot({f"fold {r['fold']}": [row["dice"] for row in all_rows if row["fold"] == r["fold"]]
               for r in per_fold} | {"all": [row["dice"] for row in all_rows]},
              out / "dice_boxplot.png", ylabel=f"{_dice(config)} per case",
              title=_title(config, data))
     write_text(out / "report.md", report_markdown(summary))
+    # Last, so that a summary.json means the rest is written: one stopped (Ctrl-C) after it
+    # alone looked finished without its report.md and box plot.
+    write_json(out / "summary.json", summary)
     return summary
 
 
