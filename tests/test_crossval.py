@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -423,3 +424,28 @@ def test_a_cv_stopped_while_writing_its_summary_leaves_no_summary_and_resumes_al
     assert json.loads((out / "summary.json").read_text())["per_fold"] == summary["per_fold"]
     assert "dice_boxplot.png" in (out / "report.md").read_text()
     assert (out / "dice_boxplot.png").stat().st_size > 0
+
+
+def test_where_only_some_folds_are_stale_the_refusal_names_those_folds_to_delete(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """Folds run alone with another recipe (--fold K) were refused with "delete OUT to start
+    over", which deleted the good folds too: deleting the stale fold's folder is enough."""
+    tiny = {"folds": 2, "size": 64, "batch_size": 4, "model": "unet",
+            "model_options": {"width": 4}}
+    data = load_dataset(synthetic_folder)
+    out = tmp_path / "cv"
+    api.cross_validate(data, out, fold=0, epochs=1, **tiny)
+    api.cross_validate(data, out, fold=1, epochs=2, **tiny)
+    stale = out / "fold_1"
+    told = re.escape(f"{stale}: finished with other settings or data (epochs: 2 -> 1); "
+                     f"cross-validate into a new --out, or delete {stale} to train it again "
+                     "with these settings") + "$"
+    with pytest.raises(CovsegError, match=told):
+        api.cross_validate(data, out, resume=True, epochs=1, **tiny)
+    with pytest.raises(CovsegError, match=told):  # the fold alone
+        api.cross_validate(data, out, fold=1, resume=True, epochs=1, **tiny)
+    kept = (out / "fold_0" / "fold_metrics.json").read_bytes()
+    shutil.rmtree(stale)  # as the refusal said: fold_0 is reused, fold_1 trained again
+    summary = api.cross_validate(data, out, resume=True, epochs=1, **tiny)
+    assert (out / "fold_0" / "fold_metrics.json").read_bytes() == kept
+    assert [f["epochs"] for f in summary["per_fold"]] == [1, 1]

@@ -111,15 +111,19 @@ def _fold_changes(fold_dir: Path, config: TrainConfig, finished: dict[str, Any],
     return changed
 
 
-def _stale_folds_error(out: Path, stale: list[tuple[Path, list[str]]], verb: str) -> CovsegError:
+def _stale_folds_error(out: Path, stale: list[tuple[Path, list[str]]], verb: str,
+                       some: bool = False) -> CovsegError:
     """One error naming every finished fold of ``out`` that other settings or data made, telling
     to ``verb`` (the command running: cross-validate, compare) into a new --out or to delete
-    ``out`` whole: a fold deleted alone was retrained beside the others' and the old summary."""
+    ``out`` whole; with ``some`` (other finished folds there match), to delete only the stale
+    folds' folders, which the next run trains again: "delete ``out``" lost the good folds."""
     (first, changed), more = stale[0], len(stale) - 1
     others = (f" (and {', '.join(folder.name for folder, _ in stale[1:])})" if more else "")
+    delete = (f"{' and '.join(str(folder) for folder, _ in stale)} to train "
+              f"{'them' if more else 'it'} again with these settings" if some else
+              f"{out} to start over")
     return CovsegError(f"{first}{others}: finished with other settings or data "
-                       f"({'; '.join(changed)}); {verb} into a new --out, or delete {out} to "
-                       "start over")
+                       f"({'; '.join(changed)}); {verb} into a new --out, or delete {delete}")
 
 
 def check_finished_folds(config: TrainConfig, data: LoadedData, out: Path,
@@ -127,17 +131,18 @@ def check_finished_folds(config: TrainConfig, data: LoadedData, out: Path,
     """Refuse, before any fold trains, a cross-validation ``out`` whose finished folds another
     recipe or data made (see :func:`_fold_changes`): checked fold by fold, the first stale fold
     stopped the run only after the folds before it were retrained."""
-    stale = []
+    stale, finished_folds = [], 0
     for k, (train_cases, test_cases) in enumerate(splits):
         fold_dir = out / f"fold_{k}"
         if _fold_done(fold_dir):
+            finished_folds += 1
             finished = json.loads((fold_dir / "fold_metrics.json").read_text())
             changed = _fold_changes(fold_dir, replace(config, seed=config.seed + k), finished,
                                     data, train_cases, test_cases)
             if changed:
                 stale.append((fold_dir, changed))
     if stale:
-        raise _stale_folds_error(out, stale, verb)
+        raise _stale_folds_error(out, stale, verb, some=len(stale) < finished_folds)
 
 
 def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases: list[str],
@@ -150,7 +155,8 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
         finished = json.loads((fold_dir / "fold_metrics.json").read_text())
         changed = _fold_changes(fold_dir, config, finished, data, train_cases, test_cases)
         if changed:
-            raise _stale_folds_error(fold_dir.parent, [(fold_dir, changed)], verb)
+            # Run alone (--fold K), the other folds are not looked at: only this one is deleted.
+            raise _stale_folds_error(fold_dir.parent, [(fold_dir, changed)], verb, some=True)
         # JSON holds undefined metrics as null: make them NaN again, as a fresh fold has them.
         return [{key: math.nan if value is None else value for key, value in row.items()}
                 for row in finished["per_case"]]
