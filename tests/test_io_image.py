@@ -4,6 +4,7 @@ and label masks told from the images predict takes."""
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -426,6 +427,24 @@ def test_an_image_over_pil_s_pixel_limit_is_refused_in_one_line(tmp_path: Path) 
                 read(tmp_path / "big.png")
     finally:
         Image.MAX_IMAGE_PIXELS = limit
+
+
+def test_an_image_over_pil_s_warning_limit_is_warned_of_in_covseg_s_own_line(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Images between PIL's MAX_IMAGE_PIXELS (89 M) and twice it printed PIL's raw
+    DecompressionBombWarning: covseg says it in one line of its own, once per read."""
+    Image.fromarray(np.full((100, 50), 40, dtype=np.uint8)).save(tmp_path / "large.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 4000)  # 5,000 pixels: over, under twice
+    for read in (read_image, read_mask):
+        caplog.clear()
+        with warnings.catch_warnings(record=True) as raised, caplog.at_level("WARNING"):
+            warnings.simplefilter("always")
+            array = read(tmp_path / "large.png")
+        assert array.shape == (100, 50)
+        assert [w for w in raised if issubclass(w.category, Image.DecompressionBombWarning)] == []
+        said = (f"{tmp_path / 'large.png'}: a large image (50 x 100, 5,000 pixels, over 4,000): "
+                "reading it takes much memory; downsample it or crop it to the CT slice")
+        assert [r.getMessage() for r in caplog.records] == [said]
 
 
 def test_transparency_of_an_image_is_ignored_with_a_warning(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -111,7 +112,7 @@ def read_array(path: str | os.PathLike[str], keep_palette: bool = False) -> np.n
         if path.suffix.lower() == ".npy":
             array = _read_npy(path)
         else:
-            with Image.open(path) as image:
+            with _open_image(path) as image:
                 if getattr(image, "n_frames", 1) > 1:  # a TIFF stack or an animated image
                     raise CovsegError(f"{path}: holds {image.n_frames} pages; covseg reads one "
                                       "slice per file: save each page as its own file, or the "
@@ -128,6 +129,21 @@ def read_array(path: str | os.PathLike[str], keep_palette: bool = False) -> np.n
     if not np.isfinite(array).all():
         raise CovsegError(f"{path}: the image holds NaN or infinite values")
     return array
+
+
+def _open_image(path: Path, warn: bool = True) -> Image.Image:
+    """``Image.open(path)`` with PIL's DecompressionBombWarning (an image over
+    ``Image.MAX_IMAGE_PIXELS``, 89 M pixels, but at most twice that, which :func:`_too_large`
+    refuses) turned into covseg's own one-line warning (``warn``) in place of PIL's raw one."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(path)
+    pixels = image.width * image.height
+    if warn and Image.MAX_IMAGE_PIXELS and pixels > Image.MAX_IMAGE_PIXELS:
+        log.warning("%s: a large image (%d x %d, %s pixels, over %s): reading it takes much "
+                    "memory; downsample it or crop it to the CT slice", path, image.width,
+                    image.height, f"{pixels:,}", f"{Image.MAX_IMAGE_PIXELS:,}")
+    return image
 
 
 def _read_npy(path: Path) -> np.ndarray:
@@ -591,7 +607,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     image = read_array(path)
     stored = [image]
     if Path(path).suffix.lower() != ".npy":
-        with Image.open(path) as opened:
+        with _open_image(Path(path), warn=False) as opened:  # read_array warned
             if opened.mode in ("P", "PA"):
                 stored.append(read_array(path, keep_palette=True))
     for array in stored:
