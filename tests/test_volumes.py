@@ -259,7 +259,8 @@ def test_a_lung_models_lungs_are_counted_as_they_are(tmp_path: Path) -> None:
     assert study["lesion_outside_lungs_ml"] == pytest.approx(240 * VOXEL_ML)
     assert right["lesion_ml"] == pytest.approx(counts["ggo"] * VOXEL_ML)
     assert right["percent_involved"] == pytest.approx(100 * counts["ggo"] / (20 * 30 * 8))
-    assert study["lesion_added_to_lungs_ml"] == 0.0 and result["lung_note"] is None
+    assert study["lesion_added_to_lungs_ml"] == 0.0
+    assert result["lung_note"].startswith("0.5 mL of lesion lies outside the lung model's")
     written = np.asarray(nib.load(str(tmp_path / "model" / LUNGS_NII)).dataobj)
     assert np.count_nonzero(written) == counts["lung"] and not written[8:28, 40:43].any()
     infection = np.asarray(nib.load(str(tmp_path / "model" / INFECTION_NII)).dataobj)
@@ -267,6 +268,37 @@ def test_a_lung_models_lungs_are_counted_as_they_are(tmp_path: Path) -> None:
     threshold = predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "threshold")
     assert threshold["study"]["lesion_added_to_lungs_ml"] == pytest.approx(240 * VOXEL_ML)
     assert threshold["study"]["lung_ml"] == pytest.approx((counts["lung"] + 240) * VOXEL_ML)
+
+
+@pytest.mark.parametrize("depth, noted", [(1, False), (3, True)])
+def test_more_lesion_outside_a_lung_model_s_lungs_than_inside_is_warned_of(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, depth: int, noted: bool) -> None:
+    """predict --lung-model said nothing of lesion outside the model's lungs, left out of
+    percent_involved, however much there was: more outside than inside is warned of once and
+    recorded as the lung_note (a call touching the lungs: 80 voxels outside against 108 inside
+    is not, 240 is)."""
+    path = tmp_path / "chest.nii.gz"
+    counts = chest_nifti(path)
+    ct = nib.load(str(path)).get_fdata().astype(np.float32)
+    ct[8:28, 40:40 + depth, 2:6] = -300.0  # behind the right lung, touching it
+    nib.save(nib.Nifti1Image(ct, AFFINE), str(path))
+    outside = 20 * depth * 4
+    with caplog.at_level("WARNING"):
+        result = predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "out",
+                               lung_predictor=BandPredictor([(-900, -800)]))
+    assert result["study"]["lesion_outside_lungs_ml"] == pytest.approx(outside * VOXEL_ML)
+    assert result["study"]["lesion_ml"] == pytest.approx((counts["ggo"] + outside) * VOXEL_ML)
+    said = [r.getMessage() for r in caplog.records if "outside the lung model" in r.getMessage()]
+    stored = json.loads((tmp_path / "out" / "quantification.json").read_text())["lung_note"]
+    if not noted:
+        assert said == [] and result["lung_note"] is None and stored is None
+        return
+    note = (f"{outside * VOXEL_ML:.1f} mL of lesion lies outside the lung model's lungs, more "
+            f"than the {counts['ggo'] * VOXEL_ML:.1f} mL inside them, and is left out of "
+            "percent_involved: the lung model may have missed consolidated lung, or the calls "
+            "run on beyond the lungs; check the montage, or predict without --lung-model "
+            "(threshold lungs are grown over lesion reaching them)")
+    assert said == [f"{path}: {note}"] and result["lung_note"] == note == stored
 
 
 def test_a_lung_model_finding_one_lung_labels_it_one_lung(tmp_path: Path) -> None:

@@ -284,6 +284,25 @@ def note_grown_lungs(result: dict[str, Any], cut: bool, source: str, lung_option
     result["lung_note"] = note
 
 
+def note_lesion_outside_lungs(result: dict[str, Any], source: str) -> None:
+    """Warn once, and record as the result's ``lung_note``, when more lesion lies outside a lung
+    model's lungs than inside them: that lesion is left out of ``percent_involved`` (a lung
+    model's lungs are counted as they are), so the lung model missed consolidated lung, or the
+    calls run on beyond the lungs; either way the percentage said nothing of it."""
+    study = result["study"]
+    outside = study.get("lesion_outside_lungs_ml") or 0.0
+    inside = study["lesion_ml"] - outside
+    if outside <= inside:
+        return
+    note = (f"{outside:.1f} mL of lesion lies outside the lung model's lungs, more than the "
+            f"{inside:.1f} mL inside them, and is left out of percent_involved: the lung model "
+            "may have missed consolidated lung, or the calls run on beyond the lungs; check "
+            "the montage, or predict without --lung-model (threshold lungs are grown over "
+            "lesion reaching them)")
+    log.warning("%s: %s", source, note)
+    result["lung_note"] = note
+
+
 def _grown_much(region: dict[str, Any]) -> bool:
     """Whether a lung was grown over more lesion than :data:`GROWN_LUNG_SHARE` of its aerated
     volume (any, for a lung found aerated nowhere)."""

@@ -73,6 +73,7 @@ from covseg.quantify import (
     input_hashes,
     lesion_voxels,
     note_grown_lungs,
+    note_lesion_outside_lungs,
     quantify,
     run_batch,
     select_shard,
@@ -380,6 +381,8 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
                       effusion=has_effusion(predictor), found_lungs=masks.found_lungs)
     if masks.lung_source == "threshold":
         note_grown_lungs(result, masks.cut, volume.source, _lung_option(predictor))
+    elif masks.lung_source == "model":
+        note_lesion_outside_lungs(result, volume.source)
     result["files"] = files
     result[OUTPUT_SHA256] = input_hashes({"mask": files["infection"], "lungs": files["lungs"]})
     settings = predict_settings(
