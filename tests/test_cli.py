@@ -1162,7 +1162,7 @@ def test_an_empty_path_is_refused_before_anything_is_written(
     and printed "samples: /samples.png"; predict, train and quantify wrote into it too."""
     monkeypatch.chdir(tmp_path)
     code, out, err = _run(capsys, *argv)
-    _assert_one_line_error(code, err, f"{option} is empty; give a path")
+    _assert_one_line_error(code, err, f"{option} is empty; give it a value")
     assert out == "" and list(tmp_path.iterdir()) == []
 
 

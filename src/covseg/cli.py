@@ -314,7 +314,8 @@ def empty_argument(argv: Sequence[str]) -> str | None:
         if arg == "" and index and argv[index - 1].startswith("--"):
             option = argv[index - 1]
         if option:
-            return f"{option} is empty; give a path (\".\" for the current folder)"
+            return (f"{option} is empty; give it a value (for a path, \".\" is the current "
+                    "folder)")
         if arg == "":
             return "an argument is empty (\"\"); give a path or drop it"
     return None
