@@ -594,8 +594,9 @@ def test_a_multiclass_run_names_its_two_validation_dices(
                         str(run), "--epochs", "1", "--size", "32", "--batch-size", "4",
                         "--model", "unet", "--model-option", "width=4", "--val-fraction", "0.2")
     metrics = json.loads((run / "metrics.json").read_text())
-    assert code == 0 and out.startswith(
-        f"trained 1 epoch (validation Dice (any lesion) {metrics['validation']['dice']['mean']:.3f})")
+    dice = metrics["validation"]["dice"]["mean"]
+    assert code == 0
+    assert out.startswith(f"trained 1 epoch (validation Dice (any lesion) {dice:.3f})")
     assert "the mean over the lesion classes present" in metrics["best_epoch_by"]
     assert "validation.dice is the Dice of any lesion (label > 0)" in metrics["best_epoch_by"]
     with (run / "log.csv").open() as handle:

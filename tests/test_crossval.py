@@ -211,7 +211,8 @@ def test_report_gives_short_run_times_in_seconds() -> None:
     assert ("- Run time: 5.9 s in this invocation; training 2.7 s summed over folds"
             in report_markdown(short))
     long = {**_summary("infection"), "seconds": 60.0, "train_seconds": 150.0}
-    assert "- Run time: 1.0 min in this invocation; training 2.5 min summed" in report_markdown(long)
+    assert ("- Run time: 1.0 min in this invocation; training 2.5 min summed"
+            in report_markdown(long))
 
 
 def test_report_and_plot_titles_read_for_a_user(tmp_path: Path) -> None:

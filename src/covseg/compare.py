@@ -129,7 +129,8 @@ def _variant_hint(spec: str) -> str:
     name, options = _resolved_spec(spec)
     for key, value in options.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-            return f" (to compare variants, give one another value, e.g. {name}:{key}={value * 2:g})"
+            return (" (to compare variants, give one another value, e.g. "
+                    f"{name}:{key}={value * 2:g})")
     if not options:
         return ""
     return (f" (to compare variants, give one another value of {name}'s options: "

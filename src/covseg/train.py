@@ -674,8 +674,8 @@ def _invocation_recorded(out: Path, members: Sequence[Path], workers: int, resum
     wall time covers every command, as its training time does. A block that ends in an error
     or an interruption (Ctrl-C, ``kill``) is recorded when it trained an epoch; one killed
     outright (``kill -9``) cannot be; a resume that trained nothing (a finished run's) is not
-    recorded, so that its validation alone adds nothing to the run's wall time. Yields a dict whose ``invocations`` holds the record,
-    this command's last, once the block is done."""
+    recorded, so that its validation alone adds nothing to the run's wall time. Yields a dict
+    whose ``invocations`` holds the record, this command's last, once the block is done."""
     path = out / INVOCATIONS_FILE
     before = [_epochs_logged(folder) for folder in members]
     earlier = json.loads(path.read_text()) if resume and path.is_file() else []

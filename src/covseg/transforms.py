@@ -193,8 +193,9 @@ def scale_intensity(array: np.ndarray, kind: str, window: tuple[float, float] = 
     windowed, values below air (:data:`AIR_HU`: scanner padding) first raised to it, so that a
     scan reads the same whatever its padding; 8-bit is divided by 255. The slices of a CT
     volume come here directly, their scale decided for the whole volume (``--hu``:
-    :func:`covseg.io.volume.detect_volume_intensity`), not judged again slice by slice. Many values beyond the scale's range are warned once
-    (:data:`MAX_CLIPPED_SHARE`: they read saturated)."""
+    :func:`covseg.io.volume.detect_volume_intensity`), not judged again slice by slice. Many
+    values beyond the scale's range are warned once (:data:`MAX_CLIPPED_SHARE`: they read
+    saturated)."""
     if kind not in MAX_CLIPPED_SHARE:
         raise CovsegError(f"unknown intensity scale {kind!r}; choose one of "
                           f"{tuple(MAX_CLIPPED_SHARE)}")

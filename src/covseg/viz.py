@@ -227,8 +227,9 @@ differ a lot (a fold's mean 0.225, median 0.146) and nothing said which mark was
 def box_plot(groups: Mapping[str, Sequence[float]], path: str | os.PathLike[str],
              ylabel: str = "Dice per case", title: str = "") -> Path:
     """One box (with the points) per group, e.g. per fold or per model, its mean and median
-    named in a legend; undefined (NaN) values are left out, and each group's label says how many values its box holds and how many were
-    undefined (a title's case count is not every box's)."""
+    named in a legend; undefined (NaN) values are left out, and each group's label says how
+    many values its box holds and how many were undefined (a title's case count is not every
+    box's)."""
     names = list(groups)
     values = [np.asarray(groups[n], dtype=float) for n in names]
     labels = [_counted(name, v) for name, v in zip(names, values, strict=True)]

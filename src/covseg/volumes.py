@@ -226,8 +226,8 @@ def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray
     growing them over the calls near them counted abdominal false calls as lung. A multi-class
     model's pleural effusion, which fills the pleural space outside the lung (a layer
     centimetres thick), is tested apart from the lesions (an effusion call does not join a
-    chest-wall call to the lung) and kept however deep; an effusion region that lies apart (the abdomen) is dropped.
-    Effusion is not counted as lung."""
+    chest-wall call to the lung) and kept however deep; an effusion region that lies apart
+    (the abdomen) is dropped. Effusion is not counted as lung."""
     lungs, lung_source, hu = _lungs(volume, lung_predictor, batch_size)
     if not lungs.any():
         log.warning("%s: no lungs found; infection outside the lungs was not removed",

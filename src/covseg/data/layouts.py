@@ -228,8 +228,9 @@ def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source
     else:
         labels = (mask > 0).astype(np.uint8)
     # a volume's slices come here in [0, 1], its --window judged on the whole volume
+    told_window = options.window_given and view is None
     sample = Sample(normalize_intensity(image, options.intensity, options.window, source,
-                                        told_window=options.window_given and view is None), labels, case, patient, source)
+                                        told_window=told_window), labels, case, patient, source)
     if view is not None:
         volume, path, k = view
         sample.display_flips = display_flips(volume.affine)
@@ -1062,7 +1063,8 @@ def load_dataset(path: str | os.PathLike[str], target: str = "infection", intens
         raise CovsegError(f"unknown target {target!r}; choose one of {TARGETS}")
     if slices not in ("all", "labelled"):
         raise CovsegError(f"unknown slice selection {slices!r}; choose all or labelled")
-    options = ReadOptions(target, intensity, LUNG_WINDOW if window is None else check_window(window),
+    options = ReadOptions(target, intensity,
+                          LUNG_WINDOW if window is None else check_window(window),
                           slices, window_given=window is not None)
     layout = detect_layout(path)
     if layout == "synthetic":

@@ -713,8 +713,9 @@ def detect_volume_intensity(array: np.ndarray, hu: str, source: str) -> str:
     values detected (``--hu auto``) must be in the lung window, as grey CT exports are: a
     min-max normalised CT (0..1) is refused (:func:`~covseg.transforms.grey_outside_lung_window`),
     not read as lungs of air in soft tissue; ``--hu no`` reads it as grey anyway. HU detected
-    without air (:data:`AIR_LIMIT_HU`; a constant volume, blank, reads) and values on neither scale (HU + 1024 without its
-    intercept) are refused, saying which scaling was lost; ``--hu yes`` reads HU as told."""
+    without air (:data:`AIR_LIMIT_HU`; a constant volume, blank, reads) and values on neither
+    scale (HU + 1024 without its intercept) are refused, saying which scaling was lost;
+    ``--hu yes`` reads HU as told."""
     low, high = float(array.min()), float(array.max())
     if low < -HU_LIMIT or high > HU_LIMIT:
         raise CovsegError(f"{source}: values {low:g}..{high:g} are neither Hounsfield units nor "
