@@ -565,13 +565,14 @@ def lossy_mask_levels(array: np.ndarray) -> str | None:
     low, top = float(array.min()), float(array.max())
     if not (0 <= low <= band and 255 - band <= top <= 255):
         return None
-    values = np.unique(array)
-    if values.size <= MAX_LABEL + 1 or not _integral(values):
-        return None
+    # the counts first: they turn away every CT slice without sorting its pixels (np.unique)
     dark = np.count_nonzero(array <= band)
     bright = np.count_nonzero(array >= 255 - band)
     share = (dark + bright) / array.size
     if share < LOSSY_MASK_SHARE or not dark or not bright:
+        return None
+    values = np.unique(array)
+    if values.size <= MAX_LABEL + 1 or not _integral(values):
         return None
     return (f"{values.size} levels, {share:.1%} of pixels within {band:.0f} of 0 or 255, a "
             "lossy 0/255 mask")
