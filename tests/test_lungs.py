@@ -510,3 +510,31 @@ def test_lungs_draw_no_progress_bar(capsys) -> None:
     segment_lungs(hu, LPS_LIKE)
     split_lungs(truth > 0, LPS_LIKE, hu)
     assert not capsys.readouterr().err
+
+
+def test_a_lung_cut_by_the_image_edge_is_kept() -> None:
+    """Air touching the image border was all taken for the air around the patient, so a lung
+    cut by the field of view was dropped; air mostly inside the body's convex hull is now kept,
+    while the air around the body (and the stomach gas) is still no lung."""
+    hu, truth = chest()
+    for columns in (slice(25, None), slice(None, 70), slice(25, 70)):
+        labels = segment_lungs(hu[:, :, columns], LPS_LIKE)
+        cut = truth[:, :, columns]
+        assert cut[:, :, [0, -1]].any(), "a lung reaches the image's edge"
+        for lung in (RIGHT_LUNG, LEFT_LUNG):
+            assert dice(labels == lung, cut == lung) > 0.95
+        assert not labels[hu[:, :, columns] == -1000.0].any()
+
+
+@pytest.mark.skipif(not DICOMS[0].is_file(), reason=f"real data not found: {DICOMS[0]}")
+def test_a_real_lung_cut_by_the_image_edge_is_kept() -> None:
+    """A real chest slice cropped through a lung gave no lung there (cols 120: and rows :300
+    gave 0 voxels of the right lung); the cut lung now matches the whole slice's lung within
+    the crop (Dice 0.99-1.0)."""
+    volume = read_volume(DICOMS[0])
+    hu = hounsfield(volume)
+    whole = segment_lungs(hu, volume.affine)
+    for crop in (np.s_[:, :, 120:], np.s_[:, :300, :], np.s_[:, :, 120:400]):
+        labels = segment_lungs(hu[crop], volume.affine)
+        for lung in (RIGHT_LUNG, LEFT_LUNG):
+            assert dice(labels == lung, whole[crop] == lung) > 0.98

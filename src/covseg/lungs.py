@@ -1,7 +1,8 @@
 """Lungs without trained weights, and keeping infection inside them.
 
 :func:`segment_lungs` thresholds the CT (air-like voxels below -320 HU), removes the air outside
-the body (every in-plane component touching the slice border), keeps the largest remaining 3D
+the body (the in-plane components touching the slice border, but for those lying mostly inside
+the body's convex hull: a lung cut by the image edge), keeps the largest remaining 3D
 components that are not pure gas (bowel or stomach gas is mostly below -950 HU, lung parenchyma
 is not), splits them into the right and left lung and fills the holes (vessels) of each lung
 slice by slice and in 3D. Works on (z, y, x) volumes and on single (y, x) slices.
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
 
 from covseg.errors import CovsegError
 
@@ -402,7 +404,7 @@ def _in_plane_spacing(affine: np.ndarray) -> tuple[float, float]:
 
 
 def _inside_body_air(volume: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Air below ``threshold`` not connected (in-plane) to the slice border; body centre per slice.
+    """Air below ``threshold`` inside the body (:func:`_outside_air`); body centre per slice.
 
     Done slice by slice on purpose: in 3D, a lung cut by the first or last slice would touch the
     volume border and be lost with the outside air.
@@ -419,11 +421,50 @@ def _inside_body_air(volume: np.ndarray, threshold: float) -> tuple[np.ndarray, 
 
 
 def _outside_air(air: np.ndarray) -> np.ndarray:
-    """The in-plane components of a slice's air that touch the slice border."""
+    """The in-plane components of a slice's air that touch the slice border and lie outside the
+    body: a component with at least half its pixels inside the convex hull of the body (the
+    largest component of the slice's non-air) is inside it, a lung cut by the image edge (a
+    half-chest crop, a field of view cutting a lung), not the air around the patient."""
     components, _ = ndimage.label(air)
     edge = np.unique(np.concatenate(
         [components[0], components[-1], components[:, 0], components[:, -1]]))
-    return np.isin(components, edge[edge > 0])
+    edge = edge[edge > 0]
+    if edge.size and not air.all():
+        edge = edge[~_inside_hull_of_body(components, edge)]
+    return np.isin(components, edge)
+
+
+HULL_STEP = 4
+"""An air component's pixels on every this many rows and columns are tested against the body's
+hull (all of them where that grid misses it)."""
+
+
+def _inside_hull_of_body(components: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Whether each of the ``indices`` of a slice's labelled air ``components`` has at least
+    half of its pixels inside the convex hull of the body (the largest component of the rest);
+    all False where that hull is flat (a line of tissue). Both are taken on a grid of every
+    :data:`HULL_STEP` pixels (the air component's pixels all where that grid misses it)."""
+    inside = np.zeros(indices.size, dtype=bool)
+    coarse = components[::HULL_STEP, ::HULL_STEP]
+    parts, count = ndimage.label(coarse == 0)
+    if not count:
+        return inside
+    body = parts == np.argmax(np.bincount(parts.ravel())[1:]) + 1
+    rows = np.flatnonzero(body.any(axis=1))
+    first = np.argmax(body[rows], axis=1)
+    last = body.shape[1] - 1 - np.argmax(body[rows, ::-1], axis=1)
+    points = np.vstack([np.column_stack([rows, first]), np.column_stack([rows, last])])
+    try:
+        equations = ConvexHull(points * float(HULL_STEP)).equations
+    except QhullError:
+        return inside
+    for n, index in enumerate(indices):
+        pixels = np.argwhere(coarse == index) * HULL_STEP
+        if not len(pixels):
+            pixels = np.argwhere(components == index)
+        within = (pixels @ equations[:, :2].T + equations[:, 2] <= 1e-9).all(axis=1)
+        inside[n] = 2 * np.count_nonzero(within) >= len(pixels)
+    return inside
 
 
 def _lung_components(inside: np.ndarray, volume: np.ndarray, gas_hu: float,
