@@ -477,6 +477,33 @@ def test_summary_shows_lesion_outside_the_lungs(tmp_path: Path) -> None:
     assert float(row["lesion_outside_lungs_ml"]) == pytest.approx(lesion_ml / 2, rel=1e-5)
 
 
+
+@pytest.mark.parametrize(("cut", "noted"), [(43, False), (44, True)])
+def test_more_lesion_outside_a_given_lung_mask_than_inside_is_warned_of(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, cut: int, noted: bool) -> None:
+    """quantify --lungs said nothing of lesion outside the given lungs, left out of
+    percent_involved, however much there was; it now warns once and records the lung_note as
+    predict --lung-model does (half the lesion outside is not noted, two thirds is)."""
+    _, mask, lesion_ml = synthetic_study(tmp_path / "in", "case")
+    lungs = two_lungs(mask)
+    lungs[36:cut] = 0  # the lesion spans x 40..45: 3 or 4 of its 6 columns fall outside
+    with caplog.at_level("WARNING"):
+        result = quantify_study(mask, tmp_path / "out",
+                                lungs=save_like(mask, lungs, tmp_path / "lungs.nii.gz"))
+    said = [r.getMessage() for r in caplog.records if "outside the lung mask" in r.getMessage()]
+    stored = json.loads((tmp_path / "out" / "quantification.json").read_text())["lung_note"]
+    outside = lesion_ml * (cut - 40) / 6
+    assert result["study"]["lesion_outside_lungs_ml"] == pytest.approx(outside, rel=1e-5)
+    if not noted:
+        assert said == [] and result["lung_note"] is None and stored is None
+        return
+    note = (f"{outside:.1f} mL of lesion lies outside the lung mask's lungs, more than the "
+            f"{lesion_ml - outside:.1f} mL inside them, and is left out of percent_involved: "
+            "the lung mask may have missed consolidated lung, or the calls run on beyond the "
+            "lungs; check the montage, or quantify with --image CT and no lung mask "
+            "(threshold lungs are grown over lesion reaching them)")
+    assert said == [f"{mask}: {note}"] and result["lung_note"] == note == stored
+
 def test_report_says_whether_lungs_were_looked_for(tmp_path: Path) -> None:
     """No category: 'no lungs found' when a lung mask (or CT) was there but held no lung,
     'no lung mask' when there was none to look in."""

@@ -284,21 +284,22 @@ def note_grown_lungs(result: dict[str, Any], cut: bool, source: str, lung_option
     result["lung_note"] = note
 
 
-def note_lesion_outside_lungs(result: dict[str, Any], source: str) -> None:
-    """Warn once, and record as the result's ``lung_note``, when more lesion lies outside a lung
-    model's lungs than inside them: that lesion is left out of ``percent_involved`` (a lung
-    model's lungs are counted as they are), so the lung model missed consolidated lung, or the
-    calls run on beyond the lungs; either way the percentage said nothing of it."""
+def note_lesion_outside_lungs(result: dict[str, Any], source: str, lungs: str = "lung model",
+                              remedy: str = "predict without --lung-model") -> None:
+    """Warn once, and record as the result's ``lung_note``, when more lesion lies outside the
+    lungs counted as given (of a ``lungs``: a lung model, or the lung mask given to quantify)
+    than inside them: that lesion is left out of ``percent_involved``, so the lungs missed
+    consolidated lung, or the calls run on beyond the lungs; either way the percentage said
+    nothing of it. ``remedy``: how to get threshold lungs instead."""
     study = result["study"]
     outside = study.get("lesion_outside_lungs_ml") or 0.0
     inside = study["lesion_ml"] - outside
     if outside <= inside:
         return
-    note = (f"{outside:.1f} mL of lesion lies outside the lung model's lungs, more than the "
-            f"{inside:.1f} mL inside them, and is left out of percent_involved: the lung model "
+    note = (f"{outside:.1f} mL of lesion lies outside the {lungs}'s lungs, more than the "
+            f"{inside:.1f} mL inside them, and is left out of percent_involved: the {lungs} "
             "may have missed consolidated lung, or the calls run on beyond the lungs; check "
-            "the montage, or predict without --lung-model (threshold lungs are grown over "
-            "lesion reaching them)")
+            f"the montage, or {remedy} (threshold lungs are grown over lesion reaching them)")
     log.warning("%s: %s", source, note)
     result["lung_note"] = note
 
@@ -795,6 +796,9 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
     elif predicted_masks is False:
         _regrown(result, found_lungs is not None, own_lungs, str(mask_path),
                  OTHER_CT_NOTE if ct is not None else ERASED_LESION_NOTE)
+    if lung_source == "mask" and not result.get("lung_note"):
+        note_lesion_outside_lungs(result, str(mask_path), "lung mask",
+                                  "quantify with --image CT and no lung mask")
     result["inputs"] = {**inputs, "lung_source": lung_source, "lungs_recounted": recounted,
                         INPUT_SHA256: hashes}
     result[SETTINGS] = quantify_settings(lungs=given.lungs, image=given.image, hu=hu,
