@@ -92,9 +92,9 @@ def segment_lungs(hu: np.ndarray, affine: np.ndarray | None = None, *,
 
     ``min_fraction``: components smaller than this fraction of the largest lung-like component
     are dropped (airway fragments, air pockets), but for a small lung on the side the others
-    leave empty (:func:`_small_lung`: a collapsed lung). ``gas_hu``: components whose median is below
-    it are gas, not lung. With an ``affine`` (voxel sizes), less than :data:`MIN_LUNG_ML` of
-    lung-like air is no lung.
+    leave empty (:func:`_small_lung`: a collapsed lung). ``gas_hu``: components whose median is
+    below it are gas, not lung. With an ``affine`` (voxel sizes), less than :data:`MIN_LUNG_ML`
+    of lung-like air is no lung.
     """
     volume, flat = _as_volume(hu, "CT")
     sized = affine is not None
