@@ -390,12 +390,19 @@ def test_a_lossy_mask_of_scaled_labels_is_a_label_mask(tmp_path: Path, quality: 
                                           rf"\d+\.\d% of pixels within \d+ of {full}, a lossy "
                                           r"mask of scaled labels\); give the slice itself$"):
         read_image(tmp_path / "mask.jpg")
+    if labels > 1:  # read as masks, its classes were merged by a half-maximum threshold
+        with pytest.raises(CovsegError, match=r"mask\.jpg: a mask of several classes saved "
+                                              r"lossily \(.*\), whose JPEG noise blurs one "
+                                              r"class into the next; save the masks losslessly"):
+            read_mask(tmp_path / "mask.jpg")
 
 
 def test_real_multiclass_truths_saved_as_jpeg_are_label_masks(tmp_path: Path) -> None:
     """Inf-Net's 50 multi-class truths (labels 0/1/2) scaled by 85 or 127 and saved as JPEG at
     quality 50 are refused as CT slices (they keep 96.0 % or more of their pixels near their
-    levels, where the 152 CT slices of ../shared hold at most 74.2 %)."""
+    levels, where the 152 CT slices of ../shared hold at most 74.2 %); read as masks, those of
+    both lesion classes were thresholded into one (18 of 50 at quality 95) or refused as
+    images, and are refused as lossy masks of several classes."""
     root = shared("infnet-covid-semiseg", "TrainingSet", "MultiClassInfection-Train", "GT")
     truths = sorted(root.glob("*.png"))
     assert len(truths) == 50
@@ -406,6 +413,9 @@ def test_real_multiclass_truths_saved_as_jpeg_are_label_masks(tmp_path: Path) ->
         for step in (85, 127):
             Image.fromarray(labels * step).save(tmp_path / "mask.jpg", quality=50)
             assert "lossy" in (label_levels(read_array(tmp_path / "mask.jpg")) or ""), path
+            if {1, 2} <= set(np.unique(labels)):  # 48 of them: never read as one class
+                with pytest.raises(CovsegError, match="a mask of several classes saved lossily"):
+                    read_mask(tmp_path / "mask.jpg")
 
 
 def test_every_real_ct_slice_is_still_an_image() -> None:

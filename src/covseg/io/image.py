@@ -49,6 +49,11 @@ LOSSY_LEVELS_SHARE = 0.95
 multi-class truths (labels 0/1/2) scaled by 127 or 85 and saved as JPEG at quality 50 keep 97.8
 and 96.0 % or more there, at quality 25 96.1 and 94.1 %; the 152 CT slices of ../shared hold at
 most 71.8 and 74.2 %."""
+LOSSY_MID_SHARE = 0.08
+"""A lossy mask of scaled labels holding more than this share of its labelled pixels near a
+middle level (85, 170 or 127) is refused where masks are read, not thresholded into one class:
+Inf-Net's 50 0/255 truths as JPEG hold at most 6.4 % near 85 or 170 at quality 25 and 0.9 %
+near 127."""
 MASK_NAME_SUFFIXES = ("_mask", "_seg")
 """Endings that mark a file as the mask of the image with the rest of its name (``x_mask``)."""
 NPY_MAGIC = b"\x93NUMPY"
@@ -262,12 +267,33 @@ def mask_to_labels(array: np.ndarray, source: str | os.PathLike[str] = "mask",
         raise CovsegError(f"{source}: mask has negative values; expected labels 0..K or 0/255")
     divisor = level_divisor(values)
     if divisor is None:
+        _refuse_lossy_scaled(array, source)
         _check_binary_with_noise(array, values, source)
         return (array > values.max() / 2).astype(np.uint8)
     if divisor == 1:
         return array.astype(np.uint8)
     _refuse_rounded_probabilities(values, divisor, source)
     return _divided(array, divisor)
+
+
+def _refuse_lossy_scaled(array: np.ndarray, source: str | os.PathLike[str]) -> None:
+    """Refuse a lossy (JPEG) mask of labels scaled to 0/127/254 or 0/85/170/255
+    (:func:`lossy_mask_levels`) with more than :data:`LOSSY_MID_SHARE` of its labelled pixels
+    near a middle level: thresholded at half its maximum, its classes were merged into one (or
+    it was refused as an image, by how many pixels were mid-grey)."""
+    reason = _lossy_scaled(array)
+    if not reason:
+        return
+    counts = np.bincount(array.ravel(), minlength=256)
+    levels = np.arange(256)
+    for labels, near in LOSSY_SCALED_LEVELS.items():
+        band = LOSSY_MASK_BAND * 255 / labels
+        mid = counts[near & (levels > band) & (levels < 255 - band)].sum()
+        top = counts[levels >= 255 - band].sum()
+        if mid > LOSSY_MID_SHARE * (mid + top):
+            raise CovsegError(f"{source}: a mask of several classes saved lossily ({reason}), "
+                              "whose JPEG noise blurs one class into the next; save the masks "
+                              "losslessly (PNG) holding labels 0..K or 0/85/170/255")
 
 
 def level_divisor(values: np.ndarray) -> float | None:
@@ -571,21 +597,35 @@ def lossy_mask_levels(array: np.ndarray) -> str | None:
     near 0 and some near another (scaled labels, their top class there or not:
     :func:`lossy_scaled_levels`). No CT slice is so near its levels. Fewer levels are
     :func:`label_levels`' stricter rule."""
+    return _lossy_binary(array) or _lossy_scaled(array)
+
+
+def _lossy_binary(array: np.ndarray) -> str | None:
+    """Why an array is a lossy 0/255 mask (:func:`lossy_mask_levels`), or None."""
     band = LOSSY_MASK_BAND * 255
     low, top = float(array.min()), float(array.max())
-    if not 0 <= low <= band or top > 255:
+    if not (0 <= low <= band and 255 - band <= top <= 255):
         return None
-    if top >= 255 - band:
-        # the counts first: they turn away every CT slice without sorting its pixels (np.unique)
-        dark = np.count_nonzero(array <= band)
-        bright = np.count_nonzero(array >= 255 - band)
-        share = (dark + bright) / array.size
-        if share >= LOSSY_MASK_SHARE and dark and bright:
-            values = np.unique(array)
-            if values.size > MAX_LABEL + 1 and _integral(values):
-                return (f"{values.size} levels, {share:.1%} of pixels within {band:.0f} of 0 "
-                        "or 255, a lossy 0/255 mask")
-    if array.dtype != np.uint8 or low > band / 2:  # none near 0 for 0/127/254 or finer
+    # the counts first: they turn away every CT slice without sorting its pixels (np.unique)
+    dark = np.count_nonzero(array <= band)
+    bright = np.count_nonzero(array >= 255 - band)
+    share = (dark + bright) / array.size
+    if share < LOSSY_MASK_SHARE or not dark or not bright:
+        return None
+    values = np.unique(array)
+    if values.size <= MAX_LABEL + 1 or not _integral(values):
+        return None
+    return (f"{values.size} levels, {share:.1%} of pixels within {band:.0f} of 0 or 255, a "
+            "lossy 0/255 mask")
+
+
+def _lossy_scaled(array: np.ndarray) -> str | None:
+    """Why a uint8 array is a lossy mask of scaled labels (:func:`lossy_scaled_levels`), or
+    None; its range and two counts turn CT slices away first."""
+    if array.dtype != np.uint8 or not array.size:
+        return None
+    low, top = int(array.min()), int(array.max())
+    if low > LOSSY_MASK_BAND * 255 / 2 or top > 255:  # none near 0 for 0/127/254 or finer
         return None
     # pixels near no scaled level turn away every CT slice before the levels are counted
     far = sum(np.count_nonzero((array >= first) & (array <= last))
