@@ -806,6 +806,26 @@ def test_lung_model_overlays_fill_lungs_in_the_lung_colour(tmp_path: Path) -> No
     assert (shown[lungs > 0, 1] > shown[lungs > 0, 0]).all()  # green over grey, not red
 
 
+def test_a_cascade_whose_lung_run_is_gone_is_refused_before_any_image(tmp_path: Path) -> None:
+    """predict on 2D images read the images before it found the cascade's lung run gone: a
+    folder whose first images could not be predicted (a label mask, a corrupt file) got each
+    one's reading error in predict.json and "2 of 2 images could not be predicted", not the
+    refusal that CT volumes get once before any study."""
+    from covseg.cascade import LungGuide
+
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.where(np.eye(48, 64) > 0, 255, 0).astype(np.uint8)).save(
+        tmp_path / "in" / "a_mask.png")
+    (tmp_path / "in" / "b_corrupt.png").write_bytes(b"not a png")
+    cascade = Predictor(_Bright(), num_classes=2, size=64, target="infection",
+                        guide=LungGuide(str(tmp_path / "lungrun")))
+    gone = re.escape(f"this cascade model takes its lung channel from the lung run "
+                     f"{tmp_path / 'lungrun'}, which is not there (moved or deleted?)")
+    with pytest.raises(CovsegError, match=rf"^{gone}"):
+        covseg.predict(cascade, tmp_path / "in", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def _seed(seed: int) -> None:
     """Seed numpy's, Python's and torch's global generators with ``seed``."""
     np.random.seed(seed)

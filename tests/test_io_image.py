@@ -370,9 +370,58 @@ def test_a_scaled_mask_lacking_its_top_class_is_refused_as_a_slice(
         read_image(tmp_path / "mask.png")
 
 
+@pytest.mark.parametrize("quality", [25, 50, 75, 95])
+@pytest.mark.parametrize(("step", "labels"), [(85, 3), (85, 2), (127, 2), (127, 1)])
+def test_a_lossy_mask_of_scaled_labels_is_a_label_mask(tmp_path: Path, quality: int, step: int,
+                                                        labels: int) -> None:
+    """Labels 0..3 scaled to 0/85/170/255 (or 0/127/254) and saved as JPEG, their top class there
+    or not, hold dozens of levels spread between the labels' levels, so they were taken for CT
+    slices and segmented; a 0/255 JPEG mask already was refused."""
+    yy, xx = np.mgrid[:256, :256]
+    mask = np.zeros((256, 256), dtype=np.uint8)
+    for label in range(1, labels + 1):
+        mask[((yy - 60 * label) / 30) ** 2 + ((xx - 50 - 40 * label) / 45) ** 2 <= 1] = label
+    mask[(yy % 50 < 2) & (xx > 220)] = labels  # thin lines: edges ring the most
+    Image.fromarray(mask * step).save(tmp_path / "mask.jpg", quality=quality)
+    stored = read_array(tmp_path / "mask.jpg")
+    assert np.unique(stored).size > 16
+    full = "0/85/170/255" if step == 85 else "0/128/255"
+    with pytest.raises(CovsegError, match=rf"not a CT slice but a label mask \(\d+ levels, "
+                                          rf"\d+\.\d% of pixels within \d+ of {full}, a lossy "
+                                          r"mask of scaled labels\); give the slice itself$"):
+        read_image(tmp_path / "mask.jpg")
+    if labels > 1:  # read as masks, its classes were merged by a half-maximum threshold
+        with pytest.raises(CovsegError, match=r"mask\.jpg: a mask of several classes saved "
+                                              r"lossily \(.*\), whose JPEG noise blurs one "
+                                              r"class into the next; save the masks losslessly"):
+            read_mask(tmp_path / "mask.jpg")
+
+
+def test_real_multiclass_truths_saved_as_jpeg_are_label_masks(tmp_path: Path) -> None:
+    """Inf-Net's 50 multi-class truths (labels 0/1/2) scaled by 85 or 127 and saved as JPEG at
+    quality 50 are refused as CT slices (they keep 96.0 % or more of their pixels near their
+    levels, where the 152 CT slices of ../shared hold at most 74.2 %); read as masks, those of
+    both lesion classes were thresholded into one (18 of 50 at quality 95) or refused as
+    images, and are refused as lossy masks of several classes."""
+    root = shared("infnet-covid-semiseg", "TrainingSet", "MultiClassInfection-Train", "GT")
+    truths = sorted(root.glob("*.png"))
+    assert len(truths) == 50
+    for path in truths:
+        with Image.open(path) as stored:  # palette indices, read as their labels
+            labels = np.asarray(stored)
+        assert set(np.unique(labels)) <= {0, 1, 2} and labels.any()
+        for step in (85, 127):
+            Image.fromarray(labels * step).save(tmp_path / "mask.jpg", quality=50)
+            assert "lossy" in (label_levels(read_array(tmp_path / "mask.jpg")) or ""), path
+            if {1, 2} <= set(np.unique(labels)):  # 48 of them: never read as one class
+                with pytest.raises(CovsegError, match="a mask of several classes saved lossily"):
+                    read_mask(tmp_path / "mask.jpg")
+
+
 def test_every_real_ct_slice_is_still_an_image() -> None:
     """The near-binary rule for lossy masks takes no CT slice for a mask: MedSeg's 52 PNG and
-    Inf-Net's 100 JPEG slices (at most 82 % of their pixels near 0 or 255) stay images."""
+    Inf-Net's 100 JPEG slices (at most 82 % of their pixels near 0 or 255, 74.2 % near
+    0/85/170/255, 71.8 % near 0/127/254) stay images."""
     infnet = shared("infnet-covid-semiseg", "TrainingSet")
     paths = (sorted(shared("medseg-covid19-100", "images").glob("*.png"))
              + sorted(infnet.glob("*/Imgs/*.jpg")) + sorted(infnet.glob("*/*/Imgs/*.jpg")))

@@ -414,6 +414,32 @@ def test_hu_without_air_or_with_a_lost_intercept_is_refused_saying_which_scaling
     assert read_volume(save(tmp_path / "ct.nii.gz", hu.astype(np.int16).T)).intensity == "hu"
 
 
+def test_hu_no_on_values_not_grey_says_what_they_look_like(tmp_path: Path) -> None:
+    """--hu no on any volume outside 0..255 said "use --hu yes for Hounsfield units", which
+    reads HU + 1024 stored with its intercept lost with air at about 0 HU: the message now says
+    what the values look like and the fix for each, as --hu auto does."""
+    hu = phantom().astype(np.float32)
+    ct = save(tmp_path / "ct.nii.gz", hu.astype(np.int16).T)
+    with pytest.raises(CovsegError) as caught:
+        read_volume(ct, hu="no")
+    assert str(caught.value) == (
+        f"{ct}: --hu no expects grey values 0..255, but values -1000..85 look like Hounsfield "
+        "units, not grey levels; drop --hu no (or pass --hu yes) to read them as HU")
+    plus = save(tmp_path / "plus.nii.gz", (hu + 1024).astype(np.int16).T)
+    with pytest.raises(CovsegError, match=r"--hu no expects grey values 0\.\.255, but values "
+                                          r"24\.\.1109 are neither Hounsfield units .*restore "
+                                          r"the file's scl_inter / RescaleIntercept \(-1024\)"
+                                          ) as caught:
+        read_volume(plus, hu="no")
+    assert "--hu yes" not in str(caught.value)
+    hu[hu <= -1000] = -1150
+    tenth = save(tmp_path / "tenth.nii.gz", np.floor(hu / 10).astype(np.int8).T)
+    with pytest.raises(CovsegError, match=r"but values -115\.\.8 look like Hounsfield units "
+                                          r"without their scaling: .*restore the file's "
+                                          r"scl_slope / RescaleSlope"):
+        read_volume(tenth, hu="no")
+
+
 def test_probabilities_round_trip_3d_and_4d(tmp_path: Path) -> None:
     volume = read_nifti(save(tmp_path / "ct.nii.gz", np.full((6, 5, 4), -900, dtype=np.int16)))
     rng = np.random.default_rng(1)

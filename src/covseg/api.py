@@ -840,6 +840,8 @@ def predict(model: str | os.PathLike[str] | Predictor,
     files = collect_inputs(inputs, _own_masks(out, earlier))
     _check_outputs(files, out, _earlier(earlier, "inputs", []))
     predictor = load_predictor(model, batch_size, tta, threshold)
+    if predictor.guide is not None:  # once, before any image is read or recorded as failed
+        predictor.guide.check_run()
     batch_size = predictor.batch_size
     _refuse_other_model(out, earlier, predictor)
     palette = LUNG_COLOURS if predictor.target == "lung" else CLASS_COLOURS

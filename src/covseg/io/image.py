@@ -43,6 +43,17 @@ LOSSY_MASK_SHARE = 0.98
 """At least this share of a lossy 0/255 mask's pixels lie within :data:`LOSSY_MASK_BAND` of 0
 or 255: Inf-Net's 50 0/255 truths saved as JPEG at quality 50 keep 99.7 % or more there, at
 quality 25 98.0 %; the 52 MedSeg and 100 Inf-Net CT slices hold at most 82 %."""
+LOSSY_LEVELS_SHARE = 0.95
+"""At least this share of a lossy mask of labels scaled to 0/127/254 or 0/85/170/255 lies within
+:data:`LOSSY_MASK_BAND` of a step of its nearest level (25 and 17 grey levels): Inf-Net's 50
+multi-class truths (labels 0/1/2) scaled by 127 or 85 and saved as JPEG at quality 50 keep 97.8
+and 96.0 % or more there, at quality 25 96.1 and 94.1 %; the 152 CT slices of ../shared hold at
+most 71.8 and 74.2 %."""
+LOSSY_MID_SHARE = 0.08
+"""A lossy mask of scaled labels holding more than this share of its labelled pixels near a
+middle level (85, 170 or 127) is refused where masks are read, not thresholded into one class:
+Inf-Net's 50 0/255 truths as JPEG hold at most 6.4 % near 85 or 170 at quality 25 and 0.9 %
+near 127."""
 MASK_NAME_SUFFIXES = ("_mask", "_seg")
 """Endings that mark a file as the mask of the image with the rest of its name (``x_mask``)."""
 NPY_MAGIC = b"\x93NUMPY"
@@ -256,12 +267,33 @@ def mask_to_labels(array: np.ndarray, source: str | os.PathLike[str] = "mask",
         raise CovsegError(f"{source}: mask has negative values; expected labels 0..K or 0/255")
     divisor = level_divisor(values)
     if divisor is None:
+        _refuse_lossy_scaled(array, source)
         _check_binary_with_noise(array, values, source)
         return (array > values.max() / 2).astype(np.uint8)
     if divisor == 1:
         return array.astype(np.uint8)
     _refuse_rounded_probabilities(values, divisor, source)
     return _divided(array, divisor)
+
+
+def _refuse_lossy_scaled(array: np.ndarray, source: str | os.PathLike[str]) -> None:
+    """Refuse a lossy (JPEG) mask of labels scaled to 0/127/254 or 0/85/170/255
+    (:func:`lossy_mask_levels`) with more than :data:`LOSSY_MID_SHARE` of its labelled pixels
+    near a middle level: thresholded at half its maximum, its classes were merged into one (or
+    it was refused as an image, by how many pixels were mid-grey)."""
+    reason = _lossy_scaled(array)
+    if not reason:
+        return
+    counts = np.bincount(array.ravel(), minlength=256)
+    levels = np.arange(256)
+    for labels, near in LOSSY_SCALED_LEVELS.items():
+        band = LOSSY_MASK_BAND * 255 / labels
+        mid = counts[near & (levels > band) & (levels < 255 - band)].sum()
+        top = counts[levels >= 255 - band].sum()
+        if mid > LOSSY_MID_SHARE * (mid + top):
+            raise CovsegError(f"{source}: a mask of several classes saved lossily ({reason}), "
+                              "whose JPEG noise blurs one class into the next; save the masks "
+                              "losslessly (PNG) holding labels 0..K or 0/85/170/255")
 
 
 def level_divisor(values: np.ndarray) -> float | None:
@@ -513,8 +545,9 @@ def label_levels(array: np.ndarray) -> str | None:
     levels without 0, and any other set are images: a CT in HU has negative values, an 8-bit
     slice more levels. Scaled labels whose top class is absent (0/85/170, 0/127) are label
     masks too (:func:`scaled_labels_below_top`). Noisier lossy masks (more levels: JPEG at
-    quality 90 or less) are label masks when near-binary (:func:`lossy_mask_levels`). Levels
-    are only sorted out when the range allows a mask, so a CT in HU costs no sort."""
+    quality 90 or less) are label masks when near-binary, or near labels scaled to 0/127/254 or
+    0/85/170/255 (:func:`lossy_mask_levels`). Levels are only sorted out when the range allows a
+    mask, so a CT in HU costs no sort."""
     if not array.size:
         return None
     lossy = lossy_mask_levels(array)
@@ -556,11 +589,19 @@ def scaled_labels_below_top(values: np.ndarray) -> bool:
 
 
 def lossy_mask_levels(array: np.ndarray) -> str | None:
-    """Why an 8-bit array of more than MAX_LABEL + 1 levels is a 0/255 mask saved lossily
-    (JPEG at quality 90 or less), or None: whole numbers 0..255 with at least
-    :data:`LOSSY_MASK_SHARE` of its pixels within :data:`LOSSY_MASK_BAND` of 0 or of 255, and
-    some near each. :func:`mask_to_labels` reads it as a mask, thresholded at half its maximum;
-    no CT slice is so near-binary. Fewer levels are :func:`label_levels`' stricter rule."""
+    """Why an 8-bit array of more than MAX_LABEL + 1 levels is a mask saved lossily (JPEG at
+    quality 90 or less), or None: whole numbers 0..255 with at least :data:`LOSSY_MASK_SHARE` of
+    its pixels within :data:`LOSSY_MASK_BAND` of 0 or of 255, and some near each (a 0/255 mask:
+    :func:`mask_to_labels` reads it, thresholded at half its maximum), or a uint8 array with
+    :data:`LOSSY_LEVELS_SHARE` within that fraction of a step of 0/127/254 or 0/85/170/255, some
+    near 0 and some near another (scaled labels, their top class there or not:
+    :func:`lossy_scaled_levels`). No CT slice is so near its levels. Fewer levels are
+    :func:`label_levels`' stricter rule."""
+    return _lossy_binary(array) or _lossy_scaled(array)
+
+
+def _lossy_binary(array: np.ndarray) -> str | None:
+    """Why an array is a lossy 0/255 mask (:func:`lossy_mask_levels`), or None."""
     band = LOSSY_MASK_BAND * 255
     low, top = float(array.min()), float(array.max())
     if not (0 <= low <= band and 255 - band <= top <= 255):
@@ -576,6 +617,61 @@ def lossy_mask_levels(array: np.ndarray) -> str | None:
         return None
     return (f"{values.size} levels, {share:.1%} of pixels within {band:.0f} of 0 or 255, a "
             "lossy 0/255 mask")
+
+
+def _lossy_scaled(array: np.ndarray) -> str | None:
+    """Why a uint8 array is a lossy mask of scaled labels (:func:`lossy_scaled_levels`), or
+    None; its range and two counts turn CT slices away first."""
+    if array.dtype != np.uint8 or not array.size:
+        return None
+    low, top = int(array.min()), int(array.max())
+    if low > LOSSY_MASK_BAND * 255 / 2 or top > 255:  # none near 0 for 0/127/254 or finer
+        return None
+    # pixels near no scaled level turn away every CT slice before the levels are counted
+    far = sum(np.count_nonzero((array >= first) & (array <= last))
+              for first, last in LOSSY_SCALED_GAPS)
+    if far > (1 - LOSSY_LEVELS_SHARE) * array.size:
+        return None
+    return lossy_scaled_levels(array.size, np.bincount(array.ravel(), minlength=256))
+
+
+LOSSY_SCALED_LEVELS = {labels: np.abs(np.arange(256) - np.rint(np.arange(256) * labels / 255)
+                                      * 255 / labels) <= LOSSY_MASK_BAND * 255 / labels
+                       for labels in range(2, MAX_SCALED_LABEL + 1)}
+"""By highest label K (0/127/254, 0/85/170/255): which grey levels lie within
+:data:`LOSSY_MASK_BAND` of a step (255 / K) of a label's level."""
+
+
+def _runs(levels: np.ndarray) -> tuple[tuple[int, int], ...]:
+    """The first and last grey level of each run of True in ``levels`` (256 booleans)."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], levels.astype(np.int8), [0]])))
+    return tuple((int(first), int(last) - 1) for first, last in zip(edges[::2], edges[1::2]))
+
+
+LOSSY_SCALED_GAPS = _runs(~np.logical_or.reduce(list(LOSSY_SCALED_LEVELS.values())))
+"""The grey levels near no label of any K in :data:`LOSSY_SCALED_LEVELS` (26..67, 188..229),
+where every CT slice of ../shared holds 18 % of its pixels or more: counted in two passes, they
+spare it the histogram of its levels."""
+
+
+def lossy_scaled_levels(size: int, counts: np.ndarray) -> str | None:
+    """Why a uint8 array of more than MAX_LABEL + 1 levels is labels scaled to fill 8 bits
+    (0/127/254, 0/85/170/255, the top class there or not) saved lossily, or None: at least
+    :data:`LOSSY_LEVELS_SHARE` of its pixels near their levels (:data:`LOSSY_SCALED_LEVELS`),
+    some near 0 and some near another. ``size``: its pixels; ``counts``: its pixels at each
+    level 0..255, which serve every K."""
+    levels = int(np.count_nonzero(counts))
+    if levels <= MAX_LABEL + 1:
+        return None
+    for labels, near in LOSSY_SCALED_LEVELS.items():
+        step = 255 / labels
+        dark = int(counts[:int(LOSSY_MASK_BAND * step) + 1].sum())
+        share = float(counts[near].sum()) / size
+        if share >= LOSSY_LEVELS_SHARE and dark and counts[near].sum() > dark:
+            shown = "/".join(f"{round(k * step)}" for k in range(labels + 1))
+            return (f"{levels} levels, {share:.1%} of pixels within {LOSSY_MASK_BAND * step:.0f} "
+                    f"of {shown}, a lossy mask of scaled labels")
+    return None
 
 
 def refuse_label_mask(array: np.ndarray, source: str | os.PathLike[str], *,

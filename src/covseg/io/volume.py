@@ -724,32 +724,40 @@ def detect_volume_intensity(array: np.ndarray, hu: str, source: str) -> str:
     if hu == "yes":
         return "hu"
     grey = low >= 0.0 and high <= 255.0
+    if hu == "no" and not grey:
+        raise CovsegError(f"{source}: --hu no expects grey values 0..255, but "
+                          f"{_not_grey(low, high)}")
     if hu == "no":
-        if not grey:
-            raise CovsegError(
-                f"{source}: --hu no expects grey values 0..255, found {low:g}..{high:g}; "
-                "use --hu yes for Hounsfield units"
-            )
         return "unit" if high <= 1.0 else "uint8"
     if low < -100.0:
         if AIR_LIMIT_HU < low < high:  # a constant volume is blank on any scale
-            raise CovsegError(
-                f"{source}: values {low:g}..{high:g} look like Hounsfield units without their "
-                f"scaling: none lies at or below {AIR_LIMIT_HU:g} HU, while a chest CT holds air "
-                "(about -1000) around and in the body (HU stored / 10 with the slope lost?); "
-                "restore the file's scl_slope / RescaleSlope, or pass --hu yes if they are HU "
-                "of a volume without air")
+            raise CovsegError(f"{source}: {_not_grey(low, high)}")
         return "hu"
     if grey:
         kind = "unit" if high <= 1.0 else "uint8"
         _refuse_unwindowed_grey(array, kind, source)
         return kind
-    raise CovsegError(
-        f"{source}: values {low:g}..{high:g} are neither Hounsfield units (none below -100: no "
-        "air, about -1000) nor 8-bit grey (0..255): HU stored with an offset whose intercept "
-        "was lost? 16-bit CT exports often hold HU + 1024: restore the file's scl_inter / "
-        "RescaleIntercept (-1024), or subtract the offset and save the volume as NIfTI"
-    )
+    raise CovsegError(f"{source}: {_not_grey(low, high)}")
+
+
+def _not_grey(low: float, high: float) -> str:
+    """What values ``low``..``high`` outside 0..255 look like, and what to do: Hounsfield units
+    (with air), HU whose slope was lost (no air), or HU stored with an offset whose intercept was
+    lost (none below -100). ``--hu no`` said "use --hu yes" to all three, which reads the last
+    with its air at about 0 HU."""
+    if low < -100.0 and not AIR_LIMIT_HU < low < high:
+        return (f"values {low:g}..{high:g} look like Hounsfield units, not grey levels; drop "
+                "--hu no (or pass --hu yes) to read them as HU")
+    if low < -100.0:
+        return (f"values {low:g}..{high:g} look like Hounsfield units without their scaling: "
+                f"none lies at or below {AIR_LIMIT_HU:g} HU, while a chest CT holds air (about "
+                "-1000) around and in the body (HU stored / 10 with the slope lost?); restore "
+                "the file's scl_slope / RescaleSlope, or pass --hu yes if they are HU of a "
+                "volume without air")
+    return (f"values {low:g}..{high:g} are neither Hounsfield units (none below -100: no air, "
+            "about -1000) nor 8-bit grey (0..255): HU stored with an offset whose intercept was "
+            "lost? 16-bit CT exports often hold HU + 1024: restore the file's scl_inter / "
+            "RescaleIntercept (-1024), or subtract the offset and save the volume as NIfTI")
 
 
 def _refuse_unwindowed_grey(array: np.ndarray, kind: str, source: str) -> None:
