@@ -61,7 +61,7 @@ from covseg.models import build_model, parameter_count
 from covseg.models.ensemble import member_names
 from covseg.models.registry import check_model
 from covseg.provenance import current_command, invoked_as, provenance
-from covseg.stopping import raise_if_stopped
+from covseg.stopping import Terminated, raise_if_stopped, stops_recorded
 from covseg.transforms import AUGMENTATIONS, LesionPaste, Letterbox, augmentation
 from covseg.viz import training_curves
 
@@ -872,23 +872,30 @@ def _member_process(config: TrainConfig, shared: Path, out: Path, progress: bool
     its records name the parent's ``command``.
 
     Ctrl-C is left to the parent, which ends the members with SIGTERM: that unwinds like an
-    exception here, so no temporary file is left behind.
+    exception here, so no temporary file is left behind, and exits 143. The stop is recorded
+    (:func:`~covseg.stopping.stops_recorded`): one landing in a finaliser, which Python drops,
+    is raised again after the next epoch or as training ends, where a plain ``sys.exit``
+    handler's was lost and the member went on (or exited 0).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    _stop_when_orphaned(os.getppid())
-    torch.set_num_threads(threads)
-    tqdm.set_lock(threading.RLock())  # tqdm's default lock is a semaphore SIGTERM would leak
-    with shared.open("rb") as handle:
-        data, train_cases, val_cases, fingerprint = pickle.load(handle)  # the parent's
-    items = _load_items(shared.with_name(ITEMS_FILE))
     try:
-        with invoked_as(command):
-            _train_model(config, data, out, True, train_cases, val_cases, fingerprint, progress,
-                         bar_position, train_items=items, bar_label=member_label(out))
+        with stops_recorded():
+            _stop_when_orphaned(os.getppid())
+            torch.set_num_threads(threads)
+            tqdm.set_lock(threading.RLock())  # tqdm's default is a semaphore SIGTERM would leak
+            with shared.open("rb") as handle:
+                data, train_cases, val_cases, fingerprint = pickle.load(handle)  # the parent's
+            items = _load_items(shared.with_name(ITEMS_FILE))
+            with invoked_as(command):
+                _train_model(config, data, out, True, train_cases, val_cases, fingerprint,
+                             progress, bar_position, train_items=items,
+                             bar_label=member_label(out))
+            raise_if_stopped()  # a stop dropped in a finaliser as the member's training ended
     except CovsegError as exc:
         errors.send(str(exc))
         sys.exit(2)
+    except Terminated:
+        sys.exit(143)
 
 
 def _finish(out: Path, config: TrainConfig, data: LoadedData, history: list[dict[str, float]],
