@@ -395,6 +395,30 @@ def test_a_whole_cross_validation_holds_its_out_and_folds_alone_do_not(
     assert not list(out.rglob(LOCK_FILE))
 
 
+def test_a_fold_finished_before_effusion_was_renamed_is_read_with_its_new_key(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """Label 3's metrics were ``pleural-effusion_*`` before they became ``effusion_*``: a
+    resume over folds finished before and after the rename reported both, each over one
+    fold. A finished fold's old keys are read as the new ones."""
+    data = load_dataset(synthetic_folder)
+    out = tmp_path / "cv"
+    for fold, key, dice in ((0, "pleural-effusion", 0.25), (1, "effusion", 0.75)):
+        api.cross_validate(data, out, fold=fold, **TINY_FOLDS)
+        metrics = out / f"fold_{fold}" / "fold_metrics.json"
+        finished = json.loads(metrics.read_text())
+        for row in finished["per_case"]:
+            row.update({f"{key}_dice": dice, f"{key}_hd95": None})
+        metrics.write_text(json.dumps(finished))
+    summary = api.cross_validate(data, out, resume=True, **TINY_FOLDS)
+    across = summary["mean_std_over_folds"]
+    assert not [key for key in across if key.startswith("pleural")]
+    assert across["effusion_dice"]["mean"] == pytest.approx(0.5)
+    assert across["effusion_dice"]["n"] == 2 and across["effusion_hd95"]["n"] == 0
+    report = (out / "report.md").read_text()
+    assert "- effusion_dice: 0.500 ± 0.354" in report and "pleural" not in report
+    assert "pleural" not in (out / "per_case.csv").read_text()
+
+
 def test_a_fold_stopped_midway_and_resumed_with_another_folds_names_the_split(
         tmp_path: Path, synthetic_folder: Path) -> None:
     """A stopped fold resumed with another --folds was told it "was trained on other data

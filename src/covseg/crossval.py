@@ -162,8 +162,8 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
             # Run alone (--fold K), the other folds are not looked at: only this one is deleted.
             raise _stale_folds_error(fold_dir.parent, [(fold_dir, changed)], verb, some=True)
         # JSON holds undefined metrics as null: make them NaN again, as a fresh fold has them.
-        return [{key: math.nan if value is None else value for key, value in row.items()}
-                for row in finished["per_case"]]
+        return [{_renamed(key): math.nan if value is None else value
+                 for key, value in row.items()} for row in finished["per_case"]]
     _refuse_midway_fold_of_another_split(fold_dir, train_cases, folds, verb)
     by_id = {s.case_id: s for s in data.samples}
     fit, val = validation_split([by_id[c] for c in train_cases], config.val_fraction, config.seed)
@@ -181,6 +181,17 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
 
 FOLDS = "folds"
 """Key of a fold's count of folds in its config.json (see :func:`run_fold`)."""
+RENAMED = {"pleural-effusion_": "effusion_"}
+"""Per-case key prefixes that finished folds wrote before label 3 was renamed, by their name
+now: a resume mixed ``pleural-effusion_dice`` and ``effusion_dice`` in one summary."""
+
+
+def _renamed(key: str) -> str:
+    """A finished fold's per-case metric key as folds write it now (see :data:`RENAMED`)."""
+    for old, new in RENAMED.items():
+        if key.startswith(old):
+            return new + key.removeprefix(old)
+    return key
 
 
 def _refuse_midway_fold_of_another_split(fold_dir: Path, train_cases: list[str],
