@@ -186,7 +186,7 @@ def _load(data: str | os.PathLike[str] | LoadedData, config: TrainConfig) -> Loa
     if isinstance(data, LoadedData):
         return data
     return load_dataset(_path("data", data, DATA_ARGUMENT), config.target, config.intensity,
-                        config.window if config.window_given else None)
+                        config.window)  # None where not given
 
 
 def _path(name: str, value: object, what: str = "a path (str or pathlib.Path)"

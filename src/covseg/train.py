@@ -168,7 +168,7 @@ def _meta(config: TrainConfig, num_classes: int) -> dict[str, Any]:
         "in_channels": config.in_channels, "lung_guide": guide.to_meta() if guide else None,
         "lung_frame": frame.to_meta() if frame else None,
         "num_classes": num_classes, "size": config.size, "intensity": config.intensity,
-        "window": list(config.window), "target": config.target,
+        "window": list(config.hu_window), "target": config.target,
         "test_flips": config.test_flips, "flips": list(TEST_FLIPS),
         "class_names": _class_names(config.target, num_classes),
         **({} if config.threshold is None else {"threshold": config.threshold}),
@@ -473,7 +473,7 @@ def _check_names(config: TrainConfig) -> None:
 def _check_lung_run(lung: Predictor, config: TrainConfig) -> None:
     """The cascade feeds its lung run the slices it reads itself: the two must read them alike,
     or the lung run sees other grey levels than it was trained on and misses lungs."""
-    if lung.intensity != config.intensity or tuple(lung.window) != tuple(config.window):
+    if lung.intensity != config.intensity or tuple(lung.window) != tuple(config.hu_window):
         low, high = lung.window
         raise CovsegError(f"{lung.source}: the lung run reads slices with --intensity "
                           f"{lung.intensity} --window {low:g} {high:g}; train the cascade "
