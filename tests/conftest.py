@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +74,29 @@ def folder_holding(out: Path, held: str) -> Path:
         out.mkdir()
         (out / held).write_text("{}")
     return out
+
+
+@contextmanager
+def held_by_another_thread(folder: Path) -> Iterator[None]:
+    """``folder``'s run lock held, for the block, by another thread (as another run holds it;
+    the refusal names this process's pid)."""
+    from covseg.io.lock import writing_to
+
+    taken, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with writing_to(folder):
+            taken.set()
+            done.wait(60)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert taken.wait(30), f"{folder}: lock not taken"
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def square_mask(size: int, top: int, left: int, side: int) -> np.ndarray:

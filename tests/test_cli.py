@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib
 import json
 import os
@@ -143,6 +144,21 @@ def test_window_on_8_bit_slices_is_refused(tmp_path: Path, capsys: pytest.Captur
                      r"only, but this image holds 8-bit grey levels \(0\.\.255\), on which it "
                      r"does nothing; leave --window out", err), err
     assert not out.exists()
+
+
+def test_a_copied_recipe_still_reads_its_window_as_left_out(tmp_path: Path) -> None:
+    """``window_given`` was set in ``__post_init__`` beside the window resolved to the lung
+    window, so a copy made with ``dataclasses.replace`` (folds, members, compared models) read
+    that window as given: grey slices read with the copy's window were refused."""
+    data = _grey_folder(tmp_path / "data")
+    for config in (TrainConfig(model="unet"), TrainConfig.from_dict({"model": "unet"})):
+        copy = dataclasses.replace(config, seed=config.seed + 1)
+        assert not copy.window_given and copy.window is None
+        assert copy.hu_window == LUNG_WINDOW and copy.to_dict()["window"] == list(LUNG_WINDOW)
+        assert len(api.load_dataset(data, window=copy.window).samples) == 4
+        assert config.differences(copy) == [f"seed: {config.seed} -> {copy.seed}"]
+    given = dataclasses.replace(TrainConfig(window=LUNG_WINDOW), seed=5)
+    assert given.window_given and given.hu_window == LUNG_WINDOW
 
 
 def test_lung_window_given_to_the_api_on_grey_slices_is_refused(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from covseg.compare import (
 from covseg.config import TrainConfig
 from covseg.data import load_dataset
 from covseg.errors import CovsegError
-from tests.conftest import folder_holding
+from tests.conftest import folder_holding, held_by_another_thread
 
 compare = importlib.import_module("covseg.compare")  # covseg.compare is also the API's function
 
@@ -291,6 +292,25 @@ def test_compare_two_models_on_the_same_folds(tmp_path: Path, synthetic_folder: 
             f"{tmp_path / 'unet_width-4'} to start over")):
         api.compare(synthetic_folder, ["unet:width=4", "miniseg"], tmp_path, folds=2, epochs=2,
                     size=64, batch_size=4, resume=True)
+
+
+def test_a_second_comparison_into_one_out_is_refused_naming_the_first(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """Two comparisons started at once into one --out met only at their folds' locks, so both
+    wrote comparison.json; a comparison now holds --out's lock for its whole run."""
+    out = tmp_path / "cmp"
+    held = re.escape(f"another covseg run is writing to {out} (pid {os.getpid()}); wait for "
+                     "it to end, or pick another --out")
+    tiny = {"folds": 2, "epochs": 1, "size": 64, "batch_size": 4}
+    with held_by_another_thread(out):
+        with pytest.raises(CovsegError, match=f"^{held}$"):
+            api.compare(synthetic_folder, ["unet:width=4", "unet:width=8"], out, **tiny)
+        with pytest.raises(CovsegError, match=f"^{held}$"):
+            compare.compare_models(TrainConfig(epochs=1, size=64, batch_size=4),
+                                   load_dataset(synthetic_folder),
+                                   ["unet:width=4", "unet:width=8"], out, folds=2)
+        assert sorted(p.name for p in out.iterdir()) == [".covseg.lock"], "nothing trained"
+    assert not out.exists(), "the refused runs left no folder"
 
 
 def test_a_cascade_costs_its_lung_channel_and_split_files_are_named(

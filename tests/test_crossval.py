@@ -19,11 +19,11 @@ from covseg.config import TrainConfig
 from covseg.crossval import DEFAULT_FOLDS, make_folds, mean_over_folds, report_markdown
 from covseg.data import load_dataset
 from covseg.errors import CovsegError
-from covseg.io.lock import LOCK_FILE, writing_to
+from covseg.io.lock import LOCK_FILE
 from covseg.metrics import METRICS
 from covseg.models.registry import model_options
 from covseg.train import DATA_FINGERPRINT
-from tests.conftest import folder_holding
+from tests.conftest import folder_holding, held_by_another_thread
 
 
 def test_split_files_set_the_folds_and_another_count_is_refused(tmp_path: Path) -> None:
@@ -322,6 +322,7 @@ def test_a_fold_starts_beside_another_fold_midway_in_the_same_folder(
 
 TINY_FOLDS = {"folds": 2, "epochs": 1, "size": 64, "batch_size": 4, "model": "unet",
               "model_options": {"width": 4}}
+TINY_FOLDS_RECIPE = {key: value for key, value in TINY_FOLDS.items() if key != "folds"}
 
 
 def _as_killed_before_its_first_epoch(fold: Path) -> None:
@@ -361,13 +362,61 @@ def test_a_fold_another_run_writes_is_refused_naming_that_run(
     (fold / "fold_metrics.json").unlink()  # midway, as the other run has it
     held = re.escape(f"another covseg run is writing to {fold} (pid {os.getpid()}); wait for "
                      "it to end, or pick another --out")
-    with writing_to(fold):  # the other run (flock: this process's second opening is refused)
+    with held_by_another_thread(fold):  # the other run
         with pytest.raises(CovsegError, match=f"^{held}$"):
             api.cross_validate(data, out, fold=0, **TINY_FOLDS)
         with pytest.raises(CovsegError, match=f"^{held}$"):
             api.cross_validate(data, out, **TINY_FOLDS)
     with pytest.raises(CovsegError, match="stopped midway"):  # that run gone: as it left it
         api.cross_validate(data, out, fold=0, **TINY_FOLDS)
+
+
+def test_a_whole_cross_validation_holds_its_out_and_folds_alone_do_not(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """Two whole ``covseg cv`` runs started at once into one --out met only at their folds'
+    locks, so both wrote summary.json and the report; a whole run now holds --out's lock, and
+    the second is refused in one line naming the first, before any fold (also where folds are
+    there: not "pass --resume"). ``cv --fold K`` alone runs beside it, as documented."""
+    data = load_dataset(synthetic_folder)
+    out = tmp_path / "cv"
+    held = re.escape(f"another covseg run is writing to {out} (pid {os.getpid()}); wait for "
+                     "it to end, or pick another --out")
+    with held_by_another_thread(out):
+        with pytest.raises(CovsegError, match=f"^{held}$"):
+            api.cross_validate(data, out, **TINY_FOLDS)
+        with pytest.raises(CovsegError, match=f"^{held}$"):
+            crossval.cross_validate(TrainConfig(**TINY_FOLDS_RECIPE), data, out, folds=2)
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE], "no fold was started"
+        assert api.cross_validate(data, out, fold=1, **TINY_FOLDS)["fold"] == 1
+        with pytest.raises(CovsegError, match=f"^{held}$"):  # not "pass --resume"
+            api.cross_validate(data, out, **TINY_FOLDS)
+    summary = api.cross_validate(data, out, resume=True, **TINY_FOLDS)
+    assert [f["fold"] for f in summary["per_fold"]] == [0, 1]
+    assert not list(out.rglob(LOCK_FILE))
+
+
+def test_a_fold_finished_before_effusion_was_renamed_is_read_with_its_new_key(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """Label 3's metrics were ``pleural-effusion_*`` before they became ``effusion_*``: a
+    resume over folds finished before and after the rename reported both, each over one
+    fold. A finished fold's old keys are read as the new ones."""
+    data = load_dataset(synthetic_folder)
+    out = tmp_path / "cv"
+    for fold, key, dice in ((0, "pleural-effusion", 0.25), (1, "effusion", 0.75)):
+        api.cross_validate(data, out, fold=fold, **TINY_FOLDS)
+        metrics = out / f"fold_{fold}" / "fold_metrics.json"
+        finished = json.loads(metrics.read_text())
+        for row in finished["per_case"]:
+            row.update({f"{key}_dice": dice, f"{key}_hd95": None})
+        metrics.write_text(json.dumps(finished))
+    summary = api.cross_validate(data, out, resume=True, **TINY_FOLDS)
+    across = summary["mean_std_over_folds"]
+    assert not [key for key in across if key.startswith("pleural")]
+    assert across["effusion_dice"]["mean"] == pytest.approx(0.5)
+    assert across["effusion_dice"]["n"] == 2 and across["effusion_hd95"]["n"] == 0
+    report = (out / "report.md").read_text()
+    assert "- effusion_dice: 0.500 ± 0.354" in report and "pleural" not in report
+    assert "pleural" not in (out / "per_case.csv").read_text()
 
 
 def test_a_fold_stopped_midway_and_resumed_with_another_folds_names_the_split(

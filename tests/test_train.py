@@ -659,6 +659,50 @@ def test_an_interrupt_without_a_signal_stops_every_member_at_once(
     assert max(stopped) - min(stopped) < 1.5, "members stopped one after the other"
 
 
+MEMBER_STOPPED_IN_A_FINALISER = """
+import importlib, pickle, signal, sys
+from pathlib import Path
+
+train_module = importlib.import_module("covseg.train")
+folder = Path(sys.argv[1])
+
+
+class StopWhenCollected:
+    def __del__(self):
+        signal.raise_signal(signal.SIGTERM)  # a kill landing in tqdm's __del__, say
+
+
+def trained(*_, **__):
+    StopWhenCollected()  # collected at once: SIGTERM arrives inside its finaliser
+    (folder / "trained").write_text("")
+
+
+class Errors:
+    def send(self, message):
+        raise AssertionError(message)
+
+
+train_module._train_model = trained
+train_module._load_items = lambda path: []
+(folder / "data.pkl").write_bytes(pickle.dumps((None, [], [], "")))
+train_module._member_process(None, folder / "data.pkl", folder / "member0-unet", False, 0, 1,
+                             Errors(), "covseg train")
+"""
+
+
+def test_a_sigterm_in_a_members_finaliser_still_stops_the_member(tmp_path: Path) -> None:
+    """A side-by-side member stopped through a plain ``sys.exit(143)`` handler: a SIGTERM
+    landing in a finaliser as its training ended was printed as "Exception ignored" and
+    dropped, and the member exited 0 as if finished. It now exits 143, printing nothing."""
+    script = tmp_path / "member.py"
+    script.write_text(MEMBER_STOPPED_IN_A_FINALISER)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert (tmp_path / "trained").is_file(), done.stderr
+    assert done.returncode == 143, done.stderr
+    assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr
+
+
 def test_a_lung_model_guided_by_lungs_is_refused() -> None:
     """--target lung with --lung-guide trained a lung model that every later use as a lung
     guide refused ("a lung model must take the plain CT slice")."""

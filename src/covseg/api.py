@@ -34,7 +34,7 @@ from covseg.config import (
     check_window,
     python_numbers,
 )
-from covseg.crossval import check_cv_folder, cross_validate_fold
+from covseg.crossval import check_cv_folder, cross_validate_fold, cross_validate_held
 from covseg.crossval import cross_validate as _cross_validate
 from covseg.data.fetch import fetch
 from covseg.data.layouts import CLASS_NAMES, LoadedData, data_folders, load_dataset
@@ -45,6 +45,7 @@ from covseg.export import export_onnx
 from covseg.infer import Predictor, output_name
 from covseg.io.atomic import output_file, output_folder, write_json
 from covseg.io.image import is_image_file, read_image, refuse_label_mask, write_png
+from covseg.io.lock import writing_to
 from covseg.io.volume import (
     Volume,
     analyze_refused,
@@ -185,7 +186,7 @@ def _load(data: str | os.PathLike[str] | LoadedData, config: TrainConfig) -> Loa
     if isinstance(data, LoadedData):
         return data
     return load_dataset(_path("data", data, DATA_ARGUMENT), config.target, config.intensity,
-                        config.window if config.window_given else None)
+                        config.window)  # None where not given
 
 
 def _path(name: str, value: object, what: str = "a path (str or pathlib.Path)"
@@ -353,10 +354,11 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     check_cluster_options(ray, cpus_per_fold)
     started = time.perf_counter()
     cpus = cpus_per_fold or default_cpus_per_fold(recipe)
-    with joined(ray, cpus):  # before the data are read: a refusal takes seconds, not a read
-        loaded = _load(data, recipe)
-        run_folds_on_ray(recipe, loaded, out, folds, resume, ray, cpus)
-    return _cross_validate(recipe, loaded, out, folds, resume=True, started=started)
+    with writing_to(out):  # held from the folds to the summary, as a run here holds it
+        with joined(ray, cpus):  # before the data are read: a refusal takes seconds, not a read
+            loaded = _load(data, recipe)
+            run_folds_on_ray(recipe, loaded, out, folds, resume, ray, cpus)
+        return cross_validate_held(recipe, loaded, out, folds, resume=True, started=started)
 
 
 @_public("the training recipe's", RECIPE)

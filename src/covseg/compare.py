@@ -38,6 +38,7 @@ from covseg.data.layouts import LoadedData
 from covseg.errors import CovsegError
 from covseg.evaluate import any_lesion
 from covseg.io.atomic import write_json, write_text
+from covseg.io.lock import refuse_if_held, writing_to
 from covseg.models import build_model
 from covseg.models.ensemble import member_names
 from covseg.models.profile import profile_model
@@ -157,7 +158,16 @@ def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
     """
     check_specs(specs)
     out = Path(out)
-    check_compare_folder(out, specs, resume)
+    refuse_other_output(out, COMPARISON)
+    with writing_to(out):  # a second comparison into ``out`` is refused, naming this one
+        check_compare_folder(out, specs, resume)
+        return _compare_held(config, data, specs, out, folds, resume)
+
+
+def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: Path,
+                  folds: int | None, resume: bool) -> dict[str, Any]:
+    """:func:`compare_models` inside ``out``'s lock (each model's cross-validation holds its own
+    folder's, each fold its fold's)."""
     left_out = models_left_out(out, specs)
     if left_out:
         log.warning("%s: %s", out, left_out_note(left_out))  # before hours of training
@@ -258,6 +268,7 @@ def check_compare_folder(out: Path, specs: Sequence[str], resume: bool) -> None:
     folds; without ``resume``, a comparison already there (comparison.json, or a model's folds
     or summary) is refused, as cv refuses its own (see :func:`~covseg.train.unresumed`)."""
     refuse_other_output(out, COMPARISON)
+    refuse_if_held(out)  # a comparison running there: named, not "pass --resume"
     for spec in specs:
         _check_folder_holds(out / model_folder(spec), spec)
     if resume:

@@ -116,8 +116,10 @@ class TrainConfig:
     split that leaves fewer training than validation slices is logged as a warning."""
     intensity: str = "auto"
     window: tuple[float, float] | None = None
-    """The HU window; None (left out): the lung window, :data:`LUNG_WINDOW`, recorded as it.
-    Only one given (``window_given``) is refused on grey data, where no window applies."""
+    """The HU window; None (left out): the lung window, :data:`LUNG_WINDOW`, recorded as it
+    (:attr:`hu_window`). Only one given (``window_given``) is refused on grey data, where no
+    window applies. Kept None here, so that a copy (``dataclasses.replace``: folds, members,
+    compared models) still knows it was not given."""
     lung_guide: str = "none"
     """``none``, ``threshold`` or a lung-model run folder: adds a lung channel (the cascade).
     A folder is kept as an absolute path, so that the trained cascade finds it from anywhere."""
@@ -140,9 +142,6 @@ class TrainConfig:
         # numpy's numbers (a config built by hand from arrays) would reach torch and the records
         for name in self.__dataclass_fields__:
             setattr(self, name, python_numbers(getattr(self, name)))
-        self.window_given = self.window is not None
-        if self.window is None:
-            self.window = LUNG_WINDOW
         # A wrong type (None for "no guide") is left for check_types to name.
         if isinstance(self.lung_guide, str | os.PathLike) and self.lung_guide not in (
                 "none", THRESHOLD):
@@ -153,6 +152,16 @@ class TrainConfig:
             self.frame_lungs = self.frame() is not None
         if self.threshold is None and self.target != "multiclass":
             self.threshold = RECIPE_THRESHOLD
+
+    @property
+    def window_given(self) -> bool:
+        """Whether the window was given (a lung window given is refused on grey data)."""
+        return self.window is not None
+
+    @property
+    def hu_window(self) -> tuple[float, float]:
+        """The HU window used and recorded: the one given, else :data:`LUNG_WINDOW`."""
+        return LUNG_WINDOW if self.window is None else self.window
 
     @property
     def in_channels(self) -> int:
@@ -169,7 +178,7 @@ class TrainConfig:
             kinds = [kind for kind in get_args(hint) or (hint,) if kind in OPTION_TYPES]
             if kinds and not (value is None and type(None) in get_args(hint)):
                 check_kind(name, value, kinds)
-        check_window(self.window)
+        check_window(self.hu_window)
 
     def epochs_for(self, slices: int) -> int:
         """The epochs to train on ``slices`` training slices: ``epochs`` when given, else the
@@ -182,18 +191,18 @@ class TrainConfig:
         """The cascade's lung guide, or None for a plain one-channel model."""
         if self.lung_guide == "none":
             return None
-        return LungGuide(self.lung_guide, self.crop_lungs, self.window)
+        return LungGuide(self.lung_guide, self.crop_lungs, self.hu_window)
 
     def frame(self) -> LungFrame | None:
         """The lung framing of whole CT frames, or None (off, a lung model, or the cascade
         crops instead)."""
         if not self.frame_lungs or self.lung_guide != "none" or self.target == "lung":
             return None
-        return LungFrame(self.window)
+        return LungFrame(self.hu_window)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["window"] = list(self.window)
+        data["window"] = list(self.hu_window)
         return data
 
     def differences(self, other: TrainConfig, slices: int | None = None) -> list[str]:

@@ -20,7 +20,7 @@ from covseg.errors import CovsegError
 from covseg.evaluate import any_lesion, evaluate_samples, rows_to_csv
 from covseg.infer import Predictor
 from covseg.io.atomic import write_json, write_text
-from covseg.io.lock import refuse_if_held
+from covseg.io.lock import refuse_if_held, writing_to
 from covseg.metrics import EMPTY_MASK_RULES, METRICS, STD_NOTE, sample_std, summarize
 from covseg.provenance import provenance
 from covseg.train import (
@@ -83,7 +83,11 @@ def cross_validation_work(out: Path, fold: int | None = None) -> list[Path]:
 
 def check_cv_folder(out: Path, resume: bool, fold: int | None = None) -> None:
     """Without ``resume``, a cross-validation's ``out`` already holding folds or the summary is
-    refused; with ``fold``, only when that fold's folder holds it (see :func:`unresumed`)."""
+    refused; with ``fold``, only when that fold's folder holds it (see :func:`unresumed`). A
+    whole run another run holds ``out`` for is refused first, naming that run (not "pass
+    --resume" about the folds it is writing); folds alone never hold ``out``."""
+    if fold is None:
+        refuse_if_held(out)
     held = [] if resume else cross_validation_work(out, fold)
     for folder in held:  # a fold another run is writing: its lock's refusal, naming that run
         refuse_if_held(folder)
@@ -158,8 +162,8 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
             # Run alone (--fold K), the other folds are not looked at: only this one is deleted.
             raise _stale_folds_error(fold_dir.parent, [(fold_dir, changed)], verb, some=True)
         # JSON holds undefined metrics as null: make them NaN again, as a fresh fold has them.
-        return [{key: math.nan if value is None else value for key, value in row.items()}
-                for row in finished["per_case"]]
+        return [{_renamed(key): math.nan if value is None else value
+                 for key, value in row.items()} for row in finished["per_case"]]
     _refuse_midway_fold_of_another_split(fold_dir, train_cases, folds, verb)
     by_id = {s.case_id: s for s in data.samples}
     fit, val = validation_split([by_id[c] for c in train_cases], config.val_fraction, config.seed)
@@ -177,6 +181,17 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
 
 FOLDS = "folds"
 """Key of a fold's count of folds in its config.json (see :func:`run_fold`)."""
+RENAMED = {"pleural-effusion_": "effusion_"}
+"""Per-case key prefixes that finished folds wrote before label 3 was renamed, by their name
+now: a resume mixed ``pleural-effusion_dice`` and ``effusion_dice`` in one summary."""
+
+
+def _renamed(key: str) -> str:
+    """A finished fold's per-case metric key as folds write it now (see :data:`RENAMED`)."""
+    for old, new in RENAMED.items():
+        if key.startswith(old):
+            return new + key.removeprefix(old)
+    return key
 
 
 def _refuse_midway_fold_of_another_split(fold_dir: Path, train_cases: list[str],
@@ -233,15 +248,28 @@ def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike
     with every fold finished writes all four again from the folds.
 
     Completed folds are kept, so an interrupted run continues where it stopped when resumed;
-    without ``resume`` an ``out`` already holding folds or the summary is refused. ``out`` is
-    made by the first fold's run once it is accepted: a refused one leaves no folder. A folder
+    without ``resume`` an ``out`` already holding folds or the summary is refused. A refused
+    run leaves no folder (``out`` is removed again where the run leaves it empty). A folder
     holding a training run or a comparison is refused. ``started``: the
     ``time.perf_counter()`` the invocation began at, where its folds ran before (on Ray).
     ``verb``: the command running, as its refusals name it (compare's models are
     cross-validated here too).
+
+    ``out``'s lock is held for the whole run (:func:`~covseg.io.lock.writing_to`): a second
+    whole run into it is refused naming the first; folds run alone (``--fold K``) do not take
+    it, so that they run side by side, and meet a whole run only at their fold's own lock.
     """
     out = Path(out)
     refuse_other_output(out, CROSS_VALIDATION)
+    with writing_to(out):
+        return cross_validate_held(config, data, out, folds, resume, started, verb)
+
+
+def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds: int | None,
+                        resume: bool, started: float | None = None, verb: str = CV_VERB
+                        ) -> dict[str, Any]:
+    """:func:`cross_validate` inside ``out``'s lock, which the caller holds (Ray's folds ran
+    under it, so that no second whole run starts between them and the summary)."""
     check_cv_folder(out, resume)
     splits, how = make_folds(data, folds, config.seed)
     check_finished_folds(config, data, out, splits, verb)

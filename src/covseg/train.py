@@ -61,7 +61,7 @@ from covseg.models import build_model, parameter_count
 from covseg.models.ensemble import member_names
 from covseg.models.registry import check_model
 from covseg.provenance import current_command, invoked_as, provenance
-from covseg.stopping import raise_if_stopped
+from covseg.stopping import Terminated, raise_if_stopped, stops_recorded
 from covseg.transforms import AUGMENTATIONS, LesionPaste, Letterbox, augmentation
 from covseg.viz import training_curves
 
@@ -168,7 +168,7 @@ def _meta(config: TrainConfig, num_classes: int) -> dict[str, Any]:
         "in_channels": config.in_channels, "lung_guide": guide.to_meta() if guide else None,
         "lung_frame": frame.to_meta() if frame else None,
         "num_classes": num_classes, "size": config.size, "intensity": config.intensity,
-        "window": list(config.window), "target": config.target,
+        "window": list(config.hu_window), "target": config.target,
         "test_flips": config.test_flips, "flips": list(TEST_FLIPS),
         "class_names": _class_names(config.target, num_classes),
         **({} if config.threshold is None else {"threshold": config.threshold}),
@@ -473,7 +473,7 @@ def _check_names(config: TrainConfig) -> None:
 def _check_lung_run(lung: Predictor, config: TrainConfig) -> None:
     """The cascade feeds its lung run the slices it reads itself: the two must read them alike,
     or the lung run sees other grey levels than it was trained on and misses lungs."""
-    if lung.intensity != config.intensity or tuple(lung.window) != tuple(config.window):
+    if lung.intensity != config.intensity or tuple(lung.window) != tuple(config.hu_window):
         low, high = lung.window
         raise CovsegError(f"{lung.source}: the lung run reads slices with --intensity "
                           f"{lung.intensity} --window {low:g} {high:g}; train the cascade "
@@ -872,23 +872,30 @@ def _member_process(config: TrainConfig, shared: Path, out: Path, progress: bool
     its records name the parent's ``command``.
 
     Ctrl-C is left to the parent, which ends the members with SIGTERM: that unwinds like an
-    exception here, so no temporary file is left behind.
+    exception here, so no temporary file is left behind, and exits 143. The stop is recorded
+    (:func:`~covseg.stopping.stops_recorded`): one landing in a finaliser, which Python drops,
+    is raised again after the next epoch or as training ends, where a plain ``sys.exit``
+    handler's was lost and the member went on (or exited 0).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    _stop_when_orphaned(os.getppid())
-    torch.set_num_threads(threads)
-    tqdm.set_lock(threading.RLock())  # tqdm's default lock is a semaphore SIGTERM would leak
-    with shared.open("rb") as handle:
-        data, train_cases, val_cases, fingerprint = pickle.load(handle)  # the parent's
-    items = _load_items(shared.with_name(ITEMS_FILE))
     try:
-        with invoked_as(command):
-            _train_model(config, data, out, True, train_cases, val_cases, fingerprint, progress,
-                         bar_position, train_items=items, bar_label=member_label(out))
+        with stops_recorded():
+            _stop_when_orphaned(os.getppid())
+            torch.set_num_threads(threads)
+            tqdm.set_lock(threading.RLock())  # tqdm's default is a semaphore SIGTERM would leak
+            with shared.open("rb") as handle:
+                data, train_cases, val_cases, fingerprint = pickle.load(handle)  # the parent's
+            items = _load_items(shared.with_name(ITEMS_FILE))
+            with invoked_as(command):
+                _train_model(config, data, out, True, train_cases, val_cases, fingerprint,
+                             progress, bar_position, train_items=items,
+                             bar_label=member_label(out))
+            raise_if_stopped()  # a stop dropped in a finaliser as the member's training ended
     except CovsegError as exc:
         errors.send(str(exc))
         sys.exit(2)
+    except Terminated:
+        sys.exit(143)
 
 
 def _finish(out: Path, config: TrainConfig, data: LoadedData, history: list[dict[str, float]],

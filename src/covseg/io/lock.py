@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -20,6 +21,17 @@ from covseg.errors import CovsegError
 LOCK_FILE = ".covseg.lock"
 """The lock file in a folder a run writes to; it holds the pid of the run holding it."""
 
+_ours = threading.local()
+"""``folders``: the folders whose lock this thread holds (:func:`refuse_if_held` passes them)."""
+
+
+def _held_here() -> set[Path]:
+    """The folders (resolved) whose lock this thread holds."""
+    if not hasattr(_ours, "folders"):
+        _ours.folders = set()
+    held: set[Path] = _ours.folders
+    return held
+
 
 @contextmanager
 def writing_to(folder: Path) -> Iterator[None]:
@@ -29,9 +41,12 @@ def writing_to(folder: Path) -> Iterator[None]:
     made = [path for path in (folder, *folder.parents) if not path.exists()]
     try:
         handle = _locked(folder / LOCK_FILE)
+        mine = folder.resolve()
+        _held_here().add(mine)
         try:
             yield
         finally:
+            _held_here().discard(mine)
             # removed while still held: a run that opened it meanwhile sees it gone, retries
             (folder / LOCK_FILE).unlink(missing_ok=True)
             handle.close()
@@ -78,7 +93,10 @@ def drop_unheld_lock(folder: Path) -> None:
 def refuse_if_held(folder: Path) -> None:
     """Refuse ``folder`` as :func:`writing_to` does where another run holds its lock: for a
     check made before the lock is taken (a cross-validation fold's), which would otherwise
-    judge the files that run is still writing ("stopped midway; pass --resume")."""
+    judge the files that run is still writing ("stopped midway; pass --resume"). A folder this
+    thread holds (a whole cross-validation checking its own ``out``) passes."""
+    if folder.resolve() in _held_here():
+        return
     with _probed(folder):
         pass
 
