@@ -20,6 +20,7 @@ from covseg import api
 from covseg.checkpoint import save_checkpoint
 from covseg.cli import build_parser, main, swallowed_data
 from covseg.compare import (
+    BOOTSTRAP_RESAMPLES,
     COMPARED_METRICS,
     check_specs,
     comparison_markdown,
@@ -272,7 +273,9 @@ def test_compare_two_models_on_the_same_folds(tmp_path: Path, synthetic_folder: 
              for name in ("unet_width-4", "miniseg")]
     assert [f["test_cases"] for f in folds[0]] == [f["test_cases"] for f in folds[1]]
     candidate = result["models"][1]
-    assert candidate["wilcoxon_vs_baseline"]["pairs"] == 16
+    # 16 slices of 8 patients: the pairs are the patients, not the slices
+    assert (candidate["wilcoxon_vs_baseline"]["pairs"],
+            candidate["wilcoxon_vs_baseline"]["unit"]) == (8, "patient")
     assert candidate["parameters"] > 0 and candidate["gflops_per_slice"] > 0
     miniseg_summary = json.loads((tmp_path / "miniseg" / "summary.json").read_text())
     assert candidate["train_seconds"] == miniseg_summary["train_seconds"] > 0
@@ -377,10 +380,12 @@ def _fold_stats(means: list[float]) -> dict[str, float]:
 
 
 def _fake_runs(monkeypatch: pytest.MonkeyPatch, dice: dict[str, list[dict[str, float]]],
-               classes: dict[str, dict[str, list[float]]] | None = None) -> None:
+               classes: dict[str, dict[str, list[float]]] | None = None,
+               patients: dict[str, str] | None = None) -> None:
     """compare's cross-validation and profiling replaced: each model's per_case.csv holds the
-    per-fold Dice of ``dice`` (model -> per fold, case id -> Dice), its summary their means,
-    and the per-fold means of ``classes`` (model -> metric -> per fold) as given."""
+    per-fold Dice of ``dice`` (model -> per fold, case id -> Dice), with ``patients``' patient
+    of each case where given, its summary their means, and the per-fold means of ``classes``
+    (model -> metric -> per fold) as given."""
     def cross_validate(config: TrainConfig, data: object, out: Path, folds: object,
                        resume: bool, verb: str) -> dict[str, Any]:
         assert verb == "compare"  # its refusals say compare, not cross-validate
@@ -388,9 +393,9 @@ def _fake_runs(monkeypatch: pytest.MonkeyPatch, dice: dict[str, list[dict[str, f
         out.mkdir(parents=True, exist_ok=True)
         with (out / "per_case.csv").open("w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["fold", "case_id", "dice"])
-            writer.writerows((k, case, value) for k, fold in enumerate(dice[spec])
-                             for case, value in fold.items())
+            writer.writerow(["fold", "case_id", "dice"] + (["patient_id"] if patients else []))
+            writer.writerows([k, case, value] + ([patients[case]] if patients else [])
+                             for k, fold in enumerate(dice[spec]) for case, value in fold.items())
         means = [float(np.mean(list(fold.values()))) for fold in dice[spec]]
         by_class = {key: _fold_stats(values) for key, values in (classes or {}).get(spec, {}
                                                                                    ).items()}
@@ -425,9 +430,50 @@ def test_pairs_are_the_same_folds_slice_and_delta_is_the_dice_columns(
     row = next(line for line in report.splitlines() if line.startswith("| miniseg |"))
     assert row.startswith("| miniseg | 0.550 ± 0.071 |") and "| +0.050 | 4/1 |" in row
     assert "Δ Dice: a model's Dice minus the baseline's" in report
-    assert "mean_difference is the mean per-slice difference" in report
+    assert "per-slice pairs (the same fold's same slice; each slice is its own patient)" in report
+    assert test["unit"] == "slice" and "| +0.060 (" in row
     assert "| model | Dice | IoU |" in report and "(any lesion)" not in report
     assert "Per-class" not in report and "ground-glass" not in report
+
+
+def test_slices_of_one_patient_pair_as_that_patient(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The paired test took every slice as an independent pair, although the data named the
+    patients: 24 slices of 6 patients gave p = 1e-4 where 6 patients cannot go below 0.031.
+    Each patient's mean Dice is now the unit, and the mean paired difference has a 95 % CI."""
+    from scipy.stats import wilcoxon
+    slices = {f"p{p}_{k}": f"P{p}" for p in range(6) for k in range(4)}
+    gain = [0.02, 0.03, 0.01, 0.04, 0.05, -0.01]  # per patient, plus a slice's own spread
+    base = {case: 0.5 + 0.01 * int(case[-1]) for case in slices}
+    cand = {case: base[case] + gain[int(case[1])] + 0.001 * int(case[-1]) for case in slices}
+    folds = [lambda case: int(case[1]) < 3, lambda case: int(case[1]) >= 3]
+    _fake_runs(monkeypatch, {name: [{c: d[c] for c in slices if fold(c)} for fold in folds]
+                             for name, d in (("unet", base), ("miniseg", cand))},
+               patients=slices)
+    result = compare.compare_models(TrainConfig(), load_dataset("synthetic"),
+                                    ["unet", "miniseg"], tmp_path)
+    test = result["models"][1]["wilcoxon_vs_baseline"]
+    per_slice = wilcoxon([cand[c] - base[c] for c in slices])
+    per_patient = np.array([np.mean([cand[c] - base[c] for c in slices if slices[c] == f"P{p}"])
+                            for p in range(6)])
+    by_hand = wilcoxon(per_patient)
+    assert per_slice.pvalue < 0.001 and by_hand.pvalue == pytest.approx(0.0625)
+    assert (test["unit"], test["pairs"], test["cases_better"], test["cases_worse"]) == (
+        "patient", 6, 5, 1)
+    assert (test["statistic"], test["p_value"]) == (by_hand.statistic,
+                                                    pytest.approx(by_hand.pvalue))
+    assert test["mean_difference"] == pytest.approx(per_patient.mean())
+    rng = np.random.default_rng(0)
+    means = per_patient[rng.integers(0, 6, (BOOTSTRAP_RESAMPLES, 6))].mean(axis=1)
+    assert test["ci95_mean_difference"] == pytest.approx(list(np.percentile(means, [2.5, 97.5])))
+    low, high = test["ci95_mean_difference"]
+    assert low < per_patient.mean() < high and low > -0.01 and high < 0.05
+    recorded = json.loads((tmp_path / "comparison.json").read_text())["models"][1]
+    assert recorded["wilcoxon_vs_baseline"]["unit"] == "patient"
+    report = (tmp_path / "comparison.md").read_text()
+    assert "p: per-patient pairs (6 patients, each its mean Dice over its slices" in report
+    row = next(line for line in report.splitlines() if line.startswith("| miniseg |"))
+    assert f"| 5/1 | {per_patient.mean():+.3f} ({low:+.3f}, {high:+.3f}) | 0.0625 |" in row
 
 
 def test_multiclass_comparisons_name_their_scores_of_any_lesion(
@@ -444,7 +490,8 @@ def test_multiclass_comparisons_name_their_scores_of_any_lesion(
                                     tmp_path)
     report = (tmp_path / "comparison.md").read_text()
     assert "| model | Dice (any lesion) | IoU (any lesion) | sensitivity (any lesion) |" in report
-    assert "| Δ Dice (any lesion) | better/worse | p (any lesion) |" in report
+    assert ("| Δ Dice (any lesion) | better/worse | paired Δ (95 % CI) | p (any lesion) |"
+            in report)
     assert ("| model | ground-glass | consolidation |\n|---|---|---|\n"
             "| unet | 0.300 ± 0.141 | 0.100 (1 of 2 folds) |\n"
             "| miniseg | 0.300 ± 0.000 | 0.100 ± 0.071 |\n") in report

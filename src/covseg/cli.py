@@ -189,7 +189,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
                          **config)
     for row in result["models"]:
         test = row.get("wilcoxon_vs_baseline")
-        p_value = f", p = {test['p_value']:.3g} vs {result['baseline']}" if test else " (baseline)"
+        p_value = (f", p = {test['p_value']:.3g} vs {result['baseline']} over "
+                   f"{counted(test['pairs'], test.get('unit', 'slice'))}" if test
+                   else " (baseline)")
         print(f"{row['model']}: {any_lesion('Dice', args.target == 'multiclass')} "
               f"{mean_over_folds(row['dice'], result['folds'])}{p_value}")
     if result["left_out"]:

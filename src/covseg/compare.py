@@ -1,7 +1,8 @@
 """Fair model comparison: the same folds, data and seed for every model, paired tests vs a baseline.
 
 This is the "improved model vs U-Net" section of a report: cross-validated metrics per model,
-a paired Wilcoxon signed-rank test on per-case Dice against the baseline, and each model's
+a paired Wilcoxon signed-rank test on per-patient Dice against the baseline (per slice where
+each slice is its own patient) with a bootstrap interval of the mean difference, and each model's
 cost (parameters, GFLOPs and CPU milliseconds per 512x512 slice).
 """
 
@@ -35,7 +36,7 @@ from covseg.crossval import (
     mean_over_folds,
 )
 from covseg.data.layouts import LoadedData
-from covseg.errors import CovsegError
+from covseg.errors import CovsegError, counted
 from covseg.evaluate import any_lesion
 from covseg.io.atomic import write_json, write_text
 from covseg.io.lock import refuse_if_held, writing_to
@@ -79,14 +80,21 @@ def known_spec(spec: str) -> bool:
     return all(member in REGISTRY for member in member_names(spec.partition(":")[0]))
 
 
+BOOTSTRAP_RESAMPLES = 2000
+"""Resamples of the 95 % bootstrap interval of the mean paired difference (seeded, so that a
+comparison's report reads the same on every rerun)."""
+
+
 def paired_wilcoxon(candidate: Mapping[Hashable, float], baseline: Mapping[Hashable, float]
                     ) -> dict[str, Any]:
-    """Two-sided Wilcoxon signed-rank test on per-case Dice paired by key (a case id, or a
-    (fold, case id) pair); tied pairs (equal Dice) are dropped from the test (scipy's "wilcox"
-    method) and counted apart."""
-    cases = sorted(set(candidate) & set(baseline))
+    """Two-sided Wilcoxon signed-rank test on per-case Dice paired by key (a case id, a
+    (fold, case id) pair or a patient); tied pairs (equal Dice) are dropped from the test
+    (scipy's "wilcox" method) and counted apart. ``ci95_mean_difference``: a percentile
+    bootstrap interval of the mean difference over the pairs (seeded), to judge its size."""
+    cases = sorted(set(candidate) & set(baseline), key=str)
     diffs = np.array([candidate[c] - baseline[c] for c in cases])
     result: dict[str, Any] = {"pairs": len(cases), "mean_difference": float(diffs.mean()),
+                              "ci95_mean_difference": bootstrap_ci(diffs),
                               "cases_better": int((diffs > 0).sum()),
                               "cases_worse": int((diffs < 0).sum()),
                               "cases_tied": int((diffs == 0).sum())}
@@ -96,6 +104,33 @@ def paired_wilcoxon(candidate: Mapping[Hashable, float], baseline: Mapping[Hasha
     test = wilcoxon(diffs, zero_method="wilcox", alternative="two-sided")
     result["statistic"], result["p_value"] = float(test.statistic), float(test.pvalue)
     return result
+
+
+def bootstrap_ci(diffs: np.ndarray, seed: int = 0) -> list[float]:
+    """95 % percentile bootstrap interval of the mean of ``diffs`` (resampled with
+    replacement, :data:`BOOTSTRAP_RESAMPLES` times, seeded); NaN bounds below two values."""
+    if len(diffs) < 2:
+        return [math.nan, math.nan]
+    picks = np.random.default_rng(seed).integers(0, len(diffs), (BOOTSTRAP_RESAMPLES,
+                                                                 len(diffs)))
+    low, high = np.percentile(diffs[picks].mean(axis=1), [2.5, 97.5])
+    return [float(low), float(high)]
+
+
+def patient_dice(cv_dir: Path) -> tuple[dict[Hashable, float], str]:
+    """The paired test's units from a finished cv folder's per_case.csv, and their name:
+    each patient's mean Dice over its slices where a patient holds several (its slices are not
+    independent pairs, taken as pairs they make p far too small), else
+    each slice, keyed by (fold, case id) as :func:`per_case_dice` keys it."""
+    with (cv_dir / "per_case.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    groups: dict[Hashable, list[float]] = {}
+    for row in rows:
+        key = row.get("patient_id") or (int(row["fold"]), row["case_id"])
+        groups.setdefault(key, []).append(float(row["dice"]))
+    if all(len(values) == 1 for values in groups.values()):
+        return per_case_dice(cv_dir, by_fold=True), "slice"
+    return {key: float(np.mean(values)) for key, values in groups.items()}, "patient"
 
 
 def check_specs(specs: Sequence[str]) -> None:
@@ -176,7 +211,7 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
         name, options = parse_model_spec(spec)
         check_finished_folds(replace(config, model=name, model_options=options), data,
                              out / model_folder(spec), splits, verb="compare")
-    rows, dice_by_model = [], {}
+    rows, dice_by_model, units_by_model = [], {}, {}
     for spec in specs:
         name, options = parse_model_spec(spec)
         model_config = replace(config, model=name, model_options=options)
@@ -187,6 +222,7 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
         cost = profile_model(build_model(name, channels, data.num_classes, **options), size=512,
                              in_channels=channels)
         dice_by_model[spec] = per_case
+        units_by_model[spec] = patient_dice(out / model_folder(spec))
         rows.append({"model": spec, "folder": model_folder(spec),
                      "train_seconds": summary["train_seconds"], **cost,
                      **{m: summary["mean_std_over_folds"][m] for m in COMPARED_METRICS},
@@ -194,8 +230,9 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
     baseline = specs[0]
     for row in rows[1:]:
         row["dice_difference"] = row["dice"]["mean"] - rows[0]["dice"]["mean"]
-        row["wilcoxon_vs_baseline"] = paired_wilcoxon(dice_by_model[row["model"]],
-                                                      dice_by_model[baseline])
+        units, unit = units_by_model[row["model"]]
+        row["wilcoxon_vs_baseline"] = {**paired_wilcoxon(units, units_by_model[baseline][0]),
+                                       "unit": unit}
     result = {**provenance(data_path=data.root),
               "data": data.describe(), "synthetic": data.synthetic, "baseline": baseline,
               "folds": len(summary["per_fold"]), "split_files": bool(data.folds),
@@ -328,6 +365,32 @@ def cost_text(value: float) -> str:
     return f"{value:.1f}" if value >= 1 else f"{value:.2g}"
 
 
+def _pairing_text(result: dict[str, Any]) -> str:
+    """What the paired columns of comparison.md pair: patients (a patient's mean Dice over its
+    slices) where the data name patients of several slices, else slices."""
+    tests = [row["wilcoxon_vs_baseline"] for row in result["models"]
+             if "wilcoxon_vs_baseline" in row]
+    unit = tests[0].get("unit", "slice") if tests else "slice"
+    pairs = (f"per-patient pairs ({counted(tests[0]['pairs'], 'patient')}, each its mean Dice "
+             "over its slices, as slices of one patient are not independent)"
+             if unit == "patient" and tests else
+             "per-slice pairs (the same fold's same slice; each slice is its own patient)")
+    return ("Δ Dice: a model's Dice minus the baseline's; better/worse, paired Δ (the mean "
+            f"paired difference, its 95 % CI by a seeded bootstrap over the pairs) and p: {pairs}, "
+            "p by a two-sided paired Wilcoxon signed-rank test (tied pairs left out of the test, "
+            "as scipy's default)")
+
+
+def _paired_difference_text(test: Mapping[str, Any]) -> str:
+    """The mean paired difference and its 95 % bootstrap interval, e.g. ``+0.060 (+0.010,
+    +0.110)``; the interval left out where there is none (one pair, or a record without)."""
+    low, high = test.get("ci95_mean_difference", (math.nan, math.nan))
+    mean = test.get("mean_difference", math.nan)
+    if math.isnan(mean):
+        return UNDEFINED
+    return f"{mean:+.3f}" + ("" if math.isnan(low) else f" ({low:+.3f}, {high:+.3f})")
+
+
 def comparison_markdown(result: dict[str, Any]) -> str:
     """The comparison table as Markdown."""
     multiclass = result["config"].get("target") == "multiclass"
@@ -341,10 +404,7 @@ def comparison_markdown(result: dict[str, Any]) -> str:
         f"- Data: {result['data']}",
         (f"- {result['folds']}-fold cross-validation, identical folds and seed for every "
          f"model; folds: {result['fold_source']}"),
-        (f"- Baseline: `{result['baseline']}`; Δ Dice: a model's Dice minus the baseline's "
-         "(comparison.json's mean_difference is the mean per-slice difference); better/worse "
-         "and p: per-slice pairs (the same fold's same slice), p by a two-sided paired Wilcoxon "
-         "signed-rank test (tied pairs left out of the test, as scipy's default)"),
+        f"- Baseline: `{result['baseline']}`; {_pairing_text(result)}",
         ("- Metrics: mean ± sample std over folds, a fold's value being the mean over its "
          "slices"),
         f"- Recipe (shared; each model's name and options in its row): `{result['config']}`",
@@ -352,9 +412,9 @@ def comparison_markdown(result: dict[str, Any]) -> str:
         *data_warnings(result),
         "",
         ("| model | " + " | ".join(columns) + f" | Δ {columns[0]} | better/worse "
-         f"| {any_lesion('p', multiclass)} | params | GFLOPs/512² | CPU ms/512² "
-         "| CV training |"),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+         f"| paired Δ (95 % CI) | {any_lesion('p', multiclass)} | params | GFLOPs/512² "
+         "| CPU ms/512² | CV training |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["models"]:
         test = row.get("wilcoxon_vs_baseline")
@@ -364,10 +424,11 @@ def comparison_markdown(result: dict[str, Any]) -> str:
                   + (f" ({test['cases_tied']} tied)" if test.get("cases_tied") else "")
                   if test else "")
         p_value = f"{test['p_value']:.3g}" if test else ""
+        paired = _paired_difference_text(test) if test else ""
         cells = [mean_over_folds(row[m], result["folds"])
                  for m in ("dice", "iou", "sensitivity", "precision", "hd95")]
         lines.append(f"| {row['model']} | " + " | ".join(cells) + f" | {delta} | {counts} | "
-                     f"{p_value} | {row['parameters']:,} | {cost_text(row['gflops_per_slice'])} | "
+                     f"{paired} | {p_value} | {row['parameters']:,} | {cost_text(row['gflops_per_slice'])} | "
                      f"{row['cpu_ms_per_slice']:.0f} | {duration_text(row['train_seconds'])} |")
     lines += _class_dice_table(result)
     lines += ["", f"![per-case {columns[0]} by model](comparison_boxplot.png)", ""]
