@@ -353,6 +353,60 @@ def test_mosmed_2d_takes_a_patients_csv_and_warns_of_slices_of_no_patient(
             load_dataset(root)
 
 
+@pytest.mark.parametrize("images", ["imgs", "images"])
+def test_mosmed_slices_without_split_files_take_their_study(
+        tmp_path: Path, images: str, caplog: pytest.LogCaptureFixture) -> None:
+    """MosMed's slices without its split files were read as a generic folder, each slice its
+    own patient: cv put study_0255_3 in a fold's test while study_0255_0..2 trained, and the
+    report said "the data name none"."""
+    root = _mosmed_2d(tmp_path)
+    for path in root.glob("*_new*.txt"):
+        path.unlink()
+    (root / "imgs").rename(root / images)
+    for folder in (images, "masks"):
+        shutil.copy(root / folder / "study_0001_0.npy", root / folder / "other_1.npy")
+    data = load_dataset(root)
+    assert data.layout == "folders" and len(data.samples) == 7
+    assert {s.case_id: s.patient_id for s in data.samples} == {
+        **{f"study_{p:04d}_{k}": f"study_{p:04d}" for p in (1, 2, 3) for k in (0, 1)},
+        "other_1": "other_1"}
+    splits, how = make_folds(data, 2, seed=0)
+    assert how == "2-fold, grouped by patient (seed 0)"
+    by_case = {s.case_id: s.patient_id for s in data.samples}
+    for train, test in splits:
+        assert not {by_case[c] for c in train} & {by_case[c] for c in test}
+    (root / "patients.csv").write_text("case_id,patient_id\nother_1,anna\n")
+    assert "anna" in load_dataset(root).patients
+    assert "does not name" not in caplog.text  # the others take their study
+
+
+@pytest.mark.parametrize("split_files", [True, False])
+def test_a_patients_csv_splitting_a_study_is_refused(tmp_path: Path, split_files: bool) -> None:
+    """A patients.csv naming one slice of a study made it another patient than the rest of its
+    study without a word: the split files' leak check passed a study on both sides of a fold."""
+    root = _mosmed_2d(tmp_path)
+    if not split_files:
+        for path in root.glob("*_new*.txt"):
+            path.unlink()
+    (root / "patients.csv").write_text("case_id,patient_id\nstudy_0001_0,PX\n")
+    with pytest.raises(CovsegError, match=re.escape(
+            f"{root / 'patients.csv'}: puts slices of study_0001 under two patients "
+            "(study_0001_0 under PX, study_0001_1 under study_0001), so folds could train and "
+            "test one study; give every slice of study_0001 one patient_id")):
+        load_dataset(root)
+    (root / "patients.csv").write_text("case_id,patient_id\nstudy_0001_0,PX\nstudy_0001_1,PX\n"
+                                       "study_0003_0,PX\nstudy_0003_1,PX\n")
+    if split_files:  # whole studies merged, the split files hold them apart: the check holds
+        with pytest.raises(CovsegError, match="patient PX has slices in both lists"):
+            load_dataset(root)
+    else:  # whole studies merged under one patient: a follow-up scan
+        assert load_dataset(root).patients == ["PX", "study_0002"]
+    (root / "patients.csv").write_text("case_id,patient_id\nstudy_0255,PX\n")
+    with pytest.raises(CovsegError, match=r"names none of the 6 slices; its case_id is a "
+                                          r"slice's case id or file stem, e.g. study_0001_0$"):
+        load_dataset(root)
+
+
 def test_zenodo_kaggle_names_with_lung_and_infection(tmp_path: Path) -> None:
     hu, lesions = _hu_volume(slices=3)
     lungs = (hu < -500).astype(np.int16)

@@ -15,7 +15,7 @@ Supported layouts (checked in this order):
 Volumes are sliced axially and every slice keeps its study as patient id (a Zenodo Radiopaedia
 scan its case's), so that folds never split a patient. A ``patients.csv`` (columns
 ``case_id,patient_id``) groups slices of a 2D folder, or studies of a volume folder (a patient's
-follow-up scans).
+follow-up scans); 2D slices named as MosMed names them (``study_0255_12``) take their study.
 """
 
 from __future__ import annotations
@@ -369,9 +369,11 @@ def _study_cases(pairs: list[tuple[str, Path, Path]]) -> list[tuple[str, str]]:
 
 
 def _check_patients_listed(patients: dict[str, str], slices: Sequence[tuple[str, str]],
-                           studies: Sequence[tuple[str, str]] = (), warn: bool = True) -> None:
+                           studies: Sequence[tuple[str, str]] = (), warn: bool = True,
+                           grouped: Callable[[str], bool] = lambda stem: False) -> None:
     """A patients.csv that names none of the slices and studies is a mistake, one that misses
-    some a risk (warned of unless ``warn`` is off: the caller groups those otherwise)."""
+    some a risk (warned of unless ``warn`` is off, and not for the slices that ``grouped``
+    says their names group, as a MosMed slice's study does)."""
     cases = [*slices, *studies]
     if not patients or not cases:
         return
@@ -381,11 +383,14 @@ def _check_patients_listed(patients: dict[str, str], slices: Sequence[tuple[str,
     if len(missing) == len(cases):
         names = []
         if slices:
-            names.append(f"a slice's case id or file stem, e.g. {slices[0][0]} or {slices[0][1]}")
+            case, stem = slices[0]
+            shown = case if case == stem else f"{case} or {stem}"
+            names.append(f"a slice's case id or file stem, e.g. {shown}")
         if studies:
             names.append(f"a study's name, e.g. {studies[0][0]}")
         raise CovsegError(f"patients.csv names none of the {len(cases)} {kind}; its case_id is "
                           + ", or ".join(names))
+    missing = [case for case in missing if not grouped(case)]
     if missing and warn:
         log.warning("patients.csv does not name %d of %d %s (e.g. %s): each counts as its "
                     "own patient", len(missing), len(cases), kind, missing[0])
@@ -495,9 +500,12 @@ def _read_folders(root: Path, options: ReadOptions) -> LoadedData:
     volumes = [p for p in pairs if is_nifti(p[1])]
     slices = [p for p in pairs if not is_nifti(p[1])]
     patients = _read_patients_csv(root)
+    _check_patients_listed(patients, _slice_cases(slices), _study_cases(volumes),
+                           grouped=lambda stem: _study_slice(stem) is not None)
     samples = _read_volume_pairs(volumes, options, "reading volumes", patients)
-    samples += _read_2d_pairs(slices, options, patients, "reading slices")
-    _check_patients_listed(patients, _slice_cases(slices), _study_cases(volumes))
+    samples += _read_2d_pairs(slices, options,
+                              _slice_patients(root, patients, slices, _study_of_slice),
+                              "reading slices")
     _check_unique_cases(samples)
     return _loaded(samples, "folders", root, options, synthetic=(root / "SYNTHETIC").exists())
 
@@ -575,7 +583,7 @@ def _mosmed_patients(root: Path, pairs: list[tuple[str, Path, Path]], notes: lis
     patient's slices on both sides of a fold unseen."""
     table = _read_patients_csv(root)
     _check_patients_listed(table, _slice_cases(pairs), warn=False)  # studies group the rest
-    patients = {stem: table.get(stem, _mosmed_patient(stem)) for stem, _, _ in pairs}
+    patients = _slice_patients(root, table, pairs, _mosmed_patient)
     untold = [stem for stem in patients if stem not in table and _mosmed_patient(stem) == stem]
     if untold:
         notes.append(f"{len(untold)} of {counted(len(patients), 'slice')} name no study "
@@ -584,6 +592,43 @@ def _mosmed_patients(root: Path, pairs: list[tuple[str, Path, Path]], notes: lis
                      "own patient and a fold may train and test one patient's slices; name them "
                      "by study or add a patients.csv (case_id,patient_id)")
     return patients
+
+
+def _slice_patients(root: Path, table: dict[str, str], pairs: list[tuple[str, Path, Path]],
+                    study_of: Callable[[str], str]) -> dict[str, str]:
+    """Each 2D slice's patient by its file stem: as the patients.csv ``table`` names it, else
+    its study (``study_of``: the stem itself where its name tells none), else itself. A table
+    that puts some slices of one study under another patient than the rest is refused: the
+    study's slices would be split between folds and pass the split files' leak check."""
+    patients = {stem: table.get(stem, study_of(stem)) for stem, _, _ in pairs}
+    held: dict[str, dict[str, str]] = {}  # study -> its slices' patients -> a slice of each
+    for stem, patient in patients.items():
+        if study_of(stem) != stem:
+            held.setdefault(study_of(stem), {}).setdefault(patient, stem)
+    for study, by_patient in held.items():
+        if len(by_patient) > 1:
+            (first, one), (second, other) = list(by_patient.items())[:2]
+            raise CovsegError(f"{root / 'patients.csv'}: puts slices of {study} under two "
+                              f"patients ({one} under {first}, {other} under {second}), so "
+                              f"folds could train and test one study; give every slice of "
+                              f"{study} one patient_id (list all of them, or none)")
+    return patients
+
+
+MOSMED_SLICE = re.compile(r"study_(\d+)_\d+", flags=re.IGNORECASE)
+"""A MosMed slice file's stem as MosMed names them (``study_0255_12``): its study, then the
+slice; the generic layout takes its study as patient."""
+
+
+def _study_slice(stem: str) -> str | None:
+    """The study a slice named as MosMed names them belongs to (``study_0255``), else None."""
+    match = MOSMED_SLICE.fullmatch(stem)
+    return f"study_{match.group(1)}" if match else None
+
+
+def _study_of_slice(stem: str) -> str:
+    """A generic 2D slice's study (:func:`_study_slice`), or its own stem where it names none."""
+    return _study_slice(stem) or stem
 
 
 def split_files_note(data: LoadedData) -> str:
