@@ -470,8 +470,10 @@ def test_slices_of_one_patient_pair_as_that_patient(
     assert low < per_patient.mean() < high and low > -0.01 and high < 0.05
     recorded = json.loads((tmp_path / "comparison.json").read_text())["models"][1]
     assert recorded["wilcoxon_vs_baseline"]["unit"] == "patient"
+    assert json.loads((tmp_path / "comparison.json").read_text())["hd95_unit"] == "px"
     report = (tmp_path / "comparison.md").read_text()
     assert "p: per-patient pairs (6 patients, each its mean Dice over its slices" in report
+    assert "| precision | HD95 (px) | Δ Dice |" in report  # 2D slices: pixels
     row = next(line for line in report.splitlines() if line.startswith("| miniseg |"))
     assert f"| 5/1 | {per_patient.mean():+.3f} ({low:+.3f}, {high:+.3f}) | 0.0625 |" in row
 

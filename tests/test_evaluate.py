@@ -817,3 +817,47 @@ def test_one_folder_as_both_pred_and_truth_is_refused(
     err = capsys.readouterr().err
     assert err.startswith("covseg: error: --pred and --truth name the same folder, masks:")
     assert not list(tmp_path.glob("ev.*")), "refused before writing"
+
+
+class _ShiftingPredictor:
+    """Predicts each slice's own truth moved two columns right: a known HD95 of 2 columns."""
+
+    batch_size = 2
+    num_classes = 2
+
+    def __init__(self, truths: dict[int, np.ndarray]) -> None:
+        self.truths = truths
+
+    def predict_labels(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        return [np.roll(self.truths[id(image)], 2, axis=1) for image in images]
+
+
+def test_cv_scores_a_volumes_slices_in_mm(tmp_path: Path) -> None:
+    """cv and compare scored a volume's slices' HD95 in pixels (evaluate_samples passed no
+    spacing) while evaluate and the README give mm on NIfTI volumes; with 0.5 x 2.0 mm pixels a
+    shift of two columns is 4 mm, not 2 px (nor 1 mm: rows and columns are told apart)."""
+    from covseg.data import load_dataset
+    from covseg.data.synthetic import synthetic_slices
+    from covseg.evaluate import evaluate_samples
+
+    items = synthetic_slices(0, patients=1, slices_per_patient=3, size=32)
+    hu = np.stack([item.hu for _, _, item in items])
+    lesions = np.zeros_like(hu, dtype=np.int16)
+    lesions[:, 10:20, 8:14] = 1
+    affine = np.diag([2.0, 0.5, 5.0, 1.0])  # x (columns) 2.0 mm, y (rows) 0.5 mm
+    for folder, zyx in (("images", hu.astype(np.int16)), ("masks", lesions)):
+        (tmp_path / folder).mkdir()
+        nib.save(nib.Nifti1Image(zyx.transpose(2, 1, 0), affine), tmp_path / folder / "v.nii.gz")
+    data = load_dataset(tmp_path)
+    assert [s.spacing for s in data.samples] == [(0.5, 2.0)] * 3 and data.hd95_unit == "mm"
+    predictor = _ShiftingPredictor({id(s.image): s.mask for s in data.samples})
+    rows, _ = evaluate_samples(predictor, data.samples)  # type: ignore[arg-type]
+    assert [row["hd95"] for row in rows] == pytest.approx([4.0] * 3)
+    (tmp_path / "images" / "p.png").parent.mkdir(exist_ok=True)
+    Image.fromarray(np.full((32, 32), 90, np.uint8)).save(tmp_path / "images" / "p.png")
+    Image.fromarray(np.pad(np.full((6, 6), 255, np.uint8), 13)).save(tmp_path / "masks" / "p.png")
+    data = load_dataset(tmp_path)
+    assert data.hd95_unit == "mm or px"
+    predictor = _ShiftingPredictor({id(s.image): s.mask for s in data.samples})
+    rows, _ = evaluate_samples(predictor, data.samples)  # type: ignore[arg-type]
+    assert {row["case_id"]: row["hd95"] for row in rows}["p"] == pytest.approx(2.0)

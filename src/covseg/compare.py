@@ -236,7 +236,7 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
     result = {**provenance(data_path=data.root),
               "data": data.describe(), "synthetic": data.synthetic, "baseline": baseline,
               "folds": len(summary["per_fold"]), "split_files": bool(data.folds),
-              "fold_source": summary["folds"],
+              "fold_source": summary["folds"], "hd95_unit": data.hd95_unit,
               "config": _shared_recipe(config), "models": rows, "left_out": left_out,
               "warnings": list(data.notes)}
     write_json(out / "comparison.json", result)
@@ -395,7 +395,8 @@ def comparison_markdown(result: dict[str, Any]) -> str:
     """The comparison table as Markdown."""
     multiclass = result["config"].get("target") == "multiclass"
     columns = [any_lesion(name, multiclass)
-               for name in ("Dice", "IoU", "sensitivity", "precision", "HD95 (px)")]
+               for name in ("Dice", "IoU", "sensitivity", "precision",
+                            f"HD95 ({result.get('hd95_unit', 'px')})")]
     lines = [
         "# Model comparison",
         "",

@@ -61,7 +61,8 @@ log = logging.getLogger(__name__)
 
 def evaluate_samples(predictor: Predictor, samples: Sequence[Sample], desc: str = "evaluating"
                      ) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
-    """Predict each sample at its original size; per-case metric rows and the label maps."""
+    """Predict each sample at its original size; per-case metric rows and the label maps, HD95
+    in mm for a volume's slices (their :attr:`Sample.spacing`), in pixels for 2D files."""
     predictions = []
     for start in tqdm(range(0, len(samples), predictor.batch_size), desc=desc, unit="batch",
                       leave=False):
@@ -69,7 +70,7 @@ def evaluate_samples(predictor: Predictor, samples: Sequence[Sample], desc: str 
         predictions.extend(predictor.predict_labels([s.image for s in chunk]))
     rows = [
         {"case_id": s.case_id, "patient_id": s.patient_id,
-         **case_metrics(pred, s.mask, predictor.num_classes, CLASS_NAMES)}
+         **case_metrics(pred, s.mask, predictor.num_classes, CLASS_NAMES, s.spacing)}
         for s, pred in zip(samples, predictions)
     ]
     return rows, predictions

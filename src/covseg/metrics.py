@@ -36,7 +36,7 @@ EMPTY_MASK_RULES = (
     "HD95: both empty = 0, one empty = undefined. Per class, a class absent from both masks is "
     "undefined in Dice, IoU and HD95, and mIoU averages the classes present in either. "
     "Undefined values are excluded from means (the count is reported). HD95 is in pixels for "
-    "2D slices."
+    "2D slices, in mm for NIfTI volumes and their slices."
 )
 
 STD_NOTE = (

@@ -106,6 +106,9 @@ class Sample:
     slice_name: str = ""
     """Where a volume's file holds the slice, e.g. "slice 29 of case4.nii.gz" (a viewer's number;
     the case id counts covseg's axial slices): :meth:`Volume.slice_name`; empty for 2D files."""
+    spacing: tuple[float, float] | None = None
+    """(row, column) pixel size in mm of a volume's slice, so that its HD95 is in mm as
+    ``evaluate`` gives it on the volume; None for 2D files, whose HD95 is in pixels."""
 
     @property
     def title(self) -> str:
@@ -172,6 +175,13 @@ class LoadedData:
         return sorted({s.patient_id for s in self.samples})
 
     @property
+    def hd95_unit(self) -> str:
+        """The unit of these slices' HD95: mm for slices of volumes (:attr:`Sample.spacing`),
+        px for 2D files, "mm or px" for a folder of both."""
+        units = {"px" if s.spacing is None else "mm" for s in self.samples}
+        return units.pop() if len(units) == 1 else "mm or px"
+
+    @property
     def kind(self) -> str:
         """The data named for a user by their layout (:data:`LAYOUT_NAMES`): "Inf-Net data",
         "SYNTHETIC data", for titles and descriptions."""
@@ -235,6 +245,7 @@ def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source
         volume, path, k = view
         sample.display_flips = display_flips(volume.affine)
         sample.aspect = volume.pixel_aspect
+        sample.spacing = (volume.spacing[1], volume.spacing[2])
         sample.slice_name = f"{volume.slice_name(k)} of {path.name}"
     return sample
 
