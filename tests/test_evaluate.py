@@ -151,7 +151,9 @@ def test_a_volume_without_geometry_pairs_with_the_other_as_stored(
         nib.save(nib.Nifti1Image(mask, grid), str(tmp_path / folder / "x.nii.gz"))
     result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev.json")
     assert result["summary"]["dice"]["mean"] == 1.0
-    assert "pairing their voxels as stored" in caplog.text
+    assert caplog.text.count("pairing their voxels as stored") == 1  # was twice: read twice
+    evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "again.json")
+    assert caplog.text.count("pairing their voxels as stored") == 2  # each run warns once
 
 
 def test_a_multiclass_models_predictions_of_one_class_are_scored_per_class(
