@@ -429,7 +429,8 @@ def comparison_markdown(result: dict[str, Any]) -> str:
         cells = [mean_over_folds(row[m], result["folds"])
                  for m in ("dice", "iou", "sensitivity", "precision", "hd95")]
         lines.append(f"| {row['model']} | " + " | ".join(cells) + f" | {delta} | {counts} | "
-                     f"{paired} | {p_value} | {row['parameters']:,} | {cost_text(row['gflops_per_slice'])} | "
+                     f"{paired} | {p_value} | {row['parameters']:,} | "
+                     f"{cost_text(row['gflops_per_slice'])} | "
                      f"{row['cpu_ms_per_slice']:.0f} | {duration_text(row['train_seconds'])} |")
     lines += _class_dice_table(result)
     lines += ["", f"![per-case {columns[0]} by model](comparison_boxplot.png)", ""]
