@@ -494,7 +494,8 @@ def test_volume_slices_know_their_file_slice_and_pixel_shape(tmp_path: Path,
                                                              saved_figures: list) -> None:
     """Visualize named a volume's slices by covseg's axial index (case1_z0000 is the file's
     slice 2 of a head-first file; of a sagittal file, a cut the file does not have) and drew
-    them with square pixels. The case ids, which folds and fingerprints use, stay."""
+    them with square pixels. The case ids count the file's slices too (case1_z0002 is file
+    slice 2), as every message and ``evaluate --per-slice`` do."""
     hu, lesions = _hu_volume(slices=3)
     for folder, axes in (("head-first", "LPI"), ("sagittal", "SPL")):
         for part, volume in (("images", hu), ("masks", lesions)):
@@ -505,9 +506,9 @@ def test_volume_slices_know_their_file_slice_and_pixel_shape(tmp_path: Path,
                 nib.io_orientation(image.affine), nib.orientations.axcodes2ornt(tuple(axes)))),
                 str(tmp_path / folder / part / "case1.nii.gz"))
     head_first = load_dataset(tmp_path / "head-first").samples
-    assert [s.case_id for s in head_first] == ["case1_z0000", "case1_z0001", "case1_z0002"]
+    assert [s.case_id for s in head_first] == ["case1_z0002", "case1_z0001", "case1_z0000"]
     assert head_first[0].slice_name == "slice 2 of case1.nii.gz"
-    assert head_first[0].title == "case1_z0000\nslice 2 of case1.nii.gz"
+    assert head_first[0].title == "case1_z0002\nslice 2 of case1.nii.gz"
     sagittal = load_dataset(tmp_path / "sagittal").samples
     assert sagittal[1].slice_name == "axial slice 1 (cut across the file's) of case1.nii.gz"
     assert {s.aspect for s in head_first + sagittal} == {0.5}
@@ -863,7 +864,7 @@ def test_a_stray_label_above_the_known_classes_is_refused(tmp_path: Path) -> Non
             label[-5:, -5:] = 7
         _save_png(tmp_path / "images" / f"{name}.png", np.full((32, 32), 100))
         _save_png(tmp_path / "masks" / f"{name}.png", label)
-    with pytest.raises(CovsegError, match=r"^mask of \S*b\.png: label 7 \(25 pixels\) is none "
+    with pytest.raises(CovsegError, match=r"^mask \S*masks/b\.png: label 7 \(25 pixels\) is none "
                        r"of the classes 0\.\.3 \(background, ground-glass, consolidation, "
                        r"effusion\) that --target multiclass trains; relabel it$"):
         load_dataset(tmp_path, target="multiclass")
@@ -887,7 +888,7 @@ def test_multiclass_nifti_masks_follow_the_mask_rules(tmp_path: Path) -> None:
         truth = (lesions if sample.case_id.startswith("case1") else consolidation)[k]
         np.testing.assert_array_equal(sample.mask, truth[::-1, ::-1])
     _save_nifti(tmp_path / "masks" / "case2.nii.gz", consolidation * 127 - (consolidation > 0))
-    with pytest.raises(CovsegError, match=r"^mask of .*case\d.nii.gz#z\d: mask level 25[34] alone "
+    with pytest.raises(CovsegError, match=r"^mask .*masks/case\d.nii.gz#z\d: mask level 25[34] alone "
                                           r"cannot tell its class, .*; store labels 0..K$"):
         load_dataset(tmp_path, target="multiclass")
 
@@ -1270,3 +1271,29 @@ def test_a_path_that_is_no_path_is_a_one_line_error(path: object, shown: str) ->
     with pytest.raises(CovsegError, match=rf"^path must be a data folder \(str or pathlib.Path\) "
                                           rf"or \"synthetic\[:SEED\]\", got {shown}$"):
         load_dataset(path)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("form", ["generic", "medseg"])
+def test_a_z_flipped_volumes_slices_are_named_by_their_index_in_the_file(tmp_path: Path,
+                                                                        form: str) -> None:
+    """A volume whose header flips z named its slices by their index after reorientation: the
+    lesion of file slice 3 of 4 was case ``p0_z0000`` and ``#z0`` in every message (the file's
+    empty slice 0), while its title and ``evaluate --per-slice`` said slice 3; a bad label
+    named the CT, not the mask."""
+    hu, _ = _hu_volume(slices=4)
+    mask = np.zeros(hu.shape, dtype=np.int16)
+    mask[3, 4:9, 4:9] = 7  # file slice 3
+    affine = np.diag([0.8, 0.8, -5.0, 1])
+    image, truth = (("images/p0.nii.gz", "masks/p0.nii.gz") if form == "generic"
+                    else ("tr_im.nii.gz", "tr_mask.nii.gz"))
+    for name, array in ((image, hu), (truth, mask)):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(array.transpose(2, 1, 0), affine), str(tmp_path / name))
+    case = "p0_z0003" if form == "generic" else "medseg_0003"
+    lesion = [s for s in load_dataset(tmp_path).samples if s.mask.any()]
+    assert [(s.case_id, s.source, s.slice_name) for s in lesion] == [
+        (case, f"{tmp_path / image}#z3", f"slice 3 of {Path(image).name}")]
+    assert int(lesion[0].mask.sum()) == 25
+    with pytest.raises(CovsegError, match=rf"^mask {re.escape(str(tmp_path / truth))}#z3: "
+                                          r"label 7 \(25 pixels\) is none of the classes"):
+        load_dataset(tmp_path, target="multiclass")

@@ -104,11 +104,19 @@ class Sample:
     """Height over width of a pixel (row over column spacing; square for 2D files), to draw the
     slice to scale (:attr:`Volume.pixel_aspect`)."""
     slice_name: str = ""
-    """Where a volume's file holds the slice, e.g. "slice 29 of case4.nii.gz" (a viewer's number;
-    the case id counts covseg's axial slices): :meth:`Volume.slice_name`; empty for 2D files."""
+    """Where a volume's file holds the slice, e.g. "slice 29 of case4.nii.gz" (a viewer's number,
+    which the case id gives too; a file cut otherwise than axially: covseg's axial slice):
+    :meth:`Volume.slice_name`; empty for 2D files."""
     spacing: tuple[float, float] | None = None
     """(row, column) pixel size in mm of a volume's slice, so that its HD95 is in mm as
     ``evaluate`` gives it on the volume; None for 2D files, whose HD95 is in pixels."""
+    mask_source: str = ""
+    """The mask's file (``#zK``: its slice K), which a message about the mask names."""
+
+    @property
+    def mask_label(self) -> str:
+        """The mask named for a message: its file, else as the mask of :attr:`source`."""
+        return f"mask {self.mask_source}" if self.mask_source else f"mask of {self.source}"
 
     @property
     def title(self) -> str:
@@ -225,9 +233,11 @@ class ReadOptions:
 
 
 def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source: str,
-            options: ReadOptions, view: tuple[Volume, Path, int] | None = None) -> Sample:
+            options: ReadOptions, view: tuple[Volume, Path, int] | None = None,
+            mask_source: str = "") -> Sample:
     """A checked sample; ``view``: the volume, its file and the slice index it comes from,
-    for its radiological view, pixel aspect and name in the file."""
+    for its radiological view, pixel aspect and name in the file; ``mask_source``: the mask's
+    file (and slice), named in messages about the mask."""
     if image.shape != mask.shape:
         raise CovsegError(
             f"{source}: image is {image.shape[1]}x{image.shape[0]} but its mask is "
@@ -240,7 +250,8 @@ def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source
     # a volume's slices come here in [0, 1], its --window judged on the whole volume
     told_window = options.window_given and view is None
     sample = Sample(normalize_intensity(image, options.intensity, options.window, source,
-                                        told_window=told_window), labels, case, patient, source)
+                                        told_window=told_window), labels, case, patient, source,
+                    mask_source=mask_source)
     if view is not None:
         volume, path, k = view
         sample.display_flips = display_flips(volume.affine)
@@ -364,7 +375,7 @@ def _read_2d_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions,
         case = f"{case_prefix}{stem}"
         samples.append(_sample(read_array(image_path), read(mask_path), case,
                                patients.get(case, patients.get(stem, case)), str(image_path),
-                               options))
+                               options, mask_source=str(mask_path)))
     return samples
 
 
@@ -418,8 +429,13 @@ def _read_volume_pair(image_path: Path, mask_path: Path) -> tuple[Volume, Volume
     return image, mask
 
 
-def _slice_volume(image_path: Path, mask_path: Path, study: str, patient: str,
-                  options: ReadOptions) -> list[Sample]:
+def _slice_volume(image_path: Path, mask_path: Path, options: ReadOptions,
+                  case_of: Callable[[int], str], patient_of: Callable[[str], str]
+                  ) -> list[Sample]:
+    """A volume's axial slices, each named by its index in the file (:meth:`Volume.file_index`):
+    ``case_of`` gives its case id, ``patient_of`` the case's patient; its source and its mask's
+    (``#zK``) give that index too, as its title and ``evaluate --per-slice`` do. The index after
+    reorientation named another slice of a file whose header flips z."""
     image, mask = _read_volume_pair(image_path, mask_path)
     hu = normalize_intensity(image.array, options.intensity, options.window, str(image_path),
                              told_window=options.window_given)
@@ -427,11 +443,14 @@ def _slice_volume(image_path: Path, mask_path: Path, study: str, patient: str,
     if options.slices == "labelled":
         keep = [k for k in keep if mask.array[k].any()]
     unit = replace(options, intensity="unit")
-    return [
-        _sample(hu[k], mask.array[k], f"{study}_z{k:04d}", patient, f"{image_path}#z{k}",
-                unit, (image, image_path, k))
-        for k in keep
-    ]
+    samples = []
+    for k in keep:
+        index = image.file_index(k)
+        case = case_of(index)
+        samples.append(_sample(hu[k], mask.array[k], case, patient_of(case),
+                               f"{image_path}#z{index}", unit, (image, image_path, k),
+                               f"{mask_path}#z{index}"))
+    return samples
 
 
 def _read_volume_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions, desc: str,
@@ -441,8 +460,9 @@ def _read_volume_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions
     samples: list[Sample] = []
     for study, image_path, mask_path in tqdm(pairs, desc=desc, unit="volume", leave=False,
                                              disable=not pairs):
-        samples.extend(_slice_volume(image_path, mask_path, study, patients.get(study, study),
-                                     options))
+        samples.extend(_slice_volume(image_path, mask_path, options,
+                                     partial("{}_z{:04d}".format, study),
+                                     partial(lambda study, _: patients.get(study, study), study)))
     return samples
 
 
@@ -775,18 +795,10 @@ def _read_medseg(root: Path, options: ReadOptions) -> LoadedData:
         mask_file = root / "tr_mask.nii.gz"
         if not mask_file.is_file():
             raise CovsegError(f"{root}: tr_im.nii.gz found but tr_mask.nii.gz is missing")
-        image, mask = _read_volume_pair(root / "tr_im.nii.gz", mask_file)
-        hu = normalize_intensity(image.array, options.intensity, options.window,
-                                 str(root / "tr_im.nii.gz"), told_window=options.window_given)
-        unit = replace(options, intensity="unit")
         patients = _read_patients_csv(root)
-        cases = [f"medseg_{image.file_index(k):04d}" for k in range(len(hu))]
-        _check_patients_listed(patients, [(case, case) for case in cases])
-        samples = [
-            _sample(hu[k], mask.array[k], case, patients.get(case, case),
-                    f"{root / 'tr_im.nii.gz'}#z{k}", unit, (image, root / "tr_im.nii.gz", k))
-            for k, case in enumerate(cases)
-        ]
+        samples = _slice_volume(root / "tr_im.nii.gz", mask_file, replace(options, slices="all"),
+                                "medseg_{:04d}".format, lambda case: patients.get(case, case))
+        _check_patients_listed(patients, [(s.case_id, s.case_id) for s in samples])
         return _loaded(samples, "medseg", root, options)
     masks_dir = _first_dir(root, MEDSEG_MASKS)
     if masks_dir is None:
@@ -941,7 +953,7 @@ def _multiclass_labels(samples: list[Sample]) -> None:
     """Turn the stored mask levels of a multi-class set (2D files and NIfTI volumes alike) into
     labels with one step for the whole set (:func:`~covseg.io.image.masks_to_labels`): one
     slice cannot tell consolidation alone (0/170) from ground-glass (0/1)."""
-    labels = masks_to_labels([s.mask for s in samples], [f"mask of {s.source}" for s in samples])
+    labels = masks_to_labels([s.mask for s in samples], [s.mask_label for s in samples])
     for sample, mask in zip(samples, labels):
         sample.mask = mask
     _refuse_unknown_classes(samples)
@@ -956,14 +968,14 @@ def _refuse_unknown_classes(samples: list[Sample]) -> None:
     for sample in samples:
         if int(sample.mask.max()) > top:
             levels = np.unique(sample.mask[sample.mask > top]).tolist()
-            unknown.setdefault(sample.source, set()).update(int(v) for v in levels)
+            unknown.setdefault(sample.mask_label, set()).update(int(v) for v in levels)
     if not unknown:
         return
-    source, labels = next(iter(unknown.items()))
+    mask, labels = next(iter(unknown.items()))
     others = f" (and {len(unknown) - 1} more masks)" if len(unknown) > 1 else ""
-    pixels = sum(int(np.count_nonzero(s.mask > top)) for s in samples if s.source == source)
+    pixels = sum(int(np.count_nonzero(s.mask > top)) for s in samples if s.mask_label == mask)
     raise CovsegError(
-        f"mask of {source}{others}: label {'/'.join(map(str, sorted(labels)))} ({pixels} "
+        f"{mask}{others}: label {'/'.join(map(str, sorted(labels)))} ({pixels} "
         f"pixels) is none of the classes 0..{top} "
         f"({', '.join(CLASS_NAMES.values())}) that --target multiclass trains; relabel it")
 
