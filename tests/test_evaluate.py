@@ -863,3 +863,28 @@ def test_cv_scores_a_volumes_slices_in_mm(tmp_path: Path) -> None:
     predictor = _ShiftingPredictor({id(s.image): s.mask for s in data.samples})
     rows, _ = evaluate_samples(predictor, data.samples)  # type: ignore[arg-type]
     assert {row["case_id"]: row["hd95"] for row in rows}["p"] == pytest.approx(2.0)
+@pytest.mark.parametrize("name,infection", [("lung_and_infection_mask", "infection_mask"),
+                                            ("Lung_and_Infection_Mask", "Infection_Mask")])
+def test_zenodo_lung_and_infection_masks_are_refused_as_truth(tmp_path: Path, capsys,
+                                                              name: str, infection: str) -> None:
+    """Kaggle's and Zenodo's lung-and-infection masks (1, 2 the lungs, 3 the infection) were
+    scored as lesion classes: a perfect prediction of the infection scored Dice 0.001, the
+    lungs counted as infection. They are refused naming the infection masks to give."""
+    truth = np.zeros((8, 32, 32), dtype=np.uint8)
+    truth[:, 4:28, 2:15], truth[:, 4:28, 17:30] = 1, 2
+    truth[3, 10:14, 5:9] = 3
+    affine = np.diag([0.8, 0.8, 5.0, 1])
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "kaggle" / name).mkdir(parents=True)
+    nib.save(nib.Nifti1Image(truth.transpose(2, 1, 0), affine),
+             str(tmp_path / "kaggle" / name / "coronacases_001.nii"))
+    nib.save(nib.Nifti1Image((truth == 3).astype(np.uint8).transpose(2, 1, 0), affine),
+             str(tmp_path / "pred" / "coronacases_001.nii"))
+    given = tmp_path / "kaggle" / name
+    for truth_path in (given, given / "coronacases_001.nii"):
+        code = main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth", str(truth_path),
+                     "--out", str(tmp_path / "ev")])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1, err
+        assert f"give the infection masks, {tmp_path / 'kaggle' / infection}, as --truth" in err
+    assert not (tmp_path / "ev").exists()

@@ -16,7 +16,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from covseg.data.layouts import CLASS_NAMES, Sample, data_folders, examples
+from covseg.data.layouts import (
+    CLASS_NAMES,
+    Sample,
+    combined_mask_folder,
+    data_folders,
+    examples,
+)
 from covseg.errors import CovsegError, counted
 from covseg.infer import Predictor, output_name
 from covseg.io.atomic import output_folder, write_json, write_text
@@ -136,7 +142,14 @@ def _single_mask(path: Path) -> Path | None:
 def _masks(path: Path, role: str) -> _Masks:
     """The masks of a mask folder, or a single mask (:func:`_single_mask`) as its one case
     (named as :func:`study_name` names it: a predict study's ``infection.nii.gz`` by its
-    folder)."""
+    folder). Zenodo's lung-and-infection masks as the truth are refused: their lungs (1, 2)
+    counted as infection, so a perfect prediction scored Dice 0.001."""
+    infection = combined_mask_folder(path) if role == "truth" else None
+    if infection:
+        raise CovsegError(f"{path}: Zenodo's lung and infection masks label the lungs 1 and 2 "
+                          "and the infection 3, which would be scored as lesion classes (the "
+                          f"lungs as infection); give the infection masks, {infection}, as "
+                          "--truth")
     single = _single_mask(path)
     if single is None:
         return _mask_files(path, role)

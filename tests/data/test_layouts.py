@@ -1297,3 +1297,26 @@ def test_a_z_flipped_volumes_slices_are_named_by_their_index_in_the_file(tmp_pat
     with pytest.raises(CovsegError, match=rf"^mask {re.escape(str(tmp_path / truth))}#z3: "
                                           r"label 7 \(25 pixels\) is none of the classes"):
         load_dataset(tmp_path, target="multiclass")
+
+
+def test_zenodo_lung_and_infection_folder_given_alone_names_its_data_folder(
+        tmp_path: Path) -> None:
+    """Kaggle's lung_and_infection_mask/ given as data was called "images or CT scans found
+    ... but no masks"; alone, without the data folder, it is masks without images."""
+    hu, lesions = _hu_volume(slices=2)
+    for part, volume in (("ct_scans", hu), ("infection_mask", lesions),
+                         ("lung_and_infection_mask", lesions)):
+        _save_nifti(tmp_path / "kaggle" / part / "coronacases_001.nii", volume)
+    given = tmp_path / "kaggle" / "lung_and_infection_mask"
+    with pytest.raises(CovsegError, match=rf"^{re.escape(str(given))}: the "
+                       rf"lung_and_infection_mask/ folder of Zenodo data; give the data folder "
+                       rf"itself, {re.escape(str(tmp_path / 'kaggle'))}$"):
+        load_dataset(given)
+    shutil.rmtree(tmp_path / "kaggle" / "ct_scans")
+    with pytest.raises(CovsegError, match=r": masks found \(infection_mask/\) but no images; "
+                                          r"put each mask's image in ct_scans/ beside it"):
+        load_dataset(tmp_path / "kaggle")
+    shutil.rmtree(tmp_path / "kaggle" / "infection_mask")
+    with pytest.raises(CovsegError, match=r": masks found \(lung_and_infection_mask/\) but no "
+                                          r"images; put each mask's image in ct_scans/"):
+        load_dataset(tmp_path / "kaggle")

@@ -831,6 +831,19 @@ def _read_infnet(root: Path, options: ReadOptions) -> LoadedData:
 ZENODO_IMAGES = ("ct_scans", "COVID-19-CT-Seg_20cases")
 ZENODO_INFECTION = ("infection_mask", "Infection_Mask")
 ZENODO_LUNG = ("lung_mask", "Lung_Mask")
+ZENODO_COMBINED = ("lung_and_infection_mask", "Lung_and_Infection_Mask")
+"""Kaggle's and Zenodo's masks of lungs (1, 2) and infection (3) in one, which no target reads:
+their labels are not covseg's (1..3 lesion classes)."""
+
+
+def combined_mask_folder(path: Path) -> str | None:
+    """The infection mask folder to give instead of ``path``, where ``path`` is (or is a file
+    of) Zenodo's lung-and-infection folder (:data:`ZENODO_COMBINED`), whose lungs read as
+    covseg's labels would count as lesions; else None."""
+    folder = path if path.is_dir() else path.parent
+    if folder.name not in ZENODO_COMBINED:
+        return None
+    return str(folder.with_name(ZENODO_INFECTION[ZENODO_COMBINED.index(folder.name)]))
 
 
 def _read_zenodo(root: Path, options: ReadOptions) -> LoadedData:
@@ -1053,14 +1066,14 @@ def _found_layouts(root: Path) -> list[str]:
 
 LAYOUT_PARTS = frozenset({*FOLDERS_IMAGES, *FOLDERS_MASKS, *LUNG_MASKS, "Imgs", "GT", "Edge",
                           "Prior", "tr_im", *MEDSEG_MASKS, *ZENODO_IMAGES, *ZENODO_INFECTION,
-                          *ZENODO_LUNG, "studies"})
+                          *ZENODO_LUNG, *ZENODO_COMBINED, "studies"})
 """Names of the sub-folders a layout keeps its images, masks (or Inf-Net's edges and priors) in:
 one given instead of its data folder is named as such."""
 IMAGES_OF_MASKS: tuple[tuple[tuple[str, ...], str], ...] = (
     ((*FOLDERS_MASKS, *LUNG_MASKS), "images/ (MosMed's CT volumes: studies/)"),
     (("GT",), "Imgs/"),
     (MEDSEG_MASKS, "tr_im/"),
-    ((*ZENODO_INFECTION, *ZENODO_LUNG), "ct_scans/"),
+    ((*ZENODO_INFECTION, *ZENODO_LUNG, *ZENODO_COMBINED), "ct_scans/"),
 )
 """Mask folders, and the folder beside them that holds their images."""
 
