@@ -888,8 +888,9 @@ def test_multiclass_nifti_masks_follow_the_mask_rules(tmp_path: Path) -> None:
         truth = (lesions if sample.case_id.startswith("case1") else consolidation)[k]
         np.testing.assert_array_equal(sample.mask, truth[::-1, ::-1])
     _save_nifti(tmp_path / "masks" / "case2.nii.gz", consolidation * 127 - (consolidation > 0))
-    with pytest.raises(CovsegError, match=r"^mask .*masks/case\d.nii.gz#z\d: mask level 25[34] alone "
-                                          r"cannot tell its class, .*; store labels 0..K$"):
+    with pytest.raises(CovsegError, match=r"^mask .*masks/case\d.nii.gz#z\d: mask level "
+                                          r"25[34] alone cannot tell its class, .*; store "
+                                          r"labels 0..K$"):
         load_dataset(tmp_path, target="multiclass")
 
 
@@ -1320,3 +1321,26 @@ def test_zenodo_lung_and_infection_folder_given_alone_names_its_data_folder(
     with pytest.raises(CovsegError, match=r": masks found \(lung_and_infection_mask/\) but no "
                                           r"images; put each mask's image in ct_scans/"):
         load_dataset(tmp_path / "kaggle")
+
+
+def test_kaggle_and_zenodo_folders_side_by_side_are_refused(tmp_path: Path) -> None:
+    """A folder of Kaggle's ct_scans/ + infection_mask/ beside Zenodo's COVID-19-CT-Seg_20cases/
+    + Infection_Mask/ trained on ct_scans/ alone, dropping the other volumes without a word."""
+    hu, lesions = _hu_volume(slices=2)
+    for images, masks, case in (("ct_scans", "infection_mask", "coronacases_001"),
+                                ("COVID-19-CT-Seg_20cases", "Infection_Mask", "coronacases_002")):
+        _save_nifti(tmp_path / images / f"{case}.nii.gz", hu)
+        _save_nifti(tmp_path / masks / f"{case}.nii.gz", lesions)
+    with pytest.raises(CovsegError, match=r"holds both ct_scans/ and COVID-19-CT-Seg_20cases/ "
+                                          r"\(two copies' folders of one data set\); only one "
+                                          r"would be read"):
+        load_dataset(tmp_path)
+    shutil.move(tmp_path / "ct_scans" / "coronacases_001.nii.gz",
+                tmp_path / "COVID-19-CT-Seg_20cases")
+    (tmp_path / "ct_scans").rmdir()
+    with pytest.raises(CovsegError, match=r"holds both infection_mask/ and Infection_Mask/"):
+        load_dataset(tmp_path)
+    shutil.move(tmp_path / "infection_mask" / "coronacases_001.nii.gz",
+                tmp_path / "Infection_Mask")
+    (tmp_path / "infection_mask").rmdir()
+    assert load_dataset(tmp_path).patients == ["coronacases_001", "coronacases_002"]
