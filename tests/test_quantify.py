@@ -1401,3 +1401,19 @@ def test_montage_title_clears_the_top_slices_titles(tmp_path: Path, saved_figure
         tops = [axis.title.get_window_extent(renderer).y1 for axis in figure.axes]
         assert len(tops) == 6 and title.y0 > max(tops), (title, tops)
         assert title.y1 <= figure.bbox.height
+
+
+def test_a_data_sets_mask_folders_are_no_studies(tmp_path: Path) -> None:
+    """MedSeg's folder given to predict failed with "several studies are named 1": its
+    rp_msk/ and rp_lung_msk/ (1.nii.gz ...) were read as CTs beside rp_im/; so were Zenodo's
+    Infection_Mask/ volumes. Folders named as masks are passed over reading CTs, not masks."""
+    for folder in ("rp_im", "rp_msk", "rp_lung_msk", "Infection_Mask"):
+        (tmp_path / folder).mkdir()
+        for name in ("1", "2"):
+            (tmp_path / folder / f"{name}.nii.gz").write_bytes(b"")
+    (tmp_path / "tr_im.nii.gz").write_bytes(b"")
+    (tmp_path / "tr_mask.nii.gz").write_bytes(b"")
+    assert [s.name for s in find_studies([tmp_path])] == ["1", "2", "tr_im"]
+    assert len(find_studies([tmp_path / "rp_msk"])) == 2  # given itself, a folder is read
+    with pytest.raises(CovsegError, match="several studies are named 1"):
+        find_studies([tmp_path], masks=True)

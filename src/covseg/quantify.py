@@ -1098,8 +1098,11 @@ def _is_summary(path: Path) -> bool:
         return False
 
 
-MASK_WORDS = frozenset({"mask", "masks", "seg", "segmentation", "label", "labels", "infection",
-                        "lesion", "lesions", "lung", "lungs", "probabilities"})
+MASK_FOLDER_WORDS = frozenset({"mask", "masks", "msk", "seg", "segmentation", "label", "labels"})
+"""Last words of a folder's name that mark a folder of masks: Zenodo's ``Infection_Mask``,
+MosMed's ``masks``, MedSeg's ``rp_msk`` and ``rp_lung_msk``."""
+MASK_WORDS = MASK_FOLDER_WORDS | {"infection", "lesion", "lesions", "lung", "lungs",
+                                  "probabilities"}
 """Last words of a NIfTI name that mark a mask, not a CT: ``ct_mask``, ``p1_seg``, ``label``,
 ``lung-mask``, and covseg's own ``infection``, ``lungs`` and ``probabilities``."""
 
@@ -1108,7 +1111,11 @@ def is_mask_named(path: Path) -> bool:
     """Whether a NIfTI file is named as a mask (its name's last word is in :data:`MASK_WORDS`):
     predict does not read it as a CT when it finds it in a folder (a patient folder holding
     ``ct.nii.gz`` and ``ct_mask.nii.gz`` has one CT)."""
-    return re.split(r"[\s._-]+", nifti_stem(path).lower())[-1] in MASK_WORDS
+    return _last_word(nifti_stem(path)) in MASK_WORDS
+
+
+def _last_word(name: str) -> str:
+    return re.split(r"[\s._-]+", name.lower())[-1]
 
 
 def find_studies(inputs: Sequence[str | os.PathLike[str]],
@@ -1287,8 +1294,9 @@ def _sub_folder_studies(folders: Sequence[Path], masks: bool
     """The studies of one input folder's sub-folders, and the NIfTI files passed over as masks
     (:func:`_split_masks`). A sub-folder holding DICOM files, or no NIfTI file, is a study (a
     DICOM series, searched as its reader searches it), and so is a ``covseg predict`` study
-    folder when reading ``masks``; one holding masks alone is none. NIfTI files in the others
-    are named one way for the whole input: when each such sub-folder holds one (a folder per
+    folder when reading ``masks``; one holding masks alone (or, reading CTs, one named as masks:
+    MedSeg's ``rp_msk/``, Zenodo's ``Infection_Mask/``) is none. NIfTI files in the others are
+    named one way for the whole input: when each such sub-folder holds one (a folder per
     patient: ``p1/ct.nii.gz``), its file is the study named after the sub-folder; when some
     hold several (a collection sorted into folders: MosMed's ``studies/CT-0..CT-4/*.nii.gz``),
     every file is a study named after the file, as in the top folder, so that names never
@@ -1299,6 +1307,8 @@ def _sub_folder_studies(folders: Sequence[Path], masks: bool
     for folder in folders:
         files, masked = _split_masks([] if masks and predicted_mask(folder)
                                      else folder_niftis(folder), masks)
+        if not masks and _last_word(folder.name) in MASK_FOLDER_WORDS:  # a data set's masks
+            files, masked = [], files + masked
         dropped += masked
         if files or not masked:
             held[folder] = files

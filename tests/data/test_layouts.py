@@ -1344,3 +1344,49 @@ def test_kaggle_and_zenodo_folders_side_by_side_are_refused(tmp_path: Path) -> N
                 tmp_path / "Infection_Mask")
     (tmp_path / "infection_mask").rmdir()
     assert load_dataset(tmp_path).patients == ["coronacases_001", "coronacases_002"]
+
+
+@pytest.mark.parametrize("with_slices", [True, False])
+def test_medseg_radiopaedia_volumes_are_read(tmp_path: Path, with_slices: bool) -> None:
+    """MedSeg's rp_im/ + rp_msk/ + rp_lung_msk/ volumes were ignored beside tr_im.nii.gz without
+    a word, refused as an unrecognised layout alone, and --target lung said MedSeg holds no lung
+    masks. They are read, each volume a study, rp_lung_msk/ for --target lung."""
+    hu, lesions = _hu_volume(slices=3)
+    lungs = np.zeros_like(lesions)
+    lungs[:, 4:28, 2:30] = 1
+    if with_slices:
+        _save_nifti(tmp_path / "tr_im.nii.gz", hu)
+        _save_nifti(tmp_path / "tr_mask.nii.gz", lesions)
+    for case in ("1", "2"):
+        _save_nifti(tmp_path / "rp_im" / f"{case}.nii.gz", hu)
+        _save_nifti(tmp_path / "rp_msk" / f"{case}.nii.gz", lesions * 2)
+        _save_nifti(tmp_path / "rp_lung_msk" / f"{case}.nii.gz", lungs)
+    slices = ["medseg_0000", "medseg_0001", "medseg_0002"] if with_slices else []
+    data = load_dataset(tmp_path)
+    assert data.layout == "medseg"
+    assert [s.case_id for s in data.samples] == slices + [
+        f"medseg_rp{case}_z000{k}" for case in "12" for k in range(3)]
+    assert data.patients == sorted(slices + ["medseg_rp1", "medseg_rp2"])
+    for sample in data.samples:
+        np.testing.assert_array_equal(sample.mask, lesions[int(sample.case_id[-1])][::-1, ::-1] > 0)
+    lung = load_dataset(tmp_path, target="lung")
+    assert lung.patients == ["medseg_rp1", "medseg_rp2"] and len(lung.samples) == 6
+    assert all(int(s.mask.sum()) == 24 * 28 for s in lung.samples)
+    note = ("MedSeg's tr_im slices have no lung masks and are not read for --target lung; "
+            "the 2 rp_im/ volumes with rp_lung_msk/ are")
+    assert lung.notes == ([note] if with_slices else [])
+    shutil.rmtree(tmp_path / "rp_lung_msk")
+    with pytest.raises(CovsegError, match=r"rp_im/ found but not rp_lung_msk/, which holds its "
+                                          r"lung masks$"):
+        load_dataset(tmp_path, target="lung")
+    with pytest.raises(CovsegError, match=r": the rp_msk/ folder of MedSeg data; give the data "
+                                          r"folder itself"):
+        load_dataset(tmp_path / "rp_msk")
+
+
+def test_medseg_png_slices_named_medseg_get_one_prefix(tmp_path: Path) -> None:
+    """MedSeg PNGs named medseg_0003.png (as shared here) were case medseg_medseg_0003."""
+    for name in ("medseg_0003", "7"):
+        _save_png(tmp_path / "tr_im" / f"{name}.png", np.full((8, 8), 100))
+        _save_png(tmp_path / "tr_mask" / f"{name}.png", np.eye(8) * 255)
+    assert [s.case_id for s in load_dataset(tmp_path).samples] == ["medseg_7", "medseg_0003"]

@@ -372,7 +372,7 @@ def _read_2d_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions,
     read = (partial(read_array, keep_palette=True) if options.target == "multiclass"
             else read_mask)  # see _loaded
     for stem, image_path, mask_path in _progress(pairs, desc):
-        case = f"{case_prefix}{stem}"
+        case = _prefixed(case_prefix, stem)
         samples.append(_sample(read_array(image_path), read(mask_path), case,
                                patients.get(case, patients.get(stem, case)), str(image_path),
                                options, mask_source=str(mask_path)))
@@ -382,7 +382,13 @@ def _read_2d_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions,
 def _slice_cases(pairs: list[tuple[str, Path, Path]], case_prefix: str = ""
                  ) -> list[tuple[str, str]]:
     """(case id, file stem) of each 2D pair: the names a patients.csv may give a slice."""
-    return [(f"{case_prefix}{stem}", stem) for stem, _, _ in pairs]
+    return [(_prefixed(case_prefix, stem), stem) for stem, _, _ in pairs]
+
+
+def _prefixed(prefix: str, stem: str) -> str:
+    """A slice's case id: its file stem after the layout's ``prefix``, once (MedSeg's PNGs
+    named ``medseg_0003`` were ``medseg_medseg_0003``)."""
+    return stem if stem.startswith(prefix) else f"{prefix}{stem}"
 
 
 def _study_cases(pairs: list[tuple[str, Path, Path]]) -> list[tuple[str, str]]:
@@ -805,22 +811,73 @@ def _split_line(path: Path, number: int, line: str) -> str:
     return image
 
 
+MEDSEG_RADIOPAEDIA = ("rp_im", "rp_msk", "rp_lung_msk")
+"""MedSeg's Radiopaedia part: 9 CT volumes, their lesion masks (labels as ``tr_mask``'s) and
+their lung masks."""
+
+
 def _read_medseg(root: Path, options: ReadOptions) -> LoadedData:
+    """MedSeg's 100 slices (``tr_im``, as PNGs or one NIfTI stack) and its Radiopaedia volumes
+    (``rp_im/``), each a study; ``--target lung`` reads the volumes' ``rp_lung_msk/`` alone, as
+    the slices have no lung masks (a note says so)."""
+    patients = _read_patients_csv(root)
+    volumes = _medseg_volume_pairs(root, options.target)
+    slices: list[Sample] = []
+    cases: list[tuple[str, str]] = []
+    notes = []
+    if options.target != "lung":
+        slices, cases = _read_medseg_slices(root, options, patients)
+    elif _holds_medseg_slices(root):
+        notes.append("MedSeg's tr_im slices have no lung masks and are not read for --target "
+                     f"lung; the {len(volumes)} rp_im/ volumes with rp_lung_msk/ are")
+    samples = slices + _read_volume_pairs(volumes, options, "reading MedSeg volumes", patients)
+    _check_patients_listed(patients, cases, _study_cases(volumes))
+    loaded = _loaded(samples, "medseg", root, options)
+    loaded.notes = notes
+    return loaded
+
+
+def _holds_medseg_slices(root: Path) -> bool:
+    return (root / "tr_im.nii.gz").is_file() or (root / "tr_im").is_dir()
+
+
+def _medseg_volume_pairs(root: Path, target: str) -> list[tuple[str, Path, Path]]:
+    """(study ``medseg_rp<N>``, CT, mask) of each Radiopaedia volume: its lesion mask, or for
+    ``target`` lung its lung mask; none without ``rp_im/``."""
+    images, lesions, lungs = (root / name for name in MEDSEG_RADIOPAEDIA)
+    if not images.is_dir():
+        if target == "lung":
+            raise CovsegError(f"{root}: MedSeg's lung masks are rp_lung_msk/ beside rp_im/, "
+                              "which this folder lacks; --target lung needs those, images/ + "
+                              "lungs/ folders or the Zenodo volumes' lung_mask/")
+        return []
+    masks = lungs if target == "lung" else lesions
+    if not masks.is_dir():
+        raise CovsegError(f"{root}: rp_im/ found but not {masks.name}/, which holds its "
+                          f"{'lung ' if target == 'lung' else ''}masks")
+    pairs = _pair(_files(images, is_nifti), _files(masks, is_nifti), root)
+    return [(f"medseg_rp{stem}", image, mask) for stem, image, mask in pairs]
+
+
+def _read_medseg_slices(root: Path, options: ReadOptions, patients: dict[str, str]
+                        ) -> tuple[list[Sample], list[tuple[str, str]]]:
+    """MedSeg's 100 slices (none where the folder holds its volumes alone), and the (case id,
+    file stem) of each, the names a patients.csv may give them."""
     if (root / "tr_im.nii.gz").is_file():
         mask_file = root / "tr_mask.nii.gz"
         if not mask_file.is_file():
             raise CovsegError(f"{root}: tr_im.nii.gz found but tr_mask.nii.gz is missing")
-        patients = _read_patients_csv(root)
         samples = _slice_volume(root / "tr_im.nii.gz", mask_file, replace(options, slices="all"),
                                 "medseg_{:04d}".format, lambda case: patients.get(case, case))
-        _check_patients_listed(patients, [(s.case_id, s.case_id) for s in samples])
-        return _loaded(samples, "medseg", root, options)
+        return samples, [(s.case_id, s.case_id) for s in samples]
+    if not (root / "tr_im").is_dir():
+        return [], []
     masks_dir = _first_dir(root, MEDSEG_MASKS)
     if masks_dir is None:
         raise CovsegError(f"{root}: tr_im/ found but neither tr_mask/ nor tr_mask_new/")
     pairs = _pair(_files(root / "tr_im", is_image_file), _files(masks_dir, is_image_file), root)
-    samples = _read_slices(pairs, options, "reading MedSeg slices", root, "medseg_")
-    return _loaded(samples, "medseg", root, options)
+    samples = _read_2d_pairs(pairs, options, patients, "reading MedSeg slices", "medseg_")
+    return samples, _slice_cases(pairs, "medseg_")
 
 
 def _infnet_folder(root: Path, target: str) -> Path:
@@ -957,15 +1014,15 @@ def _loaded(samples: list[Sample], layout: str, root: Path, options: ReadOptions
 
 LAYOUTS: dict[str, Callable[[Path], bool]] = {
     "mosmed-2d": lambda root: any(any(root.glob(f"{start}*.txt")) for start in SPLIT_LISTS),
-    "medseg": lambda root: (root / "tr_im").is_dir() or (root / "tr_im.nii.gz").is_file(),
+    "medseg": lambda root: _holds_medseg_slices(root) or (root / "rp_im").is_dir(),
     "infnet": lambda root: (root / "Imgs").is_dir() or (root / "TrainingSet").is_dir()
     or (root / "Doctor-label").is_dir() or (root / "LungInfection-Train").is_dir(),
     "zenodo": lambda root: _first_dir(root, ZENODO_IMAGES) is not None,
     "mosmed-3d": lambda root: (root / "studies").is_dir() and (root / "masks").is_dir(),
     "folders": lambda root: _first_dir(root, FOLDERS_IMAGES) is not None,
 }
-LUNG_LAYOUTS: tuple[str, ...] = ("folders", "zenodo")
-"""The layouts with lung masks (the synthetic generator draws lungs too)."""
+LUNG_LAYOUTS: tuple[str, ...] = ("folders", "zenodo", "medseg")
+"""The layouts with lung masks (the synthetic generator draws lungs too; MedSeg's volumes)."""
 
 READERS: dict[str, Callable[[Path, ReadOptions], LoadedData]] = {
     "mosmed-2d": _read_mosmed_2d,
@@ -1066,8 +1123,9 @@ def detect_layout(path: str | Path) -> str:
     if found:
         return found[0]
     raise CovsegError(_what_it_holds(root) or (
-        f"{root}: unrecognised data layout; expected images/ + masks/, MedSeg tr_im/, "
-        "Inf-Net Imgs/ + GT/, Zenodo ct_scans/, MosMed studies/ + masks/ or train_new*.txt"
+        f"{root}: unrecognised data layout; expected images/ + masks/, MedSeg tr_im/ or "
+        "rp_im/, Inf-Net Imgs/ + GT/, Zenodo ct_scans/, MosMed studies/ + masks/ or "
+        "train_new*.txt"
     ))
 
 
@@ -1080,14 +1138,15 @@ def _found_layouts(root: Path) -> list[str]:
 
 
 LAYOUT_PARTS = frozenset({*FOLDERS_IMAGES, *FOLDERS_MASKS, *LUNG_MASKS, "Imgs", "GT", "Edge",
-                          "Prior", "tr_im", *MEDSEG_MASKS, *ZENODO_IMAGES, *ZENODO_INFECTION,
-                          *ZENODO_LUNG, *ZENODO_COMBINED, "studies"})
+                          "Prior", "tr_im", *MEDSEG_MASKS, *MEDSEG_RADIOPAEDIA, *ZENODO_IMAGES,
+                          *ZENODO_INFECTION, *ZENODO_LUNG, *ZENODO_COMBINED, "studies"})
 """Names of the sub-folders a layout keeps its images, masks (or Inf-Net's edges and priors) in:
 one given instead of its data folder is named as such."""
 IMAGES_OF_MASKS: tuple[tuple[tuple[str, ...], str], ...] = (
     ((*FOLDERS_MASKS, *LUNG_MASKS), "images/ (MosMed's CT volumes: studies/)"),
     (("GT",), "Imgs/"),
     (MEDSEG_MASKS, "tr_im/"),
+    (MEDSEG_RADIOPAEDIA[1:], "rp_im/"),
     ((*ZENODO_INFECTION, *ZENODO_LUNG, *ZENODO_COMBINED), "ct_scans/"),
 )
 """Mask folders, and the folder beside them that holds their images."""
