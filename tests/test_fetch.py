@@ -613,3 +613,15 @@ def test_the_cli_prints_the_notice_and_warns_of_unverified_files(
     assert "(no official checksum recorded; not verified)" in captured.err
     assert covseg.fetch_data("medseg", folder) == [folder / r.name for r in medseg.files]
     assert capsys.readouterr().out == ""
+
+
+def test_the_cli_prints_mosmeds_notice_before_its_manual_step(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """zenodo and medseg printed their description and licence first; mosmed only its error."""
+    assert main(["data", "fetch", "mosmed", "--to", str(tmp_path / "mosmed")]) == 2
+    captured = capsys.readouterr()
+    mosmed = DATASETS["mosmed"]
+    assert captured.out == (f"mosmed: {mosmed.description}\n  from {mosmed.page}\n  licence: "
+                            f"{mosmed.licence}\n")
+    assert captured.err.count("\n") == 1 and "register and accept the licence" in captured.err
+    assert not (tmp_path / "mosmed").exists()

@@ -87,7 +87,7 @@ def add_fetch_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _fetch_command(args: argparse.Namespace) -> int:
     source = DATASETS.get(args.name)
-    if source and not source.manual:
+    if source:  # also before a manual step's instructions (MosMed's)
         output_folder(args.to, "--to")  # refused before the notice, as fetch_data refuses it
         print(notice(args.name, source))  # what, whose licence, before a long download
     paths = api.fetch_data(args.name, args.to)
