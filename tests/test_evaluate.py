@@ -888,3 +888,29 @@ def test_zenodo_lung_and_infection_masks_are_refused_as_truth(tmp_path: Path, ca
         assert code == 2 and err.count("\n") == 1, err
         assert f"give the infection masks, {tmp_path / 'kaggle' / infection}, as --truth" in err
     assert not (tmp_path / "ev").exists()
+
+
+@pytest.mark.parametrize("images,masks", [("ct_scans", "infection_mask"),
+                                          ("COVID-19-CT-Seg_20cases", "Infection_Mask"),
+                                          ("studies", "masks")])
+def test_a_volume_data_folder_as_truth_or_input_names_the_folder_to_give(
+        tmp_path: Path, capsys, images: str, masks: str) -> None:
+    """A Zenodo, Kaggle or MosMed data folder given as --truth got "no masks ... in the truth
+    folder", and MosMed's to predict "no DICOM series found"; both name the folder to give."""
+    from covseg.api import input_kind
+
+    volume = nib.Nifti1Image(np.zeros((8, 8, 2), dtype=np.int16), np.diag([0.8, 0.8, 5.0, 1]))
+    for part in (images if images != "studies" else "studies/CT-1", masks):
+        (tmp_path / "data" / part).mkdir(parents=True)
+        nib.save(volume, str(tmp_path / "data" / part / "study_0001.nii.gz"))
+    (tmp_path / "pred").mkdir()
+    nib.save(volume, str(tmp_path / "pred" / "study_0001.nii.gz"))
+    code = main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth", str(tmp_path / "data"),
+                 "--out", str(tmp_path / "ev")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.endswith(f"give {tmp_path / 'data' / masks} as --truth\n")
+    if images == "studies":
+        with pytest.raises(CovsegError, match=rf"give {tmp_path / 'data' / 'studies'} to "
+                                              "predict$"):
+            input_kind(tmp_path / "data")

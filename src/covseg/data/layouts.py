@@ -1084,9 +1084,16 @@ def _medseg_pair(root: Path) -> tuple[Path, Path] | None:
     return (root / "tr_im", masks) if (root / "tr_im").is_dir() and masks else None
 
 
+def _zenodo_pair(root: Path) -> tuple[Path, Path] | None:
+    """Zenodo's (or Kaggle's) CT and infection mask folders."""
+    images, masks = _first_dir(root, ZENODO_IMAGES), _first_dir(root, ZENODO_INFECTION)
+    return (images, masks) if images and masks else None
+
+
 DATA_FOLDERS: dict[str, Callable[[Path], tuple[Path, Path] | None]] = {
     "infnet": _infnet_pair, "folders": _folders_pair, "mosmed-2d": _folders_pair,
-    "medseg": _medseg_pair,
+    "medseg": _medseg_pair, "zenodo": _zenodo_pair,
+    "mosmed-3d": lambda root: (root / "studies", root / "masks"),
 }
 """The image and mask folders of the layouts that keep them in two sub-folders of the root."""
 
