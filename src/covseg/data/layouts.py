@@ -466,9 +466,10 @@ def _read_volume_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions
     samples: list[Sample] = []
     for study, image_path, mask_path in tqdm(pairs, desc=desc, unit="volume", leave=False,
                                              disable=not pairs):
+        patient = patients.get(study, study)
         samples.extend(_slice_volume(image_path, mask_path, options,
                                      partial("{}_z{:04d}".format, study),
-                                     partial(lambda study, _: patients.get(study, study), study)))
+                                     lambda _case, patient=patient: patient))
     return samples
 
 
