@@ -32,6 +32,7 @@ separate runs (with and without ``--recalibrate-bn``) can be paired afterwards.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -182,6 +183,27 @@ def fold_cases(run: Path) -> list[list[str]]:
     return [[row["case_id"] for row in json.loads(f.read_text())["per_case"]] for f in folds]
 
 
+def variant_names(runs: Sequence[Path]) -> list[str]:
+    """Every variant the table will hold, in its order: known from the RUN names, their
+    checkpoints, the views and the decoders alone, so a name can be checked before predicting."""
+    keys = [f"{run.name}|{checkpoint}|{view}" for run in runs for checkpoint in checkpoints(run)
+            for view in VIEWS]
+    if len(runs) > 1:
+        shared = set.intersection(*(set(checkpoints(r)) for r in runs))
+        keys += [f"ensemble|{checkpoint}|{view}" for checkpoint in shared for view in VIEWS]
+    return [key + suffix for key in keys for suffix in DECODERS]
+
+
+def check_variant(name: str, runs: Sequence[Path]) -> None:
+    """Exit in one line, naming a few close variants, when ``name`` is not in the table."""
+    names = variant_names(runs)
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+        hint = f"did you mean {', '.join(map(repr, close))}?" if close else \
+            f"names look like {names[0]!r} (run|checkpoint|views+post-processing)"
+        sys.exit(f"--against {name!r}: no such variant; {hint}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data")
@@ -199,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     for run in args.runs[1:]:
         if fold_cases(run) != splits:
             sys.exit(f"{run}: its folds differ from {args.runs[0]}'s; ensembles need the same folds")
+    if args.against:
+        check_variant(args.against, args.runs)
     truths: list[np.ndarray] = []
     probs: dict[str, list[np.ndarray]] = {}
     fold_of: list[int] = []
@@ -238,9 +262,6 @@ def main(argv: list[str] | None = None) -> int:
             results[key + suffix] = {"mean": float(dice.mean()), "fold_std": float(np.std(per_fold, ddof=1)),
                                      "per_fold": per_fold, "per_slice": dict(zip(case_ids, dice.tolist()))}
     if args.against:
-        if args.against not in results:
-            sys.exit(f"--against {args.against!r}: no such variant; pick one of "
-                     f"{', '.join(map(repr, results))}")
         for key, r in results.items():
             r["vs_against"] = paired_wilcoxon(r["per_slice"], results[args.against]["per_slice"])
     width = max(map(len, results))

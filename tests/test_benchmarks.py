@@ -81,3 +81,39 @@ def test_volume_memory_runs_with_its_default_untrained_unet(
     assert report["model"].startswith("untrained MONAI UNet") and report["slices"] == 6
     assert report["s_per_slice"] == round(report["wall_s"] / 6, 3)
     assert report["lesion_ml"] >= 0.0 and report["peak_rss_mib"] > 0
+
+
+@pytest.fixture(scope="module")
+def tiny_cv(tmp_path_factory: pytest.TempPathFactory, synthetic_folder: Path) -> Path:
+    """A 2-fold, 1-epoch MiniSeg cross-validation on the synthetic folder."""
+    run = tmp_path_factory.mktemp("bench") / "cv"
+    api.cross_validate(synthetic_folder, run, folds=2, epochs=1, size=32, batch_size=4,
+                       model="miniseg")
+    return run
+
+
+def test_cv_posthoc_refuses_an_unknown_against_before_predicting(
+        tiny_cv: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A misspelt ``--against`` was found only after every fold was predicted, and the error
+    listed all ~700 variants on one line; now it stops at once, naming close matches."""
+    cv_posthoc = _script("cv_posthoc", monkeypatch)
+    with pytest.raises(SystemExit) as stop:
+        cv_posthoc.main([str(synthetic_folder), str(tiny_cv), "--against", "cv|best.pt|none|t0.4"])
+    message = str(stop.value.code)
+    assert "predicted" not in capsys.readouterr().err
+    assert "no such variant" in message and "'cv|best.pt|none+t0.4'" in message
+    assert "\n" not in message and len(message) < 400
+
+
+def test_cv_posthoc_names_are_known_before_predicting(
+        tiny_cv: Path, synthetic_folder: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The names checked up front are exactly the table's, so a valid name still passes."""
+    cv_posthoc = _script("cv_posthoc", monkeypatch)
+    out = tmp_path / "posthoc.json"
+    assert cv_posthoc.main([str(synthetic_folder), str(tiny_cv), "--json", str(out),
+                            "--against", "cv|best.pt|none+t0.4"]) == 0
+    results = json.loads(out.read_text())
+    assert sorted(results) == sorted(cv_posthoc.variant_names([tiny_cv]))
+    assert results["cv|best.pt|none+t0.4"]["vs_against"]["p_value"] == 1.0
