@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -121,3 +122,48 @@ def test_metadata_of_another_class_count_is_refused_where_the_graph_leaves_it_dy
         "run again with `covseg export`\n")
     assert not (tmp_path / "p").exists()
     assert OnnxNetwork(tmp_path / "model.onnx").meta["num_classes"] == 2  # its own fits
+
+
+def _with_raw_meta(source: Path, out: Path, edit: Any) -> Path:
+    """A copy of the ONNX file ``source`` whose covseg metadata string is ``edit(old string)``."""
+    onnx = pytest.importorskip("onnx")
+    graph = onnx.load(str(source))
+    entry = next(p for p in graph.metadata_props if p.key == "covseg")
+    entry.value = edit(entry.value)
+    onnx.save(graph, str(out))
+    return out
+
+
+def _meta_edit(**changed: Any) -> Any:
+    """An edit of the metadata's JSON: keys set to values, or dropped where given None."""
+    def edit(raw: str) -> str:
+        meta = {**json.loads(raw), **changed}
+        return json.dumps({k: v for k, v in meta.items() if v is not None})
+    return edit
+
+
+@pytest.mark.parametrize(("edit", "what"), [
+    (lambda raw: "{not json", "not JSON: Expecting property name"),
+    (lambda raw: "[1, 2]", "a JSON list, not an object"),
+    (_meta_edit(size=None), "size: None, not a positive whole number"),
+    (_meta_edit(num_classes="2"), "num_classes: '2', not a positive whole number"),
+    (_meta_edit(threshold="x"), "threshold: 'x', not a number from 0 to 1"),
+    (_meta_edit(lung_guide=5), "TypeError"),
+])
+def test_damaged_metadata_is_refused_in_one_line(
+        tmp_path: Path, tiny_run: Path, edit: Any, what: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Metadata re-saved by other tools or edited by hand (not JSON, no size, a text
+    threshold) gave a JSONDecodeError, KeyError or ValueError traceback at predict time."""
+    pytest.importorskip("onnxruntime")
+    bad = _with_raw_meta(export_onnx(tiny_run, tmp_path / "model.onnx"), tmp_path / "bad.onnx",
+                         edit)
+    image = tmp_path / "slice.npy"
+    np.save(image, np.zeros((32, 32), dtype=np.float32))
+    out = tmp_path / "p"
+    assert main(["predict", str(image), "--onnx", str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"covseg: error: {bad}: covseg metadata damaged (")
+    assert what in err and err.count("\n") == 1
+    assert err.endswith("); export the run again with `covseg export`\n")
+    assert not out.exists()

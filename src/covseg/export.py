@@ -73,7 +73,7 @@ class OnnxNetwork:
         raw = self.session.get_modelmeta().custom_metadata_map.get(META_KEY)
         if raw is None:
             raise CovsegError(f"{path}: not exported by covseg (no covseg metadata)")
-        self.meta: dict[str, Any] = json.loads(raw)
+        self.meta: dict[str, Any] = read_meta(raw, path)
         check_graph_fits(self.session, self.meta, path)
 
     def eval(self) -> OnnxNetwork:
@@ -82,6 +82,36 @@ class OnnxNetwork:
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         logits = self.session.run(None, {"image": np.ascontiguousarray(batch.numpy())})[0]
         return torch.from_numpy(logits)
+
+
+REQUIRED_META = ("in_channels", "size", "num_classes")
+"""Metadata keys without a default: the graph's shape and classes."""
+
+
+def damaged_meta(path: Path, what: str) -> CovsegError:
+    """The one-line refusal of an ONNX file whose covseg metadata cannot be used."""
+    return CovsegError(f"{path}: covseg metadata damaged ({what}); export the run again with "
+                       "`covseg export`")
+
+
+def read_meta(raw: str, path: Path) -> dict[str, Any]:
+    """The covseg metadata of an ONNX file, checked: other ONNX tools or hand edits can leave
+    it unparsable or incomplete, which failed later in a traceback."""
+    try:
+        meta = json.loads(raw)
+    except ValueError as exc:
+        raise damaged_meta(path, f"not JSON: {exc}") from None
+    if not isinstance(meta, dict):
+        raise damaged_meta(path, f"a JSON {type(meta).__name__}, not an object")
+    for key in REQUIRED_META:
+        value = meta.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise damaged_meta(path, f"{key}: {value!r}, not a positive whole number")
+    threshold = meta.get("threshold", 0.5)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
+            or not 0 <= threshold <= 1:
+        raise damaged_meta(path, f"threshold: {threshold!r}, not a number from 0 to 1")
+    return meta
 
 
 def check_graph_fits(session: Any, meta: dict[str, Any], path: Path) -> None:

@@ -16,7 +16,7 @@ from torch import nn
 from covseg.cascade import CropBox, LungFrame, LungGuide
 from covseg.checkpoint import load_checkpoint, model_from_checkpoint
 from covseg.errors import CovsegError
-from covseg.export import OnnxNetwork
+from covseg.export import OnnxNetwork, damaged_meta
 from covseg.transforms import LUNG_WINDOW, Letterbox
 from covseg.volumes import applied_threshold, model_classes
 
@@ -79,7 +79,10 @@ class Predictor:
                   ) -> Predictor:
         """Load a model written by ``covseg export`` and run it with ONNX Runtime."""
         network = OnnxNetwork(path)
-        predictor = cls._from_meta(network, network.meta, batch_size, tta)
+        try:
+            predictor = cls._from_meta(network, network.meta, batch_size, tta)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise damaged_meta(Path(path), f"{type(exc).__name__}: {exc}") from None
         predictor.source = str(Path(path).resolve())
         return predictor
 
