@@ -167,3 +167,28 @@ def test_damaged_metadata_is_refused_in_one_line(
     assert what in err and err.count("\n") == 1
     assert err.endswith("); export the run again with `covseg export`\n")
     assert not out.exists()
+
+
+def test_a_cascade_whose_lung_run_is_gone_is_not_exported(
+        tmp_path: Path, synthetic_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The export loads its lung run from the recorded path at predict time, as the run does;
+    with that folder gone, export wrote a file that failed at every prediction."""
+    pytest.importorskip("onnx")
+    from covseg import api
+
+    tiny = {"model": "unet", "epochs": 1, "size": 32, "batch_size": 4,
+            "model_options": {"width": 4}}
+    api.train(synthetic_folder, tmp_path / "lungs", target="lung", **tiny)
+    api.train(synthetic_folder, tmp_path / "cascade", lung_guide=str(tmp_path / "lungs"), **tiny)
+    (tmp_path / "lungs").rename(tmp_path / "moved")
+    capsys.readouterr()
+    out = tmp_path / "cascade.onnx"
+    assert main(["export", "--model", str(tmp_path / "cascade"), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"covseg: error: this cascade model takes its lung channel from the lung run "
+        f"{tmp_path / 'lungs'}, which is not there (moved or deleted?); put it back there, or "
+        "retrain with --lung-guide at its new place\n")
+    assert not out.exists()
+    (tmp_path / "moved").rename(tmp_path / "lungs")
+    assert main(["export", "--model", str(tmp_path / "cascade"), "--out", str(out)]) == 0
+    assert OnnxNetwork(out).meta["lung_guide"]["source"] == str(tmp_path / "lungs")

@@ -1,7 +1,8 @@
 """ONNX export of a trained model, and an ONNX Runtime network usable by :class:`Predictor`.
 
 The preprocessing a model needs (canvas size, classes, intensity, window) travels in the ONNX
-file's metadata, so ``covseg predict --onnx model.onnx`` needs nothing else.
+file's metadata, so ``covseg predict --onnx model.onnx`` needs nothing else, except for a cascade
+(``--lung-guide RUN``): its lung run is loaded from the path it was trained with, as from the run.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from covseg.cascade import LungGuide
 from covseg.checkpoint import load_checkpoint, model_from_checkpoint
 from covseg.errors import CovsegError
 from covseg.io.atomic import atomic_path, output_file
@@ -40,6 +42,9 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str])
     onnx = _onnx_module("onnx")
     payload = load_checkpoint(checkpoint)
     meta = payload["meta"]
+    guide = LungGuide.from_meta(meta.get("lung_guide"))
+    if guide is not None:
+        guide.check_run()  # the file would be written, and fail at every prediction
     model = model_from_checkpoint(payload)
     example = torch.rand(1, meta["in_channels"], meta["size"], meta["size"])
     with atomic_path(out) as tmp, warnings.catch_warnings():
