@@ -192,3 +192,44 @@ def test_a_cascade_whose_lung_run_is_gone_is_not_exported(
     (tmp_path / "moved").rename(tmp_path / "lungs")
     assert main(["export", "--model", str(tmp_path / "cascade"), "--out", str(out)]) == 0
     assert OnnxNetwork(out).meta["lung_guide"]["source"] == str(tmp_path / "lungs")
+
+
+def test_the_export_records_its_run_and_predicts_into_the_runs_folder(
+        tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
+    """The ONNX file recorded nothing of its source, so a folder predicted with --model RUN
+    refused the masks of that run's own export as "predicted otherwise"; other weights still
+    are refused."""
+    import hashlib
+    import shutil
+
+    import torch
+
+    import covseg
+
+    pytest.importorskip("onnxruntime")
+    first, second, third = sorted((synthetic_folder / "images").glob("*.npy"))[:3]
+    run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
+    digest = hashlib.sha256((run / "best.pt").read_bytes()).hexdigest()
+    onnx_file = covseg.export(run, tmp_path / "model.onnx")
+    record = OnnxNetwork(onnx_file).meta["export"]
+    assert record["source"] == str(run.resolve()) and record["checkpoint_sha256"] == digest
+    assert record["covseg_version"] == covseg.__version__
+    out = tmp_path / "pred"
+    covseg.predict(run, first, out)
+    legacy = json.loads((out / "predict.json").read_text())
+    assert legacy["model"].pop("checkpoint_sha256") == digest
+    (out / "predict.json").write_text(json.dumps(legacy))  # as covseg wrote it before
+    covseg.predict(onnx_file, second, out)  # the same weights: added to the folder
+    model = json.loads((out / "predict.json").read_text())["model"]
+    assert model["runtime"] == "onnxruntime" and model["checkpoint_sha256"] == digest
+    assert model["model_sha256"] == hashlib.sha256(onnx_file.read_bytes()).hexdigest()
+    covseg.predict(run, third, out)  # and back
+    payload = torch.load(run / "best.pt", weights_only=True)
+    for weights in payload["state_dict"].values():
+        if weights.is_floating_point():
+            weights.add_(0.01)
+    torch.save(payload, run / "best.pt")
+    other = covseg.export(run, tmp_path / "other.onnx")
+    with pytest.raises(CovsegError, match=r"pred holds masks predicted otherwise \(model_sha256: "
+                                          r"[0-9a-f]{64} -> [0-9a-f]{64}; runtime: pytorch -> "):
+        covseg.predict(other, second, out)

@@ -465,18 +465,34 @@ LATER_RECORDS = (MODEL_SHA256, LUNG_GUIDE_SHA256, "classes")
 that records of earlier covseg versions lack."""
 
 
+CHECKPOINT_SHA256 = "checkpoint_sha256"
+"""The SHA-256 of the checkpoint whose weights predict: its own file's (``model_sha256``) for a
+run or ``.pt``, the one an ONNX export records (None for exports that record none)."""
+
+
 def _model_record(predictor: Predictor) -> dict[str, Any]:
     """How ``predictor`` predicts (:meth:`Predictor.describe`) with the SHA-256 of its checkpoint
-    or ONNX file and of its lung guide's run: a model retrained in place keeps its path."""
-    return {**predictor.describe(), MODEL_SHA256: model_hash(predictor.source),
-            LUNG_GUIDE_SHA256: model_hash(guide_run(predictor))}
+    or ONNX file, of the checkpoint its weights come from, and of its lung guide's run: a model
+    retrained in place keeps its path."""
+    record = {**predictor.describe(), MODEL_SHA256: model_hash(predictor.source),
+              LUNG_GUIDE_SHA256: model_hash(guide_run(predictor))}
+    pytorch = record["runtime"] == "pytorch"
+    return {**record, CHECKPOINT_SHA256: record[MODEL_SHA256] if pytorch else predictor.exported_from}
+
+
+def _weights(record: dict[str, Any]) -> Any:
+    """A record's checkpoint SHA-256; that of its file for PyTorch records from before it."""
+    if CHECKPOINT_SHA256 in record or record.get("runtime") != "pytorch":
+        return record.get(CHECKPOINT_SHA256)
+    return record.get(MODEL_SHA256)
 
 
 def _refuse_other_model(out: Path, earlier: dict[str, Any], predictor: Predictor) -> None:
     """A folder of masks predicted otherwise (another model, or its file changed in place,
     threshold, mirrors) is not written into: the new masks would sit beside the old ones under
-    one record of the new run. Records written before the hashes or the class names compare the
-    rest."""
+    one record of the new run; a run and its own ONNX export (the checkpoint SHA-256 the
+    export records) are one model. Records written before the hashes or the class names compare
+    the rest."""
     before = earlier.get("model")
     if not isinstance(before, dict):
         return
@@ -484,7 +500,10 @@ def _refuse_other_model(out: Path, earlier: dict[str, Any], predictor: Predictor
     unrecorded = [key for key in LATER_RECORDS if key not in before]
     same_file = before.get(MODEL_SHA256) and before.get(MODEL_SHA256) == now[MODEL_SHA256]
     named = ["source"] if same_file else []  # a run folder, its best.pt, a copy: one model
-    changed = changed_settings(before, now, ignored=["batch_size", *unrecorded, *named])
+    if _weights(before) and _weights(before) == now[CHECKPOINT_SHA256]:
+        named = ["source", "runtime", MODEL_SHA256]  # a run and its own ONNX export: one model
+    changed = changed_settings(before, now,
+                               ignored=["batch_size", CHECKPOINT_SHA256, *unrecorded, *named])
     if changed:
         raise CovsegError(f"{out} holds masks predicted otherwise ({'; '.join(changed)}); "
                           "pick a new --out or delete it")

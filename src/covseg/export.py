@@ -22,8 +22,14 @@ from covseg.checkpoint import load_checkpoint, model_from_checkpoint
 from covseg.errors import CovsegError
 from covseg.io.atomic import atomic_path, output_file
 from covseg.models.registry import output_channels
+from covseg.provenance import provenance
+from covseg.volumes import model_hash
 
 META_KEY = "covseg"
+EXPORT_KEY = "export"
+"""The metadata entry that says where the graph came from: ``covseg_version``, ``command``,
+``source`` (the run or checkpoint exported) and ``checkpoint_sha256``, the SHA-256 that
+``covseg predict --model`` records for that source, tying an ONNX prediction to the run."""
 OPSET = 17
 
 
@@ -55,7 +61,8 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str])
                           dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
         graph = onnx.load(str(tmp))
         entry = graph.metadata_props.add()
-        entry.key, entry.value = META_KEY, json.dumps(meta)
+        record = {**provenance(source=checkpoint), "checkpoint_sha256": model_hash(str(checkpoint))}
+        entry.key, entry.value = META_KEY, json.dumps({**meta, EXPORT_KEY: record})
         onnx.save(graph, str(tmp))
     return out
 
@@ -116,7 +123,16 @@ def read_meta(raw: str, path: Path) -> dict[str, Any]:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
             or not 0 <= threshold <= 1:
         raise damaged_meta(path, f"threshold: {threshold!r}, not a number from 0 to 1")
+    if not isinstance(meta.get(EXPORT_KEY, {}), dict):
+        raise damaged_meta(path, f"{EXPORT_KEY}: {meta[EXPORT_KEY]!r}, not an object")
     return meta
+
+
+def exported_checkpoint(meta: dict[str, Any]) -> str | None:
+    """The SHA-256 of the checkpoint an ONNX file was exported from (None: exported before
+    covseg recorded it)."""
+    digest = meta.get(EXPORT_KEY, {}).get("checkpoint_sha256")
+    return digest if isinstance(digest, str) else None
 
 
 def check_graph_fits(session: Any, meta: dict[str, Any], path: Path) -> None:

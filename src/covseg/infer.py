@@ -16,7 +16,7 @@ from torch import nn
 from covseg.cascade import CropBox, LungFrame, LungGuide
 from covseg.checkpoint import load_checkpoint, model_from_checkpoint
 from covseg.errors import CovsegError
-from covseg.export import OnnxNetwork, damaged_meta
+from covseg.export import OnnxNetwork, damaged_meta, exported_checkpoint
 from covseg.transforms import LUNG_WINDOW, Letterbox
 from covseg.volumes import applied_threshold, model_classes
 
@@ -54,6 +54,8 @@ class Predictor:
     """The run folder, checkpoint or ONNX file it was loaded from (recorded beside predictions)."""
     target: str | None = None
     """What the run was trained to segment (infection, multiclass, lung); None when unrecorded."""
+    exported_from: str | None = None
+    """An ONNX export's record of the SHA-256 of the checkpoint it was exported from."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -84,6 +86,7 @@ class Predictor:
         except (KeyError, TypeError, ValueError) as exc:
             raise damaged_meta(Path(path), f"{type(exc).__name__}: {exc}") from None
         predictor.source = str(Path(path).resolve())
+        predictor.exported_from = exported_checkpoint(network.meta)
         return predictor
 
     @classmethod
