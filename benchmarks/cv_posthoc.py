@@ -35,9 +35,10 @@ import argparse
 import difflib
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -51,6 +52,7 @@ from covseg.metrics import dice
 from covseg.models.ensemble import average_as_logits
 from covseg.train import canvas_items
 
+T = TypeVar("T")
 GAMMAS = (0.8, 1.25)
 """The gamma views' powers: the range of the training augmentation (MONAI's RandAdjustContrastd,
 which also rescales by each image's min and max; here the [0, 1] intensities are raised as they are)."""
@@ -183,6 +185,26 @@ def fold_cases(run: Path) -> list[list[str]]:
     return [[row["case_id"] for row in json.loads(f.read_text())["per_case"]] for f in folds]
 
 
+def finished_folds(run: Path) -> list[list[str]]:
+    """:func:`fold_cases`, or exit in one line where ``run`` holds no finished fold (a plain
+    ``covseg train`` run scored nan, or failed in a traceback)."""
+    splits = fold_cases(run)
+    if not splits:
+        sys.exit(f"{run}: no fold_*/fold_metrics.json; give a finished `covseg cv` folder")
+    return splits
+
+
+def held_out(by_id: Mapping[str, T], cases: Sequence[str], run: Path, data: str) -> list[T]:
+    """The items of ``cases`` (a fold's held-out case ids), or exit in one line naming those
+    ``data`` lacks: a run trained on another data folder failed in a KeyError."""
+    missing = [case for case in cases if case not in by_id]
+    if missing:
+        sys.exit(f"{run}: {len(missing)} held-out case(s) not in {data} ({', '.join(missing[:3])}"
+                 f"{', ...' if len(missing) > 3 else ''}); give the data folder the run was "
+                 "trained on")
+    return [by_id[case] for case in cases]
+
+
 def variant_names(runs: Sequence[Path]) -> list[str]:
     """Every variant the table will hold, in its order: known from the RUN names, their
     checkpoints, the views and the decoders alone, so a name can be checked before predicting."""
@@ -213,21 +235,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recalibrate-bn", choices=("clean", "dihedral"),
                         help="recompute BatchNorm statistics on each fold's training slices first")
     args = parser.parse_args(argv)
-    data = load_dataset(args.data)
-    by_id = {s.case_id: s for s in data.samples}
-    splits = fold_cases(args.runs[0])
-    if not splits:
-        sys.exit(f"{args.runs[0]}: no fold_*/fold_metrics.json; give a finished `covseg cv` folder")
+    splits = finished_folds(args.runs[0])
     for run in args.runs[1:]:
         if fold_cases(run) != splits:
             sys.exit(f"{run}: its folds differ from {args.runs[0]}'s; ensembles need the same folds")
     if args.against:
         check_variant(args.against, args.runs)
+    by_id = {s.case_id: s for s in load_dataset(args.data).samples}
+    held = [held_out(by_id, cases, args.runs[0], args.data) for cases in splits]
     truths: list[np.ndarray] = []
     probs: dict[str, list[np.ndarray]] = {}
     fold_of: list[int] = []
-    for k, cases in enumerate(splits):
-        samples = [by_id[c] for c in cases]
+    for k, samples in enumerate(held):
         images = [s.image for s in samples]
         truths += [(s.mask > 0).astype(np.uint8) for s in samples]
         fold_of += [k] * len(samples)

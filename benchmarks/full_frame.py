@@ -20,28 +20,41 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from cv_posthoc import fold_cases
+from cv_posthoc import finished_folds, held_out
 
 from covseg.cascade import LungFrame
-from covseg.data.layouts import load_dataset
+from covseg.data.layouts import Sample, load_dataset
 from covseg.infer import Predictor
 from covseg.metrics import dice
 
 
 def medseg_id(infnet_case: str) -> str:
     """``infnet_12`` -> ``medseg_0012``: the Inf-Net file id is the MedSeg slice index."""
-    return f"medseg_{int(infnet_case.rsplit('_', 1)[1]):04d}"
+    prefix, _, index = infnet_case.rpartition("_")
+    if prefix != "infnet" or not index.isdigit():
+        sys.exit(f"{infnet_case}: not an Inf-Net slice (infnet_N); give a run trained on Inf-Net's "
+                 "slices")
+    return f"medseg_{int(index):04d}"
 
 
-def score_run(run: Path, crops: dict, frames: dict, frame_lungs: bool) -> dict[str, list[float]]:
+def both_framings(run: Path, crops: dict[str, Sample], infnet: str, frames: dict[str, Sample],
+                  medseg: str) -> list[tuple[list[Sample], list[Sample]]]:
+    """Each fold's held-out slices as Inf-Net crops and as MedSeg frames, or exit in one line
+    where ``run`` is no finished cross-validation or holds out slices the folders lack."""
+    return [(held_out(crops, cases, run, infnet),
+             held_out(frames, [medseg_id(c) for c in cases], run, medseg))
+            for cases in finished_folds(run)]
+
+
+def score_run(run: Path, folds: list[tuple[list[Sample], list[Sample]]], frame_lungs: bool
+              ) -> dict[str, list[float]]:
     """Per-slice Dice of each fold model on its held-out slices, cropped and full-frame."""
     rows: dict[str, list[float]] = {"cropped": [], "full_frame": []}
-    for k, cases in enumerate(fold_cases(run)):
+    for k, (cropped, full) in enumerate(folds):
         predictor = Predictor.load(run / f"fold_{k}")
         if frame_lungs and predictor.guide is None:
             predictor.frame = predictor.frame or LungFrame(predictor.window)
-        for framing, samples in (("cropped", [crops[c] for c in cases]),
-                                 ("full_frame", [frames[medseg_id(c)] for c in cases])):
+        for framing, samples in (("cropped", cropped), ("full_frame", full)):
             masks = predictor.predict_labels([s.image for s in samples])
             rows[framing] += [dice(m, (s.mask > 0).astype(np.uint8))
                               for m, s in zip(masks, samples, strict=True)]
@@ -58,9 +71,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="frame full slices to their lungs even if the run predates framing")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    for run in args.runs:
+        finished_folds(run)
     crops = {s.case_id: s for s in load_dataset(args.infnet).samples}
     frames = {s.case_id: s for s in load_dataset(args.medseg).samples}
-    results = {run.name: score_run(run, crops, frames, args.frame_lungs) for run in args.runs}
+    folds = {run: both_framings(run, crops, args.infnet, frames, args.medseg) for run in args.runs}
+    results = {run.name: score_run(run, held, args.frame_lungs) for run, held in folds.items()}
     print(f"{'run':<24} {'cropped':>8} {'full frame':>11}  (mean per-slice Dice)")
     for name, rows in results.items():
         print(f"{name:<24} {np.mean(rows['cropped']):>8.4f} {np.mean(rows['full_frame']):>11.4f}")

@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from cv_posthoc import fold_cases
-from full_frame import medseg_id
+from cv_posthoc import finished_folds
+from full_frame import both_framings
 
 from covseg.cascade import CropBox, LungFrame
 from covseg.data.layouts import Sample, load_dataset
@@ -102,18 +102,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="edge shares that grow the box (see above)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    finished_folds(args.run)
     crops = {s.case_id: s for s in load_dataset(args.infnet).samples}
     frames = {s.case_id: s for s in load_dataset(args.medseg).samples}
+    folds = both_framings(args.run, crops, args.infnet, frames, args.medseg)
     scores: dict[str, list[float]] = {}
     edge_gap: list[list[int]] = []
-    for k, cases in enumerate(fold_cases(args.run)):
+    for k, (cropped, samples) in enumerate(folds):
         predictor = Predictor.load(args.run / f"fold_{k}")
-        samples = [frames[medseg_id(c)] for c in cases]
         images = [s.image for s in samples]
         truths = [(s.mask > 0).astype(np.uint8) for s in samples]
         thresholded = [LungFrame().box(image) for image in images]
         variants = {"thresholded": thresholded,
-                    "infnet": [infnet_box(crops[c], s) for c, s in zip(cases, samples, strict=True)]}
+                    "infnet": [infnet_box(c, s) for c, s in zip(cropped, samples, strict=True)]}
         variants |= {f"grow {share}": grow_boxes(predictor, images, thresholded, share)
                      for share in args.grow}
         edge_gap += [[int(a.top - b.top), int(a.bottom - b.bottom), int(a.left - b.left),

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from cv_posthoc import dice_rows, fold_cases
+from cv_posthoc import dice_rows, finished_folds, held_out
 
 from covseg.data.layouts import load_dataset
 from covseg.infer import Predictor
@@ -24,20 +24,34 @@ from covseg.infer import Predictor
 THRESHOLDS = (0.4, 0.5)
 
 
+def canvas_sizes(text: str) -> list[int]:
+    """``--sizes``: positive whole pixel counts, comma-separated (``64,abc`` or ``0`` failed
+    after loading every fold)."""
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give whole pixel counts, e.g. 224,256") from None
+    if min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: sizes must be at least 1 px")
+    return sizes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data")
     parser.add_argument("run", type=Path)
-    parser.add_argument("--sizes", default="224,256,288,320",
+    parser.add_argument("--sizes", default="224,256,288,320", type=canvas_sizes,
                         help="canvas sizes in px, comma-separated")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes: list[int] = args.sizes
+    splits = finished_folds(args.run)
     by_id = {s.case_id: s for s in load_dataset(args.data).samples}
+    held = [held_out(by_id, cases, args.run, args.data) for cases in splits]
     probs: dict[int, list[np.ndarray]] = {size: [] for size in sizes}
     truths: list[np.ndarray] = []
-    for k, cases in enumerate(fold_cases(args.run)):
-        samples = [by_id[c] for c in cases]
+    for k, samples in enumerate(held):
         truths += [(s.mask > 0).astype(np.uint8) for s in samples]
         predictor = Predictor.load(args.run / f"fold_{k}" / "best.pt", tta=True)
         for size in sizes:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
+import re
+import shutil
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any, Self
 
+import numpy as np
 import pytest
 
 from covseg import api
@@ -117,3 +121,95 @@ def test_cv_posthoc_names_are_known_before_predicting(
     results = json.loads(out.read_text())
     assert sorted(results) == sorted(cv_posthoc.variant_names([tiny_cv]))
     assert results["cv|best.pt|none+t0.4"]["vs_against"]["p_value"] == 1.0
+
+
+def _slice_pngs(folder: Path, images: str, masks: str, names: list[str]) -> Path:
+    """Synthetic 64 px CT slices (0-255 grey) and their 0/255 masks, as PNGs named ``names``."""
+    from covseg.data.synthetic import synthetic_slice
+    from covseg.io.image import write_png
+    from covseg.transforms import normalize_intensity
+
+    rng = np.random.default_rng(3)
+    for name in names:
+        item = synthetic_slice(rng, size=64)
+        write_png(folder / images / f"{name}.png",
+                  (normalize_intensity(item.hu) * 255).round().astype(np.uint8))
+        write_png(folder / masks / f"{name}.png", (item.lesions > 0).astype(np.uint8) * 255)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def infnet_cv(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """A 6-slice Inf-Net folder, the same slices as MedSeg PNG frames, and a 2-fold cv on it."""
+    root = tmp_path_factory.mktemp("infnet_cv")
+    infnet = _slice_pngs(root / "infnet", "Imgs", "GT", [str(i) for i in range(6)])
+    medseg = _slice_pngs(root / "medseg", "tr_im", "tr_mask", [f"{i:04d}" for i in range(6)])
+    run = root / "cv"
+    api.cross_validate(infnet, run, folds=2, epochs=1, size=32, batch_size=4, model="miniseg")
+    return infnet, medseg, run
+
+
+@pytest.mark.parametrize("script", ["full_frame", "lung_box"])
+def test_a_plain_train_run_is_refused_in_one_line(
+        script: str, tiny_run: Path, infnet_cv: tuple[Path, Path, Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``covseg train`` run (no folds) printed nan and exited 0 (full_frame) or failed in a
+    TypeError (lung_box)."""
+    infnet, medseg, _ = infnet_cv
+    with pytest.raises(SystemExit) as stop:
+        _script(script, monkeypatch).main([str(infnet), str(medseg), str(tiny_run)])
+    assert stop.value.code == (f"{tiny_run}: no fold_*/fold_metrics.json; give a finished "
+                               "`covseg cv` folder")
+
+
+def test_full_frame_refuses_data_without_the_runs_held_out_slices(
+        tmp_path: Path, infnet_cv: tuple[Path, Path, Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's held-out slice missing from the MedSeg folder failed in a KeyError traceback;
+    the matching folders still score."""
+    infnet, medseg, run = infnet_cv
+    part = shutil.copytree(medseg, tmp_path / "medseg")
+    for name in ("0000", "0001", "0002", "0003"):
+        for folder in ("tr_im", "tr_mask"):
+            (part / folder / f"{name}.png").unlink()
+    full_frame = _script("full_frame", monkeypatch)
+    with pytest.raises(SystemExit) as stop:
+        full_frame.main([str(infnet), str(part), str(run)])
+    assert re.fullmatch(rf"{re.escape(f'{run}: ')}\d held-out case\(s\) not in "
+                        rf"{re.escape(str(part))} \(medseg_000[0-3](, medseg_000[0-3])*\); give "
+                        "the data folder the run was trained on", str(stop.value.code))
+    out = tmp_path / "full_frame.json"
+    assert full_frame.main([str(infnet), str(medseg), str(run), "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["cv"]
+    assert len(rows["cropped"]) == len(rows["full_frame"]) == 6
+    per_case = {row["case_id"]: row["dice"] for row in csv.DictReader(
+        (run / "per_case.csv").open())}
+    assert sorted(rows["cropped"]) == pytest.approx(sorted(map(float, per_case.values())))
+
+
+def test_multiscale_refuses_bad_sizes_and_plain_runs_before_any_work(
+        tiny_run: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``--sizes 64,abc`` failed in a ValueError traceback, ``--sizes 0`` in torch after
+    loading every fold; a plain run predicted nothing and divided by zero."""
+    multiscale = _script("multiscale", monkeypatch)
+    for sizes, why in (("64,abc", "'64,abc': give whole pixel counts, e.g. 224,256"),
+                       ("0", "'0': sizes must be at least 1 px")):
+        with pytest.raises(SystemExit) as stop:
+            multiscale.main([str(synthetic_folder), str(tiny_run), "--sizes", sizes])
+        assert stop.value.code == 2
+        assert capsys.readouterr().err.splitlines()[-1].endswith(
+            f"error: argument --sizes: {why}")
+    with pytest.raises(SystemExit) as stop:
+        multiscale.main([str(synthetic_folder), str(tiny_run), "--sizes", "32"])
+    assert "no fold_*/fold_metrics.json" in str(stop.value.code)
+
+
+def test_cv_posthoc_refuses_data_without_the_runs_held_out_slices(
+        synthetic_folder: Path, infnet_cv: tuple[Path, Path, Path],
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Another data folder than the run's failed in a KeyError traceback."""
+    with pytest.raises(SystemExit) as stop:
+        _script("cv_posthoc", monkeypatch).main([str(synthetic_folder), str(infnet_cv[2])])
+    assert f"held-out case(s) not in {synthetic_folder} (infnet_" in str(stop.value.code)
+    assert "predicted" not in capsys.readouterr().err
