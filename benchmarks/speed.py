@@ -12,6 +12,12 @@ torch.compile), and, as the speed reference, a MiniSeg-sized network run at the 
 MiniSeg was published with.
 Without ``--model`` the default recipe's architecture is used untrained (speed does not depend
 on the weights); with ``--model RUN`` its ``log.csv`` also gives the time to convergence.
+
+To check one figure in minutes, make it smaller: ``--repeats`` (timed batches per latency, 5),
+``--volume-slices`` (300), ``--train-slices`` (50) and ``--train-epochs`` (2), ``--modes``
+(execution modes, all four; ``none`` skips them); a count of 0 skips that stage. E.g. the batch-8
+latency alone: ``--repeats 3 --volume-slices 0 --train-slices 0 --modes none``. Each stage is
+named on stderr as it starts, with the seconds elapsed.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +51,8 @@ from covseg.train import train
 from covseg.transforms import normalize_intensity
 
 SLICE = 512
+MODES = ("nchw", "channels_last", "onednn_freeze", "compile")
+"""The CPU execution modes timed (see :func:`execution_variants`)."""
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
@@ -77,7 +86,8 @@ def latency(predictor: Predictor, batch: int, repeats: int = 5) -> float:
                              for _ in range(repeats)) / batch
 
 
-def execution_variants(predictor: Predictor, channels: int = 1) -> dict[str, float | str]:
+def execution_variants(predictor: Predictor, channels: int = 1, modes: Sequence[str] = MODES,
+                       repeats: int = 5) -> dict[str, float | str]:
     """Batch-8 seconds per 512² slice for each CPU execution mode; the reason when one fails.
 
     nchw: PyTorch on contiguous NCHW tensors; channels_last: NHWC tensors (covseg's default);
@@ -100,11 +110,12 @@ def execution_variants(predictor: Predictor, channels: int = 1) -> dict[str, flo
         "compile": (lambda: torch.compile(copy.deepcopy(network)), True),
     }
     timings: dict[str, float | str] = {}
-    for name, (build, channels_last) in builders.items():
+    for name in modes:
+        build, channels_last = builders[name]
         try:
             with torch.no_grad():
                 predictor.model, predictor.channels_last = build(), channels_last
-                timings[name] = latency(predictor, 8)
+                timings[name] = latency(predictor, 8, repeats)
         except Exception as exc:  # noqa: BLE001  any failure is a result to report, not a crash
             timings[name] = f"failed: {str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__}"
     predictor.model, predictor.channels_last = network, layout
@@ -182,17 +193,62 @@ def _guide_options(guide: dict[str, Any] | None) -> dict[str, Any]:
             "window": tuple(guide["window"])}
 
 
-def main() -> int:
+def count(text: str) -> int:
+    """A whole number of at least 0 (0 skips the stage)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 0 or more")
+    return value
+
+
+def modes_arg(text: str) -> tuple[str, ...]:
+    """``--modes``: comma-separated names from :data:`MODES`, or ``none``."""
+    names = tuple(n for n in text.split(",") if n and n != "none")
+    unknown = [n for n in names if n not in MODES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"{', '.join(unknown)}: pick from {', '.join(MODES)}, "
+                                         "or none")
+    return names
+
+
+class Progress:
+    """Names each stage on stderr as it starts, with the seconds since the run began."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        print(f"[{time.perf_counter() - self.start:6.1f} s] {stage}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, help="a run folder from `covseg train`")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/speed.json"))
-    args = parser.parse_args()
+    parser.add_argument("--repeats", type=count, default=5,
+                        help="timed batches per latency figure, their median taken (5)")
+    parser.add_argument("--volume-slices", type=count, default=300,
+                        help="slices of the timed volume (300; 0 skips it)")
+    parser.add_argument("--train-slices", type=count, default=50,
+                        help="slices of the timed training (50; 0 skips it)")
+    parser.add_argument("--train-epochs", type=count, default=2,
+                        help="epochs of the timed training (2)")
+    parser.add_argument("--modes", type=modes_arg, default=MODES,
+                        help=f"execution modes timed, comma-separated ({','.join(MODES)}; none)")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or (args.train_slices and args.train_epochs < 1):
+        parser.error("--repeats and --train-epochs must be at least 1")
     warnings.filterwarnings("ignore")
+    stage = Progress()
     config = TrainConfig()
     results: dict[str, object] = {
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
-        "torch": torch.__version__, "python": sys.version.split()[0],
+        "torch": torch.__version__, "python": sys.version.split()[0], "repeats": args.repeats,
     }
+    stage("float32 matmul")
     results["matmul_gflops"] = matmul_gflops()
     with tempfile.TemporaryDirectory() as tmp:
         channels = 1
@@ -206,69 +262,90 @@ def main() -> int:
         else:
             predictor = untrained_predictor(config.model, config.size, Path(tmp) / "best.pt",
                                             config.test_flips, config.frame())
+        stage("MiniSeg-sized reference at 512 px, batch 8")
         reference = untrained_predictor("miniseg", SLICE, Path(tmp) / "reference.pt")
-        results["reference_miniseg_512px_s_per_slice_batch8"] = latency(reference, 8)
+        results["reference_miniseg_512px_s_per_slice_batch8"] = latency(reference, 8, args.repeats)
         size = predictor.size
         flops = count_flops(predictor.model, torch.rand(1, channels, size, size))
         results["model"] = {"checkpoint": str(args.model) if args.model else "untrained default",
                             "canvas": size, "gflops_per_slice": flops / 1e9}
-        results["torch_s_per_slice_batch1"] = latency(predictor, 1)
-        results["torch_s_per_slice_batch8"] = latency(predictor, 8)
+        stage("PyTorch latency, batch 1 and 8")
+        results["torch_s_per_slice_batch1"] = latency(predictor, 1, args.repeats)
+        results["torch_s_per_slice_batch8"] = latency(predictor, 8, args.repeats)
         results["test_flips"] = list(predictor.flips) if predictor.tta else []
         results["test_views"] = 1 + len(predictor.flip_views()) if predictor.tta else 1
         flips, predictor.tta = predictor.tta, False
-        results["torch_s_per_slice_batch8_one_pass"] = latency(predictor, 8)
+        results["torch_s_per_slice_batch8_one_pass"] = latency(predictor, 8, args.repeats)
         predictor.tta = flips
         results["achieved_model_gflops"] = flops / 1e9 / results["torch_s_per_slice_batch8_one_pass"]
-        results["execution_s_per_slice_batch8"] = execution_variants(predictor, channels)
+        if args.modes:
+            stage(f"execution modes ({', '.join(args.modes)})")
+            results["execution_s_per_slice_batch8"] = execution_variants(
+                predictor, channels, args.modes, args.repeats)
         from covseg.export import export_onnx
 
+        stage("ONNX export and ONNX Runtime latency, batch 1 and 8")
         onnx_file = export_onnx(Path(tmp) / "best.pt" if not args.model else args.model,
                                 Path(tmp) / "model.onnx")
         onnx = Predictor.load_onnx(onnx_file)
-        results["onnx_s_per_slice_batch1"] = latency(onnx, 1)
-        results["onnx_s_per_slice_batch8"] = latency(onnx, 8)
-        volume = ct_slices(300)
-        predictor.batch_size = 8
-        seconds = _timed(lambda: predictor.predict_labels(volume))
-        results["volume_300_slices_seconds"] = seconds
-        results["volume_slices_per_second"] = 300 / seconds
-    results["train_s_per_epoch_50_slices"] = epoch_seconds(config)
-    results["default_epochs"] = config.epochs_for(50)
-    results["default_train_minutes_estimate"] = (
-        results["train_s_per_epoch_50_slices"] * results["default_epochs"] / 60)
+        results["onnx_s_per_slice_batch1"] = latency(onnx, 1, args.repeats)
+        results["onnx_s_per_slice_batch8"] = latency(onnx, 8, args.repeats)
+        if args.volume_slices:
+            stage(f"{args.volume_slices}-slice volume")
+            volume = ct_slices(args.volume_slices)
+            predictor.batch_size = 8
+            seconds = _timed(lambda: predictor.predict_labels(volume))
+            results["volume_slices"] = args.volume_slices
+            results[f"volume_{args.volume_slices}_slices_seconds"] = seconds
+            results["volume_slices_per_second"] = args.volume_slices / seconds
+    if args.train_slices:
+        stage(f"training, {args.train_epochs} epoch(s) on {args.train_slices} slices")
+        per_epoch = epoch_seconds(config, args.train_slices, args.train_epochs)
+        results["train_slices"] = args.train_slices
+        results[f"train_s_per_epoch_{args.train_slices}_slices"] = per_epoch
+        results["default_epochs"] = config.epochs_for(args.train_slices)
+        results["default_train_minutes_estimate"] = per_epoch * results["default_epochs"] / 60
     results["convergence"] = convergence(args.model)
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
+    stage(f"done; wrote {args.out}")
     _print_table(results)
     return 0
 
 
 def _print_table(r: dict) -> None:  # type: ignore[type-arg]
+    """The figures measured, one a line (stages skipped by a small run left out)."""
+    ms = "ms / 512² slice"
     rows = [
         ("machine", r["machine"]),
         ("float32 matmul", f"{r['matmul_gflops']:.1f} GFLOP/s"),
         ("model cost", (f"{r['model']['gflops_per_slice']:.2f} GFLOP per slice "
                        f"({r['model']['canvas']}px canvas)")),
-        ("torch latency, batch 1", f"{r['torch_s_per_slice_batch1'] * 1000:.1f} ms / 512² slice"),
-        ("torch latency, batch 8", (f"{r['torch_s_per_slice_batch8'] * 1000:.1f} ms / 512² slice"
+        ("torch latency, batch 1", f"{r['torch_s_per_slice_batch1'] * 1000:.1f} {ms}"),
+        ("torch latency, batch 8", (f"{r['torch_s_per_slice_batch8'] * 1000:.1f} {ms}"
                                     f" ({r['test_views']} test-time views)")),
-        ("  same, one pass (no mirrors)", f"{r['torch_s_per_slice_batch8_one_pass'] * 1000:.1f} ms / 512² slice"),
-        ("MiniSeg-sized net at 512 px, b8", f"{r['reference_miniseg_512px_s_per_slice_batch8'] * 1000:.1f} ms / 512² slice (reference)"),
-        ("onnxruntime, batch 1", f"{r['onnx_s_per_slice_batch1'] * 1000:.1f} ms / 512² slice"),
-        ("onnxruntime, batch 8", f"{r['onnx_s_per_slice_batch8'] * 1000:.1f} ms / 512² slice"),
+        ("  same, one pass (no mirrors)", f"{r['torch_s_per_slice_batch8_one_pass'] * 1000:.1f} {ms}"),
+        ("MiniSeg-sized net at 512 px, b8",
+         f"{r['reference_miniseg_512px_s_per_slice_batch8'] * 1000:.1f} {ms} (reference)"),
+        ("onnxruntime, batch 1", f"{r['onnx_s_per_slice_batch1'] * 1000:.1f} {ms}"),
+        ("onnxruntime, batch 8", f"{r['onnx_s_per_slice_batch8'] * 1000:.1f} {ms}"),
         ("achieved (torch, b8)", (f"{r['achieved_model_gflops']:.1f} GFLOP/s "
                                  f"({100 * r['achieved_model_gflops'] / r['matmul_gflops']:.0f}% of matmul)")),
-        ("300-slice volume", (f"{r['volume_300_slices_seconds']:.1f} s "
-                             f"({r['volume_slices_per_second']:.1f} slices/s)")),
-        ("training, 50 slices", (f"{r['train_s_per_epoch_50_slices']:.1f} s / epoch; "
-                                f"{r['default_epochs']} epochs ≈ {r['default_train_minutes_estimate']:.1f} min")),
-        ("peak memory (RSS)", f"{r['peak_rss_mb']:.0f} MB"),
     ]
-    rows += [(f"execution: {name}, b8", f"{value * 1000:.1f} ms / 512² slice"
+    if "volume_slices" in r:
+        n = r["volume_slices"]
+        rows.append((f"{n}-slice volume", (f"{r[f'volume_{n}_slices_seconds']:.1f} s "
+                                           f"({r['volume_slices_per_second']:.1f} slices/s)")))
+    if "train_slices" in r:
+        n = r["train_slices"]
+        rows.append((f"training, {n} slices", (
+            f"{r[f'train_s_per_epoch_{n}_slices']:.1f} s / epoch; "
+            f"{r['default_epochs']} epochs ≈ {r['default_train_minutes_estimate']:.1f} min")))
+    rows.append(("peak memory (RSS)", f"{r['peak_rss_mb']:.0f} MB"))
+    rows += [(f"execution: {name}, b8", f"{value * 1000:.1f} {ms}"
               if isinstance(value, float) else value)
-             for name, value in r["execution_s_per_slice_batch8"].items()]
+             for name, value in r.get("execution_s_per_slice_batch8", {}).items()]
     rows += [(f"convergence ({c['log']})",
               f"epoch {c['epoch']} of {c['epochs_run']} ({c['seconds'] / 60:.1f} min): {c['criterion']}")
              for c in r["convergence"]]

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -31,7 +32,8 @@ def test_speed_measures_a_lung_guided_run(tmp_path: Path, synthetic_folder: Path
     frame = speed.ct_slices(1)[0]
     monkeypatch.setattr(speed, "matmul_gflops", lambda: 1.0)
     timed = []
-    monkeypatch.setattr(speed, "epoch_seconds", lambda config: (timed.append(config), 1.0)[1])
+    monkeypatch.setattr(speed, "epoch_seconds",
+                        lambda config, slices=50, epochs=2: (timed.append(config), 1.0)[1])
     monkeypatch.setattr(speed, "ct_slices", lambda count, distinct=16: [frame] * min(count, 8))
     monkeypatch.setattr(speed, "latency", lambda predictor, batch, repeats=5: (
         predictor.predict_labels([frame] * batch), 0.01)[1])
@@ -43,3 +45,55 @@ def test_speed_measures_a_lung_guided_run(tmp_path: Path, synthetic_folder: Path
     assert isinstance(results["execution_s_per_slice_batch8"]["onednn_freeze"], float)
     assert np.isfinite(results["onnx_s_per_slice_batch8"])
     assert [(c.lung_guide, c.in_channels, c.frame_lungs) for c in timed] == [("threshold", 2, False)]
+
+
+def _speed_module() -> Any:
+    spec = importlib.util.spec_from_file_location("speed", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    return speed
+
+
+def test_speed_runs_small_and_names_each_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """speed.py had no way to run small and printed nothing for minutes, so its figure could
+    not be checked on a busy machine; a small run times only what it is asked to, for real."""
+    speed = _speed_module()
+    real_latency, calls = speed.latency, []
+
+    def latency(predictor: Any, batch: int, repeats: int = 5) -> float:
+        calls.append((batch, repeats))
+        return float(real_latency(predictor, batch, repeats))
+
+    monkeypatch.setattr(speed, "latency", latency)
+    out = tmp_path / "speed.json"
+    assert speed.main(["--repeats", "1", "--volume-slices", "2", "--train-slices", "0",
+                       "--modes", "none", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["repeats"] == 1 and {repeats for _, repeats in calls} == {1}
+    assert sorted(batch for batch, _ in calls) == [1, 1, 8, 8, 8, 8]  # no execution modes
+    assert results["volume_slices"] == 2 and results["volume_2_slices_seconds"] > 0
+    assert "execution_s_per_slice_batch8" not in results and "train_slices" not in results
+    assert 0 < results["torch_s_per_slice_batch8"] < 60
+    captured = capsys.readouterr()
+    stages = [line.split("] ", 1)[1] for line in captured.err.splitlines() if line.startswith("[")]
+    assert stages == ["float32 matmul", "MiniSeg-sized reference at 512 px, batch 8",
+                      "PyTorch latency, batch 1 and 8",
+                      "ONNX export and ONNX Runtime latency, batch 1 and 8", "2-slice volume",
+                      f"done; wrote {out}"]
+    assert "2-slice volume" in captured.out and "training" not in captured.out
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (["--modes", "nchw,fast"], ("argument --modes: fast: pick from nchw, channels_last, "
+                                "onednn_freeze, compile, or none")),
+    (["--repeats", "0"], "--repeats and --train-epochs must be at least 1"),
+    (["--volume-slices", "x"], "argument --volume-slices: 'x': give a whole number"),
+])
+def test_speed_refuses_bad_sizes_at_once(args: list[str], error: str,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        _speed_module().main(args)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: {error}")
