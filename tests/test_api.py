@@ -28,12 +28,13 @@ from covseg import api
 from covseg.cli import build_parser, main
 from covseg.errors import CovsegError
 from covseg.infer import Predictor
-from tests.conftest import shared
+from tests.conftest import NEEDS_ONNX, shared
 from tests.test_io_volume import edited_series, needs_ct
 from tests.test_quantify import synthetic_study
 from tests.test_train import TINY
 
 
+@NEEDS_ONNX
 def test_api_names_stay_functions_after_their_submodules_are_used(tmp_path: Path,
                                                                    tiny_run: Path) -> None:
     """``covseg.export`` became the module covseg.export after its first call (a lazy import of
@@ -855,8 +856,11 @@ def test_training_leaves_the_callers_generators_as_they_were(tmp_path: Path,
     assert after == [_draws(123), _draws(999)]
 
 
+@pytest.mark.parametrize("name", [
+    "load_predictor", "segment", "segment volume", "predict", "predict_volumes",
+    pytest.param("export", marks=NEEDS_ONNX), "covseg predict"])
 def test_inference_leaves_the_callers_generators_as_they_were(
-        tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
+        name: str, tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
     """Loading a model built its network, whose initial weights drew from torch's global
     generator: a script that seeded torch, segmented and then drew got other numbers than one
     that did not segment (covseg predict, segment, load_predictor, predict_volumes, export)."""
@@ -876,10 +880,9 @@ def test_inference_leaves_the_callers_generators_as_they_were(
         "covseg predict": lambda: main(["predict", str(image), "--model", str(tiny_run),
                                         "--out", str(tmp_path / "cli")]),
     }
-    for name, call in calls.items():
-        _seed(7)
-        call()
-        assert _draws() == _draws(7), name
+    _seed(7)
+    calls[name]()
+    assert _draws() == _draws(7), name
 
 
 def test_numpys_numbers_are_taken_as_the_numbers_they_are(tmp_path: Path, tiny_run: Path,

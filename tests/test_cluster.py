@@ -29,6 +29,7 @@ from covseg.data import load_dataset
 from covseg.errors import CovsegError
 from covseg.io.lock import writing_to
 from covseg.train import handler_restored
+from tests.conftest import NEEDS_RAY, skip_without
 
 RECIPE: dict[str, Any] = {"epochs": 1, "size": 32, "folds": 2}
 
@@ -38,7 +39,9 @@ def local_ray() -> Iterator[Any]:
     """One Ray on this machine for the module (starting it takes seconds); covseg uses a Ray
     already started as it is, and leaves it running. A new one, not a cluster already running
     on the machine (which ray.init would join, and refuse num_cpus for)."""
-    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'covseg[cluster]'")
+    skip_without("cluster")
+    import ray
+
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
@@ -81,6 +84,7 @@ except CovsegError as exc:
 """
 
 
+@NEEDS_RAY
 def test_a_failed_fold_is_one_line_naming_it(tmp_path: Path) -> None:
     """A fold refused on its node (another recipe in a fold stopped midway: a finished fold's
     is refused before Ray starts) stops the run with covseg's own reason, not a remote
@@ -171,10 +175,12 @@ def test_a_cross_validation_already_there_is_refused_before_ray_is_joined(
         api.cross_validate("synthetic:1", tmp_path / "cv", ray="local", **RECIPE)
 
 
+@NEEDS_RAY
 def test_a_cluster_that_does_not_answer_is_refused_in_seconds_before_data(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ray tried an address where nothing listens for minutes, after the data were read."""
-    ray = pytest.importorskip("ray")
+    import ray
+
     monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in `covseg cv --ray`
     with socket.socket() as probe:  # a port nothing listens on once it is closed
         probe.bind(("127.0.0.1", 0))
@@ -209,12 +215,14 @@ def _listening(answer: bytes) -> Iterator[int]:
         conn.close()
 
 
+@NEEDS_RAY
 @pytest.mark.parametrize("scheme", ["", "ray://"])
 @pytest.mark.parametrize("answer", [b"", b"HTTP/1.1 400 Bad Request\r\n\r\n"])
 def test_a_port_that_answers_but_not_as_a_ray_head_is_refused_in_seconds_before_data(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scheme: str, answer: bytes) -> None:
     """Ray tried a port that accepted and stayed silent for 40 s, after the data were read."""
-    ray = pytest.importorskip("ray")
+    import ray
+
     monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in `covseg cv --ray`
     monkeypatch.setattr(cluster, "REACH_TIMEOUT_S", 1.0)
     monkeypatch.setattr("covseg.api._load", lambda *_: pytest.fail("data were read"))
@@ -252,7 +260,7 @@ def head_wanting_a_token() -> Iterator[str]:
     """The address of a head that `ray start --head` started with token authentication on (as
     Ray 2.59 on does where a token exists), with a token no driver here has; Ray's files stay
     in a short temporary folder of its own (its socket paths have a length limit)."""
-    pytest.importorskip("ray")
+    skip_without("cluster")
     with socket.socket() as probe:  # a free port
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -411,13 +419,13 @@ def _member_epochs(out: Path) -> int:
     return max(0, len(log.read_text().splitlines()) - 1) if log.is_file() else 0
 
 
+@NEEDS_RAY
 def test_a_stop_ends_the_running_fold_at_once_and_records_it(tmp_path: Path) -> None:
     """``covseg cv --ray local ... &`` in a script starts with SIGINT ignored, which Ray's workers
     inherit, and Ray's cancel (a KeyboardInterrupt raised there without a signal) then did
     nothing: after ``kill`` the fold trained on for STOP_GRACE_S (10 s) until it was killed,
     and its invocations.json never recorded the stopped command. Run as its own process, with
     one member after the other in the fold (OMP_NUM_THREADS=1), as the report's run was."""
-    pytest.importorskip("ray", reason="Ray is not installed: pip install 'covseg[cluster]'")
     out = tmp_path / "cv"
     process = subprocess.Popen(
         [sys.executable, "-m", "covseg", "cv", "synthetic:1", "--out", str(out), "--ray",

@@ -32,7 +32,7 @@ from covseg.compare import (
 from covseg.config import TrainConfig
 from covseg.data import load_dataset
 from covseg.errors import CovsegError
-from tests.conftest import folder_holding, held_by_another_thread
+from tests.conftest import NEEDS_ZOO, folder_holding, held_by_another_thread
 
 compare = importlib.import_module("covseg.compare")  # covseg.compare is also the API's function
 
@@ -78,6 +78,7 @@ def test_a_duplicate_is_told_a_variant_of_its_own_model(specs: list[str], varian
     check_specs([specs[0], variant])
 
 
+@NEEDS_ZOO
 def test_a_duplicate_without_number_options_is_told_its_options() -> None:
     with pytest.raises(CovsegError, match=r"name each model once \(to compare variants, give one "
                                           r"another value of deeplabv3's options: backbone, "
@@ -104,6 +105,7 @@ def test_every_spec_is_checked_before_any_model_trains() -> None:
     check_specs(["unet:width=8", "miniseg,miniseg:width=1.5"])  # one architecture: options go
 
 
+@NEEDS_ZOO
 @pytest.mark.parametrize(("spec", "message"), [
     ("fcn:backbone=resnet18", "unknown backbone 'resnet18'"),
     ("deeplabv3+:encoder=nosuch", "unknown encoder 'nosuch'"),
@@ -359,10 +361,10 @@ def test_a_model_folder_is_one_safe_component_inside_out(tmp_path: Path) -> None
     assert model_folder(specs[0]) == folders[0], "the same spec finds its folds again"
 
 
+@NEEDS_ZOO
 def test_specs_that_would_share_a_folder_are_refused_before_training(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Folders that differ only in case are one folder on macOS and Windows."""
-    pytest.importorskip("torchvision")
     monkeypatch.chdir(tmp_path)  # the weights files must be state dicts: the spec check reads them
     for name in ("A.pt", "a.pt"):
         torch.save({}, tmp_path / name)

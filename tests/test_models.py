@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.abc
 import json
 import re
 import sys
@@ -22,6 +23,7 @@ from covseg.models.padding import PadToMultiple
 from covseg.models.pretrained import OFFLINE, adapt_kernel
 from covseg.models.profile import profile_model
 from covseg.models.registry import check_model, check_options
+from tests.conftest import NEEDS_ZOO
 
 HEAVY_VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("deeplabv3", {"backbone": "resnet101"}),
@@ -29,8 +31,20 @@ HEAVY_VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("deeplabv3+", {"encoder": "xception"}),
     ("unet++", {"encoder": "densenet201"}),
 ]
-CASES = [(name, {}) for name in REGISTRY] + HEAVY_VARIANTS
-CASE_IDS = [name + "".join(f"-{v}" for v in options.values()) for name, options in CASES]
+
+
+def zoo_marks(name: str, options: dict[str, Any]) -> list[pytest.MarkDecorator]:
+    """Skip without covseg[zoo] where the model builds from the zoo."""
+    return [NEEDS_ZOO] if REGISTRY[name].requires or "encoder" in options else []
+
+
+def case(name: str, options: dict[str, Any]) -> Any:
+    """A (name, options) parameter, marked by :func:`zoo_marks`."""
+    return pytest.param(name, options, id=name + "".join(f"-{v}" for v in options.values()),
+                        marks=zoo_marks(name, options))
+
+
+CASES = [case(name, {}) for name in REGISTRY] + [case(*v) for v in HEAVY_VARIANTS]
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +56,7 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize(("name", "options"), CASES, ids=CASE_IDS)
+@pytest.mark.parametrize(("name", "options"), CASES)
 def test_train_step_binary_one_channel(name: str, options: dict[str, Any]) -> None:
     """Batch 2 (BatchNorm after global pooling needs it), one logit channel, finite gradients."""
     torch.manual_seed(0)
@@ -55,7 +69,7 @@ def test_train_step_binary_one_channel(name: str, options: dict[str, Any]) -> No
     assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
-@pytest.mark.parametrize(("name", "options"), CASES, ids=CASE_IDS)
+@pytest.mark.parametrize(("name", "options"), CASES)
 def test_odd_size_three_channels_four_classes(name: str, options: dict[str, Any]) -> None:
     """Sizes that no output stride divides come back unchanged, one channel per class."""
     model = build_model(name, in_channels=3, num_classes=4, **options).eval()
@@ -65,7 +79,8 @@ def test_odd_size_three_channels_four_classes(name: str, options: dict[str, Any]
     assert out.shape == (1, 4, 35, 41)
 
 
-@pytest.mark.parametrize("name", list(REGISTRY))
+@pytest.mark.parametrize("name", [pytest.param(name, marks=zoo_marks(name, {}))
+                                  for name in REGISTRY])
 def test_state_dict_round_trip(name: str, tmp_path: Path) -> None:
     """A saved state_dict loads with weights_only=True into a fresh model: same outputs."""
     torch.manual_seed(1)
@@ -198,6 +213,7 @@ def test_options_are_checked_against_the_builders_signature(name: str, options: 
     check_options("unet++", {"width": 8})  # int | None
 
 
+@NEEDS_ZOO
 @pytest.mark.parametrize(
     ("name", "options"),
     [
@@ -229,6 +245,7 @@ def test_missing_optional_dependency(name: str, options: dict[str, Any], module:
         build_model(name, **options)
 
 
+@NEEDS_ZOO
 def test_missing_weights_file(tmp_path: Path) -> None:
     with pytest.raises(CovsegError, match="no such weights file"):
         build_model("fcn", weights=str(tmp_path / "missing.pth"))
@@ -252,6 +269,7 @@ def test_a_weights_folder_and_a_download_name_are_refused_by_the_option_check(
     assert str(info.value) == OFFLINE
 
 
+@NEEDS_ZOO
 @pytest.mark.parametrize("encoder", ["resnet18", "tu-resnet10t"])
 def test_weights_file_with_wrong_keys(encoder: str, tmp_path: Path) -> None:
     torch.save({"not.a.key": torch.zeros(3)}, tmp_path / "bad.pt")
@@ -259,6 +277,7 @@ def test_weights_file_with_wrong_keys(encoder: str, tmp_path: Path) -> None:
         build_model("unet++", encoder=encoder, weights=str(tmp_path / "bad.pt"))
 
 
+@NEEDS_ZOO
 def test_weights_file_not_a_state_dict(tmp_path: Path) -> None:
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
     with pytest.raises(CovsegError, match="cannot read weights"):
@@ -268,6 +287,7 @@ def test_weights_file_not_a_state_dict(tmp_path: Path) -> None:
         build_model("unet++", encoder="resnet18", weights=str(tmp_path / "text.pt"))
 
 
+@NEEDS_ZOO
 def test_a_damaged_weights_file_is_refused_before_the_data_are_read(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A weights= file that is no PyTorch file was refused only when the model was built, once
@@ -284,9 +304,11 @@ def test_a_damaged_weights_file_is_refused_before_the_data_are_read(
     assert sorted(tmp_path.iterdir()) == [damaged]
 
 
+@NEEDS_ZOO
 def test_smp_encoder_loads_imagenet_style_file(tmp_path: Path) -> None:
     """A torchvision ResNet file (3 channels, fc head) fits a one-channel smp encoder."""
-    torchvision = pytest.importorskip("torchvision")
+    import torchvision
+
     resnet = torchvision.models.resnet18(weights=None)
     torch.save(resnet.state_dict(), tmp_path / "resnet18.pth")
     model = build_model("unet++", encoder="resnet18", weights=str(tmp_path / "resnet18.pth"))
@@ -295,9 +317,11 @@ def test_smp_encoder_loads_imagenet_style_file(tmp_path: Path) -> None:
     assert torch.equal(encoder.layer3[1].conv2.weight, resnet.layer3[1].conv2.weight)
 
 
+@NEEDS_ZOO
 def test_timm_encoder_loads_full_model_file(tmp_path: Path) -> None:
     """timm's full-model keys are mapped onto smp's feature-extractor encoder."""
-    timm = pytest.importorskip("timm")
+    import timm
+
     reference = timm.create_model("resnet10t")
     torch.save(reference.state_dict(), tmp_path / "resnet10t.pt")
     model = build_model("deeplabv3+", in_channels=2, encoder="tu-resnet10t",
@@ -307,8 +331,10 @@ def test_timm_encoder_loads_full_model_file(tmp_path: Path) -> None:
     assert torch.equal(encoder.layer2[0].conv1.weight, reference.layer2[0].conv1.weight)
 
 
+@NEEDS_ZOO
 def test_torchvision_backbone_loads_resnet_file(tmp_path: Path) -> None:
-    torchvision = pytest.importorskip("torchvision")
+    import torchvision
+
     resnet = torchvision.models.resnet50(weights=None)
     torch.save(resnet.state_dict(), tmp_path / "resnet50.pth")
     model = build_model("fcn", in_channels=3, weights=str(tmp_path / "resnet50.pth"))
@@ -357,6 +383,7 @@ def test_profile_model_counts_a_multiply_add_as_two_flops() -> None:
     assert result["gflops_per_slice"] * 1e9 == pytest.approx(2 * 4 * 9 * 8 * 8)
 
 
+@NEEDS_ZOO
 def test_models_command_lists_every_model(capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
     cli_models.register(parser.add_subparsers())
@@ -410,6 +437,56 @@ def test_a_model_whose_package_is_missing_fails_before_data_are_read(
     assert registry.check_model_names("miniseg,unet") == ["miniseg", "unet"]
 
 
+class TorchvisionForAnotherTorch(importlib.abc.MetaPathFinder):
+    """``import torchvision`` failing as a torchvision built for another torch does."""
+
+    def find_spec(self, name: str, path: object, target: object = None) -> None:
+        if name == "torchvision":
+            raise RuntimeError("operator torchvision::nms does not exist")
+
+
+@pytest.fixture()
+def mismatched_torchvision(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """torchvision, and timm and smp which import it, not loading in this test; yields the
+    end of the line that refuses a model needing them."""
+    for module in list(sys.modules):
+        if module.partition(".")[0] in ("torchvision", "timm", "segmentation_models_pytorch"):
+            monkeypatch.delitem(sys.modules, module)
+    monkeypatch.setattr(sys, "meta_path", [TorchvisionForAnotherTorch(), *sys.meta_path])
+    yield (f"does not load with torch {torch.__version__} (operator torchvision::nms does not "
+           "exist); install the matching pair: pip install 'covseg[zoo]' "
+           "(torch==2.14.1 torchvision==0.29.1)")
+
+
+@NEEDS_ZOO
+def test_a_torchvision_that_does_not_load_makes_the_zoo_unavailable(
+        mismatched_torchvision: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A torchvision for another torch (what ``pip install torchvision`` picks beside torch
+    2.13) raised RuntimeError on import: ``covseg models`` and ``train --model fcn`` ended in a
+    traceback. Now its models are unavailable, with the reason and the pair that loads."""
+    from importlib.metadata import version
+
+    from covseg import cli
+
+    tv, smp = version("torchvision"), version("segmentation-models-pytorch")
+    assert cli.main(["models", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["fcn"]["error"] == f"model 'fcn': torchvision {tv} {mismatched_torchvision}"
+    assert rows["deeplabv3+"]["error"] == (
+        f"model 'deeplabv3+': segmentation-models-pytorch {smp} {mismatched_torchvision}")
+    assert [name for name, row in rows.items() if row["parameters"] is None] == [
+        "deeplabv3", "deeplabv3+", "fcn"]
+    assert cli.main(["train", str(tmp_path / "no-data"), "--out", str(tmp_path / "run"),
+                     "--model", "fcn"]) == 2
+    assert capsys.readouterr().err == (
+        f"covseg: error: model 'fcn': torchvision {tv} {mismatched_torchvision}\n")
+    with pytest.raises(CovsegError, match=re.escape(
+            f"model 'unet++': segmentation-models-pytorch {smp} {mismatched_torchvision}")):
+        build_model("unet++", encoder="resnet18")
+    assert not (tmp_path / "run").exists()
+
+
+@NEEDS_ZOO
 @pytest.mark.parametrize(("name", "options", "message"), [
     ("fcn", {"backbone": "resnet18"}, "unknown backbone 'resnet18'"),
     ("deeplabv3+", {"encoder": "nosuch"}, "unknown encoder 'nosuch'"),

@@ -10,6 +10,7 @@ import json
 import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, get_args, get_type_hints
 
@@ -84,7 +85,7 @@ def check_model_names(name: str) -> list[str]:
             raise CovsegError(
                 f"unknown model {member!r}; `covseg models` lists: {', '.join(REGISTRY)}")
         requirement = REGISTRY[member].requires
-        if requirement and not _installed(requirement):
+        if requirement and unavailable(requirement):
             raise _missing(member, requirement)
     return names
 
@@ -113,18 +114,56 @@ def check_model(name: str, options: dict[str, Any]) -> list[str]:
     return names
 
 
-def _installed(distribution: str) -> bool:
-    """Whether a pip distribution is installed, without importing it (torchvision is slow)."""
+ZOO_MODULES = {"torchvision": "torchvision",
+               "segmentation-models-pytorch": "segmentation_models_pytorch"}
+"""The module each ``covseg[zoo]`` distribution is imported as."""
+
+ZOO_PAIR = "torch==2.14.1 torchvision==0.29.1"
+"""The torch and torchvision builds known to load together (README's install line)."""
+
+
+class ZooUnavailable(ImportError):
+    """A ``covseg[zoo]`` package that is not installed or does not load (:func:`require`)."""
+
+
+def unavailable(distribution: str) -> str | None:
+    """Why a ``covseg[zoo]`` package cannot be used, as the end of a line naming the model
+    (None: it can). Installed is not enough: a torchvision built for another torch fails on
+    import (``RuntimeError: operator torchvision::nms does not exist``), which was a traceback
+    from ``covseg models`` and ``train --model fcn``."""
     try:
-        version(distribution)
+        installed = version(distribution)
     except PackageNotFoundError:
-        return False
-    return True
+        return f" needs {distribution}: pip install 'covseg[zoo]'"
+    failure = _load_failure(ZOO_MODULES.get(distribution, distribution))
+    if failure is None:
+        return None
+    return (f": {distribution} {installed} does not load with torch {torch.__version__} "
+            f"({failure}); install the matching pair: pip install 'covseg[zoo]' ({ZOO_PAIR})")
+
+
+def _load_failure(module: str) -> str | None:
+    """The first line of what importing ``module`` raised (None: it imports; once imported,
+    a lookup in ``sys.modules``)."""
+    try:
+        import_module(module)
+    except Exception as exc:  # noqa: BLE001  a mismatched build raises RuntimeError, OSError...
+        lines = str(exc).strip().splitlines()
+        return lines[0] if lines else type(exc).__name__
+    return None
+
+
+def require(distribution: str) -> None:
+    """Raise :class:`ZooUnavailable` (named after ``distribution``) unless it is usable: for a
+    builder whose options alone decide that it needs the package (unet++'s ``encoder=``)."""
+    if unavailable(distribution):
+        raise ZooUnavailable(distribution, name=distribution)
 
 
 def _missing(name: str, requirement: str) -> CovsegError:
-    """The one-line error for a zoo model whose package is not installed."""
-    return CovsegError(f"model {name!r} needs {requirement}: pip install 'covseg[zoo]'")
+    """The one-line error for a zoo model whose package is not installed or does not load."""
+    reason = unavailable(requirement) or f" needs {requirement}: pip install 'covseg[zoo]'"
+    return CovsegError(f"model {name!r}{reason}")
 
 
 def build_model(name: str, in_channels: int = 1, num_classes: int = 2, **options: Any
@@ -143,7 +182,10 @@ def build_model(name: str, in_channels: int = 1, num_classes: int = 2, **options
     try:
         return spec.builder(in_channels, output_channels(num_classes), **options)
     except ImportError as exc:
-        raise _missing(name, spec.requires or exc.name or "an optional package") from None
+        module = (exc.name or "").partition(".")[0]
+        distribution = next((dist for dist, zoo in ZOO_MODULES.items() if zoo == module),
+                            module or "an optional package")
+        raise _missing(name, spec.requires or distribution) from None
     except TypeError as exc:
         raise CovsegError(f"model {name!r}: bad option ({exc})") from None
 

@@ -10,6 +10,7 @@ from torch import nn
 from covseg.errors import CovsegError
 from covseg.models.padding import PadToMultiple
 from covseg.models.pretrained import StateDict, load_weights, weights_path
+from covseg.models.registry import require
 
 
 def build_smp(architecture: str, encoder: str, in_channels: int, out_channels: int,
@@ -20,6 +21,7 @@ def build_smp(architecture: str, encoder: str, in_channels: int, out_channels: i
     feature extractors whose keys differ from the full model's, so the file is first checked
     against timm's full model and then handed to timm, which maps it onto the extractor.
     """
+    require("segmentation-models-pytorch")
     import segmentation_models_pytorch as smp
 
     check_encoder_name(encoder)

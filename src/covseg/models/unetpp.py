@@ -25,7 +25,7 @@ def _as_built(options: dict[str, Any]) -> dict[str, Any]:
 
 
 @register("unet++", "UNet++, MONAI BasicUNetPlusPlus (width=32); or smp with encoder=densenet201 "
-          "etc., weights=PATH",
+          "etc., weights=PATH (encoder= needs covseg[zoo])",
           unset={"width": "32, MONAI's; with encoder= the encoder's own widths",
                  "encoder": "MONAI's BasicUNetPlusPlus, not smp's"}, as_built=_as_built)
 def build_unetpp(in_channels: int, out_channels: int, width: int | None = None,
