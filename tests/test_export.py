@@ -13,18 +13,55 @@ import pytest
 from covseg.cli import main
 from covseg.errors import CovsegError
 from covseg.export import OnnxNetwork, export_onnx
+from tests.conftest import NEEDS_ONNX
 
 
 @pytest.mark.parametrize("module", ["onnx", "onnxruntime"])
 def test_missing_onnx_packages_give_the_install_command(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_run: Path, module: str) -> None:
     monkeypatch.setitem(sys.modules, module, None)  # an import of it now fails
+    given = tmp_path / "given.onnx"
+    given.write_bytes(b"")
     with pytest.raises(CovsegError, match=rf"need {module}: pip install 'covseg\[onnx\]'"):
         if module == "onnx":
             export_onnx(tiny_run, tmp_path / "model.onnx")
         else:
-            OnnxNetwork(tmp_path / "model.onnx")
+            OnnxNetwork(given)
     assert not (tmp_path / "model.onnx").exists()
+
+
+@pytest.mark.parametrize(("argv", "line"), [
+    (["export", "-h"], "Export a trained model to ONNX (needs covseg[onnx])."),
+    (["predict", "-h"], ("--onnx ONNX ONNX file from `covseg export` (runs on ONNX Runtime; "
+                         "needs covseg[onnx])")),
+])
+def test_the_help_names_the_onnx_extra(argv: list[str], line: str,
+                                       monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """`cv -h` said --ray needs covseg[cluster]; export and --onnx did not say what they need."""
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 0
+    assert line in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_wrong_path_is_told_before_the_missing_extra(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Without the onnx extra, a mistyped run or ONNX file was told to install the extra, and
+    only once it was installed that the path was wrong."""
+    for module in ("onnx", "onnxruntime"):
+        monkeypatch.setitem(sys.modules, module, None)
+    monkeypatch.chdir(tmp_path)
+    np.save("slice.npy", np.zeros((32, 32), dtype=np.float32))
+    assert main(["export", "--model", "nosuchrun", "--out", "z.onnx"]) == 2
+    assert capsys.readouterr().err == (
+        "covseg: error: nosuchrun: no such checkpoint; pass a run folder or its best.pt\n")
+    assert main(["predict", "slice.npy", "--onnx", "nope.onnx", "--out", "p"]) == 2
+    assert capsys.readouterr().err == (
+        "covseg: error: nope.onnx: no such ONNX file; create one with `covseg export`\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slice.npy"]
 
 
 def test_missing_onnx_is_a_one_line_cli_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
@@ -49,6 +86,7 @@ def test_out_must_be_an_onnx_file(tmp_path: Path, tiny_run: Path,
     assert (tmp_path / "f").read_text() == "x\n" and not list((tmp_path / "d").iterdir())
 
 
+@NEEDS_ONNX
 def test_onnx_takes_only_onnx_files_and_model_takes_them_too(
         tmp_path: Path, tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`predict --onnx RUN_FOLDER` ran PyTorch quietly (predict.json said runtime pytorch)."""
@@ -68,6 +106,7 @@ def test_onnx_takes_only_onnx_files_and_model_takes_them_too(
         assert record["runtime"] == "onnxruntime" and record["source"] == str(onnx_file)
 
 
+@NEEDS_ONNX
 @pytest.mark.parametrize(("changed", "message"), [
     ({"num_classes": 3}, "output channels: 1 in the network, 3 in its covseg metadata"),
     ({"in_channels": 2}, "input channels: 1 in the network, 2 in its covseg metadata"),
@@ -77,7 +116,8 @@ def test_metadata_that_does_not_fit_the_network_is_refused(
         tmp_path: Path, tiny_run: Path, changed: dict[str, int], message: str,
         capsys: pytest.CaptureFixture[str]) -> None:
     """A binary graph carrying a 3-class export's metadata predicted all-background masks."""
-    onnx = pytest.importorskip("onnx")
+    import onnx
+
     graph = onnx.load(str(export_onnx(tiny_run, tmp_path / "model.onnx")))
     entry = next(p for p in graph.metadata_props if p.key == "covseg")
     entry.value = json.dumps({**json.loads(entry.value), **changed})
@@ -93,12 +133,13 @@ def test_metadata_that_does_not_fit_the_network_is_refused(
     assert OnnxNetwork(tmp_path / "model.onnx").meta["num_classes"] == 2  # its own metadata fits
 
 
+@NEEDS_ONNX
 def test_metadata_of_another_class_count_is_refused_where_the_graph_leaves_it_dynamic(
         tmp_path: Path, synthetic_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """MiniSeg's export (the default's, as most models') has a symbolic output channel axis, so
     3-class metadata on it went unchecked and predicted all-zero masks with exit status 0."""
-    onnx = pytest.importorskip("onnx")
-    pytest.importorskip("onnxruntime")
+    import onnx
+
     from covseg import api
 
     run = tmp_path / "run"
@@ -126,7 +167,8 @@ def test_metadata_of_another_class_count_is_refused_where_the_graph_leaves_it_dy
 
 def _with_raw_meta(source: Path, out: Path, edit: Any) -> Path:
     """A copy of the ONNX file ``source`` whose covseg metadata string is ``edit(old string)``."""
-    onnx = pytest.importorskip("onnx")
+    import onnx
+
     graph = onnx.load(str(source))
     entry = next(p for p in graph.metadata_props if p.key == "covseg")
     entry.value = edit(entry.value)
@@ -142,6 +184,7 @@ def _meta_edit(**changed: Any) -> Any:
     return edit
 
 
+@NEEDS_ONNX
 @pytest.mark.parametrize(("edit", "what"), [
     (lambda raw: "{not json", "not JSON: Expecting property name"),
     (lambda raw: "[1, 2]", "a JSON list, not an object"),
@@ -155,7 +198,6 @@ def test_damaged_metadata_is_refused_in_one_line(
         capsys: pytest.CaptureFixture[str]) -> None:
     """Metadata re-saved by other tools or edited by hand (not JSON, no size, a text
     threshold) gave a JSONDecodeError, KeyError or ValueError traceback at predict time."""
-    pytest.importorskip("onnxruntime")
     bad = _with_raw_meta(export_onnx(tiny_run, tmp_path / "model.onnx"), tmp_path / "bad.onnx",
                          edit)
     image = tmp_path / "slice.npy"
@@ -169,11 +211,11 @@ def test_damaged_metadata_is_refused_in_one_line(
     assert not out.exists()
 
 
+@NEEDS_ONNX
 def test_a_cascade_whose_lung_run_is_gone_is_not_exported(
         tmp_path: Path, synthetic_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The export loads its lung run from the recorded path at predict time, as the run does;
     with that folder gone, export wrote a file that failed at every prediction."""
-    pytest.importorskip("onnx")
     from covseg import api
 
     tiny = {"model": "unet", "epochs": 1, "size": 32, "batch_size": 4,
@@ -194,6 +236,7 @@ def test_a_cascade_whose_lung_run_is_gone_is_not_exported(
     assert OnnxNetwork(out).meta["lung_guide"]["source"] == str(tmp_path / "lungs")
 
 
+@NEEDS_ONNX
 def test_the_export_records_its_run_and_predicts_into_the_runs_folder(
         tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
     """The ONNX file recorded nothing of its source, so a folder predicted with --model RUN
@@ -206,7 +249,6 @@ def test_the_export_records_its_run_and_predicts_into_the_runs_folder(
 
     import covseg
 
-    pytest.importorskip("onnxruntime")
     first, second, third = sorted((synthetic_folder / "images").glob("*.npy"))[:3]
     run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
     digest = hashlib.sha256((run / "best.pt").read_bytes()).hexdigest()

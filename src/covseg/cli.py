@@ -417,7 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="run folder or checkpoint from `covseg train` (an "
                                         ".onnx file runs on ONNX Runtime, as with --onnx)")
-    source.add_argument("--onnx", help="ONNX file from `covseg export` (runs on ONNX Runtime)")
+    source.add_argument("--onnx", help="ONNX file from `covseg export` (runs on ONNX Runtime; "
+                                       "needs covseg[onnx])")
     p.add_argument("--out", required=True,
                    help="output folder (2D masks: 0/255, or a multi-class model's labels 0..3)")
     p.add_argument("--overlay", action="store_true", help="also write overlays/*.png")
@@ -433,7 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_volumes.add_volume_predict_arguments(p)
     p.set_defaults(handler=cmd_predict)
 
-    p = sub.add_parser("export", help="export a trained model to ONNX")
+    p = sub.add_parser("export", help="export a trained model to ONNX (needs covseg[onnx])",
+                       description="Export a trained model to ONNX (needs covseg[onnx]).")
     p.add_argument("--model", required=True, help="run folder or checkpoint")
     p.add_argument("--out", required=True, help="ONNX file to write")
     p.set_defaults(handler=cmd_export)

@@ -43,10 +43,13 @@ def _onnx_module(name: str) -> Any:
 
 
 def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
-    """Export a run's best model to ONNX with a dynamic batch axis and covseg metadata."""
+    """Export a run's best model to ONNX with a dynamic batch axis and covseg metadata.
+
+    The paths are checked before the ``onnx`` extra is looked for: a user told to install it
+    first learnt only then that the run's path was wrong."""
     out = output_file(out, ".onnx", "ONNX model")
-    onnx = _onnx_module("onnx")
     payload = load_checkpoint(checkpoint)
+    onnx = _onnx_module("onnx")
     meta = payload["meta"]
     guide = LungGuide.from_meta(meta.get("lung_guide"))
     if guide is not None:
@@ -71,10 +74,10 @@ class OnnxNetwork:
     """An ONNX Runtime session that behaves like the torch module for :class:`Predictor`."""
 
     def __init__(self, path: str | os.PathLike[str], threads: int | None = None) -> None:
-        ort = _onnx_module("onnxruntime")
         path = Path(path)
-        if not path.is_file():
+        if not path.is_file():  # before the extra, which a wrong path does not need
             raise CovsegError(f"{path}: no such ONNX file; create one with `covseg export`")
+        ort = _onnx_module("onnxruntime")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         try:
