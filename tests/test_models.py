@@ -241,8 +241,10 @@ def test_download_requests_are_refused(name: str, options: dict[str, Any]) -> No
 def test_missing_optional_dependency(name: str, options: dict[str, Any], module: str,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, module, None)
-    with pytest.raises(CovsegError, match=r"pip install 'covseg\[zoo\]'"):
+    with pytest.raises(CovsegError, match=r"pip install 'covseg\[zoo\]'") as info:
         build_model(name, **options)
+    package = "torchvision" if name == "fcn" else "segmentation-models-pytorch"
+    assert f"model {name!r}" in str(info.value) and package in str(info.value), "one spelling"
 
 
 @NEEDS_ZOO
