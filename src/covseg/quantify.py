@@ -1464,7 +1464,9 @@ def _as_it_was(row: dict[str, Any], earlier: dict[str, str] | None) -> dict[str,
 def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
                            settings: dict[str, Any]) -> None:
     """Skipping a done study made with other settings or inputs would keep its old results:
-    refuse. Studies that record no settings (older covseg versions) are skipped as before."""
+    refuse. Studies that record no settings (older covseg versions) are skipped as before.
+    The other studies done in ``out_dir`` (:func:`_earlier_clashes`) are checked too: the
+    summary lists them beside this call's."""
     current = json.loads(json.dumps(settings))  # as it will read back from the JSON
     clashes = []
     for study in studies:
@@ -1473,23 +1475,69 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
         recorded = record.get(SETTINGS) if record else None
         if not isinstance(recorded, dict):
             continue
-        unrecorded = _unrecorded_models(recorded)
-        ignored = {REPORT_SETTING, *_same_model_files(recorded, current),
-                   *(key for key in LUNG_MODEL_SETTINGS if key not in recorded),
-                   *(key for pair in MODEL_FILES for key in pair
-                     if unrecorded and key not in recorded)}
-        changes = (changed_settings(recorded, current, ignored)
+        changes = (changed_settings(recorded, current, _ignored(recorded, current))
                    or _changed_inputs(record.get("inputs", {}), study, done.stat().st_mtime))
-        changes += _models_modified_since(current, unrecorded, done.stat().st_mtime)
+        changes += _models_modified_since(current, _unrecorded_models(recorded),
+                                          done.stat().st_mtime)
         if changes:
             clashes.append((out_dir / study.name, changes))
     if clashes:
         folder, changes = clashes[0]
-        more = (f" (and {counted(len(clashes) - 1, 'more study', 'more studies')})"
-                if len(clashes) > 1 else "")
         raise CovsegError(f"{folder} was made with other settings or inputs "
-                          f"({'; '.join(changes)}){more}; "
+                          f"({'; '.join(changes)}){_more(clashes)}; "
                           "pick a new --out or delete it")
+    earlier = _earlier_clashes(out_dir, {study.name for study in studies}, current)
+    if earlier:
+        folder, changes = earlier[0]
+        raise CovsegError(f"{out_dir} holds {folder.name}, done earlier with other settings "
+                          f"({'; '.join(changes)}){_more(earlier)}, which its summary would "
+                          "list beside this call's studies; pick a new --out or delete it")
+
+
+def _more(clashes: Sequence[Any]) -> str:
+    """' (and N more studies)' after the first of ``clashes``; '' for one."""
+    return (f" (and {counted(len(clashes) - 1, 'more study', 'more studies')})"
+            if len(clashes) > 1 else "")
+
+
+def _ignored(recorded: dict[str, Any], current: dict[str, Any]) -> set[str]:
+    """The settings a done study's record is not compared by: the HTML report (added on a
+    rerun), one model however named, what an older record lacks."""
+    unrecorded = _unrecorded_models(recorded)
+    return {REPORT_SETTING, *_same_model_files(recorded, current),
+            *(key for key in LUNG_MODEL_SETTINGS if key not in recorded),
+            *(key for pair in MODEL_FILES for key in pair if unrecorded and key not in recorded)}
+
+
+PER_STUDY_SETTINGS = ("lungs", "image")
+"""quantify's settings that name one study's own files (``--lungs``, ``--image``): another
+study done with its own is no other method."""
+
+LAYOUT_SETTINGS = (REPORT_SETTING, "probabilities")
+"""Settings that add files to a study's folder but change none of its figures."""
+
+
+def _earlier_clashes(out_dir: Path, names: set[str], current: dict[str, Any]
+                     ) -> list[tuple[Path, list[str]]]:
+    """The done studies in ``out_dir`` outside ``names`` made with other settings (another
+    model, threshold, mirrors, ``--classes``...) than ``current``, with what differs: added to
+    the summary unchecked, they mixed two methods' figures in one table without a word."""
+    clashes = []
+    for folder in sorted(out_dir.iterdir()) if out_dir.is_dir() else []:
+        done = folder / RESULT_JSON
+        record = read_record(done) if folder.name not in names else None
+        recorded = record.get(SETTINGS) if record else None
+        if not isinstance(recorded, dict) or not isinstance(record.get("study"), dict):
+            continue
+        own = {key for key in PER_STUDY_SETTINGS
+               if isinstance(recorded.get(key), str) and isinstance(current.get(key), str)}
+        changes = changed_settings(recorded, current,
+                                   {*_ignored(recorded, current), *LAYOUT_SETTINGS, *own})
+        changes += _models_modified_since(current, _unrecorded_models(recorded),
+                                          done.stat().st_mtime)
+        if changes:
+            clashes.append((folder, changes))
+    return clashes
 
 
 def warn_earlier_lung_rule(studies: Sequence[Study], out_dir: Path) -> None:
