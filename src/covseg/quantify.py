@@ -118,6 +118,10 @@ STUDY_OUTPUTS = (RESULT_JSON, RESULT_CSV, MONTAGE_PNG, REPORT_HTML, INFECTION_NI
 """The files covseg writes in a study folder: a study (re)done loses its earlier attempt's, so
 that none is left that its new record does not list (a probability map of other settings)."""
 PREDICT_RECORD = "predict.json"
+PENDING = "pending"
+"""predict.json's images of a 2D call not finished yet (stopped, or still running): their masks
+may be there or not, so evaluate scores none of them as missing, but they are the folder's
+model's as much as its ``inputs``."""
 """Written beside 2D predictions: the model, its settings and the inputs, to reproduce them;
 its folder is covseg's output."""
 REGIONS = ("study", "right_lung", "left_lung")
