@@ -28,7 +28,7 @@ from covseg import api
 from covseg.cli import build_parser, main
 from covseg.errors import CovsegError
 from covseg.infer import Predictor
-from tests.conftest import shared
+from tests.conftest import held_by_another_thread, shared
 from tests.test_io_volume import edited_series, needs_ct
 from tests.test_quantify import synthetic_study
 from tests.test_train import TINY
@@ -468,6 +468,31 @@ def test_a_stopped_predict_leaves_its_record_and_another_model_is_refused(
     covseg.predict(stopped, images[0], out)
     record = json.loads((out / "predict.json").read_text())
     assert "pending" not in record and sorted(record["inputs"]) == [str(p) for p in images]
+
+
+def test_predict_and_quantify_into_an_out_another_run_writes_are_refused(
+        tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
+    """Two predicts (or quantifies) at once into one --out were both accepted: predict.json and
+    summary.csv kept one call's inputs, and two models' masks mixed. Each holds --out's lock
+    now, and the second is refused in one line naming the first's pid; shards, which share
+    a folder by design, are refused only while a whole run holds it."""
+    image = min((synthetic_folder / "images").glob("*.npy"))
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    for out in (tmp_path / "pred", tmp_path / "quant"):
+        held = re.escape(f"another covseg run is writing to {out} (pid {os.getpid()}); wait "
+                         "for it to end, or pick another --out")
+        with held_by_another_thread(out):
+            with pytest.raises(CovsegError, match=f"^{held}$"):
+                covseg.predict(tiny_run, image, out)
+            with pytest.raises(CovsegError, match=f"^{held}$"):
+                covseg.quantify(mask, out)
+            with pytest.raises(CovsegError, match=f"^{held}$"):
+                covseg.quantify(mask, out, shard="0/2")
+            assert sorted(p.name for p in out.iterdir()) == [".covseg.lock"], "nothing written"
+    assert [p.name for p in covseg.predict(tiny_run, image, tmp_path / "pred")] == [
+        f"{image.stem}.png"]
+    assert covseg.quantify(mask, tmp_path / "quant").done == 1
+    assert not (tmp_path / "pred" / ".covseg.lock").exists()
 
 
 def test_a_second_predict_refuses_to_overwrite_the_mask_of_another_file(

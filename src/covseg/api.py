@@ -858,6 +858,15 @@ def predict(model: str | os.PathLike[str] | Predictor,
     if volumes:
         raise _other_kind(volumes, ("a CT volume", "CT volumes"), "covseg.predict_volumes")
     out = _out(out)
+    with writing_to(out):  # a second predict into ``out`` meanwhile is refused, naming this one
+        return _predict_images(model, inputs, out, overlay, batch_size, tta, threshold)
+
+
+def _predict_images(model: str | os.PathLike[str] | Predictor,
+                    inputs: Sequence[str | os.PathLike[str]], out: Path, overlay: bool,
+                    batch_size: int | None, tta: bool | None, threshold: float | None
+                    ) -> list[Path]:
+    """:func:`predict` once ``out``'s lock is held."""
     earlier = read_record(out / PREDICT_RECORD) or {}
     files = collect_inputs(inputs, _own_masks(out, earlier))
     _check_outputs(files, out, _earlier_inputs(earlier))

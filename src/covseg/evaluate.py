@@ -498,7 +498,7 @@ def _refuse_per_slice_of_slices(truths: Sequence[Path]) -> None:
 def _warn_unrecorded(folder: Path, levels: dict[str, np.ndarray], preds: dict[str, Path],
                      unmatched: int) -> None:
     """Warn that a folder of masks as ``covseg predict`` writes them (0/255 PNGs) holds no
-    record of what predict was given (its ``predict.json`` is written when it ends): an
+    record of what predict was given (covseg before 5 Dec wrote ``predict.json`` at its end): an
     interrupted predict, whose images left undone are truths without a prediction, not
     scored."""
     if all(preds[case].suffix == ".png" and set(values.tolist()) <= {0, 255}
