@@ -495,6 +495,27 @@ def test_predict_and_quantify_into_an_out_another_run_writes_are_refused(
     assert not (tmp_path / "pred" / ".covseg.lock").exists()
 
 
+def test_predict_and_quantify_remove_what_kill_9_left_in_their_out(
+        tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
+    """kill -9 mid-write left hidden temporary PNGs in a 2D predict's --out and overlays/ and
+    beside a volume --out's summary, which reruns never removed; only covseg's own pattern goes,
+    a user's hidden files stay."""
+    image = min((synthetic_folder / "images").glob("*.npy"))
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    pred, quant = tmp_path / "pred", tmp_path / "quant"
+    planted = [pred / ".x.wne6qwfs.png", pred / "overlays" / ".x_b.abcdefgh.png",
+               quant / ".summary.k10xvj_o.csv", quant / ".summary.a1b2c3d4.png"]
+    kept = [pred / ".notes", pred / "overlays" / ".keep.me.png",
+            quant / ".summary_shard1of2.a1b2c3d4.csv"]
+    for path in planted + kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+    covseg.predict(tiny_run, image, pred, overlay=True)
+    assert covseg.quantify(mask, quant).done == 1
+    assert [path for path in planted if path.exists()] == []
+    assert [path for path in kept if path.exists()] == kept
+
+
 def test_a_second_predict_refuses_to_overwrite_the_mask_of_another_file(
         tmp_path: Path, tiny_run: Path, synthetic_folder: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:

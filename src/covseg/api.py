@@ -43,7 +43,13 @@ from covseg.errors import CovsegError, counted, them
 from covseg.evaluate import evaluate_folders, is_covseg_picture
 from covseg.export import export_onnx
 from covseg.infer import Predictor, output_name
-from covseg.io.atomic import output_file, output_folder, write_json
+from covseg.io.atomic import (
+    output_file,
+    output_folder,
+    remove_temporaries,
+    remove_temporaries_of,
+    write_json,
+)
 from covseg.io.image import is_image_file, read_image, refuse_label_mask, write_png
 from covseg.io.lock import writing_to
 from covseg.io.volume import (
@@ -289,6 +295,7 @@ def _grid_file(data: object, out: Path) -> Path:
     if out.exists() and not is_sample_grid(out):
         raise CovsegError(f"--out {out}: exists and is no earlier visualize grid; pick another "
                           "--out or delete it")
+    remove_temporaries_of(out)  # a grid killed with ``kill -9`` left its temporary file
     return out
 
 
@@ -866,7 +873,11 @@ def _predict_images(model: str | os.PathLike[str] | Predictor,
                     inputs: Sequence[str | os.PathLike[str]], out: Path, overlay: bool,
                     batch_size: int | None, tta: bool | None, threshold: float | None
                     ) -> list[Path]:
-    """:func:`predict` once ``out``'s lock is held."""
+    """:func:`predict` once ``out``'s lock is held: the temporary files a run killed there with
+    ``kill -9`` left (in ``out`` and its ``overlays/``), which no one else writes now, go
+    first."""
+    for folder in (out, out / "overlays"):
+        remove_temporaries(folder)
     earlier = read_record(out / PREDICT_RECORD) or {}
     files = collect_inputs(inputs, _own_masks(out, earlier))
     _check_outputs(files, out, _earlier_inputs(earlier))

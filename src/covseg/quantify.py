@@ -43,7 +43,13 @@ from tqdm import tqdm
 
 from covseg.data.layouts import CLASS_NAMES
 from covseg.errors import CovsegError, counted
-from covseg.io.atomic import atomic_path, remove_temporaries, write_json, write_text
+from covseg.io.atomic import (
+    atomic_path,
+    remove_temporaries,
+    remove_temporaries_of,
+    write_json,
+    write_text,
+)
 from covseg.io.image import (
     MAX_LABEL,
     case_key,
@@ -1414,11 +1420,14 @@ def run_batch(studies: Sequence[Study], out_dir: str | os.PathLike[str],
 def _run_batch(studies: Sequence[Study], out_dir: Path,
                process: Callable[[Study, Path], dict[str, Any]], shard: tuple[int, int],
                desc: str, settings: dict[str, Any] | None) -> BatchResult:
-    """:func:`run_batch` once ``out_dir``'s lock is settled."""
+    """:func:`run_batch` once ``out_dir``'s lock is settled; the temporary files of its
+    summary and chart that a run killed with ``kill -9`` left go first (other shards' not)."""
     selected = select_shard(studies, shard)
     if settings is not None:
         _refuse_other_settings(selected, out_dir, settings)
     summary = out_dir / summary_name(shard)
+    for target in (summary, summary.with_suffix(".png")):
+        remove_temporaries_of(target)
     earlier = _earlier_summary_rows(out_dir)
     rows = (_earlier_rows(out_dir, {study.name for study in selected}, earlier)
             if shard[1] == 1 else [])
