@@ -28,7 +28,7 @@ from covseg import api
 from covseg.cli import build_parser, main
 from covseg.errors import CovsegError
 from covseg.infer import Predictor
-from tests.conftest import NEEDS_ONNX, shared
+from tests.conftest import NEEDS_ONNX, held_by_another_thread, shared
 from tests.test_io_volume import edited_series, needs_ct
 from tests.test_quantify import synthetic_study
 from tests.test_train import TINY
@@ -417,6 +417,104 @@ def test_a_second_predict_into_a_folder_adds_to_its_record(tmp_path: Path, tiny_
     assert record["inputs"] == [str(first), str(second)] and record["masks"] == 2
     assert record["overlays"] == 1 and record["failed"] == {}
     assert sorted(p.name for p in out.glob("*.png")) == [f"{first.stem}.png", f"{second.stem}.png"]
+
+
+class _StopsAt(torch.nn.Module):
+    """A 1x1 convolution whose ``stop_at``-th forward pass raises KeyboardInterrupt (Ctrl-C
+    mid-run); a bias of ``bias`` makes another model's masks."""
+
+    def __init__(self, stop_at: int, bias: float = 0.0) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 1, 1)
+        torch.nn.init.constant_(self.conv.weight, 1.0)
+        torch.nn.init.constant_(self.conv.bias, bias)
+        self.calls, self.stop_at = 0, stop_at
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == self.stop_at:
+            raise KeyboardInterrupt
+        return self.conv(batch)
+
+
+def test_a_stopped_predict_leaves_its_record_and_another_model_is_refused(
+        tmp_path: Path, synthetic_folder: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A 2D predict stopped after its first mask left no predict.json, so a later predict with
+    another model into that --out was accepted and the folder mixed two models' masks under one
+    record. The record is written before the first mask, this call's images ``pending``."""
+    images = sorted((synthetic_folder / "images").glob("*.npy"))[:3]
+    out = tmp_path / "pred"
+    stopped = Predictor(_StopsAt(2), num_classes=2, size=64, batch_size=1)
+    with pytest.raises(KeyboardInterrupt):
+        covseg.predict(stopped, images[:2], out)
+    assert (out / f"{images[0].stem}.png").is_file()
+    record = json.loads((out / "predict.json").read_text())
+    assert record["inputs"] == [] and record["pending"] == [str(p) for p in images[:2]]
+    assert record["masks"] == 0  # counted when the record was written, before the first
+    with caplog.at_level("WARNING"):
+        scored = covseg.evaluate(out, synthetic_folder / "masks", tmp_path / "ev")
+    assert scored["cases"] == 1 and scored["missing_predictions"] == []
+    assert "lists 2 images of a covseg predict that did not finish" in caplog.text
+    other = Predictor(_StopsAt(0, bias=-3.0), num_classes=2, size=64, batch_size=1,
+                      threshold=0.9)
+    with pytest.raises(CovsegError, match=r"pred holds masks predicted otherwise "
+                                          r"\(threshold: 0\.5 -> 0\.9\)"):
+        covseg.predict(other, images[2], out)  # an image the stopped call was not given
+    assert not (out / f"{images[2].stem}.png").exists()
+    stopped.model.stop_at = 0
+    covseg.predict(stopped, images[1:], out)  # the same model finishes, adding one
+    record = json.loads((out / "predict.json").read_text())
+    assert record["inputs"] == [str(p) for p in images[1:]]
+    assert record["pending"] == [str(images[0])] and record["masks"] == 3
+    covseg.predict(stopped, images[0], out)
+    record = json.loads((out / "predict.json").read_text())
+    assert "pending" not in record and sorted(record["inputs"]) == [str(p) for p in images]
+
+
+def test_predict_and_quantify_into_an_out_another_run_writes_are_refused(
+        tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
+    """Two predicts (or quantifies) at once into one --out were both accepted: predict.json and
+    summary.csv kept one call's inputs, and two models' masks mixed. Each holds --out's lock
+    now, and the second is refused in one line naming the first's pid; shards, which share
+    a folder by design, are refused only while a whole run holds it."""
+    image = min((synthetic_folder / "images").glob("*.npy"))
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    for out in (tmp_path / "pred", tmp_path / "quant"):
+        held = re.escape(f"another covseg run is writing to {out} (pid {os.getpid()}); wait "
+                         "for it to end, or pick another --out")
+        with held_by_another_thread(out):
+            with pytest.raises(CovsegError, match=f"^{held}$"):
+                covseg.predict(tiny_run, image, out)
+            with pytest.raises(CovsegError, match=f"^{held}$"):
+                covseg.quantify(mask, out)
+            with pytest.raises(CovsegError, match=f"^{held}$"):
+                covseg.quantify(mask, out, shard="0/2")
+            assert sorted(p.name for p in out.iterdir()) == [".covseg.lock"], "nothing written"
+    assert [p.name for p in covseg.predict(tiny_run, image, tmp_path / "pred")] == [
+        f"{image.stem}.png"]
+    assert covseg.quantify(mask, tmp_path / "quant").done == 1
+    assert not (tmp_path / "pred" / ".covseg.lock").exists()
+
+
+def test_predict_and_quantify_remove_what_kill_9_left_in_their_out(
+        tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
+    """kill -9 mid-write left hidden temporary PNGs in a 2D predict's --out and overlays/ and
+    beside a volume --out's summary, which reruns never removed; only covseg's own pattern goes,
+    a user's hidden files stay."""
+    image = min((synthetic_folder / "images").glob("*.npy"))
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    pred, quant = tmp_path / "pred", tmp_path / "quant"
+    planted = [pred / ".x.wne6qwfs.png", pred / "overlays" / ".x_b.abcdefgh.png",
+               quant / ".summary.k10xvj_o.csv", quant / ".summary.a1b2c3d4.png"]
+    kept = [pred / ".notes", pred / "overlays" / ".keep.me.png",
+            quant / ".summary_shard1of2.a1b2c3d4.csv"]
+    for path in planted + kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+    covseg.predict(tiny_run, image, pred, overlay=True)
+    assert covseg.quantify(mask, quant).done == 1
+    assert [path for path in planted if path.exists()] == []
+    assert [path for path in kept if path.exists()] == kept
 
 
 def test_a_second_predict_refuses_to_overwrite_the_mask_of_another_file(

@@ -524,6 +524,32 @@ def test_a_hand_placed_web_page_is_refused_not_reported_ready(
     assert sorted(p.read_bytes() for p in folder.iterdir()) == [PAGE] * 3, "nothing deleted"
 
 
+def test_a_hand_placed_nifti_cut_short_is_refused_not_reported_ready(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """tr_im.nii.gz cut to half its bytes (an interrupted browser download or cp) has a whole
+    header, which was all fetch read: it said 'medseg: 3 file(s) ready', and visualize then
+    failed on its voxels. The gzip stream is read to its end now."""
+    folder = tmp_path / "fm2"
+    folder.mkdir()
+    noise = np.random.default_rng(0).integers(-1000, 400, (64, 64, 8), dtype=np.int16)
+    whole = gzip.compress(nib.Nifti1Image(noise, np.eye(4)).to_bytes())
+    for remote in DATASETS["medseg"].files:
+        (folder / remote.name).write_bytes(whole)
+    (folder / "tr_im.nii.gz").write_bytes(whole[:len(whole) // 2])
+    assert main(["data", "fetch", "medseg", "--to", str(folder)]) == 2
+    captured = capsys.readouterr()
+    url = DATASETS["medseg"].files[0].url
+    assert captured.err == (
+        f"covseg: error: {folder / 'tr_im.nii.gz'}: already exists but is truncated or damaged "
+        "(its gzip stream does not read to the end: EOFError: Compressed file ended before the "
+        "end-of-stream marker was reached), as an interrupted download or copy leaves it; "
+        f"delete it and rerun, or download it again by hand from {url}\n")
+    assert "ready" not in captured.out
+    (folder / "tr_im.nii.gz").write_bytes(whole)
+    assert main(["data", "fetch", "medseg", "--to", str(folder)]) == 0
+    assert "medseg: 3 file(s) ready" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(("name", "body", "problem"), [
     ("tr_mask.nii.gz", b"hello", r"is not a NIfTI \(no gzip signature; it starts with b'hello'\)"),
     ("tr_mask.nii.gz", gzip.compress(b"not a header " * 40),

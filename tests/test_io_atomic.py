@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from covseg.errors import CovsegError
-from covseg.io.atomic import atomic_path, output_file, remove_temporaries, write_text
+from covseg.io.atomic import (
+    atomic_path,
+    output_file,
+    remove_temporaries,
+    remove_temporaries_of,
+    write_text,
+)
 
 
 def test_a_folder_in_place_of_the_file_is_named(tmp_path: Path) -> None:
@@ -72,3 +78,16 @@ def test_temporaries_a_killed_run_left_are_removed(tmp_path: Path) -> None:
     assert remove_temporaries(stale.parent) == [stale]
     assert [p.name for p in stale.parent.iterdir()] == [".notes"]
     assert remove_temporaries(tmp_path / "missing") == []
+
+
+def test_the_temporaries_of_one_target_are_removed_alone(tmp_path: Path) -> None:
+    """A file written where other runs may write other files (a visualize grid, a shard's
+    summary) drops only its own killed temporary files, never another target's nor a file of
+    another pattern."""
+    names = [".summary.ab12_xyz.csv", ".summary.ab12_xyz.png", ".summary_shard0of2.ab12_xyz.csv",
+             ".summary.notmine.csv", ".summary.ab12_xyz.csv.bak", "summary.csv"]
+    for name in names:
+        (tmp_path / name).write_text("x")
+    assert remove_temporaries_of(tmp_path / "summary.csv") == [tmp_path / names[0]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[1:])
+    assert remove_temporaries_of(tmp_path / "missing" / "grid.png") == []

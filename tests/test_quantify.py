@@ -881,6 +881,30 @@ def test_rerun_with_other_settings_is_refused(tmp_path: Path) -> None:
     assert quantify_batch([mask], out, lungs=tmp_path / "lungs.nii.gz").skipped == 1
 
 
+def test_other_studies_done_otherwise_in_out_are_refused(tmp_path: Path) -> None:
+    """A call on new studies into an --out whose earlier studies were quantified with other
+    --classes put both in one summary without a word (310 mL of ground-glass beside empty
+    columns): refused in one line before any study. Each study's own --lungs is no clash."""
+    masks = [synthetic_study(tmp_path / "in", name)[1] for name in ("a", "b", "c")]
+    out = tmp_path / "out"
+    assert quantify_batch([masks[0]], out, multiclass=True).done == 1
+    with pytest.raises(CovsegError, match=r"out holds a, done earlier with other settings "
+                                          r"\(classes: multiclass -> auto\), which its summary "
+                                          r"would list beside this call's studies; pick a new "
+                                          r"--out or delete it$"):
+        quantify_batch([masks[1]], out)
+    assert not (out / "b").exists()
+    assert quantify_batch([masks[1]], out, multiclass=True).done == 1
+    grid = nib.load(str(masks[2]))
+    for name in ("b", "c"):
+        nib.save(nib.Nifti1Image(np.ones(grid.shape, dtype=np.int16), grid.affine),
+                 str(tmp_path / f"{name}_lungs.nii.gz"))
+    assert quantify_batch([masks[1]], tmp_path / "own", lungs=tmp_path / "b_lungs.nii.gz").done
+    assert quantify_batch([masks[2]], tmp_path / "own", lungs=tmp_path / "c_lungs.nii.gz").done
+    rows = read_rows(tmp_path / "own" / "summary.csv")
+    assert [row["study"] for row in rows] == ["b", "c"]
+
+
 def test_rerun_after_the_mask_changed_is_refused(tmp_path: Path) -> None:
     """A mask corrected by hand, also when copied in with its old time kept (cp -p, rsync -a),
     or another mask under the study's name, kept the old numbers: refused. Inputs are compared

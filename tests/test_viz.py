@@ -325,3 +325,15 @@ def test_a_grid_of_fewer_slices_than_asked_for_says_so(
     assert [r.getMessage() for r in caplog.records] == [
         "--n 8, but the data hold 4 slices: the grid shows all 4"]
     assert sum(axis.get_title().startswith("mask:") for axis in saved_figures[0].axes) == 4
+
+
+def test_visualize_removes_the_temporary_its_killed_grid_left(tmp_path: Path) -> None:
+    """kill -9 while a grid was written left ``.k10.XXXXXXXX.png`` beside it for good; the
+    next grid of that name removes it, and no other file."""
+    import covseg
+
+    stale, other = tmp_path / ".k10.xvjwej_o.png", tmp_path / ".other.xvjwej_o.png"
+    for path in (stale, other):
+        path.write_bytes(b"")
+    covseg.visualize("synthetic", tmp_path / "k10.png", n=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, "k10.png"]

@@ -652,6 +652,28 @@ def test_a_cascades_grown_lungs_note_names_its_lung_run_as_the_lung_model(
         f"{path}: {result['lung_note']}"]
 
 
+def test_new_studies_into_an_out_predicted_otherwise_are_refused(tmp_path: Path) -> None:
+    """Studies of another threshold added to an --out went into one summary.csv (and chart)
+    with the earlier ones, no column naming the difference: refused before any study."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("alpha", "beta"):
+        chest_nifti(inputs / f"{name}.nii.gz")
+    out = tmp_path / "out"
+    assert predict_batch(BandPredictor([(-400, -200)]), [inputs / "alpha.nii.gz"], out).done == 1
+    stricter = BandPredictor([(-400, -200)])
+    stricter.threshold = 0.9
+    with pytest.raises(CovsegError, match=r"out holds alpha, done earlier with other settings "
+                                          r"\(threshold: 0\.5 -> 0\.9\), which its summary"):
+        predict_batch(stricter, [inputs / "beta.nii.gz"], out)
+    assert not (out / "beta").exists()
+    same = predict_batch(BandPredictor([(-400, -200)]), [inputs / "beta.nii.gz"], out,
+                         probabilities=True)
+    assert same.done == 1
+    with open(out / "summary.csv", encoding="utf-8", newline="") as handle:
+        assert [row["study"] for row in csv.DictReader(handle)] == ["alpha", "beta"]
+
+
 def test_rerun_with_other_settings_is_refused_before_any_study(tmp_path: Path) -> None:
     """A done study is skipped only when made with the same settings: another threshold stops
     the run up front (it kept the old results); --html alone adds the report to done studies;

@@ -10,7 +10,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -43,7 +43,13 @@ from covseg.errors import CovsegError, counted, them
 from covseg.evaluate import evaluate_folders, is_covseg_picture
 from covseg.export import export_onnx
 from covseg.infer import Predictor, output_name
-from covseg.io.atomic import output_file, output_folder, write_json
+from covseg.io.atomic import (
+    output_file,
+    output_folder,
+    remove_temporaries,
+    remove_temporaries_of,
+    write_json,
+)
 from covseg.io.image import is_image_file, read_image, refuse_label_mask, write_png
 from covseg.io.lock import writing_to
 from covseg.io.volume import (
@@ -66,6 +72,7 @@ from covseg.provenance import api_command, invoked_as, provenance
 from covseg.quantify import (
     LUNG_GUIDE_SHA256,
     MODEL_SHA256,
+    PENDING,
     PREDICT_RECORD,
     BatchResult,
     changed_settings,
@@ -288,6 +295,7 @@ def _grid_file(data: object, out: Path) -> Path:
     if out.exists() and not is_sample_grid(out):
         raise CovsegError(f"--out {out}: exists and is no earlier visualize grid; pick another "
                           "--out or delete it")
+    remove_temporaries_of(out)  # a grid killed with ``kill -9`` left its temporary file
     return out
 
 
@@ -454,7 +462,7 @@ def _check_outputs(files: Sequence[Path], out: Path, earlier_inputs: Sequence[st
 def _own_masks(out: Path, earlier: dict[str, Any]) -> set[Path]:
     """The masks an earlier predict wrote into ``out`` (resolved), by its record: in a folder
     predicted into itself they are no inputs for the next call."""
-    inputs = [Path(path) for path in _earlier(earlier, "inputs", []) if isinstance(path, str)]
+    inputs = [Path(path) for path in _earlier_inputs(earlier) if isinstance(path, str)]
     given = {path.resolve() for path in inputs}
     return {mask for mask in ((out / output_name(path)).resolve() for path in inputs)
             if mask not in given}
@@ -857,9 +865,22 @@ def predict(model: str | os.PathLike[str] | Predictor,
     if volumes:
         raise _other_kind(volumes, ("a CT volume", "CT volumes"), "covseg.predict_volumes")
     out = _out(out)
+    with writing_to(out):  # a second predict into ``out`` meanwhile is refused, naming this one
+        return _predict_images(model, inputs, out, overlay, batch_size, tta, threshold)
+
+
+def _predict_images(model: str | os.PathLike[str] | Predictor,
+                    inputs: Sequence[str | os.PathLike[str]], out: Path, overlay: bool,
+                    batch_size: int | None, tta: bool | None, threshold: float | None
+                    ) -> list[Path]:
+    """:func:`predict` once ``out``'s lock is held: the temporary files a run killed there with
+    ``kill -9`` left (in ``out`` and its ``overlays/``), which no one else writes now, go
+    first."""
+    for folder in (out, out / "overlays"):
+        remove_temporaries(folder)
     earlier = read_record(out / PREDICT_RECORD) or {}
     files = collect_inputs(inputs, _own_masks(out, earlier))
-    _check_outputs(files, out, _earlier(earlier, "inputs", []))
+    _check_outputs(files, out, _earlier_inputs(earlier))
     predictor = load_predictor(model, batch_size, tta, threshold)
     if predictor.guide is not None:  # once, before any image is read or recorded as failed
         predictor.guide.check_run()
@@ -870,6 +891,9 @@ def predict(model: str | os.PathLike[str] | Predictor,
     started = time.perf_counter()
     written: list[Path] = []
     failed: dict[str, str] = {}
+    given = [str(f.absolute()) for f in files]  # a later call may run from another folder
+    record = _PredictRecord(out, earlier, predictor, given)
+    record.write(failed, 0.0, finished=False)  # before any mask: a stopped call is judged too
     with tqdm(total=len(files), desc="predict", unit="image", leave=False,
               disable=len(files) < 20) as bar:
         for start in range(0, len(files), batch_size):
@@ -881,18 +905,7 @@ def predict(model: str | os.PathLike[str] | Predictor,
                     write_png(out / "overlays" / output_name(path), legend_strip(
                         overlay_image(image, labels, palette=palette), labels, names, palette))
             bar.update(len(chunk))
-    given = [str(f.absolute()) for f in files]  # a later call may run from another folder
-    recorded = list(dict.fromkeys([*_earlier(earlier, "inputs", []), *given]))
-    names = {output_name(Path(path)) for path in recorded}
-    write_json(out / PREDICT_RECORD, {
-        **provenance(), "model": _model_record(predictor), "inputs": recorded,
-        "masks": sum((out / name).is_file() for name in names),
-        "failed": {**{path: reason for path, reason in _earlier(earlier, "failed", {}).items()
-                      if path not in given}, **failed},
-        "overlays": sum((out / "overlays" / name).is_file() for name in names),
-        "mask_values": f"0 background, 255 {'lung' if predictor.target == 'lung' else 'infection'}"
-        if predictor.num_classes == 2 else "class labels 0..K-1",
-        "seconds": round(_earlier(earlier, "seconds", 0.0) + time.perf_counter() - started, 3)})
+    record.write(failed, time.perf_counter() - started, finished=True)
     if failed:
         reason = next(iter(failed.values()))
         raise CovsegError(f"{len(failed)} of {len(files)} images could not be predicted "
@@ -900,6 +913,46 @@ def predict(model: str | os.PathLike[str] | Predictor,
                           f"{counted(len(written), 'mask')}, and {out / PREDICT_RECORD} lists "
                           "the failures")
     return written
+
+
+def _earlier_inputs(earlier: dict[str, Any]) -> list[str]:
+    """The images an earlier predict.json names, finished (``inputs``) or not (``pending``)."""
+    return [*_earlier(earlier, "inputs", []), *_earlier(earlier, PENDING, [])]
+
+
+@dataclass
+class _PredictRecord:
+    """A 2D predict call's predict.json: written before the first mask, with this call's images
+    ``pending`` (a call stopped, even by ``kill -9``, leaves the model and settings its masks
+    were made with, which the next call into ``out`` is checked against), and again at the end,
+    with them among the ``inputs``."""
+
+    out: Path
+    earlier: dict[str, Any]
+    predictor: Predictor
+    given: list[str]
+
+    def write(self, failed: dict[str, str], seconds: float, finished: bool) -> None:
+        done = _earlier(self.earlier, "inputs", [])
+        pending = [path for path in _earlier(self.earlier, PENDING, []) if path not in self.given]
+        if finished:
+            done = [*done, *self.given]
+        else:
+            pending = [*pending, *(path for path in self.given if path not in done)]
+        recorded = list(dict.fromkeys(done))
+        names = {output_name(Path(path)) for path in [*recorded, *pending]}
+        target = "lung" if self.predictor.target == "lung" else "infection"
+        earlier_failed = _earlier(self.earlier, "failed", {})
+        write_json(self.out / PREDICT_RECORD, {
+            **provenance(), "model": _model_record(self.predictor), "inputs": recorded,
+            **({PENDING: list(dict.fromkeys(pending))} if pending else {}),
+            "masks": sum((self.out / name).is_file() for name in names),
+            "failed": {**{path: reason for path, reason in earlier_failed.items()
+                          if path not in self.given}, **failed},
+            "overlays": sum((self.out / "overlays" / name).is_file() for name in names),
+            "mask_values": f"0 background, 255 {target}" if self.predictor.num_classes == 2
+            else "class labels 0..K-1",
+            "seconds": round(_earlier(self.earlier, "seconds", 0.0) + seconds, 3)})
 
 
 def _earlier(earlier: dict[str, Any], key: str, empty: Any) -> Any:

@@ -53,6 +53,7 @@ from covseg.metrics import EMPTY_MASK_RULES, STD_NOTE, case_metrics, summarize
 from covseg.provenance import provenance
 from covseg.quantify import (
     MONTAGE_PNG,
+    PENDING,
     PREDICT_RECORD,
     RESULT_JSON,
     failed_studies,
@@ -208,10 +209,11 @@ def _entry(path: Path) -> str:
     return f"{path.name}/" if path.is_dir() else path.name
 
 
-def _recorded_inputs(folder: Path) -> list[Path]:
+def _recorded_inputs(folder: Path, key: str = "inputs") -> list[Path]:
     """The images ``covseg predict`` was given with ``folder`` as its ``--out``, by its
-    ``predict.json`` (none without one)."""
-    recorded = (read_record(folder / PREDICT_RECORD) or {}).get("inputs")
+    ``predict.json`` (none without one): those it finished, or (``key`` "pending") those of a
+    call that did not finish."""
+    recorded = (read_record(folder / PREDICT_RECORD) or {}).get(key)
     return [Path(p) for p in recorded if isinstance(p, str)] if isinstance(recorded, list) else []
 
 
@@ -220,7 +222,7 @@ def _predicted_inputs(folder: Path) -> set[str]:
     it, by its ``predict.json``: its inputs but those that are the masks of others. By name, as
     the record's absolute paths name the folder where predict ran, not its copy or a moved
     folder."""
-    paths = _recorded_inputs(folder)
+    paths = [*_recorded_inputs(folder), *_recorded_inputs(folder, PENDING)]
     return {path.name for path in paths} - {output_name(path) for path in paths}
 
 
@@ -445,6 +447,11 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
                            num_classes, per_slice)
     unmatched = sorted(set(truths) - set(cases))
     recorded = is_batch_folder(pred_folder)
+    pending = _recorded_inputs(pred_folder, PENDING) if not pred_side.single else []
+    if pending:
+        log.warning("%s: its %s lists %s of a covseg predict that did not finish (stopped, or "
+                    "still running); their truths without a mask are not scored: rerun it to "
+                    "finish", pred_folder, PREDICT_RECORD, counted(len(pending), "image"))
     if unmatched and not recorded and not pred_side.single:
         _warn_unrecorded(pred_folder, {case: levels[case][0] for case in cases if case in preds},
                          preds, len(unmatched))
@@ -491,7 +498,7 @@ def _refuse_per_slice_of_slices(truths: Sequence[Path]) -> None:
 def _warn_unrecorded(folder: Path, levels: dict[str, np.ndarray], preds: dict[str, Path],
                      unmatched: int) -> None:
     """Warn that a folder of masks as ``covseg predict`` writes them (0/255 PNGs) holds no
-    record of what predict was given (its ``predict.json`` is written when it ends): an
+    record of what predict was given (covseg before 5 Dec wrote ``predict.json`` at its end): an
     interrupted predict, whose images left undone are truths without a prediction, not
     scored."""
     if all(preds[case].suffix == ".png" and set(values.tolist()) <= {0, 255}

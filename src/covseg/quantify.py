@@ -43,7 +43,13 @@ from tqdm import tqdm
 
 from covseg.data.layouts import CLASS_NAMES
 from covseg.errors import CovsegError, counted
-from covseg.io.atomic import atomic_path, remove_temporaries, write_json, write_text
+from covseg.io.atomic import (
+    atomic_path,
+    remove_temporaries,
+    remove_temporaries_of,
+    write_json,
+    write_text,
+)
 from covseg.io.image import (
     MAX_LABEL,
     case_key,
@@ -52,6 +58,7 @@ from covseg.io.image import (
     image_name,
     is_image_file,
 )
+from covseg.io.lock import refuse_if_held, writing_to
 from covseg.io.volume import (
     Volume,
     check_same_grid,
@@ -118,6 +125,10 @@ STUDY_OUTPUTS = (RESULT_JSON, RESULT_CSV, MONTAGE_PNG, REPORT_HTML, INFECTION_NI
 """The files covseg writes in a study folder: a study (re)done loses its earlier attempt's, so
 that none is left that its new record does not list (a probability map of other settings)."""
 PREDICT_RECORD = "predict.json"
+PENDING = "pending"
+"""predict.json's images of a 2D call not finished yet (stopped, or still running): their masks
+may be there or not, so evaluate scores none of them as missing, but they are the folder's
+model's as much as its ``inputs``."""
 """Written beside 2D predictions: the model, its settings and the inputs, to reproduce them;
 its folder is covseg's output."""
 REGIONS = ("study", "right_lung", "left_lung")
@@ -1394,12 +1405,29 @@ def run_batch(studies: Sequence[Study], out_dir: str | os.PathLike[str],
     by earlier calls on other inputs (:func:`_earlier_rows`), whose folders are there too.
     The chart beside the summary is drawn from it at the end (two studies or more quantified);
     an earlier one is removed first, so that none is left that the summary does not match.
+    Without shards the call holds ``out_dir``'s lock (:func:`~covseg.io.lock.writing_to`): a
+    second call into it meanwhile is refused in one line naming this one's pid, as two calls
+    at once kept only one's studies in the summary (or mixed two models' studies in it).
     """
     out_dir = Path(out_dir)
+    if shard[1] > 1:  # shards share the folder by design; a whole run into it is refused
+        refuse_if_held(out_dir)
+        return _run_batch(studies, out_dir, process, shard, desc, settings)
+    with writing_to(out_dir):
+        return _run_batch(studies, out_dir, process, shard, desc, settings)
+
+
+def _run_batch(studies: Sequence[Study], out_dir: Path,
+               process: Callable[[Study, Path], dict[str, Any]], shard: tuple[int, int],
+               desc: str, settings: dict[str, Any] | None) -> BatchResult:
+    """:func:`run_batch` once ``out_dir``'s lock is settled; the temporary files of its
+    summary and chart that a run killed with ``kill -9`` left go first (other shards' not)."""
     selected = select_shard(studies, shard)
     if settings is not None:
         _refuse_other_settings(selected, out_dir, settings)
     summary = out_dir / summary_name(shard)
+    for target in (summary, summary.with_suffix(".png")):
+        remove_temporaries_of(target)
     earlier = _earlier_summary_rows(out_dir)
     rows = (_earlier_rows(out_dir, {study.name for study in selected}, earlier)
             if shard[1] == 1 else [])
@@ -1464,7 +1492,9 @@ def _as_it_was(row: dict[str, Any], earlier: dict[str, str] | None) -> dict[str,
 def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
                            settings: dict[str, Any]) -> None:
     """Skipping a done study made with other settings or inputs would keep its old results:
-    refuse. Studies that record no settings (older covseg versions) are skipped as before."""
+    refuse. Studies that record no settings (older covseg versions) are skipped as before.
+    The other studies done in ``out_dir`` (:func:`_earlier_clashes`) are checked too: the
+    summary lists them beside this call's."""
     current = json.loads(json.dumps(settings))  # as it will read back from the JSON
     clashes = []
     for study in studies:
@@ -1473,23 +1503,69 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
         recorded = record.get(SETTINGS) if record else None
         if not isinstance(recorded, dict):
             continue
-        unrecorded = _unrecorded_models(recorded)
-        ignored = {REPORT_SETTING, *_same_model_files(recorded, current),
-                   *(key for key in LUNG_MODEL_SETTINGS if key not in recorded),
-                   *(key for pair in MODEL_FILES for key in pair
-                     if unrecorded and key not in recorded)}
-        changes = (changed_settings(recorded, current, ignored)
+        changes = (changed_settings(recorded, current, _ignored(recorded, current))
                    or _changed_inputs(record.get("inputs", {}), study, done.stat().st_mtime))
-        changes += _models_modified_since(current, unrecorded, done.stat().st_mtime)
+        changes += _models_modified_since(current, _unrecorded_models(recorded),
+                                          done.stat().st_mtime)
         if changes:
             clashes.append((out_dir / study.name, changes))
     if clashes:
         folder, changes = clashes[0]
-        more = (f" (and {counted(len(clashes) - 1, 'more study', 'more studies')})"
-                if len(clashes) > 1 else "")
         raise CovsegError(f"{folder} was made with other settings or inputs "
-                          f"({'; '.join(changes)}){more}; "
+                          f"({'; '.join(changes)}){_more(clashes)}; "
                           "pick a new --out or delete it")
+    earlier = _earlier_clashes(out_dir, {study.name for study in studies}, current)
+    if earlier:
+        folder, changes = earlier[0]
+        raise CovsegError(f"{out_dir} holds {folder.name}, done earlier with other settings "
+                          f"({'; '.join(changes)}){_more(earlier)}, which its summary would "
+                          "list beside this call's studies; pick a new --out or delete it")
+
+
+def _more(clashes: Sequence[Any]) -> str:
+    """' (and N more studies)' after the first of ``clashes``; '' for one."""
+    return (f" (and {counted(len(clashes) - 1, 'more study', 'more studies')})"
+            if len(clashes) > 1 else "")
+
+
+def _ignored(recorded: dict[str, Any], current: dict[str, Any]) -> set[str]:
+    """The settings a done study's record is not compared by: the HTML report (added on a
+    rerun), one model however named, what an older record lacks."""
+    unrecorded = _unrecorded_models(recorded)
+    return {REPORT_SETTING, *_same_model_files(recorded, current),
+            *(key for key in LUNG_MODEL_SETTINGS if key not in recorded),
+            *(key for pair in MODEL_FILES for key in pair if unrecorded and key not in recorded)}
+
+
+PER_STUDY_SETTINGS = ("lungs", "image")
+"""quantify's settings that name one study's own files (``--lungs``, ``--image``): another
+study done with its own is no other method."""
+
+LAYOUT_SETTINGS = (REPORT_SETTING, "probabilities")
+"""Settings that add files to a study's folder but change none of its figures."""
+
+
+def _earlier_clashes(out_dir: Path, names: set[str], current: dict[str, Any]
+                     ) -> list[tuple[Path, list[str]]]:
+    """The done studies in ``out_dir`` outside ``names`` made with other settings (another
+    model, threshold, mirrors, ``--classes``...) than ``current``, with what differs: added to
+    the summary unchecked, they mixed two methods' figures in one table without a word."""
+    clashes = []
+    for folder in sorted(out_dir.iterdir()) if out_dir.is_dir() else []:
+        done = folder / RESULT_JSON
+        record = read_record(done) if folder.name not in names else None
+        recorded = record.get(SETTINGS) if record else None
+        if not isinstance(recorded, dict) or not isinstance(record.get("study"), dict):
+            continue
+        own = {key for key in PER_STUDY_SETTINGS
+               if isinstance(recorded.get(key), str) and isinstance(current.get(key), str)}
+        changes = changed_settings(recorded, current,
+                                   {*_ignored(recorded, current), *LAYOUT_SETTINGS, *own})
+        changes += _models_modified_since(current, _unrecorded_models(recorded),
+                                          done.stat().st_mtime)
+        if changes:
+            clashes.append((folder, changes))
+    return clashes
 
 
 def warn_earlier_lung_rule(studies: Sequence[Study], out_dir: Path) -> None:

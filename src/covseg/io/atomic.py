@@ -91,6 +91,21 @@ def remove_temporaries(folder: Path) -> list[Path]:
     return stale
 
 
+def remove_temporaries_of(target: Path) -> list[Path]:
+    """Delete the temporary files a killed run left for ``target`` alone (``.STEM.<8 random
+    chars><suffixes>`` beside it); return them. For a file written where no lock keeps other
+    covseg runs out, or where they write other files (shards' summaries): the temporaries of
+    other targets may be another run's, being written."""
+    suffix = "".join(target.suffixes) or ".tmp"
+    own = re.compile(re.escape(f".{target.stem}.") + r"[a-z0-9_]{8}" + re.escape(suffix) + "$")
+    folder = target.parent
+    stale = [path for path in folder.glob(".*")
+             if path.is_file() and own.match(path.name)] if folder.is_dir() else []
+    for path in stale:
+        path.unlink()
+    return stale
+
+
 def _unwritable(target: Path, exc: OSError) -> CovsegError:
     """A one-line error for an OS error writing ``target`` (or its temporary file)."""
     return CovsegError(f"{target}: cannot write it ({exc.strerror or exc}); "
