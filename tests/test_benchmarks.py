@@ -162,6 +162,37 @@ def test_a_plain_train_run_is_refused_in_one_line(
                                "`covseg cv` folder")
 
 
+def test_lung_box_keeps_the_thresholded_box_where_a_slice_has_no_infection(
+        tmp_path: Path, infnet_cv: tuple[Path, Path, Path],
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A held-out slice with an empty mask failed in a ValueError (the min of no pixels): there
+    is no mask to match, so its Inf-Net box is the thresholded one, left out of the gap. The
+    crops here are Inf-Net's: rows 8:56, columns 4:60 of each frame, transposed."""
+    from covseg.cascade import CropBox
+    from covseg.io.image import read_array, write_png
+
+    _, medseg, run = infnet_cv
+    infnet, medseg = tmp_path / "infnet", shutil.copytree(medseg, tmp_path / "medseg")
+    write_png(medseg / "tr_mask" / "0000.png", np.zeros((64, 64), np.uint8))
+    for i in range(6):
+        for frames, crops in (("tr_im", "Imgs"), ("tr_mask", "GT")):
+            frame = read_array(medseg / frames / f"{i:04d}.png")
+            write_png(infnet / crops / f"{i}.png", np.ascontiguousarray(frame[8:56, 4:60].T))
+    lung_box = _script("lung_box", monkeypatch)
+    crops = {s.case_id: s for s in lung_box.load_dataset(str(infnet)).samples}
+    frames = {s.case_id: s for s in lung_box.load_dataset(str(medseg)).samples}
+    assert lung_box.infnet_box(crops["infnet_0"], frames["medseg_0000"]) is None
+    with_mask = [i for i in range(1, 6) if (crops[f"infnet_{i}"].mask > 0).any()]
+    assert with_mask and all(lung_box.infnet_box(crops[f"infnet_{i}"], frames[f"medseg_000{i}"])
+                             == CropBox(8, 56, 4, 60) for i in with_mask)
+    out = tmp_path / "lung_box.json"
+    assert lung_box.main([str(infnet), str(medseg), str(run), "--grow", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert len(results["dice"]["thresholded"]) == len(results["dice"]["infnet"]) == 6
+    assert len(results["edge_gap"]) == len(with_mask)
+    assert f"over {len(with_mask)} slices with a mask" in capsys.readouterr().out
+
+
 def test_full_frame_refuses_data_without_the_runs_held_out_slices(
         tmp_path: Path, infnet_cv: tuple[Path, Path, Path],
         monkeypatch: pytest.MonkeyPatch) -> None:
