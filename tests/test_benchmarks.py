@@ -123,6 +123,29 @@ def test_cv_posthoc_names_are_known_before_predicting(
     assert results["cv|best.pt|none+t0.4"]["vs_against"]["p_value"] == 1.0
 
 
+def test_cv_posthoc_recalibrate_bn_refuses_data_without_the_training_slices(
+        tiny_cv: Path, synthetic_folder: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """With fold 1 unfinished, data holding only fold 0's held-out slices passed the held-out
+    check, and ``--recalibrate-bn`` then failed in a KeyError on fold 0's training slices after
+    loading its model; now it stops in one line before predicting."""
+    run = shutil.copytree(tiny_cv, tmp_path / "cv")
+    (run / "fold_1" / "fold_metrics.json").unlink()
+    cv_posthoc = _script("cv_posthoc", monkeypatch)
+    [held] = cv_posthoc.fold_cases(run)
+    data = shutil.copytree(synthetic_folder, tmp_path / "data")
+    for path in data.rglob("*.*"):
+        if path.stem not in held:
+            path.unlink()
+    trained = json.loads((run / "fold_0" / "config.json").read_text())["train_cases"]
+    with pytest.raises(SystemExit) as stop:
+        cv_posthoc.main([str(data), str(run), "--recalibrate-bn", "clean"])
+    assert "predicted" not in capsys.readouterr().err
+    assert stop.value.code == (f"{run / 'fold_0'}: {len(trained)} training case(s) not in {data} "
+                               f"({', '.join(trained[:3])}, ...); give the data folder the run "
+                               "was trained on")
+
+
 def _slice_pngs(folder: Path, images: str, masks: str, names: list[str]) -> Path:
     """Synthetic 64 px CT slices (0-255 grey) and their 0/255 masks, as PNGs named ``names``."""
     from covseg.data.synthetic import synthetic_slice
