@@ -194,15 +194,27 @@ def finished_folds(run: Path) -> list[list[str]]:
     return splits
 
 
-def held_out(by_id: Mapping[str, T], cases: Sequence[str], run: Path, data: str) -> list[T]:
-    """The items of ``cases`` (a fold's held-out case ids), or exit in one line naming those
-    ``data`` lacks: a run trained on another data folder failed in a KeyError."""
+def held_out(by_id: Mapping[str, T], cases: Sequence[str], run: Path, data: str,
+             role: str = "held-out") -> list[T]:
+    """The items of ``cases`` (a fold's held-out case ids, or its ``role`` ones), or exit in one
+    line naming those ``data`` lacks: a run trained on another data folder failed in a
+    KeyError."""
     missing = [case for case in cases if case not in by_id]
     if missing:
-        sys.exit(f"{run}: {len(missing)} held-out case(s) not in {data} ({', '.join(missing[:3])}"
+        sys.exit(f"{run}: {len(missing)} {role} case(s) not in {data} ({', '.join(missing[:3])}"
                  f"{', ...' if len(missing) > 3 else ''}); give the data folder the run was "
                  "trained on")
     return [by_id[case] for case in cases]
+
+
+def training_samples(by_id: Mapping[str, T], runs: Sequence[Path], folds: int, data: str
+                     ) -> dict[tuple[Path, int], list[T]]:
+    """Each run's fold training slices (``--recalibrate-bn`` needs them), or exit in one line
+    before any prediction where ``data`` lacks some: that failed in a KeyError after the
+    first fold was predicted."""
+    return {(run, k): held_out(by_id, json.loads((run / f"fold_{k}" / "config.json").read_text())
+                               ["train_cases"], run / f"fold_{k}", data, "training")
+            for run in runs for k in range(folds)}
 
 
 def variant_names(runs: Sequence[Path]) -> list[str]:
@@ -243,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         check_variant(args.against, args.runs)
     by_id = {s.case_id: s for s in load_dataset(args.data).samples}
     held = [held_out(by_id, cases, args.runs[0], args.data) for cases in splits]
+    trained_on = (training_samples(by_id, args.runs, len(splits), args.data)
+                  if args.recalibrate_bn else {})
     truths: list[np.ndarray] = []
     probs: dict[str, list[np.ndarray]] = {}
     fold_of: list[int] = []
@@ -257,9 +271,8 @@ def main(argv: list[str] | None = None) -> int:
                 if args.recalibrate_bn:
                     canvas = (predictor.size, predictor.guide or predictor.frame)
                     if canvas not in training:
-                        fold_config = json.loads((run / f"fold_{k}" / "config.json").read_text())
-                        samples_in = [by_id[c] for c in fold_config["train_cases"]]
-                        training[canvas] = [c["image"] for c in canvas_items(samples_in, *canvas)]
+                        training[canvas] = [c["image"] for c in
+                                            canvas_items(trained_on[run, k], *canvas)]
                     recalibrate_bn(predictor, training[canvas], args.recalibrate_bn)
                 by_views = view_probabilities(predictor, images)
                 for view_name, fold_probs in by_views.items():

@@ -7,7 +7,8 @@ predicts the whole MedSeg frames of the slices its fold held out, cut to:
 
 - ``thresholded``: covseg's box (the thresholded lungs, what ``covseg predict`` uses);
 - ``infnet``: Inf-Net's own crop box, recovered by matching each Inf-Net mask (transposed) inside
-  its MedSeg mask: the best a box can do for these models;
+  its MedSeg mask: the best a box can do for these models (a slice without infection has no
+  mask to match and keeps the ``thresholded`` box);
 - ``grow S``: covseg's box, grown by 12 % of its size on every side where the predicted
   infection covers more than a share S of the box edge, up to three times (a way to recover
   consolidation against the chest wall, which the threshold leaves outside the box).
@@ -36,12 +37,15 @@ GROW_STEP = 0.12
 EDGE_BAND = 0.03
 
 
-def infnet_box(crop: Sample, frame: Sample) -> CropBox:
+def infnet_box(crop: Sample, frame: Sample) -> CropBox | None:
     """Where Inf-Net cut ``crop`` out of ``frame``: the crops are transposed and not resized, so
-    the offset of their masks' corners is the offset of the crop."""
+    the offset of their masks' corners is the offset of the crop. None where either mask is
+    empty (no infection, nothing to match)."""
     crop_mask = (crop.mask > 0).T
     rows, cols = np.nonzero(crop_mask)
     frame_rows, frame_cols = np.nonzero(frame.mask > 0)
+    if not len(rows) or not len(frame_rows):
+        return None
     top, left = int(frame_rows.min() - rows.min()), int(frame_cols.min() - cols.min())
     return CropBox(top, top + crop_mask.shape[0], left, left + crop_mask.shape[1])
 
@@ -113,21 +117,23 @@ def main(argv: list[str] | None = None) -> int:
         images = [s.image for s in samples]
         truths = [(s.mask > 0).astype(np.uint8) for s in samples]
         thresholded = [LungFrame().box(image) for image in images]
+        matched = [infnet_box(c, s) for c, s in zip(cropped, samples, strict=True)]
         variants = {"thresholded": thresholded,
-                    "infnet": [infnet_box(c, s) for c, s in zip(cropped, samples, strict=True)]}
+                    "infnet": [m or t for m, t in zip(matched, thresholded, strict=True)]}
         variants |= {f"grow {share}": grow_boxes(predictor, images, thresholded, share)
                      for share in args.grow}
         edge_gap += [[int(a.top - b.top), int(a.bottom - b.bottom), int(a.left - b.left),
                       int(a.right - b.right)]
-                     for a, b in zip(thresholded, variants["infnet"], strict=True)]
+                     for a, b in zip(thresholded, matched, strict=True) if b is not None]
         for name, boxes in variants.items():
             scores.setdefault(name, []).extend(
                 float(dice((p >= predictor.threshold).astype(np.uint8), t))
                 for p, t in zip(predict(predictor, images, boxes), truths, strict=True))
         print(f"fold {k} scored", file=sys.stderr)
-    gap = np.abs(np.array(edge_gap))
-    print("thresholded vs Inf-Net box, mean |difference| in px (top, bottom, left, right): "
-          + ", ".join(f"{g:.1f}" for g in gap.mean(axis=0)))
+    if edge_gap:
+        gap = np.abs(np.array(edge_gap)).mean(axis=0)
+        print("thresholded vs Inf-Net box, mean |difference| in px (top, bottom, left, right): "
+              + ", ".join(f"{g:.1f}" for g in gap) + f" over {len(edge_gap)} slices with a mask")
     for name, rows in scores.items():
         print(f"{name:<12} whole-frame Dice {np.mean(rows):.4f}")
     if args.json:

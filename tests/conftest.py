@@ -61,10 +61,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def skip_without(extra: str) -> None:
-    """Skip the test (or the fixture's tests) unless ``covseg[extra]`` is usable, naming it."""
+    """Skip the test (or the fixture's tests) unless ``covseg[extra]`` is usable, with covseg's
+    own line as the reason (it names the extra: prefixing it said covseg[zoo] twice)."""
     reason = missing_extra(extra)
     if reason:
-        pytest.skip(f"needs covseg[{extra}]: {reason}")
+        pytest.skip(reason)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -123,6 +123,29 @@ def test_cv_posthoc_names_are_known_before_predicting(
     assert results["cv|best.pt|none+t0.4"]["vs_against"]["p_value"] == 1.0
 
 
+def test_cv_posthoc_recalibrate_bn_refuses_data_without_the_training_slices(
+        tiny_cv: Path, synthetic_folder: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """With fold 1 unfinished, data holding only fold 0's held-out slices passed the held-out
+    check, and ``--recalibrate-bn`` then failed in a KeyError on fold 0's training slices after
+    loading its model; now it stops in one line before predicting."""
+    run = shutil.copytree(tiny_cv, tmp_path / "cv")
+    (run / "fold_1" / "fold_metrics.json").unlink()
+    cv_posthoc = _script("cv_posthoc", monkeypatch)
+    [held] = cv_posthoc.fold_cases(run)
+    data = shutil.copytree(synthetic_folder, tmp_path / "data")
+    for path in data.rglob("*.*"):
+        if path.stem not in held:
+            path.unlink()
+    trained = json.loads((run / "fold_0" / "config.json").read_text())["train_cases"]
+    with pytest.raises(SystemExit) as stop:
+        cv_posthoc.main([str(data), str(run), "--recalibrate-bn", "clean"])
+    assert "predicted" not in capsys.readouterr().err
+    assert stop.value.code == (f"{run / 'fold_0'}: {len(trained)} training case(s) not in {data} "
+                               f"({', '.join(trained[:3])}, ...); give the data folder the run "
+                               "was trained on")
+
+
 def _slice_pngs(folder: Path, images: str, masks: str, names: list[str]) -> Path:
     """Synthetic 64 px CT slices (0-255 grey) and their 0/255 masks, as PNGs named ``names``."""
     from covseg.data.synthetic import synthetic_slice
@@ -160,6 +183,37 @@ def test_a_plain_train_run_is_refused_in_one_line(
         _script(script, monkeypatch).main([str(infnet), str(medseg), str(tiny_run)])
     assert stop.value.code == (f"{tiny_run}: no fold_*/fold_metrics.json; give a finished "
                                "`covseg cv` folder")
+
+
+def test_lung_box_keeps_the_thresholded_box_where_a_slice_has_no_infection(
+        tmp_path: Path, infnet_cv: tuple[Path, Path, Path],
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A held-out slice with an empty mask failed in a ValueError (the min of no pixels): there
+    is no mask to match, so its Inf-Net box is the thresholded one, left out of the gap. The
+    crops here are Inf-Net's: rows 8:56, columns 4:60 of each frame, transposed."""
+    from covseg.cascade import CropBox
+    from covseg.io.image import read_array, write_png
+
+    _, medseg, run = infnet_cv
+    infnet, medseg = tmp_path / "infnet", shutil.copytree(medseg, tmp_path / "medseg")
+    write_png(medseg / "tr_mask" / "0000.png", np.zeros((64, 64), np.uint8))
+    for i in range(6):
+        for frames, crops in (("tr_im", "Imgs"), ("tr_mask", "GT")):
+            frame = read_array(medseg / frames / f"{i:04d}.png")
+            write_png(infnet / crops / f"{i}.png", np.ascontiguousarray(frame[8:56, 4:60].T))
+    lung_box = _script("lung_box", monkeypatch)
+    crops = {s.case_id: s for s in lung_box.load_dataset(str(infnet)).samples}
+    frames = {s.case_id: s for s in lung_box.load_dataset(str(medseg)).samples}
+    assert lung_box.infnet_box(crops["infnet_0"], frames["medseg_0000"]) is None
+    with_mask = [i for i in range(1, 6) if (crops[f"infnet_{i}"].mask > 0).any()]
+    assert with_mask and all(lung_box.infnet_box(crops[f"infnet_{i}"], frames[f"medseg_000{i}"])
+                             == CropBox(8, 56, 4, 60) for i in with_mask)
+    out = tmp_path / "lung_box.json"
+    assert lung_box.main([str(infnet), str(medseg), str(run), "--grow", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert len(results["dice"]["thresholded"]) == len(results["dice"]["infnet"]) == 6
+    assert len(results["edge_gap"]) == len(with_mask)
+    assert f"over {len(with_mask)} slices with a mask" in capsys.readouterr().out
 
 
 def test_full_frame_refuses_data_without_the_runs_held_out_slices(

@@ -533,3 +533,48 @@ def test_unetpp_width_32_spelt_out_resolves_as_its_null() -> None:
     assert resolved_options("unet++", {"width": 16})["width"] == 16
     assert resolved_options("unet++", {"encoder": "resnet18"}) == {
         "width": None, "encoder": "resnet18", "weights": None}
+
+
+@pytest.mark.parametrize(("module", "refusal"), [
+    ("ray", ("running folds on Ray needs Ray, which is not installed: pip install "
+             "'covseg[cluster]'")),
+    ("onnx", "ONNX export and prediction need onnx: pip install 'covseg[onnx]'")])
+def test_a_folder_named_like_an_extra_is_not_the_extra(
+        module: str, refusal: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder named like a missing extra in the working directory (``/tmp/ray``, Ray's own
+    temporary folder) imported as a namespace package, so covseg took Ray for installed and
+    failed later in an AttributeError; it is refused as missing."""
+    from covseg.cluster import import_ray
+    from covseg.export import _onnx_module
+    from covseg.models import registry
+
+    (tmp_path / module).mkdir()
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.setattr(sys, "path", [str(tmp_path)])  # the folder, and no installed extra
+    try:
+        with pytest.raises(CovsegError) as refused:
+            import_ray() if module == "ray" else _onnx_module(module)
+        assert str(refused.value) == refusal
+        assert module not in sys.modules
+        with pytest.raises(ModuleNotFoundError, match=f"No module named '{module}'"):
+            registry.import_installed(module)
+        (tmp_path / module / "__init__.py").write_text("VALUE = 7\n")  # a real module is taken
+        assert registry.import_installed(module).VALUE == 7
+    finally:
+        sys.modules.pop(module, None)
+
+
+def test_a_missing_extra_skips_with_covsegs_line_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The skip reason said the extra twice ("needs covseg[zoo]: covseg[zoo] needs
+    torchvision"); it is covseg's own line, naming the package and the install."""
+    from tests.conftest import missing_extra, skip_without
+
+    monkeypatch.setattr(sys, "path", [str(tmp_path)])  # no installed distribution is found
+    missing_extra.cache_clear()
+    try:
+        with pytest.raises(pytest.skip.Exception) as skipped:
+            skip_without("zoo")
+    finally:
+        missing_extra.cache_clear()
+    assert skipped.value.msg == "covseg[zoo] needs torchvision: pip install 'covseg[zoo]'"

@@ -29,6 +29,7 @@ from covseg.data.layouts import LoadedData
 from covseg.errors import CovsegError
 from covseg.io.atomic import remove_temporaries
 from covseg.models.ensemble import member_names
+from covseg.models.registry import import_installed
 from covseg.provenance import current_command, invoked_as
 from covseg.train import forget_unsaved_run, handler_restored
 
@@ -48,7 +49,7 @@ Ray's wait it was only once a fold finished."""
 def import_ray() -> ModuleType:
     """Ray, or a one-line error saying how to install it."""
     try:
-        import ray
+        ray = import_installed("ray")
     except ImportError:
         raise CovsegError("running folds on Ray needs Ray, which is not installed: "
                           "pip install 'covseg[cluster]'") from None

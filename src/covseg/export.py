@@ -7,7 +7,6 @@ file's metadata, so ``covseg predict --onnx model.onnx`` needs nothing else, exc
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import warnings
@@ -21,7 +20,7 @@ from covseg.cascade import LungGuide
 from covseg.checkpoint import load_checkpoint, model_from_checkpoint
 from covseg.errors import CovsegError
 from covseg.io.atomic import atomic_path, output_file
-from covseg.models.registry import output_channels
+from covseg.models.registry import import_installed, output_channels
 from covseg.provenance import provenance
 from covseg.volumes import model_hash
 
@@ -36,7 +35,7 @@ OPSET = 17
 def _onnx_module(name: str) -> Any:
     """``onnx`` or ``onnxruntime``, which only the optional ``onnx`` extra installs."""
     try:
-        return importlib.import_module(name)
+        return import_installed(name)
     except ImportError:
         raise CovsegError(f"ONNX export and prediction need {name}: "
                           "pip install 'covseg[onnx]'") from None

@@ -402,8 +402,40 @@ def test_a_patients_csv_splitting_a_study_is_refused(tmp_path: Path, split_files
     else:  # whole studies merged under one patient: a follow-up scan
         assert load_dataset(root).patients == ["PX", "study_0002"]
     (root / "patients.csv").write_text("case_id,patient_id\nstudy_0255,PX\n")
-    with pytest.raises(CovsegError, match=r"names none of the 6 slices; its case_id is a "
-                                          r"slice's case id or file stem, e.g. study_0001_0$"):
+    with pytest.raises(CovsegError, match=r"names none of the 6 slices and 3 studies; its case_id "
+                                          r"is a slice's case id or file stem, e.g. "
+                                          r"study_0001_0, or a study's name, e.g. study_0001$"):
+        load_dataset(root)
+
+
+@pytest.mark.parametrize("split_files", [True, False])
+def test_a_patients_csv_may_name_whole_studies(tmp_path: Path, split_files: bool,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    """A patients.csv naming studies (study_0001,PX: follow-up studies of one patient) was
+    refused as naming none of the slices; every slice of a named study is now that patient's,
+    and a row giving one of its slices another patient still splits the study and is refused."""
+    root = _mosmed_2d(tmp_path)
+    if not split_files:
+        for path in root.glob("*_new*.txt"):
+            path.unlink()
+    (root / "patients.csv").write_text("case_id,patient_id\nstudy_0001,anna\n")
+    data = load_dataset(root)
+    assert {s.case_id: s.patient_id for s in data.samples} == {
+        "study_0001_0": "anna", "study_0001_1": "anna", **{
+            f"study_{p:04d}_{k}": f"study_{p:04d}" for p in (2, 3) for k in (0, 1)}}
+    assert "patients.csv" not in caplog.text
+    (root / "patients.csv").write_text("case_id,patient_id\nstudy_0001,anna\n"
+                                       "study_0001_1,anna\nstudy_0003,anna\n")
+    if split_files:  # studies 1 and 3 merged: fold 1 trains on both, fold 0 tests study 1
+        with pytest.raises(CovsegError, match="patient anna has slices in both lists"):
+            load_dataset(root)
+    else:
+        assert load_dataset(root).patients == ["anna", "study_0002"]
+    (root / "patients.csv").write_text("case_id,patient_id\nstudy_0001,anna\n"
+                                       "study_0001_1,bob\n")
+    with pytest.raises(CovsegError, match=re.escape(
+            "puts slices of study_0001 under two patients (study_0001_0 under anna, "
+            "study_0001_1 under bob)")):
         load_dataset(root)
 
 

@@ -416,7 +416,9 @@ def _check_patients_listed(patients: dict[str, str], slices: Sequence[tuple[str,
             names.append(f"a slice's case id or file stem, e.g. {shown}")
         if studies:
             names.append(f"a study's name, e.g. {studies[0][0]}")
-        raise CovsegError(f"patients.csv names none of the {len(cases)} {kind}; its case_id is "
+        listed = " and ".join(counted(len(given), noun, plural) for noun, plural, given in (
+            ("slice", "", slices), ("study", "studies", studies)) if given)
+        raise CovsegError(f"patients.csv names none of the {listed}; its case_id is "
                           + ", or ".join(names))
     missing = [case for case in missing if not grouped(case)]
     if missing and warn:
@@ -553,11 +555,13 @@ def _read_folders(root: Path, options: ReadOptions) -> LoadedData:
     volumes = [p for p in pairs if is_nifti(p[1])]
     slices = [p for p in pairs if not is_nifti(p[1])]
     patients = _read_patients_csv(root)
-    _check_patients_listed(patients, _slice_cases(slices), _study_cases(volumes),
-                           grouped=lambda stem: _study_slice(stem) is not None)
+    by_slice, studies = _study_rows(patients, slices, _study_of_slice)
+    _check_patients_listed(by_slice, _slice_cases(slices), _study_cases(volumes) + studies,
+                           grouped=lambda case: _study_slice(case) is not None
+                           or (case, case) in studies)
     samples = _read_volume_pairs(volumes, options, "reading volumes", patients)
     samples += _read_2d_pairs(slices, options,
-                              _slice_patients(root, patients, slices, _study_of_slice),
+                              _slice_patients(root, by_slice, slices, _study_of_slice),
                               "reading slices")
     _check_unique_cases(samples)
     return _loaded(samples, "folders", root, options, synthetic=(root / "SYNTHETIC").exists())
@@ -634,8 +638,8 @@ def _mosmed_patients(root: Path, pairs: list[tuple[str, Path, Path]], notes: lis
     else its study as its name tells it (:func:`_mosmed_patient`); slices that neither tells are
     each their own patient, which a note in ``notes`` says, as a split file may then put one
     patient's slices on both sides of a fold unseen."""
-    table = _read_patients_csv(root)
-    _check_patients_listed(table, _slice_cases(pairs), warn=False)  # studies group the rest
+    table, studies = _study_rows(_read_patients_csv(root), pairs, _mosmed_patient)
+    _check_patients_listed(table, _slice_cases(pairs), studies, warn=False)  # studies group
     patients = _slice_patients(root, table, pairs, _mosmed_patient)
     untold = [stem for stem in patients if stem not in table and _mosmed_patient(stem) == stem]
     if untold:
@@ -645,6 +649,20 @@ def _mosmed_patients(root: Path, pairs: list[tuple[str, Path, Path]], notes: lis
                      "own patient and a fold may train and test one patient's slices; name them "
                      "by study or add a patients.csv (case_id,patient_id)")
     return patients
+
+
+def _study_rows(table: dict[str, str], pairs: list[tuple[str, Path, Path]],
+                study_of: Callable[[str], str]) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """``table`` (a patients.csv) with each row naming a study of the 2D slices (``study_0255``,
+    as ``study_of`` spells it; rows grouping follow-up studies) given to every slice of that
+    study, a slice's own row kept over it (one that differs is then refused by
+    :func:`_slice_patients`); and those studies as (study, study) cases that a patients.csv
+    may name."""
+    stems = {stem for stem, _, _ in pairs}
+    studies = sorted({study_of(stem) for stem in stems} - stems)
+    by_study = {study: table[study] for study in studies if study in table}
+    return ({stem: by_study[study_of(stem)] for stem in sorted(stems)
+             if study_of(stem) in by_study} | table, [(study, study) for study in studies])
 
 
 def _slice_patients(root: Path, table: dict[str, str], pairs: list[tuple[str, Path, Path]],

@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from importlib.util import find_spec
+from types import ModuleType
 from typing import Any, get_args, get_type_hints
 
 import torch
@@ -142,11 +144,25 @@ def unavailable(distribution: str) -> str | None:
             f"({failure}); install the matching pair: pip install 'covseg[zoo]' ({ZOO_PAIR})")
 
 
+def import_installed(module: str) -> ModuleType:
+    """``module`` imported, where it is installed: a folder of its name on the path without
+    one (``/tmp/ray``, Ray's temporary folder, in the working directory) finds and imports as
+    a namespace package, which made covseg take Ray (or onnx) for installed and fail later in
+    an AttributeError. That raises ModuleNotFoundError, as a missing module does."""
+    try:
+        spec = find_spec(module)
+    except ValueError:  # sys.modules holds None for it: blocked, as Python's import takes it
+        spec = None
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(f"No module named {module!r}", name=module)
+    return import_module(module)
+
+
 def _load_failure(module: str) -> str | None:
     """The first line of what importing ``module`` raised (None: it imports; once imported,
     a lookup in ``sys.modules``)."""
     try:
-        import_module(module)
+        import_installed(module)
     except Exception as exc:  # noqa: BLE001  a mismatched build raises RuntimeError, OSError...
         lines = str(exc).strip().splitlines()
         return lines[0] if lines else type(exc).__name__
