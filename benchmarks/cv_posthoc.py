@@ -187,10 +187,17 @@ def fold_cases(run: Path) -> list[list[str]]:
 
 def finished_folds(run: Path) -> list[list[str]]:
     """:func:`fold_cases`, or exit in one line where ``run`` holds no finished fold (a plain
-    ``covseg train`` run scored nan, or failed in a traceback)."""
+    ``covseg train`` run scored nan, or failed in a traceback) or not folds 0..n-1: the scripts
+    load ``fold_{k}`` for the k-th list, so a gap (fold_0 unfinished, fold_1 done) paired one
+    fold's held-out slices with another fold's model."""
     splits = fold_cases(run)
     if not splits:
         sys.exit(f"{run}: no fold_*/fold_metrics.json; give a finished `covseg cv` folder")
+    unfinished = [f"fold_{k}" for k in range(len(splits))
+                  if not (run / f"fold_{k}" / "fold_metrics.json").is_file()]
+    if unfinished:
+        sys.exit(f"{run}: {', '.join(unfinished)} unfinished while later folds are done; finish "
+                 "the cross-validation (covseg cv ... --resume) first")
     return splits
 
 

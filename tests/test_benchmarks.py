@@ -185,6 +185,20 @@ def test_a_plain_train_run_is_refused_in_one_line(
                                "`covseg cv` folder")
 
 
+def test_a_run_missing_an_earlier_fold_is_refused_in_one_line(
+        tmp_path: Path, infnet_cv: tuple[Path, Path, Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scripts load ``fold_{k}`` for the k-th finished fold: with fold_0 unfinished, fold_1's
+    held-out slices were scored with fold_0's model."""
+    infnet, medseg, run = infnet_cv
+    gapped = shutil.copytree(run, tmp_path / "gapped")
+    (gapped / "fold_0" / "fold_metrics.json").unlink()
+    with pytest.raises(SystemExit) as stop:
+        _script("full_frame", monkeypatch).main([str(infnet), str(medseg), str(gapped)])
+    assert stop.value.code == (f"{gapped}: fold_0 unfinished while later folds are done; finish "
+                               "the cross-validation (covseg cv ... --resume) first")
+
+
 def test_lung_box_keeps_the_thresholded_box_where_a_slice_has_no_infection(
         tmp_path: Path, infnet_cv: tuple[Path, Path, Path],
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
