@@ -325,7 +325,8 @@ def _print_table(r: dict) -> None:  # type: ignore[type-arg]
         ("torch latency, batch 1", f"{r['torch_s_per_slice_batch1'] * 1000:.1f} {ms}"),
         ("torch latency, batch 8", (f"{r['torch_s_per_slice_batch8'] * 1000:.1f} {ms}"
                                     f" ({r['test_views']} test-time views)")),
-        ("  same, one pass (no mirrors)", f"{r['torch_s_per_slice_batch8_one_pass'] * 1000:.1f} {ms}"),
+        ("  same, one pass (no mirrors)",
+         f"{r['torch_s_per_slice_batch8_one_pass'] * 1000:.1f} {ms}"),
         ("MiniSeg-sized net at 512 px, b8",
          f"{r['reference_miniseg_512px_s_per_slice_batch8'] * 1000:.1f} {ms} (reference)"),
         ("onnxruntime, batch 1", f"{r['onnx_s_per_slice_batch1'] * 1000:.1f} {ms}"),

@@ -515,6 +515,8 @@ SMALL_LUNG_VOXELS = 500
 thousands on any clinical grid (one 512 x 512 slice of the real chest: 3,800), while the
 nnU-Net sample's abdominal slices cut to 2-12 slices offered pieces of 1-21 voxels."""
 ONE_SIDE_SHARE = 0.9
+"""Least share of the kept voxels on one side of the body's centre for :func:`_small_lung` to
+look for the other lung: two lungs found leave each side well under it."""
 
 
 def _small_lung(components: np.ndarray, keep: np.ndarray, candidates: np.ndarray,
