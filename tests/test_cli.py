@@ -886,6 +886,40 @@ def test_visualize_out_never_replaces_data_or_other_files(
     assert _run(capsys, "visualize", str(data), "--out", str(grid), "--n", "1")[0] == 0
 
 
+@pytest.mark.parametrize("command", [
+    ["train"], ["cv", "--folds", "2", "--fold", "0"], ["compare", "--models", "miniseg", "unet"]])
+@pytest.mark.parametrize("inside", [".", "run"])
+def test_runs_are_never_written_into_the_data_folder(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_folder: Path,
+        command: list[str], inside: str) -> None:
+    """``train DATA --out DATA`` (or ``DATA/run``) trained and put checkpoints, curves and logs
+    beside images/ and masks/; visualize already refused such an --out."""
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_folder, data)
+    before = sorted(data.rglob("*"))
+    out = data / inside
+    code, _, err = _run(capsys, command[0], str(data), *command[1:], "--out", str(out),
+                        "--epochs", "1", "--size", "32", "--augment", "none",
+                        *(["--model", "miniseg"] if command[0] != "compare" else []))
+    _assert_one_line_error(code, err, f"--out {out}: lies in the data folder {data}, whose "
+                           "images and masks it could overwrite; pick an --out outside it")
+    assert sorted(data.rglob("*")) == before
+
+
+def test_predict_out_inside_an_input_folder_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_folder: Path,
+        tiny_run: Path) -> None:
+    """``predict IMAGES --out IMAGES/pred`` wrote masks named as the images inside the images
+    folder, which training then advised moving into images/ itself."""
+    images = tmp_path / "images"
+    shutil.copytree(synthetic_folder / "images", images)
+    code, _, err = _run(capsys, "predict", str(images), "--model", str(tiny_run), "--out",
+                        str(images / "pred"))
+    _assert_one_line_error(code, err, f"--out {images / 'pred'}: lies in the input folder "
+                           f"{images}, where its masks would lie among the images")
+    assert not (images / "pred").exists()
+
+
 def test_empty_data_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()

@@ -43,7 +43,7 @@ from covseg.errors import CovsegError, counted, them
 from covseg.evaluate import evaluate_folders, is_covseg_picture
 from covseg.export import export_onnx
 from covseg.infer import Predictor, output_name
-from covseg.io.atomic import output_file, output_folder, write_json
+from covseg.io.atomic import output_file, output_folder, refuse_inside, write_json
 from covseg.io.image import is_image_file, read_image, refuse_label_mask, write_png
 from covseg.io.lock import writing_to
 from covseg.io.volume import (
@@ -225,9 +225,18 @@ def _shard(shard: object) -> tuple[int, int]:
                       f"or (0, 4), got {shard!r}")
 
 
-def _out(out: object) -> Path:
-    """The output folder ``out``: a path, with no file in the way of it."""
-    return output_folder(_path("out", out))
+def _out(out: object, data: object = None) -> Path:
+    """The output folder ``out``: a path, with no file in the way of it, outside the data folder
+    ``data`` (a folder path, or data read from one) where one is given."""
+    out = output_folder(_path("out", out))
+    _outside_data(out, data)
+    return out
+
+
+def _outside_data(out: Path, data: object) -> None:
+    """Refuse an ``out`` in the data folder ``data`` reads (:func:`refuse_inside`)."""
+    refuse_inside(out, data.root if isinstance(data, LoadedData) else data, "data folder",
+                  "whose images and masks it could overwrite")
 
 
 MAX_GRID_SAMPLES = 100
@@ -280,11 +289,7 @@ def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[
 def _grid_file(data: object, out: Path) -> Path:
     """``out`` as visualize's grid: never inside the data folder it reads (a ``--out
     masks/x.png`` replaced a truth mask), nor over a file that is no earlier grid."""
-    root = data.root if isinstance(data, LoadedData) else data
-    if isinstance(root, str | os.PathLike) and Path(root).is_dir() and (
-            out.resolve().is_relative_to(Path(root).resolve())):
-        raise CovsegError(f"--out {out}: lies in the data folder {root}, whose images and masks "
-                          "it could overwrite; pick an --out outside it")
+    _outside_data(out, data)
     if out.exists() and not is_sample_grid(out):
         raise CovsegError(f"--out {out}: exists and is no earlier visualize grid; pick another "
                           "--out or delete it")
@@ -306,7 +311,7 @@ def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str]
     ensemble's adds each member's).
     """
     recipe = _recipe(config, resume, data)
-    out = _out(out)
+    out = _out(out, data)
     refuse_other_output(out, RUN)
     return _train(recipe, _load(data, recipe), out, resume=resume)
 
@@ -337,7 +342,7 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     slice and the recipe; with ``fold``, ``{"fold", "test_cases", "summary"}`` of that fold.
     """
     recipe = _recipe(config, resume, data, folds)
-    out = _out(out)
+    out = _out(out, data)
     refuse_other_output(out, CROSS_VALIDATION)
     if fold is not None:
         check_kind("fold", fold, [int])
@@ -390,7 +395,7 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
                           f"'unet:width=8'] (the baseline first), got {models!r}")
     specs = [str(spec).strip() for spec in _as_list(models)]  # " unet" names unet and its folder
     check_specs(specs)
-    out = _out(out)
+    out = _out(out, data)
     check_compare_folder(out, specs, resume)  # before the data are read
     return compare_models(recipe, _load(data, recipe), specs, out, folds, resume)
 
@@ -857,6 +862,9 @@ def predict(model: str | os.PathLike[str] | Predictor,
     if volumes:
         raise _other_kind(volumes, ("a CT volume", "CT volumes"), "covseg.predict_volumes")
     out = _out(out)
+    for item in inputs:  # into a folder itself is allowed: its own masks are then no inputs
+        if Path(item).resolve() != out.resolve():
+            refuse_inside(out, item, "input folder", "where its masks would lie among the images")
     earlier = read_record(out / PREDICT_RECORD) or {}
     files = collect_inputs(inputs, _own_masks(out, earlier))
     _check_outputs(files, out, _earlier(earlier, "inputs", []))
