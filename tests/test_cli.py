@@ -499,6 +499,11 @@ def test_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
      "model spec 'unet:width=8,width=16': width given twice; give each option once"),
     (("cv", "--seed", "-1"), "--seed must be a non-negative integer"),
     (("compare", "--models", "unet", "miniseg", "--seed", "-1"), "--seed must be a non-negative"),
+    (("train", "--seed", "100000000000000000000"),
+     "--seed must be at most 4294967295 (2**32 - 1), got 100000000000000000000"),
+    (("cv", "--seed", "4294967296"), "--seed must be at most 4294967295 (2**32 - 1)"),
+    (("compare", "--models", "unet", "miniseg", "--seed", "10000000000000000000"),
+     "--seed must be at most 4294967295"),
     (("train", "--val-fraction", "1"), "--val-fraction must lie in [0, 1), got 1.0"),
     (("cv", "--val-fraction", "1.5"), "--val-fraction must lie in [0, 1), got 1.5"),
     (("compare", "--models", "unet", "miniseg", "--val-fraction", "2"), "--val-fraction must"),
@@ -516,6 +521,28 @@ def test_bad_recipe_fails_before_data_are_read(
                         str(tmp_path / "r"), *options)
     _assert_one_line_error(code, err, fragment)
     assert not (tmp_path / "r").exists(), "bad options fail before --out is made"
+
+
+@pytest.mark.parametrize(("seed", "fragment"), [
+    ("-1", "--seed must be a non-negative integer, got -1"),
+    ("100000000000000000000", "--seed must be at most 4294967295 (2**32 - 1), got 1000")])
+def test_visualize_seed_out_of_range_is_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_folder: Path, seed: str,
+        fragment: str) -> None:
+    """``visualize --seed -1`` ended in numpy's traceback (train refused -1 in one line)."""
+    code, _, err = _run(capsys, "visualize", str(synthetic_folder), "--out",
+                        str(tmp_path / "v.png"), "--seed", seed)
+    _assert_one_line_error(code, err, fragment)
+    assert not (tmp_path / "v.png").exists()
+
+
+def test_synthetic_seed_out_of_range_is_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``synthetic:SEED`` above numpy's and torch's range was read as any other seed."""
+    code, _, err = _run(capsys, "visualize", "synthetic:99999999999999999999", "--out",
+                        str(tmp_path / "v.png"))
+    _assert_one_line_error(code, err, "synthetic:99999999999999999999: the generator's seed "
+                                      "must be at most 4294967295")
 
 
 def test_bad_synthetic_seed_is_one_line_and_makes_no_out(

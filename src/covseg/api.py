@@ -30,6 +30,7 @@ from covseg.compare import check_compare_folder, check_specs, compare_models
 from covseg.config import (
     TrainConfig,
     check_kind,
+    check_seed,
     check_threshold,
     check_window,
     python_numbers,
@@ -263,7 +264,7 @@ def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[
     if n > MAX_GRID_SAMPLES:
         raise CovsegError(f"--n must be at most {MAX_GRID_SAMPLES} (a grid of 50 rows), got {n}; "
                           "for other slices draw another grid with another --seed")
-    check_kind("seed", seed, [int])
+    check_seed(seed)
     out = _grid_file(data, output_file(_path("out", out), ".png", "PNG grid"))
     reading = _reading(data, {key: value for key, value in (
         ("target", target), ("intensity", intensity), ("window", window)) if value is not None})
