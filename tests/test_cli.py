@@ -545,6 +545,17 @@ def test_synthetic_seed_out_of_range_is_one_line(
                                       "must be at most 4294967295")
 
 
+def test_a_model_option_too_large_for_memory_is_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--model-option width=1e12`` ended in torch's allocator traceback (exit 1)."""
+    code, _, err = _run(capsys, "train", "synthetic", "--out", str(tmp_path / "r"), "--epochs",
+                        "1", "--size", "32", "--model", "miniseg", "--model-option",
+                        "width=1e12")
+    _assert_one_line_error(code, err, "model 'miniseg' with width=1000000000000.0: too large to "
+                                      "build in memory; lower width")
+    assert not (tmp_path / "r").exists()
+
+
 def test_bad_synthetic_seed_is_one_line_and_makes_no_out(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _run(capsys, "train", "synthetic:abc", "--out", str(tmp_path / "r"))

@@ -146,6 +146,28 @@ def build_model(name: str, in_channels: int = 1, num_classes: int = 2, **options
         raise _missing(name, spec.requires or exc.name or "an optional package") from None
     except TypeError as exc:
         raise CovsegError(f"model {name!r}: bad option ({exc})") from None
+    except (MemoryError, RuntimeError) as exc:  # torch's allocator raises RuntimeError
+        if isinstance(exc, RuntimeError) and not _out_of_memory(exc):
+            raise
+        raise _too_large(name, options) from None
+
+
+def _out_of_memory(exc: RuntimeError) -> bool:
+    """Whether torch failed to allocate a network's weights (``width=1e12``), not a bug."""
+    text = str(exc)
+    return any(sign in text for sign in ("allocate", "not enough memory",
+                                         "Storage size calculation overflowed"))
+
+
+def _too_large(name: str, options: Mapping[str, Any]) -> CovsegError:
+    """The one-line error for a network whose ``options`` are too large to allocate, naming
+    the numeric options above 1 to lower (a 45-line allocator traceback before); rates and
+    shares (``dropout=0.1``) size nothing."""
+    large = [key for key, value in options.items() if isinstance(value, numbers.Real)
+             and not isinstance(value, bool) and abs(value) > 1]
+    given = ", ".join(f"{key}={options[key]}" for key in large)
+    return CovsegError(f"model {name!r}{f' with {given}' if given else ''}: too large to build "
+                       f"in memory; lower {' or '.join(large) or 'its options'}")
 
 
 def parse_option_value(text: str) -> Any:
