@@ -556,6 +556,32 @@ def test_a_model_option_too_large_for_memory_is_one_line(
     assert not (tmp_path / "r").exists()
 
 
+TINY_RECIPE = ("--epochs", "1", "--size", "32", "--model", "miniseg", "--augment", "none")
+"""A recipe that trains in seconds, should an option be accepted that a test expects refused."""
+
+
+@pytest.mark.parametrize(("options", "never"), [
+    (("--target", "lung"), "--target lung"), (("--lung-guide", "threshold"), "--lung-guide")])
+def test_frame_lungs_given_where_it_never_applies_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], options: tuple[str, ...],
+        never: str) -> None:
+    """``--frame-lungs`` with ``--target lung`` trained and recorded false without a word."""
+    code, _, err = _run(capsys, "train", "synthetic", "--out", str(tmp_path / "r"),
+                        "--frame-lungs", *options, *TINY_RECIPE)
+    _assert_one_line_error(code, err, f"--frame-lungs frames infection models without a lung "
+                                      f"guide; a {never} model never frames: leave "
+                                      "--frame-lungs out")
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(CovsegError, match="leave --frame-lungs out"):
+        api.train("synthetic", tmp_path / "r2", frame_lungs=True, epochs=1, size=32,
+                  model="miniseg", **{options[0].lstrip("-").replace("-", "_"): options[1]})
+    recipe = api._recipe({options[0].lstrip("-").replace("-", "_"): options[1],
+                          "frame_lungs": False}, False, None)
+    assert recipe.frame_lungs is False
+    assert api._recipe({}, False, None).frame_lungs is True
+    assert api._recipe({"frame_lungs": True}, False, None).frame_lungs is True
+
+
 def test_bad_synthetic_seed_is_one_line_and_makes_no_out(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _run(capsys, "train", "synthetic:abc", "--out", str(tmp_path / "r"))

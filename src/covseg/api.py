@@ -157,6 +157,10 @@ def _recipe(config: dict[str, Any], resume: bool, data: object, folds: int | Non
     check_kind("resume", resume, [bool])
     recipe = TrainConfig(**_reading(data, config))
     check_recipe(recipe)
+    if config.get("frame_lungs") is True and not recipe.frame_lungs:  # given, not the default
+        never = "--target lung" if recipe.target == "lung" else "--lung-guide"
+        raise CovsegError(f"--frame-lungs frames infection models without a lung guide; a "
+                          f"{never} model never frames: leave --frame-lungs out")
     if folds is not None:
         check_kind("folds", folds, [int])
         check_fold_count(folds)

@@ -108,11 +108,10 @@ def _add_train_options(parser: argparse.ArgumentParser, single_model: bool = Tru
                         help="cascade: add a lung channel from HU thresholding or a lung model run")
     parser.add_argument("--crop-lungs", action="store_true",
                         help="cascade: crop to the lungs' box before the infection model")
-    parser.add_argument("--frame-lungs", action=argparse.BooleanOptionalAction,
-                        default=DEFAULTS.frame_lungs,
+    parser.add_argument("--frame-lungs", action=argparse.BooleanOptionalAction, default=None,
                         help="cut whole CT frames to their lungs' box, as Inf-Net's slices are "
-                             "(default %(default)s; lung models and --lung-guide runs never "
-                             "frame, and record false)")
+                             f"(default {DEFAULTS.frame_lungs}; lung models and --lung-guide "
+                             "runs never frame, record false, and refuse --frame-lungs)")
     parser.add_argument("--test-flips", action=argparse.BooleanOptionalAction,
                         default=DEFAULTS.test_flips,
                         help="the run predicts as the mean over the mirrored slices "
@@ -137,8 +136,9 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         "cutmix": args.cutmix, "lesion_paste": args.lesion_paste, "ema_decay": args.ema_decay,
         "val_fraction": args.val_fraction, "intensity": args.intensity,
         "window": _window(args), "lung_guide": args.lung_guide,
-        "crop_lungs": args.crop_lungs, "frame_lungs": args.frame_lungs,
-        "test_flips": args.test_flips, "threshold": args.threshold,
+        "crop_lungs": args.crop_lungs, "test_flips": args.test_flips,
+        "threshold": args.threshold,
+        **({} if args.frame_lungs is None else {"frame_lungs": args.frame_lungs}),
     }
 
 
