@@ -582,6 +582,39 @@ def test_frame_lungs_given_where_it_never_applies_is_refused(
     assert api._recipe({"frame_lungs": True}, False, None).frame_lungs is True
 
 
+def test_window_takes_negative_numbers_with_an_exponent(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--window -1e3 150`` said "expected 2 arguments": argparse took -1e3 for an option."""
+    code, out, _ = _run(capsys, "visualize", "synthetic", "--out", str(tmp_path / "v.png"),
+                        "--window", "-1e3", "1.5e2", "--n", "2")
+    assert code == 0 and "wrote" in out and (tmp_path / "v.png").is_file()
+    code, _, err = _run(capsys, "train", "synthetic", "--out", str(tmp_path / "r"),
+                        "--window", "-1E3", "-2e3")
+    _assert_one_line_error(code, err, "needs LOW < HIGH, both finite, got (-1000, -2000)")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (("models", "--json", "extra"), "extra (see `covseg models -h`)"),
+    (("visualize", "synthetic", "--out", "v.png", "--fold", "1"),
+     "--fold 1 (see `covseg visualize -h`)")])
+def test_a_subcommands_unrecognised_argument_points_to_its_help(
+        capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], message: str) -> None:
+    """They pointed to `covseg -h`, whose usage lists no command's options."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(argv))
+    _assert_one_line_error(exit_info.value.code, capsys.readouterr().err,
+                           f"unrecognized arguments: {message}")
+
+
+def test_an_empty_name_in_a_model_list_is_named_so(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--model 'unet,'`` said "unknown model ''"."""
+    code, _, err = _run(capsys, "train", "synthetic", "--out", str(tmp_path / "r"),
+                        "--model", "unet,")
+    _assert_one_line_error(code, err, "--model 'unet,': an empty name in the list; join the "
+                                      "names of an ensemble with ',', e.g. 'miniseg,unet'")
+
+
 def test_bad_synthetic_seed_is_one_line_and_makes_no_out(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _run(capsys, "train", "synthetic:abc", "--out", str(tmp_path / "r"))
@@ -710,8 +743,8 @@ def test_a_layouts_sub_folder_is_refused_naming_its_data_folder(
 
 
 def test_unrecognised_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "stuff").mkdir()
-    code, _, err = _run(capsys, "cv", str(tmp_path), "--out", str(tmp_path / "r"))
+    (tmp_path / "data" / "stuff").mkdir(parents=True)
+    code, _, err = _run(capsys, "cv", str(tmp_path / "data"), "--out", str(tmp_path / "r"))
     _assert_one_line_error(code, err, "unrecognised data layout")
 
 

@@ -79,6 +79,9 @@ def check_model_names(name: str) -> list[str]:
     Called before data are read too, so that a typo fails at once, not after loading a data set.
     """
     names = member_names(name)
+    if len(names) > 1 and "" in names:  # 'unet,' said "unknown model ''"
+        raise CovsegError(f"--model {name!r}: an empty name in the list; join the names of an "
+                          "ensemble with ',', e.g. 'miniseg,unet'")
     for member in names:
         if member not in REGISTRY:
             raise CovsegError(
