@@ -615,6 +615,22 @@ def test_an_empty_name_in_a_model_list_is_named_so(
                                       "names of an ensemble with ',', e.g. 'miniseg,unet'")
 
 
+@pytest.mark.parametrize("command", [
+    ["train"], ["cv", "--folds", "2", "--fold", "0"], ["compare", "--models", "miniseg", "unet"]])
+def test_resume_into_an_out_that_does_not_exist_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    """``--resume`` with a mistyped --out trained a new run from scratch without a word."""
+    out = tmp_path / "typo"
+    code, _, err = _run(capsys, command[0], "synthetic", *command[1:], "--out", str(out),
+                        "--resume", "--epochs", "1", "--size", "32", "--augment", "none")
+    _assert_one_line_error(code, err, f"--resume: nothing to resume in {out}, which does not "
+                           "exist; drop --resume to start there, or give the --out of the run "
+                           "to continue")
+    assert not out.exists()
+    with pytest.raises(CovsegError, match="^--resume: nothing to resume in "):
+        api.train("synthetic", out, resume=True, epochs=1, size=32, model="miniseg")
+
+
 def test_bad_synthetic_seed_is_one_line_and_makes_no_out(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _run(capsys, "train", "synthetic:abc", "--out", str(tmp_path / "r"))
@@ -760,9 +776,9 @@ def test_images_without_masks(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 def test_size_mismatch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for folder, shape in (("images", (16, 16)), ("masks", (16, 12))):
-        (tmp_path / folder).mkdir()
-        Image.fromarray(np.zeros(shape, np.uint8)).save(tmp_path / folder / "a.png")
-    code, _, err = _run(capsys, "train", str(tmp_path), "--out", str(tmp_path / "r"))
+        (tmp_path / "d" / folder).mkdir(parents=True)
+        Image.fromarray(np.zeros(shape, np.uint8)).save(tmp_path / "d" / folder / "a.png")
+    code, _, err = _run(capsys, "train", str(tmp_path / "d"), "--out", str(tmp_path / "r"))
     _assert_one_line_error(code, err, "must match their images")
 
 
@@ -1018,9 +1034,9 @@ def test_predict_out_inside_an_input_folder_is_refused(
 
 
 def test_empty_data_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "images").mkdir()
-    (tmp_path / "masks").mkdir()
-    code, _, err = _run(capsys, "train", str(tmp_path), "--out", str(tmp_path / "r"))
+    (tmp_path / "d" / "images").mkdir(parents=True)
+    (tmp_path / "d" / "masks").mkdir()
+    code, _, err = _run(capsys, "train", str(tmp_path / "d"), "--out", str(tmp_path / "r"))
     _assert_one_line_error(code, err, "holds no slices")
 
 

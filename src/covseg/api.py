@@ -238,6 +238,15 @@ def _out(out: object, data: object = None) -> Path:
     return out
 
 
+def _resumable(out: Path, resume: bool) -> Path:
+    """``out``, refused with ``resume`` when it does not exist: a mistyped --out with --resume
+    (meant to continue a long run) started a new run elsewhere without a word."""
+    if resume and not out.exists():
+        raise CovsegError(f"--resume: nothing to resume in {out}, which does not exist; drop "
+                          "--resume to start there, or give the --out of the run to continue")
+    return out
+
+
 def _outside_data(out: Path, data: object) -> None:
     """Refuse an ``out`` in the data folder ``data`` reads (:func:`refuse_inside`)."""
     refuse_inside(out, data.root if isinstance(data, LoadedData) else data, "data folder",
@@ -316,7 +325,7 @@ def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str]
     ensemble's adds each member's).
     """
     recipe = _recipe(config, resume, data)
-    out = _out(out, data)
+    out = _resumable(_out(out, data), resume)
     refuse_other_output(out, RUN)
     return _train(recipe, _load(data, recipe), out, resume=resume)
 
@@ -347,7 +356,7 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     slice and the recipe; with ``fold``, ``{"fold", "test_cases", "summary"}`` of that fold.
     """
     recipe = _recipe(config, resume, data, folds)
-    out = _out(out, data)
+    out = _resumable(_out(out, data), resume)
     refuse_other_output(out, CROSS_VALIDATION)
     if fold is not None:
         check_kind("fold", fold, [int])
@@ -400,7 +409,7 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
                           f"'unet:width=8'] (the baseline first), got {models!r}")
     specs = [str(spec).strip() for spec in _as_list(models)]  # " unet" names unet and its folder
     check_specs(specs)
-    out = _out(out, data)
+    out = _resumable(_out(out, data), resume)
     check_compare_folder(out, specs, resume)  # before the data are read
     return compare_models(recipe, _load(data, recipe), specs, out, folds, resume)
 
