@@ -385,6 +385,22 @@ def test_data_read_from_a_relative_folder_keep_it_after_a_chdir(
     assert not inside.exists() and covseg.visualize(data, "grid.png").is_file()
 
 
+@pytest.mark.parametrize(("function", "seed", "message"), [
+    ("visualize", -1, "--seed must be a non-negative integer, got -1"),
+    ("visualize", 2**64, "--seed must be at most 4294967295"),
+    ("train", 10**20, "--seed must be at most 4294967295"),
+    ("cross_validate", 2**63, "--seed must be at most 4294967295")])
+def test_seeds_out_of_range_are_covseg_errors(tmp_path: Path, function: str, seed: int,
+                                              message: str) -> None:
+    """A seed of -1 (visualize) or above 2**63 - 1 raised numpy's or torch's ValueError."""
+    with pytest.raises(CovsegError, match=re.escape(message)):
+        if function == "visualize":
+            covseg.visualize("synthetic", tmp_path / "v.png", seed=seed)
+        else:
+            getattr(covseg, function)("synthetic", tmp_path / "r", seed=seed, epochs=1, size=32)
+    assert not any(tmp_path.iterdir())
+
+
 def test_every_api_function_says_what_it_returns() -> None:
     """train, cross_validate and evaluate said what they did, not what they returned."""
     functions = [getattr(covseg, name) for name in covseg.__all__

@@ -499,6 +499,11 @@ def test_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
      "model spec 'unet:width=8,width=16': width given twice; give each option once"),
     (("cv", "--seed", "-1"), "--seed must be a non-negative integer"),
     (("compare", "--models", "unet", "miniseg", "--seed", "-1"), "--seed must be a non-negative"),
+    (("train", "--seed", "100000000000000000000"),
+     "--seed must be at most 4294967295 (2**32 - 1), got 100000000000000000000"),
+    (("cv", "--seed", "4294967296"), "--seed must be at most 4294967295 (2**32 - 1)"),
+    (("compare", "--models", "unet", "miniseg", "--seed", "10000000000000000000"),
+     "--seed must be at most 4294967295"),
     (("train", "--val-fraction", "1"), "--val-fraction must lie in [0, 1), got 1.0"),
     (("cv", "--val-fraction", "1.5"), "--val-fraction must lie in [0, 1), got 1.5"),
     (("compare", "--models", "unet", "miniseg", "--val-fraction", "2"), "--val-fraction must"),
@@ -516,6 +521,114 @@ def test_bad_recipe_fails_before_data_are_read(
                         str(tmp_path / "r"), *options)
     _assert_one_line_error(code, err, fragment)
     assert not (tmp_path / "r").exists(), "bad options fail before --out is made"
+
+
+@pytest.mark.parametrize(("seed", "fragment"), [
+    ("-1", "--seed must be a non-negative integer, got -1"),
+    ("100000000000000000000", "--seed must be at most 4294967295 (2**32 - 1), got 1000")])
+def test_visualize_seed_out_of_range_is_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_folder: Path, seed: str,
+        fragment: str) -> None:
+    """``visualize --seed -1`` ended in numpy's traceback (train refused -1 in one line)."""
+    code, _, err = _run(capsys, "visualize", str(synthetic_folder), "--out",
+                        str(tmp_path / "v.png"), "--seed", seed)
+    _assert_one_line_error(code, err, fragment)
+    assert not (tmp_path / "v.png").exists()
+
+
+def test_synthetic_seed_out_of_range_is_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``synthetic:SEED`` above numpy's and torch's range was read as any other seed."""
+    code, _, err = _run(capsys, "visualize", "synthetic:99999999999999999999", "--out",
+                        str(tmp_path / "v.png"))
+    _assert_one_line_error(code, err, "synthetic:99999999999999999999: the generator's seed "
+                                      "must be at most 4294967295")
+
+
+def test_a_model_option_too_large_for_memory_is_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--model-option width=1e12`` ended in torch's allocator traceback (exit 1)."""
+    code, _, err = _run(capsys, "train", "synthetic", "--out", str(tmp_path / "r"), "--epochs",
+                        "1", "--size", "32", "--model", "miniseg", "--model-option",
+                        "width=1e12")
+    _assert_one_line_error(code, err, "model 'miniseg' with width=1000000000000.0: too large to "
+                                      "build in memory; lower width")
+    assert not (tmp_path / "r").exists()
+
+
+TINY_RECIPE = ("--epochs", "1", "--size", "32", "--model", "miniseg", "--augment", "none")
+"""A recipe that trains in seconds, should an option be accepted that a test expects refused."""
+
+
+@pytest.mark.parametrize(("options", "never"), [
+    (("--target", "lung"), "--target lung"), (("--lung-guide", "threshold"), "--lung-guide")])
+def test_frame_lungs_given_where_it_never_applies_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], options: tuple[str, ...],
+        never: str) -> None:
+    """``--frame-lungs`` with ``--target lung`` trained and recorded false without a word."""
+    code, _, err = _run(capsys, "train", "synthetic", "--out", str(tmp_path / "r"),
+                        "--frame-lungs", *options, *TINY_RECIPE)
+    _assert_one_line_error(code, err, f"--frame-lungs frames infection models without a lung "
+                                      f"guide; a {never} model never frames: leave "
+                                      "--frame-lungs out")
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(CovsegError, match="leave --frame-lungs out"):
+        api.train("synthetic", tmp_path / "r2", frame_lungs=True, epochs=1, size=32,
+                  model="miniseg", **{options[0].lstrip("-").replace("-", "_"): options[1]})
+    recipe = api._recipe({options[0].lstrip("-").replace("-", "_"): options[1],
+                          "frame_lungs": False}, False, None)
+    assert recipe.frame_lungs is False
+    assert api._recipe({}, False, None).frame_lungs is True
+    assert api._recipe({"frame_lungs": True}, False, None).frame_lungs is True
+
+
+def test_window_takes_negative_numbers_with_an_exponent(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--window -1e3 150`` said "expected 2 arguments": argparse took -1e3 for an option."""
+    code, out, _ = _run(capsys, "visualize", "synthetic", "--out", str(tmp_path / "v.png"),
+                        "--window", "-1e3", "1.5e2", "--n", "2")
+    assert code == 0 and "wrote" in out and (tmp_path / "v.png").is_file()
+    code, _, err = _run(capsys, "train", "synthetic", "--out", str(tmp_path / "r"),
+                        "--window", "-1E3", "-2e3")
+    _assert_one_line_error(code, err, "needs LOW < HIGH, both finite, got (-1000, -2000)")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (("models", "--json", "extra"), "extra (see `covseg models -h`)"),
+    (("visualize", "synthetic", "--out", "v.png", "--fold", "1"),
+     "--fold 1 (see `covseg visualize -h`)")])
+def test_a_subcommands_unrecognised_argument_points_to_its_help(
+        capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], message: str) -> None:
+    """They pointed to `covseg -h`, whose usage lists no command's options."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(argv))
+    _assert_one_line_error(exit_info.value.code, capsys.readouterr().err,
+                           f"unrecognized arguments: {message}")
+
+
+def test_an_empty_name_in_a_model_list_is_named_so(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--model 'unet,'`` said "unknown model ''"."""
+    code, _, err = _run(capsys, "train", "synthetic", "--out", str(tmp_path / "r"),
+                        "--model", "unet,")
+    _assert_one_line_error(code, err, "--model 'unet,': an empty name in the list; join the "
+                                      "names of an ensemble with ',', e.g. 'miniseg,unet'")
+
+
+@pytest.mark.parametrize("command", [
+    ["train"], ["cv", "--folds", "2", "--fold", "0"], ["compare", "--models", "miniseg", "unet"]])
+def test_resume_into_an_out_that_does_not_exist_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    """``--resume`` with a mistyped --out trained a new run from scratch without a word."""
+    out = tmp_path / "typo"
+    code, _, err = _run(capsys, command[0], "synthetic", *command[1:], "--out", str(out),
+                        "--resume", "--epochs", "1", "--size", "32", "--augment", "none")
+    _assert_one_line_error(code, err, f"--resume: nothing to resume in {out}, which does not "
+                           "exist; drop --resume to start there, or give the --out of the run "
+                           "to continue")
+    assert not out.exists()
+    with pytest.raises(CovsegError, match="^--resume: nothing to resume in "):
+        api.train("synthetic", out, resume=True, epochs=1, size=32, model="miniseg")
 
 
 def test_bad_synthetic_seed_is_one_line_and_makes_no_out(
@@ -646,8 +759,8 @@ def test_a_layouts_sub_folder_is_refused_naming_its_data_folder(
 
 
 def test_unrecognised_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "stuff").mkdir()
-    code, _, err = _run(capsys, "cv", str(tmp_path), "--out", str(tmp_path / "r"))
+    (tmp_path / "data" / "stuff").mkdir(parents=True)
+    code, _, err = _run(capsys, "cv", str(tmp_path / "data"), "--out", str(tmp_path / "r"))
     _assert_one_line_error(code, err, "unrecognised data layout")
 
 
@@ -663,9 +776,9 @@ def test_images_without_masks(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 def test_size_mismatch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for folder, shape in (("images", (16, 16)), ("masks", (16, 12))):
-        (tmp_path / folder).mkdir()
-        Image.fromarray(np.zeros(shape, np.uint8)).save(tmp_path / folder / "a.png")
-    code, _, err = _run(capsys, "train", str(tmp_path), "--out", str(tmp_path / "r"))
+        (tmp_path / "d" / folder).mkdir(parents=True)
+        Image.fromarray(np.zeros(shape, np.uint8)).save(tmp_path / "d" / folder / "a.png")
+    code, _, err = _run(capsys, "train", str(tmp_path / "d"), "--out", str(tmp_path / "r"))
     _assert_one_line_error(code, err, "must match their images")
 
 
@@ -886,10 +999,44 @@ def test_visualize_out_never_replaces_data_or_other_files(
     assert _run(capsys, "visualize", str(data), "--out", str(grid), "--n", "1")[0] == 0
 
 
+@pytest.mark.parametrize("command", [
+    ["train"], ["cv", "--folds", "2", "--fold", "0"], ["compare", "--models", "miniseg", "unet"]])
+@pytest.mark.parametrize("inside", [".", "run"])
+def test_runs_are_never_written_into_the_data_folder(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_folder: Path,
+        command: list[str], inside: str) -> None:
+    """``train DATA --out DATA`` (or ``DATA/run``) trained and put checkpoints, curves and logs
+    beside images/ and masks/; visualize already refused such an --out."""
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_folder, data)
+    before = sorted(data.rglob("*"))
+    out = data / inside
+    code, _, err = _run(capsys, command[0], str(data), *command[1:], "--out", str(out),
+                        "--epochs", "1", "--size", "32", "--augment", "none",
+                        *(["--model", "miniseg"] if command[0] != "compare" else []))
+    _assert_one_line_error(code, err, f"--out {out}: lies in the data folder {data}, whose "
+                           "images and masks it could overwrite; pick an --out outside it")
+    assert sorted(data.rglob("*")) == before
+
+
+def test_predict_out_inside_an_input_folder_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_folder: Path,
+        tiny_run: Path) -> None:
+    """``predict IMAGES --out IMAGES/pred`` wrote masks named as the images inside the images
+    folder, which training then advised moving into images/ itself."""
+    images = tmp_path / "images"
+    shutil.copytree(synthetic_folder / "images", images)
+    code, _, err = _run(capsys, "predict", str(images), "--model", str(tiny_run), "--out",
+                        str(images / "pred"))
+    _assert_one_line_error(code, err, f"--out {images / 'pred'}: lies in the input folder "
+                           f"{images}, where its masks would lie among the images")
+    assert not (images / "pred").exists()
+
+
 def test_empty_data_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "images").mkdir()
-    (tmp_path / "masks").mkdir()
-    code, _, err = _run(capsys, "train", str(tmp_path), "--out", str(tmp_path / "r"))
+    (tmp_path / "d" / "images").mkdir(parents=True)
+    (tmp_path / "d" / "masks").mkdir()
+    code, _, err = _run(capsys, "train", str(tmp_path / "d"), "--out", str(tmp_path / "r"))
     _assert_one_line_error(code, err, "holds no slices")
 
 

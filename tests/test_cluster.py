@@ -94,6 +94,7 @@ def test_a_failed_fold_is_one_line_naming_it(tmp_path: Path) -> None:
     api.cross_validate("synthetic:1", tmp_path / "cv", fold=1, model="unet", **RECIPE)
     (tmp_path / "cv" / "fold_1" / "fold_metrics.json").unlink()  # stopped before its testing
     for attempt in range(2):
+        (tmp_path / "cv").mkdir(exist_ok=True)  # --resume continues what is there
         run = subprocess.run([sys.executable, "-c", FAILED_FOLD_RUN, str(tmp_path / "cv")],
                              check=False, capture_output=True, text=True, timeout=300)
         if run.returncode != -signal.SIGABRT or attempt:

@@ -308,6 +308,16 @@ def test_a_file_given_as_to_is_named_as_the_option(tmp_path: Path,
     assert captured.out == "" and (tmp_path / "afile").read_text() == "x"
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_a_to_that_cannot_be_made_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--to /proc/f`` said only "/proc/f: No such file or directory"."""
+    assert main(["data", "fetch", "medseg", "--to", "/proc/covseg_f"]) == 2
+    assert capsys.readouterr().err == ("covseg: error: /proc/covseg_f: the folder cannot be made "
+                                       "(No such file or directory); pick a writable --to\n")
+    with pytest.raises(CovsegError, match="^/proc/covseg_f: the folder cannot be made"):
+        covseg.fetch_data("medseg", "/proc/covseg_f")
+
+
 def test_mosmed_explains_the_manual_step_and_names_are_checked(tmp_path: Path) -> None:
     with pytest.raises(CovsegError, match=r"mosmed\.ai.*licence.*studies/CT-0"):
         fetch("mosmed", tmp_path / "mosmed")

@@ -139,6 +139,18 @@ def test_any_positive_miniseg_width_builds_and_runs(width: float) -> None:
     assert stage_widths(1.0) == [16, 32, 64, 96] and stage_widths(0.4) == [8, 16, 24, 40]
 
 
+@pytest.mark.parametrize(("name", "options", "message"), [
+    ("miniseg", {"width": 1e12}, ("model 'miniseg' with width=1000000000000.0: too large to "
+                                  "build in memory; lower width")),
+    ("unet", {"width": 10**9, "dropout": 0.1}, "model 'unet' with width=1000000000: too large"),
+    ("miniseg,unet", {"width": 10**10}, "model 'miniseg' with width=10000000000: too large")])
+def test_a_network_too_large_for_memory_is_a_one_line_error(
+        name: str, options: dict[str, Any], message: str) -> None:
+    """``--model-option width=1e12`` ended in torch's 45-line allocator traceback."""
+    with pytest.raises(CovsegError, match=f"^{re.escape(message)}"):
+        build_model(name, **options)
+
+
 def test_attention_unet_runs_at_its_smallest_width() -> None:
     """Its lower bound (2) is exact: width 1 gave a 0-channel attention gate."""
     check_options("attention-unet", {"width": 2})

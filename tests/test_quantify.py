@@ -647,6 +647,61 @@ def test_a_ct_of_fractional_floats_given_as_the_mask_is_told_a_ct(tmp_path: Path
         quantify_study(tmp_path / "soft.nii.gz", tmp_path / "out")
 
 
+def test_a_ct_given_as_the_lung_mask_fails_its_study(tmp_path: Path) -> None:
+    """A CT given as --lungs was read as a lung mask (3280 mL of lung, CT-1, exit 0), as the
+    lesion mask no longer is: it now fails its study saying where a CT goes, in HU stored as
+    whole numbers or as fractional floats; a 0/1/2 lung mask is counted as before."""
+    ct, good, _ = synthetic_study(tmp_path / "in", "good")
+    hu = noisy_ct(ct)
+    floats = np.asarray(hu.dataobj, dtype=np.float32) + np.float32(0.25)
+    for name, data in (("hu", np.asarray(hu.dataobj)), ("floats", floats)):
+        nib.save(nib.Nifti1Image(data, hu.affine), str(tmp_path / f"{name}.nii.gz"))
+        with pytest.raises(CovsegError, match=rf"^\S*{name}\.nii\.gz: not a lung mask but an image "
+                                              r"\(\d+ grey levels, \d+% of pixels mid-grey\); "
+                                              r"give the CT as --image and a lung mask as "
+                                              r"--lungs$"):
+            quantify_study(good, tmp_path / name, lungs=tmp_path / f"{name}.nii.gz")
+        assert not (tmp_path / name).exists()
+    lungs = np.where(np.asarray(hu.dataobj) < -500, 1, 0).astype(np.uint8)
+    nib.save(nib.Nifti1Image(lungs, hu.affine), str(tmp_path / "lungs01.nii.gz"))
+    result = quantify_study(good, tmp_path / "ok", lungs=tmp_path / "lungs01.nii.gz")
+    assert result["inputs"]["lung_source"] == "mask" and result["study"]["lung_ml"] > 0
+
+
+def test_a_mask_given_as_the_ct_fails_its_study(tmp_path: Path) -> None:
+    """A 0/1 mask given as --image was read as the CT: 0 mL of lung, no percentage, no word.
+    It now fails saying where the CT and the mask go."""
+    ct, good, lesion_ml = synthetic_study(tmp_path / "in", "good")
+    shutil.copy(good, tmp_path / "good.nii.gz")
+    with pytest.raises(CovsegError, match=r"^\S*good\.nii\.gz: not a CT image but a label mask "
+                                          r".*; give the CT as --image and the lesion mask as "
+                                          r"MASK$"):
+        quantify_study(good, tmp_path / "out", image=tmp_path / "good.nii.gz")
+    assert not (tmp_path / "out").exists()
+    result = quantify_study(good, tmp_path / "ok", image=ct)
+    assert result["study"]["lesion_ml"] == pytest.approx(lesion_ml)
+
+
+def test_quantify_of_a_folder_of_2d_masks_is_refused_up_front(tmp_path: Path) -> None:
+    """quantify given the folder holding PNG masks (not its parent) made --out, failed the
+    folder as a study ("lesion masks must be NIfTI files") and wrote a summary, exit 1; it is
+    now refused before anything is written, pointing to evaluate, as its parent is."""
+    from covseg import api
+
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(masks / name)
+    with pytest.raises(CovsegError, match=r"^\S*masks: holds 2D pictures, no NIfTI mask; "
+                                          r"quantify measures NIfTI masks of CT volumes, .*"
+                                          r"`covseg evaluate`$"):
+        api.quantify(masks, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    (masks / "a.png").unlink()
+    (masks / "b.png").unlink()
+    assert [s.name for s in find_studies([masks], masks=True)] == ["masks"]  # empty: a study
+
+
 def test_a_lungs_folder_without_the_masks_lungs_says_no_lung_mask(tmp_path: Path) -> None:
     """--lungs naming a folder without the mask's lungs said "no mask named like the mask", as
     if the lesion mask were missing."""

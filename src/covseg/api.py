@@ -30,6 +30,7 @@ from covseg.compare import check_compare_folder, check_specs, compare_models
 from covseg.config import (
     TrainConfig,
     check_kind,
+    check_seed,
     check_threshold,
     check_window,
     python_numbers,
@@ -46,6 +47,7 @@ from covseg.infer import Predictor, output_name
 from covseg.io.atomic import (
     output_file,
     output_folder,
+    refuse_inside,
     remove_temporaries,
     remove_temporaries_of,
     write_json,
@@ -163,6 +165,10 @@ def _recipe(config: dict[str, Any], resume: bool, data: object, folds: int | Non
     check_kind("resume", resume, [bool])
     recipe = TrainConfig(**_reading(data, config))
     check_recipe(recipe)
+    if config.get("frame_lungs") is True and not recipe.frame_lungs:  # given, not the default
+        never = "--target lung" if recipe.target == "lung" else "--lung-guide"
+        raise CovsegError(f"--frame-lungs frames infection models without a lung guide; a "
+                          f"{never} model never frames: leave --frame-lungs out")
     if folds is not None:
         check_kind("folds", folds, [int])
         check_fold_count(folds)
@@ -232,9 +238,27 @@ def _shard(shard: object) -> tuple[int, int]:
                       f"or (0, 4), got {shard!r}")
 
 
-def _out(out: object) -> Path:
-    """The output folder ``out``: a path, with no file in the way of it."""
-    return output_folder(_path("out", out))
+def _out(out: object, data: object = None) -> Path:
+    """The output folder ``out``: a path, with no file in the way of it, outside the data folder
+    ``data`` (a folder path, or data read from one) where one is given."""
+    out = output_folder(_path("out", out))
+    _outside_data(out, data)
+    return out
+
+
+def _resumable(out: Path, resume: bool) -> Path:
+    """``out``, refused with ``resume`` when it does not exist: a mistyped --out with --resume
+    (meant to continue a long run) started a new run elsewhere without a word."""
+    if resume and not out.exists():
+        raise CovsegError(f"--resume: nothing to resume in {out}, which does not exist; drop "
+                          "--resume to start there, or give the --out of the run to continue")
+    return out
+
+
+def _outside_data(out: Path, data: object) -> None:
+    """Refuse an ``out`` in the data folder ``data`` reads (:func:`refuse_inside`)."""
+    refuse_inside(out, data.root if isinstance(data, LoadedData) else data, "data folder",
+                  "whose images and masks it could overwrite")
 
 
 MAX_GRID_SAMPLES = 100
@@ -261,7 +285,7 @@ def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[
     if n > MAX_GRID_SAMPLES:
         raise CovsegError(f"--n must be at most {MAX_GRID_SAMPLES} (a grid of 50 rows), got {n}; "
                           "for other slices draw another grid with another --seed")
-    check_kind("seed", seed, [int])
+    check_seed(seed)
     out = _grid_file(data, output_file(_path("out", out), ".png", "PNG grid"))
     reading = _reading(data, {key: value for key, value in (
         ("target", target), ("intensity", intensity), ("window", window)) if value is not None})
@@ -287,11 +311,7 @@ def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[
 def _grid_file(data: object, out: Path) -> Path:
     """``out`` as visualize's grid: never inside the data folder it reads (a ``--out
     masks/x.png`` replaced a truth mask), nor over a file that is no earlier grid."""
-    root = data.root if isinstance(data, LoadedData) else data
-    if isinstance(root, str | os.PathLike) and Path(root).is_dir() and (
-            out.resolve().is_relative_to(Path(root).resolve())):
-        raise CovsegError(f"--out {out}: lies in the data folder {root}, whose images and masks "
-                          "it could overwrite; pick an --out outside it")
+    _outside_data(out, data)
     if out.exists() and not is_sample_grid(out):
         raise CovsegError(f"--out {out}: exists and is no earlier visualize grid; pick another "
                           "--out or delete it")
@@ -314,7 +334,7 @@ def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str]
     ensemble's adds each member's).
     """
     recipe = _recipe(config, resume, data)
-    out = _out(out)
+    out = _resumable(_out(out, data), resume)
     refuse_other_output(out, RUN)
     return _train(recipe, _load(data, recipe), out, resume=resume)
 
@@ -345,7 +365,7 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     slice and the recipe; with ``fold``, ``{"fold", "test_cases", "summary"}`` of that fold.
     """
     recipe = _recipe(config, resume, data, folds)
-    out = _out(out)
+    out = _resumable(_out(out, data), resume)
     refuse_other_output(out, CROSS_VALIDATION)
     if fold is not None:
         check_kind("fold", fold, [int])
@@ -398,7 +418,7 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
                           f"'unet:width=8'] (the baseline first), got {models!r}")
     specs = [str(spec).strip() for spec in _as_list(models)]  # " unet" names unet and its folder
     check_specs(specs)
-    out = _out(out)
+    out = _resumable(_out(out, data), resume)
     check_compare_folder(out, specs, resume)  # before the data are read
     return compare_models(recipe, _load(data, recipe), specs, out, folds, resume)
 
@@ -865,6 +885,9 @@ def predict(model: str | os.PathLike[str] | Predictor,
     if volumes:
         raise _other_kind(volumes, ("a CT volume", "CT volumes"), "covseg.predict_volumes")
     out = _out(out)
+    for item in inputs:  # into a folder itself is allowed: its own masks are then no inputs
+        if Path(item).resolve() != out.resolve():
+            refuse_inside(out, item, "input folder", "where its masks would lie among the images")
     with writing_to(out):  # a second predict into ``out`` meanwhile is refused, naming this one
         return _predict_images(model, inputs, out, overlay, batch_size, tta, threshold)
 

@@ -6,6 +6,7 @@ import argparse
 import itertools
 import logging
 import os
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -108,11 +109,10 @@ def _add_train_options(parser: argparse.ArgumentParser, single_model: bool = Tru
                         help="cascade: add a lung channel from HU thresholding or a lung model run")
     parser.add_argument("--crop-lungs", action="store_true",
                         help="cascade: crop to the lungs' box before the infection model")
-    parser.add_argument("--frame-lungs", action=argparse.BooleanOptionalAction,
-                        default=DEFAULTS.frame_lungs,
+    parser.add_argument("--frame-lungs", action=argparse.BooleanOptionalAction, default=None,
                         help="cut whole CT frames to their lungs' box, as Inf-Net's slices are "
-                             "(default %(default)s; lung models and --lung-guide runs never "
-                             "frame, and record false)")
+                             f"(default {DEFAULTS.frame_lungs}; lung models and --lung-guide "
+                             "runs never frame, record false, and refuse --frame-lungs)")
     parser.add_argument("--test-flips", action=argparse.BooleanOptionalAction,
                         default=DEFAULTS.test_flips,
                         help="the run predicts as the mean over the mirrored slices "
@@ -137,8 +137,9 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         "cutmix": args.cutmix, "lesion_paste": args.lesion_paste, "ema_decay": args.ema_decay,
         "val_fraction": args.val_fraction, "intensity": args.intensity,
         "window": _window(args), "lung_guide": args.lung_guide,
-        "crop_lungs": args.crop_lungs, "frame_lungs": args.frame_lungs,
-        "test_flips": args.test_flips, "threshold": args.threshold,
+        "crop_lungs": args.crop_lungs, "test_flips": args.test_flips,
+        "threshold": args.threshold,
+        **({} if args.frame_lungs is None else {"frame_lungs": args.frame_lungs}),
     }
 
 
@@ -338,6 +339,11 @@ def options_after_dashes(argv: Sequence[str]) -> str | None:
             f"`--` is): give the options {where}")
 
 
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+"""An argument read as a negative number, not an option: argparse's own pattern has no exponent,
+so ``--window -1e3 150`` said "expected 2 arguments"."""
+
+
 class _Parser(argparse.ArgumentParser):
     """Options by their full names only: argparse would take ``--model`` for compare's
     ``--models`` and silently replace the list. Subcommand parsers are of this class too."""
@@ -345,6 +351,7 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **{"allow_abbrev": False, **kwargs})
         self._argv: list[str] = []
+        self._negative_number_matcher = NEGATIVE_NUMBER
 
     def parse_known_args(self, args: Sequence[str] | None = None,
                          namespace: argparse.Namespace | None = None
@@ -358,7 +365,17 @@ class _Parser(argparse.ArgumentParser):
         whole usage block first)."""
         message = (swallowed_data(message, self._argv) or options_after_dashes(self._argv)
                    or message)
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} -h`)\n")
+        usage = self._command_prog() if message.startswith("unrecognized") else self.prog
+        self.exit(2, f"{self.prog}: error: {message} (see `{usage} -h`)\n")
+
+    def _command_prog(self) -> str:
+        """The subcommand's prog (``covseg models``) when the arguments name one, else this
+        parser's: argparse reports a subcommand's unrecognised arguments from the top parser,
+        whose usage does not list that command's options."""
+        commands = next((action.choices for action in self._actions
+                         if isinstance(action, argparse._SubParsersAction)), {})
+        command = next((arg for arg in self._argv if not arg.startswith("-")), None)
+        return commands[command].prog if command in commands else self.prog
 
 
 def build_parser() -> argparse.ArgumentParser:

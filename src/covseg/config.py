@@ -36,6 +36,23 @@ def check_threshold(threshold: float) -> float:
     return threshold
 
 
+MAX_SEED = 2**32 - 1
+"""The largest seed: numpy's legacy limit, far below torch's (2**63 - 1, above which
+``torch.manual_seed`` raised a traceback), so that every library seeded takes it, with a
+fold's or ensemble member's offset added too."""
+
+
+def check_seed(seed: Any, option: str = "--seed") -> int:
+    """A seed: a whole number in 0..:data:`MAX_SEED`, else a one-line error naming ``option``
+    (numpy and torch raised tracebacks for -1 and 10**20)."""
+    check_kind(option.lstrip("-"), seed, [int])
+    if seed < 0:
+        raise CovsegError(f"{option} must be a non-negative integer, got {seed}")
+    if seed > MAX_SEED:
+        raise CovsegError(f"{option} must be at most {MAX_SEED} (2**32 - 1), got {seed}")
+    return seed
+
+
 def check_kind(name: str, value: Any, kinds: Sequence[type]) -> None:
     """``value`` is of one of ``kinds`` (int, float, bool, str), by the rules model options
     follow (a bool is no number, a float option takes an int); else a one-line error."""

@@ -57,6 +57,7 @@ from covseg.io.image import (
     image_levels,
     image_name,
     is_image_file,
+    refuse_label_mask,
 )
 from covseg.io.lock import refuse_if_held, writing_to
 from covseg.io.volume import (
@@ -785,7 +786,8 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
     predict_ct = _ct_as_predict_read(ct, predicted, hashes) if predicted_masks is False else None
     recounted = (predict_ct is not None) if predicted_masks is False and own_lungs else None
     if lung_path is not None:
-        lung_volume = read_nifti(lung_path, np.int16, like=lesions)
+        lung_volume = _read_label_mask(lung_path, lesions, "lung mask",
+                                       "a lung mask as --lungs")
         check_same_grid(lesions, lung_volume)
         lung_labels, lung_source = _lung_labels(lung_volume, lung_path, ct), "mask"
         if predict_ct is not None and _threshold_lungs(predicted):
@@ -1001,34 +1003,47 @@ def _read_lesions_and_ct(mask_path: Path, image_path: Path | None, hu: str
     if image_path is None:
         return _read_lesion_mask(mask_path, None), None
     lesions, ct = read_paired(lambda like: _read_lesion_mask(mask_path, like), mask_path,
-                              lambda like: read_volume(image_path, hu, like), image_path)
+                              lambda like: _read_ct(image_path, hu, like), image_path)
     return lesions, ct
 
 
+def _read_ct(path: Path, hu: str, like: Volume | None) -> Volume:
+    """The CT given as --image, refused when it holds a label mask (a 0/1 mask given as the CT
+    counted 0 mL of lung, exit 0): :func:`~covseg.io.image.refuse_label_mask`."""
+    ct = read_volume(path, hu, like)
+    refuse_label_mask(ct.array, path, advice="give the CT as --image and the lesion mask as MASK")
+    return ct
+
+
 def _read_lesion_mask(path: Path, like: Volume | None) -> Volume:
-    """The lesion mask at ``path`` as int16 labels (``like``: see :func:`read_nifti`), refused
-    when it holds an image (:func:`_refuse_a_ct`): a CT given as the mask would else count
-    every non-zero voxel (8-bit) as lesion or fail on negative "labels" (HU), or, stored as
-    fractional floats (MedSeg's), be told to be thresholded as a probability map."""
+    """The lesion mask at ``path`` (:func:`_read_label_mask`)."""
+    return _read_label_mask(path, like, "lesion mask", "a mask holding labels 0..3")
+
+
+def _read_label_mask(path: Path, like: Volume | None, what: str, mask: str) -> Volume:
+    """The ``what`` at ``path`` as int16 labels (``like``: see :func:`read_nifti`), refused
+    when it holds an image (:func:`_refuse_a_ct`, ``mask``: what to give instead): a CT given
+    as the mask would else count every non-zero voxel (8-bit) as lesion or lung, or fail on
+    negative "labels" (HU), or, stored as fractional floats (MedSeg's), be told to be
+    thresholded as a probability map."""
     try:
-        lesions = read_nifti(path, np.int16, like)
+        volume = read_nifti(path, np.int16, like)
     except CovsegError:  # fractional values, say: read again to tell a CT from probabilities
-        _refuse_a_ct(path, read_nifti(path, np.float32, like).array)
+        _refuse_a_ct(path, read_nifti(path, np.float32, like).array, what, mask)
         raise
-    _refuse_a_ct(path, lesions.array)
-    return lesions
+    _refuse_a_ct(path, volume.array, what, mask)
+    return volume
 
 
-def _refuse_a_ct(path: Path, array: np.ndarray) -> None:
-    """Refuse a lesion mask holding an image (:func:`~covseg.io.image.image_levels`). Masks
-    within labels 0..MAX_LABEL are not searched for levels: no CT lies there, and a
+def _refuse_a_ct(path: Path, array: np.ndarray, what: str, mask: str) -> None:
+    """Refuse a ``what`` (a mask) holding an image (:func:`~covseg.io.image.image_levels`).
+    Masks within labels 0..MAX_LABEL are not searched for levels: no CT lies there, and a
     probability map (0..1) keeps its own refusal."""
     if array.size and (array.min() < 0 or array.max() > MAX_LABEL):
         reason = image_levels(array, np.unique(array))
         if reason:
-            raise image_given_as_mask(path, reason, what="lesion mask",
-                                      advice="give the CT as --image and a mask holding "
-                                             "labels 0..3")
+            raise image_given_as_mask(path, reason, what=what,
+                                      advice=f"give the CT as --image and {mask}")
 
 
 @dataclass(frozen=True)
@@ -1241,6 +1256,8 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
     if not found and pictures:
         raise CovsegError(f"{path}: holds no {'mask' if masks else 'CT'}, only folders of 2D "
                           f"pictures ({_listed(pictures, path, 'folder')}); {advice}")
+    if masks and not found and _holds_pictures_only(path):  # the pictures' own folder
+        raise CovsegError(f"{path}: holds 2D pictures, no NIfTI mask; {advice}")
     return found
 
 

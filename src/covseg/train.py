@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from covseg.cascade import THRESHOLD, LungFrame, LungGuide, require_lung_model
 from covseg.checkpoint import load_checkpoint, save_checkpoint
-from covseg.config import TrainConfig, check_threshold
+from covseg.config import TrainConfig, check_seed, check_threshold
 from covseg.data.layouts import CLASS_NAMES, LoadedData, Sample, data_fingerprint
 from covseg.data.splits import validation_split
 from covseg.errors import CovsegError
@@ -432,8 +432,7 @@ def check_recipe(config: TrainConfig) -> None:
         check_threshold(config.threshold)
     if not 0 <= config.val_fraction < 1:
         raise CovsegError(f"--val-fraction must lie in [0, 1), got {config.val_fraction}")
-    if config.seed < 0:
-        raise CovsegError(f"--seed must be a non-negative integer, got {config.seed}")
+    check_seed(config.seed)
     if not 0 <= config.cutmix <= 1:
         raise CovsegError(f"--cutmix must lie in [0, 1], got {config.cutmix}")
     if not 0 <= config.lesion_paste <= 1:

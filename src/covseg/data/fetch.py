@@ -181,7 +181,11 @@ def _folder_kept_only_if_used(folder: Path) -> Iterator[None]:
     """Make ``folder`` (and its missing parents); if the body fails, remove the ones made here
     that are still empty, so that a failed fetch leaves no empty folder behind."""
     made = list(takewhile(lambda path: not path.exists(), (folder, *folder.parents)))
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # /proc/f said only "No such file or directory"
+        raise CovsegError(f"{folder}: the folder cannot be made ({exc.strerror or exc}); pick "
+                          "a writable --to") from None
     try:
         yield
     except BaseException:

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from covseg.config import check_window
+from covseg.config import check_seed, check_window
 from covseg.errors import CovsegError, counted
 from covseg.io.image import (
     IMAGE_SUFFIXES,
@@ -1008,7 +1008,7 @@ def _synthetic_seed(spec: str) -> int:
     if not (text.isascii() and text.isdigit()):
         raise CovsegError(f"{spec}: the generator's seed must be a non-negative integer, "
                           "e.g. synthetic:3")
-    return int(text)
+    return check_seed(int(text), f"{spec}: the generator's seed")
 
 
 def _loaded(samples: list[Sample], layout: str, root: Path, options: ReadOptions,

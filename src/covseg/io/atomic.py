@@ -46,6 +46,16 @@ def output_folder(target: str | os.PathLike[str], option: str = "--out") -> Path
     return target
 
 
+def refuse_inside(out: str | os.PathLike[str], folder: object, what: str, harm: str) -> None:
+    """Refuse an output ``out`` that is ``folder`` or lies inside it (``what``: the folder's
+    role, ``harm``: what writing there would do), when ``folder`` is an existing folder: a
+    mistyped ``--out data/x`` put runs beside a data set's images and masks."""
+    if (isinstance(folder, str | os.PathLike) and Path(folder).is_dir()
+            and Path(out).resolve().is_relative_to(Path(folder).resolve())):
+        raise CovsegError(f"--out {out}: lies in the {what} {folder}, {harm}; "
+                          "pick an --out outside it")
+
+
 @contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto ``target`` on success.

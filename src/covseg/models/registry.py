@@ -82,6 +82,9 @@ def check_model_names(name: str) -> list[str]:
     Called before data are read too, so that a typo fails at once, not after loading a data set.
     """
     names = member_names(name)
+    if len(names) > 1 and "" in names:  # 'unet,' said "unknown model ''"
+        raise CovsegError(f"--model {name!r}: an empty name in the list; join the names of an "
+                          "ensemble with ',', e.g. 'miniseg,unet'")
     for member in names:
         if member not in REGISTRY:
             raise CovsegError(
@@ -204,6 +207,28 @@ def build_model(name: str, in_channels: int = 1, num_classes: int = 2, **options
         raise _missing(name, spec.requires or distribution) from None
     except TypeError as exc:
         raise CovsegError(f"model {name!r}: bad option ({exc})") from None
+    except (MemoryError, RuntimeError) as exc:  # torch's allocator raises RuntimeError
+        if isinstance(exc, RuntimeError) and not _out_of_memory(exc):
+            raise
+        raise _too_large(name, options) from None
+
+
+def _out_of_memory(exc: RuntimeError) -> bool:
+    """Whether torch failed to allocate a network's weights (``width=1e12``), not a bug."""
+    text = str(exc)
+    return any(sign in text for sign in ("allocate", "not enough memory",
+                                         "Storage size calculation overflowed"))
+
+
+def _too_large(name: str, options: Mapping[str, Any]) -> CovsegError:
+    """The one-line error for a network whose ``options`` are too large to allocate, naming
+    the numeric options above 1 to lower (a 45-line allocator traceback before); rates and
+    shares (``dropout=0.1``) size nothing."""
+    large = [key for key, value in options.items() if isinstance(value, numbers.Real)
+             and not isinstance(value, bool) and abs(value) > 1]
+    given = ", ".join(f"{key}={options[key]}" for key in large)
+    return CovsegError(f"model {name!r}{f' with {given}' if given else ''}: too large to build "
+                       f"in memory; lower {' or '.join(large) or 'its options'}")
 
 
 def parse_option_value(text: str) -> Any:
