@@ -505,7 +505,8 @@ def _model_record(predictor: Predictor) -> dict[str, Any]:
     record = {**predictor.describe(), MODEL_SHA256: model_hash(predictor.source),
               LUNG_GUIDE_SHA256: model_hash(guide_run(predictor))}
     pytorch = record["runtime"] == "pytorch"
-    return {**record, CHECKPOINT_SHA256: record[MODEL_SHA256] if pytorch else predictor.exported_from}
+    checkpoint = record[MODEL_SHA256] if pytorch else predictor.exported_from
+    return {**record, CHECKPOINT_SHA256: checkpoint}
 
 
 def _weights(record: dict[str, Any]) -> Any:
