@@ -236,6 +236,20 @@ def test_a_cascade_whose_lung_run_is_gone_is_not_exported(
     assert OnnxNetwork(out).meta["lung_guide"]["source"] == str(tmp_path / "lungs")
 
 
+def _export_other_weights(run: Path, out: Path) -> Path:
+    """Change ``run``'s weights in place and export them to ``out``: another model's export."""
+    import torch
+
+    import covseg
+
+    payload = torch.load(run / "best.pt", weights_only=True)
+    for weights in payload["state_dict"].values():
+        if weights.is_floating_point():
+            weights.add_(0.01)
+    torch.save(payload, run / "best.pt")
+    return covseg.export(run, out)
+
+
 @NEEDS_ONNX
 def test_the_export_records_its_run_and_predicts_into_the_runs_folder(
         tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
@@ -244,8 +258,6 @@ def test_the_export_records_its_run_and_predicts_into_the_runs_folder(
     are refused."""
     import hashlib
     import shutil
-
-    import torch
 
     import covseg
 
@@ -266,12 +278,44 @@ def test_the_export_records_its_run_and_predicts_into_the_runs_folder(
     assert model["runtime"] == "onnxruntime" and model["checkpoint_sha256"] == digest
     assert model["model_sha256"] == hashlib.sha256(onnx_file.read_bytes()).hexdigest()
     covseg.predict(run, third, out)  # and back
-    payload = torch.load(run / "best.pt", weights_only=True)
-    for weights in payload["state_dict"].values():
-        if weights.is_floating_point():
-            weights.add_(0.01)
-    torch.save(payload, run / "best.pt")
-    other = covseg.export(run, tmp_path / "other.onnx")
+    other = _export_other_weights(run, tmp_path / "other.onnx")
     with pytest.raises(CovsegError, match=r"pred holds masks predicted otherwise \(model_sha256: "
                                           r"[0-9a-f]{64} -> [0-9a-f]{64}; runtime: pytorch -> "):
         covseg.predict(other, second, out)
+
+
+@NEEDS_ONNX
+def test_a_runs_export_predicts_ct_studies_into_the_runs_folder(
+        tmp_path: Path, tiny_run: Path) -> None:
+    """CT predict compared model_sha256 strictly: the studies a run predicted refused its own
+    ONNX export's (the 2D predict took them); another run's export and other thresholds still
+    are refused."""
+    import hashlib
+    import shutil
+
+    import nibabel as nib
+
+    import covseg
+
+    scans = []
+    for name in ("first", "second"):
+        hu = np.full((32, 32, 3), -1000.0, dtype=np.float32)
+        hu[4:28, 4:28] = 40.0
+        hu[8:14, 8:24] = hu[18:24, 8:24] = -850.0
+        nib.save(nib.Nifti1Image(hu, np.eye(4)), str(tmp_path / f"{name}.nii.gz"))
+        scans.append(tmp_path / f"{name}.nii.gz")
+    run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
+    onnx_file = covseg.export(run, tmp_path / "model.onnx")
+    out = tmp_path / "pred"
+    assert covseg.predict_volumes(run, scans[0], out).done == 1
+    result = covseg.predict_volumes(onnx_file, scans, out)  # the same weights: one model
+    assert (result.done, result.skipped, result.failed) == (1, 1, 0)
+    record = json.loads((out / "second" / "quantification.json").read_text())["settings"]
+    assert record["checkpoint_sha256"] == hashlib.sha256((run / "best.pt").read_bytes()).hexdigest()
+    with pytest.raises(CovsegError, match=r"pred/first was made with other settings or inputs "
+                                          r"\(threshold: 0\.4 -> 0\.3\)"):
+        covseg.predict_volumes(onnx_file, scans, out, threshold=0.3)
+    other = _export_other_weights(run, tmp_path / "other.onnx")
+    with pytest.raises(CovsegError, match=r"pred/first was made with other settings or inputs "
+                                          r"\(model: \S+ -> \S+other\.onnx; model_sha256: "):
+        covseg.predict_volumes(other, scans, out)

@@ -72,6 +72,7 @@ from covseg.models.profile import model_table
 from covseg.models.registry import is_a
 from covseg.provenance import api_command, invoked_as, provenance
 from covseg.quantify import (
+    CHECKPOINT_SHA256,
     LUNG_GUIDE_SHA256,
     MODEL_SHA256,
     PENDING,
@@ -83,6 +84,7 @@ from covseg.quantify import (
     parse_shard,
     quantify_batch,
     read_record,
+    weights_sha256,
 )
 from covseg.train import (
     CROSS_VALIDATION,
@@ -98,6 +100,7 @@ from covseg.viz import overlay as overlay_image
 from covseg.volumes import (
     STUDY_OPTIONS,
     check_volume_options,
+    checkpoint_sha256,
     guide_run,
     masks_in_lungs,
     model_classes,
@@ -493,27 +496,13 @@ LATER_RECORDS = (MODEL_SHA256, LUNG_GUIDE_SHA256, "classes")
 that records of earlier covseg versions lack."""
 
 
-CHECKPOINT_SHA256 = "checkpoint_sha256"
-"""The SHA-256 of the checkpoint whose weights predict: its own file's (``model_sha256``) for a
-run or ``.pt``, the one an ONNX export records (None for exports that record none)."""
-
-
 def _model_record(predictor: Predictor) -> dict[str, Any]:
     """How ``predictor`` predicts (:meth:`Predictor.describe`) with the SHA-256 of its checkpoint
     or ONNX file, of the checkpoint its weights come from, and of its lung guide's run: a model
     retrained in place keeps its path."""
     record = {**predictor.describe(), MODEL_SHA256: model_hash(predictor.source),
               LUNG_GUIDE_SHA256: model_hash(guide_run(predictor))}
-    pytorch = record["runtime"] == "pytorch"
-    checkpoint = record[MODEL_SHA256] if pytorch else predictor.exported_from
-    return {**record, CHECKPOINT_SHA256: checkpoint}
-
-
-def _weights(record: dict[str, Any]) -> Any:
-    """A record's checkpoint SHA-256; that of its file for PyTorch records from before it."""
-    if CHECKPOINT_SHA256 in record or record.get("runtime") != "pytorch":
-        return record.get(CHECKPOINT_SHA256)
-    return record.get(MODEL_SHA256)
+    return {**record, CHECKPOINT_SHA256: checkpoint_sha256(predictor, record[MODEL_SHA256])}
 
 
 def _refuse_other_model(out: Path, earlier: dict[str, Any], predictor: Predictor) -> None:
@@ -529,7 +518,7 @@ def _refuse_other_model(out: Path, earlier: dict[str, Any], predictor: Predictor
     unrecorded = [key for key in LATER_RECORDS if key not in before]
     same_file = before.get(MODEL_SHA256) and before.get(MODEL_SHA256) == now[MODEL_SHA256]
     named = ["source"] if same_file else []  # a run folder, its best.pt, a copy: one model
-    if _weights(before) and _weights(before) == now[CHECKPOINT_SHA256]:
+    if weights_sha256(before) and weights_sha256(before) == now[CHECKPOINT_SHA256]:
         named = ["source", "runtime", MODEL_SHA256]  # a run and its own ONNX export: one model
     changed = changed_settings(before, now,
                                ignored=["batch_size", CHECKPOINT_SHA256, *unrecorded, *named])

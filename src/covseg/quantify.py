@@ -159,6 +159,9 @@ LUNG_GUIDE_SHA256 = "lung_guide_sha256"
 """Settings of a predict batch: the SHA-256 of the model files (the infection model, the
 ``--lung-model`` and the lung run a cascade model takes its lung channel from), compared on
 reruns."""
+CHECKPOINT_SHA256 = "checkpoint_sha256"
+"""The SHA-256 of the checkpoint whose weights predict: its own file's (``model_sha256``) for a
+run or ``.pt``, the one an ONNX export records (None for exports that record none)."""
 LUNG_MODEL_SETTINGS = ("lung_threshold", "lung_tta", "lung_test_flips")
 """Settings of a predict batch: how its ``--lung-model`` made the lungs (None without one);
 records made before they were recorded are not compared on them."""
@@ -1549,7 +1552,7 @@ def _ignored(recorded: dict[str, Any], current: dict[str, Any]) -> set[str]:
     """The settings a done study's record is not compared by: the HTML report (added on a
     rerun), one model however named, what an older record lacks."""
     unrecorded = _unrecorded_models(recorded)
-    return {REPORT_SETTING, *_same_model_files(recorded, current),
+    return {REPORT_SETTING, CHECKPOINT_SHA256, *_same_model_files(recorded, current),
             *(key for key in LUNG_MODEL_SETTINGS if key not in recorded),
             *(key for pair in MODEL_FILES for key in pair if unrecorded and key not in recorded)}
 
@@ -1613,9 +1616,21 @@ def _earlier_lung_rule(record: dict[str, Any] | None) -> bool:
 
 def _same_model_files(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The model settings whose recorded file has the same SHA-256 as now: one model, however
-    it was named (a run folder, its best.pt, a copy of it elsewhere)."""
-    return [key for key, digest in MODEL_FILES
+    it was named (a run folder, its best.pt, a copy of it elsewhere); a run and its own ONNX
+    export (the same checkpoint SHA-256, :func:`weights_sha256`) are one model too."""
+    same = [key for key, digest in MODEL_FILES
             if recorded.get(digest) and recorded.get(digest) == current.get(digest)]
+    weights = weights_sha256(recorded)
+    if weights and weights == current.get(CHECKPOINT_SHA256):
+        same += ["model", MODEL_SHA256]
+    return same
+
+
+def weights_sha256(record: dict[str, Any]) -> Any:
+    """A record's checkpoint SHA-256; that of its file for PyTorch records from before it."""
+    if CHECKPOINT_SHA256 in record or record.get("runtime") != "pytorch":
+        return record.get(CHECKPOINT_SHA256)
+    return record.get(MODEL_SHA256)
 
 
 def _unrecorded_models(recorded: dict[str, Any]) -> list[str]:

@@ -54,6 +54,7 @@ from covseg.lungs import (
     split_lungs,
 )
 from covseg.quantify import (
+    CHECKPOINT_SHA256,
     EFFUSION,
     INFECTION_NII,
     INPUT_SHA256,
@@ -279,10 +280,10 @@ def predict_settings(predictor: SlicePredictor, lung_predictor: SlicePredictor |
                      lung_margin_mm: float = DEFAULT_LUNG_MARGIN_MM) -> dict[str, Any]:
     """The options that shape a predict study's results (recorded, compared on reruns)."""
     lung_model = lung_predictor.source if lung_predictor is not None else None
-    guide = guide_run(predictor)
+    guide, digest = guide_run(predictor), model_hash(predictor.source)
     return {
-        "model": predictor.source, MODEL_SHA256: model_hash(predictor.source),
-        **_applied(predictor), "lung_model": lung_model, LUNG_MODEL_SHA256: model_hash(lung_model),
+        "model": predictor.source, MODEL_SHA256: digest,
+        CHECKPOINT_SHA256: checkpoint_sha256(predictor, digest), **_applied(predictor), "lung_model": lung_model, LUNG_MODEL_SHA256: model_hash(lung_model),
         **lung_model_settings(lung_predictor),
         "lung_guide": guide, LUNG_GUIDE_SHA256: model_hash(guide),
         "hu": hu, "keep_outside_lungs": keep_outside_lungs, "lung_margin_mm": lung_margin_mm,
@@ -319,6 +320,15 @@ def guide_run(predictor: SlicePredictor) -> str | None:
     changes the cascade's masks though the cascade's own file stays the same."""
     guide = getattr(predictor, "guide", None)
     return guide.source if guide is not None and guide.source != THRESHOLD else None
+
+
+def checkpoint_sha256(predictor: SlicePredictor, file_sha256: str | None) -> str | None:
+    """The SHA-256 of the checkpoint whose weights ``predictor`` runs: ``file_sha256`` (its own
+    file's) for a run or ``.pt``, the one an ONNX export records (None where it records none),
+    so that a run and its own export count as one model on reruns."""
+    if str(predictor.source).lower().endswith(".onnx"):
+        return getattr(predictor, "exported_from", None)
+    return file_sha256
 
 
 def model_hash(source: str | None) -> str | None:
