@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -26,6 +27,7 @@ from covseg.quantify import (
     content_hash,
     ct_category,
     find_studies,
+    note_lesion_outside_lungs,
     parse_shard,
     quantify,
     quantify_batch,
@@ -498,7 +500,8 @@ def test_more_lesion_outside_a_given_lung_mask_than_inside_is_warned_of(
     assert note == stored and (note is not None) == noted
     assert said == ([f"{mask}: {note}"] if noted else [])
     if noted:
-        assert note.startswith(f"{outside:.1f} mL of lesion lies outside the lung mask's lungs")
+        assert note.startswith(f"{outside:.2f} mL of lesion lies outside the lung mask's lungs, "
+                               f"more than the {lesion_ml - outside:.2f} mL inside")  # not 0.1
         assert "the lung mask may have missed consolidated lung" in note
         assert "or quantify with --image CT and no lung mask (threshold lungs" in note
 
@@ -1496,3 +1499,17 @@ def test_a_data_sets_mask_folders_are_no_studies(tmp_path: Path) -> None:
     assert len(find_studies([tmp_path / "rp_msk"])) == 2  # given itself, a folder is read
     with pytest.raises(CovsegError, match="several studies are named 1"):
         find_studies([tmp_path], masks=True)
+
+
+@pytest.mark.parametrize(("outside", "lesion", "shown"), [
+    (0.14, 0.20, "0.14 mL of lesion lies outside the lung model's lungs, more than the 0.06 mL "),
+    (12.34, 20.0, "12.3 mL of lesion lies outside the lung model's lungs, more than the 7.7 mL "),
+])
+def test_the_outside_lungs_note_tells_its_two_volumes_apart(
+        outside: float, lesion: float, shown: str) -> None:
+    """Both volumes were rounded to one decimal: 0.14 mL outside the lungs against 0.06 mL
+    inside read "0.1 mL ..., more than the 0.1 mL inside"; small ones now take the decimals
+    that tell them apart, larger ones keep one."""
+    result: dict[str, Any] = {"study": {"lesion_ml": lesion, "lesion_outside_lungs_ml": outside}}
+    note_lesion_outside_lungs(result, "ct.nii.gz")
+    assert result["lung_note"].startswith(shown)

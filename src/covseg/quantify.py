@@ -311,12 +311,23 @@ def note_lesion_outside_lungs(result: dict[str, Any], source: str, lungs: str = 
     inside = study["lesion_ml"] - outside
     if outside <= inside:
         return
-    note = (f"{outside:.1f} mL of lesion lies outside the {lungs}'s lungs, more than the "
-            f"{inside:.1f} mL inside them, and is left out of percent_involved: the {lungs} "
+    outside_ml, inside_ml = _told_apart(outside, inside)
+    note = (f"{outside_ml} mL of lesion lies outside the {lungs}'s lungs, more than the "
+            f"{inside_ml} mL inside them, and is left out of percent_involved: the {lungs} "
             "may have missed consolidated lung, or the calls run on beyond the lungs; check "
             f"the montage, or {remedy} (threshold lungs are grown over lesion reaching them)")
     log.warning("%s: %s", source, note)
     result["lung_note"] = note
+
+
+def _told_apart(first: float, second: float) -> tuple[str, str]:
+    """Two volumes to one decimal, or to as many more (up to 6) as tell them apart: 0.14 mL
+    outside the lungs read "0.1 mL ..., more than the 0.1 mL inside" beside 0.06 mL."""
+    for decimals in range(1, 7):
+        shown = f"{first:.{decimals}f}", f"{second:.{decimals}f}"
+        if shown[0] != shown[1]:
+            break
+    return shown
 
 
 def _grown_much(region: dict[str, Any]) -> bool:
