@@ -1085,12 +1085,22 @@ def test_bad_numbers_and_empty_input_folder(tmp_path: Path, capsys: pytest.Captu
     code, _, err = _run(capsys, "predict", str(tmp_path / "slice.png"), "--model", str(tiny_run),
                         "--out", str(tmp_path / "o"), "--batch-size", "0")
     _assert_one_line_error(code, err, "--batch-size must be at least 1")
+    too_many = "--batch-size must be at most 4096 slices, got 1000000000000; give a smaller one"
+    code, _, err = _run(capsys, "predict", str(tmp_path / "slice.png"), "--model", str(tiny_run),
+                        "--out", str(tmp_path / "o"), "--batch-size", "1000000000000")
+    _assert_one_line_error(code, err, too_many)  # was taken and recorded
+    code, _, err = _run(capsys, "train", "synthetic", "--out", str(tmp_path / "r"),
+                        "--batch-size", "1000000000000")
+    _assert_one_line_error(code, err, too_many)
     volume = tmp_path / "ct.nii.gz"
     nib.save(nib.Nifti1Image(np.full((8, 8, 2), -1000.0, dtype=np.float32), np.eye(4)),
              str(volume))
     code, _, err = _run(capsys, "predict", str(volume), "--model", str(tiny_run),
                         "--out", str(tmp_path / "v"), "--lung-margin-mm", "-1")
     _assert_one_line_error(code, err, "--lung-margin-mm must be a finite number >= 0")
+    code, _, err = _run(capsys, "predict", str(volume), "--model", str(tiny_run),
+                        "--out", str(tmp_path / "v"), "--batch-size", "4097")
+    _assert_one_line_error(code, err, "--batch-size must be at most 4096 slices, got 4097")
     assert not (tmp_path / "v").exists(), "bad numbers fail before any study is written"
     code, _, err = _run(capsys, "predict", str(volume), "--model", str(tiny_run),
                         "--out", str(tmp_path / "v"), "--lung-margin-mm", "nan")

@@ -36,6 +36,19 @@ def check_threshold(threshold: float) -> float:
     return threshold
 
 
+MAX_BATCH_SIZE = 4096
+"""The most slices one step may take: far above what fits in memory at 512 px (train's default
+is 4, predict's 8), so that a typo such as 10**12 is refused rather than run and recorded."""
+
+
+def check_batch_size(batch_size: int) -> None:
+    """Refuse a ``--batch-size`` above :data:`MAX_BATCH_SIZE` in one line saying what to give
+    (its lower bound is the caller's: 2 to train, 1 to predict)."""
+    if batch_size > MAX_BATCH_SIZE:
+        raise CovsegError(f"--batch-size must be at most {MAX_BATCH_SIZE} slices, got "
+                          f"{batch_size}; give a smaller one (8, say)")
+
+
 MAX_SEED = 2**32 - 1
 """The largest seed: numpy's legacy limit, far below torch's (2**63 - 1, above which
 ``torch.manual_seed`` raised a traceback), so that every library seeded takes it, with a

@@ -15,6 +15,7 @@ from torch import nn
 
 from covseg.cascade import CropBox, LungFrame, LungGuide
 from covseg.checkpoint import load_checkpoint, model_from_checkpoint
+from covseg.config import check_batch_size
 from covseg.errors import CovsegError
 from covseg.export import OnnxNetwork, damaged_meta, exported_checkpoint
 from covseg.transforms import LUNG_WINDOW, Letterbox
@@ -60,6 +61,7 @@ class Predictor:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise CovsegError(f"--batch-size must be at least 1, got {self.batch_size}")
+        check_batch_size(self.batch_size)
         self.channels_last = self.channels_last and isinstance(self.model, nn.Module)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)

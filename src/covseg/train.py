@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from covseg.cascade import THRESHOLD, LungFrame, LungGuide, require_lung_model
 from covseg.checkpoint import load_checkpoint, save_checkpoint
-from covseg.config import TrainConfig, check_seed, check_threshold
+from covseg.config import TrainConfig, check_batch_size, check_seed, check_threshold
 from covseg.data.layouts import CLASS_NAMES, LoadedData, Sample, data_fingerprint
 from covseg.data.splits import validation_split
 from covseg.errors import CovsegError
@@ -441,6 +441,7 @@ def check_recipe(config: TrainConfig) -> None:
         raise CovsegError(f"--ema-decay must lie in [0, 1), got {config.ema_decay}")
     if config.batch_size < 2:
         raise CovsegError("--batch-size must be at least 2 (batch normalisation needs two slices)")
+    check_batch_size(config.batch_size)
     if not (math.isfinite(config.lr) and 0 < config.lr <= 1):
         raise CovsegError(f"--lr must lie in (0, 1], got {config.lr} (the default is 2e-3)")
     if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):

@@ -35,7 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from covseg.cascade import THRESHOLD
-from covseg.config import check_kind
+from covseg.config import check_batch_size, check_kind
 from covseg.errors import CovsegError
 from covseg.io.image import refuse_label_mask
 from covseg.io.volume import (
@@ -194,6 +194,7 @@ def check_volume_options(batch_size: int = 8, lung_margin_mm: float = DEFAULT_LU
         check_kind(name, value, [bool])
     if batch_size < 1:
         raise CovsegError(f"--batch-size must be at least 1, got {batch_size}")
+    check_batch_size(batch_size)
     if not (math.isfinite(lung_margin_mm) and lung_margin_mm >= 0):
         raise CovsegError(f"--lung-margin-mm must be a finite number >= 0, got {lung_margin_mm:g}")
 
