@@ -284,7 +284,8 @@ def predict_settings(predictor: SlicePredictor, lung_predictor: SlicePredictor |
     guide, digest = guide_run(predictor), model_hash(predictor.source)
     return {
         "model": predictor.source, MODEL_SHA256: digest,
-        CHECKPOINT_SHA256: checkpoint_sha256(predictor, digest), **_applied(predictor), "lung_model": lung_model, LUNG_MODEL_SHA256: model_hash(lung_model),
+        CHECKPOINT_SHA256: checkpoint_sha256(predictor, digest), **_applied(predictor),
+        "lung_model": lung_model, LUNG_MODEL_SHA256: model_hash(lung_model),
         **lung_model_settings(lung_predictor),
         "lung_guide": guide, LUNG_GUIDE_SHA256: model_hash(guide),
         "hu": hu, "keep_outside_lungs": keep_outside_lungs, "lung_margin_mm": lung_margin_mm,
