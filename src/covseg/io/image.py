@@ -624,8 +624,7 @@ def _lossy_scaled(array: np.ndarray) -> str | None:
     None; its range and two counts turn CT slices away first."""
     if array.dtype != np.uint8 or not array.size:
         return None
-    low, top = int(array.min()), int(array.max())
-    if low > LOSSY_MASK_BAND * 255 / 2 or top > 255:  # none near 0 for 0/127/254 or finer
+    if int(array.min()) > LOSSY_MASK_BAND * 255 / 2:  # none near 0 for 0/127/254 or finer
         return None
     # pixels near no scaled level turn away every CT slice before the levels are counted
     far = sum(np.count_nonzero((array >= first) & (array <= last))
