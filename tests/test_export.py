@@ -284,6 +284,20 @@ def test_the_export_records_its_run_and_predicts_into_the_runs_folder(
         covseg.predict(other, second, out)
 
 
+def _two_ct_scans(folder: Path) -> list[Path]:
+    """Two small NIfTI CTs (a body with two dark lungs) written in ``folder``: first, second."""
+    import nibabel as nib
+
+    scans = []
+    for name in ("first", "second"):
+        hu = np.full((32, 32, 3), -1000.0, dtype=np.float32)
+        hu[4:28, 4:28] = 40.0
+        hu[8:14, 8:24] = hu[18:24, 8:24] = -850.0
+        nib.save(nib.Nifti1Image(hu, np.eye(4)), str(folder / f"{name}.nii.gz"))
+        scans.append(folder / f"{name}.nii.gz")
+    return scans
+
+
 @NEEDS_ONNX
 def test_a_runs_export_predicts_ct_studies_into_the_runs_folder(
         tmp_path: Path, tiny_run: Path) -> None:
@@ -293,17 +307,9 @@ def test_a_runs_export_predicts_ct_studies_into_the_runs_folder(
     import hashlib
     import shutil
 
-    import nibabel as nib
-
     import covseg
 
-    scans = []
-    for name in ("first", "second"):
-        hu = np.full((32, 32, 3), -1000.0, dtype=np.float32)
-        hu[4:28, 4:28] = 40.0
-        hu[8:14, 8:24] = hu[18:24, 8:24] = -850.0
-        nib.save(nib.Nifti1Image(hu, np.eye(4)), str(tmp_path / f"{name}.nii.gz"))
-        scans.append(tmp_path / f"{name}.nii.gz")
+    scans = _two_ct_scans(tmp_path)
     run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
     onnx_file = covseg.export(run, tmp_path / "model.onnx")
     out = tmp_path / "pred"
@@ -319,3 +325,39 @@ def test_a_runs_export_predicts_ct_studies_into_the_runs_folder(
     with pytest.raises(CovsegError, match=r"pred/first was made with other settings or inputs "
                                           r"\(model: \S+ -> \S+other\.onnx; model_sha256: "):
         covseg.predict_volumes(other, scans, out)
+
+
+@NEEDS_ONNX
+def test_a_lung_runs_export_predicts_ct_studies_into_the_lung_runs_folder(
+        tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
+    """The lung model was compared by lung_model_sha256 strictly: the studies predicted with a
+    lung run refused those of its own ONNX export as --lung-model (the infection model's export
+    was taken); another lung run's export and another lung threshold still are refused."""
+    import hashlib
+
+    import covseg
+    from covseg import api
+
+    scans = _two_ct_scans(tmp_path)
+    lungs = tmp_path / "lungs"
+    api.train(synthetic_folder, lungs, target="lung", model="unet", epochs=1, size=32,
+              batch_size=4, model_options={"width": 4})
+    onnx_file = covseg.export(lungs, tmp_path / "lungs.onnx")
+    out = tmp_path / "pred"
+    assert covseg.predict_volumes(tiny_run, scans[0], out, lung_model=lungs).done == 1
+    result = covseg.predict_volumes(tiny_run, scans, out, lung_model=onnx_file)
+    assert (result.done, result.skipped, result.failed) == (1, 1, 0)
+    record = json.loads((out / "second" / "quantification.json").read_text())["settings"]
+    digest = hashlib.sha256((lungs / "best.pt").read_bytes()).hexdigest()
+    assert record["lung_checkpoint_sha256"] == digest
+    assert record["lung_model_sha256"] == hashlib.sha256(onnx_file.read_bytes()).hexdigest()
+    assert covseg.predict_volumes(tiny_run, scans, out, lung_model=lungs).skipped == 2  # and back
+    lower = covseg.load_predictor(onnx_file, threshold=0.3)
+    with pytest.raises(CovsegError, match=r"pred/first was made with other settings or inputs "
+                                          r"\(lung_threshold: 0\.4 -> 0\.3\)"):
+        covseg.predict_volumes(tiny_run, scans, out, lung_model=lower)
+    other = _export_other_weights(lungs, tmp_path / "other.onnx")
+    with pytest.raises(CovsegError, match=r"pred/first was made with other settings or inputs "
+                                          r"\(lung_model: \S+ -> \S+other\.onnx; "
+                                          r"lung_model_sha256: "):
+        covseg.predict_volumes(tiny_run, scans, out, lung_model=other)

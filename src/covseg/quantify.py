@@ -160,14 +160,20 @@ LUNG_GUIDE_SHA256 = "lung_guide_sha256"
 ``--lung-model`` and the lung run a cascade model takes its lung channel from), compared on
 reruns."""
 CHECKPOINT_SHA256 = "checkpoint_sha256"
-"""The SHA-256 of the checkpoint whose weights predict: its own file's (``model_sha256``) for a
-run or ``.pt``, the one an ONNX export records (None for exports that record none)."""
+LUNG_CHECKPOINT_SHA256 = "lung_checkpoint_sha256"
+"""The SHA-256 of the checkpoint whose weights predict (the infection model's, the
+``--lung-model``'s): its own file's (``model_sha256``) for a run or ``.pt``, the one an ONNX
+export records (None for exports that record none)."""
 LUNG_MODEL_SETTINGS = ("lung_threshold", "lung_tta", "lung_test_flips")
 """Settings of a predict batch: how its ``--lung-model`` made the lungs (None without one);
 records made before they were recorded are not compared on them."""
 MODEL_FILES = (("model", MODEL_SHA256), ("lung_model", LUNG_MODEL_SHA256),
                ("lung_guide", LUNG_GUIDE_SHA256))
 """Each model setting of a predict batch and the key of its file's SHA-256."""
+MODEL_CHECKPOINTS = ((("model", MODEL_SHA256), CHECKPOINT_SHA256),
+                     (("lung_model", LUNG_MODEL_SHA256), LUNG_CHECKPOINT_SHA256))
+"""Each model setting whose weights a predict batch records (:data:`MODEL_FILES`'s pair) and
+the key of its checkpoint's SHA-256: a run and its own ONNX export are one model."""
 
 ROUNDING_NOTE = ("Volumes are rounded separately, so ground-glass and consolidation may differ "
                  "from the lesion volume in the last digit.")
@@ -1563,7 +1569,8 @@ def _ignored(recorded: dict[str, Any], current: dict[str, Any]) -> set[str]:
     """The settings a done study's record is not compared by: the HTML report (added on a
     rerun), one model however named, what an older record lacks."""
     unrecorded = _unrecorded_models(recorded)
-    return {REPORT_SETTING, CHECKPOINT_SHA256, *_same_model_files(recorded, current),
+    return {REPORT_SETTING, *(key for _, key in MODEL_CHECKPOINTS),
+            *_same_model_files(recorded, current),
             *(key for key in LUNG_MODEL_SETTINGS if key not in recorded),
             *(key for pair in MODEL_FILES for key in pair if unrecorded and key not in recorded)}
 
@@ -1628,20 +1635,24 @@ def _earlier_lung_rule(record: dict[str, Any] | None) -> bool:
 def _same_model_files(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The model settings whose recorded file has the same SHA-256 as now: one model, however
     it was named (a run folder, its best.pt, a copy of it elsewhere); a run and its own ONNX
-    export (the same checkpoint SHA-256, :func:`weights_sha256`) are one model too."""
+    export (the same checkpoint SHA-256, :func:`weights_sha256`) are one model too, for the
+    infection model and the ``--lung-model`` alike (:data:`MODEL_CHECKPOINTS`)."""
     same = [key for key, digest in MODEL_FILES
             if recorded.get(digest) and recorded.get(digest) == current.get(digest)]
-    weights = weights_sha256(recorded)
-    if weights and weights == current.get(CHECKPOINT_SHA256):
-        same += ["model", MODEL_SHA256]
+    for pair, checkpoint in MODEL_CHECKPOINTS:
+        weights = weights_sha256(recorded, checkpoint, pair[1])
+        if weights and weights == current.get(checkpoint):
+            same += pair
     return same
 
 
-def weights_sha256(record: dict[str, Any]) -> Any:
-    """A record's checkpoint SHA-256; that of its file for PyTorch records from before it."""
-    if CHECKPOINT_SHA256 in record or record.get("runtime") != "pytorch":
-        return record.get(CHECKPOINT_SHA256)
-    return record.get(MODEL_SHA256)
+def weights_sha256(record: dict[str, Any], checkpoint: str = CHECKPOINT_SHA256,
+                   file_sha256: str = MODEL_SHA256) -> Any:
+    """A record's ``checkpoint`` SHA-256; that of its file (``file_sha256``) for PyTorch records
+    (2D predict's, which say their runtime) from before it."""
+    if checkpoint in record or record.get("runtime") != "pytorch":
+        return record.get(checkpoint)
+    return record.get(file_sha256)
 
 
 def _unrecorded_models(recorded: dict[str, Any]) -> list[str]:

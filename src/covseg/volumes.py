@@ -59,6 +59,7 @@ from covseg.quantify import (
     INFECTION_NII,
     INPUT_SHA256,
     LESION_NAMES,
+    LUNG_CHECKPOINT_SHA256,
     LUNG_GUIDE_SHA256,
     LUNG_MODEL_SETTINGS,
     LUNG_MODEL_SHA256,
@@ -282,10 +283,12 @@ def predict_settings(predictor: SlicePredictor, lung_predictor: SlicePredictor |
     """The options that shape a predict study's results (recorded, compared on reruns)."""
     lung_model = lung_predictor.source if lung_predictor is not None else None
     guide, digest = guide_run(predictor), model_hash(predictor.source)
+    lung_digest = model_hash(lung_model)
     return {
         "model": predictor.source, MODEL_SHA256: digest,
         CHECKPOINT_SHA256: checkpoint_sha256(predictor, digest), **_applied(predictor),
-        "lung_model": lung_model, LUNG_MODEL_SHA256: model_hash(lung_model),
+        "lung_model": lung_model, LUNG_MODEL_SHA256: lung_digest,
+        LUNG_CHECKPOINT_SHA256: checkpoint_sha256(lung_predictor, lung_digest),
         **lung_model_settings(lung_predictor),
         "lung_guide": guide, LUNG_GUIDE_SHA256: model_hash(guide),
         "hu": hu, "keep_outside_lungs": keep_outside_lungs, "lung_margin_mm": lung_margin_mm,
@@ -324,10 +327,12 @@ def guide_run(predictor: SlicePredictor) -> str | None:
     return guide.source if guide is not None and guide.source != THRESHOLD else None
 
 
-def checkpoint_sha256(predictor: SlicePredictor, file_sha256: str | None) -> str | None:
+def checkpoint_sha256(predictor: SlicePredictor | None, file_sha256: str | None) -> str | None:
     """The SHA-256 of the checkpoint whose weights ``predictor`` runs: ``file_sha256`` (its own
-    file's) for a run or ``.pt``, the one an ONNX export records (None where it records none),
-    so that a run and its own export count as one model on reruns."""
+    file's) for a run or ``.pt``, the one an ONNX export records (None where it records none,
+    or without a predictor), so that a run and its own export count as one model on reruns."""
+    if predictor is None:
+        return None
     if str(predictor.source).lower().endswith(".onnx"):
         return getattr(predictor, "exported_from", None)
     return file_sha256
