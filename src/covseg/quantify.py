@@ -30,6 +30,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from decimal import ROUND_DOWN, Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -1540,10 +1541,8 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
         recorded = record.get(SETTINGS) if record else None
         if not isinstance(recorded, dict):
             continue
-        changes = (changed_settings(recorded, current, _ignored(recorded, current))
-                   or _changed_inputs(record.get("inputs", {}), study, done.stat().st_mtime))
-        changes += _models_modified_since(current, _unrecorded_models(recorded),
-                                          done.stat().st_mtime)
+        inputs = partial(_changed_inputs, record.get("inputs", {}), study, done.stat().st_mtime)
+        changes = _done_otherwise(done, recorded, current, otherwise=inputs)
         if changes:
             clashes.append((out_dir / study.name, changes))
     if clashes:
@@ -1597,13 +1596,23 @@ def _earlier_clashes(out_dir: Path, names: set[str], current: dict[str, Any]
             continue
         own = {key for key in PER_STUDY_SETTINGS
                if isinstance(recorded.get(key), str) and isinstance(current.get(key), str)}
-        changes = changed_settings(recorded, current,
-                                   {*_ignored(recorded, current), *LAYOUT_SETTINGS, *own})
-        changes += _models_modified_since(current, _unrecorded_models(recorded),
-                                          done.stat().st_mtime)
+        changes = _done_otherwise(done, recorded, current, ignored=[*LAYOUT_SETTINGS, *own])
         if changes:
             clashes.append((folder, changes))
     return clashes
+
+
+def _done_otherwise(done: Path, recorded: dict[str, Any], current: dict[str, Any],
+                    ignored: Iterable[str] = (),
+                    otherwise: Callable[[], list[str]] = list) -> list[str]:
+    """What a study done into ``done`` with the ``recorded`` settings did otherwise than
+    ``current``: its changed settings (but :func:`_ignored`'s and ``ignored``), or else what
+    ``otherwise`` finds (its inputs, only hashed when the settings match), then the model files
+    its older record lacks the SHA-256 of that were modified since."""
+    changes = (changed_settings(recorded, current, {*_ignored(recorded, current), *ignored})
+               or otherwise())
+    return changes + _models_modified_since(current, _unrecorded_models(recorded),
+                                            done.stat().st_mtime)
 
 
 def warn_earlier_lung_rule(studies: Sequence[Study], out_dir: Path) -> None:
