@@ -90,8 +90,9 @@ def check_model_names(name: str) -> list[str]:
             raise CovsegError(
                 f"unknown model {member!r}; `covseg models` lists: {', '.join(REGISTRY)}")
         requirement = REGISTRY[member].requires
-        if requirement and unavailable(requirement):
-            raise _missing(member, requirement)
+        reason = unavailable(requirement) if requirement else None
+        if requirement and reason:
+            raise _missing(member, requirement, reason)
     return names
 
 
@@ -179,9 +180,12 @@ def require(distribution: str) -> None:
         raise ZooUnavailable(distribution, name=distribution)
 
 
-def _missing(name: str, requirement: str) -> CovsegError:
-    """The one-line error for a zoo model whose package is not installed or does not load."""
-    reason = unavailable(requirement) or f" needs {requirement}: pip install 'covseg[zoo]'"
+def _missing(name: str, requirement: str, reason: str | None = None) -> CovsegError:
+    """The one-line error for a zoo model whose package is not installed or does not load;
+    ``reason``: what :func:`unavailable` said, where the caller asked it already (it imports
+    the package, so it is not asked twice)."""
+    reason = (reason or unavailable(requirement)
+              or f" needs {requirement}: pip install 'covseg[zoo]'")
     return CovsegError(f"model {name!r}{reason}")
 
 
