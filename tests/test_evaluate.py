@@ -251,6 +251,34 @@ def test_output_names_keep_their_dots_and_stay_out_of_the_mask_folders(
     assert (tmp_path / "truth" / "a.png").read_bytes() == before
 
 
+def test_out_beside_a_mask_folder_is_taken_and_an_evaluations_temporaries_go(
+        tmp_path: Path) -> None:
+    """``--out truth.json`` beside the truth folder was refused as lying in it (its stem, which
+    names the folder, was compared), though its files lie beside it; the hidden temporaries an
+    evaluation killed with ``kill -9`` left (``.ev.<8 chars>.csv``) were never removed. Only the
+    evaluation's own go: another file's may be another run's, being written."""
+    truth = square_mask(32, 4, 4, 12)
+    _save(tmp_path / "truth" / "a.png", truth)
+    _save(tmp_path / "pred" / "a.png", truth * 255)
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "truth.json")
+    assert result["cases"] == 1 and (tmp_path / "truth.png").is_file()
+    assert [path.name for path in (tmp_path / "truth").iterdir()] == ["a.png"]
+    inside = tmp_path / "truth" / "sub" / "ev"
+    with pytest.raises(CovsegError) as refused:
+        evaluate_folders(tmp_path / "pred", tmp_path / "truth", inside)
+    assert str(refused.value) == (f"--out {inside}: lies in the mask folder {tmp_path / 'truth'}, "
+                                  "where its files would be read as masks; pick an --out "
+                                  "outside it")
+    stale = [tmp_path / name for name in (".ev.k3x9_q2a.json", ".ev.k3x9_q2a.csv",
+                                          ".ev.0a1b2c3d.png")]
+    kept = [tmp_path / name for name in (".evx.k3x9_q2a.json", ".ev.k3x9_q2a.nii.gz",
+                                         ".grid.0a1b2c3d.png")]
+    for path in stale + kept:
+        path.write_bytes(b"half")
+    assert evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")["cases"] == 1
+    assert [path.exists() for path in stale + kept] == [False] * 3 + [True] * 3
+
+
 def test_out_never_overwrites_files_an_evaluation_did_not_write(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``--out grid.png`` wrote its box plot over a visualize grid of that name (and grid.csv,

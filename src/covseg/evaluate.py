@@ -25,7 +25,13 @@ from covseg.data.layouts import (
 )
 from covseg.errors import CovsegError, counted
 from covseg.infer import Predictor, output_name
-from covseg.io.atomic import output_folder, write_json, write_text
+from covseg.io.atomic import (
+    output_folder,
+    refuse_inside,
+    remove_temporaries_of,
+    write_json,
+    write_text,
+)
 from covseg.io.image import (
     case_key,
     image_given_as_mask,
@@ -580,8 +586,11 @@ def output_files(out: str | os.PathLike[str], inputs: Sequence[Path]) -> dict[st
     """The JSON, CSV and PNG an evaluation writes: ``out`` with each suffix (``eval_t0.4`` keeps
     its ``.4``; a given .json/.csv/.png is replaced), or ``evaluation.*`` inside an existing
     folder or one named with a trailing slash. Never inside the mask folders, where they would
-    be read as masks next time (a ``--out truth/0.png`` wrote its plot over a truth mask), nor
-    over files of those names that an earlier evaluation did not write.
+    be read as masks next time (a ``--out truth/0.png`` wrote its plot over a truth mask; a
+    ``--out truth.json`` beside the folder ``truth`` is taken), nor over files of those names
+    that an earlier evaluation did not write. The temporary files of these three that an
+    evaluation killed with ``kill -9`` left are removed (no other's: another run's may be
+    being written).
 
     The slash is read in ``out``'s text (:func:`os.fspath`), and ``pathlib.Path`` drops it:
     ``Path("evnew/")`` is ``evnew``, a name like ``eval`` (``evnew.json``...), never a folder
@@ -593,9 +602,7 @@ def output_files(out: str | os.PathLike[str], inputs: Sequence[Path]) -> dict[st
         out = out / "evaluation"
     base = out.parent / out.stem if out.suffix.lower() in {f".{k}" for k in OUTPUT_KINDS} else out
     for folder in inputs:
-        if base.resolve().is_relative_to(folder.resolve()):
-            raise CovsegError(f"--out {out}: lies in the mask folder {folder}, where its files "
-                              "would be read as masks; pick an --out outside it")
+        refuse_inside(out, folder, "mask folder", "where its files would be read as masks")
     output_folder(base.parent)
     files = {kind: base.with_name(f"{base.name}.{kind}") for kind in OUTPUT_KINDS}
     existing = [path for path in files.values() if path.exists()]
@@ -603,6 +610,8 @@ def output_files(out: str | os.PathLike[str], inputs: Sequence[Path]) -> dict[st
         raise CovsegError(f"--out {out}: {existing[0]} exists and is no earlier evaluation's "
                           f"output ({files['json'].name} is not an evaluation record); pick "
                           "another --out or delete it")
+    for path in files.values():
+        remove_temporaries_of(path)  # an evaluation killed with ``kill -9`` left them
     return files
 
 
