@@ -9,7 +9,10 @@ failing as if covseg were broken. CI installs every extra, so there these tests 
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -155,6 +158,22 @@ def held_by_another_thread(folder: Path) -> Iterator[None]:
     finally:
         done.set()
         thread.join()
+
+
+def started_process(code: str, *args: object) -> subprocess.Popen[str]:
+    """``python -c code args`` in a process of its own (a covseg run holding a folder's lock
+    as another run would; :func:`wait_until_written` tells when it holds it)."""
+    return subprocess.Popen([sys.executable, "-c", code, *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_until_written(signal: Path, process: subprocess.Popen[str]) -> None:
+    """Wait (two minutes at most) until ``process`` has written ``signal``."""
+    deadline = time.monotonic() + 120
+    while not signal.exists():
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() < deadline, f"{signal.name}: never written"
+        time.sleep(0.05)
 
 
 def square_mask(size: int, top: int, left: int, side: int) -> np.ndarray:

@@ -10,6 +10,8 @@ import json
 import os
 import re
 import shutil
+import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ import pytest
 from PIL import Image
 
 from covseg.errors import CovsegError
+from covseg.io.lock import LOCK_FILE
 from covseg.io.volume import read_nifti, read_volume, write_mask_like
 from covseg.lungs import LESION_DEPTH_MM
 from covseg.quantify import (
@@ -44,6 +47,8 @@ from tests.conftest import (
     consolidated_chest,
     overcalled_chest,
     shared,
+    started_process,
+    wait_until_written,
 )
 
 MASKS = SHARED_DATA / "mosmed-masks" / "masks"
@@ -567,6 +572,96 @@ def test_batch_goes_on_past_failures_skips_done_and_shards(tmp_path: Path) -> No
     assert merged.done == 0 and merged.summary.name == "summary.csv"
     statuses = {r["study"]: r["status"] for r in read_rows(merged.summary)}
     assert statuses == {name: r["status"] for name, r in rows.items()}  # done by the shards
+
+
+WAITING_BATCH = """
+import sys, time
+from pathlib import Path
+from covseg.quantify import Study, run_batch
+
+out, signals, name, index, count = Path(sys.argv[1]), Path(sys.argv[2]), *sys.argv[3:]
+
+
+def process(study, folder):
+    (signals / f"started_{name}").write_text("")
+    while not (signals / f"go_{name}").exists():
+        time.sleep(0.02)
+    return {}
+
+
+studies = [Study(f"s{i}", signals / "none") for i in range(int(count))]
+run_batch(studies, out, process, shard=(int(index), int(count)))
+"""
+"""A batch (shard ``index``/``count``) into ``out`` in a process of its own, which holds
+``out`` from its first study on (``signals/started_NAME``) until ``signals/go_NAME`` exists."""
+
+
+def _waiting_batches(out: Path, signals: Path, shards: dict[str, tuple[int, int]]
+                     ) -> dict[str, subprocess.Popen[str]]:
+    """The batches ``shards`` (name: shard) started side by side, each holding ``out``."""
+    signals.mkdir(exist_ok=True)
+    batches = {name: started_process(WAITING_BATCH, out, signals, name, *shard)
+               for name, shard in shards.items()}
+    for name, batch in batches.items():
+        wait_until_written(signals / f"started_{name}", batch)
+    return batches
+
+
+def _ended(signals: Path, name: str, batch: subprocess.Popen[str]) -> None:
+    """Let the waiting batch ``name`` end, and check that it ended well."""
+    (signals / f"go_{name}").write_text("")
+    _, err = batch.communicate(timeout=120)
+    assert batch.returncode == 0, err
+
+
+def _whole_batch(out: Path) -> int:
+    """A batch without shards into ``out``, here; the studies it did."""
+    return run_batch([Study("whole", out.parent / "none")], out, lambda study, folder: {}).done
+
+
+def test_shards_share_their_out_and_a_whole_batch_meanwhile_is_refused(tmp_path: Path) -> None:
+    """Shards took no lock: a predict or quantify without --shard started into their --out
+    while they ran was not refused (nor a shard started while it ran), and rewrote summary.csv
+    from folders they were writing. Shards hold --out's lock shared: side by side they run,
+    a whole batch meanwhile is refused in one line, and the file goes with the last of them
+    (a shard ending, or killed, leaves it to the others still running)."""
+    out, signals = tmp_path / "out", tmp_path / "signals"
+    shards = _waiting_batches(out, signals, {f"shard{i}": (i, 3) for i in range(3)})
+    pids = "|".join(str(batch.pid) for batch in shards.values())
+    refusal = (rf"^covseg --shard runs are writing to {re.escape(str(out))} \(the last to "
+               rf"start: pid ({pids})\); wait for them to end, or pick another --out$")
+    try:
+        with pytest.raises(CovsegError, match=refusal):
+            _whole_batch(out)
+        shards["shard0"].send_signal(signal.SIGKILL)  # its lock goes with it
+        shards["shard0"].communicate(timeout=60)
+        _ended(signals, "shard1", shards["shard1"])
+        assert (out / LOCK_FILE).is_file(), "kept for shard2, which still holds it"
+        with pytest.raises(CovsegError, match=refusal):
+            _whole_batch(out)
+    finally:
+        for name in shards:
+            (signals / f"go_{name}").write_text("")
+    _ended(signals, "shard2", shards["shard2"])
+    assert not (out / LOCK_FILE).exists(), "removed by the last shard to end"
+    assert _whole_batch(out) == 1
+    assert sorted(path.name for path in out.iterdir()) == [
+        "summary.csv", *(f"summary_shard{i}of3.csv" for i in range(3))], "no lock file left"
+
+
+def test_a_shard_while_a_whole_batch_writes_is_refused(tmp_path: Path) -> None:
+    """A shard is refused where a batch without shards writes, in one line naming its pid."""
+    out, signals = tmp_path / "out", tmp_path / "signals"
+    whole = _waiting_batches(out, signals, {"whole": (0, 1)})["whole"]
+    try:
+        with pytest.raises(CovsegError, match=(
+                rf"^another covseg run is writing to {re.escape(str(out))} \(pid {whole.pid}\); "
+                r"wait for it to end, or pick another --out$")):
+            run_batch([Study("s0", tmp_path / "none")], out, lambda study, folder: {},
+                      shard=(0, 2))
+    finally:
+        _ended(signals, "whole", whole)
+    assert not (out / LOCK_FILE).exists()
 
 
 def test_fractional_masks_fail_their_study(tmp_path: Path) -> None:

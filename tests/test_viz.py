@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -337,3 +338,57 @@ def test_visualize_removes_the_temporary_its_killed_grid_left(tmp_path: Path) ->
         path.write_bytes(b"")
     covseg.visualize("synthetic", tmp_path / "k10.png", n=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, "k10.png"]
+
+
+WAITING_GRID = """
+import sys, time
+from pathlib import Path
+from covseg import api
+
+out, signals = Path(sys.argv[1]), Path(sys.argv[2])
+drawn = api.sample_grid
+
+
+def waiting(*args, **kwargs):
+    (signals / "started").write_text("")
+    while not (signals / "go").exists():
+        time.sleep(0.02)
+    return drawn(*args, **kwargs)
+
+
+api.sample_grid = waiting
+api.visualize("synthetic", out, n=2)
+"""
+"""A grid into ``out`` in a process of its own, which waits before it draws (its data read)
+until ``signals/go`` exists."""
+
+
+def test_a_second_grid_into_a_folder_a_grid_is_written_to_is_refused(tmp_path: Path) -> None:
+    """visualize took no lock, and removed the temporary file of its target that it found as
+    a killed grid's, though it could be another grid's being written into the same --out.
+    It now holds its folder's lock: a second grid meanwhile is refused in one line naming the
+    first's pid, and the temporary files of its target are judged only under the lock."""
+    import covseg
+    from covseg.errors import CovsegError
+    from tests.conftest import started_process, wait_until_written
+
+    out, signals = tmp_path / "grids" / "grid.png", tmp_path / "signals"
+    for folder in (signals, out.parent):
+        folder.mkdir()
+    first = started_process(WAITING_GRID, out, signals)
+    try:
+        wait_until_written(signals / "started", first)
+        being_written = out.parent / ".grid.k3j9x0ab.png"  # as the first grid names its own
+        being_written.write_bytes(b"")
+        with pytest.raises(CovsegError, match=(
+                rf"^another covseg run is writing to {re.escape(str(out.parent))} \(pid "
+                rf"{first.pid}\); wait for it to end, or pick another --out$")):
+            covseg.visualize("synthetic", out, n=2)
+        assert being_written.exists() and not out.exists()
+    finally:
+        (signals / "go").write_text("")
+        _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert is_sample_grid(out) and being_written.exists()
+    assert covseg.visualize("synthetic", out, n=2) == out
+    assert sorted(path.name for path in out.parent.iterdir()) == ["grid.png"], "killed: removed"

@@ -278,7 +278,9 @@ def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[
 
     ``target``, ``intensity`` and ``window`` read a data folder as training does (None: the
     defaults, infection, auto and the lung window); data already read by :func:`load_dataset`
-    are shown as they were read, and options given otherwise are refused.
+    are shown as they were read, and options given otherwise are refused. ``out``'s folder is
+    locked while the grid is read and drawn (:func:`~covseg.io.lock.writing_to`): a second grid
+    into it meanwhile is refused in one line naming this one's pid.
 
     Returns the path of the PNG written.
     """
@@ -289,9 +291,20 @@ def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[
         raise CovsegError(f"--n must be at most {MAX_GRID_SAMPLES} (a grid of 50 rows), got {n}; "
                           "for other slices draw another grid with another --seed")
     check_seed(seed)
-    out = _grid_file(data, output_file(_path("out", out), ".png", "PNG grid"))
-    reading = _reading(data, {key: value for key, value in (
-        ("target", target), ("intensity", intensity), ("window", window)) if value is not None})
+    out = output_file(_path("out", out), ".png", "PNG grid")
+    _outside_data(out, data)
+    options = {key: value for key, value in (
+        ("target", target), ("intensity", intensity), ("window", window)) if value is not None}
+    with writing_to(out.absolute().parent):  # a second grid into it meanwhile: refused
+        return _draw_grid(data, out, n, seed, options)
+
+
+def _draw_grid(data: str | os.PathLike[str] | LoadedData, out: Path, n: int, seed: int,
+               options: dict[str, Any]) -> Path:
+    """:func:`visualize` once the lock of ``out``'s folder is held, so that the temporary file
+    of ``out`` it finds is a killed grid's, never one another grid is writing."""
+    _refuse_other_file(out)
+    reading = _reading(data, options)
     loaded = (data if isinstance(data, LoadedData)
               else load_dataset(_path("data", data, DATA_ARGUMENT), **reading))
     rng = np.random.default_rng(seed)
@@ -311,15 +324,14 @@ def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[
                        palette=LUNG_COLOURS if loaded.target == "lung" else CLASS_COLOURS)
 
 
-def _grid_file(data: object, out: Path) -> Path:
-    """``out`` as visualize's grid: never inside the data folder it reads (a ``--out
-    masks/x.png`` replaced a truth mask), nor over a file that is no earlier grid."""
-    _outside_data(out, data)
+def _refuse_other_file(out: Path) -> None:
+    """Refuse an ``out`` that is a file but no earlier grid; remove the temporary file a grid
+    killed with ``kill -9`` left for it. (Never inside the data folder it reads either, which
+    :func:`visualize` refuses first: a ``--out masks/x.png`` replaced a truth mask.)"""
     if out.exists() and not is_sample_grid(out):
         raise CovsegError(f"--out {out}: exists and is no earlier visualize grid; pick another "
                           "--out or delete it")
-    remove_temporaries_of(out)  # a grid killed with ``kill -9`` left its temporary file
-    return out
+    remove_temporaries_of(out)
 
 
 @_public("the training recipe's", RECIPE)

@@ -60,7 +60,7 @@ from covseg.io.image import (
     is_image_file,
     refuse_label_mask,
 )
-from covseg.io.lock import refuse_if_held, writing_to
+from covseg.io.lock import writing_to
 from covseg.io.volume import (
     Volume,
     check_same_grid,
@@ -1443,15 +1443,14 @@ def run_batch(studies: Sequence[Study], out_dir: str | os.PathLike[str],
     by earlier calls on other inputs (:func:`_earlier_rows`), whose folders are there too.
     The chart beside the summary is drawn from it at the end (two studies or more quantified);
     an earlier one is removed first, so that none is left that the summary does not match.
-    Without shards the call holds ``out_dir``'s lock (:func:`~covseg.io.lock.writing_to`): a
-    second call into it meanwhile is refused in one line naming this one's pid, as two calls
-    at once kept only one's studies in the summary (or mixed two models' studies in it).
+    The call holds ``out_dir``'s lock (:func:`~covseg.io.lock.writing_to`): a second call into
+    it meanwhile is refused in one line naming this one's pid, as two calls at once kept only
+    one's studies in the summary (or mixed two models' studies in it). Shards, which share the
+    folder by design, hold it shared: they run side by side, a call without shards is refused
+    while any runs, and a shard is refused while a call without shards runs.
     """
     out_dir = Path(out_dir)
-    if shard[1] > 1:  # shards share the folder by design; a whole run into it is refused
-        refuse_if_held(out_dir)
-        return _run_batch(studies, out_dir, process, shard, desc, settings)
-    with writing_to(out_dir):
+    with writing_to(out_dir, shared=shard[1] > 1):
         return _run_batch(studies, out_dir, process, shard, desc, settings)
 
 

@@ -1,9 +1,16 @@
-"""One covseg run at a time per output folder.
+"""One covseg run at a time per output folder, or its ``--shard`` runs side by side.
 
 A run holds an advisory lock (``flock``) on :data:`LOCK_FILE` in its folder while it writes
 there, so that a second run started into the same folder is refused instead of both deciding it
 is empty and writing over each other. The system releases the lock of a process however it ends,
 even killed with SIGKILL: the file such a run leaves behind is taken over by the next run.
+
+The shards of one predict or quantify share their ``--out`` by design: each holds the lock
+shared (``LOCK_SH``), so they run side by side while a whole run, which holds it exclusive, is
+refused there, and a shard is refused where a whole run writes. The file is removed only by a
+holder that has it alone (a whole run, or the last shard to end, which can then take it
+exclusive): removed while shards hold it, a run started next would lock a new file of that name
+beside them.
 """
 
 from __future__ import annotations
@@ -19,7 +26,11 @@ from typing import IO
 from covseg.errors import CovsegError
 
 LOCK_FILE = ".covseg.lock"
-"""The lock file in a folder a run writes to; it holds the pid of the run holding it."""
+"""The lock file in a folder a run writes to: the pid of the run holding it, or a line
+``PID shard`` per ``--shard`` run that took it since it was made."""
+
+SHARD = "shard"
+"""The word after a shard's pid in :data:`LOCK_FILE`."""
 
 _ours = threading.local()
 """``folders``: the folders whose lock this thread holds (:func:`refuse_if_held` passes them)."""
@@ -34,40 +45,40 @@ def _held_here() -> set[Path]:
 
 
 @contextmanager
-def writing_to(folder: Path) -> Iterator[None]:
+def writing_to(folder: Path, *, shared: bool = False) -> Iterator[None]:
     """Hold ``folder``'s lock for the block, ``folder`` (and its missing parents) made first and
     removed again where the block leaves them empty. A folder another run holds (another
-    process, or another thread of this one) is refused in one line naming its pid."""
+    process, or another thread of this one) is refused in one line naming its pid; ``shared``
+    (a ``--shard`` run) passes where only other shared holders are, the other shards."""
     made = [path for path in (folder, *folder.parents) if not path.exists()]
     try:
-        handle = _locked(folder / LOCK_FILE)
+        handle = _locked(folder / LOCK_FILE, shared)
         mine = folder.resolve()
         _held_here().add(mine)
         try:
             yield
         finally:
             _held_here().discard(mine)
-            # removed while still held: a run that opened it meanwhile sees it gone, retries
-            (folder / LOCK_FILE).unlink(missing_ok=True)
-            handle.close()
+            _release(folder / LOCK_FILE, handle)
     finally:
         for path in made:  # deepest first
             with suppress(OSError):  # not empty: kept
                 path.rmdir()
 
 
-def _locked(path: Path) -> IO[str]:
-    """``path`` opened (made if missing, with its folders) and locked, our pid written in it;
-    the file, if it was removed or replaced between its opening and its locking, opened again."""
+def _locked(path: Path, shared: bool) -> IO[str]:
+    """``path`` opened (made if missing, with its folders) and locked, exclusive or ``shared``,
+    our pid written in it (a shard's added to the other shards'); the file, if it was removed
+    or replaced between its opening and its locking, opened again."""
     while True:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+")
+            handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644), "r+")
         except OSError as exc:
             raise CovsegError(f"{path.parent}: cannot write to it ({exc.strerror or exc}); "
                               "pick a writable --out") from None
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             error = _held(path.parent, handle)
             handle.close()
@@ -76,10 +87,24 @@ def _locked(path: Path) -> IO[str]:
             if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
                 break
         handle.close()
-    handle.truncate(0)
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
+    if not shared:  # alone: a killed run's pid (or shards') goes
+        handle.truncate(0)
+    os.write(handle.fileno(), f"{os.getpid()}{' ' + SHARD if shared else ''}\n".encode())
     return handle
+
+
+def _release(path: Path, handle: IO[str]) -> None:
+    """Let go of ``path``'s lock, held through ``handle``: the file is removed first where we
+    hold it alone, exclusive (a run that opened it meanwhile then sees it gone and opens it
+    again); a shard that other shards hold it beside leaves it to them. (A shard's failed
+    taking of it exclusive drops its shared lock: it is letting go anyway.)"""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pass
+    else:
+        path.unlink(missing_ok=True)
+    handle.close()
 
 
 def drop_unheld_lock(folder: Path) -> None:
@@ -119,7 +144,14 @@ def _probed(folder: Path) -> Iterator[IO[str] | None]:
 
 
 def _held(folder: Path, handle: IO[str]) -> CovsegError:
-    """The refusal of ``folder``, whose lock file (open as ``handle``) another run holds."""
-    holder = handle.read().strip() or "unknown"
+    """The refusal of ``folder``, whose lock file (open as ``handle``) another run holds, or
+    ``--shard`` runs hold (its lines say which; of shards, the last to take it is named: those
+    before it may have ended)."""
+    lines = handle.read().split("\n")
+    shards = [line.split()[0] for line in lines if line.endswith(f" {SHARD}")]
+    if shards:
+        return CovsegError(f"covseg --shard runs are writing to {folder} (the last to start: pid "
+                           f"{shards[-1]}); wait for them to end, or pick another --out")
+    holder = lines[0].strip() or "unknown"
     return CovsegError(f"another covseg run is writing to {folder} (pid {holder}); wait for it "
                        "to end, or pick another --out")
