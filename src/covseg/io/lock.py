@@ -83,9 +83,8 @@ def _locked(path: Path, shared: bool) -> IO[str]:
             error = _held(path.parent, handle)
             handle.close()
             raise error from None
-        with suppress(FileNotFoundError):
-            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
-                break
+        if _is_current(path, handle):
+            break
         handle.close()
     if not shared:  # alone: a killed run's pid (or shards') goes
         handle.truncate(0)
@@ -129,18 +128,33 @@ def refuse_if_held(folder: Path) -> None:
 @contextmanager
 def _probed(folder: Path) -> Iterator[IO[str] | None]:
     """``folder``'s lock file, open and locked by us for the block (None where there is none);
-    where another run holds it, that run's refusal is raised."""
-    try:
-        handle = (folder / LOCK_FILE).open("r")
-    except OSError:
-        yield None
-        return
-    with handle:
+    where another run holds it, that run's refusal is raised. A file removed or replaced
+    between its opening and its locking (by a run ending, then one starting) is opened again,
+    so that the file locked is the one in the folder, never a live run's new one unlinked."""
+    path = folder / LOCK_FILE
+    while True:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise _held(folder, handle) from None
-        yield handle
+            handle = path.open("r")
+        except OSError:
+            yield None
+            return
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise _held(folder, handle) from None
+            if _is_current(path, handle):
+                yield handle
+                return
+
+
+def _is_current(path: Path, handle: IO[str]) -> bool:
+    """Whether ``handle`` is still the file at ``path`` (not removed or replaced since it was
+    opened)."""
+    try:
+        return os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def _held(folder: Path, handle: IO[str]) -> CovsegError:
