@@ -17,6 +17,7 @@ import SimpleITK as sitk
 from PIL import Image
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
+from pydicom.fileset import FileSet
 from pydicom.sequence import Sequence as DicomSequence
 
 from covseg.errors import CovsegError
@@ -922,3 +923,113 @@ def test_analyze_files_are_refused_by_name(tmp_path: Path) -> None:
             read_volume(path)
     with pytest.raises(CovsegError, match=r"scan\.hdr: an Analyze 7\.5 file"):
         collect_inputs([tmp_path / "an"])
+
+
+def padded(path: Path, plane: np.ndarray, pad: np.ndarray, value: int, *,
+           limit: int | None = None, implicit: bool = False, offset: int = 1024) -> None:
+    """Rewrite one slice as unsigned storage (HU + ``offset``, RescaleIntercept -``offset``)
+    whose ``pad`` pixels hold padding from ``value`` up to ``limit``, as PixelPaddingValue (and
+    PixelPaddingRangeLimit) say."""
+    dataset = pydicom.dcmread(path)
+    stored = plane.astype(np.int32) + offset
+    stored[pad] = np.linspace(value, value if limit is None else limit, int(pad.sum()))
+    assert stored.min() >= 0
+    dataset.PixelRepresentation, dataset.RescaleSlope, dataset.RescaleIntercept = 0, 1, -offset
+    dataset.PixelData = stored.astype(np.uint16).tobytes()
+    dataset.add_new(0x00280120, "US", value)
+    if limit is not None:
+        dataset.add_new(0x00280121, "US", limit)
+    if implicit:
+        dataset.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    dataset.save_as(path, enforce_file_format=True)
+
+
+@pytest.mark.parametrize(("limit", "implicit"), [(None, False), (63600, False), (None, True)])
+def test_pixel_padding_above_the_ct_range_reads_as_air(limit: int | None, implicit: bool,
+                                                       tmp_path: Path) -> None:
+    """Unsigned padding 63536 with RescaleIntercept -1024 was read as 62,512 HU: a bright ring
+    whose air gap to the body became lung and a 1,284 mL lesion. Padding pixels (through
+    PixelPaddingRangeLimit) read as air, -1024 HU, in a series, one slice and an implicit VR
+    file (whose padding VR is told by PixelRepresentation)."""
+    volume = phantom()
+    files = synthetic_series(tmp_path / "padded", volume)
+    corner = np.zeros(volume.shape[1:], dtype=bool)
+    corner[:3, :5] = True
+    for path, plane in zip(files, volume, strict=True):
+        padded(path, plane, corner, 63536, limit=limit, implicit=implicit)
+    expected = volume.astype(np.float32)
+    expected[:, corner] = -1024.0
+    assert np.array_equal(read_volume(tmp_path / "padded").array, expected)
+    assert np.array_equal(read_volume(files[2]).array, expected[2:3])
+
+
+def test_enhanced_ct_padding_reads_as_air(tmp_path: Path) -> None:
+    """An Enhanced CT file's PixelPaddingValue (top level, signed here: -3000 stored, HU as
+    stored) marks its padding in every frame: read as air, -1024 HU, not -3000."""
+    volume = phantom()
+    volume[:, :2, :] = -3000
+    path = enhanced_ct(tmp_path / "ct.dcm", volume)
+    dataset = pydicom.dcmread(path)
+    dataset.add_new(0x00280120, "SS", -3000)
+    dataset.save_as(path)
+    expected = volume.astype(np.float32)
+    expected[:, :2, :] = -1024.0
+    assert np.array_equal(read_volume(path).array, expected)
+
+
+@needs_dicom
+def test_real_slices_padded_in_unsigned_storage_read_as_their_signed_copy(
+        tmp_path: Path) -> None:
+    """The real lungmask slices, padded with -2048 outside their scan circle, written as a
+    scanner writes unsigned CT (HU + 2048 here, as they hold -1051 HU, with PixelPaddingValue
+    63536 in the padding): read as the signed slices are, their padding as air."""
+    signed = edited_series(tmp_path / "signed", 2)
+    unsigned = edited_series(tmp_path / "unsigned", 2)
+    for path in sorted(unsigned.iterdir()):
+        plane = pydicom.dcmread(path).pixel_array
+        padded(path, plane, plane == -2048, 63536, offset=2048)
+    expected = read_volume(signed).array
+    outside = expected == -2048
+    assert outside.sum() > 10_000
+    expected[outside] = -1024.0
+    assert np.array_equal(read_volume(unsigned).array, expected)
+
+
+def test_a_slice_without_its_rescale_in_a_rescaled_series_is_refused(tmp_path: Path) -> None:
+    """A slice whose RescaleSlope and RescaleIntercept a broken anonymiser dropped was read
+    1024 HU off beside its rescaled neighbours, without a word; a series without them on any
+    slice is read as stored."""
+    files = synthetic_series(tmp_path / "broken", phantom())
+    dataset = pydicom.dcmread(files[3])
+    del dataset.RescaleSlope, dataset.RescaleIntercept
+    dataset.save_as(files[3])
+    with pytest.raises(CovsegError, match=r"broken: IM0003\.dcm has no RescaleSlope or "
+                                          r"RescaleIntercept while 5 other slice\(s\) of the "
+                                          r"series have them \(e\.g\. IM0000\.dcm\)"):
+        read_volume(tmp_path / "broken")
+    for path in files:
+        dataset = pydicom.dcmread(path)
+        dataset.RescaleIntercept = -1024.0
+        dataset.pop("RescaleSlope", None)
+        dataset.save_as(path)
+    assert np.array_equal(read_volume(tmp_path / "broken").array, phantom())
+
+
+def test_a_dicomdir_given_as_the_ct_names_its_folder(tmp_path: Path) -> None:
+    """A DICOMDIR (the index of a CD export, opened first) was refused for "no PixelSpacing";
+    its folder is read as the export's series."""
+    staged = synthetic_series(tmp_path / "staged", phantom())
+    fileset, study = FileSet(), pydicom.uid.generate_uid()
+    for path in staged:  # what a DICOMDIR's patient, study and series records need
+        dataset = pydicom.dcmread(path)
+        dataset.PatientID, dataset.PatientName, dataset.StudyInstanceUID = "P1", "A^B", study
+        dataset.StudyDate, dataset.StudyTime, dataset.StudyID = "20260101", "120000", "1"
+        dataset.AccessionNumber, dataset.SeriesNumber = "A1", 1
+        fileset.add(dataset)
+    fileset.write(tmp_path / "export")
+    dicomdir = tmp_path / "export" / "DICOMDIR"
+    with pytest.raises(CovsegError, match=r"export/DICOMDIR: a DICOMDIR, the index of a DICOM "
+                                          r"export, not an image; give its folder .*export "
+                                          "to read"):
+        read_volume(dicomdir)
+    assert np.array_equal(read_volume(tmp_path / "export").array, phantom())

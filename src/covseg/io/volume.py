@@ -45,7 +45,7 @@ from nibabel.wrapstruct import WrapStructError
 from covseg.errors import CovsegError
 from covseg.io.atomic import atomic_path
 from covseg.io.image import IMAGE_SUFFIXES, fraction_range, fractional_values, label_levels
-from covseg.transforms import LUNG_WINDOW, grey_outside_lung_window, holds_grey_only
+from covseg.transforms import AIR_HU, LUNG_WINDOW, grey_outside_lung_window, holds_grey_only
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
@@ -810,6 +810,7 @@ def read_dicom_folder(folder: str | os.PathLike[str]) -> Volume:
     image = _read_itk(reader, headers[0], f"{folder}: cannot read DICOM series {uid}")
     if any(header.photometric == "MONOCHROME1" for header in headers):
         image = _stored_in_hu(image, files, headers, str(folder))
+    image = _padding_as_air(image, headers)
     return volume_from_itk(_with_slice_thickness(image, headers[0], str(folder)), str(folder))
 
 
@@ -944,6 +945,7 @@ def read_dicom_file(path: str | os.PathLike[str], source: str | None = None) -> 
         _check_frame_places(image, frames, source)
     elif frames[0].frames > 1:
         image = _with_frame_step(image, frames[0], source)
+    image = _padding_as_air(image, frames)
     return volume_from_itk(_with_slice_thickness(image, frames[0], source), source)
 
 
@@ -1039,6 +1041,38 @@ def _stored_in_hu(image: sitk.Image, files: Sequence[str], headers: Sequence[Sli
     return out
 
 
+def _padding_as_air(image: sitk.Image, headers: Sequence[SliceHeader]) -> sitk.Image:
+    """The image (in HU) with its padding pixels (:attr:`SliceHeader.padding`) set to air,
+    :data:`~covseg.transforms.AIR_HU`, as padding below air is read (README): neither GDCM nor
+    pydicom applies PixelPaddingValue, so unsigned padding 63536 with RescaleIntercept -1024 was
+    read as 62,512 HU, a bright ring whose air gap to the body became lung and lesion. A slice's
+    padding is found through its own Modality LUT; ``headers``: one per slice, or one for all
+    the frames of a multi-frame file."""
+    if all(header.padding is None for header in headers):
+        return image
+    view = sitk.GetArrayViewFromImage(image)
+    out = np.empty(view.shape, dtype=np.float32)
+    for k, plane in enumerate(view):
+        out[k] = plane
+        band = _padding_hu(headers[k * len(headers) // len(view)])
+        if band is not None:
+            out[k][(out[k] >= band[0]) & (out[k] <= band[1])] = AIR_HU
+    padded = sitk.GetImageFromArray(out)
+    padded.CopyInformation(image)
+    return padded
+
+
+def _padding_hu(header: SliceHeader) -> tuple[float, float] | None:
+    """The HU range a slice's padding reads as through its Modality LUT, widened by half a
+    stored step (stored values are integers, so no other value falls in it)."""
+    if header.padding is None:
+        return None
+    slope, intercept = header.rescale or (1.0, 0.0)
+    low, high = sorted(slope * value + intercept for value in header.padding)
+    margin = abs(slope) / 2
+    return low - margin, high + margin
+
+
 def _stored_frames(path: Path, source: str) -> np.ndarray:
     """A DICOM file's stored pixel values (no Modality LUT, no inversion), as (frames, rows,
     columns) float32."""
@@ -1102,7 +1136,8 @@ DUPLICATE_MM = 0.01
 SLICE_TAGS = ("Modality", "Rows", "Columns", "PixelSpacing", "ImagePositionPatient",
               "ImageOrientationPatient", "SliceThickness", "SpacingBetweenSlices",
               "PhotometricInterpretation", "NumberOfFrames", "SharedFunctionalGroupsSequence",
-              "PerFrameFunctionalGroupsSequence", "RescaleSlope", "RescaleIntercept")
+              "PerFrameFunctionalGroupsSequence", "RescaleSlope", "RescaleIntercept",
+              "PixelPaddingValue", "PixelPaddingRangeLimit", "PixelRepresentation")
 """The header fields :func:`read_slice_header` reads (no pixels: 0.2 s for 1,000 cached files)."""
 FRAME_GROUPS = ("PixelMeasuresSequence", "PlaneOrientationSequence", "PlanePositionSequence",
                 "PixelValueTransformationSequence")
@@ -1140,7 +1175,11 @@ class SliceHeader:
     """PhotometricInterpretation (MONOCHROME1 pixels are read again: :func:`_stored_in_hu`)."""
     transfer_syntax: str = ""
     rescale: tuple[float, ...] | None = None
-    """(RescaleSlope, RescaleIntercept): the Modality LUT to HU."""
+    """(RescaleSlope, RescaleIntercept): the Modality LUT to HU (a missing one of the two read
+    as GDCM reads it, 1 or 0); None when both are absent."""
+    padding: tuple[float, float] | None = None
+    """The lowest and highest stored values that are padding, no data (PixelPaddingValue,
+    through PixelPaddingRangeLimit where given): read as air (:func:`_padding_as_air`)."""
 
 
 def read_slice_header(path: Path) -> SliceHeader:
@@ -1162,6 +1201,7 @@ def read_frame_headers(path: Path) -> list[SliceHeader]:
                                   specific_tags=list(SLICE_TAGS))
     except DICOM_ERRORS as exc:
         raise CovsegError(f"{path}: cannot read the DICOM header ({_one_line(exc)})") from None
+    _refuse_dicomdir(dataset, path)
     shared = _first_item(dataset, "SharedFunctionalGroupsSequence")
     per_frame = list(dataset.get("PerFrameFunctionalGroupsSequence") or [])
     if shared is None and not per_frame:
@@ -1169,6 +1209,19 @@ def read_frame_headers(path: Path) -> list[SliceHeader]:
     return [_slice_header(dataset, _frame_geometry(dataset, shared, item),
                           f"{path.name} frame {k + 1}")
             for k, item in enumerate(per_frame or [None])]
+
+
+def _refuse_dicomdir(dataset: pydicom.Dataset, path: Path) -> None:
+    """Refuse a DICOMDIR (Media Storage Directory, the index of a CD or USB export, which users
+    open first) in one line that says to give its folder: it was refused for "no PixelSpacing",
+    which sent them looking for another series."""
+    meta = getattr(dataset, "file_meta", None)
+    sop_class = meta.get("MediaStorageSOPClassUID") if meta is not None else None
+    if sop_class != pydicom.uid.MediaStorageDirectoryStorage:
+        return
+    folder = path.parent if path.parent.name else path.absolute().parent
+    raise CovsegError(f"{path}: a DICOMDIR, the index of a DICOM export, not an image; give "
+                      f"its folder {folder} to read the series it lists")
 
 
 def _first_item(dataset: pydicom.Dataset | None, keyword: str) -> pydicom.Dataset | None:
@@ -1212,8 +1265,33 @@ def _slice_header(dataset: pydicom.Dataset, geometry: pydicom.Dataset, name: str
         frames=int(frames[0]) if frames and frames[0] >= 1 else 1,
         photometric=str(dataset.get("PhotometricInterpretation", "") or "").strip().upper(),
         transfer_syntax=str(meta.get("TransferSyntaxUID", "") if meta is not None else ""),
-        rescale=_numbers(geometry, ("RescaleSlope", "RescaleIntercept"), 2),
+        rescale=_rescale(geometry),
+        padding=_padding(dataset),
     )
+
+
+def _rescale(geometry: pydicom.Dataset) -> tuple[float, float] | None:
+    """(RescaleSlope, RescaleIntercept), one of them absent taken as GDCM takes it (slope 1,
+    intercept 0); None when both are absent."""
+    slope = _numbers(geometry, "RescaleSlope", 1)
+    intercept = _numbers(geometry, "RescaleIntercept", 1)
+    if slope is None and intercept is None:
+        return None
+    return slope[0] if slope else 1.0, intercept[0] if intercept else 0.0
+
+
+def _padding(dataset: pydicom.Dataset) -> tuple[float, float] | None:
+    """The stored values from PixelPaddingValue through PixelPaddingRangeLimit (the value alone
+    without a limit), in the pixels' own sign (PixelRepresentation): a file may write 16-bit
+    padding in the other VR, 63536 as US over signed pixels where it stores -2000."""
+    value = _numbers(dataset, "PixelPaddingValue", 1)
+    if value is None:
+        return None
+    limit = _numbers(dataset, "PixelPaddingRangeLimit", 1) or value
+    signed = dataset.get("PixelRepresentation") == 1
+    ends = [v - 65536 if signed and v >= 32768 else v + 65536 if not signed and v < 0 else v
+            for v in (value[0], limit[0])]
+    return min(ends), max(ends)
 
 
 def _numbers(dataset: pydicom.Dataset, keywords: str | tuple[str, ...],
@@ -1234,12 +1312,13 @@ def _numbers(dataset: pydicom.Dataset, keywords: str | tuple[str, ...],
 
 def check_dicom_series(headers: Sequence[SliceHeader], source: str) -> None:
     """Refuse, in one line, a series that SimpleITK would read into a wrong grid without a word:
-    not CT, no pixel spacing, slices of different sizes, pixel spacings or orientations, or
-    positions off a regular grid along the slice normal (missing or duplicate slices, a gantry
-    tilt). SimpleITK
+    not CT, a Modality LUT on some slices only, no pixel spacing, slices of different sizes,
+    pixel spacings or orientations, or positions off a regular grid along the slice normal
+    (missing or duplicate slices, a gantry tilt). SimpleITK
     spaces slices evenly at their mean distance, shears nothing and takes the first slice's
     pixel spacing for all, so volumes in mL and mask positions came out wrong."""
     _check_modality(headers, source)
+    _check_rescaled_alike(headers, source)
     if all(h.pixel_spacing is None for h in headers):  # SimpleITK would take 1 mm
         raise CovsegError(f"{source}: no PixelSpacing in the DICOM header, so the pixel size "
                           "and every volume in mL are unknown; give a series with it, or a "
@@ -1260,6 +1339,22 @@ def _check_modality(headers: Sequence[SliceHeader], source: str) -> None:
     other = next((h.modality for h in headers if h.modality not in ("", "CT")), None)
     if other is not None:
         raise CovsegError(f"{source}: Modality {other}, expected CT; covseg segments CT scans")
+
+
+def _check_rescaled_alike(headers: Sequence[SliceHeader], source: str) -> None:
+    """Refuse a series in which some slices have a Modality LUT (RescaleSlope, RescaleIntercept;
+    Type 1 in CT) and others none: GDCM reads the latter's stored values as HU, 1024 HU off
+    for the usual intercept, without a word (a broken anonymiser's or converter's slice)."""
+    without = [h.name for h in headers if h.rescale is None]
+    rescaled = [h.name for h in headers if h.rescale is not None]
+    if not without or not rescaled:
+        return
+    which = (f"{without[0]} has" if len(without) == 1
+             else f"{len(without)} slices ({without[0]}, ...) have")
+    raise CovsegError(f"{source}: {which} no RescaleSlope or RescaleIntercept while "
+                      f"{len(rescaled)} other slice(s) of the series have them (e.g. "
+                      f"{rescaled[0]}), so its stored values would be read as HU without their "
+                      "rescale; restore the two tags, or remove the slice")
 
 
 def _check_alike(headers: Sequence[SliceHeader], field: str, tolerance: float, source: str,
