@@ -66,8 +66,10 @@ from covseg.io.volume import (
     check_same_grid,
     display_flips,
     folder_niftis,
+    holds_several_studies,
     hounsfield,
     is_dicom_file,
+    is_dicomdir,
     is_nifti,
     nifti_stem,
     orient_for_display,
@@ -75,6 +77,7 @@ from covseg.io.volume import (
     read_paired,
     read_volume,
     sampled_series_uids,
+    slice_series_uid,
 )
 from covseg.lungs import (
     LEFT_LUNG,
@@ -840,7 +843,8 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
     return write_report(out_dir, result, stem, lesions.array, lungs=lung_labels,
                         image=ct.array if ct is not None else None,
                         intensity=ct.intensity if ct is not None else "hu",
-                        grid=lesions, html_report=html_report)
+                        grid=replace(lesions, dicom=ct.dicom) if ct is not None else lesions,
+                        html_report=html_report)
 
 
 def _predicted_masks(mask: Path, lungs: Path | None, record: dict[str, Any],
@@ -1209,8 +1213,31 @@ def _discover(inputs: Sequence[str | os.PathLike[str]], exclude: str | os.PathLi
             studies.append(Study(path.resolve().name, path))
         else:
             studies.extend(_folder_studies(path, exclude, masks, notes) or [Study(path.name, path)])
+    if not masks:
+        _check_slices_not_given_apart([s.path for s in studies if s.path.is_file()])
     _check_names_unique(studies)
     return sorted(studies, key=lambda s: s.name)
+
+
+def _check_slices_not_given_apart(files: Sequence[Path]) -> None:
+    """Refuse DICOM slices of one series given one by one (``covseg predict SERIES/*``, or a
+    file picker's selection): each was predicted as a one-slice study, 30 studies with their
+    own lungs and CT categories from one CT, without a word. Multi-frame files, volumes of
+    their own, are let be."""
+    series: dict[str, list[Path]] = {}
+    for path in files:
+        uid = slice_series_uid(path) if is_dicom_file(path) and not is_nifti(path) else ""
+        if uid:
+            series.setdefault(uid, []).append(path)
+    for uid, paths in series.items():
+        if len(paths) > 1:
+            folders = sorted({str(p.parent) for p in paths})
+            advice = (f"give their folder {folders[0]}" if len(folders) == 1
+                      else "put them in one folder and give it")
+            shown = ", ".join(p.name for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
+            raise CovsegError(f"{len(paths)} DICOM slices of one series ({uid}) given one by one "
+                              f"({shown}), each would be a one-slice study; {advice} to read "
+                              "them as one CT")
 
 
 PICTURES_ADVICE = {
@@ -1242,7 +1269,7 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
     found = [Study(study_name(c, masks), c) for c in files]
     own: list[Path] = []
     pictures: list[Path] = []
-    if any(is_dicom_file(c) for c in children):
+    if _one_dicom_study(path, children):
         found.append(Study(path.name, path))
     else:
         folders = [c for c in children if c.is_dir()]
@@ -1280,6 +1307,16 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
     if masks and not found and _holds_pictures_only(path):  # the pictures' own folder
         raise CovsegError(f"{path}: holds 2D pictures, no NIfTI mask; {advice}")
     return found
+
+
+def _one_dicom_study(folder: Path, children: Sequence[Path]) -> bool:
+    """Whether ``folder`` is one DICOM study, read as its reader searches it: it holds DICOM
+    slices, or a DICOMDIR (a CD or PACS export's index) beside the sub-folders of one patient's
+    study. An export of several patients or studies is a folder of sub-folders, each a study:
+    read as one, the largest series was used and the other patients dropped."""
+    if any(is_dicom_file(c) and not is_dicomdir(c) for c in children):
+        return True
+    return any(is_dicomdir(c) for c in children) and not holds_several_studies(folder)
 
 
 def _listed(paths: Sequence[Path], folder: Path, noun: str) -> str:

@@ -408,6 +408,7 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
     result["inputs"] = {
         "image": image, "shape_zyx": list(volume.file_shape_zyx),
         "affine": volume.file_affine.tolist(), "intensity": volume.intensity,
+        "dicom_series": volume.dicom.record() if volume.dicom else None,
         "model": {"source": predictor.source, "num_classes": predictor.num_classes,
                   "intensity": predictor.intensity, "window": list(predictor.window),
                   "threshold": applied_threshold(predictor),

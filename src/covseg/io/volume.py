@@ -75,6 +75,11 @@ def is_nifti(path: Path) -> bool:
             and not path.name.startswith("."))
 
 
+def is_dicomdir(path: Path) -> bool:
+    """Whether ``path`` is a DICOMDIR: the index of a DICOM export (a CD's), no image."""
+    return path.is_file() and path.name.upper() == "DICOMDIR"
+
+
 def is_dicom_file(path: Path) -> bool:
     """True for a file with a DICOM suffix or the DICM preamble (suffix-less PACS exports), or
     a file named without a suffix (``IM0003``, or a UID) that parses as DICOM without the
@@ -150,6 +155,37 @@ class StoredAxes:
         return k if flip > 0 else depth - 1 - k
 
 
+@dataclass(frozen=True)
+class DicomSeries:
+    """The DICOM series a volume was read from, as a study's record names it."""
+
+    uid: str
+    """SeriesInstanceUID."""
+    number: str
+    """SeriesNumber ("" when absent)."""
+    description: str
+    """SeriesDescription ("" when absent)."""
+    files: int
+    image_numbers: tuple[int, ...] | None = None
+    """InstanceNumber of each slice in the file order SimpleITK read (its slice index); None
+    when a slice has none or two share one."""
+    ignored: tuple[DicomSeries, ...] = ()
+    """The other series of the study found beside it and not read."""
+
+    def describe(self) -> str:
+        """'series 3 "thin 1 mm" (30 files, UID 1.2...)': the series as a user finds it."""
+        number = f" {self.number}" if self.number else ""
+        description = f' "{self.description}"' if self.description else ""
+        return f"series{number}{description} ({self.files} files, UID {self.uid})"
+
+    def record(self) -> dict[str, Any]:
+        """The series for quantification.json."""
+        return {"series_instance_uid": self.uid, "series_number": self.number or None,
+                "series_description": self.description or None, "files": self.files,
+                **({"ignored_series": [other.record() for other in self.ignored]}
+                   if self.ignored else {})}
+
+
 @dataclass
 class Volume:
     """A volume as (z, y, x) axial voxels plus its NIfTI affine and header (the geometry to copy
@@ -167,6 +203,8 @@ class Volume:
     file's, to overlay it in every reader."""
     read_affine: np.ndarray | None = None
     """The file's affine when ``affine`` was scaled to mm (a file in metres or microns)."""
+    dicom: DicomSeries | None = None
+    """The DICOM series read from a folder (None for NIfTI files and DICOM files given)."""
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -236,9 +274,17 @@ class Volume:
         return k if index is None else index
 
     def slice_name(self, k: int) -> str:
-        """How to name axial slice ``k`` to a user: its index in the file when the file is axial."""
+        """How to name axial slice ``k`` to a user: its index in the file when the file is axial
+        (in a DICOM series, SimpleITK's order, the masks' slice index), after the image's
+        InstanceNumber, which DICOM viewers show: the index alone named another image in a
+        viewer, as GDCM sorts slices along the normal whatever their numbers."""
         index = self.file_slice(k)
-        return f"slice {index}" if index is not None else f"axial slice {k} (cut across the file's)"
+        if index is None:
+            return f"axial slice {k} (cut across the file's)"
+        numbers = self.dicom.image_numbers if self.dicom else None
+        if numbers and len(numbers) == self.array.shape[0]:
+            return f"image {numbers[index]} (slice {index})"
+        return f"slice {index}"
 
 
 def read_nifti(path: str | os.PathLike[str], dtype: type = np.float32,
@@ -788,16 +834,21 @@ def hounsfield(volume: Volume) -> np.ndarray:
 def read_dicom_folder(folder: str | os.PathLike[str]) -> Volume:
     """Read the largest CT series under ``folder`` (searched recursively).
 
-    Several series: series whose Modality is not CT (a PET/CT export's PET) are set aside, the
-    one with most slices is used and a warning names the others; if two series tie for most
-    slices the choice would be a guess, so it is an error. The series' headers are checked
-    (:func:`check_dicom_series`) before any voxel is read. A series of one file is read as that
-    file (:func:`read_dicom_file`: a multi-frame file is a whole volume).
+    Several series: series whose Modality is not CT (a PET/CT export's PET) are set aside;
+    series of several patients or studies (a PACS or CD export) are refused, naming where each
+    lies; of one study's series the one with most slices is used and a warning names the others
+    (``Volume.dicom`` records both); if two series tie for most slices the choice would be a
+    guess, so it is an error. The series' headers are checked (:func:`check_dicom_series`)
+    before any voxel is read. A series of one file is read as that file
+    (:func:`read_dicom_file`: a multi-frame file is a whole volume).
     """
     folder = Path(folder)
-    uid, files = _largest_series(folder)
+    chosen, ignored = _largest_series(folder)
+    uid, _, files = chosen
     if len(files) == 1:
-        return read_dicom_file(files[0], source=str(folder))
+        volume = read_dicom_file(files[0], source=str(folder))
+        volume.dicom = _series_record(chosen, ignored=ignored)
+        return volume
     headers = [read_slice_header(Path(name)) for name in files]
     multi = next((h for h in headers if h.frames > 1), None)
     if multi is not None:
@@ -811,15 +862,18 @@ def read_dicom_folder(folder: str | os.PathLike[str]) -> Volume:
     if any(header.photometric == "MONOCHROME1" for header in headers):
         image = _stored_in_hu(image, files, headers, str(folder))
     image = _padding_as_air(image, headers)
-    return volume_from_itk(_with_slice_thickness(image, headers[0], str(folder)), str(folder))
+    volume = volume_from_itk(_with_slice_thickness(image, headers[0], str(folder)), str(folder))
+    volume.dicom = _series_record(chosen, ignored=ignored, numbered=True)
+    return volume
 
 
-def _largest_series(folder: Path) -> tuple[str, tuple[str, ...]]:
-    """(series UID, file names sorted by GDCM) of the CT series with most slices under
-    ``folder``."""
+def _largest_series(folder: Path) -> tuple[Series, tuple[DicomSeries, ...]]:
+    """The CT series with most slices under ``folder`` (its file names sorted by GDCM), and the
+    other CT series of its study, ignored."""
     if not any(folder.iterdir()):
         raise CovsegError(f"{folder}: the folder is empty; give a folder of DICOM slices")
     series = _ct_series(_dicom_series(folder), folder)
+    _check_one_study(series, folder)
     series.sort(key=lambda s: len(s[2]), reverse=True)
     uid, directory, files = series[0]
     _check_not_split(series, folder)
@@ -829,14 +883,13 @@ def _largest_series(folder: Path) -> tuple[str, tuple[str, ...]]:
             f"{folder}: {len(series)} DICOM series, the largest tie at {largest} slices; "
             "put each series in its own folder and give that folder"
         )
-    if len(series) > 1:
-        log.warning(
-            "%s: %d DICOM series found; using the largest (%d slices, series %s) and ignoring %s",
-            folder, len(series), largest, uid,
-            ", ".join(f"{other} ({len(names)} slices)" for other, _, names in series[1:]),
-        )
+    ignored = tuple(_series_record(other) for other in series[1:])
+    if ignored:
+        log.warning("%s: %d DICOM series found; using the largest, %s, and ignoring %s",
+                    folder, len(series), _series_record(series[0]).describe(),
+                    ", ".join(other.describe() for other in ignored))
     _check_all_read(uid, directory, files)
-    return uid, files
+    return series[0], ignored
 
 
 Series = tuple[str, Path, tuple[str, ...]]
@@ -882,6 +935,106 @@ def _check_not_split(series: list[Series], folder: Path) -> None:
                           "copy if these are copies of it")
 
 
+IDENTITY_TAGS = ("PatientID", "StudyInstanceUID", "StudyDate", "SeriesNumber", "SeriesDescription")
+"""The header fields that say whose study a series is, and which series."""
+SAMPLED_TAGS = ("SeriesInstanceUID", "PatientID", "StudyInstanceUID")
+"""What :func:`sampled_series_uids` and :func:`holds_several_studies` look at."""
+
+
+def _identity(path: Path, tags: Sequence[str] = IDENTITY_TAGS) -> dict[str, str]:
+    """``tags`` of one DICOM file as stripped strings ("" when absent or unreadable)."""
+    try:
+        dataset = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                                  specific_tags=list(tags))
+    except DICOM_ERRORS:
+        return dict.fromkeys(tags, "")
+    return {tag: str(dataset.get(tag, "") or "").strip() for tag in tags}
+
+
+def _series_record(series: Series, ignored: tuple[DicomSeries, ...] = (),
+                   numbered: bool = False) -> DicomSeries:
+    """A series as :class:`DicomSeries` (``numbered``: with its slices' InstanceNumbers)."""
+    uid, _, files = series
+    tags = _identity(Path(files[0]))
+    return DicomSeries(uid, tags["SeriesNumber"], tags["SeriesDescription"], len(files),
+                       _image_numbers(files) if numbered else None, ignored)
+
+
+def _image_numbers(files: Sequence[str]) -> tuple[int, ...] | None:
+    """Each file's InstanceNumber, in order; None when one has none or two share one."""
+    numbers = []
+    for name in files:
+        try:
+            dataset = pydicom.dcmread(name, stop_before_pixels=True, force=True,
+                                      specific_tags=["InstanceNumber"])
+            numbers.append(int(dataset.get("InstanceNumber")))
+        except (*DICOM_ERRORS, TypeError):
+            return None
+    return tuple(numbers) if len(set(numbers)) == len(numbers) else None
+
+
+def _check_one_study(series: Sequence[Series], folder: Path) -> None:
+    """Refuse series of several patients (PatientID) or studies (StudyInstanceUID) under one
+    folder, a PACS or CD export: read as one study, the largest series was used and the other
+    patient or study dropped with a warning naming series UIDs only. The message names each
+    patient or study and the sub-folder that holds it, to give as an input of its own."""
+    tags = [_identity(Path(files[0])) for _, _, files in series]
+    patients = {t["PatientID"] for t in tags if t["PatientID"]}
+    studies = {t["StudyInstanceUID"] for t in tags if t["StudyInstanceUID"]}
+    if len(patients) < 2 and len(studies) < 2:
+        return
+    groups: dict[tuple[str, str], list[Path]] = {}
+    names: dict[tuple[str, str], str] = {}
+    dated = all(t["StudyDate"] for t in tags) and len({t["StudyDate"] for t in tags}) == len(
+        {(t["PatientID"], t["StudyInstanceUID"]) for t in tags})
+    for (_, directory, _), t in zip(series, tags, strict=True):
+        key = (t["PatientID"], t["StudyInstanceUID"])
+        groups.setdefault(key, []).append(directory)
+        patient = f"patient {t['PatientID'] or '(no PatientID)'}"
+        study = f"study {(t['StudyDate'] if dated else t['StudyInstanceUID']) or '(no UID)'}"
+        of_patient = {u["StudyInstanceUID"] for u in tags if u["PatientID"] == t["PatientID"]}
+        names[key] = (study if len(patients) < 2 else
+                      f"{patient} {study}" if len(of_patient) > 1 else patient)
+    places = {key: _own_folder(groups, key, folder) for key in groups}
+    apart = all(not any(d.is_relative_to(place) for other, dirs in groups.items()
+                        if other != key for d in dirs) for key, place in places.items())
+    kind = f"{len(patients)} patients" if len(patients) > 1 else f"{len(groups)} studies"
+    where = "; ".join(f"{names[key]} in {_relative(place, folder)}"
+                      for key, place in sorted(places.items(), key=lambda item: str(item[1])))
+    advice = (_give_apart(set(places.values())) if apart else
+              "put each one's files in a folder of its own and give each folder")
+    raise CovsegError(f"{folder}: holds DICOM series of {kind} ({where}), not one CT; {advice}")
+
+
+def _give_apart(places: set[Path]) -> str:
+    """How to give folders that each hold one patient's or study's series: their common
+    folder, whose sub-folders ``covseg predict`` reads as studies when it holds no DICOM slice
+    of its own (a DICOMDIR apart), else each one."""
+    parents = {place.parent for place in places}
+    parent = parents.pop()
+    if parents or any(is_dicom_file(c) and not is_dicomdir(c) for c in parent.iterdir()):
+        return "give each of those folders as an input of its own"
+    return f"give {parent} to read each of its sub-folders as a study"
+
+
+def _own_folder(groups: dict[tuple[str, str], list[Path]], key: tuple[str, str],
+                folder: Path) -> Path:
+    """The highest folder under ``folder`` holding the series of ``groups[key]`` and no other
+    group's (a CD export's patient folder, PT000000, not its series folder); their common
+    folder when that holds others' too."""
+    others = [d for other, dirs in groups.items() if other != key for d in dirs]
+    place = Path(os.path.commonpath(groups[key]))
+    while (place != folder and place.parent != folder
+           and not any(d.is_relative_to(place.parent) for d in others)):
+        place = place.parent
+    return place
+
+
+def _relative(place: Path, folder: Path) -> str:
+    """``place`` under ``folder`` as a user gives it, or "FOLDER itself"."""
+    return str(place) if place != folder else f"{folder} itself"
+
+
 def _check_all_read(uid: str, directory: Path, files: Sequence[str]) -> None:
     """Refuse a series when one of its slices is a file GDCM could not parse (truncated or
     corrupt): it left the file out without a word, so the series lost an end slice unseen, or
@@ -905,24 +1058,38 @@ def _check_all_read(uid: str, directory: Path, files: Sequence[str]) -> None:
 def sampled_series_uids(folder: Path) -> set[str]:
     """The SeriesInstanceUID of the first DICOM file (by name) in ``folder`` and in each of its
     sub-folders: a cheap look at which series a folder holds (one header per folder)."""
-    uids = set()
+    return {tags["SeriesInstanceUID"] for tags in _sampled(folder) if tags["SeriesInstanceUID"]}
+
+
+def holds_several_studies(folder: Path) -> bool:
+    """Whether the DICOM files under ``folder`` are of several patients (PatientID) or studies
+    (StudyInstanceUID), by the first file of each folder (a CD export's DICOMDIR has
+    neither)."""
+    sampled = list(_sampled(folder))
+    return any(len({tags[tag] for tags in sampled if tags[tag]}) > 1
+               for tag in ("PatientID", "StudyInstanceUID"))
+
+
+def _sampled(folder: Path) -> Iterator[dict[str, str]]:
+    """The series, patient and study of the first DICOM file (by name) of ``folder`` and of
+    each of its sub-folders."""
     for directory, _, names in os.walk(folder):
         path = next((Path(directory, n) for n in sorted(names)
                      if is_dicom_file(Path(directory, n))), None)
-        uid = _series_uid(path) if path is not None else ""
-        if uid:
-            uids.add(uid)
-    return uids
+        if path is not None:
+            yield _identity(path, SAMPLED_TAGS)
 
 
-def _series_uid(path: Path) -> str:
-    """A DICOM file's SeriesInstanceUID ("" when absent or unreadable)."""
+def slice_series_uid(path: Path) -> str:
+    """The SeriesInstanceUID of a DICOM file of one slice; "" for a multi-frame file (a volume
+    of its own), or one without it or unreadable."""
     try:
         dataset = pydicom.dcmread(path, stop_before_pixels=True, force=True,
-                                  specific_tags=["SeriesInstanceUID"])
-    except DICOM_ERRORS:
+                                  specific_tags=["SeriesInstanceUID", "NumberOfFrames"])
+        frames = int(dataset.get("NumberOfFrames") or 1)
+    except (*DICOM_ERRORS, TypeError):
         return ""
-    return str(dataset.get("SeriesInstanceUID", "") or "").strip()
+    return str(dataset.get("SeriesInstanceUID", "") or "").strip() if frames == 1 else ""
 
 
 def read_dicom_file(path: str | os.PathLike[str], source: str | None = None) -> Volume:

@@ -1,0 +1,210 @@
+"""DICOM folders holding several patients, studies or series, slices given one by one, and
+how a series' slices are named (probe 20: F2, F3, F4)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from pydicom.fileset import FileSet
+
+from covseg.errors import CovsegError
+from covseg.io.volume import Volume, read_volume, write_mask_like
+from covseg.quantify import find_studies, quantify_study
+from covseg.volumes import predict_study
+from tests.test_io_volume import enhanced_ct, phantom, synthetic_series
+from tests.test_volumes import BandPredictor
+
+quantify_module = importlib.import_module("covseg.quantify")  # covseg.quantify: the function
+
+
+def retagged(paths: list[Path], **tags: object) -> list[Path]:
+    """Set DICOM ``tags`` (keyword=value) in every file, in place."""
+    for path in paths:
+        dataset = pydicom.dcmread(path)
+        for keyword, value in tags.items():
+            setattr(dataset, keyword, value)
+        dataset.save_as(path)
+    return paths
+
+
+def study_series(folder: Path, depth: int, patient: str, study: str, date: str,
+                 **tags: object) -> list[Path]:
+    """A phantom CT series of ``depth`` slices in ``folder``, of one patient's study."""
+    return retagged(synthetic_series(folder, phantom(depth=depth)), PatientID=patient,
+                    PatientName=patient, StudyInstanceUID=study, StudyDate=date,
+                    StudyTime="120000", StudyID="1", **{"SeriesNumber": 1, **tags})
+
+
+def cd_export(folder: Path, series: list[list[Path]]) -> Path:
+    """The ``series`` written as a CD export by pydicom: a DICOMDIR beside PT000000/ST000000/
+    SE000000/IM000000..., one PT folder per patient."""
+    export = FileSet()
+    for path in (path for files in series for path in files):
+        export.add(path)
+    export.write(folder)
+    return folder
+
+
+def test_an_export_of_two_patients_is_two_studies_and_refused_as_one(tmp_path: Path) -> None:
+    """A CD export of two patients was read as one study: the larger patient's series was
+    used and the other patient dropped with a warning naming series UIDs only, exit 0. Its
+    folder is now a study per patient folder; read as one CT it is refused, naming them."""
+    export = cd_export(tmp_path / "cd", [
+        study_series(tmp_path / "a", 6, "PAT1", "1.2.3.1", "20260112"),
+        study_series(tmp_path / "b", 4, "PAT2", "1.2.3.2", "20260115")])
+    assert (export / "DICOMDIR").is_file()
+    assert [(s.name, s.path) for s in find_studies([export])] == [
+        ("PT000000", export / "PT000000"), ("PT000001", export / "PT000001")]
+    message = (f"{export}: holds DICOM series of 2 patients (patient PAT1 in "
+               f"{export}/PT000000; patient PAT2 in {export}/PT000001), not one CT; give "
+               f"{export} to read each of its sub-folders as a study")
+    with pytest.raises(CovsegError) as refused:
+        read_volume(export)
+    assert str(refused.value) == message
+    assert read_volume(export / "PT000001").array.shape == (4, 24, 32)
+
+
+def test_an_export_of_one_patient_is_one_study(tmp_path: Path) -> None:
+    export = cd_export(tmp_path / "cd", [
+        study_series(tmp_path / "a", 5, "PAT1", "1.2.3.1", "20260112"),
+        study_series(tmp_path / "b", 3, "PAT1", "1.2.3.1", "20260112", SeriesNumber=2)])
+    assert [(s.name, s.path) for s in find_studies([export])] == [("cd", export)]
+    assert read_volume(export).array.shape == (5, 24, 32)
+
+
+def test_a_tree_of_two_patients_found_below_the_input_names_its_folder(tmp_path: Path) -> None:
+    """Given above its DICOM/ folder, a tree of patients is one study DICOM, refused naming
+    the folder whose sub-folders are the patients' studies."""
+    tree = tmp_path / "tree" / "DICOM"
+    study_series(tree / "PAT1" / "ST1" / "SE1", 5, "P1", "1.2.3.1", "20260112")
+    study_series(tree / "PAT2" / "ST1" / "SE1", 4, "P2", "1.2.3.2", "20260112")
+    assert [s.name for s in find_studies([tmp_path / "tree"])] == ["DICOM"]
+    with pytest.raises(CovsegError, match=rf"not one CT; give {tree} to read each of its "
+                                          "sub-folders as a study$"):
+        read_volume(tree)
+    assert [s.name for s in find_studies([tree])] == ["PAT1", "PAT2"]
+
+
+def test_two_studies_of_one_patient_in_one_folder_are_refused(tmp_path: Path) -> None:
+    """A baseline and a follow-up study of one patient: the baseline was dropped unseen."""
+    folder = tmp_path / "followup"
+    study_series(folder / "a", 5, "PAT1", "1.2.3.1", "20260112")
+    study_series(folder / "b", 6, "PAT1", "1.2.3.2", "20260301")
+    for path in sorted((folder / "a").iterdir()):
+        path.rename(folder / f"A{path.name}")
+    (folder / "a").rmdir()
+    with pytest.raises(CovsegError, match=(
+            r"followup: holds DICOM series of 2 studies \(study 20260112 in .*followup itself; "
+            r"study 20260301 in .*followup/b\), not one CT; put each one's files in a folder of "
+            r"its own and give each folder$")):
+        read_volume(folder)
+
+
+def test_one_studys_series_read_the_largest_and_record_which(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Thin and thick series of one study: the thin one is read as before, and the warning,
+    the volume and quantification.json now name both by number and description."""
+    folder = tmp_path / "study"
+    thin = study_series(folder / "thin", 6, "PAT1", "1.2.3.1", "20260112", SeriesNumber=2,
+                        SeriesDescription="Lung 1.0")
+    thick = study_series(folder / "thick", 3, "PAT1", "1.2.3.1", "20260112", SeriesNumber=3,
+                         SeriesDescription="Body 5.0")
+    thin_uid, thick_uid = (str(pydicom.dcmread(files[0]).SeriesInstanceUID)
+                           for files in (thin, thick))
+    with caplog.at_level(logging.WARNING):
+        result = predict_study(BandPredictor([(-750, -650)]), folder, tmp_path / "out")
+    assert (f'2 DICOM series found; using the largest, series 2 "Lung 1.0" (6 files, UID '
+            f'{thin_uid}), and ignoring series 3 "Body 5.0" (3 files, UID {thick_uid})'
+            in caplog.text)
+    stored = json.loads((tmp_path / "out" / "quantification.json").read_text())
+    expected = {"series_instance_uid": thin_uid, "series_number": "2",
+                "series_description": "Lung 1.0", "files": 6,
+                "ignored_series": [{"series_instance_uid": thick_uid, "series_number": "3",
+                                    "series_description": "Body 5.0", "files": 3}]}
+    assert stored["inputs"]["dicom_series"] == expected == result["inputs"]["dicom_series"]
+
+
+def test_nifti_and_single_files_record_no_series(tmp_path: Path) -> None:
+    files = synthetic_series(tmp_path / "one", phantom(depth=3))
+    volume = read_volume(files[0])
+    assert volume.dicom is None and volume.slice_name(0) == "slice 0"
+    alone = read_volume(synthetic_series(tmp_path / "alone", phantom(depth=1))[0].parent)
+    assert alone.dicom is not None and alone.dicom.files == 1
+    assert alone.slice_name(0) == "slice 0"
+
+
+@pytest.mark.parametrize("orientation", [(1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+                                         (-1.0, 0.0, 0.0, 0.0, 1.0, 0.0)])
+def test_series_slices_are_named_by_their_image_numbers(orientation: tuple[float, ...],
+                                                        tmp_path: Path) -> None:
+    """The montage named slices by SimpleITK's sort index, which follows the slice normal: a
+    viewer's image 23 was "slice 22", or "slice 7" when the rows ran right to left. Images
+    are numbered here from the top (IM0000 at the bottom is image 6)."""
+    depth = 6
+    files = synthetic_series(tmp_path / "series", phantom(depth=depth))
+    for k, path in enumerate(files):
+        retagged([path], InstanceNumber=depth - k, ImageOrientationPatient=list(orientation))
+    volume = read_volume(tmp_path / "series")
+    mask = np.zeros(volume.array.shape, dtype=np.uint8)
+    for k in range(depth):  # working slice k lies at z = 100 + 2.5 k, the file IM{k:04d}
+        index = volume.file_slice(k)
+        assert index is not None
+        assert volume.slice_name(k) == f"image {depth - k} (slice {index})"
+        mask[:] = 0
+        mask[k] = 1
+        stored = np.asarray(nib.load(str(write_mask_like(volume, mask,
+                                                         tmp_path / "mask.nii.gz"))).dataobj)
+        assert stored[..., index].all(), "slice N is the mask file's slice N"
+
+
+def test_quantify_names_a_dicom_cts_slices_as_predict_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """quantify with --image a DICOM series titles the montage's slices as predict does."""
+    depth = 4
+    files = synthetic_series(tmp_path / "series", phantom(depth=depth))
+    for k, path in enumerate(files):
+        retagged([path], InstanceNumber=10 + k)
+    ct = read_volume(tmp_path / "series")
+    lesions = np.zeros(ct.array.shape, dtype=np.uint8)
+    lesions[2, 10:14, 8:12] = 1
+    mask = write_mask_like(ct, lesions, tmp_path / "x_mask.nii.gz")
+    names: list[list[str]] = []
+    original = quantify_module.write_montage
+
+    def titled(path: Path, labels: np.ndarray, grid: Volume, **kwargs: object) -> Path:
+        names.append([grid.slice_name(k) for k in range(labels.shape[0])])
+        return original(path, labels, grid, **kwargs)
+
+    monkeypatch.setattr(quantify_module, "write_montage", titled)
+    quantify_study(mask, tmp_path / "q", image=tmp_path / "series")
+    assert names == [[f"image {10 + k} (slice {k})" for k in range(depth)]]
+
+
+def test_slices_of_one_series_given_one_by_one_are_refused(tmp_path: Path) -> None:
+    """``covseg predict SERIES/*`` made 30 one-slice studies of one CT, each with its own
+    lungs and CT category, exit 0."""
+    files = synthetic_series(tmp_path / "series", phantom(depth=5))
+    given = [*files[3:], *files[:3]]
+    with pytest.raises(CovsegError, match=(
+            r"^5 DICOM slices of one series \([0-9.]+\) given one by one \(IM0003.dcm, "
+            r"IM0004.dcm, IM0000.dcm, \.\.\.\), each would be a one-slice study; give their "
+            rf"folder {tmp_path}/series to read them as one CT$")):
+        find_studies(given)
+    assert [s.path for s in find_studies([files[0]])] == [files[0]]
+    other = synthetic_series(tmp_path / "other", phantom(depth=2))
+    assert len(find_studies([files[0], other[1]])) == 2, "slices of two series stay studies"
+
+
+def test_multiframe_files_of_one_series_stay_studies(tmp_path: Path) -> None:
+    """Enhanced CT files are volumes each, even when they share a series."""
+    first = enhanced_ct(tmp_path / "a.dcm", phantom(depth=3))
+    second = enhanced_ct(tmp_path / "b.dcm", phantom(depth=3))
+    retagged([second], SeriesInstanceUID=str(pydicom.dcmread(first).SeriesInstanceUID))
+    assert [s.path for s in find_studies([first, second])] == [first, second]
