@@ -138,6 +138,22 @@ def test_volumes_drifting_under_half_a_voxel_pair_and_other_sizes_are_refused_sa
         evaluate_folders(tmp_path / "pred", tmp_path / "coarse", tmp_path / "c.json")
 
 
+def test_classes_note_says_the_models_labels_apart_from_the_masks(tmp_path: Path) -> None:
+    """A 4-class model's masks holding labels 0..2 scored against a binary truth were said to
+    hold labels 0..3: the 3 is the model's, from predict.json, not the masks'."""
+    truth = _multiclass_truth(tmp_path / "pred")
+    _save(tmp_path / "truth" / "a.png", (truth > 0) * 255)
+    held = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "held.json")
+    assert held["classes_note"] == ("the prediction holds labels 0..2, the truth 0..1: scored "
+                                    "as binary (infection = any label > 0), no per-class "
+                                    "metrics")
+    (tmp_path / "pred" / "predict.json").write_text(json.dumps({"model": {"num_classes": 4}}))
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev.json")
+    assert result["num_classes"] == 2 and result["summary"]["dice"]["mean"] == 1.0
+    assert result["classes_note"].startswith("the model predicts labels 0..3 (its masks hold "
+                                             "0..2), the truth 0..1: scored as binary")
+
+
 @pytest.mark.parametrize("bare", ["pred", "truth"])
 def test_a_volume_without_geometry_pairs_with_the_other_as_stored(
         tmp_path: Path, bare: str, caplog: pytest.LogCaptureFixture) -> None:

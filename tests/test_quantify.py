@@ -695,7 +695,8 @@ def test_a_ct_given_as_the_lesion_mask_fails_its_study(tmp_path: Path) -> None:
     """A CT given as the mask: in 8-bit grey it was counted as done, every non-zero voxel a
     lesion; in HU it failed on "negative labels", saying neither that it is a CT nor where a
     CT goes. Now its study fails saying both; masks of 0/1, 0/255, 0..3 (int16, uint8,
-    float32) are counted as before (:func:`noisy_ct`'s 8-bit copy has 55 levels)."""
+    float32) are counted as before (:func:`noisy_ct`'s 8-bit copy has 55 levels), a 0/255 mask
+    apart from the multi-class one, which makes a call multi-class."""
     ct, good, lesion_ml = synthetic_study(tmp_path / "in", "good")
     masks, hu = good.parent, noisy_ct(ct)
     nib.save(hu, str(masks / "hu.nii.gz"))
@@ -709,7 +710,13 @@ def test_a_ct_given_as_the_lesion_mask_fails_its_study(tmp_path: Path) -> None:
         nib.save(nib.Nifti1Image(data, hu.affine), str(masks / f"{name}_mask.nii.gz"))
     result = quantify_batch([masks], tmp_path / "out")
     rows = {r["study"]: r for r in read_rows(result.summary)}
-    assert (result.done, result.failed) == (4, 2)
+    assert (result.done, result.failed) == (3, 3)
+    assert rows["u8"]["error"].startswith("multi-class masks use labels 0..3 (1 GGO, 2 "
+                                          "consolidation, 3 effusion), found 255 (")
+    assert rows["u8"]["error"].endswith("quantify a binary mask such as 0/255 into another --out")
+    binary = quantify_batch([masks / "u8_mask.nii.gz"], tmp_path / "binary")
+    assert binary.done == 1
+    rows["u8"] = read_rows(binary.summary)[0]
     for name in ("good", "u8", "f32"):
         assert float(rows[name]["lesion_ml"]) == pytest.approx(lesion_ml, rel=1e-5)
     assert float(rows["multi"]["consolidation_ml"]) == pytest.approx(lesion_ml, rel=1e-5)
@@ -1027,27 +1034,73 @@ def test_rerun_with_other_settings_is_refused(tmp_path: Path) -> None:
     assert quantify_batch([mask], out, html_report=True).skipped == 1
     assert "<b>Category: not available (no lung mask)</b>" in (out / "case" / "report.html").read_text()
     old = json.loads(record.read_text())
-    assert old["settings"] == {"lungs": None, "image": None, "hu": "auto", "classes": "auto",
+    assert old["settings"] == {"lungs": None, "image": None, "hu": "auto", "classes": "binary",
                                "html": True}
     del old["settings"]
     record.write_text(json.dumps(old))  # as an older covseg wrote it
     assert quantify_batch([mask], out, lungs=tmp_path / "lungs.nii.gz").skipped == 1
 
 
+def test_auto_classes_are_decided_once_per_call(tmp_path: Path) -> None:
+    """--classes auto decided per study: in one call, a study holding ground-glass alone (or
+    nothing) beside multi-class ones was counted binary, its class cells blank in summary.csv.
+    The call reads them all multi-class, absent classes 0; a record of an earlier covseg's auto
+    is compared by what it decided; a binary model's prediction among them is refused."""
+    masks = [synthetic_study(tmp_path / "in", name)[1] for name in ("a", "b", "c")]
+    grid = nib.load(str(masks[0]))
+    labels = np.asarray(grid.dataobj).copy()
+    labels[40:43, 20:26, 2:4] = 2  # 36 voxels of consolidation beside 36 of ground-glass
+    nib.save(nib.Nifti1Image(labels, grid.affine), str(masks[0]))
+    nib.save(nib.Nifti1Image(labels * 0, grid.affine), str(masks[2]))
+    out = tmp_path / "out"
+    assert quantify_batch(masks, out).done == 3
+    voxel_ml = 0.7 * 0.7 * 5.0 / 1000.0
+    rows = {row["study"]: row for row in read_rows(out / "summary.csv")}
+    assert [(rows[name]["ggo_ml"], rows[name]["consolidation_ml"], rows[name]["effusion_ml"])
+            for name in "abc"] == [(f"{36 * voxel_ml:.6g}", f"{36 * voxel_ml:.6g}", "0"),
+                                   (f"{72 * voxel_ml:.6g}", "0", "0"), ("0", "0", "0")]
+    record = out / "b" / "quantification.json"
+    old = json.loads(record.read_text())
+    assert old["multiclass"] is True and old["settings"]["classes"] == "multiclass"
+    old["settings"]["classes"] = "auto"  # as an earlier covseg wrote it
+    record.write_text(json.dumps(old))
+    assert quantify_batch(masks, out, multiclass=True).skipped == 3
+    old["multiclass"] = False  # an earlier auto that read it as binary: another method
+    record.write_text(json.dumps(old))
+    with pytest.raises(CovsegError, match=r"out/b was made with other settings or inputs "
+                                          r"\(classes: binary -> multiclass\)"):
+        quantify_batch(masks, out)
+    predicted = tmp_path / "pred" / "p"
+    predicted.mkdir(parents=True)
+    shutil.copy(masks[1], predicted / "infection.nii.gz")
+    (predicted / "quantification.json").write_text(json.dumps({"multiclass": False}))
+    with pytest.raises(CovsegError, match=r"p/infection.nii.gz is a binary model's prediction "
+                                          r"\(its quantification.json\), but .*a_mask.nii.gz is "
+                                          r"multi-class: .*separate --out folders$"):
+        quantify_batch([masks[0], predicted], tmp_path / "mixed")
+    assert quantify_batch([masks[1], predicted], tmp_path / "binary").done == 2
+
+
 def test_other_studies_done_otherwise_in_out_are_refused(tmp_path: Path) -> None:
     """A call on new studies into an --out whose earlier studies were quantified with other
     --classes put both in one summary without a word (310 mL of ground-glass beside empty
-    columns): refused in one line before any study. Each study's own --lungs is no clash."""
+    columns): refused in one line before any study. The default reads binary masks as binary,
+    and follows an --out counted multi-class. Each study's own --lungs is no clash."""
     masks = [synthetic_study(tmp_path / "in", name)[1] for name in ("a", "b", "c")]
     out = tmp_path / "out"
-    assert quantify_batch([masks[0]], out, multiclass=True).done == 1
+    assert quantify_batch([masks[0]], out).done == 1
     with pytest.raises(CovsegError, match=r"out holds a, done earlier with other settings "
-                                          r"\(classes: multiclass -> auto\), which its summary "
+                                          r"\(classes: binary -> multiclass\), which its summary "
                                           r"would list beside this call's studies; pick a new "
                                           r"--out or delete it$"):
-        quantify_batch([masks[1]], out)
+        quantify_batch([masks[1]], out, multiclass=True)
     assert not (out / "b").exists()
-    assert quantify_batch([masks[1]], out, multiclass=True).done == 1
+    out = tmp_path / "multi"
+    assert quantify_batch([masks[0]], out, multiclass=True).done == 1
+    assert quantify_batch([masks[1]], out).done == 1
+    record = json.loads((out / "b" / "quantification.json").read_text())
+    assert record["multiclass"] is True and record["study"]["ggo_ml"] > 0
+    assert record["study"]["consolidation_ml"] == 0.0
     grid = nib.load(str(masks[2]))
     for name in ("b", "c"):
         nib.save(nib.Nifti1Image(np.ones(grid.shape, dtype=np.int16), grid.affine),

@@ -43,6 +43,7 @@ def test_run_folder_has_config_log_curves_checkpoints_and_metrics(tiny_run: Path
     assert 0.0 <= metrics["validation"]["dice"]["mean"] <= 1.0
     config = json.loads((tiny_run / "config.json").read_text())
     assert config["synthetic"] and config["val_cases"]
+    assert config["classes"] == {"0": "background", "1": "infection"}
     assert len((tiny_run / "log.csv").read_text().strip().splitlines()) == 3
 
 
@@ -384,6 +385,8 @@ def test_a_multiclass_run_refuses_a_threshold_and_records_none(tmp_path: Path) -
     train_module.train(config, data, out, progress=False)
     record = json.loads((out / "config.json").read_text())
     assert record["config"]["threshold"] is None
+    assert record["classes"] == {"0": "background", "1": "ground-glass",
+                                 "2": "consolidation"}  # named in no record of the run before
     assert "threshold" not in load_checkpoint(out / "best.pt")["meta"]
     record["config"]["threshold"] = 0.4  # as covseg recorded before: resumed all the same
     (out / "config.json").write_text(json.dumps(record))

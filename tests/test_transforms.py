@@ -179,6 +179,24 @@ def test_lesion_paste_blends_the_donor_lesion_into_dark_pixels_only() -> None:
     assert ((labels > 0) >= (mask > 0)).all(), "pasting only adds lesion pixels"
 
 
+def test_lesion_paste_pastes_ground_glass_and_consolidation_with_their_own_labels() -> None:
+    """A multi-class donor's effusion (3) was pasted into aerated lung, and a hole in its
+    consolidation (label 0 under the blurred edge) became ground-glass (1)."""
+    image = torch.full((2, 1, 32, 32), 0.2)
+    mask = torch.zeros(2, 1, 32, 32, dtype=torch.long)
+    mask[1, 0, 4:14, 4:14] = 2
+    mask[1, 0, 8:10, 8:10] = 0  # a hole in the consolidation
+    mask[1, 0, 4:14, 20:24] = 1
+    mask[1, 0, 22:30, 4:28] = 3  # effusion, apart from the lesions
+    image[1, 0][mask[1, 0] > 0] = 0.45
+    pasted, labels = LesionPaste(1.0)(image, mask)
+    assert (labels[0, 0, 5:13, 5:8] == 2).all() and (labels[0, 0, 5:13, 21:23] == 1).all()
+    assert (labels[0, 0, 8:10, 8:10] == 0).all(), "the hole keeps the slice's own label"
+    assert not (labels[0] == 3).any(), "no effusion pasted"
+    assert torch.equal(pasted[0, 0, 21:], image[0, 0, 21:])
+    assert torch.equal(labels[1], mask[1]) and torch.equal(pasted[1], image[1])
+
+
 def test_lesion_paste_share_zero_is_the_identity_and_a_seed_replays() -> None:
     image, mask = pasting_batch()
     same_image, same_mask = LesionPaste(0.0)(image, mask)

@@ -795,10 +795,14 @@ def test_quantify_of_a_prediction_takes_its_lung_growth_however_the_lungs_are_sp
         tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
         ) -> None:
     """The same lungs.nii.gz given by an absolute path gave no lung growth and no note, by a
-    relative one predict's; quantify of the folder recorded predict's note without warning."""
+    relative one predict's; quantify of the folder recorded predict's note without warning.
+    The note is predict's, but for its advice: quantify has no --lung-model, its lungs are
+    given with --lungs."""
     path = tmp_path / "case.nii.gz"
     overcalled_ct(path)
     predicted = predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "pred")
+    assert predicted["lung_note"].endswith("give the lungs with --lung-model")
+    note = predicted["lung_note"].removesuffix("--lung-model") + "--lungs"
     monkeypatch.chdir(tmp_path)
     for index, lungs in enumerate((Path("pred/lungs.nii.gz"), tmp_path / "pred/lungs.nii.gz")):
         caplog.clear()
@@ -807,10 +811,9 @@ def test_quantify_of_a_prediction_takes_its_lung_growth_however_the_lungs_are_sp
                                     lungs=lungs)
         for region in ("study", "right_lung", "left_lung"):
             assert result[region] == predicted[region], (lungs, region)
-        assert result["lung_note"] == predicted["lung_note"]
+        assert result["lung_note"] == note
         assert [record.getMessage() for record in caplog.records
-                if "threshold" in record.getMessage()] == [
-            f"pred/infection.nii.gz: {predicted['lung_note']}"]
+                if "threshold" in record.getMessage()] == [f"pred/infection.nii.gz: {note}"]
 
 
 def test_quantify_of_an_edited_prediction_counts_the_lung_growth_of_its_files(

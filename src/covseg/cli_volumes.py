@@ -58,8 +58,9 @@ def add_quantify_parser(subparsers: Any) -> argparse.ArgumentParser:
                              "(auto, default)")
     parser.add_argument("--classes", choices=tuple(CLASSES), default="auto",
                         help="binary (any non-zero is lesion), multiclass (1 GGO, "
-                             "2 consolidation, 3 effusion) or auto (default: labels > 1 mean "
-                             "multiclass)")
+                             "2 consolidation, 3 effusion) or auto (default: multiclass for "
+                             "the whole call when a mask holds labels 2 or 3, or a predict "
+                             "record or a study done in --out says so)")
     parser.add_argument("--html", action="store_true", help="also write report.html per study")
     parser.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N",
                         help="process every N-th study from the I-th (0-based), by sorted name")

@@ -440,8 +440,8 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     pred_labels = _Side.of([levels[stem][0] for stem in cases],
                            [preds.get(stem, truths[stem]) for stem in cases])
     truth_labels = _Side.of([levels[stem][1] for stem in cases], [truths[stem] for stem in cases])
-    pred_top = max(pred_labels.top,
-                   _recorded_top_label(pred_folder, [preds[s] for s in cases if s in preds]))
+    model_top = _recorded_top_label(pred_folder, [preds[s] for s in cases if s in preds])
+    pred_top = max(pred_labels.top, model_top)
     truth_top = truth_labels.top
     num_classes = max(pred_top, truth_top) + 1 if min(pred_top, truth_top) > 1 else 2
     rows = []
@@ -469,7 +469,7 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
                                         for case in set(preds) - set(truths)),
         "unmatched_truths": unmatched,
         "skipped_images": pred_side.skipped_images + truth_side.skipped_images + skipped,
-        "num_classes": num_classes, "classes_note": _classes_note(pred_top, truth_top),
+        "num_classes": num_classes, "classes_note": _classes_note(pred_labels.top, model_top, truth_top),
         "empty_mask_rules": EMPTY_MASK_RULES, "std_note": STD_NOTE,
         "hd95_unit": _hd95_unit([truths[stem] for stem in cases], per_slice),
         "summary": summarize(rows), "per_case": rows,
@@ -637,13 +637,19 @@ def _recorded_top_label(pred_dir: Path, masks: Sequence[Path]) -> int:
     return top
 
 
-def _classes_note(pred_top: int, truth_top: int) -> str | None:
+def _classes_note(held_top: int, model_top: int, truth_top: int) -> str | None:
     """Why a multi-class side was scored as binary: only labels both sides use are compared
-    per class, so a binary prediction's pixels are never all counted as the first class."""
+    per class, so a binary prediction's pixels are never all counted as the first class. The
+    prediction's labels are its masks' (``held_top``), or its model's (``model_top``, from its
+    record) where that goes higher: a 4-class model's masks holding 0..2 were said to hold
+    0..3."""
+    pred_top = max(held_top, model_top)
     if (pred_top > 1) == (truth_top > 1):
         return None
-    return (f"the prediction holds labels 0..{pred_top}, the truth 0..{truth_top}: scored as "
-            "binary (infection = any label > 0), no per-class metrics")
+    pred = (f"the model predicts labels 0..{model_top} (its masks hold 0..{held_top})"
+            if model_top > held_top else f"the prediction holds labels 0..{held_top}")
+    return (f"{pred}, the truth 0..{truth_top}: scored as binary (infection = any label > 0), "
+            "no per-class metrics")
 
 
 PLOTTED_METRICS = ("dice", "iou", "sensitivity", "precision")

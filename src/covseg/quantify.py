@@ -99,6 +99,9 @@ CATEGORY_RULE = (
     "MosMedData category by % of lung volume involved (GGO + consolidation): CT-0 = 0 %, "
     "CT-1 = (0, 25) %, CT-2 = [25, 50) %, CT-3 = [50, 75) %, CT-4 = [75, 100] %"
 )
+LUNGS_REMEDY = "check the montage, or give the lungs with "
+"""The end of the grown-lungs note before the option that gives lungs: predict's note names
+its ``--lung-model``, which quantify, reusing the note, names as its ``--lungs``."""
 GROWN_LUNG_SHARE = 0.25
 """Thresholded lungs grown over more lesion than this share of a lung's aerated volume are
 warned of (:func:`note_grown_lungs`)."""
@@ -226,6 +229,8 @@ def _is_multiclass(lesions: np.ndarray, multiclass: bool | None) -> bool:
     if multiclass and top > EFFUSION:
         raise CovsegError(
             f"multi-class masks use labels 0..3 (1 GGO, 2 consolidation, 3 effusion), found {top}"
+            " (--classes multiclass, or --classes auto where a mask of the call holds labels 2 or "
+            "3); quantify a binary mask such as 0/255 into another --out"
         )
     return multiclass
 
@@ -303,8 +308,8 @@ def note_grown_lungs(result: dict[str, Any], cut: bool, source: str, lung_option
     if cut:
         parts.append(f"lesion reaching the lungs was cut {LESION_DEPTH_MM:g} mm from them")
     note = (f"{'; '.join(parts)}: the lungs were found by HU threshold, which cannot tell "
-            "consolidation from a call running on into the liver, heart or chest wall; check "
-            f"the montage, or give the lungs with {lung_option}")
+            "consolidation from a call running on into the liver, heart or chest wall; "
+            f"{LUNGS_REMEDY}{lung_option}")
     log.warning("%s: %s", source, note)
     result["lung_note"] = note
 
@@ -722,8 +727,8 @@ def _absolute(path: str | os.PathLike[str] | None) -> str | None:
 
 
 CLASSES: dict[str, bool | None] = {"auto": None, "binary": False, "multiclass": True}
-"""``--classes``: how mask labels are read, as the ``multiclass`` flag (auto: labels above 1
-mean multi-class)."""
+"""``--classes``: how mask labels are read, as the ``multiclass`` flag (auto: decided once for a
+batch by :func:`_classes_of_call`, for one study by its own mask's labels above 1)."""
 
 
 def multiclass_for(classes: str) -> bool | None:
@@ -738,7 +743,9 @@ def quantify_settings(*, lungs: str | os.PathLike[str] | None = None,
                       image: str | os.PathLike[str] | None = None, hu: str = "auto",
                       multiclass: bool | None = None, html_report: bool = False
                       ) -> dict[str, Any]:
-    """The options that shape a quantify study's results (recorded, compared on reruns)."""
+    """The options that shape a quantify study's results (recorded, compared on reruns); a
+    ``multiclass`` decided (not None) is recorded as ``binary`` or ``multiclass``, however it
+    was asked for, so that calls are compared by how they read the masks."""
     classes = next(name for name, flag in CLASSES.items() if flag is multiclass)
     return {"lungs": _absolute(lungs), "image": _absolute(image), "hu": hu, "classes": classes,
             "html": html_report}
@@ -839,7 +846,8 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
     result["inputs"] = {**inputs, "lung_source": lung_source, "lungs_recounted": recounted,
                         INPUT_SHA256: hashes}
     result[SETTINGS] = quantify_settings(lungs=given.lungs, image=given.image, hu=hu,
-                                         multiclass=multiclass, html_report=html_report)
+                                         multiclass=result["multiclass"],
+                                         html_report=html_report)
     return write_report(out_dir, result, stem, lesions.array, lungs=lung_labels,
                         image=ct.array if ct is not None else None,
                         intensity=ct.intensity if ct is not None else "hu",
@@ -908,12 +916,15 @@ def _lungs_under_edited_mask(lungs: np.ndarray, ct: Volume, lesions: np.ndarray,
 def _recorded_growth(result: dict[str, Any], record: dict[str, Any], source: str) -> None:
     """Predict's record of the lesion its lungs.nii.gz was grown over (None where it has none)
     and its lung note, warned of once as predict does, for quantify of predict's unchanged
-    masks: the lungs are counted as given, but were grown by predict."""
+    masks: the lungs are counted as given, but were grown by predict. The note's advice names
+    quantify's ``--lungs``, not predict's ``--lung-model`` (:data:`LUNGS_REMEDY`)."""
     for region in REGIONS:
         recorded = record.get(region)
         added = recorded.get("lesion_added_to_lungs_ml") if isinstance(recorded, dict) else None
         result[region]["lesion_added_to_lungs_ml"] = added if isinstance(added, float) else None
     note = record.get("lung_note")
+    if isinstance(note, str) and LUNGS_REMEDY in note:
+        note = note[:note.index(LUNGS_REMEDY)] + LUNGS_REMEDY + "--lungs"
     result["lung_note"] = note if isinstance(note, str) else None
     if result["lung_note"]:
         log.warning("%s: %s", source, note)
@@ -1574,7 +1585,7 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
     for study in studies:
         done = out_dir / study.name / RESULT_JSON
         record = read_record(done)
-        recorded = record.get(SETTINGS) if record else None
+        recorded = _recorded_settings(record)
         if not isinstance(recorded, dict):
             continue
         inputs = partial(_changed_inputs, record.get("inputs", {}), study, done.stat().st_mtime)
@@ -1592,6 +1603,17 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
         raise CovsegError(f"{out_dir} holds {folder.name}, done earlier with other settings "
                           f"({'; '.join(changes)}){_more(earlier)}, which its summary would "
                           "list beside this call's studies; pick a new --out or delete it")
+
+
+def _recorded_settings(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A done study's recorded settings, a quantify record's ``classes: auto`` (an earlier
+    covseg's, decided per study) read as what it decided (``binary`` or ``multiclass``, by its
+    ``multiclass``), as a call now records its own: one method however it was asked for."""
+    settings = record.get(SETTINGS) if record else None
+    if (isinstance(settings, dict) and settings.get("classes") == "auto" and record
+            and isinstance(record.get("multiclass"), bool)):
+        return {**settings, "classes": "multiclass" if record["multiclass"] else "binary"}
+    return settings
 
 
 def _more(clashes: Sequence[Any]) -> str:
@@ -1627,7 +1649,7 @@ def _earlier_clashes(out_dir: Path, names: set[str], current: dict[str, Any]
     for folder in sorted(out_dir.iterdir()) if out_dir.is_dir() else []:
         done = folder / RESULT_JSON
         record = read_record(done) if folder.name not in names else None
-        recorded = record.get(SETTINGS) if record else None
+        recorded = _recorded_settings(record)
         if not isinstance(recorded, dict) or not isinstance(record.get("study"), dict):
             continue
         own = {key for key in PER_STUDY_SETTINGS
@@ -1920,6 +1942,8 @@ def quantify_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
         raise CovsegError(f"--image {image} is one DICOM series, but {len(studies)} masks were "
                           "given; quantify one mask with it, or give a folder of NIfTI named "
                           "like the masks")
+    if multiclass is None:
+        multiclass = _classes_of_call(studies, Path(out_dir))
     settings = quantify_settings(lungs=lungs, image=image, hu=hu, multiclass=multiclass,
                                  html_report=html_report)
 
@@ -1929,3 +1953,43 @@ def quantify_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
         return _quantify_study(study.path, folder, given, hu, multiclass, html_report)
 
     return run_batch(studies, out_dir, process, shard=shard, desc="quantify", settings=settings)
+
+
+def _classes_of_call(studies: Sequence[Study], out_dir: Path) -> bool:
+    """``--classes auto`` for a whole call: multi-class when a predict record beside a mask says
+    so, a study done in ``out_dir`` was counted so, or a mask not done there holds labels 2..3;
+    else binary. Decided per study, one summary mixed binary and multi-class rows, and a study
+    of a multi-class set holding ground-glass alone (or nothing) had no class volumes, not 0.
+    A binary model's prediction among multi-class masks is refused: its lesion would read as
+    ground-glass. Masks are read only until one is multi-class."""
+    records = {study.path: _prediction_record(study.path) for study in studies}
+    binary = [path for path, record in records.items() if record.get("multiclass") is False]
+    evidence = next((path for path, record in records.items() if record.get("multiclass") is True),
+                    None)
+    done = {folder.name: read_record(folder / RESULT_JSON)
+            for folder in (sorted(out_dir.iterdir()) if out_dir.is_dir() else [])}
+    if evidence is None:
+        evidence = next((out_dir / name / RESULT_JSON for name, record in done.items()
+                         if record and record.get("multiclass") is True), None)
+    if evidence is None:
+        evidence = next((study.path for study in studies
+                         if not done.get(study.name)
+                         and not isinstance(records[study.path].get("multiclass"), bool)
+                         and _holds_classes(study.path)), None)
+    if evidence is not None and binary:
+        raise CovsegError(f"{binary[0]} is a binary model's prediction (its {RESULT_JSON}), but "
+                          f"{evidence} is multi-class: one summary would read its lesion as "
+                          "ground-glass; quantify them into separate --out folders")
+    return evidence is not None
+
+
+def _holds_classes(mask: Path) -> bool:
+    """Whether a lesion mask holds multi-class labels (its largest in 2..3); False for one that
+    cannot be read, which fails as its own study."""
+    if not is_nifti(mask):
+        return False
+    try:
+        lesions = _read_lesion_mask(mask, None).array
+    except (CovsegError, OSError, ValueError):
+        return False
+    return bool(lesions.size) and 1 < int(lesions.max()) <= EFFUSION

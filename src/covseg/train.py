@@ -932,12 +932,14 @@ def _write_run_record(out: Path, config: TrainConfig, data: LoadedData,
                       train_cases: Sequence[str], val_cases: Sequence[str], fingerprint: str,
                       **extra: Any) -> None:
     """``config.json``: the command and covseg version (:func:`provenance`), the recipe, the
-    data (and their fingerprint) and the split, enough to reproduce the run and to refuse
+    data (and their fingerprint), the classes trained (label -> name, as predict.json's) and
+    the split, enough to reproduce the run and to refuse
     resuming it on other data (a resume compares the recipe, fingerprint and split only: it may
     be spelt otherwise, and records its own command)."""
     write_json(out / "config.json", {
         **provenance(data_path=data.root),
-        "config": config.to_dict(), "data": data.describe(), "layout": data.layout,
+        "config": config.to_dict(), "data": data.describe(),
+        "classes": _class_names(config.target, data.num_classes), "layout": data.layout,
         "synthetic": data.synthetic, DATA_FINGERPRINT: fingerprint, **extra,
         "train_cases": list(train_cases), "val_cases": list(val_cases),
         "held_out": held_out(data, train_cases, val_cases), "torch": torch.__version__,

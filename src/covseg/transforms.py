@@ -343,9 +343,15 @@ class LesionPaste:
     of the slice before it in the batch (the first takes the last's), their edges softened by
     MONAI's Gaussian filter (``sigma`` px), only where it is itself aerated-lung dark (``DARK``,
     a share of the grey range: not padding, soft tissue or bone); where the pasted lesion
-    dominates, the mask takes the donor's label. Only the first (intensity) channel is pasted,
-    so a lung-guide channel is left as it is.
+    dominates, the mask takes the donor pixel's own label. Lesions are ground-glass and
+    consolidation (labels 1 and 2; a binary mask's 1): a multi-class donor's pleural effusion
+    (3) lies outside the lung, and pasted into aerated lung it taught effusion inside it. A
+    donor pixel that is no lesion (a hole in one, under its blurred edge) keeps the slice's
+    own label: it was made ground-glass whatever surrounded it. Only the first (intensity)
+    channel is pasted, so a lung-guide channel is left as it is.
     """
+
+    LESION_LABELS: tuple[int, ...] = (1, 2)
 
     DARK: tuple[float, float] = (0.02, 0.6)
 
@@ -370,9 +376,10 @@ class LesionPaste:
         intensity, donor_labels = image[:, :1], mask[donor]
         low, high = self.DARK
         dark = ((intensity > low) & (intensity < high)).float()
-        alpha = self.soften((donor_labels > 0).float()) * self.soften(dark)
+        lesion = torch.isin(donor_labels, torch.tensor(self.LESION_LABELS))
+        alpha = self.soften(lesion.float()) * self.soften(dark)
         alpha = alpha * chosen.view(-1, 1, 1, 1).float()
         pasted = image.clone()
         pasted[:, :1] = alpha * intensity[donor] + (1 - alpha) * intensity
-        labels = torch.where(alpha > 0.5, donor_labels.clamp(min=1), mask)
+        labels = torch.where((alpha > 0.5) & lesion, donor_labels, mask)
         return pasted, labels
