@@ -1,24 +1,27 @@
 """DICOM folders holding several patients, studies or series, slices given one by one, and
-how a series' slices are named (probe 20: F2, F3, F4)."""
+how a series' slices are named (probe 20: F2, F3, F4); series sized by their images, localizers
+and study-level folders (F7, F8, F9)."""
 
 from __future__ import annotations
 
 import importlib
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from pydicom.dataset import FileDataset
 from pydicom.fileset import FileSet
 
 from covseg.errors import CovsegError
 from covseg.io.volume import Volume, read_volume, write_mask_like
 from covseg.quantify import find_studies, quantify_study
 from covseg.volumes import predict_study
-from tests.test_io_volume import enhanced_ct, phantom, synthetic_series
+from tests.test_io_volume import enhanced_ct, phantom, synthetic_meta, synthetic_series
 from tests.test_volumes import BandPredictor
 
 quantify_module = importlib.import_module("covseg.quantify")  # covseg.quantify: the function
@@ -120,14 +123,16 @@ def test_one_studys_series_read_the_largest_and_record_which(
                            for files in (thin, thick))
     with caplog.at_level(logging.WARNING):
         result = predict_study(BandPredictor([(-750, -650)]), folder, tmp_path / "out")
-    assert (f'2 DICOM series found; using the largest, series 2 "Lung 1.0" (6 files, UID '
-            f'{thin_uid}), and ignoring series 3 "Body 5.0" (3 files, UID {thick_uid})'
+    assert (f'2 DICOM series found; using the largest, series 2 "Lung 1.0" (6 images, UID '
+            f'{thin_uid}), and ignoring series 3 "Body 5.0" (3 images, UID {thick_uid}); to '
+            "read another, move its files to a folder of their own and give that folder"
             in caplog.text)
     stored = json.loads((tmp_path / "out" / "quantification.json").read_text())
     expected = {"series_instance_uid": thin_uid, "series_number": "2",
-                "series_description": "Lung 1.0", "files": 6,
+                "series_description": "Lung 1.0", "files": 6, "images": 6,
                 "ignored_series": [{"series_instance_uid": thick_uid, "series_number": "3",
-                                    "series_description": "Body 5.0", "files": 3}]}
+                                    "series_description": "Body 5.0", "files": 3,
+                                    "images": 3}]}
     assert stored["inputs"]["dicom_series"] == expected == result["inputs"]["dicom_series"]
 
 
@@ -208,3 +213,110 @@ def test_multiframe_files_of_one_series_stay_studies(tmp_path: Path) -> None:
     second = enhanced_ct(tmp_path / "b.dcm", phantom(depth=3))
     retagged([second], SeriesInstanceUID=str(pydicom.dcmread(first).SeriesInstanceUID))
     assert [s.path for s in find_studies([first, second])] == [first, second]
+
+
+SCOUT = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+
+
+def uid_of(path: Path) -> str:
+    return str(pydicom.dcmread(path).SeriesInstanceUID)
+
+
+def test_an_enhanced_ct_beside_a_larger_localizer_is_read(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Series were sized by files: an Enhanced CT (one file of 6 frames) lost to a 2-image
+    localizer, which was predicted as the study (no lungs, exit 0). Sized by images, and a
+    localizer never chosen over a volume, even one of more images."""
+    folder = tmp_path / "study"
+    ct = enhanced_ct(folder / "ct.dcm", phantom(depth=6))
+    scout = retagged(synthetic_series(folder / "scout", phantom(depth=8)), ImageType=SCOUT)
+    with caplog.at_level(logging.WARNING):
+        volume = read_volume(folder)
+    assert volume.array.shape == (6, 24, 32)
+    assert volume.dicom is not None and volume.dicom.record() == {
+        "series_instance_uid": uid_of(ct), "series_number": None, "series_description": None,
+        "files": 1, "images": 6, "ignored_series": [{
+            "series_instance_uid": uid_of(scout[0]), "series_number": None,
+            "series_description": None, "files": 8, "images": 8, "localizer": True}]}
+    assert (f"using the largest, series (6 images in 1 file, UID {uid_of(ct)}), and ignoring "
+            f"series (8 images, localizer, UID {uid_of(scout[0])})") in caplog.text
+
+
+def test_enhanced_series_are_sized_by_their_frames(tmp_path: Path) -> None:
+    """A 6-frame and a 3-frame Enhanced CT were "a tie at 1 slices", refused."""
+    folder = tmp_path / "two"
+    thin = enhanced_ct(folder / "thin.dcm", phantom(depth=6))
+    enhanced_ct(folder / "thick.dcm", phantom(depth=3))
+    volume = read_volume(folder)
+    assert volume.array.shape == (6, 24, 32)
+    assert volume.dicom is not None and volume.dicom.uid == uid_of(thin)
+    assert [(s.files, s.images) for s in volume.dicom.ignored] == [(1, 3)]
+    tie = tmp_path / "tie"
+    enhanced_ct(tie / "a.dcm", phantom(depth=4))
+    enhanced_ct(tie / "b.dcm", phantom(depth=4))
+    with pytest.raises(CovsegError, match=r"2 DICOM series, the largest tie at 4 images \("
+                                          r"series \(4 images in 1 file, UID [0-9.]+\); "):
+        read_volume(tie)
+
+
+def test_a_folder_of_localizers_only_is_refused(tmp_path: Path) -> None:
+    """A scout series alone was predicted as a CT."""
+    files = retagged(synthetic_series(tmp_path / "scout", phantom(depth=2)), ImageType=SCOUT)
+    with pytest.raises(CovsegError) as refused:
+        read_volume(tmp_path / "scout")
+    assert str(refused.value) == (
+        f"{tmp_path}/scout: holds localizer (scout) images only (series (2 images, "
+        f"localizer, UID {uid_of(files[0])})), not a CT volume; give the folder of the study's "
+        "CT series")
+
+
+def dose_report(path: Path) -> Path:
+    """A radiation dose SR: a DICOM object of the study without pixels."""
+    meta = synthetic_meta(pydicom.uid.XRayRadiationDoseSRStorage)
+    dataset = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    dataset.SOPClassUID, dataset.SOPInstanceUID = (meta.MediaStorageSOPClassUID,
+                                                   meta.MediaStorageSOPInstanceUID)
+    dataset.Modality, dataset.SeriesInstanceUID = "SR", pydicom.uid.generate_uid()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_a_study_level_folder_is_its_ct_series(tmp_path: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    """A study folder's scout and dose-report series were studies of their own that failed
+    with advice that could not be followed (exit 1); they are passed over with a warning
+    each, and a folder of nothing else is refused naming them."""
+    study = tmp_path / "study"
+    retagged(synthetic_series(study / "SE1_scout", phantom(depth=1)), ImageType=SCOUT)
+    synthetic_series(study / "SE2_ct", phantom(depth=4))
+    dose_report(study / "SE3_dose" / "dose.dcm")
+    with caplog.at_level(logging.WARNING):
+        assert [(s.name, s.path) for s in find_studies([study])] == [
+            ("SE2_ct", study / "SE2_ct")]
+    assert (f"{study}: SE1_scout holds localizer (scout) images only, no CT image; not read as "
+            "a study") in caplog.text
+    assert (f"{study}: SE3_dose holds SR objects without pixels only, no CT image; not read "
+            "as a study") in caplog.text
+    with pytest.raises(CovsegError, match=r"SE3_dose: holds SR objects without pixels only, "
+                                          r"no CT image; give the folder of the study's CT"):
+        read_volume(study / "SE3_dose")
+    shutil.rmtree(study / "SE2_ct")
+    with pytest.raises(CovsegError) as refused:
+        find_studies([study])
+    assert str(refused.value) == (
+        f"{study}: holds no CT image, only localizer (scout) images in SE1_scout; SR objects "
+        "without pixels in SE3_dose; give the folder of the study's CT series")
+
+
+def test_copies_of_a_series_under_two_export_roots_are_refused(tmp_path: Path) -> None:
+    """Each folder was sampled by its first DICOM file by name, at an export's root its
+    DICOMDIR, which names no series: two copies of one series were two studies."""
+    files = study_series(tmp_path / "series", 3, "PAT1", "1.2.3.1", "20260112")
+    index = cd_export(tmp_path / "cd", [files]) / "DICOMDIR"
+    batch = tmp_path / "batch"
+    for name in ("a", "b"):
+        shutil.copytree(files[0].parent, batch / name)
+        shutil.copy(index, batch / name / "DICOMDIR")
+    with pytest.raises(CovsegError, match=r"^studies a and b hold slices of one DICOM series"):
+        find_studies([batch])

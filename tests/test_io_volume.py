@@ -152,7 +152,7 @@ def test_mixed_series_uses_the_largest_and_warns(tmp_path: Path,
 def test_mixed_series_of_equal_size_is_an_error(tmp_path: Path) -> None:
     folder = dicom_series(tmp_path / "tie", DICOMS[:1])
     dicom_series(folder, DICOMS[1:], series_uid=pydicom.uid.generate_uid())
-    with pytest.raises(CovsegError, match="tie at 1 slices"):
+    with pytest.raises(CovsegError, match="tie at 1 image "):
         read_volume(folder)
 
 

@@ -66,6 +66,7 @@ from covseg.io.volume import (
     check_same_grid,
     display_flips,
     folder_niftis,
+    holds_no_ct_image,
     holds_several_studies,
     hounsfield,
     is_dicom_file,
@@ -1192,8 +1193,9 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
     batches; ``covseg predict`` study folders count only when reading ``masks``, for quantify,
     which also names ``x_mask.nii.gz`` study ``x``, and reads one predict study folder given
     itself as its one study, not its infection and lung masks as two). Sub-folders of 2D
-    pictures (:func:`_holds_pictures_only`) are no studies, nor, reading CTs (not ``masks``),
-    are NIfTI files named as masks (:func:`is_mask_named`) found in folders. What is passed
+    pictures (:func:`_holds_pictures_only`) are no studies, nor, reading CTs, are sub-folders
+    of localizers or DICOM objects without pixels only (:func:`_no_ct_folders`), nor are
+    NIfTI files named as masks (:func:`is_mask_named`) found in folders. What is passed
     over is named in a warning; a folder with nothing else is refused, and one with nothing at
     all is itself a study (so that an empty or broken folder is reported, not silently
     skipped). An ``exclude`` (the ``--out``) inside a sub-folder that
@@ -1280,6 +1282,7 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
     found = [Study(study_name(c, masks), c) for c in files]
     own: list[Path] = []
     pictures: list[Path] = []
+    no_ct: dict[Path, str] = {}
     if _one_dicom_study(path, children):
         found.append(Study(path.name, path))
     else:
@@ -1287,8 +1290,9 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
         own = [c for c in folders if _is_own_output(c, masks)]
         inputs = _outside_out([c for c in folders if c not in own], exclude, masks)
         pictures = [c for c in inputs if _holds_pictures_only(c)]
+        no_ct = {} if masks else _no_ct_folders([c for c in inputs if c not in pictures])
         sub_studies, sub_dropped = _sub_folder_studies(
-            [c for c in inputs if c not in pictures], masks)
+            [c for c in inputs if c not in pictures and c not in no_ct], masks)
         found += sub_studies
         dropped += sub_dropped
         if not masks:
@@ -1304,6 +1308,13 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
     if pictures:
         notes.append(f"{path}: {_listed(pictures, path, 'folder')} of 2D pictures, not read as "
                      f"studies; {advice}")
+    notes += [f"{path}: {folder.relative_to(path)} holds {held} only, no CT image; not read as a "
+              "study" for folder, held in no_ct.items()]
+    if not found and no_ct:
+        raise CovsegError(f"{path}: holds no CT image, only "
+                          + "; ".join(f"{held} in {folder.relative_to(path)}"
+                                      for folder, held in no_ct.items())
+                          + "; give the folder of the study's CT series")
     if not found and own:
         raise CovsegError(f"{path}: holds no study, only covseg's output "
                           f"({', '.join(c.name for c in own)}); give "
@@ -1328,6 +1339,15 @@ def _one_dicom_study(folder: Path, children: Sequence[Path]) -> bool:
     if any(is_dicom_file(c) and not is_dicomdir(c) for c in children):
         return True
     return any(is_dicomdir(c) for c in children) and not holds_several_studies(folder)
+
+
+def _no_ct_folders(folders: Sequence[Path]) -> dict[Path, str]:
+    """The sub-folders holding DICOM files and no CT image, with what they hold
+    (:func:`holds_no_ct_image`): a study's localizer and dose-report series, which failed as
+    studies of their own with advice that could not be followed. No NIfTI file in them."""
+    held = {folder: holds_no_ct_image(folder) for folder in folders
+            if not folder_niftis(folder)}
+    return {folder: what for folder, what in held.items() if what}
 
 
 def _listed(paths: Sequence[Path], folder: Path, noun: str) -> str:

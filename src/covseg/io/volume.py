@@ -30,7 +30,7 @@ import threading
 import warnings
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +166,10 @@ class DicomSeries:
     description: str
     """SeriesDescription ("" when absent)."""
     files: int
+    images: int
+    """Images (frames) over its files: an Enhanced CT's one file holds the whole volume."""
+    localizer: bool = False
+    """Every file's ImageType says LOCALIZER: a scout (topogram), never read as the CT."""
     image_numbers: tuple[int, ...] | None = None
     """InstanceNumber of each slice in the file order SimpleITK read (its slice index); None
     when a slice has none or two share one."""
@@ -173,17 +177,28 @@ class DicomSeries:
     """The other series of the study found beside it and not read."""
 
     def describe(self) -> str:
-        """'series 3 "thin 1 mm" (30 files, UID 1.2...)': the series as a user finds it."""
+        """'series 3 "thin 1 mm" (30 images, UID 1.2...)', '(30 images in 1 file, ...)' for a
+        multi-frame file: the series as a user finds it in a viewer."""
         number = f" {self.number}" if self.number else ""
         description = f' "{self.description}"' if self.description else ""
-        return f"series{number}{description} ({self.files} files, UID {self.uid})"
+        count = _counted(self.images, "image")
+        if self.images != self.files:
+            count += f" in {_counted(self.files, 'file')}"
+        kind = ", localizer" if self.localizer else ""
+        return f"series{number}{description} ({count}{kind}, UID {self.uid})"
 
     def record(self) -> dict[str, Any]:
         """The series for quantification.json."""
         return {"series_instance_uid": self.uid, "series_number": self.number or None,
                 "series_description": self.description or None, "files": self.files,
+                "images": self.images, **({"localizer": True} if self.localizer else {}),
                 **({"ignored_series": [other.record() for other in self.ignored]}
                    if self.ignored else {})}
+
+
+def _counted(count: int, noun: str) -> str:
+    """'1 image', '30 images'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 @dataclass
@@ -836,18 +851,18 @@ def read_dicom_folder(folder: str | os.PathLike[str]) -> Volume:
 
     Several series: series whose Modality is not CT (a PET/CT export's PET) are set aside;
     series of several patients or studies (a PACS or CD export) are refused, naming where each
-    lies; of one study's series the one with most slices is used and a warning names the others
-    (``Volume.dicom`` records both); if two series tie for most slices the choice would be a
-    guess, so it is an error. The series' headers are checked (:func:`check_dicom_series`)
-    before any voxel is read. A series of one file is read as that file
-    (:func:`read_dicom_file`: a multi-frame file is a whole volume).
+    lies; of one study's series the one with most images (frames) is used, never a localizer
+    over a volume, and a warning names the others (``Volume.dicom`` records both); if two series
+    tie for most images the choice would be a guess, so it is an error. The series' headers are
+    checked (:func:`check_dicom_series`) before any voxel is read. A series of one file is read
+    as that file (:func:`read_dicom_file`: a multi-frame file is a whole volume).
     """
     folder = Path(folder)
-    chosen, ignored = _largest_series(folder)
+    chosen, record = _largest_series(folder)
     uid, _, files = chosen
     if len(files) == 1:
         volume = read_dicom_file(files[0], source=str(folder))
-        volume.dicom = _series_record(chosen, ignored=ignored)
+        volume.dicom = record
         return volume
     headers = [read_slice_header(Path(name)) for name in files]
     multi = next((h for h in headers if h.frames > 1), None)
@@ -863,33 +878,48 @@ def read_dicom_folder(folder: str | os.PathLike[str]) -> Volume:
         image = _stored_in_hu(image, files, headers, str(folder))
     image = _padding_as_air(image, headers)
     volume = volume_from_itk(_with_slice_thickness(image, headers[0], str(folder)), str(folder))
-    volume.dicom = _series_record(chosen, ignored=ignored, numbered=True)
+    volume.dicom = replace(record, image_numbers=_image_numbers(files))
     return volume
 
 
-def _largest_series(folder: Path) -> tuple[Series, tuple[DicomSeries, ...]]:
-    """The CT series with most slices under ``folder`` (its file names sorted by GDCM), and the
-    other CT series of its study, ignored."""
+OWN_FOLDER_ADVICE = "to read another, move its files to a folder of their own and give that folder"
+"""How to choose among one study's series: covseg reads a folder's largest (a batch's studies
+each hold their own, so one series option would not fit them all)."""
+
+
+def _largest_series(folder: Path) -> tuple[Series, DicomSeries]:
+    """The CT series with most images under ``folder`` (its file names sorted by GDCM), and its
+    record naming the other CT series of its study, ignored. Images are frames, not files (an
+    Enhanced CT file of 30 frames lost to a 2-image scout), and a localizer is never chosen
+    over a volume."""
     if not any(folder.iterdir()):
         raise CovsegError(f"{folder}: the folder is empty; give a folder of DICOM slices")
     series = _ct_series(_dicom_series(folder), folder)
     _check_one_study(series, folder)
-    series.sort(key=lambda s: len(s[2]), reverse=True)
+    records = {s: _series_record(s) for s in series}
+    series.sort(key=lambda s: (not records[s].localizer, records[s].images), reverse=True)
     uid, directory, files = series[0]
+    chosen = records[series[0]]
+    if chosen.localizer:
+        raise CovsegError(f"{folder}: holds localizer (scout) images only ("
+                          f"{', '.join(records[s].describe() for s in series)}), not a CT "
+                          "volume; give the folder of the study's CT series")
     _check_not_split(series, folder)
-    largest = len(files)
-    if len(series) > 1 and len(series[1][2]) == largest:
+    if len(series) > 1 and records[series[1]].images == chosen.images and not records[
+            series[1]].localizer:
         raise CovsegError(
-            f"{folder}: {len(series)} DICOM series, the largest tie at {largest} slices; "
-            "put each series in its own folder and give that folder"
+            f"{folder}: {len(series)} DICOM series, the largest tie at "
+            f"{_counted(chosen.images, 'image')} ({chosen.describe()}; "
+            f"{records[series[1]].describe()}); put each series in its own folder and give "
+            "that folder"
         )
-    ignored = tuple(_series_record(other) for other in series[1:])
+    ignored = tuple(records[other] for other in series[1:])
     if ignored:
-        log.warning("%s: %d DICOM series found; using the largest, %s, and ignoring %s",
-                    folder, len(series), _series_record(series[0]).describe(),
-                    ", ".join(other.describe() for other in ignored))
+        log.warning("%s: %d DICOM series found; using the largest, %s, and ignoring %s; %s",
+                    folder, len(series), chosen.describe(),
+                    ", ".join(other.describe() for other in ignored), OWN_FOLDER_ADVICE)
     _check_all_read(uid, directory, files)
-    return series[0], ignored
+    return series[0], replace(chosen, ignored=ignored)
 
 
 Series = tuple[str, Path, tuple[str, ...]]
@@ -906,7 +936,10 @@ def _dicom_series(folder: Path) -> list[Series]:
                 files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(directory, uid)
                 found.append((uid, Path(directory), tuple(files)))
     if not found:
-        raise CovsegError(f"{folder}: no DICOM series found; give a folder of DICOM slices")
+        held = holds_no_ct_image(folder)
+        raise CovsegError(f"{folder}: " + (f"holds {held} only, no CT image; give the folder of "
+                                           "the study's CT series" if held else
+                                           "no DICOM series found; give a folder of DICOM slices"))
     return found
 
 
@@ -951,13 +984,38 @@ def _identity(path: Path, tags: Sequence[str] = IDENTITY_TAGS) -> dict[str, str]
     return {tag: str(dataset.get(tag, "") or "").strip() for tag in tags}
 
 
-def _series_record(series: Series, ignored: tuple[DicomSeries, ...] = (),
-                   numbered: bool = False) -> DicomSeries:
-    """A series as :class:`DicomSeries` (``numbered``: with its slices' InstanceNumbers)."""
+def _series_record(series: Series) -> DicomSeries:
+    """A series as :class:`DicomSeries`: its identity, its images (NumberOfFrames summed over
+    its files) and whether every file is a localizer (ImageType LOCALIZER)."""
     uid, _, files = series
     tags = _identity(Path(files[0]))
-    return DicomSeries(uid, tags["SeriesNumber"], tags["SeriesDescription"], len(files),
-                       _image_numbers(files) if numbered else None, ignored)
+    images = 0
+    localizer = True
+    for name in files:
+        frames, scout = _frames_and_kind(Path(name))
+        images += frames
+        localizer = localizer and scout
+    return DicomSeries(uid, tags["SeriesNumber"], tags["SeriesDescription"], len(files), images,
+                       localizer)
+
+
+def _frames_and_kind(path: Path) -> tuple[int, bool]:
+    """A DICOM file's NumberOfFrames (1 when absent or unreadable) and whether its ImageType
+    says LOCALIZER."""
+    try:
+        dataset = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                                  specific_tags=["NumberOfFrames", "ImageType"])
+        frames = int(dataset.get("NumberOfFrames") or 1)
+    except (*DICOM_ERRORS, TypeError):
+        return 1, False
+    return max(frames, 1), _is_localizer(dataset)
+
+
+def _is_localizer(dataset: pydicom.Dataset) -> bool:
+    """Whether a data set's ImageType names it a LOCALIZER: a scout (topogram)."""
+    kind = dataset.get("ImageType") or []
+    values = [kind] if isinstance(kind, str) else list(kind)
+    return any(str(value).strip().upper() == "LOCALIZER" for value in values)
 
 
 def _image_numbers(files: Sequence[str]) -> tuple[int, ...] | None:
@@ -1072,12 +1130,55 @@ def holds_several_studies(folder: Path) -> bool:
 
 def _sampled(folder: Path) -> Iterator[dict[str, str]]:
     """The series, patient and study of the first DICOM file (by name) of ``folder`` and of
-    each of its sub-folders."""
+    each of its sub-folders, a DICOMDIR passed over: at an export's root it sorts first and
+    names no series, so copies of one series under two export roots went unseen."""
     for directory, _, names in os.walk(folder):
         path = next((Path(directory, n) for n in sorted(names)
-                     if is_dicom_file(Path(directory, n))), None)
+                     if is_dicom_file(Path(directory, n)) and not is_dicomdir(Path(directory, n))),
+                    None)
         if path is not None:
             yield _identity(path, SAMPLED_TAGS)
+
+
+PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def holds_no_ct_image(folder: Path) -> str:
+    """What the DICOM files under ``folder`` hold when none is a CT image: localizer (scout)
+    images, or objects without pixels (a dose report's SR, key objects, presentation states,
+    encapsulated PDFs), as "localizer (scout) images" or "SR objects without pixels"; "" when
+    one is an image other than a localizer, or none is DICOM. Stops at the first CT image (a
+    series' first file)."""
+    kinds: set[str] = set()
+    for directory, _, names in os.walk(folder):
+        for name in sorted(names):
+            path = Path(directory, name)
+            if not is_dicom_file(path) or is_dicomdir(path):
+                continue
+            kind = _non_ct_kind(path)
+            if not kind:
+                return ""
+            kinds.add(kind)
+    held = ["localizer (scout) images"] if "LOCALIZER" in kinds else []
+    without = sorted(kinds - {"LOCALIZER"})
+    if without:
+        held.append(f"{', '.join(without)} objects without pixels")
+    return " and ".join(held)
+
+
+def _non_ct_kind(path: Path) -> str:
+    """"LOCALIZER" for a scout image, the Modality of a file without pixels whose Modality is
+    not CT (SR, KO, PR, DOC), "" for any other (a CT slice or volume, a CT slice that lost its
+    pixels, or a file that cannot be read: the reader names it)."""
+    try:
+        dataset = pydicom.dcmread(path, force=True, defer_size=1024,
+                                  specific_tags=["ImageType", "Modality", *PIXEL_TAGS])
+    except DICOM_ERRORS:
+        return ""
+    if not any(tag in dataset for tag in PIXEL_TAGS):
+        modality = str(dataset.get("Modality", "") or "").strip().upper()
+        return modality if modality not in ("", "CT") else ""
+    return "LOCALIZER" if _is_localizer(dataset) else ""
 
 
 def slice_series_uid(path: Path) -> str:
