@@ -52,7 +52,13 @@ from covseg.io.atomic import (
     remove_temporaries_of,
     write_json,
 )
-from covseg.io.image import is_image_file, read_image, refuse_label_mask, write_png
+from covseg.io.image import (
+    is_image_file,
+    read_image,
+    readable_kinds,
+    refuse_label_mask,
+    write_png,
+)
 from covseg.io.lock import writing_to
 from covseg.io.volume import (
     Volume,
@@ -61,6 +67,7 @@ from covseg.io.volume import (
     detect_volume_intensity,
     is_analyze,
     is_dicom_file,
+    is_gzipped_dicom,
     is_nifti,
     orient_for_display,
     volume_from_array,
@@ -451,8 +458,7 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]],
             if not found and analyze:
                 raise analyze_refused(analyze[0])
             if not found:
-                masks = " but the masks covseg predicted into it" if images else ""
-                raise CovsegError(f"{item}: no images (png, jpg, tif, npy) in this folder{masks}")
+                raise _nothing_to_read(item, bool(images))
             files.extend(found)
         elif item.is_file():
             files.append(item)
@@ -461,6 +467,19 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]],
     if not files:
         raise CovsegError("no input images given")
     return files
+
+
+def _nothing_to_read(folder: Path, own_masks: bool) -> CovsegError:
+    """The error for a folder holding no input (or only the masks covseg predicted into it):
+    gzip-compressed DICOM slices are named as such, else every kind of input covseg reads."""
+    gzipped = sorted(p.name for p in folder.iterdir() if is_gzipped_dicom(p))
+    if gzipped:
+        return CovsegError(f"{folder}: {counted(len(gzipped), 'gzip-compressed DICOM file')} "
+                           f"({gzipped[0]}...), which covseg does not read; gunzip "
+                           f"{them(len(gzipped))} first and give the folder again")
+    masks = " but the masks covseg predicted into it" if own_masks else ""
+    return CovsegError(f"{folder}: no images or CT volumes in this folder{masks}; give "
+                       f"{readable_kinds()}")
 
 
 def _other_kind(inputs: Sequence[str], named: tuple[str, str], function: str) -> CovsegError:
