@@ -794,6 +794,9 @@ def test_a_folder_of_gzipped_dicom_slices_is_named_as_such(tmp_path: Path) -> No
     with pytest.raises(CovsegError, match=r"^\S*IM0000\.dcm\.gz: gzip-compressed DICOM, which "
                                           "covseg does not read; gunzip it first$"):
         read_image(tmp_path / "gz" / "IM0000.dcm.gz")
+    with pytest.raises(CovsegError, match=r"^\S*gz: 6 gzip-compressed DICOM files .* gunzip "
+                                          "them first"):
+        read_volume(tmp_path / "gz")  # as a study folder is read
     (tmp_path / "gz" / "IM0000.dcm.gz").rename(tmp_path / "1.2.3.gz")  # known by its contents
     (tmp_path / "notes.gz").write_bytes(gzip.compress(b"not DICOM" * 20))
     assert is_gzipped_dicom(tmp_path / "1.2.3.gz") and not is_gzipped_dicom(tmp_path / "notes.gz")

@@ -65,9 +65,9 @@ from covseg.io.volume import (
     analyze_refused,
     check_hu,
     detect_volume_intensity,
+    gzipped_dicom_refusal,
     is_analyze,
     is_dicom_file,
-    is_gzipped_dicom,
     is_nifti,
     orient_for_display,
     volume_from_array,
@@ -472,11 +472,9 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]],
 def _nothing_to_read(folder: Path, own_masks: bool) -> CovsegError:
     """The error for a folder holding no input (or only the masks covseg predicted into it):
     gzip-compressed DICOM slices are named as such, else every kind of input covseg reads."""
-    gzipped = sorted(p.name for p in folder.iterdir() if is_gzipped_dicom(p))
+    gzipped = gzipped_dicom_refusal(folder)
     if gzipped:
-        return CovsegError(f"{folder}: {counted(len(gzipped), 'gzip-compressed DICOM file')} "
-                           f"({gzipped[0]}...), which covseg does not read; gunzip "
-                           f"{them(len(gzipped))} first and give the folder again")
+        return gzipped
     masks = " but the masks covseg predicted into it" if own_masks else ""
     return CovsegError(f"{folder}: no images or CT volumes in this folder{masks}; give "
                        f"{readable_kinds()}")

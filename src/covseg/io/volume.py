@@ -44,7 +44,7 @@ from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 from nibabel.wrapstruct import WrapStructError
 
-from covseg.errors import CovsegError
+from covseg.errors import CovsegError, counted, them
 from covseg.io.atomic import atomic_path
 from covseg.io.image import IMAGE_SUFFIXES, fraction_range, fractional_values, label_levels
 from covseg.transforms import LUNG_WINDOW, grey_outside_lung_window, holds_grey_only
@@ -123,6 +123,17 @@ def is_gzipped_dicom(path: Path) -> bool:
             return handle.read(132)[128:] == b"DICM"
     except (OSError, EOFError, zlib.error):
         return False
+
+
+def gzipped_dicom_refusal(folder: Path) -> CovsegError | None:
+    """The error for a folder holding gzip-compressed DICOM files (:func:`is_gzipped_dicom`),
+    naming them and what to do, rather than "no images" or "no DICOM series"; None without."""
+    names = sorted(p.name for p in folder.iterdir() if is_gzipped_dicom(p))
+    if not names:
+        return None
+    return CovsegError(f"{folder}: {counted(len(names), 'gzip-compressed DICOM file')} "
+                       f"({names[0]}...), which covseg does not read; gunzip {them(len(names))} "
+                       "first and give the folder again")
 
 
 def nifti_stem(path: Path) -> str:
@@ -869,7 +880,8 @@ def _dicom_series(folder: Path) -> list[Series]:
                 files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(directory, uid)
                 found.append((uid, Path(directory), tuple(files)))
     if not found:
-        raise CovsegError(f"{folder}: no DICOM series found; give a folder of DICOM slices")
+        raise gzipped_dicom_refusal(folder) or CovsegError(
+            f"{folder}: no DICOM series found; give a folder of DICOM slices")
     return found
 
 
