@@ -727,6 +727,89 @@ def test_an_unreadable_slice_of_the_series_is_named(slice_index: int, tmp_path: 
         read_volume(tmp_path / "cut")
 
 
+@pytest.mark.parametrize(("slice_index", "suffix", "keep"), [
+    (5, ".dcm", 0), (2, ".dcm", 0), (5, ".dcm", 300), (2, ".dcm", 300), (5, "", 0), (2, "", 300)])
+def test_an_empty_or_header_cut_slice_is_named(slice_index: int, suffix: str, keep: int,
+                                               tmp_path: Path) -> None:
+    """An empty slice file, or one cut before its SeriesInstanceUID (what an interrupted copy
+    leaves), was passed over without a word: an end slice went missing (the series read one
+    slice short, exit 0), a middle one was reported as a gap naming no file."""
+    files = synthetic_series(tmp_path / "cut", phantom(), suffix=suffix)
+    files[slice_index].write_bytes(files[slice_index].read_bytes()[:keep])
+    what = (r"an empty file \(0 bytes\) among the slices of a series" if keep == 0 else
+            "truncated or corrupt: its DICOM header cannot be read")
+    with pytest.raises(CovsegError, match=rf"^\S*IM000{slice_index}{suffix}: {what} \(an "
+                                          r"interrupted copy\?\); replace it, or remove it to "
+                                          "read the series without it$"):
+        read_volume(tmp_path / "cut")
+
+
+def test_a_slice_cut_anywhere_is_refused(tmp_path: Path) -> None:
+    """Cut at any length, an end slice is refused, never read as a series one slice short (a
+    cut inside the SeriesInstanceUID left a UID that matched no series)."""
+    files = synthetic_series(tmp_path / "cut", phantom(depth=3))
+    blob = files[-1].read_bytes()
+    for keep in range(0, len(blob), 23):
+        files[-1].write_bytes(blob[:keep])
+        with pytest.raises(CovsegError, match="IM0002.dcm: .*; replace it, or remove it"):
+            read_volume(tmp_path / "cut")
+
+
+@pytest.mark.parametrize("suffix", [".dcm", ""])
+def test_files_beside_a_series_that_are_no_slices_of_it_are_passed_over(
+        suffix: str, tmp_path: Path) -> None:
+    """Notes, a thumbnail database, an empty file not named as the slices are, a DICOMDIR and a
+    slice of another series beside a series are not taken for its unreadable slices."""
+    volume = phantom()
+    folder = tmp_path / "series"
+    synthetic_series(folder, volume, suffix=suffix)
+    other = synthetic_series(tmp_path / "other", phantom(depth=1))[0]
+    shutil.copy(other, folder / "LOCALIZER.dcm")
+    index = FileDataset(str(folder / "DICOMDIR"), {}, preamble=b"\0" * 128,
+                        file_meta=synthetic_meta(pydicom.uid.MediaStorageDirectoryStorage))
+    index.FileSetID, index.DirectoryRecordSequence = "CD", DicomSequence([])
+    index.save_as(folder / "DICOMDIR", enforce_file_format=True)
+    (folder / "README").write_text("scan notes")
+    (folder / "VERSION").write_bytes(b"")
+    (folder / "notes.txt").write_bytes(b"")
+    (folder / "Thumbs.db").write_bytes(b"")
+    assert np.array_equal(read_volume(folder).array, volume)
+
+
+def test_a_folder_of_gzipped_dicom_slices_is_named_as_such(tmp_path: Path) -> None:
+    """A folder of IM0001.dcm.gz... was refused as "no images (png, jpg, tif, npy) in this
+    folder", naming neither its files nor that they are gzip-compressed DICOM; a folder of
+    nothing readable named the 2D kinds only, not NIfTI or DICOM."""
+    from covseg.api import collect_inputs, input_kind
+    from covseg.io.image import read_image
+    from covseg.io.volume import is_gzipped_dicom
+
+    (tmp_path / "gz").mkdir()
+    for path in synthetic_series(tmp_path / "series", phantom()):
+        (tmp_path / "gz" / f"{path.name}.gz").write_bytes(gzip.compress(path.read_bytes()))
+    assert input_kind(tmp_path / "gz") is None
+    with pytest.raises(CovsegError, match=r"^\S*gz: 6 gzip-compressed DICOM files "
+                                          r"\(IM0000\.dcm\.gz\.\.\.\), which covseg does not "
+                                          "read; gunzip them first and give the folder again$"):
+        collect_inputs([tmp_path / "gz"])
+    with pytest.raises(CovsegError, match=r"^\S*IM0000\.dcm\.gz: gzip-compressed DICOM, which "
+                                          "covseg does not read; gunzip it first$"):
+        read_image(tmp_path / "gz" / "IM0000.dcm.gz")
+    with pytest.raises(CovsegError, match=r"^\S*gz: 6 gzip-compressed DICOM files .* gunzip "
+                                          "them first"):
+        read_volume(tmp_path / "gz")  # as a study folder is read
+    (tmp_path / "gz" / "IM0000.dcm.gz").rename(tmp_path / "1.2.3.gz")  # known by its contents
+    (tmp_path / "notes.gz").write_bytes(gzip.compress(b"not DICOM" * 20))
+    assert is_gzipped_dicom(tmp_path / "1.2.3.gz") and not is_gzipped_dicom(tmp_path / "notes.gz")
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "notes.txt").write_text("no scan")
+    with pytest.raises(CovsegError, match=r"^\S*none: no images or CT volumes in this folder; "
+                                          r"give 2D slices as \.png, .* or \.npy, or CT volumes "
+                                          r"as NIfTI \(\.nii or \.nii\.gz\) or DICOM \(\.dcm, "
+                                          r"\.dicom or \.ima files, or a folder of a series\)$"):
+        collect_inputs([tmp_path / "none"])
+
+
 def test_dicom_without_preamble_or_suffix_is_recognised(tmp_path: Path) -> None:
     """Files without the 128-byte preamble and suffix were taken for 2D images."""
     files = synthetic_series(tmp_path / "bare", phantom(), preamble=False, suffix="")

@@ -52,13 +52,20 @@ from covseg.io.atomic import (
     remove_temporaries_of,
     write_json,
 )
-from covseg.io.image import is_image_file, read_image, refuse_label_mask, write_png
+from covseg.io.image import (
+    is_image_file,
+    read_image,
+    readable_kinds,
+    refuse_label_mask,
+    write_png,
+)
 from covseg.io.lock import writing_to
 from covseg.io.volume import (
     Volume,
     analyze_refused,
     check_hu,
     detect_volume_intensity,
+    gzipped_dicom_refusal,
     is_analyze,
     is_dicom_file,
     is_nifti,
@@ -451,8 +458,7 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]],
             if not found and analyze:
                 raise analyze_refused(analyze[0])
             if not found:
-                masks = " but the masks covseg predicted into it" if images else ""
-                raise CovsegError(f"{item}: no images (png, jpg, tif, npy) in this folder{masks}")
+                raise _nothing_to_read(item, bool(images))
             files.extend(found)
         elif item.is_file():
             files.append(item)
@@ -461,6 +467,17 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]],
     if not files:
         raise CovsegError("no input images given")
     return files
+
+
+def _nothing_to_read(folder: Path, own_masks: bool) -> CovsegError:
+    """The error for a folder holding no input (or only the masks covseg predicted into it):
+    gzip-compressed DICOM slices are named as such, else every kind of input covseg reads."""
+    gzipped = gzipped_dicom_refusal(folder)
+    if gzipped:
+        return gzipped
+    masks = " but the masks covseg predicted into it" if own_masks else ""
+    return CovsegError(f"{folder}: no images or CT volumes in this folder{masks}; give "
+                       f"{readable_kinds()}")
 
 
 def _other_kind(inputs: Sequence[str], named: tuple[str, str], function: str) -> CovsegError:

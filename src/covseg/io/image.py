@@ -186,22 +186,27 @@ def _unreadable(path: Path, exc: Exception) -> CovsegError:
     """Why ``path`` did not decode: a file of a type covseg reads (:data:`IMAGE_SUFFIXES`) is
     corrupt; another (``notes.md``, tried in case it is a picture all the same) is of the wrong
     type, and the types covseg reads are named."""
-    from covseg.io.volume import (  # volume imports this module
-        DICOM_SUFFIXES,
-        NIFTI_SUFFIXES,
-        analyze_refused,
-        is_analyze,
-    )
+    from covseg.io.volume import analyze_refused, is_analyze, is_gzipped_dicom  # imports us
 
     if is_analyze(path):
         return analyze_refused(path)
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return CovsegError(f"{path}: cannot read the image ({exc}); is the file corrupt?")
+    if is_gzipped_dicom(path):
+        return CovsegError(f"{path}: gzip-compressed DICOM, which covseg does not read; gunzip "
+                           "it first")
     kind = f"a {path.suffix} file" if path.suffix else "a file without a suffix"
-    return CovsegError(f"{path}: {kind}, not an image covseg reads; give 2D slices as "
-                       f"{_listed(IMAGE_SUFFIXES)}, or CT volumes as NIfTI "
-                       f"({_listed(NIFTI_SUFFIXES)}) or DICOM ({_listed(DICOM_SUFFIXES)} files, "
-                       "or a folder of a series)")
+    return CovsegError(f"{path}: {kind}, not an image covseg reads; give {readable_kinds()}")
+
+
+def readable_kinds() -> str:
+    """The inputs covseg reads, for a message refusing others: "2D slices as .png, ..., or CT
+    volumes as NIfTI (...) or DICOM (...)"."""
+    from covseg.io.volume import DICOM_SUFFIXES, NIFTI_SUFFIXES  # volume imports this module
+
+    return (f"2D slices as {_listed(IMAGE_SUFFIXES)}, or CT volumes as NIfTI "
+            f"({_listed(NIFTI_SUFFIXES)}) or DICOM ({_listed(DICOM_SUFFIXES)} files, or a "
+            "folder of a series)")
 
 
 def _listed(suffixes: Sequence[str]) -> str:

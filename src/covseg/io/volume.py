@@ -22,9 +22,11 @@ detects it ("auto") or is told ("yes" = HU, "no" = grey).
 from __future__ import annotations
 
 import contextlib
+import gzip
 import logging
 import numbers
 import os
+import struct
 import sys
 import threading
 import warnings
@@ -42,7 +44,7 @@ from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 from nibabel.wrapstruct import WrapStructError
 
-from covseg.errors import CovsegError
+from covseg.errors import CovsegError, counted, them
 from covseg.io.atomic import atomic_path
 from covseg.io.image import IMAGE_SUFFIXES, fraction_range, fractional_values, label_levels
 from covseg.transforms import AIR_HU, LUNG_WINDOW, grey_outside_lung_window, holds_grey_only
@@ -107,10 +109,36 @@ def _parses_as_dicom(path: Path) -> bool:
             warnings.simplefilter("ignore")
             dataset = pydicom.dcmread(path, force=True, stop_before_pixels=True,
                                       specific_tags=["SOPClassUID"])
+            meta = getattr(dataset, "file_meta", None) or {}  # values are parsed when read
+            return bool(dataset.get("SOPClassUID") or meta.get("MediaStorageSOPClassUID"))
     except Exception:  # noqa: BLE001 -- any bytes may be sniffed; a parse failure is a "no"
         return False
-    meta = getattr(dataset, "file_meta", None) or {}
-    return bool(dataset.get("SOPClassUID") or meta.get("MediaStorageSOPClassUID"))
+
+
+def is_gzipped_dicom(path: Path) -> bool:
+    """Whether ``path`` is a gzip-compressed DICOM file, as some archives store slices
+    (``IM0001.dcm.gz``; a ``.gz`` whose contents start with the DICM preamble): covseg does not
+    read them, and says so rather than calling them no images."""
+    if not path.is_file() or not path.name.lower().endswith(".gz") or is_nifti(path):
+        return False
+    if Path(path.stem).suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with gzip.open(path, "rb") as handle:
+            return handle.read(132)[128:] == b"DICM"
+    except (OSError, EOFError, zlib.error):
+        return False
+
+
+def gzipped_dicom_refusal(folder: Path) -> CovsegError | None:
+    """The error for a folder holding gzip-compressed DICOM files (:func:`is_gzipped_dicom`),
+    naming them and what to do, rather than "no images" or "no DICOM series"; None without."""
+    names = sorted(p.name for p in folder.iterdir() if is_gzipped_dicom(p))
+    if not names:
+        return None
+    return CovsegError(f"{folder}: {counted(len(names), 'gzip-compressed DICOM file')} "
+                       f"({names[0]}...), which covseg does not read; gunzip {them(len(names))} "
+                       "first and give the folder again")
 
 
 def nifti_stem(path: Path) -> str:
@@ -937,9 +965,10 @@ def _dicom_series(folder: Path) -> list[Series]:
                 found.append((uid, Path(directory), tuple(files)))
     if not found:
         held = holds_no_ct_image(folder)
-        raise CovsegError(f"{folder}: " + (f"holds {held} only, no CT image; give the folder of "
-                                           "the study's CT series" if held else
-                                           "no DICOM series found; give a folder of DICOM slices"))
+        raise gzipped_dicom_refusal(folder) or CovsegError(
+            f"{folder}: " + (f"holds {held} only, no CT image; give the folder of the study's "
+                             "CT series" if held else
+                             "no DICOM series found; give a folder of DICOM slices"))
     return found
 
 
@@ -1094,23 +1123,59 @@ def _relative(place: Path, folder: Path) -> str:
 
 
 def _check_all_read(uid: str, directory: Path, files: Sequence[str]) -> None:
-    """Refuse a series when one of its slices is a file GDCM could not parse (truncated or
-    corrupt): it left the file out without a word, so the series lost an end slice unseen, or
-    a middle one was reported as a gap."""
+    """Refuse a series when a file beside its slices that was meant as one (:func:`_meant_as_slice`)
+    could not be parsed by GDCM: empty or truncated (an interrupted copy) or corrupt. GDCM left
+    it out without a word, so the series lost an end slice unseen, or a middle one was reported
+    as a gap. Files of other series, and a DICOMDIR, are passed over."""
     listed = {Path(name).name for name in files}
+    patterns = {_name_pattern(name) for name in listed if _unsuffixed(Path(name))}
     for path in sorted(directory.iterdir()):
-        if path.name in listed or not is_dicom_file(path):
+        if path.name in listed or not _meant_as_slice(path, patterns):
             continue
-        try:
+        problem = _unreadable_slice(path, uid)
+        if problem:
+            raise CovsegError(f"{path}: {problem}; replace it, or remove it to read the series "
+                              "without it")
+
+
+def _meant_as_slice(path: Path, patterns: set[str]) -> bool:
+    """Whether a file beside a series' slices looks meant as DICOM: a DICOM file by suffix or
+    content (:func:`is_dicom_file`), or a file without a suffix named as the slices without
+    one are (``patterns``: ``IM0030`` beside ``IM0001``..., a UID beside UIDs), which empty or
+    cut short is neither."""
+    if is_dicom_file(path):
+        return True
+    return (path.is_file() and not path.name.startswith(".") and _unsuffixed(path)
+            and _name_pattern(path.name) in patterns)
+
+
+def _name_pattern(name: str) -> str:
+    """A file name without its digits and dots: ``IM0001`` and ``IM0030`` both give ``IM``."""
+    return "".join(c for c in name if not c.isdigit() and c != ".")
+
+
+def _unreadable_slice(path: Path, uid: str) -> str:
+    """Why a file left out of series ``uid`` is a slice of it that cannot be read, or "" when it
+    is not one (a file of another series, a DICOMDIR)."""
+    if path.stat().st_size == 0:
+        return "an empty file (0 bytes) among the slices of a series (an interrupted copy?)"
+    cut = "truncated or corrupt: its DICOM header cannot be read (an interrupted copy?)"
+    try:
+        with warnings.catch_warnings():  # pydicom's about values cut short: said here
+            warnings.simplefilter("ignore")
             dataset = pydicom.dcmread(path, stop_before_pixels=True, force=True,
                                       specific_tags=["SeriesInstanceUID", "Rows"])
-        except DICOM_ERRORS:
-            log.warning("%s: skipped, its DICOM header cannot be read", path)
-            continue
-        if str(dataset.get("SeriesInstanceUID", "")).strip() == uid and "Rows" in dataset:
-            raise CovsegError(f"{path}: a slice of series {uid} that cannot be read (truncated "
-                              "or corrupt?); replace it, or remove it to read the series "
-                              "without it")
+            series = str(dataset.get("SeriesInstanceUID", "") or "").strip()
+            meta = getattr(dataset, "file_meta", None) or {}
+            index = meta.get("MediaStorageSOPClassUID") == pydicom.uid.MediaStorageDirectoryStorage
+    except DICOM_ERRORS:
+        return cut
+    if series == uid:
+        return (f"a slice of series {uid} that cannot be read (truncated or corrupt?)"
+                if "Rows" in dataset else cut)
+    if series and not (uid.startswith(series) and "Rows" not in dataset):  # a UID cut short
+        return ""
+    return "" if index else cut
 
 
 def sampled_series_uids(folder: Path) -> set[str]:
@@ -1415,8 +1480,10 @@ GEOMETRY_KEYWORDS = ("PixelSpacing", "ImagePositionPatient", "ImageOrientationPa
                      "SliceThickness", "SpacingBetweenSlices", "RescaleSlope", "RescaleIntercept")
 """The geometry and rescale fields :func:`_slice_header` reads, at the top level or in the
 groups."""
-DICOM_ERRORS = (pydicom.errors.InvalidDicomError, OSError, EOFError, ValueError)
-"""What pydicom raises for files it cannot parse."""
+DICOM_ERRORS = (pydicom.errors.InvalidDicomError, pydicom.errors.BytesLengthException, OSError,
+                EOFError, ValueError, struct.error)
+"""What pydicom raises for files it cannot parse (BytesLengthException, struct.error: a value or
+a length cut short)."""
 
 
 @dataclass(frozen=True)
