@@ -1,4 +1,5 @@
-"""benchmarks/multiscale.py and benchmarks/volume_memory.py, run tiny (the slow parts in-process)."""
+"""benchmarks/multiscale.py, volume_memory.py and evaluate_memory.py, run tiny (the slow
+parts in-process)."""
 
 from __future__ import annotations
 
@@ -86,6 +87,20 @@ def test_volume_memory_runs_with_its_default_untrained_unet(
     assert report["s_per_slice"] == round(report["wall_s"] / 6, 3)
     assert report["lesion_ml"] >= 0.0 and report["peak_rss_mib"] > 0
 
+
+
+def test_evaluate_memory_scores_its_pair_in_a_child_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """benchmarks/evaluate_memory.py, tiny: covseg evaluate scores the pair it builds, and the
+    child's peak memory is reported."""
+    evaluate_memory = _script("evaluate_memory", monkeypatch)
+    out = tmp_path / "report.json"
+    assert evaluate_memory.main(["--slices", "24", "--size", "64", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert json.loads(capsys.readouterr().out) == report
+    assert (report["slices"], report["size"]) == (24, 64) and report["peak_rss_mib"] > 0
+    assert 0.0 < report["metrics"]["dice"] < 1.0 and report["metrics"]["hd95"] > 0.0
 
 @pytest.fixture(scope="module")
 def tiny_cv(tmp_path_factory: pytest.TempPathFactory, synthetic_folder: Path) -> Path:

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
 import pytest
+import torch
+from monai.metrics import (
+    compute_confusion_matrix_metric,
+    compute_dice,
+    compute_hausdorff_distance,
+    compute_iou,
+    get_confusion_matrix,
+)
+from scipy import ndimage
 
-from covseg.metrics import binary_metrics, case_metrics, summarize
+from covseg.metrics import binary_metrics, case_metrics, dice, summarize
 from tests.conftest import square_mask
 
 
@@ -103,3 +115,69 @@ def test_hd95_leaks_no_monai_deprecation_warning() -> None:
         warnings.simplefilter("always")
         assert binary_metrics(square_mask(20, 0, 2, 4), square_mask(20, 0, 0, 4))["hd95"] > 0
     assert not [w for w in caught if "always_return_as_numpy" in str(w.message)]
+
+
+def _monai_metrics(pred: np.ndarray, truth: np.ndarray,
+                   spacing: tuple[float, ...] | None) -> dict[str, float]:
+    """The values MONAI's own helpers give on float batches (covseg's earlier way)."""
+    p, t = (torch.as_tensor(m, dtype=torch.float32)[None, None] for m in (pred, truth))
+    confusion = get_confusion_matrix(p, t)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hd95 = compute_hausdorff_distance(p, t, percentile=95, spacing=spacing)
+    return {"dice": float(compute_dice(p, t, ignore_empty=False)[0, 0]),
+            "iou": float(compute_iou(p, t, ignore_empty=False)[0, 0]),
+            **{name: float(compute_confusion_matrix_metric(name, confusion)[0, 0])
+               for name in ("sensitivity", "specificity", "precision")},
+            "hd95": float(hd95[0, 0])}
+
+
+@pytest.mark.parametrize("shape, spacing", [((37, 53), None), ((37, 53), (0.7, 1.3)),
+                                            ((9, 21, 17), (2.5, 0.71, 0.69))])
+def test_counts_on_bool_masks_equal_monais_values_bit_for_bit(
+        shape: tuple[int, ...], spacing: tuple[float, ...] | None) -> None:
+    """The counts are numpy's on bool masks now, the edges cropped here; every value (HD95 of
+    masks touching the image's edge, in odd spacings, included) stays MONAI's to the bit."""
+    rng = np.random.default_rng(len(shape))
+    for _ in range(5):
+        pred, truth = (ndimage.gaussian_filter(rng.random(shape), 2) > 0.5 for _ in range(2))
+        ours = binary_metrics(pred, truth, spacing)
+        assert ours == _monai_metrics(pred, truth, spacing)
+        assert dice(pred, truth) == ours["dice"]
+
+
+_PEAK_SCRIPT = """
+import numpy as np
+from covseg.metrics import binary_metrics
+
+def mib(key):
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(key)) / 1024
+
+pred, truth = np.zeros((64, 512, 512), bool), np.zeros((64, 512, 512), bool)
+pred[20:40, 200:260, 200:260] = True
+truth[25:45, 210:270, 190:250] = True
+binary_metrics(pred[16:48, 180:290, 180:290], truth[16:48, 180:290, 180:290], (1.0, 0.7, 0.7))
+before = mib("VmRSS")
+with open("/proc/self/clear_refs", "w") as refs:
+    refs.write("5")  # the peak (VmHWM) from here
+row = binary_metrics(pred, truth, (1.0, 0.7, 0.7))
+print(mib("VmHWM") - before, row["dice"])
+"""
+
+
+def test_scoring_a_volume_makes_no_float_copy_of_it() -> None:
+    """Scoring a 600x512x512 pair took 5.85 GB: float32 copies of both masks, made twice, and
+    MONAI's float temporaries. Counts and HD95 now cost about a byte per voxel: a pair of
+    16.8 M-voxel masks must stay under one float32 copy of one (64 MiB) above its masks."""
+    if not os.path.exists("/proc/self/clear_refs"):
+        pytest.skip("needs Linux's /proc/self/clear_refs to reset the peak memory it reads")
+    done = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT], capture_output=True, text=True,
+                          check=False, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if "clear_refs" in done.stderr:
+        pytest.skip(f"cannot reset the peak memory: {done.stderr.strip().splitlines()[-1]}")
+    assert done.returncode == 0, done.stderr
+    growth, dice_value = (float(v) for v in done.stdout.split())
+    tp = 15 * 50 * 50  # z 25:40, y 210:260, x 200:250
+    assert dice_value == pytest.approx(2 * tp / (2 * 20 * 60 * 60))
+    assert growth < 64, f"scoring grew memory by {growth:.0f} MiB"
