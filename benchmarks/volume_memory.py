@@ -1,13 +1,15 @@
 """Wall time and peak memory of ``covseg.volumes.predict_study`` on a large synthetic CT.
 
 Builds a synthetic HU volume (default 600 slices of 512x512, written as .nii.gz in a temporary
-folder), then runs predict_study in a fresh process so that the peak resident memory
+folder, stored as int16 or, with ``--dtype``, as float32 or float64, as some converters write
+CT), then runs predict_study in a fresh process so that the peak resident memory
 (``resource.getrusage(...).ru_maxrss``) is the study's alone, not the generator's. The model is a
 covseg checkpoint (``--model RUN/best.pt``) or, without one, an untrained MONAI
 UNet(16, 32, 64, 128, 256; num_res_units=2) behind the same predictor interface: its outputs are
 meaningless but its cost is that of a real model. Target: peak memory under 4 GB.
 
-    python benchmarks/volume_memory.py [--model RUN/best.pt] [--slices 600] [--json out.json]
+    python benchmarks/volume_memory.py [--model RUN/best.pt] [--slices 600] [--dtype int16]
+                                       [--json out.json]
 """
 
 from __future__ import annotations
@@ -62,13 +64,14 @@ class UNetPredictor:
             return list(torch.sigmoid(self.network(batch)).numpy())
 
 
-def build_volume(path: Path, slices: int, size: int, seed: int = 0) -> None:
-    """A synthetic chest CT in HU (int16), cycling through 24 distinct generated slices."""
+def build_volume(path: Path, slices: int, size: int, seed: int = 0, dtype: str = "int16") -> None:
+    """A synthetic chest CT in HU stored as ``dtype``, cycling through 24 distinct generated
+    slices."""
     rng = np.random.default_rng(seed)
     anatomy = patient_anatomy(rng)
     distinct = [np.rint(synthetic_slice(rng, size, anatomy).hu).astype(np.int16)
                 for _ in tqdm(range(24), desc="generating slices", leave=False)]
-    data = np.empty((size, size, slices), dtype=np.int16)  # x, y, z
+    data = np.empty((size, size, slices), dtype=dtype)  # x, y, z
     for k in range(slices):
         data[:, :, k] = distinct[k % len(distinct)].T
     nib.save(nib.Nifti1Image(data, np.diag([0.7, 0.7, 1.0, 1.0])), str(path))
@@ -114,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         "untrained MONAI UNet")
     parser.add_argument("--slices", type=int, default=600)
     parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--dtype", choices=("int16", "float32", "float64"), default="int16",
+                        help="how the file stores the voxels")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--probabilities", action="store_true",
                         help="also write the probability map")
@@ -122,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="covseg-bench-") as scratch:
         path = Path(scratch) / "synthetic_ct.nii.gz"
         start = time.perf_counter()
-        build_volume(path, args.slices, args.size)
+        build_volume(path, args.slices, args.size, dtype=args.dtype)
         built = time.perf_counter() - start
         context = multiprocessing.get_context("spawn")
         with context.Pool(1) as pool:
@@ -130,7 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                            args.batch_size, args.probabilities))
             pool.close()  # the worker exits by itself: killed, it leaves its semaphores behind
             pool.join()
-        report = {"slices": args.slices, "size": args.size, "batch_size": args.batch_size,
+        report = {"slices": args.slices, "size": args.size, "dtype": args.dtype,
+                  "batch_size": args.batch_size,
                   "probabilities": args.probabilities,
                   "model": args.model or "untrained MONAI UNet(16..256, num_res_units=2)",
                   "input_file_mib": round(path.stat().st_size / MIB, 1),

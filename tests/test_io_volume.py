@@ -14,12 +14,14 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from nibabel.volumeutils import array_from_file
 from PIL import Image
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.fileset import FileSet
 from pydicom.sequence import Sequence as DicomSequence
 
+import covseg.io.volume as volume_module
 from covseg.errors import CovsegError
 from covseg.io.volume import (
     display_flips,
@@ -331,6 +333,68 @@ def test_nan_voxels_are_refused(tmp_path: Path) -> None:
     data[2, 3, 1] = np.nan
     with pytest.raises(CovsegError, match="NaN"):
         read_volume(save(tmp_path / "nan.nii.gz", data))
+
+
+def test_sheared_affine_is_refused_and_rotated_ones_read(tmp_path: Path) -> None:
+    """A gantry tilt kept as shear (slices 5 mm apart, each 1 mm further in x: 11.3 degrees)
+    overstated every mL by 2 % (the column norms' product): refused in one line naming a tool.
+    The same tilt as a rotation, a shear far below a tenth of a voxel, and an oblique affine
+    rounded as headers store it (6 decimals, float32) are read, at |det| per voxel."""
+    data = np.full((16, 12, 10), -1000, dtype=np.int16)
+    sheared = np.diag([-0.625, -0.625, 5.0, 1.0])
+    sheared[0, 2] = 1.0
+    with pytest.raises(CovsegError, match=r"not perpendicular \(its third voxel axis leans 11 "
+                                          "degrees towards its first.*"
+                                          "resample it first.*dcm2niix") as refused:
+        read_nifti(save(tmp_path / "shear.nii.gz", data, sheared))
+    assert "\n" not in str(refused.value)
+    tilt = np.radians(11.3)
+    rotated = np.diag([-0.625, -0.625, 5.0, 1.0])
+    rotated[1:3, 1:3] = np.array([[np.cos(tilt), -np.sin(tilt)],
+                                  [np.sin(tilt), np.cos(tilt)]]) @ np.diag([-0.625, 5.0])
+    faint = sheared.copy()
+    faint[0, 2] = 0.005  # 0.045 mm over 9 slices
+    for name, affine in (("rotated", rotated), ("rounded", np.round(rotated, 6)),
+                         ("faint", faint)):
+        volume = read_nifti(save(tmp_path / f"{name}.nii.gz", data, affine.astype(np.float32)))
+        assert volume.array.shape == (10, 12, 16)
+        assert volume.voxel_ml == pytest.approx(abs(np.linalg.det(affine[:3, :3])) / 1000,
+                                                rel=1e-5)
+
+
+@pytest.mark.parametrize("stored", ["<f8", ">f8", "<f4", "<i2"])
+def test_nifti_voxels_are_read_by_slabs_with_the_same_values(
+        stored: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file's voxels are read a few z slices at a time (a float64 .nii.gz read whole held
+    16 bytes per voxel): the values are those of the whole stored array scaled in float32."""
+    rng = np.random.default_rng(3)
+    raw = rng.normal(-500, 400, (7, 5, 9)).astype(stored)
+    affine = np.diag([-0.8, -0.8, 2.5, 1.0])  # LPS: read without flips
+    header = nib.Nifti1Header(endianness=stored[0])
+    header.set_data_dtype(np.dtype(stored))
+    image = nib.Nifti1Image(raw[..., None], affine, header)  # a trailing axis: (x, y, z, 1)
+    image.header.set_slope_inter(1.5, -24.0)
+    path = tmp_path / "stored.nii.gz"
+    nib.save(image, str(path))
+    proxy = nib.load(str(path)).dataobj
+    assert (proxy.slope, proxy.inter) == (1.5, -24.0) and proxy.dtype == np.dtype(stored)
+    expected = (np.asarray(proxy.get_unscaled())[..., 0] * np.float32(1.5)
+                + np.float32(-24.0)).astype(np.float32).T
+    reads: list[tuple[int, ...]] = []
+
+    def recorded(shape: tuple[int, ...], *args: object, **kwargs: object) -> np.ndarray:
+        reads.append(tuple(shape))
+        return array_from_file(shape, *args, **kwargs)
+
+    monkeypatch.setattr(volume_module, "array_from_file", recorded)
+    monkeypatch.setattr(volume_module, "SLAB_BYTES", 2 * 7 * 5 * np.dtype(stored).itemsize)
+    np.testing.assert_array_equal(read_nifti(path).array, expected)
+    assert reads == [(7, 5, 2)] * 4 + [(7, 5, 1)]
+    if stored[1] == "f":  # a NaN in the last slab is still found
+        raw[3, 2, 8] = np.nan
+        nib.save(nib.Nifti1Image(raw, affine), str(path))
+        with pytest.raises(CovsegError, match="NaN"):
+            read_nifti(path)
 
 
 def test_labels_are_read_whole_and_fractions_refused(tmp_path: Path) -> None:

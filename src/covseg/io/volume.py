@@ -40,8 +40,11 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import SimpleITK as sitk
+from nibabel.arrayproxy import ArrayProxy
 from nibabel.filebasedimages import ImageFileError
+from nibabel.openers import ImageOpener
 from nibabel.spatialimages import HeaderDataError
+from nibabel.volumeutils import array_from_file
 from nibabel.wrapstruct import WrapStructError
 
 from covseg.errors import CovsegError, counted, them
@@ -439,14 +442,11 @@ def read_paired(first: Callable[[Volume | None], Volume], first_path: str | os.P
 def volume_from_nifti(image: nib.Nifti1Image, source: str, dtype: type = np.float32) -> Volume:
     """A loaded NIfTI image (from a file or built in memory) -> Volume with (z, y, x) voxels."""
     _check_stored_dtype(np.dtype(image.get_data_dtype()), source)
-    try:
-        raw, slope, inter = _unscaled(image)
-    except NIFTI_ERRORS as exc:
-        raise CovsegError(
-            f"{source}: cannot read the voxels ({_one_line(exc)}); is the file truncated?"
-        ) from None
-    raw = _drop_trailing_axes(raw, source)
-    data = _scaled_zyx(raw, slope, inter, np.dtype(dtype), source)
+    shape = _volume_shape(tuple(int(n) for n in image.shape), source)
+    _check_perpendicular(image, shape, source)
+    slope, inter = _scaling(image)
+    data = _scaled_zyx(_stored_slabs(image, shape, source), shape, slope, inter,
+                       np.dtype(dtype), source)
     _warn_unoriented(image, source)
     header = _header_sized_by_affine(image, source)
     affine, header = _in_mm(image, header)
@@ -515,12 +515,44 @@ def _mm(sizes: np.ndarray) -> str:
     return " x ".join(f"{v:g}" for v in sizes)
 
 
-def _unscaled(image: nib.Nifti1Image) -> tuple[np.ndarray, float, float]:
-    """The stored voxels and their scaling; an image built in memory holds the values as they are."""
+def _scaling(image: nib.Nifti1Image) -> tuple[float, float]:
+    """The stored voxels' scaling (slope, intercept); an image built in memory holds the values
+    as they are."""
     if isinstance(image.dataobj, np.ndarray):
-        return image.dataobj, 1.0, 0.0
-    return (np.asarray(image.dataobj.get_unscaled()), float(image.dataobj.slope),
-            float(image.dataobj.inter))
+        return 1.0, 0.0
+    return float(image.dataobj.slope), float(image.dataobj.inter)
+
+
+SLAB_BYTES = 32 * 1024 * 1024
+"""Stored bytes of whole z slices read from a file at once (:func:`_stored_slabs`)."""
+
+
+def _stored_slabs(image: nib.Nifti1Image, shape: tuple[int, int, int], source: str
+                  ) -> Iterator[tuple[int, np.ndarray]]:
+    """The stored, unscaled (x, y, z) voxels as (first z index, slab of whole z slices), in z
+    order. A file is read one slab of :data:`SLAB_BYTES` at a time from one open file: read
+    whole, a float64 .nii.gz held 8 bytes per voxel and gzip's read as many again, twice the
+    float32 volume kept (NIfTI stores each z slice contiguously, so slabs are read in order)."""
+    proxy = image.dataobj
+    if not all(shape):
+        return
+    try:
+        if not isinstance(proxy, ArrayProxy) or proxy.order != "F":
+            raw = proxy if isinstance(proxy, np.ndarray) else proxy.get_unscaled()
+            yield 0, np.asarray(raw).reshape(shape)
+            return
+        dtype = np.dtype(proxy.dtype)
+        plane_bytes = shape[0] * shape[1] * dtype.itemsize
+        depth = max(1, SLAB_BYTES // max(plane_bytes, 1))
+        with ImageOpener(proxy.file_like) as stream:
+            for k in range(0, shape[2], depth):
+                yield k, array_from_file((shape[0], shape[1], min(depth, shape[2] - k)), dtype,
+                                         stream, offset=proxy.offset + k * plane_bytes,
+                                         mmap=False)
+    except NIFTI_ERRORS as exc:
+        raise CovsegError(
+            f"{source}: cannot read the voxels ({_one_line(exc)}); is the file truncated?"
+        ) from None
 
 
 def _check_stored_dtype(dtype: np.dtype, source: str | Path) -> None:
@@ -532,46 +564,83 @@ def _check_stored_dtype(dtype: np.dtype, source: str | Path) -> None:
         )
 
 
-def _drop_trailing_axes(raw: np.ndarray, source: str | Path) -> np.ndarray:
-    """Accept (x, y, z, 1, ...) as 3D; refuse 2D images and true 4D series."""
-    while raw.ndim > 3 and raw.shape[-1] == 1:
-        raw = raw[..., 0]
-    if raw.ndim == 2:
+def _volume_shape(shape: tuple[int, ...], source: str | Path) -> tuple[int, int, int]:
+    """The (x, y, z) shape of a stored volume: (x, y, z, 1, ...) is 3D; 2D images and true 4D
+    series are refused."""
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) == 2:
         raise CovsegError(
-            f"{source}: a 2D image of shape {raw.shape}, not a volume; "
+            f"{source}: a 2D image of shape {shape}, not a volume; "
             "predict 2D slices as images, or save it as (x, y, 1)"
         )
-    if raw.ndim != 3:
-        raise CovsegError(f"{source}: expected a 3D volume, got shape {raw.shape}")
-    return raw
+    if len(shape) != 3:
+        raise CovsegError(f"{source}: expected a 3D volume, got shape {shape}")
+    return shape[0], shape[1], shape[2]
 
 
-def _scaled_zyx(raw: np.ndarray, slope: float, inter: float, dtype: np.dtype,
-                source: str | Path) -> np.ndarray:
+ORDINALS = ("first", "second", "third")
+
+
+def _check_perpendicular(image: nib.Nifti1Image, shape: tuple[int, int, int], source: str
+                         ) -> None:
+    """Refuse an affine whose voxel axes are not perpendicular (sheared), as converters keep an
+    uncorrected gantry tilt: volumes in mL (the product of the voxel sizes) and the lung
+    finder's mm distances take the axes as perpendicular (11 degrees overstate every mL by 2 %).
+    Rotated (oblique) affines are perpendicular and read. One axis may drift along another
+    over the volume as far as the DICOM reader lets slices shift in-plane
+    (:func:`_allowed_offset`), far beyond what float rounding in headers makes."""
+    columns = image.affine[:3, :3] * UNIT_MM.get(image.header.get_xyzt_units()[0], 1.0)
+    sizes = np.linalg.norm(columns, axis=0)
+    if not np.all(sizes > 0):
+        return
+    units = columns / sizes
+    cosines = np.abs(units.T @ units)
+    np.fill_diagonal(cosines, 0.0)
+    drift = cosines * sizes[None, :] * np.maximum(np.asarray(shape) - 1, 1)[None, :]
+    allowed = np.asarray([[_allowed_offset(float(size))] for size in sizes])
+    along, axis = np.unravel_index(int(np.argmax(drift / allowed)), drift.shape)
+    if drift[along, axis] <= allowed[along, 0]:
+        return
+    angle = float(np.degrees(np.arcsin(min(1.0, cosines[along, axis]))))
+    raise CovsegError(
+        f"{source}: the affine's voxel axes are not perpendicular (its {ORDINALS[axis]} voxel "
+        f"axis leans {angle:.2g} degrees towards its {ORDINALS[along]}, "
+        f"{drift[along, axis]:.3g} mm over the volume: a gantry tilt kept as shear?), and "
+        "volumes in mL and distances in mm need "
+        "perpendicular axes; resample it first, e.g. convert the DICOM series again with "
+        "dcm2niix, which corrects tilt")
+
+
+def _scaled_zyx(slabs: Iterator[tuple[int, np.ndarray]], shape: tuple[int, int, int],
+                slope: float, inter: float, dtype: np.dtype, source: str | Path) -> np.ndarray:
     """Apply the NIfTI scaling slice by slice into a (z, y, x) array, refusing NaN/inf.
 
     Hand-written rather than ``np.asarray(dataobj, dtype)`` because nibabel scales the whole
     volume at once in float64: 8 bytes per voxel on top of the result for a 1000-slice study.
+    ``slabs``: the stored (x, y, z) voxels by :func:`_stored_slabs`.
     An integer ``dtype`` asks for labels: fractional values (a probability map) are refused,
     not truncated to 0.
     """
-    out = np.empty(raw.shape[::-1], dtype=dtype)
+    out = np.empty(shape[::-1], dtype=dtype)
     scaled = (slope, inter) != (1.0, 0.0)
     fractions: list[float] = []
-    for k in range(raw.shape[2]):
-        plane = raw[:, :, k].T
-        if plane.dtype.kind == "f" and not np.isfinite(plane).all():
-            raise CovsegError(f"{source}: the volume holds NaN or infinite values")
-        if scaled:
-            plane = plane * np.float32(slope) + np.float32(inter)
-        if dtype.kind in "iu" and plane.dtype.kind == "f":
-            fractions.extend(fraction_range(plane))
-            plane = np.rint(plane)
-        with np.errstate(over="ignore"):  # an overflow is refused just below
-            out[k] = plane
-        if dtype.kind == "f" and not np.isfinite(out[k]).all():  # beyond float32's range
-            raise CovsegError(f"{source}: the volume holds values beyond float32's range "
-                              f"(up to {float(np.abs(plane).max()):.3g}); is its scaling wrong?")
+    for first, slab in slabs:
+        for k in range(slab.shape[2]):
+            plane = slab[:, :, k].T
+            if plane.dtype.kind == "f" and not np.isfinite(plane).all():
+                raise CovsegError(f"{source}: the volume holds NaN or infinite values")
+            if scaled:
+                plane = plane * np.float32(slope) + np.float32(inter)
+            if dtype.kind in "iu" and plane.dtype.kind == "f":
+                fractions.extend(fraction_range(plane))
+                plane = np.rint(plane)
+            with np.errstate(over="ignore"):  # an overflow is refused just below
+                out[first + k] = plane
+            if dtype.kind == "f" and not np.isfinite(out[first + k]).all():  # beyond float32's
+                raise CovsegError(f"{source}: the volume holds values beyond float32's range "
+                                  f"(up to {float(np.abs(plane).max()):.3g}); is its scaling "
+                                  "wrong?")
     if fractions:
         raise fractional_values(source, fractions)
     return out
