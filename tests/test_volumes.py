@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import html
+import io
 import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,8 +22,9 @@ import pytest
 import SimpleITK as sitk
 import torch
 from PIL import Image
+from tqdm import tqdm
 
-from covseg import cli_volumes
+from covseg import cli_volumes, progress
 from covseg.api import VOLUMES, input_kind, segment
 from covseg.cascade import LungGuide
 from covseg.cli import build_parser
@@ -30,6 +33,7 @@ from covseg.evaluate import evaluate_folders
 from covseg.infer import Predictor
 from covseg.io.volume import Volume, hounsfield, read_nifti, read_volume
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM, lesions_in_lungs, segment_lungs, split_lungs
+from covseg.progress import reporting
 from covseg.quantify import INFECTION_NII, LUNGS_NII, quantify_batch, quantify_study
 from covseg.transforms import LUNG_WINDOW, normalize_intensity
 from covseg.volumes import predict_batch, predict_labels, predict_study
@@ -738,6 +742,87 @@ def test_prediction_folder_is_quantified_again_as_it_is(tmp_path: Path) -> None:
             assert after["study"] == before["study"]
             assert after["right_lung"] == before["right_lung"]
             assert after["inputs"]["lungs"].endswith(f"{name}/lungs.nii.gz")
+
+
+PREDICT_STAGES = ["reading the CT", "finding infection", "writing the probabilities",
+                  "finding the lungs", "matching lesions to the lungs", "writing the masks",
+                  "counting", "writing the report"]
+
+
+def shown_in_order(err: str, study: str, stages: Sequence[str]) -> bool:
+    """Whether the bar's output ``err`` names each stage of ``study``, in this order."""
+    positions = [err.find(f"{study}: {name}") for name in stages]
+    return -1 not in positions and positions == sorted(positions)
+
+
+def test_a_study_names_each_stage_as_it_starts(chest, tmp_path: Path) -> None:
+    """The stages of a study, given to whoever listens; nothing else changes."""
+    path, counts = chest
+    stages: list[str] = []
+    with reporting(stages.append):
+        result = predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "out",
+                               probabilities=True)
+    assert stages == PREDICT_STAGES
+    assert result["study"]["lesion_ml"] == pytest.approx(counts["ggo"] * VOXEL_ML)
+    stages.clear()
+    predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "again")
+    assert not stages, "a study outside of reporting() names its stages to no one"
+
+
+def test_the_study_bar_names_the_study_and_its_stage(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a 1100-slice study, predict showed only ``predict: 0/1`` for over a minute (reading,
+    the lungs, the lesion rule, writing), and quantify only ``quantify: 0/1``: the study bar
+    now names the study and the stage it is in, and drops them once the study is done (the
+    bar's last line names none); a study skipped as done names none. Drawn here as each stage
+    starts (by default, once it has lasted half a second: the test below)."""
+    monkeypatch.setattr(progress, "SHOW_AFTER_S", 0.0)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    chest_nifti(inputs / "chest.nii.gz")
+    predict_batch(BandPredictor([(-400, -200)]), [inputs], tmp_path / "pred", probabilities=True)
+    err = capsys.readouterr().err
+    assert shown_in_order(err, "chest", PREDICT_STAGES)
+    assert "chest:" not in err.rsplit("\r", 1)[-1] and "1/1" in err.rsplit("\r", 1)[-1]
+    assert predict_batch(BandPredictor([(-400, -200)]), [inputs], tmp_path / "pred",
+                         probabilities=True).skipped == 1
+    assert "chest:" not in capsys.readouterr().err
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    shutil.copy(tmp_path / "pred" / "chest" / INFECTION_NII, masks / "chest_mask.nii.gz")
+    quantify_batch([masks], tmp_path / "q", image=inputs)
+    assert shown_in_order(capsys.readouterr().err, "chest", [
+        "reading the mask and CT", "finding the lungs", "matching lesions to the lungs",
+        "counting", "writing the report"])
+    quantify_batch([tmp_path / "pred"], tmp_path / "again")
+    assert shown_in_order(capsys.readouterr().err, "chest", [
+        "reading the mask and CT", "reading the lung mask", "counting", "writing the report"])
+
+
+def test_only_lasting_stages_are_drawn(tmp_path: Path) -> None:
+    """A stage is drawn once it has lasted ``after`` seconds, by the StageBar's thread while the
+    study works; stages over sooner (a batch of small studies) are never drawn, so a log of
+    the bar is not filled with them."""
+    drawn = io.StringIO()
+    with tqdm(total=2, file=drawn) as bar, progress.stage_bar(bar, after=3600.0) as stages:
+        for name in ("small", "tiny"):
+            for step in PREDICT_STAGES:
+                stages.reporter(name)(step)
+            stages.show("")
+            bar.update()
+    assert "small:" not in drawn.getvalue() and "tiny:" not in drawn.getvalue()
+    drawn = io.StringIO()
+    with tqdm(total=1, file=drawn) as bar, progress.stage_bar(bar, after=0.01) as stages:
+        stages.reporter("large")("finding the lungs")
+        for _ in range(1000):
+            if "large: finding the lungs" in drawn.getvalue():
+                break
+            time.sleep(0.01)
+        assert "large: finding the lungs" in drawn.getvalue()
+        stages.show("")
+        bar.update()
+    assert "large:" not in drawn.getvalue().rsplit("\r", 1)[-1]
 
 
 def test_an_effusion_call_does_not_join_a_chest_wall_call_to_the_lung(tmp_path: Path) -> None:

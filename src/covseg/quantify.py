@@ -90,6 +90,7 @@ from covseg.lungs import (
     segment_lungs,
     why_labels_are_not_sides,
 )
+from covseg.progress import reporting, stage, stage_bar
 from covseg.provenance import provenance
 from covseg.transforms import INTENSITY_MODES, LUNG_WINDOW, scale_intensity
 from covseg.viz import LUNG_COLOURS as LUNG_PALETTE
@@ -808,6 +809,7 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
         image_path = _recorded_image(predicted)
     inputs: dict[str, Any] = {key: str(path.resolve()) if path else None for key, path in
                               (("mask", mask_path), ("lungs", lung_path), ("image", image_path))}
+    stage("reading the mask and CT" if image_path is not None else "reading the mask")
     hashes = input_hashes(inputs)  # before reading: a file changed meanwhile reads as changed
     predicted_masks = _predicted_masks(mask_path, lung_path, predicted, hashes)
     lesions, ct = _read_lesions_and_ct(mask_path, image_path, hu)
@@ -818,20 +820,25 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
     predict_ct = _ct_as_predict_read(ct, predicted, hashes) if predicted_masks is False else None
     recounted = (predict_ct is not None) if predicted_masks is False and own_lungs else None
     if lung_path is not None:
+        stage("reading the lung mask")
         lung_volume = _read_label_mask(lung_path, lesions, "lung mask",
                                        "a lung mask as --lungs")
         check_same_grid(lesions, lung_volume)
         lung_labels, lung_source = _lung_labels(lung_volume, lung_path, ct), "mask"
         if predict_ct is not None and _threshold_lungs(predicted):
+            stage("finding the lungs in the CT")
             lung_labels, found_lungs = _lungs_under_edited_mask(lung_labels, predict_ct,
                                                                 lesions.array, classes, own_lungs)
     elif ct is not None:
+        stage("finding the lungs")
         ct_hu = hounsfield(ct)
         found_lungs = segment_lungs(ct_hu, ct.affine)
+        stage("matching lesions to the lungs")
         grown = lesions_in_lungs(lesion_voxels(lesions.array,
                                                _is_multiclass(lesions.array, classes)),
                                  found_lungs, lesions.spacing, hu=ct_hu)
         lung_labels, lung_source = grown.lungs, "threshold"
+    stage("counting")
     result = quantify(lesions.array, lesions.spacing, lung_labels, multiclass=classes,
                       effusion=_predicts_effusion(predicted), found_lungs=found_lungs)
     if grown is not None:
@@ -849,6 +856,7 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
     result[SETTINGS] = quantify_settings(lungs=given.lungs, image=given.image, hu=hu,
                                          multiclass=result["multiclass"],
                                          html_report=html_report)
+    stage("writing the report")
     return write_report(out_dir, result, stem, lesions.array, lungs=lung_labels,
                         image=ct.array if ct is not None else None,
                         intensity=ct.intensity if ct is not None else "hu",
@@ -1515,7 +1523,9 @@ def run_batch(studies: Sequence[Study], out_dir: str | os.PathLike[str],
     it meanwhile is refused in one line naming this one's pid, as two calls at once kept only
     one's studies in the summary (or mixed two models' studies in it). Shards, which share the
     folder by design, hold it shared: they run side by side, a call without shards is refused
-    while any runs, and a shard is refused while a call without shards runs.
+    while any runs, and a shard is refused while a call without shards runs. While a study
+    runs, the bar names it and the stage it is in (:mod:`covseg.progress`), once that stage
+    has lasted half a second.
     """
     out_dir = Path(out_dir)
     with writing_to(out_dir, shared=shard[1] > 1):
@@ -1540,15 +1550,19 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
     chart = summary.with_suffix(".png")
     chart.unlink(missing_ok=True)  # an earlier call's chart; redrawn below from this summary
     write_text(summary, csv_text(rows, SUMMARY_FIELDS))
-    for study in tqdm(selected, desc=desc, unit="study"):
-        folder = out_dir / study.name
-        status, result, error = _run_one(study, folder, process,
-                                         bool(settings and settings.get(REPORT_SETTING)))
-        counts[status] += 1
-        row = _summary_row(study, folder, status, result, error)
-        rows.append(_as_it_was(row, earlier.get(study.name)) if status == "skipped" else row)
-        rows.sort(key=lambda row: row["study"])
-        write_text(summary, csv_text(rows, SUMMARY_FIELDS))
+    with tqdm(total=len(selected), desc=desc, unit="study") as bar, stage_bar(bar) as stages:
+        for study in selected:
+            folder = out_dir / study.name
+            with reporting(stages.reporter(study.name)):
+                status, result, error = _run_one(study, folder, process,
+                                                 bool(settings and settings.get(REPORT_SETTING)))
+            stages.show("")
+            counts[status] += 1
+            row = _summary_row(study, folder, status, result, error)
+            rows.append(_as_it_was(row, earlier.get(study.name)) if status == "skipped" else row)
+            rows.sort(key=lambda row: row["study"])
+            write_text(summary, csv_text(rows, SUMMARY_FIELDS))
+            bar.update()
     quantified = [row for row in rows if row["status"] != "failed"]
     if len(quantified) > 1:
         severity_chart(quantified, chart, f"{len(quantified)} studies ({out_dir.name})")

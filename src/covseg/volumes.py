@@ -53,6 +53,7 @@ from covseg.lungs import (
     segment_lungs,
     split_lungs,
 )
+from covseg.progress import stage
 from covseg.quantify import (
     CHECKPOINT_SHA256,
     EFFUSION,
@@ -230,13 +231,16 @@ def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray
     model's pleural effusion, which fills the pleural space outside the lung (a layer
     centimetres thick), is tested apart from the lesions (an effusion call does not join a
     chest-wall call to the lung) and kept however deep; an effusion region that lies apart
-    (the abdomen) is dropped. Effusion is not counted as lung."""
+    (the abdomen) is dropped. Effusion is not counted as lung. Names its two stages
+    (:func:`~covseg.progress.stage`)."""
+    stage("finding the lungs")
     lungs, lung_source, hu = _lungs(volume, lung_predictor, batch_size)
     if not lungs.any():
         log.warning("%s: no lungs found; infection outside the lungs was not removed",
                     volume.source)
         return VolumeMasks(labels, lungs, lung_source, False, lungs, False)
     multiclass = predictor.num_classes > 2
+    stage("matching lesions to the lungs")
     lesions = _lesion_labels(labels, multiclass)
     if lung_source == "model":
         kept, counted, cut = (remove_outside_lungs(lesions, lungs, volume.spacing, lung_margin_mm,
@@ -377,12 +381,14 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
                          keep_outside_lungs=keep_outside_lungs, html=html)
     out_dir = Path(out_dir)
     image = str(Path(path).resolve())
+    stage("reading the CT")
     hashes = input_hashes({"image": image})  # before reading: a file changed meanwhile is stale
     volume = read_volume(path, hu)
     refuse_label_mask(volume.array, volume.source)
     _refuse_grey_told_hu(volume, hu)
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
+    stage("finding infection")
     if probabilities:
         labels = _predict_with_probabilities(predictor, volume, out_dir, batch_size, files)
     else:
@@ -392,8 +398,10 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
                            batch_size=batch_size)
     labels, lungs, lungs_found = masks.infection, masks.lungs, masks.lungs_found
     multiclass = predictor.num_classes > 2
+    stage("writing the masks")
     files["infection"] = str(write_mask_like(volume, labels, out_dir / INFECTION_NII))
     files["lungs"] = str(write_mask_like(volume, lungs, out_dir / LUNGS_NII))
+    stage("counting")
     result = quantify(labels, volume.spacing, lungs, multiclass=multiclass,
                       effusion=has_effusion(predictor), found_lungs=masks.found_lungs)
     if masks.lung_source == "threshold":
@@ -422,6 +430,7 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
         INPUT_SHA256: hashes,
     }
     result[SETTINGS] = settings
+    stage("writing the report")
     return write_report(out_dir, result, name or study_name(Path(path)), labels, lungs=lungs,
                         image=volume.array, intensity=volume.intensity, grid=volume,
                         html_report=html)
@@ -449,6 +458,7 @@ def _predict_with_probabilities(predictor: SlicePredictor, volume: Volume, out_d
         store = np.memmap(scratch, dtype=np.float16, mode="w+", shape=shape)
         labels = predict_labels(predictor, volume, batch_size=batch_size, probabilities=store,
                                 desc="infection")
+        stage("writing the probabilities")
         files["probabilities"] = str(
             write_probabilities_like(volume, store, out_dir / PROBABILITIES_NII))
         del store

@@ -1,0 +1,119 @@
+"""The stage a study is in (reading the CT, finding the lungs...), named as it starts.
+
+A large CT spends minutes in stages that have no bar of their own (reading, the lungs, the
+lesion rule, writing), during which a batch showed only ``predict: 0/1``. The study functions
+name each stage with :func:`stage`; a batch shows it on its study bar (:class:`StageBar`), and
+a call outside of a batch shows nothing. Carried in a context variable, so that the study
+functions' signatures (recorded as a run's options) stay as they are.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from functools import partial
+
+from tqdm import tqdm
+
+Reporter = Callable[[str], None]
+"""Takes the name of the stage a study has just entered."""
+
+_REPORTER: ContextVar[Reporter | None] = ContextVar("covseg_stage_reporter", default=None)
+
+SHOW_AFTER_S = 0.5
+"""A stage is drawn on the study bar once it has lasted this long (0: as it starts): the
+stages of a batch of small studies, milliseconds each, are not drawn, so a log of the bar is
+not filled with them."""
+
+
+def stage(name: str) -> None:
+    """Say that the study being processed enters stage ``name``; nothing when none listens."""
+    report = _REPORTER.get()
+    if report is not None:
+        report(name)
+
+
+@contextmanager
+def reporting(report: Reporter) -> Iterator[None]:
+    """Pass the stages named within the block to ``report``."""
+    token = _REPORTER.set(report)
+    try:
+        yield
+    finally:
+        _REPORTER.reset(token)
+
+
+class StageBar:
+    """Shows the stage a batch's study is in on the batch's bar, as ``<study>: <stage>``, once
+    it has lasted ``after`` seconds (:data:`SHOW_AFTER_S` by default), drawn by a thread of its
+    own while the study works; :meth:`close` it (or use :func:`stage_bar`)."""
+
+    def __init__(self, bar: tqdm, after: float | None = None) -> None:
+        self._bar = bar
+        self._after = SHOW_AFTER_S if after is None else after
+        self._text, self._shown, self._closed = "", "", False
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._draw_lasting, name="covseg-stages",
+                                        daemon=True)
+        if self._after > 0:
+            self._thread.start()
+
+    def reporter(self, study: str) -> Reporter:
+        """A :func:`reporting` target naming ``study``'s stages."""
+        return lambda name: self.show(f"{study}: {name}")
+
+    def show(self, text: str) -> None:
+        """Draw ``text`` once it has stood ``after`` seconds; "" takes the stage off at once
+        (without a redraw: the bar's next update draws it)."""
+        with self._changed:
+            self._text = text
+            if not text and self._shown:
+                self._bar.set_postfix_str("", refresh=False)
+                self._shown = ""
+            elif self._after <= 0 and text:
+                self._draw(text)
+            self._changed.notify()
+
+    def close(self) -> None:
+        """Stop the drawing thread, taking the stage off the bar."""
+        self.show("")
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _draw(self, text: str) -> None:
+        self._bar.set_postfix_str(text)
+        self._shown = text
+
+    def _draw_lasting(self) -> None:
+        """The thread: draws each stage that is still the study's ``after`` seconds on; stops
+        drawing, quietly, where stderr is gone (the batch's own bar says so, not a thread's
+        traceback)."""
+        with self._changed:
+            while not self._closed:
+                text = self._text
+                if text == self._shown:
+                    self._changed.wait()
+                elif not self._changed.wait_for(partial(self._over, text), self._after):
+                    try:
+                        self._draw(text)
+                    except (OSError, ValueError):
+                        return
+
+    def _over(self, text: str) -> bool:
+        """Whether the stage ``text`` is over (or the batch)."""
+        return self._closed or self._text != text
+
+
+@contextmanager
+def stage_bar(bar: tqdm, after: float | None = None) -> Iterator[StageBar]:
+    """A :class:`StageBar` on ``bar`` for the block, closed at its end."""
+    shown = StageBar(bar, after)
+    try:
+        yield shown
+    finally:
+        shown.close()
