@@ -342,6 +342,26 @@ def test_effusion_is_kept_far_from_the_lungs(chest, tmp_path: Path) -> None:
     assert np.count_nonzero(infection == 3) == 1536
 
 
+def test_effusion_called_inside_the_lungs_is_not_lung_volume(chest, tmp_path: Path) -> None:
+    """Effusion a model calls where the threshold lungs lie was counted as lung volume by
+    predict and by quantify on its masks: both leave it out of the lung and of % involved."""
+    path, counts = chest
+    ct = nib.load(str(path)).get_fdata().astype(np.float32)
+    ct[8:12, 30:40, 2:6] = -870.0  # air to the threshold, effusion to the model: 160 voxels
+    nib.save(nib.Nifti1Image(ct, AFFINE), str(path))
+    four_classes = BandPredictor([(-400, -200), (-200, -100), (-880, -860)])
+    result = predict_study(four_classes, path, tmp_path / "out")
+    lung = counts["lung"] - 160
+    lesion = counts["ggo"] + counts["consolidation"]
+    requantified = quantify_study(tmp_path / "out" / INFECTION_NII, tmp_path / "q",
+                                  lungs=tmp_path / "out" / LUNGS_NII)
+    for study in (result, requantified):
+        assert study["study"]["effusion_ml"] == pytest.approx(160 * VOXEL_ML)
+        assert study["study"]["lung_ml"] == pytest.approx(lung * VOXEL_ML)
+        assert study["right_lung"]["lung_ml"] == pytest.approx((lung / 2 - 80) * VOXEL_ML)
+        assert study["study"]["percent_involved"] == pytest.approx(100 * lesion / lung)
+
+
 def test_a_model_without_effusion_reports_none_predicted(chest, tmp_path: Path) -> None:
     """A 3-class model (background, ground-glass, consolidation) reported "effusion 0.00 mL"
     and recorded effusion label 3: it says effusion was not predicted, in every output."""
