@@ -204,6 +204,33 @@ def test_lung_model_and_grey_volumes(tmp_path: Path) -> None:
     assert result["study"]["lung_ml"] == pytest.approx(2 * 12 * 20 * 4 * VOXEL_ML)
 
 
+class FixedPredictor(BandPredictor):
+    """Fake binary model giving every slice the same probability map."""
+
+    def __init__(self, probability: np.ndarray, threshold: float) -> None:
+        super().__init__([(0.0, 0.0)])
+        self.probability, self.threshold = probability, threshold
+
+    def predict_probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return [self.probability[None] for _ in images]
+
+
+@pytest.mark.parametrize("threshold", [0.4, 0.4001, 0.5])
+def test_stored_probabilities_give_the_mask_at_the_threshold(chest, threshold: float) -> None:
+    """The float16 probabilities held 0.39990234 for a 0.4 labelled infection at threshold 0.4
+    (147 voxels of a real study), and 0.40014648 for a 0.40008 left out at 0.4001: each voxel is
+    now stored on the side of the threshold that labelled it, the rest rounded as before."""
+    values = np.float32([0.4, 0.40001, 0.39999998, 0.40008, 0.4001, 0.40012, 0.5, 0.49999,
+                         0.1, 0.9])
+    probability = np.resize(values, (64, 64)).astype(np.float32)
+    volume = read_volume(chest[0])
+    store = np.zeros(volume.array.shape, dtype=np.float16)
+    labels = predict_labels(FixedPredictor(probability, threshold), volume, probabilities=store)
+    np.testing.assert_array_equal(labels[0], probability >= np.float32(threshold))
+    np.testing.assert_array_equal(store.astype(np.float64) >= threshold, labels > 0)
+    assert np.abs(store[0].astype(np.float64) - probability).max() <= 2.5e-4
+
+
 @pytest.mark.parametrize("lung_model", [False, True], ids=["threshold-lungs", "lung-model"])
 def test_a_grey_volume_is_converted_to_hu_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                lung_model: bool) -> None:
