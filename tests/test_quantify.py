@@ -869,6 +869,27 @@ def test_summary_is_rewritten_after_every_study(tmp_path: Path) -> None:
     assert rows[1]["error"] == "RuntimeError: boom" and rows[2]["lesion_ml"] == "1"
 
 
+def test_a_study_out_of_memory_says_so(tmp_path: Path) -> None:
+    """A study that ran out of memory was recorded as "MemoryError: " (Python's MemoryError has
+    no message), torch's allocator failure as its two-line report."""
+    studies = [Study(f"s{i}", tmp_path / f"s{i}") for i in range(3)]
+    errors = {"s0": MemoryError(), "s1": RuntimeError(
+        "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+        "memory: you tried to allocate 2516582400 bytes. Error code 12 (Cannot allocate memory)")}
+
+    def process(study: Study, folder: Path) -> dict:
+        if study.name in errors:
+            raise errors[study.name]
+        return {"array": np.empty((2 ** 30, 2 ** 20), dtype=np.uint8)}  # 1 PiB: numpy refuses
+
+    result = run_batch(studies, tmp_path / "out", process)
+    advice = ": free memory (close other programs) or use a machine with more"
+    assert result.failed == 3
+    assert [row["error"] for row in read_rows(result.summary)] == [
+        f"out of memory{advice}", f"out of memory (could not allocate 2.34 GiB){advice}",
+        f"out of memory (could not allocate 1.00 PiB){advice}"]
+
+
 def test_find_studies_and_shards(tmp_path: Path) -> None:
     (tmp_path / "b.nii.gz").write_bytes(b"")
     (tmp_path / "a.nii").write_bytes(b"")

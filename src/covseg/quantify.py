@@ -44,7 +44,7 @@ from matplotlib.patches import Patch
 from tqdm import tqdm
 
 from covseg.data.layouts import CLASS_NAMES
-from covseg.errors import CovsegError, counted
+from covseg.errors import CovsegError, counted, is_out_of_memory, out_of_memory_text
 from covseg.io.atomic import (
     atomic_path,
     remove_temporaries,
@@ -1873,7 +1873,8 @@ def _run_one(study: Study, folder: Path, process: Callable[[Study, Path], dict[s
     try:
         return "done", process(study, folder), ""
     except Exception as exc:  # noqa: BLE001 - one bad study must not stop the batch; it is reported
-        message = str(exc) if isinstance(exc, CovsegError) else f"{type(exc).__name__}: {exc}"
+        message = (str(exc) if isinstance(exc, CovsegError) else out_of_memory_text(exc)
+                   if is_out_of_memory(exc) else f"{type(exc).__name__}: {exc}")
         log.error("%s failed: %s", study.name, message)
         return "failed", None, message
 
