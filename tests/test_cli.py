@@ -556,6 +556,28 @@ def test_a_model_option_too_large_for_memory_is_one_line(
     assert not (tmp_path / "r").exists()
 
 
+def test_running_out_of_memory_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """evaluate out of memory ended in torch's allocator traceback; a bug's RuntimeError still
+    shows its traceback."""
+    report = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
+              "allocate memory: you tried to allocate 2516582400 bytes. Error code 12")
+
+    def evaluate(*_: object, **__: object) -> None:
+        raise RuntimeError(report)
+
+    monkeypatch.setattr(api, "evaluate", evaluate)
+    code, _, err = _run(capsys, "evaluate", "--pred", str(tmp_path), "--truth", str(tmp_path),
+                        "--out", str(tmp_path / "ev"))
+    assert code == 1 and err == ("covseg: error: out of memory (could not allocate 2.34 GiB): "
+                                 "free memory (close other programs) or use a machine with "
+                                 "more\n")
+    report = "a bug"
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["evaluate", "--pred", str(tmp_path), "--truth", str(tmp_path), "--out",
+              str(tmp_path / "ev")])
+
+
 TINY_RECIPE = ("--epochs", "1", "--size", "32", "--model", "miniseg", "--augment", "none")
 """A recipe that trains in seconds, should an option be accepted that a test expects refused."""
 

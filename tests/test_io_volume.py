@@ -1072,6 +1072,33 @@ def test_analyze_files_are_refused_by_name(tmp_path: Path) -> None:
         collect_inputs([tmp_path / "an"])
 
 
+def test_masks_of_a_nifti2_input_are_written_quietly(tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """A NIfTI-2 input's header, handed to nibabel for the NIfTI-1 masks, made nibabel print
+    "sizeof_hdr should be 348; set sizeof_hdr to 348" on the console, twice per study."""
+    affine = np.array([[-0.7, 0, 0, 90], [0, 0.8, 0, -100], [0, 0, 2.5, -40], [0, 0, 0, 1]])
+    image = nib.Nifti2Image(np.full((4, 5, 3), -800, dtype=np.int16), affine)
+    image.header.set_qform(affine, 1)
+    image.header.set_sform(affine, 2)
+    image.header.set_xyzt_units("mm", "sec")
+    nib.save(image, str(tmp_path / "ct.nii.gz"))
+    volume = read_volume(tmp_path / "ct.nii.gz", hu="yes")
+    labels = np.zeros(volume.array.shape, dtype=np.uint8)
+    labels[1, 2, 3] = 1
+    with caplog.at_level(logging.WARNING):  # nibabel's own handler prints what it logs
+        written = [write_mask_like(volume, labels, tmp_path / "mask.nii.gz"),
+                   write_probabilities_like(volume, labels.astype(np.float16),
+                                            tmp_path / "p.nii.gz")]
+    assert "sizeof_hdr" not in caplog.text
+    for path in written:
+        mask = nib.load(str(path))
+        assert isinstance(mask.header, nib.Nifti1Header) and mask.header["sizeof_hdr"] == 348
+        np.testing.assert_allclose(mask.affine, affine)
+        assert (int(mask.header["qform_code"]), int(mask.header["sform_code"])) == (1, 2)
+        assert mask.header.get_xyzt_units() == ("mm", "sec") and mask.shape == (4, 5, 3)
+        assert np.asarray(mask.dataobj)[3, 2, 1] == 1 and np.asarray(mask.dataobj).sum() == 1
+
+
 def padded(path: Path, plane: np.ndarray, pad: np.ndarray, value: int, *,
            limit: int | None = None, implicit: bool = False, offset: int = 1024) -> None:
     """Rewrite one slice as unsigned storage (HU + ``offset``, RescaleIntercept -``offset``)

@@ -97,15 +97,33 @@ def test_multiclass_volumes_and_effusion_is_not_involvement() -> None:
     lesions = np.zeros_like(lungs)
     lesions[0, :5] = 1  # 50 GGO
     lesions[0, 5:] = 2  # 50 consolidation
-    lesions[1, :3] = 3  # 30 effusion
+    lesions[1, :3] = 3  # 30 effusion, where the lung mask says lung: 170 voxels of lung
     result = quantify(lesions, (1.0, 1.0, 1.0), lungs)
     study = result["study"]
     assert result["multiclass"] is True
     assert (study["ggo_ml"], study["consolidation_ml"], study["effusion_ml"]) == (0.05, 0.05, 0.03)
-    assert study["lesion_ml"] == pytest.approx(0.1) and study["percent_involved"] == 50.0
+    assert study["lesion_ml"] == pytest.approx(0.1) and study["lung_ml"] == pytest.approx(0.17)
+    assert study["percent_involved"] == pytest.approx(100 * 100 / 170)
     assert study["ct_category"] == "CT-3"
     binary = quantify(lesions, (1.0, 1.0, 1.0), lungs, multiclass=False)["study"]
     assert binary["lesion_ml"] == pytest.approx(0.13) and "ggo_ml" not in binary
+
+
+def test_effusion_inside_the_lungs_is_not_lung_volume() -> None:
+    """Effusion where the lungs lie was counted as lung (lung 7 mL, 28.6 % below; right lung
+    5 mL, 40 %): it fills the pleural space, so it is neither lung nor lung grown over lesion."""
+    lesions = np.array([[[1, 2, 3, 3], [0, 0, 0, 0]]], dtype=np.uint8)  # GGO, cons., 2 effusion
+    lungs = np.array([[[1, 1, 1, 0], [1, 1, 2, 2]]], dtype=np.uint8)  # one effusion in the right
+    found = np.array([[[0, 0, 0, 0], [1, 1, 2, 2]]], dtype=np.uint8)  # grown over the top row
+    result = quantify(lesions, (10.0, 10.0, 10.0), lungs, found_lungs=found)  # 1 mL voxels
+    study, right, left = result["study"], result["right_lung"], result["left_lung"]
+    assert (study["lung_ml"], study["lesion_ml"], study["effusion_ml"]) == (6.0, 2.0, 2.0)
+    assert study["percent_involved"] == pytest.approx(100 * 2 / 6)
+    assert (right["lung_ml"], right["percent_involved"]) == (4.0, 50.0)
+    assert (left["lung_ml"], left["percent_involved"]) == (2.0, 0.0)
+    assert (study["lesion_added_to_lungs_ml"], right["lesion_added_to_lungs_ml"]) == (2.0, 2.0)
+    binary = quantify(lesions, (10.0, 10.0, 10.0), lungs, multiclass=False)["study"]
+    assert (binary["lung_ml"], binary["lesion_ml"]) == (7.0, 4.0), "a binary 3 is lesion"
 
 
 def test_masks_without_lungs_and_bad_masks() -> None:
@@ -849,6 +867,27 @@ def test_summary_is_rewritten_after_every_study(tmp_path: Path) -> None:
     assert seen == [0, 1, 2] and result.failed == 1
     rows = read_rows(result.summary)
     assert rows[1]["error"] == "RuntimeError: boom" and rows[2]["lesion_ml"] == "1"
+
+
+def test_a_study_out_of_memory_says_so(tmp_path: Path) -> None:
+    """A study that ran out of memory was recorded as "MemoryError: " (Python's MemoryError has
+    no message), torch's allocator failure as its two-line report."""
+    studies = [Study(f"s{i}", tmp_path / f"s{i}") for i in range(3)]
+    errors = {"s0": MemoryError(), "s1": RuntimeError(
+        "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+        "memory: you tried to allocate 2516582400 bytes. Error code 12 (Cannot allocate memory)")}
+
+    def process(study: Study, folder: Path) -> dict:
+        if study.name in errors:
+            raise errors[study.name]
+        return {"array": np.empty((2 ** 30, 2 ** 20), dtype=np.uint8)}  # 1 PiB: numpy refuses
+
+    result = run_batch(studies, tmp_path / "out", process)
+    advice = ": free memory (close other programs) or use a machine with more"
+    assert result.failed == 3
+    assert [row["error"] for row in read_rows(result.summary)] == [
+        f"out of memory{advice}", f"out of memory (could not allocate 2.34 GiB){advice}",
+        f"out of memory (could not allocate 1.00 PiB){advice}"]
 
 
 def test_find_studies_and_shards(tmp_path: Path) -> None:

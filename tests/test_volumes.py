@@ -208,6 +208,33 @@ def test_lung_model_and_grey_volumes(tmp_path: Path) -> None:
     assert result["study"]["lung_ml"] == pytest.approx(2 * 12 * 20 * 4 * VOXEL_ML)
 
 
+class FixedPredictor(BandPredictor):
+    """Fake binary model giving every slice the same probability map."""
+
+    def __init__(self, probability: np.ndarray, threshold: float) -> None:
+        super().__init__([(0.0, 0.0)])
+        self.probability, self.threshold = probability, threshold
+
+    def predict_probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return [self.probability[None] for _ in images]
+
+
+@pytest.mark.parametrize("threshold", [0.4, 0.4001, 0.5])
+def test_stored_probabilities_give_the_mask_at_the_threshold(chest, threshold: float) -> None:
+    """The float16 probabilities held 0.39990234 for a 0.4 labelled infection at threshold 0.4
+    (147 voxels of a real study), and 0.40014648 for a 0.40008 left out at 0.4001: each voxel is
+    now stored on the side of the threshold that labelled it, the rest rounded as before."""
+    values = np.float32([0.4, 0.40001, 0.39999998, 0.40008, 0.4001, 0.40012, 0.5, 0.49999,
+                         0.1, 0.9])
+    probability = np.resize(values, (64, 64)).astype(np.float32)
+    volume = read_volume(chest[0])
+    store = np.zeros(volume.array.shape, dtype=np.float16)
+    labels = predict_labels(FixedPredictor(probability, threshold), volume, probabilities=store)
+    np.testing.assert_array_equal(labels[0], probability >= np.float32(threshold))
+    np.testing.assert_array_equal(store.astype(np.float64) >= threshold, labels > 0)
+    assert np.abs(store[0].astype(np.float64) - probability).max() <= 2.5e-4
+
+
 @pytest.mark.parametrize("lung_model", [False, True], ids=["threshold-lungs", "lung-model"])
 def test_a_grey_volume_is_converted_to_hu_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                lung_model: bool) -> None:
@@ -344,6 +371,26 @@ def test_effusion_is_kept_far_from_the_lungs(chest, tmp_path: Path) -> None:
                                                     "consolidation", "effusion"]
     infection = np.asarray(nib.load(str(tmp_path / "out" / "infection.nii.gz")).dataobj)
     assert np.count_nonzero(infection == 3) == 1536
+
+
+def test_effusion_called_inside_the_lungs_is_not_lung_volume(chest, tmp_path: Path) -> None:
+    """Effusion a model calls where the threshold lungs lie was counted as lung volume by
+    predict and by quantify on its masks: both leave it out of the lung and of % involved."""
+    path, counts = chest
+    ct = nib.load(str(path)).get_fdata().astype(np.float32)
+    ct[8:12, 30:40, 2:6] = -870.0  # air to the threshold, effusion to the model: 160 voxels
+    nib.save(nib.Nifti1Image(ct, AFFINE), str(path))
+    four_classes = BandPredictor([(-400, -200), (-200, -100), (-880, -860)])
+    result = predict_study(four_classes, path, tmp_path / "out")
+    lung = counts["lung"] - 160
+    lesion = counts["ggo"] + counts["consolidation"]
+    requantified = quantify_study(tmp_path / "out" / INFECTION_NII, tmp_path / "q",
+                                  lungs=tmp_path / "out" / LUNGS_NII)
+    for study in (result, requantified):
+        assert study["study"]["effusion_ml"] == pytest.approx(160 * VOXEL_ML)
+        assert study["study"]["lung_ml"] == pytest.approx(lung * VOXEL_ML)
+        assert study["right_lung"]["lung_ml"] == pytest.approx((lung / 2 - 80) * VOXEL_ML)
+        assert study["study"]["percent_involved"] == pytest.approx(100 * lesion / lung)
 
 
 def test_a_model_without_effusion_reports_none_predicted(chest, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from covseg.compare import known_spec, left_out_note
 from covseg.config import MAX_SLICE_PASSES, RECIPE_EPOCHS, TrainConfig
 from covseg.crossval import DEFAULT_FOLDS, mean_over_folds, shown
 from covseg.data.layouts import TARGETS
-from covseg.errors import CovsegError, counted
+from covseg.errors import CovsegError, counted, is_out_of_memory, out_of_memory_text
 from covseg.evaluate import any_lesion
 from covseg.losses import LOSSES
 from covseg.models.registry import parse_option_value
@@ -561,6 +561,11 @@ def _run(argv: Sequence[str] | None) -> int:
         return 2
     except BrokenPipeError:
         raise  # stdout closed: main ends quietly
+    except (MemoryError, RuntimeError) as exc:  # torch's allocator raises RuntimeError
+        if not is_out_of_memory(exc):
+            raise
+        print(f"covseg: error: {out_of_memory_text(exc)}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"covseg: error: {_named(exc)}{exc.strerror or exc}", file=sys.stderr)
         return 2

@@ -1,6 +1,13 @@
 """The one exception type covseg raises for bad input (the CLI prints its message on one line),
 and the wording its messages share."""
 
+import re
+
+MEMORY_SIGNS = ("allocate", "not enough memory", "out of memory",
+                "Storage size calculation overflowed")
+"""Words of the RuntimeError torch's allocators raise (CPU "can't allocate memory", CUDA "out
+of memory", a size beyond any), as against a bug's RuntimeError."""
+
 
 class CovsegError(Exception):
     """A user-facing error: the message says what is wrong and what to do."""
@@ -15,3 +22,22 @@ def counted(count: int, noun: str, plural: str = "") -> str:
 def them(count: int) -> str:
     """The pronoun for ``count`` things a message has named: "it" for one, "them" for more."""
     return "it" if count == 1 else "them"
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failed allocation (MemoryError, or torch's allocator
+    RuntimeError: :data:`MEMORY_SIGNS`), not a bug."""
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and any(sign in str(exc) for sign in MEMORY_SIGNS))
+
+
+def out_of_memory_text(exc: BaseException) -> str:
+    """One line for a failed allocation (:func:`is_out_of_memory`), with the size asked for
+    where the error gives one: Python's MemoryError says nothing (a study's reason read
+    "MemoryError: "), torch's allocator a report ending in a traceback."""
+    text = str(exc)
+    size = re.search(r"allocate ([\d.]+ ?[KMGTP]i?B)", text, re.IGNORECASE)
+    count = re.search(r"allocate (\d+) bytes", text)
+    asked = size.group(1) if size else f"{int(count.group(1)) / 2 ** 30:.2f} GiB" if count else ""
+    return (f"out of memory{f' (could not allocate {asked})' if asked else ''}: free memory "
+            "(close other programs) or use a machine with more")

@@ -3,7 +3,8 @@
 Labels: binary masks count every non-zero voxel as lesion; multi-class masks use MedSeg's
 labels 1 = ground-glass (GGO), 2 = consolidation, 3 = pleural effusion. The lesion volume and
 the % involvement count GGO + consolidation only: an effusion fills the pleural space, not the
-lung, so it is reported on its own. Lungs are labelled 1 = right, 2 = left (see covseg.lungs).
+lung, so it is reported on its own and is not lung volume where the lungs hold it. Lungs are
+labelled 1 = right, 2 = left (see covseg.lungs).
 
 Category (MosMedData, by the % of lung volume involved), boundaries closed below:
 CT-0 = exactly 0 %; CT-1 = (0, 25); CT-2 = [25, 50); CT-3 = [50, 75); CT-4 = [75, 100].
@@ -43,7 +44,7 @@ from matplotlib.patches import Patch
 from tqdm import tqdm
 
 from covseg.data.layouts import CLASS_NAMES
-from covseg.errors import CovsegError, counted
+from covseg.errors import CovsegError, counted, is_out_of_memory, out_of_memory_text
 from covseg.io.atomic import (
     atomic_path,
     remove_temporaries,
@@ -253,6 +254,7 @@ def quantify(lesions: np.ndarray, spacing: Sequence[float], lungs: np.ndarray | 
     ``found_lungs``: the lungs before they were grown over the lesions they missed
     (:func:`covseg.lungs.lesions_in_lungs`); what ``lungs`` hold beyond them is recorded per
     region as ``lesion_added_to_lungs_ml`` (0 without them: the lungs were counted as given).
+    A multi-class mask's effusion is not lung where ``lungs`` hold it (:func:`_region`).
     Voxels are counted slice by slice, so no volume-sized temporary is made.
     """
     lesions = np.asarray(lesions)
@@ -271,7 +273,10 @@ def quantify(lesions: np.ndarray, spacing: Sequence[float], lungs: np.ndarray | 
         if lungs is not None:
             code += lungs[k].astype(np.uint8) * np.uint8(4)
             if found_lungs is not None:
-                added += np.bincount(lungs[k][found_lungs[k] == 0], minlength=LEFT_LUNG + 1)
+                grown = found_lungs[k] == 0
+                if multiclass:
+                    grown &= plane != EFFUSION
+                added += np.bincount(lungs[k][grown], minlength=LEFT_LUNG + 1)
         counts += np.bincount(code.ravel(), minlength=12)[:12]
     counts = counts.reshape(3, 4)
     result: dict[str, Any] = {
@@ -357,7 +362,9 @@ def _grown_much(region: dict[str, Any]) -> bool:
 def _region(counts: np.ndarray, outside: np.ndarray | None, voxel_ml: float, multiclass: bool,
             has_lungs: bool, effusion: bool = True) -> dict[str, Any]:
     """Metrics of one region from its voxel counts per class (and the counts outside lungs);
-    ``effusion`` False: its effusion is None, not predicted."""
+    ``effusion`` False: its effusion is None, not predicted. A multi-class mask's effusion
+    inside the lungs is not lung: it is left out of the lung volume and of % involved's
+    denominator, as predict leaves it out of the lungs it grows."""
     lesion = int(counts[1] + counts[2]) if multiclass else int(counts[1])
     region: dict[str, Any] = {"lesion_ml": lesion * voxel_ml}
     if multiclass:
@@ -375,6 +382,8 @@ def _region(counts: np.ndarray, outside: np.ndarray | None, voxel_ml: float, mul
         region["lesion_outside_lungs_ml"] = outside_lesion * voxel_ml
     else:
         lung_voxels, inside = int(counts.sum()), lesion
+    if multiclass:  # effusion fills the pleural space, not lung: lungs under it are not lung
+        lung_voxels -= int(counts[EFFUSION] - (outside[EFFUSION] if outside is not None else 0))
     region["lung_ml"] = lung_voxels * voxel_ml
     percent = 100.0 * inside / lung_voxels if lung_voxels else None
     region["percent_involved"] = percent
@@ -1898,7 +1907,8 @@ def _run_one(study: Study, folder: Path, process: Callable[[Study, Path], dict[s
     try:
         return "done", process(study, folder), ""
     except Exception as exc:  # noqa: BLE001 - one bad study must not stop the batch; it is reported
-        message = str(exc) if isinstance(exc, CovsegError) else f"{type(exc).__name__}: {exc}"
+        message = (str(exc) if isinstance(exc, CovsegError) else out_of_memory_text(exc)
+                   if is_out_of_memory(exc) else f"{type(exc).__name__}: {exc}")
         log.error("%s failed: %s", study.name, message)
         return "failed", None, message
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -76,11 +77,20 @@ def normalize_intensity(
     told_window: bool = False,
 ) -> np.ndarray:
     """Map a slice or volume read with ``mode`` (``--intensity``) to float32 in [0, 1]: the
-    scale detected or told, checked (grey levels told to be HU are refused:
+    scale :func:`intensity_scale` finds, then :func:`scale_intensity`."""
+    return scale_intensity(array, intensity_scale(array, mode, window, source, told_window),
+                           window)
+
+
+def intensity_scale(array: np.ndarray, mode: str = "auto",
+                    window: tuple[float, float] = LUNG_WINDOW, source: str = "",
+                    told_window: bool = False) -> str:
+    """The scale ("hu", "uint8", "unit") of a slice or volume read with ``mode``
+    (``--intensity``), detected or told, checked (grey levels told to be HU are refused:
     :func:`holds_grey_only`, as are values mostly off an 8-bit or [0, 1] scale told:
     :func:`told_scale_mismatch`; so is a ``window`` a user ``told_window``, whatever its value,
-    on grey levels: :func:`window_unused`), then :func:`scale_intensity`. An error
-    starts with ``source`` (the file) where one is given."""
+    on grey levels: :func:`window_unused`). An error starts with ``source`` (the file) where
+    one is given."""
     if mode not in INTENSITY_MODES:
         raise CovsegError(f"unknown intensity mode {mode!r}; choose one of {INTENSITY_MODES}")
     try:
@@ -93,7 +103,7 @@ def normalize_intensity(
         if not source:
             raise
         raise CovsegError(f"{source}: {error}") from None
-    return scale_intensity(array, kind, window)
+    return kind
 
 
 def holds_grey_only(array: np.ndarray) -> bool:
@@ -139,7 +149,7 @@ def told_scale_mismatch(array: np.ndarray, kind: str) -> str | None:
     if kind not in SCALE_NAMES or not array.size:
         return None
     high = 255.0 if kind == "uint8" else 1.0
-    outside = float(np.mean((array < 0) | (array > high)))
+    outside = sum(_outside_count(part, 0.0, high) for part in array) / array.size
     if outside <= MAX_CLIPPED_SHARE[kind]:
         return None
     other = [k for k in SCALE_NAMES if k != kind]
@@ -187,29 +197,64 @@ def window_unused(kind: str, window: tuple[float, float]) -> str | None:
             f"data in HU)")
 
 
-def scale_intensity(array: np.ndarray, kind: str, window: tuple[float, float] = LUNG_WINDOW
-                    ) -> np.ndarray:
+def scale_intensity(array: np.ndarray, kind: str, window: tuple[float, float] = LUNG_WINDOW,
+                    *, judge: bool = True) -> np.ndarray:
     """Map values on the scale ``kind`` ("hu", "uint8", "unit") to float32 in [0, 1]: HU are
     windowed, values below air (:data:`AIR_HU`: scanner padding) first raised to it, so that a
     scan reads the same whatever its padding; 8-bit is divided by 255. The slices of a CT
     volume come here directly, their scale decided for the whole volume (``--hu``:
     :func:`covseg.io.volume.detect_volume_intensity`), not judged again slice by slice. Many
     values beyond the scale's range are warned once (:data:`MAX_CLIPPED_SHARE`: they read
-    saturated)."""
-    if kind not in MAX_CLIPPED_SHARE:
-        raise CovsegError(f"unknown intensity scale {kind!r}; choose one of "
-                          f"{tuple(MAX_CLIPPED_SHARE)}")
-    low, high = window if kind == "hu" else (0.0, 255.0 if kind == "uint8" else 1.0)
-    if kind == "hu":
-        array = np.maximum(array.astype(np.float32, copy=False), np.float32(AIR_HU))
-    if array.size and np.mean((array < low) | (array > high)) > MAX_CLIPPED_SHARE[kind]:
-        _warn_clipped(kind, low, high)
+    saturated), unless ``judge`` is False (a volume's slices: :func:`scale_slices`)."""
+    low, high = _scale_range(kind, window)
+    array = _raised_to_air(array, kind)
+    if judge:
+        _warn_if_clipped(_outside_count(array, low, high), array.size, kind, window)
     if kind == "hu":
         scale = ScaleIntensityRange(window[0], window[1], 0.0, 1.0, clip=True)
         return np.asarray(scale(array), dtype=np.float32)
     if kind == "uint8":
         return np.clip(array.astype(np.float32) / 255.0, 0.0, 1.0)
     return np.clip(array.astype(np.float32), 0.0, 1.0)
+
+
+def scale_slices(volume: np.ndarray, kind: str, window: tuple[float, float],
+                 indices: Iterable[int]) -> list[np.ndarray]:
+    """:func:`scale_intensity` of the (z, y, x) ``volume``'s slices ``indices``, many values
+    beyond the scale's range warned of over the whole volume as its scaling at once did, counted
+    slice by slice: the whole volume scaled at once made about four float32 copies of it
+    (2.4 GB for a 600-slice study) to draw 8 of its slices."""
+    low, high = _scale_range(kind, window)
+    outside = sum(_outside_count(_raised_to_air(plane, kind), low, high) for plane in volume)
+    _warn_if_clipped(outside, volume.size, kind, window)
+    return [scale_intensity(volume[k], kind, window, judge=False) for k in indices]
+
+
+def _scale_range(kind: str, window: tuple[float, float]) -> tuple[float, float]:
+    """The values a scale ``kind`` maps to 0..1: the window for HU."""
+    if kind not in MAX_CLIPPED_SHARE:
+        raise CovsegError(f"unknown intensity scale {kind!r}; choose one of "
+                          f"{tuple(MAX_CLIPPED_SHARE)}")
+    return window if kind == "hu" else (0.0, 255.0 if kind == "uint8" else 1.0)
+
+
+def _raised_to_air(array: np.ndarray, kind: str) -> np.ndarray:
+    """HU below :data:`AIR_HU` (padding) raised to it, in float32; other scales as they are."""
+    if kind != "hu":
+        return array
+    return np.maximum(array.astype(np.float32, copy=False), np.float32(AIR_HU))
+
+
+def _outside_count(array: np.ndarray, low: float, high: float) -> int:
+    """How many values lie outside ``low``..``high``."""
+    return int(np.count_nonzero((array < low) | (array > high)))
+
+
+def _warn_if_clipped(outside: int, size: int, kind: str, window: tuple[float, float]) -> None:
+    """Warn once when more than :data:`MAX_CLIPPED_SHARE` of ``size`` values, ``outside`` the
+    scale's range, are clipped."""
+    if size and outside / size > MAX_CLIPPED_SHARE[kind]:
+        _warn_clipped(kind, *_scale_range(kind, window))
 
 
 @functools.cache

@@ -137,8 +137,26 @@ def predict_labels(predictor: SlicePredictor, volume: Volume, *, batch_size: int
             prob = _checked(prob, channels, volume.array.shape[1:])
             labels[k] = prob[0] >= predictor.threshold if channels == 1 else np.argmax(prob, axis=0)
             if probabilities is not None:
-                probabilities[..., k, :, :] = prob[0] if probabilities.ndim == 3 else prob
+                probabilities[..., k, :, :] = (
+                    _on_its_side(prob[0], labels[k] > 0, predictor.threshold,
+                                 probabilities.dtype)
+                    if probabilities.ndim == 3 else prob)
     return labels
+
+
+def _on_its_side(prob: np.ndarray, labelled: np.ndarray, threshold: float,
+                 dtype: np.dtype[Any]) -> np.ndarray:
+    """``prob`` in the ``dtype`` the probabilities are stored in (float16), each voxel kept on
+    the side of ``threshold`` that labelled it: rounding took a 0.4 labelled infection to
+    0.39990234, below the run's threshold 0.4, so the stored map missed voxels of the mask."""
+    stored = prob.astype(dtype)
+    exact = stored.astype(np.float64)
+    above = dtype.type(threshold)
+    if float(above) < threshold:
+        above = np.nextafter(above, dtype.type(np.inf))
+    stored[labelled & (exact < threshold)] = above
+    stored[~labelled & (exact >= threshold)] = np.nextafter(above, dtype.type(-np.inf))
+    return stored
 
 
 def _predict(predictor: SlicePredictor, images: list[np.ndarray]) -> list[np.ndarray]:

@@ -57,7 +57,7 @@ from covseg.io.volume import (
     read_nifti,
     read_paired,
 )
-from covseg.transforms import LUNG_WINDOW, normalize_intensity
+from covseg.transforms import LUNG_WINDOW, intensity_scale, normalize_intensity, scale_slices
 
 log = logging.getLogger(__name__)
 
@@ -445,17 +445,17 @@ def _slice_volume(image_path: Path, mask_path: Path, options: ReadOptions,
     (``#zK``) give that index too, as its title and ``evaluate --per-slice`` do. The index after
     reorientation named another slice of a file whose header flips z."""
     image, mask = _read_volume_pair(image_path, mask_path)
-    hu = normalize_intensity(image.array, options.intensity, options.window, str(image_path),
-                             told_window=options.window_given)
-    keep = range(len(hu))
+    kind = intensity_scale(image.array, options.intensity, options.window, str(image_path),
+                           told_window=options.window_given)
+    keep: Sequence[int] = range(len(image.array))
     if options.slices == "labelled":
         keep = [k for k in keep if mask.array[k].any()]
     unit = replace(options, intensity="unit")
     samples = []
-    for k in keep:
+    for k, plane in zip(keep, scale_slices(image.array, kind, options.window, keep), strict=True):
         index = image.file_index(k)
         case = case_of(index)
-        samples.append(_sample(hu[k], mask.array[k], case, patient_of(case),
+        samples.append(_sample(plane, mask.array[k], case, patient_of(case),
                                f"{image_path}#z{index}", unit, (image, image_path, k),
                                f"{mask_path}#z{index}"))
     return samples

@@ -1982,8 +1982,11 @@ def _check_shape(volume: Volume, shape: tuple[int, ...], path: str | os.PathLike
 
 
 def _derived_header(volume: Volume, dtype: type) -> nib.Nifti1Header:
-    """A copy of the file's header (same qform/sform/zooms) with a new dtype and no scaling."""
-    header = volume.file_header.copy()
+    """A copy of the file's header (same qform/sform/zooms) with a new dtype and no scaling, as
+    NIfTI-1: a NIfTI-2 file's header, handed to nibabel as it was, made it print "sizeof_hdr
+    should be 348; set sizeof_hdr to 348" twice amid the progress bar."""
+    header = nib.Nifti1Header.from_header(volume.file_header, check=False)
+    header["sizeof_hdr"] = nib.Nifti1Header.sizeof_hdr
     header.set_data_dtype(dtype)
     header.set_slope_inter(1.0, 0.0)
     header["descrip"] = b"covseg"

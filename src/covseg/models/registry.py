@@ -19,7 +19,7 @@ from typing import Any, get_args, get_type_hints
 import torch
 from torch import nn
 
-from covseg.errors import CovsegError
+from covseg.errors import CovsegError, is_out_of_memory
 from covseg.models.ensemble import Ensemble, member_names
 from covseg.models.pretrained import weights_path
 
@@ -212,16 +212,9 @@ def build_model(name: str, in_channels: int = 1, num_classes: int = 2, **options
     except TypeError as exc:
         raise CovsegError(f"model {name!r}: bad option ({exc})") from None
     except (MemoryError, RuntimeError) as exc:  # torch's allocator raises RuntimeError
-        if isinstance(exc, RuntimeError) and not _out_of_memory(exc):
+        if not is_out_of_memory(exc):  # torch failed to allocate the weights (width=1e12)
             raise
         raise _too_large(name, options) from None
-
-
-def _out_of_memory(exc: RuntimeError) -> bool:
-    """Whether torch failed to allocate a network's weights (``width=1e12``), not a bug."""
-    text = str(exc)
-    return any(sign in text for sign in ("allocate", "not enough memory",
-                                         "Storage size calculation overflowed"))
 
 
 def _too_large(name: str, options: Mapping[str, Any]) -> CovsegError:
