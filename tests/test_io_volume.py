@@ -317,6 +317,23 @@ def test_truncated_nifti_is_an_error(tmp_path: Path) -> None:
         read_volume(raw)
 
 
+def test_truncated_nii_names_the_files_voxel_bytes(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cut .nii read in slabs named the slab's size ("Expected 33554432 bytes, got 9999648"
+    for a 300 MiB volume cut at 10 MB), not the file's: the refusal names the voxel bytes the
+    file holds and those its header needs."""
+    monkeypatch.setattr(volume_module, "SLAB_BYTES", 64 * 64 * 4 * 2)
+    path = save(tmp_path / "full.nii", np.zeros((64, 64, 8), np.float32))
+    offset = int(nib.load(path).dataobj.offset)
+    cut = tmp_path / "cut.nii"
+    cut.write_bytes(path.read_bytes()[: offset + 2000])
+    with pytest.raises(CovsegError) as caught:
+        read_volume(cut)
+    assert str(caught.value) == (f"{cut}: cannot read the voxels (the file ends 2000 bytes into "
+                                 "its voxels, which take 131072 bytes); is the file truncated?")
+    assert read_volume(path).array.shape == (8, 64, 64)
+
+
 def test_two_dimensional_inputs_are_refused(tmp_path: Path) -> None:
     save(tmp_path / "flat.nii.gz", np.zeros((32, 32), dtype=np.int16))
     with pytest.raises(CovsegError, match="2D image"):

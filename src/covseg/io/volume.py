@@ -542,6 +542,7 @@ def _stored_slabs(image: nib.Nifti1Image, shape: tuple[int, int, int], source: s
             yield 0, np.asarray(raw).reshape(shape)
             return
         dtype = np.dtype(proxy.dtype)
+        _check_stored_size(proxy, shape[0] * shape[1] * shape[2] * dtype.itemsize, source)
         plane_bytes = shape[0] * shape[1] * dtype.itemsize
         depth = max(1, SLAB_BYTES // max(plane_bytes, 1))
         with ImageOpener(proxy.file_like) as stream:
@@ -553,6 +554,22 @@ def _stored_slabs(image: nib.Nifti1Image, shape: tuple[int, int, int], source: s
         raise CovsegError(
             f"{source}: cannot read the voxels ({_one_line(exc)}); is the file truncated?"
         ) from None
+
+
+def _check_stored_size(proxy: ArrayProxy, needed: int, source: str) -> None:
+    """Refuse an uncompressed file shorter than its header's voxels, naming both sizes: read in
+    slabs, the reader's own error named the slab's bytes (32 MiB), not the file's."""
+    file_like = proxy.file_like
+    if not isinstance(file_like, (str, os.PathLike)):
+        return
+    path = Path(file_like)
+    if path.suffix.lower() in ImageOpener.compress_ext_map or not path.is_file():
+        return
+    stored = path.stat().st_size - proxy.offset
+    if stored < needed:
+        raise CovsegError(f"{source}: cannot read the voxels (the file ends {max(stored, 0)} "
+                          f"bytes into its voxels, which take {needed} bytes); "
+                          "is the file truncated?")
 
 
 def _check_stored_dtype(dtype: np.dtype, source: str | Path) -> None:
