@@ -212,9 +212,9 @@ class DicomSeries:
         multi-frame file: the series as a user finds it in a viewer."""
         number = f" {self.number}" if self.number else ""
         description = f' "{self.description}"' if self.description else ""
-        count = _counted(self.images, "image")
+        count = counted(self.images, "image")
         if self.images != self.files:
-            count += f" in {_counted(self.files, 'file')}"
+            count += f" in {counted(self.files, 'file')}"
         kind = ", localizer" if self.localizer else ""
         return f"series{number}{description} ({count}{kind}, UID {self.uid})"
 
@@ -225,11 +225,6 @@ class DicomSeries:
                 "images": self.images, **({"localizer": True} if self.localizer else {}),
                 **({"ignored_series": [other.record() for other in self.ignored]}
                    if self.ignored else {})}
-
-
-def _counted(count: int, noun: str) -> str:
-    """'1 image', '30 images'."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 @dataclass
@@ -1009,7 +1004,7 @@ def _largest_series(folder: Path) -> tuple[Series, DicomSeries, list[pydicom.Dat
             series[1]].localizer:
         raise CovsegError(
             f"{folder}: {len(series)} DICOM series, the largest tie at "
-            f"{_counted(chosen.images, 'image')} ({chosen.describe()}; "
+            f"{counted(chosen.images, 'image')} ({chosen.describe()}; "
             f"{records[series[1]].describe()}); put each series in its own folder and give "
             "that folder"
         )
