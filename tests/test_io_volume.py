@@ -1224,3 +1224,22 @@ def test_a_dicomdir_given_as_the_ct_names_its_folder(tmp_path: Path) -> None:
                                           "to read"):
         read_volume(dicomdir)
     assert np.array_equal(read_volume(tmp_path / "export").array, phantom())
+
+
+def test_a_series_reads_each_slice_header_once(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each slice's header is parsed once for the series' record, its checks and its image
+    numbers (three reads a slice made a 400-slice series' headers 40 % slower to read)."""
+    synthetic_series(tmp_path / "ct", phantom(depth=12))
+    reads: list[str] = []
+    parse = pydicom.dcmread
+
+    def counting(path: object, *args: object, **kwargs: object) -> pydicom.Dataset:
+        reads.append(Path(str(path)).name)
+        return parse(path, *args, **kwargs)
+
+    monkeypatch.setattr(volume_module.pydicom, "dcmread", counting)
+    volume = read_volume(tmp_path / "ct")
+    assert np.array_equal(volume.array, phantom(depth=12))
+    assert volume.dicom is not None and volume.dicom.image_numbers is not None
+    assert len(reads) == 12 + 3, reads  # the first slice thrice more: modality, study, series

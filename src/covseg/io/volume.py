@@ -212,9 +212,9 @@ class DicomSeries:
         multi-frame file: the series as a user finds it in a viewer."""
         number = f" {self.number}" if self.number else ""
         description = f' "{self.description}"' if self.description else ""
-        count = _counted(self.images, "image")
+        count = counted(self.images, "image")
         if self.images != self.files:
-            count += f" in {_counted(self.files, 'file')}"
+            count += f" in {counted(self.files, 'file')}"
         kind = ", localizer" if self.localizer else ""
         return f"series{number}{description} ({count}{kind}, UID {self.uid})"
 
@@ -225,11 +225,6 @@ class DicomSeries:
                 "images": self.images, **({"localizer": True} if self.localizer else {}),
                 **({"ignored_series": [other.record() for other in self.ignored]}
                    if self.ignored else {})}
-
-
-def _counted(count: int, noun: str) -> str:
-    """'1 image', '30 images'."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 @dataclass
@@ -972,13 +967,15 @@ def read_dicom_folder(folder: str | os.PathLike[str]) -> Volume:
     as that file (:func:`read_dicom_file`: a multi-frame file is a whole volume).
     """
     folder = Path(folder)
-    chosen, record = _largest_series(folder)
+    chosen, record, datasets = _largest_series(folder)
     uid, _, files = chosen
     if len(files) == 1:
         volume = read_dicom_file(files[0], source=str(folder))
         volume.dicom = record
         return volume
-    headers = [read_slice_header(Path(name)) for name in files]
+    headers = [read_slice_header(Path(name)) if dataset is None
+               else _frame_headers(dataset, Path(name))[0]
+               for dataset, name in zip(datasets, files, strict=True)]
     multi = next((h for h in headers if h.frames > 1), None)
     if multi is not None:
         raise CovsegError(f"{folder}: series {uid} holds {len(files)} files, some of several "
@@ -992,7 +989,7 @@ def read_dicom_folder(folder: str | os.PathLike[str]) -> Volume:
         image = _stored_in_hu(image, files, headers, str(folder))
     image = _padding_as_air(image, headers)
     volume = volume_from_itk(_with_slice_thickness(image, headers[0], str(folder)), str(folder))
-    volume.dicom = replace(record, image_numbers=_image_numbers(files))
+    volume.dicom = replace(record, image_numbers=_image_numbers(datasets))
     return volume
 
 
@@ -1001,16 +998,17 @@ OWN_FOLDER_ADVICE = "to read another, move its files to a folder of their own an
 each hold their own, so one series option would not fit them all)."""
 
 
-def _largest_series(folder: Path) -> tuple[Series, DicomSeries]:
-    """The CT series with most images under ``folder`` (its file names sorted by GDCM), and its
-    record naming the other CT series of its study, ignored. Images are frames, not files (an
-    Enhanced CT file of 30 frames lost to a 2-image scout), and a localizer is never chosen
-    over a volume."""
+def _largest_series(folder: Path) -> tuple[Series, DicomSeries, list[pydicom.Dataset | None]]:
+    """The CT series with most images under ``folder`` (its file names sorted by GDCM), its
+    record naming the other CT series of its study, ignored, and its files' headers
+    (:func:`_header_datasets`). Images are frames, not files (an Enhanced CT file of 30 frames
+    lost to a 2-image scout), and a localizer is never chosen over a volume."""
     if not any(folder.iterdir()):
         raise CovsegError(f"{folder}: the folder is empty; give a folder of DICOM slices")
     series = _ct_series(_dicom_series(folder), folder)
     _check_one_study(series, folder)
-    records = {s: _series_record(s) for s in series}
+    datasets = {s: _header_datasets(s[2]) for s in series}
+    records = {s: _series_record(s, datasets[s]) for s in series}
     series.sort(key=lambda s: (not records[s].localizer, records[s].images), reverse=True)
     uid, directory, files = series[0]
     chosen = records[series[0]]
@@ -1023,7 +1021,7 @@ def _largest_series(folder: Path) -> tuple[Series, DicomSeries]:
             series[1]].localizer:
         raise CovsegError(
             f"{folder}: {len(series)} DICOM series, the largest tie at "
-            f"{_counted(chosen.images, 'image')} ({chosen.describe()}; "
+            f"{counted(chosen.images, 'image')} ({chosen.describe()}; "
             f"{records[series[1]].describe()}); put each series in its own folder and give "
             "that folder"
         )
@@ -1033,7 +1031,7 @@ def _largest_series(folder: Path) -> tuple[Series, DicomSeries]:
                     folder, len(series), chosen.describe(),
                     ", ".join(other.describe() for other in ignored), OWN_FOLDER_ADVICE)
     _check_all_read(uid, directory, files)
-    return series[0], replace(chosen, ignored=ignored)
+    return series[0], replace(chosen, ignored=ignored), datasets[series[0]]
 
 
 Series = tuple[str, Path, tuple[str, ...]]
@@ -1099,27 +1097,37 @@ def _identity(path: Path, tags: Sequence[str] = IDENTITY_TAGS) -> dict[str, str]
     return {tag: str(dataset.get(tag, "") or "").strip() for tag in tags}
 
 
-def _series_record(series: Series) -> DicomSeries:
+def _header_datasets(files: Sequence[str]) -> list[pydicom.Dataset | None]:
+    """Each file's :data:`SERIES_TAGS`, read once for the series' record, its checks and its
+    image numbers (read apart for each, every file was parsed three times); None for a file
+    pydicom cannot parse (:func:`read_slice_header` says why if its series is read)."""
+    datasets: list[pydicom.Dataset | None] = []
+    for name in files:
+        try:
+            datasets.append(pydicom.dcmread(name, stop_before_pixels=True, force=True,
+                                            specific_tags=list(SERIES_TAGS)))
+        except (*DICOM_ERRORS, TypeError):
+            datasets.append(None)
+    return datasets
+
+
+def _series_record(series: Series, datasets: Sequence[pydicom.Dataset | None]) -> DicomSeries:
     """A series as :class:`DicomSeries`: its identity, its images (NumberOfFrames summed over
-    its files) and whether every file is a localizer (ImageType LOCALIZER)."""
+    its files) and whether every file is a localizer (ImageType LOCALIZER); ``datasets``: its
+    files' headers (:func:`_header_datasets`)."""
     uid, _, files = series
     tags = _identity(Path(files[0]))
-    images = 0
-    localizer = True
-    for name in files:
-        frames, scout = _frames_and_kind(Path(name))
-        images += frames
-        localizer = localizer and scout
-    return DicomSeries(uid, tags["SeriesNumber"], tags["SeriesDescription"], len(files), images,
-                       localizer)
+    kinds = [_frames_and_kind(dataset) for dataset in datasets]
+    return DicomSeries(uid, tags["SeriesNumber"], tags["SeriesDescription"], len(files),
+                       sum(frames for frames, _ in kinds), all(scout for _, scout in kinds))
 
 
-def _frames_and_kind(path: Path) -> tuple[int, bool]:
+def _frames_and_kind(dataset: pydicom.Dataset | None) -> tuple[int, bool]:
     """A DICOM file's NumberOfFrames (1 when absent or unreadable) and whether its ImageType
     says LOCALIZER."""
+    if dataset is None:
+        return 1, False
     try:
-        dataset = pydicom.dcmread(path, stop_before_pixels=True, force=True,
-                                  specific_tags=["NumberOfFrames", "ImageType"])
         frames = int(dataset.get("NumberOfFrames") or 1)
     except (*DICOM_ERRORS, TypeError):
         return 1, False
@@ -1133,13 +1141,14 @@ def _is_localizer(dataset: pydicom.Dataset) -> bool:
     return any(str(value).strip().upper() == "LOCALIZER" for value in values)
 
 
-def _image_numbers(files: Sequence[str]) -> tuple[int, ...] | None:
-    """Each file's InstanceNumber, in order; None when one has none or two share one."""
+def _image_numbers(datasets: Sequence[pydicom.Dataset | None]) -> tuple[int, ...] | None:
+    """Each file's InstanceNumber, in order (``datasets``: :func:`_header_datasets`); None when
+    one has none or two share one."""
     numbers = []
-    for name in files:
+    for dataset in datasets:
+        if dataset is None:
+            return None
         try:
-            dataset = pydicom.dcmread(name, stop_before_pixels=True, force=True,
-                                      specific_tags=["InstanceNumber"])
             numbers.append(int(dataset.get("InstanceNumber")))
         except (*DICOM_ERRORS, TypeError):
             return None
@@ -1558,6 +1567,8 @@ SLICE_TAGS = ("Modality", "Rows", "Columns", "PixelSpacing", "ImagePositionPatie
               "PerFrameFunctionalGroupsSequence", "RescaleSlope", "RescaleIntercept",
               "PixelPaddingValue", "PixelPaddingRangeLimit", "PixelRepresentation")
 """The header fields :func:`read_slice_header` reads (no pixels: 0.2 s for 1,000 cached files)."""
+SERIES_TAGS = (*SLICE_TAGS, "ImageType", "InstanceNumber")
+"""The header fields read once per file of a folder's series (:func:`_header_datasets`)."""
 FRAME_GROUPS = ("PixelMeasuresSequence", "PlaneOrientationSequence", "PlanePositionSequence",
                 "PixelValueTransformationSequence")
 """The functional groups where an enhanced multi-frame file keeps its frames' geometry and
@@ -1622,6 +1633,11 @@ def read_frame_headers(path: Path) -> list[SliceHeader]:
                                   specific_tags=list(SLICE_TAGS))
     except DICOM_ERRORS as exc:
         raise CovsegError(f"{path}: cannot read the DICOM header ({_one_line(exc)})") from None
+    return _frame_headers(dataset, path)
+
+
+def _frame_headers(dataset: pydicom.Dataset, path: Path) -> list[SliceHeader]:
+    """:func:`read_frame_headers` of a file whose header fields were read (``dataset``)."""
     _refuse_dicomdir(dataset, path)
     shared = _first_item(dataset, "SharedFunctionalGroupsSequence")
     per_frame = list(dataset.get("PerFrameFunctionalGroupsSequence") or [])
