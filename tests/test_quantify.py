@@ -731,7 +731,9 @@ def test_a_ct_given_as_the_lesion_mask_fails_its_study(tmp_path: Path) -> None:
     assert (result.done, result.failed) == (3, 3)
     assert rows["u8"]["error"].startswith("multi-class masks use labels 0..3 (1 GGO, 2 "
                                           "consolidation, 3 effusion), found 255 (")
-    assert rows["u8"]["error"].endswith("quantify a binary mask such as 0/255 into another --out")
+    assert rows["u8"]["error"].endswith(
+        "quantify a binary mask such as 0/255 with --classes binary, into another --out where "
+        "this call's other masks are multi-class")
     binary = quantify_batch([masks / "u8_mask.nii.gz"], tmp_path / "binary")
     assert binary.done == 1
     rows["u8"] = read_rows(binary.summary)[0]

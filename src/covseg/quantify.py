@@ -233,7 +233,8 @@ def _is_multiclass(lesions: np.ndarray, multiclass: bool | None) -> bool:
         raise CovsegError(
             f"multi-class masks use labels 0..3 (1 GGO, 2 consolidation, 3 effusion), found {top}"
             " (--classes multiclass, or --classes auto where a mask of the call holds labels 2 or "
-            "3); quantify a binary mask such as 0/255 into another --out"
+            "3); quantify a binary mask such as 0/255 with --classes binary, into another --out "
+            "where this call's other masks are multi-class"
         )
     return multiclass
 
