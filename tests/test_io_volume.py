@@ -29,6 +29,7 @@ from covseg.io.volume import (
     is_dicom_file,
     orient_for_display,
     read_nifti,
+    read_paired,
     read_volume,
     write_mask_like,
     write_probabilities_like,
@@ -1114,6 +1115,27 @@ def test_masks_of_a_nifti2_input_are_written_quietly(tmp_path: Path,
         assert (int(mask.header["qform_code"]), int(mask.header["sform_code"])) == (1, 2)
         assert mask.header.get_xyzt_units() == ("mm", "sec") and mask.shape == (4, 5, 3)
         assert np.asarray(mask.dataobj)[3, 2, 1] == 1 and np.asarray(mask.dataobj).sum() == 1
+
+
+def test_a_nifti2_mask_without_geometry_is_paired_quietly(tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture
+                                                          ) -> None:
+    """A NIfTI-2 mask without real geometry, put on its CT's grid, made nibabel print
+    "sizeof_hdr should be 348" (its NIfTI-2 header was handed to a NIfTI-1 image)."""
+    affine = np.diag([0.7, 0.8, 5.0, 1.0])
+    ct_path, mask_path = tmp_path / "ct.nii.gz", tmp_path / "m.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((6, 5, 3), -800, dtype=np.int16), affine), str(ct_path))
+    labels = np.zeros((6, 5, 3), dtype=np.uint8)
+    labels[1, 2, 0] = 1
+    mask = nib.Nifti2Image(labels, np.eye(4))
+    mask.header.set_qform(None, code=0)
+    mask.header.set_sform(None, code=0)
+    nib.save(mask, str(mask_path))
+    with caplog.at_level(logging.WARNING):
+        _, paired = read_paired(lambda like: read_nifti(ct_path, np.float32, like), ct_path,
+                                lambda like: read_nifti(mask_path, np.int16, like), mask_path)
+    assert "sizeof_hdr" not in caplog.text and "no real geometry" in caplog.text
+    assert paired.spacing == pytest.approx((5.0, 0.8, 0.7)) and int(paired.array.sum()) == 1
 
 
 def padded(path: Path, plane: np.ndarray, pad: np.ndarray, value: int, *,

@@ -415,7 +415,7 @@ def _on_geometry_of(image: nib.Nifti1Image, like: Volume, source: str) -> nib.Ni
                 "0) and it stores %s's grid shape; pairing their voxels as stored",
                 source, like.source)
     affine = like.file_affine
-    header = image.header.copy()
+    header = _nifti1_copy(image.header)
     header.set_xyzt_units(*like.file_header.get_xyzt_units())
     header.set_qform(affine, code=1)
     header.set_sform(affine, code=1)
@@ -2014,12 +2014,19 @@ def _check_shape(volume: Volume, shape: tuple[int, ...], path: str | os.PathLike
         )
 
 
+def _nifti1_copy(header: nib.Nifti1Header) -> nib.Nifti1Header:
+    """A copy of a NIfTI-1 or NIfTI-2 header as NIfTI-1: a NIfTI-2 file's header, handed to
+    nibabel as it was, made it print "sizeof_hdr should be 348; set sizeof_hdr to 348" amid
+    the progress bar."""
+    copy = nib.Nifti1Header.from_header(header, check=False)
+    copy["sizeof_hdr"] = nib.Nifti1Header.sizeof_hdr
+    return copy
+
+
 def _derived_header(volume: Volume, dtype: type) -> nib.Nifti1Header:
-    """A copy of the file's header (same qform/sform/zooms) with a new dtype and no scaling, as
-    NIfTI-1: a NIfTI-2 file's header, handed to nibabel as it was, made it print "sizeof_hdr
-    should be 348; set sizeof_hdr to 348" twice amid the progress bar."""
-    header = nib.Nifti1Header.from_header(volume.file_header, check=False)
-    header["sizeof_hdr"] = nib.Nifti1Header.sizeof_hdr
+    """A copy of the file's header (same qform/sform/zooms) as NIfTI-1 (:func:`_nifti1_copy`)
+    with a new dtype and no scaling."""
+    header = _nifti1_copy(volume.file_header)
     header.set_data_dtype(dtype)
     header.set_slope_inter(1.0, 0.0)
     header["descrip"] = b"covseg"
