@@ -115,7 +115,9 @@ def _hd95(p: np.ndarray, t: np.ndarray, spacing: Sequence[float] | None) -> floa
     distances, the larger of the two directions' 95th percentiles (torch.quantile).
 
     The crop is made here on the bool masks: compute_hausdorff_distance wants float batches of
-    the whole volume and its own crop took 3 GB over a 600x512x512 pair."""
+    the whole volume and its own crop took 3 GB over a 600x512x512 pair; MONAI's get_mask_edges
+    given the bool pair itself still took 1.5 GB and 4.3 s for the same edges, this 29 MB and
+    0.9 s (two 200-voxel boxes in a 600x512x512 pair, one thread)."""
     extents = [_extent(p, axis) + _extent(t, axis) for axis in range(p.ndim)]
     # MONAI's crop: the joint box with a margin of one voxel, zeros past the image's edge.
     start = [min(ends[0], ends[2]) - 1 for ends in extents]
