@@ -1261,8 +1261,7 @@ def _unreadable_slice(path: Path, uid: str) -> str:
             dataset = pydicom.dcmread(path, stop_before_pixels=True, force=True,
                                       specific_tags=["SeriesInstanceUID", "Rows"])
             series = str(dataset.get("SeriesInstanceUID", "") or "").strip()
-            meta = getattr(dataset, "file_meta", None) or {}
-            index = meta.get("MediaStorageSOPClassUID") == pydicom.uid.MediaStorageDirectoryStorage
+            index = _is_dicomdir_header(dataset)
     except DICOM_ERRORS:
         return cut
     if series == uid:
@@ -1652,13 +1651,18 @@ def _refuse_dicomdir(dataset: pydicom.Dataset, path: Path) -> None:
     """Refuse a DICOMDIR (Media Storage Directory, the index of a CD or USB export, which users
     open first) in one line that says to give its folder: it was refused for "no PixelSpacing",
     which sent them looking for another series."""
-    meta = getattr(dataset, "file_meta", None)
-    sop_class = meta.get("MediaStorageSOPClassUID") if meta is not None else None
-    if sop_class != pydicom.uid.MediaStorageDirectoryStorage:
+    if not _is_dicomdir_header(dataset):
         return
     folder = path.parent if path.parent.name else path.absolute().parent
     raise CovsegError(f"{path}: a DICOMDIR, the index of a DICOM export, not an image; give "
                       f"its folder {folder} to read the series it lists")
+
+
+def _is_dicomdir_header(dataset: pydicom.Dataset) -> bool:
+    """Whether a read DICOM header is a DICOMDIR's (Media Storage Directory in its file meta);
+    :func:`is_dicomdir` tells one by its name, without reading it."""
+    meta = getattr(dataset, "file_meta", None) or {}
+    return meta.get("MediaStorageSOPClassUID") == pydicom.uid.MediaStorageDirectoryStorage
 
 
 def _first_item(dataset: pydicom.Dataset | None, keyword: str) -> pydicom.Dataset | None:
