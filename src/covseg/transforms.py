@@ -209,7 +209,7 @@ def scale_intensity(array: np.ndarray, kind: str, window: tuple[float, float] = 
     low, high = _scale_range(kind, window)
     array = _raised_to_air(array, kind)
     if judge:
-        _warn_if_clipped(_outside_count(array, low, high), array.size, kind, window)
+        _warn_if_clipped(_outside_count(array, low, high), array.size, kind, low, high)
     if kind == "hu":
         scale = ScaleIntensityRange(window[0], window[1], 0.0, 1.0, clip=True)
         return np.asarray(scale(array), dtype=np.float32)
@@ -226,7 +226,7 @@ def scale_slices(volume: np.ndarray, kind: str, window: tuple[float, float],
     (2.4 GB for a 600-slice study) to draw 8 of its slices."""
     low, high = _scale_range(kind, window)
     outside = sum(_outside_count(_raised_to_air(plane, kind), low, high) for plane in volume)
-    _warn_if_clipped(outside, volume.size, kind, window)
+    _warn_if_clipped(outside, volume.size, kind, low, high)
     return [scale_intensity(volume[k], kind, window, judge=False) for k in indices]
 
 
@@ -250,11 +250,11 @@ def _outside_count(array: np.ndarray, low: float, high: float) -> int:
     return int(np.count_nonzero((array < low) | (array > high)))
 
 
-def _warn_if_clipped(outside: int, size: int, kind: str, window: tuple[float, float]) -> None:
+def _warn_if_clipped(outside: int, size: int, kind: str, low: float, high: float) -> None:
     """Warn once when more than :data:`MAX_CLIPPED_SHARE` of ``size`` values, ``outside`` the
-    scale's range, are clipped."""
+    scale's range ``low``..``high``, are clipped."""
     if size and outside / size > MAX_CLIPPED_SHARE[kind]:
-        _warn_clipped(kind, *_scale_range(kind, window))
+        _warn_clipped(kind, low, high)
 
 
 @functools.cache
