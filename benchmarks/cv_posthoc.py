@@ -25,8 +25,8 @@ heavily augmented batches, while test slices are not augmented.
 
 ``--against VARIANT`` (a name from the printed table) adds, for every variant, the paired
 two-sided Wilcoxon test on the per-slice Dice against that one (slices better / worse, p).
-``--json`` writes every variant's figures, its per-slice Dice by case id included, so that variants of
-separate runs (with and without ``--recalibrate-bn``) can be paired afterwards.
+``--json`` writes every variant's figures, its per-slice Dice by case id included, so that
+variants of separate runs (with and without ``--recalibrate-bn``) can be paired afterwards.
 """
 
 from __future__ import annotations
@@ -54,8 +54,9 @@ from covseg.train import canvas_items
 
 T = TypeVar("T")
 GAMMAS = (0.8, 1.25)
-"""The gamma views' powers: the range of the training augmentation (MONAI's RandAdjustContrastd,
-which also rescales by each image's min and max; here the [0, 1] intensities are raised as they are)."""
+"""The gamma views' powers: the range of the training augmentation (MONAI's
+RandAdjustContrastd, which also rescales by each image's min and max; here the [0, 1]
+intensities are raised as they are)."""
 View = tuple[str, ...]
 """Operations applied in order: "lr" mirrors columns, "ud" mirrors rows, "t" transposes,
 "gG" raises the [0, 1] intensities to the power G."""
@@ -106,7 +107,8 @@ def recalibrate_bn(predictor: Predictor, images: Sequence[torch.Tensor], views: 
     if views == "dihedral":
         batch = torch.cat([_apply(batch, v) for v in VIEWS["lr+ud+t"]])
     batch = batch[torch.randperm(len(batch), generator=torch.Generator().manual_seed(0))]
-    update_bn([chunk for chunk in batch.split(8) if len(chunk) > 1], predictor.model)  # keeps eval mode
+    chunks = [chunk for chunk in batch.split(8) if len(chunk) > 1]
+    update_bn(chunks, predictor.model)  # keeps eval mode
 
 
 def view_probabilities(predictor: Predictor, images: Sequence[np.ndarray]
@@ -249,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data")
     parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--json", type=Path, help="also write every variant's figures, per slice included")
+    parser.add_argument("--json", type=Path,
+                        help="also write every variant's figures, per slice included")
     parser.add_argument("--against", help="variant to test every other one against (paired)")
     parser.add_argument("--recalibrate-bn", choices=("clean", "dihedral"),
                         help="recompute BatchNorm statistics on each fold's training slices first")
@@ -257,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     splits = finished_folds(args.runs[0])
     for run in args.runs[1:]:
         if fold_cases(run) != splits:
-            sys.exit(f"{run}: its folds differ from {args.runs[0]}'s; ensembles need the same folds")
+            sys.exit(f"{run}: its folds differ from {args.runs[0]}'s; "
+                     "ensembles need the same folds")
     if args.against:
         check_variant(args.against, args.runs)
     by_id = {s.case_id: s for s in load_dataset(args.data).samples}
@@ -298,8 +302,10 @@ def main(argv: list[str] | None = None) -> int:
         for suffix, decode in DECODERS.items():
             dice = np.array(dice_rows(p, truths, decode))
             per_fold = [float(dice[fold_index == k].mean()) for k in range(len(splits))]
-            results[key + suffix] = {"mean": float(dice.mean()), "fold_std": float(np.std(per_fold, ddof=1)),
-                                     "per_fold": per_fold, "per_slice": dict(zip(case_ids, dice.tolist()))}
+            results[key + suffix] = {
+                "mean": float(dice.mean()), "fold_std": float(np.std(per_fold, ddof=1)),
+                "per_fold": per_fold, "per_slice": dict(zip(case_ids, dice.tolist())),
+            }
     if args.against:
         for key, r in results.items():
             r["vs_against"] = paired_wilcoxon(r["per_slice"], results[args.against]["per_slice"])
@@ -308,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
           + ("                         better/worse  p" if args.against else ""))
     for key, r in results.items():
         test = r.get("vs_against")
-        paired = f"  {test['cases_better']}/{test['cases_worse']}  {test['p_value']:.4f}" if test else ""
+        paired = (f"  {test['cases_better']}/{test['cases_worse']}  {test['p_value']:.4f}"
+                  if test else "")
         print(f"{key:<{width}}  {r['mean']:.4f}     {r['fold_std']:.4f}          "
               + " ".join(f"{d:.3f}" for d in r["per_fold"]) + paired)
     if args.json:

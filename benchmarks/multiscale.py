@@ -54,9 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     for k, samples in enumerate(held):
         truths += [(s.mask > 0).astype(np.uint8) for s in samples]
         predictor = Predictor.load(args.run / f"fold_{k}" / "best.pt", tta=True)
+        images = [s.image for s in samples]
         for size in sizes:
             predictor.size = size
-            probs[size] += [p[0] for p in predictor.predict_probabilities([s.image for s in samples])]
+            probs[size] += [p[0] for p in predictor.predict_probabilities(images)]
         print(f"fold {k} predicted", file=sys.stderr)
     combos = [(s,) for s in sizes] + list(itertools.combinations(sizes, 2)) + [tuple(sizes)]
     results = {}

@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     shared = sorted(set(candidate) & set(baseline))
     print(f"{test['pairs']} slices in both: {args.candidate.name} "
           f"{np.mean([candidate[c] for c in shared]):.4f}, {args.baseline.name} "
-          f"{np.mean([baseline[c] for c in shared]):.4f}, difference {test['mean_difference']:+.4f}, "
+          f"{np.mean([baseline[c] for c in shared]):.4f}, "
+          f"difference {test['mean_difference']:+.4f}, "
           f"{test['cases_better']}/{test['cases_worse']} slices better/worse, "
           f"p = {test['p_value']:.4f}")
     return 0

@@ -1,4 +1,5 @@
-"""covseg's speed benchmark: one command, one table, one JSON (43 s on a quiet 2-core machine, 1 Dec).
+"""covseg's speed benchmark: one command, one table, one JSON
+(43 s on a quiet 2-core machine, 1 Dec).
 
     python benchmarks/speed.py [--model RUN] [--out benchmarks/speed.json]
 
@@ -117,7 +118,9 @@ def execution_variants(predictor: Predictor, channels: int = 1, modes: Sequence[
                 predictor.model, predictor.channels_last = build(), channels_last
                 timings[name] = latency(predictor, 8, repeats)
         except Exception as exc:  # noqa: BLE001  any failure is a result to report, not a crash
-            timings[name] = f"failed: {str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__}"
+            detail = str(exc).strip()
+            reason = detail.splitlines()[0][:120] if detail else type(exc).__name__
+            timings[name] = f"failed: {reason}"
     predictor.model, predictor.channels_last = network, layout
     return timings
 
@@ -225,7 +228,7 @@ class Progress:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="a run folder from `covseg train`")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/speed.json"))
     parser.add_argument("--repeats", type=count, default=5,
@@ -245,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     stage = Progress()
     config = TrainConfig()
     results: dict[str, object] = {
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        "machine": (f"{platform.processor() or platform.machine()}, "
+                    f"{torch.get_num_threads()} threads"),
         "torch": torch.__version__, "python": sys.version.split()[0], "repeats": args.repeats,
     }
     stage("float32 matmul")
@@ -277,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         flips, predictor.tta = predictor.tta, False
         results["torch_s_per_slice_batch8_one_pass"] = latency(predictor, 8, args.repeats)
         predictor.tta = flips
-        results["achieved_model_gflops"] = flops / 1e9 / results["torch_s_per_slice_batch8_one_pass"]
+        results["achieved_model_gflops"] = (
+            flops / 1e9 / results["torch_s_per_slice_batch8_one_pass"])
         if args.modes:
             stage(f"execution modes ({', '.join(args.modes)})")
             results["execution_s_per_slice_batch8"] = execution_variants(
@@ -331,8 +336,9 @@ def _print_table(r: dict) -> None:  # type: ignore[type-arg]
          f"{r['reference_miniseg_512px_s_per_slice_batch8'] * 1000:.1f} {ms} (reference)"),
         ("onnxruntime, batch 1", f"{r['onnx_s_per_slice_batch1'] * 1000:.1f} {ms}"),
         ("onnxruntime, batch 8", f"{r['onnx_s_per_slice_batch8'] * 1000:.1f} {ms}"),
-        ("achieved (torch, b8)", (f"{r['achieved_model_gflops']:.1f} GFLOP/s "
-                                 f"({100 * r['achieved_model_gflops'] / r['matmul_gflops']:.0f}% of matmul)")),
+        ("achieved (torch, b8)",
+         (f"{r['achieved_model_gflops']:.1f} GFLOP/s "
+          f"({100 * r['achieved_model_gflops'] / r['matmul_gflops']:.0f}% of matmul)")),
     ]
     if "volume_slices" in r:
         n = r["volume_slices"]
@@ -348,7 +354,8 @@ def _print_table(r: dict) -> None:  # type: ignore[type-arg]
               if isinstance(value, float) else value)
              for name, value in r.get("execution_s_per_slice_batch8", {}).items()]
     rows += [(f"convergence ({c['log']})",
-              f"epoch {c['epoch']} of {c['epochs_run']} ({c['seconds'] / 60:.1f} min): {c['criterion']}")
+              (f"epoch {c['epoch']} of {c['epochs_run']} ({c['seconds'] / 60:.1f} min): "
+               f"{c['criterion']}"))
              for c in r["convergence"]]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

@@ -1,6 +1,7 @@
 """Time a whole ``covseg train`` run and its peak memory, ensemble members' processes included.
 
-    python benchmarks/timed_train.py DATA --out RUN [--json FILE (default RUN/timed_train.json)] [-- TRAIN OPTIONS...]
+    python benchmarks/timed_train.py DATA --out RUN [--json FILE (default RUN/timed_train.json)]
+        [-- TRAIN OPTIONS...]
 
 Runs ``covseg train DATA --out RUN [OPTIONS]`` as a child process, as ``python -m covseg.cli``
 with this script's own Python (the ``covseg`` on PATH may be another install, or none), and
@@ -65,7 +66,8 @@ def main() -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", metavar="DATA", help="the data folder covseg train reads")
     parser.add_argument("--out", required=True, type=Path, metavar="RUN", help="the run folder")
-    parser.add_argument("--json", type=Path, help="where the figures go (default: RUN/timed_train.json)")
+    parser.add_argument("--json", type=Path,
+                        help="where the figures go (default: RUN/timed_train.json)")
     argv = sys.argv[1:]
     split = argv.index("--") if "--" in argv else len(argv)
     args, unknown = parser.parse_known_args(argv[:split])

@@ -68,7 +68,8 @@ def test_quantify_takes_one_folder_alone_and_the_clis_option_names(tmp_path: Pat
         assert (result.done, result.failed) == (1, 0)
         record = json.loads((out / "case" / "quantification.json").read_text())
         assert record["study"]["lesion_ml"] == pytest.approx(lesion_ml)
-        assert record["settings"]["classes"] == "binary" and (out / "case" / "report.html").is_file()
+        assert record["settings"]["classes"] == "binary"
+        assert (out / "case" / "report.html").is_file()
     with pytest.raises(CovsegError, match=r"^unknown --classes value 'multi'; choose one of "
                                           r"auto, binary, multiclass$"):
         covseg.quantify(mask, tmp_path / "bad", classes="multi")
@@ -152,7 +153,8 @@ WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
     (lambda g: covseg.predict(g.run, np.zeros((8, 8)), g.tmp / "p"),
      ("inputs must be a path (str or pathlib.Path), got a value of type ndarray; images held in "
      "memory go to covseg.segment")),
-    (lambda g: covseg.predict(g.run, g.image, g.file), "file.py: a file is in the way (the output is a folder)"),
+    (lambda g: covseg.predict(g.run, g.image, g.file),
+     "file.py: a file is in the way (the output is a folder)"),
     (lambda g: covseg.predict_volumes(g.run, g.image, g.tmp / "p", probabilities="yes"),
      "--probabilities must be true or false, got 'yes'"),
     (lambda g: covseg.predict_volumes(g.run, g.tmp, g.tmp / "p", overlay=True),
@@ -171,7 +173,8 @@ WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
      ".npy: a 2D image, not a CT volume; predict it with covseg.predict"),
     (lambda g: covseg.predict_volumes(g.run, [g.image, g.image], g.tmp / "p"),
      ".npy: 2D images, not CT volumes; predict them with covseg.predict"),
-    (lambda g: covseg.train(g.data, g.file, **TINY), "file.py: a file is in the way (the output is a folder)"),
+    (lambda g: covseg.train(g.data, g.file, **TINY),
+     "file.py: a file is in the way (the output is a folder)"),
     (lambda g: covseg.train(g.data, g.file / "run", **TINY),
      "file.py: a file is in the way of the output folder"),
     (lambda g: covseg.fetch_data("medseg", g.file),

@@ -1,4 +1,5 @@
-"""The lung + infection cascade: lung channel, crop to the lungs, crop undone exactly; lung framing."""
+"""The lung + infection cascade: lung channel, crop to the lungs, crop undone exactly;
+lung framing."""
 
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ def test_threshold_guide_on_real_lung_crops() -> None:
 
 def test_cascade_trains_and_predicts_at_full_size(tmp_path: Path, synthetic_folder: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    tiny = {"model": "unet", "epochs": 1, "size": 64, "batch_size": 4, "model_options": {"width": 4}}
+    tiny = {"model": "unet", "epochs": 1, "size": 64, "batch_size": 4,
+            "model_options": {"width": 4}}
     monkeypatch.chdir(tmp_path)  # the lung run given as a relative path, as a user types it
     api.train(synthetic_folder, "lungs", target="lung", **tiny)
     api.train(synthetic_folder, "infection", lung_guide="lungs", crop_lungs=True, **tiny)
@@ -170,7 +172,8 @@ def test_runs_that_never_frame_record_it() -> None:
 
 
 def test_runs_record_their_framing(tmp_path: Path, synthetic_folder: Path) -> None:
-    tiny = {"model": "unet", "epochs": 1, "size": 64, "batch_size": 4, "model_options": {"width": 4}}
+    tiny = {"model": "unet", "epochs": 1, "size": 64, "batch_size": 4,
+            "model_options": {"width": 4}}
     api.train(synthetic_folder, tmp_path / "framed", **tiny)
     api.train(synthetic_folder, tmp_path / "plain", frame_lungs=False, **tiny)
     framed = Predictor.load(tmp_path / "framed")

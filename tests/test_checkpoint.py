@@ -34,7 +34,8 @@ def test_unloadable_file_gives_covsegs_reason_only(tmp_path: Path, content: str)
 
 
 @pytest.mark.parametrize(("name", "content", "reason"), [
-    ("config.json", '{"model": "miniseg"}', "not a readable PyTorch file: damaged, or another format"),
+    ("config.json", '{"model": "miniseg"}',
+     "not a readable PyTorch file: damaged, or another format"),
     ("g.pt", "garbage\n", "not a readable PyTorch file: damaged, or another format"),
     ("b.pt", bytes(range(256)), "not a readable PyTorch file: damaged, or another format"),
     ("o.pt", _Custom, "it holds Python objects besides tensors and plain values"),

@@ -60,7 +60,8 @@ def test_visualize_reads_images_as_training_does(tmp_path: Path,
     hu = np.full((32, 32), -900.0, dtype=np.float32)
     hu[8:16, 8:16] = -300.0
     np.save(tmp_path / "data" / "images" / "a.npy", hu)
-    Image.fromarray(((hu > -500) * 255).astype(np.uint8)).save(tmp_path / "data" / "masks" / "a.png")
+    mask = ((hu > -500) * 255).astype(np.uint8)
+    Image.fromarray(mask).save(tmp_path / "data" / "masks" / "a.png")
     code, out, _ = _run(capsys, "visualize", str(tmp_path / "data"), "--out",
                         str(tmp_path / "v.png"), "--intensity", "hu", "--window", "-1000", "0")
     assert code == 0 and "wrote" in out and (tmp_path / "v.png").is_file()
@@ -208,8 +209,8 @@ def test_window_on_hu_or_default_window_on_grey_is_read(tmp_path: Path) -> None:
 
 def test_train_predict_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                 synthetic_folder: Path, tiny_run: Path) -> None:
-    code, out, _ = _run(capsys, "predict", str(synthetic_folder / "images"), "--model", str(tiny_run),
-                        "--out", str(tmp_path / "pred"), "--overlay")
+    code, out, _ = _run(capsys, "predict", str(synthetic_folder / "images"),
+                        "--model", str(tiny_run), "--out", str(tmp_path / "pred"), "--overlay")
     assert code == 0, out
     inputs = sorted((synthetic_folder / "images").glob("*.npy"))
     masks = sorted((tmp_path / "pred").glob("*.png"))
@@ -227,7 +228,8 @@ def test_train_predict_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[st
                         str(synthetic_folder / "masks"), "--out", str(tmp_path / "eval"))
     assert code == 0 and f"{len(inputs)} cases" in out
     result = json.loads((tmp_path / "eval.json").read_text())
-    assert set(result["summary"]) >= {"dice", "iou", "sensitivity", "specificity", "precision", "hd95"}
+    assert set(result["summary"]) >= {"dice", "iou", "sensitivity", "specificity", "precision",
+                                      "hd95"}
     assert "both empty = 1" in result["empty_mask_rules"]
     assert (tmp_path / "eval.csv").read_text().startswith("case_id,dice")
     with Image.open(tmp_path / "eval.png") as plot:
@@ -249,8 +251,9 @@ def test_predict_threshold_overrides_the_runs(tmp_path: Path, capsys: pytest.Cap
         assert record["model"]["threshold"] == float(threshold)
         marked.append(np.stack([np.array(Image.open(out / f"{i.stem}.png")) for i in images]))
     assert (marked[0] >= marked[1]).all() and marked[0].sum() > marked[1].sum()
+    # the same run again
     code, _, err = _run(capsys, "predict", *map(str, images), "--model", str(tiny_run),
-                        "--out", str(tmp_path / "0.001"), "--threshold", "0.001")  # the same run again
+                        "--out", str(tmp_path / "0.001"), "--threshold", "0.001")
     assert code == 0, err
     code, _, err = _run(capsys, "predict", str(images[0]), "--model", str(tiny_run), "--out",
                         str(tmp_path / "0.001"), "--threshold", "0.5")  # would mix two runs
@@ -359,7 +362,8 @@ def test_cross_validation_fold_by_fold_matches_one_run(
     parts = json.loads((tmp_path / "parts" / "summary.json").read_text())
     whole = json.loads((tmp_path / "whole" / "summary.json").read_text())
     assert code == code_whole == 0
-    assert [f["test_cases"] for f in parts["per_fold"]] == [f["test_cases"] for f in whole["per_fold"]]
+    assert ([f["test_cases"] for f in parts["per_fold"]]
+            == [f["test_cases"] for f in whole["per_fold"]])
     for name in ("fold_0", "fold_1"):
         split = [json.loads((tmp_path / run / name / "config.json").read_text())["train_cases"]
                  for run in ("parts", "whole")]
@@ -1127,7 +1131,8 @@ def test_bad_numbers_and_empty_input_folder(tmp_path: Path, capsys: pytest.Captu
     code, _, err = _run(capsys, "predict", str(volume), "--model", str(tiny_run),
                         "--out", str(tmp_path / "v"), "--lung-margin-mm", "nan")
     _assert_one_line_error(code, err, "--lung-margin-mm must be a finite number >= 0, got nan")
-    with pytest.raises(CovsegError, match="unknown option.s. overlay; predict_volumes takes model, "):
+    with pytest.raises(CovsegError,
+                       match="unknown option.s. overlay; predict_volumes takes model, "):
         api.predict_volumes(tiny_run, [volume], tmp_path / "v", overlay=True)
     with pytest.raises(CovsegError, match="unknown --hu value 'maybe'"):
         api.predict_volumes(tiny_run, [volume], tmp_path / "v", hu="maybe")

@@ -246,7 +246,8 @@ def test_a_folder_holding_a_run_or_comparison_is_refused(
 
     monkeypatch.setattr(crossval, "train", no_training)
     out = folder_holding(tmp_path / "run", held)
-    message = rf"^{out} holds {kind} \(.*\), not a cross-validation; cross-validate into a new --out$"
+    message = (rf"^{out} holds {kind} \(.*\), not a cross-validation; "
+               r"cross-validate into a new --out$")
     data = load_dataset("synthetic")
     with pytest.raises(CovsegError, match=message):
         crossval.cross_validate(TrainConfig(), data, out, folds=2)

@@ -27,6 +27,9 @@ from covseg.models.ensemble import Ensemble, member_names
 from covseg.train import handler_restored
 from tests.conftest import NEEDS_ONNX
 
+NEEDS_TWO_THREADS = pytest.mark.skipif(torch.get_num_threads() < 2,
+                                       reason="members train side by side only with 2+ threads")
+
 
 def test_member_names() -> None:
     assert member_names("miniseg,unet") == ["miniseg", "unet"]
@@ -81,7 +84,8 @@ def test_train_ensemble_member_by_member(tmp_path: Path, synthetic_folder: Path)
     assert [m["model"] for m in metrics["members"]] == ["unet", "unet"]
     assert metrics["members_side_by_side"] == min(2, torch.get_num_threads())
     assert not list(out.glob(".members-*"))
-    assert metrics["train_seconds"] == pytest.approx(sum(m["train_seconds"] for m in metrics["members"]))
+    member_seconds = sum(m["train_seconds"] for m in metrics["members"])
+    assert metrics["train_seconds"] == pytest.approx(member_seconds)
 
     predictor = Predictor.load(out)
     assert isinstance(predictor.model, Ensemble)
@@ -121,7 +125,7 @@ def _member_weights(run: Path, member: str) -> dict[str, torch.Tensor]:
     return load_checkpoint(run / member / "best.pt")["state_dict"]
 
 
-@pytest.mark.skipif(torch.get_num_threads() < 2, reason="members train side by side only with 2+ threads")
+@NEEDS_TWO_THREADS
 def test_side_by_side_members_equal_one_at_a_time(tmp_path: Path, synthetic_folder: Path) -> None:
     """Training members in processes of their own changes nothing but the wall-clock time."""
     threads = torch.get_num_threads()
@@ -137,12 +141,13 @@ def test_side_by_side_members_equal_one_at_a_time(tmp_path: Path, synthetic_fold
         torch.set_num_threads(threads)
     assert one_at_a_time["members_side_by_side"] == 1
     for member in ("member0-unet", "member1-unet"):
-        side, serial = _member_weights(tmp_path / "side", member), _member_weights(tmp_path / "serial", member)
+        side = _member_weights(tmp_path / "side", member)
+        serial = _member_weights(tmp_path / "serial", member)
         for key in side:
             torch.testing.assert_close(side[key], serial[key], msg=f"{member} {key}")
 
 
-@pytest.mark.skipif(torch.get_num_threads() < 2, reason="members train side by side only with 2+ threads")
+@NEEDS_TWO_THREADS
 def test_a_failing_member_gives_its_one_line_error(tmp_path: Path, synthetic_folder: Path) -> None:
     out = tmp_path / "ens"
     api.train(synthetic_folder, out, **TINY_PAIR)
@@ -151,7 +156,7 @@ def test_a_failing_member_gives_its_one_line_error(tmp_path: Path, synthetic_fol
     assert not list(out.glob(".members-*"))
 
 
-@pytest.mark.skipif(torch.get_num_threads() < 2, reason="members train side by side only with 2+ threads")
+@NEEDS_TWO_THREADS
 def test_a_script_without_the_main_guard_stops_with_a_message(tmp_path: Path,
                                                               synthetic_folder: Path) -> None:
     """Spawned members re-import an unguarded script; that must fail fast and say why, not hang;
@@ -194,7 +199,7 @@ def _settled_epochs(out: Path, quiet_s: float = 3.0, limit_s: float = 30.0) -> l
     return last
 
 
-@pytest.mark.skipif(torch.get_num_threads() < 2, reason="members train side by side only with 2+ threads")
+@NEEDS_TWO_THREADS
 @pytest.mark.parametrize(("stop", "exit_code"), [
     (signal.SIGINT, 130),  # Ctrl-C
     (signal.SIGTERM, 143),  # kill, a job scheduler
@@ -234,7 +239,7 @@ STOPPED_WITHIN_S = 15.0
 interrupt waited for their 400 epochs (minutes)."""
 
 
-@pytest.mark.skipif(torch.get_num_threads() < 2, reason="members train side by side only with 2+ threads")
+@NEEDS_TWO_THREADS
 def test_a_keyboard_interrupt_without_a_signal_stops_side_by_side_members_at_once(
         tmp_path: Path, synthetic_folder: Path) -> None:
     """Ray cancels a fold by raising KeyboardInterrupt in its worker without a signal

@@ -39,7 +39,8 @@ def test_letterbox_is_exact_when_sizes_divide() -> None:
     np.testing.assert_array_equal(back[0].numpy(), np.repeat(np.repeat(kept, 2, 0), 2, 1))
     square = labels[:128]
     unit = Letterbox(128, 128, 128)
-    torch.testing.assert_close(unit.inverse(unit.forward(square[None])), torch.from_numpy(square[None]))
+    torch.testing.assert_close(unit.inverse(unit.forward(square[None])),
+                               torch.from_numpy(square[None]))
 
 
 def test_predictor_returns_masks_at_each_input_size(tiny_run: Path) -> None:

@@ -582,15 +582,18 @@ def test_stale_voxel_sizes_are_reported_and_read_one_way(tmp_path: Path, caplog)
         spacings = {read_volume(tmp_path / f"{name}.nii.gz").spacing
                     for name in ("axial", "sagittal", "zero")}
     assert spacings == {(3.0, 3.0, 3.0)}
-    assert "voxel sizes 1 x 1 x 1 mm in the header differ from the affine's 3 x 3 x 3" in caplog.text
+    assert ("voxel sizes 1 x 1 x 1 mm in the header differ from the affine's 3 x 3 x 3"
+            in caplog.text)
     assert "the header holds no orientation" not in caplog.text
 
 
 def test_unusable_intensities_and_headers_are_reported(tmp_path: Path, caplog) -> None:
     """Values scaled far beyond HU were taken as HU, float64 beyond float32 became inf, and a
     header without orientation was read silently with right and left perhaps swapped."""
-    for name, values in (("huge", np.full((4, 5, 6), 1e30)), ("overflow", np.full((4, 5, 6), 1e300))):
-        nib.save(nib.Nifti1Image(values, np.diag([-1.0, -1.0, 1.0, 1.0])), str(tmp_path / f"{name}.nii"))
+    for name, values in (("huge", np.full((4, 5, 6), 1e30)),
+                         ("overflow", np.full((4, 5, 6), 1e300))):
+        image = nib.Nifti1Image(values, np.diag([-1.0, -1.0, 1.0, 1.0]))
+        nib.save(image, str(tmp_path / f"{name}.nii"))
     with pytest.raises(CovsegError, match="neither Hounsfield units nor grey levels"):
         read_volume(tmp_path / "huge.nii")
     with pytest.raises(CovsegError, match="beyond float32's range"):

@@ -66,7 +66,8 @@ def test_multiclass_case_has_per_class_and_both_mious() -> None:
     truth[5:, 5:] = 2
     pred = truth.copy()
     pred[5:, 5:] = 1  # class 2 predicted as class 1
-    row = case_metrics(pred, truth, num_classes=3, class_names={1: "ground-glass", 2: "consolidation"})
+    row = case_metrics(pred, truth, num_classes=3,
+                       class_names={1: "ground-glass", 2: "consolidation"})
     assert row["dice"] == 1.0  # infection (any label) is perfect
     assert row["ground-glass_dice"] == pytest.approx(2 * 25 / (25 + 50))
     assert row["consolidation_dice"] == 0.0

@@ -429,7 +429,8 @@ def test_models_says_what_an_unset_option_stands_for(capsys: pytest.CaptureFixtu
     assert rows["miniseg"]["null_means"] == {}  # no option defaults to None
     assert build_model("unet++").state_dict().keys() == build_model(
         "unet++", width=32).state_dict().keys()  # null builds what 32 builds
-    assert parameter_count(build_model("unet++")) == parameter_count(build_model("unet++", width=32))
+    assert (parameter_count(build_model("unet++"))
+            == parameter_count(build_model("unet++", width=32)))
     args = parser.parse_args(["models"])
     assert args.handler(args) == 0
     assert ("width=null (32, MONAI's; with encoder= the encoder's own widths), "
@@ -446,7 +447,8 @@ def test_a_model_whose_package_is_missing_fails_before_data_are_read(
         raise PackageNotFoundError(distribution)
 
     monkeypatch.setattr(registry, "version", absent)
-    with pytest.raises(CovsegError, match=r"'deeplabv3' needs torchvision: pip install 'covseg\[zoo\]'"):
+    needs = r"'deeplabv3' needs torchvision: pip install 'covseg\[zoo\]'"
+    with pytest.raises(CovsegError, match=needs):
         registry.check_model_names("miniseg,deeplabv3")
     assert registry.check_model_names("miniseg,unet") == ["miniseg", "unet"]
 

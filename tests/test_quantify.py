@@ -264,9 +264,10 @@ def test_a_binary_mask_named_lungs_is_split_again(tmp_path: Path) -> None:
     the right lung alone: its sides are found again, as under any other name."""
     _, mask, _ = synthetic_study(tmp_path / "in", "case")
     binary = two_lungs(mask, (1, 1))
+    places = (("a", "lungs.nii.gz"), ("b", "my_lungs.nii.gz"))
     results = [quantify_study(mask, tmp_path / f"out{i}",
                               lungs=save_like(mask, binary, tmp_path / folder / name))
-               for i, (folder, name) in enumerate((("a", "lungs.nii.gz"), ("b", "my_lungs.nii.gz")))]
+               for i, (folder, name) in enumerate(places)]
     half = 18 * 28 * 4 * 0.7 * 0.7 * 5.0 / 1000
     for result in results:
         assert result["right_lung"]["lung_ml"] == pytest.approx(half)
@@ -1073,7 +1074,8 @@ def test_rerun_with_other_settings_is_refused(tmp_path: Path) -> None:
     record = out / "case" / "quantification.json"
     assert json.loads(record.read_text())["settings"]["html"] is False
     assert quantify_batch([mask], out, html_report=True).skipped == 1
-    assert "<b>Category: not available (no lung mask)</b>" in (out / "case" / "report.html").read_text()
+    report = (out / "case" / "report.html").read_text()
+    assert "<b>Category: not available (no lung mask)</b>" in report
     old = json.loads(record.read_text())
     assert old["settings"] == {"lungs": None, "image": None, "hu": "auto", "classes": "binary",
                                "html": True}
@@ -1181,7 +1183,8 @@ def test_rerun_after_the_mask_changed_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CovsegError, match=r"\S*case\S*nii.gz changed since"):
         quantify_batch([mask], out)
     _, other, _ = synthetic_study(tmp_path / "elsewhere", "case")
-    with pytest.raises(CovsegError, match=r"\(input: \S*/in/masks/case_mask.nii.gz -> \S*/elsewhere/"):
+    with pytest.raises(CovsegError,
+                       match=r"\(input: \S*/in/masks/case_mask.nii.gz -> \S*/elsewhere/"):
         quantify_batch([other], out)
 
 
@@ -1265,7 +1268,8 @@ def test_image_may_be_a_dicom_folder(tmp_path: Path, slices: str) -> None:
     result = quantify_batch([mask], tmp_path / "out", image=series)
     assert (result.done, result.failed) == (1, 0)
     stored = json.loads((tmp_path / "out" / "series" / "quantification.json").read_text())
-    assert stored["inputs"]["image"] == str(series) and stored["inputs"]["lung_source"] == "threshold"
+    assert stored["inputs"]["image"] == str(series)
+    assert stored["inputs"]["lung_source"] == "threshold"
     assert stored["study"]["lung_ml"] > 10
     shutil.copy(mask, tmp_path / "other_mask.nii.gz")
     with pytest.raises(CovsegError, match="one DICOM series, but 2 masks"):

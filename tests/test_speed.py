@@ -44,7 +44,8 @@ def test_speed_measures_a_lung_guided_run(tmp_path: Path, synthetic_folder: Path
     assert results["model"]["gflops_per_slice"] > 0
     assert isinstance(results["execution_s_per_slice_batch8"]["onednn_freeze"], float)
     assert np.isfinite(results["onnx_s_per_slice_batch8"])
-    assert [(c.lung_guide, c.in_channels, c.frame_lungs) for c in timed] == [("threshold", 2, False)]
+    framings = [(c.lung_guide, c.in_channels, c.frame_lungs) for c in timed]
+    assert framings == [("threshold", 2, False)]
 
 
 def _speed_module() -> Any:

@@ -311,12 +311,14 @@ def test_sigterm_stops_a_run_cleanly_and_resume_finishes(tmp_path: Path,
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = out / "log.csv"
     deadline = time.monotonic() + 120
-    while (not log.is_file() or len(log.read_text().splitlines()) < 3) and time.monotonic() < deadline:
+    while ((not log.is_file() or len(log.read_text().splitlines()) < 3)
+           and time.monotonic() < deadline):
         time.sleep(0.2)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 143, err
-    assert err.splitlines()[-1] == "covseg: stopped; rerun the same command with --resume to continue"
+    stopped = "covseg: stopped; rerun the same command with --resume to continue"
+    assert err.splitlines()[-1] == stopped
     assert "Traceback" not in err and not list(out.rglob(".*"))
     done = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=300,
                           check=False)
@@ -496,8 +498,8 @@ def test_multiclass_validation_dice_leaves_out_classes_absent_from_both() -> Non
     assert train_module._validate(_Predicts(0), loss, lesion, 3, 4, None)[1] == 0.0
     assert train_module._validate(_Predicts(0), loss, empty, 3, 4, None)[1] == 1.0  # both empty
     assert train_module._validate(_Predicts(1), loss, empty, 3, 4, None)[1] == 0.0
-    assert train_module._validate(_Predicts(1), loss, lesion + empty, 3, 4, None)[1] == pytest.approx(
-        (9 * 2 / (64 + 9)) / 2)
+    score = train_module._validate(_Predicts(1), loss, lesion + empty, 3, 4, None)[1]
+    assert score == pytest.approx((9 * 2 / (64 + 9)) / 2)
 
 
 class _Logit(torch.nn.Module):

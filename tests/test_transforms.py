@@ -94,7 +94,8 @@ def test_letterbox_round_trip_keeps_labels(height: int, width: int, size: int) -
     assert torch.equal(restored, labels.float())
 
 
-@pytest.mark.parametrize(("height", "width", "size"), [(250, 200, 512), (100, 30, 64), (7, 300, 96)])
+@pytest.mark.parametrize(("height", "width", "size"),
+                         [(250, 200, 512), (100, 30, 64), (7, 300, 96)])
 def test_letterbox_round_trip_shape(height: int, width: int, size: int) -> None:
     box = Letterbox(height, width, size)
     canvas = box.forward(torch.rand(2, height, width))

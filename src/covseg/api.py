@@ -709,7 +709,8 @@ def predict_volumes(model: str | os.PathLike[str] | Predictor,
 
 
 @_public()
-def segment(model: str | os.PathLike[str] | Predictor, image: np.ndarray | sitk.Image | nib.Nifti1Image,
+def segment(model: str | os.PathLike[str] | Predictor,
+            image: np.ndarray | sitk.Image | nib.Nifti1Image,
             *, spacing: Sequence[float] | None = None,
             direction: Sequence[float] | None = None, hu: str = "auto",
             lung_model: str | os.PathLike[str] | Predictor | None = None,
@@ -800,9 +801,9 @@ def _volume_in_memory(image: object, spacing: Sequence[float] | None,
         raise CovsegError("direction: for a (z, y, x) numpy volume only (with spacing); an "
                           "image carries its own")
     if spacing is not None and isinstance(image, sitk.Image | nib.Nifti1Image):
-        raise CovsegError(f"spacing: for numpy arrays only; a {type(image).__module__.split('.')[0]}"
-                          " image carries its own voxel size (set it on the image, or pass its "
-                          "array with spacing)")
+        library = type(image).__module__.split(".")[0]
+        raise CovsegError(f"spacing: for numpy arrays only; a {library} image carries its own "
+                          "voxel size (set it on the image, or pass its array with spacing)")
     if isinstance(image, sitk.Image):
         return volume_from_itk(image, "the SimpleITK image"), False
     if isinstance(image, nib.Nifti1Image):

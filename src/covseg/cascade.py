@@ -138,7 +138,8 @@ def require_lung_model(predictor: Predictor) -> Predictor:
 
 @dataclass(frozen=True)
 class LungGuide:
-    """Where the lung channel comes from (``threshold`` or a lung run folder) and whether to crop."""
+    """Where the lung channel comes from (``threshold`` or a lung run folder) and whether
+    to crop."""
 
     source: str = THRESHOLD
     crop: bool = False

@@ -263,7 +263,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                  for key in summary if key.endswith("_dice") and summary[key]["n"]]
     scores = (f"Dice (any lesion) {_mean_std(dice)}; per class: {', '.join(per_class)}"
               if result["num_classes"] > 2 else f"Dice {_mean_std(dice)}")
-    print(f"{counted(result['cases'], 'case')}, {scores}; wrote {', '.join(result['files'].values())}")
+    wrote = ", ".join(result["files"].values())
+    print(f"{counted(result['cases'], 'case')}, {scores}; wrote {wrote}")
     for key, (noun, what) in EVALUATE_NOTES.items():
         names = result[key]
         if key == "unmatched_truths" and not result["predict_record"]:
@@ -381,7 +382,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="covseg", description="Segment COVID-19 lung infection and the lungs on chest CT: "
-        "train, cross-validate, compare, predict, export and quantify. `covseg COMMAND -h` for each.")
+        "train, cross-validate, compare, predict, export and quantify. "
+        "`covseg COMMAND -h` for each.")
     parser.add_argument("--version", action="version",
                         version=f"covseg {version('covseg')} (torch {version('torch')})")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -35,9 +35,9 @@ def run(args: argparse.Namespace) -> int:
         options = ", ".join(_option(key, value, row.get("null_means", {}))
                             for key, value in row["options"].items())
         print(f"{'':<{width}}  {'':>11}  options: {options or 'none'}")
-    print("\nJoin names with ',' for an ensemble (e.g. miniseg,unet): covseg train fits the members "
-          "side by side when there are cores for it (one process each, seeds counted up) and "
-          "averages their probabilities. The default is miniseg,miniseg.")
+    print("\nJoin names with ',' for an ensemble (e.g. miniseg,unet): covseg train fits the "
+          "members side by side when there are cores for it (one process each, seeds counted up) "
+          "and averages their probabilities. The default is miniseg,miniseg.")
     return 0
 
 

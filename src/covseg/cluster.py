@@ -342,8 +342,8 @@ def _result(ray: ModuleType, ref: Any, fold: int) -> None:
     except ray.exceptions.RayTaskError as exc:
         cause = getattr(exc, "cause", None) or exc
         lines = str(cause).strip().splitlines()
-        raise CovsegError(f"fold {fold} failed on Ray: {lines[0] if lines else type(cause).__name__}"
-                          ) from None
+        reason = lines[0] if lines else type(cause).__name__
+        raise CovsegError(f"fold {fold} failed on Ray: {reason}") from None
     except ray.exceptions.RayError as exc:
         raise CovsegError(f"fold {fold} was lost on Ray ({type(exc).__name__}); run the same "
                           "command with --resume to go on") from None

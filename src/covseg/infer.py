@@ -50,7 +50,8 @@ class Predictor:
     flips: tuple[str, ...] = ("lr",)
     """Mirrors averaged when ``tta`` is on, alone and in combination (names in ``FLIP_DIMS``)."""
     channels_last: bool = True
-    """Run PyTorch networks on NHWC tensors: oneDNN's fast path on CPU (see benchmarks/RESULTS.md)."""
+    """Run PyTorch networks on NHWC tensors: oneDNN's fast path on CPU
+    (see benchmarks/RESULTS.md)."""
     source: str = ""
     """The run folder, checkpoint or ONNX file it was loaded from (recorded beside predictions)."""
     target: str | None = None
@@ -113,7 +114,8 @@ class Predictor:
             "source": self.source, "runtime": runtime, "target": self.target,
             "num_classes": self.num_classes,
             "size": self.size, "intensity": self.intensity, "window": list(self.window),
-            "test_flips": list(self.flips) if self.tta else [], "threshold": applied_threshold(self),
+            "test_flips": list(self.flips) if self.tta else [],
+            "threshold": applied_threshold(self),
             "lung_guide": self.guide.to_meta() if self.guide else None,
             "lung_frame": self.frame is not None, "batch_size": self.batch_size,
             **({"classes": self.class_labels()} if self.num_classes > 2 else {}),

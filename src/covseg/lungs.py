@@ -324,7 +324,8 @@ def _facing_share(mine: np.ndarray, theirs: np.ndarray, spacing: np.ndarray) -> 
 
 
 IN_PLANE_ONLY_MM = 1e6
-"""A slice step that keeps the distance map in-plane: no voxel is nearer the background through z."""
+"""A slice step that keeps the distance map in-plane:
+no voxel is nearer the background through z."""
 
 
 def _two_lung_cores(mask: np.ndarray, affine: np.ndarray

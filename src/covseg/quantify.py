@@ -1483,8 +1483,8 @@ def _check_series_unshared(folders: Sequence[Study]) -> None:
         for uid in sampled_series_uids(study.path):
             if uid in seen and seen[uid] != study.name:
                 raise CovsegError(f"studies {seen[uid]} and {study.name} hold slices of one "
-                                  f"DICOM series ({uid}); put all its slices in one folder, or give "
-                                  "one copy of it")
+                                  f"DICOM series ({uid}); put all its slices in one folder, "
+                                  "or give one copy of it")
             seen[uid] = study.name
 
 

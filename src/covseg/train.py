@@ -116,7 +116,8 @@ class _BatchCutMix:
     def set_random_state(self, seed: int) -> None:
         self.mixer.set_random_state(seed=seed)
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, image: torch.Tensor,
+                 mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if len(image) != self.mixer.batch_size or self.mixer.R.rand() >= self.share:
             return image, mask
         with warnings.catch_warnings():
@@ -513,7 +514,8 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     # Deeply supervised models return [main, side outputs...] while training; MONAI's wrapper
     # weighs them 1, 1/2, 1/4... and passes a single output straight to the loss.
     train_loss_fn = DeepSupervisionLoss(loss_fn)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                  weight_decay=config.weight_decay)
     epochs = config.epochs_for(len(train_samples))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs,
                                                            eta_min=config.lr * 0.02)
@@ -645,7 +647,8 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
     invocations = done["invocations"]
     trained = [i for i in invocations if i["epochs_trained"]] or invocations
     metrics: dict[str, Any] = {
-        "epochs": member_metrics[0]["epochs"], "members": [{"model": n, **m} for n, m in zip(names, member_metrics, strict=True)],
+        "epochs": member_metrics[0]["epochs"],
+        "members": [{"model": n, **m} for n, m in zip(names, member_metrics, strict=True)],
         "train_seconds": float(sum(m["train_seconds"] for m in member_metrics)),
         "seconds_per_epoch": float(sum(m["seconds_per_epoch"] for m in member_metrics)),
         "wall_seconds": float(sum(i["wall_seconds"] for i in invocations)),
@@ -906,7 +909,8 @@ def _finish(out: Path, config: TrainConfig, data: LoadedData, history: list[dict
                     title=f"{config.model} on {data.kind}", multiclass=multiclass)
     best = max(history, key=lambda r: r.get("val_dice", r["epoch"]))
     metrics: dict[str, Any] = {
-        "epochs": len(history), "best_epoch": best["epoch"], "best_val_dice_canvas": best.get("val_dice"),
+        "epochs": len(history), "best_epoch": best["epoch"],
+        "best_val_dice_canvas": best.get("val_dice"),
         **({"best_epoch_by": best_epoch_by(multiclass, config.size)} if val_samples else {}),
         "train_seconds": float(sum(r["seconds"] for r in history)),
         "seconds_per_epoch": float(np.mean([r["seconds"] for r in history])),

@@ -270,7 +270,8 @@ def _warn_clipped(kind: str, low: float, high: float) -> None:
 
 @dataclass(frozen=True)
 class Letterbox:
-    """How an (H, W) slice maps into a square training canvas: scale the longest side, pad the rest."""
+    """How an (H, W) slice maps into a square training canvas: scale the longest side, pad
+    the rest."""
 
     height: int
     width: int
@@ -299,7 +300,8 @@ class Letterbox:
         cropped = self._pad_crop()(canvas)
         same_size = max(self.height, self.width) == self.size
         mode = "nearest-exact" if nearest or same_size else "bilinear"
-        return Resize((self.height, self.width), mode=mode)(cropped).as_subclass(torch.Tensor).float()
+        resized = Resize((self.height, self.width), mode=mode)(cropped)
+        return resized.as_subclass(torch.Tensor).float()
 
 
 def augmentation(preset: str, keys: tuple[str, str] = ("image", "mask"), guided: bool = False
@@ -412,7 +414,8 @@ class LesionPaste:
         """A 0/1 map blurred by the Gaussian: a soft-edged weight in [0, 1]."""
         return self.blur(mask).clamp(0, 1)
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, image: torch.Tensor,
+                 mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, C, H, W) image in [0, 1] and (B, 1, H, W) integer labels -> the same, pasted."""
         chosen = torch.rand(len(image), generator=self.generator) < self.share
         if len(image) < 2 or not chosen.any():

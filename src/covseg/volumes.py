@@ -160,7 +160,8 @@ def _on_its_side(prob: np.ndarray, labelled: np.ndarray, threshold: float,
 
 
 def _predict(predictor: SlicePredictor, images: list[np.ndarray]) -> list[np.ndarray]:
-    """float32 probabilities, one map per slice (the predictor applies its own test-time mirrors)."""
+    """float32 probabilities, one map per slice (the predictor applies its own test-time
+    mirrors)."""
     probs = [np.asarray(p, dtype=np.float32) for p in predictor.predict_probabilities(images)]
     if len(probs) != len(images):
         raise CovsegError(f"the predictor returned {len(probs)} maps for {len(images)} slices")

@@ -1,4 +1,5 @@
-"""Every layout reader, on real files where ../shared has them and on small built copies otherwise."""
+"""Every layout reader, on real files where ../shared has them and on small built copies
+otherwise."""
 
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ def test_real_medseg_pngs_read_as_generic_folders() -> None:
     assert data.layout == "folders" and len(data.samples) == 52
     sample = data.samples[0]
     assert sample.image.shape == sample.mask.shape == (512, 512)
-    assert sample.image.dtype == np.float32 and 0.0 <= sample.image.min() <= sample.image.max() <= 1.0
+    assert sample.image.dtype == np.float32
+    assert 0.0 <= sample.image.min() <= sample.image.max() <= 1.0
     assert set(np.unique(sample.mask)) <= {0, 1}
     assert sum(s.mask.any() for s in data.samples) > 40
 
@@ -215,7 +217,8 @@ def test_mosmed_2d_fold_lists_that_leak_are_refused(tmp_path: Path) -> None:
         "study_0002_0.npy\nstudy_0001_0.npy\nstudy_0001_1.npy\n":
             r"valid_new0.txt: slice study_0002_0 is in train_new0.txt too, .*keep it in one",
         "study_0001_0.npy\n\nstudy_0001_1.npy\nstudy_0001_0.npy\n":
-            r"valid_new0.txt: slice study_0001_0 is listed twice \(lines 1 and 4\), .*delete line 4",
+            r"valid_new0.txt: slice study_0001_0 is listed twice \(lines 1 and 4\), "
+            r".*delete line 4",
     }
     for valid, message in cases.items():
         (root / "valid_new0.txt").write_text(valid)
@@ -445,7 +448,8 @@ def test_zenodo_kaggle_names_with_lung_and_infection(tmp_path: Path) -> None:
     _save_nifti(tmp_path / "ct_scans" / "coronacases_org_001.nii", hu)
     _save_nifti(tmp_path / "infection_mask" / "coronacases_001.nii", lesions)
     _save_nifti(tmp_path / "lung_mask" / "coronacases_001.nii", lungs)
-    _save_nifti(tmp_path / "ct_scans" / "radiopaedia_org_covid-19-pneumonia-4_85506_1-dicom.nii", hu)
+    radiopaedia = "radiopaedia_org_covid-19-pneumonia-4_85506_1-dicom.nii"
+    _save_nifti(tmp_path / "ct_scans" / radiopaedia, hu)
     _save_nifti(tmp_path / "infection_mask" / "radiopaedia_4_85506_1.nii", lesions)
     _save_nifti(tmp_path / "lung_mask" / "radiopaedia_4_85506_1.nii", lungs)
     data = load_dataset(tmp_path)
@@ -475,7 +479,8 @@ def test_mosmed_3d_with_real_masks(tmp_path: Path) -> None:
     data = load_dataset(tmp_path, slices="labelled")
     assert data.layout == "mosmed-3d" and len(data.patients) == 2
     assert all(s.mask.any() for s in data.samples)
-    expected = sum(int((np.asarray(nib.load(str(p)).dataobj) > 0).any(axis=(0, 1)).sum()) for p in real)
+    expected = sum(int((np.asarray(nib.load(str(p)).dataobj) > 0).any(axis=(0, 1)).sum())
+                   for p in real)
     assert len(data.samples) == expected
 
 
@@ -1151,8 +1156,9 @@ def test_sub_folders_and_dicom_in_a_generic_folder_are_named(
     grey = np.full((8, 8), 100)
     _save_png(tmp_path / "images" / "p2" / "b.png", grey)
     _save_png(tmp_path / "masks" / "p2" / "b.png", grey > 50)
-    with pytest.raises(CovsegError, match=r"holds no slices it reads; .*images: sub-folders are "
-                                          r"not read \(p2/\); put their files in images/") as caught:
+    message = (r"holds no slices it reads; .*images: sub-folders are not read \(p2/\); "
+               r"put their files in images/")
+    with pytest.raises(CovsegError, match=message) as caught:
         load_dataset(tmp_path)
     assert "\n" not in str(caught.value)
     _save_png(tmp_path / "images" / "a.png", grey)

@@ -714,7 +714,8 @@ def split_files_note(data: LoadedData) -> str:
 
 
 SPLIT_LISTS = ("train_new", "valid_new")
-"""Name starts of MosMed's split files: fold k trains on train_new{k}.txt, tests valid_new{k}.txt."""
+"""Name starts of MosMed's split files:
+fold k trains on train_new{k}.txt, tests valid_new{k}.txt."""
 
 
 def _split_pairs(root: Path) -> list[tuple[Path, Path]]:

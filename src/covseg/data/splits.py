@@ -38,7 +38,8 @@ def grouped_kfold(samples: Sequence[Sample], folds: int, seed: int = 0
     groups = _by_patient(samples)
     check_fold_count(folds)
     if len(groups) < folds:
-        raise CovsegError(f"{folds} folds need at least {folds} patients; the data has {len(groups)}")
+        raise CovsegError(f"{folds} folds need at least {folds} patients; "
+                          f"the data has {len(groups)}")
     rng = np.random.default_rng(seed)
     patients = list(groups)
     rng.shuffle(patients)

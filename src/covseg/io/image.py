@@ -106,7 +106,8 @@ def case_key(stem: str) -> str:
 
 def is_image_file(path: Path) -> bool:
     """True for files covseg reads as 2D slices."""
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+    return (path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+            and not path.name.startswith("."))
 
 
 def read_array(path: str | os.PathLike[str], keep_palette: bool = False) -> np.ndarray:

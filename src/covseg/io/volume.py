@@ -1398,7 +1398,8 @@ def _syntax_hint(header: SliceHeader) -> str:
         compressed = True
     if not compressed:
         return ""
-    named = f"{syntax.name} ({syntax})" if syntax.name != str(syntax) else f"transfer syntax {syntax}"
+    named = (f"{syntax.name} ({syntax})" if syntax.name != str(syntax)
+             else f"transfer syntax {syntax}")
     return (f"; its pixels are compressed as {named}, which this SimpleITK/GDCM may not "
             "decode: decompress the files first, e.g. with gdcmconv --raw")
 

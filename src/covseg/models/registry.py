@@ -198,7 +198,8 @@ def build_model(name: str, in_channels: int = 1, num_classes: int = 2, **options
     if len(names) > 1:
         return Ensemble([build_model(n, in_channels, num_classes, **options) for n in names])
     if num_classes < 2:
-        raise CovsegError(f"num_classes must be at least 2 (background + one class), got {num_classes}")
+        raise CovsegError("num_classes must be at least 2 (background + one class), "
+                          f"got {num_classes}")
     name = names[0]
     spec = REGISTRY[name]
     check_options(name, options)

@@ -36,7 +36,8 @@ def build_smp(architecture: str, encoder: str, in_channels: int, out_channels: i
         )
     except (ValueError, RuntimeError) as exc:
         first_line = str(exc).strip().splitlines()[0]
-        raise CovsegError(f"encoder {encoder!r} does not fit {architecture}: {first_line}") from None
+        raise CovsegError(
+            f"encoder {encoder!r} does not fit {architecture}: {first_line}") from None
     if path is not None and not timm_file:
         load_weights(model.encoder, path, f"{encoder} encoder")
     return PadToMultiple(model, model.encoder.output_stride)
