@@ -17,7 +17,8 @@ from covseg.data.layouts import load_dataset
 from covseg.data.synthetic import synthetic_slice
 from covseg.errors import CovsegError
 from covseg.infer import Predictor
-from covseg.io.volume import hounsfield, read_volume
+from covseg.io.ct import read_volume
+from covseg.io.volume import hounsfield
 from covseg.transforms import LUNG_WINDOW, normalize_intensity
 from tests.conftest import shared
 
@@ -217,7 +218,7 @@ def test_a_small_whole_frame_is_no_crop_so_the_air_outside_the_body_is_no_lung()
     assert np.abs(np.subtract([small_box.top, small_box.bottom, small_box.left, small_box.right],
                               np.divide([full_box.top, full_box.bottom, full_box.left,
                                          full_box.right], 2))).max() <= 2
-    from covseg.io.volume import read_volume
+    from covseg.io.ct import read_volume
 
     sample = read_volume(shared("ct-samples", "example_ct_sm.nii.gz"))
     for ct_slice in normalize_intensity(sample.array, "hu")[-4:]:  # the lung bases
@@ -231,7 +232,7 @@ def test_a_small_whole_frame_is_no_crop_so_the_air_outside_the_body_is_no_lung()
 def test_the_lung_frame_of_a_small_frame_mirrors_with_it() -> None:
     """Found on every other row and column, the box of a 122x101 frame moved with the slice's
     orientation, and the prediction with it: 425 lesion pixels as read, 92 mirrored."""
-    from covseg.io.volume import read_volume
+    from covseg.io.ct import read_volume
 
     sample = read_volume(shared("ct-samples", "example_ct_sm.nii.gz"))
     ct_slice = normalize_intensity(sample.array, "hu")[27]

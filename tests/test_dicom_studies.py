@@ -18,7 +18,8 @@ from pydicom.dataset import FileDataset
 from pydicom.fileset import FileSet
 
 from covseg.errors import CovsegError
-from covseg.io.volume import Volume, read_volume, write_mask_like
+from covseg.io.ct import read_volume
+from covseg.io.volume import Volume, write_mask_like
 from covseg.quantify import find_studies, quantify_study
 from covseg.volumes import predict_study
 from tests.test_io_volume import enhanced_ct, phantom, synthetic_meta, synthetic_series

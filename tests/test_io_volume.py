@@ -21,16 +21,16 @@ from pydicom.encaps import encapsulate
 from pydicom.fileset import FileSet
 from pydicom.sequence import Sequence as DicomSequence
 
-import covseg.io.volume as volume_module
+import covseg.io.dicom as dicom_module
+import covseg.io.nifti as nifti_module
 from covseg.errors import CovsegError
+from covseg.io.ct import read_volume
+from covseg.io.dicom import is_dicom_file
+from covseg.io.nifti import read_nifti, read_paired
 from covseg.io.volume import (
     display_flips,
     hounsfield,
-    is_dicom_file,
     orient_for_display,
-    read_nifti,
-    read_paired,
-    read_volume,
     write_mask_like,
     write_probabilities_like,
 )
@@ -323,7 +323,7 @@ def test_truncated_nii_names_the_files_voxel_bytes(tmp_path: Path,
     """A cut .nii read in slabs named the slab's size ("Expected 33554432 bytes, got 9999648"
     for a 300 MiB volume cut at 10 MB), not the file's: the refusal names the voxel bytes the
     file holds and those its header needs."""
-    monkeypatch.setattr(volume_module, "SLAB_BYTES", 64 * 64 * 4 * 2)
+    monkeypatch.setattr(nifti_module, "SLAB_BYTES", 64 * 64 * 4 * 2)
     path = save(tmp_path / "full.nii", np.zeros((64, 64, 8), np.float32))
     offset = int(nib.load(path).dataobj.offset)
     cut = tmp_path / "cut.nii"
@@ -404,8 +404,8 @@ def test_nifti_voxels_are_read_by_slabs_with_the_same_values(
         reads.append(tuple(shape))
         return array_from_file(shape, *args, **kwargs)
 
-    monkeypatch.setattr(volume_module, "array_from_file", recorded)
-    monkeypatch.setattr(volume_module, "SLAB_BYTES", 2 * 7 * 5 * np.dtype(stored).itemsize)
+    monkeypatch.setattr(nifti_module, "array_from_file", recorded)
+    monkeypatch.setattr(nifti_module, "SLAB_BYTES", 2 * 7 * 5 * np.dtype(stored).itemsize)
     np.testing.assert_array_equal(read_nifti(path).array, expected)
     assert reads == [(7, 5, 2)] * 4 + [(7, 5, 1)]
     if stored[1] == "f":  # a NaN in the last slab is still found
@@ -610,7 +610,7 @@ def test_unusable_intensities_and_headers_are_reported(tmp_path: Path, caplog) -
 def test_macos_metadata_files_are_no_nifti(tmp_path: Path) -> None:
     """A ``._x.nii.gz`` (AppleDouble) beside each volume broke every NIfTI layout: "cannot read
     the NIfTI header ... is the file truncated?"."""
-    from covseg.io.volume import is_nifti
+    from covseg.io.nifti import is_nifti
 
     (tmp_path / "x.nii.gz").write_bytes(b"")
     (tmp_path / "._x.nii.gz").write_bytes(b"\x00\x05\x16\x07")
@@ -866,8 +866,8 @@ def test_a_folder_of_gzipped_dicom_slices_is_named_as_such(tmp_path: Path) -> No
     folder", naming neither its files nor that they are gzip-compressed DICOM; a folder of
     nothing readable named the 2D kinds only, not NIfTI or DICOM."""
     from covseg.api import collect_inputs, input_kind
+    from covseg.io.dicom import is_gzipped_dicom
     from covseg.io.image import read_image
-    from covseg.io.volume import is_gzipped_dicom
 
     (tmp_path / "gz").mkdir()
     for path in synthetic_series(tmp_path / "series", phantom()):
@@ -985,7 +985,7 @@ def test_reading_dicom_from_threads_leaves_stderr_where_it_was(tmp_path: Path) -
     import os
     import threading
 
-    from covseg.io.volume import read_dicom_folder
+    from covseg.io.dicom import read_dicom_folder
 
     series = edited_series(tmp_path / "series", 3)
     before = os.fstat(2)
@@ -1012,7 +1012,7 @@ def test_dicom_is_read_in_a_process_without_stderr(tmp_path: Path) -> None:
     import sys
 
     series = edited_series(tmp_path / "series", 3)
-    code = ("import sys; from covseg.io.volume import read_dicom_folder; "
+    code = ("import sys; from covseg.io.dicom import read_dicom_folder; "
             f"sys.stdout.write(str(read_dicom_folder({str(series)!r}).array.shape))")
     done = subprocess.run([sys.executable, "-c", code], stderr=subprocess.DEVNULL,
                           stdout=subprocess.PIPE, text=True, check=False,
@@ -1263,7 +1263,7 @@ def test_a_series_reads_each_slice_header_once(tmp_path: Path,
         reads.append(Path(str(path)).name)
         return parse(path, *args, **kwargs)
 
-    monkeypatch.setattr(volume_module.pydicom, "dcmread", counting)
+    monkeypatch.setattr(dicom_module.pydicom, "dcmread", counting)
     volume = read_volume(tmp_path / "ct")
     assert np.array_equal(volume.array, phantom(depth=12))
     assert volume.dicom is not None and volume.dicom.image_numbers is not None

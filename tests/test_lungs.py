@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from covseg.errors import CovsegError
-from covseg.io.volume import hounsfield, read_volume
+from covseg.io.ct import read_volume
+from covseg.io.volume import hounsfield
 from covseg.lungs import (
     LEFT_LUNG,
     LESION_DEPTH_MM,

@@ -22,8 +22,10 @@ import pytest
 from PIL import Image
 
 from covseg.errors import CovsegError
+from covseg.io.ct import read_volume
 from covseg.io.lock import LOCK_FILE
-from covseg.io.volume import read_nifti, read_volume, write_mask_like
+from covseg.io.nifti import read_nifti
+from covseg.io.volume import write_mask_like
 from covseg.lungs import LESION_DEPTH_MM
 from covseg.quantify import (
     Study,

@@ -31,7 +31,9 @@ from covseg.cli import build_parser
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_folders
 from covseg.infer import Predictor
-from covseg.io.volume import Volume, hounsfield, read_nifti, read_volume
+from covseg.io.ct import read_volume
+from covseg.io.nifti import read_nifti
+from covseg.io.volume import Volume, hounsfield
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM, lesions_in_lungs, segment_lungs, split_lungs
 from covseg.progress import reporting
 from covseg.quantify import INFECTION_NII, LUNGS_NII, quantify_batch, quantify_study

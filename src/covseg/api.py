@@ -52,6 +52,7 @@ from covseg.io.atomic import (
     remove_temporaries_of,
     write_json,
 )
+from covseg.io.dicom import gzipped_dicom_refusal, is_dicom_file
 from covseg.io.image import (
     is_image_file,
     read_image,
@@ -60,19 +61,14 @@ from covseg.io.image import (
     write_png,
 )
 from covseg.io.lock import writing_to
+from covseg.io.nifti import analyze_refused, is_analyze, is_nifti, volume_from_nifti
 from covseg.io.volume import (
     Volume,
-    analyze_refused,
     check_hu,
     detect_volume_intensity,
-    gzipped_dicom_refusal,
-    is_analyze,
-    is_dicom_file,
-    is_nifti,
     orient_for_display,
     volume_from_array,
     volume_from_itk,
-    volume_from_nifti,
 )
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM
 from covseg.models.profile import model_table

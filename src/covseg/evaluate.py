@@ -46,15 +46,8 @@ from covseg.io.image import (
     top_label,
     within_labels,
 )
-from covseg.io.volume import (
-    Volume,
-    grid_differences,
-    is_nifti,
-    nifti_stem,
-    read_nifti,
-    read_paired,
-    warn_grid_drift,
-)
+from covseg.io.nifti import is_nifti, nifti_stem, read_nifti, read_paired
+from covseg.io.volume import Volume, grid_differences, warn_grid_drift
 from covseg.metrics import EMPTY_MASK_RULES, STD_NOTE, case_metrics, summarize
 from covseg.provenance import provenance
 from covseg.quantify import (

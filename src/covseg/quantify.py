@@ -52,6 +52,15 @@ from covseg.io.atomic import (
     write_json,
     write_text,
 )
+from covseg.io.ct import folder_niftis, read_volume
+from covseg.io.dicom import (
+    holds_no_ct_image,
+    holds_several_studies,
+    is_dicom_file,
+    is_dicomdir,
+    sampled_series_uids,
+    slice_series_uid,
+)
 from covseg.io.image import (
     MAX_LABEL,
     case_key,
@@ -62,25 +71,8 @@ from covseg.io.image import (
     refuse_label_mask,
 )
 from covseg.io.lock import writing_to
-from covseg.io.volume import (
-    Volume,
-    check_same_grid,
-    display_flips,
-    folder_niftis,
-    holds_no_ct_image,
-    holds_several_studies,
-    hounsfield,
-    is_dicom_file,
-    is_dicomdir,
-    is_nifti,
-    nifti_stem,
-    orient_for_display,
-    read_nifti,
-    read_paired,
-    read_volume,
-    sampled_series_uids,
-    slice_series_uid,
-)
+from covseg.io.nifti import is_nifti, nifti_stem, read_nifti, read_paired
+from covseg.io.volume import Volume, check_same_grid, display_flips, hounsfield, orient_for_display
 from covseg.lungs import (
     LEFT_LUNG,
     LESION_DEPTH_MM,

@@ -37,15 +37,9 @@ from tqdm import tqdm
 from covseg.cascade import THRESHOLD
 from covseg.config import check_batch_size, check_kind
 from covseg.errors import CovsegError
+from covseg.io.ct import read_volume
 from covseg.io.image import refuse_label_mask
-from covseg.io.volume import (
-    Volume,
-    check_hu,
-    hounsfield,
-    read_volume,
-    write_mask_like,
-    write_probabilities_like,
-)
+from covseg.io.volume import Volume, check_hu, hounsfield, write_mask_like, write_probabilities_like
 from covseg.lungs import (
     DEFAULT_LUNG_MARGIN_MM,
     lesions_in_lungs,

@@ -57,7 +57,7 @@ from tqdm import tqdm
 
 from covseg.errors import CovsegError
 from covseg.io.atomic import output_folder
-from covseg.io.volume import NIFTI_ERRORS
+from covseg.io.nifti import NIFTI_ERRORS
 
 CHUNK = 1 << 20
 HEAD = 1024

@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from covseg.config import check_seed, check_window
 from covseg.errors import CovsegError, counted
+from covseg.io.dicom import is_dicom_file
 from covseg.io.image import (
     IMAGE_SUFFIXES,
     case_key,
@@ -47,16 +48,8 @@ from covseg.io.image import (
     read_array,
     read_mask,
 )
-from covseg.io.volume import (
-    Volume,
-    check_same_grid,
-    display_flips,
-    is_dicom_file,
-    is_nifti,
-    nifti_stem,
-    read_nifti,
-    read_paired,
-)
+from covseg.io.nifti import is_nifti, nifti_stem, read_nifti, read_paired
+from covseg.io.volume import Volume, check_same_grid, display_flips
 from covseg.transforms import LUNG_WINDOW, intensity_scale, normalize_intensity, scale_slices
 
 log = logging.getLogger(__name__)

@@ -187,7 +187,8 @@ def _unreadable(path: Path, exc: Exception) -> CovsegError:
     """Why ``path`` did not decode: a file of a type covseg reads (:data:`IMAGE_SUFFIXES`) is
     corrupt; another (``notes.md``, tried in case it is a picture all the same) is of the wrong
     type, and the types covseg reads are named."""
-    from covseg.io.volume import analyze_refused, is_analyze, is_gzipped_dicom  # imports us
+    from covseg.io.dicom import is_gzipped_dicom  # both import us
+    from covseg.io.nifti import analyze_refused, is_analyze
 
     if is_analyze(path):
         return analyze_refused(path)

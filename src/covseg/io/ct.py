@@ -1,0 +1,73 @@
+"""A CT from whatever the user gives: a NIfTI file, a DICOM file or folder, or a folder holding
+one NIfTI file (:func:`read_volume`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from covseg.errors import CovsegError
+from covseg.io.dicom import is_dicom_file, read_dicom_file, read_dicom_folder
+from covseg.io.image import IMAGE_SUFFIXES
+from covseg.io.nifti import analyze_refused, is_analyze, is_nifti, read_nifti
+from covseg.io.volume import NIFTI_SUFFIXES, Volume, check_hu, detect_volume_intensity
+
+
+def read_volume(path: str | os.PathLike[str], hu: str = "auto", like: Volume | None = None
+                ) -> Volume:
+    """Read a CT as float32 (z, y, x) from NIfTI, a DICOM folder or a single DICOM file (a
+    folder holding one NIfTI file and no DICOM is read as that file: :func:`folder_volume`).
+
+    ``hu``: "auto" detects Hounsfield units vs 8-bit grey from the value range, "yes" forces HU,
+    "no" says the values are grey (0..255 or 0..1), as lungmask's ``--noHU``. ``like``: as for
+    :func:`read_nifti`.
+    """
+    check_hu(hu)
+    path = Path(path)
+    if path.is_dir():
+        path = folder_volume(path)
+    if path.is_dir():
+        volume = read_dicom_folder(path)
+    elif not path.exists():
+        raise CovsegError(f"{path}: no such file or folder")
+    elif path.name.lower().endswith(NIFTI_SUFFIXES):
+        volume = read_nifti(path, like=like)
+    elif path.suffix.lower() in IMAGE_SUFFIXES:
+        raise CovsegError(
+            f"{path}: a 2D image, not a volume; give a NIfTI file or a DICOM series "
+            "(2D images are predicted slice by slice as images)"
+        )
+    elif is_analyze(path):
+        raise analyze_refused(path)
+    elif is_dicom_file(path):
+        volume = read_dicom_file(path)
+    else:
+        raise CovsegError(f"{path}: not a NIfTI file (.nii/.nii.gz), DICOM file or DICOM folder")
+    volume.intensity = detect_volume_intensity(volume.array, hu, volume.source)
+    return volume
+
+
+def folder_niftis(folder: Path) -> list[Path]:
+    """The NIfTI files of a folder that holds no DICOM file, sorted; none beside DICOM slices
+    (a series with a converted copy is read from its slices)."""
+    volumes = sorted(c for c in folder.iterdir() if is_nifti(c))
+    if not volumes or any(is_dicom_file(c) for c in folder.iterdir()):
+        return []
+    return volumes
+
+
+def folder_volume(folder: Path) -> Path:
+    """Where a folder's CT is read from: the folder itself (a DICOM series, searched as
+    :func:`read_dicom_folder` searches it), or the one NIfTI file it holds beside no DICOM file
+    (data stored one folder per patient: ``p1/ct.nii.gz``). Several NIfTI files there are
+    refused: which is the CT, and which its masks, is a guess."""
+    volumes = folder_niftis(folder)
+    if not volumes:
+        return folder
+    if len(volumes) > 1:
+        raise CovsegError(f"{folder}: holds {len(volumes)} NIfTI files ({volumes[0].name}, "
+                          f"{volumes[1].name}{', ...' if len(volumes) > 2 else ''}) and no DICOM "
+                          "slices; give the CT file itself, or this folder alone to read each "
+                          "file as a study")
+    return volumes[0]

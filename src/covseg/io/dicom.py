@@ -1,0 +1,1050 @@
+"""Reading DICOM into a :class:`~covseg.io.volume.Volume`: recognising DICOM files, DICOMDIRs
+and gzipped slices, choosing a folder's CT series within one study, reading and checking the
+slice headers, and multi-frame, padded and single files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import logging
+import os
+import struct
+import sys
+import threading
+import warnings
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+
+from covseg.errors import CovsegError, counted, them
+from covseg.io.nifti import is_nifti
+from covseg.io.volume import (
+    DICOM_SUFFIXES,
+    DicomSeries,
+    Volume,
+    _allowed_offset,
+    _one_line,
+    volume_from_itk,
+)
+from covseg.transforms import AIR_HU
+
+log = logging.getLogger(__name__)
+
+
+def is_dicomdir(path: Path) -> bool:
+    """Whether ``path`` is a DICOMDIR: the index of a DICOM export (a CD's), no image."""
+    return path.is_file() and path.name.upper() == "DICOMDIR"
+
+
+def is_dicom_file(path: Path) -> bool:
+    """True for a file with a DICOM suffix or the DICM preamble (suffix-less PACS exports), or
+    a file named without a suffix (``IM0003``, or a UID) that parses as DICOM without the
+    preamble, which files not written for removable media may leave out (SimpleITK reads them)."""
+    if not path.is_file() or path.name.startswith("."):
+        return False
+    if path.suffix.lower() in DICOM_SUFFIXES or pydicom.misc.is_dicom(path):
+        return True
+    return _unsuffixed(path) and _parses_as_dicom(path)
+
+
+def _unsuffixed(path: Path) -> bool:
+    """Whether a file name has no suffix to say its format: none, or a UID's last number."""
+    return path.suffix == "" or path.suffix[1:].isdigit()
+
+
+def _parses_as_dicom(path: Path) -> bool:
+    """Whether a file without the DICM preamble starts with a DICOM group (0002 file meta or
+    0008 identification, little endian) and pydicom finds its SOP Class UID there."""
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(2) not in (b"\x02\x00", b"\x08\x00"):
+                return False
+        with warnings.catch_warnings():  # pydicom's warnings about the bytes it sniffs
+            warnings.simplefilter("ignore")
+            dataset = pydicom.dcmread(path, force=True, stop_before_pixels=True,
+                                      specific_tags=["SOPClassUID"])
+            meta = getattr(dataset, "file_meta", None) or {}  # values are parsed when read
+            return bool(dataset.get("SOPClassUID") or meta.get("MediaStorageSOPClassUID"))
+    except Exception:  # noqa: BLE001 -- any bytes may be sniffed; a parse failure is a "no"
+        return False
+
+
+def is_gzipped_dicom(path: Path) -> bool:
+    """Whether ``path`` is a gzip-compressed DICOM file, as some archives store slices
+    (``IM0001.dcm.gz``; a ``.gz`` whose contents start with the DICM preamble): covseg does not
+    read them, and says so rather than calling them no images."""
+    if not path.is_file() or not path.name.lower().endswith(".gz") or is_nifti(path):
+        return False
+    if Path(path.stem).suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with gzip.open(path, "rb") as handle:
+            return handle.read(132)[128:] == b"DICM"
+    except (OSError, EOFError, zlib.error):
+        return False
+
+
+def gzipped_dicom_refusal(folder: Path) -> CovsegError | None:
+    """The error for a folder holding gzip-compressed DICOM files (:func:`is_gzipped_dicom`),
+    naming them and what to do, rather than "no images" or "no DICOM series"; None without."""
+    names = sorted(p.name for p in folder.iterdir() if is_gzipped_dicom(p))
+    if not names:
+        return None
+    return CovsegError(f"{folder}: {counted(len(names), 'gzip-compressed DICOM file')} "
+                       f"({names[0]}...), which covseg does not read; gunzip {them(len(names))} "
+                       "first and give the folder again")
+
+
+def read_dicom_folder(folder: str | os.PathLike[str]) -> Volume:
+    """Read the largest CT series under ``folder`` (searched recursively).
+
+    Several series: series whose Modality is not CT (a PET/CT export's PET) are set aside;
+    series of several patients or studies (a PACS or CD export) are refused, naming where each
+    lies; of one study's series the one with most images (frames) is used, never a localizer
+    over a volume, and a warning names the others (``Volume.dicom`` records both); if two series
+    tie for most images the choice would be a guess, so it is an error. The series' headers are
+    checked (:func:`check_dicom_series`) before any voxel is read. A series of one file is read
+    as that file (:func:`read_dicom_file`: a multi-frame file is a whole volume).
+    """
+    folder = Path(folder)
+    chosen, record, datasets = _largest_series(folder)
+    uid, _, files = chosen
+    if len(files) == 1:
+        volume = read_dicom_file(files[0], source=str(folder))
+        volume.dicom = record
+        return volume
+    headers = [read_slice_header(Path(name)) if dataset is None
+               else _frame_headers(dataset, Path(name))[0]
+               for dataset, name in zip(datasets, files, strict=True)]
+    multi = next((h for h in headers if h.frames > 1), None)
+    if multi is not None:
+        raise CovsegError(f"{folder}: series {uid} holds {len(files)} files, some of several "
+                          f"frames ({multi.name}: {multi.frames}); give each file on its own")
+    check_dicom_series(headers, str(folder))
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    reader.SetSpacingWarningRelThreshold(1.0)  # checked above; ITK's warning spans lines
+    image = _read_itk(reader, headers[0], f"{folder}: cannot read DICOM series {uid}")
+    if any(header.photometric == "MONOCHROME1" for header in headers):
+        image = _stored_in_hu(image, files, headers, str(folder))
+    image = _padding_as_air(image, headers)
+    volume = volume_from_itk(_with_slice_thickness(image, headers[0], str(folder)), str(folder))
+    volume.dicom = replace(record, image_numbers=_image_numbers(datasets))
+    return volume
+
+
+OWN_FOLDER_ADVICE = "to read another, move its files to a folder of their own and give that folder"
+"""How to choose among one study's series: covseg reads a folder's largest (a batch's studies
+each hold their own, so one series option would not fit them all)."""
+
+
+def _largest_series(folder: Path) -> tuple[Series, DicomSeries, list[pydicom.Dataset | None]]:
+    """The CT series with most images under ``folder`` (its file names sorted by GDCM), its
+    record naming the other CT series of its study, ignored, and its files' headers
+    (:func:`_header_datasets`). Images are frames, not files (an Enhanced CT file of 30 frames
+    lost to a 2-image scout), and a localizer is never chosen over a volume."""
+    if not any(folder.iterdir()):
+        raise CovsegError(f"{folder}: the folder is empty; give a folder of DICOM slices")
+    series = _ct_series(_dicom_series(folder), folder)
+    _check_one_study(series, folder)
+    datasets = {s: _header_datasets(s[2]) for s in series}
+    records = {s: _series_record(s, datasets[s]) for s in series}
+    series.sort(key=lambda s: (not records[s].localizer, records[s].images), reverse=True)
+    uid, directory, files = series[0]
+    chosen = records[series[0]]
+    if chosen.localizer:
+        raise CovsegError(f"{folder}: holds localizer (scout) images only ("
+                          f"{', '.join(records[s].describe() for s in series)}), not a CT "
+                          "volume; give the folder of the study's CT series")
+    _check_not_split(series, folder)
+    if len(series) > 1 and records[series[1]].images == chosen.images and not records[
+            series[1]].localizer:
+        raise CovsegError(
+            f"{folder}: {len(series)} DICOM series, the largest tie at "
+            f"{counted(chosen.images, 'image')} ({chosen.describe()}; "
+            f"{records[series[1]].describe()}); put each series in its own folder and give "
+            "that folder"
+        )
+    ignored = tuple(records[other] for other in series[1:])
+    if ignored:
+        log.warning("%s: %d DICOM series found; using the largest, %s, and ignoring %s; %s",
+                    folder, len(series), chosen.describe(),
+                    ", ".join(other.describe() for other in ignored), OWN_FOLDER_ADVICE)
+    _check_all_read(uid, directory, files)
+    return series[0], replace(chosen, ignored=ignored), datasets[series[0]]
+
+
+Series = tuple[str, Path, tuple[str, ...]]
+"""(series UID, directory, file names sorted by GDCM) of one DICOM series."""
+
+
+def _dicom_series(folder: Path) -> list[Series]:
+    """Every series in every sub-folder (ITK's warning for a folder without one kept quiet: a
+    DICOMDIR tree's upper levels hold none)."""
+    found = []
+    with _quiet_libraries():
+        for directory, _, _ in os.walk(folder):
+            for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(directory):
+                files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(directory, uid)
+                found.append((uid, Path(directory), tuple(files)))
+    if not found:
+        held = holds_no_ct_image(folder)
+        raise gzipped_dicom_refusal(folder) or CovsegError(
+            f"{folder}: " + (f"holds {held} only, no CT image; give the folder of the study's "
+                             "CT series" if held else
+                             "no DICOM series found; give a folder of DICOM slices"))
+    return found
+
+
+def _ct_series(series: list[Series], folder: Path) -> list[Series]:
+    """The series whose Modality is CT or unset, with a warning naming those set aside; all of
+    them when none is CT (:func:`check_dicom_series` then refuses the one chosen)."""
+    modalities = [read_slice_header(Path(files[0])).modality for _, _, files in series]
+    ct = [s for s, modality in zip(series, modalities, strict=True) if modality in ("", "CT")]
+    if not ct or len(ct) == len(series):
+        return series
+    log.warning("%s: ignoring %s, not CT", folder, ", ".join(
+        f"{modality} series {uid} ({len(files)} slices)"
+        for (uid, _, files), modality in zip(series, modalities, strict=True)
+        if modality not in ("", "CT")))
+    return ct
+
+
+def _check_not_split(series: list[Series], folder: Path) -> None:
+    """Refuse the largest series when its slices lie in several sub-folders (a CD export that
+    caps the files per folder): read as parts, each part gave its own partial volume."""
+    uid, directory, _ = series[0]
+    others = [str(d) for other, d, _ in series[1:] if other == uid and d != directory]
+    if others:
+        raise CovsegError(f"{folder}: series {uid} is in the folders {directory} and "
+                          f"{', '.join(others)}; put all its slices in one folder, or keep one "
+                          "copy if these are copies of it")
+
+
+IDENTITY_TAGS = ("PatientID", "StudyInstanceUID", "StudyDate", "SeriesNumber", "SeriesDescription")
+"""The header fields that say whose study a series is, and which series."""
+SAMPLED_TAGS = ("SeriesInstanceUID", "PatientID", "StudyInstanceUID")
+"""What :func:`sampled_series_uids` and :func:`holds_several_studies` look at."""
+
+
+def _identity(path: Path, tags: Sequence[str] = IDENTITY_TAGS) -> dict[str, str]:
+    """``tags`` of one DICOM file as stripped strings ("" when absent or unreadable)."""
+    try:
+        dataset = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                                  specific_tags=list(tags))
+    except DICOM_ERRORS:
+        return dict.fromkeys(tags, "")
+    return {tag: str(dataset.get(tag, "") or "").strip() for tag in tags}
+
+
+def _header_datasets(files: Sequence[str]) -> list[pydicom.Dataset | None]:
+    """Each file's :data:`SERIES_TAGS`, read once for the series' record, its checks and its
+    image numbers (read apart for each, every file was parsed three times); None for a file
+    pydicom cannot parse (:func:`read_slice_header` says why if its series is read)."""
+    datasets: list[pydicom.Dataset | None] = []
+    for name in files:
+        try:
+            datasets.append(pydicom.dcmread(name, stop_before_pixels=True, force=True,
+                                            specific_tags=list(SERIES_TAGS)))
+        except (*DICOM_ERRORS, TypeError):
+            datasets.append(None)
+    return datasets
+
+
+def _series_record(series: Series, datasets: Sequence[pydicom.Dataset | None]) -> DicomSeries:
+    """A series as :class:`DicomSeries`: its identity, its images (NumberOfFrames summed over
+    its files) and whether every file is a localizer (ImageType LOCALIZER); ``datasets``: its
+    files' headers (:func:`_header_datasets`)."""
+    uid, _, files = series
+    tags = _identity(Path(files[0]))
+    kinds = [_frames_and_kind(dataset) for dataset in datasets]
+    return DicomSeries(uid, tags["SeriesNumber"], tags["SeriesDescription"], len(files),
+                       sum(frames for frames, _ in kinds), all(scout for _, scout in kinds))
+
+
+def _frames_and_kind(dataset: pydicom.Dataset | None) -> tuple[int, bool]:
+    """A DICOM file's NumberOfFrames (1 when absent or unreadable) and whether its ImageType
+    says LOCALIZER."""
+    if dataset is None:
+        return 1, False
+    try:
+        frames = int(dataset.get("NumberOfFrames") or 1)
+    except (*DICOM_ERRORS, TypeError):
+        return 1, False
+    return max(frames, 1), _is_localizer(dataset)
+
+
+def _is_localizer(dataset: pydicom.Dataset) -> bool:
+    """Whether a data set's ImageType names it a LOCALIZER: a scout (topogram)."""
+    kind = dataset.get("ImageType") or []
+    values = [kind] if isinstance(kind, str) else list(kind)
+    return any(str(value).strip().upper() == "LOCALIZER" for value in values)
+
+
+def _image_numbers(datasets: Sequence[pydicom.Dataset | None]) -> tuple[int, ...] | None:
+    """Each file's InstanceNumber, in order (``datasets``: :func:`_header_datasets`); None when
+    one has none or two share one."""
+    numbers = []
+    for dataset in datasets:
+        if dataset is None:
+            return None
+        try:
+            numbers.append(int(dataset.get("InstanceNumber")))
+        except (*DICOM_ERRORS, TypeError):
+            return None
+    return tuple(numbers) if len(set(numbers)) == len(numbers) else None
+
+
+def _check_one_study(series: Sequence[Series], folder: Path) -> None:
+    """Refuse series of several patients (PatientID) or studies (StudyInstanceUID) under one
+    folder, a PACS or CD export: read as one study, the largest series was used and the other
+    patient or study dropped with a warning naming series UIDs only. The message names each
+    patient or study and the sub-folder that holds it, to give as an input of its own."""
+    tags = [_identity(Path(files[0])) for _, _, files in series]
+    patients = {t["PatientID"] for t in tags if t["PatientID"]}
+    studies = {t["StudyInstanceUID"] for t in tags if t["StudyInstanceUID"]}
+    if len(patients) < 2 and len(studies) < 2:
+        return
+    groups: dict[tuple[str, str], list[Path]] = {}
+    names: dict[tuple[str, str], str] = {}
+    dated = all(t["StudyDate"] for t in tags) and len({t["StudyDate"] for t in tags}) == len(
+        {(t["PatientID"], t["StudyInstanceUID"]) for t in tags})
+    for (_, directory, _), t in zip(series, tags, strict=True):
+        key = (t["PatientID"], t["StudyInstanceUID"])
+        groups.setdefault(key, []).append(directory)
+        patient = f"patient {t['PatientID'] or '(no PatientID)'}"
+        study = f"study {(t['StudyDate'] if dated else t['StudyInstanceUID']) or '(no UID)'}"
+        of_patient = {u["StudyInstanceUID"] for u in tags if u["PatientID"] == t["PatientID"]}
+        names[key] = (study if len(patients) < 2 else
+                      f"{patient} {study}" if len(of_patient) > 1 else patient)
+    places = {key: _own_folder(groups, key, folder) for key in groups}
+    apart = all(not any(d.is_relative_to(place) for other, dirs in groups.items()
+                        if other != key for d in dirs) for key, place in places.items())
+    kind = f"{len(patients)} patients" if len(patients) > 1 else f"{len(groups)} studies"
+    where = "; ".join(f"{names[key]} in {_relative(place, folder)}"
+                      for key, place in sorted(places.items(), key=lambda item: str(item[1])))
+    advice = (_give_apart(set(places.values())) if apart else
+              "put each one's files in a folder of its own and give each folder")
+    raise CovsegError(f"{folder}: holds DICOM series of {kind} ({where}), not one CT; {advice}")
+
+
+def _give_apart(places: set[Path]) -> str:
+    """How to give folders that each hold one patient's or study's series: their common
+    folder, whose sub-folders ``covseg predict`` reads as studies when it holds no DICOM slice
+    of its own (a DICOMDIR apart), else each one."""
+    parents = {place.parent for place in places}
+    parent = parents.pop()
+    if parents or any(is_dicom_file(c) and not is_dicomdir(c) for c in parent.iterdir()):
+        return "give each of those folders as an input of its own"
+    return f"give {parent} to read each of its sub-folders as a study"
+
+
+def _own_folder(groups: dict[tuple[str, str], list[Path]], key: tuple[str, str],
+                folder: Path) -> Path:
+    """The highest folder under ``folder`` holding the series of ``groups[key]`` and no other
+    group's (a CD export's patient folder, PT000000, not its series folder); their common
+    folder when that holds others' too."""
+    others = [d for other, dirs in groups.items() if other != key for d in dirs]
+    place = Path(os.path.commonpath(groups[key]))
+    while (place != folder and place.parent != folder
+           and not any(d.is_relative_to(place.parent) for d in others)):
+        place = place.parent
+    return place
+
+
+def _relative(place: Path, folder: Path) -> str:
+    """``place`` under ``folder`` as a user gives it, or "FOLDER itself"."""
+    return str(place) if place != folder else f"{folder} itself"
+
+
+def _check_all_read(uid: str, directory: Path, files: Sequence[str]) -> None:
+    """Refuse a series when a file beside its slices that was meant as one (:func:`_meant_as_slice`)
+    could not be parsed by GDCM: empty or truncated (an interrupted copy) or corrupt. GDCM left
+    it out without a word, so the series lost an end slice unseen, or a middle one was reported
+    as a gap. Files of other series, and a DICOMDIR, are passed over."""
+    listed = {Path(name).name for name in files}
+    patterns = {_name_pattern(name) for name in listed if _unsuffixed(Path(name))}
+    for path in sorted(directory.iterdir()):
+        if path.name in listed or not _meant_as_slice(path, patterns):
+            continue
+        problem = _unreadable_slice(path, uid)
+        if problem:
+            raise CovsegError(f"{path}: {problem}; replace it, or remove it to read the series "
+                              "without it")
+
+
+def _meant_as_slice(path: Path, patterns: set[str]) -> bool:
+    """Whether a file beside a series' slices looks meant as DICOM: a DICOM file by suffix or
+    content (:func:`is_dicom_file`), or a file without a suffix named as the slices without
+    one are (``patterns``: ``IM0030`` beside ``IM0001``..., a UID beside UIDs), which empty or
+    cut short is neither."""
+    if is_dicom_file(path):
+        return True
+    return (path.is_file() and not path.name.startswith(".") and _unsuffixed(path)
+            and _name_pattern(path.name) in patterns)
+
+
+def _name_pattern(name: str) -> str:
+    """A file name without its digits and dots: ``IM0001`` and ``IM0030`` both give ``IM``."""
+    return "".join(c for c in name if not c.isdigit() and c != ".")
+
+
+def _unreadable_slice(path: Path, uid: str) -> str:
+    """Why a file left out of series ``uid`` is a slice of it that cannot be read, or "" when it
+    is not one (a file of another series, a DICOMDIR)."""
+    if path.stat().st_size == 0:
+        return "an empty file (0 bytes) among the slices of a series (an interrupted copy?)"
+    cut = "truncated or corrupt: its DICOM header cannot be read (an interrupted copy?)"
+    try:
+        with warnings.catch_warnings():  # pydicom's about values cut short: said here
+            warnings.simplefilter("ignore")
+            dataset = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                                      specific_tags=["SeriesInstanceUID", "Rows"])
+            series = str(dataset.get("SeriesInstanceUID", "") or "").strip()
+            index = _is_dicomdir_header(dataset)
+    except DICOM_ERRORS:
+        return cut
+    if series == uid:
+        return (f"a slice of series {uid} that cannot be read (truncated or corrupt?)"
+                if "Rows" in dataset else cut)
+    if series and not (uid.startswith(series) and "Rows" not in dataset):  # a UID cut short
+        return ""
+    return "" if index else cut
+
+
+def sampled_series_uids(folder: Path) -> set[str]:
+    """The SeriesInstanceUID of the first DICOM file (by name) in ``folder`` and in each of its
+    sub-folders: a cheap look at which series a folder holds (one header per folder)."""
+    return {tags["SeriesInstanceUID"] for tags in _sampled(folder) if tags["SeriesInstanceUID"]}
+
+
+def holds_several_studies(folder: Path) -> bool:
+    """Whether the DICOM files under ``folder`` are of several patients (PatientID) or studies
+    (StudyInstanceUID), by the first file of each folder (a CD export's DICOMDIR has
+    neither)."""
+    sampled = list(_sampled(folder))
+    return any(len({tags[tag] for tags in sampled if tags[tag]}) > 1
+               for tag in ("PatientID", "StudyInstanceUID"))
+
+
+def _sampled(folder: Path) -> Iterator[dict[str, str]]:
+    """The series, patient and study of the first DICOM file (by name) of ``folder`` and of
+    each of its sub-folders, a DICOMDIR passed over: at an export's root it sorts first and
+    names no series, so copies of one series under two export roots went unseen."""
+    for directory, _, names in os.walk(folder):
+        path = next((Path(directory, n) for n in sorted(names)
+                     if is_dicom_file(Path(directory, n)) and not is_dicomdir(Path(directory, n))),
+                    None)
+        if path is not None:
+            yield _identity(path, SAMPLED_TAGS)
+
+
+PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def holds_no_ct_image(folder: Path) -> str:
+    """What the DICOM files under ``folder`` hold when none is a CT image: localizer (scout)
+    images, or objects without pixels (a dose report's SR, key objects, presentation states,
+    encapsulated PDFs), as "localizer (scout) images" or "SR objects without pixels"; "" when
+    one is an image other than a localizer, or none is DICOM. Stops at the first CT image (a
+    series' first file)."""
+    kinds: set[str] = set()
+    for directory, _, names in os.walk(folder):
+        for name in sorted(names):
+            path = Path(directory, name)
+            if not is_dicom_file(path) or is_dicomdir(path):
+                continue
+            kind = _non_ct_kind(path)
+            if not kind:
+                return ""
+            kinds.add(kind)
+    held = ["localizer (scout) images"] if "LOCALIZER" in kinds else []
+    without = sorted(kinds - {"LOCALIZER"})
+    if without:
+        held.append(f"{', '.join(without)} objects without pixels")
+    return " and ".join(held)
+
+
+def _non_ct_kind(path: Path) -> str:
+    """"LOCALIZER" for a scout image, the Modality of a file without pixels whose Modality is
+    not CT (SR, KO, PR, DOC), "" for any other (a CT slice or volume, a CT slice that lost its
+    pixels, or a file that cannot be read: the reader names it)."""
+    try:
+        dataset = pydicom.dcmread(path, force=True, defer_size=1024,
+                                  specific_tags=["ImageType", "Modality", *PIXEL_TAGS])
+    except DICOM_ERRORS:
+        return ""
+    if not any(tag in dataset for tag in PIXEL_TAGS):
+        modality = str(dataset.get("Modality", "") or "").strip().upper()
+        return modality if modality not in ("", "CT") else ""
+    return "LOCALIZER" if _is_localizer(dataset) else ""
+
+
+def slice_series_uid(path: Path) -> str:
+    """The SeriesInstanceUID of a DICOM file of one slice; "" for a multi-frame file (a volume
+    of its own), or one without it or unreadable."""
+    try:
+        dataset = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                                  specific_tags=["SeriesInstanceUID", "NumberOfFrames"])
+        frames = int(dataset.get("NumberOfFrames") or 1)
+    except (*DICOM_ERRORS, TypeError):
+        return ""
+    return str(dataset.get("SeriesInstanceUID", "") or "").strip() if frames == 1 else ""
+
+
+def read_dicom_file(path: str | os.PathLike[str], source: str | None = None) -> Volume:
+    """Read one DICOM file: a single slice becomes a 1-slice volume, multi-frame a volume (an
+    enhanced file's geometry checked frame by frame from its functional groups). ``source``:
+    how to name it (the folder it was found in)."""
+    path = Path(path)
+    source = source or str(path)
+    frames = read_frame_headers(path)
+    check_dicom_series(frames, source)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    image = _read_itk(reader, frames[0], f"{source}: cannot read DICOM {path.name}")
+    if image.GetDimension() == 2:
+        image = sitk.JoinSeries(image)
+    if (any(frame.photometric == "MONOCHROME1" for frame in frames)
+            or len({frame.rescale for frame in frames}) > 1):
+        image = _stored_in_hu(image, [str(path)], frames, source)
+    if len(frames) > 1:
+        _check_frame_places(image, frames, source)
+    elif frames[0].frames > 1:
+        image = _with_frame_step(image, frames[0], source)
+    image = _padding_as_air(image, frames)
+    return volume_from_itk(_with_slice_thickness(image, frames[0], source), source)
+
+
+def _read_itk(reader: sitk.ImageReaderBase, header: SliceHeader, what: str) -> sitk.Image:
+    """Run a SimpleITK reader with the C libraries' console output kept quiet (OpenJPEG prints
+    dozens of lines for one undecodable file); a failure is one line that names the transfer
+    syntax when the pixels are compressed."""
+    try:
+        with _quiet_libraries():
+            return reader.Execute()
+    except RuntimeError as exc:
+        raise CovsegError(f"{what} ({_itk_message(exc)}){_syntax_hint(header)}") from None
+
+
+def _syntax_hint(header: SliceHeader) -> str:
+    """Why compressed pixels may not have been read, and what to do."""
+    if not header.transfer_syntax:
+        return ""
+    syntax = pydicom.uid.UID(header.transfer_syntax)
+    try:
+        compressed = syntax.is_compressed
+    except ValueError:  # a private or unknown transfer syntax: named as well
+        compressed = True
+    if not compressed:
+        return ""
+    named = (f"{syntax.name} ({syntax})" if syntax.name != str(syntax)
+             else f"transfer syntax {syntax}")
+    return (f"; its pixels are compressed as {named}, which this SimpleITK/GDCM may not "
+            "decode: decompress the files first, e.g. with gdcmconv --raw")
+
+
+_QUIET_LOCK = threading.Lock()
+_quiet_state: dict[str, Any] = {"depth": 0, "saved_fd": -1, "warnings_shown": True}
+"""Readers inside :func:`_quiet_libraries` (threads, or nested calls): the first one in sends
+stderr away and the last one out restores it, so that interleaved readers never save each
+other's null device as the stream to restore (which silenced the process for good)."""
+
+
+@contextlib.contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    """ITK warnings off and the process's stderr (file descriptor 2, where the C libraries
+    print) sent to the null device meanwhile; covseg reports what went wrong in one line."""
+    with _QUIET_LOCK:
+        if _quiet_state["depth"] == 0:
+            _quiet_state["warnings_shown"] = sitk.ProcessObject.GetGlobalWarningDisplay()
+            sitk.ProcessObject.SetGlobalWarningDisplay(False)
+            _quiet_state["saved_fd"] = _stderr_to_null()
+        _quiet_state["depth"] += 1
+    try:
+        yield
+    finally:
+        with _QUIET_LOCK:
+            _quiet_state["depth"] -= 1
+            if _quiet_state["depth"] == 0:
+                if _quiet_state["saved_fd"] >= 0:
+                    os.dup2(_quiet_state["saved_fd"], 2)
+                    os.close(_quiet_state["saved_fd"])
+                sitk.ProcessObject.SetGlobalWarningDisplay(_quiet_state["warnings_shown"])
+
+
+def _stderr_to_null() -> int:
+    """Send file descriptor 2 to the null device; return a copy of what it was, or -1 for a
+    process without one (pythonw, a closed stderr), where there is nothing to keep quiet."""
+    if sys.stderr is not None:
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:
+        return -1
+    with open(os.devnull, "wb") as null:
+        os.dup2(null.fileno(), 2)
+    return saved
+
+
+def _stored_in_hu(image: sitk.Image, files: Sequence[str], headers: Sequence[SliceHeader],
+                  source: str) -> sitk.Image:
+    """The image read again in HU from the files' stored values and their headers' Modality LUT
+    (RescaleSlope and RescaleIntercept; a header per file, or per frame of an enhanced file).
+
+    GDCM inverts MONOCHROME1 pixels for display, so a CT came out as -2128..-1010 "HU" (no lungs
+    found, the body read as lesion), and it applies the first frame's rescale to every frame of
+    an enhanced file, which put later frames tens of HU off.
+    """
+    stored = np.concatenate([_stored_frames(Path(name), source) for name in files])
+    if stored.shape != sitk.GetArrayViewFromImage(image).shape or len(stored) % len(headers):
+        raise CovsegError(f"{source}: stored pixels of shape {stored.shape} do not fit the "
+                          "volume SimpleITK read; convert the study to NIfTI, e.g. with dcm2niix")
+    for planes, header in zip(np.split(stored, len(headers)), headers, strict=True):
+        slope, intercept = header.rescale or (1.0, 0.0)
+        planes *= slope
+        planes += intercept
+    out = sitk.GetImageFromArray(stored)
+    out.CopyInformation(image)
+    return out
+
+
+def _padding_as_air(image: sitk.Image, headers: Sequence[SliceHeader]) -> sitk.Image:
+    """The image (in HU) with its padding pixels (:attr:`SliceHeader.padding`) set to air,
+    :data:`~covseg.transforms.AIR_HU`, as padding below air is read (README): neither GDCM nor
+    pydicom applies PixelPaddingValue, so unsigned padding 63536 with RescaleIntercept -1024 was
+    read as 62,512 HU, a bright ring whose air gap to the body became lung and lesion. A slice's
+    padding is found through its own Modality LUT; ``headers``: one per slice, or one for all
+    the frames of a multi-frame file."""
+    if all(header.padding is None for header in headers):
+        return image
+    view = sitk.GetArrayViewFromImage(image)
+    out = np.empty(view.shape, dtype=np.float32)
+    for k, plane in enumerate(view):
+        out[k] = plane
+        band = _padding_hu(headers[k * len(headers) // len(view)])
+        if band is not None:
+            out[k][(out[k] >= band[0]) & (out[k] <= band[1])] = AIR_HU
+    padded = sitk.GetImageFromArray(out)
+    padded.CopyInformation(image)
+    return padded
+
+
+def _padding_hu(header: SliceHeader) -> tuple[float, float] | None:
+    """The HU range a slice's padding reads as through its Modality LUT, widened by half a
+    stored step (stored values are integers, so no other value falls in it)."""
+    if header.padding is None:
+        return None
+    slope, intercept = header.rescale or (1.0, 0.0)
+    low, high = sorted(slope * value + intercept for value in header.padding)
+    margin = abs(slope) / 2
+    return low - margin, high + margin
+
+
+def _stored_frames(path: Path, source: str) -> np.ndarray:
+    """A DICOM file's stored pixel values (no Modality LUT, no inversion), as (frames, rows,
+    columns) float32."""
+    try:
+        stored = pydicom.dcmread(path).pixel_array
+    except (*DICOM_ERRORS, AttributeError, NotImplementedError, RuntimeError) as exc:
+        raise CovsegError(f"{source}: cannot read the stored pixels of {path.name}, needed to put "
+                          f"them in HU ({_one_line(exc)}); convert the study to NIfTI, e.g. with "
+                          "dcm2niix") from None
+    return np.asarray(stored, dtype=np.float32).reshape(-1, *stored.shape[-2:])
+
+
+def _check_frame_places(image: sitk.Image, frames: Sequence[SliceHeader], source: str) -> None:
+    """Refuse an enhanced file whose frames SimpleITK puts elsewhere than their functional
+    groups' ImagePositionPatient (frames stored out of order): masks would lie on other
+    slices."""
+    if image.GetSize()[2] != len(frames):
+        raise CovsegError(f"{source}: SimpleITK read {image.GetSize()[2]} frames of "
+                          f"{len(frames)}; convert the file to a series of slices, e.g. with "
+                          "dcm2niix")
+    allowed = _allowed_offset(min(image.GetSpacing()))
+    for k, frame in enumerate(frames):
+        place = np.asarray(image.TransformIndexToPhysicalPoint((0, 0, k)))
+        off = float(np.linalg.norm(place - np.asarray(frame.position)))
+        if off > allowed:
+            raise CovsegError(f"{source}: SimpleITK places {frame.name} {off:.3g} mm from its "
+                              "ImagePositionPatient (frames out of order?); convert the file "
+                              "to a series of slices, e.g. with dcm2niix")
+
+
+def _with_frame_step(image: sitk.Image, header: SliceHeader, source: str) -> sitk.Image:
+    """A multi-frame file without per-frame positions given its frame step as z spacing:
+    SpacingBetweenSlices, else SliceThickness with a warning (SimpleITK took 1 mm, so volumes in
+    mL were off by the thickness)."""
+    if header.step is not None:
+        step = header.step
+    elif header.thickness is not None:
+        step = header.thickness
+        log.warning("%s: %d frames without SpacingBetweenSlices; taken as %g mm apart, their "
+                    "SliceThickness (volumes in mL scale with it)", source, header.frames, step)
+    else:
+        log.warning("%s: %d frames without SpacingBetweenSlices or SliceThickness; taken as "
+                    "1 mm apart (volumes in mL scale with it)", source, header.frames)
+        return image
+    image.SetSpacing((*image.GetSpacing()[:2], step))
+    return image
+
+
+DUPLICATE_MM = 0.01
+"""Slices closer than this along the normal are copies: no CT reconstructs slices so close."""
+SLICE_TAGS = ("Modality", "Rows", "Columns", "PixelSpacing", "ImagePositionPatient",
+              "ImageOrientationPatient", "SliceThickness", "SpacingBetweenSlices",
+              "PhotometricInterpretation", "NumberOfFrames", "SharedFunctionalGroupsSequence",
+              "PerFrameFunctionalGroupsSequence", "RescaleSlope", "RescaleIntercept",
+              "PixelPaddingValue", "PixelPaddingRangeLimit", "PixelRepresentation")
+"""The header fields :func:`read_slice_header` reads (no pixels: 0.2 s for 1,000 cached files)."""
+SERIES_TAGS = (*SLICE_TAGS, "ImageType", "InstanceNumber")
+"""The header fields read once per file of a folder's series (:func:`_header_datasets`)."""
+FRAME_GROUPS = ("PixelMeasuresSequence", "PlaneOrientationSequence", "PlanePositionSequence",
+                "PixelValueTransformationSequence")
+"""The functional groups where an enhanced multi-frame file keeps its frames' geometry and
+rescale."""
+GEOMETRY_KEYWORDS = ("PixelSpacing", "ImagePositionPatient", "ImageOrientationPatient",
+                     "SliceThickness", "SpacingBetweenSlices", "RescaleSlope", "RescaleIntercept")
+"""The geometry and rescale fields :func:`_slice_header` reads, at the top level or in the
+groups."""
+DICOM_ERRORS = (pydicom.errors.InvalidDicomError, pydicom.errors.BytesLengthException, OSError,
+                EOFError, ValueError, struct.error)
+"""What pydicom raises for files it cannot parse (BytesLengthException, struct.error: a value or
+a length cut short)."""
+
+
+@dataclass(frozen=True)
+class SliceHeader:
+    """The header fields of one DICOM file (or one frame of an enhanced multi-frame file) that
+    fix where its voxels lie and how they are read (None: absent)."""
+
+    name: str
+    modality: str
+    size: tuple[float, ...] | None
+    """(rows, columns)."""
+    pixel_spacing: tuple[float, ...] | None
+    position: tuple[float, ...] | None
+    """ImagePositionPatient: the first voxel's centre, LPS mm."""
+    orientation: tuple[float, ...] | None
+    """ImageOrientationPatient: the row and column directions, LPS."""
+    thickness: float | None
+    """SliceThickness, else SpacingBetweenSlices: a lone slice's size along its normal."""
+    step: float | None = None
+    """SpacingBetweenSlices: a multi-frame file's frame step."""
+    frames: int = 1
+    """NumberOfFrames."""
+    photometric: str = ""
+    """PhotometricInterpretation (MONOCHROME1 pixels are read again: :func:`_stored_in_hu`)."""
+    transfer_syntax: str = ""
+    rescale: tuple[float, ...] | None = None
+    """(RescaleSlope, RescaleIntercept): the Modality LUT to HU (a missing one of the two read
+    as GDCM reads it, 1 or 0); None when both are absent."""
+    padding: tuple[float, float] | None = None
+    """The lowest and highest stored values that are padding, no data (PixelPaddingValue,
+    through PixelPaddingRangeLimit where given): read as air (:func:`_padding_as_air`)."""
+
+
+def read_slice_header(path: Path) -> SliceHeader:
+    """The geometry fields of one DICOM file, read without its pixels (an enhanced multi-frame
+    file's first frame: :func:`read_frame_headers`).
+
+    ``force``: files SimpleITK reads without the DICM preamble are read too; a file that is not
+    DICOM gives an empty header here and SimpleITK's own error when it is read.
+    """
+    return read_frame_headers(path)[0]
+
+
+def read_frame_headers(path: Path) -> list[SliceHeader]:
+    """One header per frame of an enhanced multi-frame file (Enhanced CT, which current
+    scanners export, keeps pixel spacing, orientation and positions in its shared and per-frame
+    functional groups, not at the top level), else the file's one."""
+    try:
+        dataset = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                                  specific_tags=list(SLICE_TAGS))
+    except DICOM_ERRORS as exc:
+        raise CovsegError(f"{path}: cannot read the DICOM header ({_one_line(exc)})") from None
+    return _frame_headers(dataset, path)
+
+
+def _frame_headers(dataset: pydicom.Dataset, path: Path) -> list[SliceHeader]:
+    """:func:`read_frame_headers` of a file whose header fields were read (``dataset``)."""
+    _refuse_dicomdir(dataset, path)
+    shared = _first_item(dataset, "SharedFunctionalGroupsSequence")
+    per_frame = list(dataset.get("PerFrameFunctionalGroupsSequence") or [])
+    if shared is None and not per_frame:
+        return [_slice_header(dataset, dataset, path.name)]
+    return [_slice_header(dataset, _frame_geometry(dataset, shared, item),
+                          f"{path.name} frame {k + 1}")
+            for k, item in enumerate(per_frame or [None])]
+
+
+def _refuse_dicomdir(dataset: pydicom.Dataset, path: Path) -> None:
+    """Refuse a DICOMDIR (Media Storage Directory, the index of a CD or USB export, which users
+    open first) in one line that says to give its folder: it was refused for "no PixelSpacing",
+    which sent them looking for another series."""
+    if not _is_dicomdir_header(dataset):
+        return
+    folder = path.parent if path.parent.name else path.absolute().parent
+    raise CovsegError(f"{path}: a DICOMDIR, the index of a DICOM export, not an image; give "
+                      f"its folder {folder} to read the series it lists")
+
+
+def _is_dicomdir_header(dataset: pydicom.Dataset) -> bool:
+    """Whether a read DICOM header is a DICOMDIR's (Media Storage Directory in its file meta);
+    :func:`is_dicomdir` tells one by its name, without reading it."""
+    meta = getattr(dataset, "file_meta", None) or {}
+    return meta.get("MediaStorageSOPClassUID") == pydicom.uid.MediaStorageDirectoryStorage
+
+
+def _first_item(dataset: pydicom.Dataset | None, keyword: str) -> pydicom.Dataset | None:
+    """The first item of a sequence, or None."""
+    sequence = dataset.get(keyword) if dataset is not None else None
+    return sequence[0] if sequence else None
+
+
+def _frame_geometry(dataset: pydicom.Dataset, shared: pydicom.Dataset | None,
+                    frame: pydicom.Dataset | None) -> pydicom.Dataset:
+    """A frame's geometry fields in one data set: the frame's own :data:`FRAME_GROUPS` over the
+    shared ones over the file's top-level fields (a single-frame file may carry functional
+    groups without geometry in them, its geometry at the top level)."""
+    geometry = pydicom.Dataset()
+    for element in dataset:
+        if element.keyword in GEOMETRY_KEYWORDS:
+            geometry[element.tag] = element
+    for groups in (shared, frame):
+        for keyword in FRAME_GROUPS:
+            item = _first_item(groups, keyword)
+            for element in item or ():
+                geometry[element.tag] = element
+    return geometry
+
+
+def _slice_header(dataset: pydicom.Dataset, geometry: pydicom.Dataset, name: str) -> SliceHeader:
+    """A :class:`SliceHeader` from a file's top-level fields and its (frame's) geometry."""
+    step = _numbers(geometry, "SpacingBetweenSlices", 1)
+    thicknesses = (_numbers(geometry, "SliceThickness", 1), step)
+    frames = _numbers(dataset, "NumberOfFrames", 1)
+    meta = getattr(dataset, "file_meta", None)
+    return SliceHeader(
+        name=name,
+        modality=str(dataset.get("Modality", "") or "").strip().upper(),
+        size=_numbers(dataset, ("Rows", "Columns"), 2),
+        pixel_spacing=_numbers(geometry, "PixelSpacing", 2),
+        position=_numbers(geometry, "ImagePositionPatient", 3),
+        orientation=_numbers(geometry, "ImageOrientationPatient", 6),
+        thickness=next((t[0] for t in thicknesses if t and t[0] > 0), None),
+        step=step[0] if step and step[0] > 0 else None,
+        frames=int(frames[0]) if frames and frames[0] >= 1 else 1,
+        photometric=str(dataset.get("PhotometricInterpretation", "") or "").strip().upper(),
+        transfer_syntax=str(meta.get("TransferSyntaxUID", "") if meta is not None else ""),
+        rescale=_rescale(geometry),
+        padding=_padding(dataset),
+    )
+
+
+def _rescale(geometry: pydicom.Dataset) -> tuple[float, float] | None:
+    """(RescaleSlope, RescaleIntercept), one of them absent taken as GDCM takes it (slope 1,
+    intercept 0); None when both are absent."""
+    slope = _numbers(geometry, "RescaleSlope", 1)
+    intercept = _numbers(geometry, "RescaleIntercept", 1)
+    if slope is None and intercept is None:
+        return None
+    return slope[0] if slope else 1.0, intercept[0] if intercept else 0.0
+
+
+def _padding(dataset: pydicom.Dataset) -> tuple[float, float] | None:
+    """The stored values from PixelPaddingValue through PixelPaddingRangeLimit (the value alone
+    without a limit), in the pixels' own sign (PixelRepresentation): a file may write 16-bit
+    padding in the other VR, 63536 as US over signed pixels where it stores -2000."""
+    value = _numbers(dataset, "PixelPaddingValue", 1)
+    if value is None:
+        return None
+    limit = _numbers(dataset, "PixelPaddingRangeLimit", 1) or value
+    signed = dataset.get("PixelRepresentation") == 1
+    ends = [v - 65536 if signed and v >= 32768 else v + 65536 if not signed and v < 0 else v
+            for v in (value[0], limit[0])]
+    return min(ends), max(ends)
+
+
+def _numbers(dataset: pydicom.Dataset, keywords: str | tuple[str, ...],
+             count: int) -> tuple[float, ...] | None:
+    """``count`` finite numbers from one multi-valued field or several single ones (None when
+    absent, empty or malformed)."""
+    try:
+        if isinstance(keywords, str):
+            value = dataset.get(keywords)
+            values = [value] if count == 1 else list(value or [])
+        else:
+            values = [dataset.get(keyword) for keyword in keywords]
+        numbers = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        return None
+    return numbers if len(numbers) == count and np.isfinite(numbers).all() else None
+
+
+def check_dicom_series(headers: Sequence[SliceHeader], source: str) -> None:
+    """Refuse, in one line, a series that SimpleITK would read into a wrong grid without a word:
+    not CT, a Modality LUT on some slices only, no pixel spacing, slices of different sizes,
+    pixel spacings or orientations, or positions off a regular grid along the slice normal
+    (missing or duplicate slices, a gantry tilt). SimpleITK
+    spaces slices evenly at their mean distance, shears nothing and takes the first slice's
+    pixel spacing for all, so volumes in mL and mask positions came out wrong."""
+    _check_modality(headers, source)
+    _check_rescaled_alike(headers, source)
+    if all(h.pixel_spacing is None for h in headers):  # SimpleITK would take 1 mm
+        raise CovsegError(f"{source}: no PixelSpacing in the DICOM header, so the pixel size "
+                          "and every volume in mL are unknown; give a series with it, or a "
+                          "NIfTI file with its voxel sizes")
+    _check_alike(headers, "size", 0.0, source, "slices differ in size (rows x columns ",
+                 "give a series whose slices are all one size")
+    _check_alike(headers, "pixel_spacing", 1e-3, source, "pixel spacing differs between "
+                 "slices (", "give a series of one pixel spacing, or resample it", " mm")
+    _check_alike(headers, "orientation", 1e-3, source, "slice orientations differ "
+                 "(ImageOrientationPatient ", "give a series of parallel slices")
+    if len(headers) > 1:
+        _check_positions(headers, source)
+
+
+def _check_modality(headers: Sequence[SliceHeader], source: str) -> None:
+    """Refuse a series whose Modality tag says it is not CT (no tag: taken as CT): other
+    modalities' values are not Hounsfield units, whatever their range looks like."""
+    other = next((h.modality for h in headers if h.modality not in ("", "CT")), None)
+    if other is not None:
+        raise CovsegError(f"{source}: Modality {other}, expected CT; covseg segments CT scans")
+
+
+def _check_rescaled_alike(headers: Sequence[SliceHeader], source: str) -> None:
+    """Refuse a series in which some slices have a Modality LUT (RescaleSlope, RescaleIntercept;
+    Type 1 in CT) and others none: GDCM reads the latter's stored values as HU, 1024 HU off
+    for the usual intercept, without a word (a broken anonymiser's or converter's slice)."""
+    without = [h.name for h in headers if h.rescale is None]
+    rescaled = [h.name for h in headers if h.rescale is not None]
+    if not without or not rescaled:
+        return
+    which = (f"{without[0]} has" if len(without) == 1
+             else f"{len(without)} slices ({without[0]}, ...) have")
+    raise CovsegError(f"{source}: {which} no RescaleSlope or RescaleIntercept while "
+                      f"{len(rescaled)} other slice(s) of the series have them (e.g. "
+                      f"{rescaled[0]}), so its stored values would be read as HU without their "
+                      "rescale; restore the two tags, or remove the slice")
+
+
+def _check_alike(headers: Sequence[SliceHeader], field: str, tolerance: float, source: str,
+                 what: str, advice: str, unit: str = "") -> None:
+    """Refuse slices whose ``field`` differs from the first slice's by more than ``tolerance``
+    (relative and absolute)."""
+    first = getattr(headers[0], field)
+    for header in headers[1:]:
+        value = getattr(header, field)
+        if value == first or (value is not None and first is not None and np.allclose(
+                value, first, rtol=tolerance, atol=tolerance)):
+            continue
+        raise CovsegError(f"{source}: {what}{_listed(first)}{unit} in {headers[0].name}, "
+                          f"{_listed(value)}{unit} in {header.name}); {advice}")
+
+
+def _listed(values: tuple[float, ...] | None) -> str:
+    """Header numbers as a user reads them: "512 x 512", "0.625 x 0.625"; "none" if absent."""
+    return "none" if values is None else " x ".join(f"{v:g}" for v in values)
+
+
+def _check_positions(headers: Sequence[SliceHeader], source: str) -> None:
+    """Refuse slices that are duplicated, unevenly spaced or not stacked along their normal."""
+    if any(h.position is None or h.orientation is None for h in headers):
+        raise CovsegError(f"{source}: some slices have no ImagePositionPatient or "
+                          "ImageOrientationPatient, so their order and spacing are unknown; "
+                          "give a series with them, or a NIfTI file")
+    normal = _slice_normal(headers[0].orientation, source)
+    positions = np.asarray([h.position for h in headers], dtype=np.float64)
+    depths = positions @ normal
+    order = np.argsort(depths, kind="stable")
+    positions, depths = positions[order], depths[order]
+    _check_duplicates(depths, [headers[i].name for i in order], source)
+    _check_even(depths, source)
+    _check_stacked(positions, depths, normal, headers[0].pixel_spacing, source)
+
+
+def _slice_normal(orientation: tuple[float, ...] | None, source: str) -> np.ndarray:
+    """The unit normal of slices with this ImageOrientationPatient (row x column direction)."""
+    rows_columns = np.asarray(orientation, dtype=np.float64).reshape(2, 3)
+    normal = np.cross(rows_columns[0], rows_columns[1])
+    length = float(np.linalg.norm(normal))
+    if length < 0.5:  # two unit directions at right angles give 1
+        raise CovsegError(f"{source}: ImageOrientationPatient {_listed(orientation)} is not two "
+                          "perpendicular directions; fix the series' headers")
+    return normal / length
+
+
+def _check_duplicates(depths: np.ndarray, names: Sequence[str], source: str) -> None:
+    """Refuse two slices at one position: a copy read as a slice of its own."""
+    same = np.flatnonzero(np.diff(depths) < DUPLICATE_MM)
+    if same.size:
+        k = int(same[0])
+        raise CovsegError(f"{source}: {same.size} duplicate slice position(s) (e.g. {names[k]} "
+                          f"and {names[k + 1]} both at {depths[k]:g} mm along the slice normal); "
+                          "remove the copies, or put each series in its own folder")
+
+
+def _check_even(depths: np.ndarray, source: str) -> None:
+    """Refuse slices off the regular grid from the first slice to the last, which SimpleITK
+    reads them on (:data:`SLICE_TOLERANCE`)."""
+    step = (depths[-1] - depths[0]) / (len(depths) - 1)
+    grid = depths[0] + step * np.arange(len(depths))
+    if np.abs(depths - grid).max() <= _allowed_offset(step):
+        return
+    gaps = np.diff(depths)
+    alike = np.abs(gaps[:, None] - gaps[None, :]) <= _allowed_offset(step)
+    common = int(np.argmax(alike.sum(axis=1)))
+    if 2 * int(alike[common].sum()) > len(gaps):  # most gaps are one step: name the odd one
+        typical = float(np.median(gaps[alike[common]]))
+        odd = float(gaps[np.argmax(np.abs(gaps - typical))])
+        found = f"a gap of {odd:.3g} mm among {typical:.3g} mm"
+    else:  # no step most gaps share (a short series): name the gaps
+        typical, odd = float(gaps.min()), float(gaps.max())
+        shown = list(dict.fromkeys(f"{gap:.3g}" for gap in np.sort(gaps)))
+        found = f"gaps of {', '.join(shown[:-1])} and {shown[-1]} mm"
+    hint = " (a missing slice?)" if odd > 1.5 * typical else ""
+    raise CovsegError(f"{source}: slice positions are uneven: {found}{hint}; give a complete "
+                      "series or resample it")
+
+
+def _check_stacked(positions: np.ndarray, depths: np.ndarray, normal: np.ndarray,
+                   pixel_spacing: tuple[float, ...] | None, source: str) -> None:
+    """Refuse slices that shift in-plane (a gantry tilt; :data:`SLICE_TOLERANCE`): SimpleITK
+    stacks them straight, with the tilted distance as z spacing."""
+    travel = depths - depths[0]
+    shifts = np.linalg.norm(positions - positions[0] - np.outer(travel, normal), axis=1)
+    k = int(np.argmax(shifts))
+    if shifts[k] <= _allowed_offset(min(pixel_spacing or (1.0,))):
+        return
+    angle = float(np.degrees(np.arctan2(shifts[k], travel[k])))
+    raise CovsegError(f"{source}: slice positions shift {shifts[k]:.3g} mm in-plane over "
+                      f"{travel[k]:.3g} mm instead of advancing along the slice normal (a "
+                      f"{angle:.2g} degree gantry tilt?); resample it first, e.g. convert it "
+                      "with dcm2niix, which corrects tilt")
+
+
+def _with_slice_thickness(image: sitk.Image, header: SliceHeader, source: str) -> sitk.Image:
+    """A one-slice image given its slice thickness as z spacing: SimpleITK gives it 1 mm, so
+    volumes in mL were off by the thickness (a 2.5 mm slice 2.5 times low)."""
+    if image.GetDimension() != 3 or image.GetSize()[2] != 1:
+        return image
+    if header.thickness is None:
+        log.warning("%s: one slice without SliceThickness or SpacingBetweenSlices; taken as "
+                    "1 mm thick (volumes in mL scale with it)", source)
+        return image
+    image.SetSpacing((*image.GetSpacing()[:2], header.thickness))
+    return image
+
+
+def _itk_message(exc: Exception) -> str:
+    """ITK errors span several lines; the last non-empty one says what went wrong."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__

@@ -1,0 +1,374 @@
+"""Reading NIfTI files into a :class:`~covseg.io.volume.Volume`: gzipped or not, read in slabs
+and scaled, on the geometry of a paired volume when a file has none; Analyze pairs are refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel.arrayproxy import ArrayProxy
+from nibabel.filebasedimages import ImageFileError
+from nibabel.openers import ImageOpener
+from nibabel.spatialimages import HeaderDataError
+from nibabel.volumeutils import array_from_file
+from nibabel.wrapstruct import WrapStructError
+
+from covseg.errors import CovsegError
+from covseg.io.image import fraction_range, fractional_values
+from covseg.io.volume import (
+    GRID_TOLERANCE_MM,
+    NIFTI_SUFFIXES,
+    Volume,
+    _allowed_offset,
+    _check_stored_dtype,
+    _mm,
+    _nifti1_copy,
+    _one_line,
+    _unoriented,
+    as_axial,
+)
+
+NIFTI_ERRORS = (ImageFileError, HeaderDataError, WrapStructError, OSError, EOFError,
+                ValueError, zlib.error)
+"""What nibabel raises for corrupt, truncated or unsupported files."""
+ANALYZE_SUFFIXES = (".hdr", ".img")
+"""The two files of an Analyze 7.5 image (or a two-file NIfTI pair), which covseg does not read."""
+GZIP_MAGIC = b"\x1f\x8b"
+NIFTI2_HEADER_SIZE = 540
+"""``sizeof_hdr`` of a NIfTI-2 header (NIfTI-1: 348)."""
+
+log = logging.getLogger(__name__)
+
+
+def is_nifti(path: Path) -> bool:
+    """True for .nii and .nii.gz files; not for hidden ones, such as the ``._x.nii.gz``
+    metadata files (AppleDouble) that macOS leaves beside each file on other disks."""
+    return (path.is_file() and path.name.lower().endswith(NIFTI_SUFFIXES)
+            and not path.name.startswith("."))
+
+
+def nifti_stem(path: Path) -> str:
+    """File name without .nii / .nii.gz."""
+    name = path.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def read_nifti(path: str | os.PathLike[str], dtype: type = np.float32,
+               like: Volume | None = None) -> Volume:
+    """Read a 3D NIfTI file; x/y/z storage order becomes (z, y, x) so that ``array[k]`` is a slice.
+
+    ``like``: the volume this one is paired with voxel for voxel (a mask's CT). A file whose
+    header has no real geometry (:func:`lacks_geometry`) but ``like``'s stored shape is read on
+    ``like``'s geometry, its voxels paired as stored, with a warning: reoriented by its own
+    identity or Analyze affine, a numpy pipeline's mask came out mirrored against its CT.
+    """
+    path = Path(path)
+    image = _load_nifti(path)
+    if like is not None and _geometryless(image) and _stored_alike(image, like):
+        image = _on_geometry_of(image, like, str(path))
+    return volume_from_nifti(image, str(path), dtype)
+
+
+def _load_nifti(path: Path) -> nib.Nifti1Image:
+    """The NIfTI image at ``path``, its voxels not yet read. A file named ``.nii.gz`` but not
+    gzip-compressed (a frequent mislabel; nibabel goes by the name and fails) is read by its
+    content, with a warning."""
+    if not is_nifti(path):
+        raise CovsegError(f"{path}: not a NIfTI file (.nii or .nii.gz)")
+    try:
+        if path.name.lower().endswith(".gz") and not _gzipped(path):
+            image = _uncompressed_nifti(path.read_bytes())
+            log.warning("%s: not gzip-compressed, though named .nii.gz; read as a .nii file "
+                        "(rename it to .nii)", path)
+            return image
+        return nib.load(str(path))
+    except NIFTI_ERRORS as exc:
+        raise CovsegError(
+            f"{path}: cannot read the NIfTI header ({_one_line(exc)}); is the file truncated?"
+        ) from None
+
+
+def _gzipped(path: Path) -> bool:
+    """Whether a file starts as gzip data does."""
+    with open(path, "rb") as handle:
+        return handle.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+
+
+def _uncompressed_nifti(data: bytes) -> nib.Nifti1Image:
+    """A NIfTI-1 or NIfTI-2 image from an uncompressed file's bytes (by ``sizeof_hdr``, in
+    either byte order)."""
+    sizes = {int.from_bytes(data[:4], order) for order in ("little", "big")}
+    kind = nib.Nifti2Image if NIFTI2_HEADER_SIZE in sizes else nib.Nifti1Image
+    return kind.from_bytes(data)
+
+
+def is_analyze(path: Path) -> bool:
+    """Whether a file is named as half of an Analyze 7.5 pair (``.hdr`` or ``.img``)."""
+    return path.suffix.lower() in ANALYZE_SUFFIXES
+
+
+def analyze_refused(path: Path) -> CovsegError:
+    """The error for an Analyze 7.5 file (:func:`is_analyze`), a format covseg does not read."""
+    return CovsegError(f"{path}: an Analyze 7.5 file ({'/'.join(ANALYZE_SUFFIXES)} pair), a "
+                       "format covseg does not read; convert the pair to NIfTI (e.g. "
+                       "nibabel.save(nibabel.load('x.hdr'), 'x.nii.gz'))")
+
+
+def _geometryless(image: nib.Nifti1Image) -> bool:
+    """Whether a header places its voxels nowhere real: qform and sform codes both 0, or an
+    identity affine (numpy pipelines' ``np.eye(4)``)."""
+    return _unoriented(image.header) or bool(np.allclose(image.affine, np.eye(4)))
+
+
+def lacks_geometry(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a NIfTI file whose header has no real geometry (reads the header only;
+    a DICOM series always has its own)."""
+    path = Path(path)
+    return path.name.lower().endswith(NIFTI_SUFFIXES) and _geometryless(_load_nifti(path))
+
+
+def _stored_alike(image: nib.Nifti1Image, like: Volume) -> bool:
+    """Whether the file stores ``like``'s voxel grid shape but another affine."""
+    shape = tuple(int(n) for n in image.shape)
+    return (shape[:3] == like.file_shape_zyx[::-1] and all(n == 1 for n in shape[3:])
+            and not np.allclose(image.affine, like.file_affine, atol=GRID_TOLERANCE_MM))
+
+
+def _on_geometry_of(image: nib.Nifti1Image, like: Volume, source: str) -> nib.Nifti1Image:
+    """``image``'s stored voxels (and scaling) on ``like``'s file affine and voxel sizes."""
+    log.warning("%s: its header has no real geometry (identity affine, or qform and sform codes "
+                "0) and it stores %s's grid shape; pairing their voxels as stored",
+                source, like.source)
+    affine = like.file_affine
+    header = _nifti1_copy(image.header)
+    header.set_xyzt_units(*like.file_header.get_xyzt_units())
+    header.set_qform(affine, code=1)
+    header.set_sform(affine, code=1)
+    return nib.Nifti1Image(image.dataobj, affine, header)
+
+
+def read_paired(first: Callable[[Volume | None], Volume], first_path: str | os.PathLike[str],
+                second: Callable[[Volume | None], Volume], second_path: str | os.PathLike[str]
+                ) -> tuple[Volume, Volume]:
+    """Two volumes to pair voxel for voxel, each read by ``reader(like)`` (the ``like`` of
+    :func:`read_nifti`): the second like the first, unless only the first file lacks geometry."""
+    if lacks_geometry(first_path) and not lacks_geometry(second_path):
+        later = second(None)
+        return first(later), later
+    earlier = first(None)
+    return earlier, second(earlier)
+
+
+def volume_from_nifti(image: nib.Nifti1Image, source: str, dtype: type = np.float32) -> Volume:
+    """A loaded NIfTI image (from a file or built in memory) -> Volume with (z, y, x) voxels."""
+    _check_stored_dtype(np.dtype(image.get_data_dtype()), source)
+    shape = _volume_shape(tuple(int(n) for n in image.shape), source)
+    _check_perpendicular(image, shape, source)
+    slope, inter = _scaling(image)
+    data = _scaled_zyx(_stored_slabs(image, shape, source), shape, slope, inter,
+                       np.dtype(dtype), source)
+    _warn_unoriented(image, source)
+    header = _header_sized_by_affine(image, source)
+    affine, header = _in_mm(image, header)
+    as_read = image.header if header is not image.header else None
+    read_affine = image.affine if affine is not image.affine else None
+    return as_axial(Volume(data, affine, header, source, as_read=as_read,
+                           read_affine=read_affine))
+
+
+UNIT_MM = {"meter": 1000.0, "micron": 0.001}
+"""Millimetres per spatial unit of a NIfTI header (xyzt_units) other than mm; "unknown" is
+read as mm, as every reader does."""
+
+
+def _in_mm(image: nib.Nifti1Image, header: nib.Nifti1Header
+           ) -> tuple[np.ndarray, nib.Nifti1Header]:
+    """The affine and a header in mm for a file whose spatial unit is metres or microns:
+    covseg's volumes in mL and the lung finder's sizes are in mm, so a file in metres read
+    as mm gave 10^9 times too little (and found no lungs). Written masks copy the file's own
+    header (``Volume.as_read``), units included."""
+    factor = UNIT_MM.get(image.header.get_xyzt_units()[0])
+    if factor is None:
+        return image.affine, header
+    affine = image.affine.copy()
+    affine[:3] *= factor
+    zooms = header.get_zooms()
+    header = header.copy()
+    header.set_qform(affine, code=int(header["qform_code"]))
+    header.set_sform(affine, code=int(header["sform_code"]))
+    header.set_zooms(tuple(z * factor for z in zooms[:3]) + tuple(zooms[3:]))
+    header.set_xyzt_units("mm", header.get_xyzt_units()[1])
+    return affine, header
+
+
+def _header_sized_by_affine(image: nib.Nifti1Image, source: str) -> nib.Nifti1Header:
+    """The image's header, its voxel sizes (pixdim, which volumes in mL use) set to the affine's
+    when they disagree by more than 1 %, with a warning: the affine places the voxels in every
+    viewer and in the lung finder, and a tool that edits one often leaves the other stale
+    (nibabel even sets a zero pixdim to 1 mm on reading)."""
+    stated = np.asarray(image.header.get_zooms()[:3], dtype=np.float64)
+    implied = nib.affines.voxel_sizes(image.affine)
+    if np.allclose(stated, implied, rtol=0.01):
+        return image.header
+    log.warning("%s: voxel sizes %s mm in the header differ from the affine's %s mm; volumes "
+                "use the affine's", source, _mm(stated), _mm(implied))
+    header = image.header.copy()
+    header.set_zooms(tuple(implied) + tuple(header.get_zooms()[3:]))
+    return header
+
+
+def _warn_unoriented(image: nib.Nifti1Image, source: str) -> None:
+    """Warn when the header holds no orientation (qform and sform codes 0): nibabel then assumes
+    the Analyze convention, so right and left may be swapped."""
+    if _unoriented(image.header):
+        log.warning("%s: the header holds no orientation (qform and sform codes 0); read as %s "
+                    "by the Analyze convention, so right and left lungs may be swapped",
+                    source, "".join(nib.aff2axcodes(image.affine)))
+
+
+def _scaling(image: nib.Nifti1Image) -> tuple[float, float]:
+    """The stored voxels' scaling (slope, intercept); an image built in memory holds the values
+    as they are."""
+    if isinstance(image.dataobj, np.ndarray):
+        return 1.0, 0.0
+    return float(image.dataobj.slope), float(image.dataobj.inter)
+
+
+SLAB_BYTES = 32 * 1024 * 1024
+"""Stored bytes of whole z slices read from a file at once (:func:`_stored_slabs`)."""
+
+
+def _stored_slabs(image: nib.Nifti1Image, shape: tuple[int, int, int], source: str
+                  ) -> Iterator[tuple[int, np.ndarray]]:
+    """The stored, unscaled (x, y, z) voxels as (first z index, slab of whole z slices), in z
+    order. A file is read one slab of :data:`SLAB_BYTES` at a time from one open file: read
+    whole, a float64 .nii.gz held 8 bytes per voxel and gzip's read as many again, twice the
+    float32 volume kept (NIfTI stores each z slice contiguously, so slabs are read in order)."""
+    proxy = image.dataobj
+    if not all(shape):
+        return
+    try:
+        if not isinstance(proxy, ArrayProxy) or proxy.order != "F":
+            raw = proxy if isinstance(proxy, np.ndarray) else proxy.get_unscaled()
+            yield 0, np.asarray(raw).reshape(shape)
+            return
+        dtype = np.dtype(proxy.dtype)
+        _check_stored_size(proxy, shape[0] * shape[1] * shape[2] * dtype.itemsize, source)
+        plane_bytes = shape[0] * shape[1] * dtype.itemsize
+        depth = max(1, SLAB_BYTES // max(plane_bytes, 1))
+        with ImageOpener(proxy.file_like) as stream:
+            for k in range(0, shape[2], depth):
+                yield k, array_from_file((shape[0], shape[1], min(depth, shape[2] - k)), dtype,
+                                         stream, offset=proxy.offset + k * plane_bytes,
+                                         mmap=False)
+    except NIFTI_ERRORS as exc:
+        raise CovsegError(
+            f"{source}: cannot read the voxels ({_one_line(exc)}); is the file truncated?"
+        ) from None
+
+
+def _check_stored_size(proxy: ArrayProxy, needed: int, source: str) -> None:
+    """Refuse an uncompressed file shorter than its header's voxels, naming both sizes: read in
+    slabs, the reader's own error named the slab's bytes (32 MiB), not the file's."""
+    file_like = proxy.file_like
+    if not isinstance(file_like, (str, os.PathLike)):
+        return
+    path = Path(file_like)
+    if path.suffix.lower() in ImageOpener.compress_ext_map or not path.is_file():
+        return
+    stored = path.stat().st_size - proxy.offset
+    if stored < needed:
+        raise CovsegError(f"{source}: cannot read the voxels (the file ends {max(stored, 0)} "
+                          f"bytes into its voxels, which take {needed} bytes); "
+                          "is the file truncated?")
+
+
+def _volume_shape(shape: tuple[int, ...], source: str | Path) -> tuple[int, int, int]:
+    """The (x, y, z) shape of a stored volume: (x, y, z, 1, ...) is 3D; 2D images and true 4D
+    series are refused."""
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) == 2:
+        raise CovsegError(
+            f"{source}: a 2D image of shape {shape}, not a volume; "
+            "predict 2D slices as images, or save it as (x, y, 1)"
+        )
+    if len(shape) != 3:
+        raise CovsegError(f"{source}: expected a 3D volume, got shape {shape}")
+    return shape[0], shape[1], shape[2]
+
+
+ORDINALS = ("first", "second", "third")
+
+
+def _check_perpendicular(image: nib.Nifti1Image, shape: tuple[int, int, int], source: str
+                         ) -> None:
+    """Refuse an affine whose voxel axes are not perpendicular (sheared), as converters keep an
+    uncorrected gantry tilt: volumes in mL (the product of the voxel sizes) and the lung
+    finder's mm distances take the axes as perpendicular (11 degrees overstate every mL by 2 %).
+    Rotated (oblique) affines are perpendicular and read. One axis may drift along another
+    over the volume as far as the DICOM reader lets slices shift in-plane
+    (:func:`_allowed_offset`), far beyond what float rounding in headers makes."""
+    columns = image.affine[:3, :3] * UNIT_MM.get(image.header.get_xyzt_units()[0], 1.0)
+    sizes = np.linalg.norm(columns, axis=0)
+    if not np.all(sizes > 0):
+        return
+    units = columns / sizes
+    cosines = np.abs(units.T @ units)
+    np.fill_diagonal(cosines, 0.0)
+    drift = cosines * sizes[None, :] * np.maximum(np.asarray(shape) - 1, 1)[None, :]
+    allowed = np.asarray([[_allowed_offset(float(size))] for size in sizes])
+    along, axis = np.unravel_index(int(np.argmax(drift / allowed)), drift.shape)
+    if drift[along, axis] <= allowed[along, 0]:
+        return
+    angle = float(np.degrees(np.arcsin(min(1.0, cosines[along, axis]))))
+    raise CovsegError(
+        f"{source}: the affine's voxel axes are not perpendicular (its {ORDINALS[axis]} voxel "
+        f"axis leans {angle:.2g} degrees towards its {ORDINALS[along]}, "
+        f"{drift[along, axis]:.3g} mm over the volume: a gantry tilt kept as shear?), and "
+        "volumes in mL and distances in mm need "
+        "perpendicular axes; resample it first, e.g. convert the DICOM series again with "
+        "dcm2niix, which corrects tilt")
+
+
+def _scaled_zyx(slabs: Iterator[tuple[int, np.ndarray]], shape: tuple[int, int, int],
+                slope: float, inter: float, dtype: np.dtype, source: str | Path) -> np.ndarray:
+    """Apply the NIfTI scaling slice by slice into a (z, y, x) array, refusing NaN/inf.
+
+    Hand-written rather than ``np.asarray(dataobj, dtype)`` because nibabel scales the whole
+    volume at once in float64: 8 bytes per voxel on top of the result for a 1000-slice study.
+    ``slabs``: the stored (x, y, z) voxels by :func:`_stored_slabs`.
+    An integer ``dtype`` asks for labels: fractional values (a probability map) are refused,
+    not truncated to 0.
+    """
+    out = np.empty(shape[::-1], dtype=dtype)
+    scaled = (slope, inter) != (1.0, 0.0)
+    fractions: list[float] = []
+    for first, slab in slabs:
+        for k in range(slab.shape[2]):
+            plane = slab[:, :, k].T
+            if plane.dtype.kind == "f" and not np.isfinite(plane).all():
+                raise CovsegError(f"{source}: the volume holds NaN or infinite values")
+            if scaled:
+                plane = plane * np.float32(slope) + np.float32(inter)
+            if dtype.kind in "iu" and plane.dtype.kind == "f":
+                fractions.extend(fraction_range(plane))
+                plane = np.rint(plane)
+            with np.errstate(over="ignore"):  # an overflow is refused just below
+                out[first + k] = plane
+            if dtype.kind == "f" and not np.isfinite(out[first + k]).all():  # beyond float32's
+                raise CovsegError(f"{source}: the volume holds values beyond float32's range "
+                                  f"(up to {float(np.abs(plane).max()):.3g}); is its scaling "
+                                  "wrong?")
+    if fractions:
+        raise fractional_values(source, fractions)
+    return out
