@@ -1000,6 +1000,30 @@ def test_mosmed_slices_take_their_study_however_spelled() -> None:
     assert _mosmed_patient("slice_a") == "slice_a"
 
 
+def test_generic_slices_take_the_study_their_name_tells(tmp_path: Path) -> None:
+    """A generic folder grouped only study_0255_12: MosMed's slices named 0255_12 or
+    Study0255_12 (which the MosMed layout groups) and covseg's own volume-slice case ids
+    (coronacases_001_z0012) were each their own patient, and the report said the data name none;
+    names that tell no study stay their own patient."""
+    stems = {"0255_10": "study_0255", "Study0255_11": "study_0255",
+             "study_0255_z0012": "study_0255", "0256_3": "study_0256",
+             "coronacases_001_z0003": "coronacases_001",
+             "coronacases_001_z0004": "coronacases_001", "medseg_rp1_z0010": "medseg_rp1",
+             "img_12": "img_12", "medseg_0001": "medseg_0001", "slice3": "slice3",
+             "case_z3": "case_z3", "study_0257": "study_0257"}
+    for stem in stems:
+        for folder in ("images", "masks"):
+            _save_png(tmp_path / "data" / folder / f"{stem}.png", np.zeros((16, 16)))
+    data = load_dataset(tmp_path / "data")
+    assert {s.case_id: s.patient_id for s in data.samples} == stems
+    assert make_folds(data, 2, 0)[1] == "2-fold, grouped by patient (seed 0)"
+    (tmp_path / "data" / "patients.csv").write_text("case_id,patient_id\ncoronacases_001,P1\n"
+                                                    "img_12,P1\n")
+    patients = {s.case_id: s.patient_id for s in load_dataset(tmp_path / "data").samples}
+    assert [case for case, patient in patients.items() if patient == "P1"] == [
+        "coronacases_001_z0003", "coronacases_001_z0004", "img_12"]
+
+
 def test_a_split_that_trains_on_fewer_slices_than_it_validates_on_warns(
         caplog: pytest.LogCaptureFixture) -> None:
     """val_fraction=0.99 trained on one patient's slices and validated on all the others', in

@@ -550,7 +550,7 @@ def _read_folders(root: Path, options: ReadOptions) -> LoadedData:
     patients = _read_patients_csv(root)
     by_slice, studies = _study_rows(patients, slices, _study_of_slice)
     _check_patients_listed(by_slice, _slice_cases(slices), _study_cases(volumes) + studies,
-                           grouped=lambda case: _study_slice(case) is not None
+                           grouped=lambda case: _slice_study(case) is not None
                            or (case, case) in studies)
     samples = _read_volume_pairs(volumes, options, "reading volumes", patients)
     samples += _read_2d_pairs(slices, options,
@@ -679,20 +679,26 @@ def _slice_patients(root: Path, table: dict[str, str], pairs: list[tuple[str, Pa
     return patients
 
 
-MOSMED_SLICE = re.compile(r"study_(\d+)_\d+", flags=re.IGNORECASE)
-"""A MosMed slice file's stem as MosMed names them (``study_0255_12``): its study, then the
-slice; the generic layout takes its study as patient."""
+VOLUME_SLICE = re.compile(r"(.+)_z\d{4,}")
+"""covseg's case id of a volume's slice (``coronacases_001_z0012``, :func:`_read_volume_pairs`),
+as slices of a volume written out as 2D files are named: its study, then the slice."""
 
 
-def _study_slice(stem: str) -> str | None:
-    """The study a slice named as MosMed names them belongs to (``study_0255``), else None."""
-    match = MOSMED_SLICE.fullmatch(stem)
-    return f"study_{match.group(1)}" if match else None
+def _slice_study(stem: str) -> str | None:
+    """The study a generic 2D slice's name tells, else None: MosMed's spellings
+    (``study_0255_12``, ``Study0255_12``, ``0255_12``: :func:`_mosmed_patient`, as the MosMed
+    layout reads them, so that its slices without their split files group alike) or covseg's
+    case id of a volume's slice (:data:`VOLUME_SLICE`). Other names (``img_12``, ``slice3``)
+    tell none: a number after a name may count patients as well as slices."""
+    volume = VOLUME_SLICE.fullmatch(stem)
+    named = volume.group(1) if volume else stem
+    study = _mosmed_patient(named)
+    return study if study != named or volume else None
 
 
 def _study_of_slice(stem: str) -> str:
-    """A generic 2D slice's study (:func:`_study_slice`), or its own stem where it names none."""
-    return _study_slice(stem) or stem
+    """A generic 2D slice's study (:func:`_slice_study`), or its own stem where it names none."""
+    return _slice_study(stem) or stem
 
 
 def split_files_note(data: LoadedData) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -31,7 +32,16 @@ def grouped_kfold(samples: Sequence[Sample], folds: int, seed: int = 0
                   ) -> list[tuple[list[str], list[str]]]:
     """(train case ids, held-out case ids) per fold, patients shuffled by ``seed``.
 
-    Patients are dealt largest first to the fold with the fewest slices so folds stay balanced.
+    Patients are dealt to the fold with the fewest slices, larger ones first, so folds stay
+    balanced: any order keeps every fold within the largest patient's slice count of every
+    other, and largest first keeps them closer. A strict sort by slice count left the seed
+    only the order of patients of equal size, so volumes (every CT of its own size) got the
+    same split for every seed; patients are therefore sorted by size class, sizes within a
+    factor of sqrt(2) sharing one (two classes per doubling), and the shuffle orders each
+    class. The classes' bounds are moved by a seeded fraction of a class, so that no two
+    patients of close size are held in one order for every seed. Patients of one size share
+    one class whatever its bounds: their order is the shuffle's, as before, and so are the
+    folds of one-slice patients (MedSeg's, Inf-Net's slices).
     Hand-written rather than scikit-learn's GroupKFold to avoid a dependency for ten lines,
     and because GroupKFold does not shuffle.
     """
@@ -43,13 +53,20 @@ def grouped_kfold(samples: Sequence[Sample], folds: int, seed: int = 0
     rng = np.random.default_rng(seed)
     patients = list(groups)
     rng.shuffle(patients)
-    patients.sort(key=lambda p: -len(groups[p]))
+    offset = rng.random()
+    patients.sort(key=lambda p: -math.floor(2 * math.log2(len(groups[p])) + offset))
     held_out: list[list[str]] = [[] for _ in range(folds)]
     for patient in patients:
         smallest = min(range(folds), key=lambda k: (len(held_out[k]), k))
         held_out[smallest].extend(groups[patient])
     all_cases = [s.case_id for s in samples]
-    return [([c for c in all_cases if c not in set(test)], sorted(test)) for test in held_out]
+    return [(_train_cases(all_cases, set(test)), sorted(test)) for test in held_out]
+
+
+def _train_cases(all_cases: list[str], held: set[str]) -> list[str]:
+    """The cases a fold trains on, in the data's order; ``held`` is a set, built once per fold
+    (built once per case, it made 40,000 slices take a minute)."""
+    return [case for case in all_cases if case not in held]
 
 
 def validation_split(samples: Sequence[Sample], fraction: float, seed: int = 0
