@@ -24,7 +24,7 @@ import numpy as np
 from monai.transforms import ScaleIntensity
 
 from covseg.errors import CovsegError
-from covseg.lungs import lung_air, segment_lungs
+from covseg.lungs import LUNG_THRESHOLD_HU, lung_air, segment_lungs
 from covseg.transforms import LUNG_WINDOW
 
 if TYPE_CHECKING:
@@ -34,14 +34,30 @@ THRESHOLD = "threshold"
 MARGIN = 0.08
 """Crop margin around the lungs, as a fraction of the slice's longer side."""
 FULL_FRAME = 512
-"""CT slices are reconstructed as square matrices of at least this size; a smaller or
-non-square slice may be cropped already (Inf-Net's slices are lung boxes of 153-507 px)."""
+"""From this size (the shorter side) a whole frame's lungs are found at half resolution."""
 CROP_BORDER_AIR = 0.5
-"""Share of a slice's border pixels in air (below -500 HU) from which a smaller or non-square
-slice is a whole frame (resampled, or cut to the body), not a crop: the air outside the body
-rings a frame (97 % of the border of the 122x101 nnU-Net sample's slices), while a lung crop's
-border runs through chest wall and lung (at most 34 % air on Inf-Net's 50 slices)."""
+"""Share of a slice's border pixels in air (below -500 HU) from which it is a whole frame: the air
+outside the body rings a frame (97 % of the border of the 122x101 nnU-Net sample's slices, 97 %
+of the lungmask DICOM's), while a lung crop's border runs through chest wall and lung (at most
+34 % air on Inf-Net's 50 slices, also resized to 512x512)."""
 BORDER_AIR_HU = -500.0
+ENCLOSED_MARGIN = 0.01
+"""A frame's lungs (:func:`frame_lungs`) stay at least this share of the slice's height and
+width away from each of its edges: soft tissue (chest wall, or table) rings them. On MedSeg's 52
+whole frames (at 512, 384 or 256 px) the nearest lay 0.018 of the side from an edge (slices 10
+and 51, tight fields of view); on Inf-Net's lung crops the lungs found reach an edge, or are
+pieces (below 0.8 % of the slice's air, as given or resized to 512x512)."""
+CROP_TEST_SIDE = 256
+""":func:`is_lung_crop` looks at every n-th row and column, n the shorter side over this."""
+ENCLOSED_LUNG_MIN = 0.05
+"""A slice whose border is not mostly air is a whole frame when lungs ringed by tissue
+(:data:`ENCLOSED_MARGIN`) hold at least this share of its air (below -320 HU): its lungs are
+inside a body, not cut by the image's edges. Measured (:func:`enclosed_lung_share`): on MedSeg's
+52 frames whose border is under half air, resized to 256 or 384 px or not, at least 0.22 (a frame
+half ringed by the air outside the body), most above 0.6; on Inf-Net's 50 lung crops, as given
+or resized to 512x512, at most 0.008, where their lungs reach an edge (0) or are lost to the gas
+test. Body-cut frames whose lungs the cut reaches (12 of MedSeg's frames cut to rows 40:472)
+read as crops, as they did before."""
 CROP_RING = 8
 """Soft-tissue border (px) put round a crop before thresholding, so its lungs are inside a body."""
 SOFT_TISSUE_HU = 0.0
@@ -84,13 +100,49 @@ class CropBox:
 
 
 def is_lung_crop(image: np.ndarray, window: tuple[float, float] = LUNG_WINDOW) -> bool:
-    """Whether a [0, 1] slice (normalised through ``window``) is already cut to its lungs:
-    smaller than a CT frame or not square, and not ringed by the air outside the body."""
-    height, width = image.shape
-    if height == width and height >= FULL_FRAME:
-        return False
+    """Whether a [0, 1] slice (normalised through ``window``) is already cut to its lungs: its
+    border is not mostly air (:data:`CROP_BORDER_AIR`) and no lungs ringed by tissue hold a good
+    share of its air (:data:`ENCLOSED_LUNG_MIN`), whatever its size: a whole frame resized to
+    256 px is no crop, a lung crop resized to 512x512 is one. Tested on every
+    :data:`CROP_TEST_SIDE`-th part of the shorter side (a few milliseconds)."""
     border = np.concatenate([image[0], image[-1], image[1:-1, 0], image[1:-1, -1]])
-    return float(np.mean(window_to_hu(border, window) < BORDER_AIR_HU)) < CROP_BORDER_AIR
+    if float(np.mean(window_to_hu(border, window) < BORDER_AIR_HU)) >= CROP_BORDER_AIR:
+        return False
+    step = max(1, min(image.shape) // CROP_TEST_SIDE)
+    coarse = image[::step, ::step]
+    return enclosed_lung_share(coarse, frame_lungs(coarse, window, 1), window) < ENCLOSED_LUNG_MIN
+
+
+def frame_step(image: np.ndarray) -> int:
+    """Every how many rows and columns a frame's lungs are found (:data:`FULL_FRAME`)."""
+    return 2 if min(image.shape) >= FULL_FRAME else 1
+
+
+def frame_lungs(image: np.ndarray, window: tuple[float, float] = LUNG_WINDOW,
+                step: int | None = None) -> np.ndarray:
+    """The aerated lungs of a [0, 1] slice read as a whole frame (the air outside the body and
+    gas left out, small pieces kept: :data:`FRAME_MIN_FRACTION`), on every ``step``-th row and
+    column (:func:`frame_step` by default)."""
+    step = frame_step(image) if step is None else step
+    return lung_air(window_to_hu(image[::step, ::step], window),
+                    min_fraction=FRAME_MIN_FRACTION)
+
+
+def enclosed_lung_share(image: np.ndarray, lungs: np.ndarray,
+                        window: tuple[float, float] = LUNG_WINDOW) -> float:
+    """Share of a slice's air (below -320 HU) in its ``lungs`` (same grid) when their bounding
+    box stays :data:`ENCLOSED_MARGIN` away from every edge; 0 when they reach an edge or are
+    none. High for a whole frame of any size, 0 or a sliver for a lung crop."""
+    height, width = lungs.shape
+    rows, cols = np.nonzero(lungs)
+    if rows.size == 0:
+        return 0.0
+    margin = min(rows.min() / height, (height - 1 - rows.max()) / height,
+                 cols.min() / width, (width - 1 - cols.max()) / width)
+    if margin < ENCLOSED_MARGIN:
+        return 0.0
+    air = int(np.count_nonzero(window_to_hu(image, window) < LUNG_THRESHOLD_HU))
+    return float(np.count_nonzero(lungs)) / max(air, 1)
 
 
 def window_to_hu(image: np.ndarray, window: tuple[float, float]) -> np.ndarray:
@@ -207,11 +259,10 @@ class LungFrame:
         whole = CropBox(0, height, 0, width)
         if is_lung_crop(image, self.window):
             return whole
-        step = 2 if min(height, width) >= FULL_FRAME else 1
-        lungs = lung_air(window_to_hu(image[::step, ::step], self.window),
-                         min_fraction=FRAME_MIN_FRACTION)
+        lungs = frame_lungs(image, self.window)
         if lungs.mean() < MIN_LUNG_SHARE:
             return whole
+        step = frame_step(image)
         found = lung_box(lungs, margin=0.0)
         return CropBox(step * found.top, min(height, step * found.bottom),
                        step * found.left, min(width, step * found.right))
