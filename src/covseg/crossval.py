@@ -57,11 +57,23 @@ def make_folds(data: LoadedData, folds: int | None, seed: int
     folds = DEFAULT_FOLDS if folds is None else folds
     if len(data.patients) < len(data.samples):
         how = f"{folds}-fold, grouped by patient (seed {seed})"
+        alone = own_patients(data)
+        if alone:  # MedSeg's tr_im slices beside its rp_im volumes: said "grouped" alone
+            how += (f"; {alone} of the {len(data.samples)} slices carry no patient id and are "
+                    "each their own patient, so slices of one patient among them may fall on "
+                    "both sides; a patients.csv (case_id,patient_id) in the data folder groups "
+                    "them")
     else:
         how = (f"{folds}-fold over slices (seed {seed}): every slice is its own patient (the "
                "data name none), so slices of one patient may fall on both sides; a patients.csv "
                "(case_id,patient_id) in the data folder groups them")
     return grouped_kfold(data.samples, folds, seed), how
+
+
+def own_patients(data: LoadedData) -> int:
+    """How many slices carry no patient id and so are each their own patient (the layouts give
+    such a slice its case id as patient id)."""
+    return sum(sample.patient_id == sample.case_id for sample in data.samples)
 
 
 def _fold_done(fold_dir: Path) -> bool:
@@ -282,7 +294,8 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
         seconds, epochs = _fold_training(out / f"fold_{k}")
         train_seconds += seconds
         per_fold.append({"fold": k, "train_cases": len(train_cases), "test_cases": len(test_cases),
-                         "epochs": epochs, **_fold_means(rows)})
+                         "epochs": epochs, **_fold_means(rows),
+                         DEFINED: {key: stats["n"] for key, stats in summarize(rows).items()}})
         all_rows.extend({"fold": k, **row} for row in rows)
     summary = _summary(config, data, how, per_fold, all_rows, time.perf_counter() - started,
                        train_seconds)
@@ -303,6 +316,24 @@ def data_warnings(record: Mapping[str, Any]) -> list[str]:
     slices no fold tests, slices whose patient cannot be told), none without."""
     warned = record.get("warnings") or []
     return [f"- Data warnings ({len(warned)}): " + "; ".join(warned)] if warned else []
+
+
+DEFINED = "slices_defined"
+"""Key of a fold's count, per metric, of the slices its mean covers (where it is defined)."""
+FOLD_FIELDS = ("fold", "train_cases", "test_cases", "epochs", DEFINED)
+"""The keys of a summary's ``per_fold`` entry that are no metric."""
+
+
+def empty_mask_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """The slices whose HD95 is undefined for an empty mask, by why: a lesion the model
+    predicted nothing on (truth non-empty: sensitivity defined; prediction empty: precision
+    undefined), or a lesion predicted on a slice without one; and the slices with a lesion.
+    A model that misses lesions gets no HD95 for them, so its HD95 mean looks better."""
+    truth = [not math.isnan(row["sensitivity"]) for row in rows]
+    predicted = [not math.isnan(row["precision"]) for row in rows]
+    return {"lesion_slices": sum(truth),
+            "lesion_slices_predicted_empty": sum(t and not p for t, p in zip(truth, predicted)),
+            "empty_slices_predicted_lesion": sum(p and not t for t, p in zip(truth, predicted))}
 
 
 def _fold_means(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -331,20 +362,24 @@ def _title(config: TrainConfig, data: LoadedData) -> str:
 def _summary(config: TrainConfig, data: LoadedData, how: str, per_fold: list[dict[str, Any]],
              rows: list[dict[str, Any]], seconds: float, train_seconds: float) -> dict[str, Any]:
     metric_keys = [k for k in dict.fromkeys(key for fold in per_fold for key in fold)
-                   if k not in ("fold", "train_cases", "test_cases", "epochs")]
+                   if k not in FOLD_FIELDS]
+    pooled = summarize(rows)
     across = {}
     for key in metric_keys:
         values = np.array([f.get(key, math.nan) for f in per_fold], dtype=float)
         values = values[~np.isnan(values)]
+        covered = pooled.get(key, {"n": 0, "undefined": len(rows)})
         across[key] = {"mean": float(values.mean()) if values.size else math.nan,
                        "std": sample_std(values),
-                       "n": int(values.size)}
+                       "n": int(values.size),
+                       "cases": covered["n"], "cases_undefined": covered["undefined"]}
     return {
         **provenance(data_path=data.root),
         "data": data.describe(), "synthetic": data.synthetic, "folds": how,
         "config": config.to_dict(), "seconds": seconds, "train_seconds": train_seconds,
         "per_fold": per_fold,
-        "mean_std_over_folds": across, "pooled_per_case": summarize(rows),
+        "mean_std_over_folds": across, "pooled_per_case": pooled,
+        "empty_mask_counts": empty_mask_counts(rows) if rows else {},
         "empty_mask_rules": EMPTY_MASK_RULES, "std_note": STD_NOTE,
         "warnings": list(data.notes),
     }
@@ -355,8 +390,9 @@ UNDEFINED = "–"
 UNDEFINED_NOTE = (f"{UNDEFINED}: undefined in that fold (or in every fold); a mean over fewer "
                   "folds than were run says over how many, and has no ± from a single fold. "
                   "± is the sample standard deviation over folds; a fold's value is the mean "
-                  "over its slices where the metric is defined (summary.json's pooled_per_case "
-                  "counts the undefined ones).")
+                  "over its slices where the metric is defined, and where that leaves slices "
+                  "out it says how many it covers, e.g. `0.000 (6 of 16)`, as the mean over "
+                  "folds says of all slices (`(6 of 48 slices)`).")
 
 
 def shown(value: float | None) -> str:
@@ -376,9 +412,38 @@ def mean_over_folds(stats: dict[str, float], folds: int) -> str:
     text = shown(stats["mean"])
     if count >= 2:
         text += f" ± {stats['std']:.3f}"
-    if 0 < count < folds:
-        text += f" ({count} of {folds} folds)"
+    notes = [f"{count} of {folds} folds"] if 0 < count < folds else []
+    if count and stats.get("cases_undefined"):  # HD95 of a model that misses lesions
+        notes.append(f"{stats['cases']} of {stats['cases'] + stats['cases_undefined']} slices")
+    return text + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _fold_cell(fold: Mapping[str, Any], key: str) -> str:
+    """A fold's mean of ``key``, with how many of its slices it covers where it leaves some
+    out (undefined there: see EMPTY_MASK_RULES)."""
+    text = shown(fold.get(key))
+    defined = fold.get(DEFINED, {}).get(key)
+    if defined and defined < fold["test_cases"]:
+        text += f" ({defined} of {fold['test_cases']})"
     return text
+
+
+def hd95_undefined_line(summary: Mapping[str, Any]) -> list[str]:
+    """The report line saying on how many slices HD95 is undefined, and why (a lesion the
+    model predicted nothing on, a lesion predicted on a slice without one), none where it is
+    defined on every slice."""
+    stats = summary["mean_std_over_folds"].get("hd95", {})
+    counts = summary.get("empty_mask_counts")
+    if not stats.get("cases_undefined") or not counts:
+        return []
+    total = stats["cases"] + stats["cases_undefined"]
+    line = (f"- HD95 is undefined, and left out of its means, on {stats['cases_undefined']} of "
+            f"{total} slices: {counts['lesion_slices_predicted_empty']} of the "
+            f"{counts['lesion_slices']} slices with a lesion, on which the model predicted "
+            "nothing (missed lesions, no HD95 penalty), and "
+            f"{counts['empty_slices_predicted_lesion']} without a lesion, on which it "
+            "predicted some")
+    return [line]
 
 
 def class_dice(stats: Mapping[str, Any]) -> dict[str, Any]:
@@ -411,13 +476,15 @@ def report_markdown(summary: dict[str, Any]) -> str:
     ]
     for fold in summary["per_fold"]:
         lines.append(f"| {fold['fold']} | {fold['test_cases']} | "
-                     + " | ".join(shown(fold.get(k)) for k in keys) + " |")
+                     + " | ".join(_fold_cell(fold, k) for k in keys) + " |")
     across, folds = summary["mean_std_over_folds"], len(summary["per_fold"])
     lines.append("| **mean ± std** | | "
                  + " | ".join(f"**{mean_over_folds(across[k], folds)}**" for k in keys) + " |")
     if extra:
         lines += ["", "Per-class and other metrics (mean ± std over folds):", ""]
         lines += [f"- {k}: {mean_over_folds(across[k], folds)}" for k in extra]
-    lines += ["", UNDEFINED_NOTE, "", f"Empty masks: {summary['empty_mask_rules']}", "",
+    hd95 = hd95_undefined_line(summary)
+    lines += [*([""] + hd95 if hd95 else []), "", UNDEFINED_NOTE, "",
+              f"Empty masks: {summary['empty_mask_rules']}", "",
               f"![per-case {any_lesion('Dice', multiclass)}](dice_boxplot.png)", ""]
     return "\n".join(lines)
