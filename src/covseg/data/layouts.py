@@ -51,7 +51,7 @@ from covseg.io.image import (
 )
 from covseg.io.nifti import is_nifti, nifti_stem, read_nifti, read_paired
 from covseg.io.volume import Volume, check_same_grid, display_flips
-from covseg.transforms import LUNG_WINDOW, intensity_scale, normalize_intensity, scale_slices
+from covseg.transforms import LUNG_WINDOW, intensity_scale, scale_intensity, scale_slices
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,9 @@ class Sample:
     ``evaluate`` gives it on the volume; None for 2D files, whose HD95 is in pixels."""
     mask_source: str = ""
     """The mask's file (``#zK``: its slice K), which a message about the mask names."""
+    windowed: bool = False
+    """Whether its image was read in HU through the window (not 8-bit or [0, 1] values, read
+    as they are), so that a run records a window only where one was applied."""
 
     @property
     def mask_label(self) -> str:
@@ -180,6 +183,11 @@ class LoadedData:
         return sorted({s.patient_id for s in self.samples})
 
     @property
+    def windowed(self) -> bool:
+        """Whether the window was applied to any slice (:attr:`Sample.windowed`)."""
+        return any(s.windowed for s in self.samples)
+
+    @property
     def hd95_unit(self) -> str:
         """The unit of these slices' HD95: mm for slices of volumes (:attr:`Sample.spacing`),
         px for 2D files, "mm or px" for a folder of both."""
@@ -232,10 +240,11 @@ class ReadOptions:
 
 def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source: str,
             options: ReadOptions, view: tuple[Volume, Path, int] | None = None,
-            mask_source: str = "") -> Sample:
+            mask_source: str = "", windowed: bool = False) -> Sample:
     """A checked sample; ``view``: the volume, its file and the slice index it comes from,
     for its radiological view, pixel aspect and name in the file; ``mask_source``: the mask's
-    file (and slice), named in messages about the mask."""
+    file (and slice), named in messages about the mask; ``windowed``: a volume's slice that
+    its volume's HU window scaled (a 2D file's own scale tells it)."""
     if image.shape != mask.shape:
         raise CovsegError(
             f"{source}: image is {image.shape[1]}x{image.shape[0]} but its mask is "
@@ -247,9 +256,10 @@ def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source
         labels = (mask > 0).astype(np.uint8)
     # a volume's slices come here in [0, 1], its --window judged on the whole volume
     told_window = options.window_given and view is None
-    sample = Sample(normalize_intensity(image, options.intensity, options.window, source,
-                                        told_window=told_window), labels, case, patient, source,
-                    mask_source=mask_source)
+    kind = intensity_scale(image, options.intensity, options.window, source,
+                           told_window=told_window)
+    sample = Sample(scale_intensity(image, kind, options.window), labels, case, patient, source,
+                    mask_source=mask_source, windowed=windowed or kind == "hu")
     if view is not None:
         volume, path, k = view
         sample.display_flips = display_flips(volume.affine)
@@ -455,7 +465,7 @@ def _slice_volume(image_path: Path, mask_path: Path, options: ReadOptions,
         case = case_of(index)
         samples.append(_sample(plane, mask.array[k], case, patient_of(case),
                                f"{image_path}#z{index}", unit, (image, image_path, k),
-                               f"{mask_path}#z{index}"))
+                               f"{mask_path}#z{index}", windowed=kind == "hu"))
     return samples
 
 
