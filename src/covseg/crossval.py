@@ -376,7 +376,7 @@ def _summary(config: TrainConfig, data: LoadedData, how: str, per_fold: list[dic
     return {
         **provenance(data_path=data.root),
         "data": data.describe(), "synthetic": data.synthetic, "folds": how,
-        "config": config.to_dict(), "seconds": seconds, "train_seconds": train_seconds,
+        "config": config.record(data.windowed), "seconds": seconds, "train_seconds": train_seconds,
         "per_fold": per_fold,
         "mean_std_over_folds": across, "pooled_per_case": pooled,
         "empty_mask_counts": empty_mask_counts(rows) if rows else {},

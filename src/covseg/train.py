@@ -942,7 +942,7 @@ def _write_run_record(out: Path, config: TrainConfig, data: LoadedData,
     be spelt otherwise, and records its own command)."""
     write_json(out / "config.json", {
         **provenance(data_path=data.root),
-        "config": config.to_dict(), "data": data.describe(),
+        "config": config.record(data.windowed), "data": data.describe(),
         "classes": _class_names(config.target, data.num_classes), "layout": data.layout,
         "synthetic": data.synthetic, DATA_FINGERPRINT: fingerprint, **extra,
         "train_cases": list(train_cases), "val_cases": list(val_cases),

@@ -189,12 +189,16 @@ def window_unused(kind: str, window: tuple[float, float]) -> str | None:
     windowed, grey levels and [0, 1] values are scaled as they are, so a run would record a
     window it never applied; None when it applies (HU). A window typed out equal to the lung
     window (the default) is refused too: only one left out is not the user's."""
+    from covseg.provenance import option_name  # it imports the layouts, which import this
+
     if kind == "hu":
         return None
     scale = "8-bit grey levels (0..255)" if kind == "uint8" else "values in [0, 1]"
-    return (f"--window {window[0]:g} {window[1]:g} windows Hounsfield units only, but this "
-            f"image holds {scale}, on which it does nothing; leave --window out (or give the "
-            f"data in HU)")
+    option = option_name("window")
+    given = (f"{option} {window[0]:g} {window[1]:g}" if option.startswith("--")
+             else f"{option}=({window[0]:g}, {window[1]:g})")
+    return (f"{given} windows Hounsfield units only, but this image holds {scale}, on which it "
+            f"does nothing; leave {option} out (or give the data in HU)")
 
 
 def scale_intensity(array: np.ndarray, kind: str, window: tuple[float, float] = LUNG_WINDOW,
