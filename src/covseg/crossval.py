@@ -59,8 +59,10 @@ def make_folds(data: LoadedData, folds: int | None, seed: int
         how = f"{folds}-fold, grouped by patient (seed {seed})"
         alone = own_patients(data)
         if alone:  # MedSeg's tr_im slices beside its rp_im volumes: said "grouped" alone
-            how += (f"; {alone} of the {len(data.samples)} slices carry no patient id and are "
-                    "each their own patient, so slices of one patient among them may fall on "
+            carry = ("carries no patient id and is its own patient" if alone == 1 else
+                     "carry no patient id and are each their own patient")
+            how += (f"; {alone} of the {len(data.samples)} slices {carry}, so slices of one "
+                    "patient among them may fall on "
                     "both sides; a patients.csv (case_id,patient_id) in the data folder groups "
                     "them")
     else:
