@@ -312,9 +312,10 @@ def augmentation(preset: str, keys: tuple[str, str] = ("image", "mask"), guided:
                  ) -> Compose:
     """MONAI dictionary transforms for a preset; the mask is always resampled with nearest.
 
-    ``guided``: the image's second channel is a 0/1 lung guide, which moves with the slice
-    but keeps its values (it is exactly 0/1 at prediction): the intensity transforms change
-    the first channel only.
+    ``guided``: the image's second channel is a lung guide, 0/1 before the letterbox, which
+    the intensity transforms leave alone (they change the first channel only). It is not 0/1 on
+    the canvas: the letterbox's area/bilinear resize makes its edges fractional, at prediction
+    as in training, and the affine and elastic transforms resample it bilinearly like the slice.
     """
     if preset not in AUGMENTATIONS:
         raise CovsegError(f"unknown augmentation {preset!r}; choose one of {AUGMENTATIONS}")
