@@ -31,9 +31,15 @@ from covseg.compare import (
     per_case_dice,
 )
 from covseg.config import TrainConfig
+from covseg.crossval import mean_over_folds
 from covseg.data import load_dataset
 from covseg.errors import CovsegError
-from tests.conftest import NEEDS_ZOO, folder_holding, held_by_another_thread
+from tests.conftest import (
+    NEEDS_ZOO,
+    folder_holding,
+    held_by_another_thread,
+    mixed_unit_folder,
+)
 
 compare = importlib.import_module("covseg.compare")  # covseg.compare is also the API's function
 
@@ -452,6 +458,32 @@ def test_a_second_comparison_into_one_out_is_refused_naming_the_first(
                                    ["unet:width=4", "unet:width=8"], out, folds=2)
         assert sorted(p.name for p in out.iterdir()) == [".covseg.lock"], "nothing trained"
     assert not out.exists(), "the refused runs left no folder"
+
+
+def test_hd95_of_a_folder_mixing_2d_files_and_volumes_is_compared_per_unit(
+        tmp_path: Path) -> None:
+    """A folder of PNG slices (HD95 in px) and a NIfTI volume (in mm) was compared on one HD95
+    column, "HD95 (mm or px)", averaging both units; each unit has its column now, holding each
+    model's cross-validated mean of that unit."""
+    data = load_dataset(mixed_unit_folder(tmp_path / "mix"))
+    result = api.compare(data, ["unet:width=4", "unet:width=8"], tmp_path / "cmp", folds=2,
+                         epochs=1, size=32, batch_size=4, threshold=0.001)
+    assert result["hd95_unit"] == "mm or px" and result["hd95_slices_by_unit"] == {"mm": 3,
+                                                                                   "px": 5}
+    report = (tmp_path / "cmp" / "comparison.md").read_text().splitlines()
+    header = next(line for line in report if line.startswith("| model |"))
+    assert "| precision | HD95 (mm) | HD95 (px) | Δ Dice |" in header and "mm or px" not in header
+    assert report[report.index(header) + 1] == "|" + "---|" * (header.count("|") - 1)
+    assert any(line.startswith("- HD95 is in mm on the 3 slices of NIfTI volumes and in px on "
+                               "the 5 2D images") for line in report)
+    for row in json.loads((tmp_path / "cmp" / "comparison.json").read_text())["models"]:
+        assert "hd95" not in row
+        summary = json.loads((tmp_path / "cmp" / row["folder"] / "summary.json").read_text())
+        across = summary["mean_std_over_folds"]
+        assert (row["hd95_mm"], row["hd95_px"]) == (across["hd95_mm"], across["hd95_px"])
+        line = next(line for line in report if line.startswith(f"| {row['model']} |"))
+        cells = line.split(" | ")
+        assert cells[5:7] == [mean_over_folds(across[key], 2) for key in ("hd95_mm", "hd95_px")]
 
 
 def test_a_cascade_costs_its_lung_channel_and_split_files_are_named(

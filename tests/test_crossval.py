@@ -24,7 +24,7 @@ from covseg.io.lock import LOCK_FILE
 from covseg.metrics import METRICS
 from covseg.models.registry import model_options
 from covseg.train import DATA_FINGERPRINT
-from tests.conftest import folder_holding, held_by_another_thread
+from tests.conftest import folder_holding, held_by_another_thread, mixed_unit_folder
 
 
 def test_split_files_set_the_folds_and_another_count_is_refused(tmp_path: Path) -> None:
@@ -174,6 +174,41 @@ def test_a_model_that_predicts_nothing_shows_how_few_slices_its_hd95_covers(
     written = json.loads((tmp_path / "cv" / "summary.json").read_text())
     assert written["pooled_per_case"]["hd95"] == {"mean": 0.0, "std": 0.0, "median": 0.0,
                                                   "n": empty, "undefined": lesions}
+
+
+def test_hd95_of_a_folder_mixing_2d_files_and_volumes_is_given_per_unit(tmp_path: Path) -> None:
+    """A generic folder of PNG slices (HD95 in px) and a NIfTI volume (HD95 in mm) got one HD95
+    mean of px and mm alike, under a header reading just "hd95". Now each unit apart, in
+    per_case.csv, summary.json and report.md, recomputed here from per_case.csv."""
+    data = load_dataset(mixed_unit_folder(tmp_path / "mix"))
+    summary = api.cross_validate(data, tmp_path / "cv", folds=2, epochs=1, size=32,
+                                 batch_size=4, model="unet", model_options={"width": 4},
+                                 threshold=0.001)  # predicts lesion everywhere: HD95 defined
+    with (tmp_path / "cv" / "per_case.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert "hd95" not in rows[0] and {"hd95_mm", "hd95_px"} <= set(rows[0])
+    in_mm = [float(row["hd95_mm"]) for row in rows if row["case_id"].startswith("v_z")]
+    in_px = [float(row["hd95_px"]) for row in rows if row["case_id"].startswith("p")]
+    assert (len(in_mm), len(in_px)) == (3, 5)
+    assert all(row["hd95_px" if row["case_id"].startswith("v_z") else "hd95_mm"] == ""
+               for row in rows)
+    across, pooled = summary["mean_std_over_folds"], summary["pooled_per_case"]
+    assert "hd95" not in across and "hd95" not in pooled
+    assert pooled["hd95_mm"]["mean"] == pytest.approx(np.mean(in_mm))
+    assert pooled["hd95_px"]["mean"] == pytest.approx(np.mean(in_px))
+    assert (pooled["hd95_mm"]["n"], pooled["hd95_px"]["n"]) == (3, 5)
+    first, second = summary["per_fold"]  # the volume and p3 tested in fold 0, p0-p2, p4 in 1
+    assert first["hd95_mm"] == pytest.approx(np.mean(in_mm)) and math.isnan(second["hd95_mm"])
+    assert second["hd95_px"] == pytest.approx(np.mean([float(row["hd95_px"]) for row in rows
+                                                       if row["fold"] == "1"]))
+    written = json.loads((tmp_path / "cv" / "summary.json").read_text())
+    assert written["hd95_unit"] == "mm or px"
+    assert written["hd95_slices_by_unit"] == {"mm": 3, "px": 5}
+    report = (tmp_path / "cv" / "report.md").read_text()
+    assert "| precision | hd95 (mm) | hd95 (px) |" in report and "| hd95 |" not in report
+    assert ("- HD95 is in mm on the 3 slices of NIfTI volumes and in px on the 5 2D images, so "
+            "it is given per unit (hd95_mm, hd95_px)") in report
+    assert "HD95 is undefined" not in report  # every slice has its HD95, in its own unit
 
 
 def test_slices_without_a_patient_id_beside_grouped_ones_are_counted(

@@ -33,13 +33,17 @@ from covseg.crossval import (
     cross_validation_work,
     data_warnings,
     duration_text,
+    hd95_cover,
+    hd95_keys,
+    hd95_slices_by_unit,
+    hd95_units_line,
     make_folds,
     mean_over_folds,
     own_patients,
 )
 from covseg.data.layouts import LoadedData
 from covseg.errors import CovsegError, counted
-from covseg.evaluate import any_lesion
+from covseg.evaluate import HD95_UNITS, any_lesion
 from covseg.io.atomic import write_json, write_text
 from covseg.io.lock import refuse_if_held, writing_to
 from covseg.models import build_model
@@ -59,6 +63,13 @@ from covseg.viz import box_plot
 log = logging.getLogger(__name__)
 
 COMPARED_METRICS = ("dice", "iou", "sensitivity", "specificity", "precision", "hd95")
+
+
+def compared_metrics(summary: Mapping[str, Any]) -> list[str]:
+    """The metrics of a model's cross-validation ``summary`` that the comparison gives: HD95
+    per unit (``hd95_mm``, ``hd95_px``) where the data's slices have both."""
+    across = summary["mean_std_over_folds"]
+    return [*(m for m in COMPARED_METRICS if m != "hd95"), *hd95_keys(across)]
 
 
 def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
@@ -251,7 +262,7 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
         units_by_model[spec] = patient_dice(out / model_folder(spec))
         rows.append({"model": spec, "folder": model_folder(spec),
                      "train_seconds": summary["train_seconds"], **cost,
-                     **{m: summary["mean_std_over_folds"][m] for m in COMPARED_METRICS},
+                     **{m: summary["mean_std_over_folds"][m] for m in compared_metrics(summary)},
                      "empty_mask_counts": summary.get("empty_mask_counts", {}),
                      **class_dice(summary["mean_std_over_folds"])})
     baseline = specs[0]
@@ -268,6 +279,7 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
               "data": data.describe(), "synthetic": data.synthetic, "baseline": baseline,
               "folds": len(summary["per_fold"]), "split_files": bool(data.folds),
               "fold_source": summary["folds"], "hd95_unit": data.hd95_unit,
+              "hd95_slices_by_unit": hd95_slices_by_unit(data),
               "cases_without_patient_id": own_patients(data),
               "config": _shared_recipe(config), "models": rows, "left_out": left_out,
               "warnings": list(data.notes)}
@@ -431,15 +443,15 @@ def _hd95_coverage(result: dict[str, Any]) -> list[str]:
     """A line where the models' HD95 means cover different numbers of slices, or a model
     missed lesions (predicted nothing on a slice with one), whose HD95 is undefined there and
     left out: a model that predicts nothing scored the best HD95, 0 on empty slices alone."""
-    rows = [row for row in result["models"] if "cases" in row["hd95"]]
-    covered = {row["model"]: row["hd95"]["cases"] for row in rows}
+    rows = [row for row in result["models"] if hd95_cover(row)[1]]
+    covered = {row["model"]: hd95_cover(row)[0] for row in rows}
     missed = {row["model"]: row["empty_mask_counts"] for row in rows
               if row.get("empty_mask_counts")}
     if not any(counts["lesion_slices_predicted_empty"] for counts in missed.values()):
         missed = {}
     if len(set(covered.values())) < 2 and not missed:
         return []
-    total = rows[0]["hd95"]["cases"] + rows[0]["hd95"]["cases_undefined"]
+    total = hd95_cover(rows[0])[1]
     text = ("- HD95 is undefined where exactly one mask is empty and left out of the means, so "
             "they cover " + ("different " if len(set(covered.values())) > 1 else "") + "slices: "
             + ", ".join(f"{model} {count} of {total}" for model, count in covered.items()))
@@ -465,9 +477,10 @@ def comparison_markdown(result: dict[str, Any]) -> str:
     """The comparison table as Markdown."""
     multiclass = result["config"].get("target") == "multiclass"
     holm_column = any("p_holm" in row.get("wilcoxon_vs_baseline", {}) for row in result["models"])
+    hd95 = hd95_keys(result["models"][0])
+    units = [f"HD95 ({HD95_UNITS.get(key) or result.get('hd95_unit', 'px')})" for key in hd95]
     columns = [any_lesion(name, multiclass)
-               for name in ("Dice", "IoU", "sensitivity", "precision",
-                            f"HD95 ({result.get('hd95_unit', 'px')})")]
+               for name in ("Dice", "IoU", "sensitivity", "precision", *units)]
     lines = [
         "# Model comparison",
         "",
@@ -483,13 +496,14 @@ def comparison_markdown(result: dict[str, Any]) -> str:
         *([f"- Note: {left_out_note(result['left_out'])}"] if result.get("left_out") else []),
         *_test_notes(result),
         *_hd95_coverage(result),
+        *hd95_units_line(result.get("hd95_slices_by_unit", {})),
         *data_warnings(result),
         "",
         ("| model | " + " | ".join(columns) + f" | Δ {columns[0]} | better/worse "
          f"| paired Δ (95 % CI) | {any_lesion('p', multiclass)} | "
          + ("p (Holm) | " if holm_column else "") + "params | GFLOPs/512² "
          "| CPU ms/512² | CV training |"),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * holm_column,
+        "|" + "---|" * (len(columns) + 9 + holm_column),
     ]
     for row in result["models"]:
         test = row.get("wilcoxon_vs_baseline")
@@ -503,7 +517,7 @@ def comparison_markdown(result: dict[str, Any]) -> str:
             p_value += f" | {test['p_holm']:.3g}" if test else " | "
         paired = _paired_difference_text(test) if test else ""
         cells = [mean_over_folds(row[m], result["folds"])
-                 for m in ("dice", "iou", "sensitivity", "precision", "hd95")]
+                 for m in ("dice", "iou", "sensitivity", "precision", *hd95)]
         lines.append(f"| {row['model']} | " + " | ".join(cells) + f" | {delta} | {counts} | "
                      f"{paired} | {p_value} | {row['parameters']:,} | "
                      f"{cost_text(row['gflops_per_slice'])} | "

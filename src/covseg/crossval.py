@@ -16,8 +16,15 @@ import numpy as np
 from covseg.config import TrainConfig
 from covseg.data.layouts import LoadedData, data_fingerprint, split_files_note
 from covseg.data.splits import grouped_kfold, validation_split
-from covseg.errors import CovsegError
-from covseg.evaluate import any_lesion, evaluate_samples, rows_to_csv
+from covseg.errors import CovsegError, counted
+from covseg.evaluate import (
+    HD95_UNITS,
+    any_lesion,
+    evaluate_samples,
+    hd95_by_unit,
+    hd95_slices_by_unit,
+    rows_to_csv,
+)
 from covseg.infer import Predictor
 from covseg.io.atomic import write_json, write_text
 from covseg.io.lock import refuse_if_held, writing_to
@@ -176,8 +183,9 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
             # Run alone (--fold K), the other folds are not looked at: only this one is deleted.
             raise _stale_folds_error(fold_dir.parent, [(fold_dir, changed)], verb, some=True)
         # JSON holds undefined metrics as null: make them NaN again, as a fresh fold has them.
-        return [{_renamed(key): math.nan if value is None else value
-                 for key, value in row.items()} for row in finished["per_case"]]
+        return hd95_by_unit([{_renamed(key): math.nan if value is None else value
+                              for key, value in row.items()} for row in finished["per_case"]],
+                            data)
     _refuse_midway_fold_of_another_split(fold_dir, train_cases, folds, verb)
     by_id = {s.case_id: s for s in data.samples}
     fit, val = validation_split([by_id[c] for c in train_cases], config.val_fraction, config.seed)
@@ -185,6 +193,7 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
           record={} if folds is None else {FOLDS: folds})
     test_samples = [by_id[c] for c in test_cases]
     rows, _ = evaluate_samples(Predictor.load(fold_dir / "best.pt"), test_samples, "testing fold")
+    rows = hd95_by_unit(rows, data)
     write_text(fold_dir / "test_per_case.csv", rows_to_csv(rows))
     fingerprint = data_fingerprint(data, [*train_cases, *test_cases])  # what the fold used
     write_json(fold_dir / "fold_metrics.json", {"summary": summarize(rows), "std_note": STD_NOTE,
@@ -195,6 +204,31 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
 
 FOLDS = "folds"
 """Key of a fold's count of folds in its config.json (see :func:`run_fold`)."""
+def hd95_keys(stats: Mapping[str, Any]) -> list[str]:
+    """The HD95 keys of a summary's metrics: ``hd95``, or ``hd95_mm`` and ``hd95_px`` where
+    the slices have both units (:func:`hd95_by_unit`)."""
+    return [key for key in ("hd95", *HD95_UNITS) if key in stats]
+
+
+def hd95_cover(stats: Mapping[str, Any]) -> tuple[int, int]:
+    """On how many slices HD95 is defined (in either unit), of how many, from a summary's
+    ``mean_std_over_folds`` (or a comparison row); (0, 0) without HD95 counts."""
+    keys = [key for key in hd95_keys(stats) if "cases" in stats[key]]
+    if not keys:
+        return 0, 0
+    first = stats[keys[0]]
+    return sum(stats[key]["cases"] for key in keys), first["cases"] + first["cases_undefined"]
+
+
+def hd95_units_line(by_unit: Mapping[str, int]) -> list[str]:
+    """The report line saying why HD95 is given per unit (``by_unit``: slices per unit, from
+    :func:`hd95_slices_by_unit`); none for data of one unit."""
+    if not by_unit:
+        return []
+    return [(f"- HD95 is in mm on the {counted(by_unit['mm'], 'slice')} of NIfTI volumes and "
+             f"in px on the {counted(by_unit['px'], '2D image')}, so it is given per unit "
+             "(hd95_mm, hd95_px), each over its own slices (the other unit's counted as left "
+             "out): one mean of mm and px would mean nothing")]
 RENAMED = {"pleural-effusion_": "effusion_"}
 """Per-case key prefixes that finished folds wrote before label 3 was renamed, by their name
 now: a resume mixed ``pleural-effusion_dice`` and ``effusion_dice`` in one summary."""
@@ -296,7 +330,7 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
         seconds, epochs = _fold_training(out / f"fold_{k}")
         train_seconds += seconds
         per_fold.append({"fold": k, "train_cases": len(train_cases), "test_cases": len(test_cases),
-                         "epochs": epochs, **_fold_means(rows),
+                         "epochs": epochs, **_fold_means(rows, data),
                          DEFINED: {key: stats["n"] for key, stats in summarize(rows).items()}})
         all_rows.extend({"fold": k, **row} for row in rows)
     summary = _summary(config, data, how, per_fold, all_rows, time.perf_counter() - started,
@@ -338,10 +372,13 @@ def empty_mask_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
             "empty_slices_predicted_lesion": sum(p and not t for t, p in zip(truth, predicted))}
 
 
-def _fold_means(rows: list[dict[str, Any]]) -> dict[str, float]:
+def _fold_means(rows: list[dict[str, Any]], data: LoadedData) -> dict[str, float]:
     """A fold's mean of every metric; the report's metrics are NaN (undefined) in a fold that
-    tested no slices, so that the summary and the report never lack them."""
-    return dict.fromkeys(REPORT_METRICS, math.nan) | {
+    tested no slices, so that the summary and the report never lack them (HD95 per unit where
+    ``data`` has both: :func:`hd95_by_unit`)."""
+    split = hd95_slices_by_unit(data)
+    metrics = [m for m in REPORT_METRICS if not (split and m == "hd95")]
+    return dict.fromkeys([*metrics, *(HD95_UNITS if split else ())], math.nan) | {
         metric: stats["mean"] for metric, stats in summarize(rows).items()}
 
 
@@ -383,6 +420,7 @@ def _summary(config: TrainConfig, data: LoadedData, how: str, per_fold: list[dic
         "mean_std_over_folds": across, "pooled_per_case": pooled,
         "empty_mask_counts": empty_mask_counts(rows) if rows else {},
         "empty_mask_rules": EMPTY_MASK_RULES, "std_note": STD_NOTE,
+        "hd95_unit": data.hd95_unit, "hd95_slices_by_unit": hd95_slices_by_unit(data),
         "warnings": list(data.notes),
     }
 
@@ -434,18 +472,22 @@ def hd95_undefined_line(summary: Mapping[str, Any]) -> list[str]:
     """The report line saying on how many slices HD95 is undefined, and why (a lesion the
     model predicted nothing on, a lesion predicted on a slice without one), none where it is
     defined on every slice."""
-    stats = summary["mean_std_over_folds"].get("hd95", {})
+    cases, total = hd95_cover(summary["mean_std_over_folds"])
     counts = summary.get("empty_mask_counts")
-    if not stats.get("cases_undefined") or not counts:
+    if cases == total or not counts:
         return []
-    total = stats["cases"] + stats["cases_undefined"]
-    line = (f"- HD95 is undefined, and left out of its means, on {stats['cases_undefined']} of "
+    line = (f"- HD95 is undefined, and left out of its means, on {total - cases} of "
             f"{total} slices: {counts['lesion_slices_predicted_empty']} of the "
             f"{counts['lesion_slices']} slices with a lesion, on which the model predicted "
             "nothing (missed lesions, no HD95 penalty), and "
             f"{counts['empty_slices_predicted_lesion']} without a lesion, on which it "
             "predicted some")
     return [line]
+
+
+def _column(key: str) -> str:
+    """A report column's name: the metric's key, HD95 by unit as ``hd95 (mm)``."""
+    return f"hd95 ({HD95_UNITS[key]})" if key in HD95_UNITS else key
 
 
 def class_dice(stats: Mapping[str, Any]) -> dict[str, Any]:
@@ -457,7 +499,7 @@ def class_dice(stats: Mapping[str, Any]) -> dict[str, Any]:
 
 def report_markdown(summary: dict[str, Any]) -> str:
     """The cross-validation table as Markdown."""
-    keys = [k for k in REPORT_METRICS if k in summary["mean_std_over_folds"]]
+    keys = [k for k in (*REPORT_METRICS, *HD95_UNITS) if k in summary["mean_std_over_folds"]]
     extra = [k for k in summary["mean_std_over_folds"] if k not in keys]
     multiclass = summary["config"].get("target") == "multiclass"
     lines = [
@@ -472,8 +514,10 @@ def report_markdown(summary: dict[str, Any]) -> str:
         f"- Recipe: `{summary['config']}`",
         f"- Epochs trained per fold: {', '.join(str(f['epochs']) for f in summary['per_fold'])}",
         *data_warnings(summary),
+        *hd95_units_line(summary.get("hd95_slices_by_unit", {})),
         "",
-        "| fold | test slices | " + " | ".join(any_lesion(k, multiclass) for k in keys) + " |",
+        "| fold | test slices | " + " | ".join(any_lesion(_column(k), multiclass) for k in keys)
+        + " |",
         "|---|---|" + "---|" * len(keys),
     ]
     for fold in summary["per_fold"]:
