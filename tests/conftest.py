@@ -229,3 +229,27 @@ def overcalled_chest() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     band = inside & (np.abs(ym) < 6) & (xm >= 25) & (xm < 95) & (lungs == 0)
     lesions = (consolidation | ggo | heart | band).astype(np.uint8)
     return ct, lesions, lungs, consolidation | ggo
+
+
+def mixed_unit_folder(root: Path) -> Path:
+    """A generic folder mixing five 8-bit PNG slices (HD95 in px), each its own patient, and a
+    NIfTI volume of three slices with 2 x 2 mm pixels (HD95 in mm), a lesion on every slice."""
+    import nibabel as nib
+    from PIL import Image
+
+    from covseg.data.synthetic import synthetic_slices
+
+    hu = np.stack([item.hu for _, _, item in synthetic_slices(0, patients=4,
+                                                              slices_per_patient=2, size=32)])
+    lesions = np.zeros(hu.shape, dtype=np.uint8)
+    lesions[:, 10:20, 8:14] = 1
+    for folder in ("images", "masks"):
+        (root / folder).mkdir(parents=True)
+    affine = np.diag([2.0, 2.0, 5.0, 1.0])
+    for folder, zyx in (("images", hu[:3].astype(np.int16)), ("masks", lesions[:3])):
+        nib.save(nib.Nifti1Image(zyx.transpose(2, 1, 0), affine), root / folder / "v.nii.gz")
+    grey = np.clip((hu[3:] + 1350.0) / 1500.0 * 255.0, 0, 255).astype(np.uint8)
+    for k, (image, mask) in enumerate(zip(grey, lesions[3:], strict=True)):
+        Image.fromarray(image).save(root / "images" / f"p{k}.png")
+        Image.fromarray(mask * 255).save(root / "masks" / f"p{k}.png")
+    return root

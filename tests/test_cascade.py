@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from monai.transforms import ScaleIntensity
 from PIL import Image
 
 from covseg import api
@@ -121,6 +122,53 @@ def test_lung_frame_leaves_crops_and_frames_without_lungs_whole() -> None:
         assert frame.box(already_framed) == CropBox(0, height, 0, width)
     no_lungs = np.full((512, 512), 0.9, dtype=np.float32)
     assert frame.box(no_lungs) == CropBox(0, 512, 0, 512)
+
+
+def test_a_whole_8bit_frame_is_floored_at_air_as_hu_is() -> None:
+    """A lung-window PNG's few pixels below air (padding, noise) set the minimum of the box's
+    stretch and shifted every pixel: the lungmask DICOM slice and its PNG export predicted 6,900
+    and 9,174 lesion pixels. The frame is floored at air as HU input is, so it frames as HU."""
+    image, lungs, _ = _full_frame()
+    frame = LungFrame()
+    [(from_hu, box)] = frame.prepare([image])
+    grey = (np.rint(image * 255) / 255).astype(np.float32)  # its 8-bit lung-window export
+    rows, cols = np.nonzero(lungs)
+    grey[rows[::500], cols[::500]] = 0.0  # 20-odd pixels of padding or noise in the lungs
+    assert is_lung_crop(grey) is False and frame.box(grey) == box
+    [(from_png, png_box)] = frame.prepare([grey])
+    assert png_box == box
+    kept = box.crop(grey > 0)  # the pixels that were not made padding
+    assert np.abs(from_png[0] - from_hu[0])[kept].max() < 0.01
+    assert from_png.min() == 0.0 and np.isclose(frame.air_level, (-1024 + 1350) / 1500)
+
+
+def test_lung_crops_are_not_floored() -> None:
+    """Inf-Net's crops are stretched already (their darkest lung is 0): the model trained on
+    them as they are, so a crop is only stretched, its values below air kept."""
+    image, lungs, _ = _full_frame()
+    rows, cols = np.nonzero(lungs)
+    crop = image[rows.min():rows.max() + 1, cols.min():cols.max() + 1].copy()
+    crop[lungs[rows.min():rows.max() + 1, cols.min():cols.max() + 1] > 0] *= 0.5  # below air
+    assert is_lung_crop(crop)
+    [(framed, _)] = LungFrame().prepare([crop])
+    low, high = crop.min(), crop.max()
+    np.testing.assert_array_equal(framed[0], ScaleIntensity(0.0, 1.0)(crop[None])[0])
+    assert np.isclose(framed[0], (crop - low) / (high - low), atol=1e-6).all()
+
+
+def test_real_crops_frame_as_before_and_frames_as_their_hu() -> None:
+    """Inf-Net's 50 crops get the stretch alone (bit for bit), and MedSeg's slice 39 reads the
+    same with its 74 noise pixels below air as with them raised to air."""
+    crops = load_dataset(shared("infnet-covid-semiseg")).samples
+    frame = LungFrame()
+    for sample in crops:
+        [(framed, _)] = frame.prepare([sample.image])
+        np.testing.assert_array_equal(framed, ScaleIntensity(0.0, 1.0)(sample.image[None]))
+    [image] = [s.image for s in load_dataset(shared("medseg-covid19-100")).samples
+               if s.case_id == "medseg_0039"]
+    assert int((frame.box(image).crop(image) < frame.air_level).sum()) == 74
+    raised = np.maximum(image, frame.air_level)
+    np.testing.assert_array_equal(frame.prepare([image])[0][0], frame.prepare([raised])[0][0])
 
 
 def test_lung_frame_on_real_slices() -> None:

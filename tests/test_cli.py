@@ -20,10 +20,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
 from covseg import api
+from covseg.checkpoint import load_checkpoint
 from covseg.cli import main
 from covseg.config import TrainConfig
 from covseg.errors import CovsegError
@@ -164,10 +166,12 @@ def test_a_copied_recipe_still_reads_its_window_as_left_out(tmp_path: Path) -> N
 
 def test_lung_window_given_to_the_api_on_grey_slices_is_refused(tmp_path: Path) -> None:
     """The API's window=LUNG_WINDOW on 8-bit slices was read as if left out; given, it is
-    refused as any other window is, while left out (or None) the slices are read."""
+    refused as any other window is, named as the API's keyword (the error named the CLI's
+    --window), while left out (or None) the slices are read, and no window is recorded."""
     data = _grey_folder(tmp_path / "data")
-    message = (r"p0_0\.png: --window -1350 150 windows Hounsfield units only, but this image "
-               r"holds 8-bit grey levels")
+    message = (r"p0_0\.png: window=\(-1350, 150\) windows Hounsfield units only, but this "
+               r"image holds 8-bit grey levels \(0\.\.255\), on which it does nothing; leave "
+               r"window out \(or give the data in HU\)$")
     for call in (lambda: api.load_dataset(data, window=LUNG_WINDOW),
                  lambda: api.train(data, tmp_path / "r", window=LUNG_WINDOW, epochs=1,
                                    model="unet", size=32),
@@ -178,7 +182,39 @@ def test_lung_window_given_to_the_api_on_grey_slices_is_refused(tmp_path: Path) 
     assert len(api.load_dataset(data, window=None).samples) == 4
     api.train(data, tmp_path / "grey", window=None, epochs=1, model="unet", size=32)
     record = json.loads((tmp_path / "grey" / "config.json").read_text())["config"]
-    assert record["window"] == list(LUNG_WINDOW)
+    assert record["window"] is None
+
+
+def test_a_run_on_grey_slices_replays_from_its_own_record(tmp_path: Path) -> None:
+    """config.json and summary.json recorded the lung window on 8-bit data, where none is
+    applied, and fed back to the API that window was refused; they now record null there, and
+    a train or cross-validation replayed from its record reruns to the same results. The
+    model still predicts HU images through the lung window (its best.pt records it)."""
+    data = _grey_folder(tmp_path / "data")
+    api.cross_validate(data, tmp_path / "cv", folds=2, epochs=1, model="unet", size=32)
+    summary = json.loads((tmp_path / "cv" / "summary.json").read_text())
+    assert summary["config"]["window"] is None
+    api.cross_validate(summary["data_path"], tmp_path / "cv2", folds=len(summary["per_fold"]),
+                       **summary["config"])
+    again = json.loads((tmp_path / "cv2" / "summary.json").read_text())
+    assert again["config"] == summary["config"]
+    assert again["per_fold"] == summary["per_fold"]
+    assert again["pooled_per_case"] == summary["pooled_per_case"]
+
+    api.train(data, tmp_path / "run", epochs=1, model="unet", size=32, val_fraction=0.5)
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert record["config"]["window"] is None
+    api.train(record["data_path"], tmp_path / "run2", **record["config"])
+    replayed = json.loads((tmp_path / "run2" / "config.json").read_text())
+    assert replayed["config"] == record["config"]
+    assert replayed["val_cases"] == record["val_cases"]
+    metrics = [json.loads((tmp_path / run / "metrics.json").read_text())["validation"]
+               for run in ("run", "run2")]
+    assert metrics[0] == metrics[1]
+    weights = [load_checkpoint(tmp_path / run / "best.pt") for run in ("run", "run2")]
+    assert weights[0]["meta"]["window"] == list(LUNG_WINDOW)
+    assert all(torch.equal(weights[0]["state_dict"][key], value)
+               for key, value in weights[1]["state_dict"].items())
 
 
 def test_window_left_out_records_the_lung_window(tmp_path: Path,
@@ -195,7 +231,7 @@ def test_window_left_out_records_the_lung_window(tmp_path: Path,
 
 def test_window_on_hu_or_default_window_on_grey_is_read(tmp_path: Path) -> None:
     """The refusal is for a window that does nothing: HU slices take any window, and grey
-    slices the default lung window (which training records, for HU images it may predict)."""
+    slices the default lung window (which a model trained on them predicts HU images with)."""
     data = _grey_folder(tmp_path / "grey")
     assert len(api.load_dataset(data).samples) == 4
     hu = tmp_path / "hu"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -30,9 +31,15 @@ from covseg.compare import (
     per_case_dice,
 )
 from covseg.config import TrainConfig
+from covseg.crossval import mean_over_folds
 from covseg.data import load_dataset
 from covseg.errors import CovsegError
-from tests.conftest import NEEDS_ZOO, folder_holding, held_by_another_thread
+from tests.conftest import (
+    NEEDS_ZOO,
+    folder_holding,
+    held_by_another_thread,
+    mixed_unit_folder,
+)
 
 compare = importlib.import_module("covseg.compare")  # covseg.compare is also the API's function
 
@@ -241,6 +248,141 @@ def test_paired_wilcoxon_against_hand_checked_values() -> None:
     assert result["p_value"] == pytest.approx(2 / 2**6)
 
 
+@pytest.mark.parametrize("pairs, tied, note", [
+    (4, 0, "n = 4 pairs: p cannot fall below 0.125"),
+    (5, 0, "n = 5 pairs: p cannot fall below 0.0625"),
+    (6, 2, "n = 4 untied pairs: p cannot fall below 0.125"),
+    (6, 0, None),
+])
+def test_too_few_pairs_to_reach_significance_are_said_so(pairs: int, tied: int,
+                                                        note: str | None) -> None:
+    """4 patients gave p = 0.375 as an ordinary result, though the exact two-sided test
+    cannot go below 2 / 2**4 = 0.125 there: below 0.05 only from 6 untied pairs on."""
+    baseline = {f"c{i}": 0.5 for i in range(pairs)}
+    better = {case: 0.5 + 0.01 * (i + 1) * (i >= tied) for i, case in enumerate(baseline)}
+    result = paired_wilcoxon(better, baseline)
+    untied = pairs - tied
+    assert result["min_p_value"] == 2 / 2**untied
+    assert result["p_value"] == pytest.approx(2 / 2**untied)  # every difference positive
+    assert result.get("note") == note
+
+
+def test_holm_adjusts_the_candidates_p_values_by_hand() -> None:
+    holm = compare.holm
+    # sorted 0.01, 0.02, 0.04: 3 x 0.01, 2 x 0.02, then 1 x 0.04 (kept non-decreasing)
+    assert holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    # 2 x 0.01 = 0.02, then max(0.02, 0.015) = 0.02; 3 x 0.4 capped at 1; NaN not counted
+    assert holm([0.015, 0.01]) == pytest.approx([0.02, 0.02])
+    adjusted = holm([0.4, math.nan, 0.5])
+    assert adjusted[0] == pytest.approx(0.8) and adjusted[2] == pytest.approx(0.8)
+    assert math.isnan(adjusted[1])
+    assert holm([0.6, 0.7]) == [1.0, 1.0]
+
+
+def test_several_candidates_get_holm_p_values_and_few_pairs_a_note(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two candidates each had an unadjusted p against the baseline with no word of the
+    multiplicity, and a test of 4 untied pairs none of its floor."""
+    base = {case: 0.5 for case in "abcdef"}
+    gains = {"miniseg": [0.01, 0.02, 0.03, 0.04, 0.05, 0.06],
+             "resunet": [0.0, 0.0, 0.03, 0.04, 0.05, 0.06]}  # two tied pairs
+    dice = {"unet": base} | {model: {case: 0.5 + gain for case, gain in zip(base, values)}
+                             for model, values in gains.items()}
+    _fake_runs(monkeypatch, {model: [{c: d[c] for c in "abc"}, {c: d[c] for c in "def"}]
+                             for model, d in dice.items()})
+    assert main(["compare", "synthetic", "--out", str(tmp_path), "--models", "unet", "miniseg",
+                 "resunet"]) == 0
+    from scipy.stats import wilcoxon
+    p_mini = wilcoxon(gains["miniseg"]).pvalue
+    p_res = wilcoxon(gains["resunet"], zero_method="wilcox").pvalue
+    assert (p_mini, p_res) == (pytest.approx(2 / 2**6), pytest.approx(2 / 2**4))
+    holm_mini, holm_res = 2 * p_mini, max(2 * p_mini, p_res)  # Holm by hand, p_mini smallest
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].endswith(f"p = {p_mini:.3g} (Holm {holm_mini:.3g}) vs unet over 6 slices")
+    assert out[2].endswith(f"p = {p_res:.3g} (Holm {holm_res:.3g}) vs unet over 6 slices; "
+                           "n = 4 untied pairs: p cannot fall below 0.125")
+    recorded = json.loads((tmp_path / "comparison.json").read_text())["models"]
+    assert [row["wilcoxon_vs_baseline"]["p_holm"] for row in recorded[1:]] == pytest.approx(
+        [holm_mini, holm_res])
+    assert recorded[2]["wilcoxon_vs_baseline"]["note"] == (
+        "n = 4 untied pairs: p cannot fall below 0.125")
+    assert "note" not in recorded[1]["wilcoxon_vs_baseline"]
+    report = (tmp_path / "comparison.md").read_text()
+    assert ("p is unadjusted for the 2 comparisons against the baseline, p (Holm) adjusts it "
+            "for them (Holm's step-down)") in report
+    assert ("\n- Too few pairs: resunet vs unet: n = 4 untied pairs: p cannot fall below "
+            "0.125 (the exact two-sided test's smallest p is 2 / 2^n: below 0.05 only from 6 "
+            "untied pairs on)\n") in report
+    table = [line for line in report.splitlines() if line.startswith("|")]
+    assert "| p | p (Holm) | params |" in table[0]
+    assert table[0].count("|") == table[1].count("|") == table[2].count("|")
+    assert f"| {p_mini:.3g} | {holm_mini:.3g} | 1 |" in table[3]
+    assert f"| {p_res:.3g} | {holm_res:.3g} | 1 |" in table[4]
+
+
+def test_one_candidate_gets_no_holm_column() -> None:
+    stats = {"mean": 0.5, "std": 0.1, "n": 2}
+    row = {**dict.fromkeys(COMPARED_METRICS, stats), "parameters": 1, "cpu_ms_per_slice": 1.0,
+           "gflops_per_slice": 1.0, "train_seconds": 1.0}
+    result = {"config": TrainConfig().to_dict(), "synthetic": False, "data": "d", "folds": 2,
+              "fold_source": "f", "baseline": "unet", "warnings": [],
+              "models": [{**row, "model": "unet"},
+                         {**row, "model": "miniseg", "dice_difference": 0.0,
+                          "wilcoxon_vs_baseline": {"cases_better": 1, "cases_worse": 1,
+                                                   "p_value": 1.0}}]}
+    report = comparison_markdown(result)
+    assert "Holm" not in report and "unadjusted" not in report
+
+
+def _hd95_result(covered: list[int], missed: list[int]) -> dict[str, Any]:
+    """A comparison of unet and miniseg on 48 slices (42 with a lesion) whose HD95 means cover
+    ``covered`` slices, the models having predicted nothing on ``missed`` lesion slices."""
+    rows = []
+    for model, cases, lost in zip(("unet", "miniseg"), covered, missed):
+        stats = {"mean": 0.5, "std": 0.1, "n": 3, "cases": 48, "cases_undefined": 0}
+        rows.append({**dict.fromkeys(COMPARED_METRICS, stats), "model": model,
+                     "hd95": {**stats, "cases": cases, "cases_undefined": 48 - cases},
+                     "empty_mask_counts": {"lesion_slices": 42,
+                                           "lesion_slices_predicted_empty": lost,
+                                           "empty_slices_predicted_lesion": 48 - cases - lost},
+                     "parameters": 1, "cpu_ms_per_slice": 1.0, "gflops_per_slice": 1.0,
+                     "train_seconds": 1.0})
+    rows[1] |= {"dice_difference": 0.0, "wilcoxon_vs_baseline": {
+        "cases_better": 6, "cases_worse": 7, "p_value": 0.5, "pairs": 13, "unit": "patient"}}
+    return {"config": TrainConfig().to_dict(), "synthetic": False, "data": "d", "folds": 3,
+            "fold_source": "f", "baseline": "unet", "warnings": [], "models": rows,
+            "cases_without_patient_id": 10}
+
+
+def test_hd95_means_over_different_slices_and_missed_lesions_are_said() -> None:
+    """A model that predicted nothing on a fold's lesions beat the baseline's HD95 (15.9 vs
+    26.3 px) as its HD95 left those slices out: the means covered different slices, unsaid."""
+    report = comparison_markdown(_hd95_result([31, 27], [11, 21]))
+    assert ("\n- HD95 is undefined where exactly one mask is empty and left out of the means, "
+            "so they cover different slices: unet 31 of 48, miniseg 27 of 48; lesions missed "
+            "(slices with a lesion on which the model predicted nothing, no HD95 penalty): unet "
+            "11 of 42, miniseg 21 of 42\n") in report
+    row = next(line for line in report.splitlines() if line.startswith("| miniseg |"))
+    assert "| 0.500 ± 0.100 (27 of 48 slices) | +0.000 |" in row
+    both_empty = comparison_markdown(_hd95_result([6, 6], [42, 42]))  # both predict nothing
+    assert ("so they cover slices: unet 6 of 48, miniseg 6 of 48; lesions missed (slices with a "
+            "lesion on which the model predicted nothing, no HD95 penalty): unet 42 of 42, "
+            "miniseg 42 of 42\n") in both_empty
+    assert "HD95 is undefined" not in comparison_markdown(_hd95_result([48, 48], [0, 0]))
+
+
+def test_slices_without_a_patient_id_among_the_pairs_are_counted() -> None:
+    """MedSeg's tr_im slices beside its rp_im volumes read as 13 per-patient pairs, 10 of
+    them slices that carry no patient id."""
+    report = comparison_markdown(_hd95_result([48, 48], [0, 0]))
+    assert ("p: per-patient pairs (13 patients, 10 of them slices that carry no patient id, "
+            "each its own patient; each its mean Dice over its slices") in report
+    grouped = comparison_markdown({**_hd95_result([48, 48], [0, 0]),
+                                   "cases_without_patient_id": 0})
+    assert "p: per-patient pairs (13 patients, each its mean Dice over its slices" in grouped
+
+
 def test_per_case_dice_reads_a_run_or_one_fold(tmp_path: Path) -> None:
     (tmp_path / "fold_0").mkdir()
     header = "case_id,patient_id,dice,iou\n"
@@ -316,6 +458,32 @@ def test_a_second_comparison_into_one_out_is_refused_naming_the_first(
                                    ["unet:width=4", "unet:width=8"], out, folds=2)
         assert sorted(p.name for p in out.iterdir()) == [".covseg.lock"], "nothing trained"
     assert not out.exists(), "the refused runs left no folder"
+
+
+def test_hd95_of_a_folder_mixing_2d_files_and_volumes_is_compared_per_unit(
+        tmp_path: Path) -> None:
+    """A folder of PNG slices (HD95 in px) and a NIfTI volume (in mm) was compared on one HD95
+    column, "HD95 (mm or px)", averaging both units; each unit has its column now, holding each
+    model's cross-validated mean of that unit."""
+    data = load_dataset(mixed_unit_folder(tmp_path / "mix"))
+    result = api.compare(data, ["unet:width=4", "unet:width=8"], tmp_path / "cmp", folds=2,
+                         epochs=1, size=32, batch_size=4, threshold=0.001)
+    assert result["hd95_unit"] == "mm or px" and result["hd95_slices_by_unit"] == {"mm": 3,
+                                                                                   "px": 5}
+    report = (tmp_path / "cmp" / "comparison.md").read_text().splitlines()
+    header = next(line for line in report if line.startswith("| model |"))
+    assert "| precision | HD95 (mm) | HD95 (px) | Δ Dice |" in header and "mm or px" not in header
+    assert report[report.index(header) + 1] == "|" + "---|" * (header.count("|") - 1)
+    assert any(line.startswith("- HD95 is in mm on the 3 slices of NIfTI volumes and in px on "
+                               "the 5 2D images") for line in report)
+    for row in json.loads((tmp_path / "cmp" / "comparison.json").read_text())["models"]:
+        assert "hd95" not in row
+        summary = json.loads((tmp_path / "cmp" / row["folder"] / "summary.json").read_text())
+        across = summary["mean_std_over_folds"]
+        assert (row["hd95_mm"], row["hd95_px"]) == (across["hd95_mm"], across["hd95_px"])
+        line = next(line for line in report if line.startswith(f"| {row['model']} |"))
+        cells = line.split(" | ")
+        assert cells[5:7] == [mean_over_folds(across[key], 2) for key in ("hd95_mm", "hd95_px")]
 
 
 def test_a_cascade_costs_its_lung_channel_and_split_files_are_named(

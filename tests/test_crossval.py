@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -23,7 +24,7 @@ from covseg.io.lock import LOCK_FILE
 from covseg.metrics import METRICS
 from covseg.models.registry import model_options
 from covseg.train import DATA_FINGERPRINT
-from tests.conftest import folder_holding, held_by_another_thread
+from tests.conftest import folder_holding, held_by_another_thread, mixed_unit_folder
 
 
 def test_split_files_set_the_folds_and_another_count_is_refused(tmp_path: Path) -> None:
@@ -126,10 +127,103 @@ def test_finished_folds_are_reused_only_on_the_data_they_were_made_from(
     ({"mean": 0.5, "std": 0.1, "n": 2}, "0.500 ± 0.100 (2 of 3 folds)"),
     ({"mean": 0.135, "std": math.nan, "n": 1}, "0.135 (1 of 3 folds)"),
     ({"mean": math.nan, "std": math.nan, "n": 0}, "–"),
+    ({"mean": 0.0, "std": 0.0, "n": 3, "cases": 6, "cases_undefined": 42},
+     "0.000 ± 0.000 (6 of 48 slices)"),
+    ({"mean": 0.286, "std": 0.05, "n": 2, "cases": 25, "cases_undefined": 23},
+     "0.286 ± 0.050 (2 of 3 folds; 25 of 48 slices)"),
+    ({"mean": 0.5, "std": 0.1, "n": 3, "cases": 48, "cases_undefined": 0}, "0.500 ± 0.100"),
 ])
 def test_means_over_folds_say_over_how_many(stats: dict[str, float], text: str) -> None:
     """A metric undefined in some folds showed nan, or a mean over one fold as ± 0.000."""
     assert mean_over_folds(stats, 3) == text
+
+
+def test_a_model_that_predicts_nothing_shows_how_few_slices_its_hd95_covers(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """A model predicting nothing scored HD95 0.000 ± 0.000, the best, in report.md: its HD95
+    is undefined on every slice with a lesion, so only the empty slices' 0 were averaged, and
+    the report did not say how few slices that was. Counts recomputed from per_case.csv."""
+    summary = api.cross_validate(synthetic_folder, tmp_path / "cv", folds=2, epochs=1, size=64,
+                                 batch_size=4, model="unet", model_options={"width": 4},
+                                 threshold=0.999)
+    with (tmp_path / "cv" / "per_case.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert all(row["precision"] == "" for row in rows)  # nothing predicted on any slice
+    lesions = sum(row["sensitivity"] != "" for row in rows)
+    empty = len(rows) - lesions
+    assert (lesions, empty) == (13, 3)
+    assert summary["empty_mask_counts"] == {"lesion_slices": lesions,
+                                            "lesion_slices_predicted_empty": lesions,
+                                            "empty_slices_predicted_lesion": 0}
+    hd95 = summary["mean_std_over_folds"]["hd95"]
+    assert (hd95["mean"], hd95["cases"], hd95["cases_undefined"]) == (0.0, empty, lesions)
+    assert summary["mean_std_over_folds"]["dice"]["cases_undefined"] == 0
+    report = (tmp_path / "cv" / "report.md").read_text()
+    assert f"**0.000 ± 0.000 ({empty} of {len(rows)} slices)** |" in report  # HD95
+    assert f"**0.000 ± 0.000 ({lesions} of {len(rows)} slices)** |" in report  # sensitivity
+    for k, fold in enumerate(summary["per_fold"]):
+        tested = [row for row in rows if row["fold"] == str(k)]
+        defined = sum(row["hd95"] != "" for row in tested)
+        assert fold["slices_defined"]["hd95"] == defined
+        line = next(line for line in report.splitlines() if line.startswith(f"| {k} |"))
+        assert line.endswith(f"| – | 0.000 ({defined} of {len(tested)}) |")
+    assert (f"- HD95 is undefined, and left out of its means, on {lesions} of {len(rows)} "
+            f"slices: {lesions} of the {lesions} slices with a lesion, on which the model "
+            "predicted nothing (missed lesions, no HD95 penalty), and 0 without a lesion"
+            in report)
+    written = json.loads((tmp_path / "cv" / "summary.json").read_text())
+    assert written["pooled_per_case"]["hd95"] == {"mean": 0.0, "std": 0.0, "median": 0.0,
+                                                  "n": empty, "undefined": lesions}
+
+
+def test_hd95_of_a_folder_mixing_2d_files_and_volumes_is_given_per_unit(tmp_path: Path) -> None:
+    """A generic folder of PNG slices (HD95 in px) and a NIfTI volume (HD95 in mm) got one HD95
+    mean of px and mm alike, under a header reading just "hd95". Now each unit apart, in
+    per_case.csv, summary.json and report.md, recomputed here from per_case.csv."""
+    data = load_dataset(mixed_unit_folder(tmp_path / "mix"))
+    summary = api.cross_validate(data, tmp_path / "cv", folds=2, epochs=1, size=32,
+                                 batch_size=4, model="unet", model_options={"width": 4},
+                                 threshold=0.001)  # predicts lesion everywhere: HD95 defined
+    with (tmp_path / "cv" / "per_case.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert "hd95" not in rows[0] and {"hd95_mm", "hd95_px"} <= set(rows[0])
+    in_mm = [float(row["hd95_mm"]) for row in rows if row["case_id"].startswith("v_z")]
+    in_px = [float(row["hd95_px"]) for row in rows if row["case_id"].startswith("p")]
+    assert (len(in_mm), len(in_px)) == (3, 5)
+    assert all(row["hd95_px" if row["case_id"].startswith("v_z") else "hd95_mm"] == ""
+               for row in rows)
+    across, pooled = summary["mean_std_over_folds"], summary["pooled_per_case"]
+    assert "hd95" not in across and "hd95" not in pooled
+    assert pooled["hd95_mm"]["mean"] == pytest.approx(np.mean(in_mm))
+    assert pooled["hd95_px"]["mean"] == pytest.approx(np.mean(in_px))
+    assert (pooled["hd95_mm"]["n"], pooled["hd95_px"]["n"]) == (3, 5)
+    first, second = summary["per_fold"]  # the volume and p3 tested in fold 0, p0-p2, p4 in 1
+    assert first["hd95_mm"] == pytest.approx(np.mean(in_mm)) and math.isnan(second["hd95_mm"])
+    assert second["hd95_px"] == pytest.approx(np.mean([float(row["hd95_px"]) for row in rows
+                                                       if row["fold"] == "1"]))
+    written = json.loads((tmp_path / "cv" / "summary.json").read_text())
+    assert written["hd95_unit"] == "mm or px"
+    assert written["hd95_slices_by_unit"] == {"mm": 3, "px": 5}
+    report = (tmp_path / "cv" / "report.md").read_text()
+    assert "| precision | hd95 (mm) | hd95 (px) |" in report and "| hd95 |" not in report
+    assert ("- HD95 is in mm on the 3 slices of NIfTI volumes and in px on the 5 2D images, so "
+            "it is given per unit (hd95_mm, hd95_px)") in report
+    assert "HD95 is undefined" not in report  # every slice has its HD95, in its own unit
+
+
+def test_slices_without_a_patient_id_beside_grouped_ones_are_counted(
+        synthetic_folder: Path) -> None:
+    """MedSeg's tr_im slices beside its rp_im volumes: the folds read "grouped by patient"
+    alone, though the slices are each their own patient."""
+    data = load_dataset(synthetic_folder)
+    data.samples[:3] = [replace(s, patient_id=s.case_id) for s in data.samples[:3]]
+    assert crossval.own_patients(data) == 3
+    assert make_folds(data, 2, 0)[1] == (
+        "2-fold, grouped by patient (seed 0); 3 of the 16 slices carry no patient id and are "
+        "each their own patient, so slices of one patient among them may fall on both sides; a "
+        "patients.csv (case_id,patient_id) in the data folder groups them")
+    assert make_folds(load_dataset(synthetic_folder), 2, 0)[1] == (
+        "2-fold, grouped by patient (seed 0)")
 
 
 def test_multiclass_folds_record_no_threshold_and_older_ones_are_reused(

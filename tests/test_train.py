@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _thread
+import csv
 import importlib
 import json
 import math
@@ -27,7 +28,7 @@ from covseg.data import load_dataset
 from covseg.errors import CovsegError
 from covseg.io.lock import LOCK_FILE
 from covseg.train import handler_restored
-from tests.conftest import folder_holding
+from tests.conftest import folder_holding, mixed_unit_folder
 
 train_module = importlib.import_module("covseg.train")  # the package exports a train() too
 TINY = {"model": "unet", "epochs": 4, "size": 64, "batch_size": 4, "model_options": {"width": 4},
@@ -852,3 +853,25 @@ def test_the_progress_bar_names_a_multiclass_runs_dice(
     assert shown, bar
     assert float(shown.group(1)) == pytest.approx(metrics["best_val_dice_canvas"], abs=5e-4)
     assert ("lesion-class mean" in bar) == (target == "multiclass")
+
+
+def test_validation_hd95_of_a_folder_mixing_2d_files_and_volumes_is_given_per_unit(
+        tmp_path: Path) -> None:
+    """A run's validation metrics averaged the HD95 of PNG slices (px) and of a volume's
+    slices (mm) into one mean; metrics.json and validation_per_case.csv give each unit apart."""
+    from covseg import api
+
+    data = load_dataset(mixed_unit_folder(tmp_path / "mix"))
+    metrics = api.train(data, tmp_path / "run", epochs=1, size=32, batch_size=4, model="unet",
+                        model_options={"width": 4}, val_fraction=0.5, threshold=0.001)
+    validation = metrics["validation"]
+    with (tmp_path / "run" / "validation_per_case.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert "hd95" not in validation and "hd95" not in rows[0]
+    for key, volume in (("hd95_mm", True), ("hd95_px", False)):
+        values = [float(row[key]) for row in rows if row["case_id"].startswith("v_z") == volume]
+        assert all(row[key] == "" for row in rows if row["case_id"].startswith("v_z") != volume)
+        assert validation[key]["n"] == len(values)
+        if values:
+            assert validation[key]["mean"] == pytest.approx(np.mean(values))
+    assert validation["hd95_mm"]["n"] + validation["hd95_px"]["n"] == len(rows) > 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -245,7 +247,7 @@ def test_a_volumes_slices_are_judged_clipped_over_the_whole_volume(
 def test_16_bit_slices_are_advised_how_to_convert_and_flat_reads_are_warned(
         caplog: pytest.LogCaptureFixture) -> None:
     """HU + 1024 in a 16-bit PNG: the error advised --intensity hu|uint8|unit, and each of them
-    read the slices flat (clipped) without a word. Told HU (the advice for HU without air),
+    read the slices flat (clipped) without a word. Told HU,
     they read with a warning; told 8-bit or [0, 1], on which they read saturated, they are
     refused (:func:`test_values_off_an_8_bit_or_unit_scale_told_are_refused`)."""
     from covseg.transforms import _warn_clipped
@@ -253,7 +255,7 @@ def test_16_bit_slices_are_advised_how_to_convert_and_flat_reads_are_warned(
     _warn_clipped.cache_clear()
     stored = np.full((8, 8), -850 + 1024, dtype=np.uint16)
     stored[:, 4:] = 40 + 1024
-    with pytest.raises(CovsegError, match=r"HU \+ 1024: subtract it") as caught:
+    with pytest.raises(CovsegError, match=r"HU \+ 1024: subtract 1024") as caught:
         detect_intensity(stored)
     assert "uint8|unit" not in str(caught.value)
     normalize_intensity(stored, "hu")
@@ -266,6 +268,41 @@ def test_16_bit_slices_are_advised_how_to_convert_and_flat_reads_are_warned(
     hu[0] = 700.0  # bone clips in the lung window, as some of every CT slice does
     normalize_intensity(hu)
     assert not caplog.text
+
+
+def test_hu_plus_1024_told_hu_is_warned_naming_the_file_and_auto_says_subtract_1024(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A 16-bit PNG holding HU + 1024 (0..2526, no value below -900 HU once read) told
+    --intensity hu read 67 % white without a word, and the automatic mode's refusal steered it
+    there ("or train with --intensity hu if they are HU without air"). Told is still read, with
+    one warning naming the file, as --hu auto's air test (AIR_LIMIT_HU) would refuse it."""
+    from PIL import Image
+
+    from covseg.data import load_dataset
+
+    hu = np.full((32, 32), -1000, dtype=np.int32)  # air around a body of soft tissue
+    hu[6:26, 6:26] = 40
+    hu[10:22, 9:15] = -850  # a lung
+    for folder, array in (("images", hu + 1024), ("masks", np.zeros_like(hu))):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(array.astype(np.uint16)).save(tmp_path / folder / "s.png")
+    with pytest.raises(CovsegError) as caught:
+        load_dataset(tmp_path)
+    assert "subtract 1024" in str(caught.value)
+    assert "train with --intensity hu" not in str(caught.value)
+    caplog.clear()
+    image = load_dataset(tmp_path, intensity="hu").samples[0].image
+    assert float(image.min()) >= 0.9 - 1e-6  # read as told: no value below the soft tissue
+    source = str(tmp_path / "images" / "s.png")
+    warned = [r.getMessage() for r in caplog.records if "at or below -900 HU" in r.getMessage()]
+    assert warned == [(f"{source}: read as Hounsfield units (--intensity hu), but none of its "
+                       "values 24..1064 lies at or below -900 HU, while a CT slice holds air "
+                       "(about -1000): HU + 1024 (a 16-bit export)? It reads mostly white; "
+                       "subtract 1024 first")]
+    caplog.clear()
+    normalize_intensity(hu.astype(np.float32), "hu", source="a.npy")  # HU with air
+    normalize_intensity(np.full((4, 4), 1064.0), "hu")  # flat: blank on any scale
+    assert "at or below -900 HU" not in caplog.text
 
 
 def test_a_lung_guide_channel_moves_with_the_slice_but_keeps_its_values() -> None:
@@ -307,7 +344,7 @@ def test_grey_levels_read_as_hounsfield_units_are_refused_with_the_file() -> Non
     synthetic = synthetic_slices(patients=1, slices_per_patient=1)[0][2].hu
     assert np.array_equal(normalize_intensity(synthetic, "hu"), normalize_intensity(synthetic))
     assert np.allclose(normalize_intensity(np.zeros((4, 4)), "hu"), 0.9), "flat padding: 0 HU"
-    bone = np.array([[40.0, 1200.0]])  # HU without air above 255: the 16-bit advice's case
+    bone = np.array([[40.0, 1200.0]])  # HU without air above 255: read as told (warned)
     assert np.allclose(normalize_intensity(bone, "hu"), [[1390 / 1500, 1.0]])
     assert holds_grey_only(grey) and not holds_grey_only(synthetic)
     # a CT volume's slices are scaled as the volume was judged (--hu), not judged one by one

@@ -25,7 +25,7 @@ from monai.transforms import ScaleIntensity
 
 from covseg.errors import CovsegError
 from covseg.lungs import LUNG_THRESHOLD_HU, lung_air, segment_lungs
-from covseg.transforms import LUNG_WINDOW
+from covseg.transforms import AIR_HU, LUNG_WINDOW, scale_intensity
 
 if TYPE_CHECKING:
     from covseg.infer import Predictor
@@ -269,7 +269,29 @@ class LungFrame:
 
     def prepare(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, CropBox]]:
         """(1, h, w) model inputs, framed and stretched, and the box each came from."""
-        return [self.cut(image, self.box(image)) for image in images]
+        return [self.cut(self.air_floored(image), self.box(image)) for image in images]
+
+    def air_floored(self, image: np.ndarray) -> np.ndarray:
+        """A whole frame with its values below air raised to air, a crop as it is.
+
+        HU input is floored at :data:`~covseg.transforms.AIR_HU` when it is scaled; an 8-bit or
+        [0, 1] frame is not, and a few padding or noise pixels darker than air (grey 0 around an
+        exported scan circle) would set the minimum of the box's stretch and shift the whole
+        input: the same slice as DICOM and as its lung-window PNG predicted 6,900 and 9,174
+        lesion pixels. Here it is floored at the same level, through ``window``. A crop is left
+        alone: Inf-Net's are stretched already (their darkest lung is 0), and the default model
+        trained on them as they are.
+        """
+        if is_lung_crop(image, self.window):
+            return image
+        return np.maximum(image, self.air_level)
+
+    @cached_property
+    def air_level(self) -> np.float32:
+        """Air (:data:`~covseg.transforms.AIR_HU`) on the [0, 1] scale of ``window``, computed as
+        HU input's floor is, so that floored HU input stays bit for bit what it was."""
+        air = np.array([[AIR_HU]], dtype=np.float32)
+        return np.float32(scale_intensity(air, "hu", self.window, judge=False)[0, 0])
 
     @staticmethod
     def cut(image: np.ndarray, box: CropBox) -> tuple[np.ndarray, CropBox]:

@@ -190,8 +190,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
                          **config)
     for row in result["models"]:
         test = row.get("wilcoxon_vs_baseline")
-        p_value = (f", p = {test['p_value']:.3g} vs {result['baseline']} over "
-                   f"{counted(test['pairs'], test.get('unit', 'slice'))}" if test
+        p_value = (f", p = {test['p_value']:.3g}"
+                   + (f" (Holm {test['p_holm']:.3g})" if "p_holm" in test else "")
+                   + f" vs {result['baseline']} over "
+                   f"{counted(test['pairs'], test.get('unit', 'slice'))}"
+                   + (f"; {test['note']}" if test.get("note") else "") if test
                    else " (baseline)")
         print(f"{row['model']}: {any_lesion('Dice', args.target == 'multiclass')} "
               f"{mean_over_folds(row['dice'], result['folds'])}{p_value}")

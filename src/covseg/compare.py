@@ -2,7 +2,8 @@
 
 This is the "improved model vs U-Net" section of a report: cross-validated metrics per model,
 a paired Wilcoxon signed-rank test on per-patient Dice against the baseline (per slice where
-each slice is its own patient) with a bootstrap interval of the mean difference, and each model's
+each slice is its own patient) with a bootstrap interval of the mean difference (Holm-adjusted
+p values beside the raw ones where several candidates meet one baseline), and each model's
 cost (parameters, GFLOPs and CPU milliseconds per 512x512 slice).
 """
 
@@ -32,12 +33,17 @@ from covseg.crossval import (
     cross_validation_work,
     data_warnings,
     duration_text,
+    hd95_cover,
+    hd95_keys,
+    hd95_slices_by_unit,
+    hd95_units_line,
     make_folds,
     mean_over_folds,
+    own_patients,
 )
 from covseg.data.layouts import LoadedData
 from covseg.errors import CovsegError, counted
-from covseg.evaluate import any_lesion
+from covseg.evaluate import HD95_UNITS, any_lesion
 from covseg.io.atomic import write_json, write_text
 from covseg.io.lock import refuse_if_held, writing_to
 from covseg.models import build_model
@@ -57,6 +63,13 @@ from covseg.viz import box_plot
 log = logging.getLogger(__name__)
 
 COMPARED_METRICS = ("dice", "iou", "sensitivity", "specificity", "precision", "hd95")
+
+
+def compared_metrics(summary: Mapping[str, Any]) -> list[str]:
+    """The metrics of a model's cross-validation ``summary`` that the comparison gives: HD95
+    per unit (``hd95_mm``, ``hd95_px``) where the data's slices have both."""
+    across = summary["mean_std_over_folds"]
+    return [*(m for m in COMPARED_METRICS if m != "hd95"), *hd95_keys(across)]
 
 
 def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
@@ -80,6 +93,9 @@ def known_spec(spec: str) -> bool:
     return all(member in REGISTRY for member in member_names(spec.partition(":")[0]))
 
 
+SIGNIFICANCE = 0.05
+"""The level at which a paired test is said to be unable to reach significance (see
+:func:`paired_wilcoxon`'s ``note``)."""
 BOOTSTRAP_RESAMPLES = 2000
 """Resamples of the 95 % bootstrap interval of the mean paired difference (seeded, so that a
 comparison's report reads the same on every rerun)."""
@@ -90,7 +106,10 @@ def paired_wilcoxon(candidate: Mapping[Hashable, float], baseline: Mapping[Hasha
     """Two-sided Wilcoxon signed-rank test on per-case Dice paired by key (a case id, a
     (fold, case id) pair or a patient); tied pairs (equal Dice) are dropped from the test
     (scipy's "wilcox" method) and counted apart. ``ci95_mean_difference``: a percentile
-    bootstrap interval of the mean difference over the pairs (seeded), to judge its size."""
+    bootstrap interval of the mean difference over the pairs (seeded), to judge its size.
+    ``min_p_value``: the smallest p the exact two-sided test can give on these untied pairs,
+    2 / 2**n; where that is not below :data:`SIGNIFICANCE` (n <= 5), ``note`` says so: a p of
+    0.375 from 4 patients read as an ordinary non-significant result."""
     cases = sorted(set(candidate) & set(baseline), key=str)
     diffs = np.array([candidate[c] - baseline[c] for c in cases])
     result: dict[str, Any] = {"pairs": len(cases), "mean_difference": float(diffs.mean()),
@@ -98,12 +117,30 @@ def paired_wilcoxon(candidate: Mapping[Hashable, float], baseline: Mapping[Hasha
                               "cases_better": int((diffs > 0).sum()),
                               "cases_worse": int((diffs < 0).sum()),
                               "cases_tied": int((diffs == 0).sum())}
+    untied = result["cases_better"] + result["cases_worse"]
+    result["min_p_value"] = min(1.0, 2 / 2**untied)
+    if cases and result["min_p_value"] >= SIGNIFICANCE:
+        result["note"] = (f"n = {untied} {'untied ' if result['cases_tied'] else ''}pairs: p "
+                          f"cannot fall below {result['min_p_value']:.3g}")
     if len(cases) < 2 or not np.any(diffs):
         result["p_value"] = 1.0 if len(cases) else math.nan
         return result
     test = wilcoxon(diffs, zero_method="wilcox", alternative="two-sided")
     result["statistic"], result["p_value"] = float(test.statistic), float(test.pvalue)
     return result
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of ``p_values`` (one test per candidate against the
+    baseline): the i-th smallest of k times (k - i + 1), kept non-decreasing, at most 1; NaN
+    (no test) stays NaN and is not counted among the k."""
+    order = sorted((i for i, p in enumerate(p_values) if not math.isnan(p)),
+                   key=lambda i: p_values[i])
+    adjusted, running = [math.nan] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
 
 
 def bootstrap_ci(diffs: np.ndarray, seed: int = 0) -> list[float]:
@@ -225,7 +262,8 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
         units_by_model[spec] = patient_dice(out / model_folder(spec))
         rows.append({"model": spec, "folder": model_folder(spec),
                      "train_seconds": summary["train_seconds"], **cost,
-                     **{m: summary["mean_std_over_folds"][m] for m in COMPARED_METRICS},
+                     **{m: summary["mean_std_over_folds"][m] for m in compared_metrics(summary)},
+                     "empty_mask_counts": summary.get("empty_mask_counts", {}),
                      **class_dice(summary["mean_std_over_folds"])})
     baseline = specs[0]
     for row in rows[1:]:
@@ -233,10 +271,16 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
         units, unit = units_by_model[row["model"]]
         row["wilcoxon_vs_baseline"] = {**paired_wilcoxon(units, units_by_model[baseline][0]),
                                        "unit": unit}
+    if len(rows) > 2:  # several candidates tested against one baseline
+        tests = [row["wilcoxon_vs_baseline"] for row in rows[1:]]
+        for test, adjusted in zip(tests, holm([test["p_value"] for test in tests])):
+            test["p_holm"] = adjusted
     result = {**provenance(data_path=data.root),
               "data": data.describe(), "synthetic": data.synthetic, "baseline": baseline,
               "folds": len(summary["per_fold"]), "split_files": bool(data.folds),
               "fold_source": summary["folds"], "hd95_unit": data.hd95_unit,
+              "hd95_slices_by_unit": hd95_slices_by_unit(data),
+              "cases_without_patient_id": own_patients(data),
               "config": _shared_recipe(config), "models": rows, "left_out": left_out,
               "warnings": list(data.notes)}
     write_json(out / "comparison.json", result)
@@ -371,14 +415,52 @@ def _pairing_text(result: dict[str, Any]) -> str:
     tests = [row["wilcoxon_vs_baseline"] for row in result["models"]
              if "wilcoxon_vs_baseline" in row]
     unit = tests[0].get("unit", "slice") if tests else "slice"
-    pairs = (f"per-patient pairs ({counted(tests[0]['pairs'], 'patient')}, each its mean Dice "
-             "over its slices, as slices of one patient are not independent)"
+    alone = result.get("cases_without_patient_id", 0)
+    ungrouped = (f", {alone} of them slices that carry no patient id, each its own patient;"
+                 if alone else ",")
+    pairs = (f"per-patient pairs ({counted(tests[0]['pairs'], 'patient')}{ungrouped} each its "
+             "mean Dice over its slices, as slices of one patient are not independent)"
              if unit == "patient" and tests else
              "per-slice pairs (the same fold's same slice; each slice is its own patient)")
+    adjusted = (f"; p is unadjusted for the {len(tests)} comparisons against the baseline, "
+                "p (Holm) adjusts it for them (Holm's step-down)"
+                if any("p_holm" in test for test in tests) else "")
     return ("Δ Dice: a model's Dice minus the baseline's; better/worse, paired Δ (the mean "
             f"paired difference, its 95 % CI by a seeded bootstrap over the pairs) and p: {pairs}, "
             "p by a two-sided paired Wilcoxon signed-rank test (tied pairs left out of the test, "
-            "as scipy's default)")
+            f"as scipy's default){adjusted}")
+
+
+def _test_notes(result: dict[str, Any]) -> list[str]:
+    """A line per candidate whose pairs are too few for its test to reach p < 0.05."""
+    return [f"- Too few pairs: {row['model']} vs {result['baseline']}: "
+            f"{row['wilcoxon_vs_baseline']['note']} (the exact two-sided test's smallest p is "
+            f"2 / 2^n: below {SIGNIFICANCE} only from 6 untied pairs on)"
+            for row in result["models"] if row.get("wilcoxon_vs_baseline", {}).get("note")]
+
+
+def _hd95_coverage(result: dict[str, Any]) -> list[str]:
+    """A line where the models' HD95 means cover different numbers of slices, or a model
+    missed lesions (predicted nothing on a slice with one), whose HD95 is undefined there and
+    left out: a model that predicts nothing scored the best HD95, 0 on empty slices alone."""
+    rows = [row for row in result["models"] if hd95_cover(row)[1]]
+    covered = {row["model"]: hd95_cover(row)[0] for row in rows}
+    missed = {row["model"]: row["empty_mask_counts"] for row in rows
+              if row.get("empty_mask_counts")}
+    if not any(counts["lesion_slices_predicted_empty"] for counts in missed.values()):
+        missed = {}
+    if len(set(covered.values())) < 2 and not missed:
+        return []
+    total = hd95_cover(rows[0])[1]
+    text = ("- HD95 is undefined where exactly one mask is empty and left out of the means, so "
+            "they cover " + ("different " if len(set(covered.values())) > 1 else "") + "slices: "
+            + ", ".join(f"{model} {count} of {total}" for model, count in covered.items()))
+    if missed:
+        text += ("; lesions missed (slices with a lesion on which the model predicted nothing, "
+                 "no HD95 penalty): " + ", ".join(
+                     f"{model} {counts['lesion_slices_predicted_empty']} of "
+                     f"{counts['lesion_slices']}" for model, counts in missed.items()))
+    return [text]
 
 
 def _paired_difference_text(test: Mapping[str, Any]) -> str:
@@ -394,9 +476,11 @@ def _paired_difference_text(test: Mapping[str, Any]) -> str:
 def comparison_markdown(result: dict[str, Any]) -> str:
     """The comparison table as Markdown."""
     multiclass = result["config"].get("target") == "multiclass"
+    holm_column = any("p_holm" in row.get("wilcoxon_vs_baseline", {}) for row in result["models"])
+    hd95 = hd95_keys(result["models"][0])
+    units = [f"HD95 ({HD95_UNITS.get(key) or result.get('hd95_unit', 'px')})" for key in hd95]
     columns = [any_lesion(name, multiclass)
-               for name in ("Dice", "IoU", "sensitivity", "precision",
-                            f"HD95 ({result.get('hd95_unit', 'px')})")]
+               for name in ("Dice", "IoU", "sensitivity", "precision", *units)]
     lines = [
         "# Model comparison",
         "",
@@ -410,12 +494,16 @@ def comparison_markdown(result: dict[str, Any]) -> str:
          "slices"),
         f"- Recipe (shared; each model's name and options in its row): `{result['config']}`",
         *([f"- Note: {left_out_note(result['left_out'])}"] if result.get("left_out") else []),
+        *_test_notes(result),
+        *_hd95_coverage(result),
+        *hd95_units_line(result.get("hd95_slices_by_unit", {})),
         *data_warnings(result),
         "",
         ("| model | " + " | ".join(columns) + f" | Δ {columns[0]} | better/worse "
-         f"| paired Δ (95 % CI) | {any_lesion('p', multiclass)} | params | GFLOPs/512² "
+         f"| paired Δ (95 % CI) | {any_lesion('p', multiclass)} | "
+         + ("p (Holm) | " if holm_column else "") + "params | GFLOPs/512² "
          "| CPU ms/512² | CV training |"),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|" + "---|" * (len(columns) + 9 + holm_column),
     ]
     for row in result["models"]:
         test = row.get("wilcoxon_vs_baseline")
@@ -425,9 +513,11 @@ def comparison_markdown(result: dict[str, Any]) -> str:
                   + (f" ({test['cases_tied']} tied)" if test.get("cases_tied") else "")
                   if test else "")
         p_value = f"{test['p_value']:.3g}" if test else ""
+        if holm_column:
+            p_value += f" | {test['p_holm']:.3g}" if test else " | "
         paired = _paired_difference_text(test) if test else ""
         cells = [mean_over_folds(row[m], result["folds"])
-                 for m in ("dice", "iou", "sensitivity", "precision", "hd95")]
+                 for m in ("dice", "iou", "sensitivity", "precision", *hd95)]
         lines.append(f"| {row['model']} | " + " | ".join(cells) + f" | {delta} | {counts} | "
                      f"{paired} | {p_value} | {row['parameters']:,} | "
                      f"{cost_text(row['gflops_per_slice'])} | "

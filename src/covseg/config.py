@@ -235,6 +235,16 @@ class TrainConfig:
         data["window"] = list(self.hu_window)
         return data
 
+    def record(self, windowed: bool = True) -> dict[str, Any]:
+        """The recipe as a run's config.json and summary.json record it: :meth:`to_dict`,
+        with ``window`` null where no image was ``windowed`` (8-bit or [0, 1] data, read as
+        they are): the record says what was done, and fed back to train or cross_validate it
+        runs again, where the lung window given on such data is refused."""
+        data = self.to_dict()
+        if not windowed:
+            data["window"] = None
+        return data
+
     def differences(self, other: TrainConfig, slices: int | None = None) -> list[str]:
         """``"name: mine -> other's"`` for each option that trains otherwise, named as compared:
         epochs as trained on ``slices`` training slices (as given without them) and model
@@ -259,7 +269,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        if "window" in known:
+        if known.get("window") is not None:  # null: none applied (see record)
             known["window"] = tuple(known["window"])
         if known.get("target") == "multiclass":  # older records hold a 0.4 never applied
             known["threshold"] = None

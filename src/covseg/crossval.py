@@ -16,8 +16,15 @@ import numpy as np
 from covseg.config import TrainConfig
 from covseg.data.layouts import LoadedData, data_fingerprint, split_files_note
 from covseg.data.splits import grouped_kfold, validation_split
-from covseg.errors import CovsegError
-from covseg.evaluate import any_lesion, evaluate_samples, rows_to_csv
+from covseg.errors import CovsegError, counted
+from covseg.evaluate import (
+    HD95_UNITS,
+    any_lesion,
+    evaluate_samples,
+    hd95_by_unit,
+    hd95_slices_by_unit,
+    rows_to_csv,
+)
 from covseg.infer import Predictor
 from covseg.io.atomic import write_json, write_text
 from covseg.io.lock import refuse_if_held, writing_to
@@ -57,11 +64,25 @@ def make_folds(data: LoadedData, folds: int | None, seed: int
     folds = DEFAULT_FOLDS if folds is None else folds
     if len(data.patients) < len(data.samples):
         how = f"{folds}-fold, grouped by patient (seed {seed})"
+        alone = own_patients(data)
+        if alone:  # MedSeg's tr_im slices beside its rp_im volumes: said "grouped" alone
+            carry = ("carries no patient id and is its own patient" if alone == 1 else
+                     "carry no patient id and are each their own patient")
+            how += (f"; {alone} of the {len(data.samples)} slices {carry}, so slices of one "
+                    "patient among them may fall on "
+                    "both sides; a patients.csv (case_id,patient_id) in the data folder groups "
+                    "them")
     else:
         how = (f"{folds}-fold over slices (seed {seed}): every slice is its own patient (the "
                "data name none), so slices of one patient may fall on both sides; a patients.csv "
                "(case_id,patient_id) in the data folder groups them")
     return grouped_kfold(data.samples, folds, seed), how
+
+
+def own_patients(data: LoadedData) -> int:
+    """How many slices carry no patient id and so are each their own patient (the layouts give
+    such a slice its case id as patient id)."""
+    return sum(sample.patient_id == sample.case_id for sample in data.samples)
 
 
 def _fold_done(fold_dir: Path) -> bool:
@@ -162,8 +183,9 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
             # Run alone (--fold K), the other folds are not looked at: only this one is deleted.
             raise _stale_folds_error(fold_dir.parent, [(fold_dir, changed)], verb, some=True)
         # JSON holds undefined metrics as null: make them NaN again, as a fresh fold has them.
-        return [{_renamed(key): math.nan if value is None else value
-                 for key, value in row.items()} for row in finished["per_case"]]
+        return hd95_by_unit([{_renamed(key): math.nan if value is None else value
+                              for key, value in row.items()} for row in finished["per_case"]],
+                            data)
     _refuse_midway_fold_of_another_split(fold_dir, train_cases, folds, verb)
     by_id = {s.case_id: s for s in data.samples}
     fit, val = validation_split([by_id[c] for c in train_cases], config.val_fraction, config.seed)
@@ -171,6 +193,7 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
           record={} if folds is None else {FOLDS: folds})
     test_samples = [by_id[c] for c in test_cases]
     rows, _ = evaluate_samples(Predictor.load(fold_dir / "best.pt"), test_samples, "testing fold")
+    rows = hd95_by_unit(rows, data)
     write_text(fold_dir / "test_per_case.csv", rows_to_csv(rows))
     fingerprint = data_fingerprint(data, [*train_cases, *test_cases])  # what the fold used
     write_json(fold_dir / "fold_metrics.json", {"summary": summarize(rows), "std_note": STD_NOTE,
@@ -181,6 +204,31 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
 
 FOLDS = "folds"
 """Key of a fold's count of folds in its config.json (see :func:`run_fold`)."""
+def hd95_keys(stats: Mapping[str, Any]) -> list[str]:
+    """The HD95 keys of a summary's metrics: ``hd95``, or ``hd95_mm`` and ``hd95_px`` where
+    the slices have both units (:func:`hd95_by_unit`)."""
+    return [key for key in ("hd95", *HD95_UNITS) if key in stats]
+
+
+def hd95_cover(stats: Mapping[str, Any]) -> tuple[int, int]:
+    """On how many slices HD95 is defined (in either unit), of how many, from a summary's
+    ``mean_std_over_folds`` (or a comparison row); (0, 0) without HD95 counts."""
+    keys = [key for key in hd95_keys(stats) if "cases" in stats[key]]
+    if not keys:
+        return 0, 0
+    first = stats[keys[0]]
+    return sum(stats[key]["cases"] for key in keys), first["cases"] + first["cases_undefined"]
+
+
+def hd95_units_line(by_unit: Mapping[str, int]) -> list[str]:
+    """The report line saying why HD95 is given per unit (``by_unit``: slices per unit, from
+    :func:`hd95_slices_by_unit`); none for data of one unit."""
+    if not by_unit:
+        return []
+    return [(f"- HD95 is in mm on the {counted(by_unit['mm'], 'slice')} of NIfTI volumes and "
+             f"in px on the {counted(by_unit['px'], '2D image')}, so it is given per unit "
+             "(hd95_mm, hd95_px), each over its own slices (the other unit's counted as left "
+             "out): one mean of mm and px would mean nothing")]
 RENAMED = {"pleural-effusion_": "effusion_"}
 """Per-case key prefixes that finished folds wrote before label 3 was renamed, by their name
 now: a resume mixed ``pleural-effusion_dice`` and ``effusion_dice`` in one summary."""
@@ -282,7 +330,8 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
         seconds, epochs = _fold_training(out / f"fold_{k}")
         train_seconds += seconds
         per_fold.append({"fold": k, "train_cases": len(train_cases), "test_cases": len(test_cases),
-                         "epochs": epochs, **_fold_means(rows)})
+                         "epochs": epochs, **_fold_means(rows, data),
+                         DEFINED: {key: stats["n"] for key, stats in summarize(rows).items()}})
         all_rows.extend({"fold": k, **row} for row in rows)
     summary = _summary(config, data, how, per_fold, all_rows, time.perf_counter() - started,
                        train_seconds)
@@ -305,10 +354,31 @@ def data_warnings(record: Mapping[str, Any]) -> list[str]:
     return [f"- Data warnings ({len(warned)}): " + "; ".join(warned)] if warned else []
 
 
-def _fold_means(rows: list[dict[str, Any]]) -> dict[str, float]:
+DEFINED = "slices_defined"
+"""Key of a fold's count, per metric, of the slices its mean covers (where it is defined)."""
+FOLD_FIELDS = ("fold", "train_cases", "test_cases", "epochs", DEFINED)
+"""The keys of a summary's ``per_fold`` entry that are no metric."""
+
+
+def empty_mask_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """The slices whose HD95 is undefined for an empty mask, by why: a lesion the model
+    predicted nothing on (truth non-empty: sensitivity defined; prediction empty: precision
+    undefined), or a lesion predicted on a slice without one; and the slices with a lesion.
+    A model that misses lesions gets no HD95 for them, so its HD95 mean looks better."""
+    truth = [not math.isnan(row["sensitivity"]) for row in rows]
+    predicted = [not math.isnan(row["precision"]) for row in rows]
+    return {"lesion_slices": sum(truth),
+            "lesion_slices_predicted_empty": sum(t and not p for t, p in zip(truth, predicted)),
+            "empty_slices_predicted_lesion": sum(p and not t for t, p in zip(truth, predicted))}
+
+
+def _fold_means(rows: list[dict[str, Any]], data: LoadedData) -> dict[str, float]:
     """A fold's mean of every metric; the report's metrics are NaN (undefined) in a fold that
-    tested no slices, so that the summary and the report never lack them."""
-    return dict.fromkeys(REPORT_METRICS, math.nan) | {
+    tested no slices, so that the summary and the report never lack them (HD95 per unit where
+    ``data`` has both: :func:`hd95_by_unit`)."""
+    split = hd95_slices_by_unit(data)
+    metrics = [m for m in REPORT_METRICS if not (split and m == "hd95")]
+    return dict.fromkeys([*metrics, *(HD95_UNITS if split else ())], math.nan) | {
         metric: stats["mean"] for metric, stats in summarize(rows).items()}
 
 
@@ -331,21 +401,26 @@ def _title(config: TrainConfig, data: LoadedData) -> str:
 def _summary(config: TrainConfig, data: LoadedData, how: str, per_fold: list[dict[str, Any]],
              rows: list[dict[str, Any]], seconds: float, train_seconds: float) -> dict[str, Any]:
     metric_keys = [k for k in dict.fromkeys(key for fold in per_fold for key in fold)
-                   if k not in ("fold", "train_cases", "test_cases", "epochs")]
+                   if k not in FOLD_FIELDS]
+    pooled = summarize(rows)
     across = {}
     for key in metric_keys:
         values = np.array([f.get(key, math.nan) for f in per_fold], dtype=float)
         values = values[~np.isnan(values)]
+        covered = pooled.get(key, {"n": 0, "undefined": len(rows)})
         across[key] = {"mean": float(values.mean()) if values.size else math.nan,
                        "std": sample_std(values),
-                       "n": int(values.size)}
+                       "n": int(values.size),
+                       "cases": covered["n"], "cases_undefined": covered["undefined"]}
     return {
         **provenance(data_path=data.root),
         "data": data.describe(), "synthetic": data.synthetic, "folds": how,
-        "config": config.to_dict(), "seconds": seconds, "train_seconds": train_seconds,
+        "config": config.record(data.windowed), "seconds": seconds, "train_seconds": train_seconds,
         "per_fold": per_fold,
-        "mean_std_over_folds": across, "pooled_per_case": summarize(rows),
+        "mean_std_over_folds": across, "pooled_per_case": pooled,
+        "empty_mask_counts": empty_mask_counts(rows) if rows else {},
         "empty_mask_rules": EMPTY_MASK_RULES, "std_note": STD_NOTE,
+        "hd95_unit": data.hd95_unit, "hd95_slices_by_unit": hd95_slices_by_unit(data),
         "warnings": list(data.notes),
     }
 
@@ -355,8 +430,9 @@ UNDEFINED = "–"
 UNDEFINED_NOTE = (f"{UNDEFINED}: undefined in that fold (or in every fold); a mean over fewer "
                   "folds than were run says over how many, and has no ± from a single fold. "
                   "± is the sample standard deviation over folds; a fold's value is the mean "
-                  "over its slices where the metric is defined (summary.json's pooled_per_case "
-                  "counts the undefined ones).")
+                  "over its slices where the metric is defined, and where that leaves slices "
+                  "out it says how many it covers, e.g. `0.000 (6 of 16)`, as the mean over "
+                  "folds says of all slices (`(6 of 48 slices)`).")
 
 
 def shown(value: float | None) -> str:
@@ -376,9 +452,42 @@ def mean_over_folds(stats: dict[str, float], folds: int) -> str:
     text = shown(stats["mean"])
     if count >= 2:
         text += f" ± {stats['std']:.3f}"
-    if 0 < count < folds:
-        text += f" ({count} of {folds} folds)"
+    notes = [f"{count} of {folds} folds"] if 0 < count < folds else []
+    if count and stats.get("cases_undefined"):  # HD95 of a model that misses lesions
+        notes.append(f"{stats['cases']} of {stats['cases'] + stats['cases_undefined']} slices")
+    return text + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _fold_cell(fold: Mapping[str, Any], key: str) -> str:
+    """A fold's mean of ``key``, with how many of its slices it covers where it leaves some
+    out (undefined there: see EMPTY_MASK_RULES)."""
+    text = shown(fold.get(key))
+    defined = fold.get(DEFINED, {}).get(key)
+    if defined and defined < fold["test_cases"]:
+        text += f" ({defined} of {fold['test_cases']})"
     return text
+
+
+def hd95_undefined_line(summary: Mapping[str, Any]) -> list[str]:
+    """The report line saying on how many slices HD95 is undefined, and why (a lesion the
+    model predicted nothing on, a lesion predicted on a slice without one), none where it is
+    defined on every slice."""
+    cases, total = hd95_cover(summary["mean_std_over_folds"])
+    counts = summary.get("empty_mask_counts")
+    if cases == total or not counts:
+        return []
+    line = (f"- HD95 is undefined, and left out of its means, on {total - cases} of "
+            f"{total} slices: {counts['lesion_slices_predicted_empty']} of the "
+            f"{counts['lesion_slices']} slices with a lesion, on which the model predicted "
+            "nothing (missed lesions, no HD95 penalty), and "
+            f"{counts['empty_slices_predicted_lesion']} without a lesion, on which it "
+            "predicted some")
+    return [line]
+
+
+def _column(key: str) -> str:
+    """A report column's name: the metric's key, HD95 by unit as ``hd95 (mm)``."""
+    return f"hd95 ({HD95_UNITS[key]})" if key in HD95_UNITS else key
 
 
 def class_dice(stats: Mapping[str, Any]) -> dict[str, Any]:
@@ -390,7 +499,7 @@ def class_dice(stats: Mapping[str, Any]) -> dict[str, Any]:
 
 def report_markdown(summary: dict[str, Any]) -> str:
     """The cross-validation table as Markdown."""
-    keys = [k for k in REPORT_METRICS if k in summary["mean_std_over_folds"]]
+    keys = [k for k in (*REPORT_METRICS, *HD95_UNITS) if k in summary["mean_std_over_folds"]]
     extra = [k for k in summary["mean_std_over_folds"] if k not in keys]
     multiclass = summary["config"].get("target") == "multiclass"
     lines = [
@@ -405,19 +514,23 @@ def report_markdown(summary: dict[str, Any]) -> str:
         f"- Recipe: `{summary['config']}`",
         f"- Epochs trained per fold: {', '.join(str(f['epochs']) for f in summary['per_fold'])}",
         *data_warnings(summary),
+        *hd95_units_line(summary.get("hd95_slices_by_unit", {})),
         "",
-        "| fold | test slices | " + " | ".join(any_lesion(k, multiclass) for k in keys) + " |",
+        "| fold | test slices | " + " | ".join(any_lesion(_column(k), multiclass) for k in keys)
+        + " |",
         "|---|---|" + "---|" * len(keys),
     ]
     for fold in summary["per_fold"]:
         lines.append(f"| {fold['fold']} | {fold['test_cases']} | "
-                     + " | ".join(shown(fold.get(k)) for k in keys) + " |")
+                     + " | ".join(_fold_cell(fold, k) for k in keys) + " |")
     across, folds = summary["mean_std_over_folds"], len(summary["per_fold"])
     lines.append("| **mean ± std** | | "
                  + " | ".join(f"**{mean_over_folds(across[k], folds)}**" for k in keys) + " |")
     if extra:
         lines += ["", "Per-class and other metrics (mean ± std over folds):", ""]
         lines += [f"- {k}: {mean_over_folds(across[k], folds)}" for k in extra]
-    lines += ["", UNDEFINED_NOTE, "", f"Empty masks: {summary['empty_mask_rules']}", "",
+    hd95 = hd95_undefined_line(summary)
+    lines += [*([""] + hd95 if hd95 else []), "", UNDEFINED_NOTE, "",
+              f"Empty masks: {summary['empty_mask_rules']}", "",
               f"![per-case {any_lesion('Dice', multiclass)}](dice_boxplot.png)", ""]
     return "\n".join(lines)

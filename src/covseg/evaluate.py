@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from covseg.data.layouts import (
     CLASS_NAMES,
+    LoadedData,
     Sample,
     combined_mask_folder,
     data_folders,
@@ -81,6 +82,42 @@ def evaluate_samples(predictor: Predictor, samples: Sequence[Sample], desc: str 
         for s, pred in zip(samples, predictions)
     ]
     return rows, predictions
+
+
+HD95_UNITS = {"hd95_mm": "mm", "hd95_px": "px"}
+"""HD95 by unit, the keys that replace ``hd95`` where a data set's slices have both units (see
+:func:`hd95_by_unit`), and each one's unit."""
+
+
+def hd95_slices_by_unit(data: LoadedData) -> dict[str, int]:
+    """How many slices have their HD95 in mm (of volumes) and in px (2D files), where a data
+    set holds both (:attr:`LoadedData.hd95_unit` "mm or px"); empty where it has one unit."""
+    if data.hd95_unit in ("mm", "px"):
+        return {}
+    in_mm = sum(sample.spacing is not None for sample in data.samples)
+    return {"mm": in_mm, "px": len(data.samples) - in_mm}
+
+
+def hd95_by_unit(rows: list[dict[str, Any]], data: LoadedData) -> list[dict[str, Any]]:
+    """Per-case rows with every HD95 (``hd95``, ``ground-glass_hd95``) given apart by unit,
+    ``hd95_mm`` and ``hd95_px`` (NaN on the other unit's slices), where ``data`` mixes 2D files
+    (px) and volume slices (mm): a mean of both means nothing. Rows as they are otherwise, and
+    rows already split (a finished fold's)."""
+    if not hd95_slices_by_unit(data):
+        return rows
+    in_mm = {sample.case_id for sample in data.samples if sample.spacing is not None}
+    split = []
+    for row in rows:
+        own = "mm" if row["case_id"] in in_mm else "px"
+        fields: dict[str, Any] = {}
+        for key, value in row.items():
+            if not key.endswith("hd95"):
+                fields[key] = value
+                continue
+            for split_key, unit in HD95_UNITS.items():
+                fields[key + split_key.removeprefix("hd95")] = value if unit == own else math.nan
+        split.append(fields)
+    return split
 
 
 def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:

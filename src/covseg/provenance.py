@@ -31,9 +31,13 @@ def cli_command(argv: Sequence[str]) -> str:
     return shlex.join(["covseg", *argv])
 
 
+API_COMMAND = "Python API: covseg."
+"""How a record's command starts for a run started from Python (:func:`api_command`)."""
+
+
 def api_command(function: str) -> str:
     """What a record says of a run started from Python: the API function called."""
-    return f"Python API: covseg.{function}()"
+    return f"{API_COMMAND}{function}()"
 
 
 @contextmanager
@@ -49,6 +53,14 @@ def invoked_as(command: str) -> Iterator[None]:
         yield
     finally:
         _COMMAND.reset(token)
+
+
+def option_name(name: str) -> str:
+    """Option ``name`` (``lung_guide``) as the running command spells it: ``--lung-guide`` on
+    the command line, ``lung_guide`` in a Python API call, whose unknown-option errors name
+    keywords so (:func:`covseg.api._public`)."""
+    command = _COMMAND.get() or ""
+    return name if command.startswith(API_COMMAND) else f"--{name.replace('_', '-')}"
 
 
 def current_command() -> str:

@@ -51,7 +51,7 @@ from covseg.config import TrainConfig, check_batch_size, check_seed, check_thres
 from covseg.data.layouts import CLASS_NAMES, LoadedData, Sample, data_fingerprint
 from covseg.data.splits import validation_split
 from covseg.errors import CovsegError
-from covseg.evaluate import evaluate_samples, rows_to_csv
+from covseg.evaluate import evaluate_samples, hd95_by_unit, rows_to_csv
 from covseg.infer import TEST_FLIPS, Predictor, model_inputs
 from covseg.io.atomic import remove_temporaries, write_json, write_text
 from covseg.io.lock import drop_unheld_lock, writing_to
@@ -942,7 +942,7 @@ def _write_run_record(out: Path, config: TrainConfig, data: LoadedData,
     be spelt otherwise, and records its own command)."""
     write_json(out / "config.json", {
         **provenance(data_path=data.root),
-        "config": config.to_dict(), "data": data.describe(),
+        "config": config.record(data.windowed), "data": data.describe(),
         "classes": _class_names(config.target, data.num_classes), "layout": data.layout,
         "synthetic": data.synthetic, DATA_FINGERPRINT: fingerprint, **extra,
         "train_cases": list(train_cases), "val_cases": list(val_cases),
@@ -971,6 +971,7 @@ def _write_metrics(out: Path, metrics: dict[str, Any], data: LoadedData,
     metrics = {**provenance(data_path=data.root), **metrics, "warnings": list(data.notes)}
     if val_samples:
         rows, _ = evaluate_samples(Predictor.load(out / "best.pt"), val_samples, "validating")
+        rows = hd95_by_unit(rows, data)  # px and mm apart where the data have both
         write_text(out / "validation_per_case.csv", rows_to_csv(rows))
         metrics["validation"] = summarize(rows)
         metrics["empty_mask_rules"] = EMPTY_MASK_RULES

@@ -42,6 +42,9 @@ LUNG_WINDOW: tuple[float, float] = (-1350.0, 150.0)
 AIR_HU = -1024.0
 """Air in HU; lower values are scanner padding (-2048, -3024 outside the reconstruction
 circle), which :func:`scale_intensity` reads as air, as lungmask clips HU at -1024."""
+AIR_LIMIT_HU = -900.0
+"""A chest CT in Hounsfield units holds air at or below this (around the body, in the airways
+and lungs): values detected as HU with none this low were stored without their scaling."""
 AUGMENTATIONS: tuple[str, ...] = ("none", "light", "heavy")
 MAX_CLIPPED_SHARE: dict[str, float] = {"hu": 0.9, "uint8": 0.1, "unit": 0.1}
 """Above this share of pixels outside a scale's range, a slice is on another scale: a window
@@ -63,9 +66,8 @@ def detect_intensity(array: np.ndarray) -> str:
     raise CovsegError(
         f"cannot tell the intensity scale (values {low:g}..{high:g}, e.g. 16-bit grey); covseg "
         "reads Hounsfield units, 8-bit grey (0..255) or floats in [0, 1]: convert the slices "
-        "to one of them (16-bit CT exports often hold HU + 1024: subtract it and save as .npy "
-        "or NIfTI), or train with --intensity hu if they are HU without air (prediction then "
-        "follows the run)"
+        "to one of them (16-bit CT exports often hold HU + 1024: subtract 1024 and save as "
+        ".npy or NIfTI; --intensity hu reads them as they are, offset and all, mostly white)"
     )
 
 
@@ -103,6 +105,8 @@ def intensity_scale(array: np.ndarray, mode: str = "auto",
         if not source:
             raise
         raise CovsegError(f"{source}: {error}") from None
+    if mode == "hu":
+        warn_told_hu_without_air(array, source)
     return kind
 
 
@@ -128,6 +132,21 @@ def grey_told_hu(array: np.ndarray, told: str, what: str, advice: str) -> str | 
     return (f"{told}, but its values {float(array.min()):g}..{float(array.max()):g} are grey "
             f"levels: none lies below 0, while a {what} in HU always holds air (about -1000); "
             f"read it as grey: {advice}")
+
+
+def warn_told_hu_without_air(array: np.ndarray, source: str = "") -> None:
+    """Warn, naming ``source``, of values told to be Hounsfield units (``--intensity hu``) with
+    none at or below :data:`AIR_LIMIT_HU`, as ``--hu auto`` refuses volumes: every CT slice
+    holds air, so they are likely HU + 1024 (a 16-bit export), which reads mostly white. Told
+    is read, as ``--hu yes`` reads a volume; a flat (blank) image reads blank on any scale."""
+    if not array.size:
+        return
+    low, high = float(array.min()), float(array.max())
+    if AIR_LIMIT_HU < low < high:
+        log.warning("%sread as Hounsfield units (--intensity hu), but none of its values "
+                    "%g..%g lies at or below %g HU, while a CT slice holds air (about -1000): "
+                    "HU + 1024 (a 16-bit export)? It reads mostly white; subtract 1024 first",
+                    f"{source}: " if source else "", low, high, AIR_LIMIT_HU)
 
 
 SCALE_NAMES = {"hu": "Hounsfield units", "uint8": "8-bit grey levels",
@@ -189,12 +208,16 @@ def window_unused(kind: str, window: tuple[float, float]) -> str | None:
     windowed, grey levels and [0, 1] values are scaled as they are, so a run would record a
     window it never applied; None when it applies (HU). A window typed out equal to the lung
     window (the default) is refused too: only one left out is not the user's."""
+    from covseg.provenance import option_name  # it imports the layouts, which import this
+
     if kind == "hu":
         return None
     scale = "8-bit grey levels (0..255)" if kind == "uint8" else "values in [0, 1]"
-    return (f"--window {window[0]:g} {window[1]:g} windows Hounsfield units only, but this "
-            f"image holds {scale}, on which it does nothing; leave --window out (or give the "
-            f"data in HU)")
+    option = option_name("window")
+    given = (f"{option} {window[0]:g} {window[1]:g}" if option.startswith("--")
+             else f"{option}=({window[0]:g}, {window[1]:g})")
+    return (f"{given} windows Hounsfield units only, but this image holds {scale}, on which it "
+            f"does nothing; leave {option} out (or give the data in HU)")
 
 
 def scale_intensity(array: np.ndarray, kind: str, window: tuple[float, float] = LUNG_WINDOW,
@@ -308,9 +331,10 @@ def augmentation(preset: str, keys: tuple[str, str] = ("image", "mask"), guided:
                  ) -> Compose:
     """MONAI dictionary transforms for a preset; the mask is always resampled with nearest.
 
-    ``guided``: the image's second channel is a 0/1 lung guide, which moves with the slice
-    but keeps its values (it is exactly 0/1 at prediction): the intensity transforms change
-    the first channel only.
+    ``guided``: the image's second channel is a lung guide, 0/1 before the letterbox, which
+    the intensity transforms leave alone (they change the first channel only). It is not 0/1 on
+    the canvas: the letterbox's area/bilinear resize makes its edges fractional, at prediction
+    as in training, and the affine and elastic transforms resample it bilinearly like the slice.
     """
     if preset not in AUGMENTATIONS:
         raise CovsegError(f"unknown augmentation {preset!r}; choose one of {AUGMENTATIONS}")

@@ -20,7 +20,7 @@ from covseg.data.splits import grouped_kfold, validation_split
 from covseg.data.synthetic import synthetic_slices
 from covseg.errors import CovsegError
 from covseg.transforms import normalize_intensity
-from tests.conftest import shared
+from tests.conftest import shared, square_mask
 
 
 def _save_png(path: Path, array: np.ndarray) -> None:
@@ -120,6 +120,58 @@ def test_public_slice_sets_take_a_patients_csv(tmp_path: Path) -> None:
     (copy / "patients.csv").write_text("case_id,patient_id\nslice_7,a\n")
     with pytest.raises(CovsegError, match="names none of the 50 slices.*infnet_0 or 0"):
         load_dataset(copy)
+
+
+def test_infnet_reads_its_patients_csv_whichever_folder_is_given(tmp_path: Path) -> None:
+    """Inf-Net's patients.csv was read from the folder given only: beside Imgs/ and GT/ (where
+    the report, naming that folder, said to put it) it was ignored when the data set's root
+    was given, so one patient's slices fell on both sides of a fold. Every spelling of the
+    folder now reads it, two that disagree are refused, and the description names it."""
+    top = tmp_path / "infnet"
+    doctor = top / "TrainingSet" / "LungInfection-Train" / "Doctor-label"
+    spellings = [top, top / "TrainingSet", doctor.parent, doctor]
+    for k in range(6):
+        _save_png(doctor / "Imgs" / f"{k}.png", np.full((16, 16), 40 * k + 10))
+        _save_png(doctor / "GT" / f"{k}.png", square_mask(16, 4, 4, 6) * 255)
+    rows = "case_id,patient_id\n0,PA\n1,PA\n2,PA\n3,PB\n4,PB\n"
+    for where in (doctor, top):
+        (where / "patients.csv").write_text(rows)
+        for folder in spellings:
+            data = load_dataset(folder)
+            assert data.patients == ["PA", "PB", "infnet_5"], folder
+            assert data.patients_file == str((where / "patients.csv").resolve())
+            assert data.describe() == (
+                f"Inf-Net data at {doctor.resolve()}: 6 slices, 3 patients (as "
+                f"{where.resolve() / 'patients.csv'} groups them), target infection "
+                "(2 classes)")
+        if where == doctor:
+            (doctor / "patients.csv").unlink()
+    (doctor / "patients.csv").write_text(rows)  # the same table twice: read once
+    assert load_dataset(top).patients == ["PA", "PB", "infnet_5"]
+    (doctor / "patients.csv").write_text(rows.replace("4,PB", "4,PC"))
+    for folder in spellings:
+        with pytest.raises(CovsegError) as refused:
+            load_dataset(folder)
+        assert str(refused.value) == (
+            f"{top / 'patients.csv'} and {doctor / 'patients.csv'} group the slices "
+            "differently (4: PB in one, PC in the other); keep one of them")
+    (top / "patients.csv").unlink()
+    (doctor / "patients.csv").unlink()
+    assert load_dataset(top).patients_file == ""
+    assert "groups them" not in load_dataset(top).describe()
+
+
+def test_other_layouts_name_the_patients_csv_they_read(tmp_path: Path) -> None:
+    """A layout read from the folder given names the patients.csv there that grouped it."""
+    for k in range(3):
+        _save_png(tmp_path / "images" / f"s{k}.png", np.full((16, 16), 40 * k + 10))
+        _save_png(tmp_path / "masks" / f"s{k}.png", square_mask(16, 4, 4, 6) * 255)
+    assert load_dataset(tmp_path).patients_file == ""
+    (tmp_path / "patients.csv").write_text("case_id,patient_id\ns0,PA\ns1,PA\n")
+    data = load_dataset(tmp_path)
+    assert data.patients == ["PA", "s2"]
+    assert f"2 patients (as {tmp_path.resolve() / 'patients.csv'} groups them)" in (
+        data.describe())
 
 
 def test_patients_csv_saved_by_excel_or_with_blanks_after_commas(tmp_path: Path,
@@ -374,7 +426,8 @@ def test_mosmed_slices_without_split_files_take_their_study(
         **{f"study_{p:04d}_{k}": f"study_{p:04d}" for p in (1, 2, 3) for k in (0, 1)},
         "other_1": "other_1"}
     splits, how = make_folds(data, 2, seed=0)
-    assert how == "2-fold, grouped by patient (seed 0)"
+    assert how.startswith("2-fold, grouped by patient (seed 0); 1 of the 7 slices carries no "
+                          "patient id and is its own patient, so slices of one patient")
     by_case = {s.case_id: s.patient_id for s in data.samples}
     for train, test in splits:
         assert not {by_case[c] for c in train} & {by_case[c] for c in test}
@@ -1016,7 +1069,8 @@ def test_generic_slices_take_the_study_their_name_tells(tmp_path: Path) -> None:
             _save_png(tmp_path / "data" / folder / f"{stem}.png", np.zeros((16, 16)))
     data = load_dataset(tmp_path / "data")
     assert {s.case_id: s.patient_id for s in data.samples} == stems
-    assert make_folds(data, 2, 0)[1] == "2-fold, grouped by patient (seed 0)"
+    assert make_folds(data, 2, 0)[1].startswith(
+        "2-fold, grouped by patient (seed 0); 5 of the 12 slices carry no patient id")
     (tmp_path / "data" / "patients.csv").write_text("case_id,patient_id\ncoronacases_001,P1\n"
                                                     "img_12,P1\n")
     patients = {s.case_id: s.patient_id for s in load_dataset(tmp_path / "data").samples}

@@ -30,6 +30,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
+from itertools import pairwise
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
@@ -50,7 +51,7 @@ from covseg.io.image import (
 )
 from covseg.io.nifti import is_nifti, nifti_stem, read_nifti, read_paired
 from covseg.io.volume import Volume, check_same_grid, display_flips
-from covseg.transforms import LUNG_WINDOW, intensity_scale, normalize_intensity, scale_slices
+from covseg.transforms import LUNG_WINDOW, intensity_scale, scale_intensity, scale_slices
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,9 @@ class Sample:
     ``evaluate`` gives it on the volume; None for 2D files, whose HD95 is in pixels."""
     mask_source: str = ""
     """The mask's file (``#zK``: its slice K), which a message about the mask names."""
+    windowed: bool = False
+    """Whether its image was read in HU through the window (not 8-bit or [0, 1] values, read
+    as they are), so that a run records a window only where one was applied."""
 
     @property
     def mask_label(self) -> str:
@@ -165,6 +169,9 @@ class LoadedData:
     """The (training, test) split files each of ``folds`` was read from, by name."""
     slices: str = "all"
     """Which slices were kept (``load_dataset``'s ``slices``): all, or the labelled ones."""
+    patients_file: str = ""
+    """The patients.csv that grouped the slices into patients (resolved), which
+    :meth:`describe` names; "" where none was read."""
 
     def reading(self) -> dict[str, Any]:
         """How these data were read: the target, intensity and window that a run trained on
@@ -174,6 +181,11 @@ class LoadedData:
     @property
     def patients(self) -> list[str]:
         return sorted({s.patient_id for s in self.samples})
+
+    @property
+    def windowed(self) -> bool:
+        """Whether the window was applied to any slice (:attr:`Sample.windowed`)."""
+        return any(s.windowed for s in self.samples)
 
     @property
     def hd95_unit(self) -> str:
@@ -193,9 +205,10 @@ class LoadedData:
 
     def describe(self) -> str:
         kept = " (lesion slices only)" if self.slices == "labelled" else ""
+        grouped = f" (as {self.patients_file} groups them)" if self.patients_file else ""
         return (
             f"{self.kind} at {self.root}: {counted(len(self.samples), 'slice')}{kept}, "
-            f"{counted(len(self.patients), 'patient')}, target {self.target} "
+            f"{counted(len(self.patients), 'patient')}{grouped}, target {self.target} "
             f"({self.num_classes} classes)"
         )
 
@@ -227,10 +240,11 @@ class ReadOptions:
 
 def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source: str,
             options: ReadOptions, view: tuple[Volume, Path, int] | None = None,
-            mask_source: str = "") -> Sample:
+            mask_source: str = "", windowed: bool = False) -> Sample:
     """A checked sample; ``view``: the volume, its file and the slice index it comes from,
     for its radiological view, pixel aspect and name in the file; ``mask_source``: the mask's
-    file (and slice), named in messages about the mask."""
+    file (and slice), named in messages about the mask; ``windowed``: a volume's slice that
+    its volume's HU window scaled (a 2D file's own scale tells it)."""
     if image.shape != mask.shape:
         raise CovsegError(
             f"{source}: image is {image.shape[1]}x{image.shape[0]} but its mask is "
@@ -242,9 +256,10 @@ def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source
         labels = (mask > 0).astype(np.uint8)
     # a volume's slices come here in [0, 1], its --window judged on the whole volume
     told_window = options.window_given and view is None
-    sample = Sample(normalize_intensity(image, options.intensity, options.window, source,
-                                        told_window=told_window), labels, case, patient, source,
-                    mask_source=mask_source)
+    kind = intensity_scale(image, options.intensity, options.window, source,
+                           told_window=told_window)
+    sample = Sample(scale_intensity(image, kind, options.window), labels, case, patient, source,
+                    mask_source=mask_source, windowed=windowed or kind == "hu")
     if view is not None:
         volume, path, k = view
         sample.display_flips = display_flips(volume.affine)
@@ -450,7 +465,7 @@ def _slice_volume(image_path: Path, mask_path: Path, options: ReadOptions,
         case = case_of(index)
         samples.append(_sample(plane, mask.array[k], case, patient_of(case),
                                f"{image_path}#z{index}", unit, (image, image_path, k),
-                               f"{mask_path}#z{index}"))
+                               f"{mask_path}#z{index}", windowed=kind == "hu"))
     return samples
 
 
@@ -480,10 +495,9 @@ def _read_studies(pairs: list[tuple[str, Path, Path]], options: ReadOptions, des
 
 
 def _read_slices(pairs: list[tuple[str, Path, Path]], options: ReadOptions, desc: str,
-                 root: Path, case_prefix: str) -> list[Sample]:
-    """A public slice set's slices (case ids ``case_prefix`` + stem), grouped by
-    ``root/patients.csv`` if there is one."""
-    patients = _read_patients_csv(root)
+                 patients: dict[str, str], case_prefix: str) -> list[Sample]:
+    """A public slice set's slices (case ids ``case_prefix`` + stem), grouped by ``patients``
+    (its patients.csv; empty without one)."""
     samples = _read_2d_pairs(pairs, options, patients, desc, case_prefix=case_prefix)
     _check_patients_listed(patients, _slice_cases(pairs, case_prefix))
     return samples
@@ -911,12 +925,47 @@ def _infnet_folder(root: Path, target: str) -> Path:
     return root
 
 
+def _infnet_spellings(folder: Path, target: str) -> list[Path]:
+    """Every folder that names the Inf-Net data of ``folder`` (the one holding Imgs/ and GT/):
+    ``folder`` and each folder above it that reads it (LungInfection-Train/, TrainingSet/, the
+    data set's root), top first, whichever of them was given as the data folder."""
+    place = Path(os.path.abspath(folder))
+    spellings = [place]
+    while place.parent != place and Path(os.path.abspath(
+            _infnet_folder(place.parent, target))) == spellings[0]:
+        place = place.parent
+        spellings.append(place)
+    return spellings[::-1]
+
+
+def _one_patients_csv(folders: Sequence[Path]) -> tuple[dict[str, str], Path | None]:
+    """The patients.csv of ``folders`` (equivalent spellings of one data folder) and its path,
+    so that the grouping does not depend on which spelling was typed; ({}, None) without one.
+    Two that group the slices otherwise are refused, as either would be silently dropped."""
+    found: list[tuple[Path, dict[str, str]]] = []
+    for table in (folder / "patients.csv" for folder in folders):
+        if table.is_file() and not any(table.samefile(other) for other, _ in found):
+            found.append((table, _read_patients_csv(table.parent)))
+    for (first, mine), (second, theirs) in pairwise(found):
+        if mine != theirs:
+            case = next(key for key in sorted(mine.keys() | theirs.keys())
+                        if mine.get(key) != theirs.get(key))
+            raise CovsegError(
+                f"{first} and {second} group the slices differently ({case}: "
+                f"{mine.get(case, 'not named')} in one, {theirs.get(case, 'not named')} in the "
+                "other); keep one of them")
+    return (found[0][1], found[0][0]) if found else ({}, None)
+
+
 def _read_infnet(root: Path, options: ReadOptions) -> LoadedData:
+    """Inf-Net's slices of ``root`` (the data set's root, TrainingSet/ or the folder of Imgs/
+    and GT/), grouped by a patients.csv in any of those folders (:func:`_one_patients_csv`)."""
     folder = _infnet_folder(root, options.target)
     pairs = _pair(_files(_require(folder / "Imgs"), is_image_file),
                   _files(_require(folder / "GT"), is_image_file), folder)
-    samples = _read_slices(pairs, options, "reading Inf-Net slices", root, "infnet_")
-    return _loaded(samples, "infnet", folder, options)
+    patients, table = _one_patients_csv(_infnet_spellings(folder, options.target))
+    samples = _read_slices(pairs, options, "reading Inf-Net slices", patients, "infnet_")
+    return _loaded(samples, "infnet", folder, options, patients_file=table)
 
 
 ZENODO_IMAGES = ("ct_scans", "COVID-19-CT-Seg_20cases")
@@ -1013,7 +1062,9 @@ def _synthetic_seed(spec: str) -> int:
 
 def _loaded(samples: list[Sample], layout: str, root: Path, options: ReadOptions,
             folds: list[tuple[list[str], list[str]]] | None = None,
-            synthetic: bool = False) -> LoadedData:
+            synthetic: bool = False, patients_file: Path | None = None) -> LoadedData:
+    """The data read; ``patients_file``: the patients.csv that grouped them, by default
+    ``root/patients.csv`` where it exists (every layout but Inf-Net reads that one)."""
     if not samples:
         raise CovsegError(f"{root}: the {layout} layout was found but holds no slices")
     num_classes = 2
@@ -1027,8 +1078,11 @@ def _loaded(samples: list[Sample], layout: str, root: Path, options: ReadOptions
         for sample in samples:
             sample.case_id = sample.case_id if sample.case_id.startswith("synthetic") else (
                 f"synthetic_{sample.case_id}")
+    if patients_file is None and (root / "patients.csv").is_file():
+        patients_file = root / "patients.csv"
     return LoadedData(samples, layout, str(root.resolve()), options.target, num_classes,
-                      folds or None, synthetic, intensity=options.intensity, window=options.window)
+                      folds or None, synthetic, intensity=options.intensity, window=options.window,
+                      patients_file=str(patients_file.resolve()) if patients_file else "")
 
 
 LAYOUTS: dict[str, Callable[[Path], bool]] = {

@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from covseg.io.atomic import write_json, write_text
 from covseg.io.image import write_png
-from covseg.transforms import LUNG_WINDOW, normalize_intensity
+from covseg.transforms import LUNG_WINDOW, intensity_scale, scale_intensity
 
 GROUND_GLASS, CONSOLIDATION = 1, 2
 
@@ -116,11 +116,11 @@ def synthetic_dataset(seed: int = 0, target: str = "infection", patients: int = 
     its HU slices are read with ``intensity`` and ``window`` as a folder of them would be."""
     from covseg.data.layouts import LoadedData, Sample
 
-    samples = [
-        Sample(normalize_intensity(item.hu, intensity, window), _mask_for(item, target), case,
-               patient, f"synthetic:{seed}#{case}")
-        for case, patient, item in synthetic_slices(seed, patients, slices_per_patient, size)
-    ]
+    samples = []
+    for case, patient, item in synthetic_slices(seed, patients, slices_per_patient, size):
+        kind = intensity_scale(item.hu, intensity, window)
+        samples.append(Sample(scale_intensity(item.hu, kind, window), _mask_for(item, target),
+                              case, patient, f"synthetic:{seed}#{case}", windowed=kind == "hu"))
     classes = 3 if target == "multiclass" else 2
     return LoadedData(samples, "synthetic", f"synthetic:{seed}", target, classes, None, True,
                       ["SYNTHETIC data from covseg's built-in generator"], intensity, window)

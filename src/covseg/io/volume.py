@@ -39,16 +39,18 @@ import SimpleITK as sitk
 from covseg.errors import CovsegError, counted
 from covseg.io.atomic import atomic_path
 from covseg.io.image import label_levels
-from covseg.transforms import LUNG_WINDOW, grey_outside_lung_window, holds_grey_only
+from covseg.transforms import (
+    AIR_LIMIT_HU,
+    LUNG_WINDOW,
+    grey_outside_lung_window,
+    holds_grey_only,
+)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 HU_MODES: tuple[str, ...] = ("auto", "yes", "no")
 HU_LIMIT = 100_000.0
 """Largest magnitude a CT value may have: 16-bit storage spans -32768..65535 (padding, metal)."""
-AIR_LIMIT_HU = -900.0
-"""A chest CT in Hounsfield units holds air at or below this (around the body, in the airways
-and lungs): values detected as HU with none this low were stored without their scaling."""
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 log = logging.getLogger(__name__)
