@@ -8,7 +8,7 @@ the air around the body. A model trained on the crops is scored here on both fra
 slices its fold held out (Inf-Net id N = MedSeg slice N), each with the run's own prediction
 recipe (test-time mirrors, threshold, lung framing), so that a user feeding whole CT slices knows
 what to expect. ``--frame-lungs`` adds the lung framing to runs trained before it existed: on
-Inf-Net's crops it changes nothing (they are not square 512 px frames, and already span 0-255),
+Inf-Net's crops it changes nothing (they are taken as crops, and already span 0-255),
 so such a run's models are exactly what the current recipe trains.
 """
 

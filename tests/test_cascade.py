@@ -10,9 +10,20 @@ import numpy as np
 import pytest
 from monai.transforms import ScaleIntensity
 from PIL import Image
+from scipy import ndimage
 
 from covseg import api
-from covseg.cascade import CropBox, LungFrame, LungGuide, is_lung_crop, lung_box
+from covseg.cascade import (
+    CROP_BORDER_AIR,
+    ENCLOSED_LUNG_MIN,
+    CropBox,
+    LungFrame,
+    LungGuide,
+    border_air_share,
+    enclosed_lung_share,
+    is_lung_crop,
+    lung_box,
+)
 from covseg.config import TrainConfig
 from covseg.data.layouts import load_dataset
 from covseg.data.synthetic import synthetic_slice
@@ -289,3 +300,93 @@ def test_the_lung_frame_of_a_small_frame_mirrors_with_it() -> None:
     mirrored = LungFrame().box(np.ascontiguousarray(ct_slice[::-1, ::-1]))
     assert (mirrored.top, mirrored.bottom, mirrored.left, mirrored.right) == (
         height - box.bottom, height - box.top, width - box.right, width - box.left)
+
+
+def _body_filled_frame(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The synthetic frame at ``size`` px with the air outside the body made fat (a tight field
+    of view: the body and table fill the border), and its lungs."""
+    item = synthetic_slice(np.random.default_rng(0), size=512)
+    parts, _ = ndimage.label(item.hu < -500)
+    outside = np.isin(parts, np.unique(np.concatenate([parts[0], parts[-1]])))
+    hu = np.where(outside & (parts > 0), -100.0, item.hu).astype(np.float32)
+    step = 512 // size
+    return normalize_intensity(hu[::step, ::step], "hu"), item.lungs[::step, ::step] > 0
+
+
+def test_a_small_frame_without_air_round_it_is_framed() -> None:
+    """A whole frame under 512 px whose border is body, not air, was taken for a lung crop by
+    its size and left unframed; its lungs sit inside a ring of tissue, so it is a frame."""
+    for size in (256, 128):
+        image, lungs = _body_filled_frame(size)
+        assert border_air_share(image) == 0 and enclosed_lung_share(image) > 0.5
+        assert not is_lung_crop(image)
+        box = LungFrame().box(image)
+        rows, cols = np.nonzero(lungs)
+        assert np.abs(np.subtract((box.top, box.bottom, box.left, box.right),
+                                  (rows.min(), rows.max() + 1, cols.min(), cols.max() + 1))
+                      ).max() <= 2
+
+
+def test_a_lung_crop_resized_to_a_full_frame_stays_a_crop() -> None:
+    """A lung crop resized to 512x512 was taken for a whole frame by its size and cut again;
+    its lungs reach its edges, so it stays whole."""
+    image, lungs, _ = _full_frame()
+    rows, cols = np.nonzero(lungs)
+    crop = image[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    resized = np.asarray(Image.fromarray(crop).resize((512, 512), Image.BILINEAR))
+    assert enclosed_lung_share(resized) == 0 and is_lung_crop(resized)
+    assert LungFrame().box(resized) == CropBox(0, 512, 0, 512)
+
+
+def _grey_files(*parts: str, pattern: str) -> list[Image.Image]:
+    return [Image.open(p).convert("L") for p in sorted(shared(*parts).glob(pattern))]
+
+
+def _unit(image: Image.Image | np.ndarray) -> np.ndarray:
+    return normalize_intensity(np.asarray(image))
+
+
+def test_real_whole_frames_resized_or_body_cut_are_framed() -> None:
+    """MedSeg's 52 whole frames resized to 384 or 256 px: 23 were taken for lung crops (their
+    border is body, not air) and left unframed (Dice 0.81 -> 0.57 on them); cut to rows 40:472,
+    26. Now 3 (slices 10, 43 and 51, whose lungs come within 3 % of an edge), and 16 cut ones
+    (the cut reaches their lungs); at 512 px none, as before. Where the lungs are ringed, their
+    enclosed share stays four times above the threshold."""
+    paths = sorted(shared("medseg-covid19-100", "images").glob("*.png"))
+    frames = [Image.open(p).convert("L") for p in paths]
+    assert len(frames) == 52
+    for size, tight in ((512, set()), (384, {10, 43, 51}), (256, {10, 43, 51})):
+        resized = [_unit(im.resize((size, size), Image.BILINEAR)) for im in frames]
+        assert {int(p.stem[-4:]) for p, im in zip(paths, resized, strict=True)
+                if is_lung_crop(im)} == tight
+        shares = [enclosed_lung_share(im) for im in resized
+                  if border_air_share(im) < CROP_BORDER_AIR]
+        assert len(shares) == 23 and min(s for s in shares if s > 0) > 4 * ENCLOSED_LUNG_MIN
+    cut = [_unit(np.asarray(im)[40:472]) for im in frames]
+    assert sum(is_lung_crop(image) for image in cut) == 16
+
+
+def test_real_lung_crops_stay_crops_as_given_and_resized_to_512() -> None:
+    """Inf-Net's 50 crops and their multi-class copies (the held-out test crops are of their
+    kind) resized to 512x512: 20 were taken for whole frames and cut again (28 % of their
+    lesion lost). Their border stays under 0.35 air and their enclosed share under a third of
+    the threshold, as given or resized."""
+    root = ("infnet-covid-semiseg", "TrainingSet")
+    crops = (_grey_files(*root, "LungInfection-Train", "Doctor-label", "Imgs", pattern="*.jpg")
+             + _grey_files(*root, "MultiClassInfection-Train", "Imgs", pattern="*.jpg"))
+    assert len(crops) == 100
+    for crop in crops:
+        for image in (_unit(crop), _unit(crop.resize((512, 512), Image.BILINEAR))):
+            assert is_lung_crop(image)
+            assert border_air_share(image) < 0.35
+            assert enclosed_lung_share(image) < ENCLOSED_LUNG_MIN / 3
+
+
+def test_real_ct_sample_slices_are_frames() -> None:
+    """Every slice of the nnU-Net sample (122x101) and of the lungmask DICOMs is a whole frame."""
+    volume = read_volume(shared("ct-samples", "example_ct_sm.nii.gz"))
+    planes = list(normalize_intensity(volume.array, "hu"))
+    for name in ("lungmask_0.dcm", "lungmask_1.dcm"):
+        planes += list(normalize_intensity(read_volume(shared("ct-samples", name)).array, "hu"))
+    assert len(planes) == 32
+    assert not any(is_lung_crop(plane) for plane in planes)

@@ -34,30 +34,42 @@ THRESHOLD = "threshold"
 MARGIN = 0.08
 """Crop margin around the lungs, as a fraction of the slice's longer side."""
 FULL_FRAME = 512
-"""From this size (the shorter side) a whole frame's lungs are found at half resolution."""
+"""CT slices are reconstructed as square matrices of at least this size (their lungs are held
+to :data:`FULL_FRAME_MARGIN`); from this size (the shorter side) a whole frame's lungs are
+found at half resolution."""
 CROP_BORDER_AIR = 0.5
 """Share of a slice's border pixels in air (below -500 HU) from which it is a whole frame: the air
 outside the body rings a frame (97 % of the border of the 122x101 nnU-Net sample's slices, 97 %
 of the lungmask DICOM's), while a lung crop's border runs through chest wall and lung (at most
 34 % air on Inf-Net's 50 slices, also resized to 512x512)."""
 BORDER_AIR_HU = -500.0
-ENCLOSED_MARGIN = 0.01
+ENCLOSED_MARGIN = 0.03
 """A frame's lungs (:func:`frame_lungs`) stay at least this share of the slice's height and
-width away from each of its edges: soft tissue (chest wall, or table) rings them. On MedSeg's 52
-whole frames (at 512, 384 or 256 px) the nearest lay 0.018 of the side from an edge (slices 10
-and 51, tight fields of view); on Inf-Net's lung crops the lungs found reach an edge, or are
-pieces (below 0.8 % of the slice's air, as given or resized to 512x512)."""
+width away from each of its edges: a ring of tissue (chest wall, table) holds them. On 20 of the
+23 MedSeg frames whose border is under half air, resized to 384 or 256 px, the lungs lie at
+least 0.039 of the side from every edge; 3 with tight fields of view (slices 10, 43, 51, from
+0.018) read as crops there, as before. A crop's lungs reach its edges, or lie within the rim of
+chest wall it was cut with: 0.027 of the side for a synthetic lung box with a 10 px rim (0.01
+took it for a frame); and without the gas test, which drops the darkest lungs of Inf-Net's
+stretched crops, their enclosed share would stay at most 0.030 with this margin."""
+FULL_FRAME_MARGIN = 0.01
+"""The margin of :data:`ENCLOSED_MARGIN` for a square slice of at least :data:`FULL_FRAME` px, a
+CT's own matrix more likely than a crop: all 52 MedSeg frames stay frames (nearest lungs 0.018
+of the side from an edge), and Inf-Net's crops resized to 512x512 crops (enclosed share at most
+0.013)."""
 CROP_TEST_SIDE = 256
-""":func:`is_lung_crop` looks at every n-th row and column, n the shorter side over this."""
+""":func:`enclosed_lung_share` looks at every n-th row and column, n the shorter side over this
+(2 for a 512 px frame, as the frame's box): 128 took 2 of Inf-Net's crops resized to 512 for
+frames."""
 ENCLOSED_LUNG_MIN = 0.05
 """A slice whose border is not mostly air is a whole frame when lungs ringed by tissue
-(:data:`ENCLOSED_MARGIN`) hold at least this share of its air (below -320 HU): its lungs are
-inside a body, not cut by the image's edges. Measured (:func:`enclosed_lung_share`): on MedSeg's
-52 frames whose border is under half air, resized to 256 or 384 px or not, at least 0.22 (a frame
-half ringed by the air outside the body), most above 0.6; on Inf-Net's 50 lung crops, as given
-or resized to 512x512, at most 0.008, where their lungs reach an edge (0) or are lost to the gas
-test. Body-cut frames whose lungs the cut reaches (12 of MedSeg's frames cut to rows 40:472)
-read as crops, as they did before."""
+(:data:`ENCLOSED_MARGIN`) hold at least this share of its air (below -320 HU): they lie inside
+a body, not cut by the image's edges. Measured (:func:`enclosed_lung_share`,
+``benchmarks/crop_or_frame.py``): on MedSeg's frames whose border is under half air, at 512, 384
+or 256 px, at least 0.22 where not 0 (a frame half ringed by the air outside the body), most
+above 0.6; on Inf-Net's 50 lung crops and their multi-class copies at most 0.004 as given and
+0.013 resized to 512x512 (their lungs reach an edge, or the gas test drops them). Frames cut so
+that their lungs reach the cut (16 of MedSeg's 52 cut to rows 40:472) read as crops."""
 CROP_RING = 8
 """Soft-tissue border (px) put round a crop before thresholding, so its lungs are inside a body."""
 SOFT_TISSUE_HU = 0.0
@@ -103,14 +115,37 @@ def is_lung_crop(image: np.ndarray, window: tuple[float, float] = LUNG_WINDOW) -
     """Whether a [0, 1] slice (normalised through ``window``) is already cut to its lungs: its
     border is not mostly air (:data:`CROP_BORDER_AIR`) and no lungs ringed by tissue hold a good
     share of its air (:data:`ENCLOSED_LUNG_MIN`), whatever its size: a whole frame resized to
-    256 px is no crop, a lung crop resized to 512x512 is one. Tested on every
-    :data:`CROP_TEST_SIDE`-th part of the shorter side (a few milliseconds)."""
+    256 px is no crop, a lung crop resized to 512x512 is one."""
+    return (border_air_share(image, window) < CROP_BORDER_AIR
+            and enclosed_lung_share(image, window) < ENCLOSED_LUNG_MIN)
+
+
+def border_air_share(image: np.ndarray, window: tuple[float, float] = LUNG_WINDOW) -> float:
+    """Share of a [0, 1] slice's border pixels below :data:`BORDER_AIR_HU`."""
     border = np.concatenate([image[0], image[-1], image[1:-1, 0], image[1:-1, -1]])
-    if float(np.mean(window_to_hu(border, window) < BORDER_AIR_HU)) >= CROP_BORDER_AIR:
-        return False
+    return float(np.mean(window_to_hu(border, window) < BORDER_AIR_HU))
+
+
+def enclosed_lung_share(image: np.ndarray, window: tuple[float, float] = LUNG_WINDOW) -> float:
+    """Share of a [0, 1] slice's air (below -320 HU) in its :func:`frame_lungs` when their
+    bounding box stays :data:`ENCLOSED_MARGIN` (:data:`FULL_FRAME_MARGIN`) away from every edge;
+    0 when they come nearer or are none. High for a whole frame of any size, 0 or a sliver for
+    a lung crop. Taken on every n-th row and column, n the shorter side over
+    :data:`CROP_TEST_SIDE` (a few ms)."""
     step = max(1, min(image.shape) // CROP_TEST_SIDE)
     coarse = image[::step, ::step]
-    return enclosed_lung_share(coarse, frame_lungs(coarse, window, 1), window) < ENCLOSED_LUNG_MIN
+    lungs = frame_lungs(coarse, window, step=1)
+    height, width = lungs.shape
+    rows, cols = np.nonzero(lungs)
+    if rows.size == 0:
+        return 0.0
+    margin = min(rows.min() / height, (height - 1 - rows.max()) / height,
+                 cols.min() / width, (width - 1 - cols.max()) / width)
+    full = image.shape[0] == image.shape[1] >= FULL_FRAME
+    if margin < (FULL_FRAME_MARGIN if full else ENCLOSED_MARGIN):
+        return 0.0
+    air = int(np.count_nonzero(window_to_hu(coarse, window) < LUNG_THRESHOLD_HU))
+    return float(np.count_nonzero(lungs)) / max(air, 1)
 
 
 def frame_step(image: np.ndarray) -> int:
@@ -126,23 +161,6 @@ def frame_lungs(image: np.ndarray, window: tuple[float, float] = LUNG_WINDOW,
     step = frame_step(image) if step is None else step
     return lung_air(window_to_hu(image[::step, ::step], window),
                     min_fraction=FRAME_MIN_FRACTION)
-
-
-def enclosed_lung_share(image: np.ndarray, lungs: np.ndarray,
-                        window: tuple[float, float] = LUNG_WINDOW) -> float:
-    """Share of a slice's air (below -320 HU) in its ``lungs`` (same grid) when their bounding
-    box stays :data:`ENCLOSED_MARGIN` away from every edge; 0 when they reach an edge or are
-    none. High for a whole frame of any size, 0 or a sliver for a lung crop."""
-    height, width = lungs.shape
-    rows, cols = np.nonzero(lungs)
-    if rows.size == 0:
-        return 0.0
-    margin = min(rows.min() / height, (height - 1 - rows.max()) / height,
-                 cols.min() / width, (width - 1 - cols.max()) / width)
-    if margin < ENCLOSED_MARGIN:
-        return 0.0
-    air = int(np.count_nonzero(window_to_hu(image, window) < LUNG_THRESHOLD_HU))
-    return float(np.count_nonzero(lungs)) / max(air, 1)
 
 
 def window_to_hu(image: np.ndarray, window: tuple[float, float]) -> np.ndarray:

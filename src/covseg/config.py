@@ -156,7 +156,8 @@ class TrainConfig:
     crop_lungs: bool = False
     """With a lung guide: train and predict on the lungs' bounding box only."""
     frame_lungs: bool = True
-    """Infection models without a lung guide: cut whole CT frames (square, >= 512 px) to their
+    """Infection models without a lung guide: cut whole CT frames (any size: their lungs are ringed
+    by tissue, ``cascade.is_lung_crop``; crops are left as they are) to their
     thresholded lungs and stretch their grey range, as Inf-Net's slices are, in training and
     prediction alike. Lung models never frame (the frame would come from the lungs they find),
     nor do lung-guided ones (the cascade sees the whole slice, or crops to its lung guide's
