@@ -261,8 +261,9 @@ class LungFrame:
 
     window: tuple[float, float] = LUNG_WINDOW
 
-    def box(self, image: np.ndarray) -> CropBox:
+    def box(self, image: np.ndarray, crop: bool | None = None) -> CropBox:
         """The thresholded lungs' bounding box of a full frame; the whole slice otherwise.
+        ``crop``: :func:`is_lung_crop` of the slice, where the caller has it.
 
         The lungs of a 512 px frame are found at half resolution (a box needs no more, and it
         keeps the step at a few milliseconds per slice); a smaller frame's at full resolution,
@@ -275,7 +276,7 @@ class LungFrame:
         """
         height, width = image.shape
         whole = CropBox(0, height, 0, width)
-        if is_lung_crop(image, self.window):
+        if is_lung_crop(image, self.window) if crop is None else crop:
             return whole
         lungs = frame_lungs(image, self.window)
         if lungs.mean() < MIN_LUNG_SHARE:
@@ -286,11 +287,15 @@ class LungFrame:
                        step * found.left, min(width, step * found.right))
 
     def prepare(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, CropBox]]:
-        """(1, h, w) model inputs, framed and stretched, and the box each came from."""
-        return [self.cut(self.air_floored(image), self.box(image)) for image in images]
+        """(1, h, w) model inputs, framed and stretched, and the box each came from (each
+        slice tested once for a crop: the test costs a few milliseconds)."""
+        crops = [is_lung_crop(image, self.window) for image in images]
+        return [self.cut(self.air_floored(image, crop), self.box(image, crop))
+                for image, crop in zip(images, crops, strict=True)]
 
-    def air_floored(self, image: np.ndarray) -> np.ndarray:
-        """A whole frame with its values below air raised to air, a crop as it is.
+    def air_floored(self, image: np.ndarray, crop: bool | None = None) -> np.ndarray:
+        """A whole frame with its values below air raised to air, a crop as it is (``crop``:
+        :func:`is_lung_crop` of the slice, where the caller has it).
 
         HU input is floored at :data:`~covseg.transforms.AIR_HU` when it is scaled; an 8-bit or
         [0, 1] frame is not, and a few padding or noise pixels darker than air (grey 0 around an
@@ -300,7 +305,7 @@ class LungFrame:
         alone: Inf-Net's are stretched already (their darkest lung is 0), and the default model
         trained on them as they are.
         """
-        if is_lung_crop(image, self.window):
+        if is_lung_crop(image, self.window) if crop is None else crop:
             return image
         return np.maximum(image, self.air_level)
 
