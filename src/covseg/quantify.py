@@ -853,7 +853,8 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
     if lung_source == "mask" and not result.get("lung_note"):
         note_lesion_outside_lungs(result, str(mask_path), "lung mask",
                                   "quantify with --image CT and no lung mask")
-    result["inputs"] = {**inputs, "lung_source": lung_source, "lungs_recounted": recounted,
+    result["inputs"] = {**inputs, "dicom_series": _series_read(ct, predicted),
+                        "lung_source": lung_source, "lungs_recounted": recounted,
                         INPUT_SHA256: hashes}
     result[SETTINGS] = quantify_settings(lungs=given.lungs, image=given.image, hu=hu,
                                          multiclass=result["multiclass"],
@@ -864,6 +865,18 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
                         intensity=ct.intensity if ct is not None else "hu",
                         grid=replace(lesions, dicom=ct.dicom) if ct is not None else lesions,
                         html_report=html_report)
+
+
+def _series_read(ct: Volume | None, record: dict[str, Any]) -> dict[str, Any] | None:
+    """The DICOM series the CT was read from, chosen and ignored ones, as predict records it
+    (a folder may hold several, and threshold lungs come from the one read); without a CT read,
+    the series predict's ``record`` beside the mask names, whose CT its masks came from. None
+    for a NIfTI CT or no CT at all."""
+    if ct is not None:
+        return ct.dicom.record() if ct.dicom else None
+    inputs = record.get("inputs")
+    series = inputs.get("dicom_series") if isinstance(inputs, dict) else None
+    return series if isinstance(series, dict) else None
 
 
 def _predicted_masks(mask: Path, lungs: Path | None, record: dict[str, Any],
