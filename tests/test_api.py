@@ -28,6 +28,7 @@ from covseg import api
 from covseg.cli import build_parser, main
 from covseg.errors import CovsegError
 from covseg.infer import Predictor
+from covseg.quantify import BatchResult, StudiesFailed
 from tests.conftest import NEEDS_ONNX, held_by_another_thread, shared
 from tests.test_io_volume import edited_series, needs_ct
 from tests.test_quantify import synthetic_study
@@ -95,6 +96,42 @@ def test_predict_takes_a_loaded_predictor(tmp_path: Path, tiny_run: Path,
     nib.save(nib.Nifti1Image(hu, np.eye(4)), str(volume))
     result = covseg.predict_volumes(predictor, volume, tmp_path / "volumes")
     assert (result.done, result.failed) == (1, 0)
+
+
+def test_batches_with_failed_studies_raise_once_written(
+        tmp_path: Path, tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """predict_volumes and quantify returned BatchResult(failed=N) quietly, where predict (2D)
+    raises and the CLI exits 1: they now raise one line once the batch is written, naming how
+    many failed, the first one's reason and the summary, with the counts as ``result``. The
+    CLI's quantify still prints its line and exits 1."""
+    ct, mask, _ = synthetic_study(tmp_path / "in", "good")
+    label = tmp_path / "in" / "label.nii.gz"
+    nib.save(nib.Nifti1Image((nib.load(str(ct)).get_fdata() > -500).astype(np.uint8),
+                             np.eye(4)), str(label))
+    out = tmp_path / "volumes"
+    with pytest.raises(StudiesFailed) as failed:
+        covseg.predict_volumes(tiny_run, [ct, label], out)
+    message = str(failed.value)
+    assert message.startswith(f"1 of 2 studies could not be predicted (first: label: {label}: ")
+    assert "label mask" in message and "\n" not in message
+    assert message.endswith(f"; {out} holds the other 1 study, and {out / 'summary.csv'} lists "
+                            "the failures")
+    assert isinstance(failed.value, CovsegError)
+    assert failed.value.result == BatchResult(out / "summary.csv", 1, 0, 1)
+    assert (out / "good" / "quantification.json").is_file()
+    fractional = tmp_path / "in" / "masks" / "soft_mask.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((64, 48, 6), 0.5, np.float32), np.eye(4)), str(fractional))
+    quantified = tmp_path / "quantified"
+    with pytest.raises(CovsegError, match=(
+            rf"^1 of 2 studies could not be quantified \(first: soft: {fractional}: .*\); "
+            rf"{quantified} holds the other 1 study, and {quantified}/summary.csv lists the "
+            "failures$")):
+        covseg.quantify(mask.parent, quantified)
+    capsys.readouterr()
+    assert main(["quantify", str(mask.parent), "--out", str(tmp_path / "cli")]) == 1
+    assert capsys.readouterr().err.endswith(
+        f"1 done, 0 already done, 1 failed; summary: {tmp_path / 'cli' / 'summary.csv'}\n")
+    assert covseg.quantify(mask, tmp_path / "one").failed == 0
 
 
 def test_a_slices_padding_below_air_does_not_change_its_mask(

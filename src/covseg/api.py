@@ -81,6 +81,7 @@ from covseg.quantify import (
     PENDING,
     PREDICT_RECORD,
     BatchResult,
+    all_done,
     changed_settings,
     check_shard,
     multiclass_for,
@@ -689,8 +690,11 @@ def predict_volumes(model: str | os.PathLike[str] | Predictor,
     ``tta`` and ``threshold``. ``options`` as ``covseg predict``'s volume flags:
     ``probabilities``, ``keep_outside_lungs``, ``hu``, ``html``, ``lung_margin_mm``; ``shard``
     as ``--shard``: ``"I/N"`` or ``(I, N)``. 2D images are refused: :func:`predict` takes them.
+    A study that fails is listed in the summary CSV and the others are predicted; a
+    :class:`~covseg.quantify.StudiesFailed` (a :class:`CovsegError` whose ``result`` is the
+    batch's) then says how many failed, as :func:`predict` does.
 
-    Returns the batch's counts (done, skipped, failed) and the path of its summary CSV.
+    Returns the batch's counts (done, skipped, failed: 0) and the path of its summary CSV.
     """
     check_volume_options(**{key: value for key, value in options.items() if key != "hu"})
     check_hu(options.get("hu", "auto"))
@@ -700,8 +704,9 @@ def predict_volumes(model: str | os.PathLike[str] | Predictor,
         raise _other_kind(images, ("a 2D image, not a CT volume", "2D images, not CT volumes"),
                           "covseg.predict")
     predictor, lungs = load_volume_predictors(model, lung_model, batch_size, tta, threshold)
-    return predict_batch(predictor, inputs, out, shard=shard,
-                         batch_size=predictor.batch_size, lung_predictor=lungs, **options)
+    return all_done(predict_batch(predictor, inputs, out, shard=shard,
+                                  batch_size=predictor.batch_size, lung_predictor=lungs,
+                                  **options), "predicted")
 
 
 @_public()
@@ -853,17 +858,20 @@ def quantify(masks: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     """Lesion and lung volumes, % involved and CT-0..CT-4 from existing masks, as ``covseg
     quantify`` (its options by the same names: ``classes`` is ``auto``, ``binary`` or
     ``multiclass``, ``shard`` ``"I/N"`` or ``(I, N)``); one mask or folder may be given alone.
+    A study that fails is listed in the summary CSV and the others are quantified; a
+    :class:`~covseg.quantify.StudiesFailed` (a :class:`CovsegError` whose ``result`` is the
+    batch's) then says how many failed, as :func:`predict` does.
 
-    Returns the batch's counts (done, skipped, failed) and the path of its summary CSV.
+    Returns the batch's counts (done, skipped, failed: 0) and the path of its summary CSV.
     """
     for name, value in (("lungs", lungs), ("image", image)):
         if value is not None:
             _path(name, value)
     check_kind("html", html, [bool])
     check_hu(hu)
-    return quantify_batch(_paths("masks", masks), _out(out), lungs=lungs, image=image, hu=hu,
-                          multiclass=multiclass_for(classes), html_report=html,
-                          shard=_shard(shard))
+    return all_done(quantify_batch(_paths("masks", masks), _out(out), lungs=lungs, image=image,
+                                   hu=hu, multiclass=multiclass_for(classes), html_report=html,
+                                   shard=_shard(shard)), "quantified")
 
 
 @_public()

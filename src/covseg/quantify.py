@@ -1124,6 +1124,38 @@ class BatchResult:
     failed: int
 
 
+class StudiesFailed(CovsegError):
+    """A batch of the API (``covseg.predict_volumes``, ``covseg.quantify``) in which studies
+    failed, raised once it is written, as ``covseg.predict`` raises for images that failed: a
+    returned count was easy to miss in a notebook. ``result`` holds the batch's counts."""
+
+    def __init__(self, result: BatchResult, action: str) -> None:
+        self.result = result
+        first = _first_failure(result.summary)
+        done = result.done + result.skipped
+        super().__init__(
+            f"{result.failed} of {done + result.failed} studies could not be {action}"
+            f"{f' (first: {first})' if first else ''}; {result.summary.parent} holds the other "
+            f"{counted(done, 'study', 'studies')}, and {result.summary} lists the failures")
+
+
+def all_done(result: BatchResult, action: str) -> BatchResult:
+    """``result``, or :class:`StudiesFailed` when any of its studies failed."""
+    if result.failed:
+        raise StudiesFailed(result, action)
+    return result
+
+
+def _first_failure(summary: Path) -> str:
+    """'STUDY: reason' of the first failed row of a batch's summary CSV (its first line)."""
+    with open(summary, encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row.get("status") == "failed":
+                reason = (row.get("error") or "").strip().splitlines()
+                return f"{row.get('study')}: {reason[0] if reason else 'no reason recorded'}"
+    return ""
+
+
 def study_name(path: Path, mask: bool = False) -> str:
     """A file's study name: its stem, or its folder's name for covseg's own per-study outputs
     (``STUDY/infection.nii.gz``), so that several studies' outputs can be quantified again.
