@@ -475,6 +475,40 @@ def test_a_second_predict_into_a_folder_adds_to_its_record(tmp_path: Path, tiny_
     assert sorted(p.name for p in out.glob("*.png")) == [f"{first.stem}.png", f"{second.stem}.png"]
 
 
+def test_predict_records_each_input_once_from_any_working_folder(
+        tmp_path: Path, tiny_run: Path, synthetic_folder: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """predict.json listed an image twice when a later call ran from another working folder
+    (``e/../in2d/x.npy`` beside ``in2d/x.npy``). Inputs are recorded with their folders resolved
+    and their own names kept, a file linked into a store by its link's name (its mask's), and
+    a CT study likewise (it was recorded by the store's name)."""
+    root = tmp_path.resolve()
+    images, store, elsewhere = root / "in2d", root / "store", root / "e"
+    for folder in (images, store, elsewhere):
+        folder.mkdir()
+    first, second = sorted((synthetic_folder / "images").glob("*.npy"))[:2]
+    shutil.copy(first, images / "a.npy")
+    shutil.copy(second, store / "SHA256E-s1--0f3c.npy")
+    (images / "linked.npy").symlink_to(store / "SHA256E-s1--0f3c.npy")
+    (root / "via").symlink_to(images, target_is_directory=True)
+    monkeypatch.chdir(root)
+    covseg.predict(tiny_run, "in2d", "pred")
+    monkeypatch.chdir(elsewhere)
+    covseg.predict(tiny_run, "../in2d", "../pred")
+    covseg.predict(tiny_run, "../via/linked.npy", "../pred")
+    record = json.loads((root / "pred" / "predict.json").read_text())
+    assert record["inputs"] == [str(images / "a.npy"), str(images / "linked.npy")]
+    assert record["masks"] == 2
+    ct = store / "SHA256E-s2--9a1b.nii.gz"
+    hu = np.full((32, 32, 3), -1000.0, dtype=np.float32)
+    hu[4:28, 4:28] = 40.0
+    nib.save(nib.Nifti1Image(hu, np.eye(4)), str(ct))
+    (images / "chest.nii.gz").symlink_to(ct)
+    covseg.predict_volumes(tiny_run, "../via/../in2d/chest.nii.gz", "../volumes")
+    study = json.loads((root / "volumes" / "chest" / "quantification.json").read_text())
+    assert study["inputs"]["image"] == str(images / "chest.nii.gz")
+
+
 class _StopsAt(torch.nn.Module):
     """A 1x1 convolution whose ``stop_at``-th forward pass raises KeyboardInterrupt (Ctrl-C
     mid-run); a bias of ``bias`` makes another model's masks."""

@@ -88,6 +88,7 @@ from covseg.quantify import (
     parse_shard,
     quantify_batch,
     read_record,
+    recorded_path,
     weights_sha256,
 )
 from covseg.train import (
@@ -938,7 +939,7 @@ def _predict_images(model: str | os.PathLike[str] | Predictor,
     started = time.perf_counter()
     written: list[Path] = []
     failed: dict[str, str] = {}
-    given = [str(f.absolute()) for f in files]  # a later call may run from another folder
+    given = [recorded_path(f) for f in files]  # one spelling from any working folder
     record = _PredictRecord(out, earlier, predictor, given)
     record.write(failed, 0.0, finished=False)  # before any mask: a stopped call is judged too
     with tqdm(total=len(files), desc="predict", unit="image", leave=False,
@@ -1021,7 +1022,7 @@ def _readable(chunk: Sequence[Path], predictor: Predictor, failed: dict[str, str
             images.append(normalize_intensity(read_image(path), predictor.intensity,
                                               predictor.window, str(path)))
         except CovsegError as exc:
-            failed[str(path.absolute())] = str(exc)
+            failed[recorded_path(path)] = str(exc)
             continue
         kept.append(path)
     return kept, images

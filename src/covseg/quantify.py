@@ -726,6 +726,18 @@ def check_inputs_exist(lungs: str | os.PathLike[str] | None,
             raise CovsegError(f"{option} {path}: no such file or folder; check the path")
 
 
+def recorded_path(path: str | os.PathLike[str]) -> str:
+    """An input's path as a record holds it: absolute, its folders resolved, so that one file
+    given from two working folders (``in2d/x.png``, ``e/../in2d/x.png``) or through a linked
+    folder is recorded once, and its own name kept as given: a file linked into a content store
+    (git-annex, DVC) would be recorded by the store's name, while its mask or study is named
+    after the link (:func:`study_name`, ``output_name``)."""
+    absolute = Path(path).absolute()
+    if absolute.name in ("", ".."):
+        return str(absolute.resolve())
+    return str(absolute.parent.resolve() / absolute.name)
+
+
 def _absolute(path: str | os.PathLike[str] | None) -> str | None:
     return str(Path(path).resolve()) if path else None
 
@@ -809,7 +821,7 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
         classes = predicted["multiclass"]
     if image_path is None:
         image_path = _recorded_image(predicted)
-    inputs: dict[str, Any] = {key: str(path.resolve()) if path else None for key, path in
+    inputs: dict[str, Any] = {key: recorded_path(path) if path else None for key, path in
                               (("mask", mask_path), ("lungs", lung_path), ("image", image_path))}
     stage("reading the mask and CT" if image_path is not None else "reading the mask")
     hashes = input_hashes(inputs)  # before reading: a file changed meanwhile reads as changed
