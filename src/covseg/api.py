@@ -35,7 +35,12 @@ from covseg.config import (
     check_window,
     python_numbers,
 )
-from covseg.crossval import check_cv_folder, cross_validate_fold, cross_validate_held
+from covseg.crossval import (
+    check_cv_folder,
+    check_fold_index,
+    cross_validate_fold,
+    cross_validate_held,
+)
 from covseg.crossval import cross_validate as _cross_validate
 from covseg.data.fetch import fetch
 from covseg.data.layouts import CLASS_NAMES, LoadedData, data_folders, load_dataset
@@ -93,9 +98,9 @@ from covseg.quantify import (
 )
 from covseg.train import (
     CROSS_VALIDATION,
-    RUN,
     callers_generators_kept,
     check_recipe,
+    check_train_folder,
     refuse_other_output,
 )
 from covseg.train import train as _train
@@ -355,7 +360,7 @@ def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str]
     """
     recipe = _recipe(config, resume, data)
     out = _resumable(_out(out, data), resume)
-    refuse_other_output(out, RUN)
+    check_train_folder(out, resume)  # before the data are read
     return _train(recipe, _load(data, recipe), out, resume=resume)
 
 
@@ -389,6 +394,7 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     refuse_other_output(out, CROSS_VALIDATION)
     if fold is not None:
         check_kind("fold", fold, [int])
+        check_fold_index(fold, folds)  # before the data are read
         if ray is not None:
             raise CovsegError("--fold runs one fold here and --ray runs every fold on Ray; "
                               "give one of them")
