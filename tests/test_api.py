@@ -28,6 +28,7 @@ from covseg import api
 from covseg.cli import build_parser, main
 from covseg.errors import CovsegError
 from covseg.infer import Predictor
+from covseg.quantify import BatchResult, StudiesFailed
 from tests.conftest import NEEDS_ONNX, held_by_another_thread, shared
 from tests.test_io_volume import edited_series, needs_ct
 from tests.test_quantify import synthetic_study
@@ -95,6 +96,42 @@ def test_predict_takes_a_loaded_predictor(tmp_path: Path, tiny_run: Path,
     nib.save(nib.Nifti1Image(hu, np.eye(4)), str(volume))
     result = covseg.predict_volumes(predictor, volume, tmp_path / "volumes")
     assert (result.done, result.failed) == (1, 0)
+
+
+def test_batches_with_failed_studies_raise_once_written(
+        tmp_path: Path, tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """predict_volumes and quantify returned BatchResult(failed=N) quietly, where predict (2D)
+    raises and the CLI exits 1: they now raise one line once the batch is written, naming how
+    many failed, the first one's reason and the summary, with the counts as ``result``. The
+    CLI's quantify still prints its line and exits 1."""
+    ct, mask, _ = synthetic_study(tmp_path / "in", "good")
+    label = tmp_path / "in" / "label.nii.gz"
+    nib.save(nib.Nifti1Image((nib.load(str(ct)).get_fdata() > -500).astype(np.uint8),
+                             np.eye(4)), str(label))
+    out = tmp_path / "volumes"
+    with pytest.raises(StudiesFailed) as failed:
+        covseg.predict_volumes(tiny_run, [ct, label], out)
+    message = str(failed.value)
+    assert message.startswith(f"1 of 2 studies could not be predicted (first: label: {label}: ")
+    assert "label mask" in message and "\n" not in message
+    assert message.endswith(f"; {out} holds the other 1 study, and {out / 'summary.csv'} lists "
+                            "the failures")
+    assert isinstance(failed.value, CovsegError)
+    assert failed.value.result == BatchResult(out / "summary.csv", 1, 0, 1)
+    assert (out / "good" / "quantification.json").is_file()
+    fractional = tmp_path / "in" / "masks" / "soft_mask.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((64, 48, 6), 0.5, np.float32), np.eye(4)), str(fractional))
+    quantified = tmp_path / "quantified"
+    with pytest.raises(CovsegError, match=(
+            rf"^1 of 2 studies could not be quantified \(first: soft: {fractional}: .*\); "
+            rf"{quantified} holds the other 1 study, and {quantified}/summary.csv lists the "
+            "failures$")):
+        covseg.quantify(mask.parent, quantified)
+    capsys.readouterr()
+    assert main(["quantify", str(mask.parent), "--out", str(tmp_path / "cli")]) == 1
+    assert capsys.readouterr().err.endswith(
+        f"1 done, 0 already done, 1 failed; summary: {tmp_path / 'cli' / 'summary.csv'}\n")
+    assert covseg.quantify(mask, tmp_path / "one").failed == 0
 
 
 def test_a_slices_padding_below_air_does_not_change_its_mask(
@@ -436,6 +473,40 @@ def test_a_second_predict_into_a_folder_adds_to_its_record(tmp_path: Path, tiny_
     assert record["inputs"] == [str(first), str(second)] and record["masks"] == 2
     assert record["overlays"] == 1 and record["failed"] == {}
     assert sorted(p.name for p in out.glob("*.png")) == [f"{first.stem}.png", f"{second.stem}.png"]
+
+
+def test_predict_records_each_input_once_from_any_working_folder(
+        tmp_path: Path, tiny_run: Path, synthetic_folder: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """predict.json listed an image twice when a later call ran from another working folder
+    (``e/../in2d/x.npy`` beside ``in2d/x.npy``). Inputs are recorded with their folders resolved
+    and their own names kept, a file linked into a store by its link's name (its mask's), and
+    a CT study likewise (it was recorded by the store's name)."""
+    root = tmp_path.resolve()
+    images, store, elsewhere = root / "in2d", root / "store", root / "e"
+    for folder in (images, store, elsewhere):
+        folder.mkdir()
+    first, second = sorted((synthetic_folder / "images").glob("*.npy"))[:2]
+    shutil.copy(first, images / "a.npy")
+    shutil.copy(second, store / "SHA256E-s1--0f3c.npy")
+    (images / "linked.npy").symlink_to(store / "SHA256E-s1--0f3c.npy")
+    (root / "via").symlink_to(images, target_is_directory=True)
+    monkeypatch.chdir(root)
+    covseg.predict(tiny_run, "in2d", "pred")
+    monkeypatch.chdir(elsewhere)
+    covseg.predict(tiny_run, "../in2d", "../pred")
+    covseg.predict(tiny_run, "../via/linked.npy", "../pred")
+    record = json.loads((root / "pred" / "predict.json").read_text())
+    assert record["inputs"] == [str(images / "a.npy"), str(images / "linked.npy")]
+    assert record["masks"] == 2
+    ct = store / "SHA256E-s2--9a1b.nii.gz"
+    hu = np.full((32, 32, 3), -1000.0, dtype=np.float32)
+    hu[4:28, 4:28] = 40.0
+    nib.save(nib.Nifti1Image(hu, np.eye(4)), str(ct))
+    (images / "chest.nii.gz").symlink_to(ct)
+    covseg.predict_volumes(tiny_run, "../via/../in2d/chest.nii.gz", "../volumes")
+    study = json.loads((root / "volumes" / "chest" / "quantification.json").read_text())
+    assert study["inputs"]["image"] == str(images / "chest.nii.gz")
 
 
 class _StopsAt(torch.nn.Module):

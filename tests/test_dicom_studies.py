@@ -137,6 +137,40 @@ def test_one_studys_series_read_the_largest_and_record_which(
     assert stored["inputs"]["dicom_series"] == expected == result["inputs"]["dicom_series"]
 
 
+def test_quantify_records_the_dicom_series_it_read_as_predict_does(tmp_path: Path) -> None:
+    """quantify's quantification.json had no ``inputs.dicom_series``, with ``--image`` a
+    folder of two series or on predict's output of one, though the threshold lungs come from
+    the series chosen: it now records it as predict does, and predict's own record when the
+    CT is gone."""
+    folder = tmp_path / "study"
+    big = study_series(folder / "big", 6, "PAT1", "1.2.3.1", "20260112", SeriesNumber=2,
+                       SeriesDescription="BIG")
+    small = study_series(folder / "small", 3, "PAT1", "1.2.3.1", "20260112", SeriesNumber=3,
+                         SeriesDescription="SMALL")
+    expected = {"series_instance_uid": uid_of(big[0]), "series_number": "2",
+                "series_description": "BIG", "files": 6, "images": 6,
+                "ignored_series": [{"series_instance_uid": uid_of(small[0]),
+                                    "series_number": "3", "series_description": "SMALL",
+                                    "files": 3, "images": 3}]}
+    predicted = tmp_path / "out"
+    predict_study(BandPredictor([(-750, -650)]), folder, predicted)
+    mask = shutil.copy(predicted / "infection.nii.gz", tmp_path / "study_mask.nii.gz")
+
+    def series(out: Path) -> object:
+        return json.loads((out / "quantification.json").read_text())["inputs"]["dicom_series"]
+
+    given = quantify_study(mask, tmp_path / "given", image=folder)
+    assert given["inputs"]["dicom_series"] == series(tmp_path / "given") == expected
+    quantify_study(predicted / "infection.nii.gz", tmp_path / "again")
+    assert series(tmp_path / "again") == expected, "the CT predict's record names"
+    shutil.rmtree(folder)
+    quantify_study(predicted / "infection.nii.gz", tmp_path / "gone")
+    assert series(tmp_path / "gone") == expected, "predict's record carried over"
+    grid = read_volume(predicted / "infection.nii.gz")
+    nifti = write_mask_like(grid, np.zeros(grid.array.shape, np.uint8), tmp_path / "x_mask.nii.gz")
+    assert quantify_study(nifti, tmp_path / "none")["inputs"]["dicom_series"] is None
+
+
 def test_nifti_and_single_files_record_no_series(tmp_path: Path) -> None:
     files = synthetic_series(tmp_path / "one", phantom(depth=3))
     volume = read_volume(files[0])

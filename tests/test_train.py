@@ -210,6 +210,30 @@ def test_fold_numbers_of_the_wrong_type_are_one_line_errors(tmp_path: Path) -> N
     assert TrainConfig(**{**TINY, "lr": 1, "epochs": None}).check_types() is None
 
 
+def test_refusals_needing_no_data_come_before_the_data_are_read(
+        tmp_path: Path, tiny_run: Path, synthetic_folder: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """cv --folds 2 --fold 7 and train into a saved run without --resume read every slice
+    (minutes for a volume data set), then refused; they are refused before now."""
+    import covseg
+    from covseg import api
+
+    def unread(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the data were read")
+
+    monkeypatch.setattr(api, "load_dataset", unread)
+    with pytest.raises(CovsegError, match=r"^--fold must lie in 0\.\.1 for 2 folds, got 7$"):
+        covseg.cross_validate(synthetic_folder, tmp_path / "cv", folds=2, fold=7, **TINY)
+    with pytest.raises(CovsegError, match=r"^--fold must be 0 or more \(the folds count from "
+                                          r"0\), got -1$"):
+        covseg.cross_validate(synthetic_folder, tmp_path / "cv", fold=-1, **TINY)
+    with pytest.raises(CovsegError, match=f"^{re.escape(str(tiny_run))} already holds a run; "
+                                          "pass --resume to reuse and continue it"):
+        covseg.train(synthetic_folder, tiny_run, **TINY)
+    with pytest.raises(AssertionError, match="the data were read"):
+        covseg.cross_validate(synthetic_folder, tmp_path / "cv", folds=2, fold=1, **TINY)
+
+
 def test_resume_with_another_recipe_is_refused(tiny_run: Path, synthetic_folder: Path) -> None:
     data = load_dataset(synthetic_folder)
     saved = TrainConfig.from_dict(json.loads((tiny_run / "config.json").read_text())["config"])

@@ -35,7 +35,12 @@ from covseg.config import (
     check_window,
     python_numbers,
 )
-from covseg.crossval import check_cv_folder, cross_validate_fold, cross_validate_held
+from covseg.crossval import (
+    check_cv_folder,
+    check_fold_index,
+    cross_validate_fold,
+    cross_validate_held,
+)
 from covseg.crossval import cross_validate as _cross_validate
 from covseg.data.fetch import fetch
 from covseg.data.layouts import CLASS_NAMES, LoadedData, data_folders, load_dataset
@@ -81,19 +86,21 @@ from covseg.quantify import (
     PENDING,
     PREDICT_RECORD,
     BatchResult,
+    all_done,
     changed_settings,
     check_shard,
     multiclass_for,
     parse_shard,
     quantify_batch,
     read_record,
+    recorded_path,
     weights_sha256,
 )
 from covseg.train import (
     CROSS_VALIDATION,
-    RUN,
     callers_generators_kept,
     check_recipe,
+    check_train_folder,
     refuse_other_output,
 )
 from covseg.train import train as _train
@@ -353,7 +360,7 @@ def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str]
     """
     recipe = _recipe(config, resume, data)
     out = _resumable(_out(out, data), resume)
-    refuse_other_output(out, RUN)
+    check_train_folder(out, resume)  # before the data are read
     return _train(recipe, _load(data, recipe), out, resume=resume)
 
 
@@ -387,6 +394,7 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     refuse_other_output(out, CROSS_VALIDATION)
     if fold is not None:
         check_kind("fold", fold, [int])
+        check_fold_index(fold, folds)  # before the data are read
         if ray is not None:
             raise CovsegError("--fold runs one fold here and --ray runs every fold on Ray; "
                               "give one of them")
@@ -689,8 +697,11 @@ def predict_volumes(model: str | os.PathLike[str] | Predictor,
     ``tta`` and ``threshold``. ``options`` as ``covseg predict``'s volume flags:
     ``probabilities``, ``keep_outside_lungs``, ``hu``, ``html``, ``lung_margin_mm``; ``shard``
     as ``--shard``: ``"I/N"`` or ``(I, N)``. 2D images are refused: :func:`predict` takes them.
+    A study that fails is listed in the summary CSV and the others are predicted; a
+    :class:`~covseg.quantify.StudiesFailed` (a :class:`CovsegError` whose ``result`` is the
+    batch's) then says how many failed, as :func:`predict` does.
 
-    Returns the batch's counts (done, skipped, failed) and the path of its summary CSV.
+    Returns the batch's counts (done, skipped, failed: 0) and the path of its summary CSV.
     """
     check_volume_options(**{key: value for key, value in options.items() if key != "hu"})
     check_hu(options.get("hu", "auto"))
@@ -700,8 +711,9 @@ def predict_volumes(model: str | os.PathLike[str] | Predictor,
         raise _other_kind(images, ("a 2D image, not a CT volume", "2D images, not CT volumes"),
                           "covseg.predict")
     predictor, lungs = load_volume_predictors(model, lung_model, batch_size, tta, threshold)
-    return predict_batch(predictor, inputs, out, shard=shard,
-                         batch_size=predictor.batch_size, lung_predictor=lungs, **options)
+    return all_done(predict_batch(predictor, inputs, out, shard=shard,
+                                  batch_size=predictor.batch_size, lung_predictor=lungs,
+                                  **options), "predicted")
 
 
 @_public()
@@ -853,17 +865,20 @@ def quantify(masks: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     """Lesion and lung volumes, % involved and CT-0..CT-4 from existing masks, as ``covseg
     quantify`` (its options by the same names: ``classes`` is ``auto``, ``binary`` or
     ``multiclass``, ``shard`` ``"I/N"`` or ``(I, N)``); one mask or folder may be given alone.
+    A study that fails is listed in the summary CSV and the others are quantified; a
+    :class:`~covseg.quantify.StudiesFailed` (a :class:`CovsegError` whose ``result`` is the
+    batch's) then says how many failed, as :func:`predict` does.
 
-    Returns the batch's counts (done, skipped, failed) and the path of its summary CSV.
+    Returns the batch's counts (done, skipped, failed: 0) and the path of its summary CSV.
     """
     for name, value in (("lungs", lungs), ("image", image)):
         if value is not None:
             _path(name, value)
     check_kind("html", html, [bool])
     check_hu(hu)
-    return quantify_batch(_paths("masks", masks), _out(out), lungs=lungs, image=image, hu=hu,
-                          multiclass=multiclass_for(classes), html_report=html,
-                          shard=_shard(shard))
+    return all_done(quantify_batch(_paths("masks", masks), _out(out), lungs=lungs, image=image,
+                                   hu=hu, multiclass=multiclass_for(classes), html_report=html,
+                                   shard=_shard(shard)), "quantified")
 
 
 @_public()
@@ -930,7 +945,7 @@ def _predict_images(model: str | os.PathLike[str] | Predictor,
     started = time.perf_counter()
     written: list[Path] = []
     failed: dict[str, str] = {}
-    given = [str(f.absolute()) for f in files]  # a later call may run from another folder
+    given = [recorded_path(f) for f in files]  # one spelling from any working folder
     record = _PredictRecord(out, earlier, predictor, given)
     record.write(failed, 0.0, finished=False)  # before any mask: a stopped call is judged too
     with tqdm(total=len(files), desc="predict", unit="image", leave=False,
@@ -1013,7 +1028,7 @@ def _readable(chunk: Sequence[Path], predictor: Predictor, failed: dict[str, str
             images.append(normalize_intensity(read_image(path), predictor.intensity,
                                               predictor.window, str(path)))
         except CovsegError as exc:
-            failed[str(path.absolute())] = str(exc)
+            failed[recorded_path(path)] = str(exc)
             continue
         kept.append(path)
     return kept, images

@@ -17,7 +17,7 @@ from covseg.errors import CovsegError, them
 from covseg.io.atomic import output_folder
 from covseg.io.volume import HU_MODES
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM, LESION_DEPTH_MM
-from covseg.quantify import CLASSES, BatchResult, parse_shard
+from covseg.quantify import CLASSES, BatchResult, StudiesFailed, parse_shard
 from covseg.volumes import VOLUME_DEFAULTS, SlicePredictor, predict_batch, volume_options_given
 
 
@@ -69,8 +69,13 @@ def add_quantify_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _quantify_command(args: argparse.Namespace) -> int:
-    result = api.quantify(args.masks, args.out, lungs=args.lungs, image=args.image, hu=args.hu,
-                          classes=args.classes, html=args.html, shard=args.shard)
+    """``covseg quantify``: the batch's line and exit status 1 when a study failed, where the
+    API raises :class:`StudiesFailed`."""
+    try:
+        result = api.quantify(args.masks, args.out, lungs=args.lungs, image=args.image,
+                              hu=args.hu, classes=args.classes, html=args.html, shard=args.shard)
+    except StudiesFailed as exc:
+        result = exc.result
     return _report(result)
 
 

@@ -119,6 +119,16 @@ def check_cv_folder(out: Path, resume: bool, fold: int | None = None) -> None:
         raise unresumed(out, f"a cross-validation ({', '.join(p.name for p in held)})")
 
 
+def check_fold_index(fold: int, folds: int | None) -> None:
+    """``fold`` as far as it can be checked before the data are read (a volume data set takes
+    minutes): never negative, and below ``folds`` where given; the count of a data set's own
+    split files bounds it otherwise, checked once they are read."""
+    if folds is not None and not 0 <= fold < folds:
+        raise CovsegError(f"--fold must lie in 0..{folds - 1} for {folds} folds, got {fold}")
+    if fold < 0:
+        raise CovsegError(f"--fold must be 0 or more (the folds count from 0), got {fold}")
+
+
 def _fold_changes(fold_dir: Path, config: TrainConfig, finished: dict[str, Any],
                   data: LoadedData, train_cases: list[str], test_cases: list[str]) -> list[str]:
     """What differs between a finished fold (``finished``: its fold_metrics.json) and this

@@ -726,6 +726,18 @@ def check_inputs_exist(lungs: str | os.PathLike[str] | None,
             raise CovsegError(f"{option} {path}: no such file or folder; check the path")
 
 
+def recorded_path(path: str | os.PathLike[str]) -> str:
+    """An input's path as a record holds it: absolute, its folders resolved, so that one file
+    given from two working folders (``in2d/x.png``, ``e/../in2d/x.png``) or through a linked
+    folder is recorded once, and its own name kept as given: a file linked into a content store
+    (git-annex, DVC) would be recorded by the store's name, while its mask or study is named
+    after the link (:func:`study_name`, ``output_name``)."""
+    absolute = Path(path).absolute()
+    if absolute.name in ("", ".."):
+        return str(absolute.resolve())
+    return str(absolute.parent.resolve() / absolute.name)
+
+
 def _absolute(path: str | os.PathLike[str] | None) -> str | None:
     return str(Path(path).resolve()) if path else None
 
@@ -809,7 +821,7 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
         classes = predicted["multiclass"]
     if image_path is None:
         image_path = _recorded_image(predicted)
-    inputs: dict[str, Any] = {key: str(path.resolve()) if path else None for key, path in
+    inputs: dict[str, Any] = {key: recorded_path(path) if path else None for key, path in
                               (("mask", mask_path), ("lungs", lung_path), ("image", image_path))}
     stage("reading the mask and CT" if image_path is not None else "reading the mask")
     hashes = input_hashes(inputs)  # before reading: a file changed meanwhile reads as changed
@@ -853,7 +865,8 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
     if lung_source == "mask" and not result.get("lung_note"):
         note_lesion_outside_lungs(result, str(mask_path), "lung mask",
                                   "quantify with --image CT and no lung mask")
-    result["inputs"] = {**inputs, "lung_source": lung_source, "lungs_recounted": recounted,
+    result["inputs"] = {**inputs, "dicom_series": _series_read(ct, predicted),
+                        "lung_source": lung_source, "lungs_recounted": recounted,
                         INPUT_SHA256: hashes}
     result[SETTINGS] = quantify_settings(lungs=given.lungs, image=given.image, hu=hu,
                                          multiclass=result["multiclass"],
@@ -864,6 +877,18 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
                         intensity=ct.intensity if ct is not None else "hu",
                         grid=replace(lesions, dicom=ct.dicom) if ct is not None else lesions,
                         html_report=html_report)
+
+
+def _series_read(ct: Volume | None, record: dict[str, Any]) -> dict[str, Any] | None:
+    """The DICOM series the CT was read from, chosen and ignored ones, as predict records it
+    (a folder may hold several, and threshold lungs come from the one read); without a CT read,
+    the series predict's ``record`` beside the mask names, whose CT its masks came from. None
+    for a NIfTI CT or no CT at all."""
+    if ct is not None:
+        return ct.dicom.record() if ct.dicom else None
+    inputs = record.get("inputs")
+    series = inputs.get("dicom_series") if isinstance(inputs, dict) else None
+    return series if isinstance(series, dict) else None
 
 
 def _predicted_masks(mask: Path, lungs: Path | None, record: dict[str, Any],
@@ -1109,6 +1134,38 @@ class BatchResult:
     done: int
     skipped: int
     failed: int
+
+
+class StudiesFailed(CovsegError):
+    """A batch of the API (``covseg.predict_volumes``, ``covseg.quantify``) in which studies
+    failed, raised once it is written, as ``covseg.predict`` raises for images that failed: a
+    returned count was easy to miss in a notebook. ``result`` holds the batch's counts."""
+
+    def __init__(self, result: BatchResult, action: str) -> None:
+        self.result = result
+        first = _first_failure(result.summary)
+        done = result.done + result.skipped
+        super().__init__(
+            f"{result.failed} of {done + result.failed} studies could not be {action}"
+            f"{f' (first: {first})' if first else ''}; {result.summary.parent} holds the other "
+            f"{counted(done, 'study', 'studies')}, and {result.summary} lists the failures")
+
+
+def all_done(result: BatchResult, action: str) -> BatchResult:
+    """``result``, or :class:`StudiesFailed` when any of its studies failed."""
+    if result.failed:
+        raise StudiesFailed(result, action)
+    return result
+
+
+def _first_failure(summary: Path) -> str:
+    """'STUDY: reason' of the first failed row of a batch's summary CSV (its first line)."""
+    with open(summary, encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row.get("status") == "failed":
+                reason = (row.get("error") or "").strip().splitlines()
+                return f"{row.get('study')}: {reason[0] if reason else 'no reason recorded'}"
+    return ""
 
 
 def study_name(path: Path, mask: bool = False) -> str:

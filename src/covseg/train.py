@@ -54,7 +54,7 @@ from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_samples, hd95_by_unit, rows_to_csv
 from covseg.infer import TEST_FLIPS, Predictor, model_inputs
 from covseg.io.atomic import remove_temporaries, write_json, write_text
-from covseg.io.lock import drop_unheld_lock, writing_to
+from covseg.io.lock import drop_unheld_lock, refuse_if_held, writing_to
 from covseg.losses import BINARY_ONLY, LOSSES, build_loss, trained_loss
 from covseg.metrics import EMPTY_MASK_RULES, STD_NOTE, summarize
 from covseg.models import build_model, parameter_count
@@ -334,6 +334,16 @@ def refuse_other_output(out: Path, kind: str) -> None:
     if held not in (None, kind):
         raise CovsegError(f"{out} holds {held} ({_FILES[held]}), not {kind}; {_VERBS[kind]} "
                           "into a new --out")
+
+
+def check_train_folder(out: Path, resume: bool) -> None:
+    """The refusals of a run's ``out`` that need no data, made before they are read (a volume
+    data set takes minutes): another command's output, and a run saved there without
+    --resume (one that another run is writing, naming that run, as its lock would)."""
+    refuse_other_output(out, RUN)
+    if not resume and holds_saved_run(out):
+        refuse_if_held(out)
+        raise unresumed(out, "a run")
 
 
 def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint: str,

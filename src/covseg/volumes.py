@@ -72,6 +72,7 @@ from covseg.quantify import (
     note_grown_lungs,
     note_lesion_outside_lungs,
     quantify,
+    recorded_path,
     run_batch,
     select_shard,
     study_name,
@@ -393,7 +394,7 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
     check_volume_options(batch_size, lung_margin_mm, probabilities=probabilities,
                          keep_outside_lungs=keep_outside_lungs, html=html)
     out_dir = Path(out_dir)
-    image = str(Path(path).resolve())
+    image = recorded_path(path)
     stage("reading the CT")
     hashes = input_hashes({"image": image})  # before reading: a file changed meanwhile is stale
     volume = read_volume(path, hu)
