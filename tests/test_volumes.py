@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from covseg import cli_volumes, progress
 from covseg.api import VOLUMES, input_kind, segment
 from covseg.cascade import LungGuide
 from covseg.cli import build_parser
+from covseg.data import layouts
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_folders
 from covseg.infer import Predictor
@@ -1785,3 +1787,56 @@ def test_the_reports_name_the_lung_model_that_made_the_lungs(
     assert next(csv.DictReader((tmp_path / "th" / "summary.csv").open()))["lungs"] == (
         "HU threshold")
     assert saved_figures[-1].get_suptitle().endswith("\nlungs: HU threshold")
+
+
+class _Terminal(io.StringIO):
+    """stderr as a terminal is (``isatty``), its output kept."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_study_draws_its_slice_bar_only_in_a_terminal(tmp_path: Path, tiny_run: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch drew an "infection" bar under its study bar, reached by moving the cursor up
+    (ESC[A), which a notebook and a log file do not follow: one 150-slice CT wrote 23 lines.
+    Where stderr is no terminal, the study bar is the only one; a terminal keeps both; and
+    segment, which writes nothing, draws no bar either way."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    chest_nifti(inputs / "chest.nii.gz")
+    volume = np.asarray(nib.load(inputs / "chest.nii.gz").dataobj).transpose(2, 1, 0)
+    for stream in (io.StringIO(), _Terminal()):
+        monkeypatch.setattr(sys, "stderr", stream)
+        terminal = stream.isatty()
+        predict_batch(BandPredictor([(-400, -200)]), [inputs], tmp_path / f"pred{terminal}",
+                      batch_size=2)
+        err = stream.getvalue()
+        assert "predict: 100%" in err
+        assert ("infection:" in err, "\x1b[A" in err) == (terminal, terminal)
+        drawn = len(err)
+        segment(tiny_run, volume, spacing=(4.0, 0.75, 0.75))
+        assert len(stream.getvalue()) == drawn, "segment drew a bar"
+
+
+def test_tqdm_disable_silences_every_covseg_bar(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """``TQDM_DISABLE=1`` (the README's way to silence covseg) turns off every bar, the study
+    bar's stages included, even when set after covseg (and tqdm) were imported, as a notebook
+    does: tqdm reads it once at import, and a bar given ``disable=`` ignored it (load_dataset's
+    bar of 20 files and more, training's epoch bar)."""
+    monkeypatch.setattr(progress, "SHOW_AFTER_S", 0.0)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    chest_nifti(inputs / "chest.nii.gz")
+    stream = _Terminal()
+    monkeypatch.setattr(sys, "stderr", stream)
+    for quiet in ("0", "1"):
+        monkeypatch.setenv("TQDM_DISABLE", quiet)
+        predict_batch(BandPredictor([(-400, -200)]), [inputs], tmp_path / f"pred{quiet}",
+                      batch_size=2)
+        list(layouts._progress(list(range(30)), "files"))  # load_dataset's bar of files
+        err, _ = stream.getvalue(), stream.truncate(0)
+        stream.seek(0)
+        assert ("chest: finding infection" in err and "files: " in err) == (quiet == "0")
+        assert (err == "") == (quiet == "1")

@@ -41,7 +41,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from tqdm import tqdm
 
 from covseg.data.layouts import CLASS_NAMES
 from covseg.errors import CovsegError, counted, is_out_of_memory, out_of_memory_text
@@ -83,7 +82,7 @@ from covseg.lungs import (
     segment_lungs,
     why_labels_are_not_sides,
 )
-from covseg.progress import reporting, stage, stage_bar
+from covseg.progress import progress_bar, reporting, stage, stage_bar
 from covseg.provenance import provenance
 from covseg.transforms import INTENSITY_MODES, LUNG_WINDOW, scale_intensity
 from covseg.viz import LUNG_COLOURS as LUNG_PALETTE
@@ -1552,7 +1551,8 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
     chart = summary.with_suffix(".png")
     chart.unlink(missing_ok=True)  # an earlier call's chart; redrawn below from this summary
     write_text(summary, csv_text(rows, SUMMARY_FIELDS))
-    with tqdm(total=len(selected), desc=desc, unit="study") as bar, stage_bar(bar) as stages:
+    with (progress_bar(total=len(selected), desc=desc, unit="study") as study_bar,
+          stage_bar(study_bar) as stages):
         for study in selected:
             folder = out_dir / study.name
             with reporting(stages.reporter(study.name)):
@@ -1564,7 +1564,7 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
             rows.append(_as_it_was(row, earlier.get(study.name)) if status == "skipped" else row)
             rows.sort(key=lambda row: row["study"])
             write_text(summary, csv_text(rows, SUMMARY_FIELDS))
-            bar.update()
+            study_bar.update()
     quantified = [row for row in rows if row["status"] != "failed"]
     if len(quantified) > 1:
         severity_chart(quantified, chart, f"{len(quantified)} studies ({out_dir.name})")

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from tqdm import tqdm
 
 from covseg.cascade import THRESHOLD
 from covseg.config import check_batch_size, check_kind
@@ -47,7 +46,7 @@ from covseg.lungs import (
     segment_lungs,
     split_lungs,
 )
-from covseg.progress import stage
+from covseg.progress import slice_bar, stage
 from covseg.quantify import (
     CHECKPOINT_SHA256,
     EFFUSION,
@@ -123,7 +122,7 @@ def predict_labels(predictor: SlicePredictor, volume: Volume, *, batch_size: int
     channels = output_channels(predictor)
     depth = volume.array.shape[0]
     labels = np.zeros(volume.array.shape, dtype=np.uint8)
-    for start in tqdm(range(0, depth, batch_size), desc=desc, unit="batch", leave=False):
+    for start in slice_bar(range(0, depth, batch_size), desc):
         indices = range(start, min(depth, start + batch_size))
         images = [scale_intensity(volume.array[k], volume.intensity, predictor.window)
                   for k in indices]
