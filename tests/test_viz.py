@@ -327,7 +327,7 @@ def test_a_grid_of_fewer_slices_than_asked_for_says_so(
         covseg.visualize(four, tmp_path / "grid.png", n=8)
         covseg.visualize(four, tmp_path / "grid.png", n=4)
     assert [r.getMessage() for r in caplog.records] == [
-        "--n 8, but the data hold 4 slices: the grid shows all 4"]
+        "n=8, but the data hold 4 slices: the grid shows all 4"]
     assert sum(axis.get_title().startswith("mask:") for axis in saved_figures[0].axes) == 4
 
 

@@ -1840,3 +1840,36 @@ def test_tqdm_disable_silences_every_covseg_bar(tmp_path: Path,
         stream.seek(0)
         assert ("chest: finding infection" in err and "files: " in err) == (quiet == "0")
         assert (err == "") == (quiet == "1")
+
+
+def test_a_file_in_the_way_of_a_batchs_out_is_named_so_on_the_command_line(
+        tmp_path: Path, tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``covseg predict`` of CT volumes (and ``covseg quantify``) into a file said "cannot write
+    to it (File exists)", though the file is only in the way; the API said so already."""
+    from covseg.cli import main
+
+    chest_nifti(tmp_path / "chest.nii.gz")
+    afile = tmp_path / "afile"
+    afile.write_text("x\n")
+    for argv in (["predict", "--model", str(tiny_run), str(tmp_path / "chest.nii.gz")],
+                 ["quantify", str(tmp_path / "chest.nii.gz")]):
+        assert main([*argv, "--out", str(afile)]) == 2
+        assert capsys.readouterr().err == (f"covseg: error: {afile}: a file is in the way (the "
+                                           "output is a folder); pick another --out\n")
+    assert afile.read_text() == "x\n"
+
+
+def test_the_grown_lungs_note_of_an_api_call_names_the_keyword(tmp_path: Path) -> None:
+    """predict_volumes and quantify, called from Python, advised "give the lungs with
+    --lung-model" (or "--lungs"), flags a notebook user never typed; they name the keywords
+    now, and the command line its flags (the tests above)."""
+    from covseg.provenance import api_command, invoked_as
+
+    path = tmp_path / "case.nii.gz"
+    overcalled_ct(path)
+    with invoked_as(api_command("predict_volumes")):
+        predicted = predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "pred")
+    assert predicted["lung_note"].endswith("check the montage, or give the lungs with lung_model")
+    with invoked_as(api_command("quantify")):
+        counted = quantify_study(tmp_path / "pred" / INFECTION_NII, tmp_path / "q")
+    assert counted["lung_note"].endswith("check the montage, or give the lungs with lungs")

@@ -47,6 +47,7 @@ from covseg.lungs import (
     split_lungs,
 )
 from covseg.progress import slice_bar, stage
+from covseg.provenance import option_given, option_name
 from covseg.quantify import (
     CHECKPOINT_SHA256,
     EFFUSION,
@@ -207,10 +208,11 @@ def check_volume_options(batch_size: int = 8, lung_margin_mm: float = DEFAULT_LU
     for name, value in switches.items():
         check_kind(name, value, [bool])
     if batch_size < 1:
-        raise CovsegError(f"--batch-size must be at least 1, got {batch_size}")
+        raise CovsegError(f"{option_name('batch_size')} must be at least 1, got {batch_size}")
     check_batch_size(batch_size)
     if not (math.isfinite(lung_margin_mm) and lung_margin_mm >= 0):
-        raise CovsegError(f"--lung-margin-mm must be a finite number >= 0, got {lung_margin_mm:g}")
+        raise CovsegError(f"{option_name('lung_margin_mm')} must be a finite number >= 0, got "
+                          f"{lung_margin_mm:g}")
 
 
 @dataclass
@@ -371,7 +373,8 @@ def _refuse_grey_told_hu(volume: Volume, hu: str) -> None:
     way predict's record says predict read it, whatever its own ``--hu``."""
     if hu != "yes":
         return
-    reason = grey_told_hu(volume.array, "--hu yes", "CT", "--hu auto or no")
+    reason = grey_told_hu(volume.array, option_given("hu", "yes"), "CT",
+                          f"{option_given('hu', 'auto')} or {option_given('hu', 'no')}")
     if reason:
         raise CovsegError(f"{volume.source}: {reason}")
 
@@ -454,9 +457,9 @@ def _lung_option(predictor: SlicePredictor) -> str:
     study's lungs, so the note names that run as the ``--lung-model`` to give."""
     guide = guide_run(predictor)
     if guide is None:
-        return "--lung-model"
-    return (f"--lung-model {guide} (this cascade's lung run, which guides its infection model "
-            "but does not give the study's lungs)")
+        return option_name("lung_model")
+    return (f"{option_given('lung_model', str(guide))} (this cascade's lung run, which guides "
+            "its infection model but does not give the study's lungs)")
 
 
 def _predict_with_probabilities(predictor: SlicePredictor, volume: Volume, out_dir: Path,
