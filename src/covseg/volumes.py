@@ -373,8 +373,9 @@ def _refuse_grey_told_hu(volume: Volume, hu: str) -> None:
     way predict's record says predict read it, whatever its own ``--hu``."""
     if hu != "yes":
         return
-    reason = grey_told_hu(volume.array, option_given("hu", "yes"), "CT",
-                          f"{option_given('hu', 'auto')} or {option_given('hu', 'no')}")
+    auto, grey = option_given("hu", "auto"), option_given("hu", "no")
+    advice = f"{auto} or {grey.removeprefix('--hu ').removeprefix('hu=')}"  # --hu auto or no
+    reason = grey_told_hu(volume.array, option_given("hu", "yes"), "CT", advice)
     if reason:
         raise CovsegError(f"{volume.source}: {reason}")
 
