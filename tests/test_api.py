@@ -221,7 +221,7 @@ WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
     (lambda g: covseg.evaluate(g.data / "masks", g.pictures_beside_folders, g.file / "sub/ev"),
      "file.py: a file is in the way of the output folder"),
     (lambda g: covseg.evaluate(g.data / "masks", g.pictures_beside_folders, f"{g.file}/"),
-     "file.py: a file is in the way (the output is a folder); pick another --out"),
+     "file.py: a file is in the way (the output is a folder); pick another out"),
     (lambda g: covseg.export(g.run, g.file / "sub" / "m.onnx"),
      "file.py: a file is in the way of the output folder"),
     (lambda g: covseg.visualize(g.data, g.file / "sub" / "v.png"),
@@ -257,11 +257,13 @@ WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
      "--lung-margin-mm must be a number, got '5'"),
     (lambda g: covseg.segment(g.predictor, g.volume, spacing=(1, 1, 1), keep_outside_lungs="no"),
      "--keep-outside-lungs must be true or false, got 'no'"),
-    (lambda g: covseg.visualize(g.data, g.tmp / "v.png", n=0), "--n must be positive, got 0"),
-    (lambda g: covseg.visualize(g.data, g.tmp / "v.png", n=-3), "--n must be positive, got -3"),
+    (lambda g: covseg.visualize(g.data, g.tmp / "v.png", n=0), "n must be positive, got 0"),
+    (lambda g: covseg.visualize(g.data, g.tmp / "v.png", n=-3), "n must be positive, got -3"),
     (lambda g: covseg.visualize(g.tmp / "none", g.tmp / "v.png", n=101),
-     ("--n must be at most 100 (a grid of 50 rows), got 101; for other slices draw another "
-      "grid with another --seed")),
+     ("n must be at most 100 (a grid of 50 rows), got 101; for other slices draw another "
+      "grid with another seed")),
+    (lambda g: covseg.segment(g.predictor, g.volume, spacing=(1, 1, 1), lung_margin_mm=-1.0),
+     "lung_margin_mm must be a finite number >= 0, got -1"),
     (lambda g: covseg.quantify(g.tmp, g.tmp / "q", html="yes"),
      "--html must be true or false, got 'yes'"),
     (lambda g: covseg.quantify(g.tmp, g.tmp / "q", hu="maybe"),
@@ -969,7 +971,7 @@ def test_segment_refuses_a_lung_model_for_a_volume_as_predict_volumes_does(
     volume[:, 8:40, 8:56] = 40.0
     volume[:, 12:36, 12:28] = -850.0
     with pytest.raises(CovsegError, match=r"a lung model; for CT volumes pass it as "
-                                          r"--lung-model, with an infection model as --model"):
+                                          r"lung_model, with an infection model as model$"):
         covseg.segment(lungs, volume, spacing=(5.0, 0.7, 0.7))
     with pytest.raises(CovsegError, match="a lung model; for CT volumes"):
         covseg.segment(lungs, volume, spacing=(5.0, 0.7, 0.7), lung_model=lungs)
@@ -1090,3 +1092,28 @@ def test_numpys_numbers_are_taken_as_the_numbers_they_are(tmp_path: Path, tiny_r
     config = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
     assert (config["epochs"], config["batch_size"], config["seed"]) == (1, 4, 3)
     assert config["model_options"]["width"] == 4
+
+
+def test_api_refusals_name_keywords_not_command_line_flags(tmp_path: Path, tiny_run: Path
+                                                           ) -> None:
+    """Refusals from an API call named the CLI's flags ("--n must be positive", "drop --hu no
+    (or pass --hu yes)", "--lung-margin-mm must be ..."), which a notebook user never typed:
+    they now name the keyword (``n``, ``hu="no"``); the CLI still names its flags
+    (test_cli's refusals)."""
+    predictor, volume = covseg.load_predictor(tiny_run), np.full((2, 16, 16), -1000.0)
+    calls: list[tuple[Callable[[], object], str]] = [
+        (lambda: covseg.visualize("synthetic", tmp_path / "v.png", n=0),
+         "n must be positive, got 0"),
+        (lambda: covseg.segment(predictor, volume, spacing=(1, 1, 1), lung_margin_mm=-1.0),
+         "lung_margin_mm must be a finite number >= 0, got -1"),
+        (lambda: covseg.segment(predictor, volume - 500.0, spacing=(1, 1, 1), hu="no"),
+         ("the array: hu=\"no\" expects grey values 0..255, but values -1500..-1500 look like "
+          "Hounsfield units, not grey levels; drop hu=\"no\" (or pass hu=\"yes\") to read them "
+          "as HU")),
+        (lambda: covseg.quantify(tmp_path, tmp_path / "q", lungs=tmp_path / "none.nii.gz"),
+         f"lungs=\"{tmp_path / 'none.nii.gz'}\": no such file or folder; check the path"),
+    ]
+    for call, message in calls:
+        with pytest.raises(CovsegError) as raised:
+            call()
+        assert str(raised.value) == message

@@ -361,3 +361,35 @@ def test_a_lung_runs_export_predicts_ct_studies_into_the_lung_runs_folder(
                                           r"\(lung_model: \S+ -> \S+other\.onnx; "
                                           r"lung_model_sha256: "):
         covseg.predict_volumes(tiny_run, scans, out, lung_model=other)
+
+
+@NEEDS_ONNX
+def test_export_replaces_only_an_earlier_export_of_its_own_run(
+        tmp_path: Path, tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """export overwrote any .onnx file without a word: a file that is no ONNX at all, or
+    another run's export. Only an earlier export of the same run is replaced now, as visualize
+    and evaluate replace only what an earlier call of theirs wrote."""
+    import shutil
+
+    import covseg
+
+    other_run = Path(shutil.copytree(tiny_run, tmp_path / "other"))
+    mine, theirs, text = tmp_path / "mine.onnx", tmp_path / "theirs.onnx", tmp_path / "t.onnx"
+    text.write_text("not onnx\n")
+    covseg.export(tiny_run, mine)
+    before = mine.stat().st_mtime_ns
+    assert covseg.export(tiny_run, mine) == mine and mine.stat().st_mtime_ns != before
+    covseg.export(other_run, theirs)
+    kept = theirs.read_bytes()
+    with pytest.raises(CovsegError) as raised:
+        covseg.export(tiny_run, theirs)
+    assert str(raised.value) == (f"out=\"{theirs}\": exists and is the export of another run "
+                                 f"({other_run.resolve()}); pick another out or delete it")
+    assert theirs.read_bytes() == kept
+    assert main(["export", "--model", str(tiny_run), "--out", str(text)]) == 2
+    assert capsys.readouterr().err.endswith(
+        f"--out {text}: exists and is no earlier covseg export; pick another --out or delete "
+        "it\n")
+    assert text.read_text() == "not onnx\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.onnx", "other", "t.onnx",
+                                                          "theirs.onnx"]

@@ -134,3 +134,15 @@ def test_multiclass_records_name_their_labels() -> None:
     assert classes(4) == {"0": "background", "1": "ground-glass", "2": "consolidation",
                           "3": "effusion"}
     assert classes(2) is None  # 0 and 255, named by mask_values
+
+
+def test_a_predictors_repr_is_one_line(tiny_run: Path) -> None:
+    """A notebook cell ending in ``covseg.load_predictor(RUN)`` printed every module of the
+    network (251 lines for the default ensemble); LoadedData got a one-line repr for this."""
+    predictor = Predictor.load(tiny_run, tta=False)
+    shown = repr(predictor)
+    framed = ", lung frame" if predictor.frame is not None else ""
+    assert shown == (f"Predictor({str(tiny_run.resolve())!r}; pytorch, target infection, 2 "
+                     f"classes, 64 px canvas, intensity {predictor.intensity!r}, window "
+                     f"{predictor.window!r}, threshold {predictor.threshold}, test flips none, "
+                     f"batch size 8{framed})")

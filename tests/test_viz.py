@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -324,7 +327,7 @@ def test_a_grid_of_fewer_slices_than_asked_for_says_so(
         covseg.visualize(four, tmp_path / "grid.png", n=8)
         covseg.visualize(four, tmp_path / "grid.png", n=4)
     assert [r.getMessage() for r in caplog.records] == [
-        "--n 8, but the data hold 4 slices: the grid shows all 4"]
+        "n=8, but the data hold 4 slices: the grid shows all 4"]
     assert sum(axis.get_title().startswith("mask:") for axis in saved_figures[0].axes) == 4
 
 
@@ -392,3 +395,33 @@ def test_a_second_grid_into_a_folder_a_grid_is_written_to_is_refused(tmp_path: P
     assert is_sample_grid(out) and being_written.exists()
     assert covseg.visualize("synthetic", out, n=2) == out
     assert sorted(path.name for path in out.parent.iterdir()) == ["grid.png"], "killed: removed"
+
+
+def test_drawing_leaves_the_callers_matplotlib_backend_alone(tmp_path: Path) -> None:
+    """``import covseg`` and its figures keep the backend the user chose (a notebook's inline
+    one): covseg drew with ``matplotlib.use("Agg")``, and the user's own plots stopped showing.
+    No figure is left open in pyplot either (covseg never opens one there)."""
+    script = f"""
+import sys
+import matplotlib
+import covseg
+from covseg.viz import box_plot, sample_grid, severity_chart, training_curves
+import numpy as np
+out = {str(tmp_path)!r}
+box_plot({{"a": [0.2, 0.4]}}, out + "/box.png")
+training_curves([{{"epoch": 1, "train_loss": 0.5}}], out + "/curves.png", loss="dice", canvas=64)
+sample_grid([np.zeros((8, 8))], [np.ones((8, 8), np.uint8)], ["t"], out + "/grid.png")
+severity_chart([{{"study": "s", "percent_involved": 5.0, "ct_category": "CT-1"}}],
+               out + "/chart.png")
+mods = [m for name, m in sys.modules.items() if name.startswith("covseg")]
+plt = sys.modules.get("matplotlib.pyplot")
+print(matplotlib.get_backend(), plt.get_fignums() if plt else [],
+      any(plt is not None and vars(m).get(k) is plt for m in mods for k in vars(m)))
+"""
+    env = {**os.environ, "MPLBACKEND": "svg"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[-2] == "svg [] False"
+    assert all((tmp_path / name).stat().st_size > 0
+               for name in ("box.png", "curves.png", "grid.png", "chart.png"))

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from covseg import cli_volumes, progress
 from covseg.api import VOLUMES, input_kind, segment
 from covseg.cascade import LungGuide
 from covseg.cli import build_parser
+from covseg.data import layouts
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_folders
 from covseg.infer import Predictor
@@ -1785,3 +1787,89 @@ def test_the_reports_name_the_lung_model_that_made_the_lungs(
     assert next(csv.DictReader((tmp_path / "th" / "summary.csv").open()))["lungs"] == (
         "HU threshold")
     assert saved_figures[-1].get_suptitle().endswith("\nlungs: HU threshold")
+
+
+class _Terminal(io.StringIO):
+    """stderr as a terminal is (``isatty``), its output kept."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_study_draws_its_slice_bar_only_in_a_terminal(tmp_path: Path, tiny_run: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch drew an "infection" bar under its study bar, reached by moving the cursor up
+    (ESC[A), which a notebook and a log file do not follow: one 150-slice CT wrote 23 lines.
+    Where stderr is no terminal, the study bar is the only one; a terminal keeps both; and
+    segment, which writes nothing, draws no bar either way."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    chest_nifti(inputs / "chest.nii.gz")
+    volume = np.asarray(nib.load(inputs / "chest.nii.gz").dataobj).transpose(2, 1, 0)
+    for stream in (io.StringIO(), _Terminal()):
+        monkeypatch.setattr(sys, "stderr", stream)
+        terminal = stream.isatty()
+        predict_batch(BandPredictor([(-400, -200)]), [inputs], tmp_path / f"pred{terminal}",
+                      batch_size=2)
+        err = stream.getvalue()
+        assert "predict: 100%" in err
+        assert ("infection:" in err, "\x1b[A" in err) == (terminal, terminal)
+        drawn = len(err)
+        segment(tiny_run, volume, spacing=(4.0, 0.75, 0.75))
+        assert len(stream.getvalue()) == drawn, "segment drew a bar"
+
+
+def test_tqdm_disable_silences_every_covseg_bar(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """``TQDM_DISABLE=1`` (the README's way to silence covseg) turns off every bar, the study
+    bar's stages included, even when set after covseg (and tqdm) were imported, as a notebook
+    does: tqdm reads it once at import, and a bar given ``disable=`` ignored it (load_dataset's
+    bar of 20 files and more, training's epoch bar)."""
+    monkeypatch.setattr(progress, "SHOW_AFTER_S", 0.0)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    chest_nifti(inputs / "chest.nii.gz")
+    stream = _Terminal()
+    monkeypatch.setattr(sys, "stderr", stream)
+    for quiet in ("0", "1"):
+        monkeypatch.setenv("TQDM_DISABLE", quiet)
+        predict_batch(BandPredictor([(-400, -200)]), [inputs], tmp_path / f"pred{quiet}",
+                      batch_size=2)
+        list(layouts._progress(list(range(30)), "files"))  # load_dataset's bar of files
+        err, _ = stream.getvalue(), stream.truncate(0)
+        stream.seek(0)
+        assert ("chest: finding infection" in err and "files: " in err) == (quiet == "0")
+        assert (err == "") == (quiet == "1")
+
+
+def test_a_file_in_the_way_of_a_batchs_out_is_named_so_on_the_command_line(
+        tmp_path: Path, tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``covseg predict`` of CT volumes (and ``covseg quantify``) into a file said "cannot write
+    to it (File exists)", though the file is only in the way; the API said so already."""
+    from covseg.cli import main
+
+    chest_nifti(tmp_path / "chest.nii.gz")
+    afile = tmp_path / "afile"
+    afile.write_text("x\n")
+    for argv in (["predict", "--model", str(tiny_run), str(tmp_path / "chest.nii.gz")],
+                 ["quantify", str(tmp_path / "chest.nii.gz")]):
+        assert main([*argv, "--out", str(afile)]) == 2
+        assert capsys.readouterr().err == (f"covseg: error: {afile}: a file is in the way (the "
+                                           "output is a folder); pick another --out\n")
+    assert afile.read_text() == "x\n"
+
+
+def test_the_grown_lungs_note_of_an_api_call_names_the_keyword(tmp_path: Path) -> None:
+    """predict_volumes and quantify, called from Python, advised "give the lungs with
+    --lung-model" (or "--lungs"), flags a notebook user never typed; they name the keywords
+    now, and the command line its flags (the tests above)."""
+    from covseg.provenance import api_command, invoked_as
+
+    path = tmp_path / "case.nii.gz"
+    overcalled_ct(path)
+    with invoked_as(api_command("predict_volumes")):
+        predicted = predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "pred")
+    assert predicted["lung_note"].endswith("check the montage, or give the lungs with lung_model")
+    with invoked_as(api_command("quantify")):
+        counted = quantify_study(tmp_path / "pred" / INFECTION_NII, tmp_path / "q")
+    assert counted["lung_note"].endswith("check the montage, or give the lungs with lungs")

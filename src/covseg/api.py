@@ -78,7 +78,7 @@ from covseg.io.volume import (
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM
 from covseg.models.profile import model_table
 from covseg.models.registry import is_a
-from covseg.provenance import api_command, invoked_as, provenance
+from covseg.provenance import api_command, invoked_as, option_given, option_name, provenance
 from covseg.quantify import (
     CHECKPOINT_SHA256,
     LUNG_GUIDE_SHA256,
@@ -296,10 +296,11 @@ def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[
     """
     check_kind("n", n, [int])
     if n < 1:
-        raise CovsegError(f"--n must be positive, got {n}")
+        raise CovsegError(f"{option_name('n')} must be positive, got {n}")
     if n > MAX_GRID_SAMPLES:
-        raise CovsegError(f"--n must be at most {MAX_GRID_SAMPLES} (a grid of 50 rows), got {n}; "
-                          "for other slices draw another grid with another --seed")
+        raise CovsegError(f"{option_name('n')} must be at most {MAX_GRID_SAMPLES} (a grid of 50 "
+                          f"rows), got {n}; for other slices draw another grid with another "
+                          f"{option_name('seed')}")
     check_seed(seed)
     out = output_file(_path("out", out), ".png", "PNG grid")
     _outside_data(out, data)
@@ -322,7 +323,7 @@ def _draw_grid(data: str | os.PathLike[str] | LoadedData, out: Path, n: int, see
                    key=lambda i: (not loaded.samples[i].mask.any(), rng.random()))
     chosen = [loaded.samples[i] for i in order[:n]]
     if len(chosen) < n:  # a grid of fewer slices than asked for, said rather than left to notice
-        log.warning("--n %d, but the data hold %s: the grid shows all %d", n,
+        log.warning("%s, but the data hold %s: the grid shows all %d", option_given("n", n),
                     counted(len(chosen), "slice"), len(chosen))
     heading = loaded.describe()
     names = {"infection": {1: "infection"}, "lung": {1: "lung"}}.get(loaded.target, CLASS_NAMES)
@@ -661,7 +662,8 @@ def refuse_lung_model(predictor: Predictor) -> Predictor:
     the infection clean-up (lesions near the lungs) would cut its lungs to thresholded ones."""
     if predictor.target == "lung":
         raise CovsegError(f"{predictor.source}: a lung model; for CT volumes pass it as "
-                          "--lung-model, with an infection model as --model")
+                          f"{option_name('lung_model')}, with an infection model as "
+                          f"{option_name('model')}")
     return predictor
 
 

@@ -21,8 +21,6 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
-from tqdm import tqdm
-
 from covseg.config import TrainConfig, check_kind
 from covseg.crossval import check_finished_folds, cross_validate_fold, make_folds
 from covseg.data.layouts import LoadedData
@@ -30,6 +28,7 @@ from covseg.errors import CovsegError
 from covseg.io.atomic import remove_temporaries
 from covseg.models.ensemble import member_names
 from covseg.models.registry import import_installed
+from covseg.progress import progress_bar
 from covseg.provenance import current_command, invoked_as
 from covseg.train import forget_unsaved_run, handler_restored
 
@@ -295,7 +294,7 @@ def _wait_for_folds(ray: ModuleType, pending: dict[Any, int]) -> None:
     cancel the folds still running, and wait until they have ended (``pending`` is left
     with them and the failed one)."""
     try:
-        with tqdm(total=len(pending), desc="folds on Ray", unit="fold") as bar:
+        with progress_bar(total=len(pending), desc="folds on Ray", unit="fold") as bar:
             while pending:
                 for ref in _wait_for_one(ray, list(pending)):
                     _result(ray, ref, pending[ref])

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from covseg.data.layouts import (
     CLASS_NAMES,
@@ -50,6 +49,7 @@ from covseg.io.image import (
 from covseg.io.nifti import is_nifti, nifti_stem, read_nifti, read_paired
 from covseg.io.volume import Volume, grid_differences, warn_grid_drift
 from covseg.metrics import EMPTY_MASK_RULES, STD_NOTE, case_metrics, summarize
+from covseg.progress import progress_bar
 from covseg.provenance import provenance
 from covseg.quantify import (
     MONTAGE_PNG,
@@ -72,8 +72,8 @@ def evaluate_samples(predictor: Predictor, samples: Sequence[Sample], desc: str 
     """Predict each sample at its original size; per-case metric rows and the label maps, HD95
     in mm for a volume's slices (their :attr:`Sample.spacing`), in pixels for 2D files."""
     predictions = []
-    for start in tqdm(range(0, len(samples), predictor.batch_size), desc=desc, unit="batch",
-                      leave=False):
+    for start in progress_bar(range(0, len(samples), predictor.batch_size), desc=desc,
+                              unit="batch", leave=False):
         chunk = samples[start:start + predictor.batch_size]
         predictions.extend(predictor.predict_labels([s.image for s in chunk]))
     rows = [
@@ -476,7 +476,7 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     truth_top = truth_labels.top
     num_classes = max(pred_top, truth_top) + 1 if min(pred_top, truth_top) > 1 else 2
     rows = []
-    for stem in tqdm(cases, desc="evaluating", unit="case", leave=False):
+    for stem in progress_bar(cases, desc="evaluating", unit="case", leave=False):
         pred, truth, volume = _read_pair(stem, preds.get(stem), truths[stem])
         pred = mask_to_labels(pred, preds.get(stem, "missing prediction"), pred_labels.step)
         truth = mask_to_labels(truth, truths[stem], truth_labels.step)
@@ -557,7 +557,7 @@ def _label_levels(cases: Sequence[str], preds: dict[str, Path], truths: dict[str
     an image (:func:`_refuse_image`)."""
     levels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     images: dict[str, str] = {}
-    for stem in tqdm(cases, desc="reading labels", unit="case", leave=False):
+    for stem in progress_bar(cases, desc="reading labels", unit="case", leave=False):
         pred, truth = _read_pair(stem, preds.get(stem), truths[stem], np.float32,
                                  first_read=True)[:2]
         pred_levels, truth_levels = np.unique(pred), np.unique(truth)

@@ -21,7 +21,7 @@ from covseg.checkpoint import load_checkpoint, model_from_checkpoint
 from covseg.errors import CovsegError
 from covseg.io.atomic import atomic_path, output_file
 from covseg.models.registry import import_installed, output_channels
-from covseg.provenance import provenance
+from covseg.provenance import option_given, option_name, provenance
 from covseg.volumes import model_hash
 
 META_KEY = "covseg"
@@ -49,6 +49,7 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str])
     out = output_file(out, ".onnx", "ONNX model")
     payload = load_checkpoint(checkpoint)
     onnx = _onnx_module("onnx")
+    _refuse_other_file(out, checkpoint, onnx)
     meta = payload["meta"]
     guide = LungGuide.from_meta(meta.get("lung_guide"))
     if guide is not None:
@@ -96,6 +97,37 @@ class OnnxNetwork:
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         logits = self.session.run(None, {"image": np.ascontiguousarray(batch.numpy())})[0]
         return torch.from_numpy(logits)
+
+
+def _refuse_other_file(out: Path, checkpoint: str | os.PathLike[str], onnx: Any) -> None:
+    """Refuse an existing ``out`` that is no earlier export of this run (or checkpoint): export
+    replaced any ``.onnx`` file without a word, another run's export or a file that is no ONNX
+    at all, where visualize and evaluate replace only what an earlier call of theirs wrote.
+    An export of this run is replaced (a re-export after more training)."""
+    if not out.exists():
+        return
+    source = _exported_source(out, onnx)
+    if source == str(Path(checkpoint).resolve()):
+        return
+    what = f"the export of another run ({source})" if source else "no earlier covseg export"
+    raise CovsegError(f"{option_given('out', str(out))}: exists and is {what}; pick another "
+                      f"{option_name('out')} or delete it")
+
+
+def _exported_source(path: Path, onnx: Any) -> str | None:
+    """The run or checkpoint the covseg export at ``path`` records (its metadata's
+    :data:`EXPORT_KEY` entry's ``source``); None for any other file: no ONNX, another tool's
+    ONNX, or an export from before covseg recorded its source."""
+    try:
+        graph = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001  protobuf and onnx raise their own decode errors
+        return None
+    raw = next((entry.value for entry in graph.metadata_props if entry.key == META_KEY), None)
+    try:
+        source = json.loads(raw or "null").get(EXPORT_KEY, {}).get("source")
+    except (AttributeError, ValueError):
+        return None
+    return source if isinstance(source, str) else None
 
 
 REQUIRED_META = ("in_channels", "size", "num_classes")

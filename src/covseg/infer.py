@@ -107,6 +107,20 @@ class Predictor:
                    LungFrame.from_meta(meta.get("lung_frame")), float(meta.get("threshold", 0.5)),
                    tuple(meta.get("flips", ["lr"])), target=meta.get("target"))
 
+    def __repr__(self) -> str:
+        """One line: where it came from and how it predicts (:meth:`describe`), not the
+        network: the dataclass's own repr printed every module, 251 lines for the default
+        ensemble, in a notebook cell ending in ``covseg.load_predictor(...)``."""
+        told = self.describe()
+        flips = "+".join(told["test_flips"]) or "none"
+        extras = "".join(f", {name.replace('_', ' ')}" for name in ("lung_guide", "lung_frame")
+                         if told[name])
+        return (f"Predictor({told['source'] or 'not loaded from a file'!r}; "
+                f"{told['runtime']}, target {told['target']}, "
+                f"{self.num_classes} classes, {self.size} px canvas, intensity "
+                f"{self.intensity!r}, window {self.window!r}, threshold {told['threshold']}, "
+                f"test flips {flips}, batch size {self.batch_size}{extras})")
+
     def describe(self) -> dict[str, Any]:
         """How this predictor turns slices into masks, as JSON for the record of a prediction."""
         runtime = "pytorch" if isinstance(self.model, nn.Module) else "onnxruntime"

@@ -5,17 +5,26 @@ lesion rule, writing), during which a batch showed only ``predict: 0/1``. The st
 name each stage with :func:`stage`; a batch shows it on its study bar (:class:`StageBar`), and
 a call outside of a batch shows nothing. Carried in a context variable, so that the study
 functions' signatures (recorded as a run's options) stay as they are.
+
+Every covseg bar comes from :func:`progress_bar`, which ``TQDM_DISABLE=1`` turns off (read at
+each call, so a notebook may set it after importing covseg); a study's slice bar
+(:func:`slice_bar`) is drawn below its batch's bar only where stderr is a terminal.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import partial
+from typing import Any, TypeVar
 
 from tqdm import tqdm
+
+T = TypeVar("T")
 
 Reporter = Callable[[str], None]
 """Takes the name of the stage a study has just entered."""
@@ -26,6 +35,39 @@ SHOW_AFTER_S = 0.5
 """A stage is drawn on the study bar once it has lasted this long (0: as it starts): the
 stages of a batch of small studies, milliseconds each, are not drawn, so a log of the bar is
 not filled with them."""
+
+
+def silenced() -> bool:
+    """Whether the environment turns progress bars off (``TQDM_DISABLE`` set, not to 0/false).
+
+    Read at each call: tqdm reads it once, when it is imported, and a bar given ``disable=``
+    (as covseg's small-batch bars were) ignored it."""
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def progress_bar(iterable: Iterable[T] | None = None, *, quiet: bool = False,
+                 **options: Any) -> tqdm:
+    """A tqdm bar over ``iterable`` (or of ``total=``), off where ``quiet`` or where
+    :func:`silenced`."""
+    return tqdm(iterable, disable=quiet or silenced(), **options)
+
+
+def _stderr_is_terminal() -> bool:
+    """Whether stderr is a terminal (not a notebook's stream, a log file or a closed pipe)."""
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def slice_bar(iterable: Iterable[T], desc: str) -> Iterable[T]:
+    """``iterable`` with a bar of a study's batches of slices, drawn only within a batch (under
+    its study bar) and only where stderr is a terminal: a second bar below the first moves the
+    cursor up (ESC[A), which a notebook and a log file do not follow, so that every batch of
+    slices became a line of its own (23 lines for one 150-slice CT). A study outside of a batch
+    (:func:`covseg.segment`) draws none."""
+    quiet = _REPORTER.get() is None or not _stderr_is_terminal()
+    return progress_bar(iterable, quiet=quiet, desc=desc, unit="batch", leave=False)
 
 
 def stage(name: str) -> None:

@@ -63,6 +63,15 @@ def option_name(name: str) -> str:
     return name if command.startswith(API_COMMAND) else f"--{name.replace('_', '-')}"
 
 
+def option_given(name: str, value: object) -> str:
+    """Option ``name`` given ``value``, as the running command spells it: ``--hu no`` on the
+    command line, ``hu="no"`` in a Python API call (a notebook user never typed a flag)."""
+    option = option_name(name)
+    if option.startswith("--"):
+        return f"{option} {value}"
+    return f'{option}="{value}"' if isinstance(value, str) else f"{option}={value}"
+
+
 def current_command() -> str:
     """The command running (:func:`invoked_as`), or :data:`UNKNOWN_COMMAND`."""
     return _COMMAND.get() or UNKNOWN_COMMAND

@@ -41,12 +41,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from tqdm import tqdm
 
 from covseg.data.layouts import CLASS_NAMES
 from covseg.errors import CovsegError, counted, is_out_of_memory, out_of_memory_text
 from covseg.io.atomic import (
     atomic_path,
+    output_folder,
     remove_temporaries,
     remove_temporaries_of,
     write_json,
@@ -83,8 +83,8 @@ from covseg.lungs import (
     segment_lungs,
     why_labels_are_not_sides,
 )
-from covseg.progress import reporting, stage, stage_bar
-from covseg.provenance import provenance
+from covseg.progress import progress_bar, reporting, stage, stage_bar
+from covseg.provenance import option_given, option_name, provenance
 from covseg.transforms import INTENSITY_MODES, LUNG_WINDOW, scale_intensity
 from covseg.viz import LUNG_COLOURS as LUNG_PALETTE
 from covseg.viz import class_colour, severity_chart
@@ -721,9 +721,10 @@ def dicom_files(folder: Path) -> Iterator[Path]:
 def check_inputs_exist(lungs: str | os.PathLike[str] | None,
                        image: str | os.PathLike[str] | None) -> None:
     """--lungs and --image must exist: a typo fails once, up front, not in every study."""
-    for option, path in (("--lungs", lungs), ("--image", image)):
+    for option, path in (("lungs", lungs), ("image", image)):
         if path and not Path(path).exists():
-            raise CovsegError(f"{option} {path}: no such file or folder; check the path")
+            raise CovsegError(f"{option_given(option, str(path))}: no such file or folder; check "
+                              "the path")
 
 
 def recorded_path(path: str | os.PathLike[str]) -> str:
@@ -836,7 +837,7 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
     if lung_path is not None:
         stage("reading the lung mask")
         lung_volume = _read_label_mask(lung_path, lesions, "lung mask",
-                                       "a lung mask as --lungs")
+                                       f"a lung mask as {option_name('lungs')}")
         check_same_grid(lesions, lung_volume)
         lung_labels, lung_source = _lung_labels(lung_volume, lung_path, ct), "mask"
         if predict_ct is not None and _threshold_lungs(predicted):
@@ -856,7 +857,7 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
     result = quantify(lesions.array, lesions.spacing, lung_labels, multiclass=classes,
                       effusion=_predicts_effusion(predicted), found_lungs=found_lungs)
     if grown is not None:
-        note_grown_lungs(result, grown.cut, str(mask_path), "--lungs")
+        note_grown_lungs(result, grown.cut, str(mask_path), option_name("lungs"))
     elif predicted_masks:
         _recorded_growth(result, predicted, str(mask_path))
     elif predicted_masks is False:
@@ -960,7 +961,7 @@ def _recorded_growth(result: dict[str, Any], record: dict[str, Any], source: str
         result[region]["lesion_added_to_lungs_ml"] = added if isinstance(added, float) else None
     note = record.get("lung_note")
     if isinstance(note, str) and LUNGS_REMEDY in note:
-        note = note[:note.index(LUNGS_REMEDY)] + LUNGS_REMEDY + "--lungs"
+        note = note[:note.index(LUNGS_REMEDY)] + LUNGS_REMEDY + option_name("lungs")
     result["lung_note"] = note if isinstance(note, str) else None
     if result["lung_note"]:
         log.warning("%s: %s", source, note)
@@ -979,7 +980,7 @@ def _regrown(result: dict[str, Any], recounted: bool, own_lungs: bool, source: s
             log.warning("%s: %s", source, note)
             result["lung_note"] = note
     elif own_lungs:
-        note_grown_lungs(result, False, source, "--lungs")
+        note_grown_lungs(result, False, source, option_name("lungs"))
 
 
 def _lung_labels(volume: Volume, path: Path, ct: Volume | None = None) -> np.ndarray:
@@ -1584,9 +1585,10 @@ def run_batch(studies: Sequence[Study], out_dir: str | os.PathLike[str],
     folder by design, hold it shared: they run side by side, a call without shards is refused
     while any runs, and a shard is refused while a call without shards runs. While a study
     runs, the bar names it and the stage it is in (:mod:`covseg.progress`), once that stage
-    has lasted half a second.
+    has lasted half a second. A file in the way of ``out_dir`` is refused as the API refuses
+    it (:func:`~covseg.io.atomic.output_folder`), not as a folder it "cannot write to".
     """
-    out_dir = Path(out_dir)
+    out_dir = output_folder(out_dir)
     with writing_to(out_dir, shared=shard[1] > 1):
         return _run_batch(studies, out_dir, process, shard, desc, settings)
 
@@ -1609,7 +1611,8 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
     chart = summary.with_suffix(".png")
     chart.unlink(missing_ok=True)  # an earlier call's chart; redrawn below from this summary
     write_text(summary, csv_text(rows, SUMMARY_FIELDS))
-    with tqdm(total=len(selected), desc=desc, unit="study") as bar, stage_bar(bar) as stages:
+    with (progress_bar(total=len(selected), desc=desc, unit="study") as study_bar,
+          stage_bar(study_bar) as stages):
         for study in selected:
             folder = out_dir / study.name
             with reporting(stages.reporter(study.name)):
@@ -1621,7 +1624,7 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
             rows.append(_as_it_was(row, earlier.get(study.name)) if status == "skipped" else row)
             rows.sort(key=lambda row: row["study"])
             write_text(summary, csv_text(rows, SUMMARY_FIELDS))
-            bar.update()
+            study_bar.update()
     quantified = [row for row in rows if row["status"] != "failed"]
     if len(quantified) > 1:
         severity_chart(quantified, chart, f"{len(quantified)} studies ({out_dir.name})")

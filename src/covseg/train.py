@@ -60,6 +60,7 @@ from covseg.metrics import EMPTY_MASK_RULES, STD_NOTE, summarize
 from covseg.models import build_model, parameter_count
 from covseg.models.ensemble import member_names
 from covseg.models.registry import check_model
+from covseg.progress import progress_bar
 from covseg.provenance import current_command, invoked_as, provenance
 from covseg.stopping import Terminated, raise_if_stopped, stops_recorded
 from covseg.transforms import AUGMENTATIONS, LesionPaste, Letterbox, augmentation
@@ -547,9 +548,9 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     loader = DataLoader(Dataset(train_items, transform=transform), batch_size=config.batch_size,
                         shuffle=True, drop_last=len(train_items) > config.batch_size, num_workers=0)
 
-    bar = tqdm(range(first_epoch, epochs + 1), desc=bar_label or f"train {config.model}",
-               unit="epoch", initial=first_epoch - 1, total=epochs, disable=not progress,
-               position=bar_position)
+    bar = progress_bar(range(first_epoch, epochs + 1), quiet=not progress,
+                       desc=bar_label or f"train {config.model}", unit="epoch",
+                       initial=first_epoch - 1, total=epochs, position=bar_position)
     for epoch in bar:
         _seed_epoch(config.seed, epoch, transform, cutmix, paste)
         started = time.perf_counter()

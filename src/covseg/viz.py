@@ -7,12 +7,9 @@ import struct
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
@@ -56,12 +53,15 @@ GRID_MARK = ("covseg", "visualize")
 own earlier grid but no other file of that name (a mask, another command's figure)."""
 
 
-def save_figure(fig: plt.Figure, path: str | os.PathLike[str],
+def save_figure(fig: Figure, path: str | os.PathLike[str],
                 metadata: Mapping[str, str] | None = None) -> Path:
-    """Save and close a figure atomically as PNG, with ``metadata`` as PNG text chunks."""
+    """Save a figure atomically as PNG, with ``metadata`` as PNG text chunks.
+
+    covseg's figures are :class:`~matplotlib.figure.Figure` objects that savefig draws with
+    Agg; neither pyplot nor ``matplotlib.use`` is touched, so a notebook's own backend (and its
+    inline plots) stays as the user set it."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png", metadata=dict(metadata or {}))
-    plt.close(fig)
     return Path(path)
 
 
@@ -156,9 +156,9 @@ def sample_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], title
     lines = max((title.count("\n") + 1 for title in titles), default=1)
     heights = [panel_in * max(shapes[row * pairs_per_row:(row + 1) * pairs_per_row], default=1.0)
                + 0.2 * lines + 0.1 for row in range(rows)]  # a row's panels and their titles
-    fig, axes = plt.subplots(rows, 2 * pairs_per_row, squeeze=False, layout="constrained",
-                             gridspec_kw={"height_ratios": heights},
-                             figsize=(12, sum(heights) + 0.6))
+    fig = Figure(figsize=(12, sum(heights) + 0.6), layout="constrained")
+    axes = fig.subplots(rows, 2 * pairs_per_row, squeeze=False,
+                        gridspec_kw={"height_ratios": heights})
     for ax in axes.ravel():
         ax.axis("off")
     for i, (image, mask, title, aspect) in enumerate(zip(images, masks, titles, aspects,
@@ -188,8 +188,8 @@ def training_curves(history: Sequence[Mapping[str, float]], path: str | os.PathL
     epochs = [row["epoch"] for row in history]
     val_loss = [row.get("val_loss") for row in history]
     validated = any(v is not None and not np.isnan(v) for v in val_loss)
-    fig, axes = plt.subplots(1, 1 + validated, figsize=(10 if validated else 5.5, 3.5),
-                             squeeze=False, layout="constrained")
+    fig = Figure(figsize=(10 if validated else 5.5, 3.5), layout="constrained")
+    axes = fig.subplots(1, 1 + validated, squeeze=False)
     left = axes[0, 0]
     point = {"marker": "o"} if len(epochs) == 1 else {}  # a line of one point draws nothing
     left.plot(epochs, [row["train_loss"] for row in history], label="train", **point)
@@ -234,7 +234,8 @@ def box_plot(groups: Mapping[str, Sequence[float]], path: str | os.PathLike[str]
     values = [np.asarray(groups[n], dtype=float) for n in names]
     labels = [_counted(name, v) for name, v in zip(names, values, strict=True)]
     values = [v[~np.isnan(v)] for v in values]
-    fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(names) + 2), 4))
+    fig = Figure(figsize=(max(4, 1.6 * len(names) + 2), 4))
+    ax = fig.subplots()
     ax.boxplot(values, showmeans=True, meanprops=MEAN_MARK, medianprops=MEDIAN_LINE)
     ax.set_xticks(range(1, len(names) + 1), labels, rotation=20, ha="right")
     for i, v in enumerate(values, start=1):
@@ -275,7 +276,8 @@ def severity_chart(rows: Sequence[Mapping[str, object]], path: str | os.PathLike
     values = [float(row[key] or 0.0) for row in rows]
     colours = [CATEGORY_COLOURS.get(str(row.get("ct_category")), NO_CATEGORY_COLOUR)
                for row in rows]
-    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.28 * len(rows) + 1.2)))
+    fig = Figure(figsize=(7, max(2.5, 0.28 * len(rows) + 1.2)))
+    ax = fig.subplots()
     ax.barh(range(len(rows)), values, color=colours)
     ax.set_yticks(range(len(rows)), names, fontsize=7)
     ax.set_ylim(len(rows) - 0.5, -0.5)  # first study on top, no empty margin

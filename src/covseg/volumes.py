@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from tqdm import tqdm
 
 from covseg.cascade import THRESHOLD
 from covseg.config import check_batch_size, check_kind
@@ -47,7 +46,8 @@ from covseg.lungs import (
     segment_lungs,
     split_lungs,
 )
-from covseg.progress import stage
+from covseg.progress import slice_bar, stage
+from covseg.provenance import option_given, option_name
 from covseg.quantify import (
     CHECKPOINT_SHA256,
     EFFUSION,
@@ -124,7 +124,7 @@ def predict_labels(predictor: SlicePredictor, volume: Volume, *, batch_size: int
     channels = output_channels(predictor)
     depth = volume.array.shape[0]
     labels = np.zeros(volume.array.shape, dtype=np.uint8)
-    for start in tqdm(range(0, depth, batch_size), desc=desc, unit="batch", leave=False):
+    for start in slice_bar(range(0, depth, batch_size), desc):
         indices = range(start, min(depth, start + batch_size))
         images = [scale_intensity(volume.array[k], volume.intensity, predictor.window)
                   for k in indices]
@@ -209,10 +209,11 @@ def check_volume_options(batch_size: int = 8, lung_margin_mm: float = DEFAULT_LU
     for name, value in switches.items():
         check_kind(name, value, [bool])
     if batch_size < 1:
-        raise CovsegError(f"--batch-size must be at least 1, got {batch_size}")
+        raise CovsegError(f"{option_name('batch_size')} must be at least 1, got {batch_size}")
     check_batch_size(batch_size)
     if not (math.isfinite(lung_margin_mm) and lung_margin_mm >= 0):
-        raise CovsegError(f"--lung-margin-mm must be a finite number >= 0, got {lung_margin_mm:g}")
+        raise CovsegError(f"{option_name('lung_margin_mm')} must be a finite number >= 0, got "
+                          f"{lung_margin_mm:g}")
 
 
 @dataclass
@@ -373,7 +374,9 @@ def _refuse_grey_told_hu(volume: Volume, hu: str) -> None:
     way predict's record says predict read it, whatever its own ``--hu``."""
     if hu != "yes":
         return
-    reason = grey_told_hu(volume.array, "--hu yes", "CT", "--hu auto or no")
+    auto, grey = option_given("hu", "auto"), option_given("hu", "no")
+    advice = f"{auto} or {grey.removeprefix('--hu ').removeprefix('hu=')}"  # --hu auto or no
+    reason = grey_told_hu(volume.array, option_given("hu", "yes"), "CT", advice)
     if reason:
         raise CovsegError(f"{volume.source}: {reason}")
 
@@ -456,9 +459,9 @@ def _lung_option(predictor: SlicePredictor) -> str:
     study's lungs, so the note names that run as the ``--lung-model`` to give."""
     guide = guide_run(predictor)
     if guide is None:
-        return "--lung-model"
-    return (f"--lung-model {guide} (this cascade's lung run, which guides its infection model "
-            "but does not give the study's lungs)")
+        return option_name("lung_model")
+    return (f"{option_given('lung_model', str(guide))} (this cascade's lung run, which guides "
+            "its infection model but does not give the study's lungs)")
 
 
 def _predict_with_probabilities(predictor: SlicePredictor, volume: Volume, out_dir: Path,

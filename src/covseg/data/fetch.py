@@ -53,11 +53,11 @@ from pathlib import Path, PurePosixPath
 
 import nibabel as nib
 from nibabel.wrapstruct import WrapStructError
-from tqdm import tqdm
 
 from covseg.errors import CovsegError
 from covseg.io.atomic import output_folder
 from covseg.io.nifti import NIFTI_ERRORS
+from covseg.progress import progress_bar
 
 CHUNK = 1 << 20
 HEAD = 1024
@@ -305,7 +305,7 @@ def _transfer(remote: RemoteFile, part: Path, timeout_s: float) -> None:
         offset = _resume_offset(response, offset, part)
         length = response.headers.get("Content-Length")
         expected = offset + int(length) if length is not None else remote.size
-        with open(part, "ab" if offset else "wb", buffering=0) as handle, tqdm(
+        with open(part, "ab" if offset else "wb", buffering=0) as handle, progress_bar(
                 total=expected, initial=offset, unit="B", unit_scale=True, desc=remote.name,
                 leave=False) as bar:
             chunk = first

@@ -35,7 +35,6 @@ from pathlib import Path, PureWindowsPath
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from covseg.config import check_seed, check_window
 from covseg.errors import CovsegError, counted
@@ -51,6 +50,7 @@ from covseg.io.image import (
 )
 from covseg.io.nifti import is_nifti, nifti_stem, read_nifti, read_paired
 from covseg.io.volume import Volume, check_same_grid, display_flips
+from covseg.progress import progress_bar
 from covseg.transforms import LUNG_WINDOW, intensity_scale, scale_intensity, scale_slices
 
 log = logging.getLogger(__name__)
@@ -371,7 +371,7 @@ def _patient_row(table: Path, line: int, row: dict[str, str | None]) -> tuple[st
 
 
 def _progress(items: list, desc: str) -> Iterable:
-    return tqdm(items, desc=desc, unit="file", leave=False, disable=len(items) < 20)
+    return progress_bar(items, quiet=len(items) < 20, desc=desc, unit="file", leave=False)
 
 
 def _read_2d_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions,
@@ -474,8 +474,8 @@ def _read_volume_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions
     """Every study's slices; a study is its own patient unless ``patients`` (a patients.csv)
     groups studies, a patient's follow-up scans, so that folds never split a patient."""
     samples: list[Sample] = []
-    for study, image_path, mask_path in tqdm(pairs, desc=desc, unit="volume", leave=False,
-                                             disable=not pairs):
+    for study, image_path, mask_path in progress_bar(pairs, quiet=not pairs, desc=desc,
+                                                     unit="volume", leave=False):
         patient = patients.get(study, study)
         samples.extend(_slice_volume(image_path, mask_path, options,
                                      partial("{}_z{:04d}".format, study),

@@ -32,11 +32,15 @@ def output_file(target: str | os.PathLike[str], suffix: str, kind: str) -> Path:
     return target
 
 
-def output_folder(target: str | os.PathLike[str], option: str = "--out") -> Path:
+def output_folder(target: str | os.PathLike[str], option: str | None = None) -> Path:
     """``target`` as a folder to write into, checked before any work: a file there, or in place
     of a folder above it, would stop the run at its first write with an OS error (raw
     NotADirectoryError or FileExistsError from the API). ``option``: what the error says to
-    change."""
+    change (``--out`` on the command line, ``out`` from the API, by default)."""
+    if option is None:
+        from covseg.provenance import option_name  # it imports the layouts, which import this
+
+        option = option_name("out")
     target = Path(target)
     existing = next((folder for folder in (target, *target.parents) if folder.exists()), None)
     if existing is not None and not existing.is_dir():

@@ -427,7 +427,7 @@ def detect_volume_intensity(array: np.ndarray, hu: str, source: str) -> str:
         return "hu"
     grey = low >= 0.0 and high <= 255.0
     if hu == "no" and not grey:
-        raise CovsegError(f"{source}: --hu no expects grey values 0..255, but "
+        raise CovsegError(f"{source}: {_hu('no')} expects grey values 0..255, but "
                           f"{_not_grey(low, high)}")
     if hu == "no":
         return "unit" if high <= 1.0 else "uint8"
@@ -449,12 +449,12 @@ def _not_grey(low: float, high: float) -> str:
     with its air at about 0 HU."""
     if low < -100.0 and not AIR_LIMIT_HU < low < high:
         return (f"values {low:g}..{high:g} look like Hounsfield units, not grey levels; drop "
-                "--hu no (or pass --hu yes) to read them as HU")
+                f"{_hu('no')} (or pass {_hu('yes')}) to read them as HU")
     if low < -100.0:
         return (f"values {low:g}..{high:g} look like Hounsfield units without their scaling: "
                 f"none lies at or below {AIR_LIMIT_HU:g} HU, while a chest CT holds air (about "
                 "-1000) around and in the body (HU stored / 10 with the slope lost?); restore "
-                "the file's scl_slope / RescaleSlope, or pass --hu yes if they are HU of a "
+                f"the file's scl_slope / RescaleSlope, or pass {_hu('yes')} if they are HU of a "
                 "volume without air")
     return (f"values {low:g}..{high:g} are neither Hounsfield units (none below -100: no air, "
             "about -1000) nor 8-bit grey (0..255): HU stored with an offset whose intercept was "
@@ -471,7 +471,15 @@ def _refuse_unwindowed_grey(array: np.ndarray, kind: str, source: str) -> None:
     reason = grey_outside_lung_window(array, kind, "chest CT")
     if reason:
         raise CovsegError(f"{source}: {reason}; give the CT in Hounsfield units, or as 8-bit "
-                          "grey (0..255) in the lung window; --hu no reads it as grey anyway")
+                          f"grey (0..255) in the lung window; {_hu('no')} reads it as grey "
+                          "anyway")
+
+
+def _hu(value: str) -> str:
+    """``--hu value`` as the running command spells it (``hu="value"`` from the API)."""
+    from covseg.provenance import option_given  # it imports the layouts, which import this
+
+    return option_given("hu", value)
 
 
 def hounsfield(volume: Volume) -> np.ndarray:
