@@ -98,6 +98,24 @@ def test_predict_takes_a_loaded_predictor(tmp_path: Path, tiny_run: Path,
     assert (result.done, result.failed) == (1, 0)
 
 
+def test_tqdm_disable_silences_the_bar_of_predict(tmp_path: Path, tiny_run: Path,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """covseg.predict's bar of 20 images and more was given ``disable=`` and so ignored
+    ``TQDM_DISABLE``, the README's way to silence covseg's bars."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for k in range(20):
+        Image.fromarray(np.full((16, 16), 10 * k, dtype=np.uint8)).save(images / f"s{k}.png")
+    drawn = {}
+    for quiet in ("0", "1"):
+        monkeypatch.setenv("TQDM_DISABLE", quiet)
+        capsys.readouterr()
+        covseg.predict(tiny_run, images, tmp_path / f"pred{quiet}")
+        drawn[quiet] = "predict" in capsys.readouterr().err
+    assert drawn == {"0": True, "1": False}
+
+
 def test_batches_with_failed_studies_raise_once_written(
         tmp_path: Path, tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """predict_volumes and quantify returned BatchResult(failed=N) quietly, where predict (2D)

@@ -17,7 +17,6 @@ from typing import Any, TypeVar, cast
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
-from tqdm import tqdm
 
 from covseg.cascade import require_lung_model
 from covseg.cluster import (
@@ -78,6 +77,7 @@ from covseg.io.volume import (
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM
 from covseg.models.profile import model_table
 from covseg.models.registry import is_a
+from covseg.progress import progress_bar
 from covseg.provenance import api_command, invoked_as, option_given, option_name, provenance
 from covseg.quantify import (
     CHECKPOINT_SHA256,
@@ -950,8 +950,8 @@ def _predict_images(model: str | os.PathLike[str] | Predictor,
     given = [recorded_path(f) for f in files]  # one spelling from any working folder
     record = _PredictRecord(out, earlier, predictor, given)
     record.write(failed, 0.0, finished=False)  # before any mask: a stopped call is judged too
-    with tqdm(total=len(files), desc="predict", unit="image", leave=False,
-              disable=len(files) < 20) as bar:
+    with progress_bar(total=len(files), quiet=len(files) < 20, desc="predict", unit="image",
+                      leave=False) as bar:
         for start in range(0, len(files), batch_size):
             chunk, images = _readable(files[start:start + batch_size], predictor, failed)
             for path, image, labels in zip(chunk, images, predictor.predict_labels(images)):
