@@ -206,8 +206,17 @@ WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
     (lambda g: covseg.predict(g.run, g.image, g.tmp / "p", overlay="no"),
      "--overlay must be true or false, got 'no'"),
     (lambda g: covseg.predict(g.run, np.zeros((8, 8)), g.tmp / "p"),
-     ("inputs must be a path (str or pathlib.Path), got a value of type ndarray; images held in "
-     "memory go to covseg.segment")),
+     ("inputs must be a path or a list of paths (str or pathlib.Path), got a value of type "
+      "ndarray; images held in memory go to covseg.segment")),
+    (lambda g: covseg.predict(g.run, b"images", g.tmp / "p"),
+     "inputs must be a path or a list of paths (str or pathlib.Path), got a value of type bytes"),
+    (lambda g: covseg.predict(g.run, {str(g.image)}, g.tmp / "p"),
+     "inputs must be a path or a list of paths (str or pathlib.Path), got a value of type set"),
+    (lambda g: covseg.predict_volumes(g.run, (p for p in [g.image]), g.tmp / "p"),
+     ("inputs must be a path or a list of paths (str or pathlib.Path), got a value of type "
+      "generator")),
+    (lambda g: covseg.quantify(b"masks", g.tmp / "q"),
+     "masks must be a path or a list of paths (str or pathlib.Path), got a value of type bytes"),
     (lambda g: covseg.predict(g.run, g.image, g.file),
      "file.py: a file is in the way (the output is a folder)"),
     (lambda g: covseg.predict_volumes(g.run, g.image, g.tmp / "p", probabilities="yes"),
@@ -296,6 +305,9 @@ WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
     (lambda g: covseg.predict_volumes(g.run, g.tmp, g.tmp / "p", shard=(0.0, 2)),
      "shard must be \"I/N\" or a pair (I, N) of whole numbers"),
     (lambda g: covseg.demo(g.tmp / "d", epochs="x"), "--epochs must be a whole number, got 'x'"),
+    (lambda g: covseg.demo(g.tmp / "d", epochs=None), "--epochs must be a whole number, got None"),
+    (lambda g: covseg.train(g.data, g.tmp / "p", **{**TINY, "window": np.array([[-1000, 400]])}),
+     "--window must be two numbers (LOW, HIGH) in HU, e.g. (-1350.0, 150.0), got array("),
     (lambda g: covseg.demo(g.tmp / "d", epochs=0), "--epochs must be at least 1, got 0"),
     (lambda g: covseg.demo(g.tmp / "d", folds=1), "--folds must be at least 2, got 1"),
     (lambda g: covseg.demo(g.tmp / "d", folds=13),
@@ -334,7 +346,9 @@ def test_arguments_of_the_wrong_type_are_one_line_errors(
 @pytest.mark.parametrize(("options", "refused"), [
     ({"hu": "yes"}, "hu"), ({"keep_outside_lungs": True}, "keep_outside_lungs"),
     ({"lung_margin_mm": 2.0, "spacing": (1.0, 1.0)}, "lung_margin_mm, spacing"),
-    ({"lung_model": "lungs-run"}, "lung_model"), ({"spacing": (1.0, 1.0)}, "spacing")])
+    ({"lung_model": "lungs-run"}, "lung_model"), ({"spacing": (1.0, 1.0)}, "spacing"),
+    ({"direction": (1, 0, 0, 0, 1, 0, 0, 0, 1)}, "direction"),
+    ({"spacing": (1.0, 1.0), "direction": np.eye(2)}, "spacing, direction")])
 def test_segment_refuses_volume_options_with_a_2d_slice(tiny_run: Path, options: dict[str, object],
                                                         refused: str) -> None:
     """A 2D slice silently ignored every volume option, where the CLI refuses them; the one
@@ -1135,3 +1149,115 @@ def test_api_refusals_name_keywords_not_command_line_flags(tmp_path: Path, tiny_
         with pytest.raises(CovsegError) as raised:
             call()
         assert str(raised.value) == message
+
+
+EMPTY_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
+    (lambda g: covseg.load_dataset(""), "path is empty; give a path"),
+    (lambda g: covseg.train("", "e/run", **TINY), "data is empty; give a path"),
+    (lambda g: covseg.cross_validate("", "e/cv", folds=2, **TINY), "data is empty; give a path"),
+    (lambda g: covseg.compare("", ["unet", "fcn"], "e/cmp", folds=2), "data is empty; give a "),
+    (lambda g: covseg.visualize("", "e/v.png"), "data is empty; give a path"),
+    (lambda g: covseg.train(g.data, "e/run", **{**TINY, "lung_guide": ""}),
+     "lung_guide is empty; give it a value (for a path, \".\" is the current folder)"),
+    (lambda g: covseg.train(g.data, "e/run", **{**TINY, "model": "unet++",
+                                                "model_options": {"weights": ""}}),
+     "model_options['weights'] is empty; give it a value"),
+    (lambda g: covseg.predict(g.run, [g.image, ""], "e/p"), "inputs[1] is empty; give a path"),
+    (lambda g: covseg.segment(g.predictor, g.volume, spacing=(1, 1, 1), hu=""),
+     "hu is empty; give it a value"),
+]
+
+
+@pytest.mark.parametrize(("call", "message"), EMPTY_ARGUMENTS,
+                         ids=[message[:40] for _, message in EMPTY_ARGUMENTS])
+def test_an_empty_str_is_refused_first_wherever_it_is_given(
+        call: Callable[[Given], object], message: str, tmp_path: Path, tiny_run: Path,
+        synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty path is the current folder: ``load_dataset("")`` read it, ``train("", out)``
+    with out below it said out "lies in the data folder ," (out was checked first), and
+    ``lung_guide=""`` and ``model_options={"weights": ""}`` failed on the cwd as a checkpoint
+    and a folder."""
+    given = Given(tmp_path, tiny_run, synthetic_folder)
+    shutil.copytree(synthetic_folder, tmp_path / "cwd")  # a data folder as the current one
+    monkeypatch.chdir(tmp_path / "cwd")
+    with pytest.raises(CovsegError, match=f"^{re.escape(message)}") as raised:
+        call(given)
+    assert "\n" not in str(raised.value)
+    assert not (tmp_path / "cwd" / "e").exists(), "refused before writing"
+
+
+def test_an_empty_lung_guide_or_weights_is_refused_outside_the_api_too() -> None:
+    """A TrainConfig built by hand resolved lung_guide="" to the current folder, and the
+    registry's weights="" named it a folder ("., a folder, not a weights file")."""
+    from covseg.config import TrainConfig
+    from covseg.models.pretrained import weights_path
+
+    with pytest.raises(CovsegError, match=r"^--lung-guide is empty; give none, threshold or "):
+        TrainConfig(lung_guide="").check_types()
+    with pytest.raises(CovsegError, match=r"^weights is empty; give the path of a state dict "):
+        weights_path("")
+
+
+def test_a_float32_setting_is_the_number_it_shows(tmp_path: Path, tiny_run: Path,
+                                                  synthetic_folder: Path) -> None:
+    """np.float32(0.3) was recorded as 0.30000001192092896, and the same setting given then as
+    0.3 was refused as another ("threshold: 0.30000001192092896 -> 0.3"); a float64 or Python
+    float is recorded as it was."""
+    from covseg.config import TrainConfig, python_numbers
+
+    assert python_numbers([np.float32(0.4), np.float16(0.1), {"lr": np.float32(3e-3)}]) == [
+        0.4, 0.1, {"lr": 0.003}]
+    values = np.random.default_rng(0).normal(size=1000) * 10.0 ** np.arange(-10, 10).repeat(50)
+    assert [python_numbers(v) for v in values] == values.tolist()  # float64: unchanged, bitwise
+    assert python_numbers(0.30000001192092896) == 0.30000001192092896
+    assert TrainConfig(lr=np.float32(0.003), threshold=np.float32(0.4)).record()["lr"] == 0.003
+    images = [synthetic_folder / "images" / name for name in
+              sorted(p.name for p in (synthetic_folder / "images").iterdir())[:2]]
+    covseg.predict(tiny_run, images, tmp_path / "p", threshold=np.float32(0.3))
+    record = json.loads((tmp_path / "p" / "predict.json").read_text())
+    assert record["model"]["threshold"] == 0.3
+    masks = covseg.predict(tiny_run, images, tmp_path / "p", threshold=0.3)  # the same setting
+    assert len(masks) == 2
+    covseg.train(synthetic_folder, tmp_path / "run", **{**TINY, "epochs": 1},
+                 lr=np.float32(0.003))
+    metrics = covseg.train(synthetic_folder, tmp_path / "run", resume=True,
+                           **{**TINY, "epochs": 1}, lr=0.003)
+    assert metrics["epochs"] == 1
+
+
+def test_a_window_is_taken_as_a_numpy_array_of_two_numbers(tmp_path: Path,
+                                                           synthetic_folder: Path) -> None:
+    """window=np.array([-1000, 400]) was refused as "must be two numbers", while spacing and
+    direction take arrays."""
+    from covseg.config import TrainConfig
+
+    data = covseg.load_dataset(synthetic_folder, window=np.array([-1000, 400]))
+    assert data.reading()["window"] == (-1000.0, 400.0)
+    config = TrainConfig(window=np.array([-1000.0, 400.0], dtype=np.float32))
+    assert config.window == (-1000.0, 400.0) and config.record()["window"] == [-1000.0, 400.0]
+    grid = covseg.visualize(synthetic_folder, tmp_path / "v.png", n=2,
+                            window=np.array([-1000, 400]))
+    assert grid.is_file()
+
+
+def test_segment_reads_a_nifti_pair_as_the_same_nifti_image(tmp_path: Path,
+                                                            tiny_run: Path) -> None:
+    """A nibabel Nifti1Pair (.img/.hdr) was refused as "cannot segment a Nifti1Pair: give ... a
+    nibabel image"; it is read as the .nii of the same data is. Other nibabel images (MGH) are
+    refused naming the NIfTI images taken and how to convert one."""
+    nii = nib.load(shared("ct-samples", "example_ct_sm.nii.gz"))
+    nib.save(nib.Nifti1Pair(np.asarray(nii.dataobj), nii.affine, nii.header), tmp_path / "ct.img")
+    pair = nib.load(tmp_path / "ct.img")
+    assert type(pair) is nib.Nifti1Pair
+    predictor = covseg.load_predictor(tiny_run)
+    from_nii = covseg.segment(predictor, nii)
+    assert from_nii.any(), "the tiny model marks voxels of this CT, so equality says something"
+    np.testing.assert_array_equal(covseg.segment(predictor, pair), from_nii)
+    mgh = nib.MGHImage(np.asarray(nii.dataobj, dtype=np.float32), nii.affine)
+    with pytest.raises(CovsegError, match=r"^cannot segment a MGHImage: give a 2D slice or a "
+                                          r"\(z, y, x\) volume as a numpy array, a SimpleITK "
+                                          r"image or a nibabel NIfTI image \(Nifti1Image, "
+                                          r"Nifti2Image or an \.img/\.hdr Nifti1Pair\) "
+                                          r"\(nibabel\.Nifti1Image\(image\.get_fdata\(\), "
+                                          r"image\.affine\) converts it\)$"):
+        covseg.segment(predictor, mgh)

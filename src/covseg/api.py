@@ -143,14 +143,47 @@ def _public(options: str = "", accepted: Sequence[str] = ()) -> Callable[[Functi
                 raise CovsegError(f"unknown option(s) {', '.join(unknown)}; {function.__name__} "
                                   f"takes {_taken(own, options, accepted)}")
             try:
-                signature.bind(*args, **kwargs)
+                bound = signature.bind(*args, **kwargs)
             except TypeError as exc:
                 raise CovsegError(f"{function.__name__}: {exc}") from None
+            _refuse_empty(signature, bound.arguments)
             with invoked_as(api_command(function.__name__)), callers_generators_kept():
                 # numpy's numbers as Python's
                 return function(*map(python_numbers, args), **python_numbers(kwargs))
         return cast(Function, checked)
     return decorate
+
+
+def _refuse_empty(signature: inspect.Signature, arguments: dict[str, Any]) -> None:
+    """Refuse an empty str given for any argument, before anything runs, as the CLI refuses
+    ``--out ""``: an empty path is the current folder (``load_dataset("")`` read it, ``train("",
+    out)`` was told its out lay in the data folder ""), and no name or value covseg takes is
+    empty (``lung_guide=""`` and ``model_options={"weights": ""}`` failed on the cwd)."""
+    for name, value in arguments.items():
+        parameter = signature.parameters[name]
+        given = value.items() if parameter.kind is parameter.VAR_KEYWORD else [(name, value)]
+        for shown, item in given:
+            empty = _empty_in(shown, item)
+            if empty and "PathLike" in str(parameter.annotation):
+                raise CovsegError(f"{empty} is empty; give a path (\".\" for the current folder)")
+            if empty:
+                raise CovsegError(f"{empty} is empty; give it a value (for a path, \".\" is the "
+                                  "current folder)")
+
+
+def _empty_in(name: str, value: object) -> str | None:
+    """``name``, or that of its item (``inputs[1]``, ``model_options['weights']``), where it is
+    an empty str; else None."""
+    if isinstance(value, str):
+        return name if not value else None
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    return next((f"{name}[{key!r}]" for key, item in items
+                 if isinstance(item, str) and not item), None)
 
 
 def _taken(own: Sequence[str], options: str, accepted: Sequence[str]) -> str:
@@ -224,17 +257,27 @@ def _path(name: str, value: object, what: str = "a path (str or pathlib.Path)"
         if not os.fspath(value):
             raise CovsegError(f"{name} is empty; give a path (\".\" for the current folder)")
         return value
+    raise CovsegError(f"{name} must be {what}, got {_shown(value)}")
+
+
+def _shown(value: object) -> str:
+    """``value`` as a refusal of its type shows it: a number or None as it is, else its type;
+    an array is pointed to :func:`segment`."""
     shown = repr(value) if value is None or isinstance(value, int | float) else (
         f"a value of type {type(value).__name__}")
     hint = "; images held in memory go to covseg.segment" if isinstance(value, np.ndarray) else ""
-    raise CovsegError(f"{name} must be {what}, got {shown}{hint}")
+    return shown + hint
 
 
 def _paths(name: str, inputs: object) -> list[str | os.PathLike[str]]:
     """``inputs`` as a list of paths (one given alone is a list of one), each checked. An empty
     list (a glob that matched nothing) is refused, as the CLI needs one path at least: it was
-    a batch that succeeded with an empty summary."""
-    items = _as_list(inputs) if isinstance(inputs, os.PathLike | Sequence) else [inputs]
+    a batch that succeeded with an empty summary. Bytes, a set or a generator are refused as
+    neither: bytes were read byte by byte ("got 105"), a set or generator was called no path."""
+    if isinstance(inputs, bytes | bytearray) or not isinstance(inputs, os.PathLike | Sequence):
+        raise CovsegError(f"{name} must be a path or a list of paths (str or pathlib.Path), got "
+                          f"{_shown(inputs)}")
+    items = _as_list(inputs)
     if not items:
         raise CovsegError(f"no {name} given: {name} is an empty list (a pattern that matched "
                           "nothing?); give a file or folder at least")
@@ -730,7 +773,8 @@ def segment(model: str | os.PathLike[str] | Predictor,
 
     ``model``: a run folder, checkpoint or ``.onnx`` file, or a :func:`load_predictor` result
     (load once to segment many images). ``image``: a 2D slice (numpy array, as ``covseg predict``
-    reads a PNG, in HU or 8-bit grey), or a CT volume: a ``SimpleITK.Image``, a nibabel image, or
+    reads a PNG, in HU or 8-bit grey), or a CT volume: a ``SimpleITK.Image``, a nibabel NIfTI
+    image (``Nifti1Image``, ``Nifti2Image`` or an ``.img``/``.hdr`` ``Nifti1Pair``), or
     a (z, y, x) numpy array with its ``spacing`` (z, y, x) in mm (refused with an image,
     which carries its own). A bare array has no orientation: it is taken in DICOM's LPS order,
     as ``SimpleITK.GetArrayFromImage`` gives an axial series with the identity direction (x,
@@ -740,7 +784,7 @@ def segment(model: str | os.PathLike[str] | Predictor,
     image in another orientation (a RAS NIfTI's is mirrored in y and x) can so give a slightly
     different mask. ``direction``: the array's direction cosines as
     SimpleITK's ``GetDirection()`` gives them (9 numbers, LPS), to say otherwise (with
-    ``spacing``, for numpy volumes only). Volumes are handled as
+    ``spacing``, for numpy volumes only; both are refused with a 2D slice). Volumes are handled as
     :func:`predict_volumes` handles them (``hu``, ``lung_model``, ``keep_outside_lungs`` and
     ``lung_margin_mm`` as its options, refused with a 2D slice as the CLI refuses them with 2D
     images): an infection region that comes within ``lung_margin_mm`` of the lungs is kept, to
@@ -764,8 +808,8 @@ def segment(model: str | os.PathLike[str] | Predictor,
         given = volume_options_given({"hu": hu, "lung_model": lung_model,
                                       "keep_outside_lungs": keep_outside_lungs,
                                       "lung_margin_mm": lung_margin_mm})
-        if spacing is not None:
-            given.append("spacing")
+        given += [name for name, value in (("spacing", spacing), ("direction", direction))
+                  if value is not None]
         if given:
             raise CovsegError(f"{', '.join(given)}: for CT volumes only, and this image is a 2D "
                               f"slice; drop {them(len(given))}, or give a volume")
@@ -810,13 +854,13 @@ def _volume_in_memory(image: object, spacing: Sequence[float] | None,
     if direction is not None and not (isinstance(image, np.ndarray) and image.ndim == 3):
         raise CovsegError("direction: for a (z, y, x) numpy volume only (with spacing); an "
                           "image carries its own")
-    if spacing is not None and isinstance(image, sitk.Image | nib.Nifti1Image):
+    if spacing is not None and isinstance(image, sitk.Image | nib.Nifti1Pair):
         library = type(image).__module__.split(".")[0]
         raise CovsegError(f"spacing: for numpy arrays only; a {library} image carries its own "
                           "voxel size (set it on the image, or pass its array with spacing)")
     if isinstance(image, sitk.Image):
         return volume_from_itk(image, "the SimpleITK image"), False
-    if isinstance(image, nib.Nifti1Image):
+    if isinstance(image, nib.Nifti1Pair):  # Nifti1Image, Nifti2Image and .img/.hdr pairs
         return volume_from_nifti(image, "the nibabel image"), True
     if isinstance(image, np.ndarray) and image.ndim == 3:
         if spacing is None and image.shape[-1] == 1:
@@ -834,8 +878,11 @@ def _volume_in_memory(image: object, spacing: Sequence[float] | None,
             return volume_from_itk(_oriented(image, spacing, direction), "the array"), False
         return volume_from_array(image, spacing, "the array"), False
     shape = f" of shape {image.shape}" if isinstance(image, np.ndarray) else ""
+    convert = (" (nibabel.Nifti1Image(image.get_fdata(), image.affine) converts it)"
+               if isinstance(image, nib.spatialimages.SpatialImage) else "")
     raise CovsegError(f"cannot segment a {type(image).__name__}{shape}: give a 2D slice or a "
-                      "(z, y, x) volume as a numpy array, a SimpleITK image or a nibabel image")
+                      "(z, y, x) volume as a numpy array, a SimpleITK image or a nibabel NIfTI "
+                      f"image (Nifti1Image, Nifti2Image or an .img/.hdr Nifti1Pair){convert}")
 
 
 def _oriented(array: np.ndarray, spacing: Sequence[float], direction: Sequence[float]
@@ -1114,6 +1161,7 @@ def demo(out: str | os.PathLike[str] = "covseg-demo", folds: int = DEMO_FOLDS,
 
     out = _out(out)
     check_kind("folds", folds, [int])  # None, cv's "the default", is no fold count here
+    check_kind("epochs", epochs, [int])  # None, the recipe's 240 epochs, is no demo's
     recipe = {"epochs": epochs, "size": 128, "batch_size": 8, "lr": 5e-3, "augment": "light"}
     _recipe(recipe, True, None, folds)  # refused before the data and picture are written
     if folds > DEMO_PATIENTS:

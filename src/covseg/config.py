@@ -78,7 +78,12 @@ def python_numbers(value: Any) -> Any:
     """``value`` with numpy's scalars (``np.int64(4)``, also in a tuple, list or dict, as
     ``window``, ``model_options`` and ``shard`` take them) as Python's: accepted as the numbers
     they are (:func:`~covseg.models.registry.is_a`), then read where only Python's are taken
-    (torch's DataLoader, ``random.seed``, JSON records). Arrays (images) are left as they are."""
+    (torch's DataLoader, ``random.seed``, JSON records). A float32 or float16 is the float of
+    its shortest repr (``np.float32(0.4)`` is 0.4, not 0.4000000059604645, which was recorded
+    and then refused as another setting than 0.4 on a rerun). Arrays (images) are left as they
+    are."""
+    if isinstance(value, np.floating) and value.dtype.itemsize < 8:
+        return float(str(value))
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, tuple | list):
@@ -88,8 +93,18 @@ def python_numbers(value: Any) -> Any:
     return value
 
 
+def window_numbers(window: Any) -> Any:
+    """A 1-D numpy array of numbers (``np.array([-1000, 400])``) as a tuple of Python's numbers,
+    as :func:`python_numbers` reads them; anything else as it is, for :func:`check_window`."""
+    if isinstance(window, np.ndarray) and window.ndim == 1 and window.dtype.kind in "iuf":
+        return tuple(python_numbers(list(window)))
+    return window
+
+
 def check_window(window: Any) -> tuple[float, float]:
-    """An HU window (LOW, HIGH): two finite numbers, LOW below HIGH; else a one-line error."""
+    """An HU window (LOW, HIGH): two finite numbers (a tuple, list or 1-D numpy array, as
+    ``spacing`` takes them), LOW below HIGH; else a one-line error."""
+    window = window_numbers(window)
     if (not isinstance(window, tuple | list) or len(window) != 2
             or not all(is_a(value, float) for value in window)):
         raise CovsegError(f"--window must be two numbers (LOW, HIGH) in HU, e.g. "
@@ -173,9 +188,11 @@ class TrainConfig:
         # numpy's numbers (a config built by hand from arrays) would reach torch and the records
         for name in self.__dataclass_fields__:
             setattr(self, name, python_numbers(getattr(self, name)))
+        self.window = window_numbers(self.window)  # recorded, compared and copied as a tuple
         # A wrong type (None for "no guide") is left for check_types to name.
+        # An empty one is left for check_types to refuse: resolved, it named the current folder.
         if isinstance(self.lung_guide, str | os.PathLike) and self.lung_guide not in (
-                "none", THRESHOLD):
+                "none", THRESHOLD, ""):
             self.lung_guide = str(Path(self.lung_guide).resolve())
         # The record says what is done (older runs' records are read the same way).
         self.loss = trained_loss(self.loss, self.target == "multiclass")
@@ -210,6 +227,9 @@ class TrainConfig:
             if kinds and not (value is None and type(None) in get_args(hint)):
                 check_kind(name, value, kinds)
         check_window(self.hu_window)
+        if self.lung_guide == "":
+            raise CovsegError("--lung-guide is empty; give none, threshold or the run folder of "
+                              "a lung model")
 
     def epochs_for(self, slices: int) -> int:
         """The epochs to train on ``slices`` training slices: ``epochs`` when given, else the

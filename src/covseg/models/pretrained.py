@@ -28,6 +28,8 @@ def weights_path(weights: str | os.PathLike[str] | None) -> Path | None:
     path, and a missing one is said to be missing."""
     if weights is None:
         return None
+    if isinstance(weights, str | os.PathLike) and not os.fspath(weights):
+        raise CovsegError("weights is empty; give the path of a state dict file (.pt, .pth)")
     path = Path(weights)
     if path.is_file():
         return path
