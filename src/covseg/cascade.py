@@ -252,7 +252,8 @@ class LungGuide:
     def from_meta(cls, meta: dict[str, object] | None) -> LungGuide | None:
         if not meta:
             return None
-        return cls(str(meta["source"]), bool(meta["crop"]), tuple(meta["window"]))  # type: ignore[arg-type]
+        window = tuple(meta["window"])  # type: ignore[arg-type]
+        return cls(str(meta["source"]), bool(meta["crop"]), window)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
                           "the run folder or its best.pt (`covseg predict` runs ONNX files)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001  torch.load raises many types (KeyError, UnpicklingError...)
+    except Exception as exc:  # noqa: BLE001  torch.load raises KeyError, UnpicklingError...
         raise CovsegError(f"{path}: not a covseg checkpoint ({torch_load_failure(exc)}); "
                           "pass a run folder from `covseg train` or its best.pt") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

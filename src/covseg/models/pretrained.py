@@ -45,7 +45,7 @@ def read_state_dict(path: Path) -> StateDict:
     """Load a state_dict safely (``weights_only=True``); anything else is a one-line error."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001  torch.load raises many types (KeyError, UnpicklingError...)
+    except Exception as exc:  # noqa: BLE001  torch.load raises KeyError, UnpicklingError...
         raise CovsegError(f"{path}: cannot read weights ({torch_load_failure(exc)})") from None
     if not isinstance(state, dict) or not all(
         isinstance(value, torch.Tensor) for value in state.values()
