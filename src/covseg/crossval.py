@@ -214,6 +214,8 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
 
 FOLDS = "folds"
 """Key of a fold's count of folds in its config.json (see :func:`run_fold`)."""
+
+
 def hd95_keys(stats: Mapping[str, Any]) -> list[str]:
     """The HD95 keys of a summary's metrics: ``hd95``, or ``hd95_mm`` and ``hd95_px`` where
     the slices have both units (:func:`hd95_by_unit`)."""
@@ -239,6 +241,8 @@ def hd95_units_line(by_unit: Mapping[str, int]) -> list[str]:
              f"in px on the {counted(by_unit['px'], '2D image')}, so it is given per unit "
              "(hd95_mm, hd95_px), each over its own slices (the other unit's counted as left "
              "out): one mean of mm and px would mean nothing")]
+
+
 RENAMED = {"pleural-effusion_": "effusion_"}
 """Per-case key prefixes that finished folds wrote before label 3 was renamed, by their name
 now: a resume mixed ``pleural-effusion_dice`` and ``effusion_dice`` in one summary."""
