@@ -29,7 +29,7 @@ from covseg.infer import Predictor
 from covseg.io.atomic import write_json, write_text
 from covseg.io.lock import refuse_if_held, writing_to
 from covseg.metrics import EMPTY_MASK_RULES, METRICS, STD_NOTE, sample_std, summarize
-from covseg.provenance import provenance
+from covseg.provenance import option_name, provenance
 from covseg.train import (
     CROSS_VALIDATION,
     DATA_FINGERPRINT,
@@ -119,14 +119,17 @@ def check_cv_folder(out: Path, resume: bool, fold: int | None = None) -> None:
         raise unresumed(out, f"a cross-validation ({', '.join(p.name for p in held)})")
 
 
-def check_fold_index(fold: int, folds: int | None) -> None:
+def check_fold_index(fold: int, folds: int | None, note: str = "") -> None:
     """``fold`` as far as it can be checked before the data are read (a volume data set takes
     minutes): never negative, and below ``folds`` where given; the count of a data set's own
-    split files bounds it otherwise, checked once they are read."""
+    split files bounds it otherwise, checked once they are read (``note``: which they are).
+    Named as the command spells it: ``--fold`` on the command line, ``fold`` from the API."""
+    option = option_name("fold")
     if folds is not None and not 0 <= fold < folds:
-        raise CovsegError(f"--fold must lie in 0..{folds - 1} for {folds} folds, got {fold}")
+        raise CovsegError(f"{option} must lie in 0..{folds - 1} for {folds} folds{note}, "
+                          f"got {fold}")
     if fold < 0:
-        raise CovsegError(f"--fold must be 0 or more (the folds count from 0), got {fold}")
+        raise CovsegError(f"{option} must be 0 or more (the folds count from 0), got {fold}")
 
 
 def _fold_changes(fold_dir: Path, config: TrainConfig, finished: dict[str, Any],
@@ -284,10 +287,8 @@ def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.Pat
     a ``fold_k`` already there is refused; the other folds' folders are not looked at."""
     refuse_other_output(Path(out), CROSS_VALIDATION)
     splits, _ = make_folds(data, folds, config.seed)
-    if not 0 <= fold < len(splits):
-        note = f" ({split_files_note(data)})" if split_files_note(data) else ""
-        raise CovsegError(f"--fold must lie in 0..{len(splits) - 1} for {len(splits)} folds{note}, "
-                          f"got {fold}")
+    named = split_files_note(data)
+    check_fold_index(fold, len(splits), f" ({named})" if named else "")
     check_cv_folder(Path(out), resume, fold)
     rows = _split_fold(config, data, Path(out), splits, fold, resume)
     return {"fold": fold, "test_cases": len(splits[fold][1]), "summary": summarize(rows)}

@@ -1163,7 +1163,8 @@ def test_mosmed_split_lines_naming_the_slice_and_its_mask(tmp_path: Path) -> Non
 
 
 def test_mosmed_split_files_numbered_from_1_are_named_with_their_folds(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
     """train_new1..2 became folds 0..1 without a word, so --fold 1 ran train_new2.txt; cv's
     report and --fold name the files. Loading them warned every time, though 1..N is how
     MosMed ships them: only numbers that skip or repeat are warned of."""
@@ -1181,6 +1182,11 @@ def test_mosmed_split_files_numbered_from_1_are_named_with_their_folds(
     with pytest.raises(CovsegError, match=re.escape(f"--fold must lie in 0..1 for 2 folds "
                                                     f"({named}), got 2")):
         covseg.crossval.cross_validate_fold(covseg.TrainConfig(), data, tmp_path / "cv", None, 2)
+    with pytest.raises(CovsegError, match=re.escape(f"fold must lie in 0..1 for 2 folds "
+                                                    f"({named}), got 2")) as caught:
+        out = tmp_path_factory.mktemp("cv")  # outside the data folder
+        covseg.cross_validate(root, out, fold=2)  # the API names its keyword
+    assert not str(caught.value).startswith("--")
 
 
 @pytest.mark.parametrize("numbers", [(1, 3), (2, 2)])
