@@ -161,6 +161,31 @@ def test_infnet_reads_its_patients_csv_whichever_folder_is_given(tmp_path: Path)
     assert "groups them" not in load_dataset(top).describe()
 
 
+def test_infnet_patients_csvs_that_group_its_slices_alike_are_both_taken(
+        tmp_path: Path) -> None:
+    """Two Inf-Net patients.csv (the data set's root and beside Imgs/) were refused unless
+    equal as tables: one naming more slices (another label set's), or naming a slice by its
+    case id where the other names its stem, was refused though both group these slices alike."""
+    top = tmp_path / "infnet"
+    doctor = top / "TrainingSet" / "LungInfection-Train" / "Doctor-label"
+    for k in range(4):
+        _save_png(doctor / "Imgs" / f"{k}.png", np.full((16, 16), 40 * k + 10))
+        _save_png(doctor / "GT" / f"{k}.png", square_mask(16, 4, 4, 6) * 255)
+    (top / "patients.csv").write_text("case_id,patient_id\n0,PA\n1,PA\n2,PB\n9,PZ\n")
+    (doctor / "patients.csv").write_text(
+        "case_id,patient_id\ninfnet_0,PA\ninfnet_1,PA\n2,PB\n")
+    for folder in (top, doctor):
+        data = load_dataset(folder)
+        assert [s.patient_id for s in data.samples] == ["PA", "PA", "PB", "infnet_3"]
+        assert data.patients_file == str((top / "patients.csv").resolve())
+    (doctor / "patients.csv").write_text("case_id,patient_id\ninfnet_0,PA\n1,PA\n3,PB\n")
+    with pytest.raises(CovsegError) as refused:
+        load_dataset(top)
+    assert str(refused.value) == (
+        f"{top / 'patients.csv'} and {doctor / 'patients.csv'} group the slices differently "
+        "(2: PB in one, not named in the other); keep one of them")
+
+
 def test_other_layouts_name_the_patients_csv_they_read(tmp_path: Path) -> None:
     """A layout read from the folder given names the patients.csv there that grouped it."""
     for k in range(3):
