@@ -1103,6 +1103,20 @@ def test_generic_slices_take_the_study_their_name_tells(tmp_path: Path) -> None:
         "coronacases_001_z0003", "coronacases_001_z0004", "img_12"]
 
 
+def test_generic_names_holding_a_study_number_amid_others_tell_no_study(tmp_path: Path) -> None:
+    """siteA_study1_3 and siteB_study1_3 (and the slices of volumes siteA_study1 and
+    siteB_study1) were read as MosMed's study_1, one patient of two sites' scans; only a
+    whole name spelt as MosMed's tells its study."""
+    stems = {"siteA_study1_3": "siteA_study1_3", "siteB_study1_3": "siteB_study1_3",
+             "siteA_study1_z0003": "siteA_study1", "siteB_study1_z0003": "siteB_study1",
+             "Study0255_11": "study_0255", "study0255_z0004": "study_0255"}
+    for stem in stems:
+        for folder in ("images", "masks"):
+            _save_png(tmp_path / "data" / folder / f"{stem}.png", np.zeros((16, 16)))
+    data = load_dataset(tmp_path / "data")
+    assert {s.case_id: s.patient_id for s in data.samples} == stems
+
+
 def test_a_split_that_trains_on_fewer_slices_than_it_validates_on_warns(
         caplog: pytest.LogCaptureFixture) -> None:
     """val_fraction=0.99 trained on one patient's slices and validated on all the others', in

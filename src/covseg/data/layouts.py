@@ -704,15 +704,20 @@ VOLUME_SLICE = re.compile(r"(.+)_z\d{4,}")
 as slices of a volume written out as 2D files are named: its study, then the slice."""
 
 
+MOSMED_NAME = re.compile(r"(?:study_?)?\d+(?:_\d+)?", flags=re.IGNORECASE)
+"""A whole name spelt as MosMed names a study or its slice (``study_0255_12``, ``Study0255``,
+``0255_12``); a name that only holds such a part (``siteA_study1_3``) is none."""
+
+
 def _slice_study(stem: str) -> str | None:
     """The study a generic 2D slice's name tells, else None: MosMed's spellings
     (``study_0255_12``, ``Study0255_12``, ``0255_12``: :func:`_mosmed_patient`, as the MosMed
     layout reads them, so that its slices without their split files group alike) or covseg's
-    case id of a volume's slice (:data:`VOLUME_SLICE`). Other names (``img_12``, ``slice3``)
-    tell none: a number after a name may count patients as well as slices."""
+    case id of a volume's slice (:data:`VOLUME_SLICE`). Other names (``img_12``, ``slice3``,
+    ``siteA_study1_3``) tell none: a number after a name may count patients as well as slices."""
     volume = VOLUME_SLICE.fullmatch(stem)
     named = volume.group(1) if volume else stem
-    study = _mosmed_patient(named)
+    study = _mosmed_patient(named) if MOSMED_NAME.fullmatch(named) else named
     return study if study != named or volume else None
 
 
