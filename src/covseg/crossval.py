@@ -6,6 +6,7 @@ import json
 import math
 import os
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -81,8 +82,11 @@ def make_folds(data: LoadedData, folds: int | None, seed: int
 
 def own_patients(data: LoadedData) -> int:
     """How many slices carry no patient id and so are each their own patient (the layouts give
-    such a slice its case id as patient id)."""
-    return sum(sample.patient_id == sample.case_id for sample in data.samples)
+    such a slice its case id as patient id); a patient named after one of its slices, which
+    holds others too (a patients.csv row ``img_13,img_12``), is none of them."""
+    slices = Counter(sample.patient_id for sample in data.samples)
+    return sum(sample.patient_id == sample.case_id and slices[sample.patient_id] == 1
+               for sample in data.samples)
 
 
 def _fold_done(fold_dir: Path) -> bool:
