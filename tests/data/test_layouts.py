@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from PIL import Image
 import covseg
 from covseg.crossval import make_folds
 from covseg.data import detect_layout, load_dataset
+from covseg.data.layouts import LoadedData
 from covseg.data.splits import grouped_kfold, validation_split
 from covseg.data.synthetic import synthetic_slices
 from covseg.errors import CovsegError
@@ -1078,6 +1080,14 @@ def test_mosmed_slices_take_their_study_however_spelled() -> None:
     assert _mosmed_patient("slice_a") == "slice_a"
 
 
+def _generic_slices(root: Path, stems: Iterable[str]) -> LoadedData:
+    """A generic folder of blank 16x16 PNG slices and masks named ``stems``, loaded."""
+    for stem in stems:
+        for folder in ("images", "masks"):
+            _save_png(root / folder / f"{stem}.png", np.zeros((16, 16)))
+    return load_dataset(root)
+
+
 def test_generic_slices_take_the_study_their_name_tells(tmp_path: Path) -> None:
     """A generic folder grouped only study_0255_12: MosMed's slices named 0255_12 or
     Study0255_12 (which the MosMed layout groups) and covseg's own volume-slice case ids
@@ -1089,10 +1099,7 @@ def test_generic_slices_take_the_study_their_name_tells(tmp_path: Path) -> None:
              "coronacases_001_z0004": "coronacases_001", "medseg_rp1_z0010": "medseg_rp1",
              "img_12": "img_12", "medseg_0001": "medseg_0001", "slice3": "slice3",
              "case_z3": "case_z3", "study_0257": "study_0257"}
-    for stem in stems:
-        for folder in ("images", "masks"):
-            _save_png(tmp_path / "data" / folder / f"{stem}.png", np.zeros((16, 16)))
-    data = load_dataset(tmp_path / "data")
+    data = _generic_slices(tmp_path / "data", stems)
     assert {s.case_id: s.patient_id for s in data.samples} == stems
     assert make_folds(data, 2, 0)[1].startswith(
         "2-fold, grouped by patient (seed 0); 5 of the 12 slices carry no patient id")
@@ -1110,10 +1117,7 @@ def test_generic_names_holding_a_study_number_amid_others_tell_no_study(tmp_path
     stems = {"siteA_study1_3": "siteA_study1_3", "siteB_study1_3": "siteB_study1_3",
              "siteA_study1_z0003": "siteA_study1", "siteB_study1_z0003": "siteB_study1",
              "Study0255_11": "study_0255", "study0255_z0004": "study_0255"}
-    for stem in stems:
-        for folder in ("images", "masks"):
-            _save_png(tmp_path / "data" / folder / f"{stem}.png", np.zeros((16, 16)))
-    data = load_dataset(tmp_path / "data")
+    data = _generic_slices(tmp_path / "data", stems)
     assert {s.case_id: s.patient_id for s in data.samples} == stems
 
 
