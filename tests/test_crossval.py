@@ -224,6 +224,9 @@ def test_slices_without_a_patient_id_beside_grouped_ones_are_counted(
         "patients.csv (case_id,patient_id) in the data folder groups them")
     assert make_folds(load_dataset(synthetic_folder), 2, 0)[1] == (
         "2-fold, grouped by patient (seed 0)")
+    # a patient named after one of its slices is no slice without a patient id
+    data.samples[3:5] = [replace(s, patient_id=data.samples[3].case_id) for s in data.samples[3:5]]
+    assert crossval.own_patients(data) == 3
 
 
 def test_multiclass_folds_record_no_threshold_and_older_ones_are_reused(

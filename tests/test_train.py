@@ -222,9 +222,10 @@ def test_refusals_needing_no_data_come_before_the_data_are_read(
         raise AssertionError("the data were read")
 
     monkeypatch.setattr(api, "load_dataset", unread)
-    with pytest.raises(CovsegError, match=r"^--fold must lie in 0\.\.1 for 2 folds, got 7$"):
+    # the API names its keyword, fold, not the CLI's --fold
+    with pytest.raises(CovsegError, match=r"^fold must lie in 0\.\.1 for 2 folds, got 7$"):
         covseg.cross_validate(synthetic_folder, tmp_path / "cv", folds=2, fold=7, **TINY)
-    with pytest.raises(CovsegError, match=r"^--fold must be 0 or more \(the folds count from "
+    with pytest.raises(CovsegError, match=r"^fold must be 0 or more \(the folds count from "
                                           r"0\), got -1$"):
         covseg.cross_validate(synthetic_folder, tmp_path / "cv", fold=-1, **TINY)
     with pytest.raises(CovsegError, match=f"^{re.escape(str(tiny_run))} already holds a run; "

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -29,7 +30,7 @@ from covseg.infer import Predictor
 from covseg.io.atomic import write_json, write_text
 from covseg.io.lock import refuse_if_held, writing_to
 from covseg.metrics import EMPTY_MASK_RULES, METRICS, STD_NOTE, sample_std, summarize
-from covseg.provenance import provenance
+from covseg.provenance import option_name, provenance
 from covseg.train import (
     CROSS_VALIDATION,
     DATA_FINGERPRINT,
@@ -81,8 +82,11 @@ def make_folds(data: LoadedData, folds: int | None, seed: int
 
 def own_patients(data: LoadedData) -> int:
     """How many slices carry no patient id and so are each their own patient (the layouts give
-    such a slice its case id as patient id)."""
-    return sum(sample.patient_id == sample.case_id for sample in data.samples)
+    such a slice its case id as patient id); a patient named after one of its slices, which
+    holds others too (a patients.csv row ``img_13,img_12``), is none of them."""
+    slices = Counter(sample.patient_id for sample in data.samples)
+    return sum(sample.patient_id == sample.case_id and slices[sample.patient_id] == 1
+               for sample in data.samples)
 
 
 def _fold_done(fold_dir: Path) -> bool:
@@ -119,14 +123,17 @@ def check_cv_folder(out: Path, resume: bool, fold: int | None = None) -> None:
         raise unresumed(out, f"a cross-validation ({', '.join(p.name for p in held)})")
 
 
-def check_fold_index(fold: int, folds: int | None) -> None:
+def check_fold_index(fold: int, folds: int | None, note: str = "") -> None:
     """``fold`` as far as it can be checked before the data are read (a volume data set takes
     minutes): never negative, and below ``folds`` where given; the count of a data set's own
-    split files bounds it otherwise, checked once they are read."""
+    split files bounds it otherwise, checked once they are read (``note``: which they are).
+    Named as the command spells it: ``--fold`` on the command line, ``fold`` from the API."""
+    option = option_name("fold")
     if folds is not None and not 0 <= fold < folds:
-        raise CovsegError(f"--fold must lie in 0..{folds - 1} for {folds} folds, got {fold}")
+        raise CovsegError(f"{option} must lie in 0..{folds - 1} for {folds} folds{note}, "
+                          f"got {fold}")
     if fold < 0:
-        raise CovsegError(f"--fold must be 0 or more (the folds count from 0), got {fold}")
+        raise CovsegError(f"{option} must be 0 or more (the folds count from 0), got {fold}")
 
 
 def _fold_changes(fold_dir: Path, config: TrainConfig, finished: dict[str, Any],
@@ -214,6 +221,8 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
 
 FOLDS = "folds"
 """Key of a fold's count of folds in its config.json (see :func:`run_fold`)."""
+
+
 def hd95_keys(stats: Mapping[str, Any]) -> list[str]:
     """The HD95 keys of a summary's metrics: ``hd95``, or ``hd95_mm`` and ``hd95_px`` where
     the slices have both units (:func:`hd95_by_unit`)."""
@@ -239,6 +248,8 @@ def hd95_units_line(by_unit: Mapping[str, int]) -> list[str]:
              f"in px on the {counted(by_unit['px'], '2D image')}, so it is given per unit "
              "(hd95_mm, hd95_px), each over its own slices (the other unit's counted as left "
              "out): one mean of mm and px would mean nothing")]
+
+
 RENAMED = {"pleural-effusion_": "effusion_"}
 """Per-case key prefixes that finished folds wrote before label 3 was renamed, by their name
 now: a resume mixed ``pleural-effusion_dice`` and ``effusion_dice`` in one summary."""
@@ -280,10 +291,8 @@ def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.Pat
     a ``fold_k`` already there is refused; the other folds' folders are not looked at."""
     refuse_other_output(Path(out), CROSS_VALIDATION)
     splits, _ = make_folds(data, folds, config.seed)
-    if not 0 <= fold < len(splits):
-        note = f" ({split_files_note(data)})" if split_files_note(data) else ""
-        raise CovsegError(f"--fold must lie in 0..{len(splits) - 1} for {len(splits)} folds{note}, "
-                          f"got {fold}")
+    named = split_files_note(data)
+    check_fold_index(fold, len(splits), f" ({named})" if named else "")
     check_cv_folder(Path(out), resume, fold)
     rows = _split_fold(config, data, Path(out), splits, fold, resume)
     return {"fold": fold, "test_cases": len(splits[fold][1]), "summary": summarize(rows)}

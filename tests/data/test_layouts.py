@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from PIL import Image
 import covseg
 from covseg.crossval import make_folds
 from covseg.data import detect_layout, load_dataset
+from covseg.data.layouts import LoadedData
 from covseg.data.splits import grouped_kfold, validation_split
 from covseg.data.synthetic import synthetic_slices
 from covseg.errors import CovsegError
@@ -159,6 +161,31 @@ def test_infnet_reads_its_patients_csv_whichever_folder_is_given(tmp_path: Path)
     (doctor / "patients.csv").unlink()
     assert load_dataset(top).patients_file == ""
     assert "groups them" not in load_dataset(top).describe()
+
+
+def test_infnet_patients_csvs_that_group_its_slices_alike_are_both_taken(
+        tmp_path: Path) -> None:
+    """Two Inf-Net patients.csv (the data set's root and beside Imgs/) were refused unless
+    equal as tables: one naming more slices (another label set's), or naming a slice by its
+    case id where the other names its stem, was refused though both group these slices alike."""
+    top = tmp_path / "infnet"
+    doctor = top / "TrainingSet" / "LungInfection-Train" / "Doctor-label"
+    for k in range(4):
+        _save_png(doctor / "Imgs" / f"{k}.png", np.full((16, 16), 40 * k + 10))
+        _save_png(doctor / "GT" / f"{k}.png", square_mask(16, 4, 4, 6) * 255)
+    (top / "patients.csv").write_text("case_id,patient_id\n0,PA\n1,PA\n2,PB\n9,PZ\n")
+    (doctor / "patients.csv").write_text(
+        "case_id,patient_id\ninfnet_0,PA\ninfnet_1,PA\n2,PB\n")
+    for folder in (top, doctor):
+        data = load_dataset(folder)
+        assert [s.patient_id for s in data.samples] == ["PA", "PA", "PB", "infnet_3"]
+        assert data.patients_file == str((top / "patients.csv").resolve())
+    (doctor / "patients.csv").write_text("case_id,patient_id\ninfnet_0,PA\n1,PA\n3,PB\n")
+    with pytest.raises(CovsegError) as refused:
+        load_dataset(top)
+    assert str(refused.value) == (
+        f"{top / 'patients.csv'} and {doctor / 'patients.csv'} group the slices differently "
+        "(2: PB in one, not named in the other); keep one of them")
 
 
 def test_other_layouts_name_the_patients_csv_they_read(tmp_path: Path) -> None:
@@ -1053,6 +1080,14 @@ def test_mosmed_slices_take_their_study_however_spelled() -> None:
     assert _mosmed_patient("slice_a") == "slice_a"
 
 
+def _generic_slices(root: Path, stems: Iterable[str]) -> LoadedData:
+    """A generic folder of blank 16x16 PNG slices and masks named ``stems``, loaded."""
+    for stem in stems:
+        for folder in ("images", "masks"):
+            _save_png(root / folder / f"{stem}.png", np.zeros((16, 16)))
+    return load_dataset(root)
+
+
 def test_generic_slices_take_the_study_their_name_tells(tmp_path: Path) -> None:
     """A generic folder grouped only study_0255_12: MosMed's slices named 0255_12 or
     Study0255_12 (which the MosMed layout groups) and covseg's own volume-slice case ids
@@ -1064,10 +1099,7 @@ def test_generic_slices_take_the_study_their_name_tells(tmp_path: Path) -> None:
              "coronacases_001_z0004": "coronacases_001", "medseg_rp1_z0010": "medseg_rp1",
              "img_12": "img_12", "medseg_0001": "medseg_0001", "slice3": "slice3",
              "case_z3": "case_z3", "study_0257": "study_0257"}
-    for stem in stems:
-        for folder in ("images", "masks"):
-            _save_png(tmp_path / "data" / folder / f"{stem}.png", np.zeros((16, 16)))
-    data = load_dataset(tmp_path / "data")
+    data = _generic_slices(tmp_path / "data", stems)
     assert {s.case_id: s.patient_id for s in data.samples} == stems
     assert make_folds(data, 2, 0)[1].startswith(
         "2-fold, grouped by patient (seed 0); 5 of the 12 slices carry no patient id")
@@ -1076,6 +1108,17 @@ def test_generic_slices_take_the_study_their_name_tells(tmp_path: Path) -> None:
     patients = {s.case_id: s.patient_id for s in load_dataset(tmp_path / "data").samples}
     assert [case for case, patient in patients.items() if patient == "P1"] == [
         "coronacases_001_z0003", "coronacases_001_z0004", "img_12"]
+
+
+def test_generic_names_holding_a_study_number_amid_others_tell_no_study(tmp_path: Path) -> None:
+    """siteA_study1_3 and siteB_study1_3 (and the slices of volumes siteA_study1 and
+    siteB_study1) were read as MosMed's study_1, one patient of two sites' scans; only a
+    whole name spelt as MosMed's tells its study."""
+    stems = {"siteA_study1_3": "siteA_study1_3", "siteB_study1_3": "siteB_study1_3",
+             "siteA_study1_z0003": "siteA_study1", "siteB_study1_z0003": "siteB_study1",
+             "Study0255_11": "study_0255", "study0255_z0004": "study_0255"}
+    data = _generic_slices(tmp_path / "data", stems)
+    assert {s.case_id: s.patient_id for s in data.samples} == stems
 
 
 def test_a_split_that_trains_on_fewer_slices_than_it_validates_on_warns(
@@ -1163,7 +1206,8 @@ def test_mosmed_split_lines_naming_the_slice_and_its_mask(tmp_path: Path) -> Non
 
 
 def test_mosmed_split_files_numbered_from_1_are_named_with_their_folds(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
     """train_new1..2 became folds 0..1 without a word, so --fold 1 ran train_new2.txt; cv's
     report and --fold name the files. Loading them warned every time, though 1..N is how
     MosMed ships them: only numbers that skip or repeat are warned of."""
@@ -1181,6 +1225,11 @@ def test_mosmed_split_files_numbered_from_1_are_named_with_their_folds(
     with pytest.raises(CovsegError, match=re.escape(f"--fold must lie in 0..1 for 2 folds "
                                                     f"({named}), got 2")):
         covseg.crossval.cross_validate_fold(covseg.TrainConfig(), data, tmp_path / "cv", None, 2)
+    with pytest.raises(CovsegError, match=re.escape(f"fold must lie in 0..1 for 2 folds "
+                                                    f"({named}), got 2")) as caught:
+        out = tmp_path_factory.mktemp("cv")  # outside the data folder
+        covseg.cross_validate(root, out, fold=2)  # the API names its keyword
+    assert not str(caught.value).startswith("--")
 
 
 @pytest.mark.parametrize("numbers", [(1, 3), (2, 2)])

@@ -382,9 +382,15 @@ def _read_2d_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions,
     for stem, image_path, mask_path in _progress(pairs, desc):
         case = _prefixed(case_prefix, stem)
         samples.append(_sample(read_array(image_path), read(mask_path), case,
-                               patients.get(case, patients.get(stem, case)), str(image_path),
+                               _patient_of(patients, case, stem), str(image_path),
                                options, mask_source=str(mask_path)))
     return samples
+
+
+def _patient_of(patients: dict[str, str], case: str, stem: str) -> str:
+    """A 2D slice's patient as a patients.csv names it, by its case id or its file stem; the
+    slice itself where the table names neither."""
+    return patients.get(case, patients.get(stem, case))
 
 
 def _slice_cases(pairs: list[tuple[str, Path, Path]], case_prefix: str = ""
@@ -698,15 +704,20 @@ VOLUME_SLICE = re.compile(r"(.+)_z\d{4,}")
 as slices of a volume written out as 2D files are named: its study, then the slice."""
 
 
+MOSMED_NAME = re.compile(r"(?:study_?)?\d+(?:_\d+)?", flags=re.IGNORECASE)
+"""A whole name spelt as MosMed names a study or its slice (``study_0255_12``, ``Study0255``,
+``0255_12``); a name that only holds such a part (``siteA_study1_3``) is none."""
+
+
 def _slice_study(stem: str) -> str | None:
     """The study a generic 2D slice's name tells, else None: MosMed's spellings
     (``study_0255_12``, ``Study0255_12``, ``0255_12``: :func:`_mosmed_patient`, as the MosMed
     layout reads them, so that its slices without their split files group alike) or covseg's
-    case id of a volume's slice (:data:`VOLUME_SLICE`). Other names (``img_12``, ``slice3``)
-    tell none: a number after a name may count patients as well as slices."""
+    case id of a volume's slice (:data:`VOLUME_SLICE`). Other names (``img_12``, ``slice3``,
+    ``siteA_study1_3``) tell none: a number after a name may count patients as well as slices."""
     volume = VOLUME_SLICE.fullmatch(stem)
     named = volume.group(1) if volume else stem
-    study = _mosmed_patient(named)
+    study = _mosmed_patient(named) if MOSMED_NAME.fullmatch(named) else named
     return study if study != named or volume else None
 
 
@@ -938,22 +949,24 @@ def _infnet_spellings(folder: Path, target: str) -> list[Path]:
     return spellings[::-1]
 
 
-def _one_patients_csv(folders: Sequence[Path]) -> tuple[dict[str, str], Path | None]:
+def _one_patients_csv(folders: Sequence[Path], slices: Sequence[tuple[str, str]]
+                      ) -> tuple[dict[str, str], Path | None]:
     """The patients.csv of ``folders`` (equivalent spellings of one data folder) and its path,
     so that the grouping does not depend on which spelling was typed; ({}, None) without one.
-    Two that group the slices otherwise are refused, as either would be silently dropped."""
+    Two that group ``slices`` (:func:`_slice_cases`) otherwise are refused, as either would be
+    silently dropped; tables that name them otherwise (case id or stem) or name other slices
+    too, but group these alike, are not."""
     found: list[tuple[Path, dict[str, str]]] = []
     for table in (folder / "patients.csv" for folder in folders):
         if table.is_file() and not any(table.samefile(other) for other, _ in found):
             found.append((table, _read_patients_csv(table.parent)))
     for (first, mine), (second, theirs) in pairwise(found):
-        if mine != theirs:
-            case = next(key for key in sorted(mine.keys() | theirs.keys())
-                        if mine.get(key) != theirs.get(key))
-            raise CovsegError(
-                f"{first} and {second} group the slices differently ({case}: "
-                f"{mine.get(case, 'not named')} in one, {theirs.get(case, 'not named')} in the "
-                "other); keep one of them")
+        for case, stem in slices:
+            if _patient_of(mine, case, stem) != _patient_of(theirs, case, stem):
+                named = [table.get(case, table.get(stem, "not named")) for table in (mine, theirs)]
+                raise CovsegError(
+                    f"{first} and {second} group the slices differently ({stem}: {named[0]} in "
+                    f"one, {named[1]} in the other); keep one of them")
     return (found[0][1], found[0][0]) if found else ({}, None)
 
 
@@ -963,7 +976,8 @@ def _read_infnet(root: Path, options: ReadOptions) -> LoadedData:
     folder = _infnet_folder(root, options.target)
     pairs = _pair(_files(_require(folder / "Imgs"), is_image_file),
                   _files(_require(folder / "GT"), is_image_file), folder)
-    patients, table = _one_patients_csv(_infnet_spellings(folder, options.target))
+    patients, table = _one_patients_csv(_infnet_spellings(folder, options.target),
+                                        _slice_cases(pairs, "infnet_"))
     samples = _read_slices(pairs, options, "reading Inf-Net slices", patients, "infnet_")
     return _loaded(samples, "infnet", folder, options, patients_file=table)
 
