@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -28,7 +29,7 @@ from covseg.data import load_dataset
 from covseg.errors import CovsegError
 from covseg.io.lock import writing_to
 from covseg.train import handler_restored
-from tests.conftest import NEEDS_RAY, skip_without
+from tests.conftest import NEEDS_RAY, fold_stopped_midway, held_by_another_thread, skip_without
 
 RECIPE: dict[str, Any] = {"epochs": 1, "size": 32, "folds": 2}
 
@@ -405,6 +406,81 @@ def test_folds_already_ended_are_not_cancelled() -> None:
 
     cluster._cancel(FakeRay(), ["failed", "running"])
     assert cancelled == [("running", False), ("running", True)]
+
+
+class _StoppedRay:
+    """Ray as far as :func:`cluster.run_folds_on_ray` uses it, stopped (``kill``) while it waits
+    for its folds; a task started writes its fold's record, as a fold starting does."""
+
+    def __init__(self) -> None:
+        self.started: list[int] = []
+
+    def remote(self, **_: object) -> Any:
+        ray = self
+
+        class Task:
+            def remote(self, _command: str, _config: Any, _data: Any, out: str, _folds: Any,
+                       fold: int, _resume: bool) -> int:
+                ray.started.append(fold)
+                if fold == 0:
+                    (Path(out) / "fold_0").mkdir()
+                    (Path(out) / "fold_0" / "config.json").write_text("{}")
+                return fold
+
+        return lambda _: Task()
+
+    def put(self, data: Any) -> Any:
+        return data
+
+    def wait(self, refs: list[int], num_returns: int, timeout: float
+             ) -> tuple[list[int], list[int]]:
+        if timeout == cluster.POLL_S:
+            raise _Stopped
+        return refs, []  # every fold has ended
+
+
+def _on_stopped_ray(monkeypatch: pytest.MonkeyPatch) -> _StoppedRay:
+    ray = _StoppedRay()
+
+    @contextmanager
+    def joined(*_: object) -> Iterator[_StoppedRay]:
+        yield ray
+
+    monkeypatch.setattr(cluster, "joined", joined)
+    return ray
+
+
+def test_a_stopped_ray_run_leaves_a_fold_another_run_holds_as_it_is(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The folds a Ray run stopped (or that were refused) were cleaned up without their lock:
+    where a ``--fold 1`` run beside it held fold 1, its config.json and the temporary file of
+    the last.pt it was writing were deleted ("cannot write last.pt"). A fold no other run
+    holds is still removed."""
+    ray, out = _on_stopped_ray(monkeypatch), tmp_path / "cv"
+    held = out / "fold_1"
+    with writing_to(out), held_by_another_thread(held):
+        (held / "config.json").write_text("{}")
+        (held / ".last.abcd1234.pt").write_text("")  # being written
+        with pytest.raises(_Stopped):
+            cluster.run_folds_on_ray(TrainConfig(), load_dataset("synthetic:1"), out, 2, True,
+                                     "local", 1)
+        assert ray.started == [0, 1]
+        assert sorted(p.name for p in held.iterdir()) == [".covseg.lock", ".last.abcd1234.pt",
+                                                          "config.json"]
+        assert not (out / "fold_0").exists()
+
+
+def test_a_fold_stopped_midway_on_another_split_is_refused_before_rays_tasks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It was refused from inside fold 1's task, as "fold 1 failed on Ray", where the run
+    without --ray refuses it before any fold trains."""
+    ray, out = _on_stopped_ray(monkeypatch), tmp_path / "cv"
+    fold = fold_stopped_midway("synthetic:1", out, 1, model="miniseg", **RECIPE)
+    with pytest.raises(CovsegError, match="^" + re.escape(
+            f"{fold}: stopped midway on another split of the data (2 folds then, 3 now)")):
+        cluster.run_folds_on_ray(TrainConfig(), load_dataset("synthetic:1"), out, 3, True,
+                                 "local", 1)
+    assert ray.started == []
 
 
 def _member_epochs(out: Path) -> int:

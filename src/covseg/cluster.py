@@ -15,7 +15,7 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -26,6 +26,7 @@ from covseg.crossval import check_finished_folds, cross_validate_fold, make_fold
 from covseg.data.layouts import LoadedData
 from covseg.errors import CovsegError
 from covseg.io.atomic import remove_temporaries
+from covseg.io.lock import writing_to
 from covseg.models.ensemble import member_names
 from covseg.models.registry import import_installed
 from covseg.progress import progress_bar
@@ -170,8 +171,24 @@ def run_folds_on_ray(config: TrainConfig, data: LoadedData, out: Path, folds: in
             _wait_for_folds(ray, pending)
         finally:
             for fold in pending.values():  # stopped: what their clean-up did not get to
-                remove_temporaries(out / f"fold_{fold}")
-                forget_unsaved_run(out / f"fold_{fold}", made[fold])
+                _forget_stopped_fold(out / f"fold_{fold}", made[fold])
+
+
+def _forget_stopped_fold(fold_dir: Path, made: list[Path]) -> None:
+    """Remove what a fold stopped (or refused) on Ray left unsaved in ``fold_dir``, holding the
+    fold's lock meanwhile, and then the folders of ``made`` left empty. A fold another run
+    holds (a ``--fold K`` run beside this one, the likely reason this fold was refused) is its
+    own: cleaned without the lock, its temporary files and config.json were deleted while it
+    wrote them ("cannot write last.pt")."""
+    try:
+        with writing_to(fold_dir):
+            remove_temporaries(fold_dir)
+            forget_unsaved_run(fold_dir)
+    except CovsegError:
+        return
+    for folder in made:  # deepest first; not empty (or not ours): kept
+        with suppress(OSError):
+            folder.rmdir()
 
 
 def _cancellable(fold: Callable[..., Any]) -> Callable[..., Any]:
