@@ -189,6 +189,19 @@ def test_a_cluster_that_does_not_answer_is_refused_in_seconds_before_data(
     assert not (tmp_path / "cv").exists()
 
 
+@pytest.mark.parametrize("address", ["127.0.0.1", "head.example:", "head.example:port"])
+def test_an_address_without_its_port_is_refused_as_such_before_data(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, address: str) -> None:
+    """``--ray 127.0.0.1`` was "cannot reach the Ray cluster ...: Invalid address format;
+    start it with `ray start --head`": the port was missing, nothing was unreachable."""
+    monkeypatch.setattr("covseg.api._load", lambda *_: pytest.fail("data were read"))
+    with pytest.raises(CovsegError, match="^" + re.escape(
+            f"--ray {address}: give the cluster's HOST:PORT (e.g. 127.0.0.1:6379, the address "
+            "`ray start --head` printed), auto or local") + "$"):
+        api.cross_validate("synthetic:1", tmp_path / "cv", ray=address, **RECIPE)
+    assert not (tmp_path / "cv").exists()
+
+
 @contextmanager
 def _listening(answer: bytes) -> Iterator[int]:
     """The port of a server on every interface (Ray resolves 127.0.0.1 to this machine's own

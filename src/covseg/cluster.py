@@ -68,6 +68,7 @@ def check_cluster_options(address: Any, cpus_per_fold: Any) -> None:
     if not address.strip():
         raise CovsegError(f"--ray takes '{LOCAL}' or a Ray cluster address (auto, HOST:PORT, "
                           "ray://HOST:PORT), got an empty one")
+    _check_port_given(address)
     if cpus_per_fold is not None:
         check_kind("cpus_per_fold", cpus_per_fold, [int])
         if cpus_per_fold < 1:
@@ -75,6 +76,21 @@ def check_cluster_options(address: Any, cpus_per_fold: Any) -> None:
     ray = import_ray()
     if address != LOCAL and not ray.is_initialized():  # else that Ray is used as it is
         _check_reachable(address)
+
+
+AUTO = "auto"
+"""Ray's address for the cluster ``RAY_ADDRESS`` or the last ``ray start`` here names."""
+
+
+def _check_port_given(address: str) -> None:
+    """Refuse a cluster address without its port (``127.0.0.1``), which Ray calls an invalid
+    format: it was said to be unreachable, with ``ray start --head`` as the way out. A Ray
+    client's ``ray://HOST`` has a default port, and is let through."""
+    if address in (LOCAL, AUTO) or address.startswith(CLIENT_PREFIX):
+        return
+    if not address.rpartition(":")[2].isdigit():
+        raise CovsegError(f"--ray {address}: give the cluster's HOST:PORT (e.g. 127.0.0.1:6379, "
+                          f"the address `ray start --head` printed), {AUTO} or {LOCAL}")
 
 
 def _check_reachable(address: str) -> None:
