@@ -15,7 +15,7 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -27,6 +27,7 @@ from covseg.data.layouts import LoadedData
 from covseg.errors import CovsegError
 from covseg.io.atomic import remove_temporaries
 from covseg.io.lock import writing_to
+from covseg.io.quiet import stderr_silenced
 from covseg.models.ensemble import member_names
 from covseg.models.registry import import_installed
 from covseg.progress import progress_bar
@@ -263,8 +264,11 @@ def _connect(ray: ModuleType, address: str) -> None:
     minutes on a port that answers but is no cluster's). Ray replaces the SIGTERM handler;
     covseg's is put back, so that ``kill`` still ends the run with one line."""
     tries = {} if address == LOCAL else {GCS_TRIES: "1"}
+    # a cluster's refusal (its auth token) printed Ray's C++ warning before covseg's line; Ray
+    # started here is not silenced, as the processes it starts would keep the null device
+    quiet = nullcontext() if address == LOCAL else stderr_silenced()
     try:
-        with handler_restored(signal.SIGTERM), _environment_defaults(tries):
+        with handler_restored(signal.SIGTERM), _environment_defaults(tries), quiet:
             ray.init(address=address, include_dashboard=False,
                      logging_level=logging.ERROR, log_to_driver=False)
     except ray.exceptions.AuthenticationError:  # RAY_AUTH_MODE=token, but no token here
