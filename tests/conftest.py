@@ -137,6 +137,18 @@ def folder_holding(out: Path, held: str) -> Path:
     return out
 
 
+def fold_stopped_midway(data: object, out: Path, fold: int, **recipe: object) -> Path:
+    """Fold ``fold`` of a cross-validation into ``out`` (run alone), its folder left as a fold
+    stopped midway leaves it: trained, not tested."""
+    from covseg import api
+
+    api.cross_validate(data, out, fold=fold, **recipe)
+    folder = out / f"fold_{fold}"
+    for name in ("fold_metrics.json", "metrics.json", "test_per_case.csv"):
+        (folder / name).unlink()
+    return folder
+
+
 @contextmanager
 def held_by_another_thread(folder: Path) -> Iterator[None]:
     """``folder``'s run lock held, for the block, by another thread (as another run holds it;

@@ -24,7 +24,12 @@ from covseg.io.lock import LOCK_FILE
 from covseg.metrics import METRICS
 from covseg.models.registry import model_options
 from covseg.train import DATA_FINGERPRINT
-from tests.conftest import folder_holding, held_by_another_thread, mixed_unit_folder
+from tests.conftest import (
+    fold_stopped_midway,
+    folder_holding,
+    held_by_another_thread,
+    mixed_unit_folder,
+)
 
 
 def test_split_files_set_the_folds_and_another_count_is_refused(tmp_path: Path) -> None:
@@ -524,10 +529,7 @@ def test_a_fold_stopped_midway_and_resumed_with_another_folds_names_the_split(
     were the same, the split was not, and the fold's folder is not the --out given."""
     data = load_dataset(synthetic_folder)
     out = tmp_path / "cv"
-    api.cross_validate(data, out, fold=0, **TINY_FOLDS)
-    fold = out / "fold_0"
-    for name in ("fold_metrics.json", "metrics.json", "test_per_case.csv"):
-        (fold / name).unlink()  # as a fold stopped midway has it
+    fold = fold_stopped_midway(data, out, 0, **TINY_FOLDS)
     record = json.loads((fold / "config.json").read_text())
     assert record["folds"] == 2
     with pytest.raises(CovsegError, match="^" + re.escape(
@@ -542,6 +544,19 @@ def test_a_fold_stopped_midway_and_resumed_with_another_folds_names_the_split(
             f"with, or cross-validate into a new --out than {out}") + "$"):
         api.cross_validate(data, out, resume=True, **{**TINY_FOLDS, "folds": 3})
     assert api.cross_validate(data, out, fold=0, resume=True, **TINY_FOLDS)["fold"] == 0
+
+
+def test_a_later_fold_stopped_midway_on_another_split_is_refused_before_any_fold_trains(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """Only the fold about to train was checked: fold 0 trained before fold 1's split was
+    refused (and on Ray, the refusal came from fold 1's task, as "fold 1 failed on Ray")."""
+    data = load_dataset(synthetic_folder)
+    out = tmp_path / "cv"
+    fold = fold_stopped_midway(data, out, 1, **TINY_FOLDS)
+    with pytest.raises(CovsegError, match="^" + re.escape(
+            f"{fold}: stopped midway on another split of the data (2 folds then, 3 now)")):
+        api.cross_validate(data, out, resume=True, **{**TINY_FOLDS, "folds": 3})
+    assert not (out / "fold_0").exists()
 
 
 def test_a_cv_stopped_while_writing_its_summary_leaves_no_summary_and_resumes_all(

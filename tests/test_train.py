@@ -392,6 +392,42 @@ def test_a_run_stopped_before_its_first_epoch_is_rerun_without_resume(
     assert train_module.train(config, data, out, progress=False)["epochs"] == 1
 
 
+def test_a_run_stopped_between_its_first_best_and_last_saves_leaves_no_model(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """best.pt is saved before last.pt: a stop between the two (Ray's cancel of a fold) left
+    the epoch's best.pt alone, its config.json removed, and predict loaded that folder as a
+    finished model. The folder now goes, as for a stop before the first epoch."""
+    real_save = train_module.save_checkpoint
+
+    def stopped_before_last(path: Path, *args: object, **kwargs: object) -> None:
+        if Path(path).name == "last.pt":
+            raise KeyboardInterrupt
+        real_save(path, *args, **kwargs)
+
+    data, out = load_dataset(synthetic_folder), tmp_path / "run"
+    config = TrainConfig(**{**TINY, "epochs": 1})
+    monkeypatch.setattr(train_module, "save_checkpoint", stopped_before_last)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.train(config, data, out, progress=False)
+    assert not out.exists(), sorted(p.name for p in out.iterdir())
+    with pytest.raises(CovsegError, match="no such checkpoint"):
+        load_checkpoint(out)
+    monkeypatch.undo()
+    assert train_module.train(config, data, out, progress=False)["epochs"] == 1
+
+
+def test_a_finished_runs_files_are_kept_by_the_clean_up_of_a_stopped_resume(
+        tmp_path: Path) -> None:
+    """A finished run (metrics.json) whose last.pt was deleted to save room is no unsaved run:
+    its record and best.pt stay."""
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("config.json", "best.pt", "metrics.json"):
+        (out / name).write_text("{}")
+    train_module.forget_unsaved_run(out)
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "metrics.json"]
+
+
 def test_a_multiclass_run_refuses_a_threshold_and_records_none(tmp_path: Path) -> None:
     """A multi-class run took --threshold, recorded it (0.4 by default) in config.json and
     best.pt and never applied it: predict refused it, and a resume compared it."""

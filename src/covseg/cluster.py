@@ -15,7 +15,7 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -26,6 +26,8 @@ from covseg.crossval import check_finished_folds, cross_validate_fold, make_fold
 from covseg.data.layouts import LoadedData
 from covseg.errors import CovsegError
 from covseg.io.atomic import remove_temporaries
+from covseg.io.lock import writing_to
+from covseg.io.quiet import stderr_silenced
 from covseg.models.ensemble import member_names
 from covseg.models.registry import import_installed
 from covseg.progress import progress_bar
@@ -67,6 +69,7 @@ def check_cluster_options(address: Any, cpus_per_fold: Any) -> None:
     if not address.strip():
         raise CovsegError(f"--ray takes '{LOCAL}' or a Ray cluster address (auto, HOST:PORT, "
                           "ray://HOST:PORT), got an empty one")
+    _check_port_given(address)
     if cpus_per_fold is not None:
         check_kind("cpus_per_fold", cpus_per_fold, [int])
         if cpus_per_fold < 1:
@@ -74,6 +77,21 @@ def check_cluster_options(address: Any, cpus_per_fold: Any) -> None:
     ray = import_ray()
     if address != LOCAL and not ray.is_initialized():  # else that Ray is used as it is
         _check_reachable(address)
+
+
+AUTO = "auto"
+"""Ray's address for the cluster ``RAY_ADDRESS`` or the last ``ray start`` here names."""
+
+
+def _check_port_given(address: str) -> None:
+    """Refuse a cluster address without its port (``127.0.0.1``), which Ray calls an invalid
+    format: it was said to be unreachable, with ``ray start --head`` as the way out. A Ray
+    client's ``ray://HOST`` has a default port, and is let through."""
+    if address in (LOCAL, AUTO) or address.startswith(CLIENT_PREFIX):
+        return
+    if not address.rpartition(":")[2].isdigit():
+        raise CovsegError(f"--ray {address}: give the cluster's HOST:PORT (e.g. 127.0.0.1:6379, "
+                          f"the address `ray start --head` printed), {AUTO} or {LOCAL}")
 
 
 def _check_reachable(address: str) -> None:
@@ -170,8 +188,24 @@ def run_folds_on_ray(config: TrainConfig, data: LoadedData, out: Path, folds: in
             _wait_for_folds(ray, pending)
         finally:
             for fold in pending.values():  # stopped: what their clean-up did not get to
-                remove_temporaries(out / f"fold_{fold}")
-                forget_unsaved_run(out / f"fold_{fold}", made[fold])
+                _forget_stopped_fold(out / f"fold_{fold}", made[fold])
+
+
+def _forget_stopped_fold(fold_dir: Path, made: list[Path]) -> None:
+    """Remove what a fold stopped (or refused) on Ray left unsaved in ``fold_dir``, holding the
+    fold's lock meanwhile, and then the folders of ``made`` left empty. A fold another run
+    holds (a ``--fold K`` run beside this one, the likely reason this fold was refused) is its
+    own: cleaned without the lock, its temporary files and config.json were deleted while it
+    wrote them ("cannot write last.pt")."""
+    try:
+        with writing_to(fold_dir):
+            remove_temporaries(fold_dir)
+            forget_unsaved_run(fold_dir)
+    except CovsegError:
+        return
+    for folder in made:  # deepest first; not empty (or not ours): kept
+        with suppress(OSError):
+            folder.rmdir()
 
 
 def _cancellable(fold: Callable[..., Any]) -> Callable[..., Any]:
@@ -230,8 +264,11 @@ def _connect(ray: ModuleType, address: str) -> None:
     minutes on a port that answers but is no cluster's). Ray replaces the SIGTERM handler;
     covseg's is put back, so that ``kill`` still ends the run with one line."""
     tries = {} if address == LOCAL else {GCS_TRIES: "1"}
+    # a cluster's refusal (its auth token) printed Ray's C++ warning before covseg's line; Ray
+    # started here is not silenced, as the processes it starts would keep the null device
+    quiet = nullcontext() if address == LOCAL else stderr_silenced()
     try:
-        with handler_restored(signal.SIGTERM), _environment_defaults(tries):
+        with handler_restored(signal.SIGTERM), _environment_defaults(tries), quiet:
             ray.init(address=address, include_dashboard=False,
                      logging_level=logging.ERROR, log_to_driver=False)
     except ray.exceptions.AuthenticationError:  # RAY_AUTH_MODE=token, but no token here

@@ -171,9 +171,10 @@ def _stale_folds_error(out: Path, stale: list[tuple[Path, list[str]]], verb: str
 def check_finished_folds(config: TrainConfig, data: LoadedData, out: Path,
                          splits: list[tuple[list[str], list[str]]], verb: str = CV_VERB) -> None:
     """Refuse, before any fold trains, a cross-validation ``out`` whose finished folds another
-    recipe or data made (see :func:`_fold_changes`): checked fold by fold, the first stale fold
-    stopped the run only after the folds before it were retrained."""
-    stale, finished_folds = [], 0
+    recipe or data made (see :func:`_fold_changes`), or with a fold stopped midway on another
+    split: checked fold by fold, the first stale fold stopped the run only after the folds
+    before it were retrained (on Ray, inside a fold's task, as "fold 1 failed on Ray")."""
+    stale, finished_folds, midway = [], 0, []
     for k, (train_cases, test_cases) in enumerate(splits):
         fold_dir = out / f"fold_{k}"
         if _fold_done(fold_dir):
@@ -183,8 +184,12 @@ def check_finished_folds(config: TrainConfig, data: LoadedData, out: Path,
                                     data, train_cases, test_cases)
             if changed:
                 stale.append((fold_dir, changed))
+        else:
+            midway.append((fold_dir, train_cases))
     if stale:
         raise _stale_folds_error(out, stale, verb, some=len(stale) < finished_folds)
+    for fold_dir, train_cases in midway:
+        _refuse_midway_fold_of_another_split(fold_dir, train_cases, len(splits), verb)
 
 
 def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases: list[str],

@@ -288,13 +288,16 @@ def forget_unsaved_run(out: Path, made: Sequence[Path] = ()) -> None:
     """Remove the record of a run that stopped before it saved any epoch (a member that could
     not start, as in a script without the ``__main__`` guard): it describes nothing saved, and
     would make the rerun that fixes the cause ask for --resume. Its members' records go too,
-    a lock file no run holds, and the folders it ``made`` (deepest first: the run's, a fold's,
-    a cross-validation's) that are left empty, so that a run refused or stopped that early
-    leaves no folder behind."""
-    if _has_checkpoint(out):
+    a best.pt saved without its last.pt (a stop between the two saves of the first epoch: kept
+    alone, predict loaded it as a finished model), a lock file no run holds, and the folders it
+    ``made`` (deepest first: the run's, a fold's, a cross-validation's) that are left empty, so
+    that a run refused or stopped that early leaves no folder behind. A finished run (its
+    metrics.json) is left as it is."""
+    if _has_checkpoint(out) or (out / "metrics.json").exists():
         return
-    for record in (out / "config.json", *out.glob("member*/config.json")):
-        record.unlink(missing_ok=True)
+    for name in ("config.json", "best.pt"):
+        for record in (out / name, *out.glob(f"member*/{name}")):
+            record.unlink(missing_ok=True)
     drop_unheld_lock(out)
     for folder in [*out.glob("member*"), *made]:
         with suppress(OSError):  # not empty (or not ours to remove): kept

@@ -10,7 +10,6 @@ import gzip
 import logging
 import os
 import struct
-import sys
 import threading
 import warnings
 import zlib
@@ -25,6 +24,7 @@ import SimpleITK as sitk
 
 from covseg.errors import CovsegError, counted, them
 from covseg.io.nifti import is_nifti
+from covseg.io.quiet import stderr_back, stderr_to_null
 from covseg.io.volume import (
     DICOM_SUFFIXES,
     DicomSeries,
@@ -566,7 +566,7 @@ def _quiet_libraries() -> Iterator[None]:
         if _quiet_state["depth"] == 0:
             _quiet_state["warnings_shown"] = sitk.ProcessObject.GetGlobalWarningDisplay()
             sitk.ProcessObject.SetGlobalWarningDisplay(False)
-            _quiet_state["saved_fd"] = _stderr_to_null()
+            _quiet_state["saved_fd"] = stderr_to_null()
         _quiet_state["depth"] += 1
     try:
         yield
@@ -574,24 +574,8 @@ def _quiet_libraries() -> Iterator[None]:
         with _QUIET_LOCK:
             _quiet_state["depth"] -= 1
             if _quiet_state["depth"] == 0:
-                if _quiet_state["saved_fd"] >= 0:
-                    os.dup2(_quiet_state["saved_fd"], 2)
-                    os.close(_quiet_state["saved_fd"])
+                stderr_back(_quiet_state["saved_fd"])
                 sitk.ProcessObject.SetGlobalWarningDisplay(_quiet_state["warnings_shown"])
-
-
-def _stderr_to_null() -> int:
-    """Send file descriptor 2 to the null device; return a copy of what it was, or -1 for a
-    process without one (pythonw, a closed stderr), where there is nothing to keep quiet."""
-    if sys.stderr is not None:
-        sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:
-        return -1
-    with open(os.devnull, "wb") as null:
-        os.dup2(null.fileno(), 2)
-    return saved
 
 
 def _stored_in_hu(image: sitk.Image, files: Sequence[str], headers: Sequence[SliceHeader],

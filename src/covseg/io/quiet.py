@@ -1,0 +1,41 @@
+"""The process's stderr (file descriptor 2) sent away while a C or C++ library prints there:
+covseg says what went wrong in one line, and the library's own lines came before it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+def stderr_to_null() -> int:
+    """Send file descriptor 2 to the null device; return a copy of what it was, or -1 for a
+    process without one (pythonw, a closed stderr), where there is nothing to keep quiet."""
+    if sys.stderr is not None:
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:
+        return -1
+    with open(os.devnull, "wb") as null:
+        os.dup2(null.fileno(), 2)
+    return saved
+
+
+def stderr_back(saved: int) -> None:
+    """Give file descriptor 2 back what :func:`stderr_to_null` saved (nothing for -1)."""
+    if saved >= 0:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextmanager
+def stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 on the null device for the block (one thread's: the process's stderr
+    is shared, so a block in other threads at once would restore each other's)."""
+    saved = stderr_to_null()
+    try:
+        yield
+    finally:
+        stderr_back(saved)
