@@ -595,6 +595,7 @@ def test_batch_goes_on_past_failures_skips_done_and_shards(tmp_path: Path) -> No
     assert merged.done == 0 and merged.summary.name == "summary.csv"
     statuses = {r["study"]: r["status"] for r in read_rows(merged.summary)}
     assert statuses == {name: r["status"] for name, r in rows.items()}  # done by the shards
+    assert not list((tmp_path / "sharded").glob("summary_shard*")), "folded into summary.csv"
 
 
 WAITING_BATCH = """
@@ -674,8 +675,8 @@ def test_shards_share_their_out_and_a_whole_batch_meanwhile_is_refused(tmp_path:
     assert not (out / LOCK_FILE).exists(), "removed by the last shard to end"
     assert _whole_batch(out) == 1
     assert sorted(path.name for path in out.iterdir()) == [
-        "summary.csv", *(f"summary_shard{i}of3.csv" for i in range(3))], (
-        "no lock file nor plan left")
+        "summary.csv", *(f"summary_shard{i}of3.csv" for i in (1, 2))], (
+        "no lock file nor plan left; the killed shard's summary, of no study, folded in")
 
 
 def _shard_here(out: Path, shard: tuple[int, int], settings: dict[str, Any] | None = None

@@ -1663,8 +1663,25 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
     quantified = [row for row in rows if row["status"] != "failed"]
     if len(quantified) > 1:
         severity_chart(quantified, chart, f"{len(quantified)} studies ({out_dir.name})")
+    if shard[1] == 1:
+        _drop_folded_shard_summaries(out_dir, {row["study"] for row in rows})
     return BatchResult(summary, counts["done"], counts["skipped"], counts["failed"])
 
+
+def _drop_folded_shard_summaries(out_dir: Path, listed: set[str]) -> None:
+    """Remove the shards' summaries (and charts) whose every study the whole summary now lists,
+    as done, skipped or failed by this call, which supersedes them: a shard killed with
+    ``kill -9`` left a summary of the studies it finished (a header only, killed in its first),
+    which said it did nothing beside a summary.csv listing its studies done by the merge. A
+    shard summary listing a study this call does not (another input's failure) is kept."""
+    for path in sorted(out_dir.glob("summary_shard*of*.csv")):
+        if not _is_summary(path):
+            continue
+        with open(path, encoding="utf-8", newline="") as handle:
+            studies = {row.get("study") for row in csv.DictReader(handle)}
+        if studies <= listed:
+            path.with_suffix(".png").unlink(missing_ok=True)
+            path.unlink()
 
 
 def _earlier_rows(out_dir: Path, names: set[str], earlier: dict[str, dict[str, str]]
