@@ -12,6 +12,8 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from PIL import Image
 
 from covseg.errors import CovsegError
 from covseg.io.ct import read_volume
-from covseg.io.lock import LOCK_FILE
+from covseg.io.lock import LOCK_FILE, PLAN_LOCK, SHARD_PLAN, writing_to
 from covseg.io.nifti import read_nifti
 from covseg.io.volume import write_mask_like
 from covseg.lungs import LESION_DEPTH_MM
@@ -593,14 +595,16 @@ def test_batch_goes_on_past_failures_skips_done_and_shards(tmp_path: Path) -> No
     assert merged.done == 0 and merged.summary.name == "summary.csv"
     statuses = {r["study"]: r["status"] for r in read_rows(merged.summary)}
     assert statuses == {name: r["status"] for name, r in rows.items()}  # done by the shards
+    assert not list((tmp_path / "sharded").glob("summary_shard*")), "folded into summary.csv"
 
 
 WAITING_BATCH = """
-import sys, time
+import json, sys, time
 from pathlib import Path
 from covseg.quantify import Study, run_batch
 
-out, signals, name, index, count = Path(sys.argv[1]), Path(sys.argv[2]), *sys.argv[3:]
+out, signals, name, index, count = Path(sys.argv[1]), Path(sys.argv[2]), *sys.argv[3:6]
+settings = json.loads(sys.argv[6]) if len(sys.argv) > 6 else None
 
 
 def process(study, folder):
@@ -611,17 +615,21 @@ def process(study, folder):
 
 
 studies = [Study(f"s{i}", signals / "none") for i in range(int(count))]
-run_batch(studies, out, process, shard=(int(index), int(count)))
+run_batch(studies, out, process, shard=(int(index), int(count)), settings=settings)
 """
-"""A batch (shard ``index``/``count``) into ``out`` in a process of its own, which holds
-``out`` from its first study on (``signals/started_NAME``) until ``signals/go_NAME`` exists."""
+"""A batch (shard ``index``/``count``, optional ``settings`` as JSON) into ``out`` in a process
+of its own, which holds ``out`` from its first study on (``signals/started_NAME``) until
+``signals/go_NAME`` exists."""
 
 
-def _waiting_batches(out: Path, signals: Path, shards: dict[str, tuple[int, int]]
+def _waiting_batches(out: Path, signals: Path, shards: dict[str, tuple[int, int]],
+                     settings: dict[str, Any] | None = None
                      ) -> dict[str, subprocess.Popen[str]]:
-    """The batches ``shards`` (name: shard) started side by side, each holding ``out``."""
+    """The batches ``shards`` (name: shard) started side by side, each holding ``out``, with
+    ``settings`` where given."""
     signals.mkdir(exist_ok=True)
-    batches = {name: started_process(WAITING_BATCH, out, signals, name, *shard)
+    extra = [json.dumps(settings)] if settings is not None else []
+    batches = {name: started_process(WAITING_BATCH, out, signals, name, *shard, *extra)
                for name, shard in shards.items()}
     for name, batch in batches.items():
         wait_until_written(signals / f"started_{name}", batch)
@@ -667,7 +675,102 @@ def test_shards_share_their_out_and_a_whole_batch_meanwhile_is_refused(tmp_path:
     assert not (out / LOCK_FILE).exists(), "removed by the last shard to end"
     assert _whole_batch(out) == 1
     assert sorted(path.name for path in out.iterdir()) == [
-        "summary.csv", *(f"summary_shard{i}of3.csv" for i in range(3))], "no lock file left"
+        "summary.csv", *(f"summary_shard{i}of3.csv" for i in (1, 2))], (
+        "no lock file nor plan left; the killed shard's summary, of no study, folded in")
+
+
+def _shard_here(out: Path, shard: tuple[int, int], settings: dict[str, Any] | None = None
+                ) -> int:
+    """A shard of two studies into ``out``, here; the studies it did."""
+    studies = [Study(f"s{i}", out.parent / "none") for i in range(2)]
+    return run_batch(studies, out, lambda study, folder: {}, shard=shard,
+                     settings=settings).done
+
+
+def test_a_shard_of_another_n_beside_running_shards_is_refused(tmp_path: Path) -> None:
+    """Side by side, shards 0/2 and 0/3 both ran: one study done twice at once, another
+    never. A shard of another N than the shards running is refused in one line naming
+    theirs; one of their N is taken, and the plan goes with the last of them."""
+    out, signals = tmp_path / "out", tmp_path / "signals"
+    running = _waiting_batches(out, signals, {"half": (0, 2)})["half"]
+    try:
+        assert json.loads((out / SHARD_PLAN).read_text())["shards"] == 2
+        with pytest.raises(CovsegError, match=(
+                rf"^covseg --shard runs of N = 2 are writing to {re.escape(str(out))}; "
+                r"--shard 0/3 beside them would do some studies twice and others never: give "
+                r"--shard I/2 as they do, or wait for them to end$")):
+            _shard_here(out, (0, 3))
+        assert not (out / "summary_shard0of3.csv").exists()
+        assert _shard_here(out, (1, 2)) == 1
+    finally:
+        _ended(signals, "half", running)
+    assert not [path.name for path in out.iterdir() if path.name.startswith(".")]
+
+
+def test_a_shard_of_other_settings_beside_running_shards_is_refused(tmp_path: Path) -> None:
+    """Side by side, shards 0/2 and 1/2 --threshold 0.7 both ran and the folder mixed two
+    thresholds (only studies done before a shard started were checked). A shard whose
+    settings differ from the running shards' is refused naming the difference; the HTML
+    report, which changes no figure, may differ."""
+    out, signals = tmp_path / "out", tmp_path / "signals"
+    theirs = {"threshold": 0.4, "html": False}
+    running = _waiting_batches(out, signals, {"half": (0, 2)}, theirs)["half"]
+    try:
+        with pytest.raises(CovsegError, match=(
+                rf"^covseg --shard runs are writing to {re.escape(str(out))} with other "
+                r"settings than this shard's \(threshold: 0.4 -> 0.7\), which would mix two "
+                r"methods' figures in one folder: give their settings, wait for them to end, "
+                r"or pick another --out$")):
+            _shard_here(out, (1, 2), {"threshold": 0.7, "html": False})
+        assert _shard_here(out, (1, 2), {"threshold": 0.4, "html": True}) == 1
+    finally:
+        _ended(signals, "half", running)
+
+
+def test_a_stale_plan_is_replaced_by_the_first_shard(tmp_path: Path) -> None:
+    """Shards killed outright leave their plan: the next first shard, which no other shard
+    runs beside, replaces it (the studies' records refuse other settings), and it goes with
+    the lock when that shard ends."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / SHARD_PLAN).write_text(json.dumps({"shards": 3, "command": "studies",
+                                              "settings": {"threshold": 0.9}}))
+    (out / PLAN_LOCK).write_text("")
+    assert _shard_here(out, (0, 2), {"threshold": 0.4}) == 1
+    assert sorted(path.name for path in out.iterdir()) == ["summary_shard0of2.csv"]
+
+
+def test_shards_starting_at_once_agree_one_after_the_other(tmp_path: Path) -> None:
+    """Two shards starting at once both found no plan and each wrote its own: the second
+    waits while the first writes its plan, and is then told it is not the first."""
+    calls: list[tuple[str, bool]] = []
+    inside, go, done = threading.Event(), threading.Event(), threading.Event()
+
+    def shard(name: str, wait: bool) -> None:
+        def agree(first: bool) -> None:
+            calls.append((name, first))
+            inside.set()
+            if wait:
+                go.wait(30)
+        with writing_to(tmp_path, shared=True, agree=agree):
+            done.wait(30)
+
+    threads = [threading.Thread(target=shard, args=("a", True))]
+    threads[0].start()
+    assert inside.wait(30)
+    threads.append(threading.Thread(target=shard, args=("b", False)))
+    threads[1].start()
+    time.sleep(0.5)
+    assert calls == [("a", True)], "b waits for a's plan"
+    go.set()
+    deadline = time.monotonic() + 30
+    while len(calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    done.set()
+    for thread in threads:
+        thread.join(30)
+    assert calls == [("a", True), ("b", False)]
+    assert not (tmp_path / LOCK_FILE).exists() and not (tmp_path / PLAN_LOCK).exists()
 
 
 def test_a_shard_while_a_whole_batch_writes_is_refused(tmp_path: Path) -> None:

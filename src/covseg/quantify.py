@@ -70,7 +70,7 @@ from covseg.io.image import (
     is_image_file,
     refuse_label_mask,
 )
-from covseg.io.lock import writing_to
+from covseg.io.lock import SHARD_PLAN, writing_to
 from covseg.io.nifti import is_nifti, nifti_stem, read_nifti, read_paired
 from covseg.io.volume import Volume, check_same_grid, display_flips, hounsfield, orient_for_display
 from covseg.lungs import (
@@ -1583,14 +1583,49 @@ def run_batch(studies: Sequence[Study], out_dir: str | os.PathLike[str],
     it meanwhile is refused in one line naming this one's pid, as two calls at once kept only
     one's studies in the summary (or mixed two models' studies in it). Shards, which share the
     folder by design, hold it shared: they run side by side, a call without shards is refused
-    while any runs, and a shard is refused while a call without shards runs. While a study
+    while any runs, and a shard is refused while a call without shards runs. Side-by-side
+    shards must agree (:func:`_agree_on_plan`): one of another N, or other settings, than the
+    shards running is refused before any study. While a study
     runs, the bar names it and the stage it is in (:mod:`covseg.progress`), once that stage
     has lasted half a second. A file in the way of ``out_dir`` is refused as the API refuses
     it (:func:`~covseg.io.atomic.output_folder`), not as a folder it "cannot write to".
     """
     out_dir = output_folder(out_dir)
-    with writing_to(out_dir, shared=shard[1] > 1):
+    agree = partial(_agree_on_plan, out_dir, shard, desc, settings) if shard[1] > 1 else None
+    with writing_to(out_dir, shared=shard[1] > 1, agree=agree):
         return _run_batch(studies, out_dir, process, shard, desc, settings)
+
+
+def _agree_on_plan(out_dir: Path, shard: tuple[int, int], desc: str,
+                   settings: dict[str, Any] | None, first: bool) -> None:
+    """Write the shards' plan into ``out_dir`` (:data:`~covseg.io.lock.SHARD_PLAN`: N, the
+    command, the settings that shape the figures) as the ``first`` shard, or refuse a shard
+    that disagrees with the plan of the shards running: side by side, 0/2 and 0/3 did one
+    study twice at once and another never, and 0/2 and 1/2 at two thresholds mixed two methods
+    in one folder (only studies done before a shard started were checked). A plan found by the
+    first shard is stale (its shards ended) and replaced; one missing is written."""
+    plan = {"shards": shard[1], "command": desc, SETTINGS: json.loads(json.dumps(settings))}
+    path = out_dir / SHARD_PLAN
+    theirs = None if first else read_record(path)
+    if theirs is None:
+        write_json(path, plan)
+        return
+    if theirs.get("shards") != shard[1]:
+        raise CovsegError(
+            f"covseg --shard runs of N = {_shown(theirs.get('shards'))} are writing to "
+            f"{out_dir}; --shard {shard[0]}/{shard[1]} beside them would do some studies twice "
+            f"and others never: give --shard I/{_shown(theirs.get('shards'))} as they do, or "
+            "wait for them to end")
+    changes = changed_settings({"command": theirs.get("command")}, {"command": desc})
+    recorded, current = theirs.get(SETTINGS), plan[SETTINGS]
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        changes += changed_settings(recorded, current,
+                                    {*_ignored(recorded, current), *LAYOUT_SETTINGS})
+    if changes:
+        raise CovsegError(
+            f"covseg --shard runs are writing to {out_dir} with other settings than this "
+            f"shard's ({'; '.join(changes)}), which would mix two methods' figures in one "
+            "folder: give their settings, wait for them to end, or pick another --out")
 
 
 def _run_batch(studies: Sequence[Study], out_dir: Path,
@@ -1628,7 +1663,25 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
     quantified = [row for row in rows if row["status"] != "failed"]
     if len(quantified) > 1:
         severity_chart(quantified, chart, f"{len(quantified)} studies ({out_dir.name})")
+    if shard[1] == 1:
+        _drop_folded_shard_summaries(out_dir, {row["study"] for row in rows})
     return BatchResult(summary, counts["done"], counts["skipped"], counts["failed"])
+
+
+def _drop_folded_shard_summaries(out_dir: Path, listed: set[str]) -> None:
+    """Remove the shards' summaries (and charts) whose every study the whole summary now lists,
+    as done, skipped or failed by this call, which supersedes them: a shard killed with
+    ``kill -9`` left a summary of the studies it finished (a header only, killed in its first),
+    which said it did nothing beside a summary.csv listing its studies done by the merge. A
+    shard summary listing a study this call does not (another input's failure) is kept."""
+    for path in sorted(out_dir.glob("summary_shard*of*.csv")):
+        if not _is_summary(path):
+            continue
+        with open(path, encoding="utf-8", newline="") as handle:
+            studies = {row.get("study") for row in csv.DictReader(handle)}
+        if studies <= listed:
+            path.with_suffix(".png").unlink(missing_ok=True)
+            path.unlink()
 
 
 def _earlier_rows(out_dir: Path, names: set[str], earlier: dict[str, dict[str, str]]

@@ -11,6 +11,13 @@ refused there, and a shard is refused where a whole run writes. The file is remo
 holder that has it alone (a whole run, or the last shard to end, which can then take it
 exclusive): removed while shards hold it, a run started next would lock a new file of that name
 beside them.
+
+Side-by-side shards must split the work alike: each takes the lock while holding
+:data:`PLAN_LOCK` exclusive for a moment, told whether it is the first (no other run held the
+lock), so that it writes the plan they share (:data:`SHARD_PLAN`) or checks its own against it,
+and two shards starting at once cannot both find themselves first. The plan goes with the lock
+file, by the last holder to end; one left by shards killed outright is stale, replaced by the
+next first shard.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
@@ -28,6 +35,13 @@ from covseg.errors import CovsegError
 LOCK_FILE = ".covseg.lock"
 """The lock file in a folder a run writes to: the pid of the run holding it, or a line
 ``PID shard`` per ``--shard`` run that took it since it was made."""
+
+SHARD_PLAN = ".covseg.shards.json"
+"""The plan the ``--shard`` runs writing to a folder share: written by the first, checked by the
+others (:func:`covseg.quantify.run_batch` says what it holds)."""
+
+PLAN_LOCK = ".covseg.shards.lock"
+"""Held exclusive for a moment by a shard taking the lock and writing or checking the plan."""
 
 SHARD = "shard"
 """The word after a shard's pid in :data:`LOCK_FILE`."""
@@ -45,14 +59,19 @@ def _held_here() -> set[Path]:
 
 
 @contextmanager
-def writing_to(folder: Path, *, shared: bool = False) -> Iterator[None]:
+def writing_to(folder: Path, *, shared: bool = False,
+               agree: Callable[[bool], None] | None = None) -> Iterator[None]:
     """Hold ``folder``'s lock for the block, ``folder`` (and its missing parents) made first and
     removed again where the block leaves them empty. A folder another run holds (another
     process, or another thread of this one) is refused in one line naming its pid; ``shared``
-    (a ``--shard`` run) passes where only other shared holders are, the other shards."""
+    (a ``--shard`` run) passes where only other shared holders are, the other shards.
+    ``agree`` (a shard's) is called once the lock is held, with whether no other run held it,
+    while no other shard can start (:func:`_joined`): it writes or checks the shards' plan, and
+    may refuse."""
     made = [path for path in (folder, *folder.parents) if not path.exists()]
     try:
-        handle = _locked(folder / LOCK_FILE, shared)
+        handle = (_joined(folder, agree) if shared and agree is not None
+                  else _locked(folder / LOCK_FILE, shared))
         mine = folder.resolve()
         _held_here().add(mine)
         try:
@@ -92,16 +111,92 @@ def _locked(path: Path, shared: bool) -> IO[str]:
     return handle
 
 
+def _joined(folder: Path, agree: Callable[[bool], None]) -> IO[str]:
+    """``folder``'s lock taken shared, as :func:`_locked` takes it, and ``agree`` called with
+    whether it was the first holder, both under :data:`PLAN_LOCK` (without it, two shards
+    starting at once could both find themselves first, and each write its own plan). A refusal
+    of ``agree`` lets go of the lock again."""
+    with _plan_lock(folder):
+        first = _unheld(folder / LOCK_FILE)
+        handle = _locked(folder / LOCK_FILE, True)
+        try:
+            agree(first)
+        except BaseException:
+            _release(folder / LOCK_FILE, handle)
+            raise
+    return handle
+
+
+@contextmanager
+def _plan_lock(folder: Path) -> Iterator[None]:
+    """:data:`PLAN_LOCK` held exclusive for the block, waited for (its holders hold it for a
+    moment), and removed at its end, still held (a run waiting on it then finds it gone and
+    opens it again), so that a shard refused leaves no file; one removed between its opening
+    and its locking is opened again."""
+    path = folder / PLAN_LOCK
+    while True:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+")
+        except OSError as exc:
+            raise CovsegError(f"{folder}: cannot write to it ({exc.strerror or exc}); "
+                              "pick a writable --out") from None
+        with handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            if _is_current(path, handle):
+                try:
+                    yield
+                finally:
+                    path.unlink(missing_ok=True)
+                return
+
+
+def _unheld(path: Path) -> bool:
+    """Whether no run holds the lock file ``path`` (a missing one: none)."""
+    try:
+        handle = path.open("r")
+    except OSError:
+        return True
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+
+def _drop_plan(folder: Path) -> None:
+    """Remove the shards' plan (and a :data:`PLAN_LOCK` a shard killed while starting left), by
+    a run holding ``folder``'s lock alone; left where a shard starting holds :data:`PLAN_LOCK`
+    (it finds this run's lock held, and is refused)."""
+    path = folder / PLAN_LOCK
+    try:
+        handle = path.open("r")
+    except OSError:
+        (folder / SHARD_PLAN).unlink(missing_ok=True)
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        if _is_current(path, handle):
+            (folder / SHARD_PLAN).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
+
+
 def _release(path: Path, handle: IO[str]) -> None:
     """Let go of ``path``'s lock, held through ``handle``: the file is removed first where we
     hold it alone, exclusive (a run that opened it meanwhile then sees it gone and opens it
-    again); a shard that other shards hold it beside leaves it to them. (A shard's failed
+    again), the shards' plan with it; a shard that other shards hold it beside leaves them to
+    them. (A shard's failed
     taking of it exclusive drops its shared lock: it is letting go anyway.)"""
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         pass
     else:
+        _drop_plan(path.parent)
         path.unlink(missing_ok=True)
     handle.close()
 
@@ -111,6 +206,7 @@ def drop_unheld_lock(folder: Path) -> None:
     that a folder holding nothing else can be removed."""
     with suppress(CovsegError), _probed(folder) as handle:  # held: a run is writing there
         if handle is not None:
+            _drop_plan(folder)
             (folder / LOCK_FILE).unlink(missing_ok=True)
 
 
