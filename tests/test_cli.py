@@ -433,7 +433,7 @@ def test_demo_api_runs_small_and_again_from_its_finished_folds(tmp_path: Path) -
     cv = tmp_path / "demo" / "cv"
     with pytest.raises(CovsegError, match=rf"^{re.escape(str(cv / 'fold_0'))} \(and fold_1, "
                        r"fold_2\): finished with other settings or data \(epochs: 1 -> 2\); "
-                       rf"run the demo into a new --out, or delete {re.escape(str(cv))} to "
+                       rf"run the demo into a new out, or delete {re.escape(str(cv))} to "
                        r"start over$"):
         api.demo(tmp_path / "demo", folds=3, epochs=2)  # said "cross-validate into a new --out"
     shutil.rmtree(cv / "fold_0")  # as the error said ("delete the fold"): fold_0 was retrained,

@@ -121,7 +121,7 @@ def test_folds_larger_than_every_node_are_refused(local_ray: Any, tmp_path: Path
 
 @pytest.mark.parametrize(("options", "fragment"), [
     ({"fold": 0, "ray": "local"}, "give one of them"),
-    ({"cpus_per_fold": 2}, "give --ray too"),
+    ({"cpus_per_fold": 2}, "give ray too"),
     ({"ray": "local", "cpus_per_fold": 0}, "at least 1"),
     ({"ray": " "}, "empty"),
 ])
@@ -164,8 +164,8 @@ def test_a_cross_validation_already_there_is_refused_before_ray_is_joined(
     monkeypatch.setattr("covseg.api.joined", lambda *_: pytest.fail("Ray was joined"))
     monkeypatch.setattr("covseg.api._load", lambda *_: pytest.fail("data were read"))
     with pytest.raises(CovsegError, match=r"^.*/cv already holds a cross-validation \(fold_0\); "
-                                          r"pass --resume to reuse and continue it, or pick a new "
-                                          r"--out$"):
+                                          r"pass resume=True to reuse and continue it, or pick "
+                                          r"a new out$"):
         api.cross_validate("synthetic:1", tmp_path / "cv", ray="local", **RECIPE)
 
 

@@ -435,7 +435,7 @@ def test_compare_two_models_on_the_same_folds(tmp_path: Path, synthetic_folder: 
     assert "'epochs': 1" in recipe and "'size': 64" in recipe and "'batch_size': 4" in recipe
     with pytest.raises(CovsegError, match=re.escape(  # said "cross-validate into a new --out"
             f"{tmp_path / 'unet_width-4' / 'fold_0'} (and fold_1): finished with other settings "
-            f"or data (epochs: 1 -> 2); compare into a new --out, or delete "
+            f"or data (epochs: 1 -> 2); compare into a new out, or delete "
             f"{tmp_path / 'unet_width-4'} to start over")):
         api.compare(synthetic_folder, ["unet:width=4", "miniseg"], tmp_path, folds=2, epochs=2,
                     size=64, batch_size=4, resume=True)
@@ -773,7 +773,7 @@ def test_a_comparison_stopped_midway_is_refused_without_resume_before_data(
     save_checkpoint(fold / "last.pt", nn.Conv2d(1, 2, 1), {"model": "unet"})
     monkeypatch.setattr("covseg.api._load", lambda *_: pytest.fail("data were read"))
     with pytest.raises(CovsegError, match=re.escape(
-            f"{tmp_path / 'cmp'} already holds a model comparison (unet); pass --resume")):
+            f"{tmp_path / 'cmp'} already holds a model comparison (unet); pass resume=True")):
         api.compare("synthetic", ["unet", "miniseg"], tmp_path / "cmp", epochs=1)
     compare.check_compare_folder(tmp_path / "cmp", ["unet", "miniseg"], resume=True)
 

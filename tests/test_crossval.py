@@ -110,7 +110,7 @@ def test_finished_folds_are_reused_only_on_the_data_they_were_made_from(
     other = replace(data, samples=[replace(s, mask=np.zeros_like(s.mask)) for s in data.samples])
     with pytest.raises(CovsegError, match=r"fold_0 \(and fold_1\): finished with other settings "
                                           r"or data \(its data .*\); cross-validate into a new "
-                                          r"--out, or delete .*cv to start over$"):
+                                          r"out, or delete .*cv to start over$"):
         api.cross_validate(other, tmp_path / "cv", resume=True, **tiny)
 
     def no_training(*args: object, **kwargs: object) -> None:
@@ -374,7 +374,7 @@ def test_folds_run_alone_then_the_summary_in_the_same_folder(
         pytest.fail("a finished fold was trained again")
 
     monkeypatch.setattr(crossval, "train", no_training)
-    advice = "; pass --resume to reuse and continue it, or pick a new --out$"
+    advice = "; pass resume=True to reuse and continue it, or pick a new out$"
     for fold in (0, 1):
         with pytest.raises(CovsegError, match=re.escape(
                 f"{out / f'fold_{fold}'} already holds fold {fold} of a cross-validation "
@@ -382,11 +382,12 @@ def test_folds_run_alone_then_the_summary_in_the_same_folder(
             api.cross_validate(data, out, fold=fold, **tiny)
         reused = api.cross_validate(data, out, fold=fold, resume=True, **tiny)
         assert reused["summary"]["dice"] == folds[fold]["summary"]["dice"]
-    held = re.escape(f"{out} already holds a cross-validation (fold_0, fold_1)") + advice
-    with pytest.raises(CovsegError, match=held):
+    held = re.escape(f"{out} already holds a cross-validation (fold_0, fold_1)")
+    with pytest.raises(CovsegError, match=held + advice):
         api.cross_validate(data, out, **tiny)
-    with pytest.raises(CovsegError, match=held):  # compare's and the demo's way in
-        crossval.cross_validate(TrainConfig(), data, out, 2)
+    with pytest.raises(CovsegError, match=held + "; pass --resume to reuse and continue it, "
+                                          "or pick a new --out$"):  # compare's and the demo's
+        crossval.cross_validate(TrainConfig(), data, out, 2)  # way in, under their command
     assert not (out / "summary.json").exists()
     summary = api.cross_validate(data, out, resume=True, **tiny)
     assert len(summary["per_fold"]) == 2
@@ -416,7 +417,7 @@ def test_a_fold_starts_beside_another_fold_midway_in_the_same_folder(
     assert (out / "fold_0" / "fold_metrics.json").is_file()
     with pytest.raises(CovsegError, match=re.escape(
             f"{midway} already holds fold 1 of a cross-validation (stopped midway); pass "
-            "--resume")):
+            "resume=True")):
         api.cross_validate(data, out, fold=1, **tiny)
     assert not (midway / "fold_metrics.json").exists()
     assert api.cross_validate(data, out, fold=1, resume=True, **tiny)["test_cases"] > 0
@@ -534,14 +535,14 @@ def test_a_fold_stopped_midway_and_resumed_with_another_folds_names_the_split(
     assert record["folds"] == 2
     with pytest.raises(CovsegError, match="^" + re.escape(
             f"{fold}: stopped midway on another split of the data (2 folds then, 3 now); resume "
-            f"with --folds 2, or cross-validate into a new --out than {out}") + "$"):
+            f"with folds=2, or cross-validate into a new out than {out}") + "$"):
         api.cross_validate(data, out, fold=0, resume=True, **{**TINY_FOLDS, "folds": 3})
     del record["folds"]  # as covseg wrote it before it kept the count
     (fold / "config.json").write_text(json.dumps(record))
     with pytest.raises(CovsegError, match="^" + re.escape(
             f"{fold}: stopped midway on another split of the data (its training slices differ: "
-            "another --folds, --seed or data set); resume with the options it was started "
-            f"with, or cross-validate into a new --out than {out}") + "$"):
+            "another folds, seed or data set); resume with the options it was started "
+            f"with, or cross-validate into a new out than {out}") + "$"):
         api.cross_validate(data, out, resume=True, **{**TINY_FOLDS, "folds": 3})
     assert api.cross_validate(data, out, fold=0, resume=True, **TINY_FOLDS)["fold"] == 0
 
@@ -601,7 +602,7 @@ def test_where_only_some_folds_are_stale_the_refusal_names_those_folds_to_delete
     api.cross_validate(data, out, fold=1, epochs=2, **tiny)
     stale = out / "fold_1"
     told = re.escape(f"{stale}: finished with other settings or data (epochs: 2 -> 1); "
-                     f"cross-validate into a new --out, or delete {stale} to train it again "
+                     f"cross-validate into a new out, or delete {stale} to train it again "
                      "with these settings") + "$"
     with pytest.raises(CovsegError, match=told):
         api.cross_validate(data, out, resume=True, epochs=1, **tiny)

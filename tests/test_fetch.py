@@ -306,6 +306,10 @@ def test_a_file_given_as_to_is_named_as_the_option(tmp_path: Path,
         f"covseg: error: {tmp_path / 'afile'}: a file is in the way of the output folder "
         f"{tmp_path / 'afile' / 'sub'}; pick another --to\n")
     assert captured.out == "" and (tmp_path / "afile").read_text() == "x"
+    with pytest.raises(CovsegError) as raised:  # the API names its keyword, not the CLI's flag
+        covseg.fetch_data("medseg", tmp_path / "afile")
+    assert str(raised.value) == (f"{tmp_path / 'afile'}: a file is in the way (the output is a "
+                                 "folder); pick another to")
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
@@ -314,7 +318,8 @@ def test_a_to_that_cannot_be_made_says_so(capsys: pytest.CaptureFixture[str]) ->
     assert main(["data", "fetch", "medseg", "--to", "/proc/covseg_f"]) == 2
     assert capsys.readouterr().err == ("covseg: error: /proc/covseg_f: the folder cannot be made "
                                        "(No such file or directory); pick a writable --to\n")
-    with pytest.raises(CovsegError, match="^/proc/covseg_f: the folder cannot be made"):
+    with pytest.raises(CovsegError, match=r"^/proc/covseg_f: the folder cannot be made \(No such "
+                                          r"file or directory\); pick a writable to$"):
         covseg.fetch_data("medseg", "/proc/covseg_f")
 
 

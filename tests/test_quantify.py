@@ -30,6 +30,7 @@ from covseg.io.nifti import read_nifti
 from covseg.io.volume import write_mask_like
 from covseg.lungs import LESION_DEPTH_MM
 from covseg.quantify import (
+    StudiesFailed,
     Study,
     content_hash,
     ct_category,
@@ -911,6 +912,25 @@ def test_a_mask_given_as_the_ct_fails_its_study(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
     result = quantify_study(good, tmp_path / "ok", image=ct)
     assert result["study"]["lesion_ml"] == pytest.approx(lesion_ml)
+
+
+def test_a_mask_given_as_the_ct_names_the_keyword_or_the_flag(tmp_path: Path) -> None:
+    """The refusal said "give the CT as --image" to covseg.quantify(image=...) too: the API
+    names its keyword, the command line its flag."""
+    from covseg import api
+    from covseg.cli import main
+
+    _, good, _ = synthetic_study(tmp_path / "in", "good")
+    shutil.copy(good, tmp_path / "good.nii.gz")
+    told = "; give the CT as {} and the lesion mask as MASK"
+    with pytest.raises(StudiesFailed, match="1 of 1 studies could not be quantified"):
+        api.quantify(good, tmp_path / "api", image=tmp_path / "good.nii.gz")
+    error = read_rows(tmp_path / "api" / "summary.csv")[0]["error"]
+    assert error.endswith(told.format("image")), error
+    assert main(["quantify", str(good), "--out", str(tmp_path / "cli"), "--image",
+                 str(tmp_path / "good.nii.gz")]) == 1
+    error = read_rows(tmp_path / "cli" / "summary.csv")[0]["error"]
+    assert error.endswith(told.format("--image")), error
 
 
 def test_quantify_of_a_folder_of_2d_masks_is_refused_up_front(tmp_path: Path) -> None:

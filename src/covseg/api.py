@@ -440,14 +440,15 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
         check_kind("fold", fold, [int])
         check_fold_index(fold, folds)  # before the data are read
         if ray is not None:
-            raise CovsegError("--fold runs one fold here and --ray runs every fold on Ray; "
-                              "give one of them")
+            raise CovsegError(f"{option_name('fold')} runs one fold here and "
+                              f"{option_name('ray')} runs every fold on Ray; give one of them")
     check_cv_folder(out, resume, fold)  # before Ray is joined or the data are read
     if fold is not None:
         return cross_validate_fold(recipe, _load(data, recipe), out, folds, fold, resume)
     if ray is None:
         if cpus_per_fold is not None:
-            raise CovsegError("--cpus-per-fold sizes the Ray tasks of --ray; give --ray too")
+            raise CovsegError(f"{option_name('cpus_per_fold')} sizes the Ray tasks of "
+                              f"{option_name('ray')}; give {option_name('ray')} too")
         return _cross_validate(recipe, _load(data, recipe), out, folds, resume)
     check_cluster_options(ray, cpus_per_fold)
     started = time.perf_counter()

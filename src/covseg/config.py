@@ -32,7 +32,8 @@ def check_threshold(threshold: float) -> float:
     """A binary decision threshold, which must lie strictly between 0 and 1."""
     check_kind("threshold", threshold, [float])
     if not 0 < threshold < 1:
-        raise CovsegError(f"--threshold must lie strictly between 0 and 1, got {threshold}")
+        raise CovsegError(f"{_spelled('threshold')} must lie strictly between 0 and 1, got "
+                          f"{threshold}")
     return threshold
 
 
@@ -45,7 +46,7 @@ def check_batch_size(batch_size: int) -> None:
     """Refuse a ``--batch-size`` above :data:`MAX_BATCH_SIZE` in one line saying what to give
     (its lower bound is the caller's: 2 to train, 1 to predict)."""
     if batch_size > MAX_BATCH_SIZE:
-        raise CovsegError(f"--batch-size must be at most {MAX_BATCH_SIZE} slices, got "
+        raise CovsegError(f"{_spelled('batch_size')} must be at most {MAX_BATCH_SIZE} slices, got "
                           f"{batch_size}; give a smaller one (8, say)")
 
 
@@ -55,10 +56,12 @@ MAX_SEED = 2**32 - 1
 fold's or ensemble member's offset added too."""
 
 
-def check_seed(seed: Any, option: str = "--seed") -> int:
+def check_seed(seed: Any, option: str | None = None) -> int:
     """A seed: a whole number in 0..:data:`MAX_SEED`, else a one-line error naming ``option``
-    (numpy and torch raised tracebacks for -1 and 10**20)."""
-    check_kind(option.lstrip("-"), seed, [int])
+    (numpy and torch raised tracebacks for -1 and 10**20; by default the seed option as the
+    running command spells it)."""
+    option = _spelled("seed") if option is None else option
+    check_kind("seed", seed, [int], option)
     if seed < 0:
         raise CovsegError(f"{option} must be a non-negative integer, got {seed}")
     if seed > MAX_SEED:
@@ -66,12 +69,22 @@ def check_seed(seed: Any, option: str = "--seed") -> int:
     return seed
 
 
-def check_kind(name: str, value: Any, kinds: Sequence[type]) -> None:
+def check_kind(name: str, value: Any, kinds: Sequence[type], option: str | None = None) -> None:
     """``value`` is of one of ``kinds`` (int, float, bool, str), by the rules model options
-    follow (a bool is no number, a float option takes an int); else a one-line error."""
+    follow (a bool is no number, a float option takes an int); else a one-line error naming
+    ``option``, by default option ``name`` as the running command spells it (``--batch-size``
+    on the command line, ``batch_size`` from the API)."""
     if not any(is_a(value, kind) for kind in kinds):
         wanted = " or ".join(OPTION_TYPES[kind] for kind in kinds)
-        raise CovsegError(f"--{name.replace('_', '-')} must be {wanted}, got {value!r}")
+        raise CovsegError(f"{_spelled(name) if option is None else option} must be {wanted}, "
+                          f"got {value!r}")
+
+
+def _spelled(name: str) -> str:
+    """Option ``name`` as the running command spells it (:func:`covseg.provenance.option_name`)."""
+    from covseg.provenance import option_name  # it imports the layouts, which import this
+
+    return option_name(name)
 
 
 def python_numbers(value: Any) -> Any:

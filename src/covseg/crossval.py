@@ -30,7 +30,7 @@ from covseg.infer import Predictor
 from covseg.io.atomic import write_json, write_text
 from covseg.io.lock import refuse_if_held, writing_to
 from covseg.metrics import EMPTY_MASK_RULES, METRICS, STD_NOTE, sample_std, summarize
-from covseg.provenance import option_name, provenance
+from covseg.provenance import option_given, option_name, provenance
 from covseg.train import (
     CROSS_VALIDATION,
     DATA_FINGERPRINT,
@@ -57,8 +57,9 @@ def make_folds(data: LoadedData, folds: int | None, seed: int
     if data.folds:
         if folds is not None and folds != len(data.folds):
             raise CovsegError(f"{data.root} ships its own {len(data.folds)} folds (split files "
-                              f"train_new*.txt / valid_new*.txt), which cv uses; pass --folds "
-                              f"{len(data.folds)} or leave --folds out")
+                              f"train_new*.txt / valid_new*.txt), which cv uses; pass "
+                              f"{option_given('folds', len(data.folds))} or leave "
+                              f"{option_name('folds')} out")
         how = f"the data set's own {len(data.folds)} split files"
         note = split_files_note(data)
         return data.folds, f"{how} ({note})" if note else how
@@ -146,7 +147,8 @@ def _fold_changes(fold_dir: Path, config: TrainConfig, finished: dict[str, Any],
     trained = set(record["train_cases"]) | set(record["val_cases"])
     tested = {row["case_id"] for row in finished["per_case"]}
     if trained != set(train_cases) or tested != set(test_cases):
-        changed.append("its training or test slices (another --folds, --seed or data set)")
+        changed.append(f"its training or test slices (another {option_name('folds')}, "
+                       f"{option_name('seed')} or data set)")
     elif made_from_other_data(finished, data_fingerprint(data, [*train_cases, *test_cases])):
         changed.append("its data (other images or masks under the same slice names: another "
                        "data set, or files changed since)")
@@ -165,7 +167,8 @@ def _stale_folds_error(out: Path, stale: list[tuple[Path, list[str]]], verb: str
               f"{'them' if more else 'it'} again with these settings" if some else
               f"{out} to start over")
     return CovsegError(f"{first}{others}: finished with other settings or data "
-                       f"({'; '.join(changed)}); {verb} into a new --out, or delete {delete}")
+                       f"({'; '.join(changed)}); {verb} into a new {option_name('out')}, or "
+                       f"delete {delete}")
 
 
 def check_finished_folds(config: TrainConfig, data: LoadedData, out: Path,
@@ -281,12 +284,12 @@ def _refuse_midway_fold_of_another_split(fold_dir: Path, train_cases: list[str],
     if not holds_saved_run(fold_dir) or saved == set(train_cases):
         return
     then = record.get(FOLDS)
-    how = (f"{then} folds then, {folds} now); resume with --folds {then}"
+    how = (f"{then} folds then, {folds} now); resume with {option_given('folds', then)}"
            if then is not None and folds is not None and then != folds else
-           "its training slices differ: another --folds, --seed or data set); resume with the "
-           "options it was started with")
+           f"its training slices differ: another {option_name('folds')}, {option_name('seed')} "
+           "or data set); resume with the options it was started with")
     raise CovsegError(f"{fold_dir}: stopped midway on another split of the data ({how}, or "
-                      f"{verb} into a new --out than {fold_dir.parent}")
+                      f"{verb} into a new {option_name('out')} than {fold_dir.parent}")
 
 
 def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],

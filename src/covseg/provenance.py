@@ -65,10 +65,11 @@ def option_name(name: str) -> str:
 
 def option_given(name: str, value: object) -> str:
     """Option ``name`` given ``value``, as the running command spells it: ``--hu no`` on the
-    command line, ``hu="no"`` in a Python API call (a notebook user never typed a flag)."""
+    command line, ``hu="no"`` in a Python API call (a notebook user never typed a flag); a
+    switch given True is the bare flag on the command line (``--resume``, ``resume=True``)."""
     option = option_name(name)
     if option.startswith("--"):
-        return f"{option} {value}"
+        return option if value is True else f"{option} {value}"
     return f'{option}="{value}"' if isinstance(value, str) else f"{option}={value}"
 
 

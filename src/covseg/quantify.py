@@ -1084,7 +1084,8 @@ def _read_ct(path: Path, hu: str, like: Volume | None) -> Volume:
     """The CT given as --image, refused when it holds a label mask (a 0/1 mask given as the CT
     counted 0 mL of lung, exit 0): :func:`~covseg.io.image.refuse_label_mask`."""
     ct = read_volume(path, hu, like)
-    refuse_label_mask(ct.array, path, advice="give the CT as --image and the lesion mask as MASK")
+    refuse_label_mask(ct.array, path,
+                      advice=f"give the CT as {option_name('image')} and the lesion mask as MASK")
     return ct
 
 
@@ -1116,7 +1117,7 @@ def _refuse_a_ct(path: Path, array: np.ndarray, what: str, mask: str) -> None:
         reason = image_levels(array, np.unique(array))
         if reason:
             raise image_given_as_mask(path, reason, what=what,
-                                      advice=f"give the CT as --image and {mask}")
+                                      advice=f"give the CT as {option_name('image')} and {mask}")
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ from covseg.models import build_model, parameter_count
 from covseg.models.ensemble import member_names
 from covseg.models.registry import check_model
 from covseg.progress import progress_bar
-from covseg.provenance import current_command, invoked_as, provenance
+from covseg.provenance import current_command, invoked_as, option_given, option_name, provenance
 from covseg.stopping import Terminated, raise_if_stopped, stops_recorded
 from covseg.transforms import AUGMENTATIONS, LesionPaste, Letterbox, augmentation
 from covseg.viz import training_curves
@@ -74,8 +74,8 @@ def unresumed(folder: Path, what: str) -> CovsegError:
     """The refusal of ``folder`` already holding ``what`` (a run, a cross-validation's folds)
     without --resume: reusing or continuing earlier work is what --resume asks for, never done
     silently."""
-    return CovsegError(f"{folder} already holds {what}; pass --resume to reuse and continue it, "
-                       "or pick a new --out")
+    return CovsegError(f"{folder} already holds {what}; pass {option_given('resume', True)} to "
+                       f"reuse and continue it, or pick a new {option_name('out')}")
 
 
 def canvas_items(samples: Sequence[Sample], size: int,

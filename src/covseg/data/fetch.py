@@ -58,6 +58,7 @@ from covseg.errors import CovsegError
 from covseg.io.atomic import output_folder
 from covseg.io.nifti import NIFTI_ERRORS
 from covseg.progress import progress_bar
+from covseg.provenance import option_name
 
 CHUNK = 1 << 20
 HEAD = 1024
@@ -151,7 +152,7 @@ def fetch(name: str, to_dir: str | os.PathLike[str], *,
     if name not in table:
         raise CovsegError(f"unknown data set {name!r}; choose one of {', '.join(sorted(table))}")
     source = table[name]
-    to_dir = output_folder(to_dir, "--to")
+    to_dir = output_folder(to_dir, option_name("to"))
     if source.manual:
         raise CovsegError(source.manual.format(to=to_dir))
     paths = []
@@ -185,7 +186,7 @@ def _folder_kept_only_if_used(folder: Path) -> Iterator[None]:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # /proc/f said only "No such file or directory"
         raise CovsegError(f"{folder}: the folder cannot be made ({exc.strerror or exc}); pick "
-                          "a writable --to") from None
+                          f"a writable {option_name('to')}") from None
     try:
         yield
     except BaseException:

@@ -56,8 +56,10 @@ def refuse_inside(out: str | os.PathLike[str], folder: object, what: str, harm: 
     mistyped ``--out data/x`` put runs beside a data set's images and masks."""
     if (isinstance(folder, str | os.PathLike) and Path(folder).is_dir()
             and Path(out).resolve().is_relative_to(Path(folder).resolve())):
-        raise CovsegError(f"--out {out}: lies in the {what} {folder}, {harm}; "
-                          "pick an --out outside it")
+        from covseg.provenance import option_given, option_name  # see output_folder
+
+        raise CovsegError(f"{option_given('out', str(out))}: lies in the {what} {folder}, "
+                          f"{harm}; pick an {option_name('out')} outside it")
 
 
 @contextmanager
