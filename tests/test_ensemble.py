@@ -96,7 +96,7 @@ def test_train_ensemble_member_by_member(tmp_path: Path, synthetic_folder: Path)
     assert combined.shape == (1, 50, 70)
     np.testing.assert_allclose(combined, averaged, atol=1e-4)
 
-    with pytest.raises(CovsegError, match="--resume"):
+    with pytest.raises(CovsegError, match="pass resume=True"):
         api.train(synthetic_folder, out, epochs=2, size=64, model="unet,unet",
                   model_options={"width": 4})
     again = api.train(synthetic_folder, out, resume=True, epochs=2, size=64, batch_size=4,
