@@ -168,7 +168,8 @@ def told_scale_mismatch(array: np.ndarray, kind: str) -> str | None:
     if kind not in SCALE_NAMES or not array.size:
         return None
     high = 255.0 if kind == "uint8" else 1.0
-    outside = sum(_outside_count(part, 0.0, high) for part in array) / array.size
+    planes = array if array.ndim > 2 else (array,)  # a volume plane by plane, for memory
+    outside = sum(_outside_count(plane, 0.0, high) for plane in planes) / array.size
     if outside <= MAX_CLIPPED_SHARE[kind]:
         return None
     other = [k for k in SCALE_NAMES if k != kind]
