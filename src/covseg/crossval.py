@@ -356,9 +356,10 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
         rows = _split_fold(config, data, out, splits, k, resume, verb)
         seconds, epochs = _fold_training(out / f"fold_{k}")
         train_seconds += seconds
+        stats = summarize(rows)
         per_fold.append({"fold": k, "train_cases": len(train_cases), "test_cases": len(test_cases),
-                         "epochs": epochs, **_fold_means(rows, data),
-                         DEFINED: {key: stats["n"] for key, stats in summarize(rows).items()}})
+                         "epochs": epochs, **_fold_means(stats, data),
+                         DEFINED: {key: metric["n"] for key, metric in stats.items()}})
         all_rows.extend({"fold": k, **row} for row in rows)
     summary = _summary(config, data, how, per_fold, all_rows, time.perf_counter() - started,
                        train_seconds)
@@ -399,14 +400,14 @@ def empty_mask_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
             "empty_slices_predicted_lesion": sum(p and not t for t, p in zip(truth, predicted))}
 
 
-def _fold_means(rows: list[dict[str, Any]], data: LoadedData) -> dict[str, float]:
-    """A fold's mean of every metric; the report's metrics are NaN (undefined) in a fold that
-    tested no slices, so that the summary and the report never lack them (HD95 per unit where
-    ``data`` has both: :func:`hd95_by_unit`)."""
+def _fold_means(stats: dict[str, dict[str, float]], data: LoadedData) -> dict[str, float]:
+    """A fold's mean of every metric (``stats``: :func:`summarize` of its rows); the report's
+    metrics are NaN (undefined) in a fold that tested no slices, so that the summary and the
+    report never lack them (HD95 per unit where ``data`` has both: :func:`hd95_by_unit`)."""
     split = hd95_slices_by_unit(data)
     metrics = [m for m in REPORT_METRICS if not (split and m == "hd95")]
     return dict.fromkeys([*metrics, *(HD95_UNITS if split else ())], math.nan) | {
-        metric: stats["mean"] for metric, stats in summarize(rows).items()}
+        metric: metric_stats["mean"] for metric, metric_stats in stats.items()}
 
 
 def _fold_training(fold_dir: Path) -> tuple[float, int]:
