@@ -90,12 +90,7 @@ def _locked(path: Path, shared: bool) -> IO[str]:
     our pid written in it (a shard's added to the other shards'); the file, if it was removed
     or replaced between its opening and its locking, opened again."""
     while True:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644), "r+")
-        except OSError as exc:
-            raise CovsegError(f"{path.parent}: cannot write to it ({exc.strerror or exc}); "
-                              "pick a writable --out") from None
+        handle = _created(path)
         try:
             fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -109,6 +104,17 @@ def _locked(path: Path, shared: bool) -> IO[str]:
         handle.truncate(0)
     os.write(handle.fileno(), f"{os.getpid()}{' ' + SHARD if shared else ''}\n".encode())
     return handle
+
+
+def _created(path: Path) -> IO[str]:
+    """``path`` opened for appending (made if missing, with its folders), for a lock to be
+    taken on it; a folder that cannot be written to is refused in one line."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644), "r+")
+    except OSError as exc:
+        raise CovsegError(f"{path.parent}: cannot write to it ({exc.strerror or exc}); "
+                          "pick a writable --out") from None
 
 
 def _joined(folder: Path, agree: Callable[[bool], None]) -> IO[str]:
@@ -135,13 +141,7 @@ def _plan_lock(folder: Path) -> Iterator[None]:
     and its locking is opened again."""
     path = folder / PLAN_LOCK
     while True:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+")
-        except OSError as exc:
-            raise CovsegError(f"{folder}: cannot write to it ({exc.strerror or exc}); "
-                              "pick a writable --out") from None
-        with handle:
+        with _created(path) as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             if _is_current(path, handle):
                 try:
