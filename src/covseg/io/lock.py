@@ -123,7 +123,7 @@ def _joined(folder: Path, agree: Callable[[bool], None]) -> IO[str]:
     starting at once could both find themselves first, and each write its own plan). A refusal
     of ``agree`` lets go of the lock again."""
     with _plan_lock(folder):
-        first = _unheld(folder / LOCK_FILE)
+        first = _unheld(folder)
         handle = _locked(folder / LOCK_FILE, True)
         try:
             agree(first)
@@ -151,18 +151,14 @@ def _plan_lock(folder: Path) -> Iterator[None]:
                 return
 
 
-def _unheld(path: Path) -> bool:
-    """Whether no run holds the lock file ``path`` (a missing one: none)."""
+def _unheld(folder: Path) -> bool:
+    """Whether no run holds ``folder``'s lock file (a missing one: none), as :func:`_probed`
+    finds it."""
     try:
-        handle = path.open("r")
-    except OSError:
-        return True
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
+        with _probed(folder):
+            return True
+    except CovsegError:
+        return False
 
 
 def _drop_plan(folder: Path) -> None:
