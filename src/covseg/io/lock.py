@@ -90,12 +90,7 @@ def _locked(path: Path, shared: bool) -> IO[str]:
     our pid written in it (a shard's added to the other shards'); the file, if it was removed
     or replaced between its opening and its locking, opened again."""
     while True:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644), "r+")
-        except OSError as exc:
-            raise CovsegError(f"{path.parent}: cannot write to it ({exc.strerror or exc}); "
-                              "pick a writable --out") from None
+        handle = _created(path)
         try:
             fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -111,13 +106,24 @@ def _locked(path: Path, shared: bool) -> IO[str]:
     return handle
 
 
+def _created(path: Path) -> IO[str]:
+    """``path`` opened for appending (made if missing, with its folders), for a lock to be
+    taken on it; a folder that cannot be written to is refused in one line."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644), "r+")
+    except OSError as exc:
+        raise CovsegError(f"{path.parent}: cannot write to it ({exc.strerror or exc}); "
+                          "pick a writable --out") from None
+
+
 def _joined(folder: Path, agree: Callable[[bool], None]) -> IO[str]:
     """``folder``'s lock taken shared, as :func:`_locked` takes it, and ``agree`` called with
     whether it was the first holder, both under :data:`PLAN_LOCK` (without it, two shards
     starting at once could both find themselves first, and each write its own plan). A refusal
     of ``agree`` lets go of the lock again."""
     with _plan_lock(folder):
-        first = _unheld(folder / LOCK_FILE)
+        first = _unheld(folder)
         handle = _locked(folder / LOCK_FILE, True)
         try:
             agree(first)
@@ -135,13 +141,7 @@ def _plan_lock(folder: Path) -> Iterator[None]:
     and its locking is opened again."""
     path = folder / PLAN_LOCK
     while True:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+")
-        except OSError as exc:
-            raise CovsegError(f"{folder}: cannot write to it ({exc.strerror or exc}); "
-                              "pick a writable --out") from None
-        with handle:
+        with _created(path) as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             if _is_current(path, handle):
                 try:
@@ -151,18 +151,14 @@ def _plan_lock(folder: Path) -> Iterator[None]:
                 return
 
 
-def _unheld(path: Path) -> bool:
-    """Whether no run holds the lock file ``path`` (a missing one: none)."""
+def _unheld(folder: Path) -> bool:
+    """Whether no run holds ``folder``'s lock file (a missing one: none), as :func:`_probed`
+    finds it."""
     try:
-        handle = path.open("r")
-    except OSError:
-        return True
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
+        with _probed(folder):
+            return True
+    except CovsegError:
+        return False
 
 
 def _drop_plan(folder: Path) -> None:
