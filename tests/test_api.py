@@ -102,7 +102,7 @@ def test_tqdm_disable_silences_the_bar_of_predict(tmp_path: Path, tiny_run: Path
                                                  monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """covseg.predict's bar of 20 images and more was given ``disable=`` and so ignored
-    ``TQDM_DISABLE``, the README's way to silence covseg's bars."""
+    ``TQDM_DISABLE``, docs/python-api.md's way to silence covseg's bars."""
     images = tmp_path / "images"
     images.mkdir()
     for k in range(20):
@@ -807,8 +807,9 @@ API_OF_COMMAND = {"visualize": ["visualize"], "train": ["train"], "cv": ["cross_
 """The API functions of each subcommand; together they take its options."""
 
 CLI_ONLY = {"help", "onnx", "json", "model_option"}
-"""What the README says has no keyword: --onnx (``model`` takes .onnx files), --json (models()
-returns the data) and --model-option (the dict ``model_options``, as config.json records it)."""
+"""What docs/python-api.md says has no keyword: --onnx (``model`` takes .onnx files), --json
+(models() returns the data) and --model-option (the dict ``model_options``, as config.json
+records it)."""
 
 
 def _keywords(name: str) -> set[str]:
@@ -940,7 +941,7 @@ def test_a_dicom_folder_beside_picture_folders_is_predicted_without_failures(
 def test_segment_takes_a_bare_array_in_lps_order_and_a_direction_says_otherwise(
         tiny_run: Path) -> None:
     """An array has no orientation: segment takes it in DICOM's LPS order, which the docstring
-    and the README now say (the README called it "same" as the image it came from, a RAS
+    and docs/python-api.md now say (the README called it "same" as the image it came from, a RAS
     NIfTI whose array is mirrored in y and x against that); ``direction=`` gives the image's."""
     ct = sitk.ReadImage(str(shared("ct-samples", "example_ct_sm.nii.gz")))
     assert np.allclose(ct.GetDirection(), (-1, 0, 0, 0, -1, 0, 0, 0, 1))  # RAS storage

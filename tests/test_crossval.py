@@ -401,7 +401,7 @@ def test_folds_run_alone_then_the_summary_in_the_same_folder(
 
 def test_a_fold_starts_beside_another_fold_midway_in_the_same_folder(
         tmp_path: Path, synthetic_folder: Path) -> None:
-    """Folds run side by side into one --out (one process each, as the README says): fold 0
+    """Folds run side by side into one --out (one process each, as docs/commands.md says): fold 0
     started while fold 1 is midway (its folder holding its record and last epoch) is no reuse
     of anything and needs no --resume; fold 1 itself is continued only with it."""
     tiny = {"folds": 2, "epochs": 1, "size": 64, "batch_size": 4, "model": "unet",

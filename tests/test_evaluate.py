@@ -880,7 +880,7 @@ class _ShiftingPredictor:
 
 def test_cv_scores_a_volumes_slices_in_mm(tmp_path: Path) -> None:
     """cv and compare scored a volume's slices' HD95 in pixels (evaluate_samples passed no
-    spacing) while evaluate and the README give mm on NIfTI volumes; with 0.5 x 2.0 mm pixels a
+    spacing) while evaluate and docs/metrics.md give mm on NIfTI volumes; with 0.5 x 2.0 mm pixels a
     shift of two columns is 4 mm, not 2 px (nor 1 mm: rows and columns are told apart)."""
     from covseg.data import load_dataset
     from covseg.data.synthetic import synthetic_slices

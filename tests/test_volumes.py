@@ -1821,10 +1821,10 @@ def test_a_study_draws_its_slice_bar_only_in_a_terminal(tmp_path: Path, tiny_run
 
 def test_tqdm_disable_silences_every_covseg_bar(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """``TQDM_DISABLE=1`` (the README's way to silence covseg) turns off every bar, the study
-    bar's stages included, even when set after covseg (and tqdm) were imported, as a notebook
-    does: tqdm reads it once at import, and a bar given ``disable=`` ignored it (load_dataset's
-    bar of 20 files and more, training's epoch bar)."""
+    """``TQDM_DISABLE=1`` (docs/python-api.md's way to silence covseg) turns off every bar, the
+    study bar's stages included, even when set after covseg (and tqdm) were imported, as a
+    notebook does: tqdm reads it once at import, and a bar given ``disable=`` ignored it
+    (load_dataset's bar of 20 files and more, training's epoch bar)."""
     monkeypatch.setattr(progress, "SHOW_AFTER_S", 0.0)
     inputs = tmp_path / "in"
     inputs.mkdir()

@@ -452,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=None,
                    help="infection from this probability on (default: the run's, 0.4 for "
                         "covseg's recipe; higher calls less on healthy lungs and loses some "
-                        "Dice on infected ones, see the README's Limits)")
+                        "Dice on infected ones, see docs/limits.md)")
     cli_volumes.add_volume_predict_arguments(p)
     p.set_defaults(handler=cmd_predict)
 

@@ -602,11 +602,11 @@ def _stored_in_hu(image: sitk.Image, files: Sequence[str], headers: Sequence[Sli
 
 def _padding_as_air(image: sitk.Image, headers: Sequence[SliceHeader]) -> sitk.Image:
     """The image (in HU) with its padding pixels (:attr:`SliceHeader.padding`) set to air,
-    :data:`~covseg.transforms.AIR_HU`, as padding below air is read (README): neither GDCM nor
-    pydicom applies PixelPaddingValue, so unsigned padding 63536 with RescaleIntercept -1024 was
-    read as 62,512 HU, a bright ring whose air gap to the body became lung and lesion. A slice's
-    padding is found through its own Modality LUT; ``headers``: one per slice, or one for all
-    the frames of a multi-frame file."""
+    :data:`~covseg.transforms.AIR_HU`, as padding below air is read (docs/commands.md,
+    --window): neither GDCM nor pydicom applies PixelPaddingValue, so unsigned padding 63536
+    with RescaleIntercept -1024 was read as 62,512 HU, a bright ring whose air gap to the body
+    became lung and lesion. A slice's padding is found through its own Modality LUT;
+    ``headers``: one per slice, or one for all the frames of a multi-frame file."""
     if all(header.padding is None for header in headers):
         return image
     view = sitk.GetArrayViewFromImage(image)
