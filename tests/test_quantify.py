@@ -23,27 +23,17 @@ import pydicom
 import pytest
 from PIL import Image
 
+from covseg.batch import StudiesFailed, Study, find_studies, parse_shard, run_batch, select_shard
+from covseg.burden import ct_category, note_lesion_outside_lungs, quantify
 from covseg.errors import CovsegError
 from covseg.io.ct import read_volume
 from covseg.io.lock import LOCK_FILE, PLAN_LOCK, SHARD_PLAN, writing_to
 from covseg.io.nifti import read_nifti
 from covseg.io.volume import write_mask_like
 from covseg.lungs import LESION_DEPTH_MM
-from covseg.quantify import (
-    StudiesFailed,
-    Study,
-    content_hash,
-    ct_category,
-    find_studies,
-    note_lesion_outside_lungs,
-    parse_shard,
-    quantify,
-    quantify_batch,
-    quantify_study,
-    run_batch,
-    select_shard,
-    write_html,
-)
+from covseg.quantify import quantify_batch, quantify_study
+from covseg.records import content_hash
+from covseg.report import write_html
 from tests.conftest import (
     CONSOLIDATED_AFFINE,
     OVERCALLED_AFFINE,
@@ -602,7 +592,7 @@ def test_batch_goes_on_past_failures_skips_done_and_shards(tmp_path: Path) -> No
 WAITING_BATCH = """
 import json, sys, time
 from pathlib import Path
-from covseg.quantify import Study, run_batch
+from covseg.batch import Study, run_batch
 
 out, signals, name, index, count = Path(sys.argv[1]), Path(sys.argv[2]), *sys.argv[3:6]
 settings = json.loads(sys.argv[6]) if len(sys.argv) > 6 else None
@@ -1504,7 +1494,7 @@ def test_montage_draws_voxels_to_scale_and_says_when_the_file_has_no_orientation
 def test_montage_gives_each_class_the_colour_of_visualize() -> None:
     """The montage drew ground-glass yellow and consolidation red, visualize and predict's
     overlays the other way round: one class, one colour, in every figure."""
-    from covseg.quantify import LESION_COLOURS, _overlay
+    from covseg.report import LESION_COLOURS, _overlay
     from covseg.viz import overlay
 
     labels = np.array([[0, 1, 2, 3]], dtype=np.uint8)
@@ -1587,7 +1577,8 @@ def test_csv_percentages_never_reach_a_bound_the_study_has_not(
         percent: float, shown: str) -> None:
     """quantification.csv and summary.csv gave 24.999995 % to 6 significant digits, rounded
     to nearest: 25, beside CT-1 (whose rule puts 25 % in CT-2). They are rounded down."""
-    from covseg.quantify import CSV_FIELDS, SUMMARY_FIELDS, csv_text
+    from covseg.batch import SUMMARY_FIELDS
+    from covseg.report import CSV_FIELDS, csv_text
 
     row = {"study": "a", "percent_involved": percent, "right_percent_involved": percent,
            "left_percent_involved": percent, "lesion_ml": 24.999995}
@@ -1700,13 +1691,13 @@ def test_image_and_lung_folders_are_searched_once_per_call(tmp_path: Path,
     for name in ("a", "b", "c"):
         synthetic_study(tmp_path / "in", name)
     searched: list[Path] = []
-    discover = module._discover
+    discover = module.discover_studies
 
     def counting(inputs: list[Path], *args: object) -> object:
         searched.extend(map(Path, inputs))
         return discover(inputs, *args)
 
-    monkeypatch.setattr(module, "_discover", counting)
+    monkeypatch.setattr(module, "discover_studies", counting)
     result = quantify_batch([tmp_path / "in" / "masks"], tmp_path / "out", image=tmp_path / "in")
     assert (result.done, result.failed) == (3, 0)
     assert searched.count(tmp_path / "in") == 1
@@ -1731,7 +1722,7 @@ def test_a_one_slice_montage_shows_its_whole_title_and_legend(
         tmp_path: Path, saved_figures: list) -> None:
     """A one-slice study got a 3.2-inch (320 px) montage: a long study name lost both ends of
     its title and the legend showed "consolidation | effusion | right lun..."."""
-    from covseg.quantify import write_montage
+    from covseg.report import write_montage
 
     labels = np.zeros((1, 40, 50), dtype=np.int16)
     labels[0, 5:15, 5:15], labels[0, 20:30, 5:15], labels[0, 5:15, 30:40] = 1, 2, 3
@@ -1757,7 +1748,7 @@ def test_montage_legend_names_only_what_its_slices_show(tmp_path: Path,
                                                         saved_figures: list) -> None:
     """The legend listed "lesion" over an empty mask, and both lungs over slices showing
     neither."""
-    from covseg.quantify import write_montage
+    from covseg.report import write_montage
 
     lesions = np.zeros((8, 30, 30), dtype=np.int16)
     nib.save(nib.Nifti1Image(lesions.T, np.diag([-1.0, -1.0, 2.0, 1.0])),
@@ -1782,7 +1773,7 @@ def test_montage_title_clears_the_top_slices_titles(tmp_path: Path, saved_figure
     right on the image left)" ran into the top-middle slice's "slice 3, 132.5 mL"."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from covseg.quantify import write_montage
+    from covseg.report import write_montage
 
     labels = np.zeros((6, 512, 512), dtype=np.int16)
     for k in range(6):
