@@ -25,10 +25,10 @@ from PIL import Image
 
 import covseg
 from covseg import api
+from covseg.batch import BatchResult, StudiesFailed
 from covseg.cli import build_parser, main
 from covseg.errors import CovsegError
 from covseg.infer import Predictor
-from covseg.quantify import BatchResult, StudiesFailed
 from tests.conftest import NEEDS_ONNX, held_by_another_thread, shared
 from tests.test_io_volume import edited_series, needs_ct
 from tests.test_quantify import synthetic_study

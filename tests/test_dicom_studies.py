@@ -17,15 +17,16 @@ import pytest
 from pydicom.dataset import FileDataset
 from pydicom.fileset import FileSet
 
+from covseg.batch import find_studies
 from covseg.errors import CovsegError
 from covseg.io.ct import read_volume
 from covseg.io.volume import Volume, write_mask_like
-from covseg.quantify import find_studies, quantify_study
+from covseg.quantify import quantify_study
 from covseg.volumes import predict_study
 from tests.test_io_volume import enhanced_ct, phantom, synthetic_meta, synthetic_series
 from tests.test_volumes import BandPredictor
 
-quantify_module = importlib.import_module("covseg.quantify")  # covseg.quantify: the function
+report_module = importlib.import_module("covseg.report")
 
 
 def retagged(paths: list[Path], **tags: object) -> list[Path]:
@@ -216,13 +217,13 @@ def test_quantify_names_a_dicom_cts_slices_as_predict_does(
     lesions[2, 10:14, 8:12] = 1
     mask = write_mask_like(ct, lesions, tmp_path / "x_mask.nii.gz")
     names: list[list[str]] = []
-    original = quantify_module.write_montage
+    original = report_module.write_montage
 
     def titled(path: Path, labels: np.ndarray, grid: Volume, **kwargs: object) -> Path:
         names.append([grid.slice_name(k) for k in range(labels.shape[0])])
         return original(path, labels, grid, **kwargs)
 
-    monkeypatch.setattr(quantify_module, "write_montage", titled)
+    monkeypatch.setattr(report_module, "write_montage", titled)
     quantify_study(mask, tmp_path / "q", image=tmp_path / "series")
     assert names == [[f"image {10 + k} (slice {k})" for k in range(depth)]]
 

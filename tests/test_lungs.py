@@ -352,7 +352,7 @@ def test_real_chest_dicom_slices(tmp_path: Path) -> None:
 def test_a_gas_pocket_below_the_lungs_is_no_lung() -> None:
     """The abdominal slices of the nnU-Net sample hold a 3.5 mL bowel-gas pocket, which was
     taken for a left lung: the lesions called beside it made the study 100 % involved, CT-4."""
-    from covseg.quantify import hounsfield
+    from covseg.io.volume import hounsfield
 
     sample = read_volume(CT)
     hu = hounsfield(sample)

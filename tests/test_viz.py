@@ -57,7 +57,7 @@ def test_legend_names_only_the_labels_present() -> None:
 
 def test_grid_and_ct_legends_name_effusion_alike() -> None:
     """The grid's legend said "pleural effusion", the CT montage's "effusion"."""
-    from covseg.quantify import LESION_NAMES
+    from covseg.burden import LESION_NAMES
 
     assert {label: CLASS_NAMES[label] for label in LESION_NAMES} == LESION_NAMES
     assert LESION_NAMES[3] == "effusion"

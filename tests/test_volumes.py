@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from covseg import cli_volumes, progress
 from covseg.api import VOLUMES, input_kind, segment
+from covseg.batch import INFECTION_NII, LUNGS_NII
 from covseg.cascade import LungGuide
 from covseg.cli import build_parser
 from covseg.data import layouts
@@ -38,7 +39,7 @@ from covseg.io.nifti import read_nifti
 from covseg.io.volume import Volume, hounsfield
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM, lesions_in_lungs, segment_lungs, split_lungs
 from covseg.progress import reporting
-from covseg.quantify import INFECTION_NII, LUNGS_NII, quantify_batch, quantify_study
+from covseg.quantify import quantify_batch, quantify_study
 from covseg.transforms import LUNG_WINDOW, normalize_intensity
 from covseg.volumes import predict_batch, predict_labels, predict_study
 from tests.conftest import (

@@ -18,6 +18,7 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
+from covseg.batch import BatchResult, all_done, check_shard, parse_shard
 from covseg.cascade import require_lung_model
 from covseg.cluster import (
     check_cluster_options,
@@ -79,19 +80,14 @@ from covseg.models.profile import model_table
 from covseg.models.registry import is_a
 from covseg.progress import progress_bar
 from covseg.provenance import api_command, invoked_as, option_given, option_name, provenance
-from covseg.quantify import (
+from covseg.quantify import multiclass_for, quantify_batch
+from covseg.records import (
     CHECKPOINT_SHA256,
     LUNG_GUIDE_SHA256,
     MODEL_SHA256,
     PENDING,
     PREDICT_RECORD,
-    BatchResult,
-    all_done,
     changed_settings,
-    check_shard,
-    multiclass_for,
-    parse_shard,
-    quantify_batch,
     read_record,
     recorded_path,
     weights_sha256,
@@ -744,7 +740,7 @@ def predict_volumes(model: str | os.PathLike[str] | Predictor,
     ``probabilities``, ``keep_outside_lungs``, ``hu``, ``html``, ``lung_margin_mm``; ``shard``
     as ``--shard``: ``"I/N"`` or ``(I, N)``. 2D images are refused: :func:`predict` takes them.
     A study that fails is listed in the summary CSV and the others are predicted; a
-    :class:`~covseg.quantify.StudiesFailed` (a :class:`CovsegError` whose ``result`` is the
+    :class:`~covseg.batch.StudiesFailed` (a :class:`CovsegError` whose ``result`` is the
     batch's) then says how many failed, as :func:`predict` does.
 
     Returns the batch's counts (done, skipped, failed: 0) and the path of its summary CSV.
@@ -916,7 +912,7 @@ def quantify(masks: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     quantify`` (its options by the same names: ``classes`` is ``auto``, ``binary`` or
     ``multiclass``, ``shard`` ``"I/N"`` or ``(I, N)``); one mask or folder may be given alone.
     A study that fails is listed in the summary CSV and the others are quantified; a
-    :class:`~covseg.quantify.StudiesFailed` (a :class:`CovsegError` whose ``result`` is the
+    :class:`~covseg.batch.StudiesFailed` (a :class:`CovsegError` whose ``result`` is the
     batch's) then says how many failed, as :func:`predict` does.
 
     Returns the batch's counts (done, skipped, failed: 0) and the path of its summary CSV.

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from covseg import api
+from covseg.batch import BatchResult, StudiesFailed, parse_shard
 from covseg.data.fetch import DATASETS, notice
 from covseg.errors import CovsegError, them
 from covseg.io.atomic import output_folder
 from covseg.io.volume import HU_MODES
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM, LESION_DEPTH_MM
-from covseg.quantify import CLASSES, BatchResult, StudiesFailed, parse_shard
+from covseg.quantify import CLASSES
 from covseg.volumes import VOLUME_DEFAULTS, SlicePredictor, predict_batch, volume_options_given
 
 

@@ -33,6 +33,26 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from covseg.batch import (
+    INFECTION_NII,
+    LUNGS_NII,
+    PROBABILITIES_NII,
+    BatchResult,
+    Study,
+    find_studies,
+    run_batch,
+    select_shard,
+    study_name,
+    warn_earlier_lung_rule,
+)
+from covseg.burden import (
+    EFFUSION,
+    LESION_NAMES,
+    lesion_voxels,
+    note_grown_lungs,
+    note_lesion_outside_lungs,
+    quantify,
+)
 from covseg.cascade import THRESHOLD
 from covseg.config import check_batch_size, check_kind
 from covseg.errors import CovsegError
@@ -48,37 +68,21 @@ from covseg.lungs import (
 )
 from covseg.progress import slice_bar, stage
 from covseg.provenance import option_given, option_name
-from covseg.quantify import (
+from covseg.records import (
     CHECKPOINT_SHA256,
-    EFFUSION,
-    INFECTION_NII,
     INPUT_SHA256,
-    LESION_NAMES,
     LUNG_CHECKPOINT_SHA256,
     LUNG_GUIDE_SHA256,
     LUNG_MODEL_SETTINGS,
     LUNG_MODEL_SHA256,
-    LUNGS_NII,
     MODEL_SHA256,
     OUTPUT_SHA256,
-    PROBABILITIES_NII,
     SETTINGS,
-    BatchResult,
-    Study,
     content_hash,
-    find_studies,
     input_hashes,
-    lesion_voxels,
-    note_grown_lungs,
-    note_lesion_outside_lungs,
-    quantify,
     recorded_path,
-    run_batch,
-    select_shard,
-    study_name,
-    warn_earlier_lung_rule,
-    write_report,
 )
+from covseg.report import write_report
 from covseg.transforms import grey_told_hu, scale_intensity
 
 log = logging.getLogger(__name__)

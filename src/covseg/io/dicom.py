@@ -54,6 +54,16 @@ def is_dicom_file(path: Path) -> bool:
     return _unsuffixed(path) and _parses_as_dicom(path)
 
 
+def dicom_files(folder: Path) -> Iterator[Path]:
+    """The DICOM files under ``folder``, sub-folders included (as ``read_dicom_folder`` searches
+    it), in no particular order."""
+    for directory, _, names in os.walk(folder):
+        for name in names:
+            path = Path(directory, name)
+            if path.is_file() and is_dicom_file(path):
+                yield path
+
+
 def _unsuffixed(path: Path) -> bool:
     """Whether a file name has no suffix to say its format: none, or a UID's last number."""
     return path.suffix == "" or path.suffix[1:].isdigit()

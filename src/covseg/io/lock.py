@@ -38,7 +38,7 @@ LOCK_FILE = ".covseg.lock"
 
 SHARD_PLAN = ".covseg.shards.json"
 """The plan the ``--shard`` runs writing to a folder share: written by the first, checked by the
-others (:func:`covseg.quantify.run_batch` says what it holds)."""
+others (:func:`covseg.batch.run_batch` says what it holds)."""
 
 PLAN_LOCK = ".covseg.shards.lock"
 """Held exclusive for a moment by a shard taking the lock and writing or checking the plan."""

@@ -1,0 +1,142 @@
+"""Run records: the JSON files covseg writes beside its outputs (a study's quantification.json,
+2D predict's predict.json), their keys, and the SHA-256 of the inputs and models they hold,
+read back and compared on reruns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from covseg.io.ct import folder_niftis
+from covseg.io.dicom import dicom_files
+
+RESULT_JSON = "quantification.json"
+SETTINGS = "settings"
+"""Key of quantification.json holding the settings that shaped the study's results."""
+REPORT_SETTING = "html"
+"""The one recorded setting not compared on reruns: a done study gains its HTML report from its
+record (:func:`~covseg.report.add_report`), as nothing else in it depends on the report."""
+PREDICT_RECORD = "predict.json"
+PENDING = "pending"
+"""predict.json's images of a 2D call not finished yet (stopped, or still running): their masks
+may be there or not, so evaluate scores none of them as missing, but they are the folder's
+model's as much as its ``inputs``."""
+"""Written beside 2D predictions: the model, its settings and the inputs, to reproduce them;
+its folder is covseg's output."""
+INPUT_SHA256 = "sha256"
+"""Key of a record's inputs holding the SHA-256 of each input (compared on reruns)."""
+HASHED_INPUTS = ("mask", "lungs", "image")
+"""The inputs of a study record whose content is hashed (predict records only an image)."""
+OUTPUT_SHA256 = "output_sha256"
+"""Key of a predict record holding the SHA-256 of the masks it wrote (its infection.nii.gz as
+"mask", lungs.nii.gz as "lungs"): quantify of its folder takes the record's lung growth only
+while both are unchanged."""
+MODEL_SHA256 = "model_sha256"
+LUNG_MODEL_SHA256 = "lung_model_sha256"
+LUNG_GUIDE_SHA256 = "lung_guide_sha256"
+"""Settings of a predict batch: the SHA-256 of the model files (the infection model, the
+``--lung-model`` and the lung run a cascade model takes its lung channel from), compared on
+reruns."""
+CHECKPOINT_SHA256 = "checkpoint_sha256"
+LUNG_CHECKPOINT_SHA256 = "lung_checkpoint_sha256"
+"""The SHA-256 of the checkpoint whose weights predict (the infection model's, the
+``--lung-model``'s): its own file's (``model_sha256``) for a run or ``.pt``, the one an ONNX
+export records (None for exports that record none)."""
+LUNG_MODEL_SETTINGS = ("lung_threshold", "lung_tta", "lung_test_flips")
+"""Settings of a predict batch: how its ``--lung-model`` made the lungs (None without one);
+records made before they were recorded are not compared on them."""
+MODEL_FILES = (("model", MODEL_SHA256), ("lung_model", LUNG_MODEL_SHA256),
+               ("lung_guide", LUNG_GUIDE_SHA256))
+"""Each model setting of a predict batch and the key of its file's SHA-256."""
+MODEL_CHECKPOINTS = ((("model", MODEL_SHA256), CHECKPOINT_SHA256),
+                     (("lung_model", LUNG_MODEL_SHA256), LUNG_CHECKPOINT_SHA256))
+"""Each model setting whose weights a predict batch records (:data:`MODEL_FILES`'s pair) and
+the key of its checkpoint's SHA-256: a run and its own ONNX export are one model."""
+
+
+def recorded_path(path: str | os.PathLike[str]) -> str:
+    """An input's path as a record holds it: absolute, its folders resolved, so that one file
+    given from two working folders (``in2d/x.png``, ``e/../in2d/x.png``) or through a linked
+    folder is recorded once, and its own name kept as given: a file linked into a content store
+    (git-annex, DVC) would be recorded by the store's name, while its mask or study is named
+    after the link (:func:`~covseg.batch.study_name`, ``output_name``)."""
+    absolute = Path(path).absolute()
+    if absolute.name in ("", ".."):
+        return str(absolute.resolve())
+    return str(absolute.parent.resolve() / absolute.name)
+
+
+def weights_sha256(record: dict[str, Any], checkpoint: str = CHECKPOINT_SHA256,
+                   file_sha256: str = MODEL_SHA256) -> Any:
+    """A record's ``checkpoint`` SHA-256; that of its file (``file_sha256``) for PyTorch records
+    (2D predict's, which say their runtime) from before it."""
+    if checkpoint in record or record.get("runtime") != "pytorch":
+        return record.get(checkpoint)
+    return record.get(file_sha256)
+
+
+def input_hashes(inputs: dict[str, Any]) -> dict[str, str | None]:
+    """SHA-256 of each input a study record names by path (mask, lungs, CT; see
+    :data:`HASHED_INPUTS`), recorded so that reruns compare content, not file times."""
+    return {key: content_hash(Path(inputs[key])) for key in HASHED_INPUTS
+            if isinstance(inputs.get(key), str)}
+
+
+def content_hash(path: Path) -> str | None:
+    """SHA-256 of the CT or mask a path is read as: a file's bytes; a folder's one NIfTI or
+    DICOM file (``p1/ct.nii.gz``, a one-slice series: read as that file, so the file's own
+    SHA-256, and the folder and the file given itself agree); else over a folder's files (each
+    one's name relative to the folder and the SHA-256 of its bytes, in name order): its several
+    NIfTI files (refused when read) or its DICOM files. None when the path is gone or holds
+    neither (an empty folder, which no reader takes either), so that it never matches a
+    recorded hash. Files are streamed in chunks, so a 500-slice series costs one read of it
+    (about a second per GB)."""
+    if path.is_file():
+        return _file_sha256(path).hex()
+    if not path.is_dir():
+        return None
+    files = folder_niftis(path) or sorted(dicom_files(path))
+    if len(files) == 1:
+        return _file_sha256(files[0]).hex()
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.relative_to(path).as_posix().encode() + b"\0" + _file_sha256(file))
+    return digest.hexdigest()
+
+
+def _file_sha256(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").digest()
+
+
+def read_record(done: Path) -> dict[str, Any] | None:
+    """A JSON record covseg wrote (a study's quantification.json, predict.json); None when
+    missing or unreadable."""
+    try:
+        record = json.loads(done.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def changed_settings(recorded: dict[str, Any], current: dict[str, Any],
+                     ignored: Iterable[str] = ()) -> list[str]:
+    """'name: old -> new' for every setting that differs, but the ``ignored`` ones. A multi-class
+    model's threshold (None: it takes the arg-max) is not compared either: covseg recorded one
+    it never applied until 3 Dec."""
+    unused = {*ignored, *(("threshold",) if "threshold" in current
+                          and current["threshold"] is None else ())}
+    return [f"{key}: {shown_setting(recorded.get(key))} -> {shown_setting(current.get(key))}"
+            for key in sorted((set(recorded) | set(current)) - unused)
+            if recorded.get(key) != current.get(key)]
+
+
+def shown_setting(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)

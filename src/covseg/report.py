@@ -1,0 +1,346 @@
+"""The outputs of a quantified study written for a person, in its own folder.
+
+quantification.csv, montage.png, optional report.html, then quantification.json (written last:
+its presence means the study is done; it records the settings that shaped the results and the
+SHA-256 of each input, so that a rerun with other settings or changed inputs is refused rather
+than skipped).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import os
+from collections.abc import Sequence
+from decimal import ROUND_DOWN, Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.artist import Artist
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgb
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from covseg.burden import CATEGORY_RULE, EFFUSION, LESION_NAMES, REGIONS, lesion_voxels
+from covseg.io.atomic import atomic_path, write_json, write_text
+from covseg.io.volume import Volume, display_flips, orient_for_display
+from covseg.lungs import LEFT_LUNG, RIGHT_LUNG
+from covseg.provenance import provenance
+from covseg.records import LUNG_MODEL_SHA256, REPORT_SETTING, RESULT_JSON, SETTINGS
+from covseg.transforms import LUNG_WINDOW, scale_intensity
+from covseg.viz import LUNG_COLOURS as LUNG_PALETTE
+from covseg.viz import class_colour
+
+RESULT_CSV = "quantification.csv"
+MONTAGE_PNG = "montage.png"
+REPORT_HTML = "report.html"
+CSV_FIELDS = ("study", "region", "lung_ml", "lesion_ml", "percent_involved", "ggo_ml",
+              "consolidation_ml", "effusion_ml", "lesion_outside_lungs_ml", "ct_category",
+              "lesion_added_to_lungs_ml", "lungs")
+
+ROUNDING_NOTE = ("Volumes are rounded separately, so ground-glass and consolidation may differ "
+                 "from the lesion volume in the last digit.")
+"""Below a multi-class report's table: 29.61 + 3.38 shown beside a lesion of 32.98 mL (32.985
+held as 32.98499...) read as an error in the sum."""
+NOT_PREDICTED = "not predicted"
+"""The effusion cell of a multi-class model without an effusion class."""
+LESION_COLOURS = {label: class_colour(label) for label in LESION_NAMES}
+"""The colours of ``covseg visualize`` and of predict's overlays, so one class has one colour."""
+LUNG_COLOURS = {label: class_colour(label, LUNG_PALETTE) for label in (RIGHT_LUNG, LEFT_LUNG)}
+"""The lungs' outlines, in the colours ``covseg visualize --target lung`` fills lungs with."""
+LUNG_NAMES = {RIGHT_LUNG: "right lung", LEFT_LUNG: "left lung"}
+UNORIENTED_NOTE = ("the file states no orientation (qform and sform codes 0): read by the Analyze "
+                   "convention, so right and left, and the right and left lungs' numbers, may "
+                   "be swapped")
+"""A result's ``orientation_note`` for such a file (else None); its montage says so too."""
+
+
+def result_rows(result: dict[str, Any], study: str) -> list[dict[str, Any]]:
+    """CSV rows (one per region) of a :func:`~covseg.burden.quantify` result."""
+    rows = []
+    for region in REGIONS:
+        if region in result:
+            values = shown_values(result[region])
+            rows.append({"study": study, "region": region,
+                         **{k: values.get(k) for k in CSV_FIELDS[2:]},
+                         "lungs": lungs_text(result)})
+    return rows
+
+
+def lungs_text(result: dict[str, Any], short: bool = False) -> str:
+    """Where a study's lungs came from, as its CSVs, report and montage say it: a reader could
+    not tell a lung model's lungs (which model?) from the settings. ``short``: the model's
+    folder name and the start of its SHA-256, for the montage's title."""
+    inputs = result.get("inputs") or {}
+    source = inputs.get("lung_source")
+    if source == "model":
+        model = inputs.get("lung_model") or {}
+        settings = result.get(SETTINGS) or {}
+        path = model.get("source") or settings.get("lung_model") or "(not recorded)"
+        digest = model.get("sha256") or settings.get(LUNG_MODEL_SHA256)
+        if short:
+            path, digest = Path(path).name or path, digest[:12] if digest else digest
+        return f"lung model {path}" + (f" (SHA-256 {digest})" if digest else "")
+    if source == "mask":
+        return f"lung mask {Path(inputs['lungs']).name if short else inputs.get('lungs')}"
+    return {"threshold": "HU threshold"}.get(str(source), "none")
+
+
+def shown_values(region: dict[str, Any]) -> dict[str, Any]:
+    """A region's values as the CSVs and the report show them: an effusion recorded as None (a
+    model without an effusion class) reads "not predicted", not 0 or empty (none found)."""
+    if "effusion_ml" in region and region["effusion_ml"] is None:
+        return {**region, "effusion_ml": NOT_PREDICTED}
+    return region
+
+
+def csv_text(rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> str:
+    """Rows as CSV text (missing values empty, floats with 6 significant digits, % involved
+    rounded down to them: see :func:`_cell`)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fields), extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _cell(k, row.get(k)) for k in fields})
+    return buffer.getvalue()
+
+
+def _cell(key: str, value: Any) -> Any:
+    """A CSV cell. % involved is rounded down to 6 significant digits: rounded to nearest,
+    24.999995 % read 25 beside CT-1, whose rule puts 25 % in CT-2."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if key.endswith("percent_involved") and value > 0:
+            value = float(_rounded_down(value, Decimal(repr(value)).adjusted() - 5))
+        return f"{value:.6g}"
+    return value
+
+
+def _rounded_down(value: float, exponent: int) -> Decimal:
+    """``value`` rounded down to a multiple of 10 ** ``exponent``, exactly (no float error): a
+    % involved shown just below a category bound it has not reached (see :data:`CATEGORY_RULE`)."""
+    return Decimal(repr(value)).quantize(Decimal(1).scaleb(exponent), rounding=ROUND_DOWN)
+
+
+def most_affected_slices(lesions: np.ndarray, lungs: np.ndarray | None, count: int,
+                         multiclass: bool = False) -> list[int]:
+    """Up to ``count`` slice indices with most lesion (:func:`lesion_voxels`; without any,
+    most labelled voxels, i.e. effusion, else most lung, else evenly spaced)."""
+    depth = lesions.shape[0]
+    score = np.array([np.count_nonzero(lesion_voxels(plane, multiclass)) for plane in lesions],
+                     dtype=np.int64)
+    if not score.any():
+        score = np.count_nonzero(lesions.reshape(depth, -1), axis=1)
+    if not score.any() and lungs is not None:
+        score = np.count_nonzero(lungs.reshape(depth, -1), axis=1)
+    if not score.any():
+        return sorted({round(v) for v in np.linspace(0, depth - 1, min(count, depth))})
+    order = np.argsort(-score, kind="stable")[:count]
+    return sorted(int(k) for k in order if score[k] > 0)
+
+
+MONTAGE_PANEL_TITLE_IN, MONTAGE_TITLE_LINE_IN = 0.4, 0.2
+"""Inches above the montage's slices: for a slice's own title, then per line of the figure's
+title. A fixed 0.65 inch let a two-line title run into the top slices' titles where the
+slices filled their cells (512x512 studies)."""
+
+
+def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volume, *,
+                  lungs: np.ndarray | None = None, image: np.ndarray | None = None,
+                  intensity: str = "hu", count: int = 6, title: str = "",
+                  multiclass: bool | None = None, lungs_note: str = "") -> Path:
+    """PNG grid of the most affected slices: CT (lung window) with lesion fill and lung outline.
+
+    ``grid``: the volume the masks lie on, whose geometry shows the slices radiologically with
+    voxels to scale and names them as its file does (:meth:`Volume.slice_name`); ``multiclass``
+    (None: labels > 1) draws and names each class, also when one class alone was found;
+    ``lungs_note``: where the lungs came from (:func:`lungs_text`), a line of the title."""
+    if multiclass is None:
+        multiclass = bool(lesions.size) and int(lesions.max()) > 1
+    slices = most_affected_slices(lesions, lungs, count, multiclass)
+    columns = min(3, len(slices))
+    rows = -(-len(slices) // columns)
+    orientation = ("patient right on the image left" if grid.oriented
+                   else "no orientation in the file: right and left may be swapped")
+    heading = [line for line in (title, f"({orientation})",
+                                 f"lungs: {lungs_note}" if lungs_note else "") if line]
+    head_in = MONTAGE_PANEL_TITLE_IN + MONTAGE_TITLE_LINE_IN * len(heading)
+    height = 3.3 * rows + head_in + 0.05
+    figure = Figure(figsize=(3.2 * columns, height), dpi=100)
+    FigureCanvasAgg(figure)
+    figure.subplots_adjust(left=0.01, right=0.99, top=1 - head_in / height,
+                           bottom=0.3 / height, wspace=0.04, hspace=0.12)
+    flips = display_flips(grid.affine)
+    colours = LESION_COLOURS if multiclass else {1: class_colour(1)}
+    drawn: set[int] = set()
+    outlined: set[int] = set()
+    for index, k in enumerate(slices):
+        axis = figure.add_subplot(rows, columns, index + 1)
+        grey = (scale_intensity(image[k], intensity, LUNG_WINDOW) if image is not None
+                else np.zeros(lesions.shape[1:], dtype=np.float32))
+        axis.imshow(_overlay(orient_for_display(grey, flips),
+                             orient_for_display(lesions[k], flips), colours),
+                    interpolation="nearest", aspect=grid.pixel_aspect)
+        drawn |= {label for label in colours if (lesions[k] == label).any()}
+        if lungs is not None:
+            plane = orient_for_display(lungs[k], flips)
+            for label, colour in LUNG_COLOURS.items():
+                if (plane == label).any():
+                    axis.contour(plane == label, levels=[0.5], colors=colour, linewidths=0.8)
+                    outlined.add(label)
+        volume = np.count_nonzero(lesion_voxels(lesions[k], multiclass)) * grid.voxel_ml
+        effusion = np.count_nonzero(lesions[k] == EFFUSION) * grid.voxel_ml if multiclass else 0
+        axis.set_title(f"{grid.slice_name(k)}, {_ml_text(volume, 1)} mL"
+                       + (f", effusion {_ml_text(effusion, 1)} mL" if effusion else ""),
+                       fontsize=9)
+        axis.set_axis_off()
+    names = LESION_NAMES if multiclass else {1: "lesion"}
+    legend = [Patch(color=colours[label], label=name) for label, name in names.items()
+              if label in drawn]
+    legend += [Patch(color=LUNG_COLOURS[label], label=name) for label, name in LUNG_NAMES.items()
+               if label in outlined]
+    texts: list[Artist] = [figure.legend(handles=legend, loc="lower center", ncol=len(legend),
+                                         fontsize=8, frameon=False)] if legend else []
+    texts.append(figure.suptitle("\n".join(heading), fontsize=10, y=1 - 0.08 / height))
+    _widen_to_text(figure, texts)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    return Path(path)
+
+
+def _widen_to_text(figure: Figure, texts: Sequence[Artist], margin_in: float = 0.2) -> None:
+    """Widen ``figure`` to ``texts`` (its title and legend, centred above and under the slices):
+    a one-slice montage (3.2 inches) cut a long study name and all but three legend entries."""
+    renderer = figure.canvas.get_renderer()
+    needed = max((artist.get_window_extent(renderer).width / figure.dpi for artist in texts),
+                 default=0.0) + 2 * margin_in
+    width, height = figure.get_size_inches()
+    if needed > width:
+        figure.set_size_inches(needed, height)
+
+
+def _overlay(grey: np.ndarray, labels: np.ndarray, colours: dict[int, str],
+             alpha: float = 0.55) -> np.ndarray:
+    """RGB slice: grey CT with each lesion label blended in its colour (one image to draw)."""
+    rgb = np.repeat(np.clip(grey, 0.0, 1.0)[..., None], 3, axis=2)
+    for label, colour in colours.items():
+        where = labels == label
+        rgb[where] = (1 - alpha) * rgb[where] + alpha * np.asarray(to_rgb(colour))
+    return rgb
+
+
+HTML_FIELDS = tuple(key for key in CSV_FIELDS[1:] if key != "lungs")
+"""The report's table columns: the lungs' source is said once, above it."""
+
+
+def write_html(path: str | os.PathLike[str], result: dict[str, Any], study: str,
+               montage: Path | None) -> Path:
+    """Self-contained HTML report: the numbers and the montage embedded as base64 PNG."""
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_html_cell(k, row.get(k)))}</td>"
+                         for k in HTML_FIELDS)
+        + "</tr>" for row in result_rows(result, study))
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in HTML_FIELDS)
+    image = ""
+    if montage is not None and montage.is_file():
+        data = base64.b64encode(montage.read_bytes()).decode("ascii")
+        image = f'<img alt="most affected slices" src="data:image/png;base64,{data}">'
+    category = _category_text(result)
+    note = result.get("orientation_note")
+    warning = "".join(f"<p><b>Note: {html.escape(text)}.</b></p>"
+                      for text in (note, result.get("lung_note")) if text)
+    rounding = f"<p>{ROUNDING_NOTE}</p>" if result.get("multiclass") else ""
+    details = html.escape(json.dumps(result.get("inputs", {}), indent=2))
+    text = (
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\">"
+        f"<title>covseg: {html.escape(study)}</title><style>body{{font-family:sans-serif;"
+        "margin:2em}table{border-collapse:collapse}td,th{border:1px solid #aaa;padding:4px 8px;"
+        "text-align:right}img{max-width:100%}</style></head><body>"
+        f"<h1>{html.escape(study)}</h1><p><b>Category: {html.escape(category)}</b></p>"
+        f"<p>{html.escape(CATEGORY_RULE)}</p>"
+        f"<p>Lungs: {html.escape(lungs_text(result))}</p>{warning}"
+        f"<table><tr>{head}</tr>{rows}</table>"
+        f"{rounding}{image}"
+        f"<h2>Inputs</h2><pre>{details}</pre>"
+        "<p>Research software output, not a diagnosis.</p></body></html>\n"
+    )
+    return write_text(path, text)
+
+
+def _category_text(result: dict[str, Any]) -> str:
+    """The report's category line: the category, or why there is none (lungs never looked for,
+    or looked for and not found: no lung voxel to divide by)."""
+    category = result["study"].get("ct_category")
+    if category:
+        return str(category)
+    return ("not available (no lungs found)" if result.get("has_lungs")
+            else "not available (no lung mask)")
+
+
+def _html_cell(key: str, value: Any) -> str:
+    """A report cell: numbers to 2 decimals, % involved by :func:`_percent_text`."""
+    if value is None:
+        return "-"
+    if key == "percent_involved":
+        return _percent_text(float(value))
+    return _ml_text(value, 2) if isinstance(value, float) else str(value)
+
+
+def _ml_text(volume: float, decimals: int) -> str:
+    """A volume to ``decimals``, and "< 0.01" (to that precision) for one that rounds to 0:
+    a lesion shown as 0.00 mL read as none beside its CT-1."""
+    shown = f"{volume:.{decimals}f}"
+    return f"< {10.0 ** -decimals:.{decimals}f}" if volume > 0 and float(shown) == 0 else shown
+
+
+def _percent_text(percent: float) -> str:
+    """A % involved to 2 decimals, rounded down, and "< 0.01" for a lesion below that: rounded
+    to nearest, 24.9988 % read 25.00 under CT-1, whose rule puts 25 % in CT-2."""
+    shown = _rounded_down(percent, -2)
+    return "< 0.01" if percent > 0 and not shown else str(shown)
+
+
+def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any], study: str,
+                 lesions: np.ndarray, grid: Volume, *, lungs: np.ndarray | None = None,
+                 image: np.ndarray | None = None, intensity: str = "hu",
+                 html_report: bool = False) -> dict[str, Any]:
+    """Write CSV, montage, optional HTML and finally the JSON (the study's 'done' marker);
+    ``grid``: the volume the masks lie on (see :func:`write_montage`)."""
+    out_dir = Path(out_dir)
+    result = {**result, "orientation_note": None if grid.oriented else UNORIENTED_NOTE,
+              "lung_note": result.get("lung_note")}
+    files = dict(result.get("files", {}))
+    files["csv"] = str(write_text(out_dir / RESULT_CSV, csv_text(result_rows(result, study),
+                                                                CSV_FIELDS)))
+    montage = write_montage(out_dir / MONTAGE_PNG, lesions, grid, lungs=lungs, image=image,
+                            intensity=intensity, title=study, multiclass=result.get("multiclass"),
+                            lungs_note=lungs_text(result, short=True) if lungs is not None else "")
+    files["montage"] = str(montage)
+    if html_report:
+        files["html"] = str(write_html(out_dir / REPORT_HTML, result, study, montage))
+    files["json"] = str(out_dir / RESULT_JSON)
+    result = {"study_name": study, **provenance(), **result, "files": files}
+    write_json(out_dir / RESULT_JSON, result)
+    return result
+
+
+def add_report(folder: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """A done study's record, with the HTML report written from it and its montage first when
+    it has none (a rerun with ``--html``)."""
+    files = record.get("files", {})
+    if record.get(SETTINGS, {}).get(REPORT_SETTING) and Path(files.get("html", "")).is_file():
+        return record
+    report = write_html(folder / REPORT_HTML, record, record.get("study_name", folder.name),
+                        folder / MONTAGE_PNG)
+    record = {**record, "files": {**files, "html": str(report)}}
+    if isinstance(record.get(SETTINGS), dict):
+        record[SETTINGS] = {**record[SETTINGS], REPORT_SETTING: True}
+    write_json(folder / RESULT_JSON, record)
+    return record

@@ -1,0 +1,615 @@
+"""Studies and batches: finding studies in folders, shards, the summary, rerun refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+from covseg.batch import Study, find_studies, parse_shard, run_batch, select_shard
+from covseg.errors import CovsegError
+from covseg.io.lock import LOCK_FILE, PLAN_LOCK, SHARD_PLAN, writing_to
+from covseg.quantify import quantify_batch
+from tests.conftest import shared, started_process, wait_until_written
+from tests.test_quantify import read_rows, synthetic_study
+
+
+def test_batch_goes_on_past_failures_skips_done_and_shards(tmp_path: Path) -> None:
+    _, good, lesion_ml = synthetic_study(tmp_path / "in", "good")
+    _, other, _ = synthetic_study(tmp_path / "in", "other")
+    masks = good.parent
+    blob = other.read_bytes()
+    (masks / "cut_mask.nii.gz").write_bytes(blob[: len(blob) // 3])
+    nan = np.full((4, 4, 2), np.nan, dtype=np.float32)
+    nib.save(nib.Nifti1Image(nan, np.eye(4)), str(masks / "nan_mask.nii.gz"))
+    (masks / "notes").mkdir()
+    out = tmp_path / "out"
+    first = quantify_batch([masks], out)
+    assert (first.done, first.skipped, first.failed) == (2, 0, 3)
+    rows = {r["study"]: r for r in read_rows(first.summary)}
+    assert rows["cut"]["status"] == "failed" and "truncated" in rows["cut"]["error"]
+    assert "NaN" in rows["nan"]["error"] and rows["notes"]["status"] == "failed"
+    assert float(rows["good"]["lesion_ml"]) == pytest.approx(lesion_ml, rel=1e-5)
+    with Image.open(out / "summary.png") as chart:  # the two quantified studies, no lungs: mL
+        assert chart.format == "PNG" and chart.size[1] > 100
+    again = quantify_batch([masks], out)
+    assert (again.done, again.skipped, again.failed) == (0, 2, 3)
+    halves = [quantify_batch([masks], tmp_path / "sharded", shard=(i, 2)) for i in (0, 1)]
+    names = [{r["study"] for r in read_rows(h.summary)} for h in halves]
+    assert names[0].isdisjoint(names[1]) and names[0] | names[1] == set(rows)
+    assert halves[0].summary.name == "summary_shard0of2.csv"
+    merged = quantify_batch([masks], tmp_path / "sharded")  # after the shards: the whole summary
+    assert merged.done == 0 and merged.summary.name == "summary.csv"
+    statuses = {r["study"]: r["status"] for r in read_rows(merged.summary)}
+    assert statuses == {name: r["status"] for name, r in rows.items()}  # done by the shards
+    assert not list((tmp_path / "sharded").glob("summary_shard*")), "folded into summary.csv"
+
+
+WAITING_BATCH = """
+import json, sys, time
+from pathlib import Path
+from covseg.batch import Study, run_batch
+
+out, signals, name, index, count = Path(sys.argv[1]), Path(sys.argv[2]), *sys.argv[3:6]
+settings = json.loads(sys.argv[6]) if len(sys.argv) > 6 else None
+
+
+def process(study, folder):
+    (signals / f"started_{name}").write_text("")
+    while not (signals / f"go_{name}").exists():
+        time.sleep(0.02)
+    return {}
+
+
+studies = [Study(f"s{i}", signals / "none") for i in range(int(count))]
+run_batch(studies, out, process, shard=(int(index), int(count)), settings=settings)
+"""
+"""A batch (shard ``index``/``count``, optional ``settings`` as JSON) into ``out`` in a process
+of its own, which holds ``out`` from its first study on (``signals/started_NAME``) until
+``signals/go_NAME`` exists."""
+
+
+def _waiting_batches(out: Path, signals: Path, shards: dict[str, tuple[int, int]],
+                     settings: dict[str, Any] | None = None
+                     ) -> dict[str, subprocess.Popen[str]]:
+    """The batches ``shards`` (name: shard) started side by side, each holding ``out``, with
+    ``settings`` where given."""
+    signals.mkdir(exist_ok=True)
+    extra = [json.dumps(settings)] if settings is not None else []
+    batches = {name: started_process(WAITING_BATCH, out, signals, name, *shard, *extra)
+               for name, shard in shards.items()}
+    for name, batch in batches.items():
+        wait_until_written(signals / f"started_{name}", batch)
+    return batches
+
+
+def _ended(signals: Path, name: str, batch: subprocess.Popen[str]) -> None:
+    """Let the waiting batch ``name`` end, and check that it ended well."""
+    (signals / f"go_{name}").write_text("")
+    _, err = batch.communicate(timeout=120)
+    assert batch.returncode == 0, err
+
+
+def _whole_batch(out: Path) -> int:
+    """A batch without shards into ``out``, here; the studies it did."""
+    return run_batch([Study("whole", out.parent / "none")], out, lambda study, folder: {}).done
+
+
+def test_shards_share_their_out_and_a_whole_batch_meanwhile_is_refused(tmp_path: Path) -> None:
+    """Shards took no lock: a predict or quantify without --shard started into their --out
+    while they ran was not refused (nor a shard started while it ran), and rewrote summary.csv
+    from folders they were writing. Shards hold --out's lock shared: side by side they run,
+    a whole batch meanwhile is refused in one line, and the file goes with the last of them
+    (a shard ending, or killed, leaves it to the others still running)."""
+    out, signals = tmp_path / "out", tmp_path / "signals"
+    shards = _waiting_batches(out, signals, {f"shard{i}": (i, 3) for i in range(3)})
+    pids = "|".join(str(batch.pid) for batch in shards.values())
+    refusal = (rf"^covseg --shard runs are writing to {re.escape(str(out))} \(the last to "
+               rf"start: pid ({pids})\); wait for them to end, or pick another --out$")
+    try:
+        with pytest.raises(CovsegError, match=refusal):
+            _whole_batch(out)
+        shards["shard0"].send_signal(signal.SIGKILL)  # its lock goes with it
+        shards["shard0"].communicate(timeout=60)
+        _ended(signals, "shard1", shards["shard1"])
+        assert (out / LOCK_FILE).is_file(), "kept for shard2, which still holds it"
+        with pytest.raises(CovsegError, match=refusal):
+            _whole_batch(out)
+    finally:
+        for name in shards:
+            (signals / f"go_{name}").write_text("")
+    _ended(signals, "shard2", shards["shard2"])
+    assert not (out / LOCK_FILE).exists(), "removed by the last shard to end"
+    assert _whole_batch(out) == 1
+    assert sorted(path.name for path in out.iterdir()) == [
+        "summary.csv", *(f"summary_shard{i}of3.csv" for i in (1, 2))], (
+        "no lock file nor plan left; the killed shard's summary, of no study, folded in")
+
+
+def _shard_here(out: Path, shard: tuple[int, int], settings: dict[str, Any] | None = None
+                ) -> int:
+    """A shard of two studies into ``out``, here; the studies it did."""
+    studies = [Study(f"s{i}", out.parent / "none") for i in range(2)]
+    return run_batch(studies, out, lambda study, folder: {}, shard=shard,
+                     settings=settings).done
+
+
+def test_a_shard_of_another_n_beside_running_shards_is_refused(tmp_path: Path) -> None:
+    """Side by side, shards 0/2 and 0/3 both ran: one study done twice at once, another
+    never. A shard of another N than the shards running is refused in one line naming
+    theirs; one of their N is taken, and the plan goes with the last of them."""
+    out, signals = tmp_path / "out", tmp_path / "signals"
+    running = _waiting_batches(out, signals, {"half": (0, 2)})["half"]
+    try:
+        assert json.loads((out / SHARD_PLAN).read_text())["shards"] == 2
+        with pytest.raises(CovsegError, match=(
+                rf"^covseg --shard runs of N = 2 are writing to {re.escape(str(out))}; "
+                r"--shard 0/3 beside them would do some studies twice and others never: give "
+                r"--shard I/2 as they do, or wait for them to end$")):
+            _shard_here(out, (0, 3))
+        assert not (out / "summary_shard0of3.csv").exists()
+        assert _shard_here(out, (1, 2)) == 1
+    finally:
+        _ended(signals, "half", running)
+    assert not [path.name for path in out.iterdir() if path.name.startswith(".")]
+
+
+def test_a_shard_of_other_settings_beside_running_shards_is_refused(tmp_path: Path) -> None:
+    """Side by side, shards 0/2 and 1/2 --threshold 0.7 both ran and the folder mixed two
+    thresholds (only studies done before a shard started were checked). A shard whose
+    settings differ from the running shards' is refused naming the difference; the HTML
+    report, which changes no figure, may differ."""
+    out, signals = tmp_path / "out", tmp_path / "signals"
+    theirs = {"threshold": 0.4, "html": False}
+    running = _waiting_batches(out, signals, {"half": (0, 2)}, theirs)["half"]
+    try:
+        with pytest.raises(CovsegError, match=(
+                rf"^covseg --shard runs are writing to {re.escape(str(out))} with other "
+                r"settings than this shard's \(threshold: 0.4 -> 0.7\), which would mix two "
+                r"methods' figures in one folder: give their settings, wait for them to end, "
+                r"or pick another --out$")):
+            _shard_here(out, (1, 2), {"threshold": 0.7, "html": False})
+        assert _shard_here(out, (1, 2), {"threshold": 0.4, "html": True}) == 1
+    finally:
+        _ended(signals, "half", running)
+
+
+def test_a_stale_plan_is_replaced_by_the_first_shard(tmp_path: Path) -> None:
+    """Shards killed outright leave their plan: the next first shard, which no other shard
+    runs beside, replaces it (the studies' records refuse other settings), and it goes with
+    the lock when that shard ends."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / SHARD_PLAN).write_text(json.dumps({"shards": 3, "command": "studies",
+                                              "settings": {"threshold": 0.9}}))
+    (out / PLAN_LOCK).write_text("")
+    assert _shard_here(out, (0, 2), {"threshold": 0.4}) == 1
+    assert sorted(path.name for path in out.iterdir()) == ["summary_shard0of2.csv"]
+
+
+def test_shards_starting_at_once_agree_one_after_the_other(tmp_path: Path) -> None:
+    """Two shards starting at once both found no plan and each wrote its own: the second
+    waits while the first writes its plan, and is then told it is not the first."""
+    calls: list[tuple[str, bool]] = []
+    inside, go, done = threading.Event(), threading.Event(), threading.Event()
+
+    def shard(name: str, wait: bool) -> None:
+        def agree(first: bool) -> None:
+            calls.append((name, first))
+            inside.set()
+            if wait:
+                go.wait(30)
+        with writing_to(tmp_path, shared=True, agree=agree):
+            done.wait(30)
+
+    threads = [threading.Thread(target=shard, args=("a", True))]
+    threads[0].start()
+    assert inside.wait(30)
+    threads.append(threading.Thread(target=shard, args=("b", False)))
+    threads[1].start()
+    time.sleep(0.5)
+    assert calls == [("a", True)], "b waits for a's plan"
+    go.set()
+    deadline = time.monotonic() + 30
+    while len(calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    done.set()
+    for thread in threads:
+        thread.join(30)
+    assert calls == [("a", True), ("b", False)]
+    assert not (tmp_path / LOCK_FILE).exists() and not (tmp_path / PLAN_LOCK).exists()
+
+
+def test_a_shard_while_a_whole_batch_writes_is_refused(tmp_path: Path) -> None:
+    """A shard is refused where a batch without shards writes, in one line naming its pid."""
+    out, signals = tmp_path / "out", tmp_path / "signals"
+    whole = _waiting_batches(out, signals, {"whole": (0, 1)})["whole"]
+    try:
+        with pytest.raises(CovsegError, match=(
+                rf"^another covseg run is writing to {re.escape(str(out))} \(pid {whole.pid}\); "
+                r"wait for it to end, or pick another --out$")):
+            run_batch([Study("s0", tmp_path / "none")], out, lambda study, folder: {},
+                      shard=(0, 2))
+    finally:
+        _ended(signals, "whole", whole)
+    assert not (out / LOCK_FILE).exists()
+
+
+def test_quantify_of_a_folder_of_2d_masks_is_refused_up_front(tmp_path: Path) -> None:
+    """quantify given the folder holding PNG masks (not its parent) made --out, failed the
+    folder as a study ("lesion masks must be NIfTI files") and wrote a summary, exit 1; it is
+    now refused before anything is written, pointing to evaluate, as its parent is."""
+    from covseg import api
+
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(masks / name)
+    with pytest.raises(CovsegError, match=r"^\S*masks: holds 2D pictures, no NIfTI mask; "
+                                          r"quantify measures NIfTI masks of CT volumes, .*"
+                                          r"`covseg evaluate`$"):
+        api.quantify(masks, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    (masks / "a.png").unlink()
+    (masks / "b.png").unlink()
+    assert [s.name for s in find_studies([masks], masks=True)] == ["masks"]  # empty: a study
+
+
+def test_summary_is_rewritten_after_every_study(tmp_path: Path) -> None:
+    studies = [Study(f"s{i}", tmp_path / f"s{i}") for i in range(3)]
+    seen: list[int] = []
+
+    def process(study: Study, folder: Path) -> dict:
+        seen.append(len(read_rows(tmp_path / "out" / "summary.csv")))
+        if study.name == "s1":
+            raise RuntimeError("boom")
+        return {"study": {"lesion_ml": 1.0}}
+
+    result = run_batch(studies, tmp_path / "out", process)
+    assert seen == [0, 1, 2] and result.failed == 1
+    rows = read_rows(result.summary)
+    assert rows[1]["error"] == "RuntimeError: boom" and rows[2]["lesion_ml"] == "1"
+
+
+def test_a_study_out_of_memory_says_so(tmp_path: Path) -> None:
+    """A study that ran out of memory was recorded as "MemoryError: " (Python's MemoryError has
+    no message), torch's allocator failure as its two-line report."""
+    studies = [Study(f"s{i}", tmp_path / f"s{i}") for i in range(3)]
+    errors = {"s0": MemoryError(), "s1": RuntimeError(
+        "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+        "memory: you tried to allocate 2516582400 bytes. Error code 12 (Cannot allocate memory)")}
+
+    def process(study: Study, folder: Path) -> dict:
+        if study.name in errors:
+            raise errors[study.name]
+        return {"array": np.empty((2 ** 30, 2 ** 20), dtype=np.uint8)}  # 1 PiB: numpy refuses
+
+    result = run_batch(studies, tmp_path / "out", process)
+    advice = ": free memory (close other programs) or use a machine with more"
+    assert result.failed == 3
+    assert [row["error"] for row in read_rows(result.summary)] == [
+        f"out of memory{advice}", f"out of memory (could not allocate 2.34 GiB){advice}",
+        f"out of memory (could not allocate 1.00 PiB){advice}"]
+
+
+def test_find_studies_and_shards(tmp_path: Path) -> None:
+    (tmp_path / "b.nii.gz").write_bytes(b"")
+    (tmp_path / "a.nii").write_bytes(b"")
+    (tmp_path / "series").mkdir()
+    (tmp_path / ".hidden").mkdir()
+    names = [s.name for s in find_studies([tmp_path])]
+    assert names == ["a", "b", "series"]
+    assert [s.name for s in select_shard(find_studies([tmp_path]), (1, 2))] == ["b"]
+    assert parse_shard("1/4") == (1, 4)
+    for bad in ("4/4", "x", "1/0"):
+        with pytest.raises(CovsegError, match="shard"):
+            parse_shard(bad)
+    with pytest.raises(CovsegError, match="no such"):
+        find_studies([tmp_path / "missing"])
+    shutil.copy(tmp_path / "a.nii", tmp_path / "series" / "a.nii")
+    with pytest.raises(CovsegError, match="named a"):
+        find_studies([tmp_path, tmp_path / "series" / "a.nii"])
+
+
+def test_quantify_into_the_mask_folder_can_be_run_again(tmp_path: Path) -> None:
+    """Its own report folders beside the masks are not taken for studies on the next run."""
+    src = shared("mosmed-masks", "masks", "study_0255_mask.nii.gz")
+    shutil.copy(src, tmp_path / src.name)
+    assert quantify_batch([tmp_path], tmp_path).done == 1
+    again = quantify_batch([tmp_path], tmp_path)
+    assert (again.done, again.skipped, again.failed) == (0, 1, 0)
+
+
+def test_find_studies_keeps_nifti_beside_dicom(tmp_path: Path) -> None:
+    """A folder of DICOM files with a NIfTI volume beside them holds two studies, not one."""
+    (tmp_path / "slice_001.dcm").write_bytes(b"")
+    (tmp_path / "scan.nii.gz").write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    studies = find_studies([tmp_path])
+    assert [(s.name, s.path) for s in studies] == [
+        ("scan", tmp_path / "scan.nii.gz"), (tmp_path.name, tmp_path)]
+
+
+def test_find_studies_reads_nifti_masks_in_sub_folders(tmp_path: Path) -> None:
+    """A folder of sub-folders holding mask NIfTI files took each sub-folder for a DICOM
+    series (its study failed); each mask is now a study named after its image, and a
+    sub-folder per patient holding one mask is that mask, named after the sub-folder."""
+    for name in ("masks/CT-0/study_0001_mask", "masks/CT-0/study_0002_mask",
+                 "masks/CT-1/study_0255_mask", "patients/p1/seg", "patients/p2/seg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"{name}.nii.gz").write_bytes(b"")
+    masks = find_studies([tmp_path / "masks"], masks=True)
+    assert [(s.name, s.path.relative_to(tmp_path / "masks")) for s in masks] == [
+        ("study_0001", Path("CT-0/study_0001_mask.nii.gz")),
+        ("study_0002", Path("CT-0/study_0002_mask.nii.gz")),
+        ("study_0255", Path("CT-1/study_0255_mask.nii.gz"))]
+    by_patient = find_studies([tmp_path / "patients"], masks=True)
+    assert [(s.name, s.path) for s in by_patient] == [
+        ("p1", tmp_path / "patients/p1/seg.nii.gz"), ("p2", tmp_path / "patients/p2/seg.nii.gz")]
+
+
+def test_find_studies_passes_over_masks_beside_the_cts(tmp_path: Path, caplog) -> None:
+    """A patient folder holding its CT and mask (p1/ct.nii.gz, p1/ct_mask.nii.gz) made the mask
+    a second CT, predicted as study ct_mask (two such patients: refused as two studies ct).
+    Files named as masks are now passed over with a warning naming them, a folder of masks
+    alone is no study, and one given to predict is refused; quantify reads masks as before."""
+    for name in ("p1/ct", "p1/ct_mask", "p2/scan", "p2/infection", "p2/lung-label",
+                 "p3/seg", "top", "top_seg"):
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / f"{name}.nii.gz").write_bytes(b"")
+    with caplog.at_level("WARNING"):
+        studies = find_studies([tmp_path / "in"])
+    assert [(s.name, s.path.relative_to(tmp_path / "in")) for s in studies] == [
+        ("p1", Path("p1/ct.nii.gz")), ("p2", Path("p2/scan.nii.gz")), ("top", Path("top.nii.gz"))]
+    assert ("in: 5 file(s) (top_seg.nii.gz, p1/ct_mask.nii.gz, p2/infection.nii.gz, ...) named as "
+            "masks, not read as CTs; give such a file itself to predict it as a CT") in caplog.text
+    assert [s.name for s in find_studies([tmp_path / "in" / "p3"], masks=True)] == ["seg"]
+    with pytest.raises(CovsegError, match=r"^\S*p3: holds no CT, only files named as masks "
+                                          r"\(1 file\(s\) \(seg\.nii\.gz\)\); give a CT file "
+                                          "itself to predict it$"):
+        find_studies([tmp_path / "in" / "p3"])
+    assert [s.path.name for s in find_studies([tmp_path / "in" / "p3" / "seg.nii.gz"])] == [
+        "seg.nii.gz"]
+
+
+def test_find_studies_passes_over_folders_of_pictures(tmp_path: Path, caplog) -> None:
+    """A CT folder holding images/ + masks/ of PNG key images (or any sub-folder of pictures)
+    had each picture folder tried as a DICOM series, failed "no DICOM series found", so that
+    predict exited 1; such folders are now passed over with a warning naming them, while a
+    series of slices named without a suffix beside its thumbnail is still a study, a folder of
+    pictures given itself is still one, and a folder of picture folders alone is refused."""
+    from tests.test_io_volume import phantom, synthetic_series
+
+    patient = tmp_path / "patient"
+    for name in ("images/key1.png", "masks/key1.png", "shots/day1/a.jpg", "series/thumb.png"):
+        (patient / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(patient / name)
+    (patient / "ct.nii.gz").write_bytes(b"")
+    synthetic_series(patient / "series", phantom(), preamble=False, suffix="")
+    (patient / "empty").mkdir()
+    with caplog.at_level("WARNING"):
+        studies = find_studies([patient])
+    assert [(s.name, s.path) for s in studies] == [
+        ("ct", patient / "ct.nii.gz"), ("empty", patient / "empty"),
+        ("series", patient / "series")]
+    assert ("patient: 3 folder(s) (images, masks, shots) of 2D pictures, not read as studies; "
+            "give such a folder itself to predict its pictures") in caplog.text
+    assert [(s.name, s.path) for s in find_studies([patient / "series"])] == [
+        ("series", patient / "series")]
+    assert [(s.name, s.path) for s in find_studies([patient / "images"])] == [
+        ("images", patient / "images")]
+    (patient / "ct.nii.gz").unlink()
+    for name in ("series", "empty"):
+        shutil.rmtree(patient / name)
+    with pytest.raises(CovsegError, match=r"^\S*patient: holds no CT, only folders of 2D "
+                                          r"pictures \(3 folder\(s\) \(images, masks, shots\)\); "
+                                          "give such a folder itself to predict its pictures$"):
+        find_studies([patient])
+
+
+def test_quantify_on_folders_of_2d_masks_says_what_quantify_takes(tmp_path: Path,
+                                                                    caplog) -> None:
+    """quantify given a folder of 2D mask folders said it "holds no CT" and to "give such a
+    folder itself to predict its pictures": quantify predicts nothing, and measures no 2D
+    mask; it now names the NIfTI masks it measures and evaluate for 2D masks."""
+    from covseg import api
+
+    masks = tmp_path / "masks"
+    for name in ("ward1/a.png", "ward2/b.png"):
+        (masks / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(masks / name)
+    advice = ("quantify measures NIfTI masks of CT volumes, not 2D pictures (mL need a slice "
+              "thickness); give NIfTI lesion masks (`covseg predict` writes them for CT volumes), "
+              "or score 2D masks against their truth with `covseg evaluate`")
+    with pytest.raises(CovsegError, match=r"^\S*masks: holds no mask, only folders of 2D "
+                                          r"pictures \(2 folder\(s\) \(ward1, ward2\)\); "
+                                          + re.escape(advice) + "$"):
+        api.quantify(masks, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.uint8), np.eye(4)), str(masks / "p1.nii.gz"))
+    with caplog.at_level("WARNING"):
+        assert [s.name for s in find_studies([masks], masks=True)] == ["p1"]
+    assert f"masks: 2 folder(s) (ward1, ward2) of 2D pictures, not read as studies; {advice}" in (
+        caplog.text)
+
+
+def test_rerun_with_other_settings_is_refused(tmp_path: Path) -> None:
+    """Quantifying into a done --out with --lungs added stops before any study (it kept the old
+    numbers); the same settings skip, --html alone adding the report from the record; older
+    outputs without settings are skipped."""
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    grid = nib.load(str(mask))
+    nib.save(nib.Nifti1Image(np.ones(grid.shape, dtype=np.int16), grid.affine),
+             str(tmp_path / "lungs.nii.gz"))
+    out = tmp_path / "out"
+    assert quantify_batch([mask], out).done == 1
+    assert quantify_batch([mask], out).skipped == 1
+    lungs = (tmp_path / "lungs.nii.gz").resolve()
+    with pytest.raises(CovsegError, match=rf"out/case was made with other settings or inputs "
+                                          rf"\(lungs: null -> {lungs}\); "
+                                          "pick a new --out"):
+        quantify_batch([mask], out, lungs=tmp_path / "lungs.nii.gz", html_report=True)
+    assert not (out / "case" / "report.html").exists()
+    record = out / "case" / "quantification.json"
+    assert json.loads(record.read_text())["settings"]["html"] is False
+    assert quantify_batch([mask], out, html_report=True).skipped == 1
+    report = (out / "case" / "report.html").read_text()
+    assert "<b>Category: not available (no lung mask)</b>" in report
+    old = json.loads(record.read_text())
+    assert old["settings"] == {"lungs": None, "image": None, "hu": "auto", "classes": "binary",
+                               "html": True}
+    del old["settings"]
+    record.write_text(json.dumps(old))  # as an older covseg wrote it
+    assert quantify_batch([mask], out, lungs=tmp_path / "lungs.nii.gz").skipped == 1
+
+
+def test_other_studies_done_otherwise_in_out_are_refused(tmp_path: Path) -> None:
+    """A call on new studies into an --out whose earlier studies were quantified with other
+    --classes put both in one summary without a word (310 mL of ground-glass beside empty
+    columns): refused in one line before any study. The default reads binary masks as binary,
+    and follows an --out counted multi-class. Each study's own --lungs is no clash."""
+    masks = [synthetic_study(tmp_path / "in", name)[1] for name in ("a", "b", "c")]
+    out = tmp_path / "out"
+    assert quantify_batch([masks[0]], out).done == 1
+    with pytest.raises(CovsegError, match=r"out holds a, done earlier with other settings "
+                                          r"\(classes: binary -> multiclass\), which its summary "
+                                          r"would list beside this call's studies; pick a new "
+                                          r"--out or delete it$"):
+        quantify_batch([masks[1]], out, multiclass=True)
+    assert not (out / "b").exists()
+    out = tmp_path / "multi"
+    assert quantify_batch([masks[0]], out, multiclass=True).done == 1
+    assert quantify_batch([masks[1]], out).done == 1
+    record = json.loads((out / "b" / "quantification.json").read_text())
+    assert record["multiclass"] is True and record["study"]["ggo_ml"] > 0
+    assert record["study"]["consolidation_ml"] == 0.0
+    grid = nib.load(str(masks[2]))
+    for name in ("b", "c"):
+        nib.save(nib.Nifti1Image(np.ones(grid.shape, dtype=np.int16), grid.affine),
+                 str(tmp_path / f"{name}_lungs.nii.gz"))
+    assert quantify_batch([masks[1]], tmp_path / "own", lungs=tmp_path / "b_lungs.nii.gz").done
+    assert quantify_batch([masks[2]], tmp_path / "own", lungs=tmp_path / "c_lungs.nii.gz").done
+    rows = read_rows(tmp_path / "own" / "summary.csv")
+    assert [row["study"] for row in rows] == ["b", "c"]
+
+
+def test_rerun_after_the_mask_changed_is_refused(tmp_path: Path) -> None:
+    """A mask corrected by hand, also when copied in with its old time kept (cp -p, rsync -a),
+    or another mask under the study's name, kept the old numbers: refused. Inputs are compared
+    by content, so a bare touch is skipped; records without hashes compare file times."""
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    out = tmp_path / "out"
+    assert quantify_batch([mask], out).done == 1
+    record = out / "case" / "quantification.json"
+    later = record.stat().st_mtime + 5
+    os.utime(mask, (later, later))  # touched: same bytes
+    assert quantify_batch([mask], out).skipped == 1
+    edited = tmp_path / "edited_mask.nii.gz"
+    grid = nib.load(str(mask))
+    nib.save(nib.Nifti1Image(np.ones(grid.shape, dtype=np.int16), grid.affine), str(edited))
+    earlier = record.stat().st_mtime - 3600
+    os.utime(edited, (earlier, earlier))  # edited before the record was written...
+    shutil.copy2(edited, mask)  # ...and copied in with its time kept
+    with pytest.raises(CovsegError, match=r"out/case was made with other settings or inputs "
+                                          r"\(\S*case\S*nii.gz changed since\)"):
+        quantify_batch([mask], out)
+    old = json.loads(record.read_text())
+    del old["inputs"]["sha256"]
+    record.write_text(json.dumps(old))  # as covseg wrote it before content hashes: file times
+    assert quantify_batch([mask], out).skipped == 1  # the copy's old time hides it
+    touched = record.stat().st_mtime + 60
+    os.utime(mask, (touched, touched))
+    with pytest.raises(CovsegError, match=r"\S*case\S*nii.gz changed since"):
+        quantify_batch([mask], out)
+    _, other, _ = synthetic_study(tmp_path / "elsewhere", "case")
+    with pytest.raises(CovsegError,
+                       match=r"\(input: \S*/in/masks/case_mask.nii.gz -> \S*/elsewhere/"):
+        quantify_batch([other], out)
+
+
+def test_summary_lists_the_studies_of_earlier_calls(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Studies added to an --out in separate calls: each summary held only its own call's,
+    though the earlier studies' folders were there. They are listed as the call that did them
+    wrote them: a later call relabelled them "skipped" (not given to it, or given again) and
+    spelled their input as its record's absolute path, not as given."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("a", "b"):
+        synthetic_study(tmp_path / "in", name)
+        quantify_batch([f"in/masks/{name}_mask.nii.gz"], "out")
+    rows = read_rows(tmp_path / "out" / "summary.csv")
+    assert [(row["study"], row["status"], row["input"]) for row in rows] == [
+        ("a", "done", "in/masks/a_mask.nii.gz"), ("b", "done", "in/masks/b_mask.nii.gz")]
+    assert rows[0]["lesion_ml"] and rows[0]["output"].endswith("a")
+    assert (tmp_path / "out" / "summary.png").is_file()
+    again = quantify_batch([tmp_path / "in" / "masks" / "a_mask.nii.gz"], "out")
+    assert (again.done, again.skipped) == (0, 1)
+    assert read_rows(tmp_path / "out" / "summary.csv") == rows
+    (tmp_path / "out" / "summary.csv").unlink()  # no earlier row: "done", the recorded input
+    quantify_batch([tmp_path / "in" / "masks" / "b_mask.nii.gz"], "out")
+    rows = read_rows(tmp_path / "out" / "summary.csv")
+    assert [(row["study"], row["status"]) for row in rows] == [("a", "done"), ("b", "skipped")]
+    assert rows[0]["input"] == str((tmp_path / "in" / "masks" / "a_mask.nii.gz").resolve())
+
+
+def test_summary_chart_never_outlives_its_summary(tmp_path: Path) -> None:
+    """summary.png was drawn only when two studies or more were quantified and never removed:
+    after a study's folder was deleted, a one-study summary.csv sat beside the old chart of
+    two."""
+    masks = [synthetic_study(tmp_path / "in", name)[1] for name in ("a", "b")]
+    out = tmp_path / "out"
+    quantify_batch(masks, out)
+    assert (out / "summary.png").is_file()
+    shutil.rmtree(out / "b")
+    quantify_batch(masks[:1], out)
+    assert [row["study"] for row in read_rows(out / "summary.csv")] == ["a"]
+    assert not (out / "summary.png").exists()
+
+
+def test_find_studies_refuses_one_series_split_over_folders(tmp_path: Path) -> None:
+    """A series split over two sub-folders was predicted as two partial studies, each with its
+    own lung volume and CT category, without a word."""
+    series = pydicom.uid.generate_uid()
+    for part in ("part1", "part2"):
+        dataset = pydicom.Dataset()
+        dataset.SOPClassUID, dataset.SeriesInstanceUID = pydicom.uid.CTImageStorage, series
+        dataset.file_meta = pydicom.dataset.FileMetaDataset()
+        dataset.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+        dataset.SOPInstanceUID = pydicom.uid.generate_uid()
+        dataset.file_meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+        dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+        (tmp_path / part).mkdir()
+        dataset.save_as(tmp_path / part / "IM0001.dcm", enforce_file_format=True)
+    with pytest.raises(CovsegError, match=f"studies part1 and part2 hold slices of one DICOM "
+                                          f"series \\({series}\\); put all its slices in one"):
+        find_studies([tmp_path])
+    assert [s.name for s in find_studies([tmp_path], masks=True)] == ["part1", "part2"]
+
+
+def test_a_data_sets_mask_folders_are_no_studies(tmp_path: Path) -> None:
+    """MedSeg's folder given to predict failed with "several studies are named 1": its
+    rp_msk/ and rp_lung_msk/ (1.nii.gz ...) were read as CTs beside rp_im/; so were Zenodo's
+    Infection_Mask/ volumes. Folders named as masks are passed over reading CTs, not masks."""
+    for folder in ("rp_im", "rp_msk", "rp_lung_msk", "Infection_Mask"):
+        (tmp_path / folder).mkdir()
+        for name in ("1", "2"):
+            (tmp_path / folder / f"{name}.nii.gz").write_bytes(b"")
+    (tmp_path / "tr_im.nii.gz").write_bytes(b"")
+    (tmp_path / "tr_mask.nii.gz").write_bytes(b"")
+    assert [s.name for s in find_studies([tmp_path])] == ["1", "2", "tr_im"]
+    assert len(find_studies([tmp_path / "rp_msk"])) == 2  # given itself, a folder is read
+    with pytest.raises(CovsegError, match="several studies are named 1"):
+        find_studies([tmp_path], masks=True)

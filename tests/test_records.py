@@ -1,0 +1,66 @@
+"""Run records: the SHA-256 of inputs (files, NIfTI and DICOM folders) compared on reruns."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from covseg.records import content_hash
+
+
+def test_a_dicom_folder_is_hashed_over_its_files_names_and_bytes(tmp_path: Path) -> None:
+    """The SHA-256 of a DICOM series (sub-folders included) changes with a slice's bytes or
+    name, not with file times or with non-DICOM files beside it (covseg's own outputs)."""
+    series = tmp_path / "series"
+    (series / "sub").mkdir(parents=True)
+    (series / "1.dcm").write_bytes(b"one")
+    (series / "sub" / "2.dcm").write_bytes(b"two")
+    first = content_hash(series)
+    os.utime(series / "1.dcm", (1e9, 1e9))
+    (series / "summary.csv").write_text("study\n")
+    assert content_hash(series) == first
+    (series / "sub" / "2.dcm").write_bytes(b"TWO")
+    assert content_hash(series) not in (first, None)
+    (series / "sub" / "2.dcm").write_bytes(b"two")
+    (series / "sub" / "2.dcm").rename(series / "sub" / "3.dcm")
+    assert content_hash(series) != first
+    assert content_hash(tmp_path / "gone") is None
+
+
+def test_a_folder_holding_one_nifti_is_hashed_as_that_file(tmp_path: Path) -> None:
+    """A folder holding one NIfTI file (``p1/ct.nii.gz``, read as that file) hashed no file:
+    every such folder had the SHA-256 of nothing, so another CT stored there passed as the one
+    recorded. It is hashed as its file (the file given itself agrees); several NIfTI files
+    (refused when read) over their names and bytes; a folder holding no CT is hashed as None,
+    as a path that is gone, matching no recorded hash."""
+    files = {}
+    for name, content in (("p1", b"first ct"), ("p2", b"second ct"), ("p3", b"first ct")):
+        (tmp_path / name).mkdir()
+        files[name] = tmp_path / name / "ct.nii.gz"
+        files[name].write_bytes(content)
+    hashes = {name: content_hash(tmp_path / name) for name in files}
+    assert hashes["p1"] != hashes["p2"]
+    assert hashes["p1"] == hashes["p3"] == content_hash(files["p1"])
+    assert hashes["p2"] == content_hash(files["p2"]) != hashlib.sha256().hexdigest()
+    (tmp_path / "p1" / "summary.csv").write_text("study\n")  # no CT: not read, not hashed
+    assert content_hash(tmp_path / "p1") == hashes["p1"]
+    files["p1"].write_bytes(b"another ct")
+    assert content_hash(tmp_path / "p1") not in (hashes["p1"], None)
+    (tmp_path / "p1" / "masks.nii.gz").write_bytes(b"first ct")
+    several = content_hash(tmp_path / "p1")
+    assert several not in (None, content_hash(files["p1"]))
+    (tmp_path / "p1" / "masks.nii.gz").write_bytes(b"other mask")
+    assert content_hash(tmp_path / "p1") not in (several, None)
+    (tmp_path / "empty").mkdir()
+    assert content_hash(tmp_path / "empty") is None
+    files["p2"].unlink()
+    assert content_hash(tmp_path / "p2") is None
+
+
+def test_a_folder_holding_one_dicom_file_is_hashed_as_that_file(tmp_path: Path) -> None:
+    """A one-slice series is read alike as its folder or its file: predict given one form and
+    quantify the other took the same CT for another (no lung recount, a warning)."""
+    (tmp_path / "series").mkdir()
+    (tmp_path / "series" / "1.dcm").write_bytes(b"one slice")
+    assert content_hash(tmp_path / "series") == content_hash(tmp_path / "series" / "1.dcm")

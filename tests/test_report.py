@@ -1,0 +1,245 @@
+"""Per-study outputs: the CSV, montage and HTML report of a quantified study."""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import re
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from covseg.burden import quantify
+from covseg.io.nifti import read_nifti
+from covseg.quantify import quantify_study
+from covseg.report import write_html
+from tests.test_quantify import save_like, synthetic_study
+
+
+def test_report_says_whether_lungs_were_looked_for(tmp_path: Path) -> None:
+    """No category: 'no lungs found' when a lung mask (or CT) was there but held no lung,
+    'no lung mask' when there was none to look in."""
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    empty = save_like(mask, np.zeros(nib.load(str(mask)).shape, np.uint8), tmp_path / "x.nii.gz")
+    for lungs, reason in ((empty, "no lungs found"), (None, "no lung mask")):
+        quantify_study(mask, tmp_path / reason, lungs=lungs, html_report=True)
+        page = (tmp_path / reason / "report.html").read_text()
+        assert f"Category: not available ({reason})" in page
+
+
+@pytest.mark.parametrize(("lesion", "shown", "category"), [
+    (9_999, "24.99", "CT-1"), (10_000, "25.00", "CT-2"), (19_999, "49.99", "CT-2"),
+    (1, "< 0.01", "CT-1"), (0, "0.00", "CT-0")])
+def test_report_percentages_never_contradict_the_category(
+        tmp_path: Path, lesion: int, shown: str, category: str) -> None:
+    """Rounded to nearest, 24.9975 % read 25.00 under CT-1 (and 49.9975 % read 50.00 under
+    CT-2) beside the rule putting 25 % in CT-2: % involved is rounded down, and a lesion under
+    0.01 % reads "< 0.01", not the 0 of CT-0; mL keep 2 decimals."""
+    lungs = np.ones((1, 100, 400), np.uint8)
+    lungs[:, :, 200:] = 2  # 40 000 voxels of 1 mm^3
+    lesions = np.zeros_like(lungs)
+    lesions.reshape(-1)[:lesion] = 1
+    result = quantify(lesions, (1.0, 1.0, 1.0), lungs)
+    assert result["study"]["ct_category"] == category
+    page = write_html(tmp_path / "report.html", result, "case", None).read_text()
+    header, study = (re.findall(r"<t[dh]>(.*?)</t[dh]>", row)
+                     for row in re.findall(r"<tr>(.*?)</tr>", page)[:2])
+    cells = dict(zip(header, study, strict=True))
+    assert html.unescape(cells["percent_involved"]) == shown
+    assert cells["ct_category"] == category and cells["lung_ml"] == "40.00"
+
+
+def test_montage_draws_voxels_to_scale_and_says_when_the_file_has_no_orientation(
+        tmp_path: Path, saved_figures: list) -> None:
+    """A sagittal file of 1.4 mm slices (0.7 mm rows) was drawn with square voxels, squeezed
+    to half its width; and a file without orientation (qform and sform codes 0, right and left
+    a guess) was titled "patient right on the image left"."""
+    ct, mask, _ = synthetic_study(tmp_path / "in", "case")
+    for path in (ct, mask):
+        image = nib.load(str(path))
+        wide = nib.Nifti1Image(np.asarray(image.dataobj)[::2], np.diag([1.4, 0.7, 5.0, 1.0]))
+        nib.save(wide.as_reoriented(nib.orientations.ornt_transform(
+            nib.io_orientation(wide.affine), nib.orientations.axcodes2ornt("SPL"))), str(path))
+    result = quantify_study(mask, tmp_path / "sagittal", image=ct, html_report=True)
+    montage = saved_figures[-1]
+    assert {axis.get_aspect() for axis in montage.axes} == {0.5}
+    assert "(patient right on the image left)" in montage.get_suptitle()
+    assert result["orientation_note"] is None
+    for path in (ct, mask):
+        image = nib.load(str(path))
+        image.set_qform(None, code=0)
+        image.set_sform(None, code=0)
+        nib.save(image, str(path))
+    result = quantify_study(mask, tmp_path / "unoriented", image=ct, html_report=True)
+    assert "(no orientation in the file: right and left may be swapped)" in (
+        saved_figures[-1].get_suptitle())
+    assert "qform and sform codes 0" in result["orientation_note"]
+    stored = json.loads((tmp_path / "unoriented" / "quantification.json").read_text())
+    assert stored["orientation_note"] == result["orientation_note"]
+    page = html.unescape((tmp_path / "unoriented" / "report.html").read_text())
+    assert f"Note: {result['orientation_note']}" in page
+
+
+def test_montage_gives_each_class_the_colour_of_visualize() -> None:
+    """The montage drew ground-glass yellow and consolidation red, visualize and predict's
+    overlays the other way round: one class, one colour, in every figure."""
+    from covseg.report import LESION_COLOURS, _overlay
+    from covseg.viz import overlay
+
+    labels = np.array([[0, 1, 2, 3]], dtype=np.uint8)
+    black = np.zeros(labels.shape, dtype=np.float32)
+    montage = _overlay(black, labels, LESION_COLOURS)
+    visualized = overlay(black, labels).astype(np.float32)
+    for label in (1, 2, 3):
+        montage_colour = montage[0, label] / np.linalg.norm(montage[0, label])
+        visualize_colour = visualized[0, label] / np.linalg.norm(visualized[0, label])
+        np.testing.assert_allclose(montage_colour, visualize_colour, atol=0.01)
+
+
+def test_montage_ranks_and_titles_slices_by_the_reports_lesion(
+        tmp_path: Path, saved_figures: list) -> None:
+    """The montage counted effusion as lesion: an effusion-only slice came first, titled with
+    its effusion as lesion mL, though the report's lesion (and % involved) leaves it out."""
+    ct, mask, _ = synthetic_study(tmp_path / "in", "case")
+    grid = nib.load(str(mask))
+    labels = np.zeros(grid.shape, dtype=np.int16)
+    labels[36:50, 10:30, 1] = 3  # 280 voxels of effusion: 0.686 mL
+    labels[40:45, 20:30, 3] = 1  # 50 voxels of ground-glass: 0.1225 mL
+    nib.save(nib.Nifti1Image(labels, grid.affine), str(mask))
+    result = quantify_study(mask, tmp_path / "both", image=ct, multiclass=True)
+    assert result["study"]["lesion_ml"] == pytest.approx(50 * 0.00245)
+    titles = [axis.get_title() for axis in saved_figures[-1].axes]
+    assert len(titles) == 1 and titles[0].endswith(", 0.1 mL")
+    labels[labels == 1] = 0  # effusion alone: its slice is shown, named as effusion
+    nib.save(nib.Nifti1Image(labels, grid.affine), str(mask))
+    quantify_study(mask, tmp_path / "effusion", image=ct, multiclass=True)
+    titles = [axis.get_title() for axis in saved_figures[-1].axes]
+    assert len(titles) == 1 and titles[0].endswith(", 0.0 mL, effusion 0.7 mL")
+
+
+def test_a_tiny_lesion_does_not_read_as_none(tmp_path: Path, saved_figures: list) -> None:
+    """A lesion under 0.005 mL read "0.00" in the report and "0.0 mL" on the montage, under
+    CT-1; only % involved had the "< 0.01" form."""
+    ct, mask, _ = synthetic_study(tmp_path / "in", "case")
+    grid = nib.load(str(mask))
+    labels = np.zeros(grid.shape, dtype=np.int16)
+    labels[40:42, 20, 2] = 1  # 2 voxels: 0.0049 mL
+    nib.save(nib.Nifti1Image(labels, grid.affine), str(mask))
+    result = quantify_study(mask, tmp_path / "out", image=ct, html_report=True)
+    assert result["study"]["ct_category"] == "CT-1"
+    assert [axis.get_title().split(", ")[-1] for axis in saved_figures[-1].axes] == ["< 0.1 mL"]
+    page = (tmp_path / "out" / "report.html").read_text()
+    cells = dict(zip(*(re.findall(r"<t[dh]>(.*?)</t[dh]>", row)
+                       for row in re.findall(r"<tr>(.*?)</tr>", page)[:2]), strict=True))
+    assert html.unescape(cells["lesion_ml"]) == "< 0.01" and cells["percent_involved"] == "0.04"
+
+
+@pytest.mark.parametrize(("percent", "shown"), [
+    (24.999995, "24.9999"), (49.9999996, "49.9999"), (25.0, "25"), (0.29, "0.29"),
+    (1.23456789e-05, "1.23456e-05"), (0.0, "0")])
+def test_csv_percentages_never_reach_a_bound_the_study_has_not(
+        percent: float, shown: str) -> None:
+    """quantification.csv and summary.csv gave 24.999995 % to 6 significant digits, rounded
+    to nearest: 25, beside CT-1 (whose rule puts 25 % in CT-2). They are rounded down."""
+    from covseg.batch import SUMMARY_FIELDS
+    from covseg.report import CSV_FIELDS, csv_text
+
+    row = {"study": "a", "percent_involved": percent, "right_percent_involved": percent,
+           "left_percent_involved": percent, "lesion_ml": 24.999995}
+    for fields in (CSV_FIELDS, SUMMARY_FIELDS):
+        cells = next(csv.DictReader(csv_text([row], fields).splitlines()))
+        assert {cells[k] for k in fields if k.endswith("percent_involved")} == {shown}
+        assert cells["lesion_ml"] == "25"  # other numbers keep 6 significant digits
+
+
+def _texts_inside(figure: object) -> tuple[float, list[tuple[float, float]]]:
+    """The figure's width in pixels and the (left, right) pixel extents of its title and
+    legend, as drawn."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    texts = [*figure.legends, *(text for text in figure.texts if text.get_text())]
+    extents = [artist.get_window_extent(renderer) for artist in texts]
+    return figure.bbox.width, [(extent.x0, extent.x1) for extent in extents]
+
+
+def test_a_one_slice_montage_shows_its_whole_title_and_legend(
+        tmp_path: Path, saved_figures: list) -> None:
+    """A one-slice study got a 3.2-inch (320 px) montage: a long study name lost both ends of
+    its title and the legend showed "consolidation | effusion | right lun..."."""
+    from covseg.report import write_montage
+
+    labels = np.zeros((1, 40, 50), dtype=np.int16)
+    labels[0, 5:15, 5:15], labels[0, 20:30, 5:15], labels[0, 5:15, 30:40] = 1, 2, 3
+    lungs = np.zeros_like(labels)
+    lungs[0, 2:38, 2:24], lungs[0, 2:38, 27:48] = 1, 2
+    nib.save(nib.Nifti1Image(labels[0].T[:, :, None], np.diag([-0.7, -0.7, 1.0, 1.0])),
+             str(tmp_path / "mask.nii.gz"))
+    grid = read_nifti(tmp_path / "mask.nii.gz", np.int16)
+    study = "patient_with_a_rather_long_study_name_0001"
+    path = write_montage(tmp_path / "montage.png", grid.array, grid, lungs=lungs, title=study,
+                         multiclass=True)
+    figure = saved_figures[-1]
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == [
+        "ground-glass", "consolidation", "effusion", "right lung", "left lung"]
+    width, extents = _texts_inside(figure)
+    assert len(extents) == 2 and all(0 <= left and right <= width for left, right in extents)
+    with Image.open(path) as png:
+        assert png.width == int(width) > 320
+    assert figure.get_suptitle() == f"{study}\n(patient right on the image left)"
+
+
+def test_montage_legend_names_only_what_its_slices_show(tmp_path: Path,
+                                                        saved_figures: list) -> None:
+    """The legend listed "lesion" over an empty mask, and both lungs over slices showing
+    neither."""
+    from covseg.report import write_montage
+
+    lesions = np.zeros((8, 30, 30), dtype=np.int16)
+    nib.save(nib.Nifti1Image(lesions.T, np.diag([-1.0, -1.0, 2.0, 1.0])),
+             str(tmp_path / "mask.nii.gz"))
+    grid = read_nifti(tmp_path / "mask.nii.gz", np.int16)
+    lungs = np.zeros_like(grid.array)
+    write_montage(tmp_path / "empty.png", grid.array, grid, lungs=lungs, title="empty")
+    assert saved_figures[-1].legends == []
+    lesions = grid.array.copy()
+    lesions[2, 5:9, 5:9] = 1
+    lungs[7, 10:20, 2:12] = 1  # the right lung on a slice the montage does not show
+    write_montage(tmp_path / "lesion.png", lesions, grid, lungs=lungs, count=1, title="one")
+    assert [text.get_text() for text in saved_figures[-1].legends[0].get_texts()] == ["lesion"]
+    lungs[2, 10:20, 2:12] = 1
+    write_montage(tmp_path / "lung.png", lesions, grid, lungs=lungs, count=1, title="one")
+    assert [text.get_text() for text in saved_figures[-1].legends[0].get_texts()] == [
+        "lesion", "right lung"]
+
+
+def test_montage_title_clears_the_top_slices_titles(tmp_path: Path, saved_figures: list) -> None:
+    """On 512x512 studies, whose slices fill their cells, the title's second line "(patient
+    right on the image left)" ran into the top-middle slice's "slice 3, 132.5 mL"."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from covseg.report import write_montage
+
+    labels = np.zeros((6, 512, 512), dtype=np.int16)
+    for k in range(6):
+        labels[k, 200:260 + 10 * k, 100:180] = 1
+    nib.save(nib.Nifti1Image(labels.transpose(2, 1, 0), np.diag([-0.7, -0.7, 5.0, 1.0])),
+             str(tmp_path / "mask.nii.gz"))
+    grid = read_nifti(tmp_path / "mask.nii.gz", np.int16)
+    for note in ("", "lung model lungrun40 (SHA-256 b881f3a0c98d)"):
+        write_montage(tmp_path / "montage.png", grid.array, grid, title="medseg_hu",
+                      **({"lungs_note": note} if note else {}))
+        figure = saved_figures[-1]
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        title = figure._suptitle.get_window_extent(renderer)  # type: ignore[union-attr]
+        tops = [axis.title.get_window_extent(renderer).y1 for axis in figure.axes]
+        assert len(tops) == 6 and title.y0 > max(tops), (title, tops)
+        assert title.y1 <= figure.bbox.height
