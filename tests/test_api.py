@@ -30,7 +30,7 @@ from covseg.cli import build_parser, main
 from covseg.errors import CovsegError
 from covseg.infer import Predictor
 from tests.conftest import NEEDS_ONNX, held_by_another_thread, shared
-from tests.test_io_volume import edited_series, needs_ct
+from tests.io.helpers import edited_series, needs_ct
 from tests.test_quantify import synthetic_study
 from tests.test_train import TINY
 
@@ -925,7 +925,7 @@ def test_a_dicom_folder_beside_picture_folders_is_predicted_without_failures(
     predicted the CT but tried each picture folder as a DICOM series, listed it as failed and
     exited 1; the picture folders are now passed over, and a series of slices named without a
     suffix (a PACS export) is still found and predicted."""
-    from tests.test_io_volume import phantom, synthetic_series
+    from tests.io.helpers import phantom, synthetic_series
 
     patient = tmp_path / "patient"
     for name in ("images/key1.png", "masks/key1.png", "series/thumb.png"):

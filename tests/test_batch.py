@@ -391,7 +391,7 @@ def test_find_studies_passes_over_folders_of_pictures(tmp_path: Path, caplog) ->
     predict exited 1; such folders are now passed over with a warning naming them, while a
     series of slices named without a suffix beside its thumbnail is still a study, a folder of
     pictures given itself is still one, and a folder of picture folders alone is refused."""
-    from tests.test_io_volume import phantom, synthetic_series
+    from tests.io.helpers import phantom, synthetic_series
 
     patient = tmp_path / "patient"
     for name in ("images/key1.png", "masks/key1.png", "shots/day1/a.jpg", "series/thumb.png"):

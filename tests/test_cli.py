@@ -1317,7 +1317,7 @@ def test_a_series_folder_with_a_thumbnail_is_predicted_as_the_series(
     """``covseg predict SERIES`` refused a DICOM series folder holding a preview.png as "holds
     both 2D images and CT volumes", which covseg.predict_volumes predicted: one decision
     (api.input_kind) now serves both, and the picture is skipped with a warning naming it."""
-    from tests.test_io_volume import phantom, synthetic_series
+    from tests.io.helpers import phantom, synthetic_series
 
     series = tmp_path / "series"
     synthetic_series(series, phantom())

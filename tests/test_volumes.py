@@ -50,7 +50,7 @@ from tests.conftest import (
 )
 from tests.conftest import SAMPLE_CT as CT
 from tests.conftest import SAMPLE_DICOMS as DICOMS
-from tests.test_io_volume import phantom, synthetic_series
+from tests.io.helpers import phantom, synthetic_series
 
 AFFINE = np.diag([-0.75, -0.75, 4.0, 1.0])  # LAS, like the MosMed masks
 VOXEL_ML = 0.75 * 0.75 * 4.0 / 1000.0

@@ -23,7 +23,7 @@ from covseg.io.ct import read_volume
 from covseg.io.volume import Volume, write_mask_like
 from covseg.quantify import quantify_study
 from covseg.volumes import predict_study
-from tests.test_io_volume import enhanced_ct, phantom, synthetic_meta, synthetic_series
+from tests.io.helpers import enhanced_ct, phantom, synthetic_meta, synthetic_series
 from tests.test_volumes import BandPredictor
 
 report_module = importlib.import_module("covseg.report")

@@ -1,0 +1,638 @@
+"""DICOM reading: series checks, multi-frame and padded slices, unreadable or gzipped slices,
+DICOMDIRs, stderr left alone."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+from pydicom.dataset import Dataset, FileDataset
+from pydicom.encaps import encapsulate
+from pydicom.fileset import FileSet
+from pydicom.sequence import Sequence as DicomSequence
+
+import covseg.io.dicom as dicom_module
+from covseg.errors import CovsegError
+from covseg.io.ct import read_volume
+from covseg.io.dicom import is_dicom_file
+from covseg.io.volume import write_mask_like
+from tests.conftest import SAMPLE_DICOMS as DICOMS
+from tests.io.helpers import (
+    edited_series,
+    enhanced_ct,
+    needs_ct,
+    phantom,
+    synthetic_meta,
+    synthetic_series,
+)
+
+needs_dicom = pytest.mark.skipif(not DICOMS[0].is_file(),
+                                 reason=f"real data not found: {DICOMS[0]}")
+
+
+def dicom_series(folder: Path, files: list[Path], series_uid: str | None = None) -> Path:
+    """Copy real DICOM slices into ``folder``, optionally as a new series."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for source in files:
+        target = folder / f"{series_uid or 'orig'}_{source.name}"
+        if series_uid is None:
+            shutil.copy(source, target)
+            continue
+        dataset = pydicom.dcmread(source)
+        dataset.SeriesInstanceUID = series_uid
+        dataset.SOPInstanceUID = pydicom.uid.generate_uid()
+        dataset.save_as(target)
+    return folder
+
+
+@needs_dicom
+def test_dicom_folder_reads_series_and_mask_keeps_geometry(tmp_path: Path) -> None:
+    folder = dicom_series(tmp_path / "series", DICOMS)
+    volume = read_volume(folder)
+    assert volume.array.shape == (2, 512, 512) and volume.intensity == "hu"
+    assert volume.spacing == pytest.approx((1.0, 0.625, 0.625))
+    np.testing.assert_allclose(volume.affine, np.diag([-0.625, -0.625, 1.0, 1.0]))
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder)))
+    reference = reader.Execute()
+    np.testing.assert_array_equal(volume.array, sitk.GetArrayFromImage(reference))
+    mask = (volume.array < -320).astype(np.uint8)
+    written = sitk.ReadImage(str(write_mask_like(volume, mask, tmp_path / "mask.nii.gz")))
+    np.testing.assert_allclose(written.GetOrigin(), reference.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(written.GetSpacing(), reference.GetSpacing(), atol=1e-5)
+    np.testing.assert_allclose(written.GetDirection(), reference.GetDirection(), atol=1e-6)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(written), mask)
+
+
+@needs_dicom
+def test_single_dicom_file_is_a_one_slice_volume() -> None:
+    volume = read_volume(DICOMS[0])
+    assert volume.array.shape == (1, 512, 512) and volume.intensity == "hu"
+
+
+@needs_dicom
+def test_mixed_series_uses_the_largest_and_warns(tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    folder = dicom_series(tmp_path / "mixed", DICOMS)
+    dicom_series(folder, DICOMS[:1], series_uid=pydicom.uid.generate_uid())
+    with caplog.at_level(logging.WARNING):
+        volume = read_volume(folder)
+    assert volume.array.shape[0] == 2
+    assert "2 DICOM series found; using the largest" in caplog.text
+
+
+@needs_dicom
+def test_mixed_series_of_equal_size_is_an_error(tmp_path: Path) -> None:
+    folder = dicom_series(tmp_path / "tie", DICOMS[:1])
+    dicom_series(folder, DICOMS[1:], series_uid=pydicom.uid.generate_uid())
+    with pytest.raises(CovsegError, match="tie at 1 image "):
+        read_volume(folder)
+
+
+@needs_dicom
+def test_even_series_reads_at_its_spacing_and_rounded_positions_pass(tmp_path: Path) -> None:
+    volume = read_volume(edited_series(tmp_path / "even", 6))
+    assert volume.array.shape == (6, 512, 512)
+    assert volume.spacing == pytest.approx((2.5, 0.625, 0.625))
+
+    def rounded(k: int, dataset: pydicom.Dataset) -> None:  # 0.625 mm written to 0.1 mm:
+        dataset.ImagePositionPatient = [0.0, 0.0, (0, 0.6, 1.3, 1.9, 2.5, 3.1, 3.8)[k]]  # 0.067
+        # mm off the grid, over a tenth of the step and under the 0.1 mm allowed for rounding
+
+    assert read_volume(edited_series(tmp_path / "rounded", 7, rounded)).array.shape[0] == 7
+
+
+@needs_dicom
+def test_series_with_a_missing_slice_is_refused(tmp_path: Path) -> None:
+    folder = edited_series(tmp_path / "gap", 6, skip=[2])
+    with pytest.raises(CovsegError, match=r"gap: slice positions are uneven: a gap of 5 mm among "
+                                          r"2\.5 mm \(a missing slice\?\); give a complete series"):
+        read_volume(folder)
+
+
+@needs_dicom
+@pytest.mark.parametrize("skip", [1, 2])
+def test_a_short_series_with_a_missing_slice_names_its_gaps(tmp_path: Path, skip: int) -> None:
+    """Three slices of a 2.5 mm series: the median of their two gaps (3.75 mm, a step found
+    nowhere) was quoted as the step, "a gap of 2.5 mm among 3.75 mm", without the hint."""
+    folder = edited_series(tmp_path / "gap", 4, skip=[skip])
+    with pytest.raises(CovsegError, match=r"gap: slice positions are uneven: gaps of 2\.5 and 5 "
+                                          r"mm \(a missing slice\?\); give a complete series"):
+        read_volume(folder)
+
+
+@needs_dicom
+def test_series_of_duplicated_slices_is_refused(tmp_path: Path) -> None:
+    folder = edited_series(tmp_path / "twice", 3)
+    for path in sorted(folder.iterdir()):  # the same slices again as new instances
+        dataset = pydicom.dcmread(path)
+        dataset.SOPInstanceUID = pydicom.uid.generate_uid()
+        dataset.save_as(folder / f"copy_{path.name}")
+    with pytest.raises(CovsegError, match=r"twice: 3 duplicate slice position\(s\) .*remove the "
+                                          "copies"):
+        read_volume(folder)
+
+
+@needs_dicom
+def test_gantry_tilted_series_is_refused(tmp_path: Path) -> None:
+    def tilted(k: int, dataset: pydicom.Dataset) -> None:  # 20 degrees: y moves with z
+        dataset.ImagePositionPatient = [0.0, -0.91 * k, 2.5 * k]
+        dataset.GantryDetectorTilt = 20.0
+
+    with pytest.raises(CovsegError, match=r"tilt: slice positions shift 4\.55 mm in-plane over "
+                                          r"12\.5 mm .*\(a 20 degree gantry tilt\?\); resample "
+                                          "it first, e.g. convert it with dcm2niix"):
+        read_volume(edited_series(tmp_path / "tilt", 6, tilted))
+
+
+@needs_dicom
+def test_series_of_mixed_pixel_spacing_or_size_is_refused(tmp_path: Path) -> None:
+    def coarser(k: int, dataset: pydicom.Dataset) -> None:
+        if k >= 3:
+            dataset.PixelSpacing = [0.8, 0.8]
+
+    with pytest.raises(CovsegError, match=r"spacing: pixel spacing differs between slices "
+                                          r"\(0\.625 x 0\.625 mm in 000\.dcm, 0\.8 x 0\.8 mm "
+                                          r"in 003\.dcm\); give a series of one pixel spacing"):
+        read_volume(edited_series(tmp_path / "spacing", 6, coarser))
+
+    def cropped(k: int, dataset: pydicom.Dataset) -> None:
+        if k == 4:
+            dataset.PixelData = dataset.pixel_array[:256, :256].tobytes()
+            dataset.Rows = dataset.Columns = 256
+
+    with pytest.raises(CovsegError, match=r"size: slices differ in size \(rows x columns "
+                                          r"512 x 512 in 000\.dcm, 256 x 256 in 004\.dcm\)"):
+        read_volume(edited_series(tmp_path / "size", 6, cropped))
+
+
+@needs_dicom
+def test_series_without_positions_is_refused(tmp_path: Path) -> None:
+    def unplaced(k: int, dataset: pydicom.Dataset) -> None:
+        del dataset.ImagePositionPatient
+
+    with pytest.raises(CovsegError, match="no ImagePositionPatient"):
+        read_volume(edited_series(tmp_path / "unplaced", 3, unplaced))
+
+
+@needs_dicom
+def test_other_modalities_are_refused(tmp_path: Path) -> None:
+    """The real slices have no Modality tag (read as CT); a CT tag reads, MR is refused."""
+    def modality(name: str) -> Callable[[int, pydicom.Dataset], None]:
+        return lambda k, dataset: setattr(dataset, "Modality", name)
+
+    assert read_volume(edited_series(tmp_path / "ct", 2, modality("CT"))).array.shape[0] == 2
+    with pytest.raises(CovsegError, match="mr: Modality MR, expected CT"):
+        read_volume(edited_series(tmp_path / "mr", 2, modality("MR")))
+    with pytest.raises(CovsegError, match=r"000\.dcm: Modality MR, expected CT"):
+        read_volume(tmp_path / "mr" / "000.dcm")
+
+
+@needs_dicom
+def test_series_without_pixel_spacing_is_refused(tmp_path: Path) -> None:
+    """SimpleITK read a series without PixelSpacing at 1 mm, so every mL was off."""
+    def unspaced(k: int, dataset: pydicom.Dataset) -> None:
+        del dataset.PixelSpacing
+
+    for series in (edited_series(tmp_path / "unspaced", 2, unspaced),
+                   tmp_path / "unspaced" / "000.dcm"):
+        with pytest.raises(CovsegError, match="no PixelSpacing in the DICOM header"):
+            read_volume(series)
+
+
+@needs_dicom
+def test_single_slice_is_as_thick_as_its_header_says(tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    dataset = pydicom.dcmread(DICOMS[0])
+    dataset.SliceThickness = 2.5
+    dataset.save_as(tmp_path / "thick.dcm")
+    volume = read_volume(tmp_path / "thick.dcm")
+    assert volume.spacing == pytest.approx((2.5, 0.625, 0.625))
+    assert volume.voxel_ml == pytest.approx(2.5 * 0.625 * 0.625 / 1000)
+    del dataset.SliceThickness
+    dataset.SpacingBetweenSlices = 3.0
+    dataset.save_as(tmp_path / "spaced.dcm")
+    assert read_volume(tmp_path / "spaced.dcm").spacing[0] == pytest.approx(3.0)
+    del dataset.SpacingBetweenSlices
+    dataset.save_as(tmp_path / "bare.dcm")
+    with caplog.at_level(logging.WARNING):
+        assert read_volume(tmp_path / "bare.dcm").spacing[0] == pytest.approx(1.0)
+    assert "without SliceThickness or SpacingBetweenSlices; taken as 1 mm thick" in caplog.text
+    alone = edited_series(tmp_path / "alone", 1, lambda k, d: setattr(d, "SliceThickness", 5.0))
+    assert read_volume(alone).spacing[0] == pytest.approx(5.0)
+
+
+def test_monochrome1_series_is_read_in_hu(tmp_path: Path) -> None:
+    """GDCM inverts MONOCHROME1 pixels for display, so a CT was read as -2128..-1010 "HU" (no
+    lungs, the body taken for lesion); the Modality LUT gives HU whatever the display. An
+    Enhanced CT file of MONOCHROME1 pixels was refused (its rescale lies in functional groups)."""
+    volume = phantom()
+    synthetic_series(tmp_path / "mono2", volume)
+    files = synthetic_series(tmp_path / "mono1", volume, photometric="MONOCHROME1")
+    expected = read_volume(tmp_path / "mono2").array
+    assert expected.min() < -900 < 0 < expected.max()
+    assert np.array_equal(read_volume(tmp_path / "mono1").array, expected)
+    assert np.array_equal(read_volume(files[2]).array, expected[2:3])
+    enhanced = enhanced_ct(tmp_path / "enhanced" / "ct.dcm", volume, photometric="MONOCHROME1")
+    for given in (enhanced, enhanced.parent):
+        assert np.array_equal(read_volume(given).array, expected)
+
+
+def test_enhanced_multiframe_ct_is_read_from_its_functional_groups(tmp_path: Path) -> None:
+    """Enhanced CT keeps its pixel spacing and positions in functional groups: covseg refused
+    it for "no PixelSpacing"; it is read as the same series of slices is, file or folder."""
+    volume = phantom()
+    synthetic_series(tmp_path / "series", volume)
+    expected = read_volume(tmp_path / "series")
+    for order in (None, range(len(volume))[::-1]):
+        path = enhanced_ct(tmp_path / f"enhanced{order is None}" / "ct.dcm", volume, order)
+        for given in (path, path.parent):
+            read = read_volume(given)
+            assert np.array_equal(read.array, expected.array)
+            assert read.spacing == pytest.approx(expected.spacing)
+            assert np.allclose(read.affine, expected.affine, atol=1e-4)
+    shuffled = enhanced_ct(tmp_path / "shuffled.dcm", volume, [0, 2, 1, 3, 4, 5])
+    with pytest.raises(CovsegError, match="frame 2 .* mm from its ImagePositionPatient"):
+        read_volume(shuffled)
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+def test_enhanced_ct_frames_keep_their_own_rescale(photometric: str, tmp_path: Path) -> None:
+    """Frames with a Modality LUT each (PixelValueTransformationSequence per frame) were all
+    read with the first frame's: the sixth frame came out 50 HU off."""
+    volume = phantom()
+    path = enhanced_ct(tmp_path / "ct.dcm", volume, photometric=photometric)
+    dataset = pydicom.dcmread(path)
+    del dataset.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence
+    stored = []
+    for k, frame in enumerate(dataset.PerFrameFunctionalGroupsSequence):
+        rescale = Dataset()
+        rescale.RescaleSlope, rescale.RescaleIntercept = 1, -1024 + 10 * k
+        rescale.RescaleType = "HU"
+        frame.PixelValueTransformationSequence = DicomSequence([rescale])
+        stored.append(volume[k].astype(np.int32) + 1024 - 10 * k)
+    dataset.PixelData = np.asarray(stored).astype(np.int16).tobytes()
+    dataset.save_as(path)
+    assert np.array_equal(read_volume(path).array, volume)
+
+
+def test_multiframe_file_without_a_frame_step_takes_its_slice_thickness(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A legacy multi-frame file without SpacingBetweenSlices was read 1 mm apart (mL 2.5 times
+    low); in a folder it failed with "expected a 3D volume, got 4D"."""
+    volume = phantom()
+    first = synthetic_series(tmp_path / "one", volume[:1])[0]
+    dataset = pydicom.dcmread(first)
+    dataset.NumberOfFrames = len(volume)
+    dataset.PixelData = (volume.astype(np.int32) + 1024).astype(np.int16).tobytes()
+    (tmp_path / "multi").mkdir()
+    dataset.save_as(tmp_path / "multi" / "mf.dcm")
+    with caplog.at_level(logging.WARNING):
+        for given in (tmp_path / "multi" / "mf.dcm", tmp_path / "multi"):
+            read = read_volume(given)
+            assert read.spacing == pytest.approx((2.5, 0.7, 0.7))
+            assert np.array_equal(read.array, volume)
+    assert "6 frames without SpacingBetweenSlices; taken as 2.5 mm apart" in caplog.text
+
+
+@pytest.mark.parametrize("slice_index", [5, 2])
+def test_an_unreadable_slice_of_the_series_is_named(slice_index: int, tmp_path: Path) -> None:
+    """GDCM skips a file it cannot parse: an end slice went missing without a word, a middle
+    one was reported as a gap ("a missing slice?") without naming the file."""
+    files = synthetic_series(tmp_path / "cut", phantom())
+    blob = files[slice_index].read_bytes()
+    files[slice_index].write_bytes(blob[:-500])
+    with pytest.raises(CovsegError, match=f"IM000{slice_index}.dcm: a slice of series .* "
+                                          "cannot be read"):
+        read_volume(tmp_path / "cut")
+
+
+@pytest.mark.parametrize(("slice_index", "suffix", "keep"), [
+    (5, ".dcm", 0), (2, ".dcm", 0), (5, ".dcm", 300), (2, ".dcm", 300), (5, "", 0), (2, "", 300)])
+def test_an_empty_or_header_cut_slice_is_named(slice_index: int, suffix: str, keep: int,
+                                               tmp_path: Path) -> None:
+    """An empty slice file, or one cut before its SeriesInstanceUID (what an interrupted copy
+    leaves), was passed over without a word: an end slice went missing (the series read one
+    slice short, exit 0), a middle one was reported as a gap naming no file."""
+    files = synthetic_series(tmp_path / "cut", phantom(), suffix=suffix)
+    files[slice_index].write_bytes(files[slice_index].read_bytes()[:keep])
+    what = (r"an empty file \(0 bytes\) among the slices of a series" if keep == 0 else
+            "truncated or corrupt: its DICOM header cannot be read")
+    with pytest.raises(CovsegError, match=rf"^\S*IM000{slice_index}{suffix}: {what} \(an "
+                                          r"interrupted copy\?\); replace it, or remove it to "
+                                          "read the series without it$"):
+        read_volume(tmp_path / "cut")
+
+
+def test_a_slice_cut_anywhere_is_refused(tmp_path: Path) -> None:
+    """Cut at any length, an end slice is refused, never read as a series one slice short (a
+    cut inside the SeriesInstanceUID left a UID that matched no series)."""
+    files = synthetic_series(tmp_path / "cut", phantom(depth=3))
+    blob = files[-1].read_bytes()
+    for keep in range(0, len(blob), 23):
+        files[-1].write_bytes(blob[:keep])
+        with pytest.raises(CovsegError, match="IM0002.dcm: .*; replace it, or remove it"):
+            read_volume(tmp_path / "cut")
+
+
+@pytest.mark.parametrize("suffix", [".dcm", ""])
+def test_files_beside_a_series_that_are_no_slices_of_it_are_passed_over(
+        suffix: str, tmp_path: Path) -> None:
+    """Notes, a thumbnail database, an empty file not named as the slices are, a DICOMDIR and a
+    slice of another series beside a series are not taken for its unreadable slices."""
+    volume = phantom()
+    folder = tmp_path / "series"
+    synthetic_series(folder, volume, suffix=suffix)
+    other = synthetic_series(tmp_path / "other", phantom(depth=1))[0]
+    shutil.copy(other, folder / "LOCALIZER.dcm")
+    index = FileDataset(str(folder / "DICOMDIR"), {}, preamble=b"\0" * 128,
+                        file_meta=synthetic_meta(pydicom.uid.MediaStorageDirectoryStorage))
+    index.FileSetID, index.DirectoryRecordSequence = "CD", DicomSequence([])
+    index.save_as(folder / "DICOMDIR", enforce_file_format=True)
+    (folder / "README").write_text("scan notes")
+    (folder / "VERSION").write_bytes(b"")
+    (folder / "notes.txt").write_bytes(b"")
+    (folder / "Thumbs.db").write_bytes(b"")
+    assert np.array_equal(read_volume(folder).array, volume)
+
+
+def test_a_folder_of_gzipped_dicom_slices_is_named_as_such(tmp_path: Path) -> None:
+    """A folder of IM0001.dcm.gz... was refused as "no images (png, jpg, tif, npy) in this
+    folder", naming neither its files nor that they are gzip-compressed DICOM; a folder of
+    nothing readable named the 2D kinds only, not NIfTI or DICOM."""
+    from covseg.api import collect_inputs, input_kind
+    from covseg.io.dicom import is_gzipped_dicom
+    from covseg.io.image import read_image
+
+    (tmp_path / "gz").mkdir()
+    for path in synthetic_series(tmp_path / "series", phantom()):
+        (tmp_path / "gz" / f"{path.name}.gz").write_bytes(gzip.compress(path.read_bytes()))
+    assert input_kind(tmp_path / "gz") is None
+    with pytest.raises(CovsegError, match=r"^\S*gz: 6 gzip-compressed DICOM files "
+                                          r"\(IM0000\.dcm\.gz\.\.\.\), which covseg does not "
+                                          "read; gunzip them first and give the folder again$"):
+        collect_inputs([tmp_path / "gz"])
+    with pytest.raises(CovsegError, match=r"^\S*IM0000\.dcm\.gz: gzip-compressed DICOM, which "
+                                          "covseg does not read; gunzip it first$"):
+        read_image(tmp_path / "gz" / "IM0000.dcm.gz")
+    with pytest.raises(CovsegError, match=r"^\S*gz: 6 gzip-compressed DICOM files .* gunzip "
+                                          "them first"):
+        read_volume(tmp_path / "gz")  # as a study folder is read
+    (tmp_path / "gz" / "IM0000.dcm.gz").rename(tmp_path / "1.2.3.gz")  # known by its contents
+    (tmp_path / "notes.gz").write_bytes(gzip.compress(b"not DICOM" * 20))
+    assert is_gzipped_dicom(tmp_path / "1.2.3.gz") and not is_gzipped_dicom(tmp_path / "notes.gz")
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "notes.txt").write_text("no scan")
+    with pytest.raises(CovsegError, match=r"^\S*none: no images or CT volumes in this folder; "
+                                          r"give 2D slices as \.png, .* or \.npy, or CT volumes "
+                                          r"as NIfTI \(\.nii or \.nii\.gz\) or DICOM \(\.dcm, "
+                                          r"\.dicom or \.ima files, or a folder of a series\)$"):
+        collect_inputs([tmp_path / "none"])
+
+
+def test_dicom_without_preamble_or_suffix_is_recognised(tmp_path: Path) -> None:
+    """Files without the 128-byte preamble and suffix were taken for 2D images."""
+    files = synthetic_series(tmp_path / "bare", phantom(), preamble=False, suffix="")
+    assert files[0].read_bytes()[128:132] != b"DICM"
+    assert all(is_dicom_file(path) for path in files)
+    (tmp_path / "README").write_text("not a scan")
+    (tmp_path / "1.2.3").write_bytes(b"\x02\x00\x10\x00junk" * 10)
+    assert not is_dicom_file(tmp_path / "README") and not is_dicom_file(tmp_path / "1.2.3")
+    synthetic_series(tmp_path / "dcm", phantom())
+    assert np.array_equal(read_volume(tmp_path / "bare").array,
+                          read_volume(tmp_path / "dcm").array)
+    assert read_volume(files[0]).array.shape == (1, 24, 32)
+
+
+def test_series_split_over_sub_folders_is_refused(tmp_path: Path) -> None:
+    """Read as its largest part, a series split over folders lost its other slices."""
+    files = synthetic_series(tmp_path / "split" / "part1", phantom())
+    (tmp_path / "split" / "part2").mkdir()
+    for path in files[4:]:
+        path.rename(tmp_path / "split" / "part2" / path.name)
+    with pytest.raises(CovsegError, match="series .* is in the folders .*part1 and .*part2; "
+                                          "put all its slices in one folder, or keep one copy "
+                                          "if these are copies of it"):
+        read_volume(tmp_path / "split")
+
+
+def test_ct_series_is_chosen_beside_a_larger_pet_series(tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """A PET/CT export was refused as "Modality PT, expected CT" though it holds the CT."""
+    synthetic_series(tmp_path / "petct", phantom())
+    pet = synthetic_series(tmp_path / "pet", phantom(depth=9), modality="PT")
+    for path in pet:
+        path.rename(tmp_path / "petct" / f"PT{path.name}")
+    with caplog.at_level(logging.WARNING):
+        assert read_volume(tmp_path / "petct").array.shape == (6, 24, 32)
+    assert "ignoring PT series" in caplog.text and "(9 slices), not CT" in caplog.text
+
+
+def test_undecodable_pixels_name_their_transfer_syntax_in_one_line(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """OpenJPEG printed dozens of lines and the error did not say the pixels were HTJ2K; a
+    DICOMDIR tree's upper folders made ITK warn "No Series were found"."""
+    for path in synthetic_series(tmp_path / "tree" / "top" / "htj2k", phantom()):
+        dataset = pydicom.dcmread(path)
+        dataset.file_meta.TransferSyntaxUID = pydicom.uid.UID("1.2.840.10008.1.2.4.201")
+        dataset.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(range(200))])
+        dataset["PixelData"].VR = "OB"
+        dataset.save_as(path, enforce_file_format=True)
+    capfd.readouterr()
+    with pytest.raises(CovsegError, match=r"compressed as High-Throughput JPEG 2000 .*"
+                                          r"\(1\.2\.840\.10008\.1\.2\.4\.201\).*gdcmconv --raw"):
+        read_volume(tmp_path / "tree")
+    assert capfd.readouterr().err == ""
+
+
+@needs_ct
+def test_reading_dicom_from_threads_leaves_stderr_where_it_was(tmp_path: Path) -> None:
+    """Each read sent file descriptor 2 to the null device and put back the one it found:
+    interleaved readers put back another's null device, and the process went silent for good."""
+    import os
+    import threading
+
+    from covseg.io.dicom import read_dicom_folder
+
+    series = edited_series(tmp_path / "series", 3)
+    before = os.fstat(2)
+
+    def read() -> None:
+        for _ in range(5):
+            read_dicom_folder(series)
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    after = os.fstat(2)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+
+
+@needs_ct
+def test_dicom_is_read_in_a_process_without_stderr(tmp_path: Path) -> None:
+    """Reading DICOM flushed ``sys.stderr`` and copied file descriptor 2 unconditionally: in a
+    process without them (pythonw, a closed stderr) every DICOM study failed with an
+    AttributeError."""
+    import subprocess
+    import sys
+
+    series = edited_series(tmp_path / "series", 3)
+    code = ("import sys; from covseg.io.dicom import read_dicom_folder; "
+            f"sys.stdout.write(str(read_dicom_folder({str(series)!r}).array.shape))")
+    done = subprocess.run([sys.executable, "-c", code], stderr=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, text=True, check=False,
+                          preexec_fn=lambda: __import__("os").close(2))
+    assert (done.returncode, done.stdout) == (0, "(3, 512, 512)")
+
+
+def test_functional_groups_without_geometry_keep_the_top_level_geometry(tmp_path: Path) -> None:
+    """A single-frame series whose files carry a functional group holding no geometry (a window
+    setting) was refused for "no PixelSpacing": the top-level geometry was passed over."""
+    for path in synthetic_series(tmp_path / "series", phantom()):
+        dataset = pydicom.dcmread(path)
+        voi = pydicom.Dataset()
+        voi.WindowCenter, voi.WindowWidth = -600, 1500
+        group = pydicom.Dataset()
+        group.FrameVOILUTSequence = pydicom.Sequence([voi])
+        dataset.SharedFunctionalGroupsSequence = pydicom.Sequence([group])
+        dataset.save_as(path)
+    volume = read_volume(tmp_path / "series")
+    assert volume.spacing == pytest.approx((2.5, 0.7, 0.7))
+
+
+def padded(path: Path, plane: np.ndarray, pad: np.ndarray, value: int, *,
+           limit: int | None = None, implicit: bool = False, offset: int = 1024) -> None:
+    """Rewrite one slice as unsigned storage (HU + ``offset``, RescaleIntercept -``offset``)
+    whose ``pad`` pixels hold padding from ``value`` up to ``limit``, as PixelPaddingValue (and
+    PixelPaddingRangeLimit) say."""
+    dataset = pydicom.dcmread(path)
+    stored = plane.astype(np.int32) + offset
+    stored[pad] = np.linspace(value, value if limit is None else limit, int(pad.sum()))
+    assert stored.min() >= 0
+    dataset.PixelRepresentation, dataset.RescaleSlope, dataset.RescaleIntercept = 0, 1, -offset
+    dataset.PixelData = stored.astype(np.uint16).tobytes()
+    dataset.add_new(0x00280120, "US", value)
+    if limit is not None:
+        dataset.add_new(0x00280121, "US", limit)
+    if implicit:
+        dataset.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    dataset.save_as(path, enforce_file_format=True)
+
+
+@pytest.mark.parametrize(("limit", "implicit"), [(None, False), (63600, False), (None, True)])
+def test_pixel_padding_above_the_ct_range_reads_as_air(limit: int | None, implicit: bool,
+                                                       tmp_path: Path) -> None:
+    """Unsigned padding 63536 with RescaleIntercept -1024 was read as 62,512 HU: a bright ring
+    whose air gap to the body became lung and a 1,284 mL lesion. Padding pixels (through
+    PixelPaddingRangeLimit) read as air, -1024 HU, in a series, one slice and an implicit VR
+    file (whose padding VR is told by PixelRepresentation)."""
+    volume = phantom()
+    files = synthetic_series(tmp_path / "padded", volume)
+    corner = np.zeros(volume.shape[1:], dtype=bool)
+    corner[:3, :5] = True
+    for path, plane in zip(files, volume, strict=True):
+        padded(path, plane, corner, 63536, limit=limit, implicit=implicit)
+    expected = volume.astype(np.float32)
+    expected[:, corner] = -1024.0
+    assert np.array_equal(read_volume(tmp_path / "padded").array, expected)
+    assert np.array_equal(read_volume(files[2]).array, expected[2:3])
+
+
+def test_enhanced_ct_padding_reads_as_air(tmp_path: Path) -> None:
+    """An Enhanced CT file's PixelPaddingValue (top level, signed here: -3000 stored, HU as
+    stored) marks its padding in every frame: read as air, -1024 HU, not -3000."""
+    volume = phantom()
+    volume[:, :2, :] = -3000
+    path = enhanced_ct(tmp_path / "ct.dcm", volume)
+    dataset = pydicom.dcmread(path)
+    dataset.add_new(0x00280120, "SS", -3000)
+    dataset.save_as(path)
+    expected = volume.astype(np.float32)
+    expected[:, :2, :] = -1024.0
+    assert np.array_equal(read_volume(path).array, expected)
+
+
+@needs_dicom
+def test_real_slices_padded_in_unsigned_storage_read_as_their_signed_copy(
+        tmp_path: Path) -> None:
+    """The real lungmask slices, padded with -2048 outside their scan circle, written as a
+    scanner writes unsigned CT (HU + 2048 here, as they hold -1051 HU, with PixelPaddingValue
+    63536 in the padding): read as the signed slices are, their padding as air."""
+    signed = edited_series(tmp_path / "signed", 2)
+    unsigned = edited_series(tmp_path / "unsigned", 2)
+    for path in sorted(unsigned.iterdir()):
+        plane = pydicom.dcmread(path).pixel_array
+        padded(path, plane, plane == -2048, 63536, offset=2048)
+    expected = read_volume(signed).array
+    outside = expected == -2048
+    assert outside.sum() > 10_000
+    expected[outside] = -1024.0
+    assert np.array_equal(read_volume(unsigned).array, expected)
+
+
+def test_a_slice_without_its_rescale_in_a_rescaled_series_is_refused(tmp_path: Path) -> None:
+    """A slice whose RescaleSlope and RescaleIntercept a broken anonymiser dropped was read
+    1024 HU off beside its rescaled neighbours, without a word; a series without them on any
+    slice is read as stored."""
+    files = synthetic_series(tmp_path / "broken", phantom())
+    dataset = pydicom.dcmread(files[3])
+    del dataset.RescaleSlope, dataset.RescaleIntercept
+    dataset.save_as(files[3])
+    with pytest.raises(CovsegError, match=r"broken: IM0003\.dcm has no RescaleSlope or "
+                                          r"RescaleIntercept while 5 other slice\(s\) of the "
+                                          r"series have them \(e\.g\. IM0000\.dcm\)"):
+        read_volume(tmp_path / "broken")
+    for path in files:
+        dataset = pydicom.dcmread(path)
+        dataset.RescaleIntercept = -1024.0
+        dataset.pop("RescaleSlope", None)
+        dataset.save_as(path)
+    assert np.array_equal(read_volume(tmp_path / "broken").array, phantom())
+
+
+def test_a_dicomdir_given_as_the_ct_names_its_folder(tmp_path: Path) -> None:
+    """A DICOMDIR (the index of a CD export, opened first) was refused for "no PixelSpacing";
+    its folder is read as the export's series."""
+    staged = synthetic_series(tmp_path / "staged", phantom())
+    fileset, study = FileSet(), pydicom.uid.generate_uid()
+    for path in staged:  # what a DICOMDIR's patient, study and series records need
+        dataset = pydicom.dcmread(path)
+        dataset.PatientID, dataset.PatientName, dataset.StudyInstanceUID = "P1", "A^B", study
+        dataset.StudyDate, dataset.StudyTime, dataset.StudyID = "20260101", "120000", "1"
+        dataset.AccessionNumber, dataset.SeriesNumber = "A1", 1
+        fileset.add(dataset)
+    fileset.write(tmp_path / "export")
+    dicomdir = tmp_path / "export" / "DICOMDIR"
+    with pytest.raises(CovsegError, match=r"export/DICOMDIR: a DICOMDIR, the index of a DICOM "
+                                          r"export, not an image; give its folder .*export "
+                                          "to read"):
+        read_volume(dicomdir)
+    assert np.array_equal(read_volume(tmp_path / "export").array, phantom())
+
+
+def test_a_series_reads_each_slice_header_once(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each slice's header is parsed once for the series' record, its checks and its image
+    numbers (three reads a slice made a 400-slice series' headers 40 % slower to read)."""
+    synthetic_series(tmp_path / "ct", phantom(depth=12))
+    reads: list[str] = []
+    parse = pydicom.dcmread
+
+    def counting(path: object, *args: object, **kwargs: object) -> pydicom.Dataset:
+        reads.append(Path(str(path)).name)
+        return parse(path, *args, **kwargs)
+
+    monkeypatch.setattr(dicom_module.pydicom, "dcmread", counting)
+    volume = read_volume(tmp_path / "ct")
+    assert np.array_equal(volume.array, phantom(depth=12))
+    assert volume.dicom is not None and volume.dicom.image_numbers is not None
+    assert len(reads) == 12 + 3, reads  # the first slice thrice more: modality, study, series

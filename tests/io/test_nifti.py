@@ -1,0 +1,310 @@
+"""NIfTI reading: scaling, slabs, units, stale voxel sizes, truncated or odd files, Analyze
+pairs refused."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import shutil
+import struct
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from nibabel.volumeutils import array_from_file
+
+import covseg.io.nifti as nifti_module
+from covseg.errors import CovsegError
+from covseg.io.ct import read_volume
+from covseg.io.nifti import read_nifti, read_paired
+from covseg.io.volume import write_mask_like
+from tests.io.helpers import phantom, save
+
+
+def test_scaled_integer_nifti_is_read_in_hu(tmp_path: Path) -> None:
+    image = nib.Nifti1Image(np.arange(24, dtype=np.int16).reshape(2, 3, 4), np.eye(4))
+    image.header.set_slope_inter(2.0, -1024.0)
+    nib.save(image, str(tmp_path / "scaled.nii.gz"))
+    volume = read_volume(tmp_path / "scaled.nii.gz")
+    np.testing.assert_allclose(volume.array,  # an identity affine is RAS: read mirrored to LPS
+                               (np.arange(24).reshape(2, 3, 4) * 2 - 1024).T[:, ::-1, ::-1])
+    assert volume.intensity == "hu"
+
+
+def test_truncated_nifti_is_an_error(tmp_path: Path) -> None:
+    path = save(tmp_path / "full.nii.gz", np.random.default_rng(0).normal(
+        -500, 300, (64, 64, 8)).astype(np.float32))
+    blob = path.read_bytes()
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(CovsegError, match="truncated"):
+        read_volume(cut)
+    raw = tmp_path / "cut.nii"
+    raw.write_bytes(gzip.decompress(blob)[:2000])
+    with pytest.raises(CovsegError, match="cut.nii"):
+        read_volume(raw)
+
+
+def test_truncated_nii_names_the_files_voxel_bytes(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cut .nii read in slabs named the slab's size ("Expected 33554432 bytes, got 9999648"
+    for a 300 MiB volume cut at 10 MB), not the file's: the refusal names the voxel bytes the
+    file holds and those its header needs."""
+    monkeypatch.setattr(nifti_module, "SLAB_BYTES", 64 * 64 * 4 * 2)
+    path = save(tmp_path / "full.nii", np.zeros((64, 64, 8), np.float32))
+    offset = int(nib.load(path).dataobj.offset)
+    cut = tmp_path / "cut.nii"
+    cut.write_bytes(path.read_bytes()[: offset + 2000])
+    with pytest.raises(CovsegError) as caught:
+        read_volume(cut)
+    assert str(caught.value) == (f"{cut}: cannot read the voxels (the file ends 2000 bytes into "
+                                 "its voxels, which take 131072 bytes); is the file truncated?")
+    assert read_volume(path).array.shape == (8, 64, 64)
+
+
+def test_nan_voxels_are_refused(tmp_path: Path) -> None:
+    data = np.full((8, 8, 4), -1000.0, dtype=np.float32)
+    data[2, 3, 1] = np.nan
+    with pytest.raises(CovsegError, match="NaN"):
+        read_volume(save(tmp_path / "nan.nii.gz", data))
+
+
+def test_sheared_affine_is_refused_and_rotated_ones_read(tmp_path: Path) -> None:
+    """A gantry tilt kept as shear (slices 5 mm apart, each 1 mm further in x: 11.3 degrees)
+    overstated every mL by 2 % (the column norms' product): refused in one line naming a tool.
+    The same tilt as a rotation, a shear far below a tenth of a voxel, and an oblique affine
+    rounded as headers store it (6 decimals, float32) are read, at |det| per voxel."""
+    data = np.full((16, 12, 10), -1000, dtype=np.int16)
+    sheared = np.diag([-0.625, -0.625, 5.0, 1.0])
+    sheared[0, 2] = 1.0
+    with pytest.raises(CovsegError, match=r"not perpendicular \(its third voxel axis leans 11 "
+                                          "degrees towards its first.*"
+                                          "resample it first.*dcm2niix") as refused:
+        read_nifti(save(tmp_path / "shear.nii.gz", data, sheared))
+    assert "\n" not in str(refused.value)
+    tilt = np.radians(11.3)
+    rotated = np.diag([-0.625, -0.625, 5.0, 1.0])
+    rotated[1:3, 1:3] = np.array([[np.cos(tilt), -np.sin(tilt)],
+                                  [np.sin(tilt), np.cos(tilt)]]) @ np.diag([-0.625, 5.0])
+    faint = sheared.copy()
+    faint[0, 2] = 0.005  # 0.045 mm over 9 slices
+    for name, affine in (("rotated", rotated), ("rounded", np.round(rotated, 6)),
+                         ("faint", faint)):
+        volume = read_nifti(save(tmp_path / f"{name}.nii.gz", data, affine.astype(np.float32)))
+        assert volume.array.shape == (10, 12, 16)
+        assert volume.voxel_ml == pytest.approx(abs(np.linalg.det(affine[:3, :3])) / 1000,
+                                                rel=1e-5)
+
+
+@pytest.mark.parametrize("stored", ["<f8", ">f8", "<f4", "<i2"])
+def test_nifti_voxels_are_read_by_slabs_with_the_same_values(
+        stored: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file's voxels are read a few z slices at a time (a float64 .nii.gz read whole held
+    16 bytes per voxel): the values are those of the whole stored array scaled in float32."""
+    rng = np.random.default_rng(3)
+    raw = rng.normal(-500, 400, (7, 5, 9)).astype(stored)
+    affine = np.diag([-0.8, -0.8, 2.5, 1.0])  # LPS: read without flips
+    header = nib.Nifti1Header(endianness=stored[0])
+    header.set_data_dtype(np.dtype(stored))
+    image = nib.Nifti1Image(raw[..., None], affine, header)  # a trailing axis: (x, y, z, 1)
+    image.header.set_slope_inter(1.5, -24.0)
+    path = tmp_path / "stored.nii.gz"
+    nib.save(image, str(path))
+    proxy = nib.load(str(path)).dataobj
+    assert (proxy.slope, proxy.inter) == (1.5, -24.0) and proxy.dtype == np.dtype(stored)
+    expected = (np.asarray(proxy.get_unscaled())[..., 0] * np.float32(1.5)
+                + np.float32(-24.0)).astype(np.float32).T
+    reads: list[tuple[int, ...]] = []
+
+    def recorded(shape: tuple[int, ...], *args: object, **kwargs: object) -> np.ndarray:
+        reads.append(tuple(shape))
+        return array_from_file(shape, *args, **kwargs)
+
+    monkeypatch.setattr(nifti_module, "array_from_file", recorded)
+    monkeypatch.setattr(nifti_module, "SLAB_BYTES", 2 * 7 * 5 * np.dtype(stored).itemsize)
+    np.testing.assert_array_equal(read_nifti(path).array, expected)
+    assert reads == [(7, 5, 2)] * 4 + [(7, 5, 1)]
+    if stored[1] == "f":  # a NaN in the last slab is still found
+        raw[3, 2, 8] = np.nan
+        nib.save(nib.Nifti1Image(raw, affine), str(path))
+        with pytest.raises(CovsegError, match="NaN"):
+            read_nifti(path)
+
+
+def test_labels_are_read_whole_and_fractions_refused(tmp_path: Path) -> None:
+    """Read as labels (an integer dtype), a probability map is refused, not truncated to 0;
+    integer-valued floats and scaled integer labels are fine."""
+    probabilities = np.zeros((8, 8, 2), dtype=np.float32)
+    probabilities[2:4, 2:4, 1] = [[0.33, 0.6], [0.5, 0.45]]
+    with pytest.raises(CovsegError, match=r"p\.nii\.gz: holds fractional values \(0\.33\.\.0\.6\), "
+                                          r"not labels: threshold it"):
+        read_nifti(save(tmp_path / "p.nii.gz", probabilities), dtype=np.int16)
+    labels = read_nifti(save(tmp_path / "l.nii.gz", np.ceil(probabilities)), dtype=np.int16)
+    assert labels.array.sum() == 4 and labels.array.dtype == np.int16
+    scaled = nib.Nifti1Image(np.full((2, 2, 2), 255, dtype=np.uint8), np.eye(4))
+    scaled.header.set_slope_inter(1 / 255, 0.0)
+    nib.save(scaled, str(tmp_path / "s.nii.gz"))
+    assert (read_nifti(tmp_path / "s.nii.gz", dtype=np.int16).array == 1).all()
+
+
+def test_wrong_voxel_types_are_refused(tmp_path: Path) -> None:
+    complex_path = save(tmp_path / "complex.nii.gz", np.zeros((8, 8, 4), dtype=np.complex64))
+    with pytest.raises(CovsegError, match="complex"):
+        read_volume(complex_path)
+    rgb = np.zeros((8, 8, 4), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    with pytest.raises(CovsegError, match="RGB"):
+        read_volume(save(tmp_path / "rgb.nii.gz", rgb))
+    boolean = save(tmp_path / "bool.nii", np.zeros((8, 8, 4), dtype=np.uint8))
+    header = bytearray(boolean.read_bytes())
+    header[70:74] = struct.pack("<hh", 1, 1)  # NIfTI datatype DT_BINARY, 1 bit per voxel
+    boolean.write_bytes(bytes(header))
+    with pytest.raises(CovsegError, match="bool.nii"):
+        read_volume(boolean)
+
+
+def test_stale_voxel_sizes_are_reported_and_read_one_way(tmp_path: Path, caplog) -> None:
+    """pixdim 1 mm under a 3 mm sform: the voxel size was 1 mm axially and 3 mm stored
+    sagittally; it is the affine's (the grid viewers and the lung finder use) in every storage,
+    with a warning, and so is a zero pixdim (which nibabel reads as 1 mm)."""
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.int16)
+    header.set_data_shape((8, 9, 10))
+    header.set_sform(np.diag([-3.0, -3.0, 3.0, 1.0]), code=1)
+    header.set_qform(None, code=0)
+    image = nib.Nifti1Image(np.full((8, 9, 10), -800, np.int16), None, header)
+    nib.save(image, str(tmp_path / "axial.nii.gz"))
+    image = nib.load(str(tmp_path / "axial.nii.gz"))
+    sagittal = image.as_reoriented(nib.orientations.ornt_transform(
+        nib.io_orientation(image.affine), nib.orientations.axcodes2ornt(("S", "P", "L"))))
+    sagittal.header.set_zooms((1.0, 1.0, 1.0))
+    nib.save(sagittal, str(tmp_path / "sagittal.nii.gz"))
+    zero = nib.Nifti1Image(np.full((8, 9, 10), -800, np.int16), np.diag([-3.0, -3.0, 3.0, 1.0]))
+    zero.header["pixdim"][3] = 0.0
+    nib.save(zero, str(tmp_path / "zero.nii.gz"))
+    with caplog.at_level("WARNING"):
+        spacings = {read_volume(tmp_path / f"{name}.nii.gz").spacing
+                    for name in ("axial", "sagittal", "zero")}
+    assert spacings == {(3.0, 3.0, 3.0)}
+    assert ("voxel sizes 1 x 1 x 1 mm in the header differ from the affine's 3 x 3 x 3"
+            in caplog.text)
+    assert "the header holds no orientation" not in caplog.text
+
+
+def test_unusable_intensities_and_headers_are_reported(tmp_path: Path, caplog) -> None:
+    """Values scaled far beyond HU were taken as HU, float64 beyond float32 became inf, and a
+    header without orientation was read silently with right and left perhaps swapped."""
+    for name, values in (("huge", np.full((4, 5, 6), 1e30)),
+                         ("overflow", np.full((4, 5, 6), 1e300))):
+        image = nib.Nifti1Image(values, np.diag([-1.0, -1.0, 1.0, 1.0]))
+        nib.save(image, str(tmp_path / f"{name}.nii"))
+    with pytest.raises(CovsegError, match="neither Hounsfield units nor grey levels"):
+        read_volume(tmp_path / "huge.nii")
+    with pytest.raises(CovsegError, match="beyond float32's range"):
+        read_volume(tmp_path / "overflow.nii")
+    header = nib.Nifti1Header()  # qform and sform codes 0, as Analyze-era tools write
+    header.set_data_dtype(np.int16)
+    nib.save(nib.Nifti1Image(np.full((4, 5, 6), -800, np.int16), None, header),
+             str(tmp_path / "bare.nii.gz"))
+    with caplog.at_level("WARNING"):
+        read_volume(tmp_path / "bare.nii.gz")
+    assert "holds no orientation (qform and sform codes 0)" in caplog.text
+
+
+def test_macos_metadata_files_are_no_nifti(tmp_path: Path) -> None:
+    """A ``._x.nii.gz`` (AppleDouble) beside each volume broke every NIfTI layout: "cannot read
+    the NIfTI header ... is the file truncated?"."""
+    from covseg.io.nifti import is_nifti
+
+    (tmp_path / "x.nii.gz").write_bytes(b"")
+    (tmp_path / "._x.nii.gz").write_bytes(b"\x00\x05\x16\x07")
+    assert is_nifti(tmp_path / "x.nii.gz") and not is_nifti(tmp_path / "._x.nii.gz")
+
+
+@pytest.mark.parametrize("unit, per_mm", [("meter", 1e-3), ("micron", 1e3)])
+@pytest.mark.parametrize("signs", [(-1, -1, 1), (1, 1, 1)])
+def test_nifti_in_metres_or_microns_is_read_in_mm(unit: str, per_mm: float,
+                                                   signs: tuple[int, int, int],
+                                                   tmp_path: Path) -> None:
+    """xyzt_units was ignored: a volume in metres read as 0.0007 mm voxels (lungs 0 mL), one
+    in microns 10^9 times too large. Masks keep the file's own header, units included."""
+    data = np.ascontiguousarray(phantom().transpose(2, 1, 0))
+    affine = np.diag([0.7 * signs[0], 0.7 * signs[1], 2.5 * signs[2], 1.0])
+    affine[:3, 3] = [30.0, 40.0, 100.0]
+    in_mm = read_volume(save(tmp_path / "mm.nii.gz", data, affine))
+    scaled = affine.copy()
+    scaled[:3] *= per_mm
+    image = nib.Nifti1Image(data, scaled)
+    image.header.set_xyzt_units(unit)
+    nib.save(image, tmp_path / "other.nii.gz")
+    volume = read_volume(tmp_path / "other.nii.gz")
+    assert volume.spacing == pytest.approx((2.5, 0.7, 0.7))
+    assert np.allclose(volume.affine, in_mm.affine, atol=1e-4)
+    assert np.array_equal(volume.array, in_mm.array)
+    written = nib.load(write_mask_like(volume, (volume.array > -500).astype(np.uint8),
+                                       tmp_path / "mask.nii.gz"))
+    assert written.header.get_xyzt_units()[0] == unit
+    assert np.allclose(written.affine, scaled) and np.allclose(written.header.get_zooms(),
+                                                               image.header.get_zooms())
+    assert np.array_equal(np.asarray(written.dataobj), (data > -500).astype(np.uint8))
+
+
+@pytest.mark.parametrize("kind", [nib.Nifti1Image, nib.Nifti2Image])
+def test_an_uncompressed_nifti_named_nii_gz_is_read_with_a_warning(
+        tmp_path: Path, kind: type, caplog: pytest.LogCaptureFixture) -> None:
+    """nibabel goes by the name: a complete .nii renamed .nii.gz was refused as "not a gzip
+    file ... is the file truncated?"."""
+    hu = np.arange(4 * 5 * 3, dtype=np.int16).reshape(4, 5, 3) - 1000
+    nib.save(kind(hu, np.diag([0.7, 0.8, 2.5, 1.0])), str(tmp_path / "ct.nii"))
+    shutil.copy(tmp_path / "ct.nii", tmp_path / "named.nii.gz")
+    with caplog.at_level(logging.WARNING):
+        volume = read_volume(tmp_path / "named.nii.gz", hu="yes")
+    assert "not gzip-compressed, though named .nii.gz; read as a .nii file" in caplog.text
+    np.testing.assert_array_equal(volume.array, read_volume(tmp_path / "ct.nii", hu="yes").array)
+    assert volume.spacing == pytest.approx((2.5, 0.8, 0.7))
+    (tmp_path / "junk.nii.gz").write_bytes(b"neither gzip nor NIfTI")
+    with pytest.raises(CovsegError, match=r"junk\.nii\.gz: cannot read the NIfTI header"):
+        read_volume(tmp_path / "junk.nii.gz")
+
+
+def test_analyze_files_are_refused_by_name(tmp_path: Path) -> None:
+    """An Analyze .hdr/.img pair beside NIfTI files stopped the run with "several studies are
+    named analyze"; a folder of one said "no images (png, jpg, tif, npy)"."""
+    from covseg.api import collect_inputs
+    from covseg.batch import find_studies
+
+    (tmp_path / "an").mkdir()
+    nib.save(nib.AnalyzeImage(np.zeros((4, 4, 3), np.int16), np.eye(4)),
+             str(tmp_path / "an" / "scan.hdr"))
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 3), np.int16), np.eye(4)), str(tmp_path / "a.nii"))
+    given = [tmp_path / "a.nii", tmp_path / "an" / "scan.hdr", tmp_path / "an" / "scan.img"]
+    studies = find_studies(given)
+    assert [(s.name, s.path) for s in studies] == [("a", given[0]), ("scan", given[1])]
+    for path in given[1:]:
+        with pytest.raises(CovsegError, match=r"scan\.(hdr|img): an Analyze 7\.5 file "
+                                              r"\(\.hdr/\.img pair\), a format covseg does not "
+                                              r"read; convert the pair to NIfTI"):
+            read_volume(path)
+    with pytest.raises(CovsegError, match=r"scan\.hdr: an Analyze 7\.5 file"):
+        collect_inputs([tmp_path / "an"])
+
+
+def test_a_nifti2_mask_without_geometry_is_paired_quietly(tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture
+                                                          ) -> None:
+    """A NIfTI-2 mask without real geometry, put on its CT's grid, made nibabel print
+    "sizeof_hdr should be 348" (its NIfTI-2 header was handed to a NIfTI-1 image)."""
+    affine = np.diag([0.7, 0.8, 5.0, 1.0])
+    ct_path, mask_path = tmp_path / "ct.nii.gz", tmp_path / "m.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((6, 5, 3), -800, dtype=np.int16), affine), str(ct_path))
+    labels = np.zeros((6, 5, 3), dtype=np.uint8)
+    labels[1, 2, 0] = 1
+    mask = nib.Nifti2Image(labels, np.eye(4))
+    mask.header.set_qform(None, code=0)
+    mask.header.set_sform(None, code=0)
+    nib.save(mask, str(mask_path))
+    with caplog.at_level(logging.WARNING):
+        _, paired = read_paired(lambda like: read_nifti(ct_path, np.float32, like), ct_path,
+                                lambda like: read_nifti(mask_path, np.int16, like), mask_path)
+    assert "sizeof_hdr" not in caplog.text and "no real geometry" in caplog.text
+    assert paired.spacing == pytest.approx((5.0, 0.8, 0.7)) and int(paired.array.sum()) == 1

@@ -1,0 +1,212 @@
+"""Volumes: masks and probabilities written over their input, HU detection and the --hu flag,
+display orientation."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from covseg.errors import CovsegError
+from covseg.io.ct import read_volume
+from covseg.io.nifti import read_nifti
+from covseg.io.volume import (
+    display_flips,
+    hounsfield,
+    orient_for_display,
+    write_mask_like,
+    write_probabilities_like,
+)
+from tests.conftest import SAMPLE_CT as CT
+from tests.io.helpers import needs_ct, phantom, save
+
+
+@needs_ct
+def test_nifti_mask_overlays_input_exactly(tmp_path: Path) -> None:
+    volume = read_volume(CT)
+    original = nib.load(str(CT))
+    assert volume.array.shape == original.shape[::-1] == (30, 101, 122)
+    assert volume.array.dtype == np.float32 and volume.intensity == "hu"
+    assert volume.spacing == (3.0, 3.0, 3.0)
+    assert volume.file_axes == "RAS" and nib.aff2axcodes(volume.affine) == ("L", "P", "S")
+    # read in LPS order: x and y mirrored from the RAS file, slices as stored
+    np.testing.assert_array_equal(volume.array, np.asarray(original.dataobj).T[:, ::-1, ::-1])
+    labels = (volume.array < -320).astype(np.uint8)
+    written = nib.load(str(write_mask_like(volume, labels, tmp_path / "mask.nii.gz")))
+    np.testing.assert_array_equal(written.affine, original.affine)
+    for coded in ("get_qform", "get_sform"):
+        mine, theirs = getattr(written.header, coded)(coded=True), getattr(
+            original.header, coded)(coded=True)
+        assert mine[1] == theirs[1]
+        assert (mine[0] is None and theirs[0] is None) or np.array_equal(mine[0], theirs[0])
+    assert written.header.get_zooms() == original.header.get_zooms()
+    assert nib.aff2axcodes(written.affine) == nib.aff2axcodes(original.affine)
+    assert written.get_data_dtype() == np.uint8
+    np.testing.assert_array_equal(np.asarray(written.dataobj).T[:, ::-1, ::-1], labels)
+
+
+def test_intensity_detection_and_hu_flag(tmp_path: Path) -> None:
+    grey = save(tmp_path / "grey.nii.gz", np.linspace(0, 255, 8 * 8 * 4).reshape(8, 8, 4)
+                .astype(np.uint8))
+    volume = read_volume(grey)
+    assert volume.intensity == "uint8"
+    pseudo = hounsfield(volume)
+    assert pseudo.min() == pytest.approx(-1350.0) and pseudo.max() == pytest.approx(150.0)
+    assert read_volume(grey, hu="yes").intensity == "hu"
+    unit = save(tmp_path / "unit.nii.gz", np.linspace(0, 1, 64).reshape(4, 4, 4)
+                .astype(np.float32))
+    assert read_volume(unit).intensity == "unit"
+    hu = save(tmp_path / "hu.nii.gz", np.linspace(-1024, 400, 64).reshape(4, 4, 4)
+              .astype(np.int16))
+    assert read_volume(hu).intensity == "hu"
+    with pytest.raises(CovsegError, match="--hu no expects"):
+        read_volume(hu, hu="no")
+    raw = save(tmp_path / "raw.nii.gz", np.linspace(0, 4095, 64).reshape(4, 4, 4)
+               .astype(np.int16))
+    with pytest.raises(CovsegError, match="neither Hounsfield units .* nor 8-bit grey"):
+        read_volume(raw)
+    assert read_volume(raw, hu="yes").intensity == "hu"
+    with pytest.raises(CovsegError, match="unknown --hu"):
+        read_volume(hu, hu="maybe")
+
+
+def test_hu_without_air_or_with_a_lost_intercept_is_refused_saying_which_scaling(
+        tmp_path: Path) -> None:
+    """A CT stored as HU / 10 with its slope lost (-110..120 here) was read as HU, found no
+    lungs and reported its soft tissue as lesion, exit 0; one stored as HU + 1200 without its
+    intercept was pointed to --hu yes, which reads air as 0 HU. Both are refused in one line
+    giving the range and the scaling to restore; a CT with air, or told --hu yes, still reads."""
+    hu = phantom().astype(np.float32)
+    hu[hu <= -1000] = -1150  # air and padding, as HU / 10 reads it below -100
+    tenth = save(tmp_path / "tenth.nii.gz", np.floor(hu / 10).astype(np.int8).T)
+    with pytest.raises(CovsegError) as caught:
+        read_volume(tenth)
+    assert str(caught.value) == (
+        f"{tenth}: values -115..8 look like Hounsfield units without their scaling: none lies "
+        "at or below -900 HU, while a chest CT holds air (about -1000) around and in the body "
+        "(HU stored / 10 with the slope lost?); restore the file's scl_slope / RescaleSlope, or "
+        "pass --hu yes if they are HU of a volume without air")
+    assert read_volume(tenth, hu="yes").intensity == "hu"
+    plus = save(tmp_path / "plus.nii.gz", (hu + 1200).astype(np.int16).T)
+    with pytest.raises(CovsegError, match=r"values 50\.\.1285 are neither Hounsfield units "
+                                          r".*restore the file's scl_inter / RescaleIntercept"
+                                          ) as caught:
+        read_volume(plus)
+    assert "--hu yes" not in str(caught.value) and "\n" not in str(caught.value)
+    assert read_volume(save(tmp_path / "ct.nii.gz", hu.astype(np.int16).T)).intensity == "hu"
+
+
+def test_hu_no_on_values_not_grey_says_what_they_look_like(tmp_path: Path) -> None:
+    """--hu no on any volume outside 0..255 said "use --hu yes for Hounsfield units", which
+    reads HU + 1024 stored with its intercept lost with air at about 0 HU: the message now says
+    what the values look like and the fix for each, as --hu auto does."""
+    hu = phantom().astype(np.float32)
+    ct = save(tmp_path / "ct.nii.gz", hu.astype(np.int16).T)
+    with pytest.raises(CovsegError) as caught:
+        read_volume(ct, hu="no")
+    assert str(caught.value) == (
+        f"{ct}: --hu no expects grey values 0..255, but values -1000..85 look like Hounsfield "
+        "units, not grey levels; drop --hu no (or pass --hu yes) to read them as HU")
+    plus = save(tmp_path / "plus.nii.gz", (hu + 1024).astype(np.int16).T)
+    with pytest.raises(CovsegError, match=r"--hu no expects grey values 0\.\.255, but values "
+                                          r"24\.\.1109 are neither Hounsfield units .*restore "
+                                          r"the file's scl_inter / RescaleIntercept \(-1024\)"
+                                          ) as caught:
+        read_volume(plus, hu="no")
+    assert "--hu yes" not in str(caught.value)
+    hu[hu <= -1000] = -1150
+    tenth = save(tmp_path / "tenth.nii.gz", np.floor(hu / 10).astype(np.int8).T)
+    with pytest.raises(CovsegError, match=r"but values -115\.\.8 look like Hounsfield units "
+                                          r"without their scaling: .*restore the file's "
+                                          r"scl_slope / RescaleSlope"):
+        read_volume(tenth, hu="no")
+
+
+def test_probabilities_round_trip_3d_and_4d(tmp_path: Path) -> None:
+    volume = read_nifti(save(tmp_path / "ct.nii.gz", np.full((6, 5, 4), -900, dtype=np.int16)))
+    rng = np.random.default_rng(1)
+    binary = rng.random((4, 5, 6)).astype(np.float16)
+    written = nib.load(str(write_probabilities_like(volume, binary, tmp_path / "p.nii.gz")))
+    assert written.get_data_dtype() == np.float32 and written.shape == (6, 5, 4)
+    np.testing.assert_allclose(np.asarray(written.dataobj)[::-1, ::-1].T, binary)  # RAS file
+    np.testing.assert_array_equal(written.affine, volume.file_affine)
+    classes = rng.random((3, 4, 5, 6)).astype(np.float32)
+    written = nib.load(str(write_probabilities_like(volume, classes, tmp_path / "c.nii.gz")))
+    assert written.shape == (6, 5, 4, 3)
+    np.testing.assert_allclose(np.asarray(written.dataobj)[::-1, ::-1].T, classes)
+
+
+def test_write_mask_validates_its_input(tmp_path: Path) -> None:
+    volume = read_nifti(save(tmp_path / "ct.nii.gz", np.full((6, 5, 4), -900, dtype=np.int16)))
+    with pytest.raises(CovsegError, match="differs from the volume"):
+        write_mask_like(volume, np.zeros((4, 5, 5), dtype=np.uint8), tmp_path / "m.nii.gz")
+    with pytest.raises(CovsegError, match="integers"):
+        write_mask_like(volume, np.zeros((4, 5, 6), dtype=np.float32), tmp_path / "m.nii.gz")
+    with pytest.raises(CovsegError, match=".nii"):
+        write_mask_like(volume, np.zeros((4, 5, 6), dtype=np.uint8), tmp_path / "m.png")
+    assert not list(tmp_path.glob("m*"))
+
+
+def test_display_orientation_follows_the_affine() -> None:
+    """Radiological view: anterior up and the patient's right on the image left."""
+    plane = np.arange(6).reshape(2, 3)
+    assert display_flips(None) == (False, False)
+    assert display_flips(np.diag([-1.0, -1.0, 1.0, 1.0])) == (False, False)  # LPS, as DICOM
+    ras = display_flips(np.diag([0.8, 0.8, 5.0, 1.0]))
+    assert ras == (True, True)
+    np.testing.assert_array_equal(orient_for_display(plane, ras), plane[::-1, ::-1])
+    np.testing.assert_array_equal(orient_for_display(plane, (False, True)), plane[:, ::-1])
+
+
+@pytest.mark.parametrize("affine", [np.diag([-3.0, -3.0, 3.0, 1.0]), np.diag([3.0, 3.0, 3.0, 1.0])],
+                         ids=["LPS", "RAS"])
+def test_results_keep_the_inputs_stale_voxel_sizes(affine: np.ndarray, tmp_path: Path) -> None:
+    """A 3 mm sform over pixdim 1 mm: masks were written with pixdim 3, so SimpleITK read the
+    input at 1 mm and the masks at 3 mm, and the masks no longer overlaid the CT."""
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.int16)
+    header.set_sform(affine, code=2)
+    header.set_qform(affine, code=0)
+    header["pixdim"][1:4] = 1.0
+    source = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((8, 9, 10), -800, np.int16), affine, header), str(source))
+    volume = read_volume(source)
+    assert volume.spacing == (3.0, 3.0, 3.0)
+    mask = write_mask_like(volume, np.ones(volume.array.shape, np.uint8), tmp_path / "m.nii.gz")
+    given, written = nib.load(str(source)).header, nib.load(str(mask)).header
+    for key in ("pixdim", "qform_code", "sform_code", "quatern_b", "quatern_c", "quatern_d",
+                "qoffset_x", "qoffset_y", "qoffset_z", "srow_x", "srow_y", "srow_z"):
+        np.testing.assert_allclose(written[key], given[key], err_msg=key)
+    ct, out = sitk.ReadImage(str(source)), sitk.ReadImage(str(mask))
+    assert out.GetSpacing() == ct.GetSpacing() and out.GetOrigin() == ct.GetOrigin()
+
+
+def test_masks_of_a_nifti2_input_are_written_quietly(tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """A NIfTI-2 input's header, handed to nibabel for the NIfTI-1 masks, made nibabel print
+    "sizeof_hdr should be 348; set sizeof_hdr to 348" on the console, twice per study."""
+    affine = np.array([[-0.7, 0, 0, 90], [0, 0.8, 0, -100], [0, 0, 2.5, -40], [0, 0, 0, 1]])
+    image = nib.Nifti2Image(np.full((4, 5, 3), -800, dtype=np.int16), affine)
+    image.header.set_qform(affine, 1)
+    image.header.set_sform(affine, 2)
+    image.header.set_xyzt_units("mm", "sec")
+    nib.save(image, str(tmp_path / "ct.nii.gz"))
+    volume = read_volume(tmp_path / "ct.nii.gz", hu="yes")
+    labels = np.zeros(volume.array.shape, dtype=np.uint8)
+    labels[1, 2, 3] = 1
+    with caplog.at_level(logging.WARNING):  # nibabel's own handler prints what it logs
+        written = [write_mask_like(volume, labels, tmp_path / "mask.nii.gz"),
+                   write_probabilities_like(volume, labels.astype(np.float16),
+                                            tmp_path / "p.nii.gz")]
+    assert "sizeof_hdr" not in caplog.text
+    for path in written:
+        mask = nib.load(str(path))
+        assert isinstance(mask.header, nib.Nifti1Header) and mask.header["sizeof_hdr"] == 348
+        np.testing.assert_allclose(mask.affine, affine)
+        assert (int(mask.header["qform_code"]), int(mask.header["sform_code"])) == (1, 2)
+        assert mask.header.get_xyzt_units() == ("mm", "sec") and mask.shape == (4, 5, 3)
+        assert np.asarray(mask.dataobj)[3, 2, 1] == 1 and np.asarray(mask.dataobj).sum() == 1
