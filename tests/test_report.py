@@ -84,6 +84,24 @@ def test_montage_draws_voxels_to_scale_and_says_when_the_file_has_no_orientation
     assert f"Note: {result['orientation_note']}" in page
 
 
+def test_a_file_whose_qform_and_sform_disagree_carries_the_note(tmp_path: Path) -> None:
+    """A CT and mask whose qform is mirrored against their sform were counted by the sform
+    without a word in the record: quantification.json and report.html now say which form
+    covseg followed, as for a file without orientation."""
+    ct, mask, _ = synthetic_study(tmp_path / "in", "case")
+    for path in (ct, mask):
+        image = nib.load(str(path))
+        image.set_qform(image.affine @ np.diag([-1.0, 1.0, 1.0, 1.0]), code=1)
+        nib.save(image, str(path))
+    result = quantify_study(mask, tmp_path / "out", image=ct, html_report=True)
+    note = result["orientation_note"]
+    assert note.startswith("the header's sform and qform place the voxels differently (")
+    assert "orientation RAS and LAS); covseg follows the sform" in note
+    stored = json.loads((tmp_path / "out" / "quantification.json").read_text())
+    assert stored["orientation_note"] == note
+    assert f"Note: {note}" in html.unescape((tmp_path / "out" / "report.html").read_text())
+
+
 def test_montage_gives_each_class_the_colour_of_visualize() -> None:
     """The montage drew ground-glass yellow and consolidation red, visualize and predict's
     overlays the other way round: one class, one colour, in every figure."""

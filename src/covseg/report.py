@@ -57,7 +57,8 @@ LUNG_NAMES = {RIGHT_LUNG: "right lung", LEFT_LUNG: "left lung"}
 UNORIENTED_NOTE = ("the file states no orientation (qform and sform codes 0): read by the Analyze "
                    "convention, so right and left, and the right and left lungs' numbers, may "
                    "be swapped")
-"""A result's ``orientation_note`` for such a file (else None); its montage says so too."""
+"""A result's ``orientation_note`` for such a file (its montage says so too); for a file whose
+qform and sform disagree, :func:`~covseg.io.volume.forms_note`; else None."""
 
 
 def result_rows(result: dict[str, Any], study: str) -> list[dict[str, Any]]:
@@ -314,7 +315,7 @@ def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any], study:
     """Write CSV, montage, optional HTML and finally the JSON (the study's 'done' marker);
     ``grid``: the volume the masks lie on (see :func:`write_montage`)."""
     out_dir = Path(out_dir)
-    result = {**result, "orientation_note": None if grid.oriented else UNORIENTED_NOTE,
+    result = {**result, "orientation_note": grid.forms_note if grid.oriented else UNORIENTED_NOTE,
               "lung_note": result.get("lung_note")}
     files = dict(result.get("files", {}))
     files["csv"] = str(write_text(out_dir / RESULT_CSV, csv_text(result_rows(result, study),

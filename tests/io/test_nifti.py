@@ -19,7 +19,9 @@ from covseg.errors import CovsegError
 from covseg.io.ct import read_volume
 from covseg.io.nifti import read_nifti, read_paired
 from covseg.io.volume import write_mask_like
+from covseg.quantify import quantify_study
 from tests.io.helpers import phantom, save
+from tests.test_quantify import synthetic_study
 
 
 def test_scaled_integer_nifti_is_read_in_hu(tmp_path: Path) -> None:
@@ -308,3 +310,75 @@ def test_a_nifti2_mask_without_geometry_is_paired_quietly(tmp_path: Path,
                                 lambda like: read_nifti(mask_path, np.int16, like), mask_path)
     assert "sizeof_hdr" not in caplog.text and "no real geometry" in caplog.text
     assert paired.spacing == pytest.approx((5.0, 0.8, 0.7)) and int(paired.array.sum()) == 1
+
+
+def _two_forms(path: Path, data: np.ndarray, sform: np.ndarray, qform: np.ndarray) -> Path:
+    """``data`` saved with its sform and qform (codes 1) as given; pixdim follows the qform."""
+    image = nib.Nifti1Image(data, sform)
+    image.set_qform(qform, code=1)
+    image.set_sform(sform, code=1)
+    nib.save(image, str(path))
+    return path
+
+
+def test_qform_and_sform_that_disagree_are_warned_in_one_line_and_masks_keep_both(
+        tmp_path: Path, caplog) -> None:
+    """A qform mirrored against the sform (an L/R flip), or of other voxel sizes, passed
+    silently (sizes warned as stale pixdim only): covseg follows the sform, readers that prefer
+    the qform show the lung covseg calls right on the left. One warning line per file names
+    both; masks keep both forms as read, so they overlay their CT in every reader."""
+    sform = np.diag([2.5, 2.5, 5.0, 1.0])
+    mirrored = sform @ np.diag([-1.0, 1.0, 1.0, 1.0])
+    mirrored[0, 3] = 2.5 * 31
+    flipped = _two_forms(tmp_path / "flipped.nii.gz", phantom().T.copy(), sform, mirrored)
+    sized = _two_forms(tmp_path / "sized.nii.gz", phantom().T.copy(), np.diag([0.6, 0.6, 5, 1]),
+                       np.diag([0.7, 0.7, 2.5, 1.0]))
+    agreeing = save(tmp_path / "agreeing.nii.gz", phantom().T.copy(), sform)
+    with caplog.at_level("WARNING"):
+        volumes = {path.name: read_volume(path) for path in (flipped, sized, agreeing)}
+    lines = {path.name: [r.getMessage() for r in caplog.records if str(path) in r.getMessage()]
+             for path in (flipped, sized, agreeing)}
+    assert lines["agreeing.nii.gz"] == [] and volumes["agreeing.nii.gz"].forms_note is None
+    assert lines["flipped.nii.gz"] == [(
+        f"{flipped}: the header's sform and qform place the voxels differently (voxel axes turned "
+        "180 degrees apart; orientation RAS and LAS); covseg follows the sform, as nibabel does, "
+        "for right and left and for volumes, while readers that follow the qform (ITK-based "
+        "ones may) place them otherwise")]
+    assert volumes["flipped.nii.gz"].forms_note == lines["flipped.nii.gz"][0].split(": ", 1)[1]
+    assert len(lines["sized.nii.gz"]) == 1
+    assert "(voxel sizes 0.6 x 0.6 x 5 mm and 0.7 x 0.7 x 2.5 mm)" in lines["sized.nii.gz"][0]
+    assert volumes["sized.nii.gz"].spacing == pytest.approx((5.0, 0.6, 0.6))
+    volume = volumes["flipped.nii.gz"]
+    np.testing.assert_array_equal(volume.array, phantom()[:, ::-1, ::-1])  # sform RAS: LPS
+    written = write_mask_like(volume, (volume.array < -800).astype(np.uint8),
+                              tmp_path / "mask.nii.gz")
+    header, source = nib.load(str(written)).header, nib.load(str(flipped)).header
+    for form in ("get_qform", "get_sform"):
+        np.testing.assert_array_equal(getattr(header, form)(), getattr(source, form)())
+    assert read_nifti(written).forms_note == volume.forms_note
+
+
+def test_voxel_sizes_are_the_affines_however_little_pixdim_is_off(tmp_path: Path,
+                                                                    caplog) -> None:
+    """The probe's pix1: pixdim 0.99 % larger than the sform's 2.5 x 2.5 x 5 mm on each axis
+    (qform code 0) was kept silently, every mL 3 % high (2096.55 mL of lung for 2035.5), while
+    1.01 % counted by the affine: volumes now always use the affine's sizes, and pixdim off by
+    more than 1 % in the voxel's volume is warned."""
+    ct, mask, _ = synthetic_study(tmp_path / "in", "case")
+    sform = np.diag([2.5, 2.5, 5.0, 1.0])
+    for path in (ct, mask):
+        image = nib.load(str(path))
+        image = nib.Nifti1Image(np.asarray(image.dataobj), sform)
+        image.set_qform(None, code=0)
+        image.set_sform(sform, code=1)
+        image.header.set_zooms((2.5 * 1.0099, 2.5 * 1.0099, 5.0 * 1.0099))
+        nib.save(image, str(path))
+    with caplog.at_level("WARNING"):
+        volume = read_volume(ct)
+    assert volume.spacing == (5.0, 2.5, 2.5) and volume.voxel_ml == 0.03125
+    assert (f"{ct}: voxel sizes 2.52475 x 2.52475 x 5.0495 mm in the header differ from the "
+            "affine's 2.5 x 2.5 x 5 mm; volumes use the affine's") in caplog.text
+    result = quantify_study(mask, tmp_path / "out", image=ct)
+    assert result["study"]["lesion_ml"] == 72 * 0.03125
+    assert result["study"]["lung_ml"] == 2 * 18 * 28 * 4 * 0.03125
+    assert result["voxel_ml"] == 0.03125

@@ -197,6 +197,11 @@ class Volume:
         return not _unoriented(self.file_header)
 
     @property
+    def forms_note(self) -> str | None:
+        """:func:`forms_note` of the file's header: its qform and sform disagree."""
+        return forms_note(self.file_header)
+
+    @property
     def file_axes(self) -> str:
         """The file's axis codes, e.g. "RAS" or "ASL"."""
         return "".join(nib.aff2axcodes(self.file_affine))
@@ -229,6 +234,32 @@ class Volume:
         if numbers and len(numbers) == self.array.shape[0]:
             return f"image {numbers[index]} (slice {index})"
         return f"slice {index}"
+
+
+UNIT_MM = {"meter": 1000.0, "micron": 0.001}
+"""Millimetres per spatial unit of a NIfTI header (xyzt_units) other than mm; "unknown" is
+read as mm, as every reader does."""
+
+
+def forms_note(header: nib.Nifti1Header) -> str | None:
+    """What a header whose qform and sform (both codes set) place the voxels differently says,
+    and which covseg follows; None when they agree. covseg, like nibabel, follows the sform for
+    sides and volumes, while readers may follow the qform (ITK does when the sform's scales
+    differ from pixdim; the NIfTI standard leaves the choice open): a mirrored qform showed the
+    lung covseg calls right on the left there, without a word."""
+    if int(header["qform_code"]) <= 0 or int(header["sform_code"]) <= 0:
+        return None
+    scale = np.diag([UNIT_MM.get(header.get_xyzt_units()[0], 1.0)] * 3 + [1.0])
+    sform, qform = scale @ header.get_sform(), scale @ header.get_qform()
+    differences = affine_differences(sform, qform)
+    if not differences:
+        return None
+    axes = ["".join(nib.aff2axcodes(form)) for form in (sform, qform)]
+    if axes[0] != axes[1]:
+        differences.append(f"orientation {axes[0]} and {axes[1]}")
+    return (f"the header's sform and qform place the voxels differently ({'; '.join(differences)}"
+            "); covseg follows the sform, as nibabel does, for right and left and for volumes, "
+            "while readers that follow the qform (ITK-based ones may) place them otherwise")
 
 
 def _unoriented(header: nib.Nifti1Header) -> bool:
@@ -284,20 +315,27 @@ def grid_differences(first: Volume, second: Volume) -> list[str]:
     :data:`DIRECTION_TOLERANCE_DEG`, origins (said only for grids of one voxel size and
     direction) less than half the smallest voxel apart. The files' own axes are named when they
     differ (a flipped or permuted header)."""
-    sizes = [np.linalg.norm(volume.affine[:3, :3], axis=0) for volume in (first, second)]
+    differences = affine_differences(first.affine, second.affine)
+    if differences and first.file_axes != second.file_axes:
+        differences.append(f"the files' axes {first.file_axes} and {second.file_axes}")
+    return differences
+
+
+def affine_differences(first: np.ndarray, second: np.ndarray) -> list[str]:
+    """What sets two affines' voxel grids apart by the rule of :func:`grid_differences`, said
+    for a message; empty when they place the voxels alike but for rounding and drift."""
+    sizes = [np.linalg.norm(affine[:3, :3], axis=0) for affine in (first, second)]
     differences = []
     if np.any(np.abs(sizes[0] - sizes[1]) > SPACING_TOLERANCE * np.minimum(*sizes)):
         differences.append(f"voxel sizes {_mm(sizes[0])} mm and {_mm(sizes[1])} mm")
-    cosines = np.sum((first.affine[:3, :3] / sizes[0]) * (second.affine[:3, :3] / sizes[1]),
-                     axis=0)
+    cosines = np.sum((first[:3, :3] / sizes[0]) * (second[:3, :3] / sizes[1]), axis=0)
     angle = float(np.degrees(np.arccos(np.clip(cosines, -1.0, 1.0))).max())
     if angle > DIRECTION_TOLERANCE_DEG:
         differences.append(f"voxel axes turned {angle:.3g} degrees apart")
-    offset, half = grid_drift_mm(first, second), 0.5 * float(min(*sizes[0], *sizes[1]))
+    offset = float(np.linalg.norm(first[:3, 3] - second[:3, 3]))
+    half = 0.5 * float(min(*sizes[0], *sizes[1]))
     if offset >= half and not differences:  # else the first voxels lie apart by the sizes
         differences.append(f"origins {offset:.3g} mm apart (half a voxel is {half:.3g} mm)")
-    if differences and first.file_axes != second.file_axes:
-        differences.append(f"the files' axes {first.file_axes} and {second.file_axes}")
     return differences
 
 
