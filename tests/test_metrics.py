@@ -76,6 +76,31 @@ def test_multiclass_case_has_per_class_and_both_mious() -> None:
     assert row["miou_without_background"] == pytest.approx((0.5 + 0.0) / 2)
 
 
+def test_per_class_hd95_is_in_the_units_of_the_spacing() -> None:
+    """Per-class HD95 of a multi-class case dropped the spacing unnoticed: pixels beside an
+    infection HD95 in mm. A 5 px shift on 2 mm pixels is 10 mm for both."""
+    truth = square_mask(40, 10, 10, 10)
+    pred = square_mask(40, 10, 15, 10)
+    row = case_metrics(pred, truth, num_classes=3,
+                       class_names={1: "ground-glass", 2: "consolidation"}, spacing=(2.0, 2.0))
+    assert row["hd95"] == pytest.approx(10.0)
+    assert row["ground-glass_hd95"] == pytest.approx(10.0)
+
+
+def test_miou_is_the_mean_of_the_class_ious() -> None:
+    """IoUs background 50/75, ground-glass 1, consolidation 0 (missed): mean 5/9, where their
+    median would be 2/3."""
+    truth = np.zeros((10, 10), dtype=np.uint8)
+    truth[:5, :5] = 1
+    truth[5:, 5:] = 2
+    pred = truth.copy()
+    pred[5:, 5:] = 0
+    row = case_metrics(pred, truth, num_classes=3)
+    assert row["class1_iou"] == 1.0 and row["class2_iou"] == 0.0
+    assert row["miou_with_background"] == pytest.approx((50 / 75 + 1.0 + 0.0) / 3)
+    assert row["miou_without_background"] == pytest.approx(0.5)
+
+
 def test_a_class_absent_from_both_masks_is_undefined_not_perfect() -> None:
     """A slice whose one ground-glass lesion was missed scored mIoU 0.5 (consolidation, in
     neither mask, counted IoU 1), and a model predicting nothing a fold HD95 of 0."""
@@ -100,6 +125,12 @@ def test_summary_counts_undefined_values() -> None:
     hd95 = summary["hd95"]
     assert (hd95["mean"], hd95["median"], hd95["n"], hd95["undefined"]) == (2.0, 2.0, 1, 1)
     assert math.isnan(hd95["std"]), "one value has no spread"
+
+
+def test_summary_median_is_the_middle_value_not_the_mean() -> None:
+    summary = summarize([{"dice": 0.1}, {"dice": 0.8}, {"dice": 0.9}])["dice"]
+    assert summary["median"] == pytest.approx(0.8)
+    assert summary["mean"] == pytest.approx(0.6)
 
 
 def test_summary_spread_is_the_sample_sd() -> None:
