@@ -529,6 +529,27 @@ def test_per_slice_ids_are_the_files_own_slices(tmp_path: Path,
     assert "stores no axial slices (axes SAR)" in caplog.text
 
 
+def test_per_slice_hd95_is_in_mm_of_the_slices_own_pixels(tmp_path: Path) -> None:
+    """Per-slice HD95 could take the slice thickness for a pixel size unnoticed. Pixels 0.7 mm
+    (x) by 0.8 mm (y), slices 5 mm: a lesion shifted 4 voxels along y is 4 x 0.8 = 3.2 mm
+    off, per slice and in 3D, not 4 x 5 = 20 mm."""
+    truth = np.zeros((40, 40, 3), dtype=np.uint8)  # file axes (x, y, z)
+    truth[10:20, 10:20, 0] = 1
+    pred = np.zeros_like(truth)
+    pred[10:20, 14:24, 0] = 1
+    for name, stack in (("pred", pred), ("truth", truth)):
+        (tmp_path / name).mkdir()
+        nib.save(nib.Nifti1Image(stack, np.diag([0.7, 0.8, 5.0, 1.0])),
+                 str(tmp_path / name / "tr.nii.gz"))
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev",
+                              per_slice=True)
+    hd95 = {row["case_id"]: row["hd95"] for row in result["per_case"]}
+    assert hd95["tr#000"] == pytest.approx(3.2)
+    assert hd95["tr#001"] == hd95["tr#002"] == 0.0
+    whole = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev3d")
+    assert whole["per_case"][0]["hd95"] == pytest.approx(3.2)
+
+
 @pytest.mark.parametrize("ct", [
     _ct((32, 32, 3)).astype(np.float32),  # fractional HU: no int16 read
     _ct((32, 32, 3)).round().astype(np.int16),  # whole HU
