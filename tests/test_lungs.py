@@ -90,6 +90,20 @@ def test_side_follows_the_affine() -> None:
     assert dice(default == RIGHT_LUNG, truth == RIGHT_LUNG) > 0.95
 
 
+def test_side_follows_a_tilted_affine() -> None:
+    """Every other test affine is diagonal, so dropping the slice index's share of world x from
+    the side map went unnoticed: in a volume tilted 20 degrees about y each slice lies 2.5 sin 20
+    = 0.86 mm further along x, and 60 slices drift 50 mm across the midline."""
+    hu, truth = chest(shape=(60, 80, 96))
+    cos, sin = math.cos(math.radians(20)), math.sin(math.radians(20))
+    tilted = np.array([[-1.5 * cos, 0, 2.5 * sin, 0], [0, -1.5, 0, 0],
+                       [1.5 * sin, 0, 2.5 * cos, 0], [0, 0, 0, 1.0]])
+    segmented, split = segment_lungs(hu, tilted), split_lungs(truth > 0, tilted)
+    for lung in (RIGHT_LUNG, LEFT_LUNG):
+        assert dice(segmented == lung, truth == lung) > 0.95
+        assert dice(split == lung, truth == lung) > 0.95
+
+
 def test_single_slice_and_split_of_a_binary_mask() -> None:
     hu, truth = chest()
     labels = segment_lungs(hu[7])
