@@ -488,6 +488,26 @@ def test_two_small_touching_lungs_are_two(spacing: float, width_mm: float, overl
         assert dice(labels == lung, truth == lung) > 0.9
 
 
+@pytest.mark.parametrize(("row_mm", "col_mm"), [(0.5, 1.0), (1.0, 0.5), (0.7, 1.4)])
+def test_two_touching_lungs_on_oblong_pixels_are_two(row_mm: float, col_mm: float,
+                                                     caplog) -> None:
+    """Every other test has square pixels, so taking the column size for the row size in the
+    split of touching lungs went unnoticed: on pixels wider than tall, two 20 mm wide lungs
+    (40 mm high, overlapping by 15 % of their width) then stayed one lung."""
+    rows, cols = np.indices((int(120 / row_mm), int(120 / col_mm)))
+    y_mm = (rows - rows.shape[0] / 2) * row_mm
+    x_mm = (cols - cols.shape[1] / 2 - 0.3) * col_mm
+    truth = np.zeros((3, *rows.shape), dtype=np.uint8)
+    for label, sign in ((RIGHT_LUNG, -1), (LEFT_LUNG, 1)):
+        lung = (y_mm / 20) ** 2 + ((x_mm - sign * 10 * 0.85) / 10) ** 2 <= 1
+        truth[:, lung & (truth[0] == 0)] = label
+    with caplog.at_level("WARNING", logger="covseg.lungs"):
+        labels = split_lungs(truth > 0, np.diag([-col_mm, -row_mm, 2.5, 1.0]))
+    assert not caplog.text
+    for lung in (RIGHT_LUNG, LEFT_LUNG):
+        assert dice(labels == lung, truth == lung) > 0.95
+
+
 def lone_lung_chest(shift: int) -> tuple[np.ndarray, np.ndarray]:
     """HU of the chest() body holding one lung, ``shift`` columns off the body's midline and
     spanning it (a lung over a pneumonectomy side, one lung in the field of view), and the lung."""
