@@ -248,6 +248,27 @@ def test_paired_wilcoxon_against_hand_checked_values() -> None:
     assert result["p_value"] == pytest.approx(2 / 2**6)
 
 
+def test_paired_wilcoxon_pairs_by_key_not_by_order() -> None:
+    """Every test built both models' dicts in one order, so pairing by position went unnoticed:
+    here every case is 0.1 better, listed in opposite orders."""
+    candidate = {"a": .9, "b": .5, "c": .7, "d": .6, "e": .8, "f": .3}
+    baseline = {"f": .2, "e": .7, "d": .5, "c": .6, "b": .4, "a": .8}
+    result = paired_wilcoxon(candidate, baseline)
+    assert (result["cases_better"], result["cases_worse"]) == (6, 0)
+    assert result["p_value"] == pytest.approx(2 / 2**6)
+    assert result["ci95_mean_difference"] == pytest.approx([0.1, 0.1])
+
+
+def test_a_patients_dice_is_the_mean_over_its_slices(tmp_path: Path) -> None:
+    """P1's slices 0.1, 0.8, 0.9: mean 0.6 (the report's "mean Dice over its slices"), where
+    their median, 0.8, went unnoticed."""
+    (tmp_path / "per_case.csv").write_text(
+        "fold,case_id,dice,patient_id\n0,s1,0.1,P1\n0,s2,0.8,P1\n0,s3,0.9,P1\n"
+        "1,s4,0.5,P2\n1,s5,0.5,P2\n")
+    dice, unit = compare.patient_dice(tmp_path)
+    assert unit == "patient" and dice == {"P1": pytest.approx(0.6), "P2": 0.5}
+
+
 @pytest.mark.parametrize("pairs, tied, note", [
     (4, 0, "n = 4 pairs: p cannot fall below 0.125"),
     (5, 0, "n = 5 pairs: p cannot fall below 0.0625"),

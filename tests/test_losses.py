@@ -120,6 +120,29 @@ def test_structure_loss_box_mean_is_the_two_dimensional_mean() -> None:
     assert torch.allclose(loss.box_mean(mask), full, atol=1e-6)
 
 
+def test_tversky_weighs_false_positives_0_3_and_misses_0_7() -> None:
+    """Predicting everything: 8 true and 8 false positives, no miss; 1 - 8 / (8 + 0.3 * 8).
+    Swapped weights (0.7 on false positives) gave 0.41 unnoticed."""
+    target = torch.zeros(1, 1, 4, 4, dtype=torch.long)
+    target[..., :2, :] = 1
+    loss = build_loss("tversky")(torch.full((1, 1, 4, 4), 50.0), target)
+    assert float(loss) == pytest.approx(1 - 8 / (8 + 0.3 * 8), rel=1e-4)
+
+
+def test_structure_loss_weighs_edges_by_one_plus_five_times_the_contrast() -> None:
+    """Only an ordering pinned the edge weight, so 1 + 1x in place of 1 + 5x went unnoticed.
+    With zero logits the BCE part is log 2 whatever the weights; the IoU part follows them."""
+    target = torch.zeros(1, 1, 32, 32, dtype=torch.long)
+    target[..., 8:24, 8:24] = 1
+    mask = target.float()
+    weight = 1 + 5 * (F.avg_pool2d(mask, 31, stride=1, padding=15) - mask).abs()
+    inter = (weight * 0.5 * mask).sum()
+    union = (weight * (0.5 + mask)).sum()
+    expected = math.log(2) + 1 - (inter + 1) / (union - inter + 1)
+    loss = build_loss("structure")(torch.zeros(1, 1, 32, 32), target)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+
+
 @pytest.mark.parametrize("name", BINARY_ONLY)
 def test_binary_only_losses_refuse_multiclass(name: str) -> None:
     with pytest.raises(CovsegError, match="binary"):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from covseg.io.atomic import (
     output_file,
     remove_temporaries,
     remove_temporaries_of,
+    write_json,
     write_text,
 )
 
@@ -65,6 +68,29 @@ def test_output_file_wants_the_suffix_and_no_folder(tmp_path: Path) -> None:
                                           r"e\.g\. .*f\.onnx"):
         output_file(tmp_path / "f", ".onnx", "ONNX model")
     assert output_file(tmp_path / "M.ONNX", ".onnx", "ONNX model") == tmp_path / "M.ONNX"
+
+
+def test_outputs_are_readable_by_others(tmp_path: Path) -> None:
+    """mkstemp makes its file 0600: outputs in a shared results folder were left unreadable
+    to other users unless made 0644 before the rename; nothing pinned it."""
+    old_umask = os.umask(0o022)
+    try:
+        path = write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_json_outputs_write_nan_and_infinities_as_null(tmp_path: Path) -> None:
+    """Only NaN was checked, so +-inf written as ``Infinity`` (strict JSON readers refuse it)
+    went unnoticed."""
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} in strict JSON")
+
+    path = write_json(tmp_path / "a.json", {"a": float("inf"), "b": [float("-inf")],
+                                            "c": float("nan"), "d": 1.5})
+    assert json.loads(path.read_text(), parse_constant=refuse) == {
+        "a": None, "b": [None], "c": None, "d": 1.5}
 
 
 def test_temporaries_a_killed_run_left_are_removed(tmp_path: Path) -> None:

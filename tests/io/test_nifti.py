@@ -99,6 +99,21 @@ def test_sheared_affine_is_refused_and_rotated_ones_read(tmp_path: Path) -> None
                                                 rel=1e-5)
 
 
+@pytest.mark.parametrize(("affine", "shape_zyx"), [
+    ([[0, 0, 0.7, 0], [0, 0.8, 0, 0], [5.0, 0, 0, 0], [0, 0, 0, 1]], (30, 20, 4)),
+    ([[0, 0.7, 0, 0], [0.8, 0, 0, 0], [0, 0, 5.0, 0], [0, 0, 0, 1]], (4, 30, 20)),
+], ids=["slices-first", "x-y-swapped"])
+def test_voxel_sizes_follow_permuted_axes(tmp_path: Path, affine: list[list[float]],
+                                          shape_zyx: tuple[int, int, int]) -> None:
+    """Only the voxel volume (a product) was checked on files stored in permuted axes, so
+    sizes left in the file's order went unnoticed: x 0.7, y 0.8, z 5 mm are (5, 0.8, 0.7)
+    in (z, y, x), whatever order the file stores them in."""
+    data = np.zeros((30, 20, 4), dtype=np.int16)
+    volume = read_nifti(save(tmp_path / "permuted.nii.gz", data, np.array(affine)))
+    assert volume.array.shape == shape_zyx
+    assert volume.spacing == pytest.approx((5.0, 0.8, 0.7))
+
+
 @pytest.mark.parametrize("stored", ["<f8", ">f8", "<f4", "<i2"])
 def test_nifti_voxels_are_read_by_slabs_with_the_same_values(
         stored: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,7 +20,7 @@ from covseg.errors import CovsegError
 from covseg.models import REGISTRY, build_model, parameter_count
 from covseg.models.miniseg import stage_widths
 from covseg.models.padding import PadToMultiple
-from covseg.models.pretrained import OFFLINE, adapt_kernel
+from covseg.models.pretrained import OFFLINE, adapt_kernel, read_state_dict
 from covseg.models.profile import profile_model
 from covseg.models.registry import check_model, check_options
 from tests.conftest import NEEDS_ZOO
@@ -299,6 +299,21 @@ def test_weights_file_not_a_state_dict(tmp_path: Path) -> None:
     (tmp_path / "text.pt").write_text("junk\n")  # torch.load raises a bare KeyError for this one
     with pytest.raises(CovsegError, match="not a readable PyTorch file"):
         build_model("unet++", encoder="resnet18", weights=str(tmp_path / "text.pt"))
+
+
+class _Custom:
+    """A class outside PyTorch's safe list, so a weights-only load refuses it."""
+
+
+def test_a_weights_file_holding_python_objects_is_not_unpickled(tmp_path: Path) -> None:
+    """Nothing pinned the weights-only load of a ``weights=`` file: loading it in full runs
+    whatever code the pickle holds. A pickle of an object is refused as such."""
+    path = tmp_path / "object.pt"
+    torch.save({"a": _Custom()}, path)
+    with pytest.raises(CovsegError, match=re.escape(
+            f"{path}: cannot read weights (it holds Python objects besides tensors and plain "
+            "values)")):
+        read_state_dict(path)
 
 
 @NEEDS_ZOO
