@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from covseg.data.layouts import Sample
-from covseg.data.splits import grouped_kfold
+from covseg.data.splits import grouped_kfold, validation_split
 
 ZENODO_SLICES = [301, 200, 200, 270, 290, 213, 249, 301, 256, 301,
                  39 + 418, 110, 66, 42 + 42, 45, 93, 39, 45]
@@ -93,3 +93,21 @@ def test_many_one_slice_patients() -> None:
     assert split == _before_size_classes(samples, 5, 3)
     assert [len(test) for _, test in split] == [4000] * 5
     assert [len(train) for train, _ in split] == [16_000] * 5
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_each_fold_trains_on_every_case_but_its_held_out_patients(seed: int) -> None:
+    """No test checked a fold's training cases against its held-out ones, so training on a
+    held-out case (test-set leakage) went unnoticed; nor the validation split's."""
+    samples = _samples([1, 2, 3, 4, 5, 1, 2, 3, 4, 5])
+    patient = {sample.case_id: sample.patient_id for sample in samples}
+    every = {sample.case_id for sample in samples}
+    tested: list[str] = []
+    for train, test in grouped_kfold(samples, 5, seed):
+        assert not set(train) & set(test) and set(train) | set(test) == every
+        assert not {patient[case] for case in train} & {patient[case] for case in test}
+        tested += test
+    assert sorted(tested) == sorted(every)
+    train, val = validation_split(samples, 0.3, seed)
+    assert not set(train) & set(val) and set(train) | set(val) == every
+    assert not {patient[case] for case in train} & {patient[case] for case in val}
