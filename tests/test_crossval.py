@@ -276,6 +276,22 @@ def test_a_refused_fold_shows_the_options_it_compared(tmp_path: Path) -> None:
     assert "{} -> {}" not in message and "default" not in message
 
 
+def test_the_headline_over_folds_is_the_mean_and_sample_sd() -> None:
+    """Every test's folds had two or equal values (mean == median), so a median over folds went
+    unnoticed: folds of Dice 0.2, 0.8, 0.9 give 0.6333 +- 0.3786 (sample SD), not 0.8."""
+    dice = [0.2, 0.8, 0.9]
+    per_fold = [{"fold": k, "dice": d} for k, d in enumerate(dice)]
+    rows = [{"fold": k, "case_id": f"c{k}", "dice": d, "sensitivity": d, "precision": d}
+            for k, d in enumerate(dice)]
+    summary = crossval._summary(TrainConfig(), load_dataset("synthetic"), "3 folds", per_fold,
+                                rows, 1.0, 1.0)
+    across = summary["mean_std_over_folds"]["dice"]
+    assert across["mean"] == pytest.approx(1.9 / 3)
+    # deviations -13/30, 5/30, 8/30: sum of squares 258/900 over n - 1 = 2
+    assert across["std"] == pytest.approx(math.sqrt(258 / 1800))
+    assert across["n"] == 3
+
+
 def _summary(target: str) -> dict[str, object]:
     """A two-fold summary as cross-validation writes it, with a class's Dice beside the main
     metrics when ``target`` is multi-class."""
