@@ -74,6 +74,25 @@ def test_a_recipe_built_by_hand_with_numpys_numbers_trains_and_records_python_nu
     assert (meta["size"], meta["model_options"]) == (32, {"width": 4})
 
 
+def test_best_pt_holds_the_epoch_of_the_best_validation_dice(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing checked which epoch best.pt holds, so saving every epoch (the last model, whatever
+    its validation Dice) went unnoticed. The real validation runs; its Dice is replaced by
+    0.2, 0.5, 0.3 for epochs 1-3, so epoch 2 is the best."""
+    scores = iter([0.2, 0.5, 0.3])
+    real = train_module._validate
+
+    def scripted(*args: object, **kwargs: object) -> tuple[float, float]:
+        return real(*args, **kwargs)[0], next(scores)
+
+    monkeypatch.setattr(train_module, "_validate", scripted)
+    config = TrainConfig(model="unet", epochs=3, size=32, batch_size=4, val_fraction=0.25,
+                         model_options={"width": 4})
+    train_module.train(config, load_dataset(synthetic_folder), tmp_path / "run", progress=False)
+    meta = load_checkpoint(tmp_path / "run" / "best.pt")["meta"]
+    assert (meta["epoch"], meta["val_dice"]) == (2, 0.5)
+
+
 @pytest.mark.parametrize("options", [{}, {"ema_decay": 0.9}, {"cutmix": 1.0},
                                      {"lesion_paste": 0.5}])
 def test_resume_after_interruption_matches_an_uninterrupted_run(
