@@ -817,3 +817,24 @@ def test_image_and_lung_folders_are_searched_once_per_call(tmp_path: Path,
     assert searched.count(tmp_path / "in") == 1
     rows = read_rows(result.summary)
     assert [row["study"] for row in rows] == ["a", "b", "c"]
+
+
+def test_a_ct_holding_no_lungs_gets_no_category_and_says_why(tmp_path: Path, caplog) -> None:
+    """The lowest 12 slices of the real abdominal sample hold bowel gas and no lung: their gas
+    was found as 7.3 mL of lungs (predict read that slab 88.7 % involved, CT-4); now no lungs are
+    found, the study has no % involved or category, and a warning and the lung_note say so."""
+    sample = nib.load(str(shared("ct-samples", "example_ct_sm.nii.gz")))
+    ct = tmp_path / "abd.nii.gz"
+    nib.save(sample.slicer[:, :, 0:12], str(ct))
+    lesion = np.zeros(sample.shape[:2] + (12,), dtype=np.uint8)
+    lesion[50:60, 40:50, 4:8] = 1
+    mask = tmp_path / "abd_les.nii.gz"
+    nib.save(nib.Nifti1Image(lesion, sample.affine), str(mask))
+    with caplog.at_level("WARNING"):
+        result = quantify_study(mask, tmp_path / "out", image=ct)
+    study = result["study"]
+    assert study["lung_ml"] == 0 and study["ct_category"] is None
+    assert study["percent_involved"] is None and study["lesion_ml"] == pytest.approx(10.8)
+    assert result["lung_note"].startswith("no lungs found in the CT (under 5 mL of lung-like air")
+    assert result["lung_note"].endswith("give them with --lungs")
+    assert [r.message for r in caplog.records] == [f"{mask}: {result['lung_note']}"]

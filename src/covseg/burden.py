@@ -24,7 +24,7 @@ import numpy as np
 
 from covseg.data.layouts import CLASS_NAMES
 from covseg.errors import CovsegError
-from covseg.lungs import LEFT_LUNG, LESION_DEPTH_MM, RIGHT_LUNG
+from covseg.lungs import LEFT_LUNG, LESION_DEPTH_MM, MIN_LUNG_ML, RIGHT_LUNG
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,23 @@ def quantify(lesions: np.ndarray, spacing: Sequence[float], lungs: np.ndarray | 
             result[name] = _region(counts[label], None, voxel_ml, multiclass, True, measured)
             result[name]["lesion_added_to_lungs_ml"] = int(added[label]) * voxel_ml
     return result
+
+
+NO_LUNGS_NOTE = (f"no lungs found in the CT (under {MIN_LUNG_ML:g} mL of lung-like air; gas "
+                 "pockets such as bowel gas are not lung): no % involved or CT category; if "
+                 "the CT holds lungs, give them with ")
+"""The ``lung_note`` of a study whose CT was searched for lungs and held none (an abdominal CT,
+or a chest CT's range below the lungs), before the option that gives lungs."""
+
+
+def note_no_lungs(result: dict[str, Any], lung_option: str) -> str | None:
+    """Record, as the result's ``lung_note``, and return that lungs were looked for in the CT
+    and not found (``lung_option``: the option that gives lungs instead); None, recording
+    nothing, where lungs were found or not looked for."""
+    if not result.get("has_lungs") or result["study"].get("lung_ml"):
+        return None
+    result["lung_note"] = NO_LUNGS_NOTE + lung_option
+    return result["lung_note"]
 
 
 def note_grown_lungs(result: dict[str, Any], cut: bool, source: str, lung_option: str) -> None:

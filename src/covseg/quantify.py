@@ -33,6 +33,7 @@ from covseg.burden import (
     lesion_voxels,
     note_grown_lungs,
     note_lesion_outside_lungs,
+    note_no_lungs,
     quantify,
 )
 from covseg.errors import CovsegError
@@ -258,7 +259,9 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
     stage("counting")
     result = quantify(lesions.array, lesions.spacing, lung_labels, multiclass=classes,
                       effusion=_predicts_effusion(predicted), found_lungs=found_lungs)
-    if grown is not None:
+    if grown is not None and note_no_lungs(result, option_name("lungs")):
+        log.warning("%s: %s", mask_path, result["lung_note"])
+    elif grown is not None:
         note_grown_lungs(result, grown.cut, str(mask_path), option_name("lungs"))
     elif predicted_masks:
         _recorded_growth(result, predicted, str(mask_path))
