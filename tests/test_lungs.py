@@ -636,3 +636,29 @@ def test_a_small_gas_pocket_is_no_lung_but_a_small_lung_is() -> None:
         pocketed = np.where(gas, -1000.0, hu)
         assert not segment_lungs(pocketed, affine).any(), share
         assert segment_lungs(pocketed).any(), "no voxel sizes: no floor"
+
+
+# --- lung masks told from multi-class lesion masks (probe26 F4) ---
+
+
+def test_real_multiclass_lesion_masks_do_not_look_like_two_lungs() -> None:
+    """Of the 50 Inf-Net multi-class slices (1 ground-glass, 2 consolidation), 6 have their
+    labels side by side by :func:`why_labels_are_not_sides` alone, but none has each label in
+    one piece; the real samples' threshold lungs do."""
+    from PIL import Image
+
+    from covseg.lungs import looks_like_two_lungs, why_labels_are_not_sides
+    from tests.conftest import shared
+
+    folder = shared("infnet-covid-semiseg", "TrainingSet", "MultiClassInfection-Train", "GT")
+    affine = np.diag([-0.7, -0.7, 5.0, 1.0])
+    masks = [np.asarray(Image.open(path), dtype=np.uint8)[None]
+             for path in sorted(folder.glob("*.png"))]
+    assert len(masks) == 50
+    assert sum(why_labels_are_not_sides(mask, affine) is None for mask in masks
+               if {1, 2} <= set(np.unique(mask))) == 6
+    assert not any(looks_like_two_lungs(mask, affine) for mask in masks)
+    for source in (CT, CT.parent):
+        volume = read_volume(source)
+        assert looks_like_two_lungs(segment_lungs(hounsfield(volume), volume.affine),
+                                    volume.affine)

@@ -301,6 +301,41 @@ def why_labels_are_not_sides(labels: np.ndarray, affine: np.ndarray) -> str | No
     return None
 
 
+LUNG_PIECE_SHARE = 0.9
+"""Least share of each of labels 1 and 2 in its largest 3D piece for a mask to look like two
+lungs (:func:`looks_like_two_lungs`): each lung is one piece (the real samples' threshold lungs:
+100 %), while of the Inf-Net multi-class slices whose ground-glass (1) and consolidation (2)
+lie side by side (6 of the 37 holding both) the more scattered label holds at most 52 % in one
+piece."""
+PIECES_MAX_VOXELS = 2**25
+"""Above this many voxels in a label's bounding box its pieces are counted on every second
+voxel (:func:`looks_like_two_lungs`): int32 piece labels of a whole study took 600 MiB."""
+
+
+def looks_like_two_lungs(labels: np.ndarray, affine: np.ndarray) -> bool:
+    """Whether a (z, y, x) mask's labels 1 and 2 look like two lungs: the smaller at least
+    :data:`SECOND_LUNG_SHARE` of the larger, each nearly all in one 3D piece
+    (:data:`LUNG_PIECE_SHARE`) and side by side (:func:`why_labels_are_not_sides`).
+    A lung mask given as a multi-class lesion mask counts its lungs as ground-glass and
+    consolidation, 100 % involved."""
+    volume, _ = _as_volume(labels, "mask")
+    counts = np.zeros(LEFT_LUNG + 1, dtype=np.int64)
+    for plane in volume:
+        counts += np.bincount(np.clip(plane, 0, LEFT_LUNG + 1).ravel().astype(np.intp),
+                              minlength=LEFT_LUNG + 2)[:LEFT_LUNG + 1]
+    lungs = counts[[RIGHT_LUNG, LEFT_LUNG]]
+    if lungs.min() < SECOND_LUNG_SHARE * lungs.max() or not lungs.min():
+        return False
+    for label in (RIGHT_LUNG, LEFT_LUNG):
+        box = _bounding_box(volume == label)
+        step = 2 if np.prod([part.stop - part.start for part in box]) > PIECES_MAX_VOXELS else 1
+        pieces, _ = ndimage.label(volume[box][::step, ::step, ::step] == label)
+        sizes = np.bincount(pieces.ravel())[1:]
+        if sizes.max() < LUNG_PIECE_SHARE * sizes.sum():
+            return False
+    return why_labels_are_not_sides(volume, affine) is None
+
+
 def _between(mask: np.ndarray) -> np.ndarray:
     """Voxels with a voxel of ``mask`` on both sides of them along at least one axis."""
     between = np.zeros(mask.shape, dtype=bool)
