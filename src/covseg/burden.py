@@ -221,7 +221,10 @@ def _region(counts: np.ndarray, outside: np.ndarray | None, voxel_ml: float, mul
     """Metrics of one region from its voxel counts per class (and the counts outside lungs);
     ``effusion`` False: its effusion is None, not predicted. A multi-class mask's effusion
     inside the lungs is not lung: it is left out of the lung volume and of % involved's
-    denominator, as predict leaves it out of the lungs it grows."""
+    denominator, as predict leaves it out of the lungs it grows. Effusion, the category and the
+    lesion outside the lungs are the study's only (``outside`` given): MosMedData grades both
+    lungs together, and most of an effusion lies outside both lung masks, where no side is
+    measured."""
     lesion = int(counts[1] + counts[2]) if multiclass else int(counts[1])
     region: dict[str, Any] = {"lesion_ml": lesion * voxel_ml}
     if multiclass:
