@@ -133,3 +133,16 @@ def test_the_outside_lungs_note_tells_its_two_volumes_apart(
     result: dict[str, Any] = {"study": {"lesion_ml": lesion, "lesion_outside_lungs_ml": outside}}
     note_lesion_outside_lungs(result, "ct.nii.gz")
     assert result["lung_note"].startswith(shown)
+
+
+def test_category_effusion_and_outside_lesion_are_the_study_s_only() -> None:
+    """docs/ct-studies.md: effusion, the CT category and the lesion outside the lungs are the
+    study's only (MosMedData grades both lungs together; most effusion lies outside both lung
+    masks, where no side is measured); a right lung 50 % involved has its % but no category."""
+    lesions = np.array([[[1, 2, 3, 3], [0, 0, 0, 0]]], dtype=np.uint8)
+    lungs = np.array([[[1, 1, 1, 0], [1, 1, 2, 2]]], dtype=np.uint8)
+    result = quantify(lesions, (10.0, 10.0, 10.0), lungs)
+    assert result["study"]["ct_category"] == "CT-2" and result["study"]["effusion_ml"] == 2.0
+    for side in ("right_lung", "left_lung"):
+        assert not {"ct_category", "effusion_ml", "lesion_outside_lungs_ml"} & set(result[side])
+    assert result["right_lung"]["percent_involved"] == 50.0

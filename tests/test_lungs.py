@@ -626,3 +626,73 @@ def test_bowel_and_stomach_gas_at_the_lung_bases_is_no_lung() -> None:
     gas = np.isin(regions, np.flatnonzero(sizes >= 20))
     assert gas.sum() == 4611
     assert not labels[ndimage.binary_dilation(gas, iterations=2)].any()
+
+
+# --- CTs holding no lungs: gas pockets are not lung (probe26 F2) ---
+
+
+@pytest.mark.skipif(not CT.is_file(), reason=f"real data not found: {CT}")
+def test_slabs_of_the_real_ct_find_no_gas_pocket_as_lung() -> None:
+    """Slabs of the real abdominal sample cut from its bottom (abdomen, then its lung bases) and
+    from its top: those without lung (slices 0-17) find none (the lowest 12 slices found 7.3 mL
+    of bowel gas as lungs, and read 88.7 % involved, CT-4), those with lung keep no gas beside
+    it (38 mL were kept with slices 21-29) and keep their lungs from 5 mL up."""
+    from covseg.lungs import MIN_LUNG_ML
+
+    sample = read_volume(CT)
+    hu = hounsfield(sample)
+    whole = segment_lungs(hu, sample.affine) > 0
+    assert not whole[:18].any() and whole[18].any()
+    for part in [slice(0, stop) for stop in range(1, 31)] + [slice(start, 30)
+                                                             for start in range(30)]:
+        found = segment_lungs(hu[part], sample.affine) > 0
+        lung_ml = np.count_nonzero(whole[part]) * sample.voxel_ml
+        assert not (found & ~whole[part]).any(), f"slices {part}: gas kept as lung"
+        if lung_ml > 2 * MIN_LUNG_ML:
+            assert np.count_nonzero(found) > 0.85 * np.count_nonzero(whole[part]), part
+    assert not segment_lungs(hu[:12], sample.affine).any()
+    assert np.count_nonzero(segment_lungs(hu[21:23], sample.affine)) * sample.voxel_ml > 5
+
+
+def test_a_small_gas_pocket_is_no_lung_but_a_small_lung_is() -> None:
+    """A 20 mL body holding 6 % or 30 % air below -950 HU (bowel gas: pure air with tissue at
+    its rim) is no lung; the same body at -850 HU (aerated lung, no pure air) is. Without voxel
+    sizes the gas-pocket test does not apply."""
+    hu = np.full((6, 60, 60), 40.0)
+    hu[:, :2] = hu[:, -2:] = hu[:, :, :2] = hu[:, :, -2:] = -1000.0  # air around the body
+    pocket = ellipsoid(hu.shape, (2.5, 30, 30), (3, 14, 14))
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    assert 2400 < pocket.sum() < 2600  # about 20 mL at 8 uL a voxel
+    hu[pocket] = -850.0
+    assert segment_lungs(hu, affine).any()
+    for share in (0.06, 0.3):
+        gas = pocket & (np.random.default_rng(0).random(hu.shape) < share)
+        pocketed = np.where(gas, -1000.0, hu)
+        assert not segment_lungs(pocketed, affine).any(), share
+        assert segment_lungs(pocketed).any(), "no voxel sizes: no floor"
+
+
+# --- lung masks told from multi-class lesion masks (probe26 F4) ---
+
+
+def test_real_multiclass_lesion_masks_do_not_look_like_two_lungs() -> None:
+    """Of the 50 Inf-Net multi-class slices (1 ground-glass, 2 consolidation), 6 have their
+    labels side by side by :func:`why_labels_are_not_sides` alone, but none has each label in
+    one piece; the real samples' threshold lungs do."""
+    from PIL import Image
+
+    from covseg.lungs import looks_like_two_lungs, why_labels_are_not_sides
+    from tests.conftest import shared
+
+    folder = shared("infnet-covid-semiseg", "TrainingSet", "MultiClassInfection-Train", "GT")
+    affine = np.diag([-0.7, -0.7, 5.0, 1.0])
+    masks = [np.asarray(Image.open(path), dtype=np.uint8)[None]
+             for path in sorted(folder.glob("*.png"))]
+    assert len(masks) == 50
+    assert sum(why_labels_are_not_sides(mask, affine) is None for mask in masks
+               if {1, 2} <= set(np.unique(mask))) == 6
+    assert not any(looks_like_two_lungs(mask, affine) for mask in masks)
+    for source in (CT, CT.parent):
+        volume = read_volume(source)
+        assert looks_like_two_lungs(segment_lungs(hounsfield(volume), volume.affine),
+                                    volume.affine)

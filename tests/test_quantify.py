@@ -817,3 +817,103 @@ def test_image_and_lung_folders_are_searched_once_per_call(tmp_path: Path,
     assert searched.count(tmp_path / "in") == 1
     rows = read_rows(result.summary)
     assert [row["study"] for row in rows] == ["a", "b", "c"]
+
+
+def test_a_ct_holding_no_lungs_gets_no_category_and_says_why(tmp_path: Path, caplog) -> None:
+    """The lowest 12 slices of the real abdominal sample hold bowel gas and no lung: their gas
+    was found as 7.3 mL of lungs (predict read that slab 88.7 % involved, CT-4); now no lungs are
+    found, the study has no % involved or category, and a warning and the lung_note say so."""
+    sample = nib.load(str(shared("ct-samples", "example_ct_sm.nii.gz")))
+    ct = tmp_path / "abd.nii.gz"
+    nib.save(sample.slicer[:, :, 0:12], str(ct))
+    lesion = np.zeros(sample.shape[:2] + (12,), dtype=np.uint8)
+    lesion[50:60, 40:50, 4:8] = 1
+    mask = tmp_path / "abd_les.nii.gz"
+    nib.save(nib.Nifti1Image(lesion, sample.affine), str(mask))
+    with caplog.at_level("WARNING"):
+        result = quantify_study(mask, tmp_path / "out", image=ct)
+    study = result["study"]
+    assert study["lung_ml"] == 0 and study["ct_category"] is None
+    assert study["percent_involved"] is None and study["lesion_ml"] == pytest.approx(10.8)
+    assert result["lung_note"].startswith("no lungs found in the CT (under 5 mL of lung-like air")
+    assert result["lung_note"].endswith("give them with --lungs")
+    assert [r.message for r in caplog.records] == [f"{mask}: {result['lung_note']}"]
+
+
+def two_lungs_and_a_lesion() -> np.ndarray:
+    """(x, y, z) labels: lungs 1 (x small) and 2 side by side, a lesion 3 in lung 1."""
+    labels = np.zeros((32, 32, 8), dtype=np.uint8)
+    labels[2:15, 4:28, :], labels[17:30, 4:28, :] = 1, 2
+    labels[5:9, 10:14, 3] = 3
+    return labels
+
+
+@pytest.mark.parametrize("combined,lungs,infection", [
+    ("lung_and_infection_mask", "lung_mask", "infection_mask"),
+    ("Lung_and_Infection_Mask", "Lung_Mask", "Infection_Mask")])
+def test_zenodo_lung_masks_are_refused_as_lesion_masks(tmp_path: Path, capsys, combined: str,
+                                                       lungs: str, infection: str) -> None:
+    """Zenodo's lung-and-infection masks (1, 2 the lungs, 3 the infection) read as lesion
+    classes: the lungs counted as ground-glass and consolidation, the infection as effusion,
+    100 % involved, CT-4, exit 0. They, and Zenodo's lung masks, are refused, folder or file, in
+    one line naming the infection masks to give."""
+    from covseg.cli import main
+
+    labels = two_lungs_and_a_lesion()
+    affine = np.diag([0.8, 0.8, 5.0, 1])
+    for folder, mask in ((combined, labels), (lungs, np.minimum(labels, 2)),
+                         (infection, (labels == 3).astype(np.uint8))):
+        (tmp_path / folder).mkdir()
+        nib.save(nib.Nifti1Image(mask, affine), str(tmp_path / folder / "coronacases_001.nii"))
+    for folder in (combined, lungs):
+        for given in (tmp_path / folder, tmp_path / folder / "coronacases_001.nii"):
+            assert main(["quantify", str(given), "--out", str(tmp_path / "q")]) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1, err
+            assert f"give the infection masks, {tmp_path / infection}, as MASK" in err
+            assert not (tmp_path / "q").exists()
+    with pytest.raises(CovsegError, match="Zenodo's lung and infection masks"):
+        quantify_study(tmp_path / combined / "coronacases_001.nii", tmp_path / "q")
+    assert main(["quantify", str(tmp_path / infection), "--out", str(tmp_path / "q")]) == 0
+
+
+def test_predicts_own_lungs_given_as_the_mask_are_refused(tmp_path: Path, capsys) -> None:
+    """covseg predict's lungs.nii.gz given as MASK counted its lungs as ground-glass and
+    consolidation (lesion 1891 mL), silently; it is refused naming its infection.nii.gz."""
+    from covseg.cli import main
+
+    study = tmp_path / "ct"
+    study.mkdir()
+    labels = two_lungs_and_a_lesion()
+    affine = np.diag([0.8, 0.8, 5.0, 1])
+    nib.save(nib.Nifti1Image(np.minimum(labels, 2), affine), str(study / "lungs.nii.gz"))
+    nib.save(nib.Nifti1Image((labels == 3).astype(np.uint8), affine),
+             str(study / "infection.nii.gz"))
+    (study / "quantification.json").write_text(json.dumps(
+        {"files": {"infection": str(study / "infection.nii.gz"),
+                   "lungs": str(study / "lungs.nii.gz")}}))
+    assert main(["quantify", str(study / "lungs.nii.gz"), "--out", str(tmp_path / "q")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "give its infection.nii.gz, or its folder, as MASK" in err
+
+
+def test_a_lung_mask_given_as_the_lesion_mask_is_warned_of(tmp_path: Path, caplog) -> None:
+    """A mask whose labels 1 and 2 lie side by side as two lungs, each in one piece, is counted
+    as lesion, 100 % involved, but warned of and noted first in the lung_note; the real
+    multi-class masks are not (tests/test_lungs.py)."""
+    labels = np.minimum(two_lungs_and_a_lesion(), 2)
+    affine = np.diag([-0.8, 0.8, 5.0, 1])
+    nib.save(nib.Nifti1Image(labels, affine), str(tmp_path / "scan.nii.gz"))
+    with caplog.at_level("WARNING"):
+        result = quantify_study(tmp_path / "scan.nii.gz", tmp_path / "q", lungs=tmp_path
+                                / "scan.nii.gz")
+    assert result["study"]["percent_involved"] == 100
+    assert result["lung_note"].startswith("the mask's labels 1 and 2 lie side by side as two "
+                                          "lungs, each in one piece: a lung mask?")
+    assert result["lung_note"].endswith("and the lung mask as --lungs")
+    said = [r.message for r in caplog.records if "a lung mask?" in r.message]
+    assert said == [f"{tmp_path / 'scan.nii.gz'}: {result['lung_note']}"]
+    one_lung = np.where(labels == 2, 0, labels)
+    one_lung[20:24, 10:14, 2:4] = 2  # a consolidation beside, not a lung: no warning
+    nib.save(nib.Nifti1Image(one_lung, affine), str(tmp_path / "lesion.nii.gz"))
+    assert quantify_study(tmp_path / "lesion.nii.gz", tmp_path / "q").get("lung_note") is None

@@ -1874,3 +1874,16 @@ def test_the_grown_lungs_note_of_an_api_call_names_the_keyword(tmp_path: Path) -
     with invoked_as(api_command("quantify")):
         counted = quantify_study(tmp_path / "pred" / INFECTION_NII, tmp_path / "q")
     assert counted["lung_note"].endswith("check the montage, or give the lungs with lungs")
+
+
+@pytest.mark.skipif(not CT.is_file(), reason=f"real data not found: {CT}")
+def test_a_ct_holding_no_lungs_is_predicted_without_category(tmp_path: Path) -> None:
+    """The real sample's lowest 12 slices (abdomen, no lung) read CT-4, 88.7 % involved, with
+    bowel gas as lungs; now no lungs are found: no category, and the lung_note says why."""
+    abdomen = tmp_path / "abd.nii.gz"
+    nib.save(nib.load(str(CT)).slicer[:, :, 0:12], str(abdomen))
+    result = predict_study(BandPredictor([(-500, -100)]), abdomen, tmp_path / "out")
+    assert result["study"]["lung_ml"] == 0 and result["study"]["ct_category"] is None
+    assert result["inputs"]["lungs_found"] is False
+    assert result["lung_note"].startswith("no lungs found in the CT")
+    assert result["lung_note"].endswith("give them with --lung-model")

@@ -24,7 +24,7 @@ import numpy as np
 
 from covseg.data.layouts import CLASS_NAMES
 from covseg.errors import CovsegError
-from covseg.lungs import LEFT_LUNG, LESION_DEPTH_MM, RIGHT_LUNG
+from covseg.lungs import LEFT_LUNG, LESION_DEPTH_MM, MIN_LUNG_ML, RIGHT_LUNG
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,23 @@ def quantify(lesions: np.ndarray, spacing: Sequence[float], lungs: np.ndarray | 
     return result
 
 
+NO_LUNGS_NOTE = (f"no lungs found in the CT (under {MIN_LUNG_ML:g} mL of lung-like air; gas "
+                 "pockets such as bowel gas are not lung): no % involved or CT category; if "
+                 "the CT holds lungs, give them with ")
+"""The ``lung_note`` of a study whose CT was searched for lungs and held none (an abdominal CT,
+or a chest CT's range below the lungs), before the option that gives lungs."""
+
+
+def note_no_lungs(result: dict[str, Any], lung_option: str) -> str | None:
+    """Record, as the result's ``lung_note``, and return that lungs were looked for in the CT
+    and not found (``lung_option``: the option that gives lungs instead); None, recording
+    nothing, where lungs were found or not looked for."""
+    if not result.get("has_lungs") or result["study"].get("lung_ml"):
+        return None
+    result["lung_note"] = NO_LUNGS_NOTE + lung_option
+    return result["lung_note"]
+
+
 def note_grown_lungs(result: dict[str, Any], cut: bool, source: str, lung_option: str) -> None:
     """Warn once, and record as the result's ``lung_note``, when thresholded lungs were grown
     over much lesion (more than :data:`GROWN_LUNG_SHARE` of a lung's aerated volume) or a
@@ -204,7 +221,10 @@ def _region(counts: np.ndarray, outside: np.ndarray | None, voxel_ml: float, mul
     """Metrics of one region from its voxel counts per class (and the counts outside lungs);
     ``effusion`` False: its effusion is None, not predicted. A multi-class mask's effusion
     inside the lungs is not lung: it is left out of the lung volume and of % involved's
-    denominator, as predict leaves it out of the lungs it grows."""
+    denominator, as predict leaves it out of the lungs it grows. Effusion, the category and the
+    lesion outside the lungs are the study's only (``outside`` given): MosMedData grades both
+    lungs together, and most of an effusion lies outside both lung masks, where no side is
+    measured."""
     lesion = int(counts[1] + counts[2]) if multiclass else int(counts[1])
     region: dict[str, Any] = {"lesion_ml": lesion * voxel_ml}
     if multiclass:

@@ -20,9 +20,9 @@ from covseg.data.layouts import (
     CLASS_NAMES,
     LoadedData,
     Sample,
-    combined_mask_folder,
     data_folders,
     examples,
+    refuse_combined_masks,
 )
 from covseg.errors import CovsegError, counted
 from covseg.infer import Predictor, output_name
@@ -174,12 +174,8 @@ def _masks(path: Path, role: str) -> _Masks:
     (named as :func:`study_name` names it: a predict study's ``infection.nii.gz`` by its
     folder). Zenodo's lung-and-infection masks as the truth are refused: their lungs (1, 2)
     counted as infection, so a perfect prediction scored Dice 0.001."""
-    infection = combined_mask_folder(path) if role == "truth" else None
-    if infection:
-        raise CovsegError(f"{path}: Zenodo's lung and infection masks label the lungs 1 and 2 "
-                          "and the infection 3, which would be scored as lesion classes (the "
-                          f"lungs as infection); give the infection masks, {infection}, as "
-                          "--truth")
+    if role == "truth":
+        refuse_combined_masks(path, "scored as lesion classes", "--truth")
     single = _single_mask(path)
     if single is None:
         return _mask_files(path, role)

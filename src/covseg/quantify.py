@@ -33,8 +33,10 @@ from covseg.burden import (
     lesion_voxels,
     note_grown_lungs,
     note_lesion_outside_lungs,
+    note_no_lungs,
     quantify,
 )
+from covseg.data.layouts import ZENODO_LUNG, combined_mask_folder, refuse_combined_masks
 from covseg.errors import CovsegError
 from covseg.io.ct import read_volume
 from covseg.io.dicom import dicom_files
@@ -52,6 +54,7 @@ from covseg.lungs import (
     RIGHT_LUNG,
     labels_face_their_sides,
     lesions_in_lungs,
+    looks_like_two_lungs,
     lung_sides,
     segment_lungs,
     why_labels_are_not_sides,
@@ -206,6 +209,7 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     (:func:`_ct_as_predict_read`), with :data:`OTHER_CT_NOTE`; None for other lungs).
     """
     check_inputs_exist(lungs, image)
+    refuse_lung_masks(Path(mask))
     return _quantify_study(Path(mask), out_dir, _LungsAndImage(lungs, image), hu, multiclass,
                            html_report)
 
@@ -258,7 +262,9 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
     stage("counting")
     result = quantify(lesions.array, lesions.spacing, lung_labels, multiclass=classes,
                       effusion=_predicts_effusion(predicted), found_lungs=found_lungs)
-    if grown is not None:
+    if grown is not None and note_no_lungs(result, option_name("lungs")):
+        log.warning("%s: %s", mask_path, result["lung_note"])
+    elif grown is not None:
         note_grown_lungs(result, grown.cut, str(mask_path), option_name("lungs"))
     elif predicted_masks:
         _recorded_growth(result, predicted, str(mask_path))
@@ -268,6 +274,7 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
     if lung_source == "mask" and not result.get("lung_note"):
         note_lesion_outside_lungs(result, str(mask_path), "lung mask",
                                   "quantify with --image CT and no lung mask")
+    _note_lungs_as_lesions(result, lesions, mask_path)
     result["inputs"] = {**inputs, "dicom_series": _series_read(ct, predicted),
                         "lung_source": lung_source, "lungs_recounted": recounted,
                         INPUT_SHA256: hashes}
@@ -280,6 +287,26 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
                         intensity=ct.intensity if ct is not None else "hu",
                         grid=replace(lesions, dicom=ct.dicom) if ct is not None else lesions,
                         html_report=html_report)
+
+
+LUNGS_AS_LESIONS_NOTE = (
+    "the mask's labels 1 and 2 lie side by side as two lungs, each in one piece: a lung mask? "
+    "They are counted as lesion (1 ground-glass, 2 consolidation)")
+"""Warned of, and put first in the ``lung_note``, for a lesion mask that looks like a lung mask
+(:func:`covseg.lungs.looks_like_two_lungs`)."""
+
+
+def _note_lungs_as_lesions(result: dict[str, Any], lesions: Volume, source: Path) -> None:
+    """Warn, and put first in the result's ``lung_note``, where the lesion mask's labels are
+    two lungs (:data:`LUNGS_AS_LESIONS_NOTE`): not refused, as a lesion mask of two pieces,
+    one a side, would look the same."""
+    if (_lungs_labelled(lesions.array) != {RIGHT_LUNG, LEFT_LUNG}
+            or not looks_like_two_lungs(lesions.array, lesions.affine)):
+        return
+    note = (f"{LUNGS_AS_LESIONS_NOTE}; give the infection mask as MASK and the lung mask as "
+            f"{option_name('lungs')}")
+    log.warning("%s: %s", source, note)
+    result["lung_note"] = "; ".join(text for text in (note, result.get("lung_note")) if text)
 
 
 def _series_read(ct: Volume | None, record: dict[str, Any]) -> dict[str, Any] | None:
@@ -522,6 +549,23 @@ def _refuse_a_ct(path: Path, array: np.ndarray, what: str, mask: str) -> None:
                                       advice=f"give the CT as {option_name('image')} and {mask}")
 
 
+def refuse_lung_masks(path: Path) -> None:
+    """Refuse a lung mask given as the lesion mask (a folder of them, or a file): Zenodo's
+    lung-and-infection masks (:func:`~covseg.data.layouts.refuse_combined_masks`) and lung
+    masks, and the ``lungs.nii.gz`` covseg predict wrote (by its record), whose lungs counted
+    as lesion read 100 % involved, CT-4, with no warning."""
+    refuse_combined_masks(path, "counted as lesion classes", "MASK")
+    infection = combined_mask_folder(path, ZENODO_LUNG)
+    if infection:
+        raise CovsegError(f"{path}: Zenodo's lung masks, whose lungs would be counted as lesion; "
+                          f"give the infection masks, {infection}, as MASK (and these as "
+                          f"{option_name('lungs')})")
+    if path.name == LUNGS_NII and "lungs" in (_prediction_record(
+            path.with_name(INFECTION_NII)).get("files") or {}):
+        raise CovsegError(f"{path}: the lungs covseg predict found, which would be counted as "
+                          f"lesion; give its {INFECTION_NII}, or its folder, as MASK")
+
+
 def _predicted_mask(study: Study) -> Study:
     """A ``covseg predict`` study folder -> its infection mask; any other study as it is."""
     mask = predicted_mask(study.path)
@@ -549,8 +593,12 @@ def quantify_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
     quantified again as it is.
     """
     check_inputs_exist(lungs, image)
+    for given in inputs:
+        refuse_lung_masks(Path(given))
     studies = [_predicted_mask(study)
                for study in find_studies(inputs, exclude=out_dir, masks=True)]
+    for study in studies:
+        refuse_lung_masks(study.path)
     _refuse_writing_into_inputs(studies, Path(out_dir))
     if image and is_dicom_series(Path(image)) and len(studies) > 1:
         raise CovsegError(f"--image {image} is one DICOM series, but {len(studies)} masks were "

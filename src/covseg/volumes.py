@@ -51,6 +51,7 @@ from covseg.burden import (
     lesion_voxels,
     note_grown_lungs,
     note_lesion_outside_lungs,
+    note_no_lungs,
     quantify,
 )
 from covseg.cascade import THRESHOLD
@@ -425,7 +426,9 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
     stage("counting")
     result = quantify(labels, volume.spacing, lungs, multiclass=multiclass,
                       effusion=has_effusion(predictor), found_lungs=masks.found_lungs)
-    if masks.lung_source == "threshold":
+    if masks.lung_source == "threshold" and not lungs_found:  # warned of: masks_in_lungs
+        note_no_lungs(result, _lung_option(predictor))
+    elif masks.lung_source == "threshold":
         note_grown_lungs(result, masks.cut, volume.source, _lung_option(predictor))
     elif masks.lung_source == "model":
         note_lesion_outside_lungs(result, volume.source)

@@ -990,14 +990,26 @@ ZENODO_COMBINED = ("lung_and_infection_mask", "Lung_and_Infection_Mask")
 their labels are not covseg's (1..3 lesion classes)."""
 
 
-def combined_mask_folder(path: Path) -> str | None:
+def combined_mask_folder(path: Path, folders: tuple[str, str] = ZENODO_COMBINED) -> str | None:
     """The infection mask folder to give instead of ``path``, where ``path`` is (or is a file
-    of) Zenodo's lung-and-infection folder (:data:`ZENODO_COMBINED`), whose lungs read as
-    covseg's labels would count as lesions; else None."""
+    of) Zenodo's lung-and-infection folder (:data:`ZENODO_COMBINED`; or another of Zenodo's
+    ``folders``, such as :data:`ZENODO_LUNG`), whose lungs read as covseg's labels would count
+    as lesions; else None."""
     folder = path if path.is_dir() else path.parent
-    if folder.name not in ZENODO_COMBINED:
+    if folder.name not in folders:
         return None
-    return str(folder.with_name(ZENODO_INFECTION[ZENODO_COMBINED.index(folder.name)]))
+    return str(folder.with_name(ZENODO_INFECTION[folders.index(folder.name)]))
+
+
+def refuse_combined_masks(path: Path, counted: str, option: str) -> None:
+    """Refuse Zenodo's lung-and-infection folder, or a file of it (:func:`combined_mask_folder`),
+    given where lesion masks are read (``counted``: what its labels would be read as; ``option``:
+    where to give the infection masks it names instead)."""
+    infection = combined_mask_folder(path)
+    if infection:
+        raise CovsegError(f"{path}: Zenodo's lung and infection masks label the lungs 1 and 2 "
+                          f"and the infection 3, which would be {counted} (the lungs as "
+                          f"infection); give the infection masks, {infection}, as {option}")
 
 
 def _read_zenodo(root: Path, options: ReadOptions) -> LoadedData:
