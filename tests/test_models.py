@@ -470,16 +470,17 @@ def mismatched_torchvision(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
             monkeypatch.delitem(sys.modules, module)
     monkeypatch.setattr(sys, "meta_path", [TorchvisionForAnotherTorch(), *sys.meta_path])
     yield (f"does not load with torch {torch.__version__} (operator torchvision::nms does not "
-           "exist); install the matching pair: pip install 'covseg[zoo]' "
-           "(torch==2.14.1 torchvision==0.29.1)")
+           "exist); install the matching pair: pip install torch==2.14.1 torchvision==0.29.1")
 
 
 @NEEDS_ZOO
 def test_a_torchvision_that_does_not_load_makes_the_zoo_unavailable(
         mismatched_torchvision: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A torchvision for another torch (what ``pip install torchvision`` picks beside torch
-    2.13) raised RuntimeError on import: ``covseg models`` and ``train --model fcn`` ended in a
-    traceback. Now its models are unavailable, with the reason and the pair that loads."""
+    """A torchvision for another torch (``pip install 'torchvision<0.29'`` beside torch 2.13
+    picks 0.28.0) raised RuntimeError on import: ``covseg models`` and ``train --model fcn``
+    ended in a traceback. Now its models are unavailable, with the reason and the command that
+    installs the pair that loads (``pip install 'covseg[zoo]'``, given before, kept 0.28.0:
+    the extra's ``torchvision>=0.19`` is met by it)."""
     from importlib.metadata import version
 
     from covseg import cli
