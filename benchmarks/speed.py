@@ -247,6 +247,13 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     stage = Progress()
     config = TrainConfig()
+    channels = 1
+    if args.model:  # before any timing, so that a wrong path is refused at once
+        meta = load_checkpoint(args.model)["meta"]
+        channels = int(meta.get("in_channels", 1))  # a lung guide adds a channel
+        config = TrainConfig(model=meta["model"], model_options=meta["model_options"],
+                             size=meta["size"], frame_lungs=bool(meta.get("lung_frame")),
+                             **_guide_options(meta.get("lung_guide")))
     results: dict[str, object] = {
         "machine": (f"{platform.processor() or platform.machine()}, "
                     f"{torch.get_num_threads()} threads"),
@@ -255,13 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     stage("float32 matmul")
     results["matmul_gflops"] = matmul_gflops()
     with tempfile.TemporaryDirectory() as tmp:
-        channels = 1
         if args.model:
-            meta = load_checkpoint(args.model)["meta"]
-            channels = int(meta.get("in_channels", 1))  # a lung guide adds a channel
-            config = TrainConfig(model=meta["model"], model_options=meta["model_options"],
-                                 size=meta["size"], frame_lungs=bool(meta.get("lung_frame")),
-                                 **_guide_options(meta.get("lung_guide")))
             predictor = Predictor.load(args.model)
         else:
             predictor = untrained_predictor(config.model, config.size, Path(tmp) / "best.pt",
@@ -363,4 +364,6 @@ def _print_table(r: dict) -> None:  # type: ignore[type-arg]
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from _cli import run_main
+
+    run_main(main)
