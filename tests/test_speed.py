@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from covseg import api
 
@@ -59,15 +60,25 @@ def _speed_module() -> Any:
 def test_speed_runs_small_and_names_each_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     """speed.py had no way to run small and printed nothing for minutes, so its figure could
-    not be checked on a busy machine; a small run times only what it is asked to, for real."""
+    not be checked on a busy machine; a small run times only what it is asked to, for real.
+    Its "achieved model GFLOP/s" divided the network's FLOPs by the one-pass latency, lung
+    framing, letterbox and mapping back included; it times the bare forward now (same batch,
+    same canvas), and the old quotient is reported as the pipeline's rate."""
     speed = _speed_module()
     real_latency, calls = speed.latency, []
+    real_forward, forwards = speed.time_forward, []
+
+    def time_forward(model: Any, batch: Any, repeats: int, warmup: int) -> float:
+        forwards.append((tuple(batch.shape), batch.is_contiguous(
+            memory_format=torch.channels_last), repeats))
+        return float(real_forward(model, batch, repeats, warmup))
 
     def latency(predictor: Any, batch: int, repeats: int = 5) -> float:
         calls.append((batch, repeats))
         return float(real_latency(predictor, batch, repeats))
 
     monkeypatch.setattr(speed, "latency", latency)
+    monkeypatch.setattr(speed, "time_forward", time_forward)
     out = tmp_path / "speed.json"
     assert speed.main(["--repeats", "1", "--volume-slices", "2", "--train-slices", "0",
                        "--modes", "none", "--out", str(out)]) == 0
@@ -77,6 +88,12 @@ def test_speed_runs_small_and_names_each_stage(tmp_path: Path, monkeypatch: pyte
     assert results["volume_slices"] == 2 and results["volume_2_slices_seconds"] > 0
     assert "execution_s_per_slice_batch8" not in results and "train_slices" not in results
     assert 0 < results["torch_s_per_slice_batch8"] < 60
+    canvas, flops = results["model"]["canvas"], results["model"]["gflops_per_slice"]
+    assert forwards == [((8, 1, canvas, canvas), True, 1)]
+    assert results["achieved_model_gflops"] == pytest.approx(
+        flops / results["forward_s_per_canvas_batch8"])
+    assert results["pipeline_gflops"] == pytest.approx(
+        flops / results["torch_s_per_slice_batch8_one_pass"])
     captured = capsys.readouterr()
     stages = [line.split("] ", 1)[1] for line in captured.err.splitlines() if line.startswith("[")]
     assert stages == ["float32 matmul", "MiniSeg-sized reference at 512 px, batch 8",
@@ -84,6 +101,7 @@ def test_speed_runs_small_and_names_each_stage(tmp_path: Path, monkeypatch: pyte
                       "ONNX export and ONNX Runtime latency, batch 1 and 8", "2-slice volume",
                       f"done; wrote {out}"]
     assert "2-slice volume" in captured.out and "training" not in captured.out
+    assert "achieved by the network, b8" in captured.out and "pipeline rate" in captured.out
 
 
 @pytest.mark.parametrize(("args", "error"), [
