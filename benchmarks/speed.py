@@ -5,8 +5,9 @@
 
 Measures, in one run and on this machine: float32 matmul GFLOP/s (the machine's own ceiling),
 training seconds per epoch of the default recipe on 50 slices, inference latency per 512x512
-slice at batch 1 and 8 (PyTorch and ONNX Runtime; lung framing, letterbox and mapping back
-included, on synthetic CT frames), throughput on a 300-slice 512x512 volume, the network's
+slice at batch 1 and 8 (PyTorch, and ONNX Runtime where the ``onnx`` extra is installed: its
+rows are skipped with a note otherwise; lung framing, letterbox and mapping back included, on
+synthetic CT frames), throughput on a 300-slice 512x512 volume, the network's
 achieved GFLOP/s (its FLOPs over the bare forward at batch 8) beside the pipeline's rate (the same
 FLOPs over the one-pass latency, which adds framing, letterbox and mapping back), peak memory,
 the batch-8 latency under each CPU execution mode (NCHW, channels-last, oneDNN-frozen
@@ -49,10 +50,13 @@ from covseg.data.synthetic import synthetic_dataset, synthetic_slice
 from covseg.infer import TEST_FLIPS, Predictor
 from covseg.models import build_model
 from covseg.models.profile import count_flops, time_forward
+from covseg.models.registry import import_installed
 from covseg.train import train
 from covseg.transforms import normalize_intensity
 
 SLICE = 512
+DEFAULT_OUT = Path(__file__).resolve().with_name("speed.json")
+"""Beside this script, wherever it is run from; .gitignore lists it (a machine's measurement)."""
 MODES = ("nchw", "channels_last", "onednn_freeze", "compile")
 """The CPU execution modes timed (see :func:`execution_variants`)."""
 
@@ -171,9 +175,12 @@ def epoch_wall_seconds(metrics: dict[str, Any]) -> float:
 def convergence(run: Path | None) -> list[dict[str, float | str]]:
     """From each training log of a run (its members' for an ensemble): the first epoch within
     0.01 of the best validation Dice, or, for runs without validation slices, the first epoch
-    whose training loss is within 5 % of the final epoch's; and the time it took."""
+    whose training loss is within 5 % of the final epoch's; and the time it took. ``run``: the
+    run folder or its checkpoint file."""
     if run is None:
         return []
+    if run.is_file():  # --model RUN/best.pt: the logs are in its folder
+        run = run.parent
     found = []
     for log in sorted([run / "log.csv", *run.glob("member*/log.csv")]):
         rows = list(csv.DictReader(log.open())) if log.is_file() else []
@@ -206,6 +213,17 @@ def _guide_options(guide: dict[str, Any] | None) -> dict[str, Any]:
                          "(put the lung run back, or time a run without a lung guide)")
     return {"lung_guide": source, "crop_lungs": bool(guide["crop"]),
             "window": tuple(guide["window"])}
+
+
+def missing_onnx() -> str | None:
+    """Why the ONNX Runtime rows cannot be measured (the ``onnx`` extra is not installed), or
+    None: asked before the first stage, so that a run without it still gives its table."""
+    for module in ("onnx", "onnxruntime"):
+        try:
+            import_installed(module)
+        except ImportError:
+            return f"skipped: needs {module} (pip install 'covseg[onnx]')"
+    return None
 
 
 def count(text: str) -> int:
@@ -242,7 +260,8 @@ class Progress:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="a run folder from `covseg train`")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/speed.json"))
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help="where the JSON goes (benchmarks/speed.json, git-ignored)")
     parser.add_argument("--repeats", type=count, default=5,
                         help="timed batches per latency figure, their median taken (5)")
     parser.add_argument("--volume-slices", type=count, default=300,
@@ -257,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1 or (args.train_slices and args.train_epochs < 1):
         parser.error("--repeats and --train-epochs must be at least 1")
     warnings.filterwarnings("ignore")
+    onnx_missing = missing_onnx()
+    if onnx_missing:
+        print(f"speed.py: ONNX Runtime rows {onnx_missing}", file=sys.stderr)
     stage = Progress()
     config = TrainConfig()
     channels = 1
@@ -302,14 +324,17 @@ def main(argv: list[str] | None = None) -> int:
             stage(f"execution modes ({', '.join(args.modes)})")
             results["execution_s_per_slice_batch8"] = execution_variants(
                 predictor, channels, args.modes, args.repeats)
-        from covseg.export import export_onnx
+        if onnx_missing:
+            results["onnx_skipped"] = onnx_missing
+        else:
+            from covseg.export import export_onnx
 
-        stage("ONNX export and ONNX Runtime latency, batch 1 and 8")
-        onnx_file = export_onnx(Path(tmp) / "best.pt" if not args.model else args.model,
-                                Path(tmp) / "model.onnx")
-        onnx = Predictor.load_onnx(onnx_file)
-        results["onnx_s_per_slice_batch1"] = latency(onnx, 1, args.repeats)
-        results["onnx_s_per_slice_batch8"] = latency(onnx, 8, args.repeats)
+            stage("ONNX export and ONNX Runtime latency, batch 1 and 8")
+            onnx_file = export_onnx(Path(tmp) / "best.pt" if not args.model else args.model,
+                                    Path(tmp) / "model.onnx")
+            onnx = Predictor.load_onnx(onnx_file)
+            results["onnx_s_per_slice_batch1"] = latency(onnx, 1, args.repeats)
+            results["onnx_s_per_slice_batch8"] = latency(onnx, 8, args.repeats)
         if args.volume_slices:
             stage(f"{args.volume_slices}-slice volume")
             volume = ct_slices(args.volume_slices)
@@ -349,8 +374,9 @@ def _print_table(r: dict) -> None:  # type: ignore[type-arg]
          f"{r['torch_s_per_slice_batch8_one_pass'] * 1000:.1f} {ms}"),
         ("MiniSeg-sized net at 512 px, b8",
          f"{r['reference_miniseg_512px_s_per_slice_batch8'] * 1000:.1f} {ms} (reference)"),
-        ("onnxruntime, batch 1", f"{r['onnx_s_per_slice_batch1'] * 1000:.1f} {ms}"),
-        ("onnxruntime, batch 8", f"{r['onnx_s_per_slice_batch8'] * 1000:.1f} {ms}"),
+        *([("onnxruntime", r["onnx_skipped"])] if "onnx_skipped" in r else [
+            ("onnxruntime, batch 1", f"{r['onnx_s_per_slice_batch1'] * 1000:.1f} {ms}"),
+            ("onnxruntime, batch 8", f"{r['onnx_s_per_slice_batch8'] * 1000:.1f} {ms}")]),
         ("network forward alone, b8",
          f"{r['forward_s_per_canvas_batch8'] * 1000:.1f} ms / {r['model']['canvas']}px canvas"),
         ("achieved by the network, b8",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,8 @@ def test_speed_measures_a_lung_guided_run(tmp_path: Path, synthetic_folder: Path
     assert np.isfinite(results["onnx_s_per_slice_batch8"])
     framings = [(c.lung_guide, c.in_channels, c.frame_lungs) for c in timed]
     assert framings == [("threshold", 2, False)]
+    rows = speed.convergence(run)
+    assert rows and speed.convergence(run / "best.pt") == rows  # it was [] for the file
 
 
 def _speed_module() -> Any:
@@ -116,3 +119,40 @@ def test_speed_refuses_bad_sizes_at_once(args: list[str], error: str,
         _speed_module().main(args)
     assert stop.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: {error}")
+
+
+def test_speed_without_the_onnx_extra_skips_its_rows_and_still_writes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without ``covseg[onnx]`` (README's default install) speed.py measured for minutes, then
+    ended in a traceback at the ONNX stage: no table, no JSON. The slow measurements are
+    stubbed: this checks what is skipped and what is still written."""
+    speed = _speed_module()
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as import_installed finds it absent
+    monkeypatch.setattr(speed, "matmul_gflops", lambda: 100.0)
+    monkeypatch.setattr(speed, "latency", lambda predictor, batch, repeats=5: 0.02)
+    monkeypatch.setattr(speed, "time_forward", lambda model, batch, repeats, warmup: 0.08)
+    out = tmp_path / "speed.json"
+    assert speed.main(["--repeats", "1", "--volume-slices", "0", "--train-slices", "0",
+                       "--modes", "none", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["onnx_skipped"] == "skipped: needs onnxruntime (pip install 'covseg[onnx]')"
+    assert "onnx_s_per_slice_batch8" not in results
+    assert results["achieved_model_gflops"] == pytest.approx(
+        results["model"]["gflops_per_slice"] / 0.01)
+    captured = capsys.readouterr()
+    assert "ONNX" not in "".join(line for line in captured.err.splitlines() if line[:1] == "[")
+    assert captured.err.startswith("speed.py: ONNX Runtime rows skipped: needs onnxruntime")
+    assert "onnxruntime  " in captured.out and "skipped: needs onnxruntime" in captured.out
+
+
+def test_speed_writes_its_json_beside_itself_where_git_ignores_it() -> None:
+    """The default ``--out`` was the relative benchmarks/speed.json, not ignored: every
+    documented run left an untracked file in the checkout (or made ./benchmarks/ elsewhere)."""
+    assert _speed_module().DEFAULT_OUT == SCRIPT.with_name("speed.json")
+    root = SCRIPT.parents[1]
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout (an unpacked sdist): nothing to ignore it")
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(SCRIPT.with_name("speed.json"))],
+                             cwd=root, check=False)
+    assert ignored.returncode == 0
