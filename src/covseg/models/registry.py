@@ -140,11 +140,14 @@ def unavailable(distribution: str) -> str | None:
     from ``covseg models`` and ``train --model fcn``. The command given names the pair: the
     extra's ``torchvision>=0.19`` is met by the torchvision that does not load, so
     ``pip install 'covseg[zoo]'`` leaves it as it is."""
+    module = ZOO_MODULES.get(distribution, distribution)
     try:
         installed = version(distribution)
     except PackageNotFoundError:
+        installed = None
+    failure = _load_failure(module) if installed else None
+    if installed is None or failure == f"No module named {module!r}":  # or only its metadata
         return f" needs {distribution}: pip install 'covseg[zoo]'"
-    failure = _load_failure(ZOO_MODULES.get(distribution, distribution))
     if failure is None:
         return None
     return (f": {distribution} {installed} does not load with torch {torch.__version__} "
