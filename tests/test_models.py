@@ -593,3 +593,25 @@ def test_a_missing_extra_skips_with_covsegs_line_alone(
     finally:
         missing_extra.cache_clear()
     assert skipped.value.msg == "covseg[zoo] needs torchvision: pip install 'covseg[zoo]'"
+
+
+def test_models_json_stays_json_with_a_monai_that_prints_while_building(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """MONAI 1.4.0, pyproject's floor, prints ``BasicUNetPlusPlus features: (...).`` on stdout
+    each time UNet++ is built, so ``covseg models --json`` was not JSON there (nor the table
+    clean). This BasicUNetPlusPlus prints as 1.4.0's does."""
+    from monai.networks.nets import BasicUNetPlusPlus
+
+    from covseg import cli
+    from covseg.models import unetpp
+
+    class PrintingAsMonai14(BasicUNetPlusPlus):  # type: ignore[misc]
+        def __init__(self, *args: Any, features: tuple[int, ...], **kwargs: Any) -> None:
+            print(f"BasicUNetPlusPlus features: {features}.")
+            super().__init__(*args, features=features, **kwargs)
+
+    monkeypatch.setattr(unetpp, "BasicUNetPlusPlus", PrintingAsMonai14)
+    assert cli.main(["models", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    monkeypatch.undo()
+    assert rows["unet++"]["parameters"] == parameter_count(build_model("unet++", 1, 2))
