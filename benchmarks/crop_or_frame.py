@@ -12,7 +12,7 @@ second, ``ENCLOSED_LUNG_MIN``, decides those), and the milliseconds one test tak
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +26,7 @@ from covseg.cascade import (
     enclosed_lung_share,
     is_lung_crop,
 )
+from covseg.errors import CovsegError
 from covseg.io.ct import read_volume
 from covseg.transforms import normalize_intensity
 
@@ -59,7 +60,40 @@ def sets(data: Path) -> Iterator[tuple[str, list[np.ndarray]]]:
                                                                      "hu")]
 
 
-def main(data: Path) -> None:
+def missing_sets(data: Path) -> list[str]:
+    """The files each set reads that ``data`` lacks (the glob or name the set reads; the top
+    folder alone where it is missing)."""
+    infnet = data / "infnet-covid-semiseg" / "TrainingSet"
+    needed = [infnet / "LungInfection-Train" / "Doctor-label" / "Imgs" / "*.jpg",
+              infnet / "MultiClassInfection-Train" / "Imgs" / "*.jpg",
+              data / "medseg-covid19-100" / "images" / "*.png",
+              data / "ct-samples" / "example_ct_sm.nii.gz",
+              data / "ct-samples" / "lungmask_*.dcm"]
+    named: dict[str, None] = {}  # insertion-ordered, without repeats
+    for path in needed:
+        if any(path.parent.glob(path.name)):
+            continue
+        relative = path.relative_to(data)
+        top = relative.parts[0]
+        named[str(relative) if (data / top).is_dir() else f"{top}/"] = None
+    return list(named)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        usage="python benchmarks/crop_or_frame.py DATA", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", type=Path, metavar="DATA",
+                        help="the folder holding the real sets (../shared/data)")
+    data = parser.parse_args(argv).data
+    if not data.is_dir():
+        raise CovsegError(f"{data}: no such folder; give the folder holding the real sets "
+                          "(e.g. ../shared/data)")
+    missing = missing_sets(data)
+    if missing:
+        raise CovsegError(f"{data}: no Inf-Net/MedSeg/CT sample slices under it "
+                          f"({', '.join(missing)}); give the folder holding the real sets "
+                          "(e.g. ../shared/data)")
     print("| set | slices | crops | border air share | enclosed lung share (border under "
           f"{CROP_BORDER_AIR:.0%} air) | ms per test |")
     print("|---|---|---|---|---|---|")
@@ -73,9 +107,10 @@ def main(data: Path) -> None:
         spread = f"{min(enclosed):.3f}-{max(enclosed):.3f} ({len(enclosed)})" if enclosed else "-"
         print(f"| {name} | {len(images)} | {crops} | {min(border):.3f}-{max(border):.3f} | "
               f"{spread} | {took:.1f} |")
+    return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit(__doc__)
-    main(Path(sys.argv[1]))
+    from _cli import run_main
+
+    run_main(main)

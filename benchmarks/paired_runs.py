@@ -49,4 +49,6 @@ def held_out_dice(run: Path) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from _cli import run_main
+
+    run_main(main)

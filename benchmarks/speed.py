@@ -5,12 +5,14 @@
 
 Measures, in one run and on this machine: float32 matmul GFLOP/s (the machine's own ceiling),
 training seconds per epoch of the default recipe on 50 slices, inference latency per 512x512
-slice at batch 1 and 8 (PyTorch and ONNX Runtime; lung framing, letterbox and mapping back
-included, on synthetic CT frames),
-throughput on a 300-slice 512x512 volume, achieved model GFLOP/s, peak memory, the batch-8
-latency under each CPU execution mode (NCHW, channels-last, oneDNN-frozen TorchScript,
-torch.compile), and, as the speed reference, a MiniSeg-sized network run at the 512 px input
-MiniSeg was published with.
+slice at batch 1 and 8 (PyTorch, and ONNX Runtime where the ``onnx`` extra is installed: its
+rows are skipped with a note otherwise; lung framing, letterbox and mapping back included, on
+synthetic CT frames), throughput on a 300-slice 512x512 volume, the network's
+achieved GFLOP/s (its FLOPs over the bare forward at batch 8) beside the pipeline's rate (the same
+FLOPs over the one-pass latency, which adds framing, letterbox and mapping back), peak memory,
+the batch-8 latency under each CPU execution mode (NCHW, channels-last, oneDNN-frozen
+TorchScript, torch.compile), and, as the speed reference, a MiniSeg-sized network run at the
+512 px input MiniSeg was published with.
 Without ``--model`` the default recipe's architecture is used untrained (speed does not depend
 on the weights); with ``--model RUN`` its ``log.csv`` also gives the time to convergence.
 
@@ -47,11 +49,14 @@ from covseg.config import TrainConfig
 from covseg.data.synthetic import synthetic_dataset, synthetic_slice
 from covseg.infer import TEST_FLIPS, Predictor
 from covseg.models import build_model
-from covseg.models.profile import count_flops
+from covseg.models.profile import count_flops, time_forward
+from covseg.models.registry import import_installed
 from covseg.train import train
 from covseg.transforms import normalize_intensity
 
 SLICE = 512
+DEFAULT_OUT = Path(__file__).resolve().with_name("speed.json")
+"""Beside this script, wherever it is run from; .gitignore lists it (a machine's measurement)."""
 MODES = ("nchw", "channels_last", "onednn_freeze", "compile")
 """The CPU execution modes timed (see :func:`execution_variants`)."""
 
@@ -85,6 +90,17 @@ def latency(predictor: Predictor, batch: int, repeats: int = 5) -> float:
     predictor.predict_labels(images)
     return statistics.median(_timed(lambda: predictor.predict_labels(images))
                              for _ in range(repeats)) / batch
+
+
+def forward_seconds(predictor: Predictor, channels: int, repeats: int = 5,
+                    batch: int = 8) -> float:
+    """Median seconds per canvas of the bare network forward on a ``batch`` of random canvases
+    in the predictor's memory layout, after one warm-up: the time the model's FLOPs take, without
+    the lung framing, letterboxing and mapping back that :func:`latency` includes."""
+    canvases = torch.rand(batch, channels, predictor.size, predictor.size)
+    if predictor.channels_last:
+        canvases = canvases.contiguous(memory_format=torch.channels_last)
+    return time_forward(predictor.model, canvases, repeats, warmup=1) / batch
 
 
 def execution_variants(predictor: Predictor, channels: int = 1, modes: Sequence[str] = MODES,
@@ -159,9 +175,12 @@ def epoch_wall_seconds(metrics: dict[str, Any]) -> float:
 def convergence(run: Path | None) -> list[dict[str, float | str]]:
     """From each training log of a run (its members' for an ensemble): the first epoch within
     0.01 of the best validation Dice, or, for runs without validation slices, the first epoch
-    whose training loss is within 5 % of the final epoch's; and the time it took."""
+    whose training loss is within 5 % of the final epoch's; and the time it took. ``run``: the
+    run folder or its checkpoint file."""
     if run is None:
         return []
+    if run.is_file():  # --model RUN/best.pt: the logs are in its folder
+        run = run.parent
     found = []
     for log in sorted([run / "log.csv", *run.glob("member*/log.csv")]):
         rows = list(csv.DictReader(log.open())) if log.is_file() else []
@@ -194,6 +213,17 @@ def _guide_options(guide: dict[str, Any] | None) -> dict[str, Any]:
                          "(put the lung run back, or time a run without a lung guide)")
     return {"lung_guide": source, "crop_lungs": bool(guide["crop"]),
             "window": tuple(guide["window"])}
+
+
+def missing_onnx() -> str | None:
+    """Why the ONNX Runtime rows cannot be measured (the ``onnx`` extra is not installed), or
+    None: asked before the first stage, so that a run without it still gives its table."""
+    for module in ("onnx", "onnxruntime"):
+        try:
+            import_installed(module)
+        except ImportError:
+            return f"skipped: needs {module} (pip install 'covseg[onnx]')"
+    return None
 
 
 def count(text: str) -> int:
@@ -230,7 +260,8 @@ class Progress:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="a run folder from `covseg train`")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/speed.json"))
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help="where the JSON goes (benchmarks/speed.json, git-ignored)")
     parser.add_argument("--repeats", type=count, default=5,
                         help="timed batches per latency figure, their median taken (5)")
     parser.add_argument("--volume-slices", type=count, default=300,
@@ -245,8 +276,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1 or (args.train_slices and args.train_epochs < 1):
         parser.error("--repeats and --train-epochs must be at least 1")
     warnings.filterwarnings("ignore")
+    onnx_missing = missing_onnx()
+    if onnx_missing:
+        print(f"speed.py: ONNX Runtime rows {onnx_missing}", file=sys.stderr)
     stage = Progress()
     config = TrainConfig()
+    channels = 1
+    if args.model:  # before any timing, so that a wrong path is refused at once
+        meta = load_checkpoint(args.model)["meta"]
+        channels = int(meta.get("in_channels", 1))  # a lung guide adds a channel
+        config = TrainConfig(model=meta["model"], model_options=meta["model_options"],
+                             size=meta["size"], frame_lungs=bool(meta.get("lung_frame")),
+                             **_guide_options(meta.get("lung_guide")))
     results: dict[str, object] = {
         "machine": (f"{platform.processor() or platform.machine()}, "
                     f"{torch.get_num_threads()} threads"),
@@ -255,13 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     stage("float32 matmul")
     results["matmul_gflops"] = matmul_gflops()
     with tempfile.TemporaryDirectory() as tmp:
-        channels = 1
         if args.model:
-            meta = load_checkpoint(args.model)["meta"]
-            channels = int(meta.get("in_channels", 1))  # a lung guide adds a channel
-            config = TrainConfig(model=meta["model"], model_options=meta["model_options"],
-                                 size=meta["size"], frame_lungs=bool(meta.get("lung_frame")),
-                                 **_guide_options(meta.get("lung_guide")))
             predictor = Predictor.load(args.model)
         else:
             predictor = untrained_predictor(config.model, config.size, Path(tmp) / "best.pt",
@@ -281,20 +316,25 @@ def main(argv: list[str] | None = None) -> int:
         flips, predictor.tta = predictor.tta, False
         results["torch_s_per_slice_batch8_one_pass"] = latency(predictor, 8, args.repeats)
         predictor.tta = flips
-        results["achieved_model_gflops"] = (
-            flops / 1e9 / results["torch_s_per_slice_batch8_one_pass"])
+        results["forward_s_per_canvas_batch8"] = forward_seconds(predictor, channels,
+                                                                 args.repeats)
+        results["achieved_model_gflops"] = flops / 1e9 / results["forward_s_per_canvas_batch8"]
+        results["pipeline_gflops"] = flops / 1e9 / results["torch_s_per_slice_batch8_one_pass"]
         if args.modes:
             stage(f"execution modes ({', '.join(args.modes)})")
             results["execution_s_per_slice_batch8"] = execution_variants(
                 predictor, channels, args.modes, args.repeats)
-        from covseg.export import export_onnx
+        if onnx_missing:
+            results["onnx_skipped"] = onnx_missing
+        else:
+            from covseg.export import export_onnx
 
-        stage("ONNX export and ONNX Runtime latency, batch 1 and 8")
-        onnx_file = export_onnx(Path(tmp) / "best.pt" if not args.model else args.model,
-                                Path(tmp) / "model.onnx")
-        onnx = Predictor.load_onnx(onnx_file)
-        results["onnx_s_per_slice_batch1"] = latency(onnx, 1, args.repeats)
-        results["onnx_s_per_slice_batch8"] = latency(onnx, 8, args.repeats)
+            stage("ONNX export and ONNX Runtime latency, batch 1 and 8")
+            onnx_file = export_onnx(Path(tmp) / "best.pt" if not args.model else args.model,
+                                    Path(tmp) / "model.onnx")
+            onnx = Predictor.load_onnx(onnx_file)
+            results["onnx_s_per_slice_batch1"] = latency(onnx, 1, args.repeats)
+            results["onnx_s_per_slice_batch8"] = latency(onnx, 8, args.repeats)
         if args.volume_slices:
             stage(f"{args.volume_slices}-slice volume")
             volume = ct_slices(args.volume_slices)
@@ -334,11 +374,16 @@ def _print_table(r: dict) -> None:  # type: ignore[type-arg]
          f"{r['torch_s_per_slice_batch8_one_pass'] * 1000:.1f} {ms}"),
         ("MiniSeg-sized net at 512 px, b8",
          f"{r['reference_miniseg_512px_s_per_slice_batch8'] * 1000:.1f} {ms} (reference)"),
-        ("onnxruntime, batch 1", f"{r['onnx_s_per_slice_batch1'] * 1000:.1f} {ms}"),
-        ("onnxruntime, batch 8", f"{r['onnx_s_per_slice_batch8'] * 1000:.1f} {ms}"),
-        ("achieved (torch, b8)",
+        *([("onnxruntime", r["onnx_skipped"])] if "onnx_skipped" in r else [
+            ("onnxruntime, batch 1", f"{r['onnx_s_per_slice_batch1'] * 1000:.1f} {ms}"),
+            ("onnxruntime, batch 8", f"{r['onnx_s_per_slice_batch8'] * 1000:.1f} {ms}")]),
+        ("network forward alone, b8",
+         f"{r['forward_s_per_canvas_batch8'] * 1000:.1f} ms / {r['model']['canvas']}px canvas"),
+        ("achieved by the network, b8",
          (f"{r['achieved_model_gflops']:.1f} GFLOP/s "
           f"({100 * r['achieved_model_gflops'] / r['matmul_gflops']:.0f}% of matmul)")),
+        ("pipeline rate, b8 one pass", (f"{r['pipeline_gflops']:.1f} GFLOP/s (framing, "
+                                        "letterbox and mapping back included)")),
     ]
     if "volume_slices" in r:
         n = r["volume_slices"]
@@ -363,4 +408,6 @@ def _print_table(r: dict) -> None:  # type: ignore[type-arg]
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from _cli import run_main
+
+    run_main(main)

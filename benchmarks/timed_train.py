@@ -104,4 +104,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from _cli import run_main
+
+    run_main(main)

@@ -29,6 +29,7 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
+from covseg.checkpoint import load_checkpoint
 from covseg.data.synthetic import patient_anatomy, synthetic_slice
 from covseg.io.atomic import write_json
 from covseg.transforms import LUNG_WINDOW
@@ -124,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also write the probability map")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
+    if args.model:  # refused before the study is built; the worker loads it again, measured
+        load_checkpoint(args.model)
     with tempfile.TemporaryDirectory(prefix="covseg-bench-") as scratch:
         path = Path(scratch) / "synthetic_ct.nii.gz"
         start = time.perf_counter()
@@ -150,4 +153,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from _cli import run_main
+
+    run_main(main)

@@ -8,6 +8,8 @@ import importlib.util
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any, Self
@@ -296,3 +298,89 @@ def test_cv_posthoc_refuses_data_without_the_runs_held_out_slices(
         _script("cv_posthoc", monkeypatch).main([str(synthetic_folder), str(infnet_cv[2])])
     assert f"held-out case(s) not in {synthetic_folder} (infnet_" in str(stop.value.code)
     assert "predicted" not in capsys.readouterr().err
+
+
+SCRIPTS = sorted(path.name for path in BENCHMARKS.glob("*.py") if not path.name.startswith("_"))
+
+
+COMMAND_LINES = """
+import contextlib, io, json, runpy, sys, traceback
+answers = []
+for script, *args in json.loads(sys.argv[1]):
+    out, err, status = io.StringIO(), io.StringIO(), 0
+    sys.argv = [script, *args]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            runpy.run_path(script, run_name="__main__")
+        except SystemExit as stop:  # sys.exit(None), sys.exit(2), sys.exit("a message")
+            status = 0 if stop.code is None else stop.code if isinstance(stop.code, int) else 1
+            if isinstance(stop.code, str):
+                print(stop.code, file=err)
+        except BaseException:
+            traceback.print_exc(file=err)
+            status = 1
+    answers.append((status, out.getvalue(), err.getvalue()))
+print(json.dumps(answers))
+"""
+"""Runs each script as ``python SCRIPT ARGS...`` does (``__main__``, ``sys.argv``, its folder
+first on the path: the child's working directory), one after another in one Python: a Python
+each spent minutes importing torch on a busy machine."""
+
+
+@pytest.fixture(scope="module")
+def command_lines(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, ...], Any]:
+    """Each script's ``--help`` and the wrong paths below, in a child Python: arguments ->
+    (status, stdout, stderr), the temporary folder written ROOT."""
+    root = tmp_path_factory.mktemp("command_lines")
+    (root / "empty").mkdir()
+    fold = root / "cv" / "fold_0"
+    fold.mkdir(parents=True)
+    (fold / "fold_metrics.json").write_text('{"per_case": [{"case_id": "medseg_0000"}]}')
+    missing, cv = str(root / "missing"), str(root / "cv")
+    calls = [(script, "--help") for script in SCRIPTS] + [
+        ("crop_or_frame.py", missing), ("crop_or_frame.py", str(root / "empty")),
+        ("speed.py", "--model", missing), ("volume_memory.py", "--model", missing),
+        ("multiscale.py", missing, cv), ("cv_posthoc.py", missing, cv),
+        ("full_frame.py", missing, missing, cv)]
+    done = subprocess.run([sys.executable, "-c", COMMAND_LINES, json.dumps(calls)], cwd=BENCHMARKS,
+                          capture_output=True, text=True, check=True, timeout=600)
+    return {tuple(a.replace(str(root), "ROOT") for a in call): (
+        status, out.replace(str(root), "ROOT"), err.replace(str(root), "ROOT"))
+        for call, (status, out, err) in zip(calls, json.loads(done.stdout), strict=True)}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_script_answers_help_with_its_usage(
+        script: str, command_lines: dict[tuple[str, ...], Any]) -> None:
+    """crop_or_frame.py took ``--help`` for its data folder: half a table, then a
+    ZeroDivisionError traceback."""
+    status, out, err = command_lines[(script, "--help")]
+    assert (status, err) == (0, "")
+    assert out.startswith("usage: ") and "-h, --help" in out
+
+
+WRONG_PATHS = {
+    ("crop_or_frame.py", "ROOT/missing"): (
+        "ROOT/missing: no such folder; give the folder holding the real sets (e.g. "
+        "../shared/data)"),
+    ("crop_or_frame.py", "ROOT/empty"): (
+        "ROOT/empty: no Inf-Net/MedSeg/CT sample slices under it (infnet-covid-semiseg/, "
+        "medseg-covid19-100/, ct-samples/); give the folder holding the real sets (e.g. "
+        "../shared/data)"),
+    ("speed.py", "--model", "ROOT/missing"): (
+        "ROOT/missing: no such checkpoint; pass a run folder or its best.pt"),
+    ("volume_memory.py", "--model", "ROOT/missing"): (
+        "ROOT/missing: no such checkpoint; pass a run folder or its best.pt"),
+    ("multiscale.py", "ROOT/missing", "ROOT/cv"): "ROOT/missing: folder not found",
+    ("cv_posthoc.py", "ROOT/missing", "ROOT/cv"): "ROOT/missing: folder not found",
+    ("full_frame.py", "ROOT/missing", "ROOT/missing", "ROOT/cv"): "ROOT/missing: folder not found",
+}
+
+
+@pytest.mark.parametrize("call", list(WRONG_PATHS), ids=" ".join)
+def test_a_wrong_path_is_refused_in_one_line_before_any_work(
+        call: tuple[str, ...], command_lines: dict[tuple[str, ...], Any]) -> None:
+    """These ended in a traceback around covseg's line (speed.py's after timing the matmul,
+    volume_memory.py's after building the study, through multiprocessing), crop_or_frame.py's
+    in a ZeroDivisionError; now the line alone, as argparse's own errors, status 2."""
+    assert command_lines[call] == (2, "", f"{call[0]}: error: {WRONG_PATHS[call]}\n")

@@ -531,3 +531,23 @@ def test_a_stop_ends_the_running_fold_at_once_and_records_it(tmp_path: Path) -> 
     assert last_epoch_at - stopped_at < 5, "the fold trained on after the stop"
     invocations = json.loads((out / "fold_0" / "invocations.json").read_text())
     assert [i["epochs_trained"] for i in invocations] == [settled]
+
+
+@NEEDS_RAY
+def test_a_ray_older_than_the_floor_is_refused_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ray 2.9.3 met the cluster extra's ``ray>=2.9``, and ``cv --ray local`` ended in a 46-line
+    traceback from ``ray.put`` (``No module named 'pkg_resources'``: setuptools 84, which torch
+    brings, has none). The installed release is read as 2.9.3 here; the extra asks 2.20 now."""
+    import tomllib
+
+    monkeypatch.setattr(cluster, "version", lambda name: {"ray": "2.9.3"}[name])
+    assert main(["cv", "synthetic:1", "--out", str(tmp_path / "cv"), "--ray", "local"]) == 2
+    assert capsys.readouterr().err == (
+        "covseg: error: running folds on Ray needs ray 2.20 or later (ray 2.9.3 is installed, "
+        "which fails without setuptools' pkg_resources): pip install 'ray>=2.20'\n")
+    assert not (tmp_path / "cv").exists()
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+    assert extras["cluster"] == ["ray>=2.20"]

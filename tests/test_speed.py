@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from covseg import api
 
@@ -46,6 +48,8 @@ def test_speed_measures_a_lung_guided_run(tmp_path: Path, synthetic_folder: Path
     assert np.isfinite(results["onnx_s_per_slice_batch8"])
     framings = [(c.lung_guide, c.in_channels, c.frame_lungs) for c in timed]
     assert framings == [("threshold", 2, False)]
+    rows = speed.convergence(run)
+    assert rows and speed.convergence(run / "best.pt") == rows  # it was [] for the file
 
 
 def _speed_module() -> Any:
@@ -59,15 +63,25 @@ def _speed_module() -> Any:
 def test_speed_runs_small_and_names_each_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     """speed.py had no way to run small and printed nothing for minutes, so its figure could
-    not be checked on a busy machine; a small run times only what it is asked to, for real."""
+    not be checked on a busy machine; a small run times only what it is asked to, for real.
+    Its "achieved model GFLOP/s" divided the network's FLOPs by the one-pass latency, lung
+    framing, letterbox and mapping back included; it times the bare forward now (same batch,
+    same canvas), and the old quotient is reported as the pipeline's rate."""
     speed = _speed_module()
     real_latency, calls = speed.latency, []
+    real_forward, forwards = speed.time_forward, []
+
+    def time_forward(model: Any, batch: Any, repeats: int, warmup: int) -> float:
+        forwards.append((tuple(batch.shape), batch.is_contiguous(
+            memory_format=torch.channels_last), repeats))
+        return float(real_forward(model, batch, repeats, warmup))
 
     def latency(predictor: Any, batch: int, repeats: int = 5) -> float:
         calls.append((batch, repeats))
         return float(real_latency(predictor, batch, repeats))
 
     monkeypatch.setattr(speed, "latency", latency)
+    monkeypatch.setattr(speed, "time_forward", time_forward)
     out = tmp_path / "speed.json"
     assert speed.main(["--repeats", "1", "--volume-slices", "2", "--train-slices", "0",
                        "--modes", "none", "--out", str(out)]) == 0
@@ -77,6 +91,12 @@ def test_speed_runs_small_and_names_each_stage(tmp_path: Path, monkeypatch: pyte
     assert results["volume_slices"] == 2 and results["volume_2_slices_seconds"] > 0
     assert "execution_s_per_slice_batch8" not in results and "train_slices" not in results
     assert 0 < results["torch_s_per_slice_batch8"] < 60
+    canvas, flops = results["model"]["canvas"], results["model"]["gflops_per_slice"]
+    assert forwards == [((8, 1, canvas, canvas), True, 1)]
+    assert results["achieved_model_gflops"] == pytest.approx(
+        flops / results["forward_s_per_canvas_batch8"])
+    assert results["pipeline_gflops"] == pytest.approx(
+        flops / results["torch_s_per_slice_batch8_one_pass"])
     captured = capsys.readouterr()
     stages = [line.split("] ", 1)[1] for line in captured.err.splitlines() if line.startswith("[")]
     assert stages == ["float32 matmul", "MiniSeg-sized reference at 512 px, batch 8",
@@ -84,6 +104,7 @@ def test_speed_runs_small_and_names_each_stage(tmp_path: Path, monkeypatch: pyte
                       "ONNX export and ONNX Runtime latency, batch 1 and 8", "2-slice volume",
                       f"done; wrote {out}"]
     assert "2-slice volume" in captured.out and "training" not in captured.out
+    assert "achieved by the network, b8" in captured.out and "pipeline rate" in captured.out
 
 
 @pytest.mark.parametrize(("args", "error"), [
@@ -98,3 +119,40 @@ def test_speed_refuses_bad_sizes_at_once(args: list[str], error: str,
         _speed_module().main(args)
     assert stop.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: {error}")
+
+
+def test_speed_without_the_onnx_extra_skips_its_rows_and_still_writes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without ``covseg[onnx]`` (README's default install) speed.py measured for minutes, then
+    ended in a traceback at the ONNX stage: no table, no JSON. The slow measurements are
+    stubbed: this checks what is skipped and what is still written."""
+    speed = _speed_module()
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as import_installed finds it absent
+    monkeypatch.setattr(speed, "matmul_gflops", lambda: 100.0)
+    monkeypatch.setattr(speed, "latency", lambda predictor, batch, repeats=5: 0.02)
+    monkeypatch.setattr(speed, "time_forward", lambda model, batch, repeats, warmup: 0.08)
+    out = tmp_path / "speed.json"
+    assert speed.main(["--repeats", "1", "--volume-slices", "0", "--train-slices", "0",
+                       "--modes", "none", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["onnx_skipped"] == "skipped: needs onnxruntime (pip install 'covseg[onnx]')"
+    assert "onnx_s_per_slice_batch8" not in results
+    assert results["achieved_model_gflops"] == pytest.approx(
+        results["model"]["gflops_per_slice"] / 0.01)
+    captured = capsys.readouterr()
+    assert "ONNX" not in "".join(line for line in captured.err.splitlines() if line[:1] == "[")
+    assert captured.err.startswith("speed.py: ONNX Runtime rows skipped: needs onnxruntime")
+    assert "onnxruntime  " in captured.out and "skipped: needs onnxruntime" in captured.out
+
+
+def test_speed_writes_its_json_beside_itself_where_git_ignores_it() -> None:
+    """The default ``--out`` was the relative benchmarks/speed.json, not ignored: every
+    documented run left an untracked file in the checkout (or made ./benchmarks/ elsewhere)."""
+    assert _speed_module().DEFAULT_OUT == SCRIPT.with_name("speed.json")
+    root = SCRIPT.parents[1]
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout (an unpacked sdist): nothing to ignore it")
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(SCRIPT.with_name("speed.json"))],
+                             cwd=root, check=False)
+    assert ignored.returncode == 0

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
+from importlib.metadata import version
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -34,6 +36,9 @@ from covseg.progress import progress_bar
 from covseg.provenance import current_command, invoked_as
 from covseg.train import forget_unsaved_run, handler_restored
 
+RAY_FLOOR = (2, 20)
+"""The oldest Ray seen to run folds (pyproject's ``cluster`` extra asks it): 2.9.3 failed in
+``ray.put`` on ``import pkg_resources``, which setuptools 81 and later (torch brings 84) lack."""
 LOCAL = "local"
 """The address that starts Ray on this machine instead of joining a cluster."""
 CLIENT_PREFIX, CLIENT_PORT = "ray://", 10001
@@ -54,6 +59,13 @@ def import_ray() -> ModuleType:
     except ImportError:
         raise CovsegError("running folds on Ray needs Ray, which is not installed: "
                           "pip install 'covseg[cluster]'") from None
+    installed = version("ray")
+    release = re.match(r"(\d+)\.(\d+)", installed)
+    if release and tuple(map(int, release.groups())) < RAY_FLOOR:
+        floor = ".".join(map(str, RAY_FLOOR))
+        raise CovsegError(f"running folds on Ray needs ray {floor} or later (ray {installed} is "
+                          f"installed, which fails without setuptools' pkg_resources): "
+                          f"pip install 'ray>={floor}'")
     return ray
 
 

@@ -485,16 +485,17 @@ def mismatched_torchvision(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
             monkeypatch.delitem(sys.modules, module)
     monkeypatch.setattr(sys, "meta_path", [TorchvisionForAnotherTorch(), *sys.meta_path])
     yield (f"does not load with torch {torch.__version__} (operator torchvision::nms does not "
-           "exist); install the matching pair: pip install 'covseg[zoo]' "
-           "(torch==2.14.1 torchvision==0.29.1)")
+           "exist); install the matching pair: pip install torch==2.14.1 torchvision==0.29.1")
 
 
 @NEEDS_ZOO
 def test_a_torchvision_that_does_not_load_makes_the_zoo_unavailable(
         mismatched_torchvision: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A torchvision for another torch (what ``pip install torchvision`` picks beside torch
-    2.13) raised RuntimeError on import: ``covseg models`` and ``train --model fcn`` ended in a
-    traceback. Now its models are unavailable, with the reason and the pair that loads."""
+    """A torchvision for another torch (``pip install 'torchvision<0.29'`` beside torch 2.13
+    picks 0.28.0) raised RuntimeError on import: ``covseg models`` and ``train --model fcn``
+    ended in a traceback. Now its models are unavailable, with the reason and the command that
+    installs the pair that loads (``pip install 'covseg[zoo]'``, given before, kept 0.28.0:
+    the extra's ``torchvision>=0.19`` is met by it)."""
     from importlib.metadata import version
 
     from covseg import cli
@@ -607,3 +608,25 @@ def test_a_missing_extra_skips_with_covsegs_line_alone(
     finally:
         missing_extra.cache_clear()
     assert skipped.value.msg == "covseg[zoo] needs torchvision: pip install 'covseg[zoo]'"
+
+
+def test_models_json_stays_json_with_a_monai_that_prints_while_building(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """MONAI 1.4.0, pyproject's floor, prints ``BasicUNetPlusPlus features: (...).`` on stdout
+    each time UNet++ is built, so ``covseg models --json`` was not JSON there (nor the table
+    clean). This BasicUNetPlusPlus prints as 1.4.0's does."""
+    from monai.networks.nets import BasicUNetPlusPlus
+
+    from covseg import cli
+    from covseg.models import unetpp
+
+    class PrintingAsMonai14(BasicUNetPlusPlus):  # type: ignore[misc]
+        def __init__(self, *args: Any, features: tuple[int, ...], **kwargs: Any) -> None:
+            print(f"BasicUNetPlusPlus features: {features}.")
+            super().__init__(*args, features=features, **kwargs)
+
+    monkeypatch.setattr(unetpp, "BasicUNetPlusPlus", PrintingAsMonai14)
+    assert cli.main(["models", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    monkeypatch.undo()
+    assert rows["unet++"]["parameters"] == parameter_count(build_model("unet++", 1, 2))

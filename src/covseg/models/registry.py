@@ -125,7 +125,8 @@ ZOO_MODULES = {"torchvision": "torchvision",
 """The module each ``covseg[zoo]`` distribution is imported as."""
 
 ZOO_PAIR = "torch==2.14.1 torchvision==0.29.1"
-"""The torch and torchvision builds known to load together (README's install line)."""
+"""The torch and torchvision builds known to load together (README's install line); pip
+installs them in place of a pair that does not load."""
 
 
 class ZooUnavailable(ImportError):
@@ -136,16 +137,21 @@ def unavailable(distribution: str) -> str | None:
     """Why a ``covseg[zoo]`` package cannot be used, as the end of a line naming the model
     (None: it can). Installed is not enough: a torchvision built for another torch fails on
     import (``RuntimeError: operator torchvision::nms does not exist``), which was a traceback
-    from ``covseg models`` and ``train --model fcn``."""
+    from ``covseg models`` and ``train --model fcn``. The command given names the pair: the
+    extra's ``torchvision>=0.19`` is met by the torchvision that does not load, so
+    ``pip install 'covseg[zoo]'`` leaves it as it is."""
+    module = ZOO_MODULES.get(distribution, distribution)
     try:
         installed = version(distribution)
     except PackageNotFoundError:
+        installed = None
+    failure = _load_failure(module) if installed else None
+    if installed is None or failure == f"No module named {module!r}":  # or only its metadata
         return f" needs {distribution}: pip install 'covseg[zoo]'"
-    failure = _load_failure(ZOO_MODULES.get(distribution, distribution))
     if failure is None:
         return None
     return (f": {distribution} {installed} does not load with torch {torch.__version__} "
-            f"({failure}); install the matching pair: pip install 'covseg[zoo]' ({ZOO_PAIR})")
+            f"({failure}); install the matching pair: pip install {ZOO_PAIR}")
 
 
 def import_installed(module: str) -> ModuleType:

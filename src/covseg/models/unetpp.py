@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from typing import Any
 
 from monai.networks.nets import BasicUNetPlusPlus
@@ -38,6 +40,7 @@ def build_unetpp(in_channels: int, out_channels: int, width: int | None = None,
     if weights is not None:
         raise CovsegError("unet++: weights= needs encoder= (MONAI's UNet++ has no encoder to load)")
     w = MONAI_WIDTH if width is None else width
-    net = BasicUNetPlusPlus(spatial_dims=2, in_channels=in_channels, out_channels=out_channels,
-                            features=(w, w, 2 * w, 4 * w, 8 * w, w))
+    with contextlib.redirect_stdout(io.StringIO()):  # MONAI 1.4 prints its features there
+        net = BasicUNetPlusPlus(spatial_dims=2, in_channels=in_channels,
+                                out_channels=out_channels, features=(w, w, 2 * w, 4 * w, 8 * w, w))
     return PadToMultiple(SelectOutput(net, 0), 16)
