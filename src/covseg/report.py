@@ -73,6 +73,14 @@ def result_rows(result: dict[str, Any], study: str) -> list[dict[str, Any]]:
     return rows
 
 
+def file_grid(grid: Volume) -> dict[str, Any]:
+    """A record's ``shape`` and ``spacing_mm`` (the voxel sizes volumes were counted by): the
+    grid's in its file's own axis order, as nibabel gives the file's shape and zooms, so that
+    they read as its header does (they were covseg's working (z, y, x) order: a RAS file's
+    (128, 128, 40) voxels of 2.5 x 2.5 x 5 mm recorded as [40, 128, 128] and [5, 2.5, 2.5])."""
+    return {"shape": list(grid.file_shape), "spacing_mm": [float(s) for s in grid.file_spacing]}
+
+
 def lungs_text(result: dict[str, Any], short: bool = False) -> str:
     """Where a study's lungs came from, as its CSVs, report and montage say it: a reader could
     not tell a lung model's lungs (which model?) from the settings. ``short``: the model's
@@ -315,7 +323,8 @@ def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any], study:
     """Write CSV, montage, optional HTML and finally the JSON (the study's 'done' marker);
     ``grid``: the volume the masks lie on (see :func:`write_montage`)."""
     out_dir = Path(out_dir)
-    result = {**result, "orientation_note": grid.forms_note if grid.oriented else UNORIENTED_NOTE,
+    result = {**result, **file_grid(grid),
+              "orientation_note": grid.forms_note if grid.oriented else UNORIENTED_NOTE,
               "lung_note": result.get("lung_note")}
     files = dict(result.get("files", {}))
     files["csv"] = str(write_text(out_dir / RESULT_CSV, csv_text(result_rows(result, study),
