@@ -632,3 +632,4 @@ def test_a_record_of_the_older_shape_and_spacing_is_still_done(tmp_path: Path) -
     again = quantify_batch([mask], out)
     assert (again.done, again.skipped, again.failed) == (0, 1, 0)
     assert json.loads(record_path.read_text())["shape"] == [6, 48, 64]
+    assert read_rows(again.summary)[0]["orientation_note"] == ""

@@ -370,7 +370,8 @@ def test_summary_shows_lesion_outside_the_lungs(tmp_path: Path) -> None:
     assert list(row) == ["study", "status", "error", "lung_ml", "lesion_ml", "percent_involved",
                          "ct_category", "right_percent_involved", "left_percent_involved",
                          "ggo_ml", "consolidation_ml", "effusion_ml", "input", "output",
-                         "lesion_outside_lungs_ml", "lesion_added_to_lungs_ml", "lungs"]
+                         "lesion_outside_lungs_ml", "lesion_added_to_lungs_ml", "lungs",
+                         "orientation_note"]
     assert float(row["lesion_added_to_lungs_ml"]) == 0.0
     assert row["lungs"] == f"lung mask {(tmp_path / 'lungs.nii.gz').resolve()}"
     assert float(row["lesion_ml"]) == pytest.approx(lesion_ml, rel=1e-5)

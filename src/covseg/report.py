@@ -39,9 +39,13 @@ from covseg.viz import class_colour
 RESULT_CSV = "quantification.csv"
 MONTAGE_PNG = "montage.png"
 REPORT_HTML = "report.html"
-CSV_FIELDS = ("study", "region", "lung_ml", "lesion_ml", "percent_involved", "ggo_ml",
-              "consolidation_ml", "effusion_ml", "lesion_outside_lungs_ml", "ct_category",
-              "lesion_added_to_lungs_ml", "lungs")
+REGION_FIELDS = ("lung_ml", "lesion_ml", "percent_involved", "ggo_ml", "consolidation_ml",
+                 "effusion_ml", "lesion_outside_lungs_ml", "ct_category",
+                 "lesion_added_to_lungs_ml")
+"""quantification.csv's columns of a region's figures."""
+CSV_FIELDS = ("study", "region", *REGION_FIELDS, "lungs", "orientation_note")
+"""quantification.csv's columns; new ones go last, so that scripts reading by position keep
+working."""
 
 ROUNDING_NOTE = ("Volumes are rounded separately, so ground-glass and consolidation may differ "
                  "from the lesion volume in the last digit.")
@@ -68,8 +72,9 @@ def result_rows(result: dict[str, Any], study: str) -> list[dict[str, Any]]:
         if region in result:
             values = shown_values(result[region])
             rows.append({"study": study, "region": region,
-                         **{k: values.get(k) for k in CSV_FIELDS[2:]},
-                         "lungs": lungs_text(result)})
+                         **{k: values.get(k) for k in REGION_FIELDS},
+                         "lungs": lungs_text(result),
+                         "orientation_note": result.get("orientation_note")})
     return rows
 
 
@@ -245,8 +250,9 @@ def _overlay(grey: np.ndarray, labels: np.ndarray, colours: dict[int, str],
     return rgb
 
 
-HTML_FIELDS = tuple(key for key in CSV_FIELDS[1:] if key != "lungs")
-"""The report's table columns: the lungs' source is said once, above it."""
+HTML_FIELDS = ("region", *REGION_FIELDS)
+"""The report's table columns: the lungs' source and the orientation note are said once,
+above it."""
 
 
 def write_html(path: str | os.PathLike[str], result: dict[str, Any], study: str,
