@@ -613,3 +613,23 @@ def test_a_data_sets_mask_folders_are_no_studies(tmp_path: Path) -> None:
     assert len(find_studies([tmp_path / "rp_msk"])) == 2  # given itself, a folder is read
     with pytest.raises(CovsegError, match="several studies are named 1"):
         find_studies([tmp_path], masks=True)
+
+
+def test_a_record_of_the_older_shape_and_spacing_is_still_done(tmp_path: Path) -> None:
+    """A study done by a covseg that recorded ``shape`` and ``spacing_mm`` in its working
+    (z, y, x) order is skipped as done by a rerun, not refused nor redone: neither is a setting
+    or an input compared on reruns."""
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    out = tmp_path / "out"
+    assert quantify_batch([mask], out).done == 1
+    record_path = out / "case" / "quantification.json"
+    record = json.loads(record_path.read_text())
+    assert record["shape"] == [64, 48, 6]
+    assert record["spacing_mm"] == pytest.approx([0.7, 0.7, 5.0])
+    record.update(shape=[6, 48, 64], spacing_mm=[5.0, 0.7, 0.7])
+    record.pop("orientation_note")
+    record_path.write_text(json.dumps(record))
+    again = quantify_batch([mask], out)
+    assert (again.done, again.skipped, again.failed) == (0, 1, 0)
+    assert json.loads(record_path.read_text())["shape"] == [6, 48, 64]
+    assert read_rows(again.summary)[0]["orientation_note"] == ""

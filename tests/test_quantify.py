@@ -370,7 +370,8 @@ def test_summary_shows_lesion_outside_the_lungs(tmp_path: Path) -> None:
     assert list(row) == ["study", "status", "error", "lung_ml", "lesion_ml", "percent_involved",
                          "ct_category", "right_percent_involved", "left_percent_involved",
                          "ggo_ml", "consolidation_ml", "effusion_ml", "input", "output",
-                         "lesion_outside_lungs_ml", "lesion_added_to_lungs_ml", "lungs"]
+                         "lesion_outside_lungs_ml", "lesion_added_to_lungs_ml", "lungs",
+                         "orientation_note"]
     assert float(row["lesion_added_to_lungs_ml"]) == 0.0
     assert row["lungs"] == f"lung mask {(tmp_path / 'lungs.nii.gz').resolve()}"
     assert float(row["lesion_ml"]) == pytest.approx(lesion_ml, rel=1e-5)
@@ -917,3 +918,41 @@ def test_a_lung_mask_given_as_the_lesion_mask_is_warned_of(tmp_path: Path, caplo
     one_lung[20:24, 10:14, 2:4] = 2  # a consolidation beside, not a lung: no warning
     nib.save(nib.Nifti1Image(one_lung, affine), str(tmp_path / "lesion.nii.gz"))
     assert quantify_study(tmp_path / "lesion.nii.gz", tmp_path / "q").get("lung_note") is None
+
+
+@pytest.mark.parametrize("axes", ["RAS", "LPS", "RSA", "ASL"])
+def test_the_record_gives_shape_and_voxel_sizes_as_the_file_holds_them(
+        tmp_path: Path, axes: str) -> None:
+    """quantification.json's ``shape`` and ``spacing_mm`` were covseg's working (z, y, x) order:
+    [6, 48, 64] and [5, 0.7, 0.7] for a (64, 48, 6) file of 0.7 x 0.7 x 5 mm voxels, the same
+    for its coronal and sagittal copies. They are the file's, as nibabel reads its header."""
+    ct, mask, lesion_ml = synthetic_study(tmp_path / "in", "case")
+    for path in (ct, mask):
+        image = nib.load(str(path))
+        nib.save(image.as_reoriented(nib.orientations.ornt_transform(
+            nib.io_orientation(image.affine), nib.orientations.axcodes2ornt(axes))), str(path))
+    stored = nib.load(str(mask))
+    assert "".join(nib.aff2axcodes(stored.affine)) == axes
+    result = quantify_study(mask, tmp_path / "out", image=ct)
+    record = json.loads((tmp_path / "out" / "quantification.json").read_text())
+    assert record["shape"] == result["shape"] == list(stored.shape)
+    assert record["spacing_mm"] == result["spacing_mm"] == pytest.approx(
+        [float(z) for z in stored.header.get_zooms()])
+    assert sorted(record["shape"]) == [6, 48, 64]
+    assert record["voxel_ml"] == pytest.approx(0.7 * 0.7 * 5.0 / 1000)
+    assert record["study"]["lesion_ml"] == pytest.approx(lesion_ml)
+
+
+def test_the_record_gives_the_voxel_sizes_volumes_were_counted_by(tmp_path: Path) -> None:
+    """A file in metres (xyzt_units) is counted in mm: ``spacing_mm`` says the mm, in the
+    file's axis order, not the header's metres."""
+    _, mask, lesion_ml = synthetic_study(tmp_path / "in", "case")
+    image = nib.load(str(mask))
+    metres = nib.Nifti1Image(np.asarray(image.dataobj).transpose(2, 0, 1),
+                             np.diag([0.005, 0.0007, 0.0007, 1.0]))
+    metres.header.set_xyzt_units("meter")
+    nib.save(metres, str(mask))
+    result = quantify_study(mask, tmp_path / "out")
+    assert result["shape"] == [6, 64, 48]
+    assert result["spacing_mm"] == pytest.approx([5.0, 0.7, 0.7])
+    assert result["study"]["lesion_ml"] == pytest.approx(lesion_ml)

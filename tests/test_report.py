@@ -261,3 +261,33 @@ def test_montage_title_clears_the_top_slices_titles(tmp_path: Path, saved_figure
         tops = [axis.title.get_window_extent(renderer).y1 for axis in figure.axes]
         assert len(tops) == 6 and title.y0 > max(tops), (title, tops)
         assert title.y1 <= figure.bbox.height
+
+
+def test_the_csvs_say_when_right_and_left_may_be_swapped(tmp_path: Path) -> None:
+    """quantification.json, the montage and report.html said a file without orientation may
+    have its sides swapped, but quantification.csv and summary.csv, which batch users read,
+    gave right_lung and left_lung without a word. Their last column ``orientation_note`` says
+    so, and is empty for an oriented file."""
+    from covseg.quantify import quantify_batch
+    from covseg.report import UNORIENTED_NOTE
+    from tests.test_quantify import read_rows
+
+    ct, mask, _ = synthetic_study(tmp_path / "in", "case")
+    oriented = quantify_batch([mask], tmp_path / "oriented", image=ct)
+    for path in (ct, mask):
+        image = nib.load(str(path))
+        image.set_qform(None, code=0)
+        image.set_sform(None, code=0)
+        nib.save(image, str(path))
+    unoriented = quantify_batch([mask], tmp_path / "unoriented", image=ct)
+    for batch, note in ((oriented, ""), (unoriented, UNORIENTED_NOTE)):
+        rows = read_rows(batch.summary.parent / "case" / "quantification.csv")
+        assert [row["region"] for row in rows] == ["study", "right_lung", "left_lung"]
+        assert [list(row)[-2:] for row in rows] == [["lungs", "orientation_note"]] * 3
+        assert {row["orientation_note"] for row in rows} == {note}
+        summary = read_rows(batch.summary)
+        assert list(summary[0])[-1] == "orientation_note"
+        assert summary[0]["orientation_note"] == note
+    assert "right and left lungs' numbers, may be swapped" in UNORIENTED_NOTE
+    page = (tmp_path / "unoriented" / "case" / "quantification.json").read_text()
+    assert json.loads(page)["orientation_note"] == UNORIENTED_NOTE

@@ -1149,8 +1149,11 @@ def test_quantify_of_a_prediction_folder_gives_predicts_numbers(tmp_path: Path,
     study = next(p.name for p in (tmp_path / "pred").iterdir() if p.is_dir())
     before = json.loads((tmp_path / "pred" / study / "quantification.json").read_text())
     after = json.loads((tmp_path / "again" / study / "quantification.json").read_text())
-    for key in ("study", "right_lung", "left_lung", "spacing_mm", "voxel_ml"):
+    for key in ("study", "right_lung", "left_lung", "spacing_mm", "voxel_ml", "shape"):
         assert after[key] == before[key], key
+    written = nib.load(str(tmp_path / "pred" / study / "infection.nii.gz"))  # the file's terms
+    assert before["shape"] == list(written.shape)
+    assert before["spacing_mm"] == pytest.approx([float(z) for z in written.header.get_zooms()])
     rows = [list(csv.DictReader((tmp_path / folder / study / "quantification.csv").open()))
             for folder in ("pred", "again")]
     assert [{**row, "lungs": ""} for row in rows[0]] == [{**row, "lungs": ""} for row in rows[1]]

@@ -79,7 +79,8 @@ that none is left that its new record does not list (a probability map of other 
 SUMMARY_FIELDS = ("study", "status", "error", "lung_ml", "lesion_ml", "percent_involved",
                   "ct_category", "right_percent_involved", "left_percent_involved", "ggo_ml",
                   "consolidation_ml", "effusion_ml", "input", "output",
-                  "lesion_outside_lungs_ml", "lesion_added_to_lungs_ml", "lungs")
+                  "lesion_outside_lungs_ml", "lesion_added_to_lungs_ml", "lungs",
+                  "orientation_note")
 """summary.csv's columns; new ones go last, so that scripts reading by position keep working."""
 SUMMARY_STUDY_FIELDS = ("lung_ml", "lesion_ml", "percent_involved", "ct_category", "ggo_ml",
                         "consolidation_ml", "effusion_ml", "lesion_outside_lungs_ml",
@@ -938,4 +939,5 @@ def _summary_row(study: Study, folder: Path, status: str, result: dict[str, Any]
         row["right_percent_involved"] = result.get("right_lung", {}).get("percent_involved")
         row["left_percent_involved"] = result.get("left_lung", {}).get("percent_involved")
         row["lungs"] = lungs_text(result)
+        row["orientation_note"] = result.get("orientation_note")
     return row

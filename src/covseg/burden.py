@@ -95,7 +95,8 @@ def quantify(lesions: np.ndarray, spacing: Sequence[float], lungs: np.ndarray | 
     (:func:`covseg.lungs.lesions_in_lungs`); what ``lungs`` hold beyond them is recorded per
     region as ``lesion_added_to_lungs_ml`` (0 without them: the lungs were counted as given).
     A multi-class mask's effusion is not lung where ``lungs`` hold it (:func:`_region`).
-    Voxels are counted slice by slice, so no volume-sized temporary is made.
+    Voxels are counted slice by slice, so no volume-sized temporary is made. The record gives
+    the grid's shape and voxel sizes, in its file's axis order (:func:`covseg.report.file_grid`).
     """
     lesions = np.asarray(lesions)
     multiclass = is_multiclass(lesions, multiclass)
@@ -120,9 +121,7 @@ def quantify(lesions: np.ndarray, spacing: Sequence[float], lungs: np.ndarray | 
         counts += np.bincount(code.ravel(), minlength=12)[:12]
     counts = counts.reshape(3, 4)
     result: dict[str, Any] = {
-        "spacing_mm": [float(s) for s in spacing],
         "voxel_ml": voxel_ml,
-        "shape": list(lesions.shape),
         "multiclass": multiclass,
         "has_lungs": lungs is not None,
         "category_rule": CATEGORY_RULE,

@@ -39,9 +39,13 @@ from covseg.viz import class_colour
 RESULT_CSV = "quantification.csv"
 MONTAGE_PNG = "montage.png"
 REPORT_HTML = "report.html"
-CSV_FIELDS = ("study", "region", "lung_ml", "lesion_ml", "percent_involved", "ggo_ml",
-              "consolidation_ml", "effusion_ml", "lesion_outside_lungs_ml", "ct_category",
-              "lesion_added_to_lungs_ml", "lungs")
+REGION_FIELDS = ("lung_ml", "lesion_ml", "percent_involved", "ggo_ml", "consolidation_ml",
+                 "effusion_ml", "lesion_outside_lungs_ml", "ct_category",
+                 "lesion_added_to_lungs_ml")
+"""quantification.csv's columns of a region's figures."""
+CSV_FIELDS = ("study", "region", *REGION_FIELDS, "lungs", "orientation_note")
+"""quantification.csv's columns; new ones go last, so that scripts reading by position keep
+working."""
 
 ROUNDING_NOTE = ("Volumes are rounded separately, so ground-glass and consolidation may differ "
                  "from the lesion volume in the last digit.")
@@ -68,9 +72,18 @@ def result_rows(result: dict[str, Any], study: str) -> list[dict[str, Any]]:
         if region in result:
             values = shown_values(result[region])
             rows.append({"study": study, "region": region,
-                         **{k: values.get(k) for k in CSV_FIELDS[2:]},
-                         "lungs": lungs_text(result)})
+                         **{k: values.get(k) for k in REGION_FIELDS},
+                         "lungs": lungs_text(result),
+                         "orientation_note": result.get("orientation_note")})
     return rows
+
+
+def file_grid(grid: Volume) -> dict[str, Any]:
+    """A record's ``shape`` and ``spacing_mm`` (the voxel sizes volumes were counted by): the
+    grid's in its file's own axis order, as nibabel gives the file's shape and zooms, so that
+    they read as its header does (they were covseg's working (z, y, x) order: a RAS file's
+    (128, 128, 40) voxels of 2.5 x 2.5 x 5 mm recorded as [40, 128, 128] and [5, 2.5, 2.5])."""
+    return {"shape": list(grid.file_shape), "spacing_mm": [float(s) for s in grid.file_spacing]}
 
 
 def lungs_text(result: dict[str, Any], short: bool = False) -> str:
@@ -237,8 +250,9 @@ def _overlay(grey: np.ndarray, labels: np.ndarray, colours: dict[int, str],
     return rgb
 
 
-HTML_FIELDS = tuple(key for key in CSV_FIELDS[1:] if key != "lungs")
-"""The report's table columns: the lungs' source is said once, above it."""
+HTML_FIELDS = ("region", *REGION_FIELDS)
+"""The report's table columns: the lungs' source and the orientation note are said once,
+above it."""
 
 
 def write_html(path: str | os.PathLike[str], result: dict[str, Any], study: str,
@@ -315,7 +329,8 @@ def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any], study:
     """Write CSV, montage, optional HTML and finally the JSON (the study's 'done' marker);
     ``grid``: the volume the masks lie on (see :func:`write_montage`)."""
     out_dir = Path(out_dir)
-    result = {**result, "orientation_note": grid.forms_note if grid.oriented else UNORIENTED_NOTE,
+    result = {**result, **file_grid(grid),
+              "orientation_note": grid.forms_note if grid.oriented else UNORIENTED_NOTE,
               "lung_note": result.get("lung_note")}
     files = dict(result.get("files", {}))
     files["csv"] = str(write_text(out_dir / RESULT_CSV, csv_text(result_rows(result, study),

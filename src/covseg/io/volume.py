@@ -191,6 +191,24 @@ class Volume:
         return int(z), int(y), int(x)
 
     @property
+    def file_shape(self) -> tuple[int, int, int]:
+        """The voxel grid's shape as the file holds it, in its own axis order (nibabel's
+        ``shape``): what a user checks a record against."""
+        x, y, z = self.file_header.get_data_shape()[:3]
+        return int(x), int(y), int(z)
+
+    @property
+    def file_spacing(self) -> tuple[float, float, float]:
+        """The voxel sizes volumes are counted by, in mm, in the file's own axis order (as
+        nibabel's ``zooms`` of a file in mm whose pixdim matches its affine): :attr:`spacing`
+        is in the working (z, y, x) order, permuted from a sagittal or coronal file's."""
+        working_xyz = self.spacing[::-1]
+        if self.stored is None:
+            return working_xyz
+        x, y, z = (working_xyz[int(axis)] for axis in self.stored.to_working[:, 0])
+        return x, y, z
+
+    @property
     def oriented(self) -> bool:
         """Whether the file states its orientation (qform or sform code set); without one,
         nibabel's Analyze convention placed it, so right and left may be swapped."""
