@@ -16,7 +16,7 @@ import re
 import signal
 import socket
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, nullcontext
 from importlib.metadata import version
 from pathlib import Path
 from types import ModuleType
@@ -27,7 +27,7 @@ from covseg.config import TrainConfig, check_kind
 from covseg.crossval import check_finished_folds, cross_validate_fold, make_folds
 from covseg.data.layouts import LoadedData
 from covseg.errors import CovsegError
-from covseg.io.atomic import remove_temporaries
+from covseg.io.atomic import remove_empty_folders, remove_temporaries
 from covseg.io.lock import writing_to
 from covseg.io.quiet import stderr_silenced
 from covseg.models.ensemble import member_names
@@ -215,9 +215,7 @@ def _forget_stopped_fold(fold_dir: Path, made: list[Path]) -> None:
             forget_unsaved_run(fold_dir)
     except CovsegError:
         return
-    for folder in made:  # deepest first; not empty (or not ours): kept
-        with suppress(OSError):
-            folder.rmdir()
+    remove_empty_folders(made)
 
 
 def _cancellable(fold: Callable[..., Any]) -> Callable[..., Any]:
