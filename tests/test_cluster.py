@@ -70,6 +70,81 @@ def test_folds_on_ray_give_the_folds_run_here(local_ray: Any, tmp_path: Path,
     fold = json.loads((tmp_path / "ray" / "fold_1" / "config.json").read_text())
     assert fold["command"] == (f"covseg cv synthetic:1 --out {tmp_path / 'ray'} --ray local "
                                "--epochs 1 --size 32 --folds 2"), "the Ray task's command"
+    assert fold["node"] == {"hostname": socket.gethostname(), "ray_node_id": _node_id(local_ray)}
+    here = json.loads((tmp_path / "here" / "fold_1" / "config.json").read_text())
+    assert "node" not in here, "a fold run here names no machine, as no other record does"
+
+
+def _node_id(ray: Any) -> str:
+    """The id of the one node of the Ray started here."""
+    (node,) = ray.nodes()
+    node_id: str = node["NodeID"]
+    return node_id
+
+
+ONE_NETWORK = {"model": "miniseg", **RECIPE}
+"""One network per fold, so that the two folds run side by side on the two CPUs."""
+
+
+def test_a_fold_another_run_finished_meanwhile_is_reused_and_the_summary_written(
+        local_ray: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``--fold 1`` run that finished fold 1 after the whole ``--ray`` run's checks failed it
+    ("fold 1 failed on Ray: ... already holds fold 1 of a cross-validation (finished); pass
+    --resume"), where a run here reuses it and writes the summary; it now does so on Ray too,
+    leaving that fold's record as the other run wrote it (no node: it did not run on Ray)."""
+    out = tmp_path / "cv"
+    folds_of = cluster.make_folds
+
+    def fold_1_finished_beside(*args: Any) -> Any:  # after the whole run's checks, before Ray
+        api.cross_validate("synthetic:1", out, fold=1, **ONE_NETWORK)
+        return folds_of(*args)
+
+    monkeypatch.setattr(cluster, "make_folds", fold_1_finished_beside)
+    summary = api.cross_validate("synthetic:1", out, ray="local", **ONE_NETWORK)
+    assert [fold["fold"] for fold in summary["per_fold"]] == [0, 1]
+    assert (out / "summary.json").is_file()
+    trained_here = json.loads((out / "fold_1" / "config.json").read_text())
+    assert "node" not in trained_here
+    on_ray = json.loads((out / "fold_0" / "config.json").read_text())
+    assert on_ray["node"] == {"hostname": socket.gethostname(),
+                              "ray_node_id": _node_id(local_ray)}
+
+
+def test_a_fold_another_run_holds_is_left_to_it_while_the_others_finish(
+        local_ray: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A ``--fold 1`` run holding fold 1 made the whole ``--ray`` run fail at once ("fold 1
+    failed on Ray: another covseg run is writing to ...") and cancel fold 0; fold 0 now trains
+    to its end, and the run says in one line that fold 1 was left to that run and how to get
+    the summary, which the same run with --resume writes once fold 1 is finished."""
+    out = tmp_path / "cv"
+    with held_by_another_thread(out / "fold_1"), pytest.raises(CovsegError) as refused:
+        api.cross_validate("synthetic:1", out, ray="local", **ONE_NETWORK)
+    assert str(refused.value) == (
+        f"fold 1 left unfinished to the other covseg run writing it (another covseg run is "
+        f"writing to {out / 'fold_1'} (pid {os.getpid()})); 1 of 2 folds trained on Ray: once "
+        "that run ends, run the same command with --resume to write the summary")
+    assert (f"fold 1 left to the run writing it (another covseg run is writing to "
+            f"{out / 'fold_1'} (pid {os.getpid()})); the summary reuses it once that run has "
+            "finished it") in caplog.messages
+    assert (out / "fold_0" / "fold_metrics.json").is_file()
+    assert not (out / "summary.json").exists()
+    api.cross_validate("synthetic:1", out, fold=1, **ONE_NETWORK)  # the other run, to its end
+    summary = api.cross_validate("synthetic:1", out, ray="local", resume=True, **ONE_NETWORK)
+    assert [fold["fold"] for fold in summary["per_fold"]] == [0, 1]
+
+
+def test_a_held_fold_finished_before_the_others_ended_needs_no_resume(tmp_path: Path) -> None:
+    """A fold left to the run holding it, which finished it before Ray's folds ended, is no
+    refusal: the summary reuses it. One still unfinished is refused, naming every such fold."""
+    held = "another covseg run is writing to X (pid 7); wait for it to end, or pick another --out"
+    (tmp_path / "fold_1").mkdir()
+    (tmp_path / "fold_1" / "fold_metrics.json").write_text("{}")
+    cluster._refuse_folds_left_unfinished(tmp_path, {1: held}, 3)
+    with pytest.raises(CovsegError, match="^" + re.escape(
+            "folds 0, 2 left unfinished to the other covseg runs writing them (another covseg run "
+            "is writing to X (pid 7); another covseg run is writing to X (pid 7)); 0 of 3 folds "
+            "trained on Ray: once those runs end, run")):
+        cluster._refuse_folds_left_unfinished(tmp_path, {0: held, 1: held, 2: held}, 3)
 
 
 FAILED_FOLD_RUN = """
@@ -341,7 +416,7 @@ def _folds_in_their_first_epoch(crash: bool = False) -> Callable[..., None]:
     folder, lock file and run record), then trains (sleeps) for two minutes, or dies
     (``crash``: its lock file left behind). Made here, so that Ray ships it by value."""
     def fold_task(config: TrainConfig, data: Any, out: str, folds: int, fold: int,
-                  resume: bool) -> None:
+                  resume: bool, node: dict[str, str]) -> None:
         record = Path(out) / f"fold_{fold}" / "config.json"
         with writing_to(record.parent):
             record.write_text("{}")
@@ -369,7 +444,7 @@ def test_folds_stopped_before_their_first_epoch_leave_no_folder(
     back to Python), and the folds killed then left their folders and records behind, where a
     run stopped here removes the folder of a run that saved no epoch."""
     out = tmp_path / "cv"
-    monkeypatch.setattr(cluster, "cross_validate_fold", _folds_in_their_first_epoch())
+    monkeypatch.setattr(cluster, "whole_run_fold", _folds_in_their_first_epoch())
     _when_started(out, 2, lambda: os.kill(os.getpid(), signal.SIGTERM))
     started = time.monotonic()
     with handler_restored(signal.SIGTERM, _stop), pytest.raises(_Stopped):
@@ -384,7 +459,7 @@ def test_a_lost_fold_leaves_no_folder(local_ray: Any, tmp_path: Path,
     """A fold whose worker died (killed, out of memory) before its first epoch is one line,
     and neither it nor the fold stopped for it leaves a folder behind."""
     out = tmp_path / "cv"
-    monkeypatch.setattr(cluster, "cross_validate_fold", _folds_in_their_first_epoch(crash=True))
+    monkeypatch.setattr(cluster, "whole_run_fold", _folds_in_their_first_epoch(crash=True))
     with pytest.raises(CovsegError, match=r"^fold \d was lost on Ray \(WorkerCrashedError\); "):
         cluster.run_folds_on_ray(TrainConfig(), load_dataset("synthetic:1"), out, 2, False,
                                  "local", 1)

@@ -1,11 +1,14 @@
 """Cross-validation folds as Ray tasks, for when one machine is not enough.
 
-Each fold runs :func:`covseg.crossval.cross_validate_fold` (what ``covseg cv --fold K`` runs)
+Each fold runs :func:`covseg.crossval.whole_run_fold` (what a whole ``covseg cv`` runs for it)
 on whichever node of a Ray cluster has the CPUs free. The slices travel through Ray's object
 store, so the nodes need covseg installed but not the data; each fold writes ``OUT/fold_k``
-itself, so ``OUT`` must be a folder every node sees at the same path (a shared disk). The
-summary is then written from the finished folds as ``covseg cv --resume`` writes it, each fold
-checked against the recipe and the data. Ray is an optional extra: ``covseg[cluster]``.
+itself, so ``OUT`` must be a folder every node sees at the same path (a shared disk), and
+records the node it trained on in ``OUT/fold_k/config.json`` (:data:`~covseg.crossval.NODE`).
+A fold that another run holds (``covseg cv --fold K`` beside this one) is left to it while the
+others run on; the summary is then written from the finished folds as ``covseg cv
+--resume`` writes it, each fold checked against the recipe and the data. Ray is an optional
+extra: ``covseg[cluster]``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import re
 import signal
 import socket
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, nullcontext
 from importlib.metadata import version
 from pathlib import Path
 from types import ModuleType
@@ -24,17 +27,19 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from covseg.config import TrainConfig, check_kind
-from covseg.crossval import check_finished_folds, cross_validate_fold, make_folds
+from covseg.crossval import check_finished_folds, fold_done, make_folds, whole_run_fold
 from covseg.data.layouts import LoadedData
 from covseg.errors import CovsegError
-from covseg.io.atomic import remove_temporaries
-from covseg.io.lock import writing_to
+from covseg.io.atomic import remove_empty_folders, remove_temporaries
+from covseg.io.lock import refuse_if_held, writing_to
 from covseg.io.quiet import stderr_silenced
 from covseg.models.ensemble import member_names
 from covseg.models.registry import import_installed
 from covseg.progress import progress_bar
 from covseg.provenance import current_command, invoked_as
 from covseg.train import forget_unsaved_run, handler_restored
+
+log = logging.getLogger(__name__)
 
 RAY_FLOOR = (2, 20)
 """The oldest Ray seen to run folds (pyproject's ``cluster`` extra asks it): 2.9.3 failed in
@@ -181,9 +186,12 @@ def run_folds_on_ray(config: TrainConfig, data: LoadedData, out: Path, folds: in
     """Run every fold as a Ray task of ``cpus_per_fold`` CPUs and wait for all of them.
 
     A failed fold stops the others (they resume where they stopped) and is one line naming the
-    fold; a fold stopped before its first epoch leaves no folder, as when it runs here. Ray is
-    joined as :func:`joined` joins it: a Ray the caller already started (or joined) is used as
-    it is, one started here is shut down afterwards.
+    fold; a fold stopped before its first epoch leaves no folder, as when it runs here. A fold
+    another run holds when its task starts (a ``--fold K`` run beside this one) is left to that
+    run, the others running on: once they end, it is refused in one line saying to --resume
+    unless that run has finished it meanwhile, as a run here reuses a fold finished beside it.
+    Ray is joined as :func:`joined` joins it: a Ray the caller already started (or joined) is
+    used as it is, one started here is shut down afterwards.
     """
     splits = make_folds(data, folds, config.seed)[0]
     check_finished_folds(config, data, out, splits)  # before any fold trains
@@ -191,16 +199,74 @@ def run_folds_on_ray(config: TrainConfig, data: LoadedData, out: Path, folds: in
     made = {k: [folder for folder in (out / f"fold_{k}", out, *out.parents) if not folder.exists()]
             for k in range(count)}
     with joined(address, cpus_per_fold) as ray:
-        task = ray.remote(num_cpus=cpus_per_fold, max_retries=0)(_cancellable(cross_validate_fold))
+        task = ray.remote(num_cpus=cpus_per_fold, max_retries=0)(
+            _cancellable(_unless_held(whole_run_fold)))
         shared = ray.put(data)
         # a fold's records name the command that runs it, as those of folds run here do
         pending = {task.remote(current_command(), config, shared, str(out), folds, k, resume): k
                    for k in range(count)}
         try:
-            _wait_for_folds(ray, pending)
+            left = _wait_for_folds(ray, pending)
         finally:
             for fold in pending.values():  # stopped: what their clean-up did not get to
                 _forget_stopped_fold(out / f"fold_{fold}", made[fold])
+    _refuse_folds_left_unfinished(out, left, count)
+
+
+def _refuse_folds_left_unfinished(out: Path, left: dict[int, str], count: int) -> None:
+    """Refuse, in one line, the folds left to the other runs that held them (``left``: fold ->
+    that run's refusal) which those runs have not finished since: the summary needs every
+    fold. One finished is reused by the summary, as a run here reuses it."""
+    unfinished = {k: line for k, line in left.items() if not fold_done(out / f"fold_{k}")}
+    if not unfinished:
+        return
+    many = len(unfinished) > 1
+    names = ", ".join(map(str, unfinished))
+    holders = "; ".join(line.partition("; ")[0] for line in unfinished.values())
+    raise CovsegError(f"fold{'s' if many else ''} {names} left unfinished to the other covseg "
+                      f"run{'s' if many else ''} writing {'them' if many else 'it'} "
+                      f"({holders}); {count - len(left)} of {count} folds trained on Ray: once "
+                      f"{'those runs end' if many else 'that run ends'}, run the same command "
+                      "with --resume to write the summary")
+
+
+def this_node() -> dict[str, str]:
+    """The node a Ray task runs on, for its fold's record: its hostname and Ray's node id."""
+    ray = import_installed("ray")
+    return {"hostname": socket.gethostname(),
+            "ray_node_id": ray.get_runtime_context().get_node_id()}
+
+
+def _unless_held(fold: Callable[..., Any]) -> Callable[..., str | None]:
+    """``fold`` (:func:`~covseg.crossval.whole_run_fold`) as a Ray task that records its node,
+    and leaves a fold another run holds to it (a ``--fold K`` run beside this one, which took
+    its lock first, or between the check and the training): the task then returns that run's
+    refusal, where it failed and stopped the other folds. None: the fold was run (or reused)."""
+    def task(config: TrainConfig, data: LoadedData, out: str, folds: int | None, k: int,
+             resume: bool) -> str | None:
+        fold_dir = Path(out) / f"fold_{k}"
+        held = _held_by_another(fold_dir)
+        if held is not None:
+            return held
+        try:
+            fold(config, data, out, folds, k, resume, node=this_node())
+        except CovsegError:
+            held = _held_by_another(fold_dir)
+            if held is None:
+                raise
+            return held
+        return None
+
+    return task
+
+
+def _held_by_another(fold_dir: Path) -> str | None:
+    """The refusal of ``fold_dir`` where another run holds its lock, else None."""
+    try:
+        refuse_if_held(fold_dir)
+    except CovsegError as exc:
+        return str(exc)
+    return None
 
 
 def _forget_stopped_fold(fold_dir: Path, made: list[Path]) -> None:
@@ -215,9 +281,7 @@ def _forget_stopped_fold(fold_dir: Path, made: list[Path]) -> None:
             forget_unsaved_run(fold_dir)
     except CovsegError:
         return
-    for folder in made:  # deepest first; not empty (or not ours): kept
-        with suppress(OSError):
-            folder.rmdir()
+    remove_empty_folders(made)
 
 
 def _cancellable(fold: Callable[..., Any]) -> Callable[..., Any]:
@@ -338,19 +402,28 @@ def _check_a_node_fits(ray: ModuleType, cpus_per_fold: int) -> None:
                           f"--cpus-per-fold {max(1, int(largest))} or fewer")
 
 
-def _wait_for_folds(ray: ModuleType, pending: dict[Any, int]) -> None:
+def _wait_for_folds(ray: ModuleType, pending: dict[Any, int]) -> dict[int, str]:
     """Show folds as they finish, removing them from ``pending``; on a failure or a stop
     cancel the folds still running, and wait until they have ended (``pending`` is left
-    with them and the failed one)."""
+    with them and the failed one). Returns the folds left to other runs that held them, each
+    with that run's refusal, each also said in a warning as it comes back."""
+    left = {}
     try:
         with progress_bar(total=len(pending), desc="folds on Ray", unit="fold") as bar:
             while pending:
                 for ref in _wait_for_one(ray, list(pending)):
-                    _result(ray, ref, pending[ref])
+                    fold = pending[ref]
+                    held = _result(ray, ref, fold)
+                    if held is not None:
+                        left[fold] = held
+                        log.warning("fold %d left to the run writing it (%s); the summary "
+                                    "reuses it once that run has finished it",
+                                    fold, held.partition("; ")[0])
                     del pending[ref]  # a fold that failed is cleaned up with the cancelled
                     bar.update(1)
     finally:
         _cancel(ray, list(pending))
+    return left
 
 
 def _cancel(ray: ModuleType, refs: list[Any]) -> None:
@@ -383,10 +456,12 @@ def _wait_for_one(ray: ModuleType, refs: list[Any]) -> list[Any]:
         raise
 
 
-def _result(ray: ModuleType, ref: Any, fold: int) -> None:
-    """A fold's outcome; its failure as one line (covseg's own message where it raised one)."""
+def _result(ray: ModuleType, ref: Any, fold: int) -> str | None:
+    """A fold's outcome (see :func:`_unless_held`); its failure as one line (covseg's own
+    message where it raised one)."""
     try:
-        ray.get(ref)
+        held: str | None = ray.get(ref)
+        return held
     except ray.exceptions.RayTaskError as exc:
         cause = getattr(exc, "cause", None) or exc
         lines = str(cause).strip().splitlines()

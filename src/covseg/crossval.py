@@ -90,7 +90,8 @@ def own_patients(data: LoadedData) -> int:
                for sample in data.samples)
 
 
-def _fold_done(fold_dir: Path) -> bool:
+def fold_done(fold_dir: Path) -> bool:
+    """Whether the fold in ``fold_dir`` finished (its fold_metrics.json, written last)."""
     return (fold_dir / "fold_metrics.json").is_file()
 
 
@@ -102,7 +103,7 @@ def cross_validation_work(out: Path, fold: int | None = None) -> list[Path]:
     each other's."""
     folders = [out / f"fold_{fold}"] if fold is not None else sorted(
         out.glob("fold_*"), key=lambda path: (len(path.name), path.name))  # fold_2 before fold_10
-    held = [folder for folder in folders if _fold_done(folder) or holds_saved_run(folder)]
+    held = [folder for folder in folders if fold_done(folder) or holds_saved_run(folder)]
     summary = out / "summary.json"
     return held + ([summary] if fold is None and summary.is_file() else [])
 
@@ -118,7 +119,7 @@ def check_cv_folder(out: Path, resume: bool, fold: int | None = None) -> None:
     for folder in held:  # a fold another run is writing: its lock's refusal, naming that run
         refuse_if_held(folder)
     if held and fold is not None:
-        state = "finished" if _fold_done(held[0]) else "stopped midway"
+        state = "finished" if fold_done(held[0]) else "stopped midway"
         raise unresumed(held[0], f"fold {fold} of a cross-validation ({state})")
     if held:
         raise unresumed(out, f"a cross-validation ({', '.join(p.name for p in held)})")
@@ -180,7 +181,7 @@ def check_finished_folds(config: TrainConfig, data: LoadedData, out: Path,
     stale, finished_folds, midway = [], 0, []
     for k, (train_cases, test_cases) in enumerate(splits):
         fold_dir = out / f"fold_{k}"
-        if _fold_done(fold_dir):
+        if fold_done(fold_dir):
             finished_folds += 1
             finished = json.loads((fold_dir / "fold_metrics.json").read_text())
             changed = _fold_changes(fold_dir, replace(config, seed=config.seed + k), finished,
@@ -197,11 +198,13 @@ def check_finished_folds(config: TrainConfig, data: LoadedData, out: Path,
 
 def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases: list[str],
              test_cases: list[str], resume: bool, verb: str = CV_VERB,
-             folds: int | None = None) -> list[dict[str, Any]]:
+             folds: int | None = None, node: Mapping[str, str] | None = None
+             ) -> list[dict[str, Any]]:
     """Train on ``train_cases`` (validation patients drawn from them), evaluate on ``test_cases``;
     a finished fold is reused (unless :func:`_fold_changes` finds it stale) instead. ``folds``:
-    how many the split has, kept in the fold's record."""
-    if _fold_done(fold_dir):
+    how many the split has, kept in the fold's record; ``node``: the machine a fold run on Ray
+    trains on (:data:`NODE`), kept there too."""
+    if fold_done(fold_dir):
         finished = json.loads((fold_dir / "fold_metrics.json").read_text())
         changed = _fold_changes(fold_dir, config, finished, data, train_cases, test_cases)
         if changed:
@@ -214,8 +217,8 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
     _refuse_midway_fold_of_another_split(fold_dir, train_cases, folds, verb)
     by_id = {s.case_id: s for s in data.samples}
     fit, val = validation_split([by_id[c] for c in train_cases], config.val_fraction, config.seed)
-    train(config, data, fold_dir, resume=resume, train_cases=fit, val_cases=val,
-          record={} if folds is None else {FOLDS: folds})
+    record = ({} if folds is None else {FOLDS: folds}) | ({NODE: dict(node)} if node else {})
+    train(config, data, fold_dir, resume=resume, train_cases=fit, val_cases=val, record=record)
     test_samples = [by_id[c] for c in test_cases]
     rows, _ = evaluate_samples(Predictor.load(fold_dir / "best.pt"), test_samples, "testing fold")
     rows = hd95_by_unit(rows, data)
@@ -229,6 +232,10 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
 
 FOLDS = "folds"
 """Key of a fold's count of folds in its config.json (see :func:`run_fold`)."""
+NODE = "node"
+"""Key of the node a fold run on Ray last trained on in its config.json: ``hostname`` and Ray's
+``ray_node_id`` (:func:`covseg.cluster.this_node`); folds run here record none, as no record
+names the machine it was written on."""
 
 
 def hd95_keys(stats: Mapping[str, Any]) -> list[str]:
@@ -308,11 +315,24 @@ def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.Pat
 
 def _split_fold(config: TrainConfig, data: LoadedData, out: Path,
                 splits: list[tuple[list[str], list[str]]], k: int, resume: bool,
-                verb: str = CV_VERB) -> list[dict[str, Any]]:
+                verb: str = CV_VERB, node: Mapping[str, str] | None = None
+                ) -> list[dict[str, Any]]:
     """Fold ``k`` of ``splits`` into ``out/fold_k``, seeded ``seed + k`` (whole run or alone)."""
     train_cases, test_cases = splits[k]
     return run_fold(replace(config, seed=config.seed + k), data, out / f"fold_{k}", train_cases,
-                    test_cases, resume, verb, len(splits))
+                    test_cases, resume, verb, len(splits), node)
+
+
+def whole_run_fold(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
+                   folds: int | None, fold: int, resume: bool,
+                   node: Mapping[str, str] | None = None) -> None:
+    """Fold ``fold`` as a whole run (:func:`cross_validate_held`) trains it, for a fold of a
+    whole run on Ray: the whole run's ``out`` was checked before its folds started, so a fold
+    another run (``--fold K`` beside it) finished since is reused, as here, not refused as that
+    fold's own folder is refused to ``--fold K`` without ``resume`` ("pass --resume").
+    ``node``: see :func:`run_fold`."""
+    _split_fold(config, data, Path(out), make_folds(data, folds, config.seed)[0], fold, resume,
+                node=node)
 
 
 def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],

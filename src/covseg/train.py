@@ -26,7 +26,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 from multiprocessing.connection import Connection, wait
@@ -53,7 +53,7 @@ from covseg.data.splits import validation_split
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_samples, hd95_by_unit, rows_to_csv
 from covseg.infer import TEST_FLIPS, Predictor, model_inputs
-from covseg.io.atomic import remove_temporaries, write_json, write_text
+from covseg.io.atomic import remove_empty_folders, remove_temporaries, write_json, write_text
 from covseg.io.lock import drop_unheld_lock, refuse_if_held, writing_to
 from covseg.losses import BINARY_ONLY, LOSSES, build_loss, trained_loss
 from covseg.metrics import EMPTY_MASK_RULES, STD_NOTE, summarize
@@ -299,9 +299,7 @@ def forget_unsaved_run(out: Path, made: Sequence[Path] = ()) -> None:
         for record in (out / name, *out.glob(f"member*/{name}")):
             record.unlink(missing_ok=True)
     drop_unheld_lock(out)
-    for folder in [*out.glob("member*"), *made]:
-        with suppress(OSError):  # not empty (or not ours to remove): kept
-            folder.rmdir()
+    remove_empty_folders([*out.glob("member*"), *made])
 
 
 RUN, CROSS_VALIDATION, COMPARISON = "a training run", "a cross-validation", "a model comparison"

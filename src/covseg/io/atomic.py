@@ -10,8 +10,8 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,14 @@ def remove_temporaries(folder: Path) -> list[Path]:
     for path in stale:
         path.unlink()
     return stale
+
+
+def remove_empty_folders(folders: Iterable[Path]) -> None:
+    """Remove each of ``folders`` (deepest first) that is left empty: those a run made and
+    wrote nothing into; one not empty (or not ours to remove) is kept."""
+    for folder in folders:
+        with suppress(OSError):
+            folder.rmdir()
 
 
 def remove_temporaries_of(target: Path) -> list[Path]:
