@@ -294,7 +294,7 @@ WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
     (lambda g: covseg.quantify(g.tmp, g.tmp / "q", html="yes"),
      "html must be true or false, got 'yes'"),
     (lambda g: covseg.quantify(g.tmp, g.tmp / "q", hu="maybe"),
-     "unknown --hu value 'maybe'; choose one of auto, yes, no"),
+     "unknown hu value 'maybe'; choose one of auto, yes, no"),
     (lambda g: covseg.quantify(g.tmp, g.tmp / "q", shard=(0, 2, 1)),
      ("shard must be \"I/N\" or a pair (I, N) of whole numbers, e.g. \"0/4\" or (0, 4), "
       "got (0, 2, 1)")),
@@ -308,10 +308,10 @@ WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
     (lambda g: covseg.demo(g.tmp / "d", epochs=None), "epochs must be a whole number, got None"),
     (lambda g: covseg.train(g.data, g.tmp / "p", **{**TINY, "window": np.array([[-1000, 400]])}),
      "window must be two numbers (LOW, HIGH) in HU, e.g. (-1350.0, 150.0), got array("),
-    (lambda g: covseg.demo(g.tmp / "d", epochs=0), "--epochs must be at least 1, got 0"),
-    (lambda g: covseg.demo(g.tmp / "d", folds=1), "--folds must be at least 2, got 1"),
+    (lambda g: covseg.demo(g.tmp / "d", epochs=0), "epochs must be at least 1, got 0"),
+    (lambda g: covseg.demo(g.tmp / "d", folds=1), "folds must be at least 2, got 1"),
     (lambda g: covseg.demo(g.tmp / "d", folds=13),
-     "--folds must be at most 12, the demo's synthetic patients, got 13"),
+     "folds must be at most 12, the demo's synthetic patients, got 13"),
     (lambda g: covseg.demo(g.file), "file.py: a file is in the way (the output is a folder)"),
     (lambda g: covseg.train(g.data, g.tmp / "p", bogus=1, **TINY),
      ("unknown option(s) bogus; train takes data, out, resume and the training recipe's model, "
@@ -605,7 +605,7 @@ def test_predict_and_quantify_into_an_out_another_run_writes_are_refused(
     _, mask, _ = synthetic_study(tmp_path / "in", "case")
     for out in (tmp_path / "pred", tmp_path / "quant"):
         held = re.escape(f"another covseg run is writing to {out} (pid {os.getpid()}); wait "
-                         "for it to end, or pick another --out")
+                         "for it to end, or pick another out")
         with held_by_another_thread(out):
             with pytest.raises(CovsegError, match=f"^{held}$"):
                 covseg.predict(tiny_run, image, out)

@@ -67,7 +67,7 @@ def detect_intensity(array: np.ndarray) -> str:
         f"cannot tell the intensity scale (values {low:g}..{high:g}, e.g. 16-bit grey); covseg "
         "reads Hounsfield units, 8-bit grey (0..255) or floats in [0, 1]: convert the slices "
         "to one of them (16-bit CT exports often hold HU + 1024: subtract 1024 and save as "
-        f".npy or NIfTI; {_intensity('hu')} reads them as they are, offset and all, mostly "
+        f".npy or NIfTI; {_scale_flag('hu')} reads them as they are, offset and all, mostly "
         "white)"
     )
 
@@ -147,7 +147,7 @@ def warn_told_hu_without_air(array: np.ndarray, source: str = "") -> None:
         log.warning("%sread as Hounsfield units (%s), but none of its values %g..%g lies at "
                     "or below %g HU, while a CT slice holds air (about -1000): HU + 1024 (a "
                     "16-bit export)? It reads mostly white; subtract 1024 first",
-                    f"{source}: " if source else "", _intensity("hu"), low, high, AIR_LIMIT_HU)
+                    f"{source}: " if source else "", _scale_flag("hu"), low, high, AIR_LIMIT_HU)
 
 
 SCALE_NAMES = {"hu": "Hounsfield units", "uint8": "8-bit grey levels",
@@ -157,7 +157,7 @@ AUTO_ADVICE = " (detects HU, 8-bit and [0, 1])"
 """What auto is told to do, after the option that asks for it (:func:`_auto_advice`)."""
 
 
-def _intensity(value: str) -> str:
+def _scale_flag(value: str) -> str:
     """``--intensity value`` as the running command spells it (``intensity="value"`` from the
     API)."""
     from covseg.provenance import option_given  # it imports the layouts, which import this
@@ -167,14 +167,14 @@ def _intensity(value: str) -> str:
 
 def _hu_auto() -> str:
     """``--hu auto`` as the running command spells it."""
-    from covseg.provenance import option_given  # see _intensity
+    from covseg.provenance import option_given  # see _scale_flag
 
     return option_given("hu", "auto")
 
 
 def _auto_advice() -> str:
     """``--intensity auto`` with what it does, as the running command spells the option."""
-    return _intensity("auto") + AUTO_ADVICE
+    return _scale_flag("auto") + AUTO_ADVICE
 
 
 def told_scale_mismatch(array: np.ndarray, kind: str) -> str | None:
@@ -183,7 +183,7 @@ def told_scale_mismatch(array: np.ndarray, kind: str) -> str | None:
     :data:`MAX_CLIPPED_SHARE` of its values outside an 8-bit or [0, 1] scale, which reads
     clipped (8-bit slices read as [0, 1] turn white wherever above 1, a near-binary image): a
     model trained or predicting on them is useless, so both are refused alike."""
-    told = f"read as {SCALE_NAMES[kind]} ({_intensity(kind)})" if kind in SCALE_NAMES else ""
+    told = f"read as {SCALE_NAMES[kind]} ({_scale_flag(kind)})" if kind in SCALE_NAMES else ""
     if kind == "hu":
         return grey_told_hu(array, told, "CT slice", f"{_auto_advice()} or uint8 (a run "
                             "predicts as it was trained)")
@@ -231,7 +231,7 @@ def window_unused(kind: str, window: tuple[float, float]) -> str | None:
     windowed, grey levels and [0, 1] values are scaled as they are, so a run would record a
     window it never applied; None when it applies (HU). A window typed out equal to the lung
     window (the default) is refused too: only one left out is not the user's."""
-    from covseg.provenance import option_given, option_name  # see _intensity
+    from covseg.provenance import option_given, option_name  # see _scale_flag
 
     if kind == "hu":
         return None
@@ -310,7 +310,7 @@ def _warn_clipped(kind: str, low: float, high: float) -> None:
                 "scale, and are clipped: it reads saturated; is it on another scale? Let covseg "
                 "detect it (%s, or %s for CT volumes), or convert 16-bit grey such as HU + 1024 "
                 "to Hounsfield units, 8-bit grey or floats in [0, 1]", low, high, kind,
-                _intensity("auto"), _hu_auto())
+                _scale_flag("auto"), _hu_auto())
 
 
 @dataclass(frozen=True)
