@@ -634,7 +634,7 @@ def test_frame_lungs_given_where_it_never_applies_is_refused(
                                       f"guide; a {never} model never frames: leave "
                                       "--frame-lungs out")
     assert not (tmp_path / "r").exists()
-    with pytest.raises(CovsegError, match="; leave frame_lungs out$"):
+    with pytest.raises(CovsegError, match=": leave frame_lungs out$"):
         api.train("synthetic", tmp_path / "r2", frame_lungs=True, epochs=1, size=32,
                   model="miniseg", **{options[0].lstrip("-").replace("-", "_"): options[1]})
     recipe = api._recipe({options[0].lstrip("-").replace("-", "_"): options[1],
