@@ -338,3 +338,54 @@ def test_an_empty_lung_guide_names_the_keyword_or_the_flag() -> None:
         with invoked_as(command), pytest.raises(CovsegError) as raised:
             TrainConfig(lung_guide="").check_types()
         assert str(raised.value) == option + told
+
+
+def test_studies_predicted_into_their_own_folders_name_the_keyword_or_the_flag(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Path) -> None:
+    """``predict_volumes(model, DIR, DIR)`` was told "--out DIR would write study s1's masks
+    into its input folder DIR/s1; pick another --out"."""
+    from tests.test_volumes import chest_nifti
+
+    folder = tmp_path / "dir"
+    for name in ("s1", "s2"):
+        (folder / name).mkdir(parents=True)
+        chest_nifti(folder / name / "ct.nii.gz")
+    told = f" would write study s1's masks into its input folder {folder / 's1'}; pick another "
+    assert api_error(covseg.predict_volumes, tiny_run, folder, folder) == (
+        f'out="{folder}"{told}out')
+    assert cli_error(capsys, "predict", str(folder), "--model", str(tiny_run), "--out",
+                     str(folder)) == f"--out {folder}{told}--out"
+
+
+def test_one_folder_as_pred_and_truth_names_the_keywords_or_the_flags(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """covseg.evaluate(d, d, out) was told to "give the predicted masks as --pred"."""
+    from PIL import Image
+
+    from tests.conftest import square_mask
+
+    (tmp_path / "masks").mkdir()
+    Image.fromarray((square_mask(32, 4, 4, 12) * 255).astype("uint8")).save(
+        tmp_path / "masks" / "a.png")
+    monkeypatch.chdir(tmp_path)
+    told = ("{} and {} name the same folder, masks: every mask would score 1.0 against itself; "
+            "give the predicted masks as {} and the true masks as {}")
+    assert api_error(covseg.evaluate, "masks", "masks", "ev") == told.format(
+        "pred", "truth", "pred", "truth")
+    assert cli_error(capsys, "evaluate", "--pred", "masks", "--truth", "masks", "--out",
+                     "ev") == told.format("--pred", "--truth", "--pred", "--truth")
+
+
+def test_an_unreachable_ray_cluster_names_the_keyword_or_the_flag(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An address without its port ("--ray 127.0.0.1: give the cluster's HOST:PORT") named the
+    flag to covseg.cross_validate(ray="127.0.0.1"); refused before Ray is imported."""
+    told = (": give the cluster's HOST:PORT (e.g. 127.0.0.1:6379, the address `ray start "
+            "--head` printed), auto or local")
+    out = tmp_path / "cv"
+    assert api_error(covseg.cross_validate, "synthetic:1", out, folds=2,
+                     ray="127.0.0.1") == 'ray="127.0.0.1"' + told
+    assert cli_error(capsys, "cv", "synthetic:1", "--out", str(out), "--folds", "2", "--ray",
+                     "127.0.0.1") == "--ray 127.0.0.1" + told
+    assert not out.exists()
