@@ -150,15 +150,15 @@ def fold_stopped_midway(data: object, out: Path, fold: int, **recipe: object) ->
 
 
 @contextmanager
-def held_by_another_thread(folder: Path) -> Iterator[None]:
-    """``folder``'s run lock held, for the block, by another thread (as another run holds it;
-    the refusal names this process's pid)."""
+def held_by_another_thread(folder: Path, shared: bool = False) -> Iterator[None]:
+    """``folder``'s run lock held, for the block, by another thread (as another run holds it,
+    or a ``--shard`` run with ``shared``; the refusal names this process's pid)."""
     from covseg.io.lock import writing_to
 
     taken, done = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with writing_to(folder):
+        with writing_to(folder, shared=shared):
             taken.set()
             done.wait(60)
 

@@ -269,15 +269,15 @@ WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
      "pathlib.Path) or a covseg.load_dataset result, got 5")),
     (lambda g: covseg.cross_validate(None, g.tmp / "p", **TINY), "data must be a data folder"),
     (lambda g: covseg.train(g.data, g.tmp / "p", **{**TINY, "window": (1, 2, 3)}),
-     "--window must be two numbers (LOW, HIGH) in HU, e.g. (-1350.0, 150.0), got (1, 2, 3)"),
+     "window must be two numbers (LOW, HIGH) in HU, e.g. (-1350.0, 150.0), got (1, 2, 3)"),
     (lambda g: covseg.train(g.data, g.tmp / "p", **{**TINY, "window": "lung"}),
-     "--window must be two numbers (LOW, HIGH) in HU"),
+     "window must be two numbers (LOW, HIGH) in HU"),
     (lambda g: covseg.train(g.data, g.tmp / "p", **{**TINY, "model_options": "width=2"}),
      "model_options must be a dict of option names and values"),
     (lambda g: covseg.train(g.data, g.tmp / "p", resume="no", **TINY),
      "resume must be true or false, got 'no'"),
     (lambda g: covseg.load_dataset(g.data, window=(0, -1)),
-     "--window (LOW, HIGH) needs LOW < HIGH, both finite, got (0, -1)"),
+     "window (LOW, HIGH) needs LOW < HIGH, both finite, got (0, -1)"),
     (lambda g: covseg.load_predictor(None), "model must be a run folder, checkpoint or .onnx file"),
     (lambda g: covseg.export(g.run, None), "out must be a path (str or pathlib.Path), got None"),
     (lambda g: covseg.segment(g.predictor, g.volume, spacing=(1, 1, 1), lung_margin_mm="5"),
@@ -294,7 +294,7 @@ WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
     (lambda g: covseg.quantify(g.tmp, g.tmp / "q", html="yes"),
      "html must be true or false, got 'yes'"),
     (lambda g: covseg.quantify(g.tmp, g.tmp / "q", hu="maybe"),
-     "unknown --hu value 'maybe'; choose one of auto, yes, no"),
+     "unknown hu value 'maybe'; choose one of auto, yes, no"),
     (lambda g: covseg.quantify(g.tmp, g.tmp / "q", shard=(0, 2, 1)),
      ("shard must be \"I/N\" or a pair (I, N) of whole numbers, e.g. \"0/4\" or (0, 4), "
       "got (0, 2, 1)")),
@@ -307,11 +307,11 @@ WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
     (lambda g: covseg.demo(g.tmp / "d", epochs="x"), "epochs must be a whole number, got 'x'"),
     (lambda g: covseg.demo(g.tmp / "d", epochs=None), "epochs must be a whole number, got None"),
     (lambda g: covseg.train(g.data, g.tmp / "p", **{**TINY, "window": np.array([[-1000, 400]])}),
-     "--window must be two numbers (LOW, HIGH) in HU, e.g. (-1350.0, 150.0), got array("),
-    (lambda g: covseg.demo(g.tmp / "d", epochs=0), "--epochs must be at least 1, got 0"),
-    (lambda g: covseg.demo(g.tmp / "d", folds=1), "--folds must be at least 2, got 1"),
+     "window must be two numbers (LOW, HIGH) in HU, e.g. (-1350.0, 150.0), got array("),
+    (lambda g: covseg.demo(g.tmp / "d", epochs=0), "epochs must be at least 1, got 0"),
+    (lambda g: covseg.demo(g.tmp / "d", folds=1), "folds must be at least 2, got 1"),
     (lambda g: covseg.demo(g.tmp / "d", folds=13),
-     "--folds must be at most 12, the demo's synthetic patients, got 13"),
+     "folds must be at most 12, the demo's synthetic patients, got 13"),
     (lambda g: covseg.demo(g.file), "file.py: a file is in the way (the output is a folder)"),
     (lambda g: covseg.train(g.data, g.tmp / "p", bogus=1, **TINY),
      ("unknown option(s) bogus; train takes data, out, resume and the training recipe's model, "
@@ -322,7 +322,7 @@ WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
     (lambda g: covseg.compare(g.data, ["unet", "fcn"], g.tmp / "p", bogus=1),
      "unknown option(s) bogus; compare takes data, models, out, folds, resume and the training "),
     (lambda g: covseg.train(g.data, g.tmp / "p", weight_decay=-1.0, **TINY),
-     "--weight-decay must be finite and at least 0, got -1.0 (the default is 1e-4)"),
+     "weight_decay must be finite and at least 0, got -1.0 (the default is 1e-4)"),
 ]
 
 
@@ -605,7 +605,7 @@ def test_predict_and_quantify_into_an_out_another_run_writes_are_refused(
     _, mask, _ = synthetic_study(tmp_path / "in", "case")
     for out in (tmp_path / "pred", tmp_path / "quant"):
         held = re.escape(f"another covseg run is writing to {out} (pid {os.getpid()}); wait "
-                         "for it to end, or pick another --out")
+                         "for it to end, or pick another out")
         with held_by_another_thread(out):
             with pytest.raises(CovsegError, match=f"^{held}$"):
                 covseg.predict(tiny_run, image, out)

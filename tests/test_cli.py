@@ -634,7 +634,7 @@ def test_frame_lungs_given_where_it_never_applies_is_refused(
                                       f"guide; a {never} model never frames: leave "
                                       "--frame-lungs out")
     assert not (tmp_path / "r").exists()
-    with pytest.raises(CovsegError, match="leave --frame-lungs out"):
+    with pytest.raises(CovsegError, match=": leave frame_lungs out$"):
         api.train("synthetic", tmp_path / "r2", frame_lungs=True, epochs=1, size=32,
                   model="miniseg", **{options[0].lstrip("-").replace("-", "_"): options[1]})
     recipe = api._recipe({options[0].lstrip("-").replace("-", "_"): options[1],
@@ -689,7 +689,7 @@ def test_resume_into_an_out_that_does_not_exist_is_refused(
                            "exist; drop --resume to start there, or give the --out of the run "
                            "to continue")
     assert not out.exists()
-    with pytest.raises(CovsegError, match="^--resume: nothing to resume in "):
+    with pytest.raises(CovsegError, match="^resume=True: nothing to resume in "):
         api.train("synthetic", out, resume=True, epochs=1, size=32, model="miniseg")
 
 
@@ -1170,7 +1170,7 @@ def test_bad_numbers_and_empty_input_folder(tmp_path: Path, capsys: pytest.Captu
     with pytest.raises(CovsegError,
                        match="unknown option.s. overlay; predict_volumes takes model, "):
         api.predict_volumes(tiny_run, [volume], tmp_path / "v", overlay=True)
-    with pytest.raises(CovsegError, match="unknown --hu value 'maybe'"):
+    with pytest.raises(CovsegError, match="^unknown hu value 'maybe'"):
         api.predict_volumes(tiny_run, [volume], tmp_path / "v", hu="maybe")
     code, _, err = _run(capsys, "predict", str(volume), "--model", str(tiny_run),
                         "--out", str(tmp_path / "v"), "--overlay")

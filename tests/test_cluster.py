@@ -258,7 +258,7 @@ def test_a_cluster_that_does_not_answer_is_refused_in_seconds_before_data(
     started = time.monotonic()
     with pytest.raises(CovsegError, match=rf"^cannot reach the Ray cluster at {address}: "
                                           r"Connection refused; start it with `ray start "
-                                          r"--head` or use --ray local$"):
+                                          r"--head` or use ray=\"local\"$"):
         api.cross_validate("synthetic:1", tmp_path / "cv", ray=address, **RECIPE)
     assert time.monotonic() - started < 15  # not Ray's minutes, with room for a loaded machine
     assert not (tmp_path / "cv").exists()
@@ -271,7 +271,7 @@ def test_an_address_without_its_port_is_refused_as_such_before_data(
     start it with `ray start --head`": the port was missing, nothing was unreachable."""
     monkeypatch.setattr("covseg.api._load", lambda *_: pytest.fail("data were read"))
     with pytest.raises(CovsegError, match="^" + re.escape(
-            f"--ray {address}: give the cluster's HOST:PORT (e.g. 127.0.0.1:6379, the address "
+            f'ray="{address}": give the cluster\'s HOST:PORT (e.g. 127.0.0.1:6379, the address '
             "`ray start --head` printed), auto or local") + "$"):
         api.cross_validate("synthetic:1", tmp_path / "cv", ray=address, **RECIPE)
     assert not (tmp_path / "cv").exists()
@@ -314,7 +314,7 @@ def test_a_port_that_answers_but_not_as_a_ray_head_is_refused_in_seconds_before_
         with pytest.raises(CovsegError, match=rf"^{address} accepted a connection but is not a "
                                               r"Ray head \(no gRPC answer within 1 s\): give "
                                               r"the HOST:PORT that `ray start --head` printed "
-                                              r"there, or use --ray local$"):
+                                              r"there, or use ray=\"local\"$"):
             api.cross_validate("synthetic:1", tmp_path / "cv", ray=address, **RECIPE)
     assert time.monotonic() - started < 10  # not the 40 s of silence Ray waited
     assert not (tmp_path / "cv").exists()

@@ -468,12 +468,12 @@ def test_a_second_comparison_into_one_out_is_refused_naming_the_first(
     wrote comparison.json; a comparison now holds --out's lock for its whole run."""
     out = tmp_path / "cmp"
     held = re.escape(f"another covseg run is writing to {out} (pid {os.getpid()}); wait for "
-                     "it to end, or pick another --out")
+                     "it to end, or pick another out")
     tiny = {"folds": 2, "epochs": 1, "size": 64, "batch_size": 4}
     with held_by_another_thread(out):
         with pytest.raises(CovsegError, match=f"^{held}$"):
             api.compare(synthetic_folder, ["unet:width=4", "unet:width=8"], out, **tiny)
-        with pytest.raises(CovsegError, match=f"^{held}$"):
+        with pytest.raises(CovsegError, match=f"^{held}$".replace(" out$", " --out$")):
             compare.compare_models(TrainConfig(epochs=1, size=64, batch_size=4),
                                    load_dataset(synthetic_folder),
                                    ["unet:width=4", "unet:width=8"], out, folds=2)

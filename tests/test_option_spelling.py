@@ -5,6 +5,7 @@ call, and the same mistake through ``main([...])``."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import covseg
 from covseg.cli import main
 from covseg.config import check_kind
 from covseg.errors import CovsegError
-from covseg.provenance import cli_command, invoked_as
+from covseg.provenance import api_command, cli_command, invoked_as
 
 TINY_FOLD = ["--size", "64", "--batch-size", "4", "--model", "unet", "--model-option", "width=4"]
 """A tiny cross-validation's recipe as flags, :data:`TINY` as keywords."""
@@ -148,3 +149,243 @@ def test_folds_of_other_settings_name_the_keyword_or_the_flag(
     assert cli_error(capsys, "cv", data, "--out", str(out), "--folds", "3", "--fold", "0",
                      "--resume", "--epochs", "1", *TINY_FOLD) == (
         midway + f"--folds 2, or cross-validate into a new --out than {out}")
+
+
+RANGES = [
+    ({"batch_size": 1},
+     "batch_size must be at least 2 (batch normalisation needs two slices)",
+     ["--batch-size", "1"],
+     "--batch-size must be at least 2 (batch normalisation needs two slices)"),
+    ({"lr": 5},
+     "lr must lie in (0, 1], got 5 (the default is 2e-3)",
+     ["--lr", "5"],
+     "--lr must lie in (0, 1], got 5.0 (the default is 2e-3)"),
+    ({"weight_decay": -1},
+     "weight_decay must be finite and at least 0, got -1 (the default is 1e-4)",
+     ["--weight-decay", "-1"],
+     "--weight-decay must be finite and at least 0, got -1.0 (the default is 1e-4)"),
+    ({"size": 16},
+     ("size must lie in [32, 1024] px (the networks halve it four times; CT slices are 512 px, "
+     "which a larger canvas only upsamples), got 16"),
+     ["--size", "16"],
+     ("--size must lie in [32, 1024] px (the networks halve it four times; CT slices are 512 px, "
+     "which a larger canvas only upsamples), got 16")),
+    ({"epochs": 0},
+     "epochs must be at least 1, got 0",
+     ["--epochs", "0"],
+     "--epochs must be at least 1, got 0"),
+    ({"val_fraction": 1},
+     "val_fraction must lie in [0, 1), got 1",
+     ["--val-fraction", "1"],
+     "--val-fraction must lie in [0, 1), got 1.0"),
+    ({"cutmix": 2},
+     "cutmix must lie in [0, 1], got 2",
+     ["--cutmix", "2"],
+     "--cutmix must lie in [0, 1], got 2.0"),
+    ({"lesion_paste": 2},
+     "lesion_paste must lie in [0, 1], got 2",
+     ["--lesion-paste", "2"],
+     "--lesion-paste must lie in [0, 1], got 2.0"),
+    ({"ema_decay": 1},
+     "ema_decay must lie in [0, 1), got 1",
+     ["--ema-decay", "1"],
+     "--ema-decay must lie in [0, 1), got 1.0"),
+    ({"crop_lungs": True},
+     ("crop_lungs crops to the lung guide's lungs: add lung_guide=\"threshold\" or "
+     "lung_guide=\"RUN\" (a lung model)"),
+     ["--crop-lungs"],
+     ("--crop-lungs crops to the lung guide's lungs: add --lung-guide threshold or "
+     "--lung-guide RUN (a lung model)")),
+    ({"target": "lung", "lung_guide": "threshold"},
+     ("lung_guide adds a lung channel for a lesion model, while a lung model (target=\"lung\") "
+     "takes the plain CT slice and could never guide another; leave lung_guide out"),
+     ["--target", "lung", "--lung-guide", "threshold"],
+     ("--lung-guide adds a lung channel for a lesion model, while a lung model (--target lung) "
+     "takes the plain CT slice and could never guide another; leave --lung-guide out")),
+    ({"target": "lung", "lesion_paste": 0.5},
+     "lesion_paste pastes lesions: it does not apply to target=\"lung\"",
+     ["--target", "lung", "--lesion-paste", "0.5"],
+     "--lesion-paste pastes lesions: it does not apply to --target lung"),
+    ({"target": "multiclass", "threshold": 0.3},
+     ("threshold applies to binary targets only: a multi-class model takes the most probable "
+     "class per pixel; leave it out"),
+     ["--target", "multiclass", "--threshold", "0.3"],
+     ("--threshold applies to binary targets only: a multi-class model takes the most probable "
+     "class per pixel; leave it out")),
+    ({"target": "multiclass", "loss": "bce"},
+     "loss=\"bce\" is binary (one output): with target=\"multiclass\" use one of ",
+     ["--target", "multiclass", "--loss", "bce"],
+     "--loss bce is binary (one output): with --target multiclass use one of "),
+    ({"window": (150, -1350)},
+     "window (LOW, HIGH) needs LOW < HIGH, both finite, got (150, -1350)",
+     ["--window", "150", "-1350"],
+     "--window (LOW, HIGH) needs LOW < HIGH, both finite, got (150, -1350)"),
+    ({"window": "lung"},
+     "window must be two numbers (LOW, HIGH) in HU, e.g. (-1350.0, 150.0), got 'lung'",
+     None, None),
+]
+"""Recipes train refuses before the data are read: keywords, the refusal from the API, flags,
+the refusal on the command line (None: argparse refuses it first)."""
+
+
+def recipe_flags(argv: list[str]) -> list[str]:
+    """:data:`TINY_FOLD` and one epoch, with ``argv``'s flags in place of theirs."""
+    base = [*TINY_FOLD, "--epochs", "1"]
+    given = {flag for flag in argv if flag.startswith("--")}
+    kept = [item for flag, value in zip(base[::2], base[1::2]) if flag not in given
+            for item in (flag, value)]
+    return [*kept, *argv]
+
+
+@pytest.mark.parametrize(("given", "api_told", "argv", "cli_told"), RANGES)
+def test_recipe_ranges_name_the_keyword_or_the_flag(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_folder: Path,
+        given: dict[str, object], api_told: str, argv: list[str] | None,
+        cli_told: str | None) -> None:
+    """train's checks of its recipe said --batch-size, --lr, --size, --epochs, --crop-lungs,
+    --lung-guide, --window... to a notebook calling covseg.train(lr=5); refused before the data
+    are read, as on the command line."""
+    data, out = str(synthetic_folder), tmp_path / "r"
+    assert api_error(covseg.train, data, out, **{**TINY, "epochs": 1, **given}).startswith(
+        api_told)
+    if argv is not None:
+        assert cli_error(capsys, "train", data, "--out", str(out), *recipe_flags(argv)
+                         ).startswith(str(cli_told))
+    assert not out.exists()
+
+
+def test_an_output_of_another_command_names_the_keyword_or_the_flag(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run's folder holding a cross-validation said "train into a new --out" to the API."""
+    (tmp_path / "cv" / "fold_0").mkdir(parents=True)
+    out = tmp_path / "cv"
+    told = f"{out} holds a cross-validation (summary.json, fold_*/), not a training run; train "
+    told += "into a new "
+    assert api_error(covseg.train, "synthetic:1", out, **TINY) == told + "out"
+    assert cli_error(capsys, "train", "synthetic:1", "--out", str(out), *TINY_FOLD) == (
+        told + "--out")
+
+
+def test_a_predict_batch_size_names_the_keyword_or_the_flag(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Path) -> None:
+    """Predictor's check said --batch-size to covseg.load_predictor(run, batch_size=0)."""
+    assert api_error(covseg.load_predictor, tiny_run, batch_size=0) == (
+        "batch_size must be at least 1, got 0")
+    image = min((tiny_run.parent.glob("*")), default=tiny_run)  # any path: refused before read
+    assert cli_error(capsys, "predict", "--model", str(tiny_run), str(image), "--out",
+                     str(tmp_path / "p"), "--batch-size", "0") == (
+        "--batch-size must be at least 1, got 0")
+
+
+def test_a_held_out_names_the_keyword_or_the_flag(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The lock's refusals said "pick another --out" (and "covseg --shard runs") to the API."""
+    from tests.conftest import held_by_another_thread
+    from tests.test_quantify import synthetic_study
+
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    out = tmp_path / "q"
+    with held_by_another_thread(out):
+        told = f"another covseg run is writing to {out} (pid {os.getpid()}); wait for it to end, "
+        assert api_error(covseg.quantify, mask, out) == told + "or pick another out"
+        assert cli_error(capsys, "quantify", str(mask), "--out", str(out)) == (
+            told + "or pick another --out")
+    with held_by_another_thread(out, shared=True):
+        told = "runs are writing to {} (the last to start: pid {}); wait for them to end, or "
+        told = told.format(out, os.getpid())
+        assert api_error(covseg.quantify, mask, out) == (
+            f"covseg shard {told}pick another out")
+        assert cli_error(capsys, "quantify", str(mask), "--out", str(out)) == (
+            f"covseg --shard {told}pick another --out")
+
+
+def test_a_cascade_names_the_keyword_or_the_flag(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_folder: Path) -> None:
+    """A lung run that reads slices otherwise ("train the cascade with --intensity auto
+    --window ...") and a cascade whose lung run is gone ("retrain with --lung-guide") named
+    flags to the API."""
+    data, lungs = str(synthetic_folder), tmp_path / "lungs"
+    tiny = {**TINY, "size": 32, "epochs": 1}
+    covseg.train(data, lungs, target="lung", **tiny)
+    other = f"{lungs}: the lung run reads slices with "
+    assert api_error(covseg.train, data, tmp_path / "c", lung_guide=str(lungs),
+                     window=(-1000, 400), **tiny) == (
+        other + 'intensity="auto" window=(-1350, 150); train the cascade with the same')
+    assert cli_error(capsys, "train", data, "--out", str(tmp_path / "c"), "--lung-guide",
+                     str(lungs), "--window", "-1000", "400", *TINY_FOLD) == (
+        other + "--intensity auto --window -1350 150; train the cascade with the same")
+    assert not (tmp_path / "c").exists()
+    covseg.train(data, tmp_path / "c", lung_guide=str(lungs), **tiny)
+    lungs.rename(tmp_path / "moved")
+    image = min((synthetic_folder / "images").glob("*.npy"))
+    gone = (f"this cascade model takes its lung channel from the lung run {lungs}, which is not "
+            "there (moved or deleted?); put it back there, or retrain with ")
+    assert api_error(covseg.predict, tmp_path / "c", image, tmp_path / "p") == (
+        gone + "lung_guide at its new place")
+    assert cli_error(capsys, "predict", "--model", str(tmp_path / "c"), str(image), "--out",
+                     str(tmp_path / "p")) == gone + "--lung-guide at its new place"
+
+
+def test_an_empty_lung_guide_names_the_keyword_or_the_flag() -> None:
+    """TrainConfig's own check of an empty lung guide said --lung-guide under either front door
+    (each refuses any empty value first, naming it as it spells it, so it is checked here under
+    each one's command)."""
+    from covseg.config import TrainConfig
+
+    told = " is empty; give none, threshold or the run folder of a lung model"
+    for command, option in ((api_command("train"), "lung_guide"),
+                            (cli_command(["train", "--lung-guide", ""]), "--lung-guide")):
+        with invoked_as(command), pytest.raises(CovsegError) as raised:
+            TrainConfig(lung_guide="").check_types()
+        assert str(raised.value) == option + told
+
+
+def test_studies_predicted_into_their_own_folders_name_the_keyword_or_the_flag(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Path) -> None:
+    """``predict_volumes(model, DIR, DIR)`` was told "--out DIR would write study s1's masks
+    into its input folder DIR/s1; pick another --out"."""
+    from tests.test_volumes import chest_nifti
+
+    folder = tmp_path / "dir"
+    for name in ("s1", "s2"):
+        (folder / name).mkdir(parents=True)
+        chest_nifti(folder / name / "ct.nii.gz")
+    told = f" would write study s1's masks into its input folder {folder / 's1'}; pick another "
+    assert api_error(covseg.predict_volumes, tiny_run, folder, folder) == (
+        f'out="{folder}"{told}out')
+    assert cli_error(capsys, "predict", str(folder), "--model", str(tiny_run), "--out",
+                     str(folder)) == f"--out {folder}{told}--out"
+
+
+def test_one_folder_as_pred_and_truth_names_the_keywords_or_the_flags(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """covseg.evaluate(d, d, out) was told to "give the predicted masks as --pred"."""
+    from PIL import Image
+
+    from tests.conftest import square_mask
+
+    (tmp_path / "masks").mkdir()
+    Image.fromarray((square_mask(32, 4, 4, 12) * 255).astype("uint8")).save(
+        tmp_path / "masks" / "a.png")
+    monkeypatch.chdir(tmp_path)
+    told = ("{} and {} name the same folder, masks: every mask would score 1.0 against itself; "
+            "give the predicted masks as {} and the true masks as {}")
+    assert api_error(covseg.evaluate, "masks", "masks", "ev") == told.format(
+        "pred", "truth", "pred", "truth")
+    assert cli_error(capsys, "evaluate", "--pred", "masks", "--truth", "masks", "--out",
+                     "ev") == told.format("--pred", "--truth", "--pred", "--truth")
+
+
+def test_an_unreachable_ray_cluster_names_the_keyword_or_the_flag(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An address without its port ("--ray 127.0.0.1: give the cluster's HOST:PORT") named the
+    flag to covseg.cross_validate(ray="127.0.0.1"); refused before Ray is imported."""
+    told = (": give the cluster's HOST:PORT (e.g. 127.0.0.1:6379, the address `ray start "
+            "--head` printed), auto or local")
+    out = tmp_path / "cv"
+    assert api_error(covseg.cross_validate, "synthetic:1", out, folds=2,
+                     ray="127.0.0.1") == 'ray="127.0.0.1"' + told
+    assert cli_error(capsys, "cv", "synthetic:1", "--out", str(out), "--folds", "2", "--ray",
+                     "127.0.0.1") == "--ray 127.0.0.1" + told
+    assert not out.exists()

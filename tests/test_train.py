@@ -458,6 +458,7 @@ def test_a_multiclass_run_refuses_a_threshold_and_records_none(tmp_path: Path) -
                r"probable class per pixel; leave it out$")
     with pytest.raises(CovsegError, match=message):
         train_module.check_recipe(TrainConfig(**TINY, target="multiclass", threshold=0.9))
+    message = message.replace("^--threshold", "^threshold")  # the API names its keyword
     for call in (covseg.train, covseg.cross_validate):
         with pytest.raises(CovsegError, match=message):
             call(tmp_path / "missing", tmp_path / "r", target="multiclass", threshold=0.4, **TINY)
@@ -488,6 +489,7 @@ def test_an_out_of_range_val_fraction_is_refused_before_data_are_read(
     message = f"^{re.escape(f'--val-fraction must lie in [0, 1), got {fraction}')}$"
     with pytest.raises(CovsegError, match=message):
         train_module.check_recipe(TrainConfig(**TINY, val_fraction=fraction))
+    message = f"^{re.escape(f'val_fraction must lie in [0, 1), got {fraction}')}$"  # the API's
     for call in (covseg.train, covseg.cross_validate):
         with pytest.raises(CovsegError, match=message):
             call(tmp_path / "missing", tmp_path / "r", val_fraction=fraction, **TINY)
@@ -640,6 +642,7 @@ def test_unknown_names_and_binary_losses_for_multiclass_are_refused_before_data_
     recipe = {**TINY, **options}
     with pytest.raises(CovsegError, match=f"^{message}"):
         train_module.check_recipe(TrainConfig(**recipe))
+    message = re.sub(r"--(loss|target) (\w+)", r'\1="\2"', message)  # the API's keywords
     for call in (covseg.train, covseg.cross_validate):
         with pytest.raises(CovsegError, match=f"^{message}"):
             call(tmp_path / "missing", tmp_path / "r", **recipe)

@@ -385,7 +385,7 @@ def test_a_second_grid_into_a_folder_a_grid_is_written_to_is_refused(tmp_path: P
         being_written.write_bytes(b"")
         with pytest.raises(CovsegError, match=(
                 rf"^another covseg run is writing to {re.escape(str(out.parent))} \(pid "
-                rf"{first.pid}\); wait for it to end, or pick another --out$")):
+                rf"{first.pid}\); wait for it to end, or pick another out$")):
             covseg.visualize("synthetic", out, n=2)
         assert being_written.exists() and not out.exists()
     finally:

@@ -208,9 +208,11 @@ def _recipe(config: dict[str, Any], resume: bool, data: object, folds: int | Non
     recipe = TrainConfig(**_reading(data, config))
     check_recipe(recipe)
     if config.get("frame_lungs") is True and not recipe.frame_lungs:  # given, not the default
-        never = "--target lung" if recipe.target == "lung" else "--lung-guide"
-        raise CovsegError(f"--frame-lungs frames infection models without a lung guide; a "
-                          f"{never} model never frames: leave --frame-lungs out")
+        never = (option_given("target", "lung") if recipe.target == "lung"
+                 else option_name("lung_guide"))
+        frame = option_name("frame_lungs")
+        raise CovsegError(f"{frame} frames infection models without a lung guide; a "
+                          f"{never} model never frames: leave {frame} out")
     if folds is not None:
         check_kind("folds", folds, [int])
         check_fold_count(folds)
@@ -302,8 +304,10 @@ def _resumable(out: Path, resume: bool) -> Path:
     """``out``, refused with ``resume`` when it does not exist: a mistyped --out with --resume
     (meant to continue a long run) started a new run elsewhere without a word."""
     if resume and not out.exists():
-        raise CovsegError(f"--resume: nothing to resume in {out}, which does not exist; drop "
-                          "--resume to start there, or give the --out of the run to continue")
+        given = option_given("resume", True)
+        raise CovsegError(f"{given}: nothing to resume in {out}, which does not exist; drop "
+                          f"{given} to start there, or give the {option_name('out')} of the run "
+                          "to continue")
     return out
 
 
@@ -379,8 +383,8 @@ def _refuse_other_file(out: Path) -> None:
     killed with ``kill -9`` left for it. (Never inside the data folder it reads either, which
     :func:`visualize` refuses first: a ``--out masks/x.png`` replaced a truth mask.)"""
     if out.exists() and not is_sample_grid(out):
-        raise CovsegError(f"--out {out}: exists and is no earlier visualize grid; pick another "
-                          "--out or delete it")
+        raise CovsegError(f"{option_given('out', str(out))}: exists and is no earlier visualize "
+                          f"grid; pick another {option_name('out')} or delete it")
     remove_temporaries_of(out)
 
 
@@ -542,18 +546,19 @@ def _check_outputs(files: Sequence[Path], out: Path, earlier_inputs: Sequence[st
         target = (out / output_name(path)).resolve()
         if target in targets:
             raise CovsegError(f"{targets[target]} and {path} would both be written to {target}; "
-                              "predict them into separate --out folders")
+                              f"predict them into separate {option_name('out')} folders")
         targets[target] = path
     for before in map(Path, earlier_inputs):  # absolute, or relative in older records
         path = targets.get((out / output_name(before)).resolve())
         if path is not None and before.is_file() and before.resolve() != path.resolve():
             raise CovsegError(f"{path}: its mask would overwrite that of {before}, which an "
-                              f"earlier predict wrote into {out}; pick another --out")
+                              f"earlier predict wrote into {out}; pick another "
+                              f"{option_name('out')}")
     inputs = {path.resolve() for path in files}
     for target, path in targets.items():
         if target in inputs:
             raise CovsegError(f"{target}: its mask would overwrite the input {path}; "
-                              "pick another --out")
+                              f"pick another {option_name('out')}")
 
 
 def _own_masks(out: Path, earlier: dict[str, Any]) -> set[Path]:
@@ -598,7 +603,7 @@ def _refuse_other_model(out: Path, earlier: dict[str, Any], predictor: Predictor
                                ignored=["batch_size", CHECKPOINT_SHA256, *unrecorded, *named])
     if changed:
         raise CovsegError(f"{out} holds masks predicted otherwise ({'; '.join(changed)}); "
-                          "pick a new --out or delete it")
+                          f"pick a new {option_name('out')} or delete it")
 
 
 def _as_list(inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]
@@ -691,7 +696,8 @@ def load_predictor(model: str | os.PathLike[str] | Predictor, batch_size: int | 
                      else Predictor.load(source))
     if threshold is not None and predictor.num_classes != 2:
         raise CovsegError(f"{predictor.source}: a multi-class model takes the most probable "
-                          "class per pixel; --threshold applies to binary models only")
+                          f"class per pixel; {option_name('threshold')} applies to binary "
+                          "models only")
     given = {name: value for name, value in (("batch_size", batch_size), ("tta", tta),
                                              ("threshold", threshold)) if value is not None}
     return replace(predictor, **given) if given else predictor
@@ -1162,8 +1168,8 @@ def demo(out: str | os.PathLike[str] = "covseg-demo", folds: int = DEMO_FOLDS,
     recipe = {"epochs": epochs, "size": 128, "batch_size": 8, "lr": 5e-3, "augment": "light"}
     _recipe(recipe, True, None, folds)  # refused before the data and picture are written
     if folds > DEMO_PATIENTS:
-        raise CovsegError(f"--folds must be at most {DEMO_PATIENTS}, the demo's synthetic "
-                          f"patients, got {folds}")
+        raise CovsegError(f"{option_name('folds')} must be at most {DEMO_PATIENTS}, the demo's "
+                          f"synthetic patients, got {folds}")
     started = time.perf_counter()
     data_dir = write_synthetic(out / "synthetic-data", seed=0, patients=DEMO_PATIENTS)
     data = load_dataset(data_dir)

@@ -226,9 +226,12 @@ class LungGuide:
         """Refuse a lung run that is not there in one line: a batch checks it before any study,
         where each study failed on it (and a rerun called it "other settings")."""
         if self.source != THRESHOLD and not Path(self.source).exists():
+            from covseg.provenance import option_name  # it imports the config, which imports this
+
             raise CovsegError(f"this cascade model takes its lung channel from the lung run "
                               f"{self.source}, which is not there (moved or deleted?); put it "
-                              "back there, or retrain with --lung-guide at its new place")
+                              f"back there, or retrain with {option_name('lung_guide')} at its "
+                              "new place")
 
     def lungs(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Binary lung masks for [0, 1] slices."""

@@ -56,7 +56,7 @@ from covseg.models.registry import (
     parse_option_value,
     resolved_options,
 )
-from covseg.provenance import provenance
+from covseg.provenance import option_name, provenance
 from covseg.train import COMPARISON, refuse_other_output, unresumed
 from covseg.viz import box_plot
 
@@ -79,12 +79,21 @@ def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
     for item in rest.split(",") if colon else []:
         key, sep, value = item.partition("=")
         if not (key and sep):
-            raise CovsegError(f"model spec {spec!r}: expected name:key=value,key=value (models "
-                              "are separated by spaces: --models unet miniseg)")
+            raise CovsegError(f"model spec {spec!r}: expected name:key=value,key=value "
+                              f"({_separated()})")
         if key in options:
             raise CovsegError(f"model spec {spec!r}: {key} given twice; give each option once")
         options[key] = parse_option_value(value)
     return name, options
+
+
+def _separated() -> str:
+    """How models are told apart, as the running command gives them: by spaces on the command
+    line, as list items from the API."""
+    option = option_name("models")
+    if option.startswith("--"):
+        return f"models are separated by spaces: {option} unet miniseg"
+    return f"models are items of a list: {option}=[\"unet\", \"miniseg\"]"
 
 
 def known_spec(spec: str) -> bool:
@@ -189,8 +198,9 @@ def check_specs(specs: Sequence[str]) -> None:
         other = folders.setdefault(model_folder(spec).lower(), spec)
         if other != spec:
             shared = " = ".join(dict.fromkeys((model_folder(other), model_folder(spec))))
-            raise CovsegError(f"{other} and {spec} would share one folder under --out "
-                              f"({shared}); compare them into separate --out folders")
+            out = option_name("out")
+            raise CovsegError(f"{other} and {spec} would share one folder under {out} "
+                              f"({shared}); compare them into separate {out} folders")
     for spec in specs:  # each built once, before the first model trains for hours
         check_model(*parse_model_spec(spec))
 
@@ -372,8 +382,8 @@ def _check_folder_holds(folder: Path, spec: str) -> None:
             continue  # an unreadable record: cross-validation names it
         if other != (name, options):
             raise CovsegError(f"{folder} holds folds of another model ({other[0]} with options "
-                              f"{other[1]}), not of {spec}; compare into a new --out or delete "
-                              f"{folder}")
+                              f"{other[1]}), not of {spec}; compare into a new "
+                              f"{option_name('out')} or delete {folder}")
 
 
 def per_case_dice(cv_dir: Path, table: str = "per_case.csv", by_fold: bool = False

@@ -120,11 +120,11 @@ def check_window(window: Any) -> tuple[float, float]:
     window = window_numbers(window)
     if (not isinstance(window, tuple | list) or len(window) != 2
             or not all(is_a(value, float) for value in window)):
-        raise CovsegError(f"--window must be two numbers (LOW, HIGH) in HU, e.g. "
+        raise CovsegError(f"{_spelled('window')} must be two numbers (LOW, HIGH) in HU, e.g. "
                           f"{LUNG_WINDOW}, got {window!r}")
     low, high = float(window[0]), float(window[1])
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise CovsegError(f"--window (LOW, HIGH) needs LOW < HIGH, both finite, got "
+        raise CovsegError(f"{_spelled('window')} (LOW, HIGH) needs LOW < HIGH, both finite, got "
                           f"({low:g}, {high:g})")
     return low, high
 
@@ -241,8 +241,8 @@ class TrainConfig:
                 check_kind(name, value, kinds)
         check_window(self.hu_window)
         if self.lung_guide == "":
-            raise CovsegError("--lung-guide is empty; give none, threshold or the run folder of "
-                              "a lung model")
+            raise CovsegError(f"{_spelled('lung_guide')} is empty; give none, threshold or the "
+                              "run folder of a lung model")
 
     def epochs_for(self, slices: int) -> int:
         """The epochs to train on ``slices`` training slices: ``epochs`` when given, else the

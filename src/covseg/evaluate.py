@@ -51,7 +51,7 @@ from covseg.io.nifti import is_nifti, nifti_stem, read_nifti, read_paired
 from covseg.io.volume import Volume, grid_differences, warn_grid_drift
 from covseg.metrics import EMPTY_MASK_RULES, STD_NOTE, case_metrics, summarize
 from covseg.progress import progress_bar
-from covseg.provenance import provenance
+from covseg.provenance import option_given, option_name, provenance
 from covseg.records import PENDING, PREDICT_RECORD, RESULT_JSON, read_record
 from covseg.report import MONTAGE_PNG
 from covseg.viz import box_plot
@@ -175,7 +175,7 @@ def _masks(path: Path, role: str) -> _Masks:
     folder). Zenodo's lung-and-infection masks as the truth are refused: their lungs (1, 2)
     counted as infection, so a perfect prediction scored Dice 0.001."""
     if role == "truth":
-        refuse_combined_masks(path, "scored as lesion classes", "--truth")
+        refuse_combined_masks(path, "scored as lesion classes", option_name("truth"))
     single = _single_mask(path)
     if single is None:
         return _mask_files(path, role)
@@ -211,7 +211,8 @@ def _mask_files(folder: Path, role: str) -> _Masks:
         data = data_folders(folder)
         if data and role == "truth":
             raise CovsegError(f"{folder}: a data folder ({data[0].name}/ + {data[1].name}/: "
-                              f"images and their masks), not masks; give {data[1]} as --truth")
+                              f"images and their masks), not masks; give {data[1]} as "
+                              f"{option_name('truth')}")
         raise CovsegError(f"{folder}: no masks (png, jpg, tif, npy, NIfTI, or covseg predict "
                           f"study folders) in the {role} folder")
     return _Masks({name: predicted_mask(path) or path for name, path in found.items()},
@@ -314,10 +315,11 @@ def _refuse_image(path: Path, array: np.ndarray, values: np.ndarray) -> None:
     if reason and soft_mask_levels(array, values):
         raise CovsegError(f"{path}: not a prediction mask but, by its levels, a probability map "
                           f"or soft mask ({reason}: few for an image); threshold it, or give "
-                          "covseg predict's output masks as --pred")
+                          f"covseg predict's output masks as {option_name('pred')}")
     if reason:
         raise image_given_as_mask(path, reason, what="prediction mask",
-                                  advice="give covseg predict's output masks as --pred")
+                                  advice="give covseg predict's output masks as "
+                                  f"{option_name('pred')}")
 
 
 def _stored(path: Path, volume: Volume | None) -> np.ndarray:
@@ -356,9 +358,10 @@ def _case_rows(case_id: str, pred: np.ndarray, truth: np.ndarray, volume: Volume
         return [{"case_id": case_id,
                  **case_metrics(pred, truth, num_classes, CLASS_NAMES, spacing)}]
     if volume.file_slice(0) is None:
-        log.warning("%s: its file stores no axial slices (axes %s); --per-slice scores the "
-                    "axial slices cut across them, numbered from the bottom; leave out --per-slice "
-                    "to score it in 3D", volume.source, volume.file_axes)
+        log.warning("%s: its file stores no axial slices (axes %s); %s scores the axial "
+                    "slices cut across them, numbered from the bottom; leave out %s to score it "
+                    "in 3D", volume.source, volume.file_axes, option_name("per_slice"),
+                    option_name("per_slice"))
     return [{"case_id": f"{case_id}#{volume.file_index(k):03d}",
              **case_metrics(pred[k], truth[k], num_classes, CLASS_NAMES, volume.spacing[1:])}
             for k in sorted(range(pred.shape[0]), key=volume.file_index)]
@@ -507,9 +510,10 @@ def _refuse_self_scoring(pred: Path, truth: Path) -> None:
     and the truth: every mask would score 1.0 against itself, without a word."""
     if pred.resolve() == truth.resolve():
         kind = "folder" if pred.is_dir() else "file"
-        raise CovsegError(f"--pred and --truth name the same {kind}, {pred}: every mask would "
-                          "score 1.0 against itself; give the predicted masks as --pred and the "
-                          "true masks as --truth")
+        given, true = option_name("pred"), option_name("truth")
+        raise CovsegError(f"{given} and {true} name the same {kind}, {pred}: every mask would "
+                          f"score 1.0 against itself; give the predicted masks as {given} and "
+                          f"the true masks as {true}")
 
 
 def _refuse_per_slice_of_slices(truths: Sequence[Path]) -> None:
@@ -517,8 +521,9 @@ def _refuse_per_slice_of_slices(truths: Sequence[Path]) -> None:
     already, so the option would change nothing, as predict refuses options that do not
     apply to its inputs."""
     if truths and not any(map(is_nifti, truths)):
-        raise CovsegError("--per-slice: for NIfTI volumes only, and these masks are 2D slices "
-                          "(each file is one slice already); drop --per-slice")
+        option = option_given("per_slice", True)
+        raise CovsegError(f"{option}: for NIfTI volumes only, and these masks are 2D slices "
+                          f"(each file is one slice already); drop {option}")
 
 
 def _warn_unrecorded(folder: Path, levels: dict[str, np.ndarray], preds: dict[str, Path],
@@ -627,9 +632,9 @@ def output_files(out: str | os.PathLike[str], inputs: Sequence[Path]) -> dict[st
     files = {kind: base.with_name(f"{base.name}.{kind}") for kind in OUTPUT_KINDS}
     existing = [path for path in files.values() if path.exists()]
     if existing and not _is_evaluation(files["json"]):
-        raise CovsegError(f"--out {out}: {existing[0]} exists and is no earlier evaluation's "
-                          f"output ({files['json'].name} is not an evaluation record); pick "
-                          "another --out or delete it")
+        raise CovsegError(f"{option_given('out', str(out))}: {existing[0]} exists and is no "
+                          f"earlier evaluation's output ({files['json'].name} is not an "
+                          f"evaluation record); pick another {option_name('out')} or delete it")
     for path in files.values():
         remove_temporaries_of(path)  # an evaluation killed with ``kill -9`` left them
     return files

@@ -18,6 +18,7 @@ from covseg.checkpoint import load_checkpoint, model_from_checkpoint
 from covseg.config import check_batch_size
 from covseg.errors import CovsegError
 from covseg.export import OnnxNetwork, damaged_meta, exported_checkpoint
+from covseg.provenance import option_name
 from covseg.transforms import LUNG_WINDOW, Letterbox
 from covseg.volumes import applied_threshold, model_classes
 
@@ -61,7 +62,8 @@ class Predictor:
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
-            raise CovsegError(f"--batch-size must be at least 1, got {self.batch_size}")
+            raise CovsegError(f"{option_name('batch_size')} must be at least 1, got "
+                              f"{self.batch_size}")
         check_batch_size(self.batch_size)
         self.channels_last = self.channels_last and isinstance(self.model, nn.Module)
         if self.channels_last:

@@ -208,7 +208,7 @@ def _start(out: Path, config: TrainConfig, slices: int, model: nn.Module,
     if averaged is not None:
         if "moving_average" not in state:
             raise CovsegError(f"{out}: the saved run kept no moving average; resume it without "
-                              "--ema-decay or pick a new --out")
+                              f"{option_name('ema_decay')} or pick a new {option_name('out')}")
         averaged.load_state_dict(state["moving_average"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -255,7 +255,7 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
     if len(train_cases) < 2:
         raise CovsegError(f"{len(train_cases)} training slice(s) left after the split; training "
                           "needs at least 2 (batch normalisation sees two at a time): add data "
-                          "or lower --val-fraction")
+                          f"or lower {option_name('val_fraction')}")
     fingerprint = data_fingerprint(data, [*train_cases, *val_cases])
     refuse_other_output(out, RUN)
     # held from the check that the folder is empty (or resumable) to the end: a second run into
@@ -335,7 +335,7 @@ def refuse_other_output(out: Path, kind: str) -> None:
     held = held_output(out)
     if held not in (None, kind):
         raise CovsegError(f"{out} holds {held} ({_FILES[held]}), not {kind}; {_VERBS[kind]} "
-                          "into a new --out")
+                          f"into a new {option_name('out')}")
 
 
 def check_train_folder(out: Path, resume: bool) -> None:
@@ -374,11 +374,13 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint:
         saved_record = json.loads(record.read_text())
         saved = TrainConfig.from_dict(saved_record["config"])
     except (ValueError, KeyError, TypeError) as exc:
-        raise CovsegError(f"{record}: unreadable run record ({exc}); pick a new --out") from None
+        raise CovsegError(f"{record}: unreadable run record ({exc}); pick a new "
+                          f"{option_name('out')}") from None
     _refuse_other_recipe(out, saved, config, len(split[0]))
     if made_from_other_data(saved_record, fingerprint):
         raise CovsegError(f"{out}: the saved run was trained on other data (other slices, "
-                          "images or masks than these); pick a new --out or delete it")
+                          f"images or masks than these); pick a new {option_name('out')} or "
+                          "delete it")
     _refuse_other_split(out, saved_record, split)
     return saved
 
@@ -393,7 +395,7 @@ def _refuse_other_split(out: Path, record: dict[str, Any],
         if saved is not None and sorted(saved) != sorted(cases):
             raise CovsegError(f"{out}: the saved run was trained with another train/validation "
                               "split (patients.csv or cases changed); restore them or pick a "
-                              "new --out")
+                              f"new {option_name('out')}")
 
 
 def _refuse_other_recipe(out: Path, saved: TrainConfig, config: TrainConfig, slices: int
@@ -403,7 +405,7 @@ def _refuse_other_recipe(out: Path, saved: TrainConfig, config: TrainConfig, sli
     changed = saved.differences(config, slices)
     if changed:
         raise CovsegError(f"{out}: the saved run was trained otherwise ({'; '.join(changed)}); "
-                          "resume with the same options or pick a new --out")
+                          f"resume with the same options or pick a new {option_name('out')}")
 
 
 DATA_FINGERPRINT = "data_fingerprint"
@@ -426,46 +428,54 @@ def check_recipe(config: TrainConfig) -> None:
     check_model(config.model, config.model_options)
     _check_names(config)
     if config.crop_lungs and config.lung_guide == "none":
-        raise CovsegError("--crop-lungs crops to the lung guide's lungs: add --lung-guide "
-                          "threshold or --lung-guide RUN (a lung model)")
+        raise CovsegError(f"{option_name('crop_lungs')} crops to the lung guide's lungs: add "
+                          f"{option_given('lung_guide', 'threshold')} or "
+                          f"{option_given('lung_guide', 'RUN')} (a lung model)")
     if config.target == "lung" and config.lung_guide != "none":
-        raise CovsegError("--lung-guide adds a lung channel for a lesion model, while a lung "
-                          "model (--target lung) takes the plain CT slice and could never "
-                          "guide another; leave --lung-guide out")
+        flag = option_name("lung_guide")
+        raise CovsegError(f"{flag} adds a lung channel for a lesion model, while a lung "
+                          f"model ({option_given('target', 'lung')}) takes the plain CT slice "
+                          f"and could never guide another; leave {flag} out")
     guide = config.guide()
     if guide is not None and guide.source != THRESHOLD:
         _check_lung_run(require_lung_model(Predictor.load(guide.source)), config)
     if config.lesion_paste and config.target == "lung":
-        raise CovsegError("--lesion-paste pastes lesions: it does not apply to --target lung")
+        raise CovsegError(f"{option_name('lesion_paste')} pastes lesions: it does not apply to "
+                          f"{option_given('target', 'lung')}")
     if config.target == "multiclass":
         if config.threshold is not None:
-            raise CovsegError("--threshold applies to binary targets only: a multi-class "
-                              "model takes the most probable class per pixel; leave it out")
+            raise CovsegError(f"{option_name('threshold')} applies to binary targets only: a "
+                              "multi-class model takes the most probable class per pixel; "
+                              "leave it out")
     else:
         check_threshold(config.threshold)
     if not 0 <= config.val_fraction < 1:
-        raise CovsegError(f"--val-fraction must lie in [0, 1), got {config.val_fraction}")
+        raise CovsegError(f"{option_name('val_fraction')} must lie in [0, 1), got "
+                          f"{config.val_fraction}")
     check_seed(config.seed)
     if not 0 <= config.cutmix <= 1:
-        raise CovsegError(f"--cutmix must lie in [0, 1], got {config.cutmix}")
+        raise CovsegError(f"{option_name('cutmix')} must lie in [0, 1], got {config.cutmix}")
     if not 0 <= config.lesion_paste <= 1:
-        raise CovsegError(f"--lesion-paste must lie in [0, 1], got {config.lesion_paste}")
+        raise CovsegError(f"{option_name('lesion_paste')} must lie in [0, 1], got "
+                          f"{config.lesion_paste}")
     if not 0 <= config.ema_decay < 1:
-        raise CovsegError(f"--ema-decay must lie in [0, 1), got {config.ema_decay}")
+        raise CovsegError(f"{option_name('ema_decay')} must lie in [0, 1), got {config.ema_decay}")
     if config.batch_size < 2:
-        raise CovsegError("--batch-size must be at least 2 (batch normalisation needs two slices)")
+        raise CovsegError(f"{option_name('batch_size')} must be at least 2 (batch normalisation "
+                          "needs two slices)")
     check_batch_size(config.batch_size)
     if not (math.isfinite(config.lr) and 0 < config.lr <= 1):
-        raise CovsegError(f"--lr must lie in (0, 1], got {config.lr} (the default is 2e-3)")
+        raise CovsegError(f"{option_name('lr')} must lie in (0, 1], got {config.lr} (the "
+                          "default is 2e-3)")
     if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
-        raise CovsegError(f"--weight-decay must be finite and at least 0, got "
+        raise CovsegError(f"{option_name('weight_decay')} must be finite and at least 0, got "
                           f"{config.weight_decay} (the default is 1e-4)")
     if not MIN_SIZE <= config.size <= MAX_SIZE:
-        raise CovsegError(f"--size must lie in [{MIN_SIZE}, {MAX_SIZE}] px (the networks halve "
-                          f"it four times; CT slices are 512 px, which a larger canvas only "
-                          f"upsamples), got {config.size}")
+        raise CovsegError(f"{option_name('size')} must lie in [{MIN_SIZE}, {MAX_SIZE}] px (the "
+                          "networks halve it four times; CT slices are 512 px, which a larger "
+                          f"canvas only upsamples), got {config.size}")
     if config.epochs is not None and config.epochs < 1:
-        raise CovsegError(f"--epochs must be at least 1, got {config.epochs}")
+        raise CovsegError(f"{option_name('epochs')} must be at least 1, got {config.epochs}")
 
 
 def _check_names(config: TrainConfig) -> None:
@@ -476,8 +486,9 @@ def _check_names(config: TrainConfig) -> None:
     if config.target == "multiclass" and config.loss in BINARY_ONLY:
         usable = [name for name in LOSSES
                   if name not in BINARY_ONLY and trained_loss(name, True) == name]
-        raise CovsegError(f"--loss {config.loss} is binary (one output): with --target "
-                          f"multiclass use one of {', '.join(usable)}")
+        raise CovsegError(f"{option_given('loss', config.loss)} is binary (one output): with "
+                          f"{option_given('target', 'multiclass')} use one of "
+                          f"{', '.join(usable)}")
     if config.augment not in AUGMENTATIONS:
         raise CovsegError(f"unknown augmentation {config.augment!r}; choose one of "
                           f"{', '.join(AUGMENTATIONS)}")
@@ -488,9 +499,10 @@ def _check_lung_run(lung: Predictor, config: TrainConfig) -> None:
     or the lung run sees other grey levels than it was trained on and misses lungs."""
     if lung.intensity != config.intensity or tuple(lung.window) != tuple(config.hu_window):
         low, high = lung.window
-        raise CovsegError(f"{lung.source}: the lung run reads slices with --intensity "
-                          f"{lung.intensity} --window {low:g} {high:g}; train the cascade "
-                          "with the same")
+        raise CovsegError(f"{lung.source}: the lung run reads slices with "
+                          f"{option_given('intensity', lung.intensity)} "
+                          f"{option_given('window', (f'{low:g}', f'{high:g}'))}; train the "
+                          "cascade with the same")
 
 
 MIN_SIZE = 32
@@ -864,7 +876,8 @@ def _failure(process: BaseProcess) -> str:
     """What to tell the user about a member that ended without a covseg error."""
     if process.exitcode < 0:
         return (f"training member {process.name} was killed by signal {-process.exitcode} "
-                "(out of memory?); rerun the same command with --resume to continue")
+                f"(out of memory?); rerun the same command with {option_given('resume', True)} "
+                "to continue")
     return (f"training member {process.name} stopped (exit status {process.exitcode}; its "
             "messages are above). A script that calls covseg's train must do so under "
             "`if __name__ == \"__main__\":`, as members train in processes of their own")

@@ -67,7 +67,8 @@ def detect_intensity(array: np.ndarray) -> str:
         f"cannot tell the intensity scale (values {low:g}..{high:g}, e.g. 16-bit grey); covseg "
         "reads Hounsfield units, 8-bit grey (0..255) or floats in [0, 1]: convert the slices "
         "to one of them (16-bit CT exports often hold HU + 1024: subtract 1024 and save as "
-        ".npy or NIfTI; --intensity hu reads them as they are, offset and all, mostly white)"
+        f".npy or NIfTI; {_scale_flag('hu')} reads them as they are, offset and all, mostly "
+        "white)"
     )
 
 
@@ -143,16 +144,37 @@ def warn_told_hu_without_air(array: np.ndarray, source: str = "") -> None:
         return
     low, high = float(array.min()), float(array.max())
     if AIR_LIMIT_HU < low < high:
-        log.warning("%sread as Hounsfield units (--intensity hu), but none of its values "
-                    "%g..%g lies at or below %g HU, while a CT slice holds air (about -1000): "
-                    "HU + 1024 (a 16-bit export)? It reads mostly white; subtract 1024 first",
-                    f"{source}: " if source else "", low, high, AIR_LIMIT_HU)
+        log.warning("%sread as Hounsfield units (%s), but none of its values %g..%g lies at "
+                    "or below %g HU, while a CT slice holds air (about -1000): HU + 1024 (a "
+                    "16-bit export)? It reads mostly white; subtract 1024 first",
+                    f"{source}: " if source else "", _scale_flag("hu"), low, high, AIR_LIMIT_HU)
 
 
 SCALE_NAMES = {"hu": "Hounsfield units", "uint8": "8-bit grey levels",
                "unit": "values in [0, 1]"}
 """What each ``--intensity`` scale reads an image as, for its refusals."""
-AUTO_ADVICE = "--intensity auto (detects HU, 8-bit and [0, 1])"
+AUTO_ADVICE = " (detects HU, 8-bit and [0, 1])"
+"""What auto is told to do, after the option that asks for it (:func:`_auto_advice`)."""
+
+
+def _scale_flag(value: str) -> str:
+    """``--intensity value`` as the running command spells it (``intensity="value"`` from the
+    API)."""
+    from covseg.provenance import option_given  # it imports the layouts, which import this
+
+    return option_given("intensity", value)
+
+
+def _hu_auto() -> str:
+    """``--hu auto`` as the running command spells it."""
+    from covseg.provenance import option_given  # see _scale_flag
+
+    return option_given("hu", "auto")
+
+
+def _auto_advice() -> str:
+    """``--intensity auto`` with what it does, as the running command spells the option."""
+    return _scale_flag("auto") + AUTO_ADVICE
 
 
 def told_scale_mismatch(array: np.ndarray, kind: str) -> str | None:
@@ -161,10 +183,10 @@ def told_scale_mismatch(array: np.ndarray, kind: str) -> str | None:
     :data:`MAX_CLIPPED_SHARE` of its values outside an 8-bit or [0, 1] scale, which reads
     clipped (8-bit slices read as [0, 1] turn white wherever above 1, a near-binary image): a
     model trained or predicting on them is useless, so both are refused alike."""
-    told = f"read as {SCALE_NAMES[kind]} (--intensity {kind})" if kind in SCALE_NAMES else ""
+    told = f"read as {SCALE_NAMES[kind]} ({_scale_flag(kind)})" if kind in SCALE_NAMES else ""
     if kind == "hu":
-        return grey_told_hu(array, told, "CT slice", f"{AUTO_ADVICE} or uint8 (a run predicts "
-                            "as it was trained)")
+        return grey_told_hu(array, told, "CT slice", f"{_auto_advice()} or uint8 (a run "
+                            "predicts as it was trained)")
     if kind not in SCALE_NAMES or not array.size:
         return None
     high = 255.0 if kind == "uint8" else 1.0
@@ -175,8 +197,8 @@ def told_scale_mismatch(array: np.ndarray, kind: str) -> str | None:
     other = [k for k in SCALE_NAMES if k != kind]
     return (f"{told}, but {outside:.0%} of its values ({float(array.min()):g}.."
             f"{float(array.max()):g}) lie outside 0..{high:g} and would be clipped; read it on "
-            f"its own scale: {AUTO_ADVICE} or {' or '.join(other)} (a run predicts as it was "
-            "trained)")
+            f"its own scale: {_auto_advice()} or {' or '.join(other)} (a run predicts as it "
+            "was trained)")
 
 
 TISSUE_HU = -200.0
@@ -209,14 +231,13 @@ def window_unused(kind: str, window: tuple[float, float]) -> str | None:
     windowed, grey levels and [0, 1] values are scaled as they are, so a run would record a
     window it never applied; None when it applies (HU). A window typed out equal to the lung
     window (the default) is refused too: only one left out is not the user's."""
-    from covseg.provenance import option_name  # it imports the layouts, which import this
+    from covseg.provenance import option_given, option_name  # see _scale_flag
 
     if kind == "hu":
         return None
     scale = "8-bit grey levels (0..255)" if kind == "uint8" else "values in [0, 1]"
     option = option_name("window")
-    given = (f"{option} {window[0]:g} {window[1]:g}" if option.startswith("--")
-             else f"{option}=({window[0]:g}, {window[1]:g})")
+    given = option_given("window", (f"{window[0]:g}", f"{window[1]:g}"))
     return (f"{given} windows Hounsfield units only, but this image holds {scale}, on which it "
             f"does nothing; leave {option} out (or give the data in HU)")
 
@@ -287,9 +308,9 @@ def _warn_clipped(kind: str, low: float, high: float) -> None:
     range (:data:`MAX_CLIPPED_SHARE`)."""
     log.warning("many pixels of an image lie outside %g..%g, the range of the %s intensity "
                 "scale, and are clipped: it reads saturated; is it on another scale? Let covseg "
-                "detect it (--intensity auto, or --hu auto for CT volumes), or convert 16-bit "
-                "grey such as HU + 1024 to Hounsfield units, 8-bit grey or floats in [0, 1]",
-                low, high, kind)
+                "detect it (%s, or %s for CT volumes), or convert 16-bit grey such as HU + 1024 "
+                "to Hounsfield units, 8-bit grey or floats in [0, 1]", low, high, kind,
+                _scale_flag("auto"), _hu_auto())
 
 
 @dataclass(frozen=True)

@@ -534,5 +534,6 @@ def _refuse_output_in_input(studies: Sequence[Study], out_dir: Path) -> None:
     for study in studies:
         folder = study.path if study.path.is_dir() else study.path.parent
         if (out_dir / study.name).resolve() == folder.resolve():
-            raise CovsegError(f"--out {out_dir} would write study {study.name}'s masks into its "
-                              f"input folder {folder}; pick another --out")
+            raise CovsegError(f"{option_given('out', str(out_dir))} would write study "
+                              f"{study.name}'s masks into its input folder {folder}; pick "
+                              f"another {option_name('out')}")

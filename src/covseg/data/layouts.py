@@ -872,8 +872,9 @@ def _read_medseg(root: Path, options: ReadOptions) -> LoadedData:
     if options.target != "lung":
         slices, cases = _read_medseg_slices(root, options, patients)
     elif _holds_medseg_slices(root):
-        notes.append("MedSeg's tr_im slices have no lung masks and are not read for --target "
-                     f"lung; the {len(volumes)} rp_im/ volumes with rp_lung_msk/ are")
+        notes.append("MedSeg's tr_im slices have no lung masks and are not read for "
+                     f"{_target('lung')}; the {len(volumes)} rp_im/ volumes with rp_lung_msk/ "
+                     "are")
     samples = slices + _read_volume_pairs(volumes, options, "reading MedSeg volumes", patients)
     _check_patients_listed(patients, cases, _study_cases(volumes))
     loaded = _loaded(samples, "medseg", root, options)
@@ -892,8 +893,8 @@ def _medseg_volume_pairs(root: Path, target: str) -> list[tuple[str, Path, Path]
     if not images.is_dir():
         if target == "lung":
             raise CovsegError(f"{root}: MedSeg's lung masks are rp_lung_msk/ beside rp_im/, "
-                              "which this folder lacks; --target lung needs those, images/ + "
-                              "lungs/ folders or the Zenodo volumes' lung_mask/")
+                              f"which this folder lacks; {_target('lung')} needs those, "
+                              "images/ + lungs/ folders or the Zenodo volumes' lung_mask/")
         return []
     masks = lungs if target == "lung" else lesions
     if not masks.is_dir():
@@ -1099,7 +1100,7 @@ def _loaded(samples: list[Sample], layout: str, root: Path, options: ReadOptions
         num_classes = max(2, int(max(s.mask.max() for s in samples)) + 1)
         if num_classes == 2:
             raise CovsegError(f"{root}: the masks hold one lesion label only, no classes "
-                              "(ground-glass, consolidation...); use --target infection")
+                              f"(ground-glass, consolidation...); use {_target('infection')}")
     if synthetic:
         for sample in samples:
             sample.case_id = sample.case_id if sample.case_id.startswith("synthetic") else (
@@ -1161,7 +1162,7 @@ def _refuse_unknown_classes(samples: list[Sample]) -> None:
     raise CovsegError(
         f"{mask}{others}: label {'/'.join(map(str, sorted(labels)))} ({pixels} "
         f"pixels) is none of the classes 0..{top} "
-        f"({', '.join(CLASS_NAMES.values())}) that --target multiclass trains; relabel it")
+        f"({', '.join(CLASS_NAMES.values())}) that {_target('multiclass')} trains; relabel it")
 
 
 def _folders_pair(root: Path) -> tuple[Path, Path] | None:
@@ -1332,7 +1333,7 @@ def load_dataset(path: str | os.PathLike[str], target: str = "infection", intens
         data = _read_synthetic(str(path), options)
     elif target == "lung" and layout not in LUNG_LAYOUTS:
         raise CovsegError(
-            f"{path}: {LAYOUT_NAMES[layout]} data hold no lung masks; --target lung needs "
+            f"{path}: {LAYOUT_NAMES[layout]} data hold no lung masks; {_target('lung')} needs "
             "images/ + lungs/ folders or the Zenodo volumes' lung_mask/")
     else:
         data = READERS[layout](Path(path), options)
@@ -1360,3 +1361,10 @@ def _keep_labelled(data: LoadedData) -> None:
                 raise CovsegError(f"{data.root}: {test_file} lists no slice with a lesion, so "
                                   "with slices=\"labelled\" its fold tests none; read all "
                                   "slices, or list lesion slices in it")
+
+
+def _target(value: str) -> str:
+    """``--target value`` as the running command spells it (``target="value"`` from the API)."""
+    from covseg.provenance import option_given  # it imports this module
+
+    return option_given("target", value)

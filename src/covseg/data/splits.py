@@ -22,10 +22,17 @@ def _by_patient(samples: Sequence[Sample]) -> dict[str, list[str]]:
     return groups
 
 
+def _spelled(name: str) -> str:
+    """Option ``name`` as the running command spells it (:func:`covseg.provenance.option_name`)."""
+    from covseg.provenance import option_name  # it imports the layouts, as this does
+
+    return option_name(name)
+
+
 def check_fold_count(folds: int) -> None:
     """k-fold cross-validation needs k >= 2; checked before data are read, and here."""
     if folds < 2:
-        raise CovsegError(f"--folds must be at least 2, got {folds}")
+        raise CovsegError(f"{_spelled('folds')} must be at least 2, got {folds}")
 
 
 def grouped_kfold(samples: Sequence[Sample], folds: int, seed: int = 0
@@ -79,22 +86,22 @@ def validation_split(samples: Sequence[Sample], fraction: float, seed: int = 0
     without a word."""
     groups = _by_patient(samples)
     if not 0.0 <= fraction < 1.0:
-        raise CovsegError(f"--val-fraction must lie in [0, 1), got {fraction}")
+        raise CovsegError(f"{_spelled('val_fraction')} must lie in [0, 1), got {fraction}")
     patients = sorted(groups)
     np.random.default_rng(seed).shuffle(patients)
     asked = count = round(fraction * len(patients))
     if fraction > 0 and len(patients) >= 2:
         count = min(max(count, 1), len(patients) - 1)
     if fraction > 0 and patients and (count != asked or count == 0):
-        log.warning("--val-fraction %g holds out %d of %d patient(s) (%.1f %%), not %g %%: "
-                    "whole patients are held out, one at least where another is left to train "
-                    "on", fraction, count, len(patients), 100 * count / len(patients),
-                    100 * fraction)
+        log.warning("%s %g holds out %d of %d patient(s) (%.1f %%), not %g %%: whole patients "
+                    "are held out, one at least where another is left to train on",
+                    _spelled("val_fraction"), fraction, count, len(patients),
+                    100 * count / len(patients), 100 * fraction)
     val_patients = set(patients[:count])
     train = [s.case_id for s in samples if s.patient_id not in val_patients]
     val = [s.case_id for s in samples if s.patient_id in val_patients]
     if len(train) < len(val):
         log.warning("validation fraction %g leaves %d slice(s) to train on and %d to validate "
-                    "on; lower --val-fraction (0 trains on every slice)", fraction, len(train),
-                    len(val))
+                    "on; lower %s (0 trains on every slice)", fraction, len(train), len(val),
+                    _spelled("val_fraction"))
     return train, val

@@ -113,8 +113,10 @@ def _created(path: Path) -> IO[str]:
         path.parent.mkdir(parents=True, exist_ok=True)
         return os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644), "r+")
     except OSError as exc:
+        from covseg.provenance import option_name  # it imports the layouts, which import this
+
         raise CovsegError(f"{path.parent}: cannot write to it ({exc.strerror or exc}); "
-                          "pick a writable --out") from None
+                          f"pick a writable {option_name('out')}") from None
 
 
 def _joined(folder: Path, agree: Callable[[bool], None]) -> IO[str]:
@@ -255,9 +257,13 @@ def _held(folder: Path, handle: IO[str]) -> CovsegError:
     before it may have ended)."""
     lines = handle.read().split("\n")
     shards = [line.split()[0] for line in lines if line.endswith(f" {SHARD}")]
+    from covseg.provenance import option_name  # it imports the layouts, which import this
+
+    out = option_name("out")
     if shards:
-        return CovsegError(f"covseg --shard runs are writing to {folder} (the last to start: pid "
-                           f"{shards[-1]}); wait for them to end, or pick another --out")
+        return CovsegError(f"covseg {option_name('shard')} runs are writing to {folder} (the last "
+                           f"to start: pid {shards[-1]}); wait for them to end, or pick another "
+                           f"{out}")
     holder = lines[0].strip() or "unknown"
     return CovsegError(f"another covseg run is writing to {folder} (pid {holder}); wait for it "
-                       "to end, or pick another --out")
+                       f"to end, or pick another {out}")

@@ -304,9 +304,14 @@ def _check_finite(data: np.ndarray, source: str | Path) -> None:
         raise CovsegError(f"{source}: the volume holds NaN or infinite values")
 
 
-def check_hu(hu: str, option: str = "--hu") -> str:
-    """One of :data:`HU_MODES` (``option``: the name the user gave it by)."""
+def check_hu(hu: str, option: str | None = None) -> str:
+    """One of :data:`HU_MODES` (``option``: the name the user gave it by; by default the hu
+    option as the running command spells it)."""
     if hu not in HU_MODES:
+        if option is None:
+            from covseg.provenance import option_name  # see _hu
+
+            option = option_name("hu")
         raise CovsegError(f"unknown {option} value {hu!r}; choose one of {', '.join(HU_MODES)}")
     return hu
 

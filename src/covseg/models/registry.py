@@ -83,8 +83,10 @@ def check_model_names(name: str) -> list[str]:
     """
     names = member_names(name)
     if len(names) > 1 and "" in names:  # 'unet,' said "unknown model ''"
-        raise CovsegError(f"--model {name!r}: an empty name in the list; join the names of an "
-                          "ensemble with ',', e.g. 'miniseg,unet'")
+        from covseg.provenance import option_name  # it imports the layouts, which import this
+
+        raise CovsegError(f"{option_name('model')} {name!r}: an empty name in the list; join "
+                          "the names of an ensemble with ',', e.g. 'miniseg,unet'")
     for member in names:
         if member not in REGISTRY:
             raise CovsegError(
@@ -109,7 +111,7 @@ def check_model(name: str, options: dict[str, Any]) -> list[str]:
     names = check_model_names(name)
     if not isinstance(options, dict):
         raise CovsegError(f"model_options must be a dict of option names and values, e.g. "
-                          f"{{'width': 32}} (--model-option width=32), got {options!r}")
+                          f"{{'width': 32}}, got {options!r}")
     if options and len(set(names)) > 1:
         given = ", ".join(f"{key}={json.dumps(value)}" for key, value in options.items())
         raise CovsegError(f"model options ({given}) would go to every member of {name}, which "
