@@ -71,7 +71,7 @@ def test_quantify_takes_one_folder_alone_and_the_clis_option_names(tmp_path: Pat
         assert record["study"]["lesion_ml"] == pytest.approx(lesion_ml)
         assert record["settings"]["classes"] == "binary"
         assert (out / "case" / "report.html").is_file()
-    with pytest.raises(CovsegError, match=r"^unknown --classes value 'multi'; choose one of "
+    with pytest.raises(CovsegError, match=r"^unknown classes value 'multi'; choose one of "
                                           r"auto, binary, multiclass$"):
         covseg.quantify(mask, tmp_path / "bad", classes="multi")
 
@@ -301,7 +301,7 @@ WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
     (lambda g: covseg.quantify(g.tmp, g.tmp / "q", shard="2/2"),
      "shard 2/2: need 0 <= I < N (shards count from 0: 0/2 to 1/2)"),
     (lambda g: covseg.predict_volumes(g.run, g.tmp, g.tmp / "p", shard="half"),
-     "--shard must look like I/N (e.g. 0/4), got 'half'"),
+     "shard must look like I/N (e.g. 0/4), got 'half'"),
     (lambda g: covseg.predict_volumes(g.run, g.tmp, g.tmp / "p", shard=(0.0, 2)),
      "shard must be \"I/N\" or a pair (I, N) of whole numbers"),
     (lambda g: covseg.demo(g.tmp / "d", epochs="x"), "epochs must be a whole number, got 'x'"),

@@ -93,20 +93,46 @@ def test_a_run_stopped_before_its_end_is_refused_but_its_best_pt_given_by_name_l
     (run / "config.json").write_text('{"config": {"model": "miniseg", "epochs": 3}}\n')
     with pytest.raises(CovsegError, match=re.escape(
             f"{run}: this run stopped before its end (no metrics.json: its best.pt holds the "
-            "last epoch trained, not the whole recipe); finish it with the same `covseg train` "
-            f"command and --resume, or give {run / 'best.pt'} to use those weights as they are")):
+            f"last epoch trained, not the whole recipe); finish it with the `covseg train ... "
+            f"--out {run}` command that made it and --resume (from Python, the covseg.train(..., "
+            f'out="{run}") call that made it and resume=True), or give {run / "best.pt"} to use '
+            "those weights as they are")):
         load_checkpoint(run)
     assert load_checkpoint(run / "best.pt")["meta"]["epoch"] == 1
     (run / "metrics.json").write_text('{"epochs": 3}\n')
     assert load_checkpoint(run)["meta"]["epoch"] == 1
 
 
-def _stopped_fold(fold: Path, model: str = "miniseg,miniseg") -> Path:
-    """A fold folder as a cv stopped in its first member leaves it: its record, no best.pt."""
+def _stopped_fold(fold: Path, model: str = "miniseg,miniseg",
+                  command: str = "covseg cv data --out cv") -> Path:
+    """A fold folder as a cv stopped in its first member leaves it: its record (made by
+    ``command``), no best.pt."""
     fold.mkdir(parents=True)
-    (fold / "config.json").write_text(json.dumps({"config": {"model": model,
-                                                             "model_options": {}}}))
+    (fold / "config.json").write_text(json.dumps({
+        "command": command, "config": {"model": model, "model_options": {}}}))
     return fold
+
+
+def test_a_run_stopped_midway_is_finished_through_the_front_door_that_started_it(
+        tmp_path: Path) -> None:
+    """"Finish it with the `covseg cv ... --out X` command that made it and --resume" was told
+    of a run started from Python too (covseg.cross_validate takes resume=True), whoever loads
+    it: a run records its command, read here, so a run started from Python is told as its API
+    call, and one from the command line as its command line."""
+    fold = _stopped_fold(tmp_path / "cv" / "fold_0", command="Python API: covseg.cross_validate()")
+    with pytest.raises(CovsegError) as caught:
+        load_checkpoint(fold)
+    assert str(caught.value).endswith(
+        f'finish it with the covseg.cross_validate(..., out="{tmp_path / "cv"}") call that made '
+        "it and resume=True")
+    member = _stopped_fold(tmp_path / "ens" / "member0-unet", "unet")
+    (member.parent / "config.json").write_text(
+        '{"command": "Python API: covseg.train()", "config": {"model": "unet,unet"}}')
+    with pytest.raises(CovsegError) as caught:
+        load_checkpoint(member)
+    assert str(caught.value).endswith(
+        f'finish it with the covseg.train(..., out="{tmp_path / "ens"}") call that made it and '
+        "resume=True")
 
 
 def test_a_fold_stopped_midway_says_to_resume_the_command_that_made_it(tmp_path: Path) -> None:

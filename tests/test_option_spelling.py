@@ -9,9 +9,12 @@ import os
 import shutil
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 
 import covseg
+from covseg.batch import StudiesFailed
 from covseg.cli import main
 from covseg.config import check_kind
 from covseg.errors import CovsegError
@@ -389,3 +392,169 @@ def test_an_unreachable_ray_cluster_names_the_keyword_or_the_flag(
     assert cli_error(capsys, "cv", "synthetic:1", "--out", str(out), "--folds", "2", "--ray",
                      "127.0.0.1") == "--ray 127.0.0.1" + told
     assert not out.exists()
+
+
+def two_masks(folder: Path) -> list[Path]:
+    """Two studies' lesion masks (``a_mask``, ``b_mask``) under ``folder``, each in a folder of
+    its own (``a/``, ``b/``)."""
+    from tests.test_quantify import synthetic_study
+
+    return [synthetic_study(folder / name, name)[1] for name in ("a", "b")]
+
+
+def test_quantify_options_name_the_keyword_or_the_flag(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """covseg.quantify was told "unknown --classes value", "--image DIR is one DICOM series"
+    and "--out DIR is the input folder ...; pick another --out"."""
+    from tests.io.helpers import phantom, synthetic_series
+
+    masks = two_masks(tmp_path / "in")
+    assert api_error(covseg.quantify, masks[0], tmp_path / "q", classes="multi") == (
+        "unknown classes value 'multi'; choose one of auto, binary, multiclass")
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # argparse's choices refuse it first, naming the flag
+        main(["quantify", str(masks[0]), "--out", str(tmp_path / "q"), "--classes", "multi"])
+    assert "argument --classes: invalid choice: 'multi'" in capsys.readouterr().err
+    series = tmp_path / "series"
+    synthetic_series(series, phantom())
+    told = (" is one DICOM series, but 2 masks were given; quantify one mask with it, or give a "
+            "folder of NIfTI named like the masks")
+    assert api_error(covseg.quantify, masks, tmp_path / "q", image=series) == (
+        f'image="{series}"{told}')
+    assert cli_error(capsys, "quantify", *map(str, masks), "--out", str(tmp_path / "q"),
+                     "--image", str(series)) == f"--image {series}{told}"
+    folder = tmp_path / "in" / "a" / "masks"
+    told = (f" is the input folder: {folder / 'a_mask'} holds the mask a_mask.nii.gz to "
+            "quantify; pick another ")
+    own = folder / "a_mask"
+    own.mkdir()
+    masks[0].rename(own / masks[0].name)
+    assert api_error(covseg.quantify, folder, folder) == f'out="{folder}"{told}out'
+    assert cli_error(capsys, "quantify", str(folder), "--out", str(folder)) == (
+        f"--out {folder}{told}--out")
+    assert not (tmp_path / "q").exists()
+
+
+def test_lung_masks_given_as_lesion_masks_name_the_keyword_or_the_argument(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Lung masks given where lesion masks go were refused "give ... as MASK" (the command
+    line's argument) to covseg.quantify, whose argument is ``masks``."""
+    from tests.test_quantify import two_lungs_and_a_lesion
+
+    labels, affine = two_lungs_and_a_lesion(), np.diag([0.8, 0.8, 5.0, 1])
+    for folder, mask in (("lung_and_infection_mask", labels), ("infection_mask", labels == 3)):
+        (tmp_path / folder).mkdir()
+        nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine),
+                 str(tmp_path / folder / "coronacases_001.nii"))
+    combined = tmp_path / "lung_and_infection_mask"
+    told = (f"{combined}: Zenodo's lung and infection masks label the lungs 1 and 2 and the "
+            "infection 3, which would be counted as lesion classes (the lungs as infection); "
+            f"give the infection masks, {tmp_path / 'infection_mask'}, as ")
+    assert api_error(covseg.quantify, combined, tmp_path / "q") == told + "masks"
+    assert cli_error(capsys, "quantify", str(combined), "--out", str(tmp_path / "q")) == (
+        told + "MASK")
+    assert not (tmp_path / "q").exists()
+
+
+def test_quantify_into_an_out_of_other_work_names_the_keyword_or_the_flag(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """"pick a new --out or delete it" (studies done otherwise), "runs with separate --out
+    folders" (two studies of one name), "separate --out folders" (a binary prediction beside
+    multi-class masks) and "an --out outside it" were told to covseg.quantify."""
+    masks = two_masks(tmp_path / "in")
+    covseg.quantify(masks[0], tmp_path / "q", classes="binary")
+    told = (f"{tmp_path / 'q' / 'a'} was made with other settings or inputs (classes: "
+            "binary -> multiclass); pick a new ")
+    assert api_error(covseg.quantify, masks[0], tmp_path / "q", classes="multiclass") == (
+        told + "out or delete it")
+    assert cli_error(capsys, "quantify", str(masks[0]), "--out", str(tmp_path / "q"),
+                     "--classes", "multiclass") == told + "--out or delete it"
+    twin = tmp_path / "twin" / masks[0].name
+    twin.parent.mkdir()
+    shutil.copy(masks[0], twin)
+    told = (f"several studies are named a ({masks[0]}, {twin}); rename one, or give them "
+            "to runs with separate {} folders")
+    assert api_error(covseg.quantify, [masks[0], twin], tmp_path / "q2") == told.format("out")
+    assert cli_error(capsys, "quantify", str(masks[0]), str(twin), "--out",
+                     str(tmp_path / "q2")) == told.format("--out")
+    predicted = tmp_path / "pred" / "p"
+    predicted.mkdir(parents=True)
+    shutil.copy(masks[1], predicted / "infection.nii.gz")
+    (predicted / "quantification.json").write_text('{"multiclass": false}')
+    multi = tmp_path / "multi.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((8, 8, 2), 2, np.int16), np.eye(4)), str(multi))
+    told = (f"{predicted / 'infection.nii.gz'} is a binary model's prediction (its "
+            f"quantification.json), but {multi} is multi-class: one summary would read its "
+            "lesion as ground-glass; quantify them into separate {} folders")
+    assert api_error(covseg.quantify, [multi, predicted], tmp_path / "q3") == (
+        told.format("out"))
+    assert cli_error(capsys, "quantify", str(multi), str(predicted), "--out",
+                     str(tmp_path / "q3")) == told.format("--out")
+    inside = tmp_path / "in" / "a" / "q"
+    told = (" lies in the input folder {}, which holds studies; pick an {} outside it")
+    assert api_error(covseg.quantify, tmp_path / "in", inside) == (
+        f'out="{inside}"' + told.format(tmp_path / "in" / "a", "out"))
+    assert cli_error(capsys, "quantify", str(tmp_path / "in"), "--out", str(inside)) == (
+        f"--out {inside}" + told.format(tmp_path / "in" / "a", "--out"))
+    assert not any((tmp_path / name).exists() for name in ("q2", "q3", "in/a/q"))
+
+
+def test_multi_class_labels_out_of_range_name_the_keyword_or_the_flag(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A mask of labels above 3 read as multi-class was told "(--classes multiclass, ...) ...
+    with --classes binary, into another --out" from covseg.quantify too."""
+    from tests.test_quantify import read_rows
+
+    mask = tmp_path / "m.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((8, 8, 2), 5, np.int16), np.eye(4)), str(mask))
+    told = ("multi-class masks use labels 0..3 (1 GGO, 2 consolidation, 3 effusion), found 5 "
+            "({}, or {} where a mask of the call holds labels 2 or 3); quantify a binary mask "
+            "such as 0/255 with {}, into another {} where this call's other masks are "
+            "multi-class")
+    with pytest.raises(StudiesFailed):
+        covseg.quantify(mask, tmp_path / "api", classes="multiclass")
+    assert read_rows(tmp_path / "api" / "summary.csv")[0]["error"] == told.format(
+        'classes="multiclass"', 'classes="auto"', 'classes="binary"', "out")
+    assert main(["quantify", str(mask), "--out", str(tmp_path / "cli"), "--classes",
+                 "multiclass"]) == 1
+    assert read_rows(tmp_path / "cli" / "summary.csv")[0]["error"] == told.format(
+        "--classes multiclass", "--classes auto", "--classes binary", "--out")
+
+
+def test_shards_name_the_keyword_or_the_flag(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Path) -> None:
+    """predict_volumes(shard="half") was told "--shard must look like I/N", and a shard beside
+    running shards of another N or other settings "covseg --shard runs ...; give --shard I/2"
+    and "pick another --out"."""
+    import json
+
+    from covseg.io.lock import SHARD_PLAN
+    from tests.conftest import held_by_another_thread
+
+    assert api_error(covseg.predict_volumes, tiny_run, tmp_path, tmp_path / "p",
+                     shard="half") == "shard must look like I/N (e.g. 0/4), got 'half'"
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["predict", str(tmp_path), "--model", str(tiny_run), "--out", str(tmp_path / "p"),
+              "--shard", "half"])
+    assert ("argument --shard: --shard must look like I/N (e.g. 0/4), got 'half'"
+            in capsys.readouterr().err)
+    masks, out = two_masks(tmp_path / "in"), tmp_path / "q"
+    out.mkdir()
+    with held_by_another_thread(out, shared=True):
+        (out / SHARD_PLAN).write_text(json.dumps({"shards": 2, "command": "quantify"}))
+        told = (f"runs of N = 2 are writing to {out}; {{}} beside them would do some studies "
+                "twice and others never: give {} as they do, or wait for them to end")
+        assert api_error(covseg.quantify, masks, out, shard="0/3") == (
+            "covseg shard " + told.format('shard="0/3"', 'shard="I/2"'))
+        assert cli_error(capsys, "quantify", *map(str, masks), "--out", str(out), "--shard",
+                         "0/3") == "covseg --shard " + told.format("--shard 0/3", "--shard I/2")
+        (out / SHARD_PLAN).write_text(json.dumps({"shards": 2, "command": "predict"}))
+        told = "runs are writing to {} with other settings than this shard's (command: "
+        api = api_error(covseg.quantify, masks, out, shard="0/2")
+        assert api.startswith("covseg shard " + told.format(out)), api
+        assert api.endswith("give their settings, wait for them to end, or pick another out")
+        cli = cli_error(capsys, "quantify", *map(str, masks), "--out", str(out), "--shard", "0/2")
+        assert cli.startswith("covseg --shard " + told.format(out)), cli
+        assert cli.endswith("give their settings, wait for them to end, or pick another --out")
+    assert not list(out.glob("summary*"))

@@ -402,7 +402,7 @@ def test_more_lesion_outside_a_given_lung_mask_than_inside_is_warned_of(
         assert note.startswith(f"{outside:.2f} mL of lesion lies outside the lung mask's lungs, "
                                f"more than the {lesion_ml - outside:.2f} mL inside")  # not 0.1
         assert "the lung mask may have missed consolidated lung" in note
-        assert "or quantify with --image CT and no lung mask (threshold lungs" in note
+        assert "or quantify with the CT and no lung mask (threshold lungs" in note
 
 
 def test_fractional_masks_fail_their_study(tmp_path: Path) -> None:
@@ -531,22 +531,23 @@ def test_a_mask_given_as_the_ct_fails_its_study(tmp_path: Path) -> None:
 
 
 def test_a_mask_given_as_the_ct_names_the_keyword_or_the_flag(tmp_path: Path) -> None:
-    """The refusal said "give the CT as --image" to covseg.quantify(image=...) too: the API
-    names its keyword, the command line its flag."""
+    """The refusal said "give the CT as --image and the lesion mask as MASK" to
+    covseg.quantify(masks, out, image=...) too: the API names its keywords, the command line its
+    flag and argument."""
     from covseg import api
     from covseg.cli import main
 
     _, good, _ = synthetic_study(tmp_path / "in", "good")
     shutil.copy(good, tmp_path / "good.nii.gz")
-    told = "; give the CT as {} and the lesion mask as MASK"
+    told = "; give the CT as {} and the lesion mask as {}"
     with pytest.raises(StudiesFailed, match="1 of 1 studies could not be quantified"):
         api.quantify(good, tmp_path / "api", image=tmp_path / "good.nii.gz")
     error = read_rows(tmp_path / "api" / "summary.csv")[0]["error"]
-    assert error.endswith(told.format("image")), error
+    assert error.endswith(told.format("image", "masks")), error
     assert main(["quantify", str(good), "--out", str(tmp_path / "cli"), "--image",
                  str(tmp_path / "good.nii.gz")]) == 1
     error = read_rows(tmp_path / "cli" / "summary.csv")[0]["error"]
-    assert error.endswith(told.format("--image")), error
+    assert error.endswith(told.format("--image", "MASK")), error
 
 
 def test_a_lungs_folder_without_the_masks_lungs_says_no_lung_mask(tmp_path: Path) -> None:
@@ -911,7 +912,8 @@ def test_a_lung_mask_given_as_the_lesion_mask_is_warned_of(tmp_path: Path, caplo
     assert result["study"]["percent_involved"] == 100
     assert result["lung_note"].startswith("the mask's labels 1 and 2 lie side by side as two "
                                           "lungs, each in one piece: a lung mask?")
-    assert result["lung_note"].endswith("and the lung mask as --lungs")
+    assert result["lung_note"].endswith("quantify the infection mask instead, giving this one "
+                                         "as its lungs")
     said = [r.message for r in caplog.records if "a lung mask?" in r.message]
     assert said == [f"{tmp_path / 'scan.nii.gz'}: {result['lung_note']}"]
     one_lung = np.where(labels == 2, 0, labels)

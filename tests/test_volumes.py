@@ -332,7 +332,7 @@ def test_more_lesion_outside_a_lung_model_s_lungs_than_inside_is_warned_of(
     note = (f"{outside * VOXEL_ML:.1f} mL of lesion lies outside the lung model's lungs, more "
             f"than the {counts['ggo'] * VOXEL_ML:.1f} mL inside them, and is left out of "
             "percent_involved: the lung model may have missed consolidated lung, or the calls "
-            "run on beyond the lungs; check the montage, or predict without --lung-model "
+            "run on beyond the lungs; check the montage, or predict without a lung model "
             "(threshold lungs are grown over lesion reaching them)")
     assert said == [f"{path}: {note}"] and result["lung_note"] == note == stored
 
@@ -981,7 +981,7 @@ def test_quantify_of_an_edited_prediction_counts_the_lung_growth_of_its_files(
             ("study", "right_lung", "left_lung")] == [None, None, None]
     assert [record.getMessage() for record in caplog.records] == [
         (f"{mask}: the lung volume may still include lesion erased from the mask since "
-         "predict grew its lungs over it; give --image CT to recount")]
+         "predict grew its lungs over it; give quantify the CT to recount")]
     assert unknown["lung_note"] in caplog.records[0].getMessage()
     assert unknown["inputs"]["lungs_recounted"] is False
     for region in ("study", "right_lung", "left_lung"):  # counted as given
@@ -1059,7 +1059,7 @@ def test_quantify_of_an_edited_prediction_recounts_its_lungs_in_the_ct_predict_r
         result = quantify_study(mask, tmp_path / "other", image=other)
     note = (f"{mask}: the lung volume may still include lesion erased from the mask since "
             "predict grew its lungs over it; the CT read is not the one predict read (SHA-256 "
-            "differs), so they were not recounted; give --image the CT predict read to recount")
+            "differs), so they were not recounted; give quantify the CT predict read to recount")
     assert [record.getMessage() for record in caplog.records] == [note]
     assert note.endswith(result["lung_note"])
     assert result["inputs"]["lungs_recounted"] is False

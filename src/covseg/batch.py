@@ -40,6 +40,7 @@ from covseg.io.image import image_name, is_image_file
 from covseg.io.lock import SHARD_PLAN, writing_to
 from covseg.io.nifti import is_nifti, nifti_stem
 from covseg.progress import progress_bar, reporting, stage_bar
+from covseg.provenance import option_given, option_name
 from covseg.records import (
     INPUT_SHA256,
     LUNG_MODEL_SETTINGS,
@@ -439,8 +440,9 @@ def _outside_out(folders: Sequence[Path], exclude: str | os.PathLike[str] | None
     out = Path(exclude).resolve()
     for folder in folders:
         if out.is_relative_to(folder.resolve()) and _holds_inputs(folder, masks):
-            raise CovsegError(f"--out {exclude} lies in the input folder {folder}, which holds "
-                              "studies; pick an --out outside it")
+            raise CovsegError(f"{option_given('out', str(exclude))} lies in the input folder "
+                              f"{folder}, which holds studies; pick an {option_name('out')} "
+                              "outside it")
     return [folder for folder in folders if folder.resolve() != out]
 
 
@@ -489,7 +491,7 @@ def _check_names_unique(studies: Sequence[Study], why: str = "") -> None:
         if study.name in first:
             raise CovsegError(f"several studies are named {study.name} ({first[study.name]}, "
                               f"{study.path}){why}; rename one, or give them to runs with "
-                              "separate --out folders")
+                              f"separate {option_name('out')} folders")
         first[study.name] = study.path
 
 
@@ -513,7 +515,8 @@ def parse_shard(text: str) -> tuple[int, int]:
     try:
         index, count = (int(part) for part in text.split("/"))
     except ValueError:
-        raise CovsegError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
+        raise CovsegError(f"{option_name('shard')} must look like I/N (e.g. 0/4), got "
+                          f"{text!r}") from None
     return check_shard((index, count))
 
 
@@ -581,11 +584,12 @@ def _agree_on_plan(out_dir: Path, shard: tuple[int, int], desc: str,
         write_json(path, plan)
         return
     if theirs.get("shards") != shard[1]:
+        count = shown_setting(theirs.get("shards"))
         raise CovsegError(
-            f"covseg --shard runs of N = {shown_setting(theirs.get('shards'))} are writing to "
-            f"{out_dir}; --shard {shard[0]}/{shard[1]} beside them would do some studies twice "
-            f"and others never: give --shard I/{shown_setting(theirs.get('shards'))} as they do, "
-            "or wait for them to end")
+            f"covseg {option_name('shard')} runs of N = {count} are writing to {out_dir}; "
+            f"{option_given('shard', f'{shard[0]}/{shard[1]}')} beside them would do some "
+            f"studies twice and others never: give {option_given('shard', f'I/{count}')} as "
+            "they do, or wait for them to end")
     changes = changed_settings({"command": theirs.get("command")}, {"command": desc})
     recorded, current = theirs.get(SETTINGS), plan[SETTINGS]
     if isinstance(recorded, dict) and isinstance(current, dict):
@@ -593,9 +597,10 @@ def _agree_on_plan(out_dir: Path, shard: tuple[int, int], desc: str,
                                     {*_ignored(recorded, current), *LAYOUT_SETTINGS})
     if changes:
         raise CovsegError(
-            f"covseg --shard runs are writing to {out_dir} with other settings than this "
-            f"shard's ({'; '.join(changes)}), which would mix two methods' figures in one "
-            "folder: give their settings, wait for them to end, or pick another --out")
+            f"covseg {option_name('shard')} runs are writing to {out_dir} with other settings "
+            f"than this shard's ({'; '.join(changes)}), which would mix two methods' figures in "
+            "one folder: give their settings, wait for them to end, or pick another "
+            f"{option_name('out')}")
 
 
 def _run_batch(studies: Sequence[Study], out_dir: Path,
@@ -715,13 +720,14 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
         folder, changes = clashes[0]
         raise CovsegError(f"{folder} was made with other settings or inputs "
                           f"({'; '.join(changes)}){_more(clashes)}; "
-                          "pick a new --out or delete it")
+                          f"pick a new {option_name('out')} or delete it")
     earlier = _earlier_clashes(out_dir, {study.name for study in studies}, current)
     if earlier:
         folder, changes = earlier[0]
         raise CovsegError(f"{out_dir} holds {folder.name}, done earlier with other settings "
                           f"({'; '.join(changes)}){_more(earlier)}, which its summary would "
-                          "list beside this call's studies; pick a new --out or delete it")
+                          "list beside this call's studies; pick a new "
+                          f"{option_name('out')} or delete it")
 
 
 def _recorded_settings(record: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -802,8 +808,9 @@ def warn_earlier_lung_rule(studies: Sequence[Study], out_dir: Path) -> None:
                if _earlier_lung_rule(read_record(out_dir / study.name / RESULT_JSON))]
     if earlier:
         log.warning("%s: %s done by an earlier covseg are skipped; their lungs and figures come "
-                    "from its older lung rule: delete those study folders (or use a new --out) "
-                    "to redo them", out_dir, _listed(earlier, out_dir, "study folder"))
+                    "from its older lung rule: delete those study folders (or use a new %s) "
+                    "to redo them", out_dir, _listed(earlier, out_dir, "study folder"),
+                    option_name("out"))
 
 
 def _earlier_lung_rule(record: dict[str, Any] | None) -> bool:

@@ -25,6 +25,7 @@ import numpy as np
 from covseg.data.layouts import CLASS_NAMES
 from covseg.errors import CovsegError
 from covseg.lungs import LEFT_LUNG, LESION_DEPTH_MM, MIN_LUNG_ML, RIGHT_LUNG
+from covseg.provenance import option_given, option_name
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,10 @@ def is_multiclass(lesions: np.ndarray, multiclass: bool | None) -> bool:
     if multiclass and top > EFFUSION:
         raise CovsegError(
             f"multi-class masks use labels 0..3 (1 GGO, 2 consolidation, 3 effusion), found {top}"
-            " (--classes multiclass, or --classes auto where a mask of the call holds labels 2 or "
-            "3); quantify a binary mask such as 0/255 with --classes binary, into another --out "
-            "where this call's other masks are multi-class"
+            f" ({option_given('classes', 'multiclass')}, or {option_given('classes', 'auto')} "
+            "where a mask of the call holds labels 2 or 3); quantify a binary mask such as 0/255 "
+            f"with {option_given('classes', 'binary')}, into another {option_name('out')} where "
+            "this call's other masks are multi-class"
         )
     return multiclass
 
@@ -178,7 +180,7 @@ def note_grown_lungs(result: dict[str, Any], cut: bool, source: str, lung_option
 
 
 def note_lesion_outside_lungs(result: dict[str, Any], source: str, lungs: str = "lung model",
-                              remedy: str = "predict without --lung-model") -> None:
+                              remedy: str = "predict without a lung model") -> None:
     """Warn once, and record as the result's ``lung_note``, when more lesion lies outside the
     lungs counted as given (of a ``lungs``: a lung model, or the lung mask given to quantify)
     than inside them: that lesion is left out of ``percent_involved``, so the lungs missed

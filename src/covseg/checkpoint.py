@@ -18,6 +18,7 @@ from covseg.errors import CovsegError
 from covseg.io.atomic import atomic_path
 from covseg.models import build_model
 from covseg.models.pretrained import torch_load_failure
+from covseg.provenance import API_COMMAND
 
 FORMAT = "covseg-checkpoint"
 VERSION = 1
@@ -91,17 +92,39 @@ def _finish_with(run: Path) -> str:
     if MEMBER.fullmatch(run.name) and (run.parent / "config.json").is_file():
         if FOLD.fullmatch(run.parent.name):
             return _finish_with(run.parent)
-        return f"the `covseg train ... --out {run.parent}` command that made it and --resume"
+        return _resumed(run.parent, "train", run.parent)
     if not FOLD.fullmatch(run.name):
-        return "the same `covseg train` command and --resume"
+        return _resumed(run, "train", run)
     cv, compared = run.parent, run.parent.parent
-    compare = f"the `covseg compare ... --out {compared}` command that made it and --resume"
+    compare = _resumed(run, "compare", compared)
     if (compared / "comparison.json").is_file():
         return compare
-    cross_validate = f"the `covseg cv ... --out {cv}` command that made it and --resume"
+    cross_validate = _resumed(run, "cv", cv)
     if cv.name == _model_folder(run):
         return f"{cross_validate} (or, in a comparison, {compare})"
     return cross_validate
+
+
+API_FUNCTIONS = {"train": "train", "cv": "cross_validate", "compare": "compare"}
+"""The Python API function of each command that trains."""
+
+
+def _resumed(run: Path, command: str, out: Path) -> str:
+    """``covseg COMMAND`` into ``out`` resumed, as ``run``'s config.json records the run was
+    started: its command line and --resume, or its API call and resume=True (whoever loads it
+    may use the other); both where it records neither (a run of an earlier covseg)."""
+    cli = f"the `covseg {command} ... --out {out}` command that made it and --resume"
+    api = (f'the covseg.{API_FUNCTIONS[command]}(..., out="{out}") call that made it and '
+           "resume=True")
+    try:
+        recorded = json.loads((run / "config.json").read_text()).get("command")
+    except (OSError, ValueError, AttributeError):
+        recorded = None  # unreadable: named both ways below
+    if isinstance(recorded, str) and recorded.startswith(API_COMMAND):
+        return api
+    if isinstance(recorded, str) and recorded.startswith("covseg "):
+        return cli
+    return f"{cli} (from Python, {api})"
 
 
 def _model_folder(fold: Path) -> str | None:

@@ -63,6 +63,12 @@ def option_name(name: str) -> str:
     return name if command.startswith(API_COMMAND) else f"--{name.replace('_', '-')}"
 
 
+def argument_name(name: str, metavar: str) -> str:
+    """Positional argument ``name`` (``masks``) as the running command spells it: its metavar
+    (``MASK``) on the command line, the keyword in a Python API call (:func:`option_name`)."""
+    return metavar if option_name(name).startswith("--") else name
+
+
 def option_given(name: str, value: object) -> str:
     """Option ``name`` given ``value``, as the running command spells it: ``--hu no`` on the
     command line, ``hu="no"`` in a Python API call (a notebook user never typed a flag); a

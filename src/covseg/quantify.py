@@ -60,7 +60,7 @@ from covseg.lungs import (
     why_labels_are_not_sides,
 )
 from covseg.progress import stage
-from covseg.provenance import option_given, option_name
+from covseg.provenance import argument_name, option_given, option_name
 from covseg.records import (
     INPUT_SHA256,
     OUTPUT_SHA256,
@@ -78,11 +78,11 @@ log = logging.getLogger(__name__)
 
 _ERASED_LESION = ("the lung volume may still include lesion erased from the mask since predict "
                   "grew its lungs over it")
-ERASED_LESION_NOTE = f"{_ERASED_LESION}; give --image CT to recount"
+ERASED_LESION_NOTE = f"{_ERASED_LESION}; give quantify the CT to recount"
 """Warned of, and recorded as the ``lung_note``, for predict's threshold lungs under a mask
 edited since, counted as given for want of the CT."""
 OTHER_CT_NOTE = (f"{_ERASED_LESION}; the CT read is not the one predict read (SHA-256 differs), "
-                 "so they were not recounted; give --image the CT predict read to recount")
+                 "so they were not recounted; give quantify the CT predict read to recount")
 """As :data:`ERASED_LESION_NOTE`, for a CT that is not the one predict read: its threshold
 lungs are not predict's, and would drop real lung (:func:`_ct_as_predict_read`)."""
 CT_INTENSITIES = tuple(mode for mode in INTENSITY_MODES if mode != "auto")
@@ -156,7 +156,7 @@ batch by :func:`_classes_of_call`, for one study by its own mask's labels above 
 def multiclass_for(classes: str) -> bool | None:
     """The ``multiclass`` flag for a ``--classes`` value; an unknown one is a one-line error."""
     if not isinstance(classes, str) or classes not in CLASSES:
-        raise CovsegError(f"unknown --classes value {classes!r}; choose one of "
+        raise CovsegError(f"unknown {option_name('classes')} value {classes!r}; choose one of "
                           f"{', '.join(CLASSES)}")
     return CLASSES[classes]
 
@@ -273,7 +273,7 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
                  OTHER_CT_NOTE if ct is not None else ERASED_LESION_NOTE)
     if lung_source == "mask" and not result.get("lung_note"):
         note_lesion_outside_lungs(result, str(mask_path), "lung mask",
-                                  "quantify with --image CT and no lung mask")
+                                  "quantify with the CT and no lung mask")
     _note_lungs_as_lesions(result, lesions, mask_path)
     result["inputs"] = {**inputs, "dicom_series": _series_read(ct, predicted),
                         "lung_source": lung_source, "lungs_recounted": recounted,
@@ -303,8 +303,8 @@ def _note_lungs_as_lesions(result: dict[str, Any], lesions: Volume, source: Path
     if (_lungs_labelled(lesions.array) != {RIGHT_LUNG, LEFT_LUNG}
             or not looks_like_two_lungs(lesions.array, lesions.affine)):
         return
-    note = (f"{LUNGS_AS_LESIONS_NOTE}; give the infection mask as MASK and the lung mask as "
-            f"{option_name('lungs')}")
+    note = (f"{LUNGS_AS_LESIONS_NOTE}; quantify the infection mask instead, giving this one as "
+            "its lungs")
     log.warning("%s: %s", source, note)
     result["lung_note"] = "; ".join(text for text in (note, result.get("lung_note")) if text)
 
@@ -514,7 +514,8 @@ def _read_ct(path: Path, hu: str, like: Volume | None) -> Volume:
     counted 0 mL of lung, exit 0): :func:`~covseg.io.image.refuse_label_mask`."""
     ct = read_volume(path, hu, like)
     refuse_label_mask(ct.array, path,
-                      advice=f"give the CT as {option_name('image')} and the lesion mask as MASK")
+                      advice=f"give the CT as {option_name('image')} and the lesion mask as "
+                             f"{_masks()}")
     return ct
 
 
@@ -549,21 +550,27 @@ def _refuse_a_ct(path: Path, array: np.ndarray, what: str, mask: str) -> None:
                                       advice=f"give the CT as {option_name('image')} and {mask}")
 
 
+def _masks() -> str:
+    """The lesion masks' argument as the running command spells it: ``MASK`` (``covseg quantify
+    MASK...``), or ``masks`` (``covseg.quantify(masks, out)``)."""
+    return argument_name("masks", "MASK")
+
+
 def refuse_lung_masks(path: Path) -> None:
     """Refuse a lung mask given as the lesion mask (a folder of them, or a file): Zenodo's
     lung-and-infection masks (:func:`~covseg.data.layouts.refuse_combined_masks`) and lung
     masks, and the ``lungs.nii.gz`` covseg predict wrote (by its record), whose lungs counted
     as lesion read 100 % involved, CT-4, with no warning."""
-    refuse_combined_masks(path, "counted as lesion classes", "MASK")
+    refuse_combined_masks(path, "counted as lesion classes", _masks())
     infection = combined_mask_folder(path, ZENODO_LUNG)
     if infection:
         raise CovsegError(f"{path}: Zenodo's lung masks, whose lungs would be counted as lesion; "
-                          f"give the infection masks, {infection}, as MASK (and these as "
+                          f"give the infection masks, {infection}, as {_masks()} (and these as "
                           f"{option_name('lungs')})")
     if path.name == LUNGS_NII and "lungs" in (_prediction_record(
             path.with_name(INFECTION_NII)).get("files") or {}):
         raise CovsegError(f"{path}: the lungs covseg predict found, which would be counted as "
-                          f"lesion; give its {INFECTION_NII}, or its folder, as MASK")
+                          f"lesion; give its {INFECTION_NII}, or its folder, as {_masks()}")
 
 
 def _predicted_mask(study: Study) -> Study:
@@ -577,8 +584,9 @@ def _refuse_writing_into_inputs(studies: Sequence[Study], out_dir: Path) -> None
     a predict folder): its record would be taken for the new one and its files replaced."""
     for study in studies:
         if (out_dir / study.name).resolve() == study.path.resolve().parent:
-            raise CovsegError(f"--out {out_dir} is the input folder: {out_dir / study.name} holds "
-                              f"the mask {study.path.name} to quantify; pick another --out")
+            raise CovsegError(f"{option_given('out', str(out_dir))} is the input folder: "
+                              f"{out_dir / study.name} holds the mask {study.path.name} to "
+                              f"quantify; pick another {option_name('out')}")
 
 
 def quantify_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], *,
@@ -601,9 +609,9 @@ def quantify_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
         refuse_lung_masks(study.path)
     _refuse_writing_into_inputs(studies, Path(out_dir))
     if image and is_dicom_series(Path(image)) and len(studies) > 1:
-        raise CovsegError(f"--image {image} is one DICOM series, but {len(studies)} masks were "
-                          "given; quantify one mask with it, or give a folder of NIfTI named "
-                          "like the masks")
+        raise CovsegError(f"{option_given('image', str(image))} is one DICOM series, but "
+                          f"{len(studies)} masks were given; quantify one mask with it, or "
+                          "give a folder of NIfTI named like the masks")
     if multiclass is None:
         multiclass = _classes_of_call(studies, Path(out_dir))
     settings = quantify_settings(lungs=lungs, image=image, hu=hu, multiclass=multiclass,
@@ -641,7 +649,8 @@ def _classes_of_call(studies: Sequence[Study], out_dir: Path) -> bool:
     if evidence is not None and binary:
         raise CovsegError(f"{binary[0]} is a binary model's prediction (its {RESULT_JSON}), but "
                           f"{evidence} is multi-class: one summary would read its lesion as "
-                          "ground-glass; quantify them into separate --out folders")
+                          "ground-glass; quantify them into separate "
+                          f"{option_name('out')} folders")
     return evidence is not None
 
 
