@@ -143,7 +143,8 @@ class Volume:
     stored: StoredAxes | None = None
     as_read: nib.Nifti1Header | None = None
     """The file's header when ``header``'s voxel sizes were set to the affine's
-    (:func:`_header_sized_by_affine`) or to mm (:func:`_in_mm`): written results copy the
+    (:func:`~covseg.io.nifti._header_sized_by_affine`) or to mm
+    (:func:`~covseg.io.nifti._in_mm`): written results copy the
     file's, to overlay it in every reader."""
     read_affine: np.ndarray | None = None
     """The file's affine when ``affine`` was scaled to mm (a file in metres or microns)."""
@@ -472,13 +473,14 @@ def _flipped_in_place(array: np.ndarray, flips: np.ndarray) -> np.ndarray:
 
 
 def detect_volume_intensity(array: np.ndarray, hu: str, source: str) -> str:
-    """Return "hu", "uint8" or "unit" for a volume (see :func:`read_volume` for ``hu``). Grey
-    values detected (``--hu auto``) must be in the lung window, as grey CT exports are: a
-    min-max normalised CT (0..1) is refused (:func:`~covseg.transforms.grey_outside_lung_window`),
-    not read as lungs of air in soft tissue; ``--hu no`` reads it as grey anyway. HU detected
-    without air (:data:`AIR_LIMIT_HU`; a constant volume, blank, reads) and values on neither
-    scale (HU + 1024 without its intercept) are refused, saying which scaling was lost;
-    ``--hu yes`` reads HU as told."""
+    """Return "hu", "uint8" or "unit" for a volume (see :func:`~covseg.io.ct.read_volume` for
+    ``hu``). Grey values detected (``--hu auto``) must be in the lung window, as grey CT exports
+    are: a min-max normalised CT (0..1) is refused
+    (:func:`~covseg.transforms.grey_outside_lung_window`), not read as lungs of air in soft
+    tissue; ``--hu no`` reads it as grey anyway. HU detected without air
+    (:data:`AIR_LIMIT_HU`; a constant volume, blank, reads) and values on neither scale (HU +
+    1024 without its intercept) are refused, saying which scaling was lost; ``--hu yes`` reads
+    HU as told."""
     low, high = float(array.min()), float(array.max())
     if low < -HU_LIMIT or high > HU_LIMIT:
         raise CovsegError(f"{source}: values {low:g}..{high:g} are neither Hounsfield units nor "
