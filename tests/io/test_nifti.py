@@ -266,6 +266,23 @@ def test_nifti_in_metres_or_microns_is_read_in_mm(unit: str, per_mm: float,
     assert np.array_equal(np.asarray(written.dataobj), (data > -500).astype(np.uint8))
 
 
+@pytest.mark.parametrize(("unit", "per_mm"), [("meter", 1e-3), ("micron", 1e3)])
+def test_stale_pixdim_of_a_file_in_metres_is_said_in_mm(unit: str, per_mm: float,
+                                                        tmp_path: Path, caplog) -> None:
+    """The stale-pixdim warning gave a file in metres' sizes, 0.0009 x 0.0008 x 0.005, as mm;
+    it now says them in mm, as the volumes and the record are."""
+    affine = np.diag([0.8 * per_mm, 0.8 * per_mm, 5.0 * per_mm, 1.0])
+    image = nib.Nifti1Image(np.zeros((10, 10, 4), np.int16), affine)
+    image.header.set_xyzt_units(unit)
+    image.header.set_zooms((0.9 * per_mm, 0.8 * per_mm, 5.0 * per_mm))
+    nib.save(image, tmp_path / "x.nii")
+    with caplog.at_level("WARNING", logger="covseg.io.nifti"):
+        volume = read_nifti(tmp_path / "x.nii", np.int16)
+    assert volume.file_spacing == pytest.approx((0.8, 0.8, 5.0))
+    assert ("voxel sizes 0.9 x 0.8 x 5 mm in the header differ from the affine's 0.8 x 0.8 x 5 "
+            "mm; volumes use the affine's") in caplog.text, caplog.text
+
+
 @pytest.mark.parametrize("kind", [nib.Nifti1Image, nib.Nifti2Image])
 def test_an_uncompressed_nifti_named_nii_gz_is_read_with_a_warning(
         tmp_path: Path, kind: type, caplog: pytest.LogCaptureFixture) -> None:

@@ -222,8 +222,9 @@ def _header_sized_by_affine(image: nib.Nifti1Image, source: str) -> nib.Nifti1He
     notes = [note] if (note := forms_note(image.header)) else []
     qform_sizes = nib.affines.voxel_sizes(image.header.get_qform())
     if _sizes_differ(stated, implied) and not (notes and not _sizes_differ(stated, qform_sizes)):
-        notes.append(f"voxel sizes {_mm(stated)} mm in the header differ from the affine's "
-                     f"{_mm(implied)} mm; volumes use the affine's")
+        mm = UNIT_MM.get(image.header.get_xyzt_units()[0], 1.0)  # said in mm, as read
+        notes.append(f"voxel sizes {_mm(stated * mm)} mm in the header differ from the "
+                     f"affine's {_mm(implied * mm)} mm; volumes use the affine's")
     if notes:
         log.warning("%s: %s", source, "; ".join(notes))
     if np.array_equal(stated.astype(np.float32), implied.astype(np.float32)):
