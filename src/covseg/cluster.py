@@ -36,7 +36,7 @@ from covseg.io.quiet import stderr_silenced
 from covseg.models.ensemble import member_names
 from covseg.models.registry import import_installed
 from covseg.progress import progress_bar
-from covseg.provenance import current_command, invoked_as
+from covseg.provenance import current_command, invoked_as, option_given
 from covseg.train import forget_unsaved_run, handler_restored
 
 log = logging.getLogger(__name__)
@@ -227,7 +227,7 @@ def _refuse_folds_left_unfinished(out: Path, left: dict[int, str], count: int) -
                       f"run{'s' if many else ''} writing {'them' if many else 'it'} "
                       f"({holders}); {count - len(left)} of {count} folds trained on Ray: once "
                       f"{'those runs end' if many else 'that run ends'}, run the same command "
-                      "with --resume to write the summary")
+                      f"with {option_given('resume', True)} to write the summary")
 
 
 def this_node() -> dict[str, str]:
@@ -469,4 +469,4 @@ def _result(ray: ModuleType, ref: Any, fold: int) -> str | None:
         raise CovsegError(f"fold {fold} failed on Ray: {reason}") from None
     except ray.exceptions.RayError as exc:
         raise CovsegError(f"fold {fold} was lost on Ray ({type(exc).__name__}); run the same "
-                          "command with --resume to go on") from None
+                          f"command with {option_given('resume', True)} to go on") from None
