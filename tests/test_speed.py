@@ -122,11 +122,12 @@ def test_speed_refuses_bad_sizes_at_once(args: list[str], error: str,
 
 
 def test_speed_without_the_onnx_extra_skips_its_rows_and_still_writes(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        atomic_targets: list[Path]) -> None:
     """Without ``covseg[onnx]`` (README's default install) speed.py measured for minutes, then
     ended in a traceback at the ONNX stage: no table, no JSON. The slow measurements are
-    stubbed: this checks what is skipped and what is still written."""
+    stubbed: this checks what is skipped and what is still written, atomically (it was written
+    in place, half a file where a run was killed while writing it)."""
     speed = _speed_module()
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as import_installed finds it absent
     monkeypatch.setattr(speed, "matmul_gflops", lambda: 100.0)
@@ -136,6 +137,7 @@ def test_speed_without_the_onnx_extra_skips_its_rows_and_still_writes(
     assert speed.main(["--repeats", "1", "--volume-slices", "0", "--train-slices", "0",
                        "--modes", "none", "--out", str(out)]) == 0
     results = json.loads(out.read_text())
+    assert atomic_targets == [out]
     assert results["onnx_skipped"] == "skipped: needs onnxruntime (pip install 'covseg[onnx]')"
     assert "onnx_s_per_slice_batch8" not in results
     assert results["achieved_model_gflops"] == pytest.approx(
