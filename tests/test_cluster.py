@@ -216,7 +216,8 @@ def test_folds_larger_than_every_node_are_refused(local_ray: Any, tmp_path: Path
     """Ray would have waited for ever for a node with that many CPUs; it is refused before
     the data are read, as a cluster that refuses covseg is (they were read first)."""
     monkeypatch.setattr("covseg.api._load", lambda *_: pytest.fail("data were read"))
-    with pytest.raises(CovsegError, match="more than any node .* largest has 2 CPUs"):
+    with pytest.raises(CovsegError, match=r"^cpus_per_fold=3 is more than any node .* largest "
+                                          r"has 2 CPUs\); pass cpus_per_fold=2 or fewer$"):
         api.cross_validate("synthetic:1", tmp_path / "cv", ray="local",
                            cpus_per_fold=3, **RECIPE)
     assert not any((tmp_path / "cv").glob("fold_*"))
@@ -225,8 +226,8 @@ def test_folds_larger_than_every_node_are_refused(local_ray: Any, tmp_path: Path
 @pytest.mark.parametrize(("options", "fragment"), [
     ({"fold": 0, "ray": "local"}, "give one of them"),
     ({"cpus_per_fold": 2}, "give ray too"),
-    ({"ray": "local", "cpus_per_fold": 0}, "at least 1"),
-    ({"ray": " "}, "empty"),
+    ({"ray": "local", "cpus_per_fold": 0}, "^cpus_per_fold must be at least 1, got 0$"),
+    ({"ray": " "}, "^ray takes 'local' or a Ray cluster address .*, got an empty one$"),
 ])
 def test_contradictory_cluster_options_are_refused_before_data(
         tmp_path: Path, options: dict[str, Any], fragment: str) -> None:
@@ -286,7 +287,7 @@ def test_a_cluster_that_does_not_answer_is_refused_in_seconds_before_data(
     started = time.monotonic()
     with pytest.raises(CovsegError, match=rf"^cannot reach the Ray cluster at {address}: "
                                           r"Connection refused; start it with `ray start "
-                                          r"--head` or use --ray local$"):
+                                          r"--head` or use ray=\"local\"$"):
         api.cross_validate("synthetic:1", tmp_path / "cv", ray=address, **RECIPE)
     assert time.monotonic() - started < 15  # not Ray's minutes, with room for a loaded machine
     assert not (tmp_path / "cv").exists()
@@ -294,14 +295,18 @@ def test_a_cluster_that_does_not_answer_is_refused_in_seconds_before_data(
 
 @pytest.mark.parametrize("address", ["127.0.0.1", "head.example:", "head.example:port"])
 def test_an_address_without_its_port_is_refused_as_such_before_data(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, address: str) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        address: str) -> None:
     """``--ray 127.0.0.1`` was "cannot reach the Ray cluster ...: Invalid address format;
-    start it with `ray start --head`": the port was missing, nothing was unreachable."""
+    start it with `ray start --head`": the port was missing, nothing was unreachable. The
+    option is named as the running command spells it: the API was told ``--ray`` too."""
     monkeypatch.setattr("covseg.api._load", lambda *_: pytest.fail("data were read"))
-    with pytest.raises(CovsegError, match="^" + re.escape(
-            f"--ray {address}: give the cluster's HOST:PORT (e.g. 127.0.0.1:6379, the address "
-            "`ray start --head` printed), auto or local") + "$"):
+    why = ": give the cluster's HOST:PORT (e.g. 127.0.0.1:6379, the address `ray start --head` "
+    why += "printed), auto or local"
+    with pytest.raises(CovsegError, match="^" + re.escape(f'ray="{address}"{why}') + "$"):
         api.cross_validate("synthetic:1", tmp_path / "cv", ray=address, **RECIPE)
+    assert main(["cv", "synthetic:1", "--out", str(tmp_path / "cv"), "--ray", address]) == 2
+    assert capsys.readouterr().err == f"covseg: error: --ray {address}{why}\n"
     assert not (tmp_path / "cv").exists()
 
 
@@ -342,7 +347,7 @@ def test_a_port_that_answers_but_not_as_a_ray_head_is_refused_in_seconds_before_
         with pytest.raises(CovsegError, match=rf"^{address} accepted a connection but is not a "
                                               r"Ray head \(no gRPC answer within 1 s\): give "
                                               r"the HOST:PORT that `ray start --head` printed "
-                                              r"there, or use --ray local$"):
+                                              r"there, or use ray=\"local\"$"):
             api.cross_validate("synthetic:1", tmp_path / "cv", ray=address, **RECIPE)
     assert time.monotonic() - started < 10  # not the 40 s of silence Ray waited
     assert not (tmp_path / "cv").exists()

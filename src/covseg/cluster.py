@@ -36,7 +36,7 @@ from covseg.io.quiet import stderr_silenced
 from covseg.models.ensemble import member_names
 from covseg.models.registry import import_installed
 from covseg.progress import progress_bar
-from covseg.provenance import current_command, invoked_as, option_given
+from covseg.provenance import current_command, invoked_as, option_given, option_name
 from covseg.train import forget_unsaved_run, handler_restored
 
 log = logging.getLogger(__name__)
@@ -84,13 +84,14 @@ def check_cluster_options(address: Any, cpus_per_fold: Any) -> None:
     before data are read."""
     check_kind("ray", address, [str])
     if not address.strip():
-        raise CovsegError(f"--ray takes '{LOCAL}' or a Ray cluster address (auto, HOST:PORT, "
-                          "ray://HOST:PORT), got an empty one")
+        raise CovsegError(f"{option_name('ray')} takes '{LOCAL}' or a Ray cluster address (auto, "
+                          "HOST:PORT, ray://HOST:PORT), got an empty one")
     _check_port_given(address)
     if cpus_per_fold is not None:
         check_kind("cpus_per_fold", cpus_per_fold, [int])
         if cpus_per_fold < 1:
-            raise CovsegError(f"--cpus-per-fold must be at least 1, got {cpus_per_fold}")
+            raise CovsegError(f"{option_name('cpus_per_fold')} must be at least 1, got "
+                              f"{cpus_per_fold}")
     ray = import_ray()
     if address != LOCAL and not ray.is_initialized():  # else that Ray is used as it is
         _check_reachable(address)
@@ -107,8 +108,9 @@ def _check_port_given(address: str) -> None:
     if address in (LOCAL, AUTO) or address.startswith(CLIENT_PREFIX):
         return
     if not address.rpartition(":")[2].isdigit():
-        raise CovsegError(f"--ray {address}: give the cluster's HOST:PORT (e.g. 127.0.0.1:6379, "
-                          f"the address `ray start --head` printed), {AUTO} or {LOCAL}")
+        raise CovsegError(f"{option_given('ray', address)}: give the cluster's HOST:PORT (e.g. "
+                          "127.0.0.1:6379, the address `ray start --head` printed), "
+                          f"{AUTO} or {LOCAL}")
 
 
 def _check_reachable(address: str) -> None:
@@ -123,7 +125,8 @@ def _check_reachable(address: str) -> None:
         if not _uses_tls() and not _answers_grpc(conn):
             raise CovsegError(f"{address} accepted a connection but is not a Ray head (no gRPC "
                               f"answer within {REACH_TIMEOUT_S:g} s): give the HOST:PORT that "
-                              f"`ray start --head` printed there, or use --ray {LOCAL}")
+                              f"`ray start --head` printed there, or use "
+                              f"{option_given('ray', LOCAL)}")
 
 
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
@@ -170,7 +173,7 @@ def _host_and_port(address: str) -> tuple[str, int]:
 def _unreachable(address: str, reason: str) -> CovsegError:
     """The one line for a cluster that cannot be reached."""
     return CovsegError(f"cannot reach the Ray cluster at {address}: {reason}; start it with "
-                       f"`ray start --head` or use --ray {LOCAL}")
+                       f"`ray start --head` or use {option_given('ray', LOCAL)}")
 
 
 def _why(exc: Exception) -> str:
@@ -373,7 +376,7 @@ def _token_missing(address: str) -> CovsegError:
                        "get from here: set RAY_AUTH_MODE=token and give the head's token "
                        "(`ray get-auth-token` there prints it) in RAY_AUTH_TOKEN, or in a file "
                        "named by RAY_AUTH_TOKEN_PATH or at ~/.ray/auth_token (on the head's "
-                       "machine --ray auto uses that file by itself)")
+                       f"machine {option_given('ray', AUTO)} uses that file by itself)")
 
 
 GCS_TRIES = "RAY_gcs_server_port_wait_time_s"
@@ -397,9 +400,9 @@ def _check_a_node_fits(ray: ModuleType, cpus_per_fold: int) -> None:
     largest = max((node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"]),
                   default=0.0)
     if cpus_per_fold > largest:
-        raise CovsegError(f"--cpus-per-fold {cpus_per_fold} is more than any node of the Ray "
-                          f"cluster has (the largest has {largest:g} CPUs); pass "
-                          f"--cpus-per-fold {max(1, int(largest))} or fewer")
+        raise CovsegError(f"{option_given('cpus_per_fold', cpus_per_fold)} is more than any "
+                          f"node of the Ray cluster has (the largest has {largest:g} CPUs); "
+                          f"pass {option_given('cpus_per_fold', max(1, int(largest)))} or fewer")
 
 
 def _wait_for_folds(ray: ModuleType, pending: dict[Any, int]) -> dict[int, str]:
