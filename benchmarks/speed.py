@@ -259,7 +259,8 @@ class Progress:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, help="a run folder from `covseg train`")
+    parser.add_argument("--model", type=Path,
+                        help="a run folder from `covseg train`, or its best.pt")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="where the JSON goes (benchmarks/speed.json, git-ignored)")
     parser.add_argument("--repeats", type=count, default=5,

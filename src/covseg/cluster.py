@@ -244,7 +244,8 @@ def _unless_held(fold: Callable[..., Any]) -> Callable[..., str | None]:
     """``fold`` (:func:`~covseg.crossval.whole_run_fold`) as a Ray task that records its node,
     and leaves a fold another run holds to it (a ``--fold K`` run beside this one, which took
     its lock first, or between the check and the training): the task then returns that run's
-    refusal, where it failed and stopped the other folds. None: the fold was run (or reused)."""
+    refusal instead of raising it (which stopped the other folds). None: the fold was run (or
+    reused)."""
     def task(config: TrainConfig, data: LoadedData, out: str, folds: int | None, k: int,
              resume: bool) -> str | None:
         fold_dir = Path(out) / f"fold_{k}"
