@@ -48,6 +48,7 @@ from torch.optim.swa_utils import update_bn
 from covseg.compare import paired_wilcoxon
 from covseg.data.layouts import load_dataset
 from covseg.infer import FLIP_DIMS, Predictor
+from covseg.io.atomic import write_json
 from covseg.metrics import dice
 from covseg.models.ensemble import average_as_logits
 from covseg.train import canvas_items
@@ -319,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key:<{width}}  {r['mean']:.4f}     {r['fold_std']:.4f}          "
               + " ".join(f"{d:.3f}" for d in r["per_fold"]) + paired)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        write_json(args.json, results)
     return 0
 
 

@@ -15,7 +15,6 @@ so such a run's models are exactly what the current recipe trains.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from cv_posthoc import finished_folds, held_out
 from covseg.cascade import LungFrame
 from covseg.data.layouts import Sample, load_dataset
 from covseg.infer import Predictor
+from covseg.io.atomic import write_json
 from covseg.metrics import dice
 
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, rows in results.items():
         print(f"{name:<24} {np.mean(rows['cropped']):>8.4f} {np.mean(rows['full_frame']):>11.4f}")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        write_json(args.json, results)
     return 0
 
 

@@ -19,7 +19,6 @@ Prints the mean per-slice Dice of each box and how far the boxes differ.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from full_frame import both_framings
 from covseg.cascade import CropBox, LungFrame
 from covseg.data.layouts import Sample, load_dataset
 from covseg.infer import Predictor
+from covseg.io.atomic import write_json
 from covseg.metrics import dice
 
 GROW_STEP = 0.12
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, rows in scores.items():
         print(f"{name:<12} whole-frame Dice {np.mean(rows):.4f}")
     if args.json:
-        args.json.write_text(json.dumps({"dice": scores, "edge_gap": edge_gap}, indent=1))
+        write_json(args.json, {"dice": scores, "edge_gap": edge_gap})
     return 0
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from cv_posthoc import dice_rows, finished_folds, held_out
 
 from covseg.data.layouts import load_dataset
 from covseg.infer import Predictor
+from covseg.io.atomic import write_json
 
 THRESHOLDS = (0.4, 0.5)
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = float(np.mean(rows))
             print(f"{name:<24} {results[name]:.4f}")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        write_json(args.json, results)
     return 0
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
-import json
 import platform
 import resource
 import statistics
@@ -48,6 +47,7 @@ from covseg.checkpoint import load_checkpoint, save_checkpoint
 from covseg.config import TrainConfig
 from covseg.data.synthetic import synthetic_dataset, synthetic_slice
 from covseg.infer import TEST_FLIPS, Predictor
+from covseg.io.atomic import write_json
 from covseg.models import build_model
 from covseg.models.profile import count_flops, time_forward
 from covseg.models.registry import import_installed
@@ -259,7 +259,8 @@ class Progress:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, help="a run folder from `covseg train`")
+    parser.add_argument("--model", type=Path,
+                        help="a run folder from `covseg train`, or its best.pt")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="where the JSON goes (benchmarks/speed.json, git-ignored)")
     parser.add_argument("--repeats", type=count, default=5,
@@ -353,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     results["convergence"] = convergence(args.model)
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out, results)
     stage(f"done; wrote {args.out}")
     _print_table(results)
     return 0

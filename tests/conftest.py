@@ -107,6 +107,25 @@ def saved_figures(monkeypatch: pytest.MonkeyPatch) -> list[Figure]:
     return saved
 
 
+@pytest.fixture()
+def atomic_targets(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Every file written atomically during the test (through covseg.io.atomic's temporary file
+    and rename), in order: a reader never finds it half written."""
+    import covseg.io.atomic
+
+    targets: list[Path] = []
+    real = covseg.io.atomic.atomic_path
+
+    @contextmanager
+    def record(target: str | Path) -> Iterator[Path]:
+        with real(target) as tmp:
+            yield tmp
+        targets.append(Path(target))
+
+    monkeypatch.setattr(covseg.io.atomic, "atomic_path", record)
+    return targets
+
+
 @pytest.fixture(scope="session")
 def synthetic_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built-in generator written as a generic folder (8 patients x 2 slices, 64 px)."""

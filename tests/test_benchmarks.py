@@ -33,10 +33,12 @@ def _script(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 
 
 def test_multiscale_scores_every_size_and_pair(tmp_path: Path, synthetic_folder: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              atomic_targets: list[Path]) -> None:
     """It stopped in a TypeError after predicting every fold at every size: it called
     cv_posthoc's ``dice_rows`` with ``threshold=``, which takes a decoder now. At the run's own
-    size and threshold the figure is the cross-validation's own Dice."""
+    size and threshold the figure is the cross-validation's own Dice. Its JSON is written
+    atomically, as the scripts' JSON all are (they were written in place)."""
     run = tmp_path / "cv"
     summary = api.cross_validate(synthetic_folder, run, folds=2, epochs=1, size=32,
                                  batch_size=4, model="miniseg")
@@ -44,6 +46,7 @@ def test_multiscale_scores_every_size_and_pair(tmp_path: Path, synthetic_folder:
     out = tmp_path / "multiscale.json"
     assert multiscale.main([str(synthetic_folder), str(run), "--sizes", "32,48",
                             "--json", str(out)]) == 0
+    assert atomic_targets[-1] == out
     results = json.loads(out.read_text())
     assert list(results) == ["32@0.4", "32@0.5", "48@0.4", "48@0.5", "32+48@0.4", "32+48@0.5"]
     assert all(0.0 <= dice <= 1.0 for dice in results.values())
@@ -129,12 +132,13 @@ def test_cv_posthoc_refuses_an_unknown_against_before_predicting(
 
 def test_cv_posthoc_names_are_known_before_predicting(
         tiny_cv: Path, synthetic_folder: Path, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, atomic_targets: list[Path]) -> None:
     """The names checked up front are exactly the table's, so a valid name still passes."""
     cv_posthoc = _script("cv_posthoc", monkeypatch)
     out = tmp_path / "posthoc.json"
     assert cv_posthoc.main([str(synthetic_folder), str(tiny_cv), "--json", str(out),
                             "--against", "cv|best.pt|none+t0.4"]) == 0
+    assert atomic_targets[-1] == out
     results = json.loads(out.read_text())
     assert sorted(results) == sorted(cv_posthoc.variant_names([tiny_cv]))
     assert results["cv|best.pt|none+t0.4"]["vs_against"]["p_value"] == 1.0
@@ -217,8 +221,8 @@ def test_a_run_missing_an_earlier_fold_is_refused_in_one_line(
 
 
 def test_lung_box_keeps_the_thresholded_box_where_a_slice_has_no_infection(
-        tmp_path: Path, infnet_cv: tuple[Path, Path, Path],
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, infnet_cv: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], atomic_targets: list[Path]) -> None:
     """A held-out slice with an empty mask failed in a ValueError (the min of no pixels): there
     is no mask to match, so its Inf-Net box is the thresholded one, left out of the gap. The
     crops here are Inf-Net's: rows 8:56, columns 4:60 of each frame, transposed."""
@@ -241,6 +245,7 @@ def test_lung_box_keeps_the_thresholded_box_where_a_slice_has_no_infection(
                              == CropBox(8, 56, 4, 60) for i in with_mask)
     out = tmp_path / "lung_box.json"
     assert lung_box.main([str(infnet), str(medseg), str(run), "--grow", "--json", str(out)]) == 0
+    assert atomic_targets[-1] == out
     results = json.loads(out.read_text())
     assert len(results["dice"]["thresholded"]) == len(results["dice"]["infnet"]) == 6
     assert len(results["edge_gap"]) == len(with_mask)
@@ -249,7 +254,7 @@ def test_lung_box_keeps_the_thresholded_box_where_a_slice_has_no_infection(
 
 def test_full_frame_refuses_data_without_the_runs_held_out_slices(
         tmp_path: Path, infnet_cv: tuple[Path, Path, Path],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, atomic_targets: list[Path]) -> None:
     """A run's held-out slice missing from the MedSeg folder failed in a KeyError traceback;
     the matching folders still score."""
     infnet, medseg, run = infnet_cv
@@ -265,6 +270,7 @@ def test_full_frame_refuses_data_without_the_runs_held_out_slices(
                         "the data folder the run was trained on", str(stop.value.code))
     out = tmp_path / "full_frame.json"
     assert full_frame.main([str(infnet), str(medseg), str(run), "--json", str(out)]) == 0
+    assert atomic_targets[-1] == out
     rows = json.loads(out.read_text())["cv"]
     assert len(rows["cropped"]) == len(rows["full_frame"]) == 6
     per_case = {row["case_id"]: row["dice"] for row in csv.DictReader(

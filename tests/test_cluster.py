@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -28,6 +29,7 @@ from covseg.config import TrainConfig
 from covseg.data import load_dataset
 from covseg.errors import CovsegError
 from covseg.io.lock import writing_to
+from covseg.provenance import api_command, cli_command, invoked_as
 from covseg.train import handler_restored
 from tests.conftest import NEEDS_RAY, fold_stopped_midway, held_by_another_thread, skip_without
 
@@ -115,14 +117,14 @@ def test_a_fold_another_run_holds_is_left_to_it_while_the_others_finish(
     """A ``--fold 1`` run holding fold 1 made the whole ``--ray`` run fail at once ("fold 1
     failed on Ray: another covseg run is writing to ...") and cancel fold 0; fold 0 now trains
     to its end, and the run says in one line that fold 1 was left to that run and how to get
-    the summary, which the same run with --resume writes once fold 1 is finished."""
+    the summary, which the same run with resume=True writes once fold 1 is finished."""
     out = tmp_path / "cv"
     with held_by_another_thread(out / "fold_1"), pytest.raises(CovsegError) as refused:
         api.cross_validate("synthetic:1", out, ray="local", **ONE_NETWORK)
     assert str(refused.value) == (
         f"fold 1 left unfinished to the other covseg run writing it (another covseg run is "
         f"writing to {out / 'fold_1'} (pid {os.getpid()})); 1 of 2 folds trained on Ray: once "
-        "that run ends, run the same command with --resume to write the summary")
+        "that run ends, run the same command with resume=True to write the summary")
     assert (f"fold 1 left to the run writing it (another covseg run is writing to "
             f"{out / 'fold_1'} (pid {os.getpid()})); the summary reuses it once that run has "
             "finished it") in caplog.messages
@@ -145,6 +147,32 @@ def test_a_held_fold_finished_before_the_others_ended_needs_no_resume(tmp_path: 
             "is writing to X (pid 7); another covseg run is writing to X (pid 7)); 0 of 3 folds "
             "trained on Ray: once those runs end, run")):
         cluster._refuse_folds_left_unfinished(tmp_path, {0: held, 1: held, 2: held}, 3)
+
+
+def test_rays_refusals_name_resume_as_the_running_command_spells_it(tmp_path: Path) -> None:
+    """A fold left unfinished to another run, and a fold lost on Ray, said "run the same command
+    with --resume" to a notebook calling ``covseg.cross_validate(ray=...)`` too, whose user
+    never typed a flag: the API is told ``resume=True``, the command line ``--resume``."""
+    class RayError(Exception):
+        pass
+
+    def lost(_ref: object) -> None:
+        raise RayError
+
+    ray = SimpleNamespace(get=lost, exceptions=SimpleNamespace(RayTaskError=ZeroDivisionError,
+                                                               RayError=RayError))
+    held = "another covseg run is writing to X (pid 7); wait for it to end, or pick another --out"
+    for command, resume in ((cli_command(["cv", "d", "--ray", "local"]), "--resume"),
+                            (api_command("cross_validate"), "resume=True")):
+        with invoked_as(command):
+            with pytest.raises(CovsegError) as left:
+                cluster._refuse_folds_left_unfinished(tmp_path, {1: held}, 2)
+            with pytest.raises(CovsegError) as failed:
+                cluster._result(ray, "ref", 0)
+        assert str(left.value).endswith(f"1 of 2 folds trained on Ray: once that run ends, run "
+                                        f"the same command with {resume} to write the summary")
+        assert str(failed.value) == (f"fold 0 was lost on Ray (RayError); run the same command "
+                                     f"with {resume} to go on")
 
 
 FAILED_FOLD_RUN = """
@@ -188,7 +216,8 @@ def test_folds_larger_than_every_node_are_refused(local_ray: Any, tmp_path: Path
     """Ray would have waited for ever for a node with that many CPUs; it is refused before
     the data are read, as a cluster that refuses covseg is (they were read first)."""
     monkeypatch.setattr("covseg.api._load", lambda *_: pytest.fail("data were read"))
-    with pytest.raises(CovsegError, match="more than any node .* largest has 2 CPUs"):
+    with pytest.raises(CovsegError, match=r"^cpus_per_fold=3 is more than any node .* largest "
+                                          r"has 2 CPUs\); pass cpus_per_fold=2 or fewer$"):
         api.cross_validate("synthetic:1", tmp_path / "cv", ray="local",
                            cpus_per_fold=3, **RECIPE)
     assert not any((tmp_path / "cv").glob("fold_*"))
@@ -197,8 +226,8 @@ def test_folds_larger_than_every_node_are_refused(local_ray: Any, tmp_path: Path
 @pytest.mark.parametrize(("options", "fragment"), [
     ({"fold": 0, "ray": "local"}, "give one of them"),
     ({"cpus_per_fold": 2}, "give ray too"),
-    ({"ray": "local", "cpus_per_fold": 0}, "at least 1"),
-    ({"ray": " "}, "empty"),
+    ({"ray": "local", "cpus_per_fold": 0}, "^cpus_per_fold must be at least 1, got 0$"),
+    ({"ray": " "}, "^ray takes 'local' or a Ray cluster address .*, got an empty one$"),
 ])
 def test_contradictory_cluster_options_are_refused_before_data(
         tmp_path: Path, options: dict[str, Any], fragment: str) -> None:
@@ -266,14 +295,18 @@ def test_a_cluster_that_does_not_answer_is_refused_in_seconds_before_data(
 
 @pytest.mark.parametrize("address", ["127.0.0.1", "head.example:", "head.example:port"])
 def test_an_address_without_its_port_is_refused_as_such_before_data(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, address: str) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        address: str) -> None:
     """``--ray 127.0.0.1`` was "cannot reach the Ray cluster ...: Invalid address format;
-    start it with `ray start --head`": the port was missing, nothing was unreachable."""
+    start it with `ray start --head`": the port was missing, nothing was unreachable. The
+    option is named as the running command spells it: the API was told ``--ray`` too."""
     monkeypatch.setattr("covseg.api._load", lambda *_: pytest.fail("data were read"))
-    with pytest.raises(CovsegError, match="^" + re.escape(
-            f'ray="{address}": give the cluster\'s HOST:PORT (e.g. 127.0.0.1:6379, the address '
-            "`ray start --head` printed), auto or local") + "$"):
+    why = ": give the cluster's HOST:PORT (e.g. 127.0.0.1:6379, the address `ray start --head` "
+    why += "printed), auto or local"
+    with pytest.raises(CovsegError, match="^" + re.escape(f'ray="{address}"{why}') + "$"):
         api.cross_validate("synthetic:1", tmp_path / "cv", ray=address, **RECIPE)
+    assert main(["cv", "synthetic:1", "--out", str(tmp_path / "cv"), "--ray", address]) == 2
+    assert capsys.readouterr().err == f"covseg: error: --ray {address}{why}\n"
     assert not (tmp_path / "cv").exists()
 
 

@@ -122,13 +122,15 @@ def test_speed_refuses_bad_sizes_at_once(args: list[str], error: str,
 
 
 def test_speed_without_the_onnx_extra_skips_its_rows_and_still_writes(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        atomic_targets: list[Path]) -> None:
     """Without ``covseg[onnx]`` (README's default install) speed.py measured for minutes, then
     ended in a traceback at the ONNX stage: no table, no JSON. The slow measurements are
-    stubbed: this checks what is skipped and what is still written."""
+    stubbed: this checks what is skipped and what is still written, atomically (it was written
+    in place, half a file where a run was killed while writing it)."""
     speed = _speed_module()
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as import_installed finds it absent
+    for module in ("onnx", "onnxruntime"):  # as import_installed finds them absent
+        monkeypatch.setitem(sys.modules, module, None)
     monkeypatch.setattr(speed, "matmul_gflops", lambda: 100.0)
     monkeypatch.setattr(speed, "latency", lambda predictor, batch, repeats=5: 0.02)
     monkeypatch.setattr(speed, "time_forward", lambda model, batch, repeats, warmup: 0.08)
@@ -136,14 +138,15 @@ def test_speed_without_the_onnx_extra_skips_its_rows_and_still_writes(
     assert speed.main(["--repeats", "1", "--volume-slices", "0", "--train-slices", "0",
                        "--modes", "none", "--out", str(out)]) == 0
     results = json.loads(out.read_text())
-    assert results["onnx_skipped"] == "skipped: needs onnxruntime (pip install 'covseg[onnx]')"
+    assert atomic_targets == [out]
+    assert results["onnx_skipped"] == "skipped: needs onnx (pip install 'covseg[onnx]')"
     assert "onnx_s_per_slice_batch8" not in results
     assert results["achieved_model_gflops"] == pytest.approx(
         results["model"]["gflops_per_slice"] / 0.01)
     captured = capsys.readouterr()
     assert "ONNX" not in "".join(line for line in captured.err.splitlines() if line[:1] == "[")
-    assert captured.err.startswith("speed.py: ONNX Runtime rows skipped: needs onnxruntime")
-    assert "onnxruntime  " in captured.out and "skipped: needs onnxruntime" in captured.out
+    assert captured.err.startswith("speed.py: ONNX Runtime rows skipped: needs onnx ")
+    assert "onnxruntime  " in captured.out and "skipped: needs onnx " in captured.out
 
 
 def test_speed_writes_its_json_beside_itself_where_git_ignores_it() -> None:

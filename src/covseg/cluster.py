@@ -230,7 +230,7 @@ def _refuse_folds_left_unfinished(out: Path, left: dict[int, str], count: int) -
                       f"run{'s' if many else ''} writing {'them' if many else 'it'} "
                       f"({holders}); {count - len(left)} of {count} folds trained on Ray: once "
                       f"{'those runs end' if many else 'that run ends'}, run the same command "
-                      "with --resume to write the summary")
+                      f"with {option_given('resume', True)} to write the summary")
 
 
 def this_node() -> dict[str, str]:
@@ -244,7 +244,8 @@ def _unless_held(fold: Callable[..., Any]) -> Callable[..., str | None]:
     """``fold`` (:func:`~covseg.crossval.whole_run_fold`) as a Ray task that records its node,
     and leaves a fold another run holds to it (a ``--fold K`` run beside this one, which took
     its lock first, or between the check and the training): the task then returns that run's
-    refusal, where it failed and stopped the other folds. None: the fold was run (or reused)."""
+    refusal instead of raising it (which stopped the other folds). None: the fold was run (or
+    reused)."""
     def task(config: TrainConfig, data: LoadedData, out: str, folds: int | None, k: int,
              resume: bool) -> str | None:
         fold_dir = Path(out) / f"fold_{k}"

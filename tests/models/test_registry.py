@@ -7,6 +7,7 @@ import importlib.abc
 import json
 import re
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -630,3 +631,44 @@ def test_models_json_stays_json_with_a_monai_that_prints_while_building(
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
     monkeypatch.undo()
     assert rows["unet++"]["parameters"] == parameter_count(build_model("unet++", 1, 2))
+
+
+def test_unetpp_built_in_two_threads_at_once_leaves_stdout_as_it_was() -> None:
+    """Each build swaps the process's stdout to hide MONAI 1.4's print; two at once (API calls in
+    two threads) restored it out of order, leaving stdout a discarded buffer: every later print
+    of the process vanished. Here the second build enters MONAI's while the first is inside it,
+    and ends after it, where the builds can overlap (the lock keeps them apart: a 1 s wait)."""
+    from monai.networks.nets import BasicUNetPlusPlus
+
+    from covseg.models import unetpp
+
+    first_inside, second_inside, first_done = (threading.Event() for _ in range(3))
+
+    class Overlapping(BasicUNetPlusPlus):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            if not first_inside.is_set():
+                first_inside.set()
+                second_inside.wait(timeout=1.0)
+            else:
+                second_inside.set()
+                first_done.wait(timeout=1.0)
+            super().__init__(*args, **kwargs)
+
+    def first_build() -> None:
+        build_model("unet++", width=4)
+        first_done.set()
+
+    stdout = sys.stdout
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(unetpp, "BasicUNetPlusPlus", Overlapping)
+        builds = [threading.Thread(target=first_build),
+                  threading.Thread(target=build_model, args=("unet++",), kwargs={"width": 4})]
+        builds[0].start()
+        assert first_inside.wait(timeout=30)
+        builds[1].start()
+        for build in builds:
+            build.join(timeout=60)
+    restored = sys.stdout
+    sys.stdout = stdout  # put back for the rest of the suite before asserting
+    assert restored is stdout
+    assert first_done.is_set() and second_inside.is_set()

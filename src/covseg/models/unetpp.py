@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import threading
 from typing import Any
 
 from monai.networks.nets import BasicUNetPlusPlus
@@ -16,6 +17,9 @@ from covseg.models.smp_zoo import build_smp
 
 MONAI_WIDTH = 32
 """The width of MONAI's BasicUNetPlusPlus: what ``width`` left at None builds."""
+_QUIET_BUILD = threading.Lock()
+"""Held while MONAI's build runs with the process's stdout swapped: two builds at once in two
+threads (API calls) restored it out of order, leaving stdout a discarded buffer for good."""
 
 
 def _as_built(options: dict[str, Any]) -> dict[str, Any]:
@@ -40,7 +44,7 @@ def build_unetpp(in_channels: int, out_channels: int, width: int | None = None,
     if weights is not None:
         raise CovsegError("unet++: weights= needs encoder= (MONAI's UNet++ has no encoder to load)")
     w = MONAI_WIDTH if width is None else width
-    with contextlib.redirect_stdout(io.StringIO()):  # MONAI 1.4 prints its features there
+    with _QUIET_BUILD, contextlib.redirect_stdout(io.StringIO()):  # MONAI 1.4 prints there
         net = BasicUNetPlusPlus(spatial_dims=2, in_channels=in_channels,
                                 out_channels=out_channels, features=(w, w, 2 * w, 4 * w, 8 * w, w))
     return PadToMultiple(SelectOutput(net, 0), 16)
