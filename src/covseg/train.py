@@ -236,7 +236,8 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
     """Train ``config.model`` on ``data`` into the run folder ``out``; return its metrics.
 
     Without explicit case lists the validation patients are drawn by ``config.val_fraction``.
-    ``record``: more for the run's config.json (a cross-validation fold's count of folds).
+    ``record``: more for the run's config.json (a cross-validation fold's count of folds and,
+    on Ray, the node that trained it).
     The caller's global generators are left as they were (:func:`callers_generators_kept`).
     """
     with callers_generators_kept():
