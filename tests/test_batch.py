@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -633,3 +634,20 @@ def test_a_record_of_the_older_shape_and_spacing_is_still_done(tmp_path: Path) -
     assert (again.done, again.skipped, again.failed) == (0, 1, 0)
     assert json.loads(record_path.read_text())["shape"] == [6, 48, 64]
     assert read_rows(again.summary)[0]["orientation_note"] == ""
+
+
+def test_a_study_failing_for_disk_space_says_so_and_leaves_no_result_file(
+        tmp_path: Path) -> None:
+    def process(study: Study, folder: Path) -> dict[str, Any]:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "quantification.csv").write_text("region,lesion_ml\nstudy,98.8\n")
+        (folder / "infection.nii.gz").write_bytes(b"mask")
+        raise OSError(errno.ENOSPC, "No space left on device")  # a stream's: no file name
+
+    out = tmp_path / "out"
+    result = run_batch([Study("full", tmp_path / "full.nii.gz")], out, process)
+    assert result.failed == 1
+    [row] = read_rows(result.summary)
+    assert row["error"] == (f"no space left on device writing {out / 'full'}; free space and "
+                            "rerun the same command")
+    assert list((out / "full").iterdir()) == []  # nothing that looks done

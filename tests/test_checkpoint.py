@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 from pathlib import Path
@@ -204,3 +205,32 @@ def test_an_ensemble_member_stopped_midway_says_to_resume_its_ensemble(tmp_path:
             f"finish it with the `covseg cv ... --out {tmp_path / 'cv'}` command that made it "
             "and --resume")):
         load_checkpoint(in_fold)
+
+
+def _disk_fills(*_: object) -> None:
+    """torch.save on a full disk: its zip writer turns the file's OSError into a RuntimeError."""
+    try:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    except OSError:
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+
+def test_a_full_disk_while_saving_says_the_file_and_to_resume_and_leaves_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch, "save", _disk_fills)
+    target = tmp_path / "run" / "best.pt"
+    with pytest.raises(CovsegError) as caught:
+        save_checkpoint(target, nn.Linear(2, 1), {"model": "x"})
+    assert str(caught.value) == (f"no space left on device writing {target}; free space and "
+                                 "rerun the same command with --resume")
+    assert list((tmp_path / "run").iterdir()) == []  # no best.pt, no temporary
+
+
+def test_another_runtime_error_while_saving_stays_a_bug(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(torch, "save", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        save_checkpoint(tmp_path / "best.pt", nn.Linear(2, 1), {"model": "x"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import importlib
 import json
 import os
@@ -616,6 +617,27 @@ def test_running_out_of_memory_is_one_line(tmp_path: Path, capsys: pytest.Captur
     with pytest.raises(RuntimeError, match="a bug"):
         main(["evaluate", "--pred", str(tmp_path), "--truth", str(tmp_path), "--out",
               str(tmp_path / "ev")])
+
+
+@pytest.mark.parametrize("raised", ["stream", "torch"])
+def test_a_full_disk_no_writer_named_names_the_output_and_what_to_do(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        raised: str) -> None:
+    """A stream's full disk printed a bare "No space left on device"; torch's writer's, a
+    traceback of RuntimeErrors."""
+    def train(*_: object, **__: object) -> None:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            if raised == "torch":
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")
+            raise
+
+    monkeypatch.setattr(api, "train", train)
+    out = tmp_path / "r"
+    code, _, err = _run(capsys, "train", "synthetic", "--out", str(out), *TINY_RECIPE[:4])
+    assert code == 2 and err == (f"covseg: error: no space left on device writing {out}; free "
+                                 "space and rerun the same command with --resume to continue\n")
 
 
 TINY_RECIPE = ("--epochs", "1", "--size", "32", "--model", "miniseg", "--augment", "none")

@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from covseg.errors import CovsegError, counted, is_out_of_memory, out_of_memory_text
+from covseg.errors import CovsegError, counted, failure_reason
 from covseg.io.atomic import (
     output_folder,
     remove_temporaries,
@@ -919,9 +919,9 @@ def _run_one(study: Study, folder: Path, process: Callable[[Study, Path], dict[s
     try:
         return "done", process(study, folder), ""
     except Exception as exc:  # noqa: BLE001 - one bad study must not stop the batch; it is reported
-        message = (str(exc) if isinstance(exc, CovsegError) else out_of_memory_text(exc)
-                   if is_out_of_memory(exc) else f"{type(exc).__name__}: {exc}")
+        message = failure_reason(exc, folder)
         log.error("%s failed: %s", study.name, message)
+        remove_earlier_outputs(folder, study)  # none that looks done is left of a failed study
         return "failed", None, message
 
 

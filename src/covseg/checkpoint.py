@@ -8,17 +8,19 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from covseg.errors import CovsegError
+from covseg.errors import CovsegError, no_space, no_space_text
 from covseg.io.atomic import atomic_path
 from covseg.models import build_model
 from covseg.models.pretrained import torch_load_failure
-from covseg.provenance import API_COMMAND
+from covseg.provenance import API_COMMAND, option_given
 
 FORMAT = "covseg-checkpoint"
 VERSION = 1
@@ -30,8 +32,30 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, meta: dict[s
     payload = {"format": FORMAT, "version": VERSION, "meta": meta,
                "state_dict": model.state_dict(), **extra}
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        save_resumable(payload, tmp, path)
     return Path(path)
+
+
+def save_resumable(payload: Any, tmp: Path, target: str | os.PathLike[str]) -> None:
+    """``torch.save`` a training's file through a Python file, so that a full disk is an
+    OSError (torch's own writer gave a traceback of RuntimeErrors): :func:`full_disk_resumable`
+    says it naming ``target``."""
+    with full_disk_resumable(target), tmp.open("wb") as handle:
+        torch.save(payload, handle)
+
+
+@contextmanager
+def full_disk_resumable(target: str | os.PathLike[str], what: str = "") -> Iterator[None]:
+    """Run a training's write of ``target`` (``what``: its description, where the name is
+    a scratch file's); a full disk (torch's RuntimeError over it included) becomes one line
+    saying to free space and go on with ``--resume``."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        if not no_space(exc):
+            raise
+        rerun = f"rerun the same command with {option_given('resume', True)}"
+        raise CovsegError(no_space_text(target, rerun, what)) from None
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -21,7 +21,14 @@ from covseg.compare import known_spec, left_out_note
 from covseg.config import MAX_SLICE_PASSES, RECIPE_EPOCHS, TrainConfig
 from covseg.crossval import DEFAULT_FOLDS, mean_over_folds, shown
 from covseg.data.layouts import TARGETS
-from covseg.errors import CovsegError, counted, is_out_of_memory, out_of_memory_text
+from covseg.errors import (
+    CovsegError,
+    counted,
+    is_out_of_memory,
+    no_space,
+    no_space_text,
+    out_of_memory_text,
+)
 from covseg.evaluate import any_lesion
 from covseg.losses import LOSSES
 from covseg.models.registry import parse_option_value
@@ -567,15 +574,26 @@ def _run(argv: Sequence[str] | None) -> int:
     except BrokenPipeError:
         raise  # stdout closed: main ends quietly
     except (MemoryError, RuntimeError) as exc:  # torch's allocator raises RuntimeError
-        if not is_out_of_memory(exc):
+        if not is_out_of_memory(exc) and not no_space(exc):
             raise
+        if no_space(exc):  # torch's writer says a full disk so
+            print(f"covseg: error: {_no_space(exc, args)}", file=sys.stderr)
+            return 2
         print(f"covseg: error: {out_of_memory_text(exc)}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"covseg: error: {_named(exc)}{exc.strerror or exc}", file=sys.stderr)
+        text = _no_space(exc, args) if no_space(exc) else f"{_named(exc)}{exc.strerror or exc}"
+        print(f"covseg: error: {text}", file=sys.stderr)
         return 2
     finally:
         logger.removeHandler(handler)
+
+
+def _no_space(exc: BaseException, args: argparse.Namespace) -> str:
+    """A full disk that no writer named (a stream's OSError has no file name): the file where
+    known, else the output folder, and how to go on."""
+    target = getattr(exc, "filename", None) or getattr(args, "out", None) or "."
+    return no_space_text(target, RERUN_HINTS.get(args.command, "rerun the same command"))
 
 
 def _named(exc: OSError) -> str:

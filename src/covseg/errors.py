@@ -1,6 +1,8 @@
 """The one exception type covseg raises for bad input (the CLI prints its message on one line),
 and the wording its messages share."""
 
+import errno
+import os
 import re
 
 MEMORY_SIGNS = ("allocate", "not enough memory", "out of memory",
@@ -41,3 +43,37 @@ def out_of_memory_text(exc: BaseException) -> str:
     asked = size.group(1) if size else f"{int(count.group(1)) / 2 ** 30:.2f} GiB" if count else ""
     return (f"out of memory{f' (could not allocate {asked})' if asked else ''}: free memory "
             "(close other programs) or use a machine with more")
+
+
+def no_space(exc: BaseException) -> bool:
+    """Whether ``exc`` is a full disk or quota (ENOSPC, EDQUOT), or was raised while handling
+    one: torch's zip writer turns the OSError of the file it writes into a RuntimeError
+    ("unexpected pos ..."), whose context is the OSError."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # a chain is short; a cycle must not hang
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def no_space_text(target: str | os.PathLike[str], rerun: str = "rerun the same command",
+                  what: str = "") -> str:
+    """One line for a full disk while writing ``target`` (``what``: how to call it, where not
+    by its name) and what to do (``rerun``: how to go on); it was a bare "No space left on
+    device", or a traceback from torch. No free space is given: measured while the failed
+    file's temporary still exists, it read 0."""
+    return f"no space left on device writing {what or target}; free space and {rerun}"
+
+
+def failure_reason(exc: Exception, target: str | os.PathLike[str]) -> str:
+    """One line for why one item of a batch (a CT study writing into ``target``) failed:
+    covseg's own message, out of memory, a full disk (it was the raw ``OSError: [Errno 28]
+    No space left on device``), else the exception's type and message."""
+    if isinstance(exc, CovsegError):
+        return str(exc)
+    if is_out_of_memory(exc):
+        return out_of_memory_text(exc)
+    return no_space_text(target) if no_space(exc) else f"{type(exc).__name__}: {exc}"

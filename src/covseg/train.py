@@ -46,7 +46,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from covseg.cascade import THRESHOLD, LungFrame, LungGuide, require_lung_model
-from covseg.checkpoint import load_checkpoint, save_checkpoint
+from covseg.checkpoint import full_disk_resumable, load_checkpoint, save_checkpoint
 from covseg.config import TrainConfig, check_batch_size, check_seed, check_threshold
 from covseg.data.layouts import CLASS_NAMES, LoadedData, Sample, data_fingerprint
 from covseg.data.splits import validation_split
@@ -749,7 +749,8 @@ def _save_items(items: list[dict[str, torch.Tensor]], path: Path) -> None:
         for index, item in enumerate(items):
             stacked[key][index] = item.pop(key)
     items.clear()
-    torch.save(stacked, path)
+    with path.open("wb") as handle:  # torch's own writer hides a full disk's OSError
+        torch.save(stacked, handle)
 
 
 def _load_items(path: Path) -> list[dict[str, torch.Tensor]]:
@@ -787,10 +788,11 @@ def _train_side_by_side(jobs: list[tuple[TrainConfig, Path]], data: LoadedData,
     with _sigterm_as_exit(), tempfile.TemporaryDirectory(prefix=MEMBERS_SCRATCH,
                                                          dir=run) as scratch:
         shared = Path(scratch) / "data.pkl"
-        with shared.open("wb") as handle:
-            pickle.dump((_without_pixels(data, train_cases), list(train_cases),
-                         list(val_cases), fingerprint), handle, pickle.HIGHEST_PROTOCOL)
-        _save_items(make_items(), shared.with_name(ITEMS_FILE))
+        with full_disk_resumable(run, f"the members' shared data in {run}"):
+            with shared.open("wb") as handle:
+                pickle.dump((_without_pixels(data, train_cases), list(train_cases),
+                             list(val_cases), fingerprint), handle, pickle.HIGHEST_PROTOCOL)
+            _save_items(make_items(), shared.with_name(ITEMS_FILE))
         for start in range(0, len(jobs), workers):
             _run_wave(context, jobs[start:start + workers], shared, progress, threads)
     return [json.loads((folder / "metrics.json").read_text()) for _, folder in jobs]

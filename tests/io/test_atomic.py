@@ -117,3 +117,18 @@ def test_the_temporaries_of_one_target_are_removed_alone(tmp_path: Path) -> None
     assert remove_temporaries_of(tmp_path / "summary.csv") == [tmp_path / names[0]]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[1:])
     assert remove_temporaries_of(tmp_path / "missing" / "grid.png") == []
+
+
+def test_a_full_disk_writing_a_stream_names_the_file_and_says_what_to_do(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(self: Path, *_: object, **__: object) -> None:
+        self.write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")  # a stream's: no file name
+
+    monkeypatch.setattr(Path, "write_text", full)
+    target = tmp_path / "summary.csv"
+    with pytest.raises(CovsegError) as caught:
+        write_text(target, "study,status\n")
+    assert str(caught.value) == (f"no space left on device writing {target}; free space and "
+                                 "rerun the same command")
+    assert list(tmp_path.iterdir()) == []

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from covseg.io.atomic import write_json, write_text
+from covseg.io.atomic import atomic_path, write_json, write_text
 from covseg.io.image import write_png
 from covseg.transforms import LUNG_WINDOW, intensity_scale, scale_intensity
 
@@ -135,7 +135,10 @@ def write_synthetic(out: str | Path, seed: int = 0, patients: int = 12,
     writer.writerow(["case_id", "patient_id"])
     for case, patient, item in synthetic_slices(seed, patients, slices_per_patient, size):
         (out / "images").mkdir(parents=True, exist_ok=True)
-        np.save(out / "images" / f"{case}.npy", np.round(item.hu).astype(np.int16))
+        with atomic_path(out / "images" / f"{case}.npy") as tmp:  # whole, or not at all
+            buffer = io.BytesIO()  # numpy's own write says a full disk as "N requested..."
+            np.save(buffer, np.round(item.hu).astype(np.int16))
+            tmp.write_bytes(buffer.getvalue())
         write_png(out / "masks" / f"{case}.png", item.lesions)
         write_png(out / "lungs" / f"{case}.png", item.lungs)
         writer.writerow([case, patient])

@@ -15,7 +15,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from covseg.errors import CovsegError
+from covseg.errors import CovsegError, no_space, no_space_text
 
 
 def output_file(target: str | os.PathLike[str], suffix: str, kind: str) -> Path:
@@ -85,8 +85,8 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are meant to be shared
         os.replace(tmp, target)
     except OSError as exc:
-        if str(tmp) not in (str(exc.filename), str(exc.filename2)):
-            raise
+        if str(tmp) not in (str(exc.filename), str(exc.filename2)) and not no_space(exc):
+            raise  # a full disk names no file when a stream is written: it is this one
         raise _unwritable(target, exc) from None
     finally:
         if tmp.exists():
@@ -132,6 +132,8 @@ def remove_temporaries_of(target: Path) -> list[Path]:
 
 def _unwritable(target: Path, exc: OSError) -> CovsegError:
     """A one-line error for an OS error writing ``target`` (or its temporary file)."""
+    if no_space(exc):
+        return CovsegError(no_space_text(target))
     return CovsegError(f"{target}: cannot write it ({exc.strerror or exc}); "
                        "pick a writable place or another name")
 
