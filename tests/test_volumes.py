@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import html
 import io
@@ -572,6 +573,35 @@ def test_a_label_volume_given_as_a_ct_fails_its_study_and_a_blank_one_is_predict
                                            "a label mask (values 0/1); give the CT itself")
     assert not (tmp_path / "out" / "study_0255" / INFECTION_NII).exists()
     assert (result.done, result.failed) == (2, 1)
+
+
+def test_a_full_disk_fails_the_probabilities_study_alone(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """--probabilities stored into a sparse float16 memmap: the disk filling up killed the
+    process with SIGBUS (exit 135, no word, the batch lost, its lock and scratch left). The
+    scratch's disk is taken first now: the study fails in one line, the next is done."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("a", "b"):
+        chest_nifti(inputs / f"{name}.nii.gz")
+    calls: list[int] = []
+
+    def full_once(handle: int, offset: int, length: int) -> None:
+        calls.append(length)
+        if len(calls) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full_once)
+    out = tmp_path / "out"
+    result = predict_batch(BandPredictor([(-400, -200)]), [inputs], out, probabilities=True)
+    assert (result.done, result.failed) == (1, 1) and calls == [64 * 64 * 10 * 2] * 2
+    with open(result.summary, newline="") as handle:
+        rows = {row["study"]: row for row in csv.DictReader(handle)}
+    assert rows["a"]["error"] == (f"{out / 'a'}: no room for the probabilities (0.1 MiB needed: "
+                                  "No space left on device); free space or pick another --out")
+    assert sorted(p.name for p in (out / "a").iterdir()) == []
+    assert (out / "b" / "probabilities.nii.gz").is_file()
+    assert not list(out.rglob(".*"))
 
 
 def test_a_grey_ct_told_hu_is_refused_by_predict(tmp_path: Path) -> None:
