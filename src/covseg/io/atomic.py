@@ -157,6 +157,17 @@ def _unwritable(target: Path, exc: OSError) -> CovsegError:
                        "pick a writable place or another name")
 
 
+def refuse_undecodable_name(path: Path) -> None:
+    """Refuse an input whose path is not valid UTF-8 (legal on Linux): the CSV records that
+    name it cannot be written, and a batch stopped midway with a traceback."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise CovsegError(f"{shown}: its name is not valid UTF-8, which covseg's records cannot "
+                          "hold; rename it") from None
+
+
 def reserve(handle: int, nbytes: int) -> None:
     """Allocate ``nbytes`` of disk for the open file ``handle`` now, so that a full disk is an
     OSError here, not a SIGBUS (the process killed without a word) when a memmap of a sparse
