@@ -8,7 +8,11 @@ failing as if covseg were broken. CI installs every extra, so there these tests 
 
 from __future__ import annotations
 
+import builtins
+import errno
 import functools
+import io
+import os
 import subprocess
 import sys
 import threading
@@ -205,6 +209,21 @@ def wait_until_written(signal: Path, process: subprocess.Popen[str]) -> None:
         assert process.poll() is None, process.communicate()[1]
         assert time.monotonic() < deadline, f"{signal.name}: never written"
         time.sleep(0.05)
+
+
+def deny_reading(monkeypatch: pytest.MonkeyPatch, *denied: Path) -> None:
+    """Make opening ``denied`` raise PermissionError, as for a user without read permission
+    (tests run as root, who may read a file of mode 000)."""
+    real = builtins.open
+    refused = {path.resolve() for path in denied}
+
+    def guarded(file: object, *args: object, **kwargs: object) -> object:
+        if isinstance(file, str | os.PathLike) and Path(file).resolve() in refused:
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real(file, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(builtins, "open", guarded)
+    monkeypatch.setattr(io, "open", guarded)
 
 
 def square_mask(size: int, top: int, left: int, side: int) -> np.ndarray:

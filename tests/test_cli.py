@@ -31,7 +31,7 @@ from covseg.cli import main
 from covseg.config import TrainConfig
 from covseg.errors import CovsegError
 from covseg.transforms import LUNG_WINDOW
-from tests.conftest import shared
+from tests.conftest import deny_reading, shared
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -881,6 +881,36 @@ def test_corrupt_image_in_predict_is_listed_and_the_others_predicted(
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.png", "predict.json"]
     record = json.loads((tmp_path / "out" / "predict.json").read_text())
     assert list(record["failed"]) == [str(bad / "broken.png")] and record["masks"] == 1
+
+
+def test_an_unreadable_image_in_predict_is_listed_and_the_others_predicted(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Path,
+        synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image the user may not read (permission denied) stopped the whole 2D batch before any
+    mask, while a corrupt one is listed as failed and the others predicted: now alike."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(folder / "locked.png")
+    shutil.copy(next((synthetic_folder / "images").glob("*.npy")), folder / "good.npy")
+    deny_reading(monkeypatch, folder / "locked.png")
+    code, _, err = _run(capsys, "predict", str(folder), "--model", str(tiny_run), "--out",
+                        str(tmp_path / "out"))
+    _assert_one_line_error(code, err, f"(first: {folder / 'locked.png'}: permission denied; "
+                                      "make it readable (chmod +r) or leave it out)")
+    record = json.loads((tmp_path / "out" / "predict.json").read_text())
+    assert list(record["failed"]) == [str(folder / "locked.png")] and record["masks"] == 1
+    assert (tmp_path / "out" / "good.png").is_file()
+
+
+def test_an_unreadable_checkpoint_says_so(tmp_path: Path, tiny_run: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sound checkpoint the user may not read was called "not a covseg checkpoint ...
+    damaged, or another format"."""
+    deny_reading(monkeypatch, tiny_run / "best.pt")
+    with pytest.raises(CovsegError, match=re.escape(
+            f"{tiny_run / 'best.pt'}: permission denied; make it readable (chmod +r) or pass "
+            "another model")):
+        load_checkpoint(tiny_run)
 
 
 def test_an_image_over_pil_s_pixel_limit_in_predict_is_listed_and_the_others_predicted(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import html
 import io
@@ -46,6 +47,7 @@ from tests.conftest import (
     CONSOLIDATED_AFFINE,
     OVERCALLED_AFFINE,
     consolidated_chest,
+    deny_reading,
     overcalled_chest,
 )
 from tests.conftest import SAMPLE_CT as CT
@@ -572,6 +574,75 @@ def test_a_label_volume_given_as_a_ct_fails_its_study_and_a_blank_one_is_predict
                                            "a label mask (values 0/1); give the CT itself")
     assert not (tmp_path / "out" / "study_0255" / INFECTION_NII).exists()
     assert (result.done, result.failed) == (2, 1)
+
+
+def test_a_full_disk_fails_the_probabilities_study_alone(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """--probabilities stored into a sparse float16 memmap: the disk filling up killed the
+    process with SIGBUS (exit 135, no word, the batch lost, its lock and scratch left). The
+    scratch's disk is taken first now: the study fails in one line, the next is done."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("a", "b"):
+        chest_nifti(inputs / f"{name}.nii.gz")
+    calls: list[int] = []
+
+    def full_once(handle: int, offset: int, length: int) -> None:
+        calls.append(length)
+        if len(calls) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full_once)
+    out = tmp_path / "out"
+    result = predict_batch(BandPredictor([(-400, -200)]), [inputs], out, probabilities=True)
+    assert (result.done, result.failed) == (1, 1) and calls == [64 * 64 * 10 * 2] * 2
+    with open(result.summary, newline="") as handle:
+        rows = {row["study"]: row for row in csv.DictReader(handle)}
+    assert rows["a"]["error"] == (f"{out / 'a'}: no room for the probabilities (0.1 MiB needed: "
+                                  "No space left on device); free space or pick another --out")
+    assert sorted(p.name for p in (out / "a").iterdir()) == []
+    assert (out / "b" / "probabilities.nii.gz").is_file()
+    assert not list(out.rglob(".*"))
+
+
+def test_an_unreadable_ct_fails_its_study_alone(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CT the user may not read (permission denied) stopped the whole batch before any study,
+    while a damaged one fails alone: now alike, in one line saying why."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("good", "locked"):
+        chest_nifti(inputs / f"{name}.nii.gz")
+    deny_reading(monkeypatch, inputs / "locked.nii.gz")
+    result = predict_batch(BandPredictor([(-400, -200)]), [inputs], tmp_path / "out")
+    assert (result.done, result.failed) == (1, 1)
+    with open(result.summary, newline="") as handle:
+        rows = {row["study"]: row for row in csv.DictReader(handle)}
+    assert rows["locked"]["error"] == (f"{inputs / 'locked.nii.gz'}: permission denied; make it "
+                                       "readable (chmod +r) or leave it out")
+
+
+def test_a_file_name_not_utf8_is_refused_in_one_line(tmp_path: Path) -> None:
+    """A name that is not valid UTF-8 (legal on Linux) failed its CT study and then stopped the
+    batch with a traceback (its summary row could not be written); evaluate the same. Both
+    refuse it in one line now, before writing anything."""
+    inputs, truths = tmp_path / "in", tmp_path / "truth"
+    inputs.mkdir()
+    truths.mkdir()
+    bad = os.fsdecode(b"ct\xfe") + ".nii.gz"
+    chest_nifti(inputs / bad)
+    refusal = re.escape(r"ct\xfe.nii.gz: its name is not valid UTF-8, which covseg's records "
+                        "cannot hold; rename it")
+    with pytest.raises(CovsegError, match=refusal):
+        predict_batch(BandPredictor([(-400, -200)]), [inputs], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    labels = np.zeros((64, 64, 10), dtype=np.uint8)
+    labels[14:20, 20:26, 3:6] = 1
+    nib.save(nib.Nifti1Image(labels, AFFINE), str(truths / bad))
+    shutil.copytree(truths, tmp_path / "pred")
+    with pytest.raises(CovsegError, match=refusal):
+        evaluate_folders(tmp_path / "pred", truths, tmp_path / "ev" / "ev")
+    assert not list((tmp_path / "ev").glob("*"))
 
 
 def test_a_grey_ct_told_hu_is_refused_by_predict(tmp_path: Path) -> None:

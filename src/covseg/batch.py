@@ -21,6 +21,7 @@ from typing import Any
 from covseg.errors import CovsegError, counted, failure_reason
 from covseg.io.atomic import (
     output_folder,
+    refuse_undecodable_name,
     remove_temporaries,
     remove_temporaries_of,
     write_json,
@@ -243,6 +244,8 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
     """
     notes: list[str] = []
     studies = discover_studies(inputs, exclude, masks, notes)
+    for study in studies:
+        refuse_undecodable_name(study.path)
     for note in notes:
         log.warning("%s", note)
     return studies

@@ -18,6 +18,7 @@ from torch import nn
 
 from covseg.errors import CovsegError, no_space, no_space_text
 from covseg.io.atomic import atomic_path
+from covseg.io.image import unreadable_file
 from covseg.models import build_model
 from covseg.models.pretrained import torch_load_failure
 from covseg.provenance import API_COMMAND, option_given
@@ -73,6 +74,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
                           "the run folder or its best.pt (`covseg predict` runs ONNX files)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise unreadable_file(path, "pass another model") from None
     except Exception as exc:  # noqa: BLE001  torch.load raises KeyError, UnpicklingError...
         raise CovsegError(f"{path}: not a covseg checkpoint ({torch_load_failure(exc)}); "
                           "pass a run folder from `covseg train` or its best.pt") from None

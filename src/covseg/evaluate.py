@@ -29,6 +29,7 @@ from covseg.infer import Predictor, output_name
 from covseg.io.atomic import (
     output_folder,
     refuse_inside,
+    refuse_undecodable_name,
     remove_temporaries_of,
     write_json,
     write_text,
@@ -441,6 +442,8 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     pred_side, truth_side = _masks(pred_path, "prediction"), _masks(truth_path, "truth")
     truths = truth_side.by_case
     preds = pred_side.by_case
+    for path in (*truths.values(), *preds.values()):
+        refuse_undecodable_name(path)
     if pred_side.single and truth_side.single:  # one case, whatever the names
         preds = dict.fromkeys(truths, *preds.values())
     if not set(preds) & set(truths):

@@ -14,6 +14,7 @@ from typing import Any
 
 from covseg.io.ct import folder_niftis
 from covseg.io.dicom import dicom_files
+from covseg.io.image import unreadable_file
 
 RESULT_JSON = "quantification.json"
 SETTINGS = "settings"
@@ -112,8 +113,12 @@ def content_hash(path: Path) -> str | None:
 
 
 def _file_sha256(path: Path) -> bytes:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").digest()
+    """SHA-256 of a file's bytes; an input the user may not read fails its study in one line."""
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").digest()
+    except PermissionError:
+        raise unreadable_file(path) from None
 
 
 def read_record(done: Path) -> dict[str, Any] | None:

@@ -57,6 +57,7 @@ from covseg.burden import (
 from covseg.cascade import THRESHOLD
 from covseg.config import check_batch_size, check_kind
 from covseg.errors import CovsegError
+from covseg.io.atomic import reserve
 from covseg.io.ct import read_volume
 from covseg.io.image import refuse_label_mask
 from covseg.io.volume import Volume, check_hu, hounsfield, write_mask_like, write_probabilities_like
@@ -476,10 +477,10 @@ def _predict_with_probabilities(predictor: SlicePredictor, volume: Volume, out_d
     """Predict into a float16 memmap beside the outputs, write it as NIfTI, delete the memmap."""
     channels = output_channels(predictor)
     shape = volume.array.shape if channels == 1 else (channels, *volume.array.shape)
-    handle, scratch = tempfile.mkstemp(prefix=".probabilities.", suffix=".f16", dir=out_dir)
-    os.close(handle)
+    scratch = _reserved_scratch(out_dir, math.prod(shape) * np.dtype(np.float16).itemsize)
     try:
-        store = np.memmap(scratch, dtype=np.float16, mode="w+", shape=shape)
+        # r+, not w+: w+ truncates the file to a sparse one again
+        store = np.memmap(scratch, dtype=np.float16, mode="r+", shape=shape)
         labels = predict_labels(predictor, volume, batch_size=batch_size, probabilities=store,
                                 desc="infection")
         stage("writing the probabilities")
@@ -489,6 +490,22 @@ def _predict_with_probabilities(predictor: SlicePredictor, volume: Volume, out_d
     finally:
         Path(scratch).unlink(missing_ok=True)
     return labels
+
+
+def _reserved_scratch(out_dir: Path, nbytes: int) -> Path:
+    """A hidden scratch file in ``out_dir`` with ``nbytes`` of disk allocated: a memmap of a
+    sparse file dies of SIGBUS, without a word, when the disk fills while it is stored into."""
+    handle, scratch = tempfile.mkstemp(prefix=".probabilities.", suffix=".f16", dir=out_dir)
+    try:
+        reserve(handle, nbytes)
+    except OSError as exc:
+        Path(scratch).unlink(missing_ok=True)
+        raise CovsegError(
+            f"{out_dir}: no room for the probabilities ({nbytes / 2**20:.1f} MiB needed: "
+            f"{exc.strerror or exc}); free space or pick another {option_name('out')}") from None
+    finally:
+        os.close(handle)
+    return Path(scratch)
 
 
 STUDY_OPTIONS = frozenset(name for name, parameter in signature(predict_study).parameters.items()

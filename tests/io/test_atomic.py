@@ -18,6 +18,7 @@ from covseg.io.atomic import (
     output_file,
     remove_temporaries,
     remove_temporaries_of,
+    reserve,
     write_json,
     write_text,
 )
@@ -132,3 +133,46 @@ def test_a_full_disk_writing_a_stream_names_the_file_and_says_what_to_do(
     assert str(caught.value) == (f"no space left on device writing {target}; free space and "
                                  "rerun the same command")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("stem", ["b" * 242, "b" * 251, "é" * 125, "scan" + ".2020" * 40])
+def test_a_long_legal_name_is_written(tmp_path: Path, stem: str) -> None:
+    """A legal name of 246 to 255 bytes could not be written: its temporary name (``.STEM.`` +
+    8 random + suffix) passed the 255 bytes a name may hold. Its stem is cut there now, and a
+    temporary file a killed run left is still known as one and removed."""
+    target = tmp_path / f"{stem}.png"
+    with atomic_path(target) as tmp:
+        assert len(os.fsencode(tmp.name)) <= 255
+        tmp.write_bytes(b"mask")
+        shutil.copy(tmp, tmp_path / f"{tmp.name[:-12]}stale000.png")  # as kill -9 leaves it
+    assert target.read_bytes() == b"mask"
+    assert len(remove_temporaries_of(target)) == 1 and list(tmp_path.iterdir()) == [target]
+
+
+def test_a_name_too_long_for_any_file_system_says_so(tmp_path: Path) -> None:
+    target = tmp_path / f"{'b' * 252}.png"
+    with pytest.raises(CovsegError, match=r"its name is too long to write \(256 bytes; file "
+                                          r"systems allow 255\); pick a shorter name$"):
+        write_text(target, "x")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fallocate", ["native", "unsupported"])
+def test_reserve_allocates_the_disk_up_front(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             fallocate: str) -> None:
+    """A sparse file's memmap dies of SIGBUS when the disk fills while it is stored into:
+    reserve takes the space first, by fallocate, or by writing zeros where a file system has
+    none."""
+    if fallocate == "unsupported":
+        def unsupported(handle: int, offset: int, length: int) -> None:
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+        monkeypatch.setattr(os, "posix_fallocate", unsupported, raising=False)
+    path = tmp_path / "scratch"
+    handle = os.open(path, os.O_RDWR | os.O_CREAT)
+    try:
+        reserve(handle, 3 * 2**20 + 5)
+    finally:
+        os.close(handle)
+    assert path.stat().st_size == 3 * 2**20 + 5 and path.read_bytes().count(0) == 3 * 2**20 + 5
+    assert path.stat().st_blocks * 512 >= 3 * 2**20 + 5

@@ -5,6 +5,7 @@ A killed run therefore never leaves a half-written file under the final name.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -69,13 +70,15 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     Errors name ``target``, never the temporary file, which the user has not heard of.
     """
     target = Path(target)
+    if (size := len(os.fsencode(target.name))) > NAME_MAX:
+        raise CovsegError(f"{target}: its name is too long to write ({size} bytes; file systems "
+                          f"allow {NAME_MAX}); pick a shorter name")
     if target.is_dir():
         raise CovsegError(f"{target}: is a folder, not a file to write; pick another name")
     output_folder(target.parent).mkdir(parents=True, exist_ok=True)
-    suffix = "".join(target.suffixes) or ".tmp"
+    prefix, suffix = _temporary_affixes(target)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix,
-                                        dir=target.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=target.parent)
     except OSError as exc:
         raise _unwritable(target, exc) from None
     tmp = Path(tmp_name)
@@ -91,6 +94,24 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+NAME_MAX = 255
+"""Bytes a file name may hold on Linux, macOS and Windows file systems alike."""
+
+
+def _temporary_affixes(target: Path) -> tuple[str, str]:
+    """Prefix and suffix of ``target``'s temporary names (``.STEM.`` and its suffixes), the stem
+    cut so that the name, with mkstemp's 8 random characters, fits in NAME_MAX bytes: a legal
+    name of 242 to 255 bytes would otherwise fail for its temporary file alone."""
+    suffix = "".join(target.suffixes) or ".tmp"
+    if len(os.fsencode(suffix)) > NAME_MAX // 4:  # dots in the stem: "scan.2020.01.03.png"
+        suffix = target.suffix
+    stem = target.stem
+    room = NAME_MAX - len(os.fsencode(suffix)) - 10  # the dots around the stem and 8 random
+    while stem[1:] and len(os.fsencode(stem)) > room:
+        stem = stem[:-1]
+    return f".{stem}.", suffix
 
 
 TEMPORARY_NAME = re.compile(r"^\.[^/]+\.[a-z0-9_]{8}(\.[A-Za-z0-9.]+)?$")
@@ -120,8 +141,8 @@ def remove_temporaries_of(target: Path) -> list[Path]:
     chars><suffixes>`` beside it); return them. For a file written where no lock keeps other
     covseg runs out, or where they write other files (shards' summaries): the temporaries of
     other targets may be another run's, being written."""
-    suffix = "".join(target.suffixes) or ".tmp"
-    own = re.compile(re.escape(f".{target.stem}.") + r"[a-z0-9_]{8}" + re.escape(suffix) + "$")
+    prefix, suffix = _temporary_affixes(target)
+    own = re.compile(re.escape(prefix) + r"[a-z0-9_]{8}" + re.escape(suffix) + "$")
     folder = target.parent
     stale = [path for path in folder.glob(".*")
              if path.is_file() and own.match(path.name)] if folder.is_dir() else []
@@ -136,6 +157,37 @@ def _unwritable(target: Path, exc: OSError) -> CovsegError:
         return CovsegError(no_space_text(target))
     return CovsegError(f"{target}: cannot write it ({exc.strerror or exc}); "
                        "pick a writable place or another name")
+
+
+def refuse_undecodable_name(path: Path) -> None:
+    """Refuse an input whose path is not valid UTF-8 (legal on Linux): the CSV records that
+    name it cannot be written, and a batch stopped midway with a traceback."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise CovsegError(f"{shown}: its name is not valid UTF-8, which covseg's records cannot "
+                          "hold; rename it") from None
+
+
+def reserve(handle: int, nbytes: int) -> None:
+    """Allocate ``nbytes`` of disk for the open file ``handle`` now, so that a full disk is an
+    OSError here, not a SIGBUS (the process killed without a word) when a memmap of a sparse
+    file is stored into later. Where the file system has no fallocate, zeros are written."""
+    try:
+        os.posix_fallocate(handle, 0, nbytes)
+        return
+    except AttributeError:  # no posix_fallocate on this platform (macOS)
+        pass
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise
+    chunk = bytes(min(nbytes, 1 << 20))
+    os.lseek(handle, 0, os.SEEK_SET)
+    written = 0
+    while written < nbytes:
+        written += os.write(handle, chunk[:nbytes - written])
+    os.fsync(handle)
 
 
 def write_text(target: str | os.PathLike[str], text: str) -> Path:

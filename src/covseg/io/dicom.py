@@ -49,8 +49,13 @@ def is_dicom_file(path: Path) -> bool:
     preamble, which files not written for removable media may leave out (SimpleITK reads them)."""
     if not path.is_file() or path.name.startswith("."):
         return False
-    if path.suffix.lower() in DICOM_SUFFIXES or pydicom.misc.is_dicom(path):
+    if path.suffix.lower() in DICOM_SUFFIXES:
         return True
+    try:
+        if pydicom.misc.is_dicom(path):
+            return True
+    except OSError:  # unreadable (permission denied): its name says, and its reader refuses it
+        return _unsuffixed(path)
     return _unsuffixed(path) and _parses_as_dicom(path)
 
 

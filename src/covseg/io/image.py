@@ -183,6 +183,12 @@ def _too_large(path: Path, exc: Exception) -> CovsegError:
                        "most); downsample it or crop it to the CT slice")
 
 
+def unreadable_file(path: Path, instead: str = "leave it out") -> CovsegError:
+    """The error for an input that the user may not read (mode 000, another user's file): it
+    is sound, so "corrupt" or "damaged" would send them the wrong way."""
+    return CovsegError(f"{path}: permission denied; make it readable (chmod +r) or {instead}")
+
+
 def _unreadable(path: Path, exc: Exception) -> CovsegError:
     """Why ``path`` did not decode: a file of a type covseg reads (:data:`IMAGE_SUFFIXES`) is
     corrupt; another (``notes.md``, tried in case it is a picture all the same) is of the wrong
@@ -190,6 +196,8 @@ def _unreadable(path: Path, exc: Exception) -> CovsegError:
     from covseg.io.dicom import is_gzipped_dicom  # both import us
     from covseg.io.nifti import analyze_refused, is_analyze
 
+    if isinstance(exc, PermissionError):
+        return unreadable_file(path)
     if is_analyze(path):
         return analyze_refused(path)
     if path.suffix.lower() in IMAGE_SUFFIXES:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from covseg.errors import CovsegError
+from covseg.io.image import unreadable_file
 
 OFFLINE = "pretrained weights cannot be downloaded offline; pass weights=PATH to a local file"
 HEAD_PREFIXES: tuple[str, ...] = ("fc.", "classifier.", "head.")
@@ -45,6 +46,8 @@ def read_state_dict(path: Path) -> StateDict:
     """Load a state_dict safely (``weights_only=True``); anything else is a one-line error."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise unreadable_file(path, "pass other weights") from None
     except Exception as exc:  # noqa: BLE001  torch.load raises KeyError, UnpicklingError...
         raise CovsegError(f"{path}: cannot read weights ({torch_load_failure(exc)})") from None
     if not isinstance(state, dict) or not all(
