@@ -18,7 +18,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from covseg.errors import CovsegError, counted, is_out_of_memory, out_of_memory_text
+from covseg.errors import (
+    CovsegError,
+    counted,
+    is_out_of_memory,
+    out_of_memory_text,
+    refuse_special_file,
+)
 from covseg.io.atomic import (
     output_folder,
     remove_temporaries,
@@ -257,6 +263,7 @@ def discover_studies(inputs: Sequence[str | os.PathLike[str]],
         path = Path(item)
         if not path.exists():
             raise CovsegError(f"{path}: no such file or folder")
+        refuse_special_file(path, f"a {'mask' if masks else 'CT'} file or a folder of them")
         if _analyze_image_of_header_given(path, inputs):
             continue  # the pair is one study, its header's, refused as Analyze when read
         if path.is_file():

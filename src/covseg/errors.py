@@ -1,7 +1,9 @@
 """The one exception type covseg raises for bad input (the CLI prints its message on one line),
 and the wording its messages share."""
 
+import os
 import re
+import stat
 
 MEMORY_SIGNS = ("allocate", "not enough memory", "out of memory",
                 "Storage size calculation overflowed")
@@ -41,3 +43,20 @@ def out_of_memory_text(exc: BaseException) -> str:
     asked = size.group(1) if size else f"{int(count.group(1)) / 2 ** 30:.2f} GiB" if count else ""
     return (f"out of memory{f' (could not allocate {asked})' if asked else ''}: free memory "
             "(close other programs) or use a machine with more")
+
+
+def refuse_special_file(path: str | os.PathLike[str], give: str, shown: str = "") -> None:
+    """Refuse an input ``path`` that exists but is neither a regular file nor a folder (a FIFO,
+    a device, a socket): readers called it missing ("no such file or folder") or, listing it,
+    blamed the output ("a file is in the way"). Nothing is raised for a missing path, which
+    its reader reports. ``give``: what to pass instead; ``shown``: how the message names the
+    path (an option and its value), by default as given."""
+    try:
+        mode = os.stat(path).st_mode  # a FIFO's stat does not block, as opening it would
+    except (OSError, ValueError):
+        return
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return
+    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
+    raise CovsegError(f"{shown or path}: not a regular file or folder ({kind}); give {give}")
