@@ -1501,3 +1501,26 @@ def test_a_fifo_or_device_input_is_named_as_such(
     _assert_one_line_error(code, err, f"error: {shown.format(**names)}: not a regular file or "
                                       f"folder ({kind}); give {give}\n")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("argv", [["demo", "--epochs", "1"],
+                                  ["train", "synthetic:0", "--epochs", "1"],
+                                  ["evaluate", "--pred", "{dir}", "--truth", "{dir}2"]])
+@pytest.mark.parametrize("under", ["", "/sub"])
+def test_a_dangling_symlink_as_out_is_named_as_such(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], under: str) -> None:
+    """--out a symbolic link to a missing folder (or a folder under one) said "cannot write to
+    it (File exists)" or "a file is in the way of a folder covseg writes", mkdir's EEXIST,
+    though nothing is there to see: it now names the link, where it points and what to do."""
+    for folder in ("dir", "dir2"):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / folder / "case.png")
+    (tmp_path / "elsewhere").mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(Path("elsewhere", "target"))
+    code, _, err = _run(capsys, *(a.format(dir=tmp_path / "dir") for a in argv),
+                        "--out", f"{link}{under}" + ("/ev" if argv[0] == "evaluate" else ""))
+    _assert_one_line_error(code, err, f"error: {link}: a symbolic link to {tmp_path}/elsewhere/"
+                                      "target, which does not exist; create that folder or pick "
+                                      "another --out\n")
+    assert not (tmp_path / "elsewhere" / "target").exists()
