@@ -1515,3 +1515,64 @@ def test_a_stop_in_a_finaliser_still_stops_an_ensemble_run(
     assert not (tmp_path / "e" / "metrics.json").exists()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert sys.unraisablehook is hook  # put back
+
+
+@pytest.mark.parametrize(("argv", "shown", "kind", "give"), [
+    (["predict", "{fifo}.png", "--model", "{tmp}/run"], "{fifo}.png", "a FIFO",
+     "an image or CT file, or a folder of them"),
+    (["predict", "{fifo}.nii.gz", "--model", "{tmp}/run"], "{fifo}.nii.gz", "a FIFO",
+     "an image or CT file, or a folder of them"),
+    (["predict", "/dev/zero", "--model", "{tmp}/run"], "/dev/zero", "a device",
+     "an image or CT file, or a folder of them"),
+    (["quantify", "/dev/zero"], "/dev/zero", "a device", "a mask file or a folder of them"),
+    (["quantify", "{fifo}.png"], "{fifo}.png", "a FIFO", "a mask file or a folder of them"),
+    (["quantify", "{tmp}", "--lungs", "/dev/zero"], "--lungs /dev/zero", "a device",
+     "a NIfTI file or a folder"),
+    (["quantify", "{tmp}", "--image", "{fifo}.nii.gz"], "--image {fifo}.nii.gz", "a FIFO",
+     "a NIfTI file or a folder"),
+    (["evaluate", "--pred", "/dev/zero", "--truth", "{tmp}"], "/dev/zero", "a device",
+     "the prediction folder or one mask file"),
+    (["evaluate", "--pred", "{tmp}", "--truth", "{fifo}.png"], "{fifo}.png", "a FIFO",
+     "the truth folder or one mask file"),
+])
+def test_a_fifo_or_device_input_is_named_as_such(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], shown: str,
+        kind: str, give: str) -> None:
+    """A FIFO or a device given as an input was "no such file or folder" (it exists), "a file
+    is in the way of a folder covseg writes; pick another --out" (quantify, blaming the
+    output), a study failed with a raw NotADirectoryError (--lungs, --image) or "prediction
+    folder not found" (evaluate): each now says what the path is and what to give."""
+    fifo = tmp_path / "fifo"
+    for suffix in (".png", ".nii.gz"):
+        os.mkfifo(f"{fifo}{suffix}")
+    (tmp_path / "dir").mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "dir" / "case.png")
+    names = {"fifo": str(fifo), "tmp": str(tmp_path / "dir")}
+    out = tmp_path / "out"
+    code, _, err = _run(capsys, *(a.format(**names) for a in argv), "--out", str(out))
+    _assert_one_line_error(code, err, f"error: {shown.format(**names)}: not a regular file or "
+                                      f"folder ({kind}); give {give}\n")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv", [["demo", "--epochs", "1"],
+                                  ["train", "synthetic:0", "--epochs", "1"],
+                                  ["evaluate", "--pred", "{dir}", "--truth", "{dir}2"]])
+@pytest.mark.parametrize("under", ["", "/sub"])
+def test_a_dangling_symlink_as_out_is_named_as_such(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], under: str) -> None:
+    """--out a symbolic link to a missing folder (or a folder under one) said "cannot write to
+    it (File exists)" or "a file is in the way of a folder covseg writes", mkdir's EEXIST,
+    though nothing is there to see: it now names the link, where it points and what to do."""
+    for folder in ("dir", "dir2"):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / folder / "case.png")
+    (tmp_path / "elsewhere").mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(Path("elsewhere", "target"))
+    code, _, err = _run(capsys, *(a.format(dir=tmp_path / "dir") for a in argv),
+                        "--out", f"{link}{under}" + ("/ev" if argv[0] == "evaluate" else ""))
+    _assert_one_line_error(code, err, f"error: {link}: a symbolic link to {tmp_path}/elsewhere/"
+                                      "target, which does not exist; create that folder or pick "
+                                      "another --out\n")
+    assert not (tmp_path / "elsewhere" / "target").exists()

@@ -425,3 +425,29 @@ print(matplotlib.get_backend(), plt.get_fignums() if plt else [],
     assert done.stdout.split("\n")[-2] == "svg [] False"
     assert all((tmp_path / name).stat().st_size > 0
                for name in ("box.png", "curves.png", "grid.png", "chart.png"))
+
+
+@pytest.mark.parametrize("writable", [True, False])
+def test_an_unwritable_home_leaves_no_matplotlib_warning(tmp_path: Path, writable: bool) -> None:
+    """With a HOME where matplotlib cannot make its config folder (read-only, or a file in the
+    way) every plotting command printed matplotlib's own two lines ("mkdir -p failed ...",
+    "Matplotlib created a temporary cache directory ..."): covseg now gives it a temporary
+    folder itself, removed at exit; a writable HOME is left to matplotlib as before."""
+    home = tmp_path / "home"
+    if writable:
+        home.mkdir()
+    else:
+        home.write_text("a file, not a folder\n")
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
+    code = ("import os, covseg.viz, matplotlib; print(os.environ.get('MPLCONFIGDIR', '')); "
+            "print(matplotlib.get_cachedir())")
+    done = subprocess.run([sys.executable, "-c", code], env={**env, "HOME": str(home)},
+                          capture_output=True, text=True, check=True)
+    assert done.stderr == ""
+    config, cache = done.stdout.splitlines()
+    if writable:
+        assert (config, cache) == ("", str(home / ".cache" / "matplotlib"))
+    else:
+        assert Path(config).name.startswith("matplotlib-") and cache == config
+        assert not Path(config).exists()  # removed at exit

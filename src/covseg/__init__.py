@@ -8,6 +8,9 @@ The Python API mirrors the ``covseg`` command line, its keywords named as the op
 notebook, another pipeline), :func:`load_predictor` and :func:`segment`.
 """
 
+# First: matplotlib's config folder is settled before anything imports matplotlib.
+import covseg._mplconfig
+
 # covseg.compare, covseg.export and covseg.models share their names with API functions:
 # importing a submodule for the first time sets the package attribute to the module, so they are
 # loaded before the functions are bound below (a later import of them would otherwise replace

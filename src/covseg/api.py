@@ -45,7 +45,7 @@ from covseg.crossval import cross_validate as _cross_validate
 from covseg.data.fetch import fetch
 from covseg.data.layouts import CLASS_NAMES, LoadedData, data_folders, load_dataset
 from covseg.data.splits import check_fold_count
-from covseg.errors import CovsegError, counted, them
+from covseg.errors import CovsegError, counted, refuse_special_file, them
 from covseg.evaluate import evaluate_folders, is_covseg_picture
 from covseg.export import export_onnx
 from covseg.infer import Predictor, output_name
@@ -512,6 +512,7 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]],
         elif item.is_file():
             files.append(item)
         else:
+            refuse_special_file(item, "an image file or a folder of them")
             raise CovsegError(f"{item}: no such file or folder")
     if not files:
         raise CovsegError("no input images given")
@@ -632,6 +633,7 @@ def input_kind(path: Path, wanted: str | None = None) -> str | None:
     caller ``wanted`` volumes; they are skipped with a warning naming them. A folder holding
     sub-folders and no images is volumes (study folders, a DICOM tree)."""
     if not path.is_dir():
+        refuse_special_file(path, "an image or CT file, or a folder of them")
         if is_nifti(path) or is_dicom_file(path):
             return VOLUMES
         return IMAGES if is_image_file(path) else None

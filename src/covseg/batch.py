@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from covseg.errors import CovsegError, counted, failure_reason
+from covseg.errors import CovsegError, counted, failure_reason, refuse_special_file
 from covseg.io.atomic import (
     output_folder,
     refuse_undecodable_name,
@@ -260,6 +260,7 @@ def discover_studies(inputs: Sequence[str | os.PathLike[str]],
         path = Path(item)
         if not path.exists():
             raise CovsegError(f"{path}: no such file or folder")
+        refuse_special_file(path, f"a {'mask' if masks else 'CT'} file or a folder of them")
         if _analyze_image_of_header_given(path, inputs):
             continue  # the pair is one study, its header's, refused as Analyze when read
         if path.is_file():

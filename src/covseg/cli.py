@@ -30,6 +30,7 @@ from covseg.errors import (
     out_of_memory_text,
 )
 from covseg.evaluate import any_lesion
+from covseg.io.atomic import dangling_link
 from covseg.losses import LOSSES
 from covseg.models.registry import parse_option_value
 from covseg.provenance import cli_command, invoked_as
@@ -568,8 +569,9 @@ def _run(argv: Sequence[str] | None) -> int:
         return 130 if isinstance(exc, KeyboardInterrupt) else 143
     except (FileExistsError, NotADirectoryError) as exc:
         option = "--to" if getattr(args, "to", None) is not None else "--out"
-        print(f"covseg: error: {_named(exc)}a file is in the way of a folder covseg writes; "
-              f"pick another {option}", file=sys.stderr)
+        text = (dangling_link(exc.filename, option) if exc.filename else None) or (
+            f"{_named(exc)}a file is in the way of a folder covseg writes; pick another {option}")
+        print(f"covseg: error: {text}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         raise  # stdout closed: main ends quietly

@@ -4,6 +4,7 @@ and the wording its messages share."""
 import errno
 import os
 import re
+import stat
 
 MEMORY_SIGNS = ("allocate", "not enough memory", "out of memory",
                 "Storage size calculation overflowed")
@@ -77,3 +78,20 @@ def failure_reason(exc: Exception, target: str | os.PathLike[str]) -> str:
     if is_out_of_memory(exc):
         return out_of_memory_text(exc)
     return no_space_text(target) if no_space(exc) else f"{type(exc).__name__}: {exc}"
+
+
+def refuse_special_file(path: str | os.PathLike[str], give: str, shown: str = "") -> None:
+    """Refuse an input ``path`` that exists but is neither a regular file nor a folder (a FIFO,
+    a device, a socket): readers called it missing ("no such file or folder") or, listing it,
+    blamed the output ("a file is in the way"). Nothing is raised for a missing path, which
+    its reader reports. ``give``: what to pass instead; ``shown``: how the message names the
+    path (an option and its value), by default as given."""
+    try:
+        mode = os.stat(path).st_mode  # a FIFO's stat does not block, as opening it would
+    except (OSError, ValueError):
+        return
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return
+    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
+    raise CovsegError(f"{shown or path}: not a regular file or folder ({kind}); give {give}")

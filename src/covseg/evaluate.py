@@ -24,7 +24,7 @@ from covseg.data.layouts import (
     examples,
     refuse_combined_masks,
 )
-from covseg.errors import CovsegError, counted
+from covseg.errors import CovsegError, counted, refuse_special_file
 from covseg.infer import Predictor, output_name
 from covseg.io.atomic import (
     output_folder,
@@ -175,6 +175,7 @@ def _masks(path: Path, role: str) -> _Masks:
     (named as :func:`study_name` names it: a predict study's ``infection.nii.gz`` by its
     folder). Zenodo's lung-and-infection masks as the truth are refused: their lungs (1, 2)
     counted as infection, so a perfect prediction scored Dice 0.001."""
+    refuse_special_file(path, f"the {role} folder or one mask file")
     if role == "truth":
         refuse_combined_masks(path, "scored as lesion classes", option_name("truth"))
     single = _single_mask(path)

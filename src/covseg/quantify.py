@@ -37,7 +37,7 @@ from covseg.burden import (
     quantify,
 )
 from covseg.data.layouts import ZENODO_LUNG, combined_mask_folder, refuse_combined_masks
-from covseg.errors import CovsegError
+from covseg.errors import CovsegError, refuse_special_file
 from covseg.io.ct import read_volume
 from covseg.io.dicom import dicom_files
 from covseg.io.image import (
@@ -137,11 +137,15 @@ def is_dicom_series(path: Path) -> bool:
 
 def check_inputs_exist(lungs: str | os.PathLike[str] | None,
                        image: str | os.PathLike[str] | None) -> None:
-    """--lungs and --image must exist: a typo fails once, up front, not in every study."""
+    """--lungs and --image must exist, as a file or folder (not a FIFO or device): a typo
+    fails once, up front, not in every study."""
     for option, path in (("lungs", lungs), ("image", image)):
-        if path and not Path(path).exists():
-            raise CovsegError(f"{option_given(option, str(path))}: no such file or folder; check "
-                              "the path")
+        if not path:
+            continue
+        shown = option_given(option, str(path))
+        if not Path(path).exists():
+            raise CovsegError(f"{shown}: no such file or folder; check the path")
+        refuse_special_file(path, "a NIfTI file or a folder", shown)
 
 
 def _absolute(path: str | os.PathLike[str] | None) -> str | None:

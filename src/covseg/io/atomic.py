@@ -43,12 +43,26 @@ def output_folder(target: str | os.PathLike[str], option: str | None = None) -> 
 
         option = option_name("out")
     target = Path(target)
+    link = dangling_link(target, option)
+    if link:
+        raise CovsegError(link)
     existing = next((folder for folder in (target, *target.parents) if folder.exists()), None)
     if existing is not None and not existing.is_dir():
         where = (" (the output is a folder)" if existing == target
                  else f" of the output folder {target}")
         raise CovsegError(f"{existing}: a file is in the way{where}; pick another {option}")
     return target
+
+
+def dangling_link(target: str | os.PathLike[str], option: str) -> str | None:
+    """The error for an output folder ``target`` that is (or lies under) a symbolic link to a
+    missing path, else None: making it failed with mkdir's "File exists", though nothing is
+    there to see. ``option``: what the error says to change."""
+    for folder in (Path(target), *Path(target).parents):
+        if folder.is_symlink() and not folder.exists():
+            return (f"{folder}: a symbolic link to {folder.parent / os.readlink(folder)}, which "
+                    f"does not exist; create that folder or pick another {option}")
+    return None
 
 
 def refuse_inside(out: str | os.PathLike[str], folder: object, what: str, harm: str) -> None:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO
 
 from covseg.errors import CovsegError
+from covseg.io.atomic import dangling_link
 
 LOCK_FILE = ".covseg.lock"
 """The lock file in a folder a run writes to: the pid of the run holding it, or a line
@@ -115,7 +116,8 @@ def _created(path: Path) -> IO[str]:
     except OSError as exc:
         from covseg.provenance import option_name  # it imports the layouts, which import this
 
-        raise CovsegError(f"{path.parent}: cannot write to it ({exc.strerror or exc}); "
+        raise CovsegError(dangling_link(path.parent, option_name("out")) or
+                          f"{path.parent}: cannot write to it ({exc.strerror or exc}); "
                           f"pick a writable {option_name('out')}") from None
 
 

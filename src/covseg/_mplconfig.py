@@ -1,0 +1,57 @@
+"""Matplotlib's config and cache folder, settled before covseg imports matplotlib: where its
+default (``~/.config/matplotlib``, ``~/.cache/matplotlib``) cannot be written (a read-only
+HOME), matplotlib printed two lines of its own on every plotting command ("mkdir -p failed ...",
+"Matplotlib created a temporary cache directory ..."), not in covseg's one-line form. covseg
+then does what matplotlib would, quietly: a temporary folder, removed at exit."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+
+def _default_folders() -> list[Path]:
+    """The folders matplotlib would write its config and cache to without ``MPLCONFIGDIR``
+    (as ``matplotlib._get_config_or_cache_dir`` finds them; none on Windows, left to it)."""
+    if sys.platform.startswith(("linux", "freebsd")):
+        return [Path(os.environ.get(xdg) or Path.home() / default, "matplotlib")
+                for xdg, default in (("XDG_CONFIG_HOME", ".config"),
+                                     ("XDG_CACHE_HOME", ".cache"))]
+    return [] if sys.platform == "win32" else [Path.home() / ".matplotlib"]
+
+
+def _writable(folder: Path) -> bool:
+    """Whether ``folder`` is, or can be made, a folder to write into (matplotlib's own test,
+    which makes it as matplotlib would)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return folder.is_dir() and os.access(folder, os.W_OK)
+
+
+def settle_matplotlib_config() -> None:
+    """Point ``MPLCONFIGDIR`` at a temporary folder (removed at exit) when matplotlib's default
+    folders cannot be written; nothing when it is set, matplotlib is already imported (its
+    folder chosen), or the defaults are writable (the normal case)."""
+    if os.environ.get("MPLCONFIGDIR") or "matplotlib" in sys.modules:
+        return
+    try:
+        folders = _default_folders()
+    except RuntimeError:  # no home folder to be found: matplotlib's own fallback is quiet
+        return
+    if all(_writable(folder.resolve()) for folder in folders):
+        return
+    try:
+        folder = tempfile.mkdtemp(prefix="matplotlib-")
+    except OSError:
+        return  # matplotlib says itself that it has nowhere to write
+    os.environ["MPLCONFIGDIR"] = folder
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+
+
+settle_matplotlib_config()
