@@ -1346,15 +1346,21 @@ def test_ctrl_c_in_an_import_callback_still_stops_covseg() -> None:
         130, "covseg: interrupted while starting; nothing was done\n", "")
 
 
+FULL_DISK = ("covseg: error: no space left on device writing m.onnx; free space and rerun the "
+             "same command\n")
+
+
 @pytest.mark.parametrize("error, shown", [
-    (OSError(28, "No space left on device"), "covseg: error: No space left on device\n"),
-    (OSError(28, "No space left on device", "m.onnx"),
-     "covseg: error: m.onnx: No space left on device\n")])
+    (OSError(5, "Input/output error"), "covseg: error: Input/output error\n"),
+    (OSError(5, "Input/output error", "m.onnx"), "covseg: error: m.onnx: Input/output error\n"),
+    (OSError(28, "No space left on device"), FULL_DISK),
+    (OSError(28, "No space left on device", "m.onnx"), FULL_DISK)])
 def test_a_system_error_names_its_file_only_when_it_has_one(
         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, error: OSError,
         shown: str) -> None:
     """An error without a file name (a full disk while writing a stream) printed
-    'covseg: error: : No space left on device'."""
+    'covseg: error: : No space left on device'; a full disk, named or not, now names the
+    output it was writing and says what to do."""
     def fail(*args: object) -> None:
         raise error
 
