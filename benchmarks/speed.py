@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         results["default_epochs"] = config.epochs_for(args.train_slices)
         results["default_train_minutes_estimate"] = per_epoch * results["default_epochs"] / 60
     results["convergence"] = convergence(args.model)
-    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, results)
     stage(f"done; wrote {args.out}")
@@ -395,7 +395,7 @@ def _print_table(r: dict) -> None:  # type: ignore[type-arg]
         rows.append((f"training, {n} slices", (
             f"{r[f'train_s_per_epoch_{n}_slices']:.1f} s / epoch; "
             f"{r['default_epochs']} epochs ≈ {r['default_train_minutes_estimate']:.1f} min")))
-    rows.append(("peak memory (RSS)", f"{r['peak_rss_mb']:.0f} MB"))
+    rows.append(("peak memory (RSS, this process)", f"{r['peak_rss_mib']:.0f} MiB"))
     rows += [(f"execution: {name}, b8", f"{value * 1000:.1f} {ms}"
               if isinstance(value, float) else value)
              for name, value in r.get("execution_s_per_slice_batch8", {}).items()]
