@@ -105,7 +105,7 @@ def segment_lungs(hu: np.ndarray, affine: np.ndarray | None = None, *,
     voxel_ml = abs(np.linalg.det(affine[:3, :3])) / 1000 if sized else None
     mask, centres = _lung_air_and_centres(volume, threshold, gas_hu, min_fraction, voxel_ml,
                                           _gas_pocket_ml(volume.shape[0], affine))
-    if sized and mask.sum() * abs(np.linalg.det(affine[:3, :3])) / 1000 < MIN_LUNG_ML:
+    if voxel_ml is not None and mask.sum() * voxel_ml < MIN_LUNG_ML:
         mask[...] = False  # a pocket of bowel gas or an airway below the lungs: no lungs here
     labels = _split(mask, affine, _midline_x(affine, centres), AIRWAY_MAX_MM2)
     del mask  # freed before the filling, which peaks higher (150 MiB for 600 slices)

@@ -65,7 +65,7 @@ def dicom_files(folder: Path) -> Iterator[Path]:
     for directory, _, names in os.walk(folder):
         for name in names:
             path = Path(directory, name)
-            if path.is_file() and is_dicom_file(path):
+            if is_dicom_file(path):  # which checks that it is a file
                 yield path
 
 

@@ -356,16 +356,15 @@ def affine_differences(first: np.ndarray, second: np.ndarray) -> list[str]:
     angle = float(np.degrees(np.arccos(np.clip(cosines, -1.0, 1.0))).max())
     if angle > DIRECTION_TOLERANCE_DEG:
         differences.append(f"voxel axes turned {angle:.3g} degrees apart")
-    offset = float(np.linalg.norm(first[:3, 3] - second[:3, 3]))
-    half = 0.5 * float(min(*sizes[0], *sizes[1]))
+    offset, half = grid_drift_mm(first, second), 0.5 * float(min(*sizes[0], *sizes[1]))
     if offset >= half and not differences:  # else the first voxels lie apart by the sizes
         differences.append(f"origins {offset:.3g} mm apart (half a voxel is {half:.3g} mm)")
     return differences
 
 
-def grid_drift_mm(first: Volume, second: Volume) -> float:
-    """How far apart two volumes' origins (first voxels, on the working axes) lie, in mm."""
-    return float(np.linalg.norm(first.affine[:3, 3] - second.affine[:3, 3]))
+def grid_drift_mm(first: np.ndarray, second: np.ndarray) -> float:
+    """How far apart two affines' origins (first voxels, on the working axes) lie, in mm."""
+    return float(np.linalg.norm(first[:3, 3] - second[:3, 3]))
 
 
 def warn_grid_drift(first: Volume, second: Volume) -> None:
@@ -374,7 +373,7 @@ def warn_grid_drift(first: Volume, second: Volume) -> None:
     if not same_grid_affine(first, second):
         log.warning("%s: affine differs from %s (origins %.3g mm apart, under half a voxel); "
                     "assuming the same voxel grid", second.source, first.source,
-                    grid_drift_mm(first, second))
+                    grid_drift_mm(first.affine, second.affine))
 
 
 def check_same_grid(reference: Volume, other: Volume) -> None:
