@@ -284,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     config = TrainConfig()
     channels = 1
     if args.model:  # before any timing, so that a wrong path is refused at once
-        meta = load_checkpoint(args.model)["meta"]
+        payload = load_checkpoint(args.model)  # read once: the predictor is built from it
+        meta = payload["meta"]
         channels = int(meta.get("in_channels", 1))  # a lung guide adds a channel
         config = TrainConfig(model=meta["model"], model_options=meta["model_options"],
                              size=meta["size"], frame_lungs=bool(meta.get("lung_frame")),
@@ -298,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     results["matmul_gflops"] = matmul_gflops()
     with tempfile.TemporaryDirectory() as tmp:
         if args.model:
-            predictor = Predictor.load(args.model)
+            predictor = Predictor.from_payload(payload)
         else:
             predictor = untrained_predictor(config.model, config.size, Path(tmp) / "best.pt",
                                             config.test_flips, config.frame())

@@ -157,19 +157,12 @@ AUTO_ADVICE = " (detects HU, 8-bit and [0, 1])"
 """What auto is told to do, after the option that asks for it (:func:`_auto_advice`)."""
 
 
-def _scale_flag(value: str) -> str:
-    """``--intensity value`` as the running command spells it (``intensity="value"`` from the
-    API)."""
+def _scale_flag(value: str, option: str = "intensity") -> str:
+    """``--intensity value`` (or ``--hu value``: ``option``) as the running command spells it
+    (``intensity="value"`` from the API)."""
     from covseg.provenance import option_given  # it imports the layouts, which import this
 
-    return option_given("intensity", value)
-
-
-def _hu_auto() -> str:
-    """``--hu auto`` as the running command spells it."""
-    from covseg.provenance import option_given  # see _scale_flag
-
-    return option_given("hu", "auto")
+    return option_given(option, value)
 
 
 def _auto_advice() -> str:
@@ -310,7 +303,7 @@ def _warn_clipped(kind: str, low: float, high: float) -> None:
                 "scale, and are clipped: it reads saturated; is it on another scale? Let covseg "
                 "detect it (%s, or %s for CT volumes), or convert 16-bit grey such as HU + 1024 "
                 "to Hounsfield units, 8-bit grey or floats in [0, 1]", low, high, kind,
-                _scale_flag("auto"), _hu_auto())
+                _scale_flag("auto"), _scale_flag("auto", "hu"))
 
 
 @dataclass(frozen=True)
