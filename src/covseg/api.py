@@ -161,7 +161,7 @@ def _refuse_empty(signature: inspect.Signature, arguments: dict[str, Any]) -> No
         for shown, item in given:
             empty = _empty_in(shown, item)
             if empty and "PathLike" in str(parameter.annotation):
-                raise CovsegError(f"{empty} is empty; give a path (\".\" for the current folder)")
+                raise _empty_path(empty)
             if empty:
                 raise CovsegError(f"{empty} is empty; give it a value (for a path, \".\" is the "
                                   "current folder)")
@@ -180,6 +180,11 @@ def _empty_in(name: str, value: object) -> str | None:
         return None
     return next((f"{name}[{key!r}]" for key, item in items
                  if isinstance(item, str) and not item), None)
+
+
+def _empty_path(name: str) -> CovsegError:
+    """The refusal of an empty path given as ``name``: ``Path("")`` is the current folder."""
+    return CovsegError(f"{name} is empty; give a path (\".\" for the current folder)")
 
 
 def _taken(own: Sequence[str], options: str, accepted: Sequence[str]) -> str:
@@ -253,7 +258,7 @@ def _path(name: str, value: object, what: str = "a path (str or pathlib.Path)"
     an ``out=""`` wrote its files unasked."""
     if isinstance(value, str | os.PathLike):
         if not os.fspath(value):
-            raise CovsegError(f"{name} is empty; give a path (\".\" for the current folder)")
+            raise _empty_path(name)
         return value
     raise CovsegError(f"{name} must be {what}, got {_shown(value)}")
 

@@ -132,11 +132,10 @@ def all_done(result: BatchResult, action: str) -> BatchResult:
 
 def _first_failure(summary: Path) -> str:
     """'STUDY: reason' of the first failed row of a batch's summary CSV (its first line)."""
-    with open(summary, encoding="utf-8", newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row.get("status") == "failed":
-                reason = (row.get("error") or "").strip().splitlines()
-                return f"{row.get('study')}: {reason[0] if reason else 'no reason recorded'}"
+    for row in _summary_rows(summary):
+        if row.get("status") == "failed":
+            reason = (row.get("error") or "").strip().splitlines()
+            return f"{row.get('study')}: {reason[0] if reason else 'no reason recorded'}"
     return ""
 
 
@@ -185,10 +184,14 @@ def failed_studies(folder: Path) -> list[str]:
     """The studies a batch's summary CSVs in ``folder`` record as failed (by study name)."""
     failed = []
     for path in filter(_is_summary, _summaries(folder)):
-        with open(path, encoding="utf-8", newline="") as handle:
-            failed += [row["study"] for row in csv.DictReader(handle)
-                       if row.get("status") == "failed"]
+        failed += [row["study"] for row in _summary_rows(path) if row.get("status") == "failed"]
     return failed
+
+
+def _summary_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a summary CSV, by column."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def _is_summary(path: Path) -> bool:
@@ -656,9 +659,7 @@ def _drop_folded_shard_summaries(out_dir: Path, listed: set[str]) -> None:
     for path in sorted(out_dir.glob("summary_shard*of*.csv")):
         if not _is_summary(path):
             continue
-        with open(path, encoding="utf-8", newline="") as handle:
-            studies = {row.get("study") for row in csv.DictReader(handle)}
-        if studies <= listed:
+        if {row.get("study") for row in _summary_rows(path)} <= listed:
             path.with_suffix(".png").unlink(missing_ok=True)
             path.unlink()
 
@@ -684,10 +685,9 @@ def _earlier_summary_rows(out_dir: Path) -> dict[str, dict[str, str]]:
     that did not fail (summary.csv's first, then the shards', which a merge reads after them)."""
     rows: dict[str, dict[str, str]] = {}
     for path in filter(_is_summary, _summaries(out_dir)):
-        with open(path, encoding="utf-8", newline="") as handle:
-            for row in csv.DictReader(handle):
-                if row.get("status") not in (None, "failed") and row.get("study"):
-                    rows.setdefault(row["study"], row)
+        for row in _summary_rows(path):
+            if row.get("status") not in (None, "failed") and row.get("study"):
+                rows.setdefault(row["study"], row)
     return rows
 
 

@@ -576,11 +576,11 @@ def _run(argv: Sequence[str] | None) -> int:
     except BrokenPipeError:
         raise  # stdout closed: main ends quietly
     except (MemoryError, RuntimeError) as exc:  # torch's allocator raises RuntimeError
-        if not is_out_of_memory(exc) and not no_space(exc):
-            raise
         if no_space(exc):  # torch's writer says a full disk so
             print(f"covseg: error: {_no_space(exc, args)}", file=sys.stderr)
             return 2
+        if not is_out_of_memory(exc):
+            raise
         print(f"covseg: error: {out_of_memory_text(exc)}", file=sys.stderr)
         return 1
     except OSError as exc:

@@ -144,4 +144,5 @@ def changed_settings(recorded: dict[str, Any], current: dict[str, Any],
 
 
 def shown_setting(value: Any) -> str:
+    """A recorded setting as a refusal shows it: a str as it is, else as JSON (``null``)."""
     return value if isinstance(value, str) else json.dumps(value)
