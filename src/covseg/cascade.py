@@ -25,6 +25,7 @@ from monai.transforms import ScaleIntensity
 
 from covseg.errors import CovsegError
 from covseg.lungs import LUNG_THRESHOLD_HU, lung_air, segment_lungs
+from covseg.provenance import option_name
 from covseg.transforms import AIR_HU, LUNG_WINDOW, scale_intensity
 
 if TYPE_CHECKING:
@@ -226,7 +227,6 @@ class LungGuide:
         """Refuse a lung run that is not there in one line: a batch checks it before any study,
         where each study failed on it (and a rerun called it "other settings")."""
         if self.source != THRESHOLD and not Path(self.source).exists():
-            from covseg.provenance import option_name  # it imports the config, which imports this
 
             raise CovsegError(f"this cascade model takes its lung channel from the lung run "
                               f"{self.source}, which is not there (moved or deleted?); put it "

@@ -16,6 +16,7 @@ from covseg.cascade import THRESHOLD, LungFrame, LungGuide
 from covseg.errors import CovsegError
 from covseg.losses import trained_loss
 from covseg.models.registry import OPTION_TYPES, is_a, resolved_options
+from covseg.provenance import option_name
 from covseg.transforms import LUNG_WINDOW
 
 RECIPE_THRESHOLD = 0.4
@@ -82,7 +83,6 @@ def check_kind(name: str, value: Any, kinds: Sequence[type], option: str | None 
 
 def _spelled(name: str) -> str:
     """Option ``name`` as the running command spells it (:func:`covseg.provenance.option_name`)."""
-    from covseg.provenance import option_name  # it imports the layouts, which import this
 
     return option_name(name)
 

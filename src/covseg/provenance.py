@@ -19,11 +19,14 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from covseg.data.layouts import is_synthetic_spec
-
 _COMMAND: ContextVar[str | None] = ContextVar("covseg_command", default=None)
 """The command running in this thread or task (see the module docstring)."""
 UNKNOWN_COMMAND = "unknown: covseg's internals called directly, not a command or API function"
+
+
+def is_synthetic_spec(path: str) -> bool:
+    """``synthetic`` or ``synthetic:SEED`` names the built-in generator instead of a folder."""
+    return path == "synthetic" or path.startswith("synthetic:")
 
 
 def cli_command(argv: Sequence[str]) -> str:

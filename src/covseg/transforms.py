@@ -34,6 +34,7 @@ from monai.transforms import (
 )
 
 from covseg.errors import CovsegError
+from covseg.provenance import option_given, option_name
 
 Intensity = Literal["auto", "hu", "uint8", "unit"]
 INTENSITY_MODES: tuple[str, ...] = ("auto", "hu", "uint8", "unit")
@@ -160,7 +161,6 @@ AUTO_ADVICE = " (detects HU, 8-bit and [0, 1])"
 def _scale_flag(value: str, option: str = "intensity") -> str:
     """``--intensity value`` (or ``--hu value``: ``option``) as the running command spells it
     (``intensity="value"`` from the API)."""
-    from covseg.provenance import option_given  # it imports the layouts, which import this
 
     return option_given(option, value)
 
@@ -224,7 +224,6 @@ def window_unused(kind: str, window: tuple[float, float]) -> str | None:
     windowed, grey levels and [0, 1] values are scaled as they are, so a run would record a
     window it never applied; None when it applies (HU). A window typed out equal to the lung
     window (the default) is refused too: only one left out is not the user's."""
-    from covseg.provenance import option_given, option_name  # see _scale_flag
 
     if kind == "hu":
         return None

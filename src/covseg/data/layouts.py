@@ -51,6 +51,7 @@ from covseg.io.image import (
 from covseg.io.nifti import is_nifti, nifti_stem, read_nifti, read_paired
 from covseg.io.volume import Volume, check_same_grid, display_flips
 from covseg.progress import progress_bar
+from covseg.provenance import is_synthetic_spec, option_given
 from covseg.transforms import LUNG_WINDOW, intensity_scale, scale_intensity, scale_slices
 
 log = logging.getLogger(__name__)
@@ -1209,11 +1210,6 @@ def data_folders(root: Path) -> tuple[Path, Path] | None:
     return pair(root) if pair else None
 
 
-def is_synthetic_spec(path: str) -> bool:
-    """``synthetic`` or ``synthetic:SEED`` names the built-in generator instead of a folder."""
-    return path == "synthetic" or path.startswith("synthetic:")
-
-
 def detect_layout(path: str | Path) -> str:
     """Name of the layout of ``path`` (see the module docstring), or a CovsegError."""
     if is_synthetic_spec(str(path)):
@@ -1365,6 +1361,5 @@ def _keep_labelled(data: LoadedData) -> None:
 
 def _target(value: str) -> str:
     """``--target value`` as the running command spells it (``target="value"`` from the API)."""
-    from covseg.provenance import option_given  # it imports this module
 
     return option_given("target", value)

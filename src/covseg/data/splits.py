@@ -11,6 +11,7 @@ import numpy as np
 
 from covseg.data.layouts import Sample
 from covseg.errors import CovsegError
+from covseg.provenance import option_name
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,6 @@ def _by_patient(samples: Sequence[Sample]) -> dict[str, list[str]]:
 
 def _spelled(name: str) -> str:
     """Option ``name`` as the running command spells it (:func:`covseg.provenance.option_name`)."""
-    from covseg.provenance import option_name  # it imports the layouts, as this does
 
     return option_name(name)
 

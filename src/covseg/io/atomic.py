@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from covseg.errors import CovsegError, no_space, no_space_text
+from covseg.provenance import option_given, option_name
 
 
 def output_file(target: str | os.PathLike[str], suffix: str, kind: str) -> Path:
@@ -39,7 +40,6 @@ def output_folder(target: str | os.PathLike[str], option: str | None = None) -> 
     NotADirectoryError or FileExistsError from the API). ``option``: what the error says to
     change (``--out`` on the command line, ``out`` from the API, by default)."""
     if option is None:
-        from covseg.provenance import option_name  # it imports the layouts, which import this
 
         option = option_name("out")
     target = Path(target)
@@ -71,7 +71,6 @@ def refuse_inside(out: str | os.PathLike[str], folder: object, what: str, harm: 
     mistyped ``--out data/x`` put runs beside a data set's images and masks."""
     if (isinstance(folder, str | os.PathLike) and Path(folder).is_dir()
             and Path(out).resolve().is_relative_to(Path(folder).resolve())):
-        from covseg.provenance import option_given, option_name  # see output_folder
 
         raise CovsegError(f"{option_given('out', str(out))}: lies in the {what} {folder}, "
                           f"{harm}; pick an {option_name('out')} outside it")

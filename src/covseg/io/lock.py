@@ -32,6 +32,7 @@ from typing import IO
 
 from covseg.errors import CovsegError
 from covseg.io.atomic import dangling_link
+from covseg.provenance import option_name
 
 LOCK_FILE = ".covseg.lock"
 """The lock file in a folder a run writes to: the pid of the run holding it, or a line
@@ -114,7 +115,6 @@ def _created(path: Path) -> IO[str]:
         path.parent.mkdir(parents=True, exist_ok=True)
         return os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644), "r+")
     except OSError as exc:
-        from covseg.provenance import option_name  # it imports the layouts, which import this
 
         raise CovsegError(dangling_link(path.parent, option_name("out")) or
                           f"{path.parent}: cannot write to it ({exc.strerror or exc}); "
@@ -259,7 +259,6 @@ def _held(folder: Path, handle: IO[str]) -> CovsegError:
     before it may have ended)."""
     lines = handle.read().split("\n")
     shards = [line.split()[0] for line in lines if line.endswith(f" {SHARD}")]
-    from covseg.provenance import option_name  # it imports the layouts, which import this
 
     out = option_name("out")
     if shards:

@@ -39,6 +39,7 @@ import SimpleITK as sitk
 from covseg.errors import CovsegError, counted
 from covseg.io.atomic import atomic_path
 from covseg.io.image import label_levels
+from covseg.provenance import option_given, option_name
 from covseg.transforms import (
     AIR_LIMIT_HU,
     LUNG_WINDOW,
@@ -310,7 +311,6 @@ def check_hu(hu: str, option: str | None = None) -> str:
     option as the running command spells it)."""
     if hu not in HU_MODES:
         if option is None:
-            from covseg.provenance import option_name  # see _hu
 
             option = option_name("hu")
         raise CovsegError(f"unknown {option} value {hu!r}; choose one of {', '.join(HU_MODES)}")
@@ -539,7 +539,6 @@ def _refuse_unwindowed_grey(array: np.ndarray, kind: str, source: str) -> None:
 
 def _hu(value: str) -> str:
     """``--hu value`` as the running command spells it (``hu="value"`` from the API)."""
-    from covseg.provenance import option_given  # it imports the layouts, which import this
 
     return option_given("hu", value)
 

@@ -22,6 +22,7 @@ from torch import nn
 from covseg.errors import CovsegError, is_out_of_memory
 from covseg.models.ensemble import Ensemble, member_names
 from covseg.models.pretrained import weights_path
+from covseg.provenance import option_name
 
 Builder = Callable[..., nn.Module]
 AsBuilt = Callable[[dict[str, Any]], dict[str, Any]]
@@ -83,7 +84,6 @@ def check_model_names(name: str) -> list[str]:
     """
     names = member_names(name)
     if len(names) > 1 and "" in names:  # 'unet,' said "unknown model ''"
-        from covseg.provenance import option_name  # it imports the layouts, which import this
 
         raise CovsegError(f"{option_name('model')} {name!r}: an empty name in the list; join "
                           "the names of an ensemble with ',', e.g. 'miniseg,unet'")
