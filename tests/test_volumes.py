@@ -31,7 +31,7 @@ from covseg.api import VOLUMES, input_kind, segment
 from covseg.batch import INFECTION_NII, LUNGS_NII
 from covseg.cascade import LungGuide
 from covseg.cli import build_parser
-from covseg.data import layouts
+from covseg.data.layouts import base as layouts_base
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_folders
 from covseg.infer import Predictor
@@ -1910,7 +1910,7 @@ def test_tqdm_disable_silences_every_covseg_bar(tmp_path: Path,
         monkeypatch.setenv("TQDM_DISABLE", quiet)
         predict_batch(BandPredictor([(-400, -200)]), [inputs], tmp_path / f"pred{quiet}",
                       batch_size=2)
-        list(layouts._progress(list(range(30)), "files"))  # load_dataset's bar of files
+        list(layouts_base._progress(list(range(30)), "files"))  # load_dataset's bar of files
         err, _ = stream.getvalue(), stream.truncate(0)
         stream.seek(0)
         assert ("chest: finding infection" in err and "files: " in err) == (quiet == "0")

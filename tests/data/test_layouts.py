@@ -614,7 +614,7 @@ def test_a_volumes_labelled_slices_are_scaled_without_copies_of_the_volume(
     with no volume-sized copy beyond the volume read."""
     import tracemalloc
 
-    from covseg.data import layouts
+    from covseg.data.layouts import base
 
     rng = np.random.default_rng(0)
     hu = rng.integers(-1100, 400, size=(40, 128, 128)).astype(np.int16)
@@ -622,9 +622,9 @@ def test_a_volumes_labelled_slices_are_scaled_without_copies_of_the_volume(
     lesions[17:19, 50:60, 60:70] = 1
     _save_nifti(tmp_path / "images" / "big.nii.gz", hu)
     _save_nifti(tmp_path / "masks" / "big.nii.gz", lesions)
-    pair = layouts._read_volume_pair(tmp_path / "images" / "big.nii.gz",
-                                     tmp_path / "masks" / "big.nii.gz")
-    monkeypatch.setattr(layouts, "_read_volume_pair", lambda *_: pair)
+    pair = base._read_volume_pair(tmp_path / "images" / "big.nii.gz",
+                                  tmp_path / "masks" / "big.nii.gz")
+    monkeypatch.setattr(base, "_read_volume_pair", lambda *_: pair)
     tracemalloc.start()
     try:
         data = load_dataset(tmp_path, slices="labelled")
@@ -1073,11 +1073,11 @@ def test_folders_of_two_layouts_are_refused(tmp_path: Path, synthetic_folder: Pa
 def test_mosmed_slices_take_their_study_however_spelled() -> None:
     """Study0255_0011 or 0255_0011 made each slice its own patient, so a study could be split
     between a fold's training and test lists unnoticed."""
-    from covseg.data.layouts import _mosmed_patient
+    from covseg.data.layouts.base import mosmed_patient
 
     spellings = ["study_0255_12", "Study0255_3", "0255_0011", "study0255_1"]
-    assert {_mosmed_patient(stem) for stem in spellings} == {"study_0255"}
-    assert _mosmed_patient("slice_a") == "slice_a"
+    assert {mosmed_patient(stem) for stem in spellings} == {"study_0255"}
+    assert mosmed_patient("slice_a") == "slice_a"
 
 
 def _generic_slices(root: Path, stems: Iterable[str]) -> LoadedData:

@@ -1,0 +1,592 @@
+"""What every layout reads into (:class:`Sample`, :class:`LoadedData`) and the readers the
+layouts share: images paired with their masks, patients.csv, volumes sliced axially.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import io
+import logging
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from covseg.errors import CovsegError, counted
+from covseg.io.image import image_name, masks_to_labels, read_array, read_mask
+from covseg.io.nifti import nifti_stem, read_nifti, read_paired
+from covseg.io.volume import Volume, check_same_grid, display_flips
+from covseg.progress import progress_bar
+from covseg.provenance import option_given
+from covseg.transforms import LUNG_WINDOW, intensity_scale, scale_intensity, scale_slices
+
+log = logging.getLogger(__name__)
+
+LAYOUT_NAMES: dict[str, str] = {
+    "synthetic": "synthetic", "mosmed-2d": "MosMedData 2D", "medseg": "MedSeg",
+    "infnet": "Inf-Net", "zenodo": "Zenodo", "mosmed-3d": "MosMedData 3D",
+    "folders": "generic (images/ + masks/)",
+}
+"""Each layout's name for a user (its key is the name config.json records)."""
+TARGETS: tuple[str, ...] = ("infection", "multiclass", "lung")
+"""What the mask means: any infection (binary), lesion classes, or the lungs."""
+CLASS_NAMES: dict[int, str] = {
+    0: "background",
+    1: "ground-glass",
+    2: "consolidation",
+    3: "effusion",
+}
+"""MedSeg's labels by name, one name each wherever shown (grid legends, metric keys such as
+``effusion_dice``, predict's and quantify's classes): label 3, pleural effusion, is "effusion"
+as the CT report names it."""
+
+
+MAX_SHAPES_SHOWN = 3
+"""How many distinct slice shapes a :class:`LoadedData`'s repr names before counting the rest."""
+
+
+def _array_text(array: np.ndarray) -> str:
+    """An array named by its dtype and shape, for a repr: ``float32 512x512``."""
+    return f"{array.dtype} {'x'.join(map(str, array.shape))}"
+
+
+@dataclass(repr=False)
+class Sample:
+    """One 2D slice: image scaled to [0, 1], mask as integer labels, and where it came from."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    case_id: str
+    patient_id: str
+    source: str
+    display_flips: tuple[bool, bool] = (False, False)
+    """(rows, columns) to flip for a radiological view (slices of volumes stored otherwise)."""
+    aspect: float = 1.0
+    """Height over width of a pixel (row over column spacing; square for 2D files), to draw the
+    slice to scale (:attr:`Volume.pixel_aspect`)."""
+    slice_name: str = ""
+    """Where a volume's file holds the slice, e.g. "slice 29 of case4.nii.gz" (a viewer's number,
+    which the case id gives too; a file cut otherwise than axially: covseg's axial slice):
+    :meth:`Volume.slice_name`; empty for 2D files."""
+    spacing: tuple[float, float] | None = None
+    """(row, column) pixel size in mm of a volume's slice, so that its HD95 is in mm as
+    ``evaluate`` gives it on the volume; None for 2D files, whose HD95 is in pixels."""
+    mask_source: str = ""
+    """The mask's file (``#zK``: its slice K), which a message about the mask names."""
+    windowed: bool = False
+    """Whether its image was read in HU through the window (not 8-bit or [0, 1] values, read
+    as they are), so that a run records a window only where one was applied."""
+
+    @property
+    def mask_label(self) -> str:
+        """The mask named for a message: its file, else as the mask of :attr:`source`."""
+        return f"mask {self.mask_source}" if self.mask_source else f"mask of {self.source}"
+
+    @property
+    def title(self) -> str:
+        """The slice named for a user: its case id and, for a volume's slice, its file's slice."""
+        return f"{self.case_id}\n{self.slice_name}" if self.slice_name else self.case_id
+
+    def __repr__(self) -> str:
+        """The slice by name and its arrays by dtype and shape: the dataclass's own repr printed
+        every pixel."""
+        return (f"Sample(case_id={self.case_id!r}, patient_id={self.patient_id!r}, "
+                f"source={self.source!r}, image={_array_text(self.image)}, "
+                f"mask={_array_text(self.mask)})")
+
+
+def data_fingerprint(data: LoadedData, cases: Iterable[str]) -> str:
+    """SHA-256 over each of ``cases``' case id, image and mask (dtype, shape and bytes as loaded),
+    in case-id order: which data a run or fold was made from, so that a resume or a reused fold
+    on other data (another folder, edited masks) is refused. About 1.5 GB/s, seconds for
+    thousands of 512x512 slices."""
+    by_id = {s.case_id: s for s in data.samples}
+    digest = hashlib.sha256()
+    for sample in sorted((by_id[c] for c in cases), key=lambda s: s.case_id):
+        digest.update(sample.case_id.encode() + b"\0")
+        for array in (sample.image, sample.mask):  # dtype and shape fix the bytes that follow
+            digest.update(f"{array.dtype.str}{array.shape}".encode())
+            digest.update(np.ascontiguousarray(array))
+    return digest.hexdigest()
+
+
+@dataclass(repr=False)
+class LoadedData:
+    """A data set read from a folder: its samples, layout name and any folds it ships with."""
+
+    samples: list[Sample]
+    layout: str
+    root: str
+    """The folder read, resolved (a relative one named another folder after a chdir), or
+    ``synthetic:SEED``."""
+    target: str
+    num_classes: int
+    folds: list[tuple[list[str], list[str]]] | None = None
+    synthetic: bool = False
+    notes: list[str] = field(default_factory=list)
+    """What a user should know about these data (MosMed's slices no fold tests, slices whose
+    patient cannot be told, studies without a mask): :func:`load_dataset` logs each as a
+    warning, and a run trained on them records them (``warnings`` in its metrics.json, a
+    cross-validation's summary.json and report.md)."""
+    intensity: str = "auto"
+    """How the images were scaled to [0, 1] (``load_dataset``'s ``intensity``)."""
+    window: tuple[float, float] = LUNG_WINDOW
+    """The HU window they were read with (``load_dataset``'s ``window``)."""
+    split_files: list[tuple[str, str]] = field(default_factory=list)
+    """The (training, test) split files each of ``folds`` was read from, by name."""
+    slices: str = "all"
+    """Which slices were kept (``load_dataset``'s ``slices``): all, or the labelled ones."""
+    patients_file: str = ""
+    """The patients.csv that grouped the slices into patients (resolved), which
+    :meth:`describe` names; "" where none was read."""
+
+    def reading(self) -> dict[str, Any]:
+        """How these data were read: the target, intensity and window that a run trained on
+        them must record, since it predicts with them."""
+        return {"target": self.target, "intensity": self.intensity, "window": self.window}
+
+    @property
+    def patients(self) -> list[str]:
+        return sorted({s.patient_id for s in self.samples})
+
+    @property
+    def windowed(self) -> bool:
+        """Whether the window was applied to any slice (:attr:`Sample.windowed`)."""
+        return any(s.windowed for s in self.samples)
+
+    @property
+    def hd95_unit(self) -> str:
+        """The unit of these slices' HD95: mm for slices of volumes (:attr:`Sample.spacing`),
+        px for 2D files, "mm or px" for a folder of both."""
+        units = {"px" if s.spacing is None else "mm" for s in self.samples}
+        return units.pop() if len(units) == 1 else "mm or px"
+
+    @property
+    def kind(self) -> str:
+        """The data named for a user by their layout (:data:`LAYOUT_NAMES`): "Inf-Net data",
+        "SYNTHETIC data", for titles and descriptions."""
+        name = LAYOUT_NAMES.get(self.layout, self.layout)
+        if self.synthetic:
+            name = "SYNTHETIC" if self.layout == "synthetic" else f"SYNTHETIC {name}"
+        return f"{name} data"
+
+    def describe(self) -> str:
+        kept = " (lesion slices only)" if self.slices == "labelled" else ""
+        grouped = f" (as {self.patients_file} groups them)" if self.patients_file else ""
+        return (
+            f"{self.kind} at {self.root}: {counted(len(self.samples), 'slice')}{kept}, "
+            f"{counted(len(self.patients), 'patient')}{grouped}, target {self.target} "
+            f"({self.num_classes} classes)"
+        )
+
+    def __repr__(self) -> str:
+        """What was read, in counts, slice shapes and the reading (:meth:`describe`), not the
+        slices: the dataclass's own repr printed every pixel, 132 K characters for 4 small
+        volumes, in a notebook cell ending in ``covseg.load_dataset(...)``."""
+        shapes = list(dict.fromkeys("x".join(map(str, s.image.shape)) for s in self.samples))
+        more = len(shapes) - MAX_SHAPES_SHOWN
+        shown = ", ".join(shapes[:MAX_SHAPES_SHOWN]) + (f" and {more} more" if more > 0 else "")
+        folds = f", {counted(len(self.folds), 'fold')} shipped" if self.folds else ""
+        return (f"LoadedData({self.describe()}; slices {shown or 'none'}{folds}; "
+                f"layout {self.layout!r}, intensity {self.intensity!r}, "
+                f"window {self.window!r})")
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read a folder: which mask, and how to scale intensities."""
+
+    target: str = "infection"
+    intensity: str = "auto"
+    window: tuple[float, float] = LUNG_WINDOW
+    slices: str = "all"
+    window_given: bool = False
+    """Whether the user gave ``window``: one given on grey levels, where it does nothing, is
+    refused (:func:`covseg.transforms.window_unused`); the lung window left out is not."""
+
+
+def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source: str,
+            options: ReadOptions, view: tuple[Volume, Path, int] | None = None,
+            mask_source: str = "", windowed: bool = False) -> Sample:
+    """A checked sample; ``view``: the volume, its file and the slice index it comes from,
+    for its radiological view, pixel aspect and name in the file; ``mask_source``: the mask's
+    file (and slice), named in messages about the mask; ``windowed``: a volume's slice that
+    its volume's HU window scaled (a 2D file's own scale tells it)."""
+    if image.shape != mask.shape:
+        raise CovsegError(
+            f"{source}: image is {image.shape[1]}x{image.shape[0]} but its mask is "
+            f"{mask.shape[1]}x{mask.shape[0]}; masks must match their images pixel for pixel"
+        )
+    if options.target == "multiclass":
+        labels = mask  # stored levels, turned into labels with the whole set's (see loaded)
+    else:
+        labels = (mask > 0).astype(np.uint8)
+    # a volume's slices come here in [0, 1], its --window judged on the whole volume
+    told_window = options.window_given and view is None
+    kind = intensity_scale(image, options.intensity, options.window, source,
+                           told_window=told_window)
+    sample = Sample(scale_intensity(image, kind, options.window), labels, case, patient, source,
+                    mask_source=mask_source, windowed=windowed or kind == "hu")
+    if view is not None:
+        volume, path, k = view
+        sample.display_flips = display_flips(volume.affine)
+        sample.aspect = volume.pixel_aspect
+        sample.spacing = (volume.spacing[1], volume.spacing[2])
+        sample.slice_name = f"{volume.slice_name(k)} of {path.name}"
+    return sample
+
+
+def files(folder: Path, predicate: Callable[[Path], bool], key: Callable[[Path], str] = nifti_stem
+           ) -> dict[str, Path]:
+    """The files of ``folder`` that ``predicate`` accepts, by stem (or ``key``)."""
+    return unique(folder, (path for path in sorted(folder.iterdir()) if predicate(path)), key)
+
+
+def unique(folder: Path, paths: Iterable[Path], key: Callable[[Path], str]) -> dict[str, Path]:
+    """``paths`` (under ``folder``) by ``key``; two files of one key (x.png and x.jpg, a.nii and
+    a.nii.gz, a Zenodo CT under both its names, a study in two CT-x folders) are refused rather
+    than one dropped unseen."""
+    found: dict[str, Path] = {}
+    for path in paths:
+        name = key(path)
+        if name in found:
+            raise CovsegError(f"{folder}: {found[name].relative_to(folder)} and "
+                              f"{path.relative_to(folder)} share the name {name!r}; keep one "
+                              "of them")
+        found[name] = path
+    return found
+
+
+def examples(names: list[str]) -> str:
+    """The first few of ``names``, for a message."""
+    return ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+
+
+def pair(images: dict[str, Path], masks: dict[str, Path], where: Path,
+          key: Callable[[str], str] = lambda s: s) -> list[tuple[str, Path, Path]]:
+    """(stem, image, mask) of every image; an image without a mask is refused, a mask without
+    an image named in a warning (it is not read)."""
+    by_key = {key(stem): path for stem, path in masks.items()}
+    for stem, path in masks.items():  # x_mask.png / x_seg.png name the mask of x
+        other = by_key.setdefault(key(image_name(stem)), path)
+        if other != path and key(image_name(stem)) != key(stem):
+            raise CovsegError(f"{path.parent}: {other.name} and {path.name} are both the mask of "
+                              f"{image_name(stem)!r}; keep one of them")
+    missing = [stem for stem in images if key(stem) not in by_key]
+    if missing:
+        raise CovsegError(
+            f"{where}: {len(missing)} image(s) have no mask ({examples(missing)}); give every "
+            "image a mask with the same file stem (or the stem plus _mask or _seg)"
+        )
+    pairs = [(stem, path, by_key[key(stem)]) for stem, path in images.items()]
+    used = {mask for _, _, mask in pairs}
+    unused = [path.name for path in masks.values() if path not in used]
+    if unused:
+        log.warning("%s: %d mask(s) have no image and are not read (%s); give each its image "
+                    "under the same file stem, or remove it", where, len(unused),
+                    examples(unused))
+    return pairs
+
+
+def read_patients_csv(root: Path) -> dict[str, str]:
+    """``root/patients.csv`` (columns case_id, patient_id; a case is a slice's id or file stem)
+    as a dict; empty without the file. Public slice sets publish no patient ids, so this is
+    how a user groups them for cross-validation. Read as spreadsheets save it: a UTF-8 byte
+    order mark (Excel) is dropped, UTF-16 is read (:func:`read_text_file`), and blanks around
+    names and values are ignored."""
+    table = root / "patients.csv"
+    if not table.is_file():
+        return {}
+    reader = csv.DictReader(io.StringIO(read_text_file(table), newline=""))
+    reader.fieldnames = [name.strip() for name in reader.fieldnames or ()]
+    if not {"case_id", "patient_id"} <= set(reader.fieldnames):
+        raise CovsegError(f"{table}: needs the columns case_id,patient_id; "
+                          f"found {reader.fieldnames}")
+    patients: dict[str, str] = {}
+    for row in reader:
+        case, patient = _patient_row(table, reader.line_num, row)
+        if patients.get(case, patient) != patient:
+            raise CovsegError(f"{table}: line {reader.line_num} puts {case} under patient "
+                              f"{patient}, an earlier line under {patients[case]}; give "
+                              "each case one patient")
+        patients[case] = patient
+    return patients
+
+
+def read_text_file(path: Path) -> str:
+    """A text file a user wrote (a split file, patients.csv) as editors on any system save it:
+    UTF-8 with or without a byte order mark (Excel's "CSV UTF-8", old Notepad), or UTF-16 with
+    one (Windows PowerShell's ``>``); the mark is dropped. Other encodings (Notepad's "ANSI")
+    are refused in one line rather than read as other names than the file shows."""
+    data = path.read_bytes()
+    encoding = "utf-16" if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else (
+        "utf-8-sig")
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as error:
+        raise CovsegError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start}); "
+                          "save it as UTF-8") from None
+
+
+def _patient_row(table: Path, line: int, row: dict[str, str | None]) -> tuple[str, str]:
+    """(case id, patient id) of one patients.csv row, stripped; both must be given."""
+    case, patient = ((row.get(key) or "").strip() for key in ("case_id", "patient_id"))
+    if not case or not patient:
+        raise CovsegError(f"{table}: line {line} lacks a case_id or a patient_id; give both "
+                          "on every row")
+    return case, patient
+
+
+def _progress(items: list, desc: str) -> Iterable:
+    return progress_bar(items, quiet=len(items) < 20, desc=desc, unit="file", leave=False)
+
+
+def read_2d_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions,
+                   patients: dict[str, str], desc: str, case_prefix: str = "") -> list[Sample]:
+    samples = []
+    read = (partial(read_array, keep_palette=True) if options.target == "multiclass"
+            else read_mask)  # see loaded
+    for stem, image_path, mask_path in _progress(pairs, desc):
+        case = _prefixed(case_prefix, stem)
+        samples.append(_sample(read_array(image_path), read(mask_path), case,
+                               patient_of(patients, case, stem), str(image_path),
+                               options, mask_source=str(mask_path)))
+    return samples
+
+
+def patient_of(patients: dict[str, str], case: str, stem: str) -> str:
+    """A 2D slice's patient as a patients.csv names it, by its case id or its file stem; the
+    slice itself where the table names neither."""
+    return patients.get(case, patients.get(stem, case))
+
+
+def slice_cases(pairs: list[tuple[str, Path, Path]], case_prefix: str = ""
+                 ) -> list[tuple[str, str]]:
+    """(case id, file stem) of each 2D pair: the names a patients.csv may give a slice."""
+    return [(_prefixed(case_prefix, stem), stem) for stem, _, _ in pairs]
+
+
+def _prefixed(prefix: str, stem: str) -> str:
+    """A slice's case id: its file stem after the layout's ``prefix``, once (MedSeg's PNGs
+    named ``medseg_0003`` were ``medseg_medseg_0003``)."""
+    return stem if stem.startswith(prefix) else f"{prefix}{stem}"
+
+
+def study_cases(pairs: list[tuple[str, Path, Path]]) -> list[tuple[str, str]]:
+    """(study, study) of each volume pair: a patients.csv names a volume by its study."""
+    return [(study, study) for study, _, _ in pairs]
+
+
+def check_patients_listed(patients: dict[str, str], slices: Sequence[tuple[str, str]],
+                           studies: Sequence[tuple[str, str]] = (), warn: bool = True,
+                           grouped: Callable[[str], bool] = lambda stem: False) -> None:
+    """A patients.csv that names none of the slices and studies is a mistake, one that misses
+    some a risk (warned of unless ``warn`` is off, and not for the slices that ``grouped``
+    says their names group, as a MosMed slice's study does)."""
+    cases = [*slices, *studies]
+    if not patients or not cases:
+        return
+    kind = " and ".join(name for name, given in (("slices", slices), ("studies", studies))
+                        if given)
+    missing = [case for case, stem in cases if case not in patients and stem not in patients]
+    if len(missing) == len(cases):
+        names = []
+        if slices:
+            case, stem = slices[0]
+            shown = case if case == stem else f"{case} or {stem}"
+            names.append(f"a slice's case id or file stem, e.g. {shown}")
+        if studies:
+            names.append(f"a study's name, e.g. {studies[0][0]}")
+        listed = " and ".join(counted(len(given), noun, plural) for noun, plural, given in (
+            ("slice", "", slices), ("study", "studies", studies)) if given)
+        raise CovsegError(f"patients.csv names none of the {listed}; its case_id is "
+                          + ", or ".join(names))
+    missing = [case for case in missing if not grouped(case)]
+    if missing and warn:
+        log.warning("patients.csv does not name %d of %d %s (e.g. %s): each counts as its "
+                    "own patient", len(missing), len(cases), kind, missing[0])
+
+
+def _read_volume_pair(image_path: Path, mask_path: Path) -> tuple[Volume, Volume]:
+    """A CT volume and its mask, read to pair voxel for voxel (a mask without geometry on the
+    CT's: :func:`read_paired`) and checked to share its grid as quantify checks it
+    (:func:`check_same_grid`): one of another shape, or whose header flips or permutes the
+    axes and places the voxels elsewhere, is refused rather than trained on mirrored."""
+    image, mask = read_paired(lambda like: read_nifti(image_path, like=like), image_path,
+                              lambda like: read_nifti(mask_path, np.int16, like), mask_path)
+    check_same_grid(mask, image)
+    return image, mask
+
+
+def slice_volume(image_path: Path, mask_path: Path, options: ReadOptions,
+                  case_of: Callable[[int], str], patient_of: Callable[[str], str]
+                  ) -> list[Sample]:
+    """A volume's axial slices, each named by its index in the file (:meth:`Volume.file_index`):
+    ``case_of`` gives its case id, ``patient_of`` the case's patient; its source and its mask's
+    (``#zK``) give that index too, as its title and ``evaluate --per-slice`` do. The index after
+    reorientation named another slice of a file whose header flips z."""
+    image, mask = _read_volume_pair(image_path, mask_path)
+    kind = intensity_scale(image.array, options.intensity, options.window, str(image_path),
+                           told_window=options.window_given)
+    keep: Sequence[int] = range(len(image.array))
+    if options.slices == "labelled":
+        keep = [k for k in keep if mask.array[k].any()]
+    unit = replace(options, intensity="unit")
+    samples = []
+    for k, plane in zip(keep, scale_slices(image.array, kind, options.window, keep), strict=True):
+        index = image.file_index(k)
+        case = case_of(index)
+        samples.append(_sample(plane, mask.array[k], case, patient_of(case),
+                               f"{image_path}#z{index}", unit, (image, image_path, k),
+                               f"{mask_path}#z{index}", windowed=kind == "hu"))
+    return samples
+
+
+def read_volume_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions, desc: str,
+                       patients: dict[str, str]) -> list[Sample]:
+    """Every study's slices; a study is its own patient unless ``patients`` (a patients.csv)
+    groups studies, a patient's follow-up scans, so that folds never split a patient."""
+    samples: list[Sample] = []
+    for study, image_path, mask_path in progress_bar(pairs, quiet=not pairs, desc=desc,
+                                                     unit="volume", leave=False):
+        patient = patients.get(study, study)
+        samples.extend(slice_volume(image_path, mask_path, options,
+                                     partial("{}_z{:04d}".format, study),
+                                     lambda _case, patient=patient: patient))
+    return samples
+
+
+def read_studies(pairs: list[tuple[str, Path, Path]], options: ReadOptions, desc: str,
+                  root: Path, patient_of: Callable[[str], str] = str) -> list[Sample]:
+    """A volume layout's studies, grouped by ``root/patients.csv`` if there is one, else by
+    ``patient_of`` (a study's patient as the layout's names tell it)."""
+    patients = read_patients_csv(root)
+    grouped = {study: patients.get(study, patient_of(study)) for study, _, _ in pairs}
+    samples = read_volume_pairs(pairs, options, desc, grouped)
+    check_patients_listed(patients, [], study_cases(pairs))
+    return samples
+
+
+def require(folder: Path) -> Path:
+    if not folder.is_dir():
+        raise CovsegError(f"{folder}: folder not found")
+    return folder
+
+
+def first_dir(root: Path, names: Iterable[str]) -> Path | None:
+    for name in names:
+        if (root / name).is_dir():
+            return root / name
+    return None
+
+
+def study_rows(table: dict[str, str], pairs: list[tuple[str, Path, Path]],
+                study_of: Callable[[str], str]) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """``table`` (a patients.csv) with each row naming a study of the 2D slices (``study_0255``,
+    as ``study_of`` spells it; rows grouping follow-up studies) given to every slice of that
+    study, a slice's own row kept over it (one that differs is then refused by
+    :func:`slice_patients`); and those studies as (study, study) cases that a patients.csv
+    may name."""
+    stems = {stem for stem, _, _ in pairs}
+    studies = sorted({study_of(stem) for stem in stems} - stems)
+    by_study = {study: table[study] for study in studies if study in table}
+    return ({stem: by_study[study_of(stem)] for stem in sorted(stems)
+             if study_of(stem) in by_study} | table, [(study, study) for study in studies])
+
+
+def slice_patients(root: Path, table: dict[str, str], pairs: list[tuple[str, Path, Path]],
+                    study_of: Callable[[str], str]) -> dict[str, str]:
+    """Each 2D slice's patient by its file stem: as the patients.csv ``table`` names it, else
+    its study (``study_of``: the stem itself where its name tells none), else itself. A table
+    that puts some slices of one study under another patient than the rest is refused: the
+    study's slices would be split between folds and pass the split files' leak check."""
+    patients = {stem: table.get(stem, study_of(stem)) for stem, _, _ in pairs}
+    held: dict[str, dict[str, str]] = {}  # study -> its slices' patients -> a slice of each
+    for stem, patient in patients.items():
+        if study_of(stem) != stem:
+            held.setdefault(study_of(stem), {}).setdefault(patient, stem)
+    for study, by_patient in held.items():
+        if len(by_patient) > 1:
+            (first, one), (second, other) = list(by_patient.items())[:2]
+            raise CovsegError(f"{root / 'patients.csv'}: puts slices of {study} under two "
+                              f"patients ({one} under {first}, {other} under {second}), so "
+                              f"folds could train and test one study; give every slice of "
+                              f"{study} one patient_id (list all of them, or none)")
+    return patients
+
+
+def mosmed_patient(stem: str) -> str:
+    """MosMed slice files are named after their study (``study_0255_12``, ``Study0255_12`` or
+    ``0255_12``); group by it, spelled one way (``study_0255``) whatever the file's spelling."""
+    match = re.search(r"study_?(\d+)", stem, flags=re.IGNORECASE) or re.fullmatch(r"(\d+)_\d+",
+                                                                                 stem)
+    return f"study_{match.group(1)}" if match else stem
+
+
+def loaded(samples: list[Sample], layout: str, root: Path, options: ReadOptions,
+            folds: list[tuple[list[str], list[str]]] | None = None,
+            synthetic: bool = False, patients_file: Path | None = None) -> LoadedData:
+    """The data read; ``patients_file``: the patients.csv that grouped them, by default
+    ``root/patients.csv`` where it exists (every layout but Inf-Net reads that one)."""
+    if not samples:
+        raise CovsegError(f"{root}: the {layout} layout was found but holds no slices")
+    num_classes = 2
+    if options.target == "multiclass":
+        _multiclass_labels(samples)
+        num_classes = max(2, int(max(s.mask.max() for s in samples)) + 1)
+        if num_classes == 2:
+            raise CovsegError(f"{root}: the masks hold one lesion label only, no classes "
+                              f"(ground-glass, consolidation...); use {target_option('infection')}")
+    if synthetic:
+        for sample in samples:
+            sample.case_id = sample.case_id if sample.case_id.startswith("synthetic") else (
+                f"synthetic_{sample.case_id}")
+    if patients_file is None and (root / "patients.csv").is_file():
+        patients_file = root / "patients.csv"
+    return LoadedData(samples, layout, str(root.resolve()), options.target, num_classes,
+                      folds or None, synthetic, intensity=options.intensity, window=options.window,
+                      patients_file=str(patients_file.resolve()) if patients_file else "")
+
+
+def _multiclass_labels(samples: list[Sample]) -> None:
+    """Turn the stored mask levels of a multi-class set (2D files and NIfTI volumes alike) into
+    labels with one step for the whole set (:func:`~covseg.io.image.masks_to_labels`): one
+    slice cannot tell consolidation alone (0/170) from ground-glass (0/1)."""
+    labels = masks_to_labels([s.mask for s in samples], [s.mask_label for s in samples])
+    for sample, mask in zip(samples, labels):
+        sample.mask = mask
+    _refuse_unknown_classes(samples)
+
+
+def _refuse_unknown_classes(samples: list[Sample]) -> None:
+    """Refuse labels above the known classes (:data:`CLASS_NAMES`): the classes trained are
+    the set's largest label + 1, so one stray patch of 7 in one mask trained an 8-class
+    model, whose predictions held labels 4..7 that quantify refuses."""
+    top = max(CLASS_NAMES)
+    unknown: dict[str, set[int]] = {}
+    for sample in samples:
+        if int(sample.mask.max()) > top:
+            levels = np.unique(sample.mask[sample.mask > top]).tolist()
+            unknown.setdefault(sample.mask_label, set()).update(int(v) for v in levels)
+    if not unknown:
+        return
+    mask, labels = next(iter(unknown.items()))
+    others = f" (and {len(unknown) - 1} more masks)" if len(unknown) > 1 else ""
+    pixels = sum(int(np.count_nonzero(s.mask > top)) for s in samples if s.mask_label == mask)
+    raise CovsegError(
+        f"{mask}{others}: label {'/'.join(map(str, sorted(labels)))} ({pixels} "
+        f"pixels) is none of the classes 0..{top} "
+        f"({', '.join(CLASS_NAMES.values())}) that {target_option('multiclass')} trains; "
+        "relabel it")
+
+
+def target_option(value: str) -> str:
+    """``--target value`` as the running command spells it (``target="value"`` from the API)."""
+
+    return option_given("target", value)

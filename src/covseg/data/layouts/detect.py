@@ -1,0 +1,261 @@
+"""Which layout a folder holds, why a folder holds none, and :func:`load_dataset`, which reads
+any of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from covseg.config import check_window
+from covseg.data.layouts.base import (
+    LAYOUT_NAMES,
+    TARGETS,
+    LoadedData,
+    ReadOptions,
+    examples,
+    first_dir,
+    target_option,
+)
+from covseg.data.layouts.folders import FOLDERS_IMAGES, FOLDERS_MASKS, LUNG_MASKS, read_folders
+from covseg.data.layouts.infnet import infnet_folder, read_infnet
+from covseg.data.layouts.medseg import (
+    MEDSEG_MASKS,
+    MEDSEG_RADIOPAEDIA,
+    holds_medseg_slices,
+    read_medseg,
+)
+from covseg.data.layouts.mosmed import SPLIT_LISTS, read_mosmed_2d, read_mosmed_3d
+from covseg.data.layouts.synthetic import read_synthetic
+from covseg.data.layouts.zenodo import (
+    ZENODO_COMBINED,
+    ZENODO_IMAGES,
+    ZENODO_INFECTION,
+    ZENODO_LUNG,
+    read_zenodo,
+)
+from covseg.errors import CovsegError
+from covseg.io.dicom import is_dicom_file
+from covseg.io.image import image_name, is_image_file
+from covseg.io.nifti import is_nifti, nifti_stem
+from covseg.provenance import is_synthetic_spec
+from covseg.transforms import LUNG_WINDOW
+
+log = logging.getLogger(__name__)
+
+LAYOUTS: dict[str, Callable[[Path], bool]] = {
+    "mosmed-2d": lambda root: any(any(root.glob(f"{start}*.txt")) for start in SPLIT_LISTS),
+    "medseg": lambda root: holds_medseg_slices(root) or (root / "rp_im").is_dir(),
+    "infnet": lambda root: (root / "Imgs").is_dir() or (root / "TrainingSet").is_dir()
+    or (root / "Doctor-label").is_dir() or (root / "LungInfection-Train").is_dir(),
+    "zenodo": lambda root: first_dir(root, ZENODO_IMAGES) is not None,
+    "mosmed-3d": lambda root: (root / "studies").is_dir() and (root / "masks").is_dir(),
+    "folders": lambda root: first_dir(root, FOLDERS_IMAGES) is not None,
+}
+LUNG_LAYOUTS: tuple[str, ...] = ("folders", "zenodo", "medseg")
+"""The layouts with lung masks (the synthetic generator draws lungs too; MedSeg's volumes)."""
+
+READERS: dict[str, Callable[[Path, ReadOptions], LoadedData]] = {
+    "mosmed-2d": read_mosmed_2d,
+    "medseg": read_medseg,
+    "infnet": read_infnet,
+    "zenodo": read_zenodo,
+    "mosmed-3d": read_mosmed_3d,
+    "folders": read_folders,
+}
+
+
+def _folders_pair(root: Path) -> tuple[Path, Path] | None:
+    """The generic layout's images/ and masks/ folders (MosMed's 2D imgs/ + masks/ too)."""
+    images, masks = first_dir(root, FOLDERS_IMAGES), first_dir(root, FOLDERS_MASKS)
+    return (images, masks) if images and masks else None
+
+
+def _infnet_pair(root: Path) -> tuple[Path, Path] | None:
+    """The Imgs/ and GT/ folders Inf-Net's reader takes from ``root`` (or from its
+    TrainingSet/, LungInfection-Train/ below it)."""
+    folder = infnet_folder(root, "infection")
+    return (folder / "Imgs", folder / "GT") if (folder / "Imgs").is_dir() else None
+
+
+def _medseg_pair(root: Path) -> tuple[Path, Path] | None:
+    """MedSeg's tr_im/ and tr_mask/ (or tr_mask_new/) PNG folders."""
+    masks = first_dir(root, MEDSEG_MASKS)
+    return (root / "tr_im", masks) if (root / "tr_im").is_dir() and masks else None
+
+
+def _zenodo_pair(root: Path) -> tuple[Path, Path] | None:
+    """Zenodo's (or Kaggle's) CT and infection mask folders."""
+    images, masks = first_dir(root, ZENODO_IMAGES), first_dir(root, ZENODO_INFECTION)
+    return (images, masks) if images and masks else None
+
+
+DATA_FOLDERS: dict[str, Callable[[Path], tuple[Path, Path] | None]] = {
+    "infnet": _infnet_pair, "folders": _folders_pair, "mosmed-2d": _folders_pair,
+    "medseg": _medseg_pair, "zenodo": _zenodo_pair,
+    "mosmed-3d": lambda root: (root / "studies", root / "masks"),
+}
+"""The image and mask folders of the layouts that keep them in two sub-folders of the root."""
+
+
+def data_folders(root: Path) -> tuple[Path, Path] | None:
+    """The image and mask folders that training reads from ``root`` (:func:`detect_layout`'s
+    layout, :data:`DATA_FOLDERS`), or None: no data folder of two such sub-folders. Asks
+    :data:`LAYOUTS` only, not why a folder is none (predict's folders of CT files)."""
+    if is_synthetic_spec(str(root)) or not root.is_dir():
+        return None
+    found = _found_layouts(root)
+    pair = DATA_FOLDERS.get(found[0]) if len(found) == 1 else None
+    return pair(root) if pair else None
+
+
+def detect_layout(path: str | Path) -> str:
+    """Name of the layout of ``path`` (see :mod:`covseg.data.layouts`), or a CovsegError."""
+    if is_synthetic_spec(str(path)):
+        return "synthetic"
+    root = Path(path)
+    if not root.exists():
+        raise CovsegError(f"{root}: folder not found")
+    if not root.is_dir():
+        raise CovsegError(f"{root}: expected a data folder, got a file")
+    found = _found_layouts(root)
+    if len(found) > 1:
+        raise CovsegError(f"{root}: holds the folders of several layouts ({', '.join(found)}); "
+                          "only one would be read: give each data set its own folder")
+    if found:
+        return found[0]
+    raise CovsegError(_what_it_holds(root) or (
+        f"{root}: unrecognised data layout; expected images/ + masks/, MedSeg tr_im/ or "
+        "rp_im/, Inf-Net Imgs/ + GT/, Zenodo ct_scans/, MosMed studies/ + masks/ or "
+        "train_new*.txt"
+    ))
+
+
+def _found_layouts(root: Path) -> list[str]:
+    """The layouts whose folders or files ``root`` holds (:data:`LAYOUTS`)."""
+    found = [name for name, matches in LAYOUTS.items() if matches(root)]
+    if "mosmed-2d" in found:  # its slices lie in imgs/ + masks/, which also look generic
+        found = [name for name in found if name != "folders"]
+    return found
+
+
+LAYOUT_PARTS = frozenset({*FOLDERS_IMAGES, *FOLDERS_MASKS, *LUNG_MASKS, "Imgs", "GT", "Edge",
+                          "Prior", "tr_im", *MEDSEG_MASKS, *MEDSEG_RADIOPAEDIA, *ZENODO_IMAGES,
+                          *ZENODO_INFECTION, *ZENODO_LUNG, *ZENODO_COMBINED, "studies"})
+"""Names of the sub-folders a layout keeps its images, masks (or Inf-Net's edges and priors) in:
+one given instead of its data folder is named as such."""
+IMAGES_OF_MASKS: tuple[tuple[tuple[str, ...], str], ...] = (
+    ((*FOLDERS_MASKS, *LUNG_MASKS), "images/ (MosMed's CT volumes: studies/)"),
+    (("GT",), "Imgs/"),
+    (MEDSEG_MASKS, "tr_im/"),
+    (MEDSEG_RADIOPAEDIA[1:], "rp_im/"),
+    ((*ZENODO_INFECTION, *ZENODO_LUNG, *ZENODO_COMBINED), "ct_scans/"),
+)
+"""Mask folders, and the folder beside them that holds their images."""
+
+
+def _layout_above(root: Path) -> tuple[Path, str] | None:
+    """The data folder, and its layout, that ``root`` is a sub-folder of: its parent where
+    ``root`` is named as a layout's part (Imgs/, masks/), its grandparent where the parent is
+    (studies/CT-1/); else None."""
+    for part, ancestor in ((root, root.parent), (root.parent, root.parent.parent)):
+        if part.name in LAYOUT_PARTS and part != ancestor:
+            found = _found_layouts(ancestor)
+            if len(found) == 1:
+                return ancestor, found[0]
+    return None
+
+
+def _what_it_holds(root: Path) -> str:
+    """Why ``root``, a folder of no layout, is none, where that is plain: a layout's sub-folder
+    (Inf-Net's Imgs/, a generic masks/), masks without images, images or scans without masks,
+    a folder of data sets; and what to give instead. "" otherwise."""
+    if above := _layout_above(root):
+        folder, layout = above
+        return (f"{root}: the {root.relative_to(folder).as_posix()}/ folder of "
+                f"{LAYOUT_NAMES[layout]} data; give the data folder itself, {folder}")
+    for names, images in IMAGES_OF_MASKS:
+        if masks := first_dir(root, names):
+            return (f"{root}: masks found ({masks.name}/) but no images; put each mask's image "
+                    f"in {images} beside it, under the same file stem")
+    try:
+        children = [path for path in sorted(root.iterdir()) if not path.name.startswith(".")]
+    except OSError:  # unreadable: the generic message
+        return ""
+    data_sets = [f"{path.name}/" for path in children if path.is_dir() and _found_layouts(path)]
+    if data_sets:
+        return f"{root}: a folder of data sets ({examples(data_sets)}); give one of them"
+    scans = [path for path in children
+             if is_image_file(path) or is_nifti(path) or is_dicom_file(path)]
+    names = examples([path.name for path in scans])
+    if scans and all(image_name(nifti_stem(path)) != nifti_stem(path) for path in scans):
+        return (f"{root}: masks found ({names}) but no images; a data folder holds them in "
+                "masks/ beside their images in images/ (MosMed: studies/): give that folder")
+    if scans:
+        return (f"{root}: images or CT scans found ({names}) but no masks; a data folder holds "
+                "them in images/ and their masks in masks/, under the same file stems (covseg "
+                "predict segments them as they are)")
+    return ""
+
+
+def load_dataset(path: str | os.PathLike[str], target: str = "infection", intensity: str = "auto",
+                 window: tuple[float, float] | None = None, slices: str = "all") -> LoadedData:
+    """Read any supported layout as 2D samples (see :mod:`covseg.data.layouts`).
+
+    ``slices``: ``all``, or ``labelled`` to keep only the slices whose mask holds a lesion
+    (or lung, for ``target="lung"``), in every layout; the folds a data set ships keep those
+    of their slices.
+
+    Returns a :class:`LoadedData`: the samples, the layout, any folds the data set ships, and
+    how they were read (``target``, ``intensity``, ``window``), which training on it records,
+    and which ``slices`` were kept, which its description says. ``window`` None: the lung
+    window; one given is refused on grey levels (8-bit or [0, 1]), where it does nothing.
+    """
+    if not isinstance(path, str | os.PathLike):
+        shown = repr(path) if path is None or isinstance(path, int | float) else (
+            f"a value of type {type(path).__name__}")
+        raise CovsegError(f"path must be a data folder (str or pathlib.Path) or "
+                          f"\"synthetic[:SEED]\", got {shown}")
+    if target not in TARGETS:
+        raise CovsegError(f"unknown target {target!r}; choose one of {TARGETS}")
+    if slices not in ("all", "labelled"):
+        raise CovsegError(f"unknown slice selection {slices!r}; choose all or labelled")
+    options = ReadOptions(target, intensity,
+                          LUNG_WINDOW if window is None else check_window(window),
+                          slices, window_given=window is not None)
+    layout = detect_layout(path)
+    if layout == "synthetic":
+        data = read_synthetic(str(path), options)
+    elif target == "lung" and layout not in LUNG_LAYOUTS:
+        raise CovsegError(
+            f"{path}: {LAYOUT_NAMES[layout]} data hold no lung masks; "
+            f"{target_option('lung')} needs images/ + lungs/ folders or the Zenodo volumes' "
+            "lung_mask/")
+    else:
+        data = READERS[layout](Path(path), options)
+    if slices == "labelled":
+        _keep_labelled(data)
+    for note in data.notes:
+        log.warning("%s: %s", data.root, note)
+    return data
+
+
+def _keep_labelled(data: LoadedData) -> None:
+    """Drop the slices without a lesion from ``data`` and from its folds; data or a fold left
+    with nothing to test are refused, as a cross-validation on them could not score."""
+    data.samples = [sample for sample in data.samples if sample.mask.any()]
+    data.slices = "labelled"
+    if not data.samples:
+        raise CovsegError(f"{data.root}: no slice's mask holds a label, so slices=\"labelled\" "
+                          "keeps none; read all slices, or check the masks")
+    if data.folds:
+        kept = {sample.case_id for sample in data.samples}
+        data.folds = [([case for case in train if case in kept],
+                       [case for case in test if case in kept]) for train, test in data.folds]
+        for (_, test), (_, test_file) in zip(data.folds, data.split_files):
+            if not test:
+                raise CovsegError(f"{data.root}: {test_file} lists no slice with a lesion, so "
+                                  "with slices=\"labelled\" its fold tests none; read all "
+                                  "slices, or list lesion slices in it")

@@ -1,0 +1,132 @@
+"""The generic layout: ``images/`` + ``masks/`` (or ``lungs/``) with matching stems, 2D files,
+NIfTI volumes or both.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from covseg.data.layouts.base import (
+    LoadedData,
+    ReadOptions,
+    Sample,
+    check_patients_listed,
+    examples,
+    files,
+    first_dir,
+    loaded,
+    mosmed_patient,
+    pair,
+    read_2d_pairs,
+    read_patients_csv,
+    read_volume_pairs,
+    slice_cases,
+    slice_patients,
+    study_cases,
+    study_rows,
+)
+from covseg.errors import CovsegError
+from covseg.io.dicom import is_dicom_file
+from covseg.io.image import is_image_file
+from covseg.io.nifti import is_nifti
+
+log = logging.getLogger(__name__)
+
+FOLDERS_IMAGES = ("images", "imgs", "Images")
+"""Names of the generic layout's images folder (MosMed's 2D ``imgs/`` too), first found first."""
+FOLDERS_MASKS = ("masks", "Masks")
+"""Names of the generic layout's infection masks folder."""
+LUNG_MASKS = ("lungs", "lung_masks")
+"""Names of the generic layout's lung masks folder (``--target lung``)."""
+
+
+def read_folders(root: Path, options: ReadOptions) -> LoadedData:
+    images_dir = first_dir(root, FOLDERS_IMAGES)
+    mask_names = LUNG_MASKS if options.target == "lung" else FOLDERS_MASKS
+    masks_dir = first_dir(root, mask_names)
+    if images_dir is None or masks_dir is None:
+        raise CovsegError(f"{root}: expected images/ and {mask_names[0]}/ folders")
+    images = files(images_dir, lambda p: is_image_file(p) or is_nifti(p))
+    masks = files(masks_dir, lambda p: is_image_file(p) or is_nifti(p))
+    unread = _unread(images_dir) + _unread(masks_dir)
+    pairs = pair(images, masks, root)
+    if unread and not pairs:
+        raise CovsegError(f"{root}: the folders layout holds no slices it reads; "
+                          + "; ".join(unread))
+    for note in unread:
+        log.warning("%s", note)
+    volumes = [p for p in pairs if is_nifti(p[1])]
+    slices = [p for p in pairs if not is_nifti(p[1])]
+    patients = read_patients_csv(root)
+    by_slice, studies = study_rows(patients, slices, _study_of_slice)
+    check_patients_listed(by_slice, slice_cases(slices), study_cases(volumes) + studies,
+                           grouped=lambda case: _slice_study(case) is not None
+                           or (case, case) in studies)
+    samples = read_volume_pairs(volumes, options, "reading volumes", patients)
+    samples += read_2d_pairs(slices, options,
+                              slice_patients(root, by_slice, slices, _study_of_slice),
+                              "reading slices")
+    _check_unique_cases(samples)
+    return loaded(samples, "folders", root, options, synthetic=(root / "SYNTHETIC").exists())
+
+
+def _unread(folder: Path) -> list[str]:
+    """What of ``folder`` the folders layout does not read, said for the user: DICOM files or
+    series folders (training reads 2D files and NIfTI volumes), and other sub-folders."""
+    children = [path for path in sorted(folder.iterdir()) if not path.name.startswith(".")]
+    folders = [path for path in children if path.is_dir()]
+    series = [path for path in folders
+              if any(is_dicom_file(c) for c in path.iterdir() if not is_image_file(c))]
+    dicom = [f"{path.name}/" for path in series] + [
+        path.name for path in children
+        if not (is_image_file(path) or is_nifti(path)) and is_dicom_file(path)]
+    others = [f"{path.name}/" for path in folders if path not in series and any(path.iterdir())]
+    notes = []
+    if dicom:
+        notes.append(f"{folder}: DICOM is not read for training ({examples(dicom)}); convert "
+                     f"each series to a NIfTI volume (e.g. with dcm2niix) in {folder.name}/, "
+                     "its mask under the same name")
+    if others:
+        notes.append(f"{folder}: sub-folders are not read ({examples(others)}); put their "
+                     f"files in {folder.name}/ itself (a patients.csv groups a patient's slices)")
+    return notes
+
+
+def _check_unique_cases(samples: list[Sample]) -> None:
+    """A 2D file named like a volume's slice (``x_z0003.png`` beside ``x.nii.gz``) would make
+    two samples of one case id, which folds and reports tell apart by that id."""
+    seen: dict[str, str] = {}
+    for sample in samples:
+        if sample.case_id in seen:
+            raise CovsegError(f"{sample.source} and {seen[sample.case_id]} are both case "
+                              f"{sample.case_id}; rename one of them")
+        seen[sample.case_id] = sample.source
+
+
+VOLUME_SLICE = re.compile(r"(.+)_z\d{4,}")
+"""covseg's case id of a volume's slice (``coronacases_001_z0012``, :func:`read_volume_pairs`),
+as slices of a volume written out as 2D files are named: its study, then the slice."""
+
+
+MOSMED_NAME = re.compile(r"(?:study_?)?\d+(?:_\d+)?", flags=re.IGNORECASE)
+"""A whole name spelt as MosMed names a study or its slice (``study_0255_12``, ``Study0255``,
+``0255_12``); a name that only holds such a part (``siteA_study1_3``) is none."""
+
+
+def _slice_study(stem: str) -> str | None:
+    """The study a generic 2D slice's name tells, else None: MosMed's spellings
+    (``study_0255_12``, ``Study0255_12``, ``0255_12``: :func:`mosmed_patient`, as the MosMed
+    layout reads them, so that its slices without their split files group alike) or covseg's
+    case id of a volume's slice (:data:`VOLUME_SLICE`). Other names (``img_12``, ``slice3``,
+    ``siteA_study1_3``) tell none: a number after a name may count patients as well as slices."""
+    volume = VOLUME_SLICE.fullmatch(stem)
+    named = volume.group(1) if volume else stem
+    study = mosmed_patient(named) if MOSMED_NAME.fullmatch(named) else named
+    return study if study != named or volume else None
+
+
+def _study_of_slice(stem: str) -> str:
+    """A generic 2D slice's study (:func:`_slice_study`), or its own stem where it names none."""
+    return _slice_study(stem) or stem

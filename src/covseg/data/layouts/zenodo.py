@@ -1,0 +1,85 @@
+""""COVID-19 CT Lung and Infection Segmentation" volumes (Kaggle's or Zenodo's names).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from covseg.data.layouts.base import LoadedData, ReadOptions, files, loaded, pair, read_studies
+from covseg.errors import CovsegError
+from covseg.io.image import case_key
+from covseg.io.nifti import is_nifti, nifti_stem
+
+
+def _only_dir(root: Path, names: Sequence[str]) -> Path | None:
+    """The one of ``names`` that ``root`` holds (a case-insensitive disk's one folder under two
+    spellings counts once); two (Kaggle's ``ct_scans/`` beside Zenodo's
+    ``COVID-19-CT-Seg_20cases/``) are refused: the first was read, the other dropped unseen."""
+    found: list[Path] = []
+    for path in (root / name for name in names):
+        if path.is_dir() and not any(path.samefile(other) for other in found):
+            found.append(path)
+    if len(found) > 1:
+        raise CovsegError(f"{root}: holds both {found[0].name}/ and {found[1].name}/ (two copies' "
+                          "folders of one data set); only one would be read: give each its own "
+                          "folder, or merge them into one")
+    return found[0] if found else None
+
+
+ZENODO_IMAGES = ("ct_scans", "COVID-19-CT-Seg_20cases")
+ZENODO_INFECTION = ("infection_mask", "Infection_Mask")
+ZENODO_LUNG = ("lung_mask", "Lung_Mask")
+ZENODO_COMBINED = ("lung_and_infection_mask", "Lung_and_Infection_Mask")
+"""Kaggle's and Zenodo's masks of lungs (1, 2) and infection (3) in one, which no target reads:
+their labels are not covseg's (1..3 lesion classes)."""
+
+
+def combined_mask_folder(path: Path, folders: tuple[str, str] = ZENODO_COMBINED) -> str | None:
+    """The infection mask folder to give instead of ``path``, where ``path`` is (or is a file
+    of) Zenodo's lung-and-infection folder (:data:`ZENODO_COMBINED`; or another of Zenodo's
+    ``folders``, such as :data:`ZENODO_LUNG`), whose lungs read as covseg's labels would count
+    as lesions; else None."""
+    folder = path if path.is_dir() else path.parent
+    if folder.name not in folders:
+        return None
+    return str(folder.with_name(ZENODO_INFECTION[folders.index(folder.name)]))
+
+
+def refuse_combined_masks(path: Path, counted: str, option: str) -> None:
+    """Refuse Zenodo's lung-and-infection folder, or a file of it (:func:`combined_mask_folder`),
+    given where lesion masks are read (``counted``: what its labels would be read as; ``option``:
+    where to give the infection masks it names instead)."""
+    infection = combined_mask_folder(path)
+    if infection:
+        raise CovsegError(f"{path}: Zenodo's lung and infection masks label the lungs 1 and 2 "
+                          f"and the infection 3, which would be {counted} (the lungs as "
+                          f"infection); give the infection masks, {infection}, as {option}")
+
+
+def read_zenodo(root: Path, options: ReadOptions) -> LoadedData:
+    images_dir = _only_dir(root, ZENODO_IMAGES)
+    names = ZENODO_LUNG if options.target == "lung" else ZENODO_INFECTION
+    masks_dir = _only_dir(root, names)
+    if images_dir is None or masks_dir is None:
+        raise CovsegError(f"{root}: the Zenodo layout needs {ZENODO_IMAGES[0]}/ and {names[0]}/")
+    images = files(images_dir, is_nifti, lambda p: case_key(nifti_stem(p)))
+    masks = files(masks_dir, is_nifti, lambda p: case_key(nifti_stem(p)))
+    samples = read_studies(pair(images, masks, root), options, "reading Zenodo volumes", root,
+                            _zenodo_patient)
+    return loaded(samples, "zenodo", root, options)
+
+
+RADIOPAEDIA_SCAN = re.compile(r"(radiopaedia_\d+)_\d+_\d+")
+"""A Radiopaedia scan's name, ``radiopaedia_<case>_<study>_<series>``; the case is the
+patient."""
+
+
+def _zenodo_patient(study: str) -> str:
+    """The patient of a Zenodo volume named as :func:`case_key` pairs it: ``radiopaedia_10``
+    for ``radiopaedia_10_85902_1`` and ``radiopaedia_10_85902_3`` (two series of case 10, as
+    ``radiopaedia_29_86490_1`` and ``radiopaedia_29_86491_1`` are two studies of case 29),
+    so that folds never split them; a coronacases volume is its own patient."""
+    match = RADIOPAEDIA_SCAN.fullmatch(study)
+    return match.group(1) if match else study
