@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from covseg.batch import SUMMARY_FIELDS
 from covseg.cli import main
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_folders
+from covseg.records import SUMMARY_FIELDS
 from covseg.report import csv_text
 from tests.conftest import square_mask
 

@@ -163,7 +163,7 @@ def test_csv_percentages_never_reach_a_bound_the_study_has_not(
         percent: float, shown: str) -> None:
     """quantification.csv and summary.csv gave 24.999995 % to 6 significant digits, rounded
     to nearest: 25, beside CT-1 (whose rule puts 25 % in CT-2). They are rounded down."""
-    from covseg.batch import SUMMARY_FIELDS
+    from covseg.records import SUMMARY_FIELDS
     from covseg.report import CSV_FIELDS, csv_text
 
     row = {"study": "a", "percent_involved": percent, "right_percent_involved": percent,

@@ -28,7 +28,6 @@ from tqdm import tqdm
 
 from covseg import cli_volumes, progress
 from covseg.api import VOLUMES, input_kind, segment
-from covseg.batch import INFECTION_NII, LUNGS_NII
 from covseg.cascade import LungGuide
 from covseg.cli import build_parser
 from covseg.data.layouts import base as layouts_base
@@ -41,6 +40,7 @@ from covseg.io.volume import Volume, hounsfield
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM, lesions_in_lungs, segment_lungs, split_lungs
 from covseg.progress import reporting
 from covseg.quantify import quantify_batch, quantify_study
+from covseg.studies import INFECTION_NII, LUNGS_NII
 from covseg.transforms import LUNG_WINDOW, normalize_intensity
 from covseg.volumes import predict_batch, predict_labels, predict_study
 from tests.conftest import (

@@ -1,7 +1,5 @@
-"""Studies and batches, shared by ``covseg predict`` of CT volumes and ``covseg quantify``.
-
-The studies found in the inputs (:func:`find_studies`: files, DICOM folders, patient and
-category sub-folders), shards, and batch runs (:func:`run_batch`), which write one folder per
+"""Batches, shared by ``covseg predict`` of CT volumes and ``covseg quantify``: shards, and batch
+runs (:func:`run_batch`) over the studies :mod:`covseg.studies` finds, which write one folder per
 study and a summary CSV rewritten atomically after every study.
 """
 
@@ -11,35 +9,21 @@ import csv
 import json
 import logging
 import os
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from covseg.errors import CovsegError, counted, failure_reason, refuse_special_file
+from covseg.errors import CovsegError, counted, failure_reason
 from covseg.io.atomic import (
     output_folder,
-    refuse_undecodable_name,
     remove_temporaries,
     remove_temporaries_of,
     write_json,
     write_text,
 )
-from covseg.io.ct import folder_niftis
-from covseg.io.dicom import (
-    dicom_files,
-    holds_no_ct_image,
-    holds_several_studies,
-    is_dicom_file,
-    is_dicomdir,
-    sampled_series_uids,
-    slice_series_uid,
-)
-from covseg.io.image import image_name, is_image_file
 from covseg.io.lock import SHARD_PLAN, writing_to
-from covseg.io.nifti import is_nifti, nifti_stem
 from covseg.progress import progress_bar, reporting, stage_bar
 from covseg.provenance import option_given, option_name
 from covseg.records import (
@@ -47,14 +31,16 @@ from covseg.records import (
     LUNG_MODEL_SETTINGS,
     MODEL_CHECKPOINTS,
     MODEL_FILES,
-    PREDICT_RECORD,
     REPORT_SETTING,
     RESULT_JSON,
     SETTINGS,
+    SUMMARY_FIELDS,
     changed_settings,
     content_hash,
+    is_summary,
     read_record,
     shown_setting,
+    summary_files,
     weights_sha256,
 )
 from covseg.report import (
@@ -66,36 +52,20 @@ from covseg.report import (
     lungs_text,
     shown_values,
 )
+from covseg.studies import INFECTION_NII, LUNGS_NII, PROBABILITIES_NII, Study, listed_paths
 from covseg.viz import severity_chart
 
 log = logging.getLogger(__name__)
 
 
-INFECTION_NII = "infection.nii.gz"
-LUNGS_NII = "lungs.nii.gz"
-PROBABILITIES_NII = "probabilities.nii.gz"
 STUDY_OUTPUTS = (RESULT_JSON, RESULT_CSV, MONTAGE_PNG, REPORT_HTML, INFECTION_NII, LUNGS_NII,
                  PROBABILITIES_NII)
 """The files covseg writes in a study folder: a study (re)done loses its earlier attempt's, so
 that none is left that its new record does not list (a probability map of other settings)."""
-SUMMARY_FIELDS = ("study", "status", "error", "lung_ml", "lesion_ml", "percent_involved",
-                  "ct_category", "right_percent_involved", "left_percent_involved", "ggo_ml",
-                  "consolidation_ml", "effusion_ml", "input", "output",
-                  "lesion_outside_lungs_ml", "lesion_added_to_lungs_ml", "lungs",
-                  "orientation_note")
-"""summary.csv's columns; new ones go last, so that scripts reading by position keep working."""
 SUMMARY_STUDY_FIELDS = ("lung_ml", "lesion_ml", "percent_involved", "ct_category", "ggo_ml",
                         "consolidation_ml", "effusion_ml", "lesion_outside_lungs_ml",
                         "lesion_added_to_lungs_ml")
 """The summary columns copied from a result's whole-study region."""
-
-
-@dataclass(frozen=True)
-class Study:
-    """One study of a batch: a NIfTI file, a DICOM folder or a DICOM file."""
-
-    name: str
-    path: Path
 
 
 @dataclass(frozen=True)
@@ -139,51 +109,10 @@ def _first_failure(summary: Path) -> str:
     return ""
 
 
-def study_name(path: Path, mask: bool = False) -> str:
-    """A file's study name: its stem, or its folder's name for covseg's own per-study outputs
-    (``STUDY/infection.nii.gz``), so that several studies' outputs can be quantified again.
-    A ``mask`` is named after its image: ``study_0255_mask.nii.gz`` is study ``study_0255``.
-    A folder (a DICOM series) is named as it is."""
-    if path.is_dir():
-        return path.name
-    if path.name in (INFECTION_NII, LUNGS_NII, PROBABILITIES_NII):
-        return path.parent.resolve().name
-    stem = nifti_stem(path)
-    return image_name(stem) if mask else stem
-
-
-def predicted_mask(folder: Path) -> Path | None:
-    """The infection mask of a ``covseg predict`` study folder; None for anything else."""
-    mask = folder / INFECTION_NII
-    return mask if folder.is_dir() and mask.is_file() else None
-
-
-def _is_report_folder(folder: Path, masks: bool) -> bool:
-    """A folder covseg wrote: a batch's ``--out`` (:func:`is_batch_folder`), a quantify report,
-    or a predict study unless reading ``masks``."""
-    if is_batch_folder(folder):
-        return True
-    if not (folder / RESULT_JSON).is_file():
-        return False
-    return not (masks and predicted_mask(folder))
-
-
-def is_batch_folder(folder: Path) -> bool:
-    """Whether covseg's records mark ``folder`` as a batch's ``--out``: a summary CSV with
-    covseg's columns (a predict or quantify batch), or the record of 2D masks."""
-    return (any(_is_summary(path) for path in _summaries(folder))
-            or read_record(folder / PREDICT_RECORD) is not None)
-
-
-def _summaries(folder: Path) -> list[Path]:
-    """The summary CSVs a batch may have written into ``folder``: one, or one per shard."""
-    return [folder / "summary.csv", *sorted(folder.glob("summary_shard*of*.csv"))]
-
-
 def failed_studies(folder: Path) -> list[str]:
     """The studies a batch's summary CSVs in ``folder`` record as failed (by study name)."""
     failed = []
-    for path in filter(_is_summary, _summaries(folder)):
+    for path in filter(is_summary, summary_files(folder)):
         failed += [row["study"] for row in _summary_rows(path) if row.get("status") == "failed"]
     return failed
 
@@ -192,329 +121,6 @@ def _summary_rows(path: Path) -> list[dict[str, str]]:
     """The rows of a summary CSV, by column."""
     with open(path, encoding="utf-8", newline="") as handle:
         return list(csv.DictReader(handle))
-
-
-def _is_summary(path: Path) -> bool:
-    """Whether a CSV file starts with summary.csv's columns."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.readline().startswith(",".join(SUMMARY_FIELDS[:3]))
-    except (OSError, UnicodeDecodeError):
-        return False
-
-
-MASK_FOLDER_WORDS = frozenset({"mask", "masks", "msk", "seg", "segmentation", "label", "labels"})
-"""Last words of a folder's name that mark a folder of masks: Zenodo's ``Infection_Mask``,
-MosMed's ``masks``, MedSeg's ``rp_msk`` and ``rp_lung_msk``."""
-MASK_WORDS = MASK_FOLDER_WORDS | {"infection", "lesion", "lesions", "lung", "lungs",
-                                  "probabilities"}
-"""Last words of a NIfTI name that mark a mask, not a CT: ``ct_mask``, ``p1_seg``, ``label``,
-``lung-mask``, and covseg's own ``infection``, ``lungs`` and ``probabilities``."""
-
-
-def is_mask_named(path: Path) -> bool:
-    """Whether a NIfTI file is named as a mask (its name's last word is in :data:`MASK_WORDS`):
-    predict does not read it as a CT when it finds it in a folder (a patient folder holding
-    ``ct.nii.gz`` and ``ct_mask.nii.gz`` has one CT)."""
-    return _last_word(nifti_stem(path)) in MASK_WORDS
-
-
-def _last_word(name: str) -> str:
-    return re.split(r"[\s._-]+", name.lower())[-1]
-
-
-def find_studies(inputs: Sequence[str | os.PathLike[str]],
-                 exclude: str | os.PathLike[str] | None = None,
-                 masks: bool = False) -> list[Study]:
-    """Studies named by their file stem or folder name, sorted by name.
-
-    A file is a study (see :func:`study_name`). A folder's NIfTI files are studies, and so are
-    its DICOM files, taken together as one series named after the folder; without DICOM files
-    its sub-folders are studies (:func:`_sub_folder_studies`: DICOM series, or the NIfTI files
-    they hold), except the folders covseg wrote that hold no input of their own (reports,
-    batches; ``covseg predict`` study folders count only when reading ``masks``, for quantify,
-    which also names ``x_mask.nii.gz`` study ``x``, and reads one predict study folder given
-    itself as its one study, not its infection and lung masks as two). Sub-folders of 2D
-    pictures (:func:`_holds_pictures_only`) are no studies, nor, reading CTs, are sub-folders
-    of localizers or DICOM objects without pixels only (:func:`_no_ct_folders`), nor are
-    NIfTI files named as masks (:func:`is_mask_named`) found in folders. What is passed
-    over is named in a warning; a folder with nothing else is refused, and one with nothing at
-    all is itself a study (so that an empty or broken folder is reported, not silently
-    skipped). An ``exclude`` (the ``--out``) inside a sub-folder that
-    holds studies is refused (those studies would be dropped, or mixed with the outputs), and
-    so are sub-folders that hold parts of one DICOM series (:func:`_check_series_unshared`)
-    and two studies of one name.
-    """
-    notes: list[str] = []
-    studies = discover_studies(inputs, exclude, masks, notes)
-    for study in studies:
-        refuse_undecodable_name(study.path)
-    for note in notes:
-        log.warning("%s", note)
-    return studies
-
-
-def discover_studies(inputs: Sequence[str | os.PathLike[str]],
-                     exclude: str | os.PathLike[str] | None, masks: bool, notes: list[str]
-                     ) -> list[Study]:
-    """:func:`find_studies`, with what it passed over added to ``notes`` rather than logged."""
-    studies: list[Study] = []
-    for item in inputs:
-        path = Path(item)
-        if not path.exists():
-            raise CovsegError(f"{path}: no such file or folder")
-        refuse_special_file(path, f"a {'mask' if masks else 'CT'} file or a folder of them")
-        if _analyze_image_of_header_given(path, inputs):
-            continue  # the pair is one study, its header's, refused as Analyze when read
-        if path.is_file():
-            studies.append(Study(study_name(path, masks), path))
-        elif masks and predicted_mask(path):
-            studies.append(Study(path.resolve().name, path))
-        else:
-            studies.extend(_folder_studies(path, exclude, masks, notes) or [Study(path.name, path)])
-    if not masks:
-        _check_slices_not_given_apart([s.path for s in studies if s.path.is_file()])
-    _check_names_unique(studies)
-    return sorted(studies, key=lambda s: s.name)
-
-
-def _check_slices_not_given_apart(files: Sequence[Path]) -> None:
-    """Refuse DICOM slices of one series given one by one (``covseg predict SERIES/*``, or a
-    file picker's selection): each was predicted as a one-slice study, 30 studies with their
-    own lungs and CT categories from one CT, without a word. Multi-frame files, volumes of
-    their own, are let be."""
-    series: dict[str, list[Path]] = {}
-    for path in files:
-        uid = slice_series_uid(path) if is_dicom_file(path) and not is_nifti(path) else ""
-        if uid:
-            series.setdefault(uid, []).append(path)
-    for uid, paths in series.items():
-        if len(paths) > 1:
-            folders = sorted({str(p.parent) for p in paths})
-            advice = (f"give their folder {folders[0]}" if len(folders) == 1
-                      else "put them in one folder and give it")
-            shown = ", ".join(p.name for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
-            raise CovsegError(f"{len(paths)} DICOM slices of one series ({uid}) given one by one "
-                              f"({shown}), each would be a one-slice study; {advice} to read "
-                              "them as one CT")
-
-
-PICTURES_ADVICE = {
-    False: "give such a folder itself to predict its pictures",
-    True: ("quantify measures NIfTI masks of CT volumes, not 2D pictures (mL need a slice "
-           "thickness); give NIfTI lesion masks (`covseg predict` writes them for CT volumes), "
-           "or score 2D masks against their truth with `covseg evaluate`"),
-}
-"""What to do with folders of 2D pictures found beside studies or alone, reading CTs (predict)
-or ``masks`` (quantify, which measures no 2D mask)."""
-
-
-def _analyze_image_of_header_given(path: Path, inputs: Sequence[str | os.PathLike[str]]
-                                   ) -> bool:
-    """Whether ``path`` is an Analyze ``.img`` whose ``.hdr`` is among ``inputs`` too: the two
-    files are one image, not two studies of one name."""
-    if path.suffix.lower() != ".img":
-        return False
-    headers = {Path(item).with_suffix("").resolve() for item in inputs
-               if Path(item).suffix.lower() == ".hdr"}
-    return path.with_suffix("").resolve() in headers
-
-
-def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: bool,
-                    notes: list[str]) -> list[Study]:
-    """The studies of one input folder (see :func:`find_studies`)."""
-    children = sorted(c for c in path.iterdir() if not c.name.startswith("."))
-    files, dropped = _split_masks([c for c in children if is_nifti(c)], masks)
-    found = [Study(study_name(c, masks), c) for c in files]
-    own: list[Path] = []
-    pictures: list[Path] = []
-    no_ct: dict[Path, str] = {}
-    if _one_dicom_study(path, children):
-        found.append(Study(path.name, path))
-    else:
-        folders = [c for c in children if c.is_dir()]
-        own = [c for c in folders if _is_own_output(c, masks)]
-        inputs = _outside_out([c for c in folders if c not in own], exclude, masks)
-        pictures = [c for c in inputs if _holds_pictures_only(c)]
-        no_ct = {} if masks else _no_ct_folders([c for c in inputs if c not in pictures])
-        sub_studies, sub_dropped = _sub_folder_studies(
-            [c for c in inputs if c not in pictures and c not in no_ct], masks)
-        found += sub_studies
-        dropped += sub_dropped
-        if not masks:
-            _check_series_unshared([s for s in found if s.path.is_dir()])
-        own = [c for c in own if not exclude or c.resolve() != Path(exclude).resolve()]
-    if dropped:
-        notes.append(f"{path}: {_listed(dropped, path, 'file')} named as masks, not read as "
-                     "CTs; give such a file itself to predict it as a CT")
-    if own:
-        notes.append(f"{path}: {_listed(own, path, 'folder')} written by covseg, not read as "
-                     "studies")
-    advice = PICTURES_ADVICE[masks]
-    if pictures:
-        notes.append(f"{path}: {_listed(pictures, path, 'folder')} of 2D pictures, not read as "
-                     f"studies; {advice}")
-    notes += [f"{path}: {folder.relative_to(path)} holds {held} only, no CT image; not read as a "
-              "study" for folder, held in no_ct.items()]
-    if not found and no_ct:
-        raise CovsegError(f"{path}: holds no CT image, only "
-                          + "; ".join(f"{held} in {folder.relative_to(path)}"
-                                      for folder, held in no_ct.items())
-                          + "; give the folder of the study's CT series")
-    if not found and own:
-        raise CovsegError(f"{path}: holds no study, only covseg's output "
-                          f"({', '.join(c.name for c in own)}); give "
-                          f"{own[0]} itself to read what covseg wrote there")
-    if not found and dropped:
-        raise CovsegError(f"{path}: holds no CT, only files named as masks "
-                          f"({_listed(dropped, path, 'file')}); give a CT file itself to "
-                          "predict it")
-    if not found and pictures:
-        raise CovsegError(f"{path}: holds no {'mask' if masks else 'CT'}, only folders of 2D "
-                          f"pictures ({_listed(pictures, path, 'folder')}); {advice}")
-    if masks and not found and _holds_pictures_only(path):  # the pictures' own folder
-        raise CovsegError(f"{path}: holds 2D pictures, no NIfTI mask; {advice}")
-    return found
-
-
-def _one_dicom_study(folder: Path, children: Sequence[Path]) -> bool:
-    """Whether ``folder`` is one DICOM study, read as its reader searches it: it holds DICOM
-    slices, or a DICOMDIR (a CD or PACS export's index) beside the sub-folders of one patient's
-    study. An export of several patients or studies is a folder of sub-folders, each a study:
-    read as one, the largest series was used and the other patients dropped."""
-    if any(is_dicom_file(c) and not is_dicomdir(c) for c in children):
-        return True
-    return any(is_dicomdir(c) for c in children) and not holds_several_studies(folder)
-
-
-def _no_ct_folders(folders: Sequence[Path]) -> dict[Path, str]:
-    """The sub-folders holding DICOM files and no CT image, with what they hold
-    (:func:`holds_no_ct_image`): a study's localizer and dose-report series, which failed as
-    studies of their own with advice that could not be followed. No NIfTI file in them."""
-    held = {folder: holds_no_ct_image(folder) for folder in folders
-            if not folder_niftis(folder)}
-    return {folder: what for folder, what in held.items() if what}
-
-
-def _listed(paths: Sequence[Path], folder: Path, noun: str) -> str:
-    """How many ``paths`` there are, and up to three of them relative to their input folder."""
-    shown = ", ".join(str(p.relative_to(folder)) for p in paths[:3])
-    return f"{len(paths)} {noun}(s) ({shown}{', ...' if len(paths) > 3 else ''})"
-
-
-def _split_masks(files: Sequence[Path], masks: bool) -> tuple[list[Path], list[Path]]:
-    """NIfTI files found in a folder: (those read as studies, those passed over): reading CTs,
-    files named as masks are passed over; reading ``masks``, none is."""
-    dropped = [] if masks else [f for f in files if is_mask_named(f)]
-    return [f for f in files if f not in dropped], dropped
-
-
-def _holds_inputs(folder: Path, masks: bool) -> bool:
-    """Whether ``folder`` holds what is read as studies: NIfTI files (CTs, or any reading
-    ``masks``) or, reading CTs, DICOM slices in it or under it."""
-    if _split_masks(folder_niftis(folder), masks)[0]:
-        return True
-    return not masks and next(dicom_files(folder), None) is not None
-
-
-def _holds_pictures_only(folder: Path) -> bool:
-    """Whether a sub-folder holds 2D pictures (PNG, JPEG, ...) and no CT: no NIfTI file in it
-    and no DICOM file in it or under it. Beside CT studies it is no study (a patient's key
-    images, a data folder's images/ + masks/). DICOM files are told by their content, so a
-    series of slices named without a suffix beside its thumbnail is still a study."""
-    if any(is_nifti(c) for c in folder.iterdir()):
-        return False
-    if not any(is_image_file(Path(directory, name))
-               for directory, _, names in os.walk(folder) for name in names):
-        return False
-    return next(dicom_files(folder), None) is None
-
-
-def _is_own_output(folder: Path, masks: bool) -> bool:
-    """A folder covseg wrote (:func:`_is_report_folder`) holding no input of its own: not an
-    input folder that was predicted or quantified into itself (``predict CT-1 --out CT-1``),
-    whose studies are still read."""
-    return _is_report_folder(folder, masks) and not _holds_inputs(folder, masks)
-
-
-def _outside_out(folders: Sequence[Path], exclude: str | os.PathLike[str] | None,
-                 masks: bool) -> list[Path]:
-    """The sub-folders of an input folder but the ``--out`` itself (an empty folder made for
-    it, or covseg's output not yet recorded); an ``--out`` inside one that holds studies is
-    refused, whose studies would be dropped from the batch or mixed with its outputs."""
-    if not exclude:
-        return list(folders)
-    out = Path(exclude).resolve()
-    for folder in folders:
-        if out.is_relative_to(folder.resolve()) and _holds_inputs(folder, masks):
-            raise CovsegError(f"{option_given('out', str(exclude))} lies in the input folder "
-                              f"{folder}, which holds studies; pick an {option_name('out')} "
-                              "outside it")
-    return [folder for folder in folders if folder.resolve() != out]
-
-
-def _sub_folder_studies(folders: Sequence[Path], masks: bool
-                        ) -> tuple[list[Study], list[Path]]:
-    """The studies of one input folder's sub-folders, and the NIfTI files passed over as masks
-    (:func:`_split_masks`). A sub-folder holding DICOM files, or no NIfTI file, is a study (a
-    DICOM series, searched as its reader searches it), and so is a ``covseg predict`` study
-    folder when reading ``masks``; one holding masks alone (or, reading CTs, one named as masks:
-    MedSeg's ``rp_msk/``, Zenodo's ``Infection_Mask/``) is none. NIfTI files in the others are
-    named one way for the whole input: when each such sub-folder holds one (a folder per
-    patient: ``p1/ct.nii.gz``), its file is the study named after the sub-folder; when some
-    hold several (a collection sorted into folders: MosMed's ``studies/CT-0..CT-4/*.nii.gz``),
-    every file is a study named after the file, as in the top folder, so that names never
-    depend on how many files a sub-folder happens to hold (and many ``ct.nii.gz`` come out as
-    studies of one name, refused)."""
-    held: dict[Path, list[Path]] = {}
-    dropped: list[Path] = []
-    for folder in folders:
-        files, masked = _split_masks([] if masks and predicted_mask(folder)
-                                     else folder_niftis(folder), masks)
-        if not masks and _last_word(folder.name) in MASK_FOLDER_WORDS:  # a data set's masks
-            files, masked = [], files + masked
-        dropped += masked
-        if files or not masked:
-            held[folder] = files
-    per_file = any(len(files) > 1 for files in held.values())
-    studies: list[Study] = []
-    for folder, files in held.items():
-        if not files:
-            studies.append(Study(folder.name, folder))
-        elif per_file:
-            studies += [Study(study_name(f, masks), f) for f in files]
-        else:
-            studies.append(Study(folder.name, files[0]))
-    if per_file:
-        _check_names_unique(studies, " (sub-folders holding several NIfTI files make each file a "
-                                     "study, named after the file)")
-    return studies, dropped
-
-
-def _check_names_unique(studies: Sequence[Study], why: str = "") -> None:
-    """Refuse two studies of one name, naming both: their outputs would share a folder."""
-    first: dict[str, Path] = {}
-    for study in studies:
-        if study.name in first:
-            raise CovsegError(f"several studies are named {study.name} ({first[study.name]}, "
-                              f"{study.path}){why}; rename one, or give them to runs with "
-                              f"separate {option_name('out')} folders")
-        first[study.name] = study.path
-
-
-def _check_series_unshared(folders: Sequence[Study]) -> None:
-    """Refuse sub-folders of one input folder that hold parts (or copies) of one DICOM series
-    (a CD export that caps the files per folder, a series split by hand): each part was
-    predicted as a study of its own, with its own partial lung volume and CT category. Sampled
-    by one header per folder."""
-    seen: dict[str, str] = {}
-    for study in folders:
-        for uid in sampled_series_uids(study.path):
-            if uid in seen and seen[uid] != study.name:
-                raise CovsegError(f"studies {seen[uid]} and {study.name} hold slices of one "
-                                  f"DICOM series ({uid}); put all its slices in one folder, "
-                                  "or give one copy of it")
-            seen[uid] = study.name
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -657,7 +263,7 @@ def _drop_folded_shard_summaries(out_dir: Path, listed: set[str]) -> None:
     which said it did nothing beside a summary.csv listing its studies done by the merge. A
     shard summary listing a study this call does not (another input's failure) is kept."""
     for path in sorted(out_dir.glob("summary_shard*of*.csv")):
-        if not _is_summary(path):
+        if not is_summary(path):
             continue
         if {row.get("study") for row in _summary_rows(path)} <= listed:
             path.with_suffix(".png").unlink(missing_ok=True)
@@ -684,7 +290,7 @@ def _earlier_summary_rows(out_dir: Path) -> dict[str, dict[str, str]]:
     """The rows, by study, that earlier calls' summary CSVs in ``out_dir`` hold for studies
     that did not fail (summary.csv's first, then the shards', which a merge reads after them)."""
     rows: dict[str, dict[str, str]] = {}
-    for path in filter(_is_summary, _summaries(out_dir)):
+    for path in filter(is_summary, summary_files(out_dir)):
         for row in _summary_rows(path):
             if row.get("status") not in (None, "failed") and row.get("study"):
                 rows.setdefault(row["study"], row)
@@ -813,7 +419,7 @@ def warn_earlier_lung_rule(studies: Sequence[Study], out_dir: Path) -> None:
     if earlier:
         log.warning("%s: %s done by an earlier covseg are skipped; their lungs and figures come "
                     "from its older lung rule: delete those study folders (or use a new %s) "
-                    "to redo them", out_dir, _listed(earlier, out_dir, "study folder"),
+                    "to redo them", out_dir, listed_paths(earlier, out_dir, "study folder"),
                     option_name("out"))
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from covseg.batch import failed_studies, is_batch_folder, predicted_mask, study_name
+from covseg.batch import failed_studies
 from covseg.data.layouts import (
     CLASS_NAMES,
     LoadedData,
@@ -53,8 +53,9 @@ from covseg.io.volume import Volume, grid_differences, warn_grid_drift
 from covseg.metrics import EMPTY_MASK_RULES, STD_NOTE, case_metrics, summarize
 from covseg.progress import progress_bar
 from covseg.provenance import option_given, option_name, provenance
-from covseg.records import PENDING, PREDICT_RECORD, RESULT_JSON, read_record
+from covseg.records import PENDING, PREDICT_RECORD, RESULT_JSON, is_batch_folder, read_record
 from covseg.report import MONTAGE_PNG
+from covseg.studies import predicted_mask, study_name
 from covseg.viz import box_plot
 
 log = logging.getLogger(__name__)

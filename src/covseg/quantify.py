@@ -14,17 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from covseg.batch import (
-    INFECTION_NII,
-    LUNGS_NII,
-    BatchResult,
-    Study,
-    discover_studies,
-    find_studies,
-    predicted_mask,
-    run_batch,
-    study_name,
-)
+from covseg.batch import BatchResult, run_batch
 from covseg.burden import (
     EFFUSION,
     LUNGS_REMEDY,
@@ -71,6 +61,15 @@ from covseg.records import (
     recorded_path,
 )
 from covseg.report import write_report
+from covseg.studies import (
+    INFECTION_NII,
+    LUNGS_NII,
+    Study,
+    discover_studies,
+    find_studies,
+    predicted_mask,
+    study_name,
+)
 from covseg.transforms import INTENSITY_MODES
 
 log = logging.getLogger(__name__)

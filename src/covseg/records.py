@@ -1,6 +1,7 @@
 """Run records: the JSON files covseg writes beside its outputs (a study's quantification.json,
 2D predict's predict.json), their keys, and the SHA-256 of the inputs and models they hold,
-read back and compared on reruns.
+read back and compared on reruns; and a batch's summary CSVs, which with predict.json mark a
+folder as covseg's output (:func:`is_batch_folder`).
 """
 
 from __future__ import annotations
@@ -58,6 +59,12 @@ MODEL_CHECKPOINTS = ((("model", MODEL_SHA256), CHECKPOINT_SHA256),
                      (("lung_model", LUNG_MODEL_SHA256), LUNG_CHECKPOINT_SHA256))
 """Each model setting whose weights a predict batch records (:data:`MODEL_FILES`'s pair) and
 the key of its checkpoint's SHA-256: a run and its own ONNX export are one model."""
+SUMMARY_FIELDS = ("study", "status", "error", "lung_ml", "lesion_ml", "percent_involved",
+                  "ct_category", "right_percent_involved", "left_percent_involved", "ggo_ml",
+                  "consolidation_ml", "effusion_ml", "input", "output",
+                  "lesion_outside_lungs_ml", "lesion_added_to_lungs_ml", "lungs",
+                  "orientation_note")
+"""summary.csv's columns; new ones go last, so that scripts reading by position keep working."""
 
 
 def recorded_path(path: str | os.PathLike[str]) -> str:
@@ -65,7 +72,7 @@ def recorded_path(path: str | os.PathLike[str]) -> str:
     given from two working folders (``in2d/x.png``, ``e/../in2d/x.png``) or through a linked
     folder is recorded once, and its own name kept as given: a file linked into a content store
     (git-annex, DVC) would be recorded by the store's name, while its mask or study is named
-    after the link (:func:`~covseg.batch.study_name`, ``output_name``)."""
+    after the link (:func:`~covseg.studies.study_name`, ``output_name``)."""
     absolute = Path(path).absolute()
     if absolute.name in ("", ".."):
         return str(absolute.resolve())
@@ -146,3 +153,24 @@ def changed_settings(recorded: dict[str, Any], current: dict[str, Any],
 def shown_setting(value: Any) -> str:
     """A recorded setting as a refusal shows it: a str as it is, else as JSON (``null``)."""
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def is_batch_folder(folder: Path) -> bool:
+    """Whether covseg's records mark ``folder`` as a batch's ``--out``: a summary CSV with
+    covseg's columns (a predict or quantify batch), or the record of 2D masks."""
+    return (any(is_summary(path) for path in summary_files(folder))
+            or read_record(folder / PREDICT_RECORD) is not None)
+
+
+def summary_files(folder: Path) -> list[Path]:
+    """The summary CSVs a batch may have written into ``folder``: one, or one per shard."""
+    return [folder / "summary.csv", *sorted(folder.glob("summary_shard*of*.csv"))]
+
+
+def is_summary(path: Path) -> bool:
+    """Whether a CSV file starts with summary.csv's columns."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.readline().startswith(",".join(SUMMARY_FIELDS[:3]))
+    except (OSError, UnicodeDecodeError):
+        return False

@@ -33,18 +33,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from covseg.batch import (
-    INFECTION_NII,
-    LUNGS_NII,
-    PROBABILITIES_NII,
-    BatchResult,
-    Study,
-    find_studies,
-    run_batch,
-    select_shard,
-    study_name,
-    warn_earlier_lung_rule,
-)
+from covseg.batch import BatchResult, run_batch, select_shard, warn_earlier_lung_rule
 from covseg.burden import (
     EFFUSION,
     LESION_NAMES,
@@ -85,6 +74,14 @@ from covseg.records import (
     recorded_path,
 )
 from covseg.report import write_report
+from covseg.studies import (
+    INFECTION_NII,
+    LUNGS_NII,
+    PROBABILITIES_NII,
+    Study,
+    find_studies,
+    study_name,
+)
 from covseg.transforms import grey_told_hu, scale_intensity
 
 log = logging.getLogger(__name__)

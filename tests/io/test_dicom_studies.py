@@ -17,11 +17,11 @@ import pytest
 from pydicom.dataset import FileDataset
 from pydicom.fileset import FileSet
 
-from covseg.batch import find_studies
 from covseg.errors import CovsegError
 from covseg.io.ct import read_volume
 from covseg.io.volume import Volume, write_mask_like
 from covseg.quantify import quantify_study
+from covseg.studies import find_studies
 from covseg.volumes import predict_study
 from tests.io.helpers import enhanced_ct, phantom, synthetic_meta, synthetic_series
 from tests.test_volumes import BandPredictor

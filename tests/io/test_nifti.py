@@ -305,7 +305,7 @@ def test_analyze_files_are_refused_by_name(tmp_path: Path) -> None:
     """An Analyze .hdr/.img pair beside NIfTI files stopped the run with "several studies are
     named analyze"; a folder of one said "no images (png, jpg, tif, npy)"."""
     from covseg.api import collect_inputs
-    from covseg.batch import find_studies
+    from covseg.studies import find_studies
 
     (tmp_path / "an").mkdir()
     nib.save(nib.AnalyzeImage(np.zeros((4, 4, 3), np.int16), np.eye(4)),

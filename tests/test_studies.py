@@ -1,0 +1,197 @@
+"""Studies found in the inputs: files, DICOM folders, patient and category sub-folders, and
+what is passed over or refused (covseg's own outputs, masks, 2D pictures, split series)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+from covseg.errors import CovsegError
+from covseg.quantify import quantify_batch
+from covseg.studies import find_studies
+from tests.conftest import shared
+
+
+def test_quantify_of_a_folder_of_2d_masks_is_refused_up_front(tmp_path: Path) -> None:
+    """quantify given the folder holding PNG masks (not its parent) made --out, failed the
+    folder as a study ("lesion masks must be NIfTI files") and wrote a summary, exit 1; it is
+    now refused before anything is written, pointing to evaluate, as its parent is."""
+    from covseg import api
+
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(masks / name)
+    with pytest.raises(CovsegError, match=r"^\S*masks: holds 2D pictures, no NIfTI mask; "
+                                          r"quantify measures NIfTI masks of CT volumes, .*"
+                                          r"`covseg evaluate`$"):
+        api.quantify(masks, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    (masks / "a.png").unlink()
+    (masks / "b.png").unlink()
+    assert [s.name for s in find_studies([masks], masks=True)] == ["masks"]  # empty: a study
+
+
+def test_quantify_into_the_mask_folder_can_be_run_again(tmp_path: Path) -> None:
+    """Its own report folders beside the masks are not taken for studies on the next run."""
+    src = shared("mosmed-masks", "masks", "study_0255_mask.nii.gz")
+    shutil.copy(src, tmp_path / src.name)
+    assert quantify_batch([tmp_path], tmp_path).done == 1
+    again = quantify_batch([tmp_path], tmp_path)
+    assert (again.done, again.skipped, again.failed) == (0, 1, 0)
+
+
+def test_find_studies_keeps_nifti_beside_dicom(tmp_path: Path) -> None:
+    """A folder of DICOM files with a NIfTI volume beside them holds two studies, not one."""
+    (tmp_path / "slice_001.dcm").write_bytes(b"")
+    (tmp_path / "scan.nii.gz").write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    studies = find_studies([tmp_path])
+    assert [(s.name, s.path) for s in studies] == [
+        ("scan", tmp_path / "scan.nii.gz"), (tmp_path.name, tmp_path)]
+
+
+def test_find_studies_reads_nifti_masks_in_sub_folders(tmp_path: Path) -> None:
+    """A folder of sub-folders holding mask NIfTI files took each sub-folder for a DICOM
+    series (its study failed); each mask is now a study named after its image, and a
+    sub-folder per patient holding one mask is that mask, named after the sub-folder."""
+    for name in ("masks/CT-0/study_0001_mask", "masks/CT-0/study_0002_mask",
+                 "masks/CT-1/study_0255_mask", "patients/p1/seg", "patients/p2/seg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"{name}.nii.gz").write_bytes(b"")
+    masks = find_studies([tmp_path / "masks"], masks=True)
+    assert [(s.name, s.path.relative_to(tmp_path / "masks")) for s in masks] == [
+        ("study_0001", Path("CT-0/study_0001_mask.nii.gz")),
+        ("study_0002", Path("CT-0/study_0002_mask.nii.gz")),
+        ("study_0255", Path("CT-1/study_0255_mask.nii.gz"))]
+    by_patient = find_studies([tmp_path / "patients"], masks=True)
+    assert [(s.name, s.path) for s in by_patient] == [
+        ("p1", tmp_path / "patients/p1/seg.nii.gz"), ("p2", tmp_path / "patients/p2/seg.nii.gz")]
+
+
+def test_find_studies_passes_over_masks_beside_the_cts(tmp_path: Path, caplog) -> None:
+    """A patient folder holding its CT and mask (p1/ct.nii.gz, p1/ct_mask.nii.gz) made the mask
+    a second CT, predicted as study ct_mask (two such patients: refused as two studies ct).
+    Files named as masks are now passed over with a warning naming them, a folder of masks
+    alone is no study, and one given to predict is refused; quantify reads masks as before."""
+    for name in ("p1/ct", "p1/ct_mask", "p2/scan", "p2/infection", "p2/lung-label",
+                 "p3/seg", "top", "top_seg"):
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / f"{name}.nii.gz").write_bytes(b"")
+    with caplog.at_level("WARNING"):
+        studies = find_studies([tmp_path / "in"])
+    assert [(s.name, s.path.relative_to(tmp_path / "in")) for s in studies] == [
+        ("p1", Path("p1/ct.nii.gz")), ("p2", Path("p2/scan.nii.gz")), ("top", Path("top.nii.gz"))]
+    assert ("in: 5 file(s) (top_seg.nii.gz, p1/ct_mask.nii.gz, p2/infection.nii.gz, ...) named as "
+            "masks, not read as CTs; give such a file itself to predict it as a CT") in caplog.text
+    assert [s.name for s in find_studies([tmp_path / "in" / "p3"], masks=True)] == ["seg"]
+    with pytest.raises(CovsegError, match=r"^\S*p3: holds no CT, only files named as masks "
+                                          r"\(1 file\(s\) \(seg\.nii\.gz\)\); give a CT file "
+                                          "itself to predict it$"):
+        find_studies([tmp_path / "in" / "p3"])
+    assert [s.path.name for s in find_studies([tmp_path / "in" / "p3" / "seg.nii.gz"])] == [
+        "seg.nii.gz"]
+
+
+def test_find_studies_passes_over_folders_of_pictures(tmp_path: Path, caplog) -> None:
+    """A CT folder holding images/ + masks/ of PNG key images (or any sub-folder of pictures)
+    had each picture folder tried as a DICOM series, failed "no DICOM series found", so that
+    predict exited 1; such folders are now passed over with a warning naming them, while a
+    series of slices named without a suffix beside its thumbnail is still a study, a folder of
+    pictures given itself is still one, and a folder of picture folders alone is refused."""
+    from tests.io.helpers import phantom, synthetic_series
+
+    patient = tmp_path / "patient"
+    for name in ("images/key1.png", "masks/key1.png", "shots/day1/a.jpg", "series/thumb.png"):
+        (patient / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(patient / name)
+    (patient / "ct.nii.gz").write_bytes(b"")
+    synthetic_series(patient / "series", phantom(), preamble=False, suffix="")
+    (patient / "empty").mkdir()
+    with caplog.at_level("WARNING"):
+        studies = find_studies([patient])
+    assert [(s.name, s.path) for s in studies] == [
+        ("ct", patient / "ct.nii.gz"), ("empty", patient / "empty"),
+        ("series", patient / "series")]
+    assert ("patient: 3 folder(s) (images, masks, shots) of 2D pictures, not read as studies; "
+            "give such a folder itself to predict its pictures") in caplog.text
+    assert [(s.name, s.path) for s in find_studies([patient / "series"])] == [
+        ("series", patient / "series")]
+    assert [(s.name, s.path) for s in find_studies([patient / "images"])] == [
+        ("images", patient / "images")]
+    (patient / "ct.nii.gz").unlink()
+    for name in ("series", "empty"):
+        shutil.rmtree(patient / name)
+    with pytest.raises(CovsegError, match=r"^\S*patient: holds no CT, only folders of 2D "
+                                          r"pictures \(3 folder\(s\) \(images, masks, shots\)\); "
+                                          "give such a folder itself to predict its pictures$"):
+        find_studies([patient])
+
+
+def test_quantify_on_folders_of_2d_masks_says_what_quantify_takes(tmp_path: Path,
+                                                                    caplog) -> None:
+    """quantify given a folder of 2D mask folders said it "holds no CT" and to "give such a
+    folder itself to predict its pictures": quantify predicts nothing, and measures no 2D
+    mask; it now names the NIfTI masks it measures and evaluate for 2D masks."""
+    from covseg import api
+
+    masks = tmp_path / "masks"
+    for name in ("ward1/a.png", "ward2/b.png"):
+        (masks / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(masks / name)
+    advice = ("quantify measures NIfTI masks of CT volumes, not 2D pictures (mL need a slice "
+              "thickness); give NIfTI lesion masks (`covseg predict` writes them for CT volumes), "
+              "or score 2D masks against their truth with `covseg evaluate`")
+    with pytest.raises(CovsegError, match=r"^\S*masks: holds no mask, only folders of 2D "
+                                          r"pictures \(2 folder\(s\) \(ward1, ward2\)\); "
+                                          + re.escape(advice) + "$"):
+        api.quantify(masks, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.uint8), np.eye(4)), str(masks / "p1.nii.gz"))
+    with caplog.at_level("WARNING"):
+        assert [s.name for s in find_studies([masks], masks=True)] == ["p1"]
+    assert f"masks: 2 folder(s) (ward1, ward2) of 2D pictures, not read as studies; {advice}" in (
+        caplog.text)
+
+
+def test_find_studies_refuses_one_series_split_over_folders(tmp_path: Path) -> None:
+    """A series split over two sub-folders was predicted as two partial studies, each with its
+    own lung volume and CT category, without a word."""
+    series = pydicom.uid.generate_uid()
+    for part in ("part1", "part2"):
+        dataset = pydicom.Dataset()
+        dataset.SOPClassUID, dataset.SeriesInstanceUID = pydicom.uid.CTImageStorage, series
+        dataset.file_meta = pydicom.dataset.FileMetaDataset()
+        dataset.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+        dataset.SOPInstanceUID = pydicom.uid.generate_uid()
+        dataset.file_meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+        dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+        (tmp_path / part).mkdir()
+        dataset.save_as(tmp_path / part / "IM0001.dcm", enforce_file_format=True)
+    with pytest.raises(CovsegError, match=f"studies part1 and part2 hold slices of one DICOM "
+                                          f"series \\({series}\\); put all its slices in one"):
+        find_studies([tmp_path])
+    assert [s.name for s in find_studies([tmp_path], masks=True)] == ["part1", "part2"]
+
+
+def test_a_data_sets_mask_folders_are_no_studies(tmp_path: Path) -> None:
+    """MedSeg's folder given to predict failed with "several studies are named 1": its
+    rp_msk/ and rp_lung_msk/ (1.nii.gz ...) were read as CTs beside rp_im/; so were Zenodo's
+    Infection_Mask/ volumes. Folders named as masks are passed over reading CTs, not masks."""
+    for folder in ("rp_im", "rp_msk", "rp_lung_msk", "Infection_Mask"):
+        (tmp_path / folder).mkdir()
+        for name in ("1", "2"):
+            (tmp_path / folder / f"{name}.nii.gz").write_bytes(b"")
+    (tmp_path / "tr_im.nii.gz").write_bytes(b"")
+    (tmp_path / "tr_mask.nii.gz").write_bytes(b"")
+    assert [s.name for s in find_studies([tmp_path])] == ["1", "2", "tr_im"]
+    assert len(find_studies([tmp_path / "rp_msk"])) == 2  # given itself, a folder is read
+    with pytest.raises(CovsegError, match="several studies are named 1"):
+        find_studies([tmp_path], masks=True)
