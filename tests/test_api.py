@@ -479,7 +479,7 @@ def test_every_api_function_says_what_it_returns() -> None:
     """train, cross_validate and evaluate said what they did, not what they returned."""
     functions = [getattr(covseg, name) for name in covseg.__all__
                  if callable(getattr(covseg, name)) and not isinstance(getattr(covseg, name), type)]
-    assert len(functions) == 15
+    assert len(functions) == 16
     assert [f.__name__ for f in functions if "Returns" not in (f.__doc__ or "")] == []
 
 
@@ -803,7 +803,8 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 API_OF_COMMAND = {"visualize": ["visualize"], "train": ["train"], "cv": ["cross_validate"],
                   "compare": ["compare"], "predict": ["predict", "predict_volumes"],
                   "export": ["export"], "evaluate": ["evaluate"], "models": ["models"],
-                  "quantify": ["quantify"], "data fetch": ["fetch_data"], "demo": ["demo"]}
+                  "quantify": ["quantify"], "data fetch": ["fetch_data"],
+                  "data info": ["data_info"], "demo": ["demo"]}
 """The API functions of each subcommand; together they take its options."""
 
 CLI_ONLY = {"help", "onnx", "json", "model_option"}

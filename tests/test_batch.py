@@ -404,16 +404,18 @@ def test_summary_lists_the_studies_of_earlier_calls(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Studies added to an --out in separate calls: each summary held only its own call's,
     though the earlier studies' folders were there. They are listed as the call that did them
-    wrote them: a later call relabelled them "skipped" (not given to it, or given again) and
-    spelled their input as its record's absolute path, not as given."""
+    wrote them: a later call relabelled them "skipped" (not given to it, or given again). Their
+    input and output are absolute paths, as records name files (the input was as typed,
+    relative to a working folder no record holds)."""
     monkeypatch.chdir(tmp_path)
     for name in ("a", "b"):
         synthetic_study(tmp_path / "in", name)
         quantify_batch([f"in/masks/{name}_mask.nii.gz"], "out")
     rows = read_rows(tmp_path / "out" / "summary.csv")
+    masks = (tmp_path / "in" / "masks").resolve()
     assert [(row["study"], row["status"], row["input"]) for row in rows] == [
-        ("a", "done", "in/masks/a_mask.nii.gz"), ("b", "done", "in/masks/b_mask.nii.gz")]
-    assert rows[0]["lesion_ml"] and rows[0]["output"].endswith("a")
+        ("a", "done", str(masks / "a_mask.nii.gz")), ("b", "done", str(masks / "b_mask.nii.gz"))]
+    assert rows[0]["lesion_ml"] and rows[0]["output"] == str((tmp_path / "out" / "a").resolve())
     assert (tmp_path / "out" / "summary.png").is_file()
     again = quantify_batch([tmp_path / "in" / "masks" / "a_mask.nii.gz"], "out")
     assert (again.done, again.skipped) == (0, 1)

@@ -4,7 +4,8 @@ The Python API mirrors the ``covseg`` command line, its keywords named as the op
 (``--lung-margin-mm`` is ``lung_margin_mm``): :func:`visualize`, :func:`train`,
 :func:`cross_validate`, :func:`compare`, :func:`predict` (2D images), :func:`predict_volumes`
 (CT studies), :func:`export`, :func:`evaluate`, :func:`quantify`, :func:`models`,
-:func:`fetch_data` (``covseg data fetch``) and :func:`demo`; and, for images held in memory (a
+:func:`fetch_data` (``covseg data fetch``), :func:`data_info` (``covseg data info``) and
+:func:`demo`; and, for images held in memory (a
 notebook, another pipeline), :func:`load_predictor` and :func:`segment`.
 """
 
@@ -21,6 +22,7 @@ import covseg.models  # noqa: F401
 from covseg.api import (
     compare,
     cross_validate,
+    data_info,
     demo,
     evaluate,
     export,
@@ -39,6 +41,6 @@ from covseg.config import TrainConfig
 from covseg.errors import CovsegError
 
 __version__ = "0.1.0"
-__all__ = ["CovsegError", "TrainConfig", "compare", "cross_validate", "demo", "evaluate", "export",
-           "fetch_data", "load_dataset", "load_predictor", "models", "predict", "predict_volumes",
-           "quantify", "segment", "train", "visualize"]
+__all__ = ["CovsegError", "TrainConfig", "compare", "cross_validate", "data_info", "demo",
+           "evaluate", "export", "fetch_data", "load_dataset", "load_predictor", "models",
+           "predict", "predict_volumes", "quantify", "segment", "train", "visualize"]

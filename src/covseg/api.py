@@ -43,7 +43,13 @@ from covseg.crossval import (
 )
 from covseg.crossval import cross_validate as _cross_validate
 from covseg.data.fetch import fetch
-from covseg.data.layouts import CLASS_NAMES, LoadedData, data_folders, load_dataset
+from covseg.data.layouts import (
+    CLASS_NAMES,
+    LoadedData,
+    data_fingerprint,
+    data_folders,
+    load_dataset,
+)
 from covseg.data.splits import check_fold_count
 from covseg.errors import CovsegError, counted, refuse_special_file, them
 from covseg.evaluate import evaluate_folders, is_covseg_picture
@@ -85,15 +91,18 @@ from covseg.records import (
     CHECKPOINT_SHA256,
     LUNG_GUIDE_SHA256,
     MODEL_SHA256,
+    OUTPUT_SHA256,
     PENDING,
     PREDICT_RECORD,
     changed_settings,
+    content_hash,
     read_record,
     recorded_path,
     weights_sha256,
 )
 from covseg.train import (
     CROSS_VALIDATION,
+    DATA_FINGERPRINT,
     callers_generators_kept,
     check_recipe,
     check_train_folder,
@@ -1063,9 +1072,22 @@ class _PredictRecord:
             "failed": {**{path: reason for path, reason in earlier_failed.items()
                           if path not in self.given}, **failed},
             "overlays": sum((self.out / "overlays" / name).is_file() for name in names),
+            OUTPUT_SHA256: self.mask_hashes(recorded, finished),
             "mask_values": f"0 background, 255 {target}" if self.predictor.num_classes == 2
             else "class labels 0..K-1",
             "seconds": round(_earlier(self.earlier, "seconds", 0.0) + seconds, 3)})
+
+
+    def mask_hashes(self, recorded: Sequence[str], finished: bool) -> dict[str, str]:
+        """The SHA-256 of each mask of the ``recorded`` inputs, by file name in ``out``, so
+        that evaluate can tell a mask edited since: an earlier call's as it recorded them (none
+        for records before 5 Dec), this call's hashed as written, once it has ``finished``."""
+        names = sorted({output_name(Path(path)) for path in recorded})
+        rewritten = {output_name(Path(path)) for path in self.given}
+        earlier = _earlier(self.earlier, OUTPUT_SHA256, {})
+        hashes = {name: earlier.get(name) if name not in rewritten
+                  else content_hash(self.out / name) if finished else None for name in names}
+        return {name: digest for name, digest in hashes.items() if isinstance(digest, str)}
 
 
 def _earlier(earlier: dict[str, Any], key: str, empty: Any) -> Any:
@@ -1114,7 +1136,10 @@ def evaluate(pred: str | os.PathLike[str], truth: str | os.PathLike[str],
     std, median and how many cases define it), the ``per_case`` rows, the truths scored without
     a prediction (``missing_predictions``), the predictions without a truth
     (``unmatched_predictions``), the truths not scored (``unmatched_truths``), whether ``pred``
-    holds covseg predict's record (``predict_record``), the images among
+    holds covseg predict's record (``predict_record``), the models that made the scored masks
+    as covseg's records name them (``models``: source, runtime, ``model_sha256``,
+    ``checkpoint_sha256``, threshold, test flips), the masks edited since predict wrote them
+    (``edited_predictions``, warned of in one line), the images among
     the masks, not scored (``skipped_images``: files named as images beside their masks, truths
     holding a CT), and the paths of the ``files`` written.
     """
@@ -1147,6 +1172,37 @@ def fetch_data(name: str, to: str | os.PathLike[str]) -> list[Path]:
     checksum (its SHA-256 shown) at WARNING: nothing is printed.
     """
     return fetch(name, _path("to", to))
+
+
+@_public()
+def data_info(data: str | os.PathLike[str] | LoadedData, target: str | None = None,
+              intensity: str | None = None, window: tuple[float, float] | None = None
+              ) -> dict[str, Any]:
+    """What a data folder holds, read as training reads it, as ``covseg data info`` prints it:
+    its layout, counts of slices, cases (image files: 2D slices or volumes), labelled slices and
+    patients, and its ``data_fingerprint``, the one a run's config.json records when trained on
+    all of it with the same ``target``, ``intensity`` and ``window`` (a fold's covers its own
+    training and test slices), so that "same data" is checked without training. Options as
+    :func:`visualize` takes them; data already read by :func:`load_dataset` are described as
+    they were read.
+
+    Returns the dict that ``covseg data info --json`` prints.
+    """
+    options = {key: value for key, value in (
+        ("target", target), ("intensity", intensity), ("window", window)) if value is not None}
+    reading = _reading(data, options)
+    loaded = (data if isinstance(data, LoadedData)
+              else load_dataset(_path("data", data, DATA_ARGUMENT), **reading))
+    cases = [sample.case_id for sample in loaded.samples]
+    return {
+        "data_path": loaded.root, "layout": loaded.layout, "kind": loaded.kind,
+        **loaded.reading(), "window": list(loaded.window), "num_classes": loaded.num_classes,
+        "slices": len(cases), "labelled_slices": sum(bool(s.mask.any()) for s in loaded.samples),
+        "cases": len({sample.source for sample in loaded.samples}),
+        "patients": len(loaded.patients), "shipped_folds": len(loaded.folds or []),
+        "hd95_unit": loaded.hd95_unit, "warnings": list(loaded.notes),
+        DATA_FINGERPRINT: data_fingerprint(loaded, cases),
+    }
 
 
 DEMO_PATIENTS = 12

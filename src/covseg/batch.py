@@ -38,7 +38,9 @@ from covseg.records import (
     changed_settings,
     content_hash,
     is_summary,
+    output_path,
     read_record,
+    recorded_path,
     shown_setting,
     summary_files,
     weights_sha256,
@@ -549,7 +551,8 @@ def remove_earlier_outputs(folder: Path, study: Study) -> list[Path]:
 def _summary_row(study: Study, folder: Path, status: str, result: dict[str, Any] | None,
                  error: str) -> dict[str, Any]:
     row: dict[str, Any] = {"study": study.name, "status": status, "error": error,
-                           "input": str(study.path), "output": str(folder) if result else ""}
+                           "input": recorded_path(study.path),
+                           "output": output_path(folder) if result else ""}
     if result:
         region = shown_values(result.get("study", {}))
         row.update({k: region.get(k) for k in SUMMARY_STUDY_FIELDS})

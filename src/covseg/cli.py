@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import logging
 import os
 import re
@@ -161,6 +162,22 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     path = api.visualize(args.data, args.out, n=args.n, target=args.target, seed=args.seed,
                          intensity=args.intensity, window=_window(args))
     print(f"wrote {path}")
+    return 0
+
+
+def cmd_data_info(args: argparse.Namespace) -> int:
+    info = api.data_info(args.data, target=args.target, intensity=args.intensity,
+                         window=_window(args))
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    low, high = info["window"]
+    print(f"{info['kind']} at {info['data_path']} (layout {info['layout']}): "
+          f"{counted(info['slices'], 'slice')} ({info['labelled_slices']} labelled), "
+          f"{counted(info['cases'], 'case')}, {counted(info['patients'], 'patient')}")
+    print(f"read as: target {info['target']} ({info['num_classes']} classes), intensity "
+          f"{info['intensity']}, window {low:g} {high:g}; HD95 in {info['hd95_unit']}")
+    print(f"data_fingerprint {info['data_fingerprint']}")
     return 0
 
 
@@ -486,7 +503,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_evaluate)
 
     cli_models.register(sub)
-    cli_volumes.register(sub)
+    data_commands = cli_volumes.register(sub)
+    p = data_commands.add_parser(
+        "info", help="layout, counts and data fingerprint of a data folder",
+        description="What a data folder holds, read as training reads it: layout, slices, "
+                    "cases, patients, and the data_fingerprint a run's config.json records, to "
+                    "check 'same data' without training.")
+    _add_data_options(p)
+    p.add_argument("--json", action="store_true", help="print it as JSON")
+    p.set_defaults(handler=cmd_data_info)
 
     p = sub.add_parser("demo", help="synthetic data -> cross-validation -> report, in minutes")
     p.add_argument("--out", default="covseg-demo", help="output folder (default %(default)s)")

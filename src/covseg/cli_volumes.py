@@ -22,13 +22,16 @@ from covseg.quantify import CLASSES
 from covseg.volumes import VOLUME_DEFAULTS, SlicePredictor, predict_batch, volume_options_given
 
 
-def register(subparsers: Any) -> None:
-    """Add ``quantify`` and ``data fetch`` to the top-level subparsers."""
+def register(subparsers: Any) -> Any:
+    """Add ``quantify`` and ``data fetch`` to the top-level subparsers; return the ``data``
+    command's subparsers, for the commands cli.py adds under it (``data info``)."""
     add_quantify_parser(subparsers)
-    data = subparsers.add_parser("data", help="public COVID-19 CT data sets",
-                                 description="Public COVID-19 CT data sets.")
+    data = subparsers.add_parser("data", help="public COVID-19 CT data sets; what a data folder "
+                                 "holds", description="Public COVID-19 CT data sets, and what a "
+                                 "data folder holds.")
     commands = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
     add_fetch_parser(commands)
+    return commands
 
 
 def add_quantify_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -53,9 +53,19 @@ from covseg.io.volume import Volume, grid_differences, warn_grid_drift
 from covseg.metrics import EMPTY_MASK_RULES, STD_NOTE, case_metrics, summarize
 from covseg.progress import progress_bar
 from covseg.provenance import option_given, option_name, provenance
-from covseg.records import PENDING, PREDICT_RECORD, RESULT_JSON, is_batch_folder, read_record
+from covseg.records import (
+    OUTPUT_SHA256,
+    PENDING,
+    PREDICT_RECORD,
+    RESULT_JSON,
+    content_hash,
+    is_batch_folder,
+    model_identity,
+    output_path,
+    read_record,
+)
 from covseg.report import MONTAGE_PNG
-from covseg.studies import predicted_mask, study_name
+from covseg.studies import INFECTION_NII, predicted_mask, study_name
 from covseg.viz import box_plot
 
 log = logging.getLogger(__name__)
@@ -435,8 +445,11 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     hold an image (a CT: :func:`_label_levels`, :func:`_unmatched_images`), skipped with a
     warning, their predictions unmatched; a probability map is refused, as is a prediction
     holding an image. When both sides hold labels above 1 they are evaluated per class as
-    well; when only one does, as binary, with a ``classes_note`` saying so. Files are read
-    twice (labels, then metrics) so that volumes are never all in memory at once.
+    well; when only one does, as binary, with a ``classes_note`` saying so. The models that
+    made the scored masks are copied from covseg's records (``models``:
+    :func:`_recorded_models`), and masks edited since predict wrote them are named
+    (``edited_predictions``: :func:`_edited_predictions`). Files are read twice (labels, then
+    metrics) so that volumes are never all in memory at once.
     """
     pred_path, truth_path = Path(pred_dir), Path(truth_dir)
     _refuse_self_scoring(pred_path, truth_path)
@@ -488,9 +501,12 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     if unmatched and not recorded and not pred_side.single:
         _warn_unrecorded(pred_folder, {case: levels[case][0] for case in cases if case in preds},
                          preds, len(unmatched))
+    scored = [preds[case] for case in cases if case in preds]
     result = {
         **provenance(prediction_dir=pred_dir, truth_dir=truth_dir), "cases": len(rows),
         "per_slice": per_slice, "predict_record": recorded,
+        "models": _recorded_models(pred_folder, scored),
+        "edited_predictions": _edited_predictions(pred_folder, scored),
         "missing_predictions": missing,
         "unmatched_predictions": sorted(str(preds[case].relative_to(pred_folder))
                                         for case in set(preds) - set(truths)),
@@ -502,7 +518,7 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
         "hd95_unit": _hd95_unit([truths[stem] for stem in cases], per_slice),
         "summary": summarize(rows), "per_case": rows,
     }
-    result["files"] = {kind: str(path) for kind, path in files.items()}
+    result["files"] = {kind: output_path(path) for kind, path in files.items()}
     write_json(files["json"], result)  # first: it marks the other two as this evaluation's, so
     write_text(files["csv"], rows_to_csv(rows))  # a rerun after an interrupt may replace them
     metrics_plot(rows, files["png"], f"{counted(len(rows), 'case')}: {pred_path.name} against "
@@ -653,14 +669,61 @@ def _is_evaluation(record: Path) -> bool:
     return written is not None and {"prediction_dir", "truth_dir", "per_case"} <= set(written)
 
 
+def _prediction_records(pred_dir: Path, masks: Sequence[Path]
+                        ) -> list[tuple[dict[str, Any], list[Path]]]:
+    """covseg's records of these predicted masks, each with the masks it covers: predict.json
+    beside 2D masks (those in ``pred_dir``), each CT study's quantification.json (its
+    ``infection.nii.gz``)."""
+    found = []
+    own = [mask for mask in masks if mask.parent == pred_dir]
+    record = read_record(pred_dir / PREDICT_RECORD)
+    if record is not None:
+        found.append((record, own))
+    for mask in masks:
+        study = read_record(mask.with_name(RESULT_JSON)) if predicted_mask(mask.parent) else None
+        if study is not None:
+            found.append((study, [mask]))
+    return found
+
+
+def _recorded_models(pred_dir: Path, masks: Sequence[Path]) -> list[dict[str, Any]]:
+    """The models that made the scored masks, as their covseg records name them
+    (:func:`~covseg.records.model_identity`), each once: so that a score names the checkpoint
+    (``checkpoint_sha256``) it is the score of; empty for masks without a record."""
+    models: list[dict[str, Any]] = []
+    for record, covered in _prediction_records(pred_dir, masks):
+        identity = model_identity(record)
+        if covered and identity is not None and identity not in models:
+            models.append(identity)
+    return models
+
+
+def _edited_predictions(pred_dir: Path, masks: Sequence[Path]) -> list[str]:
+    """The scored masks (paths in ``pred_dir``) whose content is no longer what covseg
+    predict recorded writing (its ``output_sha256``): edited since, so their scores are not
+    the model's. Warned of in one line."""
+    edited = []
+    for record, covered in _prediction_records(pred_dir, masks):
+        written = record.get(OUTPUT_SHA256)
+        if not isinstance(written, dict):
+            continue
+        for mask in covered:
+            key = "mask" if mask.name == INFECTION_NII else mask.name
+            if isinstance(written.get(key), str) and written[key] != content_hash(mask):
+                edited.append(str(mask.relative_to(pred_dir)))
+    if edited:
+        log.warning("%s: %s no longer what covseg predict wrote (first: %s): edited since, "
+                    "so scored as they are now, not as the model's; listed as "
+                    "edited_predictions", pred_dir, counted(len(edited), "mask"), edited[0])
+    return sorted(edited)
+
+
 def _recorded_top_label(pred_dir: Path, masks: Sequence[Path]) -> int:
     """The highest label of the model that made covseg predictions (its record: predict.json
     beside 2D masks, each study's quantification.json), so that a multi-class model whose
     masks happen to hold ground-glass alone is still scored per class; 1 without a record."""
-    records = [pred_dir / PREDICT_RECORD,
-               *(mask.with_name(RESULT_JSON) for mask in masks if predicted_mask(mask.parent))]
     top = 1
-    for record in filter(None, map(read_record, records)):
+    for record, _ in _prediction_records(pred_dir, masks):
         model = record.get("model") or record.get("inputs", {}).get("model")
         if isinstance(model, dict) and isinstance(model.get("num_classes"), int):
             top = max(top, model["num_classes"] - 1)

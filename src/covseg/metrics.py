@@ -24,6 +24,21 @@ import torch
 from monai.metrics import get_surface_distance
 from scipy import ndimage
 
+HD95_UNIT = "hd95_unit"
+"""Key of a record naming the unit of its HD95: ``mm`` (slices of volumes, by their spacing),
+``px`` (2D files), ``mm or px`` (data of both, whose HD95 is given apart as ``hd95_mm`` and
+``hd95_px``): the per-case CSVs keep their ``hd95`` column, read by position and name."""
+
+
+def hd95_unit_field(unit: str) -> dict[str, str]:
+    """The :data:`HD95_UNIT` field of a run's validation block and a fold's fold_metrics.json
+    (``unit``: :attr:`~covseg.data.layouts.LoadedData.hd95_unit`), which named the unit only
+    in the prose of ``empty_mask_rules``."""
+    if unit not in ("mm", "px", "mm or px"):
+        raise ValueError(f"HD95 unit must be mm, px or 'mm or px', got {unit!r}")
+    return {HD95_UNIT: unit}
+
+
 METRICS: tuple[str, ...] = ("dice", "iou", "sensitivity", "specificity", "precision", "hd95")
 EMPTY_MASK_RULES = (
     "Dice/IoU: both empty = 1, one empty = 0. Sensitivity undefined when the truth is empty, "

@@ -57,6 +57,7 @@ from covseg.records import (
     RESULT_JSON,
     SETTINGS,
     input_hashes,
+    model_identity,
     read_record,
     recorded_path,
 )
@@ -280,7 +281,7 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
     _note_lungs_as_lesions(result, lesions, mask_path)
     result["inputs"] = {**inputs, "dicom_series": _series_read(ct, predicted),
                         "lung_source": lung_source, "lungs_recounted": recounted,
-                        INPUT_SHA256: hashes}
+                        "predict_model": model_identity(predicted), INPUT_SHA256: hashes}
     result[SETTINGS] = quantify_settings(lungs=given.lungs, image=given.image, hu=hu,
                                          multiclass=result["multiclass"],
                                          html_report=html_report)

@@ -88,6 +88,44 @@ def weights_sha256(record: dict[str, Any], checkpoint: str = CHECKPOINT_SHA256,
     return record.get(file_sha256)
 
 
+MODEL_IDENTITY = ("source", "runtime", MODEL_SHA256, CHECKPOINT_SHA256, "threshold",
+                  "test_flips")
+"""What a record of scores (evaluate's, quantify's) copies of the model that made the masks it
+read: where it was loaded from, its file's and its weights' SHA-256, its threshold and mirrors."""
+
+
+def model_identity(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The model a covseg prediction record names (:data:`MODEL_IDENTITY`): 2D predict.json's
+    ``model``, or a CT study's quantification.json ``settings`` as predict wrote them; None for
+    other records (quantify's, which name no model). Keys an older record lacks are None."""
+    model = record.get("model")
+    if isinstance(model, dict):
+        identity = {key: model.get(key) for key in MODEL_IDENTITY}
+        return {**identity, CHECKPOINT_SHA256: weights_sha256(model)}
+    settings = record.get(SETTINGS)
+    if not isinstance(settings, dict) or not isinstance(settings.get("model"), str):
+        return None
+    source, loaded = settings["model"], settings.get(MODEL_SHA256) is not None
+    runtime = "onnxruntime" if source.lower().endswith(".onnx") else "pytorch"
+    return {"source": source, "runtime": runtime if loaded else None,  # None: not from a file
+            **{key: settings.get(key) for key in MODEL_IDENTITY[2:]}}
+
+
+def output_path(path: str | os.PathLike[str]) -> str:
+    """One of covseg's own outputs (a mask, report, CSV) as a record names it: absolute, as
+    inputs are (:func:`recorded_path`), so that it reads from any working folder; a record
+    read back finds its folder's files by name (:func:`recorded_output`), as a folder may have
+    been moved or copied since."""
+    return recorded_path(path)
+
+
+def recorded_output(folder: Path, recorded: Any) -> Path | None:
+    """The file of ``folder`` that a record there names as its output (absolute, or relative to
+    the working folder of the call that wrote it, as records before 5 Dec did): by name in the
+    record's own folder, where covseg writes its outputs; None for no path."""
+    return folder / Path(recorded).name if isinstance(recorded, str) and recorded else None
+
+
 def input_hashes(inputs: dict[str, Any]) -> dict[str, str | None]:
     """SHA-256 of each input a study record names by path (mask, lungs, CT; see
     :data:`HASHED_INPUTS`), recorded so that reruns compare content, not file times."""

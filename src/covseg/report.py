@@ -31,7 +31,14 @@ from covseg.io.atomic import atomic_path, write_json, write_text
 from covseg.io.volume import Volume, display_flips, orient_for_display
 from covseg.lungs import LEFT_LUNG, RIGHT_LUNG
 from covseg.provenance import provenance
-from covseg.records import LUNG_MODEL_SHA256, REPORT_SETTING, RESULT_JSON, SETTINGS
+from covseg.records import (
+    LUNG_MODEL_SHA256,
+    REPORT_SETTING,
+    RESULT_JSON,
+    SETTINGS,
+    output_path,
+    recorded_output,
+)
 from covseg.transforms import LUNG_WINDOW, scale_intensity
 from covseg.viz import LUNG_COLOURS as LUNG_PALETTE
 from covseg.viz import class_colour
@@ -342,6 +349,7 @@ def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any], study:
     if html_report:
         files["html"] = str(write_html(out_dir / REPORT_HTML, result, study, montage))
     files["json"] = str(out_dir / RESULT_JSON)
+    files = {kind: output_path(path) for kind, path in files.items()}
     result = {"study_name": study, **provenance(), **result, "files": files}
     write_json(out_dir / RESULT_JSON, result)
     return result
@@ -351,11 +359,14 @@ def add_report(folder: Path, record: dict[str, Any]) -> dict[str, Any]:
     """A done study's record, with the HTML report written from it and its montage first when
     it has none (a rerun with ``--html``)."""
     files = record.get("files", {})
-    if record.get(SETTINGS, {}).get(REPORT_SETTING) and Path(files.get("html", "")).is_file():
+    html_file = recorded_output(folder, files.get("html"))
+    if record.get(SETTINGS, {}).get(REPORT_SETTING) and html_file and html_file.is_file():
         return record
     report = write_html(folder / REPORT_HTML, record, record.get("study_name", folder.name),
                         folder / MONTAGE_PNG)
-    record = {**record, "files": {**files, "html": str(report)}}
+    own = {kind: recorded_output(folder, path) for kind, path in files.items()}
+    record = {**record, "files": {**{kind: output_path(path) for kind, path in own.items()
+                                     if path is not None}, "html": output_path(report)}}
     if isinstance(record.get(SETTINGS), dict):
         record[SETTINGS] = {**record[SETTINGS], REPORT_SETTING: True}
     write_json(folder / RESULT_JSON, record)
