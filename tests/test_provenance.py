@@ -4,20 +4,40 @@ comparison.json, evaluate's JSON, predict.json and quantification.json."""
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import json
+import logging
+import platform
+import re
 import shutil
+import subprocess
 import threading
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
+import covseg.provenance
 from covseg import api
+from covseg.checkpoint import load_checkpoint
 from covseg.cli import main
-from covseg.provenance import UNKNOWN_COMMAND, invoked_as, provenance
+from covseg.config import TrainConfig
+from covseg.data import load_dataset
+from covseg.provenance import (
+    UNKNOWN_COMMAND,
+    git_state,
+    invoked_as,
+    provenance,
+    source_sha256,
+)
 from tests.test_quantify import synthetic_study
+
+train_module = importlib.import_module("covseg.train")  # the package exports a train() too
+UTC_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
 QUICK = ["--epochs", "1", "--size", "32", "--model", "unet", "--model-option", "width=4"]
 
@@ -41,8 +61,9 @@ def test_train_records_its_command_and_a_resume_spelt_otherwise_is_accepted(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synthetic_folder: Path) -> None:
     """config.json and metrics.json named neither the covseg version nor the command, and the
     data only inside a free-text description. A resume spelt otherwise (absolute paths, options
-    in another order, from another folder) trains the same recipe: it is accepted and records
-    its own command line."""
+    in another order, from another folder) trains the same recipe: it is accepted and listed
+    under ``resumed_by`` with its own command line, while ``command`` stays the one that
+    started the run (the resume's had replaced it: ``... --resume`` cannot start a run)."""
     data = shutil.copytree(synthetic_folder, tmp_path / "data")
     monkeypatch.chdir(tmp_path)
     _cli("train", "data", "--out", "run", *QUICK)
@@ -54,7 +75,10 @@ def test_train_records_its_command_and_a_resume_spelt_otherwise_is_accepted(
     _cli("train", str(data), "--resume", *again, "--out", str(tmp_path / "run"))
     resumed = f"covseg train {data} --resume {' '.join(again)} --out {tmp_path / 'run'}"
     for name in ("config.json", "metrics.json"):
-        _assert_names(_record(tmp_path / "run" / name), resumed, data_path=data)
+        record = _record(tmp_path / "run" / name)
+        _assert_names(record, command, data_path=data)
+        assert [r["command"] for r in record["resumed_by"]] == [resumed]
+        assert record["resumed_by"][0]["data_path"] == str(data)
 
 
 def test_a_run_from_python_names_the_api_function(tiny_run: Path, synthetic_folder: Path) -> None:
@@ -66,18 +90,32 @@ def test_a_run_from_python_names_the_api_function(tiny_run: Path, synthetic_fold
 def test_cross_validation_records_its_command_and_reuses_folds_spelt_otherwise(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synthetic_folder: Path) -> None:
     """summary.json and each fold's config.json name the command; a resume spelt otherwise
-    reuses the finished folds (their config.json is compared on the recipe, not the command)."""
+    reuses the finished folds (their config.json is compared on the recipe, not the command).
+    That resume, which trains nothing, rewrote summary.json with its own command and its 0.1 s
+    as the run time: the run's start (command, times, seconds) is kept now, the resume listed
+    beside it."""
     data = shutil.copytree(synthetic_folder, tmp_path / "data")
     monkeypatch.chdir(tmp_path)
     _cli("cv", "data", "--out", "cv", "--folds", "2", *QUICK)
     command = "covseg cv data --out cv --folds 2 " + " ".join(QUICK)
-    _assert_names(_record(tmp_path / "cv" / "summary.json"), command, data_path=data)
+    first = _record(tmp_path / "cv" / "summary.json")
+    _assert_names(first, command, data_path=data)
+    assert UTC_TIME.fullmatch(first["started_utc"]) and UTC_TIME.fullmatch(first["finished_utc"])
+    assert first["started_utc"] <= first["finished_utc"]
     _assert_names(_record(tmp_path / "cv" / "fold_1" / "config.json"), command, data_path=data)
     weights = (tmp_path / "cv" / "fold_1" / "best.pt").stat().st_mtime_ns
     monkeypatch.chdir(data)
     _cli("cv", str(data), "--resume", "--folds", "2", *QUICK, "--out", str(tmp_path / "cv"))
     resumed = f"covseg cv {data} --resume --folds 2 {' '.join(QUICK)} --out {tmp_path / 'cv'}"
-    _assert_names(_record(tmp_path / "cv" / "summary.json"), resumed, data_path=data)
+    summary = _record(tmp_path / "cv" / "summary.json")
+    _assert_names(summary, command, data_path=data)
+    assert [r["command"] for r in summary["resumed_by"]] == [resumed]
+    assert summary["resumed_by"][0]["trained_folds"] is False
+    for key in ("seconds", "started_utc", "finished_utc", "source_sha256"):
+        assert summary[key] == first[key], key
+    assert summary["resumed_by"][0]["seconds"] < first["seconds"]
+    report = (tmp_path / "cv" / "report.md").read_text()
+    assert f"Run time: {first['seconds']:.1f} s over the command that started it" in report
     assert (tmp_path / "cv" / "fold_1" / "best.pt").stat().st_mtime_ns == weights, "reused"
     _assert_names(_record(tmp_path / "cv" / "fold_1" / "config.json"), command, data_path=data)
 
@@ -198,3 +236,155 @@ def test_members_in_processes_of_their_own_record_the_command(
     for member in ("member0-unet", "member1-unet"):
         _assert_names(_record(tmp_path / "run" / member / "config.json"),
                       "Python API: covseg.train()", data_path=synthetic_folder)
+
+
+PACKAGE = Path(covseg.provenance.__file__).resolve().parent
+
+
+def test_records_name_the_code_and_the_versions_they_ran_on() -> None:
+    """covseg_version (0.1.0 over every commit) was the only code identity, and neither Python
+    nor numpy (whose random streams cut the folds) was recorded."""
+    record = provenance()
+    assert record["python"] == platform.python_version()
+    assert record["numpy"] == np.__version__
+    assert record["torch"] == torch.__version__
+    assert record["platform"] == platform.platform()
+    assert record["source_sha256"] == source_sha256(PACKAGE)
+    head = subprocess.run(["git", "-C", str(PACKAGE), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=False)
+    if head.returncode != 0:
+        assert "git_commit" not in record  # installed, not a checkout
+        return
+    assert record["git_commit"] == head.stdout.strip()
+    changed = subprocess.run(["git", "-C", str(PACKAGE), "status", "--porcelain",
+                              "--untracked-files=no"], capture_output=True, text=True, check=True)
+    assert record["git_dirty"] is bool(changed.stdout.strip())
+
+
+def test_the_source_hash_follows_the_code_not_where_it_lies(tmp_path: Path) -> None:
+    """A copy of the package elsewhere (a wheel's site-packages) hashes the same; an edit of one
+    file, or a module added, changes it."""
+    copy = shutil.copytree(PACKAGE, tmp_path / "covseg",
+                           ignore=shutil.ignore_patterns("__pycache__"))
+    assert source_sha256(copy) == source_sha256(PACKAGE)
+    (copy / "losses.py").write_text((copy / "losses.py").read_text() + "\n")
+    edited = source_sha256(copy)
+    assert edited != source_sha256(PACKAGE)
+    (copy / "extra.py").write_text("")
+    assert source_sha256(copy) != edited
+
+
+def test_no_checkout_or_no_git_records_no_commit(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside a git checkout, from site-packages, or without git: the keys are absent, never an
+    error."""
+    assert git_state(shutil.copytree(PACKAGE, tmp_path / "plain" / "covseg")) == {}
+    installed = tmp_path / "repo" / "venv" / "site-packages" / "covseg"
+    shutil.copytree(PACKAGE, installed)
+    subprocess.run(["git", "init", "-q", str(tmp_path / "repo")], check=True)
+    assert git_state(installed) == {}  # another project's checkout around a venv
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    assert git_state(PACKAGE) == {}
+
+
+def _stopped_after_one_epoch(out: Path, config: TrainConfig, data: Any,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Train ``config`` into ``out``, stopped (Ctrl-C) once its first epoch is saved."""
+    real_save = train_module.save_checkpoint
+
+    def save_then_stop(path: Path, *args: Any, **kwargs: Any) -> Path:
+        saved = real_save(path, *args, **kwargs)
+        if Path(path).name == "last.pt":
+            raise KeyboardInterrupt
+        return saved
+
+    with monkeypatch.context() as patched:
+        patched.setattr(train_module, "save_checkpoint", save_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            train_module.train(config, data, out, progress=False)
+
+
+def test_a_resume_under_another_torch_or_thread_count_warns_and_keeps_each_commands(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A run started under one torch and thread count and resumed under others was accepted
+    silently, and config.json and metrics.json were rewritten to claim the resume's alone
+    (epoch 1 trained by one, epoch 2 by the other: the weights match neither). Here the run's
+    record is made to say it started on torch 2.0.0 and 3 threads, as on another machine."""
+    data = load_dataset(synthetic_folder)
+    config = TrainConfig(model="unet", epochs=2, size=32, batch_size=4,
+                         model_options={"width": 4})
+    out = tmp_path / "run"
+    with invoked_as("covseg train data --out run"):
+        _stopped_after_one_epoch(out, config, data, monkeypatch)
+    record = _record(out / "config.json")
+    assert record["threads"] == torch.get_num_threads() and UTC_TIME.fullmatch(
+        record["started_utc"])
+    record.update(torch="2.0.0", threads=3)
+    (out / "config.json").write_text(json.dumps(record))
+    caplog.set_level(logging.WARNING, logger="covseg")
+    with invoked_as("covseg train data --out run --resume"):
+        train_module.train(config, data, out, resume=True, progress=False)
+    warned = [r.getMessage() for r in caplog.records if r.name == "covseg.train"]
+    assert len(warned) == 1 and "\n" not in warned[0]
+    assert (f"torch 2.0.0 -> {torch.__version__}; threads 3 -> {torch.get_num_threads()}"
+            in warned[0]) and "differ from an uninterrupted run" in warned[0]
+    for name in ("config.json", "metrics.json"):
+        saved = _record(out / name)
+        assert (saved["command"], saved["torch"], saved["threads"]) == (
+            "covseg train data --out run", "2.0.0", 3), name
+        assert saved["started_utc"] == record["started_utc"]
+        [resume] = saved["resumed_by"]
+        assert (resume["command"], resume["torch"], resume["threads"]) == (
+            "covseg train data --out run --resume", torch.__version__, torch.get_num_threads())
+        assert resume["started_utc"] >= record["started_utc"]
+    assert _record(out / "metrics.json")["finished_utc"] >= resume["started_utc"]
+    caplog.clear()
+    train_module.train(config, data, out, resume=True, progress=False)  # finished: not warned
+    assert not [r for r in caplog.records if r.name == "covseg.train"]
+    assert len(_record(out / "config.json")["resumed_by"]) == 2
+
+
+def test_a_resume_under_the_same_code_and_threads_is_not_warned_of(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    data = load_dataset(synthetic_folder)
+    config = TrainConfig(model="unet", epochs=2, size=32, batch_size=4,
+                         model_options={"width": 4})
+    _stopped_after_one_epoch(tmp_path / "run", config, data, monkeypatch)
+    caplog.set_level(logging.WARNING, logger="covseg")
+    train_module.train(config, data, tmp_path / "run", resume=True, progress=False)
+    assert not [r for r in caplog.records if r.name == "covseg.train"]
+
+
+def test_metrics_name_their_best_pt_and_predict_warns_of_one_replaced(
+        tmp_path: Path, tiny_run: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A best.pt copied over a run's was predicted under the run's config.json without a word,
+    and no record held the hash to check it against."""
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    metrics = _record(run / "metrics.json")
+    assert metrics["best_sha256"] == hashlib.sha256((run / "best.pt").read_bytes()).hexdigest()
+    caplog.set_level(logging.WARNING, logger="covseg")
+    load_checkpoint(run)
+    assert not caplog.records
+    payload = torch.load(run / "best.pt", weights_only=True)
+    first = next(iter(payload["state_dict"]))
+    payload["state_dict"][first] = payload["state_dict"][first] + 1
+    torch.save(payload, run / "best.pt")
+    actual = hashlib.sha256((run / "best.pt").read_bytes()).hexdigest()
+    assert main(["predict", str(synthetic_folder_images(tiny_run)), "--model", str(run),
+                 "--out", str(tmp_path / "pred")]) == 0
+    warned = [r.getMessage() for r in caplog.records if r.name == "covseg.checkpoint"]
+    assert len(warned) == 1 and "\n" not in warned[0]
+    assert f"best.pt (sha256 {actual[:12]}) is not the model its metrics.json" in warned[0]
+    assert metrics["best_sha256"][:12] in warned[0]
+    caplog.clear()
+    del metrics["best_sha256"]  # a record written before covseg kept the hash
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    load_checkpoint(run)
+    assert not caplog.records
+
+
+def synthetic_folder_images(run: Path) -> Path:
+    """The images folder of the data ``run`` was trained on (its config.json's data_path)."""
+    return Path(_record(run / "config.json")["data_path"]) / "images"

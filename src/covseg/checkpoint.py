@@ -6,6 +6,7 @@ Files are plain dicts of tensors and primitives, loaded with ``weights_only=True
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -22,6 +23,9 @@ from covseg.io.image import unreadable_file
 from covseg.models import build_model
 from covseg.models.pretrained import torch_load_failure
 from covseg.provenance import API_COMMAND, option_given
+from covseg.records import content_hash
+
+log = logging.getLogger(__name__)
 
 FORMAT = "covseg-checkpoint"
 VERSION = 1
@@ -66,6 +70,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         if not (path / "best.pt").is_file():  # a run's folder holds its model, whatever else
             _refuse_folds_holder(path)
         _refuse_unfinished(path)
+        _warn_replaced(path)
         path = path / "best.pt"
     if not path.is_file():
         raise CovsegError(f"{path}: no such checkpoint; pass a run folder or its best.pt")
@@ -180,6 +185,21 @@ def _refuse_unfinished(run: Path) -> None:
                       f"holds the last epoch trained, not the whole recipe); finish it with "
                       f"{_finish_with(run)}, or give {run / 'best.pt'} to use those weights as "
                       "they are")
+
+
+def _warn_replaced(run: Path) -> None:
+    """Warn in one line where ``run``'s best.pt is not the one its metrics.json describes (its
+    ``best_sha256``): copied over since, its masks would be credited to the run's recipe and
+    scores. Records written before covseg kept the hash are not checked."""
+    try:
+        recorded = json.loads((run / "metrics.json").read_text()).get("best_sha256")
+    except (OSError, ValueError, AttributeError):
+        return
+    actual = content_hash(run / "best.pt") if isinstance(recorded, str) else None
+    if actual is not None and actual != recorded:
+        log.warning("%s: best.pt (sha256 %s) is not the model its metrics.json describes "
+                    "(best_sha256 %s): it was replaced since training, so the run's config.json "
+                    "and metrics.json may not describe it", run, actual[:12], recorded[:12])
 
 
 META_KEYS = ("model", "in_channels", "num_classes", "size")

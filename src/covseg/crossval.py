@@ -30,7 +30,14 @@ from covseg.infer import Predictor
 from covseg.io.atomic import write_json, write_text
 from covseg.io.lock import refuse_if_held, writing_to
 from covseg.metrics import EMPTY_MASK_RULES, METRICS, STD_NOTE, sample_std, summarize
-from covseg.provenance import option_given, option_name, provenance
+from covseg.provenance import (
+    RESUMED_BY,
+    option_given,
+    option_name,
+    provenance,
+    run_provenance,
+    utc_now,
+)
 from covseg.train import (
     CROSS_VALIDATION,
     DATA_FINGERPRINT,
@@ -369,6 +376,8 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
     splits, how = make_folds(data, folds, config.seed)
     check_finished_folds(config, data, out, splits, verb)
     started = time.perf_counter() if started is None else started
+    started_utc = utc_now()
+    trains = not all(fold_done(out / f"fold_{k}") for k in range(len(splits)))
     per_fold: list[dict[str, Any]] = []
     all_rows: list[dict[str, Any]] = []
     train_seconds = 0.0
@@ -383,6 +392,7 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
         all_rows.extend({"fold": k, **row} for row in rows)
     summary = _summary(config, data, how, per_fold, all_rows, time.perf_counter() - started,
                        train_seconds)
+    summary = _continued(out / "summary.json", {"started_utc": started_utc, **summary}, trains)
     write_text(out / "per_case.csv", rows_to_csv(all_rows))
     box_plot({f"fold {r['fold']}": [row["dice"] for row in all_rows if row["fold"] == r["fold"]]
               for r in per_fold} | {"all": [row["dice"] for row in all_rows]},
@@ -393,6 +403,29 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
     # alone looked finished without its report.md and box plot.
     write_json(out / "summary.json", summary)
     return summary
+
+
+def _continued(record: Path, summary: dict[str, Any], trained: bool) -> dict[str, Any]:
+    """``summary`` as a resume of the finished cross-validation ``record`` holds writes it: with
+    the provenance, start time and ``seconds`` of the command that started it, this one listed
+    under ``resumed_by`` (its own seconds added where it ``trained`` a fold), so that a
+    ``--resume`` that trains nothing leaves the run's command and run time as they were; as it
+    is where no summary of this recipe is there (a run started, or stopped before its summary)."""
+    try:
+        saved = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return summary
+    if not isinstance(saved, dict) or saved.get("config") != json.loads(
+            json.dumps(summary["config"])):  # as JSON keeps it: tuples read back as lists
+        return summary
+    now = {**run_provenance(summary), "seconds": summary["seconds"],
+           "finished_utc": summary["finished_utc"], "trained_folds": trained}
+    start = run_provenance(saved)
+    start.pop(RESUMED_BY, None)
+    return summary | start | {
+        "seconds": float(saved["seconds"]) + (summary["seconds"] if trained else 0.0),
+        "finished_utc": summary["finished_utc"] if trained else saved.get("finished_utc"),
+        RESUMED_BY: [*saved.get(RESUMED_BY, []), now]}
 
 
 def data_warnings(record: Mapping[str, Any]) -> list[str]:
@@ -461,7 +494,7 @@ def _summary(config: TrainConfig, data: LoadedData, how: str, per_fold: list[dic
                        "n": int(values.size),
                        "cases": covered["n"], "cases_undefined": covered["undefined"]}
     return {
-        **provenance(data_path=data.root),
+        **provenance(data_path=data.root), "finished_utc": utc_now(),
         "data": data.describe(), "synthetic": data.synthetic, "folds": how,
         "config": config.record(data.windowed), "seconds": seconds, "train_seconds": train_seconds,
         "per_fold": per_fold,
@@ -545,6 +578,17 @@ def class_dice(stats: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in stats.items() if key.endswith("_dice")}
 
 
+def _run_time_line(summary: Mapping[str, Any]) -> str:
+    """The report's run time: the wall-clock seconds of the command, or of the commands that
+    trained folds where resumes followed (:func:`_continued`), and the training time."""
+    resumes = len(summary.get(RESUMED_BY, []))
+    wall = ("in this invocation" if not resumes else
+            f"over the command that started it and the resumes that trained folds "
+            f"({counted(resumes, 'resume')} in all)")
+    return (f"- Run time: {duration_text(summary['seconds'])} {wall}; training "
+            f"{duration_text(summary['train_seconds'])} summed over folds (kept across resumes)")
+
+
 def report_markdown(summary: dict[str, Any]) -> str:
     """The cross-validation table as Markdown."""
     keys = [k for k in (*REPORT_METRICS, *HD95_UNITS) if k in summary["mean_std_over_folds"]]
@@ -557,8 +601,7 @@ def report_markdown(summary: dict[str, Any]) -> str:
             "CT."), ""] if summary["synthetic"] else []),
         f"- Data: {summary['data']}",
         f"- Folds: {summary['folds']}",
-        (f"- Run time: {duration_text(summary['seconds'])} in this invocation; training "
-         f"{duration_text(summary['train_seconds'])} summed over folds (kept across resumes)"),
+        _run_time_line(summary),
         f"- Recipe: `{summary['config']}`",
         f"- Epochs trained per fold: {', '.join(str(f['epochs']) for f in summary['per_fold'])}",
         *data_warnings(summary),

@@ -1,5 +1,7 @@
-"""What a record needs for a run to be reproduced: the covseg version, the command that wrote
-it and the absolute paths it read, added to every JSON record by one helper, :func:`provenance`.
+"""What a record needs for a run to be reproduced: the code that wrote it (covseg's version, a
+hash of its source and, from a git checkout, the commit), the versions it ran on (Python, numpy,
+torch, the platform), the command that wrote it and the absolute paths it read, added to every
+JSON record by one helper, :func:`provenance`.
 
 The command is the command line as run for the CLI (``covseg train ...``), or the API function
 called (``Python API: covseg.train()``). It is kept in a context variable while the command
@@ -10,11 +12,18 @@ handed it (:func:`current_command`) and run under it (:func:`invoked_as`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import platform
 import shlex
-from collections.abc import Iterator, Sequence
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from datetime import UTC, datetime
+from functools import cache
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -93,14 +102,128 @@ def current_command() -> str:
 
 
 def provenance(**paths: str | os.PathLike[str] | None) -> dict[str, Any]:
-    """``covseg_version``, ``command`` and each of ``paths`` made absolute (resolved: a
-    relative one named another folder once read from elsewhere; a ``synthetic:SEED`` data
-    spec and None kept as they are), for a JSON record."""
-    return {"covseg_version": version("covseg"), "command": current_command(),
+    """``covseg_version``, the code and versions it runs on (:func:`environment`), ``command``
+    and each of ``paths`` made absolute (resolved: a relative one named another folder once
+    read from elsewhere; a ``synthetic:SEED`` data spec and None kept as they are), for a JSON
+    record."""
+    return {**environment(), "command": current_command(),
             **{name: _absolute(value) for name, value in paths.items()}}
+
+
+def environment() -> dict[str, Any]:
+    """What ran a command: ``covseg_version``, ``source_sha256`` (covseg's own code, which the
+    version alone does not tell apart: it stays 0.1.0 over every commit), ``git_commit`` and
+    ``git_dirty`` where covseg runs from a git checkout, and the ``python``, ``numpy``,
+    ``torch`` and ``platform`` it runs on (numpy's random streams and torch's kernels may
+    change between versions). Computed once per process."""
+    return {**_code(), "python": platform.python_version(), "numpy": version("numpy"),
+            "torch": _torch_version(), "platform": platform.platform()}
+
+
+def _torch_version() -> str:
+    """torch's version as torch reports it (``2.14.1+cu130``, the build), as training records
+    it; from the package's metadata where torch is not imported yet."""
+    torch = sys.modules.get("torch")
+    return str(getattr(torch, "__version__", None) or version("torch"))
+
+
+@cache
+def _code() -> dict[str, Any]:
+    """covseg's version, source hash and git state (see :func:`environment`)."""
+    package = Path(__file__).resolve().parent
+    return {"covseg_version": version("covseg"), "source_sha256": source_sha256(package),
+            **git_state(package)}
+
+
+def source_sha256(package: Path) -> str:
+    """SHA-256 over a package's ``.py`` files (each one's path relative to ``package`` and the
+    SHA-256 of its bytes, in path order): the same code hashes the same, installed from a wheel
+    or run from a checkout, and any edit changes it."""
+    digest = hashlib.sha256()
+    for file in sorted(package.rglob("*.py"), key=lambda path: path.relative_to(package).parts):
+        digest.update(file.relative_to(package).as_posix().encode() + b"\0"
+                      + hashlib.sha256(file.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+GIT_TIMEOUT_S = 5.0
+"""How long the one ``git`` call of :func:`git_state` may take before it is given up."""
+
+
+def git_state(package: Path) -> dict[str, Any]:
+    """``git_commit`` (the checked-out commit) and ``git_dirty`` (tracked files changed) of the
+    git checkout ``package`` lies in, from one ``git status`` call; nothing where there is no
+    git, ``package`` is installed (site-packages: a checkout around it is another project's),
+    or git fails or takes longer than :data:`GIT_TIMEOUT_S`."""
+    if {"site-packages", "dist-packages"} & set(package.parts):
+        return {}
+    try:
+        done = subprocess.run(["git", "--no-optional-locks", "-C", str(package), "status",
+                               "--porcelain=v2", "--branch", "--untracked-files=no"],
+                              capture_output=True, text=True, timeout=GIT_TIMEOUT_S, check=False,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    lines = done.stdout.splitlines() if done.returncode == 0 else []
+    commit = next((line.split()[2] for line in lines if line.startswith("# branch.oid ")), None)
+    if commit is None or commit == "(initial)":
+        return {}
+    return {"git_commit": commit, "git_dirty": any(not line.startswith("#") for line in lines)}
+
+
+def utc_now() -> str:
+    """The time now in UTC, ISO 8601 to the second with ``Z`` (``2026-12-05T13:51:30Z``)."""
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+COMPARED = {"covseg_version": "covseg version", "source_sha256": "covseg source (source_sha256)",
+            "torch": "torch", "threads": "threads"}
+"""What a resume compares with the run it continues: each changes the weights it trains."""
+
+
+def environment_changes(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """What of :data:`COMPARED` differs between a run's record (``saved``) and this command
+    (``now``), as ``torch 2.3.0 -> 2.4.0``; keys a record lacks (written by an earlier covseg)
+    are not compared."""
+    return [f"{name} {_short(saved[key])} -> {_short(now[key])}" for key, name in COMPARED.items()
+            if key in saved and key in now and saved[key] != now[key]]
+
+
+def _short(value: object) -> str:
+    """A recorded value for a one-line message: a hash's first 12 characters."""
+    text = str(value)
+    return text[:12] if len(text) == 64 else text
 
 
 def _absolute(path: str | os.PathLike[str] | None) -> str | None:
     if path is None or is_synthetic_spec(os.fspath(path)):
         return None if path is None else os.fspath(path)
     return str(Path(path).resolve())
+
+
+RESUMED_BY = "resumed_by"
+"""Key of a record's list of the commands that resumed the run, each with its provenance."""
+INVOCATION_KEYS = ("covseg_version", "source_sha256", "git_commit", "git_dirty", "python",
+                   "numpy", "torch", "platform", "command", "data_path", "threads", "started_utc")
+"""What a run's record says of one command that trained it (:func:`continued`)."""
+
+
+def continued(record: Path, now: dict[str, Any], resumed: bool) -> dict[str, Any]:
+    """The provenance for a run's ``record`` written by the command described by ``now``: that
+    of the command that started the run, which a resume keeps (so the recorded ``command``
+    starts the run again, and the versions and threads are those it began under), with each
+    resume's own ``now`` listed under :data:`RESUMED_BY`; ``now`` itself for a run started
+    here, or a record unreadable or written by no earlier command."""
+    try:
+        saved = json.loads(record.read_text()) if resumed else None
+    except (OSError, ValueError):
+        saved = None
+    if not isinstance(saved, dict) or "command" not in saved:
+        return now
+    start = {key: saved[key] for key in INVOCATION_KEYS if key in saved}
+    return {**start, RESUMED_BY: [*saved.get(RESUMED_BY, []), now]}
+
+
+def run_provenance(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The provenance keys of a run's record (:func:`continued`), for another record of the run."""
+    return {key: record[key] for key in (*INVOCATION_KEYS, RESUMED_BY) if key in record}

@@ -13,6 +13,7 @@ averaged model to ``best.pt``.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -61,10 +62,24 @@ from covseg.models import build_model, parameter_count
 from covseg.models.ensemble import member_names
 from covseg.models.registry import check_model
 from covseg.progress import progress_bar
-from covseg.provenance import current_command, invoked_as, option_given, option_name, provenance
+from covseg.provenance import (
+    continued,
+    current_command,
+    environment,
+    environment_changes,
+    invoked_as,
+    option_given,
+    option_name,
+    provenance,
+    run_provenance,
+    utc_now,
+)
+from covseg.records import content_hash
 from covseg.stopping import Terminated, raise_if_stopped, stops_recorded
 from covseg.transforms import AUGMENTATIONS, LesionPaste, Letterbox, augmentation
 from covseg.viz import training_curves
+
+log = logging.getLogger(__name__)
 
 CANVAS_CHUNK = 64
 """Slices framed and letterboxed together: bounds the full-size copies alive at once."""
@@ -383,7 +398,20 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint:
                           f"images or masks than these); pick a new {option_name('out')} or "
                           "delete it")
     _refuse_other_split(out, saved_record, split)
+    _warn_other_environment(out, saved_record)
     return saved
+
+
+def _warn_other_environment(out: Path, record: dict[str, Any]) -> None:
+    """Warn in one line of a resume under another covseg (version or source), torch or thread
+    count than the run started with (its ``record``): each changes the weights trained, so the
+    run matches neither an uninterrupted run nor one all under this command. A finished run,
+    which a resume only validates again, is not warned of."""
+    changed = environment_changes(record, {**environment(), "threads": torch.get_num_threads()})
+    if changed and not (out / "metrics.json").is_file():
+        log.warning("%s: resumed under other settings than the run started with (%s): its "
+                    "results may differ from an uninterrupted run's (config.json's resumed_by "
+                    "records each command)", out, "; ".join(changed))
 
 
 def _refuse_other_split(out: Path, record: dict[str, Any],
@@ -549,7 +577,7 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     first_epoch, best_dice, history = _start(out, config, len(train_samples), model, optimizer,
                                              scheduler, averaged, resume)
     meta = _meta(config, data.num_classes)
-    _write_run_record(out, config, data, train_cases, val_cases, fingerprint,
+    _write_run_record(out, config, data, train_cases, val_cases, fingerprint, first_epoch > 1,
                       parameters=parameter_count(model), **(record or {}))
 
     transform = augmentation(config.augment, guided=guide is not None)
@@ -644,8 +672,8 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
     names = member_names(config.model)
     ensemble = build_model(config.model, config.in_channels, data.num_classes,
                            **config.model_options)  # unknown names and options fail here, at once
-    _write_run_record(out, config, data, train_cases, val_cases, fingerprint, members=names,
-                      **record)
+    _write_run_record(out, config, data, train_cases, val_cases, fingerprint,
+                      holds_saved_run(out), members=names, **record)
     jobs = [(replace(config, model=name, seed=config.seed + i), out / f"member{i}-{name}")
             for i, name in enumerate(names)]
     workers = min(len(jobs), torch.get_num_threads())
@@ -962,20 +990,22 @@ def best_epoch_by(multiclass: bool, canvas: int) -> str:
 
 def _write_run_record(out: Path, config: TrainConfig, data: LoadedData,
                       train_cases: Sequence[str], val_cases: Sequence[str], fingerprint: str,
-                      **extra: Any) -> None:
-    """``config.json``: the command and covseg version (:func:`provenance`), the recipe, the
-    data (and their fingerprint), the classes trained (label -> name, as predict.json's) and
-    the split, enough to reproduce the run and to refuse
-    resuming it on other data (a resume compares the recipe, fingerprint and split only: it may
-    be spelt otherwise, and records its own command)."""
+                      resumed: bool, **extra: Any) -> None:
+    """``config.json``: the command, code and versions (:func:`provenance`), thread count and
+    start time of the command that started the run (``resumed``: this one continues it, and is
+    listed under ``resumed_by``: :func:`continued`), the recipe, the data (and their
+    fingerprint), the classes trained (label -> name, as predict.json's) and the split, enough
+    to reproduce the run and to refuse resuming it on other data (a resume compares the recipe,
+    fingerprint and split only: it may be spelt otherwise)."""
+    now = {**provenance(data_path=data.root), "threads": torch.get_num_threads(),
+           "started_utc": utc_now()}
     write_json(out / "config.json", {
-        **provenance(data_path=data.root),
+        **continued(out / "config.json", now, resumed),
         "config": config.record(data.windowed), "data": data.describe(),
         "classes": _class_names(config.target, data.num_classes), "layout": data.layout,
         "synthetic": data.synthetic, DATA_FINGERPRINT: fingerprint, **extra,
         "train_cases": list(train_cases), "val_cases": list(val_cases),
-        "held_out": held_out(data, train_cases, val_cases), "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+        "held_out": held_out(data, train_cases, val_cases),
     })
 
 
@@ -991,12 +1021,21 @@ def held_out(data: LoadedData, train_cases: Sequence[str], val_cases: Sequence[s
             "patient_share": len(held) / patients if patients else 0.0}
 
 
+BEST_SHA256 = "best_sha256"
+"""Key of the SHA-256 of a run's best.pt in its metrics.json: predict warns of a best.pt
+replaced since (:func:`covseg.checkpoint.load_checkpoint`)."""
+
+
 def _write_metrics(out: Path, metrics: dict[str, Any], data: LoadedData,
                    val_samples: Sequence[Sample]) -> dict[str, Any]:
-    """Add the saved model's validation metrics at the original image size, the command and
-    covseg version (:func:`provenance`) and what loading the data warned of (``warnings``, the
-    data's notes: MosMed slices no fold tests, say); write metrics.json."""
-    metrics = {**provenance(data_path=data.root), **metrics, "warnings": list(data.notes)}
+    """Add the saved model's validation metrics at the original image size, the run's
+    provenance as its config.json holds it (:func:`run_provenance`), the time now
+    (``finished_utc``), the SHA-256 of the best.pt described (:data:`BEST_SHA256`) and what
+    loading the data warned of (``warnings``, the data's notes: MosMed slices no fold tests,
+    say); write metrics.json."""
+    started = run_provenance(json.loads((out / "config.json").read_text()))
+    metrics = {**started, "finished_utc": utc_now(), **metrics,
+               BEST_SHA256: content_hash(out / "best.pt"), "warnings": list(data.notes)}
     if val_samples:
         rows, _ = evaluate_samples(Predictor.load(out / "best.pt"), val_samples, "validating")
         rows = hd95_by_unit(rows, data)  # px and mm apart where the data have both
