@@ -430,7 +430,7 @@ def test_a_fold_starts_beside_another_fold_midway_in_the_same_folder(
         (midway / name).unlink()  # as a fold still training has it: its record, checkpoints
     assert {"config.json", "last.pt", "best.pt"} <= {p.name for p in midway.iterdir()}
     assert api.cross_validate(data, out, fold=0, **tiny)["fold"] == 0
-    assert (out / "fold_0" / "fold_metrics.json").is_file()
+    assert json.loads((out / "fold_0" / "fold_metrics.json").read_text())["hd95_unit"] == "px"
     with pytest.raises(CovsegError, match=re.escape(
             f"{midway} already holds fold 1 of a cross-validation (stopped midway); pass "
             "resume=True")):

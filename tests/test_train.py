@@ -42,6 +42,7 @@ def test_run_folder_has_config_log_curves_checkpoints_and_metrics(tiny_run: Path
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and metrics["synthetic"] is True
     assert 0.0 <= metrics["validation"]["dice"]["mean"] <= 1.0
+    assert metrics["validation"]["hd95_unit"] == "px"  # synthetic slices have no spacing
     config = json.loads((tiny_run / "config.json").read_text())
     assert config["synthetic"] and config["val_cases"]
     assert config["classes"] == {"0": "background", "1": "infection"}

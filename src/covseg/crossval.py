@@ -29,7 +29,14 @@ from covseg.evaluate import (
 from covseg.infer import Predictor
 from covseg.io.atomic import write_json, write_text
 from covseg.io.lock import refuse_if_held, writing_to
-from covseg.metrics import EMPTY_MASK_RULES, METRICS, STD_NOTE, sample_std, summarize
+from covseg.metrics import (
+    EMPTY_MASK_RULES,
+    METRICS,
+    STD_NOTE,
+    hd95_unit_field,
+    sample_std,
+    summarize,
+)
 from covseg.provenance import (
     RESUMED_BY,
     option_given,
@@ -232,6 +239,7 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
     write_text(fold_dir / "test_per_case.csv", rows_to_csv(rows))
     fingerprint = data_fingerprint(data, [*train_cases, *test_cases])  # what the fold used
     write_json(fold_dir / "fold_metrics.json", {"summary": summarize(rows), "std_note": STD_NOTE,
+                                                **hd95_unit_field(data.hd95_unit),
                                                 "per_case": rows,
                                                 DATA_FINGERPRINT: fingerprint})
     return rows
