@@ -40,8 +40,8 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
     return code, captured.out, captured.err
 
 
-def _assert_one_line_error(code: int, err: str, fragment: str) -> None:
-    assert code == 2
+def _assert_one_line_error(code: int, err: str, fragment: str, status: int = 2) -> None:
+    assert code == status
     assert err.startswith("covseg: error: ") and err.count("\n") == 1, err
     assert "Traceback" not in err and fragment in err, err
 
@@ -260,6 +260,7 @@ def test_train_predict_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert record["model"]["source"] == str(tiny_run.resolve()) and record["masks"] == len(inputs)
     assert record["inputs"] == [str(i) for i in inputs] and record["overlays"] == len(inputs)
     assert record["model"]["runtime"] == "pytorch" and 0 < record["model"]["threshold"] < 1
+    assert record["model"]["classes"] == {"0": "background", "1": "infection"}
 
     code, out, _ = _run(capsys, "evaluate", "--pred", str(tmp_path / "pred"), "--truth",
                         str(synthetic_folder / "masks"), "--out", str(tmp_path / "eval"))
@@ -876,7 +877,7 @@ def test_corrupt_image_in_predict_is_listed_and_the_others_predicted(
     shutil.copy(good, bad / "good.npy")
     code, _, err = _run(capsys, "predict", str(bad), "--model", str(tiny_run), "--out",
                         str(tmp_path / "out"))
-    _assert_one_line_error(code, err, "1 of 2 images could not be predicted (first: ")
+    _assert_one_line_error(code, err, "1 of 2 images could not be predicted (first: ", 1)
     assert "corrupt" in err and f"{tmp_path / 'out'} holds the other 1 mask, and " in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.png", "predict.json"]
     record = json.loads((tmp_path / "out" / "predict.json").read_text())
@@ -896,7 +897,7 @@ def test_an_unreadable_image_in_predict_is_listed_and_the_others_predicted(
     code, _, err = _run(capsys, "predict", str(folder), "--model", str(tiny_run), "--out",
                         str(tmp_path / "out"))
     _assert_one_line_error(code, err, f"(first: {folder / 'locked.png'}: permission denied; "
-                                      "make it readable (chmod +r) or leave it out)")
+                                      "make it readable (chmod +r) or leave it out)", 1)
     record = json.loads((tmp_path / "out" / "predict.json").read_text())
     assert list(record["failed"]) == [str(folder / "locked.png")] and record["masks"] == 1
     assert (tmp_path / "out" / "good.png").is_file()
@@ -925,7 +926,7 @@ def test_an_image_over_pil_s_pixel_limit_in_predict_is_listed_and_the_others_pre
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2500)  # 6,000 pixels is over twice this
     code, _, err = _run(capsys, "predict", str(folder), "--model", str(tiny_run), "--out",
                         str(tmp_path / "out"))
-    _assert_one_line_error(code, err, "1 of 2 images could not be predicted (first: ")
+    _assert_one_line_error(code, err, "1 of 2 images could not be predicted (first: ", 1)
     assert "huge.png: an image of 6,000 pixels, more than covseg reads (5,000 at most)" in err
     record = json.loads((tmp_path / "out" / "predict.json").read_text())
     assert list(record["failed"]) == [str(folder / "huge.png")] and record["masks"] == 1
@@ -948,7 +949,7 @@ def test_predict_names_a_file_of_another_type_so_and_its_folder_skips_it(
                         "--out", str(tmp_path / "out"))
     _assert_one_line_error(code, err, f"2 of 2 images could not be predicted (first: {notes}: "
                                       "a .md file, not an image covseg reads; give 2D slices as "
-                                      ".png, ")
+                                      ".png, ", 1)
     failed = json.loads((tmp_path / "out" / "predict.json").read_text())["failed"]
     assert "corrupt" not in failed[str(notes)] and "or CT volumes as NIfTI" in failed[str(notes)]
     assert failed[str(broken)].endswith("; is the file corrupt?")
@@ -1007,7 +1008,8 @@ def test_predict_lists_a_label_mask_given_as_an_image_and_predicts_the_others(
               "the slice itself")
     code, _, err = _run(capsys, "predict", str(folder), "--model", str(tiny_run), "--out",
                         str(tmp_path / "out"))
-    _assert_one_line_error(code, err, f"1 of 3 images could not be predicted (first: {reason})")
+    _assert_one_line_error(code, err, f"1 of 3 images could not be predicted (first: {reason})",
+                           1)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["black.png", "good.png",
                                                                     "predict.json"]
     record = json.loads((tmp_path / "out" / "predict.json").read_text())
@@ -1029,7 +1031,8 @@ def test_predict_names_the_16_bit_slice_it_cannot_read(
     reason = f"{folder / 'u16.png'}: cannot tell the intensity scale (values 0..57570, "
     code, _, err = _run(capsys, "predict", str(folder), "--model", str(tiny_run), "--out",
                         str(tmp_path / "out"))
-    _assert_one_line_error(code, err, f"1 of 2 images could not be predicted (first: {reason}")
+    _assert_one_line_error(code, err, f"1 of 2 images could not be predicted (first: {reason}",
+                           1)
     failed = json.loads((tmp_path / "out" / "predict.json").read_text())["failed"]
     assert list(failed) == [str(folder / "u16.png")] and failed[str(folder / "u16.png")].startswith(
         reason)

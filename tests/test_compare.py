@@ -23,6 +23,7 @@ from covseg.cli import build_parser, main, swallowed_data
 from covseg.compare import (
     BOOTSTRAP_RESAMPLES,
     COMPARED_METRICS,
+    bootstrap_ci,
     check_specs,
     comparison_markdown,
     model_folder,
@@ -320,6 +321,8 @@ def test_several_candidates_get_holm_p_values_and_few_pairs_a_note(
     assert (p_mini, p_res) == (pytest.approx(2 / 2**6), pytest.approx(2 / 2**4))
     holm_mini, holm_res = 2 * p_mini, max(2 * p_mini, p_res)  # Holm by hand, p_mini smallest
     out = capsys.readouterr().out.splitlines()
+    low, high = bootstrap_ci(np.array(gains["miniseg"]))  # the paired Δ, as comparison.md's
+    assert f", paired Δ (95 % CI) +0.035 ({low:+.3f}, {high:+.3f}), p = " in out[1]
     assert out[1].endswith(f"p = {p_mini:.3g} (Holm {holm_mini:.3g}) vs unet over 6 slices")
     assert out[2].endswith(f"p = {p_res:.3g} (Holm {holm_res:.3g}) vs unet over 6 slices; "
                            "n = 4 untied pairs: p cannot fall below 0.125")

@@ -125,7 +125,8 @@ def test_multiclass_records_no_threshold() -> None:
 
 def test_multiclass_records_name_their_labels() -> None:
     """predict.json said "class labels 0..K-1" for multi-class masks, naming none; its model
-    record now maps each label to its class as a CT study's quantification.json lists them."""
+    record now maps each label to its class as a CT study's quantification.json lists them; a
+    binary run's record named none, though docs/models.md says it names them as config.json."""
     def classes(num_classes: int) -> object:
         return Predictor(torch.nn.Identity(), num_classes=num_classes, size=64).describe().get(
             "classes")
@@ -133,7 +134,9 @@ def test_multiclass_records_name_their_labels() -> None:
     assert classes(3) == {"0": "background", "1": "ground-glass", "2": "consolidation"}
     assert classes(4) == {"0": "background", "1": "ground-glass", "2": "consolidation",
                           "3": "effusion"}
-    assert classes(2) is None  # 0 and 255, named by mask_values
+    assert classes(2) == {"0": "background", "1": "infection"}  # as config.json names them
+    lungs = Predictor(torch.nn.Identity(), num_classes=2, size=64, target="lung")
+    assert lungs.describe()["classes"] == {"0": "background", "1": "lung"}
 
 
 def test_a_predictors_repr_is_one_line(tiny_run: Path) -> None:

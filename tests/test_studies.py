@@ -19,6 +19,26 @@ from covseg.studies import find_studies
 from tests.conftest import shared
 
 
+def test_quantify_of_a_2d_predict_folder_names_its_masks(tmp_path: Path) -> None:
+    """quantify given a 2D predict's output (PNG masks, predict.json, overlays/) said it "holds
+    no mask, only folders of 2D pictures (1 folder(s) (overlays))": the masks it holds went
+    unnamed. It now names them as 2D predict masks, and evaluate as the command for them."""
+    from covseg import api
+
+    pred = tmp_path / "pred"
+    (pred / "overlays").mkdir(parents=True)
+    for name in ("a.png", "b.png", "overlays/a.png"):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(pred / name)
+    (pred / "predict.json").write_text("{}")
+    with pytest.raises(CovsegError) as refused:
+        api.quantify(pred, tmp_path / "out")
+    assert str(refused.value).startswith(
+        f"{pred}: holds 2D masks from covseg predict (2 file(s) (a.png, b.png)) and 1 folder(s) "
+        "(overlays) of 2D pictures, no NIfTI mask; quantify measures NIfTI masks of CT volumes")
+    assert str(refused.value).endswith("score 2D masks against their truth with `covseg evaluate`")
+    assert not (tmp_path / "out").exists()
+
+
 def test_quantify_of_a_folder_of_2d_masks_is_refused_up_front(tmp_path: Path) -> None:
     """quantify given the folder holding PNG masks (not its parent) made --out, failed the
     folder as a study ("lesion masks must be NIfTI files") and wrote a summary, exit 1; it is
@@ -29,7 +49,8 @@ def test_quantify_of_a_folder_of_2d_masks_is_refused_up_front(tmp_path: Path) ->
     masks.mkdir()
     for name in ("a.png", "b.png"):
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(masks / name)
-    with pytest.raises(CovsegError, match=r"^\S*masks: holds 2D pictures, no NIfTI mask; "
+    with pytest.raises(CovsegError, match=r"^\S*masks: holds 2D pictures \(2 file\(s\) "
+                                          r"\(a.png, b.png\)\), no NIfTI mask; "
                                           r"quantify measures NIfTI masks of CT volumes, .*"
                                           r"`covseg evaluate`$"):
         api.quantify(masks, tmp_path / "out")

@@ -1951,12 +1951,18 @@ def test_the_grown_lungs_note_of_an_api_call_names_the_keyword(tmp_path: Path) -
 
 
 @pytest.mark.skipif(not CT.is_file(), reason=f"real data not found: {CT}")
-def test_a_ct_holding_no_lungs_is_predicted_without_category(tmp_path: Path) -> None:
+def test_a_ct_holding_no_lungs_is_predicted_without_category(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The real sample's lowest 12 slices (abdomen, no lung) read CT-4, 88.7 % involved, with
-    bowel gas as lungs; now no lungs are found: no category, and the lung_note says why."""
+    bowel gas as lungs; now no lungs are found: no category, and the lung_note says why. The
+    console's warning said only "no lungs found", without the note's what and what to do."""
     abdomen = tmp_path / "abd.nii.gz"
     nib.save(nib.load(str(CT)).slicer[:, :, 0:12], str(abdomen))
-    result = predict_study(BandPredictor([(-500, -100)]), abdomen, tmp_path / "out")
+    with caplog.at_level("WARNING"):
+        result = predict_study(BandPredictor([(-500, -100)]), abdomen, tmp_path / "out")
+    said = [r.getMessage() for r in caplog.records if "no lungs found" in r.getMessage()]
+    note = result["lung_note"]
+    assert said == [f"{abdomen}: {note}; infection outside the lungs was not removed"]
     assert result["study"]["lung_ml"] == 0 and result["study"]["ct_category"] is None
     assert result["inputs"]["lungs_found"] is False
     assert result["lung_note"].startswith("no lungs found in the CT")

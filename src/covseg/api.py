@@ -51,7 +51,7 @@ from covseg.data.layouts import (
     load_dataset,
 )
 from covseg.data.splits import check_fold_count
-from covseg.errors import CovsegError, counted, refuse_special_file, them
+from covseg.errors import BatchFailed, CovsegError, counted, refuse_special_file, them
 from covseg.evaluate import evaluate_folders, is_covseg_picture
 from covseg.export import export_onnx
 from covseg.infer import Predictor, output_name
@@ -971,10 +971,10 @@ def predict(model: str | os.PathLike[str] | Predictor,
     folder or checkpoint, an ``.onnx`` file (from :func:`export`, run with ONNX Runtime) or a
     predictor already loaded. An image that cannot be read, or that holds a label mask (a
     ground-truth 0/255 PNG: :func:`~covseg.io.image.read_image`), is listed in
-    ``predict.json`` and the others are predicted; a :class:`CovsegError` then says how many
-    failed. ``overlay`` also writes each image with its mask in colour into ``overlays/``. A
-    later call into the same ``out`` (same model and settings) adds to its record: inputs,
-    masks, overlays.
+    ``predict.json`` and the others are predicted; a :class:`~covseg.errors.BatchFailed` (a
+    :class:`CovsegError`) then says how many failed. ``overlay`` also writes each image with
+    its mask in colour into ``overlays/``. A later call into the same ``out`` (same model and
+    settings) adds to its record: inputs, masks, overlays.
 
     Returns the paths of the masks written.
     """
@@ -1030,7 +1030,7 @@ def _predict_images(model: str | os.PathLike[str] | Predictor,
     record.write(failed, time.perf_counter() - started, finished=True)
     if failed:
         reason = next(iter(failed.values()))
-        raise CovsegError(f"{len(failed)} of {len(files)} images could not be predicted "
+        raise BatchFailed(f"{len(failed)} of {len(files)} images could not be predicted "
                           f"(first: {reason}); {out} holds the other "
                           f"{counted(len(written), 'mask')}, and {out / PREDICT_RECORD} lists "
                           "the failures")

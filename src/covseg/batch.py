@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from covseg.errors import CovsegError, counted, failure_reason
+from covseg.errors import BatchFailed, CovsegError, counted, failure_reason
 from covseg.io.atomic import (
     output_folder,
     remove_temporaries,
@@ -80,7 +80,7 @@ class BatchResult:
     failed: int
 
 
-class StudiesFailed(CovsegError):
+class StudiesFailed(BatchFailed):
     """A batch of the API (``covseg.predict_volumes``, ``covseg.quantify``) in which studies
     failed, raised once it is written, as ``covseg.predict`` raises for images that failed: a
     returned count was easy to miss in a notebook. ``result`` holds the batch's counts."""

@@ -18,11 +18,12 @@ from typing import Any, NoReturn
 from tqdm import tqdm
 
 from covseg import api, cli_models, cli_volumes
-from covseg.compare import known_spec, left_out_note
+from covseg.compare import known_spec, left_out_note, paired_difference_text
 from covseg.config import MAX_SLICE_PASSES, RECIPE_EPOCHS, TrainConfig
 from covseg.crossval import DEFAULT_FOLDS, mean_over_folds, shown
 from covseg.data.layouts import TARGETS
 from covseg.errors import (
+    BatchFailed,
     CovsegError,
     counted,
     is_out_of_memory,
@@ -215,7 +216,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                          **config)
     for row in result["models"]:
         test = row.get("wilcoxon_vs_baseline")
-        p_value = (f", p = {test['p_value']:.3g}"
+        p_value = (f", paired Δ (95 % CI) {paired_difference_text(test)}"
+                   f", p = {test['p_value']:.3g}"
                    + (f" (Holm {test['p_holm']:.3g})" if "p_holm" in test else "")
                    + f" vs {result['baseline']} over "
                    f"{counted(test['pairs'], test.get('unit', 'slice'))}"
@@ -540,7 +542,8 @@ as a tool that SIGPIPE ends has."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: bad input ends with one line on stderr and exit status 2; Ctrl-C and
+    """Entry point: bad input ends with one line on stderr and exit status 2 (a batch with
+    failed inputs, the others written: 1); Ctrl-C and
     SIGTERM unwind (temporary files removed, ensemble members stopped) and exit 130 / 143; a
     closed stdout pipe ends quietly with :data:`STDOUT_CLOSED`."""
     try:
@@ -585,9 +588,9 @@ def _run(argv: Sequence[str] | None) -> int:
             status: int = args.handler(args)
             raise_if_stopped()  # a stop raised inside a finaliser was dropped by Python
             return status
-    except CovsegError as exc:
+    except CovsegError as exc:  # some of a batch done (BatchFailed): 1; refused before work: 2
         print(f"covseg: error: {exc}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(exc, BatchFailed) else 2
     except (KeyboardInterrupt, Terminated) as exc:
         print(f"covseg: {'interrupted' if isinstance(exc, KeyboardInterrupt) else 'stopped'}; "
               f"{RERUN_HINTS.get(args.command, 'rerun the same command')}", file=sys.stderr)

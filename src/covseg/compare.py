@@ -473,7 +473,7 @@ def _hd95_coverage(result: dict[str, Any]) -> list[str]:
     return [text]
 
 
-def _paired_difference_text(test: Mapping[str, Any]) -> str:
+def paired_difference_text(test: Mapping[str, Any]) -> str:
     """The mean paired difference and its 95 % bootstrap interval, e.g. ``+0.060 (+0.010,
     +0.110)``; the interval left out where there is none (one pair, or a record without)."""
     low, high = test.get("ci95_mean_difference", (math.nan, math.nan))
@@ -525,7 +525,7 @@ def comparison_markdown(result: dict[str, Any]) -> str:
         p_value = f"{test['p_value']:.3g}" if test else ""
         if holm_column:
             p_value += f" | {test['p_holm']:.3g}" if test else " | "
-        paired = _paired_difference_text(test) if test else ""
+        paired = paired_difference_text(test) if test else ""
         cells = [mean_over_folds(row[m], result["folds"])
                  for m in ("dice", "iou", "sensitivity", "precision", *hd95)]
         lines.append(f"| {row['model']} | " + " | ".join(cells) + f" | {delta} | {counts} | "

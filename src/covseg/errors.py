@@ -16,6 +16,11 @@ class CovsegError(Exception):
     """A user-facing error: the message says what is wrong and what to do."""
 
 
+class BatchFailed(CovsegError):
+    """Some inputs of a batch failed after the others were done and written: the CLI exits 1
+    for it, so that a script tells it from a usage error or input refused before any work (2)."""
+
+
 def counted(count: int, noun: str, plural: str = "") -> str:
     """``count`` and ``noun`` in the number it takes: "1 epoch", "2 epochs", "0 studies"
     (``plural`` where adding an s is not it)."""

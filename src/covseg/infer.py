@@ -134,12 +134,15 @@ class Predictor:
             "threshold": applied_threshold(self),
             "lung_guide": self.guide.to_meta() if self.guide else None,
             "lung_frame": self.frame is not None, "batch_size": self.batch_size,
-            **({"classes": self.class_labels()} if self.num_classes > 2 else {}),
+            "classes": self.class_labels(),
         }
 
     def class_labels(self) -> dict[str, str]:
-        """Class names by mask label, as a CT study's quantification.json lists them; a binary
-        model's masks say theirs in predict.json's ``mask_values`` (0 and 255)."""
+        """Class names by label, as the run's config.json names them: a binary model's
+        background and target (its masks store label 1 as 255: predict.json's ``mask_values``),
+        a multi-class model's as a CT study's quantification.json lists them."""
+        if self.num_classes == 2:
+            return {"0": "background", "1": self.target or "infection"}
         return {str(label): name for label, name in enumerate(model_classes(self))}
 
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:

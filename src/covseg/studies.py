@@ -29,7 +29,7 @@ from covseg.io.dicom import (
 from covseg.io.image import image_name, is_image_file
 from covseg.io.nifti import is_nifti, nifti_stem
 from covseg.provenance import option_given, option_name
-from covseg.records import RESULT_JSON, is_batch_folder
+from covseg.records import PREDICT_RECORD, RESULT_JSON, is_batch_folder
 
 log = logging.getLogger(__name__)
 
@@ -244,12 +244,24 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
         raise CovsegError(f"{path}: holds no CT, only files named as masks "
                           f"({listed_paths(dropped, path, 'file')}); give a CT file itself to "
                           "predict it")
+    held = [c for c in children if is_image_file(c)] if masks and not found else []
+    if held:  # a folder of 2D masks (a 2D predict's), perhaps beside its overlays/
+        raise CovsegError(f"{path}: holds {_pictures_held(path, held, pictures)}, no NIfTI "
+                          f"mask; {advice}")
     if not found and pictures:
         raise CovsegError(f"{path}: holds no {'mask' if masks else 'CT'}, only folders of 2D "
                           f"pictures ({listed_paths(pictures, path, 'folder')}); {advice}")
     if masks and not found and _holds_pictures_only(path):  # the pictures' own folder
         raise CovsegError(f"{path}: holds 2D pictures, no NIfTI mask; {advice}")
     return found
+
+
+def _pictures_held(path: Path, held: Sequence[Path], folders: Sequence[Path]) -> str:
+    """What a folder given to quantify holds instead of NIfTI masks: its own 2D files (a 2D
+    predict's PNG masks, so named where its predict.json is there) and folders of them."""
+    kind = "2D masks from covseg predict" if (path / PREDICT_RECORD).is_file() else "2D pictures"
+    beside = f" and {listed_paths(folders, path, 'folder')} of 2D pictures" if folders else ""
+    return f"{kind} ({listed_paths(held, path, 'file')}){beside}"
 
 
 def _one_dicom_study(folder: Path, children: Sequence[Path]) -> bool:

@@ -37,6 +37,7 @@ from covseg.batch import BatchResult, run_batch, select_shard, warn_earlier_lung
 from covseg.burden import (
     EFFUSION,
     LESION_NAMES,
+    NO_LUNGS_NOTE,
     lesion_voxels,
     note_grown_lungs,
     note_lesion_outside_lungs,
@@ -253,9 +254,10 @@ def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray
     (:func:`~covseg.progress.stage`)."""
     stage("finding the lungs")
     lungs, lung_source, hu = _lungs(volume, lung_predictor, batch_size)
-    if not lungs.any():
-        log.warning("%s: no lungs found; infection outside the lungs was not removed",
-                    volume.source)
+    if not lungs.any():  # the thresholded CT's warning says what the study's lung_note says
+        found = (f"{NO_LUNGS_NOTE}{_lung_option(predictor)}" if lung_source == "threshold"
+                 else "no lungs found by the lung model")
+        log.warning("%s: %s; infection outside the lungs was not removed", volume.source, found)
         return VolumeMasks(labels, lungs, lung_source, False, lungs, False)
     multiclass = predictor.num_classes > 2
     stage("matching lesions to the lungs")

@@ -821,6 +821,27 @@ def test_masks_or_scans_alone_and_folders_of_data_sets_say_what_is_missing(
     assert _refusal(tmp_path) == f"{tmp_path}: a folder of data sets (generic/); give one of them"
 
 
+@pytest.mark.parametrize("name", ["images", "imgs"])
+def test_a_lone_images_folder_says_its_masks_are_missing(tmp_path: Path, name: str) -> None:
+    """A folder of slices named images/ (or MosMed's imgs/) with no masks anywhere named its
+    parent as the data folder to give, which was refused in turn with a bare "expected images/
+    and masks/ folders": neither line said that the masks were missing."""
+    images = tmp_path / name
+    for stem in ("a", "b"):
+        _save_png(images / f"{stem}.png", np.zeros((8, 8)))
+    assert _refusal(images) == (f"{images}: images or CT scans found (a.png, b.png) but no "
+                                f"masks; put their masks in masks/ beside {name}/ in {tmp_path}, "
+                                f"under the same file stems, and give {tmp_path} (covseg predict "
+                                "segments them as they are)")
+    assert _refusal(tmp_path) == (f"{tmp_path}: {name}/ found but no masks/ beside it; put the "
+                                  "masks of its images in masks/, under the same file stems "
+                                  "(covseg predict segments images without masks)")
+    (tmp_path / "masks").mkdir()
+    with pytest.raises(CovsegError, match=f"^{re.escape(str(tmp_path))}: {name}/ found but no "
+                                          "lungs/ beside it; put the lung masks of its images"):
+        load_dataset(tmp_path, target="lung")
+
+
 @pytest.mark.parametrize("parts,says", [
     (("infnet-covid-semiseg", "TrainingSet", "LungInfection-Train", "Doctor-label", "Imgs"),
      "the Imgs/ folder of Inf-Net data; give the data folder itself, "),

@@ -163,9 +163,15 @@ def _layout_above(root: Path) -> tuple[Path, str] | None:
     for part, ancestor in ((root, root.parent), (root.parent, root.parent.parent)):
         if part.name in LAYOUT_PARTS and part != ancestor:
             found = _found_layouts(ancestor)
-            if len(found) == 1:
+            if len(found) == 1 and _holds_masks(ancestor, found[0]):
                 return ancestor, found[0]
     return None
+
+
+def _holds_masks(folder: Path, layout: str) -> bool:
+    """Whether a generic data folder has a masks folder beside its images (any other layout:
+    True): a lone images/ named its parent, a folder refused in turn, and never the masks."""
+    return layout != "folders" or first_dir(folder, (*FOLDERS_MASKS, *LUNG_MASKS)) is not None
 
 
 def _what_it_holds(root: Path) -> str:
@@ -193,6 +199,10 @@ def _what_it_holds(root: Path) -> str:
     if scans and all(image_name(nifti_stem(path)) != nifti_stem(path) for path in scans):
         return (f"{root}: masks found ({names}) but no images; a data folder holds them in "
                 "masks/ beside their images in images/ (MosMed: studies/): give that folder")
+    if scans and root.name in FOLDERS_IMAGES:  # a data folder's images/ with no masks/ beside
+        return (f"{root}: images or CT scans found ({names}) but no masks; put their masks in "
+                f"masks/ beside {root.name}/ in {root.parent}, under the same file stems, and "
+                f"give {root.parent} (covseg predict segments them as they are)")
     if scans:
         return (f"{root}: images or CT scans found ({names}) but no masks; a data folder holds "
                 "them in images/ and their masks in masks/, under the same file stems (covseg "

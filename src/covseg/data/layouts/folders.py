@@ -42,12 +42,24 @@ LUNG_MASKS = ("lungs", "lung_masks")
 """Names of the generic layout's lung masks folder (``--target lung``)."""
 
 
+def _missing_folder(root: Path, images_dir: Path | None, masks: str) -> str:
+    """Which of the generic layout's two folders ``root`` lacks, and what to do: the line said
+    "expected images/ and masks/ folders" whichever was there."""
+    if images_dir is None:
+        return (f"{root}: expected images/ and {masks}/ folders, found no images/; put each "
+                f"mask's image in images/ beside {masks}/, under the same file stem")
+    what = "lung masks" if masks == LUNG_MASKS[0] else "masks"
+    return (f"{root}: {images_dir.name}/ found but no {masks}/ beside it; put the {what} of its "
+            f"images in {masks}/, under the same file stems (covseg predict segments images "
+            "without masks)")
+
+
 def read_folders(root: Path, options: ReadOptions) -> LoadedData:
     images_dir = first_dir(root, FOLDERS_IMAGES)
     mask_names = LUNG_MASKS if options.target == "lung" else FOLDERS_MASKS
     masks_dir = first_dir(root, mask_names)
     if images_dir is None or masks_dir is None:
-        raise CovsegError(f"{root}: expected images/ and {mask_names[0]}/ folders")
+        raise CovsegError(_missing_folder(root, images_dir, mask_names[0]))
     images = files(images_dir, lambda p: is_image_file(p) or is_nifti(p))
     masks = files(masks_dir, lambda p: is_image_file(p) or is_nifti(p))
     unread = _unread(images_dir) + _unread(masks_dir)
