@@ -299,7 +299,8 @@ def test_out_beside_a_mask_folder_is_taken_and_an_evaluations_temporaries_go(
 def test_out_never_overwrites_files_an_evaluation_did_not_write(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``--out grid.png`` wrote its box plot over a visualize grid of that name (and grid.csv,
-    grid.json over whatever was there); a rerun still overwrites its own outputs."""
+    grid.json over whatever was there); a rerun still overwrites its own outputs. The refusal
+    said "grid.json is not an evaluation record" where there was no grid.json."""
     truth = square_mask(32, 4, 4, 12)
     _save(tmp_path / "truth" / "a.png", truth)
     _save(tmp_path / "pred" / "a.png", truth * 255)
@@ -309,11 +310,12 @@ def test_out_never_overwrites_files_an_evaluation_did_not_write(
     assert main([*args, "--out", str(grid)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and (f"{grid} exists and is no earlier evaluation's output "
-                                     "(grid.json is not an evaluation record)") in err
+                                     "(no evaluation record, grid.json, beside it)") in err
     assert grid.read_bytes() == before and sorted(p.name for p in tmp_path.glob("grid.*")) == [
         "grid.png"]
     (tmp_path / "table.json").write_text(json.dumps({"rows": []}))
-    with pytest.raises(CovsegError, match=r"table\.json exists and is no earlier evaluation"):
+    with pytest.raises(CovsegError, match=r"table\.json exists and is no earlier evaluation's "
+                                          r"output \(table\.json is not an evaluation record\)"):
         evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "table")
     for _ in range(2):
         result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev.png")

@@ -154,6 +154,27 @@ def test_data_info_prints_the_fingerprint_a_run_records(
     assert other["data_fingerprint"] != recorded and other["target"] == "lung"
 
 
+def test_data_info_gives_no_window_for_8_bit_data_as_a_run_records_none(
+        tmp_path: Path, synthetic_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """data info gave the lung window for 8-bit slices, read as they are, where a run trained on
+    them records ``window`` null; HU data keep theirs."""
+    data = tmp_path / "grey"
+    for index in range(2):
+        grey = np.full((16, 16), 60 + 20 * index, np.uint8)
+        mask = np.zeros((16, 16), np.uint8)
+        mask[4:8, 4:8] = 255
+        for folder, array in (("images", grey), ("masks", mask)):
+            (data / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(data / folder / f"s{index}.png")
+    info = covseg.data_info(data)
+    assert info["window"] is None and info["intensity"] == "auto"
+    assert "window None)" in repr(covseg.load_dataset(data))
+    assert main(["data", "info", str(data)]) == 0
+    assert ", no window (8-bit or [0, 1] values, read as they are); HD95 in px" in (
+        capsys.readouterr().out)
+    assert covseg.data_info(synthetic_folder)["window"] == [-1350.0, 150.0]
+
+
 @pytest.mark.parametrize("bad", ["missing", "file.txt", "empty"])
 def test_data_info_refuses_a_bad_folder_in_one_line(
         tmp_path: Path, bad: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1194,9 +1194,11 @@ def data_info(data: str | os.PathLike[str] | LoadedData, target: str | None = No
     loaded = (data if isinstance(data, LoadedData)
               else load_dataset(_path("data", data, DATA_ARGUMENT), **reading))
     cases = [sample.case_id for sample in loaded.samples]
+    applied = loaded.applied_window  # null on 8-bit data, as a run trained on them records it
     return {
         "data_path": loaded.root, "layout": loaded.layout, "kind": loaded.kind,
-        **loaded.reading(), "window": list(loaded.window), "num_classes": loaded.num_classes,
+        **loaded.reading(), "window": list(applied) if applied else None,
+        "num_classes": loaded.num_classes,
         "slices": len(cases), "labelled_slices": sum(bool(s.mask.any()) for s in loaded.samples),
         "cases": len({sample.source for sample in loaded.samples}),
         "patients": len(loaded.patients), "shipped_folds": len(loaded.folds or []),

@@ -172,12 +172,13 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    low, high = info["window"]
+    window = (f"window {info['window'][0]:g} {info['window'][1]:g}" if info["window"]
+              else "no window (8-bit or [0, 1] values, read as they are)")
     print(f"{info['kind']} at {info['data_path']} (layout {info['layout']}): "
           f"{counted(info['slices'], 'slice')} ({info['labelled_slices']} labelled), "
           f"{counted(info['cases'], 'case')}, {counted(info['patients'], 'patient')}")
     print(f"read as: target {info['target']} ({info['num_classes']} classes), intensity "
-          f"{info['intensity']}, window {low:g} {high:g}; HD95 in {info['hd95_unit']}")
+          f"{info['intensity']}, {window}; HD95 in {info['hd95_unit']}")
     print(f"data_fingerprint {info['data_fingerprint']}")
     return 0
 

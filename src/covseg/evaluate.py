@@ -653,9 +653,12 @@ def output_files(out: str | os.PathLike[str], inputs: Sequence[Path]) -> dict[st
     files = {kind: base.with_name(f"{base.name}.{kind}") for kind in OUTPUT_KINDS}
     existing = [path for path in files.values() if path.exists()]
     if existing and not _is_evaluation(files["json"]):
+        record = files["json"]
+        why = (f"{record.name} is not an evaluation record" if record.exists()
+               else f"no evaluation record, {record.name}, beside it")
         raise CovsegError(f"{option_given('out', str(out))}: {existing[0]} exists and is no "
-                          f"earlier evaluation's output ({files['json'].name} is not an "
-                          f"evaluation record); pick another {option_name('out')} or delete it")
+                          f"earlier evaluation's output ({why}); pick another "
+                          f"{option_name('out')} or delete it")
     for path in files.values():
         remove_temporaries_of(path)  # an evaluation killed with ``kill -9`` left them
     return files

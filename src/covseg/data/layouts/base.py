@@ -161,6 +161,12 @@ class LoadedData:
         return any(s.windowed for s in self.samples)
 
     @property
+    def applied_window(self) -> tuple[float, float] | None:
+        """The HU window as a run records it: None where no slice was read through it (8-bit
+        or [0, 1] data, read as they are), as its config.json's ``window`` is null."""
+        return self.window if self.windowed else None
+
+    @property
     def hd95_unit(self) -> str:
         """The unit of these slices' HD95: mm for slices of volumes (:attr:`Sample.spacing`),
         px for 2D files, "mm or px" for a folder of both."""
@@ -195,7 +201,7 @@ class LoadedData:
         folds = f", {counted(len(self.folds), 'fold')} shipped" if self.folds else ""
         return (f"LoadedData({self.describe()}; slices {shown or 'none'}{folds}; "
                 f"layout {self.layout!r}, intensity {self.intensity!r}, "
-                f"window {self.window!r})")
+                f"window {self.applied_window!r})")
 
 
 @dataclass(frozen=True)
