@@ -66,12 +66,12 @@ def full_disk_resumable(target: str | os.PathLike[str], what: str = "") -> Itera
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a covseg checkpoint safely; anything else gives a one-line error."""
     path = Path(path)
-    if path.is_dir():
-        if not (path / "best.pt").is_file():  # a run's folder holds its model, whatever else
-            _refuse_folds_holder(path)
-        _refuse_unfinished(path)
-        _warn_replaced(path)
-        path = path / "best.pt"
+    run = path if path.is_dir() else None
+    if run is not None:
+        if not (run / "best.pt").is_file():  # a run's folder holds its model, whatever else
+            _refuse_folds_holder(run)
+        _refuse_unfinished(run)
+        path = run / "best.pt"
     if not path.is_file():
         raise CovsegError(f"{path}: no such checkpoint; pass a run folder or its best.pt")
     if path.suffix.lower() == ".onnx":
@@ -89,6 +89,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if payload.get("version", 0) > VERSION:
         raise CovsegError(f"{path}: written by a newer covseg (format {payload['version']})")
     _check_entries(path, payload)
+    if run is not None:  # after the load, which names an unreadable best.pt in its own words
+        _warn_replaced(run)
     return payload
 
 
