@@ -476,3 +476,26 @@ def test_a_study_failing_for_disk_space_says_so_and_leaves_no_result_file(
     assert row["error"] == (f"no space left on device writing {out / 'full'}; free space and "
                             "rerun the same command")
     assert list((out / "full").iterdir()) == []  # nothing that looks done
+
+
+@pytest.mark.parametrize("name", ["..", ".", "", "a/b", "a\0b"])
+def test_a_study_name_that_is_no_folder_inside_out_is_refused(name: str, tmp_path: Path) -> None:
+    """A study named ``..`` wrote its outputs into the parent of ``--out`` (over a user's
+    montage.png and quantification.csv there), and one named '' into ``--out`` itself."""
+    out = tmp_path / "parent" / "out"
+    out.parent.mkdir()
+    (out.parent / "montage.png").write_text("precious")
+    written: list[Path] = []
+
+    def process(study: Study, folder: Path) -> dict[str, Any]:
+        written.append(folder)
+        (folder / "montage.png").write_text("covseg")
+        return {}
+
+    source = tmp_path / "series"
+    with pytest.raises(CovsegError, match=rf"^{re.escape(str(source))}: its study name "
+                                          rf"{re.escape(repr(name))} is no folder inside {out}, "
+                                          "so its outputs would be written outside it"):
+        run_batch([Study(name, source)], out, process)
+    assert written == [] and not out.exists()
+    assert (out.parent / "montage.png").read_text() == "precious"

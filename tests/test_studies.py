@@ -216,3 +216,19 @@ def test_a_data_sets_mask_folders_are_no_studies(tmp_path: Path) -> None:
     assert len(find_studies([tmp_path / "rp_msk"])) == 2  # given itself, a folder is read
     with pytest.raises(CovsegError, match="several studies are named 1"):
         find_studies([tmp_path], masks=True)
+
+
+def test_a_folder_given_as_dot_or_dotdot_is_named_by_its_resolved_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``series/inner/..`` was study ``..`` and ``.`` study '' (Path.name of each): joined to
+    ``--out``, the study's outputs went into its parent or into it, over the files there."""
+    from tests.io.helpers import phantom, synthetic_series
+
+    series = tmp_path / "series"
+    synthetic_series(series, phantom(depth=2))
+    (series / "inner").mkdir()
+    found = find_studies([series / "inner" / ".."])
+    assert [(s.name, s.path) for s in found] == [("series", series / "inner" / "..")]
+    monkeypatch.chdir(series)
+    assert [s.name for s in find_studies(["."])] == ["series"]
+    assert [s.name for s in find_studies([Path("inner") / ".." / "."])] == ["series"]

@@ -178,10 +178,23 @@ def run_batch(studies: Sequence[Study], out_dir: str | os.PathLike[str],
     has lasted half a second. A file in the way of ``out_dir`` is refused as the API refuses
     it (:func:`~covseg.io.atomic.output_folder`), not as a folder it "cannot write to".
     """
+    _check_study_names(studies, out_dir)
     out_dir = output_folder(out_dir)
     agree = partial(_agree_on_plan, out_dir, shard, desc, settings) if shard[1] > 1 else None
     with writing_to(out_dir, shared=shard[1] > 1, agree=agree):
         return _run_batch(studies, out_dir, process, shard, desc, settings)
+
+
+def _check_study_names(studies: Sequence[Study], out_dir: str | os.PathLike[str]) -> None:
+    """Refuse a study whose name, joined to ``out_dir``, is no folder of its own inside it (empty,
+    ``.``, ``..``, or holding a path separator): its outputs were written into ``out_dir``
+    itself or its parent, over the files there."""
+    for study in studies:
+        name = study.name
+        if name in ("", ".", "..") or any(sep in name for sep in (os.sep, os.altsep or "/", "\0")):
+            raise CovsegError(f"{study.path}: its study name {name!r} is no folder inside "
+                              f"{out_dir}, so its outputs would be written outside it; give "
+                              "the study by a path that names it (e.g. its folder's name)")
 
 
 def _agree_on_plan(out_dir: Path, shard: tuple[int, int], desc: str,

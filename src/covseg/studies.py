@@ -53,13 +53,27 @@ def study_name(path: Path, mask: bool = False) -> str:
     """A file's study name: its stem, or its folder's name for covseg's own per-study outputs
     (``STUDY/infection.nii.gz``), so that several studies' outputs can be quantified again.
     A ``mask`` is named after its image: ``study_0255_mask.nii.gz`` is study ``study_0255``.
-    A folder (a DICOM series) is named as it is."""
+    A folder (a DICOM series) is named as it is (:func:`folder_name`)."""
     if path.is_dir():
-        return path.name
+        return folder_name(path)
     if path.name in (INFECTION_NII, LUNGS_NII, PROBABILITIES_NII):
         return path.parent.resolve().name
     stem = nifti_stem(path)
     return image_name(stem) if mask else stem
+
+
+def folder_name(path: Path) -> str:
+    """A folder's study name: its name, or its resolved folder's where the path ends in ``.``
+    or ``..`` (``series/inner/..`` is ``series``): named ``..`` or nothing, a study's outputs
+    were joined to ``--out`` as its parent or as itself. The root folder, which has no name,
+    is refused."""
+    if path.name not in ("", ".", ".."):
+        return path.name
+    name = path.resolve().name
+    if not name:
+        raise CovsegError(f"{path}: a folder without a name (the root folder) cannot name a "
+                          "study; give a folder below it")
+    return name
 
 
 def predicted_mask(folder: Path) -> Path | None:
@@ -146,7 +160,8 @@ def discover_studies(inputs: Sequence[str | os.PathLike[str]],
         elif masks and predicted_mask(path):
             studies.append(Study(path.resolve().name, path))
         else:
-            studies.extend(_folder_studies(path, exclude, masks, notes) or [Study(path.name, path)])
+            studies.extend(_folder_studies(path, exclude, masks, notes)
+                           or [Study(folder_name(path), path)])
     if not masks:
         _check_slices_not_given_apart([s.path for s in studies if s.path.is_file()])
     _check_names_unique(studies)
@@ -205,7 +220,7 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
     pictures: list[Path] = []
     no_ct: dict[Path, str] = {}
     if _one_dicom_study(path, children):
-        found.append(Study(path.name, path))
+        found.append(Study(folder_name(path), path))
     else:
         folders = [c for c in children if c.is_dir()]
         own = [c for c in folders if _is_own_output(c, masks)]
