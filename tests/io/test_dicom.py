@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +21,7 @@ from pydicom.fileset import FileSet
 from pydicom.sequence import Sequence as DicomSequence
 
 import covseg.io.dicom as dicom_module
+import covseg.io.volume as volume_module
 from covseg.errors import CovsegError
 from covseg.io.ct import read_volume
 from covseg.io.dicom import is_dicom_file
@@ -636,3 +639,52 @@ def test_a_series_reads_each_slice_header_once(tmp_path: Path,
     assert np.array_equal(volume.array, phantom(depth=12))
     assert volume.dicom is not None and volume.dicom.image_numbers is not None
     assert len(reads) == 12 + 3, reads  # the first slice thrice more: modality, study, series
+
+
+@pytest.mark.parametrize(("rows", "frames"), [(20000, 1), (512, 10 ** 6)])
+def test_a_header_claiming_more_pixels_than_the_file_holds_is_refused(
+        rows: int, frames: int, tmp_path: Path) -> None:
+    """8 KB claiming 65535 x 65535 pixels (or 10^6 frames) failed in GDCM with "Failed to
+    allocate memory for image", and 20000 x 20000 with "out of memory ... use a machine with
+    more": the header's size is checked against the file before any pixel is read."""
+    files = synthetic_series(tmp_path / "liar", phantom(depth=2))
+    given = [files[-1]] + ([tmp_path / "liar"] if frames == 1 else [])  # else: several frames
+    for path in given:
+        dataset = pydicom.dcmread(files[-1])
+        dataset.Rows = dataset.Columns = rows
+        if frames > 1:
+            dataset.NumberOfFrames = frames
+        dataset.save_as(files[-1])
+        size = files[-1].stat().st_size
+        with pytest.raises(CovsegError, match=(
+                rf"^{re.escape(str(files[-1]))}: its header claims {rows} x {rows} pixels x "
+                rf"{frames} frames? \({rows * rows * frames:,} bytes at least, uncompressed\) "
+                rf"but the file holds {size:,} bytes; is it truncated or its header corrupt\?$")):
+            read_volume(path)
+
+
+def test_a_series_of_more_than_max_voxels_is_refused_naming_folder_and_shape(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A series or multi-frame file beyond MAX_VOXELS is refused before GDCM allocates it."""
+    monkeypatch.setattr(volume_module, "MAX_VOXELS", 1000)
+    synthetic_series(tmp_path / "big", phantom(depth=2))
+    enhanced = enhanced_ct(tmp_path / "enhanced.dcm", phantom(depth=2))
+    for path in (tmp_path / "big", enhanced):
+        with pytest.raises(CovsegError, match=rf"^{re.escape(str(path))}: its header claims "
+                                              r"32 x 24 x 2 voxels \(1,536, 6 KiB in memory\), "
+                                              r"more than covseg reads \(1,000 voxels at most\)"):
+            read_volume(path)
+
+
+def test_a_fifo_among_the_slices_is_passed_over_with_a_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An unsuffixed FIFO beside a series' slices made GDCM find no series at all: the study
+    failed "no DICOM series found" though its slices were there. It is passed over, named."""
+    volume = phantom(depth=3)
+    synthetic_series(tmp_path / "s", volume, suffix="")
+    os.mkfifo(tmp_path / "s" / "IM0099")
+    with caplog.at_level(logging.WARNING):
+        read = read_volume(tmp_path / "s")
+    assert np.array_equal(read.array, volume)
+    assert (f"{tmp_path / 's'}: passed over 1 special file among the DICOM files (IM0099: a "
+            "FIFO, a device or a socket, no slice)") in caplog.text

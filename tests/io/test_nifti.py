@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import gzip
 import logging
+import re
 import shutil
 import struct
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -414,3 +416,108 @@ def test_voxel_sizes_are_the_affines_however_little_pixdim_is_off(tmp_path: Path
     assert result["study"]["lesion_ml"] == 72 * 0.03125
     assert result["study"]["lung_ml"] == 2 * 18 * 28 * 4 * 0.03125
     assert result["voxel_ml"] == 0.03125
+
+
+@pytest.mark.parametrize(("dtype", "value"), [
+    (np.int32, 65536), (np.int32, 65537), (np.uint16, 65535), (np.int64, 2 ** 40),
+    (np.float32, 1e6)])
+def test_mask_values_beyond_int16_are_refused_not_wrapped(dtype: type, value: float,
+                                                         tmp_path: Path) -> None:
+    """Mask values the int16 labels cannot hold wrapped: 65536 read as 0 (a lesion of 0 mL, a
+    prediction scored Dice 0, exit 0), 65537 as 1, 2^40 as 0, and a uint16 0/65535 mask was
+    refused for "negative labels". Each is refused naming the file and the value."""
+    mask = np.zeros((12, 10, 4), dtype=dtype)
+    mask[2:6, 2:6, 1:3] = value
+    path = tmp_path / "m_mask.nii.gz"
+    nib.save(nib.Nifti1Image(mask, np.diag([3.0, 3.0, 3.0, 1.0]), dtype=dtype), str(path))
+    shown = f"{int(value)}"
+    with pytest.raises(CovsegError, match=rf"^{re.escape(str(path))}: holds the value {shown}, "
+                                          r"beyond the labels covseg reads \(-32768\.\.32767\)"):
+        read_nifti(path, np.int16)
+    with pytest.raises(CovsegError, match=f"m_mask.nii.gz: holds the value {shown}"):
+        quantify_study(path, tmp_path / "out")
+    assert not (tmp_path / "out" / "quantification.json").exists()
+
+
+def test_evaluate_refuses_a_prediction_beyond_int16_not_dice_0(tmp_path: Path) -> None:
+    """A prediction of 65536 over exactly the truth's voxels scored Dice 0.000, exit 0."""
+    from covseg.evaluate import evaluate_folders
+
+    truth = np.zeros((12, 10, 4), dtype=np.int16)
+    truth[2:6, 2:6, 1:3] = 1
+    for folder, mask in (("p", truth.astype(np.int32) * 65536), ("t", truth)):
+        (tmp_path / folder).mkdir()
+        save(tmp_path / folder / "s.nii.gz", mask)
+    with pytest.raises(CovsegError, match=r"p/s.nii.gz: holds the value 65536"):
+        evaluate_folders(tmp_path / "p", tmp_path / "t", tmp_path / "scores")
+    assert not (tmp_path / "scores.csv").exists()
+
+
+def _header_only_nifti(path: Path, shape: tuple[int, int, int], voxel_bytes: int) -> Path:
+    """A NIfTI file whose header claims float32 voxels of ``shape`` but that holds only
+    ``voxel_bytes`` of them (gzipped when its name ends .gz)."""
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(np.float32)
+    header.set_qform(np.diag([0.8, 0.8, 2.5, 1.0]), code=1)
+    header.set_sform(np.diag([0.8, 0.8, 2.5, 1.0]), code=1)
+    header["vox_offset"] = 352
+    blob = header.binaryblock + b"\0" * 4 + b"\0" * voxel_bytes
+    path.write_bytes(gzip.compress(blob) if path.name.endswith(".gz") else blob)
+    return path
+
+
+def _no_large_empty(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
+    """np.empty failing for more than 100 MB, as on a machine short of memory; the shapes asked
+    for are recorded."""
+    asked: list[tuple[int, ...]] = []
+    empty = np.empty
+
+    def small_empty(shape: Any, dtype: Any = float, *args: Any, **kwargs: Any) -> np.ndarray:
+        asked.append(tuple(np.atleast_1d(shape)))
+        if int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize > 10 ** 8:
+            raise MemoryError
+        return empty(shape, dtype, *args, **kwargs)
+
+    monkeypatch.setattr(np, "empty", small_empty)
+    return asked
+
+
+def test_a_header_claiming_more_voxels_than_the_nii_holds_is_refused_before_allocating(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 1,376-byte .nii claiming 32767^3 voxels was "out of memory (could not allocate 128
+    TiB) ... use a machine with more", naming no file: the file's size was checked against its
+    header only once the volume was allocated. Now it is checked first."""
+    path = _header_only_nifti(tmp_path / "liar.nii", (4096, 4096, 100), 1024)
+    asked = _no_large_empty(monkeypatch)
+    with pytest.raises(CovsegError, match=rf"^{re.escape(str(path))}: cannot read the voxels "
+                                          r"\(the file ends 1024 bytes into its voxels, which "
+                                          r"take 6710886400 bytes\); is the file truncated\?$"):
+        read_nifti(path)
+    assert (100, 4096, 4096) not in asked
+
+
+@pytest.mark.parametrize("name", ["huge.nii", "huge.nii.gz"])
+def test_a_header_claiming_more_than_max_voxels_is_refused_naming_file_and_shape(
+        name: str, tmp_path: Path) -> None:
+    """87 bytes of .nii.gz claiming 32767^3 voxels was "out of memory (could not allocate
+    128 TiB)", naming no file; on a machine with the memory a gzip bomb was inflated and
+    segmented. More than MAX_VOXELS is refused, naming the file and the shape."""
+    path = _header_only_nifti(tmp_path / name, (32767, 32767, 32767), 64)
+    with pytest.raises(CovsegError, match=rf"^{re.escape(str(path))}: its header claims "
+                                          r"32767 x 32767 x 32767 voxels \(35,181,150,961,663, "
+                                          r"128 TiB in memory\), more than covseg reads "
+                                          r"\(2,147,483,648 voxels at most\)"):
+        read_volume(path)
+
+
+def test_a_volume_beyond_free_memory_is_refused_naming_file_and_shape(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real volume too large for the memory free was "out of memory ... use a machine with
+    more", naming neither the file nor its size."""
+    path = _header_only_nifti(tmp_path / "big.nii.gz", (2048, 2048, 8), 2048 * 2048 * 8 * 4)
+    _no_large_empty(monkeypatch)
+    with pytest.raises(CovsegError, match=rf"^{re.escape(str(path))}: not enough free memory "
+                                          r"for its 2048 x 2048 x 8 voxels \(128 MiB as "
+                                          r"float32\); free memory"):
+        read_nifti(path)

@@ -9,7 +9,9 @@ import contextlib
 import gzip
 import logging
 import os
+import stat
 import struct
+import tempfile
 import threading
 import warnings
 import zlib
@@ -31,6 +33,7 @@ from covseg.io.volume import (
     Volume,
     _allowed_offset,
     _one_line,
+    check_voxel_count,
     volume_from_itk,
 )
 from covseg.transforms import AIR_HU
@@ -142,6 +145,9 @@ def read_dicom_folder(folder: str | os.PathLike[str]) -> Volume:
     if multi is not None:
         raise CovsegError(f"{folder}: series {uid} holds {len(files)} files, some of several "
                           f"frames ({multi.name}: {multi.frames}); give each file on its own")
+    for name, header in zip(files, headers, strict=True):
+        _check_pixels_held(Path(name), header)
+    check_voxel_count((*_columns_rows(headers[0]), len(files)), folder)
     check_dicom_series(headers, str(folder))
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
@@ -202,13 +208,20 @@ Series = tuple[str, Path, tuple[str, ...]]
 
 def _dicom_series(folder: Path) -> list[Series]:
     """Every series in every sub-folder (ITK's warning for a folder without one kept quiet: a
-    DICOMDIR tree's upper levels hold none)."""
-    found = []
+    DICOMDIR tree's upper levels hold none). Special files (a FIFO, a device, a socket) are
+    passed over with a warning (:func:`_directory_series`)."""
+    found: list[Series] = []
+    special: list[Path] = []
     with _quiet_libraries():
-        for directory, _, _ in os.walk(folder):
-            for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(directory):
-                files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(directory, uid)
-                found.append((uid, Path(directory), tuple(files)))
+        for directory, _, names in os.walk(folder):
+            passed = [name for name in names if _special_file(Path(directory, name))]
+            special += [Path(directory, name) for name in passed]
+            found += _directory_series(Path(directory), set(passed))
+    if special:
+        shown = ", ".join(str(path.relative_to(folder)) for path in special[:3])
+        log.warning("%s: passed over %s among the DICOM files (%s%s: a FIFO, a device or a "
+                    "socket, no slice)", folder, counted(len(special), "special file"), shown,
+                    ", ..." if len(special) > 3 else "")
     if not found:
         held = holds_no_ct_image(folder)
         raise gzipped_dicom_refusal(folder) or CovsegError(
@@ -216,6 +229,33 @@ def _dicom_series(folder: Path) -> list[Series]:
                              "CT series" if held else
                              "no DICOM series found; give a folder of DICOM slices"))
     return found
+
+
+def _special_file(path: Path) -> bool:
+    """Whether ``path`` exists but is neither a regular file nor a folder (a FIFO, a device, a
+    socket); its stat does not block, as opening it would."""
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError):
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _directory_series(directory: Path, special: set[str]) -> list[Series]:
+    """The series of the files in ``directory`` itself, read by GDCM. With ``special`` files
+    there, GDCM found no series at all ("no DICOM series found" beside two good slices and a
+    FIFO), so it reads links to the others in a folder of their own, named as they are."""
+    if not special:
+        return [(uid, directory, tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(
+                    str(directory), uid)))
+                for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(directory))]
+    with tempfile.TemporaryDirectory(prefix="covseg-dicom-") as links:
+        for entry in os.scandir(directory):
+            if entry.name not in special and entry.is_file():
+                os.symlink(os.path.abspath(entry.path), os.path.join(links, entry.name))
+        return [(uid, directory, tuple(str(directory / Path(name).name) for name in
+                                       sitk.ImageSeriesReader.GetGDCMSeriesFileNames(links, uid)))
+                for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(links)]
 
 
 def _ct_series(series: list[Series], folder: Path) -> list[Series]:
@@ -521,6 +561,8 @@ def read_dicom_file(path: str | os.PathLike[str], source: str | None = None) -> 
     path = Path(path)
     source = source or str(path)
     frames = read_frame_headers(path)
+    _check_pixels_held(path, frames[0])
+    check_voxel_count((*_columns_rows(frames[0]), frames[0].frames), source)
     check_dicom_series(frames, source)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -536,6 +578,34 @@ def read_dicom_file(path: str | os.PathLike[str], source: str | None = None) -> 
         image = _with_frame_step(image, frames[0], source)
     image = _padding_as_air(image, frames)
     return volume_from_itk(_with_slice_thickness(image, frames[0], source), source)
+
+
+RAW_SYNTAXES = (pydicom.uid.ImplicitVRLittleEndian, pydicom.uid.ExplicitVRLittleEndian,
+                pydicom.uid.ExplicitVRBigEndian)
+"""Transfer syntaxes whose pixels are stored as they are, one byte or more each: a file of one
+of them (or without one, read as the first) holds at least as many bytes as its pixels."""
+
+
+def _columns_rows(header: SliceHeader) -> tuple[int, int]:
+    """(Columns, Rows) of a DICOM header; (0, 0) where it gives none (refused when read)."""
+    return (int(header.size[1]), int(header.size[0])) if header.size else (0, 0)
+
+
+def _check_pixels_held(path: Path, header: SliceHeader) -> None:
+    """Refuse, before its pixels are read, an uncompressed DICOM file shorter than the pixels
+    its header claims (Rows x Columns x NumberOfFrames, a byte each at least): 8 KB claiming
+    65535 x 65535 pixels failed in GDCM with "Failed to allocate memory", 20000 x 20000 with
+    "out of memory ... use a machine with more"."""
+    if header.transfer_syntax and header.transfer_syntax not in RAW_SYNTAXES:
+        return
+    columns, rows = _columns_rows(header)
+    pixels = columns * rows * header.frames
+    size = path.stat().st_size
+    if pixels > size:
+        raise CovsegError(
+            f"{path}: its header claims {columns} x {rows} pixels x "
+            f"{counted(header.frames, 'frame')} ({pixels:,} bytes at least, uncompressed) but "
+            f"the file holds {size:,} bytes; is it truncated or its header corrupt?")
 
 
 def _read_itk(reader: sitk.ImageReaderBase, header: SliceHeader, what: str) -> sitk.Image:

@@ -33,6 +33,8 @@ from covseg.io.volume import (
     _one_line,
     _unoriented,
     as_axial,
+    byte_size,
+    check_voxel_count,
     forms_note,
 )
 
@@ -174,6 +176,7 @@ def volume_from_nifti(image: nib.Nifti1Image, source: str, dtype: type = np.floa
     """A loaded NIfTI image (from a file or built in memory) -> Volume with (z, y, x) voxels."""
     _check_stored_dtype(np.dtype(image.get_data_dtype()), source)
     shape = _volume_shape(tuple(int(n) for n in image.shape), source)
+    check_voxel_count(shape, source, np.dtype(dtype).itemsize)
     _check_perpendicular(image, shape, source)
     slope, inter = _scaling(image)
     data = _scaled_zyx(_stored_slabs(image, shape, source), shape, slope, inter,
@@ -273,8 +276,28 @@ def _stored_slabs(image: nib.Nifti1Image, shape: tuple[int, int, int], source: s
     """The stored, unscaled (x, y, z) voxels as (first z index, slab of whole z slices), in z
     order. A file is read one slab of :data:`SLAB_BYTES` at a time from one open file: read
     whole, a float64 .nii.gz held 8 bytes per voxel and gzip's read as many again, twice the
-    float32 volume kept (NIfTI stores each z slice contiguously, so slabs are read in order)."""
+    float32 volume kept (NIfTI stores each z slice contiguously, so slabs are read in order).
+    An uncompressed file shorter than its header's voxels is refused here, before the volume
+    is allocated (:func:`_check_stored_size`): a 1,376-byte file claiming 32767^3 voxels was
+    "out of memory (could not allocate 128 TiB)"."""
     proxy = image.dataobj
+    if all(shape) and isinstance(proxy, ArrayProxy) and proxy.order == "F":
+        try:
+            _check_stored_size(proxy, shape[0] * shape[1] * shape[2]
+                               * np.dtype(proxy.dtype).itemsize, source)
+        except NIFTI_ERRORS as exc:
+            raise _unreadable_voxels(source, exc) from None
+    return _slabs(proxy, shape, source)
+
+
+def _unreadable_voxels(source: str, exc: Exception) -> CovsegError:
+    return CovsegError(f"{source}: cannot read the voxels ({_one_line(exc)}); is the file "
+                       "truncated?")
+
+
+def _slabs(proxy: ArrayProxy | np.ndarray, shape: tuple[int, int, int], source: str
+           ) -> Iterator[tuple[int, np.ndarray]]:
+    """The slabs of :func:`_stored_slabs`, read as they are asked for."""
     if not all(shape):
         return
     try:
@@ -283,7 +306,6 @@ def _stored_slabs(image: nib.Nifti1Image, shape: tuple[int, int, int], source: s
             yield 0, np.asarray(raw).reshape(shape)
             return
         dtype = np.dtype(proxy.dtype)
-        _check_stored_size(proxy, shape[0] * shape[1] * shape[2] * dtype.itemsize, source)
         plane_bytes = shape[0] * shape[1] * dtype.itemsize
         depth = max(1, SLAB_BYTES // max(plane_bytes, 1))
         with ImageOpener(proxy.file_like) as stream:
@@ -292,9 +314,7 @@ def _stored_slabs(image: nib.Nifti1Image, shape: tuple[int, int, int], source: s
                                          stream, offset=proxy.offset + k * plane_bytes,
                                          mmap=False)
     except NIFTI_ERRORS as exc:
-        raise CovsegError(
-            f"{source}: cannot read the voxels ({_one_line(exc)}); is the file truncated?"
-        ) from None
+        raise _unreadable_voxels(source, exc) from None
 
 
 def _check_stored_size(proxy: ArrayProxy, needed: int, source: str) -> None:
@@ -371,7 +391,7 @@ def _scaled_zyx(slabs: Iterator[tuple[int, np.ndarray]], shape: tuple[int, int, 
     An integer ``dtype`` asks for labels: fractional values (a probability map) are refused,
     not truncated to 0.
     """
-    out = np.empty(shape[::-1], dtype=dtype)
+    out = _allocated(shape, dtype, source)
     scaled = (slope, inter) != (1.0, 0.0)
     fractions: list[float] = []
     for first, slab in slabs:
@@ -384,7 +404,9 @@ def _scaled_zyx(slabs: Iterator[tuple[int, np.ndarray]], shape: tuple[int, int, 
             if dtype.kind in "iu" and plane.dtype.kind == "f":
                 fractions.extend(fraction_range(plane))
                 plane = np.rint(plane)
-            with np.errstate(over="ignore"):  # an overflow is refused just below
+            if dtype.kind in "iu":
+                _check_labels_fit(plane, dtype, source)
+            with np.errstate(over="ignore"):  # a float overflow is refused just below
                 out[first + k] = plane
             if dtype.kind == "f" and not np.isfinite(out[first + k]).all():  # beyond float32's
                 raise CovsegError(f"{source}: the volume holds values beyond float32's range "
@@ -393,3 +415,35 @@ def _scaled_zyx(slabs: Iterator[tuple[int, np.ndarray]], shape: tuple[int, int, 
     if fractions:
         raise fractional_values(source, fractions)
     return out
+
+
+def _allocated(shape: tuple[int, int, int], dtype: np.dtype, source: str | Path) -> np.ndarray:
+    """An empty (z, y, x) array for a volume of (x, y, z) ``shape``; memory short of it is
+    refused in one line naming the file and the shape (the bare out-of-memory line named
+    neither)."""
+    try:
+        return np.empty(shape[::-1], dtype=dtype)
+    except MemoryError:
+        needed = byte_size(shape[0] * shape[1] * shape[2] * dtype.itemsize)
+        raise CovsegError(
+            f"{source}: not enough free memory for its {' x '.join(map(str, shape))} voxels "
+            f"({needed} as {dtype}); free memory (close other programs) or use a machine with "
+            "more") from None
+
+
+def _check_labels_fit(plane: np.ndarray, dtype: np.dtype, source: str | Path) -> None:
+    """Refuse stored values that ``dtype``'s labels cannot hold, naming the file and the value:
+    cast as they were, 65536 wrapped to label 0 (a lesion read as 0 mL, a prediction scored
+    Dice 0) and 65537 to 1, and a uint16 0/65535 mask read as "negative labels"."""
+    if not plane.size or np.can_cast(plane.dtype, dtype):
+        return
+    bounds = np.iinfo(dtype)
+    low, high = plane.min(), plane.max()
+    if low >= bounds.min and high <= bounds.max:
+        return
+    value = high if high > bounds.max else low
+    shown = f"{int(value)}" if float(value).is_integer() else f"{float(value):g}"
+    raise CovsegError(
+        f"{source}: holds the value {shown}, beyond the labels covseg reads "
+        f"({bounds.min}..{bounds.max}); a mask holds small labels (0/1, 0/255, or 0..3): if "
+        f"{shown} marks the lesion of a binary mask, save it as 0/1")

@@ -291,6 +291,35 @@ def _mm(sizes: np.ndarray) -> str:
     return " x ".join(f"{v:g}" for v in sizes)
 
 
+MAX_VOXELS = 2 ** 31
+"""Most voxels covseg reads in one volume (8 GiB as float32; a 1,000-slice CT of 1024 x 1024
+is half of it): a header claiming more (32767^3 in 87 bytes of .nii.gz) is refused naming the
+file before anything is allocated, where it was "out of memory (could not allocate 128 TiB)",
+or, on a machine with the memory, gigabytes inflated and segmented."""
+
+
+def check_voxel_count(shape: Sequence[int], source: str | Path, itemsize: int = 4) -> None:
+    """Refuse a volume of more than :data:`MAX_VOXELS` voxels (``shape`` as its header gives
+    it), naming the file, the shape and the memory it would take (``itemsize`` bytes a voxel)."""
+    voxels = int(np.prod([int(n) for n in shape], dtype=object))
+    if voxels > MAX_VOXELS:
+        raise CovsegError(
+            f"{source}: its header claims {' x '.join(str(int(n)) for n in shape)} voxels "
+            f"({voxels:,}, {byte_size(voxels * itemsize)} in memory), more than covseg reads "
+            f"({MAX_VOXELS:,} voxels at most); is the header corrupt? Crop or resample the "
+            "volume if it is real")
+
+
+def byte_size(count: int) -> str:
+    """A byte count in the largest binary unit up to PiB that keeps it at least 1 (``128 TiB``)."""
+    size, unit = float(count), "bytes"
+    for larger in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, larger
+    return f"{count} bytes" if unit == "bytes" else f"{size:.3g} {unit}"
+
+
 def _check_stored_dtype(dtype: np.dtype, source: str | Path) -> None:
     """Refuse complex, boolean and RGB voxels: a CT volume holds one real number per voxel."""
     if dtype.kind not in "iuf":
