@@ -400,6 +400,38 @@ def test_rerun_after_the_mask_changed_is_refused(tmp_path: Path) -> None:
         quantify_batch([other], out)
 
 
+def test_rerun_after_the_lungs_changed_is_refused(tmp_path: Path) -> None:
+    """Nothing tested a rerun after the --lungs mask was corrected: with the lungs left out of
+    the inputs compared by content, the rerun said "already done" and kept the % involved of the
+    old lungs. The corrected lungs are copied in with their old time kept (cp -p)."""
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    grid = nib.load(str(mask))
+    lungs = tmp_path / "case_lungs.nii.gz"
+    labels = np.ones(grid.shape, dtype=np.int16)
+    nib.save(nib.Nifti1Image(labels, grid.affine), str(lungs))
+    out = tmp_path / "out"
+    assert quantify_batch([mask], out, lungs=lungs).done == 1
+    labels[:, :, 3:] = 0  # the lungs corrected by hand
+    edited = tmp_path / "edited_lungs.nii.gz"
+    nib.save(nib.Nifti1Image(labels, grid.affine), str(edited))
+    earlier = (out / "case" / "quantification.json").stat().st_mtime - 3600
+    os.utime(edited, (earlier, earlier))
+    shutil.copy2(edited, lungs)
+    with pytest.raises(CovsegError, match=r"out/case was made with other settings or inputs "
+                                          r"\(\S*case_lungs\.nii\.gz changed since\)"):
+        quantify_batch([mask], out, lungs=lungs)
+
+
+def test_shards_do_not_depend_on_the_order_studies_are_given_in() -> None:
+    """find_studies returns studies sorted, so nothing tested that select_shard sorts them
+    itself: run_batch called with studies in another order on each machine would then do some
+    studies twice and others never."""
+    studies = [Study(name, Path(f"/nowhere/{name}.nii.gz")) for name in "abcde"]
+    for shard in ((0, 2), (1, 2), (2, 3)):
+        assert select_shard(studies[::-1], shard) == select_shard(studies, shard)
+    assert [s.name for s in select_shard(studies[::-1], (0, 2))] == ["a", "c", "e"]
+
+
 def test_summary_lists_the_studies_of_earlier_calls(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Studies added to an --out in separate calls: each summary held only its own call's,

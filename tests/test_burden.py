@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from covseg.burden import ct_category, note_lesion_outside_lungs, quantify
+from covseg.burden import ct_category, note_grown_lungs, note_lesion_outside_lungs, quantify
 from covseg.errors import CovsegError
 from covseg.report import write_html
 
@@ -146,3 +146,21 @@ def test_category_effusion_and_outside_lesion_are_the_study_s_only() -> None:
     for side in ("right_lung", "left_lung"):
         assert not {"ct_category", "effusion_ml", "lesion_outside_lungs_ml"} & set(result[side])
     assert result["right_lung"]["percent_involved"] == 50.0
+
+
+def test_lungs_grown_by_a_quarter_of_their_aerated_volume_are_warned_of() -> None:
+    """The grown-lungs warning compares the lesion grown over with the aerated lung, not with the
+    lung counted after growing: nothing tested growth between 20 % and 25 % of the counted lung,
+    where the other reading drops the warning and the lung_note, the only sign that % involved
+    may hold tissue counted as lung. Right lung: 100 voxels counted, 22 of them grown over
+    (22 > 25 % of the 78 aerated, but < 25 % of 100)."""
+    lungs = np.zeros((1, 10, 20), np.uint8)
+    lungs[0, :, :10], lungs[0, :, 10:] = 1, 2
+    found = lungs.copy()
+    found[0, :2, :10] = 0  # 20 voxels grown over
+    found[0, 2, :2] = 0    # and 2 more
+    lesions = ((found == 0) & (lungs > 0)).astype(np.uint8)
+    result = quantify(lesions, (1.0, 1.0, 1.0), lungs, found_lungs=found)
+    assert result["right_lung"]["lesion_added_to_lungs_ml"] == pytest.approx(0.022)
+    note_grown_lungs(result, False, "study", "--lungs")
+    assert "(right lung grown by more than 25%)" in result["lung_note"]

@@ -22,8 +22,10 @@ from covseg.cascade import (
     LungGuide,
     border_air_share,
     enclosed_lung_share,
+    frame_step,
     is_lung_crop,
     lung_box,
+    threshold_lungs,
 )
 from covseg.config import TrainConfig
 from covseg.data.layouts import load_dataset
@@ -67,6 +69,32 @@ def test_threshold_guide_finds_the_lungs_of_a_crop_that_touch_its_border() -> No
     assert is_lung_crop(box.crop(image)) and in_frame.mean() > 0.3
     in_crop = guide.lungs([box.crop(image)])[0] > 0
     assert (in_crop & in_frame).sum() / (in_crop | in_frame).sum() > 0.95
+
+
+def test_a_lung_crop_s_threshold_lungs_lie_under_its_pixels() -> None:
+    """A lung crop is padded with a ring before its lungs are found; nothing checked the ring
+    was taken off exactly, so a lung channel shifted by a row against the CT channel (masks
+    changed, no error) went unnoticed. Lung HU everywhere but a tissue band in rows 30-33, and
+    chest wall on three sides (so it is a crop): the band's rows are no lung, its neighbours
+    are."""
+    hu = np.full((64, 64), -850.0, np.float32)
+    hu[30:34] = 40.0
+    hu[:4], hu[:, :4], hu[:, -4:] = 40.0, 40.0, 40.0
+    low, high = LUNG_WINDOW
+    image = (hu - low) / (high - low)
+    assert is_lung_crop(image)
+    lungs = threshold_lungs(image)
+    assert lungs.shape == image.shape
+    assert not lungs[30:34].any()
+    assert lungs[29, 8:56].all() and lungs[34, 8:56].all()
+
+
+def test_frames_from_512_px_find_their_lungs_at_half_resolution() -> None:
+    """A frame's lungs are found on every second pixel from 512 px (the shorter side) on: a
+    512 px CT slice found at full resolution costs about 4 times as much."""
+    assert frame_step(np.zeros((512, 512))) == 2
+    assert frame_step(np.zeros((512, 600))) == 2
+    assert frame_step(np.zeros((511, 600))) == 1
 
 
 def test_threshold_guide_on_real_lung_crops() -> None:

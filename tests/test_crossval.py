@@ -19,6 +19,7 @@ from covseg import api, crossval
 from covseg.config import TrainConfig
 from covseg.crossval import DEFAULT_FOLDS, make_folds, mean_over_folds, report_markdown
 from covseg.data import load_dataset
+from covseg.data.splits import validation_split
 from covseg.errors import CovsegError
 from covseg.io.lock import LOCK_FILE
 from covseg.metrics import METRICS
@@ -372,6 +373,29 @@ def test_a_folder_holding_a_run_or_comparison_is_refused(
     with pytest.raises(CovsegError, match=message):
         crossval.cross_validate_fold(TrainConfig(), data, out, 2, 0)
     assert [p.name for p in out.iterdir()] == [held]
+
+
+def test_the_training_time_is_summed_over_folds_and_each_fold_validates_on_its_own_seed(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """Nothing checked summary.json's train_seconds against its folds: report.md's "summed over
+    folds" could show the last fold's time alone. Nor which slices a fold validates on: every
+    fold could validate on the seed-0 split whatever --seed, so a seed study read as less noisy
+    than it is. Fold k trains with seed + k and validates on that seed's split of its slices."""
+    data = load_dataset(synthetic_folder)
+    cases = [s.case_id for s in data.samples]
+    half = len(cases) // 2
+    data.folds = [(cases[half:], cases[:half]), (cases[:half], cases[half:])]
+    summary = api.cross_validate(data, tmp_path / "cv", epochs=1, size=32, batch_size=4,
+                                 model="unet", model_options={"width": 4}, seed=3,
+                                 val_fraction=0.25)
+    folds = [json.loads((tmp_path / "cv" / f"fold_{k}" / "metrics.json").read_text())
+             for k in range(2)]
+    assert summary["train_seconds"] == pytest.approx(sum(f["train_seconds"] for f in folds))
+    by_id = {s.case_id: s for s in data.samples}
+    for k, (train_cases, _) in enumerate(data.folds):
+        record = json.loads((tmp_path / "cv" / f"fold_{k}" / "config.json").read_text())
+        _, val = validation_split([by_id[c] for c in train_cases], 0.25, 3 + k)
+        assert val and sorted(record["val_cases"]) == sorted(val)
 
 
 def test_folds_run_alone_then_the_summary_in_the_same_folder(

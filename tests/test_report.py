@@ -213,6 +213,30 @@ def test_a_one_slice_montage_shows_its_whole_title_and_legend(
     assert figure.get_suptitle() == f"{study}\n(patient right on the image left)"
 
 
+@pytest.mark.parametrize("axes", ["RAS", "LPS", "LAS"])
+def test_a_montage_shows_patient_right_on_the_image_left_however_the_file_is_stored(
+        tmp_path: Path, saved_figures: list, axes: str) -> None:
+    """The montage draws each slice as stored: every reader gives covseg's working axes (rows
+    front to back, columns patient right to left), which is radiological. A lesion at the
+    patient's right front is drawn top left, whether the file is stored RAS, LPS or LAS; were a
+    reader to keep a RAS file's own order, the fill would land mirrored, on the wrong lung."""
+    from covseg.report import write_montage
+
+    labels = np.zeros((40, 30, 1), dtype=np.int16)  # x, y, z in LPS: x to the left, y to the back
+    labels[2:8, 3:6, 0] = 1  # the patient's right (x small), front (y small)
+    lps = nib.Nifti1Image(labels, np.diag([-0.7, -0.7, 5.0, 1.0]))
+    stored = lps.as_reoriented(nib.orientations.ornt_transform(
+        nib.io_orientation(lps.affine), nib.orientations.axcodes2ornt(axes)))
+    nib.save(stored, str(tmp_path / "mask.nii.gz"))
+    grid = read_nifti(tmp_path / "mask.nii.gz", np.int16)
+    write_montage(tmp_path / "montage.png", grid.array, grid, title=axes)
+    drawn = np.asarray(saved_figures[-1].axes[0].images[0].get_array())
+    rows, columns = np.nonzero(drawn.any(axis=2))
+    assert drawn.shape[:2] == (30, 40)
+    assert (rows.min(), rows.max(), columns.min(), columns.max()) == (3, 5, 2, 7)
+    assert len(rows) == 18
+
+
 def test_montage_legend_names_only_what_its_slices_show(tmp_path: Path,
                                                         saved_figures: list) -> None:
     """The legend listed "lesion" over an empty mask, and both lungs over slices showing

@@ -75,23 +75,72 @@ def test_a_recipe_built_by_hand_with_numpys_numbers_trains_and_records_python_nu
     assert (meta["size"], meta["model_options"]) == (32, {"width": 4})
 
 
-def test_best_pt_holds_the_epoch_of_the_best_validation_dice(
-        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Nothing checked which epoch best.pt holds, so saving every epoch (the last model, whatever
-    its validation Dice) went unnoticed. The real validation runs; its Dice is replaced by
-    0.2, 0.5, 0.3 for epochs 1-3, so epoch 2 is the best."""
-    scores = iter([0.2, 0.5, 0.3])
+def _scripted_validation(monkeypatch: pytest.MonkeyPatch, dices: list[float]) -> TrainConfig:
+    """A tiny run's config with a validation set, one epoch per Dice in ``dices``: the real
+    validation runs, and its Dice is replaced by the next of ``dices``."""
+    scores = iter(dices)
     real = train_module._validate
 
     def scripted(*args: object, **kwargs: object) -> tuple[float, float]:
         return real(*args, **kwargs)[0], next(scores)
 
     monkeypatch.setattr(train_module, "_validate", scripted)
-    config = TrainConfig(model="unet", epochs=3, size=32, batch_size=4, val_fraction=0.25,
-                         model_options={"width": 4})
+    return TrainConfig(model="unet", epochs=len(dices), size=32, batch_size=4, val_fraction=0.25,
+                       model_options={"width": 4})
+
+
+@pytest.mark.parametrize("dices", [[0.2, 0.5, 0.3], [0.2, 0.5, 0.5]], ids=["best", "tied"])
+def test_best_pt_holds_the_epoch_of_the_best_validation_dice(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
+        dices: list[float]) -> None:
+    """Nothing checked which epoch best.pt holds, so saving every epoch (the last model, whatever
+    its validation Dice) went unnoticed; nor metrics.json's best epoch, which could name the last
+    epoch while best.pt held the best. The real validation runs; its Dice is replaced by
+    ``dices`` for epochs 1-3, so epoch 2 is the best. On a tie (common with a small validation
+    set) the first best epoch is kept, in best.pt and in metrics.json alike: keeping the last
+    tied one in best.pt made the record name weights the run did not ship."""
+    config = _scripted_validation(monkeypatch, dices)
     train_module.train(config, load_dataset(synthetic_folder), tmp_path / "run", progress=False)
     meta = load_checkpoint(tmp_path / "run" / "best.pt")["meta"]
     assert (meta["epoch"], meta["val_dice"]) == (2, 0.5)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert (metrics["best_epoch"], metrics["best_val_dice_canvas"]) == (2, 0.5)
+
+
+def _stopped_after_epoch_2(monkeypatch: pytest.MonkeyPatch, config: TrainConfig, data: object,
+                           out: Path) -> None:
+    """Train into ``out`` and stop (KeyboardInterrupt) right after epoch 2's last.pt is saved,
+    as Ctrl+C there would."""
+    real_save = train_module.save_checkpoint
+    saves = {"last": 0}
+
+    def save_then_stop(path: Path, *args: object, **kwargs: object) -> object:
+        result = real_save(path, *args, **kwargs)
+        if Path(path).name == "last.pt":
+            saves["last"] += 1
+            if saves["last"] == 2:
+                raise KeyboardInterrupt
+        return result
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.train(config, data, out, progress=False)
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+
+
+def test_a_resumed_run_keeps_the_best_epoch_from_before_the_stop(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test resumed a run with a validation set, so a resume that forgot the best Dice so far
+    went unnoticed: the first resumed epoch then replaced a better best.pt and metrics.json named
+    an epoch whose weights were gone. The Dice is scripted 0.2, 0.6, the run stops after epoch
+    2's last.pt, and the resumed epochs score 0.3, 0.4: best.pt still holds epoch 2."""
+    config = _scripted_validation(monkeypatch, [0.2, 0.6, 0.3, 0.4])
+    data = load_dataset(synthetic_folder)
+    _stopped_after_epoch_2(monkeypatch, config, data, tmp_path / "run")
+    train_module.train(config, data, tmp_path / "run", resume=True, progress=False)
+    meta = load_checkpoint(tmp_path / "run" / "best.pt")["meta"]
+    assert (meta["epoch"], meta["val_dice"]) == (2, 0.6)
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["best_epoch"] == 2
 
 
 @pytest.mark.parametrize("options", [{}, {"ema_decay": 0.9}, {"cutmix": 1.0},
@@ -103,21 +152,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(
     config = TrainConfig(**TINY, **options)
     train_module.train(config, data, tmp_path / "straight", progress=False)
 
-    real_save = train_module.save_checkpoint
-    calls = {"last": 0}
-
-    def save_then_die(path: Path, *args, **kwargs):  # type: ignore[no-untyped-def]
-        result = real_save(path, *args, **kwargs)
-        if Path(path).name == "last.pt":
-            calls["last"] += 1
-            if calls["last"] == 2:
-                raise KeyboardInterrupt
-        return result
-
-    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train_module.train(config, data, tmp_path / "killed", progress=False)
-    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    _stopped_after_epoch_2(monkeypatch, config, data, tmp_path / "killed")
     assert load_checkpoint(tmp_path / "killed" / "last.pt")["epoch"] == 2
 
     with pytest.raises(CovsegError, match="--resume"):
@@ -612,6 +647,23 @@ def test_validation_dice_cuts_at_the_runs_threshold() -> None:
     assert train_module._validate(probability_045, loss, items, 2, 4, 0.4)[1] == pytest.approx(
         2 * 9 / (64 + 9))
     assert train_module._validate(probability_045, loss, items, 2, 4, 0.5)[1] == 0.0
+
+
+def test_validation_dice_is_the_mean_over_cases() -> None:
+    """Every validation test scored one case, where the mean and the median agree, so log.csv's
+    val_dice (and the best epoch chosen by it) could have become the median unnoticed. Three
+    cases, every pixel predicted, masks of 9, 32 and 64 pixels: Dice 18/73, 64/96 and 1, mean
+    0.638 (the median is 0.667). The batch size 2 splits them over two batches."""
+    from covseg.losses import build_loss
+
+    items = []
+    for pixels in (9, 32, 64):
+        mask = torch.zeros(1, 8, 8, dtype=torch.long)
+        mask.view(-1)[:pixels] = 1
+        items.append({"image": torch.zeros(1, 8, 8), "mask": mask})
+    probability_045 = _Logit(math.log(0.45 / 0.55))
+    dice = train_module._validate(probability_045, build_loss("bce+dice", 2), items, 2, 2, 0.4)[1]
+    assert dice == pytest.approx((18 / 73 + 64 / 96 + 1.0) / 3)
 
 
 def test_log_gives_the_learning_rate_each_epoch_trained_with(tiny_run: Path) -> None:

@@ -308,6 +308,22 @@ def test_a_lung_models_lungs_are_counted_as_they_are(tmp_path: Path) -> None:
     assert threshold["study"]["lung_ml"] == pytest.approx((counts["lung"] + 240) * VOXEL_ML)
 
 
+def test_a_lung_model_s_margin_is_measured_in_mm_along_each_axis(tmp_path: Path) -> None:
+    """Nothing tested a lung model's margin on anisotropic voxels: with the spacing reversed
+    (x as 4 mm, z as 0.75 mm) a thick-slice CT lost calls 3 mm beside the lungs and kept calls
+    two slices away, changing lesion mL and % involved without a word. This call lies 4 voxels
+    (3 mm) across x from both lungs, inside the 5 mm margin: it is kept."""
+    path = tmp_path / "chest.nii.gz"
+    counts = chest_nifti(path)
+    ct = nib.load(str(path)).get_fdata().astype(np.float32)
+    ct[31:33, 20:24, 3:5] = -300.0  # 16 voxels between the lungs, 3 mm from each
+    nib.save(nib.Nifti1Image(ct, AFFINE), str(path))
+    result = predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "out",
+                           lung_predictor=BandPredictor([(-900, -800)]))
+    assert result["inputs"]["lung_source"] == "model"
+    assert result["study"]["lesion_ml"] == pytest.approx((counts["ggo"] + 16) * VOXEL_ML)
+
+
 @pytest.mark.parametrize("depth, noted", [(1, False), (3, True)])
 def test_more_lesion_outside_a_lung_model_s_lungs_than_inside_is_warned_of(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, depth: int, noted: bool) -> None:
@@ -378,6 +394,21 @@ def test_effusion_is_kept_far_from_the_lungs(chest, tmp_path: Path) -> None:
                                                     "consolidation", "effusion"]
     infection = np.asarray(nib.load(str(tmp_path / "out" / "infection.nii.gz")).dataobj)
     assert np.count_nonzero(infection == 3) == 1536
+
+
+def test_an_effusion_thicker_than_the_lesion_depth_is_kept_whole(tmp_path: Path) -> None:
+    """Effusion was tested only 12 mm thick, so cutting it at the 30 mm lesion depth went
+    unnoticed: a large effusion's mL would be cut short. This layer is 45 mm (60 voxels) deep
+    behind the right lung; every voxel of it is counted."""
+    ct = np.full((128, 128, 10), -1000.0, dtype=np.float32)  # x, y, z
+    ct[4:124, 4:124, :] = 40.0
+    ct[8:40, 10:50, 1:9] = -850.0    # right lung
+    ct[88:120, 10:50, 1:9] = -850.0  # left lung
+    ct[8:40, 50:110, 1:9] = 10.0     # effusion behind the right lung
+    nib.save(nib.Nifti1Image(ct, AFFINE), str(tmp_path / "ct.nii.gz"))
+    four_classes = BandPredictor([(-400, -200), (-200, -100), (0, 20)])
+    result = predict_study(four_classes, tmp_path / "ct.nii.gz", tmp_path / "out")
+    assert result["study"]["effusion_ml"] == pytest.approx(32 * 60 * 8 * VOXEL_ML)
 
 
 def test_effusion_called_inside_the_lungs_is_not_lung_volume(chest, tmp_path: Path) -> None:
@@ -1967,3 +1998,17 @@ def test_a_ct_holding_no_lungs_is_predicted_without_category(
     assert result["inputs"]["lungs_found"] is False
     assert result["lung_note"].startswith("no lungs found in the CT")
     assert result["lung_note"].endswith("give them with --lung-model")
+
+
+def test_a_ct_without_lungs_records_that_nothing_was_removed(tmp_path: Path) -> None:
+    """quantification.json could say outside-lung calls were removed on a CT where no lungs
+    were found and nothing was: an audit of the record was misled. Here the call is counted
+    whole and the record says so."""
+    ct = np.full((64, 64, 10), -1000.0, dtype=np.float32)
+    ct[4:60, 4:60, :] = 40.0          # an abdomen: body, no lungs
+    ct[20:30, 20:30, 3:6] = -300.0    # a call
+    nib.save(nib.Nifti1Image(ct, AFFINE), str(tmp_path / "ct.nii.gz"))
+    result = predict_study(BandPredictor([(-400, -200)]), tmp_path / "ct.nii.gz", tmp_path / "out")
+    assert result["inputs"]["lungs_found"] is False
+    assert result["inputs"]["outside_lungs_removed"] is False
+    assert result["study"]["lesion_ml"] == pytest.approx(10 * 10 * 3 * VOXEL_ML)

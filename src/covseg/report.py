@@ -28,7 +28,7 @@ from matplotlib.patches import Patch
 
 from covseg.burden import CATEGORY_RULE, EFFUSION, LESION_NAMES, REGIONS, lesion_voxels
 from covseg.io.atomic import atomic_path, write_json, write_text
-from covseg.io.volume import Volume, display_flips, orient_for_display
+from covseg.io.volume import Volume
 from covseg.lungs import LEFT_LUNG, RIGHT_LUNG
 from covseg.provenance import provenance
 from covseg.records import (
@@ -179,8 +179,10 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
                   multiclass: bool | None = None, lungs_note: str = "") -> Path:
     """PNG grid of the most affected slices: CT (lung window) with lesion fill and lung outline.
 
-    ``grid``: the volume the masks lie on, whose geometry shows the slices radiologically with
-    voxels to scale and names them as its file does (:meth:`Volume.slice_name`); ``multiclass``
+    ``grid``: the volume the masks lie on, as every covseg reader gives it: in
+    :data:`~covseg.io.volume.WORKING_AXES` order (rows front to back, columns from the patient's
+    right to left), so a slice drawn as stored is radiological; its geometry draws the voxels to
+    scale and names the slices as its file does (:meth:`Volume.slice_name`). ``multiclass``
     (None: labels > 1) draws and names each class, also when one class alone was found;
     ``lungs_note``: where the lungs came from (:func:`lungs_text`), a line of the title."""
     if multiclass is None:
@@ -198,7 +200,6 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
     FigureCanvasAgg(figure)
     figure.subplots_adjust(left=0.01, right=0.99, top=1 - head_in / height,
                            bottom=0.3 / height, wspace=0.04, hspace=0.12)
-    flips = display_flips(grid.affine)
     colours = LESION_COLOURS if multiclass else {1: class_colour(1)}
     drawn: set[int] = set()
     outlined: set[int] = set()
@@ -206,15 +207,13 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
         axis = figure.add_subplot(rows, columns, index + 1)
         grey = (scale_intensity(image[k], intensity, LUNG_WINDOW) if image is not None
                 else np.zeros(lesions.shape[1:], dtype=np.float32))
-        axis.imshow(_overlay(orient_for_display(grey, flips),
-                             orient_for_display(lesions[k], flips), colours),
-                    interpolation="nearest", aspect=grid.pixel_aspect)
+        axis.imshow(_overlay(grey, lesions[k], colours), interpolation="nearest",
+                    aspect=grid.pixel_aspect)
         drawn |= {label for label in colours if (lesions[k] == label).any()}
         if lungs is not None:
-            plane = orient_for_display(lungs[k], flips)
             for label, colour in LUNG_COLOURS.items():
-                if (plane == label).any():
-                    axis.contour(plane == label, levels=[0.5], colors=colour, linewidths=0.8)
+                if (lungs[k] == label).any():
+                    axis.contour(lungs[k] == label, levels=[0.5], colors=colour, linewidths=0.8)
                     outlined.add(label)
         volume = np.count_nonzero(lesion_voxels(lesions[k], multiclass)) * grid.voxel_ml
         effusion = np.count_nonzero(lesions[k] == EFFUSION) * grid.voxel_ml if multiclass else 0

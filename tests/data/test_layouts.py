@@ -1253,6 +1253,25 @@ def test_mosmed_split_files_numbered_from_1_are_named_with_their_folds(
     assert not str(caught.value).startswith("--")
 
 
+def test_ten_or_more_mosmed_split_files_are_folds_in_number_order(tmp_path: Path) -> None:
+    """MosMed ships train_new1..5, where number and name order agree; nothing tested 10 or more
+    files, where sorting by name puts train_new10 before train_new2, so --fold 1 would train and
+    test on the 10th pair. Eleven one-slice studies; train_newK/valid_newK test study K."""
+    hu, lesions = _hu_volume(slices=11)
+    names = [f"study_{p:04d}_0" for p in range(1, 12)]
+    for part, arrays in (("imgs", hu), ("masks", lesions)):
+        (tmp_path / part).mkdir()
+        for name, array in zip(names, arrays):
+            np.save(tmp_path / part / f"{name}.npy", array)
+    for number, held in enumerate(names, start=1):
+        (tmp_path / f"train_new{number}.txt").write_text(
+            "".join(f"{name}.npy\n" for name in names if name != held))
+        (tmp_path / f"valid_new{number}.txt").write_text(f"{held}.npy\n")
+    data = load_dataset(tmp_path)
+    assert data.split_files == [(f"train_new{k}.txt", f"valid_new{k}.txt") for k in range(1, 12)]
+    assert [test for _, test in data.folds] == [[name] for name in names]
+
+
 @pytest.mark.parametrize("numbers", [(1, 3), (2, 2)])
 def test_mosmed_split_files_whose_numbers_skip_or_repeat_are_warned_of(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, numbers: tuple[int, int]) -> None:
