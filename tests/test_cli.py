@@ -933,6 +933,52 @@ def test_an_image_over_pil_s_pixel_limit_in_predict_is_listed_and_the_others_pre
     assert (tmp_path / "out" / "good.png").is_file()
 
 
+def _lying_npy(path: Path) -> Path:
+    """A 192-byte .npy whose header claims 2**20 x 2**20 float64 (8 TiB)."""
+    with path.open("wb") as handle:
+        np.lib.format.write_array_header_1_0(
+            handle, {"descr": "<f8", "fortran_order": False, "shape": (2 ** 20, 2 ** 20)})
+        handle.write(bytes(64))
+    return path
+
+
+def test_an_image_whose_header_claims_terabytes_fails_alone_in_predict(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Path,
+        synthetic_folder: Path) -> None:
+    """A 192-byte .npy claiming 8 TiB stopped the whole 2D batch with "out of memory" naming
+    no file, no mask written for the good images and predict.json left all pending."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    bad = _lying_npy(folder / "b_bad.npy")
+    shutil.copy(next((synthetic_folder / "images").glob("*.npy")), folder / "a_good.npy")
+    code, _, err = _run(capsys, "predict", str(folder), "--model", str(tiny_run), "--out",
+                        str(tmp_path / "out"))
+    _assert_one_line_error(code, err, f"(first: {bad}: out of memory (could not allocate "
+                                      "8.00 TiB) reading it; the file holds 192 bytes: is the "
+                                      "file corrupt? If not, ", 1)
+    record = json.loads((tmp_path / "out" / "predict.json").read_text())
+    assert list(record["failed"]) == [str(bad)] and record["masks"] == 1
+    assert (tmp_path / "out" / "a_good.png").is_file()
+
+
+@pytest.mark.parametrize(("command", "options"), [(("data", "info"), ()),
+                                                   (("visualize",), ("--out", "v.png"))])
+def test_an_image_whose_header_claims_terabytes_is_named_in_a_data_folder(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_folder: Path,
+        command: tuple[str, ...], options: tuple[str, ...],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same .npy among a training folder's slices stopped data info, visualize and train
+    with an "out of memory" line that left the user to find it among hundreds of slices."""
+    data = tmp_path / "d"
+    shutil.copytree(synthetic_folder, data)
+    bad = _lying_npy(min((data / "images").glob("*.npy")))
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _run(capsys, *command, str(data), *options)
+    err = err.rsplit("\r", 1)[-1]  # what a terminal shows after the cleared progress bar
+    _assert_one_line_error(code, err, f"error: {bad}: out of memory (could not allocate "
+                                      "8.00 TiB) reading it; the file holds 192 bytes: ")
+
+
 def test_predict_names_a_file_of_another_type_so_and_its_folder_skips_it(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Path,
         synthetic_folder: Path) -> None:

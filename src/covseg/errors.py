@@ -51,6 +51,19 @@ def out_of_memory_text(exc: BaseException) -> str:
             "(close other programs) or use a machine with more")
 
 
+def out_of_memory_reading(path: str | os.PathLike[str], exc: BaseException) -> CovsegError:
+    """A failed allocation while reading one input file, as that file's own error: a 193-byte
+    .npy whose header claims 298 GiB stopped a whole batch with an "out of memory" line that
+    named no file. The file's size beside the size asked for tells a lying header apart."""
+    try:
+        held = f"; the file holds {os.path.getsize(path):,} bytes"
+    except OSError:
+        held = ""
+    text = out_of_memory_text(exc).split(": ", 1)[0]
+    return CovsegError(f"{path}: {text} reading it{held}: is the file corrupt? If not, free "
+                       "memory or use a machine with more")
+
+
 def no_space(exc: BaseException) -> bool:
     """Whether ``exc`` is a full disk or quota (ENOSPC, EDQUOT), or was raised while handling
     one: torch's zip writer turns the OSError of the file it writes into a RuntimeError
