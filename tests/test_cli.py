@@ -7,6 +7,7 @@ import dataclasses
 import errno
 import importlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -27,7 +28,7 @@ from PIL import Image
 
 from covseg import api
 from covseg.checkpoint import load_checkpoint
-from covseg.cli import main
+from covseg.cli import _AboveProgressBars, main
 from covseg.config import TrainConfig
 from covseg.errors import CovsegError
 from covseg.transforms import LUNG_WINDOW
@@ -1631,3 +1632,26 @@ def test_a_dangling_symlink_as_out_is_named_as_such(
                                       "target, which does not exist; create that folder or pick "
                                       "another --out\n")
     assert not (tmp_path / "elsewhere" / "target").exists()
+
+
+def test_names_with_terminal_control_characters_are_shown_escaped(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A file named ``a<ESC>[2J<ESC>[31mFAKE OK<ESC>[0m.nii.gz`` was printed as it was in the
+    error naming it, which cleared the terminal and printed "FAKE OK" in colour; now its
+    control characters are shown as Python writes them, in errors, warnings and stages."""
+    from covseg.progress import StageBar
+
+    folder = tmp_path / "esc"
+    folder.mkdir()
+    (folder / "a\x1b[2J\x1b[31mFAKE OK\x1b[0m.nii.gz").write_bytes(b"")
+    code, _, err = _run(capsys, "quantify", str(folder), "--out", str(tmp_path / "out"))
+    assert code == 1 and "\x1b" not in err, repr(err)
+    assert "covseg: error: a\\x1b[2J\\x1b[31mFAKE OK\\x1b[0m failed: " in err
+    record = logging.LogRecord("covseg", logging.WARNING, __file__, 1, "%s: skipped",
+                               ("b\x00c\u202ed\re",), None)
+    _AboveProgressBars(logging.WARNING).emit(record)
+    assert capsys.readouterr().err == "covseg: warning: b\\x00c\\u202ed\\re: skipped\n"
+    shown: list[str] = []
+    bar = type("Bar", (), {"set_postfix_str": lambda self, text: shown.append(text)})()
+    StageBar(bar, after=0).reporter("s\x1bt")("reading")
+    assert shown == ["s\\x1bt: reading"]

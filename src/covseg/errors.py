@@ -12,6 +12,19 @@ MEMORY_SIGNS = ("allocate", "not enough memory", "out of memory",
 of memory", a size beyond any), as against a bug's RuntimeError."""
 
 
+UNSHOWABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+"""Characters a terminal acts on rather than shows: control characters (ESC starts the ANSI
+sequences that clear the screen or colour text, CR returns over the line, NUL) and the
+bidirectional overrides that reorder what follows; tab and newline are shown as they are."""
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with :data:`UNSHOWABLE` characters escaped as Python writes them (``\\x1b``,
+    ``\\r``, ``\\u202e``): a file named ``a<ESC>[2J...`` cleared the terminal and printed
+    "FAKE OK" in colour when an error named it."""
+    return UNSHOWABLE.sub(lambda found: repr(found.group())[1:-1], text)
+
+
 class CovsegError(Exception):
     """A user-facing error: the message says what is wrong and what to do."""
 
