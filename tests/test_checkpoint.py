@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -288,3 +289,23 @@ def test_another_runtime_error_while_saving_stays_a_bug(
     monkeypatch.setattr(torch, "save", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         save_checkpoint(tmp_path / "best.pt", nn.Linear(2, 1), {"model": "x"})
+
+
+def test_a_fifo_or_device_given_as_a_checkpoint_or_weights_is_named_as_such(
+        tmp_path: Path) -> None:
+    """A run folder whose best.pt is a FIFO was "no such checkpoint", and weights=/dev/zero or
+    a FIFO "no such weights file": both exist, neither is a file covseg reads."""
+    from covseg.models.pretrained import weights_path
+
+    (tmp_path / "run").mkdir()
+    fifo = tmp_path / "run" / "best.pt"
+    os.mkfifo(fifo)
+    with pytest.raises(CovsegError) as caught:
+        load_checkpoint(tmp_path / "run")
+    assert str(caught.value) == (f"{fifo}: not a regular file or folder (a FIFO); give a run "
+                                 "folder or its best.pt")
+    for path, kind in ((fifo, "a FIFO"), (Path("/dev/zero"), "a device")):
+        with pytest.raises(CovsegError) as caught:
+            weights_path(path)
+        assert str(caught.value) == (f"weights={path}: not a regular file or folder ({kind}); "
+                                     "give a state dict file (.pt, .pth)")

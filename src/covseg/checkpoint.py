@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from covseg.errors import CovsegError, no_space, no_space_text
+from covseg.errors import CovsegError, no_space, no_space_text, refuse_special_file
 from covseg.io.atomic import atomic_path
 from covseg.io.image import unreadable_file
 from covseg.models import build_model
@@ -75,6 +75,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         _refuse_unfinished(run)
         path = run / "best.pt"
     if not path.is_file():
+        refuse_special_file(path, "a run folder or its best.pt")
         raise CovsegError(f"{path}: no such checkpoint; pass a run folder or its best.pt")
     if path.suffix.lower() == ".onnx":
         raise CovsegError(f"{path}: an ONNX file (from `covseg export`), not a checkpoint; pass "
