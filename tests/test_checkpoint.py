@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from torch import nn
 
 from covseg.checkpoint import META_KEYS, load_checkpoint, save_checkpoint
+from covseg.cli import main
 from covseg.errors import CovsegError
 
 
@@ -81,6 +84,58 @@ def test_a_checkpoint_without_an_entry_its_network_needs_is_refused(tmp_path: Pa
         load_checkpoint(path)
     assert str(caught.value) == (f"{path}: not a covseg checkpoint (no {key!r} entry); train a "
                                  "model with `covseg train` and pass its run folder or best.pt")
+
+
+@pytest.mark.parametrize(("key", "value", "wanted"), [
+    ("threshold", float("nan"), "a number strictly between 0 and 1"),
+    ("threshold", -1, "a number strictly between 0 and 1"),
+    ("threshold", 1.0, "a number strictly between 0 and 1"),
+    ("threshold", True, "a number strictly between 0 and 1"),
+    ("flips", ["../../x", "zz"], "a list of mirrors from ['lr', 'ud']"),
+    ("flips", "lr", "a list of mirrors from ['lr', 'ud']"),
+    ("size", 0, "a positive whole number"),
+    ("size", -5, "a positive whole number"),
+    ("size", 64.0, "a positive whole number"),
+    ("in_channels", 0, "a positive whole number"),
+    ("window", [float("nan"), 150.0], "two finite numbers, the lower first"),
+    ("window", [150, -1350], "two finite numbers, the lower first"),
+    ("intensity", "raw", "one of auto, hu, uint8, unit"),
+    ("test_flips", "yes", "true or false"),
+    ("target", "tumour", "one of infection, multiclass, lung"),
+    ("model_options", [1], "an object of options"),
+])
+def test_a_checkpoint_whose_settings_cannot_be_used_is_refused_naming_the_value(
+        tmp_path: Path, key: str, value: Any, wanted: str) -> None:
+    """A checkpoint's meta was used as it was: threshold NaN wrote all-empty masks and -1
+    all-lesion ones (exit 0); a size of 0 or a flip named "zz" ended in a traceback."""
+    meta = {"model": "miniseg", "in_channels": 1, "num_classes": 2, "size": 64,
+            "threshold": 0.5, "flips": ["lr", "ud"], "window": [-1350, 150],
+            "intensity": "auto", "test_flips": True, "target": "infection",
+            "model_options": {}}
+    path = save_checkpoint(tmp_path / "best.pt", nn.Linear(2, 1), meta)
+    assert load_checkpoint(path)["meta"] == meta
+    save_checkpoint(path, nn.Linear(2, 1), {**meta, key: value})
+    with pytest.raises(CovsegError) as caught:
+        load_checkpoint(path)
+    assert str(caught.value) == (f"{path}: a damaged checkpoint (meta {key}: {value!r}, not "
+                                 f"{wanted}); train the model again or pass another run")
+
+
+def test_predict_with_a_checkpoint_whose_threshold_is_nan_writes_nothing(
+        tmp_path: Path, tiny_run: Path, synthetic_folder: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``covseg predict`` with such a best.pt wrote an all-empty mask and exited 0."""
+    payload = torch.load(tiny_run / "best.pt", weights_only=True)
+    payload["meta"]["threshold"] = float("nan")
+    torch.save(payload, tmp_path / "best.pt")
+    image = next((synthetic_folder / "images").glob("*.npy"))
+    out = tmp_path / "out"
+    assert main(["predict", str(image), "--model", str(tmp_path / "best.pt"), "--out",
+                 str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"covseg: error: {tmp_path / 'best.pt'}: a damaged checkpoint (meta threshold: nan, "
+        "not a number strictly between 0 and 1); train the model again or pass another run\n")
+    assert not out.exists()
 
 
 def test_a_run_stopped_before_its_end_is_refused_but_its_best_pt_given_by_name_loads(
@@ -234,3 +289,23 @@ def test_another_runtime_error_while_saving_stays_a_bug(
     monkeypatch.setattr(torch, "save", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         save_checkpoint(tmp_path / "best.pt", nn.Linear(2, 1), {"model": "x"})
+
+
+def test_a_fifo_or_device_given_as_a_checkpoint_or_weights_is_named_as_such(
+        tmp_path: Path) -> None:
+    """A run folder whose best.pt is a FIFO was "no such checkpoint", and weights=/dev/zero or
+    a FIFO "no such weights file": both exist, neither is a file covseg reads."""
+    from covseg.models.pretrained import weights_path
+
+    (tmp_path / "run").mkdir()
+    fifo = tmp_path / "run" / "best.pt"
+    os.mkfifo(fifo)
+    with pytest.raises(CovsegError) as caught:
+        load_checkpoint(tmp_path / "run")
+    assert str(caught.value) == (f"{fifo}: not a regular file or folder (a FIFO); give a run "
+                                 "folder or its best.pt")
+    for path, kind in ((fifo, "a FIFO"), (Path("/dev/zero"), "a device")):
+        with pytest.raises(CovsegError) as caught:
+            weights_path(path)
+        assert str(caught.value) == (f"weights={path}: not a regular file or folder ({kind}); "
+                                     "give a state dict file (.pt, .pth)")

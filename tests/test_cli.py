@@ -7,6 +7,7 @@ import dataclasses
 import errno
 import importlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -27,7 +28,7 @@ from PIL import Image
 
 from covseg import api
 from covseg.checkpoint import load_checkpoint
-from covseg.cli import main
+from covseg.cli import _AboveProgressBars, main
 from covseg.config import TrainConfig
 from covseg.errors import CovsegError
 from covseg.transforms import LUNG_WINDOW
@@ -933,6 +934,52 @@ def test_an_image_over_pil_s_pixel_limit_in_predict_is_listed_and_the_others_pre
     assert (tmp_path / "out" / "good.png").is_file()
 
 
+def _lying_npy(path: Path) -> Path:
+    """A 192-byte .npy whose header claims 2**20 x 2**20 float64 (8 TiB)."""
+    with path.open("wb") as handle:
+        np.lib.format.write_array_header_1_0(
+            handle, {"descr": "<f8", "fortran_order": False, "shape": (2 ** 20, 2 ** 20)})
+        handle.write(bytes(64))
+    return path
+
+
+def test_an_image_whose_header_claims_terabytes_fails_alone_in_predict(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Path,
+        synthetic_folder: Path) -> None:
+    """A 192-byte .npy claiming 8 TiB stopped the whole 2D batch with "out of memory" naming
+    no file, no mask written for the good images and predict.json left all pending."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    bad = _lying_npy(folder / "b_bad.npy")
+    shutil.copy(next((synthetic_folder / "images").glob("*.npy")), folder / "a_good.npy")
+    code, _, err = _run(capsys, "predict", str(folder), "--model", str(tiny_run), "--out",
+                        str(tmp_path / "out"))
+    _assert_one_line_error(code, err, f"(first: {bad}: out of memory (could not allocate "
+                                      "8.00 TiB) reading it; the file holds 192 bytes: is the "
+                                      "file corrupt? If not, ", 1)
+    record = json.loads((tmp_path / "out" / "predict.json").read_text())
+    assert list(record["failed"]) == [str(bad)] and record["masks"] == 1
+    assert (tmp_path / "out" / "a_good.png").is_file()
+
+
+@pytest.mark.parametrize(("command", "options"), [(("data", "info"), ()),
+                                                   (("visualize",), ("--out", "v.png"))])
+def test_an_image_whose_header_claims_terabytes_is_named_in_a_data_folder(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_folder: Path,
+        command: tuple[str, ...], options: tuple[str, ...],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same .npy among a training folder's slices stopped data info, visualize and train
+    with an "out of memory" line that left the user to find it among hundreds of slices."""
+    data = tmp_path / "d"
+    shutil.copytree(synthetic_folder, data)
+    bad = _lying_npy(min((data / "images").glob("*.npy")))
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _run(capsys, *command, str(data), *options)
+    err = err.rsplit("\r", 1)[-1]  # what a terminal shows after the cleared progress bar
+    _assert_one_line_error(code, err, f"error: {bad}: out of memory (could not allocate "
+                                      "8.00 TiB) reading it; the file holds 192 bytes: ")
+
+
 def test_predict_names_a_file_of_another_type_so_and_its_folder_skips_it(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Path,
         synthetic_folder: Path) -> None:
@@ -1585,3 +1632,26 @@ def test_a_dangling_symlink_as_out_is_named_as_such(
                                       "target, which does not exist; create that folder or pick "
                                       "another --out\n")
     assert not (tmp_path / "elsewhere" / "target").exists()
+
+
+def test_names_with_terminal_control_characters_are_shown_escaped(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A file named ``a<ESC>[2J<ESC>[31mFAKE OK<ESC>[0m.nii.gz`` was printed as it was in the
+    error naming it, which cleared the terminal and printed "FAKE OK" in colour; now its
+    control characters are shown as Python writes them, in errors, warnings and stages."""
+    from covseg.progress import StageBar
+
+    folder = tmp_path / "esc"
+    folder.mkdir()
+    (folder / "a\x1b[2J\x1b[31mFAKE OK\x1b[0m.nii.gz").write_bytes(b"")
+    code, _, err = _run(capsys, "quantify", str(folder), "--out", str(tmp_path / "out"))
+    assert code == 1 and "\x1b" not in err, repr(err)
+    assert "covseg: error: a\\x1b[2J\\x1b[31mFAKE OK\\x1b[0m failed: " in err
+    record = logging.LogRecord("covseg", logging.WARNING, __file__, 1, "%s: skipped",
+                               ("b\x00c\u202ed\re",), None)
+    _AboveProgressBars(logging.WARNING).emit(record)
+    assert capsys.readouterr().err == "covseg: warning: b\\x00c\\u202ed\\re: skipped\n"
+    shown: list[str] = []
+    bar = type("Bar", (), {"set_postfix_str": lambda self, text: shown.append(text)})()
+    StageBar(bar, after=0).reporter("s\x1bt")("reading")
+    assert shown == ["s\\x1bt: reading"]

@@ -982,3 +982,27 @@ def test_a_volume_data_folder_as_truth_or_input_names_the_folder_to_give(
         with pytest.raises(CovsegError, match=rf"give {tmp_path / 'data' / 'studies'} to "
                                               "predict$"):
             input_kind(tmp_path / "data")
+
+
+def test_case_ids_a_spreadsheet_would_run_as_formulas_are_written_as_text(
+        tmp_path: Path) -> None:
+    """Masks named ``=HYPERLINK("evil.example","x").png`` wrote that case id into the
+    evaluation CSV as it was, a live formula in Excel; now with a leading ``'``, and compare
+    reads a cross-validation's per-case table back to the names scored."""
+    from covseg.compare import per_case_dice
+    from covseg.evaluate import rows_to_csv
+
+    names = ['=HYPERLINK("evil.example","x")', "-3", "@a", "plain"]
+    for folder in ("pred", "truth"):
+        for name in names:
+            _save(tmp_path / folder / f"{name}.png", square_mask(32, 4, 4, 8) * 255)
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev.json")
+    assert sorted(row["case_id"] for row in result["per_case"]) == sorted(names)
+    cells = sorted(line.split(",")[0] for line in
+                   (tmp_path / "ev.csv").read_text().splitlines()[1:])
+    assert cells == ['"\'=HYPERLINK(""evil.example""', "'@a", "-3", "plain"]
+    rows = [{"fold": 0, "case_id": row["case_id"], "dice": row["dice"]}
+            for row in result["per_case"]]
+    (tmp_path / "cv").mkdir()
+    (tmp_path / "cv" / "per_case.csv").write_text(rows_to_csv(rows))
+    assert per_case_dice(tmp_path / "cv") == dict.fromkeys(names, 1.0)

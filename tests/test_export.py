@@ -190,7 +190,7 @@ def _meta_edit(**changed: Any) -> Any:
     (lambda raw: "[1, 2]", "a JSON list, not an object"),
     (_meta_edit(size=None), "size: None, not a positive whole number"),
     (_meta_edit(num_classes="2"), "num_classes: '2', not a positive whole number"),
-    (_meta_edit(threshold="x"), "threshold: 'x', not a number from 0 to 1"),
+    (_meta_edit(threshold="x"), "threshold: 'x', not a number strictly between 0 and 1"),
     (_meta_edit(lung_guide=5), "TypeError"),
 ])
 def test_damaged_metadata_is_refused_in_one_line(

@@ -23,6 +23,7 @@ from covseg.io.nifti import read_nifti
 from covseg.io.volume import write_mask_like
 from covseg.lungs import LESION_DEPTH_MM
 from covseg.quantify import quantify_batch, quantify_study
+from covseg.report import read_rows as covseg_rows
 from tests.conftest import (
     CONSOLIDATED_AFFINE,
     OVERCALLED_AFFINE,
@@ -958,3 +959,30 @@ def test_the_record_gives_the_voxel_sizes_volumes_were_counted_by(tmp_path: Path
     assert result["shape"] == [6, 64, 48]
     assert result["spacing_mm"] == pytest.approx([5.0, 0.7, 0.7])
     assert result["study"]["lesion_ml"] == pytest.approx(lesion_ml)
+
+
+def test_names_a_spreadsheet_would_run_as_formulas_are_written_as_text_and_read_back(
+        tmp_path: Path) -> None:
+    """A study named ``=HYPERLINK(...)`` or ``-2+3`` was written to summary.csv and
+    quantification.csv as it was, a live formula in Excel or LibreOffice. Such names now get a
+    leading ``'`` (OWASP's advice), numbers (``+1``) do not, and covseg reads its summary back
+    without it: a later call keeps the earlier rows as written, never quoted twice."""
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    names = ['=HYPERLINK("evil.example","x")', "-2+3", "@SUM(1+1)", "+1", "'quoted", "plain"]
+    folder = tmp_path / "inj"
+    folder.mkdir()
+    for name in names:
+        shutil.copy(mask, folder / f"{name}.nii.gz")
+    out = tmp_path / "out"
+    assert quantify_batch([folder], out).done == len(names)
+    text = (out / "summary.csv").read_text()
+    cells = sorted(line.split(",")[0] for line in text.splitlines()[1:])
+    assert cells == ['"\'=HYPERLINK(""evil.example""', "''quoted", "'-2+3", "'@SUM(1+1)", "+1",
+                     "plain"]
+    assert sorted(row["study"] for row in covseg_rows(out / "summary.csv")) == sorted(names)
+    study_csv = (out / "-2+3" / "quantification.csv").read_text().splitlines()
+    assert study_csv[1].startswith("'-2+3,") and ",-" not in study_csv[1].split(",", 2)[1]
+    assert quantify_batch([folder / "plain.nii.gz"], out).skipped == 1
+    assert (out / "summary.csv").read_text() == text
+    assert quantify_batch([folder], out).skipped == len(names)
+    assert (out / "summary.csv").read_text() == text

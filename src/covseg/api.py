@@ -51,7 +51,15 @@ from covseg.data.layouts import (
     load_dataset,
 )
 from covseg.data.splits import check_fold_count
-from covseg.errors import BatchFailed, CovsegError, counted, refuse_special_file, them
+from covseg.errors import (
+    BatchFailed,
+    CovsegError,
+    counted,
+    is_out_of_memory,
+    out_of_memory_reading,
+    refuse_special_file,
+    them,
+)
 from covseg.evaluate import evaluate_folders, is_covseg_picture
 from covseg.export import export_onnx
 from covseg.infer import Predictor, output_name
@@ -1110,6 +1118,11 @@ def _readable(chunk: Sequence[Path], predictor: Predictor, failed: dict[str, str
                                               predictor.window, str(path)))
         except CovsegError as exc:
             failed[recorded_path(path)] = str(exc)
+            continue
+        except (MemoryError, RuntimeError) as exc:  # a header claiming far more than it holds
+            if not is_out_of_memory(exc):
+                raise
+            failed[recorded_path(path)] = str(out_of_memory_reading(path, exc))
             continue
         kept.append(path)
     return kept, images

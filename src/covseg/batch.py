@@ -5,7 +5,6 @@ study and a summary CSV rewritten atomically after every study.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -52,6 +51,7 @@ from covseg.report import (
     add_report,
     csv_text,
     lungs_text,
+    read_rows,
     shown_values,
 )
 from covseg.studies import INFECTION_NII, LUNGS_NII, PROBABILITIES_NII, Study, listed_paths
@@ -120,9 +120,8 @@ def failed_studies(folder: Path) -> list[str]:
 
 
 def _summary_rows(path: Path) -> list[dict[str, str]]:
-    """The rows of a summary CSV, by column."""
-    with open(path, encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle))
+    """The rows of a summary CSV, by column, names as written (:func:`read_rows`)."""
+    return read_rows(path)
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Iterator
@@ -17,13 +18,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from covseg.errors import CovsegError, no_space, no_space_text
+from covseg.errors import CovsegError, no_space, no_space_text, refuse_special_file
 from covseg.io.atomic import atomic_path
 from covseg.io.image import unreadable_file
 from covseg.models import build_model
 from covseg.models.pretrained import torch_load_failure
 from covseg.provenance import API_COMMAND, option_given
 from covseg.records import content_hash
+from covseg.transforms import INTENSITY_MODES
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         _refuse_unfinished(run)
         path = run / "best.pt"
     if not path.is_file():
+        refuse_special_file(path, "a run folder or its best.pt")
         raise CovsegError(f"{path}: no such checkpoint; pass a run folder or its best.pt")
     if path.suffix.lower() == ".onnx":
         raise CovsegError(f"{path}: an ONNX file (from `covseg export`), not a checkpoint; pass "
@@ -218,6 +221,50 @@ def _check_entries(path: Path, payload: dict[str, Any]) -> None:
     if missing:
         raise CovsegError(f"{path}: not a covseg checkpoint (no {missing[0]!r} entry); train a "
                           "model with `covseg train` and pass its run folder or best.pt")
+    problem = meta_problem(meta)
+    if problem:
+        raise CovsegError(f"{path}: a damaged checkpoint (meta {problem}); train the model "
+                          "again or pass another run")
+
+
+def meta_problem(meta: dict[str, Any]) -> str | None:
+    """What is wrong with the settings a checkpoint's (or an exported model's) ``meta`` gives
+    inference, None where nothing: a hand-edited or hostile file's threshold NaN or -1 wrote
+    all-empty or all-lesion masks with exit 0, and a size of 0 or a flip named "zz" ended in
+    a traceback. Keys that old runs lack are left to their defaults."""
+    from covseg.data.layouts import TARGETS  # both import modules that import this one
+    from covseg.infer import FLIP_DIMS
+
+    for key in ("in_channels", "size", "num_classes"):
+        if not _whole(meta.get(key), 1):
+            return f"{key}: {meta.get(key)!r}, not a positive whole number"
+    checks = {
+        "threshold": (lambda v: _number(v) and 0 < v < 1, "a number strictly between 0 and 1"),
+        "flips": (lambda v: isinstance(v, (list, tuple)) and all(
+            isinstance(name, str) and name in FLIP_DIMS for name in v),
+            f"a list of mirrors from {sorted(FLIP_DIMS)}"),
+        "test_flips": (lambda v: isinstance(v, bool), "true or false"),
+        "window": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(map(_number, v))
+                   and v[0] < v[1], "two finite numbers, the lower first"),
+        "intensity": (lambda v: v in INTENSITY_MODES, f"one of {', '.join(INTENSITY_MODES)}"),
+        "target": (lambda v: v is None or v in TARGETS, f"one of {', '.join(TARGETS)}"),
+        "model_options": (lambda v: isinstance(v, dict), "an object of options"),
+    }
+    for key, (fits, wanted) in checks.items():
+        if key in meta and not fits(meta[key]):
+            return f"{key}: {meta[key]!r}, not {wanted}"
+    return None
+
+
+def _whole(value: Any, least: int) -> bool:
+    """Whether ``value`` is an int (not a bool) of at least ``least``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _number(value: Any) -> bool:
+    """Whether ``value`` is a finite int or float (not a bool)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 def model_from_checkpoint(payload: dict[str, Any]) -> nn.Module:

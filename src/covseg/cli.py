@@ -30,6 +30,7 @@ from covseg.errors import (
     no_space,
     no_space_text,
     out_of_memory_text,
+    terminal_safe,
 )
 from covseg.evaluate import any_lesion
 from covseg.io.atomic import dangling_link
@@ -303,7 +304,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if names:
             shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5
                                             else "")
-            print(f"note: {counted(len(names), noun)} {what}: {shown}")
+            print(terminal_safe(f"note: {counted(len(names), noun)} {what}: {shown}"))
     if result["classes_note"]:
         print(f"note: {result['classes_note']}")
     return 0
@@ -568,8 +569,8 @@ class _AboveProgressBars(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            tqdm.write(f"covseg: {record.levelname.lower()}: {record.getMessage()}",
-                       file=sys.stderr)
+            tqdm.write(terminal_safe(f"covseg: {record.levelname.lower()}: "
+                                     f"{record.getMessage()}"), file=sys.stderr)
         except Exception:  # noqa: BLE001 - logging's own contract: never raise from emit
             self.handleError(record)
 
@@ -578,7 +579,7 @@ def _run(argv: Sequence[str] | None) -> int:
     """Parse the command line and run the command, turning its errors into exit statuses."""
     empty = empty_argument(sys.argv[1:] if argv is None else argv)
     if empty:
-        print(f"covseg: error: {empty}", file=sys.stderr)
+        _error(empty)
         return 2
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -590,7 +591,7 @@ def _run(argv: Sequence[str] | None) -> int:
             raise_if_stopped()  # a stop raised inside a finaliser was dropped by Python
             return status
     except CovsegError as exc:  # some of a batch done (BatchFailed): 1; refused before work: 2
-        print(f"covseg: error: {exc}", file=sys.stderr)
+        _error(exc)
         return 1 if isinstance(exc, BatchFailed) else 2
     except (KeyboardInterrupt, Terminated) as exc:
         print(f"covseg: {'interrupted' if isinstance(exc, KeyboardInterrupt) else 'stopped'}; "
@@ -600,24 +601,30 @@ def _run(argv: Sequence[str] | None) -> int:
         option = "--to" if getattr(args, "to", None) is not None else "--out"
         text = (dangling_link(exc.filename, option) if exc.filename else None) or (
             f"{_named(exc)}a file is in the way of a folder covseg writes; pick another {option}")
-        print(f"covseg: error: {text}", file=sys.stderr)
+        _error(text)
         return 2
     except BrokenPipeError:
         raise  # stdout closed: main ends quietly
     except (MemoryError, RuntimeError) as exc:  # torch's allocator raises RuntimeError
         if no_space(exc):  # torch's writer says a full disk so
-            print(f"covseg: error: {_no_space(exc, args)}", file=sys.stderr)
+            _error(_no_space(exc, args))
             return 2
         if not is_out_of_memory(exc):
             raise
-        print(f"covseg: error: {out_of_memory_text(exc)}", file=sys.stderr)
+        _error(out_of_memory_text(exc))
         return 1
     except OSError as exc:
         text = _no_space(exc, args) if no_space(exc) else f"{_named(exc)}{exc.strerror or exc}"
-        print(f"covseg: error: {text}", file=sys.stderr)
+        _error(text)
         return 2
     finally:
         logger.removeHandler(handler)
+
+
+def _error(text: object) -> None:
+    """Print ``covseg: error: TEXT`` on stderr, the names in it unable to drive the terminal
+    (:func:`~covseg.errors.terminal_safe`)."""
+    print(terminal_safe(f"covseg: error: {text}"), file=sys.stderr)
 
 
 def _no_space(exc: BaseException, args: argparse.Namespace) -> str:

@@ -9,7 +9,6 @@ cost (parameters, GFLOPs and CPU milliseconds per 512x512 slice).
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -57,6 +56,7 @@ from covseg.models.registry import (
     resolved_options,
 )
 from covseg.provenance import option_name, provenance
+from covseg.report import read_rows
 from covseg.train import COMPARISON, refuse_other_output, unresumed
 from covseg.viz import box_plot
 
@@ -168,8 +168,7 @@ def patient_dice(cv_dir: Path) -> tuple[dict[Hashable, float], str]:
     each patient's mean Dice over its slices where a patient holds several (its slices are not
     independent pairs, taken as pairs they make p far too small), else
     each slice, keyed by (fold, case id) as :func:`per_case_dice` keys it."""
-    with (cv_dir / "per_case.csv").open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_rows(cv_dir / "per_case.csv")
     groups: dict[Hashable, list[float]] = {}
     for row in rows:
         key = row.get("patient_id") or (int(row["fold"]), row["case_id"])
@@ -392,9 +391,8 @@ def per_case_dice(cv_dir: Path, table: str = "per_case.csv", by_fold: bool = Fal
     finished fold, from its ``test_per_case.csv``), keyed by case id, or ``by_fold`` by
     (fold, case id): the same fold's same slice pairs up between models, and a slice that two
     folds test keeps both."""
-    with (cv_dir / table).open(newline="", encoding="utf-8") as handle:
-        return {(int(row["fold"]), row["case_id"]) if by_fold else row["case_id"]:
-                float(row["dice"]) for row in csv.DictReader(handle)}
+    return {(int(row["fold"]), row["case_id"]) if by_fold else row["case_id"]:
+            float(row["dice"]) for row in read_rows(cv_dir / table)}
 
 
 def _class_dice_table(result: dict[str, Any]) -> list[str]:

@@ -12,6 +12,19 @@ MEMORY_SIGNS = ("allocate", "not enough memory", "out of memory",
 of memory", a size beyond any), as against a bug's RuntimeError."""
 
 
+UNSHOWABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+"""Characters a terminal acts on rather than shows: control characters (ESC starts the ANSI
+sequences that clear the screen or colour text, CR returns over the line, NUL) and the
+bidirectional overrides that reorder what follows; tab and newline are shown as they are."""
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with :data:`UNSHOWABLE` characters escaped as Python writes them (``\\x1b``,
+    ``\\r``, ``\\u202e``): a file named ``a<ESC>[2J...`` cleared the terminal and printed
+    "FAKE OK" in colour when an error named it."""
+    return UNSHOWABLE.sub(lambda found: repr(found.group())[1:-1], text)
+
+
 class CovsegError(Exception):
     """A user-facing error: the message says what is wrong and what to do."""
 
@@ -49,6 +62,19 @@ def out_of_memory_text(exc: BaseException) -> str:
     asked = size.group(1) if size else f"{int(count.group(1)) / 2 ** 30:.2f} GiB" if count else ""
     return (f"out of memory{f' (could not allocate {asked})' if asked else ''}: free memory "
             "(close other programs) or use a machine with more")
+
+
+def out_of_memory_reading(path: str | os.PathLike[str], exc: BaseException) -> CovsegError:
+    """A failed allocation while reading one input file, as that file's own error: a 193-byte
+    .npy whose header claims 298 GiB stopped a whole batch with an "out of memory" line that
+    named no file. The file's size beside the size asked for tells a lying header apart."""
+    try:
+        held = f"; the file holds {os.path.getsize(path):,} bytes"
+    except OSError:
+        held = ""
+    text = out_of_memory_text(exc).split(": ", 1)[0]
+    return CovsegError(f"{path}: {text} reading it{held}: is the file corrupt? If not, free "
+                       "memory or use a machine with more")
 
 
 def no_space(exc: BaseException) -> bool:

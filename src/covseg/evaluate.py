@@ -64,7 +64,7 @@ from covseg.records import (
     output_path,
     read_record,
 )
-from covseg.report import MONTAGE_PNG
+from covseg.report import MONTAGE_PNG, sheet_safe
 from covseg.studies import INFECTION_NII, predicted_mask, study_name
 from covseg.viz import box_plot
 
@@ -125,14 +125,15 @@ def hd95_by_unit(rows: list[dict[str, Any]], data: LoadedData) -> list[dict[str,
 
 
 def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """Per-case rows as CSV text (NaN written as empty)."""
+    """Per-case rows as CSV text (NaN written as empty, names that a spreadsheet would read
+    as a formula as text: :func:`~covseg.report.sheet_safe`)."""
     if not rows:
         return ""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v)
+        writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else sheet_safe(v))
                          for k, v in row.items()})
     return buffer.getvalue()
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from covseg.cascade import LungGuide
-from covseg.checkpoint import load_checkpoint, model_from_checkpoint
+from covseg.checkpoint import load_checkpoint, meta_problem, model_from_checkpoint
 from covseg.errors import CovsegError
 from covseg.io.atomic import atomic_path, output_file
 from covseg.models.registry import import_installed, output_channels
@@ -130,10 +130,6 @@ def _exported_source(path: Path, onnx: Any) -> str | None:
     return source if isinstance(source, str) else None
 
 
-REQUIRED_META = ("in_channels", "size", "num_classes")
-"""Metadata keys without a default: the graph's shape and classes."""
-
-
 def damaged_meta(path: Path, what: str) -> CovsegError:
     """The one-line refusal of an ONNX file whose covseg metadata cannot be used."""
     return CovsegError(f"{path}: covseg metadata damaged ({what}); export the run again with "
@@ -149,14 +145,9 @@ def read_meta(raw: str, path: Path) -> dict[str, Any]:
         raise damaged_meta(path, f"not JSON: {exc}") from None
     if not isinstance(meta, dict):
         raise damaged_meta(path, f"a JSON {type(meta).__name__}, not an object")
-    for key in REQUIRED_META:
-        value = meta.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise damaged_meta(path, f"{key}: {value!r}, not a positive whole number")
-    threshold = meta.get("threshold", 0.5)
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
-            or not 0 <= threshold <= 1:
-        raise damaged_meta(path, f"threshold: {threshold!r}, not a number from 0 to 1")
+    problem = meta_problem(meta)
+    if problem:
+        raise damaged_meta(path, problem)
     if not isinstance(meta.get(EXPORT_KEY, {}), dict):
         raise damaged_meta(path, f"{EXPORT_KEY}: {meta[EXPORT_KEY]!r}, not an object")
     return meta

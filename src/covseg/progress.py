@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
+from covseg.errors import terminal_safe
+
 T = TypeVar("T")
 
 Reporter = Callable[[str], None]
@@ -103,8 +105,10 @@ class StageBar:
             self._thread.start()
 
     def reporter(self, study: str) -> Reporter:
-        """A :func:`reporting` target naming ``study``'s stages."""
-        return lambda name: self.show(f"{study}: {name}")
+        """A :func:`reporting` target naming ``study``'s stages, the name unable to drive the
+        terminal (:func:`~covseg.errors.terminal_safe`)."""
+        shown = terminal_safe(study)
+        return lambda name: self.show(f"{shown}: {name}")
 
     def show(self, text: str) -> None:
         """Draw ``text`` once it has stood ``after`` seconds; "" takes the stage off at once

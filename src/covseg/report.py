@@ -14,6 +14,7 @@ import html
 import io
 import json
 import os
+import re
 from collections.abc import Sequence
 from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
@@ -141,7 +142,42 @@ def _cell(key: str, value: Any) -> Any:
         if key.endswith("percent_involved") and value > 0:
             value = float(_rounded_down(value, Decimal(repr(value)).adjusted() - 5))
         return f"{value:.6g}"
+    return sheet_safe(value)
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""How a cell starts that Excel or LibreOffice read as a formula (OWASP's CSV injection)."""
+PLAIN_NUMBER = re.compile(r"[-+]?\d+(\.\d*)?([eE][-+]?\d+)?")
+"""A number as text, which a spreadsheet reads as that number, not a formula."""
+
+
+def sheet_safe(value: Any) -> Any:
+    """A CSV cell that a spreadsheet shows as text: a text (a study or case name, a path, a
+    reason naming one) starting with a formula character, or with the ``'`` this adds, gets a
+    leading ``'`` (a study named ``=HYPERLINK(...)`` was a live formula in summary.csv);
+    numbers, a number's text (``-12.5``) included, stay as they are. :func:`read_rows` takes
+    the ``'`` off again."""
+    if isinstance(value, str) and value.startswith((*FORMULA_STARTS, "'")) \
+            and not PLAIN_NUMBER.fullmatch(value):
+        return f"'{value}"
     return value
+
+
+def read_rows(path: str | os.PathLike[str]) -> list[dict[str, str]]:
+    """The rows of a CSV covseg wrote, by column, each cell as it was before
+    :func:`sheet_safe`, so that names read back (resume, compare, done checks) are the
+    names written."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        return [{key: _unguarded(cell) for key, cell in row.items()}
+                for row in csv.DictReader(handle)]
+
+
+def _unguarded(cell: Any) -> Any:
+    """``cell`` without the ``'`` that :func:`sheet_safe` put before it."""
+    if isinstance(cell, str) and cell.startswith("'") and cell[1:].startswith(
+            (*FORMULA_STARTS, "'")):
+        return cell[1:]
+    return cell
 
 
 def _rounded_down(value: float, exponent: int) -> Decimal:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from covseg.errors import CovsegError
+from covseg.errors import CovsegError, refuse_special_file
 from covseg.io.image import unreadable_file
 
 OFFLINE = "pretrained weights cannot be downloaded offline; pass weights=PATH to a local file"
@@ -37,6 +37,7 @@ def weights_path(weights: str | os.PathLike[str] | None) -> Path | None:
     if path.is_dir():
         raise CovsegError(f"{path}: a folder, not a weights file; pass weights=PATH to a "
                           "state dict file (.pt, .pth)")
+    refuse_special_file(path, "a state dict file (.pt, .pth)", f"weights={path}")
     if path.suffix or any(sep in os.fspath(weights) for sep in ("/", os.sep)):
         raise CovsegError(f"{path}: no such weights file")
     raise CovsegError(OFFLINE)
