@@ -13,8 +13,9 @@ import signal
 import sys
 from types import FrameType
 
-STOPPED = {signal.SIGINT: (130, "interrupted"), signal.SIGTERM: (143, "stopped")}
-"""Exit status and word of each stop while covseg loads."""
+STOPPED = {signal.SIGINT: (130, "interrupted"), signal.SIGTERM: (143, "stopped"),
+           **({signal.SIGHUP: (129, "stopped")} if hasattr(signal, "SIGHUP") else {})}
+"""Exit status and word of each stop while covseg loads (no SIGHUP on Windows)."""
 
 
 def _stopped_while_loading(signum: int, _: FrameType | None) -> None:
@@ -26,8 +27,8 @@ def _stopped_while_loading(signum: int, _: FrameType | None) -> None:
 
 
 def main() -> int:
-    """Run ``covseg``; a stop while covseg is imported exits 130 (Ctrl-C) or 143 (SIGTERM),
-    but where the stop is ignored (``nohup``, a background job of a script)."""
+    """Run ``covseg``; a stop while covseg is imported exits 130 (Ctrl-C), 143 (SIGTERM) or
+    129 (SIGHUP), but where the stop is ignored (``nohup``, a background job of a script)."""
     previous = {stop: signal.getsignal(stop) for stop in STOPPED}
     for stop, handler in previous.items():
         if handler is not signal.SIG_IGN:

@@ -1347,7 +1347,8 @@ def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert err.rstrip().endswith("(see `covseg predict -h`)")
 
 
-@pytest.mark.parametrize(("stop", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(("stop", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143),
+                                               (signal.SIGHUP, 129)])
 def test_a_stop_while_covseg_loads_is_one_line(tmp_path: Path, stop: signal.Signals,
                                                exit_code: int) -> None:
     """Ctrl-C while PyTorch was being imported printed a 20-line traceback, and ``kill`` ended
@@ -1538,7 +1539,8 @@ class _StopWhenCollected:
 
 
 @pytest.mark.parametrize(("stop", "exit_code", "word"), [
-    (signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "stopped")])
+    (signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "stopped"),
+    (signal.SIGHUP, 129, "stopped")])
 def test_a_stop_in_a_finaliser_still_stops_an_ensemble_run(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         synthetic_folder: Path, stop: signal.Signals, exit_code: int, word: str) -> None:
@@ -1570,6 +1572,7 @@ def test_a_stop_in_a_finaliser_still_stops_an_ensemble_run(
     assert not (tmp_path / "e" / "member1-unet").exists()  # stopped before the next member
     assert not (tmp_path / "e" / "metrics.json").exists()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
     assert sys.unraisablehook is hook  # put back
 
 

@@ -1,8 +1,9 @@
 """Matplotlib's config and cache folder, settled before covseg imports matplotlib: where its
-default (``~/.config/matplotlib``, ``~/.cache/matplotlib``) cannot be written (a read-only
-HOME), matplotlib printed two lines of its own on every plotting command ("mkdir -p failed ...",
-"Matplotlib created a temporary cache directory ..."), not in covseg's one-line form. covseg
-then does what matplotlib would, quietly: a temporary folder, removed at exit."""
+default (``~/.config/matplotlib``, ``~/.cache/matplotlib``) or the ``MPLCONFIGDIR`` given cannot
+be written (a read-only HOME, a read-only folder set in a container image), matplotlib printed
+two lines of its own on every plotting command ("mkdir -p failed ...", "Matplotlib created a
+temporary cache directory ..."), not in covseg's one-line form. covseg then does what
+matplotlib would, quietly: a temporary folder, removed at exit."""
 
 from __future__ import annotations
 
@@ -35,13 +36,15 @@ def _writable(folder: Path) -> bool:
 
 
 def settle_matplotlib_config() -> None:
-    """Point ``MPLCONFIGDIR`` at a temporary folder (removed at exit) when matplotlib's default
-    folders cannot be written; nothing when it is set, matplotlib is already imported (its
-    folder chosen), or the defaults are writable (the normal case)."""
-    if os.environ.get("MPLCONFIGDIR") or "matplotlib" in sys.modules:
+    """Point ``MPLCONFIGDIR`` at a temporary folder (removed at exit) when the folders
+    matplotlib would write (``MPLCONFIGDIR`` where set, as in a shared container image, else
+    its defaults) cannot be written; nothing when matplotlib is already imported (its folder
+    chosen) or they are writable (the normal case)."""
+    if "matplotlib" in sys.modules:
         return
     try:
-        folders = _default_folders()
+        given = os.environ.get("MPLCONFIGDIR")
+        folders = [Path(given)] if given else _default_folders()
     except RuntimeError:  # no home folder to be found: matplotlib's own fallback is quiet
         return
     if all(_writable(folder.resolve()) for folder in folders):

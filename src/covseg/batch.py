@@ -547,6 +547,9 @@ def _run_one(study: Study, folder: Path, process: Callable[[Study, Path], dict[s
         log.error("%s failed: %s", study.name, message)
         remove_earlier_outputs(folder, study)  # none that looks done is left of a failed study
         return "failed", None, message
+    except BaseException:  # Ctrl-C, SIGTERM: a stopped study leaves none either
+        remove_earlier_outputs(folder, study)
+        raise
 
 
 def remove_earlier_outputs(folder: Path, study: Study) -> list[Path]:

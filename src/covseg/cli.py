@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import codecs
+import io
 import itertools
 import json
 import logging
@@ -11,6 +13,7 @@ import re
 import sys
 import warnings
 from collections.abc import Sequence
+from contextlib import suppress
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, NoReturn
@@ -37,7 +40,7 @@ from covseg.io.atomic import dangling_link
 from covseg.losses import LOSSES
 from covseg.models.registry import parse_option_value
 from covseg.provenance import cli_command, invoked_as
-from covseg.stopping import Terminated, raise_if_stopped, stops_recorded
+from covseg.stopping import Terminated, exit_status, raise_if_stopped, stops_recorded
 from covseg.transforms import AUGMENTATIONS, INTENSITY_MODES, LUNG_WINDOW
 
 DEFAULTS = TrainConfig()
@@ -543,11 +546,46 @@ STDOUT_CLOSED = 141
 as a tool that SIGPIPE ends has."""
 
 
+CONSOLE_ERRORS = "covseg-console"
+"""The encoding error handler of covseg's console lines (:func:`_console_text`)."""
+
+PLAIN = {"±": "+/-", "Δ": "delta", "—": "-", "–": "-", "×": "x", "…": "..."}
+"""ASCII for the characters covseg's console lines use, where the console cannot show them."""
+
+
+def _console_text(error: UnicodeError) -> tuple[str | bytes, int]:
+    """What a console that cannot encode ``error``'s characters gets instead: a file name's
+    undecodable bytes as they are (as ``ls`` writes them), ``±`` as ``+/-``, else ``\\xb1``
+    escapes. A finished ``evaluate`` or ``cv`` ended in a traceback (exit 1) on its summary line
+    under ``PYTHONIOENCODING=ascii``."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    text = error.object[error.start:error.end]
+    if all("\udc80" <= char <= "\udcff" for char in text):
+        return bytes(ord(char) - 0xDC00 for char in text), error.end
+    return "".join(PLAIN.get(char) or char.encode("ascii", "backslashreplace").decode("ascii")
+                   for char in text), error.end
+
+
+codecs.register_error(CONSOLE_ERRORS, _console_text)
+
+
+def _tolerant_console() -> None:
+    """Have stdout and stderr write what they cannot encode as :func:`_console_text` says, not
+    raise (streams that are no text files, a notebook's, are left alone)."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            with suppress(ValueError, OSError):  # closed, or a reader gone
+                stream.reconfigure(errors=CONSOLE_ERRORS)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: bad input ends with one line on stderr and exit status 2 (a batch with
-    failed inputs, the others written: 1); Ctrl-C and
-    SIGTERM unwind (temporary files removed, ensemble members stopped) and exit 130 / 143; a
-    closed stdout pipe ends quietly with :data:`STDOUT_CLOSED`."""
+    failed inputs, the others written: 1); Ctrl-C, SIGTERM and SIGHUP unwind (temporary files
+    removed, ensemble members stopped) and exit 130 / 143 / 129; a closed stdout pipe ends
+    quietly with :data:`STDOUT_CLOSED`. A character the console cannot encode never fails a
+    command (:func:`_console_text`)."""
+    _tolerant_console()
     try:
         try:
             return _run(argv)
@@ -594,9 +632,10 @@ def _run(argv: Sequence[str] | None) -> int:
         _error(exc)
         return 1 if isinstance(exc, BatchFailed) else 2
     except (KeyboardInterrupt, Terminated) as exc:
-        print(f"covseg: {'interrupted' if isinstance(exc, KeyboardInterrupt) else 'stopped'}; "
-              f"{RERUN_HINTS.get(args.command, 'rerun the same command')}", file=sys.stderr)
-        return 130 if isinstance(exc, KeyboardInterrupt) else 143
+        with suppress(OSError):  # a hung-up terminal (SIGHUP) takes no more lines
+            print(f"covseg: {'interrupted' if isinstance(exc, KeyboardInterrupt) else 'stopped'}"
+                  f"; {RERUN_HINTS.get(args.command, 'rerun the same command')}", file=sys.stderr)
+        return exit_status(exc)
     except (FileExistsError, NotADirectoryError) as exc:
         option = "--to" if getattr(args, "to", None) is not None else "--out"
         text = (dangling_link(exc.filename, option) if exc.filename else None) or (

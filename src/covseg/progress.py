@@ -7,7 +7,8 @@ a call outside of a batch shows nothing. Carried in a context variable, so that 
 functions' signatures (recorded as a run's options) stay as they are.
 
 Every covseg bar comes from :func:`progress_bar`, which ``TQDM_DISABLE=1`` turns off (read at
-each call, so a notebook may set it after importing covseg); a study's slice bar
+each call, so a notebook may set it after importing covseg) and which updates at most every 30 s
+where stderr is a log file or a pipe; a study's slice bar
 (:func:`slice_bar`) is drawn below its batch's bar only where stderr is a terminal.
 """
 
@@ -47,11 +48,38 @@ def silenced() -> bool:
     return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no")
 
 
+LOGGED_EVERY_S = 30.0
+"""Seconds between a bar's updates where stderr is a log file or a pipe (not a terminal, not a
+notebook): a 2-fold, 30-epoch cv wrote 194 updates (18 KB) to a scheduler's log as one line of
+``\\r``-joined text; its first and last states are always written."""
+
+
+def _logged() -> bool:
+    """Whether stderr goes to a log (a file, a pipe): not a terminal, nor a notebook's stream,
+    which redraws a bar in place."""
+    return not _stderr_is_terminal() and not type(sys.stderr).__module__.startswith("ipykernel")
+
+
 def progress_bar(iterable: Iterable[T] | None = None, *, quiet: bool = False,
                  **options: Any) -> tqdm:
     """A tqdm bar over ``iterable`` (or of ``total=``), off where ``quiet`` or where
-    :func:`silenced`."""
+    :func:`silenced`, updated every :data:`LOGGED_EVERY_S` at most where stderr is a log."""
+    if _logged():
+        return _LoggedBar(iterable, disable=quiet or silenced(),
+                          **{"mininterval": LOGGED_EVERY_S, **options})
     return tqdm(iterable, disable=quiet or silenced(), **options)
+
+
+class _LoggedBar(tqdm):
+    """A bar written to a log: new figures (training's loss and Dice each epoch) are drawn with
+    the bar's next timed update, not at once, which wrote an update per epoch however seldom
+    the bar updated. A study's stage (``set_postfix_str``, drawn once it has lasted
+    :data:`SHOW_AFTER_S`, a few per study) is still drawn as it comes: a log of a long study
+    says what it is doing."""
+
+    def set_postfix(self, ordered_dict: Any = None, refresh: bool = True,
+                    **kwargs: Any) -> None:
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
 
 
 def _stderr_is_terminal() -> bool:

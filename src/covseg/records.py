@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -173,7 +174,23 @@ def read_record(done: Path) -> dict[str, Any] | None:
         record = json.loads(done.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) else None
+    return _as_file_names(record) if isinstance(record, dict) else None
+
+
+def _as_file_names(value: Any) -> Any:
+    """``value`` (read from a record) with its text as Python's file system encoding decodes the
+    same bytes, where that is not UTF-8 (``LC_ALL=C PYTHONUTF8=0``): records hold names as valid
+    UTF-8 (:func:`~covseg.io.atomic.utf8_text`), and a recorded name must match, and open, the
+    file it names."""
+    if sys.getfilesystemencoding().replace("-", "").lower() == "utf8":
+        return value
+    if isinstance(value, str):
+        return os.fsdecode(value.encode("utf-8", "surrogateescape"))
+    if isinstance(value, dict):
+        return {_as_file_names(key): _as_file_names(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_file_names(item) for item in value]
+    return value
 
 
 def changed_settings(recorded: dict[str, Any], current: dict[str, Any],

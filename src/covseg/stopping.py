@@ -1,4 +1,4 @@
-"""Ctrl-C and SIGTERM that cannot be lost.
+"""Ctrl-C, SIGTERM and SIGHUP that cannot be lost.
 
 A signal's handler runs at whatever bytecode Python is at. When that is a finaliser (tqdm's
 ``__del__``, a weakref callback), Python prints the exception as "Exception ignored in ..." and
@@ -25,9 +25,25 @@ class Terminated(BaseException):
     errors raised in its transforms) let it through."""
 
 
-STOPS: dict[int, type[BaseException]] = {signal.SIGINT: KeyboardInterrupt,
-                                         signal.SIGTERM: Terminated}
-"""The exception each stop raises."""
+class HungUp(Terminated):
+    """SIGHUP (the terminal closed, an SSH connection dropped without ``nohup``): stops as
+    SIGTERM does, where it killed the process without a line or a record of its work."""
+
+
+STOPS: dict[int, type[BaseException]] = {
+    signal.SIGINT: KeyboardInterrupt, signal.SIGTERM: Terminated,
+    **({signal.SIGHUP: HungUp} if hasattr(signal, "SIGHUP") else {})}
+"""The exception each stop raises (no SIGHUP on Windows)."""
+
+EXIT_STATUS: dict[type[BaseException], int] = {KeyboardInterrupt: 130, HungUp: 129,
+                                               Terminated: 143}
+"""The exit status of each stop: 128 + its signal's number, as a shell shows a process that the
+signal ended."""
+
+
+def exit_status(stop: BaseException) -> int:
+    """The exit status for the stop ``stop`` (a subclass of one of :data:`EXIT_STATUS`'s)."""
+    return next(status for kind, status in EXIT_STATUS.items() if isinstance(stop, kind))
 
 _asked: list[type[BaseException]] = []
 """The stops received while :func:`stops_recorded` is active, first first."""
@@ -58,9 +74,10 @@ def _quiet_about_stops(previous: Callable[[Any], object]) -> Callable[[Any], obj
 
 @contextmanager
 def stops_recorded() -> Iterator[None]:
-    """Run the block with SIGTERM raising :class:`Terminated` and Ctrl-C raising
-    KeyboardInterrupt (unless Ctrl-C is ignored, as in a background job), both recorded for
-    :func:`raise_if_stopped`. Off the main thread, handlers cannot be set: nothing is done."""
+    """Run the block with SIGTERM raising :class:`Terminated`, Ctrl-C KeyboardInterrupt (unless
+    it is ignored, as in a background job) and SIGHUP :class:`HungUp` (unless it is ignored, as
+    under ``nohup``), all recorded for :func:`raise_if_stopped`. Off the main thread, handlers
+    cannot be set: nothing is done."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -68,6 +85,8 @@ def stops_recorded() -> Iterator[None]:
     signal.signal(signal.SIGTERM, _record_and_raise)
     if previous[signal.SIGINT] is signal.default_int_handler:
         signal.signal(signal.SIGINT, _record_and_raise)
+    if getattr(signal, "SIGHUP", None) in previous and previous[signal.SIGHUP] == signal.SIG_DFL:
+        signal.signal(signal.SIGHUP, _record_and_raise)
     hook = sys.unraisablehook
     sys.unraisablehook = _quiet_about_stops(hook)
     try:

@@ -98,7 +98,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         os.close(fd)
         yield tmp
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are meant to be shared
+        os.chmod(tmp, OUTPUT_MODE)  # mkstemp creates 0600; outputs follow the umask
         os.replace(tmp, target)
     except OSError as exc:
         if str(tmp) not in (str(exc.filename), str(exc.filename2)) and not no_space(exc):
@@ -108,6 +108,27 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         if tmp.exists():
             tmp.unlink()
 
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the system says it
+    (``/proc/self/status`` on Linux 4.7 on); elsewhere set and restored at once, which is done
+    at import, before covseg starts threads of its own."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+OUTPUT_MODE = 0o666 & ~_umask()
+"""The mode of every output file, as ``open()`` would give it (0o666 less the umask, read once
+at import): a fixed 0o644 made masks world-readable under ``umask 077`` and kept a group out of
+its shared folders under ``umask 002``."""
 
 NAME_MAX = 255
 """Bytes a file name may hold on Linux, macOS and Windows file systems alike."""
@@ -174,10 +195,12 @@ def _unwritable(target: Path, exc: OSError) -> CovsegError:
 
 def refuse_undecodable_name(path: Path) -> None:
     """Refuse an input whose path is not valid UTF-8 (legal on Linux): the CSV records that
-    name it cannot be written, and a batch stopped midway with a traceback."""
+    name it cannot be written, and a batch stopped midway with a traceback. The path's bytes
+    are checked, not Python's text of them: with an ASCII file system encoding (``LC_ALL=C
+    PYTHONUTF8=0``) every non-ASCII name, valid UTF-8 too, was refused."""
     try:
-        str(path).encode("utf-8")
-    except UnicodeEncodeError:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
         shown = os.fsencode(path).decode("utf-8", "backslashreplace")
         raise CovsegError(f"{shown}: its name is not valid UTF-8, which covseg's records cannot "
                           "hold; rename it") from None
@@ -203,24 +226,40 @@ def reserve(handle: int, nbytes: int) -> None:
     os.fsync(handle)
 
 
+def utf8_text(text: str) -> str:
+    """``text`` with the file-name bytes that Python's file system encoding could not decode
+    (lone surrogates, as ``LC_ALL=C PYTHONUTF8=0`` gives for any non-ASCII name) read as the
+    UTF-8 they are, so that records hold valid UTF-8 (``médseg.png``, not ``m\\udcc3...``);
+    unchanged where those bytes are no UTF-8 either."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8")
+    except UnicodeError:
+        return text
+
+
 def write_text(target: str | os.PathLike[str], text: str) -> Path:
-    """Write text atomically and return the final path."""
+    """Write text atomically (UTF-8, names as :func:`utf8_text` reads them) and return the final
+    path."""
     with atomic_path(target) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(utf8_text(text), encoding="utf-8")
     return Path(target)
 
 
 def write_json(target: str | os.PathLike[str], data: Any) -> Path:
-    """Write JSON atomically (indented, NaN written as null so every reader accepts it)."""
+    """Write JSON atomically (indented, NaN written as null so every reader accepts it, names
+    as :func:`utf8_text` reads them)."""
     return write_text(target, json.dumps(_finite(data), indent=2, sort_keys=False) + "\n")
 
 
 def _finite(value: Any) -> Any:
-    """Replace NaN/inf floats by None recursively: strict JSON has no NaN."""
+    """Replace NaN/inf floats by None and read names as UTF-8 (:func:`utf8_text`), recursively:
+    strict JSON has no NaN, and strict readers refuse the lone surrogates of a name."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, str):
+        return utf8_text(value)
     if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
+        return {utf8_text(str(k)): _finite(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:

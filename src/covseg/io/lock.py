@@ -113,7 +113,7 @@ def _created(path: Path) -> IO[str]:
     taken on it; a folder that cannot be written to is refused in one line."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644), "r+")
+        return os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666), "r+")
     except OSError as exc:
 
         raise CovsegError(dangling_link(path.parent, option_name("out")) or

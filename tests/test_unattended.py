@@ -1,0 +1,143 @@
+"""covseg run without a terminal: by a scheduler, in a container, in a pipeline (probe 34)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from covseg import progress, stopping
+from covseg.batch import RESULT_CSV, RESULT_JSON, run_batch
+from covseg.io.atomic import write_json
+from covseg.progress import progress_bar
+from covseg.stopping import Terminated, stops_recorded
+from covseg.studies import Study
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o077, 0o600), (0o002, 0o664), (0o022, 0o644)])
+def test_outputs_follow_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    """Every output was 0644 whatever the umask: world-readable under ``umask 077``, and not
+    writable by the group under a shared folder's ``umask 002``. The mode is that of a plain
+    ``open()``, 0666 less the umask, which covseg reads once as it is imported."""
+    target = tmp_path / "a.json"
+    code = "import sys; from covseg.io.atomic import write_json; write_json(sys.argv[1], {})"
+    subprocess.run([sys.executable, "-c", code, str(target)], check=True, umask=umask)
+    assert stat.S_IMODE(target.stat().st_mode) == mode
+
+
+def test_a_study_stopped_leaves_none_of_its_outputs(tmp_path: Path) -> None:
+    """A SIGTERM in the middle of a study left its quantification.csv without the JSON beside
+    it, which a pipeline keyed on the CSV took as done; a stopped study now leaves none, as a
+    failed one does."""
+    def stopped(study: Study, folder: Path) -> dict[str, object]:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / RESULT_CSV).write_text("study,lesion_ml\ns0,1.0\n")
+        raise Terminated
+
+    out = tmp_path / "out"
+    with pytest.raises(Terminated):
+        run_batch([Study("s0", tmp_path / "none")], out, stopped)
+    assert not (out / "s0" / RESULT_CSV).exists() and not (out / "s0" / RESULT_JSON).exists()
+
+
+def test_sighup_stops_as_sigterm_but_not_under_nohup() -> None:
+    """SIGHUP (a terminal closed, SSH dropped) killed the command with no line and no record of
+    its work; it now raises HungUp, a :class:`Terminated`. Where it is ignored
+    (``nohup``) it stays ignored."""
+    with stops_recorded(), pytest.raises(Terminated) as stop:
+        signal.raise_signal(signal.SIGHUP)
+    assert isinstance(stop.value, stopping.HungUp)
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with stops_recorded():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            signal.raise_signal(signal.SIGHUP)  # ignored: nothing happens
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+def _masks(folder: Path, names: list[str], grow: int) -> None:
+    """2D masks (0/255) named ``names`` in ``folder``, each a box ``grow`` rows taller."""
+    folder.mkdir()
+    for index, name in enumerate(names):
+        mask = np.zeros((32, 32), np.uint8)
+        mask[4:12 + 4 * index + grow, 4:20] = 255
+        Image.fromarray(mask).save(folder / name)
+
+
+UNENCODABLE_CONSOLES = {
+    "ascii stdout": {"PYTHONIOENCODING": "ascii"},
+    "C locale, UTF-8 mode off": {"LC_ALL": "C", "PYTHONUTF8": "0"},
+}
+
+
+@pytest.mark.parametrize("setting", list(UNENCODABLE_CONSOLES))
+def test_a_console_that_cannot_encode_never_fails_finished_work(tmp_path: Path,
+                                                                setting: str) -> None:
+    """Under ``PYTHONIOENCODING=ascii`` a finished evaluate ended in a traceback (exit 1) on the
+    ``±`` of its summary line; under ``LC_ALL=C PYTHONUTF8=0`` a valid UTF-8 name was refused
+    as "not valid UTF-8", and 2D predict recorded it as lone surrogates. Now: exit 0, ``+/-``
+    on the console, and the records hold the name as UTF-8."""
+    name = "médseg_ü0000.png"
+    for role, grow in (("pred", 0), ("truth", 3)):
+        _masks(tmp_path / role, [name, "plain0000.png"], grow)
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("LC_", "LANG", "PYTHONIOENCODING", "PYTHONUTF8"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "covseg", "evaluate", "--pred", str(tmp_path / "pred"),
+         "--truth", str(tmp_path / "truth"), "--out", str(tmp_path / "e")],
+        env={**env, **UNENCODABLE_CONSOLES[setting]}, capture_output=True, timeout=300,
+        check=False)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert b"+/-" in done.stdout and b"Traceback" not in done.stderr
+    record = json.loads((tmp_path / "e.json").read_bytes().decode("utf-8"))
+    assert "médseg_ü0000" in {row["case_id"] for row in record["per_case"]}
+    assert "\\udc" not in json.dumps(record)  # no lone surrogates: strict readers refuse them
+    assert "médseg_ü0000," in (tmp_path / "e.csv").read_bytes().decode("utf-8")
+
+
+def test_json_records_hold_names_as_utf8(tmp_path: Path) -> None:
+    """A name read with an ASCII file system encoding (bytes of é as two lone surrogates) was
+    written to JSON as ``\\udcc3\\udca9``, which strict readers refuse."""
+    decoded_in_c_locale = "m\udcc3\udca9dseg.png"
+    path = write_json(tmp_path / "r.json", {decoded_in_c_locale: [decoded_in_c_locale]})
+    assert json.loads(path.read_text(encoding="utf-8")) == {"médseg.png": ["médseg.png"]}
+
+
+def test_a_logged_bar_is_written_seldom(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a log file every bar update (and every new postfix: training's loss each epoch) was
+    written, 18 KB of ``\\r``-joined text for a short cv; now at most every 30 s, with its first
+    and last state."""
+    monkeypatch.setattr(progress, "_stderr_is_terminal", lambda: False)
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    stream = io.StringIO()
+    with progress_bar(range(200), file=stream, desc="train") as bar:
+        for _ in bar:
+            bar.set_postfix(loss=0.5)
+    written = stream.getvalue()
+    assert written.count("\r") <= 3 and "200/200" in written.split("\r")[-1], written[-300:]
+
+
+def test_an_unwritable_mplconfigdir_leaves_no_matplotlib_warning(tmp_path: Path) -> None:
+    """An MPLCONFIGDIR that cannot be written (a read-only folder set in a container image)
+    printed matplotlib's two lines; covseg gives matplotlib a temporary folder, as it does for
+    an unwritable HOME."""
+    (tmp_path / "file").write_text("a file, not a folder\n")
+    given = tmp_path / "file" / "matplotlib"
+    code = ("import os, covseg.viz, matplotlib; print(os.environ['MPLCONFIGDIR']); "
+            "print(matplotlib.get_cachedir())")
+    done = subprocess.run([sys.executable, "-c", code],
+                          env={**os.environ, "MPLCONFIGDIR": str(given)},
+                          capture_output=True, text=True, check=True)
+    assert done.stderr == ""
+    config, cache = done.stdout.splitlines()
+    assert Path(config).name.startswith("matplotlib-") and cache == config
