@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from covseg.errors import CovsegError
+from covseg.io import atomic
 from covseg.io.atomic import (
     atomic_path,
     output_file,
@@ -71,14 +72,12 @@ def test_output_file_wants_the_suffix_and_no_folder(tmp_path: Path) -> None:
     assert output_file(tmp_path / "M.ONNX", ".onnx", "ONNX model") == tmp_path / "M.ONNX"
 
 
-def test_outputs_are_readable_by_others(tmp_path: Path) -> None:
+def test_outputs_are_readable_by_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """mkstemp makes its file 0600: outputs in a shared results folder were left unreadable
-    to other users unless made 0644 before the rename; nothing pinned it."""
-    old_umask = os.umask(0o022)
-    try:
-        path = write_text(tmp_path / "a.txt", "x")
-    finally:
-        os.umask(old_umask)
+    to other users unless given the umask's mode before the rename; nothing pinned it. The
+    umask is read once at import, so the test sets the mode it gives under ``umask 022``."""
+    monkeypatch.setattr(atomic, "OUTPUT_MODE", 0o666 & ~0o022)
+    path = write_text(tmp_path / "a.txt", "x")
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
