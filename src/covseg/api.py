@@ -80,7 +80,13 @@ from covseg.io.image import (
     write_png,
 )
 from covseg.io.lock import writing_to
-from covseg.io.nifti import analyze_refused, is_analyze, is_nifti, volume_from_nifti
+from covseg.io.nifti import (
+    analyze_refused,
+    is_analyze,
+    is_nifti,
+    is_nifti_named,
+    volume_from_nifti,
+)
 from covseg.io.volume import (
     Volume,
     check_hu,
@@ -656,7 +662,7 @@ def input_kind(path: Path, wanted: str | None = None) -> str | None:
     sub-folders and no images is volumes (study folders, a DICOM tree)."""
     if not path.is_dir():
         refuse_special_file(path, "an image or CT file, or a folder of them")
-        if is_nifti(path) or is_dicom_file(path):
+        if is_nifti_named(path) or is_dicom_file(path):
             return VOLUMES
         return IMAGES if is_image_file(path) else None
     children = sorted(c for c in path.iterdir()
