@@ -407,10 +407,19 @@ def check_patients_listed(patients: dict[str, str], slices: Sequence[tuple[str, 
                            grouped: Callable[[str], bool] = lambda stem: False) -> None:
     """A patients.csv that names none of the slices and studies is a mistake, one that misses
     some a risk (warned of unless ``warn`` is off, and not for the slices that ``grouped``
-    says their names group, as a MosMed slice's study does)."""
+    says their names group, as a MosMed slice's study does), and one whose rows name cases
+    not in the data is warned of: a misspelled name leaves its slice its own patient, and
+    folds may then split that patient."""
     cases = [*slices, *studies]
     if not patients or not cases:
         return
+    named = {name for case in cases for name in case}
+    unknown = [case for case in patients if case not in named]
+    if unknown:
+        log.warning("patients.csv names %s not in the data (%s%s): a misspelled case_id "
+                    "leaves the slice it meant its own patient, and folds may split that "
+                    "patient", counted(len(unknown), "case"), ", ".join(unknown[:3]),
+                    ", ..." if len(unknown) > 3 else "")
     kind = " and ".join(name for name, given in (("slices", slices), ("studies", studies))
                         if given)
     missing = [case for case, stem in cases if case not in patients and stem not in patients]
