@@ -91,7 +91,6 @@ from covseg.io.volume import (
     Volume,
     check_hu,
     detect_volume_intensity,
-    orient_for_display,
     volume_from_array,
     volume_from_itk,
 )
@@ -398,8 +397,7 @@ def _draw_grid(data: str | os.PathLike[str] | LoadedData, out: Path, n: int, see
                     counted(len(chosen), "slice"), len(chosen))
     heading = loaded.describe()
     names = {"infection": {1: "infection"}, "lung": {1: "lung"}}.get(loaded.target, CLASS_NAMES)
-    return sample_grid([orient_for_display(s.image, s.display_flips) for s in chosen],
-                       [orient_for_display(s.mask, s.display_flips) for s in chosen],
+    return sample_grid([s.image for s in chosen], [s.mask for s in chosen],
                        [f"{s.title} ({s.image.shape[1]}x{s.image.shape[0]})" for s in chosen],
                        out, heading, label_names={k: v for k, v in names.items() if k > 0},
                        aspects=[s.aspect for s in chosen],
