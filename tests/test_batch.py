@@ -531,3 +531,26 @@ def test_a_study_name_that_is_no_folder_inside_out_is_refused(name: str, tmp_pat
         run_batch([Study(name, source)], out, process)
     assert written == [] and not out.exists()
     assert (out.parent / "montage.png").read_text() == "precious"
+
+
+@pytest.mark.parametrize("name", ["summary.csv", "Summary.CSV", "predict.json", ".covseg.lock",
+                                  "summary_shard0of2.csv"])
+def test_a_study_named_as_a_file_covseg_writes_into_out_is_refused_before_any_work(
+        name: str, tmp_path: Path) -> None:
+    """A CT named ``summary.csv.nii.gz`` (study ``summary.csv``) ended in a raw
+    "FileExistsError: [Errno 17] File exists: 'out/summary.csv'": its folder and covseg's own
+    summary collided. Any name of a file covseg writes beside the study folders is refused."""
+    processed: list[str] = []
+
+    def process(study: Study, folder: Path) -> dict[str, Any]:
+        processed.append(study.name)
+        return {}
+
+    out = tmp_path / "out"
+    source = tmp_path / f"{name}.nii.gz"
+    with pytest.raises(CovsegError, match=rf"^{re.escape(str(source))}: its study name "
+                                          rf"{re.escape(repr(name))} is the name of a file covseg "
+                                          rf"writes into {re.escape(str(out))} beside the study "
+                                          r"folders; rename the study's file or folder$"):
+        run_batch([Study("ok", tmp_path / "ok.nii.gz"), Study(name, source)], out, process)
+    assert processed == [] and not out.exists()

@@ -986,3 +986,13 @@ def test_names_a_spreadsheet_would_run_as_formulas_are_written_as_text_and_read_
     assert (out / "summary.csv").read_text() == text
     assert quantify_batch([folder], out).skipped == len(names)
     assert (out / "summary.csv").read_text() == text
+
+
+def test_a_hidden_mask_given_by_name_is_measured(tmp_path: Path) -> None:
+    """``.case_mask.nii.gz`` given by name was refused: "lesion masks must be NIfTI files";
+    hidden files are passed over only in a folder's listing."""
+    ct, mask, lesion_ml = synthetic_study(tmp_path / "in", "case")
+    hidden = mask.with_name(f".{mask.name}")
+    mask.rename(hidden)
+    result = quantify_study(hidden, tmp_path / "out", image=ct)
+    assert result["study"]["lesion_ml"] == pytest.approx(lesion_ml)

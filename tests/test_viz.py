@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +29,7 @@ from covseg.viz import (
     severity_chart,
     training_curves,
 )
+from tests.conftest import png_header
 
 
 def test_overlay_fills_classes_and_outlines_the_prediction() -> None:
@@ -63,7 +62,7 @@ def test_grid_and_ct_legends_name_effusion_alike() -> None:
     assert LESION_NAMES[3] == "effusion"
 
 
-def test_sample_grid_writes_a_png(tmp_path: Path) -> None:
+def test_sample_grid_writes_apng_header(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     images = [rng.random((32, 40)).astype(np.float32) for _ in range(3)]
     masks = [(image > 0.8).astype(np.int64) for image in images]
@@ -193,29 +192,14 @@ def test_training_curves_of_one_epoch_show_the_point_at_a_whole_epoch(
     assert list(axis.get_xticks()) == [1] and axis.get_lines()[0].get_marker() == "o"
 
 
-def _png(path: Path, width: int, height: int, text: dict[str, str]) -> Path:
-    """A PNG header of ``width`` x ``height`` with ``text`` chunks, its pixels left out: what
-    PIL reads before it decodes any pixel."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data))
-
-    body = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-    body += b"".join(chunk(b"tEXt", f"{key}\0{value}".encode("latin-1"))
-                     for key, value in text.items())
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body + chunk(b"IDAT", zlib.compress(b"\0" * 8))
-                     + chunk(b"IEND", b""))
-    return path
-
-
 def test_is_sample_grid_never_opens_the_picture(tmp_path: Path) -> None:
     """A grid above PIL's pixel limit (about --n 750) raised DecompressionBombError, so
     visualize onto its own earlier grid (or any large PNG) ended in a traceback."""
     huge = 1332, 140_000  # 186 Mpx: over twice PIL's MAX_IMAGE_PIXELS
-    assert is_sample_grid(_png(tmp_path / "grid.png", *huge, {"Software": "x",
+    assert is_sample_grid(png_header(tmp_path / "grid.png", *huge, {"Software": "x",
                                                                "covseg": "visualize"}))
-    assert not is_sample_grid(_png(tmp_path / "other.png", *huge, {"covseg": "montage"}))
-    assert not is_sample_grid(_png(tmp_path / "plain.png", *huge, {}))
+    assert not is_sample_grid(png_header(tmp_path / "other.png", *huge, {"covseg": "montage"}))
+    assert not is_sample_grid(png_header(tmp_path / "plain.png", *huge, {}))
     (tmp_path / "cut.png").write_bytes((tmp_path / "grid.png").read_bytes()[:20])
     (tmp_path / "text.png").write_text("not a picture")
     for path in ("cut.png", "text.png", "missing.png", "."):
@@ -304,10 +288,10 @@ def test_visualize_onto_a_huge_png_replaces_only_its_own_grid(tmp_path: Path) ->
     import covseg
     from covseg.errors import CovsegError
 
-    other = _png(tmp_path / "other.png", 1332, 140_000, {})
+    other = png_header(tmp_path / "other.png", 1332, 140_000, {})
     with pytest.raises(CovsegError, match="exists and is no earlier visualize grid"):
         covseg.visualize("synthetic", other, n=2)
-    grid = _png(tmp_path / "grid.png", 1332, 140_000, {"covseg": "visualize"})
+    grid = png_header(tmp_path / "grid.png", 1332, 140_000, {"covseg": "visualize"})
     covseg.visualize("synthetic", grid, n=2)
     with Image.open(grid) as picture:
         assert picture.height < 2000 and is_sample_grid(grid)

@@ -80,12 +80,17 @@ from covseg.io.image import (
     write_png,
 )
 from covseg.io.lock import writing_to
-from covseg.io.nifti import analyze_refused, is_analyze, is_nifti, volume_from_nifti
+from covseg.io.nifti import (
+    analyze_refused,
+    is_analyze,
+    is_nifti,
+    is_nifti_named,
+    volume_from_nifti,
+)
 from covseg.io.volume import (
     Volume,
     check_hu,
     detect_volume_intensity,
-    orient_for_display,
     volume_from_array,
     volume_from_itk,
 )
@@ -392,8 +397,7 @@ def _draw_grid(data: str | os.PathLike[str] | LoadedData, out: Path, n: int, see
                     counted(len(chosen), "slice"), len(chosen))
     heading = loaded.describe()
     names = {"infection": {1: "infection"}, "lung": {1: "lung"}}.get(loaded.target, CLASS_NAMES)
-    return sample_grid([orient_for_display(s.image, s.display_flips) for s in chosen],
-                       [orient_for_display(s.mask, s.display_flips) for s in chosen],
+    return sample_grid([s.image for s in chosen], [s.mask for s in chosen],
                        [f"{s.title} ({s.image.shape[1]}x{s.image.shape[0]})" for s in chosen],
                        out, heading, label_names={k: v for k, v in names.items() if k > 0},
                        aspects=[s.aspect for s in chosen],
@@ -656,7 +660,7 @@ def input_kind(path: Path, wanted: str | None = None) -> str | None:
     sub-folders and no images is volumes (study folders, a DICOM tree)."""
     if not path.is_dir():
         refuse_special_file(path, "an image or CT file, or a folder of them")
-        if is_nifti(path) or is_dicom_file(path):
+        if is_nifti_named(path) or is_dicom_file(path):
             return VOLUMES
         return IMAGES if is_image_file(path) else None
     children = sorted(c for c in path.iterdir()

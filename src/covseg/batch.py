@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -22,7 +23,7 @@ from covseg.io.atomic import (
     write_json,
     write_text,
 )
-from covseg.io.lock import SHARD_PLAN, writing_to
+from covseg.io.lock import LOCK_FILE, PLAN_LOCK, SHARD_PLAN, writing_to
 from covseg.progress import progress_bar, reporting, stage_bar
 from covseg.provenance import option_given, option_name
 from covseg.records import (
@@ -30,6 +31,7 @@ from covseg.records import (
     LUNG_MODEL_SETTINGS,
     MODEL_CHECKPOINTS,
     MODEL_FILES,
+    PREDICT_RECORD,
     REPORT_SETTING,
     RESULT_JSON,
     SETTINGS,
@@ -148,9 +150,12 @@ def select_shard(studies: Sequence[Study], shard: tuple[int, int]) -> list[Study
     return sorted(studies, key=lambda s: s.name)[index::count]
 
 
+SUMMARY_CSV = "summary.csv"
+
+
 def summary_name(shard: tuple[int, int]) -> str:
     """summary.csv, or summary_shardIofN.csv so that machines sharing a folder do not collide."""
-    return "summary.csv" if shard[1] == 1 else f"summary_shard{shard[0]}of{shard[1]}.csv"
+    return SUMMARY_CSV if shard[1] == 1 else f"summary_shard{shard[0]}of{shard[1]}.csv"
 
 
 def run_batch(studies: Sequence[Study], out_dir: str | os.PathLike[str],
@@ -184,16 +189,30 @@ def run_batch(studies: Sequence[Study], out_dir: str | os.PathLike[str],
         return _run_batch(studies, out_dir, process, shard, desc, settings)
 
 
+OWN_FILES = (SUMMARY_CSV, PREDICT_RECORD, LOCK_FILE, SHARD_PLAN, PLAN_LOCK)
+"""The files covseg writes into a batch's ``--out`` beside the study folders (and the shards'
+summaries, :data:`SHARD_SUMMARY`): no study may be named as one."""
+SHARD_SUMMARY = re.compile(r"summary_shard\d+of\d+\.csv")
+"""The name of a shard's summary (:func:`summary_name`)."""
+
+
 def _check_study_names(studies: Sequence[Study], out_dir: str | os.PathLike[str]) -> None:
     """Refuse a study whose name, joined to ``out_dir``, is no folder of its own inside it (empty,
     ``.``, ``..``, or holding a path separator): its outputs were written into ``out_dir``
-    itself or its parent, over the files there."""
+    itself or its parent, over the files there; and one named as a file covseg writes there
+    (:data:`OWN_FILES`; ``summary.csv.nii.gz`` is study ``summary.csv``), whose folder and that
+    file collided in a raw FileExistsError. Names are compared ignoring case, as macOS and
+    Windows disks do."""
     for study in studies:
         name = study.name
         if name in ("", ".", "..") or any(sep in name for sep in (os.sep, os.altsep or "/", "\0")):
             raise CovsegError(f"{study.path}: its study name {name!r} is no folder inside "
                               f"{out_dir}, so its outputs would be written outside it; give "
                               "the study by a path that names it (e.g. its folder's name)")
+        if name.lower() in OWN_FILES or SHARD_SUMMARY.fullmatch(name.lower()):
+            raise CovsegError(f"{study.path}: its study name {name!r} is the name of a file "
+                              f"covseg writes into {out_dir} beside the study folders; rename "
+                              "the study's file or folder")
 
 
 def _agree_on_plan(out_dir: Path, shard: tuple[int, int], desc: str,

@@ -37,7 +37,7 @@ from covseg.io.image import (
     image_levels,
     refuse_label_mask,
 )
-from covseg.io.nifti import is_nifti, read_nifti, read_paired
+from covseg.io.nifti import is_nifti, is_nifti_named, read_nifti, read_paired
 from covseg.io.volume import Volume, check_same_grid, hounsfield
 from covseg.lungs import (
     LEFT_LUNG,
@@ -221,7 +221,7 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
 def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _LungsAndImage,
                     hu: str, multiclass: bool | None, html_report: bool) -> dict[str, Any]:
     """:func:`quantify_study` with the lungs and CT ``given`` to every mask of the call."""
-    if not is_nifti(mask_path):
+    if not is_nifti_named(mask_path):
         raise CovsegError(f"{mask_path}: lesion masks must be NIfTI files (.nii/.nii.gz)")
     stem = study_name(mask_path, mask=True)
     lung_path = given.lungs_for(mask_path, stem)
@@ -661,7 +661,7 @@ def _classes_of_call(studies: Sequence[Study], out_dir: Path) -> bool:
 def _holds_classes(mask: Path) -> bool:
     """Whether a lesion mask holds multi-class labels (its largest in 2..3); False for one that
     cannot be read, which fails as its own study."""
-    if not is_nifti(mask):
+    if not is_nifti_named(mask):
         return False
     try:
         lesions = _read_lesion_mask(mask, None).array

@@ -27,7 +27,7 @@ from covseg.io.dicom import (
     slice_series_uid,
 )
 from covseg.io.image import image_name, is_image_file
-from covseg.io.nifti import is_nifti, nifti_stem
+from covseg.io.nifti import is_nifti, is_nifti_named, nifti_stem
 from covseg.provenance import option_given, option_name
 from covseg.records import PREDICT_RECORD, RESULT_JSON, is_batch_folder
 
@@ -237,6 +237,11 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
     if dropped:
         notes.append(f"{path}: {listed_paths(dropped, path, 'file')} named as masks, not read as "
                      "CTs; give such a file itself to predict it as a CT")
+    hidden = [c for c in sorted(path.iterdir()) if c.name.startswith(".")
+              and not c.name.startswith(APPLE_DOUBLE) and is_nifti_named(c)]
+    if hidden:
+        notes.append(f"{path}: {listed_paths(hidden, path, 'hidden NIfTI file')} passed over, as "
+                     "hidden files in folders are; give such a file by name to read it")
     if own:
         notes.append(f"{path}: {listed_paths(own, path, 'folder')} written by covseg, not read as "
                      "studies")
@@ -296,6 +301,11 @@ def _no_ct_folders(folders: Sequence[Path]) -> dict[Path, str]:
     held = {folder: holds_no_ct_image(folder) for folder in folders
             if not folder_niftis(folder)}
     return {folder: what for folder, what in held.items() if what}
+
+
+APPLE_DOUBLE = "._"
+"""How the metadata files that macOS leaves beside each file on other disks begin
+(``._x.nii.gz``): hidden and no image, passed over without a note."""
 
 
 def listed_paths(paths: Sequence[Path], folder: Path, noun: str) -> str:

@@ -601,10 +601,8 @@ def test_generic_folder_of_nifti_volumes(tmp_path: Path) -> None:
     data = load_dataset(tmp_path)
     assert len(data.samples) == 3 and data.patients == ["case1"]
     # stored RAS (+x to the right, +y anterior): read mirrored in x and y, in the radiological
-    # LPS order, so no display flips are left
-    assert all(s.display_flips == (False, False) for s in data.samples)
+    # LPS order, as a slice is drawn
     assert all((s.mask == (lesions[k][::-1, ::-1] > 0)).all() for k, s in enumerate(data.samples))
-    assert load_dataset(shared("infnet-covid-semiseg")).samples[0].display_flips == (False, False)
 
 
 def test_a_volumes_labelled_slices_are_scaled_without_copies_of_the_volume(
@@ -1626,3 +1624,34 @@ def test_medseg_png_slices_named_medseg_get_one_prefix(tmp_path: Path) -> None:
         _save_png(tmp_path / "tr_im" / f"{name}.png", np.full((8, 8), 100))
         _save_png(tmp_path / "tr_mask" / f"{name}.png", np.eye(8) * 255)
     assert [s.case_id for s in load_dataset(tmp_path).samples] == ["medseg_7", "medseg_0003"]
+
+
+def test_patients_csv_rows_naming_no_case_of_the_data_are_warned_of(
+        tmp_path: Path, synthetic_folder: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Rows naming cases that are not in the data (a typo, or ``../../etc/passwd``) were
+    ignored without a word: the slice a misspelled row meant stays its own patient, and folds
+    may split its patient. Now one line gives their count and the first three."""
+    copy = tmp_path / "data"
+    shutil.copytree(synthetic_folder, copy)
+    table = copy / "patients.csv"
+    lines = table.read_text(encoding="utf-8").splitlines()
+    extra = ["../../etc/passwd,p1", "/etc/shadow,p2", "p0_s0x,p0", "typo,p3"]
+    table.write_text("\n".join([*lines, *extra]) + "\n", encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        assert len(load_dataset(copy).patients) == 8
+    assert [r.getMessage() for r in caplog.records] == [
+        ("patients.csv names 4 cases not in the data (../../etc/passwd, /etc/shadow, p0_s0x, "
+        "...): a misspelled case_id leaves the slice it meant its own patient, and folds may "
+        "split that patient")]
+    caplog.clear()
+    table.write_text("\n".join([*lines, extra[1]]) + "\n", encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        load_dataset(copy)
+    assert [r.getMessage() for r in caplog.records] == [
+        ("patients.csv names 1 case not in the data (/etc/shadow): a misspelled case_id leaves "
+        "the slice it meant its own patient, and folds may split that patient")]
+    caplog.clear()
+    table.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        load_dataset(copy)
+    assert caplog.records == []

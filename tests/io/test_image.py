@@ -4,12 +4,12 @@ and label masks told from the images predict takes."""
 from __future__ import annotations
 
 import io
-import warnings
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
 from covseg.data.synthetic import synthetic_slice
 from covseg.errors import CovsegError
@@ -23,7 +23,7 @@ from covseg.io.image import (
     read_mask,
 )
 from covseg.transforms import normalize_intensity
-from tests.conftest import shared
+from tests.conftest import png_header, shared
 
 
 def _levels(*values: float, dtype: type = np.uint8) -> np.ndarray:
@@ -464,36 +464,89 @@ def test_a_palette_mask_with_white_at_index_0_reads_by_its_colours(tmp_path: Pat
                                   truth // 255)
 
 
-def test_an_image_over_pil_s_pixel_limit_is_refused_in_one_line(tmp_path: Path) -> None:
-    """PIL's DecompressionBombError escaped as a traceback from predict, visualize and evaluate."""
-    Image.fromarray(np.zeros((100, 50), dtype=np.uint8)).save(tmp_path / "big.png")
-    limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = 2000  # 5,000 pixels is over twice this: PIL's error, not warning
-    try:
+BOUND = r"more than covseg reads in one slice \(67,108,864 pixels, 8,192 x 8,192, at most\)"
+
+
+def test_an_image_whose_header_claims_over_the_slice_bound_is_refused_before_decoding(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 142-byte PNG claiming 13,000 x 13,000 (under PIL's own limit, which only warns) was
+    inflated for 72 s to 2.7 GB; one over twice PIL's limit was refused by PIL's 178,956,970.
+    Both are refused from the header, never decoded, naming the size and covseg's bound."""
+    def never_decoded(image: Image.Image) -> None:
+        raise AssertionError(f"decoded {image.size}")
+
+    bomb = png_header(tmp_path / "bomb.png", 13_000, 13_000)
+    over = png_header(tmp_path / "over.png", 8192, 8193)
+    beyond_pil = png_header(tmp_path / "beyond.png", 100_000, 100_000)
+    with monkeypatch.context() as patched:
+        patched.setattr(ImageFile.ImageFile, "load", never_decoded)
         for read in (read_image, read_mask):
-            with pytest.raises(CovsegError, match=r"big.png: an image of 5,000 pixels, more "
-                                                  r"than covseg reads \(4,000 at most\)"):
-                read(tmp_path / "big.png")
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
+            with pytest.raises(CovsegError, match=rf"^{re.escape(str(bomb))}: its header claims "
+                                                  rf"a 13,000 x 13,000 image \(169,000,000 "
+                                                  rf"pixels\), {BOUND}; is the file corrupt\? If "
+                                                  r"not, downsample it or crop it to the CT "
+                                                  r"slice$"):
+                read(bomb)
+        with pytest.raises(CovsegError, match=r"over.png: its header claims a 8,192 x 8,193 "
+                                              rf"image \(67,117,056 pixels\), {BOUND}"):
+            read_array(over)
+        with pytest.raises(CovsegError, match=r"beyond.png: its header claims an image of "
+                                              rf"10,000,000,000 pixels, {BOUND}"):
+            read_array(beyond_pil)
+    at_bound = png_header(tmp_path / "at_bound.png", 8192, 8192)  # decoded: its rows are cut
+    with pytest.raises(CovsegError, match=r"at_bound.png: cannot read the image .+ corrupt"):
+        read_array(at_bound)
 
 
-def test_an_image_over_pil_s_warning_limit_is_warned_of_in_covseg_s_own_line(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Images between PIL's MAX_IMAGE_PIXELS (89 M) and twice it printed PIL's raw
-    DecompressionBombWarning: covseg says it in one line of its own, once per read."""
-    Image.fromarray(np.full((100, 50), 40, dtype=np.uint8)).save(tmp_path / "large.png")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 4000)  # 5,000 pixels: over, under twice
-    for read in (read_image, read_mask):
-        caplog.clear()
-        with warnings.catch_warnings(record=True) as raised, caplog.at_level("WARNING"):
-            warnings.simplefilter("always")
-            array = read(tmp_path / "large.png")
-        assert array.shape == (100, 50)
-        assert [w for w in raised if issubclass(w.category, Image.DecompressionBombWarning)] == []
-        said = (f"{tmp_path / 'large.png'}: a large image (50 x 100, 5,000 pixels, over 4,000): "
-                "reading it takes much memory; downsample it or crop it to the CT slice")
-        assert [r.getMessage() for r in caplog.records] == [said]
+def _npy_header(path: Path, descr: str, shape: tuple[int, ...], data: bytes = b"") -> Path:
+    """A .npy file whose header claims ``shape`` of ``descr`` and holds ``data``."""
+    with path.open("wb") as handle:
+        np.lib.format.write_array_header_1_0(
+            handle, {"descr": descr, "fortran_order": False, "shape": shape})
+        handle.write(data)
+    return path
+
+
+def test_a_npy_whose_header_claims_too_much_is_refused_before_loading(tmp_path: Path) -> None:
+    """A 193-byte .npy claiming 200,000 x 200,000 float64 asked for 298 GiB (out of memory, or
+    on a large machine gigabytes allocated before "Failed to read all data"); one claiming
+    more bytes than it holds is refused from its header too, naming both sizes."""
+    bound = _npy_header(tmp_path / "bound.npy", "<u1", (8192, 8193))
+    with pytest.raises(CovsegError, match=rf"^{re.escape(str(bound))}: its header claims an "
+                                          r"array of shape \(8192, 8193\) \(67,117,056 "
+                                          rf"values\), {BOUND}"):
+        read_array(bound)
+    cut = _npy_header(tmp_path / "cut.npy", "<f8", (64, 64), bytes(100))
+    with pytest.raises(CovsegError, match=rf"^{re.escape(str(cut))}: its header claims an array "
+                                          r"of shape \(64, 64\) \(32,768 bytes of float64\) "
+                                          r"but the file holds 100 bytes of them; is it "
+                                          r"truncated\?$"):
+        read_array(cut)
+    whole = _npy_header(tmp_path / "whole.npy", "<f8", (64, 64), bytes(64 * 64 * 8))
+    np.testing.assert_array_equal(read_array(whole), np.zeros((64, 64)))
+
+
+def test_a_one_pixel_wide_or_empty_file_is_named_so(tmp_path: Path) -> None:
+    """A 1 x 1 PNG was refused as "an array of shape ()" (numpy.squeeze took the image's own
+    axes) and a 0-byte PNG as "cannot identify image file ...; is the file corrupt?"."""
+    Image.fromarray(np.full((1, 1), 80, np.uint8)).save(tmp_path / "one.png")
+    Image.fromarray(np.full((1, 6), 80, np.uint8)).save(tmp_path / "row.png")
+    np.save(tmp_path / "column.npy", np.zeros((1, 5, 1)))
+    for name, size in (("one.png", "1 x 1"), ("row.png", "6 x 1"), ("column.npy", "1 x 5")):
+        with pytest.raises(CovsegError, match=rf"^{re.escape(str(tmp_path / name))}: a {size} "
+                                              r"image, too small to be a CT slice \(covseg reads "
+                                              r"slices of at least 2 x 2 pixels\); give the "
+                                              r"slice's own file$"):
+            read_array(tmp_path / name)
+    for name in ("empty.png", "empty.npy"):
+        (tmp_path / name).write_bytes(b"")
+        with pytest.raises(CovsegError, match=rf"^{re.escape(str(tmp_path / name))}: an empty "
+                                              r"file \(0 bytes\), no image \(an interrupted "
+                                              r"copy\?\); copy it again or leave it out$"):
+            read_array(tmp_path / name)
+    np.save(tmp_path / "stacked.npy", np.arange(6.0).reshape(1, 2, 3, 1))
+    np.testing.assert_array_equal(read_array(tmp_path / "stacked.npy"),
+                                  np.arange(6.0).reshape(2, 3))
 
 
 def test_transparency_of_an_image_is_ignored_with_a_warning(

@@ -15,9 +15,7 @@ from covseg.errors import CovsegError
 from covseg.io.ct import read_volume
 from covseg.io.nifti import read_nifti
 from covseg.io.volume import (
-    display_flips,
     hounsfield,
-    orient_for_display,
     write_mask_like,
     write_probabilities_like,
 )
@@ -149,17 +147,6 @@ def test_write_mask_validates_its_input(tmp_path: Path) -> None:
     with pytest.raises(CovsegError, match=".nii"):
         write_mask_like(volume, np.zeros((4, 5, 6), dtype=np.uint8), tmp_path / "m.png")
     assert not list(tmp_path.glob("m*"))
-
-
-def test_display_orientation_follows_the_affine() -> None:
-    """Radiological view: anterior up and the patient's right on the image left."""
-    plane = np.arange(6).reshape(2, 3)
-    assert display_flips(None) == (False, False)
-    assert display_flips(np.diag([-1.0, -1.0, 1.0, 1.0])) == (False, False)  # LPS, as DICOM
-    ras = display_flips(np.diag([0.8, 0.8, 5.0, 1.0]))
-    assert ras == (True, True)
-    np.testing.assert_array_equal(orient_for_display(plane, ras), plane[::-1, ::-1])
-    np.testing.assert_array_equal(orient_for_display(plane, (False, True)), plane[:, ::-1])
 
 
 @pytest.mark.parametrize("affine", [np.diag([-3.0, -3.0, 3.0, 1.0]), np.diag([3.0, 3.0, 3.0, 1.0])],

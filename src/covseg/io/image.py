@@ -60,6 +60,20 @@ NPY_MAGIC = b"\x93NUMPY"
 """The first bytes of a NumPy ``.npy`` file."""
 REAL_KINDS = "biuf"
 """NumPy dtype kinds of real numbers (bool, int, unsigned, float): what a slice may hold."""
+MAX_SLICE_SIDE = 8192
+"""The side of the largest square slice covseg reads (:data:`MAX_SLICE_PIXELS`)."""
+MAX_SLICE_PIXELS = MAX_SLICE_SIDE ** 2
+"""The most pixels (values of a ``.npy``) covseg reads from one 2D file, 2^26, checked
+against the file's header before anything is decoded. A CT slice is 512 x 512 (1,024 or 2,048
+square on high-resolution scanners), a 4K screen export 3,840 x 2,160, and the largest of the 404
+images of ../shared 512 x 512. A 142-byte PNG claiming 13,000 x 13,000 (under PIL's own limit,
+178,956,970) was decoded for 72 s up to 2.7 GB (probe 33), and a 193-byte .npy claiming
+200,000 x 200,000 asked for 298 GiB."""
+MIN_SLICE_SIDE = 2
+"""The fewest pixels a side of a 2D slice or mask may have: a 1 x 1 PNG was refused as "an
+array of shape ()", a 1 x N one as a 1D array. One row or column of pixels is no slice; any
+higher floor would be arbitrary (the narrowest image of ../shared is 153 pixels wide, and small
+masks and slices serve as tests' fixtures) and guard nothing, as a small slice costs little."""
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +134,9 @@ def read_array(path: str | os.PathLike[str], keep_palette: bool = False) -> np.n
     path = Path(path)
     if not path.is_file():
         raise CovsegError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise CovsegError(f"{path}: an empty file (0 bytes), no image (an interrupted copy?); "
+                          "copy it again or leave it out")
     try:
         if path.suffix.lower() == ".npy":
             array = _read_npy(path)
@@ -132,55 +149,88 @@ def read_array(path: str | os.PathLike[str], keep_palette: bool = False) -> np.n
                 image.load()
                 array = _grey(ImageOps.exif_transpose(image), keep_palette, path)
     except Image.DecompressionBombError as exc:
-        raise _too_large(path, exc) from None
+        raise _pil_too_large(path, exc) from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise _unreadable(path, exc) from None
-    array = np.squeeze(array)
+    array = _slice_axes(array)
     if array.ndim != 2:
         raise CovsegError(f"{path}: expected a 2D slice, got an array of shape {array.shape}")
+    if min(array.shape) < MIN_SLICE_SIDE:
+        raise CovsegError(f"{path}: a {array.shape[1]} x {array.shape[0]} image, too small to "
+                          f"be a CT slice (covseg reads slices of at least {MIN_SLICE_SIDE} x "
+                          f"{MIN_SLICE_SIDE} pixels); give the slice's own file")
     if not np.isfinite(array).all():
         raise CovsegError(f"{path}: the image holds NaN or infinite values")
     return array
 
 
-def _open_image(path: Path, warn: bool = True) -> Image.Image:
-    """``Image.open(path)`` with PIL's DecompressionBombWarning (an image over
-    ``Image.MAX_IMAGE_PIXELS``, 89 M pixels, but at most twice that, which :func:`_too_large`
-    refuses) turned into covseg's own one-line warning (``warn``) in place of PIL's raw one."""
+def _slice_axes(array: np.ndarray) -> np.ndarray:
+    """``array`` without axes of length 1 beyond its two slice axes (a ``.npy`` saved as
+    1 x H x W or H x W x 1); ``np.squeeze`` also took a 1 x 1 image's own axes, leaving
+    shape ``()``."""
+    while array.ndim > 2 and 1 in array.shape:
+        array = array.squeeze(axis=array.shape.index(1))
+    return array
+
+
+def _open_image(path: Path) -> Image.Image:
+    """``Image.open(path)``, which reads the header only, refusing an image of more than
+    :data:`MAX_SLICE_PIXELS` before it is decoded (:func:`_too_large`). PIL's
+    DecompressionBombWarning (over its ``MAX_IMAGE_PIXELS``, which lies above that bound) is
+    silenced; PIL's error above twice its limit is refused by the caller."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         image = Image.open(path)
-    pixels = image.width * image.height
-    if warn and Image.MAX_IMAGE_PIXELS and pixels > Image.MAX_IMAGE_PIXELS:
-        log.warning("%s: a large image (%d x %d, %s pixels, over %s): reading it takes much "
-                    "memory; downsample it or crop it to the CT slice", path, image.width,
-                    image.height, f"{pixels:,}", f"{Image.MAX_IMAGE_PIXELS:,}")
+    if image.width * image.height > MAX_SLICE_PIXELS:
+        image.close()
+        raise _too_large(path, f"its header claims a {image.width:,} x {image.height:,} "
+                               f"image ({image.width * image.height:,} pixels)")
     return image
 
 
 def _read_npy(path: Path) -> np.ndarray:
-    """A ``.npy`` file's array, refusing a file that is no NumPy array file and an array of no
-    real numbers (complex values: predicting from the real part alone misreads the slice)."""
+    """A ``.npy`` file's array, refusing a file that is no NumPy array file, an array of no
+    real numbers (complex values: predicting from the real part alone misreads the slice), and,
+    from its header before anything is allocated, more than :data:`MAX_SLICE_PIXELS` values or
+    more bytes than the file holds (a truncated or lying header)."""
     with open(path, "rb") as handle:
         if handle.read(len(NPY_MAGIC)) != NPY_MAGIC:
             raise CovsegError(f"{path}: not a NumPy .npy file (it lacks the .npy header); "
                               "save the slice with numpy.save, or give it as PNG or TIFF")
-    array = np.load(path, allow_pickle=False)
-    if array.dtype.kind not in REAL_KINDS:
-        raise CovsegError(f"{path}: holds {array.dtype} values, not real numbers; save the "
+        handle.seek(0)
+        version = np.lib.format.read_magic(handle)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(handle)
+        held = os.fstat(handle.fileno()).st_size - handle.tell()
+    if dtype.kind not in REAL_KINDS:
+        raise CovsegError(f"{path}: holds {dtype} values, not real numbers; save the "
                           "slice's real values (e.g. its magnitude, numpy.abs) as a real dtype")
-    return array
+    values = int(np.prod(shape, dtype=object))
+    claimed = f"its header claims an array of shape {tuple(shape)}"
+    if values > MAX_SLICE_PIXELS:
+        raise _too_large(path, f"{claimed} ({values:,} values)")
+    if values * dtype.itemsize > held:
+        raise CovsegError(f"{path}: {claimed} ({values * dtype.itemsize:,} bytes of {dtype}) "
+                          f"but the file holds {held:,} bytes of them; is it truncated?")
+    return np.load(path, allow_pickle=False)
 
 
-def _too_large(path: Path, exc: Exception) -> CovsegError:
-    """The error for an image over PIL's decompression-bomb limit (twice
-    ``Image.MAX_IMAGE_PIXELS``: 178,956,970 pixels, 13,378 px square), with its size as PIL's
-    ``exc`` gives it."""
+def _too_large(path: Path, size: str) -> CovsegError:
+    """The error for a 2D file of more than :data:`MAX_SLICE_PIXELS` (``size``: what its header
+    claims), or over PIL's decompression-bomb limit (twice ``Image.MAX_IMAGE_PIXELS``,
+    178,956,970 pixels, above that bound), which PIL refuses while opening it."""
+    return CovsegError(f"{path}: {size}, more than covseg reads in one slice "
+                       f"({MAX_SLICE_PIXELS:,} pixels, {MAX_SLICE_SIDE:,} x {MAX_SLICE_SIDE:,}, "
+                       "at most); is the file corrupt? If not, downsample it or crop it to the "
+                       "CT slice")
+
+
+def _pil_too_large(path: Path, exc: Exception) -> CovsegError:
+    """:func:`_too_large` for PIL's DecompressionBombError ``exc``, with the size it gives."""
     found = re.search(r"\((\d+) pixels\)", str(exc))
-    size = f"{int(found.group(1)):,} pixels" if found else "its size"
-    limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
-    return CovsegError(f"{path}: an image of {size}, more than covseg reads ({limit:,} at "
-                       "most); downsample it or crop it to the CT slice")
+    return _too_large(path, f"its header claims an image of {int(found.group(1)):,} pixels"
+                      if found else "its header claims too large an image")
 
 
 def unreadable_file(path: Path, instead: str = "leave it out") -> CovsegError:
@@ -718,7 +768,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     image = read_array(path)
     stored = [image]
     if Path(path).suffix.lower() != ".npy":
-        with _open_image(Path(path), warn=False) as opened:  # read_array warned
+        with _open_image(Path(path)) as opened:
             if opened.mode in ("P", "PA"):
                 stored.append(read_array(path, keep_palette=True))
     for array in stored:

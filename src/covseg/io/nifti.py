@@ -51,10 +51,16 @@ log = logging.getLogger(__name__)
 
 
 def is_nifti(path: Path) -> bool:
-    """True for .nii and .nii.gz files; not for hidden ones, such as the ``._x.nii.gz``
-    metadata files (AppleDouble) that macOS leaves beside each file on other disks."""
-    return (path.is_file() and path.name.lower().endswith(NIFTI_SUFFIXES)
-            and not path.name.startswith("."))
+    """True for .nii and .nii.gz files that a folder's listing reads: not for hidden ones, such
+    as the ``._x.nii.gz`` metadata files (AppleDouble) that macOS leaves beside each file on
+    other disks. A file given by name is read hidden or not (:func:`is_nifti_named`)."""
+    return is_nifti_named(path) and not path.name.startswith(".")
+
+
+def is_nifti_named(path: Path) -> bool:
+    """True for a file named .nii or .nii.gz, hidden or not: one given by name
+    (``.hidden.nii.gz`` was refused as "not NIfTI", or as "a .gz file")."""
+    return path.is_file() and path.name.lower().endswith(NIFTI_SUFFIXES)
 
 
 def nifti_stem(path: Path) -> str:
@@ -86,7 +92,7 @@ def _load_nifti(path: Path) -> nib.Nifti1Image:
     """The NIfTI image at ``path``, its voxels not yet read. A file named ``.nii.gz`` but not
     gzip-compressed (a frequent mislabel; nibabel goes by the name and fails) is read by its
     content, with a warning."""
-    if not is_nifti(path):
+    if not is_nifti_named(path):
         raise CovsegError(f"{path}: not a NIfTI file (.nii or .nii.gz)")
     try:
         if path.name.lower().endswith(".gz") and not _gzipped(path):

@@ -161,8 +161,7 @@ class Volume:
     @property
     def pixel_aspect(self) -> float:
         """Height over width of an axial slice's pixel (row over column spacing): matplotlib's
-        ``imshow(aspect=...)`` to draw slices to scale, whatever :func:`orient_for_display`
-        flips."""
+        ``imshow(aspect=...)`` to draw slices to scale."""
         _, row_mm, column_mm = self.spacing
         return row_mm / column_mm
 
@@ -744,20 +743,3 @@ def _save(volume: Volume, data_xyz: np.ndarray, header: nib.Nifti1Header,
     with atomic_path(path) as tmp:
         nib.save(image, str(tmp))
     return path
-
-
-def display_flips(affine: np.ndarray | None) -> tuple[bool, bool]:
-    """(flip rows, flip columns) to show an axial slice radiologically: anterior up, patient
-    right on the image left; no flips without an affine."""
-    if affine is None:
-        return False, False
-    return bool(affine[1, 1] > 0), bool(affine[0, 0] > 0)
-
-
-def orient_for_display(plane: np.ndarray, flips: tuple[bool, bool]) -> np.ndarray:
-    """A (rows, columns) slice flipped as :func:`display_flips` says (a view, not a copy)."""
-    if flips[0]:
-        plane = plane[::-1]
-    if flips[1]:
-        plane = plane[:, ::-1]
-    return plane

@@ -21,7 +21,7 @@ import numpy as np
 from covseg.errors import CovsegError, counted, is_out_of_memory, out_of_memory_reading
 from covseg.io.image import image_name, masks_to_labels, read_array, read_mask
 from covseg.io.nifti import nifti_stem, read_nifti, read_paired
-from covseg.io.volume import Volume, check_same_grid, display_flips
+from covseg.io.volume import Volume, check_same_grid
 from covseg.progress import progress_bar
 from covseg.provenance import option_given
 from covseg.transforms import LUNG_WINDOW, intensity_scale, scale_intensity, scale_slices
@@ -65,8 +65,6 @@ class Sample:
     case_id: str
     patient_id: str
     source: str
-    display_flips: tuple[bool, bool] = (False, False)
-    """(rows, columns) to flip for a radiological view (slices of volumes stored otherwise)."""
     aspect: float = 1.0
     """Height over width of a pixel (row over column spacing; square for 2D files), to draw the
     slice to scale (:attr:`Volume.pixel_aspect`)."""
@@ -241,7 +239,6 @@ def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source
                     mask_source=mask_source, windowed=windowed or kind == "hu")
     if view is not None:
         volume, path, k = view
-        sample.display_flips = display_flips(volume.affine)
         sample.aspect = volume.pixel_aspect
         sample.spacing = (volume.spacing[1], volume.spacing[2])
         sample.slice_name = f"{volume.slice_name(k)} of {path.name}"
@@ -407,10 +404,19 @@ def check_patients_listed(patients: dict[str, str], slices: Sequence[tuple[str, 
                            grouped: Callable[[str], bool] = lambda stem: False) -> None:
     """A patients.csv that names none of the slices and studies is a mistake, one that misses
     some a risk (warned of unless ``warn`` is off, and not for the slices that ``grouped``
-    says their names group, as a MosMed slice's study does)."""
+    says their names group, as a MosMed slice's study does), and one whose rows name cases
+    not in the data is warned of: a misspelled name leaves its slice its own patient, and
+    folds may then split that patient."""
     cases = [*slices, *studies]
     if not patients or not cases:
         return
+    named = {name for case in cases for name in case}
+    unknown = [case for case in patients if case not in named]
+    if unknown:
+        log.warning("patients.csv names %s not in the data (%s%s): a misspelled case_id "
+                    "leaves the slice it meant its own patient, and folds may split that "
+                    "patient", counted(len(unknown), "case"), ", ".join(unknown[:3]),
+                    ", ..." if len(unknown) > 3 else "")
     kind = " and ".join(name for name, given in (("slices", slices), ("studies", studies))
                         if given)
     missing = [case for case, stem in cases if case not in patients and stem not in patients]
