@@ -965,6 +965,34 @@ def test_an_image_whose_header_claims_terabytes_fails_alone_in_predict(
     assert (tmp_path / "out" / "a_good.png").is_file()
 
 
+def test_an_image_that_runs_out_of_memory_while_read_fails_alone_in_predict(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Path,
+        synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image too large for free memory (its header under covseg's bound, so read) stopped
+    the whole 2D batch with an "out of memory" line naming no file; it fails alone, named with
+    the size asked for and the file's size."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a_good.npy", "b_big.npy"):
+        shutil.copy(next((synthetic_folder / "images").glob("*.npy")), folder / name)
+    read = api.read_image
+
+    def read_or_run_out(path: Path) -> np.ndarray:
+        if Path(path).name == "b_big.npy":
+            raise MemoryError("Unable to allocate 3.00 GiB for an array with shape (32768, 24576)")
+        return read(path)
+
+    monkeypatch.setattr(api, "read_image", read_or_run_out)
+    code, _, err = _run(capsys, "predict", str(folder), "--model", str(tiny_run), "--out",
+                        str(tmp_path / "out"))
+    size = (folder / "b_big.npy").stat().st_size
+    _assert_one_line_error(code, err, f"(first: {folder / 'b_big.npy'}: out of memory (could not "
+                                      f"allocate 3.00 GiB) reading it; the file holds {size:,} "
+                                      "bytes: is the file corrupt?", 1)
+    record = json.loads((tmp_path / "out" / "predict.json").read_text())
+    assert list(record["failed"]) == [str(folder / "b_big.npy")] and record["masks"] == 1
+
+
 @pytest.mark.parametrize(("command", "options"), [(("data", "info"), ()),
                                                    (("visualize",), ("--out", "v.png"))])
 def test_an_image_whose_header_claims_terabytes_is_named_in_a_data_folder(
