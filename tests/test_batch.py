@@ -534,7 +534,8 @@ def test_a_study_name_that_is_no_folder_inside_out_is_refused(name: str, tmp_pat
 
 
 @pytest.mark.parametrize("name", ["summary.csv", "Summary.CSV", "predict.json", ".covseg.lock",
-                                  "summary_shard0of2.csv"])
+                                  "summary_shard0of2.csv", "summary.png",
+                                  "summary_shard1of2.png"])
 def test_a_study_named_as_a_file_covseg_writes_into_out_is_refused_before_any_work(
         name: str, tmp_path: Path) -> None:
     """A CT named ``summary.csv.nii.gz`` (study ``summary.csv``) ended in a raw

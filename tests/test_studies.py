@@ -238,17 +238,19 @@ def test_a_hidden_nifti_is_read_by_name_and_noted_when_a_folder_passes_it_over(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """``.hidden.nii.gz`` given by name was refused as "a .gz file, not an image covseg reads"
     (predict) or "not a NIfTI file"; in a folder it was passed over without a word. macOS's
-    ``._`` metadata files beside each file stay passed over silently."""
+    ``._`` metadata files beside each file, and covseg's own temporary files, stay passed
+    over silently. Its study is named without the dot: a hidden ``.hidden`` output folder was
+    passed over by listing and by quantify's discovery."""
     from covseg.api import VOLUMES, input_kind
     from covseg.io.nifti import read_nifti
 
     volume = np.full((4, 4, 3), -700, np.int16)
-    for name in (".hidden.nii.gz", "._ct.nii.gz", "ct.nii.gz"):
+    for name in (".hidden.nii.gz", "._ct.nii.gz", ".ct.abcd1234.nii.gz", "ct.nii.gz"):
         nib.save(nib.Nifti1Image(volume, np.eye(4)), str(tmp_path / name))
     hidden = tmp_path / ".hidden.nii.gz"
     assert input_kind(hidden) == VOLUMES
     assert read_nifti(hidden).array.shape == (3, 4, 4)
-    assert [s.name for s in find_studies([hidden])] == [".hidden"]
+    assert [s.name for s in find_studies([hidden])] == ["hidden"]
     with caplog.at_level("WARNING"):
         assert [s.name for s in find_studies([tmp_path])] == ["ct"]
     assert [r.getMessage() for r in caplog.records] == [

@@ -598,8 +598,8 @@ def _own_masks(out: Path, earlier: dict[str, Any]) -> set[Path]:
 
 
 LATER_RECORDS = (MODEL_SHA256, LUNG_GUIDE_SHA256, "classes")
-"""What a 2D prediction records (its model files' content, a multi-class model's class names)
-that records of earlier covseg versions lack."""
+"""What a 2D prediction records (its model files' content, the model's class names) that
+records of earlier covseg versions lack."""
 
 
 def _model_record(predictor: Predictor) -> dict[str, Any]:

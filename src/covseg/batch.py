@@ -190,10 +190,11 @@ def run_batch(studies: Sequence[Study], out_dir: str | os.PathLike[str],
 
 
 OWN_FILES = (SUMMARY_CSV, PREDICT_RECORD, LOCK_FILE, SHARD_PLAN, PLAN_LOCK)
-"""The files covseg writes into a batch's ``--out`` beside the study folders (and the shards'
-summaries, :data:`SHARD_SUMMARY`): no study may be named as one."""
-SHARD_SUMMARY = re.compile(r"summary_shard\d+of\d+\.csv")
-"""The name of a shard's summary (:func:`summary_name`)."""
+"""The files covseg writes into a batch's ``--out`` beside the study folders (and the
+summaries and their charts, :data:`SUMMARY_FILES`): no study may be named as one."""
+SUMMARY_FILES = re.compile(r"summary(_shard\d+of\d+)?\.(csv|png)")
+"""The names of a batch's or a shard's summary and its chart (:func:`summary_name`), in lower
+case."""
 
 
 def _check_study_names(studies: Sequence[Study], out_dir: str | os.PathLike[str]) -> None:
@@ -209,7 +210,7 @@ def _check_study_names(studies: Sequence[Study], out_dir: str | os.PathLike[str]
             raise CovsegError(f"{study.path}: its study name {name!r} is no folder inside "
                               f"{out_dir}, so its outputs would be written outside it; give "
                               "the study by a path that names it (e.g. its folder's name)")
-        if name.lower() in OWN_FILES or SHARD_SUMMARY.fullmatch(name.lower()):
+        if name.lower() in OWN_FILES or SUMMARY_FILES.fullmatch(name.lower()):
             raise CovsegError(f"{study.path}: its study name {name!r} is the name of a file "
                               f"covseg writes into {out_dir} beside the study folders; rename "
                               "the study's file or folder")

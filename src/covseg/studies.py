@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from covseg.errors import CovsegError, refuse_special_file
-from covseg.io.atomic import refuse_undecodable_name
+from covseg.io.atomic import TEMPORARY_NAME, refuse_undecodable_name
 from covseg.io.ct import folder_niftis
 from covseg.io.dicom import (
     dicom_files,
@@ -53,12 +53,14 @@ def study_name(path: Path, mask: bool = False) -> str:
     """A file's study name: its stem, or its folder's name for covseg's own per-study outputs
     (``STUDY/infection.nii.gz``), so that several studies' outputs can be quantified again.
     A ``mask`` is named after its image: ``study_0255_mask.nii.gz`` is study ``study_0255``.
-    A folder (a DICOM series) is named as it is (:func:`folder_name`)."""
+    A folder (a DICOM series) is named as it is (:func:`folder_name`); a hidden file given by
+    name without its leading dots (``.ct.nii.gz`` is ``ct``), so that its outputs are not a
+    hidden folder that listing, and quantify's discovery, pass over."""
     if path.is_dir():
         return folder_name(path)
     if path.name in (INFECTION_NII, LUNGS_NII, PROBABILITIES_NII):
         return path.parent.resolve().name
-    stem = nifti_stem(path)
+    stem = nifti_stem(path).lstrip(".") or nifti_stem(path)  # a hidden file's outputs: seen
     return image_name(stem) if mask else stem
 
 
@@ -238,7 +240,8 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
         notes.append(f"{path}: {listed_paths(dropped, path, 'file')} named as masks, not read as "
                      "CTs; give such a file itself to predict it as a CT")
     hidden = [c for c in sorted(path.iterdir()) if c.name.startswith(".")
-              and not c.name.startswith(APPLE_DOUBLE) and is_nifti_named(c)]
+              and not c.name.startswith(APPLE_DOUBLE) and not TEMPORARY_NAME.match(c.name)
+              and is_nifti_named(c)]
     if hidden:
         notes.append(f"{path}: {listed_paths(hidden, path, 'hidden NIfTI file')} passed over, as "
                      "hidden files in folders are; give such a file by name to read it")

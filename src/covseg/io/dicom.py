@@ -593,18 +593,19 @@ def _columns_rows(header: SliceHeader) -> tuple[int, int]:
 
 def _check_pixels_held(path: Path, header: SliceHeader) -> None:
     """Refuse, before its pixels are read, an uncompressed DICOM file shorter than the pixels
-    its header claims (Rows x Columns x NumberOfFrames, a byte each at least): 8 KB claiming
-    65535 x 65535 pixels failed in GDCM with "Failed to allocate memory", 20000 x 20000 with
-    "out of memory ... use a machine with more"."""
+    its header claims (Rows x Columns x NumberOfFrames, a bit each at least: a segmentation
+    object's pixels may be single bits): 8 KB claiming 65535 x 65535 pixels failed in GDCM with
+    "Failed to allocate memory", 20000 x 20000 with "out of memory ... use a machine with
+    more"."""
     if header.transfer_syntax and header.transfer_syntax not in RAW_SYNTAXES:
         return
     columns, rows = _columns_rows(header)
-    pixels = columns * rows * header.frames
+    least = -(-columns * rows * header.frames // 8)
     size = path.stat().st_size
-    if pixels > size:
+    if least > size:
         raise CovsegError(
             f"{path}: its header claims {columns} x {rows} pixels x "
-            f"{counted(header.frames, 'frame')} ({pixels:,} bytes at least, uncompressed) but "
+            f"{counted(header.frames, 'frame')} ({least:,} bytes at least, uncompressed) but "
             f"the file holds {size:,} bytes; is it truncated or its header corrupt?")
 
 

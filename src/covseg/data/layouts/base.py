@@ -404,19 +404,15 @@ def check_patients_listed(patients: dict[str, str], slices: Sequence[tuple[str, 
                            grouped: Callable[[str], bool] = lambda stem: False) -> None:
     """A patients.csv that names none of the slices and studies is a mistake, one that misses
     some a risk (warned of unless ``warn`` is off, and not for the slices that ``grouped``
-    says their names group, as a MosMed slice's study does), and one whose rows name cases
-    not in the data is warned of: a misspelled name leaves its slice its own patient, and
-    folds may then split that patient."""
+    says their names group, as a MosMed slice's study does), naming the rows that match no
+    case (a misspelled name leaves its slice its own patient, and folds may then split that
+    patient). Rows beyond the data are no mistake alone: a table may cover more than is read
+    (all of MosMedData's studies, a set's test slices)."""
     cases = [*slices, *studies]
     if not patients or not cases:
         return
     named = {name for case in cases for name in case}
     unknown = [case for case in patients if case not in named]
-    if unknown:
-        log.warning("patients.csv names %s not in the data (%s%s): a misspelled case_id "
-                    "leaves the slice it meant its own patient, and folds may split that "
-                    "patient", counted(len(unknown), "case"), ", ".join(unknown[:3]),
-                    ", ..." if len(unknown) > 3 else "")
     kind = " and ".join(name for name, given in (("slices", slices), ("studies", studies))
                         if given)
     missing = [case for case, stem in cases if case not in patients and stem not in patients]
@@ -435,7 +431,17 @@ def check_patients_listed(patients: dict[str, str], slices: Sequence[tuple[str, 
     missing = [case for case in missing if not grouped(case)]
     if missing and warn:
         log.warning("patients.csv does not name %d of %d %s (e.g. %s): each counts as its "
-                    "own patient", len(missing), len(cases), kind, missing[0])
+                    "own patient%s", len(missing), len(cases), kind, missing[0],
+                    _unmatched_rows(unknown))
+
+
+def _unmatched_rows(unknown: Sequence[str]) -> str:
+    """The rows of a patients.csv that match no case, for the warning of the cases it misses
+    (one of them may be a misspelling of a missed case's name)."""
+    if not unknown:
+        return ""
+    return (f"; it names {counted(len(unknown), 'case')} not in the data "
+            f"({', '.join(unknown[:3])}{', ...' if len(unknown) > 3 else ''}): misspelled?")
 
 
 def _read_volume_pair(image_path: Path, mask_path: Path) -> tuple[Volume, Volume]:
