@@ -28,6 +28,7 @@ from covseg.cli import main
 from covseg.config import TrainConfig
 from covseg.data import load_dataset
 from covseg.provenance import (
+    RESUMED_BY,
     UNKNOWN_COMMAND,
     git_state,
     invoked_as,
@@ -118,6 +119,14 @@ def test_cross_validation_records_its_command_and_reuses_folds_spelt_otherwise(
     assert f"Run time: {first['seconds']:.1f} s over the command that started it" in report
     assert (tmp_path / "cv" / "fold_1" / "best.pt").stat().st_mtime_ns == weights, "reused"
     _assert_names(_record(tmp_path / "cv" / "fold_1" / "config.json"), command, data_path=data)
+    older = {key: value for key, value in summary.items()  # as covseg wrote it before 5 Dec
+             if key not in ("source_sha256", "started_utc", "python", RESUMED_BY)}
+    (tmp_path / "cv" / "summary.json").write_text(json.dumps(older))
+    _cli("cv", str(data), "--resume", "--folds", "2", *QUICK, "--out", str(tmp_path / "cv"))
+    again = _record(tmp_path / "cv" / "summary.json")
+    assert again["command"] == command and len(again[RESUMED_BY]) == 1
+    assert not {"source_sha256", "started_utc", "python"} & set(again), (
+        "this resume's provenance beside the start's command")
 
 
 def test_comparison_records_its_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -277,12 +286,19 @@ def test_the_source_hash_follows_the_code_not_where_it_lies(tmp_path: Path) -> N
 def test_no_checkout_or_no_git_records_no_commit(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Outside a git checkout, from site-packages, or without git: the keys are absent, never an
-    error."""
+    error; a ``GIT_DIR`` inherited from a git hook does not lend another repository's commit."""
     assert git_state(shutil.copytree(PACKAGE, tmp_path / "plain" / "covseg")) == {}
     installed = tmp_path / "repo" / "venv" / "site-packages" / "covseg"
     shutil.copytree(PACKAGE, installed)
     subprocess.run(["git", "init", "-q", str(tmp_path / "repo")], check=True)
     assert git_state(installed) == {}  # another project's checkout around a venv
+    other = tmp_path / "other"
+    subprocess.run(["git", "init", "-q", str(other)], check=True)
+    subprocess.run(["git", "-C", str(other), "-c", "user.name=a", "-c", "user.email=a@b",
+                    "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    monkeypatch.setenv("GIT_DIR", str(other / ".git"))  # as a git hook runs its commands
+    assert git_state(tmp_path / "plain" / "covseg") == {}, "another repository's commit"
+    monkeypatch.delenv("GIT_DIR")
     monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
     assert git_state(PACKAGE) == {}
 
@@ -343,6 +359,9 @@ def test_a_resume_under_another_torch_or_thread_count_warns_and_keeps_each_comma
     train_module.train(config, data, out, resume=True, progress=False)  # finished: not warned
     assert not [r for r in caplog.records if r.name == "covseg.train"]
     assert len(_record(out / "config.json")["resumed_by"]) == 2
+    (out / "metrics.json").unlink()  # stopped in its last validation: no epoch left to train
+    train_module.train(config, data, out, resume=True, progress=False)
+    assert not [r for r in caplog.records if r.name == "covseg.train"]
 
 
 def test_a_resume_under_the_same_code_and_threads_is_not_warned_of(

@@ -6,7 +6,12 @@ import hashlib
 import os
 from pathlib import Path
 
-from covseg.records import content_hash
+import pytest
+
+from covseg import records
+from covseg.errors import terminal_safe
+from covseg.io.atomic import write_json
+from covseg.records import content_hash, read_record
 
 
 def test_a_dicom_folder_is_hashed_over_its_files_names_and_bytes(tmp_path: Path) -> None:
@@ -64,3 +69,27 @@ def test_a_folder_holding_one_dicom_file_is_hashed_as_that_file(tmp_path: Path) 
     (tmp_path / "series").mkdir()
     (tmp_path / "series" / "1.dcm").write_bytes(b"one slice")
     assert content_hash(tmp_path / "series") == content_hash(tmp_path / "series" / "1.dcm")
+
+
+def test_recorded_names_read_back_as_the_file_system_encoding_names_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records hold names as UTF-8; reading one back converted every name for a file system
+    encoding other than UTF-8, so under ISO-8859-1 (which decodes any byte) ``mÃ©d.png``, as
+    that encoding names the file, came back as ``mÃ\\x83Â©d.png``, naming no file. Only a name
+    the encoding cannot hold (ASCII's lone surrogates, written as the UTF-8 they are) is
+    converted back."""
+    record = tmp_path / "predict.json"
+    write_json(record, {"files": ["m\u00c3\u00a9d.png"]})
+    monkeypatch.setattr(records.sys, "getfilesystemencoding", lambda: "iso-8859-1")
+    monkeypatch.setattr(records.os, "fsdecode", lambda raw: raw.decode("iso-8859-1"))
+    assert read_record(record) == {"files": ["m\u00c3\u00a9d.png"]}
+    write_json(record, {"files": ["m\u00e9d.png"]})
+    monkeypatch.setattr(records.sys, "getfilesystemencoding", lambda: "ascii")
+    monkeypatch.setattr(records.os, "fsdecode", lambda raw: raw.decode("ascii", "surrogateescape"))
+    assert read_record(record) == {"files": ["m\udcc3\udca9d.png"]}
+
+
+def test_undecodable_control_bytes_of_a_name_are_shown_escaped() -> None:
+    """Under ``LC_ALL=C`` a name's byte 0x9b (a one-byte CSI, as ESC [ is) reads as the lone
+    surrogate \\udc9b, which the console writes back as the raw byte: shown escaped now."""
+    assert terminal_safe("a\udc9b2Jb\x1b") == "a\\udc9b2Jb\\x1b"

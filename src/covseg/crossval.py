@@ -38,6 +38,7 @@ from covseg.metrics import (
     summarize,
 )
 from covseg.provenance import (
+    INVOCATION_KEYS,
     RESUMED_BY,
     option_given,
     option_name,
@@ -418,7 +419,9 @@ def _continued(record: Path, summary: dict[str, Any], trained: bool) -> dict[str
     the provenance, start time and ``seconds`` of the command that started it, this one listed
     under ``resumed_by`` (its own seconds added where it ``trained`` a fold), so that a
     ``--resume`` that trains nothing leaves the run's command and run time as they were; as it
-    is where no summary of this recipe is there (a run started, or stopped before its summary)."""
+    is where no summary of this recipe is there (a run started, or stopped before its summary).
+    A summary an earlier covseg wrote, without some of the start's keys (its source hash, start
+    time), keeps none of this resume's in their place: they would describe another command."""
     try:
         saved = json.loads(record.read_text())
     except (OSError, ValueError):
@@ -430,7 +433,8 @@ def _continued(record: Path, summary: dict[str, Any], trained: bool) -> dict[str
            "finished_utc": summary["finished_utc"], "trained_folds": trained}
     start = run_provenance(saved)
     start.pop(RESUMED_BY, None)
-    return summary | start | {
+    kept = {key: value for key, value in summary.items() if key not in INVOCATION_KEYS}
+    return kept | start | {  # none of this resume's own provenance beside the start's command
         "seconds": float(saved["seconds"]) + (summary["seconds"] if trained else 0.0),
         "finished_utc": summary["finished_utc"] if trained else saved.get("finished_utc"),
         RESUMED_BY: [*saved.get(RESUMED_BY, []), now]}

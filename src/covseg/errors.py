@@ -12,10 +12,13 @@ MEMORY_SIGNS = ("allocate", "not enough memory", "out of memory",
 of memory", a size beyond any), as against a bug's RuntimeError."""
 
 
-UNSHOWABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+UNSHOWABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069"
+                        "\udc80-\udc9f]")
 """Characters a terminal acts on rather than shows: control characters (ESC starts the ANSI
 sequences that clear the screen or colour text, CR returns over the line, NUL) and the
-bidirectional overrides that reorder what follows; tab and newline are shown as they are."""
+bidirectional overrides that reorder what follows; tab and newline are shown as they are. Also
+the undecodable bytes 0x80-0x9f of a name (``LC_ALL=C``), which the console writes back as
+the 8-bit control codes they are."""
 
 
 def terminal_safe(text: str) -> str:

@@ -161,7 +161,7 @@ def git_state(package: Path) -> dict[str, Any]:
         done = subprocess.run(["git", "--no-optional-locks", "-C", str(package), "status",
                                "--porcelain=v2", "--branch", "--untracked-files=no"],
                               capture_output=True, text=True, timeout=GIT_TIMEOUT_S, check=False,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, env=_own_git_environment())
     except (OSError, subprocess.SubprocessError):
         return {}
     lines = done.stdout.splitlines() if done.returncode == 0 else []
@@ -169,6 +169,13 @@ def git_state(package: Path) -> dict[str, Any]:
     if commit is None or commit == "(initial)":
         return {}
     return {"git_commit": commit, "git_dirty": any(not line.startswith("#") for line in lines)}
+
+
+def _own_git_environment() -> dict[str, str]:
+    """The environment without git's own variables (``GIT_DIR``, ``GIT_WORK_TREE`` ... as a git
+    hook or ``git submodule foreach`` sets them), which point git at another repository than
+    the one covseg's code lies in: its commit would be recorded as covseg's."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("GIT_")}
 
 
 def utc_now() -> str:

@@ -181,11 +181,18 @@ def _as_file_names(value: Any) -> Any:
     """``value`` (read from a record) with its text as Python's file system encoding decodes the
     same bytes, where that is not UTF-8 (``LC_ALL=C PYTHONUTF8=0``): records hold names as valid
     UTF-8 (:func:`~covseg.io.atomic.utf8_text`), and a recorded name must match, and open, the
-    file it names."""
-    if sys.getfilesystemencoding().replace("-", "").lower() == "utf8":
+    file it names. Only text the file system encoding cannot hold is one that ``utf8_text``
+    changed: under ISO-8859-1, which decodes every byte, names are recorded as decoded and read
+    back as they are (converting them too read ``méd.png`` back as ``mÃ©d.png``)."""
+    encoding = sys.getfilesystemencoding()
+    if encoding.replace("-", "").lower() == "utf8":
         return value
     if isinstance(value, str):
-        return os.fsdecode(value.encode("utf-8", "surrogateescape"))
+        try:
+            value.encode(encoding)
+        except UnicodeEncodeError:
+            return os.fsdecode(value.encode("utf-8", "surrogateescape"))
+        return value
     if isinstance(value, dict):
         return {_as_file_names(key): _as_file_names(item) for key, item in value.items()}
     if isinstance(value, list):

@@ -398,20 +398,29 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint:
                           f"images or masks than these); pick a new {option_name('out')} or "
                           "delete it")
     _refuse_other_split(out, saved_record, split)
-    _warn_other_environment(out, saved_record)
+    _warn_other_environment(out, saved_record, saved.epochs)
     return saved
 
 
-def _warn_other_environment(out: Path, record: dict[str, Any]) -> None:
+def _warn_other_environment(out: Path, record: dict[str, Any], epochs: int) -> None:
     """Warn in one line of a resume under another covseg (version or source), torch or thread
     count than the run started with (its ``record``): each changes the weights trained, so the
-    run matches neither an uninterrupted run nor one all under this command. A finished run,
-    which a resume only validates again, is not warned of."""
+    run matches neither an uninterrupted run nor one all under this command. A run with no
+    epoch left of its ``epochs`` (finished, or stopped in its last validation), which a resume
+    only validates again, is not warned of."""
     changed = environment_changes(record, {**environment(), "threads": torch.get_num_threads()})
-    if changed and not (out / "metrics.json").is_file():
+    if changed and not (out / "metrics.json").is_file() and _epochs_logged(out) < epochs:
         log.warning("%s: resumed under other settings than the run started with (%s): its "
                     "results may differ from an uninterrupted run's (config.json's resumed_by "
                     "records each command)", out, "; ".join(changed))
+
+
+def _epochs_logged(out: Path) -> int:
+    """How many epochs a run's log.csv holds (0 without one: an ensemble's members log theirs)."""
+    try:
+        return max(len((out / "log.csv").read_text().splitlines()) - 1, 0)
+    except OSError:
+        return 0
 
 
 def _refuse_other_split(out: Path, record: dict[str, Any],
