@@ -13,6 +13,7 @@ import errno
 import functools
 import io
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -27,6 +28,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    # A shell without job control starts a background job (`pytest &` in a script) with Ctrl-C
+    # ignored, and covseg rightly keeps a signal ignored as it came: the stop tests then saw
+    # their SIGINT ignored (exit 0, not 130). They test Ctrl-C as a terminal delivers it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SAMPLE_CT = SHARED_DATA / "ct-samples" / "example_ct_sm.nii.gz"
