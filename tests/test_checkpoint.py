@@ -96,6 +96,7 @@ def test_a_checkpoint_without_an_entry_its_network_needs_is_refused(tmp_path: Pa
     ("size", 0, "a positive whole number"),
     ("size", -5, "a positive whole number"),
     ("size", 64.0, "a positive whole number"),
+    ("size", 100000, "a canvas of at most 1024 px, covseg's largest"),
     ("in_channels", 0, "a positive whole number"),
     ("window", [float("nan"), 150.0], "two finite numbers, the lower first"),
     ("window", [150, -1350], "two finite numbers, the lower first"),
@@ -107,7 +108,8 @@ def test_a_checkpoint_without_an_entry_its_network_needs_is_refused(tmp_path: Pa
 def test_a_checkpoint_whose_settings_cannot_be_used_is_refused_naming_the_value(
         tmp_path: Path, key: str, value: Any, wanted: str) -> None:
     """A checkpoint's meta was used as it was: threshold NaN wrote all-empty masks and -1
-    all-lesion ones (exit 0); a size of 0 or a flip named "zz" ended in a traceback."""
+    all-lesion ones (exit 0); a size of 0 or a flip named "zz" ended in a traceback, and one of
+    100000 in "out of memory" at the first slice."""
     meta = {"model": "miniseg", "in_channels": 1, "num_classes": 2, "size": 64,
             "threshold": 0.5, "flips": ["lr", "ud"], "window": [-1350, 150],
             "intensity": "auto", "test_flips": True, "target": "infection",

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from covseg.config import MAX_SIZE
 from covseg.errors import CovsegError, no_space, no_space_text, refuse_special_file
 from covseg.io.atomic import atomic_path
 from covseg.io.image import unreadable_file
@@ -231,13 +232,16 @@ def meta_problem(meta: dict[str, Any]) -> str | None:
     """What is wrong with the settings a checkpoint's (or an exported model's) ``meta`` gives
     inference, None where nothing: a hand-edited or hostile file's threshold NaN or -1 wrote
     all-empty or all-lesion masks with exit 0, and a size of 0 or a flip named "zz" ended in
-    a traceback. Keys that old runs lack are left to their defaults."""
+    a traceback; a size of 100000 in "out of memory". Keys that old runs lack are left to their
+    defaults."""
     from covseg.data.layouts import TARGETS  # both import modules that import this one
     from covseg.infer import FLIP_DIMS
 
     for key in ("in_channels", "size", "num_classes"):
         if not _whole(meta.get(key), 1):
             return f"{key}: {meta.get(key)!r}, not a positive whole number"
+    if meta["size"] > MAX_SIZE:  # 100000 ended in "out of memory" at the first slice
+        return f"size: {meta['size']!r}, not a canvas of at most {MAX_SIZE} px, covseg's largest"
     checks = {
         "threshold": (lambda v: _number(v) and 0 < v < 1, "a number strictly between 0 and 1"),
         "flips": (lambda v: isinstance(v, (list, tuple)) and all(

@@ -42,6 +42,14 @@ MAX_BATCH_SIZE = 4096
 """The most slices one step may take: far above what fits in memory at 512 px (train's default
 is 4, predict's 8), so that a typo such as 10**12 is refused rather than run and recorded."""
 
+MIN_SIZE = 32
+"""Smallest training canvas: the networks downsample by 16 and need two pixels left there."""
+MAX_SIZE = 1024
+"""Largest training canvas: twice the 512 x 512 px of CT slices (MedSeg's, MosMed's and CT
+volumes' planes), beyond which a canvas only upsamples them while memory and time grow with
+its area (16 times the default 256 px canvas's here). Unbounded, --size 100000 failed to
+allocate 29 GB in a traceback and 20000 was killed for memory, leaving a run record behind."""
+
 
 def check_batch_size(batch_size: int) -> None:
     """Refuse a ``--batch-size`` above :data:`MAX_BATCH_SIZE` in one line saying what to give

@@ -48,7 +48,14 @@ from tqdm import tqdm
 
 from covseg.cascade import THRESHOLD, LungFrame, LungGuide, require_lung_model
 from covseg.checkpoint import full_disk_resumable, load_checkpoint, save_checkpoint
-from covseg.config import TrainConfig, check_batch_size, check_seed, check_threshold
+from covseg.config import (
+    MAX_SIZE,
+    MIN_SIZE,
+    TrainConfig,
+    check_batch_size,
+    check_seed,
+    check_threshold,
+)
 from covseg.data.layouts import CLASS_NAMES, LoadedData, Sample, data_fingerprint
 from covseg.data.splits import validation_split
 from covseg.errors import CovsegError
@@ -541,15 +548,6 @@ def _check_lung_run(lung: Predictor, config: TrainConfig) -> None:
                           f"{option_given('intensity', lung.intensity)} "
                           f"{option_given('window', (f'{low:g}', f'{high:g}'))}; train the "
                           "cascade with the same")
-
-
-MIN_SIZE = 32
-"""Smallest training canvas: the networks downsample by 16 and need two pixels left there."""
-MAX_SIZE = 1024
-"""Largest training canvas: twice the 512 x 512 px of CT slices (MedSeg's, MosMed's and CT
-volumes' planes), beyond which a canvas only upsamples them while memory and time grow with
-its area (16 times the default 256 px canvas's here). Unbounded, --size 100000 failed to
-allocate 29 GB in a traceback and 20000 was killed for memory, leaving a run record behind."""
 
 
 def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
