@@ -3,6 +3,7 @@ and label masks told from the images predict takes."""
 
 from __future__ import annotations
 
+import ast
 import io
 import re
 from pathlib import Path
@@ -597,3 +598,28 @@ def test_npy_of_complex_values_or_no_numpy_bytes_is_refused(tmp_path: Path) -> N
         read_array(tmp_path / "text.npy")
     np.save(tmp_path / "b.npy", np.eye(4, dtype=bool))
     np.testing.assert_array_equal(read_array(tmp_path / "b.npy"), np.eye(4, dtype=bool))
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_a_npy_reads_as_numpy_saved_it_with_its_header_parsed_once(
+        tmp_path: Path, order: str) -> None:
+    """The values are read after covseg's own header check (under a lock: CPython 3.11's
+    parser, which numpy's header reader uses, failed when two threads read slices at once)
+    instead of np.load parsing the header again: the array, its dtype and a Fortran order
+    come back as numpy.save wrote them."""
+    from covseg.io import image
+
+    saved = np.asarray(np.arange(12, dtype=">i2").reshape(3, 4), order=order)
+    np.save(tmp_path / "s.npy", saved)
+    parses = []
+    literal_eval = ast.literal_eval
+
+    def counted(text: str) -> object:
+        parses.append(image.NPY_HEADER_LOCK.locked())
+        return literal_eval(text)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ast, "literal_eval", counted)  # numpy's header parser looks it up so
+        read = image.read_array(tmp_path / "s.npy")
+    assert parses == [True]
+    assert read.dtype == saved.dtype and np.array_equal(read, saved)

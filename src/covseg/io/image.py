@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -188,11 +189,18 @@ def _open_image(path: Path) -> Image.Image:
     return image
 
 
+NPY_HEADER_LOCK = threading.Lock()
+"""Held while numpy parses a .npy header (``ast.literal_eval``): CPython 3.11's parser is not
+thread-safe, and two folds reading their slices side by side (``cv --fold K`` in threads) failed
+in one with "SystemError: AST constructor recursion depth mismatch"."""
+
+
 def _read_npy(path: Path) -> np.ndarray:
     """A ``.npy`` file's array, refusing a file that is no NumPy array file, an array of no
     real numbers (complex values: predicting from the real part alone misreads the slice), and,
     from its header before anything is allocated, more than :data:`MAX_SLICE_PIXELS` values or
-    more bytes than the file holds (a truncated or lying header)."""
+    more bytes than the file holds (a truncated or lying header). The values are read after the
+    header parsed once, under :data:`NPY_HEADER_LOCK` (``np.load`` would parse it again)."""
     with open(path, "rb") as handle:
         if handle.read(len(NPY_MAGIC)) != NPY_MAGIC:
             raise CovsegError(f"{path}: not a NumPy .npy file (it lacks the .npy header); "
@@ -201,19 +209,23 @@ def _read_npy(path: Path) -> np.ndarray:
         version = np.lib.format.read_magic(handle)
         read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                        else np.lib.format.read_array_header_2_0)
-        shape, _, dtype = read_header(handle)
+        with NPY_HEADER_LOCK:
+            shape, fortran_order, dtype = read_header(handle)
         held = os.fstat(handle.fileno()).st_size - handle.tell()
-    if dtype.kind not in REAL_KINDS:
-        raise CovsegError(f"{path}: holds {dtype} values, not real numbers; save the "
-                          "slice's real values (e.g. its magnitude, numpy.abs) as a real dtype")
-    values = int(np.prod(shape, dtype=object))
-    claimed = f"its header claims an array of shape {tuple(shape)}"
-    if values > MAX_SLICE_PIXELS:
-        raise _too_large(path, f"{claimed} ({values:,} values)")
-    if values * dtype.itemsize > held:
-        raise CovsegError(f"{path}: {claimed} ({values * dtype.itemsize:,} bytes of {dtype}) "
-                          f"but the file holds {held:,} bytes of them; is it truncated?")
-    return np.load(path, allow_pickle=False)
+        if dtype.kind not in REAL_KINDS:
+            raise CovsegError(f"{path}: holds {dtype} values, not real numbers; save the "
+                              "slice's real values (e.g. its magnitude, numpy.abs) as a real "
+                              "dtype")
+        values = int(np.prod(shape, dtype=object))
+        claimed = f"its header claims an array of shape {tuple(shape)}"
+        if values > MAX_SLICE_PIXELS:
+            raise _too_large(path, f"{claimed} ({values:,} values)")
+        if values * dtype.itemsize > held:
+            raise CovsegError(f"{path}: {claimed} ({values * dtype.itemsize:,} bytes of "
+                              f"{dtype}) but the file holds {held:,} bytes of them; is it "
+                              "truncated?")
+        array = np.fromfile(handle, dtype=dtype, count=values)
+    return array.reshape(shape, order="F" if fortran_order else "C")
 
 
 def _too_large(path: Path, size: str) -> CovsegError:
