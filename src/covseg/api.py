@@ -55,8 +55,7 @@ from covseg.errors import (
     BatchFailed,
     CovsegError,
     counted,
-    is_out_of_memory,
-    out_of_memory_reading,
+    read_naming_out_of_memory,
     refuse_special_file,
     them,
 )
@@ -1118,15 +1117,10 @@ def _readable(chunk: Sequence[Path], predictor: Predictor, failed: dict[str, str
     kept, images = [], []
     for path in chunk:
         try:
-            images.append(normalize_intensity(read_image(path), predictor.intensity,
-                                              predictor.window, str(path)))
+            images.append(read_naming_out_of_memory(lambda named: normalize_intensity(
+                read_image(named), predictor.intensity, predictor.window, str(named)), path))
         except CovsegError as exc:
             failed[recorded_path(path)] = str(exc)
-            continue
-        except (MemoryError, RuntimeError) as exc:  # a header claiming far more than it holds
-            if not is_out_of_memory(exc):
-                raise
-            failed[recorded_path(path)] = str(out_of_memory_reading(path, exc))
             continue
         kept.append(path)
     return kept, images

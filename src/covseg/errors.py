@@ -5,6 +5,11 @@ import errno
 import os
 import re
 import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 MEMORY_SIGNS = ("allocate", "not enough memory", "out of memory",
                 "Storage size calculation overflowed")
@@ -78,6 +83,18 @@ def out_of_memory_reading(path: str | os.PathLike[str], exc: BaseException) -> C
     text = out_of_memory_text(exc).split(": ", 1)[0]
     return CovsegError(f"{path}: {text} reading it{held}: is the file corrupt? If not, free "
                        "memory or use a machine with more")
+
+
+def read_naming_out_of_memory(read: Callable[[Path], T], path: Path) -> T:
+    """``read(path)``, a failed allocation refused as that file's error
+    (:func:`out_of_memory_reading`): a tiny .npy whose header claims 298 GiB stopped a batch,
+    or train, data info and visualize, with an "out of memory" line naming no file."""
+    try:
+        return read(path)
+    except (MemoryError, RuntimeError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        raise out_of_memory_reading(path, exc) from None
 
 
 def no_space(exc: BaseException) -> bool:

@@ -60,7 +60,8 @@ def study_name(path: Path, mask: bool = False) -> str:
         return folder_name(path)
     if path.name in (INFECTION_NII, LUNGS_NII, PROBABILITIES_NII):
         return path.parent.resolve().name
-    stem = nifti_stem(path).lstrip(".") or nifti_stem(path)  # a hidden file's outputs: seen
+    stem = nifti_stem(path)
+    stem = stem.lstrip(".") or stem  # a hidden file's outputs: a folder listing shows
     return image_name(stem) if mask else stem
 
 

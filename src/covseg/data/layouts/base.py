@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from covseg.errors import CovsegError, counted, is_out_of_memory, out_of_memory_reading
+from covseg.errors import CovsegError, counted, read_naming_out_of_memory
 from covseg.io.image import image_name, masks_to_labels, read_array, read_mask
 from covseg.io.nifti import nifti_stem, read_nifti, read_paired
 from covseg.io.volume import Volume, check_same_grid
@@ -357,23 +357,11 @@ def read_2d_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions,
             else read_mask)  # see loaded
     for stem, image_path, mask_path in _progress(pairs, desc):
         case = _prefixed(case_prefix, stem)
-        samples.append(_sample(_named_read(read_array, image_path),
-                               _named_read(read, mask_path), case,
+        samples.append(_sample(read_naming_out_of_memory(read_array, image_path),
+                               read_naming_out_of_memory(read, mask_path), case,
                                patient_of(patients, case, stem), str(image_path),
                                options, mask_source=str(mask_path)))
     return samples
-
-
-def _named_read(read: Callable[[Path], np.ndarray], path: Path) -> np.ndarray:
-    """``read(path)``, a failed allocation refused as that file's error: a tiny .npy whose
-    header claims 298 GiB stopped train, data info and visualize with an "out of memory" line
-    that left the user to find the culprit among hundreds of slices."""
-    try:
-        return read(path)
-    except (MemoryError, RuntimeError) as exc:
-        if not is_out_of_memory(exc):
-            raise
-        raise out_of_memory_reading(path, exc) from None
 
 
 def patient_of(patients: dict[str, str], case: str, stem: str) -> str:
