@@ -127,6 +127,29 @@ def test_a_logged_bar_is_written_seldom(monkeypatch: pytest.MonkeyPatch) -> None
     assert written.count("\r") <= 3 and "200/200" in written.split("\r")[-1], written[-300:]
 
 
+def test_positioned_bars_logged_to_a_file_are_plain_lines(tmp_path: Path) -> None:
+    """An ensemble's members trained side by side draw one bar each, at positions 0 and 1;
+    with stderr in a file (``2> log.txt``) the second wrote cursor-ups (ESC[A) and both ran
+    together on one ``\\r``-joined line. Each update is now a plain line naming its member."""
+    code = ("from covseg.progress import progress_bar\n"
+            "bars = [progress_bar(total=3, desc=f'member {i} miniseg', position=i) "
+            "for i in (0, 1)]\n"
+            "for _ in range(3):\n"
+            "    for bar in bars: bar.update()\n"
+            "for bar in bars: bar.close()\n")
+    log = tmp_path / "log.txt"
+    with log.open("w") as stderr:
+        subprocess.run([sys.executable, "-c", code], stderr=stderr, check=True,
+                       env={**os.environ, "TQDM_DISABLE": ""})
+    written = log.read_text()
+    assert "\x1b" not in written and "\r" not in written, repr(written)
+    lines = written.splitlines()
+    assert lines and all(line.startswith(("member 0 miniseg:", "member 1 miniseg:"))
+                         for line in lines), lines
+    assert {"member 0 miniseg", "member 1 miniseg"} == {
+        line.split(":")[0] for line in lines if "3/3" in line}
+
+
 def test_an_unwritable_mplconfigdir_leaves_no_matplotlib_warning(tmp_path: Path) -> None:
     """An MPLCONFIGDIR that cannot be written (a read-only folder set in a container image)
     printed matplotlib's two lines; covseg gives matplotlib a temporary folder, as it does for

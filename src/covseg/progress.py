@@ -8,7 +8,7 @@ functions' signatures (recorded as a run's options) stay as they are.
 
 Every covseg bar comes from :func:`progress_bar`, which ``TQDM_DISABLE=1`` turns off (read at
 each call, so a notebook may set it after importing covseg) and which updates at most every 30 s
-where stderr is a log file or a pipe; a study's slice bar
+where stderr is a log file or a pipe, each update a line of its own; a study's slice bar
 (:func:`slice_bar`) is drawn below its batch's bar only where stderr is a terminal.
 """
 
@@ -71,15 +71,39 @@ def progress_bar(iterable: Iterable[T] | None = None, *, quiet: bool = False,
 
 
 class _LoggedBar(tqdm):
-    """A bar written to a log: new figures (training's loss and Dice each epoch) are drawn with
-    the bar's next timed update, not at once, which wrote an update per epoch however seldom
-    the bar updated. A study's stage (``set_postfix_str``, drawn once it has lasted
-    :data:`SHOW_AFTER_S`, a few per study) is still drawn as it comes: a log of a long study
-    says what it is doing."""
+    """A bar written to a log: each update a line of its own, naming the bar, with no ``\\r``
+    redraw and no cursor movement. tqdm moved a positioned bar (an ensemble's members, trained
+    side by side) to its line with ESC[A, and the members' updates ran together on one line.
+
+    New figures (training's loss and Dice each epoch) are drawn with the bar's next timed
+    update, not at once, which wrote an update per epoch however seldom the bar updated. A
+    study's stage (``set_postfix_str``, drawn once it has lasted :data:`SHOW_AFTER_S`, a few per
+    study) is still drawn as it comes: a log of a long study says what it is doing."""
 
     def set_postfix(self, ordered_dict: Any = None, refresh: bool = True,
                     **kwargs: Any) -> None:
         super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+    def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+        """Write the bar's state (or ``msg``) as a line; tqdm's clearing (``msg=""``) writes
+        nothing, as a log cannot be redrawn."""
+        text = str(self) if msg is None else msg
+        if text:
+            self.fp.write(f"{text}\n")
+            self.fp.flush()
+        return bool(text)
+
+    def clear(self, nolock: bool = False) -> None:
+        """Nothing to take off a log (tqdm clears every bar before a ``tqdm.write``)."""
+
+    def close(self) -> None:
+        """Write the last state of a bar that is left (tqdm's rule: ``leave``, by default the
+        bar at position 0) as a line; tqdm's own close ended it with an empty line."""
+        if not self.disable and (self.pos == 0 if self.leave is None else self.leave):
+            self.leave = False
+            self._ema_dt = lambda: None  # the overall rate, as tqdm shows a finished bar's
+            self.display()
+        super().close()
 
 
 def _stderr_is_terminal() -> bool:
