@@ -80,18 +80,20 @@ class _LoggedBar(tqdm):
     study's stage (``set_postfix_str``, drawn once it has lasted :data:`SHOW_AFTER_S`, a few per
     study) is still drawn as it comes: a log of a long study says what it is doing."""
 
+    leave: bool | None
+    """tqdm's: whether the bar's last state stays written (None: the bar at position 0's)."""
+
     def set_postfix(self, ordered_dict: Any = None, refresh: bool = True,
                     **kwargs: Any) -> None:
         super().set_postfix(ordered_dict, refresh=False, **kwargs)
 
-    def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+    def display(self, msg: str | None = None, pos: int | None = None) -> None:
         """Write the bar's state (or ``msg``) as a line; tqdm's clearing (``msg=""``) writes
-        nothing, as a log cannot be redrawn."""
+        nothing, as a log cannot be redrawn (and, told nothing was drawn, no ``\\r``)."""
         text = str(self) if msg is None else msg
         if text:
             self.fp.write(f"{text}\n")
             self.fp.flush()
-        return bool(text)
 
     def clear(self, nolock: bool = False) -> None:
         """Nothing to take off a log (tqdm clears every bar before a ``tqdm.write``)."""
