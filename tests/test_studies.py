@@ -17,6 +17,7 @@ from covseg.errors import CovsegError
 from covseg.quantify import quantify_batch
 from covseg.studies import find_studies
 from tests.conftest import shared
+from tests.io.helpers import phantom, synthetic_series
 
 
 def test_quantify_of_a_2d_predict_folder_names_its_masks(tmp_path: Path) -> None:
@@ -256,3 +257,15 @@ def test_a_hidden_nifti_is_read_by_name_and_noted_when_a_folder_passes_it_over(
     assert [r.getMessage() for r in caplog.records] == [
         (f"{tmp_path}: 1 hidden NIfTI file(s) (.hidden.nii.gz) passed over, as hidden files in "
          "folders are; give such a file by name to read it")]
+
+
+def test_a_hidden_dicom_file_given_by_name_is_a_study(tmp_path: Path) -> None:
+    """``covseg predict --model RUN .slice.dcm`` was refused ("a .dcm file, not an image covseg
+    reads"), as a hidden NIfTI given by name no longer is; it is a study named without its dot.
+    """
+    from covseg.api import VOLUMES, input_kind
+
+    folder = tmp_path / "series"
+    hidden = synthetic_series(folder, phantom(depth=1))[0].rename(folder / ".slice.dcm")
+    assert input_kind(hidden) == VOLUMES
+    assert [s.name for s in find_studies([hidden])] == ["slice"]

@@ -70,7 +70,7 @@ from covseg.io.atomic import (
     remove_temporaries_of,
     write_json,
 )
-from covseg.io.dicom import gzipped_dicom_refusal, is_dicom_file
+from covseg.io.dicom import gzipped_dicom_refusal, is_dicom_file, is_dicom_named
 from covseg.io.image import (
     is_image_file,
     read_image,
@@ -659,7 +659,7 @@ def input_kind(path: Path, wanted: str | None = None) -> str | None:
     sub-folders and no images is volumes (study folders, a DICOM tree)."""
     if not path.is_dir():
         refuse_special_file(path, "an image or CT file, or a folder of them")
-        if is_nifti_named(path) or is_dicom_file(path):
+        if is_nifti_named(path) or is_dicom_named(path):
             return VOLUMES
         return IMAGES if is_image_file(path) else None
     children = sorted(c for c in path.iterdir()

@@ -22,6 +22,7 @@ from covseg.io.dicom import (
     holds_no_ct_image,
     holds_several_studies,
     is_dicom_file,
+    is_dicom_named,
     is_dicomdir,
     sampled_series_uids,
     slice_series_uid,
@@ -178,7 +179,7 @@ def _check_slices_not_given_apart(files: Sequence[Path]) -> None:
     their own, are let be."""
     series: dict[str, list[Path]] = {}
     for path in files:
-        uid = slice_series_uid(path) if is_dicom_file(path) and not is_nifti(path) else ""
+        uid = slice_series_uid(path) if is_dicom_named(path) and not is_nifti_named(path) else ""
         if uid:
             series.setdefault(uid, []).append(path)
     for uid, paths in series.items():

@@ -24,7 +24,7 @@ import covseg.io.dicom as dicom_module
 import covseg.io.volume as volume_module
 from covseg.errors import CovsegError
 from covseg.io.ct import read_volume
-from covseg.io.dicom import is_dicom_file
+from covseg.io.dicom import dicom_files, is_dicom_file, is_dicom_named
 from covseg.io.volume import write_mask_like
 from tests.conftest import SAMPLE_DICOMS as DICOMS
 from tests.io.helpers import (
@@ -690,3 +690,14 @@ def test_a_fifo_among_the_slices_is_passed_over_with_a_warning(
     assert np.array_equal(read.array, volume)
     assert (f"{tmp_path / 's'}: passed over 1 special file among the DICOM files (IM0099: a "
             "FIFO, a device or a socket, no slice)") in caplog.text
+
+
+def test_a_hidden_dicom_file_is_read_by_name_and_passed_over_in_a_folder(tmp_path: Path) -> None:
+    """``.slice.dcm`` given by name was refused ("a .dcm file, not an image covseg reads")
+    while a hidden NIfTI given by name is read; in a folder's search hidden files stay passed
+    over (macOS's ``._IM0001`` metadata files)."""
+    folder = tmp_path / "series"
+    hidden = synthetic_series(folder, phantom(depth=1))[0].rename(folder / ".slice.dcm")
+    assert is_dicom_named(hidden) and not is_dicom_file(hidden)
+    assert list(dicom_files(folder)) == []
+    assert read_volume(hidden).array.shape == (1, 24, 32)

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from covseg.errors import CovsegError
-from covseg.io.dicom import is_dicom_file, read_dicom_file, read_dicom_folder
+from covseg.io.dicom import is_dicom_file, is_dicom_named, read_dicom_file, read_dicom_folder
 from covseg.io.image import IMAGE_SUFFIXES
 from covseg.io.nifti import analyze_refused, is_analyze, is_nifti, read_nifti
 from covseg.io.volume import NIFTI_SUFFIXES, Volume, check_hu, detect_volume_intensity
@@ -40,7 +40,7 @@ def read_volume(path: str | os.PathLike[str], hu: str = "auto", like: Volume | N
         )
     elif is_analyze(path):
         raise analyze_refused(path)
-    elif is_dicom_file(path):
+    elif is_dicom_named(path):
         volume = read_dicom_file(path)
     else:
         raise CovsegError(f"{path}: not a NIfTI file (.nii/.nii.gz), DICOM file or DICOM folder")

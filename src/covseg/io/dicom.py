@@ -47,10 +47,18 @@ def is_dicomdir(path: Path) -> bool:
 
 
 def is_dicom_file(path: Path) -> bool:
+    """True for a DICOM file (:func:`is_dicom_named`) that a folder's search reads: not for
+    hidden ones (macOS's ``._IM0001`` metadata files beside each slice on other disks). A file
+    given by name is read hidden or not (:func:`is_dicom_named`)."""
+    return not path.name.startswith(".") and is_dicom_named(path)
+
+
+def is_dicom_named(path: Path) -> bool:
     """True for a file with a DICOM suffix or the DICM preamble (suffix-less PACS exports), or
     a file named without a suffix (``IM0003``, or a UID) that parses as DICOM without the
-    preamble, which files not written for removable media may leave out (SimpleITK reads them)."""
-    if not path.is_file() or path.name.startswith("."):
+    preamble, which files not written for removable media may leave out (SimpleITK reads them);
+    hidden or not: one given by name (``.slice.dcm`` was refused as "not an image")."""
+    if not path.is_file():
         return False
     if path.suffix.lower() in DICOM_SUFFIXES:
         return True
