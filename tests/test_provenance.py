@@ -103,6 +103,7 @@ def test_cross_validation_records_its_command_and_reuses_folds_spelt_otherwise(
     _assert_names(first, command, data_path=data)
     assert UTC_TIME.fullmatch(first["started_utc"]) and UTC_TIME.fullmatch(first["finished_utc"])
     assert first["started_utc"] <= first["finished_utc"]
+    assert first["threads"] == torch.get_num_threads(), "recorded as train's config.json does"
     _assert_names(_record(tmp_path / "cv" / "fold_1" / "config.json"), command, data_path=data)
     weights = (tmp_path / "cv" / "fold_1" / "best.pt").stat().st_mtime_ns
     monkeypatch.chdir(data)
@@ -112,6 +113,7 @@ def test_cross_validation_records_its_command_and_reuses_folds_spelt_otherwise(
     _assert_names(summary, command, data_path=data)
     assert [r["command"] for r in summary["resumed_by"]] == [resumed]
     assert summary["resumed_by"][0]["trained_folds"] is False
+    assert summary["resumed_by"][0]["threads"] == torch.get_num_threads()
     for key in ("seconds", "started_utc", "finished_utc", "source_sha256"):
         assert summary[key] == first[key], key
     assert summary["resumed_by"][0]["seconds"] < first["seconds"]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from covseg.config import TrainConfig
 from covseg.data.layouts import LoadedData, data_fingerprint, split_files_note
@@ -506,7 +507,8 @@ def _summary(config: TrainConfig, data: LoadedData, how: str, per_fold: list[dic
                        "n": int(values.size),
                        "cases": covered["n"], "cases_undefined": covered["undefined"]}
     return {
-        **provenance(data_path=data.root), "finished_utc": utc_now(),
+        **provenance(data_path=data.root), "threads": torch.get_num_threads(),
+        "finished_utc": utc_now(),
         "data": data.describe(), "synthetic": data.synthetic, "folds": how,
         "config": config.record(data.windowed), "seconds": seconds, "train_seconds": train_seconds,
         "per_fold": per_fold,
