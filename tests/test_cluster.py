@@ -26,6 +26,7 @@ import pytest
 from covseg import api, cluster
 from covseg.cli import main
 from covseg.config import TrainConfig
+from covseg.crossval import STOPPED_FILE
 from covseg.data import load_dataset
 from covseg.errors import CovsegError
 from covseg.io.lock import writing_to
@@ -130,9 +131,31 @@ def test_a_fold_another_run_holds_is_left_to_it_while_the_others_finish(
             "finished it") in caplog.messages
     assert (out / "fold_0" / "fold_metrics.json").is_file()
     assert not (out / "summary.json").exists()
+    stopped = json.loads((out / STOPPED_FILE).read_text())  # its time, for the resume to add
     api.cross_validate("synthetic:1", out, fold=1, **ONE_NETWORK)  # the other run, to its end
     summary = api.cross_validate("synthetic:1", out, ray="local", resume=True, **ONE_NETWORK)
     assert [fold["fold"] for fold in summary["per_fold"]] == [0, 1]
+    assert summary["seconds"] == pytest.approx(stopped["seconds"]), "the resume trained none"
+    assert summary["started_utc"] == stopped["started_utc"]
+
+
+def test_a_resume_on_ray_that_trains_a_fold_adds_its_seconds_as_one_here_does(
+        local_ray: Any, tmp_path: Path) -> None:
+    """A ``--resume`` on Ray that trained a fold again (its folder deleted) was recorded as one
+    that trained none (``trained_folds`` false), its seconds left out of the run's, as its
+    folds were all done once Ray's tasks ended: it is timed as a run here times it, from
+    before its folds ran."""
+    out = tmp_path / "cv"
+    first = api.cross_validate("synthetic:1", out, ray="local", **ONE_NETWORK)
+    shutil.rmtree(out / "fold_1")
+    summary = api.cross_validate("synthetic:1", out, ray="local", resume=True, **ONE_NETWORK)
+    [resume] = summary["resumed_by"]
+    assert resume["trained_folds"] is True
+    assert summary["seconds"] == pytest.approx(first["seconds"] + resume["seconds"])
+    assert summary["finished_utc"] == resume["finished_utc"]
+    assert summary["started_utc"] == first["started_utc"] <= resume["started_utc"]
+    trained = json.loads((out / "fold_1" / "config.json").read_text())
+    assert resume["started_utc"] <= trained["started_utc"], "timed from before its folds ran"
 
 
 def test_a_held_fold_finished_before_the_others_ended_needs_no_resume(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import math
 import os
 import re
 import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from covseg.errors import CovsegError
 from covseg.io.lock import LOCK_FILE
 from covseg.metrics import METRICS
 from covseg.models.registry import model_options
+from covseg.stopping import Terminated
 from covseg.train import DATA_FINGERPRINT
 from tests.conftest import (
     fold_stopped_midway,
@@ -284,8 +286,9 @@ def test_the_headline_over_folds_is_the_mean_and_sample_sd() -> None:
     per_fold = [{"fold": k, "dice": d} for k, d in enumerate(dice)]
     rows = [{"fold": k, "case_id": f"c{k}", "dice": d, "sensitivity": d, "precision": d}
             for k, d in enumerate(dice)]
+    begun = crossval.Begun(clock=0.0, utc="2026-12-05T00:00:00Z", trains=True, resume=False)
     summary = crossval._summary(TrainConfig(), load_dataset("synthetic"), "3 folds", per_fold,
-                                rows, 1.0, 1.0)
+                                rows, begun, 1.0)
     across = summary["mean_std_over_folds"]["dice"]
     assert across["mean"] == pytest.approx(1.9 / 3)
     # deviations -13/30, 5/30, 8/30: sum of squares 258/900 over n - 1 = 2
@@ -628,6 +631,44 @@ def test_a_cv_stopped_while_writing_its_summary_leaves_no_summary_and_resumes_al
     assert json.loads((out / "summary.json").read_text())["per_fold"] == summary["per_fold"]
     assert "dice_boxplot.png" in (out / "report.md").read_text()
     assert (out / "dice_boxplot.png").stat().st_size > 0
+
+
+def test_a_cv_stopped_before_its_summary_counts_both_commands_time(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cv stopped (SIGTERM) after fold 0 and continued with --resume wrote the resume's
+    wall-clock seconds alone: the first command's were lost, where a resumed run's add up. The
+    stopped command is now recorded (stopped.json) and the summary sums both, keeping the
+    first command's start, as a resume of a finished cv does."""
+    tiny = {"folds": 2, "epochs": 1, "size": 64, "batch_size": 4, "model": "unet",
+            "model_options": {"width": 4}}
+    data, out = load_dataset(synthetic_folder), tmp_path / "cv"
+    run_fold = crossval.run_fold
+
+    def stopped_at_fold_1(config: TrainConfig, data: object, fold_dir: Path,
+                          *args: object, **kwargs: object) -> object:
+        if fold_dir.name == "fold_1":
+            time.sleep(1.0)  # the first command's time, which the summary must keep
+            raise Terminated
+        return run_fold(config, data, fold_dir, *args, **kwargs)
+
+    first_began = time.perf_counter()
+    with monkeypatch.context() as patch, pytest.raises(Terminated):
+        patch.setattr(crossval, "run_fold", stopped_at_fold_1)
+        api.cross_validate(data, out, **tiny)
+    first = time.perf_counter() - first_began
+    stopped = json.loads((out / crossval.STOPPED_FILE).read_text())
+    assert first - 0.5 < stopped["seconds"] <= first
+    resume_began = time.perf_counter()
+    summary = api.cross_validate(data, out, resume=True, **tiny)
+    both = first + time.perf_counter() - resume_began
+    assert both - 1.0 < summary["seconds"] <= both, (summary["seconds"], both)
+    [resume] = summary["resumed_by"]
+    assert resume["trained_folds"] is True
+    assert summary["seconds"] == pytest.approx(stopped["seconds"] + resume["seconds"])
+    assert summary["started_utc"] == stopped["started_utc"] <= resume["started_utc"]
+    assert summary["finished_utc"] == resume["finished_utc"]
+    assert not (out / crossval.STOPPED_FILE).exists(), "summed into the summary"
+    assert json.loads((out / "summary.json").read_text())["seconds"] == summary["seconds"]
 
 
 def test_where_only_some_folds_are_stale_the_refusal_names_those_folds_to_delete(

@@ -36,10 +36,13 @@ from covseg.config import (
     python_numbers,
 )
 from covseg.crossval import (
+    begin,
     check_cv_folder,
     check_fold_index,
     cross_validate_fold,
     cross_validate_held,
+    make_folds,
+    stop_recorded,
 )
 from covseg.crossval import cross_validate as _cross_validate
 from covseg.data.fetch import fetch
@@ -97,7 +100,14 @@ from covseg.lungs import DEFAULT_LUNG_MARGIN_MM
 from covseg.models.profile import model_table
 from covseg.models.registry import is_a
 from covseg.progress import progress_bar
-from covseg.provenance import api_command, invoked_as, option_given, option_name, provenance
+from covseg.provenance import (
+    api_command,
+    invoked_as,
+    option_given,
+    option_name,
+    provenance,
+    utc_now,
+)
 from covseg.quantify import multiclass_for, quantify_batch
 from covseg.records import (
     CHECKPOINT_SHA256,
@@ -476,13 +486,17 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
                               f"{option_name('ray')}; give {option_name('ray')} too")
         return _cross_validate(recipe, _load(data, recipe), out, folds, resume)
     check_cluster_options(ray, cpus_per_fold)
-    started = time.perf_counter()
+    started, started_utc = time.perf_counter(), utc_now()
     cpus = cpus_per_fold or default_cpus_per_fold(recipe)
     with writing_to(out):  # held from the folds to the summary, as a run here holds it
         with joined(ray, cpus):  # before the data are read: a refusal takes seconds, not a read
             loaded = _load(data, recipe)
-            run_folds_on_ray(recipe, loaded, out, folds, resume, ray, cpus)
-        return cross_validate_held(recipe, loaded, out, folds, resume=True, started=started)
+            # timed as a run here: whether it trains is known before its folds run on Ray
+            begun = begin(out, len(make_folds(loaded, folds, recipe.seed)[0]), resume, started,
+                          started_utc)
+            with stop_recorded(recipe, loaded, out, begun):
+                run_folds_on_ray(recipe, loaded, out, folds, resume, ray, cpus)
+        return cross_validate_held(recipe, loaded, out, folds, resume=True, begun=begun)
 
 
 @_public("the training recipe's", RECIPE)

@@ -7,8 +7,9 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import replace
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -354,16 +355,17 @@ def whole_run_fold(config: TrainConfig, data: LoadedData, out: str | os.PathLike
 
 def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
                    folds: int | None = None, resume: bool = False,
-                   started: float | None = None, verb: str = CV_VERB) -> dict[str, Any]:
+                   begun: Begun | None = None, verb: str = CV_VERB) -> dict[str, Any]:
     """Run every fold into ``out/fold_k``; write per_case.csv, dice_boxplot.png, report.md and
     summary.json, the last written: a run stopped before it leaves no summary, and a --resume
     with every fold finished writes all four again from the folds.
 
-    Completed folds are kept, so an interrupted run continues where it stopped when resumed;
+    Completed folds are kept, so an interrupted run continues where it stopped when resumed
+    (its time too: :data:`STOPPED_FILE`);
     without ``resume`` an ``out`` already holding folds or the summary is refused. A refused
     run leaves no folder (``out`` is removed again where the run leaves it empty). A folder
-    holding a training run or a comparison is refused. ``started``: the
-    ``time.perf_counter()`` the invocation began at, where its folds ran before (on Ray).
+    holding a training run or a comparison is refused. ``begun``: when the command began
+    (:func:`begin`), where its folds ran before (on Ray).
     ``verb``: the command running, as its refusals name it (compare's models are
     cross-validated here too).
 
@@ -374,60 +376,120 @@ def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike
     out = Path(out)
     refuse_other_output(out, CROSS_VALIDATION)
     with writing_to(out):
-        return cross_validate_held(config, data, out, folds, resume, started, verb)
+        return cross_validate_held(config, data, out, folds, resume, begun, verb)
 
 
 def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds: int | None,
-                        resume: bool, started: float | None = None, verb: str = CV_VERB
+                        resume: bool, begun: Begun | None = None, verb: str = CV_VERB
                         ) -> dict[str, Any]:
     """:func:`cross_validate` inside ``out``'s lock, which the caller holds (Ray's folds ran
     under it, so that no second whole run starts between them and the summary)."""
     check_cv_folder(out, resume)
     splits, how = make_folds(data, folds, config.seed)
     check_finished_folds(config, data, out, splits, verb)
-    started = time.perf_counter() if started is None else started
-    started_utc = utc_now()
-    trains = not all(fold_done(out / f"fold_{k}") for k in range(len(splits)))
-    per_fold: list[dict[str, Any]] = []
-    all_rows: list[dict[str, Any]] = []
-    train_seconds = 0.0
-    for k, (train_cases, test_cases) in enumerate(splits):
-        rows = _split_fold(config, data, out, splits, k, resume, verb)
-        seconds, epochs = _fold_training(out / f"fold_{k}")
-        train_seconds += seconds
-        stats = summarize(rows)
-        per_fold.append({"fold": k, "train_cases": len(train_cases), "test_cases": len(test_cases),
-                         "epochs": epochs, **_fold_means(stats, data),
-                         DEFINED: {key: metric["n"] for key, metric in stats.items()}})
-        all_rows.extend({"fold": k, **row} for row in rows)
-    summary = _summary(config, data, how, per_fold, all_rows, time.perf_counter() - started,
-                       train_seconds)
-    summary = _continued(out / "summary.json", {"started_utc": started_utc, **summary}, trains)
-    write_text(out / "per_case.csv", rows_to_csv(all_rows))
-    box_plot({f"fold {r['fold']}": [row["dice"] for row in all_rows if row["fold"] == r["fold"]]
-              for r in per_fold} | {"all": [row["dice"] for row in all_rows]},
-             out / "dice_boxplot.png", ylabel=f"{_dice(config)} per case",
-             title=_title(config, data))
-    write_text(out / "report.md", report_markdown(summary))
-    # Last, so that a summary.json means the rest is written: one stopped (Ctrl-C) after it
-    # alone looked finished without its report.md and box plot.
-    write_json(out / "summary.json", summary)
+    begun = begin(out, len(splits), resume) if begun is None else begun
+    with stop_recorded(config, data, out, begun):
+        per_fold: list[dict[str, Any]] = []
+        all_rows: list[dict[str, Any]] = []
+        train_seconds = 0.0
+        for k, (train_cases, test_cases) in enumerate(splits):
+            rows = _split_fold(config, data, out, splits, k, resume, verb)
+            seconds, epochs = _fold_training(out / f"fold_{k}")
+            train_seconds += seconds
+            stats = summarize(rows)
+            per_fold.append({"fold": k, "train_cases": len(train_cases),
+                             "test_cases": len(test_cases), "epochs": epochs,
+                             **_fold_means(stats, data),
+                             DEFINED: {key: metric["n"] for key, metric in stats.items()}})
+            all_rows.extend({"fold": k, **row} for row in rows)
+        summary = _continued(_earlier(out, begun.resume),
+                             _summary(config, data, how, per_fold, all_rows, begun,
+                                      train_seconds), begun.trains)
+        write_text(out / "per_case.csv", rows_to_csv(all_rows))
+        box_plot({f"fold {r['fold']}": [row["dice"] for row in all_rows
+                                        if row["fold"] == r["fold"]]
+                  for r in per_fold} | {"all": [row["dice"] for row in all_rows]},
+                 out / "dice_boxplot.png", ylabel=f"{_dice(config)} per case",
+                 title=_title(config, data))
+        write_text(out / "report.md", report_markdown(summary))
+        # Last, so that a summary.json means the rest is written: one stopped (Ctrl-C) after it
+        # alone looked finished without its report.md and box plot.
+        write_json(out / "summary.json", summary)
+    (out / STOPPED_FILE).unlink(missing_ok=True)  # summed into the summary
     return summary
 
 
-def _continued(record: Path, summary: dict[str, Any], trained: bool) -> dict[str, Any]:
-    """``summary`` as a resume of the finished cross-validation ``record`` holds writes it: with
-    the provenance, start time and ``seconds`` of the command that started it, this one listed
+@dataclass(frozen=True)
+class Begun:
+    """A cross-validation command as its records time it: begun at ``clock``
+    (``time.perf_counter()``) and ``utc``; ``trains``: it had folds to train then (a command
+    that trains none adds no time to the run's); ``resume``: it continues earlier commands."""
+
+    clock: float
+    utc: str
+    trains: bool
+    resume: bool
+
+
+def begin(out: Path, folds: int, resume: bool, clock: float | None = None,
+          utc: str | None = None) -> Begun:
+    """The command running the ``folds`` folds of ``out`` (a whole run), begun now, or at
+    ``clock`` and ``utc`` (before its folds ran on Ray)."""
+    return Begun(clock=time.perf_counter() if clock is None else clock,
+                 utc=utc_now() if utc is None else utc,
+                 trains=not all(fold_done(out / f"fold_{k}") for k in range(folds)),
+                 resume=resume)
+
+
+STOPPED_FILE = "stopped.json"
+"""A cross-validation's record of the commands that ran it until one was stopped (Ctrl-C,
+SIGTERM) or failed before the summary: their provenance and summed ``seconds``, which the
+summary of the ``--resume`` that finishes it continues, as a resume of a finished one continues
+its summary.json (:func:`_continued`); removed once the summary is written."""
+
+
+@contextmanager
+def stop_recorded(config: TrainConfig, data: LoadedData, out: Path,
+                  begun: Begun) -> Iterator[None]:
+    """Run the block (the folds, the summary); where it ends in a stop or an error with folds
+    trained and saved work in ``out``, write :data:`STOPPED_FILE`, so that the ``--resume``
+    that finishes the run counts this command's time too. One killed outright (``kill -9``)
+    cannot be recorded."""
+    try:
+        yield
+    except BaseException:
+        if begun.trains and cross_validation_work(out):
+            write_json(out / STOPPED_FILE,
+                       _continued(_earlier(out, begun.resume),
+                                  _command_record(config, data, begun), True))
+        raise
+
+
+def _earlier(out: Path, resume: bool) -> Path | None:
+    """The record of the commands a ``resume`` continues: those stopped before the summary
+    (:data:`STOPPED_FILE`), else the finished run's summary.json. A command that is no resume
+    continues none (a stale record left in ``out`` is not read)."""
+    if not resume:
+        return None
+    stopped = out / STOPPED_FILE
+    return stopped if stopped.is_file() else out / "summary.json"
+
+
+def _continued(record: Path | None, summary: dict[str, Any], trained: bool) -> dict[str, Any]:
+    """``summary`` as a resume of the cross-validation ``record`` holds writes it: with the
+    provenance, start time and ``seconds`` of the command that started it, this one listed
     under ``resumed_by`` (its own seconds added where it ``trained`` a fold), so that a
     ``--resume`` that trains nothing leaves the run's command and run time as they were; as it
-    is where no summary of this recipe is there (a run started, or stopped before its summary).
-    A summary an earlier covseg wrote, without some of the start's keys (its source hash, start
-    time), keeps none of this resume's in their place: they would describe another command."""
+    is where no record of this recipe is there (a run started). ``record``: a finished run's
+    summary.json, or the :data:`STOPPED_FILE` of commands stopped before it, which ended
+    nothing: the run finishes now. A summary an earlier covseg wrote, without some of the
+    start's keys (its source hash, start time), keeps none of this resume's in their place:
+    they would describe another command."""
     try:
-        saved = json.loads(record.read_text())
+        saved = json.loads(record.read_text()) if record else None
     except (OSError, ValueError):
         return summary
-    if not isinstance(saved, dict) or saved.get("config") != json.loads(
+    if record is None or not isinstance(saved, dict) or saved.get("config") != json.loads(
             json.dumps(summary["config"])):  # as JSON keeps it: tuples read back as lists
         return summary
     now = {**run_provenance(summary), "seconds": summary["seconds"],
@@ -435,9 +497,10 @@ def _continued(record: Path, summary: dict[str, Any], trained: bool) -> dict[str
     start = run_provenance(saved)
     start.pop(RESUMED_BY, None)
     kept = {key: value for key, value in summary.items() if key not in INVOCATION_KEYS}
+    finishes = trained or record.name == STOPPED_FILE
     return kept | start | {  # none of this resume's own provenance beside the start's command
         "seconds": float(saved["seconds"]) + (summary["seconds"] if trained else 0.0),
-        "finished_utc": summary["finished_utc"] if trained else saved.get("finished_utc"),
+        "finished_utc": summary["finished_utc"] if finishes else saved.get("finished_utc"),
         RESUMED_BY: [*saved.get(RESUMED_BY, []), now]}
 
 
@@ -492,8 +555,17 @@ def _title(config: TrainConfig, data: LoadedData) -> str:
     return f"{config.model} on {data.kind}, per-case {_dice(config)}"
 
 
+def _command_record(config: TrainConfig, data: LoadedData, begun: Begun) -> dict[str, Any]:
+    """What a cross-validation's records say of the command writing them (``begun``): its
+    start, provenance and thread count (as a run's config.json has them), end, recipe and
+    wall-clock ``seconds``."""
+    return {"started_utc": begun.utc, **provenance(data_path=data.root),
+            "threads": torch.get_num_threads(), "finished_utc": utc_now(),
+            "config": config.record(data.windowed), "seconds": time.perf_counter() - begun.clock}
+
+
 def _summary(config: TrainConfig, data: LoadedData, how: str, per_fold: list[dict[str, Any]],
-             rows: list[dict[str, Any]], seconds: float, train_seconds: float) -> dict[str, Any]:
+             rows: list[dict[str, Any]], begun: Begun, train_seconds: float) -> dict[str, Any]:
     metric_keys = [k for k in dict.fromkeys(key for fold in per_fold for key in fold)
                    if k not in FOLD_FIELDS]
     pooled = summarize(rows)
@@ -507,10 +579,9 @@ def _summary(config: TrainConfig, data: LoadedData, how: str, per_fold: list[dic
                        "n": int(values.size),
                        "cases": covered["n"], "cases_undefined": covered["undefined"]}
     return {
-        **provenance(data_path=data.root), "threads": torch.get_num_threads(),
-        "finished_utc": utc_now(),
+        **_command_record(config, data, begun),
         "data": data.describe(), "synthetic": data.synthetic, "folds": how,
-        "config": config.record(data.windowed), "seconds": seconds, "train_seconds": train_seconds,
+        "train_seconds": train_seconds,
         "per_fold": per_fold,
         "mean_std_over_folds": across, "pooled_per_case": pooled,
         "empty_mask_counts": empty_mask_counts(rows) if rows else {},
