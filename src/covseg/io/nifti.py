@@ -12,7 +12,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from nibabel.arrayproxy import ArrayProxy
+from nibabel.arrayproxy import ArrayLike, ArrayProxy
 from nibabel.filebasedimages import ImageFileError
 from nibabel.openers import ImageOpener
 from nibabel.spatialimages import HeaderDataError
@@ -100,11 +100,15 @@ def _load_nifti(path: Path) -> nib.Nifti1Image:
             log.warning("%s: not gzip-compressed, though named .nii.gz; read as a .nii file "
                         "(rename it to .nii)", path)
             return image
-        return nib.load(str(path))
+        loaded = nib.load(str(path))
     except NIFTI_ERRORS as exc:
         raise CovsegError(
             f"{path}: cannot read the NIfTI header ({_one_line(exc)}); is the file truncated?"
         ) from None
+    if not isinstance(loaded, nib.Nifti1Image):  # CIFTI-2 is named .nii too
+        raise CovsegError(f"{path}: a {type(loaded).__name__} file (surface or grey-ordinate "
+                          "data), not a NIfTI volume; give covseg the CT as a NIfTI volume")
+    return loaded
 
 
 def _gzipped(path: Path) -> bool:
@@ -268,9 +272,10 @@ def _warn_unoriented(image: nib.Nifti1Image, source: str) -> None:
 def _scaling(image: nib.Nifti1Image) -> tuple[float, float]:
     """The stored voxels' scaling (slope, intercept); an image built in memory holds the values
     as they are."""
-    if isinstance(image.dataobj, np.ndarray):
+    proxy = image.dataobj
+    if not isinstance(proxy, ArrayProxy):
         return 1.0, 0.0
-    return float(image.dataobj.slope), float(image.dataobj.inter)
+    return float(proxy.slope), float(proxy.inter)
 
 
 SLAB_BYTES = 32 * 1024 * 1024
@@ -301,14 +306,14 @@ def _unreadable_voxels(source: str, exc: Exception) -> CovsegError:
                        "truncated?")
 
 
-def _slabs(proxy: ArrayProxy | np.ndarray, shape: tuple[int, int, int], source: str
+def _slabs(proxy: ArrayLike, shape: tuple[int, int, int], source: str
            ) -> Iterator[tuple[int, np.ndarray]]:
     """The slabs of :func:`_stored_slabs`, read as they are asked for."""
     if not all(shape):
         return
     try:
         if not isinstance(proxy, ArrayProxy) or proxy.order != "F":
-            raw = proxy if isinstance(proxy, np.ndarray) else proxy.get_unscaled()
+            raw = proxy.get_unscaled() if isinstance(proxy, ArrayProxy) else proxy
             yield 0, np.asarray(raw).reshape(shape)
             return
         dtype = np.dtype(proxy.dtype)
@@ -317,8 +322,9 @@ def _slabs(proxy: ArrayProxy | np.ndarray, shape: tuple[int, int, int], source: 
         with ImageOpener(proxy.file_like) as stream:
             for k in range(0, shape[2], depth):
                 yield k, array_from_file((shape[0], shape[1], min(depth, shape[2] - k)), dtype,
-                                         stream, offset=proxy.offset + k * plane_bytes,
-                                         mmap=False)
+                                         # nibabel gives its own Opener here too
+                                         stream,  # type: ignore[arg-type]
+                                         offset=proxy.offset + k * plane_bytes, mmap=False)
     except NIFTI_ERRORS as exc:
         raise _unreadable_voxels(source, exc) from None
 
