@@ -182,7 +182,7 @@ def read_paired(first: Callable[[Volume | None], Volume], first_path: str | os.P
     return earlier, second(earlier)
 
 
-def volume_from_nifti(image: nib.Nifti1Image, source: str, dtype: type = np.float32) -> Volume:
+def volume_from_nifti(image: nib.Nifti1Pair, source: str, dtype: type = np.float32) -> Volume:
     """A loaded NIfTI image (from a file or built in memory) -> Volume with (z, y, x) voxels."""
     _check_stored_dtype(np.dtype(image.get_data_dtype()), source)
     shape = _volume_shape(tuple(int(n) for n in image.shape), source)
@@ -200,7 +200,7 @@ def volume_from_nifti(image: nib.Nifti1Image, source: str, dtype: type = np.floa
                            read_affine=read_affine))
 
 
-def _in_mm(image: nib.Nifti1Image, header: nib.Nifti1Header
+def _in_mm(image: nib.Nifti1Pair, header: nib.Nifti1Header
            ) -> tuple[np.ndarray, nib.Nifti1Header]:
     """The affine and a header in mm for a file whose spatial unit is metres or microns:
     covseg's volumes in mL and the lung finder's sizes are in mm, so a file in metres read
@@ -220,7 +220,7 @@ def _in_mm(image: nib.Nifti1Image, header: nib.Nifti1Header
     return affine, header
 
 
-def _header_sized_by_affine(image: nib.Nifti1Image, source: str) -> nib.Nifti1Header:
+def _header_sized_by_affine(image: nib.Nifti1Pair, source: str) -> nib.Nifti1Header:
     """The image's header, its voxel sizes (pixdim, which volumes in mL use) set to the
     affine's: the affine places the voxels in nibabel and in the lung finder, and a tool that
     edits one often leaves the other stale (nibabel even sets a zero pixdim to 1 mm on reading).
@@ -260,7 +260,7 @@ def _sizes_differ(stated: np.ndarray, implied: np.ndarray) -> bool:
             > PIXDIM_TOLERANCE * float(np.prod(implied)))
 
 
-def _warn_unoriented(image: nib.Nifti1Image, source: str) -> None:
+def _warn_unoriented(image: nib.Nifti1Pair, source: str) -> None:
     """Warn when the header holds no orientation (qform and sform codes 0): nibabel then assumes
     the Analyze convention, so right and left may be swapped."""
     if _unoriented(image.header):
@@ -269,7 +269,7 @@ def _warn_unoriented(image: nib.Nifti1Image, source: str) -> None:
                     source, "".join(nib.aff2axcodes(image.affine)))
 
 
-def _scaling(image: nib.Nifti1Image) -> tuple[float, float]:
+def _scaling(image: nib.Nifti1Pair) -> tuple[float, float]:
     """The stored voxels' scaling (slope, intercept); an image built in memory holds the values
     as they are."""
     proxy = image.dataobj
@@ -282,7 +282,7 @@ SLAB_BYTES = 32 * 1024 * 1024
 """Stored bytes of whole z slices read from a file at once (:func:`_stored_slabs`)."""
 
 
-def _stored_slabs(image: nib.Nifti1Image, shape: tuple[int, int, int], source: str
+def _stored_slabs(image: nib.Nifti1Pair, shape: tuple[int, int, int], source: str
                   ) -> Iterator[tuple[int, np.ndarray]]:
     """The stored, unscaled (x, y, z) voxels as (first z index, slab of whole z slices), in z
     order. A file is read one slab of :data:`SLAB_BYTES` at a time from one open file: read
@@ -363,7 +363,7 @@ def _volume_shape(shape: tuple[int, ...], source: str | Path) -> tuple[int, int,
 ORDINALS = ("first", "second", "third")
 
 
-def _check_perpendicular(image: nib.Nifti1Image, shape: tuple[int, int, int], source: str
+def _check_perpendicular(image: nib.Nifti1Pair, shape: tuple[int, int, int], source: str
                          ) -> None:
     """Refuse an affine whose voxel axes are not perpendicular (sheared), as converters keep an
     uncorrected gantry tilt: volumes in mL (the product of the voxel sizes) and the lung

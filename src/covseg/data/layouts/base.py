@@ -110,7 +110,7 @@ def data_fingerprint(data: LoadedData, cases: Iterable[str]) -> str:
         digest.update(sample.case_id.encode() + b"\0")
         for array in (sample.image, sample.mask):  # dtype and shape fix the bytes that follow
             digest.update(f"{array.dtype.str}{array.shape}".encode())
-            digest.update(np.ascontiguousarray(array))
+            digest.update(np.ascontiguousarray(array).data)
     return digest.hexdigest()
 
 
@@ -477,8 +477,13 @@ def read_volume_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions,
         patient = patients.get(study, study)
         samples.extend(slice_volume(image_path, mask_path, options,
                                      partial("{}_z{:04d}".format, study),
-                                     lambda _case, patient=patient: patient))
+                                     _always(patient)))
     return samples
+
+
+def _always(patient: str) -> Callable[[str], str]:
+    """A ``patient_of`` that gives every case ``patient`` (the slices of one study)."""
+    return lambda _case: patient
 
 
 def read_studies(pairs: list[tuple[str, Path, Path]], options: ReadOptions, desc: str,
