@@ -93,7 +93,8 @@ def build_loss(name: str, num_classes: int = 2, dice_weight: float = 1.0,
     if name not in LOSSES:
         raise CovsegError(f"unknown loss {name!r}; choose one of {LOSSES}")
     binary = num_classes == 2
-    activation: dict[str, Any] = {"sigmoid": True} if binary else {"softmax": True, "to_onehot_y": True}
+    activation: dict[str, Any] = ({"sigmoid": True} if binary
+                                  else {"softmax": True, "to_onehot_y": True})
     if name in BINARY_ONLY and not binary:
         raise CovsegError(f"loss {name!r} is binary; use ce+dice for multi-class targets")
     if name == "bce":

@@ -273,8 +273,9 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
 
 def _widen_to_text(canvas: FigureCanvasAgg, texts: Sequence[Artist], margin_in: float = 0.2
                    ) -> None:
-    """Widen ``canvas``'s figure to ``texts`` (its title and legend, centred above and under the slices):
-    a one-slice montage (3.2 inches) cut a long study name and all but three legend entries."""
+    """Widen ``canvas``'s figure to ``texts`` (its title and legend, centred above and under the
+    slices): a one-slice montage (3.2 inches) cut a long study name and all but three legend
+    entries."""
     figure = canvas.figure
     renderer = canvas.get_renderer()
     needed = max((artist.get_window_extent(renderer).width / figure.dpi for artist in texts),

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from covseg.provenance import option_given
 from covseg.transforms import LUNG_WINDOW, intensity_scale, scale_intensity, scale_slices
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LAYOUT_NAMES: dict[str, str] = {
     "synthetic": "synthetic", "mosmed-2d": "MosMedData 2D", "medseg": "MedSeg",
@@ -346,7 +347,7 @@ def _patient_row(table: Path, line: int, row: dict[str, str | None]) -> tuple[st
     return case, patient
 
 
-def _progress(items: list, desc: str) -> Iterable:
+def _progress(items: list[T], desc: str) -> Iterable[T]:
     return progress_bar(items, quiet=len(items) < 20, desc=desc, unit="file", leave=False)
 
 
