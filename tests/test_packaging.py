@@ -1,4 +1,5 @@
-"""The source distribution: the whole test suite and what it reads, and the licence."""
+"""The source distribution (the whole test suite and what it reads, and the licence), the wheel
+(the PEP 561 marker) and the package's type check."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -24,10 +26,10 @@ def _sources(root: Path) -> set[str]:
             and path.suffix != ".pyc" and path.name != "speed.json"}
 
 
-def test_the_sdist_carries_the_whole_suite_and_the_licence(tmp_path: Path) -> None:
-    """setuptools' default sdist took tests/test_*.py alone (no conftest.py, no tests/data/, no
-    benchmarks/ that three test files run), so its suite failed to collect in 19
-    ModuleNotFoundErrors; the licence was a deprecated TOML table and its text was nowhere."""
+def _built(tmp_path: Path, hook: str) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """A copy of the project's sources built by setuptools' ``hook`` (``build_sdist`` or
+    ``build_wheel``): the tree the file lies in, and the build's output (its last word the
+    file's name under ``dist/``)."""
     pytest.importorskip("setuptools", minversion="77", reason="license-files needs setuptools 77")
     tree = tmp_path / "tree"
     tree.mkdir()
@@ -37,8 +39,16 @@ def test_the_sdist_carries_the_whole_suite_and_the_licence(tmp_path: Path) -> No
         shutil.copytree(ROOT / folder, tree / folder, ignore=SKIPPED)
     built = subprocess.run(
         [sys.executable, "-c",
-         "from setuptools import build_meta; print(build_meta.build_sdist('dist'))"],
+         f"from setuptools import build_meta; print(build_meta.{hook}('dist'))"],
         cwd=tree, capture_output=True, text=True, check=True)
+    return tree, built
+
+
+def test_the_sdist_carries_the_whole_suite_and_the_licence(tmp_path: Path) -> None:
+    """setuptools' default sdist took tests/test_*.py alone (no conftest.py, no tests/data/, no
+    benchmarks/ that three test files run), so its suite failed to collect in 19
+    ModuleNotFoundErrors; the licence was a deprecated TOML table and its text was nowhere."""
+    tree, built = _built(tmp_path, "build_sdist")
     assert "deprecated" not in built.stderr + built.stdout
     name = built.stdout.split()[-1]
     with tarfile.open(tree / "dist" / name) as sdist:
@@ -52,3 +62,27 @@ def test_the_sdist_carries_the_whole_suite_and_the_licence(tmp_path: Path) -> No
     assert not any("__pycache__" in m or m.endswith("speed.json") for m in members)
     assert "License-Expression: Apache-2.0" in metadata and "License-File: LICENSE" in metadata
     assert (ROOT / "LICENSE").read_text().split()[:4] == ["Apache", "License", "Version", "2.0,"]
+    assert "src/covseg/py.typed" in members
+
+
+def test_the_wheel_carries_the_typed_marker_and_the_licence(tmp_path: Path) -> None:
+    """covseg's annotations are for its users' type checkers too: without PEP 561's py.typed in
+    the installed package, mypy called ``import covseg`` untyped and checked none of its calls."""
+    tree, built = _built(tmp_path, "build_wheel")
+    with zipfile.ZipFile(tree / "dist" / built.stdout.split()[-1]) as wheel:
+        names = set(wheel.namelist())
+    assert {"covseg/py.typed", "covseg/__init__.py", "covseg/io/nifti.py",
+            "covseg_entry.py"} <= names
+    assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
+    assert not any(name.startswith(("tests/", "benchmarks/")) for name in names)
+
+
+def test_the_package_type_checks_clean(monkeypatch: pytest.MonkeyPatch) -> None:
+    """covseg says it is typed code, yet mypy found 94 errors in it (a function defined twice
+    among them, the second with other handling of an unreadable file); pyproject.toml's
+    ``[tool.mypy]`` is the check, run here as developers run ``mypy`` at the root. About a
+    minute with no cache on 2 cores, seconds once .mypy_cache holds it."""
+    api = pytest.importorskip("mypy.api", reason="mypy is not installed: pip install -e '.[test]'")
+    monkeypatch.chdir(ROOT)  # the config's files = src/covseg are relative to the root
+    stdout, stderr, status = api.run(["--config-file", str(ROOT / "pyproject.toml")])
+    assert status == 0 and stdout.startswith("Success: no issues found"), stdout + stderr

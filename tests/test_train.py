@@ -6,6 +6,7 @@ import _thread
 import csv
 import importlib
 import json
+import logging
 import math
 import multiprocessing
 import re
@@ -30,6 +31,7 @@ from covseg.io.lock import LOCK_FILE
 from covseg.train import handler_restored
 from tests.conftest import folder_holding, mixed_unit_folder
 
+config_module = importlib.import_module("covseg.config")
 train_module = importlib.import_module("covseg.train")  # the package exports a train() too
 TINY = {"model": "unet", "epochs": 4, "size": 64, "batch_size": 4, "model_options": {"width": 4},
         "augment": "heavy"}
@@ -430,6 +432,41 @@ def test_resume_with_another_split_is_refused(tiny_run: Path, synthetic_folder: 
     (old / "config.json").write_text(json.dumps(record))
     train_module._check_run_folder(old, saved, True, record[train_module.DATA_FINGERPRINT],
                                    moved)
+
+
+def test_a_default_schedule_run_resumed_under_other_threads_is_warned_not_a_traceback(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A run on the default schedule records ``epochs`` null: resumed under another thread
+    count before it finished, its epochs left were counted against None, a TypeError."""
+    monkeypatch.setattr(config_module, "RECIPE_EPOCHS", 3)
+    data = load_dataset(synthetic_folder)
+    config = TrainConfig(**{**TINY, "epochs": None})
+    out = tmp_path / "run"
+    _stopped_after_epoch_2(monkeypatch, config, data, out)
+    record = json.loads((out / "config.json").read_text())
+    assert record["config"]["epochs"] is None
+    (out / "config.json").write_text(json.dumps({**record,
+                                                 "threads": torch.get_num_threads() + 1}))
+    caplog.set_level(logging.WARNING, logger="covseg")
+    train_module.train(config, data, out, resume=True, progress=False)
+    assert any("resumed under other settings" in r.getMessage() for r in caplog.records)
+    assert len(load_checkpoint(out / "last.pt")["history"]) == 3
+
+
+def test_an_unreadable_log_csv_counts_no_epochs(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two functions of one name counted a log.csv's epochs; the one in force (an ensemble's
+    resume and its members' count) raised on an unreadable file, the other counted 0."""
+    (tmp_path / "log.csv").write_text("epoch,train_loss\n1,0.5\n2,0.4\n")
+    assert train_module._epochs_logged(tmp_path) == 2
+
+    def unreadable(path: Path, *args: object, **kwargs: object) -> str:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(Path, "read_text", unreadable)
+    assert train_module._epochs_logged(tmp_path) == 0
+    assert train_module._epochs_logged(tmp_path / "none") == 0
 
 
 def test_a_run_stopped_before_its_first_epoch_is_rerun_without_resume(

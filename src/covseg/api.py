@@ -589,9 +589,9 @@ def _check_outputs(files: Sequence[Path], out: Path, earlier_inputs: Sequence[st
                               f"predict them into separate {option_name('out')} folders")
         targets[target] = path
     for before in map(Path, earlier_inputs):  # absolute, or relative in older records
-        path = targets.get((out / output_name(before)).resolve())
-        if path is not None and before.is_file() and before.resolve() != path.resolve():
-            raise CovsegError(f"{path}: its mask would overwrite that of {before}, which an "
+        clashing = targets.get((out / output_name(before)).resolve())
+        if clashing is not None and before.is_file() and before.resolve() != clashing.resolve():
+            raise CovsegError(f"{clashing}: its mask would overwrite that of {before}, which an "
                               f"earlier predict wrote into {out}; pick another "
                               f"{option_name('out')}")
     inputs = {path.resolve() for path in files}
@@ -739,8 +739,8 @@ def load_predictor(model: str | os.PathLike[str] | Predictor, batch_size: int | 
         raise CovsegError(f"{predictor.source}: a multi-class model takes the most probable "
                           f"class per pixel; {option_name('threshold')} applies to binary "
                           "models only")
-    given = {name: value for name, value in (("batch_size", batch_size), ("tta", tta),
-                                             ("threshold", threshold)) if value is not None}
+    told = (("batch_size", batch_size), ("tta", tta), ("threshold", threshold))
+    given: dict[str, Any] = {name: value for name, value in told if value is not None}
     return replace(predictor, **given) if given else predictor
 
 
@@ -807,7 +807,7 @@ def predict_volumes(model: str | os.PathLike[str] | Predictor,
 
 @_public()
 def segment(model: str | os.PathLike[str] | Predictor,
-            image: np.ndarray | sitk.Image | nib.Nifti1Image,
+            image: np.ndarray | sitk.Image | nib.Nifti1Pair,
             *, spacing: Sequence[float] | None = None,
             direction: Sequence[float] | None = None, hu: str = "auto",
             lung_model: str | os.PathLike[str] | Predictor | None = None,
@@ -864,7 +864,7 @@ def segment(model: str | os.PathLike[str] | Predictor,
     refuse_lung_model(predictor)
     check_volume_options(predictor.batch_size, lung_margin_mm,
                          keep_outside_lungs=keep_outside_lungs)
-    volume, nibabel_order = _volume_in_memory(image, spacing, direction)
+    volume = _volume_in_memory(image, spacing, direction)
     refuse_label_mask(volume.array, volume.source)
     volume.intensity = detect_volume_intensity(volume.array, hu, volume.source)
     lungs = require_lung_model(load_predictor(lung_model)) if lung_model is not None else None
@@ -873,7 +873,7 @@ def segment(model: str | os.PathLike[str] | Predictor,
                            keep_outside_lungs=keep_outside_lungs, lung_margin_mm=lung_margin_mm,
                            batch_size=predictor.batch_size)
     labels = volume.in_file_axes(masks.infection)
-    if nibabel_order:  # back to the image's own (x, y, z[, 1...]) shape
+    if isinstance(image, nib.Nifti1Pair):  # back to the image's own (x, y, z[, 1...]) shape
         return labels.transpose(2, 1, 0).reshape(image.shape)
     return labels
 
@@ -891,8 +891,8 @@ def _checked_slice(image: np.ndarray) -> np.ndarray:
 
 
 def _volume_in_memory(image: object, spacing: Sequence[float] | None,
-                      direction: Sequence[float] | None = None) -> tuple[Volume, bool]:
-    """The volume of a :func:`segment` input, and whether its array is in nibabel's (x, y, z).
+                      direction: Sequence[float] | None = None) -> Volume:
+    """The volume of a :func:`segment` input.
     ``spacing`` and ``direction`` are for numpy arrays: an image's own geometry would silently
     win over them."""
     if direction is not None and not (isinstance(image, np.ndarray) and image.ndim == 3):
@@ -903,9 +903,9 @@ def _volume_in_memory(image: object, spacing: Sequence[float] | None,
         raise CovsegError(f"spacing: for numpy arrays only; a {library} image carries its own "
                           "voxel size (set it on the image, or pass its array with spacing)")
     if isinstance(image, sitk.Image):
-        return volume_from_itk(image, "the SimpleITK image"), False
+        return volume_from_itk(image, "the SimpleITK image")
     if isinstance(image, nib.Nifti1Pair):  # Nifti1Image, Nifti2Image and .img/.hdr pairs
-        return volume_from_nifti(image, "the nibabel image"), True
+        return volume_from_nifti(image, "the nibabel image")
     if isinstance(image, np.ndarray) and image.ndim == 3:
         if spacing is None and image.shape[-1] == 1:
             raise CovsegError(f"an array of shape {image.shape} looks like a grey image with a "
@@ -919,8 +919,8 @@ def _volume_in_memory(image: object, spacing: Sequence[float] | None,
             raise CovsegError("a 3D array needs spacing=(z, y, x) in mm; or pass a SimpleITK or "
                               "nibabel image, which carries its geometry")
         if direction is not None:
-            return volume_from_itk(_oriented(image, spacing, direction), "the array"), False
-        return volume_from_array(image, spacing, "the array"), False
+            return volume_from_itk(_oriented(image, spacing, direction), "the array")
+        return volume_from_array(image, spacing, "the array")
     shape = f" of shape {image.shape}" if isinstance(image, np.ndarray) else ""
     convert = (" (nibabel.Nifti1Image(image.get_fdata(), image.affine) converts it)"
                if isinstance(image, nib.spatialimages.SpatialImage) else "")

@@ -354,7 +354,7 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
         done = out_dir / study.name / RESULT_JSON
         record = read_record(done)
         recorded = _recorded_settings(record)
-        if not isinstance(recorded, dict):
+        if record is None or not isinstance(recorded, dict):
             continue
         inputs = partial(_changed_inputs, record.get("inputs", {}), study, done.stat().st_mtime)
         changes = _done_otherwise(done, recorded, current, otherwise=inputs)
@@ -419,7 +419,8 @@ def _earlier_clashes(out_dir: Path, names: set[str], current: dict[str, Any]
         done = folder / RESULT_JSON
         record = read_record(done) if folder.name not in names else None
         recorded = _recorded_settings(record)
-        if not isinstance(recorded, dict) or not isinstance(record.get("study"), dict):
+        if (record is None or not isinstance(recorded, dict)
+                or not isinstance(record.get("study"), dict)):
             continue
         own = {key for key in PER_STUDY_SETTINGS
                if isinstance(recorded.get(key), str) and isinstance(current.get(key), str)}

@@ -109,7 +109,7 @@ def quantify(lesions: np.ndarray, spacing: Sequence[float], lungs: np.ndarray | 
             raise CovsegError(f"lung mask {lungs.shape} and lesion mask {lesions.shape} differ")
         if lungs.size and int(lungs.max()) > LEFT_LUNG:
             raise CovsegError("lung labels must be 0, 1 (right) or 2 (left)")
-    counts = np.zeros(12, dtype=np.int64)
+    counts: np.ndarray = np.zeros(12, dtype=np.int64)  # reshaped to (lung, class) below
     added = np.zeros(LEFT_LUNG + 1, dtype=np.int64)
     for k, plane in enumerate(lesions):
         code = lesion_classes(plane, multiclass)

@@ -14,11 +14,11 @@ trained on lung crops then sees full 512x512 frames as it saw its training slice
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from monai.transforms import ScaleIntensity
@@ -217,7 +217,7 @@ class LungGuide:
     window: tuple[float, float] = LUNG_WINDOW
 
     @cached_property
-    def _lung_predictor(self):  # type: ignore[no-untyped-def]
+    def _lung_predictor(self) -> Predictor:
         from covseg.infer import Predictor
 
         self.check_run()
@@ -252,11 +252,10 @@ class LungGuide:
         return {"source": self.source, "crop": self.crop, "window": list(self.window)}
 
     @classmethod
-    def from_meta(cls, meta: dict[str, object] | None) -> LungGuide | None:
+    def from_meta(cls, meta: Mapping[str, Any] | None) -> LungGuide | None:
         if not meta:
             return None
-        window = tuple(meta["window"])  # type: ignore[arg-type]
-        return cls(str(meta["source"]), bool(meta["crop"]), window)  # type: ignore[arg-type]
+        return cls(str(meta["source"]), bool(meta["crop"]), tuple(meta["window"]))
 
 
 @dataclass(frozen=True)
@@ -329,7 +328,7 @@ class LungFrame:
         return {"window": list(self.window)}
 
     @classmethod
-    def from_meta(cls, meta: dict[str, object] | None) -> LungFrame | None:
+    def from_meta(cls, meta: Mapping[str, Any] | None) -> LungFrame | None:
         if not meta:
             return None
-        return cls(tuple(meta["window"]))  # type: ignore[arg-type]
+        return cls(tuple(meta["window"]))

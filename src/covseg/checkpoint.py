@@ -215,14 +215,13 @@ META_KEYS = ("model", "in_channels", "num_classes", "size")
 def _check_entries(path: Path, payload: dict[str, Any]) -> None:
     """Refuse a covseg-headed file without the weights or the meta that rebuild its network
     (edited or written by other code), which failed later with a KeyError traceback."""
-    meta = payload.get("meta")
     missing = [key for key in ("meta", "state_dict") if not isinstance(payload.get(key), dict)]
     if not missing:
-        missing = [key for key in META_KEYS if key not in meta]
+        missing = [key for key in META_KEYS if key not in payload["meta"]]
     if missing:
         raise CovsegError(f"{path}: not a covseg checkpoint (no {missing[0]!r} entry); train a "
                           "model with `covseg train` and pass its run folder or best.pt")
-    problem = meta_problem(meta)
+    problem = meta_problem(payload["meta"])
     if problem:
         raise CovsegError(f"{path}: a damaged checkpoint (meta {problem}); train the model "
                           "again or pass another run")

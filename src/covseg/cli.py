@@ -12,7 +12,7 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from importlib.metadata import version
 from pathlib import Path
@@ -389,12 +389,12 @@ class _Parser(argparse.ArgumentParser):
         self._argv: list[str] = []
         self._negative_number_matcher = NEGATIVE_NUMBER
 
-    def parse_known_args(self, args: Sequence[str] | None = None,
-                         namespace: argparse.Namespace | None = None
-                         ) -> tuple[argparse.Namespace, list[str]]:
-        """As argparse, keeping the arguments for :meth:`error` (see :func:`swallowed_data`)."""
+    def parse_known_args(self, args: Iterable[str] | None = None, namespace: Any = None
+                         ) -> tuple[Any, list[str]]:
+        """As argparse, keeping the arguments for :meth:`error` (see :func:`swallowed_data`);
+        ``namespace`` as argparse takes it (its own class, or any object)."""
         self._argv = list(sys.argv[1:] if args is None else args)
-        return super().parse_known_args(args, namespace)
+        return super().parse_known_args(None if args is None else self._argv, namespace)
 
     def error(self, message: str) -> NoReturn:
         """One line, as covseg's own errors, with where to find the usage (argparse prints the

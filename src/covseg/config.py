@@ -29,8 +29,9 @@ minutes on 2 cores whatever the data set's size, twice the 12.4 min measured for
 on 50 slices (240 epochs of Zenodo's 3,520 slices would take half a day)."""
 
 
-def check_threshold(threshold: float) -> float:
-    """A binary decision threshold, which must lie strictly between 0 and 1."""
+def check_threshold(threshold: Any) -> float:
+    """A binary decision threshold, which must be a number strictly between 0 and 1 (any
+    other value given is refused in one line)."""
     check_kind("threshold", threshold, [float])
     if not 0 < threshold < 1:
         raise CovsegError(f"{_spelled('threshold')} must lie strictly between 0 and 1, got "

@@ -297,6 +297,7 @@ def _read_cases(pred_path: Path | None, truth_path: Path, truth_dtype: type = np
         truth_volume = read_nifti(truth_path, truth_dtype) if is_nifti(truth_path) else None
         truth = _stored(truth_path, truth_volume)
         return np.zeros_like(truth), truth_volume, truth, truth_volume
+    pred_volume: Volume | None  # None: a picture, read by _stored
     if is_nifti(pred_path) and is_nifti(truth_path):
         pred_volume, truth_volume = read_paired(
             lambda like: _read_prediction(pred_path, like), pred_path,

@@ -59,7 +59,7 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str])
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # The TorchScript exporter needs no extra package (the dynamo one needs onnxscript).
-        torch.onnx.export(model, example, str(tmp), input_names=["image"],
+        torch.onnx.export(model, (example,), str(tmp), input_names=["image"],
                           output_names=["logits"], opset_version=OPSET, dynamo=False,
                           dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
         graph = onnx.load(str(tmp))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -35,7 +35,7 @@ used the left-right mirror alone."""
 class Predictor:
     """A trained model plus its preprocessing; ``predict_*`` take slices scaled to [0, 1]."""
 
-    model: nn.Module | Callable[[torch.Tensor], torch.Tensor]
+    model: nn.Module | OnnxNetwork
     num_classes: int
     size: int
     intensity: str = "auto"
@@ -65,8 +65,9 @@ class Predictor:
             raise CovsegError(f"{option_name('batch_size')} must be at least 1, got "
                               f"{self.batch_size}")
         check_batch_size(self.batch_size)
-        self.channels_last = self.channels_last and isinstance(self.model, nn.Module)
-        if self.channels_last:
+        if not isinstance(self.model, nn.Module):
+            self.channels_last = False  # an ONNX session takes the batch as it is
+        elif self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
 
     @classmethod
@@ -100,7 +101,7 @@ class Predictor:
         return cls._from_meta(model_from_checkpoint(payload), payload["meta"], batch_size, tta)
 
     @classmethod
-    def _from_meta(cls, network: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    def _from_meta(cls, network: nn.Module | OnnxNetwork,
                    meta: dict[str, Any], batch_size: int, tta: bool | None) -> Predictor:
         return cls(network, meta["num_classes"], meta["size"], meta.get("intensity", "auto"),
                    tuple(meta.get("window", LUNG_WINDOW)), batch_size,
@@ -176,7 +177,7 @@ class Predictor:
         out: list[np.ndarray] = []
         for index in self._batches(images):
             inputs = model_inputs([images[i] for i in index], self.guide or self.frame)
-            boxes = [Letterbox(*array.shape[-2:], self.size) for array, _ in inputs]
+            boxes = [Letterbox(array.shape[-2], array.shape[-1], self.size) for array, _ in inputs]
             canvas = torch.stack([box.forward(array) for box, (array, _) in zip(boxes, inputs)])
             probs = self._forward(canvas)
             out.extend(crop.paste(box.inverse(p).numpy(), images[i].shape,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from monai.losses import DiceCELoss, DiceLoss, FocalLoss, TverskyLoss
@@ -33,6 +35,8 @@ class _StructureLoss(nn.Module):
     weigh up to 6x. The loss is written here because neither MONAI nor torch has it (its box
     filter is MONAI's); Inf-Net trains its segmentation outputs with it.
     """
+
+    box: torch.Tensor
 
     def __init__(self, kernel: int = 31) -> None:
         super().__init__()
@@ -89,7 +93,8 @@ def build_loss(name: str, num_classes: int = 2, dice_weight: float = 1.0,
     if name not in LOSSES:
         raise CovsegError(f"unknown loss {name!r}; choose one of {LOSSES}")
     binary = num_classes == 2
-    activation = {"sigmoid": True} if binary else {"softmax": True, "to_onehot_y": True}
+    activation: dict[str, Any] = ({"sigmoid": True} if binary
+                                  else {"softmax": True, "to_onehot_y": True})
     if name in BINARY_ONLY and not binary:
         raise CovsegError(f"loss {name!r} is binary; use ce+dice for multi-class targets")
     if name == "bce":

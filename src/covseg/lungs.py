@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
@@ -221,7 +222,7 @@ def _midline_x(affine: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return _world_x(affine, np.hstack([slices, centres]))
 
 
-def _world_x(affine: np.ndarray, points_zyx: np.ndarray) -> np.ndarray:
+def _world_x(affine: np.ndarray, points_zyx: ArrayLike) -> np.ndarray:
     """World x (RAS, mm: larger is patient right) of (z, y, x) voxel positions."""
     points = np.asarray(points_zyx, dtype=np.float64).reshape(-1, 3)[:, ::-1]
     return points @ affine[0, :3] + affine[0, 3]
@@ -244,6 +245,7 @@ def _one_lung(mask: np.ndarray, affine: np.ndarray, source: str) -> np.ndarray:
 def _centroid(mask: np.ndarray) -> np.ndarray:
     """(z, y, x) centre of mass of a non-empty mask, computed within its bounding box."""
     box = _bounding_box(mask)
+    assert box is not None, "the mask is not empty"
     return np.asarray(ndimage.center_of_mass(mask[box])) + [s.start for s in box]
 
 
@@ -331,6 +333,7 @@ def looks_like_two_lungs(labels: np.ndarray, affine: np.ndarray) -> bool:
         return False
     for label in (RIGHT_LUNG, LEFT_LUNG):
         box = _bounding_box(volume == label)
+        assert box is not None, "both lungs were counted above"
         step = 2 if np.prod([part.stop - part.start for part in box]) > PIECES_MAX_VOXELS else 1
         pieces, _ = ndimage.label(volume[box][::step, ::step, ::step] == label)
         sizes = np.bincount(pieces.ravel())[1:]
@@ -385,6 +388,7 @@ def _two_lung_cores(mask: np.ndarray, affine: np.ndarray
     two touching lungs were called one.
     """
     box = _bounding_box(mask)
+    assert box is not None, "callers pass a mask holding lung"
     spacing_zyx = np.linalg.norm(affine[:3, 2::-1], axis=0)
     extent_mm = min(spacing_zyx[axis] * (box[axis].stop - box[axis].start) for axis in (1, 2))
     step_mm = np.array([SIDE_TEST_MM, *[min(SIDE_TEST_MM, extent_mm / SIDE_TEST_VOXELS)] * 2])
@@ -651,7 +655,7 @@ def _split(mask: np.ndarray, affine: np.ndarray, midline: np.ndarray, airway_mm2
     spacing = _in_plane_spacing(affine)
     halved = np.zeros(3, dtype=np.int64)
     for k in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)):
-        side = _side_map(mask.shape[1:], affine, k, midline[k])
+        side = _side_map(mask.shape[1:], affine, int(k), midline[k])
         components, _ = ndimage.label(mask[k])
         for index, box in enumerate(ndimage.find_objects(components), start=1):
             component = components[box] == index
@@ -871,9 +875,10 @@ def _near_lungs(lesions: np.ndarray, lungs: np.ndarray, spacing: tuple[float, ..
         for near in range(max(0, k - reach), min(len(out), k + reach + 1)):
             if near not in squared:
                 squared[near] = _squared_distance(lungs[near][rows_cols], spacing[1:])
-            if squared[near] is not None:
+            distance = squared[near]
+            if distance is not None:
                 dz2 = np.float32(((near - k) * spacing[0]) ** 2)
-                np.minimum(best, squared[near] + dz2, out=best)
+                np.minimum(best, distance + dz2, out=best)
         plane[outside & (best > margin_mm**2)] = 0
     return out
 

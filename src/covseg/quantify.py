@@ -621,10 +621,10 @@ def quantify_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
     settings = quantify_settings(lungs=lungs, image=image, hu=hu, multiclass=multiclass,
                                  html_report=html_report)
 
-    given = _LungsAndImage(lungs, image)
+    lungs_and_image = _LungsAndImage(lungs, image)
 
     def process(study: Study, folder: Path) -> dict[str, Any]:
-        return _quantify_study(study.path, folder, given, hu, multiclass, html_report)
+        return _quantify_study(study.path, folder, lungs_and_image, hu, multiclass, html_report)
 
     return run_batch(studies, out_dir, process, shard=shard, desc="quantify", settings=settings)
 

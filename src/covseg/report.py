@@ -233,7 +233,7 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
     head_in = MONTAGE_PANEL_TITLE_IN + MONTAGE_TITLE_LINE_IN * len(heading)
     height = 3.3 * rows + head_in + 0.05
     figure = Figure(figsize=(3.2 * columns, height), dpi=100)
-    FigureCanvasAgg(figure)
+    canvas = FigureCanvasAgg(figure)
     figure.subplots_adjust(left=0.01, right=0.99, top=1 - head_in / height,
                            bottom=0.3 / height, wspace=0.04, hspace=0.12)
     colours = LESION_COLOURS if multiclass else {1: class_colour(1)}
@@ -265,16 +265,19 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
     texts: list[Artist] = [figure.legend(handles=legend, loc="lower center", ncol=len(legend),
                                          fontsize=8, frameon=False)] if legend else []
     texts.append(figure.suptitle("\n".join(heading), fontsize=10, y=1 - 0.08 / height))
-    _widen_to_text(figure, texts)
+    _widen_to_text(canvas, texts)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
     return Path(path)
 
 
-def _widen_to_text(figure: Figure, texts: Sequence[Artist], margin_in: float = 0.2) -> None:
-    """Widen ``figure`` to ``texts`` (its title and legend, centred above and under the slices):
-    a one-slice montage (3.2 inches) cut a long study name and all but three legend entries."""
-    renderer = figure.canvas.get_renderer()
+def _widen_to_text(canvas: FigureCanvasAgg, texts: Sequence[Artist], margin_in: float = 0.2
+                   ) -> None:
+    """Widen ``canvas``'s figure to ``texts`` (its title and legend, centred above and under the
+    slices): a one-slice montage (3.2 inches) cut a long study name and all but three legend
+    entries."""
+    figure = canvas.figure
+    renderer = canvas.get_renderer()
     needed = max((artist.get_window_extent(renderer).width / figure.dpi for artist in texts),
                  default=0.0) + 2 * margin_in
     width, height = figure.get_size_inches()

@@ -66,7 +66,7 @@ from covseg.io.lock import drop_unheld_lock, refuse_if_held, writing_to
 from covseg.losses import BINARY_ONLY, LOSSES, build_loss, trained_loss
 from covseg.metrics import EMPTY_MASK_RULES, STD_NOTE, hd95_unit_field, summarize
 from covseg.models import build_model, parameter_count
-from covseg.models.ensemble import member_names
+from covseg.models.ensemble import Ensemble, member_names
 from covseg.models.registry import check_model
 from covseg.progress import progress_bar
 from covseg.provenance import (
@@ -112,7 +112,7 @@ def canvas_items(samples: Sequence[Sample], size: int,
         chunk = samples[start:start + CANVAS_CHUNK]
         inputs = model_inputs([s.image for s in chunk], prepare)
         for sample, (image, crop) in zip(chunk, inputs, strict=True):
-            box = Letterbox(*image.shape[-2:], size)
+            box = Letterbox(image.shape[-2], image.shape[-1], size)
             items.append({"image": box.forward(image),
                           "mask": box.forward(crop.crop(sample.mask)[None], nearest=True)})
     return items
@@ -167,6 +167,7 @@ def _validate(model: nn.Module, loss_fn: nn.Module, items: list[dict[str, torch.
             logits = model(image)
             losses.append(float(loss_fn(logits, mask)) * len(chunk))
             if num_classes == 2:
+                assert threshold is not None, "a binary run's config sets one (checked)"
                 pred, truth = (torch.sigmoid(logits) >= threshold).float(), mask.float()
                 dices.extend(compute_dice(pred, truth, ignore_empty=False)[:, 0].tolist())
             else:
@@ -405,7 +406,7 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint:
                           f"images or masks than these); pick a new {option_name('out')} or "
                           "delete it")
     _refuse_other_split(out, saved_record, split)
-    _warn_other_environment(out, saved_record, saved.epochs)
+    _warn_other_environment(out, saved_record, saved.epochs_for(len(split[0])))
     return saved
 
 
@@ -423,7 +424,8 @@ def _warn_other_environment(out: Path, record: dict[str, Any], epochs: int) -> N
 
 
 def _epochs_logged(out: Path) -> int:
-    """How many epochs a run's log.csv holds (0 without one: an ensemble's members log theirs)."""
+    """How many epochs a run's (or an ensemble member's) log.csv holds: 0 without one (before
+    its first epoch; an ensemble's members log theirs) or unreadable."""
     try:
         return max(len((out / "log.csv").read_text().splitlines()) - 1, 0)
     except OSError:
@@ -573,7 +575,7 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     loss_fn = build_loss(config.loss, data.num_classes)
     # Deeply supervised models return [main, side outputs...] while training; MONAI's wrapper
     # weighs them 1, 1/2, 1/4... and passes a single output straight to the loss.
-    train_loss_fn = DeepSupervisionLoss(loss_fn)
+    train_loss_fn = DeepSupervisionLoss(loss_fn)  # type: ignore[arg-type]  # it only calls it
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
     epochs = config.epochs_for(len(train_samples))
@@ -679,6 +681,7 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
     names = member_names(config.model)
     ensemble = build_model(config.model, config.in_channels, data.num_classes,
                            **config.model_options)  # unknown names and options fail here, at once
+    assert isinstance(ensemble, Ensemble), "several member names build an Ensemble"
     _write_run_record(out, config, data, train_cases, val_cases, fingerprint,
                       holds_saved_run(out), members=names, **record)
     jobs = [(replace(config, model=name, seed=config.seed + i), out / f"member{i}-{name}")
@@ -701,8 +704,8 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
                                                    bar_label=member_label(folder)))
                 raise_if_stopped()  # a stop dropped in a finaliser as the member ended
         raise_if_stopped()  # before the ensemble's checkpoint, validation and metrics
-        for member, (_, folder) in zip(ensemble.members, jobs, strict=True):
-            member.load_state_dict(load_checkpoint(folder / "best.pt")["state_dict"])
+        for network, (_, folder) in zip(ensemble.members, jobs, strict=True):
+            network.load_state_dict(load_checkpoint(folder / "best.pt")["state_dict"])
         save_checkpoint(out / "best.pt", ensemble, _meta(config, data.num_classes))
     invocations = done["invocations"]
     trained = [i for i in invocations if i["epochs_trained"]] or invocations
@@ -757,12 +760,6 @@ def _invocation_recorded(out: Path, members: Sequence[Path], workers: int, resum
             done["invocations"] = earlier
         elif epochs or finished:
             write_json(path, done["invocations"])
-
-
-def _epochs_logged(folder: Path) -> int:
-    """Epochs a member's ``log.csv`` holds (0 before its first)."""
-    log = folder / "log.csv"
-    return max(0, len(log.read_text().splitlines()) - 1) if log.is_file() else 0
 
 
 def _without_pixels(data: LoadedData, cases: Sequence[str]) -> LoadedData:
@@ -912,6 +909,7 @@ def _sent_error(receiver: Connection) -> str | None:
 
 def _failure(process: BaseProcess) -> str:
     """What to tell the user about a member that ended without a covseg error."""
+    assert process.exitcode is not None, "called once the member is joined"
     if process.exitcode < 0:
         return (f"training member {process.name} was killed by signal {-process.exitcode} "
                 f"(out of memory?); rerun the same command with {option_given('resume', True)} "

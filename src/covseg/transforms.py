@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -413,7 +413,7 @@ class FirstChannel(MapTransform, Randomizable):
     def randomize(self, data: object) -> None:
         """The inner transforms draw their own numbers."""
 
-    def __call__(self, data: dict) -> dict:
+    def __call__(self, data: dict[Hashable, Any]) -> dict[Hashable, Any]:
         key = self.keys[0]
         image = data[key]
         first = torch.as_tensor(self.inner({key: image[:1]})[key])

@@ -6,6 +6,7 @@ import os
 import struct
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.colors import to_hex
@@ -218,8 +219,9 @@ def training_curves(history: Sequence[Mapping[str, float]], path: str | os.PathL
     return save_figure(fig, path)
 
 
-MEAN_MARK = {"marker": "^", "markerfacecolor": "tab:green", "markeredgecolor": "tab:green"}
-MEDIAN_LINE = {"color": "tab:orange"}
+MEAN_MARK: dict[str, Any] = {"marker": "^", "markerfacecolor": "tab:green",
+                             "markeredgecolor": "tab:green"}
+MEDIAN_LINE: dict[str, Any] = {"color": "tab:orange"}
 """How a box plot draws each box's mean and median, and its legend names them: the two can
 differ a lot (a fold's mean 0.225, median 0.146) and nothing said which mark was which."""
 
@@ -264,7 +266,7 @@ NO_CATEGORY_COLOUR = "#78909c"
 """The bar of a study without a category (no lungs to divide by)."""
 
 
-def severity_chart(rows: Sequence[Mapping[str, object]], path: str | os.PathLike[str],
+def severity_chart(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str],
                    title: str = "") -> Path:
     """One bar per study: % of the lungs involved, coloured by CT category, with the category
     bounds (25, 50, 75 %) marked; lesion volume in mL when some study has no lungs (no

@@ -14,6 +14,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pytest
+from nibabel import cifti2
 from nibabel.volumeutils import array_from_file
 
 import covseg.io.nifti as nifti_module
@@ -521,3 +522,18 @@ def test_a_volume_beyond_free_memory_is_refused_naming_file_and_shape(
                                           r"for its 2048 x 2048 x 8 voxels \(128 MiB as "
                                           r"float32\); free memory"):
         read_nifti(path)
+
+
+def test_a_cifti2_file_named_nii_is_refused_in_one_line(tmp_path: Path) -> None:
+    """nibabel reads a CIFTI-2 file (a .nii of grey-ordinate data) as a Cifti2Image, with no
+    affine: a 3D one raised an AttributeError traceback."""
+    where = np.zeros((3, 3, 3), dtype=bool)
+    where[0, 0, 0] = where[1, 1, 1] = True
+    axes = (cifti2.SeriesAxis(start=0, step=1, size=4), cifti2.SeriesAxis(start=0, step=1, size=3),
+            cifti2.BrainModelAxis.from_mask(where, name="thalamus_left", affine=np.eye(4)))
+    image = cifti2.Cifti2Image(np.zeros((4, 3, 2), dtype=np.float32), header=axes)
+    image.nifti_header.set_intent("ConnDenseSeries")
+    nib.save(image, str(tmp_path / "dense.nii"))
+    with pytest.raises(CovsegError, match=r"dense\.nii: a Cifti2Image file \(surface or "
+                                          r"grey-ordinate data\), not a NIfTI volume"):
+        read_nifti(tmp_path / "dense.nii")

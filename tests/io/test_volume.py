@@ -4,6 +4,7 @@ display orientation."""
 from __future__ import annotations
 
 import logging
+from fractions import Fraction
 from pathlib import Path
 
 import nibabel as nib
@@ -16,6 +17,7 @@ from covseg.io.ct import read_volume
 from covseg.io.nifti import read_nifti
 from covseg.io.volume import (
     hounsfield,
+    volume_from_array,
     write_mask_like,
     write_probabilities_like,
 )
@@ -197,3 +199,12 @@ def test_masks_of_a_nifti2_input_are_written_quietly(tmp_path: Path,
         assert (int(mask.header["qform_code"]), int(mask.header["sform_code"])) == (1, 2)
         assert mask.header.get_xyzt_units() == ("mm", "sec") and mask.shape == (4, 5, 3)
         assert np.asarray(mask.dataobj)[3, 2, 1] == 1 and np.asarray(mask.dataobj).sum() == 1
+
+
+def test_spacing_beyond_float_range_is_refused_and_a_fraction_is_read() -> None:
+    """numpy's isfinite cannot take an int beyond float range nor a Fraction: both raised a
+    TypeError traceback instead of the spacing message, and a Fraction is a real number."""
+    array = np.zeros((2, 3, 3), dtype=np.float32)
+    with pytest.raises(CovsegError, match=r"^a: spacing must be three positive numbers"):
+        volume_from_array(array, (10**400, 1, 1), "a")
+    assert volume_from_array(array, (Fraction(1, 2), 1, 1), "a").spacing == (0.5, 1.0, 1.0)

@@ -321,7 +321,8 @@ def _transfer(remote: RemoteFile, part: Path, timeout_s: float) -> None:
 
 def _remote_size(refusal: urllib.error.HTTPError) -> int | None:
     """The file's size from a 416 answer's ``Content-Range: bytes */SIZE``, if it says."""
-    match = re.fullmatch(r"bytes \*/(\d+)", (refusal.headers or {}).get("Content-Range", ""))
+    stated = refusal.headers.get("Content-Range", "") if refusal.headers else ""  # may be None
+    match = re.fullmatch(r"bytes \*/(\d+)", stated)
     return int(match.group(1)) if match else None
 
 
@@ -559,6 +560,7 @@ def _unpack(archive: Path, scratch: Path, destination: Path) -> None:
     except (*CORRUPT, OSError) as exc:
         if _damaged(exc):
             raise _corrupt(archive, exc) from None
+        assert isinstance(exc, OSError), "every CORRUPT error is _damaged"
         raise CovsegError(f"{archive}: cannot unpack it into {destination.parent} "
                           f"({exc.strerror}); {_room(exc)}rerun: the download is kept") from None
 

@@ -12,6 +12,7 @@ import csv
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
@@ -19,6 +20,9 @@ from scipy import ndimage
 from covseg.io.atomic import atomic_path, write_json, write_text
 from covseg.io.image import write_png
 from covseg.transforms import LUNG_WINDOW, intensity_scale, scale_intensity
+
+if TYPE_CHECKING:  # synthetic_dataset imports it when called, as it did
+    from covseg.data.layouts import LoadedData
 
 GROUND_GLASS, CONSOLIDATION = 1, 2
 
@@ -111,7 +115,7 @@ def _mask_for(item: SyntheticSlice, target: str) -> np.ndarray:
 
 def synthetic_dataset(seed: int = 0, target: str = "infection", patients: int = 12,
                       slices_per_patient: int = 4, size: int = 128, intensity: str = "auto",
-                      window: tuple[float, float] = LUNG_WINDOW):
+                      window: tuple[float, float] = LUNG_WINDOW) -> LoadedData:
     """The generator as a :class:`~covseg.data.layouts.LoadedData` (nothing written to disk);
     its HU slices are read with ``intensity`` and ``window`` as a folder of them would be."""
     from covseg.data.layouts import LoadedData, Sample

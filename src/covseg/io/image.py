@@ -143,8 +143,9 @@ def read_array(path: str | os.PathLike[str], keep_palette: bool = False) -> np.n
             array = _read_npy(path)
         else:
             with _open_image(path) as image:
-                if getattr(image, "n_frames", 1) > 1:  # a TIFF stack or an animated image
-                    raise CovsegError(f"{path}: holds {image.n_frames} pages; covseg reads one "
+                frames = getattr(image, "n_frames", 1)
+                if frames > 1:  # a TIFF stack or an animated image
+                    raise CovsegError(f"{path}: holds {frames} pages; covseg reads one "
                                       "slice per file: save each page as its own file, or the "
                                       "stack as a NIfTI volume")
                 image.load()
@@ -320,7 +321,7 @@ def _label_palette(image: Image.Image) -> bool:
     colours = np.asarray(image.getpalette("RGB") or [], dtype=np.uint8).reshape(-1, 3)
     used = np.unique(np.asarray(image.getchannel(0)))
     used = used[used < len(colours)]
-    black = ~colours.any(axis=1)
+    black = np.all(colours == 0, axis=1)
     return bool(len(colours) and black[0] and not black[used[used > 0]].any())
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from nibabel.arrayproxy import ArrayProxy
+from nibabel.arrayproxy import ArrayLike, ArrayProxy
 from nibabel.filebasedimages import ImageFileError
 from nibabel.openers import ImageOpener
 from nibabel.spatialimages import HeaderDataError
@@ -100,11 +100,15 @@ def _load_nifti(path: Path) -> nib.Nifti1Image:
             log.warning("%s: not gzip-compressed, though named .nii.gz; read as a .nii file "
                         "(rename it to .nii)", path)
             return image
-        return nib.load(str(path))
+        loaded = nib.load(str(path))
     except NIFTI_ERRORS as exc:
         raise CovsegError(
             f"{path}: cannot read the NIfTI header ({_one_line(exc)}); is the file truncated?"
         ) from None
+    if not isinstance(loaded, nib.Nifti1Image):  # CIFTI-2 is named .nii too
+        raise CovsegError(f"{path}: a {type(loaded).__name__} file (surface or grey-ordinate "
+                          "data), not a NIfTI volume; give covseg the CT as a NIfTI volume")
+    return loaded
 
 
 def _gzipped(path: Path) -> bool:
@@ -178,7 +182,7 @@ def read_paired(first: Callable[[Volume | None], Volume], first_path: str | os.P
     return earlier, second(earlier)
 
 
-def volume_from_nifti(image: nib.Nifti1Image, source: str, dtype: type = np.float32) -> Volume:
+def volume_from_nifti(image: nib.Nifti1Pair, source: str, dtype: type = np.float32) -> Volume:
     """A loaded NIfTI image (from a file or built in memory) -> Volume with (z, y, x) voxels."""
     _check_stored_dtype(np.dtype(image.get_data_dtype()), source)
     shape = _volume_shape(tuple(int(n) for n in image.shape), source)
@@ -196,7 +200,7 @@ def volume_from_nifti(image: nib.Nifti1Image, source: str, dtype: type = np.floa
                            read_affine=read_affine))
 
 
-def _in_mm(image: nib.Nifti1Image, header: nib.Nifti1Header
+def _in_mm(image: nib.Nifti1Pair, header: nib.Nifti1Header
            ) -> tuple[np.ndarray, nib.Nifti1Header]:
     """The affine and a header in mm for a file whose spatial unit is metres or microns:
     covseg's volumes in mL and the lung finder's sizes are in mm, so a file in metres read
@@ -216,7 +220,7 @@ def _in_mm(image: nib.Nifti1Image, header: nib.Nifti1Header
     return affine, header
 
 
-def _header_sized_by_affine(image: nib.Nifti1Image, source: str) -> nib.Nifti1Header:
+def _header_sized_by_affine(image: nib.Nifti1Pair, source: str) -> nib.Nifti1Header:
     """The image's header, its voxel sizes (pixdim, which volumes in mL use) set to the
     affine's: the affine places the voxels in nibabel and in the lung finder, and a tool that
     edits one often leaves the other stale (nibabel even sets a zero pixdim to 1 mm on reading).
@@ -256,7 +260,7 @@ def _sizes_differ(stated: np.ndarray, implied: np.ndarray) -> bool:
             > PIXDIM_TOLERANCE * float(np.prod(implied)))
 
 
-def _warn_unoriented(image: nib.Nifti1Image, source: str) -> None:
+def _warn_unoriented(image: nib.Nifti1Pair, source: str) -> None:
     """Warn when the header holds no orientation (qform and sform codes 0): nibabel then assumes
     the Analyze convention, so right and left may be swapped."""
     if _unoriented(image.header):
@@ -265,19 +269,20 @@ def _warn_unoriented(image: nib.Nifti1Image, source: str) -> None:
                     source, "".join(nib.aff2axcodes(image.affine)))
 
 
-def _scaling(image: nib.Nifti1Image) -> tuple[float, float]:
+def _scaling(image: nib.Nifti1Pair) -> tuple[float, float]:
     """The stored voxels' scaling (slope, intercept); an image built in memory holds the values
     as they are."""
-    if isinstance(image.dataobj, np.ndarray):
+    proxy = image.dataobj
+    if not isinstance(proxy, ArrayProxy):
         return 1.0, 0.0
-    return float(image.dataobj.slope), float(image.dataobj.inter)
+    return float(proxy.slope), float(proxy.inter)
 
 
 SLAB_BYTES = 32 * 1024 * 1024
 """Stored bytes of whole z slices read from a file at once (:func:`_stored_slabs`)."""
 
 
-def _stored_slabs(image: nib.Nifti1Image, shape: tuple[int, int, int], source: str
+def _stored_slabs(image: nib.Nifti1Pair, shape: tuple[int, int, int], source: str
                   ) -> Iterator[tuple[int, np.ndarray]]:
     """The stored, unscaled (x, y, z) voxels as (first z index, slab of whole z slices), in z
     order. A file is read one slab of :data:`SLAB_BYTES` at a time from one open file: read
@@ -301,14 +306,14 @@ def _unreadable_voxels(source: str, exc: Exception) -> CovsegError:
                        "truncated?")
 
 
-def _slabs(proxy: ArrayProxy | np.ndarray, shape: tuple[int, int, int], source: str
+def _slabs(proxy: ArrayLike, shape: tuple[int, int, int], source: str
            ) -> Iterator[tuple[int, np.ndarray]]:
     """The slabs of :func:`_stored_slabs`, read as they are asked for."""
     if not all(shape):
         return
     try:
         if not isinstance(proxy, ArrayProxy) or proxy.order != "F":
-            raw = proxy if isinstance(proxy, np.ndarray) else proxy.get_unscaled()
+            raw = proxy.get_unscaled() if isinstance(proxy, ArrayProxy) else proxy
             yield 0, np.asarray(raw).reshape(shape)
             return
         dtype = np.dtype(proxy.dtype)
@@ -317,8 +322,9 @@ def _slabs(proxy: ArrayProxy | np.ndarray, shape: tuple[int, int, int], source: 
         with ImageOpener(proxy.file_like) as stream:
             for k in range(0, shape[2], depth):
                 yield k, array_from_file((shape[0], shape[1], min(depth, shape[2] - k)), dtype,
-                                         stream, offset=proxy.offset + k * plane_bytes,
-                                         mmap=False)
+                                         # nibabel gives its own Opener here too
+                                         stream,  # type: ignore[arg-type]
+                                         offset=proxy.offset + k * plane_bytes, mmap=False)
     except NIFTI_ERRORS as exc:
         raise _unreadable_voxels(source, exc) from None
 
@@ -357,7 +363,7 @@ def _volume_shape(shape: tuple[int, ...], source: str | Path) -> tuple[int, int,
 ORDINALS = ("first", "second", "third")
 
 
-def _check_perpendicular(image: nib.Nifti1Image, shape: tuple[int, int, int], source: str
+def _check_perpendicular(image: nib.Nifti1Pair, shape: tuple[int, int, int], source: str
                          ) -> None:
     """Refuse an affine whose voxel axes are not perpendicular (sheared), as converters keep an
     uncorrected gantry tilt: volumes in mL (the product of the voxel sizes) and the lung

@@ -25,6 +25,7 @@ detects it ("auto") or is told ("yes" = HU, "no" = grey).
 from __future__ import annotations
 
 import logging
+import math
 import numbers
 import os
 from collections.abc import Sequence
@@ -636,9 +637,19 @@ def _three_positive_numbers(spacing: object) -> bool:
     nor are its characters."""
     if isinstance(spacing, str | bytes) or not isinstance(spacing, Sequence | np.ndarray):
         return False
-    return len(spacing) == 3 and all(
-        isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_)
-        and bool(np.isfinite(v)) and v > 0 for v in spacing)
+    return len(spacing) == 3 and all(_positive_number(v) for v in spacing)
+
+
+def _positive_number(value: object) -> bool:
+    """Whether ``value`` is a real number (not a bool), finite and > 0 as a float: numpy cannot
+    test a Fraction or an int beyond float range, and raised a TypeError on them."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool | np.bool_):
+        return False
+    try:
+        number = float(value)
+    except OverflowError:
+        return False
+    return math.isfinite(number) and number > 0
 
 
 def _float_volume(array: np.ndarray, affine: np.ndarray, source: str) -> Volume:

@@ -14,7 +14,7 @@ from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from importlib.util import find_spec
 from types import ModuleType
-from typing import Any, get_args, get_type_hints
+from typing import Any, cast, get_args, get_type_hints
 
 import torch
 from torch import nn
@@ -231,7 +231,8 @@ def _too_large(name: str, options: Mapping[str, Any]) -> CovsegError:
     the numeric options above 1 to lower (a 45-line allocator traceback before); rates and
     shares (``dropout=0.1``) size nothing."""
     large = [key for key, value in options.items() if isinstance(value, numbers.Real)
-             and not isinstance(value, bool) and abs(value) > 1]
+             # cast: typeshed's numbers.Real has no __gt__, though every Real compares with 1
+             and not isinstance(value, bool) and abs(cast(float, value)) > 1]
     given = ", ".join(f"{key}={options[key]}" for key in large)
     return CovsegError(f"model {name!r}{f' with {given}' if given else ''}: too large to build "
                        f"in memory; lower {' or '.join(large) or 'its options'}")

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from covseg.provenance import option_given
 from covseg.transforms import LUNG_WINDOW, intensity_scale, scale_intensity, scale_slices
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LAYOUT_NAMES: dict[str, str] = {
     "synthetic": "synthetic", "mosmed-2d": "MosMedData 2D", "medseg": "MedSeg",
@@ -110,7 +111,7 @@ def data_fingerprint(data: LoadedData, cases: Iterable[str]) -> str:
         digest.update(sample.case_id.encode() + b"\0")
         for array in (sample.image, sample.mask):  # dtype and shape fix the bytes that follow
             digest.update(f"{array.dtype.str}{array.shape}".encode())
-            digest.update(np.ascontiguousarray(array))
+            digest.update(np.ascontiguousarray(array).data)
     return digest.hexdigest()
 
 
@@ -346,7 +347,7 @@ def _patient_row(table: Path, line: int, row: dict[str, str | None]) -> tuple[st
     return case, patient
 
 
-def _progress(items: list, desc: str) -> Iterable:
+def _progress(items: list[T], desc: str) -> Iterable[T]:
     return progress_bar(items, quiet=len(items) < 20, desc=desc, unit="file", leave=False)
 
 
@@ -477,8 +478,13 @@ def read_volume_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions,
         patient = patients.get(study, study)
         samples.extend(slice_volume(image_path, mask_path, options,
                                      partial("{}_z{:04d}".format, study),
-                                     lambda _case, patient=patient: patient))
+                                     _always(patient)))
     return samples
+
+
+def _always(patient: str) -> Callable[[str], str]:
+    """A ``patient_of`` that gives every case ``patient`` (the slices of one study)."""
+    return lambda _case: patient
 
 
 def read_studies(pairs: list[tuple[str, Path, Path]], options: ReadOptions, desc: str,

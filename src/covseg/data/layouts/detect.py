@@ -111,7 +111,7 @@ def data_folders(root: Path) -> tuple[Path, Path] | None:
     return pair(root) if pair else None
 
 
-def detect_layout(path: str | Path) -> str:
+def detect_layout(path: str | os.PathLike[str]) -> str:
     """Name of the layout of ``path`` (see :mod:`covseg.data.layouts`), or a CovsegError."""
     if is_synthetic_spec(str(path)):
         return "synthetic"
@@ -195,16 +195,16 @@ def _what_it_holds(root: Path) -> str:
         return f"{root}: a folder of data sets ({examples(data_sets)}); give one of them"
     scans = [path for path in children
              if is_image_file(path) or is_nifti(path) or is_dicom_file(path)]
-    names = examples([path.name for path in scans])
+    listed = examples([path.name for path in scans])
     if scans and all(image_name(nifti_stem(path)) != nifti_stem(path) for path in scans):
-        return (f"{root}: masks found ({names}) but no images; a data folder holds them in "
+        return (f"{root}: masks found ({listed}) but no images; a data folder holds them in "
                 "masks/ beside their images in images/ (MosMed: studies/): give that folder")
     if scans and root.name in FOLDERS_IMAGES:  # a data folder's images/ with no masks/ beside
-        return (f"{root}: images or CT scans found ({names}) but no masks; put their masks in "
+        return (f"{root}: images or CT scans found ({listed}) but no masks; put their masks in "
                 f"masks/ beside {root.name}/ in {root.parent}, under the same file stems, and "
                 f"give {root.parent} (covseg predict segments them as they are)")
     if scans:
-        return (f"{root}: images or CT scans found ({names}) but no masks; a data folder holds "
+        return (f"{root}: images or CT scans found ({listed}) but no masks; a data folder holds "
                 "them in images/ and their masks in masks/, under the same file stems (covseg "
                 "predict segments them as they are)")
     return ""
