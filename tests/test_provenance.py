@@ -303,6 +303,46 @@ def test_no_checkout_or_no_git_records_no_commit(tmp_path: Path,
     assert git_state(PACKAGE) == {}
 
 
+
+def test_the_source_hash_covers_sub_packages_and_module_names(tmp_path: Path) -> None:
+    """An edit in a sub-package (``covseg/io/``, ``covseg/data/layouts/``) changes the hash as
+    one at the top level does, and so does a module renamed (its imports change with it)."""
+    copy = shutil.copytree(PACKAGE, tmp_path / "covseg",
+                           ignore=shutil.ignore_patterns("__pycache__"))
+    before = source_sha256(copy)
+    atomic = copy / "io" / "atomic.py"
+    atomic.write_text(atomic.read_text() + "\n")
+    edited = source_sha256(copy)
+    assert edited != before
+    (copy / "losses.py").rename(copy / "losses_renamed.py")
+    assert source_sha256(copy) != edited
+
+
+def test_a_checkout_without_a_commit_or_a_distributions_packages_records_no_commit(
+        tmp_path: Path) -> None:
+    """A ``git init`` around the code with nothing committed has no commit to name (git says
+    ``(initial)``), and a Debian ``dist-packages`` inside another project's checkout is an
+    installed copy, as ``site-packages`` is."""
+    fresh = shutil.copytree(PACKAGE, tmp_path / "fresh" / "covseg",
+                            ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(["git", "init", "-q", str(tmp_path / "fresh")], check=True)
+    assert git_state(fresh) == {}
+    repo = tmp_path / "repo"
+    installed = shutil.copytree(PACKAGE, repo / "lib" / "python3" / "dist-packages" / "covseg",
+                                ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=a", "-c", "user.email=a@b",
+                    "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    assert git_state(installed) == {}
+
+
+def test_a_synthetic_data_spec_is_recorded_as_given() -> None:
+    """``synthetic`` and ``synthetic:SEED`` name the built-in generator, not a folder: resolved
+    as paths they would name a folder of the working directory that does not exist."""
+    record = provenance(data_path="synthetic:7", other="synthetic", none=None)
+    assert (record["data_path"], record["other"], record["none"]) == ("synthetic:7", "synthetic",
+                                                                       None)
+
 def _stopped_after_one_epoch(out: Path, config: TrainConfig, data: Any,
                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Train ``config`` into ``out``, stopped (Ctrl-C) once its first epoch is saved."""
