@@ -30,6 +30,8 @@ from covseg.data import load_dataset
 from covseg.provenance import (
     RESUMED_BY,
     UNKNOWN_COMMAND,
+    continued,
+    environment_changes,
     git_state,
     invoked_as,
     provenance,
@@ -342,6 +344,29 @@ def test_a_synthetic_data_spec_is_recorded_as_given() -> None:
     record = provenance(data_path="synthetic:7", other="synthetic", none=None)
     assert (record["data_path"], record["other"], record["none"]) == ("synthetic:7", "synthetic",
                                                                        None)
+
+
+def test_a_resume_keeps_the_starting_command_only_from_a_record_that_names_one(
+        tmp_path: Path) -> None:
+    """A run started here, or resumed from a record an earlier covseg wrote without a
+    ``command`` (or one that cannot be read), records this command alone; a resume of a
+    recorded run keeps the command that started it and lists its own under resumed_by."""
+    record, now = tmp_path / "config.json", {"command": "covseg train d --resume", "threads": 2}
+    record.write_text(json.dumps({"epochs": 2, "covseg_version": "0.0.9"}))
+    assert continued(record, now, resumed=True) == now
+    record.write_text("{")
+    assert continued(record, now, resumed=True) == now
+    record.write_text(json.dumps({"command": "covseg train d", "threads": 3, "epochs": 2}))
+    assert continued(record, now, resumed=False) == now
+    assert continued(record, now, resumed=True) == {"command": "covseg train d", "threads": 3,
+                                                     RESUMED_BY: [now]}
+
+
+def test_environment_changes_show_hashes_short_and_skip_keys_a_record_lacks() -> None:
+    saved = {"source_sha256": "a" * 64, "torch": "2.0.0", "threads": 3}
+    now = {"source_sha256": "b" * 64, "torch": "2.0.0", "threads": 4, "covseg_version": "0.2"}
+    assert environment_changes(saved, now) == [
+        f"covseg source (source_sha256) {'a' * 12} -> {'b' * 12}", "threads 3 -> 4"]
 
 def _stopped_after_one_epoch(out: Path, config: TrainConfig, data: Any,
                              monkeypatch: pytest.MonkeyPatch) -> None:
