@@ -1006,3 +1006,27 @@ def test_case_ids_a_spreadsheet_would_run_as_formulas_are_written_as_text(
     (tmp_path / "cv").mkdir()
     (tmp_path / "cv" / "per_case.csv").write_text(rows_to_csv(rows))
     assert per_case_dice(tmp_path / "cv") == dict.fromkeys(names, 1.0)
+
+
+def test_the_models_of_the_scored_masks_are_named_once_each(tmp_path: Path) -> None:
+    """Two CT studies predicted by one model name it once; a 2D predict.json beside them names
+    its own model only where its own masks (those beside it) are scored."""
+    from covseg.evaluate import _recorded_models
+    from covseg.io.atomic import write_json
+    from covseg.records import PREDICT_RECORD, model_identity
+
+    ct = {"settings": {"model": "/m/run", "model_sha256": "f", "checkpoint_sha256": "f",
+                       "threshold": 0.5, "test_flips": False}}
+    masks = []
+    for study in ("a", "b"):
+        (tmp_path / study).mkdir()
+        masks.append(tmp_path / study / "infection.nii.gz")
+        masks[-1].write_bytes(b"")
+        write_json(tmp_path / study / "quantification.json", ct)
+    two_d = {"model": {"source": "/m/2d.onnx", "runtime": "onnxruntime", "model_sha256": "o",
+                       "checkpoint_sha256": "w", "threshold": 0.4, "test_flips": True}}
+    write_json(tmp_path / PREDICT_RECORD, two_d)
+    assert _recorded_models(tmp_path, masks) == [model_identity(ct)]
+    (tmp_path / "x.png").write_bytes(b"")
+    assert _recorded_models(tmp_path, [tmp_path / "x.png", *masks]) == [
+        model_identity(two_d), model_identity(ct)]
