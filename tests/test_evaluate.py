@@ -1030,3 +1030,25 @@ def test_the_models_of_the_scored_masks_are_named_once_each(tmp_path: Path) -> N
     (tmp_path / "x.png").write_bytes(b"")
     assert _recorded_models(tmp_path, [tmp_path / "x.png", *masks]) == [
         model_identity(two_d), model_identity(ct)]
+
+
+def test_every_scored_mask_edited_since_predict_is_listed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Each mask whose content is no longer what predict.json records is listed (all of them,
+    sorted), with one warning naming how many; masks unchanged are not."""
+    from covseg.evaluate import _edited_predictions
+    from covseg.io.atomic import write_json
+    from covseg.records import OUTPUT_SHA256, PREDICT_RECORD, content_hash
+
+    masks = [tmp_path / name for name in ("c.png", "a.png", "b.png")]
+    for mask in masks:
+        mask.write_bytes(b"as predict wrote it")
+    write_json(tmp_path / PREDICT_RECORD,
+               {OUTPUT_SHA256: {mask.name: content_hash(mask) for mask in masks}})
+    assert _edited_predictions(tmp_path, masks) == []
+    masks[0].write_bytes(b"edited")
+    masks[1].write_bytes(b"edited too")
+    with caplog.at_level("WARNING", logger="covseg"):
+        assert _edited_predictions(tmp_path, masks) == ["a.png", "c.png"]
+    [warning] = [record.getMessage() for record in caplog.records]
+    assert "2 masks no longer what covseg predict wrote (first: c.png)" in warning
