@@ -197,3 +197,15 @@ def test_masks_of_a_nifti2_input_are_written_quietly(tmp_path: Path,
         assert (int(mask.header["qform_code"]), int(mask.header["sform_code"])) == (1, 2)
         assert mask.header.get_xyzt_units() == ("mm", "sec") and mask.shape == (4, 5, 3)
         assert np.asarray(mask.dataobj)[3, 2, 1] == 1 and np.asarray(mask.dataobj).sum() == 1
+
+
+def test_max_voxels_is_the_most_read_not_the_first_refused() -> None:
+    """MAX_VOXELS voxels are read (its doc: the most covseg reads); one more is refused, naming
+    the file, the shape and the memory it would take."""
+    from covseg.io.volume import MAX_VOXELS, check_voxel_count
+
+    check_voxel_count((MAX_VOXELS // 4, 2, 2), "ok.nii")
+    with pytest.raises(CovsegError, match=r"^big\.nii: its header claims 2147483649 x 1 x 1 "
+                                          r"voxels \(2,147,483,649, 8 GiB in memory\), more "
+                                          r"than covseg reads \(2,147,483,648 voxels at most\)"):
+        check_voxel_count((MAX_VOXELS + 1, 1, 1), "big.nii")
