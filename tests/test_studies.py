@@ -256,3 +256,17 @@ def test_a_hidden_nifti_is_read_by_name_and_noted_when_a_folder_passes_it_over(
     assert [r.getMessage() for r in caplog.records] == [
         (f"{tmp_path}: 1 hidden NIfTI file(s) (.hidden.nii.gz) passed over, as hidden files in "
          "folders are; give such a file by name to read it")]
+
+
+def test_a_predict_studys_mask_given_from_its_own_folder_is_named_by_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``infection.nii.gz`` given from inside its study folder (a relative path whose parent is
+    ``.``) is named by that folder, not by nothing; the root folder names no study."""
+    from covseg.studies import folder_name, study_name
+
+    (tmp_path / "study_7").mkdir()
+    monkeypatch.chdir(tmp_path / "study_7")
+    assert study_name(Path("infection.nii.gz"), mask=True) == "study_7"
+    with pytest.raises(CovsegError, match=r"^/: a folder without a name \(the root folder\) "
+                                          "cannot name a study; give a folder below it$"):
+        folder_name(Path("/"))
