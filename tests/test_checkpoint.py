@@ -97,6 +97,10 @@ def test_a_checkpoint_without_an_entry_its_network_needs_is_refused(tmp_path: Pa
     ("size", -5, "a positive whole number"),
     ("size", 64.0, "a positive whole number"),
     ("size", 100000, "a canvas of at most 1024 px, covseg's largest"),
+    ("size", True, "a positive whole number"),
+    ("threshold", 0, "a number strictly between 0 and 1"),
+    ("window", [150, 150], "two finite numbers, the lower first"),
+    ("window", [float("-inf"), 150.0], "two finite numbers, the lower first"),
     ("in_channels", 0, "a positive whole number"),
     ("window", [float("nan"), 150.0], "two finite numbers, the lower first"),
     ("window", [150, -1350], "two finite numbers, the lower first"),
@@ -121,6 +125,15 @@ def test_a_checkpoint_whose_settings_cannot_be_used_is_refused_naming_the_value(
         load_checkpoint(path)
     assert str(caught.value) == (f"{path}: a damaged checkpoint (meta {key}: {value!r}, not "
                                  f"{wanted}); train the model again or pass another run")
+
+
+def test_a_checkpoint_at_the_largest_canvas_is_loaded(tmp_path: Path) -> None:
+    """A size of 1024 px, the largest canvas covseg trains, is a checkpoint's size, not one
+    beyond it."""
+    meta = {"model": "miniseg", "in_channels": 1, "num_classes": 2, "size": 1024,
+            "threshold": 0.01}
+    path = save_checkpoint(tmp_path / "best.pt", nn.Linear(2, 1), meta)
+    assert load_checkpoint(path)["meta"] == meta
 
 
 def test_predict_with_a_checkpoint_whose_threshold_is_nan_writes_nothing(

@@ -1006,3 +1006,49 @@ def test_case_ids_a_spreadsheet_would_run_as_formulas_are_written_as_text(
     (tmp_path / "cv").mkdir()
     (tmp_path / "cv" / "per_case.csv").write_text(rows_to_csv(rows))
     assert per_case_dice(tmp_path / "cv") == dict.fromkeys(names, 1.0)
+
+
+def test_the_models_of_the_scored_masks_are_named_once_each(tmp_path: Path) -> None:
+    """Two CT studies predicted by one model name it once; a 2D predict.json beside them names
+    its own model only where its own masks (those beside it) are scored."""
+    from covseg.evaluate import _recorded_models
+    from covseg.io.atomic import write_json
+    from covseg.records import PREDICT_RECORD, model_identity
+
+    ct = {"settings": {"model": "/m/run", "model_sha256": "f", "checkpoint_sha256": "f",
+                       "threshold": 0.5, "test_flips": False}}
+    masks = []
+    for study in ("a", "b"):
+        (tmp_path / study).mkdir()
+        masks.append(tmp_path / study / "infection.nii.gz")
+        masks[-1].write_bytes(b"")
+        write_json(tmp_path / study / "quantification.json", ct)
+    two_d = {"model": {"source": "/m/2d.onnx", "runtime": "onnxruntime", "model_sha256": "o",
+                       "checkpoint_sha256": "w", "threshold": 0.4, "test_flips": True}}
+    write_json(tmp_path / PREDICT_RECORD, two_d)
+    assert _recorded_models(tmp_path, masks) == [model_identity(ct)]
+    (tmp_path / "x.png").write_bytes(b"")
+    assert _recorded_models(tmp_path, [tmp_path / "x.png", *masks]) == [
+        model_identity(two_d), model_identity(ct)]
+
+
+def test_every_scored_mask_edited_since_predict_is_listed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Each mask whose content is no longer what predict.json records is listed (all of them,
+    sorted), with one warning naming how many; masks unchanged are not."""
+    from covseg.evaluate import _edited_predictions
+    from covseg.io.atomic import write_json
+    from covseg.records import OUTPUT_SHA256, PREDICT_RECORD, content_hash
+
+    masks = [tmp_path / name for name in ("c.png", "a.png", "b.png")]
+    for mask in masks:
+        mask.write_bytes(b"as predict wrote it")
+    write_json(tmp_path / PREDICT_RECORD,
+               {OUTPUT_SHA256: {mask.name: content_hash(mask) for mask in masks}})
+    assert _edited_predictions(tmp_path, masks) == []
+    masks[0].write_bytes(b"edited")
+    masks[1].write_bytes(b"edited too")
+    with caplog.at_level("WARNING", logger="covseg"):
+        assert _edited_predictions(tmp_path, masks) == ["a.png", "c.png"]
+    [warning] = [record.getMessage() for record in caplog.records]
+    assert "2 masks no longer what covseg predict wrote (first: c.png)" in warning

@@ -30,6 +30,8 @@ from covseg.data import load_dataset
 from covseg.provenance import (
     RESUMED_BY,
     UNKNOWN_COMMAND,
+    continued,
+    environment_changes,
     git_state,
     invoked_as,
     provenance,
@@ -304,6 +306,69 @@ def test_no_checkout_or_no_git_records_no_commit(tmp_path: Path,
     monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
     assert git_state(PACKAGE) == {}
 
+
+
+def test_the_source_hash_covers_sub_packages_and_module_names(tmp_path: Path) -> None:
+    """An edit in a sub-package (``covseg/io/``, ``covseg/data/layouts/``) changes the hash as
+    one at the top level does, and so does a module renamed (its imports change with it)."""
+    copy = shutil.copytree(PACKAGE, tmp_path / "covseg",
+                           ignore=shutil.ignore_patterns("__pycache__"))
+    before = source_sha256(copy)
+    atomic = copy / "io" / "atomic.py"
+    atomic.write_text(atomic.read_text() + "\n")
+    edited = source_sha256(copy)
+    assert edited != before
+    (copy / "losses.py").rename(copy / "losses_renamed.py")
+    assert source_sha256(copy) != edited
+
+
+def test_a_checkout_without_a_commit_or_a_distributions_packages_records_no_commit(
+        tmp_path: Path) -> None:
+    """A ``git init`` around the code with nothing committed has no commit to name (git says
+    ``(initial)``), and a Debian ``dist-packages`` inside another project's checkout is an
+    installed copy, as ``site-packages`` is."""
+    fresh = shutil.copytree(PACKAGE, tmp_path / "fresh" / "covseg",
+                            ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(["git", "init", "-q", str(tmp_path / "fresh")], check=True)
+    assert git_state(fresh) == {}
+    repo = tmp_path / "repo"
+    installed = shutil.copytree(PACKAGE, repo / "lib" / "python3" / "dist-packages" / "covseg",
+                                ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=a", "-c", "user.email=a@b",
+                    "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    assert git_state(installed) == {}
+
+
+def test_a_synthetic_data_spec_is_recorded_as_given() -> None:
+    """``synthetic`` and ``synthetic:SEED`` name the built-in generator, not a folder: resolved
+    as paths they would name a folder of the working directory that does not exist."""
+    record = provenance(data_path="synthetic:7", other="synthetic", none=None)
+    assert (record["data_path"], record["other"], record["none"]) == ("synthetic:7", "synthetic",
+                                                                       None)
+
+
+def test_a_resume_keeps_the_starting_command_only_from_a_record_that_names_one(
+        tmp_path: Path) -> None:
+    """A run started here, or resumed from a record an earlier covseg wrote without a
+    ``command`` (or one that cannot be read), records this command alone; a resume of a
+    recorded run keeps the command that started it and lists its own under resumed_by."""
+    record, now = tmp_path / "config.json", {"command": "covseg train d --resume", "threads": 2}
+    record.write_text(json.dumps({"epochs": 2, "covseg_version": "0.0.9"}))
+    assert continued(record, now, resumed=True) == now
+    record.write_text("{")
+    assert continued(record, now, resumed=True) == now
+    record.write_text(json.dumps({"command": "covseg train d", "threads": 3, "epochs": 2}))
+    assert continued(record, now, resumed=False) == now
+    assert continued(record, now, resumed=True) == {"command": "covseg train d", "threads": 3,
+                                                     RESUMED_BY: [now]}
+
+
+def test_environment_changes_show_hashes_short_and_skip_keys_a_record_lacks() -> None:
+    saved = {"source_sha256": "a" * 64, "torch": "2.0.0", "threads": 3}
+    now = {"source_sha256": "b" * 64, "torch": "2.0.0", "threads": 4, "covseg_version": "0.2"}
+    assert environment_changes(saved, now) == [
+        f"covseg source (source_sha256) {'a' * 12} -> {'b' * 12}", "threads 3 -> 4"]
 
 def _stopped_after_one_epoch(out: Path, config: TrainConfig, data: Any,
                              monkeypatch: pytest.MonkeyPatch) -> None:

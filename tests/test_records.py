@@ -93,3 +93,37 @@ def test_undecodable_control_bytes_of_a_name_are_shown_escaped() -> None:
     """Under ``LC_ALL=C`` a name's byte 0x9b (a one-byte CSI, as ESC [ is) reads as the lone
     surrogate \\udc9b, which the console writes back as the raw byte: shown escaped now."""
     assert terminal_safe("a\udc9b2Jb\x1b") == "a\\udc9b2Jb\\x1b"
+
+
+def test_the_model_a_prediction_record_names() -> None:
+    """A CT study's settings name an ONNX export's runtime by its file, a model not read from a
+    file (no SHA-256) no runtime at all; a 2D predict.json from before checkpoint_sha256 gives
+    its PyTorch file's hash as the weights'; quantify's records name no model."""
+    settings = {"model": "/m/model.ONNX", "model_sha256": "f", "checkpoint_sha256": "w",
+                "threshold": 0.5, "test_flips": True}
+    assert records.model_identity({"settings": settings}) == {"source": "/m/model.ONNX",
+                                                             "runtime": "onnxruntime", **{
+        key: settings[key] for key in ("model_sha256", "checkpoint_sha256", "threshold",
+                                       "test_flips")}}
+    assert records.model_identity({"settings": {**settings, "model": "/m/run"}})[
+        "runtime"] == "pytorch"
+    unloaded = records.model_identity({"settings": {**settings, "model_sha256": None}})
+    assert unloaded is not None and unloaded["runtime"] is None
+    assert records.model_identity({"settings": {"lungs": "threshold"}}) is None
+    old = {"source": "/m/best.pt", "runtime": "pytorch", "model_sha256": "f", "threshold": 0.4}
+    assert records.model_identity({"model": old}) == {**old, "checkpoint_sha256": "f",
+                                                      "test_flips": None}
+
+
+def test_a_sharded_batch_folder_is_covsegs_output(tmp_path: Path) -> None:
+    """A batch run in shards writes summary_shardKofN.csv and no summary.csv: its folder is
+    still covseg's own output, not a folder of studies; another CSV is not."""
+    header = ",".join(records.SUMMARY_FIELDS) + "\n"
+    (tmp_path / "summary_shard1of2.csv").write_text(header)
+    assert records.is_batch_folder(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "summary.csv").write_text("study,age,sex\n")
+    assert not records.is_batch_folder(other)
+    write_json(other / records.PREDICT_RECORD, {"model": {}})
+    assert records.is_batch_folder(other)

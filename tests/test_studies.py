@@ -269,3 +269,17 @@ def test_a_hidden_dicom_file_given_by_name_is_a_study(tmp_path: Path) -> None:
     hidden = synthetic_series(folder, phantom(depth=1))[0].rename(folder / ".slice.dcm")
     assert input_kind(hidden) == VOLUMES
     assert [s.name for s in find_studies([hidden])] == ["slice"]
+
+
+def test_a_predict_studys_mask_given_from_its_own_folder_is_named_by_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``infection.nii.gz`` given from inside its study folder (a relative path whose parent is
+    ``.``) is named by that folder, not by nothing; the root folder names no study."""
+    from covseg.studies import folder_name, study_name
+
+    (tmp_path / "study_7").mkdir()
+    monkeypatch.chdir(tmp_path / "study_7")
+    assert study_name(Path("infection.nii.gz"), mask=True) == "study_7"
+    with pytest.raises(CovsegError, match=r"^/: a folder without a name \(the root folder\) "
+                                          "cannot name a study; give a folder below it$"):
+        folder_name(Path("/"))

@@ -175,3 +175,23 @@ def test_reserve_allocates_the_disk_up_front(tmp_path: Path, monkeypatch: pytest
         os.close(handle)
     assert path.stat().st_size == 3 * 2**20 + 5 and path.read_bytes().count(0) == 3 * 2**20 + 5
     assert path.stat().st_blocks * 512 >= 3 * 2**20 + 5
+
+
+def test_the_umask_is_read_unchanged_where_proc_does_not_say_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ``/proc/self/status`` (macOS, Linux before 4.7) the umask is read by setting it
+    and setting it back: the process's umask stays the user's, not covseg's 022."""
+    real_open = open
+
+    def no_proc(file: object, *args: object, **kwargs: object) -> object:
+        if str(file).startswith("/proc/"):
+            raise FileNotFoundError(file)
+        return real_open(file, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr("builtins.open", no_proc)
+    before = os.umask(0o027)
+    try:
+        assert atomic._umask() == 0o027
+        assert os.umask(0o027) == 0o027, "the umask was left changed"
+    finally:
+        os.umask(before)

@@ -701,3 +701,20 @@ def test_a_hidden_dicom_file_is_read_by_name_and_passed_over_in_a_folder(tmp_pat
     assert is_dicom_named(hidden) and not is_dicom_file(hidden)
     assert list(dicom_files(folder)) == []
     assert read_volume(hidden).array.shape == (1, 24, 32)
+
+
+def test_a_file_without_a_transfer_syntax_is_checked_as_uncompressed(tmp_path: Path) -> None:
+    """A file without file meta (no transfer syntax: read as implicit VR little endian, raw
+    pixels) claiming more pixels than it holds is refused from its header, as one that names a
+    raw syntax is."""
+    from pydicom.dataset import FileMetaDataset
+
+    files = synthetic_series(tmp_path / "s", phantom(depth=2))
+    dataset = pydicom.dcmread(files[-1])
+    dataset.Rows = dataset.Columns = 20000
+    dataset.file_meta, dataset.preamble = FileMetaDataset(), None
+    path = tmp_path / "no_meta.dcm"
+    dataset.save_as(path, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    with pytest.raises(CovsegError, match=rf"^{re.escape(str(path))}: its header claims 20000 x "
+                                          r"20000 pixels x 1 frame \(50,000,000 bytes at least"):
+        read_volume(path)

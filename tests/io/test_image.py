@@ -623,3 +623,25 @@ def test_a_npy_reads_as_numpy_saved_it_with_its_header_parsed_once(
         read = image.read_array(tmp_path / "s.npy")
     assert parses == [True]
     assert read.dtype == saved.dtype and np.array_equal(read, saved)
+
+
+@pytest.mark.parametrize("version", [(1, 0), (2, 0), (3, 0)])
+def test_a_npy_of_each_format_version_reads_as_numpy_wrote_it(tmp_path: Path,
+                                                              version: tuple[int, int]) -> None:
+    """numpy writes format 2.0 (a 4-byte header length) for a header over 64 KiB and 3.0 for
+    UTF-8 field names; covseg's own header check reads each as np.load does."""
+    saved = np.arange(20, dtype="<f4").reshape(4, 5)
+    with open(tmp_path / "s.npy", "wb") as handle:
+        np.lib.format.write_array(handle, saved, version=version)
+    read = read_array(tmp_path / "s.npy")
+    assert read.dtype == saved.dtype and np.array_equal(read, saved)
+
+
+def test_a_npy_holding_its_value_count_in_bytes_but_not_its_values_is_truncated(
+        tmp_path: Path) -> None:
+    """The bytes a header's values take (count x item size), not their count, are what the
+    file must hold: 4,096 bytes hold 4,096 uint8 values but not 4,096 float64 ones."""
+    cut = _npy_header(tmp_path / "cut.npy", "<f8", (64, 64), bytes(64 * 64))
+    with pytest.raises(CovsegError, match=r"\(32,768 bytes of float64\) but the file holds "
+                                          r"4,096 bytes of them; is it truncated\?$"):
+        read_array(cut)

@@ -537,3 +537,14 @@ def test_a_cifti2_file_named_nii_is_refused_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(CovsegError, match=r"dense\.nii: a Cifti2Image file \(surface or "
                                           r"grey-ordinate data\), not a NIfTI volume"):
         read_nifti(tmp_path / "dense.nii")
+
+
+def test_a_mask_value_below_int16_is_named_not_its_highest(tmp_path: Path) -> None:
+    """The value named is the one beyond the bounds: -40000 in a mask of 0/1, not its 1."""
+    mask = np.zeros((12, 10, 4), dtype=np.int32)
+    mask[2:6, 2:6, 1] = 1
+    mask[7, 7, 2] = -40000
+    path = tmp_path / "m_mask.nii.gz"
+    nib.save(nib.Nifti1Image(mask, np.diag([3.0, 3.0, 3.0, 1.0])), str(path))
+    with pytest.raises(CovsegError, match=rf"^{re.escape(str(path))}: holds the value -40000, "):
+        read_nifti(path, np.int16)

@@ -208,3 +208,22 @@ def test_spacing_beyond_float_range_is_refused_and_a_fraction_is_read() -> None:
     with pytest.raises(CovsegError, match=r"^a: spacing must be three positive numbers"):
         volume_from_array(array, (10**400, 1, 1), "a")
     assert volume_from_array(array, (Fraction(1, 2), 1, 1), "a").spacing == (0.5, 1.0, 1.0)
+
+
+def test_max_voxels_is_the_most_read_not_the_first_refused() -> None:
+    """MAX_VOXELS voxels are read (its doc: the most covseg reads); one more is refused, naming
+    the file, the shape and the memory it would take."""
+    from covseg.io.volume import MAX_VOXELS, check_voxel_count
+
+    check_voxel_count((MAX_VOXELS // 4, 2, 2), "ok.nii")
+    with pytest.raises(CovsegError, match=r"^big\.nii: its header claims 2147483649 x 1 x 1 "
+                                          r"voxels \(2,147,483,649, 8 GiB in memory\), more "
+                                          r"than covseg reads \(2,147,483,648 voxels at most\)"):
+        check_voxel_count((MAX_VOXELS + 1, 1, 1), "big.nii")
+
+
+def test_byte_sizes_are_shown_in_the_largest_binary_unit_of_at_least_1() -> None:
+    from covseg.io.volume import byte_size
+
+    assert [byte_size(n) for n in (1000, 1023, 1024, 3 * 2 ** 40, 2 ** 60)] == [
+        "1000 bytes", "1023 bytes", "1 KiB", "3 TiB", "1.02e+03 PiB"]

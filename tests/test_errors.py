@@ -1,0 +1,41 @@
+"""Tests of covseg.errors: the wording and classification its messages share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from covseg.errors import CovsegError, read_naming_out_of_memory, terminal_safe
+
+
+def test_8_bit_controls_and_bidirectional_overrides_are_shown_escaped() -> None:
+    """C1 codes (0x80-0x9f: 0x9b is the 8-bit CSI that starts an ANSI sequence) and the
+    overrides that reorder what follows are escaped as ESC is; tab and newline are kept."""
+    assert terminal_safe("a\x9b2Jb\x85c\x80") == "a\\x9b2Jb\\x85c\\x80"
+    assert terminal_safe("x\u202egnp.exe\u2066") == "x\\u202egnp.exe\\u2066"
+    assert terminal_safe("tab\tnew\nline é ü") == "tab\tnew\nline é ü"
+
+
+def test_a_read_out_of_memory_names_its_file_and_a_bug_passes_through(tmp_path: Path) -> None:
+    """A failed allocation while reading one file is that file's error, with its size beside
+    the size asked for; any other RuntimeError is a bug and is raised as it is, not called
+    "out of memory"."""
+    path = tmp_path / "x.npy"
+    path.write_bytes(b"x" * 193)
+
+    def bug(_: Path) -> None:
+        raise RuntimeError("index 3 is out of bounds")
+
+    with pytest.raises(RuntimeError, match="^index 3 is out of bounds$"):
+        read_naming_out_of_memory(bug, path)
+
+    def lying_header(_: Path) -> None:
+        raise MemoryError("Unable to allocate 298. GiB for an array")
+
+    with pytest.raises(CovsegError) as caught:
+        read_naming_out_of_memory(lying_header, path)
+    assert str(caught.value) == (f"{path}: out of memory (could not allocate 298. GiB) "
+                                 "reading it; the file holds 193 bytes: is the file corrupt? "
+                                 "If not, free memory or use a machine with more")
+    assert read_naming_out_of_memory(lambda named: named.stat().st_size, path) == 193
