@@ -33,6 +33,7 @@ from covseg.config import TrainConfig
 from covseg.errors import CovsegError
 from covseg.transforms import LUNG_WINDOW
 from tests.conftest import deny_reading, grey_folder, png_header, shared
+from tests.test_quantify import synthetic_study
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -242,6 +243,8 @@ def test_train_predict_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[st
     first = np.array(Image.open(masks[0]))
     assert first.shape == np.load(inputs[0]).shape and set(np.unique(first)) <= {0, 255}
     assert len(list((tmp_path / "pred" / "overlays").glob("*.png"))) == len(inputs)
+    assert out.endswith(f"wrote {len(inputs)} mask(s) to {tmp_path / 'pred'} and their overlays "
+                        f"to {tmp_path / 'pred' / 'overlays'}\n")  # said nothing of overlays/
     assert not [p for p in (tmp_path / "pred").iterdir() if p.name.startswith(".")]
     record = json.loads((tmp_path / "pred" / "predict.json").read_text())
     assert record["model"]["source"] == str(tiny_run.resolve()) and record["masks"] == len(inputs)
@@ -746,6 +749,29 @@ def test_python_api_mirrors_volume_predict_and_quantify(tmp_path: Path, tiny_run
     assert (again.done, again.failed) == (1, 0)
     with pytest.raises(CovsegError, match="predict_volumes"):
         covseg.predict(tiny_run, [volume], tmp_path / "masks")
+
+
+def test_a_batch_of_one_study_ends_with_its_figures_and_folder(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """quantify (and CT predict) of one study ended "1 done, 0 already done, 0 failed; summary:
+    ...": no lesion mL, % or category, nor the folder holding its montage and report. A batch
+    of several keeps its counts."""
+    ct, mask, _ = synthetic_study(tmp_path / "in", "chest")
+    out = tmp_path / "q"
+    for done in ("", " (already done)"):
+        code, printed, _ = _run(capsys, "quantify", str(mask), "--image", str(ct), "--out",
+                                str(out))
+        assert code == 0
+        assert re.fullmatch(rf"chest{re.escape(done)}: lesion 0\.18 mL, \d+\.\d\d % of "
+                            rf"the lungs involved, CT-1; results in {re.escape(str(out))}/"
+                            r"chest\n", printed), printed
+    code, printed, _ = _run(capsys, "quantify", str(mask), "--out", str(tmp_path / "nolungs"))
+    assert printed.endswith("lesion 0.18 mL, category not available (no lung mask); results in "
+                            f"{tmp_path / 'nolungs' / 'chest'}\n")
+    synthetic_study(tmp_path / "in", "other")
+    code, printed, _ = _run(capsys, "quantify", str(mask.parent), "--image", str(ct.parent),
+                            "--out", str(tmp_path / "two"))
+    assert printed == f"2 done, 0 already done, 0 failed; summary: {tmp_path / 'two'}/summary.csv\n"
 
 
 def test_predict_mosmed_studies_folder_as_it_ships(tmp_path: Path, tiny_run: Path,

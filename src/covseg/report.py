@@ -341,6 +341,18 @@ def _category_text(result: dict[str, Any]) -> str:
             else "not available (no lung mask)")
 
 
+def headline(result: dict[str, Any]) -> str:
+    """A study's figures in one line (lesion mL, % involved, CT category), for the console's
+    last line of a batch of one study: the reader of a single study got a count only."""
+    study = result["study"]
+    parts = [f"lesion {_ml_text(float(study['lesion_ml']), 2)} mL"]
+    if study.get("percent_involved") is not None:
+        parts.append(f"{_percent_text(float(study['percent_involved']))} % of the lungs involved")
+    category = _category_text(result)
+    parts.append(category if study.get("ct_category") else f"category {category}")
+    return ", ".join(parts)
+
+
 def _html_cell(key: str, value: Any) -> str:
     """A report cell: numbers to 2 decimals, % involved by :func:`_percent_text`."""
     if value is None:
