@@ -237,6 +237,26 @@ def test_a_montage_shows_patient_right_on_the_image_left_however_the_file_is_sto
     assert len(rows) == 18
 
 
+def test_a_mask_montaged_without_its_ct_is_drawn_in_the_legends_colour(
+        tmp_path: Path, saved_figures: list) -> None:
+    """Without a CT the lesion was blended into black: dark red (140, 35, 35) at 2.4:1
+    contrast, not the legend's swatch. It is now drawn in the legend's colour."""
+    from matplotlib.colors import to_rgb
+
+    from covseg.report import write_montage
+
+    labels = np.zeros((30, 30, 2), dtype=np.int16)
+    labels[5:9, 5:9, 1] = 1
+    nib.save(nib.Nifti1Image(labels, np.diag([-1.0, -1.0, 2.0, 1.0])),
+             str(tmp_path / "mask.nii.gz"))
+    grid = read_nifti(tmp_path / "mask.nii.gz", np.int16)
+    write_montage(tmp_path / "montage.png", grid.array, grid, count=1, title="no CT")
+    figure = saved_figures[-1]
+    drawn = np.asarray(figure.axes[0].images[0].get_array())
+    swatch = to_rgb(figure.legends[0].get_patches()[0].get_facecolor())
+    np.testing.assert_allclose(drawn[drawn.any(axis=2)], [swatch] * 16, atol=1e-6)
+
+
 def test_montage_legend_names_only_what_its_slices_show(tmp_path: Path,
                                                         saved_figures: list) -> None:
     """The legend listed "lesion" over an empty mask, and both lungs over slices showing

@@ -209,6 +209,12 @@ title. A fixed 0.65 inch let a two-line title run into the top slices' titles wh
 slices filled their cells (512x512 studies)."""
 
 
+CT_ALPHA, NO_CT_ALPHA = 0.55, 1.0
+"""A lesion's fill over its CT (which shows through), and over the black of a mask montaged
+without its CT: there the CT's share of the blend was black, and the lesion read dark red on
+black (2.4:1 contrast), not the legend's colour."""
+
+
 def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volume, *,
                   lungs: np.ndarray | None = None, image: np.ndarray | None = None,
                   intensity: str = "hu", count: int = 6, title: str = "",
@@ -237,13 +243,14 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
     figure.subplots_adjust(left=0.01, right=0.99, top=1 - head_in / height,
                            bottom=0.3 / height, wspace=0.04, hspace=0.12)
     colours = LESION_COLOURS if multiclass else {1: class_colour(1)}
+    alpha = NO_CT_ALPHA if image is None else CT_ALPHA
     drawn: set[int] = set()
     outlined: set[int] = set()
     for index, k in enumerate(slices):
         axis = figure.add_subplot(rows, columns, index + 1)
         grey = (scale_intensity(image[k], intensity, LUNG_WINDOW) if image is not None
                 else np.zeros(lesions.shape[1:], dtype=np.float32))
-        axis.imshow(_overlay(grey, lesions[k], colours), interpolation="nearest",
+        axis.imshow(_overlay(grey, lesions[k], colours, alpha), interpolation="nearest",
                     aspect=grid.pixel_aspect)
         drawn |= {label for label in colours if (lesions[k] == label).any()}
         if lungs is not None:
@@ -283,7 +290,7 @@ def _widen_to_text(figure: Figure, texts: Sequence[Artist], margin_in: float = 0
 
 
 def _overlay(grey: np.ndarray, labels: np.ndarray, colours: dict[int, str],
-             alpha: float = 0.55) -> np.ndarray:
+             alpha: float = CT_ALPHA) -> np.ndarray:
     """RGB slice: grey CT with each lesion label blended in its colour (one image to draw)."""
     rgb = np.repeat(np.clip(grey, 0.0, 1.0)[..., None], 3, axis=2)
     for label, colour in colours.items():
