@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -20,9 +21,11 @@ from covseg.io.atomic import atomic_path
 CLASS_COLOURS = np.array(
     [[0, 0, 0], [255, 64, 64], [255, 200, 0], [64, 160, 255], [160, 255, 64]], dtype=np.float32
 )
-LUNG_COLOURS = np.array([[0, 0, 0], [44, 160, 44], [23, 190, 207]], dtype=np.float32)
-"""Lung labels' colours: 1 (the right lung in a CT montage, any lung in a 0/1 lung mask) green,
-2 (the left lung) cyan; no lesion colour, so lungs never read as infection."""
+LUNG_COLOURS = np.array([[0, 0, 0], [0, 100, 0], [23, 190, 207]], dtype=np.float32)
+"""Lung labels' colours: 1 (the right lung in a CT montage, any lung in a 0/1 lung mask) dark
+green, 2 (the left lung) cyan; no lesion colour, so lungs never read as infection. The green is
+darker than the ground-glass red: the (44, 160, 44) of their same lightness, the red's hue
+apart, was hard to tell from it under deuteranopia."""
 PREDICTION_COLOUR = np.array([0, 255, 255], dtype=np.float32)
 
 
@@ -258,10 +261,14 @@ def _counted(name: str, values: np.ndarray) -> str:
     return f"{name} (n={values.size - undefined}{left_out})"
 
 
-CATEGORY_COLOURS = {"CT-0": "#4caf50", "CT-1": "#cddc39", "CT-2": "#ffc107", "CT-3": "#ff7043",
-                    "CT-4": "#d32f2f"}
-NO_CATEGORY_COLOUR = "#78909c"
-"""The bar of a study without a category (no lungs to divide by)."""
+CATEGORY_COLOURS = {f"CT-{grade}": to_hex(colormaps["viridis"](at))
+                    for grade, at in enumerate((0.95, 0.72, 0.5, 0.28, 0.05))}
+"""CT-0..CT-4 from light yellow to dark violet (viridis): each darker than the one before, so
+that the categories keep their order without colour vision; the green-to-red ramp this was
+put CT-1 beside CT-2 under protanopia and deuteranopia."""
+NO_CATEGORY_COLOUR = "#bdbdbd"
+"""The bar of a study without a category (no lungs to divide by): a grey lighter than the
+CT-2 teal it matched in lightness."""
 
 
 def severity_chart(rows: Sequence[Mapping[str, object]], path: str | os.PathLike[str],
