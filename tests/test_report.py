@@ -20,15 +20,21 @@ from covseg.report import write_html
 from tests.test_quantify import save_like, synthetic_study
 
 
-def test_report_says_whether_lungs_were_looked_for(tmp_path: Path) -> None:
+def test_report_says_whether_lungs_were_looked_for(tmp_path: Path,
+                                                   saved_figures: list) -> None:
     """No category: 'no lungs found' when a lung mask (or CT) was there but held no lung,
-    'no lung mask' when there was none to look in."""
+    'no lung mask' when there was none to look in. The montage of no lungs found said only
+    where the lungs came from: it now says that none were found."""
     _, mask, _ = synthetic_study(tmp_path / "in", "case")
     empty = save_like(mask, np.zeros(nib.load(str(mask)).shape, np.uint8), tmp_path / "x.nii.gz")
+    titles = []
     for lungs, reason in ((empty, "no lungs found"), (None, "no lung mask")):
         quantify_study(mask, tmp_path / reason, lungs=lungs, html_report=True)
         page = (tmp_path / reason / "report.html").read_text()
         assert f"Category: not available ({reason})" in page
+        titles.append(saved_figures[-1]._suptitle.get_text().splitlines()[-1])
+    assert titles == ["lungs: lung mask x.nii.gz, none found: no % involved or CT category",
+                      "(patient right on the image left)"]
 
 
 @pytest.mark.parametrize(("lesion", "shown", "category"), [

@@ -398,7 +398,7 @@ def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any], study:
                                                                 CSV_FIELDS)))
     montage = write_montage(out_dir / MONTAGE_PNG, lesions, grid, lungs=lungs, image=image,
                             intensity=intensity, title=study, multiclass=result.get("multiclass"),
-                            lungs_note=lungs_text(result, short=True) if lungs is not None else "")
+                            lungs_note=_montage_lungs(result) if lungs is not None else "")
     files["montage"] = str(montage)
     if html_report:
         files["html"] = str(write_html(out_dir / REPORT_HTML, result, study, montage))
@@ -407,6 +407,15 @@ def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any], study:
     result = {"study_name": study, **provenance(), **result, "files": files}
     write_json(out_dir / RESULT_JSON, result)
     return result
+
+
+def _montage_lungs(result: dict[str, Any]) -> str:
+    """The montage's line on the lungs: their source, and that none were found where so (the
+    figure people forward read as lesion inside lungs found by threshold)."""
+    source = lungs_text(result, short=True)
+    if result["study"].get("lung_ml"):
+        return source
+    return f"{source}, none found: no % involved or CT category"
 
 
 def add_report(folder: Path, record: dict[str, Any]) -> dict[str, Any]:
