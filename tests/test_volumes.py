@@ -1379,7 +1379,8 @@ def test_cli_registration_and_volume_predict(chest, tmp_path: Path,
         args.handler(args)
     with pytest.raises(SystemExit):
         parser.parse_args(["predict", "x", "--model", "m", "--out", "x", "--shard", "2/2"])
-    assert "1 done" in capsys.readouterr().out
+    assert f"chest: lesion 0.24 mL, 1.12 % of the lungs involved, CT-1; results in " \
+        f"{tmp_path / 'pred' / 'chest'}\n" in capsys.readouterr().out
 
 
 def test_segment_in_memory_gives_the_masks_predict_writes(chest, tiny_run: Path,

@@ -13,6 +13,7 @@ import csv
 import html
 import io
 import json
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from matplotlib.patches import Patch
 
 from covseg.burden import CATEGORY_RULE, EFFUSION, LESION_NAMES, REGIONS, lesion_voxels
 from covseg.io.atomic import atomic_path, write_json, write_text
+from covseg.io.nifti import unit_voxels_assumed
 from covseg.io.volume import Volume
 from covseg.lungs import LEFT_LUNG, RIGHT_LUNG
 from covseg.provenance import provenance
@@ -43,6 +45,8 @@ from covseg.records import (
 from covseg.transforms import LUNG_WINDOW, scale_intensity
 from covseg.viz import LUNG_COLOURS as LUNG_PALETTE
 from covseg.viz import class_colour
+
+log = logging.getLogger(__name__)
 
 RESULT_CSV = "quantification.csv"
 MONTAGE_PNG = "montage.png"
@@ -71,6 +75,14 @@ UNORIENTED_NOTE = ("the file states no orientation (qform and sform codes 0): re
                    "be swapped")
 """A result's ``orientation_note`` for such a file (its montage says so too); for a file whose
 qform and sform disagree, :func:`~covseg.io.volume.forms_note`; else None."""
+VOXELS_NOTE = "voxels_note"
+"""A result's key for why its volumes assume 1 mm voxels (:func:`voxels_note`), None where
+they do not; its text ends the ``orientation_note`` too, as :data:`SIDES_NOTE`'s does."""
+SIDES_NOTE = "sides_note"
+"""A result's key for what made its lungs' sides a guess (one lung placed by where it lies in
+the image, labels on an identity affine): None where nothing did. Its text ends the
+``orientation_note`` too, so that the CSVs and report.html carry it beside the per-lung
+figures it qualifies."""
 
 
 def result_rows(result: dict[str, Any], study: str) -> list[dict[str, Any]]:
@@ -390,9 +402,13 @@ def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any], study:
     """Write CSV, montage, optional HTML and finally the JSON (the study's 'done' marker);
     ``grid``: the volume the masks lie on (see :func:`write_montage`)."""
     out_dir = Path(out_dir)
+    voxels = voxels_note(grid)
+    notes = (grid.forms_note if grid.oriented else UNORIENTED_NOTE, voxels,
+             result.get(SIDES_NOTE))
     result = {**result, **file_grid(grid),
-              "orientation_note": grid.forms_note if grid.oriented else UNORIENTED_NOTE,
-              "lung_note": result.get("lung_note")}
+              "orientation_note": "; ".join(note for note in notes if note) or None,
+              "lung_note": result.get("lung_note"), SIDES_NOTE: result.get(SIDES_NOTE),
+              VOXELS_NOTE: voxels}
     files = dict(result.get("files", {}))
     files["csv"] = str(write_text(out_dir / RESULT_CSV, csv_text(result_rows(result, study),
                                                                 CSV_FIELDS)))
@@ -416,6 +432,19 @@ def _montage_lungs(result: dict[str, Any]) -> str:
     if result["study"].get("lung_ml"):
         return source
     return f"{source}, none found: no % involved or CT category"
+
+
+def voxels_note(grid: Volume) -> str | None:
+    """Warn, and return the note, where the volumes of a study on ``grid`` are counted in 1 mm
+    voxels its header gives by default (:func:`~covseg.io.nifti.unit_voxels_assumed`): a
+    numpy pipeline's mask quantified alone read 47 mL for its 1280 mL, without a word."""
+    why = unit_voxels_assumed(grid)
+    if why is None:
+        return None
+    note = (f"the header has no real geometry ({why}, pixdim 1): volumes assume 1 mm voxels; "
+            "give a file holding the scan's geometry (for a mask, its CT as the image)")
+    log.warning("%s: %s", grid.source, note)
+    return note
 
 
 def add_report(folder: Path, record: dict[str, Any]) -> dict[str, Any]:
