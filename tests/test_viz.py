@@ -163,6 +163,20 @@ def test_categories_and_lung_outlines_stay_apart_without_red_green_vision() -> N
     assert abs(_lab(LUNG_COLOURS[1])[0] - _lab(CLASS_COLOURS[1])[0]) > 15
 
 
+def test_severity_chart_writes_each_bars_value_so_ct_0_shows(
+        tmp_path: Path, saved_figures: list[Figure]) -> None:
+    """A CT-0 study's bar (0 %) had no length and no label: it read as a study without a
+    result. Each bar's value is written at it, as report.html writes it."""
+    rows = [{"study": "a", "percent_involved": 8.60215, "ct_category": "CT-1", "lesion_ml": 26.9},
+            {"study": "z", "percent_involved": 0.0, "ct_category": "CT-0", "lesion_ml": 0.0}]
+    severity_chart(rows, tmp_path / "percent.png")
+    severity_chart([*rows, {"study": "n", "percent_involved": None, "ct_category": None,
+                            "lesion_ml": 3026.781}], tmp_path / "ml.png")
+    percent, ml = (figure.axes[0] for figure in saved_figures)
+    assert [text.get_text() for text in percent.texts] == ["8.60", "0.00"]
+    assert [text.get_text() for text in ml.texts] == ["26.90", "0.00", "3026.78"]
+
+
 def test_severity_chart_names_its_colours_in_both_modes(tmp_path: Path,
                                                         saved_figures: list[Figure]) -> None:
     """In mL mode (a study without lungs) the bars were coloured by category with no legend."""

@@ -320,7 +320,7 @@ def write_html(path: str | os.PathLike[str], result: dict[str, Any], study: str,
                montage: Path | None) -> Path:
     """Self-contained HTML report: the numbers and the montage embedded as base64 PNG."""
     rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_html_cell(k, row.get(k)))}</td>"
+        "<tr>" + "".join(f"<td>{html.escape(cell_text(k, row.get(k)))}</td>"
                          for k in HTML_FIELDS)
         + "</tr>" for row in result_rows(result, study))
     head = "".join(f"<th>{html.escape(k)}</th>" for k in HTML_FIELDS)
@@ -372,8 +372,9 @@ def headline(result: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _html_cell(key: str, value: Any) -> str:
-    """A report cell: numbers to 2 decimals, % involved by :func:`_percent_text`."""
+def cell_text(key: str, value: Any) -> str:
+    """A value as report.html and summary.png show it: numbers to 2 decimals, % involved by
+    :func:`_percent_text`."""
     if value is None:
         return "-"
     if key == "percent_involved":

@@ -275,7 +275,11 @@ def severity_chart(rows: Sequence[Mapping[str, object]], path: str | os.PathLike
                    title: str = "") -> Path:
     """One bar per study: % of the lungs involved, coloured by CT category, with the category
     bounds (25, 50, 75 %) marked; lesion volume in mL when some study has no lungs (no
-    category, grey). The legend names the colours shown in both cases."""
+    category, grey). The legend names the colours shown in both cases; each bar's value is
+    written at its end, as report.html writes it, so that a CT-0 study's bar of no length
+    reads 0.00, not as a study without a result."""
+    from covseg.report import cell_text  # report draws with viz's colours: imported here
+
     percent = all(row.get("percent_involved") is not None for row in rows)
     key, unit = ("percent_involved", "% of the lungs involved") if percent else ("lesion_ml",
                                                                               "lesion volume (mL)")
@@ -285,12 +289,15 @@ def severity_chart(rows: Sequence[Mapping[str, object]], path: str | os.PathLike
                for row in rows]
     fig = Figure(figsize=(7, max(2.5, 0.28 * len(rows) + 1.2)))
     ax = fig.subplots()
-    ax.barh(range(len(rows)), values, color=colours)
+    bars = ax.barh(range(len(rows)), values, color=colours, edgecolor="black", linewidth=0.4)
+    ax.bar_label(bars, [cell_text(key, value) for value in values], padding=2, fontsize=7)
     ax.set_yticks(range(len(rows)), names, fontsize=7)
     ax.set_ylim(len(rows) - 0.5, -0.5)  # first study on top, no empty margin
     ax.set_xlabel(unit)
     if percent:
         ax.set_xlim(0, 100)
+    else:
+        ax.margins(x=0.12)  # room for the longest bar's value
         for bound in (25, 50, 75):
             ax.axvline(bound, color="grey", linestyle="--", linewidth=0.8)
     shown = [Patch(color=c, label=n) for n, c in CATEGORY_COLOURS.items()
