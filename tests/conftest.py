@@ -290,6 +290,22 @@ def overcalled_chest() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return ct, lesions, lungs, consolidation | ggo
 
 
+def grey_folder(root: Path) -> Path:
+    """A generic folder of four 8-bit PNG slices (two patients) with lesion masks."""
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(4):
+        Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(
+            root / "images" / f"p{k // 2}_{k}.png")
+        mask = np.zeros((32, 32), np.uint8)
+        mask[8:16, 8:16] = 255
+        Image.fromarray(mask).save(root / "masks" / f"p{k // 2}_{k}.png")
+    return root
+
+
 def mixed_unit_folder(root: Path) -> Path:
     """A generic folder mixing five 8-bit PNG slices (HD95 in px), each its own patient, and a
     NIfTI volume of three slices with 2 x 2 mm pixels (HD95 in mm), a lesion on every slice."""

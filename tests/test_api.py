@@ -934,7 +934,9 @@ def test_a_dicom_folder_beside_picture_folders_is_predicted_without_failures(
     synthetic_series(patient / "series", phantom(), preamble=False, suffix="")
     assert main(["predict", "--model", str(tiny_run), str(patient), "--out",
                  str(tmp_path / "out")]) == 0
-    assert "1 done, 0 already done, 0 failed" in capsys.readouterr().out
+    printed = capsys.readouterr().out  # one study: its figures and folder, not counts
+    assert printed.startswith("series: lesion ") and " mL, " in printed
+    assert printed.endswith(f"; results in {tmp_path / 'out' / 'series'}\n")
     assert [p.name for p in (tmp_path / "out").iterdir() if p.is_dir()] == ["series"]
     assert (tmp_path / "out" / "series" / "infection.nii.gz").is_file()
 

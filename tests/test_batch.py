@@ -28,7 +28,8 @@ from tests.conftest import started_process, wait_until_written
 from tests.test_quantify import read_rows, synthetic_study
 
 
-def test_batch_goes_on_past_failures_skips_done_and_shards(tmp_path: Path) -> None:
+def test_batch_goes_on_past_failures_skips_done_and_shards(tmp_path: Path,
+                                                           saved_figures: list) -> None:
     _, good, lesion_ml = synthetic_study(tmp_path / "in", "good")
     _, other, _ = synthetic_study(tmp_path / "in", "other")
     masks = good.parent
@@ -46,6 +47,8 @@ def test_batch_goes_on_past_failures_skips_done_and_shards(tmp_path: Path) -> No
     assert float(rows["good"]["lesion_ml"]) == pytest.approx(lesion_ml, rel=1e-5)
     with Image.open(out / "summary.png") as chart:  # the two quantified studies, no lungs: mL
         assert chart.format == "PNG" and chart.size[1] > 100
+    # the chart said "2 studies (out)", nothing of the three failed
+    assert saved_figures[-1].axes[0].get_title() == "2 of 5 studies (out); 3 failed, not shown"
     again = quantify_batch([masks], out)
     assert (again.done, again.skipped, again.failed) == (0, 2, 3)
     halves = [quantify_batch([masks], tmp_path / "sharded", shard=(i, 2)) for i in (0, 1)]

@@ -32,7 +32,8 @@ from covseg.cli import _AboveProgressBars, main
 from covseg.config import TrainConfig
 from covseg.errors import CovsegError
 from covseg.transforms import LUNG_WINDOW
-from tests.conftest import deny_reading, png_header, shared
+from tests.conftest import deny_reading, grey_folder, png_header, shared
+from tests.test_quantify import synthetic_study
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -112,20 +113,6 @@ def test_hounsfield_units_forced_to_8_bit_are_refused_naming_the_file(
     assert not out.exists()
 
 
-def _grey_folder(root: Path) -> Path:
-    """A generic folder of four 8-bit PNG slices (two patients) with lesion masks."""
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    rng = np.random.default_rng(0)
-    for k in range(4):
-        Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(
-            root / "images" / f"p{k // 2}_{k}.png")
-        mask = np.zeros((32, 32), np.uint8)
-        mask[8:16, 8:16] = 255
-        Image.fromarray(mask).save(root / "masks" / f"p{k // 2}_{k}.png")
-    return root
-
-
 @pytest.mark.parametrize("window", [("-1000", "0"), ("-1350", "150")])
 @pytest.mark.parametrize("command", ["visualize", "train", "cv", "compare"])
 def test_window_on_8_bit_slices_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -134,7 +121,7 @@ def test_window_on_8_bit_slices_is_refused(tmp_path: Path, capsys: pytest.Captur
     recorded ``"window": [-1000.0, 0.0]`` in config.json as if applied, both without a word.
     The lung window typed out (-1350 150, the default) was let through: the CLI always passed
     the default, so a window given could not be told from one left out."""
-    data = _grey_folder(tmp_path / "data")
+    data = grey_folder(tmp_path / "data")
     out = tmp_path / ("v.png" if command == "visualize" else "out")
     quick = {"visualize": (), "train": ("--epochs", "1", "--model", "unet", "--size", "32"),
              "cv": ("--epochs", "1", "--model", "unet", "--size", "32", "--folds", "2"),
@@ -155,7 +142,7 @@ def test_a_copied_recipe_still_reads_its_window_as_left_out(tmp_path: Path) -> N
     """``window_given`` was set in ``__post_init__`` beside the window resolved to the lung
     window, so a copy made with ``dataclasses.replace`` (folds, members, compared models) read
     that window as given: grey slices read with the copy's window were refused."""
-    data = _grey_folder(tmp_path / "data")
+    data = grey_folder(tmp_path / "data")
     for config in (TrainConfig(model="unet"), TrainConfig.from_dict({"model": "unet"})):
         copy = dataclasses.replace(config, seed=config.seed + 1)
         assert not copy.window_given and copy.window is None
@@ -170,7 +157,7 @@ def test_lung_window_given_to_the_api_on_grey_slices_is_refused(tmp_path: Path) 
     """The API's window=LUNG_WINDOW on 8-bit slices was read as if left out; given, it is
     refused as any other window is, named as the API's keyword (the error named the CLI's
     --window), while left out (or None) the slices are read, and no window is recorded."""
-    data = _grey_folder(tmp_path / "data")
+    data = grey_folder(tmp_path / "data")
     message = (r"p0_0\.png: window=\(-1350, 150\) windows Hounsfield units only, but this "
                r"image holds 8-bit grey levels \(0\.\.255\), on which it does nothing; leave "
                r"window out \(or give the data in HU\)$")
@@ -192,7 +179,7 @@ def test_a_run_on_grey_slices_replays_from_its_own_record(tmp_path: Path) -> Non
     applied, and fed back to the API that window was refused; they now record null there, and
     a train or cross-validation replayed from its record reruns to the same results. The
     model still predicts HU images through the lung window (its best.pt records it)."""
-    data = _grey_folder(tmp_path / "data")
+    data = grey_folder(tmp_path / "data")
     api.cross_validate(data, tmp_path / "cv", folds=2, epochs=1, model="unet", size=32)
     summary = json.loads((tmp_path / "cv" / "summary.json").read_text())
     assert summary["config"]["window"] is None
@@ -234,7 +221,7 @@ def test_window_left_out_records_the_lung_window(tmp_path: Path,
 def test_window_on_hu_or_default_window_on_grey_is_read(tmp_path: Path) -> None:
     """The refusal is for a window that does nothing: HU slices take any window, and grey
     slices the default lung window (which a model trained on them predicts HU images with)."""
-    data = _grey_folder(tmp_path / "grey")
+    data = grey_folder(tmp_path / "grey")
     assert len(api.load_dataset(data).samples) == 4
     hu = tmp_path / "hu"
     (hu / "images").mkdir(parents=True)
@@ -256,6 +243,8 @@ def test_train_predict_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[st
     first = np.array(Image.open(masks[0]))
     assert first.shape == np.load(inputs[0]).shape and set(np.unique(first)) <= {0, 255}
     assert len(list((tmp_path / "pred" / "overlays").glob("*.png"))) == len(inputs)
+    assert out.endswith(f"wrote {len(inputs)} mask(s) to {tmp_path / 'pred'} and their overlays "
+                        f"to {tmp_path / 'pred' / 'overlays'}\n")  # said nothing of overlays/
     assert not [p for p in (tmp_path / "pred").iterdir() if p.name.startswith(".")]
     record = json.loads((tmp_path / "pred" / "predict.json").read_text())
     assert record["model"]["source"] == str(tiny_run.resolve()) and record["masks"] == len(inputs)
@@ -760,6 +749,29 @@ def test_python_api_mirrors_volume_predict_and_quantify(tmp_path: Path, tiny_run
     assert (again.done, again.failed) == (1, 0)
     with pytest.raises(CovsegError, match="predict_volumes"):
         covseg.predict(tiny_run, [volume], tmp_path / "masks")
+
+
+def test_a_batch_of_one_study_ends_with_its_figures_and_folder(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """quantify (and CT predict) of one study ended "1 done, 0 already done, 0 failed; summary:
+    ...": no lesion mL, % or category, nor the folder holding its montage and report. A batch
+    of several keeps its counts."""
+    ct, mask, _ = synthetic_study(tmp_path / "in", "chest")
+    out = tmp_path / "q"
+    for done in ("", " (already done)"):
+        code, printed, _ = _run(capsys, "quantify", str(mask), "--image", str(ct), "--out",
+                                str(out))
+        assert code == 0
+        assert re.fullmatch(rf"chest{re.escape(done)}: lesion 0\.18 mL, \d+\.\d\d % of "
+                            rf"the lungs involved, CT-1; results in {re.escape(str(out))}/"
+                            r"chest\n", printed), printed
+    code, printed, _ = _run(capsys, "quantify", str(mask), "--out", str(tmp_path / "nolungs"))
+    assert printed.endswith("lesion 0.18 mL, category not available (no lung mask); results in "
+                            f"{tmp_path / 'nolungs' / 'chest'}\n")
+    synthetic_study(tmp_path / "in", "other")
+    code, printed, _ = _run(capsys, "quantify", str(mask.parent), "--image", str(ct.parent),
+                            "--out", str(tmp_path / "two"))
+    assert printed == f"2 done, 0 already done, 0 failed; summary: {tmp_path / 'two'}/summary.csv\n"
 
 
 def test_predict_mosmed_studies_folder_as_it_ships(tmp_path: Path, tiny_run: Path,
@@ -1464,7 +1476,7 @@ def test_a_series_folder_with_a_thumbnail_is_predicted_as_the_series(
     with caplog.at_level("WARNING"):
         code, out, err = _run(capsys, "predict", "--model", str(tiny_run), str(series), "--out",
                               str(tmp_path / "cli"))
-    assert code == 0 and "1 done" in out, err
+    assert code == 0 and out.startswith("series: lesion "), err
     assert "series: 1 2D image(s) beside its CT data skipped (preview.png)" in caplog.text
     assert (tmp_path / "cli" / "series" / "infection.nii.gz").is_file()
     assert api.predict_volumes(tiny_run, series, tmp_path / "api").done == 1

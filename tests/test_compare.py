@@ -38,6 +38,7 @@ from covseg.errors import CovsegError
 from tests.conftest import (
     NEEDS_ZOO,
     folder_holding,
+    grey_folder,
     held_by_another_thread,
     mixed_unit_folder,
 )
@@ -457,12 +458,26 @@ def test_compare_two_models_on_the_same_folds(tmp_path: Path, synthetic_folder: 
     assert "\n- Data warnings (1): 3 of 7 slices are in no valid_new\n" in warned
     recipe = next(line for line in report.splitlines() if line.startswith("- Recipe"))
     assert "'epochs': 1" in recipe and "'size': 64" in recipe and "'batch_size': 4" in recipe
+    assert result["config"]["window"] == miniseg_summary["config"]["window"]
     with pytest.raises(CovsegError, match=re.escape(  # said "cross-validate into a new --out"
             f"{tmp_path / 'unet_width-4' / 'fold_0'} (and fold_1): finished with other settings "
             f"or data (epochs: 1 -> 2); compare into a new out, or delete "
             f"{tmp_path / 'unet_width-4'} to start over")):
         api.compare(synthetic_folder, ["unet:width=4", "miniseg"], tmp_path, folds=2, epochs=2,
                     size=64, batch_size=4, resume=True)
+
+
+def test_a_comparison_of_grey_slices_records_no_window(tmp_path: Path) -> None:
+    """comparison.json and .md recorded the lung window for 8-bit slices, on which none is
+    applied, while the models' own summaries recorded null: the shared recipe is now
+    recorded as theirs is."""
+    result = api.compare(grey_folder(tmp_path / "data"), ["unet:width=4", "miniseg"],
+                         tmp_path / "cmp", folds=2, epochs=1, size=32, batch_size=4)
+    summary = json.loads((tmp_path / "cmp" / "miniseg" / "summary.json").read_text())
+    assert result["config"]["window"] is summary["config"]["window"] is None
+    recipe = next(line for line in (tmp_path / "cmp" / "comparison.md").read_text().splitlines()
+                  if line.startswith("- Recipe"))
+    assert "'window': None" in recipe
 
 
 def test_a_second_comparison_into_one_out_is_refused_naming_the_first(

@@ -236,11 +236,15 @@ def test_a_mask_given_one_side_says_so(caplog) -> None:
     rows, cols = np.indices((64, 64))
     labels[1:7] = ((cols - 20) / 15) ** 2 + ((rows - 32) / 20) ** 2 <= 1
     labels[1:7] |= ((cols - 50) / 3) ** 2 + ((rows - 40) / 5) ** 2 <= 1
+    notes: list[str] = []
     with caplog.at_level("WARNING", logger="covseg.lungs"):
-        sided = lung_sides(labels, LPS_LIKE, source="lungs.nii.gz")
+        sided = lung_sides(labels, LPS_LIKE, source="lungs.nii.gz", notes=notes)
     assert set(np.unique(sided[labels])) == {RIGHT_LUNG}
     assert "lungs.nii.gz: no two lungs side by side in it (one part, or a second under a tenth" \
         in caplog.text and "all of it taken as the right lung" in caplog.text
+    # the guess was said on the console only: it now goes to the study's record too
+    assert len(notes) == 1 and notes[0].startswith("no two lungs side by side in the lung mask")
+    assert "all of it taken as the right lung" in notes[0] and notes[0].endswith("check the sides")
 
 
 def test_remove_outside_lungs_uses_a_3d_margin_in_mm() -> None:

@@ -356,6 +356,55 @@ def test_an_identity_affine_lung_mask_keeps_covsegs_labels(tmp_path: Path, caplo
     assert result["right_lung"]["lesion_ml"] == pytest.approx(72 / 1000)
     assert result["left_lung"]["lesion_ml"] == 0.0
     assert "identity (no real geometry), which gives no sides to check" in caplog.text
+    # said on the console only: the record, both CSVs' orientation_note and the report say it
+    assert result["sides_note"].startswith("the lung mask's affine is the identity")
+    assert result["sides_note"] in result["orientation_note"]
+    rows = read_rows(tmp_path / "out" / "quantification.csv")
+    assert all(result["sides_note"] in row["orientation_note"] for row in rows)
+
+
+@pytest.mark.parametrize("affine", ["eye", None])
+def test_a_mask_without_geometry_says_its_volumes_assume_1_mm_voxels(
+        tmp_path: Path, caplog, affine: str | None) -> None:
+    """A numpy pipeline's mask (np.eye(4), or qform and sform codes 0, pixdim 1) quantified
+    without its CT was counted in 1 mm voxels without a word (a 3 mm CT's lesion read 27 times
+    too small); the codes-0 header's orientation warning was printed twice (the mask was read
+    for its classes, then counted). One warning each now, and the record says it."""
+    from covseg.quantify import quantify_batch
+
+    lesion = np.zeros((8, 8, 4), np.uint8)
+    lesion[2:4, 2:4, 1] = 1
+    nib.save(nib.Nifti1Image(lesion, np.eye(4) if affine else None),
+             str(tmp_path / "c_mask.nii.gz"))
+    with caplog.at_level("WARNING"):
+        quantify_batch([tmp_path / "c_mask.nii.gz"], tmp_path / "out")
+    said = [record.getMessage() for record in caplog.records]
+    assert len(said) == len(set(said)) == (1 if affine else 2), said
+    assert sum("volumes assume 1 mm voxels" in line for line in said) == 1
+    record = json.loads((tmp_path / "out" / "c" / "quantification.json").read_text())
+    assert record["study"]["lesion_ml"] == pytest.approx(0.004)
+    assert "volumes assume 1 mm voxels" in record["voxels_note"]
+    assert record["voxels_note"] in record["orientation_note"]
+    rows = read_rows(tmp_path / "out" / "c" / "quantification.csv")
+    assert all(record["voxels_note"] in row["orientation_note"] for row in rows)
+
+
+def test_a_lung_given_its_side_by_its_place_is_noted_in_the_record_csv_and_report(
+        tmp_path: Path) -> None:
+    """A lung mask holding one lung is given a side by where it lies in the image, with a
+    console warning only: the CSV, quantification.json and report.html showed "right lung 0 mL"
+    without a word. The guess is now in them (``sides_note``, ``orientation_note``)."""
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    lungs = np.zeros(nib.load(str(mask)).shape, np.uint8)
+    lungs[10:28, 10:38, 1:5] = 1  # one lung, the patient's left
+    one = save_like(mask, lungs, tmp_path / "one.nii.gz")
+    result = quantify_study(mask, tmp_path / "out", lungs=one, html_report=True)
+    assert result["right_lung"]["lung_ml"] == 0.0
+    assert "all of it taken as the left lung by its place in the image" in result["sides_note"]
+    rows = read_rows(tmp_path / "out" / "quantification.csv")
+    assert [row["orientation_note"] for row in rows] == [result["sides_note"]] * 3
+    page = html.unescape((tmp_path / "out" / "report.html").read_text())
+    assert f"Note: {result['sides_note']}." in page
 
 
 def test_summary_shows_lesion_outside_the_lungs(tmp_path: Path) -> None:

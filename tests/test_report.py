@@ -20,15 +20,21 @@ from covseg.report import write_html
 from tests.test_quantify import save_like, synthetic_study
 
 
-def test_report_says_whether_lungs_were_looked_for(tmp_path: Path) -> None:
+def test_report_says_whether_lungs_were_looked_for(tmp_path: Path,
+                                                   saved_figures: list) -> None:
     """No category: 'no lungs found' when a lung mask (or CT) was there but held no lung,
-    'no lung mask' when there was none to look in."""
+    'no lung mask' when there was none to look in. The montage of no lungs found said only
+    where the lungs came from: it now says that none were found."""
     _, mask, _ = synthetic_study(tmp_path / "in", "case")
     empty = save_like(mask, np.zeros(nib.load(str(mask)).shape, np.uint8), tmp_path / "x.nii.gz")
+    titles = []
     for lungs, reason in ((empty, "no lungs found"), (None, "no lung mask")):
         quantify_study(mask, tmp_path / reason, lungs=lungs, html_report=True)
         page = (tmp_path / reason / "report.html").read_text()
         assert f"Category: not available ({reason})" in page
+        titles.append(saved_figures[-1]._suptitle.get_text().splitlines()[-1])
+    assert titles == ["lungs: lung mask x.nii.gz, none found: no % involved or CT category",
+                      "(patient right on the image left)"]
 
 
 @pytest.mark.parametrize(("lesion", "shown", "category"), [
@@ -235,6 +241,26 @@ def test_a_montage_shows_patient_right_on_the_image_left_however_the_file_is_sto
     assert drawn.shape[:2] == (30, 40)
     assert (rows.min(), rows.max(), columns.min(), columns.max()) == (3, 5, 2, 7)
     assert len(rows) == 18
+
+
+def test_a_mask_montaged_without_its_ct_is_drawn_in_the_legends_colour(
+        tmp_path: Path, saved_figures: list) -> None:
+    """Without a CT the lesion was blended into black: dark red (140, 35, 35) at 2.4:1
+    contrast, not the legend's swatch. It is now drawn in the legend's colour."""
+    from matplotlib.colors import to_rgb
+
+    from covseg.report import write_montage
+
+    labels = np.zeros((30, 30, 2), dtype=np.int16)
+    labels[5:9, 5:9, 1] = 1
+    nib.save(nib.Nifti1Image(labels, np.diag([-1.0, -1.0, 2.0, 1.0])),
+             str(tmp_path / "mask.nii.gz"))
+    grid = read_nifti(tmp_path / "mask.nii.gz", np.int16)
+    write_montage(tmp_path / "montage.png", grid.array, grid, count=1, title="no CT")
+    figure = saved_figures[-1]
+    drawn = np.asarray(figure.axes[0].images[0].get_array())
+    swatch = to_rgb(figure.legends[0].get_patches()[0].get_facecolor())
+    np.testing.assert_allclose(drawn[drawn.any(axis=2)], [swatch] * 16, atol=1e-6)
 
 
 def test_montage_legend_names_only_what_its_slices_show(tmp_path: Path,

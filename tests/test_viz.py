@@ -17,8 +17,10 @@ from PIL import Image
 
 from covseg.data.layouts import CLASS_NAMES
 from covseg.viz import (
+    CATEGORY_COLOURS,
     CLASS_COLOURS,
     LUNG_COLOURS,
+    NO_CATEGORY_COLOUR,
     PREDICTION_COLOUR,
     box_plot,
     is_sample_grid,
@@ -113,9 +115,66 @@ def test_severity_chart_draws_one_coloured_bar_per_study(tmp_path: Path) -> None
     path = severity_chart(rows, tmp_path / "summary.png", "3 studies")
     with Image.open(path) as chart:
         pixels = np.asarray(chart.convert("RGB"))
-    for colour in ("#cddc39", "#ff7043"):  # CT-1 and CT-3 bars; CT-0 at 0 % has no width
+    for colour in (CATEGORY_COLOURS["CT-1"], CATEGORY_COLOURS["CT-3"]):
         rgb = [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
         assert (np.abs(pixels.astype(int) - rgb).sum(axis=2) < 10).sum() > 100, colour
+
+
+DICHROMACY = {  # Machado, Oliveira & Fernandes 2009, severity 1, on linear RGB
+    "protanopia": np.array([[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216],
+                            [-0.003882, -0.048116, 1.051998]]),
+    "deuteranopia": np.array([[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413],
+                              [-0.011820, 0.042940, 0.968881]]),
+}
+
+
+def _lab(colour: str | np.ndarray, vision: str | None = None) -> np.ndarray:
+    """CIELAB (D65) of an sRGB colour ('#rrggbb', or 0..255 values) as seen with ``vision``."""
+    from matplotlib.colors import to_rgb
+
+    rgb = np.asarray(to_rgb(colour) if isinstance(colour, str) else np.asarray(colour) / 255)
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    if vision:
+        linear = np.clip(DICHROMACY[vision] @ linear, 0.0, 1.0)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722],
+                    [0.0193, 0.1192, 0.9505]]) @ linear / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def _apart(first: str | np.ndarray, second: str | np.ndarray) -> float:
+    """The least CIELAB distance between two colours under protanopia and deuteranopia."""
+    return min(float(np.linalg.norm(_lab(first, vision) - _lab(second, vision)))
+               for vision in DICHROMACY)
+
+
+def test_categories_and_lung_outlines_stay_apart_without_red_green_vision() -> None:
+    """CT-1 and CT-2 bars (lime, amber) were 6 CIELAB units apart under protanopia, and the
+    right lung's green outline 10 from the ground-glass red under deuteranopia: the categories
+    now darken in order, and the outlines differ from the fills in lightness."""
+    lightness = [_lab(CATEGORY_COLOURS[f"CT-{grade}"])[0] for grade in range(5)]
+    assert (np.diff(lightness) < -10).all()
+    bars = [*CATEGORY_COLOURS.values(), NO_CATEGORY_COLOUR]
+    assert min(_apart(a, b) for k, a in enumerate(bars) for b in bars[k + 1:]) > 15
+    fills = CLASS_COLOURS[1:4]
+    for outline in LUNG_COLOURS[1:]:
+        assert min(_apart(outline, fill) for fill in fills) > 15
+    assert _apart(LUNG_COLOURS[1], LUNG_COLOURS[2]) > 15
+    assert abs(_lab(LUNG_COLOURS[1])[0] - _lab(CLASS_COLOURS[1])[0]) > 15
+
+
+def test_severity_chart_writes_each_bars_value_so_ct_0_shows(
+        tmp_path: Path, saved_figures: list[Figure]) -> None:
+    """A CT-0 study's bar (0 %) had no length and no label: it read as a study without a
+    result. Each bar's value is written at it, as report.html writes it."""
+    rows = [{"study": "a", "percent_involved": 8.60215, "ct_category": "CT-1", "lesion_ml": 26.9},
+            {"study": "z", "percent_involved": 0.0, "ct_category": "CT-0", "lesion_ml": 0.0}]
+    severity_chart(rows, tmp_path / "percent.png")
+    severity_chart([*rows, {"study": "n", "percent_involved": None, "ct_category": None,
+                            "lesion_ml": 3026.781}], tmp_path / "ml.png")
+    percent, ml = (figure.axes[0] for figure in saved_figures)
+    assert [text.get_text() for text in percent.texts] == ["8.60", "0.00"]
+    assert [text.get_text() for text in ml.texts] == ["26.90", "0.00", "3026.78"]
 
 
 def test_severity_chart_names_its_colours_in_both_modes(tmp_path: Path,

@@ -373,6 +373,28 @@ def test_a_lung_model_finding_one_lung_labels_it_one_lung(tmp_path: Path) -> Non
     assert set(np.unique(lungs)) == {0, 1}
 
 
+def test_a_lung_model_lung_placed_by_where_it_lies_is_recorded(tmp_path: Path) -> None:
+    """With the body cut by the image edge in every slice, a lung model's one lung is given the
+    side of the image centre it lies on: said on the console only, while the record, CSV and
+    report showed the other lung's 0 mL without a word. ``sides_note`` now says it, and the
+    ``orientation_note`` carries it; quantify of predict's unchanged masks keeps it."""
+    chest_nifti(tmp_path / "chest.nii.gz")
+    ct = nib.load(str(tmp_path / "chest.nii.gz")).get_fdata().astype(np.float32)
+    ct[36:56, 10:40, 1:9] = 40.0  # no left lung
+    ct[ct < -950] = 40.0  # body to every edge, a lung in every slice: no midline to split at
+    ct = ct[:, :, 1:9]
+    (tmp_path / "in").mkdir()
+    nib.save(nib.Nifti1Image(ct, AFFINE), str(tmp_path / "in" / "chest.nii.gz"))
+    predict_batch(BandPredictor([(-400, -200)]), [tmp_path / "in"], tmp_path / "pred",
+                  lung_predictor=BandPredictor([(-900, -800)]), hu="yes")
+    record = json.loads((tmp_path / "pred" / "chest" / "quantification.json").read_text())
+    assert "by its place in the image" in record["sides_note"]
+    assert record["orientation_note"].endswith(record["sides_note"])
+    assert quantify_batch([tmp_path / "pred" / "chest"], tmp_path / "again", hu="yes").done == 1
+    again = json.loads((tmp_path / "again" / "chest" / "quantification.json").read_text())
+    assert again["sides_note"] == record["sides_note"]
+
+
 def test_effusion_is_kept_far_from_the_lungs(chest, tmp_path: Path) -> None:
     """Pleural effusion lies outside the lung by definition: a 4-class model's label 3 is not
     removed by the lung-margin rule (a layer behind the lung is kept whole, 12 mm thick), which
@@ -1379,7 +1401,8 @@ def test_cli_registration_and_volume_predict(chest, tmp_path: Path,
         args.handler(args)
     with pytest.raises(SystemExit):
         parser.parse_args(["predict", "x", "--model", "m", "--out", "x", "--shard", "2/2"])
-    assert "1 done" in capsys.readouterr().out
+    assert f"chest: lesion 0.24 mL, 1.12 % of the lungs involved, CT-1; results in " \
+        f"{tmp_path / 'pred' / 'chest'}\n" in capsys.readouterr().out
 
 
 def test_segment_in_memory_gives_the_masks_predict_writes(chest, tiny_run: Path,

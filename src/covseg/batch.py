@@ -284,10 +284,19 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
             study_bar.update()
     quantified = [row for row in rows if row["status"] != "failed"]
     if len(quantified) > 1:
-        severity_chart(quantified, chart, f"{len(quantified)} studies ({out_dir.name})")
+        severity_chart(quantified, chart, _chart_title(len(quantified), len(rows), out_dir))
     if shard[1] == 1:
         _drop_folded_shard_summaries(out_dir, {row["study"] for row in rows})
     return BatchResult(summary, counts["done"], counts["skipped"], counts["failed"])
+
+
+def _chart_title(quantified: int, listed: int, out_dir: Path) -> str:
+    """summary.png's title: the studies it shows, and those it does not, failed (the chart of
+    3 studies with a fourth failed said "3 studies", nothing of the fourth)."""
+    if quantified == listed:
+        return f"{quantified} studies ({out_dir.name})"
+    return (f"{quantified} of {listed} studies ({out_dir.name}); {listed - quantified} failed, "
+            "not shown")
 
 
 def _drop_folded_shard_summaries(out_dir: Path, listed: set[str]) -> None:

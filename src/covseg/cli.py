@@ -262,7 +262,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     cli_volumes.refuse_volume_options(args)
     written = api.predict(model, args.inputs, args.out, overlay=args.overlay,
                           batch_size=args.batch_size, tta=args.tta, threshold=args.threshold)
-    print(f"wrote {len(written)} mask(s) to {args.out}")
+    overlays = f" and their overlays to {Path(args.out) / 'overlays'}" if args.overlay else ""
+    print(f"wrote {len(written)} mask(s) to {args.out}{overlays}")
     return 0
 
 

@@ -6,6 +6,7 @@ options of ``covseg predict`` (the lead's cli.py calls :func:`register`,
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,8 @@ from covseg.io.atomic import output_folder
 from covseg.io.volume import HU_MODES
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM, LESION_DEPTH_MM
 from covseg.quantify import CLASSES
+from covseg.records import RESULT_JSON
+from covseg.report import headline, read_rows
 from covseg.volumes import VOLUME_DEFAULTS, SlicePredictor, predict_batch, volume_options_given
 
 
@@ -163,8 +166,26 @@ def run_volume_predict(args: argparse.Namespace, predictor: SlicePredictor,
 
 
 def _report(result: BatchResult) -> int:
-    """Print one line about the batch; exit status 1 when a study failed."""
-    line = (f"{result.done} done, {result.skipped} already done, {result.failed} failed; "
-            f"summary: {result.summary}")
+    """Print one line about the batch (for a summary of one study done, its figures and
+    folder); exit status 1 when a study failed."""
+    line = _one_study_line(result) or (
+        f"{result.done} done, {result.skipped} already done, {result.failed} failed; "
+        f"summary: {result.summary}")
     print(line, file=sys.stderr if result.failed else sys.stdout)
     return 1 if result.failed else 0
+
+
+def _one_study_line(result: BatchResult) -> str | None:
+    """``"NAME: lesion .. mL, .. % of the lungs involved, CT-n; results in OUT/NAME"`` where
+    the batch's summary lists one study and it is done; else None (the counts say it)."""
+    rows = read_rows(result.summary) if result.summary.is_file() else []
+    if result.failed or len(rows) != 1:
+        return None
+    folder = result.summary.parent / rows[0]["study"]
+    try:
+        record = json.loads((folder / RESULT_JSON).read_text(encoding="utf-8"))
+        figures = headline(record)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    done = " (already done)" if result.skipped else ""
+    return f"{rows[0]['study']}{done}: {figures}; results in {folder}"

@@ -290,7 +290,7 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
               "fold_source": summary["folds"], "hd95_unit": data.hd95_unit,
               "hd95_slices_by_unit": hd95_slices_by_unit(data),
               "cases_without_patient_id": own_patients(data),
-              "config": _shared_recipe(config), "models": rows, "left_out": left_out,
+              "config": _shared_recipe(config, data.windowed), "models": rows, "left_out": left_out,
               "warnings": list(data.notes)}
     write_json(out / "comparison.json", result)
     dice = any_lesion("Dice", config.target == "multiclass")
@@ -327,9 +327,11 @@ def left_out_note(left_out: Sequence[Mapping[str, str]]) -> str:
             f"or delete the {folder})")
 
 
-def _shared_recipe(config: TrainConfig) -> dict[str, Any]:
-    """The recipe every compared model trained with: its own name and options are in its row."""
-    return {k: v for k, v in config.to_dict().items() if k not in ("model", "model_options")}
+def _shared_recipe(config: TrainConfig, windowed: bool) -> dict[str, Any]:
+    """The recipe every compared model trained with, recorded as its folds record theirs
+    (``window`` null where no image was ``windowed``): its own name and options are in its row."""
+    return {k: v for k, v in config.record(windowed).items()
+            if k not in ("model", "model_options")}
 
 
 SAFE_FOLDER = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")

@@ -7,8 +7,7 @@ import io
 import logging
 import math
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,7 @@ from covseg.io.image import (
     top_label,
     within_labels,
 )
-from covseg.io.nifti import is_nifti, nifti_stem, read_nifti, read_paired
+from covseg.io.nifti import is_nifti, nifti_stem, read_nifti, read_paired, warnings_once
 from covseg.io.volume import Volume, grid_differences, warn_grid_drift
 from covseg.metrics import EMPTY_MASK_RULES, STD_NOTE, case_metrics, summarize
 from covseg.progress import progress_bar
@@ -404,27 +403,7 @@ class _Side:
         return cls(step, max([1, *(top_label(values, step) for values in levels)]))
 
 
-@contextmanager
-def _volume_warnings_once() -> Iterator[None]:
-    """While evaluating, each warning of the volume reader once: files are read twice (labels,
-    then metrics), and a prediction without geometry was warned of twice in one run."""
-    seen: set[str] = set()
-
-    def first(record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        fresh = message not in seen
-        seen.add(message)
-        return fresh
-
-    reader = logging.getLogger(read_paired.__module__)
-    reader.addFilter(first)
-    try:
-        yield
-    finally:
-        reader.removeFilter(first)
-
-
-@_volume_warnings_once()
+@warnings_once()
 def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathLike[str],
                      out: str | os.PathLike[str], per_slice: bool = False) -> dict[str, Any]:
     """Match masks by name, compute per-case metrics, write ``out``.csv, ``out``.json and a box

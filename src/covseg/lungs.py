@@ -136,18 +136,20 @@ def _lung_air_and_centres(volume: np.ndarray, threshold: float, gas_hu: float,
 
 
 def split_lungs(mask: np.ndarray, affine: np.ndarray | None = None,
-                hu: np.ndarray | None = None, *, source: str = "lung mask") -> np.ndarray:
+                hu: np.ndarray | None = None, *, source: str = "lung mask",
+                notes: list[str] | None = None) -> np.ndarray:
     """Split a binary lung mask (e.g. from a model) into 1 = right, 2 = left lung, as
     :func:`lung_sides` does, with the trachea dropped and each lung's holes filled (vessels a
     model left out), as in :func:`segment_lungs`."""
     volume, flat = _as_volume(np.asarray(mask) > 0, "lung mask")
-    labels = _sides(volume, _check_affine(affine), hu, source, AIRWAY_MAX_MM2)
+    labels = _sides(volume, _check_affine(affine), hu, source, AIRWAY_MAX_MM2, notes)
     _fill_each_lung(labels)
     return labels[0] if flat else labels
 
 
 def lung_sides(mask: np.ndarray, affine: np.ndarray | None = None,
-               hu: np.ndarray | None = None, *, source: str = "lung mask") -> np.ndarray:
+               hu: np.ndarray | None = None, *, source: str = "lung mask",
+               notes: list[str] | None = None) -> np.ndarray:
     """Give every voxel of a binary lung mask its side, 1 = right or 2 = left, and no other
     voxel a label: a user's lung mask is counted as drawn, its holes (a lesion left out) are not
     filled and its midline parts (the trachea) not dropped, as :func:`split_lungs` does.
@@ -159,15 +161,15 @@ def lung_sides(mask: np.ndarray, affine: np.ndarray | None = None,
     everywhere without the CT. One lung (a pneumonectomy, a scan of one side) takes the mean
     midline of the uncut slices there; where no slice gives one (no CT, or the body cut in
     every slice) it is given one side, the side of the image centre its centroid lies on, with
-    a warning naming ``source``.
+    a warning naming ``source``, its text added to ``notes`` (for the study's record).
     """
     volume, flat = _as_volume(np.asarray(mask) > 0, "lung mask")
-    labels = _sides(volume, _check_affine(affine), hu, source, 0.0)
+    labels = _sides(volume, _check_affine(affine), hu, source, 0.0, notes)
     return labels[0] if flat else labels
 
 
 def _sides(volume: np.ndarray, affine: np.ndarray, hu: np.ndarray | None, source: str,
-           airway_mm2: float) -> np.ndarray:
+           airway_mm2: float, notes: list[str] | None) -> np.ndarray:
     """Labels of :func:`lung_sides` for a boolean (z, y, x) mask; midline components smaller
     than ``airway_mm2`` in-plane that do not fall apart in two are dropped (airway)."""
     midline = np.full(volume.shape[0], np.nan)
@@ -178,7 +180,7 @@ def _sides(volume: np.ndarray, affine: np.ndarray, hu: np.ndarray | None, source
         gap = _gap_midline(volume, affine)
         midline[cut] = np.nan if gap is None else gap
         if not np.isfinite(midline).any():
-            return _one_lung(volume, affine, source)
+            return _one_lung(volume, affine, source, notes)
     return _split(volume, affine, midline, airway_mm2)
 
 
@@ -228,17 +230,21 @@ def _world_x(affine: np.ndarray, points_zyx: ArrayLike) -> np.ndarray:
     return points @ affine[0, :3] + affine[0, 3]
 
 
-def _one_lung(mask: np.ndarray, affine: np.ndarray, source: str) -> np.ndarray:
+def _one_lung(mask: np.ndarray, affine: np.ndarray, source: str,
+              notes: list[str] | None) -> np.ndarray:
     """A mask holding one lung, labelled by the side of the grid centre its centroid lies on
-    (the body's midline is unknown, and scans are centred on the patient)."""
+    (the body's midline is unknown, and scans are centred on the patient); the warning's text
+    goes to ``notes`` too: the per-lung figures are a guess the record must say."""
     centroid = _centroid(mask)
     grid_centre = (np.asarray(mask.shape, dtype=np.float64) - 1) / 2
     right = _world_x(affine, centroid)[0] > _world_x(affine, grid_centre)[0]
-    log.warning("%s: no two lungs side by side in it (one part, or a second under a tenth of "
-                "the first's size or not beside it): all of it taken as the %s lung by its "
-                "place in the image (no CT, or the body cut by the image edge in every slice, "
-                "to find the body's midline); check the sides", source,
-                "right" if right else "left")
+    why = ("(one part, or a second under a tenth of the first's size or not beside it): all of "
+           f"it taken as the {'right' if right else 'left'} lung by its place in the image (no "
+           "CT, or the body cut by the image edge in every slice, to find the body's midline); "
+           "check the sides")
+    log.warning("%s: no two lungs side by side in it %s", source, why)
+    if notes is not None:
+        notes.append(f"no two lungs side by side in the lung mask {why}")
     return np.where(mask, RIGHT_LUNG if right else LEFT_LUNG, 0).astype(np.uint8)
 
 

@@ -37,7 +37,13 @@ from covseg.io.image import (
     image_levels,
     refuse_label_mask,
 )
-from covseg.io.nifti import is_nifti, is_nifti_named, read_nifti, read_paired
+from covseg.io.nifti import (
+    is_nifti,
+    is_nifti_named,
+    read_nifti,
+    read_paired,
+    warnings_once,
+)
 from covseg.io.volume import Volume, check_same_grid, hounsfield
 from covseg.lungs import (
     LEFT_LUNG,
@@ -61,7 +67,7 @@ from covseg.records import (
     read_record,
     recorded_path,
 )
-from covseg.report import write_report
+from covseg.report import SIDES_NOTE, write_report
 from covseg.studies import (
     INFECTION_NII,
     LUNGS_NII,
@@ -241,6 +247,7 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
     if ct is not None:
         check_same_grid(lesions, ct)
     lung_labels, lung_source, found_lungs, grown = None, None, None, None
+    sides: list[str] = []
     own_lungs = _threshold_lungs(predicted) and _unchanged(predicted, hashes, ("lungs",))
     predict_ct = _ct_as_predict_read(ct, predicted, hashes) if predicted_masks is False else None
     recounted = (predict_ct is not None) if predicted_masks is False and own_lungs else None
@@ -249,7 +256,7 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
         lung_volume = _read_label_mask(lung_path, lesions, "lung mask",
                                        f"a lung mask as {option_name('lungs')}")
         check_same_grid(lesions, lung_volume)
-        lung_labels, lung_source = _lung_labels(lung_volume, lung_path, ct), "mask"
+        lung_labels, lung_source = _lung_labels(lung_volume, lung_path, ct, sides), "mask"
         if predict_ct is not None and _threshold_lungs(predicted):
             stage("finding the lungs in the CT")
             lung_labels, found_lungs = _lungs_under_edited_mask(lung_labels, predict_ct,
@@ -279,6 +286,7 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
         note_lesion_outside_lungs(result, str(mask_path), "lung mask",
                                   "quantify with the CT and no lung mask")
     _note_lungs_as_lesions(result, lesions, mask_path)
+    result[SIDES_NOTE] = "; ".join(sides) or _recorded_sides(predicted, predicted_masks, hashes)
     result["inputs"] = {**inputs, "dicom_series": _series_read(ct, predicted),
                         "lung_source": lung_source, "lungs_recounted": recounted,
                         "predict_model": model_identity(predicted), INPUT_SHA256: hashes}
@@ -334,6 +342,16 @@ def _predicted_masks(mask: Path, lungs: Path | None, record: dict[str, Any],
     if lungs is None or sibling is None or lungs.resolve() != sibling.resolve():
         return None
     return _unchanged(record, hashes, ("mask", "lungs"))
+
+
+def _recorded_sides(record: dict[str, Any], predicted_masks: bool | None,
+                    hashes: dict[str, str | None]) -> str | None:
+    """Predict's note on its lungs' sides, for its lungs.nii.gz counted unchanged: read as
+    labelled, the lungs keep the sides predict guessed, and so the note."""
+    note = record.get(SIDES_NOTE)
+    if predicted_masks is None or not _unchanged(record, hashes, ("lungs",)):
+        return None
+    return note if isinstance(note, str) else None
 
 
 def _unchanged(record: dict[str, Any], hashes: dict[str, str | None],
@@ -416,14 +434,16 @@ def _regrown(result: dict[str, Any], recounted: bool, own_lungs: bool, source: s
         note_grown_lungs(result, False, source, option_name("lungs"))
 
 
-def _lung_labels(volume: Volume, path: Path, ct: Volume | None = None) -> np.ndarray:
+def _lung_labels(volume: Volume, path: Path, ct: Volume | None, notes: list[str]
+                 ) -> np.ndarray:
     """A lung mask as 1 right / 2 left, counted as it is: its non-zero voxels are lung, no other.
 
     Labels 1 and 2 (both lungs, or the one lung predict's record beside its ``lungs.nii.gz``
     found) are the sides: as predict wrote them where its record vouches for them, else as
     :func:`_labelled_sides` reads them. In any other mask (0/1, 0/255, lobe labels, or 1 and 2
     not lying side by side: a lesion or the airway labelled 2) the sides are found by
-    :func:`lung_sides`, at the body's midline in the ``ct`` when there is one.
+    :func:`lung_sides`, at the body's midline in the ``ct`` when there is one. What made the
+    sides a guess is added to ``notes``.
     """
     labels = volume.array
     present = _lungs_labelled(labels)
@@ -431,14 +451,14 @@ def _lung_labels(volume: Volume, path: Path, ct: Volume | None = None) -> np.nda
     if present and recorded is not None and present in ({RIGHT_LUNG, LEFT_LUNG}, recorded):
         return labels.astype(np.uint8)
     if present == {RIGHT_LUNG, LEFT_LUNG}:
-        sides = _labelled_sides(volume, path)
+        sides = _labelled_sides(volume, path, notes)
         if sides is not None:
             return sides
     hu = hounsfield(ct) if ct is not None else None
-    return lung_sides(labels > 0, volume.affine, hu, source=str(path))
+    return lung_sides(labels > 0, volume.affine, hu, source=str(path), notes=notes)
 
 
-def _labelled_sides(volume: Volume, path: Path) -> np.ndarray | None:
+def _labelled_sides(volume: Volume, path: Path, notes: list[str]) -> np.ndarray | None:
     """A 0/1/2 lung mask's own labels as 1 right / 2 left; None, with a warning, when 1 and 2
     are not two lungs side by side (:func:`why_labels_are_not_sides`).
 
@@ -447,7 +467,7 @@ def _labelled_sides(volume: Volume, path: Path) -> np.ndarray | None:
     ``np.eye(4)``: no real geometry) says nothing of the patient's sides: read by it, covseg's
     own labels drawn in the display orientation (the right lung on the image's left) looked
     swapped and were "corrected"; such a mask is read as covseg's (1 right, 2 left), with a
-    warning that its sides could not be checked.
+    warning that its sides could not be checked, added to ``notes``.
     """
     labels = volume.array
     reason = why_labels_are_not_sides(labels, volume.affine)
@@ -457,9 +477,11 @@ def _labelled_sides(volume: Volume, path: Path) -> np.ndarray | None:
                     "found again", path, reason)
         return None
     if np.allclose(volume.file_affine, np.eye(4)):
-        log.warning("%s: its affine is the identity (no real geometry), which gives no sides to "
-                    "check: read as 1 = right, 2 = left (covseg's labels); give the mask its CT's "
-                    "affine to have them checked", path)
+        note = ("the lung mask's affine is the identity (no real geometry), which gives no sides "
+                "to check: read as 1 = right, 2 = left (covseg's labels); give the mask its CT's "
+                "affine to have them checked")
+        log.warning("%s: %s", path, note.replace("the lung mask's affine", "its affine"))
+        notes.append(note)
     elif not labels_face_their_sides(labels, volume.affine):
         log.warning("%s: label 1 lies on the patient's left of label 2: read as 1 = left, "
                     "2 = right (the Zenodo lung masks' labels)", path)
@@ -593,6 +615,7 @@ def _refuse_writing_into_inputs(studies: Sequence[Study], out_dir: Path) -> None
                               f"quantify; pick another {option_name('out')}")
 
 
+@warnings_once()  # a mask is read for its classes, then counted: its header warned of twice
 def quantify_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], *,
                    lungs: str | os.PathLike[str] | None = None,
                    image: str | os.PathLike[str] | None = None, hu: str = "auto",

@@ -13,6 +13,7 @@ import csv
 import html
 import io
 import json
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from matplotlib.patches import Patch
 
 from covseg.burden import CATEGORY_RULE, EFFUSION, LESION_NAMES, REGIONS, lesion_voxels
 from covseg.io.atomic import atomic_path, write_json, write_text
+from covseg.io.nifti import unit_voxels_assumed
 from covseg.io.volume import Volume
 from covseg.lungs import LEFT_LUNG, RIGHT_LUNG
 from covseg.provenance import provenance
@@ -43,6 +45,8 @@ from covseg.records import (
 from covseg.transforms import LUNG_WINDOW, scale_intensity
 from covseg.viz import LUNG_COLOURS as LUNG_PALETTE
 from covseg.viz import class_colour
+
+log = logging.getLogger(__name__)
 
 RESULT_CSV = "quantification.csv"
 MONTAGE_PNG = "montage.png"
@@ -71,6 +75,14 @@ UNORIENTED_NOTE = ("the file states no orientation (qform and sform codes 0): re
                    "be swapped")
 """A result's ``orientation_note`` for such a file (its montage says so too); for a file whose
 qform and sform disagree, :func:`~covseg.io.volume.forms_note`; else None."""
+VOXELS_NOTE = "voxels_note"
+"""A result's key for why its volumes assume 1 mm voxels (:func:`voxels_note`), None where
+they do not; its text ends the ``orientation_note`` too, as :data:`SIDES_NOTE`'s does."""
+SIDES_NOTE = "sides_note"
+"""A result's key for what made its lungs' sides a guess (one lung placed by where it lies in
+the image, labels on an identity affine): None where nothing did. Its text ends the
+``orientation_note`` too, so that the CSVs and report.html carry it beside the per-lung
+figures it qualifies."""
 
 
 def result_rows(result: dict[str, Any], study: str) -> list[dict[str, Any]]:
@@ -209,6 +221,12 @@ title. A fixed 0.65 inch let a two-line title run into the top slices' titles wh
 slices filled their cells (512x512 studies)."""
 
 
+CT_ALPHA, NO_CT_ALPHA = 0.55, 1.0
+"""A lesion's fill over its CT (which shows through), and over the black of a mask montaged
+without its CT: there the CT's share of the blend was black, and the lesion read dark red on
+black (2.4:1 contrast), not the legend's colour."""
+
+
 def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volume, *,
                   lungs: np.ndarray | None = None, image: np.ndarray | None = None,
                   intensity: str = "hu", count: int = 6, title: str = "",
@@ -237,13 +255,14 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
     figure.subplots_adjust(left=0.01, right=0.99, top=1 - head_in / height,
                            bottom=0.3 / height, wspace=0.04, hspace=0.12)
     colours = LESION_COLOURS if multiclass else {1: class_colour(1)}
+    alpha = NO_CT_ALPHA if image is None else CT_ALPHA
     drawn: set[int] = set()
     outlined: set[int] = set()
     for index, k in enumerate(slices):
         axis = figure.add_subplot(rows, columns, index + 1)
         grey = (scale_intensity(image[k], intensity, LUNG_WINDOW) if image is not None
                 else np.zeros(lesions.shape[1:], dtype=np.float32))
-        axis.imshow(_overlay(grey, lesions[k], colours), interpolation="nearest",
+        axis.imshow(_overlay(grey, lesions[k], colours, alpha), interpolation="nearest",
                     aspect=grid.pixel_aspect)
         drawn |= {label for label in colours if (lesions[k] == label).any()}
         if lungs is not None:
@@ -286,7 +305,7 @@ def _widen_to_text(canvas: FigureCanvasAgg, texts: Sequence[Artist], margin_in: 
 
 
 def _overlay(grey: np.ndarray, labels: np.ndarray, colours: dict[int, str],
-             alpha: float = 0.55) -> np.ndarray:
+             alpha: float = CT_ALPHA) -> np.ndarray:
     """RGB slice: grey CT with each lesion label blended in its colour (one image to draw)."""
     rgb = np.repeat(np.clip(grey, 0.0, 1.0)[..., None], 3, axis=2)
     for label, colour in colours.items():
@@ -304,7 +323,7 @@ def write_html(path: str | os.PathLike[str], result: dict[str, Any], study: str,
                montage: Path | None) -> Path:
     """Self-contained HTML report: the numbers and the montage embedded as base64 PNG."""
     rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_html_cell(k, row.get(k)))}</td>"
+        "<tr>" + "".join(f"<td>{html.escape(cell_text(k, row.get(k)))}</td>"
                          for k in HTML_FIELDS)
         + "</tr>" for row in result_rows(result, study))
     head = "".join(f"<th>{html.escape(k)}</th>" for k in HTML_FIELDS)
@@ -344,8 +363,21 @@ def _category_text(result: dict[str, Any]) -> str:
             else "not available (no lung mask)")
 
 
-def _html_cell(key: str, value: Any) -> str:
-    """A report cell: numbers to 2 decimals, % involved by :func:`_percent_text`."""
+def headline(result: dict[str, Any]) -> str:
+    """A study's figures in one line (lesion mL, % involved, CT category), for the console's
+    last line of a batch of one study: the reader of a single study got a count only."""
+    study = result["study"]
+    parts = [f"lesion {_ml_text(float(study['lesion_ml']), 2)} mL"]
+    if study.get("percent_involved") is not None:
+        parts.append(f"{_percent_text(float(study['percent_involved']))} % of the lungs involved")
+    category = _category_text(result)
+    parts.append(category if study.get("ct_category") else f"category {category}")
+    return ", ".join(parts)
+
+
+def cell_text(key: str, value: Any) -> str:
+    """A value as report.html and summary.png show it: numbers to 2 decimals, % involved by
+    :func:`_percent_text`."""
     if value is None:
         return "-"
     if key == "percent_involved":
@@ -374,15 +406,19 @@ def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any], study:
     """Write CSV, montage, optional HTML and finally the JSON (the study's 'done' marker);
     ``grid``: the volume the masks lie on (see :func:`write_montage`)."""
     out_dir = Path(out_dir)
+    voxels = voxels_note(grid)
+    notes = (grid.forms_note if grid.oriented else UNORIENTED_NOTE, voxels,
+             result.get(SIDES_NOTE))
     result = {**result, **file_grid(grid),
-              "orientation_note": grid.forms_note if grid.oriented else UNORIENTED_NOTE,
-              "lung_note": result.get("lung_note")}
+              "orientation_note": "; ".join(note for note in notes if note) or None,
+              "lung_note": result.get("lung_note"), SIDES_NOTE: result.get(SIDES_NOTE),
+              VOXELS_NOTE: voxels}
     files = dict(result.get("files", {}))
     files["csv"] = str(write_text(out_dir / RESULT_CSV, csv_text(result_rows(result, study),
                                                                 CSV_FIELDS)))
     montage = write_montage(out_dir / MONTAGE_PNG, lesions, grid, lungs=lungs, image=image,
                             intensity=intensity, title=study, multiclass=result.get("multiclass"),
-                            lungs_note=lungs_text(result, short=True) if lungs is not None else "")
+                            lungs_note=_montage_lungs(result) if lungs is not None else "")
     files["montage"] = str(montage)
     if html_report:
         files["html"] = str(write_html(out_dir / REPORT_HTML, result, study, montage))
@@ -391,6 +427,28 @@ def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any], study:
     result = {"study_name": study, **provenance(), **result, "files": files}
     write_json(out_dir / RESULT_JSON, result)
     return result
+
+
+def _montage_lungs(result: dict[str, Any]) -> str:
+    """The montage's line on the lungs: their source, and that none were found where so (the
+    figure people forward read as lesion inside lungs found by threshold)."""
+    source = lungs_text(result, short=True)
+    if result["study"].get("lung_ml"):
+        return source
+    return f"{source}, none found: no % involved or CT category"
+
+
+def voxels_note(grid: Volume) -> str | None:
+    """Warn, and return the note, where the volumes of a study on ``grid`` are counted in 1 mm
+    voxels its header gives by default (:func:`~covseg.io.nifti.unit_voxels_assumed`): a
+    numpy pipeline's mask quantified alone read 47 mL for its 1280 mL, without a word."""
+    why = unit_voxels_assumed(grid)
+    if why is None:
+        return None
+    note = (f"the header has no real geometry ({why}, pixdim 1): volumes assume 1 mm voxels; "
+            "give a file holding the scan's geometry (for a mask, its CT as the image)")
+    log.warning("%s: %s", grid.source, note)
+    return note
 
 
 def add_report(folder: Path, record: dict[str, Any]) -> dict[str, Any]:

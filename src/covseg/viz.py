@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -21,9 +22,11 @@ from covseg.io.atomic import atomic_path
 CLASS_COLOURS = np.array(
     [[0, 0, 0], [255, 64, 64], [255, 200, 0], [64, 160, 255], [160, 255, 64]], dtype=np.float32
 )
-LUNG_COLOURS = np.array([[0, 0, 0], [44, 160, 44], [23, 190, 207]], dtype=np.float32)
-"""Lung labels' colours: 1 (the right lung in a CT montage, any lung in a 0/1 lung mask) green,
-2 (the left lung) cyan; no lesion colour, so lungs never read as infection."""
+LUNG_COLOURS = np.array([[0, 0, 0], [0, 100, 0], [23, 190, 207]], dtype=np.float32)
+"""Lung labels' colours: 1 (the right lung in a CT montage, any lung in a 0/1 lung mask) dark
+green, 2 (the left lung) cyan; no lesion colour, so lungs never read as infection. The green is
+darker than the ground-glass red: the (44, 160, 44) of their same lightness, the red's hue
+apart, was hard to tell from it under deuteranopia."""
 PREDICTION_COLOUR = np.array([0, 255, 255], dtype=np.float32)
 
 
@@ -260,17 +263,25 @@ def _counted(name: str, values: np.ndarray) -> str:
     return f"{name} (n={values.size - undefined}{left_out})"
 
 
-CATEGORY_COLOURS = {"CT-0": "#4caf50", "CT-1": "#cddc39", "CT-2": "#ffc107", "CT-3": "#ff7043",
-                    "CT-4": "#d32f2f"}
-NO_CATEGORY_COLOUR = "#78909c"
-"""The bar of a study without a category (no lungs to divide by)."""
+CATEGORY_COLOURS = {f"CT-{grade}": to_hex(colormaps["viridis"](at))
+                    for grade, at in enumerate((0.95, 0.72, 0.5, 0.28, 0.05))}
+"""CT-0..CT-4 from light yellow to dark violet (viridis): each darker than the one before, so
+that the categories keep their order without colour vision; the green-to-red ramp this was
+put CT-1 beside CT-2 under protanopia and deuteranopia."""
+NO_CATEGORY_COLOUR = "#bdbdbd"
+"""The bar of a study without a category (no lungs to divide by): a grey lighter than the
+CT-2 teal it matched in lightness."""
 
 
 def severity_chart(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str],
                    title: str = "") -> Path:
     """One bar per study: % of the lungs involved, coloured by CT category, with the category
     bounds (25, 50, 75 %) marked; lesion volume in mL when some study has no lungs (no
-    category, grey). The legend names the colours shown in both cases."""
+    category, grey). The legend names the colours shown in both cases; each bar's value is
+    written at its end, as report.html writes it, so that a CT-0 study's bar of no length
+    reads 0.00, not as a study without a result."""
+    from covseg.report import cell_text  # report draws with viz's colours: imported here
+
     percent = all(row.get("percent_involved") is not None for row in rows)
     key, unit = ("percent_involved", "% of the lungs involved") if percent else ("lesion_ml",
                                                                               "lesion volume (mL)")
@@ -280,12 +291,15 @@ def severity_chart(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[st
                for row in rows]
     fig = Figure(figsize=(7, max(2.5, 0.28 * len(rows) + 1.2)))
     ax = fig.subplots()
-    ax.barh(range(len(rows)), values, color=colours)
+    bars = ax.barh(range(len(rows)), values, color=colours, edgecolor="black", linewidth=0.4)
+    ax.bar_label(bars, [cell_text(key, value) for value in values], padding=2, fontsize=7)
     ax.set_yticks(range(len(rows)), names, fontsize=7)
     ax.set_ylim(len(rows) - 0.5, -0.5)  # first study on top, no empty margin
     ax.set_xlabel(unit)
     if percent:
         ax.set_xlim(0, 100)
+    else:
+        ax.margins(x=0.12)  # room for the longest bar's value
         for bound in (25, 50, 75):
             ax.axvline(bound, color="grey", linestyle="--", linewidth=0.8)
     shown = [Patch(color=c, label=n) for n, c in CATEGORY_COLOURS.items()

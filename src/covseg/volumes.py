@@ -74,7 +74,7 @@ from covseg.records import (
     input_hashes,
     recorded_path,
 )
-from covseg.report import write_report
+from covseg.report import SIDES_NOTE, write_report
 from covseg.studies import (
     INFECTION_NII,
     LUNGS_NII,
@@ -176,8 +176,8 @@ def _checked(prob: np.ndarray, channels: int, size: tuple[int, ...]) -> np.ndarr
     return prob
 
 
-def _lungs(volume: Volume, lung_predictor: SlicePredictor | None, batch_size: int
-           ) -> tuple[np.ndarray, str, np.ndarray]:
+def _lungs(volume: Volume, lung_predictor: SlicePredictor | None, batch_size: int,
+           notes: list[str]) -> tuple[np.ndarray, str, np.ndarray]:
     """Lung labels (1 right, 2 left) from a lung model if given, split into sides at the body's
     midline in the CT (not the lungs' own centre, which runs through a lone lung), else from the
     HU threshold; and the CT in HU (:func:`hounsfield`) they were found in, for the lesion step
@@ -186,7 +186,8 @@ def _lungs(volume: Volume, lung_predictor: SlicePredictor | None, batch_size: in
     if lung_predictor is not None:
         mask = predict_labels(lung_predictor, volume, batch_size=batch_size, desc="lungs") > 0
         hu = hounsfield(volume)
-        return split_lungs(mask, volume.affine, hu, source=volume.source), "model", hu
+        return (split_lungs(mask, volume.affine, hu, source=volume.source, notes=notes),
+                "model", hu)
     hu = hounsfield(volume)
     return segment_lungs(hu, volume.affine), "threshold", hu
 
@@ -234,6 +235,8 @@ class VolumeMasks:
     lesions they missed."""
     cut: bool
     """Whether a lesion region reaching the lungs was cut at the depth bound."""
+    sides_notes: list[str]
+    """What made the lungs' sides a guess (:func:`~covseg.lungs.split_lungs`), for the record."""
 
 
 def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray, *,
@@ -253,12 +256,13 @@ def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray
     (the abdomen) is dropped. Effusion is not counted as lung. Names its two stages
     (:func:`~covseg.progress.stage`)."""
     stage("finding the lungs")
-    lungs, lung_source, hu = _lungs(volume, lung_predictor, batch_size)
+    notes: list[str] = []
+    lungs, lung_source, hu = _lungs(volume, lung_predictor, batch_size, notes)
     if not lungs.any():  # the thresholded CT's warning says what the study's lung_note says
         found = (f"{NO_LUNGS_NOTE}{_lung_option(predictor)}" if lung_source == "threshold"
                  else "no lungs found by the lung model")
         log.warning("%s: %s; infection outside the lungs was not removed", volume.source, found)
-        return VolumeMasks(labels, lungs, lung_source, False, lungs, False)
+        return VolumeMasks(labels, lungs, lung_source, False, lungs, False, notes)
     multiclass = predictor.num_classes > 2
     stage("matching lesions to the lungs")
     lesions = _lesion_labels(labels, multiclass)
@@ -273,7 +277,7 @@ def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray
             kept[remove_outside_lungs(labels == EFFUSION, lungs, volume.spacing,
                                       lung_margin_mm, hu, depth_mm=math.inf)] = EFFUSION
         labels = kept
-    return VolumeMasks(labels, counted, lung_source, True, lungs, cut)
+    return VolumeMasks(labels, counted, lung_source, True, lungs, cut, notes)
 
 
 def _lesion_labels(labels: np.ndarray, multiclass: bool) -> np.ndarray:
@@ -432,6 +436,7 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
         note_grown_lungs(result, masks.cut, volume.source, _lung_option(predictor))
     elif masks.lung_source == "model":
         note_lesion_outside_lungs(result, volume.source)
+    result[SIDES_NOTE] = "; ".join(masks.sides_notes) or None
     result["files"] = files
     result[OUTPUT_SHA256] = input_hashes({"mask": files["infection"], "lungs": files["lungs"]})
     settings = predict_settings(

@@ -548,3 +548,19 @@ def test_a_mask_value_below_int16_is_named_not_its_highest(tmp_path: Path) -> No
     nib.save(nib.Nifti1Image(mask, np.diag([3.0, 3.0, 3.0, 1.0])), str(path))
     with pytest.raises(CovsegError, match=rf"^{re.escape(str(path))}: holds the value -40000, "):
         read_nifti(path, np.int16)
+
+
+def test_unit_voxels_are_told_only_for_a_header_without_geometry(tmp_path: Path) -> None:
+    """A header without real geometry and pixdim 1 gives 1 mm voxels by default, which a
+    study's volumes then assume: an identity affine (np.eye(4)) or qform and sform codes 0."""
+    data = np.zeros((4, 4, 3), np.int16)
+    unoriented = nib.Nifti1Image(data, None)
+    sized = nib.Nifti1Image(data, None)
+    sized.header.set_zooms((0.8, 0.8, 2.5))
+    cases = {"eye": (nib.Nifti1Image(data, np.eye(4)), "an identity affine"),
+             "codes0": (unoriented, "qform and sform codes 0"),
+             "codes0_sized": (sized, None),
+             "real": (nib.Nifti1Image(data, np.diag([-0.8, -0.8, 2.5, 1.0])), None)}
+    for name, (image, why) in cases.items():
+        nib.save(image, str(tmp_path / f"{name}.nii.gz"))
+        assert nifti_module.unit_voxels_assumed(read_nifti(tmp_path / f"{name}.nii.gz")) == why

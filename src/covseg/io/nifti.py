@@ -8,6 +8,7 @@ import logging
 import os
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import nibabel as nib
@@ -148,6 +149,37 @@ def lacks_geometry(path: str | os.PathLike[str]) -> bool:
     a DICOM series always has its own)."""
     path = Path(path)
     return path.name.lower().endswith(NIFTI_SUFFIXES) and _geometryless(_load_nifti(path))
+
+
+def unit_voxels_assumed(volume: Volume) -> str | None:
+    """Why ``volume``'s voxels are 1 mm by default rather than measured: its header has no real
+    geometry (an identity affine, or qform and sform codes 0) and pixdim 1, as numpy pipelines
+    write; None for a header with geometry or other voxel sizes. Its mL are then voxel counts
+    over 1000, whatever the scan's voxels were (a 3 mm CT's mask read 27 times too small)."""
+    if not np.allclose(volume.file_spacing, 1.0):
+        return None
+    if np.allclose(volume.file_affine, np.eye(4)):
+        return "an identity affine"
+    return None if volume.oriented else "qform and sform codes 0"
+
+
+@contextmanager
+def warnings_once() -> Iterator[None]:
+    """While in the block, each warning of the volume readers once: a file read twice (a mask
+    read for its labels, then counted) was warned of twice."""
+    seen: set[str] = set()
+
+    def first(record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        fresh = message not in seen
+        seen.add(message)
+        return fresh
+
+    log.addFilter(first)
+    try:
+        yield
+    finally:
+        log.removeFilter(first)
 
 
 def _stored_alike(image: nib.Nifti1Image, like: Volume) -> bool:
