@@ -497,6 +497,24 @@ def test_a_fold_killed_before_its_first_epoch_starts_afresh_as_a_run_does(
     assert not list(out.rglob(LOCK_FILE))
 
 
+def test_a_cv_resume_removes_the_temporary_files_a_killed_run_left_in_out_and_its_folds(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """A cv killed with ``kill -9`` left its hidden ``fold_0/.best.XXXXXXXX.pt`` (and a
+    summary's temporary in ``out``) after the ``--resume`` that finished it, against
+    docs/outputs.md."""
+    data = load_dataset(synthetic_folder)
+    out = tmp_path / "cv"
+    api.cross_validate(data, out, fold=0, **TINY_FOLDS)
+    (out / "fold_1").mkdir()
+    left = [out / "fold_1" / ".best.rja6h2ai.pt", out / ".summary.k2j4h5g6.json"]
+    for path in left:
+        path.write_bytes(b"partial")
+    (out / ".notes").write_text("mine")
+    api.cross_validate(data, out, resume=True, **TINY_FOLDS)
+    assert not [path for path in left if path.exists()]
+    assert (out / ".notes").read_text() == "mine"
+
+
 def test_a_fold_another_run_writes_is_refused_naming_that_run(
         tmp_path: Path, synthetic_folder: Path) -> None:
     """``cv --fold K`` started while another run wrote fold K was told the fold "stopped

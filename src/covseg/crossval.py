@@ -29,7 +29,7 @@ from covseg.evaluate import (
     rows_to_csv,
 )
 from covseg.infer import Predictor
-from covseg.io.atomic import write_json, write_text
+from covseg.io.atomic import remove_temporaries, write_json, write_text
 from covseg.io.lock import refuse_if_held, writing_to
 from covseg.metrics import (
     EMPTY_MASK_RULES,
@@ -385,6 +385,7 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
     """:func:`cross_validate` inside ``out``'s lock, which the caller holds (Ray's folds ran
     under it, so that no second whole run starts between them and the summary)."""
     check_cv_folder(out, resume)
+    remove_temporaries(out)  # a run killed there (kill -9) left them; its folds' go in train
     splits, how = make_folds(data, folds, config.seed)
     check_finished_folds(config, data, out, splits, verb)
     begun = begin(out, len(splits), resume) if begun is None else begun

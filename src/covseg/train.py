@@ -286,6 +286,7 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
     # it is refused; a refusal leaves no folder made
     with writing_to(out):
         config = _check_run_folder(out, config, resume, fingerprint, (train_cases, val_cases))
+        remove_temporaries(out)  # a run killed there (kill -9) left them; no one writes them now
         try:
             if len(member_names(config.model)) > 1:
                 return _train_ensemble(config, data, out, resume, train_cases, val_cases,
@@ -686,6 +687,8 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
                       holds_saved_run(out), members=names, **record)
     jobs = [(replace(config, model=name, seed=config.seed + i), out / f"member{i}-{name}")
             for i, name in enumerate(names)]
+    for _, folder in jobs:  # a member killed there left them; the run's lock keeps others out
+        remove_temporaries(folder)
     workers = min(len(jobs), torch.get_num_threads())
     by_id = {s.case_id: s for s in data.samples}
     make_items = partial(canvas_items, [by_id[c] for c in train_cases], config.size,
