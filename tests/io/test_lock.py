@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import os
+import re
 from pathlib import Path
 
 import pytest
 
+from covseg.errors import CovsegError
 from covseg.io import lock
-from covseg.io.lock import LOCK_FILE, drop_unheld_lock
+from covseg.io.lock import LOCK_FILE, drop_unheld_lock, writing_to
 
 
 def test_drop_unheld_lock_keeps_a_live_runs_new_file(tmp_path: Path,
@@ -36,3 +40,70 @@ def test_drop_unheld_lock_keeps_a_live_runs_new_file(tmp_path: Path,
     monkeypatch.undo()
     drop_unheld_lock(tmp_path)
     assert not path.exists()
+
+
+def _as_another_users_file(path: Path, pid: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Leave ``path`` as a lock file another user made under ``umask 022`` (0644, theirs): no
+    write bits for us, and ``os.open`` refusing to open it for writing, as the system refuses
+    any user but root (who may write it, so that the test runs alike as root or not)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{pid}\n")
+    path.chmod(0o444)
+    real_open = os.open
+
+    def checked_open(name: object, flags: int, *args: object, **kwargs: object) -> int:
+        if (flags & (os.O_WRONLY | os.O_RDWR) and Path(str(name)) == path and path.exists()
+                and not path.stat().st_mode & 0o222):
+            raise PermissionError(errno.EACCES, "Permission denied", str(name))
+        return real_open(name, flags, *args, **kwargs)
+
+    monkeypatch.setattr(lock.os, "open", checked_open)
+
+
+def test_a_stale_lock_another_user_left_in_a_writable_folder_is_replaced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lock file made under ``umask 022`` by a run since killed was opened for writing, and
+    its refusal ("cannot write to it; pick a writable --out") kept every other user out of a
+    group-writable folder for good. No run holds it: it is replaced by ours."""
+    path = tmp_path / "out" / LOCK_FILE
+    _as_another_users_file(path, "8609", monkeypatch)
+    with writing_to(tmp_path / "out"):
+        assert path.read_text() == f"{os.getpid()}\n"
+    assert not path.exists()
+
+
+def test_a_held_lock_another_user_made_names_its_run_not_an_unwritable_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lock file under ``umask 022`` that its run holds refused another user with "cannot
+    write to it ... pick a writable --out" of a folder they could write: probed read-only, it
+    is refused as any held lock is, naming the run."""
+    path = tmp_path / "out" / LOCK_FILE
+    _as_another_users_file(path, "8609", monkeypatch)
+    with path.open("r") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        with (pytest.raises(CovsegError, match=r"^another covseg run is writing to "
+                            rf"{re.escape(str(tmp_path / 'out'))} \(pid 8609\)"),
+              writing_to(tmp_path / "out")):
+            pytest.fail("the held folder was written to")
+    assert path.read_text() == "8609\n"
+
+
+def test_a_stale_lock_in_a_folder_we_cannot_write_is_refused_as_unwritable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the stale file cannot be removed (the folder is not ours to write), the run is
+    refused as before: the folder cannot be written to."""
+    path = tmp_path / "out" / LOCK_FILE
+    _as_another_users_file(path, "8609", monkeypatch)
+    real_unlink = os.unlink
+
+    def refused(name: object, *args: object, **kwargs: object) -> None:
+        if Path(str(name)) == path:
+            raise PermissionError(errno.EACCES, "Permission denied", str(name))
+        real_unlink(name, *args, **kwargs)
+
+    monkeypatch.setattr(lock.os, "unlink", refused)
+    with (pytest.raises(CovsegError, match=rf"^{re.escape(str(tmp_path / 'out'))}: cannot write "
+                        r"to it \(Permission denied\); pick a writable --out$"),
+          writing_to(tmp_path / "out")):
+        pytest.fail("the unwritable folder was written to")
+    assert path.read_text() == "8609\n"

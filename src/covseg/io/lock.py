@@ -90,17 +90,24 @@ def writing_to(folder: Path, *, shared: bool = False,
 def _locked(path: Path, shared: bool) -> IO[str]:
     """``path`` opened (made if missing, with its folders) and locked, exclusive or ``shared``,
     our pid written in it (a shard's added to the other shards'); the file, if it was removed
-    or replaced between its opening and its locking, opened again."""
+    or replaced between its opening and its locking, opened again, and one we may not write,
+    if no run holds it, replaced (:func:`_remove_stale`). Another user's that other shards
+    hold refuses a shard: it could not write its pid there."""
     while True:
         handle = _created(path)
+        mine = handle.writable()  # else another user's, made under umask 022: probed alone
         try:
-            fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            fcntl.flock(handle, (fcntl.LOCK_SH if shared and mine else fcntl.LOCK_EX)
+                        | fcntl.LOCK_NB)
         except BlockingIOError:
             error = _held(path.parent, handle)
             handle.close()
             raise error from None
-        if _is_current(path, handle):
+        current = _is_current(path, handle)
+        if current and mine:
             break
+        if current:
+            _remove_stale(path, handle)
         handle.close()
     if not shared:  # alone: a killed run's pid (or shards') goes
         handle.truncate(0)
@@ -110,15 +117,37 @@ def _locked(path: Path, shared: bool) -> IO[str]:
 
 def _created(path: Path) -> IO[str]:
     """``path`` opened for appending (made if missing, with its folders), for a lock to be
-    taken on it; a folder that cannot be written to is refused in one line."""
+    taken on it; one there that we may not write (another user's, made under ``umask 022`` in
+    a shared folder) opened to read, which a lock needs no more than, to be probed (held: that
+    run's refusal; else stale, replaced). A folder that cannot be written to is refused in one
+    line."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         return os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666), "r+")
     except OSError as exc:
+        if isinstance(exc, PermissionError):
+            with suppress(OSError):
+                return path.open("r")
+        raise _unwritable(path.parent, exc) from None
 
-        raise CovsegError(dangling_link(path.parent, option_name("out")) or
-                          f"{path.parent}: cannot write to it ({exc.strerror or exc}); "
-                          f"pick a writable {option_name('out')}") from None
+
+def _remove_stale(path: Path, handle: IO[str]) -> None:
+    """Remove the lock file ``path``, which we hold exclusive through ``handle`` (opened to
+    read: another user's), so that a new one of ours replaces it: no run holds it (its run was
+    killed), and left there it would refuse every other user for good. A run that opened it
+    meanwhile finds it gone and opens it again. A folder we cannot write to is refused."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        handle.close()
+        raise _unwritable(path.parent, exc) from None
+
+
+def _unwritable(folder: Path, exc: OSError) -> CovsegError:
+    """The one-line refusal of an output ``folder`` the lock file cannot be made in."""
+    return CovsegError(dangling_link(folder, option_name("out")) or
+                       f"{folder}: cannot write to it ({exc.strerror or exc}); "
+                       f"pick a writable {option_name('out')}")
 
 
 def _joined(folder: Path, agree: Callable[[bool], None]) -> IO[str]:
