@@ -17,11 +17,12 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -344,3 +345,32 @@ def png_header(path: Path, width: int, height: int, text: dict[str, str] | None 
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + body + chunk(b"IDAT", zlib.compress(b"\0" * 8))
                      + chunk(b"IEND", b""))
     return path
+
+
+def refuse_writing_under(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``folder`` read-only (0555) and refuse the making of folders and files under it as
+    the system refuses any user but root, whom no mode stops: so that tests of an unwritable
+    output run alike as root or not."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o555)
+    real_mkdir = Path.mkdir
+
+    def refused(path: object) -> PermissionError:
+        return PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    def mkdir(self: Path, *args: object, **kwargs: object) -> None:
+        if self.absolute().is_relative_to(folder.absolute()) and not self.exists():
+            raise refused(self)
+        real_mkdir(self, *args, **kwargs)
+
+    def in_folder(make: Callable[..., object]) -> Callable[..., object]:
+        def checked(*args: object, **kwargs: object) -> object:
+            where = kwargs.get("dir")
+            if where is not None and Path(str(where)).absolute().is_relative_to(folder.absolute()):
+                raise refused(where)
+            return make(*args, **kwargs)
+        return checked
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    for name in ("TemporaryFile", "mkstemp"):
+        monkeypatch.setattr(tempfile, name, in_folder(getattr(tempfile, name)))

@@ -19,7 +19,7 @@ from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_folders
 from covseg.records import SUMMARY_FIELDS
 from covseg.report import csv_text
-from tests.conftest import square_mask
+from tests.conftest import refuse_writing_under, square_mask
 
 
 def _save(path: Path, array: np.ndarray) -> Path:
@@ -1052,3 +1052,27 @@ def test_every_scored_mask_edited_since_predict_is_listed(
         assert _edited_predictions(tmp_path, masks) == ["a.png", "c.png"]
     [warning] = [record.getMessage() for record in caplog.records]
     assert "2 masks no longer what covseg predict wrote (first: c.png)" in warning
+
+
+@pytest.mark.parametrize("out", ["ro/ev/", "ro/evx", "ro/ev/deeper/"])
+def test_an_out_that_cannot_be_written_is_refused_before_any_mask_is_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        out: str) -> None:
+    """Every mask was read and scored first (minutes for CT volumes), then a bare
+    "ro/ev: Permission denied": the folder is now checked first, refused as predict refuses an
+    unwritable --out."""
+    for side in ("pred", "truth"):
+        _save(tmp_path / side / "a.png", square_mask(32, 8, 8, 8) * 255)
+    refuse_writing_under(tmp_path / "ro", monkeypatch)
+
+    def read(*args: object, **kwargs: object) -> None:
+        pytest.fail("a mask was read before --out was checked")
+
+    monkeypatch.setattr(importlib.import_module("covseg.evaluate"), "_masks", read)
+    target = tmp_path / out
+    folder = target if out.endswith("/") else target.parent
+    code = main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth",
+                 str(tmp_path / "truth"), "--out", f"{target}{'/' if out.endswith('/') else ''}"])
+    assert code == 2
+    assert capsys.readouterr().err == (f"covseg: error: {folder}: cannot write to it (Permission "
+                                       "denied); pick a writable --out\n")

@@ -26,10 +26,10 @@ from covseg.data.layouts import (
 from covseg.errors import CovsegError, counted, refuse_special_file
 from covseg.infer import Predictor, output_name
 from covseg.io.atomic import (
-    output_folder,
     refuse_inside,
     refuse_undecodable_name,
     remove_temporaries_of,
+    writable_folder,
     write_json,
     write_text,
 )
@@ -630,7 +630,7 @@ def output_files(out: str | os.PathLike[str], inputs: Sequence[Path]) -> dict[st
     base = out.parent / out.stem if out.suffix.lower() in {f".{k}" for k in OUTPUT_KINDS} else out
     for folder in inputs:
         refuse_inside(out, folder, "mask folder", "where its files would be read as masks")
-    output_folder(base.parent)
+    writable_folder(base.parent)  # before any mask is read: the files are written at the end
     files = {kind: base.with_name(f"{base.name}.{kind}") for kind in OUTPUT_KINDS}
     existing = [path for path in files.values() if path.exists()]
     if existing and not _is_evaluation(files["json"]):

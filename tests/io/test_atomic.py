@@ -20,9 +20,11 @@ from covseg.io.atomic import (
     remove_temporaries,
     remove_temporaries_of,
     reserve,
+    writable_folder,
     write_json,
     write_text,
 )
+from tests.conftest import refuse_writing_under
 
 
 def test_a_folder_in_place_of_the_file_is_named(tmp_path: Path) -> None:
@@ -195,3 +197,26 @@ def test_the_umask_is_read_unchanged_where_proc_does_not_say_it(
         assert os.umask(0o027) == 0o027, "the umask was left changed"
     finally:
         os.umask(before)
+
+
+def test_a_folder_that_cannot_be_made_is_one_line_naming_the_file_to_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """mkdir's PermissionError, outside the errors that name the target, reached the command
+    line as a bare "ro/ev: Permission denied"."""
+    refuse_writing_under(tmp_path / "ro", monkeypatch)
+    target = tmp_path / "ro" / "ev" / "evaluation.json"
+    with pytest.raises(CovsegError, match=rf"^{target}: cannot write it \(Permission denied\); "
+                                          "pick a writable place or another name$"):
+        write_json(target, {"a": 1})
+
+
+def test_writable_folder_refuses_a_folder_that_cannot_be_made_or_written_and_leaves_none(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checked before any work: made and written for the check, nothing is left of it."""
+    assert writable_folder(tmp_path / "new" / "ev") == tmp_path / "new" / "ev"
+    assert not (tmp_path / "new").exists()
+    refuse_writing_under(tmp_path / "ro", monkeypatch)
+    for folder in (tmp_path / "ro", tmp_path / "ro" / "ev"):
+        with pytest.raises(CovsegError, match=rf"^{folder}: cannot write to it \(Permission "
+                                              r"denied\); pick a writable --out$"):
+            writable_folder(folder)

@@ -54,6 +54,32 @@ def output_folder(target: str | os.PathLike[str], option: str | None = None) -> 
     return target
 
 
+def writable_folder(target: str | os.PathLike[str], option: str | None = None) -> Path:
+    """``target`` as :func:`output_folder` checks it, and found to be one that can be made and
+    written to, before any work: a command that writes only at its end (evaluate) failed after
+    all of it. The folders made for the check are removed again; a file made there has no name
+    (nothing is left, even by a kill)."""
+    folder = output_folder(target, option)
+    made = [path for path in (folder, *folder.parents) if not path.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        raise unwritable_folder(folder, exc, option) from None
+    finally:
+        remove_empty_folders(made)
+    return folder
+
+
+def unwritable_folder(folder: Path, exc: OSError, option: str | None = None) -> CovsegError:
+    """The one-line refusal of an output ``folder`` that cannot be made or written to
+    (``exc``: why), naming what to change (``option``: ``--out`` by default)."""
+    if option is None:
+        option = option_name("out")
+    return CovsegError(dangling_link(folder, option) or f"{folder}: cannot write to it "
+                       f"({exc.strerror or exc}); pick a writable {option}")
+
+
 def dangling_link(target: str | os.PathLike[str], option: str) -> str | None:
     """The error for an output folder ``target`` that is (or lies under) a symbolic link to a
     missing path, else None: making it failed with mkdir's "File exists", though nothing is
@@ -88,9 +114,9 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
                           f"allow {NAME_MAX}); pick a shorter name")
     if target.is_dir():
         raise CovsegError(f"{target}: is a folder, not a file to write; pick another name")
-    output_folder(target.parent).mkdir(parents=True, exist_ok=True)
     prefix, suffix = _temporary_affixes(target)
     try:
+        output_folder(target.parent).mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=target.parent)
     except OSError as exc:
         raise _unwritable(target, exc) from None

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO
 
 from covseg.errors import CovsegError
-from covseg.io.atomic import dangling_link
+from covseg.io.atomic import unwritable_folder
 from covseg.provenance import option_name
 
 LOCK_FILE = ".covseg.lock"
@@ -128,7 +128,7 @@ def _created(path: Path) -> IO[str]:
         if isinstance(exc, PermissionError):
             with suppress(OSError):
                 return path.open("r")
-        raise _unwritable(path.parent, exc) from None
+        raise unwritable_folder(path.parent, exc) from None
 
 
 def _remove_stale(path: Path, handle: IO[str]) -> None:
@@ -140,14 +140,7 @@ def _remove_stale(path: Path, handle: IO[str]) -> None:
         path.unlink(missing_ok=True)
     except OSError as exc:
         handle.close()
-        raise _unwritable(path.parent, exc) from None
-
-
-def _unwritable(folder: Path, exc: OSError) -> CovsegError:
-    """The one-line refusal of an output ``folder`` the lock file cannot be made in."""
-    return CovsegError(dangling_link(folder, option_name("out")) or
-                       f"{folder}: cannot write to it ({exc.strerror or exc}); "
-                       f"pick a writable {option_name('out')}")
+        raise unwritable_folder(path.parent, exc) from None
 
 
 def _joined(folder: Path, agree: Callable[[bool], None]) -> IO[str]:
