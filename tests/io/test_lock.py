@@ -94,16 +94,53 @@ def test_a_stale_lock_in_a_folder_we_cannot_write_is_refused_as_unwritable(
     refused as before: the folder cannot be written to."""
     path = tmp_path / "out" / LOCK_FILE
     _as_another_users_file(path, "8609", monkeypatch)
-    real_unlink = os.unlink
-
-    def refused(name: object, *args: object, **kwargs: object) -> None:
-        if Path(str(name)) == path:
-            raise PermissionError(errno.EACCES, "Permission denied", str(name))
-        real_unlink(name, *args, **kwargs)
-
-    monkeypatch.setattr(lock.os, "unlink", refused)
+    _unlink_refused(path, errno.EACCES, monkeypatch)
     with (pytest.raises(CovsegError, match=rf"^{re.escape(str(tmp_path / 'out'))}: cannot write "
                         r"to it \(Permission denied\); pick a writable --out$"),
           writing_to(tmp_path / "out")):
         pytest.fail("the unwritable folder was written to")
     assert path.read_text() == "8609\n"
+
+
+def _unlink_refused(path: Path, code: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``os.unlink`` of ``path`` refused with ``code``: EACCES as in a folder we may not
+    write, EPERM as in a sticky folder (3775, 1777) for a file another user owns."""
+    real_unlink = os.unlink
+
+    def refused(name: object, *args: object, **kwargs: object) -> None:
+        if Path(str(name)) == path:
+            raise PermissionError(code, os.strerror(code), str(name))
+        real_unlink(name, *args, **kwargs)
+
+    monkeypatch.setattr(lock.os, "unlink", refused)
+
+
+def test_a_lock_file_a_sticky_folder_keeps_is_left_and_the_finished_run_succeeds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that took over another user's stale lock in a sticky folder did all its work,
+    then failed with a bare ".covseg.lock: Operation not permitted" (exit 2) at its removal.
+    The file stays, unheld: the next run takes it over."""
+    path = tmp_path / "out" / LOCK_FILE
+    path.parent.mkdir()
+    path.write_text("8609\n")
+    _unlink_refused(path, errno.EPERM, monkeypatch)
+    with writing_to(tmp_path / "out"):
+        assert path.read_text() == f"{os.getpid()}\n"
+    assert path.exists()
+    with writing_to(tmp_path / "out"):
+        pass
+
+
+def test_another_users_stale_lock_a_sticky_folder_keeps_names_its_owner(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither writable nor removable: refused before any work, naming whom to ask, not as a
+    folder we cannot write to."""
+    path = tmp_path / "out" / LOCK_FILE
+    _as_another_users_file(path, "8609", monkeypatch)
+    _unlink_refused(path, errno.EPERM, monkeypatch)
+    with (pytest.raises(CovsegError, match=rf"^{re.escape(str(path))}: left by a covseg run of "
+                        r"\S+ that ended; it cannot be replaced in this sticky folder "
+                        r"\(Operation not permitted\): ask them to delete it, or pick another "
+                        r"--out$"),
+          writing_to(tmp_path / "out")):
+        pytest.fail("the folder was written to")

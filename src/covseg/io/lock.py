@@ -22,8 +22,10 @@ next first shard.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import pwd
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -135,12 +137,28 @@ def _remove_stale(path: Path, handle: IO[str]) -> None:
     """Remove the lock file ``path``, which we hold exclusive through ``handle`` (opened to
     read: another user's), so that a new one of ours replaces it: no run holds it (its run was
     killed), and left there it would refuse every other user for good. A run that opened it
-    meanwhile finds it gone and opens it again. A folder we cannot write to is refused."""
+    meanwhile finds it gone and opens it again. A folder we cannot write to is refused, and
+    one whose sticky bit keeps us from removing the file, naming its owner."""
     try:
         path.unlink(missing_ok=True)
     except OSError as exc:
         handle.close()
-        raise unwritable_folder(path.parent, exc) from None
+        if exc.errno != errno.EPERM:
+            raise unwritable_folder(path.parent, exc) from None
+        raise CovsegError(f"{path}: left by a covseg run of {_owner(path)} that ended; it "
+                          f"cannot be replaced in this sticky folder ({exc.strerror}): ask "
+                          f"them to delete it, or pick another {option_name('out')}") from None
+
+
+def _owner(path: Path) -> str:
+    """The user owning ``path``, by name where the system knows it, else ``uid N``."""
+    try:
+        uid = path.stat().st_uid
+    except OSError:
+        return "another user"
+    with suppress(KeyError):
+        return pwd.getpwuid(uid).pw_name
+    return f"uid {uid}"
 
 
 def _joined(folder: Path, agree: Callable[[bool], None]) -> IO[str]:
@@ -212,14 +230,17 @@ def _release(path: Path, handle: IO[str]) -> None:
     hold it alone, exclusive (a run that opened it meanwhile then sees it gone and opens it
     again), the shards' plan with it; a shard that other shards hold it beside leaves them to
     them. (A shard's failed
-    taking of it exclusive drops its shared lock: it is letting go anyway.)"""
+    taking of it exclusive drops its shared lock: it is letting go anyway.) Files another user
+    made in a sticky folder (a lab's 3775, /tmp's 1777), which we may not remove, are left,
+    unheld, for the next run to take over: the run's work is done, and was reported failed."""
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         pass
     else:
-        _drop_plan(path.parent)
-        path.unlink(missing_ok=True)
+        with suppress(PermissionError):
+            _drop_plan(path.parent)
+            path.unlink(missing_ok=True)
     handle.close()
 
 
