@@ -12,7 +12,7 @@ import pytest
 
 from covseg.errors import CovsegError
 from covseg.io import lock
-from covseg.io.lock import LOCK_FILE, drop_unheld_lock, writing_to
+from covseg.io.lock import LOCK_FILE, PLAN_LOCK, drop_unheld_lock, writing_to
 
 
 def test_drop_unheld_lock_keeps_a_live_runs_new_file(tmp_path: Path,
@@ -144,3 +144,17 @@ def test_another_users_stale_lock_a_sticky_folder_keeps_names_its_owner(
                         r"--out$"),
           writing_to(tmp_path / "out")):
         pytest.fail("the folder was written to")
+
+
+def test_another_users_plan_lock_left_in_a_sticky_folder_lets_shards_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shards' plan lock, opened for writing as the run's lock was, refused a shard where
+    another user's killed shard left it under ``umask 022``; and its removal, refused in a
+    sticky folder, failed the shard. Probed read-only, it is left there, unheld."""
+    path = tmp_path / "out" / PLAN_LOCK
+    _as_another_users_file(path, "", monkeypatch)
+    _unlink_refused(path, errno.EPERM, monkeypatch)
+    firsts = []
+    with writing_to(tmp_path / "out", shared=True, agree=firsts.append):
+        assert (tmp_path / "out" / LOCK_FILE).read_text() == f"{os.getpid()} shard\n"
+    assert firsts == [True] and path.exists()

@@ -182,7 +182,8 @@ def _plan_lock(folder: Path) -> Iterator[None]:
     """:data:`PLAN_LOCK` held exclusive for the block, waited for (its holders hold it for a
     moment), and removed at its end, still held (a run waiting on it then finds it gone and
     opens it again), so that a shard refused leaves no file; one removed between its opening
-    and its locking is opened again."""
+    and its locking is opened again. Another user's in a sticky folder, which we may not
+    remove, is left, unheld."""
     path = folder / PLAN_LOCK
     while True:
         with _created(path) as handle:
@@ -191,7 +192,8 @@ def _plan_lock(folder: Path) -> Iterator[None]:
                 try:
                     yield
                 finally:
-                    path.unlink(missing_ok=True)
+                    with suppress(PermissionError):
+                        path.unlink(missing_ok=True)
                 return
 
 
