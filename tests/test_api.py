@@ -718,6 +718,28 @@ def test_a_folder_predicted_into_itself_can_be_predicted_again(tmp_path: Path, t
         covseg.predict(tiny_run, tmp_path, tmp_path)
 
 
+def test_predict_records_the_model_file_it_loaded_not_one_its_run_replaced_meanwhile(
+        tmp_path: Path, tiny_run: Path, synthetic_folder: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``predict --model RUN/best.pt`` while RUN trained hashed best.pt again for the final
+    predict.json: the record named the best.pt found at the end, whose weights made none of the
+    masks. The file is replaced once the first (pending) record is written."""
+    model = Path(shutil.copy(tiny_run / "best.pt", tmp_path / "best.pt"))
+    loaded = hashlib.sha256(model.read_bytes()).hexdigest()
+    real_write_json = api.write_json
+
+    def replace_model_after_first(target: Path, data: object) -> Path:
+        written = real_write_json(target, data)
+        model.write_bytes(b"a later epoch's weights")
+        return written
+
+    monkeypatch.setattr(api, "write_json", replace_model_after_first)
+    images = sorted((synthetic_folder / "images").glob("*.npy"))[:2]
+    covseg.predict(model, images, tmp_path / "pred")
+    record = json.loads((tmp_path / "pred" / "predict.json").read_text())["model"]
+    assert (record["model_sha256"], record["checkpoint_sha256"]) == (loaded, loaded)
+
+
 def test_predict_records_its_model_files_hash_and_refuses_one_changed_in_place(
         tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
     """A run retrained in place (same path, other weights) wrote its masks beside the first

@@ -10,7 +10,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -1072,12 +1072,18 @@ class _PredictRecord:
     """A 2D predict call's predict.json: written before the first mask, with this call's images
     ``pending`` (a call stopped, even by ``kill -9``, leaves the model and settings its masks
     were made with, which the next call into ``out`` is checked against), and again at the end,
-    with them among the ``inputs``."""
+    with them among the ``inputs``. The model's record (its file's SHA-256) is taken once, at
+    the start: a best.pt its run replaced during the call was hashed anew at the end, and the
+    record named weights that made none of the masks."""
 
     out: Path
     earlier: dict[str, Any]
     predictor: Predictor
     given: list[str]
+    model: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.model = _model_record(self.predictor)
 
     def write(self, failed: dict[str, str], seconds: float, finished: bool) -> None:
         done = _earlier(self.earlier, "inputs", [])
@@ -1091,7 +1097,7 @@ class _PredictRecord:
         target = "lung" if self.predictor.target == "lung" else "infection"
         earlier_failed = _earlier(self.earlier, "failed", {})
         write_json(self.out / PREDICT_RECORD, {
-            **provenance(), "model": _model_record(self.predictor), "inputs": recorded,
+            **provenance(), "model": self.model, "inputs": recorded,
             **({PENDING: list(dict.fromkeys(pending))} if pending else {}),
             "masks": sum((self.out / name).is_file() for name in names),
             "failed": {**{path: reason for path, reason in earlier_failed.items()
