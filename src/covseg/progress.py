@@ -89,8 +89,21 @@ class _LoggedBar(tqdm):
 
     def display(self, msg: str | None = None, pos: int | None = None) -> None:
         """Write the bar's state (or ``msg``) as a line; tqdm's clearing (``msg=""``) writes
-        nothing, as a log cannot be redrawn (and, told nothing was drawn, no ``\\r``)."""
-        text = str(self) if msg is None else msg
+        nothing, as a log cannot be redrawn (and, told nothing was drawn, no ``\\r``). A
+        passing bar (``leave=False``) writes no state before it has lasted one update interval:
+        a quick one, a terminal's bar that vanishes, wrote its 0 % line into the log before
+        every error line (evaluate's "reading labels" above a refused mask)."""
+        if msg is None and self.leave is False and self._lasted() < self.mininterval:
+            return
+        self._write_line(str(self) if msg is None else msg)
+
+    def _lasted(self) -> float:
+        """Seconds since the bar started (0 while tqdm's constructor draws it, before it
+        notes the start)."""
+        started = getattr(self, "start_t", None)
+        return 0.0 if started is None else float(self._time() - started)
+
+    def _write_line(self, text: str) -> None:
         if text:
             self.fp.write(f"{text}\n")
             self.fp.flush()
@@ -104,7 +117,7 @@ class _LoggedBar(tqdm):
         if not self.disable and (self.pos == 0 if self.leave is None else self.leave):
             self.leave = False
             self._ema_dt = lambda: None  # the overall rate, as tqdm shows a finished bar's
-            self.display()
+            self._write_line(str(self))
         super().close()
 
 
