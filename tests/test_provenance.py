@@ -28,6 +28,7 @@ from covseg.cli import main
 from covseg.config import TrainConfig
 from covseg.data import load_dataset
 from covseg.provenance import (
+    INVOCATION_KEYS,
     RESUMED_BY,
     UNKNOWN_COMMAND,
     continued,
@@ -474,3 +475,27 @@ def test_metrics_name_their_best_pt_and_predict_warns_of_one_replaced(
 def synthetic_folder_images(run: Path) -> Path:
     """The images folder of the data ``run`` was trained on (its config.json's data_path)."""
     return Path(_record(run / "config.json")["data_path"]) / "images"
+
+
+def test_a_resume_of_a_run_recorded_without_its_command_keeps_the_old_record(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """A run's config.json of a covseg before 4 Dec holds no ``command`` (nor code, versions or
+    start): its resume was recorded as the run's start, today's commit and command on weights
+    older code trained. What the old record holds is kept, ``command`` null, the resume under
+    ``resumed_by``."""
+    data = load_dataset(synthetic_folder)
+    config = TrainConfig(model="unet", epochs=1, size=32, batch_size=4,
+                         model_options={"width": 4})
+    out = tmp_path / "run"
+    train_module.train(config, data, out, progress=False)
+    record = _record(out / "config.json")
+    old = {key: value for key, value in record.items() if key not in INVOCATION_KEYS}
+    (out / "config.json").write_text(json.dumps({**old, "torch": "2.0.0", "threads": 3}))
+    with invoked_as("covseg train data --out run --resume"):
+        train_module.train(config, data, out, resume=True, progress=False)
+    for name in ("config.json", "metrics.json"):
+        saved = _record(out / name)
+        assert saved["command"] is None and "source_sha256" not in saved, name
+        assert (saved["torch"], saved["threads"]) == ("2.0.0", 3), name
+        [resume] = saved["resumed_by"]
+        assert resume["command"] == "covseg train data --out run --resume", name
