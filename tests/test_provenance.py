@@ -38,6 +38,7 @@ from covseg.provenance import (
     provenance,
     source_sha256,
 )
+from covseg.transforms import LUNG_WINDOW
 from tests.test_quantify import synthetic_study
 
 train_module = importlib.import_module("covseg.train")  # the package exports a train() too
@@ -132,6 +133,16 @@ def test_cross_validation_records_its_command_and_reuses_folds_spelt_otherwise(
     assert again["command"] == command and len(again[RESUMED_BY]) == 1
     assert not {"source_sha256", "started_utc", "python"} & set(again), (
         "this resume's provenance beside the start's command")
+    recipe = {key: value for key, value in again["config"].items()  # before 4 Dec: 8-bit data's
+              if key not in ("cutmix", "lesion_paste")}  # lung window, no options added since
+    oldest = {key: value for key, value in older.items() if key != "command"}
+    (tmp_path / "cv" / "summary.json").write_text(json.dumps(
+        {**oldest, "config": {**recipe, "window": list(LUNG_WINDOW)}}))
+    _cli("cv", str(data), "--resume", "--folds", "2", *QUICK, "--out", str(tmp_path / "cv"))
+    oldest_resumed = _record(tmp_path / "cv" / "summary.json")
+    assert oldest_resumed["command"] is None and len(oldest_resumed[RESUMED_BY]) == 1
+    assert oldest_resumed["seconds"] == first["seconds"]
+    assert oldest_resumed["config"]["window"] == again["config"]["window"]
 
 
 def test_comparison_records_its_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
