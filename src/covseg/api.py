@@ -1179,7 +1179,8 @@ def evaluate(pred: str | os.PathLike[str], truth: str | os.PathLike[str],
     holds covseg predict's record (``predict_record``), the models that made the scored masks
     as covseg's records name them (``models``: source, runtime, ``model_sha256``,
     ``checkpoint_sha256``, threshold, test flips), the masks edited since predict wrote them
-    (``edited_predictions``, warned of in one line), the images among
+    (``edited_predictions``, warned of in one line), those beside a predict.json that does
+    not list them (``unrecorded_predictions``: no record names their model), the images among
     the masks, not scored (``skipped_images``: files named as images beside their masks, truths
     holding a CT), and the paths of the ``files`` written.
     """

@@ -256,6 +256,7 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
     """:func:`run_batch` once ``out_dir``'s lock is settled; the temporary files of its
     summary and chart that a run killed with ``kill -9`` left go first (other shards' not)."""
     selected = select_shard(studies, shard)
+    _refuse_renamed_studies(selected, out_dir)
     if settings is not None:
         _refuse_other_settings(selected, out_dir, settings)
     summary = out_dir / summary_name(shard)
@@ -311,6 +312,24 @@ def _drop_folded_shard_summaries(out_dir: Path, listed: set[str]) -> None:
         if {row.get("study") for row in _summary_rows(path)} <= listed:
             path.with_suffix(".png").unlink(missing_ok=True)
             path.unlink()
+
+
+def _refuse_renamed_studies(studies: Sequence[Study], out_dir: Path) -> None:
+    """Refuse a study done in ``out_dir`` under another name (an earlier covseg named a mask
+    after its file, ``study_0255_mask``, where it is now ``study_0255``), by the input its
+    record names: done again under today's name, the summary listed one patient twice."""
+    given = {recorded_path(study.path): study for study in studies}
+    for folder in sorted(out_dir.iterdir()) if out_dir.is_dir() else []:
+        record = read_record(folder / RESULT_JSON)
+        inputs = record.get("inputs") if record else None
+        source = (inputs.get("mask") or inputs.get("image")) if isinstance(inputs, dict) else None
+        if not isinstance(source, str) or not Path(source).is_absolute():
+            continue
+        study = given.get(recorded_path(source))
+        if study is not None and study.name != folder.name:
+            raise CovsegError(f"{study.path}: already done in {folder}, the same input under "
+                              f"the study name an earlier covseg gave it (now {study.name}); "
+                              f"delete that folder or pick a new {option_name('out')}")
 
 
 def _earlier_rows(out_dir: Path, names: set[str], earlier: dict[str, dict[str, str]]
