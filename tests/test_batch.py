@@ -573,3 +573,22 @@ def test_a_study_an_earlier_covseg_did_under_another_name_is_refused(tmp_path: P
                                           r"gave it \(now a\); delete that folder"):
         quantify_batch([mask], out)
     assert sorted(path.name for path in out.iterdir()) == ["a_mask", "summary.csv"]
+
+
+def test_a_study_done_by_a_covseg_recording_no_settings_is_not_listed_beside_new_ones(
+        tmp_path: Path) -> None:
+    """A study of a covseg before 3 Dec (its record holds no settings) was listed in the
+    summary beside a new call's studies done otherwise (--classes multiclass beside binary):
+    two methods in one table without a word. The new call is refused before any study; given
+    again itself, the old study is skipped as before."""
+    first, second = (synthetic_study(tmp_path / "in", name)[1] for name in ("a", "b"))
+    out = tmp_path / "out"
+    quantify_batch([first], out)
+    record = json.loads((out / "a" / "quantification.json").read_text())
+    del record["settings"]
+    (out / "a" / "quantification.json").write_text(json.dumps(record))
+    with pytest.raises(CovsegError, match=rf"^{out} holds a, done by an earlier covseg that "
+                                          r"recorded no settings, which its summary would list"):
+        quantify_batch([second], out, multiclass=True)
+    assert not (out / "b").exists()
+    assert quantify_batch([first], out).skipped == 1

@@ -394,6 +394,12 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
                           f"({'; '.join(changes)}){_more(clashes)}; "
                           f"pick a new {option_name('out')} or delete it")
     earlier = _earlier_clashes(out_dir, {study.name for study in studies}, current)
+    unrecorded = [folder for folder, changes in earlier if not changes]
+    if unrecorded:
+        raise CovsegError(f"{out_dir} holds {unrecorded[0].name}{_more(unrecorded)}, done by an "
+                          "earlier covseg that recorded no settings, which its summary would "
+                          "list beside this call's studies, perhaps made otherwise; pick a new "
+                          f"{option_name('out')} or delete it")
     if earlier:
         folder, changes = earlier[0]
         raise CovsegError(f"{out_dir} holds {folder.name}, done earlier with other settings "
@@ -440,15 +446,18 @@ LAYOUT_SETTINGS = (REPORT_SETTING, "probabilities")
 def _earlier_clashes(out_dir: Path, names: set[str], current: dict[str, Any]
                      ) -> list[tuple[Path, list[str]]]:
     """The done studies in ``out_dir`` outside ``names`` made with other settings (another
-    model, threshold, mirrors, ``--classes``...) than ``current``, with what differs: added to
-    the summary unchecked, they mixed two methods' figures in one table without a word."""
-    clashes = []
+    model, threshold, mirrors, ``--classes``...) than ``current``, with what differs (nothing
+    for one an earlier covseg did, which recorded no settings): added to the summary
+    unchecked, they mixed two methods' figures in one table without a word."""
+    clashes: list[tuple[Path, list[str]]] = []
     for folder in sorted(out_dir.iterdir()) if out_dir.is_dir() else []:
         done = folder / RESULT_JSON
         record = read_record(done) if folder.name not in names else None
+        if not record or not isinstance(record.get("study"), dict):
+            continue
         recorded = _recorded_settings(record)
-        if (record is None or not isinstance(recorded, dict)
-                or not isinstance(record.get("study"), dict)):
+        if not isinstance(recorded, dict):
+            clashes.append((folder, []))
             continue
         own = {key for key in PER_STUDY_SETTINGS
                if isinstance(recorded.get(key), str) and isinstance(current.get(key), str)}
