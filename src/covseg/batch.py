@@ -487,7 +487,7 @@ def warn_earlier_lung_rule(studies: Sequence[Study], out_dir: Path) -> None:
     model's lungs over the calls near them, as it grows thresholded lungs), so the summary would
     mix the two rules unsaid. They are not redone."""
     earlier = [out_dir / study.name for study in studies
-               if _earlier_lung_rule(read_record(out_dir / study.name / RESULT_JSON))]
+               if earlier_lung_rule(read_record(out_dir / study.name / RESULT_JSON))]
     if earlier:
         log.warning("%s: %s done by an earlier covseg are skipped; their lungs and figures come "
                     "from its older lung rule: delete those study folders (or use a new %s) "
@@ -495,9 +495,9 @@ def warn_earlier_lung_rule(studies: Sequence[Study], out_dir: Path) -> None:
                     option_name("out"))
 
 
-def _earlier_lung_rule(record: dict[str, Any] | None) -> bool:
+def earlier_lung_rule(record: dict[str, Any] | None) -> bool:
     """Whether a done predict study's record comes from an earlier lung rule
-    (:func:`warn_earlier_lung_rule`)."""
+    (:func:`warn_earlier_lung_rule`); quantify warns of reading such a study's lungs."""
     if not record or not isinstance(record.get("study"), dict):
         return False
     if "lesion_added_to_lungs_ml" not in record["study"]:
