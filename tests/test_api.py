@@ -595,6 +595,21 @@ def test_a_stopped_predict_leaves_its_record_and_another_model_is_refused(
     assert "pending" not in record and sorted(record["inputs"]) == [str(p) for p in images]
 
 
+def test_predict_into_a_folder_of_masks_without_a_record_is_refused(
+        tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
+    """A folder of PNG masks a covseg before 3 Dec predicted (no predict.json) took another
+    model's masks beside them (exit 0), under a predict.json naming the new model alone; it is
+    refused, nothing written."""
+    images = sorted((synthetic_folder / "images").glob("*.npy"))[:2]
+    out = tmp_path / "pred"
+    out.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(out / "0.png")
+    with pytest.raises(CovsegError, match=r"pred holds 1 PNG mask \(first: 0\.png\) but no "
+                                          r"predict\.json: masks from an earlier covseg"):
+        covseg.predict(tiny_run, images, out)
+    assert sorted(path.name for path in out.iterdir()) == ["0.png"]
+
+
 def test_predict_and_quantify_into_an_out_another_run_writes_are_refused(
         tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
     """Two predicts (or quantifies) at once into one --out were both accepted: predict.json and

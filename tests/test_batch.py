@@ -558,3 +558,37 @@ def test_a_study_named_as_a_file_covseg_writes_into_out_is_refused_before_any_wo
                                           r"folders; rename the study's file or folder$"):
         run_batch([Study("ok", tmp_path / "ok.nii.gz"), Study(name, source)], out, process)
     assert processed == [] and not out.exists()
+
+
+def test_a_study_an_earlier_covseg_did_under_another_name_is_refused(tmp_path: Path) -> None:
+    """quantify of ``study_0255_mask.nii.gz`` into a folder of covseg 1 Dec, which named the
+    study ``study_0255_mask``, did it again as ``study_0255``: the summary listed one patient
+    twice, same input, same figures. The folder of the same input is named, nothing done."""
+    mask = synthetic_study(tmp_path / "in", "a")[1]
+    out = tmp_path / "out"
+    quantify_batch([mask], out)
+    (out / "a").rename(out / "a_mask")  # as the covseg of 1 Dec named it
+    with pytest.raises(CovsegError, match=rf"a_mask\.nii\.gz: already done in {out}/a_mask, the "
+                                          r"same input under the study name an earlier covseg "
+                                          r"gave it \(now a\); delete that folder"):
+        quantify_batch([mask], out)
+    assert sorted(path.name for path in out.iterdir()) == ["a_mask", "summary.csv"]
+
+
+def test_a_study_done_by_a_covseg_recording_no_settings_is_not_listed_beside_new_ones(
+        tmp_path: Path) -> None:
+    """A study of a covseg before 3 Dec (its record holds no settings) was listed in the
+    summary beside a new call's studies done otherwise (--classes multiclass beside binary):
+    two methods in one table without a word. The new call is refused before any study; given
+    again itself, the old study is skipped as before."""
+    first, second = (synthetic_study(tmp_path / "in", name)[1] for name in ("a", "b"))
+    out = tmp_path / "out"
+    quantify_batch([first], out)
+    record = json.loads((out / "a" / "quantification.json").read_text())
+    del record["settings"]
+    (out / "a" / "quantification.json").write_text(json.dumps(record))
+    with pytest.raises(CovsegError, match=rf"^{out} holds a, done by an earlier covseg that "
+                                          r"recorded no settings, which its summary would list"):
+        quantify_batch([second], out, multiclass=True)
+    assert not (out / "b").exists()
+    assert quantify_batch([first], out).skipped == 1

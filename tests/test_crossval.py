@@ -712,3 +712,16 @@ def test_where_only_some_folds_are_stale_the_refusal_names_those_folds_to_delete
     summary = api.cross_validate(data, out, resume=True, epochs=1, **tiny)
     assert (out / "fold_0" / "fold_metrics.json").read_bytes() == kept
     assert [f["epochs"] for f in summary["per_fold"]] == [1, 1]
+
+
+def test_a_summary_of_an_earlier_covseg_is_the_same_recipe_as_the_fold_check_reads_it() -> None:
+    """A cv summary of 8-bit data that a covseg before 5 Dec wrote records the lung window
+    (now null) and lacks cutmix and lesion_paste: compared as raw JSON it was "no summary of
+    this recipe", so its --resume wrote its own command and 0.2 s as the run's, though the fold
+    check took the folds as this recipe's. Both read a recorded recipe alike."""
+    now = TrainConfig(model="miniseg", epochs=2, size=64).record(windowed=False)
+    older = {key: value for key, value in now.items() if key not in ("cutmix", "lesion_paste")}
+    assert now["window"] is None
+    assert crossval._same_recipe({**older, "window": [-1350.0, 150.0]}, now)
+    assert not crossval._same_recipe({**older, "lr": 0.01}, now)
+    assert not crossval._same_recipe(None, now) and not crossval._same_recipe({"lr": "x"}, now)

@@ -1076,3 +1076,25 @@ def test_an_out_that_cannot_be_written_is_refused_before_any_mask_is_read(
     assert code == 2
     assert capsys.readouterr().err == (f"covseg: error: {folder}: cannot write to it (Permission "
                                        "denied); pick a writable --out\n")
+
+
+def test_masks_a_predict_record_does_not_list_are_not_credited_to_its_model(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A folder of masks of a covseg before 3 Dec (no predict.json) into which a later predict
+    wrote other masks: evaluate scored all six under ``models`` naming the new run alone. The
+    masks predict.json does not list are named (``unrecorded_predictions``) and no model is
+    recorded for them alone."""
+    lesion = square_mask(32, 4, 4, 12)
+    for name in ("old", "new"):
+        _save(tmp_path / "truth" / f"{name}.png", lesion)
+        _save(tmp_path / "pred" / f"{name}.png", lesion * 255)
+    (tmp_path / "pred" / "predict.json").write_text(json.dumps(
+        {"model": {"source": "ens", "num_classes": 2}, "inputs": ["/x/new.jpg"]}))
+    with caplog.at_level("WARNING"):
+        result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    assert result["unrecorded_predictions"] == ["old.png"]
+    assert "1 mask not listed in its predict.json (first: old.png)" in caplog.text
+    assert [model["source"] for model in result["models"]] == ["ens"]
+    (tmp_path / "pred" / "new.png").unlink()
+    only_old = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev2")
+    assert only_old["models"] == [] and only_old["unrecorded_predictions"] == ["old.png"]

@@ -364,6 +364,27 @@ def test_a_lung_runs_export_predicts_ct_studies_into_the_lung_runs_folder(
 
 
 @NEEDS_ONNX
+def test_an_export_of_an_older_covseg_without_its_source_is_named_as_such(
+        tmp_path: Path, tiny_run: Path) -> None:
+    """An export by a covseg before 5 Dec (no ``export.source``) of this very run was refused as
+    "no earlier covseg export", though its covseg metadata says it is one: the line says it is
+    an export from an older covseg recording no source, to delete to re-export."""
+    import onnx
+
+    out = export_onnx(tiny_run, tmp_path / "old.onnx")
+    graph = onnx.load(str(out))
+    entry = next(item for item in graph.metadata_props if item.key == "covseg")
+    entry.value = json.dumps({k: v for k, v in json.loads(entry.value).items() if k != "export"})
+    onnx.save(graph, str(out))
+    kept = out.read_bytes()
+    with pytest.raises(CovsegError) as raised:
+        export_onnx(tiny_run, out)
+    assert str(raised.value) == (f"--out {out}: exists and is an export from an older covseg "
+                                 "that records no source; to re-export, delete it")
+    assert out.read_bytes() == kept
+
+
+@NEEDS_ONNX
 def test_export_replaces_only_an_earlier_export_of_its_own_run(
         tmp_path: Path, tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """export overwrote any .onnx file without a word: a file that is no ONNX at all, or

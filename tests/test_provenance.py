@@ -28,6 +28,7 @@ from covseg.cli import main
 from covseg.config import TrainConfig
 from covseg.data import load_dataset
 from covseg.provenance import (
+    INVOCATION_KEYS,
     RESUMED_BY,
     UNKNOWN_COMMAND,
     continued,
@@ -37,6 +38,7 @@ from covseg.provenance import (
     provenance,
     source_sha256,
 )
+from covseg.transforms import LUNG_WINDOW
 from tests.test_quantify import synthetic_study
 
 train_module = importlib.import_module("covseg.train")  # the package exports a train() too
@@ -131,6 +133,16 @@ def test_cross_validation_records_its_command_and_reuses_folds_spelt_otherwise(
     assert again["command"] == command and len(again[RESUMED_BY]) == 1
     assert not {"source_sha256", "started_utc", "python"} & set(again), (
         "this resume's provenance beside the start's command")
+    recipe = {key: value for key, value in again["config"].items()  # before 4 Dec: 8-bit data's
+              if key not in ("cutmix", "lesion_paste")}  # lung window, no options added since
+    oldest = {key: value for key, value in older.items() if key != "command"}
+    (tmp_path / "cv" / "summary.json").write_text(json.dumps(
+        {**oldest, "config": {**recipe, "window": list(LUNG_WINDOW)}}))
+    _cli("cv", str(data), "--resume", "--folds", "2", *QUICK, "--out", str(tmp_path / "cv"))
+    oldest_resumed = _record(tmp_path / "cv" / "summary.json")
+    assert oldest_resumed["command"] is None and len(oldest_resumed[RESUMED_BY]) == 1
+    assert oldest_resumed["seconds"] == first["seconds"]
+    assert oldest_resumed["config"]["window"] == again["config"]["window"]
 
 
 def test_comparison_records_its_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -474,3 +486,27 @@ def test_metrics_name_their_best_pt_and_predict_warns_of_one_replaced(
 def synthetic_folder_images(run: Path) -> Path:
     """The images folder of the data ``run`` was trained on (its config.json's data_path)."""
     return Path(_record(run / "config.json")["data_path"]) / "images"
+
+
+def test_a_resume_of_a_run_recorded_without_its_command_keeps_the_old_record(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """A run's config.json of a covseg before 4 Dec holds no ``command`` (nor code, versions or
+    start): its resume was recorded as the run's start, today's commit and command on weights
+    older code trained. What the old record holds is kept, ``command`` null, the resume under
+    ``resumed_by``."""
+    data = load_dataset(synthetic_folder)
+    config = TrainConfig(model="unet", epochs=1, size=32, batch_size=4,
+                         model_options={"width": 4})
+    out = tmp_path / "run"
+    train_module.train(config, data, out, progress=False)
+    record = _record(out / "config.json")
+    old = {key: value for key, value in record.items() if key not in INVOCATION_KEYS}
+    (out / "config.json").write_text(json.dumps({**old, "torch": "2.0.0", "threads": 3}))
+    with invoked_as("covseg train data --out run --resume"):
+        train_module.train(config, data, out, resume=True, progress=False)
+    for name in ("config.json", "metrics.json"):
+        saved = _record(out / name)
+        assert saved["command"] is None and "source_sha256" not in saved, name
+        assert (saved["torch"], saved["threads"]) == ("2.0.0", 3), name
+        [resume] = saved["resumed_by"]
+        assert resume["command"] == "covseg train data --out run --resume", name

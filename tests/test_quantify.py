@@ -1045,3 +1045,23 @@ def test_a_hidden_mask_given_by_name_is_measured(tmp_path: Path) -> None:
     mask.rename(hidden)
     result = quantify_study(hidden, tmp_path / "out", image=ct)
     assert result["study"]["lesion_ml"] == pytest.approx(lesion_ml)
+
+
+def test_quantify_of_a_predict_study_of_the_older_lung_rule_warns(tmp_path: Path,
+                                                                  caplog) -> None:
+    """quantify of a CT predict folder of 1-3 Dec counted its lungs, found under the older lung
+    rule (241 mL where today's rule finds 1272 mL), with no word, where predict into that
+    folder warns of them. It warns in one line too."""
+    study = tmp_path / "pred" / "ct"
+    study.mkdir(parents=True)
+    labels = two_lungs_and_a_lesion()
+    affine = np.diag([0.8, 0.8, 5.0, 1])
+    nib.save(nib.Nifti1Image(np.minimum(labels, 2), affine), str(study / "lungs.nii.gz"))
+    nib.save(nib.Nifti1Image((labels == 3).astype(np.uint8), affine),
+             str(study / "infection.nii.gz"))
+    (study / "quantification.json").write_text(json.dumps(  # no lesion_added_to_lungs_ml
+        {"study": {"lesion_ml": 1.0}, "multiclass": False}))
+    with caplog.at_level("WARNING"):
+        assert quantify_batch([study], tmp_path / "q").done == 1
+    warned = [r.getMessage() for r in caplog.records if "older lung rule" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith("1 study predicted by an earlier covseg")

@@ -1070,3 +1070,28 @@ def test_validation_hd95_of_a_folder_mixing_2d_files_and_volumes_is_given_per_un
         if values:
             assert validation[key]["mean"] == pytest.approx(np.mean(values))
     assert validation["hd95_mm"]["n"] + validation["hd95_px"]["n"] == len(rows) > 0
+
+
+def test_a_resume_of_a_finished_ensemble_leaves_its_best_pt_as_it_is(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A --resume of a finished ensemble an older covseg saved trained no member but rewrote
+    best.pt with other bytes (same weights): its SHA-256 changed, and predict refused the
+    folders made with the run as "predicted otherwise". It is left as it is; one whose
+    weights are not the members' average (a member retrained) is still written."""
+    data = load_dataset(synthetic_folder)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # members one after the other
+    config = TrainConfig(**{**TINY, "model": "unet,unet", "epochs": 1})
+    out = tmp_path / "ens"
+    train_module.train(config, data, out, progress=False)
+    saved = load_checkpoint(out / "best.pt")
+    older = {**saved, "meta": {**saved["meta"], "class_names": {"1": "ground-glass"}}}
+    torch.save(older, out / "best.pt")  # as a covseg of 1 Dec saved it: other bytes
+    kept = (out / "best.pt").read_bytes()
+    train_module.train(config, data, out, resume=True, progress=False)
+    assert (out / "best.pt").read_bytes() == kept
+    stale = {**older, "state_dict": {key: torch.zeros_like(value)
+                                     for key, value in saved["state_dict"].items()}}
+    torch.save(stale, out / "best.pt")
+    train_module.train(config, data, out, resume=True, progress=False)
+    assert all(torch.equal(value, saved["state_dict"][key]) for key, value
+               in load_checkpoint(out / "best.pt")["state_dict"].items())

@@ -1027,6 +1027,8 @@ def _predict_images(model: str | os.PathLike[str] | Predictor,
         remove_temporaries(folder)
     earlier = read_record(out / PREDICT_RECORD) or {}
     files = collect_inputs(inputs, _own_masks(out, earlier))
+    if not earlier:
+        _refuse_unrecorded_masks(out, files)
     _check_outputs(files, out, _earlier_inputs(earlier))
     predictor = load_predictor(model, batch_size, tta, threshold)
     if predictor.guide is not None:  # once, before any image is read or recorded as failed
@@ -1060,6 +1062,19 @@ def _predict_images(model: str | os.PathLike[str] | Predictor,
                           f"{counted(len(written), 'mask')}, and {out / PREDICT_RECORD} lists "
                           "the failures")
     return written
+
+
+def _refuse_unrecorded_masks(out: Path, files: Sequence[Path]) -> None:
+    """A folder holding PNG masks but no predict.json (a covseg before 3 Dec wrote none) is not
+    written into: the new masks would sit beside masks of an unknown model under one record
+    naming the new one alone, and evaluate would credit them all to it."""
+    inputs = {path.resolve() for path in files}
+    masks = sorted(path.name for path in out.glob("*.png") if path.resolve() not in inputs)
+    if masks:
+        raise CovsegError(f"{out} holds {counted(len(masks), 'PNG mask')} (first: {masks[0]}) "
+                          f"but no {PREDICT_RECORD}: masks from an earlier covseg with no "
+                          f"record of their model; pick a new {option_name('out')} or delete "
+                          "them")
 
 
 def _earlier_inputs(earlier: dict[str, Any]) -> list[str]:
@@ -1170,7 +1185,8 @@ def evaluate(pred: str | os.PathLike[str], truth: str | os.PathLike[str],
     holds covseg predict's record (``predict_record``), the models that made the scored masks
     as covseg's records name them (``models``: source, runtime, ``model_sha256``,
     ``checkpoint_sha256``, threshold, test flips), the masks edited since predict wrote them
-    (``edited_predictions``, warned of in one line), the images among
+    (``edited_predictions``, warned of in one line), those beside a predict.json that does
+    not list them (``unrecorded_predictions``: no record names their model), the images among
     the masks, not scored (``skipped_images``: files named as images beside their masks, truths
     holding a CT), and the paths of the ``files`` written.
     """

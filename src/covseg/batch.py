@@ -256,6 +256,7 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
     """:func:`run_batch` once ``out_dir``'s lock is settled; the temporary files of its
     summary and chart that a run killed with ``kill -9`` left go first (other shards' not)."""
     selected = select_shard(studies, shard)
+    _refuse_renamed_studies(selected, out_dir)
     if settings is not None:
         _refuse_other_settings(selected, out_dir, settings)
     summary = out_dir / summary_name(shard)
@@ -311,6 +312,24 @@ def _drop_folded_shard_summaries(out_dir: Path, listed: set[str]) -> None:
         if {row.get("study") for row in _summary_rows(path)} <= listed:
             path.with_suffix(".png").unlink(missing_ok=True)
             path.unlink()
+
+
+def _refuse_renamed_studies(studies: Sequence[Study], out_dir: Path) -> None:
+    """Refuse a study done in ``out_dir`` under another name (an earlier covseg named a mask
+    after its file, ``study_0255_mask``, where it is now ``study_0255``), by the input its
+    record names: done again under today's name, the summary listed one patient twice."""
+    given = {recorded_path(study.path): study for study in studies}
+    for folder in sorted(out_dir.iterdir()) if out_dir.is_dir() else []:
+        record = read_record(folder / RESULT_JSON)
+        inputs = record.get("inputs") if record else None
+        source = (inputs.get("mask") or inputs.get("image")) if isinstance(inputs, dict) else None
+        if not isinstance(source, str) or not Path(source).is_absolute():
+            continue
+        study = given.get(recorded_path(source))
+        if study is not None and study.name != folder.name:
+            raise CovsegError(f"{study.path}: already done in {folder}, the same input under "
+                              f"the study name an earlier covseg gave it (now {study.name}); "
+                              f"delete that folder or pick a new {option_name('out')}")
 
 
 def _earlier_rows(out_dir: Path, names: set[str], earlier: dict[str, dict[str, str]]
@@ -375,6 +394,12 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
                           f"({'; '.join(changes)}){_more(clashes)}; "
                           f"pick a new {option_name('out')} or delete it")
     earlier = _earlier_clashes(out_dir, {study.name for study in studies}, current)
+    unrecorded = [folder for folder, changes in earlier if not changes]
+    if unrecorded:
+        raise CovsegError(f"{out_dir} holds {unrecorded[0].name}{_more(unrecorded)}, done by an "
+                          "earlier covseg that recorded no settings, which its summary would "
+                          "list beside this call's studies, perhaps made otherwise; pick a new "
+                          f"{option_name('out')} or delete it")
     if earlier:
         folder, changes = earlier[0]
         raise CovsegError(f"{out_dir} holds {folder.name}, done earlier with other settings "
@@ -421,15 +446,18 @@ LAYOUT_SETTINGS = (REPORT_SETTING, "probabilities")
 def _earlier_clashes(out_dir: Path, names: set[str], current: dict[str, Any]
                      ) -> list[tuple[Path, list[str]]]:
     """The done studies in ``out_dir`` outside ``names`` made with other settings (another
-    model, threshold, mirrors, ``--classes``...) than ``current``, with what differs: added to
-    the summary unchecked, they mixed two methods' figures in one table without a word."""
-    clashes = []
+    model, threshold, mirrors, ``--classes``...) than ``current``, with what differs (nothing
+    for one an earlier covseg did, which recorded no settings): added to the summary
+    unchecked, they mixed two methods' figures in one table without a word."""
+    clashes: list[tuple[Path, list[str]]] = []
     for folder in sorted(out_dir.iterdir()) if out_dir.is_dir() else []:
         done = folder / RESULT_JSON
         record = read_record(done) if folder.name not in names else None
+        if not record or not isinstance(record.get("study"), dict):
+            continue
         recorded = _recorded_settings(record)
-        if (record is None or not isinstance(recorded, dict)
-                or not isinstance(record.get("study"), dict)):
+        if not isinstance(recorded, dict):
+            clashes.append((folder, []))
             continue
         own = {key for key in PER_STUDY_SETTINGS
                if isinstance(recorded.get(key), str) and isinstance(current.get(key), str)}
@@ -459,7 +487,7 @@ def warn_earlier_lung_rule(studies: Sequence[Study], out_dir: Path) -> None:
     model's lungs over the calls near them, as it grows thresholded lungs), so the summary would
     mix the two rules unsaid. They are not redone."""
     earlier = [out_dir / study.name for study in studies
-               if _earlier_lung_rule(read_record(out_dir / study.name / RESULT_JSON))]
+               if earlier_lung_rule(read_record(out_dir / study.name / RESULT_JSON))]
     if earlier:
         log.warning("%s: %s done by an earlier covseg are skipped; their lungs and figures come "
                     "from its older lung rule: delete those study folders (or use a new %s) "
@@ -467,9 +495,9 @@ def warn_earlier_lung_rule(studies: Sequence[Study], out_dir: Path) -> None:
                     option_name("out"))
 
 
-def _earlier_lung_rule(record: dict[str, Any] | None) -> bool:
+def earlier_lung_rule(record: dict[str, Any] | None) -> bool:
     """Whether a done predict study's record comes from an earlier lung rule
-    (:func:`warn_earlier_lung_rule`)."""
+    (:func:`warn_earlier_lung_rule`); quantify warns of reading such a study's lungs."""
     if not record or not isinstance(record.get("study"), dict):
         return False
     if "lesion_added_to_lungs_ml" not in record["study"]:

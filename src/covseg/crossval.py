@@ -484,18 +484,18 @@ def _continued(record: Path | None, summary: dict[str, Any], trained: bool) -> d
     is where no record of this recipe is there (a run started). ``record``: a finished run's
     summary.json, or the :data:`STOPPED_FILE` of commands stopped before it, which ended
     nothing: the run finishes now. A summary an earlier covseg wrote, without some of the
-    start's keys (its source hash, start time), keeps none of this resume's in their place:
-    they would describe another command."""
+    start's keys (its source hash, start time, ``command``: null), keeps none of this resume's
+    in their place: they would describe another command."""
     try:
         saved = json.loads(record.read_text()) if record else None
     except (OSError, ValueError):
         return summary
-    if record is None or not isinstance(saved, dict) or saved.get("config") != json.loads(
-            json.dumps(summary["config"])):  # as JSON keeps it: tuples read back as lists
+    if record is None or not isinstance(saved, dict) or not _same_recipe(saved.get("config"),
+                                                                         summary["config"]):
         return summary
     now = {**run_provenance(summary), "seconds": summary["seconds"],
            "finished_utc": summary["finished_utc"], "trained_folds": trained}
-    start = run_provenance(saved)
+    start = {"command": None, **run_provenance(saved)}
     start.pop(RESUMED_BY, None)
     kept = {key: value for key, value in summary.items() if key not in INVOCATION_KEYS}
     finishes = trained or record.name == STOPPED_FILE
@@ -503,6 +503,17 @@ def _continued(record: Path | None, summary: dict[str, Any], trained: bool) -> d
         "seconds": float(saved["seconds"]) + (summary["seconds"] if trained else 0.0),
         "finished_utc": summary["finished_utc"] if finishes else saved.get("finished_utc"),
         RESUMED_BY: [*saved.get(RESUMED_BY, []), now]}
+
+
+def _same_recipe(recorded: Any, current: dict[str, Any]) -> bool:
+    """Whether a summary's ``recorded`` recipe is the ``current`` one, read as the check of a
+    fold's run reads its config.json (:meth:`TrainConfig.from_dict`, :meth:`TrainConfig.
+    differences`): the lung window an earlier covseg recorded for 8-bit data, and options added
+    since (absent: their defaults), are the same recipe; an unreadable one is not."""
+    try:
+        return not TrainConfig.from_dict(recorded).differences(TrainConfig.from_dict(current))
+    except (AttributeError, TypeError, ValueError, CovsegError):
+        return False
 
 
 def data_warnings(record: Mapping[str, Any]) -> list[str]:

@@ -488,6 +488,7 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
         "per_slice": per_slice, "predict_record": recorded,
         "models": _recorded_models(pred_folder, scored),
         "edited_predictions": _edited_predictions(pred_folder, scored),
+        "unrecorded_predictions": _unrecorded_predictions(pred_folder, scored),
         "missing_predictions": missing,
         "unmatched_predictions": sorted(str(preds[case].relative_to(pred_folder))
                                         for case in set(preds) - set(truths)),
@@ -659,15 +660,46 @@ def _prediction_records(pred_dir: Path, masks: Sequence[Path]
     beside 2D masks (those in ``pred_dir``), each CT study's quantification.json (its
     ``infection.nii.gz``)."""
     found = []
-    own = [mask for mask in masks if mask.parent == pred_dir]
     record = read_record(pred_dir / PREDICT_RECORD)
     if record is not None:
-        found.append((record, own))
+        found.append((record, _listed_masks(pred_dir, masks, record)))
     for mask in masks:
         study = read_record(mask.with_name(RESULT_JSON)) if predicted_mask(mask.parent) else None
         if study is not None:
             found.append((study, [mask]))
     return found
+
+
+def _listed_masks(pred_dir: Path, masks: Sequence[Path], record: dict[str, Any]
+                  ) -> list[Path]:
+    """The masks of ``masks`` in ``pred_dir`` that its predict.json ``record`` lists (the masks
+    of its inputs, finished or pending): masks beside them that it does not list (an earlier
+    covseg's, which recorded none) are not its model's. A record listing no inputs at all
+    covers every mask beside it."""
+    own = [mask for mask in masks if mask.parent == pred_dir]
+    if not any(isinstance(record.get(key), list) for key in ("inputs", PENDING)):
+        return own
+    paths = [*_recorded_inputs(pred_dir), *_recorded_inputs(pred_dir, PENDING)]
+    names = {output_name(path) for path in paths}
+    return [mask for mask in own if mask.name in names]
+
+
+def _unrecorded_predictions(pred_dir: Path, masks: Sequence[Path]) -> list[str]:
+    """The scored masks in ``pred_dir`` its predict.json does not list, where it has one: no
+    record names their model, so the score is not only that of the ``models`` recorded. Warned
+    of in one line."""
+    record = read_record(pred_dir / PREDICT_RECORD)
+    if record is None:
+        return []
+    listed = set(_listed_masks(pred_dir, masks, record))
+    unlisted = sorted(mask.name for mask in masks
+                      if mask.parent == pred_dir and mask not in listed)
+    if unlisted:
+        log.warning("%s: %s not listed in its %s (first: %s): no record names their model, so "
+                    "the scores are not only those of its model; listed as "
+                    "unrecorded_predictions", pred_dir, counted(len(unlisted), "mask"),
+                    PREDICT_RECORD, unlisted[0])
+    return unlisted
 
 
 def _recorded_models(pred_dir: Path, masks: Sequence[Path]) -> list[dict[str, Any]]:

@@ -106,28 +106,33 @@ def _refuse_other_file(out: Path, checkpoint: str | os.PathLike[str], onnx: Any)
     An export of this run is replaced (a re-export after more training)."""
     if not out.exists():
         return
-    source = _exported_source(out, onnx)
+    meta = _covseg_meta(out, onnx)
+    source = (meta.get(EXPORT_KEY) or {}).get("source") if meta is not None else None
     if source == str(Path(checkpoint).resolve()):
         return
-    what = f"the export of another run ({source})" if source else "no earlier covseg export"
-    raise CovsegError(f"{option_given('out', str(out))}: exists and is {what}; pick another "
-                      f"{option_name('out')} or delete it")
+    if isinstance(source, str):
+        what = f"is the export of another run ({source}); pick another {option_name('out')} or"
+    elif meta is not None:
+        what = "is an export from an older covseg that records no source; to re-export,"
+    else:
+        what = f"is no earlier covseg export; pick another {option_name('out')} or"
+    raise CovsegError(f"{option_given('out', str(out))}: exists and {what} delete it")
 
 
-def _exported_source(path: Path, onnx: Any) -> str | None:
-    """The run or checkpoint the covseg export at ``path`` records (its metadata's
-    :data:`EXPORT_KEY` entry's ``source``); None for any other file: no ONNX, another tool's
-    ONNX, or an export from before covseg recorded its source."""
+def _covseg_meta(path: Path, onnx: Any) -> dict[str, Any] | None:
+    """The covseg metadata of the export at ``path`` (its :data:`EXPORT_KEY` entry names the
+    run or checkpoint exported, since 5 Dec); None for any other file: no ONNX, another tool's
+    ONNX."""
     try:
         graph = onnx.load(str(path), load_external_data=False)
     except Exception:  # noqa: BLE001  protobuf and onnx raise their own decode errors
         return None
     raw = next((entry.value for entry in graph.metadata_props if entry.key == META_KEY), None)
     try:
-        source = json.loads(raw or "null").get(EXPORT_KEY, {}).get("source")
-    except (AttributeError, ValueError):
+        meta = json.loads(raw or "null")
+    except ValueError:
         return None
-    return source if isinstance(source, str) else None
+    return meta if isinstance(meta, dict) else None
 
 
 def damaged_meta(path: Path, what: str) -> CovsegError:

@@ -220,14 +220,16 @@ def continued(record: Path, now: dict[str, Any], resumed: bool) -> dict[str, Any
     of the command that started the run, which a resume keeps (so the recorded ``command``
     starts the run again, and the versions and threads are those it began under), with each
     resume's own ``now`` listed under :data:`RESUMED_BY`; ``now`` itself for a run started
-    here, or a record unreadable or written by no earlier command."""
+    here, or a record unreadable. A record of a covseg before 4 Dec, which recorded no
+    ``command``, keeps what it holds, its ``command`` null (the start was not recorded): the
+    resume is no start of weights older code trained."""
     try:
         saved = json.loads(record.read_text()) if resumed else None
     except (OSError, ValueError):
         saved = None
-    if not isinstance(saved, dict) or "command" not in saved:
+    if not isinstance(saved, dict):
         return now
-    start = {key: saved[key] for key in INVOCATION_KEYS if key in saved}
+    start = {"command": None, **{key: saved[key] for key in INVOCATION_KEYS if key in saved}}
     return {**start, RESUMED_BY: [*saved.get(RESUMED_BY, []), now]}
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from covseg.batch import BatchResult, run_batch
+from covseg.batch import BatchResult, earlier_lung_rule, run_batch
 from covseg.burden import (
     EFFUSION,
     LUNGS_REMEDY,
@@ -27,7 +27,7 @@ from covseg.burden import (
     quantify,
 )
 from covseg.data.layouts import ZENODO_LUNG, combined_mask_folder, refuse_combined_masks
-from covseg.errors import CovsegError, refuse_special_file
+from covseg.errors import CovsegError, counted, refuse_special_file
 from covseg.io.ct import read_volume
 from covseg.io.dicom import dicom_files
 from covseg.io.image import (
@@ -605,6 +605,18 @@ def _predicted_mask(study: Study) -> Study:
     return Study(study.name, mask) if mask else study
 
 
+def _warn_earlier_lung_rule(studies: Sequence[Study]) -> None:
+    """Warn once of predict studies whose lungs, counted with their infection mask, an earlier
+    covseg found under its older lung rule (:func:`~covseg.batch.earlier_lung_rule`): predict
+    into their folder warns of them, and the summary would carry their figures unsaid."""
+    earlier = [study.path.parent for study in studies if study.path.name == INFECTION_NII
+               and earlier_lung_rule(read_record(study.path.parent / RESULT_JSON))]
+    if earlier:
+        log.warning("%s predicted by an earlier covseg: their lungs, counted here, come from its "
+                    "older lung rule (first: %s); predict them again to count today's lungs",
+                    counted(len(earlier), "study", "studies"), earlier[0])
+
+
 def _refuse_writing_into_inputs(studies: Sequence[Study], out_dir: Path) -> None:
     """A study's report folder may not be the folder of its mask (``quantify DIR --out DIR`` on
     a predict folder): its record would be taken for the new one and its files replaced."""
@@ -639,6 +651,8 @@ def quantify_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
         raise CovsegError(f"{option_given('image', str(image))} is one DICOM series, but "
                           f"{len(studies)} masks were given; quantify one mask with it, or "
                           "give a folder of NIfTI named like the masks")
+    if lungs is None:
+        _warn_earlier_lung_rule(studies)
     if multiclass is None:
         multiclass = _classes_of_call(studies, Path(out_dir))
     settings = quantify_settings(lungs=lungs, image=image, hu=hu, multiclass=multiclass,

@@ -709,7 +709,8 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
         raise_if_stopped()  # before the ensemble's checkpoint, validation and metrics
         for network, (_, folder) in zip(ensemble.members, jobs, strict=True):
             network.load_state_dict(load_checkpoint(folder / "best.pt")["state_dict"])
-        save_checkpoint(out / "best.pt", ensemble, _meta(config, data.num_classes))
+        if not _holds_weights(out / "best.pt", ensemble):
+            save_checkpoint(out / "best.pt", ensemble, _meta(config, data.num_classes))
     invocations = done["invocations"]
     trained = [i for i in invocations if i["epochs_trained"]] or invocations
     metrics: dict[str, Any] = {
@@ -722,6 +723,20 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
         "invocations": invocations, "synthetic": data.synthetic,
     }
     return _write_metrics(out, metrics, data, [by_id[c] for c in val_cases])
+
+
+def _holds_weights(path: Path, model: nn.Module) -> bool:
+    """Whether the checkpoint at ``path`` holds ``model``'s weights already: a resume that
+    trained no member leaves an ensemble's best.pt as it is, since rewriting it (an older
+    covseg's file, saved otherwise) changed its SHA-256, by which predict folders made with
+    the run are checked."""
+    try:
+        saved = load_checkpoint(path)["state_dict"]
+    except (CovsegError, KeyError, TypeError):
+        return False
+    now = model.state_dict()
+    return saved.keys() == now.keys() and all(
+        isinstance(saved[key], torch.Tensor) and torch.equal(saved[key], now[key]) for key in now)
 
 
 def member_label(folder: Path) -> str:
