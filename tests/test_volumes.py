@@ -960,7 +960,8 @@ def test_the_study_bar_names_the_study_and_its_stage(tmp_path: Path,
     predict_batch(BandPredictor([(-400, -200)]), [inputs], tmp_path / "pred", probabilities=True)
     err = capsys.readouterr().err
     assert shown_in_order(err, "chest", PREDICT_STAGES)
-    assert "chest:" not in err.rsplit("\r", 1)[-1] and "1/1" in err.rsplit("\r", 1)[-1]
+    last = re.split(r"[\r\n]+", err.strip())[-1]
+    assert "chest:" not in last and "1/1" in last
     assert predict_batch(BandPredictor([(-400, -200)]), [inputs], tmp_path / "pred",
                          probabilities=True).skipped == 1
     assert "chest:" not in capsys.readouterr().err
