@@ -83,6 +83,9 @@ class _LoggedBar(tqdm):
     leave: bool | None
     """tqdm's: whether the bar's last state stays written (None: the bar at position 0's)."""
 
+    _written_n: int | None = None
+    """The count of the last state written (None before any)."""
+
     def set_postfix(self, ordered_dict: Any = None, refresh: bool = True,
                     **kwargs: Any) -> None:
         super().set_postfix(ordered_dict, refresh=False, **kwargs)
@@ -95,6 +98,8 @@ class _LoggedBar(tqdm):
         every error line (evaluate's "reading labels" above a refused mask)."""
         if msg is None and self.leave is False and self._lasted() < self.mininterval:
             return
+        if msg is None:
+            self._written_n = self.n
         self._write_line(str(self) if msg is None else msg)
 
     def _lasted(self) -> float:
@@ -113,11 +118,14 @@ class _LoggedBar(tqdm):
 
     def close(self) -> None:
         """Write the last state of a bar that is left (tqdm's rule: ``leave``, by default the
-        bar at position 0) as a line; tqdm's own close ended it with an empty line."""
+        bar at position 0) as a line, unless its last update wrote it (a run whose epochs each
+        last an update interval ended on two equal lines); tqdm's own close ended it with an
+        empty line."""
         if not self.disable and (self.pos == 0 if self.leave is None else self.leave):
             self.leave = False
-            self._ema_dt = lambda: None  # the overall rate, as tqdm shows a finished bar's
-            self._write_line(str(self))
+            if self._written_n != self.n:
+                self._ema_dt = lambda: None  # the overall rate, as tqdm shows a finished bar's
+                self._write_line(str(self))
         super().close()
 
 
