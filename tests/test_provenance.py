@@ -362,12 +362,14 @@ def test_a_synthetic_data_spec_is_recorded_as_given() -> None:
 
 def test_a_resume_keeps_the_starting_command_only_from_a_record_that_names_one(
         tmp_path: Path) -> None:
-    """A run started here, or resumed from a record an earlier covseg wrote without a
-    ``command`` (or one that cannot be read), records this command alone; a resume of a
-    recorded run keeps the command that started it and lists its own under resumed_by."""
+    """A run started here, or resumed from a record that cannot be read, records this command
+    alone; a resume of a recorded run keeps the command that started it and lists its own under
+    resumed_by; one of a record an earlier covseg wrote without a ``command`` keeps what it
+    holds, its command null, and is listed under resumed_by too, never as the start."""
     record, now = tmp_path / "config.json", {"command": "covseg train d --resume", "threads": 2}
     record.write_text(json.dumps({"epochs": 2, "covseg_version": "0.0.9"}))
-    assert continued(record, now, resumed=True) == now
+    assert continued(record, now, resumed=True) == {"command": None, "covseg_version": "0.0.9",
+                                                     RESUMED_BY: [now]}
     record.write_text("{")
     assert continued(record, now, resumed=True) == now
     record.write_text(json.dumps({"command": "covseg train d", "threads": 3, "epochs": 2}))
