@@ -22,8 +22,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import torch
 
-from covseg import api, cluster
+from covseg import api, cluster, crossval
 from covseg.cli import main
 from covseg.config import TrainConfig
 from covseg.crossval import STOPPED_FILE
@@ -31,6 +32,7 @@ from covseg.data import load_dataset
 from covseg.errors import CovsegError
 from covseg.io.lock import writing_to
 from covseg.provenance import api_command, cli_command, invoked_as
+from covseg.stopping import Terminated
 from covseg.train import handler_restored
 from tests.conftest import NEEDS_RAY, fold_stopped_midway, held_by_another_thread, skip_without
 
@@ -156,6 +158,48 @@ def test_a_resume_on_ray_that_trains_a_fold_adds_its_seconds_as_one_here_does(
     assert summary["started_utc"] == first["started_utc"] <= resume["started_utc"]
     trained = json.loads((out / "fold_1" / "config.json").read_text())
     assert resume["started_utc"] <= trained["started_utc"], "timed from before its folds ran"
+
+
+def test_a_resume_on_ray_refused_for_stale_finished_folds_leaves_the_stopped_record(
+        local_ray: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``--resume`` on Ray with another recipe, refused for the folds finished with the
+    stopped run's, replaced that run's stopped.json with its own record (the stopped command's
+    start and time lost), where the same refusal without ``--ray`` left it: refused before the
+    command is timed, as there."""
+    out, run_fold = tmp_path / "cv", crossval.run_fold
+
+    def stopped_at_fold_1(config: TrainConfig, data: Any, fold_dir: Path, *args: Any,
+                          **kwargs: Any) -> Any:
+        if fold_dir.name == "fold_1":
+            raise Terminated
+        return run_fold(config, data, fold_dir, *args, **kwargs)
+
+    with monkeypatch.context() as patch, pytest.raises(Terminated):
+        patch.setattr(crossval, "run_fold", stopped_at_fold_1)
+        api.cross_validate("synthetic:1", out, **ONE_NETWORK)
+    record = (out / STOPPED_FILE).read_bytes()
+    with pytest.raises(CovsegError, match="finished with other settings or data"):
+        api.cross_validate("synthetic:1", out, ray="local", resume=True, lr=0.001,
+                           **ONE_NETWORK)
+    assert (out / STOPPED_FILE).read_bytes() == record
+
+
+def test_the_summary_on_ray_records_the_threads_its_folds_trained_under(
+        local_ray: Any, tmp_path: Path) -> None:
+    """summary.json's ``threads`` was the driver's thread count, while the folds trained in
+    Ray's workers under Ray's (2 beside the folds' 1 with --cpus-per-fold 1): a user
+    reproducing the run with it got other weights. It is the folds' own, as recorded."""
+    out, threads = tmp_path / "cv", torch.get_num_threads()
+    torch.set_num_threads(threads + 2)  # the driver's: no fold's
+    try:
+        summary = api.cross_validate("synthetic:1", out, ray="local", cpus_per_fold=1,
+                                     **ONE_NETWORK)
+    finally:
+        torch.set_num_threads(threads)
+    folds = {json.loads((out / f"fold_{k}" / "config.json").read_text())["threads"]
+             for k in range(2)}
+    assert folds == {summary["threads"]}
+    assert json.loads((out / "summary.json").read_text())["threads"] == summary["threads"]
 
 
 def test_a_held_fold_finished_before_the_others_ended_needs_no_resume(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from covseg.config import TrainConfig
 from covseg.crossval import DEFAULT_FOLDS, make_folds, mean_over_folds, report_markdown
 from covseg.data import load_dataset
 from covseg.data.splits import validation_split
+from covseg.data.synthetic import write_synthetic
 from covseg.errors import CovsegError
 from covseg.io.lock import LOCK_FILE
 from covseg.metrics import METRICS
@@ -286,9 +287,10 @@ def test_the_headline_over_folds_is_the_mean_and_sample_sd() -> None:
     per_fold = [{"fold": k, "dice": d} for k, d in enumerate(dice)]
     rows = [{"fold": k, "case_id": f"c{k}", "dice": d, "sensitivity": d, "precision": d}
             for k, d in enumerate(dice)]
-    begun = crossval.Begun(clock=0.0, utc="2026-12-05T00:00:00Z", trains=True, resume=False)
-    summary = crossval._summary(TrainConfig(), load_dataset("synthetic"), "3 folds", per_fold,
-                                rows, begun, 1.0)
+    begun = crossval.Begun(clock=0.0, utc="2026-12-05T00:00:00Z", trains=True, resume=False,
+                           saved=())
+    summary = crossval._summary(TrainConfig(), load_dataset("synthetic"), Path("cv"), "3 folds",
+                                per_fold, rows, begun, 1.0)
     across = summary["mean_std_over_folds"]["dice"]
     assert across["mean"] == pytest.approx(1.9 / 3)
     # deviations -13/30, 5/30, 8/30: sum of squares 258/900 over n - 1 = 2
@@ -725,3 +727,62 @@ def test_a_summary_of_an_earlier_covseg_is_the_same_recipe_as_the_fold_check_rea
     assert crossval._same_recipe({**older, "window": [-1350.0, 150.0]}, now)
     assert not crossval._same_recipe({**older, "lr": 0.01}, now)
     assert not crossval._same_recipe(None, now) and not crossval._same_recipe({"lr": "x"}, now)
+
+
+def test_a_resume_refused_before_it_trains_leaves_the_stopped_record_as_it_was(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``--resume`` that a fold's run refused in one line, having trained nothing, replaced
+    stopped.json with its own record (another recipe: the stopped command's start and time
+    lost) or was listed there as a resume that trained folds, its seconds added (other data).
+    A command is recorded only where it trained: the refused ones leave the record as it was."""
+    tiny = {"folds": 2, "epochs": 1, "size": 64, "batch_size": 4, "model": "unet",
+            "model_options": {"width": 4}}
+    data, out = load_dataset(synthetic_folder), tmp_path / "cv"
+    other = load_dataset(write_synthetic(tmp_path / "other", seed=2, patients=8,
+                                         slices_per_patient=2, size=64))
+    train = crossval.train
+
+    def stopped_once_trained(*args: object, **kwargs: object) -> None:
+        train(*args, **kwargs)
+        raise Terminated
+
+    with monkeypatch.context() as patch, pytest.raises(Terminated):
+        patch.setattr(crossval, "train", stopped_once_trained)
+        api.cross_validate(data, out, **tiny)
+    record = (out / crossval.STOPPED_FILE).read_bytes()
+    with pytest.raises(CovsegError, match="trained otherwise"):
+        api.cross_validate(data, out, resume=True, **{**tiny, "lr": 0.001})
+    with pytest.raises(CovsegError, match="trained on other data"):
+        api.cross_validate(other, out, resume=True, **tiny)
+    assert (out / crossval.STOPPED_FILE).read_bytes() == record
+    summary = api.cross_validate(data, out, resume=True, **tiny)
+    stopped = json.loads(record)
+    [resume] = summary["resumed_by"]
+    assert summary["started_utc"] == stopped["started_utc"]
+    assert summary["seconds"] == pytest.approx(stopped["seconds"] + resume["seconds"])
+
+
+def test_a_stopped_record_of_another_recipe_is_kept(tmp_path: Path,
+                                                     synthetic_folder: Path) -> None:
+    """A command of another recipe that trained before it stopped replaced the stopped.json
+    of the run's own commands with its own record alone: that record is the run's, kept."""
+    data, out = load_dataset(synthetic_folder), tmp_path / "cv"
+    config = TrainConfig(model="unet", model_options={"width": 4}, epochs=1, size=64)
+    other = replace(config, lr=config.lr / 2)
+    theirs = {"config": other.record(data.windowed), "seconds": 5.0}
+    out.mkdir()
+    (out / crossval.STOPPED_FILE).write_text(json.dumps(theirs))
+    begun = crossval.begin(out, 1, resume=True)
+    with pytest.raises(Terminated), crossval.stop_recorded(config, data, out, begun):
+        (out / "fold_0").mkdir()
+        (out / "fold_0" / "last.pt").write_bytes(b"an epoch")  # it trained
+        raise Terminated
+    assert json.loads((out / crossval.STOPPED_FILE).read_text()) == theirs
+    (out / crossval.STOPPED_FILE).unlink()  # none there: this command's record is written
+    begun = crossval.begin(out, 1, resume=True)
+    with pytest.raises(Terminated), crossval.stop_recorded(config, data, out, begun):
+        (out / "fold_0" / "last.pt").unlink()
+        (out / "fold_0" / "last.pt").write_bytes(b"another epoch")
+        raise Terminated
+    assert json.loads((out / crossval.STOPPED_FILE).read_text())["config"] == config.record(
+        data.windowed)

@@ -38,6 +38,7 @@ from covseg.config import (
 from covseg.crossval import (
     begin,
     check_cv_folder,
+    check_finished_folds,
     check_fold_index,
     cross_validate_fold,
     cross_validate_held,
@@ -491,9 +492,10 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     with writing_to(out):  # held from the folds to the summary, as a run here holds it
         with joined(ray, cpus):  # before the data are read: a refusal takes seconds, not a read
             loaded = _load(data, recipe)
+            splits = make_folds(loaded, folds, recipe.seed)[0]
+            check_finished_folds(recipe, loaded, out, splits)  # a refusal is no stopped run
             # timed as a run here: whether it trains is known before its folds run on Ray
-            begun = begin(out, len(make_folds(loaded, folds, recipe.seed)[0]), resume, started,
-                          started_utc)
+            begun = begin(out, len(splits), resume, started, started_utc)
             with stop_recorded(recipe, loaded, out, begun):
                 run_folds_on_ray(recipe, loaded, out, folds, resume, ray, cpus)
         return cross_validate_held(recipe, loaded, out, folds, resume=True, begun=begun)

@@ -8,13 +8,12 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from covseg.config import TrainConfig
 from covseg.data.layouts import LoadedData, data_fingerprint, split_files_note
@@ -404,7 +403,7 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
                              DEFINED: {key: metric["n"] for key, metric in stats.items()}})
             all_rows.extend({"fold": k, **row} for row in rows)
         summary = _continued(_earlier(out, begun.resume),
-                             _summary(config, data, how, per_fold, all_rows, begun,
+                             _summary(config, data, out, how, per_fold, all_rows, begun,
                                       train_seconds), begun.trains)
         write_text(out / "per_case.csv", rows_to_csv(all_rows))
         box_plot({f"fold {r['fold']}": [row["dice"] for row in all_rows
@@ -420,26 +419,49 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
     return summary
 
 
+FoldState = tuple[bool, tuple[tuple[int, int], ...]]
+"""What a fold holds (:func:`_fold_state`): whether it finished, and its checkpoints' writes."""
+
+
 @dataclass(frozen=True)
 class Begun:
     """A cross-validation command as its records time it: begun at ``clock``
     (``time.perf_counter()``) and ``utc``; ``trains``: it had folds to train then (a command
-    that trains none adds no time to the run's); ``resume``: it continues earlier commands."""
+    that trains none adds no time to the run's); ``resume``: it continues earlier commands;
+    ``saved``: what its folds held then (a command that changed nothing trained nothing)."""
 
     clock: float
     utc: str
     trains: bool
     resume: bool
+    saved: tuple[FoldState, ...]
 
 
 def begin(out: Path, folds: int, resume: bool, clock: float | None = None,
           utc: str | None = None) -> Begun:
     """The command running the ``folds`` folds of ``out`` (a whole run), begun now, or at
-    ``clock`` and ``utc`` (before its folds ran on Ray)."""
+    ``clock`` and ``utc`` (before its folds ran on Ray), with what its folds held then."""
     return Begun(clock=time.perf_counter() if clock is None else clock,
                  utc=utc_now() if utc is None else utc,
                  trains=not all(fold_done(out / f"fold_{k}") for k in range(folds)),
-                 resume=resume)
+                 resume=resume, saved=_folds_state(out, folds))
+
+
+def _folds_state(out: Path, folds: int) -> tuple[FoldState, ...]:
+    """What each of the ``folds`` folds of ``out`` holds (:func:`_fold_state`)."""
+    return tuple(_fold_state(out / f"fold_{k}") for k in range(folds))
+
+
+def _fold_state(fold_dir: Path) -> FoldState:
+    """Whether the fold finished, and each of its checkpoints (the run's ``last.pt``, an
+    ensemble's members') as last written (inode, modification time): every epoch a fold trains
+    writes one anew, so a command that changed none of this trained nothing."""
+    written: list[tuple[int, int]] = []
+    for checkpoint in sorted([fold_dir / "last.pt", *fold_dir.glob("member*/last.pt")]):
+        with suppress(OSError):
+            status = checkpoint.stat()
+            written.append((status.st_ino, status.st_mtime_ns))
+    return fold_done(fold_dir), tuple(written)
 
 
 STOPPED_FILE = "stopped.json"
@@ -452,18 +474,32 @@ its summary.json (:func:`_continued`); removed once the summary is written."""
 @contextmanager
 def stop_recorded(config: TrainConfig, data: LoadedData, out: Path,
                   begun: Begun) -> Iterator[None]:
-    """Run the block (the folds, the summary); where it ends in a stop or an error with folds
-    trained and saved work in ``out``, write :data:`STOPPED_FILE`, so that the ``--resume``
-    that finishes the run counts this command's time too. One killed outright (``kill -9``)
-    cannot be recorded."""
+    """Run the block (the folds, the summary); where it ends in a stop or an error after this
+    command trained an epoch or finished a fold in ``out``, write :data:`STOPPED_FILE`, so that
+    the ``--resume`` that finishes the run counts this command's time too. A command refused
+    before it trained (a fold's run made otherwise, or from other data) is not recorded, nor
+    replaces a record of another recipe's commands: it ran nothing of the run. One killed
+    outright (``kill -9``) cannot be recorded."""
     try:
         yield
     except BaseException:
-        if begun.trains and cross_validation_work(out):
+        if (_folds_state(out, len(begun.saved)) != begun.saved
+                and not _stopped_otherwise(out, config, data)):
             write_json(out / STOPPED_FILE,
                        _continued(_earlier(out, begun.resume),
-                                  _command_record(config, data, begun), True))
+                                  _command_record(config, data, begun, out), True))
         raise
+
+
+def _stopped_otherwise(out: Path, config: TrainConfig, data: LoadedData) -> bool:
+    """Whether ``out``'s :data:`STOPPED_FILE` records the commands of another recipe than
+    ``config`` (an unreadable one records none)."""
+    try:
+        saved = json.loads((out / STOPPED_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(saved, dict) and not _same_recipe(saved.get("config"),
+                                                        config.record(data.windowed))
 
 
 def _earlier(out: Path, resume: bool) -> Path | None:
@@ -485,7 +521,8 @@ def _continued(record: Path | None, summary: dict[str, Any], trained: bool) -> d
     summary.json, or the :data:`STOPPED_FILE` of commands stopped before it, which ended
     nothing: the run finishes now. A summary an earlier covseg wrote, without some of the
     start's keys (its source hash, start time, ``command``: null), keeps none of this resume's
-    in their place: they would describe another command."""
+    in their place: they would describe another command. ``threads`` stays ``summary``'s: the
+    folds' as they stand (:func:`_folds_threads`), a fold trained again since included."""
     try:
         saved = json.loads(record.read_text()) if record else None
     except (OSError, ValueError):
@@ -500,6 +537,7 @@ def _continued(record: Path | None, summary: dict[str, Any], trained: bool) -> d
     kept = {key: value for key, value in summary.items() if key not in INVOCATION_KEYS}
     finishes = trained or record.name == STOPPED_FILE
     return kept | start | {  # none of this resume's own provenance beside the start's command
+        THREADS: summary[THREADS],
         "seconds": float(saved["seconds"]) + (summary["seconds"] if trained else 0.0),
         "finished_utc": summary["finished_utc"] if finishes else saved.get("finished_utc"),
         RESUMED_BY: [*saved.get(RESUMED_BY, []), now]}
@@ -567,17 +605,38 @@ def _title(config: TrainConfig, data: LoadedData) -> str:
     return f"{config.model} on {data.kind}, per-case {_dice(config)}"
 
 
-def _command_record(config: TrainConfig, data: LoadedData, begun: Begun) -> dict[str, Any]:
+def _command_record(config: TrainConfig, data: LoadedData, begun: Begun, out: Path
+                    ) -> dict[str, Any]:
     """What a cross-validation's records say of the command writing them (``begun``): its
-    start, provenance and thread count (as a run's config.json has them), end, recipe and
-    wall-clock ``seconds``."""
+    start and provenance (as a run's config.json has them), the folds' thread count
+    (:func:`_folds_threads`), end, recipe and wall-clock ``seconds``."""
     return {"started_utc": begun.utc, **provenance(data_path=data.root),
-            "threads": torch.get_num_threads(), "finished_utc": utc_now(),
+            THREADS: _folds_threads(out, len(begun.saved)), "finished_utc": utc_now(),
             "config": config.record(data.windowed), "seconds": time.perf_counter() - begun.clock}
 
 
-def _summary(config: TrainConfig, data: LoadedData, how: str, per_fold: list[dict[str, Any]],
-             rows: list[dict[str, Any]], begun: Begun, train_seconds: float) -> dict[str, Any]:
+THREADS = "threads"
+"""Key of the thread count a record's folds trained under (see :func:`_folds_threads`)."""
+
+
+def _folds_threads(out: Path, folds: int) -> int | list[int | None] | None:
+    """The thread count the ``folds`` folds of ``out`` trained under, as each fold's
+    config.json records it: on Ray a fold trains in a Ray worker, whose count Ray sets, not the
+    command's. One count where the folds that record one agree, else one per fold (null: none
+    recorded, or not started); null where none does."""
+    counts: list[int | None] = []
+    for k in range(folds):
+        try:
+            counts.append(json.loads((out / f"fold_{k}" / "config.json").read_text())[THREADS])
+        except (OSError, ValueError, KeyError, TypeError):
+            counts.append(None)
+    known = set(counts) - {None}
+    return known.pop() if len(known) == 1 else list(counts) if known else None
+
+
+def _summary(config: TrainConfig, data: LoadedData, out: Path, how: str,
+             per_fold: list[dict[str, Any]], rows: list[dict[str, Any]], begun: Begun,
+             train_seconds: float) -> dict[str, Any]:
     metric_keys = [k for k in dict.fromkeys(key for fold in per_fold for key in fold)
                    if k not in FOLD_FIELDS]
     pooled = summarize(rows)
@@ -591,7 +650,7 @@ def _summary(config: TrainConfig, data: LoadedData, how: str, per_fold: list[dic
                        "n": int(values.size),
                        "cases": covered["n"], "cases_undefined": covered["undefined"]}
     return {
-        **_command_record(config, data, begun),
+        **_command_record(config, data, begun, out),
         "data": data.describe(), "synthetic": data.synthetic, "folds": how,
         "train_seconds": train_seconds,
         "per_fold": per_fold,
