@@ -611,6 +611,20 @@ def test_predict_into_a_folder_of_masks_without_a_record_is_refused(
     assert sorted(path.name for path in out.iterdir()) == ["0.png"]
 
 
+def test_predict_into_a_folder_of_figures_and_grey_pictures_writes_its_masks(
+        tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
+    """The refusal of unrecorded masks counted every PNG: a folder holding an evaluation's box
+    plot or a run's curves.png (RGBA figures), or a grey picture, was refused as "masks from
+    an earlier covseg"."""
+    images = sorted((synthetic_folder / "images").glob("*.npy"))[:2]
+    out = tmp_path / "results"
+    out.mkdir()
+    Image.fromarray(np.zeros((8, 8, 4), np.uint8)).save(out / "eval.png")
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) * 4).save(out / "slice.png")
+    written = covseg.predict(tiny_run, images, out)
+    assert len(written) == 2 and (out / "predict.json").is_file()
+
+
 def test_predict_and_quantify_into_an_out_another_run_writes_are_refused(
         tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
     """Two predicts (or quantifies) at once into one --out were both accepted: predict.json and

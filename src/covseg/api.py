@@ -17,6 +17,7 @@ from typing import Any, TypeVar, cast
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
+from PIL import Image
 
 from covseg.batch import BatchResult, all_done, check_shard, parse_shard
 from covseg.cascade import require_lung_model
@@ -1071,12 +1072,31 @@ def _refuse_unrecorded_masks(out: Path, files: Sequence[Path]) -> None:
     written into: the new masks would sit beside masks of an unknown model under one record
     naming the new one alone, and evaluate would credit them all to it."""
     inputs = {path.resolve() for path in files}
-    masks = sorted(path.name for path in out.glob("*.png") if path.resolve() not in inputs)
+    masks = [path.name for path in sorted(out.glob("*.png"))
+             if path.resolve() not in inputs and _is_mask_png(path)]
     if masks:
         raise CovsegError(f"{out} holds {counted(len(masks), 'PNG mask')} (first: {masks[0]}) "
                           f"but no {PREDICT_RECORD}: masks from an earlier covseg with no "
                           f"record of their model; pick a new {option_name('out')} or delete "
                           "them")
+
+
+MASK_PNG_VALUES = frozenset({0, 1, 2, 3, 255})
+"""The values of the masks covseg's 2D predict writes: 0/255 for a binary model, class indices
+for a multi-class one."""
+
+
+def _is_mask_png(path: Path) -> bool:
+    """Whether ``path`` is a PNG such as 2D predict writes (one 8-bit channel holding mask
+    values only), not a figure (RGB(A): an evaluation's box plot, a run's curves.png) nor a
+    grey image."""
+    try:
+        with Image.open(path) as image:
+            if image.format != "PNG" or image.mode != "L":
+                return False
+            return set(np.unique(np.asarray(image)).tolist()) <= MASK_PNG_VALUES
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
 
 
 def _earlier_inputs(earlier: dict[str, Any]) -> list[str]:
