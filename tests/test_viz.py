@@ -190,6 +190,8 @@ def test_severity_chart_names_its_colours_in_both_modes(tmp_path: Path,
     assert [t.get_text() for t in ml.get_legend().get_texts()] == ["CT-1", "CT-3", "no category"]
     assert percent.get_xlabel() == "% of the lungs involved"
     assert [t.get_text() for t in percent.get_legend().get_texts()] == ["CT-1", "CT-3"]
+    cutoffs = [line.get_xdata()[0] for line in percent.get_lines()]
+    assert cutoffs == [25, 50, 75] and ml.get_lines() == []  # % cut-offs only on a % axis
 
 
 def test_box_plot_says_how_many_values_each_box_holds(tmp_path: Path,

@@ -298,10 +298,10 @@ def severity_chart(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[st
     ax.set_xlabel(unit)
     if percent:
         ax.set_xlim(0, 100)
+        for bound in (25, 50, 75):  # the CT-1..CT-4 cut-offs
+            ax.axvline(bound, color="grey", linestyle="--", linewidth=0.8)
     else:
         ax.margins(x=0.12)  # room for the longest bar's value
-        for bound in (25, 50, 75):
-            ax.axvline(bound, color="grey", linestyle="--", linewidth=0.8)
     shown = [Patch(color=c, label=n) for n, c in CATEGORY_COLOURS.items()
              if any(row.get("ct_category") == n for row in rows)]
     if NO_CATEGORY_COLOUR in colours:
