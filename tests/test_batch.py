@@ -560,19 +560,26 @@ def test_a_study_named_as_a_file_covseg_writes_into_out_is_refused_before_any_wo
     assert processed == [] and not out.exists()
 
 
-def test_a_study_an_earlier_covseg_did_under_another_name_is_refused(tmp_path: Path) -> None:
+def test_a_study_done_under_another_name_is_found_done_under_it(tmp_path: Path) -> None:
     """quantify of ``study_0255_mask.nii.gz`` into a folder of covseg 1 Dec, which named the
     study ``study_0255_mask``, did it again as ``study_0255``: the summary listed one patient
-    twice, same input, same figures. The folder of the same input is named, nothing done."""
+    twice, same input, same figures. Then it was refused, also where today's covseg named a
+    patient's folder given on its own otherwise than among its siblings. It is found done under
+    the name it was done as."""
     mask = synthetic_study(tmp_path / "in", "a")[1]
     out = tmp_path / "out"
     quantify_batch([mask], out)
     (out / "a").rename(out / "a_mask")  # as the covseg of 1 Dec named it
-    with pytest.raises(CovsegError, match=rf"a_mask\.nii\.gz: already done in {out}/a_mask, the "
-                                          r"same input under the study name an earlier covseg "
-                                          r"gave it \(now a\); delete that folder"):
-        quantify_batch([mask], out)
+    assert quantify_batch([mask], out).skipped == 1
     assert sorted(path.name for path in out.iterdir()) == ["a_mask", "summary.csv"]
+    summary = (out / "summary.csv").read_text().splitlines()
+    assert len(summary) == 2 and summary[1].startswith("a_mask,")
+    patients = tmp_path / "patients"
+    (patients / "p1").mkdir(parents=True)
+    shutil.copy(mask, patients / "p1" / mask.name)
+    quantify_batch([patients], tmp_path / "q")
+    assert quantify_batch([patients / "p1"], tmp_path / "q").skipped == 1
+    assert len((tmp_path / "q" / "summary.csv").read_text().splitlines()) == 2
 
 
 def test_a_study_done_by_a_covseg_recording_no_settings_is_not_listed_beside_new_ones(

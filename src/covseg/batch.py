@@ -255,8 +255,7 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
                desc: str, settings: dict[str, Any] | None) -> BatchResult:
     """:func:`run_batch` once ``out_dir``'s lock is settled; the temporary files of its
     summary and chart that a run killed with ``kill -9`` left go first (other shards' not)."""
-    selected = select_shard(studies, shard)
-    _refuse_renamed_studies(selected, out_dir)
+    selected = _named_as_done(select_shard(studies, shard), out_dir)
     if settings is not None:
         _refuse_other_settings(selected, out_dir, settings)
     summary = out_dir / summary_name(shard)
@@ -314,22 +313,26 @@ def _drop_folded_shard_summaries(out_dir: Path, listed: set[str]) -> None:
             path.unlink()
 
 
-def _refuse_renamed_studies(studies: Sequence[Study], out_dir: Path) -> None:
-    """Refuse a study done in ``out_dir`` under another name (an earlier covseg named a mask
-    after its file, ``study_0255_mask``, where it is now ``study_0255``), by the input its
-    record names: done again under today's name, the summary listed one patient twice."""
-    given = {recorded_path(study.path): study for study in studies}
+def _named_as_done(studies: Sequence[Study], out_dir: Path) -> list[Study]:
+    """``studies``, each one done in ``out_dir`` under another name (by the input its record
+    names) under that name: an earlier covseg named a mask after its file (``study_0255_mask``
+    where it is now ``study_0255``), and a patient's folder given on its own is named otherwise
+    than among its siblings (``p1`` or its file's stem). Done again under the new name, the
+    summary listed one patient twice; under the old one it is found done (or redone there)."""
+    done: dict[str, str] = {}
     for folder in sorted(out_dir.iterdir()) if out_dir.is_dir() else []:
         record = read_record(folder / RESULT_JSON)
         inputs = record.get("inputs") if record else None
         source = (inputs.get("mask") or inputs.get("image")) if isinstance(inputs, dict) else None
-        if not isinstance(source, str) or not Path(source).is_absolute():
-            continue
-        study = given.get(recorded_path(source))
-        if study is not None and study.name != folder.name:
-            raise CovsegError(f"{study.path}: already done in {folder}, the same input under "
-                              f"the study name an earlier covseg gave it (now {study.name}); "
-                              f"delete that folder or pick a new {option_name('out')}")
+        if isinstance(source, str) and Path(source).is_absolute():
+            done.setdefault(recorded_path(source), folder.name)
+    taken = {study.name for study in studies}
+    named = []
+    for study in studies:
+        earlier = done.get(recorded_path(study.path), study.name)
+        keep = earlier == study.name or earlier in taken
+        named.append(study if keep else Study(earlier, study.path))
+    return named
 
 
 def _earlier_rows(out_dir: Path, names: set[str], earlier: dict[str, dict[str, str]]
