@@ -621,6 +621,7 @@ def test_predict_into_a_folder_of_figures_and_grey_pictures_writes_its_masks(
     out.mkdir()
     Image.fromarray(np.zeros((8, 8, 4), np.uint8)).save(out / "eval.png")
     Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) * 4).save(out / "slice.png")
+    os.mkfifo(out / "pipe.png")  # opened, it would block the call
     written = covseg.predict(tiny_run, images, out)
     assert len(written) == 2 and (out / "predict.json").is_file()
 

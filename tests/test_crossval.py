@@ -762,6 +762,26 @@ def test_a_resume_refused_before_it_trains_leaves_the_stopped_record_as_it_was(
     assert summary["seconds"] == pytest.approx(stopped["seconds"] + resume["seconds"])
 
 
+def test_a_run_started_afresh_replaces_a_stopped_record_left_from_another(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """A stopped.json of another recipe left in --out (its folds deleted to start over) kept
+    a fresh run's stop from being recorded, so its --resume recorded itself as the start and
+    lost the first command's time."""
+    data, out = load_dataset(synthetic_folder), tmp_path / "cv"
+    config = TrainConfig(model="unet", model_options={"width": 4}, epochs=1, size=64)
+    other = replace(config, lr=config.lr / 2)
+    out.mkdir()
+    (out / crossval.STOPPED_FILE).write_text(json.dumps(
+        {"config": other.record(data.windowed), "seconds": 5.0}))
+    begun = crossval.begin(out, 1, resume=False)
+    with pytest.raises(Terminated), crossval.stop_recorded(config, data, out, begun):
+        (out / "fold_0").mkdir()
+        (out / "fold_0" / "last.pt").write_bytes(b"an epoch")  # it trained
+        raise Terminated
+    recorded = json.loads((out / crossval.STOPPED_FILE).read_text())
+    assert recorded["config"] == config.record(data.windowed) and "resumed_by" not in recorded
+
+
 def test_a_stopped_record_of_another_recipe_is_kept(tmp_path: Path,
                                                      synthetic_folder: Path) -> None:
     """A command of another recipe that trained before it stopped replaced the stopped.json

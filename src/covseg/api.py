@@ -1090,6 +1090,8 @@ def _is_mask_png(path: Path) -> bool:
     """Whether ``path`` is a PNG such as 2D predict writes (one 8-bit channel holding mask
     values only), not a figure (RGB(A): an evaluation's box plot, a run's curves.png) nor a
     grey image."""
+    if not path.is_file():  # a FIFO named x.png would block the read
+        return False
     try:
         with Image.open(path) as image:
             if image.format != "PNG" or image.mode != "L":

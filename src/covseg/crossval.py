@@ -478,13 +478,14 @@ def stop_recorded(config: TrainConfig, data: LoadedData, out: Path,
     command trained an epoch or finished a fold in ``out``, write :data:`STOPPED_FILE`, so that
     the ``--resume`` that finishes the run counts this command's time too. A command refused
     before it trained (a fold's run made otherwise, or from other data) is not recorded, nor
-    replaces a record of another recipe's commands: it ran nothing of the run. One killed
+    does a resume replace a record of another recipe's commands: it ran nothing of the run; a
+    run started afresh (no ``--resume``) replaces a record left from another. One killed
     outright (``kill -9``) cannot be recorded."""
     try:
         yield
     except BaseException:
         if (_folds_state(out, len(begun.saved)) != begun.saved
-                and not _stopped_otherwise(out, config, data)):
+                and not (begun.resume and _stopped_otherwise(out, config, data))):
             write_json(out / STOPPED_FILE,
                        _continued(_earlier(out, begun.resume),
                                   _command_record(config, data, begun, out), True))
