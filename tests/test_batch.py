@@ -23,6 +23,7 @@ from covseg.batch import parse_shard, run_batch, select_shard
 from covseg.errors import CovsegError
 from covseg.io.lock import LOCK_FILE, PLAN_LOCK, SHARD_PLAN, writing_to
 from covseg.quantify import quantify_batch
+from covseg.records import read_record
 from covseg.studies import Study, find_studies
 from tests.conftest import started_process, wait_until_written
 from tests.test_quantify import read_rows, synthetic_study
@@ -580,6 +581,30 @@ def test_a_study_done_under_another_name_is_found_done_under_it(tmp_path: Path) 
     quantify_batch([patients], tmp_path / "q")
     assert quantify_batch([patients / "p1"], tmp_path / "q").skipped == 1
     assert len((tmp_path / "q" / "summary.csv").read_text().splitlines()) == 2
+
+
+def test_the_records_in_out_are_read_once_per_folder(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch read each earlier study's record in ``--out`` three times before any study (to
+    find studies done under another name, to check their settings, to list them in the
+    summary): the whole folder's records, over and over. Each is read once, and the earlier
+    studies are still checked and listed."""
+    masks = [synthetic_study(tmp_path / "in", name)[1] for name in ("a", "b", "c", "d")]
+    out = tmp_path / "out"
+    for mask in masks[:3]:
+        quantify_batch([mask], out, multiclass=False)
+    reads: list[Path] = []
+
+    def counted_read(path: Path) -> dict[str, Any] | None:
+        reads.append(path)
+        return read_record(path)
+
+    monkeypatch.setattr("covseg.batch.read_record", counted_read)
+    assert quantify_batch([masks[3]], out, multiclass=False).done == 1
+    earlier = [out / name / "quantification.json" for name in "abc"]
+    assert [path for path in reads if path in earlier] == earlier
+    assert len(reads) == len(set(reads))
+    assert [row["study"] for row in read_rows(out / "summary.csv")] == ["a", "b", "c", "d"]
 
 
 def test_a_study_done_by_a_covseg_recording_no_settings_is_not_listed_beside_new_ones(

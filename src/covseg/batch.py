@@ -254,15 +254,17 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
                process: Callable[[Study, Path], dict[str, Any]], shard: tuple[int, int],
                desc: str, settings: dict[str, Any] | None) -> BatchResult:
     """:func:`run_batch` once ``out_dir``'s lock is settled; the temporary files of its
-    summary and chart that a run killed with ``kill -9`` left go first (other shards' not)."""
-    selected = _named_as_done(select_shard(studies, shard), out_dir)
+    summary and chart that a run killed with ``kill -9`` left go first (other shards' not).
+    The folders' records are read once (:func:`done_records`) for the checks before any study."""
+    records = done_records(out_dir)
+    selected = _named_as_done(select_shard(studies, shard), records)
     if settings is not None:
-        _refuse_other_settings(selected, out_dir, settings)
+        _refuse_other_settings(selected, out_dir, records, settings)
     summary = out_dir / summary_name(shard)
     for target in (summary, summary.with_suffix(".png")):
         remove_temporaries_of(target)
     earlier = _earlier_summary_rows(out_dir)
-    rows = (_earlier_rows(out_dir, {study.name for study in selected}, earlier)
+    rows = (_earlier_rows(out_dir, records, {study.name for study in selected}, earlier)
             if shard[1] == 1 else [])
     counts = {"done": 0, "skipped": 0, "failed": 0}
     chart = summary.with_suffix(".png")
@@ -313,19 +315,28 @@ def _drop_folded_shard_summaries(out_dir: Path, listed: set[str]) -> None:
             path.unlink()
 
 
-def _named_as_done(studies: Sequence[Study], out_dir: Path) -> list[Study]:
-    """``studies``, each one done in ``out_dir`` under another name (by the input its record
-    names) under that name: an earlier covseg named a mask after its file (``study_0255_mask``
-    where it is now ``study_0255``), and a patient's folder given on its own is named otherwise
-    than among its siblings (``p1`` or its file's stem). Done again under the new name, the
-    summary listed one patient twice; under the old one it is found done (or redone there)."""
+def done_records(out_dir: Path) -> dict[str, dict[str, Any] | None]:
+    """The record (:data:`~covseg.records.RESULT_JSON`) of each entry in ``out_dir``, by name
+    in sorted order; None where there is none or it cannot be read. A batch reads them once for
+    its checks, which each read them all again (three times an earlier study's)."""
+    return {folder.name: read_record(folder / RESULT_JSON)
+            for folder in (sorted(out_dir.iterdir()) if out_dir.is_dir() else [])}
+
+
+def _named_as_done(studies: Sequence[Study], records: dict[str, dict[str, Any] | None]
+                   ) -> list[Study]:
+    """``studies``, each one done in the ``--out`` of ``records`` (:func:`done_records`) under
+    another name (by the input its record names) under that name: an earlier covseg named a
+    mask after its file (``study_0255_mask`` where it is now ``study_0255``), and a patient's
+    folder given on its own is named otherwise than among its siblings (``p1`` or its file's
+    stem). Done again under the new name, the summary listed one patient twice; under the old
+    one it is found done (or redone there)."""
     done: dict[str, str] = {}
-    for folder in sorted(out_dir.iterdir()) if out_dir.is_dir() else []:
-        record = read_record(folder / RESULT_JSON)
+    for name, record in records.items():
         inputs = record.get("inputs") if record else None
         source = (inputs.get("mask") or inputs.get("image")) if isinstance(inputs, dict) else None
         if isinstance(source, str) and Path(source).is_absolute():
-            done.setdefault(recorded_path(source), folder.name)
+            done.setdefault(recorded_path(source), name)
     taken = {study.name for study in studies}
     named = []
     for study in studies:
@@ -335,19 +346,19 @@ def _named_as_done(studies: Sequence[Study], out_dir: Path) -> list[Study]:
     return named
 
 
-def _earlier_rows(out_dir: Path, names: set[str], earlier: dict[str, dict[str, str]]
-                  ) -> list[dict[str, Any]]:
-    """Summary rows of the studies done in ``out_dir`` but not among ``names``: a call that adds
-    studies to an ``--out`` keeps the earlier ones in its summary, each as the call that did it
-    wrote its row (:func:`_as_it_was`; "done" with the recorded input without one)."""
+def _earlier_rows(out_dir: Path, records: dict[str, dict[str, Any] | None], names: set[str],
+                  earlier: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
+    """Summary rows of the studies done in ``out_dir`` (their ``records``) but not among
+    ``names``: a call that adds studies to an ``--out`` keeps the earlier ones in its summary,
+    each as the call that did it wrote its row (:func:`_as_it_was`; "done" with the recorded
+    input without one)."""
     rows = []
-    for folder in sorted(out_dir.iterdir()) if out_dir.is_dir() else []:
-        record = read_record(folder / RESULT_JSON) if folder.name not in names else None
-        if record is not None and isinstance(record.get("study"), dict):
+    for name, record in records.items():
+        if name not in names and record is not None and isinstance(record.get("study"), dict):
             inputs = record.get("inputs", {})
             source = inputs.get("mask") or inputs.get("image") or ""
-            row = _summary_row(Study(folder.name, Path(source)), folder, "done", record, "")
-            rows.append(_as_it_was(row, earlier.get(folder.name)))
+            row = _summary_row(Study(name, Path(source)), out_dir / name, "done", record, "")
+            rows.append(_as_it_was(row, earlier.get(name)))
     return rows
 
 
@@ -374,16 +385,19 @@ def _as_it_was(row: dict[str, Any], earlier: dict[str, str] | None) -> dict[str,
 
 
 def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
+                           records: dict[str, dict[str, Any] | None],
                            settings: dict[str, Any]) -> None:
     """Skipping a done study made with other settings or inputs would keep its old results:
     refuse. Studies that record no settings (older covseg versions) are skipped as before.
     The other studies done in ``out_dir`` (:func:`_earlier_clashes`) are checked too: the
-    summary lists them beside this call's."""
+    summary lists them beside this call's. ``records`` are the folders' (:func:`done_records`);
+    a study's folder not among them by its exact name is read by its path, which a disk that
+    ignores case finds under a name spelt otherwise."""
     current = json.loads(json.dumps(settings))  # as it will read back from the JSON
     clashes = []
     for study in studies:
         done = out_dir / study.name / RESULT_JSON
-        record = read_record(done)
+        record = records[study.name] if study.name in records else read_record(done)
         recorded = _recorded_settings(record)
         if record is None or not isinstance(recorded, dict):
             continue
@@ -396,7 +410,7 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
         raise CovsegError(f"{folder} was made with other settings or inputs "
                           f"({'; '.join(changes)}){_more(clashes)}; "
                           f"pick a new {option_name('out')} or delete it")
-    earlier = _earlier_clashes(out_dir, {study.name for study in studies}, current)
+    earlier = _earlier_clashes(out_dir, records, {study.name for study in studies}, current)
     unrecorded = [folder for folder, changes in earlier if not changes]
     if unrecorded:
         raise CovsegError(f"{out_dir} holds {unrecorded[0].name}{_more(unrecorded)}, done by an "
@@ -446,18 +460,18 @@ LAYOUT_SETTINGS = (REPORT_SETTING, "probabilities")
 """Settings that add files to a study's folder but change none of its figures."""
 
 
-def _earlier_clashes(out_dir: Path, names: set[str], current: dict[str, Any]
-                     ) -> list[tuple[Path, list[str]]]:
-    """The done studies in ``out_dir`` outside ``names`` made with other settings (another
-    model, threshold, mirrors, ``--classes``...) than ``current``, with what differs (nothing
-    for one an earlier covseg did, which recorded no settings): added to the summary
-    unchecked, they mixed two methods' figures in one table without a word."""
+def _earlier_clashes(out_dir: Path, records: dict[str, dict[str, Any] | None], names: set[str],
+                     current: dict[str, Any]) -> list[tuple[Path, list[str]]]:
+    """The done studies in ``out_dir`` (their ``records``) outside ``names`` made with other
+    settings (another model, threshold, mirrors, ``--classes``...) than ``current``, with what
+    differs (nothing for one an earlier covseg did, which recorded no settings): added to the
+    summary unchecked, they mixed two methods' figures in one table without a word."""
     clashes: list[tuple[Path, list[str]]] = []
-    for folder in sorted(out_dir.iterdir()) if out_dir.is_dir() else []:
-        done = folder / RESULT_JSON
-        record = read_record(done) if folder.name not in names else None
-        if not record or not isinstance(record.get("study"), dict):
+    for name, record in records.items():
+        if name in names or not record or not isinstance(record.get("study"), dict):
             continue
+        folder = out_dir / name
+        done = folder / RESULT_JSON
         recorded = _recorded_settings(record)
         if not isinstance(recorded, dict):
             clashes.append((folder, []))

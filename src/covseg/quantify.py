@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from covseg.batch import BatchResult, earlier_lung_rule, run_batch
+from covseg.batch import BatchResult, done_records, earlier_lung_rule, run_batch
 from covseg.burden import (
     EFFUSION,
     LUNGS_REMEDY,
@@ -677,8 +677,7 @@ def _classes_of_call(studies: Sequence[Study], out_dir: Path) -> bool:
     binary = [path for path, record in records.items() if record.get("multiclass") is False]
     evidence = next((path for path, record in records.items() if record.get("multiclass") is True),
                     None)
-    done = {folder.name: read_record(folder / RESULT_JSON)
-            for folder in (sorted(out_dir.iterdir()) if out_dir.is_dir() else [])}
+    done = done_records(out_dir)
     if evidence is None:
         evidence = next((out_dir / name / RESULT_JSON for name, record in done.items()
                          if record and record.get("multiclass") is True), None)
