@@ -628,6 +628,8 @@ class _StoppedRay:
 
 
 def _on_stopped_ray(monkeypatch: pytest.MonkeyPatch) -> _StoppedRay:
+    """A :class:`_StoppedRay` joined wherever covseg joins Ray (the API, then the folds), and
+    taken for the installed Ray, so that no Ray is needed."""
     ray = _StoppedRay()
 
     @contextmanager
@@ -635,6 +637,8 @@ def _on_stopped_ray(monkeypatch: pytest.MonkeyPatch) -> _StoppedRay:
         yield ray
 
     monkeypatch.setattr(cluster, "joined", joined)
+    monkeypatch.setattr(api, "joined", joined)
+    monkeypatch.setattr(cluster, "import_ray", lambda: ray)
     return ray
 
 
@@ -661,14 +665,16 @@ def test_a_stopped_ray_run_leaves_a_fold_another_run_holds_as_it_is(
 def test_a_fold_stopped_midway_on_another_split_is_refused_before_rays_tasks(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """It was refused from inside fold 1's task, as "fold 1 failed on Ray", where the run
-    without --ray refuses it before any fold trains."""
+    without --ray refuses it before any fold trains. Refused before its Ray tasks start, and
+    before the run is begun: no stop is recorded for it."""
     ray, out = _on_stopped_ray(monkeypatch), tmp_path / "cv"
     fold = fold_stopped_midway("synthetic:1", out, 1, model="miniseg", **RECIPE)
     with pytest.raises(CovsegError, match="^" + re.escape(
             f"{fold}: stopped midway on another split of the data (2 folds then, 3 now)")):
-        cluster.run_folds_on_ray(TrainConfig(), load_dataset("synthetic:1"), out, 3, True,
-                                 "local", 1)
+        api.cross_validate("synthetic:1", out, **{**RECIPE, "folds": 3}, resume=True,
+                           ray="local", cpus_per_fold=1, model="miniseg")
     assert ray.started == []
+    assert not (out / STOPPED_FILE).exists()
 
 
 def _member_epochs(out: Path) -> int:

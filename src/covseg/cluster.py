@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from covseg.config import TrainConfig, check_kind
-from covseg.crossval import check_finished_folds, fold_done, make_folds, whole_run_fold
+from covseg.crossval import fold_done, make_folds, whole_run_fold
 from covseg.data.layouts import LoadedData
 from covseg.errors import CovsegError
 from covseg.io.atomic import remove_empty_folders, remove_temporaries
@@ -194,11 +194,12 @@ def run_folds_on_ray(config: TrainConfig, data: LoadedData, out: Path, folds: in
     run, the others running on: once they end, it is refused in one line saying to --resume
     unless that run has finished it meanwhile, as a run here reuses a fold finished beside it.
     Ray is joined as :func:`joined` joins it: a Ray the caller already started (or joined) is
-    used as it is, one started here is shut down afterwards.
+    used as it is, one started here is shut down afterwards. The caller has refused ``out``'s
+    stale folds and folds stopped midway on another split
+    (:func:`~covseg.crossval.check_finished_folds`), before its stop is recorded, as
+    :func:`covseg.api.cross_validate` does: checked here again, they were checked twice.
     """
-    splits = make_folds(data, folds, config.seed)[0]
-    check_finished_folds(config, data, out, splits)  # before any fold trains
-    count = len(splits)
+    count = len(make_folds(data, folds, config.seed)[0])
     made = {k: [folder for folder in (out / f"fold_{k}", out, *out.parents) if not folder.exists()]
             for k in range(count)}
     with joined(address, cpus_per_fold) as ray:
