@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +59,53 @@ def test_a_quick_passing_bar_writes_nothing_to_a_log(monkeypatch: pytest.MonkeyP
     assert [line.split("|")[0] for line in left] == ["bar:   0%", "bar: 100%"]
     slow = _logged_lines(monkeypatch, 0.01, 0.03, leave=False)
     assert [line.split("|")[0] for line in slow] == ["bar:  33%", "bar:  67%", "bar: 100%"]
+
+
+LEFT_HELD = """
+import sys, threading, time, types
+package = types.ModuleType("covseg")
+package.__path__ = [sys.argv[1]]
+sys.modules["covseg"] = package  # covseg.progress alone: the package imports MONAI (over 7 s)
+from tqdm import tqdm
+from covseg.progress import progress_bar, stage_bar
+
+tqdm.get_lock().acquire()  # held, as tqdm's refresh interrupted in a notebook's flush leaves it
+with progress_bar(total=1, desc="quantify") as bar, stage_bar(bar) as stages:
+    stages.show("ct: finding the lungs")
+    time.sleep(0.8)
+    stages.show("")
+    bar.update()
+print("batch ended", flush=True)
+worker = threading.Thread(target=lambda: list(progress_bar(range(2), desc="thread")))
+worker.start()
+worker.join()
+print("thread's bar ended", flush=True)
+try:
+    with progress_bar(total=1, desc="interrupted") as bar, stage_bar(bar) as stages:
+        tqdm.get_lock().acquire()  # left held as the batch is interrupted
+        stages.show("ct: counting")
+        time.sleep(0.8)
+        raise KeyboardInterrupt
+except KeyboardInterrupt:
+    print("interrupted", [thread.name for thread in threading.enumerate()], flush=True)
+"""
+
+
+def test_a_bar_left_drawing_by_an_interrupt_hangs_no_later_call() -> None:
+    """In a notebook, a kernel interrupt landing in a bar's redraw (tqdm's refresh, which lets
+    its lock go without try/finally) left tqdm's write lock held by the main thread; the next
+    quantify hung the kernel for good: the stage thread waited for the lock holding the stages'
+    condition, and the main thread, naming the next stage, for the condition. Now the stage
+    thread draws outside the condition and waits a bounded time for the lock, and a bar gives
+    tqdm a fresh lock where its own cannot be had: the batch ends, with its stage drawn, a bar
+    drawn from another thread ends, and a batch interrupted while the lock is held leaves no
+    stage thread running."""
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", LEFT_HELD, str(Path(progress.__file__).parent)],
+                          capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:2] == ["batch ended", "thread's bar ended"]
+    assert lines[2].startswith("interrupted") and "covseg-stages" not in lines[2], lines[2]
+    assert "ct: finding the lungs" in done.stderr
+    assert time.monotonic() - started < 10

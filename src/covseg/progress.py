@@ -10,6 +10,14 @@ Every covseg bar comes from :func:`progress_bar`, which ``TQDM_DISABLE=1`` turns
 each call, so a notebook may set it after importing covseg) and which updates at most every 30 s
 where stderr is a log file or a pipe, each update a line of its own; a study's slice bar
 (:func:`slice_bar`) is drawn below its batch's bar only where stderr is a terminal.
+
+tqdm's write lock (one for all bars) is left held where an exception lands in a bar's redraw:
+tqdm's ``refresh`` takes it and lets it go without ``try``/``finally``, and in a notebook a kernel
+interrupt often lands there (in the stream's flush). The thread that held it takes it again at
+will, every other waits for it forever: the next ``quantify`` hung the kernel, its stage thread
+waiting on the lock and the main thread on the stage thread. So covseg never waits for that lock
+without a limit from a thread of its own (:data:`LOCK_WAIT_S`), and each of its bars first gives
+tqdm a fresh lock where the lock cannot be had (:func:`_unstick_tqdm`).
 """
 
 from __future__ import annotations
@@ -40,6 +48,12 @@ stages of a batch of small studies, milliseconds each, are not drawn, so a log o
 not filled with them."""
 
 
+LOCK_WAIT_S = 1.0
+"""Seconds covseg waits for tqdm's write lock from a thread other than the one drawing (a redraw
+holds it for milliseconds): the stage thread then skips its redraw, and a bar's probe
+(:func:`_unstick_tqdm`) takes the lock as stuck."""
+
+
 def silenced() -> bool:
     """Whether the environment turns progress bars off (``TQDM_DISABLE`` set, not to 0/false).
 
@@ -64,6 +78,7 @@ def progress_bar(iterable: Iterable[T] | None = None, *, quiet: bool = False,
                  **options: Any) -> tqdm:
     """A tqdm bar over ``iterable`` (or of ``total=``), off where ``quiet`` or where
     :func:`silenced`, updated every :data:`LOGGED_EVERY_S` at most where stderr is a log."""
+    _unstick_tqdm()
     if _logged():
         return _LoggedBar(iterable, disable=quiet or silenced(),
                           **{"mininterval": LOGGED_EVERY_S, **options})
@@ -129,6 +144,60 @@ class _LoggedBar(tqdm):
         super().close()
 
 
+def _unstick_tqdm() -> None:
+    """Give tqdm a fresh write lock where its own cannot be had within :data:`LOCK_WAIT_S` from
+    another thread: a bar's redraw interrupted by an exception left it held (by a frame that is
+    gone), and every bar made or drawn from another thread (the stage thread, a call run in a
+    thread pool) would wait for it forever. Probed from a thread, as the thread that left it
+    held takes it again at will. The fresh lock is a ``threading.RLock``, as tqdm documents for
+    ``tqdm.set_lock``: covseg's processes are spawned, so tqdm's multiprocessing lock shares
+    nothing with them."""
+    lock = tqdm.get_lock()
+    free: list[bool] = []
+    probe = threading.Thread(target=lambda: free.append(_took_and_released(lock)),
+                             name="covseg-tqdm-lock", daemon=True)
+    probe.start()
+    probe.join()
+    if free == [False]:
+        tqdm.set_lock(threading.RLock())
+
+
+def _took_and_released(lock: Any) -> bool:
+    """Whether tqdm's write ``lock`` could be taken within :data:`LOCK_WAIT_S` (let go at once)."""
+    if not _acquire(lock):
+        return False
+    lock.release()
+    return True
+
+
+def _acquire(lock: Any) -> bool:
+    """Take tqdm's write ``lock`` within :data:`LOCK_WAIT_S`, whether it was taken. tqdm's own
+    timed take (``refresh(lock_args=...)``) cannot serve: its default lock's ``acquire`` returns
+    nothing, so the bar was never drawn and the locks it took were kept; its parts (a
+    multiprocessing and a thread lock, ``locks``) are taken here one by one, in its order."""
+    parts = getattr(lock, "locks", [lock])
+    taken: list[Any] = []
+    for part in parts:
+        if not part.acquire(timeout=LOCK_WAIT_S):
+            for held in reversed(taken):
+                held.release()
+            return False
+        taken.append(part)
+    return True
+
+
+def _redraw(bar: tqdm) -> None:
+    """Redraw ``bar`` holding tqdm's write lock, or not at all where the lock cannot be had
+    within :data:`LOCK_WAIT_S` (the bar's next update draws it)."""
+    lock = type(bar).get_lock()
+    if not _acquire(lock):
+        return
+    try:
+        bar.refresh(nolock=True)
+    finally:
+        lock.release()
+
+
 def _stderr_is_terminal() -> bool:
     """Whether stderr is a terminal (not a notebook's stream, a log file or a closed pipe)."""
     try:
@@ -167,7 +236,13 @@ def reporting(report: Reporter) -> Iterator[None]:
 class StageBar:
     """Shows the stage a batch's study is in on the batch's bar, as ``<study>: <stage>``, once
     it has lasted ``after`` seconds (:data:`SHOW_AFTER_S` by default), drawn by a thread of its
-    own while the study works; :meth:`close` it (or use :func:`stage_bar`)."""
+    own while the study works; :meth:`close` it (or use :func:`stage_bar`).
+
+    The thread holds the stages' condition only to choose what to draw, never while it draws:
+    it drew holding it, so that where tqdm's lock was stuck the study's next :meth:`show` waited
+    for the draw, forever. It draws through :func:`_redraw`, which gives up a redraw it cannot
+    get tqdm's lock for, so that :meth:`close` joins it within :data:`LOCK_WAIT_S` also where
+    the lock was left held as the batch was interrupted."""
 
     def __init__(self, bar: tqdm, after: float | None = None) -> None:
         self._bar = bar
@@ -193,37 +268,50 @@ class StageBar:
             if not text and self._shown:
                 self._bar.set_postfix_str("", refresh=False)
                 self._shown = ""
-            elif self._after <= 0 and text:
-                self._draw(text)
             self._changed.notify()
+        if self._after <= 0 and text:
+            self._draw(text)
 
     def close(self) -> None:
-        """Stop the drawing thread, taking the stage off the bar."""
-        self.show("")
+        """Stop the drawing thread, taking the stage off the bar. The thread is told first, so
+        that it ends of itself (within :data:`LOCK_WAIT_S`) even where the join is cut short
+        (a second Ctrl-C)."""
         with self._changed:
             self._closed = True
             self._changed.notify()
+        self.show("")
         if self._thread.is_alive():
             self._thread.join()
 
     def _draw(self, text: str) -> None:
-        self._bar.set_postfix_str(text)
-        self._shown = text
+        """Put ``text`` on the bar, if it is still the stage, and redraw the bar."""
+        with self._changed:
+            if self._over(text):
+                return
+            self._bar.set_postfix_str(text, refresh=False)
+            self._shown = text
+        _redraw(self._bar)
 
     def _draw_lasting(self) -> None:
         """The thread: draws each stage that is still the study's ``after`` seconds on; stops
         drawing, quietly, where stderr is gone (the batch's own bar says so, not a thread's
         traceback)."""
+        while (text := self._next_lasting()) is not None:
+            try:
+                self._draw(text)
+            except (OSError, ValueError):
+                return
+
+    def _next_lasting(self) -> str | None:
+        """The next stage to have lasted ``after`` seconds (None once closed)."""
         with self._changed:
             while not self._closed:
                 text = self._text
                 if text == self._shown:
                     self._changed.wait()
                 elif not self._changed.wait_for(partial(self._over, text), self._after):
-                    try:
-                        self._draw(text)
-                    except (OSError, ValueError):
-                        return
+                    return text
+        return None
 
     def _over(self, text: str) -> bool:
         """Whether the stage ``text`` is over (or the batch)."""
