@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 import time
@@ -109,3 +110,41 @@ def test_a_bar_left_drawing_by_an_interrupt_hangs_no_later_call() -> None:
     assert lines[2].startswith("interrupted") and "covseg-stages" not in lines[2], lines[2]
     assert "ct: finding the lungs" in done.stderr
     assert time.monotonic() - started < 10
+def test_a_bar_left_by_tqdms_default_rule_writes_its_first_and_last_lines(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``leave=None`` is tqdm's rule (the bar at position 0 is left): such a bar is no passing
+    one, its first state written at once, and its last written at its close."""
+    lines = _logged_lines(monkeypatch, 60.0, 0.0, leave=None)
+    assert [line.split("|")[0] for line in lines] == ["bar:   0%", "bar: 100%"]
+
+
+def test_a_logged_bars_last_line_gives_its_overall_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last line, written at close, gives the whole bar's rate, as tqdm shows a finished
+    bar's: not the smoothed rate of the last update written (a slow first step's, here)."""
+    monkeypatch.setattr(progress, "LOGGED_EVERY_S", 0.2)
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    for step in progress_bar(range(6), file=log, desc="bar"):
+        time.sleep(0.3 if step == 0 else 0.01)
+    lines = log.getvalue().splitlines()
+    first, last = (float(re.findall(r"([\d.]+)it/s", line)[0]) for line in (lines[1], lines[-1]))
+    assert last > 1.5 * first, lines
+
+
+def test_a_quiet_bar_and_a_message_beside_a_logged_bar_write_no_bar_state(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bar turned off (``quiet``) writes nothing to a log, even at its close; a message
+    written beside an open bar (``tqdm.write``, which clears the bars first) is its own line,
+    with no ``\\r`` of a clearing."""
+    monkeypatch.setattr(progress, "LOGGED_EVERY_S", 60.0)
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    with progress_bar(range(3), file=log, desc="quiet", quiet=True) as quiet:
+        for _ in quiet:
+            pass
+    assert log.getvalue() == ""
+    with progress_bar(range(3), file=log, desc="bar") as bar:
+        bar.write("a message", file=log)
+    assert "\r" not in log.getvalue()
+    assert [line.split("|")[0] for line in log.getvalue().splitlines()][:2] == [
+        "bar:   0%", "a message"]

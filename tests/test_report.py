@@ -16,7 +16,7 @@ from PIL import Image
 from covseg.burden import quantify
 from covseg.io.nifti import read_nifti
 from covseg.quantify import quantify_study
-from covseg.report import write_html
+from covseg.report import headline, write_html
 from tests.test_quantify import save_like, synthetic_study
 
 
@@ -341,3 +341,14 @@ def test_the_csvs_say_when_right_and_left_may_be_swapped(tmp_path: Path) -> None
     assert "right and left lungs' numbers, may be swapped" in UNORIENTED_NOTE
     page = (tmp_path / "unoriented" / "case" / "quantification.json").read_text()
     assert json.loads(page)["orientation_note"] == UNORIENTED_NOTE
+
+
+def test_the_headline_shows_a_zero_percent_and_names_a_missing_category() -> None:
+    """The console's line of a study: 0 % involved (lungs found, no lesion) is a figure, shown
+    as one; a study without a category says "category not available (...)", not a bare
+    "not available"; a lesion under 0.01 mL does not read as none."""
+    assert headline({"study": {"lesion_ml": 0.0, "percent_involved": 0.0, "ct_category": "CT-0"},
+                     "has_lungs": True}) == "lesion 0.00 mL, 0.00 % of the lungs involved, CT-0"
+    assert headline({"study": {"lesion_ml": 0.001, "percent_involved": None,
+                               "ct_category": None}, "has_lungs": False}
+                    ) == "lesion < 0.01 mL, category not available (no lung mask)"

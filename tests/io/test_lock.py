@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import pwd
 import re
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from covseg.errors import CovsegError
 from covseg.io import lock
-from covseg.io.lock import LOCK_FILE, PLAN_LOCK, drop_unheld_lock, writing_to
+from covseg.io.lock import LOCK_FILE, PLAN_LOCK, SHARD_PLAN, drop_unheld_lock, writing_to
 
 
 def test_drop_unheld_lock_keeps_a_live_runs_new_file(tmp_path: Path,
@@ -127,8 +128,9 @@ def test_a_lock_file_a_sticky_folder_keeps_is_left_and_the_finished_run_succeeds
     with writing_to(tmp_path / "out"):
         assert path.read_text() == f"{os.getpid()}\n"
     assert path.exists()
-    with writing_to(tmp_path / "out"):
-        pass
+    with writing_to(tmp_path / "out", shared=True):  # the last shard drops the shards' plan
+        (tmp_path / "out" / SHARD_PLAN).write_text("{}")
+    assert path.exists() and not (tmp_path / "out" / SHARD_PLAN).exists()
 
 
 def test_another_users_stale_lock_a_sticky_folder_keeps_names_its_owner(
@@ -138,12 +140,16 @@ def test_another_users_stale_lock_a_sticky_folder_keeps_names_its_owner(
     path = tmp_path / "out" / LOCK_FILE
     _as_another_users_file(path, "8609", monkeypatch)
     _unlink_refused(path, errno.EPERM, monkeypatch)
+    owner = re.escape(pwd.getpwuid(path.stat().st_uid).pw_name)
     with (pytest.raises(CovsegError, match=rf"^{re.escape(str(path))}: left by a covseg run of "
-                        r"\S+ that ended; it cannot be replaced in this sticky folder "
+                        rf"{owner} that ended; it cannot be replaced in this sticky folder "
                         r"\(Operation not permitted\): ask them to delete it, or pick another "
-                        r"--out$"),
+                        r"--out$") as refused,
           writing_to(tmp_path / "out")):
         pytest.fail("the folder was written to")
+    with path.open("r") as probe:  # let go with the refusal, even one kept (a notebook's last)
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert refused.value
 
 
 def test_another_users_plan_lock_left_in_a_sticky_folder_lets_shards_start(
@@ -158,3 +164,45 @@ def test_another_users_plan_lock_left_in_a_sticky_folder_lets_shards_start(
     with writing_to(tmp_path / "out", shared=True, agree=firsts.append):
         assert (tmp_path / "out" / LOCK_FILE).read_text() == f"{os.getpid()} shard\n"
     assert firsts == [True] and path.exists()
+
+
+def test_a_stale_lock_of_an_unknown_owner_names_its_uid(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """An owner the system has no name for (a uid from another machine's NFS) is named by
+    uid."""
+    path = tmp_path / "out" / LOCK_FILE
+    _as_another_users_file(path, "8609", monkeypatch)
+    _unlink_refused(path, errno.EPERM, monkeypatch)
+
+    def unknown(uid: int) -> pwd.struct_passwd:
+        raise KeyError(uid)
+
+    monkeypatch.setattr(lock.pwd, "getpwuid", unknown)
+    with (pytest.raises(CovsegError, match=rf"left by a covseg run of uid {path.stat().st_uid} "
+                        "that ended"), writing_to(tmp_path / "out")):
+        pytest.fail("the folder was written to")
+
+
+def test_another_users_lock_that_shards_hold_refuses_a_shard_and_is_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shard cannot add its pid to another user's lock file that running shards hold: it is
+    refused, naming them, and the file they hold is not taken for a stale one and removed."""
+    path = tmp_path / "out" / LOCK_FILE
+    _as_another_users_file(path, "8609 shard", monkeypatch)
+    with path.open("r") as holder:
+        fcntl.flock(holder, fcntl.LOCK_SH)
+        with (pytest.raises(CovsegError, match=r"^covseg --shard runs are writing to .* \(the "
+                            r"last to start: pid 8609\)"),
+              writing_to(tmp_path / "out", shared=True)):
+            pytest.fail("the folder was written to")
+    assert path.read_text() == "8609 shard\n"
+
+
+def test_a_folder_under_a_dangling_link_is_refused_naming_the_link(tmp_path: Path) -> None:
+    """Making a lock under a symbolic link to a missing folder failed with mkdir's "File
+    exists", though nothing is there to see: the refusal names the link."""
+    (tmp_path / "out").symlink_to(tmp_path / "gone")
+    with (pytest.raises(CovsegError, match=rf"^{re.escape(str(tmp_path / 'out'))}: a symbolic "
+                        "link to .*gone, which does not exist"),
+          writing_to(tmp_path / "out" / "run")):
+        pytest.fail("the folder was written to")
