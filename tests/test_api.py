@@ -1322,13 +1322,13 @@ def test_segment_reads_a_nifti_pair_as_the_same_nifti_image(tmp_path: Path,
 
 def test_only_pngs_holding_mask_values_count_as_unrecorded_masks(tmp_path: Path) -> None:
     """The masks 2D predict writes, 0/255 (binary) or class indices, count as masks of an
-    earlier covseg; a JPEG or a text file named .png, a figure, a grey picture, and the call's
+    earlier covseg; a bitmap or a text file named .png, a figure, a grey picture, and the call's
     own input images do not (reading them failed, or refused a folder holding no masks)."""
     out = tmp_path / "out"
     out.mkdir()
     Image.fromarray(np.array([[0, 255]], np.uint8)).save(out / "binary.png")
     Image.fromarray(np.array([[0, 1], [2, 3]], np.uint8)).save(out / "classes.png")
-    Image.fromarray(np.array([[0, 255]], np.uint8)).save(out / "photo.png", format="JPEG")
+    Image.fromarray(np.array([[0, 255]], np.uint8)).save(out / "bitmap.png", format="BMP")
     (out / "notes.png").write_text("not an image")
     Image.fromarray(np.zeros((2, 2, 4), np.uint8)).save(out / "figure.png")
     Image.fromarray(np.array([[0, 128]], np.uint8)).save(out / "grey.png")

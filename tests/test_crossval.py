@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -806,3 +807,84 @@ def test_a_stopped_record_of_another_recipe_is_kept(tmp_path: Path,
         raise Terminated
     assert json.loads((out / crossval.STOPPED_FILE).read_text())["config"] == config.record(
         data.windowed)
+
+
+def _stopped_after(out: Path, config: TrainConfig, data: object, folds: int, resume: bool,
+                   work: Callable[[], object]) -> dict[str, object]:
+    """The stopped.json a command on ``out``'s ``folds`` folds writes where ``work`` is what it
+    did before it was stopped (SIGTERM)."""
+    begun = crossval.begin(out, folds, resume=resume)
+    with pytest.raises(Terminated), crossval.stop_recorded(config, data, out, begun):
+        work()
+        raise Terminated
+    recorded: dict[str, object] = json.loads((out / crossval.STOPPED_FILE).read_text())
+    return recorded
+
+
+def test_a_stopped_command_is_recorded_by_its_members_epochs_and_folds_threads(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """An ensemble's fold writes its members' checkpoints, not the fold's: a command that
+    trained members is recorded, with the thread count its folds record (one where they
+    agree, one per fold where not, null for a fold that records none)."""
+    data, out = load_dataset(synthetic_folder), tmp_path / "cv"
+    config = TrainConfig(model="unet", model_options={"width": 4}, epochs=1, size=64)
+    for k in (0, 1):
+        (out / f"fold_{k}").mkdir(parents=True)
+        (out / f"fold_{k}" / "config.json").write_text(json.dumps({"threads": 3}))
+
+    def member_epoch() -> None:
+        (out / "fold_1" / "member0").mkdir()
+        (out / "fold_1" / "member0" / "last.pt").write_bytes(b"a member's epoch")
+
+    assert _stopped_after(out, config, data, 2, False, member_epoch)["threads"] == 3
+    (out / crossval.STOPPED_FILE).unlink()  # a resume that only tested fold 0 finished it
+    tested = _stopped_after(out, config, data, 2, True,
+                            lambda: (out / "fold_0" / "fold_metrics.json").write_text("{}"))
+    assert tested["config"] == config.record(data.windowed)
+    (out / "fold_1" / "config.json").write_text(json.dumps({"threads": 2}))
+    assert crossval._folds_threads(out, 3) == [3, 2, None]
+    assert crossval._folds_threads(tmp_path / "none", 2) is None
+
+
+def test_a_fresh_run_and_a_resume_past_an_unreadable_record_record_themselves_alone(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """A stopped.json of this recipe left in --out is no part of a run started afresh (no
+    --resume): its stop records its own start and time. A resume finding one it cannot read
+    records itself, rather than nothing: a resume that finishes the run finishes no record."""
+    data, out = load_dataset(synthetic_folder), tmp_path / "cv"
+    config = TrainConfig(model="unet", model_options={"width": 4}, epochs=1, size=64)
+    out.mkdir()
+    (out / crossval.STOPPED_FILE).write_text(json.dumps(
+        {"config": config.record(data.windowed), "seconds": 500.0, "started_utc": "2020"}))
+
+    def epoch(fold: Path = out / "fold_0") -> None:
+        fold.mkdir(exist_ok=True)
+        (fold / "last.pt").unlink(missing_ok=True)
+        (fold / "last.pt").write_bytes(b"an epoch")
+
+    fresh = _stopped_after(out, config, data, 1, False, epoch)
+    assert fresh["seconds"] < 500.0 and fresh["started_utc"] != "2020"
+    assert "resumed_by" not in fresh
+    (out / crossval.STOPPED_FILE).write_text("{")
+    resumed = _stopped_after(out, config, data, 1, True, epoch)
+    assert resumed["config"] == config.record(data.windowed) and "resumed_by" not in resumed
+
+
+def test_a_resume_finishing_a_stopped_run_ends_it_with_its_own_end_and_threads(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """A resume that trains nothing (the folds were done, the first command stopped writing
+    the summary) still finishes the run: the summary ends at its end, not at the stop; its
+    threads are the folds' as they stand; and the start's provenance an earlier covseg left
+    out (``command``) is null, not this resume's."""
+    data, out = load_dataset(synthetic_folder), tmp_path / "cv"
+    config = TrainConfig(model="unet", model_options={"width": 4}, epochs=1, size=64)
+    out.mkdir()
+    stopped = out / crossval.STOPPED_FILE
+    stopped.write_text(json.dumps({"config": config.record(data.windowed), "seconds": 5.0,
+                                   "started_utc": "2020", "finished_utc": "the stop",
+                                   "threads": 1}))
+    now = crossval._command_record(config, data, crossval.begin(out, 1, resume=True), out)
+    summary = crossval._continued(stopped, {**now, "threads": 7}, trained=False)
+    assert summary["finished_utc"] == now["finished_utc"] and summary["threads"] == 7
+    assert summary["started_utc"] == "2020" and summary["seconds"] == 5.0
+    assert summary["command"] is None and summary["resumed_by"][0]["command"] == now["command"]

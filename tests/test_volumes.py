@@ -393,6 +393,14 @@ def test_a_lung_model_lung_placed_by_where_it_lies_is_recorded(tmp_path: Path) -
     assert quantify_batch([tmp_path / "pred" / "chest"], tmp_path / "again", hu="yes").done == 1
     again = json.loads((tmp_path / "again" / "chest" / "quantification.json").read_text())
     assert again["sides_note"] == record["sides_note"]
+    lungs_path = tmp_path / "pred" / "chest" / "lungs.nii.gz"
+    saved = nib.load(str(lungs_path))
+    lungs = np.asarray(saved.dataobj).copy()
+    lungs[36:56, 10:40, :] = 2  # the left lung drawn in: the sides are no guess of predict's
+    nib.save(nib.Nifti1Image(lungs, saved.affine, saved.header), str(lungs_path))
+    assert quantify_batch([tmp_path / "pred" / "chest"], tmp_path / "edited", hu="yes").done == 1
+    edited = json.loads((tmp_path / "edited" / "chest" / "quantification.json").read_text())
+    assert edited["sides_note"] is None, edited["sides_note"]
 
 
 def test_effusion_is_kept_far_from_the_lungs(chest, tmp_path: Path) -> None:
