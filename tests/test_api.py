@@ -1337,3 +1337,18 @@ def test_only_pngs_holding_mask_values_count_as_unrecorded_masks(tmp_path: Path)
     api._refuse_unrecorded_masks(out, [out / "binary.png", out / "classes.png"])
     with pytest.raises(CovsegError, match=r"out holds 1 PNG mask \(first: binary\.png\)"):
         api._refuse_unrecorded_masks(out, [out / "classes.png"])
+
+
+def test_predict_records_the_model_as_it_was_when_the_call_began(
+        tmp_path: Path, tiny_run: Path) -> None:
+    """A best.pt its run replaced during a predict call was hashed anew at the call's end: the
+    record named weights that made none of its masks. It keeps the model taken at the start."""
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    predictor = api.load_predictor(run)
+    (tmp_path / "out").mkdir()
+    record = api._PredictRecord(tmp_path / "out", {}, predictor, [])
+    before = record.model[api.MODEL_SHA256]
+    (run / "best.pt").write_bytes((run / "best.pt").read_bytes() + b"retrained")
+    record.write({}, 0.0, finished=True)
+    written = json.loads((tmp_path / "out" / "predict.json").read_text())
+    assert written["model"][api.MODEL_SHA256] == before

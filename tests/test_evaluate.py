@@ -1098,3 +1098,25 @@ def test_masks_a_predict_record_does_not_list_are_not_credited_to_its_model(
     (tmp_path / "pred" / "new.png").unlink()
     only_old = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev2")
     assert only_old["models"] == [] and only_old["unrecorded_predictions"] == ["old.png"]
+
+
+def test_masks_pending_in_a_predict_record_and_studies_beside_it_are_not_unrecorded(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A predict.json's pending images (a call stopped midway) are its model's too, and a
+    predict study folder beside it has a record of its own: neither is listed among the masks
+    no record names, nor warned of."""
+    lesion = square_mask(32, 4, 4, 12)
+    for name in ("done", "mid"):
+        _save(tmp_path / "truth" / f"{name}.png", lesion)
+        _save(tmp_path / "pred" / f"{name}.png", lesion * 255)
+    study = np.zeros((8, 8, 2), dtype=np.uint8)
+    study[2:5, 2:5, 0] = 1
+    _save_stack(tmp_path / "pred" / "chest" / "infection.nii.gz", study)
+    _save_stack(tmp_path / "truth" / "chest.nii.gz", study)
+    (tmp_path / "pred" / "predict.json").write_text(json.dumps(
+        {"model": {"source": "ens", "num_classes": 2}, "inputs": ["/x/done.jpg"],
+         "pending": ["/x/mid.jpg"]}))
+    with caplog.at_level("WARNING"):
+        result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    assert [row["case_id"] for row in result["per_case"]] == ["chest", "done", "mid"]
+    assert result["unrecorded_predictions"] == [] and "not listed" not in caplog.text
