@@ -73,20 +73,27 @@ def test_a_stale_lock_another_user_left_in_a_writable_folder_is_replaced(
     assert not path.exists()
 
 
+@pytest.mark.parametrize(("held", "shared", "refusal"), [
+    ("8609", False, r"^another covseg run is writing to {out} \(pid 8609\)"),
+    ("8609 shard", True, (r"^covseg --shard runs are writing to {out} \(the last to start: "
+                          r"pid 8609\)"))])
 def test_a_held_lock_another_user_made_names_its_run_not_an_unwritable_folder(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held: str, shared: bool,
+        refusal: str) -> None:
     """A lock file under ``umask 022`` that its run holds refused another user with "cannot
     write to it ... pick a writable --out" of a folder they could write: probed read-only, it
-    is refused as any held lock is, naming the run."""
+    is refused as any held lock is, naming the run. A shard, which cannot add its pid to such a
+    file that running shards hold, is refused, naming them, and does not take the file they
+    hold for a stale one and remove it."""
     path = tmp_path / "out" / LOCK_FILE
-    _as_another_users_file(path, "8609", monkeypatch)
+    _as_another_users_file(path, held, monkeypatch)
     with path.open("r") as holder:
-        fcntl.flock(holder, fcntl.LOCK_EX)
-        with (pytest.raises(CovsegError, match=r"^another covseg run is writing to "
-                            rf"{re.escape(str(tmp_path / 'out'))} \(pid 8609\)"),
-              writing_to(tmp_path / "out")):
+        fcntl.flock(holder, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        with (pytest.raises(CovsegError,
+                            match=refusal.format(out=re.escape(str(tmp_path / "out")))),
+              writing_to(tmp_path / "out", shared=shared)):
             pytest.fail("the held folder was written to")
-    assert path.read_text() == "8609\n"
+    assert path.read_text() == f"{held}\n"
 
 
 def test_a_stale_lock_in_a_folder_we_cannot_write_is_refused_as_unwritable(
@@ -182,20 +189,6 @@ def test_a_stale_lock_of_an_unknown_owner_names_its_uid(tmp_path: Path,
                         "that ended"), writing_to(tmp_path / "out")):
         pytest.fail("the folder was written to")
 
-
-def test_another_users_lock_that_shards_hold_refuses_a_shard_and_is_kept(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A shard cannot add its pid to another user's lock file that running shards hold: it is
-    refused, naming them, and the file they hold is not taken for a stale one and removed."""
-    path = tmp_path / "out" / LOCK_FILE
-    _as_another_users_file(path, "8609 shard", monkeypatch)
-    with path.open("r") as holder:
-        fcntl.flock(holder, fcntl.LOCK_SH)
-        with (pytest.raises(CovsegError, match=r"^covseg --shard runs are writing to .* \(the "
-                            r"last to start: pid 8609\)"),
-              writing_to(tmp_path / "out", shared=True)):
-            pytest.fail("the folder was written to")
-    assert path.read_text() == "8609 shard\n"
 
 
 def test_a_folder_under_a_dangling_link_is_refused_naming_the_link(tmp_path: Path) -> None:
