@@ -841,6 +841,15 @@ def test_a_stopped_command_is_recorded_by_its_members_epochs_and_folds_threads(
     tested = _stopped_after(out, config, data, 2, True,
                             lambda: (out / "fold_0" / "fold_metrics.json").write_text("{}"))
     assert tested["config"] == config.record(data.windowed)
+    (out / crossval.STOPPED_FILE).unlink()
+    checkpoint = out / "fold_0" / "last.pt"
+    checkpoint.write_bytes(b"an epoch")
+
+    def rewritten_in_place() -> None:  # same inode: its time tells the epoch
+        checkpoint.write_bytes(b"the next epoch")
+        os.utime(checkpoint, ns=(0, checkpoint.stat().st_mtime_ns + 10**9))
+
+    assert "config" in _stopped_after(out, config, data, 2, True, rewritten_in_place)
     (out / "fold_1" / "config.json").write_text(json.dumps({"threads": 2}))
     assert crossval._folds_threads(out, 3) == [3, 2, None]
     assert crossval._folds_threads(tmp_path / "none", 2) is None
