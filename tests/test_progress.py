@@ -110,6 +110,8 @@ def test_a_bar_left_drawing_by_an_interrupt_hangs_no_later_call() -> None:
     assert lines[2].startswith("interrupted") and "covseg-stages" not in lines[2], lines[2]
     assert "ct: finding the lungs" in done.stderr
     assert time.monotonic() - started < 10
+
+
 def test_a_bar_left_by_tqdms_default_rule_writes_its_first_and_last_lines(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """``leave=None`` is tqdm's rule (the bar at position 0 is left): such a bar is no passing
