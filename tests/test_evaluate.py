@@ -1120,3 +1120,33 @@ def test_masks_pending_in_a_predict_record_and_studies_beside_it_are_not_unrecor
         result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
     assert [row["case_id"] for row in result["per_case"]] == ["chest", "done", "mid"]
     assert result["unrecorded_predictions"] == [] and "not listed" not in caplog.text
+
+
+def test_a_prediction_short_of_memory_is_refused_once_naming_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prediction whose slab memory could not hold ended evaluate in "out of memory", naming
+    no file; named, it would be read again as float32 (the re-reading meant for fractional
+    values caught every refusal). It is refused naming the file and its int16 size, read once."""
+    import covseg.io.nifti as nifti_module
+
+    for side in ("pred", "truth"):
+        (tmp_path / side).mkdir()
+        nib.save(nib.Nifti1Image(np.ones((4, 5, 3), dtype=np.uint8), np.eye(4)),
+                 tmp_path / side / "x.nii.gz")
+    read = nifti_module.array_from_file
+    asked: list[str] = []
+
+    def short(shape: object, dtype: np.dtype, infile: object, *args: object,
+              **kwargs: object) -> np.ndarray:
+        name = str(getattr(infile, "name", ""))
+        asked.append(name)
+        if "pred" in name:
+            raise MemoryError
+        return read(shape, dtype, infile, *args, **kwargs)
+
+    monkeypatch.setattr(nifti_module, "array_from_file", short)
+    pred = tmp_path / "pred" / "x.nii.gz"
+    with pytest.raises(CovsegError, match=rf"{pred}: not enough free memory for its 4 x 5 x 3 "
+                                          r"voxels \(120 bytes as int16\)"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev.json")
+    assert sum("pred" in name for name in asked) == 1

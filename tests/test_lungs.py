@@ -736,3 +736,40 @@ def test_a_thin_ct_of_well_aerated_lungs_keeps_them(darker: float) -> None:
     darkened = np.where(lungs > 0, hu - darker, hu)
     assert (darkened[lungs > 0] < -950).mean() > 0.03
     assert np.array_equal(segment_lungs(darkened, volume.affine), lungs)
+
+
+def test_a_study_called_throughout_is_matched_to_its_lungs_in_little_memory() -> None:
+    """Matching lesions to the lungs took about 10 bytes a voxel of the lesions' box (int32
+    labels, the labels of every kept voxel gathered at once, and copies): the peak of predict's
+    memory for a study called throughout (4176 against 2497 MiB at 800 slices, stub model).
+    Labelled as uint16, gathered slice by slice, it takes under 9 here (11.6 before; 6.6 at
+    60 x 512 x 512, where fixed costs weigh less)."""
+    import tracemalloc
+
+    shape = (20, 256, 256)
+    lungs = np.zeros(shape, dtype=np.uint8)
+    lungs[5:15, 75:175, 40:115], lungs[5:15, 75:175, 140:215] = RIGHT_LUNG, LEFT_LUNG
+    hu = np.full(shape, 40.0, dtype=np.float32)
+    hu[:, :10] = -1000.0
+    lesions = np.ones(shape, dtype=np.uint8)
+    tracemalloc.start()
+    try:
+        grown = lesions_in_lungs(lesions, lungs, (1.0, 0.7, 0.7), hu=hu)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak / lesions.size < 9, peak / lesions.size
+    assert grown.lesions.sum() > (lungs > 0).sum()  # lesions beyond the lungs are kept
+
+
+def test_regions_beyond_uint16_labels_are_labelled_all_the_same() -> None:
+    """Lesion regions are labelled as uint16 to halve the labels' memory; more regions than
+    uint16 holds are labelled as int32, none lost."""
+    from covseg.lungs import _labelled
+
+    few = np.zeros((1, 8, 8), dtype=bool)
+    few[0, ::2, ::2] = True
+    many = np.zeros((1, 600, 600), dtype=bool)
+    many[0, ::2, ::2] = True
+    assert [(regions.dtype, count) for regions, count in (_labelled(few), _labelled(many))] == [
+        (np.dtype(np.uint16), 16), (np.dtype(np.int32), 90000)]

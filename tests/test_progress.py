@@ -150,3 +150,20 @@ def test_a_quiet_bar_and_a_message_beside_a_logged_bar_write_no_bar_state(
     assert "\r" not in log.getvalue()
     assert [line.split("|")[0] for line in log.getvalue().splitlines()][:2] == [
         "bar:   0%", "a message"]
+
+
+def test_a_studys_slice_bar_is_written_to_a_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The slice bar was drawn only on a terminal: an 800-slice study's log showed nothing for
+    the minutes of "finding infection". In a log it is written as plain lines, every
+    LOGGED_EVERY_S (0 here), as a passing bar; outside of a batch (no reporter) it is not."""
+    monkeypatch.setattr(progress, "LOGGED_EVERY_S", 0.0)
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    list(progress.slice_bar(range(3), "infection"))
+    assert log.getvalue() == ""
+    with progress.reporting(lambda name: None):
+        list(progress.slice_bar(range(3), "infection"))
+    lines = log.getvalue().splitlines()
+    assert [line.split("|")[0] for line in lines] == [
+        "infection:   0%", "infection:  33%", "infection:  67%", "infection: 100%"]
+    assert "\r" not in log.getvalue() and "\x1b" not in log.getvalue()

@@ -1065,3 +1065,28 @@ def test_quantify_of_a_predict_study_of_the_older_lung_rule_warns(tmp_path: Path
         assert quantify_batch([study], tmp_path / "q").done == 1
     warned = [r.getMessage() for r in caplog.records if "older lung rule" in r.getMessage()]
     assert len(warned) == 1 and warned[0].startswith("1 study predicted by an earlier covseg")
+
+
+def test_a_mask_short_of_memory_is_refused_at_its_int16_size(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A uint8 mask that memory could not hold as int16 labels was read again as float32 (the
+    re-reading meant for fractional values caught every refusal) and said to need "800 MiB as
+    float32", twice what it needs, in a type masks are not read as."""
+    mask = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((4, 5, 3), dtype=np.uint8), np.eye(4)), mask)
+    asked: list[np.dtype] = []
+    empty = np.empty
+
+    def short(shape: object, dtype: object = float, *args: object, **kwargs: object
+              ) -> np.ndarray:
+        if tuple(np.atleast_1d(shape)) == (3, 5, 4):  # type: ignore[arg-type]
+            asked.append(np.dtype(dtype))  # type: ignore[call-overload]
+            raise MemoryError
+        return empty(shape, dtype, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(np, "empty", short)
+    with pytest.raises(CovsegError, match=re.escape(
+            f"{mask}: not enough free memory for its 4 x 5 x 3 voxels (120 bytes as int16); "
+            "free memory")):
+        quantify_study(mask, tmp_path / "out")
+    assert asked == [np.dtype(np.int16)]

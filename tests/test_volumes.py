@@ -1934,24 +1934,32 @@ class _Terminal(io.StringIO):
         return True
 
 
-def test_a_study_draws_its_slice_bar_only_in_a_terminal(tmp_path: Path, tiny_run: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_study_draws_its_slice_bar_in_a_terminal_and_a_log_not_a_notebook(
+        tmp_path: Path, tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch drew an "infection" bar under its study bar, reached by moving the cursor up
-    (ESC[A), which a notebook and a log file do not follow: one 150-slice CT wrote 23 lines.
-    Where stderr is no terminal, the study bar is the only one; a terminal keeps both; and
-    segment, which writes nothing, draws no bar either way."""
+    (ESC[A), which a notebook does not follow: one 150-slice CT wrote 23 lines. A log file got
+    no slice bar either, so an 800-slice study's log showed nothing for the minutes of
+    "finding infection": it gets the bar as plain lines (every LOGGED_EVERY_S, 0 here), a
+    terminal the bar drawn in place, a notebook none; segment, which writes nothing, draws no
+    bar either way."""
+    monkeypatch.setattr(progress, "LOGGED_EVERY_S", 0.0)
+    notebook = type("OutStream", (io.StringIO,), {"__module__": "ipykernel.iostream"})
     inputs = tmp_path / "in"
     inputs.mkdir()
     chest_nifti(inputs / "chest.nii.gz")
     volume = np.asarray(nib.load(inputs / "chest.nii.gz").dataobj).transpose(2, 1, 0)
-    for stream in (io.StringIO(), _Terminal()):
+    for name, stream in (("log", io.StringIO()), ("terminal", _Terminal()),
+                         ("notebook", notebook())):
         monkeypatch.setattr(sys, "stderr", stream)
-        terminal = stream.isatty()
-        predict_batch(BandPredictor([(-400, -200)]), [inputs], tmp_path / f"pred{terminal}",
+        predict_batch(BandPredictor([(-400, -200)]), [inputs], tmp_path / f"pred{name}",
                       batch_size=2)
         err = stream.getvalue()
         assert "predict: 100%" in err
-        assert ("infection:" in err, "\x1b[A" in err) == (terminal, terminal)
+        assert ("infection:" in err, "\x1b[A" in err) == {
+            "log": (True, False), "terminal": (True, True), "notebook": (False, False)}[name]
+        if name == "log":
+            assert "\r" not in err and any(line.startswith("infection: ")
+                                           for line in err.splitlines())
         drawn = len(err)
         segment(tiny_run, volume, spacing=(4.0, 0.75, 0.75))
         assert len(stream.getvalue()) == drawn, "segment drew a bar"

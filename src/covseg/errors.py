@@ -37,6 +37,13 @@ class CovsegError(Exception):
     """A user-facing error: the message says what is wrong and what to do."""
 
 
+class NotLabels(CovsegError):
+    """A file read as a label mask holds values that are no labels (fractional, or beyond the
+    labels read): an image or a probability map, which a caller may read again to tell apart.
+    Other refusals of the same read (out of memory, a truncated file) are not read again: a
+    mask short of memory as int16 was read again as float32, and said to need twice as much."""
+
+
 class BatchFailed(CovsegError):
     """Some inputs of a batch failed after the others were done and written: the CLI exits 1
     for it, so that a script tells it from a usage error or input refused before any work (2)."""

@@ -23,7 +23,7 @@ from covseg.data.layouts import (
     examples,
     refuse_combined_masks,
 )
-from covseg.errors import CovsegError, counted, refuse_special_file
+from covseg.errors import CovsegError, NotLabels, counted, refuse_special_file
 from covseg.infer import Predictor, output_name
 from covseg.io.atomic import (
     refuse_inside,
@@ -311,10 +311,12 @@ def _read_cases(pred_path: Path | None, truth_path: Path, truth_dtype: type = np
 def _read_prediction(path: Path, like: Volume | None = None) -> Volume:
     """A NIfTI prediction as int16 labels (``like``: see :func:`read_nifti`). One refused (for
     fractional values, say) is read again as float32, so that a CT stored as fractional floats
-    (MedSeg's) is refused as an image (:func:`_refuse_image`), not as a probability map."""
+    (MedSeg's) is refused as an image (:func:`_refuse_image`), not as a probability map. Only
+    values that are no labels are read again (:class:`~covseg.errors.NotLabels`), not a file
+    short of memory or truncated."""
     try:
         return read_nifti(path, np.int16, like)
-    except CovsegError:
+    except NotLabels:
         array = read_nifti(path, np.float32, like).array
         _refuse_image(path, array, np.unique(array))
         raise

@@ -9,7 +9,7 @@ functions' signatures (recorded as a run's options) stay as they are.
 Every covseg bar comes from :func:`progress_bar`, which ``TQDM_DISABLE=1`` turns off (read at
 each call, so a notebook may set it after importing covseg) and which updates at most every 30 s
 where stderr is a log file or a pipe, each update a line of its own; a study's slice bar
-(:func:`slice_bar`) is drawn below its batch's bar only where stderr is a terminal.
+(:func:`slice_bar`) is drawn below its batch's bar, except in a notebook.
 
 tqdm's write lock (one for all bars) is left held where an exception lands in a bar's redraw:
 tqdm's ``refresh`` takes it and lets it go without ``try``/``finally``, and in a notebook a kernel
@@ -208,11 +208,13 @@ def _stderr_is_terminal() -> bool:
 
 def slice_bar(iterable: Iterable[T], desc: str) -> Iterable[T]:
     """``iterable`` with a bar of a study's batches of slices, drawn only within a batch (under
-    its study bar) and only where stderr is a terminal: a second bar below the first moves the
-    cursor up (ESC[A), which a notebook and a log file do not follow, so that every batch of
-    slices became a line of its own (23 lines for one 150-slice CT). A study outside of a batch
-    (:func:`covseg.segment`) draws none."""
-    quiet = _REPORTER.get() is None or not _stderr_is_terminal()
+    its study bar), on a terminal or in a log, not in a notebook: a second bar below the first
+    moves the cursor up (ESC[A), which a notebook does not follow, so that every batch of
+    slices became a line of its own (23 lines for one 150-slice CT). A log gets the plain lines
+    of :class:`_LoggedBar` (every :data:`LOGGED_EVERY_S`): kept quiet there too, an 800-slice
+    study's log showed nothing for the minutes of "finding infection". A study outside of a
+    batch (:func:`covseg.segment`) draws none."""
+    quiet = _REPORTER.get() is None or not (_stderr_is_terminal() or _logged())
     return progress_bar(iterable, quiet=quiet, desc=desc, unit="batch", leave=False)
 
 

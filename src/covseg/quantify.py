@@ -27,7 +27,7 @@ from covseg.burden import (
     quantify,
 )
 from covseg.data.layouts import ZENODO_LUNG, combined_mask_folder, refuse_combined_masks
-from covseg.errors import CovsegError, counted, refuse_special_file
+from covseg.errors import CovsegError, NotLabels, counted, refuse_special_file
 from covseg.io.ct import read_volume
 from covseg.io.dicom import dicom_files
 from covseg.io.image import (
@@ -555,10 +555,12 @@ def _read_label_mask(path: Path, like: Volume | None, what: str, mask: str) -> V
     when it holds an image (:func:`_refuse_a_ct`, ``mask``: what to give instead): a CT given
     as the mask would else count every non-zero voxel (8-bit) as lesion or lung, or fail on
     negative "labels" (HU), or, stored as fractional floats (MedSeg's), be told to be
-    thresholded as a probability map."""
+    thresholded as a probability map. Only values that are no labels are read again
+    (:class:`~covseg.errors.NotLabels`): a mask short of memory read as float32 was said to
+    need twice the memory it does."""
     try:
         volume = read_nifti(path, np.int16, like)
-    except CovsegError:  # fractional values, say: read again to tell a CT from probabilities
+    except NotLabels:  # fractional values, say: read again to tell a CT from probabilities
         _refuse_a_ct(path, read_nifti(path, np.float32, like).array, what, mask)
         raise
     _refuse_a_ct(path, volume.array, what, mask)

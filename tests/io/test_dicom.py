@@ -718,3 +718,24 @@ def test_a_file_without_a_transfer_syntax_is_checked_as_uncompressed(tmp_path: P
     with pytest.raises(CovsegError, match=rf"^{re.escape(str(path))}: its header claims 20000 x "
                                           r"20000 pixels x 1 frame \(50,000,000 bytes at least"):
         read_volume(path)
+
+
+def test_a_series_short_of_memory_is_refused_naming_its_size(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ITK's "Failed to allocate memory for image." became "cannot read DICOM series ...",
+    without the size or advice a NIfTI short of memory gets; a single file alike."""
+    files = synthetic_series(tmp_path / "ct", phantom(depth=3))
+
+    def short(self: object) -> None:
+        raise RuntimeError("Exception thrown in SimpleITK ImageSeriesReader_Execute: "
+                           "Failed to allocate memory for image.")
+
+    monkeypatch.setattr(sitk.ImageSeriesReader, "Execute", short)
+    monkeypatch.setattr(sitk.ImageFileReader, "Execute", short)
+    for path, depth, size in ((tmp_path / "ct", 3, "9 KiB"), (files[0], 1, "3 KiB")):
+        with pytest.raises(CovsegError, match=rf"^{re.escape(str(path))}: not enough free memory "
+                                              rf"for its 32 x 24 x {depth} voxels "
+                                              rf"\({size} as float32\); "
+                                              r"free memory \(close other programs\) or use a "
+                                              r"machine with more$"):
+            read_volume(path)

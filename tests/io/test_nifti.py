@@ -564,3 +564,21 @@ def test_unit_voxels_are_told_only_for_a_header_without_geometry(tmp_path: Path)
     for name, (image, why) in cases.items():
         nib.save(image, str(tmp_path / f"{name}.nii.gz"))
         assert nifti_module.unit_voxels_assumed(read_nifti(tmp_path / f"{name}.nii.gz")) == why
+
+
+def test_memory_short_of_a_slab_is_refused_naming_file_and_size(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The volume fitted, but a slab read into it did not: evaluate ended "out of memory: free
+    memory ... or use a machine with more", naming neither the file nor its size."""
+    path = tmp_path / "pred.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((4, 5, 3), dtype=np.uint8), np.eye(4)), path)
+
+    def short(*args: object, **kwargs: object) -> np.ndarray:
+        raise MemoryError
+
+    monkeypatch.setattr(nifti_module, "array_from_file", short)
+    with pytest.raises(CovsegError, match=rf"^{re.escape(str(path))}: not enough free memory "
+                                          r"for its 4 x 5 x 3 voxels \(120 bytes as int16\); "
+                                          r"free memory \(close other programs\) or use a "
+                                          r"machine with more$"):
+        read_nifti(path, np.int16)

@@ -24,7 +24,7 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 
-from covseg.errors import CovsegError, counted, them
+from covseg.errors import CovsegError, counted, is_out_of_memory, them
 from covseg.io.nifti import is_nifti
 from covseg.io.quiet import stderr_back, stderr_to_null
 from covseg.io.volume import (
@@ -34,6 +34,7 @@ from covseg.io.volume import (
     _allowed_offset,
     _one_line,
     check_voxel_count,
+    short_of_memory,
     volume_from_itk,
 )
 from covseg.transforms import AIR_HU
@@ -155,12 +156,14 @@ def read_dicom_folder(folder: str | os.PathLike[str]) -> Volume:
                           f"frames ({multi.name}: {multi.frames}); give each file on its own")
     for name, header in zip(files, headers, strict=True):
         _check_pixels_held(Path(name), header)
-    check_voxel_count((*_columns_rows(headers[0]), len(files)), folder)
+    shape = (*_columns_rows(headers[0]), len(files))
+    check_voxel_count(shape, folder)
     check_dicom_series(headers, str(folder))
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     reader.SetSpacingWarningRelThreshold(1.0)  # checked above; ITK's warning spans lines
-    image = _read_itk(reader, headers[0], f"{folder}: cannot read DICOM series {uid}")
+    image = _read_itk(reader, headers[0], f"{folder}: cannot read DICOM series {uid}",
+                      (str(folder), shape))
     if any(header.photometric == "MONOCHROME1" for header in headers):
         image = _stored_in_hu(image, files, headers, str(folder))
     image = _padding_as_air(image, headers)
@@ -570,11 +573,13 @@ def read_dicom_file(path: str | os.PathLike[str], source: str | None = None) -> 
     source = source or str(path)
     frames = read_frame_headers(path)
     _check_pixels_held(path, frames[0])
-    check_voxel_count((*_columns_rows(frames[0]), frames[0].frames), source)
+    shape = (*_columns_rows(frames[0]), frames[0].frames)
+    check_voxel_count(shape, source)
     check_dicom_series(frames, source)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
-    image = _read_itk(reader, frames[0], f"{source}: cannot read DICOM {path.name}")
+    image = _read_itk(reader, frames[0], f"{source}: cannot read DICOM {path.name}",
+                      (source, shape))
     if image.GetDimension() == 2:
         image = sitk.JoinSeries(image)
     if (any(frame.photometric == "MONOCHROME1" for frame in frames)
@@ -617,14 +622,20 @@ def _check_pixels_held(path: Path, header: SliceHeader) -> None:
             f"the file holds {size:,} bytes; is it truncated or its header corrupt?")
 
 
-def _read_itk(reader: sitk.ImageReaderBase, header: SliceHeader, what: str) -> sitk.Image:
+def _read_itk(reader: sitk.ImageReaderBase, header: SliceHeader, what: str,
+              sized: tuple[str, tuple[int, int, int]]) -> sitk.Image:
     """Run a SimpleITK reader with the C libraries' console output kept quiet (OpenJPEG prints
     dozens of lines for one undecodable file); a failure is one line that names the transfer
-    syntax when the pixels are compressed."""
+    syntax when the pixels are compressed. Memory short of the volume (``sized``: its source
+    and (x, y, z) shape) is refused as a NIfTI's is, with its size as the float32 covseg reads
+    it as (:func:`~covseg.io.volume.short_of_memory`), not as ITK's "cannot read ... (Failed to
+    allocate memory for image.)"."""
     try:
         with _quiet_libraries():
             return reader.Execute()
     except RuntimeError as exc:
+        if is_out_of_memory(exc):
+            raise short_of_memory(sized[1], np.dtype(np.float32), sized[0]) from None
         raise CovsegError(f"{what} ({_itk_message(exc)}){_syntax_hint(header)}") from None
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from covseg.errors import CovsegError
+from covseg.errors import CovsegError, NotLabels
 from covseg.io.atomic import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".npy")
@@ -483,10 +483,10 @@ def _refuse_fractions(levels: Sequence[np.ndarray], sources: Sequence[str]) -> N
 
 
 def fractional_values(source: str | os.PathLike[str], fractions: Sequence[float]
-                      ) -> CovsegError:
+                      ) -> NotLabels:
     """The error for a mask holding fractional values (``fractions``: the smallest and largest,
     :func:`fraction_range`): a probability map or interpolated soft mask, to be thresholded."""
-    return CovsegError(f"{source}: holds fractional values ({min(fractions):.3g}.."
+    return NotLabels(f"{source}: holds fractional values ({min(fractions):.3g}.."
                        f"{max(fractions):.3g}), not labels: threshold it, or pass a label mask "
                        "(0..K or 0/255) such as covseg predict writes")
 

@@ -20,7 +20,7 @@ from nibabel.spatialimages import HeaderDataError
 from nibabel.volumeutils import array_from_file
 from nibabel.wrapstruct import WrapStructError
 
-from covseg.errors import CovsegError
+from covseg.errors import CovsegError, NotLabels
 from covseg.io.image import fraction_range, fractional_values
 from covseg.io.volume import (
     GRID_TOLERANCE_MM,
@@ -34,9 +34,9 @@ from covseg.io.volume import (
     _one_line,
     _unoriented,
     as_axial,
-    byte_size,
     check_voxel_count,
     forms_note,
+    short_of_memory,
 )
 
 NIFTI_ERRORS = (ImageFileError, HeaderDataError, WrapStructError, OSError, EOFError,
@@ -433,9 +433,22 @@ def _scaled_zyx(slabs: Iterator[tuple[int, np.ndarray]], shape: tuple[int, int, 
     volume at once in float64: 8 bytes per voxel on top of the result for a 1000-slice study.
     ``slabs``: the stored (x, y, z) voxels by :func:`_stored_slabs`.
     An integer ``dtype`` asks for labels: fractional values (a probability map) are refused,
-    not truncated to 0.
+    not truncated to 0. Memory short of the volume, or of a slab read into it later, is
+    refused naming the file and the volume's size (:func:`~covseg.io.volume.short_of_memory`):
+    a slab's bare MemoryError ended evaluate in "out of memory", naming neither.
     """
-    out = _allocated(shape, dtype, source)
+    try:
+        out = np.empty(shape[::-1], dtype=dtype)
+        _fill_scaled(out, slabs, slope, inter, source)
+    except MemoryError:
+        raise short_of_memory(shape, dtype, source) from None
+    return out
+
+
+def _fill_scaled(out: np.ndarray, slabs: Iterator[tuple[int, np.ndarray]], slope: float,
+                 inter: float, source: str | Path) -> None:
+    """Fill the (z, y, x) ``out`` from ``slabs`` for :func:`_scaled_zyx`."""
+    dtype = out.dtype
     scaled = (slope, inter) != (1.0, 0.0)
     fractions: list[float] = []
     for first, slab in slabs:
@@ -458,21 +471,6 @@ def _scaled_zyx(slabs: Iterator[tuple[int, np.ndarray]], shape: tuple[int, int, 
                                   "wrong?")
     if fractions:
         raise fractional_values(source, fractions)
-    return out
-
-
-def _allocated(shape: tuple[int, int, int], dtype: np.dtype, source: str | Path) -> np.ndarray:
-    """An empty (z, y, x) array for a volume of (x, y, z) ``shape``; memory short of it is
-    refused in one line naming the file and the shape (the bare out-of-memory line named
-    neither)."""
-    try:
-        return np.empty(shape[::-1], dtype=dtype)
-    except MemoryError:
-        needed = byte_size(shape[0] * shape[1] * shape[2] * dtype.itemsize)
-        raise CovsegError(
-            f"{source}: not enough free memory for its {' x '.join(map(str, shape))} voxels "
-            f"({needed} as {dtype}); free memory (close other programs) or use a machine with "
-            "more") from None
 
 
 def _check_labels_fit(plane: np.ndarray, dtype: np.dtype, source: str | Path) -> None:
@@ -487,7 +485,7 @@ def _check_labels_fit(plane: np.ndarray, dtype: np.dtype, source: str | Path) ->
         return
     value = high if high > bounds.max else low
     shown = f"{int(value)}" if float(value).is_integer() else f"{float(value):g}"
-    raise CovsegError(
+    raise NotLabels(
         f"{source}: holds the value {shown}, beyond the labels covseg reads "
         f"({bounds.min}..{bounds.max}); a mask holds small labels (0/1, 0/255, or 0..3): if "
         f"{shown} marks the lesion of a binary mask, save it as 0/1")

@@ -310,6 +310,17 @@ def check_voxel_count(shape: Sequence[int], source: str | Path, itemsize: int = 
             "volume if it is real")
 
 
+def short_of_memory(shape: Sequence[int], dtype: np.dtype, source: str | Path) -> CovsegError:
+    """The error for a volume of (x, y, z) ``shape`` that free memory cannot hold as ``dtype``,
+    naming the file, the shape and the size: the bare out-of-memory line named neither, and a
+    DICOM series gave ITK's "Failed to allocate memory for image"."""
+    voxels = int(np.prod([int(n) for n in shape], dtype=object))
+    return CovsegError(
+        f"{source}: not enough free memory for its {' x '.join(str(int(n)) for n in shape)} "
+        f"voxels ({byte_size(voxels * dtype.itemsize)} as {dtype}); free memory (close other "
+        "programs) or use a machine with more")
+
+
 def byte_size(count: int) -> str:
     """A byte count in the largest binary unit up to PiB that keeps it at least 1 (``128 TiB``)."""
     size, unit = float(count), "bytes"
