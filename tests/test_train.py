@@ -412,7 +412,7 @@ def test_sigterm_stops_a_run_cleanly_and_resume_finishes(tmp_path: Path,
     out = tmp_path / "run"
     command = [sys.executable, "-c", "import sys; from covseg.cli import main; sys.exit(main())",
                "train", str(synthetic_folder), "--out", str(out), "--model", "unet",
-               "--model-option", "width=4", "--size", "32", "--epochs", "100"]
+               "--model-option", "width=4", "--size", "32", "--epochs", "30"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = out / "log.csv"
     deadline = time.monotonic() + 120
@@ -428,7 +428,7 @@ def test_sigterm_stops_a_run_cleanly_and_resume_finishes(tmp_path: Path,
     done = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=300,
                           check=False)
     assert done.returncode == 0, done.stderr
-    assert len(log.read_text().splitlines()) == 1 + 100
+    assert len(log.read_text().splitlines()) == 1 + 30
 
 
 def test_resume_with_another_split_is_refused(tiny_run: Path, synthetic_folder: Path,
