@@ -6,6 +6,7 @@ import io
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -90,6 +91,37 @@ try:
 except KeyboardInterrupt:
     print("interrupted", [thread.name for thread in threading.enumerate()], flush=True)
 """
+
+
+def test_a_lock_another_thread_holds_drawing_is_kept_by_a_bar_made_meanwhile() -> None:
+    """A redraw in another thread may hold tqdm's lock for seconds (its stderr blocked): a bar
+    made meanwhile took the lock for one left held, swapped it, and that redraw's release (of
+    the new lock, as tqdm's refresh looks it up again) raised RuntimeError in its thread. Only
+    a lock the bar's own thread holds is swapped; a free one is kept too."""
+    from tqdm import tqdm
+
+    lock = tqdm.get_lock()
+    with progress.progress_bar(total=1, quiet=True):
+        assert tqdm.get_lock() is lock  # free: kept
+    held, errors = threading.Event(), []
+
+    def slow_redraw() -> None:
+        tqdm.get_lock().acquire()
+        held.set()
+        time.sleep(progress.LOCK_WAIT_S * 1.5)
+        try:
+            tqdm.get_lock().release()
+        except RuntimeError as error:
+            errors.append(error)
+            lock.release()
+
+    drawing = threading.Thread(target=slow_redraw)
+    drawing.start()
+    held.wait(10)
+    with progress.progress_bar(total=1, quiet=True):
+        pass
+    drawing.join()
+    assert tqdm.get_lock() is lock and errors == []
 
 
 def test_a_bar_left_drawing_by_an_interrupt_hangs_no_later_call() -> None:

@@ -17,7 +17,7 @@ interrupt often lands there (in the stream's flush). The thread that held it tak
 will, every other waits for it forever: the next ``quantify`` hung the kernel, its stage thread
 waiting on the lock and the main thread on the stage thread. So covseg never waits for that lock
 without a limit from a thread of its own (:data:`LOCK_WAIT_S`), and each of its bars first gives
-tqdm a fresh lock where the lock cannot be had (:func:`_unstick_tqdm`).
+tqdm a fresh lock where the thread making it holds tqdm's (:func:`_unstick_tqdm`).
 """
 
 from __future__ import annotations
@@ -49,9 +49,8 @@ not filled with them."""
 
 
 LOCK_WAIT_S = 1.0
-"""Seconds covseg waits for tqdm's write lock from a thread other than the one drawing (a redraw
-holds it for milliseconds): the stage thread then skips its redraw, and a bar's probe
-(:func:`_unstick_tqdm`) takes the lock as stuck."""
+"""Seconds the stage thread waits for tqdm's write lock (a redraw holds it for milliseconds)
+before it skips its redraw."""
 
 
 def silenced() -> bool:
@@ -145,29 +144,25 @@ class _LoggedBar(tqdm):
 
 
 def _unstick_tqdm() -> None:
-    """Give tqdm a fresh write lock where its own cannot be had within :data:`LOCK_WAIT_S` from
-    another thread: a bar's redraw interrupted by an exception left it held (by a frame that is
-    gone), and every bar made or drawn from another thread (the stage thread, a call run in a
-    thread pool) would wait for it forever. Probed from a thread, as the thread that left it
-    held takes it again at will. The fresh lock is a ``threading.RLock``, as tqdm documents for
-    ``tqdm.set_lock``: covseg's processes are spawned, so tqdm's multiprocessing lock shares
-    nothing with them."""
+    """Give tqdm a fresh write lock where the thread making a bar holds tqdm's own: no covseg
+    bar is made inside a redraw, so a redraw an exception cut short left it held (by a frame
+    that is gone), and every other thread (the stage thread, a bar made elsewhere) would wait
+    for it forever. Only the thread that left it held can tell so: a lock another thread holds
+    may be a live redraw (stderr blocked for seconds), and swapped under it, that redraw's
+    release raised ``RuntimeError`` in its thread. The test is ``RLock._is_owned``, the one
+    ``threading.Condition`` uses (no public one exists), of the lock's thread part, which tqdm
+    takes with its multiprocessing part. The fresh lock is a ``threading.RLock``, as tqdm
+    documents for ``tqdm.set_lock``: covseg's processes are spawned, so tqdm's multiprocessing
+    lock shares nothing with them."""
     lock = tqdm.get_lock()
-    free: list[bool] = []
-    probe = threading.Thread(target=lambda: free.append(_took_and_released(lock)),
-                             name="covseg-tqdm-lock", daemon=True)
-    probe.start()
-    probe.join()
-    if free == [False]:
+    if any(_held_here(part) for part in getattr(lock, "locks", [lock])):
         tqdm.set_lock(threading.RLock())
 
 
-def _took_and_released(lock: Any) -> bool:
-    """Whether tqdm's write ``lock`` could be taken within :data:`LOCK_WAIT_S` (let go at once)."""
-    if not _acquire(lock):
-        return False
-    lock.release()
-    return True
+def _held_here(part: Any) -> bool:
+    """Whether this thread holds ``part`` of tqdm's write lock (False where it cannot say)."""
+    owned = getattr(part, "_is_owned", None)
+    return bool(owned()) if callable(owned) else False
 
 
 def _acquire(lock: Any) -> bool:
