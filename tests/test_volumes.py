@@ -814,6 +814,29 @@ def test_resume_over_studies_of_the_earlier_lung_rule_warns_once(
                          "those study folders (or use a new --out) to redo them")]
 
 
+def test_a_study_found_done_under_another_name_is_warned_of_by_that_name(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A patient's folder given on its own (named after its file, ``ct``) is found done under its
+    name among its siblings (``p1``) and skipped: its record of the earlier lung rule went
+    unwarned, as the warning read the folder of the name it had before it was found done."""
+    for name in ("p1", "p2"):
+        (tmp_path / "in" / name).mkdir(parents=True)
+        chest_nifti(tmp_path / "in" / name / "ct.nii.gz")
+    out = tmp_path / "out"
+    predict_batch(BandPredictor([(-400, -200)]), [tmp_path / "in"], out)
+    done = out / "p1" / "quantification.json"
+    record = json.loads(done.read_text())
+    del record["study"]["lesion_added_to_lungs_ml"]  # as an earlier covseg wrote it
+    done.write_text(json.dumps(record))
+    with caplog.at_level("WARNING"):
+        again = predict_batch(BandPredictor([(-400, -200)]), [tmp_path / "in" / "p1"], out)
+    assert (again.done, again.skipped) == (0, 1)
+    warnings = [r.getMessage() for r in caplog.records if "older lung rule" in r.getMessage()]
+    assert warnings == [(f"{out}: 1 study folder(s) (p1) done by an earlier covseg are skipped; "
+                         "their lungs and figures come from its older lung rule: delete those "
+                         "study folders (or use a new --out) to redo them")]
+
+
 def test_a_cascades_grown_lungs_note_names_its_lung_run_as_the_lung_model(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A cascade's studies get thresholded lungs (its lung run guides the infection model only):

@@ -61,6 +61,8 @@ from covseg.viz import severity_chart
 
 log = logging.getLogger(__name__)
 
+Records = dict[str, dict[str, Any] | None]
+"""The records of the folders in a batch's ``--out`` by name (:func:`done_records`)."""
 
 STUDY_OUTPUTS = (RESULT_JSON, RESULT_CSV, MONTAGE_PNG, REPORT_HTML, INFECTION_NII, LUNGS_NII,
                  PROBABILITIES_NII)
@@ -161,7 +163,9 @@ def summary_name(shard: tuple[int, int]) -> str:
 def run_batch(studies: Sequence[Study], out_dir: str | os.PathLike[str],
               process: Callable[[Study, Path], dict[str, Any]], *,
               shard: tuple[int, int] = (0, 1), desc: str = "studies",
-              settings: dict[str, Any] | None = None) -> BatchResult:
+              settings: dict[str, Any] | None = None,
+              warn: Callable[[Sequence[Study], Path, Records], None] | None = None
+              ) -> BatchResult:
     """Run ``process(study, out_dir / study.name)`` over this shard's studies.
 
     Studies whose quantification.json exists are skipped; one that records other ``settings``
@@ -181,12 +185,14 @@ def run_batch(studies: Sequence[Study], out_dir: str | os.PathLike[str],
     runs, the bar names it and the stage it is in (:mod:`covseg.progress`), once that stage
     has lasted half a second. A file in the way of ``out_dir`` is refused as the API refuses
     it (:func:`~covseg.io.atomic.output_folder`), not as a folder it "cannot write to".
+    ``warn`` is told this shard's studies under the names they are done under in ``out_dir``
+    (:func:`_named_as_done`) and the folders' records, before any study, to warn of done ones.
     """
     _check_study_names(studies, out_dir)
     out_dir = output_folder(out_dir)
     agree = partial(_agree_on_plan, out_dir, shard, desc, settings) if shard[1] > 1 else None
     with writing_to(out_dir, shared=shard[1] > 1, agree=agree):
-        return _run_batch(studies, out_dir, process, shard, desc, settings)
+        return _run_batch(studies, out_dir, process, shard, desc, settings, warn)
 
 
 OWN_FILES = (SUMMARY_CSV, PREDICT_RECORD, LOCK_FILE, SHARD_PLAN, PLAN_LOCK)
@@ -252,12 +258,15 @@ def _agree_on_plan(out_dir: Path, shard: tuple[int, int], desc: str,
 
 def _run_batch(studies: Sequence[Study], out_dir: Path,
                process: Callable[[Study, Path], dict[str, Any]], shard: tuple[int, int],
-               desc: str, settings: dict[str, Any] | None) -> BatchResult:
+               desc: str, settings: dict[str, Any] | None,
+               warn: Callable[[Sequence[Study], Path, Records], None] | None) -> BatchResult:
     """:func:`run_batch` once ``out_dir``'s lock is settled; the temporary files of its
     summary and chart that a run killed with ``kill -9`` left go first (other shards' not).
     The folders' records are read once (:func:`done_records`) for the checks before any study."""
     records = done_records(out_dir)
     selected = _named_as_done(select_shard(studies, shard), records)
+    if warn is not None:
+        warn(selected, out_dir, records)
     if settings is not None:
         _refuse_other_settings(selected, out_dir, records, settings)
     summary = out_dir / summary_name(shard)
@@ -315,7 +324,7 @@ def _drop_folded_shard_summaries(out_dir: Path, listed: set[str]) -> None:
             path.unlink()
 
 
-def done_records(out_dir: Path) -> dict[str, dict[str, Any] | None]:
+def done_records(out_dir: Path) -> Records:
     """The record (:data:`~covseg.records.RESULT_JSON`) of each entry in ``out_dir``, by name
     in sorted order; None where there is none or it cannot be read. A batch reads them once for
     its checks, which each read them all again (three times an earlier study's)."""
@@ -323,8 +332,7 @@ def done_records(out_dir: Path) -> dict[str, dict[str, Any] | None]:
             for folder in (sorted(out_dir.iterdir()) if out_dir.is_dir() else [])}
 
 
-def _named_as_done(studies: Sequence[Study], records: dict[str, dict[str, Any] | None]
-                   ) -> list[Study]:
+def _named_as_done(studies: Sequence[Study], records: Records) -> list[Study]:
     """``studies``, each one done in the ``--out`` of ``records`` (:func:`done_records`) under
     another name (by the input its record names) under that name: an earlier covseg named a
     mask after its file (``study_0255_mask`` where it is now ``study_0255``), and a patient's
@@ -346,7 +354,7 @@ def _named_as_done(studies: Sequence[Study], records: dict[str, dict[str, Any] |
     return named
 
 
-def _earlier_rows(out_dir: Path, records: dict[str, dict[str, Any] | None], names: set[str],
+def _earlier_rows(out_dir: Path, records: Records, names: set[str],
                   earlier: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
     """Summary rows of the studies done in ``out_dir`` (their ``records``) but not among
     ``names``: a call that adds studies to an ``--out`` keeps the earlier ones in its summary,
@@ -385,7 +393,7 @@ def _as_it_was(row: dict[str, Any], earlier: dict[str, str] | None) -> dict[str,
 
 
 def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
-                           records: dict[str, dict[str, Any] | None],
+                           records: Records,
                            settings: dict[str, Any]) -> None:
     """Skipping a done study made with other settings or inputs would keep its old results:
     refuse. Studies that record no settings (older covseg versions) are skipped as before.
@@ -397,7 +405,7 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
     clashes = []
     for study in studies:
         done = out_dir / study.name / RESULT_JSON
-        record = records[study.name] if study.name in records else read_record(done)
+        record = _record_of(study, out_dir, records)
         recorded = _recorded_settings(record)
         if record is None or not isinstance(recorded, dict):
             continue
@@ -460,7 +468,7 @@ LAYOUT_SETTINGS = (REPORT_SETTING, "probabilities")
 """Settings that add files to a study's folder but change none of its figures."""
 
 
-def _earlier_clashes(out_dir: Path, records: dict[str, dict[str, Any] | None], names: set[str],
+def _earlier_clashes(out_dir: Path, records: Records, names: set[str],
                      current: dict[str, Any]) -> list[tuple[Path, list[str]]]:
     """The done studies in ``out_dir`` (their ``records``) outside ``names`` made with other
     settings (another model, threshold, mirrors, ``--classes``...) than ``current``, with what
@@ -497,14 +505,26 @@ def _done_otherwise(done: Path, recorded: dict[str, Any], current: dict[str, Any
                                             done.stat().st_mtime)
 
 
-def warn_earlier_lung_rule(studies: Sequence[Study], out_dir: Path) -> None:
+def _record_of(study: Study, out_dir: Path, records: Records) -> dict[str, Any] | None:
+    """``study``'s record among ``records`` (:func:`done_records`); one whose folder is not
+    among them by its exact name is read by its path, which a disk that ignores case finds
+    under a name spelt otherwise."""
+    if study.name in records:
+        return records[study.name]
+    return read_record(out_dir / study.name / RESULT_JSON)
+
+
+def warn_earlier_lung_rule(studies: Sequence[Study], out_dir: Path, records: Records) -> None:
     """Warn once about the done predict studies that will be skipped though their record lacks
     ``lesion_added_to_lungs_ml``, or holds lesion added to a lung model's lungs: an earlier
     covseg made their lungs and figures under its older lung rule (the latter grew a lung
     model's lungs over the calls near them, as it grows thresholded lungs), so the summary would
-    mix the two rules unsaid. They are not redone."""
+    mix the two rules unsaid. They are not redone. ``studies`` are named as done in ``out_dir``
+    (:func:`_named_as_done`): a patient's folder given on its own, found done under its name
+    among its siblings, was skipped unwarned. ``records`` are the folders'
+    (:func:`done_records`)."""
     earlier = [out_dir / study.name for study in studies
-               if earlier_lung_rule(read_record(out_dir / study.name / RESULT_JSON))]
+               if earlier_lung_rule(_record_of(study, out_dir, records))]
     if earlier:
         log.warning("%s: %s done by an earlier covseg are skipped; their lungs and figures come "
                     "from its older lung rule: delete those study folders (or use a new %s) "

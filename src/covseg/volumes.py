@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from covseg.batch import BatchResult, run_batch, select_shard, warn_earlier_lung_rule
+from covseg.batch import BatchResult, run_batch, warn_earlier_lung_rule
 from covseg.burden import (
     EFFUSION,
     LESION_NAMES,
@@ -544,8 +544,8 @@ def predict_batch(predictor: SlicePredictor, inputs: Sequence[str | os.PathLike[
     def process(study: Study, folder: Path) -> dict[str, Any]:
         return predict_study(predictor, study.path, folder, study.name, **options)
 
-    warn_earlier_lung_rule(select_shard(studies, shard), Path(out_dir))
-    return run_batch(studies, out_dir, process, shard=shard, desc="predict", settings=settings)
+    return run_batch(studies, out_dir, process, shard=shard, desc="predict", settings=settings,
+                     warn=warn_earlier_lung_rule)
 
 
 def _refuse_output_in_input(studies: Sequence[Study], out_dir: Path) -> None:
