@@ -19,7 +19,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from covseg.batch import parse_shard, run_batch, select_shard
+from covseg.batch import (
+    _agree_on_plan,
+    _earlier_clashes,
+    _earlier_rows,
+    _earlier_summary_rows,
+    _named_as_done,
+    parse_shard,
+    remove_earlier_outputs,
+    run_batch,
+    select_shard,
+)
 from covseg.errors import CovsegError
 from covseg.io.lock import LOCK_FILE, PLAN_LOCK, SHARD_PLAN, writing_to
 from covseg.quantify import quantify_batch
@@ -624,3 +634,139 @@ def test_a_study_done_by_a_covseg_recording_no_settings_is_not_listed_beside_new
         quantify_batch([second], out, multiclass=True)
     assert not (out / "b").exists()
     assert quantify_batch([first], out).skipped == 1
+
+
+def test_a_study_is_found_done_under_the_first_other_name_whose_record_names_its_input(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A study is looked for under another name by the absolute input a done study's record
+    names: the first such folder by name, and not a folder whose name another study of the
+    call holds, nor one whose record names its input relative to a working folder it lacks."""
+    monkeypatch.chdir(tmp_path)
+    a, b = tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"
+    records: dict[str, dict[str, Any] | None] = {
+        "a_mask": {"inputs": {"mask": str(a)}}, "a_old": {"inputs": {"mask": str(a)}},
+        "b_rel": {"inputs": {"mask": "b.nii.gz"}}, "d": None}
+    named = _named_as_done([Study("a", a), Study("b", b)], records)
+    assert [study.name for study in named] == ["a_mask", "b"]
+    named = _named_as_done([Study("a", a), Study("a_mask", tmp_path / "x.nii.gz")], records)
+    assert [study.name for study in named] == ["a", "a_mask"]
+
+
+def test_an_earlier_study_done_with_its_probabilities_is_no_other_method(tmp_path: Path) -> None:
+    """A done study of ``--out`` that also wrote its probability map (or HTML report) is listed
+    beside a call's studies done without: those add files, not other figures."""
+    settings = {"threshold": 0.5, "probabilities": True, "html": True}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "quantification.json").write_text("{}")
+    records: dict[str, dict[str, Any] | None] = {"a": {"study": {}, "settings": settings}}
+    current = {**settings, "probabilities": False, "html": False}
+    assert _earlier_clashes(tmp_path, records, set(), current) == []
+    assert _earlier_clashes(tmp_path, records, set(), {**current, "threshold": 0.4})
+
+
+def test_earlier_rows_list_done_studies_as_their_calls_wrote_them(tmp_path: Path) -> None:
+    """The summary lists the studies done in ``--out`` by earlier calls (a record with a
+    ``study`` region), each with the status and input its earlier row gave (an older covseg's
+    input as typed), and not a folder whose record holds no study, nor a study of this call."""
+    records: dict[str, dict[str, Any] | None] = {
+        "a": {"study": {"lesion_ml": 1.0}, "inputs": {"mask": "/in/a.nii.gz"}},
+        "b": {"study": {"lesion_ml": 2.0}, "inputs": {"mask": "/in/b.nii.gz"}},
+        "c": {"study": {"lesion_ml": 3.0}, "inputs": {"mask": "/in/c.nii.gz"}},
+        "x": {"settings": {}}, "y": None}
+    earlier = {"a": {"status": "skipped", "input": "in/a.nii.gz"}}
+    rows = _earlier_rows(tmp_path, records, {"c"}, earlier)
+    assert [(row["study"], row["status"], row["input"]) for row in rows] == [
+        ("a", "skipped", "in/a.nii.gz"), ("b", "done", "/in/b.nii.gz")]
+
+
+def test_shards_agree_on_their_command_but_not_on_what_adds_files(tmp_path: Path) -> None:
+    """A shard beside running shards of another command (predict beside quantify) is refused,
+    and one that only adds files to the study folders (``--html``, ``--probabilities``) or
+    names the same model otherwise (the same SHA-256) is not: their figures are the same."""
+    settings = {"threshold": 0.5, "probabilities": True, "html": True}
+    _agree_on_plan(tmp_path, (0, 2), "quantify", settings, first=True)
+    _agree_on_plan(tmp_path, (1, 2), "quantify", {**settings, "probabilities": False,
+                                                   "html": False}, first=False)
+    with pytest.raises(CovsegError, match="with other settings than this shard's"):
+        _agree_on_plan(tmp_path, (1, 2), "predict", settings, first=False)
+    model = {"model": "runs/a", "model_sha256": "f00d"}
+    _agree_on_plan(tmp_path, (0, 2), "predict", model, first=True)
+    _agree_on_plan(tmp_path, (1, 2), "predict", {**model, "model": "copy/best.pt"}, first=False)
+
+
+def test_a_study_whose_record_cannot_be_read_is_done_again(tmp_path: Path) -> None:
+    """A done study's quantification.json that cannot be read (cut short) is not taken as done:
+    the study is done again, its row has its figures, and the temporary files a killed run
+    left in its folder, and the files of its earlier attempt, are gone."""
+    mask = synthetic_study(tmp_path / "in", "a")[1]
+    out = tmp_path / "out"
+    quantify_batch([mask], out)
+    (out / "a" / "quantification.json").write_text("{")
+    (out / "a" / ".result.a1b2c3d4.csv").write_text("a killed run's")
+    shutil.copy(mask, out / "a" / "probabilities.nii.gz")  # of an earlier attempt's settings
+    result = quantify_batch([mask], out)
+    assert (result.done, result.skipped) == (1, 0)
+    assert read_rows(out / "summary.csv")[0]["lesion_ml"]
+    assert not (out / "a" / ".result.a1b2c3d4.csv").exists()
+    assert not (out / "a" / "probabilities.nii.gz").exists()
+
+
+def test_a_failed_study_has_no_output_and_a_stopped_one_leaves_no_result(tmp_path: Path) -> None:
+    """A study's summary row gives its right and left lungs' involvement, where its lungs came
+    from and its orientation note; a failed study's row names no output folder, and a study
+    stopped (Ctrl-C, SIGTERM) leaves no result file that would be taken as done next call."""
+
+    def process(study: Study, folder: Path) -> dict[str, Any]:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "quantification.json").write_text("{}")
+        if study.name == "a":
+            return {"study": {"lesion_ml": 1.0}, "right_lung": {"percent_involved": 3.0},
+                    "left_lung": {"percent_involved": 4.0}, "orientation_note": "sides?",
+                    "inputs": {"lung_source": "threshold"}}
+        raise CovsegError("bad study") if study.name == "b" else KeyboardInterrupt
+
+    out = tmp_path / "out"
+    result = run_batch([Study(name, tmp_path / f"{name}.nii.gz") for name in "ab"], out, process)
+    done, failed = read_rows(result.summary)
+    assert (done["right_percent_involved"], done["left_percent_involved"]) == ("3", "4")
+    assert (done["orientation_note"], bool(done["lungs"])) == ("sides?", True)
+    assert (failed["status"], failed["error"], failed["output"]) == ("failed", "bad study", "")
+    with pytest.raises(KeyboardInterrupt):
+        run_batch([Study("c", tmp_path / "c.nii.gz")], out, process)
+    assert not (out / "c" / "quantification.json").exists()
+
+
+def test_a_shard_summary_listing_a_study_the_whole_batch_does_not_is_kept(tmp_path: Path) -> None:
+    """A call without shards removes the shards' summaries whose every study it lists, and
+    keeps one listing a study it does not (another input's failure)."""
+
+    def process(study: Study, folder: Path) -> dict[str, Any]:
+        return {"study": {"lesion_ml": 1.0}}
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for shard, study in (("0of2", "a"), ("1of2", "z")):
+        (out / f"summary_shard{shard}.csv").write_text(f"study,status,error\n{study},failed,x\n")
+    run_batch([Study("a", tmp_path / "a.nii.gz")], out, process)
+    assert sorted(path.name for path in out.glob("summary*.csv")) == [
+        "summary.csv", "summary_shard1of2.csv"]
+
+
+def test_an_earlier_row_is_summary_csvs_before_a_shards(tmp_path: Path) -> None:
+    """A study listed by summary.csv and by a shard's summary keeps summary.csv's row (the
+    merge's), and a failed row is no row to keep."""
+    header = "study,status,error,input\n"
+    (tmp_path / "summary.csv").write_text(header + "a,done,,in/a.nii.gz\nb,failed,x,b\n")
+    (tmp_path / "summary_shard0of2.csv").write_text(header + "a,skipped,,/in/a.nii.gz\n")
+    rows = _earlier_summary_rows(tmp_path)
+    assert {study: row["status"] for study, row in rows.items()} == {"a": "done"}
+
+
+def test_a_studys_input_named_as_an_output_is_not_removed(tmp_path: Path) -> None:
+    """Clearing a study's folder of an earlier attempt's outputs spares the study's own input
+    where it is one of them (predict's infection.nii.gz quantified in its folder)."""
+    for name in ("infection.nii.gz", "quantification.json"):
+        (tmp_path / name).write_text("x")
+    study = Study("a", tmp_path / "infection.nii.gz")
+    assert remove_earlier_outputs(tmp_path, study) == [tmp_path / "quantification.json"]
+    assert (tmp_path / "infection.nii.gz").is_file()

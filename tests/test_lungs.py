@@ -773,3 +773,17 @@ def test_regions_beyond_uint16_labels_are_labelled_all_the_same() -> None:
     many[0, ::2, ::2] = True
     assert [(regions.dtype, count) for regions, count in (_labelled(few), _labelled(many))] == [
         (np.dtype(np.uint16), 16), (np.dtype(np.int32), 90000)]
+
+
+def test_a_region_apart_within_a_kept_regions_box_is_removed() -> None:
+    """A lesion region lying apart from the lungs is removed also where it lies within the box
+    of a region reaching them (an L-shaped call around it), which is kept whole."""
+    lungs = np.zeros((6, 40, 48), dtype=np.uint8)
+    lungs[1:5, 10:30, 10:20] = RIGHT_LUNG
+    reaching = np.zeros_like(lungs)
+    reaching[2:4, 12:16, 18:40] = 1  # from the lung out, 20 mm
+    reaching[2:4, 12:34, 38:40] = 1  # and on, round the region apart
+    lesions = reaching.copy()
+    lesions[2:4, 22:25, 26:29] = 1  # apart: 6 mm from the lung, in the kept region's box
+    np.testing.assert_array_equal(remove_outside_lungs(lesions, lungs, (2.0, 1.0, 1.0), 3.0),
+                                  reaching)

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -199,3 +200,68 @@ def test_a_studys_slice_bar_is_written_to_a_log(monkeypatch: pytest.MonkeyPatch)
     assert [line.split("|")[0] for line in lines] == [
         "infection:   0%", "infection:  33%", "infection:  67%", "infection: 100%"]
     assert "\r" not in log.getvalue() and "\x1b" not in log.getvalue()
+
+
+def test_a_lock_not_had_within_the_wait_is_let_go_of_whole(monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """Where one part of tqdm's write lock (its thread lock) cannot be had, the parts taken
+    before it (its multiprocessing lock) are let go: kept, every other thread's bar waited."""
+    monkeypatch.setattr(progress, "LOCK_WAIT_S", 0.05)
+    lock = SimpleNamespace(locks=[threading.RLock(), threading.RLock()])
+    holding, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock.locks[1]:
+            holding.set()
+            done.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait(5)
+    assert not progress._acquire(lock)
+    done.set()
+    holder.join()
+    free: list[bool] = []
+    probe = threading.Thread(target=lambda: free.append(lock.locks[0].acquire(blocking=False)))
+    probe.start()
+    probe.join()
+    assert free == [True]
+
+
+def test_a_stage_over_before_its_draw_is_not_drawn() -> None:
+    """A stage the study has left by the time the drawing thread draws it is not put on the bar
+    (the study's next stage, or none, is)."""
+    with (progress_bar(total=1, file=io.StringIO()) as bar,
+          progress.stage_bar(bar, after=3600.0) as stages):
+        report = stages.reporter("ct")
+        report("reading")
+        report("counting")
+        stages._draw("ct: reading")
+        assert "reading" not in (bar.postfix or "")
+
+
+class _ClosedPipe(io.StringIO):
+    """A stderr whose reader went away once ``gone`` is set."""
+
+    gone = False
+
+    def write(self, text: str) -> int:
+        if self.gone:
+            raise BrokenPipeError(32, "Broken pipe")
+        return super().write(text)
+
+
+def test_a_stage_drawn_to_a_closed_pipe_stops_the_thread_quietly(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The drawing thread stops without a traceback where stderr's pipe is gone (the batch's
+    own bar says so)."""
+    raised: list[type[BaseException]] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: raised.append(args.exc_type))
+    pipe = _ClosedPipe()
+    with progress_bar(total=1, file=pipe) as bar:
+        with progress.stage_bar(bar, after=0.01) as stages:
+            pipe.gone = True
+            stages.reporter("ct")("reading")
+            time.sleep(0.2)
+        pipe.gone = False
+    assert raised == []

@@ -529,8 +529,9 @@ def test_a_ct_given_as_the_lesion_mask_fails_its_study(tmp_path: Path) -> None:
 
 def test_a_ct_of_fractional_floats_given_as_the_mask_is_told_a_ct(tmp_path: Path) -> None:
     """A CT stored as fractional floats (MedSeg's ``tr_im.nii.gz``) given as the mask was told
-    to be thresholded as a probability map; it now fails as a CT, saying where a CT goes. A
-    probability map (0..1) keeps its own reason."""
+    to be thresholded as a probability map; it now fails as a CT, saying where a CT goes, as
+    does a 16-bit image beyond int16's labels. A probability map (0..1) keeps its own
+    reason."""
     ct, _, _ = synthetic_study(tmp_path / "in", "good")
     hu = noisy_ct(ct)
     floats = np.asarray(hu.dataobj, dtype=np.float32) + np.float32(0.25)
@@ -539,6 +540,10 @@ def test_a_ct_of_fractional_floats_given_as_the_mask_is_told_a_ct(tmp_path: Path
                                           r"\(\d+ grey levels, \d+% of pixels mid-grey\); "
                                           r"give the CT as --image"):
         quantify_study(tmp_path / "tr_im.nii.gz", tmp_path / "out")
+    grey = np.random.default_rng(0).integers(0, 60000, floats.shape, dtype=np.uint16)
+    nib.save(nib.Nifti1Image(grey, hu.affine), str(tmp_path / "u16.nii.gz"))  # beyond int16
+    with pytest.raises(CovsegError, match=r"u16\.nii\.gz: not a lesion mask but an image"):
+        quantify_study(tmp_path / "u16.nii.gz", tmp_path / "out")
     soft = np.random.default_rng(0).uniform(0.0, 1.0, floats.shape).astype(np.float32)
     nib.save(nib.Nifti1Image(soft, hu.affine), str(tmp_path / "soft.nii.gz"))
     with pytest.raises(CovsegError, match=r"soft\.nii\.gz: holds fractional values"):
