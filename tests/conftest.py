@@ -35,6 +35,12 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     # ignored, and covseg rightly keeps a signal ignored as it came: the stop tests then saw
     # their SIGINT ignored (exit 0, not 130). They test Ctrl-C as a terminal delivers it.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
+    # Run under nohup (`nohup pytest &`), the suite and its child processes inherit SIGHUP
+    # ignored, which covseg keeps as it came: the hang-up tests saw no stop (a 120 s timeout,
+    # exit 0 for 129). They test a hang-up as a closed terminal delivers it; the nohup case
+    # sets SIG_IGN itself (tests/test_unattended.py).
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SAMPLE_CT = SHARED_DATA / "ct-samples" / "example_ct_sm.nii.gz"
