@@ -35,12 +35,6 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     # ignored, and covseg rightly keeps a signal ignored as it came: the stop tests then saw
     # their SIGINT ignored (exit 0, not 130). They test Ctrl-C as a terminal delivers it.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
-    # Run under nohup (`nohup pytest &`), the suite and its child processes inherit SIGHUP
-    # ignored, which covseg keeps as it came: the hang-up tests saw no stop (a 120 s timeout,
-    # exit 0 for 129). They test a hang-up as a closed terminal delivers it; the nohup case
-    # sets SIG_IGN itself (tests/test_unattended.py).
-    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SAMPLE_CT = SHARED_DATA / "ct-samples" / "example_ct_sm.nii.gz"
@@ -104,6 +98,19 @@ def shared(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data not available: {path} (CI provides ../shared/data beside the repo)")
     return path
+
+
+@pytest.fixture()
+def hangup_delivered() -> Iterator[None]:
+    """SIGHUP at its default for the test (and the processes it starts): run under nohup
+    (`nohup pytest &`), the suite inherits it ignored, which covseg keeps as it came, so the
+    hang-up tests saw no stop (a 120 s timeout, exit 0 for 129). Restored after the test
+    alone, so that the rest of a nohup'd suite outlives a closed terminal."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 @pytest.fixture(autouse=True)

@@ -1390,6 +1390,7 @@ def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert err.rstrip().endswith("(see `covseg predict -h`)")
 
 
+@pytest.mark.usefixtures("hangup_delivered")
 @pytest.mark.parametrize(("stop", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143),
                                                (signal.SIGHUP, 129)])
 def test_a_stop_while_covseg_loads_is_one_line(tmp_path: Path, stop: signal.Signals,
@@ -1584,6 +1585,7 @@ class _StopWhenCollected:
 @pytest.mark.parametrize(("stop", "exit_code", "word"), [
     (signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "stopped"),
     (signal.SIGHUP, 129, "stopped")])
+@pytest.mark.usefixtures("hangup_delivered")
 def test_a_stop_in_a_finaliser_still_stops_an_ensemble_run(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         synthetic_folder: Path, stop: signal.Signals, exit_code: int, word: str) -> None:

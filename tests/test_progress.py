@@ -125,15 +125,36 @@ def test_a_lock_another_thread_holds_drawing_is_kept_by_a_bar_made_meanwhile() -
     assert tqdm.get_lock() is lock and errors == []
 
 
+def test_a_lock_whose_process_part_alone_this_thread_holds_is_swapped() -> None:
+    """tqdm takes its lock's multiprocessing part first: an interrupt between its two parts, or
+    a user's ``tqdm.set_lock(multiprocessing.RLock())`` (tqdm's recipe for processes) left
+    held, is a lock no other thread gets either; it was kept, and a bar from another thread
+    waited for it forever."""
+    import multiprocessing
+
+    from tqdm import tqdm
+
+    original = tqdm.get_lock()
+    for held in (original.locks[0], multiprocessing.RLock()):
+        tqdm.set_lock(held if held is not original.locks[0] else original)
+        held.acquire()
+        try:
+            with progress.progress_bar(total=1, quiet=True):
+                assert tqdm.get_lock() not in (original, held)
+        finally:
+            held.release()
+            tqdm.set_lock(original)
+
+
 def test_a_bar_left_drawing_by_an_interrupt_hangs_no_later_call() -> None:
     """In a notebook, a kernel interrupt landing in a bar's redraw (tqdm's refresh, which lets
     its lock go without try/finally) left tqdm's write lock held by the main thread; the next
     quantify hung the kernel for good: the stage thread waited for the lock holding the stages'
     condition, and the main thread, naming the next stage, for the condition. Now the stage
     thread draws outside the condition and waits a bounded time for the lock, and a bar gives
-    tqdm a fresh lock where its own cannot be had: the batch ends, with its stage drawn, a bar
-    drawn from another thread ends, and a batch interrupted while the lock is held leaves no
-    stage thread running."""
+    tqdm a fresh lock where the thread making it holds tqdm's: the batch ends, with its stage
+    drawn, a bar drawn from another thread ends, and a batch interrupted while the lock is held
+    leaves no stage thread running."""
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-c", LEFT_HELD, str(Path(progress.__file__).parent)],
                           capture_output=True, text=True, check=False, timeout=60)

@@ -49,6 +49,7 @@ def test_a_study_stopped_leaves_none_of_its_outputs(tmp_path: Path) -> None:
     assert not (out / "s0" / RESULT_CSV).exists() and not (out / "s0" / RESULT_JSON).exists()
 
 
+@pytest.mark.usefixtures("hangup_delivered")
 def test_sighup_stops_as_sigterm_but_not_under_nohup() -> None:
     """SIGHUP (a terminal closed, SSH dropped) killed the command with no line and no record of
     its work; it now raises HungUp, a :class:`Terminated`. Where it is ignored

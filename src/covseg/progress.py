@@ -149,9 +149,8 @@ def _unstick_tqdm() -> None:
     that is gone), and every other thread (the stage thread, a bar made elsewhere) would wait
     for it forever. Only the thread that left it held can tell so: a lock another thread holds
     may be a live redraw (stderr blocked for seconds), and swapped under it, that redraw's
-    release raised ``RuntimeError`` in its thread. The test is ``RLock._is_owned``, the one
-    ``threading.Condition`` uses (no public one exists), of the lock's thread part, which tqdm
-    takes with its multiprocessing part. The fresh lock is a ``threading.RLock``, as tqdm
+    release raised ``RuntimeError`` in its thread. The test is :func:`_held_here` of each of
+    the lock's parts (no public one exists). The fresh lock is a ``threading.RLock``, as tqdm
     documents for ``tqdm.set_lock``: covseg's processes are spawned, so tqdm's multiprocessing
     lock shares nothing with them."""
     lock = tqdm.get_lock()
@@ -160,8 +159,11 @@ def _unstick_tqdm() -> None:
 
 
 def _held_here(part: Any) -> bool:
-    """Whether this thread holds ``part`` of tqdm's write lock (False where it cannot say)."""
-    owned = getattr(part, "_is_owned", None)
+    """Whether this thread holds ``part`` of tqdm's write lock: a ``threading.RLock`` says so
+    by ``_is_owned``, a ``multiprocessing.RLock`` (tqdm's other part, and its recipe for
+    processes) by its semaphore's ``_is_mine``; False for a lock that keeps no owner."""
+    owned = getattr(part, "_is_owned", None) or getattr(getattr(part, "_semlock", None),
+                                                        "_is_mine", None)
     return bool(owned()) if callable(owned) else False
 
 
