@@ -288,8 +288,7 @@ def test_the_headline_over_folds_is_the_mean_and_sample_sd() -> None:
     per_fold = [{"fold": k, "dice": d} for k, d in enumerate(dice)]
     rows = [{"fold": k, "case_id": f"c{k}", "dice": d, "sensitivity": d, "precision": d}
             for k, d in enumerate(dice)]
-    begun = crossval.Begun(clock=0.0, utc="2026-12-05T00:00:00Z", trains=True, resume=False,
-                           saved=())
+    begun = crossval.Begun(clock=0.0, utc="2026-12-05T00:00:00Z", resume=False, saved=())
     summary = crossval._summary(TrainConfig(), load_dataset("synthetic"), Path("cv"), "3 folds",
                                 per_fold, rows, begun, 1.0)
     across = summary["mean_std_over_folds"]["dice"]

@@ -45,13 +45,17 @@ REGIONS = ("study", "right_lung", "left_lung")
 LESION_NAMES = {label: CLASS_NAMES[label] for label in (GGO, CONSOLIDATION, EFFUSION)}
 
 
+CATEGORY_BOUNDS = ((25.0, "CT-1"), (50.0, "CT-2"), (75.0, "CT-3"))
+"""Each MosMedData category below CT-4 with the % involvement it stays under (CT-0: none)."""
+
+
 def ct_category(percent: float) -> str:
     """MosMedData category of a % involvement (see the module docstring for the boundaries)."""
     if not 0.0 <= percent <= 100.0 + 1e-9:
         raise CovsegError(f"% involvement must lie in 0..100, got {percent}")
     if percent == 0.0:
         return "CT-0"
-    for bound, name in ((25.0, "CT-1"), (50.0, "CT-2"), (75.0, "CT-3")):
+    for bound, name in CATEGORY_BOUNDS:
         if percent < bound:
             return name
     return "CT-4"

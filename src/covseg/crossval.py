@@ -47,6 +47,7 @@ from covseg.provenance import (
     run_provenance,
     utc_now,
 )
+from covseg.records import read_record
 from covseg.train import (
     CROSS_VALIDATION,
     DATA_FINGERPRINT,
@@ -432,9 +433,13 @@ class Begun:
 
     clock: float
     utc: str
-    trains: bool
     resume: bool
     saved: tuple[FoldState, ...]
+
+    @property
+    def trains(self) -> bool:
+        """Whether some fold was unfinished as the command began."""
+        return not all(finished for finished, _ in self.saved)
 
 
 def begin(out: Path, folds: int, resume: bool, clock: float | None = None,
@@ -443,7 +448,6 @@ def begin(out: Path, folds: int, resume: bool, clock: float | None = None,
     ``clock`` and ``utc`` (before its folds ran on Ray), with what its folds held then."""
     return Begun(clock=time.perf_counter() if clock is None else clock,
                  utc=utc_now() if utc is None else utc,
-                 trains=not all(fold_done(out / f"fold_{k}") for k in range(folds)),
                  resume=resume, saved=_folds_state(out, folds))
 
 
@@ -495,12 +499,9 @@ def stop_recorded(config: TrainConfig, data: LoadedData, out: Path,
 def _stopped_otherwise(out: Path, config: TrainConfig, data: LoadedData) -> bool:
     """Whether ``out``'s :data:`STOPPED_FILE` records the commands of another recipe than
     ``config`` (an unreadable one records none)."""
-    try:
-        saved = json.loads((out / STOPPED_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(saved, dict) and not _same_recipe(saved.get("config"),
-                                                        config.record(data.windowed))
+    saved = read_record(out / STOPPED_FILE)
+    return saved is not None and not _same_recipe(saved.get("config"),
+                                                  config.record(data.windowed))
 
 
 def _earlier(out: Path, resume: bool) -> Path | None:
@@ -627,10 +628,7 @@ def _folds_threads(out: Path, folds: int) -> int | list[int | None] | None:
     recorded, or not started); null where none does."""
     counts: list[int | None] = []
     for k in range(folds):
-        try:
-            counts.append(json.loads((out / f"fold_{k}" / "config.json").read_text())[THREADS])
-        except (OSError, ValueError, KeyError, TypeError):
-            counts.append(None)
+        counts.append((read_record(out / f"fold_{k}" / "config.json") or {}).get(THREADS))
     known = set(counts) - {None}
     return known.pop() if len(known) == 1 else list(counts) if known else None
 

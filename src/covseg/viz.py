@@ -17,6 +17,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
 
+from covseg.burden import CATEGORY_BOUNDS
 from covseg.io.atomic import atomic_path
 
 CLASS_COLOURS = np.array(
@@ -298,7 +299,7 @@ def severity_chart(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[st
     ax.set_xlabel(unit)
     if percent:
         ax.set_xlim(0, 100)
-        for bound in (25, 50, 75):  # the CT-1..CT-4 cut-offs
+        for bound, _ in CATEGORY_BOUNDS:
             ax.axvline(bound, color="grey", linestyle="--", linewidth=0.8)
     else:
         ax.margins(x=0.12)  # room for the longest bar's value
