@@ -1441,6 +1441,39 @@ def test_ctrl_c_in_an_import_callback_still_stops_covseg() -> None:
         130, "covseg: interrupted while starting; nothing was done\n", "")
 
 
+LOADED_AFTER_EACH_STEP = """
+import contextlib, io, json, sys
+HEAVY = ("monai", "torchvision")
+import covseg
+from covseg.cli import main
+steps = [["import covseg", None, [m for m in HEAVY if m in sys.modules]]]
+for argv in json.loads(sys.argv[1]):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            code = main(argv)
+        except SystemExit as stop:
+            code = stop.code
+    steps.append([argv[0] if argv[0] != "--help" else "covseg", code,
+                  [m for m in HEAVY if m in sys.modules]])
+print(json.dumps(steps))
+"""
+
+
+def test_help_and_refusals_of_bad_input_do_not_load_monai(tmp_path: Path) -> None:
+    """``import covseg`` imported MONAI (about 4 s of CPU, torchvision within it) for every
+    help text, one-line refusal, ensemble member and worker: MONAI is imported where used."""
+    missing = str(tmp_path / "missing")
+    argvs = [["--help"], ["predict", "--help"],
+             ["predict", missing, "--model", str(tmp_path / "m.pt"), "--out", missing],
+             ["train", missing, "--out", missing],
+             ["train", "synthetic", "--augment", "extreme", "--out", missing]]
+    done = subprocess.run([sys.executable, "-c", LOADED_AFTER_EACH_STEP, json.dumps(argvs)],
+                          check=True, capture_output=True, text=True, timeout=300)
+    assert json.loads(done.stdout) == [["import covseg", None, []], ["covseg", 0, []],
+                                       ["predict", 0, []], ["predict", 2, []],
+                                       ["train", 2, []], ["train", 2, []]]
+
+
 FULL_DISK = ("covseg: error: no space left on device writing m.onnx; free space and rerun the "
              "same command\n")
 

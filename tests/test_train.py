@@ -369,14 +369,16 @@ def test_a_file_that_is_not_a_checkpoint(tmp_path: Path) -> None:
 
 def test_deep_supervision_trains_every_output(tmp_path: Path, synthetic_folder: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from monai.losses import DeepSupervisionLoss
+
     seen: list[int] = []
-    real_loss = train_module.DeepSupervisionLoss.forward
+    real_loss = DeepSupervisionLoss.forward
 
     def recording(self, outputs, target):  # type: ignore[no-untyped-def]
         seen.append(len(outputs) if isinstance(outputs, list) else 1)
         return real_loss(self, outputs, target)
 
-    monkeypatch.setattr(train_module.DeepSupervisionLoss, "forward", recording)
+    monkeypatch.setattr(DeepSupervisionLoss, "forward", recording)
     data = load_dataset(synthetic_folder)
     config = TrainConfig(model="miniseg", model_options={"deep_supervision": True}, epochs=2,
                          size=64, batch_size=4, val_fraction=0.25)

@@ -10,6 +10,9 @@ ringed with soft tissue first).
 Without a lung channel, :class:`LungFrame` gives whole CT frames the framing of Inf-Net's
 slices: cut to the lungs' bounding box and stretched to the box's own grey range. A model
 trained on lung crops then sees full 512x512 frames as it saw its training slices.
+
+MONAI is imported where it is used, so that ``import covseg`` and the CLI's help and refusals
+stay fast.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from monai.transforms import ScaleIntensity
 
 from covseg.errors import CovsegError
 from covseg.lungs import LUNG_THRESHOLD_HU, lung_air, segment_lungs
@@ -82,8 +84,6 @@ FRAME_MIN_FRACTION = 0.05
 lung masks): the aerated rims of a lung base filled with consolidation are small pieces, and a
 box without them cuts the consolidation off (on MedSeg's 52 frames 5.3 % of the lesion pixels
 fell outside the box instead of 6.3 %)."""
-_STRETCH = ScaleIntensity(minv=0.0, maxv=1.0, dtype=np.float32)
-"""Min-max to [0, 1], as Inf-Net's exported crops are (a constant slice becomes zeros)."""
 
 
 @dataclass(frozen=True)
@@ -321,8 +321,12 @@ class LungFrame:
 
     @staticmethod
     def cut(image: np.ndarray, box: CropBox) -> tuple[np.ndarray, CropBox]:
-        """The (1, h, w) model input of ``image`` framed to ``box``, and the box."""
-        return np.asarray(_STRETCH(box.crop(image)[None])), box
+        """The (1, h, w) model input of ``image`` framed to ``box``, and the box: min-max
+        stretched to [0, 1], as Inf-Net's exported crops are (a constant slice becomes zeros)."""
+        from monai.transforms import ScaleIntensity
+
+        stretch = ScaleIntensity(minv=0.0, maxv=1.0, dtype=np.float32)
+        return np.asarray(stretch(box.crop(image)[None])), box
 
     def to_meta(self) -> dict[str, object]:
         return {"window": list(self.window)}

@@ -1,4 +1,8 @@
-"""Losses by name, all from MONAI (or torch for plain BCE), binary or multi-class."""
+"""Losses by name, all from MONAI (or torch for plain BCE), binary or multi-class.
+
+MONAI is imported where it is used, so that ``import covseg`` and the CLI's help and refusals
+stay fast.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from monai.losses import DiceCELoss, DiceLoss, FocalLoss, TverskyLoss
-from monai.networks.layers import separable_filtering
 from torch import nn
 
 from covseg.errors import CovsegError
@@ -44,6 +46,8 @@ class _StructureLoss(nn.Module):
 
     def box_mean(self, mask: torch.Tensor) -> torch.Tensor:
         """The zero-padded kernel x kernel mean, by MONAI's separable (two 1-D passes) filter."""
+        from monai.networks.layers import separable_filtering
+
         box = self.box.to(mask)  # a no-op on the CPU; follows the batch to an accelerator
         return separable_filtering(mask, [box, box], mode="zeros")
 
@@ -101,6 +105,8 @@ def build_loss(name: str, num_classes: int = 2, dice_weight: float = 1.0,
         return _BinaryBCE()
     if name == "structure":
         return _StructureLoss()
+    from monai.losses import DiceCELoss, DiceLoss, FocalLoss, TverskyLoss
+
     if name == "dice":
         return DiceLoss(**activation)
     if name in ("bce+dice", "ce+dice"):

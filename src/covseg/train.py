@@ -8,6 +8,9 @@ average), ``best.pt`` (best validation Dice, or the last epoch; the average when
 An ensemble (``--model a,b``) trains each member into ``member{i}-{name}/`` with seed
 ``seed + i`` on the same slices (side by side when there are threads for it), then writes the
 averaged model to ``best.pt``.
+
+MONAI is imported where it is used, so that ``import covseg`` and the CLI's help and refusals
+stay fast.
 """
 
 from __future__ import annotations
@@ -33,15 +36,10 @@ from functools import partial
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from monai.data import DataLoader, Dataset
-from monai.losses import DeepSupervisionLoss
-from monai.metrics import compute_dice
-from monai.networks.utils import one_hot
-from monai.transforms import CutMix
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
@@ -83,8 +81,11 @@ from covseg.provenance import (
 )
 from covseg.records import content_hash
 from covseg.stopping import Terminated, raise_if_stopped, stops_recorded
-from covseg.transforms import AUGMENTATIONS, LesionPaste, Letterbox, augmentation
+from covseg.transforms import AUGMENTATIONS, LesionPaste, Letterbox
 from covseg.viz import training_curves
+
+if TYPE_CHECKING:
+    from monai.data import DataLoader
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,8 @@ class _BatchCutMix:
     """MONAI's CutMix on a share of full batches; the mask follows the image's boxes."""
 
     def __init__(self, share: float, batch_size: int) -> None:
+        from monai.transforms import CutMix
+
         self.share = share
         self.mixer = CutMix(batch_size)
 
@@ -157,6 +160,9 @@ def _validate(model: nn.Module, loss_fn: nn.Module, items: list[dict[str, torch.
     ``val_dice``), a binary model's masks cut at the ``threshold`` it will predict with, a
     multi-class model's Dice the mean over its lesion classes (:func:`_multiclass_dice`; a
     model that finds lesions but mixes up their classes is not the best)."""
+    from monai.metrics import compute_dice
+    from monai.networks.utils import one_hot
+
     model.eval()
     losses, dices = [], []
     with torch.inference_mode():
@@ -181,6 +187,8 @@ def _multiclass_dice(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     rules of :mod:`covseg.metrics`: a class absent from both is undefined, not 1 (which gave a
     slice whose only lesion was missed 0.5), and a case with no lesion in either scores 1, as
     two empty masks do."""
+    from monai.metrics import compute_dice
+
     dice = compute_dice(pred, truth, include_background=False, ignore_empty=False)
     present = (pred[:, 1:] + truth[:, 1:]).flatten(2).amax(2) > 0
     return torch.where(present, dice, torch.nan).nanmean(dim=1).nan_to_num(1.0)
@@ -565,6 +573,11 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     :func:`train`: a member has no full-size training pixels); ``train_items``: the training
     slices already on the canvas (an ensemble's members share them), else made here;
     ``record``: more for its config.json (see :func:`train`)."""
+    from monai.data import DataLoader, Dataset
+    from monai.losses import DeepSupervisionLoss
+
+    from covseg.augmentation import augmentation
+
     by_id = {s.case_id: s for s in data.samples}
     train_samples = [by_id[c] for c in train_cases]
     val_samples = [by_id[c] for c in val_cases]

@@ -1,40 +1,26 @@
-"""Intensity scaling, aspect-preserving resize/pad ("letterbox") and augmentation presets.
+"""Intensity scaling, aspect-preserving resize/pad ("letterbox") and lesion pasting; the
+augmentation presets' names (the presets are :mod:`covseg.augmentation`).
 
-Everything spatial is done with MONAI transforms so that image and mask move together.
+Everything spatial is done with MONAI transforms so that image and mask move together. MONAI is
+imported where it is used, so that ``import covseg`` and the CLI's help and refusals stay fast.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Hashable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
-from monai.networks.layers import GaussianFilter
-from monai.transforms import (
-    Compose,
-    MapTransform,
-    Rand2DElasticd,
-    RandAdjustContrastd,
-    RandAffined,
-    RandFlipd,
-    RandGaussianNoised,
-    Randomizable,
-    RandRotate90d,
-    RandRotated,
-    RandScaleIntensityd,
-    RandShiftIntensityd,
-    Resize,
-    ScaleIntensityRange,
-    SpatialCrop,
-    SpatialPad,
-)
 
 from covseg.errors import CovsegError
 from covseg.provenance import option_given, option_name
+
+if TYPE_CHECKING:
+    from monai.transforms import SpatialCrop
 
 Intensity = Literal["auto", "hu", "uint8", "unit"]
 INTENSITY_MODES: tuple[str, ...] = ("auto", "hu", "uint8", "unit")
@@ -47,6 +33,7 @@ AIR_LIMIT_HU = -900.0
 """A chest CT in Hounsfield units holds air at or below this (around the body, in the airways
 and lungs): values detected as HU with none this low were stored without their scaling."""
 AUGMENTATIONS: tuple[str, ...] = ("none", "light", "heavy")
+"""The presets of :func:`covseg.augmentation.augmentation` (``--augment``)."""
 MAX_CLIPPED_SHARE: dict[str, float] = {"hu": 0.9, "uint8": 0.1, "unit": 0.1}
 """Above this share of pixels outside a scale's range, a slice is on another scale: a window
 clips by design (a CT slice in the lung window its bone and any padding, well under 0.9), an
@@ -248,6 +235,8 @@ def scale_intensity(array: np.ndarray, kind: str, window: tuple[float, float] = 
     if judge:
         _warn_if_clipped(_outside_count(array, low, high), array.size, kind, low, high)
     if kind == "hu":
+        from monai.transforms import ScaleIntensityRange
+
         scale = ScaleIntensityRange(window[0], window[1], 0.0, 1.0, clip=True)
         return np.asarray(scale(array), dtype=np.float32)
     if kind == "uint8":
@@ -320,12 +309,16 @@ class Letterbox:
         return max(1, round(self.height * scale)), max(1, round(self.width * scale))
 
     def _pad_crop(self) -> SpatialCrop:
+        from monai.transforms import SpatialCrop
+
         rh, rw = self.resized
         top, left = (self.size - rh) // 2, (self.size - rw) // 2
         return SpatialCrop(roi_start=(top, left), roi_end=(top + rh, left + rw))
 
     def forward(self, array: np.ndarray | torch.Tensor, nearest: bool = False) -> torch.Tensor:
         """(C, H, W) original -> (C, size, size) canvas."""
+        from monai.transforms import Resize, SpatialPad
+
         downscale = max(self.height, self.width) > self.size
         mode = "nearest-exact" if nearest else ("area" if downscale else "bilinear")
         resized = Resize(self.resized, mode=mode)(torch.as_tensor(array, dtype=torch.float32))
@@ -334,90 +327,13 @@ class Letterbox:
 
     def inverse(self, canvas: torch.Tensor, nearest: bool = False) -> torch.Tensor:
         """(C, size, size) canvas -> (C, H, W): probabilities bilinear, label maps ``nearest``."""
+        from monai.transforms import Resize
+
         cropped = self._pad_crop()(canvas)
         same_size = max(self.height, self.width) == self.size
         mode = "nearest-exact" if nearest or same_size else "bilinear"
         resized = Resize((self.height, self.width), mode=mode)(cropped)
         return resized.as_subclass(torch.Tensor).float()
-
-
-def augmentation(preset: str, keys: tuple[str, str] = ("image", "mask"), guided: bool = False
-                 ) -> Compose:
-    """MONAI dictionary transforms for a preset; the mask is always resampled with nearest.
-
-    ``guided``: the image's second channel is a lung guide, 0/1 before the letterbox, which
-    the intensity transforms leave alone (they change the first channel only). It is not 0/1 on
-    the canvas: the letterbox's area/bilinear resize makes its edges fractional, at prediction
-    as in training, and the affine and elastic transforms resample it bilinearly like the slice.
-    """
-    if preset not in AUGMENTATIONS:
-        raise CovsegError(f"unknown augmentation {preset!r}; choose one of {AUGMENTATIONS}")
-    image = keys[0]
-    modes = ("bilinear", "nearest")
-    if preset == "none":
-        return Compose([])
-    light = [
-        RandFlipd(keys, prob=0.5, spatial_axis=1),
-        RandRotated(keys, range_x=np.pi / 12, prob=0.5, mode=modes, padding_mode="zeros"),
-    ]
-    if preset == "light":
-        return Compose(light)
-    return Compose(
-        [
-            # Quarter turns: slices come in either orientation (Inf-Net's are MedSeg's transposed),
-            # and a model that never saw the other one loses about 0.09 Dice on it (RESULTS.md).
-            RandRotate90d(keys, prob=0.5, max_k=1),
-            RandFlipd(keys, prob=0.5, spatial_axis=1),
-            RandFlipd(keys, prob=0.2, spatial_axis=0),
-            RandAffined(
-                keys,
-                prob=0.7,
-                rotate_range=np.pi / 9,
-                scale_range=0.15,
-                translate_range=(12, 12),
-                mode=modes,
-                padding_mode="zeros",
-            ),
-            Rand2DElasticd(
-                keys, spacing=(32, 32), magnitude_range=(0, 2), prob=0.2, mode=modes,
-                padding_mode="zeros",
-            ),
-            *(_intensity(image) if not guided else [FirstChannel(image, _intensity(image))]),
-        ]
-    )
-
-
-def _intensity(key: str) -> list[MapTransform]:
-    """The heavy preset's grey-level changes: scale, shift, contrast, noise."""
-    return [
-        RandScaleIntensityd(key, factors=0.15, prob=0.5),
-        RandShiftIntensityd(key, offsets=0.08, prob=0.5),
-        RandAdjustContrastd(key, gamma=(0.8, 1.25), prob=0.3),
-        RandGaussianNoised(key, std=0.02, prob=0.3),
-    ]
-
-
-class FirstChannel(MapTransform, Randomizable):
-    """Dictionary transforms applied to the first channel of ``key`` alone (MONAI's have no
-    channel selection), the other channels kept as they are; seeded as one transform."""
-
-    def __init__(self, key: str, transforms: list[MapTransform]) -> None:
-        super().__init__([key])
-        self.inner = Compose(transforms)
-
-    def set_random_state(self, seed: int | None = None,
-                         state: np.random.RandomState | None = None) -> FirstChannel:
-        self.inner.set_random_state(seed=seed, state=state)
-        return self
-
-    def randomize(self, data: object) -> None:
-        """The inner transforms draw their own numbers."""
-
-    def __call__(self, data: dict[Hashable, Any]) -> dict[Hashable, Any]:
-        key = self.keys[0]
-        image = data[key]
-        first = torch.as_tensor(self.inner({key: image[:1]})[key])
-        return {**data, key: torch.cat([first, torch.as_tensor(image[1:])])}
 
 
 class LesionPaste:
@@ -441,6 +357,8 @@ class LesionPaste:
     DARK: tuple[float, float] = (0.02, 0.6)
 
     def __init__(self, share: float, sigma: float = 2.0) -> None:
+        from monai.networks.layers import GaussianFilter
+
         self.share = share
         self.blur = GaussianFilter(spatial_dims=2, sigma=sigma, truncated=3.0)
         self.generator = torch.Generator().manual_seed(0)

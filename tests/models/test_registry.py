@@ -616,17 +616,17 @@ def test_models_json_stays_json_with_a_monai_that_prints_while_building(
     """MONAI 1.4.0, pyproject's floor, prints ``BasicUNetPlusPlus features: (...).`` on stdout
     each time UNet++ is built, so ``covseg models --json`` was not JSON there (nor the table
     clean). This BasicUNetPlusPlus prints as 1.4.0's does."""
+    from monai.networks import nets
     from monai.networks.nets import BasicUNetPlusPlus
 
     from covseg import cli
-    from covseg.models import unetpp
 
     class PrintingAsMonai14(BasicUNetPlusPlus):  # type: ignore[misc]
         def __init__(self, *args: Any, features: tuple[int, ...], **kwargs: Any) -> None:
             print(f"BasicUNetPlusPlus features: {features}.")
             super().__init__(*args, features=features, **kwargs)
 
-    monkeypatch.setattr(unetpp, "BasicUNetPlusPlus", PrintingAsMonai14)
+    monkeypatch.setattr(nets, "BasicUNetPlusPlus", PrintingAsMonai14)
     assert cli.main(["models", "--json"]) == 0
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
     monkeypatch.undo()
@@ -638,9 +638,8 @@ def test_unetpp_built_in_two_threads_at_once_leaves_stdout_as_it_was() -> None:
     two threads) restored it out of order, leaving stdout a discarded buffer: every later print
     of the process vanished. Here the second build enters MONAI's while the first is inside it,
     and ends after it, where the builds can overlap (the lock keeps them apart: a 1 s wait)."""
+    from monai.networks import nets
     from monai.networks.nets import BasicUNetPlusPlus
-
-    from covseg.models import unetpp
 
     first_inside, second_inside, first_done = (threading.Event() for _ in range(3))
 
@@ -660,7 +659,7 @@ def test_unetpp_built_in_two_threads_at_once_leaves_stdout_as_it_was() -> None:
 
     stdout = sys.stdout
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(unetpp, "BasicUNetPlusPlus", Overlapping)
+        patch.setattr(nets, "BasicUNetPlusPlus", Overlapping)
         builds = [threading.Thread(target=first_build),
                   threading.Thread(target=build_model, args=("unet++",), kwargs={"width": 4})]
         builds[0].start()

@@ -1,4 +1,8 @@
-"""Segmentation networks by name; importing this package registers them all."""
+"""Segmentation networks by name; importing this package registers them all.
+
+Each builder imports its library (MONAI, torchvision, smp) when it builds, so that
+``import covseg`` and the CLI's help and refusals stay fast.
+"""
 
 from covseg.models import (  # noqa: F401  (each module registers its builders)
     attention_unet,

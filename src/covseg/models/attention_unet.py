@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from monai.networks.nets import AttentionUnet
 from torch import nn
 
 from covseg.models.padding import PadToMultiple
@@ -18,6 +17,8 @@ SMALLEST_WIDTH: Bound = (lambda value: value >= 2,
 def build_attention_unet(in_channels: int, out_channels: int, width: int = 16,
                          dropout: float = 0.0) -> nn.Module:
     """Channels ``width * (1, 2, 4, 8, 16)``, four stride-2 levels (so padded to 16)."""
+    from monai.networks.nets import AttentionUnet
+
     net = AttentionUnet(
         spatial_dims=2,
         in_channels=in_channels,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from monai.networks.nets import UNet
 from torch import nn
 
 from covseg.models.padding import PadToMultiple
@@ -16,6 +15,8 @@ def build_unet(in_channels: int, out_channels: int, width: int = 16, res_units: 
 
     Four stride-2 levels: inputs are padded to a multiple of 16 and the output cropped back.
     """
+    from monai.networks.nets import UNet
+
     net = UNet(
         spatial_dims=2,
         in_channels=in_channels,

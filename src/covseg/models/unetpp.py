@@ -7,7 +7,6 @@ import io
 import threading
 from typing import Any
 
-from monai.networks.nets import BasicUNetPlusPlus
 from torch import nn
 
 from covseg.errors import CovsegError
@@ -43,6 +42,8 @@ def build_unetpp(in_channels: int, out_channels: int, width: int | None = None,
         return build_smp("UnetPlusPlus", encoder, in_channels, out_channels, weights)
     if weights is not None:
         raise CovsegError("unet++: weights= needs encoder= (MONAI's UNet++ has no encoder to load)")
+    from monai.networks.nets import BasicUNetPlusPlus
+
     w = MONAI_WIDTH if width is None else width
     with _QUIET_BUILD, contextlib.redirect_stdout(io.StringIO()):  # MONAI 1.4 prints there
         net = BasicUNetPlusPlus(spatial_dims=2, in_channels=in_channels,
