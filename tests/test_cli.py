@@ -1443,7 +1443,7 @@ def test_ctrl_c_in_an_import_callback_still_stops_covseg() -> None:
 
 LOADED_AFTER_EACH_STEP = """
 import contextlib, io, json, sys
-HEAVY = ("monai", "torchvision")
+HEAVY = ("monai", "torchvision", "scipy.stats")
 import covseg
 from covseg.cli import main
 steps = [["import covseg", None, [m for m in HEAVY if m in sys.modules]]]
@@ -1460,8 +1460,9 @@ print(json.dumps(steps))
 
 
 def test_help_and_refusals_of_bad_input_do_not_load_monai(tmp_path: Path) -> None:
-    """``import covseg`` imported MONAI (about 4 s of CPU, torchvision within it) for every
-    help text, one-line refusal, ensemble member and worker: MONAI is imported where used."""
+    """``import covseg`` imported MONAI (about 4 s of CPU, torchvision within it) and
+    scipy.stats (0.7 s) for every help text, one-line refusal, ensemble member and worker: they
+    are imported where used."""
     missing = str(tmp_path / "missing")
     argvs = [["--help"], ["predict", "--help"],
              ["predict", missing, "--model", str(tmp_path / "m.pt"), "--out", missing],

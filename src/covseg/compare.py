@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import wilcoxon
 
 from covseg.config import TrainConfig
 from covseg.crossval import (
@@ -134,6 +133,8 @@ def paired_wilcoxon(candidate: Mapping[Hashable, float], baseline: Mapping[Hasha
     if len(cases) < 2 or not np.any(diffs):
         result["p_value"] = 1.0 if len(cases) else math.nan
         return result
+    from scipy.stats import wilcoxon  # here: scipy.stats costs 0.7 s of every covseg start
+
     test = wilcoxon(diffs, zero_method="wilcox", alternative="two-sided")
     result["statistic"], result["p_value"] = float(test.statistic), float(test.pvalue)
     return result
