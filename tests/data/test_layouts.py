@@ -1442,6 +1442,40 @@ def test_zenodo_scans_of_one_radiopaedia_case_are_one_patient(tmp_path: Path,
     assert "P3" in load_dataset(tmp_path).patients
 
 
+ZENODO_SCANS = [*(f"coronacases_{k:03d}" for k in range(1, 11)), "radiopaedia_4_85506_1",
+                "radiopaedia_7_85703_0", "radiopaedia_10_85902_1", "radiopaedia_10_85902_3",
+                "radiopaedia_14_85914_0", "radiopaedia_27_86410_0", "radiopaedia_29_86490_1",
+                "radiopaedia_29_86491_1", "radiopaedia_36_86526_0", "radiopaedia_40_86625_0"]
+"""Zenodo's 20 volumes by name: 18 patients (case 10's two series, case 29's two studies)."""
+
+
+@pytest.mark.parametrize("form", ["volumes", "slices"])
+def test_zenodo_scans_in_a_generic_folder_are_zenodos_patients(tmp_path: Path,
+                                                                form: str) -> None:
+    """Zenodo's volumes moved into images/ + masks/, or written out as covseg's
+    ``<scan>_zNNNN`` PNG slices, were 20 patients: folds tested radiopaedia_10_85902_3 on a
+    model trained on radiopaedia_10_85902_1, while cv said "grouped by patient"."""
+    hu, lesions = _hu_volume(slices=2, size=16)
+    for scan in ZENODO_SCANS:
+        for folder, volume in (("images", hu), ("masks", lesions)):
+            if form == "volumes":
+                _save_nifti(tmp_path / folder / f"{scan}.nii.gz", volume)
+            for k in range(2) if form == "slices" else ():
+                _save_png(tmp_path / folder / f"{scan}_z{k:04d}.png", volume[k] > 0)
+    data = load_dataset(tmp_path)
+    assert data.layout == "folders" and len(data.patients) == 18
+    assert {"radiopaedia_10", "radiopaedia_29"} <= set(data.patients)
+    for seed in range(5):
+        folds, how = make_folds(data, 5, seed)
+        assert how.startswith("5-fold, grouped by patient")
+        for _, test in folds:
+            tested = {case.rsplit("_z", 1)[0] for case in test}
+            for one_case in (set(ZENODO_SCANS[12:14]), set(ZENODO_SCANS[16:18])):
+                assert one_case <= tested or not one_case & tested
+    (tmp_path / "patients.csv").write_text("case_id,patient_id\nradiopaedia_10_85902_3,P3\n")
+    assert "P3" in load_dataset(tmp_path).patients
+
+
 def _with_an_empty_slice(root: Path, layout: str) -> str:
     """A small data set of ``layout`` in which one slice's mask is empty; its path or spec."""
     if layout == "synthetic":

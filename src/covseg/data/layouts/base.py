@@ -470,12 +470,13 @@ def slice_volume(image_path: Path, mask_path: Path, options: ReadOptions,
 
 def read_volume_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions, desc: str,
                        patients: dict[str, str]) -> list[Sample]:
-    """Every study's slices; a study is its own patient unless ``patients`` (a patients.csv)
-    groups studies, a patient's follow-up scans, so that folds never split a patient."""
+    """Every study's slices; a study is the patient its name tells (:func:`study_patient`)
+    unless ``patients`` (a patients.csv) groups studies, a patient's follow-up scans, so that
+    folds never split a patient."""
     samples: list[Sample] = []
     for study, image_path, mask_path in progress_bar(pairs, quiet=not pairs, desc=desc,
                                                      unit="volume", leave=False):
-        patient = patients.get(study, study)
+        patient = patients.get(study, study_patient(study))
         samples.extend(slice_volume(image_path, mask_path, options,
                                      partial("{}_z{:04d}".format, study),
                                      _always(patient)))
@@ -488,12 +489,11 @@ def _always(patient: str) -> Callable[[str], str]:
 
 
 def read_studies(pairs: list[tuple[str, Path, Path]], options: ReadOptions, desc: str,
-                  root: Path, patient_of: Callable[[str], str] = str) -> list[Sample]:
+                  root: Path) -> list[Sample]:
     """A volume layout's studies, grouped by ``root/patients.csv`` if there is one, else by
-    ``patient_of`` (a study's patient as the layout's names tell it)."""
+    their names (:func:`study_patient`)."""
     patients = read_patients_csv(root)
-    grouped = {study: patients.get(study, patient_of(study)) for study, _, _ in pairs}
-    samples = read_volume_pairs(pairs, options, desc, grouped)
+    samples = read_volume_pairs(pairs, options, desc, patients)
     check_patients_listed(patients, [], study_cases(pairs))
     return samples
 
@@ -528,10 +528,11 @@ def study_rows(table: dict[str, str], pairs: list[tuple[str, Path, Path]],
 def slice_patients(root: Path, table: dict[str, str], pairs: list[tuple[str, Path, Path]],
                     study_of: Callable[[str], str]) -> dict[str, str]:
     """Each 2D slice's patient by its file stem: as the patients.csv ``table`` names it, else
-    its study (``study_of``: the stem itself where its name tells none), else itself. A table
-    that puts some slices of one study under another patient than the rest is refused: the
-    study's slices would be split between folds and pass the split files' leak check."""
-    patients = {stem: table.get(stem, study_of(stem)) for stem, _, _ in pairs}
+    the patient of its study (``study_of``: the stem itself where its name tells none) as the
+    study's name tells it (:func:`study_patient`). A table that puts some slices of one study
+    under another patient than the rest is refused: the study's slices would be split between
+    folds and pass the split files' leak check."""
+    patients = {stem: table.get(stem, study_patient(study_of(stem))) for stem, _, _ in pairs}
     held: dict[str, dict[str, str]] = {}  # study -> its slices' patients -> a slice of each
     for stem, patient in patients.items():
         if study_of(stem) != stem:
@@ -544,6 +545,21 @@ def slice_patients(root: Path, table: dict[str, str], pairs: list[tuple[str, Pat
                               f"folds could train and test one study; give every slice of "
                               f"{study} one patient_id (list all of them, or none)")
     return patients
+
+
+RADIOPAEDIA_SCAN = re.compile(r"(radiopaedia_\d+)_\d+_\d+")
+"""A Radiopaedia scan's name, ``radiopaedia_<case>_<study>_<series>`` (Zenodo's and Kaggle's
+20 volumes); the case is the patient."""
+
+
+def study_patient(study: str) -> str:
+    """The patient a study's name tells: ``radiopaedia_10`` for ``radiopaedia_10_85902_1`` and
+    ``radiopaedia_10_85902_3`` (two series of case 10, as ``radiopaedia_29_86490_1`` and
+    ``radiopaedia_29_86491_1`` are two studies of case 29), so that folds never split them,
+    wherever the scans or their slices sit (Zenodo's folders, a generic ``images/``); another
+    study (a coronacases volume) is its own patient."""
+    match = RADIOPAEDIA_SCAN.fullmatch(study)
+    return match.group(1) if match else study
 
 
 def mosmed_patient(stem: str) -> str:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -66,20 +65,6 @@ def read_zenodo(root: Path, options: ReadOptions) -> LoadedData:
         raise CovsegError(f"{root}: the Zenodo layout needs {ZENODO_IMAGES[0]}/ and {names[0]}/")
     images = files(images_dir, is_nifti, lambda p: case_key(nifti_stem(p)))
     masks = files(masks_dir, is_nifti, lambda p: case_key(nifti_stem(p)))
-    samples = read_studies(pair(images, masks, root), options, "reading Zenodo volumes", root,
-                            _zenodo_patient)
+    samples = read_studies(pair(images, masks, root), options, "reading Zenodo volumes", root)
     return loaded(samples, "zenodo", root, options)
 
-
-RADIOPAEDIA_SCAN = re.compile(r"(radiopaedia_\d+)_\d+_\d+")
-"""A Radiopaedia scan's name, ``radiopaedia_<case>_<study>_<series>``; the case is the
-patient."""
-
-
-def _zenodo_patient(study: str) -> str:
-    """The patient of a Zenodo volume named as :func:`case_key` pairs it: ``radiopaedia_10``
-    for ``radiopaedia_10_85902_1`` and ``radiopaedia_10_85902_3`` (two series of case 10, as
-    ``radiopaedia_29_86490_1`` and ``radiopaedia_29_86491_1`` are two studies of case 29),
-    so that folds never split them; a coronacases volume is its own patient."""
-    match = RADIOPAEDIA_SCAN.fullmatch(study)
-    return match.group(1) if match else study
