@@ -476,6 +476,25 @@ def test_seeds_out_of_range_are_covseg_errors(tmp_path: Path, function: str, see
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("cpus", [2, -5])
+def test_cpus_per_fold_with_one_fold_and_no_ray_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        cpus: int) -> None:
+    """cv --fold K took any --cpus-per-fold (-5 too) and ignored it, which cv without --fold
+    refuses without --ray: it sizes the Ray tasks, and one fold runs none."""
+    monkeypatch.setattr("covseg.api._load", lambda *_: pytest.fail("data were read"))
+    out = tmp_path / "cv"
+    with pytest.raises(CovsegError, match="^cpus_per_fold sizes the Ray tasks of ray; give ray "
+                                          "too$"):
+        covseg.cross_validate("synthetic:1", out, folds=2, fold=0, cpus_per_fold=cpus, epochs=1)
+    capsys.readouterr()
+    assert main(["cv", "synthetic:1", "--out", str(out), "--folds", "2", "--fold", "1",
+                 "--cpus-per-fold", str(cpus), "--epochs", "1"]) == 2
+    assert capsys.readouterr().err == ("covseg: error: --cpus-per-fold sizes the Ray tasks of "
+                                       "--ray; give --ray too\n")
+    assert not out.exists()
+
+
 def test_every_api_function_says_what_it_returns() -> None:
     """train, cross_validate and evaluate said what they did, not what they returned."""
     functions = [getattr(covseg, name) for name in covseg.__all__

@@ -693,6 +693,35 @@ def test_auto_classes_are_decided_once_per_call(tmp_path: Path) -> None:
     assert quantify_batch([masks[1], predicted], tmp_path / "binary").done == 2
 
 
+def test_a_binary_models_prediction_is_refused_as_multiclass(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--classes multiclass read a binary model's prediction (its record beside the mask says
+    so) whole as ground-glass, which --classes auto refuses; a mask without a record is read as
+    told."""
+    from covseg import api
+    from covseg.cli import main
+
+    _, mask, lesion_ml = synthetic_study(tmp_path / "in", "a")
+    predicted = tmp_path / "pred" / "p"
+    predicted.mkdir(parents=True)
+    shutil.copy(mask, predicted / "infection.nii.gz")
+    (predicted / "quantification.json").write_text(json.dumps({"multiclass": False}))
+    told = (f"{predicted / 'infection.nii.gz'} is a binary model's prediction (its "
+            "quantification.json), but {} would read its lesion as ground-glass; quantify it "
+            "with {}")
+    with pytest.raises(CovsegError) as raised:
+        api.quantify(predicted, tmp_path / "out", classes="multiclass")
+    assert str(raised.value) == told.format('classes="multiclass"', 'classes="binary"')
+    assert main(["quantify", str(predicted), "--out", str(tmp_path / "out"), "--classes",
+                 "multiclass"]) == 2
+    assert capsys.readouterr().err == (
+        f"covseg: error: {told.format('--classes multiclass', '--classes binary')}\n")
+    assert not (tmp_path / "out").exists()
+    assert quantify_batch([mask], tmp_path / "told", multiclass=True).done == 1
+    stored = json.loads((tmp_path / "told" / "a" / "quantification.json").read_text())
+    assert stored["multiclass"] is True and stored["study"]["ggo_ml"] == pytest.approx(lesion_ml)
+
+
 def test_missing_image_or_lungs_is_refused_up_front(tmp_path: Path) -> None:
     _, mask, _ = synthetic_study(tmp_path / "in", "case")
     for option in ("image", "lungs"):

@@ -479,13 +479,13 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
         if ray is not None:
             raise CovsegError(f"{option_name('fold')} runs one fold here and "
                               f"{option_name('ray')} runs every fold on Ray; give one of them")
+    if ray is None and cpus_per_fold is not None:  # with fold too: it runs no Ray task
+        raise CovsegError(f"{option_name('cpus_per_fold')} sizes the Ray tasks of "
+                          f"{option_name('ray')}; give {option_name('ray')} too")
     check_cv_folder(out, resume, fold)  # before Ray is joined or the data are read
     if fold is not None:
         return cross_validate_fold(recipe, _load(data, recipe), out, folds, fold, resume)
     if ray is None:
-        if cpus_per_fold is not None:
-            raise CovsegError(f"{option_name('cpus_per_fold')} sizes the Ray tasks of "
-                              f"{option_name('ray')}; give {option_name('ray')} too")
         return _cross_validate(recipe, _load(data, recipe), out, folds, resume)
     check_cluster_options(ray, cpus_per_fold)
     started, started_utc = time.perf_counter(), utc_now()

@@ -65,7 +65,8 @@ def add_quantify_parser(subparsers: Any) -> argparse.ArgumentParser:
                              "(auto, default)")
     parser.add_argument("--classes", choices=tuple(CLASSES), default="auto",
                         help="binary (any non-zero is lesion), multiclass (1 GGO, "
-                             "2 consolidation, 3 effusion) or auto (default: multiclass for "
+                             "2 consolidation, 3 effusion; refused for a binary model's "
+                             "prediction, by its predict record) or auto (default: multiclass for "
                              "the whole call when a mask holds labels 2 or 3, or a predict "
                              "record or a study done in --out says so)")
     parser.add_argument("--html", action="store_true", help="also write report.html per study")

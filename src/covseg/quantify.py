@@ -657,6 +657,9 @@ def quantify_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
         _warn_earlier_lung_rule(studies)
     if multiclass is None:
         multiclass = _classes_of_call(studies, Path(out_dir))
+    elif multiclass:
+        _refuse_binary_predictions(studies, option_given("classes", "multiclass"),
+                                   f"quantify it with {option_given('classes', 'binary')}")
     settings = quantify_settings(lungs=lungs, image=image, hu=hu, multiclass=multiclass,
                                  html_report=html_report)
 
@@ -676,7 +679,6 @@ def _classes_of_call(studies: Sequence[Study], out_dir: Path) -> bool:
     A binary model's prediction among multi-class masks is refused: its lesion would read as
     ground-glass. Masks are read only until one is multi-class."""
     records = {study.path: _prediction_record(study.path) for study in studies}
-    binary = [path for path, record in records.items() if record.get("multiclass") is False]
     evidence = next((path for path, record in records.items() if record.get("multiclass") is True),
                     None)
     done = done_records(out_dir)
@@ -688,12 +690,21 @@ def _classes_of_call(studies: Sequence[Study], out_dir: Path) -> bool:
                          if not done.get(study.name)
                          and not isinstance(records[study.path].get("multiclass"), bool)
                          and _holds_classes(study.path)), None)
-    if evidence is not None and binary:
-        raise CovsegError(f"{binary[0]} is a binary model's prediction (its {RESULT_JSON}), but "
-                          f"{evidence} is multi-class: one summary would read its lesion as "
-                          "ground-glass; quantify them into separate "
-                          f"{option_name('out')} folders")
+    if evidence is not None:
+        _refuse_binary_predictions(studies, f"{evidence} is multi-class: one summary",
+                                   f"quantify them into separate {option_name('out')} folders")
     return evidence is not None
+
+
+def _refuse_binary_predictions(studies: Sequence[Study], reader: str, todo: str) -> None:
+    """Refuse a binary model's prediction (its predict record beside the mask says so) in a call
+    read multi-class, by ``reader``: its lesion would read as ground-glass. Masks without a
+    record are read as told."""
+    binary = next((study.path for study in studies
+                   if _prediction_record(study.path).get("multiclass") is False), None)
+    if binary is not None:
+        raise CovsegError(f"{binary} is a binary model's prediction (its {RESULT_JSON}), but "
+                          f"{reader} would read its lesion as ground-glass; {todo}")
 
 
 def _holds_classes(mask: Path) -> bool:
