@@ -251,6 +251,28 @@ def test_medseg_nifti_stacks_in_hu(tmp_path: Path) -> None:
     assert air == pytest.approx((-1000 + 1350) / 1500, abs=0.05)  # lung window [-1350, 150] HU
 
 
+@pytest.mark.parametrize("gunzipped", [("tr_im", "tr_mask"), ("tr_im",), ("tr_mask",)])
+def test_medseg_stacks_gunzipped_to_nii_are_read(tmp_path: Path,
+                                                 gunzipped: tuple[str, ...]) -> None:
+    """MedSeg's tr_im / tr_mask gunzipped to .nii (as a browser or desktop unpacks a download)
+    were dropped without a word beside rp_im/, and refused as "no masks" alone. ``a.nii`` and
+    ``a.nii.gz`` are one name, as everywhere in covseg: either is read, both are refused."""
+    hu, lesions = _hu_volume(slices=3)
+    for stem, volume in (("tr_im", hu), ("tr_mask", lesions)):
+        _save_nifti(tmp_path / f"{stem}{'.nii' if stem in gunzipped else '.nii.gz'}", volume)
+    _save_nifti(tmp_path / "rp_im" / "1.nii.gz", hu)
+    _save_nifti(tmp_path / "rp_msk" / "1.nii.gz", lesions)
+    slices = ["medseg_0000", "medseg_0001", "medseg_0002"]
+    assert [s.case_id for s in load_dataset(tmp_path).samples] == slices + [
+        f"medseg_rp1_z000{k}" for k in range(3)]
+    for folder in ("rp_im", "rp_msk"):
+        shutil.rmtree(tmp_path / folder)
+    assert [s.case_id for s in load_dataset(tmp_path).samples] == slices
+    _save_nifti(tmp_path / f"{gunzipped[0]}.nii.gz", lesions)
+    assert _refusal(tmp_path) == (f"{tmp_path}: {gunzipped[0]}.nii and {gunzipped[0]}.nii.gz "
+                                  f"share the name {gunzipped[0]!r}; keep one of them")
+
+
 def _mosmed_2d(tmp_path: Path) -> Path:
     """Six slices of three studies, and two folds each holding one study out."""
     hu, lesions = _hu_volume(slices=6)
@@ -857,6 +879,27 @@ def test_real_sub_folders_and_partial_data_are_named(parts: tuple[str, ...], say
     """The folders of ../shared/data that are no data folder themselves, as a user may give."""
     folder = shared(*parts)
     assert _refusal(folder).startswith(f"{folder}: {says}")
+
+
+def test_files_of_no_layout_named_as_masks_are_not_said_to_lack_masks(tmp_path: Path) -> None:
+    """Kaggle's .npy copy of MedSeg (images_medseg.npy beside masks_medseg.npy), or MedSeg's
+    tr_mask.nii without its tr_im, was refused as "images or CT scans found ... but no masks"
+    while it lists a mask: the refusal says that none was read, and which layouts are."""
+    kaggle = tmp_path / "kaggle"
+    kaggle.mkdir()
+    for name in ("images_medseg", "masks_medseg", "test_images_medseg"):
+        np.save(kaggle / f"{name}.npy", np.zeros((2, 8, 8, 1), np.float32))
+    assert _refusal(kaggle) == (
+        f"{kaggle}: files found (images_medseg.npy, masks_medseg.npy, test_images_medseg.npy) "
+        "in none of the data layouts covseg reads, so none was read; it reads images/ + masks/, "
+        "MedSeg tr_im/, tr_im.nii.gz or rp_im/, Inf-Net Imgs/ + GT/, Zenodo ct_scans/, MosMed "
+        "studies/ + masks/ or train_new*.txt")
+    hu, lesions = _hu_volume(slices=2)
+    medseg = tmp_path / "medseg"
+    _save_nifti(medseg / "tr_mask.nii", lesions)
+    _save_nifti(medseg / "val_im.nii.gz", hu)
+    assert _refusal(medseg).startswith(f"{medseg}: files found (tr_mask.nii, val_im.nii.gz) in "
+                                       "none of the data layouts covseg reads")
 
 
 @pytest.mark.parametrize("spec", ["synthetic:-1", "synthetic:abc", "synthetic:", "synthetic:1.5"])

@@ -5,7 +5,7 @@ Supported layouts (checked in this order), one module each:
 - ``synthetic``: the built-in generator (pass ``synthetic`` or ``synthetic:SEED`` as the folder);
 - ``mosmed-2d``: slice files plus ``train_new{k}.txt`` / ``valid_new{k}.txt`` fold lists;
 - ``medseg``: MedSeg CT100 ``tr_im/`` + ``tr_mask/`` (or ``tr_mask_new/``) PNGs, or the
-  ``tr_im.nii.gz`` + ``tr_mask.nii.gz`` stacks;
+  ``tr_im.nii.gz`` + ``tr_mask.nii.gz`` stacks (or ``.nii``);
 - ``infnet``: Inf-Net COVID-SemiSeg ``Imgs/`` + ``GT/`` (binary or multi-class);
 - ``zenodo``: "COVID-19 CT Lung and Infection Segmentation" volumes (Kaggle or Zenodo names);
 - ``mosmed-3d``: MosMedData ``studies/`` + ``masks/`` NIfTI volumes;

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from covseg.io.dicom import is_dicom_file
 from covseg.io.image import image_name, is_image_file
 from covseg.io.nifti import is_nifti, nifti_stem
 from covseg.provenance import is_synthetic_spec
+from covseg.studies import MASK_FOLDER_WORDS
 from covseg.transforms import LUNG_WINDOW
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,9 @@ LAYOUTS: dict[str, Callable[[Path], bool]] = {
     "mosmed-3d": lambda root: (root / "studies").is_dir() and (root / "masks").is_dir(),
     "folders": lambda root: first_dir(root, FOLDERS_IMAGES) is not None,
 }
+LAYOUTS_READ = ("images/ + masks/, MedSeg tr_im/, tr_im.nii.gz or rp_im/, Inf-Net Imgs/ + GT/, "
+                "Zenodo ct_scans/, MosMed studies/ + masks/ or train_new*.txt")
+"""The folders and files by which :data:`LAYOUTS` are told, as a message names them."""
 LUNG_LAYOUTS: tuple[str, ...] = ("folders", "zenodo", "medseg")
 """The layouts with lung masks (the synthetic generator draws lungs too; MedSeg's volumes)."""
 
@@ -126,11 +131,8 @@ def detect_layout(path: str | os.PathLike[str]) -> str:
                           "only one would be read: give each data set its own folder")
     if found:
         return found[0]
-    raise CovsegError(_what_it_holds(root) or (
-        f"{root}: unrecognised data layout; expected images/ + masks/, MedSeg tr_im/ or "
-        "rp_im/, Inf-Net Imgs/ + GT/, Zenodo ct_scans/, MosMed studies/ + masks/ or "
-        "train_new*.txt"
-    ))
+    raise CovsegError(_what_it_holds(root)
+                      or f"{root}: unrecognised data layout; expected {LAYOUTS_READ}")
 
 
 def _found_layouts(root: Path) -> list[str]:
@@ -176,8 +178,9 @@ def _holds_masks(folder: Path, layout: str) -> bool:
 
 def _what_it_holds(root: Path) -> str:
     """Why ``root``, a folder of no layout, is none, where that is plain: a layout's sub-folder
-    (Inf-Net's Imgs/, a generic masks/), masks without images, images or scans without masks,
-    a folder of data sets; and what to give instead. "" otherwise."""
+    (Inf-Net's Imgs/, a generic masks/), masks without images, images or scans without masks
+    (with a file named as a mask: files of no layout), a folder of data sets; and what to give
+    instead. "" otherwise."""
     if above := _layout_above(root):
         folder, layout = above
         return (f"{root}: the {root.relative_to(folder).as_posix()}/ folder of "
@@ -199,6 +202,9 @@ def _what_it_holds(root: Path) -> str:
     if scans and all(image_name(nifti_stem(path)) != nifti_stem(path) for path in scans):
         return (f"{root}: masks found ({listed}) but no images; a data folder holds them in "
                 "masks/ beside their images in images/ (MosMed: studies/): give that folder")
+    if any(_named_as_mask(path) for path in scans):  # masks, but in no layout: never "no masks"
+        return (f"{root}: files found ({listed}) in none of the data layouts covseg reads, so "
+                f"none was read; it reads {LAYOUTS_READ}")
     if scans and root.name in FOLDERS_IMAGES:  # a data folder's images/ with no masks/ beside
         return (f"{root}: images or CT scans found ({listed}) but no masks; put their masks in "
                 f"masks/ beside {root.name}/ in {root.parent}, under the same file stems, and "
@@ -208,6 +214,12 @@ def _what_it_holds(root: Path) -> str:
                 "them in images/ and their masks in masks/, under the same file stems (covseg "
                 "predict segments them as they are)")
     return ""
+
+
+def _named_as_mask(path: Path) -> bool:
+    """Whether a file's name calls it a mask by a word of :data:`MASK_FOLDER_WORDS` anywhere in
+    it: ``tr_mask.nii``, ``x_seg.png``, Kaggle's ``masks_medseg.npy``, ``tr_mask(1).nii.gz``."""
+    return not MASK_FOLDER_WORDS.isdisjoint(re.split(r"[\W_]+", nifti_stem(path).lower()))
 
 
 def load_dataset(path: str | os.PathLike[str], target: str = "infection", intensity: str = "auto",

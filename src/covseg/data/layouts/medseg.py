@@ -1,5 +1,5 @@
 """MedSeg CT100: the ``tr_im/`` + ``tr_mask/`` (or ``tr_mask_new/``) PNGs or ``tr_im.nii.gz``
-stack, and the Radiopaedia volumes ``rp_im/``.
+stack (or ``tr_im.nii``, gunzipped), and the Radiopaedia volumes ``rp_im/``.
 """
 
 from __future__ import annotations
@@ -23,10 +23,12 @@ from covseg.data.layouts.base import (
     slice_volume,
     study_cases,
     target_option,
+    unique,
 )
 from covseg.errors import CovsegError
 from covseg.io.image import is_image_file
-from covseg.io.nifti import is_nifti
+from covseg.io.nifti import is_nifti, nifti_stem
+from covseg.io.volume import NIFTI_SUFFIXES
 
 MEDSEG_MASKS = ("tr_mask_new", "tr_mask")
 """Names of MedSeg's PNG masks folder, the corrected masks first."""
@@ -58,7 +60,21 @@ def read_medseg(root: Path, options: ReadOptions) -> LoadedData:
 
 
 def holds_medseg_slices(root: Path) -> bool:
-    return (root / "tr_im.nii.gz").is_file() or (root / "tr_im").is_dir()
+    """Whether ``root`` holds MedSeg's 100 slices: ``tr_im/`` or a ``tr_im`` NIfTI stack."""
+    return bool(_stacks(root, "tr_im")) or (root / "tr_im").is_dir()
+
+
+def _stacks(root: Path, stem: str) -> list[Path]:
+    """The files of MedSeg's NIfTI stack ``stem`` in ``root``: ``.nii.gz`` as downloaded, ``.nii``
+    as a browser or desktop gunzips it, or both."""
+    return [path for path in (root / f"{stem}{suffix}" for suffix in NIFTI_SUFFIXES)
+            if is_nifti(path)]
+
+
+def _stack(root: Path, stem: str) -> Path | None:
+    """The one NIfTI stack ``stem`` in ``root``, or None; ``.nii`` beside ``.nii.gz`` is refused
+    as any two files of one name are, rather than one of them read unseen."""
+    return unique(root, _stacks(root, stem), nifti_stem).get(stem)
 
 
 def _medseg_volume_pairs(root: Path, target: str) -> list[tuple[str, Path, Path]]:
@@ -83,11 +99,12 @@ def _read_medseg_slices(root: Path, options: ReadOptions, patients: dict[str, st
                         ) -> tuple[list[Sample], list[tuple[str, str]]]:
     """MedSeg's 100 slices (none where the folder holds its volumes alone), and the (case id,
     file stem) of each, the names a patients.csv may give them."""
-    if (root / "tr_im.nii.gz").is_file():
-        mask_file = root / "tr_mask.nii.gz"
-        if not mask_file.is_file():
-            raise CovsegError(f"{root}: tr_im.nii.gz found but tr_mask.nii.gz is missing")
-        samples = slice_volume(root / "tr_im.nii.gz", mask_file, replace(options, slices="all"),
+    if image_file := _stack(root, "tr_im"):
+        mask_file = _stack(root, "tr_mask")
+        if mask_file is None:
+            raise CovsegError(f"{root}: {image_file.name} found but tr_mask.nii.gz (or "
+                              "tr_mask.nii) is missing")
+        samples = slice_volume(image_file, mask_file, replace(options, slices="all"),
                                 "medseg_{:04d}".format, lambda case: patients.get(case, case))
         return samples, [(s.case_id, s.case_id) for s in samples]
     if not (root / "tr_im").is_dir():
