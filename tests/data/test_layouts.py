@@ -1224,6 +1224,27 @@ def test_mosmed_split_lines_naming_the_slice_and_its_mask(tmp_path: Path) -> Non
     assert "\n" not in str(caught.value)
 
 
+def test_mosmed_split_lines_whose_paths_hold_blanks_name_their_slice(tmp_path: Path) -> None:
+    """A line's path with a blank (Colab's "My Drive", a Windows user "John Smith") was cut at
+    it and refused as "not a slice and its mask"; a slice and its mask, paths with blanks or
+    not, are still two names, and a slice followed by another's mask is still refused."""
+    root = _mosmed_2d(tmp_path)
+    plain = load_dataset(root).folds
+    drive, user = "/content/drive/My Drive/MosMed", "C:\\Users\\John Smith\\MosMed"
+    for path in root.glob("train_new*.txt"):
+        path.write_text("".join(f"{drive}/imgs/{name}\n" for name in path.read_text().split()))
+    for path in root.glob("valid_new*.txt"):
+        path.write_text("".join(f"{user}\\imgs\\{name}  {user}\\masks\\{name}\n"
+                                for name in path.read_text().split()))
+    assert load_dataset(root).folds == plain
+    (root / "valid_new0.txt").write_text(f"{drive}/imgs/study_0001_0.npy "
+                                         f"{drive}/masks/study_0001_1.npy\n")
+    with pytest.raises(CovsegError, match=r"valid_new0.txt: line 1 names .*My Drive/MosMed/imgs/"
+                                          r"study_0001_0.npy .*, which is not a slice and its "
+                                          r"mask"):
+        load_dataset(root)
+
+
 def test_mosmed_split_files_numbered_from_1_are_named_with_their_folds(
         tmp_path: Path, caplog: pytest.LogCaptureFixture,
         tmp_path_factory: pytest.TempPathFactory) -> None:

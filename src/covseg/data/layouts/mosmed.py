@@ -163,8 +163,8 @@ def _read_split(path: Path, known: dict[str, str], images_dir: Path) -> list[str
     it would train or test a fold on other slices than the file says (or on none); so is a slice
     named twice, which would count twice in every mean."""
     lines = read_text_file(path).splitlines()
-    names = [(number, _split_line(path, number, line)) for number, line in enumerate(lines, 1)
-             if line.strip()]
+    names = [(number, _split_line(path, number, line, known))
+             for number, line in enumerate(lines, 1) if line.strip()]
     if not names:
         raise CovsegError(f"{path}: names no slices; list one slice file name per line")
     stems = [_slice_stem(name) for _, name in names]
@@ -192,16 +192,23 @@ def _slice_stem(name: str) -> str:
     return file_name[: -len(suffix)] if suffix.lower() in IMAGE_SUFFIXES else file_name
 
 
-def _split_line(path: Path, number: int, line: str) -> str:
-    """The slice that line ``number`` of a split file names: its first name; a second must be
-    that slice's mask (as MosMed's files pair them), or the line is refused rather than read
-    as another slice than its author meant."""
-    image, *rest = line.split()
-    if rest and (len(rest) > 1 or image_name(_slice_stem(rest[0])) != _slice_stem(image)):
-        raise CovsegError(f"{path}: line {number} names {line.strip()!r}, which is not a slice "
+def _split_line(path: Path, number: int, line: str, known: dict[str, str]) -> str:
+    """The slice that line ``number`` of a split file names: one name, or a slice and then
+    its mask (as MosMed's files pair them). A path may hold blanks (Colab's ``My Drive``,
+    ``C:\\Users\\John Smith``), so the line is cut at a blank only where the part before it is a
+    slice of ``known``, whose mask the part after must be, or the line is refused rather than
+    read as another slice than its author meant; else the whole line is one name."""
+    text = line.strip()
+    cuts = [(text[: blank.start()], text[blank.end():]) for blank in re.finditer(r"\s+", text)]
+    heads = [(image, mask) for image, mask in cuts if _slice_stem(image) in known]
+    for image, mask in heads:
+        if image_name(_slice_stem(mask)) == _slice_stem(image):
+            return image
+    if heads:
+        raise CovsegError(f"{path}: line {number} names {text!r}, which is not a slice "
                           f"and its mask (x.jpg masks/x.png or masks/x_mask.png); give one slice "
                           "per line, optionally followed by its own mask")
-    return image
+    return text
 
 
 def read_mosmed_3d(root: Path, options: ReadOptions) -> LoadedData:
