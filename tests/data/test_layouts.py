@@ -1357,6 +1357,29 @@ def test_sub_folders_and_dicom_in_a_generic_folder_are_named(
     assert "sub-folders are not read (p2/)" in caplog.text
 
 
+def test_masks_one_folder_deeper_are_named_with_their_sub_folder(tmp_path: Path) -> None:
+    """Masks in masks/masks/ (or Zenodo's Infection_Mask/Infection_Mask/: "Extract All" of a
+    zip with a top folder) were refused as "image(s) have no mask ...; give every image a mask
+    with the same file stem", which they have, without naming the sub-folder."""
+    grey = np.full((8, 8), 100)
+    for stem in ("a", "b"):
+        _save_png(tmp_path / "generic" / "images" / f"{stem}.png", grey)
+        _save_png(tmp_path / "generic" / "masks" / "masks" / f"{stem}.png", grey > 50)
+    masks = tmp_path / "generic" / "masks"
+    assert _refusal(tmp_path / "generic") == (
+        f"{tmp_path / 'generic'}: 2 image(s) have no mask (a, b); {masks}: sub-folders are not "
+        "read (masks/); put their files in masks/ itself (a patients.csv groups a patient's "
+        "slices)")
+    hu, lesions = _hu_volume(slices=2)
+    zenodo = tmp_path / "zenodo"
+    _save_nifti(zenodo / "COVID-19-CT-Seg_20cases" / "coronacases_001.nii.gz", hu)
+    _save_nifti(zenodo / "Infection_Mask" / "Infection_Mask" / "coronacases_001.nii.gz", lesions)
+    assert _refusal(zenodo) == (
+        f"{zenodo}: 1 image(s) have no mask (coronacases_001); {zenodo / 'Infection_Mask'}: "
+        "sub-folders are not read (Infection_Mask/); put their files in Infection_Mask/ itself "
+        "(a patients.csv groups a patient's slices)")
+
+
 def test_masks_without_an_image_are_named(tmp_path: Path,
                                           caplog: pytest.LogCaptureFixture) -> None:
     """A mask without its image (or a Zenodo mask without its CT) was dropped without a word."""
