@@ -819,6 +819,22 @@ def test_masks_or_scans_alone_and_folders_of_data_sets_say_what_is_missing(
     assert _refusal(tmp_path) == f"{tmp_path}: a folder of data sets (generic/); give one of them"
 
 
+def test_data_sets_two_folders_below_are_named(tmp_path: Path) -> None:
+    """A data set two folders below the one given (X/X/Dataset/ of "Extract All" of a zip with
+    a top folder into a folder of its name) got "unrecognised data layout", while one folder
+    below was named; three below is not searched (a big tree is not walked)."""
+    for parts in (("semiseg", "semiseg", "Dataset", "TrainingSet"),
+                  ("zenodo", "outer", "inner", "COVID-19-CT-Seg_20cases"),
+                  ("generic", "x", "data", "images"), ("generic", "x", "data", "masks"),
+                  ("deep", "a", "b", "c", "images")):
+        tmp_path.joinpath(*parts).mkdir(parents=True)
+    for given, below in (("semiseg", "semiseg/Dataset/"), ("zenodo", "outer/inner/"),
+                         ("generic", "x/data/")):
+        assert _refusal(tmp_path / given) == (f"{tmp_path / given}: a folder of data sets "
+                                              f"({below}); give one of them")
+    assert "unrecognised data layout" in _refusal(tmp_path / "deep")
+
+
 @pytest.mark.parametrize("name", ["images", "imgs"])
 def test_a_lone_images_folder_says_its_masks_are_missing(tmp_path: Path, name: str) -> None:
     """A folder of slices named images/ (or MosMed's imgs/) with no masks anywhere named its

@@ -190,7 +190,7 @@ def _what_it_holds(root: Path) -> str:
         children = [path for path in sorted(root.iterdir()) if not path.name.startswith(".")]
     except OSError:  # unreadable: the generic message
         return ""
-    data_sets = [f"{path.name}/" for path in children if path.is_dir() and _found_layouts(path)]
+    data_sets = _data_sets_below(root, children)
     if data_sets:
         return f"{root}: a folder of data sets ({examples(data_sets)}); give one of them"
     scans = [path for path in children
@@ -208,6 +208,25 @@ def _what_it_holds(root: Path) -> str:
                 "them in images/ and their masks in masks/, under the same file stems (covseg "
                 "predict segments them as they are)")
     return ""
+
+
+def _data_sets_below(root: Path, children: list[Path]) -> list[str]:
+    """The data folders among ``root``'s ``children``, else among their sub-folders (``X/X/``
+    of "Extract All" of a zip with a top folder into a folder of its name), relative to
+    ``root``: two levels, so that a folder of many files is not walked."""
+    folders = [path for path in children if path.is_dir()]
+    found = [path for path in folders if _found_layouts(path)] or [
+        below for path in folders for below in _sub_folders(path) if _found_layouts(below)]
+    return [f"{path.relative_to(root).as_posix()}/" for path in found]
+
+
+def _sub_folders(folder: Path) -> list[Path]:
+    """``folder``'s sub-folders but hidden ones; none where it cannot be listed."""
+    try:
+        return [path for path in sorted(folder.iterdir())
+                if path.is_dir() and not path.name.startswith(".")]
+    except OSError:
+        return []
 
 
 def load_dataset(path: str | os.PathLike[str], target: str = "infection", intensity: str = "auto",
