@@ -398,6 +398,22 @@ def test_mosmed_2d_names_with_dots_or_windows_separators_are_their_slices(tmp_pa
     assert {s.case_id for s in data.samples} >= {"study_0001_x.0", "study_0001_x.1"}
 
 
+@pytest.mark.parametrize(("images", "masks"), [("Images", "masks"), ("imgs", "Masks")])
+def test_mosmed_2d_takes_the_folder_spellings_of_the_generic_layout(
+        tmp_path: Path, images: str, masks: str) -> None:
+    """Beside split files, Images/ (read by the generic layout) left every listed name "no
+    slice ...; correct the file", and Masks/ was "masks: folder not found"."""
+    root = _mosmed_2d(tmp_path)
+    plain = load_dataset(root).folds
+    (root / "imgs").rename(root / images)
+    (root / "masks").rename(root / masks)
+    assert load_dataset(root).folds == plain
+    shutil.rmtree(root / masks)
+    assert _refusal(root) == (f"{root}: MosMed split files found but no masks/ folder beside "
+                              "them; put each slice's mask in masks/, under the slice's file "
+                              "stem")
+
+
 def test_mosmed_2d_takes_a_patients_csv_and_warns_of_slices_of_no_patient(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Slices not named study_NNNN_K were each their own patient in silence, and a patients.csv

@@ -21,20 +21,23 @@ from covseg.data.layouts.base import (
     read_patients_csv,
     read_studies,
     read_text_file,
-    require,
     slice_cases,
     slice_patients,
     study_rows,
     unique,
 )
+from covseg.data.layouts.folders import FOLDERS_IMAGES, FOLDERS_MASKS
 from covseg.errors import CovsegError, counted
 from covseg.io.image import IMAGE_SUFFIXES, image_name, is_image_file
 from covseg.io.nifti import is_nifti, nifti_stem
 
 
 def read_mosmed_2d(root: Path, options: ReadOptions) -> LoadedData:
-    images_dir = first_dir(root, ("imgs", "images")) or root
-    masks_dir = require(root / "masks")
+    images_dir = first_dir(root, FOLDERS_IMAGES) or root
+    masks_dir = first_dir(root, FOLDERS_MASKS)
+    if masks_dir is None:
+        raise CovsegError(f"{root}: MosMed split files found but no masks/ folder beside them; "
+                          "put each slice's mask in masks/, under the slice's file stem")
     images = files(images_dir, is_image_file, lambda path: _slice_stem(path.name))
     pairs = pair(images, files(masks_dir, is_image_file, lambda path: _slice_stem(path.name)),
                   root)
