@@ -682,6 +682,26 @@ def test_volume_slices_know_their_file_slice_and_pixel_shape(tmp_path: Path,
     assert {axis.get_aspect() for axis in axes} == {0.5}
 
 
+def test_an_image_and_its_mask_of_two_kinds_are_refused_naming_the_pair(tmp_path: Path
+                                                                       ) -> None:
+    """A PNG slice with a .nii.gz mask (as ITK-SNAP saves a 2D segmentation) was refused as "a
+    .gz file, not an image covseg reads; give ... NIfTI", and the reverse as "not a NIfTI
+    file", neither naming the pair nor what to do."""
+    hu, lesions = _hu_volume(slices=1)
+    _save_png(tmp_path / "png" / "images" / "a.png", np.full((32, 32), 100))
+    _save_nifti(tmp_path / "png" / "masks" / "a.nii.gz", lesions, np.uint8)
+    _save_nifti(tmp_path / "nifti" / "images" / "a.nii.gz", hu)
+    _save_png(tmp_path / "nifti" / "masks" / "a.png", lesions[0] * 255)
+    for root, image, mask in ((tmp_path / "png", "a.png", "a.nii.gz"),
+                              (tmp_path / "nifti", "a.nii.gz", "a.png")):
+        kinds = ["a NIfTI volume" if name.endswith(".gz") else "a 2D file"
+                 for name in (image, mask)]
+        assert _refusal(root) == (f"{root}: images/{image} is {kinds[0]} but its mask "
+                                  f"masks/{mask} is {kinds[1]}; an image and its mask must be "
+                                  "of one kind (both 2D files or both NIfTI): save the mask as "
+                                  "its image is")
+
+
 def test_volume_and_mask_stored_differently_are_paired_voxel_for_voxel(tmp_path: Path) -> None:
     """A mask stored sagittally beside its axial image fell on the wrong slices silently."""
     hu, lesions = _hu_volume(slices=3)

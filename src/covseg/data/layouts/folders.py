@@ -69,6 +69,7 @@ def read_folders(root: Path, options: ReadOptions) -> LoadedData:
                           + "; ".join(unread))
     for note in unread:
         log.warning("%s", note)
+    _check_one_kind(root, pairs)
     volumes = [p for p in pairs if is_nifti(p[1])]
     slices = [p for p in pairs if not is_nifti(p[1])]
     patients = read_patients_csv(root)
@@ -82,6 +83,20 @@ def read_folders(root: Path, options: ReadOptions) -> LoadedData:
                               "reading slices")
     _check_unique_cases(samples)
     return loaded(samples, "folders", root, options, synthetic=(root / "SYNTHETIC").exists())
+
+
+def _check_one_kind(root: Path, pairs: list[tuple[str, Path, Path]]) -> None:
+    """A 2D image with a NIfTI mask (ITK-SNAP and 3D Slicer save a 2D segmentation so), or the
+    reverse, is refused naming the pair: a pair is read by its image's kind, and the mask's
+    reader refused a .nii.gz while asking for NIfTI. A 2D image has no geometry to place a
+    volume's slice on, so the mask is not read across kinds."""
+    for _, image, mask in pairs:
+        if is_nifti(image) != is_nifti(mask):
+            kinds = {True: "a NIfTI volume", False: "a 2D file"}
+            raise CovsegError(f"{root}: {image.relative_to(root)} is {kinds[is_nifti(image)]} "
+                              f"but its mask {mask.relative_to(root)} is "
+                              f"{kinds[is_nifti(mask)]}; an image and its mask must be of one "
+                              "kind (both 2D files or both NIfTI): save the mask as its image is")
 
 
 def _check_unique_cases(samples: list[Sample]) -> None:
