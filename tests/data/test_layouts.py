@@ -1295,6 +1295,10 @@ def test_mosmed_split_lines_whose_paths_hold_blanks_name_their_slice(tmp_path: P
                                           r"study_0001_0.npy .*, which is not a slice and its "
                                           r"mask"):
         load_dataset(root)
+    (root / "valid_new0.txt").write_text("imgs/gone.npy masks/study_0001_0.npy\n")
+    with pytest.raises(CovsegError, match="line 1 names 'imgs/gone.npy masks/study_0001_0.npy', "
+                                          "which is not a slice and its mask"):
+        load_dataset(root)
 
 
 def test_mosmed_split_files_numbered_from_1_are_named_with_their_folds(

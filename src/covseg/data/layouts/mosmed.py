@@ -198,12 +198,14 @@ def _slice_stem(name: str) -> str:
 def _split_line(path: Path, number: int, line: str, known: dict[str, str]) -> str:
     """The slice that line ``number`` of a split file names: one name, or a slice and then
     its mask (as MosMed's files pair them). A path may hold blanks (Colab's ``My Drive``,
-    ``C:\\Users\\John Smith``), so the line is cut at a blank only where the part before it is a
-    slice of ``known``, whose mask the part after must be, or the line is refused rather than
-    read as another slice than its author meant; else the whole line is one name."""
+    ``C:\\Users\\John Smith``), so the line is cut at a blank only where the part before it names
+    a slice (one of ``known``, or any image file: a missing slice followed by another's mask is
+    no name of that mask's slice), whose mask the part after must be, or the line is refused
+    rather than read as another slice than its author meant; else the whole line is one name."""
     text = line.strip()
     cuts = [(text[: blank.start()], text[blank.end():]) for blank in re.finditer(r"\s+", text)]
-    heads = [(image, mask) for image, mask in cuts if _slice_stem(image) in known]
+    heads = [(image, mask) for image, mask in cuts if _slice_stem(image) in known
+             or PureWindowsPath(image).suffix.lower() in IMAGE_SUFFIXES]
     for image, mask in heads:
         if image_name(_slice_stem(mask)) == _slice_stem(image):
             return image
