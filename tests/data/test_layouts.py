@@ -420,6 +420,22 @@ def test_mosmed_2d_names_with_dots_or_windows_separators_are_their_slices(tmp_pa
     assert {s.case_id for s in data.samples} >= {"study_0001_x.0", "study_0001_x.1"}
 
 
+@pytest.mark.parametrize(("images", "masks"), [("Images", "masks"), ("imgs", "Masks")])
+def test_mosmed_2d_takes_the_folder_spellings_of_the_generic_layout(
+        tmp_path: Path, images: str, masks: str) -> None:
+    """Beside split files, Images/ (read by the generic layout) left every listed name "no
+    slice ...; correct the file", and Masks/ was "masks: folder not found"."""
+    root = _mosmed_2d(tmp_path)
+    plain = load_dataset(root).folds
+    (root / "imgs").rename(root / images)
+    (root / "masks").rename(root / masks)
+    assert load_dataset(root).folds == plain
+    shutil.rmtree(root / masks)
+    assert _refusal(root) == (f"{root}: MosMed split files found but no masks/ folder beside "
+                              "them; put each slice's mask in masks/, under the slice's file "
+                              "stem")
+
+
 def test_mosmed_2d_takes_a_patients_csv_and_warns_of_slices_of_no_patient(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Slices not named study_NNNN_K were each their own patient in silence, and a patients.csv
@@ -688,6 +704,26 @@ def test_volume_slices_know_their_file_slice_and_pixel_shape(tmp_path: Path,
     assert {axis.get_aspect() for axis in axes} == {0.5}
 
 
+def test_an_image_and_its_mask_of_two_kinds_are_refused_naming_the_pair(tmp_path: Path
+                                                                       ) -> None:
+    """A PNG slice with a .nii.gz mask (as ITK-SNAP saves a 2D segmentation) was refused as "a
+    .gz file, not an image covseg reads; give ... NIfTI", and the reverse as "not a NIfTI
+    file", neither naming the pair nor what to do."""
+    hu, lesions = _hu_volume(slices=1)
+    _save_png(tmp_path / "png" / "images" / "a.png", np.full((32, 32), 100))
+    _save_nifti(tmp_path / "png" / "masks" / "a.nii.gz", lesions, np.uint8)
+    _save_nifti(tmp_path / "nifti" / "images" / "a.nii.gz", hu)
+    _save_png(tmp_path / "nifti" / "masks" / "a.png", lesions[0] * 255)
+    for root, image, mask in ((tmp_path / "png", "a.png", "a.nii.gz"),
+                              (tmp_path / "nifti", "a.nii.gz", "a.png")):
+        kinds = ["a NIfTI volume" if name.endswith(".gz") else "a 2D file"
+                 for name in (image, mask)]
+        assert _refusal(root) == (f"{root}: images/{image} is {kinds[0]} but its mask "
+                                  f"masks/{mask} is {kinds[1]}; an image and its mask must be "
+                                  "of one kind (both 2D files or both NIfTI): save the mask as "
+                                  "its image is")
+
+
 def test_volume_and_mask_stored_differently_are_paired_voxel_for_voxel(tmp_path: Path) -> None:
     """A mask stored sagittally beside its axial image fell on the wrong slices silently."""
     hu, lesions = _hu_volume(slices=3)
@@ -839,6 +875,22 @@ def test_masks_or_scans_alone_and_folders_of_data_sets_say_what_is_missing(
     for folder in ("images", "masks"):
         (tmp_path / "generic" / folder).mkdir(parents=True)
     assert _refusal(tmp_path) == f"{tmp_path}: a folder of data sets (generic/); give one of them"
+
+
+def test_data_sets_two_folders_below_are_named(tmp_path: Path) -> None:
+    """A data set two folders below the one given (X/X/Dataset/ of "Extract All" of a zip with
+    a top folder into a folder of its name) got "unrecognised data layout", while one folder
+    below was named; three below is not searched (a big tree is not walked)."""
+    for parts in (("semiseg", "semiseg", "Dataset", "TrainingSet"),
+                  ("zenodo", "outer", "inner", "COVID-19-CT-Seg_20cases"),
+                  ("generic", "x", "data", "images"), ("generic", "x", "data", "masks"),
+                  ("deep", "a", "b", "c", "images")):
+        tmp_path.joinpath(*parts).mkdir(parents=True)
+    for given, below in (("semiseg", "semiseg/Dataset/"), ("zenodo", "outer/inner/"),
+                         ("generic", "x/data/")):
+        assert _refusal(tmp_path / given) == (f"{tmp_path / given}: a folder of data sets "
+                                              f"({below}); give one of them")
+    assert "unrecognised data layout" in _refusal(tmp_path / "deep")
 
 
 @pytest.mark.parametrize("name", ["images", "imgs"])
@@ -1267,6 +1319,31 @@ def test_mosmed_split_lines_naming_the_slice_and_its_mask(tmp_path: Path) -> Non
     assert "\n" not in str(caught.value)
 
 
+def test_mosmed_split_lines_whose_paths_hold_blanks_name_their_slice(tmp_path: Path) -> None:
+    """A line's path with a blank (Colab's "My Drive", a Windows user "John Smith") was cut at
+    it and refused as "not a slice and its mask"; a slice and its mask, paths with blanks or
+    not, are still two names, and a slice followed by another's mask is still refused."""
+    root = _mosmed_2d(tmp_path)
+    plain = load_dataset(root).folds
+    drive, user = "/content/drive/My Drive/MosMed", "C:\\Users\\John Smith\\MosMed"
+    for path in root.glob("train_new*.txt"):
+        path.write_text("".join(f"{drive}/imgs/{name}\n" for name in path.read_text().split()))
+    for path in root.glob("valid_new*.txt"):
+        path.write_text("".join(f"{user}\\imgs\\{name}  {user}\\masks\\{name}\n"
+                                for name in path.read_text().split()))
+    assert load_dataset(root).folds == plain
+    (root / "valid_new0.txt").write_text(f"{drive}/imgs/study_0001_0.npy "
+                                         f"{drive}/masks/study_0001_1.npy\n")
+    with pytest.raises(CovsegError, match=r"valid_new0.txt: line 1 names .*My Drive/MosMed/imgs/"
+                                          r"study_0001_0.npy .*, which is not a slice and its "
+                                          r"mask"):
+        load_dataset(root)
+    (root / "valid_new0.txt").write_text("imgs/gone.npy masks/study_0001_0.npy\n")
+    with pytest.raises(CovsegError, match="line 1 names 'imgs/gone.npy masks/study_0001_0.npy', "
+                                          "which is not a slice and its mask"):
+        load_dataset(root)
+
+
 def test_mosmed_split_files_numbered_from_1_are_named_with_their_folds(
         tmp_path: Path, caplog: pytest.LogCaptureFixture,
         tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -1377,6 +1454,29 @@ def test_sub_folders_and_dicom_in_a_generic_folder_are_named(
     assert len(load_dataset(tmp_path).samples) == 1
     assert "DICOM is not read for training (series/, IM0001.dcm); convert" in caplog.text
     assert "sub-folders are not read (p2/)" in caplog.text
+
+
+def test_masks_one_folder_deeper_are_named_with_their_sub_folder(tmp_path: Path) -> None:
+    """Masks in masks/masks/ (or Zenodo's Infection_Mask/Infection_Mask/: "Extract All" of a
+    zip with a top folder) were refused as "image(s) have no mask ...; give every image a mask
+    with the same file stem", which they have, without naming the sub-folder."""
+    grey = np.full((8, 8), 100)
+    for stem in ("a", "b"):
+        _save_png(tmp_path / "generic" / "images" / f"{stem}.png", grey)
+        _save_png(tmp_path / "generic" / "masks" / "masks" / f"{stem}.png", grey > 50)
+    masks = tmp_path / "generic" / "masks"
+    assert _refusal(tmp_path / "generic") == (
+        f"{tmp_path / 'generic'}: 2 image(s) have no mask (a, b); {masks}: sub-folders are not "
+        "read (masks/); put their files in masks/ itself (a patients.csv groups a patient's "
+        "slices)")
+    hu, lesions = _hu_volume(slices=2)
+    zenodo = tmp_path / "zenodo"
+    _save_nifti(zenodo / "COVID-19-CT-Seg_20cases" / "coronacases_001.nii.gz", hu)
+    _save_nifti(zenodo / "Infection_Mask" / "Infection_Mask" / "coronacases_001.nii.gz", lesions)
+    assert _refusal(zenodo) == (
+        f"{zenodo}: 1 image(s) have no mask (coronacases_001); {zenodo / 'Infection_Mask'}: "
+        "sub-folders are not read (Infection_Mask/); put their files in Infection_Mask/ itself "
+        "(a patients.csv groups a patient's slices)")
 
 
 def test_masks_without_an_image_are_named(tmp_path: Path,

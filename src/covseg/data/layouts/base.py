@@ -19,8 +19,9 @@ from typing import Any, TypeVar
 import numpy as np
 
 from covseg.errors import CovsegError, counted, read_naming_out_of_memory
-from covseg.io.image import image_name, masks_to_labels, read_array, read_mask
-from covseg.io.nifti import nifti_stem, read_nifti, read_paired
+from covseg.io.dicom import is_dicom_file
+from covseg.io.image import image_name, is_image_file, masks_to_labels, read_array, read_mask
+from covseg.io.nifti import is_nifti, nifti_stem, read_nifti, read_paired
 from covseg.io.volume import Volume, check_same_grid
 from covseg.progress import progress_bar
 from covseg.provenance import option_given
@@ -273,9 +274,11 @@ def examples(names: list[str]) -> str:
 
 
 def pair(images: dict[str, Path], masks: dict[str, Path], where: Path,
-          key: Callable[[str], str] = lambda s: s) -> list[tuple[str, Path, Path]]:
-    """(stem, image, mask) of every image; an image without a mask is refused, a mask without
-    an image named in a warning (it is not read)."""
+          key: Callable[[str], str] = lambda s: s, unread: Sequence[str] = ()
+          ) -> list[tuple[str, Path, Path]]:
+    """(stem, image, mask) of every image; an image without a mask is refused, saying what of
+    the masks' folder is not read (``unread``, :func:`unread_notes`: the masks may lie in its
+    sub-folder), a mask without an image named in a warning (it is not read)."""
     by_key = {key(stem): path for stem, path in masks.items()}
     for stem, path in masks.items():  # x_mask.png / x_seg.png name the mask of x
         other = by_key.setdefault(key(image_name(stem)), path)
@@ -285,9 +288,9 @@ def pair(images: dict[str, Path], masks: dict[str, Path], where: Path,
     missing = [stem for stem in images if key(stem) not in by_key]
     if missing:
         raise CovsegError(
-            f"{where}: {len(missing)} image(s) have no mask ({examples(missing)}); give every "
-            "image a mask with the same file stem (or the stem plus _mask or _seg)"
-        )
+            f"{where}: {len(missing)} image(s) have no mask ({examples(missing)}); "
+            + ("; ".join(unread) or "give every image a mask with the same file stem (or the "
+               "stem plus _mask or _seg)"))
     pairs = [(stem, path, by_key[key(stem)]) for stem, path in images.items()]
     used = {mask for _, _, mask in pairs}
     unused = [path.name for path in masks.values() if path not in used]
@@ -296,6 +299,29 @@ def pair(images: dict[str, Path], masks: dict[str, Path], where: Path,
                     "under the same file stem, or remove it", where, len(unused),
                     examples(unused))
     return pairs
+
+
+def unread_notes(folder: Path) -> list[str]:
+    """What of ``folder`` a layout does not read, said for the user: DICOM files or series
+    folders (training reads 2D files and NIfTI volumes), and other sub-folders (``masks/masks/``
+    of a zip extracted into a folder of its name)."""
+    children = [path for path in sorted(folder.iterdir()) if not path.name.startswith(".")]
+    folders = [path for path in children if path.is_dir()]
+    series = [path for path in folders
+              if any(is_dicom_file(c) for c in path.iterdir() if not is_image_file(c))]
+    dicom = [f"{path.name}/" for path in series] + [
+        path.name for path in children
+        if not (is_image_file(path) or is_nifti(path)) and is_dicom_file(path)]
+    others = [f"{path.name}/" for path in folders if path not in series and any(path.iterdir())]
+    notes = []
+    if dicom:
+        notes.append(f"{folder}: DICOM is not read for training ({examples(dicom)}); convert "
+                     f"each series to a NIfTI volume (e.g. with dcm2niix) in {folder.name}/, "
+                     "its mask under the same name")
+    if others:
+        notes.append(f"{folder}: sub-folders are not read ({examples(others)}); put their "
+                     f"files in {folder.name}/ itself (a patients.csv groups a patient's slices)")
+    return notes
 
 
 def read_patients_csv(root: Path) -> dict[str, str]:

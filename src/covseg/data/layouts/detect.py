@@ -193,7 +193,7 @@ def _what_it_holds(root: Path) -> str:
         children = [path for path in sorted(root.iterdir()) if not path.name.startswith(".")]
     except OSError:  # unreadable: the generic message
         return ""
-    data_sets = [f"{path.name}/" for path in children if path.is_dir() and _found_layouts(path)]
+    data_sets = _data_sets_below(root, children)
     if data_sets:
         return f"{root}: a folder of data sets ({examples(data_sets)}); give one of them"
     scans = [path for path in children
@@ -220,6 +220,25 @@ def _named_as_mask(path: Path) -> bool:
     """Whether a file's name calls it a mask by a word of :data:`MASK_FOLDER_WORDS` anywhere in
     it: ``tr_mask.nii``, ``x_seg.png``, Kaggle's ``masks_medseg.npy``, ``tr_mask(1).nii.gz``."""
     return not MASK_FOLDER_WORDS.isdisjoint(re.split(r"[\W_]+", nifti_stem(path).lower()))
+
+
+def _data_sets_below(root: Path, children: list[Path]) -> list[str]:
+    """The data folders among ``root``'s ``children``, else among their sub-folders (``X/X/``
+    of "Extract All" of a zip with a top folder into a folder of its name), relative to
+    ``root``: two levels, so that a folder of many files is not walked."""
+    folders = [path for path in children if path.is_dir()]
+    found = [path for path in folders if _found_layouts(path)] or [
+        below for path in folders for below in _sub_folders(path) if _found_layouts(below)]
+    return [f"{path.relative_to(root).as_posix()}/" for path in found]
+
+
+def _sub_folders(folder: Path) -> list[Path]:
+    """``folder``'s sub-folders but hidden ones; none where it cannot be listed."""
+    try:
+        return [path for path in sorted(folder.iterdir())
+                if path.is_dir() and not path.name.startswith(".")]
+    except OSError:
+        return []
 
 
 def load_dataset(path: str | os.PathLike[str], target: str = "infection", intensity: str = "auto",

@@ -13,7 +13,6 @@ from covseg.data.layouts.base import (
     ReadOptions,
     Sample,
     check_patients_listed,
-    examples,
     files,
     first_dir,
     loaded,
@@ -26,9 +25,9 @@ from covseg.data.layouts.base import (
     slice_patients,
     study_cases,
     study_rows,
+    unread_notes,
 )
 from covseg.errors import CovsegError
-from covseg.io.dicom import is_dicom_file
 from covseg.io.image import is_image_file
 from covseg.io.nifti import is_nifti
 
@@ -62,13 +61,15 @@ def read_folders(root: Path, options: ReadOptions) -> LoadedData:
         raise CovsegError(_missing_folder(root, images_dir, mask_names[0]))
     images = files(images_dir, lambda p: is_image_file(p) or is_nifti(p))
     masks = files(masks_dir, lambda p: is_image_file(p) or is_nifti(p))
-    unread = _unread(images_dir) + _unread(masks_dir)
-    pairs = pair(images, masks, root)
+    masks_unread = unread_notes(masks_dir)
+    unread = unread_notes(images_dir) + masks_unread
+    pairs = pair(images, masks, root, unread=masks_unread)
     if unread and not pairs:
         raise CovsegError(f"{root}: the folders layout holds no slices it reads; "
                           + "; ".join(unread))
     for note in unread:
         log.warning("%s", note)
+    _check_one_kind(root, pairs)
     volumes = [p for p in pairs if is_nifti(p[1])]
     slices = [p for p in pairs if not is_nifti(p[1])]
     patients = read_patients_csv(root)
@@ -84,26 +85,18 @@ def read_folders(root: Path, options: ReadOptions) -> LoadedData:
     return loaded(samples, "folders", root, options, synthetic=(root / "SYNTHETIC").exists())
 
 
-def _unread(folder: Path) -> list[str]:
-    """What of ``folder`` the folders layout does not read, said for the user: DICOM files or
-    series folders (training reads 2D files and NIfTI volumes), and other sub-folders."""
-    children = [path for path in sorted(folder.iterdir()) if not path.name.startswith(".")]
-    folders = [path for path in children if path.is_dir()]
-    series = [path for path in folders
-              if any(is_dicom_file(c) for c in path.iterdir() if not is_image_file(c))]
-    dicom = [f"{path.name}/" for path in series] + [
-        path.name for path in children
-        if not (is_image_file(path) or is_nifti(path)) and is_dicom_file(path)]
-    others = [f"{path.name}/" for path in folders if path not in series and any(path.iterdir())]
-    notes = []
-    if dicom:
-        notes.append(f"{folder}: DICOM is not read for training ({examples(dicom)}); convert "
-                     f"each series to a NIfTI volume (e.g. with dcm2niix) in {folder.name}/, "
-                     "its mask under the same name")
-    if others:
-        notes.append(f"{folder}: sub-folders are not read ({examples(others)}); put their "
-                     f"files in {folder.name}/ itself (a patients.csv groups a patient's slices)")
-    return notes
+def _check_one_kind(root: Path, pairs: list[tuple[str, Path, Path]]) -> None:
+    """A 2D image with a NIfTI mask (ITK-SNAP and 3D Slicer save a 2D segmentation so), or the
+    reverse, is refused naming the pair: a pair is read by its image's kind, and the mask's
+    reader refused a .nii.gz while asking for NIfTI. A 2D image has no geometry to place a
+    volume's slice on, so the mask is not read across kinds."""
+    for _, image, mask in pairs:
+        if is_nifti(image) != is_nifti(mask):
+            kinds = {True: "a NIfTI volume", False: "a 2D file"}
+            raise CovsegError(f"{root}: {image.relative_to(root)} is {kinds[is_nifti(image)]} "
+                              f"but its mask {mask.relative_to(root)} is "
+                              f"{kinds[is_nifti(mask)]}; an image and its mask must be of one "
+                              "kind (both 2D files or both NIfTI): save the mask as its image is")
 
 
 def _check_unique_cases(samples: list[Sample]) -> None:

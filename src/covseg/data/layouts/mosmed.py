@@ -21,20 +21,23 @@ from covseg.data.layouts.base import (
     read_patients_csv,
     read_studies,
     read_text_file,
-    require,
     slice_cases,
     slice_patients,
     study_rows,
     unique,
 )
+from covseg.data.layouts.folders import FOLDERS_IMAGES, FOLDERS_MASKS
 from covseg.errors import CovsegError, counted
 from covseg.io.image import IMAGE_SUFFIXES, image_name, is_image_file
 from covseg.io.nifti import is_nifti, nifti_stem
 
 
 def read_mosmed_2d(root: Path, options: ReadOptions) -> LoadedData:
-    images_dir = first_dir(root, ("imgs", "images")) or root
-    masks_dir = require(root / "masks")
+    images_dir = first_dir(root, FOLDERS_IMAGES) or root
+    masks_dir = first_dir(root, FOLDERS_MASKS)
+    if masks_dir is None:
+        raise CovsegError(f"{root}: MosMed split files found but no masks/ folder beside them; "
+                          "put each slice's mask in masks/, under the slice's file stem")
     images = files(images_dir, is_image_file, lambda path: _slice_stem(path.name))
     pairs = pair(images, files(masks_dir, is_image_file, lambda path: _slice_stem(path.name)),
                   root)
@@ -163,8 +166,8 @@ def _read_split(path: Path, known: dict[str, str], images_dir: Path) -> list[str
     it would train or test a fold on other slices than the file says (or on none); so is a slice
     named twice, which would count twice in every mean."""
     lines = read_text_file(path).splitlines()
-    names = [(number, _split_line(path, number, line)) for number, line in enumerate(lines, 1)
-             if line.strip()]
+    names = [(number, _split_line(path, number, line, known))
+             for number, line in enumerate(lines, 1) if line.strip()]
     if not names:
         raise CovsegError(f"{path}: names no slices; list one slice file name per line")
     stems = [_slice_stem(name) for _, name in names]
@@ -192,16 +195,25 @@ def _slice_stem(name: str) -> str:
     return file_name[: -len(suffix)] if suffix.lower() in IMAGE_SUFFIXES else file_name
 
 
-def _split_line(path: Path, number: int, line: str) -> str:
-    """The slice that line ``number`` of a split file names: its first name; a second must be
-    that slice's mask (as MosMed's files pair them), or the line is refused rather than read
-    as another slice than its author meant."""
-    image, *rest = line.split()
-    if rest and (len(rest) > 1 or image_name(_slice_stem(rest[0])) != _slice_stem(image)):
-        raise CovsegError(f"{path}: line {number} names {line.strip()!r}, which is not a slice "
+def _split_line(path: Path, number: int, line: str, known: dict[str, str]) -> str:
+    """The slice that line ``number`` of a split file names: one name, or a slice and then
+    its mask (as MosMed's files pair them). A path may hold blanks (Colab's ``My Drive``,
+    ``C:\\Users\\John Smith``), so the line is cut at a blank only where the part before it names
+    a slice (one of ``known``, or any image file: a missing slice followed by another's mask is
+    no name of that mask's slice), whose mask the part after must be, or the line is refused
+    rather than read as another slice than its author meant; else the whole line is one name."""
+    text = line.strip()
+    cuts = [(text[: blank.start()], text[blank.end():]) for blank in re.finditer(r"\s+", text)]
+    heads = [(image, mask) for image, mask in cuts if _slice_stem(image) in known
+             or PureWindowsPath(image).suffix.lower() in IMAGE_SUFFIXES]
+    for image, mask in heads:
+        if image_name(_slice_stem(mask)) == _slice_stem(image):
+            return image
+    if heads:
+        raise CovsegError(f"{path}: line {number} names {text!r}, which is not a slice "
                           f"and its mask (x.jpg masks/x.png or masks/x_mask.png); give one slice "
                           "per line, optionally followed by its own mask")
-    return image
+    return text
 
 
 def read_mosmed_3d(root: Path, options: ReadOptions) -> LoadedData:

@@ -6,7 +6,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from covseg.data.layouts.base import LoadedData, ReadOptions, files, loaded, pair, read_studies
+from covseg.data.layouts.base import (
+    LoadedData,
+    ReadOptions,
+    files,
+    loaded,
+    pair,
+    read_studies,
+    unread_notes,
+)
 from covseg.errors import CovsegError
 from covseg.io.image import case_key
 from covseg.io.nifti import is_nifti, nifti_stem
@@ -65,6 +73,7 @@ def read_zenodo(root: Path, options: ReadOptions) -> LoadedData:
         raise CovsegError(f"{root}: the Zenodo layout needs {ZENODO_IMAGES[0]}/ and {names[0]}/")
     images = files(images_dir, is_nifti, lambda p: case_key(nifti_stem(p)))
     masks = files(masks_dir, is_nifti, lambda p: case_key(nifti_stem(p)))
-    samples = read_studies(pair(images, masks, root), options, "reading Zenodo volumes", root)
+    samples = read_studies(pair(images, masks, root, unread=unread_notes(masks_dir)), options,
+                            "reading Zenodo volumes", root)
     return loaded(samples, "zenodo", root, options)
 
