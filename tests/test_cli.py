@@ -851,6 +851,7 @@ def test_a_layouts_sub_folder_is_refused_naming_its_data_folder(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Inf-Net's Imgs/ given to visualize got the generic "unrecognised data layout"."""
     (tmp_path / "Imgs").mkdir()
+    (tmp_path / "GT").mkdir()  # Imgs/ alone is a generic images/ (Imgs/ + masks/)
     code, _, err = _run(capsys, "visualize", str(tmp_path / "Imgs"), "--out",
                         str(tmp_path / "v.png"))
     _assert_one_line_error(code, err, f"{tmp_path / 'Imgs'}: the Imgs/ folder of Inf-Net data; "

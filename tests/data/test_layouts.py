@@ -436,6 +436,27 @@ def test_mosmed_2d_takes_the_folder_spellings_of_the_generic_layout(
                               "stem")
 
 
+def test_imgs_beside_masks_is_their_images_folder_not_infnet(tmp_path: Path) -> None:
+    """Imgs/ (Inf-Net's spelling) + masks/ beside MosMed's split files was refused as "the
+    folders of several layouts (mosmed-2d, infnet)", and without split files as "GT: folder not
+    found": Inf-Net was told by Imgs/ alone."""
+    root = _mosmed_2d(tmp_path)
+    plain = load_dataset(root).folds
+    (root / "imgs").rename(root / "Imgs")
+    data = load_dataset(root)
+    assert data.layout == "mosmed-2d" and data.folds == plain
+    for split in root.glob("*_new*.txt"):
+        split.unlink()
+    data = load_dataset(root)
+    assert data.layout == "folders" and len(data.samples) == 6 and len(data.patients) == 3
+    (root / "masks").rename(root / "GT")
+    assert detect_layout(root) == "infnet"
+    (root / "GT").rename(root / "other")
+    assert _refusal(root) == (f"{root}: Imgs/ found but no masks/ beside it; put the masks of "
+                              "its images in masks/, under the same file stems (covseg predict "
+                              "segments images without masks)")
+
+
 def test_mosmed_2d_takes_a_patients_csv_and_warns_of_slices_of_no_patient(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Slices not named study_NNNN_K were each their own patient in silence, and a patients.csv
@@ -630,6 +651,28 @@ def test_patients_csv_groups_volumes_so_folds_keep_a_patients_scans_together(
     (tmp_path / "patients.csv").write_text("case_id,patient_id\nscan0_z0000,P0\n")
     with pytest.raises(CovsegError, match="names none of the 4 studies.*study's name"):
         load_dataset(tmp_path)
+
+
+def test_a_patients_csv_naming_some_scans_says_whose_patient_the_others_are(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The scans a patients.csv does not name were said to count "each as its own patient",
+    while a Radiopaedia scan counts as its case's (radiopaedia_10_85902_3 with _85902_1)."""
+    hu, lesions = _hu_volume(slices=2)
+    scans = ("coronacases_001", "radiopaedia_10_85902_1", "radiopaedia_10_85902_3")
+    for scan in scans:
+        _save_nifti(tmp_path / "images" / f"{scan}.nii.gz", hu)
+        _save_nifti(tmp_path / "masks" / f"{scan}.nii.gz", lesions)
+    (tmp_path / "patients.csv").write_text("case_id,patient_id\ncoronacases_001,P0\n")
+    assert load_dataset(tmp_path).patients == ["P0", "radiopaedia_10"]
+    assert ("patients.csv does not name 2 of 3 studies (e.g. radiopaedia_10_85902_1): each "
+            "counts as the patient its name tells (its own; radiopaedia_10_85902_1: "
+            "radiopaedia_10)") in caplog.text
+    caplog.clear()
+    (tmp_path / "patients.csv").write_text("case_id,patient_id\nradiopaedia_10_85902_1,P0\n"
+                                           "radiopaedia_10_85902_3,P0\n")
+    load_dataset(tmp_path)
+    assert ("patients.csv does not name 1 of 3 studies (e.g. coronacases_001): each counts as "
+            "its own patient") in caplog.text
 
 
 def test_generic_folder_of_nifti_volumes(tmp_path: Path) -> None:
@@ -1477,6 +1520,43 @@ def test_masks_one_folder_deeper_are_named_with_their_sub_folder(tmp_path: Path)
         f"{zenodo}: 1 image(s) have no mask (coronacases_001); {zenodo / 'Infection_Mask'}: "
         "sub-folders are not read (Infection_Mask/); put their files in Infection_Mask/ itself "
         "(a patients.csv groups a patient's slices)")
+
+
+def test_mosmed_2d_slices_or_masks_one_folder_deeper_are_named(tmp_path: Path) -> None:
+    """MosMed's masks in masks/masks/ were refused as "image(s) have no mask ...; give every
+    image a mask with the same file stem", which they have, without naming the sub-folder the
+    generic and Zenodo layouts name; its slices in imgs/imgs/ as "names are no slice"."""
+    root = _mosmed_2d(tmp_path)
+    masks = root / "masks"
+    shutil.move(masks, root / "inner")
+    shutil.move(root / "inner", masks / "masks")
+    assert _refusal(root) == (
+        f"{root}: 6 image(s) have no mask (study_0001_0, study_0001_1, study_0002_0 ...); "
+        f"{masks}: sub-folders are not read (masks/); put their files in masks/ itself (a "
+        "patients.csv groups a patient's slices)")
+    shutil.move(masks / "masks", root / "inner")
+    shutil.rmtree(masks)
+    shutil.move(root / "inner", masks)
+    images = root / "imgs"
+    shutil.move(images, root / "inner")
+    shutil.move(root / "inner", images / "imgs")
+    assert _refusal(root) == (
+        f"{root}: the MosMedData 2D layout holds no slices it reads; {images}: sub-folders are "
+        "not read (imgs/); put their files in imgs/ itself (a patients.csv groups a patient's "
+        "slices)")
+
+
+@pytest.mark.parametrize("name", ["COVID-19-CT-Seg_20cases", "ct_scans"])
+def test_zenodo_ct_one_folder_deeper_is_named(tmp_path: Path, name: str) -> None:
+    """Zenodo's CT volumes one folder deeper (COVID-19-CT-Seg_20cases/COVID-19-CT-Seg_20cases/
+    of "Extract All" of its zip) were refused as "holds no slices", not naming the sub-folder."""
+    hu, lesions = _hu_volume(slices=2)
+    _save_nifti(tmp_path / name / name / "coronacases_001.nii.gz", hu)
+    _save_nifti(tmp_path / "Infection_Mask" / "coronacases_001.nii.gz", lesions)
+    assert _refusal(tmp_path) == (
+        f"{tmp_path}: the Zenodo layout holds no slices it reads; {tmp_path / name}: "
+        f"sub-folders are not read ({name}/); put their files in {name}/ itself (a patients.csv "
+        "groups a patient's slices)")
 
 
 def test_masks_without_an_image_are_named(tmp_path: Path,

@@ -301,6 +301,24 @@ def pair(images: dict[str, Path], masks: dict[str, Path], where: Path,
     return pairs
 
 
+def pair_folders(images: dict[str, Path], masks: dict[str, Path], where: Path, layout: str,
+                  images_dir: Path | None, masks_dir: Path) -> list[tuple[str, Path, Path]]:
+    """:func:`pair` of the files read from ``images_dir`` (None: the data folder itself, whose
+    sub-folders are the layout's) and ``masks_dir``, saying what of those folders is not read
+    (:func:`unread_notes`): in the refusal of images without masks, in one of a layout that
+    holds nothing it reads (the CT folder one folder deeper, ``ct_scans/ct_scans/``), else in
+    warnings."""
+    masks_unread = unread_notes(masks_dir)
+    unread = (unread_notes(images_dir) if images_dir else []) + masks_unread
+    if unread and not images:  # before pair's warning that every mask lacks its image
+        raise CovsegError(f"{where}: the {LAYOUT_NAMES[layout]} layout holds no slices it reads; "
+                          + "; ".join(unread))
+    pairs = pair(images, masks, where, unread=masks_unread)
+    for note in unread:
+        log.warning("%s", note)
+    return pairs
+
+
 def unread_notes(folder: Path) -> list[str]:
     """What of ``folder`` a layout does not read, said for the user: DICOM files or series
     folders (training reads 2D files and NIfTI volumes), and other sub-folders (``masks/masks/``
@@ -445,9 +463,19 @@ def check_patients_listed(patients: dict[str, str], slices: Sequence[tuple[str, 
                           + ", or ".join(names))
     missing = [case for case in missing if not grouped(case)]
     if missing and warn:
-        log.warning("patients.csv does not name %d of %d %s (e.g. %s): each counts as its "
-                    "own patient%s", len(missing), len(cases), kind, missing[0],
+        log.warning("patients.csv does not name %d of %d %s (e.g. %s): %s%s", len(missing),
+                    len(cases), kind, missing[0], _unnamed_patients(missing),
                     _unmatched_rows(unknown))
+
+
+def _unnamed_patients(missing: Sequence[str]) -> str:
+    """Whose patient the cases a patients.csv misses count as, for its warning: each the patient
+    its name tells (:func:`study_patient`: a Radiopaedia scan's case), mostly its own."""
+    told = [(case, study_patient(case)) for case in missing if study_patient(case) != case]
+    if not told:
+        return "each counts as its own patient"
+    case, patient = told[0]
+    return f"each counts as the patient its name tells (its own; {case}: {patient})"
 
 
 def _unmatched_rows(unknown: Sequence[str]) -> str:

@@ -47,14 +47,30 @@ from covseg.transforms import LUNG_WINDOW
 
 log = logging.getLogger(__name__)
 
+
+def _infnet_slices(root: Path) -> bool:
+    """Whether ``root`` holds Inf-Net's Imgs/ and GT/: Imgs/ alone (beside a generic or MosMed
+    masks/) is the images folder of those layouts, not a second layout."""
+    return (root / "Imgs").is_dir() and (root / "GT").is_dir()
+
+
+def _generic_images(root: Path) -> Path | None:
+    """The generic layout's images folder of ``root``, unless it is Inf-Net's Imgs/ beside its
+    GT/ (a case-insensitive disk finds Imgs/ as imgs/ too)."""
+    images = first_dir(root, FOLDERS_IMAGES)
+    if images is None or (_infnet_slices(root) and images.samefile(root / "Imgs")):
+        return None
+    return images
+
+
 LAYOUTS: dict[str, Callable[[Path], bool]] = {
     "mosmed-2d": lambda root: any(any(root.glob(f"{start}*.txt")) for start in SPLIT_LISTS),
     "medseg": lambda root: holds_medseg_slices(root) or (root / "rp_im").is_dir(),
-    "infnet": lambda root: (root / "Imgs").is_dir() or (root / "TrainingSet").is_dir()
+    "infnet": lambda root: _infnet_slices(root) or (root / "TrainingSet").is_dir()
     or (root / "Doctor-label").is_dir() or (root / "LungInfection-Train").is_dir(),
     "zenodo": lambda root: first_dir(root, ZENODO_IMAGES) is not None,
     "mosmed-3d": lambda root: (root / "studies").is_dir() and (root / "masks").is_dir(),
-    "folders": lambda root: first_dir(root, FOLDERS_IMAGES) is not None,
+    "folders": lambda root: _generic_images(root) is not None,
 }
 LAYOUTS_READ = ("images/ + masks/, MedSeg tr_im/, tr_im.nii.gz or rp_im/, Inf-Net Imgs/ + GT/, "
                 "Zenodo ct_scans/, MosMed studies/ + masks/ or train_new*.txt")

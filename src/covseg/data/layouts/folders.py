@@ -4,7 +4,6 @@ NIfTI volumes or both.
 
 from __future__ import annotations
 
-import logging
 import re
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from covseg.data.layouts.base import (
     first_dir,
     loaded,
     mosmed_patient,
-    pair,
+    pair_folders,
     read_2d_pairs,
     read_patients_csv,
     read_volume_pairs,
@@ -25,16 +24,14 @@ from covseg.data.layouts.base import (
     slice_patients,
     study_cases,
     study_rows,
-    unread_notes,
 )
 from covseg.errors import CovsegError
 from covseg.io.image import is_image_file
 from covseg.io.nifti import is_nifti
 
-log = logging.getLogger(__name__)
-
-FOLDERS_IMAGES = ("images", "imgs", "Images")
-"""Names of the generic layout's images folder (MosMed's 2D ``imgs/`` too), first found first."""
+FOLDERS_IMAGES = ("images", "imgs", "Images", "Imgs")
+"""Names of the generic layout's images folder (MosMed's 2D ``imgs/`` too, and Inf-Net's
+spelling ``Imgs/``, which is Inf-Net's only beside its ``GT/``), first found first."""
 FOLDERS_MASKS = ("masks", "Masks")
 """Names of the generic layout's infection masks folder."""
 LUNG_MASKS = ("lungs", "lung_masks")
@@ -61,14 +58,7 @@ def read_folders(root: Path, options: ReadOptions) -> LoadedData:
         raise CovsegError(_missing_folder(root, images_dir, mask_names[0]))
     images = files(images_dir, lambda p: is_image_file(p) or is_nifti(p))
     masks = files(masks_dir, lambda p: is_image_file(p) or is_nifti(p))
-    masks_unread = unread_notes(masks_dir)
-    unread = unread_notes(images_dir) + masks_unread
-    pairs = pair(images, masks, root, unread=masks_unread)
-    if unread and not pairs:
-        raise CovsegError(f"{root}: the folders layout holds no slices it reads; "
-                          + "; ".join(unread))
-    for note in unread:
-        log.warning("%s", note)
+    pairs = pair_folders(images, masks, root, "folders", images_dir, masks_dir)
     _check_one_kind(root, pairs)
     volumes = [p for p in pairs if is_nifti(p[1])]
     slices = [p for p in pairs if not is_nifti(p[1])]

@@ -16,7 +16,7 @@ from covseg.data.layouts.base import (
     first_dir,
     loaded,
     mosmed_patient,
-    pair,
+    pair_folders,
     read_2d_pairs,
     read_patients_csv,
     read_studies,
@@ -33,14 +33,16 @@ from covseg.io.nifti import is_nifti, nifti_stem
 
 
 def read_mosmed_2d(root: Path, options: ReadOptions) -> LoadedData:
-    images_dir = first_dir(root, FOLDERS_IMAGES) or root
+    images_folder = first_dir(root, FOLDERS_IMAGES)
+    images_dir = images_folder or root
     masks_dir = first_dir(root, FOLDERS_MASKS)
     if masks_dir is None:
         raise CovsegError(f"{root}: MosMed split files found but no masks/ folder beside them; "
                           "put each slice's mask in masks/, under the slice's file stem")
     images = files(images_dir, is_image_file, lambda path: _slice_stem(path.name))
-    pairs = pair(images, files(masks_dir, is_image_file, lambda path: _slice_stem(path.name)),
-                  root)
+    pairs = pair_folders(images, files(masks_dir, is_image_file,
+                                       lambda path: _slice_stem(path.name)),
+                         root, "mosmed-2d", images_folder, masks_dir)
     notes: list[str] = []
     patients = _mosmed_patients(root, pairs, notes)
     samples = read_2d_pairs(pairs, options, patients, "reading MosMed slices")

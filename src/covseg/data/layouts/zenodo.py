@@ -11,9 +11,8 @@ from covseg.data.layouts.base import (
     ReadOptions,
     files,
     loaded,
-    pair,
+    pair_folders,
     read_studies,
-    unread_notes,
 )
 from covseg.errors import CovsegError
 from covseg.io.image import case_key
@@ -73,7 +72,7 @@ def read_zenodo(root: Path, options: ReadOptions) -> LoadedData:
         raise CovsegError(f"{root}: the Zenodo layout needs {ZENODO_IMAGES[0]}/ and {names[0]}/")
     images = files(images_dir, is_nifti, lambda p: case_key(nifti_stem(p)))
     masks = files(masks_dir, is_nifti, lambda p: case_key(nifti_stem(p)))
-    samples = read_studies(pair(images, masks, root, unread=unread_notes(masks_dir)), options,
-                            "reading Zenodo volumes", root)
+    samples = read_studies(pair_folders(images, masks, root, "zenodo", images_dir, masks_dir),
+                            options, "reading Zenodo volumes", root)
     return loaded(samples, "zenodo", root, options)
 
