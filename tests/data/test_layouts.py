@@ -1033,11 +1033,38 @@ def test_images_without_masks(tmp_path: Path) -> None:
         load_dataset(tmp_path)
 
 
-def test_image_mask_size_mismatch(tmp_path: Path) -> None:
+def test_image_mask_size_mismatch_names_the_mask_file(tmp_path: Path) -> None:
+    """The line named the image alone; with _mask/_seg endings the user had to guess which file
+    was taken for its mask."""
     _save_png(tmp_path / "images" / "a.png", np.zeros((8, 8)))
-    _save_png(tmp_path / "masks" / "a.png", np.zeros((8, 6)))
-    with pytest.raises(CovsegError, match="image is 8x8 but its mask is 6x8"):
-        load_dataset(tmp_path)
+    _save_png(tmp_path / "masks" / "a_seg.png", np.zeros((8, 6)))
+    assert _refusal(tmp_path) == (f"{tmp_path / 'images' / 'a.png'}: image is 8x8 but its mask "
+                                  f"{tmp_path / 'masks' / 'a_seg.png'} is 6x8; masks must match "
+                                  "their images pixel for pixel")
+
+
+@pytest.mark.parametrize("masks", [["a_mask", "b_mask"], ["a", "b"]],
+                         ids=["masks-paired", "images-unpaired"])
+def test_masks_copied_into_images_beside_their_slices_are_refused(tmp_path: Path,
+                                                                  masks: list[str]) -> None:
+    """a.png + a_mask.png in images/ (a side-by-side export) read a_mask.png as a CT slice,
+    paired with masks/a_mask.png like a.png: one mask file was two samples, and folds trained on
+    a test slice's truth; with masks/a.png the copy was "an image without a mask"."""
+    grey = np.full((8, 8), 100)
+    for stem in ("a", "b"):
+        _save_png(tmp_path / "images" / f"{stem}.png", grey)
+        _save_png(tmp_path / "images" / f"{stem}_mask.png", grey > 50)
+    for stem in masks:
+        _save_png(tmp_path / "masks" / f"{stem}.png", grey > 50)
+    assert _refusal(tmp_path) == (f"{tmp_path / 'images'}: 2 files named as the mask of an image "
+                                  "beside them (a_mask.png of a.png, b_mask.png of b.png): each "
+                                  "would be read as an image and paired with that image's mask; "
+                                  "move the masks out of images/")
+    (tmp_path / "images" / "b_mask.png").unlink()
+    assert "1 file named as the mask of an image beside it (a_mask.png of a.png)" in _refusal(
+        tmp_path)
+    (tmp_path / "images" / "a_mask.png").unlink()
+    assert len(load_dataset(tmp_path).samples) == 2
 
 
 def test_corrupt_image(tmp_path: Path) -> None:
@@ -1641,6 +1668,14 @@ def test_kaggles_zenodo_ct_names_find_their_masks(tmp_path: Path, ct: str, mask:
     assert {s.case_id for s in data.samples} == {f"{mask}_z0000", f"{mask}_z0001"}
 
 
+def _kaggle_ct(scan: str) -> str:
+    """Kaggle's name of a Zenodo CT (``coronacases_org_001``,
+    ``radiopaedia_org_covid-19-pneumonia-10_85902_1-dcm``)."""
+    if scan.startswith("coronacases_"):
+        return scan.replace("coronacases_", "coronacases_org_")
+    return scan.replace("radiopaedia_", "radiopaedia_org_covid-19-pneumonia-") + "-dcm"
+
+
 @pytest.mark.parametrize("kaggle", [False, True], ids=["zenodo", "kaggle"])
 def test_zenodo_scans_of_one_radiopaedia_case_are_one_patient(tmp_path: Path,
                                                               kaggle: bool) -> None:
@@ -1651,8 +1686,7 @@ def test_zenodo_scans_of_one_radiopaedia_case_are_one_patient(tmp_path: Path,
     scans = ["coronacases_001", "coronacases_002", "radiopaedia_10_85902_1",
              "radiopaedia_10_85902_3", "radiopaedia_29_86490_1", "radiopaedia_29_86491_1"]
     for scan in scans:
-        ct = scan.replace("radiopaedia_", "radiopaedia_org_covid-19-pneumonia-") + "-dcm"
-        _save_nifti(tmp_path / "ct_scans" / f"{ct if kaggle else scan}.nii.gz", hu)
+        _save_nifti(tmp_path / "ct_scans" / f"{_kaggle_ct(scan) if kaggle else scan}.nii.gz", hu)
         _save_nifti(tmp_path / "infection_mask" / f"{scan}.nii.gz", lesions)
     data = load_dataset(tmp_path)
     assert data.patients == ["coronacases_001", "coronacases_002", "radiopaedia_10",
@@ -1672,17 +1706,19 @@ ZENODO_SCANS = [*(f"coronacases_{k:03d}" for k in range(1, 11)), "radiopaedia_4_
 """Zenodo's 20 volumes by name: 18 patients (case 10's two series, case 29's two studies)."""
 
 
-@pytest.mark.parametrize("form", ["volumes", "slices"])
+@pytest.mark.parametrize("form", ["volumes", "slices", "kaggle"])
 def test_zenodo_scans_in_a_generic_folder_are_zenodos_patients(tmp_path: Path,
                                                                 form: str) -> None:
     """Zenodo's volumes moved into images/ + masks/, or written out as covseg's
     ``<scan>_zNNNN`` PNG slices, were 20 patients: folds tested radiopaedia_10_85902_3 on a
-    model trained on radiopaedia_10_85902_1, while cv said "grouped by patient"."""
+    model trained on radiopaedia_10_85902_1, while cv said "grouped by patient"; Kaggle's
+    volumes so moved (their masks given the CTs' names) were still 20."""
     hu, lesions = _hu_volume(slices=2, size=16)
+    names = {scan: _kaggle_ct(scan) if form == "kaggle" else scan for scan in ZENODO_SCANS}
     for scan in ZENODO_SCANS:
         for folder, volume in (("images", hu), ("masks", lesions)):
-            if form == "volumes":
-                _save_nifti(tmp_path / folder / f"{scan}.nii.gz", volume)
+            if form != "slices":
+                _save_nifti(tmp_path / folder / f"{names[scan]}.nii.gz", volume)
             for k in range(2) if form == "slices" else ():
                 _save_png(tmp_path / folder / f"{scan}_z{k:04d}.png", volume[k] > 0)
     data = load_dataset(tmp_path)
@@ -1693,10 +1729,36 @@ def test_zenodo_scans_in_a_generic_folder_are_zenodos_patients(tmp_path: Path,
         assert how.startswith("5-fold, grouped by patient")
         for _, test in folds:
             tested = {case.rsplit("_z", 1)[0] for case in test}
-            for one_case in (set(ZENODO_SCANS[12:14]), set(ZENODO_SCANS[16:18])):
-                assert one_case <= tested or not one_case & tested
-    (tmp_path / "patients.csv").write_text("case_id,patient_id\nradiopaedia_10_85902_3,P3\n")
+            for one_case in (ZENODO_SCANS[12:14], ZENODO_SCANS[16:18]):
+                scans = {names[scan] for scan in one_case}
+                assert scans <= tested or not scans & tested
+    (tmp_path / "patients.csv").write_text(
+        f"case_id,patient_id\n{names['radiopaedia_10_85902_3']},P3\n")
     assert "P3" in load_dataset(tmp_path).patients
+
+
+@pytest.mark.parametrize(("form", "folders"), [
+    ("generic", ("masks", "Masks")), ("generic", ("images", "imgs")),
+    ("generic", ("images", "Images")), ("mosmed-2d", ("imgs", "images")),
+    ("mosmed-2d", ("masks", "Masks"))])
+def test_two_spellings_of_a_layouts_folder_are_refused(tmp_path: Path, form: str,
+                                                       folders: tuple[str, str]) -> None:
+    """masks/ beside Masks/ (or images/ beside imgs/, a Kaggle download merged into one's own
+    folder on Linux) read the first and dropped the other without a word, as Zenodo's reader
+    refuses infection_mask/ beside Infection_Mask/."""
+    root = _mosmed_2d(tmp_path) if form == "mosmed-2d" else tmp_path
+    if form == "generic":
+        for stem in ("a", "b"):
+            _save_png(root / "images" / f"{stem}.png", np.full((8, 8), 100))
+            _save_png(root / "masks" / f"{stem}.png", np.ones((8, 8)))
+    kept, other = folders
+    if (root / other).exists():
+        pytest.skip("a case-insensitive disk holds one folder under both spellings")
+    shutil.copytree(root / kept, root / other)
+    first, second = sorted(folders, key=["images", "imgs", "Images", "masks", "Masks"].index)
+    assert _refusal(root) == (f"{root}: holds both {first}/ and {second}/ (two copies' folders "
+                              "of one data set); only one would be read: give each its own "
+                              "folder, or merge them into one")
 
 
 def _with_an_empty_slice(root: Path, layout: str) -> str:

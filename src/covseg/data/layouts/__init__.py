@@ -13,10 +13,10 @@ Supported layouts (checked in this order), one module each:
   or both).
 
 Volumes are sliced axially and every slice keeps its study as patient id (a Radiopaedia scan
-named as Zenodo names it its case's, in any folder, its slices as 2D files too), so that folds
-never split a patient. A ``patients.csv`` (columns
-``case_id,patient_id``) groups slices of a 2D folder, or studies of a volume folder (a patient's
-follow-up scans); 2D slices named as MosMed names them (``study_0255_12``) take their study.
+named as Zenodo or Kaggle names it its case's, in any folder, its slices as 2D files too), so
+that folds never split a patient. A ``patients.csv`` (columns ``case_id,patient_id``) groups
+slices of a 2D folder, or studies of a volume folder (a patient's follow-up scans); 2D slices
+named as MosMed names them (``study_0255_12``) take their study.
 
 Modules: :mod:`.base` (what they read into, and the readers they share), :mod:`.folders`,
 :mod:`.mosmed` (2D and 3D), :mod:`.medseg`, :mod:`.infnet`, :mod:`.zenodo`, :mod:`.synthetic`,

@@ -18,9 +18,16 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from covseg.errors import CovsegError, counted, read_naming_out_of_memory
+from covseg.errors import CovsegError, counted, read_naming_out_of_memory, them
 from covseg.io.dicom import is_dicom_file
-from covseg.io.image import image_name, is_image_file, masks_to_labels, read_array, read_mask
+from covseg.io.image import (
+    case_key,
+    image_name,
+    is_image_file,
+    masks_to_labels,
+    read_array,
+    read_mask,
+)
 from covseg.io.nifti import is_nifti, nifti_stem, read_nifti, read_paired
 from covseg.io.volume import Volume, check_same_grid
 from covseg.progress import progress_bar
@@ -218,16 +225,18 @@ class ReadOptions:
 
 
 def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source: str,
-            options: ReadOptions, view: tuple[Volume, Path, int] | None = None,
-            mask_source: str = "", windowed: bool = False) -> Sample:
-    """A checked sample; ``view``: the volume, its file and the slice index it comes from,
-    for its radiological view, pixel aspect and name in the file; ``mask_source``: the mask's
-    file (and slice), named in messages about the mask; ``windowed``: a volume's slice that
-    its volume's HU window scaled (a 2D file's own scale tells it)."""
+            mask_source: str, options: ReadOptions,
+            view: tuple[Volume, Path, int] | None = None, windowed: bool = False) -> Sample:
+    """A checked sample; ``mask_source``: the mask's file (and slice), named in messages about
+    the mask (a mask of another size than its image too: with ``_mask``/``_seg`` endings and
+    case variants, its name is not the image's); ``view``: the volume, its file and the slice
+    index it comes from, for its radiological view, pixel aspect and name in the file;
+    ``windowed``: a volume's slice that its volume's HU window scaled (a 2D file's own scale
+    tells it)."""
     if image.shape != mask.shape:
         raise CovsegError(
-            f"{source}: image is {image.shape[1]}x{image.shape[0]} but its mask is "
-            f"{mask.shape[1]}x{mask.shape[0]}; masks must match their images pixel for pixel"
+            f"{source}: image is {image.shape[1]}x{image.shape[0]} but its mask {mask_source} "
+            f"is {mask.shape[1]}x{mask.shape[0]}; masks must match their images pixel for pixel"
         )
     if options.target == "multiclass":
         labels = mask  # stored levels, turned into labels with the whole set's (see loaded)
@@ -279,6 +288,7 @@ def pair(images: dict[str, Path], masks: dict[str, Path], where: Path,
     """(stem, image, mask) of every image; an image without a mask is refused, saying what of
     the masks' folder is not read (``unread``, :func:`unread_notes`: the masks may lie in its
     sub-folder), a mask without an image named in a warning (it is not read)."""
+    _refuse_masks_among_images(images, key)
     by_key = {key(stem): path for stem, path in masks.items()}
     for stem, path in masks.items():  # x_mask.png / x_seg.png name the mask of x
         other = by_key.setdefault(key(image_name(stem)), path)
@@ -299,6 +309,23 @@ def pair(images: dict[str, Path], masks: dict[str, Path], where: Path,
                     "under the same file stem, or remove it", where, len(unused),
                     examples(unused))
     return pairs
+
+
+def _refuse_masks_among_images(images: dict[str, Path], key: Callable[[str], str]) -> None:
+    """Refuse images whose name marks them as the mask of another image beside them
+    (``x_mask.png`` by ``x.png``: masks copied into images/, as side-by-side exports lay them
+    out): each was read as a CT slice paired with the mask of ``x``, one mask file trained as
+    two samples and its truth as an image, which folds put on both sides of a test."""
+    by_key = {key(stem): path for stem, path in images.items()}
+    named = [f"{path.name} of {by_key[key(image_name(stem))].name}"
+             for stem, path in images.items()
+             if image_name(stem) != stem and key(image_name(stem)) in by_key]
+    if named:
+        folder = next(iter(images.values())).parent
+        raise CovsegError(f"{folder}: {counted(len(named), 'file')} named as the mask of an "
+                          f"image beside {them(len(named))} ({examples(named)}): each would be "
+                          "read as an image and paired with that image's mask; move the masks "
+                          f"out of {folder.name}/")
 
 
 def pair_folders(images: dict[str, Path], masks: dict[str, Path], where: Path, layout: str,
@@ -405,7 +432,7 @@ def read_2d_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions,
         samples.append(_sample(read_naming_out_of_memory(read_array, image_path),
                                read_naming_out_of_memory(read, mask_path), case,
                                patient_of(patients, case, stem), str(image_path),
-                               options, mask_source=str(mask_path)))
+                               str(mask_path), options))
     return samples
 
 
@@ -517,8 +544,8 @@ def slice_volume(image_path: Path, mask_path: Path, options: ReadOptions,
         index = image.file_index(k)
         case = case_of(index)
         samples.append(_sample(plane, mask.array[k], case, patient_of(case),
-                               f"{image_path}#z{index}", unit, (image, image_path, k),
-                               f"{mask_path}#z{index}", windowed=kind == "hu"))
+                               f"{image_path}#z{index}", f"{mask_path}#z{index}", unit,
+                               (image, image_path, k), windowed=kind == "hu"))
     return samples
 
 
@@ -565,6 +592,22 @@ def first_dir(root: Path, names: Iterable[str]) -> Path | None:
     return None
 
 
+def only_dir(root: Path, names: Sequence[str]) -> Path | None:
+    """The one of ``names`` that ``root`` holds (a case-insensitive disk's one folder under two
+    spellings counts once); two (Kaggle's ``ct_scans/`` beside Zenodo's
+    ``COVID-19-CT-Seg_20cases/``, ``masks/`` beside ``Masks/`` on Linux) are refused: the first
+    was read, the other dropped unseen."""
+    found: list[Path] = []
+    for path in (root / name for name in names):
+        if path.is_dir() and not any(path.samefile(other) for other in found):
+            found.append(path)
+    if len(found) > 1:
+        raise CovsegError(f"{root}: holds both {found[0].name}/ and {found[1].name}/ (two copies' "
+                          "folders of one data set); only one would be read: give each its own "
+                          "folder, or merge them into one")
+    return found[0] if found else None
+
+
 def study_rows(table: dict[str, str], pairs: list[tuple[str, Path, Path]],
                 study_of: Callable[[str], str]) -> tuple[dict[str, str], list[tuple[str, str]]]:
     """``table`` (a patients.csv) with each row naming a study of the 2D slices (``study_0255``,
@@ -602,17 +645,19 @@ def slice_patients(root: Path, table: dict[str, str], pairs: list[tuple[str, Pat
 
 
 RADIOPAEDIA_SCAN = re.compile(r"(radiopaedia_\d+)_\d+_\d+")
-"""A Radiopaedia scan's name, ``radiopaedia_<case>_<study>_<series>`` (Zenodo's and Kaggle's
-20 volumes); the case is the patient."""
+"""A Radiopaedia scan's name, ``radiopaedia_<case>_<study>_<series>`` (Zenodo's 20 volumes, and
+Kaggle's through :func:`~covseg.io.image.case_key`); the case is the patient."""
 
 
 def study_patient(study: str) -> str:
     """The patient a study's name tells: ``radiopaedia_10`` for ``radiopaedia_10_85902_1`` and
     ``radiopaedia_10_85902_3`` (two series of case 10, as ``radiopaedia_29_86490_1`` and
     ``radiopaedia_29_86491_1`` are two studies of case 29), so that folds never split them,
-    wherever the scans or their slices sit (Zenodo's folders, a generic ``images/``); another
-    study (a coronacases volume) is its own patient."""
-    match = RADIOPAEDIA_SCAN.fullmatch(study)
+    wherever the scans or their slices sit (Zenodo's folders, a generic ``images/``) and
+    whichever copy names them (Kaggle's ``radiopaedia_org_covid-19-pneumonia-10_85902_1-dcm``:
+    :func:`~covseg.io.image.case_key`, as the Zenodo reader pairs them); another study (a
+    coronacases volume) is its own patient."""
+    match = RADIOPAEDIA_SCAN.fullmatch(case_key(study))
     return match.group(1) if match else study
 
 

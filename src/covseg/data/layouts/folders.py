@@ -13,9 +13,9 @@ from covseg.data.layouts.base import (
     Sample,
     check_patients_listed,
     files,
-    first_dir,
     loaded,
     mosmed_patient,
+    only_dir,
     pair_folders,
     read_2d_pairs,
     read_patients_csv,
@@ -31,7 +31,8 @@ from covseg.io.nifti import is_nifti
 
 FOLDERS_IMAGES = ("images", "imgs", "Images", "Imgs")
 """Names of the generic layout's images folder (MosMed's 2D ``imgs/`` too, and Inf-Net's
-spelling ``Imgs/``, which is Inf-Net's only beside its ``GT/``), first found first."""
+spelling ``Imgs/``, which is Inf-Net's only beside its ``GT/``); two of them in one folder are
+refused (:func:`only_dir`)."""
 FOLDERS_MASKS = ("masks", "Masks")
 """Names of the generic layout's infection masks folder."""
 LUNG_MASKS = ("lungs", "lung_masks")
@@ -51,9 +52,9 @@ def _missing_folder(root: Path, images_dir: Path | None, masks: str) -> str:
 
 
 def read_folders(root: Path, options: ReadOptions) -> LoadedData:
-    images_dir = first_dir(root, FOLDERS_IMAGES)
+    images_dir = only_dir(root, FOLDERS_IMAGES)
     mask_names = LUNG_MASKS if options.target == "lung" else FOLDERS_MASKS
-    masks_dir = first_dir(root, mask_names)
+    masks_dir = only_dir(root, mask_names)
     if images_dir is None or masks_dir is None:
         raise CovsegError(_missing_folder(root, images_dir, mask_names[0]))
     images = files(images_dir, lambda p: is_image_file(p) or is_nifti(p))

@@ -13,9 +13,9 @@ from covseg.data.layouts.base import (
     check_patients_listed,
     examples,
     files,
-    first_dir,
     loaded,
     mosmed_patient,
+    only_dir,
     pair_folders,
     read_2d_pairs,
     read_patients_csv,
@@ -33,9 +33,9 @@ from covseg.io.nifti import is_nifti, nifti_stem
 
 
 def read_mosmed_2d(root: Path, options: ReadOptions) -> LoadedData:
-    images_folder = first_dir(root, FOLDERS_IMAGES)
+    images_folder = only_dir(root, FOLDERS_IMAGES)
     images_dir = images_folder or root
-    masks_dir = first_dir(root, FOLDERS_MASKS)
+    masks_dir = only_dir(root, FOLDERS_MASKS)
     if masks_dir is None:
         raise CovsegError(f"{root}: MosMed split files found but no masks/ folder beside them; "
                           "put each slice's mask in masks/, under the slice's file stem")

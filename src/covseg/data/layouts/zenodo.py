@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 from covseg.data.layouts.base import (
@@ -11,28 +10,13 @@ from covseg.data.layouts.base import (
     ReadOptions,
     files,
     loaded,
+    only_dir,
     pair_folders,
     read_studies,
 )
 from covseg.errors import CovsegError
 from covseg.io.image import case_key
 from covseg.io.nifti import is_nifti, nifti_stem
-
-
-def _only_dir(root: Path, names: Sequence[str]) -> Path | None:
-    """The one of ``names`` that ``root`` holds (a case-insensitive disk's one folder under two
-    spellings counts once); two (Kaggle's ``ct_scans/`` beside Zenodo's
-    ``COVID-19-CT-Seg_20cases/``) are refused: the first was read, the other dropped unseen."""
-    found: list[Path] = []
-    for path in (root / name for name in names):
-        if path.is_dir() and not any(path.samefile(other) for other in found):
-            found.append(path)
-    if len(found) > 1:
-        raise CovsegError(f"{root}: holds both {found[0].name}/ and {found[1].name}/ (two copies' "
-                          "folders of one data set); only one would be read: give each its own "
-                          "folder, or merge them into one")
-    return found[0] if found else None
-
 
 ZENODO_IMAGES = ("ct_scans", "COVID-19-CT-Seg_20cases")
 ZENODO_INFECTION = ("infection_mask", "Infection_Mask")
@@ -65,9 +49,9 @@ def refuse_combined_masks(path: Path, counted: str, option: str) -> None:
 
 
 def read_zenodo(root: Path, options: ReadOptions) -> LoadedData:
-    images_dir = _only_dir(root, ZENODO_IMAGES)
+    images_dir = only_dir(root, ZENODO_IMAGES)
     names = ZENODO_LUNG if options.target == "lung" else ZENODO_INFECTION
-    masks_dir = _only_dir(root, names)
+    masks_dir = only_dir(root, names)
     if images_dir is None or masks_dir is None:
         raise CovsegError(f"{root}: the Zenodo layout needs {ZENODO_IMAGES[0]}/ and {names[0]}/")
     images = files(images_dir, is_nifti, lambda p: case_key(nifti_stem(p)))
