@@ -722,6 +722,20 @@ def test_a_binary_models_prediction_is_refused_as_multiclass(
     assert stored["multiclass"] is True and stored["study"]["ggo_ml"] == pytest.approx(lesion_ml)
 
 
+
+def test_a_binary_models_prediction_is_read_binary_when_told(tmp_path: Path) -> None:
+    """--classes binary reads a binary model's prediction as its record says it is: only a call
+    read multi-class refuses it."""
+    _, mask, lesion_ml = synthetic_study(tmp_path / "in", "a")
+    predicted = tmp_path / "pred" / "p"
+    predicted.mkdir(parents=True)
+    shutil.copy(mask, predicted / "infection.nii.gz")
+    (predicted / "quantification.json").write_text(json.dumps({"multiclass": False}))
+    assert quantify_batch([predicted], tmp_path / "out", multiclass=False).done == 1
+    stored = json.loads((tmp_path / "out" / "p" / "quantification.json").read_text())
+    assert stored["multiclass"] is False
+    assert stored["study"]["lesion_ml"] == pytest.approx(lesion_ml)
+
 def test_missing_image_or_lungs_is_refused_up_front(tmp_path: Path) -> None:
     _, mask, _ = synthetic_study(tmp_path / "in", "case")
     for option in ("image", "lungs"):

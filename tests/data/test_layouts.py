@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import covseg
 from covseg.crossval import make_folds
 from covseg.data import detect_layout, load_dataset
 from covseg.data.layouts import LoadedData
+from covseg.data.layouts.base import study_patient
 from covseg.data.splits import grouped_kfold, validation_split
 from covseg.data.synthetic import synthetic_slices
 from covseg.errors import CovsegError
@@ -272,6 +273,24 @@ def test_medseg_stacks_gunzipped_to_nii_are_read(tmp_path: Path,
     assert _refusal(tmp_path) == (f"{tmp_path}: {gunzipped[0]}.nii and {gunzipped[0]}.nii.gz "
                                   f"share the name {gunzipped[0]!r}; keep one of them")
 
+
+
+def test_a_gunzipped_medseg_stack_without_its_mask_is_named_as_given(tmp_path: Path) -> None:
+    """The refusal of MedSeg's CT stack without its mask names the CT as it is stored."""
+    hu, _ = _hu_volume(slices=2)
+    _save_nifti(tmp_path / "tr_im.nii", hu)
+    assert _refusal(tmp_path) == (f"{tmp_path}: tr_im.nii found but tr_mask.nii.gz (or "
+                                  "tr_mask.nii) is missing")
+
+
+def test_a_folder_named_as_a_medseg_stack_is_not_one(tmp_path: Path) -> None:
+    """Only files are MedSeg's stacks: a folder named tr_mask.nii (an unpacker's folder of the
+    download) beside tr_mask.nii.gz is not a second file of its name."""
+    hu, lesions = _hu_volume(slices=2)
+    _save_nifti(tmp_path / "tr_im.nii.gz", hu)
+    _save_nifti(tmp_path / "tr_mask.nii.gz", lesions)
+    (tmp_path / "tr_mask.nii").mkdir()
+    assert [s.case_id for s in load_dataset(tmp_path).samples] == ["medseg_0000", "medseg_0001"]
 
 def _mosmed_2d(tmp_path: Path) -> Path:
     """Six slices of three studies, and two folds each holding one study out."""
@@ -997,6 +1016,41 @@ def test_files_of_no_layout_named_as_masks_are_not_said_to_lack_masks(tmp_path: 
                                        "none of the data layouts covseg reads")
 
 
+
+@pytest.mark.parametrize("name", ["CT_Label.nii.gz", "rp_msk.nii.gz", "Lesion_Segmentation.nii",
+                                  "TR_MASK.nii"])
+def test_a_file_named_as_a_mask_by_any_word_in_any_case_is_not_said_to_lack_masks(
+        tmp_path: Path, name: str) -> None:
+    """Every word that names a mask folder (label, msk, segmentation...), in any case, names a
+    mask file too: such a file beside a CT is files of no layout, not "a CT without masks"."""
+    hu, lesions = _hu_volume(slices=2)
+    _save_nifti(tmp_path / "ct.nii.gz", hu)
+    _save_nifti(tmp_path / name, lesions)
+    assert _refusal(tmp_path).startswith(f"{tmp_path}: files found (")
+    assert "in none of the data layouts covseg reads" in _refusal(tmp_path)
+
+
+def test_data_sets_below_are_named_one_level_first_never_hidden_nor_unlistable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder of data sets names those one level below; only where there are none, those two
+    levels below, never in hidden folders (a .Trash-1000/ or .snapshot/ copy); a sub-folder
+    that cannot be listed is passed over, not a traceback."""
+    for parts in (("one", "images"), ("one", "masks"), ("x", "two", "images"),
+                  ("x", "two", "masks"), ("y", ".snapshot", "images"), ("y", ".snapshot", "masks")):
+        tmp_path.joinpath(*parts).mkdir(parents=True)
+    assert _refusal(tmp_path) == f"{tmp_path}: a folder of data sets (one/); give one of them"
+    shutil.rmtree(tmp_path / "one")
+    assert _refusal(tmp_path) == f"{tmp_path}: a folder of data sets (x/two/); give one of them"
+    listed = Path.iterdir
+
+    def unlistable(path: Path) -> Iterable[Path]:
+        if path == tmp_path / "x":
+            raise PermissionError(13, "Permission denied", str(path))
+        return listed(path)
+
+    monkeypatch.setattr(Path, "iterdir", unlistable)
+    assert "unrecognised data layout" in _refusal(tmp_path)
+
 @pytest.mark.parametrize("spec", ["synthetic:-1", "synthetic:abc", "synthetic:", "synthetic:1.5"])
 def test_synthetic_seed_must_be_a_non_negative_integer(spec: str) -> None:
     with pytest.raises(CovsegError, match="seed must be a non-negative integer"):
@@ -1370,16 +1424,21 @@ def test_macos_metadata_files_beside_volumes_are_skipped(tmp_path: Path) -> None
     assert len(load_dataset(tmp_path / "generic").samples) == 2
 
 
+def _read_alike(root: Path, line: Callable[[str], str]) -> bool:
+    """Whether ``root``'s split files, each slice's line rewritten as ``line`` of its name, give
+    the folds they gave."""
+    plain = load_dataset(root).folds
+    for path in root.glob("*_new*.txt"):
+        path.write_text("".join(f"{line(name)}\n" for name in path.read_text().split()))
+    return load_dataset(root).folds == plain
+
+
 def test_mosmed_split_lines_naming_the_slice_and_its_mask(tmp_path: Path) -> None:
     """``imgs/x.jpg masks/x_mask.png`` lines read the mask's name as the slice (so a wrong mask
     made a fold silently train on another slice); the first name is the slice, the second must
     be its mask."""
     root = _mosmed_2d(tmp_path)
-    plain = load_dataset(root).folds
-    for path in root.glob("*_new*.txt"):
-        path.write_text("".join(f"imgs/{name} masks/{name.replace('.npy', '_mask.npy')}\n"
-                                for name in path.read_text().split()))
-    assert load_dataset(root).folds == plain
+    assert _read_alike(root, lambda name: f"imgs/{name} masks/{name[:-4]}_mask.npy")
     (root / "valid_new0.txt").write_text("imgs/study_0001_0.npy masks/study_0001_1.npy\n"
                                          "imgs/study_0001_1.npy masks/study_0001_1.npy\n")
     with pytest.raises(CovsegError, match=r"valid_new0.txt: line 1 names 'imgs/study_0001_0.npy "
@@ -1412,6 +1471,15 @@ def test_mosmed_split_lines_whose_paths_hold_blanks_name_their_slice(tmp_path: P
     with pytest.raises(CovsegError, match="line 1 names 'imgs/gone.npy masks/study_0001_0.npy', "
                                           "which is not a slice and its mask"):
         load_dataset(root)
+
+
+
+def test_mosmed_split_lines_naming_a_slice_without_its_suffix_and_its_mask(tmp_path: Path) -> None:
+    """A slice named without its suffix (as the layout keys it), then its mask, is two names
+    too, at a tab as at a space: the part before the blank is a known slice. Blanks that
+    indent a line are no part of its names."""
+    root = _mosmed_2d(tmp_path)
+    assert _read_alike(root, lambda name: f"  {name[:-4]}\tmasks/{name[:-4]}_mask.npy")
 
 
 def test_mosmed_split_files_numbered_from_1_are_named_with_their_folds(
@@ -1586,6 +1654,28 @@ def test_zenodo_ct_one_folder_deeper_is_named(tmp_path: Path, name: str) -> None
         "groups a patient's slices)")
 
 
+def test_only_the_masks_folders_non_empty_visible_sub_folders_are_named(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """What of a generic folder is not read is named, so that masks one folder deeper are
+    found; an empty sub-folder or a hidden one (Jupyter's .ipynb_checkpoints/) holds none to
+    point to, and the images folder's sub-folders do not tell where an image's mask went (they
+    are warned of where the data are read)."""
+    grey = np.full((8, 8), 100)
+    _save_png(tmp_path / "images" / "a.png", grey)
+    _save_png(tmp_path / "masks" / "a.png", grey > 50)
+    (tmp_path / "masks" / "old").mkdir()
+    _save_png(tmp_path / "masks" / ".ipynb_checkpoints" / "a-checkpoint.png", grey > 50)
+    assert len(load_dataset(tmp_path).samples) == 1
+    assert "not read" not in caplog.text
+    _save_png(tmp_path / "masks" / "extra" / "a.png", grey > 50)
+    unread = (f"{tmp_path / 'masks'}: sub-folders are not read (extra/); put their files in "
+              "masks/ itself (a patients.csv groups a patient's slices)")
+    assert len(load_dataset(tmp_path).samples) == 1
+    assert unread in caplog.text
+    _save_png(tmp_path / "images" / "b.png", grey)
+    _save_png(tmp_path / "images" / "p2" / "c.png", grey)
+    assert _refusal(tmp_path) == f"{tmp_path}: 1 image(s) have no mask (b); {unread}"
+
 def test_masks_without_an_image_are_named(tmp_path: Path,
                                           caplog: pytest.LogCaptureFixture) -> None:
     """A mask without its image (or a Zenodo mask without its CT) was dropped without a word."""
@@ -1704,6 +1794,16 @@ ZENODO_SCANS = [*(f"coronacases_{k:03d}" for k in range(1, 11)), "radiopaedia_4_
                 "radiopaedia_14_85914_0", "radiopaedia_27_86410_0", "radiopaedia_29_86490_1",
                 "radiopaedia_29_86491_1", "radiopaedia_36_86526_0", "radiopaedia_40_86625_0"]
 """Zenodo's 20 volumes by name: 18 patients (case 10's two series, case 29's two studies)."""
+
+
+@pytest.mark.parametrize(("study", "patient"), [
+    ("radiopaedia_10_85902_1", "radiopaedia_10"), ("radiopaedia_10_85902_12", "radiopaedia_10"),
+    ("radiopaedia_10_85902", "radiopaedia_10_85902"), ("coronacases_001", "coronacases_001"),
+    ("study_0255", "study_0255")])
+def test_a_radiopaedia_scan_of_any_series_number_is_its_cases(study: str, patient: str) -> None:
+    """A Radiopaedia scan's patient is its case, whatever its study's and series' numbers;
+    another name is its own patient."""
+    assert study_patient(study) == patient
 
 
 @pytest.mark.parametrize("form", ["volumes", "slices", "kaggle"])
