@@ -656,8 +656,10 @@ def study_patient(study: str) -> str:
     wherever the scans or their slices sit (Zenodo's folders, a generic ``images/``) and
     whichever copy names them (Kaggle's ``radiopaedia_org_covid-19-pneumonia-10_85902_1-dcm``:
     :func:`~covseg.io.image.case_key`, as the Zenodo reader pairs them); another study (a
-    coronacases volume) is its own patient."""
-    match = RADIOPAEDIA_SCAN.fullmatch(case_key(study))
+    coronacases volume) is its own patient. A name that begins as a scan's is of that scan's
+    case (``radiopaedia_10_85902_1_12``, a slice as another tool names it), so that a slice
+    leaks no patient across folds for a name covseg did not write."""
+    match = RADIOPAEDIA_SCAN.match(case_key(study))
     return match.group(1) if match else study
 
 
