@@ -1007,6 +1007,20 @@ def test_an_image_that_runs_out_of_memory_while_read_fails_alone_in_predict(
     assert list(record["failed"]) == [str(folder / "b_big.npy")] and record["masks"] == 1
 
 
+def test_data_info_says_whether_the_data_s_own_split_files_make_the_folds(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Only --json's shipped_folds told whether cv would use the data's split files, so a
+    folder whose files were not read printed the same lines as one whose files were."""
+    root = mosmed_2d(tmp_path)
+    assert main(["data", "info", str(root)]) == 0
+    assert "\ncv folds: the data's own split files (2 folds)\n" in capsys.readouterr().out
+    for path in root.glob("*_new*.txt"):
+        path.unlink()
+    assert main(["data", "info", str(root)]) == 0
+    assert "\ncv folds: drawn by covseg (no split files found beside the data)\n" in (
+        capsys.readouterr().out)
+
+
 @pytest.mark.parametrize(("command", "options"), [(("data", "info"), ()),
                                                    (("visualize",), ("--out", "v.png"))])
 def test_an_image_whose_header_claims_terabytes_is_named_in_a_data_folder(

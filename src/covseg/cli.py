@@ -183,6 +183,9 @@ def cmd_data_info(args: argparse.Namespace) -> int:
           f"{counted(info['cases'], 'case')}, {counted(info['patients'], 'patient')}")
     print(f"read as: target {info['target']} ({info['num_classes']} classes), intensity "
           f"{info['intensity']}, {window}; HD95 in {info['hd95_unit']}")
+    shipped = info["shipped_folds"]
+    print(f"cv folds: the data's own split files ({counted(shipped, 'fold')})" if shipped
+          else "cv folds: drawn by covseg (no split files found beside the data)")
     print(f"data_fingerprint {info['data_fingerprint']}")
     return 0
 

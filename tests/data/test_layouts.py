@@ -391,6 +391,54 @@ def test_mosmed_2d_split_lists_need_their_partner(tmp_path: Path) -> None:
         load_dataset(root)
 
 
+def test_mosmed_2d_split_files_are_named_in_any_case(tmp_path: Path) -> None:
+    """train_new1.TXT (as Windows tools may save it) was not seen on Linux: the folder was read
+    as generic and cv drew its own folds in place of the published ones, without a word."""
+    root = _mosmed_2d(tmp_path)
+    for path in root.glob("*_new*.txt"):
+        path.rename(path.with_suffix(".TXT"))
+    (root / "valid_new1.TXT").rename(root / "Valid_New1.txt")
+    data = load_dataset(root)
+    assert data.layout == "mosmed-2d" and data.folds[0][1] == ["study_0001_0", "study_0001_1"]
+    assert data.split_files == [("train_new0.TXT", "valid_new0.TXT"),
+                                ("train_new1.TXT", "Valid_New1.txt")]
+    shutil.copy(root / "train_new0.TXT", root / "train_new0.txt")
+    if (root / "train_new0.txt").samefile(root / "train_new0.TXT"):
+        return  # a case-insensitive disk holds one of them
+    assert _refusal(root) == (f"{root}: train_new0.TXT and train_new0.txt share the name "
+                              "'train_new0.txt'; keep one of them")
+
+
+@pytest.mark.parametrize("where", ["splits", ".."])
+def test_split_files_beside_a_generic_folder_are_named(
+        tmp_path: Path, where: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Split files in a sub-folder (splits/) or one folder up were dropped unseen: the slices
+    were read as a generic folder and cv drew its own folds."""
+    (tmp_path / "data").mkdir()
+    root = _mosmed_2d(tmp_path / "data")
+    (root / where).mkdir(exist_ok=True)
+    for path in root.glob("*_new*.txt"):
+        path.rename(root / where / path.name)
+    data = load_dataset(root)
+    assert data.layout == "folders" and not data.folds
+    note = (f"MosMed split files lie outside this folder ({where}/train_new0.txt, "
+            f"{where}/train_new1.txt, {where}/valid_new0.txt ...) and are not read, so cv draws "
+            "its own folds, not theirs; to use them, move them here, beside the images' folder")
+    assert data.notes[-1] == note and note in caplog.text
+
+
+def test_split_files_above_their_slices_name_the_folder_of_the_slices(tmp_path: Path) -> None:
+    """Split files given with imgs/ + masks/ one folder deeper were refused as "no masks/ folder
+    beside them", not naming the folder that holds them."""
+    (tmp_path / "data").mkdir()
+    root = _mosmed_2d(tmp_path / "data")
+    for path in root.glob("*_new*.txt"):
+        path.rename(tmp_path / path.name)
+    assert _refusal(tmp_path) == (f"{tmp_path}: MosMed split files found, but the masks/ folder "
+                                  "lies one folder deeper (data/); move the split files into "
+                                  "that folder and give it")
+
+
 def test_split_files_and_patients_csv_saved_by_windows_tools_are_read(
         tmp_path: Path, synthetic_folder: Path) -> None:
     """A split file in UTF-16 (PowerShell's ``dir -Name > train_new1.txt``) or cp1252 (Notepad's

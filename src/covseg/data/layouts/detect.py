@@ -28,7 +28,12 @@ from covseg.data.layouts.medseg import (
     holds_medseg_slices,
     read_medseg,
 )
-from covseg.data.layouts.mosmed import SPLIT_LISTS, read_mosmed_2d, read_mosmed_3d
+from covseg.data.layouts.mosmed import (
+    read_mosmed_2d,
+    read_mosmed_3d,
+    split_files,
+    stray_split_files_note,
+)
 from covseg.data.layouts.synthetic import read_synthetic
 from covseg.data.layouts.zenodo import (
     ZENODO_COMBINED,
@@ -64,7 +69,7 @@ def _generic_images(root: Path) -> Path | None:
 
 
 LAYOUTS: dict[str, Callable[[Path], bool]] = {
-    "mosmed-2d": lambda root: any(any(root.glob(f"{start}*.txt")) for start in SPLIT_LISTS),
+    "mosmed-2d": lambda root: bool(split_files(root)),
     "medseg": lambda root: holds_medseg_slices(root) or (root / "rp_im").is_dir(),
     "infnet": lambda root: _infnet_slices(root) or (root / "TrainingSet").is_dir()
     or (root / "Doctor-label").is_dir() or (root / "LungInfection-Train").is_dir(),
@@ -292,6 +297,8 @@ def load_dataset(path: str | os.PathLike[str], target: str = "infection", intens
             "lung_mask/")
     else:
         data = READERS[layout](Path(path), options)
+    if layout == "folders" and (note := stray_split_files_note(Path(path))):
+        data.notes.append(note)
     if slices == "labelled":
         _keep_labelled(data)
     for note in data.notes:

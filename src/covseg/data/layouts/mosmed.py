@@ -4,6 +4,7 @@ and the 3D ``studies/`` + ``masks/`` NIfTI volumes.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path, PureWindowsPath
 
@@ -37,8 +38,7 @@ def read_mosmed_2d(root: Path, options: ReadOptions) -> LoadedData:
     images_dir = images_folder or root
     masks_dir = only_dir(root, FOLDERS_MASKS)
     if masks_dir is None:
-        raise CovsegError(f"{root}: MosMed split files found but no masks/ folder beside them; "
-                          "put each slice's mask in masks/, under the slice's file stem")
+        raise CovsegError(_no_masks(root))
     images = files(images_dir, is_image_file, lambda path: _slice_stem(path.name))
     pairs = pair_folders(images, files(masks_dir, is_image_file,
                                        lambda path: _slice_stem(path.name)),
@@ -67,6 +67,19 @@ def read_mosmed_2d(root: Path, options: ReadOptions) -> LoadedData:
                      f"K-th pair in number order): {split_files_note(data)}")
     data.notes = notes
     return data
+
+
+def _no_masks(root: Path) -> str:
+    """Why split files without a masks folder beside them are refused, and what to do: where a
+    sub-folder holds the slices (split files one folder above them, ``X/train_new1.txt`` +
+    ``X/data/{imgs,masks}``), move the files into it."""
+    below = [f"{path.name}/" for path in sorted(root.iterdir())
+             if path.is_dir() and first_dir(path, FOLDERS_MASKS)]
+    if below:
+        return (f"{root}: MosMed split files found, but the masks/ folder lies one folder "
+                f"deeper ({examples(below)}); move the split files into that folder and give it")
+    return (f"{root}: MosMed split files found but no masks/ folder beside them; put each "
+            "slice's mask in masks/, under the slice's file stem")
 
 
 def _mosmed_patients(root: Path, pairs: list[tuple[str, Path, Path]], notes: list[str]
@@ -104,24 +117,63 @@ SPLIT_LISTS = ("train_new", "valid_new")
 fold k trains on train_new{k}.txt, tests valid_new{k}.txt."""
 
 
+def is_split_file(path: Path) -> bool:
+    """Whether ``path`` is a MosMed split file: ``train_new*.txt`` or ``valid_new*.txt``, in any
+    case (Windows tools may save ``train_new1.TXT``), as image suffixes are read."""
+    name = path.name.lower()
+    return name.startswith(SPLIT_LISTS) and name.endswith(".txt") and path.is_file()
+
+
+def split_files(folder: Path) -> dict[str, Path]:
+    """The split files in ``folder`` by lower-case name (none where it cannot be listed); two
+    spellings of one (``train_new1.txt`` and ``train_new1.TXT``) are refused."""
+    try:
+        return files(folder, is_split_file, lambda path: path.name.lower())
+    except OSError:
+        return {}
+
+
+def stray_split_files_note(root: Path) -> str:
+    """A note naming the MosMed split files in a sub-folder of ``root`` or in its parent, which
+    a data folder without them beside its images does not read, so that ``cv`` does not draw
+    its own folds in place of the published ones unseen; "" where there are none. One level
+    each way, so that no tree is walked."""
+    try:
+        folders = [path for path in sorted(root.iterdir())
+                   if path.is_dir() and not path.name.startswith(".")]
+    except OSError:
+        folders = []
+    found = [path for folder in (*folders, root.parent) if folder != root
+             for path in split_files(folder).values()]
+    if not found:
+        return ""
+    names = [os.path.relpath(path, root).replace(os.sep, "/") for path in found]
+    return (f"MosMed split files lie outside this folder ({examples(names)}) and are not read, "
+            "so cv draws its own folds, not theirs; to use them, move them here, beside the "
+            "images' folder")
+
+
 def _split_pairs(root: Path) -> list[tuple[Path, Path]]:
     """(train list, valid list) of every fold. A list without its partner is refused, as its
     fold would be dropped without a word."""
-    lists = sorted((path for start in SPLIT_LISTS for path in root.glob(f"{start}*.txt")),
+    found = split_files(root)
+    lists = sorted(found.values(),
                    key=lambda path: (_fold_number(path), path.name))  # one order for ties
     for path in lists:
         partner = _partner(path)
-        if not partner.is_file():
-            role = "test" if partner.name.startswith(SPLIT_LISTS[1]) else "training"
-            raise CovsegError(f"{path}: its partner {partner.name} is missing, so this fold has "
-                              f"no {role} slices; add {partner.name} or remove {path.name}")
-    return [(path, _partner(path)) for path in lists if path.name.startswith(SPLIT_LISTS[0])]
+        if partner.lower() not in found:
+            role = "test" if partner.lower().startswith(SPLIT_LISTS[1]) else "training"
+            raise CovsegError(f"{path}: its partner {partner} is missing, so this fold has "
+                              f"no {role} slices; add {partner} or remove {path.name}")
+    return [(path, found[_partner(path).lower()]) for path in lists
+            if path.name.lower().startswith(SPLIT_LISTS[0])]
 
 
-def _partner(path: Path) -> Path:
-    """valid_new{k}.txt for train_new{k}.txt, and the reverse."""
-    mine, other = SPLIT_LISTS if path.name.startswith(SPLIT_LISTS[0]) else SPLIT_LISTS[::-1]
-    return path.with_name(other + path.name.removeprefix(mine))
+def _partner(path: Path) -> str:
+    """The name of valid_new{k}.txt for train_new{k}.txt, and the reverse, spelt as ``path``."""
+    training = path.name.lower().startswith(SPLIT_LISTS[0])
+    mine, other = SPLIT_LISTS if training else SPLIT_LISTS[::-1]
+    return other + path.name[len(mine):]
 
 
 def _fold_number(path: Path) -> int:
