@@ -1011,7 +1011,9 @@ def test_data_info_says_whether_the_data_s_own_split_files_make_the_folds(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Only --json's shipped_folds told whether cv would use the data's split files, so a
     folder whose files were not read printed the same lines as one whose files were."""
-    root = mosmed_2d(tmp_path)
+    from tests.data.test_layouts import _mosmed_2d
+
+    root = _mosmed_2d(tmp_path)
     assert main(["data", "info", str(root)]) == 0
     assert "\ncv folds: the data's own split files (2 folds)\n" in capsys.readouterr().out
     for path in root.glob("*_new*.txt"):

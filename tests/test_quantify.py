@@ -1138,3 +1138,22 @@ def test_a_mask_short_of_memory_is_refused_at_its_int16_size(
             "free memory")):
         quantify_study(mask, tmp_path / "out")
     assert asked == [np.dtype(np.int16)]
+
+
+def test_the_ct_predict_recorded_is_read_as_predict_read_it_whatever_hu(tmp_path: Path) -> None:
+    """quantify read the CT named in predict's record as --hu said (whose help speaks of
+    --image only), so --hu no on predict's HU CT failed the study, where the docs say that CT
+    is read as predict read it, whatever --hu. --image is still read as --hu says."""
+    from covseg.volumes import predict_study
+    from tests.test_volumes import BandPredictor, overcalled_ct
+
+    path = tmp_path / "case.nii.gz"
+    overcalled_ct(path)
+    predicted = predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "pred")
+    assert predicted["inputs"]["intensity"] == "hu"
+    mask = tmp_path / "pred" / "infection.nii.gz"
+    grey = quantify_study(mask, tmp_path / "grey", hu="no")
+    for region in ("study", "right_lung", "left_lung"):
+        assert grey[region] == predicted[region], region
+    with pytest.raises(CovsegError, match="expects grey values 0..255, but values"):
+        quantify_study(mask, tmp_path / "given", image=path, hu="no")

@@ -62,7 +62,8 @@ def add_quantify_parser(subparsers: Any) -> argparse.ArgumentParser:
                              f"{LESION_DEPTH_MM:g} mm deep, as predict's --lung-margin-mm)")
     parser.add_argument("--hu", choices=HU_MODES, default="auto",
                         help="is --image in Hounsfield units (yes), 8-bit grey (no) or detect "
-                             "(auto, default)")
+                             "(auto, default); the CT a predict record names, read without "
+                             "--image, is read as predict read it")
     parser.add_argument("--classes", choices=tuple(CLASSES), default="auto",
                         help="binary (any non-zero is lesion), multiclass (1 GGO, "
                              "2 consolidation, 3 effusion; refused for a binary model's "

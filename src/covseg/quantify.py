@@ -236,13 +236,16 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
     classes = multiclass  # as asked, recorded; the predict record's for auto (a multi-class
     if classes is None and isinstance(predicted.get("multiclass"), bool):  # study of one class)
         classes = predicted["multiclass"]
-    if image_path is None:
+    recorded_ct = image_path is None
+    if recorded_ct:
         image_path = _recorded_image(predicted)
     inputs: dict[str, Any] = {key: recorded_path(path) if path else None for key, path in
                               (("mask", mask_path), ("lungs", lung_path), ("image", image_path))}
     stage("reading the mask and CT" if image_path is not None else "reading the mask")
     hashes = input_hashes(inputs)  # before reading: a file changed meanwhile reads as changed
     predicted_masks = _predicted_masks(mask_path, lung_path, predicted, hashes)
+    if recorded_ct and (intensity := _predict_intensity(predicted, hashes)):
+        hu = "yes" if intensity == "hu" else "no"  # --hu is for --image
     lesions, ct = _read_lesions_and_ct(mask_path, image_path, hu)
     if ct is not None:
         check_same_grid(lesions, ct)
@@ -375,14 +378,24 @@ def _ct_as_predict_read(ct: Volume | None, record: dict[str, Any],
     holds); else None, as without a CT: another CT on the same grid (or one read as HU that
     predict read as grey) gives other threshold lungs, which would silently drop real lung from
     predict's. A record without the CT's SHA-256 or intensity (an older covseg's) cannot tell."""
+    intensity = _predict_intensity(record, hashes)
+    if ct is None or intensity is None:
+        return None
+    return ct if ct.intensity == intensity else replace(ct, intensity=intensity)
+
+
+def _predict_intensity(record: dict[str, Any], hashes: dict[str, str | None]) -> str | None:
+    """How predict read the CT (hu, uint8 or unit, as its record holds) when the CT of
+    ``hashes`` is the one it read (the SHA-256 its record holds); else None: another CT, or a
+    record without them (an older covseg's)."""
     inputs = record.get("inputs")
-    if ct is None or not isinstance(inputs, dict):
+    if not isinstance(inputs, dict):
         return None
     read, intensity = inputs.get(INPUT_SHA256), inputs.get("intensity")
     if (not isinstance(read, dict) or hashes.get("image") is None
             or read.get("image") != hashes["image"] or intensity not in CT_INTENSITIES):
         return None
-    return ct if ct.intensity == intensity else replace(ct, intensity=intensity)
+    return str(intensity)
 
 
 def _lungs_under_edited_mask(lungs: np.ndarray, ct: Volume, lesions: np.ndarray,
