@@ -284,6 +284,24 @@ def test_grey_levels_read_as_hounsfield_units_are_refused_with_the_file() -> Non
     assert np.allclose(normalize_intensity(grey, "uint8"), normalize_intensity(grey))
 
 
+def test_a_scale_refusal_advises_only_the_modes_the_values_fit() -> None:
+    """--intensity unit on 8-bit slices advised "auto or hu or uint8", and hu refuses the same
+    slices; HU told uint8 advised unit, which refuses them too. Only auto (where it detects a
+    fitting scale) and the scales the values fit are advised."""
+    advice = {"unit": np.array([[0, 51, 200, 255]], dtype=np.uint8),
+              "uint8": np.array([[-1000.0, -800.0, 40.0, 300.0]])}
+    for told, values in advice.items():
+        with pytest.raises(CovsegError) as caught:
+            normalize_intensity(values, told)
+        fits = "uint8" if told == "unit" else "hu"
+        assert str(caught.value).endswith(
+            "read it on its own scale: --intensity auto (detects HU, 8-bit and [0, 1]) or "
+            f"{fits} (a run predicts as it was trained)"), told
+    sixteen_bit = np.array([[0, 3000, 4000, 4095]], dtype=np.uint16)  # auto cannot tell
+    with pytest.raises(CovsegError, match=r"read it on its own scale: --intensity hu \(a run"):
+        normalize_intensity(sixteen_bit, "unit")
+
+
 def test_scale_errors_name_the_file_they_come_from() -> None:
     """A 16-bit slice's error in predict's failure line lacked the file's name."""
     with pytest.raises(CovsegError, match=r"^in/u16.png: cannot tell the intensity scale"):
@@ -303,7 +321,7 @@ def test_values_off_an_8_bit_or_unit_scale_told_are_refused_with_the_file() -> N
     assert str(caught.value) == (
         "images/a.png: read as values in [0, 1] (--intensity unit), but 75% of its values "
         "(0..255) lie outside 0..1 and would be clipped; read it on its own scale: --intensity "
-        "auto (detects HU, 8-bit and [0, 1]) or hu or uint8 (a run predicts as it was trained)")
+        "auto (detects HU, 8-bit and [0, 1]) or uint8 (a run predicts as it was trained)")
     hu = np.array([[-1000.0, -800.0, 40.0, 300.0]])
     with pytest.raises(CovsegError, match=r"^ct/b.npy: read as 8-bit grey levels \(--intensity "
                                           r"uint8\), but 75% of its values \(-1000..300\) lie "

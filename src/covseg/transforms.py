@@ -169,16 +169,41 @@ def told_scale_mismatch(array: np.ndarray, kind: str) -> str | None:
                             "predicts as it was trained)")
     if kind not in SCALE_NAMES or not array.size:
         return None
-    high = 255.0 if kind == "uint8" else 1.0
-    planes = array if array.ndim > 2 else (array,)  # a volume plane by plane, for memory
-    outside = sum(_outside_count(plane, 0.0, high) for plane in planes) / array.size
+    outside = _clipped_share(array, kind)
     if outside <= MAX_CLIPPED_SHARE[kind]:
         return None
-    other = [k for k in SCALE_NAMES if k != kind]
     return (f"{told}, but {outside:.0%} of its values ({float(array.min()):g}.."
-            f"{float(array.max()):g}) lie outside 0..{high:g} and would be clipped; read it on "
-            f"its own scale: {_auto_advice()} or {' or '.join(other)} (a run predicts as it "
+            f"{float(array.max()):g}) lie outside 0..{_SCALE_TOP[kind]:g} and would be clipped; "
+            f"read it on its own scale: {_fitting_scales(array, kind)} (a run predicts as it "
             "was trained)")
+
+
+_SCALE_TOP = {"uint8": 255.0, "unit": 1.0}
+"""The top of the 8-bit and [0, 1] scales (both start at 0)."""
+
+
+def _clipped_share(array: np.ndarray, kind: str) -> float:
+    """The share of ``array``'s values outside the 8-bit or [0, 1] scale ``kind``."""
+    planes = array if array.ndim > 2 else (array,)  # a volume plane by plane, for memory
+    return sum(_outside_count(plane, 0.0, _SCALE_TOP[kind]) for plane in planes) / array.size
+
+
+def _fitting_scales(array: np.ndarray, refused: str) -> str:
+    """The ``--intensity`` modes other than ``refused`` that read ``array`` on its own scale,
+    as a refusal advises them: auto where it detects one of them, then each that fits (HU
+    unless grey levels only, :func:`holds_grey_only`; 8-bit or [0, 1] unless more than
+    :data:`MAX_CLIPPED_SHARE` would be clipped); advising a mode the same data are refused
+    under sent the user from one refusal to the next."""
+    fits = [kind for kind in SCALE_NAMES if kind != refused and (
+        not holds_grey_only(array) if kind == "hu"
+        else _clipped_share(array, kind) <= MAX_CLIPPED_SHARE[kind])]
+    try:
+        detected = detect_intensity(array)
+    except CovsegError:  # 16-bit grey, say: auto cannot tell
+        detected = None
+    names = (["auto"] if detected in fits or not fits else []) + fits
+    first = _auto_advice() if names[0] == "auto" else _scale_flag(names[0])
+    return " or ".join([first, *names[1:]])
 
 
 TISSUE_HU = -200.0

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from covseg.data.synthetic import write_synthetic
+from covseg.data.synthetic import synthetic_dataset, write_synthetic
 from covseg.errors import CovsegError
 
 
@@ -33,3 +33,11 @@ def test_a_full_disk_leaves_no_half_written_image_and_says_what_to_do(
     images = sorted((out / "images").iterdir())
     assert [path.name for path in images] == ["synthetic_p000_s00.npy", "synthetic_p000_s01.npy"]
     assert all(np.load(path).shape == (32, 32) for path in images)  # whole, no temporary
+
+
+def test_a_scale_refusal_of_the_generator_names_its_slice() -> None:
+    """--intensity uint8 on the synthetic data said "84% of its values ..." with no subject:
+    the refusal names the slice as its samples' source does."""
+    with pytest.raises(CovsegError, match=r"^synthetic:3#synthetic_p000_s00: read as 8-bit grey "
+                                          r"levels"):
+        synthetic_dataset(seed=3, patients=1, slices_per_patient=1, size=32, intensity="uint8")
