@@ -645,3 +645,26 @@ def test_a_npy_holding_its_value_count_in_bytes_but_not_its_values_is_truncated(
     with pytest.raises(CovsegError, match=r"\(32,768 bytes of float64\) but the file holds "
                                           r"4,096 bytes of them; is it truncated\?$"):
         read_array(cut)
+
+
+LFS_POINTER_TEXT = ("version https://git-lfs.github.com/spec/v1\n"
+                    "oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\n"
+                    "size 123456\n")
+"""A Git LFS pointer file, as a clone made without Git LFS holds in place of a file."""
+
+
+@pytest.mark.parametrize("name", ["slice.png", "slice.jpg", "slice.npy"])
+def test_a_git_lfs_pointer_is_named_as_one_not_as_a_corrupt_image(
+        tmp_path: Path, name: str) -> None:
+    """A clone without Git LFS left pointer files in place of the slices, and each was "cannot
+    read the image (...); is the file corrupt?" (a .npy "not a NumPy .npy file")."""
+    path = tmp_path / name
+    path.write_text(LFS_POINTER_TEXT)
+    with pytest.raises(CovsegError) as caught:
+        read_image(path)
+    assert str(caught.value) == (f"{path}: a Git LFS pointer, not the file itself (cloned "
+                                 "without Git LFS); run `git lfs pull` in its clone to fetch "
+                                 "the content")
+    path.write_text("version 2\n")  # any other unreadable file keeps its own line
+    with pytest.raises(CovsegError, match="corrupt|not a NumPy"):
+        read_image(path)

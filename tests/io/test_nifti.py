@@ -582,3 +582,20 @@ def test_memory_short_of_a_slab_is_refused_naming_file_and_size(
                                           r"free memory \(close other programs\) or use a "
                                           r"machine with more$"):
         read_nifti(path, np.int16)
+
+
+@pytest.mark.parametrize("name", ["ct.nii.gz", "ct.nii"])
+def test_a_git_lfs_pointer_in_place_of_a_nifti_is_named_as_one(tmp_path: Path, name: str
+                                                               ) -> None:
+    """A clone without Git LFS left a pointer file in place of each volume, and each was
+    "cannot read the NIfTI header (WrapStructError: ...); is the file truncated?"."""
+    from tests.io.test_image import LFS_POINTER_TEXT
+
+    path = tmp_path / name
+    path.write_text(LFS_POINTER_TEXT)
+    for read in (read_nifti, read_volume):
+        with pytest.raises(CovsegError) as caught:
+            read(path)
+        assert str(caught.value) == (f"{path}: a Git LFS pointer, not the file itself (cloned "
+                                     "without Git LFS); run `git lfs pull` in its clone to "
+                                     "fetch the content")

@@ -58,6 +58,9 @@ near 127."""
 MASK_NAME_SUFFIXES = ("_mask", "_seg")
 """Endings that mark a file as the mask of the image with the rest of its name (``x_mask``)."""
 NPY_MAGIC = b"\x93NUMPY"
+LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
+"""The first line of a Git LFS pointer file, which a clone without Git LFS holds in place of
+each file stored in LFS."""
 """The first bytes of a NumPy ``.npy`` file."""
 REAL_KINDS = "biuf"
 """NumPy dtype kinds of real numbers (bool, int, unsigned, float): what a slice may hold."""
@@ -204,8 +207,9 @@ def _read_npy(path: Path) -> np.ndarray:
     header parsed once, under :data:`NPY_HEADER_LOCK` (``np.load`` would parse it again)."""
     with open(path, "rb") as handle:
         if handle.read(len(NPY_MAGIC)) != NPY_MAGIC:
-            raise CovsegError(f"{path}: not a NumPy .npy file (it lacks the .npy header); "
-                              "save the slice with numpy.save, or give it as PNG or TIFF")
+            raise lfs_pointer(path) or CovsegError(
+                f"{path}: not a NumPy .npy file (it lacks the .npy header); save the slice "
+                "with numpy.save, or give it as PNG or TIFF")
         handle.seek(0)
         version = np.lib.format.read_magic(handle)
         read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
@@ -261,6 +265,8 @@ def _unreadable(path: Path, exc: Exception) -> CovsegError:
 
     if isinstance(exc, PermissionError):
         return unreadable_file(path)
+    if pointer := lfs_pointer(path):
+        return pointer
     if is_analyze(path):
         return analyze_refused(path)
     if path.suffix.lower() in IMAGE_SUFFIXES:
@@ -270,6 +276,20 @@ def _unreadable(path: Path, exc: Exception) -> CovsegError:
                            "it first")
     kind = f"a {path.suffix} file" if path.suffix else "a file without a suffix"
     return CovsegError(f"{path}: {kind}, not an image covseg reads; give {readable_kinds()}")
+
+
+def lfs_pointer(path: Path) -> CovsegError | None:
+    """The error for a Git LFS pointer file at ``path`` (a clone made without Git LFS), which
+    would else be called corrupt or truncated; None for any other file. Asked only once a file
+    failed to read, so that a sound file is not opened twice."""
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(len(LFS_POINTER)) != LFS_POINTER:
+                return None
+    except OSError:
+        return None
+    return CovsegError(f"{path}: a Git LFS pointer, not the file itself (cloned without Git "
+                       "LFS); run `git lfs pull` in its clone to fetch the content")
 
 
 def readable_kinds() -> str:

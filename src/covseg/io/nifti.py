@@ -21,7 +21,7 @@ from nibabel.volumeutils import array_from_file
 from nibabel.wrapstruct import WrapStructError
 
 from covseg.errors import CovsegError, NotLabels
-from covseg.io.image import fraction_range, fractional_values
+from covseg.io.image import fraction_range, fractional_values, lfs_pointer
 from covseg.io.volume import (
     GRID_TOLERANCE_MM,
     NIFTI_SUFFIXES,
@@ -103,7 +103,7 @@ def _load_nifti(path: Path) -> nib.Nifti1Image:
             return image
         loaded = nib.load(str(path))
     except NIFTI_ERRORS as exc:
-        raise CovsegError(
+        raise lfs_pointer(path) or CovsegError(
             f"{path}: cannot read the NIfTI header ({_one_line(exc)}); is the file truncated?"
         ) from None
     if not isinstance(loaded, nib.Nifti1Image):  # CIFTI-2 is named .nii too
