@@ -2119,3 +2119,30 @@ def test_patients_csv_rows_naming_no_case_of_the_data_are_warned_of(
     with caplog.at_level("WARNING"):
         assert len(load_dataset(copy).patients) == 8
     assert caplog.records == []
+
+
+def test_broken_links_of_unfetched_annex_content_are_named(tmp_path: Path) -> None:
+    """A git-annex or DataLad clone whose content is not fetched holds symbolic links leading
+    nowhere: the generic reader passed over them unseen, said their masks had no image ("give
+    each its image under the same file stem", while ls showed it) and trained on the rest; a
+    MosMed study so was skipped as a mask without a study."""
+    generic = tmp_path / "generic"
+    _generic_slices(generic, ["a", "b", "c"])
+    for stem in ("a", "b"):
+        (generic / "images" / f"{stem}.png").unlink()
+        (generic / "images" / f"{stem}.png").symlink_to(f"../.git/annex/objects/{stem}.png")
+    assert _refusal(generic) == (
+        f"{generic / 'images'}: 2 files are broken links (a.png, b.png): content not fetched "
+        "from git-annex or DataLad? Run `git annex get .` or `datalad get .` in the clone, then "
+        "run again")
+    (generic / "images" / "b.png").unlink()
+    (generic / "images" / "notes.txt").symlink_to("../.git/annex/objects/notes.txt")  # not read
+    assert _refusal(generic).startswith(f"{generic / 'images'}: 1 file is a broken link (a.png)")
+    hu, lesions = _hu_volume(slices=2)
+    mosmed = tmp_path / "mosmed"
+    _save_nifti(mosmed / "studies" / "CT-1" / "study_0255.nii.gz", hu)
+    _save_nifti(mosmed / "masks" / "study_0255_mask.nii.gz", lesions)
+    _save_nifti(mosmed / "masks" / "study_0256_mask.nii.gz", lesions)
+    (mosmed / "studies" / "CT-1" / "study_0256.nii.gz").symlink_to("../../.git/annex/x")
+    assert _refusal(mosmed).startswith(f"{mosmed / 'studies'}: 1 file is a broken link "
+                                       "(CT-1/study_0256.nii.gz): content not fetched")

@@ -14,6 +14,7 @@ from covseg.data.layouts.base import (
     check_patients_listed,
     examples,
     files,
+    first_dir,
     loaded,
     mosmed_patient,
     only_dir,
@@ -22,6 +23,7 @@ from covseg.data.layouts.base import (
     read_patients_csv,
     read_studies,
     read_text_file,
+    refuse_broken_links,
     slice_cases,
     slice_patients,
     study_rows,
@@ -296,4 +298,6 @@ def read_mosmed_3d(root: Path, options: ReadOptions) -> LoadedData:
 
 def _niftis_under(folder: Path) -> list[Path]:
     """The NIfTI files in ``folder`` and its sub-folders (MosMed's CT-0 .. CT-4)."""
-    return [path for path in sorted(folder.rglob("*.nii*")) if is_nifti(path)]
+    found = sorted(folder.rglob("*.nii*"))
+    refuse_broken_links(folder, found)
+    return [path for path in found if is_nifti(path)]
