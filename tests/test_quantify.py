@@ -1155,5 +1155,6 @@ def test_the_ct_predict_recorded_is_read_as_predict_read_it_whatever_hu(tmp_path
     grey = quantify_study(mask, tmp_path / "grey", hu="no")
     for region in ("study", "right_lung", "left_lung"):
         assert grey[region] == predicted[region], region
+    assert grey["settings"]["hu"] == "no"  # as asked: a rerun compares the calls' options
     with pytest.raises(CovsegError, match="expects grey values 0..255, but values"):
         quantify_study(mask, tmp_path / "given", image=path, hu="no")

@@ -244,9 +244,8 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
     stage("reading the mask and CT" if image_path is not None else "reading the mask")
     hashes = input_hashes(inputs)  # before reading: a file changed meanwhile reads as changed
     predicted_masks = _predicted_masks(mask_path, lung_path, predicted, hashes)
-    if recorded_ct and (intensity := _predict_intensity(predicted, hashes)):
-        hu = "yes" if intensity == "hu" else "no"  # --hu is for --image
-    lesions, ct = _read_lesions_and_ct(mask_path, image_path, hu)
+    lesions, ct = _read_lesions_and_ct(mask_path, image_path, _ct_hu(
+        hu, _predict_intensity(predicted, hashes) if recorded_ct else None))
     if ct is not None:
         check_same_grid(lesions, ct)
     lung_labels, lung_source, found_lungs, grown = None, None, None, None
@@ -382,6 +381,15 @@ def _ct_as_predict_read(ct: Volume | None, record: dict[str, Any],
     if ct is None or intensity is None:
         return None
     return ct if ct.intensity == intensity else replace(ct, intensity=intensity)
+
+
+def _ct_hu(hu: str, predict_read: str | None) -> str:
+    """How to read the CT: as ``predict_read`` it (hu, uint8 or unit), where that is the CT its
+    record names, read without --image, whatever ``hu`` (for --image: a contrary --hu failed
+    the study); else as ``hu`` says."""
+    if predict_read is None:
+        return hu
+    return "yes" if predict_read == "hu" else "no"
 
 
 def _predict_intensity(record: dict[str, Any], hashes: dict[str, str | None]) -> str | None:
