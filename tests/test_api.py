@@ -1371,3 +1371,16 @@ def test_predict_records_the_model_as_it_was_when_the_call_began(
     record.write({}, 0.0, finished=True)
     written = json.loads((tmp_path / "out" / "predict.json").read_text())
     assert written["model"][api.MODEL_SHA256] == before
+
+
+def test_data_info_counts_a_volumes_slices_as_one_case(tmp_path: Path) -> None:
+    """Cases are image files: a volume layout's every slice counted as a case (2 volumes of 3
+    slices gave 6 cases)."""
+    for name in ("a", "b"):
+        for folder, values in (("images", np.full((3, 16, 16), -800)),
+                               ("masks", np.zeros((3, 16, 16)))):
+            (tmp_path / folder).mkdir(exist_ok=True)
+            nib.save(nib.Nifti1Image(values.T.astype(np.int16), np.eye(4)),
+                     tmp_path / folder / f"{name}.nii.gz")
+    info = covseg.data_info(tmp_path)
+    assert (info["slices"], info["cases"], info["patients"]) == (6, 2, 2)

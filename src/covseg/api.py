@@ -1271,7 +1271,7 @@ def data_info(data: str | os.PathLike[str] | LoadedData, target: str | None = No
         **loaded.reading(), "window": list(applied) if applied else None,
         "num_classes": loaded.num_classes,
         "slices": len(cases), "labelled_slices": sum(bool(s.mask.any()) for s in loaded.samples),
-        "cases": len({sample.source for sample in loaded.samples}),
+        "cases": len({sample.image_file for sample in loaded.samples}),
         "patients": len(loaded.patients), "shipped_folds": len(loaded.folds or []),
         "hd95_unit": loaded.hd95_unit, "warnings": list(loaded.notes),
         DATA_FINGERPRINT: data_fingerprint(loaded, cases),

@@ -92,6 +92,12 @@ class Sample:
     as they are), so that a run records a window only where one was applied."""
 
     @property
+    def image_file(self) -> str:
+        """The file its image was read from: :attr:`source` without a volume slice's ``#zK``,
+        so that a volume's slices count as one case."""
+        return re.sub(r"#z\d+$", "", self.source)
+
+    @property
     def mask_label(self) -> str:
         """The mask named for a message: its file, else as the mask of :attr:`source`."""
         return f"mask {self.mask_source}" if self.mask_source else f"mask of {self.source}"
