@@ -2146,3 +2146,37 @@ def test_broken_links_of_unfetched_annex_content_are_named(tmp_path: Path) -> No
     (mosmed / "studies" / "CT-1" / "study_0256.nii.gz").symlink_to("../../.git/annex/x")
     assert _refusal(mosmed).startswith(f"{mosmed / 'studies'}: 1 file is a broken link "
                                        "(CT-1/study_0256.nii.gz): content not fetched")
+
+
+@pytest.mark.parametrize("where", ["..", "backup", "../sibling"])
+def test_files_of_folders_no_reader_reads_refuse_nothing(tmp_path: Path, where: str) -> None:
+    """The probes for split files listed the data folder's parent, its siblings and sub-folders
+    with the checks of a folder read: a broken link or train_new1.txt beside train_new1.TXT
+    there refused a data set that was fine, and a folder of data sets was not named as one."""
+    root = tmp_path / "sets" / "data"
+    _generic_slices(root, ["a", "b"])
+    other = root / where
+    other.mkdir(parents=True, exist_ok=True)
+    (other / "other.png").symlink_to(".git/annex/objects/other.png")
+    (other / "tr_im.nii.gz").symlink_to(".git/annex/objects/tr_im")
+    (other / "train_new1.txt").write_text("a.png\n", encoding="utf-8")
+    (other / "train_new1.TXT").write_text("a.png\n", encoding="utf-8")
+    assert load_dataset(root).layout == "folders"
+    if where == "../sibling":
+        _generic_slices(tmp_path / "sets" / "more", ["c"])
+        assert _refusal(tmp_path / "sets") == (f"{tmp_path / 'sets'}: a folder of data sets "
+                                               "(data/, more/, sibling/); give one of them")
+
+
+@pytest.mark.parametrize("broken", ["tr_im", "tr_mask"])
+def test_a_medseg_stack_that_is_a_broken_link_is_refused(tmp_path: Path, broken: str) -> None:
+    """MedSeg's reader refuses a stack left a broken link (content not fetched) itself: it was
+    refused only because the probe for split files happened to list the folder."""
+    hu, lesions = _hu_volume(slices=2)
+    for stem, volume in (("tr_im", hu), ("tr_mask", lesions)):
+        if stem == broken:
+            (tmp_path / f"{stem}.nii.gz").symlink_to(f".git/annex/objects/{stem}")
+        else:
+            _save_nifti(tmp_path / f"{stem}.nii.gz", volume)
+    assert _refusal(tmp_path).startswith(
+        f"{tmp_path}: 1 file is a broken link ({broken}.nii.gz): content not fetched")
