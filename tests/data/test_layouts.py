@@ -1707,7 +1707,9 @@ def test_only_the_masks_folders_non_empty_visible_sub_folders_are_named(
     """What of a generic folder is not read is named, so that masks one folder deeper are
     found; an empty sub-folder or a hidden one (Jupyter's .ipynb_checkpoints/) holds none to
     point to, and the images folder's sub-folders do not tell where an image's mask went (they
-    are warned of where the data are read)."""
+    are warned of where the data are read). The refusal of an image without a mask names only
+    a sub-folder holding a file of its name: told to move extra/a.png up, a user met the refusal
+    of two masks of a."""
     grey = np.full((8, 8), 100)
     _save_png(tmp_path / "images" / "a.png", grey)
     _save_png(tmp_path / "masks" / "a.png", grey > 50)
@@ -1722,7 +1724,14 @@ def test_only_the_masks_folders_non_empty_visible_sub_folders_are_named(
     assert unread in caplog.text
     _save_png(tmp_path / "images" / "b.png", grey)
     _save_png(tmp_path / "images" / "p2" / "c.png", grey)
-    assert _refusal(tmp_path) == f"{tmp_path}: 1 image(s) have no mask (b); {unread}"
+    assert _refusal(tmp_path) == (f"{tmp_path}: 1 image(s) have no mask (b); give every image a "
+                                  "mask with the same file stem (or the stem plus _mask or _seg)")
+    _save_png(tmp_path / "masks" / "masks" / "b_mask.png", grey > 50)
+    assert _refusal(tmp_path) == (
+        f"{tmp_path}: 1 image(s) have no mask (b); {tmp_path / 'masks'}: sub-folders are not "
+        "read (masks/); put their files in masks/ itself (a patients.csv groups a patient's "
+        "slices)")
+
 
 def test_masks_without_an_image_are_named(tmp_path: Path,
                                           caplog: pytest.LogCaptureFixture) -> None:
