@@ -58,10 +58,10 @@ near 127."""
 MASK_NAME_SUFFIXES = ("_mask", "_seg")
 """Endings that mark a file as the mask of the image with the rest of its name (``x_mask``)."""
 NPY_MAGIC = b"\x93NUMPY"
+"""The first bytes of a NumPy ``.npy`` file."""
 LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
 """The first line of a Git LFS pointer file, which a clone without Git LFS holds in place of
 each file stored in LFS."""
-"""The first bytes of a NumPy ``.npy`` file."""
 REAL_KINDS = "biuf"
 """NumPy dtype kinds of real numbers (bool, int, unsigned, float): what a slice may hold."""
 MAX_SLICE_SIDE = 8192
