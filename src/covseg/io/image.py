@@ -124,8 +124,13 @@ def case_key(stem: str) -> str:
 
 def is_image_file(path: Path) -> bool:
     """True for files covseg reads as 2D slices."""
-    return (path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
-            and not path.name.startswith("."))
+    return path.is_file() and named_as_image(path)
+
+
+def named_as_image(path: Path) -> bool:
+    """Whether ``path`` is named as a 2D slice a folder's listing reads (an image suffix, not
+    hidden), whatever is behind the name: a broken link's too."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
 def read_array(path: str | os.PathLike[str], keep_palette: bool = False) -> np.ndarray:

@@ -21,16 +21,16 @@ import numpy as np
 from covseg.errors import CovsegError, counted, read_naming_out_of_memory, them
 from covseg.io.dicom import is_dicom_file
 from covseg.io.image import (
-    IMAGE_SUFFIXES,
     case_key,
     image_name,
     is_image_file,
     masks_to_labels,
+    named_as_image,
     read_array,
     read_mask,
 )
-from covseg.io.nifti import is_nifti, nifti_stem, read_nifti, read_paired
-from covseg.io.volume import NIFTI_SUFFIXES, Volume, check_same_grid
+from covseg.io.nifti import is_nifti, named_as_nifti, nifti_stem, read_nifti, read_paired
+from covseg.io.volume import Volume, check_same_grid
 from covseg.progress import progress_bar
 from covseg.provenance import option_given
 from covseg.transforms import LUNG_WINDOW, intensity_scale, scale_intensity, scale_slices
@@ -266,21 +266,14 @@ def files(folder: Path, predicate: Callable[[Path], bool], key: Callable[[Path],
     return unique(folder, (path for path in children if predicate(path)), key)
 
 
-def _named_as_read(path: Path) -> bool:
-    """Whether ``path`` is named as a file a layout reads: a 2D image or a NIfTI volume, not
-    hidden (the names :func:`is_image_file` and :func:`is_nifti` take, whatever is behind)."""
-    name = path.name.lower()
-    return not name.startswith(".") and (path.suffix.lower() in IMAGE_SUFFIXES
-                                          or name.endswith(NIFTI_SUFFIXES))
-
-
 def refuse_broken_links(folder: Path, paths: Iterable[Path]) -> None:
     """Refuse the symbolic links among ``paths`` (in ``folder``) that are named as images or
     volumes but lead nowhere: a git-annex or DataLad clone whose content is not fetched holds
     one for each file, which no listing reads, so that their masks were said to have no image
     and a run trained on what was left."""
     broken = [path.relative_to(folder).as_posix() for path in paths
-              if _named_as_read(path) and not path.exists() and path.is_symlink()]
+              if (named_as_image(path) or named_as_nifti(path))
+              and not path.exists() and path.is_symlink()]
     if broken:
         one = len(broken) == 1
         raise CovsegError(f"{folder}: {counted(len(broken), 'file')} {'is a' if one else 'are'} "
