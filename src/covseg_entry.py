@@ -1,9 +1,9 @@
 """The ``covseg`` console script: signal handling first, then the command line.
 
-Importing covseg loads PyTorch and MONAI (3-5 s on 2 cores); Ctrl-C or ``kill`` in that time
-would print Python's traceback or die without a word. This module lies outside the covseg
-package, so that it runs before that import and ends such a stop as every command does: one
-line and exit status 130 / 143.
+Importing covseg loads PyTorch (about 3 s of CPU; MONAI is imported where used); Ctrl-C or
+``kill`` in that time would print Python's traceback or die without a word. This module lies
+outside the covseg package, so that it runs before that import and ends such a stop as every
+command does: one line and exit status 130 / 143.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ LEFT_HELD = """
 import sys, threading, time, types
 package = types.ModuleType("covseg")
 package.__path__ = [sys.argv[1]]
-sys.modules["covseg"] = package  # covseg.progress alone: the package imports MONAI (over 7 s)
+sys.modules["covseg"] = package  # covseg.progress alone: the package imports PyTorch
 from tqdm import tqdm
 from covseg.progress import progress_bar, stage_bar
 

@@ -287,7 +287,8 @@ def test_grey_levels_read_as_hounsfield_units_are_refused_with_the_file() -> Non
 def test_a_scale_refusal_advises_only_the_modes_the_values_fit() -> None:
     """--intensity unit on 8-bit slices advised "auto or hu or uint8", and hu refuses the same
     slices; HU told uint8 advised unit, which refuses them too. Only auto (where it detects a
-    fitting scale) and the scales the values fit are advised."""
+    fitting scale) and the scales the values fit are advised; 16-bit grey slices were advised
+    hu, which reads them mostly white (no air): they are told to convert, as auto tells them."""
     advice = {"unit": np.array([[0, 51, 200, 255]], dtype=np.uint8),
               "uint8": np.array([[-1000.0, -800.0, 40.0, 300.0]])}
     for told, values in advice.items():
@@ -298,8 +299,15 @@ def test_a_scale_refusal_advises_only_the_modes_the_values_fit() -> None:
             "read it on its own scale: --intensity auto (detects HU, 8-bit and [0, 1]) or "
             f"{fits} (a run predicts as it was trained)"), told
     sixteen_bit = np.array([[0, 3000, 4000, 4095]], dtype=np.uint16)  # auto cannot tell
-    with pytest.raises(CovsegError, match=r"read it on its own scale: --intensity hu \(a run"):
-        normalize_intensity(sixteen_bit, "unit")
+    for told in ("unit", "uint8"):
+        with pytest.raises(CovsegError) as caught:
+            normalize_intensity(sixteen_bit, told)
+        assert "own scale" not in str(caught.value)
+        assert str(caught.value).endswith(
+            "would be clipped; covseg reads Hounsfield units, 8-bit grey (0..255) or floats in "
+            "[0, 1]: convert the slices to one of them (16-bit CT exports often hold HU + 1024: "
+            "subtract 1024 and save as .npy or NIfTI; --intensity hu reads them as they are, "
+            "offset and all, mostly white)"), told
 
 
 def test_scale_errors_name_the_file_they_come_from() -> None:

@@ -51,13 +51,16 @@ def detect_intensity(array: np.ndarray) -> str:
         return "unit"
     if high <= 255 and low >= 0:
         return "uint8"
-    raise CovsegError(
-        f"cannot tell the intensity scale (values {low:g}..{high:g}, e.g. 16-bit grey); covseg "
-        "reads Hounsfield units, 8-bit grey (0..255) or floats in [0, 1]: convert the slices "
-        "to one of them (16-bit CT exports often hold HU + 1024: subtract 1024 and save as "
-        f".npy or NIfTI; {_scale_flag('hu')} reads them as they are, offset and all, mostly "
-        "white)"
-    )
+    raise CovsegError(f"cannot tell the intensity scale (values {low:g}..{high:g}, e.g. 16-bit "
+                      f"grey); {_convert_advice()}")
+
+
+def _convert_advice() -> str:
+    """What to do with values on none of the scales covseg reads, as a refusal says it."""
+    return ("covseg reads Hounsfield units, 8-bit grey (0..255) or floats in [0, 1]: convert the "
+            "slices to one of them (16-bit CT exports often hold HU + 1024: subtract 1024 and "
+            f"save as .npy or NIfTI; {_scale_flag('hu')} reads them as they are, offset and all, "
+            "mostly white)")
 
 
 def normalize_intensity(
@@ -172,10 +175,12 @@ def told_scale_mismatch(array: np.ndarray, kind: str) -> str | None:
     outside = _clipped_share(array, kind)
     if outside <= MAX_CLIPPED_SHARE[kind]:
         return None
+    fitting = _fitting_scales(array, kind)
+    advice = (f"read it on its own scale: {fitting} (a run predicts as it was trained)"
+              if fitting else _convert_advice())
     return (f"{told}, but {outside:.0%} of its values ({float(array.min()):g}.."
             f"{float(array.max()):g}) lie outside 0..{_SCALE_TOP[kind]:g} and would be clipped; "
-            f"read it on its own scale: {_fitting_scales(array, kind)} (a run predicts as it "
-            "was trained)")
+            f"{advice}")
 
 
 _SCALE_TOP = {"uint8": 255.0, "unit": 1.0}
@@ -190,18 +195,21 @@ def _clipped_share(array: np.ndarray, kind: str) -> float:
 
 def _fitting_scales(array: np.ndarray, refused: str) -> str:
     """The ``--intensity`` modes other than ``refused`` that read ``array`` on its own scale,
-    as a refusal advises them: auto where it detects one of them, then each that fits (HU
-    unless grey levels only, :func:`holds_grey_only`; 8-bit or [0, 1] unless more than
-    :data:`MAX_CLIPPED_SHARE` would be clipped); advising a mode the same data are refused
-    under sent the user from one refusal to the next."""
+    as a refusal advises them, "" where none does: auto where it detects one of them, then each
+    that fits (HU where the values hold air, at or below :data:`AIR_LIMIT_HU`, else they read
+    mostly white: :func:`warn_told_hu_without_air`; 8-bit or [0, 1] unless more than
+    :data:`MAX_CLIPPED_SHARE` would be clipped); advising a mode the same data are refused or
+    warned of under sent the user from one refusal to the next."""
     fits = [kind for kind in SCALE_NAMES if kind != refused and (
-        not holds_grey_only(array) if kind == "hu"
+        float(array.min()) <= AIR_LIMIT_HU if kind == "hu"
         else _clipped_share(array, kind) <= MAX_CLIPPED_SHARE[kind])]
+    if not fits:
+        return ""
     try:
         detected = detect_intensity(array)
     except CovsegError:  # 16-bit grey, say: auto cannot tell
         detected = None
-    names = (["auto"] if detected in fits or not fits else []) + fits
+    names = (["auto"] if detected in fits else []) + fits
     first = _auto_advice() if names[0] == "auto" else _scale_flag(names[0])
     return " or ".join([first, *names[1:]])
 

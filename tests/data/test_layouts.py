@@ -1064,6 +1064,26 @@ def test_files_of_no_layout_named_as_masks_are_not_said_to_lack_masks(tmp_path: 
                                        "none of the data layouts covseg reads")
 
 
+def test_images_beside_their_masks_are_told_where_the_masks_go(tmp_path: Path) -> None:
+    """x.png beside x_mask.png (a side-by-side export) in images/ with no masks/ beside it lost
+    the advice to put the masks in masks/ beside images/ to "files found in none of the data
+    layouts", which says not what to move where; so did such a folder of another name."""
+    grey = np.full((8, 8), 100)
+    images = tmp_path / "data" / "images"
+    for stem in ("s0", "s1"):
+        _save_png(images / f"{stem}.png", grey)
+    _save_png(images / "s0_mask.png", grey > 50)
+    assert _refusal(images) == (
+        f"{images}: images or CT scans found (s0.png, s0_mask.png, s1.png) but no masks; put "
+        f"their masks in masks/ beside images/ in {images.parent}, under the same file stems, "
+        f"and give {images.parent} (covseg predict segments them as they are)")
+    export = images.rename(tmp_path / "data" / "export")
+    assert _refusal(export) == (
+        f"{export}: images or CT scans found (s0.png, s0_mask.png, s1.png) but no masks; a data "
+        "folder holds them in images/ and their masks in masks/, under the same file stems "
+        "(covseg predict segments them as they are)")
+
+
 
 @pytest.mark.parametrize("name", ["CT_Label.nii.gz", "rp_msk.nii.gz", "Lesion_Segmentation.nii",
                                   "TR_MASK.nii"])
@@ -1707,7 +1727,9 @@ def test_only_the_masks_folders_non_empty_visible_sub_folders_are_named(
     """What of a generic folder is not read is named, so that masks one folder deeper are
     found; an empty sub-folder or a hidden one (Jupyter's .ipynb_checkpoints/) holds none to
     point to, and the images folder's sub-folders do not tell where an image's mask went (they
-    are warned of where the data are read)."""
+    are warned of where the data are read). The refusal of an image without a mask names only
+    a sub-folder holding a file of its name: told to move extra/a.png up, a user met the refusal
+    of two masks of a."""
     grey = np.full((8, 8), 100)
     _save_png(tmp_path / "images" / "a.png", grey)
     _save_png(tmp_path / "masks" / "a.png", grey > 50)
@@ -1722,7 +1744,14 @@ def test_only_the_masks_folders_non_empty_visible_sub_folders_are_named(
     assert unread in caplog.text
     _save_png(tmp_path / "images" / "b.png", grey)
     _save_png(tmp_path / "images" / "p2" / "c.png", grey)
-    assert _refusal(tmp_path) == f"{tmp_path}: 1 image(s) have no mask (b); {unread}"
+    assert _refusal(tmp_path) == (f"{tmp_path}: 1 image(s) have no mask (b); give every image a "
+                                  "mask with the same file stem (or the stem plus _mask or _seg)")
+    _save_png(tmp_path / "masks" / "masks" / "b_mask.png", grey > 50)
+    assert _refusal(tmp_path) == (
+        f"{tmp_path}: 1 image(s) have no mask (b); {tmp_path / 'masks'}: sub-folders are not "
+        "read (masks/); put their files in masks/ itself (a patients.csv groups a patient's "
+        "slices)")
+
 
 def test_masks_without_an_image_are_named(tmp_path: Path,
                                           caplog: pytest.LogCaptureFixture) -> None:
@@ -2146,3 +2175,37 @@ def test_broken_links_of_unfetched_annex_content_are_named(tmp_path: Path) -> No
     (mosmed / "studies" / "CT-1" / "study_0256.nii.gz").symlink_to("../../.git/annex/x")
     assert _refusal(mosmed).startswith(f"{mosmed / 'studies'}: 1 file is a broken link "
                                        "(CT-1/study_0256.nii.gz): content not fetched")
+
+
+@pytest.mark.parametrize("where", ["..", "backup", "../sibling"])
+def test_files_of_folders_no_reader_reads_refuse_nothing(tmp_path: Path, where: str) -> None:
+    """The probes for split files listed the data folder's parent, its siblings and sub-folders
+    with the checks of a folder read: a broken link or train_new1.txt beside train_new1.TXT
+    there refused a data set that was fine, and a folder of data sets was not named as one."""
+    root = tmp_path / "sets" / "data"
+    _generic_slices(root, ["a", "b"])
+    other = root / where
+    other.mkdir(parents=True, exist_ok=True)
+    (other / "other.png").symlink_to(".git/annex/objects/other.png")
+    (other / "tr_im.nii.gz").symlink_to(".git/annex/objects/tr_im")
+    (other / "train_new1.txt").write_text("a.png\n", encoding="utf-8")
+    (other / "train_new1.TXT").write_text("a.png\n", encoding="utf-8")
+    assert load_dataset(root).layout == "folders"
+    if where == "../sibling":
+        _generic_slices(tmp_path / "sets" / "more", ["c"])
+        assert _refusal(tmp_path / "sets") == (f"{tmp_path / 'sets'}: a folder of data sets "
+                                               "(data/, more/, sibling/); give one of them")
+
+
+@pytest.mark.parametrize("broken", ["tr_im", "tr_mask"])
+def test_a_medseg_stack_that_is_a_broken_link_is_refused(tmp_path: Path, broken: str) -> None:
+    """MedSeg's reader refuses a stack left a broken link (content not fetched) itself: it was
+    refused only because the probe for split files happened to list the folder."""
+    hu, lesions = _hu_volume(slices=2)
+    for stem, volume in (("tr_im", hu), ("tr_mask", lesions)):
+        if stem == broken:
+            (tmp_path / f"{stem}.nii.gz").symlink_to(f".git/annex/objects/{stem}")
+        else:
+            _save_nifti(tmp_path / f"{stem}.nii.gz", volume)
+    assert _refusal(tmp_path).startswith(
+        f"{tmp_path}: 1 file is a broken link ({broken}.nii.gz): content not fetched")

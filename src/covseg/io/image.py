@@ -58,10 +58,10 @@ near 127."""
 MASK_NAME_SUFFIXES = ("_mask", "_seg")
 """Endings that mark a file as the mask of the image with the rest of its name (``x_mask``)."""
 NPY_MAGIC = b"\x93NUMPY"
+"""The first bytes of a NumPy ``.npy`` file."""
 LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
 """The first line of a Git LFS pointer file, which a clone without Git LFS holds in place of
 each file stored in LFS."""
-"""The first bytes of a NumPy ``.npy`` file."""
 REAL_KINDS = "biuf"
 """NumPy dtype kinds of real numbers (bool, int, unsigned, float): what a slice may hold."""
 MAX_SLICE_SIDE = 8192
@@ -124,8 +124,13 @@ def case_key(stem: str) -> str:
 
 def is_image_file(path: Path) -> bool:
     """True for files covseg reads as 2D slices."""
-    return (path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
-            and not path.name.startswith("."))
+    return path.is_file() and named_as_image(path)
+
+
+def named_as_image(path: Path) -> bool:
+    """Whether ``path`` is named as a 2D slice a folder's listing reads (an image suffix, not
+    hidden), whatever is behind the name: a broken link's too."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
 def read_array(path: str | os.PathLike[str], keep_palette: bool = False) -> np.ndarray:

@@ -55,7 +55,13 @@ def is_nifti(path: Path) -> bool:
     """True for .nii and .nii.gz files that a folder's listing reads: not for hidden ones, such
     as the ``._x.nii.gz`` metadata files (AppleDouble) that macOS leaves beside each file on
     other disks. A file given by name is read hidden or not (:func:`is_nifti_named`)."""
-    return is_nifti_named(path) and not path.name.startswith(".")
+    return path.is_file() and named_as_nifti(path)
+
+
+def named_as_nifti(path: Path) -> bool:
+    """Whether ``path`` is named as a NIfTI file a folder's listing reads (.nii or .nii.gz, not
+    hidden), whatever is behind the name: a broken link's too."""
+    return path.name.lower().endswith(NIFTI_SUFFIXES) and not path.name.startswith(".")
 
 
 def is_nifti_named(path: Path) -> bool:

@@ -21,16 +21,16 @@ import numpy as np
 from covseg.errors import CovsegError, counted, read_naming_out_of_memory, them
 from covseg.io.dicom import is_dicom_file
 from covseg.io.image import (
-    IMAGE_SUFFIXES,
     case_key,
     image_name,
     is_image_file,
     masks_to_labels,
+    named_as_image,
     read_array,
     read_mask,
 )
-from covseg.io.nifti import is_nifti, nifti_stem, read_nifti, read_paired
-from covseg.io.volume import NIFTI_SUFFIXES, Volume, check_same_grid
+from covseg.io.nifti import is_nifti, named_as_nifti, nifti_stem, read_nifti, read_paired
+from covseg.io.volume import Volume, check_same_grid
 from covseg.progress import progress_bar
 from covseg.provenance import option_given
 from covseg.transforms import LUNG_WINDOW, intensity_scale, scale_intensity, scale_slices
@@ -272,21 +272,14 @@ def files(folder: Path, predicate: Callable[[Path], bool], key: Callable[[Path],
     return unique(folder, (path for path in children if predicate(path)), key)
 
 
-def _named_as_read(path: Path) -> bool:
-    """Whether ``path`` is named as a file a layout reads: a 2D image or a NIfTI volume, not
-    hidden (the names :func:`is_image_file` and :func:`is_nifti` take, whatever is behind)."""
-    name = path.name.lower()
-    return not name.startswith(".") and (path.suffix.lower() in IMAGE_SUFFIXES
-                                          or name.endswith(NIFTI_SUFFIXES))
-
-
 def refuse_broken_links(folder: Path, paths: Iterable[Path]) -> None:
     """Refuse the symbolic links among ``paths`` (in ``folder``) that are named as images or
     volumes but lead nowhere: a git-annex or DataLad clone whose content is not fetched holds
     one for each file, which no listing reads, so that their masks were said to have no image
     and a run trained on what was left."""
     broken = [path.relative_to(folder).as_posix() for path in paths
-              if _named_as_read(path) and not path.exists() and path.is_symlink()]
+              if (named_as_image(path) or named_as_nifti(path))
+              and not path.exists() and path.is_symlink()]
     if broken:
         one = len(broken) == 1
         raise CovsegError(f"{folder}: {counted(len(broken), 'file')} {'is a' if one else 'are'} "
@@ -316,11 +309,11 @@ def examples(names: list[str]) -> str:
 
 
 def pair(images: dict[str, Path], masks: dict[str, Path], where: Path,
-          key: Callable[[str], str] = lambda s: s, unread: Sequence[str] = ()
+          key: Callable[[str], str] = lambda s: s, masks_dir: Path | None = None
           ) -> list[tuple[str, Path, Path]]:
-    """(stem, image, mask) of every image; an image without a mask is refused, saying what of
-    the masks' folder is not read (``unread``, :func:`unread_notes`: the masks may lie in its
-    sub-folder), a mask without an image named in a warning (it is not read)."""
+    """(stem, image, mask) of every image; an image without a mask is refused, saying what to
+    do (:func:`_no_mask_advice`), a mask without an image named in a warning (it is not
+    read)."""
     _refuse_masks_among_images(images, key)
     by_key = {key(stem): path for stem, path in masks.items()}
     for stem, path in masks.items():  # x_mask.png / x_seg.png name the mask of x
@@ -330,10 +323,8 @@ def pair(images: dict[str, Path], masks: dict[str, Path], where: Path,
                               f"{image_name(stem)!r}; keep one of them")
     missing = [stem for stem in images if key(stem) not in by_key]
     if missing:
-        raise CovsegError(
-            f"{where}: {len(missing)} image(s) have no mask ({examples(missing)}); "
-            + ("; ".join(unread) or "give every image a mask with the same file stem (or the "
-               "stem plus _mask or _seg)"))
+        raise CovsegError(f"{where}: {len(missing)} image(s) have no mask "
+                          f"({examples(missing)}); {_no_mask_advice(missing, masks_dir)}")
     pairs = [(stem, path, by_key[key(stem)]) for stem, path in images.items()]
     used = {mask for _, _, mask in pairs}
     unused = [path.name for path in masks.values() if path not in used]
@@ -373,33 +364,67 @@ def pair_folders(images: dict[str, Path], masks: dict[str, Path], where: Path, l
     if unread and not images:  # before pair's warning that every mask lacks its image
         raise CovsegError(f"{where}: the {LAYOUT_NAMES[layout]} layout holds no slices it reads; "
                           + "; ".join(unread))
-    pairs = pair(images, masks, where, unread=masks_unread)
+    pairs = pair(images, masks, where, masks_dir=masks_dir)
     for note in unread:
         log.warning("%s", note)
     return pairs
 
 
+def _no_mask_advice(missing: list[str], masks_dir: Path | None) -> str:
+    """What to do about the images ``missing`` a mask: where sub-folders of the masks' folder
+    hold files of their names (``masks/masks/`` of a zip extracted into a folder of its name),
+    put those in the folder itself, else give each a mask; and how to read DICOM there. Other
+    sub-folders are not named here: moving their files up would not give these their masks."""
+    keys = {case_key(stem) for stem in missing}
+    moved = _sub_folders_note(masks_dir, lambda sub: any(
+        case_key(nifti_stem(path)) in keys for path in sub.iterdir())) if masks_dir else ""
+    dicom = _dicom_note(masks_dir) if masks_dir else ""
+    return "; ".join(note for note in (moved or "give every image a mask with the same file "
+                                       "stem (or the stem plus _mask or _seg)", dicom) if note)
+
+
 def unread_notes(folder: Path) -> list[str]:
     """What of ``folder`` a layout does not read, said for the user: DICOM files or series
     folders (training reads 2D files and NIfTI volumes), and other sub-folders (``masks/masks/``
-    of a zip extracted into a folder of its name)."""
-    children = [path for path in sorted(folder.iterdir()) if not path.name.startswith(".")]
-    folders = [path for path in children if path.is_dir()]
-    series = [path for path in folders
-              if any(is_dicom_file(c) for c in path.iterdir() if not is_image_file(c))]
-    dicom = [f"{path.name}/" for path in series] + [
-        path.name for path in children
+    of a zip extracted into a folder of its name) that hold anything."""
+    return [note for note in (_dicom_note(folder), _sub_folders_note(folder, lambda sub: any(
+        sub.iterdir()))) if note]
+
+
+def _visible(folder: Path) -> list[Path]:
+    """The entries of ``folder`` but hidden ones (Jupyter's .ipynb_checkpoints/), in order."""
+    return [path for path in sorted(folder.iterdir()) if not path.name.startswith(".")]
+
+
+def _dicom_series(folder: Path) -> list[Path]:
+    """The visible sub-folders of ``folder`` that hold DICOM files: series folders."""
+    return [path for path in _visible(folder) if path.is_dir()
+            and any(is_dicom_file(c) for c in path.iterdir() if not is_image_file(c))]
+
+
+def _dicom_note(folder: Path) -> str:
+    """A note of the DICOM files and series folders in ``folder``, which training does not read,
+    and how to convert them; "" where there are none."""
+    dicom = [f"{path.name}/" for path in _dicom_series(folder)] + [
+        path.name for path in _visible(folder)
         if not (is_image_file(path) or is_nifti(path)) and is_dicom_file(path)]
-    others = [f"{path.name}/" for path in folders if path not in series and any(path.iterdir())]
-    notes = []
-    if dicom:
-        notes.append(f"{folder}: DICOM is not read for training ({examples(dicom)}); convert "
-                     f"each series to a NIfTI volume (e.g. with dcm2niix) in {folder.name}/, "
-                     "its mask under the same name")
-    if others:
-        notes.append(f"{folder}: sub-folders are not read ({examples(others)}); put their "
-                     f"files in {folder.name}/ itself (a patients.csv groups a patient's slices)")
-    return notes
+    if not dicom:
+        return ""
+    return (f"{folder}: DICOM is not read for training ({examples(dicom)}); convert each "
+            f"series to a NIfTI volume (e.g. with dcm2niix) in {folder.name}/, its mask under "
+            "the same name")
+
+
+def _sub_folders_note(folder: Path, named: Callable[[Path], bool]) -> str:
+    """A note of the sub-folders of ``folder`` (not DICOM series) that ``named`` accepts, which
+    a layout does not read, saying to move their files up; "" where there are none."""
+    series = _dicom_series(folder)
+    others = [f"{path.name}/" for path in _visible(folder)
+              if path.is_dir() and path not in series and named(path)]
+    if not others:
+        return ""
+    return (f"{folder}: sub-folders are not read ({examples(others)}); put their files in "
+            f"{folder.name}/ itself (a patients.csv groups a patient's slices)")
 
 
 def read_patients_csv(root: Path) -> dict[str, str]:

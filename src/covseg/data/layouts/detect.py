@@ -223,7 +223,7 @@ def _what_it_holds(root: Path) -> str:
     if scans and all(image_name(nifti_stem(path)) != nifti_stem(path) for path in scans):
         return (f"{root}: masks found ({listed}) but no images; a data folder holds them in "
                 "masks/ beside their images in images/ (MosMed: studies/): give that folder")
-    if any(_named_as_mask(path) for path in scans):  # masks, but in no layout: never "no masks"
+    if any(map(_named_as_mask, scans)) and not _masks_beside_images(scans):  # in no layout
         return (f"{root}: files found ({listed}) in none of the data layouts covseg reads, so "
                 f"none was read; it reads {LAYOUTS_READ}")
     if scans and root.name in FOLDERS_IMAGES:  # a data folder's images/ with no masks/ beside
@@ -241,6 +241,14 @@ def _named_as_mask(path: Path) -> bool:
     """Whether a file's name calls it a mask by a word of :data:`MASK_FOLDER_WORDS` anywhere in
     it: ``tr_mask.nii``, ``x_seg.png``, Kaggle's ``masks_medseg.npy``, ``tr_mask(1).nii.gz``."""
     return not MASK_FOLDER_WORDS.isdisjoint(re.split(r"[\W_]+", nifti_stem(path).lower()))
+
+
+def _masks_beside_images(scans: list[Path]) -> bool:
+    """Whether a file among ``scans`` is named as the mask of one beside it (``x_mask.png`` by
+    ``x.png``, as side-by-side exports lay them out): a layout's images with their masks in the
+    wrong folder, not files of none (Kaggle's ``masks_medseg.npy``)."""
+    stems = {nifti_stem(path) for path in scans}
+    return any(image_name(stem) != stem and image_name(stem) in stems for stem in stems)
 
 
 def _data_sets_below(root: Path, children: list[Path]) -> list[str]:

@@ -19,6 +19,7 @@ from covseg.data.layouts.base import (
     read_2d_pairs,
     read_patients_csv,
     read_volume_pairs,
+    refuse_broken_links,
     slice_cases,
     slice_volume,
     study_cases,
@@ -66,15 +67,19 @@ def holds_medseg_slices(root: Path) -> bool:
 
 def _stacks(root: Path, stem: str) -> list[Path]:
     """The files of MedSeg's NIfTI stack ``stem`` in ``root``: ``.nii.gz`` as downloaded, ``.nii``
-    as a browser or desktop gunzips it, or both."""
+    as a browser or desktop gunzips it, or both; a broken link of the name too (content not
+    fetched), which :func:`_stack` refuses."""
     return [path for path in (root / f"{stem}{suffix}" for suffix in NIFTI_SUFFIXES)
-            if is_nifti(path)]
+            if is_nifti(path) or (path.is_symlink() and not path.exists())]
 
 
 def _stack(root: Path, stem: str) -> Path | None:
     """The one NIfTI stack ``stem`` in ``root``, or None; ``.nii`` beside ``.nii.gz`` is refused
-    as any two files of one name are, rather than one of them read unseen."""
-    return unique(root, _stacks(root, stem), nifti_stem).get(stem)
+    as any two files of one name are, rather than one of them read unseen, and so is a broken
+    link (:func:`refuse_broken_links`)."""
+    stacks = _stacks(root, stem)
+    refuse_broken_links(root, stacks)
+    return unique(root, stacks, nifti_stem).get(stem)
 
 
 def _medseg_volume_pairs(root: Path, target: str) -> list[tuple[str, Path, Path]]:

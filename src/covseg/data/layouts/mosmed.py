@@ -126,13 +126,14 @@ def is_split_file(path: Path) -> bool:
     return name.startswith(SPLIT_LISTS) and name.endswith(".txt") and path.is_file()
 
 
-def split_files(folder: Path) -> dict[str, Path]:
-    """The split files in ``folder`` by lower-case name (none where it cannot be listed); two
-    spellings of one (``train_new1.txt`` and ``train_new1.TXT``) are refused."""
+def split_files(folder: Path) -> list[Path]:
+    """The split files in ``folder`` (none where it cannot be listed), found by name alone and
+    refusing nothing: the layout probes and the note of stray split files look in folders
+    covseg does not read (the data folder's parent, siblings, sub-folders)."""
     try:
-        return files(folder, is_split_file, lambda path: path.name.lower())
+        return [path for path in sorted(folder.iterdir()) if is_split_file(path)]
     except OSError:
-        return {}
+        return []
 
 
 def stray_split_files_note(root: Path) -> str:
@@ -146,7 +147,7 @@ def stray_split_files_note(root: Path) -> str:
     except OSError:
         folders = []
     found = [path for folder in (*folders, root.parent) if folder != root
-             for path in split_files(folder).values()]
+             for path in split_files(folder)]
     if not found:
         return ""
     names = [os.path.relpath(path, root).replace(os.sep, "/") for path in found]
@@ -157,8 +158,9 @@ def stray_split_files_note(root: Path) -> str:
 
 def _split_pairs(root: Path) -> list[tuple[Path, Path]]:
     """(train list, valid list) of every fold. A list without its partner is refused, as its
-    fold would be dropped without a word."""
-    found = split_files(root)
+    fold would be dropped without a word; two spellings of one (``train_new1.txt`` and
+    ``train_new1.TXT``) are refused."""
+    found = unique(root, split_files(root), lambda path: path.name.lower())
     lists = sorted(found.values(),
                    key=lambda path: (_fold_number(path), path.name))  # one order for ties
     for path in lists:
