@@ -428,7 +428,6 @@ def test_summary_shows_lesion_outside_the_lungs(tmp_path: Path) -> None:
     assert float(row["lesion_outside_lungs_ml"]) == pytest.approx(lesion_ml / 2, rel=1e-5)
 
 
-
 @pytest.mark.parametrize(("cut", "noted"), [(43, False), (44, True)])
 def test_more_lesion_outside_a_given_lung_mask_than_inside_is_warned_of(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, cut: int, noted: bool) -> None:
@@ -722,7 +721,6 @@ def test_a_binary_models_prediction_is_refused_as_multiclass(
     assert stored["multiclass"] is True and stored["study"]["ggo_ml"] == pytest.approx(lesion_ml)
 
 
-
 def test_a_binary_models_prediction_is_read_binary_when_told(tmp_path: Path) -> None:
     """--classes binary reads a binary model's prediction as its record says it is: only a call
     read multi-class refuses it."""
@@ -735,6 +733,7 @@ def test_a_binary_models_prediction_is_read_binary_when_told(tmp_path: Path) -> 
     stored = json.loads((tmp_path / "out" / "p" / "quantification.json").read_text())
     assert stored["multiclass"] is False
     assert stored["study"]["lesion_ml"] == pytest.approx(lesion_ml)
+
 
 def test_missing_image_or_lungs_is_refused_up_front(tmp_path: Path) -> None:
     _, mask, _ = synthetic_study(tmp_path / "in", "case")

@@ -274,7 +274,6 @@ def test_medseg_stacks_gunzipped_to_nii_are_read(tmp_path: Path,
                                   f"share the name {gunzipped[0]!r}; keep one of them")
 
 
-
 def test_a_gunzipped_medseg_stack_without_its_mask_is_named_as_given(tmp_path: Path) -> None:
     """The refusal of MedSeg's CT stack without its mask names the CT as it is stored."""
     hu, _ = _hu_volume(slices=2)
@@ -291,6 +290,7 @@ def test_a_folder_named_as_a_medseg_stack_is_not_one(tmp_path: Path) -> None:
     _save_nifti(tmp_path / "tr_mask.nii.gz", lesions)
     (tmp_path / "tr_mask.nii").mkdir()
     assert [s.case_id for s in load_dataset(tmp_path).samples] == ["medseg_0000", "medseg_0001"]
+
 
 def _mosmed_2d(tmp_path: Path) -> Path:
     """Six slices of three studies, and two folds each holding one study out."""
@@ -1084,7 +1084,6 @@ def test_images_beside_their_masks_are_told_where_the_masks_go(tmp_path: Path) -
         "(covseg predict segments them as they are)")
 
 
-
 @pytest.mark.parametrize("name", ["CT_Label.nii.gz", "rp_msk.nii.gz", "Lesion_Segmentation.nii",
                                   "TR_MASK.nii"])
 def test_a_file_named_as_a_mask_by_any_word_in_any_case_is_not_said_to_lack_masks(
@@ -1118,6 +1117,7 @@ def test_data_sets_below_are_named_one_level_first_never_hidden_nor_unlistable(
 
     monkeypatch.setattr(Path, "iterdir", unlistable)
     assert "unrecognised data layout" in _refusal(tmp_path)
+
 
 @pytest.mark.parametrize("spec", ["synthetic:-1", "synthetic:abc", "synthetic:", "synthetic:1.5"])
 def test_synthetic_seed_must_be_a_non_negative_integer(spec: str) -> None:
@@ -1539,7 +1539,6 @@ def test_mosmed_split_lines_whose_paths_hold_blanks_name_their_slice(tmp_path: P
     with pytest.raises(CovsegError, match="line 1 names 'imgs/gone.npy masks/study_0001_0.npy', "
                                           "which is not a slice and its mask"):
         load_dataset(root)
-
 
 
 def test_mosmed_split_lines_naming_a_slice_without_its_suffix_and_its_mask(tmp_path: Path) -> None:
