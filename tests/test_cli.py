@@ -611,6 +611,24 @@ def test_running_out_of_memory_is_one_line(tmp_path: Path, capsys: pytest.Captur
               str(tmp_path / "ev")])
 
 
+def test_a_volume_short_of_memory_exits_1_as_out_of_memory_does(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A volume refused for want of memory, named with its size, exited 2 (bad input), where a
+    bare out-of-memory exits 1 and the docs give this very line under status 1."""
+    from covseg.io.volume import short_of_memory
+
+    def evaluate(*_: object, **__: object) -> None:
+        raise short_of_memory((512, 512, 301), np.dtype(np.float32), "ct.nii.gz")
+
+    monkeypatch.setattr(api, "evaluate", evaluate)
+    code, _, err = _run(capsys, "evaluate", "--pred", str(tmp_path), "--truth", str(tmp_path),
+                        "--out", str(tmp_path / "ev"))
+    assert code == 1 and err == ("covseg: error: ct.nii.gz: not enough free memory for its 512 x "
+                                 "512 x 301 voxels (301 MiB as float32); free memory (close "
+                                 "other programs) or use a machine with more\n")
+
+
 @pytest.mark.parametrize("raised", ["stream", "torch"])
 def test_a_full_disk_no_writer_named_names_the_output_and_what_to_do(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from covseg.errors import CovsegError, read_naming_out_of_memory, terminal_safe
+from covseg.errors import (
+    CovsegError,
+    byte_size,
+    out_of_memory_text,
+    read_naming_out_of_memory,
+    terminal_safe,
+)
 
 
 def test_8_bit_controls_and_bidirectional_overrides_are_shown_escaped() -> None:
@@ -39,3 +45,16 @@ def test_a_read_out_of_memory_names_its_file_and_a_bug_passes_through(tmp_path: 
                                  "reading it; the file holds 193 bytes: is the file corrupt? "
                                  "If not, free memory or use a machine with more")
     assert read_naming_out_of_memory(lambda named: named.stat().st_size, path) == 193
+
+
+def test_byte_sizes_are_shown_in_the_largest_binary_unit_of_at_least_1() -> None:
+    assert [byte_size(n) for n in (1000, 1023, 1024, 3 * 2 ** 40, 2 ** 60)] == [
+        "1000 bytes", "1023 bytes", "1 KiB", "3 TiB", "1.02e+03 PiB"]
+
+
+def test_an_allocation_of_a_few_mib_is_named_in_mib_not_as_0_gib() -> None:
+    """torch's "allocate N bytes" was shown in GiB to two decimals: a slice's 4 MiB read
+    "could not allocate 0.00 GiB"."""
+    failed = RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+                          "4194304 bytes. Error code 12 (Cannot allocate memory)")
+    assert out_of_memory_text(failed).startswith("out of memory (could not allocate 4 MiB): ")

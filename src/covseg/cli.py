@@ -28,6 +28,7 @@ from covseg.data.layouts import TARGETS
 from covseg.errors import (
     BatchFailed,
     CovsegError,
+    OutOfMemory,
     counted,
     is_out_of_memory,
     no_space,
@@ -632,9 +633,9 @@ def _run(argv: Sequence[str] | None) -> int:
             status: int = args.handler(args)
             raise_if_stopped()  # a stop raised inside a finaliser was dropped by Python
             return status
-    except CovsegError as exc:  # some of a batch done (BatchFailed): 1; refused before work: 2
+    except CovsegError as exc:  # some of a batch done, or short of memory: 1; bad input: 2
         _error(exc)
-        return 1 if isinstance(exc, BatchFailed) else 2
+        return 1 if isinstance(exc, (BatchFailed, OutOfMemory)) else 2
     except (KeyboardInterrupt, Terminated) as exc:
         with suppress(OSError):  # a hung-up terminal (SIGHUP) takes no more lines
             print(f"covseg: {'interrupted' if isinstance(exc, KeyboardInterrupt) else 'stopped'}"

@@ -44,6 +44,12 @@ class NotLabels(CovsegError):
     mask short of memory as int16 was read again as float32, and said to need twice as much."""
 
 
+class OutOfMemory(CovsegError):
+    """A failed allocation named with what it was for (a file, a volume's size): the CLI exits 1
+    for it, as for a bare out-of-memory, not 2 (bad input), so that a script tells a machine
+    short of memory from input to correct."""
+
+
 class BatchFailed(CovsegError):
     """Some inputs of a batch failed after the others were done and written: the CLI exits 1
     for it, so that a script tells it from a usage error or input refused before any work (2)."""
@@ -74,12 +80,22 @@ def out_of_memory_text(exc: BaseException) -> str:
     text = str(exc)
     size = re.search(r"allocate ([\d.]+ ?[KMGTP]i?B)", text, re.IGNORECASE)
     count = re.search(r"allocate (\d+) bytes", text)
-    asked = size.group(1) if size else f"{int(count.group(1)) / 2 ** 30:.2f} GiB" if count else ""
+    asked = size.group(1) if size else byte_size(int(count.group(1))) if count else ""
     return (f"out of memory{f' (could not allocate {asked})' if asked else ''}: free memory "
             "(close other programs) or use a machine with more")
 
 
-def out_of_memory_reading(path: str | os.PathLike[str], exc: BaseException) -> CovsegError:
+def byte_size(count: int) -> str:
+    """A byte count in the largest binary unit up to PiB that keeps it at least 1 (``128 TiB``)."""
+    size, unit = float(count), "bytes"
+    for larger in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, larger
+    return f"{count} bytes" if unit == "bytes" else f"{size:.3g} {unit}"
+
+
+def out_of_memory_reading(path: str | os.PathLike[str], exc: BaseException) -> OutOfMemory:
     """A failed allocation while reading one input file, as that file's own error: a 193-byte
     .npy whose header claims 298 GiB stopped a whole batch with an "out of memory" line that
     named no file. The file's size beside the size asked for tells a lying header apart."""
@@ -88,7 +104,7 @@ def out_of_memory_reading(path: str | os.PathLike[str], exc: BaseException) -> C
     except OSError:
         held = ""
     text = out_of_memory_text(exc).split(": ", 1)[0]
-    return CovsegError(f"{path}: {text} reading it{held}: is the file corrupt? If not, free "
+    return OutOfMemory(f"{path}: {text} reading it{held}: is the file corrupt? If not, free "
                        "memory or use a machine with more")
 
 

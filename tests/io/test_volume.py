@@ -222,8 +222,3 @@ def test_max_voxels_is_the_most_read_not_the_first_refused() -> None:
         check_voxel_count((MAX_VOXELS + 1, 1, 1), "big.nii")
 
 
-def test_byte_sizes_are_shown_in_the_largest_binary_unit_of_at_least_1() -> None:
-    from covseg.io.volume import byte_size
-
-    assert [byte_size(n) for n in (1000, 1023, 1024, 3 * 2 ** 40, 2 ** 60)] == [
-        "1000 bytes", "1023 bytes", "1 KiB", "3 TiB", "1.02e+03 PiB"]

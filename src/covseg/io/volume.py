@@ -37,7 +37,7 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from covseg.errors import CovsegError, counted
+from covseg.errors import CovsegError, OutOfMemory, byte_size, counted
 from covseg.io.atomic import atomic_path
 from covseg.io.image import label_levels
 from covseg.provenance import option_given, option_name
@@ -310,25 +310,15 @@ def check_voxel_count(shape: Sequence[int], source: str | Path, itemsize: int = 
             "volume if it is real")
 
 
-def short_of_memory(shape: Sequence[int], dtype: np.dtype, source: str | Path) -> CovsegError:
+def short_of_memory(shape: Sequence[int], dtype: np.dtype, source: str | Path) -> OutOfMemory:
     """The error for a volume of (x, y, z) ``shape`` that free memory cannot hold as ``dtype``,
     naming the file, the shape and the size: the bare out-of-memory line named neither, and a
     DICOM series gave ITK's "Failed to allocate memory for image"."""
     voxels = int(np.prod([int(n) for n in shape], dtype=object))
-    return CovsegError(
+    return OutOfMemory(
         f"{source}: not enough free memory for its {' x '.join(str(int(n)) for n in shape)} "
         f"voxels ({byte_size(voxels * dtype.itemsize)} as {dtype}); free memory (close other "
         "programs) or use a machine with more")
-
-
-def byte_size(count: int) -> str:
-    """A byte count in the largest binary unit up to PiB that keeps it at least 1 (``128 TiB``)."""
-    size, unit = float(count), "bytes"
-    for larger in ("KiB", "MiB", "GiB", "TiB", "PiB"):
-        if size < 1024:
-            break
-        size, unit = size / 1024, larger
-    return f"{count} bytes" if unit == "bytes" else f"{size:.3g} {unit}"
 
 
 def _check_stored_dtype(dtype: np.dtype, source: str | Path) -> None:
