@@ -17,9 +17,9 @@ stay fast.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -258,6 +258,14 @@ class LungGuide:
         return cls(str(meta["source"]), bool(meta["crop"]), tuple(meta["window"]))
 
 
+@cache
+def _stretch() -> Callable[[np.ndarray], Any]:
+    """MONAI's min-max to [0, 1], built once (not per slice) and not at import."""
+    from monai.transforms import ScaleIntensity
+
+    return ScaleIntensity(minv=0.0, maxv=1.0, dtype=np.float32)
+
+
 @dataclass(frozen=True)
 class LungFrame:
     """Frame whole CT slices to their lungs, as the Inf-Net slices are; leave crops as they are."""
@@ -323,10 +331,7 @@ class LungFrame:
     def cut(image: np.ndarray, box: CropBox) -> tuple[np.ndarray, CropBox]:
         """The (1, h, w) model input of ``image`` framed to ``box``, and the box: min-max
         stretched to [0, 1], as Inf-Net's exported crops are (a constant slice becomes zeros)."""
-        from monai.transforms import ScaleIntensity
-
-        stretch = ScaleIntensity(minv=0.0, maxv=1.0, dtype=np.float32)
-        return np.asarray(stretch(box.crop(image)[None])), box
+        return np.asarray(_stretch()(box.crop(image)[None])), box
 
     def to_meta(self) -> dict[str, object]:
         return {"window": list(self.window)}

@@ -301,10 +301,10 @@ def _refuse_midway_fold_of_another_split(fold_dir: Path, train_cases: list[str],
     """A fold stopped midway is continued only on its own training slices: one resumed with
     another --folds was refused as "trained on other data ...; pick a new --out" naming the
     fold's folder, which is not the --out the user gave."""
+    record = read_record(fold_dir / "config.json") or {}
     try:
-        record = json.loads((fold_dir / "config.json").read_text())
         saved = {*record["train_cases"], *record["val_cases"]}
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         return  # nothing saved, or a record the run's own check refuses
     if not holds_saved_run(fold_dir) or saved == set(train_cases):
         return
@@ -525,12 +525,9 @@ def _continued(record: Path | None, summary: dict[str, Any], trained: bool) -> d
     start's keys (its source hash, start time, ``command``: null), keeps none of this resume's
     in their place: they would describe another command. ``threads`` stays ``summary``'s: the
     folds' as they stand (:func:`_folds_threads`), a fold trained again since included."""
-    try:
-        saved = json.loads(record.read_text()) if record else None
-    except (OSError, ValueError):
-        return summary
-    if record is None or not isinstance(saved, dict) or not _same_recipe(saved.get("config"),
-                                                                         summary["config"]):
+    saved = read_record(record) if record else None
+    if record is None or saved is None or not _same_recipe(saved.get("config"),
+                                                           summary["config"]):
         return summary
     now = {**run_provenance(summary), "seconds": summary["seconds"],
            "finished_utc": summary["finished_utc"], "trained_folds": trained}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -244,14 +244,15 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
     stage("reading the mask and CT" if image_path is not None else "reading the mask")
     hashes = input_hashes(inputs)  # before reading: a file changed meanwhile reads as changed
     predicted_masks = _predicted_masks(mask_path, lung_path, predicted, hashes)
-    lesions, ct = _read_lesions_and_ct(mask_path, image_path, _ct_hu(
-        hu, _predict_intensity(predicted, hashes) if recorded_ct else None))
+    read_as = _predict_intensity(predicted, hashes)
+    lesions, ct = _read_lesions_and_ct(mask_path, image_path,
+                                       _ct_hu(hu, read_as if recorded_ct else None))
     if ct is not None:
         check_same_grid(lesions, ct)
     lung_labels, lung_source, found_lungs, grown = None, None, None, None
     sides: list[str] = []
     own_lungs = _threshold_lungs(predicted) and _unchanged(predicted, hashes, ("lungs",))
-    predict_ct = _ct_as_predict_read(ct, predicted, hashes) if predicted_masks is False else None
+    predict_ct = _ct_as_predict_read(ct, read_as) if predicted_masks is False else None
     recounted = (predict_ct is not None) if predicted_masks is False and own_lungs else None
     if lung_path is not None:
         stage("reading the lung mask")
@@ -370,14 +371,12 @@ def _threshold_lungs(record: dict[str, Any]) -> bool:
     return isinstance(inputs, dict) and inputs.get("lung_source") == "threshold"
 
 
-def _ct_as_predict_read(ct: Volume | None, record: dict[str, Any],
-                        hashes: dict[str, str | None]) -> Volume | None:
-    """The CT quantify read, its values read as predict read them (the intensity its record
-    holds, whatever quantify's --hu), when it is the CT predict read (the SHA-256 its record
-    holds); else None, as without a CT: another CT on the same grid (or one read as HU that
+def _ct_as_predict_read(ct: Volume | None, intensity: str | None) -> Volume | None:
+    """The CT quantify read, its values read as predict read them (``intensity``, its record's,
+    whatever quantify's --hu), when it is the CT predict read (:func:`_predict_intensity`);
+    else None, as without a CT: another CT on the same grid (or one read as HU that
     predict read as grey) gives other threshold lungs, which would silently drop real lung from
     predict's. A record without the CT's SHA-256 or intensity (an older covseg's) cannot tell."""
-    intensity = _predict_intensity(record, hashes)
     if ct is None or intensity is None:
         return None
     return ct if ct.intensity == intensity else replace(ct, intensity=intensity)
@@ -679,7 +678,8 @@ def quantify_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
     if multiclass is None:
         multiclass = _classes_of_call(studies, Path(out_dir))
     elif multiclass:
-        _refuse_binary_predictions(studies, option_given("classes", "multiclass"),
+        _refuse_binary_predictions(_prediction_records(studies),
+                                   option_given("classes", "multiclass"),
                                    f"quantify it with {option_given('classes', 'binary')}")
     settings = quantify_settings(lungs=lungs, image=image, hu=hu, multiclass=multiclass,
                                  html_report=html_report)
@@ -699,7 +699,7 @@ def _classes_of_call(studies: Sequence[Study], out_dir: Path) -> bool:
     of a multi-class set holding ground-glass alone (or nothing) had no class volumes, not 0.
     A binary model's prediction among multi-class masks is refused: its lesion would read as
     ground-glass. Masks are read only until one is multi-class."""
-    records = {study.path: _prediction_record(study.path) for study in studies}
+    records = _prediction_records(studies)
     evidence = next((path for path, record in records.items() if record.get("multiclass") is True),
                     None)
     done = done_records(out_dir)
@@ -712,17 +712,23 @@ def _classes_of_call(studies: Sequence[Study], out_dir: Path) -> bool:
                          and not isinstance(records[study.path].get("multiclass"), bool)
                          and _holds_classes(study.path)), None)
     if evidence is not None:
-        _refuse_binary_predictions(studies, f"{evidence} is multi-class: one summary",
+        _refuse_binary_predictions(records, f"{evidence} is multi-class: one summary",
                                    f"quantify them into separate {option_name('out')} folders")
     return evidence is not None
 
 
-def _refuse_binary_predictions(studies: Sequence[Study], reader: str, todo: str) -> None:
+def _prediction_records(studies: Sequence[Study]) -> dict[Path, dict[str, Any]]:
+    """Each mask's predict record (:func:`_prediction_record`), read once for a call."""
+    return {study.path: _prediction_record(study.path) for study in studies}
+
+
+def _refuse_binary_predictions(records: Mapping[Path, dict[str, Any]], reader: str,
+                               todo: str) -> None:
     """Refuse a binary model's prediction (its predict record beside the mask says so) in a call
     read multi-class, by ``reader``: its lesion would read as ground-glass. Masks without a
     record are read as told."""
-    binary = next((study.path for study in studies
-                   if _prediction_record(study.path).get("multiclass") is False), None)
+    binary = next((path for path, record in records.items()
+                   if record.get("multiclass") is False), None)
     if binary is not None:
         raise CovsegError(f"{binary} is a binary model's prediction (its {RESULT_JSON}), but "
                           f"{reader} would read its lesion as ground-glass; {todo}")

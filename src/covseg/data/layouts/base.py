@@ -335,15 +335,30 @@ def pair(images: dict[str, Path], masks: dict[str, Path], where: Path,
     return pairs
 
 
+def masks_beside(stems: list[str], key: Callable[[str], str] = lambda s: s) -> list[str]:
+    """The ``stems`` named as the mask of another among them (``x_mask`` or ``x_seg`` by ``x``,
+    by ``key``): masks in the images' folder, as side-by-side exports lay them out."""
+    keys = {key(stem) for stem in stems}
+    return [stem for stem in stems if image_name(stem) != stem and key(image_name(stem)) in keys]
+
+
+def sub_folders(folder: Path) -> list[Path]:
+    """``folder``'s sub-folders but hidden ones, in order; none where it cannot be listed."""
+    try:
+        return [path for path in sorted(folder.iterdir())
+                if path.is_dir() and not path.name.startswith(".")]
+    except OSError:
+        return []
+
+
 def _refuse_masks_among_images(images: dict[str, Path], key: Callable[[str], str]) -> None:
     """Refuse images whose name marks them as the mask of another image beside them
     (``x_mask.png`` by ``x.png``: masks copied into images/, as side-by-side exports lay them
     out): each was read as a CT slice paired with the mask of ``x``, one mask file trained as
     two samples and its truth as an image, which folds put on both sides of a test."""
     by_key = {key(stem): path for stem, path in images.items()}
-    named = [f"{path.name} of {by_key[key(image_name(stem))].name}"
-             for stem, path in images.items()
-             if image_name(stem) != stem and key(image_name(stem)) in by_key]
+    named = [f"{images[stem].name} of {by_key[key(image_name(stem))].name}"
+             for stem in masks_beside(list(images), key)]
     if named:
         folder = next(iter(images.values())).parent
         raise CovsegError(f"{folder}: {counted(len(named), 'file')} named as the mask of an "
@@ -375,10 +390,11 @@ def _no_mask_advice(missing: list[str], masks_dir: Path | None) -> str:
     hold files of their names (``masks/masks/`` of a zip extracted into a folder of its name),
     put those in the folder itself, else give each a mask; and how to read DICOM there. Other
     sub-folders are not named here: moving their files up would not give these their masks."""
+    listing = _Listing.of(masks_dir) if masks_dir else None
     keys = {case_key(stem) for stem in missing}
-    moved = _sub_folders_note(masks_dir, lambda sub: any(
-        case_key(nifti_stem(path)) in keys for path in sub.iterdir())) if masks_dir else ""
-    dicom = _dicom_note(masks_dir) if masks_dir else ""
+    moved = listing.sub_folders_note(lambda sub: any(
+        case_key(nifti_stem(path)) in keys for path in sub.iterdir())) if listing else ""
+    dicom = listing.dicom_note() if listing else ""
     return "; ".join(note for note in (moved or "give every image a mask with the same file "
                                        "stem (or the stem plus _mask or _seg)", dicom) if note)
 
@@ -387,44 +403,48 @@ def unread_notes(folder: Path) -> list[str]:
     """What of ``folder`` a layout does not read, said for the user: DICOM files or series
     folders (training reads 2D files and NIfTI volumes), and other sub-folders (``masks/masks/``
     of a zip extracted into a folder of its name) that hold anything."""
-    return [note for note in (_dicom_note(folder), _sub_folders_note(folder, lambda sub: any(
-        sub.iterdir()))) if note]
+    listing = _Listing.of(folder)
+    return [note for note in (listing.dicom_note(),
+                              listing.sub_folders_note(lambda sub: any(sub.iterdir()))) if note]
 
 
-def _visible(folder: Path) -> list[Path]:
-    """The entries of ``folder`` but hidden ones (Jupyter's .ipynb_checkpoints/), in order."""
-    return [path for path in sorted(folder.iterdir()) if not path.name.startswith(".")]
+@dataclass(frozen=True)
+class _Listing:
+    """A folder's visible entries (not Jupyter's .ipynb_checkpoints/) and its DICOM series
+    folders, listed once for both notes of what a layout does not read there."""
 
+    folder: Path
+    visible: list[Path]
+    series: list[Path]
 
-def _dicom_series(folder: Path) -> list[Path]:
-    """The visible sub-folders of ``folder`` that hold DICOM files: series folders."""
-    return [path for path in _visible(folder) if path.is_dir()
-            and any(is_dicom_file(c) for c in path.iterdir() if not is_image_file(c))]
+    @classmethod
+    def of(cls, folder: Path) -> _Listing:
+        visible = [path for path in sorted(folder.iterdir()) if not path.name.startswith(".")]
+        series = [path for path in visible if path.is_dir()
+                  and any(is_dicom_file(c) for c in path.iterdir() if not is_image_file(c))]
+        return cls(folder, visible, series)
 
+    def dicom_note(self) -> str:
+        """A note of the DICOM files and series folders, which training does not read, and how
+        to convert them; "" where there are none."""
+        dicom = [f"{path.name}/" for path in self.series] + [
+            path.name for path in self.visible
+            if not (is_image_file(path) or is_nifti(path)) and is_dicom_file(path)]
+        if not dicom:
+            return ""
+        return (f"{self.folder}: DICOM is not read for training ({examples(dicom)}); convert "
+                f"each series to a NIfTI volume (e.g. with dcm2niix) in {self.folder.name}/, "
+                "its mask under the same name")
 
-def _dicom_note(folder: Path) -> str:
-    """A note of the DICOM files and series folders in ``folder``, which training does not read,
-    and how to convert them; "" where there are none."""
-    dicom = [f"{path.name}/" for path in _dicom_series(folder)] + [
-        path.name for path in _visible(folder)
-        if not (is_image_file(path) or is_nifti(path)) and is_dicom_file(path)]
-    if not dicom:
-        return ""
-    return (f"{folder}: DICOM is not read for training ({examples(dicom)}); convert each "
-            f"series to a NIfTI volume (e.g. with dcm2niix) in {folder.name}/, its mask under "
-            "the same name")
-
-
-def _sub_folders_note(folder: Path, named: Callable[[Path], bool]) -> str:
-    """A note of the sub-folders of ``folder`` (not DICOM series) that ``named`` accepts, which
-    a layout does not read, saying to move their files up; "" where there are none."""
-    series = _dicom_series(folder)
-    others = [f"{path.name}/" for path in _visible(folder)
-              if path.is_dir() and path not in series and named(path)]
-    if not others:
-        return ""
-    return (f"{folder}: sub-folders are not read ({examples(others)}); put their files in "
-            f"{folder.name}/ itself (a patients.csv groups a patient's slices)")
+    def sub_folders_note(self, named: Callable[[Path], bool]) -> str:
+        """A note of the sub-folders (not DICOM series) that ``named`` accepts, which a layout
+        does not read, saying to move their files up; "" where there are none."""
+        others = [f"{path.name}/" for path in self.visible
+                  if path.is_dir() and path not in self.series and named(path)]
+        if not others:
+            return ""
+        return (f"{self.folder}: sub-folders are not read ({examples(others)}); put their files "
+                f"in {self.folder.name}/ itself (a patients.csv groups a patient's slices)")
 
 
 def read_patients_csv(root: Path) -> dict[str, str]:

@@ -18,6 +18,8 @@ from covseg.data.layouts.base import (
     ReadOptions,
     examples,
     first_dir,
+    masks_beside,
+    sub_folders,
     target_option,
 )
 from covseg.data.layouts.folders import FOLDERS_IMAGES, FOLDERS_MASKS, LUNG_MASKS, read_folders
@@ -247,8 +249,7 @@ def _masks_beside_images(scans: list[Path]) -> bool:
     """Whether a file among ``scans`` is named as the mask of one beside it (``x_mask.png`` by
     ``x.png``, as side-by-side exports lay them out): a layout's images with their masks in the
     wrong folder, not files of none (Kaggle's ``masks_medseg.npy``)."""
-    stems = {nifti_stem(path) for path in scans}
-    return any(image_name(stem) != stem and image_name(stem) in stems for stem in stems)
+    return bool(masks_beside([nifti_stem(path) for path in scans]))
 
 
 def _data_sets_below(root: Path, children: list[Path]) -> list[str]:
@@ -257,17 +258,10 @@ def _data_sets_below(root: Path, children: list[Path]) -> list[str]:
     ``root``: two levels, so that a folder of many files is not walked."""
     folders = [path for path in children if path.is_dir()]
     found = [path for path in folders if _found_layouts(path)] or [
-        below for path in folders for below in _sub_folders(path) if _found_layouts(below)]
+        below for path in folders for below in sub_folders(path) if _found_layouts(below)]
     return [f"{path.relative_to(root).as_posix()}/" for path in found]
 
 
-def _sub_folders(folder: Path) -> list[Path]:
-    """``folder``'s sub-folders but hidden ones; none where it cannot be listed."""
-    try:
-        return [path for path in sorted(folder.iterdir())
-                if path.is_dir() and not path.name.startswith(".")]
-    except OSError:
-        return []
 
 
 def load_dataset(path: str | os.PathLike[str], target: str = "infection", intensity: str = "auto",

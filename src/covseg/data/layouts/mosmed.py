@@ -27,6 +27,7 @@ from covseg.data.layouts.base import (
     slice_cases,
     slice_patients,
     study_rows,
+    sub_folders,
     unique,
 )
 from covseg.data.layouts.folders import FOLDERS_IMAGES, FOLDERS_MASKS
@@ -141,12 +142,7 @@ def stray_split_files_note(root: Path) -> str:
     a data folder without them beside its images does not read, so that ``cv`` does not draw
     its own folds in place of the published ones unseen; "" where there are none. One level
     each way, so that no tree is walked."""
-    try:
-        folders = [path for path in sorted(root.iterdir())
-                   if path.is_dir() and not path.name.startswith(".")]
-    except OSError:
-        folders = []
-    found = [path for folder in (*folders, root.parent) if folder != root
+    found = [path for folder in (*sub_folders(root), root.parent) if folder != root
              for path in split_files(folder)]
     if not found:
         return ""
