@@ -18,9 +18,9 @@ from covseg.transforms import (
     Letterbox,
     detect_intensity,
     holds_grey_only,
+    judge_scale,
     normalize_intensity,
     scale_intensity,
-    scale_slices,
 )
 
 
@@ -179,23 +179,24 @@ def test_lesion_paste_leaves_a_lung_guide_channel_alone() -> None:
 
 def test_a_volumes_slices_are_judged_clipped_over_the_whole_volume(
         caplog: pytest.LogCaptureFixture) -> None:
-    """Scaled slice by slice (:func:`scale_slices`), a volume's clipped share is still judged
-    over the whole volume, as scaling it at once did: a slice all above the window is not
-    warned of, a volume mostly outside it is."""
+    """Judged at once (:func:`judge_scale`, plane by plane) and scaled slice by slice unjudged,
+    a volume's clipped share is judged over the whole volume, as scaling it at once did: a
+    slice all above the window is not warned of, a volume mostly outside it is."""
     from covseg.transforms import _warn_clipped
 
     volume = np.full((10, 8, 8), -600.0, dtype=np.float32)
     volume[0] = -3000.0  # padding, read as air (-1024 HU)
     volume[1] = 500.0  # above the window: 10 % of the volume
     _warn_clipped.cache_clear()
-    planes = scale_slices(volume, "hu", LUNG_WINDOW, [0, 1, 5])
+    judge_scale(volume, "hu", LUNG_WINDOW)
+    planes = [scale_intensity(volume[k], "hu", judge=False) for k in (0, 1, 5)]
     assert not caplog.text
     whole = normalize_intensity(volume, "hu")
     for plane, k in zip(planes, (0, 1, 5), strict=True):
         np.testing.assert_array_equal(plane, whole[k])
     volume[2:] = 900.0  # with slice 1, 90 % of the volume above the window
     volume[0, 0, 0] = 900.0  # and a voxel more
-    scale_slices(volume, "hu", LUNG_WINDOW, [5])
+    judge_scale(volume, "hu", LUNG_WINDOW)
     assert "pixels of an image lie outside -1350..150" in caplog.text
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -261,12 +260,14 @@ def scale_intensity(array: np.ndarray, kind: str, window: tuple[float, float] = 
     scan reads the same whatever its padding; 8-bit is divided by 255. The slices of a CT
     volume come here directly, their scale decided for the whole volume (``--hu``:
     :func:`covseg.io.volume.detect_volume_intensity`), not judged again slice by slice. Many
-    values beyond the scale's range are warned once (:data:`MAX_CLIPPED_SHARE`: they read
-    saturated), unless ``judge`` is False (a volume's slices: :func:`scale_slices`)."""
-    low, high = _scale_range(kind, window)
-    array = _raised_to_air(array, kind)
+    values beyond the scale's range are warned once (:func:`judge_scale`), unless ``judge`` is
+    False (a volume's slices, judged with their volume; a slice held as read and scaled on
+    access, judged when read)."""
     if judge:
-        _warn_if_clipped(_outside_count(array, low, high), array.size, kind, low, high)
+        judge_scale(array, kind, window)
+    else:
+        _scale_range(kind, window)  # an unknown scale refused all the same
+    array = _raised_to_air(array, kind)
     if kind == "hu":
         from monai.transforms import ScaleIntensityRange
 
@@ -277,16 +278,16 @@ def scale_intensity(array: np.ndarray, kind: str, window: tuple[float, float] = 
     return np.clip(array.astype(np.float32), 0.0, 1.0)
 
 
-def scale_slices(volume: np.ndarray, kind: str, window: tuple[float, float],
-                 indices: Iterable[int]) -> list[np.ndarray]:
-    """:func:`scale_intensity` of the (z, y, x) ``volume``'s slices ``indices``, many values
-    beyond the scale's range warned of over the whole volume as its scaling at once did, counted
-    slice by slice: the whole volume scaled at once made about four float32 copies of it
-    (2.4 GB for a 600-slice study) to draw 8 of its slices."""
+def judge_scale(array: np.ndarray, kind: str, window: tuple[float, float] = LUNG_WINDOW
+                ) -> None:
+    """Warn once when more than :data:`MAX_CLIPPED_SHARE` of a slice's or a whole volume's
+    values lie beyond the range of the scale ``kind`` (they read saturated), without scaling
+    them; a volume counted plane by plane: scaled at once it made about four float32 copies of
+    itself (2.4 GB for a 600-slice study)."""
     low, high = _scale_range(kind, window)
-    outside = sum(_outside_count(_raised_to_air(plane, kind), low, high) for plane in volume)
-    _warn_if_clipped(outside, volume.size, kind, low, high)
-    return [scale_intensity(volume[k], kind, window, judge=False) for k in indices]
+    planes = array if array.ndim > 2 else (array,)
+    outside = sum(_outside_count(_raised_to_air(plane, kind), low, high) for plane in planes)
+    _warn_if_clipped(outside, array.size, kind, low, high)
 
 
 def _scale_range(kind: str, window: tuple[float, float]) -> tuple[float, float]:

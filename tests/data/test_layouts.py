@@ -18,7 +18,7 @@ import covseg
 from covseg.crossval import make_folds
 from covseg.data import detect_layout, load_dataset
 from covseg.data.layouts import LoadedData
-from covseg.data.layouts.base import study_patient
+from covseg.data.layouts.base import data_fingerprint, study_patient
 from covseg.data.splits import grouped_kfold, validation_split
 from covseg.data.synthetic import synthetic_slices
 from covseg.errors import CovsegError
@@ -885,6 +885,86 @@ def test_synthetic_generator_is_deterministic() -> None:
     assert not np.array_equal(a.samples[3].image, load_dataset("synthetic:6").samples[3].image)
     masks = load_dataset("synthetic:5", target="multiclass")
     assert masks.num_classes == 3 and max(s.mask.max() for s in masks.samples) == 2
+
+
+def test_a_volumes_slices_are_held_compact_and_read_as_before(tmp_path: Path) -> None:
+    """A volume's slice was held as float32 in [0, 1] and a uint8 mask (1.25 MiB of a 512x512
+    slice, 5.7 GiB for Zenodo's 3,520): it is held as read, int16 HU and its binary mask packed,
+    half or less of that, and reads byte for byte as the volume scaled at once, dtypes too."""
+    import tracemalloc
+
+    hu, lesions = _hu_volume(slices=2, size=192)
+    _save_nifti(tmp_path / "ct_scans" / "coronacases_001.nii.gz", hu)
+    _save_nifti(tmp_path / "infection_mask" / "coronacases_001.nii.gz", lesions)
+    load_dataset(tmp_path)  # imports and caches first, not counted below
+    tracemalloc.start()
+    try:
+        data = load_dataset(tmp_path)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    given = sum(s.image.nbytes + s.mask.nbytes for s in data.samples)
+    assert held <= given / 2
+    whole = normalize_intensity(hu.astype(np.int16).astype(np.float32)[:, ::-1, ::-1])
+    for k, sample in enumerate(data.samples):
+        assert sample.image.dtype == np.float32 and sample.mask.dtype == np.uint8
+        assert sample.image.tobytes() == whole[k].tobytes()
+        np.testing.assert_array_equal(sample.mask, lesions[k, ::-1, ::-1] > 0)
+        assert sample.shape == sample.image.shape == (192, 192)
+
+
+def test_a_sample_built_from_arrays_gives_them_back() -> None:
+    """``Sample(image=..., mask=...)`` as callers build it gives its arrays back as given: a
+    binary uint8 mask packed gives the same values and dtype, other masks are held as they are,
+    and ``replace`` swaps them."""
+    image = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    binary = (image > 0.5).astype(np.uint8)
+    labels = np.arange(12, dtype=np.int16).reshape(3, 4) % 3
+    sample = covseg.data.layouts.Sample(image, binary, "c", "p", "s")
+    assert sample.image is image and sample.shape == (3, 4)
+    assert sample.mask.dtype == np.uint8 and np.array_equal(sample.mask, binary)
+    multiclass = replace(sample, mask=labels, image=np.zeros((0, 0), np.float32))
+    assert multiclass.mask is labels and multiclass.image.shape == (0, 0)
+
+
+OLD_FINGERPRINTS = {
+    "medseg":
+        "2ef6d51688bc4d86f7c1100d6d8c5d1abc0eefec5ec22b5e251f2f613f221289",
+    "infnet":
+        "2f5d44185c8afb81d99b215abdf8d73a0f24092dc2de75c51b7274cecddb011a",
+    "infnet-multiclass":
+        "ca2c3bdea8d642bae216d8c63fceef78f581e8e29b8b7ad9acd06724d3a49871",
+    "ct":
+        "8d991cf0b81eb08bb600de2a3c5c1b4a7b9ae906ead282799a46f76ee4027334",
+    "ct-window":
+        "d660f808d8579b0654722ba13f5f034a9967acdf423bc41a160b423658bae820",
+}
+"""data_fingerprint of real data as covseg read them before slices were held compact: a run
+trained on them before must still resume."""
+
+
+@pytest.mark.parametrize("name,parts,options", [
+    ("medseg", ("medseg-covid19-100",), {}),
+    ("infnet", ("infnet-covid-semiseg",), {}),
+    ("infnet-multiclass", ("infnet-covid-semiseg",), {"target": "multiclass"})])
+def test_real_slices_read_with_the_fingerprint_of_before(
+        name: str, parts: tuple[str, ...], options: dict[str, str]) -> None:
+    data = load_dataset(shared(*parts), **options)
+    assert data_fingerprint(data, [s.case_id for s in data.samples]) == OLD_FINGERPRINTS[name]
+
+
+@pytest.mark.parametrize("name,window", [("ct", None), ("ct-window", (-1000.0, 0.0))])
+def test_a_real_ct_reads_with_the_fingerprint_of_before(
+        tmp_path: Path, name: str, window: tuple[float, float] | None) -> None:
+    """The real CT (int16 HU), its mask its voxels from -500 to 0 HU, in Zenodo's layout."""
+    ct = nib.load(shared("ct-samples", "example_ct_sm.nii.gz"))
+    hu = np.asarray(ct.dataobj, dtype=np.float32)
+    for folder, data in (("ct_scans", hu), ("infection_mask", (hu > -500) & (hu < 0))):
+        (tmp_path / folder).mkdir()
+        nib.save(nib.Nifti1Image(data.astype(np.int16), ct.affine),
+                 str(tmp_path / folder / "coronacases_001.nii.gz"))
+    data = load_dataset(tmp_path, **({"window": window} if window else {}))
+    assert data_fingerprint(data, [s.case_id for s in data.samples]) == OLD_FINGERPRINTS[name]
 
 
 def test_loaded_data_show_counts_not_pixels() -> None:

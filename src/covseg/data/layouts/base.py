@@ -11,10 +11,10 @@ import io
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar, overload
 
 import numpy as np
 
@@ -33,7 +33,7 @@ from covseg.io.nifti import is_nifti, named_as_nifti, nifti_stem, read_nifti, re
 from covseg.io.volume import Volume, check_same_grid
 from covseg.progress import progress_bar
 from covseg.provenance import option_given
-from covseg.transforms import LUNG_WINDOW, intensity_scale, scale_intensity, scale_slices
+from covseg.transforms import LUNG_WINDOW, intensity_scale, judge_scale, scale_intensity
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,15 +66,106 @@ def _array_text(array: np.ndarray) -> str:
     return f"{array.dtype} {'x'.join(map(str, array.shape))}"
 
 
+class HeldImage(NamedTuple):
+    """A slice's image as read, in a compact dtype (a volume's HU in int16, an 8-bit file's grey
+    levels in uint8), and the scale that :func:`~covseg.transforms.scale_intensity` maps to
+    [0, 1] on access: a half or a quarter of the float32 slice's memory, for the same values."""
+
+    stored: np.ndarray
+    kind: str
+    window: tuple[float, float]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.stored.shape
+
+    def read(self) -> np.ndarray:
+        return scale_intensity(self.stored, self.kind, self.window, judge=False)
+
+
+class PackedMask(NamedTuple):
+    """A binary mask (uint8 0/1) packed 8 pixels to a byte (``np.packbits``): an eighth of its
+    memory, unpacked to the same uint8 0/1 on access."""
+
+    bits: np.ndarray
+    shape: tuple[int, ...]
+
+    def read(self) -> np.ndarray:
+        return np.unpackbits(self.bits, count=int(np.prod(self.shape))).reshape(self.shape)
+
+
+def held_image(array: np.ndarray, kind: str, window: tuple[float, float]
+               ) -> HeldImage | np.ndarray:
+    """A slice read on the scale ``kind`` as a :class:`Sample` holds it: compact where uint8 or
+    int16 holds its values bit for bit (:func:`_compact`), which scale the same; else scaled to
+    float32 once (a float volume's HU, values in [0, 1])."""
+    compact = _compact(array)
+    if compact is None:
+        return scale_intensity(array, kind, window, judge=False)
+    return HeldImage(compact, kind, window)
+
+
+def _compact(array: np.ndarray) -> np.ndarray | None:
+    """``array``'s own copy in a dtype of 2 bytes or fewer: its own where it is one (8-bit or
+    16-bit grey), else uint8 or int16 where either holds its values bit for bit (a volume's HU,
+    read as float32); None where neither does (fractions, -0.0, NaN)."""
+    if array.dtype.kind in "iu" and array.dtype.itemsize <= 2:
+        return array.copy()  # never a view that holds a whole volume
+    if not array.size:
+        return None
+    low, high = array.min(), array.max()
+    dtype = next((t for t in (np.uint8, np.int16)
+                  if np.iinfo(t).min <= low and high <= np.iinfo(t).max), None)
+    if dtype is None:
+        return None
+    compact = array.astype(dtype)
+    return compact if compact.astype(array.dtype).tobytes() == array.tobytes() else None
+
+
+def _packed(array: np.ndarray) -> np.ndarray | PackedMask:
+    """``array`` packed where it is a binary mask (2D uint8 holding 0 and 1 only)."""
+    if array.dtype == np.uint8 and array.ndim == 2 and array.size and array.max() <= 1:
+        return PackedMask(np.packbits(array), array.shape)
+    return array
+
+
+class _Held:
+    """A :class:`Sample` field holding its array compact (:class:`HeldImage`, a
+    :class:`PackedMask` for a binary array) and giving it as before on each access, made anew:
+    no copy kept that would bring the memory back."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_held_{name}"
+
+    @overload
+    def __get__(self, sample: None, owner: type | None = None) -> _Held: ...
+
+    @overload
+    def __get__(self, sample: Sample, owner: type | None = None) -> np.ndarray: ...
+
+    def __get__(self, sample: Sample | None, owner: type | None = None) -> np.ndarray | _Held:
+        if sample is None:
+            raise AttributeError(self.slot)  # the dataclass field has no default
+        held = sample.__dict__[self.slot]
+        return held if isinstance(held, np.ndarray) else held.read()
+
+    def __set__(self, sample: Sample, value: np.ndarray | HeldImage) -> None:
+        sample.__dict__[self.slot] = _packed(value) if isinstance(value, np.ndarray) else value
+
+
 @dataclass(repr=False)
 class Sample:
-    """One 2D slice: image scaled to [0, 1], mask as integer labels, and where it came from."""
+    """One 2D slice: image scaled to [0, 1], mask as integer labels, and where it came from.
+    Both are held compact (:class:`_Held`): 0.53 MiB of a 512x512 volume slice, not 1.25."""
 
-    image: np.ndarray
-    mask: np.ndarray
-    case_id: str
-    patient_id: str
-    source: str
+    image: _Held = _Held()
+    """float32 in [0, 1] on access; given as such, or as a :class:`HeldImage`."""
+    mask: _Held = _Held()
+    # a descriptor that raises on class access gives no default (dataclasses' "descriptor-typed
+    # fields"), which mypy does not know: it takes _Held() for one
+    case_id: str  # type: ignore[misc]
+    patient_id: str  # type: ignore[misc]
+    source: str  # type: ignore[misc]
     aspect: float = 1.0
     """Height over width of a pixel (row over column spacing; square for 2D files), to draw the
     slice to scale (:attr:`Volume.pixel_aspect`)."""
@@ -90,6 +181,11 @@ class Sample:
     windowed: bool = False
     """Whether its image was read in HU through the window (not 8-bit or [0, 1] values, read
     as they are), so that a run records a window only where one was applied."""
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Its image's shape, read off what :class:`_Held` holds, without scaling the image."""
+        return tuple(self.__dict__["_held_image"].shape)
 
     @property
     def image_file(self) -> str:
@@ -209,7 +305,7 @@ class LoadedData:
         """What was read, in counts, slice shapes and the reading (:meth:`describe`), not the
         slices: the dataclass's own repr printed every pixel, 132 K characters for 4 small
         volumes, in a notebook cell ending in ``covseg.load_dataset(...)``."""
-        shapes = list(dict.fromkeys("x".join(map(str, s.image.shape)) for s in self.samples))
+        shapes = list(dict.fromkeys("x".join(map(str, s.shape)) for s in self.samples))
         more = len(shapes) - MAX_SHAPES_SHOWN
         shown = ", ".join(shapes[:MAX_SHAPES_SHOWN]) + (f" and {more} more" if more > 0 else "")
         folds = f", {counted(len(self.folds), 'fold')} shipped" if self.folds else ""
@@ -233,13 +329,13 @@ class ReadOptions:
 
 def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source: str,
             mask_source: str, options: ReadOptions,
-            view: tuple[Volume, Path, int] | None = None, windowed: bool = False) -> Sample:
-    """A checked sample; ``mask_source``: the mask's file (and slice), named in messages about
-    the mask (a mask of another size than its image too: with ``_mask``/``_seg`` endings and
-    case variants, its name is not the image's); ``view``: the volume, its file and the slice
-    index it comes from, for its radiological view, pixel aspect and name in the file;
-    ``windowed``: a volume's slice that its volume's HU window scaled (a 2D file's own scale
-    tells it)."""
+            view: tuple[Volume, Path, int] | None = None, kind: str = "") -> Sample:
+    """A checked sample, its image held as read (:func:`held_image`); ``mask_source``: the
+    mask's file (and slice), named in messages about the mask (a mask of another size than its
+    image too: with ``_mask``/``_seg`` endings and case variants, its name is not the image's);
+    ``view``: the volume, its file and the slice index it comes from, for its radiological
+    view, pixel aspect and name in the file; ``kind``: a volume's slice's scale, told and
+    judged on its whole volume (its ``--window`` too), where a 2D file's is judged here."""
     if image.shape != mask.shape:
         raise CovsegError(
             f"{source}: image is {image.shape[1]}x{image.shape[0]} but its mask {mask_source} "
@@ -249,12 +345,12 @@ def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source
         labels = mask  # stored levels, turned into labels with the whole set's (see loaded)
     else:
         labels = (mask > 0).astype(np.uint8)
-    # a volume's slices come here in [0, 1], its --window judged on the whole volume
-    told_window = options.window_given and view is None
-    kind = intensity_scale(image, options.intensity, options.window, source,
-                           told_window=told_window)
-    sample = Sample(scale_intensity(image, kind, options.window), labels, case, patient, source,
-                    mask_source=mask_source, windowed=windowed or kind == "hu")
+    if not kind:
+        kind = intensity_scale(image, options.intensity, options.window, source,
+                               told_window=options.window_given)
+        judge_scale(image, kind, options.window)
+    sample = Sample(held_image(image, kind, options.window), labels, case, patient, source,
+                    mask_source=mask_source, windowed=kind == "hu")
     if view is not None:
         volume, path, k = view
         sample.aspect = volume.pixel_aspect
@@ -616,14 +712,14 @@ def slice_volume(image_path: Path, mask_path: Path, options: ReadOptions,
     keep: Sequence[int] = range(len(image.array))
     if options.slices == "labelled":
         keep = [k for k in keep if mask.array[k].any()]
-    unit = replace(options, intensity="unit")
+    judge_scale(image.array, kind, options.window)
     samples = []
-    for k, plane in zip(keep, scale_slices(image.array, kind, options.window, keep), strict=True):
+    for k in keep:
         index = image.file_index(k)
         case = case_of(index)
-        samples.append(_sample(plane, mask.array[k], case, patient_of(case),
-                               f"{image_path}#z{index}", f"{mask_path}#z{index}", unit,
-                               (image, image_path, k), windowed=kind == "hu"))
+        samples.append(_sample(image.array[k], mask.array[k], case, patient_of(case),
+                               f"{image_path}#z{index}", f"{mask_path}#z{index}", options,
+                               (image, image_path, k), kind))
     return samples
 
 
