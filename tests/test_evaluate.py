@@ -890,16 +890,17 @@ def test_one_folder_as_both_pred_and_truth_is_refused(
 
 
 class _ShiftingPredictor:
-    """Predicts each slice's own truth moved two columns right: a known HD95 of 2 columns."""
+    """Predicts each slice's own truth moved two columns right: a known HD95 of 2 columns. A
+    slice is known by its image's bytes: a sample makes its image anew on each access."""
 
     batch_size = 2
     num_classes = 2
 
-    def __init__(self, truths: dict[int, np.ndarray]) -> None:
+    def __init__(self, truths: dict[bytes, np.ndarray]) -> None:
         self.truths = truths
 
     def predict_labels(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        return [np.roll(self.truths[id(image)], 2, axis=1) for image in images]
+        return [np.roll(self.truths[image.tobytes()], 2, axis=1) for image in images]
 
 
 def test_cv_scores_a_volumes_slices_in_mm(tmp_path: Path) -> None:
@@ -920,7 +921,7 @@ def test_cv_scores_a_volumes_slices_in_mm(tmp_path: Path) -> None:
         nib.save(nib.Nifti1Image(zyx.transpose(2, 1, 0), affine), tmp_path / folder / "v.nii.gz")
     data = load_dataset(tmp_path)
     assert [s.spacing for s in data.samples] == [(0.5, 2.0)] * 3 and data.hd95_unit == "mm"
-    predictor = _ShiftingPredictor({id(s.image): s.mask for s in data.samples})
+    predictor = _ShiftingPredictor({s.image.tobytes(): s.mask for s in data.samples})
     rows, _ = evaluate_samples(predictor, data.samples)  # type: ignore[arg-type]
     assert [row["hd95"] for row in rows] == pytest.approx([4.0] * 3)
     (tmp_path / "images" / "p.png").parent.mkdir(exist_ok=True)
@@ -928,7 +929,7 @@ def test_cv_scores_a_volumes_slices_in_mm(tmp_path: Path) -> None:
     Image.fromarray(np.pad(np.full((6, 6), 255, np.uint8), 13)).save(tmp_path / "masks" / "p.png")
     data = load_dataset(tmp_path)
     assert data.hd95_unit == "mm or px"
-    predictor = _ShiftingPredictor({id(s.image): s.mask for s in data.samples})
+    predictor = _ShiftingPredictor({s.image.tobytes(): s.mask for s in data.samples})
     rows, _ = evaluate_samples(predictor, data.samples)  # type: ignore[arg-type]
     assert {row["case_id"]: row["hd95"] for row in rows}["p"] == pytest.approx(2.0)
 @pytest.mark.parametrize("name,infection", [("lung_and_infection_mask", "infection_mask"),
