@@ -1373,6 +1373,17 @@ def test_predict_records_the_model_as_it_was_when_the_call_began(
     assert written["model"][api.MODEL_SHA256] == before
 
 
+def test_data_info_shows_its_data_fingerprint_being_taken(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """data info's fingerprint (4.5 s for 3,520 slices) showed nothing after the reading bar;
+    a log (captured stderr) is written every LOGGED_EVERY_S, 0 here."""
+    from covseg import progress
+
+    monkeypatch.setattr(progress, "LOGGED_EVERY_S", 0.0)
+    covseg.data_info("synthetic")
+    assert "data fingerprint: 100%" in capsys.readouterr().err
+
+
 def test_data_info_counts_a_volumes_slices_as_one_case(tmp_path: Path) -> None:
     """Cases are image files: a volume layout's every slice counted as a case (2 volumes of 3
     slices gave 6 cases)."""
