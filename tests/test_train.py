@@ -1069,6 +1069,9 @@ def test_the_steps_before_the_first_epoch_are_shown_unless_quiet(
     for bar in ("data fingerprint: 100%", "train unet: training slices to the canvas: 100%",
                 "train unet: validation slices to the canvas: 100%"):
         assert (bar in shown) == progress, shown
+    config = replace(config, val_fraction=0.0)
+    train(config, load_dataset("synthetic"), tmp_path / "all", progress=progress)
+    assert "validation slices" not in capsys.readouterr().err, "none to put on the canvas"
 
 
 def test_validation_hd95_of_a_folder_mixing_2d_files_and_volumes_is_given_per_unit(

@@ -109,10 +109,11 @@ def canvas_items(samples: Sequence[Sample], size: int,
     With a lung guide the image gains a lung channel and, when cropping, image and mask are
     cut to the lungs' box first; with a lung frame, full frames are cut to the lungs' box.
     ``bar``: the name of a progress bar over the slices (at line ``position``), none where
-    None: framing 3,520 slices to their lungs took 11 s, before the first epoch's bar.
+    None or where there are none: framing 3,520 slices to their lungs took 11 s, before the
+    first epoch's bar.
     """
     items = []
-    with progress_bar(total=len(samples), quiet=bar is None, desc=bar, unit="slice",
+    with progress_bar(total=len(samples), quiet=bar is None or not samples, desc=bar, unit="slice",
                       leave=False, position=position) as shown:
         for start in range(0, len(samples), CANVAS_CHUNK):  # full-size copies of a chunk at a time
             chunk = samples[start:start + CANVAS_CHUNK]
