@@ -992,6 +992,22 @@ def test_a_ct_folder_beside_images_and_masks_is_predicted(tmp_path: Path, volume
     assert api.input_kind(tmp_path / "patient") == api.VOLUMES
 
 
+@pytest.mark.parametrize("kept, broken", [("a.png", "b.png"), ("a.nii.gz", "b.nii.gz")])
+def test_a_folder_to_predict_holding_a_broken_link_is_refused_naming_it(
+        tmp_path: Path, kept: str, broken: str) -> None:
+    """A broken link (a git-annex file not fetched) named as an image or a volume was passed
+    over, and the rest predicted without a word; the data layouts refuse it, naming it."""
+    folder = tmp_path / "in"
+    (_save_png if kept.endswith(".png") else _save_nifti)(folder / kept)
+    (folder / broken).symlink_to(tmp_path / "not fetched")
+    with pytest.raises(CovsegError, match=rf"^{re.escape(str(folder))}: 1 file is a broken link "
+                                          rf"\({re.escape(broken)}\): .*git annex get"):
+        api.input_kind(folder)
+    if kept.endswith(".png"):
+        with pytest.raises(CovsegError, match="broken link"):
+            api.predict(tmp_path / "no run needed", folder, tmp_path / "out")
+
+
 def test_a_dicom_folder_beside_picture_folders_is_predicted_without_failures(
         tmp_path: Path, tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """predict of a folder holding a CT study beside images/ + masks/ of PNG key slices
@@ -1371,6 +1387,15 @@ def test_predict_records_the_model_as_it_was_when_the_call_began(
     record.write({}, 0.0, finished=True)
     written = json.loads((tmp_path / "out" / "predict.json").read_text())
     assert written["model"][api.MODEL_SHA256] == before
+
+
+def test_data_info_shows_its_data_fingerprint_being_taken(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """data info's fingerprint (4.5 s for 3,520 slices) showed nothing after the reading bar;
+    a log (captured stderr) is written every LOGGED_EVERY_S, 0 here."""
+    monkeypatch.setattr(progress, "LOGGED_EVERY_S", 0.0)
+    covseg.data_info("synthetic")
+    assert "data fingerprint: 100%" in capsys.readouterr().err
 
 
 def test_data_info_counts_a_volumes_slices_as_one_case(tmp_path: Path) -> None:

@@ -474,6 +474,22 @@ TINY_FOLDS = {"folds": 2, "epochs": 1, "size": 64, "batch_size": 4, "model": "un
 TINY_FOLDS_RECIPE = {key: value for key, value in TINY_FOLDS.items() if key != "folds"}
 
 
+def test_each_folds_data_fingerprint_is_shown_and_on_resume_each_finished_folds(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fold's data fingerprint (seconds on thousands of slices) is taken as it trains, again
+    once it is tested, and for each finished fold a resume checks: each showed nothing. A log
+    (captured stderr) is written every LOGGED_EVERY_S, 0 here."""
+    from covseg import progress
+
+    monkeypatch.setattr(progress, "LOGGED_EVERY_S", 0.0)
+    data = load_dataset("synthetic")
+    api.cross_validate(data, tmp_path / "cv", **TINY_FOLDS)
+    assert capsys.readouterr().err.count("data fingerprint: 100%") == 2 * 2
+    api.cross_validate(data, tmp_path / "cv", resume=True, **TINY_FOLDS)
+    assert capsys.readouterr().err.count("data fingerprint: 100%") == 2 * 2  # checked, reused
+
+
 def _as_killed_before_its_first_epoch(fold: Path) -> None:
     """Leave ``fold`` as a run killed outright before its first epoch does: its record and the
     lock file no run holds any more."""

@@ -721,6 +721,24 @@ def test_a_binary_models_prediction_is_refused_as_multiclass(
     assert stored["multiclass"] is True and stored["study"]["ggo_ml"] == pytest.approx(lesion_ml)
 
 
+def test_a_binary_models_prediction_quantified_alone_is_refused_as_multiclass(
+        tmp_path: Path) -> None:
+    """quantify_study, one mask, read a binary model's prediction told multiclass whole as
+    ground-glass, which the batch refuses; a mask without a record is read as told."""
+    _, mask, lesion_ml = synthetic_study(tmp_path / "in", "a")
+    predicted = tmp_path / "pred" / "p"
+    predicted.mkdir(parents=True)
+    shutil.copy(mask, predicted / "infection.nii.gz")
+    (predicted / "quantification.json").write_text(json.dumps({"multiclass": False}))
+    with pytest.raises(CovsegError, match=r"p/infection.nii.gz is a binary model's prediction "
+                                          r"\(its quantification.json\), but .* would read its "
+                                          r"lesion as ground-glass; quantify it with "):
+        quantify_study(predicted / "infection.nii.gz", tmp_path / "out", multiclass=True)
+    assert not (tmp_path / "out").exists()
+    result = quantify_study(mask, tmp_path / "told", multiclass=True)
+    assert result["multiclass"] is True and result["study"]["ggo_ml"] == pytest.approx(lesion_ml)
+
+
 def test_a_binary_models_prediction_is_read_binary_when_told(tmp_path: Path) -> None:
     """--classes binary reads a binary model's prediction as its record says it is: only a call
     read multi-class refuses it."""

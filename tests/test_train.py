@@ -1052,6 +1052,28 @@ def test_the_progress_bar_names_a_multiclass_runs_dice(
     assert ("lesion-class mean" in bar) == (target == "multiclass")
 
 
+@pytest.mark.parametrize("progress", [True, False])
+def test_the_steps_before_the_first_epoch_are_shown_unless_quiet(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        progress: bool) -> None:
+    """Between reading a data set and the first epoch's bar, its data fingerprint and its
+    slices' framing to the canvas (25 s for 3,520 slices) showed nothing; quiet, they still
+    show nothing. A log (captured stderr) is written every LOGGED_EVERY_S, 0 here."""
+    from covseg import progress as progress_module
+    from covseg.train import train
+
+    monkeypatch.setattr(progress_module, "LOGGED_EVERY_S", 0.0)
+    config = TrainConfig(**{**TINY, "epochs": 1, "val_fraction": 0.25})
+    train(config, load_dataset("synthetic"), tmp_path / "run", progress=progress)
+    shown = capsys.readouterr().err
+    for bar in ("data fingerprint: 100%", "train unet: training slices to the canvas: 100%",
+                "train unet: validation slices to the canvas: 100%"):
+        assert (bar in shown) == progress, shown
+    config = replace(config, val_fraction=0.0)
+    train(config, load_dataset("synthetic"), tmp_path / "all", progress=progress)
+    assert "validation slices" not in capsys.readouterr().err, "none to put on the canvas"
+
+
 def test_validation_hd95_of_a_folder_mixing_2d_files_and_volumes_is_given_per_unit(
         tmp_path: Path) -> None:
     """A run's validation metrics averaged the HD95 of PNG slices (px) and of a volume's

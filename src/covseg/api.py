@@ -51,10 +51,10 @@ from covseg.data.fetch import fetch
 from covseg.data.layouts import (
     CLASS_NAMES,
     LoadedData,
-    data_fingerprint,
     data_folders,
     load_dataset,
 )
+from covseg.data.layouts.base import refuse_broken_links
 from covseg.data.splits import check_fold_count
 from covseg.errors import (
     BatchFailed,
@@ -130,6 +130,7 @@ from covseg.train import (
     callers_generators_kept,
     check_recipe,
     check_train_folder,
+    fingerprint_shown,
     refuse_other_output,
 )
 from covseg.train import train as _train
@@ -664,7 +665,9 @@ def input_kind(path: Path, wanted: str | None = None) -> str | None:
     """Whether ``path`` is 2D images (:data:`IMAGES`) or CT volumes (:data:`VOLUMES`): the one
     decision of ``covseg predict`` and of :func:`predict` and :func:`predict_volumes`, so that
     they agree. None: a file of neither kind, or a folder holding nothing of either (its reader
-    says what is wrong).
+    says what is wrong). A folder's broken links named as images or volumes are refused, as a
+    data set's are (:func:`~covseg.data.layouts.base.refuse_broken_links`): they were passed
+    over, and the images or volumes left were predicted without a word.
 
     A data folder that training reads (:func:`~covseg.data.layouts.data_folders`: Inf-Net's
     ``Imgs/`` + ``GT/`` or a folder above them, ``images/`` + ``masks/`` of 2D slices or NIfTI
@@ -681,6 +684,7 @@ def input_kind(path: Path, wanted: str | None = None) -> str | None:
         return IMAGES if is_image_file(path) else None
     children = sorted(c for c in path.iterdir()
                       if not is_covseg_picture(c) and not c.name.startswith("."))
+    refuse_broken_links(path, children)
     images = [c.name for c in children if is_image_file(c)]
     data = None if images else data_folders(path)
     if data and not any(_holds_volumes(c) for c in children if c not in data):
@@ -1274,7 +1278,7 @@ def data_info(data: str | os.PathLike[str] | LoadedData, target: str | None = No
         "cases": len({sample.image_file for sample in loaded.samples}),
         "patients": len(loaded.patients), "shipped_folds": len(loaded.folds or []),
         "hd95_unit": loaded.hd95_unit, "warnings": list(loaded.notes),
-        DATA_FINGERPRINT: data_fingerprint(loaded, cases),
+        DATA_FINGERPRINT: fingerprint_shown(loaded, cases),
     }
 
 

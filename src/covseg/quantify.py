@@ -217,6 +217,8 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     grown over (:func:`_lungs_under_edited_mask`; ``inputs["lungs_recounted"]`` True, False
     without the CT, with :data:`ERASED_LESION_NOTE`, or with a CT other than the one predict read
     (:func:`_ct_as_predict_read`), with :data:`OTHER_CT_NOTE`; None for other lungs).
+    ``multiclass`` True refuses a binary model's prediction (its predict record beside the
+    mask says so), as :func:`quantify_batch` does: its lesion would read as ground-glass.
     """
     check_inputs_exist(lungs, image)
     refuse_lung_masks(Path(mask))
@@ -233,6 +235,8 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
     lung_path = given.lungs_for(mask_path, stem)
     image_path = given.image_for(stem)
     predicted = _prediction_record(mask_path)
+    if multiclass:  # a batch refused it before any study: here for a mask quantified alone
+        _refuse_told_multiclass({mask_path: predicted})
     classes = multiclass  # as asked, recorded; the predict record's for auto (a multi-class
     if classes is None and isinstance(predicted.get("multiclass"), bool):  # study of one class)
         classes = predicted["multiclass"]
@@ -678,9 +682,7 @@ def quantify_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
     if multiclass is None:
         multiclass = _classes_of_call(studies, Path(out_dir))
     elif multiclass:
-        _refuse_binary_predictions(_prediction_records(studies),
-                                   option_given("classes", "multiclass"),
-                                   f"quantify it with {option_given('classes', 'binary')}")
+        _refuse_told_multiclass(_prediction_records(studies))
     settings = quantify_settings(lungs=lungs, image=image, hu=hu, multiclass=multiclass,
                                  html_report=html_report)
 
@@ -732,6 +734,13 @@ def _refuse_binary_predictions(records: Mapping[Path, dict[str, Any]], reader: s
     if binary is not None:
         raise CovsegError(f"{binary} is a binary model's prediction (its {RESULT_JSON}), but "
                           f"{reader} would read its lesion as ground-glass; {todo}")
+
+
+def _refuse_told_multiclass(records: Mapping[Path, dict[str, Any]]) -> None:
+    """Refuse a binary model's prediction among masks told to be read multi-class (``records``:
+    their predict records): in a batch before any is read, and one mask quantified alone."""
+    _refuse_binary_predictions(records, option_given("classes", "multiclass"),
+                               f"quantify it with {option_given('classes', 'binary')}")
 
 
 def _holds_classes(mask: Path) -> bool:
