@@ -1056,8 +1056,8 @@ def test_the_progress_bar_names_a_multiclass_runs_dice(
 def test_the_steps_before_the_first_epoch_are_shown_unless_quiet(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         progress: bool) -> None:
-    """Between reading a data set and the first epoch's bar, its data fingerprint and its
-    slices' framing to the canvas (25 s for 3,520 slices) showed nothing; quiet, they still
+    """Between reading a data set and the first epoch's bar, its data fingerprint (slice by
+    slice) and its slices' framing to the canvas (25 s for 3,520 slices) showed nothing; quiet, they still
     show nothing. A log (captured stderr) is written every LOGGED_EVERY_S, 0 here."""
     from covseg import progress as progress_module
     from covseg.train import train
@@ -1069,6 +1069,8 @@ def test_the_steps_before_the_first_epoch_are_shown_unless_quiet(
     for bar in ("data fingerprint: 100%", "train unet: training slices to the canvas: 100%",
                 "train unet: validation slices to the canvas: 100%"):
         assert (bar in shown) == progress, shown
+    if progress:  # the fingerprint's bar moves slice by slice, not once at its end
+        assert shown.count("data fingerprint:") > 10, shown
     config = replace(config, val_fraction=0.0)
     train(config, load_dataset("synthetic"), tmp_path / "all", progress=progress)
     assert "validation slices" not in capsys.readouterr().err, "none to put on the canvas"

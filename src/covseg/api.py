@@ -51,6 +51,7 @@ from covseg.data.fetch import fetch
 from covseg.data.layouts import (
     CLASS_NAMES,
     LoadedData,
+    data_fingerprint,
     data_folders,
     load_dataset,
 )
@@ -130,7 +131,6 @@ from covseg.train import (
     callers_generators_kept,
     check_recipe,
     check_train_folder,
-    fingerprint_shown,
     refuse_other_output,
 )
 from covseg.train import train as _train
@@ -1278,7 +1278,7 @@ def data_info(data: str | os.PathLike[str] | LoadedData, target: str | None = No
         "cases": len({sample.image_file for sample in loaded.samples}),
         "patients": len(loaded.patients), "shipped_folds": len(loaded.folds or []),
         "hd95_unit": loaded.hd95_unit, "warnings": list(loaded.notes),
-        DATA_FINGERPRINT: fingerprint_shown(loaded, cases),
+        DATA_FINGERPRINT: data_fingerprint(loaded, cases, quiet=False),
     }
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from covseg.config import TrainConfig
-from covseg.data.layouts import LoadedData, split_files_note
+from covseg.data.layouts import LoadedData, data_fingerprint, split_files_note
 from covseg.data.splits import grouped_kfold, validation_split
 from covseg.errors import CovsegError, counted
 from covseg.evaluate import (
@@ -51,7 +51,6 @@ from covseg.records import read_record
 from covseg.train import (
     CROSS_VALIDATION,
     DATA_FINGERPRINT,
-    fingerprint_shown,
     holds_saved_run,
     made_from_other_data,
     refuse_other_output,
@@ -168,7 +167,8 @@ def _fold_changes(fold_dir: Path, config: TrainConfig, finished: dict[str, Any],
     if trained != set(train_cases) or tested != set(test_cases):
         changed.append(f"its training or test slices (another {option_name('folds')}, "
                        f"{option_name('seed')} or data set)")
-    elif made_from_other_data(finished, fingerprint_shown(data, [*train_cases, *test_cases])):
+    elif made_from_other_data(finished, data_fingerprint(data, [*train_cases, *test_cases],
+                                                         quiet=False)):
         changed.append("its data (other images or masks under the same slice names: another "
                        "data set, or files changed since)")
     return changed
@@ -241,7 +241,7 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
     rows, _ = evaluate_samples(Predictor.load(fold_dir / "best.pt"), test_samples, "testing fold")
     rows = hd95_by_unit(rows, data)
     write_text(fold_dir / "test_per_case.csv", rows_to_csv(rows))
-    fingerprint = fingerprint_shown(data, [*train_cases, *test_cases])  # what the fold used
+    fingerprint = data_fingerprint(data, [*train_cases, *test_cases], quiet=False)  # the fold's
     write_json(fold_dir / "fold_metrics.json", {"summary": summarize(rows), "std_note": STD_NOTE,
                                                 **hd95_unit_field(data.hd95_unit),
                                                 "per_case": rows,

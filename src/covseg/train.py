@@ -126,17 +126,6 @@ def canvas_items(samples: Sequence[Sample], size: int,
     return items
 
 
-def fingerprint_shown(data: LoadedData, cases: Sequence[str], quiet: bool = False) -> str:
-    """:func:`~covseg.data.layouts.data_fingerprint` of ``cases``, named on a progress bar while
-    it is taken (unless ``quiet``): 4.5 s for 3,520 slices, during which nothing was shown. The
-    bar moves once, at the end: the digest is one pass that reports nothing on its way."""
-    with progress_bar(total=len(cases), quiet=quiet, desc="data fingerprint", unit="slice",
-                      leave=False) as shown:
-        fingerprint = data_fingerprint(data, cases)
-        shown.update(len(cases))
-    return fingerprint
-
-
 def _seed_epoch(seed: int, epoch: int, *randomized: Any) -> None:
     """Seed every RNG from (seed, epoch) so a resumed run replays the same batches (the
     caller's global generators are given back by :func:`callers_generators_kept`)."""
@@ -306,7 +295,7 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
         raise CovsegError(f"{len(train_cases)} training slice(s) left after the split; training "
                           "needs at least 2 (batch normalisation sees two at a time): add data "
                           f"or lower {option_name('val_fraction')}")
-    fingerprint = fingerprint_shown(data, [*train_cases, *val_cases], quiet=not progress)
+    fingerprint = data_fingerprint(data, [*train_cases, *val_cases], quiet=not progress)
     refuse_other_output(out, RUN)
     # held from the check that the folder is empty (or resumable) to the end: a second run into
     # it is refused; a refusal leaves no folder made
