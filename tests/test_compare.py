@@ -261,6 +261,49 @@ def test_paired_wilcoxon_pairs_by_key_not_by_order() -> None:
     assert result["ci95_mean_difference"] == pytest.approx([0.1, 0.1])
 
 
+def _sign_flip_p(diffs: list[float]) -> float:
+    """The two-sided signed-rank p of ``diffs`` by its definition: zeros dropped, midranks of
+    the |differences|, the sum of the positive ones' ranks against all 2^n sign flips."""
+    untied = np.array([d for d in diffs if d != 0])
+    size = np.abs(untied)
+    ranks = np.array([((size < v).sum() + 1 + (size <= v).sum()) / 2 for v in size])
+    flips = (np.arange(2 ** len(untied))[:, None] >> np.arange(len(untied))) & 1
+    sums, observed = flips @ ranks, ranks[untied > 0].sum()
+    return min(1.0, 2 * min(float((sums <= observed).mean()), float((sums >= observed).mean())))
+
+
+@pytest.mark.parametrize("untied, tied, method", [
+    ([1 / 64, 2 / 64, 3 / 64, 4 / 64, 5 / 64], 10, "exact"),  # p 0.0431 by scipy's own choice
+    ([1 / 8], 20, "exact"),  # 0.317 by scipy's own choice, of a single untied pair
+    ([1 / 8] * 5 + [-1 / 8] + [1 / 4] * 3 + [3 / 8, -1 / 16], 4, "permutation"),
+])
+def test_tied_pairs_leave_an_exact_p_of_the_untied_ones(untied: list[float], tied: int,
+                                                        method: str) -> None:
+    """scipy counted the tied pairs among n, so from 14 pairs it approximated the p of the
+    few untied ones, and gave p below the 2 / 2^n that the note beside it called the floor."""
+    diffs = [*untied, *[0.0] * tied]
+    baseline = {f"c{i}": 0.5 for i in range(len(diffs))}
+    result = paired_wilcoxon({case: 0.5 + d for case, d in zip(baseline, diffs)}, baseline)
+    assert result["method"] == method and result["cases_tied"] == tied
+    assert result["p_value"] == pytest.approx(_sign_flip_p(diffs))
+    assert result["p_value"] >= result["min_p_value"]
+
+
+def test_many_untied_pairs_are_tested_by_the_normal_approximation() -> None:
+    """Past 13 pairs whose differences hold ties, or 500 without, enumerating sign flips or the
+    exact distribution costs seconds, and the normal approximation is accurate: within 0.01
+    of the p of all 2^14 sign flips here."""
+    diffs = [1 / 8] * 6 + [-1 / 8] * 2 + [1 / 4] * 4 + [3 / 8, -1 / 16]
+    baseline = {f"c{i}": 0.5 for i in range(len(diffs))}
+    result = paired_wilcoxon({case: 0.5 + d for case, d in zip(baseline, diffs)}, baseline)
+    assert result["method"] == "normal approximation"
+    assert result["p_value"] == pytest.approx(_sign_flip_p(diffs), abs=0.01)
+    many = {i: 0.5 + i / 2**12 for i in range(1, 502)}
+    assert paired_wilcoxon(many, dict.fromkeys(many, 0.5))["method"] == "normal approximation"
+    assert paired_wilcoxon({i: many[i] for i in range(1, 501)},
+                           dict.fromkeys(many, 0.5))["method"] == "exact"
+
+
 def test_a_patients_dice_is_the_mean_over_its_slices(tmp_path: Path) -> None:
     """P1's slices 0.1, 0.8, 0.9: mean 0.6 (the report's "mean Dice over its slices"), where
     their median, 0.8, went unnoticed."""
@@ -334,8 +377,10 @@ def test_several_candidates_get_holm_p_values_and_few_pairs_a_note(
         "n = 4 untied pairs: p cannot fall below 0.125")
     assert "note" not in recorded[1]["wilcoxon_vs_baseline"]
     report = (tmp_path / "comparison.md").read_text()
-    assert ("p is unadjusted for the 2 comparisons against the baseline, p (Holm) adjusts it "
-            "for them (Holm's step-down)") in report
+    assert ("p by a two-sided paired Wilcoxon signed-rank test on the untied pairs (tied pairs "
+            "left out of the test), p from its exact distribution; p is unadjusted for the 2 "
+            "comparisons against the baseline, p (Holm) adjusts it for them (Holm's "
+            "step-down)") in report
     assert ("\n- Too few pairs: resunet vs unet: n = 4 untied pairs: p cannot fall below "
             "0.125 (the exact two-sided test's smallest p is 2 / 2^n: below 0.05 only from 6 "
             "untied pairs on)\n") in report
@@ -358,6 +403,28 @@ def test_one_candidate_gets_no_holm_column() -> None:
                                                    "p_value": 1.0}}]}
     report = comparison_markdown(result)
     assert "Holm" not in report and "unadjusted" not in report
+
+
+def test_the_report_says_how_each_candidates_p_was_had() -> None:
+    """Where the candidates' tests differ in method, each method is named with its models;
+    a record written before the method was kept names none."""
+    stats = {"mean": 0.5, "std": 0.1, "n": 2}
+    row = {**dict.fromkeys(COMPARED_METRICS, stats), "parameters": 1, "cpu_ms_per_slice": 1.0,
+           "gflops_per_slice": 1.0, "train_seconds": 1.0}
+    test = {"cases_better": 1, "cases_worse": 1, "p_value": 1.0, "p_holm": 1.0}
+    result = {"config": TrainConfig().to_dict(), "synthetic": False, "data": "d", "folds": 2,
+              "fold_source": "f", "baseline": "unet", "warnings": [],
+              "models": [{**row, "model": "unet"}] + [
+                  {**row, "model": model, "dice_difference": 0.0,
+                   "wilcoxon_vs_baseline": {**test, "method": method}}
+                  for model, method in (("miniseg", "exact"), ("resunet", "permutation"),
+                                        ("resunet:width=8", "exact"))]}
+    assert ("(tied pairs left out of the test), p from its exact distribution for miniseg, "
+            "resunet:width=8, p from all 2^n sign flips (ties among the differences) for "
+            "resunet; p is unadjusted") in comparison_markdown(result)
+    for row in result["models"][1:]:
+        del row["wilcoxon_vs_baseline"]["method"]
+    assert "(tied pairs left out of the test); p is unadjusted" in comparison_markdown(result)
 
 
 def _hd95_result(covered: list[int], missed: list[int]) -> dict[str, Any]:

@@ -329,6 +329,14 @@ def test_multiclass_reports_name_their_scores_of_any_lesion(
     assert summary["config"]["target"] == "multiclass"
 
 
+@pytest.mark.parametrize("unit", ["mm", "px"])
+def test_report_names_the_unit_of_one_unit_hd95(unit: str) -> None:
+    """Data of one unit gave a column of plain 'hd95', though data of both units and compare's
+    table name it ('hd95 (mm)', 'HD95 (mm)')."""
+    report = report_markdown({**_summary("infection"), "hd95_unit": unit})
+    assert f"| precision | hd95 ({unit}) |" in report and "| hd95 |" not in report
+
+
 def test_report_gives_short_run_times_in_seconds() -> None:
     """A 2.7 s run read "training 0.0 min summed over folds", as if it cost nothing."""
     short = {**_summary("infection"), "seconds": 5.9, "train_seconds": 2.74}

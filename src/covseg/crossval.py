@@ -32,6 +32,7 @@ from covseg.io.atomic import remove_temporaries, write_json, write_text
 from covseg.io.lock import refuse_if_held, writing_to
 from covseg.metrics import (
     EMPTY_MASK_RULES,
+    HD95_UNIT,
     METRICS,
     STD_NOTE,
     hd95_unit_field,
@@ -261,6 +262,13 @@ def hd95_keys(stats: Mapping[str, Any]) -> list[str]:
     """The HD95 keys of a summary's metrics: ``hd95``, or ``hd95_mm`` and ``hd95_px`` where
     the slices have both units (:func:`hd95_by_unit`)."""
     return [key for key in ("hd95", *HD95_UNITS) if key in stats]
+
+
+def hd95_unit(key: str, record: Mapping[str, Any]) -> str:
+    """The unit of HD95 key ``key`` of a cross-validation summary or comparison ``record``,
+    for its reports' column names: ``hd95_mm``'s and ``hd95_px``'s own, else the data's
+    (:data:`HD95_UNIT`; px in records written before it was kept)."""
+    return HD95_UNITS.get(key) or record.get(HD95_UNIT, "px")
 
 
 def hd95_cover(stats: Mapping[str, Any]) -> tuple[int, int]:
@@ -719,9 +727,9 @@ def hd95_undefined_line(summary: Mapping[str, Any]) -> list[str]:
     return [line]
 
 
-def _column(key: str) -> str:
-    """A report column's name: the metric's key, HD95 by unit as ``hd95 (mm)``."""
-    return f"hd95 ({HD95_UNITS[key]})" if key in HD95_UNITS else key
+def _column(key: str, summary: Mapping[str, Any]) -> str:
+    """A report column's name: the metric's key, HD95 with its unit as ``hd95 (mm)``."""
+    return f"hd95 ({hd95_unit(key, summary)})" if key in hd95_keys({key: key}) else key
 
 
 def class_dice(stats: Mapping[str, Any]) -> dict[str, Any]:
@@ -760,8 +768,8 @@ def report_markdown(summary: dict[str, Any]) -> str:
         *data_warnings(summary),
         *hd95_units_line(summary.get("hd95_slices_by_unit", {})),
         "",
-        "| fold | test slices | " + " | ".join(any_lesion(_column(k), multiclass) for k in keys)
-        + " |",
+        "| fold | test slices | "
+        + " | ".join(any_lesion(_column(k, summary), multiclass) for k in keys) + " |",
         "|---|---|" + "---|" * len(keys),
     ]
     for fold in summary["per_fold"]:
