@@ -1057,8 +1057,9 @@ def test_the_steps_before_the_first_epoch_are_shown_unless_quiet(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         progress: bool) -> None:
     """Between reading a data set and the first epoch's bar, its data fingerprint (slice by
-    slice) and its slices' framing to the canvas (25 s for 3,520 slices) showed nothing; quiet, they still
-    show nothing. A log (captured stderr) is written every LOGGED_EVERY_S, 0 here."""
+    slice) and its slices' framing to the canvas (25 s for 3,520 slices) showed nothing;
+    quiet, they still show nothing. A log (captured stderr) is written every LOGGED_EVERY_S,
+    0 here."""
     from covseg import progress as progress_module
     from covseg.train import train
 
