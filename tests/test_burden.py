@@ -164,3 +164,18 @@ def test_lungs_grown_by_a_quarter_of_their_aerated_volume_are_warned_of() -> Non
     assert result["right_lung"]["lesion_added_to_lungs_ml"] == pytest.approx(0.022)
     note_grown_lungs(result, False, "study", "--lungs")
     assert "(right lung grown by more than 25%)" in result["lung_note"]
+
+
+def test_auto_refuses_a_label_above_3_beside_classes_but_reads_instances_binary() -> None:
+    """A multi-class mask holding a stray label 5 (0/1/2/5) was read as binary by default: its
+    stray patch counted as lesion, ground-glass and consolidation dropped. Beside label 2 or 3
+    a label above 3 is refused as --classes multiclass refuses it; labels 1..N all held (one
+    per lesion, as connected-component tools write them) and 0/255 stay binary."""
+    mask = np.zeros((2, 6, 6), dtype=np.int16)
+    mask[0, 0, :2], mask[0, 1, :2], mask[1, 2, :2] = 1, 2, 5
+    with pytest.raises(CovsegError, match="labels 0..3 .*found 5.*relabel a class mask"):
+        quantify(mask, (1.0, 1.0, 1.0))
+    instances = np.arange(36, dtype=np.int16).reshape(1, 6, 6)
+    assert quantify(instances, (1.0, 1.0, 1.0))["multiclass"] is False
+    assert quantify(np.where(mask > 0, 255, 0), (1.0, 1.0, 1.0))["multiclass"] is False
+    assert quantify(np.minimum(mask, 3), (1.0, 1.0, 1.0))["multiclass"] is True

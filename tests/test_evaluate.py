@@ -1151,3 +1151,62 @@ def test_a_prediction_short_of_memory_is_refused_once_naming_it(
                                           r"voxels \(120 bytes as int16\)"):
         evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev.json")
     assert sum("pred" in name for name in asked) == 1
+
+
+def test_a_truth_label_above_3_is_refused_as_train_refuses_it(tmp_path: Path, capsys) -> None:
+    """A stray label 5 in a multi-class truth was scored as a class of its own, adding class5
+    and an empty class4 to the JSON and CSV, while train refuses it: it is refused in one line
+    naming the mask and the label."""
+    truth = _multiclass_truth(tmp_path / "truth")
+    _save(tmp_path / "pred" / "a.png", truth)
+    truth[0:3, 0:3] = 5
+    _save(tmp_path / "truth" / "a.png", truth)
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth",
+                 str(tmp_path / "truth"), "--out", str(tmp_path / "ev")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert (f"{tmp_path / 'truth' / 'a.png'}: label 5 is none of the classes 0..3 (background, "
+            "ground-glass, consolidation, effusion) that evaluate scores; relabel it") in err
+    assert not (tmp_path / "ev.json").exists()
+
+
+def test_a_truth_class_the_model_cannot_predict_is_noted(tmp_path: Path) -> None:
+    """A 3-class model's predictions scored against truth holding effusion read "effusion
+    0.000", as if the model failed at it, without a word: the classes_note says the model has
+    no such class."""
+    truth = _multiclass_truth(tmp_path / "truth")
+    _save(tmp_path / "pred" / "a.png", truth)
+    truth[0:3, 0:3] = 3
+    _save(tmp_path / "truth" / "a.png", truth)
+    (tmp_path / "pred" / "predict.json").write_text(json.dumps({"model": {"num_classes": 3}}))
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev.json")
+    assert result["num_classes"] == 4
+    assert result["classes_note"] == ("the model predicts labels 0..2 (its record), the truth "
+                                      "holds 0..3: its effusion scored though the model has no "
+                                      "such class")
+    (tmp_path / "pred" / "predict.json").unlink()  # masks alone: a class none happened to hold
+    assert evaluate_folders(tmp_path / "pred", tmp_path / "truth",
+                            tmp_path / "bare.json")["classes_note"] is None
+
+
+def test_a_lung_and_infection_truth_outside_its_folder_is_noted(tmp_path: Path,
+                                                                caplog) -> None:
+    """Zenodo's lung-and-infection mask copied out of its folder was scored as lesion classes
+    (its lungs as ground-glass and consolidation) without a word; refused only by folder name,
+    it is now warned of and named in the classes_note."""
+    truth = np.zeros((8, 32, 32), dtype=np.uint8)
+    truth[:, 4:28, 2:15], truth[:, 4:28, 17:30] = 1, 2
+    truth[3, 10:14, 5:9] = 3
+    affine = np.diag([-0.8, 0.8, 5.0, 1])
+    for folder, mask in (("truth", truth), ("pred", truth)):
+        (tmp_path / folder).mkdir()
+        nib.save(nib.Nifti1Image(mask.transpose(2, 1, 0), affine),
+                 str(tmp_path / folder / "case1.nii.gz"))
+    with caplog.at_level("WARNING"):
+        result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev.json")
+    note = result["classes_note"]
+    assert note.startswith(f"truth {tmp_path / 'truth' / 'case1.nii.gz'}: its labels 1 and 2 "
+                           "lie side by side as two lungs, each in one piece, and label 3 lies "
+                           "within them: a lung-and-infection mask")
+    assert "(of a lung-and-infection mask, its label 3 alone)" in note
+    assert note in caplog.text

@@ -724,6 +724,25 @@ def test_real_multiclass_lesion_masks_do_not_look_like_two_lungs() -> None:
                                     volume.affine)
 
 
+def test_a_lung_and_infection_mask_is_told_from_a_4_class_lesion_mask() -> None:
+    """A mask holding label 3 besides two lungs labelled 1 and 2 was never said to look like a
+    lung mask: Zenodo's lung-and-infection masks (3 within the lungs) now are; a 4-class lesion
+    mask whose effusion lies apart is not, nor one with labels beyond 0..3."""
+    from covseg.lungs import lung_mask_look
+
+    affine = np.diag([-0.8, 0.8, 5.0, 1.0])
+    labels = np.zeros((8, 32, 32), dtype=np.uint8)
+    labels[:, 4:28, 2:15], labels[:, 4:28, 17:30] = 1, 2
+    assert lung_mask_look(labels, affine).endswith(": a lung mask?")
+    zenodo = labels.copy()
+    zenodo[3, 10:14, 5:9] = 3
+    assert "3 lies within them: a lung-and-infection mask" in lung_mask_look(zenodo, affine)
+    apart = labels.copy()
+    apart[2:6, 29:31, 2:15] = 3
+    assert lung_mask_look(apart, affine) is None
+    assert lung_mask_look(np.where(zenodo == 3, 5, zenodo), affine) is None
+
+
 @pytest.mark.skipif(not DICOMS[0].is_file(), reason=f"real data not found: {DICOMS[0]}")
 @pytest.mark.parametrize("darker", [150.0, 170.0])
 def test_a_thin_ct_of_well_aerated_lungs_keeps_them(darker: float) -> None:

@@ -508,9 +508,9 @@ def test_multi_class_labels_out_of_range_name_the_keyword_or_the_flag(
     mask = tmp_path / "m.nii.gz"
     nib.save(nib.Nifti1Image(np.full((8, 8, 2), 5, np.int16), np.eye(4)), str(mask))
     told = ("multi-class masks use labels 0..3 (1 GGO, 2 consolidation, 3 effusion), found 5 "
-            "({}, or {} where a mask of the call holds labels 2 or 3); quantify a binary mask "
-            "such as 0/255 with {}, into another {} where this call's other masks are "
-            "multi-class")
+            "({}, or {} where a mask of the call holds labels 2 or 3); relabel a class mask, or "
+            "quantify a binary mask such as 0/255 with {}, into another {} where this call's "
+            "other masks are multi-class")
     with pytest.raises(StudiesFailed):
         covseg.quantify(mask, tmp_path / "api", classes="multiclass")
     assert read_rows(tmp_path / "api" / "summary.csv")[0]["error"] == told.format(

@@ -1037,6 +1037,83 @@ def test_a_lung_mask_given_as_the_lesion_mask_is_warned_of(tmp_path: Path, caplo
     assert quantify_study(tmp_path / "lesion.nii.gz", tmp_path / "q").get("lung_note") is None
 
 
+def test_a_4_class_mask_scaled_to_fill_8_bits_is_read_as_its_classes(tmp_path: Path) -> None:
+    """A 4-class mask stored as 0/85/170/255, which train and evaluate read as labels 0..3, was
+    quantified as binary by default (effusion counted as lesion, no class volumes) and, with
+    --classes multiclass, refused as a binary mask; it reads as its classes."""
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    lesions = np.zeros((64, 48, 6), dtype=np.uint8)
+    lesions[40:46, 20:26, 2], lesions[14:18, 20:24, 2], lesions[40:44, 30:32, 3] = 85, 170, 255
+    nib.save(nib.Nifti1Image(lesions, np.diag([0.7, 0.7, 5.0, 1.0])), str(mask))
+    voxel_ml = 0.7 * 0.7 * 5.0 / 1000.0
+    for multiclass in (None, True):
+        batch = quantify_batch([mask], tmp_path / f"q{multiclass}", image=tmp_path / "in",
+                               multiclass=multiclass)
+        assert batch.failed == 0 and batch.done == 1
+        study = json.loads((tmp_path / f"q{multiclass}" / "case" / "quantification.json")
+                           .read_text())
+        assert study["multiclass"] is True
+        assert study["study"]["ggo_ml"] == pytest.approx(36 * voxel_ml)
+        assert study["study"]["consolidation_ml"] == pytest.approx(16 * voxel_ml)
+        assert study["study"]["effusion_ml"] == pytest.approx(8 * voxel_ml)
+        assert study["study"]["lesion_ml"] == pytest.approx(52 * voxel_ml)
+
+
+def test_a_label_above_3_beside_classes_fails_its_study_in_one_line(tmp_path: Path,
+                                                                     capsys) -> None:
+    """A multi-class mask with a stray label 5 (0/1/2/5) was quantified as binary by default,
+    exit 0: the stray patch counted as lesion, ground-glass and consolidation dropped. It fails
+    as --classes multiclass fails it, naming the label; an instance-labelled mask stays binary
+    (test_an_instance_labelled_mask_counts_every_lesion_once)."""
+    from covseg.cli import main
+
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    lesions = np.zeros((64, 48, 6), dtype=np.int16)
+    lesions[40:46, 20:26, 2], lesions[14:18, 20:24, 2], lesions[40:44, 30:32, 3] = 1, 2, 5
+    nib.save(nib.Nifti1Image(lesions, np.diag([0.7, 0.7, 5.0, 1.0])), str(mask))
+    assert main(["quantify", str(mask), "--image", str(tmp_path / "in"),
+                 "--out", str(tmp_path / "q")]) != 0
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and "multi-class masks use labels 0..3" in errors[0]
+    assert "found 5" in errors[0]
+    assert not (tmp_path / "q" / "case" / "quantification.json").exists()
+
+
+@pytest.mark.parametrize("effusion_apart", [False, True])
+def test_a_lung_and_infection_mask_outside_its_folder_is_warned_of(
+        tmp_path: Path, caplog, effusion_apart: bool) -> None:
+    """Zenodo's lung-and-infection mask (1, 2 the lungs, 3 the infection within them) copied
+    out of its lung_and_infection_mask/ folder was counted as lesion classes, 100 % involved,
+    CT-4, without the "a lung mask?" warning a 0/1/2 lung mask gets. It is warned of and noted,
+    saying to split it; a 4-class mask whose effusion lies apart from labels 1 and 2 is not."""
+    labels = two_lungs_and_a_lesion()
+    if effusion_apart:
+        labels[labels == 3] = 1
+        labels[2:15, 30:32, 2:6] = 3  # beyond lung 1's rows 4..27: outside the lungs
+    nib.save(nib.Nifti1Image(labels, np.diag([-0.8, 0.8, 5.0, 1])),
+             str(tmp_path / "scan.nii.gz"))
+    with caplog.at_level("WARNING"):
+        result = quantify_study(tmp_path / "scan.nii.gz", tmp_path / "q")
+    if effusion_apart:
+        assert result["lung_note"] is None and "lung-and-infection" not in caplog.text
+        return
+    assert result["multiclass"] is True and result["study"]["effusion_ml"] > 0
+    assert result["lung_note"].startswith(
+        "the mask's labels 1 and 2 lie side by side as two lungs, each in one piece, and label "
+        "3 lies within them: a lung-and-infection mask (Zenodo's and Kaggle's: 1 and 2 the "
+        "lungs, 3 the infection)? They are counted as lesion (1 ground-glass, 2 consolidation, "
+        "3 effusion); split it: quantify its label 3 alone as the infection mask, giving this "
+        "one as its lungs (")
+    said = [r.message for r in caplog.records if "lung-and-infection" in r.message]
+    assert said == [f"{tmp_path / 'scan.nii.gz'}: {result['lung_note']}"]
+    nib.save(nib.Nifti1Image((labels == 3).astype(np.uint8), np.diag([-0.8, 0.8, 5.0, 1])),
+             str(tmp_path / "infection.nii.gz"))
+    split = quantify_study(tmp_path / "infection.nii.gz", tmp_path / "split",
+                           lungs=tmp_path / "scan.nii.gz")
+    assert split["study"]["lesion_ml"] == pytest.approx(16 * 0.8 * 0.8 * 5.0 / 1000)
+    assert split["study"]["percent_involved"] < 1 and split["lung_note"] is None
+
+
 @pytest.mark.parametrize("axes", ["RAS", "LPS", "RSA", "ASL"])
 def test_the_record_gives_shape_and_voxel_sizes_as_the_file_holds_them(
         tmp_path: Path, axes: str) -> None:

@@ -62,7 +62,8 @@ def ct_category(percent: float) -> str:
 
 
 def is_multiclass(lesions: np.ndarray, multiclass: bool | None) -> bool:
-    """Validate a lesion mask and say whether it is multi-class (None: labels > 1 mean yes)."""
+    """Validate a lesion mask and say whether it is multi-class (None: as
+    :func:`holds_classes` reads it; a label above 3 of a multi-class mask is refused)."""
     if lesions.dtype.kind == "f":
         if not all(np.array_equal(plane, np.rint(plane)) for plane in lesions):
             raise CovsegError("the lesion mask holds non-integer values; give a label mask")
@@ -72,16 +73,30 @@ def is_multiclass(lesions: np.ndarray, multiclass: bool | None) -> bool:
         raise CovsegError("the lesion mask holds negative labels; expected 0..3")
     top = int(lesions.max()) if lesions.size else 0
     if multiclass is None:
-        multiclass = 1 < top <= EFFUSION
+        multiclass = holds_classes(lesions)
     if multiclass and top > EFFUSION:
         raise CovsegError(
             f"multi-class masks use labels 0..3 (1 GGO, 2 consolidation, 3 effusion), found {top}"
             f" ({option_given('classes', 'multiclass')}, or {option_given('classes', 'auto')} "
-            "where a mask of the call holds labels 2 or 3); quantify a binary mask such as 0/255 "
-            f"with {option_given('classes', 'binary')}, into another {option_name('out')} where "
-            "this call's other masks are multi-class"
+            "where a mask of the call holds labels 2 or 3); relabel a class mask, or quantify a "
+            f"binary mask such as 0/255 with {option_given('classes', 'binary')}, into another "
+            f"{option_name('out')} where this call's other masks are multi-class"
         )
     return multiclass
+
+
+def holds_classes(lesions: np.ndarray) -> bool:
+    """Whether ``--classes auto`` reads a (z, y, x) lesion mask of labels as multi-class: where
+    it holds label 2 or 3 (consolidation, effusion), a label above 3 beside them then refused,
+    not merged as binary; but labels 1..N all held, N above 3, are lesions each under its own
+    label, as connected-component tools write them: binary."""
+    top = int(lesions.max()) if lesions.size else 0
+    if top <= EFFUSION:
+        return top > GGO
+    held = np.unique(np.concatenate([np.unique(plane) for plane in lesions]))
+    held = held[held > 0]
+    instances = held.size == top and held[0] == GGO
+    return not instances and bool(np.isin(held, (CONSOLIDATION, EFFUSION)).any())
 
 
 def lesion_classes(plane: np.ndarray, multiclass: bool) -> np.ndarray:
@@ -94,7 +109,8 @@ def quantify(lesions: np.ndarray, spacing: Sequence[float], lungs: np.ndarray | 
              found_lungs: np.ndarray | None = None) -> dict[str, Any]:
     """Volumes (mL) and % involvement for a (z, y, x) lesion mask; per lung when ``lungs`` given.
 
-    ``spacing`` is the voxel size in mm (z, y, x); ``multiclass`` None detects it (labels > 1).
+    ``spacing`` is the voxel size in mm (z, y, x); ``multiclass`` None detects it
+    (:func:`holds_classes`).
     ``effusion`` False: the mask comes from a model without an effusion class, so a multi-class
     mask's effusion is None (not predicted), not 0 mL (none found), unless label 3 occurs.
     ``found_lungs``: the lungs before they were grown over the lesions they missed

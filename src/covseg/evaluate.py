@@ -49,6 +49,7 @@ from covseg.io.image import (
 )
 from covseg.io.nifti import is_nifti, nifti_stem, read_nifti, read_paired, warnings_once
 from covseg.io.volume import Volume, grid_differences, warn_grid_drift
+from covseg.lungs import lung_mask_look
 from covseg.metrics import EMPTY_MASK_RULES, STD_NOTE, case_metrics, summarize
 from covseg.progress import progress_bar
 from covseg.provenance import option_given, option_name, provenance
@@ -401,8 +402,17 @@ class _Side:
 
     @classmethod
     def of(cls, levels: Sequence[np.ndarray], paths: Sequence[Path]) -> _Side:
+        """The side of masks with these ``levels``; one holding a label above the classes
+        (:data:`~covseg.data.layouts.CLASS_NAMES`) is refused, as train refuses it: scored, it
+        added a class of its own and an empty one for each label between."""
         step = shared_label_step(levels, [str(path) for path in paths])
-        return cls(step, max([1, *(top_label(values, step) for values in levels)]))
+        tops = [top_label(values, step) for values in levels]
+        stray = next((i for i, top in enumerate(tops) if top > max(CLASS_NAMES)), None)
+        if stray is not None:
+            raise CovsegError(f"{paths[stray]}: label {tops[stray]} is none of the classes "
+                              f"0..{max(CLASS_NAMES)} ({', '.join(CLASS_NAMES.values())}) that "
+                              "evaluate scores; relabel it")
+        return cls(step, max([1, *tops]))
 
 
 @warnings_once()
@@ -467,11 +477,15 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     pred_top = max(pred_labels.top, model_top)
     truth_top = truth_labels.top
     num_classes = max(pred_top, truth_top) + 1 if min(pred_top, truth_top) > 1 else 2
-    rows = []
+    rows: list[dict[str, Any]] = []
+    lung_like: dict[Path, str] = {}
     for stem in progress_bar(cases, desc="evaluating", unit="case", leave=False):
         pred, truth, volume = _read_pair(stem, preds.get(stem), truths[stem])
         pred = mask_to_labels(pred, preds.get(stem, "missing prediction"), pred_labels.step)
         truth = mask_to_labels(truth, truths[stem], truth_labels.step)
+        look = lung_mask_look(truth, volume.affine) if volume is not None else None
+        if look:
+            lung_like[truths[stem]] = look
         rows += _case_rows(study_name(truths[stem], mask=True), pred, truth, volume,
                            num_classes, per_slice)
     unmatched = sorted(set(truths) - set(cases))
@@ -497,7 +511,9 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
         "unmatched_truths": unmatched,
         "skipped_images": pred_side.skipped_images + truth_side.skipped_images + skipped,
         "num_classes": num_classes,
-        "classes_note": _classes_note(pred_labels.top, model_top, truth_top),
+        "classes_note": "; ".join(note for note in (
+            _classes_note(pred_labels.top, model_top, truth_top), _lung_truths_note(lung_like))
+            if note) or None,
         "empty_mask_rules": EMPTY_MASK_RULES, "std_note": STD_NOTE,
         "hd95_unit": _hd95_unit([truths[stem] for stem in cases], per_slice),
         "summary": summarize(rows), "per_case": rows,
@@ -756,11 +772,37 @@ def _classes_note(held_top: int, model_top: int, truth_top: int) -> str | None:
     0..3."""
     pred_top = max(held_top, model_top)
     if (pred_top > 1) == (truth_top > 1):
-        return None
+        return _classes_beyond_model(pred_top, model_top, truth_top)
     pred = (f"the model predicts labels 0..{model_top} (its masks hold 0..{held_top})"
             if model_top > held_top else f"the prediction holds labels 0..{held_top}")
     return (f"{pred}, the truth 0..{truth_top}: scored as binary (infection = any label > 0), "
             "no per-class metrics")
+
+
+def _classes_beyond_model(pred_top: int, model_top: int, truth_top: int) -> str | None:
+    """Which truth classes a multi-class model (``model_top``, from its record) cannot predict,
+    scored all the same: a 3-class model's effusion 0.000 read as its failing at effusion."""
+    if model_top <= 1 or truth_top <= pred_top:
+        return None
+    absent = " and ".join(CLASS_NAMES[label] for label in range(pred_top + 1, truth_top + 1))
+    return (f"the model predicts labels 0..{model_top} (its record), the truth holds "
+            f"0..{truth_top}: its {absent} scored though the model has no such class")
+
+
+def _lung_truths_note(looks: dict[Path, str]) -> str | None:
+    """Warn of, and say for the ``classes_note``, truth volumes that look like lung or
+    lung-and-infection masks (:func:`~covseg.lungs.lung_mask_look`), refused by folder name
+    only (``lung_and_infection_mask/``): their lungs were scored as ground-glass and
+    consolidation, their infection as effusion, without a word."""
+    if not looks:
+        return None
+    path, look = next(iter(looks.items()))
+    others = f" (and {counted(len(looks) - 1, 'more truth')})" if len(looks) > 1 else ""
+    note = (f"truth {path}{others}: its {look} Its labels are scored "
+            "as lesion classes (1 ground-glass, 2 consolidation, 3 effusion); give infection "
+            f"masks as {option_name('truth')} (of a lung-and-infection mask, its label 3 alone)")
+    log.warning("%s", note)
+    return note
 
 
 PLOTTED_METRICS = ("dice", "iou", "sensitivity", "precision")

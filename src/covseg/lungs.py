@@ -323,6 +323,57 @@ PIECES_MAX_VOXELS = 2**25
 voxel (:func:`looks_like_two_lungs`): int32 piece labels of a whole study took 600 MiB."""
 
 
+ZENODO_INFECTION = 3
+"""The infection's label in Zenodo's and Kaggle's lung-and-infection masks (1 and 2 the
+lungs)."""
+LUNG_MASK_LOOK = "labels 1 and 2 lie side by side as two lungs, each in one piece"
+INFECTION_IN_LUNGS_SHARE = 0.5
+"""A label 3 beside two lungs labelled 1 and 2 is their infection (Zenodo's lung-and-infection
+masks) when more of its surface than this faces them: carved out of the lungs, it faces them
+but at the pleura; a multi-class lesion mask's effusion, lying outside the lungs, faced
+background all round in the 4-class stand-ins checked."""
+
+
+def lung_mask_look(labels: np.ndarray, affine: np.ndarray) -> str | None:
+    """What a (z, y, x) mask of labels 0..3 looks like where its labels 1 and 2 are two lungs
+    (:func:`looks_like_two_lungs`), said of its labels ("labels 1 and 2 lie ...: a lung
+    mask?"): a lung mask, or with label 3 besides, a lung-and-infection mask; None for any
+    other mask. Said where one is given as lesions (quantify) or truth
+    (evaluate): its lungs count as ground-glass and consolidation, its infection as effusion."""
+    held = labels_held(labels, ZENODO_INFECTION)
+    if (held is None or not {RIGHT_LUNG, LEFT_LUNG} <= held
+            or not looks_like_two_lungs(labels, affine)):
+        return None
+    if ZENODO_INFECTION not in held:
+        return f"{LUNG_MASK_LOOK}: a lung mask?"
+    if not _infection_in_lungs(labels, affine):
+        return None
+    return (f"{LUNG_MASK_LOOK}, and label 3 lies within them: a lung-and-infection mask "
+            "(Zenodo's and Kaggle's: 1 and 2 the lungs, 3 the infection)?")
+
+
+def _infection_in_lungs(labels: np.ndarray, affine: np.ndarray) -> bool:
+    """Whether more of label 3's surface than :data:`INFECTION_IN_LUNGS_SHARE` faces labels 1
+    and 2 (looked at in the box around label 3)."""
+    box = _bounding_box(labels == ZENODO_INFECTION, pad=(1, 1, 1))
+    assert box is not None, "label 3 was counted"
+    near = labels[box]
+    spacing_zyx = np.linalg.norm(_check_affine(affine)[:3, 2::-1], axis=0)
+    return _facing_share(near == ZENODO_INFECTION, (near == RIGHT_LUNG) | (near == LEFT_LUNG),
+                         spacing_zyx) > INFECTION_IN_LUNGS_SHARE
+
+
+def labels_held(labels: np.ndarray, top: int = LEFT_LUNG) -> set[int] | None:
+    """The labels 1..``top`` (the lungs, 1 and 2, by default) a mask of labels 0..``top``
+    holds, counted slice by slice; None when other labels occur."""
+    if labels.size and (labels.min() < 0 or labels.max() > top):
+        return None
+    counts = np.zeros(top + 1, dtype=np.int64)
+    for plane in labels:
+        counts += np.bincount(plane.ravel().astype(np.intp), minlength=top + 1)
+    return {label for label in range(1, top + 1) if counts[label]}
+
+
 def looks_like_two_lungs(labels: np.ndarray, affine: np.ndarray) -> bool:
     """Whether a (z, y, x) mask's labels 1 and 2 look like two lungs: the smaller at least
     :data:`SECOND_LUNG_SHARE` of the larger, each nearly all in one 3D piece

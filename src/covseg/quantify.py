@@ -17,8 +17,10 @@ import numpy as np
 from covseg.batch import BatchResult, done_records, earlier_lung_rule, run_batch
 from covseg.burden import (
     EFFUSION,
+    GGO,
     LUNGS_REMEDY,
     REGIONS,
+    holds_classes,
     is_multiclass,
     lesion_voxels,
     note_grown_lungs,
@@ -32,10 +34,14 @@ from covseg.io.ct import read_volume
 from covseg.io.dicom import dicom_files
 from covseg.io.image import (
     MAX_LABEL,
+    MAX_SCALED_LABEL,
     case_key,
     image_given_as_mask,
     image_levels,
+    level_divisor,
+    mask_to_labels,
     refuse_label_mask,
+    top_label,
 )
 from covseg.io.nifti import (
     is_nifti,
@@ -48,9 +54,11 @@ from covseg.io.volume import Volume, check_same_grid, hounsfield
 from covseg.lungs import (
     LEFT_LUNG,
     RIGHT_LUNG,
+    ZENODO_INFECTION,
     labels_face_their_sides,
+    labels_held,
     lesions_in_lungs,
-    looks_like_two_lungs,
+    lung_mask_look,
     lung_sides,
     segment_lungs,
     why_labels_are_not_sides,
@@ -308,22 +316,19 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
                         html_report=html_report)
 
 
-LUNGS_AS_LESIONS_NOTE = (
-    "the mask's labels 1 and 2 lie side by side as two lungs, each in one piece: a lung mask? "
-    "They are counted as lesion (1 ground-glass, 2 consolidation)")
-"""Warned of, and put first in the ``lung_note``, for a lesion mask that looks like a lung mask
-(:func:`covseg.lungs.looks_like_two_lungs`)."""
-
-
 def _note_lungs_as_lesions(result: dict[str, Any], lesions: Volume, source: Path) -> None:
-    """Warn, and put first in the result's ``lung_note``, where the lesion mask's labels are
-    two lungs (:data:`LUNGS_AS_LESIONS_NOTE`): not refused, as a lesion mask of two pieces,
-    one a side, would look the same."""
-    if (_lungs_labelled(lesions.array) != {RIGHT_LUNG, LEFT_LUNG}
-            or not looks_like_two_lungs(lesions.array, lesions.affine)):
+    """Warn, and put first in the result's ``lung_note``, where the lesion mask's labels 1 and 2
+    are two lungs, alone or beside an infection labelled 3 (:func:`~covseg.lungs.lung_mask_look`):
+    not refused, as a lesion mask of two pieces, one a side, would look the same; Zenodo's
+    lung-and-infection masks are refused in their folder only."""
+    look = lung_mask_look(lesions.array, lesions.affine)
+    if look is None:
         return
-    note = (f"{LUNGS_AS_LESIONS_NOTE}; quantify the infection mask instead, giving this one as "
-            "its lungs")
+    combined = int(lesions.array.max()) == ZENODO_INFECTION
+    note = (f"the mask's {look} They are counted as lesion (1 ground-glass, 2 consolidation"
+            + (", 3 effusion); split it: quantify its label 3 alone as the infection mask, "
+               f"giving this one as its lungs ({option_name('lungs')})" if combined else
+               "); quantify the infection mask instead, giving this one as its lungs"))
     log.warning("%s: %s", source, note)
     result["lung_note"] = "; ".join(text for text in (note, result.get("lung_note")) if text)
 
@@ -470,7 +475,7 @@ def _lung_labels(volume: Volume, path: Path, ct: Volume | None, notes: list[str]
     sides a guess is added to ``notes``.
     """
     labels = volume.array
-    present = _lungs_labelled(labels)
+    present = labels_held(labels)
     recorded = _recorded_lungs(path) if path.name == LUNGS_NII else None
     if present and recorded is not None and present in ({RIGHT_LUNG, LEFT_LUNG}, recorded):
         return labels.astype(np.uint8)
@@ -522,17 +527,6 @@ def _predicts_effusion(record: dict[str, Any]) -> bool:
                 and classes <= EFFUSION)
 
 
-def _lungs_labelled(labels: np.ndarray) -> set[int] | None:
-    """The lungs (1, 2) a mask of labels 0, 1 and 2 holds, counted slice by slice; None when
-    other labels occur."""
-    if labels.size and (labels.min() < 0 or labels.max() > LEFT_LUNG):
-        return None
-    counts = np.zeros(LEFT_LUNG + 1, dtype=np.int64)
-    for plane in labels:
-        counts += np.bincount(plane.ravel().astype(np.intp), minlength=LEFT_LUNG + 1)
-    return {label for label in (RIGHT_LUNG, LEFT_LUNG) if counts[label]}
-
-
 def _recorded_lungs(lungs: Path) -> set[int] | None:
     """The lungs (1 right, 2 left) of non-zero volume in the predict record beside a
     lungs.nii.gz; None without a readable record."""
@@ -570,8 +564,27 @@ def _read_ct(path: Path, hu: str, like: Volume | None) -> Volume:
 
 
 def _read_lesion_mask(path: Path, like: Volume | None) -> Volume:
-    """The lesion mask at ``path`` (:func:`_read_label_mask`)."""
-    return _read_label_mask(path, like, "lesion mask", "a mask holding labels 0..3")
+    """The lesion mask at ``path`` (:func:`_read_label_mask`), its labels scaled to fill the
+    file (0/85/170/255) read as labels (:func:`_scaled_labels`)."""
+    return _scaled_labels(_read_label_mask(path, like, "lesion mask", "a mask holding labels 0..3"))
+
+
+def _scaled_labels(mask: Volume) -> Volume:
+    """A mask of classes stored times one step (0/85/170/255) as those labels, divided slice by
+    slice, as train and evaluate read such a mask (:func:`~covseg.io.image.level_divisor`):
+    read as stored, a 4-class mask was counted as binary lesion, effusion included. Others as
+    stored: a one-level mask (0/255) stays binary, and is refused as multi-class."""
+    array = mask.array
+    if not array.size or int(array.max()) <= MAX_LABEL:
+        return mask
+    values = np.unique(np.concatenate([np.unique(plane) for plane in array]))
+    step = level_divisor(values)
+    if step is None or step <= 1 or not GGO < top_label(values, step) <= MAX_SCALED_LABEL:
+        return mask
+    labels = np.empty(array.shape, dtype=np.uint8)
+    for k, plane in enumerate(array):
+        labels[k] = mask_to_labels(plane, mask.source, step)
+    return replace(mask, array=labels)
 
 
 def _read_label_mask(path: Path, like: Volume | None, what: str, mask: str) -> Volume:
@@ -744,12 +757,13 @@ def _refuse_told_multiclass(records: Mapping[Path, dict[str, Any]]) -> None:
 
 
 def _holds_classes(mask: Path) -> bool:
-    """Whether a lesion mask holds multi-class labels (its largest in 2..3); False for one that
-    cannot be read, which fails as its own study."""
+    """Whether a lesion mask holds multi-class labels (2 or 3: :func:`holds_classes`, a label
+    above 3 beside them refused as its study is counted); False for one that cannot be read,
+    which fails as its own study."""
     if not is_nifti_named(mask):
         return False
     try:
         lesions = _read_lesion_mask(mask, None).array
     except (CovsegError, OSError, ValueError):
         return False
-    return bool(lesions.size) and 1 < int(lesions.max()) <= EFFUSION
+    return holds_classes(lesions)
