@@ -1406,6 +1406,67 @@ def test_a_stray_label_above_the_known_classes_is_refused(tmp_path: Path) -> Non
     assert load_dataset(tmp_path, target="multiclass").num_classes == 4
 
 
+def _label_folder(root: Path, labels: dict[str, np.ndarray], scale: int = 1) -> Path:
+    """A generic images/ + masks/ folder of ``labels`` (stored times ``scale``) by name."""
+    for name, label in labels.items():
+        _save_png(root / "images" / f"{name}.png", np.full(label.shape, 100))
+        _save_png(root / "masks" / f"{name}.png", label * scale)
+    return root
+
+
+@pytest.mark.parametrize("masks,scale,noted", [
+    (((0, 1, 1, 0), (0, 2, 2, 0)), 1, "1/2"), (((0, 1, 2, 3),), 85, "1/2/3"),
+    (((0, 2, 2, 0),), 1, "2"), (((0, 1, 1, 0), (1, 0, 0, 0)), 255, None),
+])
+def test_multiclass_masks_read_as_infection_are_noted(
+        tmp_path: Path, masks: tuple[tuple[int, ...], ...], scale: int, noted: str | None
+) -> None:
+    """Multi-class masks read with the default infection target were merged into one class
+    without a word (evaluate says it of the same merge); binary 0/255 masks are not noted."""
+    labels = {f"s{k}": np.reshape(levels, (2, 2)) for k, levels in enumerate(masks)}
+    data = load_dataset(_label_folder(tmp_path, labels, scale))
+    if noted is None:
+        assert data.notes == []
+        return
+    assert data.notes == [f"the masks hold classes (labels {noted}), which --target infection "
+                          "merges into one (infection = any label > 0); --target multiclass "
+                          "keeps them apart"]
+    assert all(set(np.unique(s.mask)) <= {0, 1} for s in data.samples)
+
+
+def test_multiclass_nifti_masks_read_as_infection_are_noted(tmp_path: Path) -> None:
+    """A MedSeg-like volume of labels 0..2 read as infection is noted, by its labels as stored;
+    a binary 0/255 one is not."""
+    hu, lesions = _hu_volume(slices=3)
+    _save_nifti(tmp_path / "images" / "case1.nii.gz", hu)
+    _save_nifti(tmp_path / "masks" / "case1.nii.gz", np.where(lesions > 0, 255, 0))
+    assert load_dataset(tmp_path).notes == []
+    _save_nifti(tmp_path / "masks" / "case1.nii.gz",
+                np.where(lesions > 0, 1 + (np.arange(lesions.shape[2]) >= 16), 0))
+    assert load_dataset(tmp_path).notes[0].startswith("the masks hold classes (labels 1/2), ")
+
+
+@pytest.mark.parametrize("levels,note", [
+    ((1, 3), "no mask holds consolidation (label 2), yet the classes trained are 0..3 (up to "
+             "the largest label): a model learns it from no example; add slices that hold it, "
+             "or relabel the masks 0..K without gaps"),
+    ((2,), "no mask holds ground-glass (label 1), yet the classes trained are 0..2"),
+    ((3,), "no mask holds ground-glass (label 1) and consolidation (label 2), yet the classes "
+           "trained are 0..3 (up to the largest label): a model learns them from"),
+    ((1, 2), None),
+])
+def test_a_class_no_mask_holds_is_noted(tmp_path: Path, levels: tuple[int, ...],
+                                         note: str | None) -> None:
+    """Classes are the largest label + 1: a 0/1/3 set trained a consolidation class from no
+    example, recorded as a class in config.json, with no warning."""
+    labels = {f"s{label}": np.array([[0, label], [label, 0]]) for label in levels}
+    data = load_dataset(_label_folder(tmp_path, labels), target="multiclass")
+    if note is None:
+        assert data.notes == []
+    else:
+        assert len(data.notes) == 1 and data.notes[0].startswith(note)
+
+
 def test_multiclass_nifti_masks_follow_the_mask_rules(tmp_path: Path) -> None:
     """0/127/254 volumes gave 255 classes where the same masks as PNG gave 3; a volume with
     consolidation only (0/254) reads label 2 by the set's step."""

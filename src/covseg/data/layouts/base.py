@@ -21,6 +21,7 @@ import numpy as np
 from covseg.errors import CovsegError, counted, read_naming_out_of_memory, them
 from covseg.io.dicom import is_dicom_file
 from covseg.io.image import (
+    MAX_LABEL,
     case_key,
     image_name,
     is_image_file,
@@ -181,6 +182,9 @@ class Sample:
     windowed: bool = False
     """Whether its image was read in HU through the window (not 8-bit or [0, 1] values, read
     as they are), so that a run records a window only where one was applied."""
+    merged_levels: tuple[int, ...] = ()
+    """The lesion levels its mask held as read (1/2/3 of a multi-class mask, 255 of a binary
+    one) where the infection target merged them into label 1, for :func:`class_notes`."""
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -343,16 +347,20 @@ def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source
             f"{source}: image is {image.shape[1]}x{image.shape[0]} but its mask {mask_source} "
             f"is {mask.shape[1]}x{mask.shape[0]}; masks must match their images pixel for pixel"
         )
+    merged: tuple[int, ...] = ()
     if options.target == "multiclass":
         labels = mask  # stored levels, turned into labels with the whole set's (see loaded)
     else:
-        labels = (mask > 0).astype(np.uint8)
+        lesion = mask > 0
+        labels = lesion.astype(np.uint8)
+        if options.target == "infection":
+            merged = tuple(int(level) for level in np.unique(mask[lesion]))
     if not kind:
         kind = intensity_scale(image, options.intensity, options.window, source,
                                told_window=options.window_given)
         judge_scale(image, kind, options.window)
     sample = Sample(held_image(image, kind, options.window), labels, case, patient, source,
-                    mask_source=mask_source, windowed=kind == "hu")
+                    mask_source=mask_source, windowed=kind == "hu", merged_levels=merged)
     if view is not None:
         volume, path, k = view
         sample.aspect = volume.pixel_aspect
@@ -902,6 +910,45 @@ def _refuse_unknown_classes(samples: list[Sample]) -> None:
         f"pixels) is none of the classes 0..{top} "
         f"({', '.join(CLASS_NAMES.values())}) that {target_option('multiclass')} trains; "
         "relabel it")
+
+
+MERGED_INTO_INFECTION = "infection = any label > 0"
+"""How the infection target reads a multi-class mask, in the words evaluate's note uses."""
+
+
+def class_notes(data: LoadedData) -> list[str]:
+    """What a user should know of the classes read: multi-class masks merged into one
+    infection class by the infection target (which ``--target multiclass`` keeps), or, for the
+    multiclass target, classes below the largest label that no mask holds (the classes trained
+    are the largest label + 1: a set of 0/1/3 trained a consolidation class from no example)."""
+    if data.target == "infection":
+        levels = sorted({level for s in data.samples for level in s.merged_levels})
+        if not _holds_classes(levels):
+            return []
+        return [f"the masks hold classes (labels {'/'.join(map(str, levels))}), which "
+                f"{target_option('infection')} merges into one ({MERGED_INTO_INFECTION}); "
+                f"{target_option('multiclass')} keeps them apart"]
+    if data.target != "multiclass":
+        return []
+    held = np.zeros(data.num_classes, dtype=bool)
+    for sample in data.samples:
+        held[np.unique(sample.mask)] = True
+    absent = [label for label in range(1, data.num_classes) if not held[label]]
+    if not absent:
+        return []
+    named = " and ".join(f"{CLASS_NAMES[label]} (label {label})" for label in absent)
+    it = "it" if len(absent) == 1 else "them"
+    return [f"no mask holds {named}, yet the classes trained are 0..{data.num_classes - 1} "
+            f"(up to the largest label): a model learns {it} from no example; add slices "
+            f"that hold {it}, or relabel the masks 0..K without gaps"]
+
+
+def _holds_classes(levels: Sequence[int]) -> bool:
+    """Whether a set's lesion levels as read are classes (1/2, 0/85/170/255's three, a label
+    map's 2 or 3 alone), not one lesion label stored as 1 or 255 (or both, in a mixed set)."""
+    if not set(levels) - {1, 255}:
+        return False
+    return len(levels) > 1 or 1 < levels[0] <= MAX_LABEL
 
 
 def target_option(value: str) -> str:

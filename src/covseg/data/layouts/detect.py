@@ -16,6 +16,7 @@ from covseg.data.layouts.base import (
     TARGETS,
     LoadedData,
     ReadOptions,
+    class_notes,
     examples,
     first_dir,
     masks_beside,
@@ -303,6 +304,7 @@ def load_dataset(path: str | os.PathLike[str], target: str = "infection", intens
         data.notes.append(note)
     if slices == "labelled":
         _keep_labelled(data)
+    data.notes.extend(class_notes(data))
     for note in data.notes:
         log.warning("%s: %s", data.root, note)
     return data
