@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
+from PIL import Image
 
 from covseg import api, crossval
 from covseg.config import TrainConfig
@@ -335,6 +336,31 @@ def test_report_names_the_unit_of_one_unit_hd95(unit: str) -> None:
     table name it ('hd95 (mm)', 'HD95 (mm)')."""
     report = report_markdown({**_summary("infection"), "hd95_unit": unit})
     assert f"| precision | hd95 ({unit}) |" in report and "| hd95 |" not in report
+
+
+def test_a_fold_trained_without_a_class_is_warned_of(tmp_path: Path) -> None:
+    """Consolidation in one patient's slices only: the fold testing that patient trained
+    without it, and the summary said nothing; its warnings now name the fold and class."""
+    for k in range(4):
+        label = np.zeros((32, 32), dtype=np.uint8)
+        label[4:12, 4:12] = 1
+        if k == 0:
+            label[16:24, 16:24] = 2
+        Image.fromarray(np.full((32, 32), 100 + k, dtype=np.uint8)).save(
+            _made(tmp_path / "data" / "images") / f"s{k}.png")
+        Image.fromarray(label).save(_made(tmp_path / "data" / "masks") / f"s{k}.png")
+    data = load_dataset(tmp_path / "data", "multiclass")
+    summary = api.cross_validate(data, tmp_path / "cv", folds=2, epochs=1, size=32,
+                                 batch_size=4, model="miniseg", target="multiclass")
+    folds = make_folds(data, 2, summary["config"]["seed"])[0]
+    assert [note for note in summary["warnings"] if "training slices hold no" in note] == [
+        f"fold {k}'s training slices hold no consolidation (label 2), which other slices hold: "
+        "its model learns it from no example" for k, (_, test) in enumerate(folds) if "s0" in test]
+
+
+def _made(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def test_report_gives_short_run_times_in_seconds() -> None:

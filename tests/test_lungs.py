@@ -17,6 +17,7 @@ from covseg.lungs import (
     LESION_DEPTH_MM,
     RIGHT_LUNG,
     add_lesions_to_lungs,
+    cut_voxels,
     labels_face_their_sides,
     lesions_in_lungs,
     lung_sides,
@@ -806,3 +807,16 @@ def test_a_region_apart_within_a_kept_regions_box_is_removed() -> None:
     lesions[2:4, 22:25, 26:29] = 1  # apart: 6 mm from the lung, in the kept region's box
     np.testing.assert_array_equal(remove_outside_lungs(lesions, lungs, (2.0, 1.0, 1.0), 3.0),
                                   reaching)
+
+
+def test_cut_voxels_counts_what_a_kept_region_lost_not_regions_dropped_whole() -> None:
+    """What the lung bounds cut from an effusion reaching the lungs is noted; a region dropped
+    whole (lying apart from the lungs) is no cut."""
+    given = np.zeros((6, 4, 4), dtype=bool)
+    given[0:5, 1, 1] = True   # one column: slices 0-2 kept, 3-4 cut
+    given[5, 3, 3] = True     # apart, dropped whole
+    kept = np.zeros_like(given)
+    kept[0:3, 1, 1] = True
+    assert cut_voxels(given, kept) == 2
+    assert cut_voxels(given, np.zeros_like(given)) == 0
+    assert cut_voxels(given, given) == 0

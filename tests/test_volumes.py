@@ -441,6 +441,33 @@ def test_an_effusion_thicker_than_the_lesion_depth_is_kept_whole(tmp_path: Path)
     assert result["study"]["effusion_ml"] == pytest.approx(32 * 60 * 8 * VOXEL_ML)
 
 
+def test_effusion_cut_below_the_lung_bases_is_noted(tmp_path: Path) -> None:
+    """An effusion running on below the lung bases (the posterior costophrenic recess) was cut
+    at the last lung slice + margin without a word, though the docs said it was kept however
+    deep: the cut effusion's mL is now warned of and put in the lung_note; an effusion call
+    lying apart (the abdomen) is dropped as before, and not counted in it."""
+    ct = np.full((128, 128, 14), -1000.0, dtype=np.float32)  # x, y, z; slices 4 mm
+    ct[4:124, 4:124, :] = 40.0
+    ct[8:40, 10:50, 1:9] = -850.0    # right lung, slices 1-8
+    ct[88:120, 10:50, 1:9] = -850.0  # left lung
+    ct[8:40, 50:80, 1:14] = 10.0     # effusion behind the right lung, on to slice 13
+    ct[60:70, 100:110, 11:13] = 10.0  # an effusion call in the abdomen, apart
+    nib.save(nib.Nifti1Image(ct, AFFINE), str(tmp_path / "ct.nii.gz"))
+    four_classes = BandPredictor([(-400, -200), (-200, -100), (0, 20)])
+    result = predict_study(four_classes, tmp_path / "ct.nii.gz", tmp_path / "out")
+    assert result["study"]["effusion_ml"] == pytest.approx(32 * 30 * 9 * VOXEL_ML)  # to slice 9
+    cut = 32 * 30 * 4 * VOXEL_ML
+    assert result["lung_note"] == (
+        f"{cut:.2f} mL of effusion reaching the lungs was cut beyond 5 mm of the slices holding "
+        "lung (below the lung bases, where a call running on into the liver or abdomen is cut) "
+        "and is not in effusion_ml; check the montage, or predict with --keep-outside-lungs "
+        "to keep it")
+    kept = predict_study(four_classes, tmp_path / "ct.nii.gz", tmp_path / "kept",
+                         keep_outside_lungs=True)
+    assert kept["study"]["effusion_ml"] == pytest.approx((32 * 30 * 13 + 200) * VOXEL_ML)
+    assert kept["lung_note"] is None
+
+
 def test_effusion_called_inside_the_lungs_is_not_lung_volume(chest, tmp_path: Path) -> None:
     """Effusion a model calls where the threshold lungs lie was counted as lung volume by
     predict and by quantify on its masks: both leave it out of the lung and of % involved."""

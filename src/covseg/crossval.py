@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 
 from covseg.config import TrainConfig
 from covseg.data.layouts import LoadedData, data_fingerprint, split_files_note
+from covseg.data.layouts.base import fold_class_notes
 from covseg.data.splits import grouped_kfold, validation_split
 from covseg.errors import CovsegError, counted
 from covseg.evaluate import (
@@ -59,6 +61,8 @@ from covseg.train import (
     unresumed,
 )
 from covseg.viz import box_plot
+
+log = logging.getLogger(__name__)
 
 REPORT_METRICS = METRICS
 DEFAULT_FOLDS = 5
@@ -397,6 +401,9 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
     remove_temporaries(out)  # a run killed there (kill -9) left them; its folds' go in train
     splits, how = make_folds(data, folds, config.seed)
     check_finished_folds(config, data, out, splits, verb)
+    fold_notes = fold_class_notes(data, splits)
+    for note in fold_notes:
+        log.warning("%s: %s", data.root, note)
     begun = begin(out, len(splits), resume) if begun is None else begun
     with stop_recorded(config, data, out, begun):
         per_fold: list[dict[str, Any]] = []
@@ -414,7 +421,7 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
             all_rows.extend({"fold": k, **row} for row in rows)
         summary = _continued(_earlier(out, begun.resume),
                              _summary(config, data, out, how, per_fold, all_rows, begun,
-                                      train_seconds), begun.trains)
+                                      train_seconds, fold_notes), begun.trains)
         write_text(out / "per_case.csv", rows_to_csv(all_rows))
         box_plot({f"fold {r['fold']}": [row["dice"] for row in all_rows
                                         if row["fold"] == r["fold"]]
@@ -641,7 +648,9 @@ def _folds_threads(out: Path, folds: int) -> int | list[int | None] | None:
 
 def _summary(config: TrainConfig, data: LoadedData, out: Path, how: str,
              per_fold: list[dict[str, Any]], rows: list[dict[str, Any]], begun: Begun,
-             train_seconds: float) -> dict[str, Any]:
+             train_seconds: float, fold_notes: Sequence[str] = ()) -> dict[str, Any]:
+    """The summary; ``fold_notes``: warnings of folds (:func:`fold_class_notes`), after the
+    data's own."""
     metric_keys = [k for k in dict.fromkeys(key for fold in per_fold for key in fold)
                    if k not in FOLD_FIELDS]
     pooled = summarize(rows)
@@ -663,7 +672,7 @@ def _summary(config: TrainConfig, data: LoadedData, out: Path, how: str,
         "empty_mask_counts": empty_mask_counts(rows) if rows else {},
         "empty_mask_rules": EMPTY_MASK_RULES, "std_note": STD_NOTE,
         "hd95_unit": data.hd95_unit, "hd95_slices_by_unit": hd95_slices_by_unit(data),
-        "warnings": list(data.notes),
+        "warnings": [*data.notes, *fold_notes],
     }
 
 

@@ -855,6 +855,18 @@ def remove_outside_lungs(lesions: np.ndarray, lungs: np.ndarray, spacing: Sequen
     return _kept_near_lungs(lesions, lungs, spacing, margin_mm, hu, depth_mm)[0]
 
 
+def cut_voxels(given: np.ndarray, kept: np.ndarray) -> int:
+    """How many voxels of ``given`` (boolean) were not ``kept`` in its 3D regions (face
+    neighbours) that ``kept`` keeps in part: a region cut by :func:`remove_outside_lungs`'
+    bounds, not one dropped whole as lying apart from the lungs."""
+    box = _bounding_box(given)
+    if box is None or not kept.any() or not (given & ~kept).any():
+        return 0
+    regions, count = _labelled(given[box])
+    touched = _labels_within(regions, count, kept[box])
+    return int(np.isin(regions[given[box] & ~kept[box]], touched).sum())
+
+
 @dataclass
 class LesionsInLungs:
     """Lesions kept in the lungs (:func:`remove_outside_lungs`) and the lungs grown over them."""

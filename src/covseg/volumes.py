@@ -53,6 +53,7 @@ from covseg.io.image import refuse_label_mask
 from covseg.io.volume import Volume, check_hu, hounsfield, write_mask_like, write_probabilities_like
 from covseg.lungs import (
     DEFAULT_LUNG_MARGIN_MM,
+    cut_voxels,
     lesions_in_lungs,
     remove_outside_lungs,
     segment_lungs,
@@ -237,6 +238,9 @@ class VolumeMasks:
     """Whether a lesion region reaching the lungs was cut at the depth bound."""
     sides_notes: list[str]
     """What made the lungs' sides a guess (:func:`~covseg.lungs.split_lungs`), for the record."""
+    effusion_note: str | None = None
+    """How much effusion reaching the lungs was cut beyond the slices near lung
+    (:func:`effusion_cut_note`), warned of and put in the study's ``lung_note``."""
 
 
 def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray, *,
@@ -252,7 +256,8 @@ def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray
     growing them over the calls near them counted abdominal false calls as lung. A multi-class
     model's pleural effusion, which fills the pleural space outside the lung (a layer
     centimetres thick), is tested apart from the lesions (an effusion call does not join a
-    chest-wall call to the lung) and kept however deep; an effusion region that lies apart
+    chest-wall call to the lung) and kept however deep, but in the lesions' slices near lung
+    (a cut effusion is noted: :func:`effusion_cut_note`); an effusion region that lies apart
     (the abdomen) is dropped. Effusion is not counted as lung. Names its two stages
     (:func:`~covseg.progress.stage`)."""
     stage("finding the lungs")
@@ -272,12 +277,36 @@ def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray
     else:
         grown = lesions_in_lungs(lesions, lungs, volume.spacing, lung_margin_mm, hu)
         kept, counted, cut = grown.lesions, grown.lungs, grown.cut
+    effusion_note = None
     if not keep_outside_lungs:
         if multiclass:
-            kept[remove_outside_lungs(labels == EFFUSION, lungs, volume.spacing,
-                                      lung_margin_mm, hu, depth_mm=math.inf)] = EFFUSION
+            effusion = labels == EFFUSION
+            kept_effusion = remove_outside_lungs(effusion, lungs, volume.spacing,
+                                                 lung_margin_mm, hu, depth_mm=math.inf)
+            kept[kept_effusion] = EFFUSION
+            effusion_note = effusion_cut_note(effusion, kept_effusion, volume.spacing,
+                                              lung_margin_mm)
         labels = kept
-    return VolumeMasks(labels, counted, lung_source, True, lungs, cut, notes)
+    if effusion_note:
+        log.warning("%s: %s", volume.source, effusion_note)
+    return VolumeMasks(labels, counted, lung_source, True, lungs, cut, notes, effusion_note)
+
+
+def effusion_cut_note(effusion: np.ndarray, kept: np.ndarray, spacing: Sequence[float],
+                      margin_mm: float) -> str | None:
+    """Say how much of an effusion reaching the lungs was cut (:func:`~covseg.lungs.cut_voxels`)
+    where it runs on beyond ``margin_mm`` of the slices holding lung: the slice bound that
+    stops a call running on from the lung bases into the liver or the abdomen also cuts an
+    effusion lying in the posterior costophrenic recess below the lowest aerated slice, which
+    the effusion volume then leaves out. None where nothing was cut."""
+    voxels = cut_voxels(effusion, kept)
+    if not voxels:
+        return None
+    ml = voxels * float(np.prod(spacing)) / 1000.0
+    return (f"{ml:.2f} mL of effusion reaching the lungs was cut beyond {margin_mm:g} mm of "
+            "the slices holding lung (below the lung bases, where a call running on into the "
+            "liver or abdomen is cut) and is not in effusion_ml; check the montage, or "
+            f"predict with {option_name('keep_outside_lungs')} to keep it")
 
 
 def _lesion_labels(labels: np.ndarray, multiclass: bool) -> np.ndarray:
@@ -436,6 +465,9 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
         note_grown_lungs(result, masks.cut, volume.source, _lung_option(predictor))
     elif masks.lung_source == "model":
         note_lesion_outside_lungs(result, volume.source)
+    if masks.effusion_note:  # warned of: masks_in_lungs
+        result["lung_note"] = "; ".join(
+            note for note in (result.get("lung_note"), masks.effusion_note) if note)
     result[SIDES_NOTE] = "; ".join(masks.sides_notes) or None
     result["files"] = files
     result[OUTPUT_SHA256] = input_hashes({"mask": files["infection"], "lungs": files["lungs"]})

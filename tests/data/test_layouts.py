@@ -18,7 +18,7 @@ import covseg
 from covseg.crossval import make_folds
 from covseg.data import detect_layout, load_dataset
 from covseg.data.layouts import LoadedData
-from covseg.data.layouts.base import data_fingerprint, study_patient
+from covseg.data.layouts.base import data_fingerprint, fold_class_notes, study_patient
 from covseg.data.splits import grouped_kfold, validation_split
 from covseg.data.synthetic import synthetic_slices
 from covseg.errors import CovsegError
@@ -293,8 +293,10 @@ def test_a_folder_named_as_a_medseg_stack_is_not_one(tmp_path: Path) -> None:
 
 
 def _mosmed_2d(tmp_path: Path) -> Path:
-    """Six slices of three studies, and two folds each holding one study out."""
+    """Six slices of three studies (binary masks, as MosMed's), and two folds each holding one
+    study out."""
     hu, lesions = _hu_volume(slices=6)
+    lesions = (lesions > 0).astype(np.uint8)
     names = [f"study_{p:04d}_{k}" for p in (1, 2, 3) for k in (0, 1)]
     for i, name in enumerate(names):
         (tmp_path / "imgs").mkdir(exist_ok=True)
@@ -1465,6 +1467,18 @@ def test_a_class_no_mask_holds_is_noted(tmp_path: Path, levels: tuple[int, ...],
         assert data.notes == []
     else:
         assert len(data.notes) == 1 and data.notes[0].startswith(note)
+
+
+def test_a_fold_whose_training_slices_lack_a_class_is_noted(tmp_path: Path) -> None:
+    """A class in one patient's slices only is missing from the fold that tests that patient:
+    its model learns it from no example, which a cross-validation warned of nowhere."""
+    labels = {"a": np.array([[0, 1], [2, 0]]), "b": np.array([[0, 1], [1, 0]]),
+              "c": np.array([[0, 2], [1, 0]])}
+    data = load_dataset(_label_folder(tmp_path, labels), target="multiclass")
+    assert fold_class_notes(data, [(["a", "b"], ["c"]), (["b"], ["a", "c"])]) == [
+        "fold 1's training slices hold no consolidation (label 2), which other slices hold: "
+        "its model learns it from no example"]
+    assert fold_class_notes(load_dataset(tmp_path), [(["b"], ["a", "c"])]) == []
 
 
 def test_multiclass_nifti_masks_follow_the_mask_rules(tmp_path: Path) -> None:

@@ -920,7 +920,11 @@ def class_notes(data: LoadedData) -> list[str]:
     """What a user should know of the classes read: multi-class masks merged into one
     infection class by the infection target (which ``--target multiclass`` keeps), or, for the
     multiclass target, classes below the largest label that no mask holds (the classes trained
-    are the largest label + 1: a set of 0/1/3 trained a consolidation class from no example)."""
+    are the largest label + 1: a set of 0/1/3 trained a consolidation class from no example).
+    covseg's synthetic data, whose lesions are ground-glass and consolidation by design, are
+    read either way without a word."""
+    if data.synthetic:
+        return []
     if data.target == "infection":
         levels = sorted({level for s in data.samples for level in s.merged_levels})
         if not _holds_classes(levels):
@@ -930,17 +934,49 @@ def class_notes(data: LoadedData) -> list[str]:
                 f"{target_option('multiclass')} keeps them apart"]
     if data.target != "multiclass":
         return []
-    held = np.zeros(data.num_classes, dtype=bool)
-    for sample in data.samples:
-        held[np.unique(sample.mask)] = True
+    held = held_classes(data.samples, data.num_classes)
     absent = [label for label in range(1, data.num_classes) if not held[label]]
     if not absent:
         return []
-    named = " and ".join(f"{CLASS_NAMES[label]} (label {label})" for label in absent)
+    named = _classes_named(absent)
     it = "it" if len(absent) == 1 else "them"
     return [f"no mask holds {named}, yet the classes trained are 0..{data.num_classes - 1} "
             f"(up to the largest label): a model learns {it} from no example; add slices "
             f"that hold {it}, or relabel the masks 0..K without gaps"]
+
+
+def fold_class_notes(data: LoadedData, splits: Sequence[tuple[list[str], list[str]]]
+                     ) -> list[str]:
+    """The folds of a multi-class cross-validation whose training slices hold no pixel of a
+    class the data hold (a rare class in a few patients' slices): that fold's model learns it
+    from no example, and its test scores of it say nothing of the others'."""
+    if data.target != "multiclass":
+        return []
+    by_case = {sample.case_id: held_classes([sample], data.num_classes)
+               for sample in data.samples}
+    in_data = np.logical_or.reduce(list(by_case.values()))
+    notes = []
+    for k, (train_cases, _) in enumerate(splits):
+        trained = np.logical_or.reduce([by_case[case] for case in train_cases])
+        absent = [label for label in range(1, data.num_classes)
+                  if in_data[label] and not trained[label]]
+        if absent:
+            notes.append(f"fold {k}'s training slices hold no {_classes_named(absent)}, "
+                         "which other slices hold: its model learns it from no example")
+    return notes
+
+
+def held_classes(samples: Sequence[Sample], num_classes: int) -> np.ndarray:
+    """Which of the ``num_classes`` labels the samples' masks hold, by label."""
+    held = np.zeros(num_classes, dtype=bool)
+    for sample in samples:
+        held |= np.bincount(sample.mask.ravel(), minlength=num_classes)[:num_classes] > 0
+    return held
+
+
+def _classes_named(labels: Sequence[int]) -> str:
+    """Classes by name and label, for a note: "consolidation (label 2) and effusion (label 3)"."""
+    return " and ".join(f"{CLASS_NAMES[label]} (label {label})" for label in labels)
 
 
 def _holds_classes(levels: Sequence[int]) -> bool:
