@@ -1430,9 +1430,9 @@ def test_multiclass_masks_read_as_infection_are_noted(
     if noted is None:
         assert data.notes == []
         return
-    assert data.notes == [f"the masks hold classes (labels {noted}), which --target infection "
+    assert data.notes == [(f"the masks hold classes (labels {noted}), which --target infection "
                           "merges into one (infection = any label > 0); --target multiclass "
-                          "keeps them apart"]
+                          "keeps them apart")]
     assert all(set(np.unique(s.mask)) <= {0, 1} for s in data.samples)
 
 
@@ -1449,12 +1449,12 @@ def test_multiclass_nifti_masks_read_as_infection_are_noted(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("levels,note", [
-    ((1, 3), "no mask holds consolidation (label 2), yet the classes trained are 0..3 (up to "
+    ((1, 3), ("no mask holds consolidation (label 2), yet the classes trained are 0..3 (up to "
              "the largest label): a model learns it from no example; add slices that hold it, "
-             "or relabel the masks 0..K without gaps"),
+             "or relabel the masks 0..K without gaps")),
     ((2,), "no mask holds ground-glass (label 1), yet the classes trained are 0..2"),
-    ((3,), "no mask holds ground-glass (label 1) and consolidation (label 2), yet the classes "
-           "trained are 0..3 (up to the largest label): a model learns them from"),
+    ((3,), ("no mask holds ground-glass (label 1) and consolidation (label 2), yet the classes "
+           "trained are 0..3 (up to the largest label): a model learns them from")),
     ((1, 2), None),
 ])
 def test_a_class_no_mask_holds_is_noted(tmp_path: Path, levels: tuple[int, ...],
@@ -1476,8 +1476,8 @@ def test_a_fold_whose_training_slices_lack_a_class_is_noted(tmp_path: Path) -> N
               "c": np.array([[0, 2], [1, 0]])}
     data = load_dataset(_label_folder(tmp_path, labels), target="multiclass")
     assert fold_class_notes(data, [(["a", "b"], ["c"]), (["b"], ["a", "c"])]) == [
-        "fold 1's training slices hold no consolidation (label 2), which other slices hold: "
-        "its model learns it from no example"]
+        ("fold 1's training slices hold no consolidation (label 2), which other slices hold: "
+        "its model learns it from no example")]
     assert fold_class_notes(load_dataset(tmp_path), [(["b"], ["a", "c"])]) == []
 
 

@@ -929,9 +929,9 @@ def class_notes(data: LoadedData) -> list[str]:
         levels = sorted({level for s in data.samples for level in s.merged_levels})
         if not _holds_classes(levels):
             return []
-        return [f"the masks hold classes (labels {'/'.join(map(str, levels))}), which "
+        return [(f"the masks hold classes (labels {'/'.join(map(str, levels))}), which "
                 f"{target_option('infection')} merges into one ({MERGED_INTO_INFECTION}); "
-                f"{target_option('multiclass')} keeps them apart"]
+                f"{target_option('multiclass')} keeps them apart")]
     if data.target != "multiclass":
         return []
     held = held_classes(data.samples, data.num_classes)
@@ -940,9 +940,9 @@ def class_notes(data: LoadedData) -> list[str]:
         return []
     named = _classes_named(absent)
     it = "it" if len(absent) == 1 else "them"
-    return [f"no mask holds {named}, yet the classes trained are 0..{data.num_classes - 1} "
+    return [(f"no mask holds {named}, yet the classes trained are 0..{data.num_classes - 1} "
             f"(up to the largest label): a model learns {it} from no example; add slices "
-            f"that hold {it}, or relabel the masks 0..K without gaps"]
+            f"that hold {it}, or relabel the masks 0..K without gaps")]
 
 
 def fold_class_notes(data: LoadedData, splits: Sequence[tuple[list[str], list[str]]]
