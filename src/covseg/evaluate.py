@@ -17,6 +17,7 @@ import numpy as np
 from covseg.batch import failed_studies
 from covseg.data.layouts import (
     CLASS_NAMES,
+    MERGED_INTO_INFECTION,
     LoadedData,
     Sample,
     data_folders,
@@ -775,7 +776,7 @@ def _classes_note(held_top: int, model_top: int, truth_top: int) -> str | None:
         return _classes_beyond_model(pred_top, model_top, truth_top)
     pred = (f"the model predicts labels 0..{model_top} (its masks hold 0..{held_top})"
             if model_top > held_top else f"the prediction holds labels 0..{held_top}")
-    return (f"{pred}, the truth 0..{truth_top}: scored as binary (infection = any label > 0), "
+    return (f"{pred}, the truth 0..{truth_top}: scored as binary ({MERGED_INTO_INFECTION}), "
             "no per-class metrics")
 
 

@@ -25,6 +25,7 @@ and :mod:`.detect` (which layout a folder holds, and :func:`load_dataset`).
 
 from covseg.data.layouts.base import (
     CLASS_NAMES,
+    MERGED_INTO_INFECTION,
     TARGETS,
     LoadedData,
     Sample,
@@ -37,6 +38,7 @@ from covseg.data.layouts.zenodo import ZENODO_LUNG, combined_mask_folder, refuse
 
 __all__ = [
     "CLASS_NAMES",
+    "MERGED_INTO_INFECTION",
     "TARGETS",
     "ZENODO_LUNG",
     "LoadedData",
