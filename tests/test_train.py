@@ -1057,8 +1057,9 @@ def test_the_steps_before_the_first_epoch_are_shown_unless_quiet(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         progress: bool) -> None:
     """Between reading a data set and the first epoch's bar, its data fingerprint (slice by
-    slice) and its slices' framing to the canvas (25 s for 3,520 slices) showed nothing; quiet, they still
-    show nothing. A log (captured stderr) is written every LOGGED_EVERY_S, 0 here."""
+    slice) and its slices' framing to the canvas (25 s for 3,520 slices) showed nothing;
+    quiet, they still show nothing. A log (captured stderr) is written every LOGGED_EVERY_S,
+    0 here."""
     from covseg import progress as progress_module
     from covseg.train import train
 
@@ -1074,6 +1075,31 @@ def test_the_steps_before_the_first_epoch_are_shown_unless_quiet(
     config = replace(config, val_fraction=0.0)
     train(config, load_dataset("synthetic"), tmp_path / "all", progress=progress)
     assert "validation slices" not in capsys.readouterr().err, "none to put on the canvas"
+
+
+def test_a_canvas_bar_is_drawn_at_its_runs_line_over_its_slices(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ensemble's members trained side by side each draw their bars at a line of their own:
+    the canvas bar at its run's (``position``), counting every slice, chunk by chunk."""
+    from contextlib import nullcontext
+
+    train_module = sys.modules["covseg.train"]  # covseg.train is also the function
+
+    class Drawn:
+        def __init__(self, **options: object) -> None:
+            self.options, self.n = options, 0
+            drawn.append(self)
+
+        def update(self, n: int) -> None:
+            self.n += n
+
+    drawn: list[Drawn] = []
+    monkeypatch.setattr(train_module, "progress_bar", lambda **o: nullcontext(Drawn(**o)))
+    monkeypatch.setattr(train_module, "CANVAS_CHUNK", 3)
+    samples = load_dataset("synthetic:3").samples[:7]
+    items = train_module.canvas_items(samples, 32, bar="member 2", position=2)
+    assert len(items) == 7 and [(d.options["position"], d.options["desc"], d.options["total"],
+                                 d.n) for d in drawn] == [(2, "member 2", 7, 7)]
 
 
 def test_validation_hd95_of_a_folder_mixing_2d_files_and_volumes_is_given_per_unit(
