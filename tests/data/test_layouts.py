@@ -965,6 +965,53 @@ def test_a_held_image_reads_as_the_image_scaled_when_read(name: str) -> None:
         assert held.shape == array.shape and not np.shares_memory(held.stored, array)
 
 
+def test_a_volumes_slice_is_read_on_its_volumes_scale_not_its_own(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A volume's scale is told and judged on the whole volume: a slice all above the lung
+    window (a slab of bone or contrast) is read as HU with it, not judged on its own (as
+    saturated, or as no HU at all: none of its values below -100)."""
+    from covseg.transforms import _warn_clipped
+
+    hu, lesions = _hu_volume(slices=3, size=32)
+    hu[0] = 900
+    _save_nifti(tmp_path / "ct_scans" / "coronacases_001.nii.gz", hu)
+    _save_nifti(tmp_path / "infection_mask" / "coronacases_001.nii.gz", lesions)
+    _warn_clipped.cache_clear()
+    data = load_dataset(tmp_path, slices="all")
+    assert not caplog.text and len(data.samples) == 3
+    assert all(s.windowed for s in data.samples) and data.samples[0].image.min() == 1.0
+
+
+def test_a_2d_slice_read_saturated_is_warned_of(tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """A 2D file's slice is judged on its own as it is read (held as read, it is scaled unjudged
+    on access): told HU, a 16-bit slice all above the window reads saturated, and says so."""
+    from covseg.transforms import _warn_clipped
+
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    Image.fromarray(np.full((16, 16), 2000, np.uint16)).save(tmp_path / "images" / "a.png")
+    _save_png(tmp_path / "masks" / "a.png", square_mask(16, 4, 4, 8) * 255)
+    _warn_clipped.cache_clear()
+    load_dataset(tmp_path, intensity="hu")
+    assert "pixels of an image lie outside -1350..150" in caplog.text
+
+
+def test_a_volume_read_saturated_is_warned_of(tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    """A volume's slices are scaled unjudged on access: the volume is judged whole as it is
+    read, and one almost all above the window says it reads saturated."""
+    from covseg.transforms import _warn_clipped
+
+    hu, lesions = _hu_volume(slices=2, size=32)
+    hu[:, 1:] = 900
+    _save_nifti(tmp_path / "ct_scans" / "coronacases_001.nii.gz", hu)
+    _save_nifti(tmp_path / "infection_mask" / "coronacases_001.nii.gz", lesions)
+    _warn_clipped.cache_clear()
+    load_dataset(tmp_path, intensity="hu", slices="all")
+    assert "pixels of an image lie outside -1350..150" in caplog.text
+
+
 def test_a_held_slice_is_not_judged_again_when_read(caplog: pytest.LogCaptureFixture) -> None:
     """A volume's slices are judged clipped with their volume, once: a slice all above the
     window (bone, a slab of contrast) read from a sample is not warned of on each access."""
