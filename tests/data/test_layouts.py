@@ -1012,6 +1012,15 @@ def test_a_volume_read_saturated_is_warned_of(tmp_path: Path,
     assert "pixels of an image lie outside -1350..150" in caplog.text
 
 
+def test_a_window_given_on_8_bit_files_is_refused(tmp_path: Path) -> None:
+    """A 2D file's scale is told here, with the window the user gave: on 8-bit grey it does
+    nothing, and is refused rather than recorded as applied."""
+    _save_png(tmp_path / "images" / "a.png", np.full((16, 16), 90))
+    _save_png(tmp_path / "masks" / "a.png", square_mask(16, 4, 4, 8) * 255)
+    with pytest.raises(CovsegError, match="windows Hounsfield units only"):
+        load_dataset(tmp_path, window=(-1000.0, 0.0))
+
+
 def test_a_held_slice_is_not_judged_again_when_read(caplog: pytest.LogCaptureFixture) -> None:
     """A volume's slices are judged clipped with their volume, once: a slice all above the
     window (bone, a slab of contrast) read from a sample is not warned of on each access."""
