@@ -276,17 +276,27 @@ def _sign_flip_p(diffs: list[float]) -> float:
     ([1 / 64, 2 / 64, 3 / 64, 4 / 64, 5 / 64], 10, "exact"),  # p 0.0431 by scipy's own choice
     ([1 / 8], 20, "exact"),  # 0.317 by scipy's own choice, of a single untied pair
     ([1 / 8] * 5 + [-1 / 8] + [1 / 4] * 3 + [3 / 8, -1 / 16], 4, "permutation"),
+    ([1 / 8, 1 / 8, -1 / 8, 1 / 4, 1 / 4, 3 / 8, 1 / 2, -5 / 8], 2, "permutation"),  # 0.3125
 ])
 def test_tied_pairs_leave_an_exact_p_of_the_untied_ones(untied: list[float], tied: int,
                                                         method: str) -> None:
     """scipy counted the tied pairs among n, so from 14 pairs it approximated the p of the
-    few untied ones, and gave p below the 2 / 2^n that the note beside it called the floor."""
+    few untied ones, and gave p below the 2 / 2^n that the note beside it called the floor.
+    Ties among the |differences| take all sign flips: the exact distribution, which assumes
+    none, gives another p (0.3125, not 0.297, on the last)."""
     diffs = [*untied, *[0.0] * tied]
     baseline = {f"c{i}": 0.5 for i in range(len(diffs))}
     result = paired_wilcoxon({case: 0.5 + d for case, d in zip(baseline, diffs)}, baseline)
     assert result["method"] == method and result["cases_tied"] == tied
     assert result["p_value"] == pytest.approx(_sign_flip_p(diffs))
     assert result["p_value"] >= result["min_p_value"]
+
+
+def test_a_single_untied_pair_is_tested_exactly() -> None:
+    """One pair, untied, is tested as any: by its exact distribution, p 1 (a sign flip of one
+    rank is as likely), recorded with its method and statistic."""
+    result = paired_wilcoxon({"a": 0.75}, {"a": 0.5})
+    assert (result["method"], result["p_value"], result["statistic"]) == ("exact", 1.0, 0.0)
 
 
 def test_many_untied_pairs_are_tested_by_the_normal_approximation() -> None:
@@ -302,6 +312,21 @@ def test_many_untied_pairs_are_tested_by_the_normal_approximation() -> None:
     assert paired_wilcoxon(many, dict.fromkeys(many, 0.5))["method"] == "normal approximation"
     assert paired_wilcoxon({i: many[i] for i in range(1, 501)},
                            dict.fromkeys(many, 0.5))["method"] == "exact"
+
+
+@pytest.mark.parametrize("untied, method", [
+    ([1 / 8] * 2 + [1 / 16 * k for k in range(3, 14)], "permutation"),  # 13 pairs, one tie
+    ([1 / 8] * 2 + [1 / 16 * k for k in range(3, 15)], "normal approximation"),  # 14
+    ([1 / 8, -1 / 8, 1 / 4], "permutation"),  # |differences| tied across signs
+    ([1 / 8, -1 / 4, 3 / 8], "exact"),
+])
+def test_the_signed_rank_method_is_chosen_by_ties_and_untied_pairs(untied: list[float],
+                                                                    method: str) -> None:
+    """All 2^n sign flips up to PERMUTATION_PAIRS (13) pairs whose |differences| hold ties, a
+    tie being one of |differences| whatever their signs; the exact distribution where none."""
+    from covseg.compare import _signed_rank_method
+
+    assert _signed_rank_method(np.array(untied)) == method
 
 
 def test_a_patients_dice_is_the_mean_over_its_slices(tmp_path: Path) -> None:
@@ -403,6 +428,19 @@ def test_one_candidate_gets_no_holm_column() -> None:
                                                    "p_value": 1.0}}]}
     report = comparison_markdown(result)
     assert "Holm" not in report and "unadjusted" not in report
+
+
+@pytest.mark.parametrize("unit", ["mm", None])
+def test_the_table_names_the_datas_hd95_unit(unit: str | None) -> None:
+    """The comparison's HD95 column is in its data's unit, px in a record written before the
+    unit was kept."""
+    stats = {"mean": 0.5, "std": 0.1, "n": 2}
+    row = {**dict.fromkeys(COMPARED_METRICS, stats), "parameters": 1, "cpu_ms_per_slice": 1.0,
+           "gflops_per_slice": 1.0, "train_seconds": 1.0}
+    result = {"config": TrainConfig().to_dict(), "synthetic": False, "data": "d", "folds": 2,
+              "fold_source": "f", "baseline": "unet", "warnings": [],
+              "models": [{**row, "model": "unet"}], **({"hd95_unit": unit} if unit else {})}
+    assert f"| HD95 ({unit or 'px'}) |" in comparison_markdown(result)
 
 
 def test_the_report_says_how_each_candidates_p_was_had() -> None:

@@ -1077,6 +1077,31 @@ def test_the_steps_before_the_first_epoch_are_shown_unless_quiet(
     assert "validation slices" not in capsys.readouterr().err, "none to put on the canvas"
 
 
+def test_a_canvas_bar_is_drawn_at_its_runs_line_over_its_slices(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ensemble's members trained side by side each draw their bars at a line of their own:
+    the canvas bar at its run's (``position``), counting every slice, chunk by chunk."""
+    from contextlib import nullcontext
+
+    train_module = sys.modules["covseg.train"]  # covseg.train is also the function
+
+    class Drawn:
+        def __init__(self, **options: object) -> None:
+            self.options, self.n = options, 0
+            drawn.append(self)
+
+        def update(self, n: int) -> None:
+            self.n += n
+
+    drawn: list[Drawn] = []
+    monkeypatch.setattr(train_module, "progress_bar", lambda **o: nullcontext(Drawn(**o)))
+    monkeypatch.setattr(train_module, "CANVAS_CHUNK", 3)
+    samples = load_dataset("synthetic:3").samples[:7]
+    items = train_module.canvas_items(samples, 32, bar="member 2", position=2)
+    assert len(items) == 7 and [(d.options["position"], d.options["desc"], d.options["total"],
+                                 d.n) for d in drawn] == [(2, "member 2", 7, 7)]
+
+
 def test_validation_hd95_of_a_folder_mixing_2d_files_and_volumes_is_given_per_unit(
         tmp_path: Path) -> None:
     """A run's validation metrics averaged the HD95 of PNG slices (px) and of a volume's

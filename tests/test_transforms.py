@@ -200,6 +200,27 @@ def test_a_volumes_slices_are_judged_clipped_over_the_whole_volume(
     assert "pixels of an image lie outside -1350..150" in caplog.text
 
 
+def test_a_volumes_padding_is_judged_as_air_not_as_clipped(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Scanner padding (below air) reads as air, as its scaling raises it: a volume mostly
+    padding is not warned of as clipped, whatever its padding value."""
+    from covseg.transforms import _warn_clipped
+
+    volume = np.full((4, 8, 8), -3024.0, dtype=np.float32)
+    volume[:, 3:5, 3:5] = -600.0
+    _warn_clipped.cache_clear()
+    judge_scale(volume, "hu", LUNG_WINDOW)
+    judge_scale(volume[0], "hu", LUNG_WINDOW)
+    assert not caplog.text
+
+
+def test_an_unknown_scale_is_refused_unjudged_too() -> None:
+    """A slice held as read is scaled unjudged on access: an unknown scale is refused all the
+    same, not read as [0, 1] values."""
+    with pytest.raises(CovsegError, match="unknown intensity scale 'u8'"):
+        scale_intensity(np.zeros((2, 2), np.uint8), "u8", judge=False)
+
+
 def test_16_bit_slices_are_advised_how_to_convert_and_flat_reads_are_warned(
         caplog: pytest.LogCaptureFixture) -> None:
     """HU + 1024 in a 16-bit PNG: the error advised --intensity hu|uint8|unit, and each of them

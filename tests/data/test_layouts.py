@@ -929,6 +929,173 @@ def test_a_sample_built_from_arrays_gives_them_back() -> None:
     assert multiclass.mask is labels and multiclass.image.shape == (0, 0)
 
 
+HELD_IMAGES = {
+    "8-bit grey as float": (np.array([[0.0, 3.0], [254.0, 255.0]]), "uint8", np.uint8),
+    "HU as float32": (np.array([[-1024.0, -3000.0], [0.0, 1200.0]], np.float32), "hu", np.int16),
+    "unit 0/1 as float": (np.array([[0.0, 1.0]], np.float32), "unit", np.uint8),
+    "16-bit beyond int16": (np.array([[0, 65535]], np.uint16), "uint8", np.uint16),
+    "int32 HU": (np.array([[-1024, 40000 // 40]], np.int32), "hu", np.int16),
+    "a volume (3D)": (np.arange(-4.0, 4.0).reshape(2, 2, 2), "hu", np.int16),
+    "empty int16": (np.zeros((0, 3), np.int16), "hu", np.int16),
+    "fractions": (np.array([[0.25, 0.5]], np.float32), "unit", None),
+    "-0.0": (np.array([[-0.0, 1.0]], np.float32), "unit", None),
+    "NaN": (np.array([[np.nan, 1.0]], np.float32), "unit", None),
+    "beyond int16 as float": (np.array([[0.0, 40000.0]], np.float32), "hu", None),
+    "empty float": (np.zeros((0, 3), np.float32), "unit", None),
+}
+
+
+@pytest.mark.parametrize("name", HELD_IMAGES)
+def test_a_held_image_reads_as_the_image_scaled_when_read(name: str) -> None:
+    """A slice is held as read in the smallest of its own dtype, uint8 and int16 that holds its
+    values bit for bit, and scaled on access: it reads byte for byte as scaled at once, dtype
+    and shape too; values neither holds (fractions, -0.0, NaN, beyond int16) are scaled once
+    and held as float32. The held copy is its own: a volume's slice would keep the volume."""
+    from covseg.data.layouts.base import HeldImage, held_image
+    from covseg.transforms import LUNG_WINDOW, scale_intensity
+
+    array, kind, compact = HELD_IMAGES[name]
+    held = held_image(array, kind, LUNG_WINDOW)
+    read = held.read() if isinstance(held, HeldImage) else held
+    scaled = scale_intensity(array, kind, LUNG_WINDOW, judge=False)
+    assert (read.dtype, read.shape, read.tobytes()) == (scaled.dtype, scaled.shape,
+                                                        scaled.tobytes())
+    if compact is None:
+        assert not isinstance(held, HeldImage)
+    else:
+        assert isinstance(held, HeldImage) and held.stored.dtype == compact
+        assert held.shape == array.shape and not np.shares_memory(held.stored, array)
+
+
+def test_a_volumes_slice_is_read_on_its_volumes_scale_not_its_own(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A volume's scale is told and judged on the whole volume: a slice all above the lung
+    window (a slab of bone or contrast) is read as HU with it, not judged on its own (as
+    saturated, or as no HU at all: none of its values below -100)."""
+    from covseg.transforms import _warn_clipped
+
+    hu, lesions = _hu_volume(slices=3, size=32)
+    hu[0] = 900
+    _save_nifti(tmp_path / "ct_scans" / "coronacases_001.nii.gz", hu)
+    _save_nifti(tmp_path / "infection_mask" / "coronacases_001.nii.gz", lesions)
+    _warn_clipped.cache_clear()
+    data = load_dataset(tmp_path, slices="all")
+    assert not caplog.text and len(data.samples) == 3
+    assert all(s.windowed for s in data.samples) and data.samples[0].image.min() == 1.0
+
+
+def test_a_2d_slice_read_saturated_is_warned_of(tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """A 2D file's slice is judged on its own as it is read (held as read, it is scaled unjudged
+    on access): told HU, a 16-bit slice all above the window reads saturated, and says so."""
+    from covseg.transforms import _warn_clipped
+
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    Image.fromarray(np.full((16, 16), 2000, np.uint16)).save(tmp_path / "images" / "a.png")
+    _save_png(tmp_path / "masks" / "a.png", square_mask(16, 4, 4, 8) * 255)
+    _warn_clipped.cache_clear()
+    load_dataset(tmp_path, intensity="hu")
+    assert "pixels of an image lie outside -1350..150" in caplog.text
+
+
+def test_a_volume_read_saturated_is_warned_of(tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    """A volume's slices are scaled unjudged on access: the volume is judged whole as it is
+    read, and one almost all above the window says it reads saturated."""
+    from covseg.transforms import _warn_clipped
+
+    hu, lesions = _hu_volume(slices=2, size=32)
+    hu[:, 1:] = 900
+    _save_nifti(tmp_path / "ct_scans" / "coronacases_001.nii.gz", hu)
+    _save_nifti(tmp_path / "infection_mask" / "coronacases_001.nii.gz", lesions)
+    _warn_clipped.cache_clear()
+    load_dataset(tmp_path, intensity="hu", slices="all")
+    assert "pixels of an image lie outside -1350..150" in caplog.text
+
+
+def test_a_window_given_on_8_bit_files_is_refused(tmp_path: Path) -> None:
+    """A 2D file's scale is told here, with the window the user gave: on 8-bit grey it does
+    nothing, and is refused rather than recorded as applied."""
+    _save_png(tmp_path / "images" / "a.png", np.full((16, 16), 90))
+    _save_png(tmp_path / "masks" / "a.png", square_mask(16, 4, 4, 8) * 255)
+    with pytest.raises(CovsegError, match="windows Hounsfield units only"):
+        load_dataset(tmp_path, window=(-1000.0, 0.0))
+
+
+def test_a_held_slice_is_not_judged_again_when_read(caplog: pytest.LogCaptureFixture) -> None:
+    """A volume's slices are judged clipped with their volume, once: a slice all above the
+    window (bone, a slab of contrast) read from a sample is not warned of on each access."""
+    from covseg.data.layouts.base import held_image
+    from covseg.transforms import LUNG_WINDOW, _warn_clipped
+
+    _warn_clipped.cache_clear()
+    held = held_image(np.full((4, 4), 900.0, np.float32), "hu", LUNG_WINDOW)
+    sample = covseg.data.layouts.Sample(held, np.zeros((4, 4), np.uint8), "c", "p", "s")
+    assert sample.image.max() == 1.0 and not caplog.text
+
+
+@pytest.mark.parametrize("mask, packed", [
+    (np.array([[0, 1, 1], [0, 0, 1]], np.uint8), True),
+    (np.array([[0, 1], [1, 0]], bool), False),
+    (np.array([[0, 1], [1, 0]], np.int16), False),
+    (np.array([[0, 1], [2, 0]], np.uint8), False),
+    (np.zeros((0, 3), np.uint8), False),
+])
+def test_a_samples_mask_reads_as_given_packed_only_where_binary_uint8(
+        mask: np.ndarray, packed: bool) -> None:
+    """Only a 2D uint8 mask of 0 and 1 is packed 8 pixels a byte: others (labels 0..2, bool or
+    int16 0/1, an empty one) are held as given, so that each reads back with its dtype and
+    values, as a data fingerprint counts them."""
+    from covseg.data.layouts.base import PackedMask
+
+    sample = covseg.data.layouts.Sample(np.zeros(mask.shape, np.float32), mask, "c", "p", "s")
+    assert isinstance(sample.__dict__["_held_mask"], PackedMask) == packed
+    assert (sample.mask.dtype, sample.mask.shape) == (mask.dtype, mask.shape)
+    np.testing.assert_array_equal(sample.mask, mask)
+
+
+def test_a_sample_pickled_copied_or_replaced_reads_the_same(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Side-by-side training pickles the data to its workers: a sample comes back held compact,
+    with the same image and mask, as its copies and a ``replace`` of another field do. Its
+    shape is read off what it holds, without scaling its image."""
+    import copy
+    import pickle
+
+    from covseg.data.layouts.base import HeldImage, PackedMask, held_image
+    from covseg.transforms import LUNG_WINDOW
+
+    hu = np.array([[-1024.0, -600.0, 40.0], [150.0, -1350.0, 0.0]], np.float32)
+    sample = covseg.data.layouts.Sample(held_image(hu, "hu", LUNG_WINDOW),
+                                        (hu > 0).astype(np.uint8), "c", "p", "s", aspect=2.0)
+    image, mask = sample.image, sample.mask
+    pickled = pickle.loads(pickle.dumps(sample, pickle.HIGHEST_PROTOCOL))
+    assert isinstance(pickled.__dict__["_held_image"], HeldImage)
+    assert isinstance(pickled.__dict__["_held_mask"], PackedMask)
+    for other in (pickled, copy.copy(sample), copy.deepcopy(sample), replace(sample, case_id="d")):
+        assert other.image.tobytes() == image.tobytes() and other.image.dtype == np.float32
+        assert other.mask.tobytes() == mask.tobytes() and other.mask.dtype == np.uint8
+        assert other.aspect == 2.0 and other.patient_id == "p"
+    monkeypatch.setattr(HeldImage, "read", lambda held: pytest.fail("scaled for its shape"))
+    assert sample.shape == (2, 3) and pickled.shape == (2, 3)
+
+
+def test_a_data_fingerprint_shows_a_bar_only_when_asked_and_of_some_slices(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """data_fingerprint is quiet unless told (quiet=False), and then draws no bar over no
+    slices. A log (captured stderr) is written every LOGGED_EVERY_S, 0 here."""
+    from covseg import progress
+
+    monkeypatch.setattr(progress, "LOGGED_EVERY_S", 0.0)
+    data = load_dataset("synthetic:3")
+    cases = [s.case_id for s in data.samples]
+    assert data_fingerprint(data, cases) == data_fingerprint(data, cases, quiet=False)
+    assert capsys.readouterr().err.count("data fingerprint: 100%") == 1
+    data_fingerprint(data, [], quiet=False)
+    assert "data fingerprint" not in capsys.readouterr().err
+
+
 OLD_FINGERPRINTS = {
     "medseg":
         "2ef6d51688bc4d86f7c1100d6d8c5d1abc0eefec5ec22b5e251f2f613f221289",
@@ -985,6 +1152,8 @@ def test_loaded_data_show_counts_not_pixels() -> None:
                                    for sample, size in zip(data.samples, sizes)],
                     folds=[(["a"], ["b"]), (["b"], ["a"])])
     assert "; slices 32x32, 48x48, 64x64 and 1 more, 2 folds shipped; layout" in repr(mixed)
+    tall = replace(data, samples=[replace(data.samples[0], image=np.zeros((48, 32), np.float32))])
+    assert "; slices 48x32; layout" in repr(tall)  # rows x columns, as a sample's arrays show
 
 
 def test_synthetic_slices_are_scaled_with_the_window_asked_for() -> None:
