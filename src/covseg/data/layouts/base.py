@@ -970,21 +970,21 @@ def _merged_classes(levels: Sequence[int]) -> bool:
     return labels_hold_classes(labels) and int(labels.max()) <= max(CLASS_NAMES)
 
 
-def fold_class_notes(data: LoadedData, splits: Sequence[tuple[list[str], list[str]]]
-                     ) -> list[str]:
-    """The folds of a multi-class cross-validation whose training slices hold no pixel of a
-    class the data hold (a rare class in a few patients' slices): that fold's model learns it
-    from no example, and its test scores of it say nothing of the others'."""
+def fold_class_notes(data: LoadedData, trained: Sequence[Sequence[str]]) -> list[str]:
+    """The folds of a multi-class cross-validation whose training slices (``trained``: each
+    fold's cases, its validation patients left out) hold no pixel of a class the data hold (a
+    rare class in a few patients' slices): that fold's model learns it from no example, and
+    its test scores of it say nothing of the others'."""
     if data.target != "multiclass":
         return []
     by_case = {sample.case_id: held_classes([sample], data.num_classes)
                for sample in data.samples}
     in_data = np.logical_or.reduce(list(by_case.values()))
     notes = []
-    for k, (train_cases, _) in enumerate(splits):
-        trained = np.logical_or.reduce([by_case[case] for case in train_cases])
+    for k, cases in enumerate(trained):
+        held = np.logical_or.reduce([by_case[case] for case in cases])
         absent = [label for label in range(1, data.num_classes)
-                  if in_data[label] and not trained[label]]
+                  if in_data[label] and not held[label]]
         if absent:
             notes.append(f"fold {k}'s training slices hold no {_classes_named(absent)}, "
                          "which other slices hold: its model learns it from no example")
