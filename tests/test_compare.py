@@ -17,7 +17,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from covseg import api
+from covseg import api, crossval
 from covseg.checkpoint import save_checkpoint
 from covseg.cli import build_parser, main, swallowed_data
 from covseg.compare import (
@@ -540,7 +540,12 @@ def test_comparison_table_shows_small_costs_as_not_zero() -> None:
     assert table[2].endswith("| 1,234 | 12.3 | 42 | 2.5 min |")
 
 
-def test_compare_two_models_on_the_same_folds(tmp_path: Path, synthetic_folder: Path) -> None:
+def test_compare_two_models_on_the_same_folds(tmp_path: Path, synthetic_folder: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two models cross-validated on one split; the notes of its folds, warned by each model's
+    cross-validation, are in comparison.json's warnings once (they were in cv's alone)."""
+    note = "fold 1's training slices hold no effusion (label 3)"
+    monkeypatch.setattr(crossval, "_fold_notes", lambda *_: [note])
     result = api.compare(synthetic_folder, ["unet:width=4", "miniseg"], tmp_path, folds=2,
                          epochs=1, size=64, batch_size=4)
     folds = [json.loads((tmp_path / name / "summary.json").read_text())["per_fold"]
@@ -558,7 +563,7 @@ def test_compare_two_models_on_the_same_folds(tmp_path: Path, synthetic_folder: 
     assert "paired Wilcoxon" in report and "2-fold cross-validation, identical folds" in report
     for synthetic in (True, False):  # real data's report had two blank lines under the title
         assert "\n\n\n" not in comparison_markdown({**result, "synthetic": synthetic})
-    assert result["warnings"] == [] and "Data warnings" not in report
+    assert result["warnings"] == [note] and f"- Data warnings (1): {note}" in report
     warned = comparison_markdown({**result, "warnings": ["3 of 7 slices are in no valid_new"]})
     assert "\n- Data warnings (1): 3 of 7 slices are in no valid_new\n" in warned
     recipe = next(line for line in report.splitlines() if line.startswith("- Recipe"))

@@ -946,3 +946,28 @@ def test_a_resume_finishing_a_stopped_run_ends_it_with_its_own_end_and_threads(
     assert summary["finished_utc"] == now["finished_utc"] and summary["threads"] == 7
     assert summary["started_utc"] == "2020" and summary["seconds"] == 5.0
     assert summary["command"] is None and summary["resumed_by"][0]["command"] == now["command"]
+
+
+def test_a_fold_whose_rare_class_fell_in_its_validation_patients_is_noted(
+        tmp_path: Path) -> None:
+    """The fold notes looked at a fold's training cases before its validation patients were
+    taken out: effusion held by one patient, drawn for validation, was learned from no example
+    without a word. The slices each fold trains on are checked."""
+    names = [f"s{k}" for k in range(6)]
+    for name in names:
+        (tmp_path / "images").mkdir(exist_ok=True)
+        (tmp_path / "masks").mkdir(exist_ok=True)
+        Image.fromarray(np.full((4, 4), 100, np.uint8)).save(tmp_path / "images" / f"{name}.png")
+        Image.fromarray(np.array([[0, 1, 2, 0]] * 4, np.uint8)).save(
+            tmp_path / "masks" / f"{name}.png")
+    config = TrainConfig(val_fraction=0.2, seed=3)
+    splits = [(names[:5], names[5:])]
+    by_id = {s.case_id: s for s in load_dataset(tmp_path, target="multiclass").samples}
+    _, (held_out,) = validation_split([by_id[name] for name in names[:5]], 0.2, config.seed)
+    Image.fromarray(np.array([[0, 1, 2, 3]] * 4, np.uint8)).save(
+        tmp_path / "masks" / f"{held_out}.png")
+    data = load_dataset(tmp_path, target="multiclass")
+    assert crossval._fold_notes(config, data, splits) == [
+        ("fold 0's training slices hold no effusion (label 3), which other slices hold: its "
+         "model learns it from no example")]
+    assert crossval._fold_notes(replace(config, val_fraction=0.0), data, splits) == []

@@ -1166,8 +1166,24 @@ def test_a_truth_label_above_3_is_refused_as_train_refuses_it(tmp_path: Path, ca
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert (f"{tmp_path / 'truth' / 'a.png'}: label 5 is none of the classes 0..3 (background, "
-            "ground-glass, consolidation, effusion) that evaluate scores; relabel it") in err
+            "ground-glass, consolidation, effusion) that evaluate scores per class; relabel it"
+            ) in err
     assert not (tmp_path / "ev.json").exists()
+
+
+def test_a_binary_prediction_against_lesions_labelled_1_to_n_is_scored_as_binary(
+        tmp_path: Path) -> None:
+    """A 0/255 prediction against truths labelled per lesion 1..5 (connected components) was
+    refused for label 5, where it had been scored as binary: only a side scored per class
+    refuses a label above 3."""
+    truth = np.zeros((20, 20), dtype=np.uint8)
+    for label in range(1, 6):
+        truth[label * 3:label * 3 + 2, 2:10] = label
+    _save(tmp_path / "truth" / "a.png", truth)
+    _save(tmp_path / "pred" / "a.png", (truth > 0).astype(np.uint8) * 255)
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev.json")
+    assert result["num_classes"] == 2 and result["summary"]["dice"]["mean"] == pytest.approx(1)
+    assert "the truth 0..5: scored as binary" in result["classes_note"]
 
 
 def test_a_truth_class_the_model_cannot_predict_is_noted(tmp_path: Path) -> None:
@@ -1209,4 +1225,26 @@ def test_a_lung_and_infection_truth_outside_its_folder_is_noted(tmp_path: Path,
                            "lie side by side as two lungs, each in one piece, and label 3 lies "
                            "within them: a lung-and-infection mask")
     assert "(of a lung-and-infection mask, its label 3 alone)" in note
+    assert "Its labels are scored as lesion classes (1 ground-glass" in note
     assert note in caplog.text
+
+
+def test_a_lung_and_infection_truth_against_a_binary_prediction_says_binary(
+        tmp_path: Path) -> None:
+    """Against a binary prediction the lung-and-infection truth is scored as binary, yet its
+    note said its labels were scored as lesion classes beside "scored as binary": it says its
+    lungs count as infection."""
+    truth = np.zeros((8, 32, 32), dtype=np.uint8)
+    truth[:, 4:28, 2:15], truth[:, 4:28, 17:30] = 1, 2
+    truth[3, 10:14, 5:9] = 3
+    affine = np.diag([-0.8, 0.8, 5.0, 1])
+    for folder, mask in (("truth", truth), ("pred", (truth == 3).astype(np.uint8))):
+        (tmp_path / folder).mkdir()
+        nib.save(nib.Nifti1Image(mask.transpose(2, 1, 0), affine),
+                 str(tmp_path / folder / "case1.nii.gz"))
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev.json")
+    assert result["num_classes"] == 2
+    note = result["classes_note"]
+    assert "scored as binary (infection = any label > 0)" in note
+    assert "Its lungs are scored as infection (infection = any label > 0); give" in note
+    assert "lesion classes" not in note

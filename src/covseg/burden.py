@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from covseg.data.layouts import CLASS_NAMES
+from covseg.data.layouts.base import labels_hold_classes
 from covseg.errors import CovsegError
 from covseg.lungs import LEFT_LUNG, LESION_DEPTH_MM, MIN_LUNG_ML, RIGHT_LUNG
 from covseg.provenance import option_given, option_name
@@ -86,17 +87,13 @@ def is_multiclass(lesions: np.ndarray, multiclass: bool | None) -> bool:
 
 
 def holds_classes(lesions: np.ndarray) -> bool:
-    """Whether ``--classes auto`` reads a (z, y, x) lesion mask of labels as multi-class: where
-    it holds label 2 or 3 (consolidation, effusion), a label above 3 beside them then refused,
-    not merged as binary; but labels 1..N all held, N above 3, are lesions each under its own
-    label, as connected-component tools write them: binary."""
+    """Whether ``--classes auto`` reads a (z, y, x) lesion mask of labels as multi-class
+    (:func:`~covseg.data.layouts.base.labels_hold_classes`). Up to label 3 the highest label
+    alone tells (2 or 3 held), so only a mask going higher is read again for its labels."""
     top = int(lesions.max()) if lesions.size else 0
     if top <= EFFUSION:
-        return top > GGO
-    held = np.unique(np.concatenate([np.unique(plane) for plane in lesions]))
-    held = held[held > 0]
-    instances = held.size == top and held[0] == GGO
-    return not instances and bool(np.isin(held, (CONSOLIDATION, EFFUSION)).any())
+        return labels_hold_classes([top])
+    return labels_hold_classes(np.unique(np.concatenate([np.unique(plane) for plane in lesions])))
 
 
 def lesion_classes(plane: np.ndarray, multiclass: bool) -> np.ndarray:

@@ -282,11 +282,13 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
         check_finished_folds(replace(config, model=name, model_options=options), data,
                              out / model_folder(spec), splits, verb="compare")
     rows, dice_by_model, units_by_model = [], {}, {}
+    warned = dict.fromkeys(data.notes)  # and each cv's notes of its folds (the same folds)
     for spec in specs:
         name, options = parse_model_spec(spec)
         model_config = replace(config, model=name, model_options=options)
         summary = cross_validate(model_config, data, out / model_folder(spec), folds, resume,
                                  verb="compare")
+        warned.update(dict.fromkeys(summary.get("warnings", [])))
         per_case = per_case_dice(out / model_folder(spec), by_fold=True)
         channels = model_config.in_channels  # as its runs take them: a lung guide adds one
         cost = profile_model(build_model(name, channels, data.num_classes, **options), size=512,
@@ -315,7 +317,7 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
               "hd95_slices_by_unit": hd95_slices_by_unit(data),
               "cases_without_patient_id": own_patients(data),
               "config": _shared_recipe(config, data.windowed), "models": rows, "left_out": left_out,
-              "warnings": list(data.notes)}
+              "warnings": list(warned)}
     write_json(out / "comparison.json", result)
     dice = any_lesion("Dice", config.target == "multiclass")
     box_plot({spec: list(d.values()) for spec, d in dice_by_model.items()},

@@ -239,7 +239,7 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
                             data)
     _refuse_midway_fold_of_another_split(fold_dir, train_cases, folds, verb)
     by_id = {s.case_id: s for s in data.samples}
-    fit, val = validation_split([by_id[c] for c in train_cases], config.val_fraction, config.seed)
+    fit, val = _fold_split(config, data, train_cases)
     record = ({} if folds is None else {FOLDS: folds}) | ({NODE: dict(node)} if node else {})
     train(config, data, fold_dir, resume=resume, train_cases=fit, val_cases=val, record=record)
     test_samples = [by_id[c] for c in test_cases]
@@ -344,6 +344,24 @@ def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.Pat
     return {"fold": fold, "test_cases": len(splits[fold][1]), "summary": summarize(rows)}
 
 
+def _fold_split(config: TrainConfig, data: LoadedData, train_cases: Sequence[str],
+                quiet: bool = False) -> tuple[list[str], list[str]]:
+    """The (training, validation) cases a fold seeded as ``config`` draws from its
+    ``train_cases`` (:func:`~covseg.data.splits.validation_split`; ``quiet``: unwarned)."""
+    by_id = {s.case_id: s for s in data.samples}
+    return validation_split([by_id[c] for c in train_cases], config.val_fraction, config.seed,
+                            quiet)
+
+
+def _fold_notes(config: TrainConfig, data: LoadedData,
+                splits: Sequence[tuple[list[str], list[str]]]) -> list[str]:
+    """:func:`~covseg.data.layouts.base.fold_class_notes` of the slices each fold trains on,
+    its validation patients left out as its run leaves them (which warns of its split)."""
+    return fold_class_notes(data, [
+        _fold_split(replace(config, seed=config.seed + k), data, train_cases, quiet=True)[0]
+        for k, (train_cases, _) in enumerate(splits)])
+
+
 def _split_fold(config: TrainConfig, data: LoadedData, out: Path,
                 splits: list[tuple[list[str], list[str]]], k: int, resume: bool,
                 verb: str = CV_VERB, node: Mapping[str, str] | None = None
@@ -401,7 +419,7 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
     remove_temporaries(out)  # a run killed there (kill -9) left them; its folds' go in train
     splits, how = make_folds(data, folds, config.seed)
     check_finished_folds(config, data, out, splits, verb)
-    fold_notes = fold_class_notes(data, splits)
+    fold_notes = _fold_notes(config, data, splits)
     for note in fold_notes:
         log.warning("%s: %s", data.root, note)
     begun = begin(out, len(splits), resume) if begun is None else begun

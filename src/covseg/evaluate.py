@@ -396,24 +396,31 @@ def _no_shared_names(pred_dir: Path, truth_dir: Path, preds: Sequence[str],
 @dataclass(frozen=True)
 class _Side:
     """How one folder's masks read as labels: the step they share (None: file by file, see
-    :func:`~covseg.io.image.shared_label_step`) and their highest label."""
+    :func:`~covseg.io.image.shared_label_step`), their highest label and the mask holding it."""
 
     step: float | None
     top: int
+    top_mask: Path | None
 
     @classmethod
     def of(cls, levels: Sequence[np.ndarray], paths: Sequence[Path]) -> _Side:
-        """The side of masks with these ``levels``; one holding a label above the classes
-        (:data:`~covseg.data.layouts.CLASS_NAMES`) is refused, as train refuses it: scored, it
-        added a class of its own and an empty one for each label between."""
+        """The side of masks with these ``levels``."""
         step = shared_label_step(levels, [str(path) for path in paths])
         tops = [top_label(values, step) for values in levels]
-        stray = next((i for i, top in enumerate(tops) if top > max(CLASS_NAMES)), None)
-        if stray is not None:
-            raise CovsegError(f"{paths[stray]}: label {tops[stray]} is none of the classes "
+        highest = max(range(len(tops)), key=tops.__getitem__, default=None)
+        if highest is None or tops[highest] <= 1:
+            return cls(step, 1, None)
+        return cls(step, tops[highest], paths[highest])
+
+    def refuse_stray_label(self) -> None:
+        """Refuse a label above the classes (:data:`~covseg.data.layouts.CLASS_NAMES`) of a
+        side scored per class, as ``--target multiclass`` refuses it: scored, it added a class
+        of its own and an empty one for each label between. A side scored as binary reads it
+        as lesion (labels 1..N, one per lesion, as connected-component tools write them)."""
+        if self.top > max(CLASS_NAMES):
+            raise CovsegError(f"{self.top_mask}: label {self.top} is none of the classes "
                               f"0..{max(CLASS_NAMES)} ({', '.join(CLASS_NAMES.values())}) that "
-                              "evaluate scores; relabel it")
-        return cls(step, max([1, *tops]))
+                              "evaluate scores per class; relabel it")
 
 
 @warnings_once()
@@ -478,6 +485,9 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     pred_top = max(pred_labels.top, model_top)
     truth_top = truth_labels.top
     num_classes = max(pred_top, truth_top) + 1 if min(pred_top, truth_top) > 1 else 2
+    if num_classes > 2:
+        pred_labels.refuse_stray_label()
+        truth_labels.refuse_stray_label()
     rows: list[dict[str, Any]] = []
     lung_like: dict[Path, str] = {}
     for stem in progress_bar(cases, desc="evaluating", unit="case", leave=False):
@@ -513,7 +523,8 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
         "skipped_images": pred_side.skipped_images + truth_side.skipped_images + skipped,
         "num_classes": num_classes,
         "classes_note": "; ".join(note for note in (
-            _classes_note(pred_labels.top, model_top, truth_top), _lung_truths_note(lung_like))
+            _classes_note(pred_labels.top, model_top, truth_top),
+            _lung_truths_note(lung_like, num_classes))
             if note) or None,
         "empty_mask_rules": EMPTY_MASK_RULES, "std_note": STD_NOTE,
         "hd95_unit": _hd95_unit([truths[stem] for stem in cases], per_slice),
@@ -790,18 +801,21 @@ def _classes_beyond_model(pred_top: int, model_top: int, truth_top: int) -> str 
             f"0..{truth_top}: its {absent} scored though the model has no such class")
 
 
-def _lung_truths_note(looks: dict[Path, str]) -> str | None:
+def _lung_truths_note(looks: dict[Path, str], num_classes: int) -> str | None:
     """Warn of, and say for the ``classes_note``, truth volumes that look like lung or
     lung-and-infection masks (:func:`~covseg.lungs.lung_mask_look`), refused by folder name
     only (``lung_and_infection_mask/``): their lungs were scored as ground-glass and
-    consolidation, their infection as effusion, without a word."""
+    consolidation, their infection as effusion, without a word; scored as binary
+    (``num_classes`` 2), their lungs as infection."""
     if not looks:
         return None
     path, look = next(iter(looks.items()))
     others = f" (and {counted(len(looks) - 1, 'more truth')})" if len(looks) > 1 else ""
-    note = (f"truth {path}{others}: its {look} Its labels are scored "
-            "as lesion classes (1 ground-glass, 2 consolidation, 3 effusion); give infection "
-            f"masks as {option_name('truth')} (of a lung-and-infection mask, its label 3 alone)")
+    scored = ("Its labels are scored as lesion classes (1 ground-glass, 2 consolidation, "
+              "3 effusion)" if num_classes > 2 else
+              f"Its lungs are scored as infection ({MERGED_INTO_INFECTION})")
+    note = (f"truth {path}{others}: its {look} {scored}; give infection masks as "
+            f"{option_name('truth')} (of a lung-and-infection mask, its label 3 alone)")
     log.warning("%s", note)
     return note
 

@@ -15,10 +15,16 @@ import pytest
 from PIL import Image
 
 import covseg
+from covseg.burden import holds_classes
 from covseg.crossval import make_folds
 from covseg.data import detect_layout, load_dataset
 from covseg.data.layouts import LoadedData
-from covseg.data.layouts.base import data_fingerprint, fold_class_notes, study_patient
+from covseg.data.layouts.base import (
+    data_fingerprint,
+    fold_class_notes,
+    labels_hold_classes,
+    study_patient,
+)
 from covseg.data.splits import grouped_kfold, validation_split
 from covseg.data.synthetic import synthetic_slices
 from covseg.errors import CovsegError
@@ -1605,6 +1611,34 @@ def test_multiclass_masks_read_as_infection_are_noted(
     assert all(set(np.unique(s.mask)) <= {0, 1} for s in data.samples)
 
 
+@pytest.mark.parametrize("masks", [
+    ((1, 2, 3, 4), (5, 6, 0, 0), (1, 2, 0, 0)), ((4, 4, 0, 0), (4, 0, 0, 0)),
+    ((1, 2, 5, 0), (1, 0, 0, 0)),
+])
+def test_masks_multiclass_refuses_are_not_sent_to_it(
+        tmp_path: Path, masks: tuple[tuple[int, ...], ...]) -> None:
+    """Lesions labelled 1..N each (connected components, which quantify reads as binary), a
+    lone label 4 or a stray 5 beside classes were noted as classes that --target multiclass
+    keeps apart, which then refused them: the notes and quantify ask one rule, the levels
+    read as labels, and the note sends none to a target refusing them."""
+    labels = {f"s{k}": np.reshape(levels, (2, 2)) for k, levels in enumerate(masks)}
+    assert load_dataset(_label_folder(tmp_path, labels)).notes == []
+    with pytest.raises(CovsegError, match="is none of the classes 0..3"):
+        load_dataset(tmp_path, target="multiclass")
+
+
+@pytest.mark.parametrize("labels,classes", [
+    ((1, 2, 3, 4, 5, 6), False), ((4,), False), ((2,), True), ((1, 2, 5), True),
+    ((0, 1), False), ((1, 3), True), ((2, 3, 4), True), ((1, 2, 3), True),
+])
+def test_one_rule_tells_classes_from_lesions_by_label(labels: tuple[int, ...],
+                                                      classes: bool) -> None:
+    """The rule data notes and quantify's --classes auto share (they answered apart: 1..6 and
+    a lone 4 were classes to the notes, lesions to quantify)."""
+    assert labels_hold_classes(labels) is classes
+    assert holds_classes(np.array(labels).reshape(1, 1, -1)) is classes
+
+
 def test_multiclass_nifti_masks_read_as_infection_are_noted(tmp_path: Path) -> None:
     """A MedSeg-like volume of labels 0..2 read as infection is noted, by its labels as stored;
     a binary 0/255 one is not."""
@@ -1644,10 +1678,10 @@ def test_a_fold_whose_training_slices_lack_a_class_is_noted(tmp_path: Path) -> N
     labels = {"a": np.array([[0, 1], [2, 0]]), "b": np.array([[0, 1], [1, 0]]),
               "c": np.array([[0, 2], [1, 0]])}
     data = load_dataset(_label_folder(tmp_path, labels), target="multiclass")
-    assert fold_class_notes(data, [(["a", "b"], ["c"]), (["b"], ["a", "c"])]) == [
+    assert fold_class_notes(data, [["a", "b"], ["b"]]) == [
         ("fold 1's training slices hold no consolidation (label 2), which other slices hold: "
         "its model learns it from no example")]
-    assert fold_class_notes(load_dataset(tmp_path), [(["b"], ["a", "c"])]) == []
+    assert fold_class_notes(load_dataset(tmp_path), [["b"]]) == []
 
 
 def test_multiclass_nifti_masks_follow_the_mask_rules(tmp_path: Path) -> None:

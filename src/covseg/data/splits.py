@@ -76,14 +76,14 @@ def _train_cases(all_cases: list[str], held: set[str]) -> list[str]:
     return [case for case in all_cases if case not in held]
 
 
-def validation_split(samples: Sequence[Sample], fraction: float, seed: int = 0
-                     ) -> tuple[list[str], list[str]]:
+def validation_split(samples: Sequence[Sample], fraction: float, seed: int = 0,
+                     quiet: bool = False) -> tuple[list[str], list[str]]:
     """(train, validation) case ids with about ``fraction`` of the patients held out; a split
     that leaves fewer slices to train on than to validate on is logged as a warning (the
     model would learn from a few slices while many pick its best epoch), as is one whose
     count of patients had to be moved off ``fraction``'s rounding (at least one patient held
     out, one left to train) or that holds out none: 0.05 of 8 patients held out 12.5 %
-    without a word."""
+    without a word. ``quiet``: no warnings, for a look at the split that its run warns of."""
     groups = _by_patient(samples)
     if not 0.0 <= fraction < 1.0:
         raise CovsegError(f"{_spelled('val_fraction')} must lie in [0, 1), got {fraction}")
@@ -92,7 +92,7 @@ def validation_split(samples: Sequence[Sample], fraction: float, seed: int = 0
     asked = count = round(fraction * len(patients))
     if fraction > 0 and len(patients) >= 2:
         count = min(max(count, 1), len(patients) - 1)
-    if fraction > 0 and patients and (count != asked or count == 0):
+    if fraction > 0 and patients and (count != asked or count == 0) and not quiet:
         log.warning("%s %g holds out %d of %d patient(s) (%.1f %%), not %g %%: whole patients "
                     "are held out, one at least where another is left to train on",
                     _spelled("val_fraction"), fraction, count, len(patients),
@@ -100,7 +100,7 @@ def validation_split(samples: Sequence[Sample], fraction: float, seed: int = 0
     val_patients = set(patients[:count])
     train = [s.case_id for s in samples if s.patient_id not in val_patients]
     val = [s.case_id for s in samples if s.patient_id in val_patients]
-    if len(train) < len(val):
+    if len(train) < len(val) and not quiet:
         log.warning("validation fraction %g leaves %d slice(s) to train on and %d to validate "
                     "on; lower %s (0 trains on every slice)", fraction, len(train), len(val),
                     _spelled("val_fraction"))

@@ -21,10 +21,10 @@ import numpy as np
 from covseg.errors import CovsegError, counted, read_naming_out_of_memory, them
 from covseg.io.dicom import is_dicom_file
 from covseg.io.image import (
-    MAX_LABEL,
     case_key,
     image_name,
     is_image_file,
+    level_divisor,
     masks_to_labels,
     named_as_image,
     read_array,
@@ -56,6 +56,18 @@ CLASS_NAMES: dict[int, str] = {
 """MedSeg's labels by name, one name each wherever shown (grid legends, metric keys such as
 ``effusion_dice``, predict's and quantify's classes): label 3, pleural effusion, is "effusion"
 as the CT report names it."""
+
+
+def labels_hold_classes(labels: Iterable[int]) -> bool:
+    """Whether masks holding these labels (as read: 0/85/170/255 divided by their step) hold
+    lesion classes, the one rule of train's and data info's notes and quantify's
+    ``--classes auto``: label 2 or 3 (consolidation, effusion) is held, a label above 3 beside
+    them then a stray label, not merged as binary; but labels 1..N all held, N above 3, are
+    lesions each under its own label, as connected-component tools write them: binary."""
+    held = sorted({int(label) for label in labels} - {0})
+    if not {2, 3} & set(held):
+        return False
+    return held[-1] <= max(CLASS_NAMES) or held != list(range(1, held[-1] + 1))
 
 
 MAX_SHAPES_SHOWN = 3
@@ -927,7 +939,7 @@ def class_notes(data: LoadedData) -> list[str]:
         return []
     if data.target == "infection":
         levels = sorted({level for s in data.samples for level in s.merged_levels})
-        if not _holds_classes(levels):
+        if not _merged_classes(levels):
             return []
         return [(f"the masks hold classes (labels {'/'.join(map(str, levels))}), which "
                 f"{target_option('infection')} merges into one ({MERGED_INTO_INFECTION}); "
@@ -945,21 +957,34 @@ def class_notes(data: LoadedData) -> list[str]:
             f"that hold {it}, or relabel the masks 0..K without gaps")]
 
 
-def fold_class_notes(data: LoadedData, splits: Sequence[tuple[list[str], list[str]]]
-                     ) -> list[str]:
-    """The folds of a multi-class cross-validation whose training slices hold no pixel of a
-    class the data hold (a rare class in a few patients' slices): that fold's model learns it
-    from no example, and its test scores of it say nothing of the others'."""
+def _merged_classes(levels: Sequence[int]) -> bool:
+    """Whether the lesion levels an infection target merged (stored: 1/2, 0/85/170/255's
+    three) are classes (:func:`labels_hold_classes`) that ``--target multiclass`` reads, as it
+    reads them with one step for the set; not where it refuses one (a label above 3), nor
+    one lesion label stored as 1 or 255 (or both, in a mixed set: no step)."""
+    values = np.array(levels, dtype=np.float64)
+    step = level_divisor(values)
+    if step is None:
+        return False
+    labels = np.rint(values / step).astype(int)
+    return labels_hold_classes(labels) and int(labels.max()) <= max(CLASS_NAMES)
+
+
+def fold_class_notes(data: LoadedData, trained: Sequence[Sequence[str]]) -> list[str]:
+    """The folds of a multi-class cross-validation whose training slices (``trained``: each
+    fold's cases, its validation patients left out) hold no pixel of a class the data hold (a
+    rare class in a few patients' slices): that fold's model learns it from no example, and
+    its test scores of it say nothing of the others'."""
     if data.target != "multiclass":
         return []
     by_case = {sample.case_id: held_classes([sample], data.num_classes)
                for sample in data.samples}
     in_data = np.logical_or.reduce(list(by_case.values()))
     notes = []
-    for k, (train_cases, _) in enumerate(splits):
-        trained = np.logical_or.reduce([by_case[case] for case in train_cases])
+    for k, cases in enumerate(trained):
+        held = np.logical_or.reduce([by_case[case] for case in cases])
         absent = [label for label in range(1, data.num_classes)
-                  if in_data[label] and not trained[label]]
+                  if in_data[label] and not held[label]]
         if absent:
             notes.append(f"fold {k}'s training slices hold no {_classes_named(absent)}, "
                          "which other slices hold: its model learns it from no example")
@@ -977,14 +1002,6 @@ def held_classes(samples: Sequence[Sample], num_classes: int) -> np.ndarray:
 def _classes_named(labels: Sequence[int]) -> str:
     """Classes by name and label, for a note: "consolidation (label 2) and effusion (label 3)"."""
     return " and ".join(f"{CLASS_NAMES[label]} (label {label})" for label in labels)
-
-
-def _holds_classes(levels: Sequence[int]) -> bool:
-    """Whether a set's lesion levels as read are classes (1/2, 0/85/170/255's three, a label
-    map's 2 or 3 alone), not one lesion label stored as 1 or 255 (or both, in a mixed set)."""
-    if not set(levels) - {1, 255}:
-        return False
-    return len(levels) > 1 or 1 < levels[0] <= MAX_LABEL
 
 
 def target_option(value: str) -> str:
