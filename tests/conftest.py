@@ -153,6 +153,24 @@ def atomic_targets(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     return targets
 
 
+@pytest.fixture()
+def fingerprinted(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many slices each data fingerprint taken during the test hashed, in order (one hashed
+    on a bar, :func:`covseg.data.layouts.data_fingerprint`'s, shown or quiet)."""
+    from covseg.data.layouts import base
+
+    counts: list[int] = []
+    real = base.progress_bar
+
+    def record(items: list[object], **options: object) -> object:
+        if options.get("desc") == "data fingerprint":
+            counts.append(len(items))
+        return real(items, **options)
+
+    monkeypatch.setattr(base, "progress_bar", record)
+    return counts
+
+
 @pytest.fixture(scope="session")
 def synthetic_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built-in generator written as a generic folder (8 patients x 2 slices, 64 px)."""

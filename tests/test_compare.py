@@ -32,7 +32,7 @@ from covseg.compare import (
     per_case_dice,
 )
 from covseg.config import TrainConfig
-from covseg.crossval import mean_over_folds
+from covseg.crossval import make_folds, mean_over_folds
 from covseg.data import load_dataset
 from covseg.errors import CovsegError
 from tests.conftest import (
@@ -575,6 +575,21 @@ def test_compare_two_models_on_the_same_folds(tmp_path: Path, synthetic_folder: 
             f"{tmp_path / 'unet_width-4'} to start over")):
         api.compare(synthetic_folder, ["unet:width=4", "miniseg"], tmp_path, folds=2, epochs=2,
                     size=64, batch_size=4, resume=True)
+
+
+def test_a_comparison_fingerprints_the_whole_set_once_and_each_folds_training_slices_once(
+        tmp_path: Path, synthetic_folder: Path, fingerprinted: list[int]) -> None:
+    """Every model's cross-validation fingerprinted the whole set per fold (and twice per
+    finished fold on a resume, with compare's own check a third time), each model its folds'
+    training slices again: now once per command, the models sharing their identical folds'."""
+    data = load_dataset(synthetic_folder)
+    tiny = {"folds": 2, "epochs": 1, "size": 64, "batch_size": 4}
+    api.compare(data, ["unet:width=4", "unet:width=8"], tmp_path, **tiny)
+    trained = [len(train) for train, _ in make_folds(data, 2, TrainConfig().seed)[0]]
+    assert sorted(fingerprinted) == sorted([len(data.samples), *trained])
+    fingerprinted.clear()
+    api.compare(data, ["unet:width=4", "unet:width=8"], tmp_path, resume=True, **tiny)
+    assert fingerprinted == [len(data.samples)]
 
 
 def test_a_comparison_of_grey_slices_records_no_window(tmp_path: Path) -> None:

@@ -53,6 +53,7 @@ from covseg.data.layouts import (
     LoadedData,
     data_fingerprint,
     data_folders,
+    fingerprints_kept,
     load_dataset,
 )
 from covseg.data.layouts.base import refuse_broken_links
@@ -491,7 +492,8 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     check_cluster_options(ray, cpus_per_fold)
     started, started_utc = time.perf_counter(), utc_now()
     cpus = cpus_per_fold or default_cpus_per_fold(recipe)
-    with writing_to(out):  # held from the folds to the summary, as a run here holds it
+    # held from the folds to the summary, as a run here holds it; the whole set fingerprinted once
+    with writing_to(out), fingerprints_kept():
         with joined(ray, cpus):  # before the data are read: a refusal takes seconds, not a read
             loaded = _load(data, recipe)
             splits = make_folds(loaded, folds, recipe.seed)[0]

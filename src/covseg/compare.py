@@ -40,7 +40,7 @@ from covseg.crossval import (
     mean_over_folds,
     own_patients,
 )
-from covseg.data.layouts import LoadedData
+from covseg.data.layouts import LoadedData, fingerprints_kept
 from covseg.errors import CovsegError, counted
 from covseg.evaluate import any_lesion
 from covseg.io.atomic import write_json, write_text
@@ -251,6 +251,7 @@ def _resolved_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return name, resolved_options(name, options)
 
 
+@fingerprints_kept()
 def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
                    out: str | os.PathLike[str], folds: int | None = None, resume: bool = False
                    ) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from covseg.config import TrainConfig
-from covseg.data.layouts import LoadedData, data_fingerprint, split_files_note
+from covseg.data.layouts import LoadedData, data_fingerprint, fingerprints_kept, split_files_note
 from covseg.data.layouts.base import fold_class_notes
 from covseg.data.splits import grouped_kfold, validation_split
 from covseg.errors import CovsegError, counted
@@ -384,6 +384,7 @@ def whole_run_fold(config: TrainConfig, data: LoadedData, out: str | os.PathLike
                 node=node)
 
 
+@fingerprints_kept()
 def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
                    folds: int | None = None, resume: bool = False,
                    begun: Begun | None = None, verb: str = CV_VERB) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from covseg.data import detect_layout, load_dataset
 from covseg.data.layouts import LoadedData
 from covseg.data.layouts.base import (
     data_fingerprint,
+    fingerprints_kept,
     fold_class_notes,
     labels_hold_classes,
     study_patient,
@@ -1140,6 +1141,27 @@ def test_a_real_ct_reads_with_the_fingerprint_of_before(
                  str(tmp_path / folder / "coronacases_001.nii.gz"))
     data = load_dataset(tmp_path, **({"window": window} if window else {}))
     assert data_fingerprint(data, [s.case_id for s in data.samples]) == OLD_FINGERPRINTS[name]
+
+
+def test_a_fingerprint_is_kept_inside_its_block_only_and_never_for_changed_slices(
+        fingerprinted: list[int]) -> None:
+    """Inside :func:`fingerprints_kept` the same slices are hashed once (a cross-validation took
+    the whole set's fingerprint per fold); a slice given another mask inside it, or data changed
+    after it, are hashed anew: a kept digest is never that of other data."""
+    data = load_dataset("synthetic:3")
+    cases = [s.case_id for s in data.samples]
+    before = data_fingerprint(data, cases)
+    with fingerprints_kept():
+        assert data_fingerprint(data, cases) == data_fingerprint(data, reversed(cases)) == before
+        assert data_fingerprint(data, cases[:2]) == data_fingerprint(data, cases[:2]) != before
+        with fingerprints_kept():  # an inner block keeps them in the outer's
+            assert data_fingerprint(data, cases) == before
+        data.samples[0].mask = 1 - data.samples[0].mask
+        edited = data_fingerprint(data, cases)
+    assert fingerprinted == [len(cases), len(cases), 2, len(cases)]  # before it, then inside
+    assert edited != before and data_fingerprint(data, cases) == edited
+    data.samples[0].mask = 1 - data.samples[0].mask
+    assert data_fingerprint(data, cases) == before and len(fingerprinted) == 6
 
 
 def test_loaded_data_show_counts_not_pixels() -> None:

@@ -31,6 +31,7 @@ from covseg.data.layouts.base import (
     Sample,
     data_fingerprint,
     examples,
+    fingerprints_kept,
 )
 from covseg.data.layouts.detect import data_folders, detect_layout, load_dataset
 from covseg.data.layouts.mosmed import split_files_note
@@ -48,6 +49,7 @@ __all__ = [
     "data_folders",
     "detect_layout",
     "examples",
+    "fingerprints_kept",
     "load_dataset",
     "refuse_combined_masks",
     "split_files_note",

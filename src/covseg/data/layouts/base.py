@@ -10,7 +10,9 @@ import hashlib
 import io
 import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -231,17 +233,48 @@ def data_fingerprint(data: LoadedData, cases: Iterable[str], quiet: bool = True)
     """SHA-256 over each of ``cases``' case id, image and mask (dtype, shape and bytes as loaded),
     in case-id order: which data a run or fold was made from, so that a resume or a reused fold
     on other data (another folder, edited masks) is refused. About 4 ms per 512x512 slice held
-    compact (scaled as it is read), seconds for thousands: shown on a bar unless ``quiet``."""
+    compact (scaled as it is read), seconds for thousands: shown on a bar unless ``quiet``;
+    taken once for the same slices inside :func:`fingerprints_kept`."""
     by_id = {s.case_id: s for s in data.samples}
-    digest = hashlib.sha256()
     chosen = sorted((by_id[c] for c in cases), key=lambda s: s.case_id)
+    kept = _KEPT.get()
+    held = [(s.case_id, s.__dict__["_held_image"], s.__dict__["_held_mask"]) for s in chosen]
+    key = tuple((case, id(image), id(mask)) for case, image, mask in held)
+    if kept is not None and key in kept:
+        return kept[key][1]
+    digest = hashlib.sha256()
     for sample in progress_bar(chosen, quiet=quiet or not chosen, desc="data fingerprint",
                                unit="slice", leave=False):
         digest.update(sample.case_id.encode() + b"\0")
         for array in (sample.image, sample.mask):  # dtype and shape fix the bytes that follow
             digest.update(f"{array.dtype.str}{array.shape}".encode())
             digest.update(np.ascontiguousarray(array).data)
+    if kept is not None:
+        kept[key] = (held, digest.hexdigest())  # the arrays kept: their ids stay theirs
     return digest.hexdigest()
+
+
+_KEPT: ContextVar[dict[tuple[tuple[str, int, int], ...], tuple[list[Any], str]] | None] = (
+    ContextVar("fingerprints_kept", default=None))
+"""The fingerprints :func:`fingerprints_kept` keeps, by the slices' ids and held arrays."""
+
+
+@contextmanager
+def fingerprints_kept() -> Iterator[None]:
+    """Inside it (a block, or the function it decorates), :func:`data_fingerprint` hashes the
+    same slices once: a cross-validation fingerprinted its whole set for every fold, each
+    finished fold twice on a resume, and a comparison all that for every model (9 passes in a
+    fresh 5-fold run). Kept for the block only, as the data are not changed inside one command;
+    a later call hashes them anew (a user may have changed samples in between), and a slice
+    given another image or mask inside it is hashed anew too (keyed by the arrays held)."""
+    if _KEPT.get() is not None:  # an outer block keeps them already
+        yield
+        return
+    token = _KEPT.set({})
+    try:
+        yield
+    finally:
+        _KEPT.reset(token)
 
 
 @dataclass(repr=False)
