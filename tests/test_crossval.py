@@ -11,6 +11,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -748,6 +749,43 @@ def test_a_cv_stopped_before_its_summary_counts_both_commands_time(
     assert json.loads((out / "summary.json").read_text())["seconds"] == summary["seconds"]
 
 
+def test_a_cv_killed_before_its_summary_keeps_its_start_command_and_time(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """A cv killed with ``kill -9`` (which writes no stopped.json) after fold 0, then a resume
+    killed while training fold 1: the --resume that finished it recorded itself as the run's
+    command and start, listed no resume and gave its own 0.1 s as the run time. The start is
+    now the folds' record of the first command, each killed resume is listed, and each killed
+    command's time runs to its last write in --out; a kill leaves the files simulated here."""
+    tiny = {"folds": 2, "epochs": 1, "size": 64, "batch_size": 4, "model": "unet",
+            "model_options": {"width": 4}}
+    data, out = load_dataset(synthetic_folder), tmp_path / "cv"
+    api.cross_validate(data, out, **tiny)
+    for left in ("summary.json", "report.md", "per_case.csv", "dice_boxplot.png",
+                 "fold_1/fold_metrics.json", "fold_1/test_per_case.csv"):
+        (out / left).unlink()
+    started, killed_resume = "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z"
+    start = datetime.fromisoformat(started).timestamp()
+    for fold, began, resumes in (("fold_0", started, []), ("fold_1", "2026-01-01T00:00:20Z",
+                                 [{"command": "covseg cv data --out cv --resume",
+                                   "started_utc": killed_resume}])):
+        record = json.loads((out / fold / "config.json").read_text())
+        (out / fold / "config.json").write_text(json.dumps(
+            {**record, "command": "covseg cv data --out cv", "started_utc": began,
+             "resumed_by": resumes}))
+    for path in out.rglob("*"):  # the first command's last write 42 s in, the resume's 5 s
+        written = start + (65.0 if "fold_1" in path.parts else 42.0)
+        os.utime(path, (written, written))
+    summary = api.cross_validate(data, out, resume=True, **tiny)
+    assert summary["command"] == "covseg cv data --out cv" and summary["started_utc"] == started
+    killed, resume = summary["resumed_by"]
+    assert killed["started_utc"] == killed_resume and killed["seconds"] == 5.0
+    assert resume["trained_folds"] is True and resume["started_utc"] > killed_resume
+    assert summary["seconds"] == pytest.approx(47.0 + resume["seconds"])
+    assert summary["config"] == json.loads((out / "summary.json").read_text())["config"]
+    assert (f"Run time: {summary['seconds']:.1f} s over the command that started it and the "
+            "resumes that trained folds (2 resumes in all)") in (out / "report.md").read_text()
+
+
 def test_where_only_some_folds_are_stale_the_refusal_names_those_folds_to_delete(
         tmp_path: Path, synthetic_folder: Path) -> None:
     """Folds run alone with another recipe (--fold K) were refused with "delete OUT to start
@@ -949,7 +987,8 @@ def test_a_resume_finishing_a_stopped_run_ends_it_with_its_own_end_and_threads(
                                    "started_utc": "2020", "finished_utc": "the stop",
                                    "threads": 1}))
     now = crossval._command_record(config, data, crossval.begin(out, 1, resume=True), out)
-    summary = crossval._continued(stopped, {**now, "threads": 7}, trained=False)
+    summary = crossval._continued(json.loads(stopped.read_text()), False,
+                                  {**now, "threads": 7}, trained=False)
     assert summary["finished_utc"] == now["finished_utc"] and summary["threads"] == 7
     assert summary["started_utc"] == "2020" and summary["seconds"] == 5.0
     assert summary["command"] is None and summary["resumed_by"][0]["command"] == now["command"]

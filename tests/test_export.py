@@ -414,3 +414,18 @@ def test_export_replaces_only_an_earlier_export_of_its_own_run(
     assert text.read_text() == "not onnx\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.onnx", "other", "t.onnx",
                                                           "theirs.onnx"]
+
+
+@NEEDS_ONNX
+def test_a_rerun_removes_the_temporary_a_killed_export_left(tmp_path: Path,
+                                                            tiny_run: Path) -> None:
+    """An export killed with ``kill -9`` while writing left its hidden temporary (the whole
+    model) beside the target, which no later export removed, unlike every other command's;
+    another target's temporary and other hidden files are kept."""
+    out = tmp_path / "m.onnx"
+    stale, other, hidden = (tmp_path / ".m.p3rbhu0k.onnx", tmp_path / ".n.ab12cd34.onnx",
+                            tmp_path / ".keep")
+    for path in (stale, other, hidden):
+        path.write_bytes(b"left by a kill")
+    assert main(["export", "--model", str(tiny_run), "--out", str(out)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".keep", ".n.ab12cd34.onnx", "m.onnx"]

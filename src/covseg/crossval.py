@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from covseg.evaluate import (
 )
 from covseg.infer import Predictor
 from covseg.io.atomic import remove_temporaries, write_json, write_text
-from covseg.io.lock import refuse_if_held, writing_to
+from covseg.io.lock import LOCK_FILE, refuse_if_held, writing_to
 from covseg.metrics import (
     EMPTY_MASK_RULES,
     HD95_UNIT,
@@ -438,7 +439,7 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
                              **_fold_means(stats, data),
                              DEFINED: {key: metric["n"] for key, metric in stats.items()}})
             all_rows.extend({"fold": k, **row} for row in rows)
-        summary = _continued(_earlier(out, begun.resume),
+        summary = _continued(*_earlier(out, begun),
                              _summary(config, data, out, how, per_fold, all_rows, begun,
                                       train_seconds, fold_notes), begun.trains)
         write_text(out / "per_case.csv", rows_to_csv(all_rows))
@@ -464,12 +465,14 @@ class Begun:
     """A cross-validation command as its records time it: begun at ``clock``
     (``time.perf_counter()``) and ``utc``; ``trains``: it had folds to train then (a command
     that trains none adds no time to the run's); ``resume``: it continues earlier commands;
-    ``saved``: what its folds held then (a command that changed nothing trained nothing)."""
+    ``saved``: what its folds held then (a command that changed nothing trained nothing);
+    ``writes``: when each file in ``out`` was last written then (:func:`_killed_commands`)."""
 
     clock: float
     utc: str
     resume: bool
     saved: tuple[FoldState, ...]
+    writes: tuple[float, ...] = ()
 
     @property
     def trains(self) -> bool:
@@ -483,7 +486,19 @@ def begin(out: Path, folds: int, resume: bool, clock: float | None = None,
     ``clock`` and ``utc`` (before its folds ran on Ray), with what its folds held then."""
     return Begun(clock=time.perf_counter() if clock is None else clock,
                  utc=utc_now() if utc is None else utc,
-                 resume=resume, saved=_folds_state(out, folds))
+                 resume=resume, saved=_folds_state(out, folds), writes=_writes(out))
+
+
+def _writes(out: Path) -> tuple[float, ...]:
+    """When each file in ``out`` (its folds' included) was last written, in seconds since the
+    epoch: what tells how long commands killed with ``kill -9`` there ran. Lock files are no
+    work of theirs: this command took over ``out``'s before it began."""
+    times = []
+    for path in out.rglob("*") if out.is_dir() else ():
+        with suppress(OSError):
+            if path.is_file() and path.name != LOCK_FILE:
+                times.append(path.stat().st_mtime)
+    return tuple(times)
 
 
 def _folds_state(out: Path, folds: int) -> tuple[FoldState, ...]:
@@ -526,7 +541,7 @@ def stop_recorded(config: TrainConfig, data: LoadedData, out: Path,
         if (_folds_state(out, len(begun.saved)) != begun.saved
                 and not (begun.resume and _stopped_otherwise(out, config, data))):
             write_json(out / STOPPED_FILE,
-                       _continued(_earlier(out, begun.resume),
+                       _continued(*_earlier(out, begun),
                                   _command_record(config, data, begun, out), True))
         raise
 
@@ -539,37 +554,92 @@ def _stopped_otherwise(out: Path, config: TrainConfig, data: LoadedData) -> bool
                                                   config.record(data.windowed))
 
 
-def _earlier(out: Path, resume: bool) -> Path | None:
-    """The record of the commands a ``resume`` continues: those stopped before the summary
-    (:data:`STOPPED_FILE`), else the finished run's summary.json. A command that is no resume
-    continues none (a stale record left in ``out`` is not read)."""
-    if not resume:
+def _earlier(out: Path, begun: Begun) -> tuple[dict[str, Any] | None, bool]:
+    """The record of the commands a resume (``begun``) continues, and whether they ended the
+    run: those stopped before the summary (:data:`STOPPED_FILE`), else the finished run's
+    summary.json (ended), else those killed with ``kill -9`` (:func:`_killed_commands`). A
+    command that is no resume continues none (a stale record left in ``out`` is not read)."""
+    if not begun.resume:
+        return None, False
+    for name, ended in ((STOPPED_FILE, False), ("summary.json", True)):
+        if (out / name).is_file():
+            return read_record(out / name), ended
+    return _killed_commands(out, begun), False
+
+
+def _killed_commands(out: Path, begun: Begun) -> dict[str, Any] | None:
+    """The record of the commands that ran ``out``'s folds before ``begun`` and were killed
+    with ``kill -9``, which leaves no :data:`STOPPED_FILE`, rebuilt from the folds' config.json:
+    the recipe, start and provenance of the first, as the fold it began records them (its
+    ``started_utc`` that fold's start, after the data were read), the resumes the folds list
+    under ``resumed_by``, and the seconds each ran until its last write in ``out`` (the time
+    after it, until the kill, is lost). The summary recorded the resume that finished the run
+    as its start, with its own 0.1 s as the run time. None where no fold began before."""
+    began = [(k, record) for k in range(len(begun.saved))
+             if (record := read_record(out / f"fold_{k}" / "config.json")) is not None
+             and _before(record, begun.utc)]
+    if not began:
         return None
-    stopped = out / STOPPED_FILE
-    return stopped if stopped.is_file() else out / "summary.json"
+    k, first = min(began, key=lambda item: item[1]["started_utc"])
+    resumes = sorted({entry["started_utc"]: entry for _, record in began
+                      for entry in record.get(RESUMED_BY) or []
+                      if isinstance(entry, dict) and _before(entry, begun.utc)}.values(),
+                     key=lambda entry: entry["started_utc"])
+    seconds = _seconds_run([first, *resumes], begun)
+    recipe = first.get("config")
+    if isinstance(recipe, dict) and isinstance(recipe.get("seed"), int):
+        recipe = {**recipe, "seed": recipe["seed"] - k}  # fold k trains with seed + k
+    start = {key: value for key, value in run_provenance(first).items() if key != RESUMED_BY}
+    return start | {"config": recipe, "seconds": sum(seconds),
+                    RESUMED_BY: [entry | {"seconds": ran}
+                                 for entry, ran in zip(resumes, seconds[1:], strict=True)]}
 
 
-def _continued(record: Path | None, summary: dict[str, Any], trained: bool) -> dict[str, Any]:
-    """``summary`` as a resume of the cross-validation ``record`` holds writes it: with the
-    provenance, start time and ``seconds`` of the command that started it, this one listed
+def _before(record: Mapping[str, Any], utc: str) -> bool:
+    """Whether ``record`` holds a ``started_utc`` before ``utc`` (an earlier command's)."""
+    started = record.get("started_utc")
+    return isinstance(started, str) and _epoch(started) is not None and started < utc
+
+
+def _epoch(utc: str) -> float | None:
+    """A ``started_utc`` (:func:`~covseg.provenance.utc_now`) in seconds since the epoch; None
+    for a damaged one."""
+    try:
+        return datetime.fromisoformat(utc).timestamp()
+    except ValueError:
+        return None
+
+
+def _seconds_run(commands: Sequence[Mapping[str, Any]], begun: Begun) -> list[float]:
+    """The seconds each of ``commands`` (in the order they began, killed) ran in ``out``: from
+    its start to the last write in ``out`` (``begun.writes``) before the next one began."""
+    starts = [_epoch(command["started_utc"]) or 0.0 for command in commands]
+    ends = [*starts[1:], _epoch(begun.utc) or math.inf]
+    return [max((w for w in begun.writes if start <= w < end), default=start) - start
+            for start, end in zip(starts, ends, strict=True)]
+
+
+def _continued(saved: dict[str, Any] | None, ended: bool, summary: dict[str, Any],
+               trained: bool) -> dict[str, Any]:
+    """``summary`` as a resume of the cross-validation whose record is ``saved`` writes it: with
+    the provenance, start time and ``seconds`` of the command that started it, this one listed
     under ``resumed_by`` (its own seconds added where it ``trained`` a fold), so that a
     ``--resume`` that trains nothing leaves the run's command and run time as they were; as it
-    is where no record of this recipe is there (a run started). ``record``: a finished run's
-    summary.json, or the :data:`STOPPED_FILE` of commands stopped before it, which ended
-    nothing: the run finishes now. A summary an earlier covseg wrote, without some of the
-    start's keys (its source hash, start time, ``command``: null), keeps none of this resume's
-    in their place: they would describe another command. ``threads`` stays ``summary``'s: the
-    folds' as they stand (:func:`_folds_threads`), a fold trained again since included."""
-    saved = read_record(record) if record else None
-    if record is None or saved is None or not _same_recipe(saved.get("config"),
-                                                           summary["config"]):
+    is where no record of this recipe is there (a run started). ``saved``: a finished run's
+    summary.json (``ended``), or the record of commands stopped before it (:data:`STOPPED_FILE`,
+    :func:`_killed_commands`), which ended nothing: the run finishes now. A summary an earlier
+    covseg wrote, without some of the start's keys (its source hash, start time, ``command``:
+    null), keeps none of this resume's in their place: they would describe another command.
+    ``threads`` stays ``summary``'s: the folds' as they stand (:func:`_folds_threads`), a fold
+    trained again since included."""
+    if saved is None or not _same_recipe(saved.get("config"), summary["config"]):
         return summary
     now = {**run_provenance(summary), "seconds": summary["seconds"],
            "finished_utc": summary["finished_utc"], "trained_folds": trained}
     start = {"command": None, **run_provenance(saved)}
     start.pop(RESUMED_BY, None)
     kept = {key: value for key, value in summary.items() if key not in INVOCATION_KEYS}
-    finishes = trained or record.name == STOPPED_FILE
+    finishes = trained or not ended
     return kept | start | {  # none of this resume's own provenance beside the start's command
         THREADS: summary[THREADS],
         "seconds": float(saved["seconds"]) + (summary["seconds"] if trained else 0.0),

@@ -19,7 +19,7 @@ import torch
 from covseg.cascade import LungGuide
 from covseg.checkpoint import load_checkpoint, meta_problem, model_from_checkpoint
 from covseg.errors import CovsegError
-from covseg.io.atomic import atomic_path, output_file
+from covseg.io.atomic import atomic_path, output_file, remove_temporaries_of
 from covseg.models.registry import import_installed, output_channels
 from covseg.provenance import option_given, option_name, provenance
 from covseg.volumes import model_hash
@@ -56,6 +56,7 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str])
         guide.check_run()  # the file would be written, and fail at every prediction
     model = model_from_checkpoint(payload)
     example = torch.rand(1, meta["in_channels"], meta["size"], meta["size"])
+    remove_temporaries_of(out)  # an export killed with ``kill -9`` left one (the full model)
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # The TorchScript exporter needs no extra package (the dynamo one needs onnxscript).
