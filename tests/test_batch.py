@@ -151,8 +151,9 @@ def test_shards_share_their_out_and_a_whole_batch_meanwhile_is_refused(tmp_path:
     assert not (out / LOCK_FILE).exists(), "removed by the last shard to end"
     assert _whole_batch(out) == 1
     assert sorted(path.name for path in out.iterdir()) == [
-        "summary.csv", *(f"summary_shard{i}of3.csv" for i in (1, 2))], (
-        "no lock file nor plan left; the killed shard's summary, of no study, folded in")
+        "summary.csv", *(f"summary_shard{i}of3.csv" for i in range(3))], (
+        "no lock file nor plan left; the killed shard's summary, its study pending, kept")
+    assert read_rows(out / "summary_shard0of3.csv")[0]["status"] == "pending"
 
 
 def _shard_here(out: Path, shard: tuple[int, int], settings: dict[str, Any] | None = None
@@ -265,17 +266,19 @@ def test_a_shard_while_a_whole_batch_writes_is_refused(tmp_path: Path) -> None:
 
 
 def test_summary_is_rewritten_after_every_study(tmp_path: Path) -> None:
+    """The summary is rewritten after every study, the studies not done yet listed "pending"."""
     studies = [Study(f"s{i}", tmp_path / f"s{i}") for i in range(3)]
-    seen: list[int] = []
+    seen: list[list[str]] = []
 
     def process(study: Study, folder: Path) -> dict:
-        seen.append(len(read_rows(tmp_path / "out" / "summary.csv")))
+        seen.append([row["status"] for row in read_rows(tmp_path / "out" / "summary.csv")])
         if study.name == "s1":
             raise RuntimeError("boom")
         return {"study": {"lesion_ml": 1.0}}
 
     result = run_batch(studies, tmp_path / "out", process)
-    assert seen == [0, 1, 2] and result.failed == 1
+    assert seen == [["pending"] * 3, ["done", "pending", "pending"],
+                    ["done", "failed", "pending"]] and result.failed == 1
     rows = read_rows(result.summary)
     assert rows[1]["error"] == "RuntimeError: boom" and rows[2]["lesion_ml"] == "1"
 
@@ -714,7 +717,8 @@ def test_a_study_whose_record_cannot_be_read_is_done_again(tmp_path: Path) -> No
 def test_a_failed_study_has_no_output_and_a_stopped_one_leaves_no_result(tmp_path: Path) -> None:
     """A study's summary row gives its right and left lungs' involvement, where its lungs came
     from and its orientation note; a failed study's row names no output folder, and a study
-    stopped (Ctrl-C, SIGTERM) leaves no result file that would be taken as done next call."""
+    stopped (Ctrl-C, SIGTERM) leaves no result file that would be taken as done next call, and
+    the call's studies it did not finish listed "pending" in the summary (none before)."""
 
     def process(study: Study, folder: Path) -> dict[str, Any]:
         folder.mkdir(parents=True, exist_ok=True)
@@ -732,8 +736,10 @@ def test_a_failed_study_has_no_output_and_a_stopped_one_leaves_no_result(tmp_pat
     assert (done["orientation_note"], bool(done["lungs"])) == ("sides?", True)
     assert (failed["status"], failed["error"], failed["output"]) == ("failed", "bad study", "")
     with pytest.raises(KeyboardInterrupt):
-        run_batch([Study("c", tmp_path / "c.nii.gz")], out, process)
+        run_batch([Study(name, tmp_path / f"{name}.nii.gz") for name in "cd"], out, process)
     assert not (out / "c" / "quantification.json").exists()
+    rows = {row["study"]: row["status"] for row in read_rows(out / "summary.csv")}
+    assert rows["c"] == rows["d"] == "pending"  # evaluate warns of them
 
 
 def test_a_shard_summary_listing_a_study_the_whole_batch_does_not_is_kept(tmp_path: Path) -> None:

@@ -465,6 +465,10 @@ def test_interrupted_commands_say_how_to_continue(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(api, "quantify", interrupted)
     code, _, err = _run(capsys, "quantify", str(tmp_path), "--out", str(tmp_path / "q"))
     assert code == 130 and "already done are skipped" in err and "--resume" not in err
+    monkeypatch.setattr(api, "predict", interrupted)  # 2D: said only that CT studies are skipped
+    code, _, err = _run(capsys, "predict", "--model", str(tmp_path), str(tmp_path / "x.png"),
+                        "--out", str(tmp_path / "p"))
+    assert code == 130 and "2D images are predicted again" in err
     monkeypatch.setattr(api, "evaluate", interrupted)
     code, _, err = _run(capsys, "evaluate", "--pred", "p", "--truth", "t", "--out", "e.json")
     assert code == 130 and err == "covseg: interrupted; rerun the same command\n"

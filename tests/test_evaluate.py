@@ -325,19 +325,25 @@ def test_out_never_overwrites_files_an_evaluation_did_not_write(
 def test_an_evaluation_stopped_before_its_plot_is_rerun(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Written CSV first, an evaluation stopped while plotting left a lone ev.csv that its own
-    rerun refused ("no earlier evaluation's output")."""
+    rerun refused ("no earlier evaluation's output"). Stopped so after an earlier evaluation of
+    that name, it left the earlier ev.png beside its own JSON and CSV, the JSON naming it as its
+    own: the earlier PNG is gone, and the JSON names none until its own is drawn."""
     evaluate_module = importlib.import_module("covseg.evaluate")  # covseg.evaluate: the API's
     truth = square_mask(32, 4, 4, 12)
     _save(tmp_path / "truth" / "a.png", truth)
     _save(tmp_path / "pred" / "a.png", truth * 255)
+    evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
 
     def stopped(*_: object, **__: object) -> None:
         raise KeyboardInterrupt
 
+    _save(tmp_path / "truth" / "b.png", truth)
     with monkeypatch.context() as patch:
         patch.setattr(evaluate_module, "metrics_plot", stopped)
         with pytest.raises(KeyboardInterrupt):
             evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    record = json.loads((tmp_path / "ev.json").read_text())
+    assert not (tmp_path / "ev.png").exists() and "png" not in record["files"]
     result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
     assert result["cases"] == 1 and (tmp_path / "ev.png").is_file()
 
@@ -763,6 +769,46 @@ def test_a_mask_gone_from_a_predict_folder_is_scored_as_an_empty_prediction(
         capsys.readouterr().out)
     assert "holds 0/255 masks but no predict.json, so 2 truths without a prediction" in caplog.text
     assert "interrupted, rerun it to finish" in caplog.text
+
+
+def test_truths_pending_in_an_unfinished_predict_are_named_so(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A truth of an image or study a stopped predict had not finished was said to be "not
+    given to this predict" (2D: under the warning that it did not finish; CT: with no warning),
+    and a study killed before its record (mask written, no quantification.json) was scored as
+    done: they are ``pending_truths`` now, the CT predict warned of, its study's mask not
+    scored."""
+    lesion = square_mask(32, 4, 4, 12)
+    for name in ("a", "b", "c"):
+        _save(tmp_path / "truth2d" / f"{name}.png", lesion)
+    _save(tmp_path / "pred2d" / "a.png", lesion * 255)
+    (tmp_path / "pred2d" / "predict.json").write_text(json.dumps(
+        {"model": {"num_classes": 2}, "inputs": [], "masks": 0, "failed": {},
+         "pending": ["/x/a.png", "/x/b.png"]}))
+    args = ["evaluate", "--pred", str(tmp_path / "pred2d"), "--truth", str(tmp_path / "truth2d")]
+    assert main([*args, "--out", str(tmp_path / "ev2d")]) == 0
+    result = json.loads((tmp_path / "ev2d.json").read_text())
+    assert result["cases"] == 1 and result["pending_truths"] == ["b"]
+    assert result["unmatched_truths"] == ["c"]
+    out = capsys.readouterr().out
+    assert "note: 1 truth pending in the predict that did not finish" in out
+    assert "(not given to this predict), not scored: c" in out
+    stack = np.zeros((8, 8, 2), np.uint8)
+    stack[2:5, 2:5, 0] = 1
+    for name in ("s0", "s1", "s2", "s3"):
+        _save_stack(tmp_path / "truth" / f"{name}.nii.gz", stack)
+    for name in ("s0", "s1"):  # s1: killed after its mask, before its record
+        _save_stack(tmp_path / "pred" / name / "infection.nii.gz", stack)
+    rows = [{"study": name, "status": "pending"} for name in ("s0", "s1", "s2")]
+    (tmp_path / "pred" / "s0" / "quantification.json").write_text("{}")  # done, then killed
+    (tmp_path / "pred" / "summary.csv").write_text(csv_text(rows, SUMMARY_FIELDS))
+    caplog.clear()
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    assert [row["case_id"] for row in result["per_case"]] == ["s0"]
+    assert result["pending_truths"] == ["s1", "s2"] and result["unmatched_truths"] == ["s3"]
+    assert "its summary CSV lists 2 studies of a covseg predict that did not finish" in (
+        caplog.text)
 
 
 def test_one_shard_of_a_volume_batch_scores_its_own_studies(tmp_path: Path) -> None:

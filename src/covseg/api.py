@@ -1211,7 +1211,8 @@ def evaluate(pred: str | os.PathLike[str], truth: str | os.PathLike[str],
     Returns what the JSON holds: the number of ``cases``, the ``summary`` (per metric its mean,
     std, median and how many cases define it), the ``per_case`` rows, the truths scored without
     a prediction (``missing_predictions``), the predictions without a truth
-    (``unmatched_predictions``), the truths not scored (``unmatched_truths``), whether ``pred``
+    (``unmatched_predictions``), the truths not scored (``unmatched_truths``; those pending in
+    a predict that did not finish: ``pending_truths``, warned of), whether ``pred``
     holds covseg predict's record (``predict_record``), the models that made the scored masks
     as covseg's records name them (``models``: source, runtime, ``model_sha256``,
     ``checkpoint_sha256``, threshold, test flips), the masks edited since predict wrote them

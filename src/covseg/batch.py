@@ -31,6 +31,7 @@ from covseg.records import (
     LUNG_MODEL_SETTINGS,
     MODEL_CHECKPOINTS,
     MODEL_FILES,
+    PENDING,
     PREDICT_RECORD,
     REPORT_SETTING,
     RESULT_JSON,
@@ -115,12 +116,13 @@ def _first_failure(summary: Path) -> str:
     return ""
 
 
-def failed_studies(folder: Path) -> list[str]:
-    """The studies a batch's summary CSVs in ``folder`` record as failed (by study name)."""
-    failed = []
+def listed_studies(folder: Path, status: str) -> list[str]:
+    """The studies a batch's summary CSVs in ``folder`` list with ``status`` ("failed", or
+    :data:`~covseg.records.PENDING`: not finished by a call stopped or killed), by name."""
+    listed = []
     for path in filter(is_summary, summary_files(folder)):
-        failed += [row["study"] for row in _summary_rows(path) if row.get("status") == "failed"]
-    return failed
+        listed += [row["study"] for row in _summary_rows(path) if row.get("status") == status]
+    return listed
 
 
 def _summary_rows(path: Path) -> list[dict[str, str]]:
@@ -278,10 +280,10 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
     counts = {"done": 0, "skipped": 0, "failed": 0}
     chart = summary.with_suffix(".png")
     chart.unlink(missing_ok=True)  # an earlier call's chart; redrawn below from this summary
-    write_text(summary, csv_text(rows, SUMMARY_FIELDS))
+    write_text(summary, csv_text(_with_pending(rows, selected), SUMMARY_FIELDS))
     with (progress_bar(total=len(selected), desc=desc, unit="study") as study_bar,
           stage_bar(study_bar) as stages):
-        for study in selected:
+        for index, study in enumerate(selected, 1):
             folder = out_dir / study.name
             with reporting(stages.reporter(study.name)):
                 status, result, error = _run_one(study, folder, process,
@@ -291,7 +293,7 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
             row = _summary_row(study, folder, status, result, error)
             rows.append(_as_it_was(row, earlier.get(study.name)) if status == "skipped" else row)
             rows.sort(key=lambda row: row["study"])
-            write_text(summary, csv_text(rows, SUMMARY_FIELDS))
+            write_text(summary, csv_text(_with_pending(rows, selected[index:]), SUMMARY_FIELDS))
             study_bar.update()
     quantified = [row for row in rows if row["status"] != "failed"]
     if len(quantified) > 1:
@@ -299,6 +301,15 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
     if shard[1] == 1:
         _drop_folded_shard_summaries(out_dir, {row["study"] for row in rows})
     return BatchResult(summary, counts["done"], counts["skipped"], counts["failed"])
+
+
+def _with_pending(rows: list[dict[str, Any]], pending: Sequence[Study]) -> list[dict[str, Any]]:
+    """The summary rows of the studies dealt with and, status "pending", of the call's studies
+    not reached yet, by study: a call stopped or killed midway leaves a summary saying which of
+    its studies it did not finish (evaluate warns of them, :func:`listed_studies`)."""
+    waiting = [{"study": study.name, "status": PENDING, "error": "",
+                "input": recorded_path(study.path), "output": ""} for study in pending]
+    return sorted([*rows, *waiting], key=lambda row: row["study"])
 
 
 def _chart_title(quantified: int, listed: int, out_dir: Path) -> str:
@@ -376,7 +387,7 @@ def _earlier_summary_rows(out_dir: Path) -> dict[str, dict[str, str]]:
     rows: dict[str, dict[str, str]] = {}
     for path in filter(is_summary, summary_files(out_dir)):
         for row in _summary_rows(path):
-            if row.get("status") not in (None, "failed") and row.get("study"):
+            if row.get("status") not in (None, "failed", PENDING) and row.get("study"):
                 rows.setdefault(row["study"], row)
     return rows
 

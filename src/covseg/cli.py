@@ -281,6 +281,8 @@ EVALUATE_NOTES = {
                                       "of, scored as an empty prediction")),
     "unmatched_predictions": ("prediction", "without a truth, not scored"),
     "unmatched_truths": ("truth", "without a prediction (not given to this predict), not scored"),
+    "pending_truths": ("truth", ("pending in the predict that did not finish (not done when it "
+                                 "stopped, or still running), not scored")),
     "skipped_images": ("image", ("among the masks (named as images beside their masks, or "
                                  "holding a CT), not scored")),
 }
@@ -539,8 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
 RERUN_HINTS = {
     **dict.fromkeys(("train", "cv", "compare"),
                     "rerun the same command with --resume to continue"),
-    **dict.fromkeys(("predict", "quantify"),
-                    "rerun the same command to continue (CT studies already done are skipped)"),
+    "predict": ("rerun the same command to continue (CT studies already done are skipped; "
+                "2D images are predicted again)"),
+    "quantify": "rerun the same command to continue (studies already done are skipped)",
     "demo": "rerun the same command to continue",
 }
 """What to do after a stopped command, for the commands that can continue where they stopped."""

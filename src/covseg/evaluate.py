@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from covseg.batch import failed_studies
+from covseg.batch import listed_studies
 from covseg.data.layouts import (
     CLASS_NAMES,
     MERGED_INTO_INFECTION,
@@ -283,7 +283,7 @@ def _failed_cases(folder: Path, given: bool = True) -> set[str]:
     failed = [Path(path) for path in recorded] if isinstance(recorded, dict) else []
     inputs = _recorded_inputs(folder) if given else []
     images = {_image_case(path) for path in [*inputs, *failed]}
-    return images | {case_key(name) for name in failed_studies(folder)}
+    return images | {case_key(name) for name in listed_studies(folder, "failed")}
 
 
 def _read_cases(pred_path: Path | None, truth_path: Path, truth_dtype: type = np.int16
@@ -440,7 +440,8 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     is scored against an empty mask and named in ``missing_predictions``, so the means cover
     every case predict was given; other truths without a prediction are named in
     ``unmatched_truths``, not scored (with a warning where a folder of 0/255 PNG masks holds no
-    record: :func:`_warn_unrecorded`); predictions without a
+    record: :func:`_warn_unrecorded`), or in ``pending_truths`` where a predict that did not
+    finish lists them pending (:func:`_pending_cases`, warned of); predictions without a
     truth, by file name, in ``unmatched_predictions``; files named as images beside their masks
     (:func:`_named_images`) are not read, and named in ``skipped_images``, as are truths that
     hold an image (a CT: :func:`_label_levels`, :func:`_unmatched_images`), skipped with a
@@ -462,9 +463,11 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
         refuse_undecodable_name(path)
     if pred_side.single and truth_side.single:  # one case, whatever the names
         preds = dict.fromkeys(truths, *preds.values())
+    pred_folder = pred_path.parent if pred_side.single else pred_path
+    pending = _pending_cases(pred_folder) if not pred_side.single else {}
+    preds = {case: path for case, path in preds.items() if pending.get(case) != "study"}
     if not set(preds) & set(truths):
         raise _no_shared_names(pred_path, truth_path, list(preds), list(truths))
-    pred_folder = pred_path.parent if pred_side.single else pred_path
     truth_folder = truth_path.parent if truth_side.single else truth_path
     missing = sorted((_failed_cases(pred_folder, given=not pred_side.single) & set(truths))
                      - set(preds))
@@ -499,13 +502,9 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
             lung_like[truths[stem]] = look
         rows += _case_rows(study_name(truths[stem], mask=True), pred, truth, volume,
                            num_classes, per_slice)
-    unmatched = sorted(set(truths) - set(cases))
+    unmatched = sorted(set(truths) - set(cases) - set(pending))
     recorded = is_batch_folder(pred_folder)
-    pending = _recorded_inputs(pred_folder, PENDING) if not pred_side.single else []
-    if pending:
-        log.warning("%s: its %s lists %s of a covseg predict that did not finish (stopped, or "
-                    "still running); their truths without a mask are not scored: rerun it to "
-                    "finish", pred_folder, PREDICT_RECORD, counted(len(pending), "image"))
+    _warn_pending(pred_folder, pending)
     if unmatched and not recorded and not pred_side.single:
         _warn_unrecorded(pred_folder, {case: levels[case][0] for case in cases if case in preds},
                          preds, len(unmatched))
@@ -520,6 +519,7 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
         "unmatched_predictions": sorted(str(preds[case].relative_to(pred_folder))
                                         for case in set(preds) - set(truths)),
         "unmatched_truths": unmatched,
+        "pending_truths": sorted(set(truths) & set(pending) - set(cases)),
         "skipped_images": pred_side.skipped_images + truth_side.skipped_images + skipped,
         "num_classes": num_classes,
         "classes_note": "; ".join(note for note in (
@@ -530,12 +530,24 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
         "hd95_unit": _hd95_unit([truths[stem] for stem in cases], per_slice),
         "summary": summarize(rows), "per_case": rows,
     }
-    result["files"] = {kind: output_path(path) for kind, path in files.items()}
-    write_json(files["json"], result)  # first: it marks the other two as this evaluation's, so
-    write_text(files["csv"], rows_to_csv(rows))  # a rerun after an interrupt may replace them
-    metrics_plot(rows, files["png"], f"{counted(len(rows), 'case')}: {pred_path.name} against "
-                 f"{truth_path.name}")
+    _write_outputs(files, result, f"{counted(len(rows), 'case')}: {pred_path.name} against "
+                   f"{truth_path.name}")
     return result
+
+
+def _write_outputs(files: dict[str, Path], result: dict[str, Any], title: str) -> None:
+    """Write an evaluation's JSON (``files`` added to ``result``), CSV and PNG. The JSON goes
+    first, as it marks the other two as this evaluation's, so that a rerun after a stop may
+    replace them; the earlier evaluation's PNG is removed before it, and the JSON names the PNG
+    once drawn: a stop while drawing left the earlier evaluation's figure beside the new numbers,
+    the JSON naming it as its own."""
+    files["png"].unlink(missing_ok=True)
+    result["files"] = {kind: output_path(files[kind]) for kind in ("json", "csv")}
+    write_json(files["json"], result)
+    write_text(files["csv"], rows_to_csv(result["per_case"]))
+    metrics_plot(result["per_case"], files["png"], title)
+    result["files"]["png"] = output_path(files["png"])
+    write_json(files["json"], result)
 
 
 def _refuse_self_scoring(pred: Path, truth: Path) -> None:
@@ -557,6 +569,34 @@ def _refuse_per_slice_of_slices(truths: Sequence[Path]) -> None:
         option = option_given("per_slice", True)
         raise CovsegError(f"{option}: for NIfTI volumes only, and these masks are 2D slices "
                           f"(each file is one slice already); drop {option}")
+
+
+def _pending_cases(folder: Path) -> dict[str, str]:
+    """The cases of a covseg predict into ``folder`` that did not finish (stopped, killed, or
+    still running), each "image" (predict.json's ``pending``) or "study" (a summary CSV's
+    pending row, its record not written: one killed after it is done). A pending study's mask
+    is not scored: its record, naming its model, is not written, and predict redoes the study;
+    a pending image's mask is written whole, and kept."""
+    images = dict.fromkeys(map(_image_case, _recorded_inputs(folder, PENDING)), "image")
+    studies = [name for name in listed_studies(folder, PENDING)
+               if not (folder / name / RESULT_JSON).is_file()]
+    return {**images, **dict.fromkeys(map(case_key, studies), "study")}
+
+
+def _warn_pending(folder: Path, pending: dict[str, str]) -> None:
+    """Warn in one line that the predict into ``folder`` did not finish, with its pending
+    cases counted (:func:`_pending_cases`)."""
+    if not pending:
+        return
+    images = sum(kind == "image" for kind in pending.values())
+    studies = len(pending) - images
+    what = " and ".join(counted(count, noun, plural) for count, noun, plural in (
+        (images, "image", "images"), (studies, "study", "studies")) if count)
+    record = "summary CSV" if studies else PREDICT_RECORD
+    scored = ("truths are not scored, nor a pending study's mask" if studies
+              else "truths without a mask are not scored")
+    log.warning("%s: its %s lists %s of a covseg predict that did not finish (stopped, killed, "
+                "or still running); their %s: rerun it to finish", folder, record, what, scored)
 
 
 def _warn_unrecorded(folder: Path, levels: dict[str, np.ndarray], preds: dict[str, Path],
