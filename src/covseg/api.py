@@ -411,7 +411,7 @@ def _draw_grid(data: str | os.PathLike[str] | LoadedData, out: Path, n: int, see
     heading = loaded.describe()
     names = {"infection": {1: "infection"}, "lung": {1: "lung"}}.get(loaded.target, CLASS_NAMES)
     return sample_grid([s.image for s in chosen], [s.mask for s in chosen],
-                       [f"{s.title} ({s.image.shape[1]}x{s.image.shape[0]})" for s in chosen],
+                       [f"{s.title} ({s.shape[1]}x{s.shape[0]})" for s in chosen],
                        out, heading, label_names={k: v for k, v in names.items() if k > 0},
                        aspects=[s.aspect for s in chosen],
                        palette=LUNG_COLOURS if loaded.target == "lung" else CLASS_COLOURS)

@@ -263,11 +263,10 @@ def scale_intensity(array: np.ndarray, kind: str, window: tuple[float, float] = 
     values beyond the scale's range are warned once (:func:`judge_scale`), unless ``judge`` is
     False (a volume's slices, judged with their volume; a slice held as read and scaled on
     access, judged when read)."""
-    if judge:
-        judge_scale(array, kind, window)
-    else:
-        _scale_range(kind, window)  # an unknown scale refused all the same
+    low, high = _scale_range(kind, window)
     array = _raised_to_air(array, kind)
+    if judge:
+        _warn_if_clipped(_outside_count(array, low, high), array.size, kind, low, high)
     if kind == "hu":
         from monai.transforms import ScaleIntensityRange
 
