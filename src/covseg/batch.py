@@ -280,7 +280,8 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
     counts = {"done": 0, "skipped": 0, "failed": 0}
     chart = summary.with_suffix(".png")
     chart.unlink(missing_ok=True)  # an earlier call's chart; redrawn below from this summary
-    write_text(summary, csv_text(_with_pending(rows, selected), SUMMARY_FIELDS))
+    waiting = _pending_rows(selected)
+    write_text(summary, csv_text(_with_pending(rows, waiting), SUMMARY_FIELDS))
     with (progress_bar(total=len(selected), desc=desc, unit="study") as study_bar,
           stage_bar(study_bar) as stages):
         for index, study in enumerate(selected, 1):
@@ -293,7 +294,7 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
             row = _summary_row(study, folder, status, result, error)
             rows.append(_as_it_was(row, earlier.get(study.name)) if status == "skipped" else row)
             rows.sort(key=lambda row: row["study"])
-            write_text(summary, csv_text(_with_pending(rows, selected[index:]), SUMMARY_FIELDS))
+            write_text(summary, csv_text(_with_pending(rows, waiting[index:]), SUMMARY_FIELDS))
             study_bar.update()
     quantified = [row for row in rows if row["status"] != "failed"]
     if len(quantified) > 1:
@@ -303,12 +304,18 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
     return BatchResult(summary, counts["done"], counts["skipped"], counts["failed"])
 
 
-def _with_pending(rows: list[dict[str, Any]], pending: Sequence[Study]) -> list[dict[str, Any]]:
-    """The summary rows of the studies dealt with and, status "pending", of the call's studies
-    not reached yet, by study: a call stopped or killed midway leaves a summary saying which of
+def _pending_rows(selected: Sequence[Study]) -> list[dict[str, Any]]:
+    """The summary rows, status "pending", of the call's studies in order, built once: each
+    study's row is written until it is reached (a path resolved per study, not per write)."""
+    return [{"study": study.name, "status": PENDING, "error": "",
+             "input": recorded_path(study.path), "output": ""} for study in selected]
+
+
+def _with_pending(rows: list[dict[str, Any]],
+                  waiting: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The summary rows of the studies dealt with and of the call's studies not reached yet
+    (``waiting``), by study: a call stopped or killed midway leaves a summary saying which of
     its studies it did not finish (evaluate warns of them, :func:`listed_studies`)."""
-    waiting = [{"study": study.name, "status": PENDING, "error": "",
-                "input": recorded_path(study.path), "output": ""} for study in pending]
     return sorted([*rows, *waiting], key=lambda row: row["study"])
 
 
