@@ -261,6 +261,7 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
                                        _ct_hu(hu, read_as if recorded_ct else None))
     if ct is not None:
         check_same_grid(lesions, ct)
+    classes = is_multiclass(lesions.array, classes)  # read once: auto reads every label held
     lung_labels, lung_source, found_lungs, grown = None, None, None, None
     sides: list[str] = []
     own_lungs = _threshold_lungs(predicted) and _unchanged(predicted, hashes, ("lungs",))
@@ -281,9 +282,8 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
         ct_hu = hounsfield(ct)
         found_lungs = segment_lungs(ct_hu, ct.affine)
         stage("matching lesions to the lungs")
-        grown = lesions_in_lungs(lesion_voxels(lesions.array,
-                                               is_multiclass(lesions.array, classes)),
-                                 found_lungs, lesions.spacing, hu=ct_hu)
+        grown = lesions_in_lungs(lesion_voxels(lesions.array, classes), found_lungs,
+                                 lesions.spacing, hu=ct_hu)
         lung_labels, lung_source = grown.lungs, "threshold"
     stage("counting")
     result = quantify(lesions.array, lesions.spacing, lung_labels, multiclass=classes,
@@ -415,7 +415,7 @@ def _predict_intensity(record: dict[str, Any], hashes: dict[str, str | None]) ->
 
 
 def _lungs_under_edited_mask(lungs: np.ndarray, ct: Volume, lesions: np.ndarray,
-                             multiclass: bool | None, own_lungs: bool
+                             multiclass: bool, own_lungs: bool
                              ) -> tuple[np.ndarray, np.ndarray]:
     """Predict's threshold lungs under a lesion mask edited since: (the lungs to count, the
     found lungs for :func:`quantify`). Found: the CT's threshold lungs (as predict finds them)
@@ -423,7 +423,7 @@ def _lungs_under_edited_mask(lungs: np.ndarray, ct: Volume, lesions: np.ndarray,
     over. While the lungs are predict's own (``own_lungs``), they lose the voxels that are
     neither threshold lung nor lesion now: predict grew them over lesion erased since, which
     counted as lung made the lungs larger and the % involved smaller. Sides are kept."""
-    lesion = lesion_voxels(lesions, is_multiclass(lesions, multiclass))
+    lesion = lesion_voxels(lesions, multiclass)
     threshold = segment_lungs(hounsfield(ct), ct.affine) > 0
     if own_lungs:
         lungs = np.where(threshold | lesion, lungs, 0).astype(np.uint8)
