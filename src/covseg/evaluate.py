@@ -497,7 +497,8 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
         pred, truth, volume = _read_pair(stem, preds.get(stem), truths[stem])
         pred = mask_to_labels(pred, preds.get(stem, "missing prediction"), pred_labels.step)
         truth = mask_to_labels(truth, truths[stem], truth_labels.step)
-        look = lung_mask_look(truth, volume.affine) if volume is not None else None
+        look = (lung_mask_look(truth, volume.affine)  # two lungs need labels 1 and 2
+                if volume is not None and truth_labels.top >= 2 else None)
         if look:
             lung_like[truths[stem]] = look
         rows += _case_rows(study_name(truths[stem], mask=True), pred, truth, volume,

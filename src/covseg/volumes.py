@@ -284,7 +284,7 @@ def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray
             kept_effusion = remove_outside_lungs(effusion, lungs, volume.spacing,
                                                  lung_margin_mm, hu, depth_mm=math.inf)
             kept[kept_effusion] = EFFUSION
-            effusion_note = effusion_cut_note(effusion, kept_effusion, volume.spacing,
+            effusion_note = effusion_cut_note(effusion, kept_effusion, volume.voxel_ml,
                                               lung_margin_mm)
         labels = kept
     if effusion_note:
@@ -292,7 +292,7 @@ def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray
     return VolumeMasks(labels, counted, lung_source, True, lungs, cut, notes, effusion_note)
 
 
-def effusion_cut_note(effusion: np.ndarray, kept: np.ndarray, spacing: Sequence[float],
+def effusion_cut_note(effusion: np.ndarray, kept: np.ndarray, voxel_ml: float,
                       margin_mm: float) -> str | None:
     """Say how much of an effusion reaching the lungs was cut (:func:`~covseg.lungs.cut_voxels`)
     where it runs on beyond ``margin_mm`` of the slices holding lung: the slice bound that
@@ -302,7 +302,7 @@ def effusion_cut_note(effusion: np.ndarray, kept: np.ndarray, spacing: Sequence[
     voxels = cut_voxels(effusion, kept)
     if not voxels:
         return None
-    ml = voxels * float(np.prod(spacing)) / 1000.0
+    ml = voxels * voxel_ml
     return (f"{ml:.2f} mL of effusion reaching the lungs was cut beyond {margin_mm:g} mm of "
             "the slices holding lung (below the lung bases, where a call running on into the "
             "liver or abdomen is cut) and is not in effusion_ml; check the montage, or "
