@@ -323,7 +323,7 @@ PIECES_MAX_VOXELS = 2**25
 voxel (:func:`looks_like_two_lungs`): int32 piece labels of a whole study took 600 MiB."""
 
 
-ZENODO_INFECTION = 3
+ZENODO_INFECTION_LABEL = 3
 """The infection's label in Zenodo's and Kaggle's lung-and-infection masks (1 and 2 the
 lungs)."""
 LUNG_MASK_LOOK = "labels 1 and 2 lie side by side as two lungs, each in one piece"
@@ -340,11 +340,11 @@ def lung_mask_look(labels: np.ndarray, affine: np.ndarray) -> str | None:
     mask?"): a lung mask, or with label 3 besides, a lung-and-infection mask; None for any
     other mask. Said where one is given as lesions (quantify) or truth
     (evaluate): its lungs count as ground-glass and consolidation, its infection as effusion."""
-    held = labels_held(labels, ZENODO_INFECTION)
+    held = labels_held(labels, ZENODO_INFECTION_LABEL)
     if (held is None or not {RIGHT_LUNG, LEFT_LUNG} <= held
             or not looks_like_two_lungs(labels, affine)):
         return None
-    if ZENODO_INFECTION not in held:
+    if ZENODO_INFECTION_LABEL not in held:
         return f"{LUNG_MASK_LOOK}: a lung mask?"
     if not _infection_in_lungs(labels, affine):
         return None
@@ -355,11 +355,12 @@ def lung_mask_look(labels: np.ndarray, affine: np.ndarray) -> str | None:
 def _infection_in_lungs(labels: np.ndarray, affine: np.ndarray) -> bool:
     """Whether more of label 3's surface than :data:`INFECTION_IN_LUNGS_SHARE` faces labels 1
     and 2 (looked at in the box around label 3)."""
-    box = _bounding_box(labels == ZENODO_INFECTION, pad=(1, 1, 1))
+    box = _bounding_box(labels == ZENODO_INFECTION_LABEL, pad=(1, 1, 1))
     assert box is not None, "label 3 was counted"
     near = labels[box]
     spacing_zyx = np.linalg.norm(_check_affine(affine)[:3, 2::-1], axis=0)
-    return _facing_share(near == ZENODO_INFECTION, (near == RIGHT_LUNG) | (near == LEFT_LUNG),
+    return _facing_share(near == ZENODO_INFECTION_LABEL,
+                         (near == RIGHT_LUNG) | (near == LEFT_LUNG),
                          spacing_zyx) > INFECTION_IN_LUNGS_SHARE
 
 
