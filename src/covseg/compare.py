@@ -39,6 +39,7 @@ from covseg.crossval import (
     make_folds,
     mean_over_folds,
     own_patients,
+    warned_fold_notes,
 )
 from covseg.data.layouts import LoadedData, fingerprints_kept
 from covseg.errors import CovsegError, counted
@@ -283,12 +284,13 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
         check_finished_folds(replace(config, model=name, model_options=options), data,
                              out / model_folder(spec), splits, verb="compare")
     rows, dice_by_model, units_by_model = [], {}, {}
+    fold_notes = warned_fold_notes(config, data, splits)  # every model's folds: the same
     warned = dict.fromkeys(data.notes)  # and each cv's notes of its folds (the same folds)
     for spec in specs:
         name, options = parse_model_spec(spec)
         model_config = replace(config, model=name, model_options=options)
         summary = cross_validate(model_config, data, out / model_folder(spec), folds, resume,
-                                 verb="compare")
+                                 verb="compare", fold_notes=fold_notes)
         warned.update(dict.fromkeys(summary.get("warnings", [])))
         per_case = per_case_dice(out / model_folder(spec), by_fold=True)
         channels = model_config.in_channels  # as its runs take them: a lung guide adds one

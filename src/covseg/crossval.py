@@ -354,10 +354,23 @@ def _fold_split(config: TrainConfig, data: LoadedData, train_cases: Sequence[str
                             quiet)
 
 
+def warned_fold_notes(config: TrainConfig, data: LoadedData,
+                      splits: Sequence[tuple[list[str], list[str]]]) -> list[str]:
+    """The notes of the folds (:func:`_fold_notes`), each warned: once per command, compare's
+    models being cross-validated on the same folds."""
+    notes = _fold_notes(config, data, splits)
+    for note in notes:
+        log.warning("%s: %s", data.root, note)
+    return notes
+
+
 def _fold_notes(config: TrainConfig, data: LoadedData,
                 splits: Sequence[tuple[list[str], list[str]]]) -> list[str]:
     """:func:`~covseg.data.layouts.base.fold_class_notes` of the slices each fold trains on,
-    its validation patients left out as its run leaves them (which warns of its split)."""
+    its validation patients left out as its run leaves them (which warns of its split); none
+    for a data set that is not multi-class, whose folds are then not drawn."""
+    if data.target != "multiclass":
+        return []
     return fold_class_notes(data, [
         _fold_split(replace(config, seed=config.seed + k), data, train_cases, quiet=True)[0]
         for k, (train_cases, _) in enumerate(splits)])
@@ -388,7 +401,8 @@ def whole_run_fold(config: TrainConfig, data: LoadedData, out: str | os.PathLike
 @fingerprints_kept()
 def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
                    folds: int | None = None, resume: bool = False,
-                   begun: Begun | None = None, verb: str = CV_VERB) -> dict[str, Any]:
+                   begun: Begun | None = None, verb: str = CV_VERB,
+                   fold_notes: list[str] | None = None) -> dict[str, Any]:
     """Run every fold into ``out/fold_k``; write per_case.csv, dice_boxplot.png, report.md and
     summary.json, the last written: a run stopped before it leaves no summary, and a --resume
     with every fold finished writes all four again from the folds.
@@ -400,7 +414,8 @@ def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike
     holding a training run or a comparison is refused. ``begun``: when the command began
     (:func:`begin`), where its folds ran before (on Ray).
     ``verb``: the command running, as its refusals name it (compare's models are
-    cross-validated here too).
+    cross-validated here too). ``fold_notes``: :func:`warned_fold_notes` of these folds, where
+    the caller warned them (None: warned here).
 
     ``out``'s lock is held for the whole run (:func:`~covseg.io.lock.writing_to`): a second
     whole run into it is refused naming the first; folds run alone (``--fold K``) do not take
@@ -409,21 +424,20 @@ def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike
     out = Path(out)
     refuse_other_output(out, CROSS_VALIDATION)
     with writing_to(out):
-        return cross_validate_held(config, data, out, folds, resume, begun, verb)
+        return cross_validate_held(config, data, out, folds, resume, begun, verb, fold_notes)
 
 
 def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds: int | None,
-                        resume: bool, begun: Begun | None = None, verb: str = CV_VERB
-                        ) -> dict[str, Any]:
+                        resume: bool, begun: Begun | None = None, verb: str = CV_VERB,
+                        fold_notes: list[str] | None = None) -> dict[str, Any]:
     """:func:`cross_validate` inside ``out``'s lock, which the caller holds (Ray's folds ran
     under it, so that no second whole run starts between them and the summary)."""
     check_cv_folder(out, resume)
     remove_temporaries(out)  # a run killed there (kill -9) left them; its folds' go in train
     splits, how = make_folds(data, folds, config.seed)
     check_finished_folds(config, data, out, splits, verb)
-    fold_notes = _fold_notes(config, data, splits)
-    for note in fold_notes:
-        log.warning("%s: %s", data.root, note)
+    if fold_notes is None:
+        fold_notes = warned_fold_notes(config, data, splits)
     begun = begin(out, len(splits), resume) if begun is None else begun
     with stop_recorded(config, data, out, begun):
         per_fold: list[dict[str, Any]] = []
