@@ -208,8 +208,8 @@ def check_finished_folds(config: TrainConfig, data: LoadedData, out: Path,
         if fold_done(fold_dir):
             finished_folds += 1
             finished = json.loads((fold_dir / "fold_metrics.json").read_text())
-            changed = _fold_changes(fold_dir, replace(config, seed=config.seed + k), finished,
-                                    data, train_cases, test_cases)
+            changed = _fold_changes(fold_dir, _fold_config(config, k), finished, data,
+                                    train_cases, test_cases)
             if changed:
                 stale.append((fold_dir, changed))
         else:
@@ -372,7 +372,7 @@ def _fold_notes(config: TrainConfig, data: LoadedData,
     if data.target != "multiclass":
         return []
     return fold_class_notes(data, [
-        _fold_split(replace(config, seed=config.seed + k), data, train_cases, quiet=True)[0]
+        _fold_split(_fold_config(config, k), data, train_cases, quiet=True)[0]
         for k, (train_cases, _) in enumerate(splits)])
 
 
@@ -382,8 +382,14 @@ def _split_fold(config: TrainConfig, data: LoadedData, out: Path,
                 ) -> list[dict[str, Any]]:
     """Fold ``k`` of ``splits`` into ``out/fold_k``, seeded ``seed + k`` (whole run or alone)."""
     train_cases, test_cases = splits[k]
-    return run_fold(replace(config, seed=config.seed + k), data, out / f"fold_{k}", train_cases,
-                    test_cases, resume, verb, len(splits), node)
+    return run_fold(_fold_config(config, k), data, out / f"fold_{k}", train_cases, test_cases,
+                    resume, verb, len(splits), node)
+
+
+def _fold_config(config: TrainConfig, k: int) -> TrainConfig:
+    """The recipe fold ``k`` of a cross-validation seeded as ``config`` trains with: seeded
+    ``seed + k`` (the run's seed read back from a fold's: :func:`_killed_commands`)."""
+    return replace(config, seed=config.seed + k)
 
 
 def whole_run_fold(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
@@ -480,7 +486,8 @@ class Begun:
     (``time.perf_counter()``) and ``utc``; ``trains``: it had folds to train then (a command
     that trains none adds no time to the run's); ``resume``: it continues earlier commands;
     ``saved``: what its folds held then (a command that changed nothing trained nothing);
-    ``writes``: when each file in ``out`` was last written then (:func:`_killed_commands`)."""
+    ``writes``: when each file in ``out`` was last written then, on a resume
+    (:func:`_killed_commands`)."""
 
     clock: float
     utc: str
@@ -500,7 +507,8 @@ def begin(out: Path, folds: int, resume: bool, clock: float | None = None,
     ``clock`` and ``utc`` (before its folds ran on Ray), with what its folds held then."""
     return Begun(clock=time.perf_counter() if clock is None else clock,
                  utc=utc_now() if utc is None else utc,
-                 resume=resume, saved=_folds_state(out, folds), writes=_writes(out))
+                 resume=resume, saved=_folds_state(out, folds),
+                 writes=_writes(out) if resume else ())  # read by a resume alone
 
 
 def _writes(out: Path) -> tuple[float, ...]:
@@ -602,7 +610,7 @@ def _killed_commands(out: Path, begun: Begun) -> dict[str, Any] | None:
     seconds = _seconds_run([first, *resumes], begun)
     recipe = first.get("config")
     if isinstance(recipe, dict) and isinstance(recipe.get("seed"), int):
-        recipe = {**recipe, "seed": recipe["seed"] - k}  # fold k trains with seed + k
+        recipe = {**recipe, "seed": recipe["seed"] - k}  # undoes _fold_config
     start = {key: value for key, value in run_provenance(first).items() if key != RESUMED_BY}
     return start | {"config": recipe, "seconds": sum(seconds),
                     RESUMED_BY: [entry | {"seconds": ran}
@@ -841,7 +849,7 @@ def hd95_undefined_line(summary: Mapping[str, Any]) -> list[str]:
 
 def _column(key: str, summary: Mapping[str, Any]) -> str:
     """A report column's name: the metric's key, HD95 with its unit as ``hd95 (mm)``."""
-    return f"hd95 ({hd95_unit(key, summary)})" if key in hd95_keys({key: key}) else key
+    return f"hd95 ({hd95_unit(key, summary)})" if key in ("hd95", *HD95_UNITS) else key
 
 
 def class_dice(stats: Mapping[str, Any]) -> dict[str, Any]:
