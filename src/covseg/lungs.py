@@ -327,6 +327,10 @@ ZENODO_INFECTION_LABEL = 3
 """The infection's label in Zenodo's and Kaggle's lung-and-infection masks (1 and 2 the
 lungs)."""
 LUNG_MASK_LOOK = "labels 1 and 2 lie side by side as two lungs, each in one piece"
+LUNG_AND_INFECTION_LOOK = (f"{LUNG_MASK_LOOK}, and label 3 lies within them: a "
+                           "lung-and-infection mask (Zenodo's and Kaggle's: 1 and 2 the lungs, "
+                           "3 the infection)?")
+"""What :func:`lung_mask_look` says of a lung-and-infection mask (its label 3 held)."""
 INFECTION_IN_LUNGS_SHARE = 0.5
 """A label 3 beside two lungs labelled 1 and 2 is their infection (Zenodo's lung-and-infection
 masks) when more of its surface than this faces them: carved out of the lungs, it faces them
@@ -348,8 +352,7 @@ def lung_mask_look(labels: np.ndarray, affine: np.ndarray) -> str | None:
         return f"{LUNG_MASK_LOOK}: a lung mask?"
     if not _infection_in_lungs(labels, affine):
         return None
-    return (f"{LUNG_MASK_LOOK}, and label 3 lies within them: a lung-and-infection mask "
-            "(Zenodo's and Kaggle's: 1 and 2 the lungs, 3 the infection)?")
+    return LUNG_AND_INFECTION_LOOK
 
 
 def _infection_in_lungs(labels: np.ndarray, affine: np.ndarray) -> bool:

@@ -53,8 +53,8 @@ from covseg.io.nifti import (
 from covseg.io.volume import Volume, check_same_grid, hounsfield
 from covseg.lungs import (
     LEFT_LUNG,
+    LUNG_AND_INFECTION_LOOK,
     RIGHT_LUNG,
-    ZENODO_INFECTION_LABEL,
     labels_face_their_sides,
     labels_held,
     lesions_in_lungs,
@@ -324,7 +324,7 @@ def _note_lungs_as_lesions(result: dict[str, Any], lesions: Volume, source: Path
     look = lung_mask_look(lesions.array, lesions.affine)
     if look is None:
         return
-    combined = int(lesions.array.max()) == ZENODO_INFECTION_LABEL
+    combined = look == LUNG_AND_INFECTION_LOOK  # its label 3 held, said without a pass more
     note = (f"the mask's {look} They are counted as lesion (1 ground-glass, 2 consolidation"
             + (", 3 effusion); split it: quantify its label 3 alone as the infection mask, "
                f"giving this one as its lungs ({option_name('lungs')})" if combined else
