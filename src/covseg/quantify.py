@@ -269,8 +269,8 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
     recounted = (predict_ct is not None) if predicted_masks is False and own_lungs else None
     if lung_path is not None:
         stage("reading the lung mask")
-        lung_volume = _read_label_mask(lung_path, lesions, "lung mask",
-                                       f"a lung mask as {option_name('lungs')}")
+        lung_volume, _ = _read_label_mask(lung_path, lesions, "lung mask",
+                                          f"a lung mask as {option_name('lungs')}")
         check_same_grid(lesions, lung_volume)
         lung_labels, lung_source = _lung_labels(lung_volume, lung_path, ct, sides), "mask"
         if predict_ct is not None and _threshold_lungs(predicted):
@@ -566,18 +566,19 @@ def _read_ct(path: Path, hu: str, like: Volume | None) -> Volume:
 def _read_lesion_mask(path: Path, like: Volume | None) -> Volume:
     """The lesion mask at ``path`` (:func:`_read_label_mask`), its labels scaled to fill the
     file (0/85/170/255) read as labels (:func:`_scaled_labels`)."""
-    return _scaled_labels(_read_label_mask(path, like, "lesion mask", "a mask holding labels 0..3"))
+    return _scaled_labels(*_read_label_mask(path, like, "lesion mask",
+                                            "a mask holding labels 0..3"))
 
 
-def _scaled_labels(mask: Volume) -> Volume:
+def _scaled_labels(mask: Volume, values: np.ndarray | None) -> Volume:
     """A mask of classes stored times one step (0/85/170/255) as those labels, divided slice by
     slice, as train and evaluate read such a mask (:func:`~covseg.io.image.level_divisor`):
     read as stored, a 4-class mask was counted as binary lesion, effusion included. Others as
-    stored: a one-level mask (0/255) stays binary, and is refused as multi-class."""
-    array = mask.array
-    if not array.size or int(array.max()) <= MAX_LABEL:
+    stored: a one-level mask (0/255) stays binary, and is refused as multi-class. ``values``:
+    the mask's levels where it goes beyond the labels (:func:`_refuse_a_ct` took them)."""
+    if values is None or int(values[-1]) <= MAX_LABEL:
         return mask
-    values = np.unique(np.concatenate([np.unique(plane) for plane in array]))
+    array = mask.array
     step = level_divisor(values)
     if step is None or step <= 1 or not GGO < top_label(values, step) <= MAX_SCALED_LABEL:
         return mask
@@ -587,8 +588,10 @@ def _scaled_labels(mask: Volume) -> Volume:
     return replace(mask, array=labels)
 
 
-def _read_label_mask(path: Path, like: Volume | None, what: str, mask: str) -> Volume:
-    """The ``what`` at ``path`` as int16 labels (``like``: see :func:`read_nifti`), refused
+def _read_label_mask(path: Path, like: Volume | None, what: str, mask: str
+                     ) -> tuple[Volume, np.ndarray | None]:
+    """The ``what`` at ``path`` as int16 labels (``like``: see :func:`read_nifti`), and its
+    levels where it goes beyond labels 0..MAX_LABEL (:func:`_refuse_a_ct`), refused
     when it holds an image (:func:`_refuse_a_ct`, ``mask``: what to give instead): a CT given
     as the mask would else count every non-zero voxel (8-bit) as lesion or lung, or fail on
     negative "labels" (HU), or, stored as fractional floats (MedSeg's), be told to be
@@ -600,19 +603,22 @@ def _read_label_mask(path: Path, like: Volume | None, what: str, mask: str) -> V
     except NotLabels:  # fractional values, say: read again to tell a CT from probabilities
         _refuse_a_ct(path, read_nifti(path, np.float32, like).array, what, mask)
         raise
-    _refuse_a_ct(path, volume.array, what, mask)
-    return volume
+    return volume, _refuse_a_ct(path, volume.array, what, mask)
 
 
-def _refuse_a_ct(path: Path, array: np.ndarray, what: str, mask: str) -> None:
-    """Refuse a ``what`` (a mask) holding an image (:func:`~covseg.io.image.image_levels`).
-    Masks within labels 0..MAX_LABEL are not searched for levels: no CT lies there, and a
-    probability map (0..1) keeps its own refusal."""
-    if array.size and (array.min() < 0 or array.max() > MAX_LABEL):
-        reason = image_levels(array, np.unique(array))
-        if reason:
-            raise image_given_as_mask(path, reason, what=what,
-                                      advice=f"give the CT as {option_name('image')} and {mask}")
+def _refuse_a_ct(path: Path, array: np.ndarray, what: str, mask: str) -> np.ndarray | None:
+    """Refuse a ``what`` (a mask) holding an image (:func:`~covseg.io.image.image_levels`);
+    else its levels searched (sorted), for the caller to read them again from. Masks within
+    labels 0..MAX_LABEL are not searched (None): no CT lies there, and a probability map
+    (0..1) keeps its own refusal."""
+    if not array.size or (array.min() >= 0 and array.max() <= MAX_LABEL):
+        return None
+    values = np.unique(array)
+    reason = image_levels(array, values)
+    if reason:
+        raise image_given_as_mask(path, reason, what=what,
+                                  advice=f"give the CT as {option_name('image')} and {mask}")
+    return values
 
 
 def _masks() -> str:
