@@ -18,7 +18,13 @@ from typing import Any
 import numpy as np
 
 from covseg.config import TrainConfig
-from covseg.data.layouts import LoadedData, data_fingerprint, fingerprints_kept, split_files_note
+from covseg.data.layouts import (
+    LoadedData,
+    Sample,
+    data_fingerprint,
+    fingerprints_kept,
+    split_files_note,
+)
 from covseg.data.layouts.base import fold_class_notes
 from covseg.data.splits import grouped_kfold, validation_split
 from covseg.errors import CovsegError, counted
@@ -240,7 +246,7 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
                             data)
     _refuse_midway_fold_of_another_split(fold_dir, train_cases, folds, verb)
     by_id = {s.case_id: s for s in data.samples}
-    fit, val = _fold_split(config, data, train_cases)
+    fit, val = _fold_split(config, by_id, train_cases)
     record = ({} if folds is None else {FOLDS: folds}) | ({NODE: dict(node)} if node else {})
     train(config, data, fold_dir, resume=resume, train_cases=fit, val_cases=val, record=record)
     test_samples = [by_id[c] for c in test_cases]
@@ -345,11 +351,11 @@ def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.Pat
     return {"fold": fold, "test_cases": len(splits[fold][1]), "summary": summarize(rows)}
 
 
-def _fold_split(config: TrainConfig, data: LoadedData, train_cases: Sequence[str],
+def _fold_split(config: TrainConfig, by_id: Mapping[str, Sample], train_cases: Sequence[str],
                 quiet: bool = False) -> tuple[list[str], list[str]]:
     """The (training, validation) cases a fold seeded as ``config`` draws from its
-    ``train_cases`` (:func:`~covseg.data.splits.validation_split`; ``quiet``: unwarned)."""
-    by_id = {s.case_id: s for s in data.samples}
+    ``train_cases`` (:func:`~covseg.data.splits.validation_split`; ``quiet``: unwarned), the
+    data's samples ``by_id`` (case id) built once by the caller."""
     return validation_split([by_id[c] for c in train_cases], config.val_fraction, config.seed,
                             quiet)
 
@@ -371,8 +377,9 @@ def _fold_notes(config: TrainConfig, data: LoadedData,
     for a data set that is not multi-class, whose folds are then not drawn."""
     if data.target != "multiclass":
         return []
+    by_id = {s.case_id: s for s in data.samples}
     return fold_class_notes(data, [
-        _fold_split(_fold_config(config, k), data, train_cases, quiet=True)[0]
+        _fold_split(_fold_config(config, k), by_id, train_cases, quiet=True)[0]
         for k, (train_cases, _) in enumerate(splits)])
 
 
