@@ -285,13 +285,11 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
                              out / model_folder(spec), splits, verb="compare")
     rows, dice_by_model, units_by_model = [], {}, {}
     fold_notes = warned_fold_notes(config, data, splits)  # every model's folds: the same
-    warned = dict.fromkeys(data.notes)  # and each cv's notes of its folds (the same folds)
     for spec in specs:
         name, options = parse_model_spec(spec)
         model_config = replace(config, model=name, model_options=options)
         summary = cross_validate(model_config, data, out / model_folder(spec), folds, resume,
                                  verb="compare", fold_notes=fold_notes)
-        warned.update(dict.fromkeys(summary.get("warnings", [])))
         per_case = per_case_dice(out / model_folder(spec), by_fold=True)
         channels = model_config.in_channels  # as its runs take them: a lung guide adds one
         cost = profile_model(build_model(name, channels, data.num_classes, **options), size=512,
@@ -320,7 +318,7 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
               "hd95_slices_by_unit": hd95_slices_by_unit(data),
               "cases_without_patient_id": own_patients(data),
               "config": _shared_recipe(config, data.windowed), "models": rows, "left_out": left_out,
-              "warnings": list(warned)}
+              "warnings": list(dict.fromkeys([*data.notes, *fold_notes]))}
     write_json(out / "comparison.json", result)
     dice = any_lesion("Dice", config.target == "multiclass")
     box_plot({spec: list(d.values()) for spec, d in dice_by_model.items()},

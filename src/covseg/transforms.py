@@ -178,18 +178,14 @@ def told_scale_mismatch(array: np.ndarray, kind: str) -> str | None:
     advice = (f"read it on its own scale: {fitting} (a run predicts as it was trained)"
               if fitting else _convert_advice())
     return (f"{told}, but {outside:.0%} of its values ({float(array.min()):g}.."
-            f"{float(array.max()):g}) lie outside 0..{_SCALE_TOP[kind]:g} and would be clipped; "
+            f"{float(array.max()):g}) lie outside 0..{_scale_range(kind, LUNG_WINDOW)[1]:g} and "
+            f"would be clipped; "
             f"{advice}")
-
-
-_SCALE_TOP = {"uint8": 255.0, "unit": 1.0}
-"""The top of the 8-bit and [0, 1] scales (both start at 0)."""
 
 
 def _clipped_share(array: np.ndarray, kind: str) -> float:
     """The share of ``array``'s values outside the 8-bit or [0, 1] scale ``kind``."""
-    planes = array if array.ndim > 2 else (array,)  # a volume plane by plane, for memory
-    return sum(_outside_count(plane, 0.0, _SCALE_TOP[kind]) for plane in planes) / array.size
+    return _outside_planes(array, kind, *_scale_range(kind, LUNG_WINDOW)) / array.size
 
 
 def _fitting_scales(array: np.ndarray, refused: str) -> str:
@@ -284,9 +280,14 @@ def judge_scale(array: np.ndarray, kind: str, window: tuple[float, float] = LUNG
     them; a volume counted plane by plane: scaled at once it made about four float32 copies of
     itself (2.4 GB for a 600-slice study)."""
     low, high = _scale_range(kind, window)
+    _warn_if_clipped(_outside_planes(array, kind, low, high), array.size, kind, low, high)
+
+
+def _outside_planes(array: np.ndarray, kind: str, low: float, high: float) -> int:
+    """How many of a slice's or a volume's values (padding raised to air on the HU scale) lie
+    outside ``low``..``high``, a volume counted plane by plane for memory."""
     planes = array if array.ndim > 2 else (array,)
-    outside = sum(_outside_count(_raised_to_air(plane, kind), low, high) for plane in planes)
-    _warn_if_clipped(outside, array.size, kind, low, high)
+    return sum(_outside_count(_raised_to_air(plane, kind), low, high) for plane in planes)
 
 
 def _scale_range(kind: str, window: tuple[float, float]) -> tuple[float, float]:
