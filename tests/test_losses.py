@@ -76,6 +76,53 @@ def test_binary_focal_of_zero_logits() -> None:
     assert float(value) == pytest.approx(0.25 * math.log(2), rel=1e-5)
 
 
+def with_gamma(loss: torch.nn.Module, gamma: float) -> torch.nn.Module:
+    """``loss`` with the gamma of the MONAI focal loss inside it set to ``gamma``."""
+    from monai.losses import FocalLoss
+
+    for module in loss.modules():
+        if isinstance(module, FocalLoss):
+            module.gamma = gamma
+    return loss
+
+
+@pytest.mark.parametrize("num_classes", [3, 4])
+def test_multiclass_focal_at_gamma_zero_is_the_cross_entropy(num_classes: int) -> None:
+    """MONAI's "mean" also averaged over the class channels: CE / K, weighing focal+dice's
+    focal term 1:K against Dice where binary data weighed it 1:1."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, num_classes, 16, 16)
+    target = labels(num_classes)
+    value = with_gamma(build_loss("focal", num_classes), 0.0)(logits, target)
+    assert float(value) == pytest.approx(float(F.cross_entropy(logits, target[:, 0])), rel=1e-5)
+
+
+def test_multiclass_focal_is_the_per_pixel_focal_loss() -> None:
+    """-(1 - p_t)^2 log p_t, p_t the softmax probability of the true class, mean over pixels."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 16, 16)
+    target = labels(4)
+    log_p_true = F.log_softmax(logits, 1).gather(1, target)
+    expected = (-(1 - log_p_true.exp()) ** 2 * log_p_true).mean()
+    value = build_loss("focal", 4)(logits, target)
+    assert float(value) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_binary_focal_is_monai_sigmoid_focal_unchanged() -> None:
+    """The one-channel focal loss is MONAI's default FocalLoss bit for bit, and per pixel
+    (1 - p_t)^2 times the BCE."""
+    from monai.losses import FocalLoss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 1, 16, 16)
+    target = labels(2)
+    value = build_loss("focal")(logits, target)
+    assert torch.equal(value, FocalLoss()(logits, target.float()))
+    bce = F.binary_cross_entropy_with_logits(logits, target.float(), reduction="none")
+    p_true = torch.where(target == 1, torch.sigmoid(logits), 1 - torch.sigmoid(logits))
+    assert float(value) == pytest.approx(float(((1 - p_true) ** 2 * bce).mean()), rel=1e-5)
+
+
 @pytest.mark.parametrize("num_classes", [2, 4])
 def test_weights_select_the_terms(num_classes: int) -> None:
     torch.manual_seed(0)

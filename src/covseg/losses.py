@@ -64,6 +64,24 @@ class _StructureLoss(nn.Module):
         return (weighted_bce + weighted_iou).mean()
 
 
+class _PixelFocal(nn.Module):
+    """MONAI's softmax focal loss summed over the classes, then averaged over pixels and batch.
+
+    MONAI's "mean" reduction also averages over the K class channels, giving 1/K of the
+    per-pixel focal loss (cross-entropy / K at gamma 0), so focal+dice weighed focal 1:K against
+    Dice; per pixel, focal keeps the scale of the cross-entropy of ce+dice.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        from monai.losses import FocalLoss
+
+        self.focal = FocalLoss(use_softmax=True, to_onehot_y=True, reduction="none")
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.focal(logits, target).sum(1).mean()
+
+
 class _WeightedSum(nn.Module):
     """w1 * loss1 + w2 * loss2 + ..."""
 
@@ -92,7 +110,8 @@ def build_loss(name: str, num_classes: int = 2, dice_weight: float = 1.0,
 
     ``dice_weight`` and ``other_weight`` weigh the Dice and the cross-entropy/focal term of the
     combined losses. For binary tasks (one logit channel) the activation is a sigmoid,
-    otherwise a softmax over one-hot targets.
+    otherwise a softmax over one-hot targets. Cross-entropy and focal (gamma 2) are per pixel,
+    summed over the classes, so the weights mean the same on binary and multi-class targets.
     """
     if name not in LOSSES:
         raise CovsegError(f"unknown loss {name!r}; choose one of {LOSSES}")
@@ -112,7 +131,7 @@ def build_loss(name: str, num_classes: int = 2, dice_weight: float = 1.0,
     if name in ("bce+dice", "ce+dice"):
         return DiceCELoss(**activation, lambda_dice=dice_weight, lambda_ce=other_weight)
     if name == "focal":
-        return FocalLoss(use_softmax=not binary, to_onehot_y=not binary)
+        return FocalLoss() if binary else _PixelFocal()
     if name == "focal+dice":
         # MONAI's DiceFocalLoss always uses a sigmoid focal term; sum the two parts instead so
         # that multi-class focal+dice uses the same softmax focal loss as "focal".
