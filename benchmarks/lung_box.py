@@ -5,7 +5,9 @@
 RUN is a ``covseg cv`` folder trained on the Inf-Net slices with lung framing. Each fold model
 predicts the whole MedSeg frames of the slices its fold held out, cut to:
 
-- ``thresholded``: covseg's box (the thresholded lungs, what ``covseg predict`` uses);
+- ``thresholded``: covseg's box (the thresholded lungs, what ``covseg predict`` uses); every
+  box is framed as ``covseg predict`` frames (the air floor of whole 8-bit frames included),
+  so this row is full_frame.py's whole-frame figure;
 - ``infnet``: Inf-Net's own crop box, recovered by matching each Inf-Net mask (transposed) inside
   its MedSeg mask: the best a box can do for these models (a slice without infection has no
   mask to match and keeps the ``thresholded`` box);
@@ -20,7 +22,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,19 +53,23 @@ def infnet_box(crop: Sample, frame: Sample) -> CropBox | None:
     return CropBox(top, top + crop_mask.shape[0], left, left + crop_mask.shape[1])
 
 
-class FixedBoxes:
-    """A lung framing with given boxes (looked up by image identity)."""
+@dataclass(frozen=True)
+class FixedBoxes(LungFrame):
+    """covseg's own lung framing (:meth:`LungFrame.prepare`: the air floor of whole 8-bit
+    frames, then the cut and stretch) with given boxes in place of the thresholded ones, looked
+    up by image identity: only the box differs from what ``covseg predict`` feeds the model."""
 
-    def __init__(self, images: Sequence[np.ndarray], boxes: Sequence[CropBox]) -> None:
-        self.boxes = {id(image): box for image, box in zip(images, boxes, strict=True)}
+    boxes: Mapping[int, CropBox] = field(default_factory=dict, compare=False)
 
-    def prepare(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, CropBox]]:
-        return [LungFrame.cut(image, self.boxes[id(image)]) for image in images]
+    def box(self, image: np.ndarray, crop: bool | None = None) -> CropBox:
+        return self.boxes[id(image)]
 
 
 def predict(predictor: Predictor, images: list[np.ndarray], boxes: list[CropBox]
             ) -> list[np.ndarray]:
-    predictor.frame = FixedBoxes(images, boxes)  # type: ignore[assignment]
+    """The predictor's probabilities of ``images``, each framed to its box of ``boxes``."""
+    window = (predictor.frame or LungFrame()).window
+    predictor.frame = FixedBoxes(window, {id(i): b for i, b in zip(images, boxes, strict=True)})
     return [p[0] for p in predictor.predict_probabilities(images)]
 
 
@@ -116,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         predictor = Predictor.load(args.run / f"fold_{k}")
         images = [s.image for s in samples]
         truths = [(s.mask > 0).astype(np.uint8) for s in samples]
-        thresholded = [LungFrame().box(image) for image in images]
+        thresholded = [(predictor.frame or LungFrame()).box(image) for image in images]
         matched = [infnet_box(c, s) for c, s in zip(cropped, samples, strict=True)]
         variants = {"thresholded": thresholded,
                     "infnet": [m or t for m, t in zip(matched, thresholded, strict=True)]}
