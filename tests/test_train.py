@@ -1102,6 +1102,33 @@ def test_a_canvas_bar_is_drawn_at_its_runs_line_over_its_slices(
                                  d.n) for d in drawn] == [(2, "member 2", 7, 7)]
 
 
+def test_canvas_masks_hold_a_byte_a_pixel_and_train_as_float32_masks_did(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every slice of a run stays on the canvas for the whole run: its mask's labels in uint8,
+    a quarter of float32's bytes, cast back before augmentation, so that the run is the same
+    to the bit (losses, weights) as one with float32 masks."""
+    train_module = sys.modules["covseg.train"]  # covseg.train is also the function
+    data = load_dataset(synthetic_folder)
+    config = TrainConfig(**TINY, cutmix=0.5, lesion_paste=0.5)
+    train_module.train(config, data, tmp_path / "bytes", progress=False)
+    held = train_module.canvas_items(data.samples, config.size)
+    monkeypatch.setattr(train_module, "CANVAS_MASK_DTYPE", torch.float32)
+    train_module.train(config, data, tmp_path / "floats", progress=False)
+    floats = train_module.canvas_items(data.samples, config.size)
+
+    assert {item["mask"].dtype for item in held} == {torch.uint8}
+    assert all(torch.equal(a["mask"].float(), b["mask"]) for a, b in zip(held, floats))
+    for name in ("best.pt", "last.pt"):
+        ours = load_checkpoint(tmp_path / "bytes" / name)["state_dict"]
+        theirs = load_checkpoint(tmp_path / "floats" / name)["state_dict"]
+        assert ours.keys() == theirs.keys()
+        assert all(torch.equal(ours[key], theirs[key]) for key in ours)
+    untimed = [[{k: v for k, v in row.items() if k != "seconds"}
+                for row in load_checkpoint(tmp_path / run / "last.pt")["history"]]
+               for run in ("bytes", "floats")]
+    assert untimed[0] == untimed[1] and len(untimed[0]) == TINY["epochs"]
+
+
 def test_validation_hd95_of_a_folder_mixing_2d_files_and_volumes_is_given_per_unit(
         tmp_path: Path) -> None:
     """A run's validation metrics averaged the HD95 of PNG slices (px) and of a volume's
