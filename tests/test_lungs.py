@@ -394,6 +394,24 @@ def test_two_touching_lungs_of_a_one_slice_mask_are_two() -> None:
     assert counts[1] > 0.4 * mask.sum() and counts[2] > 0.4 * mask.sum()
 
 
+def test_a_band_joining_the_lungs_tops_is_split_at_the_midline() -> None:
+    """Two mirror-image lungs joined across the midline by a 4-pixel band along their tops:
+    eroded, the band left a small core of its own on the midline, which seeded one lung, and
+    that lung took the whole band (5,962 pixels against 5,640). Each lung now takes the half on
+    its side."""
+    rows, cols = np.indices((200, 200))
+    mask = np.zeros((200, 200), dtype=bool)
+    for centre in (65, 135):
+        mask |= ((rows - 100) / 60) ** 2 + ((cols - centre) / 30) ** 2 <= 1
+    mask[36:40, 60:140] = True
+    labels = split_lungs(mask[None], np.diag([-1.0, -1.0, 1.0, 1.0]))[0]
+    right, left = (np.count_nonzero(labels == lung) for lung in (RIGHT_LUNG, LEFT_LUNG))
+    assert right + left == mask.sum() and abs(right - left) < 0.005 * mask.sum()
+    for half, lung in ((slice(60, 100), labels[100, 65]), (slice(100, 140), labels[100, 135])):
+        assert np.mean(labels[36:40, half] == lung) > 0.95
+    assert {labels[100, 65], labels[100, 135]} == {RIGHT_LUNG, LEFT_LUNG}
+
+
 def off_centre_chest(shift: int) -> tuple[np.ndarray, np.ndarray]:
     """HU and true labels (LPS_LIKE axes) of a chest ``shift`` columns off the image centre,
     far enough that a lung reaches the image's edge (a tight field of view, a patient lying to

@@ -13,6 +13,7 @@ import re
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -147,6 +148,27 @@ def test_outside_lungs_kept_on_request(chest, tmp_path: Path) -> None:
     assert result["study"]["lesion_ml"] == pytest.approx(
         (counts["ggo"] + counts["outside"]) * VOXEL_ML)
     assert result["study"]["lesion_outside_lungs_ml"] == pytest.approx(counts["outside"] * VOXEL_ML)
+
+
+def test_a_lung_margin_wider_than_any_body_is_refused_before_the_study(
+        chest, tmp_path: Path) -> None:
+    """A margin above about 1e154 mm passed the check, then every study failed with a bare
+    OverflowError (its square overflowed a float), and 1e150 leaked numpy's RuntimeWarning:
+    more than a metre is refused in one line, before anything is written; a metre is taken."""
+    path, counts = chest
+    for margin in (1e200, 1e150, 1000.5):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(CovsegError, match=re.escape(
+                    f"--lung-margin-mm must be at most 1000 mm, wider than any body, got "
+                    f"{margin:g}; --keep-outside-lungs keeps every region")):
+                predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "out",
+                              lung_margin_mm=margin)
+    assert not (tmp_path / "out").exists()
+    result = predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "out",
+                           lung_margin_mm=1000)
+    assert result["study"]["lesion_ml"] == pytest.approx(
+        (counts["ggo"] + counts["outside"]) * VOXEL_ML)
 
 
 def test_thick_consolidation_is_kept_whole_and_counted_as_lung(tmp_path: Path) -> None:

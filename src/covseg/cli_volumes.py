@@ -22,7 +22,13 @@ from covseg.lungs import DEFAULT_LUNG_MARGIN_MM, LESION_DEPTH_MM
 from covseg.quantify import CLASSES
 from covseg.records import RESULT_JSON
 from covseg.report import headline, read_rows
-from covseg.volumes import VOLUME_DEFAULTS, SlicePredictor, predict_batch, volume_options_given
+from covseg.volumes import (
+    MAX_LUNG_MARGIN_MM,
+    VOLUME_DEFAULTS,
+    SlicePredictor,
+    predict_batch,
+    volume_options_given,
+)
 
 
 def register(subparsers: Any) -> Any:
@@ -129,7 +135,8 @@ def add_volume_predict_arguments(parser: argparse.ArgumentParser) -> None:
                              "only to "
                              f"{LESION_DEPTH_MM:g} mm from the lungs (in the slices this close "
                              "to a lung slice, inside the body); one wholly farther is removed "
-                             f"(default {DEFAULT_LUNG_MARGIN_MM:g})")
+                             f"(default {DEFAULT_LUNG_MARGIN_MM:g}, at most "
+                             f"{MAX_LUNG_MARGIN_MM:g})")
     parser.add_argument("--html", action="store_true",
                         help="also write a self-contained report.html per volume (done "
                              "studies gain theirs on a rerun)")

@@ -786,21 +786,27 @@ def _component_labels(component: np.ndarray, side: np.ndarray, spacing: tuple[fl
 
 def _split_touching(component: np.ndarray, side: np.ndarray, spacing: tuple[float, float]
                     ) -> np.ndarray | None:
-    """Erode until a right and a left core appear, then give each voxel to the nearest core."""
+    """Erode until a right and a left core appear, then give each voxel to the nearest seeded
+    core: the two largest, and the others lying wholly on one side. A smaller core across the
+    midline (a band joining the lungs' tops) seeded one lung, which took the band's other half
+    too."""
     depth_map = ndimage.distance_transform_edt(component, sampling=spacing)
     step = min(spacing)
     for depth in np.arange(step, min(SPLIT_MAX_DEPTH_MM, float(depth_map.max())), step):
         cores, count = ndimage.label(depth_map > depth)
         if count < 2:
             continue
+        index = np.arange(1, count + 1)
         sizes = np.bincount(cores.ravel())[1:]
-        core_side = ndimage.mean(side, cores, index=np.arange(1, count + 1))
+        core_side = np.asarray(ndimage.mean(side, cores, index=index))
         big = np.argsort(sizes)[::-1][:2]
         if np.sign(core_side[big[0]]) == np.sign(core_side[big[1]]):
             continue
-        seeds = np.zeros(component.shape, dtype=np.uint8)
-        seeds[cores > 0] = np.where(np.asarray(core_side) > 0, RIGHT_LUNG, LEFT_LUNG)[
-            cores[cores > 0] - 1]
+        right_share = np.asarray(ndimage.mean(side > 0, cores, index=index))
+        seeded = (right_share == 0) | (right_share == 1)
+        seeded[big] = True
+        lung = np.where(seeded, np.where(core_side > 0, RIGHT_LUNG, LEFT_LUNG), 0)
+        seeds = np.concatenate([[0], lung]).astype(np.uint8)[cores]
         nearest = ndimage.distance_transform_edt(
             seeds == 0, sampling=spacing, return_distances=False, return_indices=True)
         return np.where(component, seeds[nearest[0], nearest[1]], 0).astype(np.uint8)

@@ -238,7 +238,9 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
     right to left), so a slice drawn as stored is radiological; its geometry draws the voxels to
     scale and names the slices as its file does (:meth:`Volume.slice_name`). ``multiclass``
     (None: labels > 1) draws and names each class, also when one class alone was found;
-    ``lungs_note``: where the lungs came from (:func:`lungs_text`), a line of the title."""
+    ``lungs_note``: where the lungs came from (:func:`lungs_text`), a line of the title. Slices
+    one pixel high or wide get no lung outline (a contour needs 2 x 2): one failed the study
+    after its masks were written."""
     if multiclass is None:
         multiclass = bool(lesions.size) and int(lesions.max()) > 1
     slices = most_affected_slices(lesions, lungs, count, multiclass)
@@ -265,7 +267,7 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
         axis.imshow(_overlay(grey, lesions[k], colours, alpha), interpolation="nearest",
                     aspect=grid.pixel_aspect)
         drawn |= {label for label in colours if (lesions[k] == label).any()}
-        if lungs is not None:
+        if lungs is not None and min(lungs.shape[1:]) >= 2:
             for label, colour in LUNG_COLOURS.items():
                 if (lungs[k] == label).any():
                     axis.contour(lungs[k] == label, levels=[0.5], colors=colour, linewidths=0.8)

@@ -8,7 +8,7 @@ Flags for ``covseg predict`` on volumes (added by ``cli_volumes.add_volume_predi
   --keep-outside-lungs   do not remove infection outside the lungs
   --lung-margin-mm MM    infection regions wholly farther than this from the lungs are
                          removed; one that comes closer is kept within the thorax, to 30 mm
-                         from the lungs (default 5)
+                         from the lungs (default 5, at most 1000)
   --html                 also write a self-contained report.html per study
   --shard I/N            process every N-th study from the I-th (sorted by name)
   --out DIR              output folder: one sub-folder per study and summary.csv
@@ -199,6 +199,12 @@ VOLUME_DEFAULTS: dict[str, Any] = {
 """The options ``covseg predict`` takes for CT volumes only, with their defaults."""
 
 
+MAX_LUNG_MARGIN_MM = 1000.0
+"""The widest ``lung_margin_mm``: a metre from the lungs lies beyond any body's width and depth
+and any chest CT's length, so a wider margin keeps nothing more; above about 1e154 mm its
+square overflowed a float and every study failed with a bare OverflowError."""
+
+
 def volume_options_given(options: dict[str, Any]) -> list[str]:
     """The volume-only options of ``options`` set to other than their defaults: a 2D image given
     them is refused, as it would silently ignore them."""
@@ -220,6 +226,11 @@ def check_volume_options(batch_size: int = 8, lung_margin_mm: float = DEFAULT_LU
     if not (math.isfinite(lung_margin_mm) and lung_margin_mm >= 0):
         raise CovsegError(f"{option_name('lung_margin_mm')} must be a finite number >= 0, got "
                           f"{lung_margin_mm:g}")
+    if lung_margin_mm > MAX_LUNG_MARGIN_MM:
+        raise CovsegError(f"{option_name('lung_margin_mm')} must be at most "
+                          f"{MAX_LUNG_MARGIN_MM:g} mm, wider than any body, got "
+                          f"{lung_margin_mm:g}; {option_name('keep_outside_lungs')} keeps "
+                          "every region")
 
 
 @dataclass
@@ -249,7 +260,7 @@ def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray
                    ) -> VolumeMasks:
     """Find the lungs, drop the infection regions that lie wholly farther than
     ``lung_margin_mm`` from them (unless ``keep_outside_lungs``; a region that comes that close
-    is kept within the thorax, to :data:`covseg.lungs.LESION_DEPTH_MM` beyond the margin:
+    is kept within the thorax, to :data:`covseg.lungs.LESION_DEPTH_MM` from the lungs:
     :func:`remove_outside_lungs`), and, for thresholded lungs, count the lesions kept as lung:
     consolidation the lung threshold left out (it is not air) is kept to that depth. A lung
     model's lungs are counted as they are (its lesion beyond them is lesion outside the lungs):
