@@ -10,6 +10,7 @@ import pytest
 
 from covseg.burden import ct_category, note_grown_lungs, note_lesion_outside_lungs, quantify
 from covseg.errors import CovsegError
+from covseg.lungs import Cut
 from covseg.report import write_html
 
 
@@ -162,7 +163,7 @@ def test_lungs_grown_by_a_quarter_of_their_aerated_volume_are_warned_of() -> Non
     lesions = ((found == 0) & (lungs > 0)).astype(np.uint8)
     result = quantify(lesions, (1.0, 1.0, 1.0), lungs, found_lungs=found)
     assert result["right_lung"]["lesion_added_to_lungs_ml"] == pytest.approx(0.022)
-    note_grown_lungs(result, False, "study", "--lungs")
+    note_grown_lungs(result, Cut(), "study", "--lungs")
     assert "(right lung grown by more than 25%)" in result["lung_note"]
 
 

@@ -17,7 +17,7 @@ from covseg.lungs import (
     LESION_DEPTH_MM,
     RIGHT_LUNG,
     add_lesions_to_lungs,
-    cut_voxels,
+    kept_near_lungs,
     labels_face_their_sides,
     lesions_in_lungs,
     lung_sides,
@@ -308,9 +308,10 @@ def test_a_region_reaching_the_lungs_is_kept_to_a_depth_beyond_the_margin() -> N
     np.testing.assert_array_equal(remove_outside_lungs(lesions, lungs, spacing), expected)
     grown = lesions_in_lungs(lesions, lungs, spacing)
     np.testing.assert_array_equal(grown.lesions, expected > 0)
-    assert grown.cut
+    assert grown.cut.voxels == (0, 0, 0, int(lesions.sum() - expected.sum()))
+    assert grown.cut.where() == "beyond 30 mm from the lungs"
     np.testing.assert_array_equal(grown.lungs, np.where(expected > 0, RIGHT_LUNG, lungs))
-    assert not lesions_in_lungs(expected, lungs, spacing).cut
+    assert not lesions_in_lungs(expected, lungs, spacing).cut.ml
     np.testing.assert_array_equal(
         remove_outside_lungs(lesions, lungs, spacing, depth_mm=math.inf), lesions)
 
@@ -827,14 +828,26 @@ def test_a_region_apart_within_a_kept_regions_box_is_removed() -> None:
                                   reaching)
 
 
-def test_cut_voxels_counts_what_a_kept_region_lost_not_regions_dropped_whole() -> None:
-    """What the lung bounds cut from an effusion reaching the lungs is noted; a region dropped
-    whole (lying apart from the lungs) is no cut."""
-    given = np.zeros((6, 4, 4), dtype=bool)
-    given[0:5, 1, 1] = True   # one column: slices 0-2 kept, 3-4 cut
-    given[5, 3, 3] = True     # apart, dropped whole
-    kept = np.zeros_like(given)
-    kept[0:3, 1, 1] = True
-    assert cut_voxels(given, kept) == 2
-    assert cut_voxels(given, np.zeros_like(given)) == 0
-    assert cut_voxels(given, given) == 0
+def test_the_cut_of_a_region_kept_is_told_by_bound_not_regions_dropped_whole() -> None:
+    """Consolidation filling a lung base below its last aerated slice was cut silently (only
+    the depth cut was told), and an effusion call cut in the air outside the body was noted as
+    cut below the lung bases: each bound's voxels are counted apart, with those the cuts cut
+    off from the part kept; a region dropped whole (lying apart) is no cut."""
+    lungs = np.zeros((8, 20, 60), dtype=np.uint8)
+    lungs[1:5, 4:16, 2:12] = RIGHT_LUNG  # slices 1-4: the slice bound (5 mm) keeps slice 5
+    lesions = np.zeros_like(lungs)
+    lesions[2:7, 8:12, 8:40] = 1   # from the lung out along x, and down to slice 6
+    lesions[2:4, 17:19, 50:55] = 1  # apart
+    hu = np.full(lungs.shape, 40.0, dtype=np.float32)
+    hu[:, :, 30:35] = -1000.0  # air outside the body, across the slice
+    kept, cut = kept_near_lungs(lesions, lungs, (3.0, 3.0, 3.0), hu=hu, depth_mm=math.inf)
+    expected = np.zeros_like(lesions)
+    expected[2:6, 8:12, 8:30] = 1
+    np.testing.assert_array_equal(kept, expected)
+    assert cut.voxels == (4 * 4 * 5, 4 * 32, 4 * 4 * 5, 0)  # cut off, slices, body, depth
+    assert cut.ml == pytest.approx(288 * 0.027)
+    assert cut.where() == (
+        "3.46 mL beyond 5 mm of the slices holding lung (below the lung bases, where a call "
+        "running on into the liver or abdomen is cut), 2.16 mL in the air outside the body, "
+        "2.16 mL cut off from the part kept by those bounds")
+    assert not kept_near_lungs(expected, lungs, (3.0, 3.0, 3.0), hu=hu, depth_mm=math.inf)[1].ml

@@ -828,7 +828,7 @@ def test_threshold_lungs_grow_to_a_depth_and_say_how_much(
     warnings = [record.getMessage() for record in caplog.records if "threshold" in
                 record.getMessage()]
     assert len(warnings) == 1 and "--lungs" in warnings[0]
-    assert f"cut {LESION_DEPTH_MM:g} mm" in warnings[0]
+    assert f"beyond {LESION_DEPTH_MM:g} mm from the lungs" in warnings[0]
     stored = json.loads((tmp_path / "out" / "quantification.json").read_text())
     assert stored["lung_note"] in warnings[0]
     assert html.escape(stored["lung_note"]) in (tmp_path / "out" / "report.html").read_text()

@@ -490,6 +490,80 @@ def test_effusion_cut_below_the_lung_bases_is_noted(tmp_path: Path) -> None:
     assert kept["lung_note"] is None
 
 
+class LabelPredictor(BandPredictor):
+    """Fake 4-class model calling the given (x, y, z) labels, slice by slice in order."""
+
+    def __init__(self, labels: np.ndarray) -> None:
+        super().__init__([(0.0, 0.0)] * 3)
+        self.labels, self.slice = labels, 0
+
+    def predict_probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        out = []
+        for _ in images:
+            called = self.labels[:, :, self.slice].T
+            self.slice += 1
+            out.append(np.stack([(called == c).astype(np.float32) for c in range(4)]))
+        return out
+
+
+def test_effusion_cut_outside_the_body_is_noted_as_such(tmp_path: Path) -> None:
+    """An effusion call running on out of the body into the air was noted as cut "beyond 5 mm
+    of the slices holding lung (below the lung bases ...)", sending the reader below the lung
+    bases: each bound's cut is told apart."""
+    ct = np.full((64, 64, 12), -1000.0, dtype=np.float32)  # x, y, z; slices 4 mm
+    ct[4:60, 4:60, :] = 40.0
+    ct[8:28, 10:40, 1:9] = -850.0    # right lung, slices 1-8
+    ct[36:56, 10:40, 1:9] = -850.0   # left lung
+    nib.save(nib.Nifti1Image(ct, AFFINE), str(tmp_path / "ct.nii.gz"))
+    called = np.zeros(ct.shape, dtype=np.uint8)
+    called[8:28, 40:64, 2:11] = 3  # behind the right lung, out of the back, on to slice 10
+    result = predict_study(LabelPredictor(called), tmp_path / "ct.nii.gz", tmp_path / "out")
+    assert result["study"]["effusion_ml"] == pytest.approx(20 * 20 * 8 * VOXEL_ML)
+    slices, body = 20 * 24 * VOXEL_ML, 20 * 4 * 8 * VOXEL_ML  # slice 10; y 60-63 in slices 2-9
+    assert result["lung_note"] == (
+        f"{slices + body:.2f} mL of effusion reaching the lungs was cut {slices:.2f} mL beyond "
+        "5 mm of the slices holding lung (below the lung bases, where a call running on into "
+        f"the liver or abdomen is cut), {body:.2f} mL in the air outside the body and is not "
+        "in effusion_ml; check the montage, or predict with --keep-outside-lungs to keep it")
+
+
+def test_effusion_behind_consolidated_lung_is_kept(tmp_path: Path) -> None:
+    """An effusion lying wholly behind consolidated lung, farther than the margin from aerated
+    lung, was dropped without a word as lying apart (the abdomen), though the consolidation it
+    touches was counted as lung: it is tested against the lungs as counted."""
+    ct = np.full((64, 64, 10), -1000.0, dtype=np.float32)  # x, y, z
+    ct[4:60, 4:60, :] = 40.0
+    ct[8:28, 10:30, 1:9] = -850.0    # right lung, aerated
+    ct[8:28, 30:40, 1:9] = -150.0    # its posterior part consolidated, 7.5 mm deep
+    ct[8:28, 40:50, 1:9] = 10.0      # effusion behind it, 8.25 mm from aerated lung
+    ct[36:56, 10:40, 1:9] = -850.0   # left lung, 6.75 mm from the effusion
+    nib.save(nib.Nifti1Image(ct, AFFINE), str(tmp_path / "ct.nii.gz"))
+    four_classes = BandPredictor([(-400, -200), (-200, -100), (0, 20)])
+    result = predict_study(four_classes, tmp_path / "ct.nii.gz", tmp_path / "out")
+    assert result["study"]["consolidation_ml"] == pytest.approx(20 * 10 * 8 * VOXEL_ML)
+    assert result["study"]["effusion_ml"] == pytest.approx(20 * 10 * 8 * VOXEL_ML)
+
+
+def test_consolidation_filling_the_lung_bases_below_their_last_aerated_slice_is_noted(
+        tmp_path: Path) -> None:
+    """Consolidation filling both lung bases below their last aerated slice was cut at the
+    slice bound without a word, though docs/limits.md said such studies are warned of: the cut
+    lesion's mL is noted, with the depth cut's, in the lung_note."""
+    ct = np.full((64, 64, 12), -1000.0, dtype=np.float32)  # x, y, z; slices 4 mm
+    ct[4:60, 4:60, :] = 40.0
+    for lung in (np.s_[8:28, 10:40], np.s_[36:56, 10:40]):
+        ct[(*lung, slice(1, 7))] = -850.0  # aerated, slices 1-6
+        ct[(*lung, slice(7, 11))] = -150.0  # consolidated bases, slices 7-10
+    nib.save(nib.Nifti1Image(ct, AFFINE), str(tmp_path / "ct.nii.gz"))
+    result = predict_study(BandPredictor([(-200, -100)]), tmp_path / "ct.nii.gz",
+                           tmp_path / "out")
+    assert result["study"]["lesion_ml"] == pytest.approx(2 * 20 * 30 * VOXEL_ML)  # slice 7
+    cut = 2 * 20 * 30 * 3 * VOXEL_ML
+    assert (f"; {cut:.2f} mL of lesion reaching the lungs was cut beyond 5 mm of the slices "
+            "holding lung (below the lung bases, where a call running on into the liver or "
+            "abdomen is cut): the lungs were found by HU threshold") in result["lung_note"]
+
+
 def test_effusion_called_inside_the_lungs_is_not_lung_volume(chest, tmp_path: Path) -> None:
     """Effusion a model calls where the threshold lungs lie was counted as lung volume by
     predict and by quantify on its masks: both leave it out of the lung and of % involved."""

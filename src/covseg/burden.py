@@ -25,7 +25,7 @@ import numpy as np
 from covseg.data.layouts import CLASS_NAMES
 from covseg.data.layouts.base import labels_hold_classes
 from covseg.errors import CovsegError
-from covseg.lungs import LEFT_LUNG, LESION_DEPTH_MM, MIN_LUNG_ML, RIGHT_LUNG
+from covseg.lungs import LEFT_LUNG, MIN_LUNG_ML, RIGHT_LUNG, Cut
 from covseg.provenance import option_given, option_name
 
 log = logging.getLogger(__name__)
@@ -173,22 +173,23 @@ def note_no_lungs(result: dict[str, Any], lung_option: str) -> str | None:
     return result["lung_note"]
 
 
-def note_grown_lungs(result: dict[str, Any], cut: bool, source: str, lung_option: str) -> None:
+def note_grown_lungs(result: dict[str, Any], cut: Cut, source: str, lung_option: str) -> None:
     """Warn once, and record as the result's ``lung_note``, when thresholded lungs were grown
     over much lesion (more than :data:`GROWN_LUNG_SHARE` of a lung's aerated volume) or a
-    lesion reaching them was cut at :data:`covseg.lungs.LESION_DEPTH_MM`: consolidation and a
-    false call running on from the lungs look alike to a threshold (``lung_option``: the option
-    that gives lungs instead)."""
+    lesion reaching them was cut by their bounds (:class:`covseg.lungs.Cut`: at
+    :data:`covseg.lungs.LESION_DEPTH_MM`, or consolidation filling the lung bases below their
+    last aerated slice): consolidation and a false call running on from the lungs look alike to
+    a threshold (``lung_option``: the option that gives lungs instead)."""
     grown = [name.replace("_", " ") for name in ("right_lung", "left_lung")
              if _grown_much(result[name])]
-    if not grown and not cut:
+    if not grown and not cut.ml:
         return
     added = result["study"]["lesion_added_to_lungs_ml"]
     parts = [f"{added:.1f} mL of lesion beyond the aerated lungs was counted as lung"
              + (f" ({' and '.join(grown)} grown by more than {GROWN_LUNG_SHARE:.0%})"
                 if grown else "")]
-    if cut:
-        parts.append(f"lesion reaching the lungs was cut {LESION_DEPTH_MM:g} mm from them")
+    if cut.ml:
+        parts.append(f"{cut.ml:.2f} mL of lesion reaching the lungs was cut {cut.where()}")
     note = (f"{'; '.join(parts)}: the lungs were found by HU threshold, which cannot tell "
             "consolidation from a call running on into the liver, heart or chest wall; "
             f"{LUNGS_REMEDY}{lung_option}")

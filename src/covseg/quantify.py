@@ -55,6 +55,7 @@ from covseg.lungs import (
     LEFT_LUNG,
     LUNG_AND_INFECTION_LOOK,
     RIGHT_LUNG,
+    Cut,
     labels_face_their_sides,
     labels_held,
     lesions_in_lungs,
@@ -460,7 +461,7 @@ def _regrown(result: dict[str, Any], recounted: bool, own_lungs: bool, source: s
             log.warning("%s: %s", source, note)
             result["lung_note"] = note
     elif own_lungs:
-        note_grown_lungs(result, False, source, option_name("lungs"))
+        note_grown_lungs(result, Cut(), source, option_name("lungs"))
 
 
 def _lung_labels(volume: Volume, path: Path, ct: Volume | None, notes: list[str]

@@ -53,9 +53,9 @@ from covseg.io.image import refuse_label_mask
 from covseg.io.volume import Volume, check_hu, hounsfield, write_mask_like, write_probabilities_like
 from covseg.lungs import (
     DEFAULT_LUNG_MARGIN_MM,
-    cut_voxels,
+    Cut,
+    kept_near_lungs,
     lesions_in_lungs,
-    remove_outside_lungs,
     segment_lungs,
     split_lungs,
 )
@@ -245,13 +245,13 @@ class VolumeMasks:
     found_lungs: np.ndarray
     """The lungs as found (thresholded or the lung model's), before they were grown over the
     lesions they missed."""
-    cut: bool
-    """Whether a lesion region reaching the lungs was cut at the depth bound."""
+    cut: Cut
+    """What the lung bounds cut from the lesion regions reaching the lungs."""
     sides_notes: list[str]
     """What made the lungs' sides a guess (:func:`~covseg.lungs.split_lungs`), for the record."""
     effusion_note: str | None = None
-    """How much effusion reaching the lungs was cut beyond the slices near lung
-    (:func:`effusion_cut_note`), warned of and put in the study's ``lung_note``."""
+    """How much effusion reaching the lungs was cut, and where (:func:`effusion_cut_note`),
+    warned of and put in the study's ``lung_note``."""
 
 
 def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray, *,
@@ -267,9 +267,11 @@ def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray
     growing them over the calls near them counted abdominal false calls as lung. A multi-class
     model's pleural effusion, which fills the pleural space outside the lung (a layer
     centimetres thick), is tested apart from the lesions (an effusion call does not join a
-    chest-wall call to the lung) and kept however deep, but in the lesions' slices near lung
-    (a cut effusion is noted: :func:`effusion_cut_note`); an effusion region that lies apart
-    (the abdomen) is dropped. Effusion is not counted as lung. Names its two stages
+    chest-wall call to the lung) and kept however deep, but in the lesions' slices near lung and
+    inside the body (a cut effusion is noted: :func:`effusion_cut_note`); an effusion region
+    that lies apart (the abdomen) is dropped. It is tested against the lungs as counted: an
+    effusion behind consolidated lung lies against lung (posterior, loculated), however far
+    from the aerated part. Effusion is not counted as lung. Names its two stages
     (:func:`~covseg.progress.stage`)."""
     stage("finding the lungs")
     notes: list[str] = []
@@ -278,13 +280,13 @@ def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray
         found = (f"{NO_LUNGS_NOTE}{_lung_option(predictor)}" if lung_source == "threshold"
                  else "no lungs found by the lung model")
         log.warning("%s: %s; infection outside the lungs was not removed", volume.source, found)
-        return VolumeMasks(labels, lungs, lung_source, False, lungs, False, notes)
+        return VolumeMasks(labels, lungs, lung_source, False, lungs, Cut(), notes)
     multiclass = predictor.num_classes > 2
     stage("matching lesions to the lungs")
     lesions = _lesion_labels(labels, multiclass)
     if lung_source == "model":
-        kept, counted, cut = (remove_outside_lungs(lesions, lungs, volume.spacing, lung_margin_mm,
-                                                   hu), lungs, False)
+        kept, cut = kept_near_lungs(lesions, lungs, volume.spacing, lung_margin_mm, hu)
+        counted = lungs
     else:
         grown = lesions_in_lungs(lesions, lungs, volume.spacing, lung_margin_mm, hu)
         kept, counted, cut = grown.lesions, grown.lungs, grown.cut
@@ -292,32 +294,28 @@ def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray
     if not keep_outside_lungs:
         if multiclass:
             effusion = labels == EFFUSION
-            kept_effusion = remove_outside_lungs(effusion, lungs, volume.spacing,
-                                                 lung_margin_mm, hu, depth_mm=math.inf)
+            kept_effusion, effusion_cut = kept_near_lungs(effusion, counted, volume.spacing,
+                                                          lung_margin_mm, hu, math.inf)
             kept[kept_effusion] = EFFUSION
-            effusion_note = effusion_cut_note(effusion, kept_effusion, volume.voxel_ml,
-                                              lung_margin_mm)
+            effusion_note = effusion_cut_note(effusion_cut)
         labels = kept
     if effusion_note:
         log.warning("%s: %s", volume.source, effusion_note)
     return VolumeMasks(labels, counted, lung_source, True, lungs, cut, notes, effusion_note)
 
 
-def effusion_cut_note(effusion: np.ndarray, kept: np.ndarray, voxel_ml: float,
-                      margin_mm: float) -> str | None:
-    """Say how much of an effusion reaching the lungs was cut (:func:`~covseg.lungs.cut_voxels`)
-    where it runs on beyond ``margin_mm`` of the slices holding lung: the slice bound that
-    stops a call running on from the lung bases into the liver or the abdomen also cuts an
-    effusion lying in the posterior costophrenic recess below the lowest aerated slice, which
-    the effusion volume then leaves out. None where nothing was cut."""
-    voxels = cut_voxels(effusion, kept)
-    if not voxels:
+def effusion_cut_note(cut: Cut) -> str | None:
+    """Say how much of an effusion reaching the lungs was cut, and by which bound
+    (:meth:`~covseg.lungs.Cut.where`): the slice bound that stops a call running on from the
+    lung bases into the liver or the abdomen also cuts an effusion lying in the posterior
+    costophrenic recess below the lowest aerated slice, and a call running on into the air
+    outside the body is cut there; the effusion volume leaves it out. None where nothing was
+    cut."""
+    if not cut.ml:
         return None
-    ml = voxels * voxel_ml
-    return (f"{ml:.2f} mL of effusion reaching the lungs was cut beyond {margin_mm:g} mm of "
-            "the slices holding lung (below the lung bases, where a call running on into the "
-            "liver or abdomen is cut) and is not in effusion_ml; check the montage, or "
-            f"predict with {option_name('keep_outside_lungs')} to keep it")
+    return (f"{cut.ml:.2f} mL of effusion reaching the lungs was cut {cut.where()} and is not "
+            f"in effusion_ml; check the montage, or predict with "
+            f"{option_name('keep_outside_lungs')} to keep it")
 
 
 def _lesion_labels(labels: np.ndarray, multiclass: bool) -> np.ndarray:
