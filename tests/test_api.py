@@ -645,6 +645,26 @@ def test_predict_into_a_folder_of_figures_and_grey_pictures_writes_its_masks(
     assert len(written) == 2 and (out / "predict.json").is_file()
 
 
+def test_predict_warns_of_images_read_on_different_scales(
+        tmp_path: Path, tiny_run: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Predict detects each 2D image's scale on its own (probe 50): a [0, 1] float image
+    overshooting 1 a hair reads as [0, 1], but one stretched far past it (an eighth at 1.5)
+    read as 8-bit grey, near-black among the others, without a word: it is warned of, as
+    a data set read so is."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for stem, (top, rows) in {"a": (1.004, 1), "b": (1.0, 2), "c": (1.5, 8)}.items():
+        image = np.random.default_rng(len(stem)).random((64, 64)).astype(np.float32)
+        image[:rows] = top
+        np.save(folder / f"{stem}.npy", image)
+    covseg.predict(tiny_run, folder, tmp_path / "out")
+    assert ("the images of one set were read on different intensity scales, each detected on "
+            f"its own: 2 images as values in [0, 1] (e.g. {folder / 'a.npy'}), 1 image as "
+            f"8-bit grey levels (e.g. {folder / 'c.npy'}); if they share one, store "
+            "them all on it (8-bit grey as uint8, floats in [0, 1] clipped to it), else some "
+            "read near-black or white") in caplog.text
+
+
 def test_predict_and_quantify_into_an_out_another_run_writes_are_refused(
         tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
     """Two predicts (or quantifies) at once into one --out were both accepted: predict.json and

@@ -33,7 +33,7 @@ from covseg.cli import _AboveProgressBars, main
 from covseg.config import TrainConfig
 from covseg.errors import CovsegError
 from covseg.transforms import LUNG_WINDOW
-from tests.conftest import deny_reading, grey_folder, png_header, shared
+from tests.conftest import deny_reading, grey_folder, png_header, shared, square_mask
 from tests.test_quantify import synthetic_study
 
 
@@ -112,6 +112,38 @@ def test_hounsfield_units_forced_to_8_bit_are_refused_naming_the_file(
                                       "but ")
     assert "lie outside 0..255 and would be clipped" in err and "--intensity auto" in err
     assert not out.exists()
+
+
+def test_unit_floats_forced_to_8_bit_are_refused_and_overshoot_reads_as_unit(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Probe 50: [0, 1] float slices, two of them stretched past 1 at 0.4 % of their pixels:
+    ``--intensity auto`` read those two as 8-bit grey (near-black) and trained with no word;
+    ``--intensity uint8`` trained on all-black slices, exit 0. Auto reads them all as [0, 1]
+    now, the clipping warned of; told uint8 is refused in one line naming the scale to give."""
+    data = tmp_path / "data"
+    for folder in ("images", "masks"):
+        (data / folder).mkdir(parents=True)
+    for k in range(3):
+        image = np.random.default_rng(k).random((32, 32)).astype(np.float32)
+        image.flat[:4], image.flat[4] = 1.0 + 0.004 * k, 0.0
+        np.save(data / "images" / f"s{k}.npy", image)
+        np.save(data / "masks" / f"s{k}.npy", square_mask(32, 8, 8, 12))
+    out = tmp_path / "run"
+    quick = ("--model", "miniseg", "--epochs", "1", "--size", "32")
+    code, _, err = _run(capsys, "train", str(data), "--out", str(out), "--intensity", "uint8",
+                        *quick)
+    _assert_one_line_error(code, err, "s0.npy: read as 8-bit grey levels (--intensity uint8), "
+                                      "but its values 0..1 are floats in [0, 1], which read "
+                                      "near-black as 8-bit grey; read them as [0, 1]: "
+                                      "--intensity auto")
+    assert not out.exists()
+    from covseg.transforms import _warn_overshoot
+
+    _warn_overshoot.cache_clear()  # said once per scale: another test may have said it
+    code, _, err = _run(capsys, "train", str(data), "--out", str(out), *quick)
+    assert code == 0, err
+    assert "a few pixels of an image lie outside 0..1, the range of the unit" in err
+    assert "different intensity scales" not in err
 
 
 @pytest.mark.parametrize("window", [("-1000", "0"), ("-1350", "150")])

@@ -361,3 +361,89 @@ def test_values_off_an_8_bit_or_unit_scale_told_are_refused_with_the_file() -> N
     overshoot = np.linspace(0.0, 1.0, 20)[None]
     overshoot[0, -1] = 1.05  # 1 value in 20 past 1, as a resampled slice's edges
     assert np.allclose(normalize_intensity(overshoot, "unit")[0, :-1], overshoot[0, :-1])
+
+
+def _unit_slice(seed: int = 0) -> np.ndarray:
+    """A 64x64 float32 slice on the [0, 1] scale, spread over all of it."""
+    return np.random.default_rng(seed).random((64, 64)).astype(np.float32)
+
+
+def test_unit_floats_a_hair_outside_0_1_read_as_unit_with_a_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A [0, 1] float slice with a few pixels just past 1 (a percentile stretch, resampling:
+    0.4 % up to 1.004, as probe 50 made of Inf-Net slices) was read as 8-bit grey, divided by
+    255 into a near-black slice, without a word; one pixel at -0.01 was refused as "e.g.
+    16-bit grey". Both read as [0, 1], clipped, as a told scale is (up to
+    MAX_CLIPPED_SHARE outside), and the clipping is warned of."""
+    from covseg.transforms import _warn_overshoot
+
+    unit = _unit_slice()
+    over, under = unit.copy(), unit.copy()
+    over.flat[:16] = 1.004  # 0.4 %
+    under.flat[0] = -0.01
+    for values in (over, under):
+        _warn_overshoot.cache_clear()
+        caplog.clear()
+        assert detect_intensity(values) == "unit"
+        np.testing.assert_array_equal(normalize_intensity(values), np.clip(values, 0.0, 1.0))
+        assert "a few pixels of an image lie outside 0..1, the range of the unit" in caplog.text
+    over.flat[:512] = 1.5  # 12.5 % past 1: not [0, 1] values, as a told scale's would not be
+    assert detect_intensity(over) == "uint8"
+
+
+def test_exact_8_bit_16_bit_hu_and_unit_slices_read_as_before(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The tolerance of [0, 1] floats changes no other reading, bit for bit: 8-bit grey (as
+    uint8, or as floats like a real 8-bit CT slice, a quarter of it black), exact [0, 1]
+    floats, HU (int16 and float) and 16-bit grey (refused) read as they did, unwarned."""
+    from covseg.transforms import _warn_clipped
+
+    _warn_clipped.cache_clear()
+    grey = (_unit_slice(1) * 255).astype(np.uint8)
+    grey[:16] = 0  # a black quarter, as MedSeg's 8-bit slices hold up to 24 % of it
+    hu = (_unit_slice(2) * 2400 - 1200).astype(np.int16)
+    reads = {"uint8": [grey, grey.astype(np.float32), grey.astype(np.float64)],
+             "unit": [_unit_slice(3), _unit_slice(3).astype(np.float64)],
+             "hu": [hu, hu.astype(np.float32)]}
+    for kind, arrays in reads.items():
+        for values in arrays:
+            assert detect_intensity(values) == kind, (kind, values.dtype)
+            expected = (np.clip(values.astype(np.float32) / 255.0, 0.0, 1.0) if kind == "uint8"
+                        else values.astype(np.float32) if kind == "unit"
+                        else scale_intensity(values.astype(np.float32), "hu"))
+            read = normalize_intensity(values)
+            assert read.dtype == np.float32
+            np.testing.assert_array_equal(read, expected)
+    assert not caplog.text
+    with pytest.raises(CovsegError, match=r"values 0\.\.4095, e\.g\. 16-bit grey\)"):
+        detect_intensity(np.array([[0, 3000, 4095]], dtype=np.uint16))
+
+
+def test_values_below_0_on_no_scale_are_not_called_16_bit_grey() -> None:
+    """Values on no scale between -100 and 255 (a zero-centred, standardised image) were
+    refused as "e.g. 16-bit grey", which they cannot be."""
+    standardised = _unit_slice() - 0.5
+    with pytest.raises(CovsegError, match=r"values -0\.49.*\.\.0\.49.*, below 0 but not HU: "
+                       r"a standardised image\?\); covseg reads") as caught:
+        detect_intensity(standardised)
+    assert "16-bit" not in str(caught.value).split(";")[0]
+
+
+def test_unit_floats_told_8_bit_are_refused() -> None:
+    """--intensity uint8 on [0, 1] floats divided them by 255 and trained on black slices,
+    with no word: told_scale_mismatch refused values outside 0..255 only. They are refused,
+    saying what they look like and which --intensity reads them; a flat float slice (blank on
+    any scale) and 8-bit grey stored as floats still read as told."""
+    over = _unit_slice()
+    over.flat[:16] = 1.004
+    for values in (_unit_slice(), over):
+        with pytest.raises(CovsegError) as caught:
+            normalize_intensity(values, "uint8", source="in/a.npy")
+        assert str(caught.value) == (
+            f"in/a.npy: read as 8-bit grey levels (--intensity uint8), but its values "
+            f"{values.min():g}..{values.max():g} are floats in [0, 1], which read near-black "
+            "as 8-bit grey; read them as [0, 1]: --intensity auto (detects HU, 8-bit and "
+            "[0, 1]) or unit (a run predicts as it was trained)")
+    assert not normalize_intensity(np.zeros((4, 4), np.float32), "uint8").any()
+    grey = (_unit_slice(1) * 255).round().astype(np.float32)
+    np.testing.assert_array_equal(normalize_intensity(grey, "uint8"), grey / 255.0)

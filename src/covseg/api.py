@@ -135,7 +135,13 @@ from covseg.train import (
     refuse_other_output,
 )
 from covseg.train import train as _train
-from covseg.transforms import normalize_intensity
+from covseg.transforms import (
+    intensity_scale,
+    normalize_intensity,
+    note_scale,
+    scale_intensity,
+    warn_mixed_scales,
+)
 from covseg.viz import CLASS_COLOURS, LUNG_COLOURS, is_sample_grid, legend_strip, sample_grid
 from covseg.viz import overlay as overlay_image
 from covseg.volumes import (
@@ -1052,10 +1058,12 @@ def _predict_images(model: str | os.PathLike[str] | Predictor,
     given = [recorded_path(f) for f in files]  # one spelling from any working folder
     record = _PredictRecord(out, earlier, predictor, given)
     record.write(failed, 0.0, finished=False)  # before any mask: a stopped call is judged too
+    scales: dict[str, list[str]] = {}
     with progress_bar(total=len(files), quiet=len(files) < 20, desc="predict", unit="image",
                       leave=False) as bar:
         for start in range(0, len(files), batch_size):
-            chunk, images = _readable(files[start:start + batch_size], predictor, failed)
+            chunk, images = _readable(files[start:start + batch_size], predictor, failed,
+                                      scales)
             for path, image, labels in zip(chunk, images, predictor.predict_labels(images)):
                 stored = labels * 255 if predictor.num_classes == 2 else labels
                 written.append(write_png(out / output_name(path), stored.astype(np.uint8)))
@@ -1063,6 +1071,7 @@ def _predict_images(model: str | os.PathLike[str] | Predictor,
                     write_png(out / "overlays" / output_name(path), legend_strip(
                         overlay_image(image, labels, palette=palette), labels, names, palette))
             bar.update(len(chunk))
+    warn_mixed_scales(scales)
     record.write(failed, time.perf_counter() - started, finished=True)
     if failed:
         reason = next(iter(failed.values()))
@@ -1173,22 +1182,32 @@ def _earlier(earlier: dict[str, Any], key: str, empty: Any) -> Any:
     return value if isinstance(value, type(empty)) else empty
 
 
-def _readable(chunk: Sequence[Path], predictor: Predictor, failed: dict[str, str]
-              ) -> tuple[list[Path], list[np.ndarray]]:
+def _readable(chunk: Sequence[Path], predictor: Predictor, failed: dict[str, str],
+              scales: dict[str, list[str]]) -> tuple[list[Path], list[np.ndarray]]:
     """The images of ``chunk`` that read and hold no label mask (a ground-truth PNG given as
-    the image: :func:`~covseg.io.image.read_image`), scaled for the model; the others' errors
-    go into ``failed``, so that one bad file does not stop a batch of hundreds (as a failing
-    CT study does not)."""
+    the image: :func:`~covseg.io.image.read_image`), scaled for the model, each noted in
+    ``scales`` by the scale it was read on (:func:`~covseg.transforms.note_scale`); the others'
+    errors go into ``failed``, so that one bad file does not stop a batch of hundreds (as a
+    failing CT study does not)."""
     kept, images = [], []
     for path in chunk:
         try:
-            images.append(read_naming_out_of_memory(lambda named: normalize_intensity(
-                read_image(named), predictor.intensity, predictor.window, str(named)), path))
+            images.append(read_naming_out_of_memory(
+                lambda named: _scaled(read_image(named), str(named), predictor, scales), path))
         except CovsegError as exc:
             failed[recorded_path(path)] = str(exc)
             continue
         kept.append(path)
     return kept, images
+
+
+def _scaled(image: np.ndarray, source: str, predictor: Predictor,
+            scales: dict[str, list[str]]) -> np.ndarray:
+    """``image`` (from ``source``) scaled as ``predictor`` reads, its scale noted in
+    ``scales``."""
+    kind = intensity_scale(image, predictor.intensity, predictor.window, source)
+    note_scale(scales, kind, image, source)
+    return scale_intensity(image, kind, predictor.window)
 
 
 @_public()

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 
-from covseg.errors import CovsegError
+from covseg.errors import CovsegError, counted
 from covseg.provenance import option_given, option_name
 
 if TYPE_CHECKING:
@@ -42,16 +43,38 @@ log = logging.getLogger(__name__)
 
 
 def detect_intensity(array: np.ndarray) -> str:
-    """Guess how a slice is stored: Hounsfield units, 8-bit grey, or already in [0, 1]."""
+    """Guess how a slice or volume is stored: Hounsfield units, 8-bit grey, or floats in
+    [0, 1] (:func:`reads_as_unit`: a few values past it are clipped, as a told scale's are)."""
     low, high = float(array.min()), float(array.max())
     if low < -100:
         return "hu"
-    if high <= 1.0 and low >= 0.0 and array.dtype.kind == "f":
+    if reads_as_unit(array):
         return "unit"
     if high <= 255 and low >= 0:
         return "uint8"
-    raise CovsegError(f"cannot tell the intensity scale (values {low:g}..{high:g}, e.g. 16-bit "
-                      f"grey); {_convert_advice()}")
+    raise CovsegError(f"cannot tell the intensity scale (values {low:g}..{high:g}, "
+                      f"{_unknown_scale_example(high)}); {_convert_advice()}")
+
+
+def reads_as_unit(array: np.ndarray) -> bool:
+    """Whether float values are on the [0, 1] scale: at most :data:`MAX_CLIPPED_SHARE` of them
+    outside it, the rule a told scale is held to. A stretched or resampled [0, 1] slice
+    overshoots at a few pixels (0.4 % at up to 1.004): read as 8-bit grey for that, it read
+    near-black, without a word, while the set's other slices read right."""
+    return array.dtype.kind == "f" and _clipped_share(array, "unit") <= MAX_CLIPPED_SHARE["unit"]
+
+
+def grey_scale(array: np.ndarray) -> str:
+    """The scale of a CT volume's grey values (all 0..255, :func:`covseg.io.volume.
+    detect_volume_intensity`): [0, 1] where none lies above 1, or as floats
+    :func:`reads_as_unit` does, else 8-bit grey."""
+    return "unit" if float(array.max()) <= 1.0 or reads_as_unit(array) else "uint8"
+
+
+def _unknown_scale_example(high: float) -> str:
+    """What values on no scale covseg reads may be, for the refusal: 16-bit grey above 255,
+    else values below 0 that are not HU (a zero-centred, standardised image)."""
+    return "e.g. 16-bit grey" if high > 255 else "below 0 but not HU: a standardised image?"
 
 
 def _convert_advice() -> str:
@@ -161,16 +184,36 @@ def _auto_advice() -> str:
 
 def told_scale_mismatch(array: np.ndarray, kind: str) -> str | None:
     """Why a slice is not on the scale ``kind`` that ``--intensity`` told (None when it may
-    be): grey levels told to be HU (:func:`grey_told_hu`), or more than
-    :data:`MAX_CLIPPED_SHARE` of its values outside an 8-bit or [0, 1] scale, which reads
-    clipped (8-bit slices read as [0, 1] turn white wherever above 1, a near-binary image): a
-    model trained or predicting on them is useless, so both are refused alike."""
+    be): grey levels told to be HU (:func:`grey_told_hu`), floats in [0, 1] told to be 8-bit
+    grey (:func:`_unit_told_uint8`), or more than :data:`MAX_CLIPPED_SHARE` of its values
+    outside an 8-bit or [0, 1] scale (:func:`_off_scale`): a model trained or predicting on
+    any of them is useless, so all are refused alike."""
     told = f"read as {SCALE_NAMES[kind]} ({_scale_flag(kind)})" if kind in SCALE_NAMES else ""
     if kind == "hu":
         return grey_told_hu(array, told, "CT slice", f"{_auto_advice()} or uint8 (a run "
                             "predicts as it was trained)")
     if kind not in SCALE_NAMES or not array.size:
         return None
+    return (_unit_told_uint8(array, told) if kind == "uint8" else None) or _off_scale(
+        array, kind, told)
+
+
+def _unit_told_uint8(array: np.ndarray, told: str) -> str | None:
+    """Why a slice ``told`` to be 8-bit grey is floats in [0, 1] (:func:`reads_as_unit`; a
+    flat one reads blank on any scale), which divided by 255 read near-black; None when it is
+    not."""
+    low, high = float(array.min()), float(array.max())
+    if not (low < high and reads_as_unit(array)):
+        return None
+    return (f"{told}, but its values {low:g}..{high:g} are floats in [0, 1], which read "
+            f"near-black as 8-bit grey; read them as [0, 1]: {_fitting_scales(array, 'uint8')} "
+            "(a run predicts as it was trained)")
+
+
+def _off_scale(array: np.ndarray, kind: str, told: str) -> str | None:
+    """Why a slice ``told`` to be on the 8-bit or [0, 1] scale ``kind`` is not: more than
+    :data:`MAX_CLIPPED_SHARE` of its values outside it, which read clipped (8-bit slices read
+    as [0, 1] turn white wherever above 1, a near-binary image); None when it may be."""
     outside = _clipped_share(array, kind)
     if outside <= MAX_CLIPPED_SHARE[kind]:
         return None
@@ -315,6 +358,39 @@ def _warn_if_clipped(outside: int, size: int, kind: str, low: float, high: float
     scale's range ``low``..``high``, are clipped."""
     if size and outside / size > MAX_CLIPPED_SHARE[kind]:
         _warn_clipped(kind, low, high)
+    elif outside and kind != "hu":
+        _warn_overshoot(kind, low, high)
+
+
+@functools.cache
+def _warn_overshoot(kind: str, low: float, high: float) -> None:
+    """Say once per scale that a few pixels of an 8-bit or [0, 1] image (at most
+    :data:`MAX_CLIPPED_SHARE`) lay outside its range and were clipped: a window clips HU by
+    design, but these scales hold no such values unless stretched or resampled."""
+    log.warning("a few pixels of an image lie outside %g..%g, the range of the %s intensity "
+                "scale it is read on, and are clipped to it (a stretched or resampled image "
+                "overshoots at a few edges)", low, high, kind)
+
+
+def note_scale(read: dict[str, list[str]], kind: str, image: np.ndarray, source: str) -> None:
+    """Add ``source`` to ``read`` under the scale ``kind`` its ``image`` was read on, for
+    :func:`warn_mixed_scales`, unless the image is flat (blank on any scale)."""
+    if image.size and image.min() < image.max():
+        read.setdefault(kind, []).append(source)
+
+
+def warn_mixed_scales(read: Mapping[str, Sequence[str]]) -> None:
+    """Warn when the images of one set were read on different scales (``read``: their names
+    by scale, :func:`note_scale`): auto detects each 2D file's scale on its own (a volume's on
+    the whole volume), so that one file of a set read on the wrong scale reads black or white
+    among the others."""
+    if len(read) < 2:
+        return
+    found = ", ".join(f"{counted(len(names), 'image')} as {SCALE_NAMES[kind]} (e.g. {names[0]})"
+                      for kind, names in read.items())
+    log.warning("the images of one set were read on different intensity scales, each detected "
+                "on its own: %s; if they share one, store them all on it (8-bit grey as uint8, "
+                "floats in [0, 1] clipped to it), else some read near-black or white", found)
 
 
 @functools.cache

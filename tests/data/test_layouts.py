@@ -1022,6 +1022,69 @@ def test_a_volume_read_saturated_is_warned_of(tmp_path: Path,
     assert "pixels of an image lie outside -1350..150" in caplog.text
 
 
+def _float_slices(root: Path, tops: dict[str, tuple[float, int]]) -> None:
+    """A folders set of 32x32 float32 .npy slices on the [0, 1] scale, one per stem of
+    ``tops``, its first rows raised to a value (a stretch's overshoot past 1): (value, rows)."""
+    for k, (stem, (top, rows)) in enumerate(tops.items()):
+        image = np.random.default_rng(k).random((32, 32)).astype(np.float32)
+        image[:rows] = top
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        (root / "masks").mkdir(exist_ok=True)
+        np.save(root / "images" / f"{stem}.npy", image)
+        np.save(root / "masks" / f"{stem}.npy", square_mask(32, 4, 4, 8))
+
+
+def test_float_slices_overshooting_unit_all_read_as_unit(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A [0, 1] float set whose stretched slices overshoot 1 at a few pixels (probe 50: 2 of
+    8 Inf-Net slices up to 1.004) read those slices as 8-bit grey, near-black, the others
+    right, without a word; all read as [0, 1] now, the clipping warned of."""
+    from covseg.transforms import _warn_overshoot
+
+    _float_slices(tmp_path, {"a": (1.0, 2), "b": (1.004, 2), "c": (1.004, 3)})
+    _warn_overshoot.cache_clear()  # said once per scale: another test may have said it
+    data = load_dataset(tmp_path)
+    assert [float(s.image.max()) for s in data.samples] == [1.0, 1.0, 1.0]
+    assert "a few pixels of an image lie outside 0..1" in caplog.text
+    assert "different intensity scales" not in caplog.text
+
+
+def test_a_2d_set_read_on_different_scales_is_warned_of(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Auto detects each 2D file's scale on its own: a [0, 1] float set with one slice
+    stretched far past 1 (an eighth at 1.5, beyond the tolerance) read that one as 8-bit
+    grey, black among the others, silently. It is warned of, naming the scales and a file
+    each; a flat (blank) slice, blank on any scale, is no other scale."""
+    _float_slices(tmp_path, {"a": (1.0, 2), "b": (1.0, 2), "c": (1.5, 4)})
+    np.save(tmp_path / "images" / "d.npy", np.zeros((32, 32), np.float32))
+    np.save(tmp_path / "masks" / "d.npy", square_mask(32, 4, 4, 8))
+    load_dataset(tmp_path)
+    images = tmp_path / "images"
+    assert ("the images of one set were read on different intensity scales, each detected on "
+            f"its own: 2 images as values in [0, 1] (e.g. {images / 'a.npy'}), 1 image as "
+            f"8-bit grey levels (e.g. {images / 'c.npy'}); if they share one, store "
+            "them all on it (8-bit grey as uint8, floats in [0, 1] clipped to it), else some "
+            "read near-black or white") in caplog.text
+    caplog.clear()
+    (images / "c.npy").unlink()
+    load_dataset(tmp_path)
+    assert "different intensity scales" not in caplog.text
+
+
+def test_a_float_volume_overshooting_unit_reads_as_unit(tmp_path: Path) -> None:
+    """A [0, 1] float volume with a few voxels just past 1 (cubic resampling) is judged on
+    the whole volume: it was read as 8-bit grey, every slice near-black."""
+    hu, lesions = _hu_volume(slices=3, size=32)
+    unit = ((hu.astype(np.float32) + 1350.0) / 1500.0).clip(0.0, 1.0)
+    unit[1, :2, :2] = 1.004
+    _save_nifti(tmp_path / "ct_scans" / "coronacases_001.nii.gz", unit, np.float32)
+    _save_nifti(tmp_path / "infection_mask" / "coronacases_001.nii.gz",
+                (lesions > 0).astype(lesions.dtype))
+    data = load_dataset(tmp_path, slices="all")
+    read = sorted(np.sort(s.image.ravel()).tolist() for s in data.samples)
+    assert read == sorted(np.sort(k.ravel()).clip(0.0, 1.0).tolist() for k in unit)
+
+
 def test_a_window_given_on_8_bit_files_is_refused(tmp_path: Path) -> None:
     """A 2D file's scale is told here, with the window the user gave: on 8-bit grey it does
     nothing, and is refused rather than recorded as applied."""

@@ -16,6 +16,7 @@ from covseg.errors import CovsegError
 from covseg.io.ct import read_volume
 from covseg.io.nifti import read_nifti
 from covseg.io.volume import (
+    detect_volume_intensity,
     hounsfield,
     volume_from_array,
     write_mask_like,
@@ -222,3 +223,17 @@ def test_max_voxels_is_the_most_read_not_the_first_refused() -> None:
         check_voxel_count((MAX_VOXELS + 1, 1, 1), "big.nii")
 
 
+
+
+def test_a_unit_volume_overshooting_1_reads_as_unit_on_either_hu() -> None:
+    """A [0, 1] float CT with a few voxels just past 1 (cubic resampling) was read as 8-bit
+    grey: --hu no divided it by 255 into a black volume without a word, --hu auto refused it
+    as a min-max normalised CT. It reads as [0, 1], as a 2D slice does; an integer 0/1 volume
+    and an 8-bit one read as before."""
+    unit = ((phantom().astype(np.float32) + 1350.0) / 1500.0).clip(0.0, 1.0)
+    unit[0, 0, :3] = 1.004
+    for hu in ("no", "auto"):
+        assert detect_volume_intensity(unit, hu, "ct.nii.gz") == "unit", hu
+    assert detect_volume_intensity(np.eye(4, dtype=np.int16)[None], "no", "m") == "unit"
+    grey = np.round(unit * 250).astype(np.float32)
+    assert detect_volume_intensity(grey, "no", "ct.nii.gz") == "uint8"

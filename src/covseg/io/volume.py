@@ -45,6 +45,7 @@ from covseg.transforms import (
     AIR_LIMIT_HU,
     LUNG_WINDOW,
     grey_outside_lung_window,
+    grey_scale,
     holds_grey_only,
 )
 
@@ -522,13 +523,13 @@ def detect_volume_intensity(array: np.ndarray, hu: str, source: str) -> str:
         raise CovsegError(f"{source}: {_hu('no')} expects grey values 0..255, but "
                           f"{_not_grey(low, high)}")
     if hu == "no":
-        return "unit" if high <= 1.0 else "uint8"
+        return grey_scale(array)
     if low < -100.0:
         if AIR_LIMIT_HU < low < high:  # a constant volume is blank on any scale
             raise CovsegError(f"{source}: {_not_grey(low, high)}")
         return "hu"
     if grey:
-        kind = "unit" if high <= 1.0 else "uint8"
+        kind = grey_scale(array)
         _refuse_unwindowed_grey(array, kind, source)
         return kind
     raise CovsegError(f"{source}: {_not_grey(low, high)}")

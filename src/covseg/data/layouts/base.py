@@ -36,7 +36,14 @@ from covseg.io.nifti import is_nifti, named_as_nifti, nifti_stem, read_nifti, re
 from covseg.io.volume import Volume, check_same_grid
 from covseg.progress import progress_bar
 from covseg.provenance import option_given
-from covseg.transforms import LUNG_WINDOW, intensity_scale, judge_scale, scale_intensity
+from covseg.transforms import (
+    LUNG_WINDOW,
+    intensity_scale,
+    judge_scale,
+    note_scale,
+    scale_intensity,
+    warn_mixed_scales,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -379,14 +386,14 @@ class ReadOptions:
 
 
 def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source: str,
-            mask_source: str, options: ReadOptions,
-            view: tuple[Volume, Path, int] | None = None, kind: str = "") -> Sample:
-    """A checked sample, its image held as read (:func:`held_image`); ``mask_source``: the
+            mask_source: str, options: ReadOptions, kind: str,
+            view: tuple[Volume, Path, int] | None = None) -> Sample:
+    """A checked sample, its image held as read (:func:`held_image`) on the scale ``kind``
+    (judged: :func:`_file_scale`, or on its whole volume); ``mask_source``: the
     mask's file (and slice), named in messages about the mask (a mask of another size than its
     image too: with ``_mask``/``_seg`` endings and case variants, its name is not the image's);
     ``view``: the volume, its file and the slice index it comes from, for its radiological
-    view, pixel aspect and name in the file; ``kind``: a volume's slice's scale, told and
-    judged on its whole volume (its ``--window`` too), where a 2D file's is judged here."""
+    view, pixel aspect and name in the file."""
     if image.shape != mask.shape:
         raise CovsegError(
             f"{source}: image is {image.shape[1]}x{image.shape[0]} but its mask {mask_source} "
@@ -400,10 +407,6 @@ def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source
         labels = lesion.astype(np.uint8)
         if options.target == "infection":
             merged = tuple(int(level) for level in np.unique(mask[lesion]))
-    if not kind:
-        kind = intensity_scale(image, options.intensity, options.window, source,
-                               told_window=options.window_given)
-        judge_scale(image, kind, options.window)
     sample = Sample(held_image(image, kind, options.window), labels, case, patient, source,
                     mask_source=mask_source, windowed=kind == "hu", merged_levels=merged)
     if view is not None:
@@ -653,16 +656,31 @@ def _progress(items: list[T], desc: str) -> Iterable[T]:
 
 def read_2d_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions,
                    patients: dict[str, str], desc: str, case_prefix: str = "") -> list[Sample]:
+    """The 2D files' slices, each read on the scale judged on it (:func:`_file_scale`); files
+    read on different scales are warned of (:func:`~covseg.transforms.warn_mixed_scales`)."""
     samples = []
     read = (partial(read_array, keep_palette=True) if options.target == "multiclass"
             else read_mask)  # see loaded
+    scales: dict[str, list[str]] = {}
     for stem, image_path, mask_path in _progress(pairs, desc):
         case = _prefixed(case_prefix, stem)
-        samples.append(_sample(read_naming_out_of_memory(read_array, image_path),
-                               read_naming_out_of_memory(read, mask_path), case,
+        image = read_naming_out_of_memory(read_array, image_path)
+        kind = _file_scale(image, str(image_path), options)
+        note_scale(scales, kind, image, str(image_path))
+        samples.append(_sample(image, read_naming_out_of_memory(read, mask_path), case,
                                patient_of(patients, case, stem), str(image_path),
-                               str(mask_path), options))
+                               str(mask_path), options, kind))
+    warn_mixed_scales(scales)
     return samples
+
+
+def _file_scale(image: np.ndarray, source: str, options: ReadOptions) -> str:
+    """The scale of a 2D file's image (``source``), told or detected, checked and judged
+    (:func:`~covseg.transforms.intensity_scale`, :func:`~covseg.transforms.judge_scale`)."""
+    kind = intensity_scale(image, options.intensity, options.window, source,
+                           told_window=options.window_given)
+    judge_scale(image, kind, options.window)
+    return kind
 
 
 def patient_of(patients: dict[str, str], case: str, stem: str) -> str:
@@ -774,7 +792,7 @@ def slice_volume(image_path: Path, mask_path: Path, options: ReadOptions,
         case = case_of(index)
         samples.append(_sample(image.array[k], mask.array[k], case, patient_of(case),
                                f"{image_path}#z{index}", f"{mask_path}#z{index}", options,
-                               (image, image_path, k), kind))
+                               kind, (image, image_path, k)))
     return samples
 
 
