@@ -10,7 +10,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -90,8 +90,12 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
                           "pass a run folder from `covseg train` or its best.pt") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CovsegError(f"{path}: not a covseg checkpoint (no covseg header)")
-    if payload.get("version", 0) > VERSION:
-        raise CovsegError(f"{path}: written by a newer covseg (format {payload['version']})")
+    version = payload.get("version", 0)  # files before the format numbered none
+    if not _whole(version, 0):  # "2" or null ended in a TypeError traceback
+        raise CovsegError(f"{path}: a damaged checkpoint (version {version!r}, not a format "
+                          "number); train the model again or pass another run")
+    if version > VERSION:
+        raise CovsegError(f"{path}: written by a newer covseg (format {version})")
     _check_entries(path, payload)
     if run is not None:  # after the load, which names an unreadable best.pt in its own words
         _warn_replaced(run)
@@ -231,8 +235,9 @@ def meta_problem(meta: dict[str, Any]) -> str | None:
     """What is wrong with the settings a checkpoint's (or an exported model's) ``meta`` gives
     inference, None where nothing: a hand-edited or hostile file's threshold NaN or -1 wrote
     all-empty or all-lesion masks with exit 0, and a size of 0 or a flip named "zz" ended in
-    a traceback; a size of 100000 in "out of memory". Keys that old runs lack are left to their
-    defaults."""
+    a traceback; a size of 100000 in "out of memory", and a model name that is no string or a
+    lung guide or frame of another shape in a traceback. Keys that old runs lack are left to
+    their defaults."""
     from covseg.data.layouts import TARGETS  # both import modules that import this one
     from covseg.infer import FLIP_DIMS
 
@@ -242,16 +247,23 @@ def meta_problem(meta: dict[str, Any]) -> str | None:
     if meta["size"] > MAX_SIZE:  # 100000 ended in "out of memory" at the first slice
         return f"size: {meta['size']!r}, not a canvas of at most {MAX_SIZE} px, covseg's largest"
     checks = {
+        "model": (lambda v: isinstance(v, str) and v.strip() != "", "a model name"),
         "threshold": (lambda v: _number(v) and 0 < v < 1, "a number strictly between 0 and 1"),
         "flips": (lambda v: isinstance(v, (list, tuple)) and all(
             isinstance(name, str) and name in FLIP_DIMS for name in v),
             f"a list of mirrors from {sorted(FLIP_DIMS)}"),
         "test_flips": (lambda v: isinstance(v, bool), "true or false"),
-        "window": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(map(_number, v))
-                   and v[0] < v[1], "two finite numbers, the lower first"),
+        "window": (_window, "two finite numbers, the lower first"),
         "intensity": (lambda v: v in INTENSITY_MODES, f"one of {', '.join(INTENSITY_MODES)}"),
         "target": (lambda v: v is None or v in TARGETS, f"one of {', '.join(TARGETS)}"),
         "model_options": (lambda v: isinstance(v, dict), "an object of options"),
+        "lung_guide": (lambda v: not v or _fields(v, source=lambda s: isinstance(s, str),
+                                                  crop=lambda c: isinstance(c, bool),
+                                                  window=_window),
+                       ("null or an object of source (text), crop (true or false) and "
+                        "window (two numbers)")),
+        "lung_frame": (lambda v: not v or _fields(v, window=_window),
+                       "null or an object of window (two numbers)"),
     }
     for key, (fits, wanted) in checks.items():
         if key in meta and not fits(meta[key]):
@@ -262,6 +274,19 @@ def meta_problem(meta: dict[str, Any]) -> str | None:
 def _whole(value: Any, least: int) -> bool:
     """Whether ``value`` is an int (not a bool) of at least ``least``."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _window(value: Any) -> bool:
+    """Whether ``value`` is an HU window: two finite numbers, the lower first."""
+    return (isinstance(value, (list, tuple)) and len(value) == 2 and all(map(_number, value))
+            and value[0] < value[1])
+
+
+def _fields(value: Any, **fits: Callable[[Any], bool]) -> bool:
+    """Whether ``value`` is a dict holding each of ``fits``' keys with a value that fits
+    (a lung guide's or frame's meta, as :mod:`covseg.cascade` reads it back)."""
+    return isinstance(value, dict) and all(key in value and fit(value[key])
+                                           for key, fit in fits.items())
 
 
 def _number(value: Any) -> bool:
