@@ -66,8 +66,10 @@ def full_disk_resumable(target: str | os.PathLike[str], what: str = "") -> Itera
         raise CovsegError(no_space_text(target, rerun, what)) from None
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a covseg checkpoint safely; anything else gives a one-line error."""
+def load_checkpoint(path: str | os.PathLike[str], advice: str | None = None) -> dict[str, Any]:
+    """Load a covseg checkpoint safely; anything else gives a one-line error, ending in
+    ``advice`` where the caller knows better what to do about a refused file than model
+    loading's words (pass a run folder or its best.pt), as a resume does of its last.pt."""
     path = Path(path)
     run = path if path.is_dir() else None
     if run is not None:
@@ -84,19 +86,21 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except PermissionError:
-        raise unreadable_file(path, "pass another model") from None
+        raise unreadable_file(path, advice or "pass another model") from None
     except Exception as exc:  # noqa: BLE001  torch.load raises KeyError, UnpicklingError...
         raise CovsegError(f"{path}: not a covseg checkpoint ({torch_load_failure(exc)}); "
-                          "pass a run folder from `covseg train` or its best.pt") from None
+                          f"{advice or 'pass a run folder from `covseg train` or its best.pt'}"
+                          ) from None
+    then = f"; {advice}" if advice else ""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CovsegError(f"{path}: not a covseg checkpoint (no covseg header)")
+        raise CovsegError(f"{path}: not a covseg checkpoint (no covseg header){then}")
     version = payload.get("version", 0)  # files before the format numbered none
     if not _whole(version, 0):  # "2" or null ended in a TypeError traceback
         raise CovsegError(f"{path}: a damaged checkpoint (version {version!r}, not a format "
-                          "number); train the model again or pass another run")
+                          f"number); {advice or RETRAIN}")
     if version > VERSION:
-        raise CovsegError(f"{path}: written by a newer covseg (format {version})")
-    _check_entries(path, payload)
+        raise CovsegError(f"{path}: written by a newer covseg (format {version}){then}")
+    _check_entries(path, payload, advice)
     if run is not None:  # after the load, which names an unreadable best.pt in its own words
         _warn_replaced(run)
     return payload
@@ -212,23 +216,32 @@ def _warn_replaced(run: Path) -> None:
                     "and metrics.json may not describe it", run, actual[:12], recorded[:12])
 
 
+RETRAIN = "train the model again or pass another run"
+"""What to do about a damaged checkpoint."""
+
+
+NEW_MODEL = "train a model with `covseg train` and pass its run folder or best.pt"
+"""What to do about a file that holds no covseg model."""
+
+
 META_KEYS = ("model", "in_channels", "num_classes", "size")
 """What ``meta`` must hold to rebuild a network and feed it (every covseg run records them)."""
 
 
-def _check_entries(path: Path, payload: dict[str, Any]) -> None:
+def _check_entries(path: Path, payload: dict[str, Any], advice: str | None) -> None:
     """Refuse a covseg-headed file without the weights or the meta that rebuild its network
-    (edited or written by other code), which failed later with a KeyError traceback."""
+    (edited or written by other code), which failed later with a KeyError traceback
+    (``advice``: see :func:`load_checkpoint`)."""
     missing = [key for key in ("meta", "state_dict") if not isinstance(payload.get(key), dict)]
     if not missing:
         missing = [key for key in META_KEYS if key not in payload["meta"]]
     if missing:
-        raise CovsegError(f"{path}: not a covseg checkpoint (no {missing[0]!r} entry); train a "
-                          "model with `covseg train` and pass its run folder or best.pt")
+        raise CovsegError(f"{path}: not a covseg checkpoint (no {missing[0]!r} entry); "
+                          f"{advice or NEW_MODEL}")
     problem = meta_problem(payload["meta"])
     if problem:
-        raise CovsegError(f"{path}: a damaged checkpoint (meta {problem}); train the model "
-                          "again or pass another run")
+        raise CovsegError(f"{path}: a damaged checkpoint (meta {problem}); "
+                          f"{advice or RETRAIN}")
 
 
 def meta_problem(meta: dict[str, Any]) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import reprlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -311,9 +312,20 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """The recipe a run recorded (``to_dict``), checked: a TypeError where ``data`` or its
+        model options are no object, a CovsegError where a value is of another type
+        (:meth:`check_types`), so that a damaged record is refused as unreadable, where it
+        ended in an AttributeError or TypeError traceback."""
+        if not isinstance(data, dict):
+            raise TypeError(f"the recipe is {reprlib.repr(data)}, not an object")
+        if not isinstance(data.get("model_options", {}), dict):
+            raise TypeError(f"model_options is {reprlib.repr(data['model_options'])}, not an "
+                            "object")
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         if known.get("window") is not None:  # null: none applied (see record)
             known["window"] = tuple(known["window"])
         if known.get("target") == "multiclass":  # older records hold a 0.4 never applied
             known["threshold"] = None
-        return cls(**known)
+        recipe = cls(**known)
+        recipe.check_types()
+        return recipe
