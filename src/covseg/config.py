@@ -62,21 +62,32 @@ def check_batch_size(batch_size: int) -> None:
 
 
 MAX_SEED = 2**32 - 1
-"""The largest seed: numpy's legacy limit, far below torch's (2**63 - 1, above which
-``torch.manual_seed`` raised a traceback), so that every library seeded takes it, with a
-fold's or ensemble member's offset added too."""
+"""The largest seed covseg seeds with: numpy's legacy limit, far below torch's (2**63 - 1,
+above which ``torch.manual_seed`` raised a traceback), so that every library seeded takes it.
+A run's folds and ensemble members are seeded above the seed given, so that leaves room for
+them below it (:func:`check_seed`'s ``offset``)."""
 
 
-def check_seed(seed: Any, option: str | None = None) -> int:
-    """A seed: a whole number in 0..:data:`MAX_SEED`, else a one-line error naming ``option``
-    (numpy and torch raised tracebacks for -1 and 10**20; by default the seed option as the
-    running command spells it)."""
+def check_seed(seed: Any, option: str | None = None, offset: int = 0) -> int:
+    """A seed: a whole number in 0..:data:`MAX_SEED` less ``offset``, else a one-line error
+    naming ``option`` (numpy and torch raised tracebacks for -1 and 10**20; by default the
+    seed option as the running command spells it).
+
+    ``offset``: the most a run adds to the seed (fold k trains with seed + k, ensemble member
+    i with seed + i), so that a seed whose last fold would be past :data:`MAX_SEED` is refused
+    before anything trains: a cross-validation at 2**32 - 1 trained fold 0, then was refused
+    at fold 1. Refused, not wrapped modulo 2**32: wrapping would have changed the seeds (and
+    so the results) of ensembles whose members were seeded past it, while refusing changes
+    no seed of a run that is still taken."""
     option = _spelled("seed") if option is None else option
     check_kind("seed", seed, [int], option)
     if seed < 0:
         raise CovsegError(f"{option} must be a non-negative integer, got {seed}")
-    if seed > MAX_SEED:
-        raise CovsegError(f"{option} must be at most {MAX_SEED} (2**32 - 1), got {seed}")
+    if seed > MAX_SEED - offset:
+        room = f" less {offset}, which this run adds for its folds or ensemble members" if (
+            offset) else ""
+        raise CovsegError(f"{option} must be at most {MAX_SEED - offset} (2**32 - 1{room}), "
+                          f"got {seed}")
     return seed
 
 

@@ -508,9 +508,17 @@ def made_from_other_data(record: dict[str, Any], fingerprint: str) -> bool:
     return recorded is not None and recorded != fingerprint
 
 
-def check_recipe(config: TrainConfig) -> None:
+def check_run_seed(config: TrainConfig, folds: int = 1) -> None:
+    """Refuse, before anything trains, a seed that leaves no room below :data:`~covseg.config.
+    MAX_SEED` for the seeds the run derives from it: fold k of ``folds`` trains with seed + k
+    and ensemble member i with its fold's seed + i (:func:`~covseg.config.check_seed`)."""
+    check_seed(config.seed, offset=folds - 1 + len(member_names(config.model)) - 1)
+
+
+def check_recipe(config: TrainConfig, folds: int = 1) -> None:
     """Refuse options of the wrong type, out of range or contradictory, before data are read
-    or a member starts."""
+    or a member starts (``folds``: a cross-validation's, whose seeds the seed leaves room
+    for: :func:`check_run_seed`)."""
     config.check_types()
     check_model(config.model, config.model_options)
     _check_names(config)
@@ -539,7 +547,7 @@ def check_recipe(config: TrainConfig) -> None:
     if not 0 <= config.val_fraction < 1:
         raise CovsegError(f"{option_name('val_fraction')} must lie in [0, 1), got "
                           f"{config.val_fraction}")
-    check_seed(config.seed)
+    check_run_seed(config, folds)
     if not 0 <= config.cutmix <= 1:
         raise CovsegError(f"{option_name('cutmix')} must lie in [0, 1], got {config.cutmix}")
     if not 0 <= config.lesion_paste <= 1:
