@@ -78,16 +78,16 @@ def check_seed(seed: Any, option: str | None = None, offset: int = 0) -> int:
     before anything trains: a cross-validation at 2**32 - 1 trained fold 0, then was refused
     at fold 1. Refused, not wrapped modulo 2**32: wrapping would have changed the seeds (and
     so the results) of ensembles whose members were seeded past it, while refusing changes
-    no seed of a run that is still taken."""
+    no seed of a run that is still taken (newly refused: an ensemble's top seeds, which
+    trained with members seeded past 2**32 - 1: 2**32 - 1 for the two-network default)."""
     option = _spelled("seed") if option is None else option
     check_kind("seed", seed, [int], option)
     if seed < 0:
         raise CovsegError(f"{option} must be a non-negative integer, got {seed}")
     if seed > MAX_SEED - offset:
-        room = f" less {offset}, which this run adds for its folds or ensemble members" if (
-            offset) else ""
-        raise CovsegError(f"{option} must be at most {MAX_SEED - offset} (2**32 - 1{room}), "
-                          f"got {seed}")
+        room = f" less {offset}, which this run adds for its folds or ensemble members"
+        raise CovsegError(f"{option} must be at most {MAX_SEED - offset} (2**32 - 1"
+                          f"{room if offset else ''}), got {seed}")
     return seed
 
 

@@ -263,8 +263,8 @@ def _start(out: Path, config: TrainConfig, slices: int, model: nn.Module,
 
 def _damaged_resume_state() -> str:
     """What to do about a resume's last.pt that cannot be loaded (a damaged copy or disk: it is
-    written whole): model loading's "pass a run folder or its best.pt" fit no resume. Without
-    it, a resume trains the run again from epoch 1, as it started."""
+    written whole): model loading's "pass a run folder or its best.pt" fit no resume. A resume
+    without last.pt trains the run again from epoch 1, as it started."""
     return (f"the run cannot go on from it: delete it and rerun with "
             f"{option_given('resume', True)} to train the run again from epoch 1, or pick a new "
             f"{option_name('out')}")
