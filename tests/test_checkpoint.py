@@ -86,6 +86,10 @@ def test_a_checkpoint_without_an_entry_its_network_needs_is_refused(tmp_path: Pa
                                  "model with `covseg train` and pass its run folder or best.pt")
 
 
+GUIDE_SHAPE = "null or an object of source (text), crop (true or false) and window (two numbers)"
+"""What a checkpoint's lung_guide meta must be, as its refusal says."""
+
+
 @pytest.mark.parametrize(("key", "value", "wanted"), [
     ("threshold", float("nan"), "a number strictly between 0 and 1"),
     ("threshold", -1, "a number strictly between 0 and 1"),
@@ -108,16 +112,24 @@ def test_a_checkpoint_without_an_entry_its_network_needs_is_refused(tmp_path: Pa
     ("test_flips", "yes", "true or false"),
     ("target", "tumour", "one of infection, multiclass, lung"),
     ("model_options", [1], "an object of options"),
+    ("model", 5, "a model name"),
+    ("model", " ", "a model name"),
+    ("lung_guide", {"x": 1}, GUIDE_SHAPE),
+    ("lung_guide", {"source": "threshold", "crop": False, "window": 7}, GUIDE_SHAPE),
+    ("lung_frame", 7, "null or an object of window (two numbers)"),
+    ("lung_frame", {"window": [150]}, "null or an object of window (two numbers)"),
 ])
 def test_a_checkpoint_whose_settings_cannot_be_used_is_refused_naming_the_value(
         tmp_path: Path, key: str, value: Any, wanted: str) -> None:
     """A checkpoint's meta was used as it was: threshold NaN wrote all-empty masks and -1
     all-lesion ones (exit 0); a size of 0 or a flip named "zz" ended in a traceback, and one of
-    100000 in "out of memory" at the first slice."""
+    100000 in "out of memory" at the first slice; a model that was no string, and a lung guide or
+    frame of another shape, ended in tracebacks too."""
     meta = {"model": "miniseg", "in_channels": 1, "num_classes": 2, "size": 64,
             "threshold": 0.5, "flips": ["lr", "ud"], "window": [-1350, 150],
             "intensity": "auto", "test_flips": True, "target": "infection",
-            "model_options": {}}
+            "model_options": {}, "lung_frame": {"window": [-1350, 150]},
+            "lung_guide": {"source": "threshold", "crop": False, "window": [-1350, 150]}}
     path = save_checkpoint(tmp_path / "best.pt", nn.Linear(2, 1), meta)
     assert load_checkpoint(path)["meta"] == meta
     save_checkpoint(path, nn.Linear(2, 1), {**meta, key: value})
@@ -125,6 +137,20 @@ def test_a_checkpoint_whose_settings_cannot_be_used_is_refused_naming_the_value(
         load_checkpoint(path)
     assert str(caught.value) == (f"{path}: a damaged checkpoint (meta {key}: {value!r}, not "
                                  f"{wanted}); train the model again or pass another run")
+
+
+@pytest.mark.parametrize("version", ["2", None, 1.5, -1])
+def test_a_checkpoint_whose_format_version_is_no_number_is_refused(
+        tmp_path: Path, version: Any) -> None:
+    """A version of "2" or null ended in a TypeError traceback (compared with covseg's own)."""
+    path = save_checkpoint(tmp_path / "best.pt", nn.Linear(2, 1),
+                           {"model": "miniseg", "in_channels": 1, "num_classes": 2, "size": 64})
+    payload = torch.load(path, weights_only=True)
+    torch.save({**payload, "version": version}, path)
+    with pytest.raises(CovsegError) as caught:
+        load_checkpoint(path)
+    assert str(caught.value) == (f"{path}: a damaged checkpoint (version {version!r}, not a "
+                                 "format number); train the model again or pass another run")
 
 
 def test_a_checkpoint_at_the_largest_canvas_is_loaded(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from covseg.compare import (
     parse_model_spec,
     per_case_dice,
 )
-from covseg.config import TrainConfig
+from covseg.config import MAX_SEED, TrainConfig
 from covseg.crossval import make_folds, mean_over_folds
 from covseg.data import load_dataset
 from covseg.errors import CovsegError
@@ -976,3 +976,18 @@ def test_an_unknown_model_is_named_before_folders_are_compared() -> None:
     is no model at all."""
     with pytest.raises(CovsegError, match=r"^unknown model 'MiniSeg'; `covseg models` lists: "):
         check_specs(["miniseg", "MiniSeg"])
+
+
+def test_a_seed_without_room_for_a_models_folds_is_refused_before_any_model_trains(
+        tmp_path: Path, synthetic_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """compare --seed 4294967295 cross-validated the baseline's fold 0, then was refused at its
+    fold 1, seeded one above 2**32 - 1. Each model's folds (5 by default) and ensemble members
+    must fit below it, checked before any model trains."""
+    out = tmp_path / "cmp"
+    assert main(["compare", str(synthetic_folder), "--models", "miniseg", "miniseg,unet",
+                 "--seed", str(MAX_SEED - 4), "--epochs", "1", "--size", "32", "--out",
+                 str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"covseg: error: --seed must be at most {MAX_SEED - 5} (2**32 - 1 less 5, which this "
+        f"run adds for its folds or ensemble members), got {MAX_SEED - 4}\n")
+    assert not out.exists()

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from covseg import api, crossval
-from covseg.config import TrainConfig
+from covseg.config import MAX_SEED, TrainConfig
 from covseg.crossval import DEFAULT_FOLDS, make_folds, mean_over_folds, report_markdown
 from covseg.data import load_dataset
 from covseg.data.splits import validation_split
@@ -1017,3 +1017,23 @@ def test_a_fold_whose_rare_class_fell_in_its_validation_patients_is_noted(
         ("fold 0's training slices hold no effusion (label 3), which other slices hold: its "
          "model learns it from no example")]
     assert crossval._fold_notes(replace(config, val_fraction=0.0), data, splits) == []
+
+
+def test_a_seed_without_room_for_the_folds_seeds_is_refused_before_fold_0_trains(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """cv --seed 4294967295 (2**32 - 1, the largest seed) trained fold 0, then was refused at
+    fold 1, seeded one above it, leaving fold_0 behind. The room for the folds (5 by default,
+    known once the data are read) is checked before any fold trains, naming the largest seed
+    that leaves it, and that seed trains every fold, the last at 2**32 - 1."""
+    out = tmp_path / "cv"
+    with pytest.raises(CovsegError) as caught:
+        api.cross_validate(synthetic_folder, out, model="miniseg", seed=MAX_SEED - 3, epochs=1,
+                           size=32)
+    assert str(caught.value) == (f"seed must be at most {MAX_SEED - 4} (2**32 - 1 less 4, which "
+                                 f"this run adds for its folds or ensemble members), got "
+                                 f"{MAX_SEED - 3}")
+    assert not out.exists()
+    api.cross_validate(synthetic_folder, out, folds=2, model="miniseg", seed=MAX_SEED - 1,
+                       epochs=1, size=32, batch_size=4)
+    assert [json.loads((out / f"fold_{k}" / "config.json").read_text())["config"]["seed"]
+            for k in (0, 1)] == [MAX_SEED - 1, MAX_SEED]

@@ -191,7 +191,7 @@ def _meta_edit(**changed: Any) -> Any:
     (_meta_edit(size=None), "size: None, not a positive whole number"),
     (_meta_edit(num_classes="2"), "num_classes: '2', not a positive whole number"),
     (_meta_edit(threshold="x"), "threshold: 'x', not a number strictly between 0 and 1"),
-    (_meta_edit(lung_guide=5), "TypeError"),
+    (_meta_edit(lung_guide=5), "lung_guide: 5, not null or an object of source (text)"),
 ])
 def test_damaged_metadata_is_refused_in_one_line(
         tmp_path: Path, tiny_run: Path, edit: Any, what: str,

@@ -356,6 +356,52 @@ def test_resume_on_other_data_is_refused(tiny_run: Path, synthetic_folder: Path,
     train_module.train(saved, zeroed, old, resume=True, progress=False)
 
 
+@pytest.mark.parametrize("damage", [None, [], "x", {"model_options": 5}, {"model": 5}],
+                         ids=["null", "list", "string", "model_options", "model"])
+def test_a_resume_into_a_run_whose_recorded_recipe_is_damaged_is_refused_in_one_line(
+        tiny_run: Path, synthetic_folder: Path, tmp_path: Path, damage: object) -> None:
+    """config.json's "config" null, a list or a string ended in an AttributeError traceback,
+    and model options or a model name of another type in a TypeError or AttributeError one,
+    past the check meant to call the record unreadable."""
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run, out)
+    record = json.loads((out / "config.json").read_text())
+    saved = TrainConfig.from_dict(record["config"])
+    record["config"] = {**record["config"], **damage} if isinstance(damage, dict) else damage
+    (out / "config.json").write_text(json.dumps(record))
+    with pytest.raises(CovsegError, match=rf"^{out / 'config.json'}: unreadable run record "
+                                          r"\(.*\); pick a new --out$"):
+        train_module.train(saved, load_dataset(synthetic_folder), out, resume=True,
+                           progress=False)
+
+
+def test_a_resume_whose_last_pt_is_damaged_says_so_and_how_to_go_on(
+        tiny_run: Path, synthetic_folder: Path, tmp_path: Path) -> None:
+    """A truncated last.pt was refused in model loading's words ("pass a run folder from
+    `covseg train` or its best.pt"), which a resume takes none of; its recipe damaged ended in
+    a traceback. Deleting last.pt, as the refusal says, trains the run again from epoch 1."""
+    data = load_dataset(synthetic_folder)
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run, out)
+    (out / "metrics.json").unlink()  # stopped before its end
+    saved = TrainConfig.from_dict(json.loads((out / "config.json").read_text())["config"])
+    state = torch.load(out / "last.pt", weights_only=True)
+    torch.save({**state, "config": [1]}, out / "last.pt")
+    with pytest.raises(CovsegError, match=rf"^{out / 'last.pt'}: unreadable run record \(the "
+                                          r"recipe is \[1\], not an object\); pick a new --out$"):
+        train_module.train(saved, data, out, resume=True, progress=False)
+    (out / "last.pt").write_bytes((tiny_run / "last.pt").read_bytes()[:1000])
+    with pytest.raises(CovsegError) as caught:
+        train_module.train(saved, data, out, resume=True, progress=False)
+    assert str(caught.value) == (
+        f"{out / 'last.pt'}: not a covseg checkpoint (not a readable PyTorch file: damaged, or "
+        "another format); the run cannot go on from it: delete it and rerun with --resume to "
+        "train the run again from epoch 1, or pick a new --out")
+    (out / "last.pt").unlink()
+    assert train_module.train(saved, data, out, resume=True, progress=False)["epochs"] == 2
+    assert [r["epoch"] for r in load_checkpoint(out / "last.pt")["history"]] == [1, 2]
+
+
 def test_a_file_that_is_not_a_checkpoint(tmp_path: Path) -> None:
     bogus = tmp_path / "model.pt"
     bogus.write_bytes(b"not a checkpoint at all")

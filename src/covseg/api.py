@@ -27,7 +27,7 @@ from covseg.cluster import (
     joined,
     run_folds_on_ray,
 )
-from covseg.compare import check_compare_folder, check_specs, compare_models
+from covseg.compare import check_compare_folder, check_spec_seeds, check_specs, compare_models
 from covseg.config import (
     TrainConfig,
     check_kind,
@@ -131,6 +131,7 @@ from covseg.train import (
     DATA_FINGERPRINT,
     callers_generators_kept,
     check_recipe,
+    check_run_seed,
     check_train_folder,
     refuse_other_output,
 )
@@ -248,21 +249,28 @@ DATA_ARGUMENT = "a data folder (str or pathlib.Path) or a covseg.load_dataset re
 
 def _recipe(config: dict[str, Any], resume: bool, data: object, folds: int | None = None
             ) -> TrainConfig:
-    """The training config, its models, options and fold count checked before data are read;
-    with data already read, the recipe reads them as they were read (see :func:`_reading`)."""
+    """The training config, its models, options and fold count checked before data are read
+    (the seed's room for the folds too: without a count, once the folds are read); with data
+    already read, the recipe reads them as they were read (see :func:`_reading`)."""
     check_kind("resume", resume, [bool])
     recipe = TrainConfig(**_reading(data, config))
-    check_recipe(recipe)
+    _check_folds(folds)
+    check_recipe(recipe, folds or 1)
     if config.get("frame_lungs") is True and not recipe.frame_lungs:  # given, not the default
         never = (option_given("target", "lung") if recipe.target == "lung"
                  else option_name("lung_guide"))
         frame = option_name("frame_lungs")
         raise CovsegError(f"{frame} frames infection models without a lung guide; a "
                           f"{never} model never frames: leave {frame} out")
+    return recipe
+
+
+def _check_folds(folds: int | None) -> None:
+    """A fold count given (None: the default, or the data's split files) is a whole number
+    covseg takes."""
     if folds is not None:
         check_kind("folds", folds, [int])
         check_fold_count(folds)
-    return recipe
 
 
 def _reading(data: object, given: dict[str, Any]) -> dict[str, Any]:
@@ -503,6 +511,7 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
         with joined(ray, cpus):  # before the data are read: a refusal takes seconds, not a read
             loaded = _load(data, recipe)
             splits = make_folds(loaded, folds, recipe.seed)[0]
+            check_run_seed(recipe, len(splits))  # before fold 0 trains, not at fold 1
             check_finished_folds(recipe, loaded, out, splits)  # a refusal is no stopped run
             # timed as a run here: whether it trains is known before its folds run on Ray
             begun = begin(out, len(splits), resume, started, started_utc)
@@ -534,12 +543,15 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
         if key in config:
             raise CovsegError(f"compare takes each model's name and options in models (e.g. "
                               f"['unet', 'unet:width=8']), not {key}=")
-    recipe = _recipe(config, resume, data, folds)
+    recipe = _recipe(config, resume, data)  # its model is none of the compared
+    _check_folds(folds)
     if not isinstance(models, str | Sequence):
         raise CovsegError(f"models must be a list of model specs, e.g. ['unet', "
                           f"'unet:width=8'] (the baseline first), got {models!r}")
     specs = [str(spec).strip() for spec in _as_list(models)]  # " unet" names unet and its folder
     check_specs(specs)
+    if folds is not None:  # else once the folds are read
+        check_spec_seeds(recipe, specs, folds)
     out = _resumable(_out(out, data), resume)
     check_compare_folder(out, specs, resume)  # before the data are read
     return compare_models(recipe, _load(data, recipe), specs, out, folds, resume)

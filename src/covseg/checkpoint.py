@@ -10,7 +10,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -66,8 +66,10 @@ def full_disk_resumable(target: str | os.PathLike[str], what: str = "") -> Itera
         raise CovsegError(no_space_text(target, rerun, what)) from None
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a covseg checkpoint safely; anything else gives a one-line error."""
+def load_checkpoint(path: str | os.PathLike[str], advice: str | None = None) -> dict[str, Any]:
+    """Load a covseg checkpoint safely; anything else gives a one-line error, ending in
+    ``advice`` where the caller knows better what to do about a refused file than model
+    loading's words (pass a run folder or its best.pt), as a resume does of its last.pt."""
     path = Path(path)
     run = path if path.is_dir() else None
     if run is not None:
@@ -84,15 +86,21 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except PermissionError:
-        raise unreadable_file(path, "pass another model") from None
+        raise unreadable_file(path, advice or "pass another model") from None
     except Exception as exc:  # noqa: BLE001  torch.load raises KeyError, UnpicklingError...
         raise CovsegError(f"{path}: not a covseg checkpoint ({torch_load_failure(exc)}); "
-                          "pass a run folder from `covseg train` or its best.pt") from None
+                          f"{advice or 'pass a run folder from `covseg train` or its best.pt'}"
+                          ) from None
+    then = f"; {advice}" if advice else ""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CovsegError(f"{path}: not a covseg checkpoint (no covseg header)")
-    if payload.get("version", 0) > VERSION:
-        raise CovsegError(f"{path}: written by a newer covseg (format {payload['version']})")
-    _check_entries(path, payload)
+        raise CovsegError(f"{path}: not a covseg checkpoint (no covseg header){then}")
+    version = payload.get("version", 0)  # files before the format numbered none
+    if not _whole(version, 0):  # "2" or null ended in a TypeError traceback
+        raise CovsegError(f"{path}: a damaged checkpoint (version {version!r}, not a format "
+                          f"number); {advice or RETRAIN}")
+    if version > VERSION:
+        raise CovsegError(f"{path}: written by a newer covseg (format {version}){then}")
+    _check_entries(path, payload, advice)
     if run is not None:  # after the load, which names an unreadable best.pt in its own words
         _warn_replaced(run)
     return payload
@@ -208,31 +216,41 @@ def _warn_replaced(run: Path) -> None:
                     "and metrics.json may not describe it", run, actual[:12], recorded[:12])
 
 
+RETRAIN = "train the model again or pass another run"
+"""What to do about a damaged checkpoint."""
+
+
+NEW_MODEL = "train a model with `covseg train` and pass its run folder or best.pt"
+"""What to do about a file that holds no covseg model."""
+
+
 META_KEYS = ("model", "in_channels", "num_classes", "size")
 """What ``meta`` must hold to rebuild a network and feed it (every covseg run records them)."""
 
 
-def _check_entries(path: Path, payload: dict[str, Any]) -> None:
+def _check_entries(path: Path, payload: dict[str, Any], advice: str | None) -> None:
     """Refuse a covseg-headed file without the weights or the meta that rebuild its network
-    (edited or written by other code), which failed later with a KeyError traceback."""
+    (edited or written by other code), which failed later with a KeyError traceback
+    (``advice``: see :func:`load_checkpoint`)."""
     missing = [key for key in ("meta", "state_dict") if not isinstance(payload.get(key), dict)]
     if not missing:
         missing = [key for key in META_KEYS if key not in payload["meta"]]
     if missing:
-        raise CovsegError(f"{path}: not a covseg checkpoint (no {missing[0]!r} entry); train a "
-                          "model with `covseg train` and pass its run folder or best.pt")
+        raise CovsegError(f"{path}: not a covseg checkpoint (no {missing[0]!r} entry); "
+                          f"{advice or NEW_MODEL}")
     problem = meta_problem(payload["meta"])
     if problem:
-        raise CovsegError(f"{path}: a damaged checkpoint (meta {problem}); train the model "
-                          "again or pass another run")
+        raise CovsegError(f"{path}: a damaged checkpoint (meta {problem}); "
+                          f"{advice or RETRAIN}")
 
 
 def meta_problem(meta: dict[str, Any]) -> str | None:
     """What is wrong with the settings a checkpoint's (or an exported model's) ``meta`` gives
     inference, None where nothing: a hand-edited or hostile file's threshold NaN or -1 wrote
     all-empty or all-lesion masks with exit 0, and a size of 0 or a flip named "zz" ended in
-    a traceback; a size of 100000 in "out of memory". Keys that old runs lack are left to their
-    defaults."""
+    a traceback; a size of 100000 in "out of memory", and a model name that is no string or a
+    lung guide or frame of another shape in a traceback. Keys that old runs lack are left to
+    their defaults."""
     from covseg.data.layouts import TARGETS  # both import modules that import this one
     from covseg.infer import FLIP_DIMS
 
@@ -242,16 +260,23 @@ def meta_problem(meta: dict[str, Any]) -> str | None:
     if meta["size"] > MAX_SIZE:  # 100000 ended in "out of memory" at the first slice
         return f"size: {meta['size']!r}, not a canvas of at most {MAX_SIZE} px, covseg's largest"
     checks = {
+        "model": (lambda v: isinstance(v, str) and v.strip() != "", "a model name"),
         "threshold": (lambda v: _number(v) and 0 < v < 1, "a number strictly between 0 and 1"),
         "flips": (lambda v: isinstance(v, (list, tuple)) and all(
             isinstance(name, str) and name in FLIP_DIMS for name in v),
             f"a list of mirrors from {sorted(FLIP_DIMS)}"),
         "test_flips": (lambda v: isinstance(v, bool), "true or false"),
-        "window": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(map(_number, v))
-                   and v[0] < v[1], "two finite numbers, the lower first"),
+        "window": (_window, "two finite numbers, the lower first"),
         "intensity": (lambda v: v in INTENSITY_MODES, f"one of {', '.join(INTENSITY_MODES)}"),
         "target": (lambda v: v is None or v in TARGETS, f"one of {', '.join(TARGETS)}"),
         "model_options": (lambda v: isinstance(v, dict), "an object of options"),
+        "lung_guide": (lambda v: not v or _fields(v, source=lambda s: isinstance(s, str),
+                                                  crop=lambda c: isinstance(c, bool),
+                                                  window=_window),
+                       ("null or an object of source (text), crop (true or false) and "
+                        "window (two numbers)")),
+        "lung_frame": (lambda v: not v or _fields(v, window=_window),
+                       "null or an object of window (two numbers)"),
     }
     for key, (fits, wanted) in checks.items():
         if key in meta and not fits(meta[key]):
@@ -262,6 +287,19 @@ def meta_problem(meta: dict[str, Any]) -> str | None:
 def _whole(value: Any, least: int) -> bool:
     """Whether ``value`` is an int (not a bool) of at least ``least``."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _window(value: Any) -> bool:
+    """Whether ``value`` is an HU window: two finite numbers, the lower first."""
+    return (isinstance(value, (list, tuple)) and len(value) == 2 and all(map(_number, value))
+            and value[0] < value[1])
+
+
+def _fields(value: Any, **fits: Callable[[Any], bool]) -> bool:
+    """Whether ``value`` is a dict holding each of ``fits``' keys with a value that fits
+    (a lung guide's or frame's meta, as :mod:`covseg.cascade` reads it back)."""
+    return isinstance(value, dict) and all(key in value and fit(value[key])
+                                           for key, fit in fits.items())
 
 
 def _number(value: Any) -> bool:

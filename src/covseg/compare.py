@@ -58,7 +58,7 @@ from covseg.models.registry import (
 )
 from covseg.provenance import option_name, provenance
 from covseg.report import read_rows
-from covseg.train import COMPARISON, refuse_other_output, unresumed
+from covseg.train import COMPARISON, check_run_seed, refuse_other_output, unresumed
 from covseg.viz import box_plot
 
 log = logging.getLogger(__name__)
@@ -229,6 +229,15 @@ def check_specs(specs: Sequence[str]) -> None:
         check_model(*parse_model_spec(spec))
 
 
+def check_spec_seeds(config: TrainConfig, specs: Sequence[str], folds: int) -> None:
+    """Refuse, before any model trains, a seed that leaves no room for the seeds some model's
+    ``folds`` folds and ensemble members derive from it (:func:`~covseg.train.check_run_seed`):
+    refused at the second fold, the first model's first fold was trained for nothing."""
+    for spec in specs:
+        name, options = parse_model_spec(spec)
+        check_run_seed(replace(config, model=name, model_options=options), folds)
+
+
 def _variant_hint(spec: str) -> str:
     """How to compare a variant of ``spec``'s own model: its first positive number option
     doubled (``unet++:width=64`` for unet++, whose width is 32 as built), or its options named;
@@ -279,6 +288,7 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
     if left_out:
         log.warning("%s: %s", out, left_out_note(left_out))  # before hours of training
     splits = make_folds(data, folds, config.seed)[0]
+    check_spec_seeds(config, specs, len(splits))
     for spec in specs:  # every model's finished folds, before any model trains
         name, options = parse_model_spec(spec)
         check_finished_folds(replace(config, model=name, model_options=options), data,

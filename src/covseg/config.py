@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import reprlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,21 +62,32 @@ def check_batch_size(batch_size: int) -> None:
 
 
 MAX_SEED = 2**32 - 1
-"""The largest seed: numpy's legacy limit, far below torch's (2**63 - 1, above which
-``torch.manual_seed`` raised a traceback), so that every library seeded takes it, with a
-fold's or ensemble member's offset added too."""
+"""The largest seed covseg seeds with: numpy's legacy limit, far below torch's (2**63 - 1,
+above which ``torch.manual_seed`` raised a traceback), so that every library seeded takes it.
+A run's folds and ensemble members are seeded above the seed given, so that leaves room for
+them below it (:func:`check_seed`'s ``offset``)."""
 
 
-def check_seed(seed: Any, option: str | None = None) -> int:
-    """A seed: a whole number in 0..:data:`MAX_SEED`, else a one-line error naming ``option``
-    (numpy and torch raised tracebacks for -1 and 10**20; by default the seed option as the
-    running command spells it)."""
+def check_seed(seed: Any, option: str | None = None, offset: int = 0) -> int:
+    """A seed: a whole number in 0..:data:`MAX_SEED` less ``offset``, else a one-line error
+    naming ``option`` (numpy and torch raised tracebacks for -1 and 10**20; by default the
+    seed option as the running command spells it).
+
+    ``offset``: the most a run adds to the seed (fold k trains with seed + k, ensemble member
+    i with seed + i), so that a seed whose last fold would be past :data:`MAX_SEED` is refused
+    before anything trains: a cross-validation at 2**32 - 1 trained fold 0, then was refused
+    at fold 1. Refused, not wrapped modulo 2**32: wrapping would have changed the seeds (and
+    so the results) of ensembles whose members were seeded past it, while refusing changes
+    no seed of a run that is still taken (newly refused: an ensemble's top seeds, which
+    trained with members seeded past 2**32 - 1: 2**32 - 1 for the two-network default)."""
     option = _spelled("seed") if option is None else option
     check_kind("seed", seed, [int], option)
     if seed < 0:
         raise CovsegError(f"{option} must be a non-negative integer, got {seed}")
-    if seed > MAX_SEED:
-        raise CovsegError(f"{option} must be at most {MAX_SEED} (2**32 - 1), got {seed}")
+    if seed > MAX_SEED - offset:
+        room = f" less {offset}, which this run adds for its folds or ensemble members"
+        raise CovsegError(f"{option} must be at most {MAX_SEED - offset} (2**32 - 1"
+                          f"{room if offset else ''}), got {seed}")
     return seed
 
 
@@ -311,9 +323,20 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """The recipe a run recorded (``to_dict``), checked: a TypeError where ``data`` or its
+        model options are no object, a CovsegError where a value is of another type
+        (:meth:`check_types`), so that a damaged record is refused as unreadable, where it
+        ended in an AttributeError or TypeError traceback."""
+        if not isinstance(data, dict):
+            raise TypeError(f"the recipe is {reprlib.repr(data)}, not an object")
+        if not isinstance(data.get("model_options", {}), dict):
+            raise TypeError(f"model_options is {reprlib.repr(data['model_options'])}, not an "
+                            "object")
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         if known.get("window") is not None:  # null: none applied (see record)
             known["window"] = tuple(known["window"])
         if known.get("target") == "multiclass":  # older records hold a 0.4 never applied
             known["threshold"] = None
-        return cls(**known)
+        recipe = cls(**known)
+        recipe.check_types()
+        return recipe

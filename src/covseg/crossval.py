@@ -61,6 +61,7 @@ from covseg.records import read_record
 from covseg.train import (
     CROSS_VALIDATION,
     DATA_FINGERPRINT,
+    check_run_seed,
     holds_saved_run,
     made_from_other_data,
     refuse_other_output,
@@ -344,6 +345,7 @@ def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.Pat
     a ``fold_k`` already there is refused; the other folds' folders are not looked at."""
     refuse_other_output(Path(out), CROSS_VALIDATION)
     splits, _ = make_folds(data, folds, config.seed)
+    check_run_seed(config, len(splits))  # as the whole run refuses it: its folds are these
     named = split_files_note(data)
     check_fold_index(fold, len(splits), f" ({named})" if named else "")
     check_cv_folder(Path(out), resume, fold)
@@ -448,6 +450,7 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
     check_cv_folder(out, resume)
     remove_temporaries(out)  # a run killed there (kill -9) left them; its folds' go in train
     splits, how = make_folds(data, folds, config.seed)
+    check_run_seed(config, len(splits))
     check_finished_folds(config, data, out, splits, verb)
     if fold_notes is None:
         fold_notes = warned_fold_notes(config, data, splits)

@@ -235,6 +235,10 @@ def _moving_average(model: nn.Module, decay: float) -> AveragedModel | None:
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
+UNREADABLE = (ValueError, KeyError, TypeError, CovsegError)
+"""What reading a run's saved recipe raises where it is damaged (:func:`_unreadable_record`)."""
+
+
 def _start(out: Path, config: TrainConfig, slices: int, model: nn.Module,
            optimizer: torch.optim.Optimizer, scheduler: Any, averaged: AveragedModel | None,
            resume: bool) -> tuple[int, float, list[dict[str, float]]]:
@@ -245,8 +249,12 @@ def _start(out: Path, config: TrainConfig, slices: int, model: nn.Module,
         return 1, -1.0, []
     if not resume:
         raise unresumed(out, "a run")
-    state = load_checkpoint(last)
-    _refuse_other_recipe(out, TrainConfig.from_dict(state["config"]), config, slices)
+    state = load_checkpoint(last, _damaged_resume_state())
+    try:
+        saved = TrainConfig.from_dict(state["config"])
+    except UNREADABLE as exc:
+        raise _unreadable_record(last, exc) from None
+    _refuse_other_recipe(out, saved, config, slices)
     model.load_state_dict(state["state_dict"])
     if averaged is not None:
         if "moving_average" not in state:
@@ -256,6 +264,23 @@ def _start(out: Path, config: TrainConfig, slices: int, model: nn.Module,
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     return int(state["epoch"]) + 1, float(state["best_dice"]), list(state["history"])
+
+
+def _damaged_resume_state() -> str:
+    """What to do about a resume's last.pt that cannot be loaded (a damaged copy or disk: it is
+    written whole): model loading's "pass a run folder or its best.pt" fit no resume. A resume
+    without last.pt trains the run again from epoch 1, as it started."""
+    return (f"the run cannot go on from it: delete it and rerun with "
+            f"{option_given('resume', True)} to train the run again from epoch 1, or pick a new "
+            f"{option_name('out')}")
+
+
+def _unreadable_record(record: Path, exc: Exception) -> CovsegError:
+    """The refusal of a run's ``record`` (config.json, or last.pt's recipe) that a resume cannot
+    read (``exc``: why): not JSON, or a recipe that is no object or holds a value of another
+    type (:meth:`TrainConfig.from_dict`), which ended in tracebacks."""
+    return CovsegError(f"{record}: unreadable run record ({exc}); pick a new "
+                       f"{option_name('out')}")
 
 
 @contextmanager
@@ -418,9 +443,8 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint:
     try:
         saved_record = json.loads(record.read_text())
         saved = TrainConfig.from_dict(saved_record["config"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CovsegError(f"{record}: unreadable run record ({exc}); pick a new "
-                          f"{option_name('out')}") from None
+    except UNREADABLE as exc:
+        raise _unreadable_record(record, exc) from None
     _refuse_other_recipe(out, saved, config, len(split[0]))
     if made_from_other_data(saved_record, fingerprint):
         raise CovsegError(f"{out}: the saved run was trained on other data (other slices, "
@@ -489,9 +513,17 @@ def made_from_other_data(record: dict[str, Any], fingerprint: str) -> bool:
     return recorded is not None and recorded != fingerprint
 
 
-def check_recipe(config: TrainConfig) -> None:
+def check_run_seed(config: TrainConfig, folds: int = 1) -> None:
+    """Refuse, before anything trains, a seed that leaves no room below :data:`~covseg.config.
+    MAX_SEED` for the seeds the run derives from it: fold k of ``folds`` trains with seed + k
+    and ensemble member i with its fold's seed + i (:func:`~covseg.config.check_seed`)."""
+    check_seed(config.seed, offset=folds - 1 + len(member_names(config.model)) - 1)
+
+
+def check_recipe(config: TrainConfig, folds: int = 1) -> None:
     """Refuse options of the wrong type, out of range or contradictory, before data are read
-    or a member starts."""
+    or a member starts (``folds``: a cross-validation's, whose seeds the seed leaves room
+    for: :func:`check_run_seed`)."""
     config.check_types()
     check_model(config.model, config.model_options)
     _check_names(config)
@@ -520,7 +552,7 @@ def check_recipe(config: TrainConfig) -> None:
     if not 0 <= config.val_fraction < 1:
         raise CovsegError(f"{option_name('val_fraction')} must lie in [0, 1), got "
                           f"{config.val_fraction}")
-    check_seed(config.seed)
+    check_run_seed(config, folds)
     if not 0 <= config.cutmix <= 1:
         raise CovsegError(f"{option_name('cutmix')} must lie in [0, 1], got {config.cutmix}")
     if not 0 <= config.lesion_paste <= 1:
