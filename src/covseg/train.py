@@ -15,6 +15,7 @@ stay fast.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import math
@@ -879,6 +880,17 @@ def _load_items(path: Path) -> list[dict[str, torch.Tensor]]:
             for image, mask in zip(stacked["image"], stacked["mask"], strict=True)]
 
 
+def _return_freed_memory() -> None:
+    """Hand the heap's freed pages back to the system (glibc's ``malloc_trim``; nothing
+    elsewhere): the canvas freed once written to its file stayed in the parent's heap while
+    it waited for the members (1,000-slice stand-in: 1.83 GiB RSS at the wait, 1.42 after)."""
+    if not sys.platform.startswith("linux"):
+        return
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc's; musl has none
+    if trim is not None:
+        trim(0)
+
+
 MEMBERS_SCRATCH = ".members-"
 """Prefix of the scratch folder in the run through which the members get the data."""
 
@@ -912,6 +924,7 @@ def _train_side_by_side(jobs: list[tuple[TrainConfig, Path]], data: LoadedData,
                 pickle.dump((_without_pixels(data, train_cases), list(train_cases),
                              list(val_cases), fingerprint), handle, pickle.HIGHEST_PROTOCOL)
             _save_items(make_items(), shared.with_name(ITEMS_FILE))
+        _return_freed_memory()
         for start in range(0, len(jobs), workers):
             _run_wave(context, jobs[start:start + workers], shared, progress, threads)
     return [json.loads((folder / "metrics.json").read_text()) for _, folder in jobs]
