@@ -71,6 +71,10 @@ SIDE_TEST_VOXELS = 32
 """Grid voxels (at least, voxel size permitting) across the mask's narrower in-plane extent: on
 a 3 mm grid two small lungs (15-25 mm wide) touching at the midline vanished before they fell
 apart, and were called one lung."""
+ONE_SIDE_MINORITY = 0.1
+"""Below this share across the midline, an in-plane part (:func:`_component_labels`) or an
+eroded core (:func:`_split_touching`) lies on one side: the midline is an estimate, and a
+posterior lobe runs close to the spine."""
 SECOND_LUNG_SHARE = 0.1
 """Least size of a second lung, as a share of the first: a smaller part is a piece of the one
 lung (:func:`_side_by_side`, :func:`_join_slivers`). The sliver a midline cut off the lone lung
@@ -772,7 +776,7 @@ def _component_labels(component: np.ndarray, side: np.ndarray, spacing: tuple[fl
     minority = min(right, 1.0 - right)
     majority = RIGHT_LUNG if right >= 0.5 else LEFT_LUNG
     whole = np.where(component, majority, 0).astype(np.uint8)
-    if minority < 0.1:
+    if minority < ONE_SIDE_MINORITY:
         return whole, False
     split = _split_touching(component, side, spacing)
     if split is not None:
@@ -787,9 +791,10 @@ def _component_labels(component: np.ndarray, side: np.ndarray, spacing: tuple[fl
 def _split_touching(component: np.ndarray, side: np.ndarray, spacing: tuple[float, float]
                     ) -> np.ndarray | None:
     """Erode until a right and a left core appear, then give each voxel to the nearest seeded
-    core: the two largest, and the others lying wholly on one side. A smaller core across the
-    midline (a band joining the lungs' tops) seeded one lung, which took the band's other half
-    too."""
+    core: the two largest, and the others on one side (:data:`ONE_SIDE_MINORITY`: left
+    unseeded, a lobe's core crossing the midline by a pixel went mostly to the other lung). A
+    smaller core across the midline (a band joining the lungs' tops) seeded one lung, which took
+    the band's other half too."""
     depth_map = ndimage.distance_transform_edt(component, sampling=spacing)
     step = min(spacing)
     for depth in np.arange(step, min(SPLIT_MAX_DEPTH_MM, float(depth_map.max())), step):
@@ -803,7 +808,7 @@ def _split_touching(component: np.ndarray, side: np.ndarray, spacing: tuple[floa
         if np.sign(core_side[big[0]]) == np.sign(core_side[big[1]]):
             continue
         right_share = np.asarray(ndimage.mean(side > 0, cores, index=index))
-        seeded = (right_share == 0) | (right_share == 1)
+        seeded = np.minimum(right_share, 1 - right_share) < ONE_SIDE_MINORITY
         seeded[big] = True
         lung = np.where(seeded, np.where(core_side > 0, RIGHT_LUNG, LEFT_LUNG), 0)
         seeds = np.concatenate([[0], lung]).astype(np.uint8)[cores]
