@@ -13,7 +13,9 @@ figure): sampling alone missed the last peak, after the last epoch (1021 MiB aga
 So it is exact for one training process; for members side by side, a sum sampled every 0.5 s,
 a lower bound by up to a short peak's height. Prints the wall clock and the peak, then writes them
 as JSON (its folder made if missing) with the run's own seconds per epoch. Linux only: it reads
-/proc itself rather than add psutil, which covseg does not otherwise need, for one benchmark.
+/proc itself rather than add psutil, which covseg does not otherwise need, for one benchmark. It
+imports no covseg: the package loads torch and MONAI (17 s, 760 MiB), which the monitor would
+hold beside the training it measures.
 """
 
 from __future__ import annotations
@@ -26,8 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-from covseg.io.atomic import write_json
+from typing import Any
 
 USAGE = "%(prog)s DATA --out RUN [--json FILE] [-- TRAIN OPTIONS...]"
 EXAMPLE = "python benchmarks/timed_train.py DATA --out RUN -- --model miniseg --epochs 1"
@@ -65,6 +66,15 @@ def tree_rss_kib(root: int) -> int:
         total += processes.get(pid, (0, 0))[1]
         stack.extend(children.get(pid, []))
     return total
+
+
+def write_json(path: Path, result: dict[str, Any]) -> None:
+    """Write ``result`` as JSON to ``path``, its folder made if missing, through a temporary file
+    renamed into place: a run killed while writing leaves no half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(temporary, path)
 
 
 def watch(command: list[str]) -> tuple[int, float, int]:
@@ -118,6 +128,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    from _cli import run_main
-
-    run_main(main)
+    sys.exit(main())  # not _cli.run_main: it calls no covseg, and run_main imports covseg

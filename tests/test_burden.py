@@ -180,3 +180,30 @@ def test_auto_refuses_a_label_above_3_beside_classes_but_reads_instances_binary(
     assert quantify(instances, (1.0, 1.0, 1.0))["multiclass"] is False
     assert quantify(np.where(mask > 0, 255, 0), (1.0, 1.0, 1.0))["multiclass"] is False
     assert quantify(np.minimum(mask, 3), (1.0, 1.0, 1.0))["multiclass"] is True
+
+
+def _ungrown_result() -> dict[str, Any]:
+    """quantify's result for two lungs grown over nothing."""
+    lungs = np.zeros((1, 10, 20), np.uint8)
+    lungs[0, :, :10], lungs[0, :, 10:] = 1, 2
+    lesions = np.zeros_like(lungs)
+    lesions[0, 4, 4] = 1
+    return quantify(lesions, (1.0, 1.0, 1.0), lungs, found_lungs=lungs)
+
+
+def test_the_grown_lungs_note_leaves_out_the_cut_outside_the_body() -> None:
+    """A call cut in the air outside the body raised the threshold-lungs warning, blaming the
+    threshold and offering --lung-model, which cuts the same voxels: that cut is no cause, and
+    is not told beside a cut a threshold can get wrong. One voxel's 0.0005 mL read "0.00 mL
+    ... was cut"."""
+    body_only = _ungrown_result()
+    note_grown_lungs(body_only, Cut((0, 0, 470, 0), 0.001), "study", "--lung-model")
+    assert body_only.get("lung_note") is None
+    one_voxel = _ungrown_result()
+    note_grown_lungs(one_voxel, Cut((0, 0, 0, 1), 0.00049), "study", "--lung-model")
+    assert one_voxel.get("lung_note") is None
+    both = _ungrown_result()
+    note_grown_lungs(both, Cut((0, 0, 470, 2000), 0.001), "study", "--lung-model")
+    assert "; 2.00 mL of lesion reaching the lungs was cut beyond 30 mm from the lungs: the " in (
+        both["lung_note"])
+    assert "outside the body" not in both["lung_note"]

@@ -13,6 +13,7 @@ from covseg.errors import CovsegError
 from covseg.io.ct import read_volume
 from covseg.io.volume import hounsfield
 from covseg.lungs import (
+    AIRWAY_MAX_MM2,
     LEFT_LUNG,
     LESION_DEPTH_MM,
     RIGHT_LUNG,
@@ -412,6 +413,25 @@ def test_a_band_joining_the_lungs_tops_is_split_at_the_midline() -> None:
         assert np.mean(labels[36:40, half] == lung) > 0.95
     assert {labels[100, 65], labels[100, 135]} == {RIGHT_LUNG, LEFT_LUNG}
 
+
+
+def test_a_lobe_crossing_the_midline_by_a_pixel_stays_with_its_lung() -> None:
+    """Touching lungs, the left one's posterior lobe joined to it by a thin neck and crossing the
+    estimated midline by 4 pixels: eroded, the lobe's core had 1 of 1,148 pixels across, was
+    left unseeded, and 891 of the left lung's pixels went to the right lung. A core with under
+    10 % across seeds its side."""
+    from covseg.lungs import _component_labels
+
+    rows, cols = np.indices((200, 200))
+    right = ((rows - 90) / 60) ** 2 + ((cols - 60) / 35) ** 2 <= 1
+    left = ((((rows - 70) / 35) ** 2 + ((cols - 138) / 34) ** 2 <= 1)
+            | (((rows - 140) / 22) ** 2 + ((cols - 118) / 22) ** 2 <= 1)
+            | ((rows >= 100) & (rows <= 122) & (abs(cols - 128) <= 2)))
+    band = (rows >= 60) & (rows <= 64) & (cols >= 90) & (cols <= 110)
+    side = (100 - cols).astype(float)  # > 0: patient right
+    labels, _ = _component_labels(right | left | band, side, (1.0, 1.0), AIRWAY_MAX_MM2)
+    assert np.count_nonzero((labels == RIGHT_LUNG) & left & ~band) == 0
+    assert np.count_nonzero((labels == LEFT_LUNG) & right & ~band) == 0
 
 def off_centre_chest(shift: int) -> tuple[np.ndarray, np.ndarray]:
     """HU and true labels (LPS_LIKE axes) of a chest ``shift`` columns off the image centre,

@@ -75,3 +75,21 @@ def test_the_peak_includes_a_process_peak_between_samples(monkeypatch: pytest.Mo
     status, wall, peak_kib = timed_train.watch([sys.executable, "-c", burst])
     assert status == 0 and wall >= 1.2
     assert peak_kib >= 300 * 1024
+
+
+def test_the_monitor_loads_no_covseg(tmp_path: Path) -> None:
+    """Importing covseg's JSON writer (and _cli's error type) loaded the whole package, torch
+    and MONAI, into the monitor: 17 s before --help answered, 760 MiB held beside the training
+    it measures."""
+    code = ("import runpy, sys\n"
+            f"sys.argv = [{str(SCRIPT)!r}, '--help']\n"
+            f"sys.path.insert(0, {str(SCRIPT.parent)!r})\n"
+            "try:\n"
+            f"    runpy.run_path({str(SCRIPT)!r}, run_name='__main__')\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "print('covseg' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False"

@@ -38,12 +38,18 @@ from covseg.infer import Predictor
 from covseg.io.ct import read_volume
 from covseg.io.nifti import read_nifti
 from covseg.io.volume import Volume, hounsfield
-from covseg.lungs import DEFAULT_LUNG_MARGIN_MM, lesions_in_lungs, segment_lungs, split_lungs
+from covseg.lungs import (
+    DEFAULT_LUNG_MARGIN_MM,
+    Cut,
+    lesions_in_lungs,
+    segment_lungs,
+    split_lungs,
+)
 from covseg.progress import reporting
 from covseg.quantify import quantify_batch, quantify_study
 from covseg.studies import INFECTION_NII, LUNGS_NII
 from covseg.transforms import LUNG_WINDOW, normalize_intensity
-from covseg.volumes import predict_batch, predict_labels, predict_study
+from covseg.volumes import effusion_cut_note, predict_batch, predict_labels, predict_study
 from tests.conftest import (
     CONSOLIDATED_AFFINE,
     OVERCALLED_AFFINE,
@@ -330,6 +336,27 @@ def test_a_lung_models_lungs_are_counted_as_they_are(tmp_path: Path) -> None:
     assert threshold["study"]["lung_ml"] == pytest.approx((counts["lung"] + 240) * VOXEL_ML)
 
 
+
+def test_a_lung_models_lesions_are_kept_without_counting_a_cut_no_one_reads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a lung model's lungs, what the lesion bounds cut is never noted, yet it was counted:
+    the lesions' box labelled a second time (12 % of the lesion matching on a study called
+    throughout). The lesions are kept as before without it."""
+    import covseg.lungs
+
+    def counted(*args: object) -> None:
+        raise AssertionError("the cut was counted")
+
+    path = tmp_path / "chest.nii.gz"
+    counts = chest_nifti(path)
+    ct = nib.load(str(path)).get_fdata().astype(np.float32)
+    ct[8:28, 40:60, 2:6] = -300.0  # a call from the right lung 15 mm into the chest wall
+    nib.save(nib.Nifti1Image(ct, AFFINE), str(path))
+    monkeypatch.setattr(covseg.lungs, "_cut_from_kept", counted)
+    result = predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "model",
+                           lung_predictor=BandPredictor([(-900, -800)]))
+    assert result["study"]["lesion_ml"] == pytest.approx((counts["ggo"] + 20 * 20 * 4) * VOXEL_ML)
+
 def test_a_lung_model_s_margin_is_measured_in_mm_along_each_axis(tmp_path: Path) -> None:
     """Nothing tested a lung model's margin on anisotropic voxels: with the spacing reversed
     (x as 4 mm, z as 0.75 mm) a thick-slice CT lost calls 3 mm beside the lungs and kept calls
@@ -526,6 +553,42 @@ def test_effusion_cut_outside_the_body_is_noted_as_such(tmp_path: Path) -> None:
         f"the liver or abdomen is cut), {body:.2f} mL in the air outside the body and is not "
         "in effusion_ml; check the montage, or predict with --keep-outside-lungs to keep it")
 
+
+
+def test_effusion_below_consolidated_lung_bases_is_cut_a_margin_below_the_aerated_ones(
+        tmp_path: Path) -> None:
+    """Effusion tested against the lungs grown over the lesions took its slice bound from them
+    too: with consolidation kept a slice below the aerated bases, effusion ran on a margin
+    further (a whole slice 8 mm below them, where a call runs on into the liver). The slice
+    bound is the lungs' as found again; the distance is still from the lungs as counted."""
+    ct = np.full((64, 64, 13), -1000.0, dtype=np.float32)  # x, y, z; slices 4 mm
+    ct[4:60, 4:60, :] = 40.0
+    for lung in (np.s_[8:28, 10:40], np.s_[36:56, 10:40]):
+        ct[(*lung, slice(1, 7))] = -850.0  # aerated, slices 1-6
+        ct[(*lung, 7)] = -150.0  # consolidated base, slice 7
+    nib.save(nib.Nifti1Image(ct, AFFINE), str(tmp_path / "ct.nii.gz"))
+    called = np.zeros(ct.shape, dtype=np.uint8)
+    called[8:28, 10:40, 7] = called[36:56, 10:40, 7] = 2
+    called[8:28, 40:48, 3:13] = 3  # effusion behind the right lung, on to slice 12
+    result = predict_study(LabelPredictor(called), tmp_path / "ct.nii.gz", tmp_path / "out")
+    assert result["study"]["consolidation_ml"] == pytest.approx(2 * 20 * 30 * VOXEL_ML)
+    near = 20 * 4  # slice 8's within 5 mm of the consolidation (3 mm in-plane)
+    assert result["study"]["effusion_ml"] == pytest.approx((20 * 8 * 5 + near) * VOXEL_ML)
+    cut = (20 * 8 * 5 - near) * VOXEL_ML  # the rest of slices 8-12
+    assert (f"{cut:.2f} mL of effusion reaching the lungs was cut beyond 5 mm of the slices "
+            "holding lung (below the lung bases") in result["lung_note"]
+
+
+def test_effusion_cut_outside_the_body_alone_is_not_offered_keep_outside_lungs() -> None:
+    """The effusion note told the user to predict with --keep-outside-lungs to keep a call cut
+    in the air behind the patient, and noted 0.0005 mL as "0.00 mL": the option is offered for a
+    cut inside the body only, and a cut under 0.01 mL is not noted."""
+    body = effusion_cut_note(Cut((0, 0, 470, 0), 0.001))
+    assert body == ("0.47 mL of effusion reaching the lungs was cut in the air outside the body "
+                    "and is not in effusion_ml; check the montage")
+    assert effusion_cut_note(Cut((0, 1, 0, 0), 0.00049)) is None
+    slices = effusion_cut_note(Cut((0, 2000, 0, 0), 0.001))
+    assert slices is not None and slices.endswith("--keep-outside-lungs to keep it")
 
 def test_effusion_behind_consolidated_lung_is_kept(tmp_path: Path) -> None:
     """An effusion lying wholly behind consolidated lung, farther than the margin from aerated

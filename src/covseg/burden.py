@@ -179,16 +179,18 @@ def note_grown_lungs(result: dict[str, Any], cut: Cut, source: str, lung_option:
     lesion reaching them was cut by their bounds (:class:`covseg.lungs.Cut`: at
     :data:`covseg.lungs.LESION_DEPTH_MM`, or consolidation filling the lung bases below their
     last aerated slice): consolidation and a false call running on from the lungs look alike to
-    a threshold (``lung_option``: the option that gives lungs instead)."""
+    a threshold (``lung_option``: the option that gives lungs instead). The cut in the air
+    outside the body is left out: it is never lung, and other lungs cut it too."""
     grown = [name.replace("_", " ") for name in ("right_lung", "left_lung")
              if _grown_much(result[name])]
-    if not grown and not cut.ml:
+    cut = cut.inside_body()
+    if not grown and not cut.noted:
         return
     added = result["study"]["lesion_added_to_lungs_ml"]
     parts = [f"{added:.1f} mL of lesion beyond the aerated lungs was counted as lung"
              + (f" ({' and '.join(grown)} grown by more than {GROWN_LUNG_SHARE:.0%})"
                 if grown else "")]
-    if cut.ml:
+    if cut.noted:
         parts.append(f"{cut.ml:.2f} mL of lesion reaching the lungs was cut {cut.where()}")
     note = (f"{'; '.join(parts)}: the lungs were found by HU threshold, which cannot tell "
             "consolidation from a call running on into the liver, heart or chest wall; "

@@ -71,6 +71,10 @@ SIDE_TEST_VOXELS = 32
 """Grid voxels (at least, voxel size permitting) across the mask's narrower in-plane extent: on
 a 3 mm grid two small lungs (15-25 mm wide) touching at the midline vanished before they fell
 apart, and were called one lung."""
+ONE_SIDE_MINORITY = 0.1
+"""Below this share across the midline, an in-plane part (:func:`_component_labels`) or an
+eroded core (:func:`_split_touching`) lies on one side: the midline is an estimate, and a
+posterior lobe runs close to the spine."""
 SECOND_LUNG_SHARE = 0.1
 """Least size of a second lung, as a share of the first: a smaller part is a piece of the one
 lung (:func:`_side_by_side`, :func:`_join_slivers`). The sliver a midline cut off the lone lung
@@ -772,7 +776,7 @@ def _component_labels(component: np.ndarray, side: np.ndarray, spacing: tuple[fl
     minority = min(right, 1.0 - right)
     majority = RIGHT_LUNG if right >= 0.5 else LEFT_LUNG
     whole = np.where(component, majority, 0).astype(np.uint8)
-    if minority < 0.1:
+    if minority < ONE_SIDE_MINORITY:
         return whole, False
     split = _split_touching(component, side, spacing)
     if split is not None:
@@ -787,9 +791,10 @@ def _component_labels(component: np.ndarray, side: np.ndarray, spacing: tuple[fl
 def _split_touching(component: np.ndarray, side: np.ndarray, spacing: tuple[float, float]
                     ) -> np.ndarray | None:
     """Erode until a right and a left core appear, then give each voxel to the nearest seeded
-    core: the two largest, and the others lying wholly on one side. A smaller core across the
-    midline (a band joining the lungs' tops) seeded one lung, which took the band's other half
-    too."""
+    core: the two largest, and the others on one side (:data:`ONE_SIDE_MINORITY`: left
+    unseeded, a lobe's core crossing the midline by a pixel went mostly to the other lung). A
+    smaller core across the midline (a band joining the lungs' tops) seeded one lung, which took
+    the band's other half too."""
     depth_map = ndimage.distance_transform_edt(component, sampling=spacing)
     step = min(spacing)
     for depth in np.arange(step, min(SPLIT_MAX_DEPTH_MM, float(depth_map.max())), step):
@@ -803,7 +808,7 @@ def _split_touching(component: np.ndarray, side: np.ndarray, spacing: tuple[floa
         if np.sign(core_side[big[0]]) == np.sign(core_side[big[1]]):
             continue
         right_share = np.asarray(ndimage.mean(side > 0, cores, index=index))
-        seeded = (right_share == 0) | (right_share == 1)
+        seeded = np.minimum(right_share, 1 - right_share) < ONE_SIDE_MINORITY
         seeded[big] = True
         lung = np.where(seeded, np.where(core_side > 0, RIGHT_LUNG, LEFT_LUNG), 0)
         seeds = np.concatenate([[0], lung]).astype(np.uint8)[cores]
@@ -862,7 +867,8 @@ def remove_outside_lungs(lesions: np.ndarray, lungs: np.ndarray, spacing: Sequen
     HU (``hu``), inside the body (not air touching the slice border), connected to the part
     within the margin. :func:`kept_near_lungs` also says what these bounds cut.
     """
-    return kept_near_lungs(lesions, lungs, spacing, margin_mm, hu, depth_mm)[0]
+    return _kept_near_lungs(lesions, lungs, spacing, margin_mm, hu, depth_mm, None,
+                            count_cut=False)[0]
 
 
 CUT_BY_SLICES, CUT_BY_BODY, CUT_BY_DEPTH = 1, 2, 3
@@ -887,9 +893,23 @@ class Cut:
         """The volume cut, in mL."""
         return sum(self.voxels) * self.voxel_ml
 
+    def inside_body(self) -> Cut:
+        """This cut without the voxels cut in the air outside the body: never lung, whatever
+        found the lungs, and kept by no option worth giving."""
+        voxels = list(self.voxels)
+        voxels[CUT_BY_BODY] = 0
+        return Cut((voxels[0], voxels[1], voxels[2], voxels[3]), self.voxel_ml, self.margin_mm,
+                   self.depth_mm)
+
+    @property
+    def noted(self) -> bool:
+        """Whether the cut is worth a note: at least 0.01 mL (less reads "0.00 mL")."""
+        return round(self.ml, 2) > 0
+
     def where(self) -> str:
         """Where it was cut, each bound's mL told apart where more than one cut (a user is sent
-        below the lung bases for what was cut there only)."""
+        below the lung bases for what was cut there only); a bound's cut under 0.01 mL is left
+        out beside the others."""
         reasons = (
             "cut off from the part kept by those bounds",
             (f"beyond {self.margin_mm:g} mm of the slices holding lung (below the lung bases, "
@@ -899,6 +919,7 @@ class Cut:
         )
         parts = [(self.voxels[by] * self.voxel_ml, reasons[by])
                  for by in (CUT_BY_SLICES, CUT_BY_BODY, CUT_BY_DEPTH, 0) if self.voxels[by]]
+        parts = [(ml, reason) for ml, reason in parts if round(ml, 2) > 0] or parts
         if len(parts) == 1:
             return parts[0][1]
         return ", ".join(f"{ml:.2f} mL {reason}" for ml, reason in parts)
@@ -927,14 +948,30 @@ def lesions_in_lungs(lesions: np.ndarray, lungs: np.ndarray, spacing: Sequence[f
 
 def kept_near_lungs(lesions: np.ndarray, lungs: np.ndarray, spacing: Sequence[float],
                     margin_mm: float = DEFAULT_LUNG_MARGIN_MM, hu: np.ndarray | None = None,
-                    depth_mm: float = LESION_DEPTH_MM) -> tuple[np.ndarray, Cut]:
-    """:func:`remove_outside_lungs`, and what its bounds cut from the regions it kept."""
+                    depth_mm: float = LESION_DEPTH_MM, *, slice_lungs: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, Cut]:
+    """:func:`remove_outside_lungs`, and what its bounds cut from the regions it kept.
+    ``slice_lungs`` (default ``lungs``) gives the slice bound alone: effusion is measured from
+    the lungs grown over the lesions kept but bounded by the slices of the lungs as found (the
+    lesions kept below the bases would let it run a margin lower)."""
+    return _kept_near_lungs(lesions, lungs, spacing, margin_mm, hu, depth_mm, slice_lungs,
+                            count_cut=True)
+
+
+def _kept_near_lungs(lesions: np.ndarray, lungs: np.ndarray, spacing: Sequence[float],
+                     margin_mm: float, hu: np.ndarray | None, depth_mm: float,
+                     slice_lungs: np.ndarray | None, *, count_cut: bool
+                     ) -> tuple[np.ndarray, Cut]:
+    """:func:`kept_near_lungs`; the cut counted only if ``count_cut`` (else none): counting labels
+    the lesions' box a second time."""
     lesion_volume, flat = _as_volume(lesions, "lesions")
     lung_volume, _ = _as_volume(lungs, "lungs")
+    bound = lung_volume if slice_lungs is None else _as_volume(slice_lungs, "lungs")[0]
     hu_volume = None if hu is None else _as_volume(hu, "hu")[0]
     spacing = tuple(float(s) for s in spacing)
     spacing = (1.0, *spacing) if flat else spacing
     if (lesion_volume.shape != lung_volume.shape or len(spacing) != 3
+            or bound.shape != lung_volume.shape
             or (hu_volume is not None and hu_volume.shape != lesion_volume.shape)):
         raise CovsegError(
             f"lesions {lesion_volume.shape}, lungs {lung_volume.shape}"
@@ -945,7 +982,8 @@ def kept_near_lungs(lesions: np.ndarray, lungs: np.ndarray, spacing: Sequence[fl
         raise CovsegError(f"the lung margin must be >= 0 mm, got {margin_mm}")
     reach = int(margin_mm // spacing[0])
     out = _near_lungs(lesion_volume, lung_volume, spacing, margin_mm, reach)
-    voxels = _add_connected(out, lesion_volume, lung_volume, reach, hu_volume, spacing, depth_mm)
+    voxels = _add_connected(out, lesion_volume, lung_volume, bound, reach, hu_volume, spacing,
+                            depth_mm, count_cut)
     cut = Cut(voxels, float(np.prod(spacing)) / 1000.0, float(margin_mm), float(depth_mm))
     return (out[0] if flat else out), cut
 
@@ -990,18 +1028,20 @@ def _near_lungs(lesions: np.ndarray, lungs: np.ndarray, spacing: tuple[float, ..
     return out
 
 
-def _add_connected(near: np.ndarray, lesions: np.ndarray, lungs: np.ndarray, reach: int,
-                   hu: np.ndarray | None, spacing: tuple[float, ...], depth_mm: float
+def _add_connected(near: np.ndarray, lesions: np.ndarray, lungs: np.ndarray,
+                   slice_lungs: np.ndarray, reach: int, hu: np.ndarray | None,
+                   spacing: tuple[float, ...], depth_mm: float, count_cut: bool
                    ) -> tuple[int, int, int, int]:
     """Put back into ``near`` the lesion voxels in one 3D region with a voxel of it, beyond it
     only within ``depth_mm`` of a lung voxel, in slices within ``reach`` slices of one holding
-    lung and, given ``hu``, inside the body; labelled within the lesions' bounding box. Returns
-    the voxels these bounds cut from the regions so kept, by bound (:attr:`Cut.voxels`)."""
+    ``slice_lungs`` and, given ``hu``, inside the body; labelled within the lesions' bounding
+    box. Returns the voxels these bounds cut from the regions so kept, by bound
+    (:attr:`Cut.voxels`), if ``count_cut``; else none."""
     far = [k for k in range(len(near)) if ((lesions[k] > 0) & (near[k] == 0)).any()]
     box = _bounding_box(lesions)
     if not far or box is None or not near[box].any():
         return (0, 0, 0, 0)
-    with_lung = np.flatnonzero([plane.any() for plane in lungs])
+    with_lung = np.flatnonzero([plane.any() for plane in slice_lungs])
     lesion = lesions[box] > 0
     kept_near = near[box] > 0
     cut_by = np.zeros(lesion.shape, dtype=np.uint8)
@@ -1030,6 +1070,8 @@ def _add_connected(near: np.ndarray, lesions: np.ndarray, lungs: np.ndarray, rea
         part = objects[label - 1]
         np.copyto(kept[part], given[part], where=regions[part] == label)
     del regions
+    if not count_cut:
+        return (0, 0, 0, 0)
     kept_near |= kept > 0  # all that is kept now
     return _cut_from_kept(given, kept_near, cut_by)
 

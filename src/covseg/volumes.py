@@ -56,6 +56,7 @@ from covseg.lungs import (
     Cut,
     kept_near_lungs,
     lesions_in_lungs,
+    remove_outside_lungs,
     segment_lungs,
     split_lungs,
 )
@@ -266,13 +267,15 @@ def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray
     model's lungs are counted as they are (its lesion beyond them is lesion outside the lungs):
     growing them over the calls near them counted abdominal false calls as lung. A multi-class
     model's pleural effusion, which fills the pleural space outside the lung (a layer
-    centimetres thick), is tested apart from the lesions (an effusion call does not join a
-    chest-wall call to the lung) and kept however deep, but in the lesions' slices near lung and
-    inside the body (a cut effusion is noted: :func:`effusion_cut_note`); an effusion region
-    that lies apart (the abdomen) is dropped. It is tested against the lungs as counted: an
-    effusion behind consolidated lung lies against lung (posterior, loculated), however far
-    from the aerated part. Effusion is not counted as lung. Names its two stages
-    (:func:`~covseg.progress.stage`)."""
+    centimetres thick), is kept by a test of its own, apart from the lesions (so an effusion
+    call does not join a chest-wall lesion call to the lung), and kept however deep, but in the
+    slices within the margin of the lungs as found and inside the body (a cut effusion is noted:
+    :func:`effusion_cut_note`); an effusion region that lies apart (the abdomen) is dropped. Its
+    distance is measured from the lungs as counted, so effusion joins the lungs through lesion
+    counted as lung: an effusion behind consolidated lung (posterior, loculated) lies against
+    lung however far from the aerated part; and, a threshold not telling consolidation from a
+    false call, so does an effusion call beyond a chest-wall call kept as lesion. Effusion is not
+    counted as lung. Names its two stages (:func:`~covseg.progress.stage`)."""
     stage("finding the lungs")
     notes: list[str] = []
     lungs, lung_source, hu = _lungs(volume, lung_predictor, batch_size, notes)
@@ -285,7 +288,8 @@ def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray
     stage("matching lesions to the lungs")
     lesions = _lesion_labels(labels, multiclass)
     if lung_source == "model":
-        kept, cut = kept_near_lungs(lesions, lungs, volume.spacing, lung_margin_mm, hu)
+        kept = remove_outside_lungs(lesions, lungs, volume.spacing, lung_margin_mm, hu)
+        cut = Cut()  # never noted: a lung model's lesion outside its lungs is, in mL
         counted = lungs
     else:
         grown = lesions_in_lungs(lesions, lungs, volume.spacing, lung_margin_mm, hu)
@@ -294,8 +298,8 @@ def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray
     if not keep_outside_lungs:
         if multiclass:
             effusion = labels == EFFUSION
-            kept_effusion, effusion_cut = kept_near_lungs(effusion, counted, volume.spacing,
-                                                          lung_margin_mm, hu, math.inf)
+            kept_effusion, effusion_cut = kept_near_lungs(
+                effusion, counted, volume.spacing, lung_margin_mm, hu, math.inf, slice_lungs=lungs)
             kept[kept_effusion] = EFFUSION
             effusion_note = effusion_cut_note(effusion_cut)
         labels = kept
@@ -309,13 +313,15 @@ def effusion_cut_note(cut: Cut) -> str | None:
     (:meth:`~covseg.lungs.Cut.where`): the slice bound that stops a call running on from the
     lung bases into the liver or the abdomen also cuts an effusion lying in the posterior
     costophrenic recess below the lowest aerated slice, and a call running on into the air
-    outside the body is cut there; the effusion volume leaves it out. None where nothing was
-    cut."""
-    if not cut.ml:
+    outside the body is cut there; the effusion volume leaves it out. ``--keep-outside-lungs``
+    is offered only for a cut inside the body (the air outside it holds no effusion). None
+    where under 0.01 mL was cut."""
+    if not cut.noted:
         return None
+    remedy = (f", or predict with {option_name('keep_outside_lungs')} to keep it"
+              if cut.inside_body().noted else "")
     return (f"{cut.ml:.2f} mL of effusion reaching the lungs was cut {cut.where()} and is not "
-            f"in effusion_ml; check the montage, or predict with "
-            f"{option_name('keep_outside_lungs')} to keep it")
+            f"in effusion_ml; check the montage{remedy}")
 
 
 def _lesion_labels(labels: np.ndarray, multiclass: bool) -> np.ndarray:
