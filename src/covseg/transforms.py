@@ -68,10 +68,15 @@ def reads_as_unit(array: np.ndarray, low: float, high: float) -> bool:
     pixels (0.4 % at up to 1.004): read as 8-bit grey for that, it read near-black, without a
     word, while the set's other slices read right. The bound keeps float 8-bit grey that is
     mostly 0 or 1 (an end slice, a letterboxed export) 8-bit, not clipped to white."""
-    if array.dtype.kind != "f" or low < UNIT_OVERSHOOT[0] or high > UNIT_OVERSHOOT[1]:
+    if array.dtype.kind != "f" or not _near_unit(low, high):
         return False
     return (low >= 0.0 and high <= 1.0) or (
         _clipped_share(array, "unit") <= MAX_CLIPPED_SHARE["unit"])
+
+
+def _near_unit(low: float, high: float) -> bool:
+    """Whether values ``low``..``high`` lie within :data:`UNIT_OVERSHOOT`, as [0, 1] ones do."""
+    return UNIT_OVERSHOOT[0] <= low and high <= UNIT_OVERSHOOT[1]
 
 
 def grey_scale(array: np.ndarray, low: float, high: float) -> str:
@@ -222,11 +227,12 @@ def _unit_told_uint8(array: np.ndarray, told: str) -> str | None:
 
 def _off_scale(array: np.ndarray, kind: str, told: str) -> str | None:
     """Why a slice ``told`` to be on the 8-bit or [0, 1] scale ``kind`` is not: more than
-    :data:`MAX_CLIPPED_SHARE` of its values outside it, which read clipped (8-bit slices read
-    as [0, 1] turn white wherever above 1, a near-binary image); None when it may be."""
-    outside = _clipped_share(array, kind)
-    if outside <= MAX_CLIPPED_SHARE[kind]:
+    :data:`MAX_CLIPPED_SHARE` of its values outside it, or any past :data:`UNIT_OVERSHOOT` told
+    [0, 1] (:func:`_fits`), which read clipped (8-bit slices read as [0, 1] turn white wherever
+    above 1, a near-binary image); None when it may be."""
+    if _fits(array, kind):
         return None
+    outside = _clipped_share(array, kind)
     fitting = _fitting_scales(array, kind)
     advice = (f"read it on its own scale: {fitting} (a run predicts as it was trained)"
               if fitting else _convert_advice())
@@ -241,16 +247,26 @@ def _clipped_share(array: np.ndarray, kind: str) -> float:
     return _outside_planes(array, kind, *_scale_range(kind, LUNG_WINDOW)) / array.size
 
 
+def _fits(array: np.ndarray, kind: str) -> bool:
+    """Whether values may be on the 8-bit or [0, 1] scale ``kind``: at most
+    :data:`MAX_CLIPPED_SHARE` outside it and, for [0, 1], none past :data:`UNIT_OVERSHOOT`
+    (mostly black 8-bit grey has few values past 1, but far past: clipped, they read white,
+    while the overshoot warning spoke of a few edge pixels)."""
+    if kind == "unit" and not _near_unit(float(array.min()), float(array.max())):
+        return False
+    return _clipped_share(array, kind) <= MAX_CLIPPED_SHARE[kind]
+
+
 def _fitting_scales(array: np.ndarray, refused: str) -> str:
     """The ``--intensity`` modes other than ``refused`` that read ``array`` on its own scale,
     as a refusal advises them, "" where none does: auto where it detects one of them, then each
     that fits (HU where the values hold air, at or below :data:`AIR_LIMIT_HU`, else they read
-    mostly white: :func:`warn_told_hu_without_air`; 8-bit or [0, 1] unless more than
-    :data:`MAX_CLIPPED_SHARE` would be clipped); advising a mode the same data are refused or
-    warned of under sent the user from one refusal to the next."""
+    mostly white: :func:`warn_told_hu_without_air`; 8-bit or [0, 1] where :func:`_fits`);
+    advising a mode the same data are refused or warned of under sent the user from one
+    refusal to the next."""
     fits = [kind for kind in SCALE_NAMES if kind != refused and (
         float(array.min()) <= AIR_LIMIT_HU if kind == "hu"
-        else _clipped_share(array, kind) <= MAX_CLIPPED_SHARE[kind])]
+        else _fits(array, kind))]
     if not fits:
         return ""
     try:
