@@ -16,6 +16,7 @@ from torch import nn
 from covseg.checkpoint import META_KEYS, load_checkpoint, save_checkpoint
 from covseg.cli import main
 from covseg.errors import CovsegError
+from tests.conftest import deny_reading
 
 
 class _Custom:
@@ -151,6 +152,27 @@ def test_a_checkpoint_whose_format_version_is_no_number_is_refused(
         load_checkpoint(path)
     assert str(caught.value) == (f"{path}: a damaged checkpoint (version {version!r}, not a "
                                  "format number); train the model again or pass another run")
+
+
+def test_a_sound_last_pt_from_a_newer_covseg_or_unreadable_is_not_to_be_deleted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resume's advice for a damaged last.pt is to delete it: said of one from a newer covseg
+    or one only unreadable to this user, it threw away a run that can go on. They say to
+    upgrade covseg or make the file readable."""
+    path = save_checkpoint(tmp_path / "last.pt", nn.Linear(2, 1),
+                           {"model": "miniseg", "in_channels": 1, "num_classes": 2, "size": 64})
+    payload = torch.load(path, weights_only=True)
+    torch.save({**payload, "version": payload["version"] + 1}, path)
+    with pytest.raises(CovsegError) as caught:
+        load_checkpoint(path, "delete it")
+    assert str(caught.value) == (f"{path}: written by a newer covseg (format "
+                                 f"{payload['version'] + 1}); upgrade covseg to the one that "
+                                 "wrote it and rerun the same command")
+    deny_reading(monkeypatch, path)
+    with pytest.raises(CovsegError) as caught:
+        load_checkpoint(path, "delete it")
+    assert str(caught.value) == (f"{path}: permission denied; make it readable (chmod +r) or "
+                                 "rerun as the user who wrote it")
 
 
 def test_a_checkpoint_at_the_largest_canvas_is_loaded(tmp_path: Path) -> None:

@@ -586,7 +586,7 @@ def test_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     (("cv", "--folds", "3", "--model", "unet", "--seed", "4294967295"),
      "--seed must be at most 4294967293 (2**32 - 1 less 2"),
     (("compare", "--models", "unet", "miniseg", "--seed", "10000000000000000000"),
-     "--seed must be at most 4294967294"),
+     "--seed must be at most 4294967295 (2**32 - 1), got"),  # its room once folds are read
     (("compare", "--models", "unet", "miniseg,unet", "--folds", "2", "--seed", "4294967294"),
      "--seed must be at most 4294967293 (2**32 - 1 less 2"),
     (("train", "--val-fraction", "1"), "--val-fraction must lie in [0, 1), got 1.0"),

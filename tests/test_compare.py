@@ -24,6 +24,7 @@ from covseg.compare import (
     BOOTSTRAP_RESAMPLES,
     COMPARED_METRICS,
     bootstrap_ci,
+    check_spec_seeds,
     check_specs,
     comparison_markdown,
     model_folder,
@@ -991,3 +992,23 @@ def test_a_seed_without_room_for_a_models_folds_is_refused_before_any_model_trai
         f"covseg: error: --seed must be at most {MAX_SEED - 5} (2**32 - 1 less 5, which this "
         f"run adds for its folds or ensemble members), got {MAX_SEED - 4}\n")
     assert not out.exists()
+
+
+def test_a_seed_is_checked_once_against_the_compared_models_not_the_default(
+        tmp_path: Path, synthetic_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """compare checked the seed against the default model too (a two-network ensemble), which
+    no comparison of single networks trains: it refused 2**32 - 1 as "at most 2**32 - 1 less
+    3" for 3 folds, then at that seed said less 2. One refusal gives the largest seed the
+    compared models take, and that seed passes; so with an ensemble listed after a network
+    (it gave the network's largest, then the ensemble's)."""
+    args = ["compare", str(synthetic_folder), "--models", "miniseg", "unet", "--folds", "3",
+            "--epochs", "1", "--size", "32", "--out"]
+    assert main([*args, str(tmp_path / "cmp"), "--seed", str(MAX_SEED)]) == 2
+    assert capsys.readouterr().err == (
+        f"covseg: error: --seed must be at most {MAX_SEED - 2} (2**32 - 1 less 2, which this "
+        f"run adds for its folds or ensemble members), got {MAX_SEED}\n")
+    (tmp_path / "file").touch()  # refused after the seed's check, so that nothing trains
+    assert main([*args, str(tmp_path / "file"), "--seed", str(MAX_SEED - 2)]) == 2
+    assert "a file is in the way" in capsys.readouterr().err
+    with pytest.raises(CovsegError, match=rf"at most {MAX_SEED - 3} \(2\*\*32 - 1 less 3,"):
+        check_spec_seeds(TrainConfig(seed=MAX_SEED), ["miniseg", "miniseg,unet"], 3)

@@ -786,6 +786,28 @@ def test_a_cv_killed_before_its_summary_keeps_its_start_command_and_time(
             "resumes that trained folds (2 resumes in all)") in (out / "report.md").read_text()
 
 
+def test_a_finished_fold_with_a_damaged_record_is_refused_naming_it_to_delete(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """A finished fold's config.json holding "epochs": "1" was refused as the user's own
+    "--epochs must be a whole number, got '1'", which they had given right; the record is
+    named, and its fold to delete, as when it was read as another recipe."""
+    tiny = {"folds": 2, "epochs": 1, "size": 64, "batch_size": 4, "model": "unet",
+            "model_options": {"width": 4}}
+    data = load_dataset(synthetic_folder)
+    out = tmp_path / "cv"
+    api.cross_validate(data, out, fold=0, **tiny)
+    record = out / "fold_0" / "config.json"
+    saved = json.loads(record.read_text())
+    record.write_text(json.dumps({**saved, "config": {**saved["config"], "epochs": "1"}}))
+    for fold in (None, 0):
+        with pytest.raises(CovsegError) as caught:
+            api.cross_validate(data, out, fold=fold, resume=True, **tiny)
+        told = str(caught.value)
+        assert told.startswith(f"{record}: unreadable run record (")
+        assert told.endswith(f"); delete {out / 'fold_0'} to train that fold again, or pick a "
+                             "new out")
+
+
 def test_where_only_some_folds_are_stale_the_refusal_names_those_folds_to_delete(
         tmp_path: Path, synthetic_folder: Path) -> None:
     """Folds run alone with another recipe (--fold K) were refused with "delete OUT to start

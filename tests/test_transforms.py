@@ -18,6 +18,7 @@ from covseg.transforms import (
     Letterbox,
     detect_intensity,
     holds_grey_only,
+    intensity_scale,
     judge_scale,
     normalize_intensity,
     scale_intensity,
@@ -389,6 +390,29 @@ def test_unit_floats_a_hair_outside_0_1_read_as_unit_with_a_warning(
         assert "a few pixels of an image lie outside 0..1, the range of the unit" in caplog.text
     over.flat[:512] = 1.5  # 12.5 % past 1: not [0, 1] values, as a told scale's would not be
     assert detect_intensity(over) == "uint8"
+
+
+def test_a_mostly_black_float_8_bit_slice_reads_as_8_bit_auto_or_told(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A float 0..255 slice 95 % black (an end slice, a letterboxed export) has under 10 % of
+    its values past 1, so it read as [0, 1]: its bright block clipped to flat white, under a
+    warning of "a few pixels" past 1 that were up to 250, and --intensity uint8 was refused
+    as "floats in [0, 1]". Values past UNIT_OVERSHOOT are 8-bit grey, auto or told, and
+    told [0, 1] they are refused, not clipped under that warning."""
+    from covseg.transforms import _warn_overshoot
+
+    dark = np.zeros((256, 256), np.float32)
+    dark[100:157, 100:157] = np.random.default_rng(0).uniform(60, 250, (57, 57))
+    _warn_overshoot.cache_clear()
+    assert detect_intensity(dark) == "uint8"
+    np.testing.assert_allclose(normalize_intensity(dark), dark / 255.0, rtol=1e-6)
+    assert intensity_scale(dark, "uint8", source="x.npy") == "uint8"
+    assert "a few pixels" not in caplog.text
+    with pytest.raises(CovsegError, match=r"^x\.npy: read as values in \[0, 1\] .*, but 5% of "
+                                          r"its values \(0\.\.249\.9\d*\) lie outside 0\.\.1 and "
+                                          r"would be clipped; read it on its own scale: "
+                                          r"--intensity auto .* or uint8 \(a run"):
+        intensity_scale(dark, "unit", source="x.npy")
 
 
 def test_exact_8_bit_16_bit_hu_and_unit_slices_read_as_before(

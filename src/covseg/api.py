@@ -247,15 +247,16 @@ load_dataset = _public()(load_dataset)  # covseg.load_dataset, checked as the fu
 DATA_ARGUMENT = "a data folder (str or pathlib.Path) or a covseg.load_dataset result"
 
 
-def _recipe(config: dict[str, Any], resume: bool, data: object, folds: int | None = None
-            ) -> TrainConfig:
+def _recipe(config: dict[str, Any], resume: bool, data: object, folds: int | None = None,
+            seed_room: bool = True) -> TrainConfig:
     """The training config, its models, options and fold count checked before data are read
-    (the seed's room for the folds too: without a count, once the folds are read); with data
-    already read, the recipe reads them as they were read (see :func:`_reading`)."""
+    (the seed's room for the folds too: without a count, once the folds are read; without
+    ``seed_room``, by the caller, whose models are not the config's); with data already read,
+    the recipe reads them as they were read (see :func:`_reading`)."""
     check_kind("resume", resume, [bool])
     recipe = TrainConfig(**_reading(data, config))
     _check_folds(folds)
-    check_recipe(recipe, folds or 1)
+    check_recipe(recipe, (folds or 1) if seed_room else None)
     if config.get("frame_lungs") is True and not recipe.frame_lungs:  # given, not the default
         never = (option_given("target", "lung") if recipe.target == "lung"
                  else option_name("lung_guide"))
@@ -543,7 +544,7 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
         if key in config:
             raise CovsegError(f"compare takes each model's name and options in models (e.g. "
                               f"['unet', 'unet:width=8']), not {key}=")
-    recipe = _recipe(config, resume, data)  # its model is none of the compared
+    recipe = _recipe(config, resume, data, seed_room=False)  # its model is none compared
     _check_folds(folds)
     if not isinstance(models, str | Sequence):
         raise CovsegError(f"models must be a list of model specs, e.g. ['unet', "

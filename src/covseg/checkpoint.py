@@ -69,7 +69,9 @@ def full_disk_resumable(target: str | os.PathLike[str], what: str = "") -> Itera
 def load_checkpoint(path: str | os.PathLike[str], advice: str | None = None) -> dict[str, Any]:
     """Load a covseg checkpoint safely; anything else gives a one-line error, ending in
     ``advice`` where the caller knows better what to do about a refused file than model
-    loading's words (pass a run folder or its best.pt), as a resume does of its last.pt."""
+    loading's words (pass a run folder or its best.pt), as a resume does of its last.pt. A file
+    only unreadable to this user, or from a newer covseg, is sound and gets no ``advice`` (a
+    resume's was to delete it): it says to make it readable, or to upgrade covseg."""
     path = Path(path)
     run = path if path.is_dir() else None
     if run is not None:
@@ -86,7 +88,8 @@ def load_checkpoint(path: str | os.PathLike[str], advice: str | None = None) -> 
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except PermissionError:
-        raise unreadable_file(path, advice or "pass another model") from None
+        raise unreadable_file(path, "pass another model" if advice is None
+                              else "rerun as the user who wrote it") from None
     except Exception as exc:  # noqa: BLE001  torch.load raises KeyError, UnpicklingError...
         raise CovsegError(f"{path}: not a covseg checkpoint ({torch_load_failure(exc)}); "
                           f"{advice or 'pass a run folder from `covseg train` or its best.pt'}"
@@ -99,7 +102,8 @@ def load_checkpoint(path: str | os.PathLike[str], advice: str | None = None) -> 
         raise CovsegError(f"{path}: a damaged checkpoint (version {version!r}, not a format "
                           f"number); {advice or RETRAIN}")
     if version > VERSION:
-        raise CovsegError(f"{path}: written by a newer covseg (format {version}){then}")
+        raise CovsegError(f"{path}: written by a newer covseg (format {version}); upgrade "
+                          "covseg to the one that wrote it and rerun the same command")
     _check_entries(path, payload, advice)
     if run is not None:  # after the load, which names an unreadable best.pt in its own words
         _warn_replaced(run)

@@ -232,10 +232,12 @@ def check_specs(specs: Sequence[str]) -> None:
 def check_spec_seeds(config: TrainConfig, specs: Sequence[str], folds: int) -> None:
     """Refuse, before any model trains, a seed that leaves no room for the seeds some model's
     ``folds`` folds and ensemble members derive from it (:func:`~covseg.train.check_run_seed`):
-    refused at the second fold, the first model's first fold was trained for nothing."""
-    for spec in specs:
-        name, options = parse_model_spec(spec)
-        check_run_seed(replace(config, model=name, model_options=options), folds)
+    refused at the second fold, the first model's first fold was trained for nothing. Checked
+    for the model with the most members, so that one refusal gives the largest seed all take
+    (model by model, a rerun at the seed given could be refused again)."""
+    name, options = parse_model_spec(max(
+        specs, key=lambda spec: len(member_names(parse_model_spec(spec)[0]))))
+    check_run_seed(replace(config, model=name, model_options=options), folds)
 
 
 def _variant_hint(spec: str) -> str:

@@ -61,6 +61,7 @@ from covseg.records import read_record
 from covseg.train import (
     CROSS_VALIDATION,
     DATA_FINGERPRINT,
+    UNREADABLE,
     check_run_seed,
     holds_saved_run,
     made_from_other_data,
@@ -171,11 +172,18 @@ def check_fold_index(fold: int, folds: int | None, note: str = "") -> None:
 def _fold_changes(fold_dir: Path, config: TrainConfig, finished: dict[str, Any],
                   data: LoadedData, train_cases: list[str], test_cases: list[str]) -> list[str]:
     """What differs between a finished fold (``finished``: its fold_metrics.json) and this
-    recipe on this split of these data: the fold is reused only when nothing does."""
-    record = json.loads((fold_dir / "config.json").read_text())
-    changed = TrainConfig.from_dict(record["config"]).differences(config,
-                                                                   len(record["train_cases"]))
-    trained = set(record["train_cases"]) | set(record["val_cases"])
+    recipe on this split of these data: the fold is reused only when nothing does. A damaged
+    config.json is refused naming it (a bad value read as the user's option, "--epochs must be a
+    whole number"), to be deleted with its fold."""
+    try:
+        record = json.loads((fold_dir / "config.json").read_text())
+        changed = TrainConfig.from_dict(record["config"]).differences(
+            config, len(record["train_cases"]))
+        trained = set(record["train_cases"]) | set(record["val_cases"])
+    except UNREADABLE as exc:
+        raise CovsegError(f"{fold_dir / 'config.json'}: unreadable run record ({exc}); delete "
+                          f"{fold_dir} to train that fold again, or pick a new "
+                          f"{option_name('out')}") from None
     tested = {row["case_id"] for row in finished["per_case"]}
     if trained != set(train_cases) or tested != set(test_cases):
         changed.append(f"its training or test slices (another {option_name('folds')}, "

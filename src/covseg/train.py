@@ -521,10 +521,11 @@ def check_run_seed(config: TrainConfig, folds: int = 1) -> None:
     check_seed(config.seed, offset=folds - 1 + len(member_names(config.model)) - 1)
 
 
-def check_recipe(config: TrainConfig, folds: int = 1) -> None:
+def check_recipe(config: TrainConfig, folds: int | None = 1) -> None:
     """Refuse options of the wrong type, out of range or contradictory, before data are read
     or a member starts (``folds``: a cross-validation's, whose seeds the seed leaves room
-    for: :func:`check_run_seed`)."""
+    for: :func:`check_run_seed`; None: the seed's range only, its room left to a caller whose
+    models are not ``config``'s, as compare's: :func:`covseg.compare.check_spec_seeds`)."""
     config.check_types()
     check_model(config.model, config.model_options)
     _check_names(config)
@@ -553,7 +554,10 @@ def check_recipe(config: TrainConfig, folds: int = 1) -> None:
     if not 0 <= config.val_fraction < 1:
         raise CovsegError(f"{option_name('val_fraction')} must lie in [0, 1), got "
                           f"{config.val_fraction}")
-    check_run_seed(config, folds)
+    if folds is None:
+        check_seed(config.seed)
+    else:
+        check_run_seed(config, folds)
     if not 0 <= config.cutmix <= 1:
         raise CovsegError(f"{option_name('cutmix')} must lie in [0, 1], got {config.cutmix}")
     if not 0 <= config.lesion_paste <= 1:

@@ -38,6 +38,11 @@ MAX_CLIPPED_SHARE: dict[str, float] = {"hu": 0.9, "uint8": 0.1, "unit": 0.1}
 """Above this share of pixels outside a scale's range, a slice is on another scale: a window
 clips by design (a CT slice in the lung window its bone and any padding, well under 0.9), an
 8-bit or unit scale holds no values beyond it (a resampled one overshoots at a few edges)."""
+UNIT_OVERSHOOT: tuple[float, float] = (-0.5, 1.5)
+"""How far past [0, 1] float values may go and still read as [0, 1] (:func:`reads_as_unit`):
+a stretched or resampled [0, 1] image overshoots by a small part of its range (probe 50: up to
+1.004), while float 8-bit grey holds values up to 255; a 0..255 slice within these bounds
+holds under two grey levels, black on either scale."""
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +53,7 @@ def detect_intensity(array: np.ndarray) -> str:
     low, high = float(array.min()), float(array.max())
     if low < -100:
         return "hu"
-    if reads_as_unit(array):
+    if reads_as_unit(array, low, high):
         return "unit"
     if high <= 255 and low >= 0:
         return "uint8"
@@ -56,19 +61,29 @@ def detect_intensity(array: np.ndarray) -> str:
                       f"{_unknown_scale_example(high)}); {_convert_advice()}")
 
 
-def reads_as_unit(array: np.ndarray) -> bool:
-    """Whether float values are on the [0, 1] scale: at most :data:`MAX_CLIPPED_SHARE` of them
-    outside it, the rule a told scale is held to. A stretched or resampled [0, 1] slice
-    overshoots at a few pixels (0.4 % at up to 1.004): read as 8-bit grey for that, it read
-    near-black, without a word, while the set's other slices read right."""
-    return array.dtype.kind == "f" and _clipped_share(array, "unit") <= MAX_CLIPPED_SHARE["unit"]
+def reads_as_unit(array: np.ndarray, low: float, high: float) -> bool:
+    """Whether float values (``low``..``high``, the array's range) are on the [0, 1] scale:
+    none past :data:`UNIT_OVERSHOOT` and at most :data:`MAX_CLIPPED_SHARE` outside [0, 1], the
+    rule a told scale is held to. A stretched or resampled [0, 1] slice overshoots at a few
+    pixels (0.4 % at up to 1.004): read as 8-bit grey for that, it read near-black, without a
+    word, while the set's other slices read right. The bound keeps float 8-bit grey that is
+    mostly 0 or 1 (an end slice, a letterboxed export) 8-bit, not clipped to white."""
+    if array.dtype.kind != "f" or not _near_unit(low, high):
+        return False
+    return (low >= 0.0 and high <= 1.0) or (
+        _clipped_share(array, "unit") <= MAX_CLIPPED_SHARE["unit"])
 
 
-def grey_scale(array: np.ndarray) -> str:
-    """The scale of a CT volume's grey values (all 0..255, :func:`covseg.io.volume.
-    detect_volume_intensity`): [0, 1] where none lies above 1, or as floats
-    :func:`reads_as_unit` does, else 8-bit grey."""
-    return "unit" if float(array.max()) <= 1.0 or reads_as_unit(array) else "uint8"
+def _near_unit(low: float, high: float) -> bool:
+    """Whether values ``low``..``high`` lie within :data:`UNIT_OVERSHOOT`, as [0, 1] ones do."""
+    return UNIT_OVERSHOOT[0] <= low and high <= UNIT_OVERSHOOT[1]
+
+
+def grey_scale(array: np.ndarray, low: float, high: float) -> str:
+    """The scale of a CT volume's grey values (``low``..``high``, all 0..255,
+    :func:`covseg.io.volume.detect_volume_intensity`): [0, 1] where none lies above 1, or as
+    floats :func:`reads_as_unit` does, else 8-bit grey."""
+    return "unit" if high <= 1.0 or reads_as_unit(array, low, high) else "uint8"
 
 
 def _unknown_scale_example(high: float) -> str:
@@ -203,7 +218,7 @@ def _unit_told_uint8(array: np.ndarray, told: str) -> str | None:
     flat one reads blank on any scale), which divided by 255 read near-black; None when it is
     not."""
     low, high = float(array.min()), float(array.max())
-    if not (low < high and reads_as_unit(array)):
+    if not (low < high and reads_as_unit(array, low, high)):
         return None
     return (f"{told}, but its values {low:g}..{high:g} are floats in [0, 1], which read "
             f"near-black as 8-bit grey; read them as [0, 1]: {_fitting_scales(array, 'uint8')} "
@@ -212,11 +227,12 @@ def _unit_told_uint8(array: np.ndarray, told: str) -> str | None:
 
 def _off_scale(array: np.ndarray, kind: str, told: str) -> str | None:
     """Why a slice ``told`` to be on the 8-bit or [0, 1] scale ``kind`` is not: more than
-    :data:`MAX_CLIPPED_SHARE` of its values outside it, which read clipped (8-bit slices read
-    as [0, 1] turn white wherever above 1, a near-binary image); None when it may be."""
-    outside = _clipped_share(array, kind)
-    if outside <= MAX_CLIPPED_SHARE[kind]:
+    :data:`MAX_CLIPPED_SHARE` of its values outside it, or any past :data:`UNIT_OVERSHOOT` told
+    [0, 1] (:func:`_fits`), which read clipped (8-bit slices read as [0, 1] turn white wherever
+    above 1, a near-binary image); None when it may be."""
+    if _fits(array, kind):
         return None
+    outside = _clipped_share(array, kind)
     fitting = _fitting_scales(array, kind)
     advice = (f"read it on its own scale: {fitting} (a run predicts as it was trained)"
               if fitting else _convert_advice())
@@ -231,16 +247,26 @@ def _clipped_share(array: np.ndarray, kind: str) -> float:
     return _outside_planes(array, kind, *_scale_range(kind, LUNG_WINDOW)) / array.size
 
 
+def _fits(array: np.ndarray, kind: str) -> bool:
+    """Whether values may be on the 8-bit or [0, 1] scale ``kind``: at most
+    :data:`MAX_CLIPPED_SHARE` outside it and, for [0, 1], none past :data:`UNIT_OVERSHOOT`
+    (mostly black 8-bit grey has few values past 1, but far past: clipped, they read white,
+    while the overshoot warning spoke of a few edge pixels)."""
+    if kind == "unit" and not _near_unit(float(array.min()), float(array.max())):
+        return False
+    return _clipped_share(array, kind) <= MAX_CLIPPED_SHARE[kind]
+
+
 def _fitting_scales(array: np.ndarray, refused: str) -> str:
     """The ``--intensity`` modes other than ``refused`` that read ``array`` on its own scale,
     as a refusal advises them, "" where none does: auto where it detects one of them, then each
     that fits (HU where the values hold air, at or below :data:`AIR_LIMIT_HU`, else they read
-    mostly white: :func:`warn_told_hu_without_air`; 8-bit or [0, 1] unless more than
-    :data:`MAX_CLIPPED_SHARE` would be clipped); advising a mode the same data are refused or
-    warned of under sent the user from one refusal to the next."""
+    mostly white: :func:`warn_told_hu_without_air`; 8-bit or [0, 1] where :func:`_fits`);
+    advising a mode the same data are refused or warned of under sent the user from one
+    refusal to the next."""
     fits = [kind for kind in SCALE_NAMES if kind != refused and (
         float(array.min()) <= AIR_LIMIT_HU if kind == "hu"
-        else _clipped_share(array, kind) <= MAX_CLIPPED_SHARE[kind])]
+        else _fits(array, kind))]
     if not fits:
         return ""
     try:

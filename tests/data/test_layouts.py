@@ -1049,6 +1049,22 @@ def test_float_slices_overshooting_unit_all_read_as_unit(
     assert "different intensity scales" not in caplog.text
 
 
+def test_a_mostly_black_slice_of_a_float_8_bit_set_reads_as_8_bit(tmp_path: Path) -> None:
+    """A float 0..255 set with one mostly-black slice (a small patch at 180..185) read that
+    slice as [0, 1], the patch flat white, and refused the whole set with --intensity uint8;
+    it reads as 8-bit grey, auto or told, as before."""
+    _float_slices(tmp_path, {"a": (1.0, 2), "b": (1.0, 2)})
+    for path in (tmp_path / "images").glob("*.npy"):
+        np.save(path, np.load(path) * 255.0)
+    dark = np.zeros((32, 32), np.float32)
+    dark[10:15, 10:16] = 180.0 + np.arange(6)
+    np.save(tmp_path / "images" / "a.npy", dark)
+    for intensity in ("auto", "uint8"):
+        data = load_dataset(tmp_path, intensity=intensity)
+        image = next(s.image for s in data.samples if s.case_id == "a")
+        np.testing.assert_allclose(image, dark / 255.0, rtol=1e-6)
+
+
 def test_a_2d_set_read_on_different_scales_is_warned_of(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Auto detects each 2D file's scale on its own: a [0, 1] float set with one slice

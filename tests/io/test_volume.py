@@ -237,3 +237,11 @@ def test_a_unit_volume_overshooting_1_reads_as_unit_on_either_hu() -> None:
     assert detect_volume_intensity(np.eye(4, dtype=np.int16)[None], "no", "m") == "unit"
     grey = np.round(unit * 250).astype(np.float32)
     assert detect_volume_intensity(grey, "no", "ct.nii.gz") == "uint8"
+
+
+def test_a_mostly_black_float_8_bit_volume_reads_as_8_bit() -> None:
+    """A float 0..255 volume with 2.4 % of its voxels past 1 (a small bright block) read as
+    [0, 1] with --hu no, the block clipped to white; values past UNIT_OVERSHOOT are 8-bit."""
+    grey = np.zeros((20, 64, 64), np.float32)
+    grey[:, 20:30, 20:30] = np.linspace(30, 250, 10)
+    assert detect_volume_intensity(grey, "no", "v.nii") == "uint8"

@@ -523,13 +523,13 @@ def detect_volume_intensity(array: np.ndarray, hu: str, source: str) -> str:
         raise CovsegError(f"{source}: {_hu('no')} expects grey values 0..255, but "
                           f"{_not_grey(low, high)}")
     if hu == "no":
-        return grey_scale(array)
+        return grey_scale(array, low, high)
     if low < -100.0:
         if AIR_LIMIT_HU < low < high:  # a constant volume is blank on any scale
             raise CovsegError(f"{source}: {_not_grey(low, high)}")
         return "hu"
     if grey:
-        kind = grey_scale(array)
+        kind = grey_scale(array, low, high)
         _refuse_unwindowed_grey(array, kind, source)
         return kind
     raise CovsegError(f"{source}: {_not_grey(low, high)}")
