@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from covseg.config import MAX_SIZE
+from covseg.config import MAX_SIZE, check_window
 from covseg.errors import CovsegError, no_space, no_space_text, refuse_special_file
 from covseg.io.atomic import atomic_path
 from covseg.io.image import unreadable_file
@@ -294,9 +294,13 @@ def _whole(value: Any, least: int) -> bool:
 
 
 def _window(value: Any) -> bool:
-    """Whether ``value`` is an HU window: two finite numbers, the lower first."""
-    return (isinstance(value, (list, tuple)) and len(value) == 2 and all(map(_number, value))
-            and value[0] < value[1])
+    """Whether ``value`` is an HU window (:func:`covseg.config.check_window`'s rule: two
+    finite numbers, the lower first)."""
+    try:
+        check_window(value)
+    except CovsegError:
+        return False
+    return True
 
 
 def _fields(value: Any, **fits: Callable[[Any], bool]) -> bool:

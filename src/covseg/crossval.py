@@ -67,6 +67,7 @@ from covseg.train import (
     made_from_other_data,
     refuse_other_output,
     train,
+    unreadable_record,
     unresumed,
 )
 from covseg.viz import box_plot
@@ -181,9 +182,8 @@ def _fold_changes(fold_dir: Path, config: TrainConfig, finished: dict[str, Any],
             config, len(record["train_cases"]))
         trained = set(record["train_cases"]) | set(record["val_cases"])
     except UNREADABLE as exc:
-        raise CovsegError(f"{fold_dir / 'config.json'}: unreadable run record ({exc}); delete "
-                          f"{fold_dir} to train that fold again, or pick a new "
-                          f"{option_name('out')}") from None
+        raise unreadable_record(fold_dir / "config.json", exc,
+                                f"delete {fold_dir} to train that fold again, or ") from None
     tested = {row["case_id"] for row in finished["per_case"]}
     if trained != set(train_cases) or tested != set(test_cases):
         changed.append(f"its training or test slices (another {option_name('folds')}, "

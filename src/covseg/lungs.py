@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -896,10 +896,8 @@ class Cut:
     def inside_body(self) -> Cut:
         """This cut without the voxels cut in the air outside the body: never lung, whatever
         found the lungs, and kept by no option worth giving."""
-        voxels = list(self.voxels)
-        voxels[CUT_BY_BODY] = 0
-        return Cut((voxels[0], voxels[1], voxels[2], voxels[3]), self.voxel_ml, self.margin_mm,
-                   self.depth_mm)
+        apart, slices, _, depth = self.voxels  # indexed by CUT_BY_SLICES, CUT_BY_BODY, ...
+        return replace(self, voxels=(apart, slices, 0, depth))
 
     @property
     def noted(self) -> bool:

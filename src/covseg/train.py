@@ -237,7 +237,7 @@ def _moving_average(model: nn.Module, decay: float) -> AveragedModel | None:
 
 
 UNREADABLE = (ValueError, KeyError, TypeError, CovsegError)
-"""What reading a run's saved recipe raises where it is damaged (:func:`_unreadable_record`)."""
+"""What reading a run's saved recipe raises where it is damaged (:func:`unreadable_record`)."""
 
 
 def _start(out: Path, config: TrainConfig, slices: int, model: nn.Module,
@@ -254,7 +254,7 @@ def _start(out: Path, config: TrainConfig, slices: int, model: nn.Module,
     try:
         saved = TrainConfig.from_dict(state["config"])
     except UNREADABLE as exc:
-        raise _unreadable_record(last, exc) from None
+        raise unreadable_record(last, exc) from None
     _refuse_other_recipe(out, saved, config, slices)
     model.load_state_dict(state["state_dict"])
     if averaged is not None:
@@ -276,11 +276,12 @@ def _damaged_resume_state() -> str:
             f"{option_name('out')}")
 
 
-def _unreadable_record(record: Path, exc: Exception) -> CovsegError:
+def unreadable_record(record: Path, exc: Exception, advice: str = "") -> CovsegError:
     """The refusal of a run's ``record`` (config.json, or last.pt's recipe) that a resume cannot
     read (``exc``: why): not JSON, or a recipe that is no object or holds a value of another
-    type (:meth:`TrainConfig.from_dict`), which ended in tracebacks."""
-    return CovsegError(f"{record}: unreadable run record ({exc}); pick a new "
+    type (:meth:`TrainConfig.from_dict`), which ended in tracebacks. ``advice``: what else to
+    do, before picking a new out (a cross-validation's fold: delete it)."""
+    return CovsegError(f"{record}: unreadable run record ({exc}); {advice}pick a new "
                        f"{option_name('out')}")
 
 
@@ -445,7 +446,7 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint:
         saved_record = json.loads(record.read_text())
         saved = TrainConfig.from_dict(saved_record["config"])
     except UNREADABLE as exc:
-        raise _unreadable_record(record, exc) from None
+        raise unreadable_record(record, exc) from None
     _refuse_other_recipe(out, saved, config, len(split[0]))
     if made_from_other_data(saved_record, fingerprint):
         raise CovsegError(f"{out}: the saved run was trained on other data (other slices, "

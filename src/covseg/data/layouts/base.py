@@ -675,7 +675,8 @@ def read_2d_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions,
 
 
 def _file_scale(image: np.ndarray, source: str, options: ReadOptions) -> str:
-    """The scale of a 2D file's image (``source``), told or detected, checked and judged
+    """The scale of a file's image (``source``: a 2D file, or a volume judged whole), told or
+    detected, checked and judged
     (:func:`~covseg.transforms.intensity_scale`, :func:`~covseg.transforms.judge_scale`)."""
     kind = intensity_scale(image, options.intensity, options.window, source,
                            told_window=options.window_given)
@@ -780,12 +781,10 @@ def slice_volume(image_path: Path, mask_path: Path, options: ReadOptions,
     (``#zK``) give that index too, as its title and ``evaluate --per-slice`` do. The index after
     reorientation named another slice of a file whose header flips z."""
     image, mask = _read_volume_pair(image_path, mask_path)
-    kind = intensity_scale(image.array, options.intensity, options.window, str(image_path),
-                           told_window=options.window_given)
+    kind = _file_scale(image.array, str(image_path), options)
     keep: Sequence[int] = range(len(image.array))
     if options.slices == "labelled":
         keep = [k for k in keep if mask.array[k].any()]
-    judge_scale(image.array, kind, options.window)
     samples = []
     for k in keep:
         index = image.file_index(k)
