@@ -484,6 +484,20 @@ def test_demo_help_gives_the_out_default(capsys: pytest.CaptureFixture[str]) -> 
     assert "--out OUT output folder (default covseg-demo)" in shown
 
 
+@pytest.mark.parametrize("command", [["train"], ["cv"], ["compare"], ["visualize"],
+                                     ["data", "info"]], ids=" ".join)
+def test_intensity_help_says_what_each_mode_reads(
+        capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    """--intensity's help said "auto detects HU vs 8-bit", leaving out the float [0, 1] slices
+    auto reads too, and said nothing of hu, uint8 and unit."""
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert ("how images are stored: auto reads each file's scale (detects HU, 8-bit and "
+            "[0, 1]); hu: Hounsfield units, uint8: 8-bit grey levels, unit: values in [0, 1]"
+            ) in shown
+
+
 # --- bad input ----------------------------------------------------------------------------------
 
 

@@ -808,6 +808,46 @@ def test_a_finished_fold_with_a_damaged_record_is_refused_naming_it_to_delete(
                              "new out")
 
 
+def test_a_finished_fold_whose_records_lack_what_a_resume_reads_is_refused_naming_it(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """A finished fold's config.json without its case lists or recipe is refused naming it,
+    and its fold_metrics.json or metrics.json not JSON, without its per-case rows (or a row's
+    case_id) or its training time, which ended in JSONDecodeError and KeyError tracebacks."""
+    tiny = {"folds": 2, "epochs": 1, "size": 64, "batch_size": 4, "model": "unet",
+            "model_options": {"width": 4}}
+    data = load_dataset(synthetic_folder)
+    out = tmp_path / "cv"
+    api.cross_validate(data, out, fold=0, **tiny)
+    api.cross_validate(data, out, fold=1, **tiny)
+    fold = out / "fold_0"
+
+    def drop(name: str, key: str) -> str:
+        record = json.loads((fold / name).read_text())
+        if key == "case_id":
+            record["per_case"][0].pop(key)
+        else:
+            record.pop(key)
+        return json.dumps(record)
+
+    damages = [("config.json", drop("config.json", key))
+               for key in ("config", "train_cases", "val_cases")]
+    damages += [("fold_metrics.json", drop("fold_metrics.json", key))
+                for key in ("per_case", "case_id")]
+    damages += [("fold_metrics.json", "{"), ("metrics.json", drop("metrics.json", "epochs"))]
+    for name, damaged in damages:
+        kept = (fold / name).read_text()
+        (fold / name).write_text(damaged)
+        alone = () if name == "metrics.json" else (0,)  # metrics.json: read by the summary
+        for only in (None, *alone):
+            with pytest.raises(CovsegError) as caught:
+                api.cross_validate(data, out, fold=only, resume=True, **tiny)
+            told = str(caught.value)
+            assert told.startswith(f"{fold / name}: unreadable run record (")
+            assert told.endswith(f"); delete {fold} to train that fold again, or pick a new out")
+        (fold / name).write_text(kept)
+    assert not (out / "summary.json").exists()
+
+
 def test_where_only_some_folds_are_stale_the_refusal_names_those_folds_to_delete(
         tmp_path: Path, synthetic_folder: Path) -> None:
     """Folds run alone with another recipe (--fold K) were refused with "delete OUT to start

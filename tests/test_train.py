@@ -402,6 +402,52 @@ def test_a_resume_whose_last_pt_is_damaged_says_so_and_how_to_go_on(
     assert [r["epoch"] for r in load_checkpoint(out / "last.pt")["history"]] == [1, 2]
 
 
+@pytest.mark.parametrize("damage", [
+    "optimizer", "scheduler", "epoch", "best_dice", "history", {"optimizer": {}},
+    {"scheduler": [1]}, {"epoch": "x"}, {"best_dice": None}, {"history": 3},
+    {"state_dict": {}}], ids=str)
+def test_a_resume_whose_last_pt_lacks_an_entry_it_reads_is_refused_as_damaged(
+        tiny_run: Path, synthetic_folder: Path, tmp_path: Path, damage: str | dict[str, object]
+        ) -> None:
+    """A last.pt that loads but lacks its optimizer, scheduler or progress (``damage``: the
+    entry dropped), or holds one of another shape (the entries put), ended in a KeyError,
+    ValueError or RuntimeError traceback: it is refused as a truncated one is, saying how to
+    go on."""
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run, out)
+    (out / "metrics.json").unlink()  # stopped before its end
+    saved = TrainConfig.from_dict(json.loads((out / "config.json").read_text())["config"])
+    state = torch.load(out / "last.pt", weights_only=True)
+    state = {**state, **damage} if isinstance(damage, dict) else {
+        key: value for key, value in state.items() if key != damage}
+    torch.save(state, out / "last.pt")
+    with pytest.raises(CovsegError) as caught:
+        train_module.train(saved, load_dataset(synthetic_folder), out, resume=True,
+                           progress=False)
+    told = str(caught.value)
+    assert told.startswith(f"{out / 'last.pt'}: a damaged checkpoint (")
+    assert "\n" not in told and told.endswith(
+        "); the run cannot go on from it: delete it and rerun with --resume to train the run "
+        "again from epoch 1, or pick a new --out")
+
+
+def test_an_ensemble_members_damaged_moving_average_is_refused_naming_its_last_pt(
+        synthetic_folder: Path, tmp_path: Path) -> None:
+    """An ensemble member's last.pt whose moving average no longer fits its network (EMA on)
+    ended in a RuntimeError traceback on a resume."""
+    data = load_dataset(synthetic_folder)
+    config = TrainConfig(model="unet,unet", model_options={"width": 4}, epochs=1, size=64,
+                         batch_size=4, ema_decay=0.9)
+    out = tmp_path / "run"
+    train_module.train(config, data, out, progress=False)
+    (out / "metrics.json").unlink()
+    last = out / "member1-unet" / "last.pt"
+    torch.save({**torch.load(last, weights_only=True), "moving_average": {}}, last)
+    with pytest.raises(CovsegError, match=rf"^{re.escape(str(last))}: a damaged checkpoint "
+                                          r"\('moving_average' entry: "):
+        train_module.train(config, data, out, resume=True, progress=False)
+
+
 def test_a_file_that_is_not_a_checkpoint(tmp_path: Path) -> None:
     bogus = tmp_path / "model.pt"
     bogus.write_bytes(b"not a checkpoint at all")

@@ -42,7 +42,13 @@ from covseg.losses import LOSSES
 from covseg.models.registry import parse_option_value
 from covseg.provenance import cli_command, invoked_as
 from covseg.stopping import Terminated, exit_status, raise_if_stopped, stops_recorded
-from covseg.transforms import AUGMENTATIONS, INTENSITY_MODES, LUNG_WINDOW
+from covseg.transforms import (
+    AUGMENTATIONS,
+    AUTO_ADVICE,
+    INTENSITY_MODES,
+    LUNG_WINDOW,
+    SCALE_NAMES,
+)
 
 DEFAULTS = TrainConfig()
 FOLDS_HELP = (f"number of folds (default {DEFAULT_FOLDS}; data that ship their own split files, "
@@ -68,12 +74,18 @@ def _model_options(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return options
 
 
+INTENSITY_HELP = ("how images are stored: auto reads each file's scale" + AUTO_ADVICE + "; "
+                  + ", ".join(f"{mode}: {name}" for mode, name in SCALE_NAMES.items()))
+"""--intensity's help: each mode, in the words its refusals use (auto read float [0, 1] slices
+too, which "auto detects HU vs 8-bit" left out)."""
+
+
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", help="data folder (any supported layout) or 'synthetic[:SEED]'")
     parser.add_argument("--target", choices=TARGETS, default=DEFAULTS.target,
                         help="infection (binary), multiclass lesions, or lung")
     parser.add_argument("--intensity", choices=INTENSITY_MODES, default=DEFAULTS.intensity,
-                        help="how images are stored; auto detects HU vs 8-bit")
+                        help=INTENSITY_HELP)
     parser.add_argument("--window", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
                         help=f"HU window for HU data (default: the lung window, "
                              f"{LUNG_WINDOW[0]:g} {LUNG_WINDOW[1]:g}; any given on 8-bit or "

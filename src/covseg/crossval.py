@@ -170,6 +170,25 @@ def check_fold_index(fold: int, folds: int | None, note: str = "") -> None:
         raise CovsegError(f"{option} must be 0 or more (the folds count from 0), got {fold}")
 
 
+def _unreadable_fold_record(record: Path, exc: Exception) -> CovsegError:
+    """The refusal of a finished fold's damaged ``record`` (``exc``: why), naming the fold to
+    delete, which the next run trains again (:func:`~covseg.train.unreadable_record`)."""
+    return unreadable_record(record, exc, f"delete {record.parent} to train that fold again, or ")
+
+
+def _finished_fold(fold_dir: Path) -> dict[str, Any]:
+    """A finished fold's fold_metrics.json, its per-case rows each naming its slice: one not
+    JSON, or without them, ended in a JSONDecodeError or KeyError traceback on a resume."""
+    record = fold_dir / "fold_metrics.json"
+    try:
+        finished = json.loads(record.read_text())
+        if not all(isinstance(row, dict) and "case_id" in row for row in finished["per_case"]):
+            raise ValueError("a per_case row names no case_id")
+    except (*UNREADABLE, OSError) as exc:
+        raise _unreadable_fold_record(record, exc) from None
+    return dict(finished)
+
+
 def _fold_changes(fold_dir: Path, config: TrainConfig, finished: dict[str, Any],
                   data: LoadedData, train_cases: list[str], test_cases: list[str]) -> list[str]:
     """What differs between a finished fold (``finished``: its fold_metrics.json) and this
@@ -182,8 +201,7 @@ def _fold_changes(fold_dir: Path, config: TrainConfig, finished: dict[str, Any],
             config, len(record["train_cases"]))
         trained = set(record["train_cases"]) | set(record["val_cases"])
     except UNREADABLE as exc:
-        raise unreadable_record(fold_dir / "config.json", exc,
-                                f"delete {fold_dir} to train that fold again, or ") from None
+        raise _unreadable_fold_record(fold_dir / "config.json", exc) from None
     tested = {row["case_id"] for row in finished["per_case"]}
     if trained != set(train_cases) or tested != set(test_cases):
         changed.append(f"its training or test slices (another {option_name('folds')}, "
@@ -222,7 +240,7 @@ def check_finished_folds(config: TrainConfig, data: LoadedData, out: Path,
         fold_dir = out / f"fold_{k}"
         if fold_done(fold_dir):
             finished_folds += 1
-            finished = json.loads((fold_dir / "fold_metrics.json").read_text())
+            finished = _finished_fold(fold_dir)
             changed = _fold_changes(fold_dir, _fold_config(config, k), finished, data,
                                     train_cases, test_cases)
             if changed:
@@ -244,7 +262,7 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
     how many the split has, kept in the fold's record; ``node``: the machine a fold run on Ray
     trains on (:data:`NODE`), kept there too."""
     if fold_done(fold_dir):
-        finished = json.loads((fold_dir / "fold_metrics.json").read_text())
+        finished = _finished_fold(fold_dir)
         changed = _fold_changes(fold_dir, config, finished, data, train_cases, test_cases)
         if changed:
             # Run alone (--fold K), the other folds are not looked at: only this one is deleted.
@@ -736,8 +754,11 @@ def _fold_means(stats: dict[str, dict[str, float]], data: LoadedData) -> dict[st
 def _fold_training(fold_dir: Path) -> tuple[float, int]:
     """Training time the fold's run recorded (which, unlike wall time, survives resumes) and
     the epochs it trained (the default schedule depends on the number of slices)."""
-    metrics = json.loads((fold_dir / "metrics.json").read_text())
-    return float(metrics["train_seconds"]), int(metrics["epochs"])
+    try:
+        metrics = json.loads((fold_dir / "metrics.json").read_text())
+        return float(metrics["train_seconds"]), int(metrics["epochs"])
+    except (*UNREADABLE, OSError) as exc:
+        raise _unreadable_fold_record(fold_dir / "metrics.json", exc) from None
 
 
 def _dice(config: TrainConfig) -> str:

@@ -256,15 +256,47 @@ def _start(out: Path, config: TrainConfig, slices: int, model: nn.Module,
     except UNREADABLE as exc:
         raise unreadable_record(last, exc) from None
     _refuse_other_recipe(out, saved, config, slices)
-    model.load_state_dict(state["state_dict"])
-    if averaged is not None:
-        if "moving_average" not in state:
-            raise CovsegError(f"{out}: the saved run kept no moving average; resume it without "
-                              f"{option_name('ema_decay')} or pick a new {option_name('out')}")
-        averaged.load_state_dict(state["moving_average"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    return int(state["epoch"]) + 1, float(state["best_dice"]), list(state["history"])
+    if averaged is not None and "moving_average" not in state:
+        raise CovsegError(f"{out}: the saved run kept no moving average; resume it without "
+                          f"{option_name('ema_decay')} or pick a new {option_name('out')}")
+    parts = {"state_dict": model, "optimizer": optimizer, "scheduler": scheduler}
+    return _restored(last, state, parts if averaged is None else
+                     {**parts, "moving_average": averaged})
+
+
+def _restored(last: Path, state: dict[str, Any], restored: dict[str, Any]
+              ) -> tuple[int, float, list[dict[str, float]]]:
+    """Load ``last``'s ``state`` into the ``restored`` parts (by their entry) and return the
+    run's progress (see :func:`_start`); an entry missing or of another shape is refused as a
+    damaged last.pt (:func:`_damaged_last`), which ended in a KeyError or RuntimeError
+    traceback."""
+    for key in (*restored, *PROGRESS_ENTRIES):
+        if key not in state:
+            raise _damaged_last(last, f"no {key!r} entry")
+    reading = "history"
+    try:
+        history = state["history"]
+        if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+            raise TypeError("not a list of epochs")
+        for reading, part in restored.items():
+            part.load_state_dict(state[reading])
+        reading = "epoch"
+        first_epoch = int(state["epoch"]) + 1
+        reading = "best_dice"
+        return first_epoch, float(state["best_dice"]), list(history)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        why = f"no {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0].rstrip(":")
+        raise _damaged_last(last, f"{reading!r} entry: {why}") from None
+
+
+PROGRESS_ENTRIES = ("epoch", "best_dice", "history")
+"""What last.pt holds of a run's progress, beside the states :func:`_start` loads."""
+
+
+def _damaged_last(last: Path, why: str) -> CovsegError:
+    """The refusal of a resume's ``last.pt`` that loads but lacks, or holds a bad, entry the
+    resume reads (``why``): told as a truncated one is (:func:`_damaged_resume_state`)."""
+    return CovsegError(f"{last}: a damaged checkpoint ({why}); {_damaged_resume_state()}")
 
 
 def _damaged_resume_state() -> str:
