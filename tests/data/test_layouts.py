@@ -420,7 +420,8 @@ def test_mosmed_2d_split_files_are_named_in_any_case(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("where", ["splits", ".."])
 def test_split_files_beside_a_generic_folder_are_named(
-        tmp_path: Path, where: str, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, where: str, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Split files in a sub-folder (splits/) or one folder up were dropped unseen: the slices
     were read as a generic folder and cv drew its own folds."""
     (tmp_path / "data").mkdir()
@@ -434,6 +435,9 @@ def test_split_files_beside_a_generic_folder_are_named(
             f"{where}/train_new1.txt, {where}/valid_new0.txt ...) and are not read, so cv draws "
             "its own folds, not theirs; to use them, move them here, beside the images' folder")
     assert data.notes[-1] == note and note in caplog.text
+    if where == "..":  # given as "." from inside it: its parent is that of its path
+        monkeypatch.chdir(root)
+        assert load_dataset(".").notes[-1] == note
 
 
 def test_split_files_above_their_slices_name_the_folder_of_the_slices(tmp_path: Path) -> None:
@@ -706,6 +710,8 @@ def test_generic_folder_with_patients_csv(synthetic_folder: Path) -> None:
     assert "SYNTHETIC" in data.describe()
     lung = load_dataset(synthetic_folder, target="lung")
     assert all(s.mask.any() for s in lung.samples)
+    labelled = load_dataset(synthetic_folder, target="lung", slices="labelled")
+    assert "slices (only those whose mask holds lung)," in labelled.describe()  # not "lesion"
 
 
 def test_patients_csv_groups_volumes_so_folds_keep_a_patients_scans_together(
@@ -727,6 +733,19 @@ def test_patients_csv_groups_volumes_so_folds_keep_a_patients_scans_together(
     (tmp_path / "patients.csv").write_text("case_id,patient_id\nscan0_z0000,P0\n")
     with pytest.raises(CovsegError, match="names none of the 4 studies.*study's name"):
         load_dataset(tmp_path)
+
+
+def test_a_patients_csv_of_its_header_alone_is_refused(tmp_path: Path) -> None:
+    """A patients.csv left with its header and no rows grouped nothing, silently, while the data
+    were described "as patients.csv groups them"."""
+    hu, lesions = _hu_volume(slices=2)
+    for k in range(2):
+        _save_png(tmp_path / "images" / f"s{k}.png", np.clip((hu[k] + 1350) / 1500 * 255, 0, 255))
+        _save_png(tmp_path / "masks" / f"s{k}.png", (lesions[k] > 0) * 255)
+    (tmp_path / "patients.csv").write_text("case_id,patient_id\n")
+    assert _refusal(tmp_path) == (
+        f"{tmp_path / 'patients.csv'}: names none of the slices, as it holds its header alone; "
+        "give each slice (its case id or file stem) or study a row, or remove the file")
 
 
 def test_a_patients_csv_naming_some_scans_says_whose_patient_the_others_are(
@@ -1290,10 +1309,11 @@ def test_unrecognised_layout(tmp_path: Path) -> None:
         load_dataset(tmp_path)
 
 
-def _refusal(folder: Path) -> str:
-    """The one-line message with which ``load_dataset`` refuses ``folder``."""
+def _refusal(folder: Path, **options: str) -> str:
+    """The one-line message with which ``load_dataset`` refuses ``folder`` (read with
+    ``options``)."""
     with pytest.raises(CovsegError) as caught:
-        load_dataset(folder)
+        load_dataset(folder, **options)
     assert "\n" not in str(caught.value)
     return str(caught.value)
 
@@ -1316,6 +1336,25 @@ def test_a_layouts_sub_folder_is_named_with_the_folder_to_give(tmp_path: Path) -
     study = tmp_path / "mosmed" / "studies" / "CT-1"
     assert _refusal(study) == (f"{study}: the studies/CT-1/ folder of MosMedData 3D data; give "
                                f"the data folder itself, {tmp_path / 'mosmed'}")
+
+
+def test_a_layouts_sub_folder_given_as_dot_is_named_as_by_its_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From inside a generic masks/, "." was said to hold "images or CT scans ... but no masks"
+    (its name and parent read from the path "."), where the folder's path names it masks/."""
+    generic = tmp_path / "generic"
+    _save_png(generic / "images" / "a.png", np.full((8, 8), 100))
+    _save_png(generic / "masks" / "a.png", np.zeros((8, 8)))
+    for part in ("masks", "images"):
+        monkeypatch.chdir(generic / part)
+        assert _refusal(Path(".")) == (f".: the {part}/ folder of generic (images/ + masks/) "
+                                       f"data; give the data folder itself, {generic}")
+    _save_png(tmp_path / "lone" / "images" / "a.png", np.full((8, 8), 100))
+    monkeypatch.chdir(tmp_path / "lone" / "images")
+    assert _refusal(Path(".")) == (
+        f".: images or CT scans found (a.png) but no masks; put their masks in masks/ beside "
+        f"images/ in {tmp_path / 'lone'}, under the same file stems, and give "
+        f"{tmp_path / 'lone'} (covseg predict segments them as they are)")
 
 
 def test_masks_or_scans_alone_and_folders_of_data_sets_say_what_is_missing(
@@ -1559,7 +1598,8 @@ def test_corrupt_image(tmp_path: Path) -> None:
 def test_empty_data_set(tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()
-    with pytest.raises(CovsegError, match="holds no slices"):
+    with pytest.raises(CovsegError, match=r"^\S+: the generic \(images/ \+ masks/\) layout "
+                                          r"was found but holds no slices$"):
         load_dataset(tmp_path)
 
 
@@ -2433,7 +2473,8 @@ def test_labelled_slices_are_kept_in_every_layout(tmp_path: Path, layout: str) -
     labelled = load_dataset(path, slices="labelled")
     assert [s.case_id for s in labelled.samples] == [
         s.case_id for s in every.samples if s.case_id not in empty]
-    assert labelled.slices == "labelled" and "slices (lesion slices only)," in labelled.describe()
+    assert labelled.slices == "labelled" and (
+        "slices (only those whose mask holds a lesion)," in labelled.describe())
     if every.folds:
         assert labelled.folds == [([c for c in train if c not in empty],
                                    [c for c in test if c not in empty])
@@ -2453,6 +2494,57 @@ def test_labelled_slices_of_data_without_lesions_are_refused(tmp_path: Path) -> 
         np.save(root / "masks" / f"{name}.npy", np.zeros((32, 32), dtype=np.uint8))
     with pytest.raises(CovsegError, match=r"valid_new0.txt lists no slice with a lesion"):
         load_dataset(root, slices="labelled")
+
+
+@pytest.mark.parametrize("layout", ["folders", "zenodo"])
+def test_labelled_slices_of_volumes_without_lesions_are_refused_as_2d_files_are(
+        tmp_path: Path, layout: str) -> None:
+    """Volumes whose masks are all empty were refused as "the folders layout was found but holds
+    no slices" (their slices dropped as read), sending the user to look for a layout problem."""
+    hu, lesions = _hu_volume(slices=2)
+    images, masks = ("images", "masks") if layout == "folders" else (
+        "ct_scans", "infection_mask")
+    _save_nifti(tmp_path / images / "case1.nii.gz", hu)
+    _save_nifti(tmp_path / masks / "case1.nii.gz", np.zeros_like(lesions))
+    assert len(load_dataset(tmp_path).samples) == 2
+    assert _refusal(tmp_path, slices="labelled") == (
+        f"{tmp_path.resolve()}: no slice's mask holds a label, so slices=\"labelled\" keeps "
+        "none; read all slices, or check the masks")
+
+
+def test_a_fold_training_on_no_labelled_slice_is_refused_at_load(tmp_path: Path) -> None:
+    """A shipped fold whose training list keeps no lesion slice was accepted; cross-validation
+    trained the other folds, then failed blaming --val-fraction."""
+    root = _mosmed_2d(tmp_path)
+    for study in ("0002", "0003"):  # fold 0 trains on these two studies
+        for k in (0, 1):
+            np.save(root / "masks" / f"study_{study}_{k}.npy", np.zeros((32, 32), np.uint8))
+    assert _refusal(root, slices="labelled") == (
+        f"{root.resolve()}: train_new0.txt lists no slice with a lesion, so with "
+        "slices=\"labelled\" its fold trains on none; read all slices, or list lesion slices "
+        "in it")
+
+
+def test_the_untested_slices_note_names_only_the_slices_kept(tmp_path: Path) -> None:
+    """With slices="labelled", the note of slices no fold tests counted and named the lesion-free
+    ones too, which are not read at all."""
+    root = _mosmed_2d(tmp_path)
+    hu, _ = _hu_volume(slices=1)
+    lesion = np.zeros((32, 32), np.uint8)
+    lesion[4:9, 5:12] = 1
+    for study in (1, 2, 3, 4, 5):
+        for k in (0, 1) if study < 4 else (0,):
+            np.save(root / "imgs" / f"study_{study:04d}_{k}.npy", hu[0])
+            np.save(root / "masks" / f"study_{study:04d}_{k}.npy", lesion * (study < 5))
+    (root / "train_new1.txt").write_text("study_0001_0.npy\nstudy_0001_1.npy\n")
+    (root / "valid_new1.txt").write_text("study_0002_0.npy\nstudy_0002_1.npy\n"
+                                         "study_0003_0.npy\nstudy_0003_1.npy\n")
+    every = load_dataset(root)
+    assert every.notes == [("2 of 8 slices are in no valid_new*.txt, so no fold tests them "
+                            "(study_0004_0, study_0005_0); list each in one fold's test file")]
+    assert load_dataset(root, slices="labelled").notes == [
+        ("1 of 7 slices is in no valid_new*.txt, so no fold tests it (study_0004_0); list each "
+         "in one fold's test file")]
 
 
 @pytest.mark.parametrize(("path", "shown"), [(None, "None"), (5, "5"),

@@ -351,7 +351,8 @@ class LoadedData:
         return f"{name} data"
 
     def describe(self) -> str:
-        kept = " (lesion slices only)" if self.slices == "labelled" else ""
+        held = "lung" if self.target == "lung" else "a lesion"
+        kept = f" (only those whose mask holds {held})" if self.slices == "labelled" else ""
         grouped = f" (as {self.patients_file} groups them)" if self.patients_file else ""
         return (
             f"{self.kind} at {self.root}: {counted(len(self.samples), 'slice')}{kept}, "
@@ -601,6 +602,18 @@ class _Listing:
                 f"in {self.folder.name}/ itself (a patients.csv groups a patient's slices)")
 
 
+def kept_slices(samples: list[Sample], slices: str) -> list[Sample]:
+    """The samples that ``slices`` (:func:`load_dataset`'s) keeps: all, or for ``labelled``
+    those whose mask holds a label of the target (a lesion, or lung)."""
+    return samples if slices == "all" else [sample for sample in samples if sample.mask.any()]
+
+
+def no_labelled_slices(root: str) -> str:
+    """Why ``slices="labelled"`` keeps nothing of the data at ``root``, and what to do."""
+    return (f"{root}: no slice's mask holds a label, so slices=\"labelled\" keeps none; read all "
+            "slices, or check the masks")
+
+
 def read_patients_csv(root: Path) -> dict[str, str]:
     """``root/patients.csv`` (columns case_id, patient_id; a case is a slice's id or file stem)
     as a dict; empty without the file. Public slice sets publish no patient ids, so this is
@@ -623,6 +636,10 @@ def read_patients_csv(root: Path) -> dict[str, str]:
                               f"{patient}, an earlier line under {patients[case]}; give "
                               "each case one patient")
         patients[case] = patient
+    if not patients:  # a template left unfilled: every slice its own patient, unseen
+        raise CovsegError(f"{table}: names none of the slices, as it holds its header alone; "
+                          "give each slice (its case id or file stem) or study a row, or "
+                          "remove the file")
     return patients
 
 
@@ -919,11 +936,18 @@ def mosmed_patient(stem: str) -> str:
 
 def loaded(samples: list[Sample], layout: str, root: Path, options: ReadOptions,
             folds: list[tuple[list[str], list[str]]] | None = None,
-            synthetic: bool = False, patients_file: Path | None = None) -> LoadedData:
+            synthetic: bool = False, patients_file: Path | None = None,
+            volumes: int = 0) -> LoadedData:
     """The data read; ``patients_file``: the patients.csv that grouped them, by default
-    ``root/patients.csv`` where it exists (every layout but Inf-Net reads that one)."""
+    ``root/patients.csv`` where it exists (every layout but Inf-Net reads that one);
+    ``volumes``: how many volumes were read, whose slices without a label ``slices="labelled"``
+    dropped as they were read (:func:`slice_volume`), so that none left is said as for 2D files
+    (:func:`no_labelled_slices`), not as a folder holding no slices."""
+    if not samples and volumes and options.slices == "labelled":
+        raise CovsegError(no_labelled_slices(str(root.resolve())))
     if not samples:
-        raise CovsegError(f"{root}: the {layout} layout was found but holds no slices")
+        raise CovsegError(f"{root}: the {LAYOUT_NAMES[layout]} layout was found but holds no "
+                          "slices")
     num_classes = 2
     if options.target == "multiclass":
         _multiclass_labels(samples)

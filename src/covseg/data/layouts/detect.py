@@ -19,7 +19,9 @@ from covseg.data.layouts.base import (
     class_notes,
     examples,
     first_dir,
+    kept_slices,
     masks_beside,
+    no_labelled_slices,
     sub_folders,
     target_option,
 )
@@ -204,10 +206,12 @@ def _what_it_holds(root: Path) -> str:
     """Why ``root``, a folder of no layout, is none, where that is plain: a layout's sub-folder
     (Inf-Net's Imgs/, a generic masks/), masks without images, images or scans without masks
     (with a file named as a mask: files of no layout), a folder of data sets; and what to give
-    instead. "" otherwise."""
-    if above := _layout_above(root):
+    instead. "" otherwise. Its name and parent are read from its absolute path, so that "."
+    (a user in the folder) gets its own answer."""
+    absolute = Path(os.path.abspath(root))
+    if above := _layout_above(absolute):
         folder, layout = above
-        return (f"{root}: the {root.relative_to(folder).as_posix()}/ folder of "
+        return (f"{root}: the {absolute.relative_to(folder).as_posix()}/ folder of "
                 f"{LAYOUT_NAMES[layout]} data; give the data folder itself, {folder}")
     for names, images in IMAGES_OF_MASKS:
         if masks := first_dir(root, names):
@@ -229,10 +233,10 @@ def _what_it_holds(root: Path) -> str:
     if any(map(_named_as_mask, scans)) and not _masks_beside_images(scans):  # in no layout
         return (f"{root}: files found ({listed}) in none of the data layouts covseg reads, so "
                 f"none was read; it reads {LAYOUTS_READ}")
-    if scans and root.name in FOLDERS_IMAGES:  # a data folder's images/ with no masks/ beside
+    if scans and absolute.name in FOLDERS_IMAGES:  # a data folder's images/, no masks/ beside
         return (f"{root}: images or CT scans found ({listed}) but no masks; put their masks in "
-                f"masks/ beside {root.name}/ in {root.parent}, under the same file stems, and "
-                f"give {root.parent} (covseg predict segments them as they are)")
+                f"masks/ beside {absolute.name}/ in {absolute.parent}, under the same file "
+                f"stems, and give {absolute.parent} (covseg predict segments them as they are)")
     if scans:
         return (f"{root}: images or CT scans found ({listed}) but no masks; a data folder holds "
                 "them in images/ and their masks in masks/, under the same file stems (covseg "
@@ -312,18 +316,19 @@ def load_dataset(path: str | os.PathLike[str], target: str = "infection", intens
 
 def _keep_labelled(data: LoadedData) -> None:
     """Drop the slices without a lesion from ``data`` and from its folds; data or a fold left
-    with nothing to test are refused, as a cross-validation on them could not score."""
-    data.samples = [sample for sample in data.samples if sample.mask.any()]
+    with nothing to train on or to test are refused before any fold is trained, as a
+    cross-validation could neither train nor score that fold."""
+    data.samples = kept_slices(data.samples, "labelled")
     data.slices = "labelled"
     if not data.samples:
-        raise CovsegError(f"{data.root}: no slice's mask holds a label, so slices=\"labelled\" "
-                          "keeps none; read all slices, or check the masks")
+        raise CovsegError(no_labelled_slices(data.root))
     if data.folds:
         kept = {sample.case_id for sample in data.samples}
         data.folds = [([case for case in train if case in kept],
                        [case for case in test if case in kept]) for train, test in data.folds]
-        for (_, test), (_, test_file) in zip(data.folds, data.split_files):
-            if not test:
-                raise CovsegError(f"{data.root}: {test_file} lists no slice with a lesion, so "
-                                  "with slices=\"labelled\" its fold tests none; read all "
-                                  "slices, or list lesion slices in it")
+        for fold, files in zip(data.folds, data.split_files):
+            for cases, split_file, does in zip(fold, files, ("trains on", "tests")):
+                if not cases:
+                    raise CovsegError(f"{data.root}: {split_file} lists no slice with a lesion, "
+                                      f"so with slices=\"labelled\" its fold {does} none; read "
+                                      "all slices, or list lesion slices in it")

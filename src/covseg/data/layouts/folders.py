@@ -73,7 +73,8 @@ def read_folders(root: Path, options: ReadOptions) -> LoadedData:
                               slice_patients(root, by_slice, slices, _study_of_slice),
                               "reading slices")
     _check_unique_cases(samples)
-    return loaded(samples, "folders", root, options, synthetic=(root / "SYNTHETIC").exists())
+    return loaded(samples, "folders", root, options, synthetic=(root / "SYNTHETIC").exists(),
+                  volumes=len(volumes))
 
 
 def _check_one_kind(root: Path, pairs: list[tuple[str, Path, Path]]) -> None:

@@ -55,7 +55,7 @@ def read_medseg(root: Path, options: ReadOptions) -> LoadedData:
                      "rp_lung_msk/ are")
     samples = slices + read_volume_pairs(volumes, options, "reading MedSeg volumes", patients)
     check_patients_listed(patients, cases, study_cases(volumes))
-    data = loaded(samples, "medseg", root, options)
+    data = loaded(samples, "medseg", root, options, volumes=len(volumes))
     data.notes = notes
     return data
 

@@ -15,6 +15,7 @@ from covseg.data.layouts.base import (
     examples,
     files,
     first_dir,
+    kept_slices,
     loaded,
     mosmed_patient,
     only_dir,
@@ -54,10 +55,11 @@ def read_mosmed_2d(root: Path, options: ReadOptions) -> LoadedData:
              for train_list, valid_list in splits]
     _check_tested_once([valid_list for _, valid_list in splits], [valid for _, valid in folds])
     tested = {stem for _, valid in folds for stem in valid}
-    untested = [stem for stem in images if stem not in tested]
+    read = [sample.case_id for sample in kept_slices(samples, options.slices)]
+    untested = [case for case in read if case not in tested]
     if untested:
         one = len(untested) == 1
-        notes.append(f"{len(untested)} of {counted(len(images), 'slice')} "
+        notes.append(f"{len(untested)} of {counted(len(read), 'slice')} "
                      f"{'is' if one else 'are'} in no {SPLIT_LISTS[1]}*.txt, so no fold tests "
                      f"{'it' if one else 'them'} ({examples(untested)}); list each in one "
                      "fold's test file")
@@ -141,8 +143,10 @@ def stray_split_files_note(root: Path) -> str:
     """A note naming the MosMed split files in a sub-folder of ``root`` or in its parent, which
     a data folder without them beside its images does not read, so that ``cv`` does not draw
     its own folds in place of the published ones unseen; "" where there are none. One level
-    each way, so that no tree is walked."""
-    found = [path for folder in (*sub_folders(root), root.parent) if folder != root
+    each way, so that no tree is walked; the parent of ``root``'s absolute path, as "." has
+    none of its own."""
+    absolute = Path(os.path.abspath(root))
+    found = [path for folder in (*sub_folders(root), absolute.parent) if folder != absolute
              for path in split_files(folder)]
     if not found:
         return ""
@@ -289,7 +293,7 @@ def read_mosmed_3d(root: Path, options: ReadOptions) -> LoadedData:
                                              ("mask", "masks"), "a study"))
              if skipped]
     samples = read_studies(pairs, options, "reading MosMed studies", root)
-    data = loaded(samples, "mosmed-3d", root, options)
+    data = loaded(samples, "mosmed-3d", root, options, volumes=len(pairs))
     data.notes = notes
     return data
 

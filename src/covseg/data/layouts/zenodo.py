@@ -56,7 +56,7 @@ def read_zenodo(root: Path, options: ReadOptions) -> LoadedData:
         raise CovsegError(f"{root}: the Zenodo layout needs {ZENODO_IMAGES[0]}/ and {names[0]}/")
     images = files(images_dir, is_nifti, lambda p: case_key(nifti_stem(p)))
     masks = files(masks_dir, is_nifti, lambda p: case_key(nifti_stem(p)))
-    samples = read_studies(pair_folders(images, masks, root, "zenodo", images_dir, masks_dir),
-                            options, "reading Zenodo volumes", root)
-    return loaded(samples, "zenodo", root, options)
+    pairs = pair_folders(images, masks, root, "zenodo", images_dir, masks_dir)
+    samples = read_studies(pairs, options, "reading Zenodo volumes", root)
+    return loaded(samples, "zenodo", root, options, volumes=len(pairs))
 
