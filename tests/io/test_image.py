@@ -267,10 +267,14 @@ def test_palette_images_read_through_their_palette_and_masks_keep_their_indices(
     ("x-dcm_seg", "x"),
     ("tr_im", "tr"),  # MedSeg's image and mask: tr_im.nii.gz, tr_mask.nii.gz
     ("tr_mask", "tr"),
+    ("scan_org", "scan"),
+    ("lung_organ_02", "lung_organ_02"),  # a word starting "org" is no Kaggle token
+    ("ct_orgX_org_3", "ct_orgX_3"),
 ])
 def test_case_key_pairs_kaggles_ct_names_with_their_masks(stem: str, key: str) -> None:
     """Kaggle's Radiopaedia CTs end in ``-dcm``, which was kept: half of its 20 volumes had no
-    mask, and the whole folder was refused."""
+    mask, and the whole folder was refused. ``_org`` was removed anywhere: ``lung_organ_02``
+    became ``lungan_02``, and evaluate scored a prediction of that name as its truth's."""
     assert case_key(stem) == key
 
 

@@ -110,6 +110,11 @@ KAGGLE_CT_ENDING = re.compile(r"-(dcm|dicom)$")
 -dcm``), which their masks (``radiopaedia_14_85914_0``) lack."""
 
 
+KAGGLE_ORG = re.compile(r"_org(?=_|$)")
+"""The ``_org`` token of Kaggle's CT names, before ``_`` or the end: a word that starts with
+``org`` (``lung_organ_02``) is kept whole."""
+
+
 def case_key(stem: str) -> str:
     """The name that pairs a scan with its masks and covseg's outputs: the image name (see
     :func:`image_name`) without an ending of :data:`IMAGE_MASK_ENDINGS` (``tr_im`` and
@@ -119,7 +124,7 @@ def case_key(stem: str) -> str:
     (``radiopaedia_org_covid-19-pneumonia-14_85914_0-dcm`` is ``radiopaedia_14_85914_0``)."""
     key = KAGGLE_CT_ENDING.sub("", paired_name(image_name(stem))[0])
     key = key.replace("_org_covid-19-pneumonia-", "_")
-    return key.replace("_org_", "_").replace("_org", "")
+    return KAGGLE_ORG.sub("", key)
 
 
 def is_image_file(path: Path) -> bool:
