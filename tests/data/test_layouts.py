@@ -289,6 +289,36 @@ def test_a_gunzipped_medseg_stack_without_its_mask_is_named_as_given(tmp_path: P
                                   "tr_mask.nii) is missing")
 
 
+def test_a_medseg_stack_beside_its_png_folders_is_refused(tmp_path: Path) -> None:
+    """tr_im.nii.gz beside tr_im/ + tr_mask/ PNGs: the PNG slices were dropped without a word."""
+    hu, lesions = _hu_volume(slices=2)
+    _save_nifti(tmp_path / "tr_im.nii.gz", hu)
+    _save_nifti(tmp_path / "tr_mask.nii.gz", lesions)
+    _save_png(tmp_path / "tr_im" / "0.png", np.full((8, 8), 80))
+    _save_png(tmp_path / "tr_mask" / "0.png", np.zeros((8, 8)))
+    assert _refusal(tmp_path) == (f"{tmp_path}: holds both tr_im.nii.gz and tr_im/ (two copies "
+                                  "of one data set); only one would be read: keep one of them, "
+                                  "or give each its own folder")
+
+
+@pytest.mark.parametrize("target", ["infection", "lung"])
+@pytest.mark.parametrize("stored", [(-1, 0), (-1, 0, 1)])
+def test_nifti_masks_with_negative_values_are_refused(tmp_path: Path, target: str,
+                                                      stored: tuple[int, ...]) -> None:
+    """A 0/255 mask stored as int8 (255 wraps to -1) or with a -1 "ignore" label was read as
+    background for these targets, while --target multiclass, 2D masks and evaluate refused it."""
+    hu, _ = _hu_volume(slices=2, size=8)
+    mask = np.zeros(hu.shape, dtype=np.int8)
+    for k, level in enumerate(stored):
+        mask[:, k, :4] = level
+    _save_nifti(tmp_path / "images" / "c.nii.gz", hu)
+    _save_nifti(tmp_path / ("lungs" if target == "lung" else "masks") / "c.nii.gz", mask,
+                np.int8)
+    with pytest.raises(CovsegError, match=r"^.*/c\.nii\.gz#z[01]: mask has negative values; "
+                                          r"expected labels 0\.\.K or 0/255$"):
+        load_dataset(tmp_path, target=target)
+
+
 def test_a_folder_named_as_a_medseg_stack_is_not_one(tmp_path: Path) -> None:
     """Only files are MedSeg's stacks: a folder named tr_mask.nii (an unpacker's folder of the
     download) beside tr_mask.nii.gz is not a second file of its name."""
@@ -2434,9 +2464,9 @@ def test_two_spellings_of_a_layouts_folder_are_refused(tmp_path: Path, form: str
         pytest.skip("a case-insensitive disk holds one folder under both spellings")
     shutil.copytree(root / kept, root / other)
     first, second = sorted(folders, key=["images", "imgs", "Images", "masks", "Masks"].index)
-    assert _refusal(root) == (f"{root}: holds both {first}/ and {second}/ (two copies' folders "
-                              "of one data set); only one would be read: give each its own "
-                              "folder, or merge them into one")
+    assert _refusal(root) == (f"{root}: holds both {first}/ and {second}/ (two copies "
+                              "of one data set); only one would be read: keep one of them, or "
+                              "give each its own folder")
 
 
 def _with_an_empty_slice(root: Path, layout: str) -> str:
@@ -2615,7 +2645,7 @@ def test_kaggle_and_zenodo_folders_side_by_side_are_refused(tmp_path: Path) -> N
         _save_nifti(tmp_path / images / f"{case}.nii.gz", hu)
         _save_nifti(tmp_path / masks / f"{case}.nii.gz", lesions)
     with pytest.raises(CovsegError, match=r"holds both ct_scans/ and COVID-19-CT-Seg_20cases/ "
-                                          r"\(two copies' folders of one data set\); only one "
+                                          r"\(two copies of one data set\); only one "
                                           r"would be read"):
         load_dataset(tmp_path)
     shutil.move(tmp_path / "ct_scans" / "coronacases_001.nii.gz",

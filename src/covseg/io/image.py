@@ -371,8 +371,7 @@ def mask_to_labels(array: np.ndarray, source: str | os.PathLike[str] = "mask",
     if step is not None:
         return _divided(array, step)
     values = np.unique(array)
-    if values.size and values.min() < 0:
-        raise CovsegError(f"{source}: mask has negative values; expected labels 0..K or 0/255")
+    refuse_negative(values, source)
     divisor = level_divisor(values)
     if divisor is None:
         _refuse_lossy_scaled(array, source)
@@ -382,6 +381,13 @@ def mask_to_labels(array: np.ndarray, source: str | os.PathLike[str] = "mask",
         return array.astype(np.uint8)
     _refuse_rounded_probabilities(values, divisor, source)
     return _divided(array, divisor)
+
+
+def refuse_negative(mask: np.ndarray, source: str | os.PathLike[str]) -> None:
+    """Refuse a mask (or its levels) holding negative values: -1 is an "ignore" label, or the
+    255 of a 0/255 mask stored as int8; read as background, its lesion was trained on as none."""
+    if mask.size and mask.min() < 0:
+        raise CovsegError(f"{source}: mask has negative values; expected labels 0..K or 0/255")
 
 
 def _refuse_lossy_scaled(array: np.ndarray, source: str | os.PathLike[str]) -> None:

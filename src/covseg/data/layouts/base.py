@@ -31,6 +31,7 @@ from covseg.io.image import (
     named_as_image,
     read_array,
     read_mask,
+    refuse_negative,
 )
 from covseg.io.nifti import is_nifti, named_as_nifti, nifti_stem, read_nifti, read_paired
 from covseg.io.volume import Volume, check_same_grid
@@ -404,6 +405,7 @@ def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source
     if options.target == "multiclass":
         labels = mask  # stored levels, turned into labels with the whole set's (see loaded)
     else:
+        refuse_negative(mask, mask_source)  # multiclass masks: refused with the set's labels
         lesion = mask > 0
         labels = lesion.astype(np.uint8)
         if options.target == "infection":
@@ -865,10 +867,15 @@ def only_dir(root: Path, names: Sequence[str]) -> Path | None:
         if path.is_dir() and not any(path.samefile(other) for other in found):
             found.append(path)
     if len(found) > 1:
-        raise CovsegError(f"{root}: holds both {found[0].name}/ and {found[1].name}/ (two copies' "
-                          "folders of one data set); only one would be read: give each its own "
-                          "folder, or merge them into one")
+        raise two_copies(root, f"{found[0].name}/", f"{found[1].name}/")
     return found[0] if found else None
+
+
+def two_copies(root: Path, first: str, second: str) -> CovsegError:
+    """The error for ``root`` holding ``first`` and ``second``, two copies of one data set (two
+    folders, or MedSeg's NIfTI stack beside its PNGs), of which only one would be read."""
+    return CovsegError(f"{root}: holds both {first} and {second} (two copies of one data set); "
+                       "only one would be read: keep one of them, or give each its own folder")
 
 
 def study_rows(table: dict[str, str], pairs: list[tuple[str, Path, Path]],

@@ -24,6 +24,7 @@ from covseg.data.layouts.base import (
     slice_volume,
     study_cases,
     target_option,
+    two_copies,
     unique,
 )
 from covseg.errors import CovsegError
@@ -103,8 +104,11 @@ def _medseg_volume_pairs(root: Path, target: str) -> list[tuple[str, Path, Path]
 def _read_medseg_slices(root: Path, options: ReadOptions, patients: dict[str, str]
                         ) -> tuple[list[Sample], list[tuple[str, str]]]:
     """MedSeg's 100 slices (none where the folder holds its volumes alone), and the (case id,
-    file stem) of each, the names a patients.csv may give them."""
+    file stem) of each, the names a patients.csv may give them. The NIfTI stack beside the
+    ``tr_im/`` PNGs is refused: the PNGs (corrected masks, say) were dropped unseen."""
     if image_file := _stack(root, "tr_im"):
+        if (root / "tr_im").is_dir():
+            raise two_copies(root, image_file.name, "tr_im/")
         mask_file = _stack(root, "tr_mask")
         if mask_file is None:
             raise CovsegError(f"{root}: {image_file.name} found but tr_mask.nii.gz (or "
