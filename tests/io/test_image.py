@@ -138,6 +138,45 @@ def test_images_are_still_refused() -> None:
         mask_to_labels(rng.integers(0, 256, (32, 32)).astype(np.uint8))
 
 
+SOFT_MASK = (r"not a mask of labels but, by its levels, a soft mask or probability map \(.*\), "
+             r"as a 0/255 mask resized with bilinear or bicubic interpolation \(or saved as a "
+             r"low-quality JPEG\) is; threshold it at half its maximum \(128\), or resize masks "
+             r"with nearest-neighbour and save them as PNG$")
+
+
+@pytest.mark.parametrize("resample", [Image.Resampling.BILINEAR, Image.Resampling.BICUBIC])
+@pytest.mark.parametrize("number", [1, 12])
+def test_interpolated_0_255_masks_are_refused_as_soft_masks(tmp_path: Path, number: int,
+                                                            resample: int) -> None:
+    """Inf-Net's 0/255 truths resized to half with interpolation (soft edges) were refused as
+    "a mask of several classes saved lossily ... JPEG noise" (truth 12) or "not a mask but an
+    image" (truth 1): neither is true, and both sent the user the wrong way. A CT slice is
+    still an image."""
+    gt = shared("infnet-covid-semiseg", "TrainingSet", "LungInfection-Train", "Doctor-label",
+                "GT", f"{number}.png")
+    mask = Image.open(gt).convert("L")
+    mask.resize((mask.width // 2 + 1, mask.height // 2 + 1), resample).save(tmp_path / "m.png")
+    with pytest.raises(CovsegError, match=SOFT_MASK):
+        read_mask(tmp_path / "m.png")
+    with pytest.raises(CovsegError, match=r"Imgs/1.jpg: not a mask but an image \("):
+        read_mask(gt.parent.parent / "Imgs" / "1.jpg")
+
+
+def test_a_small_soft_mask_is_refused_as_one_and_jpeg_scaled_labels_as_before() -> None:
+    """Blobs of a 0/255 mask shrunk with bilinear interpolation: a soft mask; labels scaled to
+    0/127/254 saved as JPEG still a lossy mask of several classes."""
+    yy, xx = np.mgrid[:192, :192]
+    blobs = (((yy % 48) - 24) ** 2 + ((xx % 48) - 24) ** 2 < 20 ** 2).astype(np.uint8)
+    soft = np.asarray(Image.fromarray(blobs * 255).resize((96, 96), Image.Resampling.BILINEAR))
+    with pytest.raises(CovsegError, match=SOFT_MASK):
+        mask_to_labels(soft)
+    labels = blobs + (np.hypot(yy - 96, xx - 96) < 60)
+    buffer = io.BytesIO()
+    Image.fromarray((labels * 127).astype(np.uint8)).save(buffer, format="JPEG", quality=50)
+    with pytest.raises(CovsegError, match=r"a mask of several classes saved lossily \(.*JPEG"):
+        mask_to_labels(np.asarray(Image.open(buffer)))
+
+
 def test_real_masks_read_as_before(tmp_path: Path) -> None:
     """Inf-Net's 0/255 GT, its 0/1/2 multi-class GT (also scaled to 0/127/254 and 0/85/170),
     and MedSeg's palette PNGs."""

@@ -405,9 +405,47 @@ def _refuse_lossy_scaled(array: np.ndarray, source: str | os.PathLike[str]) -> N
         mid = counts[near & (levels > band) & (levels < 255 - band)].sum()
         top = counts[levels >= 255 - band].sum()
         if mid > LOSSY_MID_SHARE * (mid + top):
+            if _soft_edges(counts):
+                raise soft_mask(source, f"{np.count_nonzero(counts)} grey levels, those not "
+                                        "near 0 or 255 spread evenly between them")
             raise CovsegError(f"{source}: a mask of several classes saved lossily ({reason}), "
                               "whose JPEG noise blurs one class into the next; save the masks "
                               "losslessly (PNG) holding labels 0..K or 0/85/170/255")
+
+
+SOFT_EDGE_DENSITY = 0.6
+"""A mask refused as lossy scaled labels whose grey levels far from every label level (for
+0/127/254 and for 0/85/170/255) are at least this dense, per level, as those near its middle
+levels, is rather a 0/255 mask with soft edges, its levels spread evenly: Inf-Net's 50 0/255
+truths resized by 1/3 to 2x with bilinear, bicubic or Lanczos interpolation (or saved as JPEG at
+quality 10) hold 0.75 or more, its 50 multi-class truths scaled by 127 or 85 and saved as JPEG
+at quality 10 to 95 at most 0.49 (a peak at each middle level)."""
+
+
+def _soft_edges(counts: np.ndarray) -> bool:
+    """Whether a uint8 mask's pixel counts at each level 0..255 (``counts``) spread between 0
+    and 255 as a 0/255 mask's soft edges do, rather than gathering near the middle levels of
+    labels scaled to 0/127/254 or 0/85/170/255 (:data:`SOFT_EDGE_DENSITY`)."""
+    levels = np.arange(256)
+    for labels, near in LOSSY_SCALED_LEVELS.items():
+        band = LOSSY_MASK_BAND * 255 / labels
+        inner = (levels > band) & (levels < 255 - band)
+        middle, gaps = near & inner, ~near & inner
+        density = counts[gaps].sum() / gaps.sum()
+        if density < SOFT_EDGE_DENSITY * counts[middle].sum() / middle.sum():
+            return False
+    return True
+
+
+def soft_mask(source: str | os.PathLike[str], detail: str) -> CovsegError:
+    """The error for a mask that is, by its levels (``detail``), a soft mask or probability
+    map: most often a 0/255 mask resized with interpolation. Refused, not thresholded: which
+    grey edge pixel is lesion is the user's choice."""
+    return CovsegError(f"{source}: not a mask of labels but, by its levels, a soft mask or "
+                       f"probability map ({detail}), as a 0/255 mask resized with bilinear or "
+                       "bicubic interpolation (or saved as a low-quality JPEG) is; threshold it "
+                       "at half its maximum (128), or resize masks with nearest-neighbour and "
+                       "save them as PNG")
 
 
 def level_divisor(values: np.ndarray) -> float | None:
@@ -583,6 +621,8 @@ def _check_binary_with_noise(array: np.ndarray, values: np.ndarray,
                               "0/255 noise; store labels 0..K, 0/255, or labels times one step")
         return
     reason = image_levels(array, values)
+    if reason and soft_mask_levels(array, values):
+        raise soft_mask(source, f"{reason}: few for an image")
     if reason:
         raise image_given_as_mask(source, reason)
 
