@@ -2790,3 +2790,49 @@ def test_a_medseg_stack_that_is_a_broken_link_is_refused(tmp_path: Path, broken:
             _save_nifti(tmp_path / f"{stem}.nii.gz", volume)
     assert _refusal(tmp_path).startswith(
         f"{tmp_path}: 1 file is a broken link ({broken}.nii.gz): content not fetched")
+
+
+def _turned_pair(folder: Path, name: str, stored: np.ndarray, orientation: int) -> None:
+    """A JPEG slice of ``stored`` pixels tagged with EXIF ``orientation`` and its untagged PNG
+    mask drawn on the same stored pixels, under ``folder``'s images/ and masks/."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    for sub in ("images", "masks"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.where(stored > 0, 220, 30).astype(np.uint8)).save(
+        folder / "images" / f"{name}.jpg", exif=exif, quality=95)
+    Image.fromarray(stored).save(folder / "masks" / f"{name}.png")
+
+
+def test_an_exif_turned_slice_beside_an_untagged_mask_is_warned_of_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A JPEG slice tagged Orientation 6 beside a PNG mask without a tag was paired silently,
+    the image read upright and the mask not: right for a mask drawn in a viewer, 90 degrees off
+    for one drawn on the stored pixels. One warning per set counts the pairs and names the
+    first; a pair turned alike is not counted."""
+    stored = np.zeros((32, 32), dtype=np.uint8)
+    stored[5:20, 20:30] = 255
+    for name in ("s0", "s1"):
+        _turned_pair(tmp_path, name, stored, 6)
+    _turned_pair(tmp_path, "s2", stored, 1)
+    with caplog.at_level("WARNING"):
+        load_dataset(tmp_path)
+    warned = [r.getMessage() for r in caplog.records if "EXIF orientation" in r.getMessage()]
+    assert len(warned) == 1
+    assert warned[0].startswith(
+        f"2 of 3 image/mask pairs differ in EXIF orientation (first: image "
+        f"{tmp_path / 'images' / 's0.jpg'} has EXIF Orientation 6, its mask "
+        f"{tmp_path / 'masks' / 's0.png'} no EXIF orientation); both are read upright")
+    assert "save those images without the tag" in warned[0]
+
+
+def test_a_non_square_pair_turned_apart_names_the_exif_turn(tmp_path: Path) -> None:
+    """A non-square slice turned upright by its EXIF tag no longer matched its untagged mask's
+    size, and the refusal ("masks must match their images") did not say why."""
+    stored = np.zeros((24, 40), dtype=np.uint8)
+    stored[5:20, 20:30] = 255
+    _turned_pair(tmp_path, "s0", stored, 6)
+    with pytest.raises(CovsegError, match=r"s0.jpg: image is 24x40 but its mask .*s0.png is "
+                       r"40x24, likely as the image has EXIF Orientation 6 and the mask no EXIF "
+                       r"orientation: .* save the image without the tag"):
+        load_dataset(tmp_path)

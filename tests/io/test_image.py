@@ -22,6 +22,7 @@ from covseg.io.image import (
     read_array,
     read_image,
     read_mask,
+    read_oriented,
 )
 from covseg.transforms import normalize_intensity
 from tests.conftest import png_header, shared
@@ -628,6 +629,26 @@ def test_exif_orientation_turns_images_and_masks_upright(tmp_path: Path) -> None
                                                               else {}))
     assert np.abs(read_array(tmp_path / "slice.jpg").astype(int) - upright).max() < 40
     np.testing.assert_array_equal(read_mask(tmp_path / "mask.png"), upright // 255)
+
+
+
+@pytest.mark.parametrize("tag,read", [(6, 6), (1, 1), (9, 1)])  # 9: no orientation viewers apply
+def test_a_slice_says_the_exif_orientation_that_turned_it_opening_the_file_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tag: int, read: int) -> None:
+    """An image's and its mask's EXIF orientations are compared where pairs are read (an image
+    turned upright beside an untagged mask was paired silently); the tag is read from the image
+    already open, not by opening the file again."""
+    exif = Image.Exif()
+    exif[0x0112] = tag
+    Image.fromarray(np.zeros((6, 10), dtype=np.uint8)).save(tmp_path / "s.png", exif=exif)
+    np.save(tmp_path / "s.npy", np.zeros((6, 10), dtype=np.uint8))
+    opened = []
+    open_image = Image.open
+    monkeypatch.setattr(Image, "open", lambda path: opened.append(path) or open_image(path))
+    array, orientation = read_oriented(tmp_path / "s.png")
+    assert (orientation, array.shape, opened) == (read, (10, 6) if read == 6 else (6, 10),
+                                                  [tmp_path / "s.png"])
+    assert read_oriented(tmp_path / "s.npy").orientation == 1
 
 
 def test_npy_of_complex_values_or_no_numpy_bytes_is_refused(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -145,7 +146,22 @@ def read_array(path: str | os.PathLike[str], keep_palette: bool = False) -> np.n
     (:func:`_label_palette`) and whose transparent pixels are background; an image's palette
     indices are arbitrary (its colours are the picture) and its transparency is ignored
     (:func:`_grey`)."""
+    return read_oriented(path, keep_palette).array
+
+
+class Oriented(NamedTuple):
+    """A 2D slice read upright (:func:`read_array`) and the EXIF orientation that turned it."""
+
+    array: np.ndarray
+    orientation: int
+    """The file's EXIF Orientation, 2..8; 1 for none (an unknown value, a ``.npy``)."""
+
+
+def read_oriented(path: str | os.PathLike[str], keep_palette: bool = False) -> Oriented:
+    """:func:`read_array`, with the EXIF orientation it applied: an image and its mask turned
+    by different ones may not lie on each other, which a data set's reading warns of."""
     path = Path(path)
+    orientation = 1
     if not path.is_file():
         raise CovsegError(f"{path}: no such file")
     if path.stat().st_size == 0:
@@ -162,6 +178,7 @@ def read_array(path: str | os.PathLike[str], keep_palette: bool = False) -> np.n
                                       "slice per file: save each page as its own file, or the "
                                       "stack as a NIfTI volume")
                 image.load()
+                orientation = exif_orientation(image)
                 array = _grey(ImageOps.exif_transpose(image), keep_palette, path)
     except Image.DecompressionBombError as exc:
         raise _pil_too_large(path, exc) from None
@@ -176,7 +193,21 @@ def read_array(path: str | os.PathLike[str], keep_palette: bool = False) -> np.n
                           f"{MIN_SLICE_SIDE} pixels); give the slice's own file")
     if not np.isfinite(array).all():
         raise CovsegError(f"{path}: the image holds NaN or infinite values")
-    return array
+    return Oriented(array, orientation)
+
+
+EXIF_ORIENTATION = 0x0112
+"""The EXIF tag of an image's orientation: how a viewer turns or flips the stored pixels."""
+QUARTER_TURNS = range(5, 9)
+"""The EXIF orientations that turn a picture a quarter (or transpose it): width and height
+swap."""
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation of an open image (its header, no pixels read): 2..8, or 1 for none
+    or a value no viewer applies (as :func:`PIL.ImageOps.exif_transpose` ignores it)."""
+    orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    return orientation if orientation in range(2, 9) else 1
 
 
 def _slice_axes(array: np.ndarray) -> np.ndarray:

@@ -23,14 +23,15 @@ import numpy as np
 from covseg.errors import CovsegError, counted, read_naming_out_of_memory, them
 from covseg.io.dicom import is_dicom_file
 from covseg.io.image import (
+    QUARTER_TURNS,
     case_key,
     image_name,
     is_image_file,
     level_divisor,
+    mask_to_labels,
     masks_to_labels,
     named_as_image,
-    read_array,
-    read_mask,
+    read_oriented,
     refuse_negative,
 )
 from covseg.io.nifti import is_nifti, named_as_nifti, nifti_stem, read_nifti, read_paired
@@ -678,19 +679,62 @@ def read_2d_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions,
     """The 2D files' slices, each read on the scale judged on it (:func:`_file_scale`); files
     read on different scales are warned of (:func:`~covseg.transforms.warn_mixed_scales`)."""
     samples = []
-    read = (partial(read_array, keep_palette=True) if options.target == "multiclass"
-            else read_mask)  # see loaded
     scales: dict[str, list[str]] = {}
+    turned: list[tuple[Path, int, Path, int]] = []
     for stem, image_path, mask_path in _progress(pairs, desc):
         case = _prefixed(case_prefix, stem)
-        image = read_naming_out_of_memory(read_array, image_path)
+        image, image_turn = read_naming_out_of_memory(read_oriented, image_path)
         kind = _file_scale(image, str(image_path), options)
         note_scale(scales, kind, image, str(image_path))
-        samples.append(_sample(image, read_naming_out_of_memory(read, mask_path), case,
-                               patient_of(patients, case, stem), str(image_path),
-                               str(mask_path), options, kind))
+        mask, mask_turn = read_naming_out_of_memory(
+            partial(read_oriented, keep_palette=True), mask_path)
+        if options.target != "multiclass":  # multiclass: labels of the whole set, see loaded
+            mask = mask_to_labels(mask, mask_path)
+        if image_turn != mask_turn:
+            refuse_turned_size(image, image_path, image_turn, mask, mask_path, mask_turn)
+            turned.append((image_path, image_turn, mask_path, mask_turn))
+        samples.append(_sample(image, mask, case, patient_of(patients, case, stem),
+                               str(image_path), str(mask_path), options, kind))
     warn_mixed_scales(scales)
+    warn_turned_pairs(turned, len(pairs))
     return samples
+
+
+def _orientation(turn: int) -> str:
+    """An EXIF orientation as messages name it."""
+    return f"EXIF Orientation {turn}" if turn != 1 else "no EXIF orientation"
+
+
+def refuse_turned_size(image: np.ndarray, image_path: Path, image_turn: int, mask: np.ndarray,
+                       mask_path: Path, mask_turn: int) -> None:
+    """Refuse a 2D pair whose image and mask, turned by different EXIF orientations, differ in
+    size by width and height swapped, naming the turn as the likely cause (the generic
+    "masks must match their images" left the user to guess it)."""
+    quarter = (image_turn in QUARTER_TURNS) != (mask_turn in QUARTER_TURNS)
+    if not quarter or image.shape == mask.shape or image.shape != mask.shape[::-1]:
+        return
+    raise CovsegError(
+        f"{image_path}: image is {image.shape[1]}x{image.shape[0]} but its mask {mask_path} is "
+        f"{mask.shape[1]}x{mask.shape[0]}, likely as the image has {_orientation(image_turn)} "
+        f"and the mask {_orientation(mask_turn)}: both are read upright, as viewers show them; "
+        "if the mask was drawn on the image's stored pixels, save the image without the tag "
+        "(its pixels as stored), else turn the mask as the image shows")
+
+
+def warn_turned_pairs(turned: Sequence[tuple[Path, int, Path, int]], total: int) -> None:
+    """Warn once of a set's 2D pairs whose image and mask EXIF orientations differ (``turned``:
+    (image, its orientation, mask, its orientation) each, of ``total`` pairs): both are read
+    upright, as viewers show them, which is right for a mask drawn in a viewer and a quarter
+    or half turn off for one drawn on the stored pixels; which, covseg cannot tell."""
+    if not turned:
+        return
+    image_path, image_turn, mask_path, mask_turn = turned[0]
+    log.warning("%d of %s differ in EXIF orientation (first: image %s has %s, its mask %s "
+                "%s); both are read upright, as viewers show them, so a mask drawn in a viewer "
+                "fits; if the masks were drawn on the images' stored pixels, save those images "
+                "without the tag (their pixels as stored; exiftool -Orientation= FILE drops it)",
+                len(turned), counted(total, "image/mask pair"), image_path,
+                _orientation(image_turn), mask_path, _orientation(mask_turn))
 
 
 def _file_scale(image: np.ndarray, source: str, options: ReadOptions) -> str:
