@@ -389,6 +389,19 @@ def test_segment_shows_a_spacing_that_is_no_three_numbers_as_given(
                        spacing=spacing)
 
 
+@pytest.mark.parametrize("image", [
+    np.zeros((0, 32, 32), np.float32), np.zeros((4, 0, 32), np.float32),
+    nib.Nifti1Image(np.zeros((32, 32, 0), np.int16), np.eye(4))])
+def test_segment_refuses_a_volume_of_no_voxels(tiny_run: Path, image: object) -> None:
+    """An empty volume escaped as numpy's ValueError ("zero-size array to reduction operation
+    minimum"), not the one-line CovsegError an empty 2D slice gets."""
+    spacing = (2.5, 0.7, 0.7) if isinstance(image, np.ndarray) else None
+    with pytest.raises(CovsegError, match=r"^the (array|nibabel image): holds no voxels \(shape "
+                                          r"\d+ x \d+ x \d+\); give a volume with at least one "
+                                          "voxel along each axis$"):
+        covseg.segment(tiny_run, image, spacing=spacing)
+
+
 @pytest.mark.parametrize("labels", [
     np.array([0, 1]), np.array([0, 1, 2, 3, 4]), np.array([0, 255])])
 def test_segment_refuses_a_label_mask_as_covseg_predict_does(tiny_run: Path,

@@ -211,6 +211,24 @@ def test_series_without_pixel_spacing_is_refused(tmp_path: Path) -> None:
 
 
 @needs_dicom
+@pytest.mark.parametrize("spacing", [[0, 0], [0.7, 0], [-0.7, -0.7]])
+def test_series_with_zero_or_negative_pixel_spacing_is_refused(
+        spacing: list[float], tmp_path: Path) -> None:
+    """PixelSpacing 0\\0 (or one zero) was read at SimpleITK's 1 mm without a word, the
+    fallback refused for a missing PixelSpacing (12.39 mL of lesion for 6.07 mL at 0.7 mm), and
+    -0.7\\-0.7 as 0.7 mm."""
+    def spaced(k: int, dataset: pydicom.Dataset) -> None:
+        dataset.PixelSpacing = spacing
+
+    listed = " x ".join(f"{v:g}" for v in spacing)
+    for series in (edited_series(tmp_path / "s", 2, spaced), tmp_path / "s" / "000.dcm"):
+        with pytest.raises(CovsegError, match=(
+                rf"^\S*: PixelSpacing {listed} in the DICOM header of 000\.dcm, so the pixel "
+                r"size and every volume in mL are unknown; give a series with a real one")):
+            read_volume(series)
+
+
+@needs_dicom
 def test_single_slice_is_as_thick_as_its_header_says(tmp_path: Path,
                                                     caplog: pytest.LogCaptureFixture) -> None:
     dataset = pydicom.dcmread(DICOMS[0])
@@ -388,6 +406,11 @@ def test_a_folder_of_gzipped_dicom_slices_is_named_as_such(tmp_path: Path) -> No
     with pytest.raises(CovsegError, match=r"^\S*gz: 6 gzip-compressed DICOM files .* gunzip "
                                           "them first"):
         read_volume(tmp_path / "gz")  # as a study folder is read
+    (tmp_path / "study").mkdir()  # a patient/series layout, searched as read_volume reads it
+    shutil.copytree(tmp_path / "gz", tmp_path / "study" / "series1")
+    with pytest.raises(CovsegError, match=r"^\S*study: 6 gzip-compressed DICOM files \(series1/"
+                                          r"IM0000\.dcm\.gz\.\.\.\), .* gunzip them first"):
+        read_volume(tmp_path / "study")
     (tmp_path / "gz" / "IM0000.dcm.gz").rename(tmp_path / "1.2.3.gz")  # known by its contents
     (tmp_path / "notes.gz").write_bytes(gzip.compress(b"not DICOM" * 20))
     assert is_gzipped_dicom(tmp_path / "1.2.3.gz") and not is_gzipped_dicom(tmp_path / "notes.gz")
@@ -646,8 +669,8 @@ def test_a_header_claiming_more_pixels_than_the_file_holds_is_refused(
         rows: int, frames: int, tmp_path: Path) -> None:
     """8 KB claiming 65535 x 65535 pixels (or 10^6 frames) failed in GDCM with "Failed to
     allocate memory for image", and 20000 x 20000 with "out of memory ... use a machine with
-    more": the header's size is checked against the file before any pixel is read (a bit a
-    pixel at least, as a segmentation object's single-bit pixels hold)."""
+    more": the header's size is checked against the file before any pixel is read (its
+    BitsAllocated a pixel)."""
     files = synthetic_series(tmp_path / "liar", phantom(depth=2))
     given = [files[-1]] + ([tmp_path / "liar"] if frames == 1 else [])  # else: several frames
     for path in given:
@@ -659,10 +682,24 @@ def test_a_header_claiming_more_pixels_than_the_file_holds_is_refused(
         size = files[-1].stat().st_size
         with pytest.raises(CovsegError, match=(
                 rf"^{re.escape(str(files[-1]))}: its header claims {rows} x {rows} pixels x "
-                rf"{frames} frames? \({-(-rows * rows * frames // 8):,} bytes at least, "
+                rf"{frames} frames? of 16 bits \({rows * rows * frames * 2:,} bytes, "
                 r"uncompressed\) "
                 rf"but the file holds {size:,} bytes; is it truncated or its header corrupt\?$")):
             read_volume(path)
+
+
+def test_a_slice_cut_short_of_its_16_bit_pixels_is_refused_naming_both_sizes(
+        tmp_path: Path) -> None:
+    """The size check counted a bit a pixel, so a 64 x 64 16-bit slice cut to 3,000 bytes (more
+    than 512, fewer than 8,192) got SimpleITK's "Unable to determine ImageIO reader", and the
+    docs promised both sizes."""
+    path = synthetic_series(tmp_path / "s", phantom(depth=1, rows=64, columns=64))[0]
+    with open(path, "r+b") as handle:
+        handle.truncate(3000)
+    with pytest.raises(CovsegError, match=(
+            rf"^{re.escape(str(path))}: its header claims 64 x 64 pixels x 1 frame of 16 bits "
+            r"\(8,192 bytes, uncompressed\) but the file holds 3,000 bytes; is it truncated")):
+        read_volume(path)
 
 
 def test_a_series_of_more_than_max_voxels_is_refused_naming_folder_and_shape(
@@ -689,7 +726,22 @@ def test_a_fifo_among_the_slices_is_passed_over_with_a_warning(
         read = read_volume(tmp_path / "s")
     assert np.array_equal(read.array, volume)
     assert (f"{tmp_path / 's'}: passed over 1 special file among the DICOM files (IM0099: a "
-            "FIFO, a device or a socket, no slice)") in caplog.text
+            "FIFO, a device, a socket or a dangling link, no slice)") in caplog.text
+
+
+@pytest.mark.parametrize("name", ["IM0005.dcm", "notes.txt", "zz"])
+def test_a_dangling_link_among_the_slices_is_passed_over_with_a_warning(
+        name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A dangling link beside a series made GDCM drop good slices, by the link's name: covseg
+    then called a good slice "truncated or corrupt" and said to replace it, or found no series.
+    It is passed over, named, as a FIFO is."""
+    volume = phantom(depth=5)
+    synthetic_series(tmp_path / "s", volume)
+    os.symlink(tmp_path / "gone" / "x", tmp_path / "s" / name)
+    with caplog.at_level(logging.WARNING):
+        read = read_volume(tmp_path / "s")
+    assert np.array_equal(read.array, volume)
+    assert f"({name}: a FIFO, a device, a socket or a dangling link, no slice)" in caplog.text
 
 
 def test_a_hidden_dicom_file_is_read_by_name_and_passed_over_in_a_folder(tmp_path: Path) -> None:
@@ -716,7 +768,7 @@ def test_a_file_without_a_transfer_syntax_is_checked_as_uncompressed(tmp_path: P
     path = tmp_path / "no_meta.dcm"
     dataset.save_as(path, implicit_vr=True, little_endian=True, enforce_file_format=False)
     with pytest.raises(CovsegError, match=rf"^{re.escape(str(path))}: its header claims 20000 x "
-                                          r"20000 pixels x 1 frame \(50,000,000 bytes at least"):
+                                          r"20000 pixels x 1 frame of 16 bits \(800,000,000 bytes"):
         read_volume(path)
 
 

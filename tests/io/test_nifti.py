@@ -304,6 +304,44 @@ def test_an_uncompressed_nifti_named_nii_gz_is_read_with_a_warning(
         read_volume(tmp_path / "junk.nii.gz")
 
 
+@pytest.mark.parametrize("kind", [nib.Nifti1Image, nib.Nifti2Image])
+def test_a_gzipped_nifti_named_nii_is_read_with_a_warning(
+        tmp_path: Path, kind: type, caplog: pytest.LogCaptureFixture) -> None:
+    """The mirror mislabel (an intact .nii.gz renamed .nii) was refused as "cannot read the
+    NIfTI header ...; is the file truncated?", sending the user after a copy problem."""
+    hu = np.arange(4 * 5 * 3, dtype=np.int16).reshape(4, 5, 3) - 1000
+    nib.save(kind(hu, np.diag([0.7, 0.8, 2.5, 1.0])), str(tmp_path / "ct.nii.gz"))
+    shutil.copy(tmp_path / "ct.nii.gz", tmp_path / "named.nii")
+    with caplog.at_level(logging.WARNING):
+        volume = read_volume(tmp_path / "named.nii", hu="yes")
+    assert ("named.nii: gzip-compressed, though named .nii; read as a .nii.gz file (rename it "
+            "to named.nii.gz)") in caplog.text
+    np.testing.assert_array_equal(volume.array,
+                                  read_volume(tmp_path / "ct.nii.gz", hu="yes").array)
+    assert volume.spacing == pytest.approx((2.5, 0.8, 0.7))
+    (tmp_path / "cut.nii").write_bytes((tmp_path / "ct.nii.gz").read_bytes()[:40])
+    with pytest.raises(CovsegError, match=r"cut\.nii: cannot read the NIfTI header"):
+        read_volume(tmp_path / "cut.nii")
+
+
+@pytest.mark.parametrize(("dim", "value"), [(3, 0), (1, 0), (1, -4)])
+def test_a_header_of_no_voxels_is_refused_in_one_line(dim: int, value: int,
+                                                      tmp_path: Path) -> None:
+    """A zero (or negative) length on an axis failed with numpy's words, a ValueError ("zero-size
+    array to reduction operation minimum", "negative dimensions are not allowed")."""
+    path = save(tmp_path / "ct.nii", np.full((4, 4, 3), -1000, np.int16))
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<h", data, 40 + 2 * dim, value)  # dim[dim] of the NIfTI-1 header
+    path.write_bytes(bytes(data))
+    shape = [4, 4, 3]
+    shape[dim - 1] = value
+    for read in (read_volume, read_nifti):
+        with pytest.raises(CovsegError, match=(
+                rf"^{re.escape(str(path))}: holds no voxels \(shape "
+                rf"{' x '.join(map(str, shape))}\); give a volume with at least one voxel")):
+            read(path)
+
+
 def test_analyze_files_are_refused_by_name(tmp_path: Path) -> None:
     """An Analyze .hdr/.img pair beside NIfTI files stopped the run with "several studies are
     named analyze"; a folder of one said "no images (png, jpg, tif, npy)"."""

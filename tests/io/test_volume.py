@@ -245,3 +245,20 @@ def test_a_mostly_black_float_8_bit_volume_reads_as_8_bit() -> None:
     grey = np.zeros((20, 64, 64), np.float32)
     grey[:, 20:30, 20:30] = np.linspace(30, 250, 10)
     assert detect_volume_intensity(grey, "no", "v.nii") == "uint8"
+
+
+@pytest.mark.parametrize(("shape", "affine", "plane"), [
+    ((64, 1, 40), np.diag([0.7, 0.7, 2.5, 1.0]), "coronal"),
+    ((64, 1, 40), np.diag([-0.7, -0.7, 2.5, 1.0]), "coronal"),
+    ((1, 64, 40), np.diag([0.7, 0.7, 2.5, 1.0]), "sagittal"),
+    ((64, 40, 1), np.array([[0.7, 0, 0, 0], [0, 0, 2.5, 0], [0, 0.7, 0, 0], [0, 0, 0, 1.0]]),
+     "coronal")])
+def test_a_single_plane_is_refused_whichever_axis_stores_it(
+        shape: tuple[int, int, int], affine: np.ndarray, plane: str, tmp_path: Path) -> None:
+    """A coronal reformat saved on the scan's own axial axes (one row thick) was read as 40
+    one-pixel-high axial slices and segmented; only a plane stored as the file's third axis was
+    refused."""
+    path = save(tmp_path / "plane.nii.gz", np.full(shape, -1000, np.int16), affine)
+    with pytest.raises(CovsegError, match=rf"plane\.nii\.gz: a single {plane} plane \(axes "
+                                          r"\w{3}\), not axial slices; give the whole series$"):
+        read_volume(path)

@@ -120,8 +120,11 @@ def is_gzipped_dicom(path: Path) -> bool:
 
 def gzipped_dicom_refusal(folder: Path) -> CovsegError | None:
     """The error for a folder holding gzip-compressed DICOM files (:func:`is_gzipped_dicom`),
-    naming them and what to do, rather than "no images" or "no DICOM series"; None without."""
-    names = sorted(p.name for p in folder.iterdir() if is_gzipped_dicom(p))
+    sub-folders included as the DICOM search reads them (a patient/series layout), naming them
+    and what to do, rather than "no images" or "no DICOM series"; None without."""
+    names = sorted(str(Path(directory, name).relative_to(folder))
+                   for directory, _, files in os.walk(folder) for name in files
+                   if is_gzipped_dicom(Path(directory, name)))
     if not names:
         return None
     return CovsegError(f"{folder}: {counted(len(names), 'gzip-compressed DICOM file')} "
@@ -219,8 +222,8 @@ Series = tuple[str, Path, tuple[str, ...]]
 
 def _dicom_series(folder: Path) -> list[Series]:
     """Every series in every sub-folder (ITK's warning for a folder without one kept quiet: a
-    DICOMDIR tree's upper levels hold none). Special files (a FIFO, a device, a socket) are
-    passed over with a warning (:func:`_directory_series`)."""
+    DICOMDIR tree's upper levels hold none). Special files (a FIFO, a device, a socket, a
+    dangling link) are passed over with a warning (:func:`_directory_series`)."""
     found: list[Series] = []
     special: list[Path] = []
     with _quiet_libraries():
@@ -230,8 +233,9 @@ def _dicom_series(folder: Path) -> list[Series]:
             found += _directory_series(Path(directory), set(passed))
     if special:
         shown = ", ".join(str(path.relative_to(folder)) for path in special[:3])
-        log.warning("%s: passed over %s among the DICOM files (%s%s: a FIFO, a device or a "
-                    "socket, no slice)", folder, counted(len(special), "special file"), shown,
+        log.warning("%s: passed over %s among the DICOM files (%s%s: a FIFO, a device, a "
+                    "socket or a dangling link, no slice)", folder,
+                    counted(len(special), "special file"), shown,
                     ", ..." if len(special) > 3 else "")
     if not found:
         held = holds_no_ct_image(folder)
@@ -243,10 +247,13 @@ def _dicom_series(folder: Path) -> list[Series]:
 
 
 def _special_file(path: Path) -> bool:
-    """Whether ``path`` exists but is neither a regular file nor a folder (a FIFO, a device, a
-    socket); its stat does not block, as opening it would."""
+    """Whether ``path`` is neither a regular file nor a folder (a FIFO, a device, a socket) or
+    is a dangling link; its stat does not block, as opening it would. GDCM dropped good slices
+    beside a dangling link, and covseg named one of them as unreadable."""
     try:
         mode = path.stat().st_mode
+    except FileNotFoundError:
+        return path.is_symlink()
     except (OSError, ValueError):
         return False
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
@@ -606,20 +613,21 @@ def _columns_rows(header: SliceHeader) -> tuple[int, int]:
 
 def _check_pixels_held(path: Path, header: SliceHeader) -> None:
     """Refuse, before its pixels are read, an uncompressed DICOM file shorter than the pixels
-    its header claims (Rows x Columns x NumberOfFrames, a bit each at least: a segmentation
-    object's pixels may be single bits): 8 KB claiming 65535 x 65535 pixels failed in GDCM with
-    "Failed to allocate memory", 20000 x 20000 with "out of memory ... use a machine with
-    more"."""
+    its header claims (Rows x Columns x NumberOfFrames x BitsAllocated): 8 KB claiming 65535 x
+    65535 pixels failed in GDCM with "Failed to allocate memory", 20000 x 20000 with "out of
+    memory ... use a machine with more", and a slice cut short with "Unable to determine
+    ImageIO reader"."""
     if header.transfer_syntax and header.transfer_syntax not in RAW_SYNTAXES:
         return
     columns, rows = _columns_rows(header)
-    least = -(-columns * rows * header.frames // 8)
+    needed = -(-columns * rows * header.frames * header.bits // 8)
     size = path.stat().st_size
-    if least > size:
+    if needed > size:
         raise CovsegError(
             f"{path}: its header claims {columns} x {rows} pixels x "
-            f"{counted(header.frames, 'frame')} ({least:,} bytes at least, uncompressed) but "
-            f"the file holds {size:,} bytes; is it truncated or its header corrupt?")
+            f"{counted(header.frames, 'frame')} of {header.bits} bits ({needed:,} bytes, "
+            f"uncompressed) but the file holds {size:,} bytes; is it truncated or its header "
+            "corrupt?")
 
 
 def _read_itk(reader: sitk.ImageReaderBase, header: SliceHeader, what: str,
@@ -791,7 +799,8 @@ SLICE_TAGS = ("Modality", "Rows", "Columns", "PixelSpacing", "ImagePositionPatie
               "ImageOrientationPatient", "SliceThickness", "SpacingBetweenSlices",
               "PhotometricInterpretation", "NumberOfFrames", "SharedFunctionalGroupsSequence",
               "PerFrameFunctionalGroupsSequence", "RescaleSlope", "RescaleIntercept",
-              "PixelPaddingValue", "PixelPaddingRangeLimit", "PixelRepresentation")
+              "PixelPaddingValue", "PixelPaddingRangeLimit", "PixelRepresentation",
+              "BitsAllocated")
 """The header fields :func:`read_slice_header` reads (no pixels: 0.2 s for 1,000 cached files)."""
 SERIES_TAGS = (*SLICE_TAGS, "ImageType", "InstanceNumber")
 """The header fields read once per file of a folder's series (:func:`_header_datasets`)."""
@@ -838,6 +847,8 @@ class SliceHeader:
     padding: tuple[float, float] | None = None
     """The lowest and highest stored values that are padding, no data (PixelPaddingValue,
     through PixelPaddingRangeLimit where given): read as air (:func:`_padding_as_air`)."""
+    bits: int = 1
+    """BitsAllocated: the bits a stored pixel takes (1 where absent, the fewest it may take)."""
 
 
 def read_slice_header(path: Path) -> SliceHeader:
@@ -920,6 +931,7 @@ def _slice_header(dataset: pydicom.Dataset, geometry: pydicom.Dataset, name: str
     step = _numbers(geometry, "SpacingBetweenSlices", 1)
     thicknesses = (_numbers(geometry, "SliceThickness", 1), step)
     frames = _numbers(dataset, "NumberOfFrames", 1)
+    bits = _numbers(dataset, "BitsAllocated", 1)
     meta = getattr(dataset, "file_meta", None)
     return SliceHeader(
         name=name,
@@ -935,6 +947,7 @@ def _slice_header(dataset: pydicom.Dataset, geometry: pydicom.Dataset, name: str
         transfer_syntax=str(meta.get("TransferSyntaxUID", "") if meta is not None else ""),
         rescale=_rescale(geometry),
         padding=_padding(dataset),
+        bits=int(bits[0]) if bits and bits[0] >= 1 else 1,
     )
 
 
@@ -987,10 +1000,7 @@ def check_dicom_series(headers: Sequence[SliceHeader], source: str) -> None:
     pixel spacing for all, so volumes in mL and mask positions came out wrong."""
     _check_modality(headers, source)
     _check_rescaled_alike(headers, source)
-    if all(h.pixel_spacing is None for h in headers):  # SimpleITK would take 1 mm
-        raise CovsegError(f"{source}: no PixelSpacing in the DICOM header, so the pixel size "
-                          "and every volume in mL are unknown; give a series with it, or a "
-                          "NIfTI file with its voxel sizes")
+    _check_pixel_spacing(headers, source)
     _check_alike(headers, "size", 0.0, source, "slices differ in size (rows x columns ",
                  "give a series whose slices are all one size")
     _check_alike(headers, "pixel_spacing", 1e-3, source, "pixel spacing differs between "
@@ -999,6 +1009,24 @@ def check_dicom_series(headers: Sequence[SliceHeader], source: str) -> None:
                  "(ImageOrientationPatient ", "give a series of parallel slices")
     if len(headers) > 1:
         _check_positions(headers, source)
+
+
+def _check_pixel_spacing(headers: Sequence[SliceHeader], source: str) -> None:
+    """Refuse a series without PixelSpacing, or with a zero or negative one ("0\\0", which
+    converters write for unknown): SimpleITK would take 1 mm for it without a word, and every
+    volume in mL would be off by the unknown true pixel area (2x for a 0.7 mm CT)."""
+    if all(h.pixel_spacing is None for h in headers):
+        found, wanted = "no PixelSpacing in the DICOM header", "it"
+    else:
+        bad = next((h for h in headers if h.pixel_spacing is not None
+                    and min(h.pixel_spacing) <= 0), None)
+        if bad is None:
+            return
+        found = f"PixelSpacing {_listed(bad.pixel_spacing)} in the DICOM header of {bad.name}"
+        wanted = "a real one"
+    raise CovsegError(f"{source}: {found}, so the pixel size and every volume in mL are "
+                      f"unknown; give a series with {wanted}, or a NIfTI file with its voxel "
+                      "sizes")
 
 
 def _check_modality(headers: Sequence[SliceHeader], source: str) -> None:

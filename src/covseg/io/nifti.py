@@ -4,6 +4,7 @@ and scaled, on the geometry of a paired volume when a file has none; Analyze pai
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import zlib
@@ -97,15 +98,19 @@ def read_nifti(path: str | os.PathLike[str], dtype: type = np.float32,
 
 def _load_nifti(path: Path) -> nib.Nifti1Image:
     """The NIfTI image at ``path``, its voxels not yet read. A file named ``.nii.gz`` but not
-    gzip-compressed (a frequent mislabel; nibabel goes by the name and fails) is read by its
-    content, with a warning."""
+    gzip-compressed, or named ``.nii`` but gzip-compressed (frequent mislabels; nibabel goes by
+    the name and fails) is read by its content, with a warning."""
     if not is_nifti_named(path):
         raise CovsegError(f"{path}: not a NIfTI file (.nii or .nii.gz)")
     try:
-        if path.name.lower().endswith(".gz") and not _gzipped(path):
-            image = _uncompressed_nifti(path.read_bytes())
-            log.warning("%s: not gzip-compressed, though named .nii.gz; read as a .nii file "
-                        "(rename it to .nii)", path)
+        named_gz, gzipped = path.name.lower().endswith(".gz"), _gzipped(path)
+        if named_gz != gzipped:
+            image = _uncompressed_nifti(gzip.decompress(path.read_bytes()) if gzipped
+                                        else path.read_bytes())
+            named, actual = (".nii", ".nii.gz") if gzipped else (".nii.gz", ".nii")
+            log.warning("%s: %sgzip-compressed, though named %s; read as a %s file (rename it "
+                        "to %s%s)", path, "" if gzipped else "not ", named, actual,
+                        nifti_stem(path), actual)
             return image
         loaded = nib.load(str(path))
     except NIFTI_ERRORS as exc:

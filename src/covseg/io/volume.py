@@ -301,7 +301,9 @@ or, on a machine with the memory, gigabytes inflated and segmented."""
 
 def check_voxel_count(shape: Sequence[int], source: str | Path, itemsize: int = 4) -> None:
     """Refuse a volume of more than :data:`MAX_VOXELS` voxels (``shape`` as its header gives
-    it), naming the file, the shape and the memory it would take (``itemsize`` bytes a voxel)."""
+    it), naming the file, the shape and the memory it would take (``itemsize`` bytes a voxel),
+    and one of no voxels (:func:`check_has_voxels`)."""
+    check_has_voxels(shape, source)
     voxels = int(np.prod([int(n) for n in shape], dtype=object))
     if voxels > MAX_VOXELS:
         raise CovsegError(
@@ -309,6 +311,15 @@ def check_voxel_count(shape: Sequence[int], source: str | Path, itemsize: int = 
             f"({voxels:,}, {byte_size(voxels * itemsize)} in memory), more than covseg reads "
             f"({MAX_VOXELS:,} voxels at most); is the header corrupt? Crop or resample the "
             "volume if it is real")
+
+
+def check_has_voxels(shape: Sequence[int], source: str | Path) -> None:
+    """Refuse a volume with an axis of no voxels (or a negative length, from a corrupt header):
+    read, it failed in numpy's words ("zero-size array to reduction operation minimum")."""
+    if min(int(n) for n in shape) <= 0:
+        raise CovsegError(f"{source}: holds no voxels (shape "
+                          f"{' x '.join(str(int(n)) for n in shape)}); give a volume with at "
+                          "least one voxel along each axis")
 
 
 def short_of_memory(shape: Sequence[int], dtype: np.dtype, source: str | Path) -> OutOfMemory:
@@ -449,6 +460,7 @@ def as_axial(volume: Volume) -> Volume:
     _check_orientable(volume)
     start = nib.io_orientation(volume.affine)
     to_working = nib.orientations.ornt_transform(start, nib.orientations.axcodes2ornt(WORKING_AXES))
+    _check_not_single_plane(volume, to_working)
     if (to_working == [[0, 1], [1, 1], [2, 1]]).all():
         return volume
     shape_xyz = volume.array.shape[::-1]
@@ -458,10 +470,6 @@ def as_axial(volume: Volume) -> Volume:
     else:
         array = np.ascontiguousarray(
             nib.orientations.apply_orientation(volume.array.T, to_working).T)
-        if 1 in array.shape[1:] and array.shape[0] > 1:
-            raise CovsegError(f"{volume.source}: a single {_plane(start)} plane (axes "
-                              f"{''.join(nib.aff2axcodes(volume.affine))}), not axial slices; "
-                              "give the whole series")
     zooms = np.empty(3)
     zooms[to_working[:, 0].astype(int)] = volume.header.get_zooms()[:3]
     header = volume.header.copy()
@@ -482,9 +490,18 @@ def _check_orientable(volume: Volume) -> None:
                           "header's sform/qform or voxel sizes")
 
 
-def _plane(orientation: np.ndarray) -> str:
-    """"sagittal", "coronal" or "axial": the plane of a file's slices (its third axis)."""
-    return ("sagittal", "coronal", "axial")[int(orientation[2, 0])]
+def _check_not_single_plane(volume: Volume, to_working: np.ndarray) -> None:
+    """Refuse a single sagittal or coronal plane (one voxel thick from left to right or front
+    to back), whichever file axis holds it: a coronal reformat saved on the scan's RAS axes, one
+    row thick, was read as dozens of 1-pixel-high axial slices and segmented."""
+    working_xyz = np.empty(3, dtype=int)
+    working_xyz[to_working[:, 0].astype(int)] = volume.array.shape[::-1]
+    x, y, z = (int(n) for n in working_xyz)
+    if z > 1 and 1 in (x, y):
+        plane = "coronal" if y == 1 else "sagittal"
+        raise CovsegError(f"{volume.source}: a single {plane} plane (axes "
+                          f"{''.join(nib.aff2axcodes(volume.affine))}), not axial slices; "
+                          "give the whole series")
 
 
 def _flipped_in_place(array: np.ndarray, flips: np.ndarray) -> np.ndarray:
@@ -658,6 +675,7 @@ def _float_volume(array: np.ndarray, affine: np.ndarray, source: str) -> Volume:
     """float32 (z, y, x) voxels plus a NIfTI header that carries ``affine`` (mm)."""
     if array.dtype.kind not in "biuf":
         raise CovsegError(f"{source}: voxels of type {array.dtype}; expected numbers")
+    check_has_voxels(array.shape, source)
     array = array.astype(np.float32)
     _check_finite(array, source)
     header = nib.Nifti1Header()
