@@ -558,6 +558,34 @@ def test_per_slice_hd95_is_in_mm_of_the_slices_own_pixels(tmp_path: Path) -> Non
     assert whole["per_case"][0]["hd95"] == pytest.approx(3.2)
 
 
+def test_hd95_of_2d_masks_and_volumes_is_given_apart_by_unit(tmp_path: Path) -> None:
+    """A folder of a 2D mask and a NIfTI volume averaged HD95 10 px and 20 mm into a mean of
+    15, in one ``hd95`` column: they are given apart as ``hd95_mm`` and ``hd95_px`` now, in the
+    JSON's summary and per-case rows and in the CSV, as docs/metrics.md says."""
+    truth = square_mask(64, 10, 10, 20)
+    _save(tmp_path / "truth" / "a.png", truth * 255)
+    _save(tmp_path / "pred" / "a.png", np.roll(truth, 10, axis=0) * 255)
+    block = np.zeros((32, 32, 4), np.uint8)
+    block[5:15, 5:15, 1:3] = 1
+    for name, stack in (("truth", block), ("pred", np.roll(block, 10, axis=1))):
+        nib.save(nib.Nifti1Image(stack, np.diag([2.0, 2.0, 2.0, 1.0])),
+                 str(tmp_path / name / "b.nii.gz"))
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    summary = result["summary"]
+    assert "hd95" not in summary
+    assert summary["hd95_px"]["mean"] == pytest.approx(10.0) and summary["hd95_px"]["n"] == 1
+    assert summary["hd95_mm"]["mean"] == pytest.approx(20.0) and summary["hd95_mm"]["n"] == 1
+    rows = {row["case_id"]: row for row in result["per_case"]}
+    assert math.isnan(rows["a"]["hd95_mm"]) and math.isnan(rows["b"]["hd95_px"])
+    assert "hd95_px" in result["hd95_unit"] and "hd95_mm" in result["hd95_unit"]
+    header = (tmp_path / "ev.csv").read_text().splitlines()[0].split(",")
+    assert "hd95" not in header and {"hd95_mm", "hd95_px"} <= set(header)
+    assert json.loads((tmp_path / "ev.json").read_text())["summary"]["hd95_mm"]["n"] == 1
+    alone = evaluate_folders(tmp_path / "pred" / "b.nii.gz", tmp_path / "truth" / "b.nii.gz",
+                             tmp_path / "ev_b")
+    assert alone["summary"]["hd95"]["mean"] == pytest.approx(20.0)
+
+
 @pytest.mark.parametrize("ct", [
     _ct((32, 32, 3)).astype(np.float32),  # fractional HU: no int16 read
     _ct((32, 32, 3)).round().astype(np.int16),  # whole HU

@@ -110,7 +110,13 @@ def hd95_by_unit(rows: list[dict[str, Any]], data: LoadedData) -> list[dict[str,
     rows already split (a finished fold's)."""
     if not hd95_slices_by_unit(data):
         return rows
-    in_mm = {sample.case_id for sample in data.samples if sample.spacing is not None}
+    return split_hd95(rows, {sample.case_id for sample in data.samples
+                             if sample.spacing is not None})
+
+
+def split_hd95(rows: list[dict[str, Any]], in_mm: set[str]) -> list[dict[str, Any]]:
+    """Per-case rows with every HD95 given apart by unit (:data:`HD95_UNITS`), mm for the rows
+    whose ``case_id`` is ``in_mm``, px for the others, NaN in the other unit's column."""
     split = []
     for row in rows:
         own = "mm" if row["case_id"] in in_mm else "px"
@@ -492,6 +498,7 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
         pred_labels.refuse_stray_label()
         truth_labels.refuse_stray_label()
     rows: list[dict[str, Any]] = []
+    in_mm: set[str] = set()
     lung_like: dict[Path, str] = {}
     for stem in progress_bar(cases, desc="evaluating", unit="case", leave=False):
         pred, truth, volume = _read_pair(stem, preds.get(stem), truths[stem])
@@ -501,8 +508,13 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
                 if volume is not None and truth_labels.top >= 2 else None)
         if look:
             lung_like[truths[stem]] = look
-        rows += _case_rows(study_name(truths[stem], mask=True), pred, truth, volume,
-                           num_classes, per_slice)
+        case_rows = _case_rows(study_name(truths[stem], mask=True), pred, truth, volume,
+                               num_classes, per_slice)
+        if volume is not None:
+            in_mm.update(row["case_id"] for row in case_rows)
+        rows += case_rows
+    if 0 < len(in_mm) < len(rows):  # 2D files and volumes: HD95 in px and mm, never averaged
+        rows = split_hd95(rows, in_mm)
     unmatched = sorted(set(truths) - set(cases) - set(pending))
     recorded = is_batch_folder(pred_folder)
     _warn_pending(pred_folder, pending)
@@ -670,12 +682,14 @@ def _skip_images(images: dict[Path, str], folder: Path, whole: bool) -> list[str
 
 def _hd95_unit(truths: Sequence[Path], per_slice: bool) -> str:
     """The unit of the HD95 of these truths: mm for NIfTI volumes (in 3D, or in each axial
-    slice with ``per_slice``), pixels for 2D slices."""
+    slice with ``per_slice``), pixels for 2D slices, given apart where there are both
+    (:func:`split_hd95`)."""
     volumes = sum(map(is_nifti, truths))
     in_mm = "mm (per axial slice of NIfTI volumes)" if per_slice else "mm (3D, NIfTI volumes)"
     if volumes == len(truths):
         return in_mm
-    return "pixels (2D slices)" if volumes == 0 else "mm for NIfTI volumes, pixels for 2D slices"
+    return ("pixels (2D slices)" if volumes == 0 else
+            "mm for NIfTI volumes (hd95_mm), pixels for 2D slices (hd95_px), given apart")
 
 
 OUTPUT_KINDS = ("json", "csv", "png")
