@@ -799,6 +799,32 @@ def test_a_mask_gone_from_a_predict_folder_is_scored_as_an_empty_prediction(
     assert "interrupted, rerun it to finish" in caplog.text
 
 
+def test_one_mask_given_as_pred_is_scored_alone(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--pred pred/a.png`` scored the image predict recorded as failed beside it as a Dice-0
+    case (halving the mean) and said predict's other masks were "not given to this predict",
+    though its predict.json lists them: only the mask given is scored now."""
+    lesion = square_mask(32, 4, 4, 12)
+    for name in ("a", "b", "c"):
+        _save(tmp_path / "truth" / f"{name}.png", lesion)
+    for name in ("a", "b"):
+        _save(tmp_path / "pred" / f"{name}.png", lesion * 255)
+    (tmp_path / "pred" / "predict.json").write_text(json.dumps(
+        {"model": {"num_classes": 2}, "inputs": ["/x/a.png", "/x/b.png", "/x/c.jpg"],
+         "failed": {"/x/c.jpg": "unreadable"}}))
+    args = ["evaluate", "--pred", str(tmp_path / "pred" / "a.png"), "--truth",
+            str(tmp_path / "truth"), "--out", str(tmp_path / "ev")]
+    assert main(args) == 0
+    result = json.loads((tmp_path / "ev.json").read_text())
+    assert [row["case_id"] for row in result["per_case"]] == ["a"]
+    assert result["missing_predictions"] == [] and result["unmatched_truths"] == ["b", "c"]
+    assert result["predict_record"] is False
+    out = capsys.readouterr().out
+    assert out.startswith("1 case, Dice 1.000; wrote ")
+    assert "not given to this predict" not in out
+    assert "note: 2 truths without a prediction of that name, not scored: b, c" in out
+
+
 def test_truths_pending_in_an_unfinished_predict_are_named_so(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -278,17 +278,15 @@ def _image_case(path: Path) -> str:
     return case_key(Path(output_name(path)).stem)
 
 
-def _failed_cases(folder: Path, given: bool = True) -> set[str]:
+def _failed_cases(folder: Path) -> set[str]:
     """The cases ``covseg predict`` was given in its ``--out`` ``folder`` and recorded as failed:
     the images its ``predict.json`` lists as unreadable, the studies its summary CSVs mark
-    failed; and when all of ``folder`` is read (``given``), every image it lists, of which a
-    mask gone since (deleted) is a failure too. A truth of these without a prediction is scored
-    as an empty prediction; other truths without one were never given to this predict (another
-    shard, a subset), and are not scored."""
+    failed, and every image it lists, of which a mask gone since (deleted) is a failure too. A
+    truth of these without a prediction is scored as an empty prediction; other truths without
+    one were never given to this predict (another shard, a subset), and are not scored."""
     recorded = (read_record(folder / PREDICT_RECORD) or {}).get("failed")
     failed = [Path(path) for path in recorded] if isinstance(recorded, dict) else []
-    inputs = _recorded_inputs(folder) if given else []
-    images = {_image_case(path) for path in [*inputs, *failed]}
+    images = {_image_case(path) for path in [*_recorded_inputs(folder), *failed]}
     return images | {case_key(name) for name in listed_studies(folder, "failed")}
 
 
@@ -444,7 +442,8 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     is refused. A truth whose input predict recorded as failed, or whose
     mask is gone from a ``--pred`` folder whose record lists its image (:func:`_failed_cases`),
     is scored against an empty mask and named in ``missing_predictions``, so the means cover
-    every case predict was given; other truths without a prediction are named in
+    every case predict was given (a single mask as ``--pred`` is scored alone, and
+    ``predict_record`` is false for it); other truths without a prediction are named in
     ``unmatched_truths``, not scored (with a warning where a folder of 0/255 PNG masks holds no
     record: :func:`_warn_unrecorded`), or in ``pending_truths`` where a predict that did not
     finish lists them pending (:func:`_pending_cases`, warned of); predictions without a
@@ -475,8 +474,9 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     if not set(preds) & set(truths):
         raise _no_shared_names(pred_path, truth_path, list(preds), list(truths))
     truth_folder = truth_path.parent if truth_side.single else truth_path
-    missing = sorted((_failed_cases(pred_folder, given=not pred_side.single) & set(truths))
-                     - set(preds))
+    # One mask given as --pred is all that is scored: not predict's failures beside it.
+    missing = [] if pred_side.single else sorted((_failed_cases(pred_folder) & set(truths))
+                                                 - set(preds))
     cases = sorted({*(set(truths) & set(preds)), *missing})
     if per_slice:
         _refuse_per_slice_of_slices([truths[case] for case in cases])
@@ -516,7 +516,7 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     if 0 < len(in_mm) < len(rows):  # 2D files and volumes: HD95 in px and mm, never averaged
         rows = split_hd95(rows, in_mm)
     unmatched = sorted(set(truths) - set(cases) - set(pending))
-    recorded = is_batch_folder(pred_folder)
+    recorded = not pred_side.single and is_batch_folder(pred_folder)
     _warn_pending(pred_folder, pending)
     if unmatched and not recorded and not pred_side.single:
         _warn_unrecorded(pred_folder, {case: levels[case][0] for case in cases if case in preds},
