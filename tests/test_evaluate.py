@@ -865,6 +865,26 @@ def test_truths_pending_in_an_unfinished_predict_are_named_so(
         caplog.text)
 
 
+def test_a_predict_killed_in_its_only_study_says_rerun_it_not_rename_masks(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A CT predict killed after its one study's mask, before its record, was refused as two
+    folders that "share no case names" (predictions: none), told to name masks alike: the
+    unfinished predict is named now, and the rerun that finishes it."""
+    stack = np.zeros((8, 8, 2), np.uint8)
+    stack[2:5, 2:5, 0] = 1
+    _save_stack(tmp_path / "truth" / "s0.nii.gz", stack)
+    _save_stack(tmp_path / "pred" / "s0" / "infection.nii.gz", stack)
+    rows = [{"study": "s0", "status": "pending"}]
+    (tmp_path / "pred" / "summary.csv").write_text(csv_text(rows, SUMMARY_FIELDS))
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth",
+                 str(tmp_path / "truth"), "--out", str(tmp_path / "ev")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "share no case names" not in err
+    assert "its summary CSV lists 1 study of a covseg predict that did not finish" in err
+    assert err.rstrip().endswith("rerun it to finish")
+    assert not (tmp_path / "ev.json").exists()
+
+
 def test_one_shard_of_a_volume_batch_scores_its_own_studies(tmp_path: Path) -> None:
     """Evaluating predict --shard 0/2's output against all truths scored the other shard's
     studies as empty predictions; only a study its summary marks failed is scored so now."""

@@ -472,6 +472,9 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     pending = _pending_cases(pred_folder) if not pred_side.single else {}
     preds = {case: path for case, path in preds.items() if pending.get(case) != "study"}
     if not set(preds) & set(truths):
+        if set(pending) & set(truths):  # the truths' masks are those of an unfinished predict
+            raise CovsegError(f"{_unfinished(pred_folder, pending)}, and no finished prediction "
+                              f"shares a case with {truth_path}: rerun it to finish")
         raise _no_shared_names(pred_path, truth_path, list(preds), list(truths))
     truth_folder = truth_path.parent if truth_side.single else truth_path
     # One mask given as --pred is all that is scored: not predict's failures beside it.
@@ -596,20 +599,27 @@ def _pending_cases(folder: Path) -> dict[str, str]:
     return {**images, **dict.fromkeys(map(case_key, studies), "study")}
 
 
-def _warn_pending(folder: Path, pending: dict[str, str]) -> None:
-    """Warn in one line that the predict into ``folder`` did not finish, with its pending
-    cases counted (:func:`_pending_cases`)."""
-    if not pending:
-        return
+def _unfinished(folder: Path, pending: dict[str, str]) -> str:
+    """That the predict into ``folder`` did not finish, with its pending cases counted
+    (:func:`_pending_cases`): the start of its warning and of the error where nothing else is
+    left to score."""
     images = sum(kind == "image" for kind in pending.values())
     studies = len(pending) - images
     what = " and ".join(counted(count, noun, plural) for count, noun, plural in (
         (images, "image", "images"), (studies, "study", "studies")) if count)
     record = "summary CSV" if studies else PREDICT_RECORD
-    scored = ("truths are not scored, nor a pending study's mask" if studies
-              else "truths without a mask are not scored")
-    log.warning("%s: its %s lists %s of a covseg predict that did not finish (stopped, killed, "
-                "or still running); their %s: rerun it to finish", folder, record, what, scored)
+    return (f"{folder}: its {record} lists {what} of a covseg predict that did not finish "
+            "(stopped, killed, or still running)")
+
+
+def _warn_pending(folder: Path, pending: dict[str, str]) -> None:
+    """Warn in one line that the predict into ``folder`` did not finish
+    (:func:`_unfinished`)."""
+    if not pending:
+        return
+    scored = ("truths are not scored, nor a pending study's mask"
+              if "study" in pending.values() else "truths without a mask are not scored")
+    log.warning("%s; their %s: rerun it to finish", _unfinished(folder, pending), scored)
 
 
 def _warn_unrecorded(folder: Path, levels: dict[str, np.ndarray], preds: dict[str, Path],
