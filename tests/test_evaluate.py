@@ -1153,6 +1153,22 @@ def test_the_models_of_the_scored_masks_are_named_once_each(tmp_path: Path) -> N
         model_identity(two_d), model_identity(ct)]
 
 
+@pytest.mark.parametrize("model", [{}, {"model": None}, {"model": {}}, {"model": ["unet"]}])
+def test_a_predict_record_naming_no_model_is_read_as_naming_none(
+        tmp_path: Path, model: dict[str, object]) -> None:
+    """A predict.json without a ``model`` dict (edited by hand, or another tool's) ended
+    evaluate in an AttributeError traceback: it names no model now, as a record's other fields
+    of other types read as absent."""
+    lesion = square_mask(32, 4, 4, 12)
+    _save(tmp_path / "truth" / "a.png", lesion)
+    _save(tmp_path / "pred" / "a.png", lesion * 255)
+    (tmp_path / "pred" / "predict.json").write_text(json.dumps(
+        {**model, "inputs": ["/elsewhere/a.png"]}))
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    assert result["summary"]["dice"]["mean"] == 1.0
+    assert result["num_classes"] == 2
+
+
 def test_every_scored_mask_edited_since_predict_is_listed(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Each mask whose content is no longer what predict.json records is listed (all of them,

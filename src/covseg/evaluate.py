@@ -832,10 +832,12 @@ def _edited_predictions(pred_dir: Path, masks: Sequence[Path]) -> list[str]:
 def _recorded_top_label(pred_dir: Path, masks: Sequence[Path]) -> int:
     """The highest label of the model that made covseg predictions (its record: predict.json
     beside 2D masks, each study's quantification.json), so that a multi-class model whose
-    masks happen to hold ground-glass alone is still scored per class; 1 without a record."""
+    masks happen to hold ground-glass alone is still scored per class; 1 without a record or
+    a model in it (a record's fields of other types read as absent, as every reader's here)."""
     top = 1
     for record, _ in _prediction_records(pred_dir, masks):
-        model = record.get("model") or record.get("inputs", {}).get("model")
+        inputs = record.get("inputs")  # a study's dict, 2D predict.json's list of images
+        model = record.get("model") or (inputs.get("model") if isinstance(inputs, dict) else None)
         if isinstance(model, dict) and isinstance(model.get("num_classes"), int):
             top = max(top, model["num_classes"] - 1)
     return top
