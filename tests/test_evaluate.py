@@ -116,6 +116,24 @@ def test_volumes_on_different_grids_are_refused(tmp_path: Path) -> None:
         evaluate_folders(tmp_path / "pred", tmp_path / "lps", tmp_path / "other.json")
 
 
+def test_masks_of_other_sizes_are_refused_naming_the_axes_of_their_shapes(
+        tmp_path: Path) -> None:
+    """A truth of 64x48x10 voxels against a prediction of 64x48x12 was refused as "(12, 48, 64)
+    and (10, 48, 64)", read as the files' shapes reversed: the order is named, as quantify
+    names it."""
+    for name, slices in (("pred", 12), ("truth", 10)):
+        _save_stack(tmp_path / name / "c.nii.gz", np.zeros((64, 48, slices)))
+    with pytest.raises(CovsegError, match=r"^c: prediction \(12, 48, 64\) and truth "
+                                          r"\(10, 48, 64\) \(z, y, x, as the files hold them\) "
+                                          r"differ in size$"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    _save(tmp_path / "flat" / "c.png", np.zeros((48, 64)))
+    with pytest.raises(CovsegError, match=r"^c: prediction \(48, 64\) \(y, x\) and truth "
+                                          r"\(10, 48, 64\) \(z, y, x, as the file holds it\) "
+                                          r"differ in size$"):
+        evaluate_folders(tmp_path / "flat", tmp_path / "truth", tmp_path / "ev")
+
+
 def test_volumes_drifting_under_half_a_voxel_pair_and_other_sizes_are_refused_saying_so(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A truth 0.05 mm off the prediction (a converter's rounding) was refused as "different

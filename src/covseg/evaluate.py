@@ -358,7 +358,8 @@ def _read_pair(stem: str, pred_path: Path | None, truth_path: Path,
     file's slices) when it is one."""
     pred, pred_volume, truth, truth_volume = _read_cases(pred_path, truth_path, truth_dtype)
     if pred.shape != truth.shape:
-        raise CovsegError(f"{stem}: prediction {pred.shape} and truth {truth.shape} differ in size")
+        raise CovsegError(f"{stem}: {_sizes(pred, pred_volume, truth, truth_volume)} differ in "
+                          "size")
     if pred_volume and truth_volume:
         differences = grid_differences(pred_volume, truth_volume)
         if differences:
@@ -368,6 +369,24 @@ def _read_pair(stem: str, pred_path: Path | None, truth_path: Path,
         if first_read:
             warn_grid_drift(pred_volume, truth_volume)
     return pred, truth, truth_volume
+
+
+def _sizes(pred: np.ndarray, pred_volume: Volume | None, truth: np.ndarray,
+           truth_volume: Volume | None) -> str:
+    """The shapes of a prediction and its truth as their files hold them, their axes named as
+    quantify names them: a volume's (z, y, x), whose (12, 48, 64) read as reversed beside the
+    64x48x12 that nibabel shows, said without its order; a 2D file's (y, x)."""
+    if pred_volume and truth_volume:
+        return (f"prediction {pred_volume.file_shape_zyx} and truth {truth_volume.file_shape_zyx} "
+                "(z, y, x, as the files hold them)")
+    return f"prediction {_size(pred, pred_volume)} and truth {_size(truth, truth_volume)}"
+
+
+def _size(array: np.ndarray, volume: Volume | None) -> str:
+    """One mask's shape as its file holds it, its axes named (see :func:`_sizes`)."""
+    if volume:
+        return f"{volume.file_shape_zyx} (z, y, x, as the file holds it)"
+    return f"{array.shape} (y, x)"
 
 
 def _case_rows(case_id: str, pred: np.ndarray, truth: np.ndarray, volume: Volume | None,
