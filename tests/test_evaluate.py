@@ -116,6 +116,24 @@ def test_volumes_on_different_grids_are_refused(tmp_path: Path) -> None:
         evaluate_folders(tmp_path / "pred", tmp_path / "lps", tmp_path / "other.json")
 
 
+def test_masks_of_other_sizes_are_refused_naming_the_axes_of_their_shapes(
+        tmp_path: Path) -> None:
+    """A truth of 64x48x10 voxels against a prediction of 64x48x12 was refused as "(12, 48, 64)
+    and (10, 48, 64)", read as the files' shapes reversed: the order is named, as quantify
+    names it."""
+    for name, slices in (("pred", 12), ("truth", 10)):
+        _save_stack(tmp_path / name / "c.nii.gz", np.zeros((64, 48, slices)))
+    with pytest.raises(CovsegError, match=r"^c: prediction \(12, 48, 64\) and truth "
+                                          r"\(10, 48, 64\) \(z, y, x, as the files hold them\) "
+                                          r"differ in size$"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    _save(tmp_path / "flat" / "c.png", np.zeros((48, 64)))
+    with pytest.raises(CovsegError, match=r"^c: prediction \(48, 64\) \(y, x\) and truth "
+                                          r"\(10, 48, 64\) \(z, y, x, as the file holds it\) "
+                                          r"differ in size$"):
+        evaluate_folders(tmp_path / "flat", tmp_path / "truth", tmp_path / "ev")
+
+
 def test_volumes_drifting_under_half_a_voxel_pair_and_other_sizes_are_refused_saying_so(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A truth 0.05 mm off the prediction (a converter's rounding) was refused as "different
@@ -558,6 +576,34 @@ def test_per_slice_hd95_is_in_mm_of_the_slices_own_pixels(tmp_path: Path) -> Non
     assert whole["per_case"][0]["hd95"] == pytest.approx(3.2)
 
 
+def test_hd95_of_2d_masks_and_volumes_is_given_apart_by_unit(tmp_path: Path) -> None:
+    """A folder of a 2D mask and a NIfTI volume averaged HD95 10 px and 20 mm into a mean of
+    15, in one ``hd95`` column: they are given apart as ``hd95_mm`` and ``hd95_px`` now, in the
+    JSON's summary and per-case rows and in the CSV, as docs/metrics.md says."""
+    truth = square_mask(64, 10, 10, 20)
+    _save(tmp_path / "truth" / "a.png", truth * 255)
+    _save(tmp_path / "pred" / "a.png", np.roll(truth, 10, axis=0) * 255)
+    block = np.zeros((32, 32, 4), np.uint8)
+    block[5:15, 5:15, 1:3] = 1
+    for name, stack in (("truth", block), ("pred", np.roll(block, 10, axis=1))):
+        nib.save(nib.Nifti1Image(stack, np.diag([2.0, 2.0, 2.0, 1.0])),
+                 str(tmp_path / name / "b.nii.gz"))
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    summary = result["summary"]
+    assert "hd95" not in summary
+    assert summary["hd95_px"]["mean"] == pytest.approx(10.0) and summary["hd95_px"]["n"] == 1
+    assert summary["hd95_mm"]["mean"] == pytest.approx(20.0) and summary["hd95_mm"]["n"] == 1
+    rows = {row["case_id"]: row for row in result["per_case"]}
+    assert math.isnan(rows["a"]["hd95_mm"]) and math.isnan(rows["b"]["hd95_px"])
+    assert "hd95_px" in result["hd95_unit"] and "hd95_mm" in result["hd95_unit"]
+    header = (tmp_path / "ev.csv").read_text().splitlines()[0].split(",")
+    assert "hd95" not in header and {"hd95_mm", "hd95_px"} <= set(header)
+    assert json.loads((tmp_path / "ev.json").read_text())["summary"]["hd95_mm"]["n"] == 1
+    alone = evaluate_folders(tmp_path / "pred" / "b.nii.gz", tmp_path / "truth" / "b.nii.gz",
+                             tmp_path / "ev_b")
+    assert alone["summary"]["hd95"]["mean"] == pytest.approx(20.0)
+
+
 @pytest.mark.parametrize("ct", [
     _ct((32, 32, 3)).astype(np.float32),  # fractional HU: no int16 read
     _ct((32, 32, 3)).round().astype(np.int16),  # whole HU
@@ -771,6 +817,32 @@ def test_a_mask_gone_from_a_predict_folder_is_scored_as_an_empty_prediction(
     assert "interrupted, rerun it to finish" in caplog.text
 
 
+def test_one_mask_given_as_pred_is_scored_alone(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--pred pred/a.png`` scored the image predict recorded as failed beside it as a Dice-0
+    case (halving the mean) and said predict's other masks were "not given to this predict",
+    though its predict.json lists them: only the mask given is scored now."""
+    lesion = square_mask(32, 4, 4, 12)
+    for name in ("a", "b", "c"):
+        _save(tmp_path / "truth" / f"{name}.png", lesion)
+    for name in ("a", "b"):
+        _save(tmp_path / "pred" / f"{name}.png", lesion * 255)
+    (tmp_path / "pred" / "predict.json").write_text(json.dumps(
+        {"model": {"num_classes": 2}, "inputs": ["/x/a.png", "/x/b.png", "/x/c.jpg"],
+         "failed": {"/x/c.jpg": "unreadable"}}))
+    args = ["evaluate", "--pred", str(tmp_path / "pred" / "a.png"), "--truth",
+            str(tmp_path / "truth"), "--out", str(tmp_path / "ev")]
+    assert main(args) == 0
+    result = json.loads((tmp_path / "ev.json").read_text())
+    assert [row["case_id"] for row in result["per_case"]] == ["a"]
+    assert result["missing_predictions"] == [] and result["unmatched_truths"] == ["b", "c"]
+    assert result["predict_record"] is False
+    out = capsys.readouterr().out
+    assert out.startswith("1 case, Dice 1.000; wrote ")
+    assert "not given to this predict" not in out
+    assert "note: 2 truths without a prediction of that name, not scored: b, c" in out
+
+
 def test_truths_pending_in_an_unfinished_predict_are_named_so(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -809,6 +881,26 @@ def test_truths_pending_in_an_unfinished_predict_are_named_so(
     assert result["pending_truths"] == ["s1", "s2"] and result["unmatched_truths"] == ["s3"]
     assert "its summary CSV lists 2 studies of a covseg predict that did not finish" in (
         caplog.text)
+
+
+def test_a_predict_killed_in_its_only_study_says_rerun_it_not_rename_masks(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A CT predict killed after its one study's mask, before its record, was refused as two
+    folders that "share no case names" (predictions: none), told to name masks alike: the
+    unfinished predict is named now, and the rerun that finishes it."""
+    stack = np.zeros((8, 8, 2), np.uint8)
+    stack[2:5, 2:5, 0] = 1
+    _save_stack(tmp_path / "truth" / "s0.nii.gz", stack)
+    _save_stack(tmp_path / "pred" / "s0" / "infection.nii.gz", stack)
+    rows = [{"study": "s0", "status": "pending"}]
+    (tmp_path / "pred" / "summary.csv").write_text(csv_text(rows, SUMMARY_FIELDS))
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth",
+                 str(tmp_path / "truth"), "--out", str(tmp_path / "ev")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "share no case names" not in err
+    assert "its summary CSV lists 1 study of a covseg predict that did not finish" in err
+    assert err.rstrip().endswith("rerun it to finish")
+    assert not (tmp_path / "ev.json").exists()
 
 
 def test_one_shard_of_a_volume_batch_scores_its_own_studies(tmp_path: Path) -> None:
@@ -1077,6 +1169,22 @@ def test_the_models_of_the_scored_masks_are_named_once_each(tmp_path: Path) -> N
     (tmp_path / "x.png").write_bytes(b"")
     assert _recorded_models(tmp_path, [tmp_path / "x.png", *masks]) == [
         model_identity(two_d), model_identity(ct)]
+
+
+@pytest.mark.parametrize("model", [{}, {"model": None}, {"model": {}}, {"model": ["unet"]}])
+def test_a_predict_record_naming_no_model_is_read_as_naming_none(
+        tmp_path: Path, model: dict[str, object]) -> None:
+    """A predict.json without a ``model`` dict (edited by hand, or another tool's) ended
+    evaluate in an AttributeError traceback: it names no model now, as a record's other fields
+    of other types read as absent."""
+    lesion = square_mask(32, 4, 4, 12)
+    _save(tmp_path / "truth" / "a.png", lesion)
+    _save(tmp_path / "pred" / "a.png", lesion * 255)
+    (tmp_path / "pred" / "predict.json").write_text(json.dumps(
+        {**model, "inputs": ["/elsewhere/a.png"]}))
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    assert result["summary"]["dice"]["mean"] == 1.0
+    assert result["num_classes"] == 2
 
 
 def test_every_scored_mask_edited_since_predict_is_listed(

@@ -118,6 +118,21 @@ def test_a_class_absent_from_both_masks_is_undefined_not_perfect() -> None:
     assert empty["miou_with_background"] == 1.0
 
 
+def test_background_absent_from_both_masks_is_left_out_of_the_mean_iou() -> None:
+    """An all-lesion crop (no background in either mask) predicted wholly as the wrong class
+    scored mIoU 0.33: its background, absent from both masks, counted IoU 1."""
+    truth = np.full((8, 8), 2, dtype=np.uint8)
+    row = case_metrics(np.ones_like(truth), truth, num_classes=3,
+                       class_names={1: "ground-glass", 2: "consolidation"})
+    assert row["dice"] == 1.0
+    assert row["ground-glass_iou"] == 0.0 and row["consolidation_iou"] == 0.0
+    assert row["miou_with_background"] == 0.0
+    assert row["miou_without_background"] == 0.0
+    right = case_metrics(truth, truth, num_classes=3)
+    assert right["miou_with_background"] == 1.0
+    assert math.isnan(right["class1_dice"]) and right["class2_dice"] == 1.0
+
+
 def test_summary_counts_undefined_values() -> None:
     rows = [{"dice": 1.0, "hd95": math.nan}, {"dice": 0.5, "hd95": 2.0}]
     summary = summarize(rows)

@@ -110,7 +110,13 @@ def hd95_by_unit(rows: list[dict[str, Any]], data: LoadedData) -> list[dict[str,
     rows already split (a finished fold's)."""
     if not hd95_slices_by_unit(data):
         return rows
-    in_mm = {sample.case_id for sample in data.samples if sample.spacing is not None}
+    return split_hd95(rows, {sample.case_id for sample in data.samples
+                             if sample.spacing is not None})
+
+
+def split_hd95(rows: list[dict[str, Any]], in_mm: set[str]) -> list[dict[str, Any]]:
+    """Per-case rows with every HD95 given apart by unit (:data:`HD95_UNITS`), mm for the rows
+    whose ``case_id`` is ``in_mm``, px for the others, NaN in the other unit's column."""
     split = []
     for row in rows:
         own = "mm" if row["case_id"] in in_mm else "px"
@@ -272,17 +278,15 @@ def _image_case(path: Path) -> str:
     return case_key(Path(output_name(path)).stem)
 
 
-def _failed_cases(folder: Path, given: bool = True) -> set[str]:
+def _failed_cases(folder: Path) -> set[str]:
     """The cases ``covseg predict`` was given in its ``--out`` ``folder`` and recorded as failed:
     the images its ``predict.json`` lists as unreadable, the studies its summary CSVs mark
-    failed; and when all of ``folder`` is read (``given``), every image it lists, of which a
-    mask gone since (deleted) is a failure too. A truth of these without a prediction is scored
-    as an empty prediction; other truths without one were never given to this predict (another
-    shard, a subset), and are not scored."""
+    failed, and every image it lists, of which a mask gone since (deleted) is a failure too. A
+    truth of these without a prediction is scored as an empty prediction; other truths without
+    one were never given to this predict (another shard, a subset), and are not scored."""
     recorded = (read_record(folder / PREDICT_RECORD) or {}).get("failed")
     failed = [Path(path) for path in recorded] if isinstance(recorded, dict) else []
-    inputs = _recorded_inputs(folder) if given else []
-    images = {_image_case(path) for path in [*inputs, *failed]}
+    images = {_image_case(path) for path in [*_recorded_inputs(folder), *failed]}
     return images | {case_key(name) for name in listed_studies(folder, "failed")}
 
 
@@ -354,7 +358,8 @@ def _read_pair(stem: str, pred_path: Path | None, truth_path: Path,
     file's slices) when it is one."""
     pred, pred_volume, truth, truth_volume = _read_cases(pred_path, truth_path, truth_dtype)
     if pred.shape != truth.shape:
-        raise CovsegError(f"{stem}: prediction {pred.shape} and truth {truth.shape} differ in size")
+        raise CovsegError(f"{stem}: {_sizes(pred, pred_volume, truth, truth_volume)} differ in "
+                          "size")
     if pred_volume and truth_volume:
         differences = grid_differences(pred_volume, truth_volume)
         if differences:
@@ -364,6 +369,24 @@ def _read_pair(stem: str, pred_path: Path | None, truth_path: Path,
         if first_read:
             warn_grid_drift(pred_volume, truth_volume)
     return pred, truth, truth_volume
+
+
+def _sizes(pred: np.ndarray, pred_volume: Volume | None, truth: np.ndarray,
+           truth_volume: Volume | None) -> str:
+    """The shapes of a prediction and its truth as their files hold them, their axes named as
+    quantify names them: a volume's (z, y, x), whose (12, 48, 64) read as reversed beside the
+    64x48x12 that nibabel shows, said without its order; a 2D file's (y, x)."""
+    if pred_volume and truth_volume:
+        return (f"prediction {pred_volume.file_shape_zyx} and truth {truth_volume.file_shape_zyx} "
+                "(z, y, x, as the files hold them)")
+    return f"prediction {_size(pred, pred_volume)} and truth {_size(truth, truth_volume)}"
+
+
+def _size(array: np.ndarray, volume: Volume | None) -> str:
+    """One mask's shape as its file holds it, its axes named (see :func:`_sizes`)."""
+    if volume:
+        return f"{volume.file_shape_zyx} (z, y, x, as the file holds it)"
+    return f"{array.shape} (y, x)"
 
 
 def _case_rows(case_id: str, pred: np.ndarray, truth: np.ndarray, volume: Volume | None,
@@ -438,7 +461,8 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     is refused. A truth whose input predict recorded as failed, or whose
     mask is gone from a ``--pred`` folder whose record lists its image (:func:`_failed_cases`),
     is scored against an empty mask and named in ``missing_predictions``, so the means cover
-    every case predict was given; other truths without a prediction are named in
+    every case predict was given (a single mask as ``--pred`` is scored alone, and
+    ``predict_record`` is false for it); other truths without a prediction are named in
     ``unmatched_truths``, not scored (with a warning where a folder of 0/255 PNG masks holds no
     record: :func:`_warn_unrecorded`), or in ``pending_truths`` where a predict that did not
     finish lists them pending (:func:`_pending_cases`, warned of); predictions without a
@@ -467,10 +491,14 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     pending = _pending_cases(pred_folder) if not pred_side.single else {}
     preds = {case: path for case, path in preds.items() if pending.get(case) != "study"}
     if not set(preds) & set(truths):
+        if set(pending) & set(truths):  # the truths' masks are those of an unfinished predict
+            raise CovsegError(f"{_unfinished(pred_folder, pending)}, and no finished prediction "
+                              f"shares a case with {truth_path}: rerun it to finish")
         raise _no_shared_names(pred_path, truth_path, list(preds), list(truths))
     truth_folder = truth_path.parent if truth_side.single else truth_path
-    missing = sorted((_failed_cases(pred_folder, given=not pred_side.single) & set(truths))
-                     - set(preds))
+    # One mask given as --pred is all that is scored: not predict's failures beside it.
+    missing = [] if pred_side.single else sorted((_failed_cases(pred_folder) & set(truths))
+                                                 - set(preds))
     cases = sorted({*(set(truths) & set(preds)), *missing})
     if per_slice:
         _refuse_per_slice_of_slices([truths[case] for case in cases])
@@ -492,6 +520,7 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
         pred_labels.refuse_stray_label()
         truth_labels.refuse_stray_label()
     rows: list[dict[str, Any]] = []
+    in_mm: set[str] = set()
     lung_like: dict[Path, str] = {}
     for stem in progress_bar(cases, desc="evaluating", unit="case", leave=False):
         pred, truth, volume = _read_pair(stem, preds.get(stem), truths[stem])
@@ -501,10 +530,15 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
                 if volume is not None and truth_labels.top >= 2 else None)
         if look:
             lung_like[truths[stem]] = look
-        rows += _case_rows(study_name(truths[stem], mask=True), pred, truth, volume,
-                           num_classes, per_slice)
+        case_rows = _case_rows(study_name(truths[stem], mask=True), pred, truth, volume,
+                               num_classes, per_slice)
+        if volume is not None:
+            in_mm.update(row["case_id"] for row in case_rows)
+        rows += case_rows
+    if 0 < len(in_mm) < len(rows):  # 2D files and volumes: HD95 in px and mm, never averaged
+        rows = split_hd95(rows, in_mm)
     unmatched = sorted(set(truths) - set(cases) - set(pending))
-    recorded = is_batch_folder(pred_folder)
+    recorded = not pred_side.single and is_batch_folder(pred_folder)
     _warn_pending(pred_folder, pending)
     if unmatched and not recorded and not pred_side.single:
         _warn_unrecorded(pred_folder, {case: levels[case][0] for case in cases if case in preds},
@@ -584,20 +618,27 @@ def _pending_cases(folder: Path) -> dict[str, str]:
     return {**images, **dict.fromkeys(map(case_key, studies), "study")}
 
 
-def _warn_pending(folder: Path, pending: dict[str, str]) -> None:
-    """Warn in one line that the predict into ``folder`` did not finish, with its pending
-    cases counted (:func:`_pending_cases`)."""
-    if not pending:
-        return
+def _unfinished(folder: Path, pending: dict[str, str]) -> str:
+    """That the predict into ``folder`` did not finish, with its pending cases counted
+    (:func:`_pending_cases`): the start of its warning and of the error where nothing else is
+    left to score."""
     images = sum(kind == "image" for kind in pending.values())
     studies = len(pending) - images
     what = " and ".join(counted(count, noun, plural) for count, noun, plural in (
         (images, "image", "images"), (studies, "study", "studies")) if count)
     record = "summary CSV" if studies else PREDICT_RECORD
-    scored = ("truths are not scored, nor a pending study's mask" if studies
-              else "truths without a mask are not scored")
-    log.warning("%s: its %s lists %s of a covseg predict that did not finish (stopped, killed, "
-                "or still running); their %s: rerun it to finish", folder, record, what, scored)
+    return (f"{folder}: its {record} lists {what} of a covseg predict that did not finish "
+            "(stopped, killed, or still running)")
+
+
+def _warn_pending(folder: Path, pending: dict[str, str]) -> None:
+    """Warn in one line that the predict into ``folder`` did not finish
+    (:func:`_unfinished`)."""
+    if not pending:
+        return
+    scored = ("truths are not scored, nor a pending study's mask"
+              if "study" in pending.values() else "truths without a mask are not scored")
+    log.warning("%s; their %s: rerun it to finish", _unfinished(folder, pending), scored)
 
 
 def _warn_unrecorded(folder: Path, levels: dict[str, np.ndarray], preds: dict[str, Path],
@@ -670,12 +711,14 @@ def _skip_images(images: dict[Path, str], folder: Path, whole: bool) -> list[str
 
 def _hd95_unit(truths: Sequence[Path], per_slice: bool) -> str:
     """The unit of the HD95 of these truths: mm for NIfTI volumes (in 3D, or in each axial
-    slice with ``per_slice``), pixels for 2D slices."""
+    slice with ``per_slice``), pixels for 2D slices, given apart where there are both
+    (:func:`split_hd95`)."""
     volumes = sum(map(is_nifti, truths))
     in_mm = "mm (per axial slice of NIfTI volumes)" if per_slice else "mm (3D, NIfTI volumes)"
     if volumes == len(truths):
         return in_mm
-    return "pixels (2D slices)" if volumes == 0 else "mm for NIfTI volumes, pixels for 2D slices"
+    return ("pixels (2D slices)" if volumes == 0 else
+            "mm for NIfTI volumes (hd95_mm), pixels for 2D slices (hd95_px), given apart")
 
 
 OUTPUT_KINDS = ("json", "csv", "png")
@@ -808,10 +851,12 @@ def _edited_predictions(pred_dir: Path, masks: Sequence[Path]) -> list[str]:
 def _recorded_top_label(pred_dir: Path, masks: Sequence[Path]) -> int:
     """The highest label of the model that made covseg predictions (its record: predict.json
     beside 2D masks, each study's quantification.json), so that a multi-class model whose
-    masks happen to hold ground-glass alone is still scored per class; 1 without a record."""
+    masks happen to hold ground-glass alone is still scored per class; 1 without a record or
+    a model in it (a record's fields of other types read as absent, as every reader's here)."""
     top = 1
     for record, _ in _prediction_records(pred_dir, masks):
-        model = record.get("model") or record.get("inputs", {}).get("model")
+        inputs = record.get("inputs")  # a study's dict, 2D predict.json's list of images
+        model = record.get("model") or (inputs.get("model") if isinstance(inputs, dict) else None)
         if isinstance(model, dict) and isinstance(model.get("num_classes"), int):
             top = max(top, model["num_classes"] - 1)
     return top
