@@ -382,13 +382,14 @@ def test_report_run_time_counts_only_resumes_that_trained_folds() -> None:
     base = {**_summary("infection"), "seconds": 1.1, "train_seconds": 0.4}
     idle = {"command": "covseg cv d --resume", "trained_folds": False}
     trained, killed = {**idle, "trained_folds": True}, {"command": "covseg cv d --resume"}
-    for resumes, wall in (
-            ([idle], "over the command that started it (1 resume that trained none left out)"),
-            ([killed, trained], "over the command that started it and the 2 resumes that "
-                                "trained folds;"),
-            ([trained, idle, idle], "over the command that started it and the 1 resume that "
-                                    "trained folds (2 resumes that trained none left out);")):
-        assert f"- Run time: 1.1 s {wall}" in report_markdown({**base, "resumed_by": resumes})
+    walls = {"started": "over the command that started it",
+             "none": "(1 resume that trained none left out)",
+             "two": "and the 2 resumes that trained folds;",
+             "one": "and the 1 resume that trained folds (2 resumes that trained none left out);"}
+    for resumes, wall in (([idle], "none"), ([killed, trained], "two"),
+                          ([trained, idle, idle], "one")):
+        assert (f"- Run time: 1.1 s {walls['started']} {walls[wall]}"
+                in report_markdown({**base, "resumed_by": resumes}))
 
 
 def test_report_and_plot_titles_read_for_a_user(tmp_path: Path) -> None:
