@@ -320,7 +320,9 @@ def test_find_studies_and_shards(tmp_path: Path) -> None:
         find_studies([tmp_path / "missing"])
     shutil.copy(tmp_path / "a.nii", tmp_path / "series" / "a.nii")
     with pytest.raises(CovsegError, match="named a"):
-        find_studies([tmp_path, tmp_path / "series" / "a.nii"])
+        find_studies([tmp_path / "a.nii", tmp_path / "series"])
+    assert [s.name for s in find_studies([tmp_path, tmp_path / "series" / "a.nii"])] == [
+        "a", "b", "series"], "series/a.nii found in series/ and given: one study"
 
 
 def test_rerun_with_other_settings_is_refused(tmp_path: Path) -> None:

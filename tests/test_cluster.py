@@ -126,7 +126,7 @@ def test_a_fold_another_run_holds_is_left_to_it_while_the_others_finish(
         api.cross_validate("synthetic:1", out, ray="local", **ONE_NETWORK)
     assert str(refused.value) == (
         f"fold 1 left unfinished to the other covseg run writing it (another covseg run is "
-        f"writing to {out / 'fold_1'} (pid {os.getpid()})); 1 of 2 folds trained on Ray: once "
+        f"writing to {out / 'fold_1'} (pid {os.getpid()})); 1 of 2 folds finished: once "
         "that run ends, run the same command with resume=True to write the summary")
     assert (f"fold 1 left to the run writing it (another covseg run is writing to "
             f"{out / 'fold_1'} (pid {os.getpid()})); the summary reuses it once that run has "
@@ -212,9 +212,24 @@ def test_a_held_fold_finished_before_the_others_ended_needs_no_resume(tmp_path: 
     cluster._refuse_folds_left_unfinished(tmp_path, {1: held}, 3)
     with pytest.raises(CovsegError, match="^" + re.escape(
             "folds 0, 2 left unfinished to the other covseg runs writing them (another covseg run "
-            "is writing to X (pid 7); another covseg run is writing to X (pid 7)); 0 of 3 folds "
-            "trained on Ray: once those runs end, run")):
+            "is writing to X (pid 7); another covseg run is writing to X (pid 7)); 1 of 3 folds "
+            "finished: once those runs end, run")):
         cluster._refuse_folds_left_unfinished(tmp_path, {0: held, 1: held, 2: held}, 3)
+
+
+def test_a_held_fold_refusal_counts_folds_finished_not_trained_on_ray(tmp_path: Path) -> None:
+    """Fold 0 finished by an earlier ``--fold 0`` run and reused, fold 1 left to the run
+    holding it: the refusal said "1 of 2 folds trained on Ray" where Ray trained none. It now
+    counts the folds finished, however they were, a held fold finished meanwhile included."""
+    held = "another covseg run is writing to X (pid 7); wait for it to end, or pick another --out"
+    with pytest.raises(CovsegError) as left:
+        cluster._refuse_folds_left_unfinished(tmp_path, {1: held, 2: held}, 3)
+    assert "trained on Ray" not in str(left.value)
+    assert "; 1 of 3 folds finished: once those runs end" in str(left.value)
+    (tmp_path / "fold_2").mkdir()
+    (tmp_path / "fold_2" / "fold_metrics.json").write_text("{}")
+    with pytest.raises(CovsegError, match="; 2 of 3 folds finished: once that run ends"):
+        cluster._refuse_folds_left_unfinished(tmp_path, {1: held, 2: held}, 3)
 
 
 def test_rays_refusals_name_resume_as_the_running_command_spells_it(tmp_path: Path) -> None:
@@ -237,7 +252,7 @@ def test_rays_refusals_name_resume_as_the_running_command_spells_it(tmp_path: Pa
                 cluster._refuse_folds_left_unfinished(tmp_path, {1: held}, 2)
             with pytest.raises(CovsegError) as failed:
                 cluster._result(ray, "ref", 0)
-        assert str(left.value).endswith(f"1 of 2 folds trained on Ray: once that run ends, run "
+        assert str(left.value).endswith(f"1 of 2 folds finished: once that run ends, run "
                                         f"the same command with {resume} to write the summary")
         assert str(failed.value) == (f"fold 0 was lost on Ray (RayError); run the same command "
                                      f"with {resume} to go on")

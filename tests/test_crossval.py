@@ -374,6 +374,24 @@ def test_report_gives_short_run_times_in_seconds() -> None:
             in report_markdown(long))
 
 
+def test_report_run_time_counts_only_resumes_that_trained_folds() -> None:
+    """A --resume of a finished run trains nothing and adds no seconds, yet the run time read
+    "over the command that started it and the resumes that trained folds (1 resume in all)".
+    Resumes recording trained_folds false are now named apart; a killed one, which records no
+    trained_folds and whose seconds count, is among those that trained."""
+    base = {**_summary("infection"), "seconds": 1.1, "train_seconds": 0.4}
+    idle = {"command": "covseg cv d --resume", "trained_folds": False}
+    trained, killed = {**idle, "trained_folds": True}, {"command": "covseg cv d --resume"}
+    walls = {"started": "over the command that started it",
+             "none": "(1 resume that trained none left out)",
+             "two": "and the 2 resumes that trained folds;",
+             "one": "and the 1 resume that trained folds (2 resumes that trained none left out);"}
+    for resumes, wall in (([idle], "none"), ([killed, trained], "two"),
+                          ([trained, idle, idle], "one")):
+        assert (f"- Run time: 1.1 s {walls['started']} {walls[wall]}"
+                in report_markdown({**base, "resumed_by": resumes}))
+
+
 def test_report_and_plot_titles_read_for_a_user(tmp_path: Path) -> None:
     """report.md had two blank lines under its title (an empty line where the SYNTHETIC
     banner goes), and the box plot named the layout as covseg does ("unet on folders")."""
@@ -783,7 +801,7 @@ def test_a_cv_killed_before_its_summary_keeps_its_start_command_and_time(
     assert summary["seconds"] == pytest.approx(47.0 + resume["seconds"])
     assert summary["config"] == json.loads((out / "summary.json").read_text())["config"]
     assert (f"Run time: {summary['seconds']:.1f} s over the command that started it and the "
-            "resumes that trained folds (2 resumes in all)") in (out / "report.md").read_text()
+            "2 resumes that trained folds;") in (out / "report.md").read_text()
 
 
 def test_a_finished_fold_with_a_damaged_record_is_refused_naming_it_to_delete(

@@ -70,14 +70,61 @@ def test_quantify_into_the_mask_folder_can_be_run_again(tmp_path: Path) -> None:
     assert (again.done, again.skipped, again.failed) == (0, 1, 0)
 
 
-def test_find_studies_keeps_nifti_beside_dicom(tmp_path: Path) -> None:
-    """A folder of DICOM files with a NIfTI volume beside them holds two studies, not one."""
+def test_a_nifti_copy_beside_dicom_slices_is_passed_over_given_or_found(tmp_path: Path,
+                                                                        caplog) -> None:
+    """A series folder holding a NIfTI copy beside its slices (dcm2niix writes into its input
+    folder by default) was one study found in a parent folder but two given itself, the same
+    CT predicted twice. Both read the series, and name the copy passed over."""
+    series = tmp_path / "patients" / "SE2"
+    series.mkdir(parents=True)
+    (series / "slice_001.dcm").write_bytes(b"")
+    (series / "SE2_ct.nii.gz").write_bytes(b"")
+    (series / "sub").mkdir()
+    with caplog.at_level("WARNING"):
+        assert [(s.name, s.path) for s in find_studies([series])] == [("SE2", series)]
+        assert [(s.name, s.path) for s in find_studies([series.parent])] == [("SE2", series)]
+    for where, copy in ((series, "SE2_ct.nii.gz"), (series.parent, "SE2/SE2_ct.nii.gz")):
+        assert (f"{where}: 1 NIfTI file(s) ({copy}) beside DICOM slices passed over: a folder "
+                "holding DICOM slices is read as its series") in caplog.text
+    assert [s.name for s in find_studies([series / "SE2_ct.nii.gz"])] == ["SE2_ct"]
+
+
+def test_nifti_sub_folders_of_a_folder_of_dicom_slices_are_named(tmp_path: Path,
+                                                                 caplog) -> None:
+    """A folder holding DICOM slices is one study, its series searched below it; its
+    sub-folders of NIfTI CTs (p1/ct.nii.gz) or masks were passed over without a word, the
+    predict reporting one study. They are named in a warning, reading CTs or masks; covseg's
+    own output folders there, and the --out, are not."""
     (tmp_path / "slice_001.dcm").write_bytes(b"")
-    (tmp_path / "scan.nii.gz").write_bytes(b"")
-    (tmp_path / "sub").mkdir()
-    studies = find_studies([tmp_path])
-    assert [(s.name, s.path) for s in studies] == [
-        ("scan", tmp_path / "scan.nii.gz"), (tmp_path.name, tmp_path)]
+    for name in ("p1/ct", "p2/ct", "p3/ct_mask", "out/x"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / f"{name}.nii.gz").write_bytes(b"")
+    for masks in (False, True):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            studies = find_studies([tmp_path], exclude=tmp_path / "out", masks=masks)
+        assert [(s.name, s.path) for s in studies] == [(tmp_path.name, tmp_path)]
+        assert (f"{tmp_path}: 3 folder(s) (p1, p2, p3) holding NIfTI files passed over: a folder "
+                "holding DICOM slices is one study, its series searched below it; give each "
+                "such folder itself") in caplog.text
+
+
+def test_one_file_given_by_two_paths_is_read_once(tmp_path: Path, caplog) -> None:
+    """``masks/b.nii.gz`` and ``masks/../masks/b.nii.gz`` were refused as two studies named b,
+    "rename one": it is one file. A file given twice, or given beside its folder, is one study,
+    and named in a warning."""
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for name in ("b", "c"):
+        (masks / f"{name}.nii.gz").write_bytes(b"")
+    again = masks / ".." / "masks" / "b.nii.gz"
+    with caplog.at_level("WARNING"):
+        studies = find_studies([masks / "b.nii.gz", again], masks=True)
+    assert [(s.name, s.path) for s in studies] == [("b", masks / "b.nii.gz")]
+    assert (f"{again}: the same file as {masks / 'b.nii.gz'}, given twice; read once, as study "
+            "b") in caplog.text
+    assert [s.name for s in find_studies([masks, masks / "c.nii.gz", tmp_path / "masks"])] == [
+        "b", "c"]
 
 
 def test_find_studies_reads_nifti_masks_in_sub_folders(tmp_path: Path) -> None:

@@ -229,7 +229,7 @@ def _refuse_folds_left_unfinished(out: Path, left: dict[int, str], count: int) -
     holders = "; ".join(line.partition("; ")[0] for line in unfinished.values())
     raise CovsegError(f"fold{'s' if many else ''} {names} left unfinished to the other covseg "
                       f"run{'s' if many else ''} writing {'them' if many else 'it'} "
-                      f"({holders}); {count - len(left)} of {count} folds trained on Ray: once "
+                      f"({holders}); {count - len(unfinished)} of {count} folds finished: once "
                       f"{'those runs end' if many else 'that run ends'}, run the same command "
                       f"with {option_given('resume', True)} to write the summary")
 

@@ -900,11 +900,16 @@ def class_dice(stats: Mapping[str, Any]) -> dict[str, Any]:
 
 def _run_time_line(summary: Mapping[str, Any]) -> str:
     """The report's run time: the wall-clock seconds of the command, or of the commands that
-    trained folds where resumes followed (:func:`_continued`), and the training time."""
-    resumes = len(summary.get(RESUMED_BY, []))
+    trained folds where resumes followed (:func:`_continued`), and the training time. A resume
+    whose record says it trained no fold is named apart: its seconds are not in the time (one
+    killed or stopped records nothing there, and its seconds are)."""
+    resumes = summary.get(RESUMED_BY, [])
+    idle = sum(1 for entry in resumes if entry.get("trained_folds") is False)
+    trained = len(resumes) - idle
     wall = ("in this invocation" if not resumes else
-            f"over the command that started it and the resumes that trained folds "
-            f"({counted(resumes, 'resume')} in all)")
+            "over the command that started it"
+            + (f" and the {counted(trained, 'resume')} that trained folds" if trained else "")
+            + (f" ({counted(idle, 'resume')} that trained none left out)" if idle else ""))
     return (f"- Run time: {duration_text(summary['seconds'])} {wall}; training "
             f"{duration_text(summary['train_seconds'])} summed over folds (kept across resumes)")
 

@@ -121,13 +121,16 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
                  masks: bool = False) -> list[Study]:
     """Studies named by their file stem or folder name, sorted by name.
 
-    A file is a study (see :func:`study_name`). A folder's NIfTI files are studies, and so are
-    its DICOM files, taken together as one series named after the folder; without DICOM files
-    its sub-folders are studies (:func:`_sub_folder_studies`: DICOM series, or the NIfTI files
-    they hold), except the folders covseg wrote that hold no input of their own (reports,
-    batches; ``covseg predict`` study folders count only when reading ``masks``, for quantify,
-    which also names ``x_mask.nii.gz`` study ``x``, and reads one predict study folder given
-    itself as its one study, not its infection and lung masks as two). Sub-folders of 2D
+    A file is a study (see :func:`study_name`), and a file or folder given twice (by two
+    paths, or given and found in a folder given) is one. A folder's DICOM files are one series
+    named after the folder, its series searched below it (NIfTI files beside the slices, a
+    converted copy: :func:`dicom_copies`, and sub-folders of NIfTI files are passed over);
+    without DICOM files its NIfTI files are studies, and so are its sub-folders
+    (:func:`_sub_folder_studies`: DICOM series, or the NIfTI files they hold), except the
+    folders covseg wrote that hold no input of their own (reports, batches; ``covseg predict``
+    study folders count only when reading ``masks``, for quantify, which also names
+    ``x_mask.nii.gz`` study ``x``, and reads one predict study folder given itself as its one
+    study, not its infection and lung masks as two). Sub-folders of 2D
     pictures (:func:`_holds_pictures_only`) are no studies, nor, reading CTs, are sub-folders
     of localizers or DICOM objects without pixels only (:func:`_no_ct_folders`), nor are
     NIfTI files named as masks (:func:`is_mask_named`) found in folders. What is passed
@@ -166,10 +169,25 @@ def discover_studies(inputs: Sequence[str | os.PathLike[str]],
         else:
             studies.extend(_folder_studies(path, exclude, masks, notes)
                            or [Study(folder_name(path), path)])
+    studies = _read_once(studies, notes)
     if not masks:
         _check_slices_not_given_apart([s.path for s in studies if s.path.is_file()])
     _check_names_unique(studies)
     return sorted(studies, key=lambda s: s.name)
+
+
+def _read_once(studies: Sequence[Study], notes: list[str]) -> list[Study]:
+    """``studies`` without those whose file or folder is one found already, by another path
+    (``masks/b.nii.gz`` and ``masks/../masks/b.nii.gz``, or a folder and a file in it): they
+    were two studies of one name, refused with advice to rename one, or the same CT read twice
+    under two names. Each is named in ``notes``."""
+    first: dict[Path, Study] = {}
+    for study in studies:
+        seen = first.setdefault(study.path.resolve(), study)
+        if seen is not study:
+            notes.append(f"{study.path}: the same {'folder' if study.path.is_dir() else 'file'} "
+                         f"as {seen.path}, given twice; read once, as study {seen.name}")
+    return list(first.values())
 
 
 def _check_slices_not_given_apart(files: Sequence[Path]) -> None:
@@ -218,13 +236,16 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
                     notes: list[str]) -> list[Study]:
     """The studies of one input folder (see :func:`find_studies`)."""
     children = sorted(c for c in path.iterdir() if not c.name.startswith("."))
-    files, dropped = _split_masks([c for c in children if is_nifti(c)], masks)
+    copies = dicom_copies(path)
+    files, dropped = _split_masks([c for c in children if is_nifti(c) and c not in copies],
+                                  masks)
     found = [Study(study_name(c, masks), c) for c in files]
     own: list[Path] = []
     pictures: list[Path] = []
     no_ct: dict[Path, str] = {}
     if _one_dicom_study(path, children):
         found.append(Study(folder_name(path), path))
+        _note_nifti_folders_in_series(path, children, exclude, masks, notes)
     else:
         folders = [c for c in children if c.is_dir()]
         own = [c for c in folders if _is_own_output(c, masks)]
@@ -235,9 +256,16 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
             [c for c in inputs if c not in pictures and c not in no_ct], masks)
         found += sub_studies
         dropped += sub_dropped
+        copies += [copy for study in sub_studies if study.path.is_dir()
+                   for copy in dicom_copies(study.path)]
         if not masks:
             _check_series_unshared([s for s in found if s.path.is_dir()])
         own = [c for c in own if not exclude or c.resolve() != Path(exclude).resolve()]
+    if copies:
+        notes.append(f"{path}: {listed_paths(copies, path, 'NIfTI file')} beside DICOM slices "
+                     "passed over: a folder holding DICOM slices is read as its series (a NIfTI "
+                     "file there is taken for a converted copy, as dcm2niix writes); give such "
+                     "a file itself to read it")
     if dropped:
         notes.append(f"{path}: {listed_paths(dropped, path, 'file')} named as masks, not read as "
                      "CTs; give such a file itself to predict it as a CT")
@@ -287,6 +315,32 @@ def _pictures_held(path: Path, held: Sequence[Path], folders: Sequence[Path]) ->
     kind = "2D masks from covseg predict" if (path / PREDICT_RECORD).is_file() else "2D pictures"
     beside = f" and {listed_paths(folders, path, 'folder')} of 2D pictures" if folders else ""
     return f"{kind} ({listed_paths(held, path, 'file')}){beside}"
+
+
+def dicom_copies(folder: Path) -> list[Path]:
+    """The NIfTI files of ``folder`` passed over because it holds DICOM files too
+    (:func:`~covseg.io.ct.folder_niftis`, the rule :func:`~covseg.io.ct.read_volume` reads a
+    folder by): a converted copy of the series, as dcm2niix writes by default, read as a
+    study of its own beside the series, was the same CT predicted twice."""
+    niftis = sorted(c for c in folder.iterdir() if is_nifti(c))
+    return [] if not niftis or folder_niftis(folder) else niftis
+
+
+def _note_nifti_folders_in_series(folder: Path, children: Sequence[Path],
+                                  exclude: str | os.PathLike[str] | None, masks: bool,
+                                  notes: list[str]) -> None:
+    """Name the sub-folders holding NIfTI files and no DICOM in a folder read as one DICOM
+    study: its series is searched below it (:func:`~covseg.io.dicom.read_dicom_folder`), so
+    they are no studies of their own, and were passed over without a word (a folder per
+    patient, ``p1/ct.nii.gz``, beside stray slices)."""
+    out = Path(exclude).resolve() if exclude else None
+    held = [c for c in children if c.is_dir() and c.resolve() != out
+            and not _is_own_output(c, masks) and folder_niftis(c)]
+    if held:
+        notes.append(f"{folder}: {listed_paths(held, folder, 'folder')} holding NIfTI files "
+                     "passed over: a folder holding DICOM slices is one study, its series "
+                     "searched below it; give each such folder itself to read its files, or "
+                     "move the slices to a folder of their own")
 
 
 def _one_dicom_study(folder: Path, children: Sequence[Path]) -> bool:
