@@ -542,6 +542,92 @@ def test_a_second_predict_into_a_folder_adds_to_its_record(tmp_path: Path, tiny_
     assert sorted(p.name for p in out.glob("*.png")) == [f"{first.stem}.png", f"{second.stem}.png"]
 
 
+def test_an_input_failing_on_a_rerun_loses_its_earlier_mask(tmp_path: Path, tiny_run: Path,
+                                                             synthetic_folder: Path) -> None:
+    """An image that failed on a rerun kept the mask of its earlier content, which predict.json
+    counted and hashed as written by the rerun and evaluate scored, where a failed input is
+    scored as an empty prediction; the failure line said "holds the other 1 mask" of two, and
+    "the other 0 masks" when all failed. Only an input the record names loses its mask."""
+    first, second = sorted((synthetic_folder / "images").glob("*.npy"))[:2]
+    images, truth, out = tmp_path / "in", tmp_path / "truth", tmp_path / "pred"
+    for folder in (images, truth):
+        folder.mkdir()
+    for image in (first, second):
+        shutil.copy(image, images / image.name)
+        shutil.copy(synthetic_folder / "masks" / f"{image.stem}.png", truth)
+    covseg.predict(tiny_run, images, out, overlay=True)
+    (images / second.name).write_bytes(b"garbage")
+    with pytest.raises(CovsegError, match=f"; {re.escape(str(out))} holds the other 1 mask, "):
+        covseg.predict(tiny_run, images, out, overlay=True)
+    assert sorted(p.name for p in out.rglob("*.png")) == [f"{first.stem}.png"] * 2
+    record = json.loads((out / "predict.json").read_text())
+    assert (record["masks"], record["overlays"]) == (1, 1)
+    assert list(record["output_sha256"]) == [f"{first.stem}.png"]
+    scores = covseg.evaluate(out, truth, tmp_path / "ev")
+    assert scores["missing_predictions"] == [second.stem]
+    assert [row["dice"] for row in scores["per_case"] if row["case_id"] == second.stem] == [0.0]
+    with pytest.raises(CovsegError, match=r"1 of 1 images could not be predicted \(first: .*\); "
+                       f"no mask was written; {re.escape(str(out / 'predict.json'))} lists"):
+        covseg.predict(tiny_run, images / second.name, out)
+    assert (out / f"{first.stem}.png").is_file()
+
+
+def test_one_file_given_twice_is_predicted_once(tmp_path: Path, tiny_run: Path,
+                                                synthetic_folder: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file given twice (a folder and a file in it, ``x`` and ``./x``) was refused as two
+    inputs writing one mask, advised to go to separate folders; it is one input now. A file
+    linked under another name still gets its own mask."""
+    images = tmp_path / "in"
+    images.mkdir()
+    for image in sorted((synthetic_folder / "images").glob("*.npy"))[:2]:
+        shutil.copy(image, images / image.name)
+    one = min(images.iterdir())
+    (tmp_path / "linked.npy").symlink_to(one)
+    monkeypatch.chdir(tmp_path)
+    written = covseg.predict(tiny_run, ["in", f"in/{one.name}", f"./in/{one.name}",
+                                        "linked.npy"], "pred")
+    assert len(written) == 3
+    record = json.loads((tmp_path / "pred" / "predict.json").read_text())
+    assert record["inputs"] == [*map(str, sorted(images.iterdir())), str(tmp_path / "linked.npy")]
+    assert record["masks"] == 3
+
+
+def test_predict_refuses_a_name_that_is_not_utf8_before_writing(
+        tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
+    """2D predict took an image whose name is not valid UTF-8 (legal on Linux) and wrote it
+    into predict.json as lone surrogates, and a mask its own evaluate refused; CT predict,
+    quantify and evaluate refuse such a name in one line before writing anything, and so does
+    it now."""
+    images = tmp_path / "in"
+    images.mkdir()
+    shutil.copy(next((synthetic_folder / "images").glob("*.npy")), images / "a.npy")
+    bad = os.fsdecode(bytes(images) + b"/x\xe9y.npy")
+    shutil.copy(images / "a.npy", bad)
+    with pytest.raises(CovsegError) as raised:
+        covseg.predict(tiny_run, images, tmp_path / "pred")
+    assert str(raised.value) == (f"{images}/x\\xe9y.npy: its name is not valid UTF-8, which "
+                                 "covseg's records cannot hold; rename it")
+    assert not (tmp_path / "pred").exists()
+
+
+def test_a_16_bit_slice_is_refused_with_advice_predict_and_segment_can_follow(
+        tmp_path: Path, tiny_run: Path) -> None:
+    """A 16-bit slice's refusal in 2D predict and segment advised ``--intensity hu`` /
+    ``intensity="hu"``, which neither takes (a run reads slices as it was trained): it names a
+    run trained so now."""
+    sixteen = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16)
+    Image.fromarray(sixteen).save(tmp_path / "g16.png")
+    advice = ('NIfTI; a run trained with intensity="hu" reads them as they are, offset and all, '
+              "mostly white)")
+    with pytest.raises(CovsegError) as raised:
+        covseg.predict(tiny_run, tmp_path / "g16.png", tmp_path / "pred")
+    assert f"{advice}); no mask was written;" in str(raised.value)
+    with pytest.raises(CovsegError) as raised:
+        covseg.segment(tiny_run, sixteen)
+    assert str(raised.value).endswith(advice)
+
+
 def test_predict_records_each_input_once_from_any_working_folder(
         tmp_path: Path, tiny_run: Path, synthetic_folder: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -417,6 +417,20 @@ def test_export_replaces_only_an_earlier_export_of_its_own_run(
 
 
 @NEEDS_ONNX
+def test_a_run_named_by_its_folder_and_by_its_best_pt_is_one_run(tmp_path: Path,
+                                                                 tiny_run: Path) -> None:
+    """A run exported by its folder and re-exported by its best.pt (or the other way) into the
+    same file was refused as "the export of another run": the recorded source was compared as
+    given, while both name one checkpoint file."""
+    import covseg
+
+    out = tmp_path / "m.onnx"
+    for model in (tiny_run, tiny_run / "best.pt", tiny_run):
+        before = out.stat().st_mtime_ns if out.exists() else None
+        assert covseg.export(model, out) == out and out.stat().st_mtime_ns != before
+
+
+@NEEDS_ONNX
 def test_a_rerun_removes_the_temporary_a_killed_export_left(tmp_path: Path,
                                                             tiny_run: Path) -> None:
     """An export killed with ``kill -9`` while writing left its hidden temporary (the whole

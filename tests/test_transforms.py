@@ -333,6 +333,19 @@ def test_a_scale_refusal_advises_only_the_modes_the_values_fit() -> None:
             "offset and all, mostly white)"), told
 
 
+def test_a_caller_names_what_reads_values_on_no_scale_as_they_are() -> None:
+    """2D predict and segment read slices as their run was trained and take no
+    ``--intensity``, yet a 16-bit slice's refusal there advised ``--intensity hu``: the caller
+    passes what it offers (``as_is``), detected or told a scale the values do not fit."""
+    sixteen_bit = np.array([[0, 3000, 4000, 65535]], dtype=np.uint16)
+    for mode in ("auto", "uint8"):
+        with pytest.raises(CovsegError) as caught:
+            normalize_intensity(sixteen_bit, mode, as_is="a run trained so")
+        assert str(caught.value).endswith(
+            "NIfTI; a run trained so reads them as they are, offset and all, mostly white)"), mode
+        assert "--intensity hu" not in str(caught.value), mode
+
+
 def test_scale_errors_name_the_file_they_come_from() -> None:
     """A 16-bit slice's error in predict's failure line lacked the file's name."""
     with pytest.raises(CovsegError, match=r"^in/u16.png: cannot tell the intensity scale"):

@@ -73,6 +73,7 @@ from covseg.io.atomic import (
     output_file,
     output_folder,
     refuse_inside,
+    refuse_undecodable_name,
     remove_temporaries,
     remove_temporaries_of,
     write_json,
@@ -561,7 +562,8 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
 def collect_inputs(inputs: Sequence[str | os.PathLike[str]],
                    own_masks: Collection[Path] = ()) -> list[Path]:
     """Files as given, and the image files inside any folder given but ``own_masks`` (resolved
-    paths of the masks covseg predicted into that folder: see :func:`_own_masks`)."""
+    paths of the masks covseg predicted into that folder: see :func:`_own_masks`), each once
+    (:func:`_once`); a name that is not valid UTF-8 is refused, as CT predict refuses it."""
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
@@ -580,7 +582,20 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]],
             raise CovsegError(f"{item}: no such file or folder")
     if not files:
         raise CovsegError("no input images given")
-    return files
+    for path in files:  # the record names them
+        refuse_undecodable_name(Path(recorded_path(path)))
+    return _once(files)
+
+
+def _once(files: Sequence[Path]) -> list[Path]:
+    """``files`` without the repeats of a file given twice under its own name (a folder and a
+    file in it, ``x`` and ``./x``), by resolved path: it was refused as two inputs writing one
+    mask, to be predicted into separate folders. A file linked under another name keeps its
+    own mask."""
+    kept: dict[tuple[Path, str], Path] = {}
+    for path in files:
+        kept.setdefault((path.resolve(), output_name(path)), path)
+    return list(kept.values())
 
 
 def _nothing_to_read(folder: Path, own_masks: bool) -> CovsegError:
@@ -887,7 +902,8 @@ def segment(model: str | os.PathLike[str] | Predictor,
                               f"slice; drop {them(len(given))}, or give a volume")
         refuse_label_mask(_checked_slice(image), "the slice", what="CT slice",
                           advice="give the slice itself")
-        slice_ = normalize_intensity(image, predictor.intensity, predictor.window)
+        slice_ = normalize_intensity(image, predictor.intensity, predictor.window,
+                                     as_is=_trained_as_is())
         return predictor.predict_labels([slice_])[0]
     refuse_lung_model(predictor)
     check_volume_options(predictor.batch_size, lung_margin_mm,
@@ -1085,14 +1101,29 @@ def _predict_images(model: str | os.PathLike[str] | Predictor,
                         overlay_image(image, labels, palette=palette), labels, names, palette))
             bar.update(len(chunk))
     warn_mixed_scales(scales)
+    _remove_stale_masks(out, failed, earlier)
     record.write(failed, time.perf_counter() - started, finished=True)
     if failed:
         reason = next(iter(failed.values()))
+        kept = (f"{out} holds the other {counted(len(written), 'mask')}, and" if written
+                else "no mask was written;")
         raise BatchFailed(f"{len(failed)} of {len(files)} images could not be predicted "
-                          f"(first: {reason}); {out} holds the other "
-                          f"{counted(len(written), 'mask')}, and {out / PREDICT_RECORD} lists "
-                          "the failures")
+                          f"(first: {reason}); {kept} {out / PREDICT_RECORD} lists the "
+                          "failures")
     return written
+
+
+def _remove_stale_masks(out: Path, failed: Collection[str], earlier: dict[str, Any]) -> None:
+    """Delete the mask and overlay an earlier call into ``out`` made of each input that failed
+    in this one: the mask of the image's earlier content was counted and hashed as this call's,
+    and scored by evaluate, which scores a failed input as an empty prediction. Only an input
+    the earlier record names (``failed`` holds recorded paths): another file's mask of that
+    name is none of its own."""
+    before = {recorded_path(path) for path in _earlier_inputs(earlier) if isinstance(path, str)}
+    for path in before.intersection(failed):
+        for stale in (out / output_name(Path(path)), out / "overlays" / output_name(Path(path))):
+            if stale.is_file():
+                stale.unlink()
 
 
 def _refuse_unrecorded_masks(out: Path, files: Sequence[Path]) -> None:
@@ -1218,9 +1249,17 @@ def _scaled(image: np.ndarray, source: str, predictor: Predictor,
             scales: dict[str, list[str]]) -> np.ndarray:
     """``image`` (from ``source``) scaled as ``predictor`` reads, its scale noted in
     ``scales``."""
-    kind = intensity_scale(image, predictor.intensity, predictor.window, source)
+    kind = intensity_scale(image, predictor.intensity, predictor.window, source,
+                           as_is=_trained_as_is())
     note_scale(scales, kind, image, source)
     return scale_intensity(image, kind, predictor.window)
+
+
+def _trained_as_is() -> str:
+    """What reads slices on no scale covseg knows as they are, when predicting: a run trained
+    with ``--intensity hu``. A prediction reads slices as its run was trained, and neither 2D
+    predict nor segment takes the option that the refusal advised."""
+    return f"a run trained with {option_given('intensity', 'hu')}"
 
 
 @_public()

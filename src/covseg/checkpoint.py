@@ -66,6 +66,13 @@ def full_disk_resumable(target: str | os.PathLike[str], what: str = "") -> Itera
         raise CovsegError(no_space_text(target, rerun, what)) from None
 
 
+def checkpoint_file(path: str | os.PathLike[str]) -> Path:
+    """The file a model path names: a run folder's best.pt, else the path itself; a run named
+    by its folder and by its best.pt is one model."""
+    path = Path(path)
+    return path / "best.pt" if path.is_dir() else path
+
+
 def load_checkpoint(path: str | os.PathLike[str], advice: str | None = None) -> dict[str, Any]:
     """Load a covseg checkpoint safely; anything else gives a one-line error, ending in
     ``advice`` where the caller knows better what to do about a refused file than model

@@ -17,7 +17,12 @@ import numpy as np
 import torch
 
 from covseg.cascade import LungGuide
-from covseg.checkpoint import load_checkpoint, meta_problem, model_from_checkpoint
+from covseg.checkpoint import (
+    checkpoint_file,
+    load_checkpoint,
+    meta_problem,
+    model_from_checkpoint,
+)
 from covseg.errors import CovsegError
 from covseg.io.atomic import atomic_path, output_file, remove_temporaries_of
 from covseg.models.registry import import_installed, output_channels
@@ -109,7 +114,7 @@ def _refuse_other_file(out: Path, checkpoint: str | os.PathLike[str], onnx: Any)
         return
     meta = _covseg_meta(out, onnx)
     source = (meta.get(EXPORT_KEY) or {}).get("source") if meta is not None else None
-    if source == str(Path(checkpoint).resolve()):
+    if isinstance(source, str) and _same_file(source, checkpoint):
         return
     if isinstance(source, str):
         what = f"is the export of another run ({source}); pick another {option_name('out')} or"
@@ -118,6 +123,13 @@ def _refuse_other_file(out: Path, checkpoint: str | os.PathLike[str], onnx: Any)
     else:
         what = f"is no earlier covseg export; pick another {option_name('out')} or"
     raise CovsegError(f"{option_given('out', str(out))}: exists and {what} delete it")
+
+
+def _same_file(source: str, checkpoint: str | os.PathLike[str]) -> bool:
+    """Whether an export's recorded ``source`` names the checkpoint file ``checkpoint`` does:
+    a run exported by its folder and re-exported by its best.pt (or the other way) was refused
+    as "the export of another run"."""
+    return checkpoint_file(source).resolve() == checkpoint_file(checkpoint).resolve()
 
 
 def _covseg_meta(path: Path, onnx: Any) -> dict[str, Any] | None:

@@ -47,9 +47,10 @@ holds under two grey levels, black on either scale."""
 log = logging.getLogger(__name__)
 
 
-def detect_intensity(array: np.ndarray) -> str:
+def detect_intensity(array: np.ndarray, as_is: str = "") -> str:
     """Guess how a slice or volume is stored: Hounsfield units, 8-bit grey, or floats in
-    [0, 1] (:func:`reads_as_unit`: a few values past it are clipped, as a told scale's are)."""
+    [0, 1] (:func:`reads_as_unit`: a few values past it are clipped, as a told scale's are);
+    values on none are refused with :func:`_convert_advice`'s ``as_is``."""
     low, high = float(array.min()), float(array.max())
     if low < -100:
         return "hu"
@@ -58,7 +59,7 @@ def detect_intensity(array: np.ndarray) -> str:
     if high <= 255 and low >= 0:
         return "uint8"
     raise CovsegError(f"cannot tell the intensity scale (values {low:g}..{high:g}, "
-                      f"{_unknown_scale_example(high)}); {_convert_advice()}")
+                      f"{_unknown_scale_example(high)}); {_convert_advice(as_is)}")
 
 
 def reads_as_unit(array: np.ndarray, low: float, high: float) -> bool:
@@ -92,12 +93,14 @@ def _unknown_scale_example(high: float) -> str:
     return "e.g. 16-bit grey" if high > 255 else "below 0 but not HU: a standardised image?"
 
 
-def _convert_advice() -> str:
-    """What to do with values on none of the scales covseg reads, as a refusal says it."""
+def _convert_advice(as_is: str = "") -> str:
+    """What to do with values on none of the scales covseg reads, as a refusal says it:
+    ``as_is`` says what reads them as they are where the caller offers it (predict reads
+    slices as its run was trained, and takes no ``--intensity``), else ``--intensity hu``."""
     return ("covseg reads Hounsfield units, 8-bit grey (0..255) or floats in [0, 1]: convert the "
             "slices to one of them (16-bit CT exports often hold HU + 1024: subtract 1024 and "
-            f"save as .npy or NIfTI; {_scale_flag('hu')} reads them as they are, offset and all, "
-            "mostly white)")
+            f"save as .npy or NIfTI; {as_is or _scale_flag('hu')} reads them as they are, offset "
+            "and all, mostly white)")
 
 
 def normalize_intensity(
@@ -106,27 +109,28 @@ def normalize_intensity(
     window: tuple[float, float] = LUNG_WINDOW,
     source: str = "",
     told_window: bool = False,
+    as_is: str = "",
 ) -> np.ndarray:
     """Map a slice or volume read with ``mode`` (``--intensity``) to float32 in [0, 1]: the
     scale :func:`intensity_scale` finds, then :func:`scale_intensity`."""
-    return scale_intensity(array, intensity_scale(array, mode, window, source, told_window),
-                           window)
+    return scale_intensity(
+        array, intensity_scale(array, mode, window, source, told_window, as_is), window)
 
 
 def intensity_scale(array: np.ndarray, mode: str = "auto",
                     window: tuple[float, float] = LUNG_WINDOW, source: str = "",
-                    told_window: bool = False) -> str:
+                    told_window: bool = False, as_is: str = "") -> str:
     """The scale ("hu", "uint8", "unit") of a slice or volume read with ``mode``
     (``--intensity``), detected or told, checked (grey levels told to be HU are refused:
     :func:`holds_grey_only`, as are values mostly off an 8-bit or [0, 1] scale told:
     :func:`told_scale_mismatch`; so is a ``window`` a user ``told_window``, whatever its value,
     on grey levels: :func:`window_unused`). An error starts with ``source`` (the file) where
-    one is given."""
+    one is given; values on no scale are refused with :func:`_convert_advice`'s ``as_is``."""
     if mode not in INTENSITY_MODES:
         raise CovsegError(f"unknown intensity mode {mode!r}; choose one of {INTENSITY_MODES}")
     try:
-        kind = detect_intensity(array) if mode == "auto" else mode
-        reason = (told_scale_mismatch(array, kind) if mode != "auto" else None) or (
+        kind = detect_intensity(array, as_is) if mode == "auto" else mode
+        reason = (told_scale_mismatch(array, kind, as_is) if mode != "auto" else None) or (
             window_unused(kind, window) if told_window else None)
         if reason:
             raise CovsegError(reason)
@@ -197,12 +201,12 @@ def _auto_advice() -> str:
     return _scale_flag("auto") + AUTO_ADVICE
 
 
-def told_scale_mismatch(array: np.ndarray, kind: str) -> str | None:
+def told_scale_mismatch(array: np.ndarray, kind: str, as_is: str = "") -> str | None:
     """Why a slice is not on the scale ``kind`` that ``--intensity`` told (None when it may
     be): grey levels told to be HU (:func:`grey_told_hu`), floats in [0, 1] told to be 8-bit
     grey (:func:`_unit_told_uint8`), or more than :data:`MAX_CLIPPED_SHARE` of its values
     outside an 8-bit or [0, 1] scale (:func:`_off_scale`): a model trained or predicting on
-    any of them is useless, so all are refused alike."""
+    any of them is useless, so all are refused alike (``as_is``: :func:`_convert_advice`)."""
     told = f"read as {SCALE_NAMES[kind]} ({_scale_flag(kind)})" if kind in SCALE_NAMES else ""
     if kind == "hu":
         return grey_told_hu(array, told, "CT slice", f"{_auto_advice()} or uint8 (a run "
@@ -210,7 +214,7 @@ def told_scale_mismatch(array: np.ndarray, kind: str) -> str | None:
     if kind not in SCALE_NAMES or not array.size:
         return None
     return (_unit_told_uint8(array, told) if kind == "uint8" else None) or _off_scale(
-        array, kind, told)
+        array, kind, told, as_is)
 
 
 def _unit_told_uint8(array: np.ndarray, told: str) -> str | None:
@@ -225,17 +229,17 @@ def _unit_told_uint8(array: np.ndarray, told: str) -> str | None:
             "(a run predicts as it was trained)")
 
 
-def _off_scale(array: np.ndarray, kind: str, told: str) -> str | None:
+def _off_scale(array: np.ndarray, kind: str, told: str, as_is: str = "") -> str | None:
     """Why a slice ``told`` to be on the 8-bit or [0, 1] scale ``kind`` is not: more than
     :data:`MAX_CLIPPED_SHARE` of its values outside it, or any past :data:`UNIT_OVERSHOOT` told
     [0, 1] (:func:`_fits`), which read clipped (8-bit slices read as [0, 1] turn white wherever
-    above 1, a near-binary image); None when it may be."""
+    above 1, a near-binary image); None when it may be (``as_is``: :func:`_convert_advice`)."""
     if _fits(array, kind):
         return None
     outside = _clipped_share(array, kind)
     fitting = _fitting_scales(array, kind)
     advice = (f"read it on its own scale: {fitting} (a run predicts as it was trained)"
-              if fitting else _convert_advice())
+              if fitting else _convert_advice(as_is))
     return (f"{told}, but {outside:.0%} of its values ({float(array.min()):g}.."
             f"{float(array.max()):g}) lie outside 0..{_scale_range(kind, LUNG_WINDOW)[1]:g} and "
             f"would be clipped; "

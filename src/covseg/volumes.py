@@ -45,6 +45,7 @@ from covseg.burden import (
     quantify,
 )
 from covseg.cascade import THRESHOLD
+from covseg.checkpoint import checkpoint_file
 from covseg.config import check_batch_size, check_kind
 from covseg.errors import CovsegError
 from covseg.io.atomic import reserve
@@ -414,10 +415,7 @@ def model_hash(source: str | None) -> str | None:
     """SHA-256 of the checkpoint or ONNX file a model was loaded from (a run folder's best.pt),
     so that a model retrained into the same folder is seen on reruns whatever its file times;
     None for a model not loaded from a file. Hashed once per batch: checkpoints are small."""
-    if not source:
-        return None
-    path = Path(source)
-    return content_hash(path / "best.pt" if path.is_dir() else path)
+    return content_hash(checkpoint_file(source)) if source else None
 
 
 def _refuse_grey_told_hu(volume: Volume, hu: str) -> None:
