@@ -216,7 +216,7 @@ def test_unrecorded_checksum_and_the_notice_are_logged_not_printed(
     zip_bytes({"../evil.txt": b"x"}),
     zip_bytes({"/abs/evil.txt": b"x"}),
     zip_bytes({"ok.txt": b"x"}, symlink="link"),
-])
+], ids=["parent-path", "absolute-path", "symlink"])  # zip's headers hold the time: ids must not
 def test_malicious_zip_is_refused(server: Server, tmp_path: Path, archive: bytes) -> None:
     target = tmp_path / "data"
     url = server.add("bad.zip", archive)
@@ -230,7 +230,7 @@ def test_malicious_zip_is_refused(server: Server, tmp_path: Path, archive: bytes
     tar_bytes("../evil.txt"),
     tar_bytes("link", tarfile.SYMTYPE, "/etc/passwd"),
     tar_bytes("hard", tarfile.LNKTYPE, "../../etc/passwd"),
-])
+], ids=["parent-path", "symlink", "hardlink"])  # gzip's header holds the time: ids must not
 def test_malicious_tar_is_refused(server: Server, tmp_path: Path, archive: bytes) -> None:
     url = server.add("bad.tar.gz", archive)
     with pytest.raises(CovsegError, match="unsafe member"):
