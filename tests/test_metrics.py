@@ -20,6 +20,7 @@ from monai.metrics import (
 )
 from scipy import ndimage
 
+from covseg import metrics as metrics_module
 from covseg.metrics import binary_metrics, case_metrics, dice, summarize
 from tests.conftest import square_mask
 
@@ -228,3 +229,23 @@ def test_scoring_a_volume_makes_no_float_copy_of_it() -> None:
     tp = 15 * 50 * 50  # z 25:40, y 210:260, x 200:250
     assert dice_value == pytest.approx(2 * tp / (2 * 20 * 60 * 60))
     assert growth < 64, f"scoring grew memory by {growth:.0f} MiB"
+
+
+def test_a_multiclass_case_counts_each_class_overlap_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whether a lesion class was absent from both masks was counted again right after its
+    metrics counted it (0.075 s a class of a 300x512x512 case): one count each of infection,
+    background and every lesion class."""
+    counted = []
+    overlap = metrics_module._overlap
+
+    def counting(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int, int]:
+        counted.append(pred.shape)
+        return overlap(pred, truth)
+
+    monkeypatch.setattr(metrics_module, "_overlap", counting)
+    truth = np.zeros((10, 10), dtype=np.uint8)
+    truth[:5, :5], truth[6:, 6:] = 1, 3
+    row = case_metrics(truth, truth, num_classes=4)
+    assert len(counted) == 1 + 4
+    assert math.isnan(row["class2_iou"]) and row["miou_with_background"] == 1.0

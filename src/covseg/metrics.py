@@ -175,11 +175,11 @@ def case_metrics(pred: np.ndarray, truth: np.ndarray, num_classes: int = 2,
     row = binary_metrics(pred > 0, truth > 0, spacing)
     if num_classes > 2:
         names = class_names or {}
-        ious = [_class_iou(pred == 0, truth == 0)]
+        ious = [_background_iou(pred == 0, truth == 0)]
         for label in range(1, num_classes):
             pred_class, truth_class = pred == label, truth == label
             per_class = binary_metrics(pred_class, truth_class, spacing)
-            if math.isnan(_class_iou(pred_class, truth_class)):
+            if _absent_from_both(per_class):
                 per_class.update(dice=math.nan, iou=math.nan, hd95=math.nan)
             name = names.get(label, f"class{label}").replace(" ", "-")
             row.update({f"{name}_{key}": value for key, value in per_class.items()})
@@ -189,10 +189,18 @@ def case_metrics(pred: np.ndarray, truth: np.ndarray, num_classes: int = 2,
     return row
 
 
-def _class_iou(pred: np.ndarray, truth: np.ndarray) -> float:
-    """IoU of one class of a multi-class case, background included: undefined (NaN) when the
-    class is absent from both masks, so that the mean IoU averages the classes present in
-    either (background left out of an all-lesion crop scored 1, a wholly wrong one mIoU 0.33)."""
+def _absent_from_both(per_class: dict[str, float]) -> bool:
+    """Whether a lesion class's :func:`binary_metrics` are of a class absent from both masks:
+    its sensitivity and precision are then both undefined. Read from the metrics, which counted
+    the class's overlap already; counting it again took 0.075 s a class of a 300x512x512 case."""
+    return math.isnan(per_class["sensitivity"]) and math.isnan(per_class["precision"])
+
+
+def _background_iou(pred: np.ndarray, truth: np.ndarray) -> float:
+    """IoU of a multi-class case's background (the masks of label 0): undefined (NaN) when it
+    is absent from both masks, as a lesion class then is (:func:`_absent_from_both`), so that
+    the mean IoU averages the classes present in either (background left out of an all-lesion
+    crop scored 1, a wholly wrong one mIoU 0.33)."""
     p_sum, t_sum, both = _overlap(pred, truth)
     return _iou_of(p_sum, t_sum, both) if p_sum or t_sum else math.nan
 
