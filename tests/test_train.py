@@ -16,8 +16,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -402,22 +404,33 @@ def test_a_resume_whose_last_pt_is_damaged_says_so_and_how_to_go_on(
     assert [r["epoch"] for r in load_checkpoint(out / "last.pt")["history"]] == [1, 2]
 
 
+def _optimizer_state_of_another_type(state: dict[str, Any]) -> dict[str, object]:
+    """last.pt's optimizer with its per-parameter state an int, its groups kept."""
+    return {"optimizer": {**state["optimizer"], "state": 5}}
+
+
 @pytest.mark.parametrize("damage", [
     "optimizer", "scheduler", "epoch", "best_dice", "history", {"optimizer": {}},
     {"scheduler": [1]}, {"epoch": "x"}, {"best_dice": None}, {"history": 3},
-    {"state_dict": {}}], ids=str)
+    {"state_dict": {}}, {"optimizer": None}, {"optimizer": 5}, {"scheduler": {"junk": 1}},
+    {"scheduler": {"last_epoch": "2"}},
+    pytest.param(_optimizer_state_of_another_type, id="optimizer-state-5")], ids=str)
 def test_a_resume_whose_last_pt_lacks_an_entry_it_reads_is_refused_as_damaged(
-        tiny_run: Path, synthetic_folder: Path, tmp_path: Path, damage: str | dict[str, object]
+        tiny_run: Path, synthetic_folder: Path, tmp_path: Path,
+        damage: str | dict[str, object] | Callable[[dict[str, Any]], dict[str, object]]
         ) -> None:
     """A last.pt that loads but lacks its optimizer, scheduler or progress (``damage``: the
-    entry dropped), or holds one of another shape (the entries put), ended in a KeyError,
-    ValueError or RuntimeError traceback: it is refused as a truncated one is, saying how to
-    go on."""
+    entry dropped), or holds one of another shape (the entries put, or made from the saved
+    ones), ended in a KeyError, ValueError, RuntimeError or AttributeError traceback (an
+    optimizer of None), or resumed with the learning rate schedule restarted (a scheduler
+    without its epoch count): it is refused as a truncated one is, saying how to go on."""
     out = tmp_path / "run"
     shutil.copytree(tiny_run, out)
     (out / "metrics.json").unlink()  # stopped before its end
     saved = TrainConfig.from_dict(json.loads((out / "config.json").read_text())["config"])
     state = torch.load(out / "last.pt", weights_only=True)
+    if callable(damage):
+        damage = damage(state)
     state = {**state, **damage} if isinstance(damage, dict) else {
         key: value for key, value in state.items() if key != damage}
     torch.save(state, out / "last.pt")

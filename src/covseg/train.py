@@ -268,8 +268,8 @@ def _restored(last: Path, state: dict[str, Any], restored: dict[str, Any]
               ) -> tuple[int, float, list[dict[str, float]]]:
     """Load ``last``'s ``state`` into the ``restored`` parts (by their entry) and return the
     run's progress (see :func:`_start`); an entry missing or of another shape is refused as a
-    damaged last.pt (:func:`_damaged_last`), which ended in a KeyError or RuntimeError
-    traceback."""
+    damaged last.pt (:func:`_damaged_last`), which ended in a KeyError, RuntimeError or
+    AttributeError traceback (torch's, of an optimizer state holding a value of another type)."""
     for key in (*restored, *PROGRESS_ENTRIES):
         if key not in state:
             raise _damaged_last(last, f"no {key!r} entry")
@@ -279,14 +279,25 @@ def _restored(last: Path, state: dict[str, Any], restored: dict[str, Any]
         if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
             raise TypeError("not a list of epochs")
         for reading, part in restored.items():
+            _refuse_other_shape(reading, state[reading])
             part.load_state_dict(state[reading])
         reading = "epoch"
         first_epoch = int(state["epoch"]) + 1
         reading = "best_dice"
         return first_epoch, float(state["best_dice"]), list(history)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         why = f"no {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0].rstrip(":")
         raise _damaged_last(last, f"{reading!r} entry: {why}") from None
+
+
+def _refuse_other_shape(entry: str, saved: Any) -> None:
+    """Raise TypeError where a restored part's ``saved`` state (last.pt's ``entry``) is no
+    dict, or the scheduler's holds no epoch count: torch's load_state_dict took a scheduler's
+    dict of other entries, which restarted the learning rate schedule from its first epoch."""
+    if not isinstance(saved, dict):
+        raise TypeError(f"not a state but {type(saved).__name__}")
+    if entry == "scheduler" and type(saved.get("last_epoch")) is not int:
+        raise TypeError("no epoch count (last_epoch)")
 
 
 PROGRESS_ENTRIES = ("epoch", "best_dice", "history")
