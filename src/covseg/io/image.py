@@ -642,7 +642,9 @@ def _check_binary_with_noise(array: np.ndarray, values: np.ndarray,
     mid-grey), or a few levels that are no labels with one of them no JPEG noise, i.e. not
     within :data:`JPEG_NOISE` of 0 or the maximum (is 100 of 0/100/255, or 20 of 0/20/40/255, a
     class?), or noise on one side only (0/1/2/255 are labels 1 and 2 with 255 as "ignore"; JPEG
-    rings on both sides of an edge). A JPEG 0/255 mask passes."""
+    rings on both sides of an edge). A JPEG 0/255 mask passes. Many levels are called a soft
+    mask only where they spread as a 0/255 mask's soft edges do (:func:`_soft_edges`): a resized
+    mask of scaled labels, told to threshold at half its maximum, lost its lowest class."""
     if values.size <= MAX_LABEL + 1:
         odd = _no_noise(values)
         if odd.size:
@@ -652,7 +654,8 @@ def _check_binary_with_noise(array: np.ndarray, values: np.ndarray,
                               "0/255 noise; store labels 0..K, 0/255, or labels times one step")
         return
     reason = image_levels(array, values)
-    if reason and soft_mask_levels(array, values):
+    if reason and soft_mask_levels(array, values) and _soft_edges(
+            np.bincount(array.astype(np.uint8, copy=False).ravel(), minlength=256)):
         raise soft_mask(source, f"{reason}: few for an image")
     if reason:
         raise image_given_as_mask(source, reason)
