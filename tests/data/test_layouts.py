@@ -301,12 +301,38 @@ def test_a_medseg_stack_beside_its_png_folders_is_refused(tmp_path: Path) -> Non
                                   "or give each its own folder")
 
 
+def test_medseg_stack_beside_corrected_png_masks_is_refused(tmp_path: Path) -> None:
+    """tr_mask/ PNGs (corrected masks, say) beside the stack were dropped unseen as tr_im/'s."""
+    hu, lesions = _hu_volume(slices=2)
+    _save_nifti(tmp_path / "tr_im.nii.gz", hu)
+    _save_nifti(tmp_path / "tr_mask.nii.gz", lesions)
+    _save_png(tmp_path / "tr_mask" / "0.png", np.zeros((8, 8)))
+    assert _refusal(tmp_path).startswith(f"{tmp_path}: holds both tr_im.nii.gz and tr_mask/ "
+                                         "(two copies of one data set)")
+
+
+@pytest.mark.parametrize("content", [None, "notes.txt"])
+def test_medseg_stack_beside_a_png_folder_without_images_is_read(tmp_path: Path,
+                                                                 content: str | None) -> None:
+    """An empty tr_im/ (or one of other files) beside the stack is no second copy: the stack was
+    read, and then refused as "two copies of one data set"."""
+    hu, lesions = _hu_volume(slices=4)
+    _save_nifti(tmp_path / "tr_im.nii.gz", hu)
+    _save_nifti(tmp_path / "tr_mask.nii.gz", lesions)
+    (tmp_path / "tr_im").mkdir()
+    if content:
+        (tmp_path / "tr_im" / content).write_text("slices to add")
+    data = load_dataset(tmp_path)
+    assert data.layout == "medseg" and len(data.samples) == 4
+
+
 @pytest.mark.parametrize("target", ["infection", "lung"])
 @pytest.mark.parametrize("stored", [(-1, 0), (-1, 0, 1)])
 def test_nifti_masks_with_negative_values_are_refused(tmp_path: Path, target: str,
                                                       stored: tuple[int, ...]) -> None:
     """A 0/255 mask stored as int8 (255 wraps to -1) or with a -1 "ignore" label was read as
-    background for these targets, while --target multiclass, 2D masks and evaluate refused it."""
+    background for these targets, while --target multiclass, 2D masks and evaluate refused it.
+    Checked once on the whole volume, the refusal names its file rather than a slice."""
     hu, _ = _hu_volume(slices=2, size=8)
     mask = np.zeros(hu.shape, dtype=np.int8)
     for k, level in enumerate(stored):
@@ -314,7 +340,7 @@ def test_nifti_masks_with_negative_values_are_refused(tmp_path: Path, target: st
     _save_nifti(tmp_path / "images" / "c.nii.gz", hu)
     _save_nifti(tmp_path / ("lungs" if target == "lung" else "masks") / "c.nii.gz", mask,
                 np.int8)
-    with pytest.raises(CovsegError, match=r"^.*/c\.nii\.gz#z[01]: mask has negative values; "
+    with pytest.raises(CovsegError, match=r"^.*/c\.nii\.gz: mask has negative values; "
                                           r"expected labels 0\.\.K or 0/255$"):
         load_dataset(tmp_path, target=target)
 

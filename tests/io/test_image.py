@@ -163,6 +163,25 @@ def test_interpolated_0_255_masks_are_refused_as_soft_masks(tmp_path: Path, numb
         read_mask(gt.parent.parent / "Imgs" / "1.jpg")
 
 
+@pytest.mark.parametrize("step", [127, 85])
+def test_a_resized_multiclass_mask_is_not_told_to_be_thresholded(tmp_path: Path,
+                                                                 step: int) -> None:
+    """Inf-Net's multi-class truth 23 (labels 0/1/2) scaled by a step and resized to half with
+    bilinear interpolation was called a soft 0/255 mask, told to be thresholded at half its
+    maximum (128), which deletes class 1: its levels gather near the labels' (no soft edges)."""
+    gt = shared("infnet-covid-semiseg", "TrainingSet", "MultiClassInfection-Train", "GT",
+                "23.png")
+    labels = read_array(gt, keep_palette=True).astype(np.uint8)
+    assert set(np.unique(labels)) == {0, 1, 2}
+    scaled = Image.fromarray(labels * step)
+    scaled.resize((scaled.width // 2, scaled.height // 2), Image.Resampling.BILINEAR).save(
+        tmp_path / "m.png")
+    with pytest.raises(CovsegError, match=r"m\.png: not a mask but an image \(\d+ grey levels, "
+                                          r"\d+% of pixels mid-grey\); pass masks holding "
+                                          r"labels 0\.\.K or 0/255$"):
+        read_mask(tmp_path / "m.png")
+
+
 def test_a_small_soft_mask_is_refused_as_one_and_jpeg_scaled_labels_as_before() -> None:
     """Blobs of a 0/255 mask shrunk with bilinear interpolation: a soft mask; labels scaled to
     0/127/254 saved as JPEG still a lossy mask of several classes."""

@@ -642,7 +642,9 @@ def _check_binary_with_noise(array: np.ndarray, values: np.ndarray,
     mid-grey), or a few levels that are no labels with one of them no JPEG noise, i.e. not
     within :data:`JPEG_NOISE` of 0 or the maximum (is 100 of 0/100/255, or 20 of 0/20/40/255, a
     class?), or noise on one side only (0/1/2/255 are labels 1 and 2 with 255 as "ignore"; JPEG
-    rings on both sides of an edge). A JPEG 0/255 mask passes."""
+    rings on both sides of an edge). A JPEG 0/255 mask passes. Many levels are called a soft
+    mask only where they spread as a 0/255 mask's soft edges do (:func:`_soft_edges`): a resized
+    mask of scaled labels, told to threshold at half its maximum, lost its lowest class."""
     if values.size <= MAX_LABEL + 1:
         odd = _no_noise(values)
         if odd.size:
@@ -652,7 +654,8 @@ def _check_binary_with_noise(array: np.ndarray, values: np.ndarray,
                               "0/255 noise; store labels 0..K, 0/255, or labels times one step")
         return
     reason = image_levels(array, values)
-    if reason and soft_mask_levels(array, values):
+    if reason and soft_mask_levels(array, values) and _soft_edges(
+            np.bincount(array.astype(np.uint8, copy=False).ravel(), minlength=256)):
         raise soft_mask(source, f"{reason}: few for an image")
     if reason:
         raise image_given_as_mask(source, reason)
@@ -898,7 +901,14 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
 
 def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a mask file as integer labels (see :func:`mask_to_labels`)."""
-    return mask_to_labels(read_array(path, keep_palette=True), path)
+    return read_oriented_mask(path).array
+
+
+def read_oriented_mask(path: str | os.PathLike[str]) -> Oriented:
+    """:func:`read_mask`, with the EXIF orientation it applied (:func:`read_oriented`): a data
+    set's reading compares it with its image's."""
+    stored = read_oriented(path, keep_palette=True)
+    return Oriented(mask_to_labels(stored.array, path), stored.orientation)
 
 
 def write_png(path: str | os.PathLike[str], array: np.ndarray) -> Path:

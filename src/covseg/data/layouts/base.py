@@ -28,10 +28,10 @@ from covseg.io.image import (
     image_name,
     is_image_file,
     level_divisor,
-    mask_to_labels,
     masks_to_labels,
     named_as_image,
     read_oriented,
+    read_oriented_mask,
     refuse_negative,
 )
 from covseg.io.nifti import is_nifti, named_as_nifti, nifti_stem, read_nifti, read_paired
@@ -406,7 +406,6 @@ def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source
     if options.target == "multiclass":
         labels = mask  # stored levels, turned into labels with the whole set's (see loaded)
     else:
-        refuse_negative(mask, mask_source)  # multiclass masks: refused with the set's labels
         lesion = mask > 0
         labels = lesion.astype(np.uint8)
         if options.target == "infection":
@@ -679,6 +678,8 @@ def read_2d_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions,
     """The 2D files' slices, each read on the scale judged on it (:func:`_file_scale`); files
     read on different scales are warned of (:func:`~covseg.transforms.warn_mixed_scales`)."""
     samples = []
+    read_mask = (partial(read_oriented, keep_palette=True) if options.target == "multiclass"
+                 else read_oriented_mask)  # multiclass: labels of the whole set, see loaded
     scales: dict[str, list[str]] = {}
     turned: list[tuple[Path, int, Path, int]] = []
     for stem, image_path, mask_path in _progress(pairs, desc):
@@ -686,10 +687,7 @@ def read_2d_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions,
         image, image_turn = read_naming_out_of_memory(read_oriented, image_path)
         kind = _file_scale(image, str(image_path), options)
         note_scale(scales, kind, image, str(image_path))
-        mask, mask_turn = read_naming_out_of_memory(
-            partial(read_oriented, keep_palette=True), mask_path)
-        if options.target != "multiclass":  # multiclass: labels of the whole set, see loaded
-            mask = mask_to_labels(mask, mask_path)
+        mask, mask_turn = read_naming_out_of_memory(read_mask, mask_path)
         if image_turn != mask_turn:
             refuse_turned_size(image, image_path, image_turn, mask, mask_path, mask_turn)
             turned.append((image_path, image_turn, mask_path, mask_turn))
@@ -844,6 +842,8 @@ def slice_volume(image_path: Path, mask_path: Path, options: ReadOptions,
     (``#zK``) give that index too, as its title and ``evaluate --per-slice`` do. The index after
     reorientation named another slice of a file whose header flips z."""
     image, mask = _read_volume_pair(image_path, mask_path)
+    if options.target != "multiclass":  # multiclass masks: refused with the set's labels
+        refuse_negative(mask.array, mask_path)
     kind = _file_scale(image.array, str(image_path), options)
     keep: Sequence[int] = range(len(image.array))
     if options.slices == "labelled":

@@ -101,14 +101,23 @@ def _medseg_volume_pairs(root: Path, target: str) -> list[tuple[str, Path, Path]
     return [(f"medseg_rp{stem}", image, mask) for stem, image, mask in pairs]
 
 
+def _png_copy(root: Path) -> str | None:
+    """The first of MedSeg's PNG folders (``tr_im/``, ``tr_mask_new/``, ``tr_mask/``) in
+    ``root`` that holds image files, a second copy beside the NIfTI stack; an empty one (or
+    one of other files) holds none, and the stack is read as before."""
+    return next((name for name in ("tr_im", *MEDSEG_MASKS)
+                 if (root / name).is_dir() and files(root / name, is_image_file)), None)
+
+
 def _read_medseg_slices(root: Path, options: ReadOptions, patients: dict[str, str]
                         ) -> tuple[list[Sample], list[tuple[str, str]]]:
     """MedSeg's 100 slices (none where the folder holds its volumes alone), and the (case id,
     file stem) of each, the names a patients.csv may give them. The NIfTI stack beside the
-    ``tr_im/`` PNGs is refused: the PNGs (corrected masks, say) were dropped unseen."""
+    ``tr_im/`` or ``tr_mask/`` PNGs is refused: the PNGs (corrected masks, say) were dropped
+    unseen (:func:`_png_copy`)."""
     if image_file := _stack(root, "tr_im"):
-        if (root / "tr_im").is_dir():
-            raise two_copies(root, image_file.name, "tr_im/")
+        if copy := _png_copy(root):
+            raise two_copies(root, image_file.name, f"{copy}/")
         mask_file = _stack(root, "tr_mask")
         if mask_file is None:
             raise CovsegError(f"{root}: {image_file.name} found but tr_mask.nii.gz (or "
