@@ -89,6 +89,34 @@ def test_a_nifti_copy_beside_dicom_slices_is_passed_over_given_or_found(tmp_path
     assert [s.name for s in find_studies([series / "SE2_ct.nii.gz"])] == ["SE2_ct"]
 
 
+def test_nifti_cts_beside_dicom_files_of_no_series_of_ct_slices_are_read(tmp_path: Path,
+                                                                         caplog) -> None:
+    """NIfTI CTs were passed over as converted copies beside any DICOM file: the root of a CD
+    export of two patients (DICOMDIR, P1/, P2/) lost its p3_ct.nii.gz, and a folder of NIfTI CTs
+    beside one dose report (an SR without pixels) lost all of them, its one study failing. Only
+    a folder read as one DICOM study of CT images passes its NIfTI files over."""
+    export = tmp_path / "export"
+    for patient in ("P1", "P2"):
+        for path in synthetic_series(export / patient, phantom(2)):
+            dataset = pydicom.dcmread(path)
+            dataset.PatientID = patient
+            dataset.save_as(path)
+    (export / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM")
+    (export / "p3_ct.nii.gz").write_bytes(b"")
+    report = tmp_path / "cts"
+    report.mkdir()
+    dataset = pydicom.dcmread(synthetic_series(tmp_path / "sr", phantom(1))[0])
+    del dataset.PixelData
+    dataset.Modality = "SR"
+    dataset.save_as(report / "dose_report.dcm")
+    for name in ("c1", "c2"):
+        (report / f"{name}.nii.gz").write_bytes(b"")
+    with caplog.at_level("WARNING"):
+        assert [s.name for s in find_studies([export])] == ["P1", "P2", "p3_ct"]
+        assert [s.name for s in find_studies([report])] == ["c1", "c2", "cts"]
+    assert "passed over" not in caplog.text
+
+
 def test_nifti_sub_folders_of_a_folder_of_dicom_slices_are_named(tmp_path: Path,
                                                                  caplog) -> None:
     """A folder holding DICOM slices is one study, its series searched below it; its
@@ -109,6 +137,19 @@ def test_nifti_sub_folders_of_a_folder_of_dicom_slices_are_named(tmp_path: Path,
                 "such folder itself") in caplog.text
 
 
+def test_nifti_sub_folders_of_a_series_found_in_a_folder_given_are_named(tmp_path: Path,
+                                                                         caplog) -> None:
+    """The sub-folders of NIfTI files in a folder of DICOM slices were named only where that
+    folder was given itself; found in a folder given, they were passed over without a word."""
+    series = tmp_path / "patients" / "SE2"
+    (series / "nifti").mkdir(parents=True)
+    (series / "slice_001.dcm").write_bytes(b"")
+    (series / "nifti" / "ct.nii.gz").write_bytes(b"")
+    with caplog.at_level("WARNING"):
+        assert [(s.name, s.path) for s in find_studies([series.parent])] == [("SE2", series)]
+    assert f"{series}: 1 folder(s) (nifti) holding NIfTI files passed over" in caplog.text
+
+
 def test_one_file_given_by_two_paths_is_read_once(tmp_path: Path, caplog) -> None:
     """``masks/b.nii.gz`` and ``masks/../masks/b.nii.gz`` were refused as two studies named b,
     "rename one": it is one file. A file given twice, or given beside its folder, is one study,
@@ -125,6 +166,22 @@ def test_one_file_given_by_two_paths_is_read_once(tmp_path: Path, caplog) -> Non
             "b") in caplog.text
     assert [s.name for s in find_studies([masks, masks / "c.nii.gz", tmp_path / "masks"])] == [
         "b", "c"]
+
+
+def test_two_links_to_one_stored_file_are_two_studies(tmp_path: Path, monkeypatch) -> None:
+    """Files of equal content in a Hugging Face cache, git-annex or DVC are links to one stored
+    copy: two such masks (two empty masks on one grid) were read once, "given twice", one
+    patient dropped. A file's own name is kept, so links stay apart while x and ./x are one."""
+    blob = tmp_path / "blobs" / "x1.nii"
+    blob.parent.mkdir()
+    blob.write_bytes(b"")
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for name in ("p1", "p2"):
+        (masks / f"{name}.nii").symlink_to(blob)
+    assert [s.name for s in find_studies([masks], masks=True)] == ["p1", "p2"]
+    monkeypatch.chdir(masks)
+    assert [s.path for s in find_studies(["p1.nii", "./p1.nii"], masks=True)] == [Path("p1.nii")]
 
 
 def test_find_studies_reads_nifti_masks_in_sub_folders(tmp_path: Path) -> None:

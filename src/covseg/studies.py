@@ -180,10 +180,17 @@ def _read_once(studies: Sequence[Study], notes: list[str]) -> list[Study]:
     """``studies`` without those whose file or folder is one found already, by another path
     (``masks/b.nii.gz`` and ``masks/../masks/b.nii.gz``, or a folder and a file in it): they
     were two studies of one name, refused with advice to rename one, or the same CT read twice
-    under two names. Each is named in ``notes``."""
+    under two names. Each is named in ``notes``. A path's folder is resolved, not its own name:
+    two links to one stored copy (a Hugging Face cache's, git-annex's or DVC's files of equal
+    content) stay two files, two studies."""
     first: dict[Path, Study] = {}
+    folders: dict[Path, Path] = {}  # each folder resolved once: a folder holds many studies
     for study in studies:
-        seen = first.setdefault(study.path.resolve(), study)
+        folder = study.path.parent
+        if folder not in folders:
+            folders[folder] = folder.resolve()
+        where = Path(os.path.normpath(folders[folder] / study.path.name))
+        seen = first.setdefault(where, study)
         if seen is not study:
             notes.append(f"{study.path}: the same {'folder' if study.path.is_dir() else 'file'} "
                          f"as {seen.path}, given twice; read once, as study {seen.name}")
@@ -236,14 +243,15 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
                     notes: list[str]) -> list[Study]:
     """The studies of one input folder (see :func:`find_studies`)."""
     children = sorted(c for c in path.iterdir() if not c.name.startswith("."))
-    copies = dicom_copies(path)
+    one = _one_dicom_study(path, children)
+    copies = dicom_copies(path, children) if one else []
     files, dropped = _split_masks([c for c in children if is_nifti(c) and c not in copies],
                                   masks)
     found = [Study(study_name(c, masks), c) for c in files]
     own: list[Path] = []
     pictures: list[Path] = []
     no_ct: dict[Path, str] = {}
-    if _one_dicom_study(path, children):
+    if one:
         found.append(Study(folder_name(path), path))
         _note_nifti_folders_in_series(path, children, exclude, masks, notes)
     else:
@@ -257,7 +265,7 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
         found += sub_studies
         dropped += sub_dropped
         copies += [copy for study in sub_studies if study.path.is_dir()
-                   for copy in dicom_copies(study.path)]
+                   for copy in _found_series_copies(study.path, exclude, masks, notes)]
         if not masks:
             _check_series_unshared([s for s in found if s.path.is_dir()])
         own = [c for c in own if not exclude or c.resolve() != Path(exclude).resolve()]
@@ -317,13 +325,25 @@ def _pictures_held(path: Path, held: Sequence[Path], folders: Sequence[Path]) ->
     return f"{kind} ({listed_paths(held, path, 'file')}){beside}"
 
 
-def dicom_copies(folder: Path) -> list[Path]:
-    """The NIfTI files of ``folder`` passed over because it holds DICOM files too
-    (:func:`~covseg.io.ct.folder_niftis`, the rule :func:`~covseg.io.ct.read_volume` reads a
-    folder by): a converted copy of the series, as dcm2niix writes by default, read as a
-    study of its own beside the series, was the same CT predicted twice."""
-    niftis = sorted(c for c in folder.iterdir() if is_nifti(c))
-    return [] if not niftis or folder_niftis(folder) else niftis
+def dicom_copies(study: Path, children: Sequence[Path]) -> list[Path]:
+    """The NIfTI files among the ``children`` of a folder read as one DICOM study
+    (:func:`_one_dicom_study`), passed over: a converted copy of the series, as dcm2niix writes
+    by default, read as a study of its own beside the series, was the same CT predicted twice.
+    None where its DICOM files hold no CT image (a dose report beside NIfTI CTs)."""
+    niftis = [c for c in children if is_nifti(c)]
+    return niftis if niftis and not holds_no_ct_image(study) else []
+
+
+def _found_series_copies(folder: Path, exclude: str | os.PathLike[str] | None, masks: bool,
+                         notes: list[str]) -> list[Path]:
+    """The NIfTI copies (:func:`dicom_copies`) of a sub-folder study found in a folder given,
+    its sub-folders of NIfTI files named in ``notes``, as for a folder given itself; none where
+    it is no DICOM study."""
+    children = sorted(c for c in folder.iterdir() if not c.name.startswith("."))
+    if not _one_dicom_study(folder, children):
+        return []
+    _note_nifti_folders_in_series(folder, children, exclude, masks, notes)
+    return dicom_copies(folder, children)
 
 
 def _note_nifti_folders_in_series(folder: Path, children: Sequence[Path],
