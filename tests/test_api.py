@@ -1528,3 +1528,26 @@ def test_data_info_counts_a_volumes_slices_as_one_case(tmp_path: Path) -> None:
                      tmp_path / folder / f"{name}.nii.gz")
     info = covseg.data_info(tmp_path)
     assert (info["slices"], info["cases"], info["patients"]) == (6, 2, 2)
+
+
+def test_a_folder_of_2d_slices_is_not_searched_below_its_top_for_gzipped_dicom(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """2D predict lists a folder's own files, yet its "nothing to read" refusal walked the whole
+    tree for gzip-compressed DICOM (9.5 s for /usr) and named slices far below what it reads:
+    it looks at the top level only (read_volume still searches sub-folders, test_dicom)."""
+    import gzip
+
+    from covseg.io import dicom
+    from tests.io.helpers import phantom, synthetic_series
+
+    for path in synthetic_series(tmp_path / "series", phantom()):
+        (tmp_path / "study" / "deep").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "study" / "deep" / f"{path.name}.gz").write_bytes(
+            gzip.compress(path.read_bytes()))
+    (tmp_path / "study" / "notes.txt").write_text("no scan")
+    looked: list[Path] = []
+    sniff = dicom.is_gzipped_dicom
+    monkeypatch.setattr(dicom, "is_gzipped_dicom", lambda path: looked.append(path) or sniff(path))
+    with pytest.raises(CovsegError, match=r"^\S*study: no images or CT volumes in this folder; "):
+        api.collect_inputs([tmp_path / "study"])
+    assert looked and {path.parent for path in looked} == {tmp_path / "study"}, looked

@@ -601,7 +601,7 @@ def _once(files: Sequence[Path]) -> list[Path]:
 def _nothing_to_read(folder: Path, own_masks: bool) -> CovsegError:
     """The error for a folder holding no input (or only the masks covseg predicted into it):
     gzip-compressed DICOM slices are named as such, else every kind of input covseg reads."""
-    gzipped = gzipped_dicom_refusal(folder)
+    gzipped = gzipped_dicom_refusal(folder, folder.iterdir())  # the top level, as listed
     if gzipped:
         return gzipped
     masks = " but the masks covseg predicted into it" if own_masks else ""

@@ -3,8 +3,10 @@ Enhanced CT files and a small HU phantom."""
 
 from __future__ import annotations
 
+import tracemalloc
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import nibabel as nib
 import numpy as np
@@ -17,6 +19,18 @@ from tests.conftest import SAMPLE_CT as CT
 from tests.conftest import SAMPLE_DICOMS as DICOMS
 
 needs_ct = pytest.mark.skipif(not CT.is_file(), reason=f"real data not found: {CT}")
+
+T = TypeVar("T")
+
+
+def traced_peak(call: Callable[[], T]) -> tuple[T, int]:
+    """``call()``'s result and the peak bytes Python and numpy allocated while it ran."""
+    tracemalloc.start()
+    try:
+        result = call()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def save(path: Path, data_xyz: np.ndarray, affine: np.ndarray | None = None) -> Path:

@@ -4,7 +4,9 @@ and scaled, on the geometry of a paired volume when a file has none; Analyze pai
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import logging
 import os
 import zlib
@@ -90,37 +92,46 @@ def read_nifti(path: str | os.PathLike[str], dtype: type = np.float32,
     identity or Analyze affine, a numpy pipeline's mask came out mirrored against its CT.
     """
     path = Path(path)
-    image = _load_nifti(path)
-    if like is not None and _geometryless(image) and _stored_alike(image, like):
-        image = _on_geometry_of(image, like, str(path))
-    return volume_from_nifti(image, str(path), dtype)
+    with _opened_nifti(path) as image:
+        if like is not None and _geometryless(image) and _stored_alike(image, like):
+            image = _on_geometry_of(image, like, str(path))
+        return volume_from_nifti(image, str(path), dtype)
 
 
-def _load_nifti(path: Path) -> nib.Nifti1Image:
-    """The NIfTI image at ``path``, its voxels not yet read. A file named ``.nii.gz`` but not
-    gzip-compressed, or named ``.nii`` but gzip-compressed (frequent mislabels; nibabel goes by
-    the name and fails) is read by its content, with a warning."""
+@contextmanager
+def _opened_nifti(path: Path, warn: bool = True) -> Iterator[nib.Nifti1Image]:
+    """The NIfTI image at ``path``, its voxels read as asked within the block. A file named
+    ``.nii.gz`` but not gzip-compressed, or named ``.nii`` but gzip-compressed (frequent
+    mislabels; nibabel goes by the name and fails) is read by its content from a stream open
+    within the block, slab by slab as any file (decompressed whole into memory, it was held
+    beside the volume), with a warning unless ``warn`` is False (a header-only look)."""
     if not is_nifti_named(path):
         raise CovsegError(f"{path}: not a NIfTI file (.nii or .nii.gz)")
-    try:
-        named_gz, gzipped = path.name.lower().endswith(".gz"), _gzipped(path)
-        if named_gz != gzipped:
-            image = _uncompressed_nifti(gzip.decompress(path.read_bytes()) if gzipped
-                                        else path.read_bytes())
-            named, actual = (".nii", ".nii.gz") if gzipped else (".nii.gz", ".nii")
-            log.warning("%s: %sgzip-compressed, though named %s; read as a %s file (rename it "
-                        "to %s%s)", path, "" if gzipped else "not ", named, actual,
-                        nifti_stem(path), actual)
-            return image
-        loaded = nib.load(str(path))
-    except NIFTI_ERRORS as exc:
-        raise lfs_pointer(path) or CovsegError(
-            f"{path}: cannot read the NIfTI header ({_one_line(exc)}); is the file truncated?"
-        ) from None
-    if not isinstance(loaded, nib.Nifti1Image):  # CIFTI-2 is named .nii too
-        raise CovsegError(f"{path}: a {type(loaded).__name__} file (surface or grey-ordinate "
-                          "data), not a NIfTI volume; give covseg the CT as a NIfTI volume")
-    return loaded
+    with contextlib.ExitStack() as opened:
+        try:
+            named_gz, gzipped = path.name.lower().endswith(".gz"), _gzipped(path)
+            if named_gz == gzipped:
+                image = nib.load(str(path))
+            else:
+                image = _streamed_nifti(opened.enter_context(gzip.open(path, "rb")) if gzipped
+                                        else opened.enter_context(open(path, "rb")))
+                if warn:
+                    _warn_misnamed(path, gzipped)
+        except NIFTI_ERRORS as exc:
+            raise lfs_pointer(path) or CovsegError(
+                f"{path}: cannot read the NIfTI header ({_one_line(exc)}); is the file "
+                "truncated?") from None
+        if not isinstance(image, nib.Nifti1Image):  # CIFTI-2 is named .nii too
+            raise CovsegError(f"{path}: a {type(image).__name__} file (surface or grey-ordinate "
+                              "data), not a NIfTI volume; give covseg the CT as a NIfTI volume")
+        yield image
+
+
+def _warn_misnamed(path: Path, gzipped: bool) -> None:
+    """Warn that ``path``'s name says the other of gzip-compressed or not, and how to rename it."""
+    named, actual = (".nii", ".nii.gz") if gzipped else (".nii.gz", ".nii")
+    log.warning("%s: %sgzip-compressed, though named %s; read as a %s file (rename it to %s%s)",
+                path, "" if gzipped else "not ", named, actual, nifti_stem(path), actual)
 
 
 def _gzipped(path: Path) -> bool:
@@ -129,12 +140,14 @@ def _gzipped(path: Path) -> bool:
         return handle.read(len(GZIP_MAGIC)) == GZIP_MAGIC
 
 
-def _uncompressed_nifti(data: bytes) -> nib.Nifti1Image:
-    """A NIfTI-1 or NIfTI-2 image from an uncompressed file's bytes (by ``sizeof_hdr``, in
-    either byte order)."""
-    sizes = {int.from_bytes(data[:4], order) for order in ("little", "big")}
+def _streamed_nifti(stream: io.BufferedIOBase) -> nib.Nifti1Image:
+    """A NIfTI-1 or NIfTI-2 image (by ``sizeof_hdr``, in either byte order) over an open,
+    uncompressed stream, its voxels read from the stream as asked."""
+    start = stream.read(4)
+    stream.seek(0)
+    sizes = {int.from_bytes(start, order) for order in ("little", "big")}
     kind = nib.Nifti2Image if NIFTI2_HEADER_SIZE in sizes else nib.Nifti1Image
-    return kind.from_bytes(data)
+    return kind.from_stream(stream)
 
 
 def is_analyze(path: Path) -> bool:
@@ -159,7 +172,10 @@ def lacks_geometry(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is a NIfTI file whose header has no real geometry (reads the header only;
     a DICOM series always has its own)."""
     path = Path(path)
-    return path.name.lower().endswith(NIFTI_SUFFIXES) and _geometryless(_load_nifti(path))
+    if not path.name.lower().endswith(NIFTI_SUFFIXES):
+        return False
+    with _opened_nifti(path, warn=False) as image:  # its reading warns of a misnamed file
+        return _geometryless(image)
 
 
 def unit_voxels_assumed(volume: Volume) -> str | None:
