@@ -529,6 +529,26 @@ def test_interrupted_commands_say_how_to_continue(tmp_path: Path, monkeypatch: p
     assert code == 130 and err == "covseg: interrupted; rerun the same command\n"
 
 
+@pytest.mark.parametrize("command", ["train", "cv"])
+def test_a_run_stopped_before_its_out_exists_is_rerun_without_resume(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        command: str) -> None:
+    """A Ctrl-C in a run's first seconds (its --out made at the first epoch saved) said to
+    rerun with --resume, which was then refused: nothing to resume in a missing folder."""
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, {"train": "train", "cv": "cross_validate"}[command], interrupted)
+    out = tmp_path / "r"
+    code, _, err = _run(capsys, command, "synthetic", "--out", str(out))
+    assert code == 130 and err == ("covseg: interrupted; rerun the same command without --resume "
+                                   f"(nothing was saved: {out} does not exist)\n")
+    out.mkdir()
+    code, _, err = _run(capsys, command, "synthetic", "--out", str(out))
+    assert code == 130 and err == ("covseg: interrupted; rerun the same command with --resume to "
+                                   "continue\n")
+
+
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
@@ -704,6 +724,7 @@ def test_a_full_disk_no_writer_named_names_the_output_and_what_to_do(
 
     monkeypatch.setattr(api, "train", train)
     out = tmp_path / "r"
+    out.mkdir()  # a run's folder exists from its first epoch saved
     code, _, err = _run(capsys, "train", "synthetic", "--out", str(out), *TINY_RECIPE[:4])
     assert code == 2 and err == (f"covseg: error: no space left on device writing {out}; free "
                                  "space and rerun the same command with --resume to continue\n")

@@ -561,6 +561,16 @@ RERUN_HINTS = {
 """What to do after a stopped command, for the commands that can continue where they stopped."""
 
 
+def _rerun_hint(args: argparse.Namespace) -> str:
+    """What to do after ``args``' command stopped (:data:`RERUN_HINTS`): a run, cross-validation
+    or comparison stopped before its ``--out`` exists (it leaves none until its first epoch is
+    saved) is started again without --resume, which would be refused there."""
+    out = getattr(args, "out", None)
+    if args.command in ("train", "cv", "compare") and out and not Path(out).exists():
+        return f"rerun the same command without --resume (nothing was saved: {out} does not exist)"
+    return RERUN_HINTS.get(args.command, "rerun the same command")
+
+
 STDOUT_CLOSED = 141
 """Exit status when the reader of stdout has gone (``covseg models | head``): 128 + SIGPIPE,
 as a tool that SIGPIPE ends has."""
@@ -654,7 +664,7 @@ def _run(argv: Sequence[str] | None) -> int:
     except (KeyboardInterrupt, Terminated) as exc:
         with suppress(OSError):  # a hung-up terminal (SIGHUP) takes no more lines
             print(f"covseg: {'interrupted' if isinstance(exc, KeyboardInterrupt) else 'stopped'}"
-                  f"; {RERUN_HINTS.get(args.command, 'rerun the same command')}", file=sys.stderr)
+                  f"; {_rerun_hint(args)}", file=sys.stderr)
         return exit_status(exc)
     except (FileExistsError, NotADirectoryError) as exc:
         option = "--to" if getattr(args, "to", None) is not None else "--out"
@@ -690,7 +700,7 @@ def _no_space(exc: BaseException, args: argparse.Namespace) -> str:
     """A full disk that no writer named (a stream's OSError has no file name): the file where
     known, else the output folder, and how to go on."""
     target = getattr(exc, "filename", None) or getattr(args, "out", None) or "."
-    return no_space_text(target, RERUN_HINTS.get(args.command, "rerun the same command"))
+    return no_space_text(target, _rerun_hint(args))
 
 
 def _named(exc: OSError) -> str:
