@@ -903,6 +903,34 @@ def test_a_predict_killed_in_its_only_study_says_rerun_it_not_rename_masks(
     assert not (tmp_path / "ev.json").exists()
 
 
+@pytest.mark.parametrize("kind", ["2d", "ct"])
+def test_a_predict_stopped_before_its_first_mask_says_rerun_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str) -> None:
+    """A predict stopped (Ctrl-C, SIGTERM, SIGHUP) before its first mask was refused as a
+    prediction folder of "no masks", as if the wrong folder was given: the unfinished predict
+    is named now, and the rerun that finishes it."""
+    pred = tmp_path / "pred"
+    if kind == "2d":
+        _save(tmp_path / "truth" / "a.png", square_mask(32, 4, 4, 12))
+        pred.mkdir()
+        (pred / "predict.json").write_text(json.dumps(
+            {"model": {"num_classes": 2}, "inputs": [], "masks": 0, "failed": {},
+             "pending": ["/x/a.png", "/x/b.png"]}))
+        told = "its predict.json lists 2 images of a covseg predict that did not finish"
+    else:
+        stack = np.zeros((8, 8, 2), np.uint8)
+        _save_stack(tmp_path / "truth" / "a.nii.gz", stack)
+        (pred / "a").mkdir(parents=True)  # the study folder, empty when stopped
+        rows = [{"study": "a", "status": "pending"}]
+        (pred / "summary.csv").write_text(csv_text(rows, SUMMARY_FIELDS))
+        told = "its summary CSV lists 1 study of a covseg predict that did not finish"
+    assert main(["evaluate", "--pred", str(pred), "--truth", str(tmp_path / "truth"),
+                 "--out", str(tmp_path / "ev")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no masks" not in err and told in err, err
+    assert err.rstrip().endswith("rerun it to finish")
+
+
 def test_one_shard_of_a_volume_batch_scores_its_own_studies(tmp_path: Path) -> None:
     """Evaluating predict --shard 0/2's output against all truths scored the other shard's
     studies as empty predictions; only a study its summary marks failed is scored so now."""

@@ -211,7 +211,8 @@ def _mask_files(folder: Path, role: str) -> _Masks:
     input folder predicted into itself, by its record) are no masks, nor are files named as
     images beside masks named as masks (:func:`_named_images`). A truth folder of no masks that
     training reads as data (:func:`~covseg.data.layouts.data_folders`) is refused naming its
-    masks folder."""
+    masks folder, and a prediction folder of none whose predict did not finish, saying so
+    (:func:`_pending_cases`; it was called a folder of no masks)."""
     if not folder.is_dir():
         raise CovsegError(f"{folder}: {role} folder not found")
     inputs = _predicted_inputs(folder)
@@ -229,6 +230,10 @@ def _mask_files(folder: Path, role: str) -> _Masks:
                               f"{role} folder")
         found[name] = path
     if not found:
+        pending = _pending_cases(folder) if role == "prediction" else {}
+        if pending:  # stopped before its first mask: the usual Ctrl-C, SIGTERM or SIGHUP
+            raise CovsegError(f"{_unfinished(folder, pending)}, and it wrote no mask yet: "
+                              "rerun it to finish")
         data = data_folders(folder)
         if data and role == "truth":
             raise CovsegError(f"{folder}: a data folder ({data[0].name}/ + {data[1].name}/: "
