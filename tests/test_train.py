@@ -31,7 +31,7 @@ from covseg.data import load_dataset
 from covseg.errors import CovsegError
 from covseg.io.lock import LOCK_FILE
 from covseg.train import handler_restored
-from tests.conftest import folder_holding, mixed_unit_folder
+from tests.conftest import NEEDS_ZOO, folder_holding, mixed_unit_folder
 
 config_module = importlib.import_module("covseg.config")
 train_module = importlib.import_module("covseg.train")  # the package exports a train() too
@@ -731,6 +731,53 @@ def test_unetpp_width_32_resumes_a_run_recorded_with_width_null(
     assert saved.differences(replace(saved, model_options={"width": 16}), 50) == [
         ("model_options: {'width': 32, 'encoder': None, 'weights': None} -> "
          "{'width': 16, 'encoder': None, 'weights': None}")]
+
+
+def test_a_weights_file_is_recorded_absolute_and_resumes_from_any_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``weights=PATH`` was recorded as typed and compared as text: a run started in ``w/`` with
+    ``weights=r50.pth`` resumed from no other folder, whatever the spelling, and docs'
+    reproduce recipe failed elsewhere. A record from before (relative) resumes from its folder;
+    a name that is no file is kept as typed for the registry's own refusal."""
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "r 50 é.pth").write_bytes(b"weights")
+    absolute = str((tmp_path / "w" / "r 50 é.pth").resolve())
+    monkeypatch.chdir(tmp_path / "w")
+    started = TrainConfig(model="fcn", model_options={"weights": "r 50 é.pth"})
+    assert started.to_dict()["model_options"] == {"weights": absolute}
+    old = TrainConfig.from_dict({**started.to_dict(), "model_options": {"weights": "r 50 é.pth"}})
+    monkeypatch.chdir(tmp_path)
+    assert TrainConfig.from_dict(started.to_dict()).differences(
+        replace(started, model_options={"weights": "w/r 50 é.pth"})) == []
+    assert old.differences(replace(started, model_options={"weights": absolute})) == []
+    assert TrainConfig(model="fcn", model_options={"weights": "imagenet"}).model_options == {
+        "weights": "imagenet"}
+
+
+@NEEDS_ZOO
+def test_a_run_from_a_weights_file_records_its_sha256_and_resumes_from_another_folder(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Started in ``w/`` with ``weights=r50.pth``, a run resumes from the folder above naming
+    ``w/r50.pth`` (refused as 'trained otherwise' before), and its record holds the file's
+    SHA-256, so that a reproduction can tell it starts from the same weights."""
+    from torchvision.models import resnet50
+
+    from covseg.records import content_hash
+
+    (tmp_path / "w").mkdir()
+    torch.save(resnet50().state_dict(), tmp_path / "w" / "r50.pth")
+    data = load_dataset(synthetic_folder)
+    config = {"model": "fcn", "epochs": 1, "size": 32, "batch_size": 8}
+    monkeypatch.chdir(tmp_path / "w")
+    train_module.train(TrainConfig(**config, model_options={"weights": "r50.pth"}), data,
+                       tmp_path / "run", progress=False)
+    monkeypatch.chdir(tmp_path)
+    train_module.train(TrainConfig(**config, model_options={"weights": "w/r50.pth"}), data,
+                       tmp_path / "run", resume=True, progress=False)
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert record["config"]["model_options"]["weights"] == str((tmp_path / "w" / "r50.pth"
+                                                                ).resolve())
+    assert record["weights_sha256"] == content_hash(tmp_path / "w" / "r50.pth")
 
 
 def test_a_resume_with_options_spelt_out_as_the_run_resolved_them_is_accepted(

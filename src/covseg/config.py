@@ -18,6 +18,7 @@ from covseg.errors import CovsegError
 from covseg.losses import trained_loss
 from covseg.models.registry import OPTION_TYPES, is_a, resolved_options
 from covseg.provenance import option_name
+from covseg.records import recorded_path
 from covseg.transforms import LUNG_WINDOW
 
 RECIPE_THRESHOLD = 0.4
@@ -127,6 +128,20 @@ def python_numbers(value: Any) -> Any:
     return value
 
 
+def absolute_weights(options: Any) -> Any:
+    """Model ``options`` with a ``weights=`` file named by its absolute path (as data paths and
+    a lung guide are recorded), so that a run's record reproduces it, and a resume, which
+    compares recipes, finds it, from any working folder: recorded as typed (relative), a
+    stopped run resumed only from the folder it started in. A name that is no file (a missing
+    one, ``imagenet``) is kept as typed, for the registry to refuse in its own words; so is a
+    relative path in an older record whose file is not found from this folder."""
+    weights = options.get("weights") if isinstance(options, dict) else None
+    if (not isinstance(weights, str | os.PathLike) or not os.fspath(weights)
+            or not Path(weights).is_file()):
+        return options
+    return {**options, "weights": recorded_path(weights)}
+
+
 def window_numbers(window: Any) -> Any:
     """A 1-D numpy array of numbers (``np.array([-1000, 400])``) as a tuple of Python's numbers,
     as :func:`python_numbers` reads them; anything else as it is, for :func:`check_window`."""
@@ -228,6 +243,7 @@ class TrainConfig:
         if isinstance(self.lung_guide, str | os.PathLike) and self.lung_guide not in (
                 "none", THRESHOLD, ""):
             self.lung_guide = str(Path(self.lung_guide).resolve())
+        self.model_options = absolute_weights(self.model_options)
         # The record says what is done (older runs' records are read the same way).
         self.loss = trained_loss(self.loss, self.target == "multiclass")
         if self.frame_lungs is True:  # a wrong type is left for check_types to name

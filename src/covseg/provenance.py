@@ -210,8 +210,12 @@ def _absolute(path: str | os.PathLike[str] | None) -> str | None:
 
 RESUMED_BY = "resumed_by"
 """Key of a record's list of the commands that resumed the run, each with its provenance."""
+WEIGHTS_SHA256 = "weights_sha256"
+"""Key of the SHA-256 of a run's ``weights=`` file, as the command that started it read it."""
+
 INVOCATION_KEYS = ("covseg_version", "source_sha256", "git_commit", "git_dirty", "python",
-                   "numpy", "torch", "platform", "command", "data_path", "threads", "started_utc")
+                   "numpy", "torch", "platform", "command", "data_path", WEIGHTS_SHA256,
+                   "threads", "started_utc")
 """What a run's record says of one command that trained it (:func:`continued`)."""
 
 

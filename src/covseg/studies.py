@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from covseg.errors import CovsegError, refuse_special_file
-from covseg.io.atomic import TEMPORARY_NAME, refuse_undecodable_name
+from covseg.io.atomic import is_temporary_name, refuse_undecodable_name
 from covseg.io.ct import folder_niftis
 from covseg.io.dicom import (
     dicom_files,
@@ -278,7 +278,7 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
         notes.append(f"{path}: {listed_paths(dropped, path, 'file')} named as masks, not read as "
                      "CTs; give such a file itself to predict it as a CT")
     hidden = [c for c in sorted(path.iterdir()) if c.name.startswith(".")
-              and not c.name.startswith(APPLE_DOUBLE) and not TEMPORARY_NAME.match(c.name)
+              and not c.name.startswith(APPLE_DOUBLE) and not is_temporary_name(c.name)
               and is_nifti_named(c)]
     if hidden:
         notes.append(f"{path}: {listed_paths(hidden, path, 'hidden NIfTI file')} passed over, as "

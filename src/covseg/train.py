@@ -69,6 +69,7 @@ from covseg.models.ensemble import Ensemble, member_names
 from covseg.models.registry import check_model
 from covseg.progress import progress_bar
 from covseg.provenance import (
+    WEIGHTS_SHA256,
     continued,
     current_command,
     environment,
@@ -1150,8 +1151,8 @@ def _write_run_record(out: Path, config: TrainConfig, data: LoadedData,
     fingerprint), the classes trained (label -> name, as predict.json's) and the split, enough
     to reproduce the run and to refuse resuming it on other data (a resume compares the recipe,
     fingerprint and split only: it may be spelt otherwise)."""
-    now = {**provenance(data_path=data.root), "threads": torch.get_num_threads(),
-           "started_utc": utc_now()}
+    now = {**provenance(data_path=data.root), **_weights_sha256(config),
+           "threads": torch.get_num_threads(), "started_utc": utc_now()}
     write_json(out / "config.json", {
         **continued(out / "config.json", now, resumed),
         "config": config.record(data.windowed), "data": data.describe(),
@@ -1160,6 +1161,13 @@ def _write_run_record(out: Path, config: TrainConfig, data: LoadedData,
         "train_cases": list(train_cases), "val_cases": list(val_cases),
         "held_out": held_out(data, train_cases, val_cases),
     })
+
+
+def _weights_sha256(config: TrainConfig) -> dict[str, str | None]:
+    """:data:`~covseg.provenance.WEIGHTS_SHA256` of the ``weights=`` file the command read (the
+    recipe names it by path, which may hold other bytes later); none where no file is given."""
+    weights = config.model_options.get("weights")
+    return {WEIGHTS_SHA256: content_hash(Path(weights))} if isinstance(weights, str) else {}
 
 
 def held_out(data: LoadedData, train_cases: Sequence[str], val_cases: Sequence[str]

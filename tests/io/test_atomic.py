@@ -108,6 +108,25 @@ def test_temporaries_a_killed_run_left_are_removed(tmp_path: Path) -> None:
     assert remove_temporaries(tmp_path / "missing") == []
 
 
+@pytest.mark.parametrize("name", ["IMG.2020-03-01.png", "case.1+2.png", "patient 1.slice 2.png",
+                                  "séance.2.png", "ct.v2_final.nii.gz", "notes"])
+def test_a_killed_runs_temporary_is_removed_whatever_its_suffixes_hold(tmp_path: Path,
+                                                                       name: str) -> None:
+    """A dated name's temporary (``.IMG.2020-03-01.<8 random>.2020-03-01.png``) was left for
+    good by the folder-wide clean-up, whose pattern took suffixes of letters and digits only;
+    a user's hidden files of other shapes stay."""
+    with atomic_path(tmp_path / name) as tmp:
+        tmp.write_bytes(b"half")
+        stale = tmp_path / "stale" / tmp.name  # as a killed run would have left it
+        stale.parent.mkdir()
+        shutil.copy(tmp, stale)
+    own = [".notes", ".IMG.2020-03-01.png", ".x.abcdefgh", ".x.ABCDEFGH.png", ".x.abcdefgh.png."]
+    for user in own:
+        (stale.parent / user).write_text("a user's own hidden file")
+    assert remove_temporaries(stale.parent) == [stale]
+    assert sorted(p.name for p in stale.parent.iterdir()) == sorted(own)
+
+
 def test_the_temporaries_of_one_target_are_removed_alone(tmp_path: Path) -> None:
     """A file written where other runs may write other files (a visualize grid, a shard's
     summary) drops only its own killed temporary files, never another target's nor a file of

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -23,7 +24,7 @@ from covseg.models.miniseg import stage_widths
 from covseg.models.padding import PadToMultiple
 from covseg.models.pretrained import OFFLINE, adapt_kernel, read_state_dict
 from covseg.models.profile import profile_model
-from covseg.models.registry import check_model, check_options
+from covseg.models.registry import check_model, check_options, resolved_options
 from tests.conftest import NEEDS_ZOO
 
 HEAVY_VARIANTS: list[tuple[str, dict[str, Any]]] = [
@@ -144,12 +145,48 @@ def test_any_positive_miniseg_width_builds_and_runs(width: float) -> None:
     ("miniseg", {"width": 1e12}, ("model 'miniseg' with width=1000000000000.0: too large to "
                                   "build in memory; lower width")),
     ("unet", {"width": 10**9, "dropout": 0.1}, "model 'unet' with width=1000000000: too large"),
-    ("miniseg,unet", {"width": 10**10}, "model 'miniseg' with width=10000000000: too large")])
+    ("miniseg,unet", {"width": 10**10}, "model 'miniseg' with width=10000000000: too large"),
+    ("miniseg", {"width": 1e308}, ("model 'miniseg' with width=1e+308: too large to build in "
+                                   "memory; lower width")),
+    ("miniseg", {"width": float("inf")}, "model 'miniseg' with width=inf: too large"),
+    ("unet", {"width": 10**20, "dropout": 0.1}, ("model 'unet' with width=100000000000000000000: "
+                                                 "too large to build in memory; lower width")),
+    ("unet", {"width": np.int64(2**62)}, "model 'unet' with width=4611686018427387904: too large")])
 def test_a_network_too_large_for_memory_is_a_one_line_error(
         name: str, options: dict[str, Any], message: str) -> None:
-    """``--model-option width=1e12`` ended in torch's 45-line allocator traceback."""
+    """``--model-option width=1e12`` ended in torch's 45-line allocator traceback; width=1e308
+    or Infinity in an OverflowError traceback, and unet's width=1e20 in C++ stack frames."""
     with pytest.raises(CovsegError, match=f"^{re.escape(message)}"):
         build_model(name, **options)
+
+
+@pytest.mark.parametrize(("name", "options"), [
+    ("unet", {"res_units": 10**20}), ("resunet", {"res_units": 2**20}),
+    ("miniseg", {"width": 2.0**20}), ("unet++", {"width": 2**63})])
+def test_every_size_option_has_an_upper_bound(name: str, options: dict[str, Any]) -> None:
+    """Checked before building: res_units=1e20 sat building for good."""
+    key, value = next(iter(options.items()))
+    with pytest.raises(CovsegError, match=re.escape(
+            f"model {name!r} with {key}={value}: too large to build in memory; lower {key}")):
+        check_options(name, options)
+
+
+@pytest.mark.parametrize(("error", "message"), [
+    (OverflowError("cannot convert float infinity to integer"),
+     "model 'miniseg' with width=3: too large to build in memory; lower width"),
+    (TypeError("empty(): argument 'size' failed\nframe #0: c10::Error::Error()"),
+     "model 'miniseg': bad option (empty(): argument 'size' failed)")])
+def test_what_the_builder_raises_is_one_line(error: Exception, message: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """An OverflowError is a size too large; a TypeError is named by its first line only."""
+    from dataclasses import replace
+
+    def failing(in_channels: int, out_channels: int, width: float = 1.0) -> nn.Module:
+        raise error
+
+    monkeypatch.setitem(REGISTRY, "miniseg", replace(REGISTRY["miniseg"], builder=failing))
+    with pytest.raises(CovsegError, match=f"^{re.escape(message)}$"):
+        build_model("miniseg", width=3)
 
 
 def test_attention_unet_runs_at_its_smallest_width() -> None:
@@ -215,6 +252,10 @@ def test_a_name_with_stray_spaces_builds_the_model_it_names(name: str) -> None:
         ("resunet", {"res_units": -1}, "res_units=-1 must be 1 or more"),
         ("resunet", {"res_units": 0}, "res_units=0 must be 1 or more (use unet for none)"),
         ("attention-unet", {"width": 1}, "width=1 must be 2 or more"),
+        ("unet", {"width": np.int64(0)}, "width=np.int64(0) must be positive"),
+        ("unet", {"width": np.int64(-4)}, "width=np.int64(-4) must be positive"),
+        ("unet", {"dropout": np.float32(1.5)}, "dropout=np.float32(1.5) must be at least 0"),
+        ("miniseg", {"width": float("nan")}, "width=nan must be positive"),
     ],
 )
 def test_options_are_checked_against_the_builders_signature(name: str, options: dict[str, Any],
@@ -551,12 +592,28 @@ def test_the_trial_build_leaves_torchs_generator_as_it_was() -> None:
     assert torch.equal(torch.rand(3), expected)
 
 
+@pytest.mark.parametrize(("name", "options"), [
+    ("fcn", {"weights": None}), ("unet++", {"width": None, "encoder": None, "weights": None}),
+    ("unet", {"width": np.int64(4), "dropout": np.float32(0.1)})])
+def test_a_default_spelt_out_and_numpy_numbers_are_taken(name: str,
+                                                         options: dict[str, Any]) -> None:
+    """None, the default ``covseg models`` lists (``weights=null``), was refused as no name;
+    numpy's numbers reach the builder as Python's (MONAI took a float32 dropout for a tuple)."""
+    check_options(name, options)
+    if not REGISTRY[name].requires:
+        build_model(name, **options)
+
+
+def test_the_resolved_defaults_build() -> None:
+    """The registry's own resolved options (``width=32, encoder=None, weights=None``) build."""
+    model = build_model("unet++", **resolved_options("unet++", {}))
+    assert parameter_count(model) == parameter_count(build_model("unet++"))
+
+
 def test_unetpp_width_32_spelt_out_resolves_as_its_null() -> None:
     """unet++'s width None builds MONAI's 32, yet ``unet++:width=32`` resolved otherwise, so
     compare trained it twice and a --resume spelling it out was refused; with encoder= width
     stays None (the encoder's widths), and other widths stay themselves."""
-    from covseg.models.registry import resolved_options
-
     built = {"width": 32, "encoder": None, "weights": None}
     assert resolved_options("unet++", {}) == built
     assert resolved_options("unet++", {"width": None}) == built

@@ -13,7 +13,7 @@ import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from covseg.errors import CovsegError, no_space, no_space_text
@@ -174,15 +174,25 @@ def _temporary_affixes(target: Path) -> tuple[str, str]:
     return f".{stem}.", suffix
 
 
-TEMPORARY_NAME = re.compile(r"^\.[^/]+\.[a-z0-9_]{8}(\.[A-Za-z0-9.]+)?$")
-"""Names :func:`atomic_path` gives its temporary files (``.STEM.<8 random chars><suffixes>``)."""
+_TEMPORARY_TAIL = re.compile(r"(?=\.[a-z0-9_]{8}(\..+)$)")
+"""Where a temporary name's 8 random characters may start: each place followed by them and
+a suffix (tried all, as a stem or suffix may hold a dot and 8 such characters too)."""
+
+
+def is_temporary_name(name: str) -> bool:
+    """Whether ``name`` is one :func:`atomic_path` gives its temporary files: ``.STEM.<8 random
+    chars><suffixes>``, the suffixes being a file name's (``.2020-03-01.png``, ``.slice 2.png``,
+    ``.tmp``) whatever characters they hold, as :func:`_temporary_affixes` builds them."""
+    return name.startswith(".") and any(
+        match.start() > 1 and "".join(PurePath(f"x{match[1]}").suffixes) == match[1]
+        for match in _TEMPORARY_TAIL.finditer(name))
 
 
 def remove_temporaries(folder: Path) -> list[Path]:
     """Delete the temporary files a killed run (``kill -9``) left in one of covseg's own output
     folders before that folder is written again; return them."""
     stale = [path for path in folder.glob(".*")
-             if path.is_file() and TEMPORARY_NAME.match(path.name)] if folder.is_dir() else []
+             if path.is_file() and is_temporary_name(path.name)] if folder.is_dir() else []
     for path in stale:
         path.unlink()
     return stale

@@ -211,15 +211,18 @@ def build_model(name: str, in_channels: int = 1, num_classes: int = 2, **options
     name = names[0]
     spec = REGISTRY[name]
     check_options(name, options)
+    from covseg.config import python_numbers  # config reads this module's option types
     try:
-        return spec.builder(in_channels, output_channels(num_classes), **options)
+        return spec.builder(in_channels, output_channels(num_classes), **python_numbers(options))
     except ImportError as exc:
         module = (exc.name or "").partition(".")[0]
         distribution = next((dist for dist, zoo in ZOO_MODULES.items() if zoo == module),
                             module or "an optional package")
         raise _missing(name, spec.requires or distribution) from None
-    except TypeError as exc:
-        raise CovsegError(f"model {name!r}: bad option ({exc})") from None
+    except TypeError as exc:  # torch's text may go on with C++ stack frames: its first line
+        raise CovsegError(f"model {name!r}: bad option ({str(exc).splitlines()[0]})") from None
+    except OverflowError:  # a finite width whose channels pass a float's range (width=1e308)
+        raise _too_large(name, options) from None
     except (MemoryError, RuntimeError) as exc:  # torch's allocator raises RuntimeError
         if not is_out_of_memory(exc):  # torch failed to allocate the weights (width=1e12)
             raise
@@ -289,15 +292,26 @@ def check_options(name: str, options: dict[str, Any]) -> None:
         if key not in known:
             raise CovsegError(f"model {name!r} has no option {key!r}; its options: "
                               f"{', '.join(known) or 'none'}")
-        members = [t for t in get_args(hints.get(key)) or (hints.get(key),) if t in OPTION_TYPES]
+        hint = get_args(hints.get(key)) or (hints.get(key),)
+        if value is None and type(None) in hint:  # the default spelt out (weights=null)
+            continue
+        members = [t for t in hint if t in OPTION_TYPES]
         if members and not any(is_a(value, t) for t in members):
             wanted = " or ".join(OPTION_TYPES[t] for t in members)
             raise CovsegError(f"model {name!r}: option {key}={value!r} must be {wanted}")
-        bound = spec.bounds.get(key, OPTION_BOUNDS.get(key))
-        if bound and isinstance(value, (int, float)) and not bound[0](value):
-            raise CovsegError(f"model {name!r}: option {key}={value!r} must be {bound[1]}")
+        if is_a(value, float):
+            check_bounds(name, key, value, spec.bounds.get(key, OPTION_BOUNDS.get(key)))
         if key == "weights":
             weights_path(value)
+
+
+def check_bounds(name: str, key: str, value: float, bound: Bound | None) -> None:
+    """A numeric option's own bound (:data:`OPTION_BOUNDS`), then :data:`LARGEST_OPTION`:
+    numpy's numbers too, which skipped both and built a network of width 0."""
+    if bound and not bound[0](value):
+        raise CovsegError(f"model {name!r}: option {key}={value!r} must be {bound[1]}")
+    if not abs(value) < LARGEST_OPTION:  # abs: a Python int of any size compares exactly
+        raise _too_large(name, {key: value})
 
 
 OPTION_TYPES: dict[Any, str] = {bool: "true or false", int: "a whole number",
@@ -312,6 +326,13 @@ OPTION_BOUNDS: dict[str, Bound] = {
 """Valid values of the numeric options, checked before any training (a dropout of 1.5 or a
 width of 0 failed inside PyTorch with a traceback, after the run folder was made). A model
 whose network needs more declares its own bound (:func:`register`)."""
+
+LARGEST_OPTION = 2**20
+"""No numeric option reaches it (nor infinity) in a network that fits in memory: a width of
+2**20 holds about 10**12 weights in a layer; unet's res_units at width 1 take about 0.7 MB
+each (measured: ``build_model("unet", width=1, res_units=200)``). Refused as too large before
+anything is built: width=1e20 passed C++ stack frames into the error, width=Infinity an
+OverflowError, and res_units=1e20 sat building for good."""
 
 
 def is_a(value: Any, kind: type) -> bool:
