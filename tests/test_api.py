@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import inspect
 import json
@@ -15,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -1551,3 +1553,28 @@ def test_a_folder_of_2d_slices_is_not_searched_below_its_top_for_gzipped_dicom(
     with pytest.raises(CovsegError, match=r"^\S*study: no images or CT volumes in this folder; "):
         api.collect_inputs([tmp_path / "study"])
     assert looked and {path.parent for path in looked} == {tmp_path / "study"}, looked
+
+
+@pytest.mark.parametrize(("command", "full", "advice"), [
+    ("train", "", "without resume=True (nothing was saved: {out} does not exist)"),
+    ("cross_validate", "fold_1", "with resume=True to continue")])
+def test_a_full_disk_says_resume_only_where_the_run_leaves_its_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synthetic_folder: Path, command: str,
+        full: str, advice: str) -> None:
+    """A full disk while a run saved its first epoch said to rerun with --resume, and that
+    rerun was refused: the stopped run had removed its folder (nothing to resume). A
+    cross-validation whose fold 0 is saved keeps its folder, and goes on with --resume."""
+    real = torch.save
+
+    def save(payload: object, handle: Any) -> None:
+        if full in handle.name:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(payload, handle)
+
+    monkeypatch.setattr(torch, "save", save)
+    out = tmp_path / "r"
+    kind = {"cross_validate": {"folds": 2}}.get(command, {})
+    with pytest.raises(CovsegError) as caught:
+        getattr(covseg, command)(synthetic_folder, out, **{**TINY, "epochs": 1}, **kind)
+    assert str(caught.value).endswith(advice.format(out=out))
+    assert out.exists() == (command == "cross_validate")

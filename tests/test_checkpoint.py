@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,13 @@ import pytest
 import torch
 from torch import nn
 
-from covseg.checkpoint import META_KEYS, load_checkpoint, save_checkpoint
+from covseg.checkpoint import (
+    META_KEYS,
+    FullDisk,
+    load_checkpoint,
+    resume_advised,
+    save_checkpoint,
+)
 from covseg.cli import main
 from covseg.errors import CovsegError
 from tests.conftest import deny_reading
@@ -333,15 +340,31 @@ def _disk_fills(*_: object) -> None:
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
 
 
-def test_a_full_disk_while_saving_says_the_file_and_to_resume_and_leaves_nothing(
+def test_a_full_disk_while_saving_says_the_file_and_leaves_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's caller says whether to go on with --resume (:func:`resume_advised`): the
+    saver cannot tell whether the stopped run keeps its folder."""
     monkeypatch.setattr(torch, "save", _disk_fills)
     target = tmp_path / "run" / "best.pt"
-    with pytest.raises(CovsegError) as caught:
+    with pytest.raises(FullDisk) as caught:
         save_checkpoint(target, nn.Linear(2, 1), {"model": "x"})
     assert str(caught.value) == (f"no space left on device writing {target}; free space and "
-                                 "rerun the same command with --resume")
+                                 "rerun the same command")
     assert list((tmp_path / "run").iterdir()) == []  # no best.pt, no temporary
+
+
+def test_a_full_disk_says_resume_only_where_the_runs_folder_is_left(tmp_path: Path) -> None:
+    """It said --resume after a run that removed its folder, where --resume is refused; an
+    ensemble member's full disk reaches its parent whole (pickled), to be advised alike."""
+    target = tmp_path / "r" / "last.pt"
+    gone = f"without --resume (nothing was saved: {target.parent} does not exist)"
+    for made, advice in ((False, gone), (True, "with --resume to continue")):
+        if made:
+            target.parent.mkdir()
+        with pytest.raises(CovsegError) as caught, resume_advised(target.parent):
+            raise pickle.loads(pickle.dumps(FullDisk(target)))
+        assert str(caught.value) == (f"no space left on device writing {target}; free space and "
+                                     f"rerun the same command {advice}")
 
 
 def test_another_runtime_error_while_saving_stays_a_bug(

@@ -21,6 +21,7 @@ from PIL import Image
 
 from covseg.batch import BatchResult, all_done, check_shard, parse_shard
 from covseg.cascade import require_lung_model
+from covseg.checkpoint import resume_advised
 from covseg.cluster import (
     check_cluster_options,
     default_cpus_per_fold,
@@ -460,7 +461,8 @@ def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str]
     recipe = _recipe(config, resume, data)
     out = _resumable(_out(out, data), resume)
     check_train_folder(out, resume)  # before the data are read
-    return _train(recipe, _load(data, recipe), out, resume=resume)
+    with resume_advised(out):
+        return _train(recipe, _load(data, recipe), out, resume=resume)
 
 
 @_public("the training recipe's", RECIPE)
@@ -501,25 +503,26 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
         raise CovsegError(f"{option_name('cpus_per_fold')} sizes the Ray tasks of "
                           f"{option_name('ray')}; give {option_name('ray')} too")
     check_cv_folder(out, resume, fold)  # before Ray is joined or the data are read
-    if fold is not None:
-        return cross_validate_fold(recipe, _load(data, recipe), out, folds, fold, resume)
-    if ray is None:
-        return _cross_validate(recipe, _load(data, recipe), out, folds, resume)
-    check_cluster_options(ray, cpus_per_fold)
-    started, started_utc = time.perf_counter(), utc_now()
-    cpus = cpus_per_fold or default_cpus_per_fold(recipe)
-    # held from the folds to the summary, as a run here holds it; the whole set fingerprinted once
-    with writing_to(out), fingerprints_kept():
-        with joined(ray, cpus):  # before the data are read: a refusal takes seconds, not a read
-            loaded = _load(data, recipe)
-            splits = make_folds(loaded, folds, recipe.seed)[0]
-            check_run_seed(recipe, len(splits))  # before fold 0 trains, not at fold 1
-            check_finished_folds(recipe, loaded, out, splits)  # a refusal is no stopped run
-            # timed as a run here: whether it trains is known before its folds run on Ray
-            begun = begin(out, len(splits), resume, started, started_utc)
-            with stop_recorded(recipe, loaded, out, begun):
-                run_folds_on_ray(recipe, loaded, out, folds, resume, ray, cpus)
-        return cross_validate_held(recipe, loaded, out, folds, resume=True, begun=begun)
+    with resume_advised(out):
+        if fold is not None:
+            return cross_validate_fold(recipe, _load(data, recipe), out, folds, fold, resume)
+        if ray is None:
+            return _cross_validate(recipe, _load(data, recipe), out, folds, resume)
+        check_cluster_options(ray, cpus_per_fold)
+        started, started_utc = time.perf_counter(), utc_now()
+        cpus = cpus_per_fold or default_cpus_per_fold(recipe)
+        # held from the folds to the summary, as a run here holds it; the set fingerprinted once
+        with writing_to(out), fingerprints_kept():
+            with joined(ray, cpus):  # before the data are read: a refusal takes seconds
+                loaded = _load(data, recipe)
+                splits = make_folds(loaded, folds, recipe.seed)[0]
+                check_run_seed(recipe, len(splits))  # before fold 0 trains, not at fold 1
+                check_finished_folds(recipe, loaded, out, splits)  # a refusal is no stopped run
+                # timed as a run here: whether it trains is known before its folds run on Ray
+                begun = begin(out, len(splits), resume, started, started_utc)
+                with stop_recorded(recipe, loaded, out, begun):
+                    run_folds_on_ray(recipe, loaded, out, folds, resume, ray, cpus)
+            return cross_validate_held(recipe, loaded, out, folds, resume=True, begun=begun)
 
 
 @_public("the training recipe's", RECIPE)
@@ -556,7 +559,8 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
         check_spec_seeds(recipe, specs, folds)
     out = _resumable(_out(out, data), resume)
     check_compare_folder(out, specs, resume)  # before the data are read
-    return compare_models(recipe, _load(data, recipe), specs, out, folds, resume)
+    with resume_advised(out):
+        return compare_models(recipe, _load(data, recipe), specs, out, folds, resume)
 
 
 def collect_inputs(inputs: Sequence[str | os.PathLike[str]],

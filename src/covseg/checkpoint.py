@@ -52,18 +52,54 @@ def save_resumable(payload: Any, tmp: Path, target: str | os.PathLike[str]) -> N
         torch.save(payload, handle)
 
 
+class FullDisk(CovsegError):
+    """A full disk while a training wrote ``target`` (``what``: its description, where the name
+    is a scratch file's). How to go on depends on what the stopped run leaves, known only once
+    it has cleaned up: :func:`resume_advised` says it; alone it says to rerun the command."""
+
+    def __init__(self, target: str | os.PathLike[str], what: str = "") -> None:
+        super().__init__(target, what)  # its arguments, so that it pickles (an ensemble member's)
+        self.target, self.what = target, what
+
+    def __str__(self) -> str:
+        return self.advised("rerun the same command")
+
+    def advised(self, rerun: str) -> str:
+        """The line saying the full disk, then how to go on (``rerun``)."""
+        return no_space_text(self.target, rerun, self.what)
+
+
 @contextmanager
 def full_disk_resumable(target: str | os.PathLike[str], what: str = "") -> Iterator[None]:
-    """Run a training's write of ``target`` (``what``: its description, where the name is
-    a scratch file's); a full disk (torch's RuntimeError over it included) becomes one line
-    saying to free space and go on with ``--resume``."""
+    """Run a training's write of ``target`` (``what`` as in :class:`FullDisk`); a full disk
+    (torch's RuntimeError over it included) becomes a :class:`FullDisk`."""
     try:
         yield
     except (OSError, RuntimeError) as exc:
         if not no_space(exc):
             raise
-        rerun = f"rerun the same command with {option_given('resume', True)}"
-        raise CovsegError(no_space_text(target, rerun, what)) from None
+        raise FullDisk(target, what) from None
+
+
+def resume_advice(out: str | os.PathLike[str]) -> str:
+    """How to go on with a train, cv or compare into ``out`` that stopped: with --resume where
+    ``out`` is left (saved epochs, or a folder there before), else without it, as --resume is
+    refused there: a run stopped before its first epoch is saved removes the folder it made."""
+    given = option_given("resume", True)
+    if Path(out).exists():
+        return f"rerun the same command with {given} to continue"
+    return f"rerun the same command without {given} (nothing was saved: {out} does not exist)"
+
+
+@contextmanager
+def resume_advised(out: str | os.PathLike[str]) -> Iterator[None]:
+    """Run a train, cv or compare into ``out``: its full disk ends saying how to go on
+    (:func:`resume_advice`), decided once the run has removed what it had not saved (it said
+    --resume where that removed ``out``, and the rerun was refused: nothing to resume)."""
+    try:
+        yield
+    except FullDisk as exc:
+        raise CovsegError(exc.advised(resume_advice(out))) from None
 
 
 def checkpoint_file(path: str | os.PathLike[str]) -> Path:

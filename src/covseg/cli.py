@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 from tqdm import tqdm
 
 from covseg import api, cli_models, cli_volumes
+from covseg.checkpoint import resume_advice
 from covseg.compare import known_spec, left_out_note, paired_difference_text
 from covseg.config import MAX_SLICE_PASSES, RECIPE_EPOCHS, TrainConfig
 from covseg.crossval import DEFAULT_FOLDS, mean_over_folds, shown
@@ -551,23 +552,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 RERUN_HINTS = {
-    **dict.fromkeys(("train", "cv", "compare"),
-                    "rerun the same command with --resume to continue"),
     "predict": ("rerun the same command to continue (CT studies already done are skipped; "
                 "2D images are predicted again)"),
     "quantify": "rerun the same command to continue (studies already done are skipped)",
     "demo": "rerun the same command to continue",
 }
-"""What to do after a stopped command, for the commands that can continue where they stopped."""
+"""What to do after a stopped command, for the commands that continue by a plain rerun (train,
+cv and compare: :func:`~covseg.checkpoint.resume_advice`)."""
 
 
 def _rerun_hint(args: argparse.Namespace) -> str:
-    """What to do after ``args``' command stopped (:data:`RERUN_HINTS`): a run, cross-validation
-    or comparison stopped before its ``--out`` exists (it leaves none until its first epoch is
-    saved) is started again without --resume, which would be refused there."""
-    out = getattr(args, "out", None)
-    if args.command in ("train", "cv", "compare") and out and not Path(out).exists():
-        return f"rerun the same command without --resume (nothing was saved: {out} does not exist)"
+    """What to do after ``args``' command stopped (:data:`RERUN_HINTS`); a train, cv or compare
+    goes on with --resume only where its ``--out`` is left (:func:`resume_advice`)."""
+    if args.command in ("train", "cv", "compare"):
+        return resume_advice(args.out)
     return RERUN_HINTS.get(args.command, "rerun the same command")
 
 

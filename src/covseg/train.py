@@ -46,7 +46,12 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from covseg.cascade import THRESHOLD, LungFrame, LungGuide, require_lung_model
-from covseg.checkpoint import full_disk_resumable, load_checkpoint, save_checkpoint
+from covseg.checkpoint import (
+    FullDisk,
+    full_disk_resumable,
+    load_checkpoint,
+    save_checkpoint,
+)
 from covseg.config import (
     MAX_SIZE,
     MIN_SIZE,
@@ -1038,7 +1043,10 @@ def _run_wave(context: Any, jobs: list[tuple[TrainConfig, Path]], shared: Path, 
                 process, receiver = running.pop(sentinel)
                 process.join()
                 if process.exitcode != 0:
-                    raise CovsegError(_sent_error(receiver) or _failure(process))
+                    sent = _sent_error(receiver)
+                    if isinstance(sent, FullDisk):  # advised as the parent's own full disk
+                        raise sent
+                    raise CovsegError(sent or _failure(process))
     finally:
         for process, _ in running.values():  # all at once: a member takes seconds to exit
             process.terminate()
@@ -1048,8 +1056,8 @@ def _run_wave(context: Any, jobs: list[tuple[TrainConfig, Path]], shared: Path, 
             remove_temporaries(folder)
 
 
-def _sent_error(receiver: Connection) -> str | None:
-    """The covseg error a member sent before it stopped, if any."""
+def _sent_error(receiver: Connection) -> str | FullDisk | None:
+    """The covseg error a member sent before it stopped, if any: its line, or its full disk."""
     try:
         return receiver.recv() if receiver.poll() else None
     except EOFError:  # it stopped without sending one
@@ -1105,7 +1113,7 @@ def _member_process(config: TrainConfig, shared: Path, out: Path, progress: bool
                              bar_label=member_label(out))
             raise_if_stopped()  # a stop dropped in a finaliser as the member's training ended
     except CovsegError as exc:
-        errors.send(str(exc))
+        errors.send(exc if isinstance(exc, FullDisk) else str(exc))
         sys.exit(2)
     except Terminated:
         sys.exit(143)
