@@ -595,6 +595,23 @@ def test_one_file_given_twice_is_predicted_once(tmp_path: Path, tiny_run: Path,
     assert record["masks"] == 3
 
 
+def test_two_links_of_one_name_to_one_stored_file_are_two_inputs(
+        tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
+    """``a/x.npy`` and ``b/x.npy`` linking to one stored file (git-annex's, DVC's) were merged
+    as one input, ``b/x.npy`` silently dropped from the call and its record; they are two
+    inputs, refused as writing one mask, as two such CT studies are two."""
+    store = tmp_path / "store"
+    store.mkdir()
+    stored = store / "SHA256E-s1--0f3c.npy"
+    shutil.copy(min((synthetic_folder / "images").glob("*.npy")), stored)
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "x.npy").symlink_to(stored)
+    with pytest.raises(CovsegError, match="a/x.npy and .*b/x.npy would both be written to"):
+        covseg.predict(tiny_run, [tmp_path / "a", tmp_path / "b"], tmp_path / "pred")
+    assert not (tmp_path / "pred").exists()
+
+
 def test_predict_refuses_a_name_that_is_not_utf8_before_writing(
         tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
     """2D predict took an image whose name is not valid UTF-8 (legal on Linux) and wrote it

@@ -127,3 +127,20 @@ def test_a_sharded_batch_folder_is_covsegs_output(tmp_path: Path) -> None:
     assert not records.is_batch_folder(other)
     write_json(other / records.PREDICT_RECORD, {"model": {}})
     assert records.is_batch_folder(other)
+
+
+def test_recorded_paths_resolve_folders_and_keep_each_files_own_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """:func:`records.recorded_paths` gives each path's :func:`records.recorded_path` (a linked
+    folder resolved, a linked file kept by its own name), resolving each folder once."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "stored.png").write_bytes(b"png")
+    (tmp_path / "via").symlink_to(tmp_path / "real", target_is_directory=True)
+    (tmp_path / "real" / "x.png").symlink_to(tmp_path / "real" / "stored.png")
+    monkeypatch.chdir(tmp_path)
+    given = ["via/x.png", Path("./real/x.png"), "via/../via/stored.png", ".", "via/.."]
+    real = str(tmp_path.resolve() / "real")
+    assert records.recorded_paths(given) == [f"{real}/x.png", f"{real}/x.png",
+                                             f"{real}/stored.png", str(tmp_path.resolve()),
+                                             str(tmp_path.resolve())]
+    assert [records.recorded_path(path) for path in given] == records.recorded_paths(given)

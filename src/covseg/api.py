@@ -126,6 +126,7 @@ from covseg.records import (
     content_hash,
     read_record,
     recorded_path,
+    recorded_paths,
     weights_sha256,
 )
 from covseg.train import (
@@ -572,7 +573,7 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]],
     for item in map(Path, inputs):
         if item.is_dir():
             images = sorted(p for p in item.iterdir() if is_image_file(p))
-            found = [p for p in images if p.resolve() not in own_masks]
+            found = [p for p in images if not own_masks or p.resolve() not in own_masks]
             analyze = sorted(p for p in item.iterdir() if is_analyze(p))
             if not found and analyze:
                 raise analyze_refused(analyze[0])
@@ -586,19 +587,20 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]],
             raise CovsegError(f"{item}: no such file or folder")
     if not files:
         raise CovsegError("no input images given")
-    for path in files:  # the record names them
-        refuse_undecodable_name(Path(recorded_path(path)))
-    return _once(files)
+    recorded = recorded_paths(files)
+    for name in recorded:  # the record names them
+        refuse_undecodable_name(Path(name))
+    return _once(files, recorded)
 
 
-def _once(files: Sequence[Path]) -> list[Path]:
+def _once(files: Sequence[Path], recorded: Sequence[str]) -> list[Path]:
     """``files`` without the repeats of a file given twice under its own name (a folder and a
-    file in it, ``x`` and ``./x``), by resolved path: it was refused as two inputs writing one
-    mask, to be predicted into separate folders. A file linked under another name keeps its
-    own mask."""
-    kept: dict[tuple[Path, str], Path] = {}
-    for path in files:
-        kept.setdefault((path.resolve(), output_name(path)), path)
+    file in it, ``x`` and ``./x``), by its ``recorded`` path (:func:`recorded_paths`): it was
+    refused as two inputs writing one mask, to be predicted into separate folders. Two links to
+    one stored file (git-annex's, DVC's) stay two inputs, as two CT studies do."""
+    kept: dict[str, Path] = {}
+    for path, key in zip(files, recorded, strict=True):
+        kept.setdefault(key, path)
     return list(kept.values())
 
 
@@ -1088,7 +1090,7 @@ def _predict_images(model: str | os.PathLike[str] | Predictor,
     started = time.perf_counter()
     written: list[Path] = []
     failed: dict[str, str] = {}
-    given = [recorded_path(f) for f in files]  # one spelling from any working folder
+    given = recorded_paths(files)  # one spelling from any working folder
     record = _PredictRecord(out, earlier, predictor, given)
     record.write(failed, 0.0, finished=False)  # before any mask: a stopped call is judged too
     scales: dict[str, list[str]] = {}
@@ -1123,7 +1125,10 @@ def _remove_stale_masks(out: Path, failed: Collection[str], earlier: dict[str, A
     and scored by evaluate, which scores a failed input as an empty prediction. Only an input
     the earlier record names (``failed`` holds recorded paths): another file's mask of that
     name is none of its own."""
-    before = {recorded_path(path) for path in _earlier_inputs(earlier) if isinstance(path, str)}
+    if not failed:  # else every earlier input was resolved again at the end of every call
+        return
+    before = set(recorded_paths(path for path in _earlier_inputs(earlier)
+                                if isinstance(path, str)))
     for path in before.intersection(failed):
         for stale in (out / output_name(Path(path)), out / "overlays" / output_name(Path(path))):
             if stale.is_file():

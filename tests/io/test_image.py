@@ -21,8 +21,8 @@ from covseg.io.image import (
     masks_to_labels,
     read_array,
     read_image,
-    read_mask,
     read_oriented,
+    read_oriented_mask,
 )
 from covseg.transforms import normalize_intensity
 from tests.conftest import png_header, shared
@@ -158,9 +158,9 @@ def test_interpolated_0_255_masks_are_refused_as_soft_masks(tmp_path: Path, numb
     mask = Image.open(gt).convert("L")
     mask.resize((mask.width // 2 + 1, mask.height // 2 + 1), resample).save(tmp_path / "m.png")
     with pytest.raises(CovsegError, match=SOFT_MASK):
-        read_mask(tmp_path / "m.png")
+        read_oriented_mask(tmp_path / "m.png")
     with pytest.raises(CovsegError, match=r"Imgs/1.jpg: not a mask but an image \("):
-        read_mask(gt.parent.parent / "Imgs" / "1.jpg")
+        read_oriented_mask(gt.parent.parent / "Imgs" / "1.jpg")
 
 
 @pytest.mark.parametrize("step", [127, 85])
@@ -179,7 +179,7 @@ def test_a_resized_multiclass_mask_is_not_told_to_be_thresholded(tmp_path: Path,
     with pytest.raises(CovsegError, match=r"m\.png: not a mask but an image \(\d+ grey levels, "
                                           r"\d+% of pixels mid-grey\); pass masks holding "
                                           r"labels 0\.\.K or 0/255$"):
-        read_mask(tmp_path / "m.png")
+        read_oriented_mask(tmp_path / "m.png")
 
 
 def test_a_small_soft_mask_is_refused_as_one_and_jpeg_scaled_labels_as_before() -> None:
@@ -202,19 +202,20 @@ def test_real_masks_read_as_before(tmp_path: Path) -> None:
     and MedSeg's palette PNGs."""
     root = shared("infnet-covid-semiseg", "TrainingSet")
     for path in sorted((root / "LungInfection-Train" / "Doctor-label" / "GT").glob("*.png"))[:5]:
-        np.testing.assert_array_equal(read_mask(path), np.asarray(Image.open(path)) > 0)
+        np.testing.assert_array_equal(read_oriented_mask(path).array,
+                                      np.asarray(Image.open(path)) > 0)
     for path in sorted((root / "MultiClassInfection-Train" / "GT").glob("*.png")):
         labels = np.asarray(Image.open(path))
-        np.testing.assert_array_equal(read_mask(path), labels)
+        np.testing.assert_array_equal(read_oriented_mask(path).array, labels)
         for step in (127, 85) if 1 in labels else ():  # 0/254 alone is 0/255: read as 0/1
             Image.fromarray((labels * step).astype(np.uint8)).save(tmp_path / "scaled.png")
-            np.testing.assert_array_equal(read_mask(tmp_path / "scaled.png"), labels)
+            np.testing.assert_array_equal(read_oriented_mask(tmp_path / "scaled.png").array, labels)
     medseg = sorted(shared("medseg-covid19-100", "masks").glob("*.png"))
     for path in medseg:
         assert Image.open(path).mode == "P"
         indices = np.asarray(Image.open(path))
         np.testing.assert_array_equal(read_array(path, keep_palette=True), indices)
-        np.testing.assert_array_equal(read_mask(path), indices)
+        np.testing.assert_array_equal(read_oriented_mask(path).array, indices)
 
 
 def test_a_single_scaled_level_in_a_set_of_no_step_is_refused() -> None:
@@ -284,11 +285,11 @@ def test_transparent_pixels_read_as_background(tmp_path: Path) -> None:
     rgba[..., 3] = 0
     rgba[2:5, 2:5, 3] = 255
     Image.fromarray(rgba, "RGBA").save(tmp_path / "mask.png")
-    labels = read_mask(tmp_path / "mask.png")
+    labels = read_oriented_mask(tmp_path / "mask.png").array
     assert labels.sum() == 9 and labels[2:5, 2:5].all()
     grey_alpha = np.stack([np.full((8, 8), 200, np.uint8), rgba[..., 3]], axis=-1)
     Image.fromarray(grey_alpha, "LA").save(tmp_path / "la.png")
-    assert read_mask(tmp_path / "la.png").sum() == 9
+    assert read_oriented_mask(tmp_path / "la.png").array.sum() == 9
 
 
 def test_palette_images_read_through_their_palette_and_masks_keep_their_indices(
@@ -313,7 +314,7 @@ def test_palette_images_read_through_their_palette_and_masks_keep_their_indices(
     mask = Image.fromarray(labels, "P")
     mask.putpalette([0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 255, 0])
     mask.save(tmp_path / "mask.png")
-    np.testing.assert_array_equal(read_mask(tmp_path / "mask.png"), labels)
+    np.testing.assert_array_equal(read_oriented_mask(tmp_path / "mask.png").array, labels)
 
 
 @pytest.mark.parametrize(("stem", "key"), [
@@ -415,7 +416,7 @@ def test_a_near_binary_jpeg_mask_is_a_label_mask(tmp_path: Path, quality: int) -
                                           r"\d+\.\d% of pixels within 51 of 0 or 255, a lossy "
                                           r"0/255 mask\); give the slice itself$"):
         read_image(tmp_path / "mask.jpg")
-    assert np.mean(read_mask(tmp_path / "mask.jpg") != mask) < 0.002
+    assert np.mean(read_oriented_mask(tmp_path / "mask.jpg").array != mask) < 0.002
 
 
 @pytest.mark.parametrize("levels", [(0, 85, 170), (0, 85), (0, 127)])
@@ -427,7 +428,7 @@ def test_a_scaled_mask_lacking_its_top_class_is_refused_as_a_slice(
     for index, level in enumerate(levels[1:]):
         mask[10 + 10 * index:30 + 10 * index, 10:40] = level
     Image.fromarray(mask).save(tmp_path / "mask.png")
-    np.testing.assert_array_equal(np.unique(read_mask(tmp_path / "mask.png")),
+    np.testing.assert_array_equal(np.unique(read_oriented_mask(tmp_path / "mask.png").array),
                                   np.arange(len(levels)))
     shown = "/".join(map(str, levels))
     with pytest.raises(CovsegError, match=rf"not a CT slice but a label mask \(values {shown}\)"):
@@ -458,7 +459,7 @@ def test_a_lossy_mask_of_scaled_labels_is_a_label_mask(tmp_path: Path, quality: 
         with pytest.raises(CovsegError, match=r"mask\.jpg: a mask of several classes saved "
                                               r"lossily \(.*\), whose JPEG noise blurs one "
                                               r"class into the next; save the masks losslessly"):
-            read_mask(tmp_path / "mask.jpg")
+            read_oriented_mask(tmp_path / "mask.jpg")
 
 
 def test_real_multiclass_truths_saved_as_jpeg_are_label_masks(tmp_path: Path) -> None:
@@ -479,7 +480,7 @@ def test_real_multiclass_truths_saved_as_jpeg_are_label_masks(tmp_path: Path) ->
             assert "lossy" in (label_levels(read_array(tmp_path / "mask.jpg")) or ""), path
             if {1, 2} <= set(np.unique(labels)):  # 48 of them: never read as one class
                 with pytest.raises(CovsegError, match="a mask of several classes saved lossily"):
-                    read_mask(tmp_path / "mask.jpg")
+                    read_oriented_mask(tmp_path / "mask.jpg")
 
 
 def test_every_real_ct_slice_is_still_an_image() -> None:
@@ -520,7 +521,7 @@ def test_a_palette_mask_with_white_at_index_0_reads_by_its_colours(tmp_path: Pat
     indexed = Image.fromarray(truth).convert("RGB").convert("P", palette=Image.ADAPTIVE, colors=2)
     assert indexed.getpalette()[:3] == [255, 255, 255]
     indexed.save(tmp_path / "mask.png")
-    np.testing.assert_array_equal(read_mask(tmp_path / "mask.png"), truth // 255)
+    np.testing.assert_array_equal(read_oriented_mask(tmp_path / "mask.png").array, truth // 255)
     black_first = Image.fromarray((truth // 255).astype(np.uint8), "P")
     black_first.putpalette([0, 0, 0, 255, 255, 255])  # MedSeg's label palette: indices kept
     black_first.save(tmp_path / "label.png")
@@ -544,7 +545,7 @@ def test_an_image_whose_header_claims_over_the_slice_bound_is_refused_before_dec
     beyond_pil = png_header(tmp_path / "beyond.png", 100_000, 100_000)
     with monkeypatch.context() as patched:
         patched.setattr(ImageFile.ImageFile, "load", never_decoded)
-        for read in (read_image, read_mask):
+        for read in (read_image, read_oriented_mask):
             with pytest.raises(CovsegError, match=rf"^{re.escape(str(bomb))}: its header claims "
                                                   rf"a 13,000 x 13,000 image \(169,000,000 "
                                                   rf"pixels\), {BOUND}; is the file corrupt\? If "
@@ -647,7 +648,7 @@ def test_exif_orientation_turns_images_and_masks_upright(tmp_path: Path) -> None
                                                            **({"quality": 100} if "jpg" in name
                                                               else {}))
     assert np.abs(read_array(tmp_path / "slice.jpg").astype(int) - upright).max() < 40
-    np.testing.assert_array_equal(read_mask(tmp_path / "mask.png"), upright // 255)
+    np.testing.assert_array_equal(read_oriented_mask(tmp_path / "mask.png").array, upright // 255)
 
 
 

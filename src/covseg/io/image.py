@@ -899,14 +899,10 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     return image
 
 
-def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read a mask file as integer labels (see :func:`mask_to_labels`)."""
-    return read_oriented_mask(path).array
-
-
 def read_oriented_mask(path: str | os.PathLike[str]) -> Oriented:
-    """:func:`read_mask`, with the EXIF orientation it applied (:func:`read_oriented`): a data
-    set's reading compares it with its image's."""
+    """Read a mask file as integer labels (:func:`mask_to_labels`), turned by its EXIF
+    orientation, which it returns (:func:`read_oriented`): a data set's reading compares it
+    with its image's."""
     stored = read_oriented(path, keep_palette=True)
     return Oriented(mask_to_labels(stored.array, path), stored.orientation)
 
