@@ -121,7 +121,7 @@ def load_checkpoint(path: str | os.PathLike[str], advice: str | None = None) -> 
         if not (run / "best.pt").is_file():  # a run's folder holds its model, whatever else
             _refuse_folds_holder(run)
         _refuse_unfinished(run)
-        path = run / "best.pt"
+    path = checkpoint_file(path)
     if not path.is_file():
         refuse_special_file(path, "a run folder or its best.pt")
         raise CovsegError(f"{path}: no such checkpoint; pass a run folder or its best.pt")

@@ -30,7 +30,7 @@ from covseg.io.dicom import (
 from covseg.io.image import image_name, is_image_file
 from covseg.io.nifti import is_nifti, is_nifti_named, nifti_stem
 from covseg.provenance import option_given, option_name
-from covseg.records import PREDICT_RECORD, RESULT_JSON, is_batch_folder
+from covseg.records import PREDICT_RECORD, RESULT_JSON, is_batch_folder, recorded_paths
 
 log = logging.getLogger(__name__)
 
@@ -180,16 +180,12 @@ def _read_once(studies: Sequence[Study], notes: list[str]) -> list[Study]:
     """``studies`` without those whose file or folder is one found already, by another path
     (``masks/b.nii.gz`` and ``masks/../masks/b.nii.gz``, or a folder and a file in it): they
     were two studies of one name, refused with advice to rename one, or the same CT read twice
-    under two names. Each is named in ``notes``. A path's folder is resolved, not its own name:
-    two links to one stored copy (a Hugging Face cache's, git-annex's or DVC's files of equal
+    under two names. Each is named in ``notes``. Compared as records hold them
+    (:func:`~covseg.records.recorded_paths`: a path's folder resolved, not its own name), two
+    links to one stored copy (a Hugging Face cache's, git-annex's or DVC's files of equal
     content) stay two files, two studies."""
-    first: dict[Path, Study] = {}
-    folders: dict[Path, Path] = {}  # each folder resolved once: a folder holds many studies
-    for study in studies:
-        folder = study.path.parent
-        if folder not in folders:
-            folders[folder] = folder.resolve()
-        where = Path(os.path.normpath(folders[folder] / study.path.name))
+    first: dict[str, Study] = {}
+    for study, where in zip(studies, recorded_paths(s.path for s in studies), strict=True):
         seen = first.setdefault(where, study)
         if seen is not study:
             notes.append(f"{study.path}: the same {'folder' if study.path.is_dir() else 'file'} "

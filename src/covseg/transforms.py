@@ -221,6 +221,8 @@ def _unit_told_uint8(array: np.ndarray, told: str) -> str | None:
     """Why a slice ``told`` to be 8-bit grey is floats in [0, 1] (:func:`reads_as_unit`; a
     flat one reads blank on any scale), which divided by 255 read near-black; None when it is
     not."""
+    if array.dtype.kind != "f":  # before the range: only floats read as [0, 1]
+        return None
     low, high = float(array.min()), float(array.max())
     if not (low < high and reads_as_unit(array, low, high)):
         return None

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from covseg.errors import CovsegError, NotLabels
 from covseg.io.atomic import atomic_path
@@ -196,8 +196,6 @@ def read_oriented(path: str | os.PathLike[str], keep_palette: bool = False) -> O
     return Oriented(array, orientation)
 
 
-EXIF_ORIENTATION = 0x0112
-"""The EXIF tag of an image's orientation: how a viewer turns or flips the stored pixels."""
 QUARTER_TURNS = range(5, 9)
 """The EXIF orientations that turn a picture a quarter (or transpose it): width and height
 swap."""
@@ -206,7 +204,7 @@ swap."""
 def exif_orientation(image: Image.Image) -> int:
     """The EXIF orientation of an open image (its header, no pixels read): 2..8, or 1 for none
     or a value no viewer applies (as :func:`PIL.ImageOps.exif_transpose` ignores it)."""
-    orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
     return orientation if orientation in range(2, 9) else 1
 
 
