@@ -17,7 +17,7 @@ from covseg.errors import CovsegError
 from covseg.quantify import quantify_batch
 from covseg.studies import find_studies
 from tests.conftest import shared
-from tests.io.helpers import phantom, synthetic_series
+from tests.io.helpers import dose_report, phantom, save, synthetic_series
 
 
 def test_quantify_of_a_2d_predict_folder_names_its_masks(tmp_path: Path) -> None:
@@ -94,7 +94,8 @@ def test_nifti_cts_beside_dicom_files_of_no_series_of_ct_slices_are_read(tmp_pat
     """NIfTI CTs were passed over as converted copies beside any DICOM file: the root of a CD
     export of two patients (DICOMDIR, P1/, P2/) lost its p3_ct.nii.gz, and a folder of NIfTI CTs
     beside one dose report (an SR without pixels) lost all of them, its one study failing. Only
-    a folder read as one DICOM study of CT images passes its NIfTI files over."""
+    a folder read as one DICOM study of CT images passes its NIfTI files over; the dose report is
+    named in a warning, no study of its own (it was one, failing)."""
     export = tmp_path / "export"
     for patient in ("P1", "P2"):
         for path in synthetic_series(export / patient, phantom(2)):
@@ -113,8 +114,37 @@ def test_nifti_cts_beside_dicom_files_of_no_series_of_ct_slices_are_read(tmp_pat
         (report / f"{name}.nii.gz").write_bytes(b"")
     with caplog.at_level("WARNING"):
         assert [s.name for s in find_studies([export])] == ["P1", "P2", "p3_ct"]
-        assert [s.name for s in find_studies([report])] == ["c1", "c2", "cts"]
-    assert "passed over" not in caplog.text
+        assert [s.name for s in find_studies([report])] == ["c1", "c2"]
+    assert "beside DICOM slices passed over" not in caplog.text
+    assert (f"{report}: 1 DICOM file(s) (dose_report.dcm) beside NIfTI files passed over: SR "
+            "objects without pixels only, no CT image; not read as a study") in caplog.text
+
+
+@pytest.mark.parametrize("screen", [True, False], ids=["secondary-capture", "dose-sr"])
+def test_nifti_cts_beside_a_dose_report_in_a_sub_folder_are_found(tmp_path: Path, caplog,
+                                                                   screen: bool) -> None:
+    """A folder whose sub-folder holds NIfTI CTs beside one dose report was refused as holding
+    "no CT image, only SR objects without pixels" (a dose SR), or read as one DICOM study of the
+    report, its CTs passed over as converted copies (a Secondary Capture of the dose screen).
+    The CTs are studies, found or given in their folder, the report named in a warning; a NIfTI
+    copy beside DICOM CT slices is still passed over."""
+    cts = tmp_path / "given" / "cts"
+    cts.mkdir(parents=True)
+    for name in ("c1", "c2"):
+        save(cts / f"{name}.nii.gz", phantom(2).T)
+    dose_report(cts / "dose.dcm", screen)
+    with caplog.at_level("WARNING"):
+        for given in (cts.parent, cts):
+            assert [(s.name, s.path) for s in find_studies([given])] == [
+                ("c1", cts / "c1.nii.gz"), ("c2", cts / "c2.nii.gz")]
+    held = "secondary capture pictures (screens, pages)" if screen else "SR objects without pixels"
+    assert (f"{cts.parent}: 1 DICOM file(s) (cts/dose.dcm) beside NIfTI files passed over: "
+            f"{held} only, no CT image; not read as a study") in caplog.text
+    assert "beside DICOM slices passed over" not in caplog.text
+    series = tmp_path / "series"
+    synthetic_series(series, phantom(2))
+    save(series / "series.nii.gz", phantom(2).T)
+    assert [s.path for s in find_studies([series])] == [series]
 
 
 def test_nifti_sub_folders_of_a_folder_of_dicom_slices_are_named(tmp_path: Path,

@@ -240,13 +240,14 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
     """The studies of one input folder (see :func:`find_studies`)."""
     children = sorted(c for c in path.iterdir() if not c.name.startswith("."))
     one = _one_dicom_study(path, children)
-    copies = dicom_copies(path, children) if one else []
+    copies = dicom_copies(children) if one else []
     files, dropped = _split_masks([c for c in children if is_nifti(c) and c not in copies],
                                   masks)
     found = [Study(study_name(c, masks), c) for c in files]
     own: list[Path] = []
     pictures: list[Path] = []
     no_ct: dict[Path, str] = {}
+    read: list[Path] = []
     if one:
         found.append(Study(folder_name(path), path))
         _note_nifti_folders_in_series(path, children, exclude, masks, notes)
@@ -256,8 +257,8 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
         inputs = _outside_out([c for c in folders if c not in own], exclude, masks)
         pictures = [c for c in inputs if _holds_pictures_only(c)]
         no_ct = {} if masks else _no_ct_folders([c for c in inputs if c not in pictures])
-        sub_studies, sub_dropped = _sub_folder_studies(
-            [c for c in inputs if c not in pictures and c not in no_ct], masks)
+        read = [path] + [c for c in inputs if c not in pictures and c not in no_ct]
+        sub_studies, sub_dropped = _sub_folder_studies(read[1:], masks)
         found += sub_studies
         dropped += sub_dropped
         copies += [copy for study in sub_studies if study.path.is_dir()
@@ -288,6 +289,7 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
                      f"read as studies; {advice}")
     notes += [f"{path}: {folder.relative_to(path)} holds {held} only, no CT image; not read as a "
               "study" for folder, held in no_ct.items()]
+    notes += filter(None, (_no_ct_beside_niftis(folder, path) for folder in read))
     if not found and no_ct:
         raise CovsegError(f"{path}: holds no CT image, only "
                           + "; ".join(f"{held} in {folder.relative_to(path)}"
@@ -321,13 +323,11 @@ def _pictures_held(path: Path, held: Sequence[Path], folders: Sequence[Path]) ->
     return f"{kind} ({listed_paths(held, path, 'file')}){beside}"
 
 
-def dicom_copies(study: Path, children: Sequence[Path]) -> list[Path]:
+def dicom_copies(children: Sequence[Path]) -> list[Path]:
     """The NIfTI files among the ``children`` of a folder read as one DICOM study
     (:func:`_one_dicom_study`), passed over: a converted copy of the series, as dcm2niix writes
-    by default, read as a study of its own beside the series, was the same CT predicted twice.
-    None where its DICOM files hold no CT image (a dose report beside NIfTI CTs)."""
-    niftis = [c for c in children if is_nifti(c)]
-    return niftis if niftis and not holds_no_ct_image(study) else []
+    by default, read as a study of its own beside the series, was the same CT predicted twice."""
+    return [c for c in children if is_nifti(c)]
 
 
 def _found_series_copies(folder: Path, exclude: str | os.PathLike[str] | None, masks: bool,
@@ -339,7 +339,7 @@ def _found_series_copies(folder: Path, exclude: str | os.PathLike[str] | None, m
     if not _one_dicom_study(folder, children):
         return []
     _note_nifti_folders_in_series(folder, children, exclude, masks, notes)
-    return dicom_copies(folder, children)
+    return dicom_copies(children)
 
 
 def _note_nifti_folders_in_series(folder: Path, children: Sequence[Path],
@@ -363,16 +363,32 @@ def _one_dicom_study(folder: Path, children: Sequence[Path]) -> bool:
     """Whether ``folder`` is one DICOM study, read as its reader searches it: it holds DICOM
     slices, or a DICOMDIR (a CD or PACS export's index) beside the sub-folders of one patient's
     study. An export of several patients or studies is a folder of sub-folders, each a study:
-    read as one, the largest series was used and the other patients dropped."""
+    read as one, the largest series was used and the other patients dropped. NIfTI files beside
+    DICOM files of no CT image (a dose report) make it none: they are its studies
+    (:func:`~covseg.io.ct.folder_niftis`)."""
+    if folder_niftis(folder):
+        return False
     if any(is_dicom_file(c) and not is_dicomdir(c) for c in children):
         return True
     return any(is_dicomdir(c) for c in children) and not holds_several_studies(folder)
 
 
+def _no_ct_beside_niftis(folder: Path, given: Path) -> str:
+    """A note naming the DICOM files of no CT image (a dose report) beside the NIfTI files read
+    in ``folder`` (:func:`~covseg.io.ct.folder_niftis`), found in the folder ``given``; "" where
+    there are none."""
+    dicoms = [c for c in sorted(folder.iterdir()) if is_dicom_file(c) and not is_dicomdir(c)]
+    if not dicoms or not folder_niftis(folder):
+        return ""
+    return (f"{given}: {listed_paths(dicoms, given, 'DICOM file')} beside NIfTI files passed "
+            f"over: {holds_no_ct_image(folder)} only, no CT image; not read as a study")
+
+
 def _no_ct_folders(folders: Sequence[Path]) -> dict[Path, str]:
     """The sub-folders holding DICOM files and no CT image, with what they hold
     (:func:`holds_no_ct_image`): a study's localizer and dose-report series, which failed as
-    studies of their own with advice that could not be followed. No NIfTI file in them."""
+    studies of their own with advice that could not be followed. Those holding NIfTI files
+    beside them are read for those (:func:`~covseg.io.ct.folder_niftis`)."""
     held = {folder: holds_no_ct_image(folder) for folder in folders
             if not folder_niftis(folder)}
     return {folder: what for folder, what in held.items() if what}

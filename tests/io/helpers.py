@@ -107,6 +107,28 @@ def synthetic_series(folder: Path, volume: np.ndarray, *, uid: str | None = None
     return paths
 
 
+def dose_report(path: Path, screen: bool = False) -> Path:
+    """A scanner's dose report, a DICOM object of the study that is no CT image: a radiation
+    dose SR (no pixels), or with ``screen`` a Secondary Capture of the dose screen (pixels and
+    Modality CT, but no place in the patient)."""
+    sop = (pydicom.uid.SecondaryCaptureImageStorage if screen
+           else pydicom.uid.XRayRadiationDoseSRStorage)
+    meta = synthetic_meta(sop)
+    dataset = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    dataset.SOPClassUID, dataset.SOPInstanceUID = (meta.MediaStorageSOPClassUID,
+                                                   meta.MediaStorageSOPInstanceUID)
+    dataset.Modality = "CT" if screen else "SR"
+    dataset.SeriesInstanceUID = pydicom.uid.generate_uid()
+    if screen:
+        dataset.Rows = dataset.Columns = 8
+        dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
+        dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 8, 8, 7
+        dataset.PixelRepresentation, dataset.PixelData = 0, bytes(64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
 def enhanced_ct(path: Path, volume: np.ndarray, order: Sequence[int] | None = None,
                 photometric: str = "MONOCHROME2") -> Path:
     """``volume`` as one Enhanced CT file (HU stored as they are): pixel spacing and

@@ -11,7 +11,7 @@ from PIL import Image
 
 from covseg.errors import CovsegError
 from covseg.io.ct import read_volume
-from tests.io.helpers import phantom, save, synthetic_series
+from tests.io.helpers import dose_report, phantom, save, synthetic_series
 
 
 def test_empty_folder_and_folder_without_dicom(tmp_path: Path) -> None:
@@ -53,3 +53,15 @@ def test_a_folder_holding_one_nifti_file_is_read_as_it(tmp_path: Path) -> None:
     synthetic_series(tmp_path / "series", phantom())
     save(tmp_path / "series" / "converted.nii.gz", data)
     assert read_volume(tmp_path / "series").array.shape == (6, 24, 32), "DICOM slices come first"
+
+
+@pytest.mark.parametrize("screen", [True, False], ids=["secondary-capture", "dose-sr"])
+def test_a_folder_holding_one_nifti_file_beside_its_dose_report_is_read_as_it(
+        tmp_path: Path, screen: bool) -> None:
+    """``p1/ct.nii.gz`` beside the study's dose report (a Secondary Capture of the dose screen,
+    or a dose SR) was read as a DICOM folder of the report; the report is no CT image, so the
+    folder's CT is its NIfTI file, as without it."""
+    (tmp_path / "p1").mkdir()
+    save(tmp_path / "p1" / "ct.nii.gz", phantom(3).T)
+    dose_report(tmp_path / "p1" / "dose.dcm", screen)
+    assert read_volume(tmp_path / "p1").source == str(tmp_path / "p1" / "ct.nii.gz")

@@ -14,7 +14,6 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import FileDataset
 from pydicom.fileset import FileSet
 
 from covseg.errors import CovsegError
@@ -23,7 +22,12 @@ from covseg.io.volume import Volume, write_mask_like
 from covseg.quantify import quantify_study
 from covseg.studies import find_studies
 from covseg.volumes import predict_study
-from tests.io.helpers import enhanced_ct, phantom, synthetic_meta, synthetic_series
+from tests.io.helpers import (
+    dose_report,
+    enhanced_ct,
+    phantom,
+    synthetic_series,
+)
 from tests.test_volumes import BandPredictor
 
 report_module = importlib.import_module("covseg.report")
@@ -306,18 +310,6 @@ def test_a_folder_of_localizers_only_is_refused(tmp_path: Path) -> None:
         "CT series")
 
 
-def dose_report(path: Path) -> Path:
-    """A radiation dose SR: a DICOM object of the study without pixels."""
-    meta = synthetic_meta(pydicom.uid.XRayRadiationDoseSRStorage)
-    dataset = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    dataset.SOPClassUID, dataset.SOPInstanceUID = (meta.MediaStorageSOPClassUID,
-                                                   meta.MediaStorageSOPInstanceUID)
-    dataset.Modality, dataset.SeriesInstanceUID = "SR", pydicom.uid.generate_uid()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    dataset.save_as(path, enforce_file_format=True)
-    return path
-
-
 def test_a_study_level_folder_is_its_ct_series(tmp_path: Path,
                                                caplog: pytest.LogCaptureFixture) -> None:
     """A study folder's scout and dose-report series were studies of their own that failed
@@ -343,6 +335,25 @@ def test_a_study_level_folder_is_its_ct_series(tmp_path: Path,
     assert str(refused.value) == (
         f"{study}: holds no CT image, only localizer (scout) images in SE1_scout; SR objects "
         "without pixels in SE3_dose; give the folder of the study's CT series")
+
+
+def test_a_secondary_capture_of_the_dose_screen_is_no_ct_series(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A study's dose screen stored as a Secondary Capture (pixels, Modality CT, no
+    ImagePositionPatient) was a study of its own, a one-slice "CT"; it is passed over with a
+    warning as a dose SR is. A secondary capture placed in the patient (a CT series stored as
+    Secondary Capture) is still a study."""
+    study = tmp_path / "study"
+    synthetic_series(study / "SE2_ct", phantom(depth=4))
+    dose_report(study / "SE4_screen" / "dose.dcm", screen=True)
+    for path in synthetic_series(study / "SE5_sc", phantom(depth=2)):
+        dataset = pydicom.dcmread(path)
+        dataset.SOPClassUID = pydicom.uid.SecondaryCaptureImageStorage
+        dataset.save_as(path)
+    with caplog.at_level(logging.WARNING):
+        assert [s.name for s in find_studies([study])] == ["SE2_ct", "SE5_sc"]
+    assert (f"{study}: SE4_screen holds secondary capture pictures (screens, pages) only, no CT "
+            "image; not read as a study") in caplog.text
 
 
 def test_copies_of_a_series_under_two_export_roots_are_refused(tmp_path: Path) -> None:

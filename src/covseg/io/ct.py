@@ -8,7 +8,13 @@ import os
 from pathlib import Path
 
 from covseg.errors import CovsegError
-from covseg.io.dicom import is_dicom_file, is_dicom_named, read_dicom_file, read_dicom_folder
+from covseg.io.dicom import (
+    holds_no_ct_image,
+    is_dicom_file,
+    is_dicom_named,
+    read_dicom_file,
+    read_dicom_folder,
+)
 from covseg.io.image import IMAGE_SUFFIXES
 from covseg.io.nifti import analyze_refused, is_analyze, is_nifti, read_nifti
 from covseg.io.volume import NIFTI_SUFFIXES, Volume, check_hu, detect_volume_intensity
@@ -50,18 +56,20 @@ def read_volume(path: str | os.PathLike[str], hu: str = "auto", like: Volume | N
 
 def folder_niftis(folder: Path) -> list[Path]:
     """The NIfTI files of a folder that holds no DICOM file, sorted; none beside DICOM slices
-    (a series with a converted copy is read from its slices)."""
+    (a series with a converted copy is read from its slices), but all beside DICOM files of no
+    CT image (:func:`~covseg.io.dicom.holds_no_ct_image`: a dose report beside NIfTI CTs)."""
     volumes = sorted(c for c in folder.iterdir() if is_nifti(c))
-    if not volumes or any(is_dicom_file(c) for c in folder.iterdir()):
-        return []
-    return volumes
+    if not volumes or not any(is_dicom_file(c) for c in folder.iterdir()):
+        return volumes
+    return volumes if holds_no_ct_image(folder) else []
 
 
 def folder_volume(folder: Path) -> Path:
     """Where a folder's CT is read from: the folder itself (a DICOM series, searched as
     :func:`read_dicom_folder` searches it), or the one NIfTI file it holds beside no DICOM file
-    (data stored one folder per patient: ``p1/ct.nii.gz``). Several NIfTI files there are
-    refused: which is the CT, and which its masks, is a guess."""
+    of a CT image (data stored one folder per patient: ``p1/ct.nii.gz``, perhaps beside its dose
+    report: :func:`folder_niftis`). Several NIfTI files there are refused: which is the CT, and
+    which its masks, is a guess."""
     volumes = folder_niftis(folder)
     if not volumes:
         return folder

@@ -526,10 +526,11 @@ PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 def holds_no_ct_image(folder: Path) -> str:
     """What the DICOM files under ``folder`` hold when none is a CT image: localizer (scout)
-    images, or objects without pixels (a dose report's SR, key objects, presentation states,
-    encapsulated PDFs), as "localizer (scout) images" or "SR objects without pixels"; "" when
-    one is an image other than a localizer, or none is DICOM. Stops at the first CT image (a
-    series' first file)."""
+    images, secondary captures placed nowhere in the patient (a dose report's screen), or
+    objects without pixels (a dose report's SR, key objects, presentation states, encapsulated
+    PDFs), as "localizer (scout) images" or "SR objects without pixels"; "" when one is an
+    image other than these, or none is DICOM. Stops at the first CT image (a series' first
+    file)."""
     kinds: set[str] = set()
     for directory, _, names in os.walk(folder):
         for name in sorted(names):
@@ -540,26 +541,53 @@ def holds_no_ct_image(folder: Path) -> str:
             if not kind:
                 return ""
             kinds.add(kind)
-    held = ["localizer (scout) images"] if "LOCALIZER" in kinds else []
-    without = sorted(kinds - {"LOCALIZER"})
+    held = [IMAGE_KINDS[kind] for kind in IMAGE_KINDS if kind in kinds]
+    without = sorted(kinds - set(IMAGE_KINDS))
     if without:
         held.append(f"{', '.join(without)} objects without pixels")
     return " and ".join(held)
 
 
+LOCALIZER = "LOCALIZER"
+SCREEN_CAPTURE = "SCREEN CAPTURE"
+IMAGE_KINDS = {LOCALIZER: "localizer (scout) images",
+               SCREEN_CAPTURE: "secondary capture pictures (screens, pages)"}
+"""The images that are no CT image (:func:`_non_ct_kind`), as :func:`holds_no_ct_image` names
+them."""
+
+SECONDARY_CAPTURES = frozenset({
+    pydicom.uid.SecondaryCaptureImageStorage,
+    pydicom.uid.MultiFrameSingleBitSecondaryCaptureImageStorage,
+    pydicom.uid.MultiFrameGrayscaleByteSecondaryCaptureImageStorage,
+    pydicom.uid.MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+    pydicom.uid.MultiFrameTrueColorSecondaryCaptureImageStorage,
+})
+"""The Secondary Capture SOP classes: pictures of a screen or a page, such as a scanner's dose
+report, stored beside the CT series."""
+
+
 def _non_ct_kind(path: Path) -> str:
-    """"LOCALIZER" for a scout image, the Modality of a file without pixels whose Modality is
-    not CT (SR, KO, PR, DOC), "" for any other (a CT slice or volume, a CT slice that lost its
-    pixels, or a file that cannot be read: the reader names it)."""
+    """:data:`LOCALIZER` for a scout image, :data:`SCREEN_CAPTURE` for a secondary capture
+    with no ImagePositionPatient (no slice of a volume, whatever its Modality), the Modality of
+    a file without pixels whose Modality is not CT (SR, KO, PR, DOC), "" for any other (a CT
+    slice or volume, a CT slice that lost its pixels, or a file that cannot be read: the reader
+    names it)."""
     try:
         dataset = pydicom.dcmread(path, force=True, defer_size=1024,
-                                  specific_tags=["ImageType", "Modality", *PIXEL_TAGS])
+                                  specific_tags=["ImageType", "Modality", "SOPClassUID",
+                                                 *PIXEL_TAGS])
     except DICOM_ERRORS:
         return ""
     if not any(tag in dataset for tag in PIXEL_TAGS):
         modality = str(dataset.get("Modality", "") or "").strip().upper()
         return modality if modality not in ("", "CT") else ""
-    return "LOCALIZER" if _is_localizer(dataset) else ""
+    if _is_localizer(dataset):
+        return LOCALIZER
+    meta = getattr(dataset, "file_meta", None) or {}
+    sop_class = dataset.get("SOPClassUID") or meta.get("MediaStorageSOPClassUID")
+    if sop_class in SECONDARY_CAPTURES and read_slice_header(path).position is None:
+        return SCREEN_CAPTURE
+    return ""
 
 
 def slice_series_uid(path: Path) -> str:
