@@ -6,6 +6,7 @@ import importlib
 import json
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from PIL import Image
 from covseg.cli import main
 from covseg.errors import CovsegError
 from covseg.evaluate import evaluate_folders
+from covseg.io.image import read_oriented_mask
 from covseg.records import SUMMARY_FIELDS
 from covseg.report import csv_text
 from tests.conftest import refuse_writing_under, square_mask
@@ -624,14 +626,43 @@ def test_medsegs_test_images_are_skipped_not_truths(tmp_path: Path, ct: np.ndarr
     assert result["cases"] == 1 and result["summary"]["dice"]["mean"] == 1.0
     assert result["skipped_images"] == ["tr_im.nii.gz", "val_im.nii.gz"]
     assert result["unmatched_truths"] == [] and result["unmatched_predictions"] == []
-    skipped = [r.getMessage() for r in caplog.records if "an image, not a mask" in r.getMessage()]
-    assert len(skipped) == 1 and skipped[0].startswith(f"{medseg / 'val_im.nii.gz'}: an image, "
-                                                       "not a mask: skipped (")
+    skipped = [r.getMessage() for r in caplog.records if "an image" in r.getMessage()]
+    assert len(skipped) == 1 and re.fullmatch(
+        rf"{re.escape(str(medseg / 'val_im.nii.gz'))}: not a mask but an image \(.*\); pass "
+        r"masks holding labels 0\.\.K or 0/255; skipped", skipped[0])
     _save_stack(tmp_path / "pred" / "val_im" / "infection.nii.gz", truth)
     both = evaluate_folders(tmp_path / "pred", medseg, tmp_path / "ev")
     assert both["cases"] == 1 and both["per_case"][0]["case_id"] == "tr"
     assert both["unmatched_predictions"] == ["val_im/infection.nii.gz"]
     assert both["skipped_images"] == ["tr_im.nii.gz", "val_im.nii.gz"]
+
+
+def test_a_soft_2d_truth_is_skipped_told_to_threshold_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A 0/255 truth resized with bilinear interpolation (grey levels at its edges) was skipped
+    as "an image, not a mask", alone refused as an image; training reads tell it is a soft mask
+    to threshold at 128 or resize nearest-neighbour, and evaluate now says the same, skipping it
+    still."""
+    yy, xx = np.mgrid[:192, :192]
+    blobs = (((yy % 48) - 24) ** 2 + ((xx % 48) - 24) ** 2 < 20 ** 2).astype(np.uint8) * 255
+    soft, sharp = (np.asarray(Image.fromarray(blobs).resize((96, 96), resample))
+                   for resample in (Image.Resampling.BILINEAR, Image.Resampling.NEAREST))
+    _save(tmp_path / "truth" / "a.png", sharp)
+    _save(tmp_path / "truth" / "b.png", soft)
+    for name in ("a", "b"):
+        _save(tmp_path / "pred" / f"{name}.png", sharp)
+    with pytest.raises(CovsegError) as refused:
+        read_oriented_mask(tmp_path / "truth" / "b.png")
+    told = str(refused.value).replace(str(tmp_path / "truth" / "b.png"), "")
+    assert "soft mask" in told and "threshold it at half its maximum (128)" in told
+    with caplog.at_level("WARNING"):
+        result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    assert result["cases"] == 1 and result["skipped_images"] == ["b.png"]
+    assert f"{tmp_path / 'truth' / 'b.png'}{told}; skipped" in caplog.text
+    with pytest.raises(CovsegError) as alone:
+        evaluate_folders(tmp_path / "pred" / "b.png", tmp_path / "truth" / "b.png",
+                         tmp_path / "ev_b")
+    assert str(alone.value) == str(refused.value)
 
 
 def _soft_masks() -> list[np.ndarray]:

@@ -39,6 +39,7 @@ from covseg.io.image import (
     image_given_as_mask,
     image_levels,
     image_or_soft_mask,
+    image_refusal,
     is_image_file,
     mask_to_labels,
     paired_name,
@@ -509,7 +510,7 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
         _refuse_per_slice_of_slices([truths[case] for case in cases])
     levels, images = _label_levels(cases, preds, truths)
     images.update(_unmatched_images(truths, cases))
-    skipped = _skip_images({truths[case]: reason for case, reason in images.items()},
+    skipped = _skip_images({truths[case]: refusal for case, refusal in images.items()},
                            truth_folder, whole=len(levels) == 0)
     truths = {case: path for case, path in truths.items() if case not in images}
     cases = [case for case in cases if case in levels]
@@ -661,15 +662,16 @@ def _warn_unrecorded(folder: Path, levels: dict[str, np.ndarray], preds: dict[st
 
 
 def _label_levels(cases: Sequence[str], preds: dict[str, Path], truths: dict[str, Path]
-                  ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, str]]:
+                  ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, CovsegError]]:
     """The levels (:func:`numpy.unique`) of each case's prediction and truth, by case, from a
-    first read of every pair; and apart, by case, why the truths that are images are
-    (:func:`~covseg.io.image.image_levels`): MedSeg's ``val_im.nii.gz``, a CT, in a folder of
-    truths paired with the prediction of that CT. A probability map or soft mask (fractional
-    values within labels 0..15) is refused as one, not skipped, and so is a prediction holding
-    an image (:func:`_refuse_image`)."""
+    first read of every pair; and apart, by case, the refusal of each truth that is an image
+    (:func:`~covseg.io.image.image_refusal`): MedSeg's ``val_im.nii.gz``, a CT, in a folder of
+    truths paired with the prediction of that CT, or a 0/255 mask resized with interpolation,
+    told to be thresholded as training reads tell it. A probability map or soft mask
+    (fractional values within labels 0..15) is refused as one, not skipped, and so is a
+    prediction holding an image (:func:`_refuse_image`)."""
     levels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    images: dict[str, str] = {}
+    images: dict[str, CovsegError] = {}
     for stem in progress_bar(cases, desc="reading labels", unit="case", leave=False):
         pred, truth = _read_pair(stem, preds.get(stem), truths[stem], np.float32,
                                  first_read=True)[:2]
@@ -678,18 +680,19 @@ def _label_levels(cases: Sequence[str], preds: dict[str, Path], truths: dict[str
             _refuse_image(preds[stem], pred, pred_levels)
         reason = image_or_soft_mask(truth, truth_levels, truths[stem])
         if reason:
-            images[stem] = reason
+            images[stem] = image_refusal(truths[stem], truth, truth_levels, reason)
         else:
             levels[stem] = (pred_levels, truth_levels)
     return levels, images
 
 
-def _unmatched_images(truths: dict[str, Path], cases: Sequence[str]) -> dict[str, str]:
-    """Why the truths without a prediction that are named as images (``X_im``, see
-    :func:`~covseg.io.image.paired_name`) and hold one are images, by case: MedSeg's
-    ``val_im.nii.gz``, its test CTs, without a mask. Other truths without a prediction are not
-    read (another shard's would each cost a read), nor are masks named so (a predict output of
-    ``scan_im.png``) skipped, nor probability maps (levels within labels 0..15), unmatched."""
+def _unmatched_images(truths: dict[str, Path], cases: Sequence[str]) -> dict[str, CovsegError]:
+    """The refusals (:func:`~covseg.io.image.image_refusal`) of the truths without a prediction
+    that are named as images (``X_im``, see :func:`~covseg.io.image.paired_name`) and hold
+    one, by case: MedSeg's ``val_im.nii.gz``, its test CTs, without a mask. Other truths
+    without a prediction are not read (another shard's would each cost a read), nor are masks
+    named so (a predict output of ``scan_im.png``) skipped, nor probability maps (levels within
+    labels 0..15), unmatched."""
     found = {}
     for case in sorted(set(truths) - set(cases)):
         path = truths[case]
@@ -699,18 +702,18 @@ def _unmatched_images(truths: dict[str, Path], cases: Sequence[str]) -> dict[str
         values = np.unique(array)
         reason = None if within_labels(values) else image_levels(array, values)
         if reason:
-            found[case] = reason
+            found[case] = image_refusal(path, array, values, reason)
     return found
 
 
-def _skip_images(images: dict[Path, str], folder: Path, whole: bool) -> list[str]:
-    """The names (in ``folder``) of truths that are images, each said in one warning, as they
-    are skipped; refused when they are ``whole`` truths (none is left to score)."""
+def _skip_images(images: dict[Path, CovsegError], folder: Path, whole: bool) -> list[str]:
+    """The names (in ``folder``) of truths that are images, each said in one warning in the
+    words of its refusal, as they are skipped; refused when they are ``whole`` truths (none is
+    left to score)."""
     if whole and images:
-        path, reason = next(iter(images.items()))
-        raise image_given_as_mask(path, reason)
-    for path, reason in images.items():
-        log.warning("%s: an image, not a mask: skipped (%s)", path, reason)
+        raise next(iter(images.values()))
+    for refusal in images.values():
+        log.warning("%s; skipped", refusal)
     return sorted(str(path.relative_to(folder)) for path in images)
 
 

@@ -652,11 +652,8 @@ def _check_binary_with_noise(array: np.ndarray, values: np.ndarray,
                               "0/255 noise; store labels 0..K, 0/255, or labels times one step")
         return
     reason = image_levels(array, values)
-    if reason and soft_mask_levels(array, values) and _soft_edges(
-            np.bincount(array.astype(np.uint8, copy=False).ravel(), minlength=256)):
-        raise soft_mask(source, f"{reason}: few for an image")
     if reason:
-        raise image_given_as_mask(source, reason)
+        raise image_refusal(source, array, values, reason)
 
 
 def _no_noise(values: np.ndarray) -> np.ndarray:
@@ -670,6 +667,19 @@ def _no_noise(values: np.ndarray) -> np.ndarray:
     if not (near_low.any() and near_high.any()):
         return inner
     return inner[~(near_low | near_high)]
+
+
+def image_refusal(source: str | os.PathLike[str], array: np.ndarray, values: np.ndarray,
+                  reason: str) -> CovsegError:
+    """The error for a mask that is an image by its levels (``reason``: :func:`image_levels`;
+    ``values``: its sorted levels): a 0/255 mask with soft edges (:func:`soft_mask`) where its
+    8-bit levels are a soft mask's (:func:`soft_mask_levels`) spread as soft edges spread
+    (:func:`_soft_edges`), else an image (:func:`image_given_as_mask`). Training reads and
+    evaluate's truths say it in these words."""
+    if soft_mask_levels(array, values) and _soft_edges(
+            np.bincount(array.astype(np.uint8, copy=False).ravel(), minlength=256)):
+        return soft_mask(source, f"{reason}: few for an image")
+    return image_given_as_mask(source, reason)
 
 
 def image_given_as_mask(source: str | os.PathLike[str], reason: str, *, what: str = "mask",
