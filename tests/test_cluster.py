@@ -25,6 +25,7 @@ import pytest
 import torch
 
 from covseg import api, cluster, crossval
+from covseg.checkpoint import FullDisk, resume_advice, resume_advised
 from covseg.cli import main
 from covseg.config import TrainConfig
 from covseg.crossval import STOPPED_FILE
@@ -235,7 +236,9 @@ def test_a_held_fold_refusal_counts_folds_finished_not_trained_on_ray(tmp_path: 
 def test_rays_refusals_name_resume_as_the_running_command_spells_it(tmp_path: Path) -> None:
     """A fold left unfinished to another run, and a fold lost on Ray, said "run the same command
     with --resume" to a notebook calling ``covseg.cross_validate(ray=...)`` too, whose user
-    never typed a flag: the API is told ``resume=True``, the command line ``--resume``."""
+    never typed a flag: the API is told ``resume=True``, the command line ``--resume``. A lost
+    fold's advice is decided once the folds are cleaned up, as a full disk's is
+    (:func:`covseg.checkpoint.resume_advised`)."""
     class RayError(Exception):
         pass
 
@@ -252,10 +255,35 @@ def test_rays_refusals_name_resume_as_the_running_command_spells_it(tmp_path: Pa
                 cluster._refuse_folds_left_unfinished(tmp_path, {1: held}, 2)
             with pytest.raises(CovsegError) as failed:
                 cluster._result(ray, "ref", 0)
+            advice = resume_advice(tmp_path)
         assert str(left.value).endswith(f"1 of 2 folds finished: once that run ends, run "
                                         f"the same command with {resume} to write the summary")
-        assert str(failed.value) == (f"fold 0 was lost on Ray (RayError); run the same command "
-                                     f"with {resume} to go on")
+        assert failed.value.advised(advice) == (f"fold 0 was lost on Ray (RayError); rerun the "
+                                                f"same command with {resume} to continue")
+
+
+def test_a_member_killed_in_a_fold_on_ray_says_resume_only_where_out_is_left(
+        tmp_path: Path) -> None:
+    """An ensemble fold's member killed by a signal on Ray came back as "fold K failed on Ray:
+    ... (out of memory?); rerun the same command with --resume", whatever the fold left; it is
+    advised as the member killed here is, once the folds are cleaned up."""
+    from covseg.checkpoint import Resumable
+
+    class TaskError(Exception):
+        cause = Resumable("training member unet-seed1 was killed by signal 9 (out of memory?)")
+
+    def failed(_ref: object) -> None:
+        raise TaskError
+
+    ray = SimpleNamespace(get=failed, exceptions=SimpleNamespace(RayTaskError=TaskError,
+                                                                 RayError=TaskError))
+    gone = tmp_path / "gone"
+    with pytest.raises(CovsegError) as stopped, resume_advised(gone):
+        cluster._result(ray, "ref", 1)
+    assert str(stopped.value) == (
+        "fold 1 failed on Ray: training member unet-seed1 was killed by signal 9 (out of "
+        f"memory?); rerun the same command without --resume (nothing was saved: {gone} does "
+        "not exist)")
 
 
 FAILED_FOLD_RUN = """
@@ -527,10 +555,12 @@ def _stop(*_: Any) -> None:
     raise _Stopped
 
 
-def _folds_in_their_first_epoch(crash: bool = False) -> Callable[..., None]:
+def _folds_in_their_first_epoch(crash: bool = False, full_disk: bool = False
+                                ) -> Callable[..., None]:
     """A stand-in for a fold's task: it writes what a fold has written in its first epoch (its
     folder, lock file and run record), then trains (sleeps) for two minutes, or dies
-    (``crash``: its lock file left behind). Made here, so that Ray ships it by value."""
+    (``crash``: its lock file left behind), or finds the disk full writing its first epoch
+    (``full_disk``). Made here, so that Ray ships it by value."""
     def fold_task(config: TrainConfig, data: Any, out: str, folds: int, fold: int,
                   resume: bool, node: dict[str, str]) -> None:
         record = Path(out) / f"fold_{fold}" / "config.json"
@@ -538,6 +568,8 @@ def _folds_in_their_first_epoch(crash: bool = False) -> Callable[..., None]:
             record.write_text("{}")
             if crash:
                 os._exit(9)
+            if full_disk:
+                raise FullDisk(record.parent / "last.pt")
             for _ in range(2400):  # the epoch's steps: two minutes
                 time.sleep(0.05)
 
@@ -573,13 +605,37 @@ def test_folds_stopped_before_their_first_epoch_leave_no_folder(
 def test_a_lost_fold_leaves_no_folder(local_ray: Any, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A fold whose worker died (killed, out of memory) before its first epoch is one line,
-    and neither it nor the fold stopped for it leaves a folder behind."""
+    and neither it nor the fold stopped for it leaves a folder behind: so it says to rerun
+    without --resume (it said with it, refused: nothing to resume)."""
     out = tmp_path / "cv"
     monkeypatch.setattr(cluster, "whole_run_fold", _folds_in_their_first_epoch(crash=True))
-    with pytest.raises(CovsegError, match=r"^fold \d was lost on Ray \(WorkerCrashedError\); "):
+    with pytest.raises(CovsegError, match=r"^fold \d was lost on Ray \(WorkerCrashedError\); "
+                                          r"rerun the same command without --resume"), \
+            resume_advised(out):
         cluster.run_folds_on_ray(TrainConfig(), load_dataset("synthetic:1"), out, 2, False,
                                  "local", 1)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("there", [False, True], ids=["out-made", "out-there"])
+def test_a_full_disk_in_a_fold_on_ray_says_resume_only_where_out_is_left(
+        local_ray: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, there: bool) -> None:
+    """A full disk in a fold on Ray came back as "fold K failed on Ray: ... free space and rerun
+    the same command", not deciding --resume as a full disk here does: it now says --resume
+    where ``--out`` is left, and not where the stopped folds removed it."""
+    out = tmp_path / "cv"
+    if there:
+        out.mkdir()
+    monkeypatch.setattr(cluster, "whole_run_fold", _folds_in_their_first_epoch(full_disk=True))
+    with pytest.raises(CovsegError) as stopped, resume_advised(out):
+        cluster.run_folds_on_ray(TrainConfig(), load_dataset("synthetic:1"), out, 2, False,
+                                 "local", 1)
+    assert re.fullmatch(rf"no space left on device writing {re.escape(str(out))}/fold_\d/last"
+                        r"\.pt in fold \d on Ray; free space and rerun the same command "
+                        + (r"with --resume to continue" if there else
+                           rf"without --resume \(nothing was saved: {re.escape(str(out))} "
+                           r"does not exist\)"), str(stopped.value))
+    assert out.exists() == there
 
 
 def test_rays_own_messages_stay_off_the_terminal_while_folds_run(local_ray: Any) -> None:

@@ -1326,3 +1326,25 @@ def test_a_resume_of_a_finished_ensemble_leaves_its_best_pt_as_it_is(
     train_module.train(config, data, out, resume=True, progress=False)
     assert all(torch.equal(value, saved["state_dict"][key]) for key, value
                in load_checkpoint(out / "best.pt")["state_dict"].items())
+
+
+def test_a_member_killed_by_a_signal_says_resume_only_where_out_is_left(tmp_path: Path) -> None:
+    """An ensemble member killed by a signal (out of memory?) said "rerun the same command with
+    --resume" whatever the run left, refused where it saved nothing; it now follows the rule of
+    a full disk (:func:`covseg.checkpoint.resume_advised`): --resume only where ``--out`` is
+    left."""
+    from types import SimpleNamespace
+
+    from covseg.checkpoint import resume_advised
+
+    train = importlib.import_module("covseg.train")  # covseg.train is also the API's function
+
+    member = SimpleNamespace(exitcode=-signal.SIGKILL, name="unet-seed1")
+    gone = tmp_path / "gone"
+    for out, advice in ((tmp_path, "with --resume to continue"),
+                        (gone, f"without --resume (nothing was saved: {gone} does not exist)")):
+        with pytest.raises(CovsegError) as stopped, resume_advised(out):
+            raise train._failure(member)
+        assert str(stopped.value) == (f"training member unet-seed1 was killed by signal "
+                                      f"{signal.SIGKILL.value} (out of memory?); rerun the same "
+                                      f"command {advice}")

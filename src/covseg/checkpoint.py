@@ -52,17 +52,27 @@ def save_resumable(payload: Any, tmp: Path, target: str | os.PathLike[str]) -> N
         torch.save(payload, handle)
 
 
-class FullDisk(CovsegError):
+class Resumable(CovsegError):
+    """A training stopped by what a rerun gets past (its one argument says what: a training
+    member killed, a fold lost on Ray). How to go on depends on what the stopped run leaves,
+    known only once it has cleaned up: :func:`resume_advised` says it; alone it says to rerun
+    the command."""
+
+    def __str__(self) -> str:
+        return self.advised("rerun the same command")
+
+    def advised(self, rerun: str) -> str:
+        """The line saying what stopped the run, then how to go on (``rerun``)."""
+        return f"{self.args[0]}; {rerun}"
+
+
+class FullDisk(Resumable):
     """A full disk while a training wrote ``target`` (``what``: its description, where the name
-    is a scratch file's). How to go on depends on what the stopped run leaves, known only once
-    it has cleaned up: :func:`resume_advised` says it; alone it says to rerun the command."""
+    is a scratch file's): a :class:`Resumable` stop."""
 
     def __init__(self, target: str | os.PathLike[str], what: str = "") -> None:
         super().__init__(target, what)  # its arguments, so that it pickles (an ensemble member's)
         self.target, self.what = target, what
-
-    def __str__(self) -> str:
-        return self.advised("rerun the same command")
 
     def advised(self, rerun: str) -> str:
         """The line saying the full disk, then how to go on (``rerun``)."""
@@ -93,12 +103,13 @@ def resume_advice(out: str | os.PathLike[str]) -> str:
 
 @contextmanager
 def resume_advised(out: str | os.PathLike[str]) -> Iterator[None]:
-    """Run a train, cv or compare into ``out``: its full disk ends saying how to go on
-    (:func:`resume_advice`), decided once the run has removed what it had not saved (it said
-    --resume where that removed ``out``, and the rerun was refused: nothing to resume)."""
+    """Run a train, cv or compare into ``out``: its :class:`Resumable` stop (a full disk, a
+    member killed, a fold lost on Ray) ends saying how to go on (:func:`resume_advice`),
+    decided once the run has removed what it had not saved (it said --resume where that
+    removed ``out``, and the rerun was refused: nothing to resume)."""
     try:
         yield
-    except FullDisk as exc:
+    except Resumable as exc:
         raise CovsegError(exc.advised(resume_advice(out))) from None
 
 

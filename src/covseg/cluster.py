@@ -26,6 +26,7 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
+from covseg.checkpoint import FullDisk, Resumable
 from covseg.config import TrainConfig, check_kind
 from covseg.crossval import fold_done, make_folds, whole_run_fold
 from covseg.data.layouts import LoadedData
@@ -463,15 +464,23 @@ def _wait_for_one(ray: ModuleType, refs: list[Any]) -> list[Any]:
 
 def _result(ray: ModuleType, ref: Any, fold: int) -> str | None:
     """A fold's outcome (see :func:`_unless_held`); its failure as one line (covseg's own
-    message where it raised one)."""
+    message where it raised one). A full disk, a member killed, and a fold lost, are
+    :class:`~covseg.checkpoint.Resumable` stops, advised with --resume only where ``--out`` is
+    left once the folds are cleaned up (:func:`~covseg.checkpoint.resume_advised`): a full
+    disk said "rerun the same command", and a fold lost said --resume, refused where no fold
+    had saved an epoch."""
     try:
         held: str | None = ray.get(ref)
         return held
     except ray.exceptions.RayTaskError as exc:
         cause = getattr(exc, "cause", None) or exc
+        if isinstance(cause, FullDisk):
+            raise FullDisk(cause.target, f"{cause.what or cause.target} in fold {fold} on "
+                                         "Ray") from None
+        if isinstance(cause, Resumable):  # an ensemble fold's member killed
+            raise Resumable(f"fold {fold} failed on Ray: {cause.args[0]}") from None
         lines = str(cause).strip().splitlines()
         reason = lines[0] if lines else type(cause).__name__
         raise CovsegError(f"fold {fold} failed on Ray: {reason}") from None
     except ray.exceptions.RayError as exc:
-        raise CovsegError(f"fold {fold} was lost on Ray ({type(exc).__name__}); run the same "
-                          f"command with {option_given('resume', True)} to go on") from None
+        raise Resumable(f"fold {fold} was lost on Ray ({type(exc).__name__})") from None

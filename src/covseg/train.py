@@ -48,6 +48,7 @@ from tqdm import tqdm
 from covseg.cascade import THRESHOLD, LungFrame, LungGuide, require_lung_model
 from covseg.checkpoint import (
     FullDisk,
+    Resumable,
     full_disk_resumable,
     load_checkpoint,
     save_checkpoint,
@@ -1046,7 +1047,7 @@ def _run_wave(context: Any, jobs: list[tuple[TrainConfig, Path]], shared: Path, 
                     sent = _sent_error(receiver)
                     if isinstance(sent, FullDisk):  # advised as the parent's own full disk
                         raise sent
-                    raise CovsegError(sent or _failure(process))
+                    raise CovsegError(sent) if sent else _failure(process)
     finally:
         for process, _ in running.values():  # all at once: a member takes seconds to exit
             process.terminate()
@@ -1064,16 +1065,18 @@ def _sent_error(receiver: Connection) -> str | FullDisk | None:
         return None
 
 
-def _failure(process: BaseProcess) -> str:
-    """What to tell the user about a member that ended without a covseg error."""
+def _failure(process: BaseProcess) -> CovsegError:
+    """What to tell the user about a member that ended without a covseg error: killed by a
+    signal, a :class:`Resumable` stop, advised with --resume only where ``--out`` is left
+    (:func:`~covseg.checkpoint.resume_advised`; it said --resume where nothing was saved)."""
     assert process.exitcode is not None, "called once the member is joined"
     if process.exitcode < 0:
-        return (f"training member {process.name} was killed by signal {-process.exitcode} "
-                f"(out of memory?); rerun the same command with {option_given('resume', True)} "
-                "to continue")
-    return (f"training member {process.name} stopped (exit status {process.exitcode}; its "
-            "messages are above). A script that calls covseg's train must do so under "
-            "`if __name__ == \"__main__\":`, as members train in processes of their own")
+        return Resumable(f"training member {process.name} was killed by signal "
+                         f"{-process.exitcode} (out of memory?)")
+    return CovsegError(f"training member {process.name} stopped (exit status {process.exitcode}; "
+                       "its messages are above). A script that calls covseg's train must do so "
+                       "under `if __name__ == \"__main__\":`, as members train in processes of "
+                       "their own")
 
 
 def _stop_when_orphaned(parent: int, every_s: float = 1.0) -> None:
