@@ -132,8 +132,10 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
     ``x_mask.nii.gz`` study ``x``, and reads one predict study folder given itself as its one
     study, not its infection and lung masks as two). Sub-folders of 2D
     pictures (:func:`_holds_pictures_only`) are no studies, nor, reading CTs, are sub-folders
-    of localizers or DICOM objects without pixels only (:func:`_no_ct_folders`), nor are
-    NIfTI files named as masks (:func:`is_mask_named`) found in folders. What is passed
+    of localizers or DICOM objects without pixels only (:func:`_no_ct_folders`), nor DICOM
+    files of no CT image beside NIfTI files, which are read (a dose report beside NIfTI CTs:
+    :func:`_no_ct_beside_niftis`), nor are NIfTI files named as masks
+    (:func:`is_mask_named`) found in folders. What is passed
     over is named in a warning; a folder with nothing else is refused, and one with nothing at
     all is itself a study (so that an empty or broken folder is reported, not silently
     skipped). An ``exclude`` (the ``--out``) inside a sub-folder that
