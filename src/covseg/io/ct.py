@@ -51,8 +51,9 @@ def read_volume(path: str | os.PathLike[str], hu: str = "auto", like: Volume | N
 def folder_niftis(folder: Path) -> list[Path]:
     """The NIfTI files of a folder that holds no DICOM file, sorted; none beside DICOM slices
     (a series with a converted copy is read from its slices)."""
-    volumes = sorted(c for c in folder.iterdir() if is_nifti(c))
-    if not volumes or any(is_dicom_file(c) for c in folder.iterdir()):
+    children = list(folder.iterdir())
+    volumes = sorted(c for c in children if is_nifti(c))
+    if not volumes or any(is_dicom_file(c) for c in children):
         return []
     return volumes
 
