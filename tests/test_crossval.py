@@ -866,6 +866,33 @@ def test_a_finished_fold_whose_records_lack_what_a_resume_reads_is_refused_namin
     assert not (out / "summary.json").exists()
 
 
+def test_a_finished_fold_record_that_cannot_be_read_or_holds_no_object_names_its_fold(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """A finished fold's config.json that cannot be read (here a folder: run as root, chmod 000
+    reads) ended in the CLI's general message, not the fold's advice to delete it; a record
+    holding a JSON list is refused saying so."""
+    data, out = load_dataset(synthetic_folder), tmp_path / "cv"
+    tiny = {"folds": 2, "epochs": 1, "size": 64, "batch_size": 4, "model": "unet",
+            "model_options": {"width": 4}}
+    fold = out / "fold_0"
+    api.cross_validate(data, out, fold=0, **tiny)
+
+    def refused(name: str, why: str) -> None:
+        with pytest.raises(CovsegError) as caught:
+            api.cross_validate(data, out, fold=0, resume=True, **tiny)
+        told = str(caught.value)
+        assert told.startswith(f"{fold / name}: unreadable run record (") and why in told
+        assert told.endswith(f"); delete {fold} to train that fold again, or pick a new out")
+
+    kept = (fold / "fold_metrics.json").read_text()
+    (fold / "fold_metrics.json").write_text("[]")
+    refused("fold_metrics.json", "(a JSON list, not an object)")
+    (fold / "fold_metrics.json").write_text(kept)
+    (fold / "config.json").unlink()
+    (fold / "config.json").mkdir()
+    refused("config.json", "Is a directory")
+
+
 def test_where_only_some_folds_are_stale_the_refusal_names_those_folds_to_delete(
         tmp_path: Path, synthetic_folder: Path) -> None:
     """Folds run alone with another recipe (--fold K) were refused with "delete OUT to start

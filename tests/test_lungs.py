@@ -871,3 +871,19 @@ def test_the_cut_of_a_region_kept_is_told_by_bound_not_regions_dropped_whole() -
         "running on into the liver or abdomen is cut), 2.16 mL in the air outside the body, "
         "2.16 mL cut off from the part kept by those bounds")
     assert not kept_near_lungs(expected, lungs, (3.0, 3.0, 3.0), hu=hu, depth_mm=math.inf)[1].ml
+
+
+def test_the_lesions_kept_are_the_same_whether_the_cut_is_counted_or_not() -> None:
+    """remove_outside_lungs maps no cut (kept_near_lungs counts it): each of the three bounds
+    cutting, it keeps the same voxels."""
+    lungs = np.zeros((8, 20, 60), dtype=np.uint8)
+    lungs[1:5, 4:16, 2:12] = RIGHT_LUNG
+    lesions = np.zeros_like(lungs)
+    lesions[2:7, 8:12, 8:40] = 1
+    lesions[2:4, 17:19, 50:55] = 1
+    hu = np.full(lungs.shape, 40.0, dtype=np.float32)
+    hu[:, :, 30:35] = -1000.0
+    kept, cut = kept_near_lungs(lesions, lungs, (3.0, 3.0, 3.0), hu=hu, depth_mm=15.0)
+    assert all(cut.voxels[1:])  # slices, body and depth
+    np.testing.assert_array_equal(
+        remove_outside_lungs(lesions, lungs, (3.0, 3.0, 3.0), hu=hu, depth_mm=15.0), kept)

@@ -1039,7 +1039,7 @@ class Errors:
 
 train_module._train_model = trained
 train_module._load_items = lambda path: []
-(folder / "data.pkl").write_bytes(pickle.dumps((None, [], [], "")))
+(folder / "data.pkl").write_bytes(pickle.dumps((None, [], [], "", {})))
 train_module._member_process(None, folder / "data.pkl", folder / "member0-unet", False, 0, 1,
                              Errors(), "covseg train")
 """

@@ -235,9 +235,15 @@ def check_spec_seeds(config: TrainConfig, specs: Sequence[str], folds: int) -> N
     refused at the second fold, the first model's first fold was trained for nothing. Checked
     for the model with the most members, so that one refusal gives the largest seed all take
     (model by model, a rerun at the seed given could be refused again)."""
-    name, options = parse_model_spec(max(
-        specs, key=lambda spec: len(member_names(parse_model_spec(spec)[0]))))
-    check_run_seed(replace(config, model=name, model_options=options), folds)
+    check_run_seed(_spec_recipe(config, max(
+        specs, key=lambda spec: len(member_names(parse_model_spec(spec)[0])))), folds)
+
+
+def _spec_recipe(config: TrainConfig, spec: str) -> TrainConfig:
+    """``config`` with ``spec``'s model and options: the one recipe a compared model's seeds
+    and finished folds are checked against and its folds trained with."""
+    name, options = parse_model_spec(spec)
+    return replace(config, model=name, model_options=options)
 
 
 def _variant_hint(spec: str) -> str:
@@ -292,20 +298,19 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
     splits = make_folds(data, folds, config.seed)[0]
     check_spec_seeds(config, specs, len(splits))
     for spec in specs:  # every model's finished folds, before any model trains
-        name, options = parse_model_spec(spec)
-        check_finished_folds(replace(config, model=name, model_options=options), data,
-                             out / model_folder(spec), splits, verb="compare")
+        check_finished_folds(_spec_recipe(config, spec), data, out / model_folder(spec), splits,
+                             verb="compare")
     rows, dice_by_model, units_by_model = [], {}, {}
     fold_notes = warned_fold_notes(config, data, splits)  # every model's folds: the same
     for spec in specs:
-        name, options = parse_model_spec(spec)
-        model_config = replace(config, model=name, model_options=options)
+        model_config = _spec_recipe(config, spec)
         summary = cross_validate(model_config, data, out / model_folder(spec), folds, resume,
                                  verb="compare", fold_notes=fold_notes)
         per_case = per_case_dice(out / model_folder(spec), by_fold=True)
         channels = model_config.in_channels  # as its runs take them: a lung guide adds one
-        cost = profile_model(build_model(name, channels, data.num_classes, **options), size=512,
-                             in_channels=channels)
+        cost = profile_model(build_model(model_config.model, channels, data.num_classes,
+                                         **model_config.model_options),
+                             size=512, in_channels=channels)
         dice_by_model[spec] = per_case
         units_by_model[spec] = patient_dice(out / model_folder(spec))
         rows.append({"model": spec, "folder": model_folder(spec),

@@ -176,17 +176,32 @@ def _unreadable_fold_record(record: Path, exc: Exception) -> CovsegError:
     return unreadable_record(record, exc, f"delete {record.parent} to train that fold again, or ")
 
 
+def _fold_record(record: Path) -> dict[str, Any]:
+    """The JSON object a finished fold's ``record`` holds (config.json, fold_metrics.json,
+    metrics.json); one that cannot be read (a folder, not UTF-8, not JSON) or holds no object
+    is refused naming the fold to delete: a config.json that was a folder ended in the CLI's
+    general message."""
+    try:
+        read = json.loads(record.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _unreadable_fold_record(record, exc) from None
+    if not isinstance(read, dict):
+        raise _unreadable_fold_record(record, TypeError(f"a JSON {type(read).__name__}, "
+                                                        "not an object"))
+    return read
+
+
 def _finished_fold(fold_dir: Path) -> dict[str, Any]:
     """A finished fold's fold_metrics.json, its per-case rows each naming its slice: one not
     JSON, or without them, ended in a JSONDecodeError or KeyError traceback on a resume."""
     record = fold_dir / "fold_metrics.json"
+    finished = _fold_record(record)
     try:
-        finished = json.loads(record.read_text())
         if not all(isinstance(row, dict) and "case_id" in row for row in finished["per_case"]):
             raise ValueError("a per_case row names no case_id")
-    except (*UNREADABLE, OSError) as exc:
+    except UNREADABLE as exc:
         raise _unreadable_fold_record(record, exc) from None
-    return dict(finished)
+    return finished
 
 
 def _fold_changes(fold_dir: Path, config: TrainConfig, finished: dict[str, Any],
@@ -195,13 +210,14 @@ def _fold_changes(fold_dir: Path, config: TrainConfig, finished: dict[str, Any],
     recipe on this split of these data: the fold is reused only when nothing does. A damaged
     config.json is refused naming it (a bad value read as the user's option, "--epochs must be a
     whole number"), to be deleted with its fold."""
+    path = fold_dir / "config.json"
+    record = _fold_record(path)
     try:
-        record = json.loads((fold_dir / "config.json").read_text())
         changed = TrainConfig.from_dict(record["config"]).differences(
             config, len(record["train_cases"]))
         trained = set(record["train_cases"]) | set(record["val_cases"])
     except UNREADABLE as exc:
-        raise _unreadable_fold_record(fold_dir / "config.json", exc) from None
+        raise _unreadable_fold_record(path, exc) from None
     tested = {row["case_id"] for row in finished["per_case"]}
     if trained != set(train_cases) or tested != set(test_cases):
         changed.append(f"its training or test slices (another {option_name('folds')}, "
@@ -754,11 +770,12 @@ def _fold_means(stats: dict[str, dict[str, float]], data: LoadedData) -> dict[st
 def _fold_training(fold_dir: Path) -> tuple[float, int]:
     """Training time the fold's run recorded (which, unlike wall time, survives resumes) and
     the epochs it trained (the default schedule depends on the number of slices)."""
+    record = fold_dir / "metrics.json"
+    metrics = _fold_record(record)
     try:
-        metrics = json.loads((fold_dir / "metrics.json").read_text())
         return float(metrics["train_seconds"]), int(metrics["epochs"])
-    except (*UNREADABLE, OSError) as exc:
-        raise _unreadable_fold_record(fold_dir / "metrics.json", exc) from None
+    except UNREADABLE as exc:
+        raise _unreadable_fold_record(record, exc) from None
 
 
 def _dice(config: TrainConfig) -> str:

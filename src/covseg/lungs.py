@@ -1034,7 +1034,8 @@ def _add_connected(near: np.ndarray, lesions: np.ndarray, lungs: np.ndarray,
     only within ``depth_mm`` of a lung voxel, in slices within ``reach`` slices of one holding
     ``slice_lungs`` and, given ``hu``, inside the body; labelled within the lesions' bounding
     box. Returns the voxels these bounds cut from the regions so kept, by bound
-    (:attr:`Cut.voxels`), if ``count_cut``; else none."""
+    (:attr:`Cut.voxels`), if ``count_cut``; else none, and the cut is not mapped (a byte a
+    voxel of the box, written for nothing)."""
     far = [k for k in range(len(near)) if ((lesions[k] > 0) & (near[k] == 0)).any()]
     box = _bounding_box(lesions)
     if not far or box is None or not near[box].any():
@@ -1042,23 +1043,26 @@ def _add_connected(near: np.ndarray, lesions: np.ndarray, lungs: np.ndarray,
     with_lung = np.flatnonzero([plane.any() for plane in slice_lungs])
     lesion = lesions[box] > 0
     kept_near = near[box] > 0
-    cut_by = np.zeros(lesion.shape, dtype=np.uint8)
+    cut_by = np.zeros(lesion.shape, dtype=np.uint8) if count_cut else None
     for k in far:
         inside = k - box[0].start
         if np.abs(with_lung - k).min() > reach:
-            cut_by[inside][lesion[inside] & ~kept_near[inside]] = CUT_BY_SLICES
-            lesion[inside] = kept_near[inside]
+            outside, bound = lesion[inside] & ~kept_near[inside], CUT_BY_SLICES
         elif hu is not None:
             body = ~_outside_air(hu[k] < LUNG_THRESHOLD_HU)[box[1:]]
-            outside = lesion[inside] & ~(body | kept_near[inside])
-            cut_by[inside][outside] = CUT_BY_BODY
-            lesion[inside] &= ~outside
+            outside, bound = lesion[inside] & ~(body | kept_near[inside]), CUT_BY_BODY
+        else:
+            continue
+        lesion[inside] &= ~outside
+        if cut_by is not None:
+            cut_by[inside][outside] = bound
     deep = _deeper_than(lungs, box, spacing, depth_mm)
     if deep is not None:
         deep &= lesion
         deep[kept_near] = False
         lesion[deep] = False
-        cut_by[deep] = CUT_BY_DEPTH
+        if cut_by is not None:
+            cut_by[deep] = CUT_BY_DEPTH
         del deep
     regions, count = _labelled(lesion)
     del lesion  # labelled: its byte a voxel is not held through the regions' copying
@@ -1068,7 +1072,7 @@ def _add_connected(near: np.ndarray, lesions: np.ndarray, lungs: np.ndarray,
         part = objects[label - 1]
         np.copyto(kept[part], given[part], where=regions[part] == label)
     del regions
-    if not count_cut:
+    if cut_by is None:
         return (0, 0, 0, 0)
     kept_near |= kept > 0  # all that is kept now
     return _cut_from_kept(given, kept_near, cut_by)

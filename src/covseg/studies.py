@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -240,7 +240,8 @@ def _analyze_image_of_header_given(path: Path, inputs: Sequence[str | os.PathLik
 def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: bool,
                     notes: list[str]) -> list[Study]:
     """The studies of one input folder (see :func:`find_studies`)."""
-    children = sorted(c for c in path.iterdir() if not c.name.startswith("."))
+    entries = sorted(path.iterdir())  # listed once: the hidden ones are named below
+    children = [c for c in entries if not c.name.startswith(".")]
     one = _one_dicom_study(path, children)
     copies = dicom_copies(children) if one else []
     files, dropped = _split_masks([c for c in children if is_nifti(c) and c not in copies],
@@ -258,9 +259,11 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
         own = [c for c in folders if _is_own_output(c, masks)]
         inputs = _outside_out([c for c in folders if c not in own], exclude, masks)
         pictures = [c for c in inputs if _holds_pictures_only(c)]
-        no_ct = {} if masks else _no_ct_folders([c for c in inputs if c not in pictures])
-        read = [path] + [c for c in inputs if c not in pictures and c not in no_ct]
-        sub_studies, sub_dropped = _sub_folder_studies(read[1:], masks)
+        niftis = {c: [] if masks and predicted_mask(c) else folder_niftis(c)
+                  for c in inputs if c not in pictures}  # each listed once for both below
+        no_ct = {} if masks else _no_ct_folders([c for c, files in niftis.items() if not files])
+        sub_studies, sub_dropped = _sub_folder_studies(
+            {c: files for c, files in niftis.items() if c not in no_ct}, masks)
         found += sub_studies
         dropped += sub_dropped
         copies += [copy for study in sub_studies if study.path.is_dir()
@@ -276,7 +279,7 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
     if dropped:
         notes.append(f"{path}: {listed_paths(dropped, path, 'file')} named as masks, not read as "
                      "CTs; give such a file itself to predict it as a CT")
-    hidden = [c for c in sorted(path.iterdir()) if c.name.startswith(".")
+    hidden = [c for c in entries if c.name.startswith(".")
               and not c.name.startswith(APPLE_DOUBLE) and not is_temporary_name(c.name)
               and is_nifti_named(c)]
     if hidden:
@@ -387,12 +390,11 @@ def _no_ct_beside_niftis(folder: Path, given: Path) -> str:
 
 
 def _no_ct_folders(folders: Sequence[Path]) -> dict[Path, str]:
-    """The sub-folders holding DICOM files and no CT image, with what they hold
-    (:func:`holds_no_ct_image`): a study's localizer and dose-report series, which failed as
-    studies of their own with advice that could not be followed. Those holding NIfTI files
-    beside them are read for those (:func:`~covseg.io.ct.folder_niftis`)."""
-    held = {folder: holds_no_ct_image(folder) for folder in folders
-            if not folder_niftis(folder)}
+    """The sub-folders (of ``folders``, those holding no NIfTI file) holding DICOM files and no
+    CT image, with what they hold (:func:`holds_no_ct_image`): a study's localizer and
+    dose-report series, which failed as studies of their own with advice that could not be
+    followed."""
+    held = {folder: holds_no_ct_image(folder) for folder in folders}
     return {folder: what for folder, what in held.items() if what}
 
 
@@ -458,24 +460,24 @@ def _outside_out(folders: Sequence[Path], exclude: str | os.PathLike[str] | None
     return [folder for folder in folders if folder.resolve() != out]
 
 
-def _sub_folder_studies(folders: Sequence[Path], masks: bool
+def _sub_folder_studies(folders: Mapping[Path, list[Path]], masks: bool
                         ) -> tuple[list[Study], list[Path]]:
-    """The studies of one input folder's sub-folders, and the NIfTI files passed over as masks
-    (:func:`_split_masks`). A sub-folder holding DICOM files, or no NIfTI file, is a study (a
-    DICOM series, searched as its reader searches it), and so is a ``covseg predict`` study
-    folder when reading ``masks``; one holding masks alone (or, reading CTs, one named as masks:
-    MedSeg's ``rp_msk/``, Zenodo's ``Infection_Mask/``) is none. NIfTI files in the others are
-    named one way for the whole input: when each such sub-folder holds one (a folder per
-    patient: ``p1/ct.nii.gz``), its file is the study named after the sub-folder; when some
-    hold several (a collection sorted into folders: MosMed's ``studies/CT-0..CT-4/*.nii.gz``),
-    every file is a study named after the file, as in the top folder, so that names never
-    depend on how many files a sub-folder happens to hold (and many ``ct.nii.gz`` come out as
-    studies of one name, refused)."""
+    """The studies of one input folder's sub-folders (each with its NIfTI files:
+    :func:`~covseg.io.ct.folder_niftis`, none for a ``covseg predict`` study folder when reading
+    ``masks``), and the NIfTI files passed over as masks (:func:`_split_masks`). A sub-folder
+    holding DICOM files, or no NIfTI file, is a study (a DICOM series, searched as its reader
+    searches it), and so is a ``covseg predict`` study folder when reading ``masks``; one
+    holding masks alone (or, reading CTs, one named as masks: MedSeg's ``rp_msk/``, Zenodo's
+    ``Infection_Mask/``) is none. NIfTI files in the others are named one way for the whole
+    input: when each such sub-folder holds one (a folder per patient: ``p1/ct.nii.gz``), its
+    file is the study named after the sub-folder; when some hold several (a collection sorted
+    into folders: MosMed's ``studies/CT-0..CT-4/*.nii.gz``), every file is a study named after
+    the file, as in the top folder, so that names never depend on how many files a sub-folder
+    happens to hold (and many ``ct.nii.gz`` come out as studies of one name, refused)."""
     held: dict[Path, list[Path]] = {}
     dropped: list[Path] = []
-    for folder in folders:
-        files, masked = _split_masks([] if masks and predicted_mask(folder)
-                                     else folder_niftis(folder), masks)
+    for folder, niftis in folders.items():
+        files, masked = _split_masks(niftis, masks)
         if not masks and _last_word(folder.name) in MASK_FOLDER_WORDS:  # a data set's masks
             files, masked = [], files + masked
         dropped += masked

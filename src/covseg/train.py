@@ -383,13 +383,14 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
     # it is refused; a refusal leaves no folder made
     with writing_to(out):
         config = _check_run_folder(out, config, resume, fingerprint, (train_cases, val_cases))
+        weights = _weights_sha256(config)
         remove_temporaries(out)  # a run killed there (kill -9) left them; no one writes them now
         try:
             if len(member_names(config.model)) > 1:
                 return _train_ensemble(config, data, out, resume, train_cases, val_cases,
-                                       fingerprint, progress, record)
+                                       fingerprint, weights, progress, record)
             return _train_model(config, data, out, resume, train_cases, val_cases, fingerprint,
-                                progress, record=record)
+                                weights, progress, record=record)
         except BaseException:
             forget_unsaved_run(out)
             raise
@@ -663,14 +664,16 @@ def _check_lung_run(lung: Predictor, config: TrainConfig) -> None:
 
 def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
                  train_cases: Sequence[str], val_cases: Sequence[str], fingerprint: str,
-                 progress: bool, bar_position: int = 0,
+                 weights: Mapping[str, str | None], progress: bool, bar_position: int = 0,
                  train_items: list[dict[str, torch.Tensor]] | None = None,
                  bar_label: str | None = None, record: Mapping[str, Any] | None = None
                  ) -> dict[str, Any]:
     """Train one network into ``out`` (``bar_position``: its progress bar's line, ``bar_label``
     its name, ``train MODEL`` unless given: an ensemble's members name themselves);
     ``fingerprint``: the training slices' data fingerprint, for the run record (computed by
-    :func:`train`: a member has no full-size training pixels); ``train_items``: the training
+    :func:`train`: a member has no full-size training pixels) and ``weights`` the SHA-256 of
+    its ``weights=`` file (:func:`_weights_sha256`, hashed once for a run and its members);
+    ``train_items``: the training
     slices already on the canvas (an ensemble's members share them), else made here;
     ``record``: more for its config.json (see :func:`train`)."""
     from monai.data import DataLoader, Dataset
@@ -701,8 +704,8 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     first_epoch, best_dice, history = _start(out, config, len(train_samples), model, optimizer,
                                              scheduler, averaged, resume)
     meta = _meta(config, data.num_classes)
-    _write_run_record(out, config, data, train_cases, val_cases, fingerprint, first_epoch > 1,
-                      parameters=parameter_count(model), **(record or {}))
+    _write_run_record(out, config, data, train_cases, val_cases, fingerprint, weights,
+                      first_epoch > 1, parameters=parameter_count(model), **(record or {}))
 
     transform = augmentation(config.augment, guided=guide is not None)
     cutmix = _BatchCutMix(config.cutmix, config.batch_size)
@@ -794,9 +797,11 @@ def _train_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module,
 
 def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
                     train_cases: Sequence[str], val_cases: Sequence[str], fingerprint: str,
-                    progress: bool, record: Mapping[str, Any]) -> dict[str, Any]:
+                    weights: Mapping[str, str | None], progress: bool, record: Mapping[str, Any]
+                    ) -> dict[str, Any]:
     """Train each member on its own (each resumable), then save their average (``record``: more
-    for its config.json, see :func:`train`).
+    for its config.json, see :func:`train`; ``fingerprint`` and ``weights``: as
+    :func:`_train_model` takes them, for the run and each member).
 
     With threads for more than one, members train side by side, one process each with the
     threads shared out: a network this small keeps about one core busy, so on 2 cores two
@@ -807,7 +812,7 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
     ensemble = build_model(config.model, config.in_channels, data.num_classes,
                            **config.model_options)  # unknown names and options fail here, at once
     assert isinstance(ensemble, Ensemble), "several member names build an Ensemble"
-    _write_run_record(out, config, data, train_cases, val_cases, fingerprint,
+    _write_run_record(out, config, data, train_cases, val_cases, fingerprint, weights,
                       holds_saved_run(out), members=names, **record)
     jobs = [(replace(config, model=name, seed=config.seed + i), out / f"member{i}-{name}")
             for i, name in enumerate(names)]
@@ -821,13 +826,14 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
     with _invocation_recorded(out, [folder for _, folder in jobs], workers, resume) as done:
         if workers > 1:
             member_metrics = _train_side_by_side(jobs, data, train_cases, val_cases,
-                                                 fingerprint, make_items, progress, workers)
+                                                 fingerprint, weights, make_items, progress,
+                                                 workers)
         else:
             items = make_items()
             member_metrics = []
             for member, folder in jobs:
                 member_metrics.append(_train_model(member, data, folder, True, train_cases,
-                                                   val_cases, fingerprint, progress,
+                                                   val_cases, fingerprint, weights, progress,
                                                    train_items=items,
                                                    bar_label=member_label(folder)))
                 raise_if_stopped()  # a stop dropped in a finaliser as the member ended
@@ -952,6 +958,7 @@ MEMBERS_SCRATCH = ".members-"
 
 def _train_side_by_side(jobs: list[tuple[TrainConfig, Path]], data: LoadedData,
                         train_cases: Sequence[str], val_cases: Sequence[str], fingerprint: str,
+                        weights: Mapping[str, str | None],
                         make_items: Callable[[], list[dict[str, torch.Tensor]]], progress: bool,
                         workers: int) -> list[dict[str, Any]]:
     """Train the (recipe, folder) jobs ``workers`` at a time, each in a spawned process.
@@ -977,7 +984,8 @@ def _train_side_by_side(jobs: list[tuple[TrainConfig, Path]], data: LoadedData,
         with full_disk_resumable(run, f"the members' shared data in {run}"):
             with shared.open("wb") as handle:
                 pickle.dump((_without_pixels(data, train_cases), list(train_cases),
-                             list(val_cases), fingerprint), handle, pickle.HIGHEST_PROTOCOL)
+                             list(val_cases), fingerprint, dict(weights)), handle,
+                            pickle.HIGHEST_PROTOCOL)
             _save_items(make_items(), shared.with_name(ITEMS_FILE))
         _return_freed_memory()
         for start in range(0, len(jobs), workers):
@@ -1108,11 +1116,11 @@ def _member_process(config: TrainConfig, shared: Path, out: Path, progress: bool
             torch.set_num_threads(threads)
             tqdm.set_lock(threading.RLock())  # tqdm's default is a semaphore SIGTERM would leak
             with shared.open("rb") as handle:
-                data, train_cases, val_cases, fingerprint = pickle.load(handle)  # the parent's
+                data, train_cases, val_cases, fingerprint, weights = pickle.load(handle)
             items = _load_items(shared.with_name(ITEMS_FILE))
             with invoked_as(command):
                 _train_model(config, data, out, True, train_cases, val_cases, fingerprint,
-                             progress, bar_position, train_items=items,
+                             weights, progress, bar_position, train_items=items,
                              bar_label=member_label(out))
             raise_if_stopped()  # a stop dropped in a finaliser as the member's training ended
     except CovsegError as exc:
@@ -1155,14 +1163,15 @@ def best_epoch_by(multiclass: bool, canvas: int) -> str:
 
 def _write_run_record(out: Path, config: TrainConfig, data: LoadedData,
                       train_cases: Sequence[str], val_cases: Sequence[str], fingerprint: str,
-                      resumed: bool, **extra: Any) -> None:
+                      weights: Mapping[str, str | None], resumed: bool, **extra: Any) -> None:
     """``config.json``: the command, code and versions (:func:`provenance`), thread count and
     start time of the command that started the run (``resumed``: this one continues it, and is
     listed under ``resumed_by``: :func:`continued`), the recipe, the data (and their
     fingerprint), the classes trained (label -> name, as predict.json's) and the split, enough
     to reproduce the run and to refuse resuming it on other data (a resume compares the recipe,
-    fingerprint and split only: it may be spelt otherwise)."""
-    now = {**provenance(data_path=data.root), **_weights_sha256(config),
+    fingerprint and split only: it may be spelt otherwise); ``weights``: as
+    :func:`_train_model` takes it."""
+    now = {**provenance(data_path=data.root), **weights,
            "threads": torch.get_num_threads(), "started_utc": utc_now()}
     write_json(out / "config.json", {
         **continued(out / "config.json", now, resumed),
@@ -1176,7 +1185,8 @@ def _write_run_record(out: Path, config: TrainConfig, data: LoadedData,
 
 def _weights_sha256(config: TrainConfig) -> dict[str, str | None]:
     """:data:`~covseg.provenance.WEIGHTS_SHA256` of the ``weights=`` file the command read (the
-    recipe names it by path, which may hold other bytes later); none where no file is given."""
+    recipe names it by path, which may hold other bytes later); none where no file is given.
+    Hashed once a run: an ensemble's members are handed it (each hashed the file again)."""
     weights = config.model_options.get("weights")
     return {WEIGHTS_SHA256: content_hash(Path(weights))} if isinstance(weights, str) else {}
 

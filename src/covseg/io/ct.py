@@ -58,8 +58,9 @@ def folder_niftis(folder: Path) -> list[Path]:
     """The NIfTI files of a folder that holds no DICOM file, sorted; none beside DICOM slices
     (a series with a converted copy is read from its slices), but all beside DICOM files of no
     CT image (:func:`~covseg.io.dicom.holds_no_ct_image`: a dose report beside NIfTI CTs)."""
-    volumes = sorted(c for c in folder.iterdir() if is_nifti(c))
-    if not volumes or not any(is_dicom_file(c) for c in folder.iterdir()):
+    children = list(folder.iterdir())
+    volumes = sorted(c for c in children if is_nifti(c))
+    if not volumes or not any(is_dicom_file(c) for c in children):
         return volumes
     return volumes if holds_no_ct_image(folder) else []
 
