@@ -262,8 +262,9 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
         niftis = {c: [] if masks and predicted_mask(c) else folder_niftis(c)
                   for c in inputs if c not in pictures}  # each listed once for both below
         no_ct = {} if masks else _no_ct_folders([c for c, files in niftis.items() if not files])
+        read = [path] + [c for c in niftis if c not in no_ct]
         sub_studies, sub_dropped = _sub_folder_studies(
-            {c: files for c, files in niftis.items() if c not in no_ct}, masks)
+            {c: niftis[c] for c in read[1:]}, masks)
         found += sub_studies
         dropped += sub_dropped
         copies += [copy for study in sub_studies if study.path.is_dir()
