@@ -108,6 +108,19 @@ def test_evaluate_memory_scores_its_pair_in_a_child_process(
     assert (report["slices"], report["size"]) == (24, 64) and report["peak_rss_mib"] > 0
     assert 0.0 < report["metrics"]["dice"] < 1.0 and report["metrics"]["hd95"] > 0.0
 
+def test_member_start_times_each_start_method(tmp_path: Path) -> None:
+    """benchmarks/member_start.py, one member once each way: both start methods timed, in a
+    process of its own (it swaps covseg's member for one that only records its start)."""
+    out = tmp_path / "start.json"
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "member_start.py"), "--members", "1",
+                           "--waves", "1", "--json", str(out)], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(out.read_text())["wave_seconds"]
+    assert sorted(figures) == ["fork server", "spawned"]
+    assert all(len(waves) == 1 and waves[0] > 0 for waves in figures.values())
+
+
 @pytest.fixture(scope="module")
 def tiny_cv(tmp_path_factory: pytest.TempPathFactory, synthetic_folder: Path) -> Path:
     """A 2-fold, 1-epoch MiniSeg cross-validation on the synthetic folder."""

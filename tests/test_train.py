@@ -955,20 +955,47 @@ def test_train_refuses_a_folder_holding_a_cross_validation_or_comparison(
     assert sorted(p.name for p in out.iterdir()) == [held.split("/")[0]]
 
 
+CONTEXTS = {"spawned": lambda: multiprocessing.get_context("spawn"),
+            "from the fork server": train_module.member_context}
+"""How members start: from the fork server (:func:`covseg.train.member_context`), spawned
+where there is none (Windows)."""
+
+
+@pytest.mark.parametrize("context", CONTEXTS.values(), ids=CONTEXTS.keys())
 def test_members_started_while_ctrl_c_is_pressed_print_no_traceback(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        context: Callable[[], multiprocessing.context.BaseContext]) -> None:
     """A Ctrl-C reaching the process group while members started (importing torch, before they
     ignore it) raised a KeyboardInterrupt traceback in each: they now start with it ignored."""
     (tmp_path / "ctrl_c_member.py").write_text(
         "import signal\n\n\ndef start(*_):\n    signal.raise_signal(signal.SIGINT)\n")
-    monkeypatch.syspath_prepend(str(tmp_path))  # spawned children get the parent's sys.path
+    monkeypatch.syspath_prepend(str(tmp_path))  # members get the parent's sys.path
     member = importlib.import_module("ctrl_c_member")
     monkeypatch.setattr(train_module, "_member_process", member.start)
     jobs = [("recipe", tmp_path / f"member{i}") for i in range(2)]
     handler = signal.getsignal(signal.SIGINT)
-    train_module._run_wave(multiprocessing.get_context("spawn"), jobs, tmp_path / "data.pkl",
-                           False, 1)  # a member interrupted would fail the wave
-    assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C reaches the parent again
+    train_module._run_wave(context(), jobs, tmp_path / "data.pkl", False, 1)  # a member
+    assert signal.getsignal(signal.SIGINT) is handler  # interrupted would fail the wave
+
+
+@pytest.mark.skipif("forkserver" not in multiprocessing.get_all_start_methods(),
+                    reason="no fork server here (Windows): members are spawned")
+def test_members_start_with_covseg_torch_and_monai_imported(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each spawned member imported torch, MONAI and covseg again before training: seconds per
+    member (10 of them for the demo's three folds), now spent once by the fork server."""
+    (tmp_path / "imports_member.py").write_text(
+        "import sys\n\n\ndef start(config, shared, out, *_):\n"
+        "    out.mkdir()\n"
+        "    (out / 'held').write_text(' '.join(m for m in ('torch', 'monai.data', "
+        "'covseg.train') if m in sys.modules))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(train_module, "_member_process",
+                        importlib.import_module("imports_member").start)
+    jobs = [("recipe", tmp_path / f"member{i}") for i in range(2)]
+    train_module._run_wave(train_module.member_context(), jobs, tmp_path / "data.pkl", False, 1)
+    assert [(folder / "held").read_text() for _, folder in jobs] == [
+        "torch monai.data covseg.train"] * 2
 
 
 SLOW_TO_STOP_MEMBER = '''
@@ -995,7 +1022,7 @@ def test_an_interrupt_without_a_signal_stops_every_member_at_once(
     for the members (seen only once they ended); then each member was stopped only once the
     one before it had exited, so the last trained on for seconds."""
     (tmp_path / "slow_member.py").write_text(SLOW_TO_STOP_MEMBER)
-    monkeypatch.syspath_prepend(str(tmp_path))  # spawned children get the parent's sys.path
+    monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(train_module, "_member_process",
                         importlib.import_module("slow_member").run)
     jobs = [("recipe", tmp_path / f"member{i}") for i in range(2)]
@@ -1008,14 +1035,14 @@ def test_an_interrupt_without_a_signal_stops_every_member_at_once(
     threading.Thread(target=interrupt, daemon=True).start()
     with handler_restored(signal.SIGINT, signal.default_int_handler), \
             pytest.raises(KeyboardInterrupt):
-        train_module._run_wave(multiprocessing.get_context("spawn"), jobs,
-                               tmp_path / "data.pkl", False, 1)
+        train_module._run_wave(train_module.member_context(), jobs, tmp_path / "data.pkl",
+                               False, 1)
     stopped = [float((folder / "stopped").read_text()) for _, folder in jobs]
     assert max(stopped) - min(stopped) < 1.5, "members stopped one after the other"
 
 
 MEMBER_STOPPED_IN_A_FINALISER = """
-import importlib, pickle, signal, sys
+import importlib, multiprocessing, pickle, signal, sys
 from pathlib import Path
 
 train_module = importlib.import_module("covseg.train")
@@ -1040,8 +1067,9 @@ class Errors:
 train_module._train_model = trained
 train_module._load_items = lambda path: []
 (folder / "data.pkl").write_bytes(pickle.dumps((None, [], [], "", {})))
+parent_alive, parent_holds = multiprocessing.Pipe(duplex=False)
 train_module._member_process(None, folder / "data.pkl", folder / "member0-unet", False, 0, 1,
-                             Errors(), "covseg train")
+                             Errors(), parent_alive, "covseg train")
 """
 
 

@@ -151,8 +151,8 @@ def _unstick_tqdm() -> None:
     may be a live redraw (stderr blocked for seconds), and swapped under it, that redraw's
     release raised ``RuntimeError`` in its thread. The test is :func:`_held_here` of each of
     the lock's parts (no public one exists). The fresh lock is a ``threading.RLock``, as tqdm
-    documents for ``tqdm.set_lock``: covseg's processes are spawned, so tqdm's multiprocessing
-    lock shares nothing with them."""
+    documents for ``tqdm.set_lock``: covseg's processes are spawned or forked from the fork
+    server, so tqdm's multiprocessing lock shares nothing with them."""
     lock = tqdm.get_lock()
     if any(_held_here(part) for part in getattr(lock, "locks", [lock])):
         tqdm.set_lock(threading.RLock())

@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 from multiprocessing.connection import Connection, wait
+from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -961,9 +962,9 @@ def _train_side_by_side(jobs: list[tuple[TrainConfig, Path]], data: LoadedData,
                         weights: Mapping[str, str | None],
                         make_items: Callable[[], list[dict[str, torch.Tensor]]], progress: bool,
                         workers: int) -> list[dict[str, Any]]:
-    """Train the (recipe, folder) jobs ``workers`` at a time, each in a spawned process.
+    """Train the (recipe, folder) jobs ``workers`` at a time, each in a process of its own
+    (:func:`member_context`).
 
-    Spawned, not forked: forking a process whose OpenMP threads are running can hang the child.
     The data go through a file, not the process pipe, so that a child dying at start-up cannot
     block the parent: the training slices on the canvas (``make_items``), made once and
     memory-mapped by every member (one copy in memory, shared), and the data without the
@@ -974,7 +975,7 @@ def _train_side_by_side(jobs: list[tuple[TrainConfig, Path]], data: LoadedData,
     finished.
     """
     threads = max(1, torch.get_num_threads() // workers)
-    context = multiprocessing.get_context("spawn")
+    context = member_context()
     run = jobs[0][1].parent
     for stale in run.glob(f"{MEMBERS_SCRATCH}*"):  # left by a run killed with SIGKILL
         shutil.rmtree(stale, ignore_errors=True)
@@ -991,6 +992,26 @@ def _train_side_by_side(jobs: list[tuple[TrainConfig, Path]], data: LoadedData,
         for start in range(0, len(jobs), workers):
             _run_wave(context, jobs[start:start + workers], shared, progress, threads)
     return [json.loads((folder / "metrics.json").read_text()) for _, folder in jobs]
+
+
+MEMBER_PRELOAD = ("covseg.cli", "covseg.augmentation", "monai.data", "monai.losses",
+                  "monai.transforms")
+"""What a member imports: the fork server imports it once for every member."""
+
+
+def member_context() -> BaseContext:
+    """The multiprocessing context members start in: forked from Python's fork server, which
+    imports covseg, torch and MONAI once (:data:`MEMBER_PRELOAD`), where a spawned member
+    imported them again, several seconds each; spawned where there is no fork server
+    (Windows). Never forked from the parent: forking a process whose OpenMP threads are running
+    can hang the child, and the fork server runs none. The fork server, started at the first
+    ensemble, lives as long as the parent, and its members write to the standard streams the
+    parent had then."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(MEMBER_PRELOAD))
+    return context
 
 
 @contextmanager
@@ -1032,21 +1053,26 @@ def _run_wave(context: Any, jobs: list[tuple[TrainConfig, Path]], shared: Path, 
               threads: int) -> None:
     """Start one process per job, wait for all; the first failure stops the rest and is raised."""
     running: dict[Any, tuple[Any, Connection]] = {}
+    # The members' end of a pipe the parent never writes to: it reads as end of file once the
+    # parent is gone, however it ended (:func:`_stop_when_orphaned`).
+    parent_alive, parent_holds = context.Pipe(duplex=False)
     try:
         for position, (member, folder) in enumerate(jobs):
             receiver, sender = context.Pipe(duplex=False)
             process = context.Process(target=_member_process, name=folder.name,
                                       args=(member, shared, folder, progress, position, threads,
-                                            sender, current_command()))
-            # A member starts with Ctrl-C ignored (inherited through spawn's exec, so Python
-            # installs no KeyboardInterrupt handler there): a Ctrl-C while it imports torch
-            # printed its traceback. The parent stops the members as ever; only a Ctrl-C in
-            # the few milliseconds of a start is lost. (A blocked SIGINT is unblocked by
-            # multiprocessing when it starts its resource tracker.)
+                                            sender, parent_alive, current_command()))
+            # A member starts with Ctrl-C ignored (inherited through the exec that starts it,
+            # or that started the fork server, so Python installs no KeyboardInterrupt handler
+            # there): a Ctrl-C while it started printed its traceback. The parent stops the
+            # members as ever; only a Ctrl-C in the few milliseconds of a start is lost. (A
+            # blocked SIGINT is unblocked by multiprocessing when it starts its resource
+            # tracker.)
             with handler_restored(signal.SIGINT, signal.SIG_IGN):
                 process.start()
             sender.close()  # the child holds the write end now; its exit reads as end of file
             running[process.sentinel] = (process, receiver)
+        parent_alive.close()
         while running:
             for sentinel in wait(list(running), timeout=WAKE_S):
                 process, receiver = running.pop(sentinel)
@@ -1061,6 +1087,8 @@ def _run_wave(context: Any, jobs: list[tuple[TrainConfig, Path]], shared: Path, 
             process.terminate()
         for process, _ in running.values():
             process.join()
+        parent_alive.close()
+        parent_holds.close()
         for _, folder in jobs:  # a member stopped inside mkstemp can leave its temporary file
             remove_temporaries(folder)
 
@@ -1087,19 +1115,22 @@ def _failure(process: BaseProcess) -> CovsegError:
                        "their own")
 
 
-def _stop_when_orphaned(parent: int, every_s: float = 1.0) -> None:
+def _stop_when_orphaned(parent_alive: Connection) -> None:
     """End this member (SIGTERM to itself, so it unwinds as above) once its parent is gone, even
-    killed with SIGKILL: an orphan would go on training into the run beside a resumed one."""
+    killed with SIGKILL: an orphan would go on training into the run beside a resumed one.
+    ``parent_alive`` is a pipe's end the parent holds the other end of and never writes to:
+    it reads as end of file once the parent is gone (a member of the fork server has the fork
+    server for parent, which a killed parent's members keep alive)."""
     def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(every_s)
+        parent_alive.poll(None)
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _member_process(config: TrainConfig, shared: Path, out: Path, progress: bool,
-                    bar_position: int, threads: int, errors: Connection, command: str) -> None:
+                    bar_position: int, threads: int, errors: Connection,
+                    parent_alive: Connection, command: str) -> None:
     """One member in a process of its own; covseg's one-line errors go back through ``errors``,
     its records name the parent's ``command``.
 
@@ -1112,7 +1143,7 @@ def _member_process(config: TrainConfig, shared: Path, out: Path, progress: bool
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         with stops_recorded():
-            _stop_when_orphaned(os.getppid())
+            _stop_when_orphaned(parent_alive)
             torch.set_num_threads(threads)
             tqdm.set_lock(threading.RLock())  # tqdm's default is a semaphore SIGTERM would leak
             with shared.open("rb") as handle:
