@@ -72,7 +72,7 @@ def test_a_default_spelt_out_is_the_same_model(specs: list[str], same: str) -> N
     where `unet unet` is refused: specs are compared with the model's defaults filled in."""
     with pytest.raises(CovsegError, match=rf"^{re.escape(same)}.* are one model once its "
                                           r"defaults are filled in; name each model once"):
-        check_specs(specs)
+        check_specs(specs, 64)
 
 
 @pytest.mark.parametrize("specs, variant", [
@@ -84,8 +84,8 @@ def test_a_duplicate_is_told_a_variant_of_its_own_model(specs: list[str], varian
     """The refusal of `unet++ unet++:width=32` suggested `unet:width=32`, another architecture:
     the example is now the duplicate's own model with another value, and one it takes."""
     with pytest.raises(CovsegError, match=rf"e\.g\. {re.escape(variant)}\)$"):
-        check_specs(specs)
-    check_specs([specs[0], variant])
+        check_specs(specs, 64)
+    check_specs([specs[0], variant], 64)
 
 
 @NEEDS_ZOO
@@ -93,26 +93,26 @@ def test_a_duplicate_without_number_options_is_told_its_options() -> None:
     with pytest.raises(CovsegError, match=r"name each model once \(to compare variants, give one "
                                           r"another value of deeplabv3's options: backbone, "
                                           r"weights\)$"):
-        check_specs(["deeplabv3", "deeplabv3"])
+        check_specs(["deeplabv3", "deeplabv3"], 64)
     with pytest.raises(CovsegError, match=r"^miniseg,unet given twice; name each model once$"):
-        check_specs(["miniseg,unet", "miniseg,unet"])
+        check_specs(["miniseg,unet", "miniseg,unet"], 64)
 
 
 def test_variants_and_other_models_are_not_taken_for_one() -> None:
-    check_specs(["unet:width=8", "unet", "resunet", "unet:res_units=2", "miniseg,unet"])
-    check_specs(["miniseg", "miniseg,miniseg", "miniseg:width=1.5"])
+    check_specs(["unet:width=8", "unet", "resunet", "unet:res_units=2", "miniseg,unet"], 64)
+    check_specs(["miniseg", "miniseg,miniseg", "miniseg:width=1.5"], 64)
     with pytest.raises(CovsegError, match="^unet given twice; name each model once"):
-        check_specs(["unet", "miniseg", "unet"])
+        check_specs(["unet", "miniseg", "unet"], 64)
 
 
 def test_every_spec_is_checked_before_any_model_trains() -> None:
     with pytest.raises(CovsegError, match="'miniseg' has no option 'res_units'"):
-        check_specs(["unet:width=8", "miniseg:res_units=3"])
+        check_specs(["unet:width=8", "miniseg:res_units=3"], 64)
     with pytest.raises(CovsegError, match="unknown model 'minseg'"):
-        check_specs(["unet", "minseg"])
+        check_specs(["unet", "minseg"], 64)
     with pytest.raises(CovsegError, match=r"every member of miniseg,unet, which mixes"):
-        check_specs(["unet", "miniseg,unet:width=8"])
-    check_specs(["unet:width=8", "miniseg,miniseg:width=1.5"])  # one architecture: options go
+        check_specs(["unet", "miniseg,unet:width=8"], 64)
+    check_specs(["unet:width=8", "miniseg,miniseg:width=1.5"], 64)  # one architecture: options go
 
 
 @NEEDS_ZOO
@@ -704,7 +704,7 @@ def test_specs_that_would_share_a_folder_are_refused_before_training(
     with pytest.raises(CovsegError, match=r"^fcn:weights=A.pt and fcn:weights=a.pt would share "
                                           r"one folder under --out \(fcn_weights-A.pt = "
                                           r"fcn_weights-a.pt\); compare them into separate"):
-        check_specs(["fcn:weights=A.pt", "fcn:weights=a.pt"])
+        check_specs(["fcn:weights=A.pt", "fcn:weights=a.pt"], 64)
 
 
 def _fold_stats(means: list[float]) -> dict[str, float]:
@@ -976,7 +976,7 @@ def test_an_unknown_model_is_named_before_folders_are_compared() -> None:
     """`--models miniseg MiniSeg` was refused as two models sharing one folder, while MiniSeg
     is no model at all."""
     with pytest.raises(CovsegError, match=r"^unknown model 'MiniSeg'; `covseg models` lists: "):
-        check_specs(["miniseg", "MiniSeg"])
+        check_specs(["miniseg", "MiniSeg"], 64)
 
 
 def test_a_seed_without_room_for_a_models_folds_is_refused_before_any_model_trains(

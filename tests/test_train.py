@@ -679,6 +679,16 @@ def test_a_multiclass_run_refuses_a_threshold_and_records_none(tmp_path: Path) -
     assert train_module.train(config, data, out, resume=True, progress=False)["epochs"] == 1
 
 
+def test_a_canvas_out_of_range_is_refused_before_the_trial_pass(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trial build runs the model on the run's canvas: a --size of 100000 is refused
+    first, rather than run on a 100000 px slice."""
+    monkeypatch.setattr(train_module, "check_model",
+                        lambda *_: pytest.fail("the model was tried on the canvas"))
+    with pytest.raises(CovsegError, match=re.escape("--size must lie in [32, 1024] px")):
+        train_module.check_recipe(TrainConfig(**{**TINY, "size": 100000}))
+
+
 @pytest.mark.parametrize("fraction", [1, 1.5, 2.0, -0.1])
 def test_an_out_of_range_val_fraction_is_refused_before_data_are_read(
         tmp_path: Path, fraction: float) -> None:

@@ -555,7 +555,7 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
         raise CovsegError(f"models must be a list of model specs, e.g. ['unet', "
                           f"'unet:width=8'] (the baseline first), got {models!r}")
     specs = [str(spec).strip() for spec in _as_list(models)]  # " unet" names unet and its folder
-    check_specs(specs)
+    check_specs(specs, recipe.size)
     if folds is not None:  # else once the folds are read
         check_spec_seeds(recipe, specs, folds)
     out = _resumable(_out(out, data), resume)

@@ -203,9 +203,9 @@ def patient_dice(cv_dir: Path) -> tuple[dict[Hashable, float], str]:
     return {key: float(np.mean(values)) for key, values in groups.items()}, "patient"
 
 
-def check_specs(specs: Sequence[str]) -> None:
+def check_specs(specs: Sequence[str], size: int) -> None:
     """At least a baseline and a candidate, each named once, with a folder of its own, and
-    built once with its options (:func:`check_model`)."""
+    built once with its options and run once on the ``size`` px canvas (:func:`check_model`)."""
     if len(specs) < 2:
         raise CovsegError("compare needs at least two models: a baseline and a candidate")
     for spec in specs:  # an unknown name is named as such, not as sharing another's folder
@@ -226,7 +226,7 @@ def check_specs(specs: Sequence[str]) -> None:
             raise CovsegError(f"{other} and {spec} would share one folder under {out} "
                               f"({shared}); compare them into separate {out} folders")
     for spec in specs:  # each built once, before the first model trains for hours
-        check_model(*parse_model_spec(spec))
+        check_model(*parse_model_spec(spec), size)
 
 
 def check_spec_seeds(config: TrainConfig, specs: Sequence[str], folds: int) -> None:
@@ -280,7 +280,7 @@ def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
     Models of an earlier comparison there that ``specs`` leave out (their folds stay) are
     warned of and listed as ``left_out``.
     """
-    check_specs(specs)
+    check_specs(specs, config.size)
     out = Path(out)
     refuse_other_output(out, COMPARISON)
     with writing_to(out):  # a second comparison into ``out`` is refused, naming this one

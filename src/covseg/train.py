@@ -580,7 +580,11 @@ def check_recipe(config: TrainConfig, folds: int | None = 1) -> None:
     for: :func:`check_run_seed`; None: the seed's range only, its room left to a caller whose
     models are not ``config``'s, as compare's: :func:`covseg.compare.check_spec_seeds`)."""
     config.check_types()
-    check_model(config.model, config.model_options)
+    if not MIN_SIZE <= config.size <= MAX_SIZE:
+        raise CovsegError(f"{option_name('size')} must lie in [{MIN_SIZE}, {MAX_SIZE}] px (the "
+                          "networks halve it four times; CT slices are 512 px, which a larger "
+                          f"canvas only upsamples), got {config.size}")
+    check_model(config.model, config.model_options, config.size)  # a trial pass on the canvas
     _check_names(config)
     if config.crop_lungs and config.lung_guide == "none":
         raise CovsegError(f"{option_name('crop_lungs')} crops to the lung guide's lungs: add "
@@ -628,10 +632,6 @@ def check_recipe(config: TrainConfig, folds: int | None = 1) -> None:
     if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
         raise CovsegError(f"{option_name('weight_decay')} must be finite and at least 0, got "
                           f"{config.weight_decay} (the default is 1e-4)")
-    if not MIN_SIZE <= config.size <= MAX_SIZE:
-        raise CovsegError(f"{option_name('size')} must lie in [{MIN_SIZE}, {MAX_SIZE}] px (the "
-                          "networks halve it four times; CT slices are 512 px, which a larger "
-                          f"canvas only upsamples), got {config.size}")
     if config.epochs is not None and config.epochs < 1:
         raise CovsegError(f"{option_name('epochs')} must be at least 1, got {config.epochs}")
 

@@ -1,8 +1,10 @@
 """The process's stderr (file descriptor 2) sent away while a C or C++ library prints there:
-covseg says what went wrong in one line, and the library's own lines came before it."""
+covseg says what went wrong in one line, and the library's own lines came before it. A Python
+library's logger is quieted where covseg has checked what it would warn of."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -39,3 +41,16 @@ def stderr_silenced() -> Iterator[None]:
         yield
     finally:
         stderr_back(saved)
+
+
+@contextmanager
+def warnings_logged_quiet(name: str) -> Iterator[None]:
+    """Python logger ``name`` and its children at ERROR for the block: timm warned of
+    "Unexpected keys" in a weights file covseg had checked, once per build, three times a run."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

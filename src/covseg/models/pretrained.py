@@ -1,8 +1,8 @@
 """Local pretrained weights for encoders: covseg never downloads, it only reads files.
 
 ``weights=PATH`` names a PyTorch state_dict (``.pt``/``.pth``) for a model's encoder or backbone,
-e.g. torchvision's ImageNet ResNet file. A classifier head the encoder lacks (``fc.*``,
-``classifier.*``, ``head.*``) is dropped, and 3-channel first-layer kernels are adapted to the
+e.g. torchvision's ImageNet ResNet file. Classifier keys the encoder lacks (``fc.*``,
+``classifier.*``, ``head.*``) are dropped, and 3-channel first-layer kernels are adapted to the
 model's input channels (summed for one channel, repeated and rescaled otherwise).
 """
 
@@ -77,12 +77,15 @@ OBJECT_MARKERS: tuple[str, ...] = ("GLOBAL", "allowlisted")
 
 
 def fit_state_dict(state: StateDict, target: nn.Module) -> StateDict:
-    """Drop a classifier head the target lacks and adapt first-layer kernels to its inputs."""
+    """Drop the classifier keys the target lacks and adapt first-layer kernels to its inputs.
+
+    Key by key: timm's headless ConvNeXt keeps ``head.norm`` but not ``head.fc``, whose keys
+    were kept (and refused) while the target had any ``head.`` key at all.
+    """
     shapes = {key: value.shape for key, value in target.state_dict().items()}
     fitted: StateDict = {}
     for key, tensor in state.items():
-        prefix = next((p for p in HEAD_PREFIXES if key.startswith(p)), None)
-        if prefix and not any(name.startswith(prefix) for name in shapes):
+        if key.startswith(HEAD_PREFIXES) and key not in shapes:
             continue
         shape = shapes.get(key)
         if shape is not None and _differs_in_inputs_only(tensor.shape, shape):

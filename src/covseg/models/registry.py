@@ -98,15 +98,18 @@ def check_model_names(name: str) -> list[str]:
     return names
 
 
-def check_model(name: str, options: dict[str, Any]) -> list[str]:
-    """The member names of ``name``, each registered and built once with ``options``. An
-    ensemble that mixes architectures takes none: one option would mean different things to
-    its members (miniseg's ``width`` multiplies its channels, unet's is a channel count).
+def check_model(name: str, options: dict[str, Any], size: int) -> list[str]:
+    """The member names of ``name``, each registered, built once with ``options`` and run
+    once on a ``size`` px canvas. An ensemble that mixes architectures takes none: one option
+    would mean different things to its members (miniseg's ``width`` multiplies its channels,
+    unet's is a channel count).
 
     The trial build checks what only the builders and their libraries know (a backbone or
     encoder name, an encoder that does not fit the architecture, a weights file that does not
-    fit), before data are read or compare trains its first model for hours; it takes a second
-    at most, and draws no numbers from torch's generator, so seeded training is unchanged.
+    fit), and its forward pass an encoder that takes one input size only (timm's
+    ``swin_tiny_patch4_window7_224``), before data are read or compare trains its first model
+    for hours; both take 0.1 s for the default model on a 256 px canvas (one thread), and
+    draw no numbers from torch's generator, so seeded training is unchanged.
     """
     names = check_model_names(name)
     if not isinstance(options, dict):
@@ -117,9 +120,27 @@ def check_model(name: str, options: dict[str, Any]) -> list[str]:
         raise CovsegError(f"model options ({given}) would go to every member of {name}, which "
                           "mixes architectures that read them differently; train each "
                           "architecture as its own run with its own options, or give none")
+    check_options(names[0], options)  # before in_channels= or name= bind to build_model's own
     with torch.random.fork_rng(devices=[]):
-        build_model(name, **options)
+        check_canvas(name, options, build_model(name, **options), size)
     return names
+
+
+def check_canvas(name: str, options: Mapping[str, Any], model: nn.Module, size: int) -> None:
+    """One forward pass of a blank ``size`` px slice (batch 1, eval, no gradients): an encoder
+    that takes its own input size only failed at the first training batch, after the data had
+    been read, in an 89-line traceback."""
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 1, size, size))
+    except (AssertionError, RuntimeError, ValueError, MemoryError) as exc:
+        given = ", ".join(f"{key}={value}" for key, value in options.items())
+        other = "another encoder" if options.get("encoder") else "another model"
+        lines = str(exc).strip().splitlines()
+        reason = "out of memory" if is_out_of_memory(exc) else lines[0] if lines else repr(exc)
+        raise CovsegError(f"model {name!r}{f' with {given}' if given else ''} does not run on "
+                          f"a {size} px canvas ({reason}); give a {option_name('size')} it "
+                          f"takes or {other}") from None
 
 
 ZOO_MODULES = {"torchvision": "torchvision",
@@ -254,7 +275,7 @@ def model_options(name: str) -> dict[str, Any]:
     """The options a registered model takes (``--model-option KEY=VALUE``) and their defaults."""
     parameters = inspect.signature(REGISTRY[name].builder).parameters
     return {key: p.default for key, p in parameters.items()
-            if key not in ("in_channels", "out_channels")}
+            if key not in SET_FROM_DATA}
 
 
 def unset_meanings(name: str) -> dict[str, str]:
@@ -290,7 +311,8 @@ def check_options(name: str, options: dict[str, Any]) -> None:
     known = list(model_options(name))
     for key, value in options.items():
         if key not in known:
-            raise CovsegError(f"model {name!r} has no option {key!r}; its options: "
+            note = " (covseg sets it from the data)" if key in SET_FROM_DATA else ""
+            raise CovsegError(f"model {name!r} has no option {key!r}{note}; its options: "
                               f"{', '.join(known) or 'none'}")
         hint = get_args(hints.get(key)) or (hints.get(key),)
         if value is None and type(None) in hint:  # the default spelt out (weights=null)
@@ -313,6 +335,9 @@ def check_bounds(name: str, key: str, value: float, bound: Bound | None) -> None
     if not abs(value) < LARGEST_OPTION:  # abs: a Python int of any size compares exactly
         raise _too_large(name, {key: value})
 
+
+SET_FROM_DATA = ("in_channels", "out_channels", "num_classes")
+"""Arguments every model is built with that covseg takes from the data, not from options."""
 
 OPTION_TYPES: dict[Any, str] = {bool: "true or false", int: "a whole number",
                                 float: "a number", str: "a name"}

@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from covseg.errors import CovsegError
+from covseg.io.quiet import warnings_logged_quiet
 from covseg.models.padding import PadToMultiple
 from covseg.models.pretrained import StateDict, load_weights, weights_path
 from covseg.models.registry import require
@@ -30,11 +31,12 @@ def build_smp(architecture: str, encoder: str, in_channels: int, out_channels: i
     if path is not None and encoder.startswith("tu-"):
         timm_file = {"pretrained_cfg_overlay": {"state_dict": timm_state_dict(encoder, path)}}
     try:
-        model = getattr(smp, architecture)(
-            encoder_name=encoder, encoder_weights=True if timm_file else None,
-            in_channels=in_channels, classes=out_channels, **kwargs, **timm_file,
-        )
-    except (ValueError, RuntimeError) as exc:
+        with warnings_logged_quiet("timm"):  # the file was checked against timm's full model
+            model = getattr(smp, architecture)(
+                encoder_name=encoder, encoder_weights=True if timm_file else None,
+                in_channels=in_channels, classes=out_channels, **kwargs, **timm_file,
+            )
+    except (ValueError, RuntimeError, TypeError) as exc:  # TypeError: no output_stride
         first_line = str(exc).strip().splitlines()[0]
         raise CovsegError(
             f"encoder {encoder!r} does not fit {architecture}: {first_line}") from None
