@@ -183,12 +183,9 @@ def test_a_volumes_slices_are_judged_clipped_over_the_whole_volume(
     """Judged at once (:func:`judge_scale`, plane by plane) and scaled slice by slice unjudged,
     a volume's clipped share is judged over the whole volume, as scaling it at once did: a
     slice all above the window is not warned of, a volume mostly outside it is."""
-    from covseg.transforms import _warn_clipped
-
     volume = np.full((10, 8, 8), -600.0, dtype=np.float32)
     volume[0] = -3000.0  # padding, read as air (-1024 HU)
     volume[1] = 500.0  # above the window: 10 % of the volume
-    _warn_clipped.cache_clear()
     judge_scale(volume, "hu", LUNG_WINDOW)
     planes = [scale_intensity(volume[k], "hu", judge=False) for k in (0, 1, 5)]
     assert not caplog.text
@@ -205,11 +202,8 @@ def test_a_volumes_padding_is_judged_as_air_not_as_clipped(
         caplog: pytest.LogCaptureFixture) -> None:
     """Scanner padding (below air) reads as air, as its scaling raises it: a volume mostly
     padding is not warned of as clipped, whatever its padding value."""
-    from covseg.transforms import _warn_clipped
-
     volume = np.full((4, 8, 8), -3024.0, dtype=np.float32)
     volume[:, 3:5, 3:5] = -600.0
-    _warn_clipped.cache_clear()
     judge_scale(volume, "hu", LUNG_WINDOW)
     judge_scale(volume[0], "hu", LUNG_WINDOW)
     assert not caplog.text
@@ -228,9 +222,6 @@ def test_16_bit_slices_are_advised_how_to_convert_and_flat_reads_are_warned(
     read the slices flat (clipped) without a word. Told HU,
     they read with a warning; told 8-bit or [0, 1], on which they read saturated, they are
     refused (:func:`test_values_off_an_8_bit_or_unit_scale_told_are_refused`)."""
-    from covseg.transforms import _warn_clipped
-
-    _warn_clipped.cache_clear()
     stored = np.full((8, 8), -850 + 1024, dtype=np.uint16)
     stored[:, 4:] = 40 + 1024
     with pytest.raises(CovsegError, match=r"HU \+ 1024: subtract 1024") as caught:
@@ -271,12 +262,11 @@ def test_hu_plus_1024_told_hu_is_warned_naming_the_file_and_auto_says_subtract_1
     caplog.clear()
     image = load_dataset(tmp_path, intensity="hu").samples[0].image
     assert float(image.min()) >= 0.9 - 1e-6  # read as told: no value below the soft tissue
-    source = str(tmp_path / "images" / "s.png")
     warned = [r.getMessage() for r in caplog.records if "at or below -900 HU" in r.getMessage()]
-    assert warned == [(f"{source}: read as Hounsfield units (--intensity hu), but none of its "
-                       "values 24..1064 lies at or below -900 HU, while a CT slice holds air "
-                       "(about -1000): HU + 1024 (a 16-bit export)? It reads mostly white; "
-                       "subtract 1024 first")]
+    assert warned == [(f"{tmp_path}: images/s.png: read as Hounsfield units (--intensity hu), "
+                       "but none of its values 24..1064 lies at or below -900 HU, while a CT "
+                       "slice holds air (about -1000): HU + 1024 (a 16-bit export)? It reads "
+                       "mostly white; subtract 1024 first")]
     caplog.clear()
     normalize_intensity(hu.astype(np.float32), "hu", source="a.npy")  # HU with air
     normalize_intensity(np.full((4, 4), 1064.0), "hu")  # flat: blank on any scale
@@ -389,14 +379,11 @@ def test_unit_floats_a_hair_outside_0_1_read_as_unit_with_a_warning(
     255 into a near-black slice, without a word; one pixel at -0.01 was refused as "e.g.
     16-bit grey". Both read as [0, 1], clipped, as a told scale is (up to
     MAX_CLIPPED_SHARE outside), and the clipping is warned of."""
-    from covseg.transforms import _warn_overshoot
-
     unit = _unit_slice()
     over, under = unit.copy(), unit.copy()
     over.flat[:16] = 1.004  # 0.4 %
     under.flat[0] = -0.01
     for values in (over, under):
-        _warn_overshoot.cache_clear()
         caplog.clear()
         assert detect_intensity(values) == "unit"
         np.testing.assert_array_equal(normalize_intensity(values), np.clip(values, 0.0, 1.0))
@@ -410,21 +397,20 @@ def test_a_mostly_black_float_8_bit_slice_reads_as_8_bit_auto_or_told(
     """A float 0..255 slice 95 % black (an end slice, a letterboxed export) has under 10 % of
     its values past 1, so it read as [0, 1]: its bright block clipped to flat white, under a
     warning of "a few pixels" past 1 that were up to 250, and --intensity uint8 was refused
-    as "floats in [0, 1]". Values past UNIT_OVERSHOOT are 8-bit grey, auto or told, and
-    told [0, 1] they are refused, not clipped under that warning."""
-    from covseg.transforms import _warn_overshoot
-
+    as "floats in [0, 1]". Values more than UNIT_OUTLIER_SHARE past UNIT_OVERSHOOT are 8-bit
+    grey, auto or told, and told [0, 1] they are refused for that, not clipped under that
+    warning."""
     dark = np.zeros((256, 256), np.float32)
     dark[100:157, 100:157] = np.random.default_rng(0).uniform(60, 250, (57, 57))
-    _warn_overshoot.cache_clear()
     assert detect_intensity(dark) == "uint8"
     np.testing.assert_allclose(normalize_intensity(dark), dark / 255.0, rtol=1e-6)
     assert intensity_scale(dark, "uint8", source="x.npy") == "uint8"
     assert "a few pixels" not in caplog.text
-    with pytest.raises(CovsegError, match=r"^x\.npy: read as values in \[0, 1\] .*, but 5% of "
-                                          r"its values \(0\.\.249\.9\d*\) lie outside 0\.\.1 and "
-                                          r"would be clipped; read it on its own scale: "
-                                          r"--intensity auto .* or uint8 \(a run"):
+    with pytest.raises(CovsegError, match=r"^x\.npy: read as values in \[0, 1\] .*, but 5\.0% "
+                                          r"of its values \(0\.\.249\.9\d*\) lie past "
+                                          r"-0\.5\.\.1\.5, where \[0, 1\] values hold at most "
+                                          r"1% .*; read it on its own scale: --intensity auto .* "
+                                          r"or uint8 \(a run"):
         intensity_scale(dark, "unit", source="x.npy")
 
 
@@ -433,9 +419,6 @@ def test_exact_8_bit_16_bit_hu_and_unit_slices_read_as_before(
     """The tolerance of [0, 1] floats changes no other reading, bit for bit: 8-bit grey (as
     uint8, or as floats like a real 8-bit CT slice, a quarter of it black), exact [0, 1]
     floats, HU (int16 and float) and 16-bit grey (refused) read as they did, unwarned."""
-    from covseg.transforms import _warn_clipped
-
-    _warn_clipped.cache_clear()
     grey = (_unit_slice(1) * 255).astype(np.uint8)
     grey[:16] = 0  # a black quarter, as MedSeg's 8-bit slices hold up to 24 % of it
     hu = (_unit_slice(2) * 2400 - 1200).astype(np.int16)
@@ -484,3 +467,119 @@ def test_unit_floats_told_8_bit_are_refused() -> None:
     assert not normalize_intensity(np.zeros((4, 4), np.float32), "uint8").any()
     grey = (_unit_slice(1) * 255).round().astype(np.float32)
     np.testing.assert_array_equal(normalize_intensity(grey, "uint8"), grey / 255.0)
+
+
+def test_a_mask_shrunk_by_an_even_factor_stays_centred_on_its_image() -> None:
+    """Shrunk by 2, the image is area-averaged while nearest-exact took each block's lower-right
+    pixel: the mask sat half a source pixel up-left of its image (probe 59). A square lesion
+    centred on source 2.5 (canvas 1.0) now lands centred there, its labels kept; where no
+    block's centre falls between source pixels (a shrink by 3), the mask is nearest's."""
+    labels = torch.zeros(1, 8, 8)
+    labels[0, 1:5, 1:5] = 2
+    box = Letterbox(8, 8, 4)
+    canvas = box.forward(labels, nearest=True)[0]
+    image = box.forward(labels)[0]
+    rows, cols = torch.nonzero(canvas, as_tuple=True)
+    weight = torch.nonzero(image, as_tuple=True)
+    centre = [float((image[weight] * axis).sum() / image[weight].sum()) for axis in weight]
+    assert [float(rows.float().mean()), float(cols.float().mean())] == centre == [1.0, 1.0]
+    assert set(canvas.unique().tolist()) == {0.0, 2.0}
+    odd = torch.randint(0, 4, (1, 9, 9), generator=torch.Generator().manual_seed(0)).float()
+    nearest = torch.nn.functional.interpolate(odd[None], size=(3, 3), mode="nearest-exact")[0]
+    assert torch.equal(Letterbox(9, 9, 3).forward(odd, nearest=True), nearest)
+
+
+def test_unit_floats_with_a_few_bright_outliers_read_as_unit(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A CT normalised by a window without clipping holds its bone past 1.5 (0.4 % up to 1.7,
+    probe 59): one value past 1.5 made it 8-bit grey, near-black, without a word, and
+    --intensity unit refused it as "0% ... would be clipped". At most UNIT_OUTLIER_SHARE past
+    UNIT_OVERSHOOT it reads as [0, 1], auto or told, the clipping warned of."""
+    unit = _unit_slice()
+    unit.flat[:16] = 1.7  # 0.4 %
+    assert detect_intensity(unit) == "unit"
+    np.testing.assert_array_equal(normalize_intensity(unit), np.clip(unit, 0.0, 1.0))
+    assert intensity_scale(unit, "unit") == "unit"
+    assert "a few pixels of an image lie outside 0..1" in caplog.text
+
+
+def test_hu_told_on_unit_floats_advises_only_the_modes_that_read_them() -> None:
+    """--intensity hu on [0, 1] floats advised uint8, which refused them in turn."""
+    with pytest.raises(CovsegError, match=r"read it as grey: --intensity auto \(detects HU, "
+                                          r"8-bit and \[0, 1\]\) or unit \(a run") as caught:
+        intensity_scale(_unit_slice(), "hu")
+    assert "uint8" not in str(caught.value)
+
+
+def test_a_grey_slice_resampled_cubic_reads_on_its_scale(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A cubic zoom rings a black background a hair below 0 (10.6 % of the pixels within half a
+    grey level, probe 59): refused on every grey scale as "16-bit grey" or "a standardised
+    image?". Values within GREY_MARGIN of the scale are on it, clipped without a word."""
+    from scipy import ndimage
+
+    hu = synthetic_slices(0, 1, 1, 64)[0][2].hu
+    grey = np.clip((hu - LUNG_WINDOW[0]) / 1500 * 255, 0, 255).round()
+    rows, cols = np.mgrid[:64, :64]
+    grey[(rows - 32) ** 2 + (cols - 32) ** 2 > 31 ** 2] = 0  # black outside the scan circle
+    grey[50:53, 29:35] = 255  # saturated bone
+    zoomed = ndimage.zoom(grey, 1.7, order=3).astype(np.float32)
+    assert zoomed.min() < -0.5 and zoomed.max() > 255.5
+    for values, kind in ((zoomed, "uint8"), (zoomed / 255.0, "unit")):
+        assert detect_intensity(values) == kind
+        assert intensity_scale(values, kind) == kind
+    caplog.clear()
+    ringing = np.full((8, 8), 128.0, np.float32)
+    ringing[0] = -0.3
+    np.testing.assert_array_equal(normalize_intensity(ringing, "uint8"),
+                                  np.clip(ringing / 255.0, 0.0, 1.0))
+    assert not caplog.text
+
+
+def _plus_1024_set(root: Path, count: int) -> Path:
+    """A folders set of ``count`` uint16 .npy slices holding HU + 1024 (no air once read)."""
+    for folder in ("images", "masks"):
+        (root / folder).mkdir(parents=True)
+    for k in range(count):
+        hu = np.full((16, 16), 40 + 1024, np.uint16)
+        hu[4:12, 4:8] = k + 200
+        np.save(root / "images" / f"s{k}.npy", hu)
+        np.save(root / "masks" / f"s{k}.npy", np.zeros((16, 16), np.uint8))
+    return root
+
+
+def test_hu_told_on_hu_plus_1024_warns_once_a_set(tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """--intensity hu on N HU + 1024 slices printed N near-identical warnings: one now, naming
+    the first file and how many."""
+    from covseg.data import load_dataset
+
+    load_dataset(_plus_1024_set(tmp_path / "set", 3), intensity="hu")
+    warned = [r.getMessage() for r in caplog.records if "at or below -900 HU" in r.getMessage()]
+    assert len(warned) == 1
+    assert warned[0].startswith(f"{tmp_path / 'set'}: images/s0.npy: read as Hounsfield")
+    assert warned[0].endswith("subtract 1024 first (3 images alike)")
+
+
+def test_clipping_is_warned_for_each_set_read_and_listed_in_data_info(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The clipping warnings were said once a process: a second set read in it was not warned
+    of, and data info's warnings never listed them."""
+    import covseg
+
+    for name in ("a", "b"):
+        for folder in ("images", "masks"):
+            (tmp_path / name / folder).mkdir(parents=True)
+        for k in range(2):
+            image = _unit_slice(k)
+            image[:3] = 1.05  # a stretch's overshoot
+            np.save(tmp_path / name / "images" / f"s{k}.npy", image)
+            np.save(tmp_path / name / "masks" / f"s{k}.npy", np.zeros((64, 64), np.uint8))
+    for name in ("a", "b"):
+        caplog.clear()
+        warnings = covseg.data_info(tmp_path / name)["warnings"]
+        said = [r.getMessage() for r in caplog.records if "a few pixels" in r.getMessage()]
+        assert len(said) == 1 and said[0].startswith(f"{tmp_path / name}: images/s0.npy: ")
+        assert said[0].endswith("(2 images alike)")
+        assert [note for note in warnings if "a few pixels" in note] == [
+            said[0].removeprefix(f"{tmp_path / name}: ")]

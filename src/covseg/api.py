@@ -143,6 +143,7 @@ from covseg.transforms import (
     intensity_scale,
     normalize_intensity,
     note_scale,
+    one_read,
     scale_intensity,
     warn_mixed_scales,
 )
@@ -1094,8 +1095,8 @@ def _predict_images(model: str | os.PathLike[str] | Predictor,
     record = _PredictRecord(out, earlier, predictor, given)
     record.write(failed, 0.0, finished=False)  # before any mask: a stopped call is judged too
     scales: dict[str, list[str]] = {}
-    with progress_bar(total=len(files), quiet=len(files) < 20, desc="predict", unit="image",
-                      leave=False) as bar:
+    with one_read(), progress_bar(total=len(files), quiet=len(files) < 20, desc="predict",
+                                  unit="image", leave=False) as bar:
         for start in range(0, len(files), batch_size):
             chunk, images = _readable(files[start:start + batch_size], predictor, failed,
                                       scales)
@@ -1261,7 +1262,7 @@ def _scaled(image: np.ndarray, source: str, predictor: Predictor,
     kind = intensity_scale(image, predictor.intensity, predictor.window, source,
                            as_is=_trained_as_is())
     note_scale(scales, kind, image, source)
-    return scale_intensity(image, kind, predictor.window)
+    return scale_intensity(image, kind, predictor.window, source=source)
 
 
 def _trained_as_is() -> str:

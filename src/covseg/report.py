@@ -42,7 +42,7 @@ from covseg.records import (
     output_path,
     recorded_output,
 )
-from covseg.transforms import LUNG_WINDOW, scale_intensity
+from covseg.transforms import LUNG_WINDOW, one_read, scale_intensity
 from covseg.viz import LUNG_COLOURS as LUNG_PALETTE
 from covseg.viz import class_colour
 
@@ -260,10 +260,11 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
     alpha = NO_CT_ALPHA if image is None else CT_ALPHA
     drawn: set[int] = set()
     outlined: set[int] = set()
-    for index, k in enumerate(slices):
+    with one_read():  # a scale warning once for the montage, not once a slice
+        greys = [scale_intensity(image[k], intensity, LUNG_WINDOW) if image is not None
+                 else np.zeros(lesions.shape[1:], dtype=np.float32) for k in slices]
+    for index, (k, grey) in enumerate(zip(slices, greys, strict=True)):
         axis = figure.add_subplot(rows, columns, index + 1)
-        grey = (scale_intensity(image[k], intensity, LUNG_WINDOW) if image is not None
-                else np.zeros(lesions.shape[1:], dtype=np.float32))
         axis.imshow(_overlay(grey, lesions[k], colours, alpha), interpolation="nearest",
                     aspect=grid.pixel_aspect)
         drawn |= {label for label in colours if (lesions[k] == label).any()}

@@ -86,7 +86,7 @@ from covseg.studies import (
     find_studies,
     study_name,
 )
-from covseg.transforms import grey_told_hu, scale_intensity
+from covseg.transforms import grey_told_hu, one_read, scale_intensity
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,7 @@ def output_channels(predictor: SlicePredictor) -> int:
     return 1 if predictor.num_classes == 2 else predictor.num_classes
 
 
+@one_read()  # its slices' scale warnings once for the study, not once a slice
 def predict_labels(predictor: SlicePredictor, volume: Volume, *, batch_size: int = 8,
                    probabilities: np.ndarray | None = None, desc: str = "slices") -> np.ndarray:
     """(z, y, x) uint8 labels, predicted ``batch_size`` slices at a time.

@@ -1054,14 +1054,11 @@ def test_a_volumes_slice_is_read_on_its_volumes_scale_not_its_own(
     """A volume's scale is told and judged on the whole volume: a slice all above the lung
     window (a slab of bone or contrast) is read as HU with it, not judged on its own (as
     saturated, or as no HU at all: none of its values below -100)."""
-    from covseg.transforms import _warn_clipped
-
     hu, lesions = _hu_volume(slices=3, size=32)
     hu[0] = 900
     _save_nifti(tmp_path / "ct_scans" / "coronacases_001.nii.gz", hu)
     _save_nifti(tmp_path / "infection_mask" / "coronacases_001.nii.gz",
                 (lesions > 0).astype(lesions.dtype))  # one class: no note of classes merged
-    _warn_clipped.cache_clear()
     data = load_dataset(tmp_path, slices="all")
     assert not caplog.text and len(data.samples) == 3
     assert all(s.windowed for s in data.samples) and data.samples[0].image.min() == 1.0
@@ -1071,13 +1068,10 @@ def test_a_2d_slice_read_saturated_is_warned_of(tmp_path: Path,
                                                 caplog: pytest.LogCaptureFixture) -> None:
     """A 2D file's slice is judged on its own as it is read (held as read, it is scaled unjudged
     on access): told HU, a 16-bit slice all above the window reads saturated, and says so."""
-    from covseg.transforms import _warn_clipped
-
     for folder in ("images", "masks"):
         (tmp_path / folder).mkdir()
     Image.fromarray(np.full((16, 16), 2000, np.uint16)).save(tmp_path / "images" / "a.png")
     _save_png(tmp_path / "masks" / "a.png", square_mask(16, 4, 4, 8) * 255)
-    _warn_clipped.cache_clear()
     load_dataset(tmp_path, intensity="hu")
     assert "pixels of an image lie outside -1350..150" in caplog.text
 
@@ -1086,13 +1080,10 @@ def test_a_volume_read_saturated_is_warned_of(tmp_path: Path,
                                               caplog: pytest.LogCaptureFixture) -> None:
     """A volume's slices are scaled unjudged on access: the volume is judged whole as it is
     read, and one almost all above the window says it reads saturated."""
-    from covseg.transforms import _warn_clipped
-
     hu, lesions = _hu_volume(slices=2, size=32)
     hu[:, 1:] = 900
     _save_nifti(tmp_path / "ct_scans" / "coronacases_001.nii.gz", hu)
     _save_nifti(tmp_path / "infection_mask" / "coronacases_001.nii.gz", lesions)
-    _warn_clipped.cache_clear()
     load_dataset(tmp_path, intensity="hu", slices="all")
     assert "pixels of an image lie outside -1350..150" in caplog.text
 
@@ -1114,10 +1105,7 @@ def test_float_slices_overshooting_unit_all_read_as_unit(
     """A [0, 1] float set whose stretched slices overshoot 1 at a few pixels (probe 50: 2 of
     8 Inf-Net slices up to 1.004) read those slices as 8-bit grey, near-black, the others
     right, without a word; all read as [0, 1] now, the clipping warned of."""
-    from covseg.transforms import _warn_overshoot
-
     _float_slices(tmp_path, {"a": (1.0, 2), "b": (1.004, 2), "c": (1.004, 3)})
-    _warn_overshoot.cache_clear()  # said once per scale: another test may have said it
     data = load_dataset(tmp_path)
     assert [float(s.image.max()) for s in data.samples] == [1.0, 1.0, 1.0]
     assert "a few pixels of an image lie outside 0..1" in caplog.text
@@ -1189,9 +1177,8 @@ def test_a_held_slice_is_not_judged_again_when_read(caplog: pytest.LogCaptureFix
     """A volume's slices are judged clipped with their volume, once: a slice all above the
     window (bone, a slab of contrast) read from a sample is not warned of on each access."""
     from covseg.data.layouts.base import held_image
-    from covseg.transforms import LUNG_WINDOW, _warn_clipped
+    from covseg.transforms import LUNG_WINDOW
 
-    _warn_clipped.cache_clear()
     held = held_image(np.full((4, 4), 900.0, np.float32), "hu", LUNG_WINDOW)
     sample = covseg.data.layouts.Sample(held, np.zeros((4, 4), np.uint8), "c", "p", "s")
     assert sample.image.max() == 1.0 and not caplog.text

@@ -41,3 +41,21 @@ def test_a_scale_refusal_of_the_generator_names_its_slice() -> None:
     with pytest.raises(CovsegError, match=r"^synthetic:3#synthetic_p000_s00: read as 8-bit grey "
                                           r"levels"):
         synthetic_dataset(seed=3, patients=1, slices_per_patient=1, size=32, intensity="uint8")
+
+
+def test_a_smaller_write_replaces_an_earlier_one_and_other_folders_are_refused(
+        tmp_path: Path) -> None:
+    """A write into a folder of an earlier, larger one left its slices, read beside the new
+    ones that SYNTHETIC and patients.csv describe; a folder of other files is not cleared."""
+    out = tmp_path / "synthetic"
+    write_synthetic(out, patients=3, slices_per_patient=1, size=16)
+    write_synthetic(out, patients=1, slices_per_patient=1, size=16)
+    for folder in ("images", "masks", "lungs"):
+        assert [path.stem for path in (out / folder).iterdir()] == ["synthetic_p000_s00"]
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "scan.npy").write_bytes(b"")
+    with pytest.raises(CovsegError, match=r"holds files but no SYNTHETIC marker: .*; write into "
+                                          "a new or empty folder$"):
+        write_synthetic(other, patients=1, slices_per_patient=1, size=16)
+    assert [path.name for path in other.iterdir()] == ["scan.npy"]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
+from covseg.errors import CovsegError
 from covseg.io.atomic import atomic_path, write_json, write_text
 from covseg.io.image import write_png
 from covseg.transforms import LUNG_WINDOW, intensity_scale, scale_intensity
@@ -133,12 +134,15 @@ def synthetic_dataset(seed: int = 0, target: str = "infection", patients: int = 
 
 def write_synthetic(out: str | Path, seed: int = 0, patients: int = 12,
                     slices_per_patient: int = 4, size: int = 128) -> Path:
-    """Write the generator's output as a generic folder (HU ``.npy`` images, PNG masks)."""
+    """Write the generator's output as a generic folder (HU ``.npy`` images, PNG masks), in
+    place of an earlier write into it (:func:`_clear_earlier_write`)."""
     out = Path(out)
+    slices = synthetic_slices(seed, patients, slices_per_patient, size)
+    _clear_earlier_write(out, {case for case, _, _ in slices})
     table = io.StringIO()
     writer = csv.writer(table)
     writer.writerow(["case_id", "patient_id"])
-    for case, patient, item in synthetic_slices(seed, patients, slices_per_patient, size):
+    for case, patient, item in slices:
         (out / "images").mkdir(parents=True, exist_ok=True)
         with atomic_path(out / "images" / f"{case}.npy") as tmp:  # whole, or not at all
             buffer = io.BytesIO()  # numpy's own write says a full disk as "N requested..."
@@ -152,3 +156,24 @@ def write_synthetic(out: str | Path, seed: int = 0, patients: int = 12,
                                    "patients": patients, "slices_per_patient": slices_per_patient,
                                    "size": size})
     return out
+
+
+WRITTEN_SLICES: dict[str, str] = {"images": ".npy", "masks": ".png", "lungs": ".png"}
+"""The folders :func:`write_synthetic` writes a file per slice into, with its suffix."""
+
+
+def _clear_earlier_write(out: Path, cases: set[str]) -> None:
+    """Remove the slices of an earlier :func:`write_synthetic` into ``out`` that one of
+    ``cases`` does not replace: left, a smaller write was read with them, which its SYNTHETIC
+    and patients.csv do not describe. A folder holding files but no SYNTHETIC marker is not
+    covseg's to clear, and is refused."""
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not (out / "SYNTHETIC").is_file():
+        raise CovsegError(f"{out} holds files but no SYNTHETIC marker: it is no synthetic data "
+                          "set covseg wrote, and writing one into it mixed the two; write into "
+                          "a new or empty folder")
+    for folder, suffix in WRITTEN_SLICES.items():
+        for path in (out / folder).glob(f"synthetic_*{suffix}"):
+            if path.stem not in cases:
+                path.unlink()

@@ -741,7 +741,7 @@ def _file_scale(image: np.ndarray, source: str, options: ReadOptions) -> str:
     (:func:`~covseg.transforms.intensity_scale`, :func:`~covseg.transforms.judge_scale`)."""
     kind = intensity_scale(image, options.intensity, options.window, source,
                            told_window=options.window_given)
-    judge_scale(image, kind, options.window)
+    judge_scale(image, kind, options.window, source)
     return kind
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from covseg.config import check_window
@@ -53,7 +53,7 @@ from covseg.io.image import image_name, is_image_file
 from covseg.io.nifti import is_nifti, nifti_stem
 from covseg.provenance import is_synthetic_spec
 from covseg.studies import MASK_FOLDER_WORDS
-from covseg.transforms import LUNG_WINDOW
+from covseg.transforms import LUNG_WINDOW, one_read
 
 log = logging.getLogger(__name__)
 
@@ -294,17 +294,11 @@ def load_dataset(path: str | os.PathLike[str], target: str = "infection", intens
     options = ReadOptions(target, intensity,
                           LUNG_WINDOW if window is None else check_window(window),
                           slices, window_given=window is not None)
-    layout = detect_layout(path)
-    if layout == "synthetic":
-        data = read_synthetic(str(path), options)
-    elif target == "lung" and layout not in LUNG_LAYOUTS:
-        raise CovsegError(
-            f"{path}: {LAYOUT_NAMES[layout]} data hold no lung masks; "
-            f"{target_option('lung')} needs images/ + lungs/ folders or the Zenodo volumes' "
-            "lung_mask/")
-    else:
-        data = READERS[layout](Path(path), options)
-    if layout == "folders" and (note := stray_split_files_note(Path(path))):
+    scale_notes: list[str] = []
+    with one_read(scale_notes):  # its scale warnings once each, among its notes
+        data = _read_layout(path, options)
+    data.notes.extend(_inside_root(note, (data.root, str(path))) for note in scale_notes)
+    if data.layout == "folders" and (note := stray_split_files_note(Path(path))):
         data.notes.append(note)
     if slices == "labelled":
         _keep_labelled(data)
@@ -312,6 +306,29 @@ def load_dataset(path: str | os.PathLike[str], target: str = "infection", intens
     for note in data.notes:
         log.warning("%s: %s", data.root, note)
     return data
+
+
+def _inside_root(note: str, roots: Sequence[str]) -> str:
+    """``note``, which starts with a file's path, with the path from inside the data set's
+    folder (``roots``: resolved and as given): a note is said after the folder's name."""
+    for root in roots:
+        if note.startswith(f"{root}{os.sep}"):
+            return note.removeprefix(f"{root}{os.sep}")
+    return note
+
+
+def _read_layout(path: str | os.PathLike[str], options: ReadOptions) -> LoadedData:
+    """The data at ``path`` read by the reader of its layout; lung masks asked of a layout
+    without them are refused."""
+    layout = detect_layout(path)
+    if layout == "synthetic":
+        return read_synthetic(str(path), options)
+    if options.target == "lung" and layout not in LUNG_LAYOUTS:
+        raise CovsegError(
+            f"{path}: {LAYOUT_NAMES[layout]} data hold no lung masks; "
+            f"{target_option('lung')} needs images/ + lungs/ folders or the Zenodo volumes' "
+            "lung_mask/")
+    return READERS[layout](Path(path), options)
 
 
 def _keep_labelled(data: LoadedData) -> None:
