@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
 from covseg.errors import CovsegError
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number of at least ``minimum``, so that a nonsensical count
+    is refused in one line before any work."""
+
+    def whole_number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: give a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r}: give {minimum} or more")
+        return value
+
+    return whole_number
 
 
 def run_main(main: Callable[[], int | None]) -> NoReturn:

@@ -23,6 +23,10 @@ model on that fold's training slices, unaugmented (``clean``) or in their eight 
 transposes (``dihedral``), with torch's ``update_bn``: the statistics training keeps come from
 heavily augmented batches, while test slices are not augmented.
 
+A variant is named ``RUN|checkpoint|views`` and its post-processing, RUN by the run's folder
+name or, for runs of one name (``a/cv b/cv``), by as many trailing parts of its path as tell
+them apart.
+
 ``--against VARIANT`` (a name from the printed table) adds, for every variant, the paired
 two-sided Wilcoxon test on the per-slice Dice against that one (slices better / worse, p).
 ``--json`` writes every variant's figures, its per-slice Dice by case id included, so that
@@ -47,6 +51,7 @@ from torch.optim.swa_utils import update_bn
 
 from covseg.compare import paired_wilcoxon
 from covseg.data.layouts import load_dataset
+from covseg.errors import CovsegError
 from covseg.infer import FLIP_DIMS, Predictor
 from covseg.io.atomic import write_json
 from covseg.metrics import dice
@@ -174,8 +179,10 @@ DECODERS: dict[str, Decoder] = {
 
 def dice_rows(probabilities: Sequence[np.ndarray], truths: Sequence[np.ndarray],
               decode: Decoder) -> list[float]:
-    """Per-slice Dice with covseg's rule (both empty = 1)."""
-    return [dice(decode(p).astype(np.uint8), t) for p, t in zip(probabilities, truths)]
+    """Per-slice Dice with covseg's rule (both empty = 1); the lists pair slice by slice, so
+    lists of different lengths (a slice's probabilities beside another's truth) are refused."""
+    return [dice(decode(p).astype(np.uint8), t)
+            for p, t in zip(probabilities, truths, strict=True)]
 
 
 def checkpoints(run: Path) -> list[str]:
@@ -227,11 +234,31 @@ def training_samples(by_id: Mapping[str, T], runs: Sequence[Path], folds: int, d
             for run in runs for k in range(folds)}
 
 
+def run_labels(runs: Sequence[Path]) -> dict[Path, str]:
+    """Each run's name in the tables: the fewest trailing parts of its resolved path that no
+    other run's path ends in (``cv`` alone; ``a/cv`` and ``b/cv`` together: named by the folder
+    alone, two runs called ``cv`` shared one entry and their slices were mixed). A folder given
+    twice is refused in one line."""
+    resolved = [run.resolve() for run in runs]
+    twice = [str(run) for run, path in zip(runs, resolved, strict=True)
+             if resolved.count(path) > 1]
+    if twice:
+        raise CovsegError(f"{' and '.join(twice)}: the same run given twice; give each run once")
+    labels = {}
+    for run, path in zip(runs, resolved, strict=True):
+        others = [other.parts for other in resolved if other != path]
+        depth = next(n for n in range(1, len(path.parts) + 1)
+                     if all(other[-n:] != path.parts[-n:] for other in others))
+        labels[run] = Path(*path.parts[-depth:]).as_posix()
+    return labels
+
+
 def variant_names(runs: Sequence[Path]) -> list[str]:
-    """Every variant the table will hold, in its order: known from the RUN names, their
+    """Every variant the table will hold, in its order: known from the runs' labels, their
     checkpoints, the views and the decoders alone, so a name can be checked before predicting."""
-    keys = [f"{run.name}|{checkpoint}|{view}" for run in runs for checkpoint in checkpoints(run)
-            for view in VIEWS]
+    labels = run_labels(runs)
+    keys = [f"{labels[run]}|{checkpoint}|{view}" for run in runs
+            for checkpoint in checkpoints(run) for view in VIEWS]
     if len(runs) > 1:
         shared = set.intersection(*(set(checkpoints(r)) for r in runs))
         keys += [f"ensemble|{checkpoint}|{view}" for checkpoint in shared for view in VIEWS]
@@ -258,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recalibrate-bn", choices=("clean", "dihedral"),
                         help="recompute BatchNorm statistics on each fold's training slices first")
     args = parser.parse_args(argv)
+    labels = run_labels(args.runs)
     splits = finished_folds(args.runs[0])
     for run in args.runs[1:]:
         if fold_cases(run) != splits:
@@ -288,12 +316,13 @@ def main(argv: list[str] | None = None) -> int:
                     recalibrate_bn(predictor, training[canvas], args.recalibrate_bn)
                 by_views = view_probabilities(predictor, images)
                 for view_name, fold_probs in by_views.items():
-                    probs.setdefault(f"{run.name}|{checkpoint}|{view_name}", []).extend(fold_probs)
+                    key = f"{labels[run]}|{checkpoint}|{view_name}"
+                    probs.setdefault(key, []).extend(fold_probs)
         print(f"fold {k} predicted", file=sys.stderr)
     if len(args.runs) > 1:
         for checkpoint in set.intersection(*(set(checkpoints(r)) for r in args.runs)):
             for view_name in VIEWS:
-                members = [probs[f"{r.name}|{checkpoint}|{view_name}"] for r in args.runs]
+                members = [probs[f"{labels[r]}|{checkpoint}|{view_name}"] for r in args.runs]
                 probs[f"ensemble|{checkpoint}|{view_name}"] = [np.mean(ps, axis=0)
                                                                for ps in zip(*members)]
     case_ids = [case for cases in splits for case in cases]

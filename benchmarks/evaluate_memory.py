@@ -24,6 +24,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from _cli import at_least
 from scipy import ndimage
 
 from covseg.io.atomic import write_json
@@ -35,7 +36,8 @@ def build_pair(folder: Path, slices: int, size: int = 512) -> tuple[Path, Path]:
     cx, cy, cz = 0.59 * size, 0.49 * size, 0.5 * slices
     body = ((x - cx) / (0.25 * size)) ** 2 + ((y - cy) / (0.21 * size)) ** 2
     pred = body + ((z - cz) / (0.25 * slices)) ** 2 < 1
-    coarse = np.random.default_rng(0).random((size // 16, size // 16, -(-slices // 16)))
+    cells = (-(-size // 16), -(-size // 16), -(-slices // 16))  # whole 16-voxel cells, cut back
+    coarse = np.random.default_rng(0).random(cells)
     holes = ndimage.zoom(coarse, 16, order=1)[:size, :size, :slices] > 0.55
     pred &= ~(holes & (body > 0.5))
     step = size / 512  # the truth's geometry at 512 px, scaled
@@ -53,8 +55,8 @@ def build_pair(folder: Path, slices: int, size: int = 512) -> tuple[Path, Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--slices", type=int, default=600)
-    parser.add_argument("--size", type=int, default=512, help="rows and columns of a slice")
+    parser.add_argument("--slices", type=at_least(1), default=600)
+    parser.add_argument("--size", type=at_least(1), default=512, help="rows and columns of a slice")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from cv_posthoc import finished_folds, held_out
+from cv_posthoc import finished_folds, held_out, run_labels
 
 from covseg.cascade import LungFrame
 from covseg.data.layouts import Sample, load_dataset
@@ -58,7 +58,7 @@ def score_run(run: Path, folds: list[tuple[list[Sample], list[Sample]]], frame_l
             masks = predictor.predict_labels([s.image for s in samples])
             rows[framing] += [dice(m, (s.mask > 0).astype(np.uint8))
                               for m, s in zip(masks, samples, strict=True)]
-        print(f"{run.name}: fold {k} scored", file=sys.stderr)
+        print(f"{run}: fold {k} scored", file=sys.stderr)
     return rows
 
 
@@ -71,12 +71,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="frame full slices to their lungs even if the run predates framing")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    labels = run_labels(args.runs)
     for run in args.runs:
         finished_folds(run)
     crops = {s.case_id: s for s in load_dataset(args.infnet).samples}
     frames = {s.case_id: s for s in load_dataset(args.medseg).samples}
     folds = {run: both_framings(run, crops, args.infnet, frames, args.medseg) for run in args.runs}
-    results = {run.name: score_run(run, held, args.frame_lungs) for run, held in folds.items()}
+    results = {labels[run]: score_run(run, held, args.frame_lungs) for run, held in folds.items()}
     print(f"{'run':<24} {'cropped':>8} {'full frame':>11}  (mean per-slice Dice)")
     for name, rows in results.items():
         print(f"{name:<24} {np.mean(rows['cropped']):>8.4f} {np.mean(rows['full_frame']):>11.4f}")

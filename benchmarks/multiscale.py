@@ -2,9 +2,10 @@
 
     python benchmarks/multiscale.py DATA RUN --sizes 224,256,288,320 [--json out.json]
 
-Every fold model of RUN predicts its held-out slices with its own test-time mirrors at each canvas
-size; the mean per-slice Dice is printed for each size alone, each pair of sizes and all sizes
-averaged, at thresholds 0.4 and 0.5. Folds and Dice come from ``cv_posthoc``.
+Every fold model of RUN predicts its held-out slices with the run's own test-time mirrors (none
+for a run trained with ``--no-test-flips``) at each canvas size; the mean per-slice Dice is
+printed for each size alone, each pair of sizes and all sizes averaged, at thresholds 0.4 and
+0.5. Folds and Dice come from ``cv_posthoc``.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ THRESHOLDS = (0.4, 0.5)
 
 
 def canvas_sizes(text: str) -> list[int]:
-    """``--sizes``: positive whole pixel counts, comma-separated (``64,abc`` or ``0`` failed
-    after loading every fold)."""
+    """``--sizes``: positive whole pixel counts, comma-separated, each once (``64,abc`` or ``0``
+    failed after loading every fold; ``64,64`` predicted each fold twice into one list, out of
+    step with the truths, and scored slices against other slices' masks)."""
     try:
         sizes = [int(part) for part in text.split(",")]
     except ValueError:
@@ -34,6 +36,10 @@ def canvas_sizes(text: str) -> list[int]:
             f"{text!r}: give whole pixel counts, e.g. 224,256") from None
     if min(sizes) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: sizes must be at least 1 px")
+    repeated = sorted({size for size in sizes if sizes.count(size) > 1})
+    if repeated:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: {', '.join(map(str, repeated))} given more than once; give each size once")
     return sizes
 
 
@@ -53,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     truths: list[np.ndarray] = []
     for k, samples in enumerate(held):
         truths += [(s.mask > 0).astype(np.uint8) for s in samples]
-        predictor = Predictor.load(args.run / f"fold_{k}" / "best.pt", tta=True)
+        predictor = Predictor.load(args.run / f"fold_{k}" / "best.pt")
         images = [s.image for s in samples]
         for size in sizes:
             predictor.size = size

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from covseg.compare import paired_wilcoxon, per_case_dice
+from covseg.errors import CovsegError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,8 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("baseline", type=Path)
     args = parser.parse_args(argv)
     candidate, baseline = held_out_dice(args.candidate), held_out_dice(args.baseline)
-    test = paired_wilcoxon(candidate, baseline)
     shared = sorted(set(candidate) & set(baseline))
+    if not shared:  # the means were nan, and the status 0
+        raise CovsegError(f"{args.candidate} and {args.baseline} held out no slice in common; "
+                          "give two runs of the same data")
+    test = paired_wilcoxon(candidate, baseline)
     print(f"{test['pairs']} slices in both: {args.candidate.name} "
           f"{np.mean([candidate[c] for c in shared]):.4f}, {args.baseline.name} "
           f"{np.mean([baseline[c] for c in shared]):.4f}, "

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _cli import at_least
 
 from covseg.cascade import LungFrame
 from covseg.checkpoint import load_checkpoint, save_checkpoint
@@ -226,15 +227,8 @@ def missing_onnx() -> str | None:
     return None
 
 
-def count(text: str) -> int:
-    """A whole number of at least 0 (0 skips the stage)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give 0 or more")
-    return value
+count = at_least(0)
+"""A whole number of at least 0 (0 skips the stage)."""
 
 
 def modes_arg(text: str) -> tuple[str, ...]:

@@ -27,6 +27,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+from _cli import at_least
 from tqdm import tqdm
 
 from covseg.checkpoint import load_checkpoint
@@ -116,11 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="covseg checkpoint (run folder or .pt); default: "
                                         "untrained MONAI UNet")
-    parser.add_argument("--slices", type=int, default=600)
-    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--slices", type=at_least(1), default=600)
+    parser.add_argument("--size", type=at_least(1), default=512)
     parser.add_argument("--dtype", choices=("int16", "float32", "float64"), default="int16",
                         help="how the file stores the voxels")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=at_least(1), default=8)
     parser.add_argument("--probabilities", action="store_true",
                         help="also write the probability map")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")

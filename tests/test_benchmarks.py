@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from covseg import api
+from covseg.errors import CovsegError
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -321,10 +322,13 @@ def test_multiscale_refuses_bad_sizes_and_plain_runs_before_any_work(
         tiny_run: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     """``--sizes 64,abc`` failed in a ValueError traceback, ``--sizes 0`` in torch after
-    loading every fold; a plain run predicted nothing and divided by zero."""
+    loading every fold; ``--sizes 64,64`` added each fold's probabilities twice, out of step
+    with the truths (other figures, or a traceback); a plain run predicted nothing and divided
+    by zero."""
     multiscale = _script("multiscale", monkeypatch)
     for sizes, why in (("64,abc", "'64,abc': give whole pixel counts, e.g. 224,256"),
-                       ("0", "'0': sizes must be at least 1 px")):
+                       ("0", "'0': sizes must be at least 1 px"),
+                       ("32,48,32", "'32,48,32': 32 given more than once; give each size once")):
         with pytest.raises(SystemExit) as stop:
             multiscale.main([str(synthetic_folder), str(tiny_run), "--sizes", sizes])
         assert stop.value.code == 2
@@ -429,3 +433,119 @@ def test_a_wrong_path_is_refused_in_one_line_before_any_work(
     volume_memory.py's after building the study, through multiprocessing), crop_or_frame.py's
     in a ZeroDivisionError; now the line alone, as argparse's own errors, status 2."""
     assert command_lines[call] == (2, "", f"{call[0]}: error: {WRONG_PATHS[call]}\n")
+
+
+def test_multiscale_keeps_a_run_without_test_flips_without_them(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It forced the test-time mirrors on every run: a run trained with ``--no-test-flips``
+    scored at its own size and threshold gave the mirrored figure, not its own Dice."""
+    run = tmp_path / "cv"
+    summary = api.cross_validate(synthetic_folder, run, folds=2, epochs=1, size=32,
+                                 batch_size=4, model="miniseg", test_flips=False)
+    out = tmp_path / "multiscale.json"
+    assert _script("multiscale", monkeypatch).main(
+        [str(synthetic_folder), str(run), "--sizes", "32", "--json", str(out)]) == 0
+    assert summary["config"]["threshold"] == 0.4
+    assert json.loads(out.read_text())["32@0.4"] == pytest.approx(
+        summary["pooled_per_case"]["dice"]["mean"])
+
+
+def test_dice_rows_refuses_lists_of_different_lengths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``zip`` stopped at the shorter list: probabilities out of step with the truths were
+    scored against other slices' masks, silently where the slices share a shape."""
+    cv_posthoc = _script("cv_posthoc", monkeypatch)
+    slice_ = np.zeros((4, 4))
+    with pytest.raises(ValueError, match="zip"):
+        cv_posthoc.dice_rows([slice_, slice_], [slice_.astype(np.uint8)], lambda p: p >= 0.5)
+
+
+def test_run_labels_tell_runs_of_one_name_apart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cv_posthoc and full_frame named runs by their folder alone: ``a/cv b/cv`` shared one
+    entry. The label is the shortest tail of the path that tells the runs apart; one folder
+    given twice (here once relative, once absolute) is refused."""
+    run_labels = _script("cv_posthoc", monkeypatch).run_labels
+    monkeypatch.chdir(tmp_path)
+    runs = [Path("x/a/cv"), Path("y/a/cv"), Path("x/b/cv"), tmp_path / "z" / "other"]
+    assert list(run_labels(runs).values()) == ["x/a/cv", "y/a/cv", "b/cv", "other"]
+    assert run_labels([Path("cv")]) == {Path("cv"): "cv"}
+    with pytest.raises(CovsegError, match=(rf"^x/a/cv and {re.escape(str(tmp_path))}/x/a/cv: the "
+                                           "same run given twice; give each run once$")):
+        run_labels([Path("x/a/cv"), tmp_path / "x" / "a" / "cv"])
+
+
+def test_cv_posthoc_keeps_runs_of_one_name_apart(
+        tiny_cv: Path, synthetic_folder: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs both called ``cv`` added their probabilities to one list: each fold twice, out
+    of step with the truths (slices scored against other slices' masks, or a traceback), and
+    the ensemble averaged that list with itself. Two copies of one run now score alike, and so
+    does their ensemble."""
+    runs = [shutil.copytree(tiny_cv, tmp_path / name / "cv") for name in ("a", "b")]
+    out = tmp_path / "posthoc.json"
+    assert _script("cv_posthoc", monkeypatch).main(
+        [str(synthetic_folder), *map(str, runs), "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    for variant in ("best.pt|none", "best.pt|lr+ud+t+t0.4"):
+        per_slice = results[f"a/cv|{variant}"]["per_slice"]
+        assert len(per_slice) == 16
+        assert results[f"b/cv|{variant}"]["per_slice"] == per_slice
+        assert results[f"ensemble|{variant}"]["per_slice"] == pytest.approx(per_slice)
+
+
+def test_full_frame_keeps_runs_of_one_name_apart(
+        tmp_path: Path, infnet_cv: tuple[Path, Path, Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``a/cv c/cv`` printed one row, the later run's: the first was overwritten silently."""
+    infnet, medseg, run = infnet_cv
+    runs = [shutil.copytree(run, tmp_path / name / "cv") for name in ("a", "c")]
+    out = tmp_path / "full_frame.json"
+    assert _script("full_frame", monkeypatch).main(
+        [str(infnet), str(medseg), *map(str, runs), "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert list(results) == ["a/cv", "c/cv"] and results["a/cv"] == results["c/cv"]
+
+
+def test_evaluate_memory_builds_sizes_that_are_no_multiple_of_16(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch
+                                                                  ) -> None:
+    """The holes' coarse grid was floored in-plane: ``--size 40`` zoomed it to 32 px and failed
+    in a broadcasting traceback."""
+    import nibabel as nib
+
+    pred, truth = _script("evaluate_memory", monkeypatch).build_pair(tmp_path, 16, 40)
+    assert nib.load(pred / "infection.nii.gz").shape == nib.load(truth).shape == (40, 40, 16)
+
+
+def test_paired_runs_refuses_runs_without_a_common_slice(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs of different data printed nan for every figure and exited 0."""
+    runs = []
+    for name, case in (("infnet", "infnet_1"), ("medseg", "medseg_0001")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "per_case.csv").write_text(f"case_id,dice\n{case},0.5\n")
+        runs.append(str(tmp_path / name))
+    with pytest.raises(CovsegError) as error:
+        _script("paired_runs", monkeypatch).main(runs)
+    assert str(error.value) == (f"{runs[0]} and {runs[1]} held out no slice in common; give two "
+                                "runs of the same data")
+
+
+@pytest.mark.parametrize(("script", "args", "why"), [
+    ("volume_memory", ["--slices", "-1"], "argument --slices: '-1': give 1 or more"),
+    ("volume_memory", ["--size", "0"], "argument --size: '0': give 1 or more"),
+    ("volume_memory", ["--batch-size", "0"], "argument --batch-size: '0': give 1 or more"),
+    ("evaluate_memory", ["--size", "0"], "argument --size: '0': give 1 or more"),
+])
+def test_memory_scripts_refuse_counts_under_1_before_building(
+        script: str, args: list[str], why: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``--slices -1`` and ``--size 0`` ended in tracebacks; ``--slices 0`` and
+    ``--batch-size 0`` were refused only by the worker, after the volume was built."""
+    module = _script(script, monkeypatch)
+    builder = "build_volume" if script == "volume_memory" else "build_pair"
+    monkeypatch.setattr(module, builder, lambda *a, **k: pytest.fail("built before refusing"))
+    with pytest.raises(SystemExit) as stop:
+        module.main(args)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: {why}")

@@ -27,10 +27,7 @@ def test_speed_measures_a_lung_guided_run(tmp_path: Path, synthetic_folder: Path
     run = tmp_path / "run"
     api.train(synthetic_folder, run, epochs=1, size=32, batch_size=4, model="miniseg",
               lung_guide="threshold", val_fraction=0.0)
-    spec = importlib.util.spec_from_file_location("speed", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    speed = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(speed)
+    speed = _speed_module()
     frame = speed.ct_slices(1)[0]
     monkeypatch.setattr(speed, "matmul_gflops", lambda: 1.0)
     timed = []
@@ -53,10 +50,13 @@ def test_speed_measures_a_lung_guided_run(tmp_path: Path, synthetic_folder: Path
 
 
 def _speed_module() -> Any:
+    """Import benchmarks/speed.py as its command line does (its folder on the path, for _cli)."""
     spec = importlib.util.spec_from_file_location("speed", SCRIPT)
     assert spec is not None and spec.loader is not None
     speed = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(speed)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(SCRIPT.parent))
+        spec.loader.exec_module(speed)
     return speed
 
 
