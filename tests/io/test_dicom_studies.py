@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from pydicom.dataset import FileDataset
 from pydicom.fileset import FileSet
 
 from covseg.errors import CovsegError
@@ -26,6 +27,7 @@ from tests.io.helpers import (
     dose_report,
     enhanced_ct,
     phantom,
+    synthetic_meta,
     synthetic_series,
 )
 from tests.test_volumes import BandPredictor
@@ -352,6 +354,60 @@ def test_a_secondary_capture_of_the_dose_screen_is_no_ct_series(
         dataset.save_as(path)
     with caplog.at_level(logging.WARNING):
         assert [s.name for s in find_studies([study])] == ["SE2_ct", "SE5_sc"]
+    assert (f"{study}: SE4_screen holds secondary capture pictures (screens, pages) only, no CT "
+            "image; not read as a study") in caplog.text
+
+
+def secondary_capture_volume(path: Path, frames: int, **tags: object) -> Path:
+    """A CT volume stored as one multi-frame Secondary Capture, as anonymisers and PACS exports
+    write it: Modality CT, PixelSpacing and SliceThickness, no ImagePositionPatient; ``tags``
+    (keyword=value, None deletes) change it."""
+    meta = synthetic_meta(pydicom.uid.MultiFrameGrayscaleWordSecondaryCaptureImageStorage)
+    dataset = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    dataset.SOPClassUID, dataset.SOPInstanceUID = (meta.MediaStorageSOPClassUID,
+                                                   meta.MediaStorageSOPInstanceUID)
+    dataset.Modality, dataset.SeriesInstanceUID = "CT", pydicom.uid.generate_uid()
+    dataset.PixelSpacing, dataset.SliceThickness = [0.7, 0.7], 1.5
+    dataset.NumberOfFrames, dataset.Rows, dataset.Columns = frames, 16, 16
+    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 16, 16, 15
+    dataset.PixelRepresentation, dataset.RescaleSlope, dataset.RescaleIntercept = 1, 1, 0
+    dataset.PixelData = np.full((frames, 16, 16), -1000, np.int16).tobytes()
+    for keyword, value in tags.items():
+        if value is None:
+            delattr(dataset, keyword)
+        else:
+            setattr(dataset, keyword, value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize("tags", [{"PixelSpacing": None}, {"Modality": "OT"},
+                                  {"PhotometricInterpretation": "RGB", "SamplesPerPixel": 3}],
+                         ids=["no-pixel-spacing", "not-ct", "colour"])
+def test_a_ct_volume_stored_as_a_secondary_capture_is_a_study(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, tags: dict[str, object]) -> None:
+    """A CT volume stored as one multi-frame Secondary Capture without ImagePositionPatient
+    (Modality CT, PixelSpacing) read given, but found in a folder it was passed over as "secondary
+    capture pictures", a folder of such studies refused with advice to give what was given, and
+    a NIfTI copy beside it read with the CT named a dose report. A secondary capture the reader
+    could not take as a CT (no PixelSpacing, another Modality, colour) is still a screen."""
+    root = tmp_path / "root"
+    for patient in ("p1", "p2"):
+        secondary_capture_volume(root / patient / "ct.dcm", 4)
+    (root / "p1" / "ct.nii.gz").write_bytes(b"")
+    with caplog.at_level(logging.WARNING):
+        assert [(s.name, s.path) for s in find_studies([root])] == [
+            ("p1", root / "p1"), ("p2", root / "p2")]
+    assert "no CT image" not in caplog.text
+    assert "p1/ct.nii.gz) beside DICOM slices passed over" in caplog.text
+    assert read_volume(root / "p2").array.shape == (4, 16, 16)
+    study = tmp_path / "study"
+    synthetic_series(study / "SE2_ct", phantom(depth=2))
+    secondary_capture_volume(study / "SE4_screen" / "dose.dcm", 1, **tags)
+    with caplog.at_level(logging.WARNING):
+        assert [s.name for s in find_studies([study])] == ["SE2_ct"]
     assert (f"{study}: SE4_screen holds secondary capture pictures (screens, pages) only, no CT "
             "image; not read as a study") in caplog.text
 

@@ -567,11 +567,10 @@ report, stored beside the CT series."""
 
 
 def _non_ct_kind(path: Path) -> str:
-    """:data:`LOCALIZER` for a scout image, :data:`SCREEN_CAPTURE` for a secondary capture
-    with no ImagePositionPatient (no slice of a volume, whatever its Modality), the Modality of
-    a file without pixels whose Modality is not CT (SR, KO, PR, DOC), "" for any other (a CT
-    slice or volume, a CT slice that lost its pixels, or a file that cannot be read: the reader
-    names it)."""
+    """:data:`LOCALIZER` for a scout image, :data:`SCREEN_CAPTURE` for a secondary capture that
+    is a picture (:func:`_is_screen`), the Modality of a file without pixels whose Modality is
+    not CT (SR, KO, PR, DOC), "" for any other (a CT slice or volume, a CT slice that lost its
+    pixels, or a file that cannot be read: the reader names it)."""
     try:
         dataset = pydicom.dcmread(path, force=True, defer_size=1024,
                                   specific_tags=["ImageType", "Modality", "SOPClassUID",
@@ -585,9 +584,20 @@ def _non_ct_kind(path: Path) -> str:
         return LOCALIZER
     meta = getattr(dataset, "file_meta", None) or {}
     sop_class = dataset.get("SOPClassUID") or meta.get("MediaStorageSOPClassUID")
-    if sop_class in SECONDARY_CAPTURES and read_slice_header(path).position is None:
+    if sop_class in SECONDARY_CAPTURES and _is_screen(read_slice_header(path)):
         return SCREEN_CAPTURE
     return ""
+
+
+def _is_screen(header: SliceHeader) -> bool:
+    """Whether a secondary capture is a picture of a screen or a page, no CT the reader takes:
+    placed nowhere in the patient (no ImagePositionPatient) and without PixelSpacing, of a
+    Modality other than CT, or in colour. A CT volume that an anonymiser or PACS export stored
+    as one multi-frame secondary capture (Modality CT, PixelSpacing, no position) reads given,
+    so it is a study found too (it was passed over as a screen)."""
+    colour = header.photometric not in ("", "MONOCHROME1", "MONOCHROME2")
+    return header.position is None and (header.pixel_spacing is None or colour
+                                        or header.modality not in ("", "CT"))
 
 
 def slice_series_uid(path: Path) -> str:
