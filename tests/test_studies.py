@@ -147,6 +147,29 @@ def test_nifti_cts_beside_a_dose_report_in_a_sub_folder_are_found(tmp_path: Path
     assert [s.path for s in find_studies([series])] == [series]
 
 
+def test_discovery_opens_no_slice_to_look_for_a_dose_report(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The note on a dose report beside NIfTI CTs opened every file of every folder found (each
+    slice of a PACS export, named without a suffix, and each NIfTI file), once more than before
+    it, to name DICOM files beside NIfTI files that were not there. Only a folder whose NIfTI
+    files are read is looked at for it; a series folder is told by its first slice."""
+    for patient in ("p1", "p2"):
+        for path in synthetic_series(tmp_path / "root" / patient, phantom(6)):
+            path.rename(path.with_suffix(""))
+    for name in ("c1", "c2", "c3"):
+        (tmp_path / "cts" / name).mkdir(parents=True)
+        (tmp_path / "cts" / name / "ct.nii.gz").write_bytes(b"")
+    opened: list[Path] = []
+    is_dicom = pydicom.misc.is_dicom
+    monkeypatch.setattr(pydicom.misc, "is_dicom", lambda path: opened.append(path) or
+                        is_dicom(path))
+    assert [s.name for s in find_studies([tmp_path / "root"])] == ["p1", "p2"]
+    assert {path.name for path in opened} == {"IM0000"}  # of 6 slices each
+    opened.clear()
+    assert [s.name for s in find_studies([tmp_path / "cts"])] == ["c1", "c2", "c3"]
+    assert opened == []
+
+
 def test_nifti_sub_folders_of_a_folder_of_dicom_slices_are_named(tmp_path: Path,
                                                                  caplog) -> None:
     """A folder holding DICOM slices is one study, its series searched below it; its

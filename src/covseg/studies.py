@@ -250,7 +250,7 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
     own: list[Path] = []
     pictures: list[Path] = []
     no_ct: dict[Path, str] = {}
-    read: list[Path] = []
+    kept: dict[Path, list[Path]] = {}  # the NIfTI files read in a folder, which may hold DICOM
     if one:
         found.append(Study(folder_name(path), path))
         _note_nifti_folders_in_series(path, children, exclude, masks, notes)
@@ -262,9 +262,9 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
         niftis = {c: [] if masks and predicted_mask(c) else folder_niftis(c)
                   for c in inputs if c not in pictures}  # each listed once for both below
         no_ct = {} if masks else _no_ct_folders([c for c, files in niftis.items() if not files])
-        read = [path] + [c for c in niftis if c not in no_ct]
+        kept = {path: files + dropped, **niftis}
         sub_studies, sub_dropped = _sub_folder_studies(
-            {c: niftis[c] for c in read[1:]}, masks)
+            {c: niftis[c] for c in niftis if c not in no_ct}, masks)
         found += sub_studies
         dropped += sub_dropped
         copies += [copy for study in sub_studies if study.path.is_dir()
@@ -295,7 +295,8 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
                      f"read as studies; {advice}")
     notes += [f"{path}: {folder.relative_to(path)} holds {held} only, no CT image; not read as a "
               "study" for folder, held in no_ct.items()]
-    notes += filter(None, (_no_ct_beside_niftis(folder, path) for folder in read))
+    notes += filter(None, (_no_ct_beside_niftis(folder, path, volumes)
+                           for folder, volumes in kept.items()))
     if not found and no_ct:
         raise CovsegError(f"{path}: holds no CT image, only "
                           + "; ".join(f"{held} in {folder.relative_to(path)}"
@@ -372,19 +373,22 @@ def _one_dicom_study(folder: Path, children: Sequence[Path]) -> bool:
     read as one, the largest series was used and the other patients dropped. NIfTI files beside
     DICOM files of no CT image (a dose report) make it none: they are its studies
     (:func:`~covseg.io.ct.folder_niftis`)."""
-    if folder_niftis(folder):
+    if folder_niftis(folder, children):
         return False
     if any(is_dicom_file(c) and not is_dicomdir(c) for c in children):
         return True
     return any(is_dicomdir(c) for c in children) and not holds_several_studies(folder)
 
 
-def _no_ct_beside_niftis(folder: Path, given: Path) -> str:
+def _no_ct_beside_niftis(folder: Path, given: Path, niftis: Sequence[Path]) -> str:
     """A note naming the DICOM files of no CT image (a dose report) beside the NIfTI files read
-    in ``folder`` (:func:`~covseg.io.ct.folder_niftis`), found in the folder ``given``; "" where
-    there are none."""
+    in ``folder`` (its ``niftis``: :func:`~covseg.io.ct.folder_niftis`), found in the folder
+    ``given``; "" where there are none. A folder of no NIfTI file read is not listed again,
+    nor are its files opened (a series' slices were, each once more)."""
+    if not niftis:
+        return ""
     dicoms = [c for c in sorted(folder.iterdir()) if is_dicom_file(c) and not is_dicomdir(c)]
-    if not dicoms or not folder_niftis(folder):
+    if not dicoms:
         return ""
     return (f"{given}: {listed_paths(dicoms, given, 'DICOM file')} beside NIfTI files passed "
             f"over: {holds_no_ct_image(folder)} only, no CT image; not read as a study")

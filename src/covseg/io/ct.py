@@ -5,6 +5,7 @@ one NIfTI file (:func:`read_volume`).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from covseg.errors import CovsegError
@@ -54,11 +55,12 @@ def read_volume(path: str | os.PathLike[str], hu: str = "auto", like: Volume | N
     return volume
 
 
-def folder_niftis(folder: Path) -> list[Path]:
+def folder_niftis(folder: Path, children: Sequence[Path] | None = None) -> list[Path]:
     """The NIfTI files of a folder that holds no DICOM file, sorted; none beside DICOM slices
     (a series with a converted copy is read from its slices), but all beside DICOM files of no
-    CT image (:func:`~covseg.io.dicom.holds_no_ct_image`: a dose report beside NIfTI CTs)."""
-    children = list(folder.iterdir())
+    CT image (:func:`~covseg.io.dicom.holds_no_ct_image`: a dose report beside NIfTI CTs).
+    ``children``: the folder's listing where the caller has it (listed here otherwise)."""
+    children = list(folder.iterdir()) if children is None else children
     volumes = sorted(c for c in children if is_nifti(c))
     if not volumes or not any(is_dicom_file(c) for c in children):
         return volumes

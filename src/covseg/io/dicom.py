@@ -29,6 +29,7 @@ from covseg.io.nifti import is_nifti
 from covseg.io.quiet import stderr_back, stderr_to_null
 from covseg.io.volume import (
     DICOM_SUFFIXES,
+    NIFTI_SUFFIXES,
     DicomSeries,
     Volume,
     _allowed_offset,
@@ -58,8 +59,9 @@ def is_dicom_named(path: Path) -> bool:
     """True for a file with a DICOM suffix or the DICM preamble (suffix-less PACS exports), or
     a file named without a suffix (``IM0003``, or a UID) that parses as DICOM without the
     preamble, which files not written for removable media may leave out (SimpleITK reads them);
-    hidden or not: one given by name (``.slice.dcm`` was refused as "not an image")."""
-    if not path.is_file():
+    hidden or not: one given by name (``.slice.dcm`` was refused as "not an image"). A file
+    named as NIfTI is none, and not opened (a folder of NIfTI CTs was, file by file)."""
+    if not path.is_file() or path.name.lower().endswith(NIFTI_SUFFIXES):
         return False
     if path.suffix.lower() in DICOM_SUFFIXES:
         return True
