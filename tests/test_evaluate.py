@@ -615,7 +615,7 @@ def test_medsegs_test_images_are_skipped_not_truths(tmp_path: Path, ct: np.ndarr
     """``covseg data fetch medseg``'s folder as truth: ``val_im.nii.gz`` (its test CTs, no mask)
     was reported as the unmatched truth ``val``, and once ``val_im`` was predicted too, read as
     its truth (refused as a probability map, or as an image); it is now skipped with one
-    warning, its prediction unmatched."""
+    warning, its prediction not scored (nor called one without a truth)."""
     truth = _medseg_stack()
     medseg = tmp_path / "medseg"
     _save_stack(medseg / "tr_mask.nii.gz", truth)
@@ -633,8 +633,18 @@ def test_medsegs_test_images_are_skipped_not_truths(tmp_path: Path, ct: np.ndarr
     _save_stack(tmp_path / "pred" / "val_im" / "infection.nii.gz", truth)
     both = evaluate_folders(tmp_path / "pred", medseg, tmp_path / "ev")
     assert both["cases"] == 1 and both["per_case"][0]["case_id"] == "tr"
-    assert both["unmatched_predictions"] == ["val_im/infection.nii.gz"]
+    assert both["unmatched_predictions"] == []  # its truth is skipped, named so
     assert both["skipped_images"] == ["tr_im.nii.gz", "val_im.nii.gz"]
+
+
+def _soft_and_sharp() -> tuple[np.ndarray, np.ndarray]:
+    """A 0/255 mask of discs halved in size with bilinear interpolation (grey soft edges: a
+    soft mask), and with nearest-neighbour (still 0/255)."""
+    yy, xx = np.mgrid[:192, :192]
+    blobs = (((yy % 48) - 24) ** 2 + ((xx % 48) - 24) ** 2 < 20 ** 2).astype(np.uint8) * 255
+    soft, sharp = (np.asarray(Image.fromarray(blobs).resize((96, 96), resample))
+                   for resample in (Image.Resampling.BILINEAR, Image.Resampling.NEAREST))
+    return soft, sharp
 
 
 def test_a_soft_2d_truth_is_skipped_told_to_threshold_it(
@@ -643,10 +653,7 @@ def test_a_soft_2d_truth_is_skipped_told_to_threshold_it(
     as "an image, not a mask", alone refused as an image; training reads tell it is a soft mask
     to threshold at 128 or resize nearest-neighbour, and evaluate now says the same, skipping it
     still."""
-    yy, xx = np.mgrid[:192, :192]
-    blobs = (((yy % 48) - 24) ** 2 + ((xx % 48) - 24) ** 2 < 20 ** 2).astype(np.uint8) * 255
-    soft, sharp = (np.asarray(Image.fromarray(blobs).resize((96, 96), resample))
-                   for resample in (Image.Resampling.BILINEAR, Image.Resampling.NEAREST))
+    soft, sharp = _soft_and_sharp()
     _save(tmp_path / "truth" / "a.png", sharp)
     _save(tmp_path / "truth" / "b.png", soft)
     for name in ("a", "b"):
@@ -663,6 +670,65 @@ def test_a_soft_2d_truth_is_skipped_told_to_threshold_it(
         evaluate_folders(tmp_path / "pred" / "b.png", tmp_path / "truth" / "b.png",
                          tmp_path / "ev_b")
     assert str(alone.value) == str(refused.value)
+
+
+def test_a_skipped_truth_is_noted_as_no_mask_of_labels_and_its_prediction_not_unmatched(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A soft truth, warned of as a soft mask and skipped, was noted as "an image among the
+    masks (named as images beside their masks, or holding a CT)" and its prediction as one
+    "without a truth": neither was so. The note says what is skipped; its prediction is not
+    called unmatched, as one with no truth file still is."""
+    soft, sharp = _soft_and_sharp()
+    _save(tmp_path / "truth" / "a.png", sharp)
+    _save(tmp_path / "truth" / "b.png", soft)
+    for name in ("a", "b", "c"):
+        _save(tmp_path / "pred" / f"{name}.png", sharp)
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth", str(tmp_path / "truth"),
+                 "--out", str(tmp_path / "ev")]) == 0
+    out = capsys.readouterr().out
+    assert ("note: 1 file among the masks, no mask of labels, not scored (named as an image "
+            "beside its mask, or by its levels an image or a soft mask: see the warnings above): "
+            "b.png") in out
+    assert "note: 1 prediction without a truth, not scored: c.png\n" in out
+
+
+def _lossy_scaled_labels() -> np.ndarray:
+    """Labels 0/1/2 scaled to 0/127/254 with noise of a few levels around each (a lossy copy):
+    over 16 levels, 5 % of pixels mid-grey, gathered near the label levels, not spread as a
+    soft mask's edges are."""
+    labels = np.zeros((64, 64))
+    labels[10:40, 10:40], labels[20:34, 20:34] = 254, 127
+    noise = np.random.default_rng(0).integers(-4, 5, labels.shape)
+    return np.clip(labels + noise, 0, 255)
+
+
+@pytest.mark.parametrize("kind", ["soft", "lossy"])
+def test_one_file_is_told_one_way_as_pred_and_as_truth(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str) -> None:
+    """A prediction had its own soft-mask rule (its levels alone): a lossy mask of scaled labels
+    was "a probability map or soft mask ... threshold it" as --pred but "an image" as --truth.
+    Both sides tell a file by one rule, in one wording, each with its own advice."""
+    odd = _soft_and_sharp()[0] if kind == "soft" else _lossy_scaled_labels()
+    sharp = (odd >= 128).astype(np.uint8) * 255
+    found = {"soft": "not a mask of labels but, by its levels, a soft mask or probability map (",
+             "lossy": "but an image ("}[kind]
+    told = {}
+    for side, other in (("pred", "truth"), ("truth", "pred")):
+        _save(tmp_path / side / side / "b.png", odd)
+        for name in ("a", "b"):
+            _save(tmp_path / side / other / f"{name}.png", sharp)
+        _save(tmp_path / side / side / "a.png", sharp)
+        caplog.clear()
+        try:
+            with caplog.at_level("WARNING"):
+                evaluate_folders(tmp_path / side / "pred", tmp_path / side / "truth",
+                                 tmp_path / side / "ev")
+            told[side] = caplog.text
+        except CovsegError as refused:
+            told[side] = str(refused)
+    assert all(found in text for text in told.values()), told
+    assert "give covseg predict's output masks as --pred" in told["pred"]
+    assert "; skipped" in told["truth"]
 
 
 def _soft_masks() -> list[np.ndarray]:
@@ -1013,9 +1079,11 @@ def test_an_8_bit_probability_map_as_pred_is_called_one_not_an_image(tmp_path: P
     assert np.unique(soft.astype(np.uint8)).size > 16
     _save(tmp_path / "pred" / "a.png", soft)
     _save(tmp_path / "truth" / "a.png", distance < 20)
-    with pytest.raises(CovsegError, match=r"a.png: not a prediction mask but, by its levels, a "
-                                          r"probability map or soft mask \(\d+ grey levels, \d% of "
-                                          r"pixels mid-grey: few for an image\); threshold it"):
+    with pytest.raises(CovsegError, match=r"a.png: not a mask of labels but, by its levels, a "
+                                          r"soft mask or probability map \(\d+ grey levels, \d% of "
+                                          r"pixels mid-grey: few for an image\), .*; threshold it "
+                                          r"at half its maximum \(128\), or give covseg "
+                                          r"predict's output masks as --pred"):
         evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
     ct = np.random.default_rng(0).integers(0, 256, (64, 64))
     _save(tmp_path / "pred" / "a.png", ct)

@@ -1300,9 +1300,10 @@ def evaluate(pred: str | os.PathLike[str], truth: str | os.PathLike[str],
     as covseg's records name them (``models``: source, runtime, ``model_sha256``,
     ``checkpoint_sha256``, threshold, test flips), the masks edited since predict wrote them
     (``edited_predictions``, warned of in one line), those beside a predict.json that does
-    not list them (``unrecorded_predictions``: no record names their model), the images among
-    the masks, not scored (``skipped_images``: files named as images beside their masks, truths
-    holding a CT), and the paths of the ``files`` written.
+    not list them (``unrecorded_predictions``: no record names their model), the files among
+    the masks that are no masks of labels, not scored (``skipped_images``: files named as images
+    beside their masks, truths holding an image or a soft mask), and the paths of the ``files``
+    written.
     """
     check_kind("per_slice", per_slice, [bool])
     return evaluate_folders(_path("pred", pred), _path("truth", truth), _path("out", out),

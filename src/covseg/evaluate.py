@@ -36,7 +36,6 @@ from covseg.io.atomic import (
 )
 from covseg.io.image import (
     case_key,
-    image_given_as_mask,
     image_levels,
     image_or_soft_mask,
     image_refusal,
@@ -45,7 +44,6 @@ from covseg.io.image import (
     paired_name,
     read_array,
     shared_label_step,
-    soft_mask_levels,
     top_label,
     within_labels,
 )
@@ -337,17 +335,13 @@ def _read_prediction(path: Path, like: Volume | None = None) -> Volume:
 def _refuse_image(path: Path, array: np.ndarray, values: np.ndarray) -> None:
     """Refuse a prediction holding an image (a CT given as the prediction: the rule of
     :func:`~covseg.io.image.image_or_soft_mask`, which refuses a probability map as one), or
-    an 8-bit probability map, saying it looks like one
-    (:func:`~covseg.io.image.soft_mask_levels`)."""
+    an 8-bit soft mask, in the words a truth is told with
+    (:func:`~covseg.io.image.image_refusal`), with advice for a prediction."""
     reason = image_or_soft_mask(array, values, path)
-    if reason and soft_mask_levels(array, values):
-        raise CovsegError(f"{path}: not a prediction mask but, by its levels, a probability map "
-                          f"or soft mask ({reason}: few for an image); threshold it, or give "
-                          f"covseg predict's output masks as {option_name('pred')}")
     if reason:
-        raise image_given_as_mask(path, reason, what="prediction mask",
-                                  advice="give covseg predict's output masks as "
-                                  f"{option_name('pred')}")
+        given = f"give covseg predict's output masks as {option_name('pred')}"
+        raise image_refusal(path, array, values, reason, what="prediction mask", advice=given,
+                            soft_advice=given)
 
 
 def _stored(path: Path, volume: Volume | None) -> np.ndarray:
@@ -474,10 +468,11 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     finish lists them pending (:func:`_pending_cases`, warned of); predictions without a
     truth, by file name, in ``unmatched_predictions``; files named as images beside their masks
     (:func:`_named_images`) are not read, and named in ``skipped_images``, as are truths that
-    hold an image (a CT: :func:`_label_levels`, :func:`_unmatched_images`), skipped with a
-    warning, their predictions unmatched; a probability map is refused, as is a prediction
-    holding an image. When both sides hold labels above 1 they are evaluated per class as
-    well; when only one does, as binary, with a ``classes_note`` saying so. The models that
+    hold an image (a CT: :func:`_label_levels`, :func:`_unmatched_images`) or a soft mask,
+    skipped with a warning, their predictions not scored (nor named as without a truth); a
+    probability map is refused, as is a prediction holding an image or a soft mask. When both
+    sides hold labels above 1 they are evaluated per class as well; when only one does, as
+    binary, with a ``classes_note`` saying so. The models that
     made the scored masks are copied from covseg's records (``models``:
     :func:`_recorded_models`), and masks edited since predict wrote them are named
     (``edited_predictions``: :func:`_edited_predictions`). Files are read twice (labels, then
@@ -558,7 +553,7 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
         "unrecorded_predictions": _unrecorded_predictions(pred_folder, scored),
         "missing_predictions": missing,
         "unmatched_predictions": sorted(str(preds[case].relative_to(pred_folder))
-                                        for case in set(preds) - set(truths)),
+                                        for case in set(preds) - set(truths) - set(images)),
         "unmatched_truths": unmatched,
         "pending_truths": sorted(set(truths) & set(pending) - set(cases)),
         "skipped_images": pred_side.skipped_images + truth_side.skipped_images + skipped,

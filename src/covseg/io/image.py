@@ -466,15 +466,19 @@ def _soft_edges(counts: np.ndarray) -> bool:
     return True
 
 
-def soft_mask(source: str | os.PathLike[str], detail: str) -> CovsegError:
+SOFT_MASK_ADVICE = "resize masks with nearest-neighbour and save them as PNG"
+"""What to do instead of thresholding a soft mask given as a mask (:func:`soft_mask`)."""
+
+
+def soft_mask(source: str | os.PathLike[str], detail: str,
+              advice: str = SOFT_MASK_ADVICE) -> CovsegError:
     """The error for a mask that is, by its levels (``detail``), a soft mask or probability
     map: most often a 0/255 mask resized with interpolation. Refused, not thresholded: which
-    grey edge pixel is lesion is the user's choice."""
+    grey edge pixel is lesion is the user's choice; ``advice``: what else to give."""
     return CovsegError(f"{source}: not a mask of labels but, by its levels, a soft mask or "
                        f"probability map ({detail}), as a 0/255 mask resized with bilinear or "
                        "bicubic interpolation (or saved as a low-quality JPEG) is; threshold it "
-                       "at half its maximum (128), or resize masks with nearest-neighbour and "
-                       "save them as PNG")
+                       f"at half its maximum (128), or {advice}")
 
 
 def level_divisor(values: np.ndarray) -> float | None:
@@ -669,21 +673,27 @@ def _no_noise(values: np.ndarray) -> np.ndarray:
     return inner[~(near_low | near_high)]
 
 
+IMAGE_ADVICE = "pass masks holding labels 0..K or 0/255"
+"""What to give instead of an image given as a mask (:func:`image_given_as_mask`)."""
+
+
 def image_refusal(source: str | os.PathLike[str], array: np.ndarray, values: np.ndarray,
-                  reason: str) -> CovsegError:
+                  reason: str, *, what: str = "mask", advice: str = IMAGE_ADVICE,
+                  soft_advice: str = SOFT_MASK_ADVICE) -> CovsegError:
     """The error for a mask that is an image by its levels (``reason``: :func:`image_levels`;
-    ``values``: its sorted levels): a 0/255 mask with soft edges (:func:`soft_mask`) where its
-    8-bit levels are a soft mask's (:func:`soft_mask_levels`) spread as soft edges spread
-    (:func:`_soft_edges`), else an image (:func:`image_given_as_mask`). Training reads and
-    evaluate's truths say it in these words."""
+    ``values``: its sorted levels): a 0/255 mask with soft edges (:func:`soft_mask`, with
+    ``soft_advice``) where its 8-bit levels are a soft mask's (:func:`soft_mask_levels`)
+    spread as soft edges spread (:func:`_soft_edges`), else an image given as ``what``
+    (:func:`image_given_as_mask`, with ``advice``). Training reads and evaluate's truths and
+    predictions say it in these words, so one file is told one way wherever it is given."""
     if soft_mask_levels(array, values) and _soft_edges(
             np.bincount(array.astype(np.uint8, copy=False).ravel(), minlength=256)):
-        return soft_mask(source, f"{reason}: few for an image")
-    return image_given_as_mask(source, reason)
+        return soft_mask(source, f"{reason}: few for an image", soft_advice)
+    return image_given_as_mask(source, reason, what=what, advice=advice)
 
 
 def image_given_as_mask(source: str | os.PathLike[str], reason: str, *, what: str = "mask",
-                        advice: str = "pass masks holding labels 0..K or 0/255") -> CovsegError:
+                        advice: str = IMAGE_ADVICE) -> CovsegError:
     """The error for an image given where ``what`` (a mask) is read, with why it is one
     (:func:`image_levels`) and ``advice`` on what to give instead."""
     return CovsegError(f"{source}: not a {what} but an image ({reason}); {advice}")
