@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from covseg.errors import CovsegError, counted
 from covseg.provenance import option_given, option_name
@@ -545,20 +546,33 @@ def _shrink_labels(labels: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor
     """(C, H, W) label maps shrunk to ``shape`` centred on their image (shrunk by area): each
     pixel takes the label at its block's centre (nearest-exact), or, where that centre falls
     between source pixels (every pixel of a shrink by an even factor), the label most of its
-    block holds, a tie going to the higher label (a lesion over background): nearest-exact
-    took the lower-right pixel there, so masks sat half a source pixel up-left of their image
-    (probe 59: Dice ceiling 0.9628 on MedSeg's 512 px masks at 256)."""
-    from monai.transforms import Resize
-
-    picked = Resize(shape, mode="nearest-exact")(labels).as_subclass(torch.Tensor)
+    block holds (:func:`_majority_labels`). Nearest-exact took the lower-right pixel there, so
+    masks sat half a source pixel up-left of their image (probe 59)."""
+    picked = F.interpolate(labels[None], size=shape, mode="nearest-exact")[0]
     between = (_centre_between(labels.shape[-2], shape[0])[:, None]
                | _centre_between(labels.shape[-1], shape[1])[None, :])
     if not between.any():
         return picked
-    values = torch.unique(labels).flip(0)  # highest first: argmax gives a tie to it
-    shares = torch.stack([Resize(shape, mode="area")((labels == value).float())
-                          .as_subclass(torch.Tensor) for value in values])
-    return torch.where(between, values[shares.argmax(0)], picked)
+    return torch.where(between, _majority_labels(labels, shape), picked)
+
+
+def _majority_labels(labels: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """The label most of each block of ``labels`` shrunk to ``shape`` holds, a tie going to the
+    higher label on canvas pixels whose row + column is even, to the lower on the others: given
+    to the higher label (a lesion over background) everywhere, ties grew every lesion's canvas
+    area by 2.8 %; kept as nearest-exact picked them, they moved masks 0.1-0.17 canvas px
+    up-left (review 50). One area shrink per label, ascending: a stacked argmax took 35-39 ms
+    per 512 px mask."""
+    rows, cols = torch.meshgrid(torch.arange(shape[0]), torch.arange(shape[1]), indexing="ij")
+    even = (rows + cols) % 2 == 0
+    best = torch.full((labels.shape[0], *shape), -1.0)
+    chosen = torch.zeros_like(best)
+    for value in range(int(labels.max()) + 1):
+        share = F.interpolate((labels == value).float()[None], size=shape, mode="area")[0]
+        take = (share > best) | ((share == best) & even)
+        chosen = torch.where(take, float(value), chosen)
+        best = torch.maximum(share, best)
+    return chosen
 
 
 def _centre_between(source: int, target: int) -> torch.Tensor:
