@@ -21,6 +21,7 @@ from covseg.transforms import (
     intensity_scale,
     judge_scale,
     normalize_intensity,
+    one_read,
     scale_intensity,
 )
 
@@ -599,3 +600,16 @@ def test_clipping_is_warned_for_each_set_read_and_listed_in_data_info(
         assert said[0].endswith("(2 images alike)")
         assert [note for note in warnings if "a few pixels" in note] == [
             said[0].removeprefix(f"{tmp_path / name}: ")]
+
+
+def test_a_read_that_raises_still_says_the_warnings_it_heard(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """one_read said its warnings after the read only when it finished: a set refused at its
+    last file, or a predict stopped by Ctrl-C, lost the clipping warning of its first files."""
+    overshot = _unit_slice()
+    overshot[:3] = 1.05
+    notes: list[str] = []
+    with pytest.raises(CovsegError, match="cannot tell"), one_read(notes):
+        normalize_intensity(overshot, source="s0.npy")
+        normalize_intensity(np.linspace(-3.0, 3.0, 64).reshape(8, 8), source="s9.npy")
+    assert "a few pixels of an image lie outside 0..1" in caplog.text

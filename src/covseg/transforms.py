@@ -480,15 +480,23 @@ _READ: ContextVar[dict[str, _Heard] | None] = ContextVar("covseg_read", default=
 def one_read(notes: list[str] | None = None) -> Iterator[None]:
     """Within, each kind of scale warning (:func:`warn_in_read`) of one read (a data set, a
     predict call, a study) is said once, naming its first image and how many it concerns, on
-    leaving: into ``notes`` where given (a data set's, which it says and lists), else logged.
-    Said as they came, a set of 2,000 HU + 1024 slices printed 2,000 lines; said once per
-    process, a second set read in it was not warned at all."""
+    leaving: into ``notes`` where given (a data set's, which it says and lists), else logged,
+    as they are when the read raises (a refused file, Ctrl-C), which lost them before. Said as
+    they came, a set of 2,000 HU + 1024 slices printed 2,000 lines; said once per process, a
+    second set read in it was not warned at all."""
     heard: dict[str, _Heard] = {}
     token = _READ.set(heard)
+    finished = False
     try:
         yield
+        finished = True
     finally:
         _READ.reset(token)
+        _say_heard(heard, notes if finished else None)
+
+
+def _say_heard(heard: Mapping[str, _Heard], notes: list[str] | None) -> None:
+    """Add the warnings ``heard`` in a read to ``notes``, or log them where None."""
     said = [item.text if item.images == 1 else f"{item.text} ({item.images} images alike)"
             for item in heard.values()]
     if notes is None:
