@@ -613,3 +613,20 @@ def test_a_read_that_raises_still_says_the_warnings_it_heard(
         normalize_intensity(overshot, source="s0.npy")
         normalize_intensity(np.linspace(-3.0, 3.0, 64).reshape(8, 8), source="s9.npy")
     assert "a few pixels of an image lie outside 0..1" in caplog.text
+
+
+def test_16_bit_integers_mostly_below_256_are_refused_not_read_as_8_bit() -> None:
+    """A uint16 HU + 1024 slice with a small body (air 24, 7 % soft tissue at 1064) read as
+    8-bit grey, its body clipped white, where it was refused with the subtract-1024 advice:
+    only floats overshoot 255, by a resampling's ring (at most GREY_OVERSHOOT_HIGH)."""
+    plus_1024 = np.full((64, 64), 24, np.uint16)
+    plus_1024[30:34, 20:55] = 1064
+    plus_1024[20:28, 20:40] = 174  # lung
+    with pytest.raises(CovsegError, match=r"values 24\.\.1064, e\.g\. 16-bit grey.*subtract 1024"):
+        detect_intensity(plus_1024)
+    ringing = np.full((64, 64), 100.0, np.float32)
+    ringing[0] = 262.6
+    assert detect_intensity(ringing) == "uint8"
+    ringing[0] = 300.0
+    with pytest.raises(CovsegError, match="16-bit grey"):
+        detect_intensity(ringing)

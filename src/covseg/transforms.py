@@ -56,6 +56,10 @@ as resampling rounds (a cubic kernel rings a black background a hair below 0: 10
 zoomed slice, probe 59), and are clipped without a word; only values past it count as outside
 the scale (:data:`MAX_CLIPPED_SHARE`, the overshoot warning)."""
 
+GREY_OVERSHOOT_HIGH = 255.0 * 1.1
+"""The highest value float 8-bit grey may hold and be read as 8-bit (:func:`_reads_as_uint8`):
+a cubic resampling rings a saturated edge a little past 255 (probe 59: up to 262.6)."""
+
 log = logging.getLogger(__name__)
 
 
@@ -89,11 +93,14 @@ def reads_as_unit(array: np.ndarray, low: float, high: float) -> bool:
 
 def _reads_as_uint8(array: np.ndarray, low: float, high: float) -> bool:
     """Whether values (``low``..``high``, the array's range) not on the [0, 1] scale are 8-bit
-    grey: all in 0..255, or past [0, 1]'s bounds (:data:`UNIT_OVERSHOOT`) and as a told 8-bit
-    scale may be (:func:`_fits`: a resampled slice rings a little past 0 and 255); floats a
-    little below 0 but within those bounds are a standardised image, not grey levels."""
+    grey: all in 0..255, or floats past [0, 1]'s bounds (:data:`UNIT_OVERSHOOT`), at most
+    :data:`GREY_OVERSHOOT_HIGH`, and as a told 8-bit scale may be (:func:`_fits`: a resampled
+    slice rings a little past 0 and 255); floats a little below 0 but within those bounds are a
+    standardised image, not grey levels. Integers past 255 are 16-bit grey, not a resampling's
+    ring: a 16-bit HU + 1024 slice with a small body (7 % past 255) read as 8-bit, clipped."""
     return (low >= 0.0 and high <= 255.0) or (
-        not _near_unit(low, high) and _fits(array, "uint8"))
+        array.dtype.kind == "f" and high <= GREY_OVERSHOOT_HIGH and not _near_unit(low, high)
+        and _fits(array, "uint8"))
 
 
 def _near_unit(low: float, high: float) -> bool:
