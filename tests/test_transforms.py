@@ -630,3 +630,18 @@ def test_16_bit_integers_mostly_below_256_are_refused_not_read_as_8_bit() -> Non
     ringing[0] = 300.0
     with pytest.raises(CovsegError, match="16-bit grey"):
         detect_intensity(ringing)
+
+
+def test_a_mostly_black_float_8_bit_slice_stays_8_bit() -> None:
+    """Float 8-bit grey, all 0 but an 80-px object at 180 (0.03 %, under UNIT_OUTLIER_SHARE),
+    read as [0, 1], the object clipped white: outliers past 1.5 make [0, 1] only where grey
+    values inside (0, 1) outnumber them, as in a CT normalised by the lung window unclipped."""
+    black = np.zeros((512, 512), np.float32)
+    black[250:254, 250:270] = 180.0
+    assert detect_intensity(black) == "uint8"
+    black[0, :400] = 1.0  # an export's border, one grey level
+    assert detect_intensity(black) == "uint8"
+    hu = synthetic_slices(0, 1, 1, 64)[0][2].hu
+    unclipped = ((hu - LUNG_WINDOW[0]) / 1500).astype(np.float32)
+    unclipped.flat[:16] = 1.7  # bone past 1.5 (0.4 %)
+    assert detect_intensity(unclipped) == "unit"
