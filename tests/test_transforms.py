@@ -21,6 +21,7 @@ from covseg.transforms import (
     intensity_scale,
     judge_scale,
     normalize_intensity,
+    one_read,
     scale_intensity,
 )
 
@@ -489,6 +490,22 @@ def test_a_mask_shrunk_by_an_even_factor_stays_centred_on_its_image() -> None:
     assert torch.equal(Letterbox(9, 9, 3).forward(odd, nearest=True), nearest)
 
 
+
+def test_a_shrunk_mask_splits_its_ties_evenly_between_labels() -> None:
+    """Where half of a block is lesion, the tie went to the higher label: every lesion grew by
+    2.8 % on the canvas (review 50). Ties alternate with the canvas pixel's parity: a lesion
+    with half-block edges keeps its area (80 source px: 12 whole blocks, 7 of 14 half ones,
+    the quarter-block corners dropped; 26 before), and so do two labels tied with each other."""
+    labels = torch.zeros(1, 16, 16)
+    labels[0, 3:11, 3:13] = 1
+    canvas = Letterbox(16, 16, 8).forward(labels, nearest=True)
+    assert int(canvas.sum()) == 19
+    two = torch.ones(1, 16, 16)
+    two[0, :, 8:] = 2
+    two[0, :, 1::2] = torch.where(two[0, :, 1::2] == 1, 2.0, 1.0)  # each block: two 1s, two 2s
+    shrunk = Letterbox(16, 16, 8).forward(two, nearest=True)
+    assert int((shrunk == 1).sum()) == int((shrunk == 2).sum()) == 32
+
 def test_unit_floats_with_a_few_bright_outliers_read_as_unit(
         caplog: pytest.LogCaptureFixture) -> None:
     """A CT normalised by a window without clipping holds its bone past 1.5 (0.4 % up to 1.7,
@@ -583,3 +600,48 @@ def test_clipping_is_warned_for_each_set_read_and_listed_in_data_info(
         assert said[0].endswith("(2 images alike)")
         assert [note for note in warnings if "a few pixels" in note] == [
             said[0].removeprefix(f"{tmp_path / name}: ")]
+
+
+def test_a_read_that_raises_still_says_the_warnings_it_heard(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """one_read said its warnings after the read only when it finished: a set refused at its
+    last file, or a predict stopped by Ctrl-C, lost the clipping warning of its first files."""
+    overshot = _unit_slice()
+    overshot[:3] = 1.05
+    notes: list[str] = []
+    with pytest.raises(CovsegError, match="cannot tell"), one_read(notes):
+        normalize_intensity(overshot, source="s0.npy")
+        normalize_intensity(np.linspace(-3.0, 3.0, 64).reshape(8, 8), source="s9.npy")
+    assert "a few pixels of an image lie outside 0..1" in caplog.text
+
+
+def test_16_bit_integers_mostly_below_256_are_refused_not_read_as_8_bit() -> None:
+    """A uint16 HU + 1024 slice with a small body (air 24, 7 % soft tissue at 1064) read as
+    8-bit grey, its body clipped white, where it was refused with the subtract-1024 advice:
+    only floats overshoot 255, by a resampling's ring (at most GREY_OVERSHOOT_HIGH)."""
+    plus_1024 = np.full((64, 64), 24, np.uint16)
+    plus_1024[30:34, 20:55] = 1064
+    plus_1024[20:28, 20:40] = 174  # lung
+    with pytest.raises(CovsegError, match=r"values 24\.\.1064, e\.g\. 16-bit grey.*subtract 1024"):
+        detect_intensity(plus_1024)
+    ringing = np.full((64, 64), 100.0, np.float32)
+    ringing[0] = 262.6
+    assert detect_intensity(ringing) == "uint8"
+    ringing[0] = 300.0
+    with pytest.raises(CovsegError, match="16-bit grey"):
+        detect_intensity(ringing)
+
+
+def test_a_mostly_black_float_8_bit_slice_stays_8_bit() -> None:
+    """Float 8-bit grey, all 0 but an 80-px object at 180 (0.03 %, under UNIT_OUTLIER_SHARE),
+    read as [0, 1], the object clipped white: outliers past 1.5 make [0, 1] only where grey
+    values inside (0, 1) outnumber them, as in a CT normalised by the lung window unclipped."""
+    black = np.zeros((512, 512), np.float32)
+    black[250:254, 250:270] = 180.0
+    assert detect_intensity(black) == "uint8"
+    black[0, :400] = 1.0  # an export's border, one grey level
+    assert detect_intensity(black) == "uint8"
+    hu = synthetic_slices(0, 1, 1, 64)[0][2].hu
+    unclipped = ((hu - LUNG_WINDOW[0]) / 1500).astype(np.float32)
+    unclipped.flat[:16] = 1.7  # bone past 1.5 (0.4 %)
+    assert detect_intensity(unclipped) == "unit"

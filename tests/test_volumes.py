@@ -2261,3 +2261,18 @@ def test_a_ct_without_lungs_records_that_nothing_was_removed(tmp_path: Path) -> 
     assert result["inputs"]["lungs_found"] is False
     assert result["inputs"]["outside_lungs_removed"] is False
     assert result["study"]["lesion_ml"] == pytest.approx(10 * 10 * 3 * VOXEL_ML)
+
+
+def test_a_study_s_scale_warnings_are_said_once_naming_its_file(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Said once per predict_labels call and unnamed, a study read saturated was warned of
+    twice with a lung model (its infection and lung passes), naming no file."""
+    path = tmp_path / "chest.nii.gz"
+    chest_nifti(path)
+    infection, lungs = BandPredictor([(-400, -200)]), BandPredictor([(-900, -800)])
+    for predictor in (infection, lungs):
+        predictor.window = (-3000.0, -2000.0)  # every voxel above it: read saturated
+    with caplog.at_level("WARNING"):
+        predict_study(infection, path, tmp_path / "out", lung_predictor=lungs)
+    said = [r.getMessage() for r in caplog.records if "are clipped" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(f"{path}: many pixels of an image lie outside")

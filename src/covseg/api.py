@@ -919,10 +919,12 @@ def segment(model: str | os.PathLike[str] | Predictor,
     refuse_label_mask(volume.array, volume.source)
     volume.intensity = detect_volume_intensity(volume.array, hu, volume.source)
     lungs = require_lung_model(load_predictor(lung_model)) if lung_model is not None else None
-    labels = predict_labels(predictor, volume, batch_size=predictor.batch_size, desc="infection")
-    masks = masks_in_lungs(predictor, volume, labels, lung_predictor=lungs,
-                           keep_outside_lungs=keep_outside_lungs, lung_margin_mm=lung_margin_mm,
-                           batch_size=predictor.batch_size)
+    with one_read():  # the volume's scale warnings once, as predict_study says them
+        labels = predict_labels(predictor, volume, batch_size=predictor.batch_size,
+                                desc="infection")
+        masks = masks_in_lungs(predictor, volume, labels, lung_predictor=lungs,
+                               keep_outside_lungs=keep_outside_lungs,
+                               lung_margin_mm=lung_margin_mm, batch_size=predictor.batch_size)
     labels = volume.in_file_axes(masks.infection)
     if isinstance(image, nib.Nifti1Pair):  # back to the image's own (x, y, z[, 1...]) shape
         return labels.transpose(2, 1, 0).reshape(image.shape)

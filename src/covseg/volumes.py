@@ -120,22 +120,23 @@ def output_channels(predictor: SlicePredictor) -> int:
     return 1 if predictor.num_classes == 2 else predictor.num_classes
 
 
-@one_read()  # its slices' scale warnings once for the study, not once a slice
 def predict_labels(predictor: SlicePredictor, volume: Volume, *, batch_size: int = 8,
                    probabilities: np.ndarray | None = None, desc: str = "slices") -> np.ndarray:
     """(z, y, x) uint8 labels, predicted ``batch_size`` slices at a time.
 
     Only one batch of normalised float slices exists at once; ``probabilities`` (a preallocated
     (z, y, x) or (C, z, y, x) array, e.g. a memmap) is filled as batches finish. ``batch_size``
-    is checked by :func:`predict_study`, its caller.
+    is checked by :func:`predict_study`, its caller, whose :func:`one_read` says the slices'
+    scale warnings once for the study, naming its file (once per call here, unnamed, they came
+    twice with a lung model).
     """
     channels = output_channels(predictor)
     depth = volume.array.shape[0]
     labels = np.zeros(volume.array.shape, dtype=np.uint8)
     for start in slice_bar(range(0, depth, batch_size), desc):
         indices = range(start, min(depth, start + batch_size))
-        images = [scale_intensity(volume.array[k], volume.intensity, predictor.window)
-                  for k in indices]
+        images = [scale_intensity(volume.array[k], volume.intensity, predictor.window,
+                                  source=volume.source) for k in indices]
         for k, prob in zip(indices, _predict(predictor, images), strict=True):
             prob = _checked(prob, channels, volume.array.shape[1:])
             labels[k] = prob[0] >= predictor.threshold if channels == 1 else np.argmax(prob, axis=0)
@@ -433,6 +434,7 @@ def _refuse_grey_told_hu(volume: Volume, hu: str) -> None:
         raise CovsegError(f"{volume.source}: {reason}")
 
 
+@one_read()  # the study's scale warnings once, naming its file (predict_labels)
 def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
                   out_dir: str | os.PathLike[str], name: str | None = None, *, batch_size: int = 8,
                   probabilities: bool = False, lung_predictor: SlicePredictor | None = None,

@@ -59,3 +59,28 @@ def test_a_smaller_write_replaces_an_earlier_one_and_other_folders_are_refused(
                                           "a new or empty folder$"):
         write_synthetic(other, patients=1, slices_per_patient=1, size=16)
     assert [path.name for path in other.iterdir()] == ["scan.npy"]
+
+
+def test_a_write_interrupted_midway_is_continued_by_the_rerun(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SYNTHETIC was written last: a write interrupted at a PNG (Ctrl-C, a full disk) left a
+    folder its rerun, and covseg demo's, refused as "no synthetic data set covseg wrote"."""
+    from covseg.data import synthetic
+
+    write_png, calls = synthetic.write_png, []
+
+    def interrupted(path: Path, array: np.ndarray) -> None:
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        write_png(path, array)
+
+    monkeypatch.setattr(synthetic, "write_png", interrupted)
+    out = tmp_path / "synthetic"
+    with pytest.raises(KeyboardInterrupt):
+        write_synthetic(out, patients=2, slices_per_patient=1, size=16)
+    monkeypatch.setattr(synthetic, "write_png", write_png)
+    write_synthetic(out, patients=2, slices_per_patient=1, size=16)
+    fresh = write_synthetic(tmp_path / "fresh", patients=2, slices_per_patient=1, size=16)
+    assert sorted(str(path.relative_to(out)) for path in out.rglob("*")) == sorted(
+        str(path.relative_to(fresh)) for path in fresh.rglob("*"))

@@ -135,10 +135,15 @@ def synthetic_dataset(seed: int = 0, target: str = "infection", patients: int = 
 def write_synthetic(out: str | Path, seed: int = 0, patients: int = 12,
                     slices_per_patient: int = 4, size: int = 128) -> Path:
     """Write the generator's output as a generic folder (HU ``.npy`` images, PNG masks), in
-    place of an earlier write into it (:func:`_clear_earlier_write`)."""
+    place of an earlier write into it (:func:`_clear_earlier_write`). Its SYNTHETIC marker is
+    written first: written last, a write interrupted (Ctrl-C, a full disk) left a folder that
+    the rerun refused as no synthetic data set, and ``covseg demo`` with it."""
     out = Path(out)
     slices = synthetic_slices(seed, patients, slices_per_patient, size)
     _clear_earlier_write(out, {case for case, _, _ in slices})
+    write_json(out / "SYNTHETIC", {"generator": "covseg.data.synthetic", "seed": seed,
+                                   "patients": patients, "slices_per_patient": slices_per_patient,
+                                   "size": size})
     table = io.StringIO()
     writer = csv.writer(table)
     writer.writerow(["case_id", "patient_id"])
@@ -152,9 +157,6 @@ def write_synthetic(out: str | Path, seed: int = 0, patients: int = 12,
         write_png(out / "lungs" / f"{case}.png", item.lungs)
         writer.writerow([case, patient])
     write_text(out / "patients.csv", table.getvalue())
-    write_json(out / "SYNTHETIC", {"generator": "covseg.data.synthetic", "seed": seed,
-                                   "patients": patients, "slices_per_patient": slices_per_patient,
-                                   "size": size})
     return out
 
 
