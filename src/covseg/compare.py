@@ -423,8 +423,8 @@ def _check_folder_holds(folder: Path, spec: str) -> None:
         try:
             trained = json.loads(record.read_text())["config"]
             other = (trained["model"], trained["model_options"])
-        except (ValueError, KeyError, TypeError):
-            continue  # an unreadable record: cross-validation names it
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # an unreadable record (a folder, say): cross-validation names it
         if other != (name, options):
             raise CovsegError(f"{folder} holds folds of another model ({other[0]} with options "
                               f"{other[1]}), not of {spec}; compare into a new "
