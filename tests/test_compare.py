@@ -988,6 +988,16 @@ def test_specs_with_stray_spaces_name_their_model_and_its_folder(
     assert model_folder(given[0][1]) == "miniseg_width-0.5"
 
 
+def test_compare_checks_each_model_once(tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """api.compare checked the specs, building every model, and compare_models did it again."""
+    checked: list[str] = []
+    monkeypatch.setattr(compare, "check_model", lambda name, *_: checked.append(name))
+    monkeypatch.setattr(compare, "_compare_held", lambda *_: {})
+    api.compare("synthetic:1", ["miniseg", "unet"], tmp_path / "cmp", epochs=1)
+    assert checked == ["miniseg", "unet"]
+
+
 def test_an_unknown_model_is_named_before_folders_are_compared() -> None:
     """`--models miniseg MiniSeg` was refused as two models sharing one folder, while MiniSeg
     is no model at all."""

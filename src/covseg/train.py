@@ -584,7 +584,7 @@ def check_recipe(config: TrainConfig, folds: int | None = 1) -> None:
         raise CovsegError(f"{option_name('size')} must lie in [{MIN_SIZE}, {MAX_SIZE}] px (the "
                           "networks halve it four times; CT slices are 512 px, which a larger "
                           f"canvas only upsamples), got {config.size}")
-    check_model(config.model, config.model_options, config.size)  # a trial pass on the canvas
+    check_model(config.model, config.model_options, config.size)  # a trial build
     _check_names(config)
     if config.crop_lungs and config.lung_guide == "none":
         raise CovsegError(f"{option_name('crop_lungs')} crops to the lung guide's lungs: add "
