@@ -18,7 +18,7 @@ import importlib
 import multiprocessing
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +37,14 @@ def began(config: Any, shared: Path, out: Path, *_: Any) -> None:
     (out / "began").write_text(repr(time.time()))
 
 
-def wave_seconds(context: multiprocessing.context.BaseContext, members: int,
+def wave_seconds(context: Callable[[], multiprocessing.context.BaseContext], members: int,
                  folder: Path) -> float:
-    """Seconds from starting ``members`` members to the last one's record."""
+    """Seconds from starting ``members`` members to the last one's record, ``context`` made
+    within them (:func:`covseg.train.member_context` starts the fork server at its first call:
+    started before the spawned waves, it would import beside them)."""
     jobs = [("recipe", folder / f"member{i}") for i in range(members)]
     started = time.time()
-    train_module._run_wave(context, jobs, folder / "data.pkl", False, 1)
+    train_module._run_wave(context(), jobs, folder / "data.pkl", False, 1)
     return max(float((out / "began").read_text()) for _, out in jobs) - started
 
 
@@ -55,8 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.members < 1 or args.waves < 1:
         parser.error("--members and --waves must be at least 1")
     train_module._member_process = began  # members run ``began`` instead of training
-    contexts = {"spawned": multiprocessing.get_context("spawn"),
-                "fork server": train_module.member_context()}
+    contexts = {"spawned": lambda: multiprocessing.get_context("spawn"),
+                "fork server": train_module.member_context}
     figures: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as scratch:
         for name, context in contexts.items():

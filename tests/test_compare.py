@@ -943,6 +943,22 @@ def test_a_comparison_stopped_midway_is_refused_without_resume_before_data(
     compare.check_compare_folder(tmp_path / "cmp", ["unet", "miniseg"], resume=True)
 
 
+def test_a_fold_record_that_cannot_be_read_is_left_to_cross_validation(tmp_path: Path) -> None:
+    """A fold's config.json that is a folder (or unreadable: run as root, chmod 000) ended the
+    check of whose folds a model's folder holds in an IsADirectoryError, the CLI's general
+    message; it is passed over, as a record that is no JSON is, for cross-validation to name.
+    The fold beside it is still read."""
+    unet = tmp_path / "cmp" / "unet"
+    (unet / "fold_1" / "config.json").mkdir(parents=True)
+    compare.check_compare_folder(tmp_path / "cmp", ["unet", "unet:width=8"], resume=True)
+    (unet / "fold_0").mkdir()
+    (unet / "fold_0" / "config.json").write_text(
+        json.dumps({"config": TrainConfig(model="miniseg").to_dict()}))
+    with pytest.raises(CovsegError, match=f"^{re.escape(str(unet))} holds folds of another "
+                                          "model \\(miniseg with options"):
+        compare.check_compare_folder(tmp_path / "cmp", ["unet", "unet:width=8"], resume=True)
+
+
 @pytest.mark.parametrize("held, kind", [("config.json", "a training run"),
                                         ("summary.json", "a cross-validation"),
                                         ("fold_0/", "a cross-validation")])
@@ -970,6 +986,16 @@ def test_specs_with_stray_spaces_name_their_model_and_its_folder(
     api.compare("synthetic:1", ["miniseg ", " miniseg:width=0.5"], tmp_path / "cmp", epochs=1)
     assert given == [["miniseg", "miniseg:width=0.5"]]
     assert model_folder(given[0][1]) == "miniseg_width-0.5"
+
+
+def test_compare_checks_each_model_once(tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """api.compare checked the specs, building every model, and compare_models did it again."""
+    checked: list[str] = []
+    monkeypatch.setattr(compare, "check_model", lambda name, *_: checked.append(name))
+    monkeypatch.setattr(compare, "_compare_held", lambda *_: {})
+    api.compare("synthetic:1", ["miniseg", "unet"], tmp_path / "cmp", epochs=1)
+    assert checked == ["miniseg", "unet"]
 
 
 def test_an_unknown_model_is_named_before_folders_are_compared() -> None:

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import multiprocessing
+import pickle
 import re
 import shutil
 import signal
@@ -1008,6 +1009,85 @@ def test_members_start_with_covseg_torch_and_monai_imported(
         "torch monai.data covseg.train"] * 2
 
 
+NEEDS_FORKSERVER = pytest.mark.skipif(
+    "forkserver" not in multiprocessing.get_all_start_methods(),
+    reason="no fork server here (Windows): members are spawned")
+
+
+ENVIRON_MEMBER = """
+import importlib, os
+
+train_module = importlib.import_module("covseg.train")
+
+
+def trained(config, data, out, *_, **__):
+    out.mkdir()
+    (out / "seen").write_text(os.environ.get("COVSEG_SEEN", ""))
+
+
+def start(*args):  # covseg's own member, training replaced by a record of the environment
+    train_module._train_model = trained
+    train_module._load_items = lambda path: []
+    train_module._member_process(*args)
+"""
+
+
+@NEEDS_FORKSERVER
+def test_members_run_in_the_parents_environment_as_they_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Members forked from the fork server had the environment it started with, at the first
+    ensemble: a TQDM_DISABLE=1 set later did not reach them."""
+    (tmp_path / "environ_member.py").write_text(ENVIRON_MEMBER)
+    (tmp_path / "data.pkl").write_bytes(pickle.dumps((None, [], [], "", {})))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(train_module, "_member_process",
+                        importlib.import_module("environ_member").start)
+    for value in ("first", "second"):  # the fork server runs from the first wave on
+        monkeypatch.setenv("COVSEG_SEEN", value)
+        folder = tmp_path / value
+        train_module._run_wave(train_module.member_context(), [("recipe", folder)],
+                               tmp_path / "data.pkl", False, 1)
+        assert (folder / "seen").read_text() == value
+
+
+INTERRUPTED_START = """
+import importlib, multiprocessing.forkserver, signal, sys
+from pathlib import Path
+
+train_module = importlib.import_module("covseg.train")
+if __name__ == "__main__":
+    context = train_module.member_context()
+    server = multiprocessing.forkserver._forkserver._forkserver_pid
+    ignored = [line for line in Path(f"/proc/{server}/status").read_text().splitlines()
+               if line.startswith("SigIgn:")] if server else ["SigIgn: 0"]
+    print(int(ignored[0].split()[1], 16) >> (signal.SIGINT - 1) & 1, flush=True)
+    try:
+        train_module._run_wave(context, [(None, Path(sys.argv[1]))], Path(sys.argv[1]), False, 1)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+    else:
+        print("started", flush=True)
+"""
+
+
+@NEEDS_FORKSERVER
+def test_a_ctrl_c_while_the_fork_server_starts_stops_the_run(tmp_path: Path) -> None:
+    """The first member's start waits seconds while the fork server imports torch and MONAI;
+    it ran with Ctrl-C ignored, so a Ctrl-C then was lost and the run trained on. The server
+    now starts on its own with Ctrl-C ignored (so it and its members ignore it), and the start
+    is interrupted as any other wait of the parent."""
+    script = tmp_path / "start.py"
+    script.write_text(INTERRUPTED_START)
+    run = subprocess.Popen([sys.executable, str(script), str(tmp_path / "member")],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert run.stdout is not None
+    server_ignores = run.stdout.readline().strip()
+    time.sleep(0.5)  # into the start: the server's imports take seconds
+    run.send_signal(signal.SIGINT)
+    out, err = run.communicate(timeout=120)
+    assert (server_ignores, out.strip()) == ("1", "interrupted"), err
+
+
 SLOW_TO_STOP_MEMBER = '''
 import signal, sys, time
 from pathlib import Path
@@ -1079,7 +1159,7 @@ train_module._load_items = lambda path: []
 (folder / "data.pkl").write_bytes(pickle.dumps((None, [], [], "", {})))
 parent_alive, parent_holds = multiprocessing.Pipe(duplex=False)
 train_module._member_process(None, folder / "data.pkl", folder / "member0-unet", False, 0, 1,
-                             Errors(), parent_alive, "covseg train")
+                             Errors(), parent_alive, "covseg train", {})
 """
 
 

@@ -205,7 +205,8 @@ def patient_dice(cv_dir: Path) -> tuple[dict[Hashable, float], str]:
 
 def check_specs(specs: Sequence[str], size: int) -> None:
     """At least a baseline and a candidate, each named once, with a folder of its own, and
-    built once with its options and run once on the ``size`` px canvas (:func:`check_model`)."""
+    built once with its options and, where its input size may be fixed, run once on the
+    ``size`` px canvas (:func:`check_model`)."""
     if len(specs) < 2:
         raise CovsegError("compare needs at least two models: a baseline and a candidate")
     for spec in specs:  # an unknown name is named as such, not as sharing another's folder
@@ -278,9 +279,9 @@ def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
     The first spec is the baseline that every other model is tested against. Finished folds
     are reused with ``resume`` only: without it, a comparison already in ``out`` is refused.
     Models of an earlier comparison there that ``specs`` leave out (their folds stay) are
-    warned of and listed as ``left_out``.
+    warned of and listed as ``left_out``. ``specs`` are checked by the caller, before data are
+    read (:func:`check_specs`, as :func:`covseg.api.compare` does).
     """
-    check_specs(specs, config.size)
     out = Path(out)
     refuse_other_output(out, COMPARISON)
     with writing_to(out):  # a second comparison into ``out`` is refused, naming this one
@@ -423,8 +424,8 @@ def _check_folder_holds(folder: Path, spec: str) -> None:
         try:
             trained = json.loads(record.read_text())["config"]
             other = (trained["model"], trained["model_options"])
-        except (ValueError, KeyError, TypeError):
-            continue  # an unreadable record: cross-validation names it
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # an unreadable record (a folder, say): cross-validation names it
         if other != (name, options):
             raise CovsegError(f"{folder} holds folds of another model ({other[0]} with options "
                               f"{other[1]}), not of {spec}; compare into a new "

@@ -584,7 +584,7 @@ def check_recipe(config: TrainConfig, folds: int | None = 1) -> None:
         raise CovsegError(f"{option_name('size')} must lie in [{MIN_SIZE}, {MAX_SIZE}] px (the "
                           "networks halve it four times; CT slices are 512 px, which a larger "
                           f"canvas only upsamples), got {config.size}")
-    check_model(config.model, config.model_options, config.size)  # a trial pass on the canvas
+    check_model(config.model, config.model_options, config.size)  # a trial build
     _check_names(config)
     if config.crop_lungs and config.lung_guide == "none":
         raise CovsegError(f"{option_name('crop_lungs')} crops to the lung guide's lungs: add "
@@ -1004,13 +1004,20 @@ def member_context() -> BaseContext:
     imports covseg, torch and MONAI once (:data:`MEMBER_PRELOAD`), where a spawned member
     imported them again, several seconds each; spawned where there is no fork server
     (Windows). Never forked from the parent: forking a process whose OpenMP threads are running
-    can hang the child, and the fork server runs none. The fork server, started at the first
-    ensemble, lives as long as the parent, and its members write to the standard streams the
-    parent had then."""
+    can hang the child, and the fork server runs none. The fork server, started here at the
+    first ensemble with Ctrl-C ignored (inherited by every member it forks), lives until the
+    parent ends, holding torch, MONAI and covseg imported: 917 MB resident, 519 MB of it its
+    own (Private_Dirty; docs/python-api.md). Its members write to the standard streams the
+    parent had then, and take the parent's environment as each starts
+    (:func:`_member_process`)."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
+    from multiprocessing import forkserver  # POSIX only
+
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(MEMBER_PRELOAD))
+    with handler_restored(signal.SIGINT, signal.SIG_IGN):  # it only execs the server: instant
+        forkserver.ensure_running()
     return context
 
 
@@ -1061,15 +1068,9 @@ def _run_wave(context: Any, jobs: list[tuple[TrainConfig, Path]], shared: Path, 
             receiver, sender = context.Pipe(duplex=False)
             process = context.Process(target=_member_process, name=folder.name,
                                       args=(member, shared, folder, progress, position, threads,
-                                            sender, parent_alive, current_command()))
-            # A member starts with Ctrl-C ignored (inherited through the exec that starts it,
-            # or that started the fork server, so Python installs no KeyboardInterrupt handler
-            # there): a Ctrl-C while it started printed its traceback. The parent stops the
-            # members as ever; only a Ctrl-C in the few milliseconds of a start is lost. (A
-            # blocked SIGINT is unblocked by multiprocessing when it starts its resource
-            # tracker.)
-            with handler_restored(signal.SIGINT, signal.SIG_IGN):
-                process.start()
+                                            sender, parent_alive, current_command(),
+                                            dict(os.environ)))
+            _start_member(context, process)
             sender.close()  # the child holds the write end now; its exit reads as end of file
             running[process.sentinel] = (process, receiver)
         parent_alive.close()
@@ -1091,6 +1092,22 @@ def _run_wave(context: Any, jobs: list[tuple[TrainConfig, Path]], shared: Path, 
         parent_holds.close()
         for _, folder in jobs:  # a member stopped inside mkstemp can leave its temporary file
             remove_temporaries(folder)
+
+
+def _start_member(context: BaseContext, process: BaseProcess) -> None:
+    """Start ``process`` with Ctrl-C ignored in it: a Ctrl-C while a member started printed its
+    traceback there. Python installs no KeyboardInterrupt handler where SIGINT is ignored
+    from the exec: a spawned member's own exec, here under SIG_IGN (a Ctrl-C in its few
+    milliseconds is lost), or the fork server's (:func:`member_context`). A start from the fork
+    server is left interruptible: the first one waits seconds while the server imports, and a
+    Ctrl-C there unwinds through :func:`_run_wave`'s ``finally``, which stops a member forked
+    meanwhile. (A blocked SIGINT is unblocked by multiprocessing when it starts its resource
+    tracker.)"""
+    if context.get_start_method() == "forkserver":
+        process.start()
+        return
+    with handler_restored(signal.SIGINT, signal.SIG_IGN):
+        process.start()
 
 
 def _sent_error(receiver: Connection) -> str | FullDisk | None:
@@ -1130,9 +1147,12 @@ def _stop_when_orphaned(parent_alive: Connection) -> None:
 
 def _member_process(config: TrainConfig, shared: Path, out: Path, progress: bool,
                     bar_position: int, threads: int, errors: Connection,
-                    parent_alive: Connection, command: str) -> None:
+                    parent_alive: Connection, command: str,
+                    environment: Mapping[str, str]) -> None:
     """One member in a process of its own; covseg's one-line errors go back through ``errors``,
-    its records name the parent's ``command``.
+    its records name the parent's ``command``. It runs in the parent's ``environment`` as the
+    member started (``TQDM_DISABLE``, torch's and MONAI's variables): a member forked from the
+    fork server had the environment the server started with, at the process's first ensemble.
 
     Ctrl-C is left to the parent, which ends the members with SIGTERM: that unwinds like an
     exception here, so no temporary file is left behind, and exits 143. The stop is recorded
@@ -1140,6 +1160,8 @@ def _member_process(config: TrainConfig, shared: Path, out: Path, progress: bool
     is raised again after the next epoch or as training ends, where a plain ``sys.exit``
     handler's was lost and the member went on (or exited 0).
     """
+    os.environ.clear()
+    os.environ.update(environment)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         with stops_recorded():

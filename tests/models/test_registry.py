@@ -19,7 +19,8 @@ from torch import nn
 
 from covseg import api, cli_models
 from covseg.errors import CovsegError
-from covseg.models import REGISTRY, build_model, parameter_count
+from covseg.models import REGISTRY, build_model, parameter_count, registry
+from covseg.models.ensemble import member_names
 from covseg.models.miniseg import stage_widths
 from covseg.models.padding import PadToMultiple
 from covseg.models.pretrained import OFFLINE, adapt_kernel, read_state_dict
@@ -602,6 +603,32 @@ def test_an_encoder_that_takes_one_input_size_is_refused_before_data_are_read(
             "encoder 'tu-swin_tiny_patch4_window7_224' does not fit DeepLabV3Plus: "
             "SwinTransformer.__init__() got an unexpected keyword argument 'output_stride'")):
         check_model("deeplabv3+", swin, 64)
+
+
+@pytest.mark.parametrize("name", ["unet", "miniseg,miniseg", "unet++"])
+def test_a_model_that_takes_any_canvas_is_not_run_on_it(name: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trial pass ran for every model, in every fold: seconds each at CT size (deeplabv3
+    7.7 s at 512 px), for models that pad to their stride and take any canvas."""
+    monkeypatch.setattr(registry, "check_canvas",
+                        lambda *_: pytest.fail("run on the canvas"))
+    assert check_model(name, {}, 97) == member_names(name)
+
+
+@NEEDS_ZOO
+def test_a_timm_encoder_is_run_on_each_canvas_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A timm encoder may take one input size only: it is run on the canvas, once for its
+    options and size (a cross-validation checks its recipe again in every fold)."""
+    passes: list[int] = []
+    check_canvas = registry.check_canvas
+    monkeypatch.setattr(registry, "check_canvas",
+                        lambda *args: passes.append(args[-1]) or check_canvas(*args))
+    monkeypatch.setattr(registry, "CANVASES_TAKEN", set())
+    convnext = {"encoder": "tu-convnext_atto"}
+    for size in (64, 64, 96, 64):
+        check_model("unet++", convnext, size)
+    check_model("unet++", {"encoder": "resnet18"}, 64)  # smp's own: pads to its stride
+    assert passes == [64, 96]
 
 
 @pytest.mark.parametrize(("key", "note"), [("in_channels", " (covseg sets it from the data)"),

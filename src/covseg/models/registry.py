@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import json
 import numbers
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import import_module
@@ -99,17 +100,19 @@ def check_model_names(name: str) -> list[str]:
 
 
 def check_model(name: str, options: dict[str, Any], size: int) -> list[str]:
-    """The member names of ``name``, each registered, built once with ``options`` and run
-    once on a ``size`` px canvas. An ensemble that mixes architectures takes none: one option
-    would mean different things to its members (miniseg's ``width`` multiplies its channels,
-    unet's is a channel count).
+    """The member names of ``name``, each registered, built once with ``options`` and, where
+    its input size may be fixed, run once on a ``size`` px canvas. An ensemble that mixes
+    architectures takes none: one option would mean different things to its members
+    (miniseg's ``width`` multiplies its channels, unet's is a channel count).
 
     The trial build checks what only the builders and their libraries know (a backbone or
     encoder name, an encoder that does not fit the architecture, a weights file that does not
-    fit), and its forward pass an encoder that takes one input size only (timm's
-    ``swin_tiny_patch4_window7_224``), before data are read or compare trains its first model
-    for hours; both take 0.1 s for the default model on a 256 px canvas (one thread), and
-    draw no numbers from torch's generator, so seeded training is unchanged.
+    fit), before data are read or compare trains its first model for hours. A model that may
+    take one input size only (:func:`fixed_canvas_possible`: timm's
+    ``swin_tiny_patch4_window7_224``) is also run once on the canvas, once a process for each
+    name, options and size: a cross-validation's folds check it again, and the pass costs
+    seconds at CT size. Neither draws numbers from torch's generator, so seeded training is
+    unchanged.
     """
     names = check_model_names(name)
     if not isinstance(options, dict):
@@ -122,8 +125,25 @@ def check_model(name: str, options: dict[str, Any], size: int) -> list[str]:
                           "architecture as its own run with its own options, or give none")
     check_options(names[0], options)  # before in_channels= or name= bind to build_model's own
     with torch.random.fork_rng(devices=[]):
-        check_canvas(name, options, build_model(name, **options), size)
+        model = build_model(name, **options)
+        canvas = (name, json.dumps(options, sort_keys=True, default=str), size)
+        if fixed_canvas_possible(model) and canvas not in CANVASES_TAKEN:
+            check_canvas(name, options, model, size)
+            CANVASES_TAKEN.add(canvas)
     return names
+
+
+CANVASES_TAKEN: set[tuple[str, str, int]] = set()
+"""The (name, options as JSON, size) that :func:`check_model` has run on their canvas."""
+
+
+def fixed_canvas_possible(model: nn.Module) -> bool:
+    """Whether ``model`` may take one input size only: smp with a timm encoder (``tu-``). covseg's
+    own models, torchvision's and smp's own encoders pad to their stride or pool, and ran on
+    33 and 97 px canvases, every registered model and a dozen encoders."""
+    smp = sys.modules.get("segmentation_models_pytorch")  # only smp builds timm encoders
+    return smp is not None and any(isinstance(module, smp.encoders.TimmUniversalEncoder)
+                                   for module in model.modules())
 
 
 def check_canvas(name: str, options: Mapping[str, Any], model: nn.Module, size: int) -> None:
