@@ -1466,3 +1466,21 @@ def test_a_member_killed_by_a_signal_says_resume_only_where_out_is_left(tmp_path
         assert str(stopped.value) == (f"training member unet-seed1 was killed by signal "
                                       f"{signal.SIGKILL.value} (out of memory?); rerun the same "
                                       f"command {advice}")
+
+
+def test_a_member_stopped_by_a_sigterm_of_its_own_says_resume_not_main_guard(
+        tmp_path: Path) -> None:
+    """A member sent SIGTERM alone (``kill PID``, a scheduler ending one process) unwinds and
+    exits 143, which was told as a member that failed at start: "check your script's
+    ``if __name__ == "__main__":``", no --resume, though --out held its epochs."""
+    from types import SimpleNamespace
+
+    from covseg.checkpoint import resume_advised
+
+    train = importlib.import_module("covseg.train")  # covseg.train is also the API's function
+
+    member = SimpleNamespace(exitcode=143, name="unet-seed1")
+    with pytest.raises(CovsegError) as stopped, resume_advised(tmp_path):
+        raise train._failure(member)
+    assert str(stopped.value) == ("training member unet-seed1 was stopped (SIGTERM); rerun the "
+                                  "same command with --resume to continue")

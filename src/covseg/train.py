@@ -89,7 +89,7 @@ from covseg.provenance import (
     utc_now,
 )
 from covseg.records import content_hash
-from covseg.stopping import Terminated, raise_if_stopped, stops_recorded
+from covseg.stopping import EXIT_STATUS, Terminated, raise_if_stopped, stops_recorded
 from covseg.transforms import AUGMENTATIONS, LesionPaste, Letterbox
 from covseg.viz import training_curves
 
@@ -1120,12 +1120,16 @@ def _sent_error(receiver: Connection) -> str | FullDisk | None:
 
 def _failure(process: BaseProcess) -> CovsegError:
     """What to tell the user about a member that ended without a covseg error: killed by a
-    signal, a :class:`Resumable` stop, advised with --resume only where ``--out`` is left
-    (:func:`~covseg.checkpoint.resume_advised`; it said --resume where nothing was saved)."""
+    signal, or stopped by a SIGTERM sent to it alone (it exits 143, as :func:`_member_process`
+    says; it was told to check its script's main guard), a :class:`Resumable` stop, advised
+    with --resume only where ``--out`` is left (:func:`~covseg.checkpoint.resume_advised`; it
+    said --resume where nothing was saved)."""
     assert process.exitcode is not None, "called once the member is joined"
     if process.exitcode < 0:
         return Resumable(f"training member {process.name} was killed by signal "
                          f"{-process.exitcode} (out of memory?)")
+    if process.exitcode == EXIT_STATUS[Terminated]:
+        return Resumable(f"training member {process.name} was stopped (SIGTERM)")
     return CovsegError(f"training member {process.name} stopped (exit status {process.exitcode}; "
                        "its messages are above). A script that calls covseg's train must do so "
                        "under `if __name__ == \"__main__\":`, as members train in processes of "
