@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from _cli import run_main
+from _cli import at_least, run_main
 
 from covseg.io.atomic import write_json
 
@@ -50,12 +50,12 @@ def wave_seconds(context: Callable[[], multiprocessing.context.BaseContext], mem
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--members", type=int, default=2, help="members a wave (default 2)")
-    parser.add_argument("--waves", type=int, default=3, help="waves a start method (default 3)")
+    parser.add_argument("--members", type=at_least(1), default=2,
+                        help="members a wave (default 2)")
+    parser.add_argument("--waves", type=at_least(1), default=3,
+                        help="waves a start method (default 3)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
-    if args.members < 1 or args.waves < 1:
-        parser.error("--members and --waves must be at least 1")
     train_module._member_process = began  # members run ``began`` instead of training
     contexts = {"spawned": lambda: multiprocessing.get_context("spawn"),
                 "fork server": train_module.member_context}

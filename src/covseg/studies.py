@@ -244,8 +244,7 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
     children = [c for c in entries if not c.name.startswith(".")]
     one = _one_dicom_study(path, children)
     copies = dicom_copies(children) if one else []
-    files, dropped = _split_masks([c for c in children if is_nifti(c) and c not in copies],
-                                  masks)
+    files, dropped = _split_masks([] if one else dicom_copies(children), masks)
     found = [Study(study_name(c, masks), c) for c in files]
     own: list[Path] = []
     pictures: list[Path] = []
