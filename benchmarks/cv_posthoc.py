@@ -46,12 +46,12 @@ from typing import TypeVar
 
 import numpy as np
 import torch
+from _cli import run_labels
 from scipy import ndimage
 from torch.optim.swa_utils import update_bn
 
 from covseg.compare import paired_wilcoxon
 from covseg.data.layouts import load_dataset
-from covseg.errors import CovsegError
 from covseg.infer import FLIP_DIMS, Predictor
 from covseg.io.atomic import write_json
 from covseg.metrics import dice
@@ -234,29 +234,11 @@ def training_samples(by_id: Mapping[str, T], runs: Sequence[Path], folds: int, d
             for run in runs for k in range(folds)}
 
 
-def run_labels(runs: Sequence[Path]) -> dict[Path, str]:
-    """Each run's name in the tables: the fewest trailing parts of its resolved path that no
-    other run's path ends in (``cv`` alone; ``a/cv`` and ``b/cv`` together: named by the folder
-    alone, two runs called ``cv`` shared one entry and their slices were mixed). A folder given
-    twice is refused in one line."""
-    resolved = [run.resolve() for run in runs]
-    twice = [str(run) for run, path in zip(runs, resolved, strict=True)
-             if resolved.count(path) > 1]
-    if twice:
-        raise CovsegError(f"{' and '.join(twice)}: the same run given twice; give each run once")
-    labels = {}
-    for run, path in zip(runs, resolved, strict=True):
-        others = [other.parts for other in resolved if other != path]
-        depth = next(n for n in range(1, len(path.parts) + 1)
-                     if all(other[-n:] != path.parts[-n:] for other in others))
-        labels[run] = Path(*path.parts[-depth:]).as_posix()
-    return labels
-
-
-def variant_names(runs: Sequence[Path]) -> list[str]:
-    """Every variant the table will hold, in its order: known from the runs' labels, their
-    checkpoints, the views and the decoders alone, so a name can be checked before predicting."""
-    labels = run_labels(runs)
+def variant_names(labels: Mapping[Path, str]) -> list[str]:
+    """Every variant the table will hold, in its order: known from the runs' ``labels`` (runs
+    in order, as :func:`run_labels` names them), their checkpoints, the views and the decoders
+    alone, so a name can be checked before predicting."""
+    runs = list(labels)
     keys = [f"{labels[run]}|{checkpoint}|{view}" for run in runs
             for checkpoint in checkpoints(run) for view in VIEWS]
     if len(runs) > 1:
@@ -265,9 +247,10 @@ def variant_names(runs: Sequence[Path]) -> list[str]:
     return [key + suffix for key in keys for suffix in DECODERS]
 
 
-def check_variant(name: str, runs: Sequence[Path]) -> None:
-    """Exit in one line, naming a few close variants, when ``name`` is not in the table."""
-    names = variant_names(runs)
+def check_variant(name: str, labels: Mapping[Path, str]) -> None:
+    """Exit in one line, naming a few close variants, when ``name`` is not in the table of the
+    runs ``labels`` names."""
+    names = variant_names(labels)
     if name not in names:
         close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
         hint = f"did you mean {', '.join(map(repr, close))}?" if close else \
@@ -292,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"{run}: its folds differ from {args.runs[0]}'s; "
                      "ensembles need the same folds")
     if args.against:
-        check_variant(args.against, args.runs)
+        check_variant(args.against, labels)
     by_id = {s.case_id: s for s in load_dataset(args.data).samples}
     held = [held_out(by_id, cases, args.runs[0], args.data) for cases in splits]
     trained_on = (training_samples(by_id, args.runs, len(splits), args.data)

@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from cv_posthoc import finished_folds, held_out, run_labels
+from _cli import run_labels
+from cv_posthoc import finished_folds, held_out
 
 from covseg.cascade import LungFrame
 from covseg.data.layouts import Sample, load_dataset

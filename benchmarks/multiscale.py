@@ -4,14 +4,16 @@
 
 Every fold model of RUN predicts its held-out slices with the run's own test-time mirrors (none
 for a run trained with ``--no-test-flips``) at each canvas size; the mean per-slice Dice is
-printed for each size alone, each pair of sizes and all sizes averaged, at thresholds 0.4 and
-0.5. Folds and Dice come from ``cv_posthoc``.
+printed for each size alone, each pair of sizes and all sizes averaged, at the threshold the run
+was trained to predict with (its folds' ``config.json``) and, where that is another value, at
+0.5 for comparison. Folds and Dice come from ``cv_posthoc``.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import sys
 from pathlib import Path
 
@@ -19,10 +21,12 @@ import numpy as np
 from cv_posthoc import dice_rows, finished_folds, held_out
 
 from covseg.data.layouts import load_dataset
+from covseg.errors import CovsegError
 from covseg.infer import Predictor
 from covseg.io.atomic import write_json
 
-THRESHOLDS = (0.4, 0.5)
+COMPARED_THRESHOLD = 0.5
+"""Scored beside the run's own threshold: the usual cut of a probability."""
 
 
 def canvas_sizes(text: str) -> list[int]:
@@ -43,6 +47,20 @@ def canvas_sizes(text: str) -> list[int]:
     return sizes
 
 
+def run_thresholds(run: Path, folds: int) -> list[float]:
+    """The threshold every fold of ``run`` records in its ``config.json``, then
+    :data:`COMPARED_THRESHOLD` where it differs; folds of other thresholds (trained alone with
+    ``--fold K``, which does not look at the others) or a multi-class run (no threshold) are
+    refused in one line before any prediction."""
+    recorded = {json.loads((run / f"fold_{k}" / "config.json").read_text())["config"]["threshold"]
+                for k in range(folds)}
+    if len(recorded) != 1 or None in recorded:
+        raise CovsegError(f"{run}: its folds record no single binary threshold "
+                          f"({', '.join(sorted(map(str, recorded)))}); give a binary run whose "
+                          "folds share one recipe")
+    return list(dict.fromkeys([recorded.pop(), COMPARED_THRESHOLD]))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data")
@@ -55,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     splits = finished_folds(args.run)
     by_id = {s.case_id: s for s in load_dataset(args.data).samples}
     held = [held_out(by_id, cases, args.run, args.data) for cases in splits]
+    thresholds = run_thresholds(args.run, len(splits))
     probs: dict[int, list[np.ndarray]] = {size: [] for size in sizes}
     truths: list[np.ndarray] = []
     for k, samples in enumerate(held):
@@ -69,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for combo in dict.fromkeys(combos):
         averaged = [np.mean(maps, axis=0) for maps in zip(*(probs[s] for s in combo))]
-        for threshold in THRESHOLDS:
+        for threshold in thresholds:
             name = f"{'+'.join(map(str, combo))}@{threshold}"
             rows = dice_rows(averaged, truths, lambda p, t=threshold: p >= t)
             results[name] = float(np.mean(rows))

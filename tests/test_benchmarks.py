@@ -155,7 +155,7 @@ def test_cv_posthoc_names_are_known_before_predicting(
                             "--against", "cv|best.pt|none+t0.4"]) == 0
     assert atomic_targets[-1] == out
     results = json.loads(out.read_text())
-    assert sorted(results) == sorted(cv_posthoc.variant_names([tiny_cv]))
+    assert sorted(results) == sorted(cv_posthoc.variant_names({tiny_cv: "cv"}))
     assert results["cv|best.pt|none+t0.4"]["vs_against"]["p_value"] == 1.0
 
 
@@ -463,8 +463,10 @@ def test_run_labels_tell_runs_of_one_name_apart(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """cv_posthoc and full_frame named runs by their folder alone: ``a/cv b/cv`` shared one
     entry. The label is the shortest tail of the path that tells the runs apart; one folder
-    given twice (here once relative, once absolute) is refused."""
-    run_labels = _script("cv_posthoc", monkeypatch).run_labels
+    given twice (here once relative, once absolute) is refused. The scripts share it."""
+    run_labels = _script("_cli", monkeypatch).run_labels
+    assert all(_script(script, monkeypatch).run_labels is run_labels
+               for script in ("cv_posthoc", "full_frame", "paired_runs"))
     monkeypatch.chdir(tmp_path)
     runs = [Path("x/a/cv"), Path("y/a/cv"), Path("x/b/cv"), tmp_path / "z" / "other"]
     assert list(run_labels(runs).values()) == ["x/a/cv", "y/a/cv", "b/cv", "other"]
@@ -549,3 +551,72 @@ def test_memory_scripts_refuse_counts_under_1_before_building(
         module.main(args)
     assert stop.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: {why}")
+
+
+def test_paired_runs_names_runs_of_one_name_apart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``a/cv b/cv`` printed "cv 0.6000, cv 0.5000": which run was better could not be read.
+    One run given twice is refused."""
+    runs = []
+    for name, dice in (("a", (0.6, 0.7, 0.5)), ("b", (0.5, 0.6, 0.4))):
+        (tmp_path / name / "cv").mkdir(parents=True)
+        (tmp_path / name / "cv" / "per_case.csv").write_text(
+            "case_id,dice\n" + "".join(f"s{i},{d}\n" for i, d in enumerate(dice)))
+        runs.append(str(tmp_path / name / "cv"))
+    paired_runs = _script("paired_runs", monkeypatch)
+    assert paired_runs.main(runs) == 0
+    assert capsys.readouterr().out.startswith("3 slices in both: a/cv 0.6000, b/cv 0.5000, ")
+    with pytest.raises(CovsegError, match="the same run given twice; give each run once$"):
+        paired_runs.main([runs[0], runs[0]])
+
+
+def test_cv_posthoc_labels_its_runs_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The labels were worked out twice for one run of the script, by ``main`` and again by
+    the ``--against`` check; now once, before the data are read."""
+    fold = tmp_path / "cv" / "fold_0"
+    fold.mkdir(parents=True)
+    (fold / "fold_metrics.json").write_text('{"per_case": [{"case_id": "s0"}]}')
+    (fold / "best.pt").write_bytes(b"")
+    cv_posthoc = _script("cv_posthoc", monkeypatch)
+    calls: list[object] = []
+    labeller = cv_posthoc.run_labels
+    monkeypatch.setattr(cv_posthoc, "run_labels", lambda runs: calls.append(runs) or labeller(runs))
+    with pytest.raises(CovsegError, match="folder not found"):
+        cv_posthoc.main([str(tmp_path / "missing"), str(tmp_path / "cv"),
+                         "--against", "cv|best.pt|none"])
+    assert calls == [[tmp_path / "cv"]]
+
+
+def _with_thresholds(run: Path, out: Path, thresholds: list[float]) -> Path:
+    """A copy of the cross-validation ``run`` whose fold k records ``thresholds[k]``."""
+    copy = shutil.copytree(run, out)
+    for k, threshold in enumerate(thresholds):
+        record = copy / f"fold_{k}" / "config.json"
+        config = json.loads(record.read_text())
+        config["config"]["threshold"] = threshold
+        record.write_text(json.dumps(config))
+    return copy
+
+
+def test_multiscale_scores_at_the_runs_own_threshold(
+        tiny_cv: Path, synthetic_folder: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """It printed 0.4 and 0.5 whatever the run was trained with: a run of threshold 0.3 was
+    never scored at its own. Now the run's threshold, and 0.5 beside it only where that is
+    another value; folds of different thresholds are refused before predicting."""
+    multiscale = _script("multiscale", monkeypatch)
+    for thresholds, names in (([0.3, 0.3], ["32@0.3", "32@0.5"]), ([0.5, 0.5], ["32@0.5"])):
+        run = _with_thresholds(tiny_cv, tmp_path / f"cv{thresholds[0]}", thresholds)
+        out = tmp_path / f"multiscale{thresholds[0]}.json"
+        assert multiscale.main([str(synthetic_folder), str(run), "--sizes", "32",
+                                "--json", str(out)]) == 0
+        assert list(json.loads(out.read_text())) == names
+    capsys.readouterr()
+    mixed = _with_thresholds(tiny_cv, tmp_path / "mixed", [0.3, 0.5])
+    with pytest.raises(CovsegError, match=(r"mixed: its folds record no single binary threshold "
+                                           r"\(0\.3, 0\.5\); give a binary run whose folds "
+                                           "share one recipe$")):
+        multiscale.main([str(synthetic_folder), str(mixed), "--sizes", "32"])
+    assert "predicted" not in capsys.readouterr().err
