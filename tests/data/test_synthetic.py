@@ -84,3 +84,21 @@ def test_a_write_interrupted_midway_is_continued_by_the_rerun(
     fresh = write_synthetic(tmp_path / "fresh", patients=2, slices_per_patient=1, size=16)
     assert sorted(str(path.relative_to(out)) for path in out.rglob("*")) == sorted(
         str(path.relative_to(fresh)) for path in fresh.rglob("*"))
+
+
+def test_a_folder_renamed_in_the_written_list_is_written_and_cleared_under_its_new_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The slice folders were named twice, in the write and in the list the rerun clears: one
+    renamed in the list alone was never written, in the write alone left stale slices on a
+    smaller rerun. Both follow the one list now."""
+    from covseg.data import synthetic
+
+    renamed = {("lesions" if folder == "masks" else folder): how
+               for folder, how in synthetic.WRITTEN_SLICES.items()}
+    monkeypatch.setattr(synthetic, "WRITTEN_SLICES", renamed)
+    out = tmp_path / "synthetic"
+    write_synthetic(out, patients=3, slices_per_patient=1, size=16)
+    write_synthetic(out, patients=1, slices_per_patient=1, size=16)
+    assert sorted(path.name for path in out.iterdir() if path.is_dir()) == [
+        "images", "lesions", "lungs"]
+    assert [path.name for path in (out / "lesions").iterdir()] == ["synthetic_p000_s00.png"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -148,20 +149,30 @@ def write_synthetic(out: str | Path, seed: int = 0, patients: int = 12,
     writer = csv.writer(table)
     writer.writerow(["case_id", "patient_id"])
     for case, patient, item in slices:
-        (out / "images").mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / "images" / f"{case}.npy") as tmp:  # whole, or not at all
-            buffer = io.BytesIO()  # numpy's own write says a full disk as "N requested..."
-            np.save(buffer, np.round(item.hu).astype(np.int16))
-            tmp.write_bytes(buffer.getvalue())
-        write_png(out / "masks" / f"{case}.png", item.lesions)
-        write_png(out / "lungs" / f"{case}.png", item.lungs)
+        for folder, (suffix, write) in WRITTEN_SLICES.items():
+            write(out / folder / f"{case}{suffix}", item)
         writer.writerow([case, patient])
     write_text(out / "patients.csv", table.getvalue())
     return out
 
 
-WRITTEN_SLICES: dict[str, str] = {"images": ".npy", "masks": ".png", "lungs": ".png"}
-"""The folders :func:`write_synthetic` writes a file per slice into, with its suffix."""
+def _write_hu(path: Path, item: SyntheticSlice) -> None:
+    """The slice's Hounsfield units as an int16 ``.npy``, whole or not at all."""
+    with atomic_path(path) as tmp:
+        buffer = io.BytesIO()  # numpy's own write says a full disk as "N requested..."
+        np.save(buffer, np.round(item.hu).astype(np.int16))
+        tmp.write_bytes(buffer.getvalue())
+
+
+SliceWriter = Callable[[Path, SyntheticSlice], object]
+WRITTEN_SLICES: dict[str, tuple[str, SliceWriter]] = {
+    "images": (".npy", _write_hu),
+    "masks": (".png", lambda path, item: write_png(path, item.lesions)),
+    "lungs": (".png", lambda path, item: write_png(path, item.lungs)),
+}
+"""The folders :func:`write_synthetic` writes a file per slice into, with its suffix and its
+writer: the one list both the write and :func:`_clear_earlier_write` follow, so that a folder
+renamed here leaves no stale slices of an earlier write."""
 
 
 def _clear_earlier_write(out: Path, cases: set[str]) -> None:
@@ -175,7 +186,7 @@ def _clear_earlier_write(out: Path, cases: set[str]) -> None:
         raise CovsegError(f"{out} holds files but no SYNTHETIC marker: it is no synthetic data "
                           "set covseg wrote, and writing one into it mixed the two; write into "
                           "a new or empty folder")
-    for folder, suffix in WRITTEN_SLICES.items():
+    for folder, (suffix, _) in WRITTEN_SLICES.items():
         for path in (out / folder).glob(f"synthetic_*{suffix}"):
             if path.stem not in cases:
                 path.unlink()
