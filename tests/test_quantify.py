@@ -1252,3 +1252,23 @@ def test_the_ct_predict_recorded_is_read_as_predict_read_it_whatever_hu(tmp_path
     assert grey["settings"]["hu"] == "no"  # as asked: a rerun compares the calls' options
     with pytest.raises(CovsegError, match="expects grey values 0..255, but values"):
         quantify_study(mask, tmp_path / "given", image=path, hu="no")
+
+
+def test_the_montage_s_scale_warning_names_the_ct(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Quantified with a [0, 1] CT overshooting 1 at a few voxels, the montage's clipping
+    warning named no file."""
+    grey = np.zeros((64, 64, 6), dtype=np.float32)  # x, y, z: air
+    grey[4:60, 4:60, :] = 0.9  # body
+    grey[8:28, 10:40, 1:5] = grey[36:56, 10:40, 1:5] = 0.2  # lungs
+    grey[30:34, 20:24, :] = 1.01  # overshoot in every slice
+    affine = np.diag([0.7, 0.7, 5.0, 1.0])
+    ct, mask = tmp_path / "ct.nii.gz", tmp_path / "mask.nii.gz"
+    nib.save(nib.Nifti1Image(grey, affine), str(ct))
+    lesions = np.zeros(grey.shape, dtype=np.uint8)
+    lesions[12:16, 20:24, 2:4] = 1
+    nib.save(nib.Nifti1Image(lesions, affine), str(mask))
+    with caplog.at_level("WARNING"):
+        quantify_study(mask, tmp_path / "out", image=ct)
+    said = [r.getMessage() for r in caplog.records if "a few pixels" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(f"{read_volume(ct).source}: a few pixels")

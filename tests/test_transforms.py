@@ -645,3 +645,36 @@ def test_a_mostly_black_float_8_bit_slice_stays_8_bit() -> None:
     unclipped = ((hu - LUNG_WINDOW[0]) / 1500).astype(np.float32)
     unclipped.flat[:16] = 1.7  # bone past 1.5 (0.4 %)
     assert detect_intensity(unclipped) == "unit"
+
+
+def test_normalize_intensity_names_its_file_in_the_clipping_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """normalize_intensity named ``source`` in its refusals and the HU warning, but not in the
+    clipping warning of the same file, which named no image."""
+    overshot = _unit_slice()
+    overshot[:3] = 1.05
+    normalize_intensity(overshot, source="s0.npy")
+    assert caplog.messages[-1].startswith("s0.npy: a few pixels of an image lie outside 0..1")
+
+
+def test_a_read_counts_each_slice_once_however_often_scaled(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A study read in two passes (its infection and lung models), within one read or in one
+    nested in it (its montage), counted each slice once a pass: 4 slices read "(8 images
+    alike)"; unnamed images, which nothing tells apart, count as often as heard."""
+    volume = np.stack([_unit_slice(seed) for seed in range(4)])
+    volume[:, 0, :3] = 1.05
+    with one_read():
+        for _ in range(2):
+            for k, plane in enumerate(volume):
+                scale_intensity(plane, "unit", source="ct.nii.gz", plane=k)
+        with one_read():
+            scale_intensity(volume[0], "unit", source="ct.nii.gz", plane=0)
+    assert caplog.messages == [caplog.messages[0]]
+    assert caplog.messages[0].startswith("ct.nii.gz: a few pixels")
+    assert caplog.messages[0].endswith("(4 images alike)")
+    caplog.clear()
+    with one_read():
+        for _ in range(2):
+            scale_intensity(volume[0], "unit")
+    assert caplog.messages[0].endswith("(2 images alike)")

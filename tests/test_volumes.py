@@ -2276,3 +2276,54 @@ def test_a_study_s_scale_warnings_are_said_once_naming_its_file(
         predict_study(infection, path, tmp_path / "out", lung_predictor=lungs)
     said = [r.getMessage() for r in caplog.records if "are clipped" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith(f"{path}: many pixels of an image lie outside")
+
+
+def test_a_study_s_scale_warning_counts_each_slice_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Read in two passes (infection and lung models), a 10-slice study was warned of as
+    "(20 images alike)": each slice counted once a pass."""
+    path = tmp_path / "chest.nii.gz"
+    chest_nifti(path)
+    infection, lungs = BandPredictor([(-400, -200)]), BandPredictor([(-900, -800)])
+    for predictor in (infection, lungs):
+        predictor.window = (-3000.0, -2000.0)
+    with caplog.at_level("WARNING"):
+        predict_study(infection, path, tmp_path / "out", lung_predictor=lungs)
+    said = [r.getMessage() for r in caplog.records if "are clipped" in r.getMessage()]
+    depth = nib.load(str(path)).shape[2]
+    assert len(said) == 1 and said[0].endswith(f"({depth} images alike)")
+
+
+def test_predict_labels_called_directly_warns_once_a_call(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Called from Python, not under predict_study's read, predict_labels warned once a slice:
+    a 10-slice CT read saturated gave 10 lines alike."""
+    path = tmp_path / "chest.nii.gz"
+    chest_nifti(path)
+    predictor = BandPredictor([(-400, -200)])
+    predictor.window = (-3000.0, -2000.0)
+    volume = read_volume(path)
+    with caplog.at_level("WARNING"):
+        predict_labels(predictor, volume, batch_size=4)
+    said = [r.getMessage() for r in caplog.records if "are clipped" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(f"{volume.source}: many pixels")
+    assert said[0].endswith(f"({volume.array.shape[0]} images alike)")
+
+
+def test_a_grey_study_s_montage_adds_no_warning_of_its_own(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A [0, 1] CT overshooting 1 at a few voxels of each slice was warned of twice: once for
+    the study, naming its file, then for its montage, unnamed and counting the montage's
+    slices; the montage's slices are the study's, counted in its one warning."""
+    grey = np.zeros((64, 64, 10), dtype=np.float32)  # x, y, z: air
+    grey[4:60, 4:60, :] = 0.9  # body
+    grey[8:28, 10:40, 1:9] = grey[36:56, 10:40, 1:9] = 0.2  # lungs
+    grey[30:34, 20:24, :] = 1.01  # overshoot in every slice
+    path = tmp_path / "grey.nii.gz"
+    nib.save(nib.Nifti1Image(grey, AFFINE), str(path))
+    with caplog.at_level("WARNING"):
+        result = predict_study(BandPredictor([(-400, -200)]), path, tmp_path / "out")
+    assert result["inputs"]["intensity"] == "unit"
+    said = [r.getMessage() for r in caplog.records if "a few pixels" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(f"{path}: a few pixels")
+    assert said[0].endswith("(10 images alike)")

@@ -314,7 +314,7 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
                         image=ct.array if ct is not None else None,
                         intensity=ct.intensity if ct is not None else "hu",
                         grid=replace(lesions, dicom=ct.dicom) if ct is not None else lesions,
-                        html_report=html_report)
+                        html_report=html_report, image_source=ct.source if ct is not None else "")
 
 
 def _note_lungs_as_lesions(result: dict[str, Any], lesions: Volume, source: Path) -> None:

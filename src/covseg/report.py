@@ -230,7 +230,8 @@ black (2.4:1 contrast), not the legend's colour."""
 def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volume, *,
                   lungs: np.ndarray | None = None, image: np.ndarray | None = None,
                   intensity: str = "hu", count: int = 6, title: str = "",
-                  multiclass: bool | None = None, lungs_note: str = "") -> Path:
+                  multiclass: bool | None = None, lungs_note: str = "",
+                  image_source: str = "") -> Path:
     """PNG grid of the most affected slices: CT (lung window) with lesion fill and lung outline.
 
     ``grid``: the volume the masks lie on, as every covseg reader gives it: in
@@ -240,7 +241,9 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
     (None: labels > 1) draws and names each class, also when one class alone was found;
     ``lungs_note``: where the lungs came from (:func:`lungs_text`), a line of the title. Slices
     one pixel high or wide get no lung outline (a contour needs 2 x 2): one failed the study
-    after its masks were written."""
+    after its masks were written. ``image_source``: the CT's file, which the slices' scale
+    warning names, each slice counted once with the study's own reading of it
+    (:func:`~covseg.transforms.one_read`: said apart and unnamed, it came twice)."""
     if multiclass is None:
         multiclass = bool(lesions.size) and int(lesions.max()) > 1
     slices = most_affected_slices(lesions, lungs, count, multiclass)
@@ -260,9 +263,10 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
     alpha = NO_CT_ALPHA if image is None else CT_ALPHA
     drawn: set[int] = set()
     outlined: set[int] = set()
-    with one_read():  # a scale warning once for the montage, not once a slice
-        greys = [scale_intensity(image[k], intensity, LUNG_WINDOW) if image is not None
-                 else np.zeros(lesions.shape[1:], dtype=np.float32) for k in slices]
+    with one_read():  # a scale warning once for the montage, or in the study's read
+        greys = [scale_intensity(image[k], intensity, LUNG_WINDOW, source=image_source, plane=k)
+                 if image is not None else np.zeros(lesions.shape[1:], dtype=np.float32)
+                 for k in slices]
     for index, (k, grey) in enumerate(zip(slices, greys, strict=True)):
         axis = figure.add_subplot(rows, columns, index + 1)
         axis.imshow(_overlay(grey, lesions[k], colours, alpha), interpolation="nearest",
@@ -405,9 +409,10 @@ def _percent_text(percent: float) -> str:
 def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any], study: str,
                  lesions: np.ndarray, grid: Volume, *, lungs: np.ndarray | None = None,
                  image: np.ndarray | None = None, intensity: str = "hu",
-                 html_report: bool = False) -> dict[str, Any]:
+                 html_report: bool = False, image_source: str = "") -> dict[str, Any]:
     """Write CSV, montage, optional HTML and finally the JSON (the study's 'done' marker);
-    ``grid``: the volume the masks lie on (see :func:`write_montage`)."""
+    ``grid``: the volume the masks lie on, ``image_source``: the CT's file (see
+    :func:`write_montage`)."""
     out_dir = Path(out_dir)
     voxels = voxels_note(grid)
     notes = (grid.forms_note if grid.oriented else UNORIENTED_NOTE, voxels,
@@ -421,7 +426,8 @@ def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any], study:
                                                                 CSV_FIELDS)))
     montage = write_montage(out_dir / MONTAGE_PNG, lesions, grid, lungs=lungs, image=image,
                             intensity=intensity, title=study, multiclass=result.get("multiclass"),
-                            lungs_note=_montage_lungs(result) if lungs is not None else "")
+                            lungs_note=_montage_lungs(result) if lungs is not None else "",
+                            image_source=image_source)
     files["montage"] = str(montage)
     if html_report:
         files["html"] = str(write_html(out_dir / REPORT_HTML, result, study, montage))

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -158,9 +158,10 @@ def normalize_intensity(
     as_is: str = "",
 ) -> np.ndarray:
     """Map a slice or volume read with ``mode`` (``--intensity``) to float32 in [0, 1]: the
-    scale :func:`intensity_scale` finds, then :func:`scale_intensity`."""
-    return scale_intensity(
-        array, intensity_scale(array, mode, window, source, told_window, as_is), window)
+    scale :func:`intensity_scale` finds, then :func:`scale_intensity`, each naming ``source``
+    (the file) in its warnings: the clipping warning named none."""
+    kind = intensity_scale(array, mode, window, source, told_window, as_is)
+    return scale_intensity(array, kind, window, source=source)
 
 
 def intensity_scale(array: np.ndarray, mode: str = "auto",
@@ -226,7 +227,8 @@ def warn_told_hu_without_air(array: np.ndarray, source: str = "") -> None:
         warn_in_read("hu without air", f"{_named(source)}read as Hounsfield units "
                      f"({_scale_flag('hu')}), but none of its values {low:g}..{high:g} lies at "
                      f"or below {AIR_LIMIT_HU:g} HU, while a CT slice holds air (about -1000): "
-                     "HU + 1024 (a 16-bit export)? It reads mostly white; subtract 1024 first")
+                     "HU + 1024 (a 16-bit export)? It reads mostly white; subtract 1024 first",
+                     source)
 
 
 SCALE_NAMES = {"hu": "Hounsfield units", "uint8": "8-bit grey levels",
@@ -386,19 +388,22 @@ def window_unused(kind: str, window: tuple[float, float]) -> str | None:
 
 
 def scale_intensity(array: np.ndarray, kind: str, window: tuple[float, float] = LUNG_WINDOW,
-                    *, judge: bool = True, source: str = "") -> np.ndarray:
+                    *, judge: bool = True, source: str = "", plane: int | None = None
+                    ) -> np.ndarray:
     """Map values on the scale ``kind`` ("hu", "uint8", "unit") to float32 in [0, 1]: HU are
     windowed, values below air (:data:`AIR_HU`: scanner padding) first raised to it, so that a
     scan reads the same whatever its padding; 8-bit is divided by 255. The slices of a CT
     volume come here directly, their scale decided for the whole volume (``--hu``:
     :func:`covseg.io.volume.detect_volume_intensity`), not judged again slice by slice. Many
-    values beyond the scale's range are warned of (:func:`judge_scale`, naming ``source``),
-    unless ``judge`` is False (a volume's slices, judged with their volume; a slice held as read
-    and scaled on access, judged when read)."""
+    values beyond the scale's range are warned of (:func:`judge_scale`, naming ``source``;
+    ``plane``: which slice of that volume it is, counted once in a read however often scaled:
+    :func:`warn_in_read`), unless ``judge`` is False (a volume's slices, judged with their
+    volume; a slice held as read and scaled on access, judged when read)."""
     judged = _judged_range(kind, window)  # an unknown scale refused, judged or not
     array = _raised_to_air(array, kind)
     if judge:
-        _warn_if_clipped(_outside_count(array, *judged), array.size, kind, window, source)
+        _warn_if_clipped(_outside_count(array, *judged), array.size, kind, window, source,
+                         plane)
     if kind == "hu":
         from monai.transforms import ScaleIntensityRange
 
@@ -456,18 +461,19 @@ def _outside_count(array: np.ndarray, low: float, high: float) -> int:
 
 
 def _warn_if_clipped(outside: int, size: int, kind: str, window: tuple[float, float],
-                     source: str) -> None:
-    """Warn, naming ``source``, when more than :data:`MAX_CLIPPED_SHARE` of ``size`` values,
-    ``outside`` the scale's range, are clipped (:func:`_warn_clipped`), or on an 8-bit or
-    [0, 1] scale any are (:func:`_warn_overshoot`)."""
+                     source: str, plane: int | None = None) -> None:
+    """Warn, naming ``source`` (its ``plane``: :func:`warn_in_read`), when more than
+    :data:`MAX_CLIPPED_SHARE` of ``size`` values, ``outside`` the scale's range, are clipped
+    (:func:`_warn_clipped`), or on an 8-bit or [0, 1] scale any are (:func:`_warn_overshoot`)."""
     low, high = _scale_range(kind, window)
     if size and outside / size > MAX_CLIPPED_SHARE[kind]:
-        _warn_clipped(kind, low, high, source)
+        _warn_clipped(kind, low, high, source, plane)
     elif outside and kind != "hu":
-        _warn_overshoot(kind, low, high, source)
+        _warn_overshoot(kind, low, high, source, plane)
 
 
-def _warn_overshoot(kind: str, low: float, high: float, source: str) -> None:
+def _warn_overshoot(kind: str, low: float, high: float, source: str,
+                    plane: int | None) -> None:
     """Say that a few pixels of an 8-bit or [0, 1] image (``source``; at most
     :data:`MAX_CLIPPED_SHARE`) lay outside its range and were clipped: a window clips HU by
     design, but these scales hold no such values unless stretched, resampled or normalised by
@@ -475,7 +481,7 @@ def _warn_overshoot(kind: str, low: float, high: float, source: str) -> None:
     warn_in_read(f"overshoot {kind}", f"{_named(source)}a few pixels of an image lie outside "
                  f"{low:g}..{high:g}, the range of the {kind} intensity scale it is read on, and "
                  "are clipped to it (a stretched or resampled image overshoots at a few edges, "
-                 "one normalised by a window without clipping at its bone)")
+                 "one normalised by a window without clipping at its bone)", source, plane)
 
 
 def _named(source: str) -> str:
@@ -486,10 +492,25 @@ def _named(source: str) -> str:
 @dataclass
 class _Heard:
     """A warning of one read (:func:`one_read`): its text, naming the first image it concerns,
-    and how many images it concerns."""
+    and the images it concerns: each named one (file, plane) once, however often it is scaled
+    (a study's infection and lung passes, its montage: counted per pass, a 10-slice study read
+    "20 images alike"), each unnamed one as often as heard (nothing tells them apart)."""
 
     text: str
-    images: int = 1
+    named: set[tuple[str, int | None]] = field(default_factory=set)
+    unnamed: int = 0
+
+    def add(self, source: str, plane: int | None) -> None:
+        """Count the image ``source`` (its ``plane``, for a volume's slice) in."""
+        if source:
+            self.named.add((source, plane))
+        else:
+            self.unnamed += 1
+
+    @property
+    def images(self) -> int:
+        """How many images the warning concerns."""
+        return len(self.named) + self.unnamed
 
 
 _READ: ContextVar[dict[str, _Heard] | None] = ContextVar("covseg_read", default=None)
@@ -503,7 +524,12 @@ def one_read(notes: list[str] | None = None) -> Iterator[None]:
     leaving: into ``notes`` where given (a data set's, which it says and lists), else logged,
     as they are when the read raises (a refused file, Ctrl-C), which lost them before. Said as
     they came, a set of 2,000 HU + 1024 slices printed 2,000 lines; said once per process, a
-    second set read in it was not warned at all."""
+    second set read in it was not warned at all. Within a read under way, one without ``notes``
+    joins it (a study's predict_labels passes and montage: each said its own, the study's
+    warning came two or three times)."""
+    if notes is None and _READ.get() is not None:
+        yield
+        return
     heard: dict[str, _Heard] = {}
     token = _READ.set(heard)
     finished = False
@@ -526,16 +552,15 @@ def _say_heard(heard: Mapping[str, _Heard], notes: list[str] | None) -> None:
         notes.extend(said)
 
 
-def warn_in_read(kind: str, text: str) -> None:
-    """Say ``text``, a warning of ``kind``, once in the read under way (:func:`one_read`), or
-    at once outside one (a lone image)."""
+def warn_in_read(kind: str, text: str, source: str = "", plane: int | None = None) -> None:
+    """Say ``text``, a warning of ``kind`` about the image ``source`` (its ``plane``, for a
+    volume's slice), once in the read under way (:func:`one_read`), or at once outside one (a
+    lone image)."""
     heard = _READ.get()
     if heard is None:
         log.warning("%s", text)
-    elif kind in heard:
-        heard[kind].images += 1
     else:
-        heard[kind] = _Heard(text)
+        heard.setdefault(kind, _Heard(text)).add(source, plane)
 
 
 def note_scale(read: dict[str, list[str]], kind: str, image: np.ndarray, source: str) -> None:
@@ -559,7 +584,7 @@ def warn_mixed_scales(read: Mapping[str, Sequence[str]]) -> None:
                 "floats in [0, 1] clipped to it), else some read near-black or white", found)
 
 
-def _warn_clipped(kind: str, low: float, high: float, source: str) -> None:
+def _warn_clipped(kind: str, low: float, high: float, source: str, plane: int | None) -> None:
     """Say that an image (``source``) was read saturated: too many pixels lay outside its
     scale's range (:data:`MAX_CLIPPED_SHARE`)."""
     warn_in_read(f"clipped {kind}", f"{_named(source)}many pixels of an image lie outside "
@@ -567,7 +592,7 @@ def _warn_clipped(kind: str, low: float, high: float, source: str) -> None:
                  "it reads saturated; is it on another scale? Let covseg detect it "
                  f"({_scale_flag('auto')}, or {_scale_flag('auto', 'hu')} for CT volumes), or "
                  "convert 16-bit grey such as HU + 1024 to Hounsfield units, 8-bit grey or "
-                 "floats in [0, 1]")
+                 "floats in [0, 1]", source, plane)
 
 
 def _shrink_labels(labels: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:

@@ -120,15 +120,17 @@ def output_channels(predictor: SlicePredictor) -> int:
     return 1 if predictor.num_classes == 2 else predictor.num_classes
 
 
+@one_read()  # the slices' scale warnings once a call, or once in the study's read
 def predict_labels(predictor: SlicePredictor, volume: Volume, *, batch_size: int = 8,
                    probabilities: np.ndarray | None = None, desc: str = "slices") -> np.ndarray:
     """(z, y, x) uint8 labels, predicted ``batch_size`` slices at a time.
 
     Only one batch of normalised float slices exists at once; ``probabilities`` (a preallocated
     (z, y, x) or (C, z, y, x) array, e.g. a memmap) is filled as batches finish. ``batch_size``
-    is checked by :func:`predict_study`, its caller, whose :func:`one_read` says the slices'
-    scale warnings once for the study, naming its file (once per call here, unnamed, they came
-    twice with a lung model).
+    is checked by :func:`predict_study`, its caller. The slices' scale warnings are said once
+    per call (:func:`one_read`; once a slice, a 300-slice CT called directly gave 300 lines), or
+    once for the study under :func:`predict_study`'s read, naming its file and counting each
+    slice once whatever the passes (a lung model's reads them again).
     """
     channels = output_channels(predictor)
     depth = volume.array.shape[0]
@@ -136,7 +138,7 @@ def predict_labels(predictor: SlicePredictor, volume: Volume, *, batch_size: int
     for start in slice_bar(range(0, depth, batch_size), desc):
         indices = range(start, min(depth, start + batch_size))
         images = [scale_intensity(volume.array[k], volume.intensity, predictor.window,
-                                  source=volume.source) for k in indices]
+                                  source=volume.source, plane=k) for k in indices]
         for k, prob in zip(indices, _predict(predictor, images), strict=True):
             prob = _checked(prob, channels, volume.array.shape[1:])
             labels[k] = prob[0] >= predictor.threshold if channels == 1 else np.argmax(prob, axis=0)
@@ -510,7 +512,7 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
     stage("writing the report")
     return write_report(out_dir, result, name or study_name(Path(path)), labels, lungs=lungs,
                         image=volume.array, intensity=volume.intensity, grid=volume,
-                        html_report=html)
+                        html_report=html, image_source=volume.source)
 
 
 def _lung_option(predictor: SlicePredictor) -> str:
