@@ -473,6 +473,22 @@ def test_mask_canvas_measures_both_shrinks_on_both_framings(
         32, 32]
 
 
+def test_mask_canvas_refuses_slices_without_a_lesion(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Masks without a lesion leave no Dice to measure (a division by zero): refused in one line
+    before any work."""
+    from covseg.io.image import write_png
+
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        write_png(tmp_path / "images" / f"{i}.png", rng.integers(0, 256, (32, 32), np.uint8))
+        write_png(tmp_path / "masks" / f"{i}.png", np.zeros((32, 32), np.uint8))
+    with pytest.raises(CovsegError) as error:
+        _script("mask_canvas", monkeypatch).main([str(tmp_path)])
+    assert str(error.value) == (f"{tmp_path}: no mask holds a lesion, so there is no Dice to "
+                                "measure; give slices with lesion masks")
+
+
 def test_multiscale_keeps_a_run_without_test_flips_without_them(
         tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """It forced the test-time mirrors on every run: a run trained with ``--no-test-flips``
