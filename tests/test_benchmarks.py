@@ -390,7 +390,7 @@ def command_lines(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, .
         ("crop_or_frame.py", missing), ("crop_or_frame.py", str(root / "empty")),
         ("speed.py", "--model", missing), ("volume_memory.py", "--model", missing),
         ("multiscale.py", missing, cv), ("cv_posthoc.py", missing, cv),
-        ("full_frame.py", missing, missing, cv)]
+        ("full_frame.py", missing, missing, cv), ("mask_canvas.py", missing)]
     done = subprocess.run([sys.executable, "-c", COMMAND_LINES, json.dumps(calls)], cwd=BENCHMARKS,
                           capture_output=True, text=True, check=True, timeout=600)
     return {tuple(a.replace(str(root), "ROOT") for a in call): (
@@ -423,6 +423,9 @@ WRONG_PATHS = {
     ("multiscale.py", "ROOT/missing", "ROOT/cv"): "ROOT/missing: folder not found",
     ("cv_posthoc.py", "ROOT/missing", "ROOT/cv"): "ROOT/missing: folder not found",
     ("full_frame.py", "ROOT/missing", "ROOT/missing", "ROOT/cv"): "ROOT/missing: folder not found",
+    ("mask_canvas.py", "ROOT/missing"): (
+        "ROOT/missing: no such folder; give a folder of 2D slices with masks (e.g. "
+        "../shared/data/medseg-covid19-100)"),
 }
 
 
@@ -433,6 +436,57 @@ def test_a_wrong_path_is_refused_in_one_line_before_any_work(
     volume_memory.py's after building the study, through multiprocessing), crop_or_frame.py's
     in a ZeroDivisionError; now the line alone, as argparse's own errors, status 2."""
     assert command_lines[call] == (2, "", f"{call[0]}: error: {WRONG_PATHS[call]}\n")
+
+
+def test_mask_canvas_measures_both_shrinks_on_both_framings(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
+        atomic_targets: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/mask_canvas.py on the 16 synthetic 64 px slices: at the slices' own size
+    nothing is shrunk, so a perfect canvas mask maps back exactly and both rules agree; halved,
+    every whole-slice canvas pixel's block centre falls between source pixels, where the rules
+    differ. Its table is printed and its JSON written atomically."""
+    mask_canvas = _script("mask_canvas", monkeypatch)
+    figures = {}
+    for size in (64, 32):
+        out = tmp_path / f"{size}.json"
+        assert mask_canvas.main([str(synthetic_folder), "--size", str(size), "--repeats", "2",
+                                 "--json", str(out)]) == 0
+        assert atomic_targets[-1] == out
+        figures[size] = json.loads(out.read_text())
+    table = capsys.readouterr().out.splitlines()
+    assert [line.split(" | ")[:2] for line in table[2:6]] == [
+        ["| whole slice", "current"], ["| whole slice", "nearest-exact"],
+        ["| lungs (default recipe)", "current"], ["| lungs (default recipe)", "nearest-exact"]]
+    assert table[-1].startswith("One 64x64 mask shrunk to 32x32, one thread, median of 2: ")
+    whole = figures[64]["framings"]["whole slice"]
+    assert (whole["slices"], whole["slices_shrunk"], whole["changed_px"]) == (16, 0, 0)
+    assert whole["lesion_px_outside_frame"] == 0
+    for rule in ("current", "nearest-exact"):
+        assert whole[rule]["dice_pooled"] == whole[rule]["dice_per_slice"] == 1.0
+        assert whole[rule]["area_change"] == 0.0
+    halved = figures[32]["framings"]["whole slice"]
+    assert (halved["slices_shrunk"], halved["canvas_px"]) == (16, 16 * 32 * 32)
+    assert 0 < halved["changed_px"] and 0 < halved["slices_changed"] <= 16
+    assert halved["current"]["lesion_px"] == whole["current"]["lesion_px"] > 0
+    assert 0.5 < halved["current"]["dice_pooled"] < 1.0
+    assert figures[32]["shrink_ms"]["current"] > 0 and figures[32]["shrink_ms"]["canvas"] == [
+        32, 32]
+
+
+def test_mask_canvas_refuses_slices_without_a_lesion(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Masks without a lesion leave no Dice to measure (a division by zero): refused in one line
+    before any work."""
+    from covseg.io.image import write_png
+
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        write_png(tmp_path / "images" / f"{i}.png", rng.integers(0, 256, (32, 32), np.uint8))
+        write_png(tmp_path / "masks" / f"{i}.png", np.zeros((32, 32), np.uint8))
+    with pytest.raises(CovsegError) as error:
+        _script("mask_canvas", monkeypatch).main([str(tmp_path)])
+    assert str(error.value) == (f"{tmp_path}: no mask holds a lesion, so there is no Dice to "
+                                "measure; give slices with lesion masks")
 
 
 def test_multiscale_keeps_a_run_without_test_flips_without_them(
