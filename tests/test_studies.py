@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from covseg.errors import CovsegError
+from covseg.io import dicom, listing
 from covseg.quantify import quantify_batch
 from covseg.studies import find_studies
 from tests.conftest import shared
@@ -168,6 +169,35 @@ def test_discovery_opens_no_slice_to_look_for_a_dose_report(
     opened.clear()
     assert [s.name for s in find_studies([tmp_path / "cts"])] == ["c1", "c2", "c3"]
     assert opened == []
+
+
+def test_discovery_lists_each_folder_once_and_reads_a_dose_report_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    """A series folder was listed seven times in one discovery (is it covseg's output, 2D
+    pictures, NIfTI files, no CT image, a copy, which series), a folder of pictures four, and a
+    dose report beside NIfTI CTs was read twice (to choose the CTs, and to name it in the note).
+    Each folder is now listed once, and each file read once for what it holds."""
+    for name in ("SE1", "SE2"):
+        synthetic_series(tmp_path / name, phantom(2))
+    (tmp_path / "pictures").mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "pictures" / "key.png")
+    (tmp_path / "cts").mkdir()
+    save(tmp_path / "cts" / "ct.nii.gz", phantom(2).T)
+    dose_report(tmp_path / "cts" / "dose.dcm")
+    listed: list[Path] = []
+    read: list[str] = []
+    list_folder, non_ct_kind = listing._list, dicom._non_ct_kind
+    monkeypatch.setattr(listing, "_list", lambda folder: listed.append(folder)
+                        or list_folder(folder))
+    monkeypatch.setattr(dicom, "_non_ct_kind", lambda path: read.append(path.name)
+                        or non_ct_kind(path))
+    with caplog.at_level("WARNING"):
+        studies = find_studies([tmp_path])
+    assert [s.name for s in studies] == ["SE1", "SE2", "cts"]
+    assert sorted(listed) == [tmp_path, *(tmp_path / n for n in ("SE1", "SE2", "cts",
+                                                                   "pictures"))]
+    assert sorted(read) == ["IM0000.dcm", "IM0000.dcm", "dose.dcm"]
+    assert "1 DICOM file(s) (cts/dose.dcm) beside NIfTI files passed over" in caplog.text
 
 
 def test_nifti_sub_folders_of_a_folder_of_dicom_slices_are_named(tmp_path: Path,

@@ -6,6 +6,7 @@ folder as covseg's output (:func:`is_batch_folder`).
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ from typing import Any
 from covseg.io.ct import folder_niftis
 from covseg.io.dicom import dicom_files
 from covseg.io.image import unreadable_file
+from covseg.io.listing import Listings
 
 RESULT_JSON = "quantification.json"
 SETTINGS = "settings"
@@ -229,16 +231,23 @@ def shown_setting(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def is_batch_folder(folder: Path) -> bool:
+def is_batch_folder(folder: Path, listings: Listings | None = None) -> bool:
     """Whether covseg's records mark ``folder`` as a batch's ``--out``: a summary CSV with
-    covseg's columns (a predict or quantify batch), or the record of 2D masks."""
-    return (any(is_summary(path) for path in summary_files(folder))
+    covseg's columns (a predict or quantify batch), or the record of 2D masks. ``listings``:
+    as for :func:`summary_files`."""
+    return (any(is_summary(path) for path in summary_files(folder, listings))
             or read_record(folder / PREDICT_RECORD) is not None)
 
 
-def summary_files(folder: Path) -> list[Path]:
-    """The summary CSVs a batch may have written into ``folder``: one, or one per shard."""
-    return [folder / "summary.csv", *sorted(folder.glob("summary_shard*of*.csv"))]
+def summary_files(folder: Path, listings: Listings | None = None) -> list[Path]:
+    """The summary CSVs a batch may have written into ``folder``: one, or one per shard; its
+    entries as ``listings`` holds them (listed here without)."""
+    try:
+        shards = [c for c in (listings or Listings()).children(folder)
+                  if fnmatch.fnmatchcase(c.name, "summary_shard*of*.csv")]
+    except OSError:  # no folder (yet), or one that cannot be listed: no shard in it
+        shards = []
+    return [folder / "summary.csv", *shards]
 
 
 def is_summary(path: Path) -> bool:

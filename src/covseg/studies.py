@@ -28,6 +28,7 @@ from covseg.io.dicom import (
     slice_series_uid,
 )
 from covseg.io.image import image_name, is_image_file
+from covseg.io.listing import Listings
 from covseg.io.nifti import is_nifti, is_nifti_named, nifti_stem
 from covseg.provenance import option_given, option_name
 from covseg.records import PREDICT_RECORD, RESULT_JSON, is_batch_folder, recorded_paths
@@ -86,10 +87,10 @@ def predicted_mask(folder: Path) -> Path | None:
     return mask if folder.is_dir() and mask.is_file() else None
 
 
-def _is_report_folder(folder: Path, masks: bool) -> bool:
+def _is_report_folder(folder: Path, masks: bool, listings: Listings) -> bool:
     """A folder covseg wrote: a batch's ``--out`` (:func:`is_batch_folder`), a quantify report,
     or a predict study unless reading ``masks``."""
-    if is_batch_folder(folder):
+    if is_batch_folder(folder, listings):
         return True
     if not (folder / RESULT_JSON).is_file():
         return False
@@ -155,8 +156,11 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
 def discover_studies(inputs: Sequence[str | os.PathLike[str]],
                      exclude: str | os.PathLike[str] | None, masks: bool, notes: list[str]
                      ) -> list[Study]:
-    """:func:`find_studies`, with what it passed over added to ``notes`` rather than logged."""
+    """:func:`find_studies`, with what it passed over added to ``notes`` rather than logged.
+    Each folder is listed once (:class:`~covseg.io.listing.Listings`, for this call only): a
+    series folder was listed seven times, by each question asked of it."""
     studies: list[Study] = []
+    listings = Listings()
     for item in inputs:
         path = Path(item)
         if not path.exists():
@@ -169,7 +173,7 @@ def discover_studies(inputs: Sequence[str | os.PathLike[str]],
         elif masks and predicted_mask(path):
             studies.append(Study(path.resolve().name, path))
         else:
-            studies.extend(_folder_studies(path, exclude, masks, notes)
+            studies.extend(_folder_studies(path, exclude, masks, notes, listings)
                            or [Study(folder_name(path), path)])
     studies = _read_once(studies, notes)
     if not masks:
@@ -238,11 +242,12 @@ def _analyze_image_of_header_given(path: Path, inputs: Sequence[str | os.PathLik
 
 
 def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: bool,
-                    notes: list[str]) -> list[Study]:
-    """The studies of one input folder (see :func:`find_studies`)."""
-    entries = sorted(path.iterdir())  # listed once: the hidden ones are named below
+                    notes: list[str], listings: Listings) -> list[Study]:
+    """The studies of one input folder (see :func:`find_studies`), its folders listed once in
+    ``listings``."""
+    entries = listings.children(path)  # the hidden ones are named below
     children = [c for c in entries if not c.name.startswith(".")]
-    one = _one_dicom_study(path, children)
+    one = _one_dicom_study(path, children, listings)
     copies = dicom_copies(children) if one else []
     files, dropped = _split_masks([] if one else dicom_copies(children), masks)
     found = [Study(study_name(c, masks), c) for c in files]
@@ -252,24 +257,26 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
     kept: dict[Path, list[Path]] = {}  # the NIfTI files read in a folder, which may hold DICOM
     if one:
         found.append(Study(folder_name(path), path))
-        _note_nifti_folders_in_series(path, children, exclude, masks, notes)
+        _note_nifti_folders_in_series(path, children, exclude, masks, notes, listings)
     else:
         folders = [c for c in children if c.is_dir()]
-        own = [c for c in folders if _is_own_output(c, masks)]
-        inputs = _outside_out([c for c in folders if c not in own], exclude, masks)
-        pictures = [c for c in inputs if _holds_pictures_only(c)]
-        niftis = {c: [] if masks and predicted_mask(c) else folder_niftis(c)
-                  for c in inputs if c not in pictures}  # each listed once for both below
-        no_ct = {} if masks else _no_ct_folders([c for c, files in niftis.items() if not files])
+        own = [c for c in folders if _is_own_output(c, masks, listings)]
+        inputs = _outside_out([c for c in folders if c not in own], exclude, masks, listings)
+        pictures = [c for c in inputs if _holds_pictures_only(c, listings)]
+        niftis = {c: [] if masks and predicted_mask(c) else folder_niftis(c, listings)
+                  for c in inputs if c not in pictures}
+        no_ct = {} if masks else _no_ct_folders([c for c, files in niftis.items() if not files],
+                                                listings)
         kept = {path: files + dropped, **niftis}
         sub_studies, sub_dropped = _sub_folder_studies(
             {c: niftis[c] for c in niftis if c not in no_ct}, masks)
         found += sub_studies
         dropped += sub_dropped
         copies += [copy for study in sub_studies if study.path.is_dir()
-                   for copy in _found_series_copies(study.path, exclude, masks, notes)]
+                   for copy in _found_series_copies(study.path, exclude, masks, notes,
+                                                    listings)]
         if not masks:
-            _check_series_unshared([s for s in found if s.path.is_dir()])
+            _check_series_unshared([s for s in found if s.path.is_dir()], listings)
         own = [c for c in own if not exclude or c.resolve() != Path(exclude).resolve()]
     if copies:
         notes.append(f"{path}: {listed_paths(copies, path, 'NIfTI file')} beside DICOM slices "
@@ -294,7 +301,7 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
                      f"read as studies; {advice}")
     notes += [f"{path}: {folder.relative_to(path)} holds {held} only, no CT image; not read as a "
               "study" for folder, held in no_ct.items()]
-    notes += filter(None, (_no_ct_beside_niftis(folder, path, volumes)
+    notes += filter(None, (_no_ct_beside_niftis(folder, path, volumes, listings)
                            for folder, volumes in kept.items()))
     if not found and no_ct:
         raise CovsegError(f"{path}: holds no CT image, only "
@@ -316,7 +323,7 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
     if not found and pictures:
         raise CovsegError(f"{path}: holds no {'mask' if masks else 'CT'}, only folders of 2D "
                           f"pictures ({listed_paths(pictures, path, 'folder')}); {advice}")
-    if masks and not found and _holds_pictures_only(path):  # the pictures' own folder
+    if masks and not found and _holds_pictures_only(path, listings):  # the pictures' own folder
         raise CovsegError(f"{path}: holds 2D pictures, no NIfTI mask; {advice}")
     return found
 
@@ -337,27 +344,27 @@ def dicom_copies(children: Sequence[Path]) -> list[Path]:
 
 
 def _found_series_copies(folder: Path, exclude: str | os.PathLike[str] | None, masks: bool,
-                         notes: list[str]) -> list[Path]:
+                         notes: list[str], listings: Listings) -> list[Path]:
     """The NIfTI copies (:func:`dicom_copies`) of a sub-folder study found in a folder given,
     its sub-folders of NIfTI files named in ``notes``, as for a folder given itself; none where
     it is no DICOM study."""
-    children = sorted(c for c in folder.iterdir() if not c.name.startswith("."))
-    if not _one_dicom_study(folder, children):
+    children = [c for c in listings.children(folder) if not c.name.startswith(".")]
+    if not _one_dicom_study(folder, children, listings):
         return []
-    _note_nifti_folders_in_series(folder, children, exclude, masks, notes)
+    _note_nifti_folders_in_series(folder, children, exclude, masks, notes, listings)
     return dicom_copies(children)
 
 
 def _note_nifti_folders_in_series(folder: Path, children: Sequence[Path],
                                   exclude: str | os.PathLike[str] | None, masks: bool,
-                                  notes: list[str]) -> None:
+                                  notes: list[str], listings: Listings) -> None:
     """Name the sub-folders holding NIfTI files and no DICOM in a folder read as one DICOM
     study: its series is searched below it (:func:`~covseg.io.dicom.read_dicom_folder`), so
     they are no studies of their own, and were passed over without a word (a folder per
     patient, ``p1/ct.nii.gz``, beside stray slices)."""
     out = Path(exclude).resolve() if exclude else None
     held = [c for c in children if c.is_dir() and c.resolve() != out
-            and not _is_own_output(c, masks) and folder_niftis(c)]
+            and not _is_own_output(c, masks, listings) and folder_niftis(c, listings)]
     if held:
         notes.append(f"{folder}: {listed_paths(held, folder, 'folder')} holding NIfTI files "
                      "passed over: a folder holding DICOM slices is one study, its series "
@@ -365,40 +372,44 @@ def _note_nifti_folders_in_series(folder: Path, children: Sequence[Path],
                      "move the slices to a folder of their own")
 
 
-def _one_dicom_study(folder: Path, children: Sequence[Path]) -> bool:
+def _one_dicom_study(folder: Path, children: Sequence[Path], listings: Listings) -> bool:
     """Whether ``folder`` is one DICOM study, read as its reader searches it: it holds DICOM
     slices, or a DICOMDIR (a CD or PACS export's index) beside the sub-folders of one patient's
     study. An export of several patients or studies is a folder of sub-folders, each a study:
     read as one, the largest series was used and the other patients dropped. NIfTI files beside
     DICOM files of no CT image (a dose report) make it none: they are its studies
-    (:func:`~covseg.io.ct.folder_niftis`)."""
-    if folder_niftis(folder, children):
+    (:func:`~covseg.io.ct.folder_niftis`). ``children``: its entries but the hidden ones."""
+    if folder_niftis(folder, listings):
         return False
     if any(is_dicom_file(c) and not is_dicomdir(c) for c in children):
         return True
-    return any(is_dicomdir(c) for c in children) and not holds_several_studies(folder)
+    return (any(is_dicomdir(c) for c in children)
+            and not holds_several_studies(folder, listings))
 
 
-def _no_ct_beside_niftis(folder: Path, given: Path, niftis: Sequence[Path]) -> str:
+def _no_ct_beside_niftis(folder: Path, given: Path, niftis: Sequence[Path],
+                         listings: Listings) -> str:
     """A note naming the DICOM files of no CT image (a dose report) beside the NIfTI files read
     in ``folder`` (its ``niftis``: :func:`~covseg.io.ct.folder_niftis`), found in the folder
-    ``given``; "" where there are none. A folder of no NIfTI file read is not listed again,
-    nor are its files opened (a series' slices were, each once more)."""
+    ``given``; "" where there are none. A folder of no NIfTI file read is not looked at again,
+    nor are its files opened (a series' slices were, each once more); what the DICOM files
+    hold was found once, when the NIfTI files were chosen (``listings``)."""
     if not niftis:
         return ""
-    dicoms = [c for c in sorted(folder.iterdir()) if is_dicom_file(c) and not is_dicomdir(c)]
+    dicoms = [c for c in listings.children(folder) if is_dicom_file(c) and not is_dicomdir(c)]
     if not dicoms:
         return ""
     return (f"{given}: {listed_paths(dicoms, given, 'DICOM file')} beside NIfTI files passed "
-            f"over: {holds_no_ct_image(folder)} only, no CT image; not read as a study")
+            f"over: {listings.once(holds_no_ct_image, folder)} only, no CT image; not read as "
+            "a study")
 
 
-def _no_ct_folders(folders: Sequence[Path]) -> dict[Path, str]:
+def _no_ct_folders(folders: Sequence[Path], listings: Listings) -> dict[Path, str]:
     """The sub-folders (of ``folders``, those holding no NIfTI file) holding DICOM files and no
     CT image, with what they hold (:func:`holds_no_ct_image`): a study's localizer and
     dose-report series, which failed as studies of their own with advice that could not be
     followed."""
-    held = {folder: holds_no_ct_image(folder) for folder in folders}
+    held = {folder: listings.once(holds_no_ct_image, folder) for folder in folders}
     return {folder: what for folder, what in held.items() if what}
 
 
@@ -420,36 +431,37 @@ def _split_masks(files: Sequence[Path], masks: bool) -> tuple[list[Path], list[P
     return [f for f in files if f not in dropped], dropped
 
 
-def _holds_inputs(folder: Path, masks: bool) -> bool:
+def _holds_inputs(folder: Path, masks: bool, listings: Listings) -> bool:
     """Whether ``folder`` holds what is read as studies: NIfTI files (CTs, or any reading
     ``masks``) or, reading CTs, DICOM slices in it or under it."""
-    if _split_masks(folder_niftis(folder), masks)[0]:
+    if _split_masks(folder_niftis(folder, listings), masks)[0]:
         return True
-    return not masks and next(dicom_files(folder), None) is not None
+    return not masks and next(dicom_files(folder, listings), None) is not None
 
 
-def _holds_pictures_only(folder: Path) -> bool:
+def _holds_pictures_only(folder: Path, listings: Listings) -> bool:
     """Whether a sub-folder holds 2D pictures (PNG, JPEG, ...) and no CT: no NIfTI file in it
     and no DICOM file in it or under it. Beside CT studies it is no study (a patient's key
     images, a data folder's images/ + masks/). DICOM files are told by their content, so a
     series of slices named without a suffix beside its thumbnail is still a study."""
-    if any(is_nifti(c) for c in folder.iterdir()):
+    if any(is_nifti(c) for c in listings.children(folder)):
         return False
-    if not any(is_image_file(Path(directory, name))
-               for directory, _, names in os.walk(folder) for name in names):
+    if not any(is_image_file(directory / name)
+               for directory, names in listings.walk(folder) for name in names):
         return False
-    return next(dicom_files(folder), None) is None
+    return next(dicom_files(folder, listings), None) is None
 
 
-def _is_own_output(folder: Path, masks: bool) -> bool:
+def _is_own_output(folder: Path, masks: bool, listings: Listings) -> bool:
     """A folder covseg wrote (:func:`_is_report_folder`) holding no input of its own: not an
     input folder that was predicted or quantified into itself (``predict CT-1 --out CT-1``),
     whose studies are still read."""
-    return _is_report_folder(folder, masks) and not _holds_inputs(folder, masks)
+    return (_is_report_folder(folder, masks, listings)
+            and not _holds_inputs(folder, masks, listings))
 
 
 def _outside_out(folders: Sequence[Path], exclude: str | os.PathLike[str] | None,
-                 masks: bool) -> list[Path]:
+                 masks: bool, listings: Listings) -> list[Path]:
     """The sub-folders of an input folder but the ``--out`` itself (an empty folder made for
     it, or covseg's output not yet recorded); an ``--out`` inside one that holds studies is
     refused, whose studies would be dropped from the batch or mixed with its outputs."""
@@ -457,7 +469,7 @@ def _outside_out(folders: Sequence[Path], exclude: str | os.PathLike[str] | None
         return list(folders)
     out = Path(exclude).resolve()
     for folder in folders:
-        if out.is_relative_to(folder.resolve()) and _holds_inputs(folder, masks):
+        if out.is_relative_to(folder.resolve()) and _holds_inputs(folder, masks, listings):
             raise CovsegError(f"{option_given('out', str(exclude))} lies in the input folder "
                               f"{folder}, which holds studies; pick an {option_name('out')} "
                               "outside it")
@@ -513,14 +525,14 @@ def _check_names_unique(studies: Sequence[Study], why: str = "") -> None:
         first[study.name] = study.path
 
 
-def _check_series_unshared(folders: Sequence[Study]) -> None:
+def _check_series_unshared(folders: Sequence[Study], listings: Listings) -> None:
     """Refuse sub-folders of one input folder that hold parts (or copies) of one DICOM series
     (a CD export that caps the files per folder, a series split by hand): each part was
     predicted as a study of its own, with its own partial lung volume and CT category. Sampled
     by one header per folder."""
     seen: dict[str, str] = {}
     for study in folders:
-        for uid in sampled_series_uids(study.path):
+        for uid in sampled_series_uids(study.path, listings):
             if uid in seen and seen[uid] != study.name:
                 raise CovsegError(f"studies {seen[uid]} and {study.name} hold slices of one "
                                   f"DICOM series ({uid}); put all its slices in one folder, "

@@ -5,7 +5,6 @@ one NIfTI file (:func:`read_volume`).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 from covseg.errors import CovsegError
@@ -17,6 +16,7 @@ from covseg.io.dicom import (
     read_dicom_folder,
 )
 from covseg.io.image import IMAGE_SUFFIXES
+from covseg.io.listing import Listings
 from covseg.io.nifti import analyze_refused, is_analyze, is_nifti, read_nifti
 from covseg.io.volume import NIFTI_SUFFIXES, Volume, check_hu, detect_volume_intensity
 
@@ -55,16 +55,18 @@ def read_volume(path: str | os.PathLike[str], hu: str = "auto", like: Volume | N
     return volume
 
 
-def folder_niftis(folder: Path, children: Sequence[Path] | None = None) -> list[Path]:
+def folder_niftis(folder: Path, listings: Listings | None = None) -> list[Path]:
     """The NIfTI files of a folder that holds no DICOM file, sorted; none beside DICOM slices
     (a series with a converted copy is read from its slices), but all beside DICOM files of no
     CT image (:func:`~covseg.io.dicom.holds_no_ct_image`: a dose report beside NIfTI CTs).
-    ``children``: the folder's listing where the caller has it (listed here otherwise)."""
-    children = list(folder.iterdir()) if children is None else children
-    volumes = sorted(c for c in children if is_nifti(c))
+    Its folders, and what its DICOM files hold, as ``listings`` holds them (found here
+    without)."""
+    listings = listings or Listings()
+    children = listings.children(folder)
+    volumes = [c for c in children if is_nifti(c)]
     if not volumes or not any(is_dicom_file(c) for c in children):
         return volumes
-    return volumes if holds_no_ct_image(folder) else []
+    return volumes if listings.once(holds_no_ct_image, folder) else []
 
 
 def folder_volume(folder: Path) -> Path:

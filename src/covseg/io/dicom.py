@@ -25,6 +25,7 @@ import pydicom
 import SimpleITK as sitk
 
 from covseg.errors import CovsegError, counted, is_out_of_memory, them
+from covseg.io.listing import Listings
 from covseg.io.nifti import is_nifti
 from covseg.io.quiet import stderr_back, stderr_to_null
 from covseg.io.volume import (
@@ -73,12 +74,13 @@ def is_dicom_named(path: Path) -> bool:
     return _unsuffixed(path) and _parses_as_dicom(path)
 
 
-def dicom_files(folder: Path) -> Iterator[Path]:
+def dicom_files(folder: Path, listings: Listings | None = None) -> Iterator[Path]:
     """The DICOM files under ``folder``, sub-folders included (as ``read_dicom_folder`` searches
-    it), in no particular order."""
-    for directory, _, names in os.walk(folder):
+    it), by name in each folder; its folders as ``listings`` holds them (listed here
+    without)."""
+    for directory, names in (listings or Listings()).walk(folder):
         for name in names:
-            path = Path(directory, name)
+            path = directory / name
             if is_dicom_file(path):  # which checks that it is a file
                 yield path
 
@@ -496,29 +498,30 @@ def _unreadable_slice(path: Path, uid: str) -> str:
     return "" if index else cut
 
 
-def sampled_series_uids(folder: Path) -> set[str]:
+def sampled_series_uids(folder: Path, listings: Listings | None = None) -> set[str]:
     """The SeriesInstanceUID of the first DICOM file (by name) in ``folder`` and in each of its
-    sub-folders: a cheap look at which series a folder holds (one header per folder)."""
-    return {tags["SeriesInstanceUID"] for tags in _sampled(folder) if tags["SeriesInstanceUID"]}
+    sub-folders: a cheap look at which series a folder holds (one header per folder); its
+    folders as ``listings`` holds them (listed here without)."""
+    return {tags["SeriesInstanceUID"] for tags in _sampled(folder, listings)
+            if tags["SeriesInstanceUID"]}
 
 
-def holds_several_studies(folder: Path) -> bool:
+def holds_several_studies(folder: Path, listings: Listings | None = None) -> bool:
     """Whether the DICOM files under ``folder`` are of several patients (PatientID) or studies
     (StudyInstanceUID), by the first file of each folder (a CD export's DICOMDIR has
-    neither)."""
-    sampled = list(_sampled(folder))
+    neither); its folders as ``listings`` holds them (listed here without)."""
+    sampled = list(_sampled(folder, listings))
     return any(len({tags[tag] for tags in sampled if tags[tag]}) > 1
                for tag in ("PatientID", "StudyInstanceUID"))
 
 
-def _sampled(folder: Path) -> Iterator[dict[str, str]]:
+def _sampled(folder: Path, listings: Listings | None) -> Iterator[dict[str, str]]:
     """The series, patient and study of the first DICOM file (by name) of ``folder`` and of
     each of its sub-folders, a DICOMDIR passed over: at an export's root it sorts first and
     names no series, so copies of one series under two export roots went unseen."""
-    for directory, _, names in os.walk(folder):
-        path = next((Path(directory, n) for n in sorted(names)
-                     if is_dicom_file(Path(directory, n)) and not is_dicomdir(Path(directory, n))),
-                    None)
+    for directory, names in (listings or Listings()).walk(folder):
+        path = next((directory / n for n in names
+                     if is_dicom_file(directory / n) and not is_dicomdir(directory / n)), None)
         if path is not None:
             yield _identity(path, SAMPLED_TAGS)
 
@@ -526,17 +529,17 @@ def _sampled(folder: Path) -> Iterator[dict[str, str]]:
 PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
-def holds_no_ct_image(folder: Path) -> str:
+def holds_no_ct_image(folder: Path, listings: Listings | None = None) -> str:
     """What the DICOM files under ``folder`` hold when none is a CT image: localizer (scout)
     images, secondary captures placed nowhere in the patient (a dose report's screen), or
     objects without pixels (a dose report's SR, key objects, presentation states, encapsulated
     PDFs), as "localizer (scout) images" or "SR objects without pixels"; "" when one is an
     image other than these, or none is DICOM. Stops at the first CT image (a series' first
-    file)."""
+    file). Its folders as ``listings`` holds them (listed here without)."""
     kinds: set[str] = set()
-    for directory, _, names in os.walk(folder):
-        for name in sorted(names):
-            path = Path(directory, name)
+    for directory, names in (listings or Listings()).walk(folder):
+        for name in names:
+            path = directory / name
             if not is_dicom_file(path) or is_dicomdir(path):
                 continue
             kind = _non_ct_kind(path)
