@@ -553,13 +553,13 @@ def test_resume_with_another_split_is_refused(tiny_run: Path, synthetic_folder: 
         train_module.train(saved, data, tiny_run, resume=True, train_cases=moved[0],
                            val_cases=moved[1], progress=False)
     train_module._check_run_folder(tiny_run, saved, True, record[train_module.DATA_FINGERPRINT],
-                                   (list(reversed(train_cases)), val_cases))  # order is no split
+                                   (list(reversed(train_cases)), val_cases), {})  # order: no split
     old = tmp_path / "old"  # a run recorded before the split was checked is resumed as before
     shutil.copytree(tiny_run, old)
     del record["train_cases"], record["val_cases"]
     (old / "config.json").write_text(json.dumps(record))
     train_module._check_run_folder(old, saved, True, record[train_module.DATA_FINGERPRINT],
-                                   moved)
+                                   moved, {})
 
 
 def test_a_default_schedule_run_resumed_under_other_threads_is_warned_not_a_traceback(
