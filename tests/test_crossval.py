@@ -32,6 +32,7 @@ from covseg.models.registry import model_options
 from covseg.stopping import Terminated
 from covseg.train import DATA_FINGERPRINT
 from tests.conftest import (
+    NEEDS_ZOO,
     fold_stopped_midway,
     folder_holding,
     held_by_another_thread,
@@ -53,6 +54,35 @@ def test_split_files_set_the_folds_and_another_count_is_refused(tmp_path: Path) 
     assert not (tmp_path / "cv").exists(), "refused before anything is written"
     data.folds = None
     assert len(make_folds(data, None, 0)[0]) == DEFAULT_FOLDS
+
+
+@NEEDS_ZOO
+def test_a_weights_file_is_hashed_once_for_every_fold(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each fold hashed the weights= file again (a 100 MB ResNet read once a fold); hashed once
+    a cross-validation, each fold's record holds its SHA-256 as before."""
+    import importlib
+
+    import torch
+    from torchvision.models import resnet50
+
+    from covseg.records import content_hash
+
+    weights = tmp_path / "r50.pth"
+    torch.save(resnet50().state_dict(), weights)
+    hashed: list[Path] = []
+
+    def counted(path: Path) -> str | None:
+        hashed.append(path)
+        return content_hash(path)
+
+    monkeypatch.setattr(importlib.import_module("covseg.train"), "content_hash", counted)
+    api.cross_validate(load_dataset(synthetic_folder), tmp_path / "cv", folds=2, epochs=1,
+                       size=32, batch_size=8, model="fcn", model_options={"weights": str(weights)})
+    assert hashed.count(weights) == 1
+    for fold in ("fold_0", "fold_1"):
+        record = json.loads((tmp_path / "cv" / fold / "config.json").read_text())
+        assert record["weights_sha256"] == content_hash(weights)
 
 
 def test_a_fold_that_tests_no_slices_leaves_its_metrics_undefined(tmp_path: Path,

@@ -69,6 +69,7 @@ from covseg.train import (
     train,
     unreadable_record,
     unresumed,
+    weights_file_sha256,
 )
 from covseg.viz import box_plot
 
@@ -271,12 +272,13 @@ def check_finished_folds(config: TrainConfig, data: LoadedData, out: Path,
 
 def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases: list[str],
              test_cases: list[str], resume: bool, verb: str = CV_VERB,
-             folds: int | None = None, node: Mapping[str, str] | None = None
-             ) -> list[dict[str, Any]]:
+             folds: int | None = None, node: Mapping[str, str] | None = None,
+             weights: Mapping[str, str | None] | None = None) -> list[dict[str, Any]]:
     """Train on ``train_cases`` (validation patients drawn from them), evaluate on ``test_cases``;
     a finished fold is reused (unless :func:`_fold_changes` finds it stale) instead. ``folds``:
     how many the split has, kept in the fold's record; ``node``: the machine a fold run on Ray
-    trains on (:data:`NODE`), kept there too."""
+    trains on (:data:`NODE`), kept there too; ``weights``: the recipe's
+    :func:`~covseg.train.weights_file_sha256`, hashed once for all folds (None: by the fold)."""
     if fold_done(fold_dir):
         finished = _finished_fold(fold_dir)
         changed = _fold_changes(fold_dir, config, finished, data, train_cases, test_cases)
@@ -291,7 +293,8 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
     by_id = {s.case_id: s for s in data.samples}
     fit, val = _fold_split(config, by_id, train_cases)
     record = ({} if folds is None else {FOLDS: folds}) | ({NODE: dict(node)} if node else {})
-    train(config, data, fold_dir, resume=resume, train_cases=fit, val_cases=val, record=record)
+    train(config, data, fold_dir, resume=resume, train_cases=fit, val_cases=val, record=record,
+          weights=weights)
     test_samples = [by_id[c] for c in test_cases]
     rows, _ = evaluate_samples(Predictor.load(fold_dir / "best.pt"), test_samples, "testing fold")
     rows = hd95_by_unit(rows, data)
@@ -429,12 +432,13 @@ def _fold_notes(config: TrainConfig, data: LoadedData,
 
 def _split_fold(config: TrainConfig, data: LoadedData, out: Path,
                 splits: list[tuple[list[str], list[str]]], k: int, resume: bool,
-                verb: str = CV_VERB, node: Mapping[str, str] | None = None
-                ) -> list[dict[str, Any]]:
-    """Fold ``k`` of ``splits`` into ``out/fold_k``, seeded ``seed + k`` (whole run or alone)."""
+                verb: str = CV_VERB, node: Mapping[str, str] | None = None,
+                weights: Mapping[str, str | None] | None = None) -> list[dict[str, Any]]:
+    """Fold ``k`` of ``splits`` into ``out/fold_k``, seeded ``seed + k`` (whole run or alone);
+    ``weights``: as :func:`run_fold` takes it."""
     train_cases, test_cases = splits[k]
     return run_fold(_fold_config(config, k), data, out / f"fold_{k}", train_cases, test_cases,
-                    resume, verb, len(splits), node)
+                    resume, verb, len(splits), node, weights)
 
 
 def _fold_config(config: TrainConfig, k: int) -> TrainConfig:
@@ -497,12 +501,13 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
     if fold_notes is None:
         fold_notes = warned_fold_notes(config, data, splits)
     begun = begin(out, len(splits), resume) if begun is None else begun
+    weights = weights_file_sha256(config)  # once: each fold hashed the file again
     with stop_recorded(config, data, out, begun):
         per_fold: list[dict[str, Any]] = []
         all_rows: list[dict[str, Any]] = []
         train_seconds = 0.0
         for k, (train_cases, test_cases) in enumerate(splits):
-            rows = _split_fold(config, data, out, splits, k, resume, verb)
+            rows = _split_fold(config, data, out, splits, k, resume, verb, weights=weights)
             seconds, epochs = _fold_training(out / f"fold_{k}")
             train_seconds += seconds
             stats = summarize(rows)

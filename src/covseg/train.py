@@ -353,22 +353,28 @@ def callers_generators_kept() -> Iterator[None]:
 def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
           resume: bool = False, train_cases: Sequence[str] | None = None,
           val_cases: Sequence[str] | None = None, progress: bool = True,
-          record: Mapping[str, Any] | None = None) -> dict[str, Any]:
+          record: Mapping[str, Any] | None = None,
+          weights: Mapping[str, str | None] | None = None) -> dict[str, Any]:
     """Train ``config.model`` on ``data`` into the run folder ``out``; return its metrics.
 
     Without explicit case lists the validation patients are drawn by ``config.val_fraction``.
     ``record``: more for the run's config.json (a cross-validation fold's count of folds and,
-    on Ray, the node that trained it).
+    on Ray, the node that trained it). ``weights``: :func:`weights_file_sha256` of ``config``
+    where the caller hashed it already (a cross-validation, once for all its folds); None:
+    hashed here.
     The caller's global generators are left as they were (:func:`callers_generators_kept`).
     """
     with callers_generators_kept():
-        return _train(config, data, out, resume, train_cases, val_cases, progress, record or {})
+        return _train(config, data, out, resume, train_cases, val_cases, progress, record or {},
+                      weights)
 
 
 def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], resume: bool,
            train_cases: Sequence[str] | None, val_cases: Sequence[str] | None,
-           progress: bool, record: Mapping[str, Any]) -> dict[str, Any]:
-    """:func:`train`, in the generators it reseeds."""
+           progress: bool, record: Mapping[str, Any],
+           weights: Mapping[str, str | None] | None) -> dict[str, Any]:
+    """:func:`train`, in the generators it reseeds; the ``weights=`` file hashed once the
+    recipe is checked (a folder or no file given is refused there)."""
     out = Path(out)
     check_recipe(config)
     if train_cases is None:
@@ -383,8 +389,9 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
     # held from the check that the folder is empty (or resumable) to the end: a second run into
     # it is refused; a refusal leaves no folder made
     with writing_to(out):
-        config = _check_run_folder(out, config, resume, fingerprint, (train_cases, val_cases))
-        weights = _weights_sha256(config)
+        weights = weights_file_sha256(config) if weights is None else weights
+        config = _check_run_folder(out, config, resume, fingerprint, (train_cases, val_cases),
+                                   weights)
         remove_temporaries(out)  # a run killed there (kill -9) left them; no one writes them now
         try:
             if len(member_names(config.model)) > 1:
@@ -473,11 +480,13 @@ def check_train_folder(out: Path, resume: bool) -> None:
 
 
 def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint: str,
-                      split: tuple[Sequence[str], Sequence[str]]) -> TrainConfig:
+                      split: tuple[Sequence[str], Sequence[str]],
+                      weights: Mapping[str, str | None]) -> TrainConfig:
     """A folder holding a run is continued only with --resume, the recipe it was started with,
-    the data it was trained on (``fingerprint``) and its (train, validation) ``split``, whether
-    one network or an ensemble wrote it (so that a resume with other options, data or split never
-    mixes them into the saved run).
+    the data it was trained on (``fingerprint``), its (train, validation) ``split`` and the
+    bytes of its ``weights=`` file (``weights``: :func:`weights_file_sha256`), whether one
+    network or an ensemble wrote it (so that a resume with other options, data, split or
+    starting weights never mixes them into the saved run).
 
     A record beside no checkpoint (a run killed outright, as for memory, before its first
     epoch: :func:`forget_unsaved_run` could not remove it) describes nothing saved and is
@@ -505,6 +514,7 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint:
                           f"images or masks than these); pick a new {option_name('out')} or "
                           "delete it")
     _refuse_other_split(out, saved_record, split)
+    _refuse_other_weights(out, saved, saved_record, weights)
     _warn_other_environment(out, saved_record, saved.epochs_for(len(split[0])))
     return saved
 
@@ -542,6 +552,20 @@ def _refuse_other_split(out: Path, record: dict[str, Any],
             raise CovsegError(f"{out}: the saved run was trained with another train/validation "
                               "split (patients.csv or cases changed); restore them or pick a "
                               f"new {option_name('out')}")
+
+
+def _refuse_other_weights(out: Path, saved: TrainConfig, record: dict[str, Any],
+                          weights: Mapping[str, str | None]) -> None:
+    """The ``weights=`` file must hold the bytes the run started from (its ``record``'s
+    SHA-256; ``weights``: this command's): a member or fold not yet trained would start from
+    other weights than the rest, and the record would name a start the run never had. Records
+    written before the SHA-256 was (6 Dec) resume as before."""
+    started, now = record.get(WEIGHTS_SHA256), weights.get(WEIGHTS_SHA256)
+    if started is not None and now != started:
+        raise CovsegError(f"{out}: the weights= file {saved.model_options['weights']} holds "
+                          f"other bytes than the run started from (SHA-256 {started[:12]}..., "
+                          f"now {f'{now[:12]}...' if now else 'no file'}); restore that file "
+                          f"or pick a new {option_name('out')}")
 
 
 def _refuse_other_recipe(out: Path, saved: TrainConfig, config: TrainConfig, slices: int
@@ -673,7 +697,7 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     its name, ``train MODEL`` unless given: an ensemble's members name themselves);
     ``fingerprint``: the training slices' data fingerprint, for the run record (computed by
     :func:`train`: a member has no full-size training pixels) and ``weights`` the SHA-256 of
-    its ``weights=`` file (:func:`_weights_sha256`, hashed once for a run and its members);
+    its ``weights=`` file (:func:`weights_file_sha256`, hashed once for a run and its members);
     ``train_items``: the training
     slices already on the canvas (an ensemble's members share them), else made here;
     ``record``: more for its config.json (see :func:`train`)."""
@@ -1226,7 +1250,7 @@ def _write_run_record(out: Path, config: TrainConfig, data: LoadedData,
     listed under ``resumed_by``: :func:`continued`), the recipe, the data (and their
     fingerprint), the classes trained (label -> name, as predict.json's) and the split, enough
     to reproduce the run and to refuse resuming it on other data (a resume compares the recipe,
-    fingerprint and split only: it may be spelt otherwise); ``weights``: as
+    fingerprint, split and weights= file only: it may be spelt otherwise); ``weights``: as
     :func:`_train_model` takes it."""
     now = {**provenance(data_path=data.root), **weights,
            "threads": torch.get_num_threads(), "started_utc": utc_now()}
@@ -1240,10 +1264,11 @@ def _write_run_record(out: Path, config: TrainConfig, data: LoadedData,
     })
 
 
-def _weights_sha256(config: TrainConfig) -> dict[str, str | None]:
+def weights_file_sha256(config: TrainConfig) -> dict[str, str | None]:
     """:data:`~covseg.provenance.WEIGHTS_SHA256` of the ``weights=`` file the command read (the
     recipe names it by path, which may hold other bytes later); none where no file is given.
-    Hashed once a run: an ensemble's members are handed it (each hashed the file again)."""
+    Hashed once a run: an ensemble's members are handed it (each hashed the file again), and
+    once a cross-validation: its folds are (each hashed it again)."""
     weights = config.model_options.get("weights")
     return {WEIGHTS_SHA256: content_hash(Path(weights))} if isinstance(weights, str) else {}
 
