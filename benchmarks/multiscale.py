@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from cv_posthoc import dice_rows, finished_folds, held_out
 
+from covseg.config import TrainConfig
 from covseg.data.layouts import load_dataset
 from covseg.errors import CovsegError
 from covseg.infer import Predictor
@@ -47,13 +48,19 @@ def canvas_sizes(text: str) -> list[int]:
     return sizes
 
 
+def _fold_threshold(fold: Path) -> float | None:
+    """The threshold of the recipe ``fold`` records, read as training reads it."""
+    return TrainConfig.from_dict(json.loads((fold / "config.json").read_text())["config"]).threshold
+
+
 def run_thresholds(run: Path, folds: int) -> list[float]:
     """The threshold every fold of ``run`` records in its ``config.json``, then
     :data:`COMPARED_THRESHOLD` where it differs; folds of other thresholds (trained alone with
     ``--fold K``, which does not look at the others) or a multi-class run (no threshold) are
-    refused in one line before any prediction."""
-    recorded = {json.loads((run / f"fold_{k}" / "config.json").read_text())["config"]["threshold"]
-                for k in range(folds)}
+    refused in one line before any prediction. Each fold's recipe is read as the project reads
+    it (:meth:`TrainConfig.from_dict`): an older multi-class record's 0.4, never applied, is no
+    threshold, and a record from before thresholds were recorded holds the recipe's."""
+    recorded = {_fold_threshold(run / f"fold_{k}") for k in range(folds)}
     if len(recorded) != 1 or None in recorded:
         raise CovsegError(f"{run}: its folds record no single binary threshold "
                           f"({', '.join(sorted(map(str, recorded)))}); give a binary run whose "

@@ -674,3 +674,21 @@ def test_multiscale_scores_at_the_runs_own_threshold(
                                            "share one recipe$")):
         multiscale.main([str(synthetic_folder), str(mixed), "--sizes", "32"])
     assert "predicted" not in capsys.readouterr().err
+
+
+def test_multiscale_reads_each_folds_threshold_as_training_reads_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A multi-class run recorded before 3 Dec stores the 0.4 it never applied: it was scored
+    at 0.4, not refused; a run recorded before 23 Nov stores no threshold: a KeyError
+    traceback. Now each fold is read by ``TrainConfig.from_dict``, as training reads it."""
+    multiscale = _script("multiscale", monkeypatch)
+
+    def run(name: str, recipe: dict[str, Any]) -> Path:
+        (tmp_path / name / "fold_0").mkdir(parents=True)
+        (tmp_path / name / "fold_0" / "config.json").write_text(json.dumps({"config": recipe}))
+        return tmp_path / name
+
+    with pytest.raises(CovsegError, match=r"multi: its folds record no single binary threshold "
+                                          r"\(None\)"):
+        multiscale.run_thresholds(run("multi", {"target": "multiclass", "threshold": 0.4}), 1)
+    assert multiscale.run_thresholds(run("unrecorded", {}), 1) == [0.4, 0.5]

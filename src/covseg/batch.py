@@ -334,9 +334,7 @@ def _drop_folded_shard_summaries(out_dir: Path, listed: set[str]) -> None:
     ``kill -9`` left a summary of the studies it finished (a header only, killed in its first),
     which said it did nothing beside a summary.csv listing its studies done by the merge. A
     shard summary listing a study this call does not (another input's failure) is kept."""
-    for path in sorted(out_dir.glob("summary_shard*of*.csv")):
-        if not is_summary(path):
-            continue
+    for path in filter(is_summary, summary_files(out_dir)[1:]):  # the shards' own
         if {row.get("study") for row in _summary_rows(path)} <= listed:
             path.with_suffix(".png").unlink(missing_ok=True)
             path.unlink()

@@ -10,6 +10,7 @@ import pytest
 
 from covseg.data.synthetic import synthetic_dataset, write_synthetic
 from covseg.errors import CovsegError
+from covseg.transforms import one_read
 
 
 def test_a_full_disk_leaves_no_half_written_image_and_says_what_to_do(
@@ -41,6 +42,19 @@ def test_a_scale_refusal_of_the_generator_names_its_slice() -> None:
     with pytest.raises(CovsegError, match=r"^synthetic:3#synthetic_p000_s00: read as 8-bit grey "
                                           r"levels"):
         synthetic_dataset(seed=3, patients=1, slices_per_patient=1, size=32, intensity="uint8")
+
+
+def test_a_clipping_warning_of_the_generator_names_its_first_slice() -> None:
+    """Its clipping warning named no image ("many pixels of an image lie outside ..."), as the
+    hu-without-air warning beside it did: it now names the first slice, each counted once."""
+    notes: list[str] = []
+    with one_read(notes):
+        synthetic_dataset(patients=2, slices_per_patient=2, size=32, intensity="hu",
+                          window=(-3000.0, -2000.0))
+    clipped = [note for note in notes if "lie outside -3000..-2000" in note]
+    assert len(clipped) == 1
+    assert clipped[0].startswith("synthetic:0#synthetic_p000_s00: many pixels")
+    assert clipped[0].endswith("(4 images alike)")
 
 
 def test_a_smaller_write_replaces_an_earlier_one_and_other_folders_are_refused(

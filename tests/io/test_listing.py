@@ -4,6 +4,7 @@ them, sorted, and what a folder was found to hold asked once."""
 from __future__ import annotations
 
 import os
+import traceback
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,23 @@ def test_a_folder_is_listed_once_and_a_missing_one_raises_as_iterdir(
     assert list(listings.walk(tmp_path / "gone")) == []
     with pytest.raises(FileNotFoundError):
         listings.children(tmp_path / "gone")
+
+
+def test_an_unlistable_folder_raises_a_new_error_each_time(tmp_path: Path) -> None:
+    """The stored error was raised again as the same object, its traceback growing with every
+    raise (3, 5, 7 frames); now each call raises a new one, alike in type, errno and name."""
+    listings = Listings()
+    raised = []
+    for _ in range(2):
+        with pytest.raises(FileNotFoundError) as caught:
+            listings.children(tmp_path / "gone")
+        raised.append(caught.value)
+    first, second = raised
+    assert first is not second
+    assert len(traceback.extract_tb(first.__traceback__)) == len(
+        traceback.extract_tb(second.__traceback__))
+    assert (second.errno, second.filename) == (first.errno, first.filename)
+    assert str(second) == str(first)
 
 
 def test_once_finds_a_folder_s_answer_once(tmp_path: Path) -> None:

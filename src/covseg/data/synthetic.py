@@ -126,8 +126,9 @@ def synthetic_dataset(seed: int = 0, target: str = "infection", patients: int = 
     for case, patient, item in synthetic_slices(seed, patients, slices_per_patient, size):
         source = f"synthetic:{seed}#{case}"
         kind = intensity_scale(item.hu, intensity, window, source)
-        samples.append(Sample(scale_intensity(item.hu, kind, window), _mask_for(item, target),
-                              case, patient, source, windowed=kind == "hu"))
+        samples.append(Sample(scale_intensity(item.hu, kind, window, source=source),
+                              _mask_for(item, target), case, patient, source,
+                              windowed=kind == "hu"))
     classes = 3 if target == "multiclass" else 2
     return LoadedData(samples, "synthetic", f"synthetic:{seed}", target, classes, None, True,
                       ["SYNTHETIC data from covseg's built-in generator"], intensity, window)

@@ -36,10 +36,11 @@ class Listings:
 
     def children(self, folder: Path) -> list[Path]:
         """The entries of ``folder``, sorted, as ``sorted(folder.iterdir())``; an unreadable
-        folder raises its OSError, as ``iterdir`` does."""
+        folder raises its OSError, as ``iterdir`` does: a new one each time (the stored one,
+        raised again, gathered every raise's frames in its traceback)."""
         listing = self._listing(folder)
         if isinstance(listing, OSError):
-            raise listing
+            raise type(listing)(listing.errno, listing.strerror, listing.filename)
         return listing.entries
 
     def walk(self, folder: Path) -> Iterator[tuple[Path, list[str]]]:
