@@ -35,7 +35,13 @@ from covseg.io.lock import writing_to
 from covseg.provenance import api_command, cli_command, invoked_as
 from covseg.stopping import Terminated
 from covseg.train import handler_restored
-from tests.conftest import NEEDS_RAY, fold_stopped_midway, held_by_another_thread, skip_without
+from tests.conftest import (
+    NEEDS_RAY,
+    NEEDS_ZOO,
+    fold_stopped_midway,
+    held_by_another_thread,
+    skip_without,
+)
 
 RECIPE: dict[str, Any] = {"epochs": 1, "size": 32, "folds": 2}
 
@@ -562,7 +568,7 @@ def _folds_in_their_first_epoch(crash: bool = False, full_disk: bool = False
     (``crash``: its lock file left behind), or finds the disk full writing its first epoch
     (``full_disk``). Made here, so that Ray ships it by value."""
     def fold_task(config: TrainConfig, data: Any, out: str, folds: int, fold: int,
-                  resume: bool, node: dict[str, str]) -> None:
+                  resume: bool, node: dict[str, str], weights: dict[str, str | None]) -> None:
         record = Path(out) / f"fold_{fold}" / "config.json"
         with writing_to(record.parent):
             record.write_text("{}")
@@ -597,7 +603,7 @@ def test_folds_stopped_before_their_first_epoch_leave_no_folder(
     started = time.monotonic()
     with handler_restored(signal.SIGTERM, _stop), pytest.raises(_Stopped):
         cluster.run_folds_on_ray(TrainConfig(), load_dataset("synthetic:1"), out, 2, False,
-                                 "local", 1)
+                                 "local", 1, {})
     assert time.monotonic() - started < 45  # the folds' two minutes not waited for
     assert not out.exists()
 
@@ -613,7 +619,7 @@ def test_a_lost_fold_leaves_no_folder(local_ray: Any, tmp_path: Path,
                                           r"rerun the same command without --resume"), \
             resume_advised(out):
         cluster.run_folds_on_ray(TrainConfig(), load_dataset("synthetic:1"), out, 2, False,
-                                 "local", 1)
+                                 "local", 1, {})
     assert not out.exists()
 
 
@@ -629,7 +635,7 @@ def test_a_full_disk_in_a_fold_on_ray_says_resume_only_where_out_is_left(
     monkeypatch.setattr(cluster, "whole_run_fold", _folds_in_their_first_epoch(full_disk=True))
     with pytest.raises(CovsegError) as stopped, resume_advised(out):
         cluster.run_folds_on_ray(TrainConfig(), load_dataset("synthetic:1"), out, 2, False,
-                                 "local", 1)
+                                 "local", 1, {})
     assert re.fullmatch(rf"no space left on device writing {re.escape(str(out))}/fold_\d/last"
                         r"\.pt in fold \d on Ray; free space and rerun the same command "
                         + (r"with --resume to continue" if there else
@@ -673,14 +679,16 @@ class _StoppedRay:
 
     def __init__(self) -> None:
         self.started: list[int] = []
+        self.weights: list[Any] = []
 
     def remote(self, **_: object) -> Any:
         ray = self
 
         class Task:
             def remote(self, _command: str, _config: Any, _data: Any, out: str, _folds: Any,
-                       fold: int, _resume: bool) -> int:
+                       fold: int, _resume: bool, weights: Any) -> int:
                 ray.started.append(fold)
+                ray.weights.append(weights)
                 if fold == 0:
                     (Path(out) / "fold_0").mkdir()
                     (Path(out) / "fold_0" / "config.json").write_text("{}")
@@ -726,7 +734,7 @@ def test_a_stopped_ray_run_leaves_a_fold_another_run_holds_as_it_is(
         (held / ".last.abcd1234.pt").write_text("")  # being written
         with pytest.raises(_Stopped):
             cluster.run_folds_on_ray(TrainConfig(), load_dataset("synthetic:1"), out, 2, True,
-                                     "local", 1)
+                                     "local", 1, {})
         assert ray.started == [0, 1]
         assert sorted(p.name for p in held.iterdir()) == [".covseg.lock", ".last.abcd1234.pt",
                                                           "config.json"]
@@ -746,6 +754,38 @@ def test_a_fold_stopped_midway_on_another_split_is_refused_before_rays_tasks(
                            ray="local", cpus_per_fold=1, model="miniseg")
     assert ray.started == []
     assert not (out / STOPPED_FILE).exists()
+
+
+@NEEDS_ZOO
+def test_rays_folds_are_handed_the_weights_file_hashed_once_and_checked_before_they_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each fold task on Ray hashed the weights= file again, and none compared it with the
+    folds already there: a fold whose record names other bytes is refused before any task
+    starts, as a run here refuses it; otherwise each task is handed the one SHA-256."""
+    from torchvision.models import resnet50
+
+    from covseg.records import content_hash
+
+    weights = tmp_path / "r50.pth"
+    torch.save(resnet50().state_dict(), weights)
+    ray, out = _on_stopped_ray(monkeypatch), tmp_path / "cv"
+    (out / "fold_1").mkdir(parents=True)
+    (out / "fold_1" / "best.pt").write_bytes(b"")  # saved work: a record alone starts afresh
+    (out / "fold_1" / "config.json").write_text(json.dumps({"weights_sha256": "0" * 64}))
+    recipe = {**RECIPE, "model": "fcn", "model_options": {"weights": str(weights)}}
+    with pytest.raises(CovsegError, match="^" + re.escape(
+            f"{out}: the weights= file {weights} holds other bytes than the run started from "
+            "(SHA-256 000000000000..., now ")):
+        api.cross_validate("synthetic:1", out, **recipe, resume=True, ray="local",
+                           cpus_per_fold=1)
+    assert ray.started == []
+    assert not (out / STOPPED_FILE).exists()
+    (out / "fold_1" / "config.json").write_text(json.dumps(
+        {"weights_sha256": content_hash(weights)}))
+    with pytest.raises(_Stopped):
+        api.cross_validate("synthetic:1", out, **recipe, resume=True, ray="local",
+                           cpus_per_fold=1)
+    assert ray.weights == [{"weights_sha256": content_hash(weights)}] * 2
 
 
 def _member_epochs(out: Path) -> int:

@@ -85,6 +85,56 @@ def test_a_weights_file_is_hashed_once_for_every_fold(
         assert record["weights_sha256"] == content_hash(weights)
 
 
+@NEEDS_ZOO
+def test_folds_are_not_trained_from_another_weights_file_than_the_folds_done(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """Fold 0 trained, the weights= file replaced: a --resume trained fold 1 from the new bytes
+    and reused fold 0 (a cross-validation of two starts), and --fold 1 did too. Both are refused
+    in the one line a resume gets, before any fold trains; the bytes restored, the run resumes."""
+    import torch
+    from torchvision.models import resnet50
+
+    weights = tmp_path / "r50.pth"
+    torch.save(resnet50().state_dict(), weights)
+    started = weights.read_bytes()
+    data, out = load_dataset(synthetic_folder), tmp_path / "cv"
+    recipe = {"folds": 2, "epochs": 1, "size": 32, "batch_size": 8, "model": "fcn",
+              "model_options": {"weights": str(weights)}}
+    api.cross_validate(data, out, fold=0, **recipe)
+    torch.save(resnet50().state_dict(), weights)
+    refusal = "^" + re.escape(f"{out}: the weights= file {weights} holds other bytes than the "
+                              "run started from (SHA-256 ") + r".*; restore that file or pick a "
+    for fold in (None, 1):
+        with pytest.raises(CovsegError, match=refusal + "new out$"):
+            api.cross_validate(data, out, fold=fold, resume=True, **recipe)
+        assert not (out / "fold_1").exists()
+        assert not (out / crossval.STOPPED_FILE).exists()
+    weights.write_bytes(started)
+    assert api.cross_validate(data, out, resume=True, **recipe)["mean_std_over_folds"]["dice"][
+        "n"] == 2
+    first, second = (json.loads((out / f"fold_{k}" / "config.json").read_text())
+                     for k in range(2))
+    assert first["weights_sha256"] == second["weights_sha256"]
+
+
+def test_only_folds_holding_saved_work_are_held_to_their_weights_file(tmp_path: Path) -> None:
+    """A fold's record beside no checkpoint (killed before its first epoch) describes nothing
+    saved and starts afresh, from the file as it is now: only saved folds are compared, and
+    records without the SHA-256 (before 6 Dec) pass."""
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"now")
+    config, out = TrainConfig(model="fcn", model_options={"weights": str(weights)}), tmp_path
+    (out / "fold_0").mkdir()
+    (out / "fold_0" / "config.json").write_text(json.dumps({"weights_sha256": "0" * 64}))
+    (out / "fold_1").mkdir()
+    (out / "fold_1" / "last.pt").write_bytes(b"")
+    (out / "fold_1" / "config.json").write_text("{}")
+    assert crossval.checked_fold_weights(config, out, 2)["weights_sha256"] != "0" * 64
+    (out / "fold_0" / "best.pt").write_bytes(b"")
+    with pytest.raises(CovsegError, match="holds other bytes than the run started from"):
+        crossval.checked_fold_weights(config, out, 2)
+
+
 def test_a_fold_that_tests_no_slices_leaves_its_metrics_undefined(tmp_path: Path,
                                                                  synthetic_folder: Path) -> None:
     """Its metrics were missing, so the summary lacked Dice and the CLI ended in a KeyError."""

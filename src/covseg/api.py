@@ -42,6 +42,7 @@ from covseg.crossval import (
     check_cv_folder,
     check_finished_folds,
     check_fold_index,
+    checked_fold_weights,
     cross_validate_fold,
     cross_validate_held,
     make_folds,
@@ -520,10 +521,11 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
                 splits = make_folds(loaded, folds, recipe.seed)[0]
                 check_run_seed(recipe, len(splits))  # before fold 0 trains, not at fold 1
                 check_finished_folds(recipe, loaded, out, splits)  # a refusal is no stopped run
+                weights = checked_fold_weights(recipe, out, len(splits))
                 # timed as a run here: whether it trains is known before its folds run on Ray
                 begun = begin(out, len(splits), resume, started, started_utc)
                 with stop_recorded(recipe, loaded, out, begun):
-                    run_folds_on_ray(recipe, loaded, out, folds, resume, ray, cpus)
+                    run_folds_on_ray(recipe, loaded, out, folds, resume, ray, cpus, weights)
             return cross_validate_held(recipe, loaded, out, folds, resume=True, begun=begun)
 
 

@@ -26,6 +26,7 @@ from covseg.config import TrainConfig
 from covseg.crossval import (
     UNDEFINED,
     check_finished_folds,
+    checked_fold_weights,
     class_dice,
     cross_validate,
     cross_validation_work,
@@ -298,9 +299,10 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
         log.warning("%s: %s", out, left_out_note(left_out))  # before hours of training
     splits = make_folds(data, folds, config.seed)[0]
     check_spec_seeds(config, specs, len(splits))
-    for spec in specs:  # every model's finished folds, before any model trains
-        check_finished_folds(_spec_recipe(config, spec), data, out / model_folder(spec), splits,
-                             verb="compare")
+    for spec in specs:  # every model's finished folds and weights=, before any model trains
+        recipe = _spec_recipe(config, spec)
+        check_finished_folds(recipe, data, out / model_folder(spec), splits, verb="compare")
+        checked_fold_weights(recipe, out / model_folder(spec), len(splits))
     rows, dice_by_model, units_by_model = [], {}, {}
     fold_notes = warned_fold_notes(config, data, splits)  # every model's folds: the same
     for spec in specs:

@@ -66,6 +66,7 @@ from covseg.train import (
     holds_saved_run,
     made_from_other_data,
     refuse_other_output,
+    refuse_other_weights,
     train,
     unreadable_record,
     unresumed,
@@ -270,6 +271,24 @@ def check_finished_folds(config: TrainConfig, data: LoadedData, out: Path,
         _refuse_midway_fold_of_another_split(fold_dir, train_cases, len(splits), verb)
 
 
+def checked_fold_weights(config: TrainConfig, out: Path, folds: int
+                         ) -> dict[str, str | None]:
+    """This command's :func:`~covseg.train.weights_file_sha256`, hashed once for all ``folds``
+    folds of ``out``, after refusing, before any fold trains, one whose config.json records
+    another (:func:`~covseg.train.refuse_other_weights`, the rule a resume follows): a fold
+    trained now would start from other weights than the folds done, which are reused. Folds
+    holding no saved work (a record beside no checkpoint starts afresh: see
+    :func:`cross_validation_work`) and records without the SHA-256 (before 6 Dec) pass."""
+    weights = weights_file_sha256(config)
+    if not weights:  # no weights= file: the recipe names none, as its records' recipes say
+        return weights
+    for fold_dir in (out / f"fold_{k}" for k in range(folds)):
+        record = read_record(fold_dir / "config.json")
+        if record is not None and (fold_done(fold_dir) or holds_saved_run(fold_dir)):
+            refuse_other_weights(out, config, record, weights)
+    return weights
+
+
 def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases: list[str],
              test_cases: list[str], resume: bool, verb: str = CV_VERB,
              folds: int | None = None, node: Mapping[str, str] | None = None,
@@ -387,14 +406,16 @@ def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.Pat
                         folds: int | None, fold: int, resume: bool = False) -> dict[str, Any]:
     """Run fold ``fold`` alone into ``out/fold_k``, exactly as :func:`cross_validate` would (same
     split and seed), so that folds can run side by side; return its summary. Without ``resume``
-    a ``fold_k`` already there is refused; the other folds' folders are not looked at."""
+    a ``fold_k`` already there is refused; of the other folds' folders only the weights= file
+    their records name is looked at (:func:`checked_fold_weights`)."""
     refuse_other_output(Path(out), CROSS_VALIDATION)
     splits, _ = make_folds(data, folds, config.seed)
     check_run_seed(config, len(splits))  # as the whole run refuses it: its folds are these
     named = split_files_note(data)
     check_fold_index(fold, len(splits), f" ({named})" if named else "")
     check_cv_folder(Path(out), resume, fold)
-    rows = _split_fold(config, data, Path(out), splits, fold, resume)
+    weights = checked_fold_weights(config, Path(out), len(splits))
+    rows = _split_fold(config, data, Path(out), splits, fold, resume, weights=weights)
     return {"fold": fold, "test_cases": len(splits[fold][1]), "summary": summarize(rows)}
 
 
@@ -449,14 +470,16 @@ def _fold_config(config: TrainConfig, k: int) -> TrainConfig:
 
 def whole_run_fold(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
                    folds: int | None, fold: int, resume: bool,
-                   node: Mapping[str, str] | None = None) -> None:
+                   node: Mapping[str, str] | None = None,
+                   weights: Mapping[str, str | None] | None = None) -> None:
     """Fold ``fold`` as a whole run (:func:`cross_validate_held`) trains it, for a fold of a
     whole run on Ray: the whole run's ``out`` was checked before its folds started, so a fold
     another run (``--fold K`` beside it) finished since is reused, as here, not refused as that
     fold's own folder is refused to ``--fold K`` without ``resume`` ("pass --resume").
-    ``node``: see :func:`run_fold`."""
+    ``node``, ``weights``: see :func:`run_fold` (the driver checked and hashed the weights=
+    file once for every fold: :func:`checked_fold_weights`)."""
     _split_fold(config, data, Path(out), make_folds(data, folds, config.seed)[0], fold, resume,
-                node=node)
+                node=node, weights=weights)
 
 
 @fingerprints_kept()
@@ -498,10 +521,10 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
     splits, how = make_folds(data, folds, config.seed)
     check_run_seed(config, len(splits))
     check_finished_folds(config, data, out, splits, verb)
+    weights = checked_fold_weights(config, out, len(splits))
     if fold_notes is None:
         fold_notes = warned_fold_notes(config, data, splits)
     begun = begin(out, len(splits), resume) if begun is None else begun
-    weights = weights_file_sha256(config)  # once: each fold hashed the file again
     with stop_recorded(config, data, out, begun):
         per_fold: list[dict[str, Any]] = []
         all_rows: list[dict[str, Any]] = []

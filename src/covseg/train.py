@@ -514,7 +514,7 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint:
                           f"images or masks than these); pick a new {option_name('out')} or "
                           "delete it")
     _refuse_other_split(out, saved_record, split)
-    _refuse_other_weights(out, saved, saved_record, weights)
+    refuse_other_weights(out, saved, saved_record, weights)
     _warn_other_environment(out, saved_record, saved.epochs_for(len(split[0])))
     return saved
 
@@ -554,12 +554,13 @@ def _refuse_other_split(out: Path, record: dict[str, Any],
                               f"new {option_name('out')}")
 
 
-def _refuse_other_weights(out: Path, saved: TrainConfig, record: dict[str, Any],
-                          weights: Mapping[str, str | None]) -> None:
-    """The ``weights=`` file must hold the bytes the run started from (its ``record``'s
-    SHA-256; ``weights``: this command's): a member or fold not yet trained would start from
-    other weights than the rest, and the record would name a start the run never had. Records
-    written before the SHA-256 was (6 Dec) resume as before."""
+def refuse_other_weights(out: Path, saved: TrainConfig, record: dict[str, Any],
+                         weights: Mapping[str, str | None]) -> None:
+    """The ``weights=`` file ``saved`` names must hold the bytes the run ``out`` started from
+    (its ``record``'s SHA-256, a fold's for a cross-validation; ``weights``: this command's): a
+    member or fold not yet trained would start from other weights than the rest, and the record
+    would name a start the run never had. Records written before the SHA-256 was (6 Dec) resume
+    as before."""
     started, now = record.get(WEIGHTS_SHA256), weights.get(WEIGHTS_SHA256)
     if started is not None and now != started:
         raise CovsegError(f"{out}: the weights= file {saved.model_options['weights']} holds "
@@ -1268,7 +1269,7 @@ def weights_file_sha256(config: TrainConfig) -> dict[str, str | None]:
     """:data:`~covseg.provenance.WEIGHTS_SHA256` of the ``weights=`` file the command read (the
     recipe names it by path, which may hold other bytes later); none where no file is given.
     Hashed once a run: an ensemble's members are handed it (each hashed the file again), and
-    once a cross-validation: its folds are (each hashed it again)."""
+    once a cross-validation: its folds are, on Ray too (each hashed it again)."""
     weights = config.model_options.get("weights")
     return {WEIGHTS_SHA256: content_hash(Path(weights))} if isinstance(weights, str) else {}
 
