@@ -613,6 +613,37 @@ def test_a_lungs_folder_without_the_masks_lungs_says_no_lung_mask(tmp_path: Path
         quantify_study(mask, tmp_path / "out", lungs=tmp_path / "lungs")
 
 
+def test_a_predict_folder_as_lungs_is_read_for_its_lungs(tmp_path: Path) -> None:
+    """--lungs naming a predict output folder, or one of its study folders, failed "no lung
+    mask named like the mask": its study folder (infection.nii.gz beside lungs.nii.gz) was not
+    taken for its lungs.nii.gz, as MASK takes it for its infection.nii.gz."""
+    _, mask, lesion_ml = synthetic_study(tmp_path / "in", "x")
+    study = tmp_path / "preds" / "x"
+    lungs = save_like(mask, two_lungs(mask), study / "lungs.nii.gz")
+    shutil.copy(mask, study / "infection.nii.gz")
+    (tmp_path / "preds" / "summary.csv").write_text("study,error\nx,\n")
+    for given in (tmp_path / "preds", study):
+        result = quantify_study(mask, tmp_path / f"out_{given.name}", lungs=given)
+        assert result["inputs"]["lungs"] == str(lungs.resolve())
+        assert result["inputs"]["lung_source"] == "mask"
+        assert result["study"]["lesion_ml"] == pytest.approx(lesion_ml)
+        assert result["study"]["lung_ml"] > 0
+
+
+def test_a_predict_folder_without_lungs_as_lungs_names_the_file(tmp_path: Path) -> None:
+    """A predict study folder without its lungs.nii.gz, as --lungs, is refused naming it."""
+    _, mask, _ = synthetic_study(tmp_path / "in", "x")
+    study = tmp_path / "preds" / "x"
+    study.mkdir(parents=True)
+    shutil.copy(mask, study / "infection.nii.gz")
+    for given in (tmp_path / "preds", study):
+        with pytest.raises(CovsegError, match=r"^\S*preds/x: a covseg predict study folder "
+                                              r"without lungs\.nii\.gz; give a lung mask file "
+                                              r"as --lungs$"):
+            quantify_study(mask, tmp_path / f"out_{given.name}", lungs=given)
+        assert not (tmp_path / f"out_{given.name}").exists()
+
+
 def test_masks_are_named_and_matched_by_their_scan(tmp_path: Path) -> None:
     """``x_mask.nii.gz`` is study ``x``; Zenodo's mask ``coronacases_001`` finds its CT
     ``coronacases_org_001`` in an ``--image`` folder (Kaggle's names)."""

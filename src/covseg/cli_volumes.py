@@ -57,7 +57,8 @@ def add_quantify_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--lungs", type=Path,
                         help="lung mask NIfTI, or a folder of them named like the masks "
-                             "(every non-zero voxel is lung; labels 1 and 2 lying side by side "
+                             "(a predict study folder is read as its lungs.nii.gz; every "
+                             "non-zero voxel is lung; labels 1 and 2 lying side by side "
                              "are the right and left lungs, read as Zenodo's 1 left, 2 right "
                              "where the affine says so; in any other mask the sides are found)")
     parser.add_argument("--image", type=Path,

@@ -129,16 +129,33 @@ class _LungsAndImage:
         """The file for a mask stem: the path itself, or the study named like the mask (as
         :func:`case_key` pairs them) among the folder's, found as predict finds CTs (or quantify
         masks): in category sub-folders (``CT-1/x.nii.gz``) and patient folders
-        (``x/ct.nii.gz``) too, a file named as a mask never taken for the CT."""
-        if folder_or_file is None or folder_or_file.is_file():
-            return folder_or_file
+        (``x/ct.nii.gz``) too, a file named as a mask never taken for the CT. A lung mask's
+        predict study folder, given or found, is its ``lungs.nii.gz``."""
+        if folder_or_file is None:
+            return None
+        given = _lungs_file(folder_or_file, masks)
+        if given.is_file():
+            return given
         if masks not in self._studies:
-            self._studies[masks] = discover_studies([folder_or_file], None, masks, [])
+            self._studies[masks] = discover_studies([given], None, masks, [])
         for study in self._studies[masks]:
-            if case_key(study.name) == case_key(stem) and (study.path.is_file() or not masks):
-                return study.path
+            if case_key(study.name) != case_key(stem):
+                continue
+            found = _lungs_file(study.path, masks)
+            if found.is_file() or not masks:
+                return found
         raise CovsegError(f"{folder_or_file}: no {'lung mask' if masks else 'CT'} named like "
                           f"the mask {stem!r}")
+
+
+def _lungs_file(path: Path, masks: bool) -> Path:
+    """``path`` as a lung mask (``masks``) is read: a predict study folder as its lungs, one
+    without them refused (it was taken for a folder with no lung mask named like the mask)."""
+    lungs = _predicted_file(path, LUNGS_NII) if masks else path
+    if lungs != path and not lungs.is_file():
+        raise CovsegError(f"{path}: a covseg predict study folder without {LUNGS_NII}; give a "
+                          f"lung mask file as {option_name('lungs')}")
+    return lungs
 
 
 def is_dicom_series(path: Path) -> bool:
@@ -216,7 +233,8 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     """Quantify one lesion mask NIfTI and write its report folder.
 
     ``lungs``: a lung mask (see :func:`_lung_labels`) or a folder holding
-    one named like the mask; by default the ``lungs.nii.gz`` beside covseg's own
+    one named like the mask, a predict study folder (given or found) standing for its
+    ``lungs.nii.gz``; by default the ``lungs.nii.gz`` beside covseg's own
     ``infection.nii.gz``; ``image``: the CT (file, DICOM folder, or folder of NIfTI named like
     the mask), used for the montage and, without ``lungs``, for threshold lungs (grown over the
     lesion regions that come within the default lung margin, to
@@ -645,10 +663,10 @@ def refuse_lung_masks(path: Path) -> None:
                           f"lesion; give its {INFECTION_NII}, or its folder, as {_masks()}")
 
 
-def _predicted_mask(study: Study) -> Study:
-    """A ``covseg predict`` study folder -> its infection mask; any other study as it is."""
-    mask = predicted_mask(study.path)
-    return Study(study.name, mask) if mask else study
+def _predicted_file(path: Path, name: str) -> Path:
+    """A ``covseg predict`` study folder -> its file ``name`` (its infection mask, or its lungs
+    for ``--lungs``); any other path as it is."""
+    return path / name if predicted_mask(path) else path
 
 
 def _warn_earlier_lung_rule(studies: Sequence[Study]) -> None:
@@ -688,7 +706,7 @@ def quantify_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
     check_inputs_exist(lungs, image)
     for given in inputs:
         refuse_lung_masks(Path(given))
-    studies = [_predicted_mask(study)
+    studies = [Study(study.name, _predicted_file(study.path, INFECTION_NII))
                for study in find_studies(inputs, exclude=out_dir, masks=True)]
     for study in studies:
         refuse_lung_masks(study.path)
