@@ -1154,6 +1154,28 @@ def test_one_folder_as_both_pred_and_truth_is_refused(
     assert not list(tmp_path.glob("ev.*")), "refused before writing"
 
 
+@pytest.mark.parametrize("form", ["file inside pred", "pred inside truth", "study folder"])
+def test_one_mask_file_on_both_sides_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: str) -> None:
+    """--pred pred --truth pred/a.png (or the reverse), or a predict study folder as --pred
+    and its own infection.nii.gz as --truth, scored the mask against itself: Dice 1.000, exit
+    0; only the two paths as given were compared."""
+    _save(tmp_path / "pred" / "a.png", square_mask(32, 4, 4, 12) * 255)
+    _save(tmp_path / "pred" / "b.png", square_mask(32, 8, 8, 12) * 255)
+    _save_stack(tmp_path / "study" / "infection.nii.gz", np.ones((8, 8, 3)))
+    monkeypatch.chdir(tmp_path)
+    pred, truth, same = {"file inside pred": ("pred", "pred/a.png", "pred/a.png"),
+                         "pred inside truth": ("pred/b.png", "pred", "pred/b.png"),
+                         "study folder": ("study", "study/infection.nii.gz",
+                                          "study/infection.nii.gz")}[form]
+    with pytest.raises(CovsegError, match=rf"^--pred and --truth give one mask file as both, "
+                                          rf"{re.escape(same)}: every mask would score 1\.0 "
+                                          r"against itself; give the predicted masks as --pred "
+                                          r"and the true masks as --truth$"):
+        evaluate_folders(pred, truth, "ev")
+    assert not list(tmp_path.glob("ev.*")), "refused before writing"
+
+
 class _ShiftingPredictor:
     """Predicts each slice's own truth moved two columns right: a known HD95 of 2 columns. A
     slice is known by its image's bytes: a sample makes its image anew on each access."""
