@@ -121,18 +121,18 @@ def test_volumes_on_different_grids_are_refused(tmp_path: Path) -> None:
 def test_masks_of_other_sizes_are_refused_naming_the_axes_of_their_shapes(
         tmp_path: Path) -> None:
     """A truth of 64x48x10 voxels against a prediction of 64x48x12 was refused as "(12, 48, 64)
-    and (10, 48, 64)", read as the files' shapes reversed: the order is named, as quantify
-    names it."""
+    and (10, 48, 64) (z, y, x, as the files hold them)", the files' shapes reversed: each is
+    printed in its file's own order, nibabel's shape, as quantify records it."""
     for name, slices in (("pred", 12), ("truth", 10)):
         _save_stack(tmp_path / name / "c.nii.gz", np.zeros((64, 48, slices)))
-    with pytest.raises(CovsegError, match=r"^c: prediction \(12, 48, 64\) and truth "
-                                          r"\(10, 48, 64\) \(z, y, x, as the files hold them\) "
-                                          r"differ in size$"):
+    with pytest.raises(CovsegError, match=r"^c: prediction \(64, 48, 12\) and truth "
+                                          r"\(64, 48, 10\) \(each file's own axis order, "
+                                          r"nibabel's shape\) differ in size$"):
         evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
     _save(tmp_path / "flat" / "c.png", np.zeros((48, 64)))
     with pytest.raises(CovsegError, match=r"^c: prediction \(48, 64\) \(y, x\) and truth "
-                                          r"\(10, 48, 64\) \(z, y, x, as the file holds it\) "
-                                          r"differ in size$"):
+                                          r"\(64, 48, 10\) \(the file's own axis order, "
+                                          r"nibabel's shape\) differ in size$"):
         evaluate_folders(tmp_path / "flat", tmp_path / "truth", tmp_path / "ev")
 
 

@@ -48,7 +48,7 @@ from covseg.io.image import (
     within_labels,
 )
 from covseg.io.nifti import is_nifti, nifti_stem, read_nifti, read_paired, warnings_once
-from covseg.io.volume import Volume, grid_differences, warn_grid_drift
+from covseg.io.volume import FILE_ORDER, Volume, grid_differences, warn_grid_drift
 from covseg.lungs import lung_mask_look
 from covseg.metrics import EMPTY_MASK_RULES, STD_NOTE, case_metrics, summarize
 from covseg.progress import progress_bar
@@ -373,19 +373,20 @@ def _read_pair(stem: str, pred_path: Path | None, truth_path: Path,
 
 def _sizes(pred: np.ndarray, pred_volume: Volume | None, truth: np.ndarray,
            truth_volume: Volume | None) -> str:
-    """The shapes of a prediction and its truth as their files hold them, their axes named as
-    quantify names them: a volume's (z, y, x), whose (12, 48, 64) read as reversed beside the
-    64x48x12 that nibabel shows, said without its order; a 2D file's (y, x)."""
+    """The shapes of a prediction and its truth as their files hold them: a volume's in the
+    file's own axis order, nibabel's ``shape``, as quantify records it (they were printed as
+    (z, y, x), reversed beside the 64x48x12 nibabel shows, yet said to be as the files hold
+    them); a 2D file's as (y, x)."""
     if pred_volume and truth_volume:
-        return (f"prediction {pred_volume.file_shape_zyx} and truth {truth_volume.file_shape_zyx} "
-                "(z, y, x, as the files hold them)")
+        return (f"prediction {pred_volume.file_shape} and truth {truth_volume.file_shape} "
+                f"(each file's {FILE_ORDER})")
     return f"prediction {_size(pred, pred_volume)} and truth {_size(truth, truth_volume)}"
 
 
 def _size(array: np.ndarray, volume: Volume | None) -> str:
     """One mask's shape as its file holds it, its axes named (see :func:`_sizes`)."""
     if volume:
-        return f"{volume.file_shape_zyx} (z, y, x, as the file holds it)"
+        return f"{volume.file_shape} (the file's {FILE_ORDER})"
     return f"{array.shape} (y, x)"
 
 
