@@ -31,6 +31,7 @@ from covseg.batch import BatchResult, StudiesFailed
 from covseg.cli import build_parser, main
 from covseg.errors import CovsegError
 from covseg.infer import Predictor
+from covseg.io.image import read_image
 from tests.conftest import NEEDS_ONNX, held_by_another_thread, shared
 from tests.io.helpers import edited_series, needs_ct
 from tests.test_quantify import synthetic_study
@@ -402,6 +403,23 @@ def test_segment_refuses_a_volume_of_no_voxels(tiny_run: Path, image: object) ->
                                           r"\d+ x \d+ x \d+\); give a volume with at least one "
                                           "voxel along each axis$"):
         covseg.segment(tiny_run, image, spacing=spacing)
+
+
+@pytest.mark.parametrize("rows, columns", [(1, 1), (1, 64), (64, 1)])
+def test_segment_refuses_a_slice_too_small_as_covseg_predict_does(
+        tiny_run: Path, tmp_path: Path, rows: int, columns: int) -> None:
+    """A 1 x 1 or one-row slice was segmented (its black pixel called infection), where covseg
+    predict refuses the same pixels saved as a PNG: one rule, the same words."""
+    plane = np.full((rows, columns), 90, np.uint8)
+    told = (rf"a {columns} x {rows} image, too small to be a CT slice \(covseg reads slices of "
+            r"at least 2 x 2 pixels\); give ")
+    with pytest.raises(CovsegError, match=rf"^the slice: {told}the whole slice$"):
+        covseg.segment(tiny_run, plane)
+    with pytest.raises(CovsegError, match=rf"^the slice: {told}the whole slice$"):
+        covseg.segment(tiny_run, sitk.GetImageFromArray(plane))
+    Image.fromarray(plane).save(tmp_path / "tiny.png")
+    with pytest.raises(CovsegError, match=rf"tiny\.png: {told}the slice's own file$"):
+        read_image(tmp_path / "tiny.png")
 
 
 @pytest.mark.parametrize("labels", [

@@ -121,18 +121,18 @@ def test_volumes_on_different_grids_are_refused(tmp_path: Path) -> None:
 def test_masks_of_other_sizes_are_refused_naming_the_axes_of_their_shapes(
         tmp_path: Path) -> None:
     """A truth of 64x48x10 voxels against a prediction of 64x48x12 was refused as "(12, 48, 64)
-    and (10, 48, 64)", read as the files' shapes reversed: the order is named, as quantify
-    names it."""
+    and (10, 48, 64) (z, y, x, as the files hold them)", the files' shapes reversed: each is
+    printed in its file's own order, nibabel's shape, as quantify records it."""
     for name, slices in (("pred", 12), ("truth", 10)):
         _save_stack(tmp_path / name / "c.nii.gz", np.zeros((64, 48, slices)))
-    with pytest.raises(CovsegError, match=r"^c: prediction \(12, 48, 64\) and truth "
-                                          r"\(10, 48, 64\) \(z, y, x, as the files hold them\) "
-                                          r"differ in size$"):
+    with pytest.raises(CovsegError, match=r"^c: prediction \(64, 48, 12\) and truth "
+                                          r"\(64, 48, 10\) \(each file's own axis order, "
+                                          r"nibabel's shape\) differ in size$"):
         evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
     _save(tmp_path / "flat" / "c.png", np.zeros((48, 64)))
     with pytest.raises(CovsegError, match=r"^c: prediction \(48, 64\) \(y, x\) and truth "
-                                          r"\(10, 48, 64\) \(z, y, x, as the file holds it\) "
-                                          r"differ in size$"):
+                                          r"\(64, 48, 10\) \(the file's own axis order, "
+                                          r"nibabel's shape\) differ in size$"):
         evaluate_folders(tmp_path / "flat", tmp_path / "truth", tmp_path / "ev")
 
 
@@ -1151,6 +1151,28 @@ def test_one_folder_as_both_pred_and_truth_is_refused(
     assert main(["evaluate", "--pred", "./masks/", "--truth", "masks", "--out", "ev"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("covseg: error: --pred and --truth name the same folder, masks:")
+    assert not list(tmp_path.glob("ev.*")), "refused before writing"
+
+
+@pytest.mark.parametrize("form", ["file inside pred", "pred inside truth", "study folder"])
+def test_one_mask_file_on_both_sides_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: str) -> None:
+    """--pred pred --truth pred/a.png (or the reverse), or a predict study folder as --pred
+    and its own infection.nii.gz as --truth, scored the mask against itself: Dice 1.000, exit
+    0; only the two paths as given were compared."""
+    _save(tmp_path / "pred" / "a.png", square_mask(32, 4, 4, 12) * 255)
+    _save(tmp_path / "pred" / "b.png", square_mask(32, 8, 8, 12) * 255)
+    _save_stack(tmp_path / "study" / "infection.nii.gz", np.ones((8, 8, 3)))
+    monkeypatch.chdir(tmp_path)
+    pred, truth, same = {"file inside pred": ("pred", "pred/a.png", "pred/a.png"),
+                         "pred inside truth": ("pred/b.png", "pred", "pred/b.png"),
+                         "study folder": ("study", "study/infection.nii.gz",
+                                          "study/infection.nii.gz")}[form]
+    with pytest.raises(CovsegError, match=rf"^--pred and --truth give one mask file as both, "
+                                          rf"{re.escape(same)}: every mask would score 1\.0 "
+                                          r"against itself; give the predicted masks as --pred "
+                                          r"and the true masks as --truth$"):
+        evaluate_folders(pred, truth, "ev")
     assert not list(tmp_path.glob("ev.*")), "refused before writing"
 
 

@@ -710,15 +710,39 @@ def test_an_out_of_range_val_fraction_is_refused_before_data_are_read(
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize(("patients", "command", "told"), [
+    (1, ["train"], "in the data; {} add data"),
+    (2, ["train", "--val-fraction", "0.5"],
+     "left once the validation patients are held out; {} lower --val-fraction or add data"),
+    (2, ["cv", "--folds", "2"], ("left once its cross-validation fold's test patients are "
+                                 "held out; {} use fewer --folds or add data"))])
+def test_too_few_training_slices_are_told_what_left_so_few(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], patients: int, command: list[str],
+        told: str) -> None:
+    """One slice, --val-fraction at its default 0, was told to "lower --val-fraction", as was a
+    cross-validation fold that its test patients left one slice: advice by the actual cause."""
+    from covseg.cli import main
+    from covseg.data.synthetic import write_synthetic
+
+    data = write_synthetic(tmp_path / "data", seed=1, patients=patients, slices_per_patient=1,
+                           size=64)
+    assert main([command[0], str(data), "--out", str(tmp_path / "run"), "--epochs", "1",
+                 "--size", "64", "--model", "miniseg", *command[1:]]) != 0
+    needs = "training needs at least 2 (batch normalisation sees two at a time):"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"covseg: error: 1 training slice {told.format(needs)}")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_run_refused_before_training_leaves_no_folder(tmp_path: Path,
                                                        synthetic_folder: Path) -> None:
     data = load_dataset(synthetic_folder)
-    with pytest.raises(CovsegError, match="0 training slice.s. left after the split"):
+    with pytest.raises(CovsegError, match="0 training slices left once its cross-validation"):
         train_module.train(TrainConfig(**TINY), data, tmp_path / "run", train_cases=[],
                            val_cases=[s.case_id for s in data.samples], progress=False)
     assert not (tmp_path / "run").exists()
     # one slice made a batch of one, which DeepLab's image pooling cannot normalise: a traceback
-    with pytest.raises(CovsegError, match="1 training slice.s. left .* needs at least 2"):
+    with pytest.raises(CovsegError, match="1 training slice left .* needs at least 2"):
         train_module.train(TrainConfig(**TINY), data, tmp_path / "run",
                            train_cases=[data.samples[0].case_id],
                            val_cases=[s.case_id for s in data.samples[1:]], progress=False)

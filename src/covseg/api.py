@@ -86,6 +86,7 @@ from covseg.io.image import (
     read_image,
     readable_kinds,
     refuse_label_mask,
+    refuse_tiny_slice,
     write_png,
 )
 from covseg.io.lock import writing_to
@@ -934,12 +935,14 @@ def segment(model: str | os.PathLike[str] | Predictor,
 
 
 def _checked_slice(image: np.ndarray) -> np.ndarray:
-    """A 2D slice the readers would accept: real numbers, finite, not empty."""
+    """A 2D slice the readers would accept: real numbers, finite, not empty, at least 2 x 2
+    pixels as :func:`~covseg.io.image.refuse_tiny_slice` reads files."""
     if image.dtype.kind not in "iuf":
         raise CovsegError(f"a slice of type {image.dtype}; give grey values or Hounsfield units "
                           "as numbers")
     if image.size == 0:
         raise CovsegError(f"an empty slice of shape {image.shape}")
+    refuse_tiny_slice(image.shape, "the slice", "give the whole slice")
     if image.dtype.kind == "f" and not np.isfinite(image).all():
         raise CovsegError("the slice holds NaN or infinite values")
     return image

@@ -48,7 +48,7 @@ from covseg.io.image import (
     within_labels,
 )
 from covseg.io.nifti import is_nifti, nifti_stem, read_nifti, read_paired, warnings_once
-from covseg.io.volume import Volume, grid_differences, warn_grid_drift
+from covseg.io.volume import FILE_ORDER, Volume, grid_differences, warn_grid_drift
 from covseg.lungs import lung_mask_look
 from covseg.metrics import EMPTY_MASK_RULES, STD_NOTE, case_metrics, summarize
 from covseg.progress import progress_bar
@@ -373,19 +373,20 @@ def _read_pair(stem: str, pred_path: Path | None, truth_path: Path,
 
 def _sizes(pred: np.ndarray, pred_volume: Volume | None, truth: np.ndarray,
            truth_volume: Volume | None) -> str:
-    """The shapes of a prediction and its truth as their files hold them, their axes named as
-    quantify names them: a volume's (z, y, x), whose (12, 48, 64) read as reversed beside the
-    64x48x12 that nibabel shows, said without its order; a 2D file's (y, x)."""
+    """The shapes of a prediction and its truth as their files hold them: a volume's in the
+    file's own axis order, nibabel's ``shape``, as quantify records it (they were printed as
+    (z, y, x), reversed beside the 64x48x12 nibabel shows, yet said to be as the files hold
+    them); a 2D file's as (y, x)."""
     if pred_volume and truth_volume:
-        return (f"prediction {pred_volume.file_shape_zyx} and truth {truth_volume.file_shape_zyx} "
-                "(z, y, x, as the files hold them)")
+        return (f"prediction {pred_volume.file_shape} and truth {truth_volume.file_shape} "
+                f"(each file's {FILE_ORDER})")
     return f"prediction {_size(pred, pred_volume)} and truth {_size(truth, truth_volume)}"
 
 
 def _size(array: np.ndarray, volume: Volume | None) -> str:
     """One mask's shape as its file holds it, its axes named (see :func:`_sizes`)."""
     if volume:
-        return f"{volume.file_shape_zyx} (z, y, x, as the file holds it)"
+        return f"{volume.file_shape} (the file's {FILE_ORDER})"
     return f"{array.shape} (y, x)"
 
 
@@ -452,34 +453,32 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     """Match masks by name, compute per-case metrics, write ``out``.csv, ``out``.json and a box
     plot, ``out``.png.
 
-    Masks are matched by case name (:func:`~covseg.io.image.case_key` of a file's stem or a
-    ``covseg predict`` study folder's name: ``x_mask`` is case ``x``), 2D masks scored in 2D,
-    NIfTI volumes (or study folders) in 3D with HD95 in mm from the truth's voxel spacing, or
-    with ``per_slice`` each axial slice as its own case (a stack of independent slices, as
-    MedSeg's ``tr_mask.nii.gz``; refused where every mask is 2D). Either side may be a single
-    mask file or predict study folder; two such are one case; one folder or file as both sides
-    is refused. A truth whose input predict recorded as failed, or whose
-    mask is gone from a ``--pred`` folder whose record lists its image (:func:`_failed_cases`),
-    is scored against an empty mask and named in ``missing_predictions``, so the means cover
-    every case predict was given (a single mask as ``--pred`` is scored alone, and
-    ``predict_record`` is false for it); other truths without a prediction are named in
-    ``unmatched_truths``, not scored (with a warning where a folder of 0/255 PNG masks holds no
-    record: :func:`_warn_unrecorded`), or in ``pending_truths`` where a predict that did not
-    finish lists them pending (:func:`_pending_cases`, warned of); predictions without a
-    truth, by file name, in ``unmatched_predictions``; files named as images beside their masks
-    (:func:`_named_images`) are not read, and named in ``skipped_images``, as are truths that
-    hold an image (a CT: :func:`_label_levels`, :func:`_unmatched_images`) or a soft mask,
-    skipped with a warning, their predictions not scored (nor named as without a truth); a
-    probability map is refused, as is a prediction holding an image or a soft mask. When both
-    sides hold labels above 1 they are evaluated per class as well; when only one does, as
-    binary, with a ``classes_note`` saying so. The models that
-    made the scored masks are copied from covseg's records (``models``:
+    Masks are matched by case name (:func:`~covseg.io.image.case_key` of a file's stem or a ``covseg
+    predict`` study folder's name: ``x_mask`` is case ``x``), 2D masks scored in 2D, NIfTI volumes
+    (or study folders) in 3D with HD95 in mm from the truth's voxel spacing, or with ``per_slice``
+    each axial slice as its own case (a stack of independent slices, as MedSeg's ``tr_mask.nii.gz``;
+    refused where every mask is 2D). Either side may be a single mask file or predict study folder;
+    two such are one case; a pair of one file on both sides is refused
+    (:func:`_refuse_self_scoring`). A truth whose input predict recorded as failed, or whose mask is
+    gone from a ``--pred`` folder whose record lists its image (:func:`_failed_cases`), is scored
+    against an empty mask and named in ``missing_predictions``, so the means cover every case
+    predict was given (a single mask as ``--pred`` is scored alone, and ``predict_record`` is false
+    for it); other truths without a prediction are named in ``unmatched_truths``, not scored (with a
+    warning where a folder of 0/255 PNG masks holds no record: :func:`_warn_unrecorded`), or in
+    ``pending_truths`` where a predict that did not finish lists them pending
+    (:func:`_pending_cases`, warned of); predictions without a truth, by file name, in
+    ``unmatched_predictions``; files named as images beside their masks (:func:`_named_images`) are
+    not read, and named in ``skipped_images``, as are truths that hold an image (a CT:
+    :func:`_label_levels`, :func:`_unmatched_images`) or a soft mask, skipped with a warning, their
+    predictions not scored (nor named as without a truth); a probability map is refused, as is a
+    prediction holding an image or a soft mask. When both sides hold labels above 1 they are
+    evaluated per class as well; when only one does, as binary, with a ``classes_note`` saying so.
+    The models that made the scored masks are copied from covseg's records (``models``:
     :func:`_recorded_models`), and masks edited since predict wrote them are named
     (``edited_predictions``: :func:`_edited_predictions`). Files are read twice (labels, then
     metrics) so that volumes are never all in memory at once.
     """
     pred_path, truth_path = Path(pred_dir), Path(truth_dir)
-    _refuse_self_scoring(pred_path, truth_path)
     files = output_files(out, [pred_path, truth_path])
     pred_side, truth_side = _masks(pred_path, "prediction"), _masks(truth_path, "truth")
     truths = truth_side.by_case
@@ -488,6 +487,8 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
         refuse_undecodable_name(path)
     if pred_side.single and truth_side.single:  # one case, whatever the names
         preds = dict.fromkeys(truths, *preds.values())
+    _refuse_self_scoring(pred_path, truth_path,
+                         [(preds[case], truths[case]) for case in set(preds) & set(truths)])
     pred_folder = pred_path.parent if pred_side.single else pred_path
     pending = _pending_cases(pred_folder) if not pred_side.single else {}
     preds = {case: path for case, path in preds.items() if pending.get(case) != "study"}
@@ -586,15 +587,22 @@ def _write_outputs(files: dict[str, Path], result: dict[str, Any], title: str) -
     write_json(files["json"], result)
 
 
-def _refuse_self_scoring(pred: Path, truth: Path) -> None:
-    """Refuse one folder or file (as resolved: ``./x`` is ``x``) given as both the prediction
-    and the truth: every mask would score 1.0 against itself, without a word."""
+def _refuse_self_scoring(pred: Path, truth: Path, pairs: Sequence[tuple[Path, Path]]) -> None:
+    """Refuse where any pair to be scored is one file on both sides (:func:`os.path.samefile`:
+    ``./x`` is ``x``): one folder or file given as both, a file inside the other side's folder,
+    or a predict study folder and its own ``infection.nii.gz``. Every such mask would score 1.0
+    against itself, without a word."""
+    same = sorted(pred_mask for pred_mask, truth_mask in pairs
+                  if os.path.samefile(pred_mask, truth_mask))
+    if not same:
+        return
+    given, true = option_name("pred"), option_name("truth")
     if pred.resolve() == truth.resolve():
-        kind = "folder" if pred.is_dir() else "file"
-        given, true = option_name("pred"), option_name("truth")
-        raise CovsegError(f"{given} and {true} name the same {kind}, {pred}: every mask would "
-                          f"score 1.0 against itself; give the predicted masks as {given} and "
-                          f"the true masks as {true}")
+        named = f"name the same {'folder' if pred.is_dir() else 'file'}, {pred}"
+    else:
+        named = f"give one mask file as both, {same[0]}"
+    raise CovsegError(f"{given} and {true} {named}: every mask would score 1.0 against itself; "
+                      f"give the predicted masks as {given} and the true masks as {true}")
 
 
 def _refuse_per_slice_of_slices(truths: Sequence[Path]) -> None:

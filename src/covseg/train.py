@@ -64,7 +64,7 @@ from covseg.config import (
 )
 from covseg.data.layouts import CLASS_NAMES, LoadedData, Sample, data_fingerprint
 from covseg.data.splits import validation_split
-from covseg.errors import CovsegError
+from covseg.errors import CovsegError, counted
 from covseg.evaluate import evaluate_samples, hd95_by_unit, rows_to_csv
 from covseg.infer import TEST_FLIPS, Predictor, model_inputs
 from covseg.io.atomic import remove_empty_folders, remove_temporaries, write_json, write_text
@@ -357,7 +357,8 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
           weights: Mapping[str, str | None] | None = None) -> dict[str, Any]:
     """Train ``config.model`` on ``data`` into the run folder ``out``; return its metrics.
 
-    Without explicit case lists the validation patients are drawn by ``config.val_fraction``.
+    Without explicit case lists (a cross-validation fold's) the validation patients are drawn
+    by ``config.val_fraction``.
     ``record``: more for the run's config.json (a cross-validation fold's count of folds and,
     on Ray, the node that trained it). ``weights``: :func:`weights_file_sha256` of ``config``
     where the caller hashed it already (a cross-validation, once for all its folds); None:
@@ -369,6 +370,25 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
                       weights)
 
 
+def _refuse_too_few_to_train(count: int, val_fraction: float, fold: bool) -> None:
+    """Refuse fewer than 2 training slices (batch normalisation sees two at a time), advising by
+    what left so few: a cross-validation ``fold``'s test patients (fewer folds), a validation
+    split (a lower ``val_fraction``), or neither (the data: it was told to lower a
+    ``val_fraction`` of 0, where nothing was split)."""
+    if count >= 2:
+        return
+    causes = [(cause, advice) for cause, advice, given in (
+        ("its cross-validation fold's test patients", f"use fewer {option_name('folds')}", fold),
+        ("the validation patients", f"lower {option_name('val_fraction')}", val_fraction > 0))
+        if given]
+    where = (f"left once {' and '.join(cause for cause, _ in causes)} are held out" if causes
+             else "in the data")
+    *others, last = [*(advice for _, advice in causes), "add data"]
+    advice = f"{', '.join(others)} or {last}" if others else last
+    raise CovsegError(f"{counted(count, 'training slice')} {where}; training needs at least 2 "
+                      f"(batch normalisation sees two at a time): {advice}")
+
+
 def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], resume: bool,
            train_cases: Sequence[str] | None, val_cases: Sequence[str] | None,
            progress: bool, record: Mapping[str, Any],
@@ -377,13 +397,11 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
     recipe is checked (a folder or no file given is refused there)."""
     out = Path(out)
     check_recipe(config)
+    fold = train_cases is not None
     if train_cases is None:
         train_cases, val_cases = validation_split(data.samples, config.val_fraction, config.seed)
     val_cases = val_cases or []
-    if len(train_cases) < 2:
-        raise CovsegError(f"{len(train_cases)} training slice(s) left after the split; training "
-                          "needs at least 2 (batch normalisation sees two at a time): add data "
-                          f"or lower {option_name('val_fraction')}")
+    _refuse_too_few_to_train(len(train_cases), config.val_fraction, fold)
     fingerprint = data_fingerprint(data, [*train_cases, *val_cases], quiet=not progress)
     refuse_other_output(out, RUN)
     # held from the check that the folder is empty (or resumable) to the end: a second run into

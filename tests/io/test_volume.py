@@ -16,6 +16,7 @@ from covseg.errors import CovsegError
 from covseg.io.ct import read_volume
 from covseg.io.nifti import read_nifti
 from covseg.io.volume import (
+    check_same_grid,
     detect_volume_intensity,
     hounsfield,
     volume_from_array,
@@ -262,3 +263,15 @@ def test_a_single_plane_is_refused_whichever_axis_stores_it(
     with pytest.raises(CovsegError, match=rf"plane\.nii\.gz: a single {plane} plane \(axes "
                                           r"\w{3}\), not axial slices; give the whole series$"):
         read_volume(path)
+
+
+def test_a_volume_of_another_shape_is_refused_naming_the_files_own_order(tmp_path: Path) -> None:
+    """A 64x48x10 CT beside a 64x48x12 mask was refused as "(10, 48, 64) ... (12, 48, 64) (z, y,
+    x, as the files hold them)", the files' shapes reversed: each is printed as nibabel's shape,
+    as quantify records it."""
+    mask = read_nifti(save(tmp_path / "mask.nii.gz", np.zeros((64, 48, 12), np.uint8)))
+    ct = read_nifti(save(tmp_path / "ct.nii.gz", np.zeros((64, 48, 10), np.int16)))
+    with pytest.raises(CovsegError, match=r"ct\.nii\.gz: shape \(64, 48, 10\) differs from the "
+                                          r"mask \S*mask\.nii\.gz \(64, 48, 12\) \(each file's "
+                                          r"own axis order, nibabel's shape\); they must be"):
+        check_same_grid(mask, ct)

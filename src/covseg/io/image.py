@@ -83,6 +83,16 @@ masks and slices serve as tests' fixtures) and guard nothing, as a small slice c
 log = logging.getLogger(__name__)
 
 
+def refuse_tiny_slice(shape: tuple[int, ...], source: str, advice: str) -> None:
+    """Refuse a 2D slice of ``shape`` (y, x) with a side under :data:`MIN_SLICE_SIDE` pixels:
+    the one rule for predict's files and :func:`covseg.segment`'s arrays (which took a 1 x 1
+    slice and called its black pixel infection)."""
+    if min(shape) < MIN_SLICE_SIDE:
+        raise CovsegError(f"{source}: a {shape[1]} x {shape[0]} image, too small to be a CT "
+                          f"slice (covseg reads slices of at least {MIN_SLICE_SIDE} x "
+                          f"{MIN_SLICE_SIDE} pixels); {advice}")
+
+
 IMAGE_MASK_ENDINGS = (("_im", "_mask"),)
 """Endings by which a data set names a case's image and its mask (MedSeg's ``tr_im.nii.gz`` and
 ``tr_mask.nii.gz``): both are the case named by the rest (see :func:`case_key`)."""
@@ -187,10 +197,7 @@ def read_oriented(path: str | os.PathLike[str], keep_palette: bool = False) -> O
     array = _slice_axes(array)
     if array.ndim != 2:
         raise CovsegError(f"{path}: expected a 2D slice, got an array of shape {array.shape}")
-    if min(array.shape) < MIN_SLICE_SIDE:
-        raise CovsegError(f"{path}: a {array.shape[1]} x {array.shape[0]} image, too small to "
-                          f"be a CT slice (covseg reads slices of at least {MIN_SLICE_SIDE} x "
-                          f"{MIN_SLICE_SIDE} pixels); give the slice's own file")
+    refuse_tiny_slice(array.shape, str(path), "give the slice's own file")
     if not np.isfinite(array).all():
         raise CovsegError(f"{path}: the image holds NaN or infinite values")
     return Oriented(array, orientation)

@@ -62,6 +62,10 @@ log = logging.getLogger(__name__)
 WORKING_AXES = ("L", "P", "S")
 """The orientation every volume is read in (see the module docstring)."""
 
+FILE_ORDER = "own axis order, nibabel's shape"
+"""How messages name the axes of a file's shape (:attr:`Volume.file_shape`), as quantify
+records it: the file's own order, never covseg's working (z, y, x)."""
+
 
 def _zyx(xyz: Sequence[float]) -> tuple[float, float, float]:
     """A NIfTI header's (x, y, z, ...) sizes as covseg's (z, y, x)."""
@@ -436,8 +440,8 @@ def check_same_grid(reference: Volume, other: Volume) -> None:
         )
     if reference.array.shape != other.array.shape:
         raise CovsegError(
-            f"{other.source}: shape {other.file_shape_zyx} differs from the mask "
-            f"{reference.source} {reference.file_shape_zyx} (z, y, x, as the files hold them); "
+            f"{other.source}: shape {other.file_shape} differs from the mask "
+            f"{reference.source} {reference.file_shape} (each file's {FILE_ORDER}); "
             "they must be on the same voxel grid"
         )
     if differences:
