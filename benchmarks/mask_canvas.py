@@ -40,7 +40,7 @@ from covseg.cascade import CropBox, LungFrame
 from covseg.config import RECIPE_THRESHOLD, TrainConfig, check_threshold
 from covseg.data.layouts import Sample, load_dataset
 from covseg.errors import CovsegError
-from covseg.infer import model_inputs
+from covseg.infer import model_inputs, on_slice
 from covseg.io.atomic import write_json
 from covseg.metrics import dice
 from covseg.train import canvas_items
@@ -85,8 +85,8 @@ def mapped_back(samples: Sequence[Sample], canvases: Sequence[torch.Tensor],
     back = []
     for sample, canvas, (array, crop) in zip(samples, canvases, inputs, strict=True):
         box = Letterbox(array.shape[-2], array.shape[-1], canvas.shape[-1])
-        probability = box.inverse((canvas > 0).float()).numpy()
-        back.append(crop.paste(probability, sample.mask.shape)[0] >= threshold)
+        probability = on_slice((canvas > 0).float(), box, crop, sample.mask.shape, classes=False)
+        back.append(probability[0] >= threshold)
     return back
 
 

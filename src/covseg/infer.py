@@ -180,8 +180,7 @@ class Predictor:
             boxes = [Letterbox(array.shape[-2], array.shape[-1], self.size) for array, _ in inputs]
             canvas = torch.stack([box.forward(array) for box, (array, _) in zip(boxes, inputs)])
             probs = self._forward(canvas)
-            out.extend(crop.paste(box.inverse(p).numpy(), images[i].shape,
-                                  classes=self.num_classes > 2)
+            out.extend(on_slice(p, box, crop, images[i].shape, classes=self.num_classes > 2)
                        for box, (_, crop), p, i in zip(boxes, inputs, probs, index))
         return out
 
@@ -194,6 +193,13 @@ class Predictor:
     def predict_labels(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """(H, W) slices in [0, 1] -> uint8 label maps of the same sizes."""
         return [self.labels_from_probabilities(p) for p in self.predict_probabilities(images)]
+
+
+def on_slice(canvas_probs: torch.Tensor, box: Letterbox, crop: CropBox,
+             shape: tuple[int, int], classes: bool) -> np.ndarray:
+    """(C, size, size) canvas probabilities mapped back to their (H, W) slice: the letterbox
+    undone (bilinear), then pasted into the frame at the crop they came from."""
+    return crop.paste(box.inverse(canvas_probs).numpy(), shape, classes=classes)
 
 
 def model_inputs(images: Sequence[np.ndarray], prepare: LungGuide | LungFrame | None
