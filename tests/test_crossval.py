@@ -117,6 +117,42 @@ def test_folds_are_not_trained_from_another_weights_file_than_the_folds_done(
     assert first["weights_sha256"] == second["weights_sha256"]
 
 
+@NEEDS_ZOO
+def test_a_cross_validation_goes_on_without_a_weights_file_no_fold_left_would_read(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """The weights= file gone after folds started: a --resume was refused even where every fold
+    left holds its last.pt or is finished. Refused, naming it, while a fold has not started
+    (--fold K of a finished fold goes on); with every fold finished or resumable, the run goes
+    on, each fold's record keeping the SHA-256 it started from."""
+    import torch
+    from torchvision.models import resnet50
+
+    from covseg.records import content_hash
+
+    weights, moved = tmp_path / "r50.pth", tmp_path / "moved.pth"
+    torch.save(resnet50().state_dict(), weights)
+    started = content_hash(weights)
+    data, out = load_dataset(synthetic_folder), tmp_path / "cv"
+    recipe = {"folds": 2, "epochs": 1, "size": 32, "batch_size": 8, "model": "fcn",
+              "model_options": {"weights": str(weights)}}
+    api.cross_validate(data, out, fold=0, **recipe)
+    weights.rename(moved)
+    with pytest.raises(CovsegError, match="^" + re.escape(
+            f"{out}: the weights= file {weights} is gone, and fold_1 would start from it (no "
+            "last.pt to resume from); restore the file or pick a new out") + "$"):
+        api.cross_validate(data, out, resume=True, **recipe)
+    assert not (out / "fold_1").exists()
+    assert api.cross_validate(data, out, fold=0, resume=True, **recipe)["fold"] == 0
+    moved.rename(weights)
+    fold_stopped_midway(data, out, 1, **recipe)
+    weights.rename(moved)
+    summary = api.cross_validate(data, out, resume=True, **recipe)
+    assert summary["mean_std_over_folds"]["dice"]["n"] == 2
+    for k in range(2):
+        record = json.loads((out / f"fold_{k}" / "config.json").read_text())
+        assert record["weights_sha256"] == started
+
+
 def test_only_folds_holding_saved_work_are_held_to_their_weights_file(tmp_path: Path) -> None:
     """A fold's record beside no checkpoint (killed before its first epoch) describes nothing
     saved and starts afresh, from the file as it is now: only saved folds are compared, and

@@ -846,6 +846,49 @@ def test_a_resume_whose_weights_file_changed_is_refused_until_it_is_restored(
     train_module.train(config, data, out, resume=True, progress=False)
 
 
+@NEEDS_ZOO
+def test_a_resume_from_last_pt_goes_on_with_its_weights_file_gone(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """The weights= file deleted or moved after the run saved its last.pt: the resume was
+    refused ("now no file"), and the build read the file, though a resume starts from last.pt.
+    It goes on, the record keeping the SHA-256 the run started from (the resume's, null)."""
+    from torchvision.models import resnet50
+
+    from covseg.records import content_hash
+
+    weights = tmp_path / "r50.pth"
+    torch.save(resnet50().state_dict(), weights)
+    started = content_hash(weights)
+    data = load_dataset(synthetic_folder)
+    config = TrainConfig(model="fcn", epochs=1, size=32, batch_size=8,
+                         model_options={"weights": str(weights)})
+    out = tmp_path / "run"
+    train_module.train(config, data, out, progress=False)
+    weights.rename(tmp_path / "moved.pth")
+    train_module.train(config, data, out, resume=True, progress=False)
+    record = json.loads((out / "config.json").read_text())
+    assert record["weights_sha256"] == started
+    assert record["resumed_by"][-1]["weights_sha256"] is None
+
+
+@NEEDS_ZOO
+def test_a_resume_whose_gone_weights_file_a_member_would_start_from_is_refused(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """An ensemble whose second member had not started, its weights= file gone: refused in
+    one line naming that member, before the data are read (it said "no such weights file")."""
+    from covseg import api
+
+    weights, out = tmp_path / "gone.pth", tmp_path / "run"
+    (out / "member0-fcn").mkdir(parents=True)
+    (out / "member0-fcn" / "last.pt").write_bytes(b"")
+    (out / "config.json").write_text("{}")
+    with pytest.raises(CovsegError, match="^" + re.escape(
+            f"{out}: the weights= file {weights} is gone, and member1-fcn would start from it "
+            "(no last.pt to resume from); restore the file or pick a new out") + "$"):
+        api.train(synthetic_folder, out, resume=True, model="fcn,fcn", size=32,
+                  model_options={"weights": str(weights)})
+
+
 def test_a_resume_with_options_spelt_out_as_the_run_resolved_them_is_accepted(
         tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--epochs 240 (the default on these slices) or --model-option width=1.0 (miniseg's

@@ -262,7 +262,7 @@ def _recipe(config: dict[str, Any], resume: bool, data: object, folds: int | Non
     check_kind("resume", resume, [bool])
     recipe = TrainConfig(**_reading(data, config))
     _check_folds(folds)
-    check_recipe(recipe, (folds or 1) if seed_room else None)
+    check_recipe(recipe, (folds or 1) if seed_room else None, resume)
     if config.get("frame_lungs") is True and not recipe.frame_lungs:  # given, not the default
         never = (option_given("target", "lung") if recipe.target == "lung"
                  else option_name("lung_guide"))
@@ -464,7 +464,7 @@ def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str]
     """
     recipe = _recipe(config, resume, data)
     out = _resumable(_out(out, data), resume)
-    check_train_folder(out, resume)  # before the data are read
+    check_train_folder(out, resume, recipe)  # before the data are read
     with resume_advised(out):
         return _train(recipe, _load(data, recipe), out, resume=resume)
 
@@ -559,7 +559,7 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
         raise CovsegError(f"models must be a list of model specs, e.g. ['unet', "
                           f"'unet:width=8'] (the baseline first), got {models!r}")
     specs = [str(spec).strip() for spec in _as_list(models)]  # " unet" names unet and its folder
-    check_specs(specs, recipe.size)
+    check_specs(specs, recipe.size, resume)
     if folds is not None:  # else once the folds are read
         check_spec_seeds(recipe, specs, folds)
     out = _resumable(_out(out, data), resume)

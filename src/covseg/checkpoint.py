@@ -23,7 +23,7 @@ from covseg.errors import CovsegError, no_space, no_space_text, refuse_special_f
 from covseg.io.atomic import atomic_path
 from covseg.io.image import unreadable_file
 from covseg.models import build_model
-from covseg.models.pretrained import torch_load_failure
+from covseg.models.pretrained import torch_load_failure, without_weights_file
 from covseg.provenance import API_COMMAND, option_given
 from covseg.records import content_hash
 from covseg.transforms import INTENSITY_MODES
@@ -373,8 +373,7 @@ def _number(value: Any) -> bool:
 def model_from_checkpoint(payload: dict[str, Any]) -> nn.Module:
     """Rebuild the network recorded in ``payload['meta']`` and load its weights."""
     meta = payload["meta"]
-    # Encoder weight files were only a starting point: the saved state_dict replaces them.
-    options = {k: v for k, v in meta.get("model_options", {}).items() if k != "weights"}
+    options = without_weights_file(meta.get("model_options", {}))
     model = build_model(meta["model"], meta["in_channels"], meta["num_classes"], **options)
     try:
         model.load_state_dict(payload["state_dict"])

@@ -49,6 +49,7 @@ from covseg.io.atomic import write_json, write_text
 from covseg.io.lock import refuse_if_held, writing_to
 from covseg.models import build_model
 from covseg.models.ensemble import member_names
+from covseg.models.pretrained import without_weights_file
 from covseg.models.profile import profile_model
 from covseg.models.registry import (
     REGISTRY,
@@ -59,7 +60,13 @@ from covseg.models.registry import (
 )
 from covseg.provenance import option_name, provenance
 from covseg.report import read_rows
-from covseg.train import COMPARISON, check_run_seed, refuse_other_output, unresumed
+from covseg.train import (
+    COMPARISON,
+    check_run_seed,
+    refuse_other_output,
+    trial_options,
+    unresumed,
+)
 from covseg.viz import box_plot
 
 log = logging.getLogger(__name__)
@@ -204,10 +211,11 @@ def patient_dice(cv_dir: Path) -> tuple[dict[Hashable, float], str]:
     return {key: float(np.mean(values)) for key, values in groups.items()}, "patient"
 
 
-def check_specs(specs: Sequence[str], size: int) -> None:
+def check_specs(specs: Sequence[str], size: int, resume: bool = False) -> None:
     """At least a baseline and a candidate, each named once, with a folder of its own, and
     built once with its options and, where its input size may be fixed, run once on the
-    ``size`` px canvas (:func:`check_model`)."""
+    ``size`` px canvas (:func:`check_model`; ``resume``: see
+    :func:`~covseg.train.trial_options`)."""
     if len(specs) < 2:
         raise CovsegError("compare needs at least two models: a baseline and a candidate")
     for spec in specs:  # an unknown name is named as such, not as sharing another's folder
@@ -228,7 +236,8 @@ def check_specs(specs: Sequence[str], size: int) -> None:
             raise CovsegError(f"{other} and {spec} would share one folder under {out} "
                               f"({shared}); compare them into separate {out} folders")
     for spec in specs:  # each built once, before the first model trains for hours
-        check_model(*parse_model_spec(spec), size)
+        name, options = parse_model_spec(spec)
+        check_model(name, trial_options(options, resume), size)
 
 
 def check_spec_seeds(config: TrainConfig, specs: Sequence[str], folds: int) -> None:
@@ -312,7 +321,7 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
         per_case = per_case_dice(out / model_folder(spec), by_fold=True)
         channels = model_config.in_channels  # as its runs take them: a lung guide adds one
         cost = profile_model(build_model(model_config.model, channels, data.num_classes,
-                                         **model_config.model_options),
+                                         **without_weights_file(model_config.model_options)),
                              size=512, in_channels=channels)
         dice_by_model[spec] = per_case
         units_by_model[spec] = patient_dice(out / model_folder(spec))

@@ -65,6 +65,7 @@ from covseg.train import (
     check_run_seed,
     holds_saved_run,
     made_from_other_data,
+    refuse_gone_weights,
     refuse_other_output,
     refuse_other_weights,
     train,
@@ -271,17 +272,23 @@ def check_finished_folds(config: TrainConfig, data: LoadedData, out: Path,
         _refuse_midway_fold_of_another_split(fold_dir, train_cases, len(splits), verb)
 
 
-def checked_fold_weights(config: TrainConfig, out: Path, folds: int
-                         ) -> dict[str, str | None]:
+def checked_fold_weights(config: TrainConfig, out: Path, folds: int,
+                         trained: Sequence[int] | None = None) -> dict[str, str | None]:
     """This command's :func:`~covseg.train.weights_file_sha256`, hashed once for all ``folds``
     folds of ``out``, after refusing, before any fold trains, one whose config.json records
     another (:func:`~covseg.train.refuse_other_weights`, the rule a resume follows): a fold
     trained now would start from other weights than the folds done, which are reused. Folds
     holding no saved work (a record beside no checkpoint starts afresh: see
-    :func:`cross_validation_work`) and records without the SHA-256 (before 6 Dec) pass."""
+    :func:`cross_validation_work`) and records without the SHA-256 (before 6 Dec) pass. A
+    file gone since is refused only where a network of the unfinished folds this command
+    trains (``trained``: all where None; ``--fold K``'s one) would start from it
+    (:func:`~covseg.train.refuse_gone_weights`)."""
     weights = weights_file_sha256(config)
     if not weights:  # no weights= file: the recipe names none, as its records' recipes say
         return weights
+    refuse_gone_weights(out, config, [
+        out / f"fold_{k}" for k in (range(folds) if trained is None else trained)
+        if not fold_done(out / f"fold_{k}")])
     for fold_dir in (out / f"fold_{k}" for k in range(folds)):
         record = read_record(fold_dir / "config.json")
         if record is not None and (fold_done(fold_dir) or holds_saved_run(fold_dir)):
@@ -414,7 +421,7 @@ def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.Pat
     named = split_files_note(data)
     check_fold_index(fold, len(splits), f" ({named})" if named else "")
     check_cv_folder(Path(out), resume, fold)
-    weights = checked_fold_weights(config, Path(out), len(splits))
+    weights = checked_fold_weights(config, Path(out), len(splits), [fold])
     rows = _split_fold(config, data, Path(out), splits, fold, resume, weights=weights)
     return {"fold": fold, "test_cases": len(splits[fold][1]), "summary": summarize(rows)}
 

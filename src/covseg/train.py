@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
@@ -73,6 +73,7 @@ from covseg.losses import BINARY_ONLY, LOSSES, build_loss, trained_loss
 from covseg.metrics import EMPTY_MASK_RULES, STD_NOTE, hd95_unit_field, summarize
 from covseg.models import build_model, parameter_count
 from covseg.models.ensemble import Ensemble, member_names
+from covseg.models.pretrained import without_weights_file
 from covseg.models.registry import check_model
 from covseg.progress import progress_bar
 from covseg.provenance import (
@@ -396,7 +397,7 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
     """:func:`train`, in the generators it reseeds; the ``weights=`` file hashed once the
     recipe is checked (a folder or no file given is refused there)."""
     out = Path(out)
-    check_recipe(config)
+    check_recipe(config, resume=resume)
     fold = train_cases is not None
     if train_cases is None:
         train_cases, val_cases = validation_split(data.samples, config.val_fraction, config.seed)
@@ -410,6 +411,7 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
         weights = weights_file_sha256(config) if weights is None else weights
         config = _check_run_folder(out, config, resume, fingerprint, (train_cases, val_cases),
                                    weights)
+        refuse_gone_weights(out, config, [out])
         remove_temporaries(out)  # a run killed there (kill -9) left them; no one writes them now
         try:
             if len(member_names(config.model)) > 1:
@@ -487,14 +489,16 @@ def refuse_other_output(out: Path, kind: str) -> None:
                           f"into a new {option_name('out')}")
 
 
-def check_train_folder(out: Path, resume: bool) -> None:
+def check_train_folder(out: Path, resume: bool, config: TrainConfig) -> None:
     """The refusals of a run's ``out`` that need no data, made before they are read (a volume
-    data set takes minutes): another command's output, and a run saved there without
-    --resume (one that another run is writing, naming that run, as its lock would)."""
+    data set takes minutes): another command's output, a run saved there without
+    --resume (one that another run is writing, naming that run, as its lock would), and a
+    resume that needs a weights= file gone since (:func:`refuse_gone_weights`)."""
     refuse_other_output(out, RUN)
     if not resume and holds_saved_run(out):
         refuse_if_held(out)
         raise unresumed(out, "a run")
+    refuse_gone_weights(out, config, [out])
 
 
 def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint: str,
@@ -578,13 +582,59 @@ def refuse_other_weights(out: Path, saved: TrainConfig, record: dict[str, Any],
     (its ``record``'s SHA-256, a fold's for a cross-validation; ``weights``: this command's): a
     member or fold not yet trained would start from other weights than the rest, and the record
     would name a start the run never had. Records written before the SHA-256 was (6 Dec) resume
-    as before."""
+    as before; a file gone since is :func:`refuse_gone_weights`'s to judge."""
     started, now = record.get(WEIGHTS_SHA256), weights.get(WEIGHTS_SHA256)
-    if started is not None and now != started:
+    if started is not None and now != started and not gone_weights_file(saved.model_options):
         raise CovsegError(f"{out}: the weights= file {saved.model_options['weights']} holds "
                           f"other bytes than the run started from (SHA-256 {started[:12]}..., "
                           f"now {f'{now[:12]}...' if now else 'no file'}); restore that file "
                           f"or pick a new {option_name('out')}")
+
+
+def gone_weights_file(options: Mapping[str, Any]) -> str | None:
+    """The ``weights=`` file model ``options`` name where nothing is there now (deleted or
+    moved since a run started from it); None where it is there, or none is named."""
+    weights = options.get("weights")
+    return weights if isinstance(weights, str) and not Path(weights).exists() else None
+
+
+def weights_readers(config: TrainConfig, runs: Iterable[Path]) -> list[Path]:
+    """The networks of ``runs`` (a run's folder, a cross-validation's folds left to train) that
+    would read ``config``'s weights= file: each (an ensemble's members each) with no last.pt,
+    which starts from the file; one that resumes from its last.pt is built without it
+    (:func:`_built_options`)."""
+    names = member_names(config.model)
+    networks = ([folder for run in runs for folder in _member_folders(run, names)]
+                if len(names) > 1 else list(runs))
+    return [network for network in networks if not (network / "last.pt").is_file()]
+
+
+def refuse_gone_weights(out: Path, config: TrainConfig, runs: Iterable[Path]) -> None:
+    """The rule for a weights= file gone since the run started (deleted or moved): refused,
+    naming them, where a network of ``runs`` (in ``out``) left to train would start from it
+    (:func:`weights_readers`); where every one resumes from its last.pt (or its fold is
+    finished, which the caller leaves out of ``runs``) the run goes on without the file, its
+    record keeping the SHA-256 it started from (the resume's own, under resumed_by, null)."""
+    gone = gone_weights_file(config.model_options)
+    readers = weights_readers(config, runs) if gone else []
+    if readers:
+        names = ", ".join(reader.relative_to(out).as_posix() if reader != out else "its network"
+                          for reader in readers)
+        raise CovsegError(f"{out}: the weights= file {gone} is gone, and {names} would start "
+                          f"from it (no last.pt to resume from); restore the file or pick a new "
+                          f"{option_name('out')}")
+
+
+def _built_options(config: TrainConfig, out: Path, resume: bool) -> dict[str, Any]:
+    """The model options the network of ``out`` is built with: less the weights= file where it
+    resumes from its last.pt, whose weights replace the file's (which may be gone since)."""
+    resumed = resume and (out / "last.pt").exists()
+    return without_weights_file(config.model_options) if resumed else config.model_options
+
+
+def _member_folders(out: Path, names: Sequence[str]) -> list[Path]:
+    """The folders of an ensemble's members (``names``) in its run folder ``out``."""
+    return [out / f"member{i}-{name}" for i, name in enumerate(names)]
 
 
 def _refuse_other_recipe(out: Path, saved: TrainConfig, config: TrainConfig, slices: int
@@ -617,17 +667,18 @@ def check_run_seed(config: TrainConfig, folds: int = 1) -> None:
     check_seed(config.seed, offset=folds - 1 + len(member_names(config.model)) - 1)
 
 
-def check_recipe(config: TrainConfig, folds: int | None = 1) -> None:
+def check_recipe(config: TrainConfig, folds: int | None = 1, resume: bool = False) -> None:
     """Refuse options of the wrong type, out of range or contradictory, before data are read
     or a member starts (``folds``: a cross-validation's, whose seeds the seed leaves room
     for: :func:`check_run_seed`; None: the seed's range only, its room left to a caller whose
-    models are not ``config``'s, as compare's: :func:`covseg.compare.check_spec_seeds`)."""
+    models are not ``config``'s, as compare's: :func:`covseg.compare.check_spec_seeds`;
+    ``resume``: see :func:`trial_options`)."""
     config.check_types()
     if not MIN_SIZE <= config.size <= MAX_SIZE:
         raise CovsegError(f"{option_name('size')} must lie in [{MIN_SIZE}, {MAX_SIZE}] px (the "
                           "networks halve it four times; CT slices are 512 px, which a larger "
                           f"canvas only upsamples), got {config.size}")
-    check_model(config.model, config.model_options, config.size)  # a trial build
+    check_model(config.model, trial_options(config.model_options, resume), config.size)
     _check_names(config)
     if config.crop_lungs and config.lung_guide == "none":
         raise CovsegError(f"{option_name('crop_lungs')} crops to the lung guide's lungs: add "
@@ -677,6 +728,14 @@ def check_recipe(config: TrainConfig, folds: int | None = 1) -> None:
                           f"{config.weight_decay} (the default is 1e-4)")
     if config.epochs is not None and config.epochs < 1:
         raise CovsegError(f"{option_name('epochs')} must be at least 1, got {config.epochs}")
+
+
+def trial_options(options: Mapping[str, Any], resume: bool) -> dict[str, Any]:
+    """The model ``options`` of a trial build (:func:`~covseg.models.registry.check_model`):
+    on a resume, less a weights= file gone since, which only a network with no last.pt reads
+    (refused then, naming it: :func:`refuse_gone_weights`)."""
+    gone = resume and gone_weights_file(options)
+    return without_weights_file(options) if gone else dict(options)
 
 
 def _check_names(config: TrainConfig) -> None:
@@ -733,7 +792,7 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     torch.manual_seed(config.seed)
     guide = config.guide()
     model = build_model(config.model, config.in_channels, data.num_classes,
-                        **config.model_options)
+                        **_built_options(config, out, resume))
     loss_fn = build_loss(config.loss, data.num_classes)
     # Deeply supervised models return [main, side outputs...] while training; MONAI's wrapper
     # weighs them 1, 1/2, 1/4... and passes a single output straight to the loss.
@@ -853,13 +912,15 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
     (benchmarks/RESULTS.md).
     """
     names = member_names(config.model)
+    # loaded from the members' best.pt, so never from the weights= file
     ensemble = build_model(config.model, config.in_channels, data.num_classes,
-                           **config.model_options)  # unknown names and options fail here, at once
+                           **without_weights_file(config.model_options))
     assert isinstance(ensemble, Ensemble), "several member names build an Ensemble"
     _write_run_record(out, config, data, train_cases, val_cases, fingerprint, weights,
                       holds_saved_run(out), members=names, **record)
-    jobs = [(replace(config, model=name, seed=config.seed + i), out / f"member{i}-{name}")
-            for i, name in enumerate(names)]
+    jobs = [(replace(config, model=name, seed=config.seed + i), folder)
+            for i, (name, folder) in enumerate(zip(names, _member_folders(out, names),
+                                                   strict=True))]
     for _, folder in jobs:  # a member killed there left them; the run's lock keeps others out
         remove_temporaries(folder)
     workers = min(len(jobs), torch.get_num_threads())

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,6 +43,13 @@ def weights_path(weights: str | os.PathLike[str] | None) -> Path | None:
     if path.suffix or any(sep in os.fspath(weights) for sep in ("/", os.sep)):
         raise CovsegError(f"{path}: no such weights file")
     raise CovsegError(OFFLINE)
+
+
+def without_weights_file(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Model ``options`` less ``weights=``, for a network whose weights come from elsewhere (a
+    checkpoint, a resume's last.pt, a profile that counts them only): the file was only a
+    starting point, so it is not read, and may be gone since."""
+    return {key: value for key, value in options.items() if key != "weights"}
 
 
 def read_state_dict(path: Path) -> StateDict:
