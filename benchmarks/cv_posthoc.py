@@ -37,12 +37,11 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -51,6 +50,7 @@ from scipy import ndimage
 from torch.optim.swa_utils import update_bn
 
 from covseg.compare import paired_wilcoxon
+from covseg.crossval import finished_fold, read_fold_record
 from covseg.data.layouts import load_dataset
 from covseg.infer import FLIP_DIMS, Predictor
 from covseg.io.atomic import write_json
@@ -191,8 +191,11 @@ def checkpoints(run: Path) -> list[str]:
 
 
 def fold_cases(run: Path) -> list[list[str]]:
+    """Each finished fold's held-out case ids, in fold order, its fold_metrics.json read as a
+    resume reads it (:func:`~covseg.crossval.finished_fold`): a damaged one is refused in one
+    line naming it, which ended in a JSONDecodeError or KeyError traceback."""
     folds = sorted(run.glob("fold_*/fold_metrics.json"), key=lambda p: int(p.parent.name[5:]))
-    return [[row["case_id"] for row in json.loads(f.read_text())["per_case"]] for f in folds]
+    return [[row["case_id"] for row in finished_fold(f.parent)["per_case"]] for f in folds]
 
 
 def finished_folds(run: Path) -> list[list[str]]:
@@ -228,10 +231,20 @@ def training_samples(by_id: Mapping[str, T], runs: Sequence[Path], folds: int, d
                      ) -> dict[tuple[Path, int], list[T]]:
     """Each run's fold training slices (``--recalibrate-bn`` needs them), or exit in one line
     before any prediction where ``data`` lacks some: that failed in a KeyError after the
-    first fold was predicted."""
-    return {(run, k): held_out(by_id, json.loads((run / f"fold_{k}" / "config.json").read_text())
-                               ["train_cases"], run / f"fold_{k}", data, "training")
+    first fold was predicted. A fold's damaged config.json is refused in one line naming it
+    (:func:`~covseg.crossval.read_fold_record`), which ended in a traceback."""
+    return {(run, k): held_out(by_id, read_fold_record(run / f"fold_{k}" / "config.json",
+                                                       _training_cases),
+                               run / f"fold_{k}", data, "training")
             for run in runs for k in range(folds)}
+
+
+def _training_cases(record: dict[str, Any]) -> list[str]:
+    """The training case ids a fold's config.json lists (KeyError or TypeError where none)."""
+    cases = record["train_cases"]
+    if not isinstance(cases, list) or not all(isinstance(case, str) for case in cases):
+        raise TypeError("train_cases is no list of case ids")
+    return cases
 
 
 def variant_names(labels: Mapping[Path, str]) -> list[str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 from cv_posthoc import dice_rows, finished_folds, held_out
 
 from covseg.config import TrainConfig
+from covseg.crossval import read_fold_record
 from covseg.data.layouts import load_dataset
 from covseg.errors import CovsegError
 from covseg.infer import Predictor
@@ -49,8 +49,11 @@ def canvas_sizes(text: str) -> list[int]:
 
 
 def _fold_threshold(fold: Path) -> float | None:
-    """The threshold of the recipe ``fold`` records, read as training reads it."""
-    return TrainConfig.from_dict(json.loads((fold / "config.json").read_text())["config"]).threshold
+    """The threshold of the recipe ``fold`` records, read as training reads it; a damaged
+    config.json is refused in one line naming it (:func:`~covseg.crossval.read_fold_record`),
+    which ended in a JSONDecodeError, KeyError or TypeError traceback."""
+    return read_fold_record(fold / "config.json",
+                            lambda record: TrainConfig.from_dict(record["config"]).threshold)
 
 
 def run_thresholds(run: Path, folds: int) -> list[float]:

@@ -391,11 +391,17 @@ def command_lines(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, .
         ("speed.py", "--model", missing), ("volume_memory.py", "--model", missing),
         ("multiscale.py", missing, cv), ("cv_posthoc.py", missing, cv),
         ("full_frame.py", missing, missing, cv), ("mask_canvas.py", missing)]
+    return dict(zip([tuple(a.replace(str(root), "ROOT") for a in call) for call in calls],
+                    _answers(calls, root), strict=True))
+
+
+def _answers(calls: list[tuple[str, ...]], root: Path) -> list[tuple[int, str, str]]:
+    """Each call's (status, stdout, stderr) from one child Python (:data:`COMMAND_LINES`), the
+    temporary folder ``root`` written ROOT."""
     done = subprocess.run([sys.executable, "-c", COMMAND_LINES, json.dumps(calls)], cwd=BENCHMARKS,
                           capture_output=True, text=True, check=True, timeout=600)
-    return {tuple(a.replace(str(root), "ROOT") for a in call): (
-        status, out.replace(str(root), "ROOT"), err.replace(str(root), "ROOT"))
-        for call, (status, out, err) in zip(calls, json.loads(done.stdout), strict=True)}
+    return [(status, out.replace(str(root), "ROOT"), err.replace(str(root), "ROOT"))
+            for status, out, err in json.loads(done.stdout)]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -436,6 +442,67 @@ def test_a_wrong_path_is_refused_in_one_line_before_any_work(
     volume_memory.py's after building the study, through multiprocessing), crop_or_frame.py's
     in a ZeroDivisionError; now the line alone, as argparse's own errors, status 2."""
     assert command_lines[call] == (2, "", f"{call[0]}: error: {WRONG_PATHS[call]}\n")
+
+
+DAMAGED_RECORDS = {
+    "multiscale.py, config.json truncated": ("multiscale.py", "config.json", None),
+    "multiscale.py, config.json without config": ("multiscale.py", "config.json", "config"),
+    "multiscale.py, config.json's config a list": ("multiscale.py", "config.json", []),
+    "cv_posthoc.py, config.json truncated": ("cv_posthoc.py", "config.json", None),
+    "cv_posthoc.py, config.json without train_cases": (
+        "cv_posthoc.py", "config.json", "train_cases"),
+    "cv_posthoc.py, fold_metrics.json truncated": ("cv_posthoc.py", "fold_metrics.json", None),
+}
+"""Name -> (script, fold_0's record damaged, how: None truncates it, a key is dropped, a list
+is the recipe given in place of the ``config`` object). cv_posthoc reads no recipe (a config.json
+without ``config``): its ``--recalibrate-bn`` reads the fold's training slices."""
+
+
+def _damaged(record: Path, how: str | list[Any] | None) -> str:
+    """Damage ``record`` as ``how`` says (:data:`DAMAGED_RECORDS`); return why it is unreadable,
+    as the refusal words it."""
+    text = record.read_text()
+    if how is None:
+        record.write_text(text[:len(text) // 2])
+        with pytest.raises(json.JSONDecodeError) as caught:
+            json.loads(record.read_text())
+        return str(caught.value)
+    read = json.loads(text)
+    if isinstance(how, str):
+        read.pop(how)
+        record.write_text(json.dumps(read))
+        return repr(how)
+    record.write_text(json.dumps({**read, "config": how}))
+    return f"the recipe is {how}, not an object"
+
+
+@pytest.fixture(scope="module")
+def damaged_records(tiny_cv: Path, synthetic_folder: Path, tmp_path_factory: pytest.TempPathFactory
+                    ) -> dict[str, tuple[tuple[int, str, str], str]]:
+    """Each damage of :data:`DAMAGED_RECORDS`, done to a copy of ``tiny_cv`` and run in a child
+    Python: name -> ((status, stdout, stderr), the line its refusal must be)."""
+    root = tmp_path_factory.mktemp("damaged_records")
+    calls, told = [], []
+    for n, (script, name, how) in enumerate(DAMAGED_RECORDS.values()):
+        fold = shutil.copytree(tiny_cv, root / f"cv{n}") / "fold_0"
+        why = _damaged(fold / name, how)
+        calls.append((script, str(synthetic_folder), str(fold.parent),
+                      *(("--sizes", "32") if script == "multiscale.py" else
+                        ("--recalibrate-bn", "clean"))))
+        told.append(f"{script}: error: ROOT/cv{n}/fold_0/{name}: unreadable run record ({why}); "
+                    f"delete ROOT/cv{n}/fold_0 to train that fold again, or pick a new --out\n")
+    return dict(zip(DAMAGED_RECORDS, zip(_answers(calls, root), told, strict=True), strict=True))
+
+
+@pytest.mark.parametrize("damage", list(DAMAGED_RECORDS))
+def test_a_damaged_fold_record_is_refused_in_one_line_naming_it(
+        damage: str, damaged_records: dict[str, tuple[tuple[int, str, str], str]]) -> None:
+    """A fold's config.json or fold_metrics.json truncated, without an entry the script reads,
+    or holding a list for the recipe, ended in a JSONDecodeError, KeyError or TypeError
+    traceback; now the record is refused as a resume refuses it, in one line naming it and the
+    fold to delete, status 2, before any prediction."""
+    answer, told = damaged_records[damage]
+    assert answer == (2, "", told)
 
 
 def test_mask_canvas_measures_both_shrinks_on_both_framings(

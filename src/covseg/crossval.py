@@ -8,12 +8,12 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -76,6 +76,8 @@ from covseg.train import (
 from covseg.viz import box_plot
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 REPORT_METRICS = METRICS
 DEFAULT_FOLDS = 5
@@ -179,31 +181,37 @@ def _unreadable_fold_record(record: Path, exc: Exception) -> CovsegError:
     return unreadable_record(record, exc, f"delete {record.parent} to train that fold again, or ")
 
 
-def _fold_record(record: Path) -> dict[str, Any]:
-    """The JSON object a finished fold's ``record`` holds (config.json, fold_metrics.json,
-    metrics.json); one that cannot be read (a folder, not UTF-8, not JSON) or holds no object
-    is refused naming the fold to delete: a config.json that was a folder ended in the CLI's
-    general message."""
+def read_fold_record(record: Path, read: Callable[[dict[str, Any]], T]) -> T:
+    """``read`` of the JSON object a fold's ``record`` holds (config.json, fold_metrics.json,
+    metrics.json). A record that cannot be read (missing, a folder, not UTF-8, not JSON), holds
+    no object, or lacks or mistypes what ``read`` takes (:data:`~covseg.train.UNREADABLE`) is
+    refused in one line naming the fold to delete, as a resume and the benchmarks that re-score
+    a run's folds refuse it: a config.json that was a folder ended in the CLI's general
+    message, a benchmark's read of a truncated one in a traceback."""
     try:
-        read = json.loads(record.read_text())
+        found = json.loads(record.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _unreadable_fold_record(record, exc) from None
-    if not isinstance(read, dict):
-        raise _unreadable_fold_record(record, TypeError(f"a JSON {type(read).__name__}, "
+    if not isinstance(found, dict):
+        raise _unreadable_fold_record(record, TypeError(f"a JSON {type(found).__name__}, "
                                                         "not an object"))
-    return read
-
-
-def _finished_fold(fold_dir: Path) -> dict[str, Any]:
-    """A finished fold's fold_metrics.json, its per-case rows each naming its slice: one not
-    JSON, or without them, ended in a JSONDecodeError or KeyError traceback on a resume."""
-    record = fold_dir / "fold_metrics.json"
-    finished = _fold_record(record)
     try:
-        if not all(isinstance(row, dict) and "case_id" in row for row in finished["per_case"]):
-            raise ValueError("a per_case row names no case_id")
+        return read(found)
     except UNREADABLE as exc:
         raise _unreadable_fold_record(record, exc) from None
+
+
+def finished_fold(fold_dir: Path) -> dict[str, Any]:
+    """A finished fold's fold_metrics.json, its per-case rows each naming its slice: one not
+    JSON, or without them, ended in a JSONDecodeError or KeyError traceback on a resume."""
+    return read_fold_record(fold_dir / "fold_metrics.json", _with_case_rows)
+
+
+def _with_case_rows(finished: dict[str, Any]) -> dict[str, Any]:
+    """A fold_metrics.json's ``finished`` object, checked to hold per-case rows each naming its
+    slice (ValueError, KeyError or TypeError where it does not)."""
+    if not all(isinstance(row, dict) and "case_id" in row for row in finished["per_case"]):
+        raise ValueError("a per_case row names no case_id")
     return finished
 
 
@@ -213,14 +221,12 @@ def _fold_changes(fold_dir: Path, config: TrainConfig, finished: dict[str, Any],
     recipe on this split of these data: the fold is reused only when nothing does. A damaged
     config.json is refused naming it (a bad value read as the user's option, "--epochs must be a
     whole number"), to be deleted with its fold."""
-    path = fold_dir / "config.json"
-    record = _fold_record(path)
-    try:
-        changed = TrainConfig.from_dict(record["config"]).differences(
-            config, len(record["train_cases"]))
+    def read(record: dict[str, Any]) -> tuple[list[str], set[str]]:
+        recipe = TrainConfig.from_dict(record["config"])
         trained = set(record["train_cases"]) | set(record["val_cases"])
-    except UNREADABLE as exc:
-        raise _unreadable_fold_record(path, exc) from None
+        return recipe.differences(config, len(record["train_cases"])), trained
+
+    changed, trained = read_fold_record(fold_dir / "config.json", read)
     tested = {row["case_id"] for row in finished["per_case"]}
     if trained != set(train_cases) or tested != set(test_cases):
         changed.append(f"its training or test slices (another {option_name('folds')}, "
@@ -259,7 +265,7 @@ def check_finished_folds(config: TrainConfig, data: LoadedData, out: Path,
         fold_dir = out / f"fold_{k}"
         if fold_done(fold_dir):
             finished_folds += 1
-            finished = _finished_fold(fold_dir)
+            finished = finished_fold(fold_dir)
             changed = _fold_changes(fold_dir, _fold_config(config, k), finished, data,
                                     train_cases, test_cases)
             if changed:
@@ -306,7 +312,7 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
     trains on (:data:`NODE`), kept there too; ``weights``: the recipe's
     :func:`~covseg.train.weights_file_sha256`, hashed once for all folds (None: by the fold)."""
     if fold_done(fold_dir):
-        finished = _finished_fold(fold_dir)
+        finished = finished_fold(fold_dir)
         changed = _fold_changes(fold_dir, config, finished, data, train_cases, test_cases)
         if changed:
             # Run alone (--fold K), the other folds are not looked at: only this one is deleted.
@@ -805,12 +811,8 @@ def _fold_means(stats: dict[str, dict[str, float]], data: LoadedData) -> dict[st
 def _fold_training(fold_dir: Path) -> tuple[float, int]:
     """Training time the fold's run recorded (which, unlike wall time, survives resumes) and
     the epochs it trained (the default schedule depends on the number of slices)."""
-    record = fold_dir / "metrics.json"
-    metrics = _fold_record(record)
-    try:
-        return float(metrics["train_seconds"]), int(metrics["epochs"])
-    except UNREADABLE as exc:
-        raise _unreadable_fold_record(record, exc) from None
+    return read_fold_record(fold_dir / "metrics.json", lambda metrics: (
+        float(metrics["train_seconds"]), int(metrics["epochs"])))
 
 
 def _dice(config: TrainConfig) -> str:
