@@ -422,6 +422,45 @@ def test_segment_refuses_a_slice_too_small_as_covseg_predict_does(
         read_image(tmp_path / "tiny.png")
 
 
+def thin_slices_refusal(z: int, y: int, x: int) -> str:
+    """The pattern of the refusal of a volume of ``z`` axial slices of ``x`` by ``y`` pixels (on
+    LPS axes), one side under 2 pixels, after its source: the words of a 2D slice's where the
+    volume is one slice, else those of a single sagittal or coronal plane."""
+    if z == 1:
+        return (rf" \(one axial slice\): a {x} x {y} image, too small to be a CT slice \(covseg "
+                r"reads slices of at least 2 x 2 pixels\); give the whole series")
+    plane = "coronal" if y == 1 else "sagittal"
+    return (rf": a single {plane} plane \(axes LPS; {z} axial slices of {x} x {y} pixels\), not "
+            "axial slices; give the whole series")
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 64), (1, 64, 1), (30, 1, 64), (30, 64, 1)])
+def test_segment_refuses_a_volume_whose_slices_are_under_2_pixels_a_side(
+        tiny_run: Path, shape: tuple[int, int, int]) -> None:
+    """A (z, y, x) array one pixel high or wide in-plane was segmented without a word (a
+    nonsense mask of its shape), and so was one such axial slice as a SimpleITK or nibabel
+    image; every one is refused by the rule of 2D slices, naming the input and its slices."""
+    volume = np.random.default_rng(0).integers(-1000, 400, size=shape).astype(np.int16)
+    told = thin_slices_refusal(*shape)
+    for image, spacing, source in (
+            (volume, (2.5, 0.7, 0.7), "the array"),
+            (sitk.GetImageFromArray(volume), None, "the SimpleITK image"),
+            (nib.Nifti1Image(volume.T, np.diag([-0.7, -0.7, 2.5, 1.0])), None,
+             "the nibabel image")):
+        with pytest.raises(CovsegError, match=f"^{source}{told}$"):
+            covseg.segment(tiny_run, image, spacing=spacing)
+
+
+def test_segment_reads_an_arrays_slices_on_the_direction_given(tiny_run: Path) -> None:
+    """A (z, y, x) array one column wide is one axial slice where its direction puts x head to
+    foot: segmented, not refused as a single sagittal plane on the axes of an array without
+    one."""
+    volume = np.random.default_rng(0).integers(-1000, 400, size=(16, 16, 1)).astype(np.int16)
+    mask = covseg.segment(tiny_run, volume, spacing=(0.7, 0.7, 2.5),
+                          direction=(0, 0, 1, 0, 1, 0, 1, 0, 0))
+    assert mask.shape == volume.shape and mask.dtype == np.uint8
+
+
 @pytest.mark.parametrize("labels", [
     np.array([0, 1]), np.array([0, 1, 2, 3, 4]), np.array([0, 255])])
 def test_segment_refuses_a_label_mask_as_covseg_predict_does(tiny_run: Path,

@@ -1747,6 +1747,29 @@ def test_unorientable_volumes_are_refused(chest, tmp_path: Path) -> None:
     assert read_volume(sagittal).slice_name(3).startswith("axial slice 3")
 
 
+@pytest.mark.parametrize("shape", [(64, 1, 1), (1, 64, 1), (64, 1, 30)])
+def test_predict_refuses_a_nifti_whose_slices_are_under_2_pixels_a_side(
+        tmp_path: Path, tiny_run: Path, shape: tuple[int, int, int]) -> None:
+    """One axial slice one pixel high or wide, saved as NIfTI, was segmented and its masks
+    written, where the same pixels as a PNG are refused; it fails as that slice does, in the
+    same words, and a single plane of 30 slices as before, naming its slices. No study folder
+    is left."""
+    from covseg.cli import main
+    from tests.test_api import thin_slices_refusal
+
+    path = tmp_path / "thin.nii.gz"
+    x, y, z = shape
+    voxels = np.random.default_rng(0).integers(-1000, 400, size=shape).astype(np.int16)
+    nib.save(nib.Nifti1Image(voxels, np.diag([-0.7, -0.7, 2.5, 1.0])), str(path))
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(tiny_run), str(path), "--out", str(out)]) == 1
+    with (out / "summary.csv").open(newline="") as summary:
+        [row] = list(csv.DictReader(summary))
+    assert row["status"] == "failed"
+    assert re.fullmatch(re.escape(str(path)) + thin_slices_refusal(z, y, x), row["error"])
+    assert not (out / "thin").exists()
+
+
 def test_reruns_compare_the_model_by_content(chest, tiny_run: Path, tmp_path: Path) -> None:
     """A model retrained into the same run folder and copied in with its old time kept is
     refused on a rerun; touching it alone is not (times are not compared)."""

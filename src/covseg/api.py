@@ -100,6 +100,7 @@ from covseg.io.nifti import (
 from covseg.io.volume import (
     Volume,
     check_hu,
+    checked_array,
     detect_volume_intensity,
     volume_from_array,
     volume_from_itk,
@@ -1000,7 +1001,7 @@ def _oriented(array: np.ndarray, spacing: Sequence[float], direction: Sequence[f
         raise CovsegError(f"direction: 9 numbers, a rotation or reflection as SimpleITK's "
                           f"GetDirection() gives it, e.g. (1, 0, 0, 0, 1, 0, 0, 0, 1); got "
                           f"{direction!r}")
-    volume = volume_from_array(array, spacing, "the array")  # checks values and spacing
+    volume = checked_array(array, spacing, "the array")
     image = sitk.GetImageFromArray(volume.array)
     image.SetSpacing(tuple(float(v) for v in reversed(spacing)))
     image.SetDirection(tuple(float(v) for v in cosines.ravel()))

@@ -39,7 +39,7 @@ import SimpleITK as sitk
 
 from covseg.errors import CovsegError, OutOfMemory, byte_size, counted
 from covseg.io.atomic import atomic_path
-from covseg.io.image import label_levels
+from covseg.io.image import MIN_SLICE_SIDE, label_levels, refuse_tiny_slice
 from covseg.provenance import option_given, option_name
 from covseg.transforms import (
     AIR_LIMIT_HU,
@@ -464,7 +464,7 @@ def as_axial(volume: Volume) -> Volume:
     _check_orientable(volume)
     start = nib.io_orientation(volume.affine)
     to_working = nib.orientations.ornt_transform(start, nib.orientations.axcodes2ornt(WORKING_AXES))
-    _check_not_single_plane(volume, to_working)
+    _refuse_thin_slices(volume, to_working)
     if (to_working == [[0, 1], [1, 1], [2, 1]]).all():
         return volume
     shape_xyz = volume.array.shape[::-1]
@@ -494,18 +494,22 @@ def _check_orientable(volume: Volume) -> None:
                           "header's sform/qform or voxel sizes")
 
 
-def _check_not_single_plane(volume: Volume, to_working: np.ndarray) -> None:
-    """Refuse a single sagittal or coronal plane (one voxel thick from left to right or front
-    to back), whichever file axis holds it: a coronal reformat saved on the scan's RAS axes, one
-    row thick, was read as dozens of 1-pixel-high axial slices and segmented."""
+def _refuse_thin_slices(volume: Volume, to_working: np.ndarray) -> None:
+    """Refuse axial slices with a side under :data:`~covseg.io.image.MIN_SLICE_SIDE` pixels,
+    whichever file axis holds them, by the rule of 2D slices: a single sagittal or coronal plane
+    (a coronal reformat saved on the scan's RAS axes, one row thick, was read as dozens of
+    1-pixel-high axial slices and segmented), or one axial slice one row high (segmented, its
+    row called infection), in :func:`~covseg.io.image.refuse_tiny_slice`'s words."""
     working_xyz = np.empty(3, dtype=int)
     working_xyz[to_working[:, 0].astype(int)] = volume.array.shape[::-1]
     x, y, z = (int(n) for n in working_xyz)
-    if z > 1 and 1 in (x, y):
-        plane = "coronal" if y == 1 else "sagittal"
+    if z == 1:
+        refuse_tiny_slice((y, x), f"{volume.source} (one axial slice)", "give the whole series")
+    elif min(x, y) < MIN_SLICE_SIDE:
+        plane = "coronal" if y < MIN_SLICE_SIDE else "sagittal"
         raise CovsegError(f"{volume.source}: a single {plane} plane (axes "
-                          f"{''.join(nib.aff2axcodes(volume.affine))}), not axial slices; "
-                          "give the whole series")
+                          f"{''.join(nib.aff2axcodes(volume.affine))}; {z} axial slices of "
+                          f"{x} x {y} pixels), not axial slices; give the whole series")
 
 
 def _flipped_in_place(array: np.ndarray, flips: np.ndarray) -> np.ndarray:
@@ -647,7 +651,14 @@ def volume_from_itk(image: sitk.Image, source: str) -> Volume:
 def volume_from_array(array: np.ndarray, spacing: Sequence[float], source: str) -> Volume:
     """(z, y, x) voxels with their (z, y, x) spacing in mm and no other geometry: an axis-aligned
     grid taken in :data:`WORKING_AXES` order, as SimpleITK's ``GetArrayFromImage`` gives an axial
-    DICOM series (so "right" and "left" lungs are only named by that guess)."""
+    DICOM series (so "right" and "left" lungs are only named by that guess), its slices checked
+    as a file's."""
+    return as_axial(checked_array(array, spacing, source))
+
+
+def checked_array(array: np.ndarray, spacing: Sequence[float], source: str) -> Volume:
+    """:func:`volume_from_array`'s voxels and spacing checked, on those axes but not yet read
+    as axial slices: an array whose direction is given has its own."""
     if not _three_positive_numbers(spacing):
         raise CovsegError(f"{source}: spacing must be three positive numbers (z, y, x) in mm, "
                           f"got {spacing!r}")
