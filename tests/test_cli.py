@@ -431,7 +431,9 @@ def test_cross_validation_fold_by_fold_matches_one_run(
                         *recipe, "--fold", "2")
     _assert_one_line_error(code, err, "--fold must lie in 0..1")
     for change, fragment in ((["--epochs", "2"], "epochs: 1 -> 2"),
-                             (["--folds", "3", "--fold", "0"], "training or test slices")):
+                             (["--folds", "3", "--fold", "0"],
+                              ("finished on another split of the data (2 folds then, 3 now); "
+                              "resume with --folds 2"))):
         changed = [*recipe[2:], *change] if change[0] == "--folds" else [*recipe, *change]
         code, _, err = _run(capsys, "cv", str(synthetic_folder), "--out",
                             str(tmp_path / "whole"), *changed, "--resume")

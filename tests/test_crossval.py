@@ -23,6 +23,7 @@ from covseg import api, crossval
 from covseg.config import MAX_SEED, TrainConfig
 from covseg.crossval import DEFAULT_FOLDS, make_folds, mean_over_folds, report_markdown
 from covseg.data import load_dataset
+from covseg.data.layouts import LoadedData
 from covseg.data.splits import validation_split
 from covseg.data.synthetic import write_synthetic
 from covseg.errors import CovsegError
@@ -792,13 +793,10 @@ def test_a_fold_stopped_midway_and_resumed_with_another_folds_names_the_split(
             f"{fold}: stopped midway on another split of the data (2 folds then, 3 now); resume "
             f"with folds=2, or cross-validate into a new out than {out}") + "$"):
         api.cross_validate(data, out, fold=0, resume=True, **{**TINY_FOLDS, "folds": 3})
-    del record["folds"]  # as covseg wrote it before it kept the count
-    (fold / "config.json").write_text(json.dumps(record))
-    with pytest.raises(CovsegError, match="^" + re.escape(
-            f"{fold}: stopped midway on another split of the data (its training slices differ: "
-            "another folds, seed or data set); resume with the options it was started "
-            f"with, or cross-validate into a new out than {out}") + "$"):
-        api.cross_validate(data, out, resume=True, **{**TINY_FOLDS, "folds": 3})
+    refused_without_fold_count(data, fold, (
+        f"{fold}: stopped midway on another split of the data (its training slices differ: "
+        "another folds, seed or data set); resume with the options it was started "
+        f"with, or cross-validate into a new out than {out}"))
     assert api.cross_validate(data, out, fold=0, resume=True, **TINY_FOLDS)["fold"] == 0
 
 
@@ -813,6 +811,48 @@ def test_a_later_fold_stopped_midway_on_another_split_is_refused_before_any_fold
             f"{fold}: stopped midway on another split of the data (2 folds then, 3 now)")):
         api.cross_validate(data, out, resume=True, **{**TINY_FOLDS, "folds": 3})
     assert not (out / "fold_0").exists()
+
+
+def test_a_finished_fold_resumed_with_another_folds_or_seed_names_the_split(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """A finished fold resumed with another --folds or --seed was refused as "finished with
+    other settings or data (its training or test slices ...); ... or delete OUT to start over":
+    good folds deleted over a mistyped option. It is refused as a fold stopped midway is,
+    naming the split and the options to resume with; other changes keep the general refusal."""
+    data = load_dataset(synthetic_folder)
+    out = tmp_path / "cv"
+    fold = out / "fold_0"
+    api.cross_validate(data, out, fold=0, **TINY_FOLDS)
+    new_out = f", or cross-validate into a new out than {out}"
+    for changed, told in (({"folds": 3}, "2 folds then, 3 now); resume with folds=2"),
+                          ({"seed": 5}, "seed 0 then, 5 now); resume with seed=0"),
+                          ({"folds": 3, "seed": 5},
+                           ("2 folds then, 3 now; seed 0 then, 5 now); resume with folds=2 and "
+                           "seed=0"))):
+        refusal = "^" + re.escape(f"{fold}: finished on another split of the data ({told}"
+                                  + new_out) + "$"
+        with pytest.raises(CovsegError, match=refusal):
+            api.cross_validate(data, out, resume=True, **{**TINY_FOLDS, **changed})
+        with pytest.raises(CovsegError, match=refusal):  # run alone, as a whole run
+            api.cross_validate(data, out, fold=0, resume=True, **{**TINY_FOLDS, **changed})
+    general = re.escape(f"{fold}: finished with other settings or data (epochs: 1 -> 2; its "
+                        "training or test slices (another folds, seed or data set)); ")
+    with pytest.raises(CovsegError, match=f"^{general}"):  # not the split alone that differs
+        api.cross_validate(data, out, resume=True, **{**TINY_FOLDS, "folds": 3, "epochs": 2})
+    refused_without_fold_count(data, fold, (
+        f"{fold}: finished with other settings or data (its training or test slices "
+        "(another folds, seed or data set)); cross-validate into a new out, or delete "
+        f"{out} to start over"))
+
+
+def refused_without_fold_count(data: LoadedData, fold: Path, refusal: str) -> None:
+    """Assert that ``fold``, its count of folds dropped from its config.json (as covseg wrote
+    it before it kept the count), is refused in exactly ``refusal`` to a resume with 3 folds."""
+    record = json.loads((fold / "config.json").read_text())
+    del record["folds"]
+    (fold / "config.json").write_text(json.dumps(record))
+    with pytest.raises(CovsegError, match="^" + re.escape(refusal) + "$"):
+        api.cross_validate(data, fold.parent, resume=True, **{**TINY_FOLDS, "folds": 3})
 
 
 def test_a_cv_stopped_while_writing_its_summary_leaves_no_summary_and_resumes_all(

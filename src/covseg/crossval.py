@@ -216,19 +216,27 @@ def _with_case_rows(finished: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fold_changes(fold_dir: Path, config: TrainConfig, finished: dict[str, Any],
-                  data: LoadedData, train_cases: list[str], test_cases: list[str]) -> list[str]:
+                  data: LoadedData, train_cases: list[str], test_cases: list[str],
+                  folds: int | None, verb: str) -> list[str]:
     """What differs between a finished fold (``finished``: its fold_metrics.json) and this
     recipe on this split of these data: the fold is reused only when nothing does. A damaged
     config.json is refused naming it (a bad value read as the user's option, "--epochs must be a
-    whole number"), to be deleted with its fold."""
-    def read(record: dict[str, Any]) -> tuple[list[str], set[str]]:
-        recipe = TrainConfig.from_dict(record["config"])
+    whole number"), to be deleted with its fold. A fold of the same recipe finished on another
+    split that its record tells (another ``folds``, or seed) is refused as a fold stopped midway
+    is (:func:`_split_told`): "delete OUT to start over" lost good folds to a mistyped --folds."""
+    def read(record: dict[str, Any]
+             ) -> tuple[dict[str, Any], TrainConfig, int, list[str], set[str]]:
+        saved = TrainConfig.from_dict(record["config"])
+        slices = len(record["train_cases"])
         trained = set(record["train_cases"]) | set(record["val_cases"])
-        return recipe.differences(config, len(record["train_cases"])), trained
+        return record, saved, slices, saved.differences(config, slices), trained
 
-    changed, trained = read_fold_record(fold_dir / "config.json", read)
+    record, saved, slices, changed, trained = read_fold_record(fold_dir / "config.json", read)
     tested = {row["case_id"] for row in finished["per_case"]}
     if trained != set(train_cases) or tested != set(test_cases):
+        told = _split_told(record, fold_dir, folds, config.seed)
+        if told and not saved.differences(replace(config, seed=saved.seed), slices):
+            raise _another_split_error(fold_dir, "finished", told, verb)
         changed.append(f"its training or test slices (another {option_name('folds')}, "
                        f"{option_name('seed')} or data set)")
     elif made_from_other_data(finished, data_fingerprint(data, [*train_cases, *test_cases],
@@ -260,22 +268,23 @@ def check_finished_folds(config: TrainConfig, data: LoadedData, out: Path,
     recipe or data made (see :func:`_fold_changes`), or with a fold stopped midway on another
     split: checked fold by fold, the first stale fold stopped the run only after the folds
     before it were retrained (on Ray, inside a fold's task, as "fold 1 failed on Ray")."""
-    stale, finished_folds, midway = [], 0, []
+    stale, finished_folds = [], 0
+    midway: list[tuple[Path, list[str], int]] = []
     for k, (train_cases, test_cases) in enumerate(splits):
         fold_dir = out / f"fold_{k}"
         if fold_done(fold_dir):
             finished_folds += 1
             finished = finished_fold(fold_dir)
             changed = _fold_changes(fold_dir, _fold_config(config, k), finished, data,
-                                    train_cases, test_cases)
+                                    train_cases, test_cases, len(splits), verb)
             if changed:
                 stale.append((fold_dir, changed))
         else:
-            midway.append((fold_dir, train_cases))
+            midway.append((fold_dir, train_cases, _fold_config(config, k).seed))
     if stale:
         raise _stale_folds_error(out, stale, verb, some=len(stale) < finished_folds)
-    for fold_dir, train_cases in midway:
-        _refuse_midway_fold_of_another_split(fold_dir, train_cases, len(splits), verb)
+    for fold_dir, train_cases, seed in midway:
+        _refuse_midway_fold_of_another_split(fold_dir, train_cases, len(splits), seed, verb)
 
 
 def checked_fold_weights(config: TrainConfig, out: Path, folds: int,
@@ -313,7 +322,8 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
     :func:`~covseg.train.weights_file_sha256`, hashed once for all folds (None: by the fold)."""
     if fold_done(fold_dir):
         finished = finished_fold(fold_dir)
-        changed = _fold_changes(fold_dir, config, finished, data, train_cases, test_cases)
+        changed = _fold_changes(fold_dir, config, finished, data, train_cases, test_cases,
+                                folds, verb)
         if changed:
             # Run alone (--fold K), the other folds are not looked at: only this one is deleted.
             raise _stale_folds_error(fold_dir.parent, [(fold_dir, changed)], verb, some=True)
@@ -321,7 +331,7 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
         return hd95_by_unit([{_renamed(key): math.nan if value is None else value
                               for key, value in row.items()} for row in finished["per_case"]],
                             data)
-    _refuse_midway_fold_of_another_split(fold_dir, train_cases, folds, verb)
+    _refuse_midway_fold_of_another_split(fold_dir, train_cases, folds, config.seed, verb)
     by_id = {s.case_id: s for s in data.samples}
     fit, val = _fold_split(config, by_id, train_cases)
     record = ({} if folds is None else {FOLDS: folds}) | ({NODE: dict(node)} if node else {})
@@ -395,10 +405,11 @@ def _renamed(key: str) -> str:
 
 
 def _refuse_midway_fold_of_another_split(fold_dir: Path, train_cases: list[str],
-                                         folds: int | None, verb: str) -> None:
-    """A fold stopped midway is continued only on its own training slices: one resumed with
-    another --folds was refused as "trained on other data ...; pick a new --out" naming the
-    fold's folder, which is not the --out the user gave."""
+                                         folds: int | None, seed: int, verb: str) -> None:
+    """A fold stopped midway is continued only on its own training slices (``seed``: the
+    fold's, see :func:`_split_told`): one resumed with another --folds was refused as "trained
+    on other data ...; pick a new --out" naming the fold's folder, which is not the --out the
+    user gave."""
     record = read_record(fold_dir / "config.json") or {}
     try:
         saved = {*record["train_cases"], *record["val_cases"]}
@@ -406,13 +417,38 @@ def _refuse_midway_fold_of_another_split(fold_dir: Path, train_cases: list[str],
         return  # nothing saved, or a record the run's own check refuses
     if not holds_saved_run(fold_dir) or saved == set(train_cases):
         return
-    then = record.get(FOLDS)
-    how = (f"{then} folds then, {folds} now); resume with {option_given('folds', then)}"
-           if then is not None and folds is not None and then != folds else
-           f"its training slices differ: another {option_name('folds')}, {option_name('seed')} "
-           "or data set); resume with the options it was started with")
-    raise CovsegError(f"{fold_dir}: stopped midway on another split of the data ({how}, or "
-                      f"{verb} into a new {option_name('out')} than {fold_dir.parent}")
+    told = _split_told(record, fold_dir, folds, seed) or (
+        f"its training slices differ: another {option_name('folds')}, {option_name('seed')} "
+        "or data set); resume with the options it was started with")
+    raise _another_split_error(fold_dir, "stopped midway", told, verb)
+
+
+def _split_told(record: Mapping[str, Any], fold_dir: Path, folds: int | None,
+                seed: int) -> str | None:
+    """How the split the fold in ``fold_dir`` (``out/fold_k``) was made on differs from this
+    one (``folds`` folds; ``seed``: the fold's, the run's + k, as :func:`_fold_config` seeds
+    it), as its config.json ``record`` tells it, with the options to resume with:
+    ``2 folds then, 3 now); resume with --folds 2``; None where it tells neither (a record
+    written before the count was kept, or another data set)."""
+    then, recipe = record.get(FOLDS), record.get("config")
+    saved_seed = recipe.get("seed") if isinstance(recipe, dict) else None
+    k = int(fold_dir.name.removeprefix("fold_"))  # the run's seed: the fold's less k
+    told, options = [], []
+    if isinstance(then, int) and folds is not None and then != folds:
+        told.append(f"{then} folds then, {folds} now")
+        options.append(option_given("folds", then))
+    if isinstance(saved_seed, int) and saved_seed != seed:
+        told.append(f"seed {saved_seed - k} then, {seed - k} now")
+        options.append(option_given("seed", saved_seed - k))
+    return f"{'; '.join(told)}); resume with {' and '.join(options)}" if told else None
+
+
+def _another_split_error(fold_dir: Path, state: str, told: str, verb: str) -> CovsegError:
+    """The refusal of the fold in ``fold_dir``, ``state`` (finished, stopped midway) on another
+    split of the data (``told``: how, and what to resume with), as ``verb`` (the command
+    running) words it: one wording for either state."""
+    return CovsegError(f"{fold_dir}: {state} on another split of the data ({told}, or {verb} "
+                       f"into a new {option_name('out')} than {fold_dir.parent}")
 
 
 def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
