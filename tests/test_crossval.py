@@ -393,7 +393,8 @@ def test_a_refused_fold_shows_the_options_it_compared(tmp_path: Path) -> None:
         "val_cases": []}))
     finished = {"per_case": [{"case_id": case} for case in cases[4:]]}
     message = "; ".join(crossval._fold_changes(tmp_path, TrainConfig(model="miniseg", epochs=2),
-                                               finished, data, cases[:4], cases[4:]))
+                                               finished, data, cases[:4], cases[4:], None,
+                                               crossval.CV_VERB))
     assert "model: unet -> miniseg" in message and "epochs: 240 -> 2" in message
     assert (f"model_options: {model_options('unet')} -> {model_options('miniseg')}"
             in message)

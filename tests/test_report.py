@@ -287,28 +287,6 @@ def test_montage_legend_names_only_what_its_slices_show(tmp_path: Path,
         "lesion", "right lung"]
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 64, 1), (1, 1, 64)])
-def test_a_ct_one_pixel_high_or_wide_is_montaged_without_lung_outlines(
-        tmp_path: Path, saved_figures: list, shape: tuple[int, int, int]) -> None:
-    """A CT one pixel high or wide with lungs found failed in matplotlib's contour ("Input z must
-    be at least a (2, 2) shaped array") after its masks were written, so its study failed: its
-    slices are drawn with their lesion fill and no lung outline. One axial slice: a stack of them
-    one pixel high or wide is refused as a single coronal or sagittal plane when read."""
-    from covseg.report import write_montage
-
-    nib.save(nib.Nifti1Image(np.zeros(shape[::-1], np.int16), np.diag([-1.0, -1.0, 2.0, 1.0])),
-             str(tmp_path / "mask.nii.gz"))
-    grid = read_nifti(tmp_path / "mask.nii.gz", np.int16)
-    lesions = grid.array.copy()
-    lesions[0, 0, 0] = 1
-    lungs = np.ones_like(lesions)
-    path = write_montage(tmp_path / "montage.png", lesions, grid, lungs=lungs, count=1, title="x")
-    assert path.exists()
-    figure = saved_figures[-1]
-    assert not figure.axes[0].collections
-    assert [text.get_text() for text in figure.legends[0].get_texts()] == ["lesion"]
-
-
 def test_montage_title_clears_the_top_slices_titles(tmp_path: Path, saved_figures: list) -> None:
     """On 512x512 studies, whose slices fill their cells, the title's second line "(patient
     right on the image left)" ran into the top-middle slice's "slice 3, 132.5 mL"."""

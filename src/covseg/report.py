@@ -239,11 +239,10 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
     right to left), so a slice drawn as stored is radiological; its geometry draws the voxels to
     scale and names the slices as its file does (:meth:`Volume.slice_name`). ``multiclass``
     (None: labels > 1) draws and names each class, also when one class alone was found;
-    ``lungs_note``: where the lungs came from (:func:`lungs_text`), a line of the title. Slices
-    one pixel high or wide get no lung outline (a contour needs 2 x 2): one failed the study
-    after its masks were written. ``image_source``: the CT's file, which the slices' scale
-    warning names, each slice counted once with the study's own reading of it
-    (:func:`~covseg.transforms.one_read`: said apart and unnamed, it came twice)."""
+    ``lungs_note``: where the lungs came from (:func:`lungs_text`), a line of the title.
+    ``image_source``: the CT's file, which the slices' scale warning names, each slice counted
+    once with the study's own reading of it (:func:`~covseg.transforms.one_read`: said apart and
+    unnamed, it came twice)."""
     if multiclass is None:
         multiclass = bool(lesions.size) and int(lesions.max()) > 1
     slices = most_affected_slices(lesions, lungs, count, multiclass)
@@ -272,7 +271,7 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
         axis.imshow(_overlay(grey, lesions[k], colours, alpha), interpolation="nearest",
                     aspect=grid.pixel_aspect)
         drawn |= {label for label in colours if (lesions[k] == label).any()}
-        if lungs is not None and min(lungs.shape[1:]) >= 2:
+        if lungs is not None:
             for label, colour in LUNG_COLOURS.items():
                 if (lungs[k] == label).any():
                     axis.contour(lungs[k] == label, levels=[0.5], colors=colour, linewidths=0.8)

@@ -260,8 +260,10 @@ def test_a_single_plane_is_refused_whichever_axis_stores_it(
     one-pixel-high axial slices and segmented; only a plane stored as the file's third axis was
     refused."""
     path = save(tmp_path / "plane.nii.gz", np.full(shape, -1000, np.int16), affine)
+    sides = "64 x 1" if plane == "coronal" else "1 x 64"
     with pytest.raises(CovsegError, match=rf"plane\.nii\.gz: a single {plane} plane \(axes "
-                                          r"\w{3}\), not axial slices; give the whole series$"):
+                                          rf"\w{{3}}; 40 axial slices of {sides} pixels\), not "
+                                          r"axial slices; give the whole series$"):
         read_volume(path)
 
 
