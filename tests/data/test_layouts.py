@@ -29,6 +29,7 @@ from covseg.data.layouts.base import (
 from covseg.data.splits import grouped_kfold, validation_split
 from covseg.data.synthetic import synthetic_slices
 from covseg.errors import CovsegError
+from covseg.io.ct import read_volume
 from covseg.transforms import normalize_intensity
 from tests.conftest import shared, square_mask
 
@@ -738,6 +739,86 @@ def test_zenodo_folder_names(tmp_path: Path) -> None:
     _save_nifti(tmp_path / "COVID-19-CT-Seg_20cases" / "coronacases_001.nii.gz", hu)
     _save_nifti(tmp_path / "Infection_Mask" / "coronacases_001.nii.gz", lesions)
     assert load_dataset(tmp_path).layout == "zenodo"
+
+
+@pytest.mark.parametrize(("images", "masks", "lungs", "combined"), [
+    ("COVID-19-CT-Seg_20cases", "Infection_Mask", "Lung_Mask", "Lung_and_Infection_Mask"),
+    ("ct_scans", "infection_mask", "lung_mask", "lung_and_infection_mask")],
+    ids=["zenodo", "kaggle"])
+def test_zenodo_without_its_infection_masks_names_what_is_missing(
+        tmp_path: Path, images: str, masks: str, lungs: str, combined: str) -> None:
+    """A Zenodo download without Infection_Mask/ was refused as needing "ct_scans/ and
+    infection_mask/": Kaggle's name of the CT folder it held under Zenodo's, and not a word that
+    its Lung_and_Infection_Mask/ is not read. The line names the folder missing, in the
+    spelling of the folders found, and the combined folder as not read."""
+    hu, lesions = _hu_volume(slices=2)
+    _save_nifti(tmp_path / images / "coronacases_001.nii.gz", hu)
+    _save_nifti(tmp_path / combined / "coronacases_001.nii.gz", lesions)
+    assert _refusal(tmp_path) == (
+        f"{tmp_path}: the Zenodo layout needs {masks}/ beside {images}/, which it lacks "
+        f"({combined}/ is not read: it labels the lungs 1 and 2 and the infection 3, no covseg "
+        "target's labels); add it from the data set")
+    _save_nifti(tmp_path / lungs / "coronacases_001.nii.gz", (hu < -500).astype(np.int16))
+    assert _refusal(tmp_path).endswith(f"target's labels; --target lung reads {lungs}/); add "
+                                       "it from the data set")
+    assert len(load_dataset(tmp_path, target="lung").samples) == 2
+    shutil.rmtree(tmp_path / lungs)
+    assert _refusal(tmp_path, target="lung").startswith(
+        f"{tmp_path}: the Zenodo layout needs {lungs}/ beside {images}/, which it lacks")
+
+
+def _chest_hu(depth: int = 4, size: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    """A (z, y, x) chest in HU as the Zenodo volumes hold one: air (-1000) around a body
+    outline of soft tissue (40), two lungs (-850) with a lesion (-300) in one, and a spine
+    (700); with its lesion mask."""
+    _, y, x = np.mgrid[0:depth, 0:size, 0:size]
+    hu = np.full((depth, size, size), -1000.0, dtype=np.float32)
+    hu[((y - size / 2) / (size * 0.45)) ** 2 + ((x - size / 2) / (size * 0.4)) ** 2 < 1] = 40.0
+    for centre in (0.3, 0.7):
+        hu[(abs(y - size * 0.45) < size / 5) & (abs(x - size * centre) < size / 9)] = -850.0
+    lesion = (abs(y - size * 0.45) < 3) & (abs(x - size * 0.3) < 3)
+    hu[lesion] = -300.0
+    hu[(abs(y - size * 0.8) < 2) & (abs(x - size / 2) < 2)] = 700.0
+    return hu, lesion.astype(np.int16)
+
+
+def _zenodo_grey_set(root: Path, grey: np.ndarray, lesions: np.ndarray) -> Path:
+    """A Zenodo data folder holding ``grey`` as a Radiopaedia volume; the volume's path."""
+    path = root / "COVID-19-CT-Seg_20cases" / "radiopaedia_10_85902_1.nii.gz"
+    _save_nifti(path, grey, np.float32)
+    _save_nifti(root / "Infection_Mask" / "radiopaedia_10_85902_1.nii.gz", lesions)
+    return path
+
+
+def test_zenodos_lung_windowed_radiopaedia_volumes_read_in_training_and_predict(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Zenodo's 10 Radiopaedia volumes are lung-windowed to [-1250, 250] HU and rescaled to
+    [0, 255] (the data set's README): training and predict both read them as 8-bit grey,
+    with no refusal or warning."""
+    hu, lesions = _chest_hu()
+    grey = np.clip((hu + 1250.0) / 1500.0 * 255.0, 0.0, 255.0)
+    path = _zenodo_grey_set(tmp_path, grey, lesions)
+    data = load_dataset(tmp_path)
+    assert len(data.samples) == 4 and not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert read_volume(path).intensity == "uint8"
+
+
+def test_a_min_max_normalised_volume_is_refused_alike_in_training_and_predict(
+        tmp_path: Path) -> None:
+    """A CT min-max normalised to 0..255 was refused by predict (its soft tissue reads as lung
+    through the lung window) while training and data info read it without a word. Both refuse
+    it now, in the same words, each naming its option that reads it as grey anyway."""
+    hu, lesions = _chest_hu()
+    path = _zenodo_grey_set(tmp_path, (hu - hu.min()) / (hu.max() - hu.min()) * 255.0, lesions)
+    with pytest.raises(CovsegError) as predicted:
+        read_volume(path)
+    trained = _refusal(tmp_path)
+    assert trained.startswith(f"{path}: values 0..255 are neither Hounsfield units (none below "
+                              "-100) nor grey levels in the lung window: ")
+    assert trained == str(predicted.value).replace("--hu no", "--intensity uint8")
+    assert trained.endswith("; --intensity uint8 reads it as grey anyway")
+    assert len(load_dataset(tmp_path, intensity="uint8").samples) == 4
+    assert read_volume(path, hu="no").intensity == "uint8"
 
 
 def test_mosmed_3d_with_real_masks(tmp_path: Path) -> None:

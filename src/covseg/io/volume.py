@@ -555,7 +555,7 @@ def detect_volume_intensity(array: np.ndarray, hu: str, source: str) -> str:
         return "hu"
     if grey:
         kind = grey_scale(array, low, high)
-        _refuse_unwindowed_grey(array, kind, source)
+        refuse_unwindowed_grey(array, kind, source, _hu("no"))
         return kind
     raise CovsegError(f"{source}: {_not_grey(low, high)}")
 
@@ -580,17 +580,20 @@ def _not_grey(low: float, high: float) -> str:
             "RescaleIntercept (-1024), or subtract the offset and save the volume as NIfTI")
 
 
-def _refuse_unwindowed_grey(array: np.ndarray, kind: str, source: str) -> None:
-    """Refuse grey values that are not a CT in the lung window
+def refuse_unwindowed_grey(array: np.ndarray, kind: str, source: str, told: str) -> None:
+    """Refuse a CT volume's grey values (``kind`` detected) that are not a CT in the lung window
     (:func:`~covseg.transforms.grey_outside_lung_window`), but a constant volume (blank, read
-    blank on any scale) or a label mask (refused as one when predicted: :func:`label_levels`)."""
+    blank on any scale) or a label mask (refused as one when predicted: :func:`label_levels`):
+    the one rule of predict (``--hu auto``) and of training on volumes (``--intensity auto``),
+    whose lung-windowed model would read a min-max normalised CT's soft tissue as lung or air;
+    ``told``: the option that reads it on its grey scale anyway (``--hu no``, ``--intensity
+    unit``)."""
     if not holds_grey_only(array) or label_levels(array):
         return
     reason = grey_outside_lung_window(array, kind, "chest CT")
     if reason:
         raise CovsegError(f"{source}: {reason}; give the CT in Hounsfield units, or as 8-bit "
-                          f"grey (0..255) in the lung window; {_hu('no')} reads it as grey "
-                          "anyway")
+                          f"grey (0..255) in the lung window; {told} reads it as grey anyway")
 
 
 def _hu(value: str) -> str:

@@ -35,7 +35,7 @@ from covseg.io.image import (
     refuse_negative,
 )
 from covseg.io.nifti import is_nifti, named_as_nifti, nifti_stem, read_nifti, read_paired
-from covseg.io.volume import Volume, check_same_grid
+from covseg.io.volume import Volume, check_same_grid, refuse_unwindowed_grey
 from covseg.progress import progress_bar
 from covseg.provenance import option_given
 from covseg.transforms import (
@@ -840,11 +840,15 @@ def slice_volume(image_path: Path, mask_path: Path, options: ReadOptions,
     """A volume's axial slices, each named by its index in the file (:meth:`Volume.file_index`):
     ``case_of`` gives its case id, ``patient_of`` the case's patient; its source and its mask's
     (``#zK``) give that index too, as its title and ``evaluate --per-slice`` do. The index after
-    reorientation named another slice of a file whose header flips z."""
+    reorientation named another slice of a file whose header flips z. Grey values detected
+    are judged as predict judges the volume (:func:`refuse_unwindowed_grey`)."""
     image, mask = _read_volume_pair(image_path, mask_path)
     if options.target != "multiclass":  # multiclass masks: refused with the set's labels
         refuse_negative(mask.array, mask_path)
     kind = _file_scale(image.array, str(image_path), options)
+    if options.intensity == "auto":  # as predict's --hu auto judges the same volume
+        refuse_unwindowed_grey(image.array, kind, str(image_path),
+                               option_given("intensity", kind))
     keep: Sequence[int] = range(len(image.array))
     if options.slices == "labelled":
         keep = [k for k in keep if mask.array[k].any()]

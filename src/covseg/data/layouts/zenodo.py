@@ -13,6 +13,7 @@ from covseg.data.layouts.base import (
     only_dir,
     pair_folders,
     read_studies,
+    target_option,
 )
 from covseg.errors import CovsegError
 from covseg.io.image import case_key
@@ -48,12 +49,37 @@ def refuse_combined_masks(path: Path, counted: str, option: str) -> None:
                           f"infection); give the infection masks, {infection}, as {option}")
 
 
+def _missing_folders(root: Path, images_dir: Path | None, masks_dir: Path | None,
+                     names: tuple[str, str], target: str) -> str:
+    """Why ``root`` is not read: the CT or mask folder (``names``, for the ``target``) it lacks,
+    spelled as the folders it holds are (Zenodo's ``Infection_Mask/`` beside its
+    ``COVID-19-CT-Seg_20cases/``, Kaggle's ``infection_mask/`` beside ``ct_scans/``); its
+    lung-and-infection folder said not to be read (:data:`ZENODO_COMBINED`), its lung folder
+    named as what ``--target lung`` reads."""
+    folders = (ZENODO_IMAGES, ZENODO_INFECTION, ZENODO_LUNG, ZENODO_COMBINED)
+    spelling = next((k for spellings in folders for k, name in enumerate(spellings)
+                     if (root / name).is_dir()), 0)
+    needed = [f"{folder}/" for folder, found in ((ZENODO_IMAGES[spelling], images_dir),
+                                                (names[spelling], masks_dir)) if found is None]
+    held = [f"{folder.name}/" for folder in (images_dir, masks_dir) if folder]
+    notes: list[str] = []
+    if only_dir(root, ZENODO_COMBINED):
+        notes.append(f"{ZENODO_COMBINED[spelling]}/ is not read: it labels the lungs 1 and 2 "
+                     "and the infection 3, no covseg target's labels")
+    if target != "lung" and only_dir(root, ZENODO_LUNG):
+        notes.append(f"{target_option('lung')} reads {ZENODO_LUNG[spelling]}/")
+    beside = f" beside {held[0]}" if held else ""
+    note = f" ({'; '.join(notes)})" if notes else ""
+    return (f"{root}: the Zenodo layout needs {' and '.join(needed)}{beside}, which it lacks"
+            f"{note}; add {'them' if len(needed) > 1 else 'it'} from the data set")
+
+
 def read_zenodo(root: Path, options: ReadOptions) -> LoadedData:
     images_dir = only_dir(root, ZENODO_IMAGES)
     names = ZENODO_LUNG if options.target == "lung" else ZENODO_INFECTION
     masks_dir = only_dir(root, names)
     if images_dir is None or masks_dir is None:
-        raise CovsegError(f"{root}: the Zenodo layout needs {ZENODO_IMAGES[0]}/ and {names[0]}/")
+        raise CovsegError(_missing_folders(root, images_dir, masks_dir, names, options.target))
     images = files(images_dir, is_nifti, lambda p: case_key(nifti_stem(p)))
     masks = files(masks_dir, is_nifti, lambda p: case_key(nifti_stem(p)))
     pairs = pair_folders(images, masks, root, "zenodo", images_dir, masks_dir)
