@@ -154,6 +154,51 @@ def test_a_cross_validation_goes_on_without_a_weights_file_no_fold_left_would_re
         assert record["weights_sha256"] == started
 
 
+@NEEDS_ZOO
+def test_a_relative_weights_file_gone_is_judged_before_the_data_are_read(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """weights=r50.pth typed relative, gone after fold 0 finished: --fold 0 --resume was
+    refused as trained otherwise (its record's absolute path against the typed one), and a
+    whole run's refusal naming fold_1 came once the data were read. --fold 0 goes on; the
+    refusal comes before the data are read."""
+    import torch
+    from torchvision.models import resnet50
+
+    monkeypatch.chdir(tmp_path)
+    torch.save(resnet50().state_dict(), tmp_path / "r50.pth")
+    recipe = {"folds": 2, "epochs": 1, "size": 32, "batch_size": 8, "model": "fcn",
+              "model_options": {"weights": "r50.pth"}}
+    api.cross_validate(synthetic_folder, "cv", fold=0, **recipe)
+    (tmp_path / "r50.pth").rename(tmp_path / "moved.pth")
+    assert api.cross_validate(synthetic_folder, "cv", fold=0, resume=True, **recipe)["fold"] == 0
+    monkeypatch.setattr(api, "_load", _unread)
+    with pytest.raises(CovsegError, match=re.escape(
+            "r50.pth is gone, and fold_1 would start from it")):
+        api.cross_validate(synthetic_folder, "cv", resume=True, **recipe)
+
+
+def test_a_weights_file_no_fold_started_from_is_no_such_file(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model added to a compare --resume (or a cv --resume) whose weights= file never was (a
+    typo): it was called gone ("restore the file or pick a new out"), once the data were read;
+    no such file, before."""
+    monkeypatch.setattr(api, "_load", _unread)
+    typo, out, cv = tmp_path / "typo.pth", tmp_path / "cmp", tmp_path / "cv"
+    out.mkdir()
+    cv.mkdir()
+    with pytest.raises(CovsegError, match="^" + re.escape(f"{typo}: no such weights file") + "$"):
+        api.compare(synthetic_folder, ["unet", f"fcn:weights={typo}"], out, resume=True,
+                    folds=2, size=32)
+    with pytest.raises(CovsegError, match="^" + re.escape(f"{typo}: no such weights file") + "$"):
+        api.cross_validate(synthetic_folder, cv, resume=True, folds=2, size=32,
+                           model="fcn", model_options={"weights": str(typo)})
+
+
+def _unread(*_: object) -> None:
+    """A data loader standing in for covseg.api._load where a refusal must come first."""
+    raise AssertionError("the data were read before the refusal")
+
+
 def test_only_folds_holding_saved_work_are_held_to_their_weights_file(tmp_path: Path) -> None:
     """A fold's record beside no checkpoint (killed before its first epoch) describes nothing
     saved and starts afresh, from the file as it is now: only saved folds are compared, and

@@ -881,12 +881,61 @@ def test_a_resume_whose_gone_weights_file_a_member_would_start_from_is_refused(
     weights, out = tmp_path / "gone.pth", tmp_path / "run"
     (out / "member0-fcn").mkdir(parents=True)
     (out / "member0-fcn" / "last.pt").write_bytes(b"")
-    (out / "config.json").write_text("{}")
+    (out / "config.json").write_text(json.dumps(  # the run started from the file
+        {"config": {"model_options": {"weights": str(weights)}}}))
     with pytest.raises(CovsegError, match="^" + re.escape(
             f"{out}: the weights= file {weights} is gone, and member1-fcn would start from it "
             "(no last.pt to resume from); restore the file or pick a new out") + "$"):
         api.train(synthetic_folder, out, resume=True, model="fcn,fcn", size=32,
                   model_options={"weights": str(weights)})
+
+
+def _unread(*_: object) -> None:
+    """A data loader standing in for covseg.api._load where a refusal must come first."""
+    raise AssertionError("the data were read before the refusal")
+
+
+@NEEDS_ZOO
+def test_a_resume_of_a_relative_weights_file_gone_goes_on(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """weights=r50.pth typed relative, the file gone after the run saved its last.pt: the
+    resume was refused as trained otherwise (the record's absolute path against the typed
+    one, kept as typed while no file was there). Both are the absolute path now."""
+    from torchvision.models import resnet50
+
+    from covseg import api
+
+    monkeypatch.chdir(tmp_path)
+    torch.save(resnet50().state_dict(), tmp_path / "r50.pth")
+    recipe = {"model": "fcn", "epochs": 1, "size": 32, "batch_size": 8,
+              "model_options": {"weights": "r50.pth"}}
+    api.train(synthetic_folder, "run", **recipe)
+    (tmp_path / "r50.pth").rename(tmp_path / "moved.pth")
+    api.train(synthetic_folder, "run", resume=True, **recipe)
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert record["config"]["model_options"]["weights"] == str(tmp_path / "r50.pth")
+    assert record["resumed_by"][-1]["weights_sha256"] is None
+
+
+@pytest.mark.parametrize("saved", [False, True])
+def test_a_resume_whose_weights_file_never_was_is_refused_as_no_such_file(
+        tmp_path: Path, synthetic_folder: Path, saved: bool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A weights= file no saved run in --out started from (a typo; --resume into an empty
+    folder): it was called gone ("restore the file"), which cannot be; no such file, as a new
+    run says it, before the data are read."""
+    from covseg import api
+
+    monkeypatch.setattr(api, "_load", _unread)
+    out, typo = tmp_path / "run", tmp_path / "typo.pth"
+    out.mkdir()
+    if saved:  # a run started from another file
+        (out / "config.json").write_text(json.dumps(
+            {"config": {"model_options": {"weights": str(tmp_path / "r50.pth")}}}))
+        (out / "last.pt").write_bytes(b"")
+    with pytest.raises(CovsegError, match="^" + re.escape(f"{typo}: no such weights file") + "$"):
+        api.train(synthetic_folder, out, resume=True, model="fcn,fcn", size=32,
+                  model_options={"weights": str(typo)})
 
 
 def test_a_resume_with_options_spelt_out_as_the_run_resolved_them_is_accepted(

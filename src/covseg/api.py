@@ -28,7 +28,13 @@ from covseg.cluster import (
     joined,
     run_folds_on_ray,
 )
-from covseg.compare import check_compare_folder, check_spec_seeds, check_specs, compare_models
+from covseg.compare import (
+    check_compare_folder,
+    check_spec_seeds,
+    check_specs,
+    compare_models,
+    refuse_gone_spec_weights,
+)
 from covseg.config import (
     TrainConfig,
     check_kind,
@@ -46,6 +52,7 @@ from covseg.crossval import (
     cross_validate_fold,
     cross_validate_held,
     make_folds,
+    refuse_gone_fold_weights,
     stop_recorded,
 )
 from covseg.crossval import cross_validate as _cross_validate
@@ -508,6 +515,7 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
         raise CovsegError(f"{option_name('cpus_per_fold')} sizes the Ray tasks of "
                           f"{option_name('ray')}; give {option_name('ray')} too")
     check_cv_folder(out, resume, fold)  # before Ray is joined or the data are read
+    refuse_gone_fold_weights(recipe, out, folds, None if fold is None else [fold])
     with resume_advised(out):
         if fold is not None:
             return cross_validate_fold(recipe, _load(data, recipe), out, folds, fold, resume)
@@ -565,6 +573,7 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
         check_spec_seeds(recipe, specs, folds)
     out = _resumable(_out(out, data), resume)
     check_compare_folder(out, specs, resume)  # before the data are read
+    refuse_gone_spec_weights(recipe, specs, out, folds)
     with resume_advised(out):
         return compare_models(recipe, _load(data, recipe), specs, out, folds, resume)
 

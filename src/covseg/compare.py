@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from covseg.config import TrainConfig
+from covseg.config import TrainConfig, absolute_weights
 from covseg.crossval import (
     UNDEFINED,
     check_finished_folds,
@@ -40,6 +40,7 @@ from covseg.crossval import (
     make_folds,
     mean_over_folds,
     own_patients,
+    refuse_gone_fold_weights,
     warned_fold_notes,
 )
 from covseg.data.layouts import LoadedData, fingerprints_kept
@@ -427,6 +428,14 @@ def check_compare_folder(out: Path, specs: Sequence[str], resume: bool) -> None:
         raise unresumed(out, f"a model comparison ({', '.join(p.name for p in held)})")
 
 
+def refuse_gone_spec_weights(config: TrainConfig, specs: Sequence[str], out: Path,
+                             folds: int | None) -> None:
+    """:func:`~covseg.crossval.refuse_gone_fold_weights` for every model's folds, before the
+    data are read."""
+    for spec in specs:
+        refuse_gone_fold_weights(_spec_recipe(config, spec), out / model_folder(spec), folds)
+
+
 def _check_folder_holds(folder: Path, spec: str) -> None:
     """A model's folder already holding another model's folds is refused before anything
     trains (the spec's own folds are reused or resumed by cross-validation)."""
@@ -437,7 +446,7 @@ def _check_folder_holds(folder: Path, spec: str) -> None:
             other = (trained["model"], trained["model_options"])
         except (OSError, ValueError, KeyError, TypeError):
             continue  # an unreadable record (a folder, say): cross-validation names it
-        if other != (name, options):
+        if other != (name, absolute_weights(options)):  # as a recipe records its file
             raise CovsegError(f"{folder} holds folds of another model ({other[0]} with options "
                               f"{other[1]}), not of {spec}; compare into a new "
                               f"{option_name('out')} or delete {folder}")

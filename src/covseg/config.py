@@ -16,6 +16,7 @@ import numpy as np
 from covseg.cascade import THRESHOLD, LungFrame, LungGuide
 from covseg.errors import CovsegError
 from covseg.losses import trained_loss
+from covseg.models.pretrained import download_name
 from covseg.models.registry import OPTION_TYPES, is_a, resolved_options
 from covseg.provenance import option_name
 from covseg.records import recorded_path
@@ -131,13 +132,13 @@ def python_numbers(value: Any) -> Any:
 def absolute_weights(options: Any) -> Any:
     """Model ``options`` with a ``weights=`` file named by its absolute path (as data paths and
     a lung guide are recorded), so that a run's record reproduces it, and a resume, which
-    compares recipes, finds it, from any working folder: recorded as typed (relative), a
-    stopped run resumed only from the folder it started in. A name that is no file (a missing
-    one, ``imagenet``) is kept as typed, for the registry to refuse in its own words; so is a
-    relative path in an older record whose file is not found from this folder."""
+    compares recipes, finds it, from any working folder, whether or not the file is there now
+    (one gone since a run started from it is named as that run recorded it): recorded as typed
+    (relative), a stopped run resumed only from the folder it started in. A download name
+    (``imagenet``) is kept as typed, for the registry to refuse in its own words."""
     weights = options.get("weights") if isinstance(options, dict) else None
     if (not isinstance(weights, str | os.PathLike) or not os.fspath(weights)
-            or not Path(weights).is_file()):
+            or download_name(weights)):
         return options
     return {**options, "weights": recorded_path(weights)}
 

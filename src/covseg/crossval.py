@@ -138,11 +138,15 @@ def cross_validation_work(out: Path, fold: int | None = None) -> list[Path]:
     record, which the next run replaces, as ``train`` does) and its summary.json; with ``fold``,
     fold ``fold``'s folder only, so that folds run side by side into one ``out`` never count
     each other's."""
-    folders = [out / f"fold_{fold}"] if fold is not None else sorted(
-        out.glob("fold_*"), key=lambda path: (len(path.name), path.name))  # fold_2 before fold_10
+    folders = [out / f"fold_{fold}"] if fold is not None else _fold_folders(out)
     held = [folder for folder in folders if fold_done(folder) or holds_saved_run(folder)]
     summary = out / "summary.json"
     return held + ([summary] if fold is None and summary.is_file() else [])
+
+
+def _fold_folders(out: Path) -> list[Path]:
+    """The fold folders in ``out``, in fold order (fold_2 before fold_10)."""
+    return sorted(out.glob("fold_*"), key=lambda path: (len(path.name), path.name))
 
 
 def check_cv_folder(out: Path, resume: bool, fold: int | None = None) -> None:
@@ -295,20 +299,30 @@ def checked_fold_weights(config: TrainConfig, out: Path, folds: int,
     trained now would start from other weights than the folds done, which are reused. Folds
     holding no saved work (a record beside no checkpoint starts afresh: see
     :func:`cross_validation_work`) and records without the SHA-256 (before 6 Dec) pass. A
-    file gone since is refused only where a network of the unfinished folds this command
-    trains (``trained``: all where None; ``--fold K``'s one) would start from it
-    (:func:`~covseg.train.refuse_gone_weights`)."""
+    file gone since is :func:`refuse_gone_fold_weights`'s to judge."""
     weights = weights_file_sha256(config)
     if not weights:  # no weights= file: the recipe names none, as its records' recipes say
         return weights
-    refuse_gone_weights(out, config, [
-        out / f"fold_{k}" for k in (range(folds) if trained is None else trained)
-        if not fold_done(out / f"fold_{k}")])
+    refuse_gone_fold_weights(config, out, folds, trained)
     for fold_dir in (out / f"fold_{k}" for k in range(folds)):
         record = read_record(fold_dir / "config.json")
         if record is not None and (fold_done(fold_dir) or holds_saved_run(fold_dir)):
             refuse_other_weights(out, config, record, weights)
     return weights
+
+
+def refuse_gone_fold_weights(config: TrainConfig, out: Path, folds: int | None,
+                             trained: Sequence[int] | None = None) -> None:
+    """A weights= file gone since the folds of ``out`` started, refused where a network of the
+    unfinished folds this command trains (``trained``: all where None; ``--fold K``'s one)
+    would start from it (:func:`~covseg.train.refuse_gone_weights`). It needs the fold folders
+    alone, so it is made before the data are read too (a volume data set takes minutes), where
+    ``folds`` may be None (the data's split files or the default): the folds started then."""
+    if trained is None and folds is None:
+        folders = _fold_folders(out)
+    else:
+        folders = [out / f"fold_{k}" for k in (range(folds or 0) if trained is None else trained)]
+    refuse_gone_weights(out, config, [folder for folder in folders if not fold_done(folder)])
 
 
 def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases: list[str],

@@ -58,6 +58,7 @@ from covseg.config import (
     MAX_SIZE,
     MIN_SIZE,
     TrainConfig,
+    absolute_weights,
     check_batch_size,
     check_seed,
     check_threshold,
@@ -73,7 +74,7 @@ from covseg.losses import BINARY_ONLY, LOSSES, build_loss, trained_loss
 from covseg.metrics import EMPTY_MASK_RULES, STD_NOTE, hd95_unit_field, summarize
 from covseg.models import build_model, parameter_count
 from covseg.models.ensemble import Ensemble, member_names
-from covseg.models.pretrained import without_weights_file
+from covseg.models.pretrained import weights_path, without_weights_file
 from covseg.models.registry import check_model
 from covseg.progress import progress_bar
 from covseg.provenance import (
@@ -89,7 +90,7 @@ from covseg.provenance import (
     run_provenance,
     utc_now,
 )
-from covseg.records import content_hash
+from covseg.records import content_hash, read_record
 from covseg.stopping import EXIT_STATUS, Terminated, raise_if_stopped, stops_recorded
 from covseg.transforms import AUGMENTATIONS, LesionPaste, Letterbox
 from covseg.viz import training_curves
@@ -614,8 +615,12 @@ def refuse_gone_weights(out: Path, config: TrainConfig, runs: Iterable[Path]) ->
     naming them, where a network of ``runs`` (in ``out``) left to train would start from it
     (:func:`weights_readers`); where every one resumes from its last.pt (or its fold is
     finished, which the caller leaves out of ``runs``) the run goes on without the file, its
-    record keeping the SHA-256 it started from (the resume's own, under resumed_by, null)."""
+    record keeping the SHA-256 it started from (the resume's own, under resumed_by, null). A
+    file no saved run in ``out`` started from (a typo, a new --out) was never there: refused
+    as no such file (:func:`~covseg.models.pretrained.weights_path`)."""
     gone = gone_weights_file(config.model_options)
+    if gone and not _started_from(out, gone):
+        weights_path(gone)
     readers = weights_readers(config, runs) if gone else []
     if readers:
         names = ", ".join(reader.relative_to(out).as_posix() if reader != out else "its network"
@@ -623,6 +628,21 @@ def refuse_gone_weights(out: Path, config: TrainConfig, runs: Iterable[Path]) ->
         raise CovsegError(f"{out}: the weights= file {gone} is gone, and {names} would start "
                           f"from it (no last.pt to resume from); restore the file or pick a new "
                           f"{option_name('out')}")
+
+
+def _started_from(out: Path, weights: str) -> bool:
+    """Whether a saved run in ``out`` (the run's, or a cross-validation's folds') records
+    ``weights`` as its weights= file: the file was there when that run started."""
+    records = [out / "config.json", *sorted(out.glob("fold_*/config.json"))]
+    return any(_recorded_weights(read_record(path)) == weights for path in records)
+
+
+def _recorded_weights(record: dict[str, Any] | None) -> Any:
+    """The weights= file a run's ``record`` names (as a recipe read back names it); None where
+    it names none or is no run's record."""
+    recipe = record.get("config") if record is not None else None
+    options = recipe.get("model_options") if isinstance(recipe, dict) else None
+    return absolute_weights(options).get("weights") if isinstance(options, dict) else None
 
 
 def _built_options(config: TrainConfig, out: Path, resume: bool) -> dict[str, Any]:

@@ -40,9 +40,17 @@ def weights_path(weights: str | os.PathLike[str] | None) -> Path | None:
         raise CovsegError(f"{path}: a folder, not a weights file; pass weights=PATH to a "
                           "state dict file (.pt, .pth)")
     refuse_special_file(path, "a state dict file (.pt, .pth)", f"weights={path}")
-    if path.suffix or any(sep in os.fspath(weights) for sep in ("/", os.sep)):
+    if not download_name(weights):
         raise CovsegError(f"{path}: no such weights file")
     raise CovsegError(OFFLINE)
+
+
+def download_name(weights: str | os.PathLike[str]) -> bool:
+    """Whether ``weights=`` asks for a download (a bare name such as ``imagenet``: no folder,
+    no suffix, nothing there by that name) rather than naming a local file."""
+    path = Path(weights)
+    return not (path.exists() or path.suffix
+                or any(sep in os.fspath(weights) for sep in ("/", os.sep)))
 
 
 def without_weights_file(options: Mapping[str, Any]) -> dict[str, Any]:
