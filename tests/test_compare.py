@@ -33,7 +33,7 @@ from covseg.compare import (
     per_case_dice,
 )
 from covseg.config import MAX_SEED, TrainConfig
-from covseg.crossval import make_folds, mean_over_folds
+from covseg.crossval import StaleFolds, make_folds, mean_over_folds, stale_folds_error
 from covseg.data import load_dataset
 from covseg.errors import CovsegError
 from tests.conftest import (
@@ -570,12 +570,29 @@ def test_compare_two_models_on_the_same_folds(tmp_path: Path, synthetic_folder: 
     recipe = next(line for line in report.splitlines() if line.startswith("- Recipe"))
     assert "'epochs': 1" in recipe and "'size': 64" in recipe and "'batch_size': 4" in recipe
     assert result["config"]["window"] == miniseg_summary["config"]["window"]
-    with pytest.raises(CovsegError, match=re.escape(  # said "cross-validate into a new --out"
-            f"{tmp_path / 'unet_width-4' / 'fold_0'} (and fold_1): finished with other settings "
+    stored = json.loads((tmp_path / "comparison.json").read_text())
+    for note in ("std_note", "empty_mask_rules"):  # as summary.json: comparison.json had none
+        assert stored[note] == result[note] == miniseg_summary[note]
+    # said "cross-validate into a new --out"; named miniseg's folds only once unet's were gone
+    with pytest.raises(CovsegError, match=re.escape(
+            f"{tmp_path / 'unet_width-4' / 'fold_0'} (and fold_1), "
+            f"{tmp_path / 'miniseg' / 'fold_0'} (and fold_1): finished with other settings "
             f"or data (epochs: 1 -> 2); compare into a new out, or delete "
-            f"{tmp_path / 'unet_width-4'} to start over")):
+            f"{tmp_path / 'unet_width-4'} and {tmp_path / 'miniseg'} to start over") + "$"):
         api.compare(synthetic_folder, ["unet:width=4", "miniseg"], tmp_path, folds=2, epochs=2,
                     size=64, batch_size=4, resume=True)
+
+
+def test_one_refusal_names_every_models_stale_folds_and_what_to_delete(tmp_path: Path) -> None:
+    """A model all of whose finished folds are stale is deleted whole, one with matching
+    finished folds only its stale folds' folders, in one refusal."""
+    whole, some = tmp_path / "unet", tmp_path / "miniseg"
+    error = stale_folds_error([StaleFolds(whole, [(whole / "fold_0", ["epochs: 1 -> 2"])], False),
+                               StaleFolds(some, [(some / "fold_1", ["epochs: 1 -> 2"])], True)],
+                              "compare")
+    assert str(error) == (f"{whole / 'fold_0'}, {some / 'fold_1'}: finished with other settings "
+                          "or data (epochs: 1 -> 2); compare into a new --out, or delete "
+                          f"{whole} and {some / 'fold_1'} to train them again with these settings")
 
 
 def test_a_comparison_fingerprints_the_whole_set_once_and_each_folds_training_slices_once(

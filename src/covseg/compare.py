@@ -25,13 +25,13 @@ import numpy as np
 from covseg.config import TrainConfig, absolute_weights
 from covseg.crossval import (
     UNDEFINED,
-    check_finished_folds,
     checked_fold_weights,
     class_dice,
     cross_validate,
     cross_validation_work,
     data_warnings,
     duration_text,
+    finished_fold_check,
     hd95_cover,
     hd95_keys,
     hd95_slices_by_unit,
@@ -41,6 +41,8 @@ from covseg.crossval import (
     mean_over_folds,
     own_patients,
     refuse_gone_fold_weights,
+    refuse_midway_folds,
+    stale_folds_error,
     warned_fold_notes,
 )
 from covseg.data.layouts import LoadedData, fingerprints_kept
@@ -48,6 +50,7 @@ from covseg.errors import CovsegError, counted
 from covseg.evaluate import any_lesion
 from covseg.io.atomic import write_json, write_text
 from covseg.io.lock import refuse_if_held, writing_to
+from covseg.metrics import metric_notes
 from covseg.models import build_model
 from covseg.models.ensemble import member_names
 from covseg.models.pretrained import without_weights_file
@@ -309,10 +312,17 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
         log.warning("%s: %s", out, left_out_note(left_out))  # before hours of training
     splits = make_folds(data, folds, config.seed)[0]
     check_spec_seeds(config, specs, len(splits))
-    for spec in specs:  # every model's finished folds and weights=, before any model trains
-        recipe = _spec_recipe(config, spec)
-        check_finished_folds(recipe, data, out / model_folder(spec), splits, verb="compare")
-        checked_fold_weights(recipe, out / model_folder(spec), len(splits))
+    # every model's finished folds and weights=, before any model trains; the stale folds of
+    # all models in one refusal (it named one model's, the next model's after their deletion)
+    recipes = {spec: _spec_recipe(config, spec) for spec in specs}
+    checks = {spec: finished_fold_check(recipe, data, out / model_folder(spec), splits, "compare")
+              for spec, recipe in recipes.items()}
+    stale = [check for check, _ in checks.values() if check]
+    if stale:
+        raise stale_folds_error(stale, "compare")
+    for spec, (_, midway) in checks.items():
+        refuse_midway_folds(midway, len(splits), "compare")
+        checked_fold_weights(recipes[spec], out / model_folder(spec), len(splits))
     rows, dice_by_model, units_by_model = [], {}, {}
     fold_notes = warned_fold_notes(config, data, splits)  # every model's folds: the same
     for spec in specs:
@@ -345,7 +355,7 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
               "data": data.describe(), "synthetic": data.synthetic, "baseline": baseline,
               "folds": len(summary["per_fold"]), "split_files": bool(data.folds),
               "fold_source": summary["folds"], "hd95_unit": data.hd95_unit,
-              "hd95_slices_by_unit": hd95_slices_by_unit(data),
+              "hd95_slices_by_unit": hd95_slices_by_unit(data), **metric_notes(),
               "cases_without_patient_id": own_patients(data),
               "config": _shared_recipe(config, data.windowed), "models": rows, "left_out": left_out,
               "warnings": list(dict.fromkeys([*data.notes, *fold_notes]))}

@@ -40,11 +40,11 @@ from covseg.infer import Predictor
 from covseg.io.atomic import remove_temporaries, write_json, write_text
 from covseg.io.lock import LOCK_FILE, refuse_if_held, writing_to
 from covseg.metrics import (
-    EMPTY_MASK_RULES,
     HD95_UNIT,
     METRICS,
     STD_NOTE,
     hd95_unit_field,
+    metric_notes,
     sample_std,
     summarize,
 )
@@ -250,28 +250,43 @@ def _fold_changes(fold_dir: Path, config: TrainConfig, finished: dict[str, Any],
     return changed
 
 
-def _stale_folds_error(out: Path, stale: list[tuple[Path, list[str]]], verb: str,
-                       some: bool = False) -> CovsegError:
-    """One error naming every finished fold of ``out`` that other settings or data made, telling
-    to ``verb`` (the command running: cross-validate, compare) into a new --out or to delete
-    ``out`` whole; with ``some`` (other finished folds there match), to delete only the stale
-    folds' folders, which the next run trains again: "delete ``out``" lost the good folds."""
-    (first, changed), more = stale[0], len(stale) - 1
-    others = (f" (and {', '.join(folder.name for folder, _ in stale[1:])})" if more else "")
-    delete = (f"{' and '.join(str(folder) for folder, _ in stale)} to train "
-              f"{'them' if more else 'it'} again with these settings" if some else
-              f"{out} to start over")
-    return CovsegError(f"{first}{others}: finished with other settings or data "
-                       f"({'; '.join(changed)}); {verb} into a new {option_name('out')}, or "
-                       f"delete {delete}")
+@dataclass(frozen=True)
+class StaleFolds:
+    """A cross-validation folder ``out``'s finished folds that other settings or data made,
+    each with what changed (:func:`_fold_changes`); ``some``: other finished folds there
+    match, so only the stale folds' folders are to be deleted, not ``out`` with the good ones."""
+
+    out: Path
+    folds: list[tuple[Path, list[str]]]
+    some: bool
 
 
-def check_finished_folds(config: TrainConfig, data: LoadedData, out: Path,
-                         splits: list[tuple[list[str], list[str]]], verb: str = CV_VERB) -> None:
-    """Refuse, before any fold trains, a cross-validation ``out`` whose finished folds another
-    recipe or data made (see :func:`_fold_changes`), or with a fold stopped midway on another
-    split: checked fold by fold, the first stale fold stopped the run only after the folds
-    before it were retrained (on Ray, inside a fold's task, as "fold 1 failed on Ray")."""
+def stale_folds_error(stale: Sequence[StaleFolds], verb: str) -> CovsegError:
+    """One error naming every stale fold of every folder in ``stale`` (a comparison's models:
+    each refused alone, one model per try), telling to ``verb`` (the command running:
+    cross-validate, compare) into a new --out or to delete each folder whole, or, where it
+    holds matching finished folds (``some``), only its stale folds' folders."""
+    folds = [fold for group in stale for fold, _ in group.folds]
+    named = ", ".join(f"{group.folds[0][0]}" + (
+        f" (and {', '.join(fold.name for fold, _ in group.folds[1:])})"
+        if len(group.folds) > 1 else "") for group in stale)
+    doomed = [path for group in stale
+              for path in ([fold for fold, _ in group.folds] if group.some else [group.out])]
+    again = (f"to train {'them' if len(folds) > 1 else 'it'} again with these settings"
+             if any(group.some for group in stale) else "to start over")
+    return CovsegError(f"{named}: finished with other settings or data "
+                       f"({'; '.join(stale[0].folds[0][1])}); {verb} into a new "
+                       f"{option_name('out')}, or delete {' and '.join(map(str, doomed))} "
+                       f"{again}")
+
+
+def finished_fold_check(config: TrainConfig, data: LoadedData, out: Path,
+                        splits: list[tuple[list[str], list[str]]], verb: str = CV_VERB
+                        ) -> tuple[StaleFolds | None, list[tuple[Path, list[str], int]]]:
+    """The finished folds of the cross-validation ``out`` that another recipe or data made
+    (see :func:`_fold_changes`, which refuses one finished on another split in ``verb``'s
+    words; None: none), and its other folds with their training slices and seeds, for
+    :func:`refuse_midway_folds`."""
     stale, finished_folds = [], 0
     midway: list[tuple[Path, list[str], int]] = []
     for k, (train_cases, test_cases) in enumerate(splits):
@@ -285,10 +300,26 @@ def check_finished_folds(config: TrainConfig, data: LoadedData, out: Path,
                 stale.append((fold_dir, changed))
         else:
             midway.append((fold_dir, train_cases, _fold_config(config, k).seed))
-    if stale:
-        raise _stale_folds_error(out, stale, verb, some=len(stale) < finished_folds)
+    return (StaleFolds(out, stale, len(stale) < finished_folds) if stale else None), midway
+
+
+def refuse_midway_folds(midway: list[tuple[Path, list[str], int]], folds: int, verb: str
+                        ) -> None:
+    """Refuse a fold of :func:`finished_fold_check`'s ``midway`` stopped on another split."""
     for fold_dir, train_cases, seed in midway:
-        _refuse_midway_fold_of_another_split(fold_dir, train_cases, len(splits), seed, verb)
+        _refuse_midway_fold_of_another_split(fold_dir, train_cases, folds, seed, verb)
+
+
+def check_finished_folds(config: TrainConfig, data: LoadedData, out: Path,
+                         splits: list[tuple[list[str], list[str]]], verb: str = CV_VERB) -> None:
+    """Refuse, before any fold trains, a cross-validation ``out`` whose finished folds another
+    recipe or data made (see :func:`_fold_changes`), or with a fold stopped midway on another
+    split: checked fold by fold, the first stale fold stopped the run only after the folds
+    before it were retrained (on Ray, inside a fold's task, as "fold 1 failed on Ray")."""
+    stale, midway = finished_fold_check(config, data, out, splits, verb)
+    if stale:
+        raise stale_folds_error([stale], verb)
+    refuse_midway_folds(midway, len(splits), verb)
 
 
 def checked_fold_weights(config: TrainConfig, out: Path, folds: int,
@@ -340,7 +371,8 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
                                 folds, verb)
         if changed:
             # Run alone (--fold K), the other folds are not looked at: only this one is deleted.
-            raise _stale_folds_error(fold_dir.parent, [(fold_dir, changed)], verb, some=True)
+            raise stale_folds_error([StaleFolds(fold_dir.parent, [(fold_dir, changed)], True)],
+                                    verb)
         # JSON holds undefined metrics as null: make them NaN again, as a fresh fold has them.
         return hd95_by_unit([{_renamed(key): math.nan if value is None else value
                               for key, value in row.items()} for row in finished["per_case"]],
@@ -924,7 +956,7 @@ def _summary(config: TrainConfig, data: LoadedData, out: Path, how: str,
         "per_fold": per_fold,
         "mean_std_over_folds": across, "pooled_per_case": pooled,
         "empty_mask_counts": empty_mask_counts(rows) if rows else {},
-        "empty_mask_rules": EMPTY_MASK_RULES, "std_note": STD_NOTE,
+        **metric_notes(),
         "hd95_unit": data.hd95_unit, "hd95_slices_by_unit": hd95_slices_by_unit(data),
         "warnings": [*data.notes, *fold_notes],
     }

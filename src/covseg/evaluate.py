@@ -50,7 +50,7 @@ from covseg.io.image import (
 from covseg.io.nifti import is_nifti, nifti_stem, read_nifti, read_paired, warnings_once
 from covseg.io.volume import FILE_ORDER, Volume, grid_differences, warn_grid_drift
 from covseg.lungs import lung_mask_look
-from covseg.metrics import EMPTY_MASK_RULES, STD_NOTE, case_metrics, summarize
+from covseg.metrics import case_metrics, metric_notes, summarize
 from covseg.progress import progress_bar
 from covseg.provenance import option_given, option_name, provenance
 from covseg.records import (
@@ -563,7 +563,7 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
             _classes_note(pred_labels.top, model_top, truth_top),
             _lung_truths_note(lung_like, num_classes))
             if note) or None,
-        "empty_mask_rules": EMPTY_MASK_RULES, "std_note": STD_NOTE,
+        **metric_notes(),
         "hd95_unit": _hd95_unit([truths[stem] for stem in cases], per_slice),
         "summary": summarize(rows), "per_case": rows,
     }

@@ -57,6 +57,12 @@ STD_NOTE = (
 """Which spread covseg's records and reports give, stored beside them as ``std_note``."""
 
 
+def metric_notes() -> dict[str, str]:
+    """What every record of metrics holds beside them, in words: ``empty_mask_rules``
+    (:data:`EMPTY_MASK_RULES`) and ``std_note`` (:data:`STD_NOTE`)."""
+    return {"empty_mask_rules": EMPTY_MASK_RULES, "std_note": STD_NOTE}
+
+
 def sample_std(values: np.ndarray) -> float:
     """The sample standard deviation (n - 1) of ``values``: one kind for every ± covseg gives
     (:data:`STD_NOTE`); NaN below two values, which show no spread."""

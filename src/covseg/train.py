@@ -71,7 +71,7 @@ from covseg.infer import TEST_FLIPS, Predictor, model_inputs
 from covseg.io.atomic import remove_empty_folders, remove_temporaries, write_json, write_text
 from covseg.io.lock import drop_unheld_lock, refuse_if_held, writing_to
 from covseg.losses import BINARY_ONLY, LOSSES, build_loss, trained_loss
-from covseg.metrics import EMPTY_MASK_RULES, STD_NOTE, hd95_unit_field, summarize
+from covseg.metrics import hd95_unit_field, metric_notes, summarize
 from covseg.models import build_model, parameter_count
 from covseg.models.ensemble import Ensemble, member_names
 from covseg.models.pretrained import weights_path, without_weights_file
@@ -1406,7 +1406,6 @@ def _write_metrics(out: Path, metrics: dict[str, Any], data: LoadedData,
         rows = hd95_by_unit(rows, data)  # px and mm apart where the data have both
         write_text(out / "validation_per_case.csv", rows_to_csv(rows))
         metrics["validation"] = {**summarize(rows), **hd95_unit_field(data.hd95_unit)}
-        metrics["empty_mask_rules"] = EMPTY_MASK_RULES
-        metrics["std_note"] = STD_NOTE
+        metrics.update(metric_notes())
     write_json(out / "metrics.json", metrics)
     return metrics
