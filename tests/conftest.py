@@ -405,3 +405,8 @@ def refuse_writing_under(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Path, "mkdir", mkdir)
     for name in ("TemporaryFile", "mkstemp"):
         monkeypatch.setattr(tempfile, name, in_folder(getattr(tempfile, name)))
+
+
+def data_unread(*_: object) -> None:
+    """A data loader standing in for covseg.api._load where a refusal must come first."""
+    raise AssertionError("the data were read before the refusal")

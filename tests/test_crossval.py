@@ -34,6 +34,7 @@ from covseg.stopping import Terminated
 from covseg.train import DATA_FINGERPRINT
 from tests.conftest import (
     NEEDS_ZOO,
+    data_unread,
     fold_stopped_midway,
     folder_holding,
     held_by_another_thread,
@@ -171,7 +172,7 @@ def test_a_relative_weights_file_gone_is_judged_before_the_data_are_read(
     api.cross_validate(synthetic_folder, "cv", fold=0, **recipe)
     (tmp_path / "r50.pth").rename(tmp_path / "moved.pth")
     assert api.cross_validate(synthetic_folder, "cv", fold=0, resume=True, **recipe)["fold"] == 0
-    monkeypatch.setattr(api, "_load", _unread)
+    monkeypatch.setattr(api, "_load", data_unread)
     with pytest.raises(CovsegError, match=re.escape(
             "r50.pth is gone, and fold_1 would start from it")):
         api.cross_validate(synthetic_folder, "cv", resume=True, **recipe)
@@ -182,7 +183,7 @@ def test_a_weights_file_no_fold_started_from_is_no_such_file(
     """A model added to a compare --resume (or a cv --resume) whose weights= file never was (a
     typo): it was called gone ("restore the file or pick a new out"), once the data were read;
     no such file, before."""
-    monkeypatch.setattr(api, "_load", _unread)
+    monkeypatch.setattr(api, "_load", data_unread)
     typo, out, cv = tmp_path / "typo.pth", tmp_path / "cmp", tmp_path / "cv"
     out.mkdir()
     cv.mkdir()
@@ -193,10 +194,6 @@ def test_a_weights_file_no_fold_started_from_is_no_such_file(
         api.cross_validate(synthetic_folder, cv, resume=True, folds=2, size=32,
                            model="fcn", model_options={"weights": str(typo)})
 
-
-def _unread(*_: object) -> None:
-    """A data loader standing in for covseg.api._load where a refusal must come first."""
-    raise AssertionError("the data were read before the refusal")
 
 
 def test_only_folds_holding_saved_work_are_held_to_their_weights_file(tmp_path: Path) -> None:

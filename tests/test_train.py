@@ -32,7 +32,7 @@ from covseg.data import load_dataset
 from covseg.errors import CovsegError
 from covseg.io.lock import LOCK_FILE
 from covseg.train import handler_restored
-from tests.conftest import NEEDS_ZOO, folder_holding, mixed_unit_folder
+from tests.conftest import NEEDS_ZOO, data_unread, folder_holding, mixed_unit_folder
 
 config_module = importlib.import_module("covseg.config")
 train_module = importlib.import_module("covseg.train")  # the package exports a train() too
@@ -890,10 +890,6 @@ def test_a_resume_whose_gone_weights_file_a_member_would_start_from_is_refused(
                   model_options={"weights": str(weights)})
 
 
-def _unread(*_: object) -> None:
-    """A data loader standing in for covseg.api._load where a refusal must come first."""
-    raise AssertionError("the data were read before the refusal")
-
 
 @NEEDS_ZOO
 def test_a_resume_of_a_relative_weights_file_gone_goes_on(
@@ -926,7 +922,7 @@ def test_a_resume_whose_weights_file_never_was_is_refused_as_no_such_file(
     run says it, before the data are read."""
     from covseg import api
 
-    monkeypatch.setattr(api, "_load", _unread)
+    monkeypatch.setattr(api, "_load", data_unread)
     out, typo = tmp_path / "run", tmp_path / "typo.pth"
     out.mkdir()
     if saved:  # a run started from another file

@@ -326,7 +326,7 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
     rows, dice_by_model, units_by_model = [], {}, {}
     fold_notes = warned_fold_notes(config, data, splits)  # every model's folds: the same
     for spec in specs:
-        model_config = _spec_recipe(config, spec)
+        model_config = recipes[spec]
         summary = cross_validate(model_config, data, out / model_folder(spec), folds, resume,
                                  verb="compare", fold_notes=fold_notes)
         per_case = per_case_dice(out / model_folder(spec), by_fold=True)
