@@ -49,8 +49,9 @@ from _cli import run_labels
 from scipy import ndimage
 from torch.optim.swa_utils import update_bn
 
+from covseg.checkpoint import fold_folders
 from covseg.compare import paired_wilcoxon
-from covseg.crossval import finished_fold, read_fold_record
+from covseg.crossval import finished_fold, fold_done, read_fold_record
 from covseg.data.layouts import load_dataset
 from covseg.infer import FLIP_DIMS, Predictor
 from covseg.io.atomic import write_json
@@ -194,8 +195,8 @@ def fold_cases(run: Path) -> list[list[str]]:
     """Each finished fold's held-out case ids, in fold order, its fold_metrics.json read as a
     resume reads it (:func:`~covseg.crossval.finished_fold`): a damaged one is refused in one
     line naming it, which ended in a JSONDecodeError or KeyError traceback."""
-    folds = sorted(run.glob("fold_*/fold_metrics.json"), key=lambda p: int(p.parent.name[5:]))
-    return [[row["case_id"] for row in finished_fold(f.parent)["per_case"]] for f in folds]
+    folds = [fold for fold in fold_folders(run) if fold_done(fold)]
+    return [[row["case_id"] for row in finished_fold(fold)["per_case"]] for fold in folds]
 
 
 def finished_folds(run: Path) -> list[list[str]]:

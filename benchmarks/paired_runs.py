@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from _cli import run_labels
 
+from covseg.checkpoint import fold_folders
 from covseg.compare import paired_wilcoxon, per_case_dice
 from covseg.errors import CovsegError
 
@@ -49,7 +50,8 @@ def held_out_dice(run: Path) -> dict[str, float]:
     """Per-slice Dice of every slice ``run`` held out: the whole run's, or its finished folds'."""
     if (run / "per_case.csv").is_file():
         return per_case_dice(run)
-    folds = sorted(run.glob("fold_*/test_per_case.csv"))
+    folds = [table for table in (fold / "test_per_case.csv" for fold in fold_folders(run))
+             if table.is_file()]
     if not folds:
         sys.exit(f"{run}: no per_case.csv and no finished fold; run covseg cv into it first")
     return {case: value for table in folds

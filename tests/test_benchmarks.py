@@ -182,6 +182,19 @@ def test_cv_posthoc_recalibrate_bn_refuses_data_without_the_training_slices(
                                "was trained on")
 
 
+
+def test_cv_posthoc_passes_over_a_stray_fold_copy(
+        tiny_cv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy of a finished fold named ``fold_1.bak`` or ``fold_x`` beside the folds ended in a
+    ValueError traceback (the script read the number after ``fold_``); such a folder is no fold
+    (:data:`~covseg.checkpoint.FOLD`), so the folds read are the run's own, in fold order."""
+    run = shutil.copytree(tiny_cv, tmp_path / "cv")
+    for copy in ("fold_1.bak", "fold_x"):
+        shutil.copytree(run / "fold_1", run / copy)
+    cv_posthoc = _script("cv_posthoc", monkeypatch)
+    assert cv_posthoc.finished_folds(run) == cv_posthoc.fold_cases(tiny_cv)
+    assert len(cv_posthoc.fold_cases(run)) == 2
+
 def _slice_pngs(folder: Path, images: str, masks: str, names: list[str]) -> Path:
     """Synthetic 64 px CT slices (0-255 grey) and their 0/255 masks, as PNGs named ``names``."""
     from covseg.data.synthetic import synthetic_slice
@@ -653,6 +666,22 @@ def test_paired_runs_refuses_runs_without_a_common_slice(
     assert str(error.value) == (f"{runs[0]} and {runs[1]} held out no slice in common; give two "
                                 "runs of the same data")
 
+
+
+def test_paired_runs_reads_only_the_fold_folders(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run stopped part-way counted a copy of a fold (``fold_0.bak``) as a fold: its slices'
+    Dice replaced the fold's own (2 slices in both at 0.1000 here, not 0.6000)."""
+    runs = []
+    for name, folds in (("a", {"fold_0": 0.6, "fold_0.bak": 0.1}), ("b", {"fold_0": 0.5})):
+        for fold, dice in folds.items():
+            (tmp_path / name / fold).mkdir(parents=True)
+            (tmp_path / name / fold / "test_per_case.csv").write_text(
+                f"case_id,dice\ns0,{dice}\ns1,{dice}\n")
+        runs.append(str(tmp_path / name))
+    assert _script("paired_runs", monkeypatch).main(runs) == 0
+    assert capsys.readouterr().out.startswith("2 slices in both: a 0.6000, b 0.5000, ")
 
 @pytest.mark.parametrize(("script", "args", "why"), [
     ("volume_memory", ["--slices", "-1"], "argument --slices: '-1': give 1 or more"),

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -880,6 +881,23 @@ def test_a_folder_holding_another_models_folds_is_refused_before_training(
                                tmp_path)
     assert "--resume" not in str(caught.value)
 
+
+
+def test_another_models_folds_are_read_in_fold_order_and_copies_are_not_folds(
+        tmp_path: Path) -> None:
+    """The fold records were read in name order, fold_10 before fold_2, so the refusal named
+    fold_10's model, not the first fold's; a copy of a fold (``fold_3.bak``) was read as a fold
+    and refused the model's folder."""
+    folder = tmp_path / "miniseg"
+    for fold, model in (("fold_2", "fcn"), ("fold_10", "unet"), ("fold_3.bak", "fcn")):
+        (folder / fold).mkdir(parents=True)
+        config = {"config": TrainConfig(model=model).to_dict()}
+        (folder / fold / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CovsegError, match=re.escape("holds folds of another model (fcn ")):
+        compare._check_folder_holds(folder, "miniseg")
+    for fold in ("fold_2", "fold_10"):
+        shutil.rmtree(folder / fold)
+    compare._check_folder_holds(folder, "miniseg")
 
 def test_a_comparison_already_there_is_refused_without_resume(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

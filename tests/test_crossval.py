@@ -1343,3 +1343,20 @@ def test_a_seed_without_room_for_the_folds_seeds_is_refused_before_fold_0_trains
                        epochs=1, size=32, batch_size=4)
     assert [json.loads((out / f"fold_{k}" / "config.json").read_text())["config"]["seed"]
             for k in (0, 1)] == [MAX_SEED - 1, MAX_SEED]
+
+
+def test_only_fold_k_folders_are_folds_in_fold_order(tmp_path: Path) -> None:
+    """A user's copy of a fold (``fold_1.bak``) or a folder named ``fold_x`` was counted as a
+    fold: alone it made ``cv`` refuse the folder ("already holds a cross-validation
+    (fold_1.bak)"), and beside real folds it was named among them; folds are named in fold
+    order, fold_2 before fold_10."""
+    out = tmp_path / "cv"
+    for name in ("fold_0", "fold_10", "fold_2", "fold_1.bak", "fold_x", "fold_01"):
+        (out / name).mkdir(parents=True)
+        (out / name / "fold_metrics.json").write_text("{}")
+    with pytest.raises(CovsegError, match=re.escape(
+            f"{out} already holds a cross-validation (fold_0, fold_2, fold_10); pass")):
+        crossval.check_cv_folder(out, resume=False)
+    for name in ("fold_0", "fold_10", "fold_2"):
+        shutil.rmtree(out / name)
+    crossval.check_cv_folder(out, resume=False)

@@ -167,12 +167,12 @@ def load_checkpoint(path: str | os.PathLike[str], advice: str | None = None) -> 
 def _refuse_folds_holder(folder: Path) -> None:
     """Refuse a cross-validation's or a comparison's folder, whose models are in its folds,
     saying so: it was "best.pt: no such checkpoint"."""
-    folds = sorted(folder.glob("fold_*/"), key=lambda p: (len(p.name), p.name))
+    folds = fold_folders(folder)
     if (folder / "summary.json").is_file() or folds:
         example = folds[0] if folds else folder / "fold_0"
         raise CovsegError(f"{folder}: a cross-validation, whose models are in its fold "
                           f"folders; give one of them ({example}) as the model")
-    models = sorted(p for p in folder.glob("*/") if any(p.glob("fold_*/")))
+    models = sorted(p for p in folder.glob("*/") if fold_folders(p))
     if (folder / "comparison.json").is_file() or models:
         example = (models[0] if models else folder / "MODEL") / "fold_0"
         raise CovsegError(f"{folder}: holds cross-validations (a model comparison), whose "
@@ -180,8 +180,16 @@ def _refuse_folds_holder(folder: Path) -> None:
                           "as the model")
 
 
-FOLD = re.compile(r"fold_\d+")
-"""The name of a cross-validation's fold folder (``cv`` and ``compare`` write them)."""
+FOLD = re.compile(r"fold_(0|[1-9][0-9]*)")
+"""The name of a cross-validation's fold folder, ``fold_k`` as ``cv`` and ``compare`` write it;
+a ``fold_x`` or ``fold_3.bak`` beside the folds (a user's copy, say) is no fold, and nothing
+counts, refuses or reads it as one."""
+
+
+def fold_folders(folder: Path) -> list[Path]:
+    """The fold folders (:data:`FOLD`) in ``folder``, in fold order: fold_2 before fold_10."""
+    folds = [path for path in folder.glob("fold_*") if FOLD.fullmatch(path.name) and path.is_dir()]
+    return sorted(folds, key=lambda path: int(path.name.removeprefix("fold_")))
 
 
 MEMBER = re.compile(r"member\d+-.+")

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from covseg.checkpoint import fold_folders
 from covseg.config import TrainConfig, absolute_weights
 from covseg.crossval import (
     UNDEFINED,
@@ -450,7 +451,7 @@ def _check_folder_holds(folder: Path, spec: str) -> None:
     """A model's folder already holding another model's folds is refused before anything
     trains (the spec's own folds are reused or resumed by cross-validation)."""
     name, options = parse_model_spec(spec)
-    for record in sorted(folder.glob("fold_*/config.json")):
+    for record in (fold / "config.json" for fold in fold_folders(folder)):
         try:
             trained = json.loads(record.read_text())["config"]
             other = (trained["model"], trained["model_options"])

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from covseg.checkpoint import fold_folders
 from covseg.config import TrainConfig
 from covseg.data.layouts import (
     LoadedData,
@@ -138,15 +139,10 @@ def cross_validation_work(out: Path, fold: int | None = None) -> list[Path]:
     record, which the next run replaces, as ``train`` does) and its summary.json; with ``fold``,
     fold ``fold``'s folder only, so that folds run side by side into one ``out`` never count
     each other's."""
-    folders = [out / f"fold_{fold}"] if fold is not None else _fold_folders(out)
+    folders = [out / f"fold_{fold}"] if fold is not None else fold_folders(out)
     held = [folder for folder in folders if fold_done(folder) or holds_saved_run(folder)]
     summary = out / "summary.json"
     return held + ([summary] if fold is None and summary.is_file() else [])
-
-
-def _fold_folders(out: Path) -> list[Path]:
-    """The fold folders in ``out``, in fold order (fold_2 before fold_10)."""
-    return sorted(out.glob("fold_*"), key=lambda path: (len(path.name), path.name))
 
 
 def check_cv_folder(out: Path, resume: bool, fold: int | None = None) -> None:
@@ -350,7 +346,7 @@ def refuse_gone_fold_weights(config: TrainConfig, out: Path, folds: int | None,
     alone, so it is made before the data are read too (a volume data set takes minutes), where
     ``folds`` may be None (the data's split files or the default): the folds started then."""
     if trained is None and folds is None:
-        folders = _fold_folders(out)
+        folders = fold_folders(out)
     else:
         folders = [out / f"fold_{k}" for k in (range(folds or 0) if trained is None else trained)]
     refuse_gone_weights(out, config, [folder for folder in folders if not fold_done(folder)])

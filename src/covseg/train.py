@@ -50,6 +50,7 @@ from covseg.cascade import THRESHOLD, LungFrame, LungGuide, require_lung_model
 from covseg.checkpoint import (
     FullDisk,
     Resumable,
+    fold_folders,
     full_disk_resumable,
     load_checkpoint,
     save_checkpoint,
@@ -477,7 +478,7 @@ def held_output(folder: Path) -> str | None:
 
 def _holds_folds(folder: Path) -> bool:
     """Whether ``folder`` holds a cross-validation: its summary.json or a fold folder."""
-    return (folder / "summary.json").is_file() or any(p.is_dir() for p in folder.glob("fold_*"))
+    return (folder / "summary.json").is_file() or bool(fold_folders(folder))
 
 
 def refuse_other_output(out: Path, kind: str) -> None:
@@ -633,7 +634,7 @@ def refuse_gone_weights(out: Path, config: TrainConfig, runs: Iterable[Path]) ->
 def _started_from(out: Path, weights: str) -> bool:
     """Whether a saved run in ``out`` (the run's, or a cross-validation's folds') records
     ``weights`` as its weights= file: the file was there when that run started."""
-    records = [out / "config.json", *sorted(out.glob("fold_*/config.json"))]
+    records = [out / "config.json", *(fold / "config.json" for fold in fold_folders(out))]
     return any(_recorded_weights(read_record(path)) == weights for path in records)
 
 
