@@ -405,6 +405,23 @@ def test_segment_refuses_a_volume_of_no_voxels(tiny_run: Path, image: object) ->
         covseg.segment(tiny_run, image, spacing=spacing)
 
 
+def test_segment_counts_a_numpy_volume_s_slices_as_slices(
+        tiny_run: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A (10, 64, 64) [0, 1] array overshooting 1 in every slice was warned of as "the array: a
+    few pixels of an image ... (10 images alike)", as if 10 images were given, not one volume;
+    a 2D array's warning still speaks of an image."""
+    grey = np.zeros((10, 64, 64), dtype=np.float32)
+    grey[:, 4:60, 4:60] = 0.9
+    grey[:, 20:24, 30:34] = 1.01  # overshoot in every slice
+    with caplog.at_level("WARNING"):
+        covseg.segment(tiny_run, grey, spacing=(2.0, 0.8, 0.8))
+        covseg.segment(tiny_run, grey[0])
+    said = [r.getMessage() for r in caplog.records if "a few pixels" in r.getMessage()]
+    assert len(said) == 2
+    assert said[0].startswith("the array: a few pixels of a slice lie outside 0..1")
+    assert said[0].endswith("(10 slices alike)")
+    assert said[1].startswith("a few pixels of an image lie outside 0..1")
+
 @pytest.mark.parametrize("rows, columns", [(1, 1), (1, 64), (64, 1)])
 def test_segment_refuses_a_slice_too_small_as_covseg_predict_does(
         tiny_run: Path, tmp_path: Path, rows: int, columns: int) -> None:

@@ -671,10 +671,25 @@ def test_a_read_counts_each_slice_once_however_often_scaled(
         with one_read():
             scale_intensity(volume[0], "unit", source="ct.nii.gz", plane=0)
     assert caplog.messages == [caplog.messages[0]]
-    assert caplog.messages[0].startswith("ct.nii.gz: a few pixels")
-    assert caplog.messages[0].endswith("(4 images alike)")
+    assert caplog.messages[0].startswith("ct.nii.gz: a few pixels of a slice")
+    assert caplog.messages[0].endswith("(4 slices alike)")
     caplog.clear()
     with one_read():
         for _ in range(2):
             scale_intensity(volume[0], "unit")
     assert caplog.messages[0].endswith("(2 images alike)")
+
+
+def test_an_unnamed_volume_s_slices_count_once_as_slices(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A volume's slices with no file name (a montage drawn from Python without its CT's name)
+    counted once a pass, as images: 4 slices scaled twice read "(8 images alike)"."""
+    volume = np.stack([_unit_slice(seed) for seed in range(4)])
+    volume[:, 0, :3] = 1.05
+    with one_read():
+        for _ in range(2):
+            for k, plane in enumerate(volume):
+                scale_intensity(plane, "unit", plane=k)
+    assert len(caplog.messages) == 1
+    assert caplog.messages[0].startswith("a few pixels of a slice lie outside 0..1")
+    assert caplog.messages[0].endswith("(4 slices alike)")

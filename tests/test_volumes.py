@@ -2298,7 +2298,7 @@ def test_a_study_s_scale_warnings_are_said_once_naming_its_file(
     with caplog.at_level("WARNING"):
         predict_study(infection, path, tmp_path / "out", lung_predictor=lungs)
     said = [r.getMessage() for r in caplog.records if "are clipped" in r.getMessage()]
-    assert len(said) == 1 and said[0].startswith(f"{path}: many pixels of an image lie outside")
+    assert len(said) == 1 and said[0].startswith(f"{path}: many pixels of a slice lie outside")
 
 
 def test_a_study_s_scale_warning_counts_each_slice_once(
@@ -2314,7 +2314,7 @@ def test_a_study_s_scale_warning_counts_each_slice_once(
         predict_study(infection, path, tmp_path / "out", lung_predictor=lungs)
     said = [r.getMessage() for r in caplog.records if "are clipped" in r.getMessage()]
     depth = nib.load(str(path)).shape[2]
-    assert len(said) == 1 and said[0].endswith(f"({depth} images alike)")
+    assert len(said) == 1 and said[0].endswith(f"({depth} slices alike)")
 
 
 def test_predict_labels_called_directly_warns_once_a_call(
@@ -2330,7 +2330,7 @@ def test_predict_labels_called_directly_warns_once_a_call(
         predict_labels(predictor, volume, batch_size=4)
     said = [r.getMessage() for r in caplog.records if "are clipped" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith(f"{volume.source}: many pixels")
-    assert said[0].endswith(f"({volume.array.shape[0]} images alike)")
+    assert said[0].endswith(f"({volume.array.shape[0]} slices alike)")
 
 
 def test_a_grey_study_s_montage_adds_no_warning_of_its_own(
@@ -2349,4 +2349,4 @@ def test_a_grey_study_s_montage_adds_no_warning_of_its_own(
     assert result["inputs"]["intensity"] == "unit"
     said = [r.getMessage() for r in caplog.records if "a few pixels" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith(f"{path}: a few pixels")
-    assert said[0].endswith("(10 images alike)")
+    assert said[0].endswith("(10 slices alike)")

@@ -478,10 +478,10 @@ def _warn_overshoot(kind: str, low: float, high: float, source: str,
     :data:`MAX_CLIPPED_SHARE`) lay outside its range and were clipped: a window clips HU by
     design, but these scales hold no such values unless stretched, resampled or normalised by
     a window without clipping."""
-    warn_in_read(f"overshoot {kind}", f"{_named(source)}a few pixels of an image lie outside "
-                 f"{low:g}..{high:g}, the range of the {kind} intensity scale it is read on, and "
-                 "are clipped to it (a stretched or resampled image overshoots at a few edges, "
-                 "one normalised by a window without clipping at its bone)", source, plane)
+    warn_in_read(f"overshoot {kind}", f"{_named(source)}a few pixels of {_image(plane)} lie "
+                 f"outside {low:g}..{high:g}, the range of the {kind} intensity scale it is read "
+                 "on, and are clipped to it (a stretched or resampled image overshoots at a few "
+                 "edges, one normalised by a window without clipping at its bone)", source, plane)
 
 
 def _named(source: str) -> str:
@@ -489,12 +489,19 @@ def _named(source: str) -> str:
     return f"{source}: " if source else ""
 
 
+def _image(plane: int | None) -> str:
+    """What a scale warning calls the image it judged: "a slice" of a volume (its ``plane``),
+    else "an image" (a 2D file or array, or a whole volume)."""
+    return "an image" if plane is None else "a slice"
+
+
 @dataclass
 class _Heard:
     """A warning of one read (:func:`one_read`): its text, naming the first image it concerns,
-    and the images it concerns: each named one (file, plane) once, however often it is scaled
-    (a study's infection and lung passes, its montage: counted per pass, a 10-slice study read
-    "20 images alike"), each unnamed one as often as heard (nothing tells them apart)."""
+    and the images it concerns: each named one (file, plane) and each slice of a volume (its
+    plane: a read reads one volume) once, however often it is scaled (a study's infection and
+    lung passes, its montage: counted per pass, a 10-slice study read "20 images alike"), each
+    other unnamed one as often as heard (nothing tells them apart)."""
 
     text: str
     named: set[tuple[str, int | None]] = field(default_factory=set)
@@ -502,7 +509,7 @@ class _Heard:
 
     def add(self, source: str, plane: int | None) -> None:
         """Count the image ``source`` (its ``plane``, for a volume's slice) in."""
-        if source:
+        if source or plane is not None:
             self.named.add((source, plane))
         else:
             self.unnamed += 1
@@ -511,6 +518,13 @@ class _Heard:
     def images(self) -> int:
         """How many images the warning concerns."""
         return len(self.named) + self.unnamed
+
+    @property
+    def alike(self) -> str:
+        """How many images the warning concerns, as said: "10 slices" where they are all a
+        volume's slices (a numpy volume's read "10 images alike", as if given 10 images)."""
+        slices = not self.unnamed and all(plane is not None for _, plane in self.named)
+        return counted(self.images, "slice" if slices else "image")
 
 
 _READ: ContextVar[dict[str, _Heard] | None] = ContextVar("covseg_read", default=None)
@@ -543,7 +557,7 @@ def one_read(notes: list[str] | None = None) -> Iterator[None]:
 
 def _say_heard(heard: Mapping[str, _Heard], notes: list[str] | None) -> None:
     """Add the warnings ``heard`` in a read to ``notes``, or log them where None."""
-    said = [item.text if item.images == 1 else f"{item.text} ({item.images} images alike)"
+    said = [item.text if item.images == 1 else f"{item.text} ({item.alike} alike)"
             for item in heard.values()]
     if notes is None:
         for text in said:
@@ -587,9 +601,9 @@ def warn_mixed_scales(read: Mapping[str, Sequence[str]]) -> None:
 def _warn_clipped(kind: str, low: float, high: float, source: str, plane: int | None) -> None:
     """Say that an image (``source``) was read saturated: too many pixels lay outside its
     scale's range (:data:`MAX_CLIPPED_SHARE`)."""
-    warn_in_read(f"clipped {kind}", f"{_named(source)}many pixels of an image lie outside "
-                 f"{low:g}..{high:g}, the range of the {kind} intensity scale, and are clipped: "
-                 "it reads saturated; is it on another scale? Let covseg detect it "
+    warn_in_read(f"clipped {kind}", f"{_named(source)}many pixels of {_image(plane)} lie "
+                 f"outside {low:g}..{high:g}, the range of the {kind} intensity scale, and are "
+                 "clipped: it reads saturated; is it on another scale? Let covseg detect it "
                  f"({_scale_flag('auto')}, or {_scale_flag('auto', 'hu')} for CT volumes), or "
                  "convert 16-bit grey such as HU + 1024 to Hounsfield units, 8-bit grey or "
                  "floats in [0, 1]", source, plane)
