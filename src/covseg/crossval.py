@@ -263,21 +263,32 @@ class StaleFolds:
 
 def stale_folds_error(stale: Sequence[StaleFolds], verb: str) -> CovsegError:
     """One error naming every stale fold of every folder in ``stale`` (a comparison's models:
-    each refused alone, one model per try), telling to ``verb`` (the command running:
-    cross-validate, compare) into a new --out or to delete each folder whole, or, where it
-    holds matching finished folds (``some``), only its stale folds' folders."""
+    each refused alone, one model per try) with what changed, folds changed alike named
+    together (the first fold's changes alone were told: fixed, the next were refused), telling
+    to ``verb`` (the command running: cross-validate, compare) into a new --out or to delete
+    each folder whole, or, where it holds matching finished folds (``some``), only its stale
+    folds' folders."""
     folds = [fold for group in stale for fold, _ in group.folds]
-    named = ", ".join(f"{group.folds[0][0]}" + (
-        f" (and {', '.join(fold.name for fold, _ in group.folds[1:])})"
-        if len(group.folds) > 1 else "") for group in stale)
+    by_change: dict[tuple[str, ...], dict[Path, list[Path]]] = {}
+    for group in stale:
+        for fold, changed in group.folds:
+            by_change.setdefault(tuple(changed), {}).setdefault(group.out, []).append(fold)
+    told = "; ".join(f"{_folds_named(named)}: finished with other settings or data "
+                     f"({'; '.join(changed)})" for changed, named in by_change.items())
     doomed = [path for group in stale
               for path in ([fold for fold, _ in group.folds] if group.some else [group.out])]
     again = (f"to train {'them' if len(folds) > 1 else 'it'} again with these settings"
              if any(group.some for group in stale) else "to start over")
-    return CovsegError(f"{named}: finished with other settings or data "
-                       f"({'; '.join(stale[0].folds[0][1])}); {verb} into a new "
-                       f"{option_name('out')}, or delete {' and '.join(map(str, doomed))} "
-                       f"{again}")
+    return CovsegError(f"{told}; {verb} into a new {option_name('out')}, or delete "
+                       f"{' and '.join(map(str, doomed))} {again}")
+
+
+def _folds_named(by_folder: Mapping[Path, list[Path]]) -> str:
+    """Folds of several folders named: each folder's first fold by its path, the rest of that
+    folder's by name (``out/fold_0 (and fold_2)``)."""
+    return ", ".join(f"{folds[0]}" + (f" (and {', '.join(fold.name for fold in folds[1:])})"
+                                      if len(folds) > 1 else "")
+                     for folds in by_folder.values())
 
 
 def finished_fold_check(config: TrainConfig, data: LoadedData, out: Path,
