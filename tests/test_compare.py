@@ -573,29 +573,32 @@ def test_compare_two_models_on_the_same_folds(tmp_path: Path, synthetic_folder: 
     stored = json.loads((tmp_path / "comparison.json").read_text())
     for note in ("std_note", "empty_mask_rules"):  # as summary.json: comparison.json had none
         assert stored[note] == result[note] == miniseg_summary[note]
-    # said "cross-validate into a new --out"; named miniseg's folds only once unet's were gone
-    with pytest.raises(CovsegError, match=re.escape(
-            f"{tmp_path / 'unet_width-4' / 'fold_0'} (and fold_1), "
-            f"{tmp_path / 'miniseg' / 'fold_0'} (and fold_1): finished with other settings "
-            f"or data (epochs: 1 -> 2); compare into a new out, or delete "
-            f"{tmp_path / 'unet_width-4'} and {tmp_path / 'miniseg'} to start over") + "$"):
-        api.compare(synthetic_folder, ["unet:width=4", "miniseg"], tmp_path, folds=2, epochs=2,
-                    size=64, batch_size=4, resume=True)
-    # folds stale for different reasons: only the first fold's (epochs) was told, the lr next
     unet, miniseg = tmp_path / "unet_width-4", tmp_path / "miniseg"
+    # said "cross-validate into a new --out"; named miniseg's folds only once unet's were gone
+    refused_resume(synthetic_folder, tmp_path, 2, (
+        f"{unet / 'fold_0'} (and fold_1), {miniseg / 'fold_0'} (and fold_1): finished with "
+        f"other settings or data (epochs: 1 -> 2); compare into a new out, or delete {unet} and "
+        f"{miniseg} to start over"))
+    # folds stale for different reasons: only the first fold's (epochs) was told, the lr next
     for fold, key, value in ((unet / "fold_0", "epochs", 3), (miniseg / "fold_0", "epochs", 3),
                              (miniseg / "fold_1", "lr", 0.5)):
         record = json.loads((fold / "config.json").read_text())
         record["config"][key] = value
         (fold / "config.json").write_text(json.dumps(record))
     lr = result["config"]["lr"]
-    with pytest.raises(CovsegError, match="^" + re.escape(
-            f"{unet / 'fold_0'}, {miniseg / 'fold_0'}: finished with other settings or data "
-            f"(epochs: 3 -> 1); {miniseg / 'fold_1'}: finished with other settings or data "
-            f"(lr: 0.5 -> {lr}); compare into a new out, or delete {unet / 'fold_0'} and "
-            f"{miniseg} to train them again with these settings") + "$"):
-        api.compare(synthetic_folder, ["unet:width=4", "miniseg"], tmp_path, folds=2, epochs=1,
-                    size=64, batch_size=4, resume=True)
+    refused_resume(synthetic_folder, tmp_path, 1, (
+        f"{unet / 'fold_0'}, {miniseg / 'fold_0'}: finished with other settings or data "
+        f"(epochs: 3 -> 1); {miniseg / 'fold_1'}: finished with other settings or data "
+        f"(lr: 0.5 -> {lr}); compare into a new out, or delete {unet / 'fold_0'} and "
+        f"{miniseg} to train them again with these settings"))
+
+
+def refused_resume(data: Path, out: Path, epochs: int, refusal: str) -> None:
+    """Assert that a resume of the two models' comparison in ``out`` with ``epochs`` is refused
+    in exactly ``refusal``."""
+    with pytest.raises(CovsegError, match="^" + re.escape(refusal) + "$"):
+        api.compare(data, ["unet:width=4", "miniseg"], out, folds=2, epochs=epochs, size=64,
+                    batch_size=4, resume=True)
 
 
 def test_one_refusal_names_every_models_stale_folds_and_what_to_delete(tmp_path: Path) -> None:
