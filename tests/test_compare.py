@@ -38,6 +38,7 @@ from covseg.data import load_dataset
 from covseg.errors import CovsegError
 from tests.conftest import (
     NEEDS_ZOO,
+    data_unread,
     folder_holding,
     grey_folder,
     held_by_another_thread,
@@ -740,6 +741,29 @@ def test_specs_that_would_share_a_folder_are_refused_before_training(
                                           r"one folder under --out \(fcn_weights-A.pt = "
                                           r"fcn_weights-a.pt\); compare them into separate"):
         check_specs(["fcn:weights=A.pt", "fcn:weights=a.pt"], 64)
+
+
+@NEEDS_ZOO
+def test_a_relative_weights_file_gone_is_judged_for_every_models_folds_before_the_data_are_read(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model spec's weights=r50.pth typed relative, gone after its fold 0 finished (the
+    comparison stopped before fold 1 saved an epoch): the resume is refused naming fold_1,
+    which would start from it, before the data are read, not as a folder of another model."""
+    from torchvision.models import resnet50
+
+    monkeypatch.chdir(tmp_path)
+    torch.save(resnet50().state_dict(), tmp_path / "r50.pth")
+    specs = ["unet:width=4", "fcn:weights=r50.pth"]
+    recipe = {"folds": 2, "epochs": 1, "size": 32, "batch_size": 8}
+    folds = Path("cmp") / model_folder(specs[1])
+    api.cross_validate(synthetic_folder, folds, fold=0, model="fcn",
+                       model_options={"weights": "r50.pth"}, **recipe)
+    (tmp_path / "r50.pth").rename(tmp_path / "moved.pth")
+    monkeypatch.setattr(api, "_load", data_unread)
+    with pytest.raises(CovsegError, match="^" + re.escape(
+            f"{folds}: the weights= file {tmp_path / 'r50.pth'} is gone, and fold_1 would start "
+            "from it (no last.pt to resume from); restore the file or pick a new out") + "$"):
+        api.compare(synthetic_folder, specs, "cmp", resume=True, **recipe)
 
 
 def _fold_stats(means: list[float]) -> dict[str, float]:
