@@ -542,7 +542,8 @@ def _mixed_splits_error(out: Path, verb: str, folds: int | None, seed: int) -> C
     if len(made) < 2:
         return None
     now = (folds, seed)
-    shown = [index for index in (0, 1) if len({split[index] for split in made} | {now[index]}) > 1]
+    shown = [index for index in (0, 1)  # what differs; None: this run's count not known
+             if len({split[index] for split in made} | ({now[index]} - {None})) > 1]
 
     def split(values: tuple[int | None, int]) -> str:
         return " and ".join(f"{values[0]} folds" if index == 0 else f"seed {values[1]}"
