@@ -39,6 +39,7 @@ from covseg.data import load_dataset
 from covseg.errors import CovsegError
 from tests.conftest import (
     NEEDS_ZOO,
+    data_unread,
     folder_holding,
     grey_folder,
     held_by_another_thread,
@@ -574,14 +575,32 @@ def test_compare_two_models_on_the_same_folds(tmp_path: Path, synthetic_folder: 
     stored = json.loads((tmp_path / "comparison.json").read_text())
     for note in ("std_note", "empty_mask_rules"):  # as summary.json: comparison.json had none
         assert stored[note] == result[note] == miniseg_summary[note]
+    unet, miniseg = tmp_path / "unet_width-4", tmp_path / "miniseg"
     # said "cross-validate into a new --out"; named miniseg's folds only once unet's were gone
-    with pytest.raises(CovsegError, match=re.escape(
-            f"{tmp_path / 'unet_width-4' / 'fold_0'} (and fold_1), "
-            f"{tmp_path / 'miniseg' / 'fold_0'} (and fold_1): finished with other settings "
-            f"or data (epochs: 1 -> 2); compare into a new out, or delete "
-            f"{tmp_path / 'unet_width-4'} and {tmp_path / 'miniseg'} to start over") + "$"):
-        api.compare(synthetic_folder, ["unet:width=4", "miniseg"], tmp_path, folds=2, epochs=2,
-                    size=64, batch_size=4, resume=True)
+    refused_resume(synthetic_folder, tmp_path, 2, (
+        f"{unet / 'fold_0'} (and fold_1), {miniseg / 'fold_0'} (and fold_1): finished with "
+        f"other settings or data (epochs: 1 -> 2); compare into a new out, or delete {unet} and "
+        f"{miniseg} to start over"))
+    # folds stale for different reasons: only the first fold's (epochs) was told, the lr next
+    for fold, key, value in ((unet / "fold_0", "epochs", 3), (miniseg / "fold_0", "epochs", 3),
+                             (miniseg / "fold_1", "lr", 0.5)):
+        record = json.loads((fold / "config.json").read_text())
+        record["config"][key] = value
+        (fold / "config.json").write_text(json.dumps(record))
+    lr = result["config"]["lr"]
+    refused_resume(synthetic_folder, tmp_path, 1, (
+        f"{unet / 'fold_0'}, {miniseg / 'fold_0'}: finished with other settings or data "
+        f"(epochs: 3 -> 1); {miniseg / 'fold_1'}: finished with other settings or data "
+        f"(lr: 0.5 -> {lr}); compare into a new out, or delete {unet / 'fold_0'} and "
+        f"{miniseg} to train them again with these settings"))
+
+
+def refused_resume(data: Path, out: Path, epochs: int, refusal: str) -> None:
+    """Assert that a resume of the two models' comparison in ``out`` with ``epochs`` is refused
+    in exactly ``refusal``."""
+    with pytest.raises(CovsegError, match="^" + re.escape(refusal) + "$"):
+        api.compare(data, ["unet:width=4", "miniseg"], out, folds=2, epochs=epochs, size=64,
+                    batch_size=4, resume=True)
 
 
 def test_one_refusal_names_every_models_stale_folds_and_what_to_delete(tmp_path: Path) -> None:
@@ -723,6 +742,29 @@ def test_specs_that_would_share_a_folder_are_refused_before_training(
                                           r"one folder under --out \(fcn_weights-A.pt = "
                                           r"fcn_weights-a.pt\); compare them into separate"):
         check_specs(["fcn:weights=A.pt", "fcn:weights=a.pt"], 64)
+
+
+@NEEDS_ZOO
+def test_a_relative_weights_file_gone_is_judged_for_every_models_folds_before_the_data_are_read(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model spec's weights=r50.pth typed relative, gone after its fold 0 finished (the
+    comparison stopped before fold 1 saved an epoch): the resume is refused naming fold_1,
+    which would start from it, before the data are read, not as a folder of another model."""
+    from torchvision.models import resnet50
+
+    monkeypatch.chdir(tmp_path)
+    torch.save(resnet50().state_dict(), tmp_path / "r50.pth")
+    specs = ["unet:width=4", "fcn:weights=r50.pth"]
+    recipe = {"folds": 2, "epochs": 1, "size": 32, "batch_size": 8}
+    folds = Path("cmp") / model_folder(specs[1])
+    api.cross_validate(synthetic_folder, folds, fold=0, model="fcn",
+                       model_options={"weights": "r50.pth"}, **recipe)
+    (tmp_path / "r50.pth").rename(tmp_path / "moved.pth")
+    monkeypatch.setattr(api, "_load", data_unread)
+    with pytest.raises(CovsegError, match="^" + re.escape(
+            f"{folds}: the weights= file {tmp_path / 'r50.pth'} is gone, and fold_1 would start "
+            "from it (no last.pt to resume from); restore the file or pick a new out") + "$"):
+        api.compare(synthetic_folder, specs, "cmp", resume=True, **recipe)
 
 
 def _fold_stats(means: list[float]) -> dict[str, float]:

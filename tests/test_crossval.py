@@ -856,6 +856,27 @@ def test_a_later_fold_stopped_midway_on_another_split_is_refused_before_any_fold
     assert not (out / "fold_0").exists()
 
 
+def test_a_folder_of_folds_made_on_several_splits_names_them_all(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """Folds run alone with several --folds (fold_0 of 2, fold_1 of 3, stopped midway) were
+    refused as the first fold's split alone ("resume with --folds 3"), whose resume was refused
+    on the other fold ("resume with --folds 2"): the refusal names both splits and how to
+    resume with either."""
+    data = load_dataset(synthetic_folder)
+    out = tmp_path / "cv"
+    api.cross_validate(data, out, fold=0, **TINY_FOLDS)
+    fold_stopped_midway(data, out, 1, **{**TINY_FOLDS, "folds": 3})
+    for folds in (2, 3):
+        with pytest.raises(CovsegError, match="^" + re.escape(
+                f"{out}: holds folds of 2 different splits of the data (fold_0 on 2 folds, "
+                f"fold_1 on 3 folds; {folds} folds now); resume with folds=2 after deleting "
+                f"fold_1, or with folds=3 after deleting fold_0, or cross-validate into a new "
+                f"out than {out}") + "$"):
+            api.cross_validate(data, out, resume=True, **{**TINY_FOLDS, "folds": folds})
+    shutil.rmtree(out / "fold_1")
+    assert len(api.cross_validate(data, out, resume=True, **TINY_FOLDS)["per_fold"]) == 2
+
+
 def test_a_finished_fold_resumed_with_another_folds_or_seed_names_the_split(
         tmp_path: Path, synthetic_folder: Path) -> None:
     """A finished fold resumed with another --folds or --seed was refused as "finished with

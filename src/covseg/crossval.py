@@ -236,7 +236,7 @@ def _fold_changes(fold_dir: Path, config: TrainConfig, finished: dict[str, Any],
     if trained != set(train_cases) or tested != set(test_cases):
         told = _split_told(record, fold_dir, folds, config.seed)
         if told and not saved.differences(replace(config, seed=saved.seed), slices):
-            raise _another_split_error(fold_dir, "finished", told, verb)
+            raise _another_split_error(fold_dir, "finished", told, verb, folds, config.seed)
         changed.append(f"its training or test slices (another {option_name('folds')}, "
                        f"{option_name('seed')} or data set)")
     elif made_from_other_data(finished, data_fingerprint(data, [*train_cases, *test_cases],
@@ -259,21 +259,32 @@ class StaleFolds:
 
 def stale_folds_error(stale: Sequence[StaleFolds], verb: str) -> CovsegError:
     """One error naming every stale fold of every folder in ``stale`` (a comparison's models:
-    each refused alone, one model per try), telling to ``verb`` (the command running:
-    cross-validate, compare) into a new --out or to delete each folder whole, or, where it
-    holds matching finished folds (``some``), only its stale folds' folders."""
+    each refused alone, one model per try) with what changed, folds changed alike named
+    together (the first fold's changes alone were told: fixed, the next were refused), telling
+    to ``verb`` (the command running: cross-validate, compare) into a new --out or to delete
+    each folder whole, or, where it holds matching finished folds (``some``), only its stale
+    folds' folders."""
     folds = [fold for group in stale for fold, _ in group.folds]
-    named = ", ".join(f"{group.folds[0][0]}" + (
-        f" (and {', '.join(fold.name for fold, _ in group.folds[1:])})"
-        if len(group.folds) > 1 else "") for group in stale)
+    by_change: dict[tuple[str, ...], dict[Path, list[Path]]] = {}
+    for group in stale:
+        for fold, changed in group.folds:
+            by_change.setdefault(tuple(changed), {}).setdefault(group.out, []).append(fold)
+    told = "; ".join(f"{_folds_named(named)}: finished with other settings or data "
+                     f"({'; '.join(changed)})" for changed, named in by_change.items())
     doomed = [path for group in stale
               for path in ([fold for fold, _ in group.folds] if group.some else [group.out])]
     again = (f"to train {'them' if len(folds) > 1 else 'it'} again with these settings"
              if any(group.some for group in stale) else "to start over")
-    return CovsegError(f"{named}: finished with other settings or data "
-                       f"({'; '.join(stale[0].folds[0][1])}); {verb} into a new "
-                       f"{option_name('out')}, or delete {' and '.join(map(str, doomed))} "
-                       f"{again}")
+    return CovsegError(f"{told}; {verb} into a new {option_name('out')}, or delete "
+                       f"{' and '.join(map(str, doomed))} {again}")
+
+
+def _folds_named(by_folder: Mapping[Path, list[Path]]) -> str:
+    """Folds of several folders named: each folder's first fold by its path, the rest of that
+    folder's by name (``out/fold_0 (and fold_2)``)."""
+    return ", ".join(f"{folds[0]}" + (f" (and {', '.join(fold.name for fold in folds[1:])})"
+                                      if len(folds) > 1 else "")
+                     for folds in by_folder.values())
 
 
 def finished_fold_check(config: TrainConfig, data: LoadedData, out: Path,
@@ -462,7 +473,7 @@ def _refuse_midway_fold_of_another_split(fold_dir: Path, train_cases: list[str],
     told = _split_told(record, fold_dir, folds, seed) or (
         f"its training slices differ: another {option_name('folds')}, {option_name('seed')} "
         "or data set); resume with the options it was started with")
-    raise _another_split_error(fold_dir, "stopped midway", told, verb)
+    raise _another_split_error(fold_dir, "stopped midway", told, verb, folds, seed)
 
 
 def _split_told(record: Mapping[str, Any], fold_dir: Path, folds: int | None,
@@ -474,7 +485,7 @@ def _split_told(record: Mapping[str, Any], fold_dir: Path, folds: int | None,
     written before the count was kept, or another data set)."""
     then, recipe = record.get(FOLDS), record.get("config")
     saved_seed = recipe.get("seed") if isinstance(recipe, dict) else None
-    k = int(fold_dir.name.removeprefix("fold_"))  # the run's seed: the fold's less k
+    k = _fold_index(fold_dir)  # the run's seed: the fold's less k
     told, options = [], []
     if isinstance(then, int) and folds is not None and then != folds:
         told.append(f"{then} folds then, {folds} now")
@@ -485,12 +496,68 @@ def _split_told(record: Mapping[str, Any], fold_dir: Path, folds: int | None,
     return f"{'; '.join(told)}); resume with {' and '.join(options)}" if told else None
 
 
-def _another_split_error(fold_dir: Path, state: str, told: str, verb: str) -> CovsegError:
+def _another_split_error(fold_dir: Path, state: str, told: str, verb: str, folds: int | None,
+                         seed: int) -> CovsegError:
     """The refusal of the fold in ``fold_dir``, ``state`` (finished, stopped midway) on another
     split of the data (``told``: how, and what to resume with), as ``verb`` (the command
-    running) words it: one wording for either state."""
-    return CovsegError(f"{fold_dir}: {state} on another split of the data ({told}, or {verb} "
-                       f"into a new {option_name('out')} than {fold_dir.parent}")
+    running) words it: one wording for either state. Where the folder's folds were made on
+    several splits (``--fold K`` runs with several --folds), it names them all (see
+    :func:`_mixed_splits_error`): told one fold's options, the user was refused on the next."""
+    mixed = _mixed_splits_error(fold_dir.parent, verb, folds, seed - _fold_index(fold_dir))
+    return mixed or CovsegError(f"{fold_dir}: {state} on another split of the data ({told}, or "
+                                f"{verb} into a new {option_name('out')} than {fold_dir.parent}")
+
+
+def _fold_index(fold_dir: Path) -> int:
+    """The k of a fold folder ``out/fold_k``."""
+    return int(fold_dir.name.removeprefix("fold_"))
+
+
+def _splits_made(out: Path) -> dict[tuple[int, int], list[str]]:
+    """The folds of ``out`` holding work (finished, or a saved run) by the split their records
+    tell they were made on: (folds, the run's seed), as :func:`_split_told` reads them; folds
+    whose records tell neither (written before the count was kept) are left out."""
+    made: dict[tuple[int, int], list[str]] = {}
+    for fold_dir in _fold_folders(out):
+        record = read_record(fold_dir / "config.json") or {}
+        recipe = record.get("config")
+        then = record.get(FOLDS)
+        saved_seed = recipe.get("seed") if isinstance(recipe, dict) else None
+        if (fold_dir.name.removeprefix("fold_").isdigit() and isinstance(then, int)
+                and isinstance(saved_seed, int)
+                and (fold_done(fold_dir) or holds_saved_run(fold_dir))):
+            made.setdefault((then, saved_seed - _fold_index(fold_dir)), []).append(fold_dir.name)
+    return made
+
+
+def _mixed_splits_error(out: Path, verb: str, folds: int | None, seed: int) -> CovsegError | None:
+    """The refusal of a cross-validation ``out`` whose folds were made on several splits
+    (:func:`_splits_made`), naming each split's folds and the options to resume each with once
+    the other splits' folds are deleted (``folds``, ``seed``: this run's); None for one split."""
+    made = _splits_made(out)
+    if len(made) < 2:
+        return None
+    now = (folds, seed)
+    shown = [index for index in (0, 1)  # what differs; None: this run's count not known
+             if len({split[index] for split in made} | ({now[index]} - {None})) > 1]
+
+    def split(values: tuple[int | None, int]) -> str:
+        return " and ".join(f"{values[0]} folds" if index == 0 else f"seed {values[1]}"
+                            for index in shown if values[index] is not None)
+
+    def resume(values: tuple[int, int], names: list[str]) -> str:
+        others = [other for split_names in made.values() if split_names is not names
+                  for other in split_names]
+        options = " and ".join(option_given(("folds", "seed")[index], values[index])
+                               for index in shown)
+        return f"{options} after deleting {' and '.join(others)}"
+
+    held = ", ".join(f"{' and '.join(names)} on {split(values)}" for values, names in made.items())
+    resumes = ", or with ".join(resume(values, names) for values, names in made.items())
+    told = split(now)
+    return CovsegError(f"{out}: holds folds of {len(made)} different splits of the data ({held}"
+                       f"{f'; {told} now' if told else ''}); resume with {resumes}, or {verb} into "
+                       f"a new {option_name('out')} than {out}")
 
 
 def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
