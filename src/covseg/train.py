@@ -754,8 +754,8 @@ def check_recipe(config: TrainConfig, folds: int | None = 1, resume: bool = Fals
 def trial_options(options: dict[str, Any], resume: bool) -> dict[str, Any]:
     """The model ``options`` of a trial build (:func:`~covseg.models.registry.check_model`):
     on a resume, less a weights= file gone since, which only a network with no last.pt reads
-    (refused then, naming it: :func:`refuse_gone_weights`). Options of another type than a
-    mapping are passed on as given, for the build to refuse in its words."""
+    (refused then, naming it: :func:`refuse_gone_weights`). Options that are not a dict (a
+    string, another mapping) are passed on as given, for the build to refuse in its words."""
     gone = resume and isinstance(options, dict) and gone_weights_file(options)
     return without_weights_file(options) if gone else options
 

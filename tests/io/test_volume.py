@@ -267,6 +267,19 @@ def test_a_single_plane_is_refused_whichever_axis_stores_it(
         read_volume(path)
 
 
+@pytest.mark.parametrize(("affine", "axes"), [(np.eye(4), "RAS"),
+                                              (np.diag([-1.0, -1.0, 1.0, 1.0]), "LPS")])
+def test_a_line_of_voxels_is_refused_as_a_line_not_a_plane(
+        affine: np.ndarray, axes: str, tmp_path: Path) -> None:
+    """A volume one voxel wide both ways was refused as "a single coronal plane": it is a line,
+    which no plane names. (One axial row, 40 x 1 x 1, is refused as a 40 x 1 axial slice.)"""
+    path = save(tmp_path / "line.nii.gz", np.zeros((1, 1, 40), np.int16), affine)
+    with pytest.raises(CovsegError, match=rf"line\.nii\.gz: a line of 40 voxels \(axes {axes}; 40 "
+                                          r"axial slices of 1 x 1 pixels\), not axial slices; "
+                                          r"give the whole series$"):
+        read_volume(path)
+
+
 def test_a_volume_of_another_shape_is_refused_naming_the_files_own_order(tmp_path: Path) -> None:
     """A 64x48x10 CT beside a 64x48x12 mask was refused as "(10, 48, 64) ... (12, 48, 64) (z, y,
     x, as the files hold them)", the files' shapes reversed: each is printed as nibabel's shape,

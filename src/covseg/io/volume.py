@@ -498,16 +498,18 @@ def _refuse_thin_slices(volume: Volume, to_working: np.ndarray) -> None:
     """Refuse axial slices with a side under :data:`~covseg.io.image.MIN_SLICE_SIDE` pixels,
     whichever file axis holds them, by the rule of 2D slices: a single sagittal or coronal plane
     (a coronal reformat saved on the scan's RAS axes, one row thick, was read as dozens of
-    1-pixel-high axial slices and segmented), or one axial slice one row high (segmented, its
-    row called infection), in :func:`~covseg.io.image.refuse_tiny_slice`'s words."""
+    1-pixel-high axial slices and segmented), a line of voxels (thin both ways: no plane), or
+    one axial slice one row high (segmented, its row called infection), in
+    :func:`~covseg.io.image.refuse_tiny_slice`'s words."""
     working_xyz = np.empty(3, dtype=int)
     working_xyz[to_working[:, 0].astype(int)] = volume.array.shape[::-1]
     x, y, z = (int(n) for n in working_xyz)
     if z == 1:
         refuse_tiny_slice((y, x), f"{volume.source} (one axial slice)", "give the whole series")
     elif min(x, y) < MIN_SLICE_SIDE:
-        plane = "coronal" if y < MIN_SLICE_SIDE else "sagittal"
-        raise CovsegError(f"{volume.source}: a single {plane} plane (axes "
+        shape = f"a line of {z} voxels" if max(x, y) < MIN_SLICE_SIDE else (
+            f"a single {'coronal' if y < MIN_SLICE_SIDE else 'sagittal'} plane")
+        raise CovsegError(f"{volume.source}: {shape} (axes "
                           f"{''.join(nib.aff2axcodes(volume.affine))}; {z} axial slices of "
                           f"{x} x {y} pixels), not axial slices; give the whole series")
 

@@ -45,6 +45,7 @@ from covseg.data.layouts.zenodo import (
     ZENODO_IMAGES,
     ZENODO_INFECTION,
     ZENODO_LUNG,
+    missing_images,
     read_zenodo,
 )
 from covseg.errors import CovsegError
@@ -179,9 +180,9 @@ IMAGES_OF_MASKS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("GT",), "Imgs/"),
     (MEDSEG_MASKS, "tr_im/"),
     (MEDSEG_RADIOPAEDIA[1:], "rp_im/"),
-    ((*ZENODO_INFECTION, *ZENODO_LUNG, *ZENODO_COMBINED), "ct_scans/"),
 )
-"""Mask folders, and the folder beside them that holds their images."""
+"""Mask folders, and the folder beside them that holds their images (Zenodo's: its reader's
+words, :func:`~covseg.data.layouts.zenodo.missing_images`)."""
 
 
 def _layout_above(root: Path) -> tuple[Path, str] | None:
@@ -217,6 +218,8 @@ def _what_it_holds(root: Path) -> str:
         if masks := first_dir(root, names):
             return (f"{root}: masks found ({masks.name}/) but no images; put each mask's image "
                     f"in {images} beside it, under the same file stem")
+    if zenodo_masks := missing_images(root):
+        return zenodo_masks
     try:
         children = [path for path in sorted(root.iterdir()) if not path.name.startswith(".")]
     except OSError:  # unreadable: the generic message

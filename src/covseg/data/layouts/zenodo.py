@@ -74,6 +74,20 @@ def _missing_folders(root: Path, images_dir: Path | None, masks_dir: Path | None
             f"{note}; add {'them' if len(needed) > 1 else 'it'} from the data set")
 
 
+def missing_images(root: Path) -> str | None:
+    """Why ``root``, holding Zenodo's (or Kaggle's) mask folders but not their CT folder, is
+    not read, in :func:`read_zenodo`'s words (:func:`_missing_folders`): the CT folder spelled
+    as the masks found are, the lung-and-infection folder said not to be read; None where it
+    holds none of those mask folders."""
+    infection, lungs, combined = (only_dir(root, names)
+                                  for names in (ZENODO_INFECTION, ZENODO_LUNG, ZENODO_COMBINED))
+    if not (infection or lungs or combined):
+        return None
+    names, target = (ZENODO_LUNG, "lung") if lungs and not infection else (
+        ZENODO_INFECTION, "infection")
+    return _missing_folders(root, None, lungs if target == "lung" else infection, names, target)
+
+
 def read_zenodo(root: Path, options: ReadOptions) -> LoadedData:
     images_dir = only_dir(root, ZENODO_IMAGES)
     names = ZENODO_LUNG if options.target == "lung" else ZENODO_INFECTION
