@@ -581,6 +581,18 @@ def test_compare_two_models_on_the_same_folds(tmp_path: Path, synthetic_folder: 
         f"{unet / 'fold_0'} (and fold_1), {miniseg / 'fold_0'} (and fold_1): finished with "
         f"other settings or data (epochs: 1 -> 2); compare into a new out, or delete {unet} and "
         f"{miniseg} to start over"))
+    # a split of another --seed, or a model's folds of several: the --out given is named, not
+    # a model's folder inside it ("compare into a new --out than OUT/unet_width-4")
+    refused_resume(synthetic_folder, tmp_path, 1, (
+        f"{unet / 'fold_0'}: finished on another split of the data (seed 0 then, 3 now); resume "
+        f"with seed=0, or compare into a new out than {tmp_path}"), seed=3)
+    record = json.loads((miniseg / "fold_1" / "config.json").read_text())
+    (miniseg / "fold_1" / "config.json").write_text(json.dumps({**record, "folds": 3}))
+    refused_resume(synthetic_folder, tmp_path, 1, (
+        f"{miniseg}: holds folds of 2 different splits of the data (fold_0 on 2 folds, fold_1 on "
+        "3 folds; 2 folds now); resume with folds=2 after deleting fold_1, or with folds=3 after "
+        f"deleting fold_0, or compare into a new out than {tmp_path}"))
+    (miniseg / "fold_1" / "config.json").write_text(json.dumps(record))
     # folds stale for different reasons: only the first fold's (epochs) was told, the lr next
     for fold, key, value in ((unet / "fold_0", "epochs", 3), (miniseg / "fold_0", "epochs", 3),
                              (miniseg / "fold_1", "lr", 0.5)):
@@ -595,12 +607,12 @@ def test_compare_two_models_on_the_same_folds(tmp_path: Path, synthetic_folder: 
         f"{miniseg} to train them again with these settings"))
 
 
-def refused_resume(data: Path, out: Path, epochs: int, refusal: str) -> None:
-    """Assert that a resume of the two models' comparison in ``out`` with ``epochs`` is refused
-    in exactly ``refusal``."""
+def refused_resume(data: Path, out: Path, epochs: int, refusal: str, seed: int = 0) -> None:
+    """Assert that a resume of the two models' comparison in ``out`` with ``epochs`` and
+    ``seed`` is refused in exactly ``refusal``."""
     with pytest.raises(CovsegError, match="^" + re.escape(refusal) + "$"):
         api.compare(data, ["unet:width=4", "miniseg"], out, folds=2, epochs=epochs, size=64,
-                    batch_size=4, resume=True)
+                    batch_size=4, seed=seed, resume=True)
 
 
 def test_one_refusal_names_every_models_stale_folds_and_what_to_delete(tmp_path: Path) -> None:

@@ -877,6 +877,40 @@ def test_a_folder_of_folds_made_on_several_splits_names_them_all(
     assert len(api.cross_validate(data, out, resume=True, **TINY_FOLDS)["per_fold"]) == 2
 
 
+def test_a_fold_past_the_runs_count_made_on_another_split_is_refused_naming_it(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """A 2-fold run resumed over a folder also holding fold_2 of a 3-fold split (``--fold 2
+    --folds 3``) never looked at fold_2: it summed folds 0-1 without a word, fold_2 left
+    there. It is refused as folds of several splits are, naming fold_2 and what to delete."""
+    data = load_dataset(synthetic_folder)
+    out = tmp_path / "cv"
+    api.cross_validate(data, out, **TINY_FOLDS)
+    shutil.copytree(out / "fold_1", out / "fold_2")  # as --fold 2 --folds 3 would leave it
+    record = json.loads((out / "fold_2" / "config.json").read_text())
+    record["folds"], record["config"]["seed"] = 3, 2  # fold k is seeded seed + k
+    (out / "fold_2" / "config.json").write_text(json.dumps(record))
+    with pytest.raises(CovsegError, match="^" + re.escape(
+            f"{out}: holds folds of 2 different splits of the data (fold_0 and fold_1 on 2 "
+            "folds, fold_2 on 3 folds; 2 folds now); resume with folds=2 after deleting fold_2, "
+            "or with folds=3 after deleting fold_0 and fold_1, or cross-validate into a new out "
+            f"than {out}") + "$"):
+        api.cross_validate(data, out, resume=True, **TINY_FOLDS)
+    shutil.rmtree(out / "fold_2")
+    assert len(api.cross_validate(data, out, resume=True, **TINY_FOLDS)["per_fold"]) == 2
+
+
+@pytest.mark.parametrize(("verb", "given"), [(crossval.CV_VERB, "cv"), ("compare", ""),
+                                             (api.DEMO_VERB, "")])
+def test_a_fold_on_another_split_names_the_out_given_not_a_folder_inside_it(
+        tmp_path: Path, verb: str, given: str) -> None:
+    """Compare's models and the demo cross-validate in a folder inside the --out given (a
+    model's folder, cv): their refusals said "into a new --out than OUT/MODEL"."""
+    told = "seed 0 then, 3 now); resume with --seed 0"
+    error = crossval._another_split_error(tmp_path / "cv" / "fold_0", "finished", told, verb,
+                                          2, 3)
+    assert str(error).endswith(f", or {verb} into a new --out than {tmp_path / given}")
+
+
 def test_a_finished_fold_resumed_with_another_folds_or_seed_names_the_split(
         tmp_path: Path, synthetic_folder: Path) -> None:
     """A finished fold resumed with another --folds or --seed was refused as "finished with

@@ -293,7 +293,12 @@ def finished_fold_check(config: TrainConfig, data: LoadedData, out: Path,
     """The finished folds of the cross-validation ``out`` that another recipe or data made
     (see :func:`_fold_changes`, which refuses one finished on another split in ``verb``'s
     words; None: none), and its other folds with their training slices and seeds, for
-    :func:`refuse_midway_folds`."""
+    :func:`refuse_midway_folds`. A folder holding folds of several splits is refused first
+    (:func:`_mixed_splits_error`): a fold past this run's count (``--fold 2 --folds 3`` beside
+    a 2-fold run) went unlooked at, the summary leaving it out without a word."""
+    mixed = _mixed_splits_error(out, verb, len(splits), config.seed)
+    if mixed:
+        raise mixed
     stale, finished_folds = [], 0
     midway: list[tuple[Path, list[str], int]] = []
     for k, (train_cases, test_cases) in enumerate(splits):
@@ -505,7 +510,16 @@ def _another_split_error(fold_dir: Path, state: str, told: str, verb: str, folds
     :func:`_mixed_splits_error`): told one fold's options, the user was refused on the next."""
     mixed = _mixed_splits_error(fold_dir.parent, verb, folds, seed - _fold_index(fold_dir))
     return mixed or CovsegError(f"{fold_dir}: {state} on another split of the data ({told}, or "
-                                f"{verb} into a new {option_name('out')} than {fold_dir.parent}")
+                                f"{verb} into a new {option_name('out')} than "
+                                f"{_given_out(fold_dir.parent, verb)}")
+
+
+def _given_out(out: Path, verb: str) -> Path:
+    """The --out the user gave for the cross-validation folder ``out``, as the refusals of
+    ``verb`` (the command running) name it: ``out`` itself for cv; its parent for compare (a
+    model's folder) and the demo (its cv folder), which cross-validate inside the --out given
+    ("compare into a new --out than cmp/unet" named a model's folder)."""
+    return out if verb == CV_VERB else out.parent
 
 
 def _fold_index(fold_dir: Path) -> int:
@@ -557,7 +571,7 @@ def _mixed_splits_error(out: Path, verb: str, folds: int | None, seed: int) -> C
     told = split(now)
     return CovsegError(f"{out}: holds folds of {len(made)} different splits of the data ({held}"
                        f"{f'; {told} now' if told else ''}); resume with {resumes}, or {verb} into "
-                       f"a new {option_name('out')} than {out}")
+                       f"a new {option_name('out')} than {_given_out(out, verb)}")
 
 
 def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
