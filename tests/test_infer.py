@@ -11,6 +11,7 @@ import torch
 from covseg.checkpoint import load_checkpoint
 from covseg.infer import Predictor
 from covseg.transforms import Letterbox
+from tests.conftest import NEEDS_ONNX
 
 
 @pytest.mark.parametrize("shape", [(369, 273), (512, 512), (100, 300), (64, 64), (31, 47)])
@@ -75,6 +76,7 @@ def test_predictor_follows_the_runs_test_flips_and_threshold(tiny_run: Path) -> 
     np.testing.assert_array_equal(recipe.predict_labels([image])[0], probs[0] >= 0.4)
 
 
+@NEEDS_ONNX
 def test_onnx_export_predicts_like_torch(tmp_path: Path, tiny_run: Path) -> None:
     from covseg import api
 
@@ -87,6 +89,7 @@ def test_onnx_export_predicts_like_torch(tmp_path: Path, tiny_run: Path) -> None
                                torch_predictor.predict_probabilities(images)[0], atol=1e-4)
 
 
+@NEEDS_ONNX
 def test_onnx_file_not_from_covseg_is_refused(tmp_path: Path) -> None:
     from covseg.errors import CovsegError
 

@@ -326,12 +326,14 @@ def test_multiframe_file_without_a_frame_step_takes_its_slice_thickness(
 @pytest.mark.parametrize("slice_index", [5, 2])
 def test_an_unreadable_slice_of_the_series_is_named(slice_index: int, tmp_path: Path) -> None:
     """GDCM skips a file it cannot parse: an end slice went missing without a word, a middle
-    one was reported as a gap ("a missing slice?") without naming the file."""
+    one was reported as a gap ("a missing slice?") without naming the file. SimpleITK 2.4.0 to
+    2.5.3 keep it in the series, and its pixels, short of what its header claims, name it."""
     files = synthetic_series(tmp_path / "cut", phantom())
     blob = files[slice_index].read_bytes()
     files[slice_index].write_bytes(blob[:-500])
-    with pytest.raises(CovsegError, match=f"IM000{slice_index}.dcm: a slice of series .* "
-                                          "cannot be read"):
+    with pytest.raises(CovsegError, match=f"IM000{slice_index}.dcm: (a slice of series .* cannot "
+                                          "be read|its header claims .* but the file holds "
+                                          "1,036 bytes of them)"):
         read_volume(tmp_path / "cut")
 
 
@@ -679,12 +681,15 @@ def test_a_header_claiming_more_pixels_than_the_file_holds_is_refused(
         if frames > 1:
             dataset.NumberOfFrames = frames
         dataset.save_as(files[-1])
-        size = files[-1].stat().st_size
+        held = len(dataset.PixelData)
+        ending = ("; is it truncated or its header corrupt\\?" if path == files[-1] else
+                  r" \(truncated, or its header corrupt\?\); replace it, or remove it to read "
+                  "the series without it")
         with pytest.raises(CovsegError, match=(
                 rf"^{re.escape(str(files[-1]))}: its header claims {rows} x {rows} pixels x "
                 rf"{frames} frames? of 16 bits \({rows * rows * frames * 2:,} bytes, "
                 r"uncompressed\) "
-                rf"but the file holds {size:,} bytes; is it truncated or its header corrupt\?$")):
+                rf"but the file holds {held:,} bytes of them{ending}$")):
             read_volume(path)
 
 
@@ -694,12 +699,33 @@ def test_a_slice_cut_short_of_its_16_bit_pixels_is_refused_naming_both_sizes(
     than 512, fewer than 8,192) got SimpleITK's "Unable to determine ImageIO reader", and the
     docs promised both sizes."""
     path = synthetic_series(tmp_path / "s", phantom(depth=1, rows=64, columns=64))[0]
+    header = path.stat().st_size - 8192  # the pixels end the file
     with open(path, "r+b") as handle:
         handle.truncate(3000)
     with pytest.raises(CovsegError, match=(
             rf"^{re.escape(str(path))}: its header claims 64 x 64 pixels x 1 frame of 16 bits "
-            r"\(8,192 bytes, uncompressed\) but the file holds 3,000 bytes; is it truncated")):
+            rf"\(8,192 bytes, uncompressed\) but the file holds {3000 - header:,} bytes of them; "
+            "is it truncated")):
         read_volume(path)
+
+
+def test_a_slice_cut_but_longer_than_its_pixels_is_refused(tmp_path: Path) -> None:
+    """The file's size, its header included, was compared with the bytes its pixels need: a
+    slice cut 500 bytes short of its 1,536 held more than that with its header, so SimpleITK
+    2.4.0 to 2.5.3 read it with its missing pixels as -1024 HU (exit 0). Read as a file and as
+    a series' slice."""
+    files = synthetic_series(tmp_path / "cut", phantom())
+    blob = files[5].read_bytes()
+    files[5].write_bytes(blob[:-500])
+    assert files[5].stat().st_size > 1536
+    claim = (rf"^{re.escape(str(files[5]))}: its header claims 32 x 24 pixels x 1 frame of 16 "
+             r"bits \(1,536 bytes, uncompressed\) but the file holds 1,036 bytes of them")
+    with pytest.raises(CovsegError, match=rf"{claim}; is it truncated or its header corrupt\?$"):
+        read_volume(files[5])
+    with pytest.raises(CovsegError, match=rf"{claim} \(truncated, or its header corrupt\?\); "
+                                          "replace it, or remove it to read the series"):
+        dicom_module._check_pixels_held(files[5], dicom_module.read_slice_header(files[5]),
+                                        in_series=True)
 
 
 def test_a_series_of_more_than_max_voxels_is_refused_naming_folder_and_shape(

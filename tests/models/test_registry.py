@@ -253,9 +253,9 @@ def test_a_name_with_stray_spaces_builds_the_model_it_names(name: str) -> None:
         ("resunet", {"res_units": -1}, "res_units=-1 must be 1 or more"),
         ("resunet", {"res_units": 0}, "res_units=0 must be 1 or more (use unet for none)"),
         ("attention-unet", {"width": 1}, "width=1 must be 2 or more"),
-        ("unet", {"width": np.int64(0)}, "width=np.int64(0) must be positive"),
-        ("unet", {"width": np.int64(-4)}, "width=np.int64(-4) must be positive"),
-        ("unet", {"dropout": np.float32(1.5)}, "dropout=np.float32(1.5) must be at least 0"),
+        ("unet", {"width": np.int64(0)}, "width=0 must be positive"),
+        ("unet", {"width": np.int64(-4)}, "width=-4 must be positive"),
+        ("unet", {"dropout": np.float32(1.5)}, "dropout=1.5 must be at least 0"),
         ("miniseg", {"width": float("nan")}, "width=nan must be positive"),
     ],
 )

@@ -162,7 +162,7 @@ def read_dicom_folder(folder: str | os.PathLike[str]) -> Volume:
         raise CovsegError(f"{folder}: series {uid} holds {len(files)} files, some of several "
                           f"frames ({multi.name}: {multi.frames}); give each file on its own")
     for name, header in zip(files, headers, strict=True):
-        _check_pixels_held(Path(name), header)
+        _check_pixels_held(Path(name), header, in_series=True)
     shape = (*_columns_rows(headers[0]), len(files))
     check_voxel_count(shape, folder)
     check_dicom_series(headers, str(folder))
@@ -656,23 +656,71 @@ def _columns_rows(header: SliceHeader) -> tuple[int, int]:
     return (int(header.size[1]), int(header.size[0])) if header.size else (0, 0)
 
 
-def _check_pixels_held(path: Path, header: SliceHeader) -> None:
-    """Refuse, before its pixels are read, an uncompressed DICOM file shorter than the pixels
-    its header claims (Rows x Columns x NumberOfFrames x BitsAllocated): 8 KB claiming 65535 x
-    65535 pixels failed in GDCM with "Failed to allocate memory", 20000 x 20000 with "out of
-    memory ... use a machine with more", and a slice cut short with "Unable to determine
-    ImageIO reader"."""
+def _check_pixels_held(path: Path, header: SliceHeader, in_series: bool = False) -> None:
+    """Refuse, before its pixels are read, an uncompressed DICOM file whose Pixel Data holds
+    fewer bytes than its header claims (Rows x Columns x NumberOfFrames x BitsAllocated): 8 KB
+    claiming 65535 x 65535 pixels failed in GDCM with "Failed to allocate memory", 20000 x 20000
+    with "out of memory ... use a machine with more", and a slice cut short with "Unable to
+    determine ImageIO reader" or, with SimpleITK 2.4.0 to 2.5.3, was read with its missing pixels
+    as -1024 HU (the whole file's size, its header included, had been compared). ``in_series``:
+    the file is a slice of a series, which may be read without it."""
     if header.transfer_syntax and header.transfer_syntax not in RAW_SYNTAXES:
         return
     columns, rows = _columns_rows(header)
     needed = -(-columns * rows * header.frames * header.bits // 8)
-    size = path.stat().st_size
-    if needed > size:
-        raise CovsegError(
-            f"{path}: its header claims {columns} x {rows} pixels x "
-            f"{counted(header.frames, 'frame')} of {header.bits} bits ({needed:,} bytes, "
-            f"uncompressed) but the file holds {size:,} bytes; is it truncated or its header "
-            "corrupt?")
+    if not needed:
+        return
+    held = _pixel_bytes_held(path, needed,
+                             header.transfer_syntax == pydicom.uid.ExplicitVRBigEndian)
+    if needed <= held:
+        return
+    claim = (f"{path}: its header claims {columns} x {rows} pixels x "
+             f"{counted(header.frames, 'frame')} of {header.bits} bits ({needed:,} bytes, "
+             f"uncompressed) but the file holds {held:,} bytes of them")
+    if in_series:
+        raise CovsegError(f"{claim} (truncated, or its header corrupt?); replace it, or remove "
+                          "it to read the series without it")
+    raise CovsegError(f"{claim}; is it truncated or its header corrupt?")
+
+
+def _pixel_bytes_held(path: Path, needed: int, big_endian: bool) -> int:
+    """The bytes of an uncompressed DICOM file's Pixel Data value that the file holds (0 when
+    it holds no Pixel Data element: cut before it). An intact file's Pixel Data ends it (``needed``
+    bytes, padded to an even count), so its element is looked for there first, without a parse
+    (a series' headers are parsed once a slice); elsewhere pydicom parses the header and stops
+    before it (a file cut short, or one with elements after its pixels)."""
+    order = ">" if big_endian else "<"
+    even = needed + needed % 2
+    try:
+        with open(path, "rb") as handle, warnings.catch_warnings():
+            size = os.fstat(handle.fileno()).st_size
+            for offset in (size - even - 12, size - even - 8):  # explicit VR, implicit VR
+                handle.seek(max(offset, 0))
+                held = _value_held(handle.read(12), offset, size, order)
+                if held >= needed:
+                    return held
+            handle.seek(0)
+            warnings.simplefilter("ignore")  # pydicom's about values cut short: refused here
+            pydicom.dcmread(handle, stop_before_pixels=True, force=True,
+                            specific_tags=["PixelData"])
+            offset = handle.tell()
+            return _value_held(handle.read(12), offset, size, order)
+    except DICOM_ERRORS:
+        return 0
+
+
+def _value_held(element: bytes, offset: int, size: int, order: str) -> int:
+    """The bytes of the Pixel Data value that a file of ``size`` bytes holds, its element's
+    first 12 bytes (``element``) read at ``offset``; 0 when they are not its tag, VR and length
+    (``order``: the byte order, "<" or ">")."""
+    if (offset < 0 or len(element) < 8
+            or element[:4] != struct.pack(f"{order}HH", 0x7FE0, 0x0010)):
+        return 0
+    explicit = element[4:6] in (b"OB", b"OW")  # else implicit VR: the length follows the tag
+    if explicit and len(element) < 12:
+        return 0
+    length = struct.unpack(f"{order}I", element[8:12] if explicit else element[4:8])[0]
+    return max(0, min(length, size - offset - (12 if explicit else 8)))
 
 
 def _read_itk(reader: sitk.ImageReaderBase, header: SliceHeader, what: str,

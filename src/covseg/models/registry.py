@@ -17,6 +17,7 @@ from importlib.util import find_spec
 from types import ModuleType
 from typing import Any, cast, get_args, get_type_hints
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -340,7 +341,7 @@ def check_options(name: str, options: dict[str, Any]) -> None:
         members = [t for t in hint if t in OPTION_TYPES]
         if members and not any(is_a(value, t) for t in members):
             wanted = " or ".join(OPTION_TYPES[t] for t in members)
-            raise CovsegError(f"model {name!r}: option {key}={value!r} must be {wanted}")
+            raise CovsegError(f"model {name!r}: option {key}={_shown(value)} must be {wanted}")
         if is_a(value, float):
             check_bounds(name, key, value, spec.bounds.get(key, OPTION_BOUNDS.get(key)))
         if key == "weights":
@@ -351,9 +352,15 @@ def check_bounds(name: str, key: str, value: float, bound: Bound | None) -> None
     """A numeric option's own bound (:data:`OPTION_BOUNDS`), then :data:`LARGEST_OPTION`:
     numpy's numbers too, which skipped both and built a network of width 0."""
     if bound and not bound[0](value):
-        raise CovsegError(f"model {name!r}: option {key}={value!r} must be {bound[1]}")
+        raise CovsegError(f"model {name!r}: option {key}={_shown(value)} must be {bound[1]}")
     if not abs(value) < LARGEST_OPTION:  # abs: a Python int of any size compares exactly
         raise _too_large(name, {key: value})
+
+
+def _shown(value: Any) -> str:
+    """An option's value as a user would write it: a numpy number as its Python one (numpy 2
+    shows ``np.int64(0)``, older numpy ``0``)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
 
 
 SET_FROM_DATA = ("in_channels", "out_channels", "num_classes")
