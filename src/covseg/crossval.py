@@ -532,7 +532,7 @@ def _splits_made(out: Path) -> dict[tuple[int, int], list[str]]:
     tell they were made on: (folds, the run's seed), as :func:`_split_told` reads them; folds
     whose records tell neither (written before the count was kept) are left out."""
     made: dict[tuple[int, int], list[str]] = {}
-    for fold_dir in _fold_folders(out):
+    for fold_dir in fold_folders(out):
         record = read_record(fold_dir / "config.json") or {}
         recipe = record.get("config")
         then = record.get(FOLDS)
