@@ -779,6 +779,55 @@ def test_a_relative_weights_file_gone_is_judged_for_every_models_folds_before_th
         api.compare(synthetic_folder, specs, "cmp", resume=True, **recipe)
 
 
+@NEEDS_ZOO
+def test_a_weights_file_gone_is_judged_per_fold_not_by_the_trial_build_of_a_resume(
+        tmp_path: Path) -> None:
+    """A compare --resume's trial builds leave out a weights= file gone since (its folds holding
+    last.pt go on without it; a fold that would start from it is refused, naming it, later); a
+    new comparison is refused at once, as no such file."""
+    gone = tmp_path / "gone.pth"
+    check_specs(["unet:width=4", f"fcn:weights={gone}"], 64, resume=True)
+    with pytest.raises(CovsegError, match="^" + re.escape(f"{gone}: no such weights file") + "$"):
+        check_specs(["unet:width=4", f"fcn:weights={gone}"], 64)
+
+
+def test_a_models_folds_from_a_relative_weights_file_are_its_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fcn:weights=w.pt typed relative: its folds record the file's absolute path, and a
+    --resume takes them for its own, not for another model's folds."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w.pt").write_bytes(b"weights")
+    fold = tmp_path / "cmp" / model_folder("fcn:weights=w.pt") / "fold_0"
+    fold.mkdir(parents=True)
+    recipe = TrainConfig(model="fcn", model_options={"weights": str(tmp_path / "w.pt")})
+    (fold / "config.json").write_text(json.dumps({"config": recipe.to_dict()}))
+    compare.check_compare_folder(Path("cmp"), ["unet", "fcn:weights=w.pt"], resume=True)
+
+
+def test_a_models_folds_from_other_weights_bytes_are_refused_before_any_model_trains(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second model's saved fold started from other bytes of its weights= file: refused
+    with every model's folds, before the first model trains for hours."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w.pt").write_bytes(b"now")
+    fold = tmp_path / "cmp" / model_folder("fcn:weights=w.pt") / "fold_0"
+    fold.mkdir(parents=True)
+    (fold / "best.pt").write_bytes(b"")
+    recipe = TrainConfig(model="fcn", model_options={"weights": "w.pt"})
+    (fold / "config.json").write_text(json.dumps({"config": recipe.to_dict(),
+                                                  "weights_sha256": "0" * 64}))
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        pytest.fail("a model trained before the refusal")
+
+    monkeypatch.setattr(compare, "cross_validate", no_training)
+    with pytest.raises(CovsegError, match=re.escape(
+            f"the weights= file {tmp_path / 'w.pt'} holds other bytes than the run started "
+            "from")):
+        compare.compare_models(TrainConfig(), load_dataset("synthetic"),
+                               ["unet", "fcn:weights=w.pt"], "cmp", resume=True)
+
+
 def _fold_stats(means: list[float]) -> dict[str, float]:
     """Mean, sample std and count of per-fold means, as a summary's mean_std_over_folds."""
     return {"mean": float(np.mean(means)),

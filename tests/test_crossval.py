@@ -89,10 +89,13 @@ def test_a_weights_file_is_hashed_once_for_every_fold(
 
 @NEEDS_ZOO
 def test_folds_are_not_trained_from_another_weights_file_than_the_folds_done(
-        tmp_path: Path, synthetic_folder: Path) -> None:
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Fold 0 trained, the weights= file replaced: a --resume trained fold 1 from the new bytes
     and reused fold 0 (a cross-validation of two starts), and --fold 1 did too. Both are refused
-    in the one line a resume gets, before any fold trains; the bytes restored, the run resumes."""
+    in the one line a resume gets, before any fold trains; the bytes restored, the run resumes,
+    fold 1 (no last.pt) starting from the file, as fold 0 did."""
+    import importlib
+
     import torch
     from torchvision.models import resnet50
 
@@ -112,8 +115,14 @@ def test_folds_are_not_trained_from_another_weights_file_than_the_folds_done(
         assert not (out / "fold_1").exists()
         assert not (out / crossval.STOPPED_FILE).exists()
     weights.write_bytes(started)
+    train_module = importlib.import_module("covseg.train")
+    built: list[object] = []  # the weights= of each network trained
+    build_model = train_module.build_model
+    monkeypatch.setattr(train_module, "build_model", lambda *args, **options: (
+        built.append(options.get("weights")), build_model(*args, **options))[1])
     assert api.cross_validate(data, out, resume=True, **recipe)["mean_std_over_folds"]["dice"][
         "n"] == 2
+    assert built == [str(weights)]  # fold 1's network, from the file; fold 0's is finished
     first, second = (json.loads((out / f"fold_{k}" / "config.json").read_text())
                      for k in range(2))
     assert first["weights_sha256"] == second["weights_sha256"]
@@ -176,6 +185,23 @@ def test_a_relative_weights_file_gone_is_judged_before_the_data_are_read(
     with pytest.raises(CovsegError, match=re.escape(
             "r50.pth is gone, and fold_1 would start from it")):
         api.cross_validate(synthetic_folder, "cv", resume=True, **recipe)
+
+
+def test_a_weights_file_gone_is_judged_on_the_folds_started_without_a_fold_count(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no --folds (the data's split files or the default count, known once the data are
+    read), the weights= file gone is judged, before the data are read, on the fold folders
+    there: fold_0 started from the file, with no last.pt, would start from it again."""
+    weights, out = tmp_path / "gone.pth", tmp_path / "cv"
+    (out / "fold_0").mkdir(parents=True)
+    (out / "fold_0" / "config.json").write_text(json.dumps(  # the fold started from the file
+        {"config": {"model_options": {"weights": str(weights)}}}))
+    monkeypatch.setattr(api, "_load", data_unread)
+    with pytest.raises(CovsegError, match="^" + re.escape(
+            f"{out}: the weights= file {weights} is gone, and fold_0 would start from it (no "
+            "last.pt to resume from); restore the file or pick a new out") + "$"):
+        api.cross_validate(synthetic_folder, out, resume=True, size=32, model="fcn",
+                           model_options={"weights": str(weights)})
 
 
 def test_a_weights_file_no_fold_started_from_is_no_such_file(
@@ -941,6 +967,15 @@ def test_a_finished_fold_resumed_with_another_folds_or_seed_names_the_split(
         f"{fold}: finished with other settings or data (its training or test slices "
         "(another folds, seed or data set)); cross-validate into a new out, or delete "
         f"{out} to start over"))
+
+
+@pytest.mark.parametrize("k", [0, 1, 3])
+def test_the_split_of_fold_k_names_the_runs_seed_not_the_folds(tmp_path: Path, k: int) -> None:
+    """Fold k trains with the run's seed + k: its record's seed less k is the seed the run was
+    started with, the one to resume with (fold 1 of a --seed 0 run records seed 1)."""
+    record = {"folds": 4, "config": {"seed": k}}  # started with seed 0
+    assert crossval._split_told(record, tmp_path / "cv" / f"fold_{k}", 4, 5 + k) == (
+        "seed 0 then, 5 now); resume with --seed 0")
 
 
 def refused_without_fold_count(data: LoadedData, fold: Path, refusal: str) -> None:

@@ -768,22 +768,24 @@ def test_unetpp_width_32_resumes_a_run_recorded_with_width_null(
          "{'width': 16, 'encoder': None, 'weights': None}")]
 
 
+@pytest.mark.parametrize("name", ["r 50 é.pth", "r50"])
 def test_a_weights_file_is_recorded_absolute_and_resumes_from_any_folder(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """``weights=PATH`` was recorded as typed and compared as text: a run started in ``w/`` with
     ``weights=r50.pth`` resumed from no other folder, whatever the spelling, and docs'
     reproduce recipe failed elsewhere. A record from before (relative) resumes from its folder;
-    a name that is no file is kept as typed for the registry's own refusal."""
+    a name that is no file is kept as typed for the registry's own refusal; a file there named
+    as a download would be (``r50``: no folder, no suffix) is a file."""
     (tmp_path / "w").mkdir()
-    (tmp_path / "w" / "r 50 é.pth").write_bytes(b"weights")
-    absolute = str((tmp_path / "w" / "r 50 é.pth").resolve())
+    (tmp_path / "w" / name).write_bytes(b"weights")
+    absolute = str((tmp_path / "w" / name).resolve())
     monkeypatch.chdir(tmp_path / "w")
-    started = TrainConfig(model="fcn", model_options={"weights": "r 50 é.pth"})
+    started = TrainConfig(model="fcn", model_options={"weights": name})
     assert started.to_dict()["model_options"] == {"weights": absolute}
-    old = TrainConfig.from_dict({**started.to_dict(), "model_options": {"weights": "r 50 é.pth"}})
+    old = TrainConfig.from_dict({**started.to_dict(), "model_options": {"weights": name}})
     monkeypatch.chdir(tmp_path)
     assert TrainConfig.from_dict(started.to_dict()).differences(
-        replace(started, model_options={"weights": "w/r 50 é.pth"})) == []
+        replace(started, model_options={"weights": f"w/{name}"})) == []
     assert old.differences(replace(started, model_options={"weights": absolute})) == []
     assert TrainConfig(model="fcn", model_options={"weights": "imagenet"}).model_options == {
         "weights": "imagenet"}
@@ -847,11 +849,14 @@ def test_a_resume_whose_weights_file_changed_is_refused_until_it_is_restored(
 
 
 @NEEDS_ZOO
+@pytest.mark.parametrize("model", ["fcn", "fcn,fcn"])
 def test_a_resume_from_last_pt_goes_on_with_its_weights_file_gone(
-        tmp_path: Path, synthetic_folder: Path) -> None:
+        tmp_path: Path, synthetic_folder: Path, model: str) -> None:
     """The weights= file deleted or moved after the run saved its last.pt: the resume was
     refused ("now no file"), and the build read the file, though a resume starts from last.pt.
-    It goes on, the record keeping the SHA-256 the run started from (the resume's, null)."""
+    It goes on, the record keeping the SHA-256 the run started from (the resume's, null); an
+    ensemble's too, every member holding its last.pt (the average is built from their best.pt,
+    not the file)."""
     from torchvision.models import resnet50
 
     from covseg.records import content_hash
@@ -860,7 +865,7 @@ def test_a_resume_from_last_pt_goes_on_with_its_weights_file_gone(
     torch.save(resnet50().state_dict(), weights)
     started = content_hash(weights)
     data = load_dataset(synthetic_folder)
-    config = TrainConfig(model="fcn", epochs=1, size=32, batch_size=8,
+    config = TrainConfig(model=model, epochs=1, size=32, batch_size=8,
                          model_options={"weights": str(weights)})
     out = tmp_path / "run"
     train_module.train(config, data, out, progress=False)
