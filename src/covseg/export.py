@@ -60,7 +60,8 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str])
     if guide is not None:
         guide.check_run()  # the file would be written, and fail at every prediction
     model = model_from_checkpoint(payload)
-    example = torch.rand(1, meta["in_channels"], meta["size"], meta["size"])
+    example = torch.rand(1, meta["in_channels"], meta["size"], meta["size"],
+                         generator=torch.Generator())  # the caller's global one left alone
     remove_temporaries_of(out)  # an export killed with ``kill -9`` left one (the full model)
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
