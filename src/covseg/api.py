@@ -10,6 +10,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -177,12 +178,14 @@ log = logging.getLogger(__name__)
 Function = TypeVar("Function", bound=Callable[..., Any])
 
 
-def _public(options: str = "", accepted: Sequence[str] = ()) -> Callable[[Function], Function]:
+def _public(options: str = "", accepted: Sequence[str] = (), draws: bool = False
+            ) -> Callable[[Function], Function]:
     """A public function whose call with a keyword it does not take, or without one it needs,
     is a one-line :class:`CovsegError` naming what it takes (Python's TypeError is a traceback
-    naming nothing). ``accepted``: what its ``**options`` take, shown as ``options``. The
-    caller's global random generators are left as they were (:func:`callers_generators_kept`):
-    loading a model builds its network, which drew from torch's, as training reseeds them."""
+    naming nothing). ``accepted``: what its ``**options`` take, shown as ``options``.
+    ``draws``: it draws from (or reseeds, as training does) the global random generators, which
+    are given back as they were when it ends (:func:`callers_generators_kept`); that rewinds
+    what other threads drew meanwhile, so a function that draws nothing leaves them alone."""
     def decorate(function: Function) -> Function:
         signature = inspect.signature(function)
         own = [name for name, parameter in signature.parameters.items()
@@ -199,11 +202,16 @@ def _public(options: str = "", accepted: Sequence[str] = ()) -> Callable[[Functi
             except TypeError as exc:
                 raise CovsegError(f"{function.__name__}: {exc}") from None
             _refuse_empty(signature, bound.arguments)
-            with invoked_as(api_command(function.__name__)), callers_generators_kept():
+            with invoked_as(api_command(function.__name__)), _generators_kept(draws):
                 # numpy's numbers as Python's
                 return function(*map(python_numbers, args), **python_numbers(kwargs))
         return cast(Function, checked)
     return decorate
+
+
+def _generators_kept(draws: bool) -> AbstractContextManager[None]:
+    """:func:`callers_generators_kept` for a function that ``draws``; else nothing."""
+    return callers_generators_kept() if draws else nullcontext()
 
 
 def _refuse_empty(signature: inspect.Signature, arguments: dict[str, Any]) -> None:
@@ -456,7 +464,7 @@ def _refuse_other_file(out: Path) -> None:
     remove_temporaries_of(out)
 
 
-@_public("the training recipe's", RECIPE)
+@_public("the training recipe's", RECIPE, draws=True)
 def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str],
           resume: bool = False, **config: Any) -> dict[str, Any]:
     """Train a model (see :class:`TrainConfig` for the options) into the run folder ``out``.
@@ -477,7 +485,7 @@ def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str]
         return _train(recipe, _load(data, recipe), out, resume=resume)
 
 
-@_public("the training recipe's", RECIPE)
+@_public("the training recipe's", RECIPE, draws=True)
 def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str],
                    folds: int | None = None, resume: bool = False, fold: int | None = None,
                    ray: str | None = None, cpus_per_fold: int | None = None,
@@ -539,7 +547,7 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
             return cross_validate_held(recipe, loaded, out, folds, resume=True, begun=begun)
 
 
-@_public("the training recipe's", RECIPE)
+@_public("the training recipe's", RECIPE, draws=True)
 def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | str,
             out: str | os.PathLike[str], folds: int | None = None, resume: bool = False,
             **config: Any) -> dict[str, Any]:
@@ -1327,7 +1335,7 @@ def evaluate(pred: str | os.PathLike[str], truth: str | os.PathLike[str],
                             per_slice=per_slice)
 
 
-@_public()
+@_public(draws=True)
 def models() -> list[dict[str, Any]]:
     """The registered architectures, as ``covseg models`` lists them.
 
@@ -1395,7 +1403,7 @@ DEMO_VERB = "run the demo"
 """What a refusal of the demo's own folds tells to do into a new --out (cv says cross-validate)."""
 
 
-@_public()
+@_public(draws=True)
 def demo(out: str | os.PathLike[str] = "covseg-demo", folds: int = DEMO_FOLDS,
          epochs: int = DEMO_EPOCHS) -> dict[str, Any]:
     """Synthetic data, a picture of it, then cross-validation and its report: a few minutes on CPU.

@@ -379,10 +379,14 @@ def _number(value: Any) -> bool:
 
 
 def model_from_checkpoint(payload: dict[str, Any]) -> nn.Module:
-    """Rebuild the network recorded in ``payload['meta']`` and load its weights."""
+    """Rebuild the network recorded in ``payload['meta']`` and load its weights. Its initial
+    weights draw from torch's global generator, which is given back as it was after the build, so
+    a caller's seeded draws go on as if no model had been loaded (a torch draw another thread
+    makes during the build is rewound with it)."""
     meta = payload["meta"]
     options = without_weights_file(meta.get("model_options", {}))
-    model = build_model(meta["model"], meta["in_channels"], meta["num_classes"], **options)
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(meta["model"], meta["in_channels"], meta["num_classes"], **options)
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from covseg.checkpoint import (
 )
 from covseg.errors import CovsegError
 from covseg.io.atomic import atomic_path, output_file, remove_temporaries_of
+from covseg.io.quiet import quiet_warnings
 from covseg.models.registry import import_installed, output_channels
 from covseg.provenance import option_given, option_name, provenance
 from covseg.volumes import model_hash
@@ -60,10 +60,10 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str])
     if guide is not None:
         guide.check_run()  # the file would be written, and fail at every prediction
     model = model_from_checkpoint(payload)
-    example = torch.rand(1, meta["in_channels"], meta["size"], meta["size"])
+    example = torch.rand(1, meta["in_channels"], meta["size"], meta["size"],
+                         generator=torch.Generator())  # the caller's global one left alone
     remove_temporaries_of(out)  # an export killed with ``kill -9`` left one (the full model)
-    with atomic_path(out) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with atomic_path(out) as tmp, quiet_warnings():
         # The TorchScript exporter needs no extra package (the dynamo one needs onnxscript).
         torch.onnx.export(model, (example,), str(tmp), input_names=["image"],
                           output_names=["logits"], opset_version=OPSET, dynamo=False,

@@ -29,7 +29,6 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -71,6 +70,7 @@ from covseg.evaluate import evaluate_samples, hd95_by_unit, rows_to_csv
 from covseg.infer import TEST_FLIPS, Predictor, model_inputs
 from covseg.io.atomic import remove_empty_folders, remove_temporaries, write_json, write_text
 from covseg.io.lock import drop_unheld_lock, refuse_if_held, writing_to
+from covseg.io.quiet import quiet_warnings
 from covseg.losses import BINARY_ONLY, LOSSES, build_loss, trained_loss
 from covseg.metrics import hd95_unit_field, metric_notes, summarize
 from covseg.models import build_model, parameter_count
@@ -170,9 +170,8 @@ class _BatchCutMix:
                  mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if len(image) != self.mixer.batch_size or self.mixer.R.rand() >= self.share:
             return image, mask
-        with warnings.catch_warnings():
-            # MONAI 1.6 indexes its boxes with a list, which torch warns about on every batch.
-            warnings.simplefilter("ignore", UserWarning)
+        # MONAI 1.6 indexes its boxes with a list, which torch warns about on every batch.
+        with quiet_warnings(UserWarning):
             mixed_image, mixed_mask = self.mixer(image, mask.float())
         return mixed_image, mixed_mask.round().long()
 

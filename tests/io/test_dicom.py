@@ -505,6 +505,43 @@ def test_reading_dicom_from_threads_leaves_stderr_where_it_was(tmp_path: Path) -
     assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
 
 
+@pytest.mark.parametrize("step", ["scan", "read"])
+def test_other_threads_stderr_is_kept_while_an_uncompressed_series_is_read(
+        step: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """File descriptor 2 was on the null device, for the whole process, while GDCM scanned a
+    folder for series and while SimpleITK read one: what another thread wrote to stderr
+    meanwhile (a server's log lines, covseg's warnings from another call) was lost. Only the
+    scan and decode of compressed pixels, where OpenJPEG prints, silence it now."""
+    import threading
+
+    synthetic_series(tmp_path / "series", phantom())
+    inside, written = threading.Event(), threading.Event()
+
+    def held(original: Callable[..., object]) -> Callable[..., object]:
+        def waiting(*args: object) -> object:
+            inside.set()
+            written.wait(60)
+            return original(*args)
+        return waiting
+
+    if step == "scan":
+        monkeypatch.setattr(dicom_module, "_directory_series",
+                            held(dicom_module._directory_series))
+    else:
+        monkeypatch.setattr(sitk.ImageSeriesReader, "Execute", held(sitk.ImageSeriesReader.Execute))
+    read: list[object] = []
+    reader = threading.Thread(target=lambda: read.append(read_volume(tmp_path / "series")))
+    capfd.readouterr()
+    reader.start()
+    assert inside.wait(60)
+    os.write(2, b"another thread's line\n")
+    written.set()
+    reader.join()
+    assert read
+    assert "another thread's line" in capfd.readouterr().err
+
+
 @needs_ct
 def test_dicom_is_read_in_a_process_without_stderr(tmp_path: Path) -> None:
     """Reading DICOM flushed ``sys.stderr`` and copied file descriptor 2 unconditionally: in a

@@ -752,3 +752,45 @@ def test_a_git_lfs_pointer_is_named_as_one_not_as_a_corrupt_image(
     path.write_text("version 2\n")  # any other unreadable file keeps its own line
     with pytest.raises(CovsegError, match="corrupt|not a NumPy"):
         read_image(path)
+
+
+def test_images_opened_in_overlapping_threads_leave_the_warning_filters_as_they_were(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each open saved the process's warning filters and put them back (catch_warnings): two
+    threads' opens that overlapped put back each other's, and an "ignore
+    DecompressionBombWarning" filter stayed in warnings.filters for good (2 runs in 6 of four
+    threads predicting). The second open now waits for the first; were they to overlap, the
+    first would wait for the second (up to 2 s) and the filter be left."""
+    import threading
+    import warnings
+
+    from covseg.io import image as image_module
+
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    original = Image.open
+
+    def overlapped(path: Path) -> Image.Image:
+        if threading.current_thread().name == "first":
+            first_in.set()
+            second_in.wait(2)
+        else:
+            second_in.set()
+            first_out.wait(10)
+        return original(path)
+
+    def read_first() -> None:
+        image_module._open_image(tmp_path / "a.png").close()
+        first_out.set()
+
+    monkeypatch.setattr(Image, "open", overlapped)
+    before = list(warnings.filters)
+    first = threading.Thread(target=read_first, name="first")
+    second = threading.Thread(target=lambda: image_module._open_image(tmp_path / "a.png").close(),
+                              name="second")
+    first.start()
+    assert first_in.wait(10)
+    second.start()
+    first.join()
+    second.join()
+    assert warnings.filters == before

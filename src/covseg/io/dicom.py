@@ -13,7 +13,6 @@ import stat
 import struct
 import tempfile
 import threading
-import warnings
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -27,7 +26,7 @@ import SimpleITK as sitk
 from covseg.errors import CovsegError, counted, is_out_of_memory, them
 from covseg.io.listing import Listings
 from covseg.io.nifti import is_nifti
-from covseg.io.quiet import stderr_back, stderr_to_null
+from covseg.io.quiet import quiet_warnings, stderr_back, stderr_to_null
 from covseg.io.volume import (
     DICOM_SUFFIXES,
     NIFTI_SUFFIXES,
@@ -97,8 +96,7 @@ def _parses_as_dicom(path: Path) -> bool:
         with open(path, "rb") as handle:
             if handle.read(2) not in (b"\x02\x00", b"\x08\x00"):
                 return False
-        with warnings.catch_warnings():  # pydicom's warnings about the bytes it sniffs
-            warnings.simplefilter("ignore")
+        with quiet_warnings():  # pydicom's warnings about the bytes it sniffs
             dataset = pydicom.dcmread(path, force=True, stop_before_pixels=True,
                                       specific_tags=["SOPClassUID"])
             meta = getattr(dataset, "file_meta", None) or {}  # values are parsed when read
@@ -231,11 +229,12 @@ def _dicom_series(folder: Path) -> list[Series]:
     found: list[Series] = []
     special: list[Path] = []
     gzipped: list[Path] = []
-    with _quiet_libraries():
-        for directory, _, names in os.walk(folder):
-            passed = [name for name in names if _special_file(Path(directory, name))]
-            special += [Path(directory, name) for name in passed]
-            gzipped += [Path(directory, name) for name in names if name.lower().endswith(".gz")]
+    for directory, _, names in os.walk(folder):
+        passed = [name for name in names if _special_file(Path(directory, name))]
+        special += [Path(directory, name) for name in passed]
+        gzipped += [Path(directory, name) for name in names if name.lower().endswith(".gz")]
+        files = [Path(directory, name) for name in names if name not in passed]
+        with _quiet_libraries(decoding=_first_compressed(files)):
             found += _directory_series(Path(directory), set(passed))
     if special:
         shown = ", ".join(str(path.relative_to(folder)) for path in special[:3])
@@ -250,6 +249,22 @@ def _dicom_series(folder: Path) -> list[Series]:
                              "CT series" if held else
                              "no DICOM series found; give a folder of DICOM slices"))
     return found
+
+
+def _first_compressed(files: Sequence[Path]) -> bool:
+    """Whether the first of ``files`` whose file meta names a transfer syntax names a compressed
+    one: GDCM's series scan parses such pixels' headers, and OpenJPEG prints ("Invalid marker
+    size", once per file). One file speaks for its folder (a series keeps one syntax), so an
+    uncompressed folder is scanned at the cost of one header, not one per slice."""
+    for path in files:
+        try:
+            with quiet_warnings():  # pydicom's about a value cut short: a cut file is refused later
+                syntax = pydicom.filereader.read_file_meta_info(path).get("TransferSyntaxUID")
+        except (OSError, pydicom.errors.InvalidDicomError, ValueError, EOFError):
+            continue
+        if syntax:
+            return _compressed_syntax(str(syntax))
+    return False
 
 
 def _special_file(path: Path) -> bool:
@@ -482,8 +497,7 @@ def _unreadable_slice(path: Path, uid: str) -> str:
         return "an empty file (0 bytes) among the slices of a series (an interrupted copy?)"
     cut = "truncated or corrupt: its DICOM header cannot be read (an interrupted copy?)"
     try:
-        with warnings.catch_warnings():  # pydicom's about values cut short: said here
-            warnings.simplefilter("ignore")
+        with quiet_warnings():  # pydicom's about values cut short: said here
             dataset = pydicom.dcmread(path, stop_before_pixels=True, force=True,
                                       specific_tags=["SeriesInstanceUID", "Rows"])
             series = str(dataset.get("SeriesInstanceUID", "") or "").strip()
@@ -692,7 +706,7 @@ def _pixel_bytes_held(path: Path, needed: int, big_endian: bool) -> int:
     order = ">" if big_endian else "<"
     even = needed + needed % 2
     try:
-        with open(path, "rb") as handle, warnings.catch_warnings():
+        with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             for offset in (size - even - 12, size - even - 8):  # explicit VR, implicit VR
                 handle.seek(max(offset, 0))
@@ -700,9 +714,9 @@ def _pixel_bytes_held(path: Path, needed: int, big_endian: bool) -> int:
                 if held >= needed:
                     return held
             handle.seek(0)
-            warnings.simplefilter("ignore")  # pydicom's about values cut short: refused here
-            pydicom.dcmread(handle, stop_before_pixels=True, force=True,
-                            specific_tags=["PixelData"])
+            with quiet_warnings():  # pydicom's about values cut short: refused here
+                pydicom.dcmread(handle, stop_before_pixels=True, force=True,
+                                specific_tags=["PixelData"])
             offset = handle.tell()
             return _value_held(handle.read(12), offset, size, order)
     except DICOM_ERRORS:
@@ -725,14 +739,15 @@ def _value_held(element: bytes, offset: int, size: int, order: str) -> int:
 
 def _read_itk(reader: sitk.ImageReaderBase, header: SliceHeader, what: str,
               sized: tuple[str, tuple[int, int, int]]) -> sitk.Image:
-    """Run a SimpleITK reader with the C libraries' console output kept quiet (OpenJPEG prints
-    dozens of lines for one undecodable file); a failure is one line that names the transfer
-    syntax when the pixels are compressed. Memory short of the volume (``sized``: its source
-    and (x, y, z) shape) is refused as a NIfTI's is, with its size as the float32 covseg reads
-    it as (:func:`~covseg.io.volume.short_of_memory`), not as ITK's "cannot read ... (Failed to
+    """Run a SimpleITK reader with ITK's warnings off and, where the pixels are compressed, the
+    C libraries' console output kept quiet (OpenJPEG prints dozens of lines for one undecodable
+    file); a failure is one line that names the transfer syntax when the pixels are compressed.
+    Memory short of the volume (``sized``: its source and (x, y, z) shape) is refused as a
+    NIfTI's is, with its size as the float32 covseg reads it as
+    (:func:`~covseg.io.volume.short_of_memory`), not as ITK's "cannot read ... (Failed to
     allocate memory for image.)"."""
     try:
-        with _quiet_libraries():
+        with _quiet_libraries(decoding=_compressed(header)):
             return reader.Execute()
     except RuntimeError as exc:
         if is_out_of_memory(exc):
@@ -742,45 +757,65 @@ def _read_itk(reader: sitk.ImageReaderBase, header: SliceHeader, what: str,
 
 def _syntax_hint(header: SliceHeader) -> str:
     """Why compressed pixels may not have been read, and what to do."""
-    if not header.transfer_syntax:
+    if not _compressed(header):
         return ""
     syntax = pydicom.uid.UID(header.transfer_syntax)
-    try:
-        compressed = syntax.is_compressed
-    except ValueError:  # a private or unknown transfer syntax: named as well
-        compressed = True
-    if not compressed:
-        return ""
     named = (f"{syntax.name} ({syntax})" if syntax.name != str(syntax)
              else f"transfer syntax {syntax}")
     return (f"; its pixels are compressed as {named}, which this SimpleITK/GDCM may not "
             "decode: decompress the files first, e.g. with gdcmconv --raw")
 
 
+def _compressed(header: SliceHeader) -> bool:
+    """Whether the pixels are compressed (a private or unknown transfer syntax counts)."""
+    return bool(header.transfer_syntax) and _compressed_syntax(header.transfer_syntax)
+
+
+UNCOMPRESSED_SYNTAXES = (pydicom.uid.ImplicitVRLittleEndian,
+                         pydicom.uid.ExplicitVRLittleEndian, pydicom.uid.ExplicitVRBigEndian,
+                         pydicom.uid.DeflatedExplicitVRLittleEndian)
+"""The transfer syntaxes whose pixels are stored as they are (pydicom's ``is_compressed``)."""
+
+
+def _compressed_syntax(uid: str) -> bool:
+    """Whether transfer syntax ``uid`` compresses the pixels (a private or unknown one counts;
+    compared as text, so that a UID cut short is not a pydicom warning)."""
+    return uid not in UNCOMPRESSED_SYNTAXES
+
+
 _QUIET_LOCK = threading.Lock()
-_quiet_state: dict[str, Any] = {"depth": 0, "saved_fd": -1, "warnings_shown": True}
-"""Readers inside :func:`_quiet_libraries` (threads, or nested calls): the first one in sends
-stderr away and the last one out restores it, so that interleaved readers never save each
-other's null device as the stream to restore (which silenced the process for good)."""
+_quiet_state: dict[str, Any] = {"depth": 0, "warnings_shown": True, "decoders": 0,
+                                "saved_fd": -1}
+"""Readers inside :func:`_quiet_libraries` (threads, or nested calls): the first one in turns
+ITK's warnings off (sends stderr away, of those ``decoding``) and the last one out turns them
+back on (restores stderr), so that interleaved readers never save each other's null device as
+the stream to restore (which silenced the process for good)."""
 
 
 @contextlib.contextmanager
-def _quiet_libraries() -> Iterator[None]:
-    """ITK warnings off and the process's stderr (file descriptor 2, where the C libraries
-    print) sent to the null device meanwhile; covseg reports what went wrong in one line."""
+def _quiet_libraries(decoding: bool = False) -> Iterator[None]:
+    """ITK's warnings off meanwhile (a DICOMDIR tree's upper folders made it warn "No Series
+    were found") and, while ``decoding`` compressed pixels, the process's stderr (file
+    descriptor 2, where OpenJPEG and GDCM print dozens of lines for one undecodable file) sent
+    to the null device; covseg reports what went wrong in one line. The null device is the
+    whole process's stderr, other threads' included: it is kept to that decode."""
     with _QUIET_LOCK:
         if _quiet_state["depth"] == 0:
             _quiet_state["warnings_shown"] = sitk.ProcessObject.GetGlobalWarningDisplay()
             sitk.ProcessObject.SetGlobalWarningDisplay(False)
+        if decoding and _quiet_state["decoders"] == 0:
             _quiet_state["saved_fd"] = stderr_to_null()
         _quiet_state["depth"] += 1
+        _quiet_state["decoders"] += decoding
     try:
         yield
     finally:
         with _QUIET_LOCK:
             _quiet_state["depth"] -= 1
-            if _quiet_state["depth"] == 0:
+            _quiet_state["decoders"] -= decoding
+            if decoding and _quiet_state["decoders"] == 0:
                 stderr_back(_quiet_state["saved_fd"])
+            if _quiet_state["depth"] == 0:
                 sitk.ProcessObject.SetGlobalWarningDisplay(_quiet_state["warnings_shown"])
 
 

@@ -6,7 +6,6 @@ import logging
 import os
 import re
 import threading
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -16,6 +15,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from covseg.errors import CovsegError, NotLabels
 from covseg.io.atomic import atomic_path
+from covseg.io.quiet import quiet_warnings
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".npy")
 MAX_LABEL = 15
@@ -229,8 +229,7 @@ def _open_image(path: Path) -> Image.Image:
     :data:`MAX_SLICE_PIXELS` before it is decoded (:func:`_too_large`). PIL's
     DecompressionBombWarning (over its ``MAX_IMAGE_PIXELS``, which lies above that bound) is
     silenced; PIL's error above twice its limit is refused by the caller."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    with quiet_warnings(Image.DecompressionBombWarning):
         image = Image.open(path)
     if image.width * image.height > MAX_SLICE_PIXELS:
         image.close()

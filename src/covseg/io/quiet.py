@@ -1,12 +1,15 @@
 """The process's stderr (file descriptor 2) sent away while a C or C++ library prints there:
 covseg says what went wrong in one line, and the library's own lines came before it. A Python
-library's logger is quieted where covseg has checked what it would warn of."""
+library's logger is quieted where covseg has checked what it would warn of, and a Python
+warning where covseg says the same in its own words."""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
+import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -41,6 +44,22 @@ def stderr_silenced() -> Iterator[None]:
         yield
     finally:
         stderr_back(saved)
+
+
+_WARNINGS_LOCK = threading.RLock()
+"""Held by every :func:`quiet_warnings` block (reentrant: a block may hold another)."""
+
+
+@contextmanager
+def quiet_warnings(category: type[Warning] = Warning) -> Iterator[None]:
+    """Python warnings of ``category`` ignored for the block. ``warnings.catch_warnings`` saves
+    the process's whole filter list and puts it back at the block's end, so two threads' blocks
+    that overlapped put back each other's (an "ignore" filter was left for good); covseg's own
+    blocks take turns under one lock. A filter another thread adds during a block is still
+    dropped at its end (the standard library's catch_warnings is not thread-safe)."""
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", category)
+        yield
 
 
 @contextmanager
