@@ -20,7 +20,6 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -111,12 +110,6 @@ def hangup_delivered() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGHUP, previous)
-
-
-@pytest.fixture(autouse=True)
-def _quiet_library_warnings() -> None:
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module="monai")
 
 
 @pytest.fixture()

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -1681,6 +1682,32 @@ def test_warnings_print_on_lines_of_their_own_with_the_covseg_prefix(
     assert warned and all(line.startswith("covseg: warning: ") and "many pixels" in line
                           for line in warned), err
 
+
+
+def test_a_future_warning_reaches_the_user(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    """A library's announcement that a call covseg makes will change (a FutureWarning) is not
+    ignored (Python prints it): every command ignored every FutureWarning, so covseg's own calls
+    could never show one; the libraries' own at import (torch's LeafSpec, MONAI's
+    torch.jit.interface) they silence themselves."""
+    def announcing(*args: object, **kwargs: object) -> Path:
+        warnings.warn("this call will change in the next release", FutureWarning, stacklevel=1)
+        return tmp_path / "v.png"
+
+    monkeypatch.setattr(api, "visualize", announcing)
+    with pytest.warns(FutureWarning, match="this call will change in the next release"):
+        code, _, _ = _run(capsys, "visualize", "synthetic", "--out", str(tmp_path / "v.png"))
+    assert code == 0
+
+
+def test_the_suite_hides_no_future_warning() -> None:
+    """The tests' conftest ignored every FutureWarning (and every UserWarning from MONAI), so
+    no test could catch one from a call covseg makes."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.warn("this call will change in the next release", FutureWarning, stacklevel=1)
+    assert [str(warning.message) for warning in caught] == [
+        "this call will change in the next release"]
 
 
 @pytest.mark.parametrize(("option", "argv"), [

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -228,6 +229,28 @@ def test_cutmix_moves_mask_boxes_with_image_boxes() -> None:
     assert any(not torch.equal(m, image) for m, _ in mixed), "share 1 mixes every full batch"
     unmixed_image, _ = train_module._BatchCutMix(0.0, batch_size=4)(image, mask)
     assert torch.equal(unmixed_image, image)
+
+
+def test_cutmix_warns_of_nothing_and_indexes_with_tuples(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """MONAI 1.6's CutMix indexed its boxes with a list, which torch warns of as deprecated on
+    every mixed batch (covseg hid it) and will refuse or read otherwise: covseg's boxes index
+    with a tuple, and a mixed batch warns of nothing."""
+    setitem = torch.Tensor.__setitem__
+
+    def tuple_indexing_only(tensor: torch.Tensor, index: Any, value: Any) -> None:
+        if isinstance(index, list):
+            raise IndexError("a list index: torch deprecates it")
+        setitem(tensor, index, value)
+
+    monkeypatch.setattr(torch.Tensor, "__setitem__", tuple_indexing_only)
+    mixer = train_module._BatchCutMix(1.0, batch_size=4)
+    mixer.set_random_state(1)
+    image, mask = torch.rand(4, 1, 16, 16), torch.randint(0, 2, (4, 1, 16, 16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mixed_image, mixed_mask = mixer(image, mask)
+    assert not torch.equal(mixed_image, image) and mixed_mask.shape == mask.shape
 
 
 @pytest.mark.parametrize(("option", "flag"), [("cutmix", "--cutmix"),

@@ -11,7 +11,6 @@ import logging
 import os
 import re
 import sys
-import warnings
 from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from importlib.metadata import version
@@ -649,7 +648,6 @@ def _run(argv: Sequence[str] | None) -> int:
         _error(empty)
         return 2
     args = build_parser().parse_args(argv)
-    warnings.filterwarnings("ignore", category=FutureWarning)
     logger, handler = logging.getLogger("covseg"), _AboveProgressBars(logging.WARNING)
     logger.addHandler(handler)
     try:

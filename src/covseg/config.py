@@ -195,8 +195,9 @@ class TrainConfig:
     softmax cross-entropy + Dice, so it reads ``ce+dice`` (and ``ce+dice`` on a binary target
     reads ``bce+dice``); see :func:`covseg.losses.trained_loss`."""
     cutmix: float = 0.0
-    """Share of training batches given MONAI's CutMix: a random box of each slice and of its
-    mask is replaced by the same box of another slice in the batch (0 = off)."""
+    """Share of training batches given CutMix (boxes drawn as MONAI's CutMix draws them): a
+    random box of each slice and of its mask is replaced by the same box of another slice in the
+    batch (0 = off)."""
     lesion_paste: float = 0.0
     """Share of training slices into which the lesions of another slice of the batch are
     blended (``covseg.transforms.LesionPaste``, 0 = off): +0.006 for one network in

@@ -70,7 +70,6 @@ from covseg.evaluate import evaluate_samples, hd95_by_unit, rows_to_csv
 from covseg.infer import TEST_FLIPS, Predictor, model_inputs
 from covseg.io.atomic import remove_empty_folders, remove_temporaries, write_json, write_text
 from covseg.io.lock import drop_unheld_lock, refuse_if_held, writing_to
-from covseg.io.quiet import quiet_warnings
 from covseg.losses import BINARY_ONLY, LOSSES, build_loss, trained_loss
 from covseg.metrics import hd95_unit_field, metric_notes, summarize
 from covseg.models import build_model, parameter_count
@@ -155,25 +154,44 @@ def _seed_epoch(seed: int, epoch: int, *randomized: Any) -> None:
 
 
 class _BatchCutMix:
-    """MONAI's CutMix on a share of full batches; the mask follows the image's boxes."""
+    """CutMix (Yun et al., 2019) on a share of full batches: each slice takes a box of another
+    slice of the batch, its mask the same box. Written here because MONAI's CutMix indexes its
+    boxes with a list, which torch deprecates; it draws and sizes the boxes as MONAI 1.6's did
+    (the same draws, lengths in float32), so a seeded run mixes its batches as before."""
 
     def __init__(self, share: float, batch_size: int) -> None:
-        from monai.transforms import CutMix
-
         self.share = share
-        self.mixer = CutMix(batch_size)
+        self.batch_size = batch_size
+        self.rng = np.random.RandomState()
 
     def set_random_state(self, seed: int) -> None:
-        self.mixer.set_random_state(seed=seed)
+        self.rng = np.random.RandomState(seed)
 
     def __call__(self, image: torch.Tensor,
                  mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if len(image) != self.mixer.batch_size or self.mixer.R.rand() >= self.share:
+        if len(image) != self.batch_size or self.rng.rand() >= self.share:
             return image, mask
-        # MONAI 1.6 indexes its boxes with a list, which torch warns about on every batch.
-        with quiet_warnings(UserWarning):
-            mixed_image, mixed_mask = self.mixer(image, mask.float())
-        return mixed_image, mixed_mask.round().long()
+        inside, order = self._boxes(image.shape)
+        return (torch.where(inside, image[order], image),
+                torch.where(inside, mask[order], mask))
+
+    def _boxes(self, shape: torch.Size) -> tuple[torch.Tensor, np.ndarray]:
+        """Where each slice takes the other's pixels (one corner for the batch, a box of
+        sides ``sqrt(1 - weight)`` of the slice's for a Beta(1, 1) weight per slice), and
+        which slice each takes them from."""
+        self.rng.rand()  # MONAI's transform drew its own apply-or-not here
+        weights = self.rng.beta(1.0, 1.0, self.batch_size).astype(np.float32)
+        order = self.rng.permutation(self.batch_size)
+        dims = shape[2:]
+        corner = [int(self.rng.randint(0, size, size=1)[0]) for size in dims]
+        inside = torch.zeros((self.batch_size, 1, *dims), dtype=torch.bool)
+        for slice_index, weight in enumerate(weights):
+            box = [slice(start, min(math.ceil(np.float32(start)
+                                              + np.float32(size * math.sqrt(1 - weight))), size))
+                   for start, size in zip(corner, dims)]
+            where: tuple[int | slice, ...] = (slice_index, slice(None), *box)
+            inside[where] = True
+        return inside, order
 
 
 def _validate(model: nn.Module, loss_fn: nn.Module, items: list[dict[str, torch.Tensor]],
