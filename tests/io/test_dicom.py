@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -867,3 +868,22 @@ def test_a_series_short_of_memory_is_refused_naming_its_size(
                                               r"free memory \(close other programs\) or use a "
                                               r"machine with more$"):
             read_volume(path)
+
+
+def test_a_sniffing_read_quiets_pydicoms_user_warnings_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pydicom's complaints about the bytes sniffed are covseg's to word; a deprecation of a
+    call covseg makes reaches the user, who would otherwise learn of it when it breaks."""
+    path = tmp_path / "slice"
+    path.write_bytes(b"\x08\x00" + bytes(30))
+
+    def complaining_read(*args: object, **kwargs: object) -> Dataset:
+        warnings.warn("odd bytes", UserWarning, stacklevel=2)
+        warnings.warn("specific_tags is deprecated", DeprecationWarning, stacklevel=2)
+        return Dataset()
+
+    monkeypatch.setattr(pydicom, "dcmread", complaining_read)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not dicom_module._parses_as_dicom(path)
+    assert [str(warning.message) for warning in caught] == ["specific_tags is deprecated"]

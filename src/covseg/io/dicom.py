@@ -96,7 +96,7 @@ def _parses_as_dicom(path: Path) -> bool:
         with open(path, "rb") as handle:
             if handle.read(2) not in (b"\x02\x00", b"\x08\x00"):
                 return False
-        with quiet_warnings():  # pydicom's warnings about the bytes it sniffs
+        with quiet_warnings(UserWarning):  # pydicom's warnings about the bytes it sniffs
             dataset = pydicom.dcmread(path, force=True, stop_before_pixels=True,
                                       specific_tags=["SOPClassUID"])
             meta = getattr(dataset, "file_meta", None) or {}  # values are parsed when read
@@ -258,7 +258,8 @@ def _first_compressed(files: Sequence[Path]) -> bool:
     uncompressed folder is scanned at the cost of one header, not one per slice."""
     for path in files:
         try:
-            with quiet_warnings():  # pydicom's about a value cut short: a cut file is refused later
+            # pydicom's about a value cut short: a cut file is refused later
+            with quiet_warnings(UserWarning):
                 syntax = pydicom.filereader.read_file_meta_info(path).get("TransferSyntaxUID")
         except (OSError, pydicom.errors.InvalidDicomError, ValueError, EOFError):
             continue
@@ -497,7 +498,7 @@ def _unreadable_slice(path: Path, uid: str) -> str:
         return "an empty file (0 bytes) among the slices of a series (an interrupted copy?)"
     cut = "truncated or corrupt: its DICOM header cannot be read (an interrupted copy?)"
     try:
-        with quiet_warnings():  # pydicom's about values cut short: said here
+        with quiet_warnings(UserWarning):  # pydicom's about values cut short: said here
             dataset = pydicom.dcmread(path, stop_before_pixels=True, force=True,
                                       specific_tags=["SeriesInstanceUID", "Rows"])
             series = str(dataset.get("SeriesInstanceUID", "") or "").strip()
@@ -714,7 +715,7 @@ def _pixel_bytes_held(path: Path, needed: int, big_endian: bool) -> int:
                 if held >= needed:
                     return held
             handle.seek(0)
-            with quiet_warnings():  # pydicom's about values cut short: refused here
+            with quiet_warnings(UserWarning):  # pydicom's about values cut short: refused here
                 pydicom.dcmread(handle, stop_before_pixels=True, force=True,
                                 specific_tags=["PixelData"])
             offset = handle.tell()
