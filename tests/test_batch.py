@@ -526,7 +526,7 @@ def test_a_study_failing_for_disk_space_says_so_and_leaves_no_result_file(
     [row] = read_rows(result.summary)
     assert row["error"] == (f"no space left on device writing {out / 'full'}; free space and "
                             "rerun the same command")
-    assert list((out / "full").iterdir()) == []  # nothing that looks done
+    assert not (out / "full").exists()  # nothing that looks done, nor its empty folder
 
 
 @pytest.mark.parametrize("name", ["..", ".", "", "a/b", "a\0b"])
@@ -720,7 +720,8 @@ def test_a_failed_study_has_no_output_and_a_stopped_one_leaves_no_result(tmp_pat
     """A study's summary row gives its right and left lungs' involvement, where its lungs came
     from and its orientation note; a failed study's row names no output folder, and a study
     stopped (Ctrl-C, SIGTERM) leaves no result file that would be taken as done next call, and
-    the call's studies it did not finish listed "pending" in the summary (none before)."""
+    the call's studies it did not finish listed "pending" in the summary (none before). Nor is
+    an empty folder left of either (an empty ``pred/tête/`` was all a failed study left)."""
 
     def process(study: Study, folder: Path) -> dict[str, Any]:
         folder.mkdir(parents=True, exist_ok=True)
@@ -737,9 +738,10 @@ def test_a_failed_study_has_no_output_and_a_stopped_one_leaves_no_result(tmp_pat
     assert (done["right_percent_involved"], done["left_percent_involved"]) == ("3", "4")
     assert (done["orientation_note"], bool(done["lungs"])) == ("sides?", True)
     assert (failed["status"], failed["error"], failed["output"]) == ("failed", "bad study", "")
+    assert not (out / "b").exists()
     with pytest.raises(KeyboardInterrupt):
         run_batch([Study(name, tmp_path / f"{name}.nii.gz") for name in "cd"], out, process)
-    assert not (out / "c" / "quantification.json").exists()
+    assert not (out / "c").exists()
     rows = {row["study"]: row["status"] for row in read_rows(out / "summary.csv")}
     assert rows["c"] == rows["d"] == "pending"  # evaluate warns of them
 

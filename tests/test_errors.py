@@ -9,6 +9,7 @@ import pytest
 from covseg.errors import (
     CovsegError,
     byte_size,
+    failure_reason,
     out_of_memory_text,
     read_naming_out_of_memory,
     terminal_safe,
@@ -58,3 +59,14 @@ def test_an_allocation_of_a_few_mib_is_named_in_mib_not_as_0_gib() -> None:
     failed = RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate "
                           "4194304 bytes. Error code 12 (Cannot allocate memory)")
     assert out_of_memory_text(failed).startswith("out of memory (could not allocate 4 MiB): ")
+
+
+def test_a_failed_studys_reason_is_one_line(tmp_path: Path) -> None:
+    """matplotlib's TypeError of four lines (its signature dump) made summary.csv's error cell
+    and the console's error four lines: the reason is one line, whatever the exception."""
+    error = TypeError("set_text(): incompatible function arguments.\n    1. (self) -> None\n\n"
+                      "Invoked with: 't\\udcc3'")
+    assert failure_reason(error, tmp_path) == ("TypeError: set_text(): incompatible function "
+                                               "arguments. 1. (self) -> None Invoked with: "
+                                               "'t\\udcc3'")
+    assert failure_reason(CovsegError("bad\nname"), tmp_path) == "bad name"

@@ -368,6 +368,38 @@ def test_an_evaluation_stopped_before_its_plot_is_rerun(tmp_path: Path,
     assert result["cases"] == 1 and (tmp_path / "ev.png").is_file()
 
 
+def test_folders_named_under_a_c_locale_are_evaluated_and_drawn(tmp_path: Path) -> None:
+    """Under ``LC_ALL=C LANG=C PYTHONUTF8=0`` a folder named tête reads as lone surrogates:
+    the box plot's title, built from it, failed in matplotlib after the JSON and CSV were
+    written, a 60-line traceback. The plot is drawn, titled with the name it is."""
+    truth = square_mask(32, 4, 4, 12)
+    pred = tmp_path / "t\udcc3\udcaate"  # the bytes of tête, as the C locale decodes them
+    _save(tmp_path / "truth" / "a.png", truth)
+    _save(pred / "a.png", truth * 255)
+    evaluate_folders(pred, tmp_path / "truth", tmp_path / "ev")
+    assert "png" in json.loads((tmp_path / "ev.json").read_text())["files"]
+
+
+def test_a_figure_that_cannot_be_drawn_is_a_warning_beside_the_scores(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A plot failing in matplotlib ended evaluate in a traceback after its JSON and CSV were
+    written: it is one warning line, the scores kept, the JSON naming no PNG."""
+    evaluate_module = importlib.import_module("covseg.evaluate")
+    truth = square_mask(32, 4, 4, 12)
+    _save(tmp_path / "truth" / "a.png", truth)
+    _save(tmp_path / "pred" / "a.png", truth * 255)
+
+    def refused(*_: object, **__: object) -> None:
+        raise TypeError("set_text(): incompatible function arguments.\n    1. (self) -> None")
+
+    monkeypatch.setattr(evaluate_module, "metrics_plot", refused)
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    assert result["cases"] == 1 and (tmp_path / "ev.csv").is_file()
+    assert "png" not in json.loads((tmp_path / "ev.json").read_text())["files"]
+    assert [record.getMessage().count("\n") for record in caplog.records] == [0]
+    assert "ev.png: not drawn (TypeError: set_text()" in caplog.text
+
+
 @pytest.mark.parametrize(("predicted", "truth", "case"), [
     ("coronacases_org_001.nii.gz", "coronacases_001.nii.gz", "coronacases_001"),
     ("radiopaedia_org_covid-19-pneumonia-4_85506_1-dcm.nii.gz", "radiopaedia_4_85506_1.nii.gz",

@@ -352,3 +352,23 @@ def test_the_headline_shows_a_zero_percent_and_names_a_missing_category() -> Non
     assert headline({"study": {"lesion_ml": 0.001, "percent_involved": None,
                                "ct_category": None}, "has_lungs": False}
                     ) == "lesion < 0.01 mL, category not available (no lung mask)"
+
+
+def test_a_study_named_under_a_c_locale_gets_its_montage_and_report(
+        tmp_path: Path, saved_figures: list) -> None:
+    """Under ``LC_ALL=C LANG=C PYTHONUTF8=0`` Python reads tête's bytes as lone surrogates:
+    the montage's title failed the study (``TypeError: set_text()``), and report.html's inputs
+    held ``\\udcc3\\udcaa`` escapes where quantification.json has tête. Both say tête now."""
+    from covseg.report import write_montage
+
+    name = "t\udcc3\udcaate"
+    lesions = np.zeros((1, 20, 20), dtype=np.int16)
+    lesions[0, 5:10, 5:10] = 1
+    nib.save(nib.Nifti1Image(lesions[0].T[:, :, None], np.diag([-0.7, -0.7, 1.0, 1.0])),
+             str(tmp_path / "mask.nii.gz"))
+    grid = read_nifti(tmp_path / "mask.nii.gz", np.int16)
+    write_montage(tmp_path / "montage.png", grid.array, grid, title=name)
+    assert saved_figures[-1].get_suptitle().startswith("tête\n")
+    result = {**quantify(lesions, (1.0, 1.0, 1.0)), "inputs": {"image": f"/data/{name}.nii.gz"}}
+    page = write_html(tmp_path / "report.html", result, name, None).read_text(encoding="utf-8")
+    assert "/data/tête.nii.gz" in page and "<h1>tête</h1>" in page and "\\udc" not in page

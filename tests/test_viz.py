@@ -496,3 +496,25 @@ def test_an_unwritable_home_leaves_no_matplotlib_warning(tmp_path: Path, writabl
     else:
         assert Path(config).name.startswith("matplotlib-") and cache == config
         assert not Path(config).exists()  # removed at exit
+
+
+C_LOCALE_NAME = "t\udcc3\udcaate"
+"""tête as Python decodes its bytes under ``LC_ALL=C LANG=C PYTHONUTF8=0``: lone surrogates,
+which matplotlib refuses to draw (a 4-line ``TypeError: set_text()`` failed the study)."""
+
+
+def test_names_read_under_a_c_locale_are_drawn_as_the_utf_8_they_are(
+        tmp_path: Path, saved_figures: list) -> None:
+    """Every figure drawing a file's name (a title, a box's or a bar's label, a heading) drew
+    its lone surrogates and failed; each is drawn as the name it is (tête)."""
+    image = np.zeros((8, 8), dtype=np.float32)
+    sample_grid([image], [np.zeros((8, 8), dtype=np.int64)], [C_LOCALE_NAME],
+                tmp_path / "grid.png", heading=C_LOCALE_NAME)
+    training_curves([{"epoch": 1, "train_loss": 0.5}], tmp_path / "curves.png", loss="dice",
+                    canvas=64, title=C_LOCALE_NAME)
+    box_plot({C_LOCALE_NAME: [0.5]}, tmp_path / "box.png", ylabel=C_LOCALE_NAME,
+             title=C_LOCALE_NAME)
+    severity_chart([{"study": C_LOCALE_NAME, "percent_involved": 10.0, "ct_category": "CT-1"}],
+                   tmp_path / "summary.png", C_LOCALE_NAME)
+    texts = {text.get_text() for figure in saved_figures for text in figure.findobj(Text)}
+    assert {"tête", "tête (n=1)"} <= texts and not any("\udcc3" in text for text in texts)

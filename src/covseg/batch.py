@@ -18,6 +18,7 @@ from typing import Any
 from covseg.errors import BatchFailed, CovsegError, counted, failure_reason
 from covseg.io.atomic import (
     output_folder,
+    remove_empty_folders,
     remove_temporaries,
     remove_temporaries_of,
     write_json,
@@ -651,15 +652,18 @@ def _run_one(study: Study, folder: Path, process: Callable[[Study, Path], dict[s
         log.warning("%s: unreadable, redoing %s", done, study.name)
     remove_temporaries(folder)
     remove_earlier_outputs(folder, study)
+    made = [] if folder.exists() else [folder]  # removed again if a failure leaves it empty
     try:
         return "done", process(study, folder), ""
     except Exception as exc:  # noqa: BLE001 - one bad study must not stop the batch; it is reported
         message = failure_reason(exc, folder)
         log.error("%s failed: %s", study.name, message)
         remove_earlier_outputs(folder, study)  # none that looks done is left of a failed study
+        remove_empty_folders(made)
         return "failed", None, message
     except BaseException:  # Ctrl-C, SIGTERM: a stopped study leaves none either
         remove_earlier_outputs(folder, study)
+        remove_empty_folders(made)
         raise
 
 

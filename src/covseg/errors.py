@@ -146,12 +146,16 @@ def no_space_text(target: str | os.PathLike[str], rerun: str = "rerun the same c
 def failure_reason(exc: Exception, target: str | os.PathLike[str]) -> str:
     """One line for why one item of a batch (a CT study writing into ``target``) failed:
     covseg's own message, out of memory, a full disk (it was the raw ``OSError: [Errno 28]
-    No space left on device``), else the exception's type and message."""
+    No space left on device``), else the exception's type and message, its lines joined
+    (matplotlib's four-line TypeError made summary.csv's error cell, and the console's error,
+    four lines)."""
     if isinstance(exc, CovsegError):
-        return str(exc)
-    if is_out_of_memory(exc):
-        return out_of_memory_text(exc)
-    return no_space_text(target) if no_space(exc) else f"{type(exc).__name__}: {exc}"
+        text = str(exc)
+    elif is_out_of_memory(exc):
+        text = out_of_memory_text(exc)
+    else:
+        text = no_space_text(target) if no_space(exc) else f"{type(exc).__name__}: {exc}"
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def refuse_special_file(path: str | os.PathLike[str], give: str, shown: str = "") -> None:

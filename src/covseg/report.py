@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from covseg.burden import CATEGORY_RULE, EFFUSION, LESION_NAMES, REGIONS, lesion_voxels
-from covseg.io.atomic import atomic_path, write_json, write_text
+from covseg.io.atomic import atomic_path, utf8_text, write_json, write_text
 from covseg.io.nifti import unit_voxels_assumed
 from covseg.io.volume import Volume
 from covseg.lungs import LEFT_LUNG, RIGHT_LUNG
@@ -278,8 +278,8 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
                     outlined.add(label)
         volume = np.count_nonzero(lesion_voxels(lesions[k], multiclass)) * grid.voxel_ml
         effusion = np.count_nonzero(lesions[k] == EFFUSION) * grid.voxel_ml if multiclass else 0
-        axis.set_title(f"{grid.slice_name(k)}, {_ml_text(volume, 1)} mL"
-                       + (f", effusion {_ml_text(effusion, 1)} mL" if effusion else ""),
+        axis.set_title(utf8_text(f"{grid.slice_name(k)}, {_ml_text(volume, 1)} mL"
+                                 + (f", effusion {_ml_text(effusion, 1)} mL" if effusion else "")),
                        fontsize=9)
         axis.set_axis_off()
     names = LESION_NAMES if multiclass else {1: "lesion"}
@@ -289,7 +289,8 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
                if label in outlined]
     texts: list[Artist] = [figure.legend(handles=legend, loc="lower center", ncol=len(legend),
                                          fontsize=8, frameon=False)] if legend else []
-    texts.append(figure.suptitle("\n".join(heading), fontsize=10, y=1 - 0.08 / height))
+    texts.append(figure.suptitle(utf8_text("\n".join(heading)), fontsize=10,
+                                 y=1 - 0.08 / height))
     _widen_to_text(canvas, texts)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
@@ -342,7 +343,7 @@ def write_html(path: str | os.PathLike[str], result: dict[str, Any], study: str,
     warning = "".join(f"<p><b>Note: {html.escape(text)}.</b></p>"
                       for text in (note, result.get("lung_note")) if text)
     rounding = f"<p>{ROUNDING_NOTE}</p>" if result.get("multiclass") else ""
-    details = html.escape(json.dumps(result.get("inputs", {}), indent=2))
+    details = html.escape(json.dumps(result.get("inputs", {}), indent=2, ensure_ascii=False))
     text = (
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\">"
         f"<title>covseg: {html.escape(study)}</title><style>body{{font-family:sans-serif;"

@@ -18,7 +18,7 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
 
 from covseg.burden import CATEGORY_BOUNDS
-from covseg.io.atomic import atomic_path
+from covseg.io.atomic import atomic_path, utf8_text
 
 CLASS_COLOURS = np.array(
     [[0, 0, 0], [255, 64, 64], [255, 200, 0], [64, 160, 255], [160, 255, 64]], dtype=np.float32
@@ -171,11 +171,11 @@ def sample_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], title
         left = axes[i // pairs_per_row, 2 * (i % pairs_per_row)]
         right = axes[i // pairs_per_row, 2 * (i % pairs_per_row) + 1]
         left.imshow(image, cmap="gray", vmin=0, vmax=1, aspect=aspect)
-        left.set_title(title, fontsize=8)
+        left.set_title(utf8_text(title), fontsize=8)
         right.imshow(overlay(image, mask, palette=palette), aspect=aspect)
         right.set_title(f"mask: {int((mask > 0).sum())} px", fontsize=8)
     if heading:
-        fig.suptitle(heading, fontsize=10)
+        fig.suptitle(utf8_text(heading), fontsize=10)
     legend = legend_handles(masks, label_names or {}, palette)
     if legend:
         fig.legend(handles=legend, loc="outside lower center", ncol=len(legend), fontsize=8,
@@ -219,7 +219,7 @@ def training_curves(history: Sequence[Mapping[str, float]], path: str | os.PathL
         else:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     heading = title if validated else f"{title} (no validation split)".strip()
-    fig.suptitle(heading, fontsize=10)
+    fig.suptitle(utf8_text(heading), fontsize=10)
     return save_figure(fig, path)
 
 
@@ -238,7 +238,7 @@ def box_plot(groups: Mapping[str, Sequence[float]], path: str | os.PathLike[str]
     box's)."""
     names = list(groups)
     values = [np.asarray(groups[n], dtype=float) for n in names]
-    labels = [_counted(name, v) for name, v in zip(names, values, strict=True)]
+    labels = [utf8_text(_counted(name, v)) for name, v in zip(names, values, strict=True)]
     values = [v[~np.isnan(v)] for v in values]
     fig = Figure(figsize=(max(4, 1.6 * len(names) + 2), 4))
     ax = fig.subplots()
@@ -247,13 +247,13 @@ def box_plot(groups: Mapping[str, Sequence[float]], path: str | os.PathLike[str]
     for i, v in enumerate(values, start=1):
         ax.scatter(np.full(v.size, i) + np.random.default_rng(i).uniform(-0.08, 0.08, v.size), v,
                    s=8, alpha=0.5, color="black")
-    ax.set_ylabel(ylabel)
+    ax.set_ylabel(utf8_text(ylabel))
     ax.set_ylim(-0.02, 1.02)
     ax.legend(handles=[Line2D([], [], linestyle="none", label="mean", **MEAN_MARK),
                        Line2D([], [], label="median", **MEDIAN_LINE)],
               loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(utf8_text(title), fontsize=10)
     return save_figure(fig, path)
 
 
@@ -286,7 +286,7 @@ def severity_chart(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[st
     percent = all(row.get("percent_involved") is not None for row in rows)
     key, unit = ("percent_involved", "% of the lungs involved") if percent else ("lesion_ml",
                                                                               "lesion volume (mL)")
-    names = [str(row["study"]) for row in rows]
+    names = [utf8_text(str(row["study"])) for row in rows]
     values = [float(row[key] or 0.0) for row in rows]
     colours = [CATEGORY_COLOURS.get(str(row.get("ct_category")), NO_CATEGORY_COLOUR)
                for row in rows]
@@ -310,5 +310,5 @@ def severity_chart(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[st
     ax.legend(handles=shown, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7,
               title="CT category", title_fontsize=7)
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(utf8_text(title), fontsize=10)
     return save_figure(fig, path)
