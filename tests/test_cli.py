@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
 import errno
@@ -16,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -31,7 +33,7 @@ from PIL import Image
 
 from covseg import api
 from covseg.checkpoint import load_checkpoint
-from covseg.cli import _AboveProgressBars, main
+from covseg.cli import _AboveProgressBars, build_parser, main
 from covseg.config import TrainConfig
 from covseg.errors import CovsegError
 from covseg.transforms import LUNG_WINDOW
@@ -567,6 +569,16 @@ def test_quantify_help_says_how_a_lung_mask_is_sided(capsys: pytest.CaptureFixtu
     assert "recomputed" not in text
 
 
+def test_no_help_sends_to_a_file_of_the_repository() -> None:
+    """`covseg predict -h` ended its --threshold help "see docs/limits.md", which an installed
+    wheel does not hold: what it says is said inline."""
+    parser = build_parser()
+    commands = next(action.choices for action in parser._actions
+                    if isinstance(action, argparse._SubParsersAction))
+    for command in [parser, *commands.values()]:
+        assert "docs/" not in command.format_help(), command.prog
+
+
 @pytest.mark.parametrize(("setup", "argv"), [
     ("", ["--version"]),
     # a table larger than the pipe's buffer, as `covseg models --json | head -3` met
@@ -586,8 +598,56 @@ def test_a_closed_stdout_pipe_ends_quietly(setup: str, argv: list[str], unbuffer
     finally:
         os.close(write)
     assert done.stderr == ""
-    # 141 (128 + SIGPIPE), or 0 where argparse itself drops the failed --version write
-    assert done.returncode == (0 if argv == ["--version"] and unbuffered else 141)
+    assert done.returncode == 141  # 128 + SIGPIPE; also --version, whose write argparse drops
+
+
+def _covseg_with_stdout(argv: list[str], redirect: str, unbuffered: str = "",
+                        setup: str = "") -> subprocess.CompletedProcess[str]:
+    """covseg ``argv`` run with the shell's stdout ``redirect`` (``>&-``, ``> /dev/full``)."""
+    script = f"import sys\nfrom covseg import api, cli\n{setup}\nsys.exit(cli.main({argv}))"
+    return subprocess.run(["sh", "-c", f'exec "$0" -c "$1" {redirect}', sys.executable, script],
+                          check=False, stderr=subprocess.PIPE, text=True, timeout=300,
+                          env={**os.environ, "PYTHONUNBUFFERED": unbuffered})
+
+
+@pytest.mark.parametrize(("argv", "status"), [
+    (["models"], 141), (["predict", "/nonexist.nii.gz", "--model", "run", "--out", "x"], 2)])
+def test_a_closed_stdout_ends_as_a_reader_gone(argv: list[str], status: int) -> None:
+    """With fd 1 closed (``>&-``) Python's stdout is None: every command ended in exit 1 and
+    "'NoneType' object has no attribute 'flush'"; now a refusal keeps its own status, and a
+    command whose lines cannot be written ends as a closed pipe does."""
+    done = _covseg_with_stdout(argv, ">&-")
+    assert "Traceback" not in done.stderr and "NoneType" not in done.stderr
+    assert done.returncode == status
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize("argv", [["models"], ["--help"], ["--version"], ["models", "-h"],
+                                  ["export", "--model", "m", "--out", "evf.onnx"]])
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_a_full_stdout_names_standard_output(argv: list[str], unbuffered: str) -> None:
+    """``covseg evaluate ... > /dev/full`` said "no space left on device writing OUT; free
+    space and rerun" of a finished job (buffered: a traceback), and --help or --version exited
+    0 with nothing written: now one line naming standard output, exit 1."""
+    done = _covseg_with_stdout(argv, "> /dev/full", unbuffered,
+                               "api.export = lambda model, out: out")
+    assert done.stderr == ("covseg: error: cannot write standard output (no space left on "
+                           "device); send it elsewhere (another file, /dev/null) to rerun\n")
+    assert done.returncode == 1
+
+
+def test_no_temporary_folder_says_to_set_tmpdir(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch's temporary files while training met no writable temporary folder (a locked-down
+    container): "covseg: error: No usable temporary directory found in [...]" said not what
+    to do."""
+    (tmp_path / "file").write_text("a file, not a folder\n")
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    monkeypatch.setattr(tempfile, "_candidate_tempdir_list", lambda: [str(tmp_path / "file")])
+    monkeypatch.setattr(api, "models", lambda: tempfile.mkdtemp())
+    code, _, err = _run(capsys, "models")
+    _assert_one_line_error(code, err, "No usable temporary directory found in")
+    assert err.endswith("; set TMPDIR to a writable folder\n")
 
 
 def test_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

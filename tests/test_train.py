@@ -32,7 +32,7 @@ from covseg.config import TrainConfig
 from covseg.data import load_dataset
 from covseg.errors import CovsegError
 from covseg.io.lock import LOCK_FILE
-from covseg.train import handler_restored
+from covseg.train import handler_restored, member_label, train_label
 from tests.conftest import NEEDS_ZOO, data_unread, folder_holding, mixed_unit_folder
 
 config_module = importlib.import_module("covseg.config")
@@ -1655,3 +1655,13 @@ def test_a_member_stopped_by_a_sigterm_of_its_own_says_resume_not_main_guard(
         raise train._failure(member)
     assert str(stopped.value) == ("training member unet-seed1 was stopped (SIGTERM); rerun the "
                                   "same command with --resume to continue")
+
+
+def test_a_cv_folds_progress_names_the_fold(tmp_path: Path) -> None:
+    """A cross-validation's folds logged "member 0 miniseg" / "train miniseg" alike, nothing
+    saying which fold was training (with stderr in a file, where the lines pile up)."""
+    fold = tmp_path / "cv" / "fold_1"
+    assert member_label(fold / "member0-miniseg") == "fold 1, member 0 miniseg"
+    assert train_label(fold, "unet") == "fold 1, train unet"
+    assert member_label(tmp_path / "run" / "member1-unet") == "member 1 unet"
+    assert train_label(tmp_path / "fold_x", "unet") == "train unet"

@@ -165,3 +165,23 @@ def test_an_unwritable_mplconfigdir_leaves_no_matplotlib_warning(tmp_path: Path)
     assert done.stderr == ""
     config, cache = done.stdout.splitlines()
     assert Path(config).name.startswith("matplotlib-") and cache == config
+
+
+def test_no_writable_folder_for_matplotlib_is_one_line(tmp_path: Path) -> None:
+    """Where neither matplotlib's folder nor a temporary one can be written (a locked-down
+    container), `covseg --version` ended in matplotlib's 25-line traceback at import."""
+    (tmp_path / "file").write_text("a file, not a folder\n")
+    code = ("import sys, tempfile\n"
+            "def refused(*args, **kwargs):\n"
+            "    raise FileNotFoundError(2, \"No usable temporary directory found in ['/tmp']\")\n"
+            "tempfile.mkdtemp = refused\n"
+            "from covseg.cli import main\n"
+            "sys.exit(main(['--version']))\n")
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                          text=True, env={**env, "HOME": str(tmp_path / "file" / "home")})
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith("covseg: error: matplotlib has no writable folder")
+    assert done.stderr.endswith("; set MPLCONFIGDIR or TMPDIR to a writable folder\n")
+    assert len(done.stderr.splitlines()) == 1

@@ -3,7 +3,8 @@ default (``~/.config/matplotlib``, ``~/.cache/matplotlib``) or the ``MPLCONFIGDI
 be written (a read-only HOME, a read-only folder set in a container image), matplotlib printed
 two lines of its own on every plotting command ("mkdir -p failed ...", "Matplotlib created a
 temporary cache directory ..."), not in covseg's one-line form. covseg then does what
-matplotlib would, quietly: a temporary folder, removed at exit."""
+matplotlib would, quietly: a temporary folder, removed at exit; where none can be made either (a
+locked-down container), one line saying what to set, exit status 1."""
 
 from __future__ import annotations
 
@@ -51,8 +52,10 @@ def settle_matplotlib_config() -> None:
         return
     try:
         folder = tempfile.mkdtemp(prefix="matplotlib-")
-    except OSError:
-        return  # matplotlib says itself that it has nowhere to write
+    except OSError as exc:  # matplotlib's own refusal was a 25-line traceback at import
+        raise SystemExit(f"covseg: error: matplotlib has no writable folder ({folders[0]}) and "
+                         f"no temporary one can be made ({exc.strerror or exc}); set "
+                         "MPLCONFIGDIR or TMPDIR to a writable folder") from None
     os.environ["MPLCONFIGDIR"] = folder
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
 

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from covseg import api
+from covseg.console import say
 
 
 def register(subparsers: Any) -> None:
@@ -25,17 +26,17 @@ def run(args: argparse.Namespace) -> int:
     """Print the model table; returns the exit status."""
     rows = api.models()
     if args.json:
-        print(json.dumps(rows, indent=2))
+        say(json.dumps(rows, indent=2))
         return 0
     width = max(len(row["name"]) for row in rows)
-    print(f"{'model':<{width}}  {'parameters':>11}  description")
+    say(f"{'model':<{width}}  {'parameters':>11}  description")
     for row in rows:
         count = f"{row['parameters']:,}" if row["parameters"] is not None else "unavailable"
-        print(f"{row['name']:<{width}}  {count:>11}  {row.get('error', row['description'])}")
+        say(f"{row['name']:<{width}}  {count:>11}  {row.get('error', row['description'])}")
         options = ", ".join(_option(key, value, row.get("null_means", {}))
                             for key, value in row["options"].items())
-        print(f"{'':<{width}}  {'':>11}  options: {options or 'none'}")
-    print("\nJoin names with ',' for an ensemble (e.g. miniseg,unet): covseg train fits the "
+        say(f"{'':<{width}}  {'':>11}  options: {options or 'none'}")
+    say("\nJoin names with ',' for an ensemble (e.g. miniseg,unet): covseg train fits the "
           "members side by side when there are cores for it (one process each, seeds counted up) "
           "and averages their probabilities. The default is miniseg,miniseg.")
     return 0

@@ -14,6 +14,7 @@ from typing import Any
 
 from covseg import api
 from covseg.batch import BatchResult, StudiesFailed, parse_shard
+from covseg.console import say
 from covseg.data.fetch import DATASETS, notice
 from covseg.errors import CovsegError, them
 from covseg.io.atomic import output_folder
@@ -111,9 +112,9 @@ def _fetch_command(args: argparse.Namespace) -> int:
     source = DATASETS.get(args.name)
     if source:  # also before a manual step's instructions (MosMed's)
         output_folder(args.to, "--to")  # refused before the notice, as fetch_data refuses it
-        print(notice(args.name, source))  # what, whose licence, before a long download
+        say(notice(args.name, source))  # what, whose licence, before a long download
     paths = api.fetch_data(args.name, args.to)
-    print(f"{args.name}: {len(paths)} file(s) ready in {args.to}")
+    say(f"{args.name}: {len(paths)} file(s) ready in {args.to}")
     return 0
 
 
@@ -181,7 +182,10 @@ def _report(result: BatchResult) -> int:
     line = _one_study_line(result) or (
         f"{result.done} done, {result.skipped} already done, {result.failed} failed; "
         f"summary: {result.summary}")
-    print(line, file=sys.stderr if result.failed else sys.stdout)
+    if result.failed:
+        print(line, file=sys.stderr)
+    else:
+        say(line)
     return 1 if result.failed else 0
 
 

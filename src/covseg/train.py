@@ -853,7 +853,7 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     cutmix = _BatchCutMix(config.cutmix, config.batch_size)
     paste = LesionPaste(config.lesion_paste)
     prepare = guide or config.frame()
-    label = bar_label or f"train {config.model}"
+    label = bar_label or train_label(out, config.model)
     if train_items is None:
         train_items = canvas_items(train_samples, config.size, prepare,
                                    _canvas_bar(label, "training", progress), bar_position)
@@ -966,7 +966,7 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
     by_id = {s.case_id: s for s in data.samples}
     make_items = partial(canvas_items, [by_id[c] for c in train_cases], config.size,
                          config.guide() or config.frame(),
-                         _canvas_bar(f"train {config.model}", "training", progress))
+                         _canvas_bar(train_label(out, config.model), "training", progress))
     with _invocation_recorded(out, [folder for _, folder in jobs], workers, resume) as done:
         if workers > 1:
             member_metrics = _train_side_by_side(jobs, data, train_cases, val_cases,
@@ -1016,9 +1016,22 @@ def _holds_weights(path: Path, model: nn.Module) -> bool:
 
 def member_label(folder: Path) -> str:
     """A member's progress-bar name from its folder (``member0-miniseg``: ``member 0
-    miniseg``): both members of the default ensemble read ``train miniseg`` before."""
+    miniseg``, ``fold 1, member 0 miniseg`` in a cv's fold_1): both members of the default
+    ensemble read ``train miniseg`` before."""
     index, _, name = folder.name.removeprefix("member").partition("-")
-    return f"member {index} {name}"
+    return f"{_fold_named(folder.parent)}member {index} {name}"
+
+
+def train_label(out: Path, model: str) -> str:
+    """A run's progress-bar name (``train miniseg``; ``fold 1, train miniseg`` in a cv's
+    fold_1): a cv's folds logged the same lines, nothing saying which fold was training."""
+    return f"{_fold_named(out)}train {model}"
+
+
+def _fold_named(folder: Path) -> str:
+    """``"fold K, "`` for a cross-validation's fold folder (``fold_K``), else nothing."""
+    fold = folder.name.removeprefix("fold_")
+    return f"fold {fold}, " if folder.name.startswith("fold_") and fold.isdigit() else ""
 
 
 INVOCATIONS_FILE = "invocations.json"
