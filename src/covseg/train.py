@@ -47,6 +47,7 @@ from tqdm import tqdm
 
 from covseg.cascade import THRESHOLD, LungFrame, LungGuide, require_lung_model
 from covseg.checkpoint import (
+    FOLD,
     FullDisk,
     Resumable,
     fold_folders,
@@ -1029,9 +1030,9 @@ def train_label(out: Path, model: str) -> str:
 
 
 def _fold_named(folder: Path) -> str:
-    """``"fold K, "`` for a cross-validation's fold folder (``fold_K``), else nothing."""
-    fold = folder.name.removeprefix("fold_")
-    return f"fold {fold}, " if folder.name.startswith("fold_") and fold.isdigit() else ""
+    """``"fold K, "`` for a cross-validation's fold folder (:data:`FOLD`), else nothing."""
+    fold = FOLD.fullmatch(folder.name)
+    return f"fold {fold.group(1)}, " if fold else ""
 
 
 INVOCATIONS_FILE = "invocations.json"
