@@ -270,11 +270,14 @@ def test_an_output_of_another_command_names_the_keyword_or_the_flag(
 
 
 def test_a_predict_batch_size_names_the_keyword_or_the_flag(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Path) -> None:
-    """Predictor's check said --batch-size to covseg.load_predictor(run, batch_size=0)."""
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_run: Path,
+        synthetic_folder: Path) -> None:
+    """Predictor's check said --batch-size to covseg.load_predictor(run, batch_size=0). The
+    slice given is one predict reads (any path of the temporary folder, as before, was at times
+    a folder of no images, refused first for that)."""
     assert api_error(covseg.load_predictor, tiny_run, batch_size=0) == (
         "batch_size must be at least 1, got 0")
-    image = min((tiny_run.parent.glob("*")), default=tiny_run)  # any path: refused before read
+    image = min((synthetic_folder / "images").glob("*"))
     assert cli_error(capsys, "predict", "--model", str(tiny_run), str(image), "--out",
                      str(tmp_path / "p"), "--batch-size", "0") == (
         "--batch-size must be at least 1, got 0")
