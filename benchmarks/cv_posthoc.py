@@ -208,7 +208,7 @@ def finished_folds(run: Path) -> list[list[str]]:
     if not splits:
         sys.exit(f"{run}: no fold_*/fold_metrics.json; give a finished `covseg cv` folder")
     unfinished = [f"fold_{k}" for k in range(len(splits))
-                  if not (run / f"fold_{k}" / "fold_metrics.json").is_file()]
+                  if not fold_done(run / f"fold_{k}")]
     if unfinished:
         sys.exit(f"{run}: {', '.join(unfinished)} unfinished while later folds are done; finish "
                  "the cross-validation (covseg cv ... --resume) first")
