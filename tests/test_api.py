@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import errno
 import hashlib
+import importlib
 import inspect
 import json
 import os
@@ -1439,6 +1440,38 @@ def test_segment_leaves_what_another_thread_draws_meanwhile(
     drawn.set()
     thread.join()
     assert segmented
+    assert [drawn_meanwhile, _draws()] == expected
+
+
+def test_models_leaves_the_generators_and_what_another_thread_draws_meanwhile(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """covseg.models gave the global generators back, when it ended, as they were at its start:
+    a draw another thread made while it listed the models was rewound, and drawn again. Only
+    building each network draws, and torch's generator is given back after each build."""
+    profile = importlib.import_module("covseg.models.profile")
+    _seed(7)
+    covseg.models()
+    assert _draws() == _draws(7)
+    inside, drawn = threading.Event(), threading.Event()
+    model_options = profile.model_options
+
+    def held(name: str) -> dict[str, object]:
+        if not inside.is_set():
+            inside.set()
+            drawn.wait(60)
+        return model_options(name)
+
+    monkeypatch.setattr(profile, "model_options", held)
+    listed: list[object] = []
+    thread = threading.Thread(target=lambda: listed.append(covseg.models()))
+    expected = [_draws(7), _draws()]
+    _seed(7)
+    thread.start()
+    assert inside.wait(60)
+    drawn_meanwhile = _draws()
+    drawn.set()
+    thread.join()
+    assert listed
     assert [drawn_meanwhile, _draws()] == expected
 
 
