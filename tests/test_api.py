@@ -1430,8 +1430,16 @@ def test_segment_leaves_what_another_thread_draws_meanwhile(
         return predict_labels(images)
 
     monkeypatch.setattr(predictor, "predict_labels", held)
-    segmented: list[np.ndarray] = []
-    thread = threading.Thread(target=lambda: segmented.append(covseg.segment(predictor, image)))
+    _draws_kept_beside(lambda: covseg.segment(predictor, image), inside, drawn)
+
+
+def _draws_kept_beside(call: Callable[[], object], inside: threading.Event,
+                       drawn: threading.Event) -> None:
+    """Run ``call`` in a thread, which sets ``inside`` and waits for ``drawn`` midway, drawing in
+    this thread meanwhile: this thread's draws, during the call and after it, are those that a
+    seed gives with no call made."""
+    returned: list[object] = []
+    thread = threading.Thread(target=lambda: returned.append(call()))
     expected = [_draws(7), _draws()]
     _seed(7)
     thread.start()
@@ -1439,7 +1447,7 @@ def test_segment_leaves_what_another_thread_draws_meanwhile(
     drawn_meanwhile = _draws()
     drawn.set()
     thread.join()
-    assert segmented
+    assert returned
     assert [drawn_meanwhile, _draws()] == expected
 
 
@@ -1462,17 +1470,7 @@ def test_models_leaves_the_generators_and_what_another_thread_draws_meanwhile(
         return model_options(name)
 
     monkeypatch.setattr(profile, "model_options", held)
-    listed: list[object] = []
-    thread = threading.Thread(target=lambda: listed.append(covseg.models()))
-    expected = [_draws(7), _draws()]
-    _seed(7)
-    thread.start()
-    assert inside.wait(60)
-    drawn_meanwhile = _draws()
-    drawn.set()
-    thread.join()
-    assert listed
-    assert [drawn_meanwhile, _draws()] == expected
+    _draws_kept_beside(covseg.models, inside, drawn)
 
 
 def test_numpys_numbers_are_taken_as_the_numbers_they_are(tmp_path: Path, tiny_run: Path,
