@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import errno
 import hashlib
+import importlib
 import inspect
 import json
 import os
@@ -1429,8 +1430,16 @@ def test_segment_leaves_what_another_thread_draws_meanwhile(
         return predict_labels(images)
 
     monkeypatch.setattr(predictor, "predict_labels", held)
-    segmented: list[np.ndarray] = []
-    thread = threading.Thread(target=lambda: segmented.append(covseg.segment(predictor, image)))
+    _draws_kept_beside(lambda: covseg.segment(predictor, image), inside, drawn)
+
+
+def _draws_kept_beside(call: Callable[[], object], inside: threading.Event,
+                       drawn: threading.Event) -> None:
+    """Run ``call`` in a thread, which sets ``inside`` and waits for ``drawn`` midway, drawing in
+    this thread meanwhile: this thread's draws, during the call and after it, are those that a
+    seed gives with no call made."""
+    returned: list[object] = []
+    thread = threading.Thread(target=lambda: returned.append(call()))
     expected = [_draws(7), _draws()]
     _seed(7)
     thread.start()
@@ -1438,8 +1447,30 @@ def test_segment_leaves_what_another_thread_draws_meanwhile(
     drawn_meanwhile = _draws()
     drawn.set()
     thread.join()
-    assert segmented
+    assert returned
     assert [drawn_meanwhile, _draws()] == expected
+
+
+def test_models_leaves_the_generators_and_what_another_thread_draws_meanwhile(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """covseg.models gave the global generators back, when it ended, as they were at its start:
+    a draw another thread made while it listed the models was rewound, and drawn again. Only
+    building each network draws, and torch's generator is given back after each build."""
+    profile = importlib.import_module("covseg.models.profile")
+    _seed(7)
+    covseg.models()
+    assert _draws() == _draws(7)
+    inside, drawn = threading.Event(), threading.Event()
+    model_options = profile.model_options
+
+    def held(name: str) -> dict[str, object]:
+        if not inside.is_set():
+            inside.set()
+            drawn.wait(60)
+        return model_options(name)
+
+    monkeypatch.setattr(profile, "model_options", held)
+    _draws_kept_beside(covseg.models, inside, drawn)
 
 
 def test_numpys_numbers_are_taken_as_the_numbers_they_are(tmp_path: Path, tiny_run: Path,

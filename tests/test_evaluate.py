@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import json
 import math
@@ -398,6 +399,25 @@ def test_a_figure_that_cannot_be_drawn_is_a_warning_beside_the_scores(
     assert "png" not in json.loads((tmp_path / "ev.json").read_text())["files"]
     assert [record.getMessage().count("\n") for record in caplog.records] == [0]
     assert "ev.png: not drawn (TypeError: set_text()" in caplog.text
+
+
+def test_a_full_disk_while_saving_the_figure_stays_the_commands_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The figure's save turns a full disk into covseg's own error (atomic_path), which the
+    drawing-failure warning took for one: "ev.png: not drawn (no space left ...)", exit 0."""
+    from matplotlib.figure import Figure
+
+    truth = square_mask(32, 4, 4, 12)
+    _save(tmp_path / "truth" / "a.png", truth)
+    _save(tmp_path / "pred" / "a.png", truth * 255)
+
+    def full(*_: object, **__: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", full)
+    with pytest.raises(CovsegError, match="no space left on device"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    assert not (tmp_path / "ev.png").exists()
 
 
 @pytest.mark.parametrize(("predicted", "truth", "case"), [

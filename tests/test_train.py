@@ -253,6 +253,34 @@ def test_cutmix_warns_of_nothing_and_indexes_with_tuples(
     assert not torch.equal(mixed_image, image) and mixed_mask.shape == mask.shape
 
 
+@pytest.mark.parametrize("shape", [(4, 1, 32, 32), (3, 2, 17, 23)])
+def test_cutmix_draws_and_mixes_as_monais_did_under_a_seed(shape: tuple[int, ...]) -> None:
+    """covseg's CutMix replaced MONAI 1.6's, keeping its draws and float32 box sides so that a
+    seeded run mixes its batches as before: batch by batch, under 30 seeds, both mix the same
+    images and masks as covseg's wrapper of MONAI's CutMix did (its share drawn first, on the
+    transform's own generator; the mask mixed as floats and rounded back)."""
+    try:
+        from monai.transforms import CutMix
+    except ImportError:
+        pytest.skip("this MONAI has no CutMix to compare covseg's with")
+    batch = shape[0]
+    for seed in range(30):
+        monais, covsegs = CutMix(batch), train_module._BatchCutMix(0.5, batch)
+        monais.set_random_state(seed=seed)
+        covsegs.set_random_state(seed)
+        for step in range(3):
+            image = torch.rand(shape)
+            mask = torch.randint(0, 3, (batch, 1, *shape[2:]))
+            expected = image, mask
+            if monais.R.rand() < 0.5:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)  # MONAI's list indexing
+                    mixed_image, mixed_mask = monais(image, mask.float())
+                expected = mixed_image, mixed_mask.round().long()
+            mixed = covsegs(image, mask)
+            assert all(torch.equal(got, want) for got, want in zip(mixed, expected)), (seed, step)
+
+
 @pytest.mark.parametrize(("option", "flag"), [("cutmix", "--cutmix"),
                                               ("lesion_paste", "--lesion-paste")])
 def test_mixing_shares_must_lie_in_0_1(tmp_path: Path, synthetic_folder: Path, option: str,

@@ -1335,7 +1335,7 @@ def evaluate(pred: str | os.PathLike[str], truth: str | os.PathLike[str],
                             per_slice=per_slice)
 
 
-@_public(draws=True)
+@_public()
 def models() -> list[dict[str, Any]]:
     """The registered architectures, as ``covseg models`` lists them.
 

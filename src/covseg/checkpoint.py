@@ -189,7 +189,12 @@ counts, refuses or reads it as one."""
 def fold_folders(folder: Path) -> list[Path]:
     """The fold folders (:data:`FOLD`) in ``folder``, in fold order: fold_2 before fold_10."""
     folds = [path for path in folder.glob("fold_*") if FOLD.fullmatch(path.name) and path.is_dir()]
-    return sorted(folds, key=lambda path: int(path.name.removeprefix("fold_")))
+    return sorted(folds, key=fold_index)
+
+
+def fold_index(fold_dir: Path) -> int:
+    """The k of a fold folder ``fold_k`` (:data:`FOLD`)."""
+    return int(fold_dir.name.removeprefix("fold_"))
 
 
 MEMBER = re.compile(r"member\d+-.+")

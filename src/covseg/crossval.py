@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from covseg.checkpoint import fold_folders
+from covseg.checkpoint import fold_folders, fold_index
 from covseg.config import TrainConfig
 from covseg.data.layouts import (
     LoadedData,
@@ -490,7 +490,7 @@ def _split_told(record: Mapping[str, Any], fold_dir: Path, folds: int | None,
     written before the count was kept, or another data set)."""
     then, recipe = record.get(FOLDS), record.get("config")
     saved_seed = recipe.get("seed") if isinstance(recipe, dict) else None
-    k = _fold_index(fold_dir)  # the run's seed: the fold's less k
+    k = fold_index(fold_dir)  # the run's seed: the fold's less k
     told, options = [], []
     if isinstance(then, int) and folds is not None and then != folds:
         told.append(f"{then} folds then, {folds} now")
@@ -508,7 +508,7 @@ def _another_split_error(fold_dir: Path, state: str, told: str, verb: str, folds
     running) words it: one wording for either state. Where the folder's folds were made on
     several splits (``--fold K`` runs with several --folds), it names them all (see
     :func:`_mixed_splits_error`): told one fold's options, the user was refused on the next."""
-    mixed = _mixed_splits_error(fold_dir.parent, verb, folds, seed - _fold_index(fold_dir))
+    mixed = _mixed_splits_error(fold_dir.parent, verb, folds, seed - fold_index(fold_dir))
     return mixed or CovsegError(f"{fold_dir}: {state} on another split of the data ({told}, or "
                                 f"{verb} into a new {option_name('out')} than "
                                 f"{_given_out(fold_dir.parent, verb)}")
@@ -522,11 +522,6 @@ def _given_out(out: Path, verb: str) -> Path:
     return out if verb == CV_VERB else out.parent
 
 
-def _fold_index(fold_dir: Path) -> int:
-    """The k of a fold folder ``out/fold_k``."""
-    return int(fold_dir.name.removeprefix("fold_"))
-
-
 def _splits_made(out: Path) -> dict[tuple[int, int], list[str]]:
     """The folds of ``out`` holding work (finished, or a saved run) by the split their records
     tell they were made on: (folds, the run's seed), as :func:`_split_told` reads them; folds
@@ -537,10 +532,9 @@ def _splits_made(out: Path) -> dict[tuple[int, int], list[str]]:
         recipe = record.get("config")
         then = record.get(FOLDS)
         saved_seed = recipe.get("seed") if isinstance(recipe, dict) else None
-        if (fold_dir.name.removeprefix("fold_").isdigit() and isinstance(then, int)
-                and isinstance(saved_seed, int)
+        if (isinstance(then, int) and isinstance(saved_seed, int)
                 and (fold_done(fold_dir) or holds_saved_run(fold_dir))):
-            made.setdefault((then, saved_seed - _fold_index(fold_dir)), []).append(fold_dir.name)
+            made.setdefault((then, saved_seed - fold_index(fold_dir)), []).append(fold_dir.name)
     return made
 
 

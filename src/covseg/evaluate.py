@@ -586,7 +586,7 @@ def _write_outputs(files: dict[str, Path], result: dict[str, Any], title: str) -
     write_text(files["csv"], rows_to_csv(result["per_case"]))
     try:
         metrics_plot(result["per_case"], files["png"], title)
-    except OSError:
+    except (OSError, CovsegError):  # a full disk, as atomic_path words it, is no drawing failure
         raise
     except Exception as exc:  # noqa: BLE001 - the scores are written; the figure alone is lost
         log.warning("%s: not drawn (%s); the scores are in %s", files["png"],

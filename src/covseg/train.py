@@ -1025,7 +1025,9 @@ def member_label(folder: Path) -> str:
 
 def train_label(out: Path, model: str) -> str:
     """A run's progress-bar name (``train miniseg``; ``fold 1, train miniseg`` in a cv's
-    fold_1): a cv's folds logged the same lines, nothing saying which fold was training."""
+    fold_1): a cv's folds logged the same lines, nothing saying which fold was training. The
+    fold is read from the folder's name alone, as :func:`member_label` reads the member's: a
+    plain run whose ``--out`` is named ``fold_3`` reads ``fold 3, train miniseg`` too."""
     return f"{_fold_named(out)}train {model}"
 
 

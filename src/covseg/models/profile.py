@@ -76,6 +76,9 @@ def model_table() -> list[dict[str, Any]]:
     """Every registered model with its default options, 1 input channel, binary output.
 
     ``parameters`` is None (and ``error`` says why) when an optional dependency is missing.
+    Each network is built to be counted, drawing its initial weights from torch's global
+    generator, which is given back as it was after each build, so that a caller's seeded draws
+    go on as if no model had been counted.
     """
     rows = []
     for name, spec in REGISTRY.items():
@@ -83,7 +86,8 @@ def model_table() -> list[dict[str, Any]]:
                                "options": model_options(name),
                                "null_means": unset_meanings(name)}
         try:
-            row["parameters"] = parameter_count(build_model(name, 1, 2))
+            with torch.random.fork_rng(devices=[]):
+                row["parameters"] = parameter_count(build_model(name, 1, 2))
         except CovsegError as exc:
             row["error"] = str(exc)
         rows.append(row)
