@@ -611,11 +611,13 @@ def _covseg_with_stdout(argv: list[str], redirect: str, unbuffered: str = "",
 
 
 @pytest.mark.parametrize(("argv", "status"), [
-    (["models"], 141), (["predict", "/nonexist.nii.gz", "--model", "run", "--out", "x"], 2)])
+    (["models"], 141), (["--help"], 141), (["--version"], 141), (["export", "-h"], 141),
+    (["predict", "/nonexist.nii.gz", "--model", "run", "--out", "x"], 2)])
 def test_a_closed_stdout_ends_as_a_reader_gone(argv: list[str], status: int) -> None:
     """With fd 1 closed (``>&-``) Python's stdout is None: every command ended in exit 1 and
-    "'NoneType' object has no attribute 'flush'"; now a refusal keeps its own status, and a
-    command whose lines cannot be written ends as a closed pipe does."""
+    "'NoneType' object has no attribute 'flush'" (--help and --version: "... no attribute
+    'write'"); now a refusal keeps its own status, and a command whose lines cannot be written
+    ends as a closed pipe does."""
     done = _covseg_with_stdout(argv, ">&-")
     assert "Traceback" not in done.stderr and "NoneType" not in done.stderr
     assert done.returncode == status

@@ -23,7 +23,7 @@ from covseg import api, cli_models, cli_volumes
 from covseg.checkpoint import resume_advice
 from covseg.compare import known_spec, left_out_note, paired_difference_text
 from covseg.config import MAX_SLICE_PASSES, RECIPE_EPOCHS, TrainConfig
-from covseg.console import StdoutFailed, flush_stdout, say, writing_stdout
+from covseg.console import StdoutFailed, flush_stdout, say, write_stdout
 from covseg.crossval import DEFAULT_FOLDS, mean_over_folds, shown
 from covseg.data.layouts import TARGETS
 from covseg.errors import (
@@ -431,12 +431,12 @@ class _Parser(argparse.ArgumentParser):
     def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
         """As argparse, but a failed write of --help or --version to stdout raises
         :class:`~covseg.console.StdoutFailed` (argparse drops it: ``covseg --help > /dev/full``
-        exited 0 with nothing written)."""
+        exited 0 with nothing written), and a closed stdout (``>&-``) ends as a reader gone
+        (:func:`~covseg.console.write_stdout`)."""
         if file is not sys.stdout or not message:
             super()._print_message(message, file)
             return
-        with writing_stdout():
-            file.write(message)
+        write_stdout(message)
 
     def _command_prog(self) -> str:
         """The subcommand's prog (``covseg models``) when the arguments name one, else this
