@@ -517,9 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "trained to predict; covseg's recipe mirrors both ways)")
     p.add_argument("--threshold", type=float, default=None,
                    help="infection from this probability on (default: the run's, 0.4 for "
-                        "covseg's recipe; higher calls less on healthy lungs and loses some "
-                        "Dice on infected ones: cross-validated 0.768 at 0.4, 0.764 at 0.5, "
-                        "0.754 at 0.6)")
+                        "covseg's recipe, chosen by cross-validation; higher calls less on "
+                        "healthy lungs and loses some Dice on infected ones)")
     cli_volumes.add_volume_predict_arguments(p)
     p.set_defaults(handler=cmd_predict)
 
