@@ -36,6 +36,7 @@ from covseg.errors import (
     no_space_text,
     out_of_memory_text,
     terminal_safe,
+    tmpdir_advice,
 )
 from covseg.evaluate import any_lesion
 from covseg.io.atomic import dangling_link
@@ -728,16 +729,9 @@ def _no_space(exc: BaseException, args: argparse.Namespace) -> str:
 
 
 def _reason(exc: OSError) -> str:
-    """What went wrong, and what to do where Python's tempfile found no folder to write (torch
-    makes temporary files while training: a locked-down container)."""
-    reason = exc.strerror or str(exc)
-    if reason.startswith(NO_TEMPORARY_FOLDER):
-        return f"{reason}; set TMPDIR to a writable folder"
-    return reason
-
-
-NO_TEMPORARY_FOLDER = "No usable temporary directory found"
-"""How :func:`tempfile.gettempdir` words that no folder it tried can be written."""
+    """What went wrong, and what to do where Python's tempfile found no folder to write
+    (:func:`~covseg.errors.tmpdir_advice`)."""
+    return f"{exc.strerror or exc}{tmpdir_advice(exc)}"
 
 
 def _named(exc: OSError) -> str:
