@@ -579,6 +579,19 @@ def test_no_help_sends_to_a_file_of_the_repository() -> None:
         assert "docs/" not in command.format_help(), command.prog
 
 
+def test_the_threshold_help_quotes_no_measured_dice() -> None:
+    """`covseg predict -h` quoted the Dice of an older cross-validation at three thresholds
+    (0.768 at the default, since measured 0.766): the help says how the default was chosen,
+    the figures stay with the measured results."""
+    parser = build_parser()
+    commands = next(action.choices for action in parser._actions
+                    if isinstance(action, argparse._SubParsersAction))
+    text = next(action.help for action in commands["predict"]._actions
+                if "--threshold" in action.option_strings)
+    assert "0.4 for covseg's recipe, chosen by cross-validation" in text
+    assert re.search(r"0\.\d{3}", text) is None
+
+
 @pytest.mark.parametrize(("setup", "argv"), [
     ("", ["--version"]),
     # a table larger than the pipe's buffer, as `covseg models --json | head -3` met
@@ -611,11 +624,13 @@ def _covseg_with_stdout(argv: list[str], redirect: str, unbuffered: str = "",
 
 
 @pytest.mark.parametrize(("argv", "status"), [
-    (["models"], 141), (["predict", "/nonexist.nii.gz", "--model", "run", "--out", "x"], 2)])
+    (["models"], 141), (["--help"], 141), (["--version"], 141), (["export", "-h"], 141),
+    (["predict", "/nonexist.nii.gz", "--model", "run", "--out", "x"], 2)])
 def test_a_closed_stdout_ends_as_a_reader_gone(argv: list[str], status: int) -> None:
     """With fd 1 closed (``>&-``) Python's stdout is None: every command ended in exit 1 and
-    "'NoneType' object has no attribute 'flush'"; now a refusal keeps its own status, and a
-    command whose lines cannot be written ends as a closed pipe does."""
+    "'NoneType' object has no attribute 'flush'" (--help and --version: "... no attribute
+    'write'"); now a refusal keeps its own status, and a command whose lines cannot be written
+    ends as a closed pipe does."""
     done = _covseg_with_stdout(argv, ">&-")
     assert "Traceback" not in done.stderr and "NoneType" not in done.stderr
     assert done.returncode == status

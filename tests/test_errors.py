@@ -70,3 +70,15 @@ def test_a_failed_studys_reason_is_one_line(tmp_path: Path) -> None:
                                                "arguments. 1. (self) -> None Invoked with: "
                                                "'t\\udcc3'")
     assert failure_reason(CovsegError("bad\nname"), tmp_path) == "bad name"
+
+
+def test_a_study_failing_for_no_temporary_folder_says_to_set_tmpdir(tmp_path: Path) -> None:
+    """A batch's CT study that met no writable temporary folder (a locked-down container) had
+    Python's bare "FileNotFoundError: [Errno 2] No usable temporary directory found in [...]",
+    the advice to set TMPDIR reaching only the command's own error."""
+    error = FileNotFoundError(2, "No usable temporary directory found in ['/tmp', '/var/tmp']")
+    assert failure_reason(error, tmp_path) == (
+        "FileNotFoundError: [Errno 2] No usable temporary directory found in ['/tmp', "
+        "'/var/tmp']; set TMPDIR to a writable folder")
+    assert failure_reason(FileNotFoundError(2, "No such file or directory"), tmp_path) == (
+        "FileNotFoundError: [Errno 2] No such file or directory")

@@ -5,17 +5,19 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from covseg import progress, stopping
+from covseg import _mplconfig, progress, stopping
 from covseg.batch import RESULT_CSV, RESULT_JSON, run_batch
 from covseg.io.atomic import write_json
 from covseg.progress import progress_bar
@@ -185,3 +187,23 @@ def test_no_writable_folder_for_matplotlib_is_one_line(tmp_path: Path) -> None:
     assert done.stderr.startswith("covseg: error: matplotlib has no writable folder")
     assert done.stderr.endswith("; set MPLCONFIGDIR or TMPDIR to a writable folder\n")
     assert len(done.stderr.splitlines()) == 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="XDG folders: Linux")
+def test_no_writable_folder_for_matplotlib_names_the_unwritable_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refusal named matplotlib's config folder even where that one was writable and its
+    cache folder was not: it names the folder that cannot be written."""
+    (tmp_path / "file").write_text("a file, not a folder\n")
+    monkeypatch.delenv("MPLCONFIGDIR", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file" / "cache"))
+    monkeypatch.delitem(sys.modules, "matplotlib", raising=False)
+
+    def refused(*args: object, **kwargs: object) -> str:
+        raise FileNotFoundError(2, "No usable temporary directory found in ['/tmp']")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refused)
+    with pytest.raises(SystemExit, match=re.escape(
+            f"no writable folder ({tmp_path / 'file' / 'cache' / 'matplotlib'}) and")):
+        _mplconfig.settle_matplotlib_config()

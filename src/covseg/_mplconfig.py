@@ -48,12 +48,13 @@ def settle_matplotlib_config() -> None:
         folders = [Path(given)] if given else _default_folders()
     except RuntimeError:  # no home folder to be found: matplotlib's own fallback is quiet
         return
-    if all(_writable(folder.resolve()) for folder in folders):
+    unwritable = next((folder for folder in folders if not _writable(folder.resolve())), None)
+    if unwritable is None:
         return
     try:
         folder = tempfile.mkdtemp(prefix="matplotlib-")
     except OSError as exc:  # matplotlib's own refusal was a 25-line traceback at import
-        raise SystemExit(f"covseg: error: matplotlib has no writable folder ({folders[0]}) and "
+        raise SystemExit(f"covseg: error: matplotlib has no writable folder ({unwritable}) and "
                          f"no temporary one can be made ({exc.strerror or exc}); set "
                          "MPLCONFIGDIR or TMPDIR to a writable folder") from None
     os.environ["MPLCONFIGDIR"] = folder

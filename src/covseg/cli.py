@@ -23,7 +23,7 @@ from covseg import api, cli_models, cli_volumes
 from covseg.checkpoint import resume_advice
 from covseg.compare import known_spec, left_out_note, paired_difference_text
 from covseg.config import MAX_SLICE_PASSES, RECIPE_EPOCHS, TrainConfig
-from covseg.console import StdoutFailed, flush_stdout, say, writing_stdout
+from covseg.console import StdoutFailed, flush_stdout, say, write_stdout
 from covseg.crossval import DEFAULT_FOLDS, mean_over_folds, shown
 from covseg.data.layouts import TARGETS
 from covseg.errors import (
@@ -36,6 +36,7 @@ from covseg.errors import (
     no_space_text,
     out_of_memory_text,
     terminal_safe,
+    tmpdir_advice,
 )
 from covseg.evaluate import any_lesion
 from covseg.io.atomic import dangling_link
@@ -431,12 +432,12 @@ class _Parser(argparse.ArgumentParser):
     def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
         """As argparse, but a failed write of --help or --version to stdout raises
         :class:`~covseg.console.StdoutFailed` (argparse drops it: ``covseg --help > /dev/full``
-        exited 0 with nothing written)."""
+        exited 0 with nothing written), and a closed stdout (``>&-``) ends as a reader gone
+        (:func:`~covseg.console.write_stdout`)."""
         if file is not sys.stdout or not message:
             super()._print_message(message, file)
             return
-        with writing_stdout():
-            file.write(message)
+        write_stdout(message)
 
     def _command_prog(self) -> str:
         """The subcommand's prog (``covseg models``) when the arguments name one, else this
@@ -517,9 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "trained to predict; covseg's recipe mirrors both ways)")
     p.add_argument("--threshold", type=float, default=None,
                    help="infection from this probability on (default: the run's, 0.4 for "
-                        "covseg's recipe; higher calls less on healthy lungs and loses some "
-                        "Dice on infected ones: cross-validated 0.768 at 0.4, 0.764 at 0.5, "
-                        "0.754 at 0.6)")
+                        "covseg's recipe, chosen by cross-validation; higher calls less on "
+                        "healthy lungs and loses some Dice on infected ones)")
     cli_volumes.add_volume_predict_arguments(p)
     p.set_defaults(handler=cmd_predict)
 
@@ -729,16 +729,9 @@ def _no_space(exc: BaseException, args: argparse.Namespace) -> str:
 
 
 def _reason(exc: OSError) -> str:
-    """What went wrong, and what to do where Python's tempfile found no folder to write (torch
-    makes temporary files while training: a locked-down container)."""
-    reason = exc.strerror or str(exc)
-    if reason.startswith(NO_TEMPORARY_FOLDER):
-        return f"{reason}; set TMPDIR to a writable folder"
-    return reason
-
-
-NO_TEMPORARY_FOLDER = "No usable temporary directory found"
-"""How :func:`tempfile.gettempdir` words that no folder it tried can be written."""
+    """What went wrong, and what to do where Python's tempfile found no folder to write
+    (:func:`~covseg.errors.tmpdir_advice`)."""
+    return f"{exc.strerror or exc}{tmpdir_advice(exc)}"
 
 
 def _named(exc: OSError) -> str:

@@ -33,12 +33,17 @@ def writing_stdout() -> Iterator[None]:
 
 
 def say(text: str) -> None:
-    """Print ``text`` on stdout; a closed stdout (``>&-``, where Python's is None and print
+    """Print ``text`` on stdout, as a line (:func:`write_stdout`)."""
+    write_stdout(f"{text}\n")
+
+
+def write_stdout(text: str) -> None:
+    """Write ``text`` on stdout; a closed stdout (``>&-``, where Python's is None and print
     writes nothing) counts as a reader gone."""
     if sys.stdout is None:
         raise BrokenPipeError(errno.EPIPE, "standard output is closed")
     with writing_stdout():
-        print(text)
+        sys.stdout.write(text)
 
 
 def flush_stdout() -> None:

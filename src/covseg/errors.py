@@ -143,18 +143,33 @@ def no_space_text(target: str | os.PathLike[str], rerun: str = "rerun the same c
     return f"no space left on device writing {what or target}; free space and {rerun}"
 
 
+NO_TEMPORARY_FOLDER = "No usable temporary directory found"
+"""How :func:`tempfile.gettempdir` words that no folder it tried can be written."""
+
+
+def tmpdir_advice(exc: BaseException) -> str:
+    """``"; set TMPDIR to a writable folder"`` where ``exc`` is Python's tempfile finding no
+    folder to write (torch makes temporary files while training, as may a batch's CT study: a
+    locked-down container), else nothing."""
+    reason = exc.strerror or str(exc) if isinstance(exc, OSError) else ""
+    return "; set TMPDIR to a writable folder" if reason.startswith(NO_TEMPORARY_FOLDER) else ""
+
+
 def failure_reason(exc: Exception, target: str | os.PathLike[str]) -> str:
     """One line for why one item of a batch (a CT study writing into ``target``) failed:
     covseg's own message, out of memory, a full disk (it was the raw ``OSError: [Errno 28]
     No space left on device``), else the exception's type and message, its lines joined
     (matplotlib's four-line TypeError made summary.csv's error cell, and the console's error,
-    four lines)."""
+    four lines), with what to do where no temporary folder can be written
+    (:func:`tmpdir_advice`)."""
     if isinstance(exc, CovsegError):
         text = str(exc)
     elif is_out_of_memory(exc):
         text = out_of_memory_text(exc)
+    elif no_space(exc):
+        text = no_space_text(target)
     else:
-        text = no_space_text(target) if no_space(exc) else f"{type(exc).__name__}: {exc}"
+        text = f"{type(exc).__name__}: {exc}{tmpdir_advice(exc)}"
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 

@@ -663,7 +663,9 @@ def read_dicom_file(path: str | os.PathLike[str], source: str | None = None) -> 
 RAW_SYNTAXES = (pydicom.uid.ImplicitVRLittleEndian, pydicom.uid.ExplicitVRLittleEndian,
                 pydicom.uid.ExplicitVRBigEndian)
 """Transfer syntaxes whose pixels are stored as they are, one byte or more each: a file of one
-of them (or without one, read as the first) holds at least as many bytes as its pixels."""
+of them (or without one, read as the first) holds at least as many bytes as its pixels. Not
+Deflated Explicit VR Little Endian: its pixels are not compressed, but the whole data set is
+deflated on disk, so its bytes there are not its pixels."""
 
 
 def _columns_rows(header: SliceHeader) -> tuple[int, int]:
@@ -772,10 +774,9 @@ def _compressed(header: SliceHeader) -> bool:
     return bool(header.transfer_syntax) and _compressed_syntax(header.transfer_syntax)
 
 
-UNCOMPRESSED_SYNTAXES = (pydicom.uid.ImplicitVRLittleEndian,
-                         pydicom.uid.ExplicitVRLittleEndian, pydicom.uid.ExplicitVRBigEndian,
-                         pydicom.uid.DeflatedExplicitVRLittleEndian)
-"""The transfer syntaxes whose pixels are stored as they are (pydicom's ``is_compressed``)."""
+UNCOMPRESSED_SYNTAXES = (*RAW_SYNTAXES, pydicom.uid.DeflatedExplicitVRLittleEndian)
+"""The transfer syntaxes whose pixels are not compressed (pydicom's ``is_compressed``): the raw
+ones and Deflated, whose pixels come out of the inflated data set as they are."""
 
 
 def _compressed_syntax(uid: str) -> bool:

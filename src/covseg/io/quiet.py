@@ -50,6 +50,18 @@ _WARNINGS_LOCK = threading.RLock()
 """Held by every :func:`quiet_warnings` block (reentrant: a block may hold another)."""
 
 
+def _new_warnings_lock() -> None:
+    """A fresh :data:`_WARNINGS_LOCK` in a forked child: a parent's thread that held it (an
+    ONNX export holds it throughout) is not there to let it go, so the child's first block
+    would wait for good."""
+    global _WARNINGS_LOCK
+    _WARNINGS_LOCK = threading.RLock()
+
+
+if sys.platform != "win32":
+    os.register_at_fork(after_in_child=_new_warnings_lock)
+
+
 @contextmanager
 def quiet_warnings(category: type[Warning] = Warning) -> Iterator[None]:
     """Python warnings of ``category`` ignored for the block. ``warnings.catch_warnings`` saves
