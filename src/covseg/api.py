@@ -10,7 +10,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Collection, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -202,16 +202,12 @@ def _public(options: str = "", accepted: Sequence[str] = (), draws: bool = False
             except TypeError as exc:
                 raise CovsegError(f"{function.__name__}: {exc}") from None
             _refuse_empty(signature, bound.arguments)
-            with invoked_as(api_command(function.__name__)), _generators_kept(draws):
+            kept = callers_generators_kept() if draws else nullcontext()
+            with invoked_as(api_command(function.__name__)), kept:
                 # numpy's numbers as Python's
                 return function(*map(python_numbers, args), **python_numbers(kwargs))
         return cast(Function, checked)
     return decorate
-
-
-def _generators_kept(draws: bool) -> AbstractContextManager[None]:
-    """:func:`callers_generators_kept` for a function that ``draws``; else nothing."""
-    return callers_generators_kept() if draws else nullcontext()
 
 
 def _refuse_empty(signature: inspect.Signature, arguments: dict[str, Any]) -> None:

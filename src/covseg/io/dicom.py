@@ -261,7 +261,7 @@ def _first_compressed(files: Sequence[Path]) -> bool:
             # pydicom's about a value cut short: a cut file is refused later
             with quiet_warnings(UserWarning):
                 syntax = pydicom.filereader.read_file_meta_info(path).get("TransferSyntaxUID")
-        except (OSError, pydicom.errors.InvalidDicomError, ValueError, EOFError):
+        except DICOM_ERRORS:
             continue
         if syntax:
             return _compressed_syntax(str(syntax))
