@@ -455,7 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="covseg", description="Segment COVID-19 lung infection and the lungs on chest CT: "
         "train, cross-validate, compare, predict, export and quantify. "
-        "`covseg COMMAND -h` for each.")
+        "`covseg COMMAND -h` for each.",
+        epilog="Progress bars go to stderr; TQDM_DISABLE=1 in the environment turns them off. "
+        "In a log file, a pipe or a terminal that cannot move its cursor (TERM=dumb) a bar is "
+        "a plain line per update, at most every 30 s.")
     parser.add_argument("--version", action="version",
                         version=f"covseg {version('covseg')} (torch {version('torch')})")
     sub = parser.add_subparsers(dest="command", required=True)
