@@ -486,6 +486,16 @@ def test_demo_help_gives_the_out_default(capsys: pytest.CaptureFixture[str]) -> 
     assert "--out OUT output folder (default covseg-demo)" in shown
 
 
+
+def test_help_says_how_progress_bars_are_turned_off(capsys: pytest.CaptureFixture[str]) -> None:
+    """`TQDM_DISABLE=1` turned every bar off, but no --help said so; `covseg --help` says it,
+    and how a terminal without cursor movement (TERM=dumb) gets them."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "TQDM_DISABLE=1 in the environment turns them off" in shown
+    assert "TERM=dumb" in shown
+
 @pytest.mark.parametrize("command", [["train"], ["cv"], ["compare"], ["visualize"],
                                      ["data", "info"]], ids=" ".join)
 def test_intensity_help_says_what_each_mode_reads(

@@ -33,6 +33,29 @@ def test_a_notebooks_stream_redraws_its_bar_and_a_log_is_written_seldom(
         assert bar.mininterval == progress.LOGGED_EVERY_S == 30.0, "as docs/commands.md says"
 
 
+
+@pytest.mark.parametrize(("term", "logged"), [("dumb", True), ("xterm-256color", False)])
+def test_a_dumb_terminal_gets_plain_lines(monkeypatch: pytest.MonkeyPatch, term: str,
+                                          logged: bool) -> None:
+    """A terminal that cannot move its cursor (``TERM=dumb``: Emacs's shell) got tqdm's ``\r``
+    redraws and, for a second bar, its cursor-up escape (ESC[A) as text: it gets a log's plain
+    lines; a terminal that can keeps tqdm's bar."""
+    monkeypatch.setattr(progress, "_stderr_is_terminal", lambda: True)
+    monkeypatch.setenv("TERM", term)
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    screen = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", screen)
+    bars = [progress_bar(total=2, file=screen, desc=f"member {i}", position=i) for i in (0, 1)]
+    for _ in range(2):
+        for bar in bars:
+            bar.update()
+    for bar in bars:
+        bar.close()
+    assert all(isinstance(bar, progress._LoggedBar) == logged for bar in bars)
+    written = screen.getvalue()
+    assert ("\x1b" not in written and "\r" not in written) == logged, repr(written)
+
+
 def _logged_lines(monkeypatch: pytest.MonkeyPatch, every_s: float, sleep_s: float,
                   **options: object) -> list[str]:
     """The lines a three-step bar writes to a log, updated every ``every_s``."""

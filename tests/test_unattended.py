@@ -19,6 +19,8 @@ from PIL import Image
 
 from covseg import _mplconfig, progress, stopping
 from covseg.batch import RESULT_CSV, RESULT_JSON, run_batch
+from covseg.data.synthetic import write_synthetic
+from covseg.errors import NoWritableFolder
 from covseg.io.atomic import write_json
 from covseg.progress import progress_bar
 from covseg.stopping import Terminated, stops_recorded
@@ -169,24 +171,53 @@ def test_an_unwritable_mplconfigdir_leaves_no_matplotlib_warning(tmp_path: Path)
     assert Path(config).name.startswith("matplotlib-") and cache == config
 
 
-def test_no_writable_folder_for_matplotlib_is_one_line(tmp_path: Path) -> None:
-    """Where neither matplotlib's folder nor a temporary one can be written (a locked-down
-    container), `covseg --version` ended in matplotlib's 25-line traceback at import."""
-    (tmp_path / "file").write_text("a file, not a folder\n")
-    code = ("import sys, tempfile\n"
-            "def refused(*args, **kwargs):\n"
-            "    raise FileNotFoundError(2, \"No usable temporary directory found in ['/tmp']\")\n"
-            "tempfile.mkdtemp = refused\n"
-            "from covseg.cli import main\n"
-            "sys.exit(main(['--version']))\n")
+NO_TEMPORARY_FOLDER = ("import sys, tempfile\n"
+                       "def refused(*args, **kwargs):\n"
+                       "    raise FileNotFoundError(2, \"No usable temporary directory found in "
+                       "['/tmp']\")\n"
+                       "tempfile.mkdtemp = refused\n")
+"""Python code making :func:`tempfile.mkdtemp` fail as it does where no folder can be written."""
+
+
+def _without_matplotlib_folder(code: str, home: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` after :data:`NO_TEMPORARY_FOLDER`, with no folder for matplotlib: HOME (and
+    with it matplotlib's defaults) under a file, no MPLCONFIGDIR or XDG folders."""
     env = {key: value for key, value in os.environ.items()
            if key not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
-    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
-                          text=True, env={**env, "HOME": str(tmp_path / "file" / "home")})
-    assert done.returncode == 1 and done.stdout == ""
+    return subprocess.run([sys.executable, "-c", NO_TEMPORARY_FOLDER + code], check=False,
+                          capture_output=True, text=True, env={**env, "HOME": str(home)})
+
+
+def test_no_writable_folder_for_matplotlib_is_one_line(tmp_path: Path) -> None:
+    """Where neither matplotlib's folder nor a temporary one can be written (a locked-down
+    container), a command drawing a figure ended in matplotlib's 25-line traceback at import;
+    it is one line, and no file is written."""
+    (tmp_path / "file").write_text("a file, not a folder\n")
+    data = write_synthetic(tmp_path / "data", seed=1, patients=1, slices_per_patient=1, size=32)
+    out = tmp_path / "v.png"
+    done = _without_matplotlib_folder(
+        "from covseg.cli import main\n"
+        f"sys.exit(main(['visualize', {str(data)!r}, '--out', {str(out)!r}]))\n",
+        tmp_path / "file" / "home")
+    assert done.returncode == 1 and done.stdout == "" and not out.exists()
     assert done.stderr.startswith("covseg: error: matplotlib has no writable folder")
     assert done.stderr.endswith("; set MPLCONFIGDIR or TMPDIR to a writable folder\n")
     assert len(done.stderr.splitlines()) == 1
+
+
+def test_no_writable_folder_for_matplotlib_leaves_import_and_version_alone(
+        tmp_path: Path) -> None:
+    """``import covseg`` raised SystemExit where matplotlib had no folder to write (a library's
+    import must not end the program) and ``covseg --version`` refused to run: neither needs
+    matplotlib, which is imported, its folder settled, where a figure is drawn."""
+    (tmp_path / "file").write_text("a file, not a folder\n")
+    done = _without_matplotlib_folder(
+        "import covseg\n"
+        "from covseg.cli import main\n"
+        "print('matplotlib' in sys.modules)\n"
+        "sys.exit(main(['--version']))\n", tmp_path / "file" / "home")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.startswith("False\ncovseg ")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="XDG folders: Linux")
@@ -204,6 +235,6 @@ def test_no_writable_folder_for_matplotlib_names_the_unwritable_one(
         raise FileNotFoundError(2, "No usable temporary directory found in ['/tmp']")
 
     monkeypatch.setattr(tempfile, "mkdtemp", refused)
-    with pytest.raises(SystemExit, match=re.escape(
+    with pytest.raises(NoWritableFolder, match=re.escape(
             f"no writable folder ({tmp_path / 'file' / 'cache' / 'matplotlib'}) and")):
         _mplconfig.settle_matplotlib_config()

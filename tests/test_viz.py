@@ -23,6 +23,7 @@ from covseg.viz import (
     NO_CATEGORY_COLOUR,
     PREDICTION_COLOUR,
     box_plot,
+    class_colour,
     is_sample_grid,
     legend_handles,
     legend_strip,
@@ -118,6 +119,20 @@ def test_severity_chart_draws_one_coloured_bar_per_study(tmp_path: Path) -> None
     for colour in (CATEGORY_COLOURS["CT-1"], CATEGORY_COLOURS["CT-3"]):
         rgb = [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
         assert (np.abs(pixels.astype(int) - rgb).sum(axis=2) < 10).sum() > 100, colour
+
+
+
+def test_category_colours_are_viridis_and_class_colours_as_matplotlib_writes_them() -> None:
+    """The colours are written out (naming them imports no matplotlib): they are viridis at
+    the points the CT categories were drawn at, and matplotlib's hex of each label's colour."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    assert CATEGORY_COLOURS == {f"CT-{grade}": to_hex(colormaps["viridis"](at))
+                                for grade, at in enumerate((0.95, 0.72, 0.5, 0.28, 0.05))}
+    for palette in (CLASS_COLOURS, LUNG_COLOURS):
+        assert [class_colour(label, palette) for label in range(len(palette))] == [
+            to_hex(colour / 255.0) for colour in palette]
 
 
 DICHROMACY = {  # Machado, Oliveira & Fernandes 2009, severity 1, on linear RGB

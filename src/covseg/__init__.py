@@ -9,7 +9,8 @@ The Python API mirrors the ``covseg`` command line, its keywords named as the op
 notebook, another pipeline), :func:`load_predictor` and :func:`segment`.
 """
 
-# First: matplotlib's config folder is settled before anything imports matplotlib.
+# First: matplotlib's config folder is settled before anything imports matplotlib (monai imports
+# it with itself); this import never refuses (covseg._mplconfig).
 import covseg._mplconfig
 
 # covseg.compare, covseg.export and covseg.models share their names with API functions:

@@ -4,7 +4,11 @@ be written (a read-only HOME, a read-only folder set in a container image), matp
 two lines of its own on every plotting command ("mkdir -p failed ...", "Matplotlib created a
 temporary cache directory ..."), not in covseg's one-line form. covseg then does what
 matplotlib would, quietly: a temporary folder, removed at exit; where none can be made either (a
-locked-down container), one line saying what to set, exit status 1."""
+locked-down container), a :class:`~covseg.errors.NoWritableFolder` saying what to set (the CLI's one
+line). Settled as covseg is imported, where that refusal is left for later (a library's import
+must not end the program: it raised SystemExit), and again where matplotlib is imported: by
+:mod:`covseg._matplotlib` for a figure, by the CLI before its command runs (monai, which most
+commands use, imports matplotlib with itself)."""
 
 from __future__ import annotations
 
@@ -13,7 +17,10 @@ import os
 import shutil
 import sys
 import tempfile
+from contextlib import suppress
 from pathlib import Path
+
+from covseg.errors import NoWritableFolder
 
 
 def _default_folders() -> list[Path]:
@@ -54,11 +61,12 @@ def settle_matplotlib_config() -> None:
     try:
         folder = tempfile.mkdtemp(prefix="matplotlib-")
     except OSError as exc:  # matplotlib's own refusal was a 25-line traceback at import
-        raise SystemExit(f"covseg: error: matplotlib has no writable folder ({unwritable}) and "
-                         f"no temporary one can be made ({exc.strerror or exc}); set "
-                         "MPLCONFIGDIR or TMPDIR to a writable folder") from None
+        raise NoWritableFolder(f"matplotlib has no writable folder ({unwritable}) and "
+                               f"no temporary one can be made ({exc.strerror or exc}); set "
+                               "MPLCONFIGDIR or TMPDIR to a writable folder") from None
     os.environ["MPLCONFIGDIR"] = folder
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
 
 
-settle_matplotlib_config()
+with suppress(NoWritableFolder):
+    settle_matplotlib_config()

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from tqdm import tqdm
 
 from covseg import api, cli_models, cli_volumes
+from covseg._mplconfig import settle_matplotlib_config
 from covseg.checkpoint import resume_advice
 from covseg.compare import known_spec, left_out_note, paired_difference_text
 from covseg.config import MAX_SLICE_PASSES, RECIPE_EPOCHS, TrainConfig
@@ -29,6 +30,7 @@ from covseg.data.layouts import TARGETS
 from covseg.errors import (
     BatchFailed,
     CovsegError,
+    NoWritableFolder,
     OutOfMemory,
     counted,
     is_out_of_memory,
@@ -453,7 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="covseg", description="Segment COVID-19 lung infection and the lungs on chest CT: "
         "train, cross-validate, compare, predict, export and quantify. "
-        "`covseg COMMAND -h` for each.")
+        "`covseg COMMAND -h` for each.",
+        epilog="Progress bars go to stderr; TQDM_DISABLE=1 in the environment turns them off. "
+        "In a log file, a pipe or a terminal that cannot move its cursor (TERM=dumb) a bar is "
+        "a plain line per update, at most every 30 s.")
     parser.add_argument("--version", action="version",
                         version=f"covseg {version('covseg')} (torch {version('torch')})")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -679,13 +684,14 @@ def _run(argv: Sequence[str] | None) -> int:
     logger, handler = logging.getLogger("covseg"), _AboveProgressBars(logging.WARNING)
     logger.addHandler(handler)
     try:
+        settle_matplotlib_config()  # monai imports matplotlib with itself: refused in one line
         with stops_recorded(), invoked_as(cli_command(sys.argv[1:] if argv is None else argv)):
             status: int = args.handler(args)
             raise_if_stopped()  # a stop raised inside a finaliser was dropped by Python
             return status
-    except CovsegError as exc:  # some of a batch done, or short of memory: 1; bad input: 2
+    except CovsegError as exc:  # a batch done in part, or the machine's want: 1; bad input: 2
         _error(exc)
-        return 1 if isinstance(exc, (BatchFailed, OutOfMemory)) else 2
+        return 1 if isinstance(exc, (BatchFailed, NoWritableFolder, OutOfMemory)) else 2
     except (KeyboardInterrupt, Terminated) as exc:
         with suppress(OSError):  # a hung-up terminal (SIGHUP) takes no more lines
             print(f"covseg: {'interrupted' if isinstance(exc, KeyboardInterrupt) else 'stopped'}"

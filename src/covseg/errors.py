@@ -50,6 +50,12 @@ class OutOfMemory(CovsegError):
     short of memory from input to correct."""
 
 
+class NoWritableFolder(CovsegError):
+    """No folder to write can be had for a library covseg uses (matplotlib's config folder, nor
+    a temporary one): the CLI exits 1 for it, as for out of memory, the machine's setup to
+    correct, not the input."""
+
+
 class BatchFailed(CovsegError):
     """Some inputs of a batch failed after the others were done and written: the CLI exits 1
     for it, so that a script tells it from a usage error or input refused before any work (2)."""

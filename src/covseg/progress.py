@@ -8,7 +8,8 @@ functions' signatures (recorded as a run's options) stay as they are.
 
 Every covseg bar comes from :func:`progress_bar`, which ``TQDM_DISABLE=1`` turns off (read at
 each call, so a notebook may set it after importing covseg) and which updates at most every 30 s
-where stderr is a log file or a pipe, each update a line of its own; a study's slice bar
+where stderr is a log file, a pipe or a terminal without cursor movement (``TERM=dumb``), each
+update a line of its own; a study's slice bar
 (:func:`slice_bar`) is drawn below its batch's bar, except in a notebook.
 
 tqdm's write lock (one for all bars) is left held where an exception lands in a bar's redraw:
@@ -68,9 +69,13 @@ notebook): a 2-fold, 30-epoch cv wrote 194 updates (18 KB) to a scheduler's log 
 
 
 def _logged() -> bool:
-    """Whether stderr goes to a log (a file, a pipe): not a terminal, nor a notebook's stream,
-    which redraws a bar in place."""
-    return not _stderr_is_terminal() and not type(sys.stderr).__module__.startswith("ipykernel")
+    """Whether stderr goes to a log (a file, a pipe) or to a terminal that cannot move its
+    cursor (``TERM=dumb``: Emacs's shell, an editor's console, where tqdm's ``\r`` redraws and
+    the ESC[A of a second bar showed as text): not a terminal that can, nor a notebook's
+    stream, which redraws a bar in place."""
+    if type(sys.stderr).__module__.startswith("ipykernel"):
+        return False
+    return not _stderr_is_terminal() or os.environ.get("TERM") == "dumb"
 
 
 def progress_bar(iterable: Iterable[T] | None = None, *, quiet: bool = False,

@@ -19,14 +19,9 @@ import re
 from collections.abc import Sequence
 from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.artist import Artist
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import to_rgb
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 
 from covseg.burden import CATEGORY_RULE, EFFUSION, LESION_NAMES, REGIONS, lesion_voxels
 from covseg.io.atomic import atomic_path, utf8_text, write_json, write_text
@@ -45,6 +40,9 @@ from covseg.records import (
 from covseg.transforms import LUNG_WINDOW, one_read, scale_intensity
 from covseg.viz import LUNG_COLOURS as LUNG_PALETTE
 from covseg.viz import class_colour
+
+if TYPE_CHECKING:
+    from covseg._matplotlib import Artist, FigureCanvasAgg
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +241,8 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
     ``image_source``: the CT's file, which the slices' scale warning names, each slice counted
     once with the study's own reading of it (:func:`~covseg.transforms.one_read`: said apart and
     unnamed, it came twice)."""
+    from covseg._matplotlib import Figure, FigureCanvasAgg, Patch
+
     if multiclass is None:
         multiclass = bool(lesions.size) and int(lesions.max()) > 1
     slices = most_affected_slices(lesions, lungs, count, multiclass)
@@ -314,6 +314,8 @@ def _widen_to_text(canvas: FigureCanvasAgg, texts: Sequence[Artist], margin_in: 
 def _overlay(grey: np.ndarray, labels: np.ndarray, colours: dict[int, str],
              alpha: float = CT_ALPHA) -> np.ndarray:
     """RGB slice: grey CT with each lesion label blended in its colour (one image to draw)."""
+    from covseg._matplotlib import to_rgb
+
     rgb = np.repeat(np.clip(grey, 0.0, 1.0)[..., None], 3, axis=2)
     for label, colour in colours.items():
         where = labels == label

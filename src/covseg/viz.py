@@ -6,19 +6,16 @@ import os
 import struct
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.colors import to_hex
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
 
 from covseg.burden import CATEGORY_BOUNDS
 from covseg.io.atomic import atomic_path, utf8_text
+
+if TYPE_CHECKING:
+    from covseg._matplotlib import Figure, Patch
 
 CLASS_COLOURS = np.array(
     [[0, 0, 0], [255, 64, 64], [255, 200, 0], [64, 160, 255], [160, 255, 64]], dtype=np.float32
@@ -33,7 +30,7 @@ PREDICTION_COLOUR = np.array([0, 255, 255], dtype=np.float32)
 
 def class_colour(label: int, palette: np.ndarray = CLASS_COLOURS) -> str:
     """A label's fill colour as '#rrggbb' (the colour every covseg figure gives that label)."""
-    return to_hex(palette[label] / 255.0)
+    return "#" + "".join(f"{round(float(channel)):02x}" for channel in palette[label])
 
 
 def overlay(image: np.ndarray, mask: np.ndarray | None = None, prediction: np.ndarray | None = None,
@@ -102,6 +99,8 @@ def legend_handles(masks: Sequence[np.ndarray], label_names: Mapping[int, str],
                    palette: np.ndarray = CLASS_COLOURS) -> list[Patch]:
     """One patch coloured as in ``palette`` per named label that some mask holds, in label
     order."""
+    from covseg._matplotlib import Patch
+
     present = {int(v) for mask in masks for v in np.unique(mask)}
     return [Patch(color=palette[label] / 255.0, label=name)
             for label, name in sorted(label_names.items()) if label in present]
@@ -152,6 +151,8 @@ def sample_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], title
     (default square). Each row is as tall as its own tallest panel and the figure as tall as
     its rows, so slices of other shapes (Inf-Net's) leave no blank band between rows, nor
     between them and heading or legend."""
+    from covseg._matplotlib import Figure
+
     pairs_per_row = 2
     rows = max(1, int(np.ceil(len(images) / pairs_per_row)))
     aspects = [1.0] * len(images) if aspects is None else list(aspects)
@@ -190,6 +191,8 @@ def training_curves(history: Sequence[Mapping[str, float]], path: str | os.PathL
     canvas: a ``multiclass`` model's is the per-case mean over the lesion classes, not the
     Dice of any lesion that metrics.json's validation gives, at the images' own size (about
     0.10 against 0.29 in one run); without a split, one panel."""
+    from covseg._matplotlib import Figure, MaxNLocator
+
     epochs = [row["epoch"] for row in history]
     val_loss = [row.get("val_loss") for row in history]
     validated = any(v is not None and not np.isnan(v) for v in val_loss)
@@ -236,6 +239,8 @@ def box_plot(groups: Mapping[str, Sequence[float]], path: str | os.PathLike[str]
     named in a legend; undefined (NaN) values are left out, and each group's label says how
     many values its box holds and how many were undefined (a title's case count is not every
     box's)."""
+    from covseg._matplotlib import Figure, Line2D
+
     names = list(groups)
     values = [np.asarray(groups[n], dtype=float) for n in names]
     labels = [utf8_text(_counted(name, v)) for name, v in zip(names, values, strict=True)]
@@ -264,9 +269,11 @@ def _counted(name: str, values: np.ndarray) -> str:
     return f"{name} (n={values.size - undefined}{left_out})"
 
 
-CATEGORY_COLOURS = {f"CT-{grade}": to_hex(colormaps["viridis"](at))
-                    for grade, at in enumerate((0.95, 0.72, 0.5, 0.28, 0.05))}
-"""CT-0..CT-4 from light yellow to dark violet (viridis): each darker than the one before, so
+CATEGORY_COLOURS = {"CT-0": "#dfe318", "CT-1": "#4ec36b", "CT-2": "#21918c", "CT-3": "#375a8c",
+                    "CT-4": "#471365"}
+"""CT-0..CT-4 from light yellow to dark violet (matplotlib's viridis at 0.95, 0.72, 0.5, 0.28
+and 0.05, written out so that naming them imports no matplotlib): each darker than the one
+before, so
 that the categories keep their order without colour vision; the green-to-red ramp this was
 put CT-1 beside CT-2 under protanopia and deuteranopia."""
 NO_CATEGORY_COLOUR = "#bdbdbd"
@@ -281,6 +288,7 @@ def severity_chart(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[st
     category, grey). The legend names the colours shown in both cases; each bar's value is
     written at its end, as report.html writes it, so that a CT-0 study's bar of no length
     reads 0.00, not as a study without a result."""
+    from covseg._matplotlib import Figure, Patch
     from covseg.report import cell_text  # report draws with viz's colours: imported here
 
     percent = all(row.get("percent_involved") is not None for row in rows)

@@ -12,7 +12,6 @@ import os
 import stat
 import struct
 import tempfile
-import threading
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -26,7 +25,7 @@ import SimpleITK as sitk
 from covseg.errors import CovsegError, counted, is_out_of_memory, them
 from covseg.io.listing import Listings
 from covseg.io.nifti import is_nifti
-from covseg.io.quiet import quiet_warnings, stderr_back, stderr_to_null
+from covseg.io.quiet import ForkSafeLock, quiet_warnings, stderr_back, stderr_to_null
 from covseg.io.volume import (
     DICOM_SUFFIXES,
     NIFTI_SUFFIXES,
@@ -785,7 +784,7 @@ def _compressed_syntax(uid: str) -> bool:
     return uid not in UNCOMPRESSED_SYNTAXES
 
 
-_QUIET_LOCK = threading.Lock()
+_QUIET_LOCK = ForkSafeLock()
 _quiet_state: dict[str, Any] = {"depth": 0, "warnings_shown": True, "decoders": 0,
                                 "saved_fd": -1}
 """Readers inside :func:`_quiet_libraries` (threads, or nested calls): the first one in turns
@@ -801,7 +800,7 @@ def _quiet_libraries(decoding: bool = False) -> Iterator[None]:
     descriptor 2, where OpenJPEG and GDCM print dozens of lines for one undecodable file) sent
     to the null device; covseg reports what went wrong in one line. The null device is the
     whole process's stderr, other threads' included: it is kept to that decode."""
-    with _QUIET_LOCK:
+    with _QUIET_LOCK.held():
         if _quiet_state["depth"] == 0:
             _quiet_state["warnings_shown"] = sitk.ProcessObject.GetGlobalWarningDisplay()
             sitk.ProcessObject.SetGlobalWarningDisplay(False)
@@ -812,7 +811,7 @@ def _quiet_libraries(decoding: bool = False) -> Iterator[None]:
     try:
         yield
     finally:
-        with _QUIET_LOCK:
+        with _QUIET_LOCK.held():
             _quiet_state["depth"] -= 1
             _quiet_state["decoders"] -= decoding
             if decoding and _quiet_state["decoders"] == 0:

@@ -46,20 +46,31 @@ def stderr_silenced() -> Iterator[None]:
         stderr_back(saved)
 
 
-_WARNINGS_LOCK = threading.RLock()
-"""Held by every :func:`quiet_warnings` block (reentrant: a block may hold another)."""
+class ForkSafeLock:
+    """A lock (an RLock where ``reentrant``: a block may hold another) that a forked child makes
+    anew (``os.register_at_fork``): a parent's thread that held it is not there to let it go,
+    so the child's first block waited for good. Taken as ``with lock.held():``, which lets go
+    of the lock it took, also where a fork came in between."""
+
+    def __init__(self, reentrant: bool = False) -> None:
+        self._make = threading.RLock if reentrant else threading.Lock
+        self.lock = self._make()
+        if sys.platform != "win32":
+            os.register_at_fork(after_in_child=self._renew)
+
+    def _renew(self) -> None:
+        """The child's own lock, free."""
+        self.lock = self._make()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """The lock held for the block."""
+        with self.lock:
+            yield
 
 
-def _new_warnings_lock() -> None:
-    """A fresh :data:`_WARNINGS_LOCK` in a forked child: a parent's thread that held it (an
-    ONNX export holds it throughout) is not there to let it go, so the child's first block
-    would wait for good."""
-    global _WARNINGS_LOCK
-    _WARNINGS_LOCK = threading.RLock()
-
-
-if sys.platform != "win32":
-    os.register_at_fork(after_in_child=_new_warnings_lock)
+_WARNINGS_LOCK = ForkSafeLock(reentrant=True)
+"""Held by every :func:`quiet_warnings` block (an ONNX export holds it throughout)."""
 
 
 @contextmanager
@@ -69,7 +80,7 @@ def quiet_warnings(category: type[Warning] = Warning) -> Iterator[None]:
     that overlapped put back each other's (an "ignore" filter was left for good); covseg's own
     blocks take turns under one lock. A filter another thread adds during a block is still
     dropped at its end (the standard library's catch_warnings is not thread-safe)."""
-    with _WARNINGS_LOCK, warnings.catch_warnings():
+    with _WARNINGS_LOCK.held(), warnings.catch_warnings():
         warnings.simplefilter("ignore", category)
         yield
 

@@ -1,0 +1,18 @@
+"""The matplotlib names covseg draws with, imported from here only where a figure is drawn:
+``import covseg`` (and ``covseg --version``) does not import matplotlib, and its config folder
+is settled (:func:`~covseg._mplconfig.settle_matplotlib_config`) right before matplotlib's first
+import, a folder that cannot be had refused as a :class:`~covseg.errors.NoWritableFolder`."""
+
+from covseg._mplconfig import settle_matplotlib_config
+
+settle_matplotlib_config()  # before matplotlib is first imported, below
+
+from matplotlib.artist import Artist
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgb
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
+
+__all__ = ["Artist", "Figure", "FigureCanvasAgg", "Line2D", "MaxNLocator", "Patch", "to_rgb"]
