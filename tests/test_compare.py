@@ -590,8 +590,9 @@ def test_compare_two_models_on_the_same_folds(tmp_path: Path, synthetic_folder: 
     (miniseg / "fold_1" / "config.json").write_text(json.dumps({**record, "folds": 3}))
     refused_resume(synthetic_folder, tmp_path, 1, (
         f"{miniseg}: holds folds of 2 different splits of the data (fold_0 on 2 folds, fold_1 on "
-        "3 folds; 2 folds now); resume with folds=2 after deleting fold_1, or with folds=3 after "
-        f"deleting fold_0, or compare into a new out than {tmp_path}"))
+        f"3 folds; 2 folds now); resume with folds=2 after deleting {miniseg / 'fold_1'}, or with "
+        f"folds=3 after deleting {miniseg / 'fold_0'}, or compare into a new out than "
+        f"{tmp_path}"))
     (miniseg / "fold_1" / "config.json").write_text(json.dumps(record))
     # folds stale for different reasons: only the first fold's (epochs) was told, the lr next
     for fold, key, value in ((unet / "fold_0", "epochs", 3), (miniseg / "fold_0", "epochs", 3),

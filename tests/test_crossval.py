@@ -896,7 +896,8 @@ def test_a_folder_of_folds_made_on_several_splits_names_them_all(
         with pytest.raises(CovsegError, match="^" + re.escape(
                 f"{out}: holds folds of 2 different splits of the data (fold_0 on 2 folds, "
                 f"fold_1 on 3 folds; {folds} folds now); resume with folds=2 after deleting "
-                f"fold_1, or with folds=3 after deleting fold_0, or cross-validate into a new "
+                f"{out / 'fold_1'}, or with folds=3 after deleting {out / 'fold_0'}, or "
+                f"cross-validate into a new "
                 f"out than {out}") + "$"):
             api.cross_validate(data, out, resume=True, **{**TINY_FOLDS, "folds": folds})
     shutil.rmtree(out / "fold_1")
@@ -917,9 +918,9 @@ def test_a_fold_past_the_runs_count_made_on_another_split_is_refused_naming_it(
     (out / "fold_2" / "config.json").write_text(json.dumps(record))
     with pytest.raises(CovsegError, match="^" + re.escape(
             f"{out}: holds folds of 2 different splits of the data (fold_0 and fold_1 on 2 "
-            "folds, fold_2 on 3 folds; 2 folds now); resume with folds=2 after deleting fold_2, "
-            "or with folds=3 after deleting fold_0 and fold_1, or cross-validate into a new out "
-            f"than {out}") + "$"):
+            f"folds, fold_2 on 3 folds; 2 folds now); resume with folds=2 after deleting "
+            f"{out / 'fold_2'}, or with folds=3 after deleting {out / 'fold_0'} and "
+            f"{out / 'fold_1'}, or cross-validate into a new out than {out}") + "$"):
         api.cross_validate(data, out, resume=True, **TINY_FOLDS)
     shutil.rmtree(out / "fold_2")
     assert len(api.cross_validate(data, out, resume=True, **TINY_FOLDS)["per_fold"]) == 2

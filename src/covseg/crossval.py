@@ -541,7 +541,9 @@ def _splits_made(out: Path) -> dict[tuple[int, int], list[str]]:
 def _mixed_splits_error(out: Path, verb: str, folds: int | None, seed: int) -> CovsegError | None:
     """The refusal of a cross-validation ``out`` whose folds were made on several splits
     (:func:`_splits_made`), naming each split's folds and the options to resume each with once
-    the other splits' folds are deleted (``folds``, ``seed``: this run's); None for one split."""
+    the other splits' folds are deleted, by their full paths to paste into ``rm -r`` (named
+    ``fold_1``, they were looked for beside the user, and under compare lie in a model's
+    folder) (``folds``, ``seed``: this run's); None for one split."""
     made = _splits_made(out)
     if len(made) < 2:
         return None
@@ -554,7 +556,7 @@ def _mixed_splits_error(out: Path, verb: str, folds: int | None, seed: int) -> C
                             for index in shown if values[index] is not None)
 
     def resume(values: tuple[int, int], names: list[str]) -> str:
-        others = [other for split_names in made.values() if split_names is not names
+        others = [str(out / other) for split_names in made.values() if split_names is not names
                   for other in split_names]
         options = " and ".join(option_given(("folds", "seed")[index], values[index])
                                for index in shown)
