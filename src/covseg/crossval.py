@@ -488,17 +488,25 @@ def _split_told(record: Mapping[str, Any], fold_dir: Path, folds: int | None,
     it), as its config.json ``record`` tells it, with the options to resume with:
     ``2 folds then, 3 now); resume with --folds 2``; None where it tells neither (a record
     written before the count was kept, or another data set)."""
-    then, recipe = record.get(FOLDS), record.get("config")
-    saved_seed = recipe.get("seed") if isinstance(recipe, dict) else None
+    then, saved_seed = _record_split(record)
     k = fold_index(fold_dir)  # the run's seed: the fold's less k
     told, options = [], []
-    if isinstance(then, int) and folds is not None and then != folds:
+    if then is not None and folds is not None and then != folds:
         told.append(f"{then} folds then, {folds} now")
         options.append(option_given("folds", then))
-    if isinstance(saved_seed, int) and saved_seed != seed:
+    if saved_seed is not None and saved_seed != seed:
         told.append(f"seed {saved_seed - k} then, {seed - k} now")
         options.append(option_given("seed", saved_seed - k))
     return f"{'; '.join(told)}); resume with {' and '.join(options)}" if told else None
+
+
+def _record_split(record: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """The split a fold's config.json ``record`` tells it was made on: its count of folds and
+    the fold's seed, each None where the record does not tell it (written before it was kept)."""
+    then, recipe = record.get(FOLDS), record.get("config")
+    saved_seed = recipe.get("seed") if isinstance(recipe, dict) else None
+    return (then if isinstance(then, int) else None,
+            saved_seed if isinstance(saved_seed, int) else None)
 
 
 def _another_split_error(fold_dir: Path, state: str, told: str, verb: str, folds: int | None,
@@ -524,15 +532,12 @@ def _given_out(out: Path, verb: str) -> Path:
 
 def _splits_made(out: Path) -> dict[tuple[int, int], list[str]]:
     """The folds of ``out`` holding work (finished, or a saved run) by the split their records
-    tell they were made on: (folds, the run's seed), as :func:`_split_told` reads them; folds
+    tell they were made on (:func:`_record_split`): (folds, the run's seed); folds
     whose records tell neither (written before the count was kept) are left out."""
     made: dict[tuple[int, int], list[str]] = {}
     for fold_dir in fold_folders(out):
-        record = read_record(fold_dir / "config.json") or {}
-        recipe = record.get("config")
-        then = record.get(FOLDS)
-        saved_seed = recipe.get("seed") if isinstance(recipe, dict) else None
-        if (isinstance(then, int) and isinstance(saved_seed, int)
+        then, saved_seed = _record_split(read_record(fold_dir / "config.json") or {})
+        if (then is not None and saved_seed is not None
                 and (fold_done(fold_dir) or holds_saved_run(fold_dir))):
             made.setdefault((then, saved_seed - fold_index(fold_dir)), []).append(fold_dir.name)
     return made
