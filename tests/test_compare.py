@@ -608,6 +608,34 @@ def test_compare_two_models_on_the_same_folds(tmp_path: Path, synthetic_folder: 
         f"{miniseg} to train them again with these settings"))
 
 
+def test_box_plots_that_cannot_be_drawn_are_warnings_beside_the_scores(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A box plot failing in matplotlib ended cv (each model's dice_boxplot.png) and compare
+    (comparison_boxplot.png) in a traceback after their scores were written, as evaluate's
+    figure no longer did: each is one warning line, the scores and reports kept, no stale
+    figure left."""
+    def refused(*_: object, **__: object) -> None:
+        raise TypeError("set_text(): incompatible function arguments.\n    1. (self) -> None")
+
+    monkeypatch.setattr(crossval, "box_plot", refused)
+    monkeypatch.setattr(compare, "box_plot", refused)
+    (tmp_path / "comparison_boxplot.png").write_bytes(b"an earlier run's")
+    api.compare(synthetic_folder, ["unet:width=4", "miniseg"], tmp_path, folds=2, epochs=1,
+                size=64, batch_size=4)
+    assert (tmp_path / "comparison.md").is_file() and (tmp_path / "comparison.json").is_file()
+    assert not (tmp_path / "comparison_boxplot.png").exists()
+    def told(png: Path, kept: Path) -> str:
+        return (f"{png}: not drawn (TypeError: set_text(): incompatible function arguments. "
+                f"1. (self) -> None); the numbers are in {kept}")
+
+    models = [tmp_path / model for model in ("unet_width-4", "miniseg")]
+    assert [record.getMessage() for record in caplog.records if "drawn" in record.getMessage()] == [
+        *(told(model / "dice_boxplot.png", model / "per_case.csv") for model in models),
+        told(tmp_path / "comparison_boxplot.png", tmp_path / "comparison.json")]
+    assert all((model / "summary.json").is_file() for model in models)
+
+
 def refused_resume(data: Path, out: Path, epochs: int, refusal: str, seed: int = 0) -> None:
     """Assert that a resume of the two models' comparison in ``out`` with ``epochs`` and
     ``seed`` is refused in exactly ``refusal``."""

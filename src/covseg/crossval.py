@@ -74,7 +74,7 @@ from covseg.train import (
     unresumed,
     weights_file_sha256,
 )
-from covseg.viz import box_plot
+from covseg.viz import box_plot, drawn
 
 log = logging.getLogger(__name__)
 
@@ -716,11 +716,12 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
                              _summary(config, data, out, how, per_fold, all_rows, begun,
                                       train_seconds, fold_notes), begun.trains)
         write_text(out / "per_case.csv", rows_to_csv(all_rows))
-        box_plot({f"fold {r['fold']}": [row["dice"] for row in all_rows
-                                        if row["fold"] == r["fold"]]
-                  for r in per_fold} | {"all": [row["dice"] for row in all_rows]},
-                 out / "dice_boxplot.png", ylabel=f"{_dice(config)} per case",
-                 title=_title(config, data))
+        drawn(lambda: box_plot({f"fold {r['fold']}": [row["dice"] for row in all_rows
+                                                      if row["fold"] == r["fold"]]
+                                for r in per_fold} | {"all": [row["dice"] for row in all_rows]},
+                               out / "dice_boxplot.png", ylabel=f"{_dice(config)} per case",
+                               title=_title(config, data)),
+              out / "dice_boxplot.png", out / "per_case.csv")
         write_text(out / "report.md", report_markdown(summary))
         # Last, so that a summary.json means the rest is written: one stopped (Ctrl-C) after it
         # alone looked finished without its report.md and box plot.
