@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import os
 import re
@@ -490,6 +491,35 @@ def test_summary_chart_never_outlives_its_summary(tmp_path: Path) -> None:
     quantify_batch(masks[:1], out)
     assert [row["study"] for row in read_rows(out / "summary.csv")] == ["a"]
     assert not (out / "summary.png").exists()
+
+
+def test_a_summary_chart_that_cannot_be_drawn_is_a_warning_and_a_full_disk_an_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """summary.png failing in matplotlib ended predict and quantify in a traceback after every
+    study was done: it is one warning line, summary.csv kept, as evaluate's figure is; a full
+    disk while saving it stays the command's error."""
+    from matplotlib.figure import Figure
+
+    masks = [synthetic_study(tmp_path / "in", name)[1] for name in ("a", "b")]
+
+    def refused(*_: object, **__: object) -> None:
+        raise TypeError("set_text(): incompatible function arguments.\n    1. (self) -> None")
+
+    monkeypatch.setattr(importlib.import_module("covseg.batch"), "severity_chart", refused)
+    result = quantify_batch(masks, tmp_path / "out")
+    assert result.done == 2 and not (tmp_path / "out" / "summary.png").exists()
+    told = (f"{tmp_path / 'out' / 'summary.png'}: not drawn (TypeError: set_text(): incompatible "
+            f"function arguments. 1. (self) -> None); the numbers are in {result.summary}")
+    assert [record.getMessage() for record in caplog.records if "drawn" in record.getMessage()] == [
+        told]
+    monkeypatch.undo()
+
+    def full(*_: object, **__: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", full)
+    with pytest.raises(CovsegError, match="no space left on device"):
+        quantify_batch(masks, tmp_path / "out")  # both skipped as done: only the chart saved
 
 
 def test_a_record_of_the_older_shape_and_spacing_is_still_done(tmp_path: Path) -> None:

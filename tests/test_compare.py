@@ -590,8 +590,9 @@ def test_compare_two_models_on_the_same_folds(tmp_path: Path, synthetic_folder: 
     (miniseg / "fold_1" / "config.json").write_text(json.dumps({**record, "folds": 3}))
     refused_resume(synthetic_folder, tmp_path, 1, (
         f"{miniseg}: holds folds of 2 different splits of the data (fold_0 on 2 folds, fold_1 on "
-        "3 folds; 2 folds now); resume with folds=2 after deleting fold_1, or with folds=3 after "
-        f"deleting fold_0, or compare into a new out than {tmp_path}"))
+        f"3 folds; 2 folds now); resume with folds=2 after deleting {miniseg / 'fold_1'}, or with "
+        f"folds=3 after deleting {miniseg / 'fold_0'}, or compare into a new out than "
+        f"{tmp_path}"))
     (miniseg / "fold_1" / "config.json").write_text(json.dumps(record))
     # folds stale for different reasons: only the first fold's (epochs) was told, the lr next
     for fold, key, value in ((unet / "fold_0", "epochs", 3), (miniseg / "fold_0", "epochs", 3),
@@ -605,6 +606,34 @@ def test_compare_two_models_on_the_same_folds(tmp_path: Path, synthetic_folder: 
         f"(epochs: 3 -> 1); {miniseg / 'fold_1'}: finished with other settings or data "
         f"(lr: 0.5 -> {lr}); compare into a new out, or delete {unet / 'fold_0'} and "
         f"{miniseg} to train them again with these settings"))
+
+
+def test_box_plots_that_cannot_be_drawn_are_warnings_beside_the_scores(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A box plot failing in matplotlib ended cv (each model's dice_boxplot.png) and compare
+    (comparison_boxplot.png) in a traceback after their scores were written, as evaluate's
+    figure no longer did: each is one warning line, the scores and reports kept, no stale
+    figure left."""
+    def refused(*_: object, **__: object) -> None:
+        raise TypeError("set_text(): incompatible function arguments.\n    1. (self) -> None")
+
+    monkeypatch.setattr(crossval, "box_plot", refused)
+    monkeypatch.setattr(compare, "box_plot", refused)
+    (tmp_path / "comparison_boxplot.png").write_bytes(b"an earlier run's")
+    api.compare(synthetic_folder, ["unet:width=4", "miniseg"], tmp_path, folds=2, epochs=1,
+                size=64, batch_size=4)
+    assert (tmp_path / "comparison.md").is_file() and (tmp_path / "comparison.json").is_file()
+    assert not (tmp_path / "comparison_boxplot.png").exists()
+    def told(png: Path, kept: Path) -> str:
+        return (f"{png}: not drawn (TypeError: set_text(): incompatible function arguments. "
+                f"1. (self) -> None); the numbers are in {kept}")
+
+    models = [tmp_path / model for model in ("unet_width-4", "miniseg")]
+    assert [record.getMessage() for record in caplog.records if "drawn" in record.getMessage()] == [
+        *(told(model / "dice_boxplot.png", model / "per_case.csv") for model in models),
+        told(tmp_path / "comparison_boxplot.png", tmp_path / "comparison.json")]
+    assert all((model / "summary.json").is_file() for model in models)
 
 
 def refused_resume(data: Path, out: Path, epochs: int, refusal: str, seed: int = 0) -> None:

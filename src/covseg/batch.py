@@ -59,7 +59,7 @@ from covseg.report import (
     shown_values,
 )
 from covseg.studies import INFECTION_NII, LUNGS_NII, PROBABILITIES_NII, Study, listed_paths
-from covseg.viz import severity_chart
+from covseg.viz import drawn, severity_chart
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +299,9 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
             study_bar.update()
     quantified = [row for row in rows if row["status"] != "failed"]
     if len(quantified) > 1:
-        severity_chart(quantified, chart, _chart_title(len(quantified), len(rows), out_dir))
+        drawn(lambda: severity_chart(quantified, chart,
+                                     _chart_title(len(quantified), len(rows), out_dir)),
+              chart, summary)
     if shard[1] == 1:
         _drop_folded_shard_summaries(out_dir, {row["study"] for row in rows})
     return BatchResult(summary, counts["done"], counts["skipped"], counts["failed"])

@@ -72,7 +72,7 @@ from covseg.train import (
     trial_options,
     unresumed,
 )
-from covseg.viz import box_plot
+from covseg.viz import box_plot, drawn
 
 log = logging.getLogger(__name__)
 
@@ -362,9 +362,11 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
               "warnings": list(dict.fromkeys([*data.notes, *fold_notes]))}
     write_json(out / "comparison.json", result)
     dice = any_lesion("Dice", config.target == "multiclass")
-    box_plot({spec: list(d.values()) for spec, d in dice_by_model.items()},
-             out / "comparison_boxplot.png", ylabel=f"{dice} per case",
-             title=("SYNTHETIC data: " if data.synthetic else "") + f"per-case {dice} by model")
+    drawn(lambda: box_plot({spec: list(d.values()) for spec, d in dice_by_model.items()},
+                           out / "comparison_boxplot.png", ylabel=f"{dice} per case",
+                           title=("SYNTHETIC data: " if data.synthetic else "")
+                           + f"per-case {dice} by model"),
+          out / "comparison_boxplot.png", out / "comparison.json")
     write_text(out / "comparison.md", comparison_markdown(result))
     return result
 

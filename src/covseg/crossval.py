@@ -74,7 +74,7 @@ from covseg.train import (
     unresumed,
     weights_file_sha256,
 )
-from covseg.viz import box_plot
+from covseg.viz import box_plot, drawn
 
 log = logging.getLogger(__name__)
 
@@ -488,17 +488,25 @@ def _split_told(record: Mapping[str, Any], fold_dir: Path, folds: int | None,
     it), as its config.json ``record`` tells it, with the options to resume with:
     ``2 folds then, 3 now); resume with --folds 2``; None where it tells neither (a record
     written before the count was kept, or another data set)."""
-    then, recipe = record.get(FOLDS), record.get("config")
-    saved_seed = recipe.get("seed") if isinstance(recipe, dict) else None
+    then, saved_seed = _record_split(record)
     k = fold_index(fold_dir)  # the run's seed: the fold's less k
     told, options = [], []
-    if isinstance(then, int) and folds is not None and then != folds:
+    if then is not None and folds is not None and then != folds:
         told.append(f"{then} folds then, {folds} now")
         options.append(option_given("folds", then))
-    if isinstance(saved_seed, int) and saved_seed != seed:
+    if saved_seed is not None and saved_seed != seed:
         told.append(f"seed {saved_seed - k} then, {seed - k} now")
         options.append(option_given("seed", saved_seed - k))
     return f"{'; '.join(told)}); resume with {' and '.join(options)}" if told else None
+
+
+def _record_split(record: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """The split a fold's config.json ``record`` tells it was made on: its count of folds and
+    the fold's seed, each None where the record does not tell it (written before it was kept)."""
+    then, recipe = record.get(FOLDS), record.get("config")
+    saved_seed = recipe.get("seed") if isinstance(recipe, dict) else None
+    return (then if isinstance(then, int) else None,
+            saved_seed if isinstance(saved_seed, int) else None)
 
 
 def _another_split_error(fold_dir: Path, state: str, told: str, verb: str, folds: int | None,
@@ -524,15 +532,12 @@ def _given_out(out: Path, verb: str) -> Path:
 
 def _splits_made(out: Path) -> dict[tuple[int, int], list[str]]:
     """The folds of ``out`` holding work (finished, or a saved run) by the split their records
-    tell they were made on: (folds, the run's seed), as :func:`_split_told` reads them; folds
+    tell they were made on (:func:`_record_split`): (folds, the run's seed); folds
     whose records tell neither (written before the count was kept) are left out."""
     made: dict[tuple[int, int], list[str]] = {}
     for fold_dir in fold_folders(out):
-        record = read_record(fold_dir / "config.json") or {}
-        recipe = record.get("config")
-        then = record.get(FOLDS)
-        saved_seed = recipe.get("seed") if isinstance(recipe, dict) else None
-        if (isinstance(then, int) and isinstance(saved_seed, int)
+        then, saved_seed = _record_split(read_record(fold_dir / "config.json") or {})
+        if (then is not None and saved_seed is not None
                 and (fold_done(fold_dir) or holds_saved_run(fold_dir))):
             made.setdefault((then, saved_seed - fold_index(fold_dir)), []).append(fold_dir.name)
     return made
@@ -541,7 +546,9 @@ def _splits_made(out: Path) -> dict[tuple[int, int], list[str]]:
 def _mixed_splits_error(out: Path, verb: str, folds: int | None, seed: int) -> CovsegError | None:
     """The refusal of a cross-validation ``out`` whose folds were made on several splits
     (:func:`_splits_made`), naming each split's folds and the options to resume each with once
-    the other splits' folds are deleted (``folds``, ``seed``: this run's); None for one split."""
+    the other splits' folds are deleted, by their full paths to paste into ``rm -r`` (named
+    ``fold_1``, they were looked for beside the user, and under compare lie in a model's
+    folder) (``folds``, ``seed``: this run's); None for one split."""
     made = _splits_made(out)
     if len(made) < 2:
         return None
@@ -554,7 +561,7 @@ def _mixed_splits_error(out: Path, verb: str, folds: int | None, seed: int) -> C
                             for index in shown if values[index] is not None)
 
     def resume(values: tuple[int, int], names: list[str]) -> str:
-        others = [other for split_names in made.values() if split_names is not names
+        others = [str(out / other) for split_names in made.values() if split_names is not names
                   for other in split_names]
         options = " and ".join(option_given(("folds", "seed")[index], values[index])
                                for index in shown)
@@ -709,11 +716,12 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
                              _summary(config, data, out, how, per_fold, all_rows, begun,
                                       train_seconds, fold_notes), begun.trains)
         write_text(out / "per_case.csv", rows_to_csv(all_rows))
-        box_plot({f"fold {r['fold']}": [row["dice"] for row in all_rows
-                                        if row["fold"] == r["fold"]]
-                  for r in per_fold} | {"all": [row["dice"] for row in all_rows]},
-                 out / "dice_boxplot.png", ylabel=f"{_dice(config)} per case",
-                 title=_title(config, data))
+        drawn(lambda: box_plot({f"fold {r['fold']}": [row["dice"] for row in all_rows
+                                                      if row["fold"] == r["fold"]]
+                                for r in per_fold} | {"all": [row["dice"] for row in all_rows]},
+                               out / "dice_boxplot.png", ylabel=f"{_dice(config)} per case",
+                               title=_title(config, data)),
+              out / "dice_boxplot.png", out / "per_case.csv")
         write_text(out / "report.md", report_markdown(summary))
         # Last, so that a summary.json means the rest is written: one stopped (Ctrl-C) after it
         # alone looked finished without its report.md and box plot.

@@ -24,7 +24,7 @@ from covseg.data.layouts import (
     examples,
     refuse_combined_masks,
 )
-from covseg.errors import CovsegError, NotLabels, counted, failure_reason, refuse_special_file
+from covseg.errors import CovsegError, NotLabels, counted, refuse_special_file
 from covseg.infer import Predictor, output_name
 from covseg.io.atomic import (
     refuse_inside,
@@ -66,7 +66,7 @@ from covseg.records import (
 )
 from covseg.report import MONTAGE_PNG, sheet_safe
 from covseg.studies import INFECTION_NII, predicted_mask, study_name
-from covseg.viz import box_plot
+from covseg.viz import box_plot, drawn
 
 log = logging.getLogger(__name__)
 
@@ -577,20 +577,13 @@ def _write_outputs(files: dict[str, Path], result: dict[str, Any], title: str) -
     first, as it marks the other two as this evaluation's, so that a rerun after a stop may
     replace them; the earlier evaluation's PNG is removed before it, and the JSON names the PNG
     once drawn: a stop while drawing left the earlier evaluation's figure beside the new numbers,
-    the JSON naming it as its own. A figure that cannot be drawn is a one-line warning, the
-    scores kept (a name matplotlib refused ended the command in a 60-line traceback after
-    them); a full disk stays the command's error."""
+    the JSON naming it as its own. A figure that cannot be drawn is a warning (:func:`drawn`)."""
     files["png"].unlink(missing_ok=True)
     result["files"] = {kind: output_path(files[kind]) for kind in ("json", "csv")}
     write_json(files["json"], result)
     write_text(files["csv"], rows_to_csv(result["per_case"]))
-    try:
-        metrics_plot(result["per_case"], files["png"], title)
-    except (OSError, CovsegError):  # a full disk, as atomic_path words it, is no drawing failure
-        raise
-    except Exception as exc:  # noqa: BLE001 - the scores are written; the figure alone is lost
-        log.warning("%s: not drawn (%s); the scores are in %s", files["png"],
-                    failure_reason(exc, files["png"]), files["json"])
+    if not drawn(lambda: metrics_plot(result["per_case"], files["png"], title), files["png"],
+                 files["json"]):
         return
     result["files"]["png"] = output_path(files["png"])
     write_json(files["json"], result)

@@ -618,9 +618,9 @@ def _read_label_mask(path: Path, like: Volume | None, what: str, mask: str
     (:class:`~covseg.errors.NotLabels`): a mask short of memory read as float32 was said to
     need twice the memory it does."""
     try:
-        volume = read_nifti(path, np.int16, like)
+        volume = read_nifti(path, np.int16, like, "mask slice")
     except NotLabels:  # fractional values, say: read again to tell a CT from probabilities
-        _refuse_a_ct(path, read_nifti(path, np.float32, like).array, what, mask)
+        _refuse_a_ct(path, read_nifti(path, np.float32, like, "mask slice").array, what, mask)
         raise
     return volume, _refuse_a_ct(path, volume.array, what, mask)
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,10 +13,13 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from covseg.burden import CATEGORY_BOUNDS
+from covseg.errors import CovsegError, failure_reason
 from covseg.io.atomic import atomic_path, utf8_text
 
 if TYPE_CHECKING:
     from covseg._matplotlib import Figure, Patch
+
+log = logging.getLogger(__name__)
 
 CLASS_COLOURS = np.array(
     [[0, 0, 0], [255, 64, 64], [255, 200, 0], [64, 160, 255], [160, 255, 64]], dtype=np.float32
@@ -231,6 +235,24 @@ MEAN_MARK: dict[str, Any] = {"marker": "^", "markerfacecolor": "tab:green",
 MEDIAN_LINE: dict[str, Any] = {"color": "tab:orange"}
 """How a box plot draws each box's mean and median, and its legend names them: the two can
 differ a lot (a fold's mean 0.225, median 0.146) and nothing said which mark was which."""
+
+
+def drawn(draw: Callable[[], object], path: Path, kept: Path) -> bool:
+    """Whether ``draw()`` drew the figure at ``path``, an earlier one removed first (left, it
+    read as this run's). A figure that cannot be drawn is a one-line warning naming where the
+    numbers are (``kept``): they are written, the figure alone is lost (a name matplotlib
+    refused ended a command in a 60-line traceback after them). A full disk stays the
+    command's error (an OSError, or covseg's own error as atomic_path words it)."""
+    path.unlink(missing_ok=True)
+    try:
+        draw()
+    except (OSError, CovsegError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the numbers are written; the figure alone is lost
+        log.warning("%s: not drawn (%s); the numbers are in %s", path, failure_reason(exc, path),
+                    kept)
+        return False
+    return True
 
 
 def box_plot(groups: Mapping[str, Sequence[float]], path: str | os.PathLike[str],

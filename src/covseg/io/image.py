@@ -83,13 +83,15 @@ masks and slices serve as tests' fixtures) and guard nothing, as a small slice c
 log = logging.getLogger(__name__)
 
 
-def refuse_tiny_slice(shape: tuple[int, ...], source: str, advice: str) -> None:
+def refuse_tiny_slice(shape: tuple[int, ...], source: str, advice: str,
+                      what: str = "CT slice") -> None:
     """Refuse a 2D slice of ``shape`` (y, x) with a side under :data:`MIN_SLICE_SIDE` pixels:
     the one rule for predict's files and :func:`covseg.segment`'s arrays (which took a 1 x 1
-    slice and called its black pixel infection)."""
+    slice and called its black pixel infection). ``what`` the slice is said to be too small
+    for (a mask's slice is no CT slice)."""
     if min(shape) < MIN_SLICE_SIDE:
-        raise CovsegError(f"{source}: a {shape[1]} x {shape[0]} image, too small to be a CT "
-                          f"slice (covseg reads slices of at least {MIN_SLICE_SIDE} x "
+        raise CovsegError(f"{source}: a {shape[1]} x {shape[0]} image, too small to be a "
+                          f"{what} (covseg reads slices of at least {MIN_SLICE_SIDE} x "
                           f"{MIN_SLICE_SIDE} pixels); {advice}")
 
 

@@ -83,19 +83,21 @@ def nifti_stem(path: Path) -> str:
 
 
 def read_nifti(path: str | os.PathLike[str], dtype: type = np.float32,
-               like: Volume | None = None) -> Volume:
+               like: Volume | None = None, what: str = "CT slice") -> Volume:
     """Read a 3D NIfTI file; x/y/z storage order becomes (z, y, x) so that ``array[k]`` is a slice.
 
     ``like``: the volume this one is paired with voxel for voxel (a mask's CT). A file whose
     header has no real geometry (:func:`lacks_geometry`) but ``like``'s stored shape is read on
     ``like``'s geometry, its voxels paired as stored, with a warning: reoriented by its own
     identity or Analyze affine, a numpy pipeline's mask came out mirrored against its CT.
+    ``what``: what a slice of the file is (a mask's is no CT slice), for the refusal of one too
+    small.
     """
     path = Path(path)
     with _opened_nifti(path) as image:
         if like is not None and _geometryless(image) and _stored_alike(image, like):
             image = _on_geometry_of(image, like, str(path))
-        return volume_from_nifti(image, str(path), dtype)
+        return volume_from_nifti(image, str(path), dtype, what)
 
 
 @contextmanager
@@ -241,7 +243,8 @@ def read_paired(first: Callable[[Volume | None], Volume], first_path: str | os.P
     return earlier, second(earlier)
 
 
-def volume_from_nifti(image: nib.Nifti1Pair, source: str, dtype: type = np.float32) -> Volume:
+def volume_from_nifti(image: nib.Nifti1Pair, source: str, dtype: type = np.float32,
+                      what: str = "CT slice") -> Volume:
     """A loaded NIfTI image (from a file or built in memory) -> Volume with (z, y, x) voxels."""
     _check_stored_dtype(np.dtype(image.get_data_dtype()), source)
     shape = _volume_shape(tuple(int(n) for n in image.shape), source)
@@ -256,7 +259,7 @@ def volume_from_nifti(image: nib.Nifti1Pair, source: str, dtype: type = np.float
     as_read = image.header if header is not image.header else None
     read_affine = image.affine if affine is not image.affine else None
     return as_axial(Volume(data, affine, header, source, as_read=as_read,
-                           read_affine=read_affine))
+                           read_affine=read_affine), what)
 
 
 def _in_mm(image: nib.Nifti1Pair, header: nib.Nifti1Header

@@ -452,19 +452,20 @@ def check_same_grid(reference: Volume, other: Volume) -> None:
     warn_grid_drift(reference, other)
 
 
-def as_axial(volume: Volume) -> Volume:
+def as_axial(volume: Volume, what: str = "CT slice") -> Volume:
     """The volume in :data:`WORKING_AXES` order (see the module docstring): the file's voxel axes
     permuted and flipped, each to its nearest world axis (nibabel's ``io_orientation``, so an
     oblique scan counts as its closest plane). Cut along a sagittal file's third axis, a scan gave
     an empty lung and a wrong CT category without a word.
 
     ``volume.array`` must be the reader's own fresh array: mirrored axial files (the common
-    case) are flipped in place, so that no second copy of a large study is made.
+    case) are flipped in place, so that no second copy of a large study is made. ``what`` a
+    slice is, for the refusal of one too small (:func:`_refuse_thin_slices`).
     """
     _check_orientable(volume)
     start = nib.io_orientation(volume.affine)
     to_working = nib.orientations.ornt_transform(start, nib.orientations.axcodes2ornt(WORKING_AXES))
-    _refuse_thin_slices(volume, to_working)
+    _refuse_thin_slices(volume, to_working, what)
     if (to_working == [[0, 1], [1, 1], [2, 1]]).all():
         return volume
     shape_xyz = volume.array.shape[::-1]
@@ -494,7 +495,7 @@ def _check_orientable(volume: Volume) -> None:
                           "header's sform/qform or voxel sizes")
 
 
-def _refuse_thin_slices(volume: Volume, to_working: np.ndarray) -> None:
+def _refuse_thin_slices(volume: Volume, to_working: np.ndarray, what: str) -> None:
     """Refuse axial slices with a side under :data:`~covseg.io.image.MIN_SLICE_SIDE` pixels,
     whichever file axis holds them, by the rule of 2D slices: a single sagittal or coronal plane
     (a coronal reformat saved on the scan's RAS axes, one row thick, was read as dozens of
@@ -505,7 +506,8 @@ def _refuse_thin_slices(volume: Volume, to_working: np.ndarray) -> None:
     working_xyz[to_working[:, 0].astype(int)] = volume.array.shape[::-1]
     x, y, z = (int(n) for n in working_xyz)
     if z == 1:
-        refuse_tiny_slice((y, x), f"{volume.source} (one axial slice)", "give the whole series")
+        refuse_tiny_slice((y, x), f"{volume.source} (one axial slice)", "give the whole series",
+                          what)
     elif min(x, y) < MIN_SLICE_SIDE:
         shape = f"a line of {z} voxels" if max(x, y) < MIN_SLICE_SIDE else (
             f"a single {'coronal' if y < MIN_SLICE_SIDE else 'sagittal'} plane")
