@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import nibabel as nib
@@ -569,14 +569,25 @@ def test_quantify_help_says_how_a_lung_mask_is_sided(capsys: pytest.CaptureFixtu
     assert "recomputed" not in text
 
 
+def _every_parser(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """``parser`` and, recursively, every sub-command's parser under it (``covseg data fetch``)."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                yield from _every_parser(command)
+
+
 def test_no_help_sends_to_a_file_of_the_repository() -> None:
     """`covseg predict -h` ended its --threshold help "see docs/limits.md", which an installed
-    wheel does not hold: what it says is said inline."""
-    parser = build_parser()
-    commands = next(action.choices for action in parser._actions
-                    if isinstance(action, argparse._SubParsersAction))
-    for command in [parser, *commands.values()]:
-        assert "docs/" not in command.format_help(), command.prog
+    wheel does not hold: what it says is said inline, in every command's help down to
+    `covseg data fetch -h` (the check stopped at the first level of commands)."""
+    helps = {parser.prog: parser.format_help() for parser in _every_parser(build_parser())}
+    assert {"covseg data fetch", "covseg data info"} <= set(helps)
+    repository_only = re.compile(r"\b(docs|benchmarks|tests)/|README|\w\.md\b")
+    named = {prog: [found.group() for found in repository_only.finditer(text)]
+             for prog, text in helps.items()}
+    assert {prog: names for prog, names in named.items() if names} == {}
 
 
 def test_the_threshold_help_quotes_no_measured_dice() -> None:
