@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import errno
@@ -21,7 +22,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import nibabel as nib
@@ -579,14 +580,25 @@ def test_quantify_help_says_how_a_lung_mask_is_sided(capsys: pytest.CaptureFixtu
     assert "recomputed" not in text
 
 
+def _every_parser(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """``parser`` and, recursively, every sub-command's parser under it (``covseg data fetch``)."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                yield from _every_parser(command)
+
+
 def test_no_help_sends_to_a_file_of_the_repository() -> None:
     """`covseg predict -h` ended its --threshold help "see docs/limits.md", which an installed
-    wheel does not hold: what it says is said inline."""
-    parser = build_parser()
-    commands = next(action.choices for action in parser._actions
-                    if isinstance(action, argparse._SubParsersAction))
-    for command in [parser, *commands.values()]:
-        assert "docs/" not in command.format_help(), command.prog
+    wheel does not hold: what it says is said inline, in every command's help down to
+    `covseg data fetch -h` (the check stopped at the first level of commands)."""
+    helps = {parser.prog: parser.format_help() for parser in _every_parser(build_parser())}
+    assert {"covseg data fetch", "covseg data info"} <= set(helps)
+    repository_only = re.compile(r"\b(docs|benchmarks|tests)/|README|\w\.md\b")
+    named = {prog: [found.group() for found in repository_only.finditer(text)]
+             for prog, text in helps.items()}
+    assert {prog: names for prog, names in named.items() if names} == {}
 
 
 def test_the_threshold_help_quotes_no_measured_dice() -> None:
@@ -602,63 +614,107 @@ def test_the_threshold_help_quotes_no_measured_dice() -> None:
     assert re.search(r"0\.\d{3}", text) is None
 
 
-@pytest.mark.parametrize(("setup", "argv"), [
-    ("", ["--version"]),
-    # a table larger than the pipe's buffer, as `covseg models --json | head -3` met
-    (("api.model_table = lambda: [{'name': 'm', 'parameters': 1, 'options': {}, "
-      "'description': 'x' * 200_000}]"), ["models", "--json"]),
-])
-@pytest.mark.parametrize("unbuffered", ["", "1"])
-def test_a_closed_stdout_pipe_ends_quietly(setup: str, argv: list[str], unbuffered: str) -> None:
-    """`covseg models --json | head -3` ended with 'covseg: error: : Broken pipe', exit 2."""
+FULL_STDOUT = ("covseg: error: cannot write standard output (no space left on device); send it "
+               "elsewhere (another file, /dev/null) to rerun\n")
+"""All that ``covseg ... > /dev/full`` writes on stderr."""
+
+
+def _covseg_with_stdout(argv: list[str], redirect: str,
+                        stdout: int) -> subprocess.CompletedProcess[str]:
+    """covseg ``argv`` in a process of its own, block-buffered, its stdout ``stdout`` with the
+    shell's ``redirect`` (``>&-``, ``> /dev/full``)."""
+    script = f"import sys\nfrom covseg import cli\nsys.exit(cli.main({argv}))"
+    return subprocess.run(["sh", "-c", f'exec "$0" -c "$1" {redirect}', sys.executable, script],
+                          check=False, stdout=stdout, stderr=subprocess.PIPE, text=True,
+                          timeout=300, env={**os.environ, "PYTHONUNBUFFERED": ""})
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize(("redirect", "argv", "status", "stderr"), [
+    ("", ["--version"], 141, ""),  # 128 + SIGPIPE
+    (">&-", ["--help"], 141, ""),
+    ("> /dev/full", ["models"], 1, FULL_STDOUT)], ids=["reader-gone", "closed", "full"])
+def test_an_unwritable_stdout_ends_the_process_with_its_status(
+        redirect: str, argv: list[str], status: int, stderr: str) -> None:
+    """What the shell sees of a stdout that cannot be written: a reader gone (``covseg models
+    --json | head -3`` ended with 'covseg: error: : Broken pipe', exit 2), a closed stdout
+    (``>&-``, exit 1 and a NoneType traceback) or a full one (exit 0 and nothing written, or a
+    traceback): the status, and no line of Python's own as the process exits, flushing what
+    stdout still holds (the in-process tests below go through each command)."""
     read, write = os.pipe()
-    os.close(read)  # the reader is gone before covseg writes: every write meets a closed pipe
-    script = f"import sys\nfrom covseg import api, cli\n{setup}\nsys.exit(cli.main({argv}))"
-    env = {**os.environ, "PYTHONUNBUFFERED": unbuffered}
+    os.close(read)  # the reader is gone before covseg writes (unless redirect replaces it)
     try:
-        done = subprocess.run([sys.executable, "-c", script], check=False, stdout=write,
-                              stderr=subprocess.PIPE, text=True, timeout=300, env=env)
+        done = _covseg_with_stdout(argv, redirect, write)
     finally:
         os.close(write)
-    assert done.stderr == ""
-    assert done.returncode == 141  # 128 + SIGPIPE; also --version, whose write argparse drops
+    assert (done.returncode, done.stderr) == (status, stderr)
 
 
-def _covseg_with_stdout(argv: list[str], redirect: str, unbuffered: str = "",
-                        setup: str = "") -> subprocess.CompletedProcess[str]:
-    """covseg ``argv`` run with the shell's stdout ``redirect`` (``>&-``, ``> /dev/full``)."""
-    script = f"import sys\nfrom covseg import api, cli\n{setup}\nsys.exit(cli.main({argv}))"
-    return subprocess.run(["sh", "-c", f'exec "$0" -c "$1" {redirect}', sys.executable, script],
-                          check=False, stderr=subprocess.PIPE, text=True, timeout=300,
-                          env={**os.environ, "PYTHONUNBUFFERED": unbuffered})
+@contextlib.contextmanager
+def _stdout_on(fd: int | None, unbuffered: str) -> Iterator[None]:
+    """``sys.stdout`` as Python opens it on ``fd``: block-buffered as for a pipe or a file, or
+    written through with ``PYTHONUNBUFFERED`` set; ``None`` where fd 1 is closed (``>&-``)."""
+    if fd is None:
+        stream = None
+    else:
+        raw = io.FileIO(fd, "w")
+        stream = io.TextIOWrapper(raw if unbuffered else io.BufferedWriter(raw),
+                                  encoding="utf-8", write_through=bool(unbuffered))
+    try:
+        with contextlib.redirect_stdout(stream):
+            yield
+    finally:
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["models", "--json"]])
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_a_closed_stdout_pipe_ends_quietly(argv: list[str], unbuffered: str,
+                                           capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """`covseg models --json | head -3` ended with 'covseg: error: : Broken pipe', exit 2."""
+    monkeypatch.setattr(api, "model_table", lambda: [  # larger than a pipe's buffer
+        {"name": "m", "parameters": 1, "options": {}, "description": "x" * 200_000}])
+    read, write = os.pipe()
+    os.close(read)
+    with _stdout_on(write, unbuffered):
+        code = main(argv)
+    assert code == 141  # also --version, whose write argparse drops
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize(("argv", "status"), [
     (["models"], 141), (["--help"], 141), (["--version"], 141), (["export", "-h"], 141),
     (["predict", "/nonexist.nii.gz", "--model", "run", "--out", "x"], 2)])
-def test_a_closed_stdout_ends_as_a_reader_gone(argv: list[str], status: int) -> None:
+def test_a_closed_stdout_ends_as_a_reader_gone(argv: list[str], status: int,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
     """With fd 1 closed (``>&-``) Python's stdout is None: every command ended in exit 1 and
     "'NoneType' object has no attribute 'flush'" (--help and --version: "... no attribute
     'write'"); now a refusal keeps its own status, and a command whose lines cannot be written
     ends as a closed pipe does."""
-    done = _covseg_with_stdout(argv, ">&-")
-    assert "Traceback" not in done.stderr and "NoneType" not in done.stderr
-    assert done.returncode == status
+    with _stdout_on(None, ""):
+        code = main(argv)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "NoneType" not in err
+    assert code == status
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
 @pytest.mark.parametrize("argv", [["models"], ["--help"], ["--version"], ["models", "-h"],
                                   ["export", "--model", "m", "--out", "evf.onnx"]])
 @pytest.mark.parametrize("unbuffered", ["", "1"])
-def test_a_full_stdout_names_standard_output(argv: list[str], unbuffered: str) -> None:
+def test_a_full_stdout_names_standard_output(argv: list[str], unbuffered: str,
+                                             capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """``covseg evaluate ... > /dev/full`` said "no space left on device writing OUT; free
     space and rerun" of a finished job (buffered: a traceback), and --help or --version exited
     0 with nothing written: now one line naming standard output, exit 1."""
-    done = _covseg_with_stdout(argv, "> /dev/full", unbuffered,
-                               "api.export = lambda model, out: out")
-    assert done.stderr == ("covseg: error: cannot write standard output (no space left on "
-                           "device); send it elsewhere (another file, /dev/null) to rerun\n")
-    assert done.returncode == 1
+    monkeypatch.setattr(api, "export", lambda model, out: out)
+    with _stdout_on(os.open("/dev/full", os.O_WRONLY), unbuffered):
+        code = main(argv)
+    assert (code, capsys.readouterr().err) == (1, FULL_STDOUT)
 
 
 def test_no_temporary_folder_says_to_set_tmpdir(tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -29,6 +29,7 @@ from covseg.viz import (
     legend_strip,
     overlay,
     sample_grid,
+    save_figure,
     severity_chart,
     training_curves,
 )
@@ -533,3 +534,18 @@ def test_names_read_under_a_c_locale_are_drawn_as_the_utf_8_they_are(
                    tmp_path / "summary.png", C_LOCALE_NAME)
     texts = {text.get_text() for figure in saved_figures for text in figure.findobj(Text)}
     assert {"tête", "tête (n=1)"} <= texts and not any("\udcc3" in text for text in texts)
+
+
+def test_every_text_of_a_saved_figure_is_drawn_as_the_utf_8_it_is(tmp_path: Path) -> None:
+    """Each figure text drawing a name went through utf8_text one by one, and one set without
+    it (a legend's label, a text added later) failed the save: every figure's texts are read
+    as UTF-8 as it is saved."""
+    fig = Figure()
+    ax = fig.subplots()
+    ax.plot([0, 1], label=C_LOCALE_NAME)
+    ax.legend()
+    ax.set_xlabel(C_LOCALE_NAME)
+    fig.text(0.5, 0.5, C_LOCALE_NAME)
+    save_figure(fig, tmp_path / "figure.png")
+    texts = [text.get_text() for text in fig.findobj(Text)]
+    assert texts.count("tête") == 3 and not any("\udcc3" in text for text in texts)

@@ -13,6 +13,8 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.text import Text
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["Artist", "Figure", "FigureCanvasAgg", "Line2D", "MaxNLocator", "Patch", "to_rgb"]
+__all__ = ["Artist", "Figure", "FigureCanvasAgg", "Line2D", "MaxNLocator", "Patch", "Text",
+           "to_rgb"]

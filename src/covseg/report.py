@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from covseg.burden import CATEGORY_RULE, EFFUSION, LESION_NAMES, REGIONS, lesion_voxels
-from covseg.io.atomic import atomic_path, utf8_text, write_json, write_text
+from covseg.io.atomic import atomic_path, write_json, write_text
 from covseg.io.nifti import unit_voxels_assumed
 from covseg.io.volume import Volume
 from covseg.lungs import LEFT_LUNG, RIGHT_LUNG
@@ -39,7 +39,7 @@ from covseg.records import (
 )
 from covseg.transforms import LUNG_WINDOW, one_read, scale_intensity
 from covseg.viz import LUNG_COLOURS as LUNG_PALETTE
-from covseg.viz import class_colour
+from covseg.viz import class_colour, utf8_texts
 
 if TYPE_CHECKING:
     from covseg._matplotlib import Artist, FigureCanvasAgg
@@ -278,9 +278,8 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
                     outlined.add(label)
         volume = np.count_nonzero(lesion_voxels(lesions[k], multiclass)) * grid.voxel_ml
         effusion = np.count_nonzero(lesions[k] == EFFUSION) * grid.voxel_ml if multiclass else 0
-        axis.set_title(utf8_text(f"{grid.slice_name(k)}, {_ml_text(volume, 1)} mL"
-                                 + (f", effusion {_ml_text(effusion, 1)} mL" if effusion else "")),
-                       fontsize=9)
+        axis.set_title(f"{grid.slice_name(k)}, {_ml_text(volume, 1)} mL"
+                       + (f", effusion {_ml_text(effusion, 1)} mL" if effusion else ""), fontsize=9)
         axis.set_axis_off()
     names = LESION_NAMES if multiclass else {1: "lesion"}
     legend = [Patch(color=colours[label], label=name) for label, name in names.items()
@@ -289,8 +288,8 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
                if label in outlined]
     texts: list[Artist] = [figure.legend(handles=legend, loc="lower center", ncol=len(legend),
                                          fontsize=8, frameon=False)] if legend else []
-    texts.append(figure.suptitle(utf8_text("\n".join(heading)), fontsize=10,
-                                 y=1 - 0.08 / height))
+    texts.append(figure.suptitle("\n".join(heading), fontsize=10, y=1 - 0.08 / height))
+    utf8_texts(figure)  # before the texts are measured
     _widen_to_text(canvas, texts)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")

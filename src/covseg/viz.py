@@ -66,9 +66,22 @@ def save_figure(fig: Figure, path: str | os.PathLike[str],
     covseg's figures are :class:`~matplotlib.figure.Figure` objects that savefig draws with
     Agg; neither pyplot nor ``matplotlib.use`` is touched, so a notebook's own backend (and its
     inline plots) stays as the user set it."""
+    utf8_texts(fig)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png", metadata=dict(metadata or {}))
     return Path(path)
+
+
+def utf8_texts(fig: Figure) -> None:
+    """Read each text of ``fig`` (titles, headings, axis labels, legends) as the UTF-8 it is
+    (:func:`~covseg.io.atomic.utf8_text`) before it is drawn: a name read under ``LC_ALL=C
+    PYTHONUTF8=0`` holds lone surrogates, which matplotlib cannot draw (a 4-line ``TypeError:
+    set_text()`` failed the study). Tick labels are set again from their formatter at each
+    draw, so those given as names are read as UTF-8 where they are given."""
+    from covseg._matplotlib import Text
+
+    for text in fig.findobj(Text):
+        text.set_text(utf8_text(text.get_text()))
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -176,11 +189,11 @@ def sample_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], title
         left = axes[i // pairs_per_row, 2 * (i % pairs_per_row)]
         right = axes[i // pairs_per_row, 2 * (i % pairs_per_row) + 1]
         left.imshow(image, cmap="gray", vmin=0, vmax=1, aspect=aspect)
-        left.set_title(utf8_text(title), fontsize=8)
+        left.set_title(title, fontsize=8)
         right.imshow(overlay(image, mask, palette=palette), aspect=aspect)
         right.set_title(f"mask: {int((mask > 0).sum())} px", fontsize=8)
     if heading:
-        fig.suptitle(utf8_text(heading), fontsize=10)
+        fig.suptitle(heading, fontsize=10)
     legend = legend_handles(masks, label_names or {}, palette)
     if legend:
         fig.legend(handles=legend, loc="outside lower center", ncol=len(legend), fontsize=8,
@@ -226,7 +239,7 @@ def training_curves(history: Sequence[Mapping[str, float]], path: str | os.PathL
         else:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     heading = title if validated else f"{title} (no validation split)".strip()
-    fig.suptitle(utf8_text(heading), fontsize=10)
+    fig.suptitle(heading, fontsize=10)
     return save_figure(fig, path)
 
 
@@ -274,13 +287,13 @@ def box_plot(groups: Mapping[str, Sequence[float]], path: str | os.PathLike[str]
     for i, v in enumerate(values, start=1):
         ax.scatter(np.full(v.size, i) + np.random.default_rng(i).uniform(-0.08, 0.08, v.size), v,
                    s=8, alpha=0.5, color="black")
-    ax.set_ylabel(utf8_text(ylabel))
+    ax.set_ylabel(ylabel)
     ax.set_ylim(-0.02, 1.02)
     ax.legend(handles=[Line2D([], [], linestyle="none", label="mean", **MEAN_MARK),
                        Line2D([], [], label="median", **MEDIAN_LINE)],
               loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     if title:
-        ax.set_title(utf8_text(title), fontsize=10)
+        ax.set_title(title, fontsize=10)
     return save_figure(fig, path)
 
 
@@ -340,5 +353,5 @@ def severity_chart(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[st
     ax.legend(handles=shown, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7,
               title="CT category", title_fontsize=7)
     if title:
-        ax.set_title(utf8_text(title), fontsize=10)
+        ax.set_title(title, fontsize=10)
     return save_figure(fig, path)

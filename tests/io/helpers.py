@@ -13,6 +13,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.fileset import FileSet
 from pydicom.sequence import Sequence as DicomSequence
 
 from tests.conftest import SAMPLE_CT as CT
@@ -54,6 +55,18 @@ def edited_series(folder: Path, count: int, edit: Callable[[int, pydicom.Dataset
         if edit is not None:
             edit(k, dataset)
         dataset.save_as(folder / f"{k:03d}.dcm")
+    return folder
+
+
+def cd_export(folder: Path, instances: Sequence[Path | Dataset]) -> Path:
+    """``instances`` written to ``folder`` as a CD export by pydicom: a DICOMDIR beside
+    PT000000/ST000000/SE000000/IM000000..., one PT folder per patient. pydicom's FileSet has no
+    close of its own: its staging folder is removed here, not left to a ResourceWarning."""
+    export = FileSet()
+    for instance in instances:
+        export.add(instance)
+    export.write(folder)
+    export._stage["t"].cleanup()
     return folder
 
 

@@ -18,7 +18,6 @@ import pytest
 import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.encaps import encapsulate
-from pydicom.fileset import FileSet
 from pydicom.sequence import Sequence as DicomSequence
 
 import covseg.io.dicom as dicom_module
@@ -29,6 +28,7 @@ from covseg.io.dicom import dicom_files, is_dicom_file, is_dicom_named
 from covseg.io.volume import write_mask_like
 from tests.conftest import SAMPLE_DICOMS as DICOMS
 from tests.io.helpers import (
+    cd_export,
     edited_series,
     enhanced_ct,
     needs_ct,
@@ -669,14 +669,15 @@ def test_a_dicomdir_given_as_the_ct_names_its_folder(tmp_path: Path) -> None:
     """A DICOMDIR (the index of a CD export, opened first) was refused for "no PixelSpacing";
     its folder is read as the export's series."""
     staged = synthetic_series(tmp_path / "staged", phantom())
-    fileset, study = FileSet(), pydicom.uid.generate_uid()
+    datasets: list[pydicom.Dataset] = []
+    study = pydicom.uid.generate_uid()
     for path in staged:  # what a DICOMDIR's patient, study and series records need
         dataset = pydicom.dcmread(path)
         dataset.PatientID, dataset.PatientName, dataset.StudyInstanceUID = "P1", "A^B", study
         dataset.StudyDate, dataset.StudyTime, dataset.StudyID = "20260101", "120000", "1"
         dataset.AccessionNumber, dataset.SeriesNumber = "A1", 1
-        fileset.add(dataset)
-    fileset.write(tmp_path / "export")
+        datasets.append(dataset)
+    cd_export(tmp_path / "export", datasets)
     dicomdir = tmp_path / "export" / "DICOMDIR"
     with pytest.raises(CovsegError, match=r"export/DICOMDIR: a DICOMDIR, the index of a DICOM "
                                           r"export, not an image; give its folder .*export "

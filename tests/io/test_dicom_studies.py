@@ -15,7 +15,6 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import FileDataset
-from pydicom.fileset import FileSet
 
 from covseg.errors import CovsegError
 from covseg.io.ct import read_volume
@@ -24,6 +23,7 @@ from covseg.quantify import quantify_study
 from covseg.studies import find_studies
 from covseg.volumes import predict_study
 from tests.io.helpers import (
+    cd_export,
     dose_report,
     enhanced_ct,
     phantom,
@@ -53,23 +53,13 @@ def study_series(folder: Path, depth: int, patient: str, study: str, date: str,
                     StudyTime="120000", StudyID="1", **{"SeriesNumber": 1, **tags})
 
 
-def cd_export(folder: Path, series: list[list[Path]]) -> Path:
-    """The ``series`` written as a CD export by pydicom: a DICOMDIR beside PT000000/ST000000/
-    SE000000/IM000000..., one PT folder per patient."""
-    export = FileSet()
-    for path in (path for files in series for path in files):
-        export.add(path)
-    export.write(folder)
-    return folder
-
-
 def test_an_export_of_two_patients_is_two_studies_and_refused_as_one(tmp_path: Path) -> None:
     """A CD export of two patients was read as one study: the larger patient's series was
     used and the other patient dropped with a warning naming series UIDs only, exit 0. Its
     folder is now a study per patient folder; read as one CT it is refused, naming them."""
     export = cd_export(tmp_path / "cd", [
-        study_series(tmp_path / "a", 6, "PAT1", "1.2.3.1", "20260112"),
-        study_series(tmp_path / "b", 4, "PAT2", "1.2.3.2", "20260115")])
+        *study_series(tmp_path / "a", 6, "PAT1", "1.2.3.1", "20260112"),
+        *study_series(tmp_path / "b", 4, "PAT2", "1.2.3.2", "20260115")])
     assert (export / "DICOMDIR").is_file()
     assert [(s.name, s.path) for s in find_studies([export])] == [
         ("PT000000", export / "PT000000"), ("PT000001", export / "PT000001")]
@@ -84,8 +74,8 @@ def test_an_export_of_two_patients_is_two_studies_and_refused_as_one(tmp_path: P
 
 def test_an_export_of_one_patient_is_one_study(tmp_path: Path) -> None:
     export = cd_export(tmp_path / "cd", [
-        study_series(tmp_path / "a", 5, "PAT1", "1.2.3.1", "20260112"),
-        study_series(tmp_path / "b", 3, "PAT1", "1.2.3.1", "20260112", SeriesNumber=2)])
+        *study_series(tmp_path / "a", 5, "PAT1", "1.2.3.1", "20260112"),
+        *study_series(tmp_path / "b", 3, "PAT1", "1.2.3.1", "20260112", SeriesNumber=2)])
     assert [(s.name, s.path) for s in find_studies([export])] == [("cd", export)]
     assert read_volume(export).array.shape == (5, 24, 32)
 
@@ -416,7 +406,7 @@ def test_copies_of_a_series_under_two_export_roots_are_refused(tmp_path: Path) -
     """Each folder was sampled by its first DICOM file by name, at an export's root its
     DICOMDIR, which names no series: two copies of one series were two studies."""
     files = study_series(tmp_path / "series", 3, "PAT1", "1.2.3.1", "20260112")
-    index = cd_export(tmp_path / "cd", [files]) / "DICOMDIR"
+    index = cd_export(tmp_path / "cd", files) / "DICOMDIR"
     batch = tmp_path / "batch"
     for name in ("a", "b"):
         shutil.copytree(files[0].parent, batch / name)
