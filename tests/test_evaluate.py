@@ -369,6 +369,34 @@ def test_an_evaluation_stopped_before_its_plot_is_rerun(tmp_path: Path,
     assert result["cases"] == 1 and (tmp_path / "ev.png").is_file()
 
 
+def test_an_evaluation_stopped_before_its_table_leaves_no_earlier_table(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An evaluation killed between its JSON and its CSV (15 ms apart) left the earlier
+    evaluation's ev.csv beside the new JSON, which named it as its own: the earlier CSV is gone,
+    the JSON names none until its own is written, and the rerun writes it."""
+    evaluate_module = importlib.import_module("covseg.evaluate")  # covseg.evaluate: the API's
+    truth = square_mask(32, 4, 4, 12)
+    _save(tmp_path / "truth" / "a.png", truth)
+    _save(tmp_path / "pred" / "a.png", truth * 255)
+    evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+
+    def stopped(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    _save(tmp_path / "truth" / "b.png", truth)
+    _save(tmp_path / "pred" / "b.png", truth * 255)
+    with monkeypatch.context() as patch:
+        patch.setattr(evaluate_module, "write_text", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    record = json.loads((tmp_path / "ev.json").read_text())
+    assert record["cases"] == 2 and set(record["files"]) == {"json"}
+    assert not (tmp_path / "ev.csv").exists() and not (tmp_path / "ev.png").exists()
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    assert set(result["files"]) == {"json", "csv", "png"}
+    assert len((tmp_path / "ev.csv").read_text().splitlines()) == 3
+
+
 def test_folders_named_under_a_c_locale_are_evaluated_and_drawn(tmp_path: Path) -> None:
     """Under ``LC_ALL=C LANG=C PYTHONUTF8=0`` a folder named tête reads as lone surrogates:
     the box plot's title, built from it, failed in matplotlib after the JSON and CSV were

@@ -575,17 +575,19 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
 def _write_outputs(files: dict[str, Path], result: dict[str, Any], title: str) -> None:
     """Write an evaluation's JSON (``files`` added to ``result``), CSV and PNG. The JSON goes
     first, as it marks the other two as this evaluation's, so that a rerun after a stop may
-    replace them; the earlier evaluation's PNG is removed before it, and the JSON names the PNG
-    once drawn: a stop while drawing left the earlier evaluation's figure beside the new numbers,
-    the JSON naming it as its own. A figure that cannot be drawn is a warning (:func:`drawn`)."""
-    files["png"].unlink(missing_ok=True)
-    result["files"] = {kind: output_path(files[kind]) for kind in ("json", "csv")}
+    replace them; the earlier evaluation's CSV and PNG are removed before it, and the JSON names
+    each once written: a stop between the two writes left the earlier evaluation's table (a stop
+    while drawing, its figure) beside the new numbers, the JSON naming it as its own. A figure
+    that cannot be drawn is a warning (:func:`drawn`)."""
+    for kind in ("csv", "png"):
+        files[kind].unlink(missing_ok=True)
+    result["files"] = {"json": output_path(files["json"])}
     write_json(files["json"], result)
     write_text(files["csv"], rows_to_csv(result["per_case"]))
-    if not drawn(lambda: metrics_plot(result["per_case"], files["png"], title), files["png"],
-                 files["json"]):
-        return
-    result["files"]["png"] = output_path(files["png"])
+    result["files"]["csv"] = output_path(files["csv"])
+    if drawn(lambda: metrics_plot(result["per_case"], files["png"], title), files["png"],
+             files["json"]):
+        result["files"]["png"] = output_path(files["png"])
     write_json(files["json"], result)
 
 
