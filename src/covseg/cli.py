@@ -590,7 +590,7 @@ def _rerun_hint(args: argparse.Namespace) -> str:
 
 
 STDOUT_CLOSED = 141
-"""Exit status when the reader of stdout has gone (``covseg models | head``): 128 + SIGPIPE,
+"""Exit status when the reader of stdout has gone (``covseg models | true``): 128 + SIGPIPE,
 as a tool that SIGPIPE ends has; also a closed stdout (``covseg models >&-``)."""
 
 STDOUT_FAILED = 1
