@@ -74,7 +74,6 @@ from covseg.errors import (
     counted,
     read_naming_out_of_memory,
     refuse_special_file,
-    them,
 )
 from covseg.evaluate import evaluate_folders, is_covseg_picture
 from covseg.export import export_onnx
@@ -162,6 +161,7 @@ from covseg.viz import CLASS_COLOURS, LUNG_COLOURS, is_sample_grid, legend_strip
 from covseg.viz import overlay as overlay_image
 from covseg.volumes import (
     STUDY_OPTIONS,
+    VOLUME_DEFAULTS,
     check_volume_options,
     checkpoint_sha256,
     guide_run,
@@ -170,6 +170,7 @@ from covseg.volumes import (
     model_hash,
     predict_batch,
     predict_labels,
+    volume_only,
     volume_options_given,
 )
 
@@ -178,11 +179,13 @@ log = logging.getLogger(__name__)
 Function = TypeVar("Function", bound=Callable[..., Any])
 
 
-def _public(options: str = "", accepted: Sequence[str] = (), draws: bool = False
+def _public(options: str = "", accepted: Sequence[str] = (), draws: bool = False,
+            elsewhere: Callable[[list[str]], CovsegError | None] = lambda unknown: None
             ) -> Callable[[Function], Function]:
     """A public function whose call with a keyword it does not take, or without one it needs,
     is a one-line :class:`CovsegError` naming what it takes (Python's TypeError is a traceback
-    naming nothing). ``accepted``: what its ``**options`` take, shown as ``options``.
+    naming nothing), or ``elsewhere``'s refusal of the keywords where it has one (options another
+    function takes). ``accepted``: what its ``**options`` take, shown as ``options``.
     ``draws``: it draws from (or reseeds, as training does) the global random generators, which
     are given back as they were when it ends (:func:`callers_generators_kept`); that rewinds
     what other threads drew meanwhile, so a function that draws nothing leaves them alone."""
@@ -195,8 +198,9 @@ def _public(options: str = "", accepted: Sequence[str] = (), draws: bool = False
         def checked(*args: Any, **kwargs: Any) -> Any:
             unknown = sorted(set(kwargs) - set(own) - set(accepted))
             if unknown:
-                raise CovsegError(f"unknown option(s) {', '.join(unknown)}; {function.__name__} "
-                                  f"takes {_taken(own, options, accepted)}")
+                raise elsewhere(unknown) or CovsegError(
+                    f"unknown option(s) {', '.join(unknown)}; {function.__name__} takes "
+                    f"{_taken(own, options, accepted)}")
             try:
                 bound = signature.bind(*args, **kwargs)
             except TypeError as exc:
@@ -922,8 +926,7 @@ def segment(model: str | os.PathLike[str] | Predictor,
         given += [name for name, value in (("spacing", spacing), ("direction", direction))
                   if value is not None]
         if given:
-            raise CovsegError(f"{', '.join(given)}: for CT volumes only, and this image is a 2D "
-                              f"slice; drop {them(len(given))}, or give a volume")
+            raise volume_only(given, "this image is a 2D slice", "a volume")
         refuse_label_mask(_checked_slice(image), "the slice", what="CT slice",
                           advice="give the slice itself")
         slice_ = normalize_intensity(image, predictor.intensity, predictor.window,
@@ -941,7 +944,8 @@ def segment(model: str | os.PathLike[str] | Predictor,
                                 desc="infection")
         masks = masks_in_lungs(predictor, volume, labels, lung_predictor=lungs,
                                keep_outside_lungs=keep_outside_lungs,
-                               lung_margin_mm=lung_margin_mm, batch_size=predictor.batch_size)
+                               lung_margin_mm=lung_margin_mm, batch_size=predictor.batch_size,
+                               quantified=False)
     labels = volume.in_file_axes(masks.infection)
     if isinstance(image, nib.Nifti1Pair):  # back to the image's own (x, y, z[, 1...]) shape
         return labels.transpose(2, 1, 0).reshape(image.shape)
@@ -1055,7 +1059,16 @@ def export(model: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
     return export_onnx(_path("model", model), _path("out", out))
 
 
-@_public()
+def _for_volumes(unknown: list[str]) -> CovsegError | None:
+    """:func:`predict`'s refusal of keywords that are all ``covseg predict``'s volume options,
+    as the CLI refuses them with 2D images (they were "unknown option(s)")."""
+    if not set(unknown) <= set(VOLUME_DEFAULTS):
+        return None
+    return volume_only(unknown, "covseg.predict takes 2D images",
+                       "CT volumes to covseg.predict_volumes")
+
+
+@_public(elsewhere=_for_volumes)
 def predict(model: str | os.PathLike[str] | Predictor,
             inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
             out: str | os.PathLike[str], overlay: bool = False, batch_size: int | None = None,

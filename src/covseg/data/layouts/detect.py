@@ -291,7 +291,7 @@ def load_dataset(path: str | os.PathLike[str], target: str = "infection", intens
         raise CovsegError(f"path must be a data folder (str or pathlib.Path) or "
                           f"\"synthetic[:SEED]\", got {shown}")
     if target not in TARGETS:
-        raise CovsegError(f"unknown target {target!r}; choose one of {TARGETS}")
+        raise CovsegError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     if slices not in ("all", "labelled"):
         raise CovsegError(f"unknown slice selection {slices!r}; choose all or labelled")
     options = ReadOptions(target, intensity,
