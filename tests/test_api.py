@@ -233,6 +233,17 @@ WRONG_ARGUMENTS: list[tuple[Callable[[Given], object], str]] = [
       "lung_margin_mm, probabilities")),
     (lambda g: covseg.predict_volumes(g.run, g.tmp, g.tmp / "p", lung_predictor=g.run),
      "unknown option(s) lung_predictor; predict_volumes takes model, inputs, out, lung_model, "),
+    (lambda g: covseg.predict(g.run, g.image, g.tmp / "p", shard="0/2"),
+     ("shard: for CT volumes only, and covseg.predict takes 2D images; drop it, or give CT "
+      "volumes to covseg.predict_volumes")),
+    (lambda g: covseg.predict(g.run, g.image, g.tmp / "p", probabilities=True, html=True),
+     "html, probabilities: for CT volumes only, and covseg.predict takes 2D images; drop them"),
+    (lambda g: covseg.predict(g.run, g.image, g.tmp / "p", html=True, bogus=1),
+     "unknown option(s) bogus, html; predict takes model, inputs, out, overlay"),
+    (lambda g: covseg.visualize(g.data, g.tmp / "v.png", target="lesion"),
+     "unknown target 'lesion'; choose one of infection, multiclass, lung"),
+    (lambda g: covseg.data_info(g.data, intensity="foo"),
+     "unknown intensity mode 'foo'; choose one of auto, hu, uint8, unit"),
     (lambda g: covseg.predict_volumes(g.run, g.image, g.tmp / "p", lung_margin_mm="5"),
      "lung_margin_mm must be a number, got '5'"),
     (lambda g: covseg.predict_volumes(g.run, g.data / "images", g.tmp / "p"),
@@ -365,6 +376,20 @@ def test_segment_refuses_volume_options_with_a_2d_slice(tiny_run: Path, options:
                                           rf"a 2D slice; drop {pronoun}, or give a volume$"):
         covseg.segment(predictor, np.zeros((32, 32), dtype=np.float32), **options)
     assert covseg.segment(predictor, np.zeros((32, 32), dtype=np.float32)).shape == (32, 32)
+
+
+def test_segment_warns_of_a_volume_without_lungs_in_its_own_terms(
+        tiny_run: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """segment's warning for a CT without lungs said "no % involved or CT category", which it
+    never gives (it returns labels only); it now says what it found and what to give."""
+    soft_tissue = np.full((4, 64, 64), -1000, np.int16)  # air around a body of no lungs
+    soft_tissue[:, 8:56, 8:56] = np.random.default_rng(0).integers(-100, 100, (4, 48, 48))
+    with caplog.at_level("WARNING"):
+        covseg.segment(tiny_run, soft_tissue, spacing=(5.0, 0.7, 0.7))
+    said = [r.getMessage() for r in caplog.records if "no lungs found" in r.getMessage()]
+    assert said == [("the array: no lungs found in the CT (under 5 mL of lung-like air; gas "
+                     "pockets such as bowel gas are not lung); if the CT holds lungs, give them "
+                     "with lung_model; infection outside the lungs was not removed")]
 
 
 def test_segment_names_an_rgb_array(tiny_run: Path) -> None:
@@ -592,6 +617,21 @@ def test_every_api_function_says_what_it_returns() -> None:
                  if callable(getattr(covseg, name)) and not isinstance(getattr(covseg, name), type)]
     assert len(functions) == 16
     assert [f.__name__ for f in functions if "Returns" not in (f.__doc__ or "")] == []
+
+
+def test_the_types_the_api_returns_and_raises_are_named_in_covseg() -> None:
+    """A script could not annotate what load_predictor, load_dataset, predict_volumes and quantify
+    return, nor catch the error that holds a batch's counts, by a name covseg exports: python-api.md
+    said BatchFailed's ``result`` held them, which only its subclass StudiesFailed has."""
+    from covseg.data.layouts import LoadedData
+    from covseg.errors import BatchFailed
+
+    named = {"Predictor": Predictor, "LoadedData": LoadedData, "BatchResult": BatchResult,
+             "BatchFailed": BatchFailed, "StudiesFailed": StudiesFailed}
+    assert {name: getattr(covseg, name, None) for name in named} == named
+    assert set(named) <= set(covseg.__all__)
+    assert issubclass(covseg.StudiesFailed, covseg.BatchFailed)
+    assert "StudiesFailed" in (Path(__file__).parents[1] / "docs" / "python-api.md").read_text()
 
 
 def test_quantify_takes_the_clis_shard_text(tmp_path: Path) -> None:

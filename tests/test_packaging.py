@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -86,3 +87,64 @@ def test_the_package_type_checks_clean(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)  # the config's files = src/covseg are relative to the root
     stdout, stderr, status = api.run(["--config-file", str(ROOT / "pyproject.toml")])
     assert status == 0 and stdout.startswith("Success: no issues found"), stdout + stderr
+
+
+USER_SCRIPT = """
+import numpy as np
+
+import covseg
+
+
+def main() -> None:
+    model: covseg.Predictor = covseg.load_predictor("run", batch_size=np.int64(2),
+                                                    threshold=np.float32(0.4))
+    masks = covseg.predict(model, ["a.png"], "out", batch_size=np.int64(2),
+                           threshold=np.float32(0.4))
+    covseg.visualize("data", "v.png", n=np.int64(2), seed=np.int64(1),
+                     window=np.array([-1350, 150]))
+    labels = covseg.segment(model, np.zeros((3, 8, 8)), spacing=np.array([5.0, 0.7, 0.7]),
+                            lung_margin_mm=np.float32(30))
+    data: covseg.LoadedData = covseg.load_dataset("data", window=np.array([-1350.0, 150.0]))
+    covseg.cross_validate(data, "cv", folds=np.int64(3), epochs=np.int64(2))
+    covseg.demo("demo", folds=np.int64(3), epochs=np.int64(1))
+    config = covseg.TrainConfig(epochs=np.int64(4), lr=np.float32(0.002),
+                                window=np.array([-1350, 150]))
+    try:
+        done: covseg.BatchResult = covseg.quantify("q", "out", shard=(np.int64(0), np.int64(2)))
+        print(done.summary, done.done, done.skipped, done.failed)
+    except covseg.StudiesFailed as error:
+        print(error.result.failed)
+    except covseg.BatchFailed as error:
+        print(error)
+    print(masks, labels, config)
+"""
+
+
+def test_a_users_documented_calls_type_check_strictly(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """``mypy --strict`` on a user's script refused what python-api.md says the API takes
+    (numpy's numbers where numbers are, also in a TrainConfig built by hand; a window as a 1-D
+    numpy array) and had no name for the types it returns or for the error whose ``result``
+    holds a batch's counts. covseg is read as an installed package is (its own errors silent).
+    About a minute with no cache on 2 cores."""
+    api = pytest.importorskip("mypy.api", reason="mypy is not installed: pip install -e '.[test]'")
+    script = tmp_path / "user.py"
+    script.write_text(USER_SCRIPT)
+    monkeypatch.setenv("MYPYPATH", str(ROOT / "src"))
+    stdout, stderr, status = api.run([
+        "--strict", "--follow-imports=silent", "--python-version", "3.11", "--cache-dir",
+        str(ROOT / ".mypy_cache" / "user"), "--config-file", "", str(script)])
+    assert status == 0, stdout + stderr
+
+
+def test_the_train_config_init_type_checkers_see_takes_every_field() -> None:
+    """TrainConfig's ``__init__`` for type checkers (numpy's numbers taken) names the fields
+    the dataclass's own ``__init__`` takes, in order: a field added to one only would be a
+    keyword mypy refuses, or one it takes that the class does not."""
+    from covseg.config import TrainConfig
+
+    source = ast.parse((ROOT / "src" / "covseg" / "config.py").read_text())
+    [init] = [node for node in ast.walk(source) if isinstance(node, ast.FunctionDef)
+              and node.name == "__init__" and node.args.args[0].arg == "self"
+              and any(arg.arg == "val_fraction" for arg in node.args.args)]
+    assert [arg.arg for arg in init.args.args[1:]] == list(TrainConfig.__dataclass_fields__)

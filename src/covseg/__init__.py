@@ -6,7 +6,11 @@ The Python API mirrors the ``covseg`` command line, its keywords named as the op
 (CT studies), :func:`export`, :func:`evaluate`, :func:`quantify`, :func:`models`,
 :func:`fetch_data` (``covseg data fetch``), :func:`data_info` (``covseg data info``) and
 :func:`demo`; and, for images held in memory (a
-notebook, another pipeline), :func:`load_predictor` and :func:`segment`.
+notebook, another pipeline), :func:`load_predictor` and :func:`segment`. The types they return
+and raise are named here too: :class:`Predictor` (:func:`load_predictor`), :class:`LoadedData`
+(:func:`load_dataset`), :class:`BatchResult` (:func:`predict_volumes`, :func:`quantify`),
+:class:`CovsegError`, :class:`BatchFailed` (images or studies failed) and its
+:class:`StudiesFailed` (studies, with the batch's ``result``).
 """
 
 # First: matplotlib's config folder is settled before anything imports matplotlib (monai imports
@@ -38,10 +42,14 @@ from covseg.api import (
     train,
     visualize,
 )
+from covseg.batch import BatchResult, StudiesFailed
 from covseg.config import TrainConfig
-from covseg.errors import CovsegError
+from covseg.data.layouts import LoadedData
+from covseg.errors import BatchFailed, CovsegError
+from covseg.infer import Predictor
 
 __version__ = "0.1.0"
-__all__ = ["CovsegError", "TrainConfig", "compare", "cross_validate", "data_info", "demo",
+__all__ = ["BatchFailed", "BatchResult", "CovsegError", "LoadedData", "Predictor", "StudiesFailed",
+           "TrainConfig", "compare", "cross_validate", "data_info", "demo",
            "evaluate", "export", "fetch_data", "load_dataset", "load_predictor", "models",
            "predict", "predict_volumes", "quantify", "segment", "train", "visualize"]

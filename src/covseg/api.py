@@ -37,6 +37,9 @@ from covseg.compare import (
     refuse_gone_spec_weights,
 )
 from covseg.config import (
+    Int,
+    Numbers,
+    Real,
     TrainConfig,
     check_kind,
     check_seed,
@@ -74,7 +77,6 @@ from covseg.errors import (
     counted,
     read_naming_out_of_memory,
     refuse_special_file,
-    them,
 )
 from covseg.evaluate import evaluate_folders, is_covseg_picture
 from covseg.export import export_onnx
@@ -163,6 +165,7 @@ from covseg.viz import CLASS_COLOURS, LUNG_COLOURS, is_sample_grid, legend_strip
 from covseg.viz import overlay as overlay_image
 from covseg.volumes import (
     STUDY_OPTIONS,
+    VOLUME_DEFAULTS,
     check_volume_options,
     checkpoint_sha256,
     guide_run,
@@ -171,6 +174,7 @@ from covseg.volumes import (
     model_hash,
     predict_batch,
     predict_labels,
+    volume_only,
     volume_options_given,
 )
 
@@ -179,11 +183,13 @@ log = logging.getLogger(__name__)
 Function = TypeVar("Function", bound=Callable[..., Any])
 
 
-def _public(options: str = "", accepted: Sequence[str] = (), draws: bool = False
+def _public(options: str = "", accepted: Sequence[str] = (), draws: bool = False,
+            elsewhere: Callable[[list[str]], CovsegError | None] = lambda unknown: None
             ) -> Callable[[Function], Function]:
     """A public function whose call with a keyword it does not take, or without one it needs,
     is a one-line :class:`CovsegError` naming what it takes (Python's TypeError is a traceback
-    naming nothing). ``accepted``: what its ``**options`` take, shown as ``options``.
+    naming nothing), or ``elsewhere``'s refusal of the keywords where it has one (options another
+    function takes). ``accepted``: what its ``**options`` take, shown as ``options``.
     ``draws``: it draws from (or reseeds, as training does) the global random generators, which
     are given back as they were when it ends (:func:`callers_generators_kept`); that rewinds
     what other threads drew meanwhile, so a function that draws nothing leaves them alone."""
@@ -196,8 +202,9 @@ def _public(options: str = "", accepted: Sequence[str] = (), draws: bool = False
         def checked(*args: Any, **kwargs: Any) -> Any:
             unknown = sorted(set(kwargs) - set(own) - set(accepted))
             if unknown:
-                raise CovsegError(f"unknown option(s) {', '.join(unknown)}; {function.__name__} "
-                                  f"takes {_taken(own, options, accepted)}")
+                raise elsewhere(unknown) or CovsegError(
+                    f"unknown option(s) {', '.join(unknown)}; {function.__name__} takes "
+                    f"{_taken(own, options, accepted)}")
             try:
                 bound = signature.bind(*args, **kwargs)
             except TypeError as exc:
@@ -398,9 +405,9 @@ wide, 24 s, 1.2 GB peak RSS); more made grids that viewers and browsers refuse (
 
 
 @_public()
-def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str], n: int = 8,
-              target: str | None = None, seed: int = 0, intensity: str | None = None,
-              window: tuple[float, float] | None = None) -> Path:
+def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str], n: Int = 8,
+              target: str | None = None, seed: Int = 0, intensity: str | None = None,
+              window: Numbers | None = None) -> Path:
     """A PNG grid of ``n`` samples (lesion-bearing ones first), image beside image + mask.
 
     ``target``, ``intensity`` and ``window`` read a data folder as training does (None: the
@@ -418,7 +425,7 @@ def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[
         raise CovsegError(f"{option_name('n')} must be at most {MAX_GRID_SAMPLES} (a grid of 50 "
                           f"rows), got {n}; for other slices draw another grid with another "
                           f"{option_name('seed')}")
-    check_seed(seed)
+    n, seed = cast(int, n), check_seed(seed)  # numpy's numbers were read as Python's (_public)
     out = output_file(_path("out", out), ".png", "PNG grid")
     _outside_data(out, data)
     options = {key: value for key, value in (
@@ -484,8 +491,8 @@ def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str]
 
 @_public("the training recipe's", RECIPE, draws=True)
 def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str],
-                   folds: int | None = None, resume: bool = False, fold: int | None = None,
-                   ray: str | None = None, cpus_per_fold: int | None = None,
+                   folds: Int | None = None, resume: bool = False, fold: Int | None = None,
+                   ray: str | None = None, cpus_per_fold: Int | None = None,
                    **config: Any) -> dict[str, Any]:
     """k-fold cross-validation grouped by patient (or the data set's split files).
 
@@ -507,6 +514,8 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     mean and std over folds (``mean_std_over_folds``), the metrics pooled over every test
     slice and the recipe; with ``fold``, ``{"fold", "test_cases", "summary"}`` of that fold.
     """
+    folds, fold, cpus_per_fold = (cast(int | None, number)  # numpy's read as Python's (_public)
+                                  for number in (folds, fold, cpus_per_fold))
     recipe = _recipe(config, resume, data, folds)
     out = _resumable(_out(out, data), resume)
     refuse_other_output(out, CROSS_VALIDATION)
@@ -546,7 +555,7 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
 
 @_public("the training recipe's", RECIPE, draws=True)
 def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | str,
-            out: str | os.PathLike[str], folds: int | None = None, resume: bool = False,
+            out: str | os.PathLike[str], folds: Int | None = None, resume: bool = False,
             **config: Any) -> dict[str, Any]:
     """Cross-validate ``models`` (first = baseline) on identical folds, with paired tests; one
     name given alone is a list of one (and refused: a comparison needs two). ``data`` as in
@@ -568,6 +577,7 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
             raise CovsegError(f"compare takes each model's name and options in models (e.g. "
                               f"['unet', 'unet:width=8']), not {key}=")
     recipe = _recipe(config, resume, data, seed_room=False)  # its model is none compared
+    folds = cast(int | None, folds)  # numpy's numbers were read as Python's (_public)
     _check_folds(folds)
     if not isinstance(models, str | Sequence):
         raise CovsegError(f"models must be a list of model specs, e.g. ['unet', "
@@ -778,8 +788,8 @@ MODEL_ARGUMENT = ("a run folder, checkpoint or .onnx file (str or pathlib.Path) 
 
 
 @_public()
-def load_predictor(model: str | os.PathLike[str] | Predictor, batch_size: int | None = None,
-                   tta: bool | None = None, threshold: float | None = None) -> Predictor:
+def load_predictor(model: str | os.PathLike[str] | Predictor, batch_size: Int | None = None,
+                   tta: bool | None = None, threshold: Real | None = None) -> Predictor:
     """The predictor of a run folder / checkpoint, or of an ``.onnx`` file from :func:`export`.
 
     A predictor already loaded is returned as it is, or as a copy with the options given (so that
@@ -824,8 +834,8 @@ def refuse_lung_model(predictor: Predictor) -> Predictor:
 
 def load_volume_predictors(model: str | os.PathLike[str] | Predictor,
                            lung_model: str | os.PathLike[str] | Predictor | None = None,
-                           batch_size: int | None = None, tta: bool | None = None,
-                           threshold: float | None = None) -> tuple[Predictor, Predictor | None]:
+                           batch_size: Int | None = None, tta: bool | None = None,
+                           threshold: Real | None = None) -> tuple[Predictor, Predictor | None]:
     """The infection model and the optional lung model for CT volumes, each checked for its role
     (as in :func:`load_predictor`); ``threshold`` overrides the infection model's own."""
     predictor = refuse_lung_model(load_predictor(model, batch_size, tta, threshold))
@@ -844,8 +854,8 @@ def predict_volumes(model: str | os.PathLike[str] | Predictor,
                     inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
                     out: str | os.PathLike[str],
                     lung_model: str | os.PathLike[str] | Predictor | None = None,
-                    batch_size: int | None = None, tta: bool | None = None,
-                    threshold: float | None = None, shard: tuple[int, int] | str = (0, 1),
+                    batch_size: Int | None = None, tta: bool | None = None,
+                    threshold: Real | None = None, shard: tuple[Int, Int] | str = (0, 1),
                     **options: Any) -> BatchResult:
     """CT volumes (NIfTI files, DICOM files or series folders, or folders of them): per study,
     infection and lung masks on the input's grid plus the quantification report.
@@ -876,11 +886,11 @@ def predict_volumes(model: str | os.PathLike[str] | Predictor,
 @_public()
 def segment(model: str | os.PathLike[str] | Predictor,
             image: np.ndarray | sitk.Image | nib.Nifti1Pair,
-            *, spacing: Sequence[float] | None = None,
-            direction: Sequence[float] | None = None, hu: str = "auto",
+            *, spacing: Numbers | None = None, direction: Numbers | None = None,
+            hu: str = "auto",
             lung_model: str | os.PathLike[str] | Predictor | None = None,
             keep_outside_lungs: bool = False,
-            lung_margin_mm: float = DEFAULT_LUNG_MARGIN_MM) -> np.ndarray:
+            lung_margin_mm: Real = DEFAULT_LUNG_MARGIN_MM) -> np.ndarray:
     """Segment an image held in memory; nothing is written (as lungmask's ``apply``).
 
     ``model``: a run folder, checkpoint or ``.onnx`` file, or a :func:`load_predictor` result
@@ -923,14 +933,16 @@ def segment(model: str | os.PathLike[str] | Predictor,
         given += [name for name, value in (("spacing", spacing), ("direction", direction))
                   if value is not None]
         if given:
-            raise CovsegError(f"{', '.join(given)}: for CT volumes only, and this image is a 2D "
-                              f"slice; drop {them(len(given))}, or give a volume")
+            raise volume_only(given, "this image is a 2D slice", "a volume")
         refuse_label_mask(_checked_slice(image), "the slice", what="CT slice",
                           advice="give the slice itself")
         slice_ = normalize_intensity(image, predictor.intensity, predictor.window,
                                      as_is=_trained_as_is())
         return predictor.predict_labels([slice_])[0]
     refuse_lung_model(predictor)
+    # numpy's numbers were read as Python's (_public); a 1-D array serves as a sequence
+    lung_margin_mm = cast(float, lung_margin_mm)
+    spacing, direction = (cast(Sequence[float] | None, given) for given in (spacing, direction))
     check_volume_options(predictor.batch_size, lung_margin_mm,
                          keep_outside_lungs=keep_outside_lungs)
     volume = _volume_in_memory(image, spacing, direction)
@@ -942,7 +954,8 @@ def segment(model: str | os.PathLike[str] | Predictor,
                                 desc="infection")
         masks = masks_in_lungs(predictor, volume, labels, lung_predictor=lungs,
                                keep_outside_lungs=keep_outside_lungs,
-                               lung_margin_mm=lung_margin_mm, batch_size=predictor.batch_size)
+                               lung_margin_mm=lung_margin_mm, batch_size=predictor.batch_size,
+                               quantified=False)
     labels = volume.in_file_axes(masks.infection)
     if isinstance(image, nib.Nifti1Pair):  # back to the image's own (x, y, z[, 1...]) shape
         return labels.transpose(2, 1, 0).reshape(image.shape)
@@ -1026,7 +1039,7 @@ def _oriented(array: np.ndarray, spacing: Sequence[float], direction: Sequence[f
 def quantify(masks: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
              out: str | os.PathLike[str], *, lungs: str | os.PathLike[str] | None = None,
              image: str | os.PathLike[str] | None = None, hu: str = "auto",
-             classes: str = "auto", html: bool = False, shard: tuple[int, int] | str = (0, 1)
+             classes: str = "auto", html: bool = False, shard: tuple[Int, Int] | str = (0, 1)
              ) -> BatchResult:
     """Lesion and lung volumes, % involved and CT-0..CT-4 from existing masks, as ``covseg
     quantify`` (its options by the same names: ``classes`` is ``auto``, ``binary`` or
@@ -1056,11 +1069,20 @@ def export(model: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
     return export_onnx(_path("model", model), _path("out", out))
 
 
-@_public()
+def _for_volumes(unknown: list[str]) -> CovsegError | None:
+    """:func:`predict`'s refusal of keywords that are all ``covseg predict``'s volume options,
+    as the CLI refuses them with 2D images (they were "unknown option(s)")."""
+    if not set(unknown) <= set(VOLUME_DEFAULTS):
+        return None
+    return volume_only(unknown, "covseg.predict takes 2D images",
+                       "CT volumes to covseg.predict_volumes")
+
+
+@_public(elsewhere=_for_volumes)
 def predict(model: str | os.PathLike[str] | Predictor,
             inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
-            out: str | os.PathLike[str], overlay: bool = False, batch_size: int | None = None,
-            tta: bool | None = None, threshold: float | None = None) -> list[Path]:
+            out: str | os.PathLike[str], overlay: bool = False, batch_size: Int | None = None,
+            tta: bool | None = None, threshold: Real | None = None) -> list[Path]:
     """Masks for 2D images: PNG named after each input, same size, 0 background, 255 infection
     (or lung, for a lung model); ``predict.json`` beside them records the model and settings.
 
@@ -1091,7 +1113,7 @@ def predict(model: str | os.PathLike[str] | Predictor,
 
 def _predict_images(model: str | os.PathLike[str] | Predictor,
                     inputs: Sequence[str | os.PathLike[str]], out: Path, overlay: bool,
-                    batch_size: int | None, tta: bool | None, threshold: float | None
+                    batch_size: Int | None, tta: bool | None, threshold: Real | None
                     ) -> list[Path]:
     """:func:`predict` once ``out``'s lock is held: the temporary files a run killed there with
     ``kill -9`` left (in ``out`` and its ``overlays/``), which no one else writes now, go
@@ -1360,7 +1382,7 @@ def fetch_data(name: str, to: str | os.PathLike[str]) -> list[Path]:
 
 @_public()
 def data_info(data: str | os.PathLike[str] | LoadedData, target: str | None = None,
-              intensity: str | None = None, window: tuple[float, float] | None = None
+              intensity: str | None = None, window: Numbers | None = None
               ) -> dict[str, Any]:
     """What a data folder holds, read as training reads it, as ``covseg data info`` prints it:
     its layout, counts of slices, cases (image files: 2D slices or volumes), labelled slices and
@@ -1401,8 +1423,8 @@ DEMO_VERB = "run the demo"
 
 
 @_public(draws=True)
-def demo(out: str | os.PathLike[str] = "covseg-demo", folds: int = DEMO_FOLDS,
-         epochs: int = DEMO_EPOCHS) -> dict[str, Any]:
+def demo(out: str | os.PathLike[str] = "covseg-demo", folds: Int = DEMO_FOLDS,
+         epochs: Int = DEMO_EPOCHS) -> dict[str, Any]:
     """Synthetic data, a picture of it, then cross-validation and its report: a few minutes on CPU.
     A rerun into the same ``out`` continues the folds an interrupted one left (its recipe and
     data are fixed, and checked as ``--resume`` checks them).
@@ -1414,6 +1436,7 @@ def demo(out: str | os.PathLike[str] = "covseg-demo", folds: int = DEMO_FOLDS,
     out = _out(out)
     check_kind("folds", folds, [int])  # None, cv's "the default", is no fold count here
     check_kind("epochs", epochs, [int])  # None, the recipe's 240 epochs, is no demo's
+    folds, epochs = cast(int, folds), cast(int, epochs)  # numpy's read as Python's (_public)
     recipe = {"epochs": epochs, "size": 128, "batch_size": 8, "lr": 5e-3, "augment": "light"}
     _recipe(recipe, True, None, folds)  # refused before the data and picture are written
     if folds > DEMO_PATIENTS:

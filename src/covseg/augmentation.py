@@ -42,7 +42,8 @@ def augmentation(preset: str, keys: tuple[str, str] = ("image", "mask"), guided:
     as in training, and the affine and elastic transforms resample it bilinearly like the slice.
     """
     if preset not in AUGMENTATIONS:
-        raise CovsegError(f"unknown augmentation {preset!r}; choose one of {AUGMENTATIONS}")
+        raise CovsegError(f"unknown augmentation {preset!r}; choose one of "
+                          f"{', '.join(AUGMENTATIONS)}")
     image = keys[0]
     modes = ("bilinear", "nearest")
     if preset == "none":

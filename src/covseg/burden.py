@@ -156,11 +156,18 @@ def quantify(lesions: np.ndarray, spacing: Sequence[float], lungs: np.ndarray | 
     return result
 
 
-NO_LUNGS_NOTE = (f"no lungs found in the CT (under {MIN_LUNG_ML:g} mL of lung-like air; gas "
-                 "pockets such as bowel gas are not lung): no % involved or CT category; if "
-                 "the CT holds lungs, give them with ")
-"""The ``lung_note`` of a study whose CT was searched for lungs and held none (an abdominal CT,
-or a chest CT's range below the lungs), before the option that gives lungs."""
+NO_LUNGS_FOUND = (f"no lungs found in the CT (under {MIN_LUNG_ML:g} mL of lung-like air; gas "
+                  "pockets such as bowel gas are not lung)")
+"""That a CT was searched for lungs and held none (an abdominal CT, or a chest CT's range below
+the lungs)."""
+
+
+def no_lungs_note(lung_option: str, quantified: bool = True) -> str:
+    """The ``lung_note`` of a study whose CT held no lungs (:data:`NO_LUNGS_FOUND`), with the
+    ``lung_option`` that gives them; where not ``quantified`` (``covseg.segment``, which returns
+    labels only) without what the study's quantification lacks."""
+    lacking = ": no % involved or CT category" if quantified else ""
+    return f"{NO_LUNGS_FOUND}{lacking}; if the CT holds lungs, give them with {lung_option}"
 
 
 def note_no_lungs(result: dict[str, Any], lung_option: str) -> str | None:
@@ -169,7 +176,7 @@ def note_no_lungs(result: dict[str, Any], lung_option: str) -> str | None:
     nothing, where lungs were found or not looked for."""
     if not result.get("has_lungs") or result["study"].get("lung_ml"):
         return None
-    result["lung_note"] = NO_LUNGS_NOTE + lung_option
+    result["lung_note"] = no_lungs_note(lung_option)
     return result["lung_note"]
 
 

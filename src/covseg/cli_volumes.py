@@ -16,7 +16,7 @@ from covseg import api
 from covseg.batch import BatchResult, StudiesFailed, parse_shard
 from covseg.console import say
 from covseg.data.fetch import DATASETS, notice
-from covseg.errors import CovsegError, them
+from covseg.errors import CovsegError
 from covseg.io.atomic import output_folder
 from covseg.io.volume import HU_MODES
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM, LESION_DEPTH_MM
@@ -28,6 +28,7 @@ from covseg.volumes import (
     VOLUME_DEFAULTS,
     SlicePredictor,
     predict_batch,
+    volume_only,
     volume_options_given,
 )
 
@@ -152,8 +153,7 @@ def refuse_volume_options(args: argparse.Namespace) -> None:
     """2D images get masks only: a volume option given with them would be silently ignored."""
     given = [f"--{key.replace('_', '-')}" for key in volume_options_given(vars(args))]
     if given:
-        raise CovsegError(f"{', '.join(given)}: for CT volumes only, and these inputs are 2D "
-                          f"images; drop {them(len(given))}, or give NIfTI/DICOM volumes")
+        raise volume_only(given, "these inputs are 2D images", "NIfTI/DICOM volumes")
 
 
 def _shard(text: str) -> tuple[int, int]:

@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import UnionType
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, get_args, get_origin, get_type_hints
 
 import numpy as np
+import numpy.typing as npt
 
 from covseg.cascade import THRESHOLD, LungFrame, LungGuide
 from covseg.errors import CovsegError
@@ -21,6 +22,16 @@ from covseg.models.registry import OPTION_TYPES, is_a, resolved_options
 from covseg.provenance import option_name
 from covseg.records import recorded_path
 from covseg.transforms import LUNG_WINDOW
+
+Int = int | np.integer[Any]
+"""A whole number as the API takes it: Python's, or numpy's (``np.int64(4)``), which a public
+function reads as Python's (:func:`python_numbers`) before its body runs."""
+Real = float | np.integer[Any] | np.floating[Any]
+"""A number as the API takes it: Python's (an int too), or numpy's (``np.float32(0.4)``), read
+as Python's as :data:`Int` is."""
+Numbers = Sequence[Real] | npt.NDArray[np.number[Any]]
+"""A few numbers as the API takes them (a ``window``, a ``spacing``): a tuple or list, or a 1-D
+numpy array (:func:`check_window`)."""
 
 RECIPE_THRESHOLD = 0.4
 """Binary decision threshold of the default recipe (cross-validated; see RESULTS.md)."""
@@ -234,6 +245,18 @@ class TrainConfig:
     threshold: float | None = None
     """Binary decision threshold on the infection probability; None: :data:`RECIPE_THRESHOLD`
     for binary targets. Multi-class models take the arg-max: they refuse one and record none."""
+
+    if TYPE_CHECKING:  # the __init__ dataclass writes, as callers type-check it (numpy's numbers)
+        def __init__(self, model: str = ..., model_options: dict[str, Any] = ...,
+                     target: str = ..., epochs: Int | None = ..., batch_size: Int = ...,
+                     lr: Real = ..., weight_decay: Real = ..., size: Int = ..., seed: Int = ...,
+                     augment: str = ..., loss: str = ..., cutmix: Real = ...,
+                     lesion_paste: Real = ..., ema_decay: Real = ..., val_fraction: Real = ...,
+                     intensity: str = ..., window: Numbers | None = ..., lung_guide: str = ...,
+                     crop_lungs: bool = ..., frame_lungs: bool = ..., test_flips: bool = ...,
+                     threshold: Real | None = ...) -> None:
+            """Numbers as :data:`Int` and :data:`Real` and a window as :data:`Numbers` take them,
+            stored as Python's (:meth:`__post_init__`), which the fields' types say."""
 
     def __post_init__(self) -> None:
         # numpy's numbers (a config built by hand from arrays) would reach torch and the records

@@ -114,7 +114,7 @@ def build_loss(name: str, num_classes: int = 2, dice_weight: float = 1.0,
     summed over the classes, so the weights mean the same on binary and multi-class targets.
     """
     if name not in LOSSES:
-        raise CovsegError(f"unknown loss {name!r}; choose one of {LOSSES}")
+        raise CovsegError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
     binary = num_classes == 2
     activation: dict[str, Any] = ({"sigmoid": True} if binary
                                   else {"softmax": True, "to_onehot_y": True})

@@ -174,7 +174,8 @@ def intensity_scale(array: np.ndarray, mode: str = "auto",
     on grey levels: :func:`window_unused`). An error starts with ``source`` (the file) where
     one is given; values on no scale are refused with :func:`_convert_advice`'s ``as_is``."""
     if mode not in INTENSITY_MODES:
-        raise CovsegError(f"unknown intensity mode {mode!r}; choose one of {INTENSITY_MODES}")
+        raise CovsegError(f"unknown intensity mode {mode!r}; choose one of "
+                          f"{', '.join(INTENSITY_MODES)}")
     try:
         kind = detect_intensity(array, as_is) if mode == "auto" else mode
         reason = (told_scale_mismatch(array, kind, as_is) if mode != "auto" else None) or (
@@ -436,7 +437,7 @@ def _scale_range(kind: str, window: tuple[float, float]) -> tuple[float, float]:
     """The values a scale ``kind`` maps to 0..1: the window for HU."""
     if kind not in MAX_CLIPPED_SHARE:
         raise CovsegError(f"unknown intensity scale {kind!r}; choose one of "
-                          f"{tuple(MAX_CLIPPED_SHARE)}")
+                          f"{', '.join(MAX_CLIPPED_SHARE)}")
     return window if kind == "hu" else (0.0, 255.0 if kind == "uint8" else 1.0)
 
 

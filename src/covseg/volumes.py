@@ -37,8 +37,8 @@ from covseg.batch import BatchResult, run_batch, warn_earlier_lung_rule
 from covseg.burden import (
     EFFUSION,
     LESION_NAMES,
-    NO_LUNGS_NOTE,
     lesion_voxels,
+    no_lungs_note,
     note_grown_lungs,
     note_lesion_outside_lungs,
     note_no_lungs,
@@ -47,7 +47,7 @@ from covseg.burden import (
 from covseg.cascade import THRESHOLD
 from covseg.checkpoint import checkpoint_file
 from covseg.config import check_batch_size, check_kind
-from covseg.errors import CovsegError
+from covseg.errors import CovsegError, them
 from covseg.io.atomic import reserve
 from covseg.io.ct import read_volume
 from covseg.io.image import refuse_label_mask
@@ -211,6 +211,14 @@ and any chest CT's length, so a wider margin keeps nothing more; above about 1e1
 square overflowed a float and every study failed with a bare OverflowError."""
 
 
+def volume_only(given: Sequence[str], inputs: str, volumes: str) -> CovsegError:
+    """The refusal of volume-only options ``given`` (named as the caller spells them) with 2D
+    ``inputs`` (what they are), which would silently ignore them: drop them, or give
+    ``volumes``."""
+    return CovsegError(f"{', '.join(given)}: for CT volumes only, and {inputs}; drop "
+                       f"{them(len(given))}, or give {volumes}")
+
+
 def volume_options_given(options: dict[str, Any]) -> list[str]:
     """The volume-only options of ``options`` set to other than their defaults: a 2D image given
     them is refused, as it would silently ignore them."""
@@ -262,8 +270,8 @@ class VolumeMasks:
 
 def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray, *,
                    lung_predictor: SlicePredictor | None = None, keep_outside_lungs: bool = False,
-                   lung_margin_mm: float = DEFAULT_LUNG_MARGIN_MM, batch_size: int = 8
-                   ) -> VolumeMasks:
+                   lung_margin_mm: float = DEFAULT_LUNG_MARGIN_MM, batch_size: int = 8,
+                   quantified: bool = True) -> VolumeMasks:
     """Find the lungs, drop the infection regions that lie wholly farther than
     ``lung_margin_mm`` from them (unless ``keep_outside_lungs``; a region that comes that close
     is kept within the thorax, to :data:`covseg.lungs.LESION_DEPTH_MM` from the lungs:
@@ -280,12 +288,13 @@ def masks_in_lungs(predictor: SlicePredictor, volume: Volume, labels: np.ndarray
     counted as lung: an effusion behind consolidated lung (posterior, loculated) lies against
     lung however far from the aerated part; and, a threshold not telling consolidation from a
     false call, so does an effusion call beyond a chest-wall call kept as lesion. Effusion is not
-    counted as lung. Names its two stages (:func:`~covseg.progress.stage`)."""
+    counted as lung. Names its two stages (:func:`~covseg.progress.stage`). A CT without lungs
+    is warned of, with what its study's quantification lacks where ``quantified``."""
     stage("finding the lungs")
     notes: list[str] = []
     lungs, lung_source, hu = _lungs(volume, lung_predictor, batch_size, notes)
     if not lungs.any():  # the thresholded CT's warning says what the study's lung_note says
-        found = (f"{NO_LUNGS_NOTE}{_lung_option(predictor)}" if lung_source == "threshold"
+        found = (no_lungs_note(_lung_option(predictor), quantified) if lung_source == "threshold"
                  else "no lungs found by the lung model")
         log.warning("%s: %s; infection outside the lungs was not removed", volume.source, found)
         return VolumeMasks(labels, lungs, lung_source, False, lungs, Cut(), notes)

@@ -22,7 +22,7 @@ def build_torchvision(family: str, backbone: str, in_channels: int, out_channels
     from torchvision.models import segmentation
 
     if backbone not in BACKBONES:
-        raise CovsegError(f"unknown backbone {backbone!r}; choose one of {BACKBONES}")
+        raise CovsegError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
     path = weights_path(weights)
     model = getattr(segmentation, f"{family}_{backbone}")(
         weights=None, weights_backbone=None, num_classes=out_channels, aux_loss=False

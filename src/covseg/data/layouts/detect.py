@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from covseg.config import check_window
+from covseg.config import Numbers, check_window
 from covseg.data.layouts.base import (
     LAYOUT_NAMES,
     TARGETS,
@@ -273,7 +273,7 @@ def _data_sets_below(root: Path, children: list[Path]) -> list[str]:
 
 
 def load_dataset(path: str | os.PathLike[str], target: str = "infection", intensity: str = "auto",
-                 window: tuple[float, float] | None = None, slices: str = "all") -> LoadedData:
+                 window: Numbers | None = None, slices: str = "all") -> LoadedData:
     """Read any supported layout as 2D samples (see :mod:`covseg.data.layouts`).
 
     ``slices``: ``all``, or ``labelled`` to keep only the slices whose mask holds a lesion
@@ -291,7 +291,7 @@ def load_dataset(path: str | os.PathLike[str], target: str = "infection", intens
         raise CovsegError(f"path must be a data folder (str or pathlib.Path) or "
                           f"\"synthetic[:SEED]\", got {shown}")
     if target not in TARGETS:
-        raise CovsegError(f"unknown target {target!r}; choose one of {TARGETS}")
+        raise CovsegError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     if slices not in ("all", "labelled"):
         raise CovsegError(f"unknown slice selection {slices!r}; choose all or labelled")
     options = ReadOptions(target, intensity,
