@@ -210,6 +210,55 @@ def test_other_layouts_name_the_patients_csv_they_read(tmp_path: Path) -> None:
         data.describe())
 
 
+@pytest.mark.parametrize("name", ["Patients.CSV", "patients.CSV"])
+def test_a_patients_csv_named_in_any_case_is_read(tmp_path: Path, name: str) -> None:
+    """A patients.csv saved as ``Patients.CSV`` (as Windows keeps a name) was ignored without a
+    word by every layout, so folds split a patient's slices; it is read, as an Inf-Net
+    folder's from each spelling of it, and the description names it."""
+    for k in range(3):
+        _save_png(tmp_path / "flat" / "images" / f"s{k}.png", np.full((16, 16), 40 * k + 10))
+        _save_png(tmp_path / "flat" / "masks" / f"s{k}.png", square_mask(16, 4, 4, 6) * 255)
+    (tmp_path / "flat" / name).write_text("case_id,patient_id\ns0,PA\ns1,PA\n")
+    data = load_dataset(tmp_path / "flat")
+    assert data.patients == ["PA", "s2"]
+    assert data.patients_file == str((tmp_path / "flat" / name).resolve())
+    top = tmp_path / "infnet"
+    doctor = top / "TrainingSet" / "LungInfection-Train" / "Doctor-label"
+    for k in range(3):
+        _save_png(doctor / "Imgs" / f"{k}.png", np.full((16, 16), 40 * k + 10))
+        _save_png(doctor / "GT" / f"{k}.png", square_mask(16, 4, 4, 6) * 255)
+    (top / name).write_text("case_id,patient_id\n0,PA\n1,PA\n")
+    for folder in (top, doctor):
+        assert load_dataset(folder).patients == ["PA", "infnet_2"], folder
+    hu, lesions = _hu_volume(slices=3)
+    _save_nifti(tmp_path / "medseg" / "tr_im.nii.gz", hu)
+    _save_nifti(tmp_path / "medseg" / "tr_mask.nii.gz", lesions)
+    (tmp_path / "medseg" / name).write_text("case_id,patient_id\nmedseg_0000,a\nmedseg_0001,a\n")
+    assert load_dataset(tmp_path / "medseg").patients == ["a", "medseg_0002"]
+    (tmp_path / "medseg" / "patients.csv").write_text("case_id,patient_id\nmedseg_0000,a\n")
+    with pytest.raises(CovsegError, match=rf"medseg: {name} and patients.csv are both "
+                                          r"patients.csv; keep one$"):
+        load_dataset(tmp_path / "medseg")
+
+
+def test_a_near_miss_of_patients_csv_is_warned_of(tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """``patients.csv.txt`` (Notepad's save with extensions hidden) was ignored without a word;
+    it is warned of in one line naming it and the name read, and not read."""
+    for k in range(3):
+        _save_png(tmp_path / "images" / f"s{k}.png", np.full((16, 16), 40 * k + 10))
+        _save_png(tmp_path / "masks" / f"s{k}.png", square_mask(16, 4, 4, 6) * 255)
+    (tmp_path / "patients.csv.txt").write_text("case_id,patient_id\ns0,PA\ns1,PA\n")
+    with caplog.at_level("WARNING"):
+        data = load_dataset(tmp_path)
+    assert data.patients == ["s0", "s1", "s2"] and data.patients_file == ""
+    warned = [r.getMessage() for r in caplog.records if "is not read" in r.getMessage()]
+    assert warned == [(
+        f"{tmp_path / 'patients.csv.txt'} is not read: covseg groups slices into patients by "
+        f"{tmp_path / 'patients.csv'} alone (columns case_id,patient_id); rename it so, saved "
+        "as CSV")]
+
+
 def test_patients_csv_saved_by_excel_or_with_blanks_after_commas(tmp_path: Path,
                                                                   synthetic_folder: Path) -> None:
     copy = tmp_path / "data"
