@@ -331,6 +331,48 @@ def test_medseg_stacks_gunzipped_to_nii_are_read(tmp_path: Path,
                                   f"share the name {gunzipped[0]!r}; keep one of them")
 
 
+def test_nifti_suffixes_in_upper_case_are_read_by_mosmed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """MosMed's volumes named ``.NII.GZ``, ``.Nii.gz`` or ``_mask.NII`` (as some tools and file
+    systems keep names) were never seen: a study so named was skipped as "1 mask without a
+    study". They are read, as a generic folder's and Zenodo's were; ``.Nii.gz``, which nibabel
+    looks for as ``.nii.gz``, from a stream."""
+    hu, lesions = _hu_volume(slices=2)
+    mosmed = tmp_path / "mosmed"
+    _save_nifti(mosmed / "studies" / "CT-3" / "study_0254.nii.gz", hu)
+    _save_nifti(mosmed / "masks" / "study_0254_mask.nii.gz", lesions)
+    _save_nifti(mosmed / "studies" / "CT-1" / "study_0255.nii.gz", hu)
+    _save_nifti(mosmed / "masks" / "study_0255_mask.nii.gz", lesions)
+    (mosmed / "studies" / "CT-1" / "study_0255.nii.gz").rename(
+        mosmed / "studies" / "CT-1" / "study_0255.NII.GZ")
+    _save_nifti(mosmed / "studies" / "CT-2" / "study_0256.nii.gz", hu)
+    (mosmed / "studies" / "CT-2" / "study_0256.nii.gz").rename(
+        mosmed / "studies" / "CT-2" / "study_0256.Nii.gz")
+    _save_nifti(mosmed / "masks" / "study_0256_mask.nii", lesions)
+    (mosmed / "masks" / "study_0256_mask.nii").rename(mosmed / "masks" / "study_0256_mask.NII")
+    with caplog.at_level("WARNING"):
+        data = load_dataset(mosmed)
+    assert data.layout == "mosmed-3d"
+    assert data.patients == ["study_0254", "study_0255", "study_0256"]
+    assert "without" not in caplog.text
+
+
+def test_nifti_suffixes_in_upper_case_are_read_by_medseg(tmp_path: Path) -> None:
+    """MedSeg's ``tr_im.NII.GZ`` and ``tr_mask.NII.GZ`` were never seen (exact names were
+    looked for), the folder read as no data set; they are read, and beside ``tr_im.nii.gz``
+    refused as any two files of one name."""
+    hu, lesions = _hu_volume(slices=2)
+    medseg = tmp_path / "medseg"
+    for stem, volume in (("tr_im", hu), ("tr_mask", lesions)):
+        _save_nifti(medseg / f"{stem}.nii.gz", volume)
+        (medseg / f"{stem}.nii.gz").rename(medseg / f"{stem}.NII.GZ")
+    assert detect_layout(medseg) == "medseg"
+    assert [s.case_id for s in load_dataset(medseg).samples] == ["medseg_0000", "medseg_0001"]
+    _save_nifti(medseg / "tr_im.nii.gz", hu)
+    assert _refusal(medseg) == (f"{medseg}: tr_im.NII.GZ and tr_im.nii.gz share the name "
+                                "'tr_im'; keep one of them")
+
+
 def test_a_gunzipped_medseg_stack_without_its_mask_is_named_as_given(tmp_path: Path) -> None:
     """The refusal of MedSeg's CT stack without its mask names the CT as it is stored."""
     hu, _ = _hu_volume(slices=2)
