@@ -1617,7 +1617,27 @@ def test_masks_or_scans_alone_and_folders_of_data_sets_say_what_is_missing(
                                "segments them as they are)")
     for folder in ("images", "masks"):
         (tmp_path / "generic" / folder).mkdir(parents=True)
-    assert _refusal(tmp_path) == f"{tmp_path}: a folder of data sets (generic/); give one of them"
+    assert _refusal(tmp_path) == (f"{tmp_path}: a folder holding one data set (generic/); give "
+                                  f"that folder, {tmp_path / 'generic'}")
+
+
+def test_a_mac_unzipped_data_set_is_named_alone(tmp_path: Path) -> None:
+    """A zip of ``Dataset/`` unpacked on a Mac (``X/Dataset/`` beside ``X/__MACOSX/``, its
+    AppleDouble copy) was "a folder of data sets (Dataset/); give one of them", though it holds
+    one: it is named, with the folder to give. ``__MACOSX/`` is never a data set, even where it
+    copies ``images/`` and ``masks/`` (it was listed as one)."""
+    mac = tmp_path / "X"
+    _generic_slices(mac / "Dataset", ["a", "b"])
+    for folder in ("images", "masks"):
+        (mac / "__MACOSX" / "Dataset" / folder).mkdir(parents=True)
+        (mac / "__MACOSX" / "Dataset" / folder / "._a.png").write_bytes(b"\x00\x05\x16\x07")
+    says = (f"{mac}: a folder holding one data set (Dataset/); give that folder, "
+            f"{mac / 'Dataset'}")
+    assert _refusal(mac) == says
+    for folder in ("images", "masks"):
+        (mac / "__MACOSX" / folder).mkdir()
+    assert _refusal(mac) == says
+    assert load_dataset(mac / "Dataset").layout == "folders"
 
 
 def test_data_sets_two_folders_below_are_named(tmp_path: Path) -> None:
@@ -1631,8 +1651,9 @@ def test_data_sets_two_folders_below_are_named(tmp_path: Path) -> None:
         tmp_path.joinpath(*parts).mkdir(parents=True)
     for given, below in (("semiseg", "semiseg/Dataset/"), ("zenodo", "outer/inner/"),
                          ("generic", "x/data/")):
-        assert _refusal(tmp_path / given) == (f"{tmp_path / given}: a folder of data sets "
-                                              f"({below}); give one of them")
+        assert _refusal(tmp_path / given) == (f"{tmp_path / given}: a folder holding one data "
+                                              f"set ({below}); give that folder, "
+                                              f"{tmp_path / given / below.rstrip('/')}")
     assert "unrecognised data layout" in _refusal(tmp_path / "deep")
 
 
@@ -1738,9 +1759,9 @@ def test_data_sets_below_are_named_one_level_first_never_hidden_nor_unlistable(
     for parts in (("one", "images"), ("one", "masks"), ("x", "two", "images"),
                   ("x", "two", "masks"), ("y", ".snapshot", "images"), ("y", ".snapshot", "masks")):
         tmp_path.joinpath(*parts).mkdir(parents=True)
-    assert _refusal(tmp_path) == f"{tmp_path}: a folder of data sets (one/); give one of them"
+    assert _refusal(tmp_path).startswith(f"{tmp_path}: a folder holding one data set (one/);")
     shutil.rmtree(tmp_path / "one")
-    assert _refusal(tmp_path) == f"{tmp_path}: a folder of data sets (x/two/); give one of them"
+    assert _refusal(tmp_path).startswith(f"{tmp_path}: a folder holding one data set (x/two/);")
     listed = Path.iterdir
 
     def unlistable(path: Path) -> Iterable[Path]:

@@ -499,13 +499,30 @@ def masks_beside(stems: list[str], key: Callable[[str], str] = lambda s: s) -> l
     return [stem for stem in stems if image_name(stem) != stem and key(image_name(stem)) in keys]
 
 
-def sub_folders(folder: Path) -> list[Path]:
-    """``folder``'s sub-folders but hidden ones, in order; none where it cannot be listed."""
+MACOS_ARCHIVE_FOLDER = "__MACOSX"
+"""The folder macOS's Archive Utility adds beside a zip's content: its AppleDouble metadata
+(``._x.png``) in a copy of the zip's folders, no data."""
+
+
+def unseen(path: Path) -> bool:
+    """Whether an entry of a folder is no data a user put there: hidden (``.snapshot/``) or
+    macOS's ``__MACOSX/``."""
+    return path.name.startswith(".") or path.name == MACOS_ARCHIVE_FOLDER
+
+
+def listed(folder: Path) -> list[Path]:
+    """``folder``'s entries in order; none where it cannot be listed (no folder, no permission:
+    a folder probed, not read)."""
     try:
-        return [path for path in sorted(folder.iterdir())
-                if path.is_dir() and not path.name.startswith(".")]
+        return sorted(folder.iterdir())
     except OSError:
         return []
+
+
+def sub_folders(folder: Path) -> list[Path]:
+    """``folder``'s sub-folders but hidden ones and ``__MACOSX/`` (:func:`unseen`), in order;
+    none where it cannot be listed."""
+    return [path for path in listed(folder) if path.is_dir() and not unseen(path)]
 
 
 def _refuse_masks_among_images(images: dict[str, Path], key: Callable[[str], str]) -> None:
@@ -655,10 +672,8 @@ def patients_csv(folder: Path) -> Path | None:
     """``folder``'s patients.csv whatever the case of its name (``Patients.CSV`` as Windows
     keeps it); None without one. Two of one name in different cases are refused, as either
     would be silently dropped."""
-    if not folder.is_dir():
-        return None
-    tables = sorted(path for path in folder.iterdir()
-                    if path.name.lower() == PATIENTS_CSV and path.is_file())
+    tables = [path for path in listed(folder)
+              if path.name.lower() == PATIENTS_CSV and path.is_file()]
     if len(tables) > 1:
         raise CovsegError(f"{folder}: {tables[0].name} and {tables[1].name} are both "
                           f"{PATIENTS_CSV}; keep one")
@@ -670,9 +685,7 @@ def _warn_misnamed_patients(folder: Path) -> None:
     ``patients.xlsx``, ``patient.csv``): left unread, a patient's slices may fall on both
     sides of a split. Warned of rather than read, so that one name, patients.csv, is read:
     such a file may as well be an old copy or a spreadsheet that is no CSV."""
-    if not folder.is_dir():
-        return
-    for path in sorted(folder.iterdir()):
+    for path in listed(folder):
         if path.name.lower().split(".")[0] in ("patients", "patient") and path.is_file():
             log.warning("%s is not read: covseg groups slices into patients by %s alone "
                         "(columns case_id,patient_id); rename it so, saved as CSV", path,

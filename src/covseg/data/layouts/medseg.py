@@ -14,6 +14,7 @@ from covseg.data.layouts.base import (
     check_patients_listed,
     files,
     first_dir,
+    listed,
     loaded,
     pair,
     read_2d_pairs,
@@ -70,10 +71,7 @@ def _stacks(root: Path, stem: str) -> list[Path]:
     as a browser or desktop gunzips it, or both, their suffix in any case (``.NII.GZ``) as a
     generic folder's; a broken link of the name too (content not fetched), which
     :func:`_stack` refuses."""
-    if not root.is_dir():
-        return []
-    return [path for path in sorted(root.iterdir())
-            if named_as_nifti(path) and nifti_stem(path) == stem
+    return [path for path in listed(root) if named_as_nifti(path) and nifti_stem(path) == stem
             and (path.is_file() or (path.is_symlink() and not path.exists()))]
 
 
