@@ -24,7 +24,7 @@ from nibabel.volumeutils import array_from_file
 from nibabel.wrapstruct import WrapStructError
 
 from covseg.errors import CovsegError, NotLabels
-from covseg.io.image import fraction_range, fractional_values, lfs_pointer
+from covseg.io.image import fraction_range, fractional_values, stand_in
 from covseg.io.volume import (
     GRID_TOLERANCE_MM,
     NIFTI_SUFFIXES,
@@ -119,7 +119,7 @@ def _opened_nifti(path: Path, warn: bool = True) -> Iterator[nib.Nifti1Image]:
                 if warn and named_gz != gzipped:
                     _warn_misnamed(path, gzipped)
         except NIFTI_ERRORS as exc:
-            raise lfs_pointer(path) or CovsegError(
+            raise stand_in(path) or CovsegError(
                 f"{path}: cannot read the NIfTI header ({_one_line(exc)}); is the file "
                 "truncated?") from None
         if not isinstance(image, nib.Nifti1Image):  # CIFTI-2 is named .nii too
