@@ -858,10 +858,60 @@ def test_predict_into_a_folder_of_masks_without_a_record_is_refused(
     out = tmp_path / "pred"
     out.mkdir()
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(out / "0.png")
-    with pytest.raises(CovsegError, match=r"pred holds 1 PNG mask \(first: 0\.png\) but no "
-                                          r"predict\.json: masks from an earlier covseg"):
+    with pytest.raises(CovsegError, match=r"pred holds 1 PNG \(first: 0\.png\) that no "
+                                          r"predict\.json there records: ground truth, or "
+                                          r"masks of an unknown model"):
         covseg.predict(tiny_run, images, out)
     assert sorted(path.name for path in out.iterdir()) == ["0.png"]
+
+
+def test_predict_over_real_palette_masks_is_refused(tmp_path: Path, tiny_run: Path) -> None:
+    """``covseg predict RUN images --out masks`` (MedSeg's ground truth, palette "P" PNGs, or a
+    copy of them) overwrote every true mask without a word: only 8-bit grey PNGs counted as
+    masks. Any PNG predict would write over that no predict.json records is refused, nothing
+    written; so is the CLI's, in one line."""
+    real = shared("medseg-covid19-100")
+    names = sorted(path.name for path in (real / "masks").glob("*.png"))[:2]
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+        for name in names:
+            shutil.copy(real / folder / name, tmp_path / folder / name)
+    before = {name: (tmp_path / "masks" / name).read_bytes() for name in names}
+    assert Image.open(tmp_path / "masks" / names[0]).mode == "P"
+    with pytest.raises(CovsegError, match=rf"masks holds 2 PNGs \(first: {names[0]}\) that no "
+                                          r"predict\.json there records"):
+        covseg.predict(tiny_run, tmp_path / "images", tmp_path / "masks")
+    assert main(["predict", "--model", str(tiny_run), str(tmp_path / "images"),
+                 "--out", str(tmp_path / "masks")]) == 2
+    assert {name: (tmp_path / "masks" / name).read_bytes() for name in names} == before
+    assert sorted(path.name for path in (tmp_path / "masks").iterdir()) == names
+
+
+@pytest.mark.parametrize("mode", ["P", "RGB", "multi-class"])
+def test_predict_over_any_unrecorded_png_is_refused(
+        tmp_path: Path, tiny_run: Path, synthetic_folder: Path, mode: str) -> None:
+    """A PNG at a mask's (or, with ``overlay``, an overlay's) path that the folder's predict.json
+    does not record is refused whatever it holds, before and after a first predict there; the
+    masks that record names are predicted again."""
+    images = sorted((synthetic_folder / "images").glob("*.npy"))[:2]
+    out = tmp_path / "pred"
+    out.mkdir()
+    pixels = {"P": np.zeros((8, 8), np.uint8), "RGB": np.zeros((8, 8, 3), np.uint8),
+              "multi-class": np.arange(64, dtype=np.uint8).reshape(8, 8) % 7}[mode]
+    truth = Image.fromarray(pixels).convert("P") if mode == "P" else Image.fromarray(pixels)
+    truth.save(out / f"{images[1].stem}.png")
+    with pytest.raises(CovsegError, match=rf"pred holds 1 PNG \(first: {images[1].stem}\.png\)"):
+        covseg.predict(tiny_run, images, out)
+    assert sorted(path.name for path in out.iterdir()) == [f"{images[1].stem}.png"]
+    covseg.predict(tiny_run, images[0], out, overlay=True)
+    covseg.predict(tiny_run, images[0], out, overlay=True)  # its own mask: predicted again
+    with pytest.raises(CovsegError, match=r"that no predict\.json there records"):
+        covseg.predict(tiny_run, images[1], out)
+    (out / f"{images[1].stem}.png").unlink()
+    truth.save(out / "overlays" / f"{images[1].stem}.png")
+    with pytest.raises(CovsegError, match=rf"\(first: overlays/{images[1].stem}\.png\)"):
+        covseg.predict(tiny_run, images[1], out, overlay=True)
+    assert covseg.predict(tiny_run, images[1], out) == [out / f"{images[1].stem}.png"]
 
 
 def test_predict_into_a_folder_of_figures_and_grey_pictures_writes_its_masks(

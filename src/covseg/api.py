@@ -1122,8 +1122,7 @@ def _predict_images(model: str | os.PathLike[str] | Predictor,
         remove_temporaries(folder)
     earlier = read_record(out / PREDICT_RECORD) or {}
     files = collect_inputs(inputs, _own_masks(out, earlier))
-    if not earlier:
-        _refuse_unrecorded_masks(out, files)
+    _refuse_unrecorded_masks(out, files, earlier, overlay)
     _check_outputs(files, out, _earlier_inputs(earlier))
     predictor = load_predictor(model, batch_size, tta, threshold)
     if predictor.guide is not None:  # once, before any image is read or recorded as failed
@@ -1180,18 +1179,29 @@ def _remove_stale_masks(out: Path, failed: Collection[str], earlier: dict[str, A
                 stale.unlink()
 
 
-def _refuse_unrecorded_masks(out: Path, files: Sequence[Path]) -> None:
-    """A folder holding PNG masks but no predict.json (a covseg before 3 Dec wrote none) is not
-    written into: the new masks would sit beside masks of an unknown model under one record
-    naming the new one alone, and evaluate would credit them all to it."""
+def _refuse_unrecorded_masks(out: Path, files: Sequence[Path], earlier: dict[str, Any],
+                             overlay: bool) -> None:
+    """PNGs in ``out`` that its predict.json does not record are not written over nor beside:
+    a file this call would overwrite (ground truth of any kind, palette, multi-class or RGB,
+    given as ``--out``: the data set's own masks/ lost them all without a word), and in a
+    folder without a record any PNG mask (a covseg before 3 Dec wrote none), which would sit
+    beside the new masks under one record naming the new model, credited to it by evaluate."""
     inputs = {path.resolve() for path in files}
-    masks = [path.name for path in sorted(out.glob("*.png"))
-             if path.resolve() not in inputs and _is_mask_png(path)]
-    if masks:
-        raise CovsegError(f"{out} holds {counted(len(masks), 'PNG mask')} (first: {masks[0]}) "
-                          f"but no {PREDICT_RECORD}: masks from an earlier covseg with no "
-                          f"record of their model; pick a new {option_name('out')} or delete "
-                          "them")
+    recorded = {(folder / output_name(Path(path))).resolve()
+                for path in _earlier_inputs(earlier) if isinstance(path, str)
+                for folder in (out, out / "overlays")}
+    folders = (out, out / "overlays") if overlay else (out,)
+    overwritten = {target for target in (folder / output_name(path) for path in files
+                                         for folder in folders)
+                   if target.is_file() and target.resolve() not in inputs | recorded}
+    beside = set() if earlier else {path for path in out.glob("*.png")
+                                    if path.resolve() not in inputs and _is_mask_png(path)}
+    unrecorded = sorted(str(path.relative_to(out)) for path in overwritten | beside)
+    if unrecorded:
+        raise CovsegError(f"{out} holds {counted(len(unrecorded), 'PNG')} (first: "
+                          f"{unrecorded[0]}) that no {PREDICT_RECORD} there records: ground "
+                          "truth, or masks of an unknown model, which predict would overwrite "
+                          f"or mix with its own; pick a new {option_name('out')} or move them")
 
 
 MASK_PNG_VALUES = frozenset({0, 1, 2, 3, 255})

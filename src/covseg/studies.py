@@ -27,7 +27,7 @@ from covseg.io.dicom import (
     sampled_series_uids,
     slice_series_uid,
 )
-from covseg.io.image import image_name, is_image_file
+from covseg.io.image import APPLE_DOUBLE, image_name, is_image_file
 from covseg.io.listing import Listings
 from covseg.io.nifti import is_nifti, is_nifti_named, nifti_stem
 from covseg.provenance import option_given, option_name
@@ -411,11 +411,6 @@ def _no_ct_folders(folders: Sequence[Path], listings: Listings) -> dict[Path, st
     followed."""
     held = {folder: listings.once(holds_no_ct_image, folder) for folder in folders}
     return {folder: what for folder, what in held.items() if what}
-
-
-APPLE_DOUBLE = "._"
-"""How the metadata files that macOS leaves beside each file on other disks begin
-(``._x.nii.gz``): hidden and no image, passed over without a note."""
 
 
 def listed_paths(paths: Sequence[Path], folder: Path, noun: str) -> str:

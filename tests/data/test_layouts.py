@@ -210,6 +210,55 @@ def test_other_layouts_name_the_patients_csv_they_read(tmp_path: Path) -> None:
         data.describe())
 
 
+@pytest.mark.parametrize("name", ["Patients.CSV", "patients.CSV"])
+def test_a_patients_csv_named_in_any_case_is_read(tmp_path: Path, name: str) -> None:
+    """A patients.csv saved as ``Patients.CSV`` (as Windows keeps a name) was ignored without a
+    word by every layout, so folds split a patient's slices; it is read, as an Inf-Net
+    folder's from each spelling of it, and the description names it."""
+    for k in range(3):
+        _save_png(tmp_path / "flat" / "images" / f"s{k}.png", np.full((16, 16), 40 * k + 10))
+        _save_png(tmp_path / "flat" / "masks" / f"s{k}.png", square_mask(16, 4, 4, 6) * 255)
+    (tmp_path / "flat" / name).write_text("case_id,patient_id\ns0,PA\ns1,PA\n")
+    data = load_dataset(tmp_path / "flat")
+    assert data.patients == ["PA", "s2"]
+    assert data.patients_file == str((tmp_path / "flat" / name).resolve())
+    top = tmp_path / "infnet"
+    doctor = top / "TrainingSet" / "LungInfection-Train" / "Doctor-label"
+    for k in range(3):
+        _save_png(doctor / "Imgs" / f"{k}.png", np.full((16, 16), 40 * k + 10))
+        _save_png(doctor / "GT" / f"{k}.png", square_mask(16, 4, 4, 6) * 255)
+    (top / name).write_text("case_id,patient_id\n0,PA\n1,PA\n")
+    for folder in (top, doctor):
+        assert load_dataset(folder).patients == ["PA", "infnet_2"], folder
+    hu, lesions = _hu_volume(slices=3)
+    _save_nifti(tmp_path / "medseg" / "tr_im.nii.gz", hu)
+    _save_nifti(tmp_path / "medseg" / "tr_mask.nii.gz", lesions)
+    (tmp_path / "medseg" / name).write_text("case_id,patient_id\nmedseg_0000,a\nmedseg_0001,a\n")
+    assert load_dataset(tmp_path / "medseg").patients == ["a", "medseg_0002"]
+    (tmp_path / "medseg" / "patients.csv").write_text("case_id,patient_id\nmedseg_0000,a\n")
+    with pytest.raises(CovsegError, match=rf"medseg: {name} and patients.csv are both "
+                                          r"patients.csv; keep one$"):
+        load_dataset(tmp_path / "medseg")
+
+
+def test_a_near_miss_of_patients_csv_is_warned_of(tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """``patients.csv.txt`` (Notepad's save with extensions hidden) was ignored without a word;
+    it is warned of in one line naming it and the name read, and not read."""
+    for k in range(3):
+        _save_png(tmp_path / "images" / f"s{k}.png", np.full((16, 16), 40 * k + 10))
+        _save_png(tmp_path / "masks" / f"s{k}.png", square_mask(16, 4, 4, 6) * 255)
+    (tmp_path / "patients.csv.txt").write_text("case_id,patient_id\ns0,PA\ns1,PA\n")
+    with caplog.at_level("WARNING"):
+        data = load_dataset(tmp_path)
+    assert data.patients == ["s0", "s1", "s2"] and data.patients_file == ""
+    warned = [r.getMessage() for r in caplog.records if "is not read" in r.getMessage()]
+    assert warned == [(
+        f"{tmp_path / 'patients.csv.txt'} is not read: covseg groups slices into patients by "
+        f"{tmp_path / 'patients.csv'} alone (columns case_id,patient_id); rename it so, saved "
+        "as CSV")]
+
+
 def test_patients_csv_saved_by_excel_or_with_blanks_after_commas(tmp_path: Path,
                                                                   synthetic_folder: Path) -> None:
     copy = tmp_path / "data"
@@ -280,6 +329,48 @@ def test_medseg_stacks_gunzipped_to_nii_are_read(tmp_path: Path,
     _save_nifti(tmp_path / f"{gunzipped[0]}.nii.gz", lesions)
     assert _refusal(tmp_path) == (f"{tmp_path}: {gunzipped[0]}.nii and {gunzipped[0]}.nii.gz "
                                   f"share the name {gunzipped[0]!r}; keep one of them")
+
+
+def test_nifti_suffixes_in_upper_case_are_read_by_mosmed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """MosMed's volumes named ``.NII.GZ``, ``.Nii.gz`` or ``_mask.NII`` (as some tools and file
+    systems keep names) were never seen: a study so named was skipped as "1 mask without a
+    study". They are read, as a generic folder's and Zenodo's were; ``.Nii.gz``, which nibabel
+    looks for as ``.nii.gz``, from a stream."""
+    hu, lesions = _hu_volume(slices=2)
+    mosmed = tmp_path / "mosmed"
+    _save_nifti(mosmed / "studies" / "CT-3" / "study_0254.nii.gz", hu)
+    _save_nifti(mosmed / "masks" / "study_0254_mask.nii.gz", lesions)
+    _save_nifti(mosmed / "studies" / "CT-1" / "study_0255.nii.gz", hu)
+    _save_nifti(mosmed / "masks" / "study_0255_mask.nii.gz", lesions)
+    (mosmed / "studies" / "CT-1" / "study_0255.nii.gz").rename(
+        mosmed / "studies" / "CT-1" / "study_0255.NII.GZ")
+    _save_nifti(mosmed / "studies" / "CT-2" / "study_0256.nii.gz", hu)
+    (mosmed / "studies" / "CT-2" / "study_0256.nii.gz").rename(
+        mosmed / "studies" / "CT-2" / "study_0256.Nii.gz")
+    _save_nifti(mosmed / "masks" / "study_0256_mask.nii", lesions)
+    (mosmed / "masks" / "study_0256_mask.nii").rename(mosmed / "masks" / "study_0256_mask.NII")
+    with caplog.at_level("WARNING"):
+        data = load_dataset(mosmed)
+    assert data.layout == "mosmed-3d"
+    assert data.patients == ["study_0254", "study_0255", "study_0256"]
+    assert "without" not in caplog.text
+
+
+def test_nifti_suffixes_in_upper_case_are_read_by_medseg(tmp_path: Path) -> None:
+    """MedSeg's ``tr_im.NII.GZ`` and ``tr_mask.NII.GZ`` were never seen (exact names were
+    looked for), the folder read as no data set; they are read, and beside ``tr_im.nii.gz``
+    refused as any two files of one name."""
+    hu, lesions = _hu_volume(slices=2)
+    medseg = tmp_path / "medseg"
+    for stem, volume in (("tr_im", hu), ("tr_mask", lesions)):
+        _save_nifti(medseg / f"{stem}.nii.gz", volume)
+        (medseg / f"{stem}.nii.gz").rename(medseg / f"{stem}.NII.GZ")
+    assert detect_layout(medseg) == "medseg"
+    assert [s.case_id for s in load_dataset(medseg).samples] == ["medseg_0000", "medseg_0001"]
+    _save_nifti(medseg / "tr_im.nii.gz", hu)
+    assert _refusal(medseg) == (f"{medseg}: tr_im.NII.GZ and tr_im.nii.gz share the name "
+                                "'tr_im'; keep one of them")
 
 
 def test_a_gunzipped_medseg_stack_without_its_mask_is_named_as_given(tmp_path: Path) -> None:
@@ -1526,7 +1617,27 @@ def test_masks_or_scans_alone_and_folders_of_data_sets_say_what_is_missing(
                                "segments them as they are)")
     for folder in ("images", "masks"):
         (tmp_path / "generic" / folder).mkdir(parents=True)
-    assert _refusal(tmp_path) == f"{tmp_path}: a folder of data sets (generic/); give one of them"
+    assert _refusal(tmp_path) == (f"{tmp_path}: a folder holding one data set (generic/); give "
+                                  f"that folder, {tmp_path / 'generic'}")
+
+
+def test_a_mac_unzipped_data_set_is_named_alone(tmp_path: Path) -> None:
+    """A zip of ``Dataset/`` unpacked on a Mac (``X/Dataset/`` beside ``X/__MACOSX/``, its
+    AppleDouble copy) was "a folder of data sets (Dataset/); give one of them", though it holds
+    one: it is named, with the folder to give. ``__MACOSX/`` is never a data set, even where it
+    copies ``images/`` and ``masks/`` (it was listed as one)."""
+    mac = tmp_path / "X"
+    _generic_slices(mac / "Dataset", ["a", "b"])
+    for folder in ("images", "masks"):
+        (mac / "__MACOSX" / "Dataset" / folder).mkdir(parents=True)
+        (mac / "__MACOSX" / "Dataset" / folder / "._a.png").write_bytes(b"\x00\x05\x16\x07")
+    says = (f"{mac}: a folder holding one data set (Dataset/); give that folder, "
+            f"{mac / 'Dataset'}")
+    assert _refusal(mac) == says
+    for folder in ("images", "masks"):
+        (mac / "__MACOSX" / folder).mkdir()
+    assert _refusal(mac) == says
+    assert load_dataset(mac / "Dataset").layout == "folders"
 
 
 def test_data_sets_two_folders_below_are_named(tmp_path: Path) -> None:
@@ -1540,8 +1651,9 @@ def test_data_sets_two_folders_below_are_named(tmp_path: Path) -> None:
         tmp_path.joinpath(*parts).mkdir(parents=True)
     for given, below in (("semiseg", "semiseg/Dataset/"), ("zenodo", "outer/inner/"),
                          ("generic", "x/data/")):
-        assert _refusal(tmp_path / given) == (f"{tmp_path / given}: a folder of data sets "
-                                              f"({below}); give one of them")
+        assert _refusal(tmp_path / given) == (f"{tmp_path / given}: a folder holding one data "
+                                              f"set ({below}); give that folder, "
+                                              f"{tmp_path / given / below.rstrip('/')}")
     assert "unrecognised data layout" in _refusal(tmp_path / "deep")
 
 
@@ -1647,9 +1759,9 @@ def test_data_sets_below_are_named_one_level_first_never_hidden_nor_unlistable(
     for parts in (("one", "images"), ("one", "masks"), ("x", "two", "images"),
                   ("x", "two", "masks"), ("y", ".snapshot", "images"), ("y", ".snapshot", "masks")):
         tmp_path.joinpath(*parts).mkdir(parents=True)
-    assert _refusal(tmp_path) == f"{tmp_path}: a folder of data sets (one/); give one of them"
+    assert _refusal(tmp_path).startswith(f"{tmp_path}: a folder holding one data set (one/);")
     shutil.rmtree(tmp_path / "one")
-    assert _refusal(tmp_path) == f"{tmp_path}: a folder of data sets (x/two/); give one of them"
+    assert _refusal(tmp_path).startswith(f"{tmp_path}: a folder holding one data set (x/two/);")
     listed = Path.iterdir
 
     def unlistable(path: Path) -> Iterable[Path]:

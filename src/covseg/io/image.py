@@ -63,6 +63,11 @@ NPY_MAGIC = b"\x93NUMPY"
 LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
 """The first line of a Git LFS pointer file, which a clone without Git LFS holds in place of
 each file stored in LFS."""
+APPLE_DOUBLE = "._"
+"""How the metadata files that macOS leaves beside each file on other disks begin
+(``._x.nii.gz``): hidden and no image, passed over without a note in a folder."""
+APPLE_DOUBLE_MAGIC = b"\x00\x05\x16\x07"
+"""The first bytes of such an AppleDouble file."""
 REAL_KINDS = "biuf"
 """NumPy dtype kinds of real numbers (bool, int, unsigned, float): what a slice may hold."""
 MAX_SLICE_SIDE = 8192
@@ -254,7 +259,7 @@ def _read_npy(path: Path) -> np.ndarray:
     header parsed once, under :data:`NPY_HEADER_LOCK` (``np.load`` would parse it again)."""
     with open(path, "rb") as handle:
         if handle.read(len(NPY_MAGIC)) != NPY_MAGIC:
-            raise lfs_pointer(path) or CovsegError(
+            raise stand_in(path) or CovsegError(
                 f"{path}: not a NumPy .npy file (it lacks the .npy header); save the slice "
                 "with numpy.save, or give it as PNG or TIFF")
         handle.seek(0)
@@ -312,7 +317,7 @@ def _unreadable(path: Path, exc: Exception) -> CovsegError:
 
     if isinstance(exc, PermissionError):
         return unreadable_file(path)
-    if pointer := lfs_pointer(path):
+    if pointer := stand_in(path):
         return pointer
     if is_analyze(path):
         return analyze_refused(path)
@@ -325,18 +330,26 @@ def _unreadable(path: Path, exc: Exception) -> CovsegError:
     return CovsegError(f"{path}: {kind}, not an image covseg reads; give {readable_kinds()}")
 
 
-def lfs_pointer(path: Path) -> CovsegError | None:
-    """The error for a Git LFS pointer file at ``path`` (a clone made without Git LFS), which
-    would else be called corrupt or truncated; None for any other file. Asked only once a file
-    failed to read, so that a sound file is not opened twice."""
+def stand_in(path: Path) -> CovsegError | None:
+    """The error for a file at ``path`` that stands beside or in place of the real one, no data
+    itself, which would else be called corrupt or truncated: a Git LFS pointer (a clone made
+    without Git LFS), or the AppleDouble metadata file macOS leaves beside each file on other
+    disks (``._x.png`` beside ``x.png``), given by name; None for any other file. Asked only
+    once a file failed to read, so that a sound file is not opened twice."""
     try:
         with open(path, "rb") as handle:
-            if handle.read(len(LFS_POINTER)) != LFS_POINTER:
-                return None
+            head = handle.read(len(LFS_POINTER))
     except OSError:
         return None
-    return CovsegError(f"{path}: a Git LFS pointer, not the file itself (cloned without Git "
-                       "LFS); run `git lfs pull` in its clone to fetch the content")
+    if head == LFS_POINTER:
+        return CovsegError(f"{path}: a Git LFS pointer, not the file itself (cloned without Git "
+                           "LFS); run `git lfs pull` in its clone to fetch the content")
+    if path.name.startswith(APPLE_DOUBLE) and head.startswith(APPLE_DOUBLE_MAGIC):
+        real = path.with_name(path.name.removeprefix(APPLE_DOUBLE))
+        return CovsegError(f"{path}: macOS metadata (the AppleDouble file a Mac leaves beside "
+                           f"{real.name} on other disks), not an image or scan; give the real "
+                           f"file, {real}")
+    return None
 
 
 def readable_kinds() -> str:

@@ -24,7 +24,7 @@ from nibabel.volumeutils import array_from_file
 from nibabel.wrapstruct import WrapStructError
 
 from covseg.errors import CovsegError, NotLabels
-from covseg.io.image import fraction_range, fractional_values, lfs_pointer
+from covseg.io.image import fraction_range, fractional_values, stand_in
 from covseg.io.volume import (
     GRID_TOLERANCE_MM,
     NIFTI_SUFFIXES,
@@ -106,27 +106,34 @@ def _opened_nifti(path: Path, warn: bool = True) -> Iterator[nib.Nifti1Image]:
     ``.nii.gz`` but not gzip-compressed, or named ``.nii`` but gzip-compressed (frequent
     mislabels; nibabel goes by the name and fails) is read by its content from a stream open
     within the block, slab by slab as any file (decompressed whole into memory, it was held
-    beside the volume), with a warning unless ``warn`` is False (a header-only look)."""
+    beside the volume), with a warning unless ``warn`` is False (a header-only look); so is one
+    whose ``.nii`` is in mixed case (``x.Nii.gz``), which nibabel looks for as ``x.nii.gz``."""
     if not is_nifti_named(path):
         raise CovsegError(f"{path}: not a NIfTI file (.nii or .nii.gz)")
     with contextlib.ExitStack() as opened:
         try:
             named_gz, gzipped = path.name.lower().endswith(".gz"), _gzipped(path)
-            if named_gz == gzipped:
+            if named_gz == gzipped and _nibabel_reads_name(path):
                 image = nib.load(str(path))
             else:
                 image = _streamed_nifti(opened.enter_context(gzip.open(path, "rb")) if gzipped
                                         else opened.enter_context(open(path, "rb")))
-                if warn:
+                if warn and named_gz != gzipped:
                     _warn_misnamed(path, gzipped)
         except NIFTI_ERRORS as exc:
-            raise lfs_pointer(path) or CovsegError(
+            raise stand_in(path) or CovsegError(
                 f"{path}: cannot read the NIfTI header ({_one_line(exc)}); is the file "
                 "truncated?") from None
         if not isinstance(image, nib.Nifti1Image):  # CIFTI-2 is named .nii too
             raise CovsegError(f"{path}: a {type(image).__name__} file (surface or grey-ordinate "
                               "data), not a NIfTI volume; give covseg the CT as a NIfTI volume")
         yield image
+
+
+def _nibabel_reads_name(path: Path) -> bool:
+    """Whether ``nib.load`` finds ``path`` by its name: its ``.nii`` all lower or all upper
+    case (``.NII.GZ``), not mixed (``.Nii.gz``)."""
+    return path.name[len(nifti_stem(path)):][:4] in (".nii", ".NII")
 
 
 def _warn_misnamed(path: Path, gzipped: bool) -> None:

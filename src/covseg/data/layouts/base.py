@@ -499,13 +499,30 @@ def masks_beside(stems: list[str], key: Callable[[str], str] = lambda s: s) -> l
     return [stem for stem in stems if image_name(stem) != stem and key(image_name(stem)) in keys]
 
 
-def sub_folders(folder: Path) -> list[Path]:
-    """``folder``'s sub-folders but hidden ones, in order; none where it cannot be listed."""
+MACOS_ARCHIVE_FOLDER = "__MACOSX"
+"""The folder macOS's Archive Utility adds beside a zip's content: its AppleDouble metadata
+(``._x.png``) in a copy of the zip's folders, no data."""
+
+
+def unseen(path: Path) -> bool:
+    """Whether an entry of a folder is no data a user put there: hidden (``.snapshot/``) or
+    macOS's ``__MACOSX/``."""
+    return path.name.startswith(".") or path.name == MACOS_ARCHIVE_FOLDER
+
+
+def listed(folder: Path) -> list[Path]:
+    """``folder``'s entries in order; none where it cannot be listed (no folder, no permission:
+    a folder probed, not read)."""
     try:
-        return [path for path in sorted(folder.iterdir())
-                if path.is_dir() and not path.name.startswith(".")]
+        return sorted(folder.iterdir())
     except OSError:
         return []
+
+
+def sub_folders(folder: Path) -> list[Path]:
+    """``folder``'s sub-folders but hidden ones and ``__MACOSX/`` (:func:`unseen`), in order;
+    none where it cannot be listed."""
+    return [path for path in listed(folder) if path.is_dir() and not unseen(path)]
 
 
 def _refuse_masks_among_images(images: dict[str, Path], key: Callable[[str], str]) -> None:
@@ -621,9 +638,11 @@ def read_patients_csv(root: Path) -> dict[str, str]:
     as a dict; empty without the file. Public slice sets publish no patient ids, so this is
     how a user groups them for cross-validation. Read as spreadsheets save it: a UTF-8 byte
     order mark (Excel) is dropped, UTF-16 is read (:func:`read_text_file`), and blanks around
-    names and values are ignored."""
-    table = root / "patients.csv"
-    if not table.is_file():
+    names and values are ignored. Named in any case (``Patients.CSV``); a near match
+    (``patients.csv.txt``, as Notepad with extensions hidden saves it) is warned of, not read."""
+    table = patients_csv(root)
+    if table is None:
+        _warn_misnamed_patients(root)
         return {}
     reader = csv.DictReader(io.StringIO(read_text_file(table), newline=""))
     reader.fieldnames = [name.strip() for name in reader.fieldnames or ()]
@@ -643,6 +662,34 @@ def read_patients_csv(root: Path) -> dict[str, str]:
                           "give each slice (its case id or file stem) or study a row, or "
                           "remove the file")
     return patients
+
+
+PATIENTS_CSV = "patients.csv"
+"""The file that groups a data folder's slices or studies into patients, in any case."""
+
+
+def patients_csv(folder: Path) -> Path | None:
+    """``folder``'s patients.csv whatever the case of its name (``Patients.CSV`` as Windows
+    keeps it); None without one. Two of one name in different cases are refused, as either
+    would be silently dropped."""
+    tables = [path for path in listed(folder)
+              if path.name.lower() == PATIENTS_CSV and path.is_file()]
+    if len(tables) > 1:
+        raise CovsegError(f"{folder}: {tables[0].name} and {tables[1].name} are both "
+                          f"{PATIENTS_CSV}; keep one")
+    return tables[0] if tables else None
+
+
+def _warn_misnamed_patients(folder: Path) -> None:
+    """Warn of a file named as a patients.csv but not one (``patients.csv.txt``,
+    ``patients.xlsx``, ``patient.csv``): left unread, a patient's slices may fall on both
+    sides of a split. Warned of rather than read, so that one name, patients.csv, is read:
+    such a file may as well be an old copy or a spreadsheet that is no CSV."""
+    for path in listed(folder):
+        if path.name.lower().split(".")[0] in ("patients", "patient") and path.is_file():
+            log.warning("%s is not read: covseg groups slices into patients by %s alone "
+                        "(columns case_id,patient_id); rename it so, saved as CSV", path,
+                        folder / PATIENTS_CSV)
 
 
 def read_text_file(path: Path) -> str:
@@ -955,8 +1002,9 @@ def slice_patients(root: Path, table: dict[str, str], pairs: list[tuple[str, Pat
     for study, by_patient in held.items():
         if len(by_patient) > 1:
             (first, one), (second, other) = list(by_patient.items())[:2]
-            raise CovsegError(f"{root / 'patients.csv'}: puts slices of {study} under two "
-                              f"patients ({one} under {first}, {other} under {second}), so "
+            raise CovsegError(f"{patients_csv(root) or root / PATIENTS_CSV}: puts slices of "
+                              f"{study} under two patients ({one} under {first}, {other} "
+                              f"under {second}), so "
                               f"folds could train and test one study; give every slice of "
                               f"{study} one patient_id (list all of them, or none)")
     return patients
@@ -1014,8 +1062,8 @@ def loaded(samples: list[Sample], layout: str, root: Path, options: ReadOptions,
         for sample in samples:
             sample.case_id = sample.case_id if sample.case_id.startswith("synthetic") else (
                 f"synthetic_{sample.case_id}")
-    if patients_file is None and (root / "patients.csv").is_file():
-        patients_file = root / "patients.csv"
+    if patients_file is None:
+        patients_file = patients_csv(root)
     return LoadedData(samples, layout, str(root.resolve()), options.target, num_classes,
                       folds or None, synthetic, intensity=options.intensity, window=options.window,
                       patients_file=str(patients_file.resolve()) if patients_file else "")

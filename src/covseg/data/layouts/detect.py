@@ -24,6 +24,7 @@ from covseg.data.layouts.base import (
     no_labelled_slices,
     sub_folders,
     target_option,
+    unseen,
 )
 from covseg.data.layouts.folders import FOLDERS_IMAGES, FOLDERS_MASKS, LUNG_MASKS, read_folders
 from covseg.data.layouts.infnet import infnet_folder, read_infnet
@@ -221,10 +222,13 @@ def _what_it_holds(root: Path) -> str:
     if zenodo_masks := missing_images(root):
         return zenodo_masks
     try:
-        children = [path for path in sorted(root.iterdir()) if not path.name.startswith(".")]
+        children = [path for path in sorted(root.iterdir()) if not unseen(path)]
     except OSError:  # unreadable: the generic message
         return ""
     data_sets = _data_sets_below(root, children)
+    if len(data_sets) == 1:  # "X/Dataset/" of a zip with a top folder: "give one of them" misled
+        return (f"{root}: a folder holding one data set ({data_sets[0]}); give that folder, "
+                f"{root / data_sets[0].rstrip('/')}")
     if data_sets:
         return f"{root}: a folder of data sets ({examples(data_sets)}); give one of them"
     scans = [path for path in children

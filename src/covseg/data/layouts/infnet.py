@@ -18,6 +18,7 @@ from covseg.data.layouts.base import (
     loaded,
     pair,
     patient_of,
+    patients_csv,
     read_2d_pairs,
     read_patients_csv,
     require,
@@ -60,9 +61,10 @@ def _one_patients_csv(folders: Sequence[Path], slices: Sequence[tuple[str, str]]
     silently dropped; tables that name them otherwise (case id or stem) or name other slices
     too, but group these alike, are not."""
     found: list[tuple[Path, dict[str, str]]] = []
-    for table in (folder / "patients.csv" for folder in folders):
-        if table.is_file() and not any(table.samefile(other) for other, _ in found):
-            found.append((table, read_patients_csv(table.parent)))
+    for folder in folders:
+        patients, table = read_patients_csv(folder), patients_csv(folder)
+        if table is not None and not any(table.samefile(other) for other, _ in found):
+            found.append((table, patients))
     for (first, mine), (second, theirs) in pairwise(found):
         for case, stem in slices:
             if patient_of(mine, case, stem) != patient_of(theirs, case, stem):

@@ -14,6 +14,7 @@ from covseg.data.layouts.base import (
     check_patients_listed,
     files,
     first_dir,
+    listed,
     loaded,
     pair,
     read_2d_pairs,
@@ -29,8 +30,7 @@ from covseg.data.layouts.base import (
 )
 from covseg.errors import CovsegError
 from covseg.io.image import is_image_file
-from covseg.io.nifti import is_nifti, nifti_stem
-from covseg.io.volume import NIFTI_SUFFIXES
+from covseg.io.nifti import is_nifti, named_as_nifti, nifti_stem
 
 MEDSEG_MASKS = ("tr_mask_new", "tr_mask")
 """Names of MedSeg's PNG masks folder, the corrected masks first."""
@@ -68,10 +68,11 @@ def holds_medseg_slices(root: Path) -> bool:
 
 def _stacks(root: Path, stem: str) -> list[Path]:
     """The files of MedSeg's NIfTI stack ``stem`` in ``root``: ``.nii.gz`` as downloaded, ``.nii``
-    as a browser or desktop gunzips it, or both; a broken link of the name too (content not
-    fetched), which :func:`_stack` refuses."""
-    return [path for path in (root / f"{stem}{suffix}" for suffix in NIFTI_SUFFIXES)
-            if is_nifti(path) or (path.is_symlink() and not path.exists())]
+    as a browser or desktop gunzips it, or both, their suffix in any case (``.NII.GZ``) as a
+    generic folder's; a broken link of the name too (content not fetched), which
+    :func:`_stack` refuses."""
+    return [path for path in listed(root) if named_as_nifti(path) and nifti_stem(path) == stem
+            and (path.is_file() or (path.is_symlink() and not path.exists()))]
 
 
 def _stack(root: Path, stem: str) -> Path | None:

@@ -299,7 +299,8 @@ def read_mosmed_3d(root: Path, options: ReadOptions) -> LoadedData:
 
 
 def _niftis_under(folder: Path) -> list[Path]:
-    """The NIfTI files in ``folder`` and its sub-folders (MosMed's CT-0 .. CT-4)."""
-    found = sorted(folder.rglob("*.nii*"))
+    """The NIfTI files in ``folder`` and its sub-folders (MosMed's CT-0 .. CT-4), their suffix in
+    any case (``.NII.GZ``) as a generic folder's."""
+    found = sorted(folder.rglob("*"))
     refuse_broken_links(folder, found)
     return [path for path in found if is_nifti(path)]
