@@ -343,37 +343,15 @@ def test_out_never_overwrites_files_an_evaluation_did_not_write(
         assert result["cases"] == 1 and (tmp_path / "ev.csv").is_file()
 
 
-def test_an_evaluation_stopped_before_its_plot_is_rerun(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("stopped_in", "left"), [("metrics_plot", {"json", "csv"}),
+                                                  ("write_text", {"json"})])
+def test_an_evaluation_stopped_midway_leaves_none_of_the_earlier_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stopped_in: str, left: set[str]) -> None:
     """Written CSV first, an evaluation stopped while plotting left a lone ev.csv that its own
     rerun refused ("no earlier evaluation's output"). Stopped so after an earlier evaluation of
     that name, it left the earlier ev.png beside its own JSON and CSV, the JSON naming it as its
-    own: the earlier PNG is gone, and the JSON names none until its own is drawn."""
-    evaluate_module = importlib.import_module("covseg.evaluate")  # covseg.evaluate: the API's
-    truth = square_mask(32, 4, 4, 12)
-    _save(tmp_path / "truth" / "a.png", truth)
-    _save(tmp_path / "pred" / "a.png", truth * 255)
-    evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
-
-    def stopped(*_: object, **__: object) -> None:
-        raise KeyboardInterrupt
-
-    _save(tmp_path / "truth" / "b.png", truth)
-    with monkeypatch.context() as patch:
-        patch.setattr(evaluate_module, "metrics_plot", stopped)
-        with pytest.raises(KeyboardInterrupt):
-            evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
-    record = json.loads((tmp_path / "ev.json").read_text())
-    assert not (tmp_path / "ev.png").exists() and "png" not in record["files"]
-    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
-    assert result["cases"] == 1 and (tmp_path / "ev.png").is_file()
-
-
-def test_an_evaluation_stopped_before_its_table_leaves_no_earlier_table(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An evaluation killed between its JSON and its CSV (15 ms apart) left the earlier
-    evaluation's ev.csv beside the new JSON, which named it as its own: the earlier CSV is gone,
-    the JSON names none until its own is written, and the rerun writes it."""
+    own; killed between its JSON and its CSV (15 ms apart), the earlier ev.csv. The earlier files
+    are gone, the JSON names each of its own once written, and the rerun writes them all."""
     evaluate_module = importlib.import_module("covseg.evaluate")  # covseg.evaluate: the API's
     truth = square_mask(32, 4, 4, 12)
     _save(tmp_path / "truth" / "a.png", truth)
@@ -386,12 +364,12 @@ def test_an_evaluation_stopped_before_its_table_leaves_no_earlier_table(
     _save(tmp_path / "truth" / "b.png", truth)
     _save(tmp_path / "pred" / "b.png", truth * 255)
     with monkeypatch.context() as patch:
-        patch.setattr(evaluate_module, "write_text", stopped)
+        patch.setattr(evaluate_module, stopped_in, stopped)
         with pytest.raises(KeyboardInterrupt):
             evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
     record = json.loads((tmp_path / "ev.json").read_text())
-    assert record["cases"] == 2 and set(record["files"]) == {"json"}
-    assert not (tmp_path / "ev.csv").exists() and not (tmp_path / "ev.png").exists()
+    assert record["cases"] == 2 and set(record["files"]) == left
+    assert {kind for kind in ("json", "csv", "png") if (tmp_path / f"ev.{kind}").exists()} == left
     result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
     assert set(result["files"]) == {"json", "csv", "png"}
     assert len((tmp_path / "ev.csv").read_text().splitlines()) == 3

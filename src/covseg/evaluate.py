@@ -585,10 +585,11 @@ def _write_outputs(files: dict[str, Path], result: dict[str, Any], title: str) -
     write_json(files["json"], result)
     write_text(files["csv"], rows_to_csv(result["per_case"]))
     result["files"]["csv"] = output_path(files["csv"])
+    write_json(files["json"], result)
     if drawn(lambda: metrics_plot(result["per_case"], files["png"], title), files["png"],
              files["json"]):
         result["files"]["png"] = output_path(files["png"])
-    write_json(files["json"], result)
+        write_json(files["json"], result)
 
 
 def _refuse_self_scoring(pred: Path, truth: Path, pairs: Sequence[tuple[Path, Path]]) -> None:
