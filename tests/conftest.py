@@ -25,9 +25,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
+from PIL import Image
 
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     # A shell without job control starts a background job (`pytest &` in a script) with Ctrl-C
@@ -264,6 +266,29 @@ def square_mask(size: int, top: int, left: int, side: int) -> np.ndarray:
     mask = np.zeros((size, size), dtype=np.uint8)
     mask[top:top + side, left:left + side] = 1
     return mask
+
+
+THIN_MASKS = {
+    "png": ": a 64 x 1 image, too small to be a mask slice (covseg reads slices of at least 2 x "
+           "2 pixels); give the whole slice's mask",
+    "nii.gz": ": a single coronal plane (axes RAS; 10 axial slices of 64 x 1 pixels), not axial "
+              "slices; give the mask of the whole series"}
+"""The refusal of each kind of mask file :func:`write_mask` writes one row thin, after its
+name: told in a mask's words, not a CT's."""
+
+
+def write_mask(path: Path, thin: bool = False) -> Path:
+    """A lesion mask at ``path`` (a .png slice of 64 x 64 pixels, or a .nii.gz volume of 10
+    such slices), or ``thin``, one row high (:data:`THIN_MASKS`)."""
+    rows = 1 if thin else 64
+    if path.suffix == ".png":
+        Image.fromarray(np.where(square_mask(64, 20, 20, 10)[:rows], 255, 0).astype(np.uint8)
+                        ).save(path)
+    else:
+        mask = np.zeros((64, rows, 10), np.uint8)
+        mask[20:30] = 1
+        nib.save(nib.Nifti1Image(mask, np.diag([0.7, 0.7, 5.0, 1.0])), str(path))
+    return path
 
 
 CONSOLIDATED_AFFINE = np.diag([0.78, 0.78, 5.0, 1.0])

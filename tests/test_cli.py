@@ -479,6 +479,24 @@ def test_demo_api_runs_small_and_again_from_its_finished_folds(
     assert not (cv / "fold_0").exists()
 
 
+@pytest.mark.parametrize("plotted", [True, False])
+def test_demo_names_its_box_plot_only_where_drawn(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        plotted: bool) -> None:
+    """`covseg demo` named OUT/cv/dice_boxplot.png among its outputs where the box plot was not
+    drawn (a warning): a file that does not exist."""
+    def demo(out: Path, **_: object) -> dict[str, object]:
+        (Path(out) / "cv").mkdir(parents=True)
+        if plotted:
+            (Path(out) / "cv" / "dice_boxplot.png").write_bytes(b"drawn")
+        return {"mean_std_over_folds": {"dice": {"mean": 0.5, "std": 0.1, "n": 2}},
+                "per_fold": [{}, {}], "demo_seconds": 1.0}
+
+    monkeypatch.setattr(api, "demo", demo)
+    code, out, _ = _run(capsys, "demo", "--out", str(tmp_path / "demo"))
+    assert code == 0 and ("dice_boxplot.png" in out) is plotted
+
+
 def test_demo_help_gives_the_out_default(capsys: pytest.CaptureFixture[str]) -> None:
     """`covseg demo -h` said "--out OUT  output folder", the only option without its default."""
     with pytest.raises(SystemExit):

@@ -614,7 +614,7 @@ def test_box_plots_that_cannot_be_drawn_are_warnings_beside_the_scores(
     """A box plot failing in matplotlib ended cv (each model's dice_boxplot.png) and compare
     (comparison_boxplot.png) in a traceback after their scores were written, as evaluate's
     figure no longer did: each is one warning line, the scores and reports kept, no stale
-    figure left."""
+    figure left, and no report links the figure not drawn (a link to a missing file)."""
     def refused(*_: object, **__: object) -> None:
         raise TypeError("set_text(): incompatible function arguments.\n    1. (self) -> None")
 
@@ -634,6 +634,8 @@ def test_box_plots_that_cannot_be_drawn_are_warnings_beside_the_scores(
         *(told(model / "dice_boxplot.png", model / "per_case.csv") for model in models),
         told(tmp_path / "comparison_boxplot.png", tmp_path / "comparison.json")]
     assert all((model / "summary.json").is_file() for model in models)
+    reports = [tmp_path / "comparison.md", *(model / "report.md" for model in models)]
+    assert [".png" in report.read_text() for report in reports] == [False] * 3
 
 
 def refused_resume(data: Path, out: Path, epochs: int, refusal: str, seed: int = 0) -> None:

@@ -22,7 +22,7 @@ from covseg.evaluate import evaluate_folders
 from covseg.io.image import read_oriented_mask
 from covseg.records import SUMMARY_FIELDS
 from covseg.report import csv_text
-from tests.conftest import refuse_writing_under, square_mask
+from tests.conftest import THIN_MASKS, refuse_writing_under, square_mask, write_mask
 
 
 def _save(path: Path, array: np.ndarray) -> Path:
@@ -1609,3 +1609,16 @@ def test_a_lung_and_infection_truth_against_a_binary_prediction_says_binary(
     assert "scored as binary (infection = any label > 0)" in note
     assert "Its lungs are scored as infection (infection = any label > 0); give" in note
     assert "lesion classes" not in note
+
+
+@pytest.mark.parametrize("suffix", THIN_MASKS)
+@pytest.mark.parametrize("thin", ["pred", "truth"])
+def test_a_mask_too_thin_is_refused_as_a_mask(tmp_path: Path, suffix: str, thin: str) -> None:
+    """A prediction or truth one row thin was told "too small to be a CT slice" (a PNG) or to
+    "give the whole series" (a one-plane coronal NIfTI): it is a mask, and told so."""
+    for side in ("pred", "truth"):
+        (tmp_path / side).mkdir()
+        write_mask(tmp_path / side / f"a.{suffix}", thin=side == thin)
+    with pytest.raises(CovsegError) as refused:
+        evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
+    assert str(refused.value) == f"{tmp_path / thin / f'a.{suffix}'}{THIN_MASKS[suffix]}"

@@ -471,17 +471,23 @@ def test_fractional_masks_fail_their_study(tmp_path: Path) -> None:
         quantify_study(good, tmp_path / "out2", lungs=tmp_path / "lungs.nii.gz")
 
 
-def test_a_mask_one_row_thin_is_told_too_small_for_a_mask_slice(tmp_path: Path) -> None:
-    """A lesion mask of one axial slice one row high was told "too small to be a CT slice":
-    it is a mask, and said so."""
-    thin = np.zeros((64, 1, 1), dtype=np.uint8)
+@pytest.mark.parametrize(("shape", "told"), [
+    ((64, 1, 1), (" (one axial slice): a 64 x 1 image, too small to be a mask slice (covseg "
+                  "reads slices of at least 2 x 2 pixels); give the mask of the whole series")),
+    ((64, 1), ": a 2D image of shape (64, 1), not a volume; save it as (x, y, 1)"),
+    ((64, 1, 10), (": a single coronal plane (axes RAS; 10 axial slices of 64 x 1 pixels), not "
+                   "axial slices; give the mask of the whole series"))])
+def test_a_mask_too_thin_is_told_in_a_mask_s_words(tmp_path: Path, shape: tuple[int, ...],
+                                                   told: str) -> None:
+    """A lesion mask of one axial slice one row high was told "too small to be a CT slice", a
+    2D one to "predict 2D slices as images", a one-plane coronal one to "give the whole
+    series": it is a mask, and told so."""
+    thin = np.zeros(shape, dtype=np.uint8)
     thin[20:30] = 1
     path = tmp_path / "thin_mask.nii.gz"
     nib.save(nib.Nifti1Image(thin, np.diag([0.7, 0.7, 5.0, 1.0])), str(path))
     result = quantify_batch([path], tmp_path / "out")
-    error = read_rows(result.summary)[0]["error"]
-    assert error == (f"{path} (one axial slice): a 64 x 1 image, too small to be a mask slice "
-                     "(covseg reads slices of at least 2 x 2 pixels); give the whole series")
+    assert read_rows(result.summary)[0]["error"] == f"{path}{told}"
 
 
 def noisy_ct(ct: Path) -> nib.Nifti1Image:

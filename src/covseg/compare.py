@@ -32,6 +32,7 @@ from covseg.crossval import (
     cross_validation_work,
     data_warnings,
     duration_text,
+    figure_link,
     finished_fold_check,
     hd95_cover,
     hd95_keys,
@@ -362,12 +363,12 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
               "warnings": list(dict.fromkeys([*data.notes, *fold_notes]))}
     write_json(out / "comparison.json", result)
     dice = any_lesion("Dice", config.target == "multiclass")
-    drawn(lambda: box_plot({spec: list(d.values()) for spec, d in dice_by_model.items()},
-                           out / "comparison_boxplot.png", ylabel=f"{dice} per case",
-                           title=("SYNTHETIC data: " if data.synthetic else "")
-                           + f"per-case {dice} by model"),
-          out / "comparison_boxplot.png", out / "comparison.json")
-    write_text(out / "comparison.md", comparison_markdown(result))
+    plotted = drawn(lambda: box_plot({spec: list(d.values()) for spec, d in dice_by_model.items()},
+                                     out / "comparison_boxplot.png", ylabel=f"{dice} per case",
+                                     title=("SYNTHETIC data: " if data.synthetic else "")
+                                     + f"per-case {dice} by model"),
+                    out / "comparison_boxplot.png", out / "comparison.json")
+    write_text(out / "comparison.md", comparison_markdown(result, plotted))
     return result
 
 
@@ -581,8 +582,9 @@ def paired_difference_text(test: Mapping[str, Any]) -> str:
     return f"{mean:+.3f}" + ("" if math.isnan(low) else f" ({low:+.3f}, {high:+.3f})")
 
 
-def comparison_markdown(result: dict[str, Any]) -> str:
-    """The comparison table as Markdown."""
+def comparison_markdown(result: dict[str, Any], plotted: bool = True) -> str:
+    """The comparison table as Markdown, with its box plot where ``plotted`` (one not drawn,
+    :func:`~covseg.viz.drawn`, was linked as a missing file)."""
     multiclass = result["config"].get("target") == "multiclass"
     holm_column = any("p_holm" in row.get("wilcoxon_vs_baseline", {}) for row in result["models"])
     hd95 = hd95_keys(result["models"][0])
@@ -631,5 +633,6 @@ def comparison_markdown(result: dict[str, Any]) -> str:
                      f"{cost_text(row['gflops_per_slice'])} | "
                      f"{row['cpu_ms_per_slice']:.0f} | {duration_text(row['train_seconds'])} |")
     lines += _class_dice_table(result)
-    lines += ["", f"![per-case {columns[0]} by model](comparison_boxplot.png)", ""]
+    lines += ["", *figure_link(f"per-case {columns[0]} by model", "comparison_boxplot.png",
+                               plotted)]
     return "\n".join(lines)

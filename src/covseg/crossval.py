@@ -716,13 +716,14 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
                              _summary(config, data, out, how, per_fold, all_rows, begun,
                                       train_seconds, fold_notes), begun.trains)
         write_text(out / "per_case.csv", rows_to_csv(all_rows))
-        drawn(lambda: box_plot({f"fold {r['fold']}": [row["dice"] for row in all_rows
-                                                      if row["fold"] == r["fold"]]
-                                for r in per_fold} | {"all": [row["dice"] for row in all_rows]},
-                               out / "dice_boxplot.png", ylabel=f"{_dice(config)} per case",
-                               title=_title(config, data)),
-              out / "dice_boxplot.png", out / "per_case.csv")
-        write_text(out / "report.md", report_markdown(summary))
+        plotted = drawn(
+            lambda: box_plot({f"fold {r['fold']}": [row["dice"] for row in all_rows
+                                                    if row["fold"] == r["fold"]]
+                              for r in per_fold} | {"all": [row["dice"] for row in all_rows]},
+                             out / "dice_boxplot.png", ylabel=f"{_dice(config)} per case",
+                             title=_title(config, data)),
+            out / "dice_boxplot.png", out / "per_case.csv")
+        write_text(out / "report.md", report_markdown(summary, plotted))
         # Last, so that a summary.json means the rest is written: one stopped (Ctrl-C) after it
         # alone looked finished without its report.md and box plot.
         write_json(out / "summary.json", summary)
@@ -941,6 +942,12 @@ def data_warnings(record: Mapping[str, Any]) -> list[str]:
     return [f"- Data warnings ({len(warned)}): " + "; ".join(warned)] if warned else []
 
 
+def figure_link(alt: str, name: str, plotted: bool) -> list[str]:
+    """A report's closing lines: its figure ``name`` in the same folder, where ``plotted``;
+    none for a figure not drawn (a link to a missing file)."""
+    return [f"![{alt}]({name})", ""] if plotted else []
+
+
 DEFINED = "slices_defined"
 """Key of a fold's count, per metric, of the slices its mean covers (where it is defined)."""
 FOLD_FIELDS = ("fold", "train_cases", "test_cases", "epochs", DEFINED)
@@ -1129,8 +1136,9 @@ def _run_time_line(summary: Mapping[str, Any]) -> str:
             f"{duration_text(summary['train_seconds'])} summed over folds (kept across resumes)")
 
 
-def report_markdown(summary: dict[str, Any]) -> str:
-    """The cross-validation table as Markdown."""
+def report_markdown(summary: dict[str, Any], plotted: bool = True) -> str:
+    """The cross-validation table as Markdown, with its box plot where ``plotted`` (one not
+    drawn, :func:`~covseg.viz.drawn`, was linked as a missing file)."""
     keys = [k for k in (*REPORT_METRICS, *HD95_UNITS) if k in summary["mean_std_over_folds"]]
     extra = [k for k in summary["mean_std_over_folds"] if k not in keys]
     multiclass = summary["config"].get("target") == "multiclass"
@@ -1163,5 +1171,6 @@ def report_markdown(summary: dict[str, Any]) -> str:
     hd95 = hd95_undefined_line(summary)
     lines += [*([""] + hd95 if hd95 else []), "", UNDEFINED_NOTE, "",
               f"Empty masks: {summary['empty_mask_rules']}", "",
-              f"![per-case {any_lesion('Dice', multiclass)}](dice_boxplot.png)", ""]
+              *figure_link(f"per-case {any_lesion('Dice', multiclass)}", "dice_boxplot.png",
+                           plotted)]
     return "\n".join(lines)

@@ -31,7 +31,7 @@ from covseg.data.synthetic import synthetic_slices
 from covseg.errors import CovsegError
 from covseg.io.ct import read_volume
 from covseg.transforms import normalize_intensity
-from tests.conftest import shared, square_mask
+from tests.conftest import THIN_MASKS, shared, square_mask, write_mask
 
 
 def _save_png(path: Path, array: np.ndarray) -> None:
@@ -3060,3 +3060,25 @@ def test_a_non_square_pair_turned_apart_names_the_exif_turn(tmp_path: Path) -> N
                        r"40x24, likely as the image has EXIF Orientation 6 and the mask no EXIF "
                        r"orientation: .* save the image without the tag"):
         load_dataset(tmp_path)
+
+
+@pytest.mark.parametrize("target", ["infection", "multiclass"])
+@pytest.mark.parametrize("suffix", THIN_MASKS)
+def test_a_training_mask_too_thin_is_refused_as_a_mask(tmp_path: Path, suffix: str,
+                                                       target: str) -> None:
+    """A data set's mask one row thin was told "too small to be a CT slice" (a PNG) or to "give
+    the whole series" (a one-plane coronal NIfTI): it is a mask, and told so."""
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    rng = np.random.default_rng(0)
+    if suffix == "png":
+        Image.fromarray(rng.integers(0, 256, (64, 64)).astype(np.uint8)).save(
+            tmp_path / "images" / "a.png")
+    else:
+        ct = rng.integers(-1000, 400, (64, 64, 10)).astype(np.int16)
+        nib.save(nib.Nifti1Image(ct, np.diag([0.7, 0.7, 5.0, 1.0])),
+                 str(tmp_path / "images" / "a.nii.gz"))
+    mask = write_mask(tmp_path / "masks" / f"a.{suffix}", thin=True)
+    with pytest.raises(CovsegError) as refused:
+        load_dataset(tmp_path, target=target)
+    assert str(refused.value) == f"{mask}{THIN_MASKS[suffix]}"

@@ -88,6 +88,27 @@ masks and slices serve as tests' fixtures) and guard nothing, as a small slice c
 log = logging.getLogger(__name__)
 
 
+class Slices(NamedTuple):
+    """What a file read holds, in the words of the refusals of a file too small or thin to hold
+    it: a CT's slices (:data:`CT_SLICES`) or a mask's (:data:`MASK_SLICES`; a mask was told
+    too small to be a CT slice, and to predict 2D slices as images or give the whole series)."""
+
+    name: str
+    """One slice, as a refusal names it ("CT slice")."""
+    own_file: str
+    """What to give in place of a 2D file too small to be a slice."""
+    whole: str
+    """What to give in place of a volume too thin to hold slices."""
+    flat: str
+    """What to do with a NIfTI file holding one 2D image."""
+
+
+CT_SLICES = Slices("CT slice", "give the slice's own file", "give the whole series",
+                   "predict 2D slices as images, or save it as (x, y, 1)")
+MASK_SLICES = Slices("mask slice", "give the whole slice's mask",
+                     "give the mask of the whole series", "save it as (x, y, 1)")
+
+
 def refuse_tiny_slice(shape: tuple[int, ...], source: str, advice: str,
                       what: str = "CT slice") -> None:
     """Refuse a 2D slice of ``shape`` (y, x) with a side under :data:`MIN_SLICE_SIDE` pixels:
@@ -176,7 +197,8 @@ class Oriented(NamedTuple):
 
 def read_oriented(path: str | os.PathLike[str], keep_palette: bool = False) -> Oriented:
     """:func:`read_array`, with the EXIF orientation it applied: an image and its mask turned
-    by different ones may not lie on each other, which a data set's reading warns of."""
+    by different ones may not lie on each other, which a data set's reading warns of. A file
+    read as a mask (``keep_palette``) too small is refused as a mask's (:data:`MASK_SLICES`)."""
     path = Path(path)
     orientation = 1
     if not path.is_file():
@@ -204,7 +226,8 @@ def read_oriented(path: str | os.PathLike[str], keep_palette: bool = False) -> O
     array = _slice_axes(array)
     if array.ndim != 2:
         raise CovsegError(f"{path}: expected a 2D slice, got an array of shape {array.shape}")
-    refuse_tiny_slice(array.shape, str(path), "give the slice's own file")
+    what = MASK_SLICES if keep_palette else CT_SLICES
+    refuse_tiny_slice(array.shape, str(path), what.own_file, what.name)
     if not np.isfinite(array).all():
         raise CovsegError(f"{path}: the image holds NaN or infinite values")
     return Oriented(array, orientation)

@@ -24,7 +24,7 @@ from nibabel.volumeutils import array_from_file
 from nibabel.wrapstruct import WrapStructError
 
 from covseg.errors import CovsegError, NotLabels
-from covseg.io.image import fraction_range, fractional_values, stand_in
+from covseg.io.image import CT_SLICES, Slices, fraction_range, fractional_values, stand_in
 from covseg.io.volume import (
     GRID_TOLERANCE_MM,
     NIFTI_SUFFIXES,
@@ -83,15 +83,15 @@ def nifti_stem(path: Path) -> str:
 
 
 def read_nifti(path: str | os.PathLike[str], dtype: type = np.float32,
-               like: Volume | None = None, what: str = "CT slice") -> Volume:
+               like: Volume | None = None, what: Slices = CT_SLICES) -> Volume:
     """Read a 3D NIfTI file; x/y/z storage order becomes (z, y, x) so that ``array[k]`` is a slice.
 
     ``like``: the volume this one is paired with voxel for voxel (a mask's CT). A file whose
     header has no real geometry (:func:`lacks_geometry`) but ``like``'s stored shape is read on
     ``like``'s geometry, its voxels paired as stored, with a warning: reoriented by its own
     identity or Analyze affine, a numpy pipeline's mask came out mirrored against its CT.
-    ``what``: what a slice of the file is (a mask's is no CT slice), for the refusal of one too
-    small.
+    ``what``: what the file holds (a mask's slices are no CT slices), for the refusals of a
+    file too small, too thin or 2D.
     """
     path = Path(path)
     with _opened_nifti(path) as image:
@@ -251,10 +251,11 @@ def read_paired(first: Callable[[Volume | None], Volume], first_path: str | os.P
 
 
 def volume_from_nifti(image: nib.Nifti1Pair, source: str, dtype: type = np.float32,
-                      what: str = "CT slice") -> Volume:
-    """A loaded NIfTI image (from a file or built in memory) -> Volume with (z, y, x) voxels."""
+                      what: Slices = CT_SLICES) -> Volume:
+    """A loaded NIfTI image (from a file or built in memory) -> Volume with (z, y, x) voxels;
+    ``what``: as for :func:`read_nifti`."""
     _check_stored_dtype(np.dtype(image.get_data_dtype()), source)
-    shape = _volume_shape(tuple(int(n) for n in image.shape), source)
+    shape = _volume_shape(tuple(int(n) for n in image.shape), source, what.flat)
     check_voxel_count(shape, source, np.dtype(dtype).itemsize)
     _check_perpendicular(image, shape, source)
     slope, inter = _scaling(image)
@@ -414,16 +415,14 @@ def _check_stored_size(proxy: ArrayProxy, needed: int, source: str) -> None:
                           "is the file truncated?")
 
 
-def _volume_shape(shape: tuple[int, ...], source: str | Path) -> tuple[int, int, int]:
-    """The (x, y, z) shape of a stored volume: (x, y, z, 1, ...) is 3D; 2D images and true 4D
-    series are refused."""
+def _volume_shape(shape: tuple[int, ...], source: str | Path, advice: str
+                  ) -> tuple[int, int, int]:
+    """The (x, y, z) shape of a stored volume: (x, y, z, 1, ...) is 3D; 2D images (with
+    ``advice``, :attr:`Slices.flat`) and true 4D series are refused."""
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
     if len(shape) == 2:
-        raise CovsegError(
-            f"{source}: a 2D image of shape {shape}, not a volume; "
-            "predict 2D slices as images, or save it as (x, y, 1)"
-        )
+        raise CovsegError(f"{source}: a 2D image of shape {shape}, not a volume; {advice}")
     if len(shape) != 3:
         raise CovsegError(f"{source}: expected a 3D volume, got shape {shape}")
     return shape[0], shape[1], shape[2]

@@ -39,7 +39,7 @@ import SimpleITK as sitk
 
 from covseg.errors import CovsegError, OutOfMemory, byte_size, counted
 from covseg.io.atomic import atomic_path
-from covseg.io.image import MIN_SLICE_SIDE, label_levels, refuse_tiny_slice
+from covseg.io.image import CT_SLICES, MIN_SLICE_SIDE, Slices, label_levels, refuse_tiny_slice
 from covseg.provenance import option_given, option_name
 from covseg.transforms import (
     AIR_LIMIT_HU,
@@ -452,15 +452,15 @@ def check_same_grid(reference: Volume, other: Volume) -> None:
     warn_grid_drift(reference, other)
 
 
-def as_axial(volume: Volume, what: str = "CT slice") -> Volume:
+def as_axial(volume: Volume, what: Slices = CT_SLICES) -> Volume:
     """The volume in :data:`WORKING_AXES` order (see the module docstring): the file's voxel axes
     permuted and flipped, each to its nearest world axis (nibabel's ``io_orientation``, so an
     oblique scan counts as its closest plane). Cut along a sagittal file's third axis, a scan gave
     an empty lung and a wrong CT category without a word.
 
     ``volume.array`` must be the reader's own fresh array: mirrored axial files (the common
-    case) are flipped in place, so that no second copy of a large study is made. ``what`` a
-    slice is, for the refusal of one too small (:func:`_refuse_thin_slices`).
+    case) are flipped in place, so that no second copy of a large study is made. ``what`` the
+    volume holds, for the refusal of one too thin (:func:`_refuse_thin_slices`).
     """
     _check_orientable(volume)
     start = nib.io_orientation(volume.affine)
@@ -495,7 +495,7 @@ def _check_orientable(volume: Volume) -> None:
                           "header's sform/qform or voxel sizes")
 
 
-def _refuse_thin_slices(volume: Volume, to_working: np.ndarray, what: str) -> None:
+def _refuse_thin_slices(volume: Volume, to_working: np.ndarray, what: Slices) -> None:
     """Refuse axial slices with a side under :data:`~covseg.io.image.MIN_SLICE_SIDE` pixels,
     whichever file axis holds them, by the rule of 2D slices: a single sagittal or coronal plane
     (a coronal reformat saved on the scan's RAS axes, one row thick, was read as dozens of
@@ -506,14 +506,13 @@ def _refuse_thin_slices(volume: Volume, to_working: np.ndarray, what: str) -> No
     working_xyz[to_working[:, 0].astype(int)] = volume.array.shape[::-1]
     x, y, z = (int(n) for n in working_xyz)
     if z == 1:
-        refuse_tiny_slice((y, x), f"{volume.source} (one axial slice)", "give the whole series",
-                          what)
+        refuse_tiny_slice((y, x), f"{volume.source} (one axial slice)", what.whole, what.name)
     elif min(x, y) < MIN_SLICE_SIDE:
         shape = f"a line of {z} voxels" if max(x, y) < MIN_SLICE_SIDE else (
             f"a single {'coronal' if y < MIN_SLICE_SIDE else 'sagittal'} plane")
         raise CovsegError(f"{volume.source}: {shape} (axes "
                           f"{''.join(nib.aff2axcodes(volume.affine))}; {z} axial slices of "
-                          f"{x} x {y} pixels), not axial slices; give the whole series")
+                          f"{x} x {y} pixels), not axial slices; {what.whole}")
 
 
 def _flipped_in_place(array: np.ndarray, flips: np.ndarray) -> np.ndarray:

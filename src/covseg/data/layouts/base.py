@@ -23,6 +23,7 @@ import numpy as np
 from covseg.errors import CovsegError, counted, read_naming_out_of_memory, them
 from covseg.io.dicom import is_dicom_file
 from covseg.io.image import (
+    MASK_SLICES,
     QUARTER_TURNS,
     case_key,
     image_name,
@@ -876,7 +877,8 @@ def _read_volume_pair(image_path: Path, mask_path: Path) -> tuple[Volume, Volume
     (:func:`check_same_grid`): one of another shape, or whose header flips or permutes the
     axes and places the voxels elsewhere, is refused rather than trained on mirrored."""
     image, mask = read_paired(lambda like: read_nifti(image_path, like=like), image_path,
-                              lambda like: read_nifti(mask_path, np.int16, like), mask_path)
+                              lambda like: read_nifti(mask_path, np.int16, like, MASK_SLICES),
+                              mask_path)
     check_same_grid(mask, image)
     return image, mask
 
