@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -127,35 +126,6 @@ def test_folds_are_not_trained_from_another_weights_file_than_the_folds_done(
     first, second = (json.loads((out / f"fold_{k}" / "config.json").read_text())
                      for k in range(2))
     assert first["weights_sha256"] == second["weights_sha256"]
-
-
-@NEEDS_ZOO
-def test_a_resume_training_a_fold_reads_the_weights_file_once(
-        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A --resume training an unstarted fold read its weights= file three times (the recipe's
-    trial build, the fold's, then its network): it is read once a command, and the next command
-    reads it anew (nothing is held past a command)."""
-    import torch
-    from torchvision.models import resnet50
-
-    weights = tmp_path / "r50.pth"
-    torch.save(resnet50().state_dict(), weights)
-    data, out = load_dataset(synthetic_folder), tmp_path / "cv"
-    recipe = {"folds": 2, "epochs": 1, "size": 32, "batch_size": 8, "model": "fcn",
-              "model_options": {"weights": str(weights)}}
-    api.cross_validate(data, out, fold=0, **recipe)
-    read: list[Path] = []
-    load = torch.load
-
-    def counted(path: Any, *args: Any, **kwargs: Any) -> Any:
-        read.append(Path(path))
-        return load(path, *args, **kwargs)
-
-    monkeypatch.setattr(torch, "load", counted)
-    api.cross_validate(data, out, resume=True, **recipe)
-    assert read.count(weights) == 1
-    api.cross_validate(data, out, resume=True, **recipe)  # both folds done: the recipe's check
-    assert read.count(weights) == 2
 
 
 @NEEDS_ZOO

@@ -116,7 +116,6 @@ from covseg.io.volume import (
     volume_from_itk,
 )
 from covseg.lungs import DEFAULT_LUNG_MARGIN_MM
-from covseg.models.pretrained import weights_read_once
 from covseg.models.profile import model_table
 from covseg.models.registry import is_a
 from covseg.progress import progress_bar
@@ -211,7 +210,7 @@ def _public(options: str = "", accepted: Sequence[str] = (), draws: bool = False
                 raise CovsegError(f"{function.__name__}: {exc}") from None
             _refuse_empty(signature, bound.arguments)
             kept = callers_generators_kept() if draws else nullcontext()
-            with invoked_as(api_command(function.__name__)), kept, weights_read_once():
+            with invoked_as(api_command(function.__name__)), kept:
                 # numpy's numbers as Python's
                 return function(*map(python_numbers, args), **python_numbers(kwargs))
         return cast(Function, checked)

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,43 +60,7 @@ def without_weights_file(options: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in options.items() if key != "weights"}
 
 
-_READ_ONCE: ContextVar[dict[tuple[int, ...], StateDict] | None] = ContextVar(
-    "covseg_weights_read", default=None)
-"""The weights file last read within :func:`weights_read_once`'s block, by its stat key."""
-
-
-@contextmanager
-def weights_read_once() -> Iterator[None]:
-    """Within the block (one API call, so one command), a weights= file is read once: a cv
-    --resume training a fold read it three times (the recipe's trial build, the fold's, and
-    its network; a 100 MB ResNet each). Only the last file read is held, and only until the
-    block ends; one replaced meanwhile (another size, time or inode) is read again."""
-    token = _READ_ONCE.set({})
-    try:
-        yield
-    finally:
-        _READ_ONCE.reset(token)
-
-
 def read_state_dict(path: Path) -> StateDict:
-    """A state_dict read safely (:func:`_loaded_state_dict`), once within
-    :func:`weights_read_once`'s block; a copy of the dict, its tensors shared (loading them
-    into a module copies them)."""
-    held = _READ_ONCE.get()
-    try:
-        stat = os.stat(path)
-    except OSError:  # its own one-line error, from the read
-        held = None
-    if held is None:
-        return _loaded_state_dict(path)
-    key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
-    if key not in held:
-        held.clear()
-        held[key] = _loaded_state_dict(path)
-    return dict(held[key])
-
-
-def _loaded_state_dict(path: Path) -> StateDict:
     """Load a state_dict safely (``weights_only=True``); anything else is a one-line error."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
