@@ -149,6 +149,27 @@ def test_a_resumed_run_keeps_the_best_epoch_from_before_the_stop(
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["best_epoch"] == 2
 
 
+def test_curves_that_cannot_be_drawn_are_a_warning_and_the_run_finishes(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """curves.png failing in matplotlib ended the run in a traceback before its metrics.json
+    (a cv fold then read as unfinished): one warning line, the run finished without the figure,
+    as evaluate's and cv's figures are."""
+    def refused(*_: object, **__: object) -> None:
+        raise TypeError("set_text(): incompatible function arguments")
+
+    monkeypatch.setattr(train_module, "training_curves", refused)
+    out = tmp_path / "run"
+    metrics = train_module.train(TrainConfig(**{**TINY, "epochs": 1, "size": 32}),
+                                 load_dataset(synthetic_folder), out, progress=False)
+    assert metrics["epochs"] == 1 and (out / "metrics.json").is_file()
+    assert not (out / "curves.png").exists()
+    told = (f"{out / 'curves.png'}: not drawn (TypeError: set_text(): incompatible function "
+            f"arguments); the numbers are in {out / 'log.csv'}")
+    assert [record.getMessage() for record in caplog.records
+            if "not drawn" in record.getMessage()] == [told]
+
+
 def test_a_resume_removes_the_temporary_files_a_killed_run_left_and_nothing_else(
         tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run killed with ``kill -9`` while saving left its hidden ``.best.XXXXXXXX.pt`` (a

@@ -94,7 +94,7 @@ from covseg.provenance import (
 from covseg.records import content_hash, read_record
 from covseg.stopping import EXIT_STATUS, Terminated, raise_if_stopped, stops_recorded
 from covseg.transforms import AUGMENTATIONS, LesionPaste, Letterbox
-from covseg.viz import training_curves
+from covseg.viz import drawn, training_curves
 
 if TYPE_CHECKING:
     from monai.data import DataLoader
@@ -1348,10 +1348,13 @@ def _member_process(config: TrainConfig, shared: Path, out: Path, progress: bool
 
 def _finish(out: Path, config: TrainConfig, data: LoadedData, history: list[dict[str, float]],
             val_samples: list[Sample]) -> dict[str, Any]:
-    """Curves, and the best model's validation metrics at the original image size."""
+    """Curves (a figure that cannot be drawn is a warning, :func:`~covseg.viz.drawn`: it ended
+    the run before its metrics.json, a cv fold read as unfinished), and the best model's
+    validation metrics at the original image size."""
     multiclass = data.num_classes > 2
-    training_curves(history, out / "curves.png", loss=config.loss, canvas=config.size,
-                    title=f"{config.model} on {data.kind}", multiclass=multiclass)
+    drawn(lambda: training_curves(history, out / "curves.png", loss=config.loss,
+                                  canvas=config.size, title=f"{config.model} on {data.kind}",
+                                  multiclass=multiclass), out / "curves.png", out / "log.csv")
     best = max(history, key=lambda r: r.get("val_dice", r["epoch"]))
     metrics: dict[str, Any] = {
         "epochs": len(history), "best_epoch": best["epoch"],
