@@ -7,9 +7,10 @@ The Python API mirrors the ``covseg`` command line, its keywords named as the op
 :func:`fetch_data` (``covseg data fetch``), :func:`data_info` (``covseg data info``) and
 :func:`demo`; and, for images held in memory (a
 notebook, another pipeline), :func:`load_predictor` and :func:`segment`. The types they return
-and raise are named here too: :class:`Predictor` (:func:`load_predictor`), :class:`LoadedData`
-(:func:`load_dataset`), :class:`BatchResult` (:func:`predict_volumes`, :func:`quantify`),
-:class:`CovsegError`, :class:`BatchFailed` (images or studies failed) and its
+are named here too: :class:`Predictor` (:func:`load_predictor`), :class:`LoadedData`
+(:func:`load_dataset`), :class:`BatchResult` (:func:`predict_volumes`, :func:`quantify`); and
+errors: :class:`CovsegError` (the others subclass it where they are defined, as
+:class:`covseg.errors.OutOfMemory`), :class:`BatchFailed` (images or studies failed) and its
 :class:`StudiesFailed` (studies, with the batch's ``result``).
 """
 

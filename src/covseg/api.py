@@ -183,12 +183,13 @@ Function = TypeVar("Function", bound=Callable[..., Any])
 
 
 def _public(options: str = "", accepted: Sequence[str] = (), draws: bool = False,
-            elsewhere: Callable[[list[str]], CovsegError | None] = lambda unknown: None
+            elsewhere: Callable[[list[str]], tuple[list[str], str]] = lambda given: (given, "")
             ) -> Callable[[Function], Function]:
     """A public function whose call with a keyword it does not take, or without one it needs,
     is a one-line :class:`CovsegError` naming what it takes (Python's TypeError is a traceback
-    naming nothing), or ``elsewhere``'s refusal of the keywords where it has one (options another
-    function takes). ``accepted``: what its ``**options`` take, shown as ``options``.
+    naming nothing). ``elsewhere``: of the keywords it does not take, those no function takes
+    (named unknown) and its refusal of the others (options another function takes), in the
+    same line. ``accepted``: what its ``**options`` take, shown as ``options``.
     ``draws``: it draws from (or reseeds, as training does) the global random generators, which
     are given back as they were when it ends (:func:`callers_generators_kept`); that rewinds
     what other threads drew meanwhile, so a function that draws nothing leaves them alone."""
@@ -199,11 +200,12 @@ def _public(options: str = "", accepted: Sequence[str] = (), draws: bool = False
 
         @functools.wraps(function)
         def checked(*args: Any, **kwargs: Any) -> Any:
-            unknown = sorted(set(kwargs) - set(own) - set(accepted))
-            if unknown:
-                raise elsewhere(unknown) or CovsegError(
-                    f"unknown option(s) {', '.join(unknown)}; {function.__name__} takes "
-                    f"{_taken(own, options, accepted)}")
+            not_taken = sorted(set(kwargs) - set(own) - set(accepted))
+            if not_taken:
+                unknown, refusal = elsewhere(not_taken)
+                told = (f"unknown option(s) {', '.join(unknown)}; {function.__name__} takes "
+                        f"{_taken(own, options, accepted)}" if unknown else "")
+                raise CovsegError("; ".join(text for text in (told, refusal) if text))
             try:
                 bound = signature.bind(*args, **kwargs)
             except TypeError as exc:
@@ -1068,13 +1070,14 @@ def export(model: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
     return export_onnx(_path("model", model), _path("out", out))
 
 
-def _for_volumes(unknown: list[str]) -> CovsegError | None:
-    """:func:`predict`'s refusal of keywords that are all ``covseg predict``'s volume options,
-    as the CLI refuses them with 2D images (they were "unknown option(s)")."""
-    if not set(unknown) <= set(VOLUME_DEFAULTS):
-        return None
-    return volume_only(unknown, "covseg.predict takes 2D images",
-                       "CT volumes to covseg.predict_volumes")
+def _for_volumes(not_taken: list[str]) -> tuple[list[str], str]:
+    """Of the keywords :func:`predict` does not take, those no function takes, and its refusal
+    of those that are ``covseg predict``'s volume options, whatever their values ("" where
+    none), so that a mix of both names each as what it is (it named them all unknown)."""
+    volume = [name for name in not_taken if name in VOLUME_DEFAULTS]
+    refusal = str(volume_only(volume, "covseg.predict takes 2D images",
+                              "CT volumes to covseg.predict_volumes")) if volume else ""
+    return [name for name in not_taken if name not in VOLUME_DEFAULTS], refusal
 
 
 @_public(elsewhere=_for_volumes)

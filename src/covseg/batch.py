@@ -78,10 +78,11 @@ SUMMARY_STUDY_FIELDS = ("lung_ml", "lesion_ml", "percent_involved", "ct_category
 
 @dataclass(frozen=True)
 class BatchResult:
-    """What a batch run did, as ``covseg.predict_volumes`` and ``covseg.quantify`` return it:
-    ``summary``, the CSV with one row per study of the shard; ``done``, the studies this call
-    did; ``skipped``, those already done in its out with the same settings, left as they were;
-    ``failed``, those that failed, each with its reason in the CSV."""
+    """What a batch run did: ``summary``, the CSV with one row per study of the shard;
+    ``done``, the studies this call did; ``skipped``, those already done in its out with the
+    same settings, left as they were; ``failed``, those that failed, each with its reason in the
+    CSV. ``covseg.predict_volumes`` and ``covseg.quantify`` return it with ``failed`` 0: where
+    studies failed they raise :class:`StudiesFailed`, whose ``result`` counts them."""
 
     summary: Path
     done: int
