@@ -426,7 +426,8 @@ def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[
         raise CovsegError(f"{option_name('n')} must be at most {MAX_GRID_SAMPLES} (a grid of 50 "
                           f"rows), got {n}; for other slices draw another grid with another "
                           f"{option_name('seed')}")
-    n, seed = cast(int, n), check_seed(seed)  # numpy's numbers were read as Python's (_public)
+    check_seed(seed)
+    n, seed = cast(int, n), cast(int, seed)  # _public read numpy's numbers as Python's
     out = output_file(_path("out", out), ".png", "PNG grid")
     _outside_data(out, data)
     options = {key: value for key, value in (
@@ -515,8 +516,8 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     mean and std over folds (``mean_std_over_folds``), the metrics pooled over every test
     slice and the recipe; with ``fold``, ``{"fold", "test_cases", "summary"}`` of that fold.
     """
-    folds, fold, cpus_per_fold = (cast(int | None, number)  # numpy's read as Python's (_public)
-                                  for number in (folds, fold, cpus_per_fold))
+    folds, fold, cpus_per_fold = (  # _public read numpy's numbers as Python's
+        cast(int | None, folds), cast(int | None, fold), cast(int | None, cpus_per_fold))
     recipe = _recipe(config, resume, data, folds)
     out = _resumable(_out(out, data), resume)
     refuse_other_output(out, CROSS_VALIDATION)
@@ -578,7 +579,7 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
             raise CovsegError(f"compare takes each model's name and options in models (e.g. "
                               f"['unet', 'unet:width=8']), not {key}=")
     recipe = _recipe(config, resume, data, seed_room=False)  # its model is none compared
-    folds = cast(int | None, folds)  # numpy's numbers were read as Python's (_public)
+    folds = cast(int | None, folds)  # _public read numpy's numbers as Python's
     _check_folds(folds)
     if not isinstance(models, str | Sequence):
         raise CovsegError(f"models must be a list of model specs, e.g. ['unet', "
@@ -835,8 +836,8 @@ def refuse_lung_model(predictor: Predictor) -> Predictor:
 
 def load_volume_predictors(model: str | os.PathLike[str] | Predictor,
                            lung_model: str | os.PathLike[str] | Predictor | None = None,
-                           batch_size: Int | None = None, tta: bool | None = None,
-                           threshold: Real | None = None) -> tuple[Predictor, Predictor | None]:
+                           batch_size: int | None = None, tta: bool | None = None,
+                           threshold: float | None = None) -> tuple[Predictor, Predictor | None]:
     """The infection model and the optional lung model for CT volumes, each checked for its role
     (as in :func:`load_predictor`); ``threshold`` overrides the infection model's own."""
     predictor = refuse_lung_model(load_predictor(model, batch_size, tta, threshold))
@@ -878,6 +879,8 @@ def predict_volumes(model: str | os.PathLike[str] | Predictor,
     if images:
         raise _other_kind(images, ("a 2D image, not a CT volume", "2D images, not CT volumes"),
                           "covseg.predict")
+    batch_size, threshold = (  # _public read numpy's numbers as Python's
+        cast(int | None, batch_size), cast(float | None, threshold))
     predictor, lungs = load_volume_predictors(model, lung_model, batch_size, tta, threshold)
     return all_done(predict_batch(predictor, inputs, out, shard=shard,
                                   batch_size=predictor.batch_size, lung_predictor=lungs,
@@ -941,9 +944,9 @@ def segment(model: str | os.PathLike[str] | Predictor,
                                      as_is=_trained_as_is())
         return predictor.predict_labels([slice_])[0]
     refuse_lung_model(predictor)
-    # numpy's numbers were read as Python's (_public); a 1-D array serves as a sequence
-    lung_margin_mm = cast(float, lung_margin_mm)
-    spacing, direction = (cast(Sequence[float] | None, given) for given in (spacing, direction))
+    lung_margin_mm, spacing, direction = (  # _public read numpy's numbers as Python's
+        cast(float, lung_margin_mm), cast(Sequence[float] | None, spacing),
+        cast(Sequence[float] | None, direction))
     check_volume_options(predictor.batch_size, lung_margin_mm,
                          keep_outside_lungs=keep_outside_lungs)
     volume = _volume_in_memory(image, spacing, direction)
@@ -1109,13 +1112,15 @@ def predict(model: str | os.PathLike[str] | Predictor,
     for item in inputs:  # into a folder itself is allowed: its own masks are then no inputs
         if Path(item).resolve() != out.resolve():
             refuse_inside(out, item, "input folder", "where its masks would lie among the images")
+    batch_size, threshold = (  # _public read numpy's numbers as Python's
+        cast(int | None, batch_size), cast(float | None, threshold))
     with writing_to(out):  # a second predict into ``out`` meanwhile is refused, naming this one
         return _predict_images(model, inputs, out, overlay, batch_size, tta, threshold)
 
 
 def _predict_images(model: str | os.PathLike[str] | Predictor,
                     inputs: Sequence[str | os.PathLike[str]], out: Path, overlay: bool,
-                    batch_size: Int | None, tta: bool | None, threshold: Real | None
+                    batch_size: int | None, tta: bool | None, threshold: float | None
                     ) -> list[Path]:
     """:func:`predict` once ``out``'s lock is held: the temporary files a run killed there with
     ``kill -9`` left (in ``out`` and its ``overlays/``), which no one else writes now, go
@@ -1448,7 +1453,7 @@ def demo(out: str | os.PathLike[str] = "covseg-demo", folds: Int = DEMO_FOLDS,
     out = _out(out)
     check_kind("folds", folds, [int])  # None, cv's "the default", is no fold count here
     check_kind("epochs", epochs, [int])  # None, the recipe's 240 epochs, is no demo's
-    folds, epochs = cast(int, folds), cast(int, epochs)  # numpy's read as Python's (_public)
+    folds, epochs = cast(int, folds), cast(int, epochs)  # _public read numpy's numbers as Python's
     recipe = {"epochs": epochs, "size": 128, "batch_size": 8, "lr": 5e-3, "augment": "light"}
     _recipe(recipe, True, None, folds)  # refused before the data and picture are written
     if folds > DEMO_PATIENTS:
