@@ -505,7 +505,6 @@ def test_demo_help_gives_the_out_default(capsys: pytest.CaptureFixture[str]) -> 
     assert "--out OUT output folder (default covseg-demo)" in shown
 
 
-
 def test_help_says_how_progress_bars_are_turned_off(capsys: pytest.CaptureFixture[str]) -> None:
     """`TQDM_DISABLE=1` turned every bar off, but no --help said so; `covseg --help` says it,
     and how a terminal without cursor movement (TERM=dumb) gets them."""
@@ -514,6 +513,7 @@ def test_help_says_how_progress_bars_are_turned_off(capsys: pytest.CaptureFixtur
     shown = " ".join(capsys.readouterr().out.split())
     assert "TQDM_DISABLE=1 in the environment turns them off" in shown
     assert "TERM=dumb" in shown
+
 
 @pytest.mark.parametrize("command", [["train"], ["cv"], ["compare"], ["visualize"],
                                      ["data", "info"]], ids=" ".join)
@@ -1840,7 +1840,6 @@ def test_warnings_print_on_lines_of_their_own_with_the_covseg_prefix(
     warned = [line for line in err.replace("\r", "\n").splitlines() if "clipped" in line]
     assert warned and all(line.startswith("covseg: warning: ") and "many pixels" in line
                           for line in warned), err
-
 
 
 def test_a_future_warning_reaches_the_user(

@@ -33,7 +33,6 @@ def test_a_notebooks_stream_redraws_its_bar_and_a_log_is_written_seldom(
         assert bar.mininterval == progress.LOGGED_EVERY_S == 30.0, "as docs/commands.md says"
 
 
-
 @pytest.mark.parametrize(("term", "logged"), [("dumb", True), ("xterm-256color", False)])
 def test_a_dumb_terminal_gets_plain_lines(monkeypatch: pytest.MonkeyPatch, term: str,
                                           logged: bool) -> None:

@@ -179,9 +179,12 @@ NO_TEMPORARY_FOLDER = ("import sys, tempfile\n"
 """Python code making :func:`tempfile.mkdtemp` fail as it does where no folder can be written."""
 
 
-def _without_matplotlib_folder(code: str, home: Path) -> subprocess.CompletedProcess[str]:
+def _without_matplotlib_folder(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     """Run ``code`` after :data:`NO_TEMPORARY_FOLDER`, with no folder for matplotlib: HOME (and
-    with it matplotlib's defaults) under a file, no MPLCONFIGDIR or XDG folders."""
+    with it matplotlib's defaults) under a file (``tmp_path``/file), no MPLCONFIGDIR or XDG
+    folders."""
+    (tmp_path / "file").write_text("a file, not a folder\n")
+    home = tmp_path / "file" / "home"
     env = {key: value for key, value in os.environ.items()
            if key not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
     return subprocess.run([sys.executable, "-c", NO_TEMPORARY_FOLDER + code], check=False,
@@ -192,13 +195,12 @@ def test_no_writable_folder_for_matplotlib_is_one_line(tmp_path: Path) -> None:
     """Where neither matplotlib's folder nor a temporary one can be written (a locked-down
     container), a command drawing a figure ended in matplotlib's 25-line traceback at import;
     it is one line, and no file is written."""
-    (tmp_path / "file").write_text("a file, not a folder\n")
     data = write_synthetic(tmp_path / "data", seed=1, patients=1, slices_per_patient=1, size=32)
     out = tmp_path / "v.png"
     done = _without_matplotlib_folder(
         "from covseg.cli import main\n"
         f"sys.exit(main(['visualize', {str(data)!r}, '--out', {str(out)!r}]))\n",
-        tmp_path / "file" / "home")
+        tmp_path)
     assert done.returncode == 1 and done.stdout == "" and not out.exists()
     assert done.stderr.startswith("covseg: error: matplotlib has no writable folder")
     assert done.stderr.endswith("; set MPLCONFIGDIR or TMPDIR to a writable folder\n")
@@ -209,15 +211,24 @@ def test_no_writable_folder_for_matplotlib_leaves_import_and_version_alone(
         tmp_path: Path) -> None:
     """``import covseg`` raised SystemExit where matplotlib had no folder to write (a library's
     import must not end the program) and ``covseg --version`` refused to run: neither needs
-    matplotlib, which is imported, its folder settled, where a figure is drawn."""
-    (tmp_path / "file").write_text("a file, not a folder\n")
+    matplotlib, which is imported, its folder settled, where a figure is drawn. An API call
+    then raised matplotlib's OSError (matplotlib printing "mkdir -p failed ..."), as it imported
+    monai, which imports matplotlib: it raises NoWritableFolder, as it is called."""
     done = _without_matplotlib_folder(
         "import covseg\n"
         "from covseg.cli import main\n"
+        "from covseg.errors import NoWritableFolder\n"
         "print('matplotlib' in sys.modules)\n"
-        "sys.exit(main(['--version']))\n", tmp_path / "file" / "home")
+        "try:\n"
+        "    covseg.models()\n"
+        "except NoWritableFolder as exc:\n"
+        "    print(exc)\n"
+        "sys.exit(main(['--version']))\n", tmp_path)
     assert (done.returncode, done.stderr) == (0, "")
-    assert done.stdout.startswith("False\ncovseg ")
+    imported, refused, version = done.stdout.splitlines()
+    assert imported == "False" and version.startswith("covseg ")
+    assert refused.startswith("matplotlib has no writable folder")
+    assert refused.endswith("; set MPLCONFIGDIR or TMPDIR to a writable folder")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="XDG folders: Linux")

@@ -122,7 +122,6 @@ def test_severity_chart_draws_one_coloured_bar_per_study(tmp_path: Path) -> None
         assert (np.abs(pixels.astype(int) - rgb).sum(axis=2) < 10).sum() > 100, colour
 
 
-
 def test_category_colours_are_viridis_and_class_colours_as_matplotlib_writes_them() -> None:
     """The colours are written out (naming them imports no matplotlib): they are viridis at
     the points the CT categories were drawn at, and matplotlib's hex of each label's colour."""

@@ -6,9 +6,10 @@ temporary cache directory ..."), not in covseg's one-line form. covseg then does
 matplotlib would, quietly: a temporary folder, removed at exit; where none can be made either (a
 locked-down container), a :class:`~covseg.errors.NoWritableFolder` saying what to set (the CLI's one
 line). Settled as covseg is imported, where that refusal is left for later (a library's import
-must not end the program: it raised SystemExit), and again where matplotlib is imported: by
-:mod:`covseg._matplotlib` for a figure, by the CLI before its command runs (monai, which most
-commands use, imports matplotlib with itself)."""
+must not end the program: it raised SystemExit), and again, refusing, before matplotlib is
+imported: by :mod:`covseg._matplotlib` for a figure, and before a command or an API function
+runs (the CLI, :func:`covseg.api._public`), as monai, which most of them use, imports matplotlib
+with itself."""
 
 from __future__ import annotations
 

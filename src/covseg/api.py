@@ -20,6 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 from PIL import Image
 
+from covseg._mplconfig import settle_matplotlib_config
 from covseg.batch import BatchResult, all_done, check_shard, parse_shard
 from covseg.cascade import require_lung_model
 from covseg.checkpoint import resume_advised
@@ -192,7 +193,10 @@ def _public(options: str = "", accepted: Sequence[str] = (), draws: bool = False
     same line. ``accepted``: what its ``**options`` take, shown as ``options``.
     ``draws``: it draws from (or reseeds, as training does) the global random generators, which
     are given back as they were when it ends (:func:`callers_generators_kept`); that rewinds
-    what other threads drew meanwhile, so a function that draws nothing leaves them alone."""
+    what other threads drew meanwhile, so a function that draws nothing leaves them alone.
+    Matplotlib's folder is settled first, as by the CLI: monai, which most functions import,
+    imports matplotlib with itself, whose want of a folder is then a
+    :class:`~covseg.errors.NoWritableFolder`, not matplotlib's OSError."""
     def decorate(function: Function) -> Function:
         signature = inspect.signature(function)
         own = [name for name, parameter in signature.parameters.items()
@@ -211,6 +215,7 @@ def _public(options: str = "", accepted: Sequence[str] = (), draws: bool = False
             except TypeError as exc:
                 raise CovsegError(f"{function.__name__}: {exc}") from None
             _refuse_empty(signature, bound.arguments)
+            settle_matplotlib_config()  # monai imports matplotlib with itself: one-line refusal
             kept = callers_generators_kept() if draws else nullcontext()
             with invoked_as(api_command(function.__name__)), kept:
                 # numpy's numbers as Python's

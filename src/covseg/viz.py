@@ -252,7 +252,8 @@ differ a lot (a fold's mean 0.225, median 0.146) and nothing said which mark was
 
 def drawn(draw: Callable[[], object], path: Path, kept: Path) -> bool:
     """Whether ``draw()`` drew the figure at ``path``, an earlier one removed first (left, it
-    read as this run's). A figure that cannot be drawn is a one-line warning naming where the
+    read as this run's; a caller may have removed it already, as evaluate does before writing
+    its JSON). A figure that cannot be drawn is a one-line warning naming where the
     numbers are (``kept``): they are written, the figure alone is lost (a name matplotlib
     refused ended a command in a 60-line traceback after them). A full disk stays the
     command's error (an OSError, or covseg's own error as atomic_path words it)."""

@@ -699,7 +699,7 @@ def test_a_npy_reads_as_numpy_saved_it_with_its_header_parsed_once(
     literal_eval = ast.literal_eval
 
     def counted(text: str) -> object:
-        parses.append(image.NPY_HEADER_LOCK.locked())
+        parses.append(image.NPY_HEADER_LOCK.lock.locked())
         return literal_eval(text)
 
     with pytest.MonkeyPatch.context() as patch:

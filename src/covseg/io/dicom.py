@@ -784,13 +784,26 @@ def _compressed_syntax(uid: str) -> bool:
     return uid not in UNCOMPRESSED_SYNTAXES
 
 
-_QUIET_LOCK = ForkSafeLock()
 _quiet_state: dict[str, Any] = {"depth": 0, "warnings_shown": True, "decoders": 0,
                                 "saved_fd": -1}
 """Readers inside :func:`_quiet_libraries` (threads, or nested calls): the first one in turns
 ITK's warnings off (sends stderr away, of those ``decoding``) and the last one out turns them
 back on (restores stderr), so that interleaved readers never save each other's null device as
 the stream to restore (which silenced the process for good)."""
+
+
+def _no_reader_inside() -> None:
+    """A forked child's quieting as no reader left it: a parent's thread reading at the fork is
+    not there to give back stderr (the child's was on the null device for good) and ITK's
+    warnings."""
+    if _quiet_state["decoders"]:
+        stderr_back(_quiet_state["saved_fd"])
+    if _quiet_state["depth"]:
+        sitk.ProcessObject.SetGlobalWarningDisplay(_quiet_state["warnings_shown"])
+    _quiet_state.update(depth=0, decoders=0, saved_fd=-1)
+
+
+_QUIET_LOCK = ForkSafeLock(in_child=_no_reader_inside)
 
 
 @contextlib.contextmanager

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -15,7 +14,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from covseg.errors import CovsegError, NotLabels
 from covseg.io.atomic import atomic_path
-from covseg.io.quiet import quiet_warnings
+from covseg.io.quiet import ForkSafeLock, quiet_warnings
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".npy")
 MAX_LABEL = 15
@@ -268,7 +267,7 @@ def _open_image(path: Path) -> Image.Image:
     return image
 
 
-NPY_HEADER_LOCK = threading.Lock()
+NPY_HEADER_LOCK = ForkSafeLock()
 """Held while numpy parses a .npy header (``ast.literal_eval``): CPython 3.11's parser is not
 thread-safe, and two folds reading their slices side by side (``cv --fold K`` in threads) failed
 in one with "SystemError: AST constructor recursion depth mismatch"."""
@@ -289,7 +288,7 @@ def _read_npy(path: Path) -> np.ndarray:
         version = np.lib.format.read_magic(handle)
         read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                        else np.lib.format.read_array_header_2_0)
-        with NPY_HEADER_LOCK:
+        with NPY_HEADER_LOCK.held():
             shape, fortran_order, dtype = read_header(handle)
         held = os.fstat(handle.fileno()).st_size - handle.tell()
         if dtype.kind not in REAL_KINDS:

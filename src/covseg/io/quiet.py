@@ -10,7 +10,7 @@ import os
 import sys
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
@@ -49,18 +49,24 @@ def stderr_silenced() -> Iterator[None]:
 class ForkSafeLock:
     """A lock (an RLock where ``reentrant``: a block may hold another) that a forked child makes
     anew (``os.register_at_fork``): a parent's thread that held it is not there to let it go,
-    so the child's first block waited for good. Taken as ``with lock.held():``, which lets go
-    of the lock it took, also where a fork came in between."""
+    so the child's first block waited for good. ``in_child``: what sets the state the lock
+    guards back in the child, as if no thread were inside a block (those threads are not there
+    to finish theirs). Taken as ``with lock.held():``, which lets go of the lock it took, also
+    where a fork came in between."""
 
-    def __init__(self, reentrant: bool = False) -> None:
+    def __init__(self, reentrant: bool = False, in_child: Callable[[], None] | None = None
+                 ) -> None:
         self._make = threading.RLock if reentrant else threading.Lock
+        self._in_child = in_child
         self.lock = self._make()
         if sys.platform != "win32":
             os.register_at_fork(after_in_child=self._renew)
 
     def _renew(self) -> None:
-        """The child's own lock, free."""
+        """The child's own lock, free, and its state as no block left it."""
         self.lock = self._make()
+        if self._in_child is not None:
+            self._in_child()
 
     @contextmanager
     def held(self) -> Iterator[None]:

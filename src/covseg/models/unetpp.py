@@ -4,21 +4,46 @@ from __future__ import annotations
 
 import contextlib
 import io
-import threading
-from typing import Any
+import sys
+from collections.abc import Iterator
+from typing import Any, TextIO
 
 from torch import nn
 
 from covseg.errors import CovsegError
+from covseg.io.quiet import ForkSafeLock
 from covseg.models.padding import PadToMultiple, SelectOutput
 from covseg.models.registry import register
 from covseg.models.smp_zoo import build_smp
 
 MONAI_WIDTH = 32
 """The width of MONAI's BasicUNetPlusPlus: what ``width`` left at None builds."""
-_QUIET_BUILD = threading.Lock()
+_put_aside: list[TextIO] = []
+"""The stdout a UNet++ build in progress put aside for its own (MONAI 1.4 prints there)."""
+
+
+def _no_build_inside() -> None:
+    """A forked child's stdout as no build left it: a parent's thread building at the fork is
+    not there to give it back (the child printed to a discarded buffer for good)."""
+    if _put_aside:
+        sys.stdout = _put_aside.pop()
+
+
+_QUIET_BUILD = ForkSafeLock(in_child=_no_build_inside)
 """Held while MONAI's build runs with the process's stdout swapped: two builds at once in two
 threads (API calls) restored it out of order, leaving stdout a discarded buffer for good."""
+
+
+@contextlib.contextmanager
+def _stdout_discarded() -> Iterator[None]:
+    """The process's stdout a discarded buffer for the block, one thread's block at a time."""
+    with _QUIET_BUILD.held():
+        _put_aside.append(sys.stdout)
+        sys.stdout = io.StringIO()
+        try:
+            yield
+        finally:
+            sys.stdout = _put_aside.pop()
 
 
 def _as_built(options: dict[str, Any]) -> dict[str, Any]:
@@ -45,7 +70,7 @@ def build_unetpp(in_channels: int, out_channels: int, width: int | None = None,
     from monai.networks.nets import BasicUNetPlusPlus
 
     w = MONAI_WIDTH if width is None else width
-    with _QUIET_BUILD, contextlib.redirect_stdout(io.StringIO()):  # MONAI 1.4 prints there
+    with _stdout_discarded():  # MONAI 1.4 prints there
         net = BasicUNetPlusPlus(spatial_dims=2, in_channels=in_channels,
                                 out_channels=out_channels, features=(w, w, 2 * w, 4 * w, 8 * w, w))
     return PadToMultiple(SelectOutput(net, 0), 16)
