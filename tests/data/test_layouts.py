@@ -357,6 +357,18 @@ def test_nifti_suffixes_in_upper_case_are_read_by_mosmed(
     assert "without" not in caplog.text
 
 
+def test_mosmed_reads_past_a_dangling_link_named_as_no_volume(tmp_path: Path) -> None:
+    """A MosMed folder whose CT-1/ holds a dangling preview.png link failed to load ("1 file is
+    a broken link (CT-1/preview.png)") once its studies were listed in any case: only what is
+    named as a NIfTI file counts, as before."""
+    hu, lesions = _hu_volume(slices=2)
+    mosmed = tmp_path / "mosmed"
+    _save_nifti(mosmed / "studies" / "CT-1" / "study_0254.nii.gz", hu)
+    _save_nifti(mosmed / "masks" / "study_0254_mask.nii.gz", lesions)
+    (mosmed / "studies" / "CT-1" / "preview.png").symlink_to(tmp_path / "gone.png")
+    assert load_dataset(mosmed).patients == ["study_0254"]
+
+
 def test_nifti_suffixes_in_upper_case_are_read_by_medseg(tmp_path: Path) -> None:
     """MedSeg's ``tr_im.NII.GZ`` and ``tr_mask.NII.GZ`` were never seen (exact names were
     looked for), the folder read as no data set; they are read, and beside ``tr_im.nii.gz``
