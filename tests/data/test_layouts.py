@@ -254,9 +254,36 @@ def test_a_near_miss_of_patients_csv_is_warned_of(tmp_path: Path,
     assert data.patients == ["s0", "s1", "s2"] and data.patients_file == ""
     warned = [r.getMessage() for r in caplog.records if "is not read" in r.getMessage()]
     assert warned == [(
-        f"{tmp_path / 'patients.csv.txt'} is not read: covseg groups slices into patients by "
-        f"{tmp_path / 'patients.csv'} alone (columns case_id,patient_id); rename it so, saved "
-        "as CSV")]
+        f"{tmp_path / 'patients.csv.txt'} is not read: no patients.csv groups the slices of "
+        f"{tmp_path} into patients (covseg reads that name alone, columns case_id,patient_id); "
+        "rename it so, saved as CSV")]
+
+
+def test_infnet_warns_of_a_near_miss_of_patients_csv_only_where_none_is_read(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Inf-Net's real patients.csv beside Imgs/ and a patients.xlsx at the data set's root: the
+    xlsx was warned of as not read since slices are grouped "by <root>/patients.csv alone", a
+    file that does not exist, while the real one grouped them. A near miss is warned of only
+    where no patients.csv is read, once, naming the data set's folder."""
+    top = tmp_path / "infnet"
+    doctor = top / "TrainingSet" / "LungInfection-Train" / "Doctor-label"
+    for k in range(3):
+        _save_png(doctor / "Imgs" / f"{k}.png", np.full((16, 16), 40 * k + 10))
+        _save_png(doctor / "GT" / f"{k}.png", square_mask(16, 4, 4, 6) * 255)
+    (doctor / "patients.csv").write_text("case_id,patient_id\n0,PA\n1,PA\n2,PB\n")
+    (top / "patients.xlsx").write_bytes(b"PK\x03\x04")
+    with caplog.at_level("WARNING"):
+        assert load_dataset(top).patients == ["PA", "PB"]
+    assert "is not read" not in caplog.text
+    (doctor / "patients.csv").unlink()
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert load_dataset(top).patients_file == ""
+    warned = [r.getMessage() for r in caplog.records if "is not read" in r.getMessage()]
+    assert warned == [(
+        f"{top / 'patients.xlsx'} is not read: no patients.csv groups the slices of {doctor} "
+        "into patients (covseg reads that name alone, columns case_id,patient_id); rename it "
+        "so, saved as CSV")]
 
 
 def test_patients_csv_saved_by_excel_or_with_blanks_after_commas(tmp_path: Path,
