@@ -735,7 +735,7 @@ def read_2d_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions,
     """The 2D files' slices, each read on the scale judged on it (:func:`_file_scale`); files
     read on different scales are warned of (:func:`~covseg.transforms.warn_mixed_scales`)."""
     samples = []
-    read_mask = (partial(read_oriented, keep_palette=True) if options.target == "multiclass"
+    read_mask = (partial(read_oriented, as_mask=True) if options.target == "multiclass"
                  else read_oriented_mask)  # multiclass: labels of the whole set, see loaded
     scales: dict[str, list[str]] = {}
     turned: list[tuple[Path, int, Path, int]] = []
