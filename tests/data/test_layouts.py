@@ -133,17 +133,24 @@ def test_public_slice_sets_take_a_patients_csv(tmp_path: Path) -> None:
         load_dataset(copy)
 
 
+def _infnet_tree(tmp_path: Path, slices: int) -> tuple[Path, Path]:
+    """An Inf-Net download of ``slices`` slices in ``tmp_path``: its root and the folder of
+    Imgs/ and GT/ (TrainingSet/LungInfection-Train/Doctor-label)."""
+    top = tmp_path / "infnet"
+    doctor = top / "TrainingSet" / "LungInfection-Train" / "Doctor-label"
+    for k in range(slices):
+        _save_png(doctor / "Imgs" / f"{k}.png", np.full((16, 16), 40 * k + 10))
+        _save_png(doctor / "GT" / f"{k}.png", square_mask(16, 4, 4, 6) * 255)
+    return top, doctor
+
+
 def test_infnet_reads_its_patients_csv_whichever_folder_is_given(tmp_path: Path) -> None:
     """Inf-Net's patients.csv was read from the folder given only: beside Imgs/ and GT/ (where
     the report, naming that folder, said to put it) it was ignored when the data set's root
     was given, so one patient's slices fell on both sides of a fold. Every spelling of the
     folder now reads it, two that disagree are refused, and the description names it."""
-    top = tmp_path / "infnet"
-    doctor = top / "TrainingSet" / "LungInfection-Train" / "Doctor-label"
+    top, doctor = _infnet_tree(tmp_path, 6)
     spellings = [top, top / "TrainingSet", doctor.parent, doctor]
-    for k in range(6):
-        _save_png(doctor / "Imgs" / f"{k}.png", np.full((16, 16), 40 * k + 10))
-        _save_png(doctor / "GT" / f"{k}.png", square_mask(16, 4, 4, 6) * 255)
     rows = "case_id,patient_id\n0,PA\n1,PA\n2,PA\n3,PB\n4,PB\n"
     for where in (doctor, top):
         (where / "patients.csv").write_text(rows)
@@ -177,11 +184,7 @@ def test_infnet_patients_csvs_that_group_its_slices_alike_are_both_taken(
     """Two Inf-Net patients.csv (the data set's root and beside Imgs/) were refused unless
     equal as tables: one naming more slices (another label set's), or naming a slice by its
     case id where the other names its stem, was refused though both group these slices alike."""
-    top = tmp_path / "infnet"
-    doctor = top / "TrainingSet" / "LungInfection-Train" / "Doctor-label"
-    for k in range(4):
-        _save_png(doctor / "Imgs" / f"{k}.png", np.full((16, 16), 40 * k + 10))
-        _save_png(doctor / "GT" / f"{k}.png", square_mask(16, 4, 4, 6) * 255)
+    top, doctor = _infnet_tree(tmp_path, 4)
     (top / "patients.csv").write_text("case_id,patient_id\n0,PA\n1,PA\n2,PB\n9,PZ\n")
     (doctor / "patients.csv").write_text(
         "case_id,patient_id\ninfnet_0,PA\ninfnet_1,PA\n2,PB\n")
@@ -222,11 +225,7 @@ def test_a_patients_csv_named_in_any_case_is_read(tmp_path: Path, name: str) -> 
     data = load_dataset(tmp_path / "flat")
     assert data.patients == ["PA", "s2"]
     assert data.patients_file == str((tmp_path / "flat" / name).resolve())
-    top = tmp_path / "infnet"
-    doctor = top / "TrainingSet" / "LungInfection-Train" / "Doctor-label"
-    for k in range(3):
-        _save_png(doctor / "Imgs" / f"{k}.png", np.full((16, 16), 40 * k + 10))
-        _save_png(doctor / "GT" / f"{k}.png", square_mask(16, 4, 4, 6) * 255)
+    top, doctor = _infnet_tree(tmp_path, 3)
     (top / name).write_text("case_id,patient_id\n0,PA\n1,PA\n")
     for folder in (top, doctor):
         assert load_dataset(folder).patients == ["PA", "infnet_2"], folder
@@ -265,11 +264,7 @@ def test_infnet_warns_of_a_near_miss_of_patients_csv_only_where_none_is_read(
     xlsx was warned of as not read since slices are grouped "by <root>/patients.csv alone", a
     file that does not exist, while the real one grouped them. A near miss is warned of only
     where no patients.csv is read, once, naming the data set's folder."""
-    top = tmp_path / "infnet"
-    doctor = top / "TrainingSet" / "LungInfection-Train" / "Doctor-label"
-    for k in range(3):
-        _save_png(doctor / "Imgs" / f"{k}.png", np.full((16, 16), 40 * k + 10))
-        _save_png(doctor / "GT" / f"{k}.png", square_mask(16, 4, 4, 6) * 255)
+    top, doctor = _infnet_tree(tmp_path, 3)
     (doctor / "patients.csv").write_text("case_id,patient_id\n0,PA\n1,PA\n2,PB\n")
     (top / "patients.xlsx").write_bytes(b"PK\x03\x04")
     with caplog.at_level("WARNING"):
