@@ -429,7 +429,7 @@ def test_one_candidate_gets_no_holm_column() -> None:
                          {**row, "model": "miniseg", "dice_difference": 0.0,
                           "wilcoxon_vs_baseline": {"cases_better": 1, "cases_worse": 1,
                                                    "p_value": 1.0}}]}
-    report = comparison_markdown(result)
+    report = comparison_markdown(result, plotted=True)
     assert "Holm" not in report and "unadjusted" not in report
 
 
@@ -443,7 +443,7 @@ def test_the_table_names_the_datas_hd95_unit(unit: str | None) -> None:
     result = {"config": TrainConfig().to_dict(), "synthetic": False, "data": "d", "folds": 2,
               "fold_source": "f", "baseline": "unet", "warnings": [],
               "models": [{**row, "model": "unet"}], **({"hd95_unit": unit} if unit else {})}
-    assert f"| HD95 ({unit or 'px'}) |" in comparison_markdown(result)
+    assert f"| HD95 ({unit or 'px'}) |" in comparison_markdown(result, plotted=True)
 
 
 def test_the_report_says_how_each_candidates_p_was_had() -> None:
@@ -462,10 +462,11 @@ def test_the_report_says_how_each_candidates_p_was_had() -> None:
                                         ("resunet:width=8", "exact"))]}
     assert ("(tied pairs left out of the test), p from its exact distribution for miniseg, "
             "resunet:width=8, p from all 2^n sign flips (ties among the differences) for "
-            "resunet; p is unadjusted") in comparison_markdown(result)
+            "resunet; p is unadjusted") in comparison_markdown(result, plotted=True)
     for row in result["models"][1:]:
         del row["wilcoxon_vs_baseline"]["method"]
-    assert "(tied pairs left out of the test); p is unadjusted" in comparison_markdown(result)
+    assert ("(tied pairs left out of the test); p is unadjusted"
+            in comparison_markdown(result, plotted=True))
 
 
 def _hd95_result(covered: list[int], missed: list[int]) -> dict[str, Any]:
@@ -491,28 +492,30 @@ def _hd95_result(covered: list[int], missed: list[int]) -> dict[str, Any]:
 def test_hd95_means_over_different_slices_and_missed_lesions_are_said() -> None:
     """A model that predicted nothing on a fold's lesions beat the baseline's HD95 (15.9 vs
     26.3 px) as its HD95 left those slices out: the means covered different slices, unsaid."""
-    report = comparison_markdown(_hd95_result([31, 27], [11, 21]))
+    report = comparison_markdown(_hd95_result([31, 27], [11, 21]), plotted=True)
     assert ("\n- HD95 is undefined where exactly one mask is empty and left out of the means, "
             "so they cover different slices: unet 31 of 48, miniseg 27 of 48; lesions missed "
             "(slices with a lesion on which the model predicted nothing, no HD95 penalty): unet "
             "11 of 42, miniseg 21 of 42\n") in report
     row = next(line for line in report.splitlines() if line.startswith("| miniseg |"))
     assert "| 0.500 ± 0.100 (27 of 48 slices) | +0.000 |" in row
-    both_empty = comparison_markdown(_hd95_result([6, 6], [42, 42]))  # both predict nothing
+    both_empty = comparison_markdown(_hd95_result([6, 6], [42, 42]),  # both predict nothing
+                                     plotted=True)
     assert ("so they cover slices: unet 6 of 48, miniseg 6 of 48; lesions missed (slices with a "
             "lesion on which the model predicted nothing, no HD95 penalty): unet 42 of 42, "
             "miniseg 42 of 42\n") in both_empty
-    assert "HD95 is undefined" not in comparison_markdown(_hd95_result([48, 48], [0, 0]))
+    assert "HD95 is undefined" not in comparison_markdown(_hd95_result([48, 48], [0, 0]),
+                                                          plotted=True)
 
 
 def test_slices_without_a_patient_id_among_the_pairs_are_counted() -> None:
     """MedSeg's tr_im slices beside its rp_im volumes read as 13 per-patient pairs, 10 of
     them slices that carry no patient id."""
-    report = comparison_markdown(_hd95_result([48, 48], [0, 0]))
+    report = comparison_markdown(_hd95_result([48, 48], [0, 0]), plotted=True)
     assert ("p: per-patient pairs (13 patients, 10 of them slices that carry no patient id, "
             "each its own patient; each its mean Dice over its slices") in report
     grouped = comparison_markdown({**_hd95_result([48, 48], [0, 0]),
-                                   "cases_without_patient_id": 0})
+                                   "cases_without_patient_id": 0}, plotted=True)
     assert "p: per-patient pairs (13 patients, each its mean Dice over its slices" in grouped
 
 
@@ -537,7 +540,8 @@ def test_comparison_table_shows_small_costs_as_not_zero() -> None:
                           "train_seconds": 150.0, "dice_difference": 0.0,
                           "wilcoxon_vs_baseline": {"cases_better": 1, "cases_worse": 1,
                                                    "p_value": 1.0}}]}
-    table = [line for line in comparison_markdown(result).splitlines() if line.startswith("| ")]
+    table = [line for line in comparison_markdown(result, plotted=True).splitlines()
+             if line.startswith("| ")]
     assert table[0].endswith("| GFLOPs/512² | CPU ms/512² | CV training |")
     assert table[1].endswith("| 1,234 | 0.041 | 42 | 2.1 s |")
     assert table[2].endswith("| 1,234 | 12.3 | 42 | 2.5 min |")
@@ -565,9 +569,10 @@ def test_compare_two_models_on_the_same_folds(tmp_path: Path, synthetic_folder: 
     report = (tmp_path / "comparison.md").read_text()
     assert "paired Wilcoxon" in report and "2-fold cross-validation, identical folds" in report
     for synthetic in (True, False):  # real data's report had two blank lines under the title
-        assert "\n\n\n" not in comparison_markdown({**result, "synthetic": synthetic})
+        assert "\n\n\n" not in comparison_markdown({**result, "synthetic": synthetic}, plotted=True)
     assert result["warnings"] == [note] and f"- Data warnings (1): {note}" in report
-    warned = comparison_markdown({**result, "warnings": ["3 of 7 slices are in no valid_new"]})
+    warned = comparison_markdown({**result, "warnings": ["3 of 7 slices are in no valid_new"]},
+                                 plotted=True)
     assert "\n- Data warnings (1): 3 of 7 slices are in no valid_new\n" in warned
     recipe = next(line for line in report.splitlines() if line.startswith("- Recipe"))
     assert "'epochs': 1" in recipe and "'size': 64" in recipe and "'batch_size': 4" in recipe

@@ -288,7 +288,7 @@ def test_what_loading_mosmed_warned_of_is_in_the_run_record_and_report(tmp_path:
     report = (tmp_path / "cv" / "report.md").read_text()
     assert f"\n- Data warnings (2): {data.notes[0]}; {data.notes[1]}\n" in report
     assert "Data warnings" not in report_markdown({**json.loads(
-        (tmp_path / "cv" / "summary.json").read_text()), "warnings": []})
+        (tmp_path / "cv" / "summary.json").read_text()), "warnings": []}, plotted=True)
 
 
 def test_finished_folds_are_reused_only_on_the_data_they_were_made_from(
@@ -503,10 +503,11 @@ def test_multiclass_reports_name_their_scores_of_any_lesion(
         tmp_path: Path, saved_figures: list[Figure]) -> None:
     """A multi-class report's main columns said plain 'dice', 'iou', ... and its box plot
     'per-case Dice', though they score any lesion (label > 0), as evaluate's plot says."""
-    report = report_markdown(_summary("multiclass"))
+    report = report_markdown(_summary("multiclass"), plotted=True)
     assert "| fold | test slices | dice (any lesion) | iou (any lesion) |" in report
     assert "- ground-glass_dice: 0.500 ± 0.100" in report
-    assert "| fold | test slices | dice | iou |" in report_markdown(_summary("infection"))
+    assert "| fold | test slices | dice | iou |" in report_markdown(_summary("infection"),
+                                                                    plotted=True)
     data = load_dataset("synthetic", "multiclass")
     summary = api.cross_validate(data, tmp_path / "cv", folds=2, epochs=1, size=32,
                                  batch_size=4, model="miniseg", target="multiclass")
@@ -521,7 +522,7 @@ def test_multiclass_reports_name_their_scores_of_any_lesion(
 def test_report_names_the_unit_of_one_unit_hd95(unit: str) -> None:
     """Data of one unit gave a column of plain 'hd95', though data of both units and compare's
     table name it ('hd95 (mm)', 'HD95 (mm)')."""
-    report = report_markdown({**_summary("infection"), "hd95_unit": unit})
+    report = report_markdown({**_summary("infection"), "hd95_unit": unit}, plotted=True)
     assert f"| precision | hd95 ({unit}) |" in report and "| hd95 |" not in report
 
 
@@ -554,10 +555,10 @@ def test_report_gives_short_run_times_in_seconds() -> None:
     """A 2.7 s run read "training 0.0 min summed over folds", as if it cost nothing."""
     short = {**_summary("infection"), "seconds": 5.9, "train_seconds": 2.74}
     assert ("- Run time: 5.9 s in this invocation; training 2.7 s summed over folds"
-            in report_markdown(short))
+            in report_markdown(short, plotted=True))
     long = {**_summary("infection"), "seconds": 60.0, "train_seconds": 150.0}
     assert ("- Run time: 1.0 min in this invocation; training 2.5 min summed"
-            in report_markdown(long))
+            in report_markdown(long, plotted=True))
 
 
 def test_report_run_time_counts_only_resumes_that_trained_folds() -> None:
@@ -575,16 +576,18 @@ def test_report_run_time_counts_only_resumes_that_trained_folds() -> None:
     for resumes, wall in (([idle], "none"), ([killed, trained], "two"),
                           ([trained, idle, idle], "one")):
         assert (f"- Run time: 1.1 s {walls['started']} {walls[wall]}"
-                in report_markdown({**base, "resumed_by": resumes}))
+                in report_markdown({**base, "resumed_by": resumes}, plotted=True))
 
 
 def test_report_and_plot_titles_read_for_a_user(tmp_path: Path) -> None:
     """report.md had two blank lines under its title (an empty line where the SYNTHETIC
     banner goes), and the box plot named the layout as covseg does ("unet on folders")."""
-    assert "# Cross-validation: unet\n\n- Data: d\n" in report_markdown(_summary("infection"))
+    assert "# Cross-validation: unet\n\n- Data: d\n" in report_markdown(_summary("infection"),
+                                                                         plotted=True)
     synthetic = {**_summary("infection"), "synthetic": True}
     assert ("# Cross-validation: unet\n\n**SYNTHETIC data** (covseg's built-in generator): "
-            "figures say nothing about real CT.\n\n- Data: d\n") in report_markdown(synthetic)
+            "figures say nothing about real CT.\n\n- Data: d\n") in report_markdown(synthetic,
+                                                                                 plotted=True)
     for part in ("images", "masks"):
         (tmp_path / part).mkdir()
         np.save(tmp_path / part / "x.npy", np.eye(8, dtype=np.uint8))

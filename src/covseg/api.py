@@ -93,6 +93,7 @@ from covseg.io.atomic import (
 )
 from covseg.io.dicom import gzipped_dicom_refusal, is_dicom_file, is_dicom_named
 from covseg.io.image import (
+    CT_SLICES,
     is_image_file,
     read_image,
     readable_kinds,
@@ -971,6 +972,10 @@ def segment(model: str | os.PathLike[str] | Predictor,
     return labels
 
 
+ARRAY_SLICE = CT_SLICES._replace(own_file="give the whole slice")
+"""A CT slice :func:`segment` is given as an array, which has no file of its own to give."""
+
+
 def _checked_slice(image: np.ndarray) -> np.ndarray:
     """A 2D slice the readers would accept: real numbers, finite, not empty, at least 2 x 2
     pixels as :func:`~covseg.io.image.refuse_tiny_slice` reads files."""
@@ -979,7 +984,7 @@ def _checked_slice(image: np.ndarray) -> np.ndarray:
                           "as numbers")
     if image.size == 0:
         raise CovsegError(f"an empty slice of shape {image.shape}")
-    refuse_tiny_slice(image.shape, "the slice", "give the whole slice")
+    refuse_tiny_slice(image.shape, "the slice", ARRAY_SLICE)
     if image.dtype.kind == "f" and not np.isfinite(image).all():
         raise CovsegError("the slice holds NaN or infinite values")
     return image
@@ -1133,8 +1138,9 @@ def _predict_images(model: str | os.PathLike[str] | Predictor,
     for folder in (out, out / "overlays"):
         remove_temporaries(folder)
     earlier = read_record(out / PREDICT_RECORD) or {}
-    files = collect_inputs(inputs, _own_masks(out, earlier))
-    _refuse_unrecorded_masks(out, files, earlier, overlay)
+    own = _own_masks(out, earlier)
+    files = collect_inputs(inputs, own)
+    _refuse_unrecorded_masks(out, files, earlier, overlay, own)
     _check_outputs(files, out, _earlier_inputs(earlier))
     predictor = load_predictor(model, batch_size, tta, threshold)
     if predictor.guide is not None:  # once, before any image is read or recorded as failed
@@ -1192,20 +1198,20 @@ def _remove_stale_masks(out: Path, failed: Collection[str], earlier: dict[str, A
 
 
 def _refuse_unrecorded_masks(out: Path, files: Sequence[Path], earlier: dict[str, Any],
-                             overlay: bool) -> None:
+                             overlay: bool, own: set[Path]) -> None:
     """PNGs in ``out`` that its predict.json does not record are not written over nor beside:
     a file this call would overwrite (ground truth of any kind, palette, multi-class or RGB,
     given as ``--out``: the data set's own masks/ lost them all without a word), and in a
     folder without a record any PNG mask (a covseg before 3 Dec wrote none), which would sit
-    beside the new masks under one record naming the new model, credited to it by evaluate."""
+    beside the new masks under one record naming the new model, credited to it by evaluate.
+    ``own``: the masks the record names (:func:`_own_masks`); their overlays are its too."""
     inputs = {path.resolve() for path in files}
-    recorded = {(folder / output_name(Path(path))).resolve()
-                for path in _earlier_inputs(earlier) if isinstance(path, str)
-                for folder in (out, out / "overlays")}
+    overlays = (out / "overlays").resolve()
+    known = inputs | own | {overlays / mask.name for mask in own}  # once: 6,000 images took 5 s
     folders = (out, out / "overlays") if overlay else (out,)
     overwritten = {target for target in (folder / output_name(path) for path in files
                                          for folder in folders)
-                   if target.is_file() and target.resolve() not in inputs | recorded}
+                   if target.is_file() and target.resolve() not in known}
     beside = set() if earlier else {path for path in out.glob("*.png")
                                     if path.resolve() not in inputs and _is_mask_png(path)}
     unrecorded = sorted(str(path.relative_to(out)) for path in overwritten | beside)

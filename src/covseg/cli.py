@@ -346,7 +346,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     box_plot = Path(args.out, "cv", "dice_boxplot.png")  # none where it was not drawn (a warning)
     say(f"SYNTHETIC demo done in {summary['demo_seconds']:.0f} s: Dice {dice}"
         f"\n  samples: {args.out}/samples.png\n  report:  {args.out}/cv/report.md"
-        + (f"\n  box plot: {args.out}/cv/dice_boxplot.png" if box_plot.is_file() else "")
+        + (f"\n  box plot: {box_plot}" if box_plot.is_file() else "")
         + f"\n  folds:   {args.out}/cv/fold_*/")
     return 0
 

@@ -582,7 +582,7 @@ def paired_difference_text(test: Mapping[str, Any]) -> str:
     return f"{mean:+.3f}" + ("" if math.isnan(low) else f" ({low:+.3f}, {high:+.3f})")
 
 
-def comparison_markdown(result: dict[str, Any], plotted: bool = True) -> str:
+def comparison_markdown(result: dict[str, Any], plotted: bool) -> str:
     """The comparison table as Markdown, with its box plot where ``plotted`` (one not drawn,
     :func:`~covseg.viz.drawn`, was linked as a missing file)."""
     multiclass = result["config"].get("target") == "multiclass"

@@ -1136,7 +1136,7 @@ def _run_time_line(summary: Mapping[str, Any]) -> str:
             f"{duration_text(summary['train_seconds'])} summed over folds (kept across resumes)")
 
 
-def report_markdown(summary: dict[str, Any], plotted: bool = True) -> str:
+def report_markdown(summary: dict[str, Any], plotted: bool) -> str:
     """The cross-validation table as Markdown, with its box plot where ``plotted`` (one not
     drawn, :func:`~covseg.viz.drawn`, was linked as a missing file)."""
     keys = [k for k in (*REPORT_METRICS, *HD95_UNITS) if k in summary["mean_std_over_folds"]]

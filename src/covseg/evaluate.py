@@ -352,7 +352,7 @@ def _refuse_image(path: Path, array: np.ndarray, values: np.ndarray) -> None:
 
 def _stored(path: Path, volume: Volume | None) -> np.ndarray:
     """A mask's stored values: of its volume when read as one, else of the 2D mask file."""
-    return volume.array if volume is not None else read_array(path, keep_palette=True)
+    return volume.array if volume is not None else read_array(path, as_mask=True)
 
 
 def _read_pair(stem: str, pred_path: Path | None, truth_path: Path,

@@ -133,17 +133,24 @@ def test_public_slice_sets_take_a_patients_csv(tmp_path: Path) -> None:
         load_dataset(copy)
 
 
+def _infnet_tree(tmp_path: Path, slices: int) -> tuple[Path, Path]:
+    """An Inf-Net download of ``slices`` slices in ``tmp_path``: its root and the folder of
+    Imgs/ and GT/ (TrainingSet/LungInfection-Train/Doctor-label)."""
+    top = tmp_path / "infnet"
+    doctor = top / "TrainingSet" / "LungInfection-Train" / "Doctor-label"
+    for k in range(slices):
+        _save_png(doctor / "Imgs" / f"{k}.png", np.full((16, 16), 40 * k + 10))
+        _save_png(doctor / "GT" / f"{k}.png", square_mask(16, 4, 4, 6) * 255)
+    return top, doctor
+
+
 def test_infnet_reads_its_patients_csv_whichever_folder_is_given(tmp_path: Path) -> None:
     """Inf-Net's patients.csv was read from the folder given only: beside Imgs/ and GT/ (where
     the report, naming that folder, said to put it) it was ignored when the data set's root
     was given, so one patient's slices fell on both sides of a fold. Every spelling of the
     folder now reads it, two that disagree are refused, and the description names it."""
-    top = tmp_path / "infnet"
-    doctor = top / "TrainingSet" / "LungInfection-Train" / "Doctor-label"
+    top, doctor = _infnet_tree(tmp_path, 6)
     spellings = [top, top / "TrainingSet", doctor.parent, doctor]
-    for k in range(6):
-        _save_png(doctor / "Imgs" / f"{k}.png", np.full((16, 16), 40 * k + 10))
-        _save_png(doctor / "GT" / f"{k}.png", square_mask(16, 4, 4, 6) * 255)
     rows = "case_id,patient_id\n0,PA\n1,PA\n2,PA\n3,PB\n4,PB\n"
     for where in (doctor, top):
         (where / "patients.csv").write_text(rows)
@@ -177,11 +184,7 @@ def test_infnet_patients_csvs_that_group_its_slices_alike_are_both_taken(
     """Two Inf-Net patients.csv (the data set's root and beside Imgs/) were refused unless
     equal as tables: one naming more slices (another label set's), or naming a slice by its
     case id where the other names its stem, was refused though both group these slices alike."""
-    top = tmp_path / "infnet"
-    doctor = top / "TrainingSet" / "LungInfection-Train" / "Doctor-label"
-    for k in range(4):
-        _save_png(doctor / "Imgs" / f"{k}.png", np.full((16, 16), 40 * k + 10))
-        _save_png(doctor / "GT" / f"{k}.png", square_mask(16, 4, 4, 6) * 255)
+    top, doctor = _infnet_tree(tmp_path, 4)
     (top / "patients.csv").write_text("case_id,patient_id\n0,PA\n1,PA\n2,PB\n9,PZ\n")
     (doctor / "patients.csv").write_text(
         "case_id,patient_id\ninfnet_0,PA\ninfnet_1,PA\n2,PB\n")
@@ -222,11 +225,7 @@ def test_a_patients_csv_named_in_any_case_is_read(tmp_path: Path, name: str) -> 
     data = load_dataset(tmp_path / "flat")
     assert data.patients == ["PA", "s2"]
     assert data.patients_file == str((tmp_path / "flat" / name).resolve())
-    top = tmp_path / "infnet"
-    doctor = top / "TrainingSet" / "LungInfection-Train" / "Doctor-label"
-    for k in range(3):
-        _save_png(doctor / "Imgs" / f"{k}.png", np.full((16, 16), 40 * k + 10))
-        _save_png(doctor / "GT" / f"{k}.png", square_mask(16, 4, 4, 6) * 255)
+    top, doctor = _infnet_tree(tmp_path, 3)
     (top / name).write_text("case_id,patient_id\n0,PA\n1,PA\n")
     for folder in (top, doctor):
         assert load_dataset(folder).patients == ["PA", "infnet_2"], folder
@@ -254,9 +253,32 @@ def test_a_near_miss_of_patients_csv_is_warned_of(tmp_path: Path,
     assert data.patients == ["s0", "s1", "s2"] and data.patients_file == ""
     warned = [r.getMessage() for r in caplog.records if "is not read" in r.getMessage()]
     assert warned == [(
-        f"{tmp_path / 'patients.csv.txt'} is not read: covseg groups slices into patients by "
-        f"{tmp_path / 'patients.csv'} alone (columns case_id,patient_id); rename it so, saved "
-        "as CSV")]
+        f"{tmp_path / 'patients.csv.txt'} is not read: no patients.csv groups the slices of "
+        f"{tmp_path} into patients (covseg reads that name alone, columns case_id,patient_id); "
+        "rename it so, saved as CSV")]
+
+
+def test_infnet_warns_of_a_near_miss_of_patients_csv_only_where_none_is_read(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Inf-Net's real patients.csv beside Imgs/ and a patients.xlsx at the data set's root: the
+    xlsx was warned of as not read since slices are grouped "by <root>/patients.csv alone", a
+    file that does not exist, while the real one grouped them. A near miss is warned of only
+    where no patients.csv is read, once, naming the data set's folder."""
+    top, doctor = _infnet_tree(tmp_path, 3)
+    (doctor / "patients.csv").write_text("case_id,patient_id\n0,PA\n1,PA\n2,PB\n")
+    (top / "patients.xlsx").write_bytes(b"PK\x03\x04")
+    with caplog.at_level("WARNING"):
+        assert load_dataset(top).patients == ["PA", "PB"]
+    assert "is not read" not in caplog.text
+    (doctor / "patients.csv").unlink()
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert load_dataset(top).patients_file == ""
+    warned = [r.getMessage() for r in caplog.records if "is not read" in r.getMessage()]
+    assert warned == [(
+        f"{top / 'patients.xlsx'} is not read: no patients.csv groups the slices of {doctor} "
+        "into patients (covseg reads that name alone, columns case_id,patient_id); rename it "
+        "so, saved as CSV")]
 
 
 def test_patients_csv_saved_by_excel_or_with_blanks_after_commas(tmp_path: Path,
@@ -355,6 +377,18 @@ def test_nifti_suffixes_in_upper_case_are_read_by_mosmed(
     assert data.layout == "mosmed-3d"
     assert data.patients == ["study_0254", "study_0255", "study_0256"]
     assert "without" not in caplog.text
+
+
+def test_mosmed_reads_past_a_dangling_link_named_as_no_volume(tmp_path: Path) -> None:
+    """A MosMed folder whose CT-1/ holds a dangling preview.png link failed to load ("1 file is
+    a broken link (CT-1/preview.png)") once its studies were listed in any case: only what is
+    named as a NIfTI file counts, as before."""
+    hu, lesions = _hu_volume(slices=2)
+    mosmed = tmp_path / "mosmed"
+    _save_nifti(mosmed / "studies" / "CT-1" / "study_0254.nii.gz", hu)
+    _save_nifti(mosmed / "masks" / "study_0254_mask.nii.gz", lesions)
+    (mosmed / "studies" / "CT-1" / "preview.png").symlink_to(tmp_path / "gone.png")
+    assert load_dataset(mosmed).patients == ["study_0254"]
 
 
 def test_nifti_suffixes_in_upper_case_are_read_by_medseg(tmp_path: Path) -> None:

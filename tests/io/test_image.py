@@ -171,7 +171,7 @@ def test_a_resized_multiclass_mask_is_not_told_to_be_thresholded(tmp_path: Path,
     maximum (128), which deletes class 1: its levels gather near the labels' (no soft edges)."""
     gt = shared("infnet-covid-semiseg", "TrainingSet", "MultiClassInfection-Train", "GT",
                 "23.png")
-    labels = read_array(gt, keep_palette=True).astype(np.uint8)
+    labels = read_array(gt, as_mask=True).astype(np.uint8)
     assert set(np.unique(labels)) == {0, 1, 2}
     scaled = Image.fromarray(labels * step)
     scaled.resize((scaled.width // 2, scaled.height // 2), Image.Resampling.BILINEAR).save(
@@ -214,7 +214,7 @@ def test_real_masks_read_as_before(tmp_path: Path) -> None:
     for path in medseg:
         assert Image.open(path).mode == "P"
         indices = np.asarray(Image.open(path))
-        np.testing.assert_array_equal(read_array(path, keep_palette=True), indices)
+        np.testing.assert_array_equal(read_array(path, as_mask=True), indices)
         np.testing.assert_array_equal(read_oriented_mask(path).array, indices)
 
 
@@ -304,7 +304,7 @@ def test_palette_images_read_through_their_palette_and_masks_keep_their_indices(
     indices = np.asarray(Image.open(tmp_path / "grey.png"))
     assert not np.array_equal(indices, image)
     # white at index 0: no label palette, so a mask's reading goes through the colours too
-    np.testing.assert_array_equal(read_array(tmp_path / "grey.png", keep_palette=True), image)
+    np.testing.assert_array_equal(read_array(tmp_path / "grey.png", as_mask=True), image)
     colour = np.zeros((8, 8, 3), dtype=np.uint8)
     colour[:4] = (255, 0, 0)
     Image.fromarray(colour).quantize(colors=4).save(tmp_path / "colour.png")
@@ -525,7 +525,7 @@ def test_a_palette_mask_with_white_at_index_0_reads_by_its_colours(tmp_path: Pat
     black_first = Image.fromarray((truth // 255).astype(np.uint8), "P")
     black_first.putpalette([0, 0, 0, 255, 255, 255])  # MedSeg's label palette: indices kept
     black_first.save(tmp_path / "label.png")
-    np.testing.assert_array_equal(read_array(tmp_path / "label.png", keep_palette=True),
+    np.testing.assert_array_equal(read_array(tmp_path / "label.png", as_mask=True),
                                   truth // 255)
 
 

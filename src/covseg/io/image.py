@@ -108,16 +108,17 @@ MASK_SLICES = Slices("mask slice", "give the whole slice's mask",
                      "give the mask of the whole series", "save it as (x, y, 1)")
 
 
-def refuse_tiny_slice(shape: tuple[int, ...], source: str, advice: str,
-                      what: str = "CT slice") -> None:
+def refuse_tiny_slice(shape: tuple[int, ...], source: str, what: Slices,
+                      of_volume: bool = False) -> None:
     """Refuse a 2D slice of ``shape`` (y, x) with a side under :data:`MIN_SLICE_SIDE` pixels:
     the one rule for predict's files and :func:`covseg.segment`'s arrays (which took a 1 x 1
-    slice and called its black pixel infection). ``what`` the slice is said to be too small
-    for (a mask's slice is no CT slice)."""
+    slice and called its black pixel infection), in ``what``'s words (a mask's slice is no CT
+    slice): a 2D file's (:attr:`Slices.own_file`), or a volume's only slice's
+    (``of_volume``, :attr:`Slices.whole`)."""
     if min(shape) < MIN_SLICE_SIDE:
         raise CovsegError(f"{source}: a {shape[1]} x {shape[0]} image, too small to be a "
-                          f"{what} (covseg reads slices of at least {MIN_SLICE_SIDE} x "
-                          f"{MIN_SLICE_SIDE} pixels); {advice}")
+                          f"{what.name} (covseg reads slices of at least {MIN_SLICE_SIDE} x "
+                          f"{MIN_SLICE_SIDE} pixels); {what.whole if of_volume else what.own_file}")
 
 
 IMAGE_MASK_ENDINGS = (("_im", "_mask"),)
@@ -176,14 +177,14 @@ def named_as_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def read_array(path: str | os.PathLike[str], keep_palette: bool = False) -> np.ndarray:
+def read_array(path: str | os.PathLike[str], as_mask: bool = False) -> np.ndarray:
     """Read a 2D slice as stored (no rescaling), turned upright as its EXIF orientation says
-    (as viewers show it); colour images are converted to grey. ``keep_palette``: read it as a
+    (as viewers show it); colour images are converted to grey. ``as_mask``: read it as a
     mask, whose palette indices are its labels (MedSeg's) when its palette is a label palette
-    (:func:`_label_palette`) and whose transparent pixels are background; an image's palette
-    indices are arbitrary (its colours are the picture) and its transparency is ignored
-    (:func:`_grey`)."""
-    return read_oriented(path, keep_palette).array
+    (:func:`_label_palette`), whose transparent pixels are background, and which is refused
+    as a mask's if too small (:data:`MASK_SLICES`); an image's palette indices are arbitrary
+    (its colours are the picture) and its transparency is ignored (:func:`_grey`)."""
+    return read_oriented(path, as_mask).array
 
 
 class Oriented(NamedTuple):
@@ -194,10 +195,9 @@ class Oriented(NamedTuple):
     """The file's EXIF Orientation, 2..8; 1 for none (an unknown value, a ``.npy``)."""
 
 
-def read_oriented(path: str | os.PathLike[str], keep_palette: bool = False) -> Oriented:
+def read_oriented(path: str | os.PathLike[str], as_mask: bool = False) -> Oriented:
     """:func:`read_array`, with the EXIF orientation it applied: an image and its mask turned
-    by different ones may not lie on each other, which a data set's reading warns of. A file
-    read as a mask (``keep_palette``) too small is refused as a mask's (:data:`MASK_SLICES`)."""
+    by different ones may not lie on each other, which a data set's reading warns of."""
     path = Path(path)
     orientation = 1
     if not path.is_file():
@@ -217,7 +217,7 @@ def read_oriented(path: str | os.PathLike[str], keep_palette: bool = False) -> O
                                       "stack as a NIfTI volume")
                 image.load()
                 orientation = exif_orientation(image)
-                array = _grey(ImageOps.exif_transpose(image), keep_palette, path)
+                array = _grey(ImageOps.exif_transpose(image), as_mask, path)
     except Image.DecompressionBombError as exc:
         raise _pil_too_large(path, exc) from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
@@ -225,8 +225,7 @@ def read_oriented(path: str | os.PathLike[str], keep_palette: bool = False) -> O
     array = _slice_axes(array)
     if array.ndim != 2:
         raise CovsegError(f"{path}: expected a 2D slice, got an array of shape {array.shape}")
-    what = MASK_SLICES if keep_palette else CT_SLICES
-    refuse_tiny_slice(array.shape, str(path), what.own_file, what.name)
+    refuse_tiny_slice(array.shape, str(path), MASK_SLICES if as_mask else CT_SLICES)
     if not np.isfinite(array).all():
         raise CovsegError(f"{path}: the image holds NaN or infinite values")
     return Oriented(array, orientation)
@@ -389,20 +388,20 @@ def _listed(suffixes: Sequence[str]) -> str:
     return f"{', '.join(suffixes[:-1])} or {suffixes[-1]}" if len(suffixes) > 1 else suffixes[0]
 
 
-def _grey(image: Image.Image, keep_palette: bool, source: Path) -> np.ndarray:
-    """A decoded image's grey levels, colour converted to grey. A mask (``keep_palette``) keeps
+def _grey(image: Image.Image, as_mask: bool, source: Path) -> np.ndarray:
+    """A decoded image's grey levels, colour converted to grey. A mask (``as_mask``) keeps
     a label palette's indices (:func:`_label_palette`), else is read through its palette, and
     its transparent pixels are black (a white mask on a transparent white background read all
     white). An image is read through its palette, and its transparency is ignored with a
     warning: a CT slice has none, and a slice exported semi-transparent was read darkened
     (grey times alpha; a fully transparent one black, an empty mask)."""
-    if image.mode in ("P", "PA") and not (keep_palette and _label_palette(image)):
+    if image.mode in ("P", "PA") and not (as_mask and _label_palette(image)):
         image = image.convert("RGBA" if image.mode == "PA" or "transparency" in image.info
                               else "RGB")
     if image.mode in ("RGBA", "LA"):
         alpha = np.asarray(image.getchannel("A"))
         grey = np.asarray(image.convert("L"))
-        if keep_palette:
+        if as_mask:
             return np.rint(grey * (alpha / np.float32(255.0))).astype(np.uint8)
         if alpha.min() < 255:
             log.warning("%s: %.0f %% of its pixels are transparent or semi-transparent (alpha "
@@ -954,7 +953,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     if Path(path).suffix.lower() != ".npy":
         with _open_image(Path(path)) as opened:
             if opened.mode in ("P", "PA"):
-                stored.append(read_array(path, keep_palette=True))
+                stored.append(read_array(path, as_mask=True))
     for array in stored:
         refuse_label_mask(array, path, what="CT slice", advice="give the slice itself")
     return image
@@ -964,7 +963,7 @@ def read_oriented_mask(path: str | os.PathLike[str]) -> Oriented:
     """Read a mask file as integer labels (:func:`mask_to_labels`), turned by its EXIF
     orientation, which it returns (:func:`read_oriented`): a data set's reading compares it
     with its image's."""
-    stored = read_oriented(path, keep_palette=True)
+    stored = read_oriented(path, as_mask=True)
     return Oriented(mask_to_labels(stored.array, path), stored.orientation)
 
 

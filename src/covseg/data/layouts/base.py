@@ -635,16 +635,21 @@ def no_labelled_slices(root: str) -> str:
 
 
 def read_patients_csv(root: Path) -> dict[str, str]:
-    """``root/patients.csv`` (columns case_id, patient_id; a case is a slice's id or file stem)
-    as a dict; empty without the file. Public slice sets publish no patient ids, so this is
-    how a user groups them for cross-validation. Read as spreadsheets save it: a UTF-8 byte
-    order mark (Excel) is dropped, UTF-16 is read (:func:`read_text_file`), and blanks around
-    names and values are ignored. Named in any case (``Patients.CSV``); a near match
-    (``patients.csv.txt``, as Notepad with extensions hidden saves it) is warned of, not read."""
+    """``root``'s patients.csv (:func:`patients_csv`, :func:`read_patients_table`); empty
+    without one, a near miss (``patients.csv.txt``) warned of (:func:`warn_misnamed_patients`)."""
     table = patients_csv(root)
     if table is None:
-        _warn_misnamed_patients(root)
+        warn_misnamed_patients([root], root)
         return {}
+    return read_patients_table(table)
+
+
+def read_patients_table(table: Path) -> dict[str, str]:
+    """A patients.csv (columns case_id, patient_id; a case is a slice's id or file stem) as a
+    dict. Public slice sets publish no patient ids, so this is how a user groups them for
+    cross-validation. Read as spreadsheets save it: a UTF-8 byte order mark (Excel) is
+    dropped, UTF-16 is read (:func:`read_text_file`), and blanks around names and values are
+    ignored."""
     reader = csv.DictReader(io.StringIO(read_text_file(table), newline=""))
     reader.fieldnames = [name.strip() for name in reader.fieldnames or ()]
     if not {"case_id", "patient_id"} <= set(reader.fieldnames):
@@ -681,16 +686,20 @@ def patients_csv(folder: Path) -> Path | None:
     return tables[0] if tables else None
 
 
-def _warn_misnamed_patients(folder: Path) -> None:
-    """Warn of a file named as a patients.csv but not one (``patients.csv.txt``,
+def warn_misnamed_patients(folders: Sequence[Path], data: Path) -> None:
+    """Warn once of each file in ``folders`` (where the data set at ``data`` looks for its
+    patients.csv, and found none) named as a patients.csv but not one (``patients.csv.txt``,
     ``patients.xlsx``, ``patient.csv``): left unread, a patient's slices may fall on both
     sides of a split. Warned of rather than read, so that one name, patients.csv, is read:
     such a file may as well be an old copy or a spreadsheet that is no CSV."""
-    for path in listed(folder):
-        if path.name.lower().split(".")[0] in ("patients", "patient") and path.is_file():
-            log.warning("%s is not read: covseg groups slices into patients by %s alone "
-                        "(columns case_id,patient_id); rename it so, saved as CSV", path,
-                        folder / PATIENTS_CSV)
+    warned: set[Path] = set()
+    for path in (path for folder in folders for path in listed(folder)):
+        if (path.name.lower().split(".")[0] in ("patients", "patient") and path.is_file()
+                and path.resolve() not in warned):
+            warned.add(path.resolve())
+            log.warning("%s is not read: no %s groups the slices of %s into patients (covseg "
+                        "reads that name alone, columns case_id,patient_id); rename it so, "
+                        "saved as CSV", path, PATIENTS_CSV, data)
 
 
 def read_text_file(path: Path) -> str:
@@ -726,7 +735,7 @@ def read_2d_pairs(pairs: list[tuple[str, Path, Path]], options: ReadOptions,
     """The 2D files' slices, each read on the scale judged on it (:func:`_file_scale`); files
     read on different scales are warned of (:func:`~covseg.transforms.warn_mixed_scales`)."""
     samples = []
-    read_mask = (partial(read_oriented, keep_palette=True) if options.target == "multiclass"
+    read_mask = (partial(read_oriented, as_mask=True) if options.target == "multiclass"
                  else read_oriented_mask)  # multiclass: labels of the whole set, see loaded
     scales: dict[str, list[str]] = {}
     turned: list[tuple[Path, int, Path, int]] = []

@@ -20,6 +20,7 @@ from covseg.data.layouts.base import (
     examples,
     first_dir,
     kept_slices,
+    listed,
     masks_beside,
     no_labelled_slices,
     sub_folders,
@@ -221,10 +222,7 @@ def _what_it_holds(root: Path) -> str:
                     f"in {images} beside it, under the same file stem")
     if zenodo_masks := missing_images(root):
         return zenodo_masks
-    try:
-        children = [path for path in sorted(root.iterdir()) if not unseen(path)]
-    except OSError:  # unreadable: the generic message
-        return ""
+    children = [path for path in listed(root) if not unseen(path)]  # unreadable: none, ""
     data_sets = _data_sets_below(root, children)
     if len(data_sets) == 1:  # "X/Dataset/" of a zip with a top folder: "give one of them" misled
         return (f"{root}: a folder holding one data set ({data_sets[0]}); give that folder, "
@@ -233,19 +231,19 @@ def _what_it_holds(root: Path) -> str:
         return f"{root}: a folder of data sets ({examples(data_sets)}); give one of them"
     scans = [path for path in children
              if is_image_file(path) or is_nifti(path) or is_dicom_file(path)]
-    listed = examples([path.name for path in scans])
+    named = examples([path.name for path in scans])
     if scans and all(image_name(nifti_stem(path)) != nifti_stem(path) for path in scans):
-        return (f"{root}: masks found ({listed}) but no images; a data folder holds them in "
+        return (f"{root}: masks found ({named}) but no images; a data folder holds them in "
                 "masks/ beside their images in images/ (MosMed: studies/): give that folder")
     if any(map(_named_as_mask, scans)) and not _masks_beside_images(scans):  # in no layout
-        return (f"{root}: files found ({listed}) in none of the data layouts covseg reads, so "
+        return (f"{root}: files found ({named}) in none of the data layouts covseg reads, so "
                 f"none was read; it reads {LAYOUTS_READ}")
     if scans and absolute.name in FOLDERS_IMAGES:  # a data folder's images/, no masks/ beside
-        return (f"{root}: images or CT scans found ({listed}) but no masks; put their masks in "
+        return (f"{root}: images or CT scans found ({named}) but no masks; put their masks in "
                 f"masks/ beside {absolute.name}/ in {absolute.parent}, under the same file "
                 f"stems, and give {absolute.parent} (covseg predict segments them as they are)")
     if scans:
-        return (f"{root}: images or CT scans found ({listed}) but no masks; a data folder holds "
+        return (f"{root}: images or CT scans found ({named}) but no masks; a data folder holds "
                 "them in images/ and their masks in masks/, under the same file stems (covseg "
                 "predict segments them as they are)")
     return ""

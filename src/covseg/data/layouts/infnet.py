@@ -20,9 +20,10 @@ from covseg.data.layouts.base import (
     patient_of,
     patients_csv,
     read_2d_pairs,
-    read_patients_csv,
+    read_patients_table,
     require,
     slice_cases,
+    warn_misnamed_patients,
 )
 from covseg.errors import CovsegError
 from covseg.io.image import is_image_file
@@ -61,10 +62,11 @@ def _one_patients_csv(folders: Sequence[Path], slices: Sequence[tuple[str, str]]
     silently dropped; tables that name them otherwise (case id or stem) or name other slices
     too, but group these alike, are not."""
     found: list[tuple[Path, dict[str, str]]] = []
-    for folder in folders:
-        patients, table = read_patients_csv(folder), patients_csv(folder)
-        if table is not None and not any(table.samefile(other) for other, _ in found):
-            found.append((table, patients))
+    for table in filter(None, map(patients_csv, folders)):
+        if not any(table.samefile(other) for other, _ in found):
+            found.append((table, read_patients_table(table)))
+    if not found:  # named as the data set's folder, Imgs/ and GT/'s (the last)
+        warn_misnamed_patients(folders, folders[-1])
     for (first, mine), (second, theirs) in pairwise(found):
         for case, stem in slices:
             if patient_of(mine, case, stem) != patient_of(theirs, case, stem):

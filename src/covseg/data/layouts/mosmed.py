@@ -34,7 +34,7 @@ from covseg.data.layouts.base import (
 from covseg.data.layouts.folders import FOLDERS_IMAGES, FOLDERS_MASKS
 from covseg.errors import CovsegError, counted
 from covseg.io.image import IMAGE_SUFFIXES, image_name, is_image_file
-from covseg.io.nifti import is_nifti, nifti_stem
+from covseg.io.nifti import is_nifti, named_as_nifti, nifti_stem
 
 
 def read_mosmed_2d(root: Path, options: ReadOptions) -> LoadedData:
@@ -301,6 +301,6 @@ def read_mosmed_3d(root: Path, options: ReadOptions) -> LoadedData:
 def _niftis_under(folder: Path) -> list[Path]:
     """The NIfTI files in ``folder`` and its sub-folders (MosMed's CT-0 .. CT-4), their suffix in
     any case (``.NII.GZ``) as a generic folder's."""
-    found = sorted(folder.rglob("*"))
+    found = sorted(path for path in folder.rglob("*") if named_as_nifti(path))
     refuse_broken_links(folder, found)
     return [path for path in found if is_nifti(path)]
