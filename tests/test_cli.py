@@ -484,7 +484,8 @@ def test_demo_names_its_box_plot_only_where_drawn(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         plotted: bool) -> None:
     """`covseg demo` named OUT/cv/dice_boxplot.png among its outputs where the box plot was not
-    drawn (a warning): a file that does not exist."""
+    drawn (a warning): a file that does not exist. Its paths are spelled one way (an --out
+    given with a slash printed demo//samples.png beside demo/cv/dice_boxplot.png)."""
     def demo(out: Path, **_: object) -> dict[str, object]:
         (Path(out) / "cv").mkdir(parents=True)
         if plotted:
@@ -493,8 +494,9 @@ def test_demo_names_its_box_plot_only_where_drawn(
                 "per_fold": [{}, {}], "demo_seconds": 1.0}
 
     monkeypatch.setattr(api, "demo", demo)
-    code, out, _ = _run(capsys, "demo", "--out", str(tmp_path / "demo"))
+    code, out, _ = _run(capsys, "demo", "--out", f"{tmp_path / 'demo'}/")
     assert code == 0 and ("dice_boxplot.png" in out) is plotted
+    assert "//" not in out and f"{tmp_path / 'demo' / 'samples.png'}" in out
 
 
 def test_demo_help_gives_the_out_default(capsys: pytest.CaptureFixture[str]) -> None:

@@ -343,11 +343,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     summary = api.demo(args.out, folds=args.folds, epochs=args.epochs)
     dice = mean_over_folds(summary["mean_std_over_folds"]["dice"], len(summary["per_fold"]))
-    box_plot = Path(args.out, "cv", "dice_boxplot.png")  # none where it was not drawn (a warning)
+    out = Path(args.out)
+    box_plot = out / "cv" / "dice_boxplot.png"  # none where it was not drawn (a warning)
     say(f"SYNTHETIC demo done in {summary['demo_seconds']:.0f} s: Dice {dice}"
-        f"\n  samples: {args.out}/samples.png\n  report:  {args.out}/cv/report.md"
+        f"\n  samples: {out / 'samples.png'}\n  report:  {out / 'cv' / 'report.md'}"
         + (f"\n  box plot: {box_plot}" if box_plot.is_file() else "")
-        + f"\n  folds:   {args.out}/cv/fold_*/")
+        + f"\n  folds:   {out / 'cv' / 'fold_*'}{os.sep}")
     return 0
 
 
