@@ -286,7 +286,8 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
     chart = summary.with_suffix(".png")
     chart.unlink(missing_ok=True)  # an earlier call's chart; redrawn below from this summary
     waiting = _pending_rows(selected)
-    write_text(summary, csv_text(_with_pending(rows, waiting), SUMMARY_FIELDS))
+    _write_summary(summary, rows, waiting)
+    unwritten = False  # skipped studies' rows not yet in the summary
     with (progress_bar(total=len(selected), desc=desc, unit="study") as study_bar,
           stage_bar(study_bar) as stages):
         for index, study in enumerate(selected, 1):
@@ -298,9 +299,12 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
             counts[status] += 1
             row = _summary_row(study, folder, status, result, error)
             rows.append(_as_it_was(row, earlier.get(study.name)) if status == "skipped" else row)
-            rows.sort(key=lambda row: row["study"])
-            write_text(summary, csv_text(_with_pending(rows, waiting[index:]), SUMMARY_FIELDS))
+            unwritten = status == "skipped"
+            if not unwritten:
+                _write_summary(summary, rows, waiting[index:])
             study_bar.update()
+    if unwritten:
+        _write_summary(summary, rows, [])
     quantified = [row for row in rows if row["status"] != "failed"]
     if len(quantified) > 1:
         drawn(lambda: severity_chart(quantified, chart,
@@ -309,6 +313,16 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
     if shard[1] == 1:
         _drop_folded_shard_summaries(out_dir, {row["study"] for row in rows})
     return BatchResult(summary, counts["done"], counts["skipped"], counts["failed"])
+
+
+def _write_summary(summary: Path, rows: list[dict[str, Any]],
+                   waiting: list[dict[str, Any]]) -> None:
+    """Write the summary of the studies dealt with (``rows``, sorted here by study) and of those
+    not reached yet. Written after each study done or failed, not after one skipped as done
+    (its record, already on disk, is what a rerun and evaluate read): a rerun of 3,200 done
+    studies rewrote all its rows 3,201 times, 173 s where 400 took 12 s."""
+    rows.sort(key=lambda row: row["study"])
+    write_text(summary, csv_text(_with_pending(rows, waiting), SUMMARY_FIELDS))
 
 
 def _pending_rows(selected: Sequence[Study]) -> list[dict[str, Any]]:
