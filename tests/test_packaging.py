@@ -126,7 +126,7 @@ def test_a_users_documented_calls_type_check_strictly(tmp_path: Path,
     (numpy's numbers where numbers are, also in a TrainConfig built by hand; a window as a 1-D
     numpy array) and had no name for the types it returns or for the error whose ``result``
     holds a batch's counts. covseg is read as an installed package is (its own errors silent).
-    About a minute with no cache on 2 cores."""
+    About 20 s with no cache on this quiet 2-core machine."""
     api = pytest.importorskip("mypy.api", reason="mypy is not installed: pip install -e '.[test]'")
     script = tmp_path / "user.py"
     script.write_text(USER_SCRIPT)
