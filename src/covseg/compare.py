@@ -363,11 +363,12 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
               "warnings": list(dict.fromkeys([*data.notes, *fold_notes]))}
     write_json(out / "comparison.json", result)
     dice = any_lesion("Dice", config.target == "multiclass")
+    png = out / "comparison_boxplot.png"
     plotted = drawn(lambda: box_plot({spec: list(d.values()) for spec, d in dice_by_model.items()},
-                                     out / "comparison_boxplot.png", ylabel=f"{dice} per case",
+                                     png, ylabel=f"{dice} per case",
                                      title=("SYNTHETIC data: " if data.synthetic else "")
                                      + f"per-case {dice} by model"),
-                    out / "comparison_boxplot.png", out / "comparison.json")
+                    png, out / "comparison.json")
     write_text(out / "comparison.md", comparison_markdown(result, plotted))
     return result
 

@@ -716,13 +716,13 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
                              _summary(config, data, out, how, per_fold, all_rows, begun,
                                       train_seconds, fold_notes), begun.trains)
         write_text(out / "per_case.csv", rows_to_csv(all_rows))
+        png = out / "dice_boxplot.png"
         plotted = drawn(
             lambda: box_plot({f"fold {r['fold']}": [row["dice"] for row in all_rows
                                                     if row["fold"] == r["fold"]]
                               for r in per_fold} | {"all": [row["dice"] for row in all_rows]},
-                             out / "dice_boxplot.png", ylabel=f"{_dice(config)} per case",
-                             title=_title(config, data)),
-            out / "dice_boxplot.png", out / "per_case.csv")
+                             png, ylabel=f"{_dice(config)} per case", title=_title(config, data)),
+            png, out / "per_case.csv")
         write_text(out / "report.md", report_markdown(summary, plotted))
         # Last, so that a summary.json means the rest is written: one stopped (Ctrl-C) after it
         # alone looked finished without its report.md and box plot.

@@ -35,7 +35,6 @@ from covseg.io.atomic import (
     write_text,
 )
 from covseg.io.image import (
-    MASK_SLICES,
     case_key,
     image_levels,
     image_or_soft_mask,
@@ -48,7 +47,14 @@ from covseg.io.image import (
     top_label,
     within_labels,
 )
-from covseg.io.nifti import is_nifti, nifti_stem, read_nifti, read_paired, warnings_once
+from covseg.io.nifti import (
+    is_nifti,
+    nifti_stem,
+    read_mask_nifti,
+    read_nifti,
+    read_paired,
+    warnings_once,
+)
 from covseg.io.volume import FILE_ORDER, Volume, grid_differences, warn_grid_drift
 from covseg.lungs import lung_mask_look
 from covseg.metrics import case_metrics, metric_notes, summarize
@@ -304,24 +310,19 @@ def _read_cases(pred_path: Path | None, truth_path: Path, truth_dtype: type = np
     (:func:`_label_levels`), where int16 refuses them as a probability map's; a NIfTI
     prediction is read as int16 labels (:func:`_read_prediction`)."""
     if pred_path is None:
-        truth_volume = _read_truth(truth_path, truth_dtype) if is_nifti(truth_path) else None
+        truth_volume = read_mask_nifti(truth_path, truth_dtype) if is_nifti(truth_path) else None
         truth = _stored(truth_path, truth_volume)
         return np.zeros_like(truth), truth_volume, truth, truth_volume
     pred_volume: Volume | None  # None: a picture, read by _stored
     if is_nifti(pred_path) and is_nifti(truth_path):
         pred_volume, truth_volume = read_paired(
             lambda like: _read_prediction(pred_path, like), pred_path,
-            lambda like: _read_truth(truth_path, truth_dtype, like), truth_path)
+            lambda like: read_mask_nifti(truth_path, truth_dtype, like), truth_path)
     else:
         pred_volume = _read_prediction(pred_path) if is_nifti(pred_path) else None
-        truth_volume = _read_truth(truth_path, truth_dtype) if is_nifti(truth_path) else None
+        truth_volume = read_mask_nifti(truth_path, truth_dtype) if is_nifti(truth_path) else None
     return (_stored(pred_path, pred_volume), pred_volume,
             _stored(truth_path, truth_volume), truth_volume)
-
-
-def _read_truth(path: Path, dtype: type, like: Volume | None = None) -> Volume:
-    """A NIfTI truth read as ``dtype`` (``like``: see :func:`read_nifti`), a mask's volume."""
-    return read_nifti(path, dtype, like, MASK_SLICES)
 
 
 def _read_prediction(path: Path, like: Volume | None = None) -> Volume:
@@ -331,9 +332,9 @@ def _read_prediction(path: Path, like: Volume | None = None) -> Volume:
     values that are no labels are read again (:class:`~covseg.errors.NotLabels`), not a file
     short of memory or truncated."""
     try:
-        return read_nifti(path, np.int16, like, MASK_SLICES)
+        return read_mask_nifti(path, np.int16, like)
     except NotLabels:
-        array = read_nifti(path, np.float32, like, MASK_SLICES).array
+        array = read_mask_nifti(path, np.float32, like).array
         _refuse_image(path, array, np.unique(array))
         raise
 

@@ -33,7 +33,6 @@ from covseg.errors import CovsegError, NotLabels, counted, refuse_special_file
 from covseg.io.ct import read_volume
 from covseg.io.dicom import dicom_files
 from covseg.io.image import (
-    MASK_SLICES,
     MAX_LABEL,
     MAX_SCALED_LABEL,
     case_key,
@@ -47,7 +46,7 @@ from covseg.io.image import (
 from covseg.io.nifti import (
     is_nifti,
     is_nifti_named,
-    read_nifti,
+    read_mask_nifti,
     read_paired,
     warnings_once,
 )
@@ -619,9 +618,9 @@ def _read_label_mask(path: Path, like: Volume | None, what: str, mask: str
     (:class:`~covseg.errors.NotLabels`): a mask short of memory read as float32 was said to
     need twice the memory it does."""
     try:
-        volume = read_nifti(path, np.int16, like, MASK_SLICES)
+        volume = read_mask_nifti(path, np.int16, like)
     except NotLabels:  # fractional values, say: read again to tell a CT from probabilities
-        _refuse_a_ct(path, read_nifti(path, np.float32, like, MASK_SLICES).array, what, mask)
+        _refuse_a_ct(path, read_mask_nifti(path, np.float32, like).array, what, mask)
         raise
     return volume, _refuse_a_ct(path, volume.array, what, mask)
 

@@ -24,7 +24,14 @@ from nibabel.volumeutils import array_from_file
 from nibabel.wrapstruct import WrapStructError
 
 from covseg.errors import CovsegError, NotLabels
-from covseg.io.image import CT_SLICES, Slices, fraction_range, fractional_values, stand_in
+from covseg.io.image import (
+    CT_SLICES,
+    MASK_SLICES,
+    Slices,
+    fraction_range,
+    fractional_values,
+    stand_in,
+)
 from covseg.io.volume import (
     GRID_TOLERANCE_MM,
     NIFTI_SUFFIXES,
@@ -98,6 +105,13 @@ def read_nifti(path: str | os.PathLike[str], dtype: type = np.float32,
         if like is not None and _geometryless(image) and _stored_alike(image, like):
             image = _on_geometry_of(image, like, str(path))
         return volume_from_nifti(image, str(path), dtype, what)
+
+
+def read_mask_nifti(path: str | os.PathLike[str], dtype: type = np.int16,
+                    like: Volume | None = None) -> Volume:
+    """:func:`read_nifti` of a mask: a file too small or thin is refused in a mask's words
+    (:data:`~covseg.io.image.MASK_SLICES`), as every mask reader needs."""
+    return read_nifti(path, dtype, like, MASK_SLICES)
 
 
 @contextmanager

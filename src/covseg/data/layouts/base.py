@@ -23,7 +23,6 @@ import numpy as np
 from covseg.errors import CovsegError, counted, read_naming_out_of_memory, them
 from covseg.io.dicom import is_dicom_file
 from covseg.io.image import (
-    MASK_SLICES,
     QUARTER_TURNS,
     case_key,
     image_name,
@@ -35,7 +34,14 @@ from covseg.io.image import (
     read_oriented_mask,
     refuse_negative,
 )
-from covseg.io.nifti import is_nifti, named_as_nifti, nifti_stem, read_nifti, read_paired
+from covseg.io.nifti import (
+    is_nifti,
+    named_as_nifti,
+    nifti_stem,
+    read_mask_nifti,
+    read_nifti,
+    read_paired,
+)
 from covseg.io.volume import Volume, check_same_grid, refuse_unwindowed_grey
 from covseg.progress import progress_bar
 from covseg.provenance import option_given
@@ -886,7 +892,7 @@ def _read_volume_pair(image_path: Path, mask_path: Path) -> tuple[Volume, Volume
     (:func:`check_same_grid`): one of another shape, or whose header flips or permutes the
     axes and places the voxels elsewhere, is refused rather than trained on mirrored."""
     image, mask = read_paired(lambda like: read_nifti(image_path, like=like), image_path,
-                              lambda like: read_nifti(mask_path, np.int16, like, MASK_SLICES),
+                              lambda like: read_mask_nifti(mask_path, np.int16, like),
                               mask_path)
     check_same_grid(mask, image)
     return image, mask
