@@ -32,9 +32,10 @@ from covseg.batch import (
     select_shard,
 )
 from covseg.errors import CovsegError
+from covseg.io.atomic import write_json
 from covseg.io.lock import LOCK_FILE, PLAN_LOCK, SHARD_PLAN, writing_to
 from covseg.quantify import quantify_batch
-from covseg.records import read_record
+from covseg.records import RESULT_JSON, SUMMARY_FIELDS, read_record
 from covseg.studies import Study, find_studies
 from tests.conftest import started_process, wait_until_written
 from tests.test_quantify import read_rows, synthetic_study
@@ -282,6 +283,41 @@ def test_summary_is_rewritten_after_every_study(tmp_path: Path) -> None:
                     ["done", "failed", "pending"]] and result.failed == 1
     rows = read_rows(result.summary)
     assert rows[1]["error"] == "RuntimeError: boom" and rows[2]["lesion_ml"] == "1"
+
+
+def test_each_summary_row_is_formatted_once(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each study done formatted every row of the summary again (3,200 studies: 10 million
+    rows, 118 s for 1,600 trivial ones). A row is formatted when listed pending and when its
+    study ends, an earlier call's once; each write is still the whole summary, by study."""
+    report = importlib.import_module("covseg.report")
+    cells: list[str] = []
+
+    def counted_cell(key: str, value: Any) -> Any:
+        cells.append(key)
+        return real_cell(key, value)
+
+    def process(study: Study, folder: Path) -> dict:
+        seen.append([(row["study"], row["status"]) for row in read_rows(out / "summary.csv")])
+        record = {"study": {"lesion_ml": 1.0, "percent_involved": 0.123456789}, "inputs": {}}
+        write_json(folder / RESULT_JSON, record)
+        return record
+
+    real_cell, out, seen = report._cell, tmp_path / "out", []
+    run_batch([Study(name, tmp_path / name) for name in ("b", "d")], out, process)
+    monkeypatch.setattr(report, "_cell", counted_cell)
+    seen.clear()
+    result = run_batch([Study(name, tmp_path / name) for name in ("e", "c", "a")], out, process)
+    assert len(cells) == (2 + 3 + 3) * len(SUMMARY_FIELDS)  # b and d, then a, c, e twice
+    assert seen == [[("a", "pending"), ("b", "done"), ("c", "pending"), ("d", "done"),
+                     ("e", "pending")],
+                    [("a", "done"), ("b", "done"), ("c", "pending"), ("d", "done"),
+                     ("e", "pending")],
+                    [("a", "done"), ("b", "done"), ("c", "done"), ("d", "done"),
+                     ("e", "pending")]]
+    rows = read_rows(result.summary)
+    assert [row["study"] for row in rows] == ["a", "b", "c", "d", "e"]
+    assert {row["status"] for row in rows} == {"done"} and rows[4]["percent_involved"] == "0.123456"
 
 
 def test_a_study_out_of_memory_says_so(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,13 +134,35 @@ def shown_values(region: dict[str, Any]) -> dict[str, Any]:
 def csv_text(rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> str:
     """Rows as CSV text (missing values empty, floats with 6 significant digits, % involved
     rounded down to them: see :func:`_cell`)."""
+    return csv_joined(csv_records(rows, fields), fields)
+
+
+def csv_records(rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> list[str]:
+    """Each row's CSV text apart (its cells by :func:`_cell`, ended by a newline), for
+    :func:`csv_joined`: a batch keeps each study's and joins them after each study, where it
+    formatted every row again (quadratic in the studies)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(fields), extrasaction="ignore",
-                            lineterminator="\n")
-    writer.writeheader()
+    writer = _csv_writer(buffer, fields)
+    records = []
     for row in rows:
         writer.writerow({k: _cell(k, row.get(k)) for k in fields})
-    return buffer.getvalue()
+        records.append(buffer.getvalue())
+        buffer.seek(0)
+        buffer.truncate()
+    return records
+
+
+def csv_joined(records: Iterable[str], fields: Sequence[str]) -> str:
+    """CSV text of the header of ``fields`` and the ``records`` (:func:`csv_records`)."""
+    buffer = io.StringIO()
+    _csv_writer(buffer, fields).writeheader()
+    return buffer.getvalue() + "".join(records)
+
+
+def _csv_writer(buffer: io.StringIO, fields: Sequence[str]) -> csv.DictWriter[str]:
+    """The writer of covseg's CSVs: ``fields`` in order, others ignored, ``\\n`` line ends."""
+    return csv.DictWriter(buffer, fieldnames=list(fields), extrasaction="ignore",
+                          lineterminator="\n")
 
 
 def _cell(key: str, value: Any) -> Any:
