@@ -209,6 +209,29 @@ def test_severity_chart_names_its_colours_in_both_modes(tmp_path: Path,
     assert cutoffs == [25, 50, 75] and ml.get_lines() == []  # % cut-offs only on a % axis
 
 
+def test_severity_chart_of_many_studies_counts_them_in_a_figure_of_one_size(
+        tmp_path: Path, saved_figures: list[Figure]) -> None:
+    """summary.png drew a bar per study, 31 px each: 752 x 76,082 px for 3,200 studies, which
+    no one could read. Above 60 studies it counts them per CT category beside the histogram of
+    their % involved, one size for any count."""
+    categories = ["CT-0", "CT-1", "CT-1", "CT-2", "CT-4"]
+    rows = [{"study": f"s{i:04d}", "percent_involved": 0.0 if i % 5 == 0 else 80.0 * (i % 5) / 4,
+             "ct_category": categories[i % 5], "lesion_ml": float(i)} for i in range(400)]
+    sizes = []
+    for count in (100, 400):
+        with Image.open(severity_chart(rows[:count], tmp_path / f"{count}.png",
+                                       f"{count} studies (out)")) as chart:
+            sizes.append(chart.size)
+    assert sizes[0] == sizes[1] and sizes[1][0] <= 1200 and sizes[1][1] <= 600, sizes
+    counts, spread = saved_figures[-1].axes
+    assert [bar.get_height() for bar in counts.patches] == [80, 160, 80, 0, 80]
+    assert [label.get_text() for label in counts.get_xticklabels()] == [
+        "CT-0", "CT-1", "CT-2", "CT-3", "CT-4"]
+    assert spread.get_xlabel() == "% of the lungs involved"
+    assert sum(bar.get_height() for bar in spread.patches) == 400  # stacked: each study once
+    assert saved_figures[-1].get_suptitle() == "400 studies (out)"
+
+
 def test_box_plot_says_how_many_values_each_box_holds(tmp_path: Path,
                                                        saved_figures: list[Figure]) -> None:
     """Undefined values (sensitivity of an empty truth) were dropped without a word: a title

@@ -8,6 +8,7 @@ from covseg._mplconfig import settle_matplotlib_config
 settle_matplotlib_config()  # before matplotlib is first imported, below
 
 from matplotlib.artist import Artist
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
@@ -16,5 +17,5 @@ from matplotlib.patches import Patch
 from matplotlib.text import Text
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["Artist", "Figure", "FigureCanvasAgg", "Line2D", "MaxNLocator", "Patch", "Text",
+__all__ = ["Artist", "Axes", "Figure", "FigureCanvasAgg", "Line2D", "MaxNLocator", "Patch", "Text",
            "to_rgb"]

@@ -17,7 +17,7 @@ from covseg.errors import CovsegError, failure_reason
 from covseg.io.atomic import atomic_path, utf8_text
 
 if TYPE_CHECKING:
-    from covseg._matplotlib import Figure, Patch
+    from covseg._matplotlib import Axes, Figure, Patch
 
 log = logging.getLogger(__name__)
 
@@ -315,44 +315,113 @@ put CT-1 beside CT-2 under protanopia and deuteranopia."""
 NO_CATEGORY_COLOUR = "#bdbdbd"
 """The bar of a study without a category (no lungs to divide by): a grey lighter than the
 CT-2 teal it matched in lightness."""
+NO_CATEGORY = "no category"
+"""The legend's name of that grey."""
+
+
+CHART_STUDIES = 60
+"""The most studies summary.png draws one bar each for (about 1,600 px tall at 60); above,
+it counts them (:func:`_severity_counts`): a bar each grew the figure 31 px a study, 790 x
+76,082 px and 8.5 MB for 3,200 studies, which no one could read (about 100 s to draw)."""
 
 
 def severity_chart(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str],
                    title: str = "") -> Path:
-    """One bar per study: % of the lungs involved, coloured by CT category, with the category
-    bounds (25, 50, 75 %) marked; lesion volume in mL when some study has no lungs (no
-    category, grey). The legend names the colours shown in both cases; each bar's value is
-    written at its end, as report.html writes it, so that a CT-0 study's bar of no length
-    reads 0.00, not as a study without a result."""
-    from covseg._matplotlib import Figure, Patch
-    from covseg.report import cell_text  # report draws with viz's colours: imported here
-
+    """summary.png: the studies' % of the lungs involved, coloured by CT category, or their
+    lesion volume in mL when some study has no lungs (no category, grey). Up to
+    :data:`CHART_STUDIES` studies, one bar each (:func:`_severity_bars`); above, the count of
+    studies per category and the distribution of the values (:func:`_severity_counts`), a
+    figure of the same size whatever the count."""
     percent = all(row.get("percent_involved") is not None for row in rows)
     key, unit = ("percent_involved", "% of the lungs involved") if percent else ("lesion_ml",
                                                                               "lesion volume (mL)")
-    names = [utf8_text(str(row["study"])) for row in rows]
     values = [float(row[key] or 0.0) for row in rows]
-    colours = [CATEGORY_COLOURS.get(str(row.get("ct_category")), NO_CATEGORY_COLOUR)
-               for row in rows]
-    fig = Figure(figsize=(7, max(2.5, 0.28 * len(rows) + 1.2)))
+    categories = [str(row["ct_category"]) if row.get("ct_category") in CATEGORY_COLOURS
+                  else NO_CATEGORY for row in rows]
+    if len(rows) > CHART_STUDIES:
+        fig = _severity_counts(values, categories, percent, unit, title)
+    else:
+        fig = _severity_bars([str(row["study"]) for row in rows], values, categories, key, unit,
+                             title)
+    return save_figure(fig, path)
+
+
+def _severity_bars(names: Sequence[str], values: Sequence[float], categories: Sequence[str],
+                   key: str, unit: str, title: str) -> Figure:
+    """One bar per study, the category bounds (25, 50, 75 %) marked on a % scale, and the
+    legend naming the colours shown; each bar's value is written at its end, as report.html
+    writes it, so that a CT-0 study's bar of no length reads 0.00, not as a study without a
+    result."""
+    from covseg._matplotlib import Figure
+    from covseg.report import cell_text  # report draws with viz's colours: imported here
+
+    fig = Figure(figsize=(7, max(2.5, 0.28 * len(names) + 1.2)))
     ax = fig.subplots()
-    bars = ax.barh(range(len(rows)), values, color=colours, edgecolor="black", linewidth=0.4)
+    bars = ax.barh(range(len(names)), values, color=[_category_colour(c) for c in categories],
+                   edgecolor="black", linewidth=0.4)
     ax.bar_label(bars, [cell_text(key, value) for value in values], padding=2, fontsize=7)
-    ax.set_yticks(range(len(rows)), names, fontsize=7)
-    ax.set_ylim(len(rows) - 0.5, -0.5)  # first study on top, no empty margin
+    ax.set_yticks(range(len(names)), [utf8_text(name) for name in names], fontsize=7)
+    ax.set_ylim(len(names) - 0.5, -0.5)  # first study on top, no empty margin
     ax.set_xlabel(unit)
-    if percent:
-        ax.set_xlim(0, 100)
-        for bound, _ in CATEGORY_BOUNDS:
-            ax.axvline(bound, color="grey", linestyle="--", linewidth=0.8)
+    if key == "percent_involved":
+        _percent_scale(ax)
     else:
         ax.margins(x=0.12)  # room for the longest bar's value
-    shown = [Patch(color=c, label=n) for n, c in CATEGORY_COLOURS.items()
-             if any(row.get("ct_category") == n for row in rows)]
-    if NO_CATEGORY_COLOUR in colours:
-        shown.append(Patch(color=NO_CATEGORY_COLOUR, label="no category"))
-    ax.legend(handles=shown, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7,
-              title="CT category", title_fontsize=7)
+    ax.legend(handles=_category_patches(categories), loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), fontsize=7, title="CT category", title_fontsize=7)
     if title:
         ax.set_title(title, fontsize=10)
-    return save_figure(fig, path)
+    return fig
+
+
+def _severity_counts(values: Sequence[float], categories: Sequence[str], percent: bool,
+                     unit: str, title: str) -> Figure:
+    """The studies per CT category (each bar's count written on it) beside the histogram of
+    their values, stacked by category: a figure of the same size for any number of studies."""
+    from covseg._matplotlib import Figure
+
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    counts, spread = fig.subplots(1, 2, width_ratios=(2, 3))
+    names = [*CATEGORY_COLOURS, *([NO_CATEGORY] if NO_CATEGORY in categories else [])]
+    bars = counts.bar(range(len(names)), [categories.count(name) for name in names],
+                      color=[_category_colour(name) for name in names], edgecolor="black",
+                      linewidth=0.4)
+    counts.bar_label(bars, padding=2, fontsize=8)
+    counts.set_xticks(range(len(names)), names, fontsize=8)
+    counts.set_ylabel("studies")
+    counts.margins(y=0.1)  # room for the tallest bar's count
+    shown = [name for name in names if name in categories]
+    grouped = [[v for v, c in zip(values, categories, strict=True) if c == name]
+               for name in shown]
+    bins = np.linspace(0, 100, 21) if percent else np.linspace(0, max(max(values), 1.0), 21)
+    spread.hist(grouped, bins=bins, stacked=True, color=[_category_colour(n) for n in shown],
+                edgecolor="black", linewidth=0.4)
+    spread.set_xlabel(unit)
+    spread.set_ylabel("studies")
+    if percent:
+        _percent_scale(spread)
+    spread.legend(handles=_category_patches(categories), loc="upper right", fontsize=7,
+                  title="CT category", title_fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _category_colour(category: str) -> str:
+    """A CT category's colour (:data:`CATEGORY_COLOURS`), grey for :data:`NO_CATEGORY`."""
+    return CATEGORY_COLOURS.get(category, NO_CATEGORY_COLOUR)
+
+
+def _category_patches(categories: Sequence[str]) -> list[Patch]:
+    """A legend's patch for each category among ``categories``, in their order."""
+    from covseg._matplotlib import Patch
+
+    return [Patch(color=_category_colour(name), label=name)
+            for name in (*CATEGORY_COLOURS, NO_CATEGORY) if name in categories]
+
+
+def _percent_scale(ax: Axes) -> None:
+    """0 to 100 % along x, the category bounds (25, 50, 75 %) marked."""
+    ax.set_xlim(0, 100)
+    for bound, _ in CATEGORY_BOUNDS:
+        ax.axvline(bound, color="grey", linestyle="--", linewidth=0.8)
