@@ -31,7 +31,7 @@ import covseg
 from covseg import api, progress
 from covseg.batch import BatchResult, StudiesFailed
 from covseg.cli import build_parser, main
-from covseg.errors import CovsegError
+from covseg.errors import BatchFailed, CovsegError
 from covseg.infer import Predictor
 from covseg.io.image import read_image
 from tests.conftest import NEEDS_ONNX, held_by_another_thread, shared
@@ -628,7 +628,6 @@ def test_the_types_the_api_returns_and_its_batch_errors_are_named_in_covseg() ->
     return, nor catch the error that holds a batch's counts (StudiesFailed: BatchFailed has
     none), by a name covseg exports."""
     from covseg.data.layouts import LoadedData
-    from covseg.errors import BatchFailed
 
     named = {"Predictor": Predictor, "LoadedData": LoadedData, "BatchResult": BatchResult,
              "BatchFailed": BatchFailed, "StudiesFailed": StudiesFailed}
@@ -915,6 +914,26 @@ def test_predict_over_any_unrecorded_png_is_refused(
     with pytest.raises(CovsegError, match=rf"\(first: overlays/{images[1].stem}\.png\)"):
         covseg.predict(tiny_run, images[1], out, overlay=True)
     assert covseg.predict(tiny_run, images[1], out) == [out / f"{images[1].stem}.png"]
+
+
+def test_predict_over_a_png_named_as_a_failed_input_mask_is_refused(
+        tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
+    """An image an earlier predict recorded as failed has no mask of predict's in ``out``, but
+    its mask's name counted as recorded: a ground-truth PNG put there under that name was
+    written over once the image read. It is refused as any unrecorded PNG is."""
+    image = tmp_path / "ct.npy"
+    image.write_text("not an array")
+    out = tmp_path / "pred"
+    with pytest.raises(BatchFailed):
+        covseg.predict(tiny_run, image, out)
+    truth = out / "ct.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(truth)
+    shutil.copy(min((synthetic_folder / "images").glob("*.npy")), image)
+    before = truth.read_bytes()
+    with pytest.raises(CovsegError, match=r"pred holds 1 PNG \(first: ct\.png\) that no "
+                                          r"predict\.json there records"):
+        covseg.predict(tiny_run, image, out)
+    assert truth.read_bytes() == before
 
 
 def test_predict_into_a_folder_of_figures_and_grey_pictures_writes_its_masks(

@@ -686,8 +686,12 @@ def _check_outputs(files: Sequence[Path], out: Path, earlier_inputs: Sequence[st
 
 def _own_masks(out: Path, earlier: dict[str, Any]) -> set[Path]:
     """The masks an earlier predict wrote into ``out`` (resolved), by its record: in a folder
-    predicted into itself they are no inputs for the next call."""
-    inputs = [Path(path) for path in _earlier_inputs(earlier) if isinstance(path, str)]
+    predicted into itself they are no inputs for the next call. None of an input it records as
+    failed, which has none of predict's there (a ground-truth PNG put under its mask's name
+    was written over as predict's own)."""
+    failed = _earlier(earlier, "failed", {})
+    inputs = [Path(path) for path in _earlier_inputs(earlier)
+              if isinstance(path, str) and path not in failed]
     given = {path.resolve() for path in inputs}
     return {mask for mask in ((out / output_name(path)).resolve() for path in inputs)
             if mask not in given}

@@ -758,28 +758,30 @@ APPLE_DOUBLE_BYTES = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes
 """The start of an AppleDouble file, as macOS leaves beside each file on other disks."""
 
 
-@pytest.mark.parametrize("name", ["medseg_0000.png", "slice.jpg", "slice.npy", "ct.nii.gz"])
+@pytest.mark.parametrize("name", ["medseg_0000.png", "slice.jpg", "slice.npy", "ct.nii.gz",
+                                  "IM0001.dcm"])
 def test_a_macos_metadata_file_given_by_name_is_named_as_one(tmp_path: Path, name: str) -> None:
     """A Mac's ``._medseg_0000.png`` (AppleDouble metadata beside the real file) given by name
-    was "cannot read the image (cannot identify image file ...); is the file corrupt?"; it is
-    named as macOS metadata, with the real file to give. A ``._`` file of other content keeps
-    its own line, and so does AppleDouble content under another name."""
+    was "cannot read the image (cannot identify image file ...); is the file corrupt?", and
+    ``._IM0001.dcm`` went through the DICOM reader ("holds no voxels"); it is named as macOS
+    metadata, with the real file to give. A ``._`` file of other content keeps its own line,
+    and so does AppleDouble content under another name."""
     from covseg.io.ct import read_volume
 
     path = tmp_path / f"._{name}"
     path.write_bytes(APPLE_DOUBLE_BYTES)
-    read = read_volume if name.endswith(".nii.gz") else read_image
+    read = read_volume if name.endswith((".nii.gz", ".dcm")) else read_image
     with pytest.raises(CovsegError) as caught:
         read(path)
     assert str(caught.value) == (
         f"{path}: macOS metadata (the AppleDouble file a Mac leaves beside {name} on other "
         f"disks), not an image or scan; give the real file, {tmp_path / name}")
     path.write_bytes(b"version 2\n" + bytes(4000))
-    with pytest.raises(CovsegError, match="corrupt|truncated|not a NumPy"):
+    with pytest.raises(CovsegError, match="corrupt|truncated|not a NumPy|no voxels"):
         read(path)
     path.rename(tmp_path / name)
     (tmp_path / name).write_bytes(APPLE_DOUBLE_BYTES)
-    with pytest.raises(CovsegError, match="corrupt|truncated|not a NumPy"):
+    with pytest.raises(CovsegError, match="corrupt|truncated|not a NumPy|no voxels"):
         read(tmp_path / name)
 
 

@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -28,7 +28,9 @@ def _forked_inside(hold: Callable[[Callable[[], None]], object],
     """The exit status of a child forked while a thread named "holder" runs ``hold(inside)``,
     at its call of ``inside()`` (which waits for the fork); the child runs ``in_child`` (0
     where it is true, 1 where not, 2 where it raised) and nothing of pytest's, and has 10 s (an
-    alarm ends it), so a regression fails, not hangs."""
+    alarm ends it), so a regression fails, not hangs. A fork waits for a block under a
+    ForkSafeLock to end, so the holder is let go 0.2 s after the fork begins; a fork that does
+    not wait comes while the holder is inside."""
     held, release = threading.Event(), threading.Event()
 
     def inside() -> None:
@@ -39,18 +41,26 @@ def _forked_inside(hold: Callable[[Callable[[], None]], object],
     holder.start()
     try:
         assert held.wait(10)
-        pid = os.fork()
-        if pid == 0:
-            try:
-                signal.alarm(10)
-                os._exit(0 if in_child() else 1)
-            finally:
-                os._exit(2)
-        _, status = os.waitpid(pid, 0)
+        threading.Timer(0.2, release.set).start()
+        return _forked(in_child)
     finally:
         release.set()
         holder.join()
-    return os.waitstatus_to_exitcode(status)
+
+
+def _forked(in_child: Callable[[], bool],
+            within: Callable[[], AbstractContextManager[object]] = nullcontext) -> int:
+    """The exit status of a child forked here, inside ``within()``, that runs ``in_child``
+    once out of it, as :func:`_forked_inside`'s does."""
+    with within():
+        pid = os.fork()
+    if pid == 0:
+        try:
+            signal.alarm(10)
+            os._exit(0 if in_child() else 1)
+        finally:
+            os._exit(2)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
 def _within(block: Callable[[], AbstractContextManager[object]], inside: Callable[[], None]
@@ -146,3 +156,65 @@ def test_a_forked_child_gets_stderr_back_from_a_decode_in_another_thread() -> No
                           in_child) == 0
     now = os.fstat(2)
     assert (now.st_dev, now.st_ino) == (stderr.st_dev, stderr.st_ino)
+
+
+@needs_fork
+@fork_with_threads
+def test_a_forked_child_keeps_the_warning_filters_of_a_block_in_another_thread() -> None:
+    """A fork while another thread was inside a quiet-warnings block left the child ignoring
+    warnings for good: the block's thread, not in the child, was to put the filters back. The
+    fork waits for the block, and the child has the filters as they were before it."""
+    before = list(quiet.warnings.filters)
+    assert _forked_inside(partial(_within, quiet.quiet_warnings),
+                          lambda: list(quiet.warnings.filters) == before) == 0
+
+
+@needs_fork
+@fork_with_threads
+def test_a_forked_child_gets_stderr_back_from_a_decode_starting_in_another_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fork between another thread's sending stderr away for a DICOM decode and its counting
+    of the decode (the child saw no decoder, so did not give stderr back) left the child's
+    stderr on the null device for good: the fork waits for that bookkeeping."""
+    stderr = os.fstat(2)
+
+    def hold(inside: Callable[[], None]) -> None:
+        def swapped() -> int:
+            saved = quiet.stderr_to_null()
+            inside()
+            return saved
+        monkeypatch.setattr(dicom, "stderr_to_null", swapped)
+        _within(partial(dicom._quiet_libraries, decoding=True), lambda: None)
+
+    def in_child() -> bool:
+        now = os.fstat(2)
+        return (now.st_dev, now.st_ino) == (stderr.st_dev, stderr.st_ino)
+
+    assert _forked_inside(hold, in_child) == 0
+    now = os.fstat(2)
+    assert (now.st_dev, now.st_ino) == (stderr.st_dev, stderr.st_ino)
+
+
+@needs_fork
+@fork_with_threads
+@pytest.mark.parametrize("which", ["warnings", "npy", "unetpp", "dicom"])
+def test_a_fork_from_inside_a_block_does_not_wait_for_itself(which: str) -> None:
+    """A fork takes the locks of covseg's quiet blocks (RLocks): one from inside a block, by
+    the block's own thread, takes its lock again; the child finishes the block, and a thread of
+    its own then forks in turn (the child's lock, not the parent's it left taken)."""
+    from covseg.models import unetpp
+    block = {"warnings": quiet.quiet_warnings, "npy": image.NPY_HEADER_LOCK.held,
+             "unetpp": unetpp._QUIET_BUILD.held, "dicom": dicom._QUIET_LOCK.held}[which]
+    statuses: list[int] = []
+
+    def in_grandchild() -> bool:
+        with block():
+            return True
+
+    def in_child() -> bool:
+        thread = threading.Thread(target=lambda: statuses.append(_forked(in_grandchild)))
+        thread.start()
+        thread.join()
+        return statuses == [0]
+
+    assert _forked(in_child, within=block) == 0

@@ -15,7 +15,7 @@ from covseg.io.dicom import (
     read_dicom_file,
     read_dicom_folder,
 )
-from covseg.io.image import IMAGE_SUFFIXES
+from covseg.io.image import IMAGE_SUFFIXES, apple_double
 from covseg.io.listing import Listings
 from covseg.io.nifti import analyze_refused, is_analyze, is_nifti, read_nifti
 from covseg.io.volume import NIFTI_SUFFIXES, Volume, check_hu, detect_volume_intensity
@@ -38,6 +38,8 @@ def read_volume(path: str | os.PathLike[str], hu: str = "auto", like: Volume | N
         volume = read_dicom_folder(path)
     elif not path.exists():
         raise CovsegError(f"{path}: no such file or folder")
+    elif refused := apple_double(path):
+        raise refused
     elif path.name.lower().endswith(NIFTI_SUFFIXES):
         volume = read_nifti(path, like=like)
     elif path.suffix.lower() in IMAGE_SUFFIXES:

@@ -354,9 +354,8 @@ def _unreadable(path: Path, exc: Exception) -> CovsegError:
 def stand_in(path: Path) -> CovsegError | None:
     """The error for a file at ``path`` that stands beside or in place of the real one, no data
     itself, which would else be called corrupt or truncated: a Git LFS pointer (a clone made
-    without Git LFS), or the AppleDouble metadata file macOS leaves beside each file on other
-    disks (``._x.png`` beside ``x.png``), given by name; None for any other file. Asked only
-    once a file failed to read, so that a sound file is not opened twice."""
+    without Git LFS), or an AppleDouble file (:func:`apple_double`); None for any other file.
+    Asked only once a file failed to read, so that a sound file is not opened twice."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(len(LFS_POINTER))
@@ -365,12 +364,27 @@ def stand_in(path: Path) -> CovsegError | None:
     if head == LFS_POINTER:
         return CovsegError(f"{path}: a Git LFS pointer, not the file itself (cloned without Git "
                            "LFS); run `git lfs pull` in its clone to fetch the content")
-    if path.name.startswith(APPLE_DOUBLE) and head.startswith(APPLE_DOUBLE_MAGIC):
-        real = path.with_name(path.name.removeprefix(APPLE_DOUBLE))
-        return CovsegError(f"{path}: macOS metadata (the AppleDouble file a Mac leaves beside "
-                           f"{real.name} on other disks), not an image or scan; give the real "
-                           f"file, {real}")
-    return None
+    return apple_double(path)
+
+
+def apple_double(path: Path) -> CovsegError | None:
+    """The error for the AppleDouble metadata file macOS leaves beside each file on other disks
+    (``._x.png`` beside ``x.png``, ``._IM0001.dcm`` beside ``IM0001.dcm``), given by name; None
+    for any other file. Only a file named so is opened, so a volume's reader asks first: the
+    DICOM reader read ``._IM0001.dcm`` as a slice of no pixels."""
+    if not path.name.startswith(APPLE_DOUBLE):
+        return None
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(APPLE_DOUBLE_MAGIC))
+    except OSError:
+        return None
+    if head != APPLE_DOUBLE_MAGIC:
+        return None
+    real = path.with_name(path.name.removeprefix(APPLE_DOUBLE))
+    return CovsegError(f"{path}: macOS metadata (the AppleDouble file a Mac leaves beside "
+                       f"{real.name} on other disks), not an image or scan; give the real "
+                       f"file, {real}")
 
 
 def readable_kinds() -> str:

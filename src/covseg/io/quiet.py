@@ -47,24 +47,35 @@ def stderr_silenced() -> Iterator[None]:
 
 
 class ForkSafeLock:
-    """A lock (an RLock where ``reentrant``: a block may hold another) that a forked child makes
-    anew (``os.register_at_fork``): a parent's thread that held it is not there to let it go,
-    so the child's first block waited for good. ``in_child``: what sets the state the lock
-    guards back in the child, as if no thread were inside a block (those threads are not there
-    to finish theirs). Taken as ``with lock.held():``, which lets go of the lock it took, also
-    where a fork came in between."""
+    """A lock that a fork waits for (``os.register_at_fork``): the forking thread takes it
+    before the fork and lets it go after, and the child makes its own anew, so that no other
+    thread is halfway through a block at the fork (the child was left ignoring warnings, or
+    with stderr on the null device: that thread, not in the child, was to put them back). A
+    block in progress only delays a fork (an ONNX export's, seconds). An RLock, so that a fork
+    from inside a block by its own thread takes it again rather than waiting for itself; no
+    block takes another of these locks, so a fork's taking them all in turn cannot deadlock.
+    ``in_child``: what sets the state the lock guards back in the child where a block works
+    outside the lock (a DICOM decode), as if no thread were inside (the threads inside are not
+    there to finish theirs). Taken as ``with lock.held():``."""
 
-    def __init__(self, reentrant: bool = False, in_child: Callable[[], None] | None = None
-                 ) -> None:
-        self._make = threading.RLock if reentrant else threading.Lock
+    def __init__(self, in_child: Callable[[], None] | None = None) -> None:
         self._in_child = in_child
-        self.lock = self._make()
+        self.lock = threading.RLock()
         if sys.platform != "win32":
-            os.register_at_fork(after_in_child=self._renew)
+            os.register_at_fork(before=self._take, after_in_parent=self._let_go,
+                                after_in_child=self._renew)
+
+    def _take(self) -> None:
+        """The lock taken for a fork (the one of now: a child's own, in a child that forks)."""
+        self.lock.acquire()
+
+    def _let_go(self) -> None:
+        """The parent's lock, taken for the fork, let go."""
+        self.lock.release()
 
     def _renew(self) -> None:
         """The child's own lock, free, and its state as no block left it."""
-        self.lock = self._make()
+        self.lock = threading.RLock()
         if self._in_child is not None:
             self._in_child()
 
@@ -75,7 +86,7 @@ class ForkSafeLock:
             yield
 
 
-_WARNINGS_LOCK = ForkSafeLock(reentrant=True)
+_WARNINGS_LOCK = ForkSafeLock()
 """Held by every :func:`quiet_warnings` block (an ONNX export holds it throughout)."""
 
 

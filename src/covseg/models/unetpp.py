@@ -20,18 +20,10 @@ MONAI_WIDTH = 32
 """The width of MONAI's BasicUNetPlusPlus: what ``width`` left at None builds."""
 _put_aside: list[TextIO] = []
 """The stdout a UNet++ build in progress put aside for its own (MONAI 1.4 prints there)."""
-
-
-def _no_build_inside() -> None:
-    """A forked child's stdout as no build left it: a parent's thread building at the fork is
-    not there to give it back (the child printed to a discarded buffer for good)."""
-    if _put_aside:
-        sys.stdout = _put_aside.pop()
-
-
-_QUIET_BUILD = ForkSafeLock(in_child=_no_build_inside)
+_QUIET_BUILD = ForkSafeLock()
 """Held while MONAI's build runs with the process's stdout swapped: two builds at once in two
-threads (API calls) restored it out of order, leaving stdout a discarded buffer for good."""
+threads (API calls) restored it out of order, leaving stdout a discarded buffer for good; a
+fork waits for the build, so the child's stdout is the one put aside."""
 
 
 @contextlib.contextmanager
