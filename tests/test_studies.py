@@ -85,7 +85,7 @@ def test_a_nifti_copy_beside_dicom_slices_is_passed_over_given_or_found(tmp_path
         assert [(s.name, s.path) for s in find_studies([series])] == [("SE2", series)]
         assert [(s.name, s.path) for s in find_studies([series.parent])] == [("SE2", series)]
     for where, copy in ((series, "SE2_ct.nii.gz"), (series.parent, "SE2/SE2_ct.nii.gz")):
-        assert (f"{where}: 1 NIfTI file(s) ({copy}) beside DICOM slices passed over: a folder "
+        assert (f"{where}: 1 volume file(s) ({copy}) beside DICOM slices passed over: a folder "
                 "holding DICOM slices is read as its series") in caplog.text
     assert [s.name for s in find_studies([series / "SE2_ct.nii.gz"])] == ["SE2_ct"]
 
@@ -442,7 +442,7 @@ def test_a_hidden_nifti_is_read_by_name_and_noted_when_a_folder_passes_it_over(
     with caplog.at_level("WARNING"):
         assert [s.name for s in find_studies([tmp_path])] == ["ct"]
     assert [r.getMessage() for r in caplog.records] == [
-        (f"{tmp_path}: 1 hidden NIfTI file(s) (.hidden.nii.gz) passed over, as hidden files in "
+        (f"{tmp_path}: 1 hidden volume file(s) (.hidden.nii.gz) passed over, as hidden files in "
          "folders are; give such a file by name to read it")]
 
 

@@ -2350,3 +2350,50 @@ def test_a_grey_study_s_montage_adds_no_warning_of_its_own(
     said = [r.getMessage() for r in caplog.records if "a few pixels" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith(f"{path}: a few pixels")
     assert said[0].endswith("(10 slices alike)")
+
+
+def test_nrrd_and_metaimage_cts_give_the_niftis_masks_and_numbers(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """One sitk CT (uneven spacing, an origin, a permuted and mirrored direction) saved as
+    NIfTI, NRRD (attached and detached) and MetaImage (attached and detached), in one folder:
+    each is a study (a folder's .nrrd and .mha were passed over, and refused given alone), its
+    masks NIfTI on the input's world grid, voxel for voxel and number for number the NIfTI's.
+    The data files (.raw) are no studies and no word; a 3D Slicer segmentation is passed over
+    as a mask."""
+    chest_nifti(tmp_path / "chest.nii.gz")
+    image = sitk.GetImageFromArray(np.asarray(nib.load(str(tmp_path / "chest.nii.gz")).dataobj)
+                                   .T.astype(np.int16))
+    image.SetSpacing((0.75, 0.8, 4.0))
+    image.SetOrigin((12.5, -30.0, 100.0))
+    image.SetDirection((0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0))
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    names = {"a": "a.nii.gz", "b": "b.nrrd", "c": "c.mha", "d": "d.mhd", "e": "e.nhdr"}
+    for name in names.values():
+        sitk.WriteImage(image, str(inputs / name))
+    sitk.WriteImage(sitk.Cast(image < -500, sitk.sitkUInt8), str(inputs / "b.seg.nrrd"))
+    with caplog.at_level("WARNING", logger="covseg.studies"):
+        result = predict_batch(BandPredictor([(-400, -200)]), [inputs], tmp_path / "out")
+    assert (result.done, result.failed) == (5, 0)
+    assert [r.getMessage() for r in caplog.records if r.name == "covseg.studies"] == [
+        (f"{inputs}: 1 file(s) (b.seg.nrrd) named as masks, not read as CTs; give such a file "
+         "itself to predict it as a CT")]
+    with open(result.summary, newline="") as handle:
+        rows = {row.pop("study"): row for row in csv.DictReader(handle)}
+    for study, name in names.items():
+        assert rows[study].pop("input") == str(inputs / name)
+        assert rows[study].pop("output") == str(tmp_path / "out" / study)
+    assert float(rows["a"]["lesion_ml"]) > 0 and float(rows["a"]["lung_ml"]) > 0
+    for study in "bcde":
+        assert rows[study] == rows["a"], study
+        for mask in (INFECTION_NII, LUNGS_NII):
+            written, nifti = (nib.load(str(tmp_path / "out" / s / mask)) for s in (study, "a"))
+            np.testing.assert_array_equal(np.asarray(written.dataobj), np.asarray(nifti.dataobj))
+            np.testing.assert_allclose(written.affine, nifti.affine, atol=1e-5)
+            assert written.header.get_zooms() == pytest.approx(nifti.header.get_zooms())
+            np.testing.assert_allclose(sitk.ReadImage(str(tmp_path / "out" / study / mask))
+                                       .GetDirection(), image.GetDirection(), atol=1e-6)
+        record = json.loads((tmp_path / "out" / study / "quantification.json").read_text())
+        first = json.loads((tmp_path / "out" / "a" / "quantification.json").read_text())
+        for key in ("study", "right_lung", "left_lung", "shape", "spacing_mm"):
+            assert record[key] == pytest.approx(first[key]), key

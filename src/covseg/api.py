@@ -91,6 +91,7 @@ from covseg.io.atomic import (
     remove_temporaries_of,
     write_json,
 )
+from covseg.io.ct import is_volume_file, is_volume_named
 from covseg.io.dicom import gzipped_dicom_refusal, is_dicom_file, is_dicom_named
 from covseg.io.image import (
     CT_SLICES,
@@ -105,8 +106,6 @@ from covseg.io.lock import writing_to
 from covseg.io.nifti import (
     analyze_refused,
     is_analyze,
-    is_nifti,
-    is_nifti_named,
     volume_from_nifti,
 )
 from covseg.io.volume import (
@@ -755,14 +754,14 @@ def input_kind(path: Path, wanted: str | None = None) -> str | None:
     A data folder that training reads (:func:`~covseg.data.layouts.data_folders`: Inf-Net's
     ``Imgs/`` + ``GT/`` or a folder above them, ``images/`` + ``masks/`` of 2D slices or NIfTI
     volumes, MedSeg's ``tr_im/`` + ``tr_mask/``) holding no images itself is refused, naming its
-    images folder, unless it holds CT volumes of its own beside them (a NIfTI file, a study or
+    images folder, unless it holds CT volumes of its own beside them (a volume file, a study or
     DICOM folder), which are predicted. A folder of both is refused, but for pictures that are
     strays beside CT data: beside DICOM slices (a series' thumbnail), or anywhere when the
     caller ``wanted`` volumes; they are skipped with a warning naming them. A folder holding
     sub-folders and no images is volumes (study folders, a DICOM tree)."""
     if not path.is_dir():
         refuse_special_file(path, "an image or CT file, or a folder of them")
-        if is_nifti_named(path) or is_dicom_named(path):
+        if is_volume_named(path) or is_dicom_named(path):
             return VOLUMES
         return IMAGES if is_image_file(path) else None
     children = sorted(c for c in path.iterdir()
@@ -788,11 +787,11 @@ def input_kind(path: Path, wanted: str | None = None) -> str | None:
 
 
 def _holds_volumes(path: Path) -> bool:
-    """A NIfTI or DICOM file, or a folder holding one (a study folder beside 2D images was
-    passed over: the images alone were predicted)."""
+    """A volume (NIfTI, NRRD, MetaImage) or DICOM file, or a folder holding one (a study folder
+    beside 2D images was passed over: the images alone were predicted)."""
     if path.is_dir():
-        return any(is_nifti(c) or is_dicom_file(c) for c in path.iterdir() if c.is_file())
-    return is_nifti(path) or is_dicom_file(path)
+        return any(is_volume_file(c) or is_dicom_file(c) for c in path.iterdir() if c.is_file())
+    return is_volume_file(path) or is_dicom_file(path)
 
 
 MODEL_ARGUMENT = ("a run folder, checkpoint or .onnx file (str or pathlib.Path) or a "
@@ -869,8 +868,9 @@ def predict_volumes(model: str | os.PathLike[str] | Predictor,
                     batch_size: Int | None = None, tta: bool | None = None,
                     threshold: Real | None = None, shard: tuple[Int, Int] | str = (0, 1),
                     **options: Any) -> BatchResult:
-    """CT volumes (NIfTI files, DICOM files or series folders, or folders of them): per study,
-    infection and lung masks on the input's grid plus the quantification report.
+    """CT volumes (NIfTI, NRRD or MetaImage files, DICOM files or series folders, or folders of
+    them): per study, infection and lung masks on the input's grid plus the quantification
+    report.
 
     ``model`` and ``lung_model`` as :func:`load_predictor` takes them, with its ``batch_size``,
     ``tta`` and ``threshold``. ``options`` as ``covseg predict``'s volume flags:

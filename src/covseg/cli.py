@@ -510,7 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="masks for 2D images (PNG) or CT volumes (NIfTI + report)")
     p.add_argument("inputs", nargs="+",
                    help="2D images (png, jpg, tif, npy) or folders of them; or CT volumes: "
-                        "NIfTI files, DICOM files or series folders, or folders of these")
+                        "NIfTI, NRRD or MetaImage files, DICOM files or series folders, or "
+                        "folders of these")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="run folder or checkpoint from `covseg train` (an "
                                         ".onnx file runs on ONNX Runtime, as with --onnx)")

@@ -64,10 +64,10 @@ def add_quantify_parser(subparsers: Any) -> argparse.ArgumentParser:
                              "are the right and left lungs, read as Zenodo's 1 left, 2 right "
                              "where the affine says so; in any other mask the sides are found)")
     parser.add_argument("--image", type=Path,
-                        help="the CT (NIfTI, DICOM folder) or a folder of NIfTI named like the "
-                             "masks: shown in the montage, and thresholded for lungs when "
-                             "--lungs is not given (grown over the lesion regions that come "
-                             f"within {DEFAULT_LUNG_MARGIN_MM:g} mm of them, to "
+                        help="the CT (NIfTI, NRRD, MetaImage, DICOM folder) or a folder of CTs "
+                             "named like the masks: shown in the montage, and thresholded for "
+                             "lungs when --lungs is not given (grown over the lesion regions that "
+                             f"come within {DEFAULT_LUNG_MARGIN_MM:g} mm of them, to "
                              f"{LESION_DEPTH_MM:g} mm deep, as predict's --lung-margin-mm)")
     parser.add_argument("--hu", choices=HU_MODES, default="auto",
                         help="is --image in Hounsfield units (yes), 8-bit grey (no) or detect "
@@ -167,7 +167,8 @@ def _shard(text: str) -> tuple[int, int]:
 def run_volume_predict(args: argparse.Namespace, predictor: SlicePredictor,
                        inputs: Sequence[str | Path],
                        lung_predictor: SlicePredictor | None = None) -> int:
-    """Predict every volume of ``inputs`` (NIfTI files, DICOM folders/files) into ``args.out``."""
+    """Predict every volume of ``inputs`` (NIfTI, NRRD, MetaImage files, DICOM folders/files) into
+    ``args.out``."""
     result = predict_batch(
         predictor, inputs, args.out, shard=args.shard, batch_size=args.batch_size,
         probabilities=args.probabilities, lung_predictor=lung_predictor,

@@ -30,7 +30,7 @@ from covseg.burden import (
 )
 from covseg.data.layouts import ZENODO_LUNG, combined_mask_folder, refuse_combined_masks
 from covseg.errors import CovsegError, NotLabels, counted, refuse_special_file
-from covseg.io.ct import read_volume
+from covseg.io.ct import is_volume_file, read_volume
 from covseg.io.dicom import dicom_files
 from covseg.io.image import (
     MAX_LABEL,
@@ -44,7 +44,6 @@ from covseg.io.image import (
     top_label,
 )
 from covseg.io.nifti import (
-    is_nifti,
     is_nifti_named,
     read_mask_nifti,
     read_paired,
@@ -159,10 +158,10 @@ def _lungs_file(path: Path, masks: bool) -> Path:
 
 
 def is_dicom_series(path: Path) -> bool:
-    """A folder with no NIfTI and DICOM files in it or in its sub-folders: one CT, read as
-    predict reads a study folder (the largest series found under it), not a folder of CTs
-    matched by name."""
-    if not path.is_dir() or any(is_nifti(c) for c in path.iterdir()):
+    """A folder with no volume file (NIfTI, NRRD, MetaImage) and DICOM files in it or in its
+    sub-folders: one CT, read as predict reads a study folder (the largest series found under
+    it), not a folder of CTs matched by name."""
+    if not path.is_dir() or any(is_volume_file(c) for c in path.iterdir()):
         return False
     return next(dicom_files(path), None) is not None
 

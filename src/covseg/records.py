@@ -18,6 +18,7 @@ from typing import Any
 from covseg.io.ct import folder_niftis
 from covseg.io.dicom import dicom_files
 from covseg.io.image import unreadable_file
+from covseg.io.itk import data_file
 from covseg.io.listing import Listings
 
 RESULT_JSON = "quantification.json"
@@ -149,8 +150,9 @@ def input_hashes(inputs: dict[str, Any]) -> dict[str, str | None]:
 
 
 def content_hash(path: Path) -> str | None:
-    """SHA-256 of the CT or mask a path is read as: a file's bytes; a folder's one NIfTI or
-    DICOM file (``p1/ct.nii.gz``, a one-slice series: read as that file, so the file's own
+    """SHA-256 of the CT or mask a path is read as: a file's bytes (a ``.mhd``'s or ``.nhdr``'s
+    with its data file's: :func:`~covseg.io.itk.data_file`); a folder's one volume or DICOM
+    file (``p1/ct.nii.gz``, a one-slice series: read as that file, so the file's own
     SHA-256, and the folder and the file given itself agree); else over a folder's files (each
     one's name relative to the folder and the SHA-256 of its bytes, in name order): its several
     NIfTI files (refused when read) or its DICOM files. None when the path is gone or holds
@@ -158,12 +160,15 @@ def content_hash(path: Path) -> str | None:
     recorded hash. Files are streamed in chunks, so a 500-slice series costs one read of it
     (about a second per GB)."""
     if path.is_file():
-        return _file_sha256(path).hex()
+        held = data_file(path)
+        if held is None or not held.is_file():
+            return _file_sha256(path).hex()
+        return hashlib.sha256(_file_sha256(path) + _file_sha256(held)).hexdigest()
     if not path.is_dir():
         return None
     files = folder_niftis(path) or sorted(dicom_files(path))
     if len(files) == 1:
-        return _file_sha256(files[0]).hex()
+        return content_hash(files[0])
     if not files:
         return None
     digest = hashlib.sha256()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from covseg.errors import CovsegError, refuse_special_file
 from covseg.io.atomic import is_temporary_name, refuse_undecodable_name
-from covseg.io.ct import folder_niftis
+from covseg.io.ct import folder_niftis, is_volume_file, is_volume_named
 from covseg.io.dicom import (
     dicom_files,
     holds_no_ct_image,
@@ -45,7 +45,8 @@ after its folder (:func:`study_name`)."""
 
 @dataclass(frozen=True)
 class Study:
-    """One study of a batch: a NIfTI file, a DICOM folder or a DICOM file."""
+    """One study of a batch: a volume file (NIfTI, NRRD, MetaImage), a DICOM folder or a DICOM
+    file."""
 
     name: str
     path: Path
@@ -279,8 +280,8 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
             _check_series_unshared([s for s in found if s.path.is_dir()], listings)
         own = [c for c in own if not exclude or c.resolve() != Path(exclude).resolve()]
     if copies:
-        notes.append(f"{path}: {listed_paths(copies, path, 'NIfTI file')} beside DICOM slices "
-                     "passed over: a folder holding DICOM slices is read as its series (a NIfTI "
+        notes.append(f"{path}: {listed_paths(copies, path, 'volume file')} beside DICOM slices "
+                     "passed over: a folder holding DICOM slices is read as its series (a volume "
                      "file there is taken for a converted copy, as dcm2niix writes); give such "
                      "a file itself to read it")
     if dropped:
@@ -288,9 +289,9 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
                      "CTs; give such a file itself to predict it as a CT")
     hidden = [c for c in entries if c.name.startswith(".")
               and not c.name.startswith(APPLE_DOUBLE) and not is_temporary_name(c.name)
-              and is_nifti_named(c)]
+              and is_volume_named(c)]
     if hidden:
-        notes.append(f"{path}: {listed_paths(hidden, path, 'hidden NIfTI file')} passed over, as "
+        notes.append(f"{path}: {listed_paths(hidden, path, 'hidden volume file')} passed over, as "
                      "hidden files in folders are; give such a file by name to read it")
     if own:
         notes.append(f"{path}: {listed_paths(own, path, 'folder')} written by covseg, not read as "
@@ -337,10 +338,11 @@ def _pictures_held(path: Path, held: Sequence[Path], folders: Sequence[Path]) ->
 
 
 def dicom_copies(children: Sequence[Path]) -> list[Path]:
-    """The NIfTI files among the ``children`` of a folder read as one DICOM study
-    (:func:`_one_dicom_study`), passed over: a converted copy of the series, as dcm2niix writes
-    by default, read as a study of its own beside the series, was the same CT predicted twice."""
-    return [c for c in children if is_nifti(c)]
+    """The volume files (NIfTI, NRRD, MetaImage) among the ``children`` of a folder read as one
+    DICOM study (:func:`_one_dicom_study`), passed over: a converted copy of the series, as
+    dcm2niix writes by default, read as a study of its own beside the series, was the same CT
+    predicted twice."""
+    return [c for c in children if is_volume_file(c)]
 
 
 def _found_series_copies(folder: Path, exclude: str | os.PathLike[str] | None, masks: bool,
@@ -420,9 +422,12 @@ def listed_paths(paths: Sequence[Path], folder: Path, noun: str) -> str:
 
 
 def _split_masks(files: Sequence[Path], masks: bool) -> tuple[list[Path], list[Path]]:
-    """NIfTI files found in a folder: (those read as studies, those passed over): reading CTs,
-    files named as masks are passed over; reading ``masks``, none is."""
-    dropped = [] if masks else [f for f in files if is_mask_named(f)]
+    """Volume files found in a folder: (those read as studies, those passed over): reading CTs,
+    files named as masks are passed over; reading ``masks``, none is, and the NIfTI files alone
+    are read (masks are read as NIfTI only: a NRRD or MetaImage CT is no mask)."""
+    if masks:
+        return [f for f in files if is_nifti(f)], []
+    dropped = [f for f in files if is_mask_named(f)]
     return [f for f in files if f not in dropped], dropped
 
 
@@ -439,7 +444,7 @@ def _holds_pictures_only(folder: Path, listings: Listings) -> bool:
     and no DICOM file in it or under it. Beside CT studies it is no study (a patient's key
     images, a data folder's images/ + masks/). DICOM files are told by their content, so a
     series of slices named without a suffix beside its thumbnail is still a study."""
-    if any(is_nifti(c) for c in listings.children(folder)):
+    if any(is_volume_file(c) for c in listings.children(folder)):
         return False
     if not any(is_image_file(directory / name)
                for directory, names in listings.walk(folder) for name in names):

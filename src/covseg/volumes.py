@@ -1,4 +1,5 @@
-"""Slice-wise 2D inference over CT volumes (NIfTI, DICOM), streamed so memory stays bounded.
+"""Slice-wise 2D inference over CT volumes (NIfTI, NRRD, MetaImage, DICOM), streamed so memory
+stays bounded.
 
 Flags for ``covseg predict`` on volumes (added by ``cli_volumes.add_volume_predict_arguments``):
   --hu {auto,yes,no}     Hounsfield units or 8-bit grey input (like lungmask's --noHU)
@@ -579,7 +580,7 @@ STUDY_OPTIONS = frozenset(name for name, parameter in signature(predict_study).p
 def predict_batch(predictor: SlicePredictor, inputs: Sequence[str | os.PathLike[str]],
                   out_dir: str | os.PathLike[str], *, shard: tuple[int, int] = (0, 1),
                   **options: Any) -> BatchResult:
-    """:func:`predict_study` over NIfTI files / DICOM folders, one sub-folder per study.
+    """:func:`predict_study` over volume files / DICOM folders, one sub-folder per study.
 
     Done studies are skipped (a done study made with other settings stops the run first; those
     an earlier covseg made under its older lung rule are named in one warning), failures

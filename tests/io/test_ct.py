@@ -47,7 +47,7 @@ def test_a_folder_holding_one_nifti_file_is_read_as_it(tmp_path: Path) -> None:
     assert volume.source == str(tmp_path / "p1" / "ct.nii.gz")
     assert np.allclose(volume.array, read_volume(tmp_path / "p1" / "ct.nii.gz").array)
     save(tmp_path / "p1" / "seg.nii.gz", (data > 0).astype(np.uint8))
-    with pytest.raises(CovsegError, match=r"p1: holds 2 NIfTI files \(ct\.nii\.gz, seg\.nii\.gz\) "
+    with pytest.raises(CovsegError, match=r"p1: holds 2 volume files \(ct\.nii\.gz, seg\.nii\.gz\) "
                                           r"and no DICOM slices; give the CT file itself"):
         read_volume(tmp_path / "p1")
     synthetic_series(tmp_path / "series", phantom())

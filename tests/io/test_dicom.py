@@ -421,7 +421,8 @@ def test_a_folder_of_gzipped_dicom_slices_is_named_as_such(tmp_path: Path) -> No
     (tmp_path / "none" / "notes.txt").write_text("no scan")
     with pytest.raises(CovsegError, match=r"^\S*none: no images or CT volumes in this folder; "
                                           r"give 2D slices as \.png, .* or \.npy, or CT volumes "
-                                          r"as NIfTI \(\.nii or \.nii\.gz\) or DICOM \(\.dcm, "
+                                          r"as NIfTI \(\.nii or \.nii\.gz\), NRRD or MetaImage "
+                                          r"\(\.nrrd, \.nhdr, \.mha or \.mhd\), or DICOM \(\.dcm, "
                                           r"\.dicom or \.ima files, or a folder of a series\)$"):
         collect_inputs([tmp_path / "none"])
 

@@ -266,7 +266,8 @@ def test_a_file_of_another_type_is_named_so_not_called_corrupt(tmp_path: Path) -
     (tmp_path / "README").write_bytes(b"plain text")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     types = (r"not an image covseg reads; give 2D slices as \.png, \.jpg, \.jpeg, \.tif, \.tiff, "
-             r"\.bmp or \.npy, or CT volumes as NIfTI \(\.nii or \.nii\.gz\) or DICOM "
+             r"\.bmp or \.npy, or CT volumes as NIfTI \(\.nii or \.nii\.gz\), NRRD or "
+             r"MetaImage \(\.nrrd, \.nhdr, \.mha or \.mhd\), or DICOM "
              r"\(\.dcm, \.dicom or \.ima files, or a folder of a series\)$")
     with pytest.raises(CovsegError, match=rf"notes\.md: a \.md file, {types}"):
         read_array(tmp_path / "notes.md")

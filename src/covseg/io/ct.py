@@ -1,5 +1,5 @@
-"""A CT from whatever the user gives: a NIfTI file, a DICOM file or folder, or a folder holding
-one NIfTI file (:func:`read_volume`).
+"""A CT from whatever the user gives: a NIfTI, NRRD or MetaImage file, a DICOM file or folder,
+or a folder holding one such volume file (:func:`read_volume`).
 """
 
 from __future__ import annotations
@@ -16,15 +16,35 @@ from covseg.io.dicom import (
     read_dicom_folder,
 )
 from covseg.io.image import IMAGE_SUFFIXES, apple_double
+from covseg.io.itk import data_file_refused, is_itk_named, read_itk
 from covseg.io.listing import Listings
-from covseg.io.nifti import analyze_refused, is_analyze, is_nifti, read_nifti
-from covseg.io.volume import NIFTI_SUFFIXES, Volume, check_hu, detect_volume_intensity
+from covseg.io.nifti import analyze_refused, is_analyze, is_nifti, is_nifti_named, read_nifti
+from covseg.io.volume import (
+    ITK_SUFFIXES,
+    NIFTI_SUFFIXES,
+    Volume,
+    check_hu,
+    detect_volume_intensity,
+)
+
+
+def is_volume_file(path: Path) -> bool:
+    """True for a NIfTI, NRRD or MetaImage file that a folder's listing reads (not hidden: as
+    :func:`~covseg.io.nifti.is_nifti`)."""
+    return is_nifti(path) or (is_itk_named(path) and not path.name.startswith("."))
+
+
+def is_volume_named(path: Path) -> bool:
+    """True for a file named as a NIfTI, NRRD or MetaImage volume, hidden or not: one given by
+    name."""
+    return is_nifti_named(path) or is_itk_named(path)
 
 
 def read_volume(path: str | os.PathLike[str], hu: str = "auto", like: Volume | None = None
                 ) -> Volume:
-    """Read a CT as float32 (z, y, x) from NIfTI, a DICOM folder or a single DICOM file (a
-    folder holding one NIfTI file and no DICOM is read as that file: :func:`folder_volume`).
+    """Read a CT as float32 (z, y, x) from NIfTI, NRRD or MetaImage (:mod:`covseg.io.itk`), a
+    DICOM folder or a single DICOM file (a folder holding one such volume file and no DICOM is
+    read as that file: :func:`folder_volume`).
 
     ``hu``: "auto" detects Hounsfield units vs 8-bit grey from the value range, "yes" forces HU,
     "no" says the values are grey (0..255 or 0..1), as lungmask's ``--noHU``. ``like``: as for
@@ -42,30 +62,34 @@ def read_volume(path: str | os.PathLike[str], hu: str = "auto", like: Volume | N
         raise refused
     elif path.name.lower().endswith(NIFTI_SUFFIXES):
         volume = read_nifti(path, like=like)
+    elif path.name.lower().endswith(ITK_SUFFIXES):
+        volume = read_itk(path)
     elif path.suffix.lower() in IMAGE_SUFFIXES:
         raise CovsegError(
-            f"{path}: a 2D image, not a volume; give a NIfTI file or a DICOM series "
-            "(2D images are predicted slice by slice as images)"
+            f"{path}: a 2D image, not a volume; give a NIfTI, NRRD or MetaImage file or a DICOM "
+            "series (2D images are predicted slice by slice as images)"
         )
     elif is_analyze(path):
         raise analyze_refused(path)
     elif is_dicom_named(path):
         volume = read_dicom_file(path)
     else:
-        raise CovsegError(f"{path}: not a NIfTI file (.nii/.nii.gz), DICOM file or DICOM folder")
+        raise data_file_refused(path) or CovsegError(
+            f"{path}: not a NIfTI (.nii/.nii.gz), NRRD (.nrrd/.nhdr) or MetaImage (.mha/.mhd) "
+            "file, a DICOM file or a DICOM folder")
     volume.intensity = detect_volume_intensity(volume.array, hu, volume.source)
     return volume
 
 
 def folder_niftis(folder: Path, listings: Listings | None = None) -> list[Path]:
-    """The NIfTI files of a folder that holds no DICOM file, sorted; none beside DICOM slices
-    (a series with a converted copy is read from its slices), but all beside DICOM files of no
-    CT image (:func:`~covseg.io.dicom.holds_no_ct_image`: a dose report beside NIfTI CTs).
-    Its folders, and what its DICOM files hold, as ``listings`` holds them (found here
-    without)."""
+    """The volume files (NIfTI, NRRD, MetaImage: :func:`is_volume_file`) of a folder that holds
+    no DICOM file, sorted; none beside DICOM slices (a series with a converted copy is read
+    from its slices), but all beside DICOM files of no CT image
+    (:func:`~covseg.io.dicom.holds_no_ct_image`: a dose report beside NIfTI CTs). Its folders,
+    and what its DICOM files hold, as ``listings`` holds them (found here without)."""
     listings = listings or Listings()
     children = listings.children(folder)
-    volumes = [c for c in children if is_nifti(c)]
+    volumes = [c for c in children if is_volume_file(c)]
     if not volumes or not any(is_dicom_file(c) for c in children):
         return volumes
     return volumes if listings.once(holds_no_ct_image, folder) else []
@@ -73,15 +97,15 @@ def folder_niftis(folder: Path, listings: Listings | None = None) -> list[Path]:
 
 def folder_volume(folder: Path) -> Path:
     """Where a folder's CT is read from: the folder itself (a DICOM series, searched as
-    :func:`read_dicom_folder` searches it), or the one NIfTI file it holds beside no DICOM file
+    :func:`read_dicom_folder` searches it), or the one volume file it holds beside no DICOM file
     of a CT image (data stored one folder per patient: ``p1/ct.nii.gz``, perhaps beside its dose
-    report: :func:`folder_niftis`). Several NIfTI files there are refused: which is the CT, and
+    report: :func:`folder_niftis`). Several volume files there are refused: which is the CT, and
     which its masks, is a guess."""
     volumes = folder_niftis(folder)
     if not volumes:
         return folder
     if len(volumes) > 1:
-        raise CovsegError(f"{folder}: holds {len(volumes)} NIfTI files ({volumes[0].name}, "
+        raise CovsegError(f"{folder}: holds {len(volumes)} volume files ({volumes[0].name}, "
                           f"{volumes[1].name}{', ...' if len(volumes) > 2 else ''}) and no DICOM "
                           "slices; give the CT file itself, or this folder alone to read each "
                           "file as a study")

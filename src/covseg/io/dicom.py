@@ -9,6 +9,7 @@ import contextlib
 import gzip
 import logging
 import os
+import re
 import stat
 import struct
 import tempfile
@@ -1303,7 +1304,14 @@ def _with_slice_thickness(image: sitk.Image, header: SliceHeader, source: str) -
     return image
 
 
+ITK_OBJECT = re.compile(r"^ITK ERROR: \w+\(0x[0-9a-fA-F]+\): ")
+"""How ITK starts an error line: the class and the object's address, which tell a user nothing."""
+
+
 def _itk_message(exc: Exception) -> str:
-    """ITK errors span several lines; the last non-empty one says what went wrong."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
+    """ITK errors span several lines; the last non-empty one says what went wrong (without
+    :data:`ITK_OBJECT`), but for the "Reason: ..." ITK adds from the C library's last error,
+    often stale: "No such file or directory" of a truncated MetaImage that is there."""
+    lines = [line.strip() for line in str(exc).splitlines()
+             if line.strip() and not line.strip().startswith("Reason:")]
+    return ITK_OBJECT.sub("", lines[-1]) if lines else type(exc).__name__

@@ -334,6 +334,7 @@ def _unreadable(path: Path, exc: Exception) -> CovsegError:
     corrupt; another (``notes.md``, tried in case it is a picture all the same) is of the wrong
     type, and the types covseg reads are named."""
     from covseg.io.dicom import is_gzipped_dicom  # both import us
+    from covseg.io.itk import data_file_refused
     from covseg.io.nifti import analyze_refused, is_analyze
 
     if isinstance(exc, PermissionError):
@@ -342,6 +343,8 @@ def _unreadable(path: Path, exc: Exception) -> CovsegError:
         return pointer
     if is_analyze(path):
         return analyze_refused(path)
+    if data := data_file_refused(path):
+        return data
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return CovsegError(f"{path}: cannot read the image ({exc}); is the file corrupt?")
     if is_gzipped_dicom(path):
@@ -390,11 +393,15 @@ def apple_double(path: Path) -> CovsegError | None:
 def readable_kinds() -> str:
     """The inputs covseg reads, for a message refusing others: "2D slices as .png, ..., or CT
     volumes as NIfTI (...) or DICOM (...)"."""
-    from covseg.io.volume import DICOM_SUFFIXES, NIFTI_SUFFIXES  # volume imports this module
+    from covseg.io.volume import (  # volume imports this module
+        DICOM_SUFFIXES,
+        ITK_SUFFIXES,
+        NIFTI_SUFFIXES,
+    )
 
     return (f"2D slices as {_listed(IMAGE_SUFFIXES)}, or CT volumes as NIfTI "
-            f"({_listed(NIFTI_SUFFIXES)}) or DICOM ({_listed(DICOM_SUFFIXES)} files, or a "
-            "folder of a series)")
+            f"({_listed(NIFTI_SUFFIXES)}), NRRD or MetaImage ({_listed(ITK_SUFFIXES)}), or DICOM "
+            f"({_listed(DICOM_SUFFIXES)} files, or a folder of a series)")
 
 
 def _listed(suffixes: Sequence[str]) -> str:

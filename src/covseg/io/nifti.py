@@ -438,7 +438,8 @@ def _volume_shape(shape: tuple[int, ...], source: str | Path, advice: str
     if len(shape) == 2:
         raise CovsegError(f"{source}: a 2D image of shape {shape}, not a volume; {advice}")
     if len(shape) != 3:
-        raise CovsegError(f"{source}: expected a 3D volume, got shape {shape}")
+        raise CovsegError(f"{source}: expected a 3D volume, got shape {shape}; give one 3D "
+                          "CT (a series over time or of several channels, one volume a file)")
     return shape[0], shape[1], shape[2]
 
 

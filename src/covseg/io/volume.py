@@ -1,7 +1,8 @@
 """CT volumes as (z, y, x) arrays with the geometry to write results back: the Volume record and
 what every format shares (grid checks, reorientation, Hounsfield unit detection, the NIfTI
-writers). Files are read by :mod:`covseg.io.nifti` and :mod:`covseg.io.dicom`, and a CT from
-whatever the user gives by :func:`covseg.io.ct.read_volume`.
+writers). Files are read by :mod:`covseg.io.nifti`, :mod:`covseg.io.itk` and
+:mod:`covseg.io.dicom`, and a CT from whatever the user gives by
+:func:`covseg.io.ct.read_volume`.
 
 Convention: ``array[k]`` is the k-th axial slice as (y, x); the voxel index (x, y, z) maps to
 world RAS+ millimetres through ``affine`` (the NIfTI convention: +x towards the patient's right,
@@ -50,6 +51,9 @@ from covseg.transforms import (
 )
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+"""NRRD and MetaImage, as 3D Slicer and ITK save volumes (:mod:`covseg.io.itk`)."""
+VOLUME_SUFFIXES = (*NIFTI_SUFFIXES, *ITK_SUFFIXES)
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 HU_MODES: tuple[str, ...] = ("auto", "yes", "no")
 HU_LIMIT = 100_000.0

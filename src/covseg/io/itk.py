@@ -1,0 +1,137 @@
+"""NRRD (``.nrrd``, ``.nhdr``) and MetaImage (``.mha``, ``.mhd``) volumes, as 3D Slicer and ITK
+save CTs, read through SimpleITK into an in-memory NIfTI image: they are then checked and read
+as NIfTI files are (:func:`~covseg.io.nifti.volume_from_nifti`), and masks written for them are
+NIfTI on their grid, as for a DICOM series. A ``.nhdr``'s or ``.mhd``'s data file (``.raw``,
+``.zraw``, ``.raw.gz``, named in its header) belongs to it: it is never read on its own.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+
+from covseg.errors import CovsegError, is_out_of_memory
+from covseg.io.dicom import _itk_message, _quiet_libraries
+from covseg.io.image import CT_SLICES
+from covseg.io.nifti import _volume_shape, volume_from_nifti
+from covseg.io.volume import (
+    ITK_SUFFIXES,
+    Volume,
+    check_voxel_count,
+    itk_affine,
+    short_of_memory,
+)
+
+T = TypeVar("T")
+
+SEGMENTATION_SUFFIX = ".seg.nrrd"
+"""How 3D Slicer names a segmentation (labels, often one layer per segment), never a CT."""
+HEADER_BYTES = 65536
+"""Bytes of a file searched for its data file's name (headers are a few hundred)."""
+DATA_FILE = re.compile(r"^(?:ElementDataFile\s*=|data ?file\s*:)[ \t]*(\S[^\r\n]*?)[ \t]*$",
+                       re.IGNORECASE | re.MULTILINE)
+"""A MetaImage's or NRRD's line naming the file that holds its voxels."""
+
+
+def is_itk_named(path: Path) -> bool:
+    """True for a file named as NRRD or MetaImage (:data:`~covseg.io.volume.ITK_SUFFIXES`, in
+    any case), hidden or not: one given by name."""
+    return path.is_file() and path.name.lower().endswith(ITK_SUFFIXES)
+
+
+def read_itk(path: Path) -> Volume:
+    """Read a 3D NRRD or MetaImage CT as :func:`~covseg.io.nifti.read_nifti` reads a NIfTI
+    file: its header is read first, so that a 2D, 4D, RGB or oversized file is refused before
+    its voxels are, and a missing data file is named."""
+    source = str(path)
+    if path.name.lower().endswith(SEGMENTATION_SUFFIX):
+        raise CovsegError(f"{path}: a 3D Slicer segmentation ({SEGMENTATION_SUFFIX}: labels), "
+                          "not a CT; give the CT volume it was drawn on")
+    _check_data_file(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(source)
+    reader.SetImageIO(_format(path)[1])
+    _read(reader.ReadImageInformation, path, None)
+    components = reader.GetNumberOfComponents()
+    if components != 1:
+        raise CovsegError(f"{path}: {components} values per voxel (RGB or vector), not one grey "
+                          "value; give the CT as a greyscale volume")
+    shape = _volume_shape(tuple(int(n) for n in reader.GetSize()), source, CT_SLICES.flat)
+    check_voxel_count(shape, source)
+    image = _read(reader.Execute, path, shape)
+    if image.GetDimension() > 3:  # (x, y, z, 1, ...)
+        image = sitk.Extract(image, [*shape, *[0] * (image.GetDimension() - 3)])
+    nifti = nib.Nifti1Image(sitk.GetArrayFromImage(image).T, itk_affine(image))
+    nifti.header.set_qform(nifti.affine, code=1)
+    nifti.header.set_sform(nifti.affine, code=1)
+    nifti.header.set_xyzt_units("mm")
+    return volume_from_nifti(nifti, source)
+
+
+def _read(step: Callable[[], T], path: Path, shape: tuple[int, int, int] | None) -> T:
+    """Run a SimpleITK reader's ``step`` with ITK's and MetaIO's console output kept quiet
+    (MetaIO prints "Cannot open data file" on stderr before failing); a failure is one line,
+    memory short of a volume of ``shape`` (x, y, z) as a NIfTI's is."""
+    try:
+        with _quiet_libraries(decoding=True):
+            return step()
+    except RuntimeError as exc:
+        if shape is not None and is_out_of_memory(exc):
+            raise short_of_memory(shape, np.dtype(np.float32), path) from None
+        raise CovsegError(f"{path}: cannot read it as {_format(path)[0]} ({_itk_message(exc)}); "
+                          "is the file truncated or corrupt?") from None
+
+
+def _format(path: Path) -> tuple[str, str]:
+    """The format of a file named as NRRD or MetaImage, and its SimpleITK reader, named to it:
+    ITK's MetaImage reader takes only lower-case names, and found none for ``CT.MHA``."""
+    if path.name.lower().endswith((".mha", ".mhd")):
+        return "MetaImage", "MetaImageIO"
+    return "NRRD", "NrrdImageIO"
+
+
+def data_file(path: Path) -> Path | None:
+    """The file that holds a NRRD's or MetaImage's voxels, as its header names it (beside it,
+    or where it says); None where the file holds them itself (``LOCAL``, or no such line) or
+    names several (a list or a numbered pattern), and for a file of another format."""
+    if not is_itk_named(path):
+        return None
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(HEADER_BYTES).decode("latin-1")
+    except OSError:
+        return None
+    found = DATA_FILE.search(header.split("\n\n", 1)[0])
+    if not found:
+        return None
+    name = found.group(1)
+    if name.upper() in ("LOCAL", "LIST") or name.upper().startswith("LIST") or "%" in name:
+        return None
+    return path.parent / name
+
+
+def data_file_refused(path: Path) -> CovsegError | None:
+    """The error for the data file of a NRRD or MetaImage header beside it (``ct.raw`` of
+    ``ct.mhd``), given as a file to read, naming its header; None for any other file."""
+    siblings = sorted(path.parent.iterdir()) if path.parent.is_dir() else []
+    for header in siblings:
+        held = data_file(header)
+        if held is not None and held.resolve() == path.resolve():
+            return CovsegError(f"{path}: the voxels of {header.name}, not a file of its own; "
+                               f"give {header} to read them")
+    return None
+
+
+def _check_data_file(path: Path) -> None:
+    """Refuse a header whose data file is not there, naming it: ITK said "File cannot be read:
+    x.mhd ... No such file or directory", of the header that was there."""
+    held = data_file(path)
+    if held is not None and not held.is_file():
+        raise CovsegError(f"{path}: its voxels are in {held.name}, named in its header, which "
+                          f"is not there; put {held.name} beside {path.name}")

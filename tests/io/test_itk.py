@@ -1,0 +1,129 @@
+"""NRRD and MetaImage CTs (3D Slicer's and ITK's): read as the same NIfTI is, their data files
+never studies of their own, and every bad file refused in one line with nothing on stderr."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from covseg.api import VOLUMES, input_kind
+from covseg.errors import CovsegError
+from covseg.io.ct import read_volume
+from covseg.records import content_hash
+from covseg.studies import find_studies
+from tests.io.helpers import phantom
+
+FORMATS = ("ct.nii.gz", "ct.nrrd", "ct.nhdr", "ct.mha", "ct.mhd", "CT.NRRD", "CT.MHA")
+
+
+def oblique_ct() -> sitk.Image:
+    """The phantom with non-trivial spacing and origin and a permuted, mirrored direction."""
+    image = sitk.GetImageFromArray(phantom(depth=8, rows=40, columns=48))
+    image.SetSpacing((0.7, 0.8, 2.5))
+    image.SetOrigin((10.0, -20.0, 30.0))
+    image.SetDirection((0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, -1.0))
+    return image
+
+
+@pytest.mark.parametrize("name", FORMATS[1:])
+def test_nrrd_and_metaimage_read_as_the_same_nifti(tmp_path: Path, name: str) -> None:
+    """read_volume refused them: "not a NIfTI file (.nii/.nii.gz), DICOM file or DICOM
+    folder". Upper-case suffixes are read as .NII.GZ is."""
+    image = oblique_ct()
+    folder = tmp_path / name.split(".")[-1]
+    folder.mkdir()
+    sitk.WriteImage(image, str(folder / "ct.nii.gz"))
+    sitk.WriteImage(image, str(folder / f"written.{name.split('.')[-1].lower()}"))
+    (folder / f"written.{name.split('.')[-1].lower()}").rename(folder / name)  # ITK writes .mhd
+    nifti, other = read_volume(folder / "ct.nii.gz"), read_volume(folder / name)
+    np.testing.assert_array_equal(other.array, nifti.array)
+    np.testing.assert_allclose(other.affine, nifti.affine, atol=1e-5)
+    np.testing.assert_allclose(other.file_affine, nifti.file_affine, atol=1e-5)
+    assert (other.spacing, other.file_axes, other.intensity) == (
+        nifti.spacing, nifti.file_axes, nifti.intensity)
+
+
+def test_data_files_belong_to_their_headers(tmp_path: Path,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    """A folder of .mhd/.raw and .nhdr/.raw pairs is two studies named after the headers, with
+    no word of the data files; a data file given alone names its header; a 3D Slicer
+    segmentation beside its CT is passed over as a mask, and refused given by name."""
+    for name in ("a.mhd", "b.nhdr", "c.nrrd"):
+        sitk.WriteImage(oblique_ct(), str(tmp_path / name))
+    sitk.WriteImage(sitk.Cast(oblique_ct() < -500, sitk.sitkUInt8), str(tmp_path / "c.seg.nrrd"))
+    with caplog.at_level("WARNING"):
+        studies = find_studies([tmp_path])
+    assert [(s.name, s.path.name) for s in studies] == [
+        ("a", "a.mhd"), ("b", "b.nhdr"), ("c", "c.nrrd")]
+    assert [r.getMessage() for r in caplog.records] == [
+        (f"{tmp_path}: 1 file(s) (c.seg.nrrd) named as masks, not read as CTs; give such a "
+         "file itself to predict it as a CT")]
+    assert input_kind(tmp_path) == input_kind(tmp_path / "a.mhd") == VOLUMES
+    with pytest.raises(CovsegError, match=rf"^{tmp_path / 'a.raw'}: the voxels of a\.mhd, not a "
+                                          rf"file of its own; give {tmp_path / 'a.mhd'} to read"):
+        read_volume(tmp_path / "a.raw")
+    with pytest.raises(CovsegError, match=r"c\.seg\.nrrd: a 3D Slicer segmentation \(\.seg\.nrrd: "
+                                          r"labels\), not a CT; give the CT volume it was drawn"):
+        read_volume(tmp_path / "c.seg.nrrd")
+
+
+def test_a_detached_headers_hash_covers_its_data_file(tmp_path: Path) -> None:
+    """A rerun compares a study's input by its hash: a .mhd's alone did not change when its
+    voxels did, so the stale study was skipped as done."""
+    sitk.WriteImage(oblique_ct(), str(tmp_path / "ct.mhd"))
+    header, before = (tmp_path / "ct.mhd").read_bytes(), content_hash(tmp_path / "ct.mhd")
+    assert content_hash(tmp_path) == before
+    sitk.WriteImage(oblique_ct() + 1, str(tmp_path / "ct.mhd"))
+    assert (tmp_path / "ct.mhd").read_bytes() == header
+    assert content_hash(tmp_path / "ct.mhd") != before
+
+
+def _written(tmp_path: Path, kind: str) -> Path:
+    """A bad NRRD or MetaImage file of ``kind``."""
+    if kind == "2D":
+        path = tmp_path / "flat.nrrd"
+        sitk.WriteImage(sitk.Image([40, 48], sitk.sitkInt16), str(path))
+    elif kind == "4D":
+        path = tmp_path / "series.nrrd"
+        sitk.WriteImage(sitk.Image([40, 48, 8, 3], sitk.sitkInt16), str(path))
+    elif kind == "RGB":
+        path = tmp_path / "rgb.mha"
+        sitk.WriteImage(sitk.Image([40, 48, 8], sitk.sitkVectorUInt8, 3), str(path))
+    elif kind == "corrupt":
+        path = tmp_path / "corrupt.nrrd"
+        path.write_bytes(b"NRRD0004\ngarbage\n")
+    elif kind == "truncated":
+        path = tmp_path / "cut.mha"
+        sitk.WriteImage(oblique_ct(), str(path))
+        path.write_bytes(path.read_bytes()[:-50])
+    else:
+        path = tmp_path / "ct.mhd"
+        sitk.WriteImage(oblique_ct(), str(path))
+        (tmp_path / "ct.raw").unlink()
+    return path
+
+
+@pytest.mark.parametrize(("kind", "said"), [
+    ("2D", r"a 2D image of shape \(40, 48\), not a volume; predict 2D slices as images"),
+    ("4D", r"expected a 3D volume, got shape \(40, 48, 8, 3\); give one 3D CT"),
+    ("RGB", (r"3 values per voxel \(RGB or vector\), not one grey value; give the CT as a "
+             r"greyscale volume")),
+    ("corrupt", r"cannot read it as NRRD \(\[nrrd\] .*\); is the file truncated or corrupt\?"),
+    ("truncated", (r"cannot read it as MetaImage \(File cannot be read: .*cut\.mha for "
+                   r"reading\.\); is the file truncated or corrupt\?")),
+    ("no data file", (r"its voxels are in ct\.raw, named in its header, which is not there; "
+                      r"put ct\.raw beside ct\.mhd")),
+])
+def test_bad_files_are_refused_in_one_line_with_nothing_on_stderr(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str], kind: str, said: str) -> None:
+    """SimpleITK's refusals were a RuntimeError of ITK's lines (a C++ source path, an object's
+    address, a stale "No such file or directory"), and MetaIO printed on stderr itself."""
+    path = _written(tmp_path, kind)
+    capfd.readouterr()
+    with pytest.raises(CovsegError, match=rf"^{path}: {said}") as refused:
+        read_volume(path)
+    assert "\n" not in str(refused.value)
+    assert capfd.readouterr() == ("", "")
