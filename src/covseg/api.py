@@ -661,12 +661,32 @@ def _other_kind(inputs: Sequence[str], named: tuple[str, str], function: str) ->
                        f"{'it' if one else 'them'} with {function}")
 
 
-def _check_outputs(files: Sequence[Path], out: Path, earlier_inputs: Sequence[str]) -> None:
+@dataclass(frozen=True)
+class _Planned:
+    """The inputs of a 2D predict call and their masks in ``out``, each resolved once for the
+    checks before any image is read (:func:`_refuse_unrecorded_masks`, :func:`_check_outputs`)."""
+
+    files: Sequence[Path]
+    masks: list[Path]
+    """Each file's mask as spelled in ``out``, in the order of ``files``."""
+    targets: list[Path]
+    """Each mask resolved."""
+    inputs: set[Path]
+    """The files resolved."""
+
+    @classmethod
+    def of(cls, files: Sequence[Path], out: Path) -> _Planned:
+        """The masks of ``files`` predicted into ``out``."""
+        masks = [out / output_name(path) for path in files]
+        return cls(files, masks, [mask.resolve() for mask in masks],
+                   {path.resolve() for path in files})
+
+
+def _check_outputs(planned: _Planned, out: Path, earlier_inputs: Sequence[str]) -> None:
     """Refuse what would lose data: two inputs writing one mask, in this call or over the mask
     of another file an earlier call predicted into ``out``, or a mask over an input."""
     targets: dict[Path, Path] = {}
-    for path in files:
-        target = (out / output_name(path)).resolve()
+    for path, target in zip(planned.files, planned.targets, strict=True):
         if target in targets:
             raise CovsegError(f"{targets[target]} and {path} would both be written to {target}; "
                               f"predict them into separate {option_name('out')} folders")
@@ -677,9 +697,8 @@ def _check_outputs(files: Sequence[Path], out: Path, earlier_inputs: Sequence[st
             raise CovsegError(f"{clashing}: its mask would overwrite that of {before}, which an "
                               f"earlier predict wrote into {out}; pick another "
                               f"{option_name('out')}")
-    inputs = {path.resolve() for path in files}
     for target, path in targets.items():
-        if target in inputs:
+        if target in planned.inputs:
             raise CovsegError(f"{target}: its mask would overwrite the input {path}; "
                               f"pick another {option_name('out')}")
 
@@ -1140,8 +1159,9 @@ def _predict_images(model: str | os.PathLike[str] | Predictor,
     earlier = read_record(out / PREDICT_RECORD) or {}
     own = _own_masks(out, earlier)
     files = collect_inputs(inputs, own)
-    _refuse_unrecorded_masks(out, files, earlier, overlay, own)
-    _check_outputs(files, out, _earlier_inputs(earlier))
+    planned = _Planned.of(files, out)
+    _refuse_unrecorded_masks(out, planned, earlier, overlay, own)
+    _check_outputs(planned, out, _earlier_inputs(earlier))
     predictor = load_predictor(model, batch_size, tta, threshold)
     if predictor.guide is not None:  # once, before any image is read or recorded as failed
         predictor.guide.check_run()
@@ -1197,21 +1217,24 @@ def _remove_stale_masks(out: Path, failed: Collection[str], earlier: dict[str, A
                 stale.unlink()
 
 
-def _refuse_unrecorded_masks(out: Path, files: Sequence[Path], earlier: dict[str, Any],
-                             overlay: bool, own: set[Path]) -> None:
+def _refuse_unrecorded_masks(out: Path, files: Sequence[Path] | _Planned,
+                             earlier: dict[str, Any], overlay: bool, own: set[Path]) -> None:
     """PNGs in ``out`` that its predict.json does not record are not written over nor beside:
     a file this call would overwrite (ground truth of any kind, palette, multi-class or RGB,
     given as ``--out``: the data set's own masks/ lost them all without a word), and in a
     folder without a record any PNG mask (a covseg before 3 Dec wrote none), which would sit
     beside the new masks under one record naming the new model, credited to it by evaluate.
-    ``own``: the masks the record names (:func:`_own_masks`); their overlays are its too."""
-    inputs = {path.resolve() for path in files}
+    ``own``: the masks the record names (:func:`_own_masks`); their overlays are its too.
+    ``files`` as :func:`_predict_images` planned them, or the files alone."""
+    planned = files if isinstance(files, _Planned) else _Planned.of(files, out)
+    inputs = planned.inputs
     overlays = (out / "overlays").resolve()
     known = inputs | own | {overlays / mask.name for mask in own}  # once, not once a mask
-    folders = (out, out / "overlays") if overlay else (out,)
-    overwritten = {target for target in (folder / output_name(path) for path in files
-                                         for folder in folders)
-                   if target.is_file() and target.resolve() not in known}
+    overwritten = {mask for mask, target in zip(planned.masks, planned.targets, strict=True)
+                   if mask.is_file() and target not in known}
+    if overlay:
+        overwritten |= {drawn for drawn in (out / "overlays" / mask.name for mask in planned.masks)
+                        if drawn.is_file() and drawn.resolve() not in known}
     beside = set() if earlier else {path for path in out.glob("*.png")
                                     if path.resolve() not in inputs and _is_mask_png(path)}
     unrecorded = sorted(str(path.relative_to(out)) for path in overwritten | beside)
