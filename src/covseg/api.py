@@ -991,10 +991,6 @@ def segment(model: str | os.PathLike[str] | Predictor,
     return labels
 
 
-ARRAY_SLICE = CT_SLICES._replace(own_file="give the whole slice")
-"""A CT slice :func:`segment` is given as an array, which has no file of its own to give."""
-
-
 def _checked_slice(image: np.ndarray) -> np.ndarray:
     """A 2D slice the readers would accept: real numbers, finite, not empty, at least 2 x 2
     pixels as :func:`~covseg.io.image.refuse_tiny_slice` reads files."""
@@ -1003,7 +999,8 @@ def _checked_slice(image: np.ndarray) -> np.ndarray:
                           "as numbers")
     if image.size == 0:
         raise CovsegError(f"an empty slice of shape {image.shape}")
-    refuse_tiny_slice(image.shape, "the slice", ARRAY_SLICE)
+    # an array has no file of its own to give
+    refuse_tiny_slice(image.shape, "the slice", CT_SLICES.name, "give the whole slice")
     if image.dtype.kind == "f" and not np.isfinite(image).all():
         raise CovsegError("the slice holds NaN or infinite values")
     return image
