@@ -962,7 +962,7 @@ def segment(model: str | os.PathLike[str] | Predictor,
         given += [name for name, value in (("spacing", spacing), ("direction", direction))
                   if value is not None]
         if given:
-            raise volume_only(given, "this image is a 2D slice", "a volume")
+            raise CovsegError(volume_only(given, "this image is a 2D slice", "a volume"))
         refuse_label_mask(_checked_slice(image), "the slice", what="CT slice",
                           advice="give the slice itself")
         slice_ = normalize_intensity(image, predictor.intensity, predictor.window,
@@ -1104,8 +1104,8 @@ def _for_volumes(not_taken: list[str]) -> tuple[list[str], str]:
     of those that are ``covseg predict``'s volume options, whatever their values ("" where
     none), so that a mix of both names each as what it is (it named them all unknown)."""
     volume = [name for name in not_taken if name in VOLUME_DEFAULTS]
-    refusal = str(volume_only(volume, "covseg.predict takes 2D images",
-                              "CT volumes to covseg.predict_volumes")) if volume else ""
+    refusal = volume_only(volume, "covseg.predict takes 2D images",
+                          "CT volumes to covseg.predict_volumes") if volume else ""
     return [name for name in not_taken if name not in VOLUME_DEFAULTS], refusal
 
 
