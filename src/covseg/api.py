@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, cast, overload
 
 import nibabel as nib
 import numpy as np
@@ -225,6 +225,20 @@ def _public(options: str = "", accepted: Sequence[str] = (), draws: bool = False
     return decorate
 
 
+@overload
+def _as_python(value: Int) -> int: ...
+@overload
+def _as_python(value: float | np.floating[Any]) -> float: ...
+@overload
+def _as_python(value: Numbers) -> Sequence[float]: ...
+@overload
+def _as_python(value: None) -> None: ...
+def _as_python(value: object) -> object:
+    """A public function's number (or numbers) as its body has it: :func:`_public` read numpy's
+    as Python's before the body ran, which the type checker cannot see."""
+    return value
+
+
 def _refuse_empty(signature: inspect.Signature, arguments: dict[str, Any]) -> None:
     """Refuse an empty str given for any argument, before anything runs, as the CLI refuses
     ``--out ""``: an empty path is the current folder (``load_dataset("")`` read it, ``train("",
@@ -433,7 +447,7 @@ def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[
                           f"rows), got {n}; for other slices draw another grid with another "
                           f"{option_name('seed')}")
     check_seed(seed)
-    n, seed = cast(int, n), cast(int, seed)  # _public read numpy's numbers as Python's
+    n, seed = _as_python(n), _as_python(seed)
     out = output_file(_path("out", out), ".png", "PNG grid")
     _outside_data(out, data)
     options = {key: value for key, value in (
@@ -522,8 +536,7 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     mean and std over folds (``mean_std_over_folds``), the metrics pooled over every test
     slice and the recipe; with ``fold``, ``{"fold", "test_cases", "summary"}`` of that fold.
     """
-    folds, fold, cpus_per_fold = (  # _public read numpy's numbers as Python's
-        cast(int | None, folds), cast(int | None, fold), cast(int | None, cpus_per_fold))
+    folds, fold, cpus_per_fold = _as_python(folds), _as_python(fold), _as_python(cpus_per_fold)
     recipe = _recipe(config, resume, data, folds)
     out = _resumable(_out(out, data), resume)
     refuse_other_output(out, CROSS_VALIDATION)
@@ -585,7 +598,7 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
             raise CovsegError(f"compare takes each model's name and options in models (e.g. "
                               f"['unet', 'unet:width=8']), not {key}=")
     recipe = _recipe(config, resume, data, seed_room=False)  # its model is none compared
-    folds = cast(int | None, folds)  # _public read numpy's numbers as Python's
+    folds = _as_python(folds)
     _check_folds(folds)
     if not isinstance(models, str | Sequence):
         raise CovsegError(f"models must be a list of model specs, e.g. ['unet', "
@@ -904,8 +917,7 @@ def predict_volumes(model: str | os.PathLike[str] | Predictor,
     if images:
         raise _other_kind(images, ("a 2D image, not a CT volume", "2D images, not CT volumes"),
                           "covseg.predict")
-    batch_size, threshold = (  # _public read numpy's numbers as Python's
-        cast(int | None, batch_size), cast(float | None, threshold))
+    batch_size, threshold = _as_python(batch_size), _as_python(threshold)
     predictor, lungs = load_volume_predictors(model, lung_model, batch_size, tta, threshold)
     return all_done(predict_batch(predictor, inputs, out, shard=shard,
                                   batch_size=predictor.batch_size, lung_predictor=lungs,
@@ -969,9 +981,8 @@ def segment(model: str | os.PathLike[str] | Predictor,
                                      as_is=_trained_as_is())
         return predictor.predict_labels([slice_])[0]
     refuse_lung_model(predictor)
-    lung_margin_mm, spacing, direction = (  # _public read numpy's numbers as Python's
-        cast(float, lung_margin_mm), cast(Sequence[float] | None, spacing),
-        cast(Sequence[float] | None, direction))
+    lung_margin_mm, spacing, direction = (
+        _as_python(lung_margin_mm), _as_python(spacing), _as_python(direction))
     check_volume_options(predictor.batch_size, lung_margin_mm,
                          keep_outside_lungs=keep_outside_lungs)
     volume = _volume_in_memory(image, spacing, direction)
@@ -1138,8 +1149,7 @@ def predict(model: str | os.PathLike[str] | Predictor,
     for item in inputs:  # into a folder itself is allowed: its own masks are then no inputs
         if Path(item).resolve() != out.resolve():
             refuse_inside(out, item, "input folder", "where its masks would lie among the images")
-    batch_size, threshold = (  # _public read numpy's numbers as Python's
-        cast(int | None, batch_size), cast(float | None, threshold))
+    batch_size, threshold = _as_python(batch_size), _as_python(threshold)
     with writing_to(out):  # a second predict into ``out`` meanwhile is refused, naming this one
         return _predict_images(model, inputs, out, overlay, batch_size, tta, threshold)
 
@@ -1484,7 +1494,7 @@ def demo(out: str | os.PathLike[str] = "covseg-demo", folds: Int = DEMO_FOLDS,
     out = _out(out)
     check_kind("folds", folds, [int])  # None, cv's "the default", is no fold count here
     check_kind("epochs", epochs, [int])  # None, the recipe's 240 epochs, is no demo's
-    folds, epochs = cast(int, folds), cast(int, epochs)  # _public read numpy's numbers as Python's
+    folds, epochs = _as_python(folds), _as_python(epochs)
     recipe = {"epochs": epochs, "size": 128, "batch_size": 8, "lr": 5e-3, "augment": "light"}
     _recipe(recipe, True, None, folds)  # refused before the data and picture are written
     if folds > DEMO_PATIENTS:
