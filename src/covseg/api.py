@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, cast, overload
 
 import nibabel as nib
 import numpy as np
@@ -224,6 +224,20 @@ def _public(options: str = "", accepted: Sequence[str] = (), draws: bool = False
     return decorate
 
 
+@overload
+def _as_python(value: Int) -> int: ...
+@overload
+def _as_python(value: float | np.floating[Any]) -> float: ...
+@overload
+def _as_python(value: Numbers) -> Sequence[float]: ...
+@overload
+def _as_python(value: None) -> None: ...
+def _as_python(value: object) -> object:
+    """A public function's number (or numbers) as its body has it: :func:`_public` read numpy's
+    as Python's before the body ran, which the type checker cannot see."""
+    return value
+
+
 def _refuse_empty(signature: inspect.Signature, arguments: dict[str, Any]) -> None:
     """Refuse an empty str given for any argument, before anything runs, as the CLI refuses
     ``--out ""``: an empty path is the current folder (``load_dataset("")`` read it, ``train("",
@@ -432,7 +446,7 @@ def visualize(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[
                           f"rows), got {n}; for other slices draw another grid with another "
                           f"{option_name('seed')}")
     check_seed(seed)
-    n, seed = cast(int, n), cast(int, seed)  # _public read numpy's numbers as Python's
+    n, seed = _as_python(n), _as_python(seed)
     out = output_file(_path("out", out), ".png", "PNG grid")
     _outside_data(out, data)
     options = {key: value for key, value in (
@@ -521,8 +535,7 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
     mean and std over folds (``mean_std_over_folds``), the metrics pooled over every test
     slice and the recipe; with ``fold``, ``{"fold", "test_cases", "summary"}`` of that fold.
     """
-    folds, fold, cpus_per_fold = (  # _public read numpy's numbers as Python's
-        cast(int | None, folds), cast(int | None, fold), cast(int | None, cpus_per_fold))
+    folds, fold, cpus_per_fold = _as_python(folds), _as_python(fold), _as_python(cpus_per_fold)
     recipe = _recipe(config, resume, data, folds)
     out = _resumable(_out(out, data), resume)
     refuse_other_output(out, CROSS_VALIDATION)
@@ -584,7 +597,7 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
             raise CovsegError(f"compare takes each model's name and options in models (e.g. "
                               f"['unet', 'unet:width=8']), not {key}=")
     recipe = _recipe(config, resume, data, seed_room=False)  # its model is none compared
-    folds = cast(int | None, folds)  # _public read numpy's numbers as Python's
+    folds = _as_python(folds)
     _check_folds(folds)
     if not isinstance(models, str | Sequence):
         raise CovsegError(f"models must be a list of model specs, e.g. ['unet', "
@@ -660,12 +673,32 @@ def _other_kind(inputs: Sequence[str], named: tuple[str, str], function: str) ->
                        f"{'it' if one else 'them'} with {function}")
 
 
-def _check_outputs(files: Sequence[Path], out: Path, earlier_inputs: Sequence[str]) -> None:
+@dataclass(frozen=True)
+class _Planned:
+    """The inputs of a 2D predict call and their masks in ``out``, each resolved once for the
+    checks before any image is read (:func:`_refuse_unrecorded_masks`, :func:`_check_outputs`)."""
+
+    files: Sequence[Path]
+    masks: list[Path]
+    """Each file's mask as spelled in ``out``, in the order of ``files``."""
+    targets: list[Path]
+    """Each mask resolved."""
+    inputs: set[Path]
+    """The files resolved."""
+
+    @classmethod
+    def of(cls, files: Sequence[Path], out: Path) -> _Planned:
+        """The masks of ``files`` predicted into ``out``."""
+        masks = [out / output_name(path) for path in files]
+        return cls(files, masks, [mask.resolve() for mask in masks],
+                   {path.resolve() for path in files})
+
+
+def _check_outputs(planned: _Planned, out: Path, earlier_inputs: Sequence[str]) -> None:
     """Refuse what would lose data: two inputs writing one mask, in this call or over the mask
     of another file an earlier call predicted into ``out``, or a mask over an input."""
     targets: dict[Path, Path] = {}
-    for path in files:
-        target = (out / output_name(path)).resolve()
+    for path, target in zip(planned.files, planned.targets, strict=True):
         if target in targets:
             raise CovsegError(f"{targets[target]} and {path} would both be written to {target}; "
                               f"predict them into separate {option_name('out')} folders")
@@ -676,9 +709,8 @@ def _check_outputs(files: Sequence[Path], out: Path, earlier_inputs: Sequence[st
             raise CovsegError(f"{clashing}: its mask would overwrite that of {before}, which an "
                               f"earlier predict wrote into {out}; pick another "
                               f"{option_name('out')}")
-    inputs = {path.resolve() for path in files}
     for target, path in targets.items():
-        if target in inputs:
+        if target in planned.inputs:
             raise CovsegError(f"{target}: its mask would overwrite the input {path}; "
                               f"pick another {option_name('out')}")
 
@@ -889,8 +921,7 @@ def predict_volumes(model: str | os.PathLike[str] | Predictor,
     if images:
         raise _other_kind(images, ("a 2D image, not a CT volume", "2D images, not CT volumes"),
                           "covseg.predict")
-    batch_size, threshold = (  # _public read numpy's numbers as Python's
-        cast(int | None, batch_size), cast(float | None, threshold))
+    batch_size, threshold = _as_python(batch_size), _as_python(threshold)
     predictor, lungs = load_volume_predictors(model, lung_model, batch_size, tta, threshold)
     return all_done(predict_batch(predictor, inputs, out, shard=shard,
                                   batch_size=predictor.batch_size, lung_predictor=lungs,
@@ -947,16 +978,15 @@ def segment(model: str | os.PathLike[str] | Predictor,
         given += [name for name, value in (("spacing", spacing), ("direction", direction))
                   if value is not None]
         if given:
-            raise volume_only(given, "this image is a 2D slice", "a volume")
+            raise CovsegError(volume_only(given, "this image is a 2D slice", "a volume"))
         refuse_label_mask(_checked_slice(image), "the slice", what="CT slice",
                           advice="give the slice itself")
         slice_ = normalize_intensity(image, predictor.intensity, predictor.window,
                                      as_is=_trained_as_is())
         return predictor.predict_labels([slice_])[0]
     refuse_lung_model(predictor)
-    lung_margin_mm, spacing, direction = (  # _public read numpy's numbers as Python's
-        cast(float, lung_margin_mm), cast(Sequence[float] | None, spacing),
-        cast(Sequence[float] | None, direction))
+    lung_margin_mm, spacing, direction = (
+        _as_python(lung_margin_mm), _as_python(spacing), _as_python(direction))
     check_volume_options(predictor.batch_size, lung_margin_mm,
                          keep_outside_lungs=keep_outside_lungs)
     volume = _volume_in_memory(image, spacing, direction)
@@ -976,10 +1006,6 @@ def segment(model: str | os.PathLike[str] | Predictor,
     return labels
 
 
-ARRAY_SLICE = CT_SLICES._replace(own_file="give the whole slice")
-"""A CT slice :func:`segment` is given as an array, which has no file of its own to give."""
-
-
 def _checked_slice(image: np.ndarray) -> np.ndarray:
     """A 2D slice the readers would accept: real numbers, finite, not empty, at least 2 x 2
     pixels as :func:`~covseg.io.image.refuse_tiny_slice` reads files."""
@@ -988,7 +1014,8 @@ def _checked_slice(image: np.ndarray) -> np.ndarray:
                           "as numbers")
     if image.size == 0:
         raise CovsegError(f"an empty slice of shape {image.shape}")
-    refuse_tiny_slice(image.shape, "the slice", ARRAY_SLICE)
+    # an array has no file of its own to give
+    refuse_tiny_slice(image.shape, "the slice", CT_SLICES.name, "give the whole slice")
     if image.dtype.kind == "f" and not np.isfinite(image).all():
         raise CovsegError("the slice holds NaN or infinite values")
     return image
@@ -1092,8 +1119,8 @@ def _for_volumes(not_taken: list[str]) -> tuple[list[str], str]:
     of those that are ``covseg predict``'s volume options, whatever their values ("" where
     none), so that a mix of both names each as what it is (it named them all unknown)."""
     volume = [name for name in not_taken if name in VOLUME_DEFAULTS]
-    refusal = str(volume_only(volume, "covseg.predict takes 2D images",
-                              "CT volumes to covseg.predict_volumes")) if volume else ""
+    refusal = volume_only(volume, "covseg.predict takes 2D images",
+                          "CT volumes to covseg.predict_volumes") if volume else ""
     return [name for name in not_taken if name not in VOLUME_DEFAULTS], refusal
 
 
@@ -1126,8 +1153,7 @@ def predict(model: str | os.PathLike[str] | Predictor,
     for item in inputs:  # into a folder itself is allowed: its own masks are then no inputs
         if Path(item).resolve() != out.resolve():
             refuse_inside(out, item, "input folder", "where its masks would lie among the images")
-    batch_size, threshold = (  # _public read numpy's numbers as Python's
-        cast(int | None, batch_size), cast(float | None, threshold))
+    batch_size, threshold = _as_python(batch_size), _as_python(threshold)
     with writing_to(out):  # a second predict into ``out`` meanwhile is refused, naming this one
         return _predict_images(model, inputs, out, overlay, batch_size, tta, threshold)
 
@@ -1144,8 +1170,9 @@ def _predict_images(model: str | os.PathLike[str] | Predictor,
     earlier = read_record(out / PREDICT_RECORD) or {}
     own = _own_masks(out, earlier)
     files = collect_inputs(inputs, own)
-    _refuse_unrecorded_masks(out, files, earlier, overlay, own)
-    _check_outputs(files, out, _earlier_inputs(earlier))
+    planned = _Planned.of(files, out)
+    _refuse_unrecorded_masks(out, planned, earlier, overlay, own)
+    _check_outputs(planned, out, _earlier_inputs(earlier))
     predictor = load_predictor(model, batch_size, tta, threshold)
     if predictor.guide is not None:  # once, before any image is read or recorded as failed
         predictor.guide.check_run()
@@ -1201,21 +1228,24 @@ def _remove_stale_masks(out: Path, failed: Collection[str], earlier: dict[str, A
                 stale.unlink()
 
 
-def _refuse_unrecorded_masks(out: Path, files: Sequence[Path], earlier: dict[str, Any],
-                             overlay: bool, own: set[Path]) -> None:
+def _refuse_unrecorded_masks(out: Path, files: Sequence[Path] | _Planned,
+                             earlier: dict[str, Any], overlay: bool, own: set[Path]) -> None:
     """PNGs in ``out`` that its predict.json does not record are not written over nor beside:
     a file this call would overwrite (ground truth of any kind, palette, multi-class or RGB,
     given as ``--out``: the data set's own masks/ lost them all without a word), and in a
     folder without a record any PNG mask (a covseg before 3 Dec wrote none), which would sit
     beside the new masks under one record naming the new model, credited to it by evaluate.
-    ``own``: the masks the record names (:func:`_own_masks`); their overlays are its too."""
-    inputs = {path.resolve() for path in files}
+    ``own``: the masks the record names (:func:`_own_masks`); their overlays are its too.
+    ``files`` as :func:`_predict_images` planned them, or the files alone."""
+    planned = files if isinstance(files, _Planned) else _Planned.of(files, out)
+    inputs = planned.inputs
     overlays = (out / "overlays").resolve()
     known = inputs | own | {overlays / mask.name for mask in own}  # once, not once a mask
-    folders = (out, out / "overlays") if overlay else (out,)
-    overwritten = {target for target in (folder / output_name(path) for path in files
-                                         for folder in folders)
-                   if target.is_file() and target.resolve() not in known}
+    overwritten = {mask for mask, target in zip(planned.masks, planned.targets, strict=True)
+                   if mask.is_file() and target not in known}
+    if overlay:
+        overwritten |= {drawn for drawn in (out / "overlays" / mask.name for mask in planned.masks)
+                        if drawn.is_file() and drawn.resolve() not in known}
     beside = set() if earlier else {path for path in out.glob("*.png")
                                     if path.resolve() not in inputs and _is_mask_png(path)}
     unrecorded = sorted(str(path.relative_to(out)) for path in overwritten | beside)
@@ -1468,7 +1498,7 @@ def demo(out: str | os.PathLike[str] = "covseg-demo", folds: Int = DEMO_FOLDS,
     out = _out(out)
     check_kind("folds", folds, [int])  # None, cv's "the default", is no fold count here
     check_kind("epochs", epochs, [int])  # None, the recipe's 240 epochs, is no demo's
-    folds, epochs = cast(int, folds), cast(int, epochs)  # _public read numpy's numbers as Python's
+    folds, epochs = _as_python(folds), _as_python(epochs)
     recipe = {"epochs": epochs, "size": 128, "batch_size": 8, "lr": 5e-3, "augment": "light"}
     _recipe(recipe, True, None, folds)  # refused before the data and picture are written
     if folds > DEMO_PATIENTS:

@@ -51,6 +51,7 @@ from covseg.checkpoint import (
     FullDisk,
     Resumable,
     fold_folders,
+    fold_index,
     full_disk_resumable,
     load_checkpoint,
     save_checkpoint,
@@ -1033,8 +1034,7 @@ def train_label(out: Path, model: str) -> str:
 
 def _fold_named(folder: Path) -> str:
     """``"fold K, "`` for a cross-validation's fold folder (:data:`FOLD`), else nothing."""
-    fold = FOLD.fullmatch(folder.name)
-    return f"fold {fold.group(1)}, " if fold else ""
+    return f"fold {fold_index(folder)}, " if FOLD.fullmatch(folder.name) else ""
 
 
 INVOCATIONS_FILE = "invocations.json"

@@ -212,12 +212,12 @@ and any chest CT's length, so a wider margin keeps nothing more; above about 1e1
 square overflowed a float and every study failed with a bare OverflowError."""
 
 
-def volume_only(given: Sequence[str], inputs: str, volumes: str) -> CovsegError:
+def volume_only(given: Sequence[str], inputs: str, volumes: str) -> str:
     """The refusal of volume-only options ``given`` (named as the caller spells them) with 2D
     ``inputs`` (what they are), which would silently ignore them: drop them, or give
     ``volumes``."""
-    return CovsegError(f"{', '.join(given)}: for CT volumes only, and {inputs}; drop "
-                       f"{them(len(given))}, or give {volumes}")
+    return (f"{', '.join(given)}: for CT volumes only, and {inputs}; drop {them(len(given))}, "
+            f"or give {volumes}")
 
 
 def volume_options_given(options: dict[str, Any]) -> list[str]:

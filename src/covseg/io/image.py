@@ -108,17 +108,16 @@ MASK_SLICES = Slices("mask slice", "give the whole slice's mask",
                      "give the mask of the whole series", "save it as (x, y, 1)")
 
 
-def refuse_tiny_slice(shape: tuple[int, ...], source: str, what: Slices,
-                      of_volume: bool = False) -> None:
+def refuse_tiny_slice(shape: tuple[int, ...], source: str, name: str, advice: str) -> None:
     """Refuse a 2D slice of ``shape`` (y, x) with a side under :data:`MIN_SLICE_SIDE` pixels:
     the one rule for predict's files and :func:`covseg.segment`'s arrays (which took a 1 x 1
-    slice and called its black pixel infection), in ``what``'s words (a mask's slice is no CT
-    slice): a 2D file's (:attr:`Slices.own_file`), or a volume's only slice's
-    (``of_volume``, :attr:`Slices.whole`)."""
+    slice and called its black pixel infection), naming the slice (:attr:`Slices.name`: a
+    mask's slice is no CT slice) and saying what to give instead: a 2D file's
+    :attr:`Slices.own_file`, a volume's only slice's :attr:`Slices.whole`."""
     if min(shape) < MIN_SLICE_SIDE:
         raise CovsegError(f"{source}: a {shape[1]} x {shape[0]} image, too small to be a "
-                          f"{what.name} (covseg reads slices of at least {MIN_SLICE_SIDE} x "
-                          f"{MIN_SLICE_SIDE} pixels); {what.whole if of_volume else what.own_file}")
+                          f"{name} (covseg reads slices of at least {MIN_SLICE_SIDE} x "
+                          f"{MIN_SLICE_SIDE} pixels); {advice}")
 
 
 IMAGE_MASK_ENDINGS = (("_im", "_mask"),)
@@ -225,7 +224,8 @@ def read_oriented(path: str | os.PathLike[str], as_mask: bool = False) -> Orient
     array = _slice_axes(array)
     if array.ndim != 2:
         raise CovsegError(f"{path}: expected a 2D slice, got an array of shape {array.shape}")
-    refuse_tiny_slice(array.shape, str(path), MASK_SLICES if as_mask else CT_SLICES)
+    what = MASK_SLICES if as_mask else CT_SLICES
+    refuse_tiny_slice(array.shape, str(path), what.name, what.own_file)
     if not np.isfinite(array).all():
         raise CovsegError(f"{path}: the image holds NaN or infinite values")
     return Oriented(array, orientation)

@@ -510,7 +510,7 @@ def _refuse_thin_slices(volume: Volume, to_working: np.ndarray, what: Slices) ->
     working_xyz[to_working[:, 0].astype(int)] = volume.array.shape[::-1]
     x, y, z = (int(n) for n in working_xyz)
     if z == 1:
-        refuse_tiny_slice((y, x), f"{volume.source} (one axial slice)", what, of_volume=True)
+        refuse_tiny_slice((y, x), f"{volume.source} (one axial slice)", what.name, what.whole)
     elif min(x, y) < MIN_SLICE_SIDE:
         shape = f"a line of {z} voxels" if max(x, y) < MIN_SLICE_SIDE else (
             f"a single {'coronal' if y < MIN_SLICE_SIDE else 'sagittal'} plane")
