@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import sys
 from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import Any
 
 from torch import nn
 
@@ -18,8 +17,6 @@ from covseg.models.smp_zoo import build_smp
 
 MONAI_WIDTH = 32
 """The width of MONAI's BasicUNetPlusPlus: what ``width`` left at None builds."""
-_put_aside: list[TextIO] = []
-"""The stdout a UNet++ build in progress put aside for its own (MONAI 1.4 prints there)."""
 _QUIET_BUILD = ForkSafeLock()
 """Held while MONAI's build runs with the process's stdout swapped: two builds at once in two
 threads (API calls) restored it out of order, leaving stdout a discarded buffer for good; a
@@ -29,13 +26,8 @@ fork waits for the build, so the child's stdout is the one put aside."""
 @contextlib.contextmanager
 def _stdout_discarded() -> Iterator[None]:
     """The process's stdout a discarded buffer for the block, one thread's block at a time."""
-    with _QUIET_BUILD.held():
-        _put_aside.append(sys.stdout)
-        sys.stdout = io.StringIO()
-        try:
-            yield
-        finally:
-            sys.stdout = _put_aside.pop()
+    with _QUIET_BUILD.held(), contextlib.redirect_stdout(io.StringIO()):
+        yield
 
 
 def _as_built(options: dict[str, Any]) -> dict[str, Any]:
