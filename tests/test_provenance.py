@@ -145,15 +145,27 @@ def test_cross_validation_records_its_command_and_reuses_folds_spelt_otherwise(
     assert oldest_resumed["config"]["window"] == again["config"]["window"]
 
 
-def test_comparison_records_its_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                        synthetic_folder: Path) -> None:
+def test_comparison_records_its_command_and_a_resume_keeps_the_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synthetic_folder: Path) -> None:
+    """A ``compare --resume`` replaced comparison.json's command (and recorded no start time):
+    the command that started the comparison was lost, while each model's summary.json kept it.
+    It is kept now, with ``started_utc``, and the resume listed under ``resumed_by``."""
     data = shutil.copytree(synthetic_folder, tmp_path / "data")
     monkeypatch.chdir(tmp_path)
-    _cli("compare", "data", "--models", "unet:width=4", "unet:width=8", "--out", "cmp",
-         "--folds", "2", "--epochs", "1", "--size", "32")
-    _assert_names(_record(tmp_path / "cmp" / "comparison.json"),
-                  "covseg compare data --models unet:width=4 unet:width=8 --out cmp --folds 2 "
-                  "--epochs 1 --size 32", data_path=data)
+    argv = ["compare", "data", "--models", "unet:width=4", "unet:width=8", "--out", "cmp",
+            "--folds", "2", "--epochs", "1", "--size", "32"]
+    _cli(*argv)
+    command = ("covseg compare data --models unet:width=4 unet:width=8 --out cmp --folds 2 "
+               "--epochs 1 --size 32")
+    first = _record(tmp_path / "cmp" / "comparison.json")
+    _assert_names(first, command, data_path=data)
+    assert UTC_TIME.fullmatch(first["started_utc"]) and RESUMED_BY not in first
+    _cli(*argv, "--resume")
+    resumed = _record(tmp_path / "cmp" / "comparison.json")
+    _assert_names(resumed, command, data_path=data)
+    assert resumed["started_utc"] == first["started_utc"]
+    assert [entry["command"] for entry in resumed[RESUMED_BY]] == [f"{command} --resume"]
+    assert UTC_TIME.fullmatch(resumed[RESUMED_BY][0]["started_utc"])
 
 
 def test_evaluate_and_predict_record_absolute_paths_and_their_command(

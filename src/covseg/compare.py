@@ -64,7 +64,7 @@ from covseg.models.registry import (
     parse_option_value,
     resolved_options,
 )
-from covseg.provenance import option_name, provenance
+from covseg.provenance import continued, option_name, provenance, utc_now
 from covseg.report import read_rows
 from covseg.train import (
     COMPARISON,
@@ -308,7 +308,9 @@ def compare_models(config: TrainConfig, data: LoadedData, specs: list[str],
 def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: Path,
                   folds: int | None, resume: bool) -> dict[str, Any]:
     """:func:`compare_models` inside ``out``'s lock (each model's cross-validation holds its own
-    folder's, each fold its fold's)."""
+    folder's, each fold its fold's); comparison.json keeps the command that started the
+    comparison and its start, each ``resume`` listed under ``resumed_by`` (:func:`continued`)."""
+    now = {**provenance(data_path=data.root), "started_utc": utc_now()}
     left_out = models_left_out(out, specs)
     if left_out:
         log.warning("%s: %s", out, left_out_note(left_out))  # before hours of training
@@ -353,7 +355,7 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
         tests = [row["wilcoxon_vs_baseline"] for row in rows[1:]]
         for test, adjusted in zip(tests, holm([test["p_value"] for test in tests])):
             test["p_holm"] = adjusted
-    result = {**provenance(data_path=data.root),
+    result = {**continued(out / "comparison.json", now, resume),  # a resume keeps the start
               "data": data.describe(), "synthetic": data.synthetic, "baseline": baseline,
               "folds": len(summary["per_fold"]), "split_files": bool(data.folds),
               "fold_source": summary["folds"], "hd95_unit": data.hd95_unit,
