@@ -39,7 +39,7 @@ from covseg.records import (
 )
 from covseg.transforms import LUNG_WINDOW, one_read, scale_intensity
 from covseg.viz import LUNG_COLOURS as LUNG_PALETTE
-from covseg.viz import class_colour, utf8_texts
+from covseg.viz import class_colour, literal_texts
 
 if TYPE_CHECKING:
     from covseg._matplotlib import Artist, FigureCanvasAgg
@@ -311,7 +311,7 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
     texts: list[Artist] = [figure.legend(handles=legend, loc="lower center", ncol=len(legend),
                                          fontsize=8, frameon=False)] if legend else []
     texts.append(figure.suptitle("\n".join(heading), fontsize=10, y=1 - 0.08 / height))
-    utf8_texts(figure)  # before the texts are measured
+    literal_texts(figure)  # before the texts are measured
     _widen_to_text(canvas, texts)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
