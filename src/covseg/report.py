@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from covseg.burden import CATEGORY_RULE, EFFUSION, LESION_NAMES, REGIONS, lesion_voxels
-from covseg.io.atomic import atomic_path, write_json, write_text
+from covseg.io.atomic import atomic_path, csv_writer, write_json, write_text
 from covseg.io.nifti import unit_voxels_assumed
 from covseg.io.volume import Volume
 from covseg.lungs import LEFT_LUNG, RIGHT_LUNG
@@ -142,7 +142,7 @@ def csv_records(rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> list[s
     :func:`csv_joined`: a batch keeps each study's and joins them after each study, where it
     formatted every row again (quadratic in the studies)."""
     buffer = io.StringIO()
-    writer = _csv_writer(buffer, fields)
+    writer = csv_writer(buffer, fields, extrasaction="ignore")
     records = []
     for row in rows:
         writer.writerow({k: _cell(k, row.get(k)) for k in fields})
@@ -155,14 +155,8 @@ def csv_records(rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> list[s
 def csv_joined(records: Iterable[str], fields: Sequence[str]) -> str:
     """CSV text of the header of ``fields`` and the ``records`` (:func:`csv_records`)."""
     buffer = io.StringIO()
-    _csv_writer(buffer, fields).writeheader()
+    csv_writer(buffer, fields, extrasaction="ignore").writeheader()
     return buffer.getvalue() + "".join(records)
-
-
-def _csv_writer(buffer: io.StringIO, fields: Sequence[str]) -> csv.DictWriter[str]:
-    """The writer of covseg's CSVs: ``fields`` in order, others ignored, ``\\n`` line ends."""
-    return csv.DictWriter(buffer, fieldnames=list(fields), extrasaction="ignore",
-                          lineterminator="\n")
 
 
 def _cell(key: str, value: Any) -> Any:
