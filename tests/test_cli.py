@@ -2015,6 +2015,19 @@ def test_a_dangling_symlink_as_out_is_named_as_such(
     assert not (tmp_path / "elsewhere" / "target").exists()
 
 
+def test_a_study_named_with_terminal_escapes_is_shown_escaped_in_its_result_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """quantify's and CT predict's closing line printed a study named ``a<ESC>[2J<ESC>]0;PWN
+    <BEL>b`` as it was on stdout, which cleared the terminal and set its title; every line on
+    stdout shows such characters as Python writes them."""
+    name = "a\x1b[2J\x1b]0;PWN\x07b"
+    ct, mask, _ = synthetic_study(tmp_path / "in", name)
+    out = tmp_path / "q"
+    code, printed, _ = _run(capsys, "quantify", str(mask), "--image", str(ct), "--out", str(out))
+    assert code == 0 and "\x1b" not in printed and "\x07" not in printed, repr(printed)
+    assert printed.startswith("a\\x1b[2J\\x1b]0;PWN\\x07b: lesion 0.18 mL"), printed
+
+
 def test_names_with_terminal_control_characters_are_shown_escaped(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A file named ``a<ESC>[2J<ESC>[31mFAKE OK<ESC>[0m.nii.gz`` was printed as it was in the

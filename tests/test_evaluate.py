@@ -1622,3 +1622,19 @@ def test_a_mask_too_thin_is_refused_as_a_mask(tmp_path: Path, suffix: str, thin:
     with pytest.raises(CovsegError) as refused:
         evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev")
     assert str(refused.value) == f"{tmp_path / thin / f'a.{suffix}'}{THIN_MASKS[suffix]}"
+
+
+def test_every_csv_covseg_writes_ends_its_lines_in_lf(tmp_path: Path) -> None:
+    """evaluate's per-case CSV (and cv's, train's log.csv, a synthetic set's patients.csv)
+    ended each line in CRLF, csv's default, where summary.csv and quantification.csv end in
+    LF: all end in LF now."""
+    from covseg.data.synthetic import write_synthetic
+
+    truth = _multiclass_truth(tmp_path / "truth")
+    _save(tmp_path / "pred" / "a.png", (truth > 0) * 255)
+    evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev.json")
+    written = write_synthetic(tmp_path / "synthetic", seed=0, patients=2,
+                              slices_per_patient=1, size=32)
+    for table in (tmp_path / "ev.csv", written / "patients.csv"):
+        text = table.read_bytes()
+        assert b"\r" not in text and text.count(b"\n") >= 2, text

@@ -372,3 +372,19 @@ def test_a_study_named_under_a_c_locale_gets_its_montage_and_report(
     result = {**quantify(lesions, (1.0, 1.0, 1.0)), "inputs": {"image": f"/data/{name}.nii.gz"}}
     page = write_html(tmp_path / "report.html", result, name, None).read_text(encoding="utf-8")
     assert "/data/tête.nii.gz" in page and "<h1>tête</h1>" in page and "\\udc" not in page
+
+
+def test_a_study_named_as_tex_gets_its_montage_with_the_name_as_it_is(
+        tmp_path: Path, saved_figures: list) -> None:
+    """A study named ``scan$_a_b$`` failed (matplotlib read its montage's heading as TeX maths,
+    a ``ParseFatalException``) and no mask was written; its name is drawn as it is now."""
+    from covseg.report import write_montage
+
+    lesions = np.zeros((1, 20, 20), dtype=np.int16)
+    lesions[0, 5:10, 5:10] = 1
+    nib.save(nib.Nifti1Image(lesions[0].T[:, :, None], np.diag([-0.7, -0.7, 1.0, 1.0])),
+             str(tmp_path / "mask.nii.gz"))
+    grid = read_nifti(tmp_path / "mask.nii.gz", np.int16)
+    write_montage(tmp_path / "montage.png", grid.array, grid, title="scan$_a_b$")
+    heading = saved_figures[-1]._suptitle
+    assert heading.get_text().startswith("scan$_a_b$\n") and not heading.get_parse_math()

@@ -249,3 +249,23 @@ def test_no_writable_folder_for_matplotlib_names_the_unwritable_one(
     with pytest.raises(NoWritableFolder, match=re.escape(
             f"no writable folder ({tmp_path / 'file' / 'cache' / 'matplotlib'}) and")):
         _mplconfig.settle_matplotlib_config()
+
+
+def test_a_data_set_named_in_utf_8_reads_alike_under_a_c_locale(tmp_path: Path) -> None:
+    """Under ``LC_ALL=C PYTHONUTF8=0`` a slice named ``médseg×.png`` ended ``data info`` (and
+    train, visualize) in a ``UnicodeEncodeError`` traceback: its case id held lone surrogates.
+    It is read as the UTF-8 it is, so the data fingerprint is the one a UTF-8 locale gives."""
+    names = ["médseg×.png", "plain.png"]
+    (tmp_path / "data").mkdir()
+    for role in ("images", "masks"):
+        _masks(tmp_path / "data" / role, names, grow=0)
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("LC_", "LANG", "PYTHONIOENCODING", "PYTHONUTF8"))}
+    fingerprints = []
+    for setting in ({}, {"LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}):
+        done = subprocess.run(
+            [sys.executable, "-m", "covseg", "data", "info", str(tmp_path / "data")],
+            env={**env, **setting}, capture_output=True, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        fingerprints.append(done.stdout.splitlines()[-1])
+    assert fingerprints[0].startswith(b"data_fingerprint ") and len(set(fingerprints)) == 1

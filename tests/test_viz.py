@@ -571,3 +571,46 @@ def test_every_text_of_a_saved_figure_is_drawn_as_the_utf_8_it_is(tmp_path: Path
     save_figure(fig, tmp_path / "figure.png")
     texts = [text.get_text() for text in fig.findobj(Text)]
     assert texts.count("tête") == 3 and not any("\udcc3" in text for text in texts)
+
+
+TEX_NAMES = ("s$_a_b$", "a$x$b")
+"""File names that matplotlib reads as TeX maths: the first no valid maths (a
+``ParseFatalException: Double subscript`` failed the figure), the second drawn as maths."""
+
+
+def _drawn_as_maths(figures: list[Figure]) -> list[str]:
+    """The texts of ``figures`` holding a ``$`` that matplotlib would draw as maths."""
+    return [text.get_text() for figure in figures for text in figure.findobj(Text)
+            if "$" in text.get_text() and text._preprocess_math(text.get_text())[1]]
+
+
+def test_names_that_read_as_tex_are_drawn_literally(tmp_path: Path, saved_figures: list) -> None:
+    """A case or study named ``s$_a_b$`` failed every figure drawing its name (matplotlib's
+    mathtext refused it) and ``a$x$b`` was drawn as maths; both are drawn as the names they
+    are, in titles, headings, labels, legends and tick labels."""
+    image = np.zeros((8, 8), dtype=np.float32)
+    for name in TEX_NAMES:
+        sample_grid([image], [np.ones((8, 8), dtype=np.int64)], [name], tmp_path / "grid.png",
+                    heading=name, label_names={1: name})
+        training_curves([{"epoch": 1, "train_loss": 0.5}], tmp_path / "curves.png", loss=name,
+                        canvas=64, title=name)
+        box_plot({name: [0.5]}, tmp_path / "box.png", ylabel=name, title=name)
+        severity_chart([{"study": name, "percent_involved": 10.0, "ct_category": "CT-1"}],
+                       tmp_path / "summary.png", name)
+    texts = {text.get_text() for figure in saved_figures for text in figure.findobj(Text)}
+    assert {*TEX_NAMES, "a$x$b (n=1)"} <= texts
+    assert _drawn_as_maths(saved_figures) == []
+
+
+def test_numbers_on_an_axis_keep_their_formatter_s_maths(tmp_path: Path) -> None:
+    """Only texts that can hold a name are drawn literally: a numeric axis's tick labels are
+    left to its formatter, which writes maths where ``axes.formatter.use_mathtext`` asks."""
+    fig = Figure()
+    ax = fig.subplots()
+    ax.plot([1e6, 2e6])
+    ax.yaxis.get_major_formatter().set_useMathText(True)
+    ax.set_title("a$x$b")
+    save_figure(fig, tmp_path / "figure.png")
+    assert ax.title.get_parse_math() is False
+    assert all(text.get_parse_math() for text in
+               (*ax.yaxis.get_ticklabels(), ax.yaxis.get_offset_text()))

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.text import Text
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import LogFormatter, MaxNLocator, ScalarFormatter
 
-__all__ = ["Artist", "Axes", "Figure", "FigureCanvasAgg", "Line2D", "MaxNLocator", "Patch", "Text",
-           "to_rgb"]
+__all__ = ["Artist", "Axes", "Figure", "FigureCanvasAgg", "Line2D", "LogFormatter", "MaxNLocator",
+           "Patch", "ScalarFormatter", "Text", "to_rgb"]

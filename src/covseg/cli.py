@@ -24,7 +24,7 @@ from covseg._mplconfig import settle_matplotlib_config
 from covseg.checkpoint import resume_advice
 from covseg.compare import known_spec, left_out_note, paired_difference_text
 from covseg.config import MAX_SLICE_PASSES, RECIPE_EPOCHS, TrainConfig
-from covseg.console import StdoutFailed, flush_stdout, say, write_stdout
+from covseg.console import StdoutFailed, flush_stdout, say, say_on_stderr, write_stdout
 from covseg.crossval import DEFAULT_FOLDS, mean_over_folds, shown
 from covseg.data.layouts import TARGETS
 from covseg.errors import (
@@ -334,7 +334,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if names:
             shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5
                                             else "")
-            say(terminal_safe(f"note: {counted(len(names), noun)} {what}: {shown}"))
+            say(f"note: {counted(len(names), noun)} {what}: {shown}")
     if result["classes_note"]:
         say(f"note: {result['classes_note']}")
     return 0
@@ -698,8 +698,8 @@ def _run(argv: Sequence[str] | None) -> int:
         return 1 if isinstance(exc, (BatchFailed, NoWritableFolder, OutOfMemory)) else 2
     except (KeyboardInterrupt, Terminated) as exc:
         with suppress(OSError):  # a hung-up terminal (SIGHUP) takes no more lines
-            print(f"covseg: {'interrupted' if isinstance(exc, KeyboardInterrupt) else 'stopped'}"
-                  f"; {_rerun_hint(args)}", file=sys.stderr)
+            stopped = "interrupted" if isinstance(exc, KeyboardInterrupt) else "stopped"
+            say_on_stderr(f"covseg: {stopped}; {_rerun_hint(args)}")
         return exit_status(exc)
     except (FileExistsError, NotADirectoryError) as exc:
         option = "--to" if getattr(args, "to", None) is not None else "--out"
@@ -728,7 +728,7 @@ def _run(argv: Sequence[str] | None) -> int:
 def _error(text: object) -> None:
     """Print ``covseg: error: TEXT`` on stderr, the names in it unable to drive the terminal
     (:func:`~covseg.errors.terminal_safe`)."""
-    print(terminal_safe(f"covseg: error: {text}"), file=sys.stderr)
+    say_on_stderr(f"covseg: error: {text}")
 
 
 def _no_space(exc: BaseException, args: argparse.Namespace) -> str:

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from covseg.errors import terminal_safe
+
 
 class StdoutFailed(Exception):
     """Standard output cannot be written (a full device, an I/O error): not the ``--out`` a
@@ -33,8 +35,16 @@ def writing_stdout() -> Iterator[None]:
 
 
 def say(text: str) -> None:
-    """Print ``text`` on stdout, as a line (:func:`write_stdout`)."""
-    write_stdout(f"{text}\n")
+    """Print ``text`` on stdout, as a line (:func:`write_stdout`), the names in it unable to
+    drive the terminal (:func:`~covseg.errors.terminal_safe`): a study named ``a<ESC>[2J...``
+    cleared the terminal from predict's closing line."""
+    write_stdout(f"{terminal_safe(text)}\n")
+
+
+def say_on_stderr(text: str) -> None:
+    """Print ``text`` on stderr, as a line, the names in it unable to drive the terminal (as
+    :func:`say`)."""
+    print(terminal_safe(text), file=sys.stderr)
 
 
 def write_stdout(text: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import logging
 import math
@@ -27,6 +26,7 @@ from covseg.data.layouts import (
 from covseg.errors import CovsegError, NotLabels, counted, refuse_special_file
 from covseg.infer import Predictor, output_name
 from covseg.io.atomic import (
+    csv_writer,
     refuse_inside,
     refuse_undecodable_name,
     remove_temporaries_of,
@@ -143,7 +143,7 @@ def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
     if not rows:
         return ""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer = csv_writer(buffer, list(rows[0]))
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else sheet_safe(v))

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from covseg.burden import CATEGORY_RULE, EFFUSION, LESION_NAMES, REGIONS, lesion_voxels
-from covseg.io.atomic import atomic_path, write_json, write_text
+from covseg.io.atomic import atomic_path, csv_writer, write_json, write_text
 from covseg.io.nifti import unit_voxels_assumed
 from covseg.io.volume import Volume
 from covseg.lungs import LEFT_LUNG, RIGHT_LUNG
@@ -39,7 +39,7 @@ from covseg.records import (
 )
 from covseg.transforms import LUNG_WINDOW, one_read, scale_intensity
 from covseg.viz import LUNG_COLOURS as LUNG_PALETTE
-from covseg.viz import class_colour, utf8_texts
+from covseg.viz import class_colour, literal_texts
 
 if TYPE_CHECKING:
     from covseg._matplotlib import Artist, FigureCanvasAgg
@@ -142,7 +142,7 @@ def csv_records(rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> list[s
     :func:`csv_joined`: a batch keeps each study's and joins them after each study, where it
     formatted every row again (quadratic in the studies)."""
     buffer = io.StringIO()
-    writer = _csv_writer(buffer, fields)
+    writer = csv_writer(buffer, fields, extrasaction="ignore")
     records = []
     for row in rows:
         writer.writerow({k: _cell(k, row.get(k)) for k in fields})
@@ -155,14 +155,8 @@ def csv_records(rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> list[s
 def csv_joined(records: Iterable[str], fields: Sequence[str]) -> str:
     """CSV text of the header of ``fields`` and the ``records`` (:func:`csv_records`)."""
     buffer = io.StringIO()
-    _csv_writer(buffer, fields).writeheader()
+    csv_writer(buffer, fields, extrasaction="ignore").writeheader()
     return buffer.getvalue() + "".join(records)
-
-
-def _csv_writer(buffer: io.StringIO, fields: Sequence[str]) -> csv.DictWriter[str]:
-    """The writer of covseg's CSVs: ``fields`` in order, others ignored, ``\\n`` line ends."""
-    return csv.DictWriter(buffer, fieldnames=list(fields), extrasaction="ignore",
-                          lineterminator="\n")
 
 
 def _cell(key: str, value: Any) -> Any:
@@ -311,7 +305,7 @@ def write_montage(path: str | os.PathLike[str], lesions: np.ndarray, grid: Volum
     texts: list[Artist] = [figure.legend(handles=legend, loc="lower center", ncol=len(legend),
                                          fontsize=8, frameon=False)] if legend else []
     texts.append(figure.suptitle("\n".join(heading), fontsize=10, y=1 - 0.08 / height))
-    utf8_texts(figure)  # before the texts are measured
+    literal_texts(figure)  # before the texts are measured
     _widen_to_text(canvas, texts)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")

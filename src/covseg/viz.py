@@ -66,22 +66,33 @@ def save_figure(fig: Figure, path: str | os.PathLike[str],
     covseg's figures are :class:`~matplotlib.figure.Figure` objects that savefig draws with
     Agg; neither pyplot nor ``matplotlib.use`` is touched, so a notebook's own backend (and its
     inline plots) stays as the user set it."""
-    utf8_texts(fig)
+    literal_texts(fig)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png", metadata=dict(metadata or {}))
     return Path(path)
 
 
-def utf8_texts(fig: Figure) -> None:
-    """Read each text of ``fig`` (titles, headings, axis labels, legends) as the UTF-8 it is
-    (:func:`~covseg.io.atomic.utf8_text`) before it is drawn: a name read under ``LC_ALL=C
-    PYTHONUTF8=0`` holds lone surrogates, which matplotlib cannot draw (a 4-line ``TypeError:
-    set_text()`` failed the study). Tick labels are set again from their formatter at each
-    draw, so those given as names are read as UTF-8 where they are given."""
-    from covseg._matplotlib import Text
+def literal_texts(fig: Figure) -> None:
+    """Make each text of ``fig`` that can hold a name (titles, headings, axis labels, legends,
+    tick labels given as names) drawn as the UTF-8 it is, literally, before it is drawn.
 
+    Literally: matplotlib reads a text with two ``$`` as TeX maths, so a study named
+    ``scan$_a_b$`` failed its figure (a ``ParseFatalException``) and ``a$x$b`` was drawn as
+    maths; covseg draws no maths of its own. Numbers on a numeric axis are left to matplotlib
+    (its formatters' own maths, as ``axes.formatter.use_mathtext`` asks). As UTF-8
+    (:func:`~covseg.io.atomic.utf8_text`): a name read under ``LC_ALL=C PYTHONUTF8=0`` holds
+    lone surrogates, which matplotlib cannot draw (a 4-line ``TypeError: set_text()`` failed
+    the study). Tick labels are set again from their formatter at each draw, so those given as
+    names are read as UTF-8 where they are given."""
+    from covseg._matplotlib import LogFormatter, ScalarFormatter, Text
+
+    numeric = {id(text) for axes in fig.axes for axis in (axes.xaxis, axes.yaxis)
+               if isinstance(axis.get_major_formatter(), ScalarFormatter | LogFormatter)
+               for text in (*axis.get_ticklabels(which="both"), axis.get_offset_text())}
     for text in fig.findobj(Text):
-        text.set_text(utf8_text(text.get_text()))
+        if id(text) not in numeric:
+            text.set_text(utf8_text(text.get_text()))
+            text.set_parse_math(False)
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -3,6 +3,7 @@ otherwise."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import Callable, Iterable
@@ -3116,3 +3117,23 @@ def test_a_training_mask_too_thin_is_refused_as_a_mask(tmp_path: Path, suffix: s
     with pytest.raises(CovsegError) as refused:
         load_dataset(tmp_path, target=target)
     assert str(refused.value) == f"{mask}{THIN_MASKS[suffix]}"
+
+
+@pytest.mark.parametrize("suffix", [".png", ".nii.gz"])
+def test_a_file_whose_name_is_no_utf_8_is_refused_in_one_line(tmp_path: Path,
+                                                               suffix: str) -> None:
+    """A slice or volume whose name is not valid UTF-8 (legal on Linux) ended ``data info``,
+    ``train`` and ``visualize`` in a ``UnicodeEncodeError`` traceback (the data fingerprint
+    hashes case ids as UTF-8); it is refused, as predict and evaluate refuse it."""
+    hu, lesions = _hu_volume(slices=2)
+    for stem in ("a", os.fsdecode(b"\xe9")):
+        if suffix == ".png":
+            _save_png(tmp_path / "images" / f"{stem}.png", (hu[0] > -500) * 200.0)
+            _save_png(tmp_path / "masks" / f"{stem}.png", (lesions[0] > 0) * 255.0)
+        else:
+            _save_nifti(tmp_path / "images" / f"{stem}.nii.gz", hu)
+            _save_nifti(tmp_path / "masks" / f"{stem}.nii.gz", lesions, np.uint8)
+    refusal = re.escape(f"{tmp_path / 'images'}/\\xe9{suffix}: its name is not valid UTF-8, "
+                        "which covseg's records cannot hold; rename it")
+    with pytest.raises(CovsegError, match=f"^{refusal}$"):
+        load_dataset(tmp_path)

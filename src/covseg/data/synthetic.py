@@ -8,7 +8,6 @@ SYNTHETIC: case ids start with ``synthetic_`` and written folders carry a ``SYNT
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from covseg.errors import CovsegError
-from covseg.io.atomic import atomic_path, write_json, write_text
+from covseg.io.atomic import atomic_path, csv_writer, write_json, write_text
 from covseg.io.image import write_png
 from covseg.transforms import LUNG_WINDOW, intensity_scale, scale_intensity
 
@@ -147,12 +146,12 @@ def write_synthetic(out: str | Path, seed: int = 0, patients: int = 12,
                                    "patients": patients, "slices_per_patient": slices_per_patient,
                                    "size": size})
     table = io.StringIO()
-    writer = csv.writer(table)
-    writer.writerow(["case_id", "patient_id"])
+    writer = csv_writer(table, ["case_id", "patient_id"])
+    writer.writeheader()
     for case, patient, item in slices:
         for folder, (suffix, write) in WRITTEN_SLICES.items():
             write(out / folder / f"{case}{suffix}", item)
-        writer.writerow([case, patient])
+        writer.writerow({"case_id": case, "patient_id": patient})
     write_text(out / "patients.csv", table.getvalue())
     return out
 

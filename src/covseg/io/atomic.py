@@ -5,16 +5,18 @@ A killed run therefore never leaves a half-written file under the final name.
 
 from __future__ import annotations
 
+import csv
 import errno
+import io
 import json
 import math
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, Literal
 
 from covseg.errors import CovsegError, no_space, no_space_text
 from covseg.provenance import option_given, option_name
@@ -279,6 +281,14 @@ def write_text(target: str | os.PathLike[str], text: str) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(utf8_text(text), encoding="utf-8")
     return Path(target)
+
+
+def csv_writer(buffer: io.StringIO, fields: Sequence[str],
+               extrasaction: Literal["raise", "ignore"] = "raise") -> csv.DictWriter[str]:
+    """The writer of every CSV covseg writes: ``fields`` in order, ``\\n`` line ends (csv's
+    own ``\\r\\n`` ended evaluate's lines, not summary.csv's); ``extrasaction`` as csv's."""
+    return csv.DictWriter(buffer, fieldnames=list(fields), extrasaction=extrasaction,
+                          lineterminator="\n")
 
 
 def write_json(target: str | os.PathLike[str], data: Any) -> Path:

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple, TypeVar, overload
 import numpy as np
 
 from covseg.errors import CovsegError, counted, read_naming_out_of_memory, them
+from covseg.io.atomic import refuse_undecodable_name, utf8_text
 from covseg.io.dicom import is_dicom_file
 from covseg.io.image import (
     QUARTER_TURNS,
@@ -225,7 +226,7 @@ class Sample:
     def image_file(self) -> str:
         """The file its image was read from: :attr:`source` without a volume slice's ``#zK``,
         so that a volume's slices count as one case."""
-        return re.sub(r"#z\d+$", "", self.source)
+        return file_of(self.source)
 
     @property
     def mask_label(self) -> str:
@@ -395,6 +396,12 @@ class ReadOptions:
     refused (:func:`covseg.transforms.window_unused`); the lung window left out is not."""
 
 
+def file_of(source: str) -> str:
+    """The file a sample's ``source`` (or ``mask_source``) names, without a volume slice's
+    ``#zK``."""
+    return re.sub(r"#z\d+$", "", source)
+
+
 def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source: str,
             mask_source: str, options: ReadOptions, kind: str,
             view: tuple[Volume, Path, int] | None = None) -> Sample:
@@ -403,7 +410,13 @@ def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source
     mask's file (and slice), named in messages about the mask (a mask of another size than its
     image too: with ``_mask``/``_seg`` endings and case variants, its name is not the image's);
     ``view``: the volume, its file and the slice index it comes from, for its radiological
-    view, pixel aspect and name in the file."""
+    view, pixel aspect and name in the file. Its files' names must be UTF-8
+    (:func:`~covseg.io.atomic.refuse_undecodable_name`: a run's records name its cases), read
+    as such (:func:`~covseg.io.atomic.utf8_text`) in its case and patient ids under an ASCII
+    file system encoding (``LC_ALL=C PYTHONUTF8=0``): both ended ``data info``, ``train`` and
+    ``visualize`` in a ``UnicodeEncodeError`` traceback."""
+    for named in (source, mask_source):
+        refuse_undecodable_name(Path(file_of(named)))
     if image.shape != mask.shape:
         raise CovsegError(
             f"{source}: image is {image.shape[1]}x{image.shape[0]} but its mask {mask_source} "
@@ -417,7 +430,8 @@ def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source
         labels = lesion.astype(np.uint8)
         if options.target == "infection":
             merged = tuple(int(level) for level in np.unique(mask[lesion]))
-    sample = Sample(held_image(image, kind, options.window), labels, case, patient, source,
+    sample = Sample(held_image(image, kind, options.window), labels, utf8_text(case),
+                    utf8_text(patient), source,
                     mask_source=mask_source, windowed=kind == "hu", merged_levels=merged)
     if view is not None:
         volume, path, k = view
