@@ -730,6 +730,21 @@ def test_two_links_of_one_name_to_one_stored_file_are_two_inputs(
     assert not (tmp_path / "pred").exists()
 
 
+def test_two_inputs_whose_masks_differ_only_in_case_are_refused(
+        tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
+    """``cA/Scan.npy`` and ``cB/scan.npy`` wrote two masks, ``Scan.png`` and ``scan.png``: one
+    file on macOS and Windows disks, the second over the first. They are refused as two inputs
+    of one mask name are."""
+    image = min((synthetic_folder / "images").glob("*.npy"))
+    for folder, name in (("cA", "Scan"), ("cB", "scan")):
+        (tmp_path / folder).mkdir()
+        shutil.copy(image, tmp_path / folder / f"{name}.npy")
+    with pytest.raises(CovsegError, match=r"cA/Scan.npy and \S*cB/scan.npy would both be written "
+                                          r"to \S*pred/Scan.png on macOS and Windows disks; "):
+        covseg.predict(tiny_run, [tmp_path / "cA", tmp_path / "cB"], tmp_path / "pred")
+    assert not (tmp_path / "pred").exists()
+
+
 def test_predict_refuses_a_name_that_is_not_utf8_before_writing(
         tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
     """2D predict took an image whose name is not valid UTF-8 (legal on Linux) and wrote it

@@ -872,3 +872,72 @@ def test_a_studys_input_named_as_an_output_is_not_removed(tmp_path: Path) -> Non
     study = Study("a", tmp_path / "infection.nii.gz")
     assert remove_earlier_outputs(tmp_path, study) == [tmp_path / "quantification.json"]
     assert (tmp_path / "infection.nii.gz").is_file()
+
+
+def _recording(study: Study, folder: Path) -> dict[str, Any]:
+    """A study's process that writes its mask and record, as predict does."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "infection.nii.gz").write_text("made")
+    write_json(folder / RESULT_JSON, {"study": {"lesion_ml": 1.0}})
+    return {"study": {"lesion_ml": 1.0}}
+
+
+def test_a_study_folder_holding_files_covseg_did_not_make_is_refused(tmp_path: Path) -> None:
+    """``OUT/ct/infection.nii.gz`` put there by the user (ground truth) was replaced by the
+    prediction without a word. A study folder holding files covseg would write over, which
+    neither its record nor a summary in ``--out`` knows, is refused before any study, its files
+    kept; one the summary lists (a call killed midway) is redone, and a done one skipped."""
+    out = tmp_path / "out"
+    (out / "ct").mkdir(parents=True)
+    (out / "ct" / "infection.nii.gz").write_text("keep")
+    studies = [Study(name, tmp_path / f"{name}.nii.gz") for name in ("a", "ct")]
+    with pytest.raises(CovsegError) as refused:
+        run_batch(studies, out, _recording)
+    assert str(refused.value) == (
+        f"{out / 'ct'} holds 1 file(s) (infection.nii.gz), which covseg would overwrite, and "
+        f"neither a quantification.json there nor a summary in {out} records the study: ground "
+        "truth, or another tool's outputs; move them, or pick a new --out")
+    assert (out / "ct" / "infection.nii.gz").read_text() == "keep"
+    assert sorted(path.name for path in out.iterdir()) == ["ct"]
+    (out / "ct" / "notes.txt").write_text("mine")  # not covseg's name: no harm
+    (out / "ct" / "infection.nii.gz").unlink()
+    assert run_batch(studies, out, _recording).done == 2
+    (out / "a" / RESULT_JSON).unlink()  # as a call killed in study a leaves it, listed pending
+    summary = (out / "summary.csv").read_text()
+    assert "\na,done," in summary
+    (out / "summary.csv").write_text(summary.replace("\na,done,", "\na,pending,"))
+    assert (run_batch(studies, out, _recording).done,
+            run_batch(studies, out, _recording).skipped) == (1, 2)
+    assert (out / "ct" / "notes.txt").read_text() == "mine"
+
+
+def test_a_killed_shards_study_is_known_by_its_summary(tmp_path: Path) -> None:
+    """A shard killed midway leaves its study's outputs without a record, which its own
+    summary lists: the shard run again, and the merge without shards, redo it."""
+    out = tmp_path / "out"
+    studies = [Study(name, tmp_path / f"{name}.nii.gz") for name in ("a", "b")]
+    run_batch(studies, out, _recording, shard=(1, 2))
+    (out / "b" / RESULT_JSON).unlink()
+    assert run_batch(studies, out, _recording, shard=(1, 2)).done == 1
+    (out / "b" / RESULT_JSON).unlink()
+    result = run_batch(studies, out, _recording)
+    assert (result.done, result.skipped) == (2, 0)
+
+
+@pytest.mark.parametrize("linked", ["folder", "output"])
+def test_a_linked_study_folder_or_output_is_refused(tmp_path: Path, linked: str) -> None:
+    """A study folder in ``--out`` that is a symbolic link (``OUT/ct -> ../elsewhere``) had the
+    study's five files written into the folder it links to, outside ``--out``, over a file
+    there; a link among its outputs is refused alike, before any study, nothing written."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "infection.nii.gz").write_text("keep")
+    out = tmp_path / "out"
+    link = out / "ct" if linked == "folder" else out / "ct" / "infection.nii.gz"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(elsewhere if linked == "folder" else elsewhere / "infection.nii.gz")
+    with pytest.raises(CovsegError, match=f"^{re.escape(str(link))} is a symbolic link .*, "
+                                          f"through which covseg would write outside {out};"):
+        run_batch([Study("ct", tmp_path / "ct.nii.gz")], out, _recording)
+    assert sorted(path.name for path in elsewhere.iterdir()) == ["infection.nii.gz"]
+    assert (elsewhere / "infection.nii.gz").read_text() == "keep"

@@ -470,3 +470,18 @@ def test_a_predict_studys_mask_given_from_its_own_folder_is_named_by_it(
     with pytest.raises(CovsegError, match=r"^/: a folder without a name \(the root folder\) "
                                           "cannot name a study; give a folder below it$"):
         folder_name(Path("/"))
+
+
+def test_two_studies_whose_names_differ_only_in_case_are_refused(tmp_path: Path) -> None:
+    """``vA/s.nii.gz`` and ``vB/S.nii.gz`` were two studies, written to folders ``s/`` and
+    ``S/``: one folder on macOS and Windows disks, where the second overwrote the first. They are
+    refused as two studies of one name are, saying why."""
+    for folder, name in (("vA", "s"), ("vB", "S")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / f"{name}.nii.gz").write_bytes(b"")
+    with pytest.raises(CovsegError) as refused:
+        find_studies([tmp_path / "vA", tmp_path / "vB"])
+    assert str(refused.value) == (
+        f"several studies are named s and S ({tmp_path / 'vA' / 's.nii.gz'}, "
+        f"{tmp_path / 'vB' / 'S.nii.gz'}), one folder name on macOS and Windows disks; rename "
+        "one, or give them to runs with separate --out folders")

@@ -1892,6 +1892,20 @@ def test_a_study_redone_loses_the_outputs_of_its_earlier_attempt(chest, tmp_path
     assert not (tmp_path / "again" / "chest" / "probabilities.nii.gz").exists()
 
 
+def test_ground_truth_in_a_study_folder_is_not_overwritten(chest, tmp_path: Path) -> None:
+    """The user's ``OUT/chest/infection.nii.gz`` (ground truth) was replaced by the prediction
+    without a word: predict refuses the folder, which no record of covseg's knows, before any
+    study, and keeps the file."""
+    path, _ = chest
+    truth = tmp_path / "out" / "chest" / "infection.nii.gz"
+    truth.parent.mkdir(parents=True)
+    shutil.copy(path, truth)
+    with pytest.raises(CovsegError, match=r"chest holds 1 file\(s\) \(infection.nii.gz\), "
+                                          "which covseg would overwrite"):
+        predict_batch(BandPredictor([(-400, -200)]), [path], tmp_path / "out")
+    assert truth.read_bytes() == path.read_bytes()
+
+
 def test_an_output_folder_inside_the_inputs_is_no_study(tmp_path: Path) -> None:
     """predict IN --out IN/results, then IN --out OTHER: results/ failed as a study with no
     DICOM series; quantify's own --out inside its inputs likewise."""

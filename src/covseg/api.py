@@ -696,16 +696,22 @@ class _Planned:
 
 def _check_outputs(planned: _Planned, out: Path, earlier_inputs: Sequence[str]) -> None:
     """Refuse what would lose data: two inputs writing one mask, in this call or over the mask
-    of another file an earlier call predicted into ``out``, or a mask over an input."""
+    of another file an earlier call predicted into ``out``, or a mask over an input. Masks are
+    compared ignoring case, as macOS and Windows disks do (``Scan.png`` and ``scan.png`` wrote
+    one mask there, the second over the first)."""
     targets: dict[Path, Path] = {}
+    folded: dict[str, Path] = {}  # each target by its path in lower case
     for path, target in zip(planned.files, planned.targets, strict=True):
-        if target in targets:
-            raise CovsegError(f"{targets[target]} and {path} would both be written to {target}; "
+        first = folded.setdefault(str(target).casefold(), target)
+        if first in targets:
+            raise CovsegError(f"{targets[first]} and {path} would both be written to {first}"
+                              f"{'' if first == target else ' on macOS and Windows disks'}; "
                               f"predict them into separate {option_name('out')} folders")
         targets[target] = path
     for before in map(Path, earlier_inputs):  # absolute, or relative in older records
-        clashing = targets.get((out / output_name(before)).resolve())
-        if clashing is not None and before.is_file() and before.resolve() != clashing.resolve():
+        mask = folded.get(str((out / output_name(before)).resolve()).casefold())
+        clashing = targets.get(mask) if mask else None
+        if clashing is not None and before.is_file() and not before.samefile(clashing):
             raise CovsegError(f"{clashing}: its mask would overwrite that of {before}, which an "
                               f"earlier predict wrote into {out}; pick another "
                               f"{option_name('out')}")

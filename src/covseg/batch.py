@@ -273,6 +273,7 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
     The folders' records are read once (:func:`done_records`) for the checks before any study."""
     records = done_records(out_dir)
     selected = _named_as_done(select_shard(studies, shard), records)
+    _refuse_unowned_outputs(selected, out_dir, records)
     if warn is not None:
         warn(selected, out_dir, records)
     if settings is not None:
@@ -707,12 +708,60 @@ def _run_one(study: Study, folder: Path, process: Callable[[Study, Path], dict[s
 def remove_earlier_outputs(folder: Path, study: Study) -> list[Path]:
     """Delete what an earlier, unfinished attempt at a study wrote in its folder (covseg's own
     file names only, never the study's input); return them."""
-    source = study.path.resolve()
-    stale = [folder / name for name in STUDY_OUTPUTS
-             if (folder / name).is_file() and (folder / name).resolve() != source]
+    stale = _earlier_outputs(folder, study)
     for path in stale:
         path.unlink()
     return stale
+
+
+def _earlier_outputs(folder: Path, study: Study) -> list[Path]:
+    """The files in a study's ``folder`` named as covseg's own outputs (:data:`STUDY_OUTPUTS`),
+    but the study's input, which a (re)done study writes over or removes."""
+    source = study.path.resolve()
+    return [folder / name for name in STUDY_OUTPUTS
+            if (folder / name).is_file() and (folder / name).resolve() != source]
+
+
+def _refuse_unowned_outputs(studies: Sequence[Study], out_dir: Path, records: Records) -> None:
+    """Refuse, before any study, a study folder in ``out_dir`` that is a symbolic link, or holds
+    one named as an output (both were written through, outside ``out_dir``), and one holding
+    files covseg would write over (:func:`_earlier_outputs`) that covseg did not make: neither
+    its record there nor a summary in ``out_dir`` (which lists a call's studies before the first
+    begins, shards' too) knows the study. A user's ground-truth ``infection.nii.gz`` in
+    ``OUT/ct/`` was replaced without a word. Reruns over covseg's own folders, done or left
+    unfinished by a call stopped or killed, go on as before. The summaries are read only where
+    some folder holds such files without a record."""
+    unrecorded: list[tuple[Path, list[Path]]] = []
+    for study in studies:
+        folder = out_dir / study.name
+        _refuse_link(folder, out_dir)
+        if not folder.is_dir():
+            continue
+        for name in STUDY_OUTPUTS:
+            _refuse_link(folder / name, out_dir)
+        outputs = _earlier_outputs(folder, study)
+        if outputs and _record_of(study, out_dir, records) is None:
+            unrecorded.append((folder, outputs))
+    if not unrecorded:
+        return
+    listed = {row.get("study", "").casefold() for path in filter(is_summary, summary_files(out_dir))
+              for row in _summary_rows(path)}
+    for folder, outputs in unrecorded:
+        if folder.name.casefold() not in listed:
+            raise CovsegError(
+                f"{folder} holds {listed_paths(outputs, folder, 'file')}, which covseg would "
+                f"overwrite, and neither a {RESULT_JSON} there nor a summary in {out_dir} "
+                "records the study: ground truth, or another tool's outputs; move them, or pick "
+                f"a new {option_name('out')}")
+
+
+def _refuse_link(path: Path, out_dir: Path) -> None:
+    """Refuse a study folder, or an output in one, that is a symbolic link: covseg would write
+    through it, outside ``out_dir``."""
+    if path.is_symlink():
+        raise CovsegError(f"{path} is a symbolic link (to {os.readlink(path)}), through which "
+                          f"covseg would write outside {out_dir}; replace it by a folder or file "
+                          f"of its own, or pick a new {option_name('out')}")
 
 
 def _summary_row(study: Study, folder: Path, status: str, result: dict[str, Any] | None,

@@ -515,14 +515,19 @@ def _sub_folder_studies(folders: Mapping[Path, list[Path]], masks: bool
 
 
 def _check_names_unique(studies: Sequence[Study], why: str = "") -> None:
-    """Refuse two studies of one name, naming both: their outputs would share a folder."""
-    first: dict[str, Path] = {}
+    """Refuse two studies of one name, naming both: their outputs would share a folder. Names
+    are compared ignoring case, as macOS and Windows disks do, where ``S/`` and ``s/`` are one
+    folder and the second study overwrote the first."""
+    first: dict[str, Study] = {}
     for study in studies:
-        if study.name in first:
-            raise CovsegError(f"several studies are named {study.name} ({first[study.name]}, "
-                              f"{study.path}){why}; rename one, or give them to runs with "
-                              f"separate {option_name('out')} folders")
-        first[study.name] = study.path
+        seen = first.setdefault(study.name.casefold(), study)
+        if seen is not study:
+            same = seen.name == study.name
+            named = study.name if same else f"{seen.name} and {study.name}"
+            case = "" if same else ", one folder name on macOS and Windows disks"
+            raise CovsegError(f"several studies are named {named} ({seen.path}, "
+                              f"{study.path}){why}{case}; rename one, or give them to runs "
+                              f"with separate {option_name('out')} folders")
 
 
 def _check_series_unshared(folders: Sequence[Study], listings: Listings) -> None:
