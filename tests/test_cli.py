@@ -737,6 +737,63 @@ def test_a_full_stdout_names_standard_output(argv: list[str], unbuffered: str,
     assert (code, capsys.readouterr().err) == (1, FULL_STDOUT)
 
 
+class _FullStream(io.StringIO):
+    """A stderr on a full device (``2>/dev/full``): every write fails with ENOSPC."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _talking_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``covseg models`` drawing a progress bar and logging a warning (both to stderr) before
+    it prints its table."""
+    from covseg.progress import progress_bar
+
+    def models() -> list[dict[str, object]]:
+        for _ in progress_bar(range(3), desc="listing"):
+            logging.getLogger("covseg.models").warning("a warning on the way")
+        return [{"name": "m", "parameters": 1, "options": {}, "description": "listed"}]
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setattr(api, "models", models)
+
+
+@pytest.mark.parametrize("stderr", [None, _FullStream()], ids=["closed", "full"])
+def test_an_unwritable_stderr_leaves_a_command_its_output_and_status(
+        stderr: io.StringIO | None, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With stderr closed (``2>&-``) or full (``2>/dev/full``) a finished command exited 1 with
+    nothing on stdout and no files: its progress bar's last write failed (an AttributeError on
+    None, or ENOSPC, taken for a full disk on --out, whose error line failed again). Bars,
+    warnings and error lines are written best effort: the command's lines and status stand,
+    and a refusal keeps its status, its line not put on stdout (print's stream for None)."""
+    _talking_models(monkeypatch)
+    monkeypatch.setattr(sys, "stderr", stderr)
+    assert main(["models"]) == 0
+    assert "listed" in capsys.readouterr().out
+    assert main(["predict", "/nonexist.png", "--model", "run", "--out", "x"]) == 2
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("redirect", ["2>&-", "2>/dev/full"])
+def test_a_closed_or_full_stderr_leaves_a_finished_command_exit_0(redirect: str) -> None:
+    """``covseg data info DATA 2>&- > o.txt`` (and ``2>/dev/full``) exited 1 with o.txt empty:
+    its file listing's bar failed as it closed. Now exit 0 and the lines written."""
+    if redirect.endswith("/dev/full") and not Path("/dev/full").exists():
+        pytest.skip("needs /dev/full (Linux)")
+    data = shared("infnet-covid-semiseg")
+    script = (f"import sys\nfrom covseg import cli\n"
+              f"sys.exit(cli.main(['data', 'info', {str(data)!r}]))")
+    env = {key: value for key, value in os.environ.items() if key != "TQDM_DISABLE"}
+    done = subprocess.run(["sh", "-c", f'exec "$0" -c "$1" {redirect}', sys.executable, script],
+                          check=False, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stdout
+    assert "data_fingerprint" in done.stdout
+
+
 def test_no_temporary_folder_says_to_set_tmpdir(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """torch's temporary files while training met no writable temporary folder (a locked-down

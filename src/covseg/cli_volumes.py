@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from covseg import api
 from covseg.batch import BatchResult, StudiesFailed, parse_shard
-from covseg.console import say
+from covseg.console import say, tell
 from covseg.data.fetch import DATASETS, notice
 from covseg.errors import CovsegError
 from covseg.io.atomic import output_folder
@@ -184,7 +183,7 @@ def _report(result: BatchResult) -> int:
         f"{result.done} done, {result.skipped} already done, {result.failed} failed; "
         f"summary: {result.summary}")
     if result.failed:
-        print(line, file=sys.stderr)
+        tell(line)
     else:
         say(line)
     return 1 if result.failed else 0
