@@ -949,6 +949,32 @@ def test_a_full_disk_no_writer_named_names_the_output_and_what_to_do(
 
 
 TINY_RECIPE = ("--epochs", "1", "--size", "32", "--model", "miniseg", "--augment", "none")
+
+
+def test_a_full_disk_after_the_checkpoints_says_to_resume_which_then_finishes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk writing curves.png (after the epochs' checkpoints) said "free space and rerun
+    the same command", which was refused ("already holds a run; pass --resume"): a full disk
+    anywhere in a train, cv or compare run says what goes on, and it does."""
+    save = Figure.savefig
+
+    def full(figure: Figure, target: object, *args: object, **kwargs: object) -> None:
+        if "curves" in str(target):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        save(figure, target, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", full)
+    out = tmp_path / "r"
+    argv = ("train", "synthetic", "--out", str(out), *TINY_RECIPE)
+    code, _, err = _run(capsys, *argv)
+    assert (code, err.splitlines()[-1]) == (2, (
+        f"covseg: error: no space left on device writing {out / 'curves.png'}; free space and "
+        "rerun the same command with --resume to continue"))
+    monkeypatch.setattr(Figure, "savefig", save)
+    code, out_text, _ = _run(capsys, *argv, "--resume")
+    assert code == 0 and "trained 1 epoch" in out_text and (out / "curves.png").is_file()
+
 """A recipe that trains in seconds, should an option be accepted that a test expects refused."""
 
 
