@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from covseg.config import MAX_SIZE, check_window
-from covseg.errors import CovsegError, no_space, no_space_text, refuse_special_file
+from covseg.errors import CovsegError, FullDisk, Resumable, no_space, refuse_special_file
 from covseg.io.atomic import atomic_path
 from covseg.io.image import unreadable_file
 from covseg.models import build_model
@@ -50,33 +50,6 @@ def save_resumable(payload: Any, tmp: Path, target: str | os.PathLike[str]) -> N
     says it naming ``target``."""
     with full_disk_resumable(target), tmp.open("wb") as handle:
         torch.save(payload, handle)
-
-
-class Resumable(CovsegError):
-    """A training stopped by what a rerun gets past (its one argument says what: a training
-    member killed, a fold lost on Ray). How to go on depends on what the stopped run leaves,
-    known only once it has cleaned up: :func:`resume_advised` says it; alone it says to rerun
-    the command."""
-
-    def __str__(self) -> str:
-        return self.advised("rerun the same command")
-
-    def advised(self, rerun: str) -> str:
-        """The line saying what stopped the run, then how to go on (``rerun``)."""
-        return f"{self.args[0]}; {rerun}"
-
-
-class FullDisk(Resumable):
-    """A full disk while a training wrote ``target`` (``what``: its description, where the name
-    is a scratch file's): a :class:`Resumable` stop."""
-
-    def __init__(self, target: str | os.PathLike[str], what: str = "") -> None:
-        super().__init__(target, what)  # its arguments, so that it pickles (an ensemble member's)
-        self.target, self.what = target, what
-
-    def advised(self, rerun: str) -> str:
-        """The line saying the full disk, then how to go on (``rerun``)."""
-        return no_space_text(self.target, rerun, self.what)
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from covseg._mplconfig import settle_matplotlib_config
 from covseg.checkpoint import resume_advice
 from covseg.compare import known_spec, left_out_note, paired_difference_text
 from covseg.config import MAX_SLICE_PASSES, RECIPE_EPOCHS, TrainConfig
-from covseg.console import StdoutFailed, flush_stdout, say, say_on_stderr, write_stdout
+from covseg.console import STDERR, StdoutFailed, flush_stdout, say, tell, write_stdout
 from covseg.crossval import DEFAULT_FOLDS, mean_over_folds, shown
 from covseg.data.layouts import TARGETS
 from covseg.errors import (
@@ -673,7 +673,7 @@ class _AboveProgressBars(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             tqdm.write(terminal_safe(f"covseg: {record.levelname.lower()}: "
-                                     f"{record.getMessage()}"), file=sys.stderr)
+                                     f"{record.getMessage()}"), file=STDERR)
         except Exception:  # noqa: BLE001 - logging's own contract: never raise from emit
             self.handleError(record)
 
@@ -697,9 +697,8 @@ def _run(argv: Sequence[str] | None) -> int:
         _error(exc)
         return 1 if isinstance(exc, (BatchFailed, NoWritableFolder, OutOfMemory)) else 2
     except (KeyboardInterrupt, Terminated) as exc:
-        with suppress(OSError):  # a hung-up terminal (SIGHUP) takes no more lines
-            stopped = "interrupted" if isinstance(exc, KeyboardInterrupt) else "stopped"
-            say_on_stderr(f"covseg: {stopped}; {_rerun_hint(args)}")
+        tell(f"covseg: {'interrupted' if isinstance(exc, KeyboardInterrupt) else 'stopped'}; "
+             f"{_rerun_hint(args)}")
         return exit_status(exc)
     except (FileExistsError, NotADirectoryError) as exc:
         option = "--to" if getattr(args, "to", None) is not None else "--out"
@@ -727,8 +726,9 @@ def _run(argv: Sequence[str] | None) -> int:
 
 def _error(text: object) -> None:
     """Print ``covseg: error: TEXT`` on stderr, the names in it unable to drive the terminal
-    (:func:`~covseg.errors.terminal_safe`)."""
-    say_on_stderr(f"covseg: error: {text}")
+    (:func:`~covseg.errors.terminal_safe`); best effort, as the exit status says it failed
+    (with stderr closed, print wrote it on stdout)."""
+    tell(f"covseg: error: {text}")
 
 
 def _no_space(exc: BaseException, args: argparse.Namespace) -> str:

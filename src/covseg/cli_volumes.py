@@ -13,7 +13,7 @@ from typing import Any
 
 from covseg import api
 from covseg.batch import BatchResult, StudiesFailed, parse_shard
-from covseg.console import say, say_on_stderr
+from covseg.console import say, tell
 from covseg.data.fetch import DATASETS, notice
 from covseg.errors import CovsegError
 from covseg.io.atomic import output_folder
@@ -183,7 +183,7 @@ def _report(result: BatchResult) -> int:
         f"{result.done} done, {result.skipped} already done, {result.failed} failed; "
         f"summary: {result.summary}")
     if result.failed:
-        say_on_stderr(line)
+        tell(line)
     else:
         say(line)
     return 1 if result.failed else 0

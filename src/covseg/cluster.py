@@ -26,11 +26,10 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
-from covseg.checkpoint import FullDisk, Resumable
 from covseg.config import TrainConfig, check_kind
 from covseg.crossval import fold_done, make_folds, whole_run_fold
 from covseg.data.layouts import LoadedData
-from covseg.errors import CovsegError
+from covseg.errors import CovsegError, FullDisk, Resumable
 from covseg.io.atomic import remove_empty_folders, remove_temporaries
 from covseg.io.lock import refuse_if_held, writing_to
 from covseg.io.quiet import stderr_silenced
@@ -469,7 +468,7 @@ def _wait_for_one(ray: ModuleType, refs: list[Any]) -> list[Any]:
 def _result(ray: ModuleType, ref: Any, fold: int) -> str | None:
     """A fold's outcome (see :func:`_unless_held`); its failure as one line (covseg's own
     message where it raised one). A full disk, a member killed, and a fold lost, are
-    :class:`~covseg.checkpoint.Resumable` stops, advised with --resume only where ``--out`` is
+    :class:`~covseg.errors.Resumable` stops, advised with --resume only where ``--out`` is
     left once the folds are cleaned up (:func:`~covseg.checkpoint.resume_advised`): a full
     disk said "rerun the same command", and a fold lost said --resume, refused where no fold
     had saved an epoch."""

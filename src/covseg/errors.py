@@ -61,6 +61,36 @@ class BatchFailed(CovsegError):
     for it, so that a script tells it from a usage error or input refused before any work (2)."""
 
 
+class Resumable(CovsegError):
+    """A training stopped by what a rerun gets past (its one argument says what: a training
+    member killed, a fold lost on Ray). How to go on depends on what the stopped run leaves,
+    known only once it has cleaned up: :func:`~covseg.checkpoint.resume_advised` says it; alone
+    it says to rerun the command."""
+
+    def __str__(self) -> str:
+        return self.advised("rerun the same command")
+
+    def advised(self, rerun: str) -> str:
+        """The line saying what stopped the run, then how to go on (``rerun``)."""
+        return f"{self.args[0]}; {rerun}"
+
+
+class FullDisk(Resumable):
+    """A full disk while writing ``target`` (``what``: its description, where the name is a
+    scratch file's): a :class:`Resumable` stop, so that inside a train, cv or compare run it
+    says to rerun with --resume (:func:`~covseg.checkpoint.resume_advised`), wherever in the
+    run's folder the file was (curves.png after the epochs' checkpoints: "rerun the same
+    command" was refused, as the folder held a run); elsewhere to rerun the command."""
+
+    def __init__(self, target: str | os.PathLike[str], what: str = "") -> None:
+        super().__init__(target, what)  # its arguments, so that it pickles (an ensemble member's)
+        self.target, self.what = target, what
+
+    def advised(self, rerun: str) -> str:
+        """The line saying the full disk, then how to go on (``rerun``)."""
+        return no_space_text(self.target, rerun, self.what)
+
+
 def counted(count: int, noun: str, plural: str = "") -> str:
     """``count`` and ``noun`` in the number it takes: "1 epoch", "2 epochs", "0 studies"
     (``plural`` where adding an s is not it)."""

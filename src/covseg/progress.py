@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
+from covseg.console import STDERR
 from covseg.errors import terminal_safe
 
 T = TypeVar("T")
@@ -80,13 +81,16 @@ def _logged() -> bool:
 
 def progress_bar(iterable: Iterable[T] | None = None, *, quiet: bool = False,
                  **options: Any) -> tqdm:
-    """A tqdm bar over ``iterable`` (or of ``total=``), off where ``quiet`` or where
-    :func:`silenced`, updated every :data:`LOGGED_EVERY_S` at most where stderr is a log."""
+    """A tqdm bar over ``iterable`` (or of ``total=``), off where ``quiet``, where
+    :func:`silenced` or where stderr is closed, updated every :data:`LOGGED_EVERY_S` at most
+    where stderr is a log. It draws on :data:`~covseg.console.STDERR`: a stderr that fails a
+    write (``2>/dev/full``) stops the drawing, not the command."""
     _unstick_tqdm()
+    disable = quiet or silenced() or sys.stderr is None
+    options = {"file": STDERR, **options}
     if _logged():
-        return _LoggedBar(iterable, disable=quiet or silenced(),
-                          **{"mininterval": LOGGED_EVERY_S, **options})
-    return tqdm(iterable, disable=quiet or silenced(), **options)
+        return _LoggedBar(iterable, disable=disable, **{"mininterval": LOGGED_EVERY_S, **options})
+    return tqdm(iterable, disable=disable, **options)
 
 
 class _LoggedBar(tqdm):

@@ -48,8 +48,6 @@ from tqdm import tqdm
 from covseg.cascade import THRESHOLD, LungFrame, LungGuide, require_lung_model
 from covseg.checkpoint import (
     FOLD,
-    FullDisk,
-    Resumable,
     fold_folders,
     fold_index,
     full_disk_resumable,
@@ -67,7 +65,7 @@ from covseg.config import (
 )
 from covseg.data.layouts import CLASS_NAMES, LoadedData, Sample, data_fingerprint
 from covseg.data.splits import validation_split
-from covseg.errors import CovsegError, counted
+from covseg.errors import CovsegError, FullDisk, Resumable, counted
 from covseg.evaluate import evaluate_samples, hd95_by_unit, rows_to_csv
 from covseg.infer import TEST_FLIPS, Predictor, model_inputs
 from covseg.io.atomic import remove_empty_folders, remove_temporaries, write_json, write_text

@@ -18,7 +18,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path, PurePath
 from typing import Any, Literal
 
-from covseg.errors import CovsegError, no_space, no_space_text
+from covseg.errors import CovsegError, FullDisk, no_space
 from covseg.provenance import option_given, option_name
 
 
@@ -224,9 +224,11 @@ def remove_temporaries_of(target: Path) -> list[Path]:
 
 
 def _unwritable(target: Path, exc: OSError) -> CovsegError:
-    """A one-line error for an OS error writing ``target`` (or its temporary file)."""
+    """A one-line error for an OS error writing ``target`` (or its temporary file); a full disk
+    is a :class:`~covseg.errors.FullDisk`, which a training run advises on as it can be
+    resumed."""
     if no_space(exc):
-        return CovsegError(no_space_text(target))
+        return FullDisk(target)
     return CovsegError(f"{target}: cannot write it ({exc.strerror or exc}); "
                        "pick a writable place or another name")
 

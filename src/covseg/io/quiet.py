@@ -13,12 +13,13 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from covseg.console import STDERR
+
 
 def stderr_to_null() -> int:
     """Send file descriptor 2 to the null device; return a copy of what it was, or -1 for a
     process without one (pythonw, a closed stderr), where there is nothing to keep quiet."""
-    if sys.stderr is not None:
-        sys.stderr.flush()
+    STDERR.flush()
     try:
         saved = os.dup(2)
     except OSError:
