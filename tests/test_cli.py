@@ -949,6 +949,7 @@ def test_a_full_disk_no_writer_named_names_the_output_and_what_to_do(
 
 
 TINY_RECIPE = ("--epochs", "1", "--size", "32", "--model", "miniseg", "--augment", "none")
+"""A recipe that trains in seconds, should an option be accepted that a test expects refused."""
 
 
 def test_a_full_disk_after_the_checkpoints_says_to_resume_which_then_finishes(
@@ -974,8 +975,6 @@ def test_a_full_disk_after_the_checkpoints_says_to_resume_which_then_finishes(
     monkeypatch.setattr(Figure, "savefig", save)
     code, out_text, _ = _run(capsys, *argv, "--resume")
     assert code == 0 and "trained 1 epoch" in out_text and (out / "curves.png").is_file()
-
-"""A recipe that trains in seconds, should an option be accepted that a test expects refused."""
 
 
 @pytest.mark.parametrize(("options", "never"), [
