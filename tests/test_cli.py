@@ -778,6 +778,28 @@ def test_an_unwritable_stderr_leaves_a_command_its_output_and_status(
     assert capsys.readouterr().out == ""
 
 
+def test_a_name_a_strict_stderr_cannot_encode_is_escaped_and_later_lines_written(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stderr strict in ASCII took nothing more after a line naming ``médseg``: its
+    UnicodeEncodeError was taken for a closed file, so the error line after it was lost too.
+    The letter is written escaped, and the lines after it as they are; a closed stderr alone
+    takes nothing more."""
+    from covseg.console import tell
+
+    written = io.BytesIO()
+    stream = io.TextIOWrapper(written, encoding="ascii")
+    monkeypatch.setattr(sys, "stderr", stream)
+    tell("reading médseg")
+    tell("covseg: error: plain ascii")
+    assert written.getvalue() == b"reading m\\xe9dseg\ncovseg: error: plain ascii\n"
+    stream.close()
+    tell("after it closed")
+    another = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", another)
+    tell("on another stream")
+    assert another.getvalue() == "on another stream\n"
+
+
 @pytest.mark.parametrize("redirect", ["2>&-", "2>/dev/full"])
 def test_a_closed_or_full_stderr_leaves_a_finished_command_exit_0(redirect: str) -> None:
     """``covseg data info DATA 2>&- > o.txt`` (and ``2>/dev/full``) exited 1 with o.txt empty:
