@@ -1836,9 +1836,11 @@ def test_only_pngs_holding_mask_values_count_as_unrecorded_masks(tmp_path: Path)
     Image.fromarray(np.array([[0, 128]], np.uint8)).save(out / "grey.png")
     assert [path.name for path in sorted(out.iterdir()) if api._is_mask_png(path)] == [
         "binary.png", "classes.png"]
-    api._refuse_unrecorded_masks(out, [out / "binary.png", out / "classes.png"], {}, False, set())
+    api._refuse_unrecorded_masks(out, api._Planned.of([out / "binary.png", out / "classes.png"],
+                                                      out), {}, False, set())
     with pytest.raises(CovsegError, match=r"out holds 1 PNG \(first: binary\.png\)"):
-        api._refuse_unrecorded_masks(out, [out / "classes.png"], {}, False, set())
+        api._refuse_unrecorded_masks(out, api._Planned.of([out / "classes.png"], out), {}, False,
+                                     set())
 
 
 def test_predict_records_the_model_as_it_was_when_the_call_began(

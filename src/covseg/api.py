@@ -1249,16 +1249,15 @@ def _remove_stale_masks(out: Path, failed: Collection[str], earlier: dict[str, A
                 stale.unlink()
 
 
-def _refuse_unrecorded_masks(out: Path, files: Sequence[Path] | _Planned,
-                             earlier: dict[str, Any], overlay: bool, own: set[Path]) -> None:
+def _refuse_unrecorded_masks(out: Path, planned: _Planned, earlier: dict[str, Any],
+                             overlay: bool, own: set[Path]) -> None:
     """PNGs in ``out`` that its predict.json does not record are not written over nor beside:
     a file this call would overwrite (ground truth of any kind, palette, multi-class or RGB,
     given as ``--out``: the data set's own masks/ lost them all without a word), and in a
     folder without a record any PNG mask (a covseg before 3 Dec wrote none), which would sit
     beside the new masks under one record naming the new model, credited to it by evaluate.
     ``own``: the masks the record names (:func:`_own_masks`); their overlays are its too.
-    ``files`` as :func:`_predict_images` planned them, or the files alone."""
-    planned = files if isinstance(files, _Planned) else _Planned.of(files, out)
+    ``planned``: the files and masks as :func:`_predict_images` planned them."""
     inputs = planned.inputs
     overlays = (out / "overlays").resolve()
     known = inputs | own | {overlays / mask.name for mask in own}  # once, not once a mask
