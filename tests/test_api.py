@@ -745,6 +745,72 @@ def test_two_inputs_whose_masks_differ_only_in_case_are_refused(
     assert not (tmp_path / "pred").exists()
 
 
+def test_masks_differing_beyond_case_are_two_masks_as_on_macos_and_windows(
+        tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
+    """``a/straße.npy`` and ``b/strasse.npy`` were refused as writing one mask on macOS and
+    Windows disks, which fold case letter by letter (``ß`` stays ``ß``): two masks, written."""
+    image = min((synthetic_folder / "images").glob("*.npy"))
+    for folder, name in (("a", "straße"), ("b", "strasse")):
+        (tmp_path / folder).mkdir()
+        shutil.copy(image, tmp_path / folder / f"{name}.npy")
+    written = covseg.predict(tiny_run, [tmp_path / "a", tmp_path / "b"], tmp_path / "pred")
+    assert sorted(path.name for path in written) == ["strasse.png", "straße.png"]
+
+
+def test_a_later_predict_whose_mask_differs_only_in_case_says_so(
+        tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
+    """``cB/scan.npy`` predicted into a folder holding the mask of ``cA/Scan.npy`` was refused
+    as overwriting that mask, false on Linux (``scan.png`` and ``Scan.png`` are two files): it
+    says that this is on macOS and Windows disks, as two such inputs of one call are refused."""
+    image = min((synthetic_folder / "images").glob("*.npy"))
+    for folder, name in (("cA", "Scan"), ("cB", "scan")):
+        (tmp_path / folder).mkdir()
+        shutil.copy(image, tmp_path / folder / f"{name}.npy")
+    out = tmp_path / "pred"
+    covseg.predict(tiny_run, tmp_path / "cA" / "Scan.npy", out)
+    with pytest.raises(CovsegError) as refused:
+        covseg.predict(tiny_run, tmp_path / "cB" / "scan.npy", out)
+    assert str(refused.value) == (
+        f"{tmp_path / 'cB' / 'scan.npy'}: its mask would overwrite that of "
+        f"{tmp_path / 'cA' / 'Scan.npy'} on macOS and Windows disks, which an earlier predict "
+        f"wrote into {out}; pick another out")
+
+
+def test_a_later_predict_of_a_hard_link_to_an_earlier_input_is_another_input(
+        tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
+    """``b/h.npy``, a hard link to ``a/h.npy`` that an earlier call predicted into ``out``, was
+    taken as that input and its mask written over the other's: links to one stored file are two
+    inputs, refused as writing one mask."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, linked = tmp_path / "a" / "h.npy", tmp_path / "b" / "h.npy"
+    shutil.copy(min((synthetic_folder / "images").glob("*.npy")), first)
+    os.link(first, linked)
+    out = tmp_path / "pred"
+    covseg.predict(tiny_run, first, out)
+    with pytest.raises(CovsegError, match=f"^{re.escape(str(linked))}: its mask would overwrite "
+                                          f"that of {re.escape(str(first))}, which an earlier"):
+        covseg.predict(tiny_run, linked, out)
+
+
+def test_an_earlier_input_named_in_another_case_on_a_disk_ignoring_case_is_the_same_input(
+        tmp_path: Path) -> None:
+    """On a macOS disk ``a/scan.npy`` is the file an earlier call recorded as ``a/Scan.npy``: a
+    rerun, not a clash (a hard link of that name stands in for it here); a hard link in another
+    folder is another input."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    recorded = tmp_path / "a" / "Scan.npy"
+    recorded.write_bytes(b"x")
+    os.link(recorded, tmp_path / "a" / "scan.npy")
+    os.link(recorded, tmp_path / "b" / "scan.npy")
+    out = tmp_path / "pred"
+    api._check_outputs(api._Planned.of([tmp_path / "a" / "scan.npy"], out), out, [str(recorded)])
+    with pytest.raises(CovsegError, match="would overwrite that of .* on macOS and Windows"):
+        api._check_outputs(api._Planned.of([tmp_path / "b" / "scan.npy"], out), out,
+                           [str(recorded)])
+
+
 def test_predict_refuses_a_name_that_is_not_utf8_before_writing(
         tmp_path: Path, tiny_run: Path, synthetic_folder: Path) -> None:
     """2D predict took an image whose name is not valid UTF-8 (legal on Linux) and wrote it
@@ -1770,9 +1836,11 @@ def test_only_pngs_holding_mask_values_count_as_unrecorded_masks(tmp_path: Path)
     Image.fromarray(np.array([[0, 128]], np.uint8)).save(out / "grey.png")
     assert [path.name for path in sorted(out.iterdir()) if api._is_mask_png(path)] == [
         "binary.png", "classes.png"]
-    api._refuse_unrecorded_masks(out, [out / "binary.png", out / "classes.png"], {}, False, set())
+    api._refuse_unrecorded_masks(out, api._Planned.of([out / "binary.png", out / "classes.png"],
+                                                      out), {}, False, set())
     with pytest.raises(CovsegError, match=r"out holds 1 PNG \(first: binary\.png\)"):
-        api._refuse_unrecorded_masks(out, [out / "classes.png"], {}, False, set())
+        api._refuse_unrecorded_masks(out, api._Planned.of([out / "classes.png"], out), {}, False,
+                                     set())
 
 
 def test_predict_records_the_model_as_it_was_when_the_call_began(

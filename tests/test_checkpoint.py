@@ -16,13 +16,12 @@ from torch import nn
 
 from covseg.checkpoint import (
     META_KEYS,
-    FullDisk,
     load_checkpoint,
     resume_advised,
     save_checkpoint,
 )
 from covseg.cli import main
-from covseg.errors import CovsegError
+from covseg.errors import CovsegError, FullDisk
 from tests.conftest import deny_reading
 
 

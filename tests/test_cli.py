@@ -778,6 +778,28 @@ def test_an_unwritable_stderr_leaves_a_command_its_output_and_status(
     assert capsys.readouterr().out == ""
 
 
+def test_a_name_a_strict_stderr_cannot_encode_is_escaped_and_later_lines_written(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stderr strict in ASCII took nothing more after a line naming ``médseg``: its
+    UnicodeEncodeError was taken for a closed file, so the error line after it was lost too.
+    The letter is written escaped, and the lines after it as they are; a closed stderr alone
+    takes nothing more."""
+    from covseg.console import tell
+
+    written = io.BytesIO()
+    stream = io.TextIOWrapper(written, encoding="ascii")
+    monkeypatch.setattr(sys, "stderr", stream)
+    tell("reading médseg")
+    tell("covseg: error: plain ascii")
+    assert written.getvalue() == b"reading m\\xe9dseg\ncovseg: error: plain ascii\n"
+    stream.close()
+    tell("after it closed")
+    another = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", another)
+    tell("on another stream")
+    assert another.getvalue() == "on another stream\n"
+
+
 @pytest.mark.parametrize("redirect", ["2>&-", "2>/dev/full"])
 def test_a_closed_or_full_stderr_leaves_a_finished_command_exit_0(redirect: str) -> None:
     """``covseg data info DATA 2>&- > o.txt`` (and ``2>/dev/full``) exited 1 with o.txt empty:
@@ -949,6 +971,7 @@ def test_a_full_disk_no_writer_named_names_the_output_and_what_to_do(
 
 
 TINY_RECIPE = ("--epochs", "1", "--size", "32", "--model", "miniseg", "--augment", "none")
+"""A recipe that trains in seconds, should an option be accepted that a test expects refused."""
 
 
 def test_a_full_disk_after_the_checkpoints_says_to_resume_which_then_finishes(
@@ -974,8 +997,6 @@ def test_a_full_disk_after_the_checkpoints_says_to_resume_which_then_finishes(
     monkeypatch.setattr(Figure, "savefig", save)
     code, out_text, _ = _run(capsys, *argv, "--resume")
     assert code == 0 and "trained 1 epoch" in out_text and (out / "curves.png").is_file()
-
-"""A recipe that trains in seconds, should an option be accepted that a test expects refused."""
 
 
 @pytest.mark.parametrize(("options", "never"), [

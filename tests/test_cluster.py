@@ -25,12 +25,12 @@ import pytest
 import torch
 
 from covseg import api, cluster, crossval
-from covseg.checkpoint import FullDisk, resume_advice, resume_advised
+from covseg.checkpoint import resume_advice, resume_advised
 from covseg.cli import main
 from covseg.config import TrainConfig
 from covseg.crossval import STOPPED_FILE
 from covseg.data import load_dataset
-from covseg.errors import CovsegError
+from covseg.errors import CovsegError, FullDisk, Resumable
 from covseg.io.lock import writing_to
 from covseg.provenance import api_command, cli_command, invoked_as
 from covseg.stopping import Terminated
@@ -273,8 +273,6 @@ def test_a_member_killed_in_a_fold_on_ray_says_resume_only_where_out_is_left(
     """An ensemble fold's member killed by a signal on Ray came back as "fold K failed on Ray:
     ... (out of memory?); rerun the same command with --resume", whatever the fold left; it is
     advised as the member killed here is, once the folds are cleaned up."""
-    from covseg.checkpoint import Resumable
-
     class TaskError(Exception):
         cause = Resumable("training member unet-seed1 was killed by signal 9 (out of memory?)")
 

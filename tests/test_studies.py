@@ -472,6 +472,16 @@ def test_a_predict_studys_mask_given_from_its_own_folder_is_named_by_it(
         folder_name(Path("/"))
 
 
+def test_studies_whose_names_differ_beyond_case_are_two(tmp_path: Path) -> None:
+    """``straße`` and ``strasse`` were refused as one folder name on macOS and Windows disks,
+    which fold case letter by letter (``ß`` stays ``ß``): they are two studies."""
+    for folder, name in (("vA", "straße"), ("vB", "strasse")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / f"{name}.nii.gz").write_bytes(b"")
+    studies = find_studies([tmp_path / "vA", tmp_path / "vB"])
+    assert [study.name for study in studies] == ["strasse", "straße"]
+
+
 def test_two_studies_whose_names_differ_only_in_case_are_refused(tmp_path: Path) -> None:
     """``vA/s.nii.gz`` and ``vB/S.nii.gz`` were two studies, written to folders ``s/`` and
     ``S/``: one folder on macOS and Windows disks, where the second overwrote the first. They are

@@ -700,25 +700,40 @@ def _check_outputs(planned: _Planned, out: Path, earlier_inputs: Sequence[str]) 
     compared ignoring case, as macOS and Windows disks do (``Scan.png`` and ``scan.png`` wrote
     one mask there, the second over the first)."""
     targets: dict[Path, Path] = {}
-    folded: dict[str, Path] = {}  # each target by its path in lower case
+    folded: dict[str, Path] = {}  # each target by its path in lower case (letter by letter,
+    # as those disks fold it: straße.png and strasse.png are two files there)
     for path, target in zip(planned.files, planned.targets, strict=True):
-        first = folded.setdefault(str(target).casefold(), target)
+        first = folded.setdefault(str(target).lower(), target)
         if first in targets:
             raise CovsegError(f"{targets[first]} and {path} would both be written to {first}"
-                              f"{'' if first == target else ' on macOS and Windows disks'}; "
-                              f"predict them into separate {option_name('out')} folders")
+                              f"{_case_only(first, target)}; predict them into separate "
+                              f"{option_name('out')} folders")
         targets[target] = path
     for before in map(Path, earlier_inputs):  # absolute, or relative in older records
-        mask = folded.get(str((out / output_name(before)).resolve()).casefold())
-        clashing = targets.get(mask) if mask else None
-        if clashing is not None and before.is_file() and not before.samefile(clashing):
-            raise CovsegError(f"{clashing}: its mask would overwrite that of {before}, which an "
-                              f"earlier predict wrote into {out}; pick another "
-                              f"{option_name('out')}")
+        mask = (out / output_name(before)).resolve()
+        ours = folded.get(str(mask).lower())
+        if ours is not None and before.is_file() and not _one_input(before, targets[ours]):
+            raise CovsegError(f"{targets[ours]}: its mask would overwrite that of {before}"
+                              f"{_case_only(mask, ours)}, which an earlier predict wrote into "
+                              f"{out}; pick another {option_name('out')}")
     for target, path in targets.items():
         if target in planned.inputs:
             raise CovsegError(f"{target}: its mask would overwrite the input {path}; "
                               f"pick another {option_name('out')}")
+
+
+def _case_only(first: Path, second: Path) -> str:
+    """Where ``first`` and ``second`` are one mask only ignoring case, the words saying so."""
+    return "" if first == second else " on macOS and Windows disks"
+
+
+def _one_input(before: Path, given: Path) -> bool:
+    """Whether ``given`` is the file an earlier predict recorded as ``before``: one path once
+    resolved, or on a disk that ignores case one file under a name differing only in case (a
+    hard link elsewhere, as two links to one stored file, is another input)."""
+    first, second = before.resolve(), given.resolve()
+    return first == second or (str(first).lower() == str(second).lower()
+                               and first.samefile(second))
 
 
 def _own_masks(out: Path, earlier: dict[str, Any]) -> set[Path]:
@@ -1234,16 +1249,15 @@ def _remove_stale_masks(out: Path, failed: Collection[str], earlier: dict[str, A
                 stale.unlink()
 
 
-def _refuse_unrecorded_masks(out: Path, files: Sequence[Path] | _Planned,
-                             earlier: dict[str, Any], overlay: bool, own: set[Path]) -> None:
+def _refuse_unrecorded_masks(out: Path, planned: _Planned, earlier: dict[str, Any],
+                             overlay: bool, own: set[Path]) -> None:
     """PNGs in ``out`` that its predict.json does not record are not written over nor beside:
     a file this call would overwrite (ground truth of any kind, palette, multi-class or RGB,
     given as ``--out``: the data set's own masks/ lost them all without a word), and in a
     folder without a record any PNG mask (a covseg before 3 Dec wrote none), which would sit
     beside the new masks under one record naming the new model, credited to it by evaluate.
     ``own``: the masks the record names (:func:`_own_masks`); their overlays are its too.
-    ``files`` as :func:`_predict_images` planned them, or the files alone."""
-    planned = files if isinstance(files, _Planned) else _Planned.of(files, out)
+    ``planned``: the files and masks as :func:`_predict_images` planned them."""
     inputs = planned.inputs
     overlays = (out / "overlays").resolve()
     known = inputs | own | {overlays / mask.name for mask in own}  # once, not once a mask

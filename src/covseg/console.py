@@ -88,7 +88,12 @@ class _BestEffortStderr:
             return
         try:
             getattr(stream, method)(*args)
-        except (OSError, ValueError):  # ValueError: a closed file
+        except UnicodeEncodeError as exc:  # a strict stream lacking a letter of a name (ASCII)
+            self._attempt(method, *(text.encode(exc.encoding, "backslashreplace")
+                                    .decode(exc.encoding) for text in args))
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, ValueError) and not getattr(stream, "closed", False):
+                raise  # a closed file's alone: any other is a fault to show
             self._lost = stream
 
     def __getattr__(self, name: str) -> Any:

@@ -62,10 +62,10 @@ class BatchFailed(CovsegError):
 
 
 class Resumable(CovsegError):
-    """A training stopped by what a rerun gets past (its one argument says what: a training
-    member killed, a fold lost on Ray). How to go on depends on what the stopped run leaves,
-    known only once it has cleaned up: :func:`~covseg.checkpoint.resume_advised` says it; alone
-    it says to rerun the command."""
+    """A stop that a rerun gets past (its first argument says what): a full disk in any
+    command's write (:class:`FullDisk`), a training member killed, a fold lost on Ray. How a
+    train, cv or compare run goes on depends on what it leaves, known only once it has cleaned
+    up: :func:`~covseg.checkpoint.resume_advised` says it; alone it says to rerun the command."""
 
     def __str__(self) -> str:
         return self.advised("rerun the same command")

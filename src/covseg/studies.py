@@ -520,7 +520,7 @@ def _check_names_unique(studies: Sequence[Study], why: str = "") -> None:
     folder and the second study overwrote the first."""
     first: dict[str, Study] = {}
     for study in studies:
-        seen = first.setdefault(study.name.casefold(), study)
+        seen = first.setdefault(study.name.lower(), study)
         if seen is not study:
             same = seen.name == study.name
             named = study.name if same else f"{seen.name} and {study.name}"
