@@ -91,9 +91,7 @@ class _BestEffortStderr:
         except UnicodeEncodeError as exc:  # a strict stream lacking a letter of a name (ASCII)
             self._attempt(method, *(text.encode(exc.encoding, "backslashreplace")
                                     .decode(exc.encoding) for text in args))
-        except (OSError, ValueError) as exc:
-            if isinstance(exc, ValueError) and not getattr(stream, "closed", False):
-                raise  # a closed file's alone: any other is a fault to show
+        except (OSError, ValueError):  # ValueError: a closed file
             self._lost = stream
 
     def __getattr__(self, name: str) -> Any:
