@@ -951,6 +951,20 @@ def test_an_unreadable_record_in_an_unlisted_folder_is_refused_as_such(tmp_path:
         "covseg left them (stopped or killed), delete them to redo the study")
 
 
+def test_a_summary_listing_strasse_does_not_account_for_a_folder_strasse_with_eszett(
+        tmp_path: Path) -> None:
+    """Names were compared with casefold(), which folds "ß" to "ss": a summary listing study
+    strasse let ground truth in ``OUT/straße/`` be overwritten, though macOS and Windows disks,
+    folding case letter by letter, keep the two folders apart."""
+    out = tmp_path / "out"
+    run_batch([Study("strasse", tmp_path / "strasse.nii.gz")], out, _recording)
+    (out / "straße").mkdir()
+    (out / "straße" / "infection.nii.gz").write_text("keep")
+    with pytest.raises(CovsegError, match="straße holds 1 file"):
+        run_batch([Study("straße", tmp_path / "straße.nii.gz")], out, _recording)
+    assert (out / "straße" / "infection.nii.gz").read_text() == "keep"
+
+
 def test_a_killed_shards_study_is_known_by_its_summary(tmp_path: Path) -> None:
     """A shard killed midway leaves its study's outputs without a record, which its own
     summary lists: the shard run again, and the merge without shards, redo it."""
