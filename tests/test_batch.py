@@ -896,7 +896,8 @@ def test_a_study_folder_holding_files_covseg_did_not_make_is_refused(tmp_path: P
     assert str(refused.value) == (
         f"{out / 'ct'} holds 1 file(s) (infection.nii.gz), which covseg would overwrite, and "
         f"neither a quantification.json there nor a summary in {out} records the study: ground "
-        "truth, or another tool's outputs; move them, or pick a new --out")
+        "truth, or another tool's outputs; move them, or pick a new --out; if an earlier covseg "
+        "left them (stopped or killed), delete them to redo the study")
     assert (out / "ct" / "infection.nii.gz").read_text() == "keep"
     assert sorted(path.name for path in out.iterdir()) == ["ct"]
     (out / "ct" / "notes.txt").write_text("mine")  # not covseg's name: no harm
@@ -909,6 +910,59 @@ def test_a_study_folder_holding_files_covseg_did_not_make_is_refused(tmp_path: P
     assert (run_batch(studies, out, _recording).done,
             run_batch(studies, out, _recording).skipped) == (1, 2)
     assert (out / "ct" / "notes.txt").read_text() == "mine"
+
+
+def test_a_killed_study_stays_listed_through_a_call_on_other_studies(
+        tmp_path: Path, saved_figures: list) -> None:
+    """A call killed in study ct leaves its files without a record, listed "pending"; a call
+    on other studies rewrote the summary without ct, and the next call given ct was refused
+    as ground truth. The calls since keep ct listed "pending", which the chart does not show,
+    and a call given it redoes it."""
+    out = tmp_path / "out"
+    studies = {name: Study(name, tmp_path / f"{name}.nii.gz") for name in ("a", "b", "ct")}
+    run_batch(list(studies.values()), out, _recording)
+    (out / "ct" / RESULT_JSON).unlink()  # as a call killed in study ct leaves it
+    summary = (out / "summary.csv").read_text()
+    (out / "summary.csv").write_text(summary.replace("\nct,done,", "\nct,pending,"))
+    for _ in range(2):
+        assert run_batch([studies["a"]], out, _recording).skipped == 1
+        rows = {row["study"]: row for row in read_rows(out / "summary.csv")}
+        assert (rows["ct"]["status"], rows["ct"]["output"]) == ("pending", "")
+        assert saved_figures[-1].axes[0].get_title() == (
+            "2 of 3 studies (out); 1 not finished, not shown")
+    result = run_batch([studies["a"], studies["ct"]], out, _recording)
+    assert (result.done, result.skipped) == (1, 1)
+    assert {row["study"]: row["status"] for row in read_rows(out / "summary.csv")} == {
+        "a": "done", "b": "done", "ct": "done"}
+
+
+def test_an_unreadable_record_in_an_unlisted_folder_is_refused_as_such(tmp_path: Path) -> None:
+    """A study folder whose quantification.json cannot be read, which no summary lists, was
+    refused as holding no quantification.json."""
+    out = tmp_path / "out"
+    (out / "ct").mkdir(parents=True)
+    (out / "ct" / RESULT_JSON).write_text("{cut")
+    with pytest.raises(CovsegError) as refused:
+        run_batch([Study("ct", tmp_path / "ct.nii.gz")], out, _recording)
+    assert str(refused.value) == (
+        f"{out / 'ct'} holds 1 file(s) (quantification.json), which covseg would overwrite, and "
+        f"its quantification.json cannot be read and no summary in {out} lists the study: "
+        "ground truth, or another tool's outputs; move them, or pick a new --out; if an earlier "
+        "covseg left them (stopped or killed), delete them to redo the study")
+
+
+def test_a_summary_listing_strasse_does_not_account_for_a_folder_strasse_with_eszett(
+        tmp_path: Path) -> None:
+    """Names were compared with casefold(), which folds "ß" to "ss": a summary listing study
+    strasse let ground truth in ``OUT/straße/`` be overwritten, though macOS and Windows disks,
+    folding case letter by letter, keep the two folders apart."""
+    out = tmp_path / "out"
+    run_batch([Study("strasse", tmp_path / "strasse.nii.gz")], out, _recording)
+    (out / "straße").mkdir()
+    (out / "straße" / "infection.nii.gz").write_text("keep")
+    with pytest.raises(CovsegError, match="straße holds 1 file"):
+        run_batch([Study("straße", tmp_path / "straße.nii.gz")], out, _recording)
+    assert (out / "straße" / "infection.nii.gz").read_text() == "keep"
 
 
 def test_a_killed_shards_study_is_known_by_its_summary(tmp_path: Path) -> None:

@@ -328,11 +328,12 @@ def test_predict_threshold_overrides_the_runs(tmp_path: Path, capsys: pytest.Cap
     code, _, err = _run(capsys, "predict", str(images[0]), "--model", str(tiny_run), "--out",
                         str(tmp_path / "bad"), "--lung-model", str(tiny_run), "--html")
     _assert_one_line_error(code, err, "--html, --lung-model: for CT volumes only")
-    assert "images; drop them, or give NIfTI/DICOM volumes" in err
+    assert "images; drop them, or give CT volumes (NIfTI, NRRD, MetaImage or DICOM)" in err
     code, _, err = _run(capsys, "predict", str(images[0]), "--model", str(tiny_run), "--out",
                         str(tmp_path / "bad"), "--html")
     _assert_one_line_error(code, err, "--html: for CT volumes only")
-    assert "images; drop it, or give NIfTI/DICOM volumes" in err  # was "drop the option"
+    assert ("images; drop it, or give CT volumes (NIfTI, NRRD, MetaImage or DICOM)"
+            in err)  # was "drop the option", then "NIfTI/DICOM volumes", though NRRD is read
     assert not (tmp_path / "bad").exists()
 
 

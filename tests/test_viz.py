@@ -18,6 +18,7 @@ from PIL import Image
 from covseg.data.layouts import CLASS_NAMES
 from covseg.viz import (
     CATEGORY_COLOURS,
+    CHART_STUDIES,
     CLASS_COLOURS,
     LUNG_COLOURS,
     NO_CATEGORY_COLOUR,
@@ -211,9 +212,10 @@ def test_severity_chart_names_its_colours_in_both_modes(tmp_path: Path,
 
 def test_severity_chart_of_many_studies_counts_them_in_a_figure_of_one_size(
         tmp_path: Path, saved_figures: list[Figure]) -> None:
-    """summary.png drew a bar per study, 31 px each: 752 x 76,082 px for 3,200 studies, which
-    no one could read. Above 60 studies it counts them per CT category beside the histogram of
-    their % involved, one size for any count."""
+    """summary.png drew a bar per study, 31 px each: 790 x 76,082 px for 3,200 studies (with
+    the fabricated names of the measurement), which no one could read. Above 60 studies it
+    counts them per CT category beside the histogram of their % involved, one size for any
+    count."""
     categories = ["CT-0", "CT-1", "CT-1", "CT-2", "CT-4"]
     rows = [{"study": f"s{i:04d}", "percent_involved": 0.0 if i % 5 == 0 else 80.0 * (i % 5) / 4,
              "ct_category": categories[i % 5], "lesion_ml": float(i)} for i in range(400)]
@@ -230,6 +232,30 @@ def test_severity_chart_of_many_studies_counts_them_in_a_figure_of_one_size(
     assert spread.get_xlabel() == "% of the lungs involved"
     assert sum(bar.get_height() for bar in spread.patches) == 400  # stacked: each study once
     assert saved_figures[-1].get_suptitle() == "400 studies (out)"
+
+
+def test_severity_chart_counts_from_61_studies_in_whole_studies_beside_its_legend(
+        tmp_path: Path, saved_figures: list[Figure]) -> None:
+    """60 studies (:data:`CHART_STUDIES`) still have a bar each, 61 are counted. The
+    histogram's axis of 61 studies read 0.5, 1.5... studies, and its legend, inside at upper
+    right, covered the tall bars at 85-100 %."""
+    categories = ["CT-0", "CT-1", "CT-2", "CT-3", "CT-4"]
+    rows = [{"study": f"study_{i:04d}", "percent_involved": i * 7.3 % 100,
+             "ct_category": categories[i % 5]} for i in range(CHART_STUDIES + 1)]
+    severity_chart(rows[:CHART_STUDIES], tmp_path / "bars.png")
+    assert len(saved_figures[-1].axes[0].patches) == CHART_STUDIES  # a bar each
+    severity_chart(rows, tmp_path / "counts.png")
+    figure = saved_figures[-1]
+    counts, spread = figure.axes
+    assert sum(bar.get_height() for bar in counts.patches) == CHART_STUDIES + 1
+    for ax in (counts, spread):
+        ticks = [tick for tick in ax.get_yticks() if ax.get_ylim()[0] <= tick <= ax.get_ylim()[1]]
+        assert ticks and all(tick == int(tick) for tick in ticks), ticks
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    legend = spread.get_legend().get_window_extent(renderer)
+    assert legend.x0 >= spread.get_window_extent(renderer).x1  # beside the bars, not over them
 
 
 def test_box_plot_says_how_many_values_each_box_holds(tmp_path: Path,

@@ -309,10 +309,9 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
     if unwritten:
         table.write()
     rows = table.rows
-    quantified = [row for row in rows if row["status"] != "failed"]
+    quantified = [row for row in rows if row["status"] not in ("failed", PENDING)]
     if len(quantified) > 1:
-        drawn(lambda: severity_chart(quantified, chart,
-                                     _chart_title(len(quantified), len(rows), out_dir)),
+        drawn(lambda: severity_chart(quantified, chart, _chart_title(rows, out_dir)),
               chart, summary)
     if shard[1] == 1:
         _drop_folded_shard_summaries(out_dir, {row["study"] for row in rows})
@@ -358,13 +357,17 @@ def _pending_rows(selected: Sequence[Study]) -> list[dict[str, Any]]:
              "input": recorded_path(study.path), "output": ""} for study in selected]
 
 
-def _chart_title(quantified: int, listed: int, out_dir: Path) -> str:
-    """summary.png's title: the studies it shows, and those it does not, failed (the chart of
-    3 studies with a fourth failed said "3 studies", nothing of the fourth)."""
-    if quantified == listed:
-        return f"{quantified} studies ({out_dir.name})"
-    return (f"{quantified} of {listed} studies ({out_dir.name}); {listed - quantified} failed, "
-            "not shown")
+def _chart_title(rows: Sequence[dict[str, Any]], out_dir: Path) -> str:
+    """summary.png's title: the studies it shows, and those of the summary's ``rows`` it does
+    not, failed or not finished (the chart of 3 studies with a fourth failed said "3 studies",
+    nothing of the fourth)."""
+    shown = sum(row["status"] not in ("failed", PENDING) for row in rows)
+    if shown == len(rows):
+        return f"{shown} studies ({out_dir.name})"
+    left = [f"{count} {what}" for what, count in (
+        ("failed", sum(row["status"] == "failed" for row in rows)),
+        ("not finished", sum(row["status"] == PENDING for row in rows))) if count]
+    return f"{shown} of {len(rows)} studies ({out_dir.name}); {', '.join(left)}, not shown"
 
 
 def _drop_folded_shard_summaries(out_dir: Path, listed: set[str]) -> None:
@@ -422,7 +425,28 @@ def _earlier_rows(out_dir: Path, records: Records, names: set[str],
             source = inputs.get("mask") or inputs.get("image") or ""
             row = _summary_row(Study(name, Path(source)), out_dir / name, "done", record, "")
             rows.append(_as_it_was(row, earlier.get(name)))
-    return rows
+    given = {name.lower() for name in names}
+    unrecorded = [name for name, record in records.items()
+                  if record is None and name.lower() not in given and (out_dir / name).is_dir()]
+    return rows + _unfinished_rows(out_dir, unrecorded)
+
+
+def _unfinished_rows(out_dir: Path, folders: Sequence[str]) -> list[dict[str, Any]]:
+    """Summary rows, status "pending", of the study ``folders`` in ``out_dir`` without a
+    record that an earlier summary lists, but as failed (pending: left by a call stopped or
+    killed; done: its record since removed or unreadable): a call on other studies keeps them
+    listed, so that a later call given them finds their files covseg's
+    (:func:`_refuse_unowned_outputs`) and redoes them. A call on a subset dropped them, and the
+    next call given them was refused."""
+    wanted = {name.lower(): name for name in folders}
+    rows: dict[str, dict[str, Any]] = {}
+    for path in filter(is_summary, summary_files(out_dir)) if wanted else []:
+        for row in _summary_rows(path):
+            name = wanted.get((row.get("study") or "").lower())
+            if name is not None and row.get("status") != "failed":
+                rows.setdefault(name, {"study": row["study"], "status": PENDING, "error": "",
+                                       "input": row.get("input") or "", "output": ""})
+    return list(rows.values())
 
 
 def _earlier_summary_rows(out_dir: Path) -> dict[str, dict[str, str]]:
@@ -729,8 +753,10 @@ def _refuse_unowned_outputs(studies: Sequence[Study], out_dir: Path, records: Re
     its record there nor a summary in ``out_dir`` (which lists a call's studies before the first
     begins, shards' too) knows the study. A user's ground-truth ``infection.nii.gz`` in
     ``OUT/ct/`` was replaced without a word. Reruns over covseg's own folders, done or left
-    unfinished by a call stopped or killed, go on as before. The summaries are read only where
-    some folder holds such files without a record."""
+    unfinished by a call stopped or killed (listed "pending" by the summaries of the calls
+    since, :func:`_unfinished_rows`), go on as before. A folder's outputs are looked for only
+    where it has no record (3,200 done folders took 2.7-2.8 s, 0.3-0.4 s now), the summaries
+    read only where some folder holds such files."""
     unrecorded: list[tuple[Path, list[Path]]] = []
     for study in studies:
         folder = out_dir / study.name
@@ -739,20 +765,25 @@ def _refuse_unowned_outputs(studies: Sequence[Study], out_dir: Path, records: Re
             continue
         for name in STUDY_OUTPUTS:
             _refuse_link(folder / name, out_dir)
-        outputs = _earlier_outputs(folder, study)
-        if outputs and _record_of(study, out_dir, records) is None:
-            unrecorded.append((folder, outputs))
+        if _record_of(study, out_dir, records) is None:
+            outputs = _earlier_outputs(folder, study)
+            if outputs:
+                unrecorded.append((folder, outputs))
     if not unrecorded:
         return
-    listed = {row.get("study", "").casefold() for path in filter(is_summary, summary_files(out_dir))
+    listed = {row.get("study", "").lower() for path in filter(is_summary, summary_files(out_dir))
               for row in _summary_rows(path)}
     for folder, outputs in unrecorded:
-        if folder.name.casefold() not in listed:
+        if folder.name.lower() not in listed:
+            unknown = (f"its {RESULT_JSON} cannot be read and no summary in {out_dir} lists the "
+                       "study" if folder / RESULT_JSON in outputs else
+                       f"neither a {RESULT_JSON} there nor a summary in {out_dir} records the "
+                       "study")
             raise CovsegError(
                 f"{folder} holds {listed_paths(outputs, folder, 'file')}, which covseg would "
-                f"overwrite, and neither a {RESULT_JSON} there nor a summary in {out_dir} "
-                "records the study: ground truth, or another tool's outputs; move them, or pick "
-                f"a new {option_name('out')}")
+                f"overwrite, and {unknown}: ground truth, or another tool's outputs; move them, "
+                f"or pick a new {option_name('out')}; if an earlier covseg left them (stopped or "
+                "killed), delete them to redo the study")
 
 
 def _refuse_link(path: Path, out_dir: Path) -> None:

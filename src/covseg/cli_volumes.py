@@ -152,7 +152,8 @@ def refuse_volume_options(args: argparse.Namespace) -> None:
     """2D images get masks only: a volume option given with them would be silently ignored."""
     given = [f"--{key.replace('_', '-')}" for key in volume_options_given(vars(args))]
     if given:
-        raise CovsegError(volume_only(given, "these inputs are 2D images", "NIfTI/DICOM volumes"))
+        raise CovsegError(volume_only(given, "these inputs are 2D images",
+                                      "CT volumes (NIfTI, NRRD, MetaImage or DICOM)"))
 
 
 def _shard(text: str) -> tuple[int, int]:
