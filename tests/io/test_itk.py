@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -12,6 +13,7 @@ import SimpleITK as sitk
 from covseg.api import VOLUMES, input_kind
 from covseg.errors import CovsegError
 from covseg.io.ct import read_volume
+from covseg.io.nifti import lacks_geometry, unit_voxels_assumed
 from covseg.records import content_hash
 from covseg.studies import find_studies
 from tests.io.helpers import phantom
@@ -44,6 +46,41 @@ def test_nrrd_and_metaimage_read_as_the_same_nifti(tmp_path: Path, name: str) ->
     np.testing.assert_allclose(other.file_affine, nifti.file_affine, atol=1e-5)
     assert (other.spacing, other.file_axes, other.intensity) == (
         nifti.spacing, nifti.file_axes, nifti.intensity)
+
+
+def _bare(path: Path, voxels: np.ndarray) -> Path:
+    """``voxels`` (z, y, x int16) as a NRRD or MetaImage with no geometry in its header, as
+    pynrrd's ``nrrd.write(path, array)`` and hand-written headers store them."""
+    sizes = " ".join(str(n) for n in voxels.shape[::-1])
+    if path.suffix == ".nrrd":
+        header = (f"NRRD0004\ntype: short\ndimension: 3\nsizes: {sizes}\nendian: little\n"
+                  "encoding: raw\n\n")
+    else:
+        header = (f"ObjectType = Image\nNDims = 3\nDimSize = {sizes}\nElementType = MET_SHORT\n"
+                  "ElementDataFile = LOCAL\n")
+    path.write_bytes(header.encode() + voxels.astype("<i2").tobytes())
+    return path
+
+
+@pytest.mark.parametrize("name", ["ct.nrrd", "ct.mha"])
+def test_a_header_without_geometry_is_read_as_a_nifti_without_it(tmp_path: Path,
+                                                                  name: str) -> None:
+    """ITK's defaults (1 mm voxels at 0) were taken as the scan's geometry, qform and sform
+    codes 1: no word that volumes assumed 1 mm voxels (a .nii.gz of the same array had it), and
+    a mask with geometry did not lend the CT its own. Now read as that .nii.gz is."""
+    voxels = phantom(depth=8, rows=40, columns=48)
+    nib.save(nib.Nifti1Image(voxels.T, None), str(tmp_path / "ct.nii.gz"))
+    bare, nifti = read_volume(_bare(tmp_path / name, voxels)), read_volume(tmp_path / "ct.nii.gz")
+    np.testing.assert_array_equal(bare.array, nifti.array)
+    np.testing.assert_allclose(bare.file_affine, nifti.file_affine)
+    assert unit_voxels_assumed(bare) == unit_voxels_assumed(nifti) == "qform and sform codes 0"
+    assert lacks_geometry(tmp_path / name) and not lacks_geometry(tmp_path / "placed.nrrd")
+    sitk.WriteImage(oblique_ct(), str(tmp_path / "placed.nrrd"))
+    assert not lacks_geometry(tmp_path / "placed.nrrd")
+    placed = read_volume(tmp_path / "placed.nrrd")
+    paired = read_volume(tmp_path / name, like=placed)
+    np.testing.assert_allclose(paired.file_affine, placed.file_affine)
+    assert unit_voxels_assumed(paired) is None
 
 
 def test_data_files_belong_to_their_headers(tmp_path: Path,

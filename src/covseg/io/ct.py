@@ -48,7 +48,7 @@ def read_volume(path: str | os.PathLike[str], hu: str = "auto", like: Volume | N
 
     ``hu``: "auto" detects Hounsfield units vs 8-bit grey from the value range, "yes" forces HU,
     "no" says the values are grey (0..255 or 0..1), as lungmask's ``--noHU``. ``like``: as for
-    :func:`read_nifti`.
+    :func:`read_nifti` (for a NIfTI, NRRD or MetaImage file).
     """
     check_hu(hu)
     path = Path(path)
@@ -63,7 +63,7 @@ def read_volume(path: str | os.PathLike[str], hu: str = "auto", like: Volume | N
     elif path.name.lower().endswith(NIFTI_SUFFIXES):
         volume = read_nifti(path, like=like)
     elif path.name.lower().endswith(ITK_SUFFIXES):
-        volume = read_itk(path)
+        volume = read_itk(path, like)
     elif path.suffix.lower() in IMAGE_SUFFIXES:
         raise CovsegError(
             f"{path}: a 2D image, not a volume; give a NIfTI, NRRD or MetaImage file or a DICOM "

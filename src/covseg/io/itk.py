@@ -19,7 +19,7 @@ import SimpleITK as sitk
 from covseg.errors import CovsegError, is_out_of_memory
 from covseg.io.dicom import _itk_message, _quiet_libraries
 from covseg.io.image import CT_SLICES
-from covseg.io.nifti import _volume_shape, volume_from_nifti
+from covseg.io.nifti import _volume_shape, on_geometry_of_like, volume_from_nifti
 from covseg.io.volume import (
     ITK_SUFFIXES,
     Volume,
@@ -37,6 +37,10 @@ HEADER_BYTES = 65536
 DATA_FILE = re.compile(r"^(?:ElementDataFile\s*=|data ?file\s*:)[ \t]*(\S[^\r\n]*?)[ \t]*$",
                        re.IGNORECASE | re.MULTILINE)
 """A MetaImage's or NRRD's line naming the file that holds its voxels."""
+GEOMETRY = re.compile(r"^(?:(?:space directions|spacings|space origin|axis mins)\s*:|(?:Element"
+                      r"Spacing|ElementSize|Offset|Origin|Position|TransformMatrix|Rotation|"
+                      r"Orientation|AnatomicalOrientation)\s*=)", re.IGNORECASE | re.MULTILINE)
+"""A NRRD's or MetaImage's line placing its voxels (sizes, origin, directions)."""
 
 
 def is_itk_named(path: Path) -> bool:
@@ -45,10 +49,12 @@ def is_itk_named(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(ITK_SUFFIXES)
 
 
-def read_itk(path: Path) -> Volume:
+def read_itk(path: Path, like: Volume | None = None) -> Volume:
     """Read a 3D NRRD or MetaImage CT as :func:`~covseg.io.nifti.read_nifti` reads a NIfTI
     file: its header is read first, so that a 2D, 4D, RGB or oversized file is refused before
-    its voxels are, and a missing data file is named."""
+    its voxels are, and a missing data file is named. A header without geometry
+    (:func:`lacks_geometry`) is read as a NIfTI file without it (qform and sform codes 0,
+    1 mm voxels), so that the 1 mm voxels are told of and ``like`` pairs it as there."""
     source = str(path)
     if path.name.lower().endswith(SEGMENTATION_SUFFIX):
         raise CovsegError(f"{path}: a 3D Slicer segmentation ({SEGMENTATION_SUFFIX}: labels), "
@@ -67,11 +73,22 @@ def read_itk(path: Path) -> Volume:
     image = _read(reader.Execute, path, shape)
     if image.GetDimension() > 3:  # (x, y, z, 1, ...)
         image = sitk.Extract(image, [*shape, *[0] * (image.GetDimension() - 3)])
-    nifti = nib.Nifti1Image(sitk.GetArrayFromImage(image).T, itk_affine(image))
+    nifti = _as_nifti(sitk.GetArrayFromImage(image).T, image, lacks_geometry(path))
+    return volume_from_nifti(on_geometry_of_like(nifti, like, source), source)
+
+
+def _as_nifti(voxels: np.ndarray, image: sitk.Image, unplaced: bool) -> nib.Nifti1Image:
+    """The in-memory NIfTI image of ``image``'s (x, y, z) ``voxels``: on its geometry, or,
+    ``unplaced`` (its header held none), as a NIfTI file without any reads (ITK's defaults,
+    1 mm voxels at 0, looked measured)."""
+    if unplaced:
+        bare = nib.Nifti1Image(voxels, None)
+        return nib.Nifti1Image(voxels, bare.header.get_best_affine(), bare.header)
+    nifti = nib.Nifti1Image(voxels, itk_affine(image))
     nifti.header.set_qform(nifti.affine, code=1)
     nifti.header.set_sform(nifti.affine, code=1)
     nifti.header.set_xyzt_units("mm")
-    return volume_from_nifti(nifti, source)
+    return nifti
 
 
 def _read(step: Callable[[], T], path: Path, shape: tuple[int, int, int] | None) -> T:
@@ -96,18 +113,32 @@ def _format(path: Path) -> tuple[str, str]:
     return "NRRD", "NrrdImageIO"
 
 
-def data_file(path: Path) -> Path | None:
-    """The file that holds a NRRD's or MetaImage's voxels, as its header names it (beside it,
-    or where it says); None where the file holds them itself (``LOCAL``, or no such line) or
-    names several (a list or a numbered pattern), and for a file of another format."""
+def _header(path: Path) -> str | None:
+    """The header of a file named as NRRD or MetaImage (up to its blank line, or the first
+    :data:`HEADER_BYTES`); None for another file or one that cannot be read."""
     if not is_itk_named(path):
         return None
     try:
         with open(path, "rb") as handle:
-            header = handle.read(HEADER_BYTES).decode("latin-1")
+            return handle.read(HEADER_BYTES).decode("latin-1").split("\n\n", 1)[0]
     except OSError:
         return None
-    found = DATA_FILE.search(header.split("\n\n", 1)[0])
+
+
+def lacks_geometry(path: Path) -> bool:
+    """Whether a NRRD's or MetaImage's header gives no geometry (:data:`GEOMETRY`: no voxel
+    sizes, origin or directions), as numpy pipelines write (pynrrd's ``nrrd.write(path,
+    array)``): ITK then gives 1 mm voxels at 0, which are no measurement."""
+    header = _header(path)
+    return header is not None and not GEOMETRY.search(header)
+
+
+def data_file(path: Path) -> Path | None:
+    """The file that holds a NRRD's or MetaImage's voxels, as its header names it (beside it,
+    or where it says); None where the file holds them itself (``LOCAL``, or no such line) or
+    names several (a list or a numbered pattern), and for a file of another format."""
+    header = _header(path)
+    found = DATA_FILE.search(header) if header is not None else None
     if not found:
         return None
     name = found.group(1)

@@ -102,9 +102,17 @@ def read_nifti(path: str | os.PathLike[str], dtype: type = np.float32,
     """
     path = Path(path)
     with _opened_nifti(path) as image:
-        if like is not None and _geometryless(image) and _stored_alike(image, like):
-            image = _on_geometry_of(image, like, str(path))
-        return volume_from_nifti(image, str(path), dtype, what)
+        return volume_from_nifti(on_geometry_of_like(image, like, str(path)), str(path), dtype,
+                                 what)
+
+
+def on_geometry_of_like(image: nib.Nifti1Image, like: Volume | None, source: str
+                        ) -> nib.Nifti1Image:
+    """``image`` on ``like``'s geometry where its header has none and it stores ``like``'s grid
+    shape (:func:`read_nifti`), else as it is."""
+    if like is not None and _geometryless(image) and _stored_alike(image, like):
+        return _on_geometry_of(image, like, source)
+    return image
 
 
 def read_mask_nifti(path: str | os.PathLike[str], dtype: type = np.int16,
@@ -192,9 +200,13 @@ def _geometryless(image: nib.Nifti1Image) -> bool:
 
 
 def lacks_geometry(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a NIfTI file whose header has no real geometry (reads the header only;
-    a DICOM series always has its own)."""
+    """Whether ``path`` is a NIfTI, NRRD or MetaImage file whose header has no real geometry
+    (reads the header only; a DICOM series always has its own)."""
     path = Path(path)
+    from covseg.io.itk import lacks_geometry as itk_lacks_geometry  # itk imports this module
+
+    if itk_lacks_geometry(path):
+        return True
     if not path.name.lower().endswith(NIFTI_SUFFIXES):
         return False
     with _opened_nifti(path, warn=False) as image:  # its reading warns of a misnamed file
