@@ -87,7 +87,8 @@ def test_data_files_belong_to_their_headers(tmp_path: Path,
                                             caplog: pytest.LogCaptureFixture) -> None:
     """A folder of .mhd/.raw and .nhdr/.raw pairs is two studies named after the headers, with
     no word of the data files; a data file given alone names its header; a 3D Slicer
-    segmentation beside its CT is passed over as a mask, and refused given by name."""
+    segmentation beside its CT is passed over as one (it was noted as "named as masks ...; give
+    such a file itself to predict it as a CT", which was refused), and refused given by name."""
     for name in ("a.mhd", "b.nhdr", "c.nrrd"):
         sitk.WriteImage(oblique_ct(), str(tmp_path / name))
     sitk.WriteImage(sitk.Cast(oblique_ct() < -500, sitk.sitkUInt8), str(tmp_path / "c.seg.nrrd"))
@@ -96,8 +97,8 @@ def test_data_files_belong_to_their_headers(tmp_path: Path,
     assert [(s.name, s.path.name) for s in studies] == [
         ("a", "a.mhd"), ("b", "b.nhdr"), ("c", "c.nrrd")]
     assert [r.getMessage() for r in caplog.records] == [
-        (f"{tmp_path}: 1 file(s) (c.seg.nrrd) named as masks, not read as CTs; give such a "
-         "file itself to predict it as a CT")]
+        (f"{tmp_path}: 1 3D Slicer segmentation(s) (c.seg.nrrd) (.seg.nrrd: labels) passed "
+         "over, never read as CTs")]
     assert input_kind(tmp_path) == input_kind(tmp_path / "a.mhd") == VOLUMES
     with pytest.raises(CovsegError, match=rf"^{tmp_path / 'a.raw'}: the voxels of a\.mhd, not a "
                                           rf"file of its own; give {tmp_path / 'a.mhd'} to read"):
@@ -105,6 +106,27 @@ def test_data_files_belong_to_their_headers(tmp_path: Path,
     with pytest.raises(CovsegError, match=r"c\.seg\.nrrd: a 3D Slicer segmentation \(\.seg\.nrrd: "
                                           r"labels\), not a CT; give the CT volume it was drawn"):
         read_volume(tmp_path / "c.seg.nrrd")
+
+
+def test_a_segmentation_beside_its_ct_leaves_one_volume_in_the_folder(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """p1/{ct.nrrd, ct.seg.nrrd}: predict read p1 as study ct, but read_volume (quantify
+    --image p1) refused it as holding 2 volume files. A folder of segmentations alone holds
+    no CT."""
+    patient = tmp_path / "p1"
+    patient.mkdir()
+    sitk.WriteImage(oblique_ct(), str(patient / "ct.nrrd"))
+    sitk.WriteImage(sitk.Cast(oblique_ct() < -500, sitk.sitkUInt8), str(patient / "ct.seg.nrrd"))
+    assert read_volume(patient).source == str(patient / "ct.nrrd")
+    with caplog.at_level("WARNING"):
+        assert [(s.name, s.path) for s in find_studies([tmp_path])] == [("p1", patient / "ct.nrrd")]
+    assert [r.getMessage() for r in caplog.records] == [
+        (f"{tmp_path}: 1 3D Slicer segmentation(s) (p1/ct.seg.nrrd) (.seg.nrrd: labels) passed "
+         "over, never read as CTs")]
+    (patient / "ct.nrrd").unlink()
+    with pytest.raises(CovsegError, match=rf"^{patient}: holds no CT, only 3D Slicer "
+                                          r"segmentations \(1 file\(s\) \(ct\.seg\.nrrd\)\); give"):
+        find_studies([patient])
 
 
 def test_a_detached_headers_hash_covers_its_data_file(tmp_path: Path) -> None:

@@ -49,6 +49,11 @@ def is_itk_named(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(ITK_SUFFIXES)
 
 
+def is_segmentation(path: Path) -> bool:
+    """Whether ``path`` is named as a 3D Slicer segmentation (:data:`SEGMENTATION_SUFFIX`)."""
+    return path.name.lower().endswith(SEGMENTATION_SUFFIX)
+
+
 def read_itk(path: Path, like: Volume | None = None) -> Volume:
     """Read a 3D NRRD or MetaImage CT as :func:`~covseg.io.nifti.read_nifti` reads a NIfTI
     file: its header is read first, so that a 2D, 4D, RGB or oversized file is refused before
@@ -56,7 +61,7 @@ def read_itk(path: Path, like: Volume | None = None) -> Volume:
     (:func:`lacks_geometry`) is read as a NIfTI file without it (qform and sform codes 0,
     1 mm voxels), so that the 1 mm voxels are told of and ``like`` pairs it as there."""
     source = str(path)
-    if path.name.lower().endswith(SEGMENTATION_SUFFIX):
+    if is_segmentation(path):
         raise CovsegError(f"{path}: a 3D Slicer segmentation ({SEGMENTATION_SUFFIX}: labels), "
                           "not a CT; give the CT volume it was drawn on")
     _check_data_file(path)
