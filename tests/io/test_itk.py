@@ -3,6 +3,7 @@ never studies of their own, and every bad file refused in one line with nothing 
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import nibabel as nib
@@ -12,6 +13,7 @@ import SimpleITK as sitk
 
 from covseg.api import VOLUMES, input_kind
 from covseg.errors import CovsegError
+from covseg.io import itk
 from covseg.io.ct import read_volume
 from covseg.io.nifti import lacks_geometry, unit_voxels_assumed
 from covseg.records import content_hash
@@ -127,6 +129,30 @@ def test_a_segmentation_beside_its_ct_leaves_one_volume_in_the_folder(
     with pytest.raises(CovsegError, match=rf"^{patient}: holds no CT, only 3D Slicer "
                                           r"segmentations \(1 file\(s\) \(ct\.seg\.nrrd\)\); give"):
         find_studies([patient])
+
+
+def test_a_data_file_is_named_from_headers_alone_in_a_folder_that_lists(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding a data file's header listed its folder unguarded (a folder that cannot be listed
+    was a PermissionError traceback, for any unreadable file) and opened every NRRD or
+    MetaImage beside it; now detached headers (.mhd, .nhdr) alone, and no header where the
+    folder cannot be listed."""
+    sitk.WriteImage(oblique_ct(), str(tmp_path / "ct.mhd"))
+    sitk.WriteImage(oblique_ct(), str(tmp_path / "a.nrrd"))
+    opened: list[str] = []
+    real = itk.data_file
+    monkeypatch.setattr(itk, "data_file", lambda path: opened.append(path.name) or real(path))
+    assert "the voxels of ct.mhd" in str(itk.data_file_refused(tmp_path / "ct.raw"))
+    assert opened == ["ct.mhd"]
+    real_iterdir = Path.iterdir
+
+    def unlistable(self: Path) -> object:
+        if self == tmp_path:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", unlistable)
+    assert itk.data_file_refused(tmp_path / "ct.raw") is None
 
 
 def test_a_detached_headers_hash_covers_its_data_file(tmp_path: Path) -> None:

@@ -32,6 +32,9 @@ T = TypeVar("T")
 
 SEGMENTATION_SUFFIX = ".seg.nrrd"
 """How 3D Slicer names a segmentation (labels, often one layer per segment), never a CT."""
+DETACHED_HEADERS = (".mhd", ".nhdr")
+"""How headers that name their data file are named (a ``.nrrd`` or ``.mha`` may too, but holds
+its voxels as a rule)."""
 HEADER_BYTES = 65536
 """Bytes of a file searched for its data file's name (headers are a few hundred)."""
 DATA_FILE = re.compile(r"^(?:ElementDataFile\s*=|data ?file\s*:)[ \t]*(\S[^\r\n]*?)[ \t]*$",
@@ -154,8 +157,14 @@ def data_file(path: Path) -> Path | None:
 
 def data_file_refused(path: Path) -> CovsegError | None:
     """The error for the data file of a NRRD or MetaImage header beside it (``ct.raw`` of
-    ``ct.mhd``), given as a file to read, naming its header; None for any other file."""
-    siblings = sorted(path.parent.iterdir()) if path.parent.is_dir() else []
+    ``ct.mhd``), given as a file to read, naming its header; None for any other file, and
+    where its folder cannot be listed. Only detached headers (:data:`DETACHED_HEADERS`) are
+    opened: a NRRD or MetaImage holding its voxels is no other file's header."""
+    try:
+        siblings = sorted(c for c in path.parent.iterdir()
+                          if c.name.lower().endswith(DETACHED_HEADERS))
+    except OSError:
+        return None
     for header in siblings:
         held = data_file(header)
         if held is not None and held.resolve() == path.resolve():
