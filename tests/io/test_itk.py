@@ -4,6 +4,7 @@ never studies of their own, and every bad file refused in one line with nothing 
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -180,10 +181,14 @@ def _written(tmp_path: Path, kind: str) -> Path:
     elif kind == "corrupt":
         path = tmp_path / "corrupt.nrrd"
         path.write_bytes(b"NRRD0004\ngarbage\n")
-    elif kind == "truncated":
-        path = tmp_path / "cut.mha"
-        sitk.WriteImage(oblique_ct(), str(path))
-        path.write_bytes(path.read_bytes()[:-50])
+    elif kind.startswith("truncated"):
+        path = tmp_path / {"truncated": "cut.mha", "truncated detached": "cut.nhdr",
+                           "truncated gzip": "cut.nrrd", "truncated zlib": "cut.MHA"}[kind]
+        sitk.WriteImage(oblique_ct(), str(path).lower(),
+                        useCompression=kind.endswith(("gzip", "zlib")))
+        Path(str(path).lower()).rename(path)
+        data = tmp_path / "cut.raw" if kind.endswith("detached") else path
+        data.write_bytes(data.read_bytes()[:-50])
     else:
         path = tmp_path / "ct.mhd"
         sitk.WriteImage(oblique_ct(), str(path))
@@ -197,8 +202,13 @@ def _written(tmp_path: Path, kind: str) -> Path:
     ("RGB", (r"3 values per voxel \(RGB or vector\), not one grey value; give the CT as a "
              r"greyscale volume")),
     ("corrupt", r"cannot read it as NRRD \(\[nrrd\] .*\); is the file truncated or corrupt\?"),
-    ("truncated", (r"cannot read it as MetaImage \(File cannot be read: .*cut\.mha for "
-                   r"reading\.\); is the file truncated or corrupt\?")),
+    ("truncated", (r"cannot read the voxels \(cut\.mha ends 30670 bytes into its voxels, which "
+                   r"take 30720 bytes\); is the file truncated\?")),
+    ("truncated detached", r"cannot read the voxels \(cut\.raw ends 30670 bytes into its voxels"),
+    ("truncated gzip", (r"cannot read it as NRRD \(\[nrrd\] _nrrdEncodingGzip_read: expected 30720 "
+                        r"bytes but received \d+\); is the file truncated or corrupt\?")),
+    ("truncated zlib", (r"cannot read it as MetaImage \(File cannot be read: .*cut\.MHA for "
+                        r"reading\.\); is the file truncated or corrupt\?")),
     ("no data file", (r"its voxels are in ct\.raw, named in its header, which is not there; "
                       r"put ct\.raw beside ct\.mhd")),
 ])
@@ -212,3 +222,22 @@ def test_bad_files_are_refused_in_one_line_with_nothing_on_stderr(
         read_volume(path)
     assert "\n" not in str(refused.value)
     assert capfd.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize("name", ["ct.nrrd", "ct.mhd", "ct.mha"])
+def test_raw_voxels_are_read_with_the_process_stderr_left_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Every NRRD and MetaImage was read whole with the process's stderr on the null device
+    (other threads' lines lost: predict's stage bar, warnings); raw voxels are read with it
+    left alone, their size checked beforehand."""
+    sitk.WriteImage(oblique_ct(), str(tmp_path / name))
+    silenced: list[bool] = []
+    execute = sitk.ImageFileReader.Execute
+
+    def watched(self: sitk.ImageFileReader) -> sitk.Image:
+        silenced.append(os.path.samestat(os.fstat(2), os.stat(os.devnull)))
+        return execute(self)
+
+    monkeypatch.setattr(sitk.ImageFileReader, "Execute", watched)
+    read_volume(tmp_path / name)
+    assert silenced == [False]

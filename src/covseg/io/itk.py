@@ -44,6 +44,12 @@ GEOMETRY = re.compile(r"^(?:(?:space directions|spacings|space origin|axis mins)
                       r"Spacing|ElementSize|Offset|Origin|Position|TransformMatrix|Rotation|"
                       r"Orientation|AnatomicalOrientation)\s*=)", re.IGNORECASE | re.MULTILINE)
 """A NRRD's or MetaImage's line placing its voxels (sizes, origin, directions)."""
+RAW = re.compile(r"^encoding\s*:\s*raw\s*$", re.IGNORECASE | re.MULTILINE)
+"""A NRRD's line saying its voxels are stored raw (not gzip, bzip2 or text)."""
+COMPRESSED = re.compile(r"^CompressedData\s*=\s*True\s*$", re.IGNORECASE | re.MULTILINE)
+"""A MetaImage's line saying its voxels are compressed (raw without it)."""
+SKIPS = re.compile(r"^(?:(?:byte|line) ?skip\s*:|HeaderSize\s*=)", re.IGNORECASE | re.MULTILINE)
+"""A NRRD's or MetaImage's line skipping bytes before its voxels."""
 
 
 def is_itk_named(path: Path) -> bool:
@@ -71,14 +77,14 @@ def read_itk(path: Path, like: Volume | None = None) -> Volume:
     reader = sitk.ImageFileReader()
     reader.SetFileName(source)
     reader.SetImageIO(_format(path)[1])
-    _read(reader.ReadImageInformation, path, None)
+    _read(reader.ReadImageInformation, path, None, quiet=True)
     components = reader.GetNumberOfComponents()
     if components != 1:
         raise CovsegError(f"{path}: {components} values per voxel (RGB or vector), not one grey "
                           "value; give the CT as a greyscale volume")
     shape = _volume_shape(tuple(int(n) for n in reader.GetSize()), source, CT_SLICES.flat)
     check_voxel_count(shape, source)
-    image = _read(reader.Execute, path, shape)
+    image = _read(reader.Execute, path, shape, quiet=not _check_raw_size(path, reader))
     if image.GetDimension() > 3:  # (x, y, z, 1, ...)
         image = sitk.Extract(image, [*shape, *[0] * (image.GetDimension() - 3)])
     nifti = _as_nifti(sitk.GetArrayFromImage(image).T, image, lacks_geometry(path))
@@ -99,18 +105,58 @@ def _as_nifti(voxels: np.ndarray, image: sitk.Image, unplaced: bool) -> nib.Nift
     return nifti
 
 
-def _read(step: Callable[[], T], path: Path, shape: tuple[int, int, int] | None) -> T:
-    """Run a SimpleITK reader's ``step`` with ITK's and MetaIO's console output kept quiet
-    (MetaIO prints "Cannot open data file" on stderr before failing); a failure is one line,
-    memory short of a volume of ``shape`` (x, y, z) as a NIfTI's is."""
+def _read(step: Callable[[], T], path: Path, shape: tuple[int, int, int] | None, quiet: bool
+          ) -> T:
+    """Run a SimpleITK reader's ``step`` with ITK's warnings off and, where ``quiet``, the
+    process's stderr on the null device (MetaIO prints "Cannot open data file" or "data not
+    read completely" there before failing; the whole process's, so kept to the steps that may
+    print); a failure is one line, memory short of a volume of ``shape`` (x, y, z) as a
+    NIfTI's is."""
     try:
-        with _quiet_libraries(decoding=True):
+        with _quiet_libraries(decoding=quiet):
             return step()
     except RuntimeError as exc:
         if shape is not None and is_out_of_memory(exc):
             raise short_of_memory(shape, np.dtype(np.float32), path) from None
         raise CovsegError(f"{path}: cannot read it as {_format(path)[0]} ({_itk_message(exc)}); "
                           "is the file truncated or corrupt?") from None
+
+
+def _check_raw_size(path: Path, reader: sitk.ImageFileReader) -> bool:
+    """Refuse raw (uncompressed) voxels cut short before reading them, as MetaIO prints on
+    stderr when it meets them; True where the voxels were checked so (raw, where they start
+    known), False for the rest (compressed or text, byte skips), read with stderr quieted."""
+    stored = _raw_voxels(path)
+    if stored is None:
+        return False
+    where, start = stored
+    needed = int(np.prod(reader.GetSize())) * sitk.GetArrayViewFromImage(
+        sitk.Image([1, 1], reader.GetPixelID())).itemsize
+    held = where.stat().st_size - start
+    if held < needed:
+        raise CovsegError(f"{path}: cannot read the voxels ({where.name} ends {max(held, 0)} "
+                          f"bytes into its voxels, which take {needed} bytes); is the file "
+                          "truncated?")
+    return True
+
+
+def _raw_voxels(path: Path) -> tuple[Path, int] | None:
+    """The file holding a NRRD's or MetaImage's raw voxels and where in it they start; None
+    for compressed or text voxels, skipped bytes, or a header not found."""
+    text, header = _head(path), _header(path)
+    if text is None or header is None or SKIPS.search(header):
+        return None
+    metaimage = _format(path)[0] == "MetaImage"
+    if (COMPRESSED.search(header) is not None) if metaimage else (RAW.search(header) is None):
+        return None
+    held = data_file(path)
+    if held is not None:
+        return (held, 0) if held.is_file() else None
+    if metaimage:  # the voxels follow its last line, "ElementDataFile = LOCAL"
+        local = DATA_FILE.search(header)
+        end = header.find("\n", local.end()) if local else -1
+        return (path, end + 1) if end >= 0 else None
+    return (path, len(header) + 2) if len(header) < len(text) else None
 
 
 def _format(path: Path) -> tuple[str, str]:
@@ -124,11 +170,18 @@ def _format(path: Path) -> tuple[str, str]:
 def _header(path: Path) -> str | None:
     """The header of a file named as NRRD or MetaImage (up to its blank line, or the first
     :data:`HEADER_BYTES`); None for another file or one that cannot be read."""
+    text = _head(path)
+    return text.split("\n\n", 1)[0] if text is not None else None
+
+
+def _head(path: Path) -> str | None:
+    """The first :data:`HEADER_BYTES` of a file named as NRRD or MetaImage, as text; None for
+    another file or one that cannot be read."""
     if not is_itk_named(path):
         return None
     try:
         with open(path, "rb") as handle:
-            return handle.read(HEADER_BYTES).decode("latin-1").split("\n\n", 1)[0]
+            return handle.read(HEADER_BYTES).decode("latin-1")
     except OSError:
         return None
 
