@@ -218,3 +218,45 @@ def test_a_fork_from_inside_a_block_does_not_wait_for_itself(which: str) -> None
         return statuses == [0]
 
     assert _forked(in_child, within=block) == 0
+
+
+class _Interrupted:
+    """A lock whose acquire a Ctrl-C interrupts, counting its releases."""
+
+    def __init__(self) -> None:
+        self.released = 0
+
+    def acquire(self) -> bool:
+        raise KeyboardInterrupt
+
+    def release(self) -> None:
+        self.released += 1
+
+
+def test_a_fork_interrupted_taking_a_lock_does_not_let_it_go() -> None:
+    """A Ctrl-C while the before-fork hook waited raised out of it (Python passes over it and
+    forks), and the after-fork hook let go a lock never taken: an RLock this thread held in a
+    block was let go under it."""
+    lock = quiet.ForkSafeLock()
+    interrupted = _Interrupted()
+    lock.lock = interrupted  # type: ignore[assignment]
+    with pytest.raises(KeyboardInterrupt):
+        lock._take()
+    lock._let_go()
+    assert interrupted.released == 0
+    lock.lock = threading.RLock()
+    lock._take()
+    lock._let_go()
+    assert lock.lock.acquire(blocking=False)  # let go: free for another thread
+    lock.lock.release()
+
+
+def test_a_block_under_one_fork_safe_lock_takes_no_other() -> None:
+    """The locks' invariant, which keeps a fork from another thread (taking each in turn) from
+    deadlocking: no block takes another of them; its own again is an RLock's."""
+    first, second = quiet.ForkSafeLock(), quiet.ForkSafeLock()
+    with (first.held(), first.held(), pytest.raises(AssertionError, match="takes another"),
+          second.held()):
+        pass
+    with second.held():
+        pass

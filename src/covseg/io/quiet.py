@@ -62,29 +62,48 @@ class ForkSafeLock:
     def __init__(self, in_child: Callable[[], None] | None = None) -> None:
         self._in_child = in_child
         self.lock = threading.RLock()
+        self._forking = threading.local()
         if sys.platform != "win32":
             os.register_at_fork(before=self._take, after_in_parent=self._let_go,
                                 after_in_child=self._renew)
 
     def _take(self) -> None:
-        """The lock taken for a fork (the one of now: a child's own, in a child that forks)."""
-        self.lock.acquire()
+        """The lock taken for a fork (the one of now: a child's own, in a child that forks),
+        as this thread's to let go: a Ctrl-C while it waits raises out of the hook, which
+        Python passes over and forks all the same, and a lock not taken is not let go (an
+        RLock this thread held in a block was let go under it)."""
+        self._forking.taken = False
+        self._forking.taken = self.lock.acquire()
 
     def _let_go(self) -> None:
-        """The parent's lock, taken for the fork, let go."""
-        self.lock.release()
+        """The parent's lock, where this thread took it for the fork, let go."""
+        if getattr(self._forking, "taken", False):
+            self._forking.taken = False
+            self.lock.release()
 
     def _renew(self) -> None:
         """The child's own lock, free, and its state as no block left it."""
         self.lock = threading.RLock()
+        self._forking = threading.local()
         if self._in_child is not None:
             self._in_child()
 
     @contextmanager
     def held(self) -> Iterator[None]:
-        """The lock held for the block."""
+        """The lock held for the block; a block of another of these locks in it is an
+        AssertionError (a fork from another thread, taking them in turn, could deadlock)."""
+        held = _HELD.__dict__.setdefault("locks", [])
+        assert all(lock is self for lock in held), "a ForkSafeLock's block takes another"
         with self.lock:
-            yield
+            held.append(self)
+            try:
+                yield
+            finally:
+                held.pop()
+
+
+_HELD = threading.local()
+"""The :class:`ForkSafeLock` blocks this thread is in (its ``locks``)."""
 
 
 _WARNINGS_LOCK = ForkSafeLock()
