@@ -17,15 +17,17 @@ import numpy as np
 import SimpleITK as sitk
 
 from covseg.errors import CovsegError, is_out_of_memory
-from covseg.io.dicom import _itk_message, _quiet_libraries
 from covseg.io.image import CT_SLICES
-from covseg.io.nifti import _volume_shape, on_geometry_of_like, volume_from_nifti
+from covseg.io.nifti import on_geometry_of_like, volume_from_nifti
+from covseg.io.quiet import quiet_libraries
 from covseg.io.volume import (
     ITK_SUFFIXES,
     Volume,
     check_voxel_count,
     itk_affine,
+    itk_message,
     short_of_memory,
+    volume_shape,
 )
 
 T = TypeVar("T")
@@ -82,7 +84,7 @@ def read_itk(path: Path, like: Volume | None = None) -> Volume:
     if components != 1:
         raise CovsegError(f"{path}: {components} values per voxel (RGB or vector), not one grey "
                           "value; give the CT as a greyscale volume")
-    shape = _volume_shape(tuple(int(n) for n in reader.GetSize()), source, CT_SLICES.flat)
+    shape = volume_shape(tuple(int(n) for n in reader.GetSize()), source, CT_SLICES.flat)
     check_voxel_count(shape, source)
     image = _read(reader.Execute, path, shape, quiet=not _check_raw_size(path, reader))
     if image.GetDimension() > 3:  # (x, y, z, 1, ...)
@@ -113,12 +115,12 @@ def _read(step: Callable[[], T], path: Path, shape: tuple[int, int, int] | None,
     print); a failure is one line, memory short of a volume of ``shape`` (x, y, z) as a
     NIfTI's is."""
     try:
-        with _quiet_libraries(decoding=quiet):
+        with quiet_libraries(decoding=quiet):
             return step()
     except RuntimeError as exc:
         if shape is not None and is_out_of_memory(exc):
             raise short_of_memory(shape, np.dtype(np.float32), path) from None
-        raise CovsegError(f"{path}: cannot read it as {_format(path)[0]} ({_itk_message(exc)}); "
+        raise CovsegError(f"{path}: cannot read it as {_format(path)[0]} ({itk_message(exc)}); "
                           "is the file truncated or corrupt?") from None
 
 
