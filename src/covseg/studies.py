@@ -126,19 +126,19 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
 
     A file is a study (see :func:`study_name`), and a file or folder given twice (by two
     paths, or given and found in a folder given) is one. A folder's DICOM files are one series
-    named after the folder, its series searched below it (NIfTI files beside the slices, a
-    converted copy: :func:`dicom_copies`, and sub-folders of NIfTI files are passed over);
-    without DICOM files its NIfTI files are studies, and so are its sub-folders
-    (:func:`_sub_folder_studies`: DICOM series, or the NIfTI files they hold), except the
-    folders covseg wrote that hold no input of their own (reports, batches; ``covseg predict``
-    study folders count only when reading ``masks``, for quantify, which also names
-    ``x_mask.nii.gz`` study ``x``, and reads one predict study folder given itself as its one
-    study, not its infection and lung masks as two). Sub-folders of 2D
-    pictures (:func:`_holds_pictures_only`) are no studies, nor, reading CTs, are sub-folders
+    named after the folder, its series searched below it (volume files beside the slices, a
+    converted copy: :func:`dicom_copies`, and sub-folders of volume files are passed over);
+    without DICOM files its volume files (NIfTI, NRRD, MetaImage) are studies, and so are its
+    sub-folders (:func:`_sub_folder_studies`: DICOM series, or the volume files they hold),
+    except the folders covseg wrote that hold no input of their own (reports, batches;
+    ``covseg predict`` study folders count only when reading ``masks``, for quantify, which also
+    names ``x_mask.nii.gz`` study ``x``, and reads one predict study folder given itself as its
+    one study, not its infection and lung masks as two). Sub-folders of 2D pictures
+    (:func:`_holds_pictures_only`) are no studies, nor, reading CTs, are sub-folders
     of localizers or DICOM objects without pixels only (:func:`_no_ct_folders`), nor DICOM
-    files of no CT image beside NIfTI files, which are read (a dose report beside NIfTI CTs:
-    :func:`_no_ct_beside_niftis`), nor are NIfTI files named as masks
-    (:func:`is_mask_named`) found in folders. What is passed
+    files of no CT image beside volume files, which are read (a dose report beside NIfTI CTs:
+    :func:`_no_ct_beside_niftis`), nor are volume files named as masks
+    (:func:`is_mask_named`) or 3D Slicer segmentations found in folders. What is passed
     over is named in a warning; a folder with nothing else is refused, and one with nothing at
     all is itself a study (so that an empty or broken folder is reported, not silently
     skipped). An ``exclude`` (the ``--out``) inside a sub-folder that
@@ -256,7 +256,7 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
     own: list[Path] = []
     pictures: list[Path] = []
     no_ct: dict[Path, str] = {}
-    kept: dict[Path, list[Path]] = {}  # the NIfTI files read in a folder, which may hold DICOM
+    kept: dict[Path, list[Path]] = {}  # the volume files read in a folder, which may hold DICOM
     if one:
         found.append(Study(folder_name(path), path))
         _note_nifti_folders_in_series(path, children, exclude, masks, notes, listings)
@@ -494,13 +494,13 @@ def _outside_out(folders: Sequence[Path], exclude: str | os.PathLike[str] | None
 
 def _sub_folder_studies(folders: Mapping[Path, list[Path]], masks: bool
                         ) -> tuple[list[Study], list[Path]]:
-    """The studies of one input folder's sub-folders (each with its NIfTI files:
+    """The studies of one input folder's sub-folders (each with its volume files:
     :func:`~covseg.io.ct.folder_volumes`, none for a ``covseg predict`` study folder when reading
-    ``masks``), and the NIfTI files passed over as masks (:func:`_split_masks`). A sub-folder
-    holding DICOM files, or no NIfTI file, is a study (a DICOM series, searched as its reader
+    ``masks``), and the volume files passed over as masks (:func:`_split_masks`). A sub-folder
+    holding DICOM files, or no volume file, is a study (a DICOM series, searched as its reader
     searches it), and so is a ``covseg predict`` study folder when reading ``masks``; one
     holding masks alone (or, reading CTs, one named as masks: MedSeg's ``rp_msk/``, Zenodo's
-    ``Infection_Mask/``) is none. NIfTI files in the others are named one way for the whole
+    ``Infection_Mask/``) is none. Volume files in the others are named one way for the whole
     input: when each such sub-folder holds one (a folder per patient: ``p1/ct.nii.gz``), its
     file is the study named after the sub-folder; when some hold several (a collection sorted
     into folders: MosMed's ``studies/CT-0..CT-4/*.nii.gz``), every file is a study named after
