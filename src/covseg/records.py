@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from covseg.io.ct import folder_niftis
+from covseg.io.ct import folder_volumes
 from covseg.io.dicom import dicom_files
 from covseg.io.image import unreadable_file
 from covseg.io.itk import data_file
@@ -166,7 +166,7 @@ def content_hash(path: Path) -> str | None:
         return hashlib.sha256(_file_sha256(path) + _file_sha256(held)).hexdigest()
     if not path.is_dir():
         return None
-    files = folder_niftis(path) or sorted(dicom_files(path))
+    files = folder_volumes(path) or sorted(dicom_files(path))
     if len(files) == 1:
         return content_hash(files[0])
     if not files:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from covseg.errors import CovsegError, refuse_special_file
 from covseg.io.atomic import is_temporary_name, refuse_undecodable_name
-from covseg.io.ct import folder_niftis, is_volume_file, is_volume_named
+from covseg.io.ct import folder_volumes, is_volume_file, is_volume_named
 from covseg.io.dicom import (
     dicom_files,
     holds_no_ct_image,
@@ -28,6 +28,7 @@ from covseg.io.dicom import (
     slice_series_uid,
 )
 from covseg.io.image import APPLE_DOUBLE, image_name, is_image_file
+from covseg.io.itk import SEGMENTATION_SUFFIX, is_segmentation
 from covseg.io.listing import Listings
 from covseg.io.nifti import is_nifti, is_nifti_named, nifti_stem
 from covseg.provenance import option_given, option_name
@@ -125,19 +126,19 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
 
     A file is a study (see :func:`study_name`), and a file or folder given twice (by two
     paths, or given and found in a folder given) is one. A folder's DICOM files are one series
-    named after the folder, its series searched below it (NIfTI files beside the slices, a
-    converted copy: :func:`dicom_copies`, and sub-folders of NIfTI files are passed over);
-    without DICOM files its NIfTI files are studies, and so are its sub-folders
-    (:func:`_sub_folder_studies`: DICOM series, or the NIfTI files they hold), except the
-    folders covseg wrote that hold no input of their own (reports, batches; ``covseg predict``
-    study folders count only when reading ``masks``, for quantify, which also names
-    ``x_mask.nii.gz`` study ``x``, and reads one predict study folder given itself as its one
-    study, not its infection and lung masks as two). Sub-folders of 2D
-    pictures (:func:`_holds_pictures_only`) are no studies, nor, reading CTs, are sub-folders
+    named after the folder, its series searched below it (volume files beside the slices, a
+    converted copy: :func:`dicom_copies`, and sub-folders of volume files are passed over);
+    without DICOM files its volume files (NIfTI, NRRD, MetaImage) are studies, and so are its
+    sub-folders (:func:`_sub_folder_studies`: DICOM series, or the volume files they hold),
+    except the folders covseg wrote that hold no input of their own (reports, batches;
+    ``covseg predict`` study folders count only when reading ``masks``, for quantify, which also
+    names ``x_mask.nii.gz`` study ``x``, and reads one predict study folder given itself as its
+    one study, not its infection and lung masks as two). Sub-folders of 2D pictures
+    (:func:`_holds_pictures_only`) are no studies, nor, reading CTs, are sub-folders
     of localizers or DICOM objects without pixels only (:func:`_no_ct_folders`), nor DICOM
-    files of no CT image beside NIfTI files, which are read (a dose report beside NIfTI CTs:
-    :func:`_no_ct_beside_niftis`), nor are NIfTI files named as masks
-    (:func:`is_mask_named`) found in folders. What is passed
+    files of no CT image beside volume files, which are read (a dose report beside NIfTI CTs:
+    :func:`_no_ct_beside_niftis`), nor are volume files named as masks
+    (:func:`is_mask_named`) or 3D Slicer segmentations found in folders. What is passed
     over is named in a warning; a folder with nothing else is refused, and one with nothing at
     all is itself a study (so that an empty or broken folder is reported, not silently
     skipped). An ``exclude`` (the ``--out``) inside a sub-folder that
@@ -255,7 +256,7 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
     own: list[Path] = []
     pictures: list[Path] = []
     no_ct: dict[Path, str] = {}
-    kept: dict[Path, list[Path]] = {}  # the NIfTI files read in a folder, which may hold DICOM
+    kept: dict[Path, list[Path]] = {}  # the volume files read in a folder, which may hold DICOM
     if one:
         found.append(Study(folder_name(path), path))
         _note_nifti_folders_in_series(path, children, exclude, masks, notes, listings)
@@ -264,7 +265,7 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
         own = [c for c in folders if _is_own_output(c, masks, listings)]
         inputs = _outside_out([c for c in folders if c not in own], exclude, masks, listings)
         pictures = [c for c in inputs if _holds_pictures_only(c, listings)]
-        niftis = {c: [] if masks and predicted_mask(c) else folder_niftis(c, listings)
+        niftis = {c: [] if masks and predicted_mask(c) else folder_volumes(c, listings)
                   for c in inputs if c not in pictures}
         no_ct = {} if masks else _no_ct_folders([c for c, files in niftis.items() if not files],
                                                 listings)
@@ -287,6 +288,10 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
     if dropped:
         notes.append(f"{path}: {listed_paths(dropped, path, 'file')} named as masks, not read as "
                      "CTs; give such a file itself to predict it as a CT")
+    segmentations = [] if masks else _segmentations([path, *kept], listings)
+    if segmentations:
+        notes.append(f"{path}: {listed_paths(segmentations, path, '3D Slicer segmentation')} "
+                     f"({SEGMENTATION_SUFFIX}: labels) passed over, never read as CTs")
     hidden = [c for c in entries if c.name.startswith(".")
               and not c.name.startswith(APPLE_DOUBLE) and not is_temporary_name(c.name)
               and is_volume_named(c)]
@@ -313,6 +318,10 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
         raise CovsegError(f"{path}: holds no study, only covseg's output "
                           f"({', '.join(c.name for c in own)}); give "
                           f"{own[0]} itself to read what covseg wrote there")
+    if not found and segmentations:
+        raise CovsegError(f"{path}: holds no CT, only 3D Slicer segmentations "
+                          f"({listed_paths(segmentations, path, 'file')}); give the CT volume "
+                          "they were drawn on")
     if not found and dropped:
         raise CovsegError(f"{path}: holds no CT, only files named as masks "
                           f"({listed_paths(dropped, path, 'file')}); give a CT file itself to "
@@ -335,6 +344,13 @@ def _pictures_held(path: Path, held: Sequence[Path], folders: Sequence[Path]) ->
     kind = "2D masks from covseg predict" if (path / PREDICT_RECORD).is_file() else "2D pictures"
     beside = f" and {listed_paths(folders, path, 'folder')} of 2D pictures" if folders else ""
     return f"{kind} ({listed_paths(held, path, 'file')}){beside}"
+
+
+def _segmentations(folders: Sequence[Path], listings: Listings) -> list[Path]:
+    """The 3D Slicer segmentations (:func:`~covseg.io.itk.is_segmentation`, not hidden) in
+    ``folders`` (an input folder and its sub-folders read), never volume files: named here."""
+    return [c for folder in dict.fromkeys(folders) for c in listings.children(folder)
+            if not c.name.startswith(".") and c.is_file() and is_segmentation(c)]
 
 
 def dicom_copies(children: Sequence[Path]) -> list[Path]:
@@ -366,7 +382,7 @@ def _note_nifti_folders_in_series(folder: Path, children: Sequence[Path],
     patient, ``p1/ct.nii.gz``, beside stray slices)."""
     out = Path(exclude).resolve() if exclude else None
     held = [c for c in children if c.is_dir() and c.resolve() != out
-            and not _is_own_output(c, masks, listings) and folder_niftis(c, listings)]
+            and not _is_own_output(c, masks, listings) and folder_volumes(c, listings)]
     if held:
         notes.append(f"{folder}: {listed_paths(held, folder, 'folder')} holding NIfTI files "
                      "passed over: a folder holding DICOM slices is one study, its series "
@@ -380,8 +396,8 @@ def _one_dicom_study(folder: Path, children: Sequence[Path], listings: Listings)
     study. An export of several patients or studies is a folder of sub-folders, each a study:
     read as one, the largest series was used and the other patients dropped. NIfTI files beside
     DICOM files of no CT image (a dose report) make it none: they are its studies
-    (:func:`~covseg.io.ct.folder_niftis`). ``children``: its entries but the hidden ones."""
-    if folder_niftis(folder, listings):
+    (:func:`~covseg.io.ct.folder_volumes`). ``children``: its entries but the hidden ones."""
+    if folder_volumes(folder, listings):
         return False
     if any(is_dicom_file(c) and not is_dicomdir(c) for c in children):
         return True
@@ -392,7 +408,7 @@ def _one_dicom_study(folder: Path, children: Sequence[Path], listings: Listings)
 def _no_ct_beside_niftis(folder: Path, given: Path, niftis: Sequence[Path],
                          listings: Listings) -> str:
     """A note naming the DICOM files of no CT image (a dose report) beside the NIfTI files read
-    in ``folder`` (its ``niftis``: :func:`~covseg.io.ct.folder_niftis`), found in the folder
+    in ``folder`` (its ``niftis``: :func:`~covseg.io.ct.folder_volumes`), found in the folder
     ``given``; "" where there are none. A folder of no NIfTI file read is not looked at again,
     nor are its files opened (a series' slices were, each once more); what the DICOM files
     hold was found once, when the NIfTI files were chosen (``listings``)."""
@@ -434,7 +450,7 @@ def _split_masks(files: Sequence[Path], masks: bool) -> tuple[list[Path], list[P
 def _holds_inputs(folder: Path, masks: bool, listings: Listings) -> bool:
     """Whether ``folder`` holds what is read as studies: NIfTI files (CTs, or any reading
     ``masks``) or, reading CTs, DICOM slices in it or under it."""
-    if _split_masks(folder_niftis(folder, listings), masks)[0]:
+    if _split_masks(folder_volumes(folder, listings), masks)[0]:
         return True
     return not masks and next(dicom_files(folder, listings), None) is not None
 
@@ -478,13 +494,13 @@ def _outside_out(folders: Sequence[Path], exclude: str | os.PathLike[str] | None
 
 def _sub_folder_studies(folders: Mapping[Path, list[Path]], masks: bool
                         ) -> tuple[list[Study], list[Path]]:
-    """The studies of one input folder's sub-folders (each with its NIfTI files:
-    :func:`~covseg.io.ct.folder_niftis`, none for a ``covseg predict`` study folder when reading
-    ``masks``), and the NIfTI files passed over as masks (:func:`_split_masks`). A sub-folder
-    holding DICOM files, or no NIfTI file, is a study (a DICOM series, searched as its reader
+    """The studies of one input folder's sub-folders (each with its volume files:
+    :func:`~covseg.io.ct.folder_volumes`, none for a ``covseg predict`` study folder when reading
+    ``masks``), and the volume files passed over as masks (:func:`_split_masks`). A sub-folder
+    holding DICOM files, or no volume file, is a study (a DICOM series, searched as its reader
     searches it), and so is a ``covseg predict`` study folder when reading ``masks``; one
     holding masks alone (or, reading CTs, one named as masks: MedSeg's ``rp_msk/``, Zenodo's
-    ``Infection_Mask/``) is none. NIfTI files in the others are named one way for the whole
+    ``Infection_Mask/``) is none. Volume files in the others are named one way for the whole
     input: when each such sub-folder holds one (a folder per patient: ``p1/ct.nii.gz``), its
     file is the study named after the sub-folder; when some hold several (a collection sorted
     into folders: MosMed's ``studies/CT-0..CT-4/*.nii.gz``), every file is a study named after

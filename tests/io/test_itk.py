@@ -3,15 +3,20 @@ never studies of their own, and every bad file refused in one line with nothing 
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
 from covseg.api import VOLUMES, input_kind
 from covseg.errors import CovsegError
+from covseg.io import itk
 from covseg.io.ct import read_volume
+from covseg.io.nifti import lacks_geometry, unit_voxels_assumed
 from covseg.records import content_hash
 from covseg.studies import find_studies
 from tests.io.helpers import phantom
@@ -46,11 +51,47 @@ def test_nrrd_and_metaimage_read_as_the_same_nifti(tmp_path: Path, name: str) ->
         nifti.spacing, nifti.file_axes, nifti.intensity)
 
 
+def _bare(path: Path, voxels: np.ndarray) -> Path:
+    """``voxels`` (z, y, x int16) as a NRRD or MetaImage with no geometry in its header, as
+    pynrrd's ``nrrd.write(path, array)`` and hand-written headers store them."""
+    sizes = " ".join(str(n) for n in voxels.shape[::-1])
+    if path.suffix == ".nrrd":
+        header = (f"NRRD0004\ntype: short\ndimension: 3\nsizes: {sizes}\nendian: little\n"
+                  "encoding: raw\n\n")
+    else:
+        header = (f"ObjectType = Image\nNDims = 3\nDimSize = {sizes}\nElementType = MET_SHORT\n"
+                  "ElementDataFile = LOCAL\n")
+    path.write_bytes(header.encode() + voxels.astype("<i2").tobytes())
+    return path
+
+
+@pytest.mark.parametrize("name", ["ct.nrrd", "ct.mha"])
+def test_a_header_without_geometry_is_read_as_a_nifti_without_it(tmp_path: Path,
+                                                                  name: str) -> None:
+    """ITK's defaults (1 mm voxels at 0) were taken as the scan's geometry, qform and sform
+    codes 1: no word that volumes assumed 1 mm voxels (a .nii.gz of the same array had it), and
+    a mask with geometry did not lend the CT its own. Now read as that .nii.gz is."""
+    voxels = phantom(depth=8, rows=40, columns=48)
+    nib.save(nib.Nifti1Image(voxels.T, None), str(tmp_path / "ct.nii.gz"))
+    bare, nifti = read_volume(_bare(tmp_path / name, voxels)), read_volume(tmp_path / "ct.nii.gz")
+    np.testing.assert_array_equal(bare.array, nifti.array)
+    np.testing.assert_allclose(bare.file_affine, nifti.file_affine)
+    assert unit_voxels_assumed(bare) == unit_voxels_assumed(nifti) == "qform and sform codes 0"
+    assert lacks_geometry(tmp_path / name) and not lacks_geometry(tmp_path / "placed.nrrd")
+    sitk.WriteImage(oblique_ct(), str(tmp_path / "placed.nrrd"))
+    assert not lacks_geometry(tmp_path / "placed.nrrd")
+    placed = read_volume(tmp_path / "placed.nrrd")
+    paired = read_volume(tmp_path / name, like=placed)
+    np.testing.assert_allclose(paired.file_affine, placed.file_affine)
+    assert unit_voxels_assumed(paired) is None
+
+
 def test_data_files_belong_to_their_headers(tmp_path: Path,
                                             caplog: pytest.LogCaptureFixture) -> None:
     """A folder of .mhd/.raw and .nhdr/.raw pairs is two studies named after the headers, with
     no word of the data files; a data file given alone names its header; a 3D Slicer
-    segmentation beside its CT is passed over as a mask, and refused given by name."""
+    segmentation beside its CT is passed over as one (it was noted as "named as masks ...; give
+    such a file itself to predict it as a CT", which was refused), and refused given by name."""
     for name in ("a.mhd", "b.nhdr", "c.nrrd"):
         sitk.WriteImage(oblique_ct(), str(tmp_path / name))
     sitk.WriteImage(sitk.Cast(oblique_ct() < -500, sitk.sitkUInt8), str(tmp_path / "c.seg.nrrd"))
@@ -59,8 +100,8 @@ def test_data_files_belong_to_their_headers(tmp_path: Path,
     assert [(s.name, s.path.name) for s in studies] == [
         ("a", "a.mhd"), ("b", "b.nhdr"), ("c", "c.nrrd")]
     assert [r.getMessage() for r in caplog.records] == [
-        (f"{tmp_path}: 1 file(s) (c.seg.nrrd) named as masks, not read as CTs; give such a "
-         "file itself to predict it as a CT")]
+        (f"{tmp_path}: 1 3D Slicer segmentation(s) (c.seg.nrrd) (.seg.nrrd: labels) passed "
+         "over, never read as CTs")]
     assert input_kind(tmp_path) == input_kind(tmp_path / "a.mhd") == VOLUMES
     with pytest.raises(CovsegError, match=rf"^{tmp_path / 'a.raw'}: the voxels of a\.mhd, not a "
                                           rf"file of its own; give {tmp_path / 'a.mhd'} to read"):
@@ -68,6 +109,51 @@ def test_data_files_belong_to_their_headers(tmp_path: Path,
     with pytest.raises(CovsegError, match=r"c\.seg\.nrrd: a 3D Slicer segmentation \(\.seg\.nrrd: "
                                           r"labels\), not a CT; give the CT volume it was drawn"):
         read_volume(tmp_path / "c.seg.nrrd")
+
+
+def test_a_segmentation_beside_its_ct_leaves_one_volume_in_the_folder(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """p1/{ct.nrrd, ct.seg.nrrd}: predict read p1 as study ct, but read_volume (quantify
+    --image p1) refused it as holding 2 volume files. A folder of segmentations alone holds
+    no CT."""
+    patient = tmp_path / "p1"
+    patient.mkdir()
+    sitk.WriteImage(oblique_ct(), str(patient / "ct.nrrd"))
+    sitk.WriteImage(sitk.Cast(oblique_ct() < -500, sitk.sitkUInt8), str(patient / "ct.seg.nrrd"))
+    assert read_volume(patient).source == str(patient / "ct.nrrd")
+    with caplog.at_level("WARNING"):
+        assert [(s.name, s.path) for s in find_studies([tmp_path])] == [("p1", patient / "ct.nrrd")]
+    assert [r.getMessage() for r in caplog.records] == [
+        (f"{tmp_path}: 1 3D Slicer segmentation(s) (p1/ct.seg.nrrd) (.seg.nrrd: labels) passed "
+         "over, never read as CTs")]
+    (patient / "ct.nrrd").unlink()
+    with pytest.raises(CovsegError, match=rf"^{patient}: holds no CT, only 3D Slicer "
+                                          r"segmentations \(1 file\(s\) \(ct\.seg\.nrrd\)\); give"):
+        find_studies([patient])
+
+
+def test_a_data_file_is_named_from_headers_alone_in_a_folder_that_lists(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding a data file's header listed its folder unguarded (a folder that cannot be listed
+    was a PermissionError traceback, for any unreadable file) and opened every NRRD or
+    MetaImage beside it; now detached headers (.mhd, .nhdr) alone, and no header where the
+    folder cannot be listed."""
+    sitk.WriteImage(oblique_ct(), str(tmp_path / "ct.mhd"))
+    sitk.WriteImage(oblique_ct(), str(tmp_path / "a.nrrd"))
+    opened: list[str] = []
+    real = itk.data_file
+    monkeypatch.setattr(itk, "data_file", lambda path: opened.append(path.name) or real(path))
+    assert "the voxels of ct.mhd" in str(itk.data_file_refused(tmp_path / "ct.raw"))
+    assert opened == ["ct.mhd"]
+    real_iterdir = Path.iterdir
+
+    def unlistable(self: Path) -> object:
+        if self == tmp_path:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", unlistable)
+    assert itk.data_file_refused(tmp_path / "ct.raw") is None
 
 
 def test_a_detached_headers_hash_covers_its_data_file(tmp_path: Path) -> None:
@@ -95,10 +181,14 @@ def _written(tmp_path: Path, kind: str) -> Path:
     elif kind == "corrupt":
         path = tmp_path / "corrupt.nrrd"
         path.write_bytes(b"NRRD0004\ngarbage\n")
-    elif kind == "truncated":
-        path = tmp_path / "cut.mha"
-        sitk.WriteImage(oblique_ct(), str(path))
-        path.write_bytes(path.read_bytes()[:-50])
+    elif kind.startswith("truncated"):
+        path = tmp_path / {"truncated": "cut.mha", "truncated detached": "cut.nhdr",
+                           "truncated gzip": "cut.nrrd", "truncated zlib": "cut.MHA"}[kind]
+        sitk.WriteImage(oblique_ct(), str(path).lower(),
+                        useCompression=kind.endswith(("gzip", "zlib")))
+        Path(str(path).lower()).rename(path)
+        data = tmp_path / "cut.raw" if kind.endswith("detached") else path
+        data.write_bytes(data.read_bytes()[:-50])
     else:
         path = tmp_path / "ct.mhd"
         sitk.WriteImage(oblique_ct(), str(path))
@@ -112,8 +202,13 @@ def _written(tmp_path: Path, kind: str) -> Path:
     ("RGB", (r"3 values per voxel \(RGB or vector\), not one grey value; give the CT as a "
              r"greyscale volume")),
     ("corrupt", r"cannot read it as NRRD \(\[nrrd\] .*\); is the file truncated or corrupt\?"),
-    ("truncated", (r"cannot read it as MetaImage \(File cannot be read: .*cut\.mha for "
-                   r"reading\.\); is the file truncated or corrupt\?")),
+    ("truncated", (r"cannot read the voxels \(cut\.mha ends 30670 bytes into its voxels, which "
+                   r"take 30720 bytes\); is the file truncated\?")),
+    ("truncated detached", r"cannot read the voxels \(cut\.raw ends 30670 bytes into its voxels"),
+    ("truncated gzip", (r"cannot read it as NRRD \(\[nrrd\] _nrrdEncodingGzip_read: expected 30720 "
+                        r"bytes but received \d+\); is the file truncated or corrupt\?")),
+    ("truncated zlib", (r"cannot read it as MetaImage \(File cannot be read: .*cut\.MHA for "
+                        r"reading\.\); is the file truncated or corrupt\?")),
     ("no data file", (r"its voxels are in ct\.raw, named in its header, which is not there; "
                       r"put ct\.raw beside ct\.mhd")),
 ])
@@ -127,3 +222,22 @@ def test_bad_files_are_refused_in_one_line_with_nothing_on_stderr(
         read_volume(path)
     assert "\n" not in str(refused.value)
     assert capfd.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize("name", ["ct.nrrd", "ct.mhd", "ct.mha"])
+def test_raw_voxels_are_read_with_the_process_stderr_left_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Every NRRD and MetaImage was read whole with the process's stderr on the null device
+    (other threads' lines lost: predict's stage bar, warnings); raw voxels are read with it
+    left alone, their size checked beforehand."""
+    sitk.WriteImage(oblique_ct(), str(tmp_path / name))
+    silenced: list[bool] = []
+    execute = sitk.ImageFileReader.Execute
+
+    def watched(self: sitk.ImageFileReader) -> sitk.Image:
+        silenced.append(os.path.samestat(os.fstat(2), os.stat(os.devnull)))
+        return execute(self)
+
+    monkeypatch.setattr(sitk.ImageFileReader, "Execute", watched)
+    read_volume(tmp_path / name)
+    assert silenced == [False]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from covseg.io import dicom, image, quiet
+from covseg.io import image, quiet
 
 needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 fork_with_threads = pytest.mark.filterwarnings(  # Python 3.12's warning, with threads
@@ -91,11 +91,11 @@ def test_a_forked_child_is_not_left_with_the_lock_taken(
         if which == "warnings":
             _within(quiet.quiet_warnings, inside)
             return
-        monkeypatch.setattr(dicom, "stderr_to_null", _stalled(lambda: -1, inside))
-        _within(partial(dicom._quiet_libraries, decoding=True), lambda: None)
+        monkeypatch.setattr(quiet, "stderr_to_null", _stalled(lambda: -1, inside))
+        _within(partial(quiet.quiet_libraries, decoding=True), lambda: None)
 
     def in_child() -> bool:
-        with (quiet.quiet_warnings if which == "warnings" else dicom._quiet_libraries)():
+        with (quiet.quiet_warnings if which == "warnings" else quiet.quiet_libraries)():
             return True
 
     assert _forked_inside(hold, in_child) == 0
@@ -150,9 +150,9 @@ def test_a_forked_child_gets_stderr_back_from_a_decode_in_another_thread() -> No
         now = os.fstat(2)
         return ((now.st_dev, now.st_ino) == (stderr.st_dev, stderr.st_ino)
                 and sitk.ProcessObject.GetGlobalWarningDisplay() == shown
-                and (dicom._quiet_state["depth"], dicom._quiet_state["decoders"]) == (0, 0))
+                and (quiet._quiet_state["depth"], quiet._quiet_state["decoders"]) == (0, 0))
 
-    assert _forked_inside(partial(_within, partial(dicom._quiet_libraries, decoding=True)),
+    assert _forked_inside(partial(_within, partial(quiet.quiet_libraries, decoding=True)),
                           in_child) == 0
     now = os.fstat(2)
     assert (now.st_dev, now.st_ino) == (stderr.st_dev, stderr.st_ino)
@@ -178,13 +178,15 @@ def test_a_forked_child_gets_stderr_back_from_a_decode_starting_in_another_threa
     stderr on the null device for good: the fork waits for that bookkeeping."""
     stderr = os.fstat(2)
 
+    real = quiet.stderr_to_null
+
     def hold(inside: Callable[[], None]) -> None:
         def swapped() -> int:
-            saved = quiet.stderr_to_null()
+            saved = real()
             inside()
             return saved
-        monkeypatch.setattr(dicom, "stderr_to_null", swapped)
-        _within(partial(dicom._quiet_libraries, decoding=True), lambda: None)
+        monkeypatch.setattr(quiet, "stderr_to_null", swapped)
+        _within(partial(quiet.quiet_libraries, decoding=True), lambda: None)
 
     def in_child() -> bool:
         now = os.fstat(2)
@@ -204,7 +206,7 @@ def test_a_fork_from_inside_a_block_does_not_wait_for_itself(which: str) -> None
     its own then forks in turn (the child's lock, not the parent's it left taken)."""
     from covseg.models import unetpp
     block = {"warnings": quiet.quiet_warnings, "npy": image.NPY_HEADER_LOCK.held,
-             "unetpp": unetpp._QUIET_BUILD.held, "dicom": dicom._QUIET_LOCK.held}[which]
+             "unetpp": unetpp._QUIET_BUILD.held, "dicom": quiet._QUIET_LOCK.held}[which]
     statuses: list[int] = []
 
     def in_grandchild() -> bool:
@@ -218,3 +220,45 @@ def test_a_fork_from_inside_a_block_does_not_wait_for_itself(which: str) -> None
         return statuses == [0]
 
     assert _forked(in_child, within=block) == 0
+
+
+class _Interrupted:
+    """A lock whose acquire a Ctrl-C interrupts, counting its releases."""
+
+    def __init__(self) -> None:
+        self.released = 0
+
+    def acquire(self) -> bool:
+        raise KeyboardInterrupt
+
+    def release(self) -> None:
+        self.released += 1
+
+
+def test_a_fork_interrupted_taking_a_lock_does_not_let_it_go() -> None:
+    """A Ctrl-C while the before-fork hook waited raised out of it (Python passes over it and
+    forks), and the after-fork hook let go a lock never taken: an RLock this thread held in a
+    block was let go under it."""
+    lock = quiet.ForkSafeLock()
+    interrupted = _Interrupted()
+    lock.lock = interrupted  # type: ignore[assignment]
+    with pytest.raises(KeyboardInterrupt):
+        lock._take()
+    lock._let_go()
+    assert interrupted.released == 0
+    lock.lock = threading.RLock()
+    lock._take()
+    lock._let_go()
+    assert lock.lock.acquire(blocking=False)  # let go: free for another thread
+    lock.lock.release()
+
+
+def test_a_block_under_one_fork_safe_lock_takes_no_other() -> None:
+    """The locks' invariant, which keeps a fork from another thread (taking each in turn) from
+    deadlocking: no block takes another of them; its own again is an RLock's."""
+    first, second = quiet.ForkSafeLock(), quiet.ForkSafeLock()
+    with (first.held(), first.held(), pytest.raises(AssertionError, match="takes another"),
+          second.held()):
+        pass
+    with second.held():
+        pass

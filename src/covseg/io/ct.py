@@ -16,9 +16,9 @@ from covseg.io.dicom import (
     read_dicom_folder,
 )
 from covseg.io.image import IMAGE_SUFFIXES, apple_double
-from covseg.io.itk import data_file_refused, is_itk_named, read_itk
+from covseg.io.itk import data_file_refused, is_itk_named, is_segmentation, read_itk
 from covseg.io.listing import Listings
-from covseg.io.nifti import analyze_refused, is_analyze, is_nifti, is_nifti_named, read_nifti
+from covseg.io.nifti import analyze_refused, is_analyze, is_nifti_named, read_nifti
 from covseg.io.volume import (
     ITK_SUFFIXES,
     NIFTI_SUFFIXES,
@@ -29,9 +29,11 @@ from covseg.io.volume import (
 
 
 def is_volume_file(path: Path) -> bool:
-    """True for a NIfTI, NRRD or MetaImage file that a folder's listing reads (not hidden: as
-    :func:`~covseg.io.nifti.is_nifti`)."""
-    return is_nifti(path) or (is_itk_named(path) and not path.name.startswith("."))
+    """True for a NIfTI, NRRD or MetaImage file that a folder's listing reads as a CT: not
+    hidden (as :func:`~covseg.io.nifti.is_nifti`), nor a 3D Slicer segmentation
+    (:func:`~covseg.io.itk.is_segmentation`), which is never a CT."""
+    return (not path.name.startswith(".") and is_volume_named(path)
+            and not is_segmentation(path))
 
 
 def is_volume_named(path: Path) -> bool:
@@ -48,7 +50,7 @@ def read_volume(path: str | os.PathLike[str], hu: str = "auto", like: Volume | N
 
     ``hu``: "auto" detects Hounsfield units vs 8-bit grey from the value range, "yes" forces HU,
     "no" says the values are grey (0..255 or 0..1), as lungmask's ``--noHU``. ``like``: as for
-    :func:`read_nifti`.
+    :func:`read_nifti` (for a NIfTI, NRRD or MetaImage file).
     """
     check_hu(hu)
     path = Path(path)
@@ -63,7 +65,7 @@ def read_volume(path: str | os.PathLike[str], hu: str = "auto", like: Volume | N
     elif path.name.lower().endswith(NIFTI_SUFFIXES):
         volume = read_nifti(path, like=like)
     elif path.name.lower().endswith(ITK_SUFFIXES):
-        volume = read_itk(path)
+        volume = read_itk(path, like)
     elif path.suffix.lower() in IMAGE_SUFFIXES:
         raise CovsegError(
             f"{path}: a 2D image, not a volume; give a NIfTI, NRRD or MetaImage file or a DICOM "
@@ -81,7 +83,7 @@ def read_volume(path: str | os.PathLike[str], hu: str = "auto", like: Volume | N
     return volume
 
 
-def folder_niftis(folder: Path, listings: Listings | None = None) -> list[Path]:
+def folder_volumes(folder: Path, listings: Listings | None = None) -> list[Path]:
     """The volume files (NIfTI, NRRD, MetaImage: :func:`is_volume_file`) of a folder that holds
     no DICOM file, sorted; none beside DICOM slices (a series with a converted copy is read
     from its slices), but all beside DICOM files of no CT image
@@ -99,9 +101,9 @@ def folder_volume(folder: Path) -> Path:
     """Where a folder's CT is read from: the folder itself (a DICOM series, searched as
     :func:`read_dicom_folder` searches it), or the one volume file it holds beside no DICOM file
     of a CT image (data stored one folder per patient: ``p1/ct.nii.gz``, perhaps beside its dose
-    report: :func:`folder_niftis`). Several volume files there are refused: which is the CT, and
+    report: :func:`folder_volumes`). Several volume files there are refused: which is the CT, and
     which its masks, is a guess."""
-    volumes = folder_niftis(folder)
+    volumes = folder_volumes(folder)
     if not volumes:
         return folder
     if len(volumes) > 1:

@@ -5,11 +5,9 @@ slice headers, and multi-frame, padded and single files.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import logging
 import os
-import re
 import stat
 import struct
 import tempfile
@@ -17,7 +15,6 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pydicom
@@ -26,7 +23,7 @@ import SimpleITK as sitk
 from covseg.errors import CovsegError, counted, is_out_of_memory, them
 from covseg.io.listing import Listings
 from covseg.io.nifti import is_nifti
-from covseg.io.quiet import ForkSafeLock, quiet_warnings, stderr_back, stderr_to_null
+from covseg.io.quiet import quiet_libraries, quiet_warnings
 from covseg.io.volume import (
     DICOM_SUFFIXES,
     NIFTI_SUFFIXES,
@@ -35,6 +32,7 @@ from covseg.io.volume import (
     _allowed_offset,
     _one_line,
     check_voxel_count,
+    itk_message,
     short_of_memory,
     volume_from_itk,
 )
@@ -234,7 +232,7 @@ def _dicom_series(folder: Path) -> list[Series]:
         special += [Path(directory, name) for name in passed]
         gzipped += [Path(directory, name) for name in names if name.lower().endswith(".gz")]
         files = [Path(directory, name) for name in names if name not in passed]
-        with _quiet_libraries(decoding=_first_compressed(files)):
+        with quiet_libraries(decoding=_first_compressed(files)):
             found += _directory_series(Path(directory), set(passed))
     if special:
         shown = ", ".join(str(path.relative_to(folder)) for path in special[:3])
@@ -750,12 +748,12 @@ def _read_itk(reader: sitk.ImageReaderBase, header: SliceHeader, what: str,
     (:func:`~covseg.io.volume.short_of_memory`), not as ITK's "cannot read ... (Failed to
     allocate memory for image.)"."""
     try:
-        with _quiet_libraries(decoding=_compressed(header)):
+        with quiet_libraries(decoding=_compressed(header)):
             return reader.Execute()
     except RuntimeError as exc:
         if is_out_of_memory(exc):
             raise short_of_memory(sized[1], np.dtype(np.float32), sized[0]) from None
-        raise CovsegError(f"{what} ({_itk_message(exc)}){_syntax_hint(header)}") from None
+        raise CovsegError(f"{what} ({itk_message(exc)}){_syntax_hint(header)}") from None
 
 
 def _syntax_hint(header: SliceHeader) -> str:
@@ -783,55 +781,6 @@ def _compressed_syntax(uid: str) -> bool:
     """Whether transfer syntax ``uid`` compresses the pixels (a private or unknown one counts;
     compared as text, so that a UID cut short is not a pydicom warning)."""
     return uid not in UNCOMPRESSED_SYNTAXES
-
-
-_quiet_state: dict[str, Any] = {"depth": 0, "warnings_shown": True, "decoders": 0,
-                                "saved_fd": -1}
-"""Readers inside :func:`_quiet_libraries` (threads, or nested calls): the first one in turns
-ITK's warnings off (sends stderr away, of those ``decoding``) and the last one out turns them
-back on (restores stderr), so that interleaved readers never save each other's null device as
-the stream to restore (which silenced the process for good)."""
-
-
-def _no_reader_inside() -> None:
-    """A forked child's quieting as no reader left it: a parent's thread reading at the fork is
-    not there to give back stderr (the child's was on the null device for good) and ITK's
-    warnings."""
-    if _quiet_state["decoders"]:
-        stderr_back(_quiet_state["saved_fd"])
-    if _quiet_state["depth"]:
-        sitk.ProcessObject.SetGlobalWarningDisplay(_quiet_state["warnings_shown"])
-    _quiet_state.update(depth=0, decoders=0, saved_fd=-1)
-
-
-_QUIET_LOCK = ForkSafeLock(in_child=_no_reader_inside)
-
-
-@contextlib.contextmanager
-def _quiet_libraries(decoding: bool = False) -> Iterator[None]:
-    """ITK's warnings off meanwhile (a DICOMDIR tree's upper folders made it warn "No Series
-    were found") and, while ``decoding`` compressed pixels, the process's stderr (file
-    descriptor 2, where OpenJPEG and GDCM print dozens of lines for one undecodable file) sent
-    to the null device; covseg reports what went wrong in one line. The null device is the
-    whole process's stderr, other threads' included: it is kept to that decode."""
-    with _QUIET_LOCK.held():
-        if _quiet_state["depth"] == 0:
-            _quiet_state["warnings_shown"] = sitk.ProcessObject.GetGlobalWarningDisplay()
-            sitk.ProcessObject.SetGlobalWarningDisplay(False)
-        if decoding and _quiet_state["decoders"] == 0:
-            _quiet_state["saved_fd"] = stderr_to_null()
-        _quiet_state["depth"] += 1
-        _quiet_state["decoders"] += decoding
-    try:
-        yield
-    finally:
-        with _QUIET_LOCK.held():
-            _quiet_state["depth"] -= 1
-            _quiet_state["decoders"] -= decoding
-            if decoding and _quiet_state["decoders"] == 0:
-                stderr_back(_quiet_state["saved_fd"])
-            if _quiet_state["depth"] == 0:
-                sitk.ProcessObject.SetGlobalWarningDisplay(_quiet_state["warnings_shown"])
 
 
 def _stored_in_hu(image: sitk.Image, files: Sequence[str], headers: Sequence[SliceHeader],
@@ -1304,14 +1253,3 @@ def _with_slice_thickness(image: sitk.Image, header: SliceHeader, source: str) -
     return image
 
 
-ITK_OBJECT = re.compile(r"^ITK ERROR: \w+\(0x[0-9a-fA-F]+\): ")
-"""How ITK starts an error line: the class and the object's address, which tell a user nothing."""
-
-
-def _itk_message(exc: Exception) -> str:
-    """ITK errors span several lines; the last non-empty one says what went wrong (without
-    :data:`ITK_OBJECT`), but for the "Reason: ..." ITK adds from the C library's last error,
-    often stale: "No such file or directory" of a truncated MetaImage that is there."""
-    lines = [line.strip() for line in str(exc).splitlines()
-             if line.strip() and not line.strip().startswith("Reason:")]
-    return ITK_OBJECT.sub("", lines[-1]) if lines else type(exc).__name__

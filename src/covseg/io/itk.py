@@ -17,26 +17,41 @@ import numpy as np
 import SimpleITK as sitk
 
 from covseg.errors import CovsegError, is_out_of_memory
-from covseg.io.dicom import _itk_message, _quiet_libraries
 from covseg.io.image import CT_SLICES
-from covseg.io.nifti import _volume_shape, volume_from_nifti
+from covseg.io.nifti import on_geometry_of_like, volume_from_nifti
+from covseg.io.quiet import quiet_libraries
 from covseg.io.volume import (
     ITK_SUFFIXES,
     Volume,
     check_voxel_count,
     itk_affine,
+    itk_message,
     short_of_memory,
+    volume_shape,
 )
 
 T = TypeVar("T")
 
 SEGMENTATION_SUFFIX = ".seg.nrrd"
 """How 3D Slicer names a segmentation (labels, often one layer per segment), never a CT."""
+DETACHED_HEADERS = (".mhd", ".nhdr")
+"""How headers that name their data file are named (a ``.nrrd`` or ``.mha`` may too, but holds
+its voxels as a rule)."""
 HEADER_BYTES = 65536
 """Bytes of a file searched for its data file's name (headers are a few hundred)."""
 DATA_FILE = re.compile(r"^(?:ElementDataFile\s*=|data ?file\s*:)[ \t]*(\S[^\r\n]*?)[ \t]*$",
                        re.IGNORECASE | re.MULTILINE)
 """A MetaImage's or NRRD's line naming the file that holds its voxels."""
+GEOMETRY = re.compile(r"^(?:(?:space directions|spacings|space origin|axis mins)\s*:|(?:Element"
+                      r"Spacing|ElementSize|Offset|Origin|Position|TransformMatrix|Rotation|"
+                      r"Orientation|AnatomicalOrientation)\s*=)", re.IGNORECASE | re.MULTILINE)
+"""A NRRD's or MetaImage's line placing its voxels (sizes, origin, directions)."""
+RAW = re.compile(r"^encoding\s*:\s*raw\s*$", re.IGNORECASE | re.MULTILINE)
+"""A NRRD's line saying its voxels are stored raw (not gzip, bzip2 or text)."""
+COMPRESSED = re.compile(r"^CompressedData\s*=\s*True\s*$", re.IGNORECASE | re.MULTILINE)
+"""A MetaImage's line saying its voxels are compressed (raw without it)."""
+SKIPS = re.compile(r"^(?:(?:byte|line) ?skip\s*:|HeaderSize\s*=)", re.IGNORECASE | re.MULTILINE)
+"""A NRRD's or MetaImage's line skipping bytes before its voxels."""
 
 
 def is_itk_named(path: Path) -> bool:
@@ -45,47 +60,105 @@ def is_itk_named(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(ITK_SUFFIXES)
 
 
-def read_itk(path: Path) -> Volume:
+def is_segmentation(path: Path) -> bool:
+    """Whether ``path`` is named as a 3D Slicer segmentation (:data:`SEGMENTATION_SUFFIX`)."""
+    return path.name.lower().endswith(SEGMENTATION_SUFFIX)
+
+
+def read_itk(path: Path, like: Volume | None = None) -> Volume:
     """Read a 3D NRRD or MetaImage CT as :func:`~covseg.io.nifti.read_nifti` reads a NIfTI
     file: its header is read first, so that a 2D, 4D, RGB or oversized file is refused before
-    its voxels are, and a missing data file is named."""
+    its voxels are, and a missing data file is named. A header without geometry
+    (:func:`lacks_geometry`) is read as a NIfTI file without it (qform and sform codes 0,
+    1 mm voxels), so that the 1 mm voxels are told of and ``like`` pairs it as there."""
     source = str(path)
-    if path.name.lower().endswith(SEGMENTATION_SUFFIX):
+    if is_segmentation(path):
         raise CovsegError(f"{path}: a 3D Slicer segmentation ({SEGMENTATION_SUFFIX}: labels), "
                           "not a CT; give the CT volume it was drawn on")
     _check_data_file(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(source)
     reader.SetImageIO(_format(path)[1])
-    _read(reader.ReadImageInformation, path, None)
+    _read(reader.ReadImageInformation, path, None, quiet=True)
     components = reader.GetNumberOfComponents()
     if components != 1:
         raise CovsegError(f"{path}: {components} values per voxel (RGB or vector), not one grey "
                           "value; give the CT as a greyscale volume")
-    shape = _volume_shape(tuple(int(n) for n in reader.GetSize()), source, CT_SLICES.flat)
+    shape = volume_shape(tuple(int(n) for n in reader.GetSize()), source, CT_SLICES.flat)
     check_voxel_count(shape, source)
-    image = _read(reader.Execute, path, shape)
+    image = _read(reader.Execute, path, shape, quiet=not _check_raw_size(path, reader))
     if image.GetDimension() > 3:  # (x, y, z, 1, ...)
         image = sitk.Extract(image, [*shape, *[0] * (image.GetDimension() - 3)])
-    nifti = nib.Nifti1Image(sitk.GetArrayFromImage(image).T, itk_affine(image))
+    nifti = _as_nifti(sitk.GetArrayFromImage(image).T, image, lacks_geometry(path))
+    return volume_from_nifti(on_geometry_of_like(nifti, like, source), source)
+
+
+def _as_nifti(voxels: np.ndarray, image: sitk.Image, unplaced: bool) -> nib.Nifti1Image:
+    """The in-memory NIfTI image of ``image``'s (x, y, z) ``voxels``: on its geometry, or,
+    ``unplaced`` (its header held none), as a NIfTI file without any reads (ITK's defaults,
+    1 mm voxels at 0, looked measured)."""
+    if unplaced:
+        bare = nib.Nifti1Image(voxels, None)
+        return nib.Nifti1Image(voxels, bare.header.get_best_affine(), bare.header)
+    nifti = nib.Nifti1Image(voxels, itk_affine(image))
     nifti.header.set_qform(nifti.affine, code=1)
     nifti.header.set_sform(nifti.affine, code=1)
     nifti.header.set_xyzt_units("mm")
-    return volume_from_nifti(nifti, source)
+    return nifti
 
 
-def _read(step: Callable[[], T], path: Path, shape: tuple[int, int, int] | None) -> T:
-    """Run a SimpleITK reader's ``step`` with ITK's and MetaIO's console output kept quiet
-    (MetaIO prints "Cannot open data file" on stderr before failing); a failure is one line,
-    memory short of a volume of ``shape`` (x, y, z) as a NIfTI's is."""
+def _read(step: Callable[[], T], path: Path, shape: tuple[int, int, int] | None, quiet: bool
+          ) -> T:
+    """Run a SimpleITK reader's ``step`` with ITK's warnings off and, where ``quiet``, the
+    process's stderr on the null device (MetaIO prints "Cannot open data file" or "data not
+    read completely" there before failing; the whole process's, so kept to the steps that may
+    print); a failure is one line, memory short of a volume of ``shape`` (x, y, z) as a
+    NIfTI's is."""
     try:
-        with _quiet_libraries(decoding=True):
+        with quiet_libraries(decoding=quiet):
             return step()
     except RuntimeError as exc:
         if shape is not None and is_out_of_memory(exc):
             raise short_of_memory(shape, np.dtype(np.float32), path) from None
-        raise CovsegError(f"{path}: cannot read it as {_format(path)[0]} ({_itk_message(exc)}); "
+        raise CovsegError(f"{path}: cannot read it as {_format(path)[0]} ({itk_message(exc)}); "
                           "is the file truncated or corrupt?") from None
+
+
+def _check_raw_size(path: Path, reader: sitk.ImageFileReader) -> bool:
+    """Refuse raw (uncompressed) voxels cut short before reading them, as MetaIO prints on
+    stderr when it meets them; True where the voxels were checked so (raw, where they start
+    known), False for the rest (compressed or text, byte skips), read with stderr quieted."""
+    stored = _raw_voxels(path)
+    if stored is None:
+        return False
+    where, start = stored
+    needed = int(np.prod(reader.GetSize())) * sitk.GetArrayViewFromImage(
+        sitk.Image([1, 1], reader.GetPixelID())).itemsize
+    held = where.stat().st_size - start
+    if held < needed:
+        raise CovsegError(f"{path}: cannot read the voxels ({where.name} ends {max(held, 0)} "
+                          f"bytes into its voxels, which take {needed} bytes); is the file "
+                          "truncated?")
+    return True
+
+
+def _raw_voxels(path: Path) -> tuple[Path, int] | None:
+    """The file holding a NRRD's or MetaImage's raw voxels and where in it they start; None
+    for compressed or text voxels, skipped bytes, or a header not found."""
+    text, header = _head(path), _header(path)
+    if text is None or header is None or SKIPS.search(header):
+        return None
+    metaimage = _format(path)[0] == "MetaImage"
+    if (COMPRESSED.search(header) is not None) if metaimage else (RAW.search(header) is None):
+        return None
+    held = data_file(path)
+    if held is not None:
+        return (held, 0) if held.is_file() else None
+    if metaimage:  # the voxels follow its last line, "ElementDataFile = LOCAL"
+        local = DATA_FILE.search(header)
+        end = header.find("\n", local.end()) if local else -1
+        return (path, end + 1) if end >= 0 else None
+    return (path, len(header) + 2) if len(header) < len(text) else None
 
 
 def _format(path: Path) -> tuple[str, str]:
@@ -96,18 +169,39 @@ def _format(path: Path) -> tuple[str, str]:
     return "NRRD", "NrrdImageIO"
 
 
-def data_file(path: Path) -> Path | None:
-    """The file that holds a NRRD's or MetaImage's voxels, as its header names it (beside it,
-    or where it says); None where the file holds them itself (``LOCAL``, or no such line) or
-    names several (a list or a numbered pattern), and for a file of another format."""
+def _header(path: Path) -> str | None:
+    """The header of a file named as NRRD or MetaImage (up to its blank line, or the first
+    :data:`HEADER_BYTES`); None for another file or one that cannot be read."""
+    text = _head(path)
+    return text.split("\n\n", 1)[0] if text is not None else None
+
+
+def _head(path: Path) -> str | None:
+    """The first :data:`HEADER_BYTES` of a file named as NRRD or MetaImage, as text; None for
+    another file or one that cannot be read."""
     if not is_itk_named(path):
         return None
     try:
         with open(path, "rb") as handle:
-            header = handle.read(HEADER_BYTES).decode("latin-1")
+            return handle.read(HEADER_BYTES).decode("latin-1")
     except OSError:
         return None
-    found = DATA_FILE.search(header.split("\n\n", 1)[0])
+
+
+def lacks_geometry(path: Path) -> bool:
+    """Whether a NRRD's or MetaImage's header gives no geometry (:data:`GEOMETRY`: no voxel
+    sizes, origin or directions), as numpy pipelines write (pynrrd's ``nrrd.write(path,
+    array)``): ITK then gives 1 mm voxels at 0, which are no measurement."""
+    header = _header(path)
+    return header is not None and not GEOMETRY.search(header)
+
+
+def data_file(path: Path) -> Path | None:
+    """The file that holds a NRRD's or MetaImage's voxels, as its header names it (beside it,
+    or where it says); None where the file holds them itself (``LOCAL``, or no such line) or
+    names several (a list or a numbered pattern), and for a file of another format."""
+    header = _header(path)
+    found = DATA_FILE.search(header) if header is not None else None
     if not found:
         return None
     name = found.group(1)
@@ -118,8 +212,14 @@ def data_file(path: Path) -> Path | None:
 
 def data_file_refused(path: Path) -> CovsegError | None:
     """The error for the data file of a NRRD or MetaImage header beside it (``ct.raw`` of
-    ``ct.mhd``), given as a file to read, naming its header; None for any other file."""
-    siblings = sorted(path.parent.iterdir()) if path.parent.is_dir() else []
+    ``ct.mhd``), given as a file to read, naming its header; None for any other file, and
+    where its folder cannot be listed. Only detached headers (:data:`DETACHED_HEADERS`) are
+    opened: a NRRD or MetaImage holding its voxels is no other file's header."""
+    try:
+        siblings = sorted(c for c in path.parent.iterdir()
+                          if c.name.lower().endswith(DETACHED_HEADERS))
+    except OSError:
+        return None
     for header in siblings:
         held = data_file(header)
         if held is not None and held.resolve() == path.resolve():

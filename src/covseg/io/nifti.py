@@ -47,6 +47,7 @@ from covseg.io.volume import (
     check_voxel_count,
     forms_note,
     short_of_memory,
+    volume_shape,
 )
 
 NIFTI_ERRORS = (ImageFileError, HeaderDataError, WrapStructError, OSError, EOFError,
@@ -102,9 +103,17 @@ def read_nifti(path: str | os.PathLike[str], dtype: type = np.float32,
     """
     path = Path(path)
     with _opened_nifti(path) as image:
-        if like is not None and _geometryless(image) and _stored_alike(image, like):
-            image = _on_geometry_of(image, like, str(path))
-        return volume_from_nifti(image, str(path), dtype, what)
+        return volume_from_nifti(on_geometry_of_like(image, like, str(path)), str(path), dtype,
+                                 what)
+
+
+def on_geometry_of_like(image: nib.Nifti1Image, like: Volume | None, source: str
+                        ) -> nib.Nifti1Image:
+    """``image`` on ``like``'s geometry where its header has none and it stores ``like``'s grid
+    shape (:func:`read_nifti`), else as it is."""
+    if like is not None and _geometryless(image) and _stored_alike(image, like):
+        return _on_geometry_of(image, like, source)
+    return image
 
 
 def read_mask_nifti(path: str | os.PathLike[str], dtype: type = np.int16,
@@ -192,9 +201,13 @@ def _geometryless(image: nib.Nifti1Image) -> bool:
 
 
 def lacks_geometry(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a NIfTI file whose header has no real geometry (reads the header only;
-    a DICOM series always has its own)."""
+    """Whether ``path`` is a NIfTI, NRRD or MetaImage file whose header has no real geometry
+    (reads the header only; a DICOM series always has its own)."""
     path = Path(path)
+    from covseg.io.itk import lacks_geometry as itk_lacks_geometry  # itk imports this module
+
+    if itk_lacks_geometry(path):
+        return True
     if not path.name.lower().endswith(NIFTI_SUFFIXES):
         return False
     with _opened_nifti(path, warn=False) as image:  # its reading warns of a misnamed file
@@ -269,7 +282,7 @@ def volume_from_nifti(image: nib.Nifti1Pair, source: str, dtype: type = np.float
     """A loaded NIfTI image (from a file or built in memory) -> Volume with (z, y, x) voxels;
     ``what``: as for :func:`read_nifti`."""
     _check_stored_dtype(np.dtype(image.get_data_dtype()), source)
-    shape = _volume_shape(tuple(int(n) for n in image.shape), source, what.flat)
+    shape = volume_shape(tuple(int(n) for n in image.shape), source, what.flat)
     check_voxel_count(shape, source, np.dtype(dtype).itemsize)
     _check_perpendicular(image, shape, source)
     slope, inter = _scaling(image)
@@ -427,20 +440,6 @@ def _check_stored_size(proxy: ArrayProxy, needed: int, source: str) -> None:
         raise CovsegError(f"{source}: cannot read the voxels (the file ends {max(stored, 0)} "
                           f"bytes into its voxels, which take {needed} bytes); "
                           "is the file truncated?")
-
-
-def _volume_shape(shape: tuple[int, ...], source: str | Path, advice: str
-                  ) -> tuple[int, int, int]:
-    """The (x, y, z) shape of a stored volume: (x, y, z, 1, ...) is 3D; 2D images (with
-    ``advice``, :attr:`Slices.flat`) and true 4D series are refused."""
-    while len(shape) > 3 and shape[-1] == 1:
-        shape = shape[:-1]
-    if len(shape) == 2:
-        raise CovsegError(f"{source}: a 2D image of shape {shape}, not a volume; {advice}")
-    if len(shape) != 3:
-        raise CovsegError(f"{source}: expected a 3D volume, got shape {shape}; give one 3D "
-                          "CT (a series over time or of several channels, one volume a file)")
-    return shape[0], shape[1], shape[2]
 
 
 ORDINALS = ("first", "second", "third")

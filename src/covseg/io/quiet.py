@@ -1,7 +1,8 @@
-"""The process's stderr (file descriptor 2) sent away while a C or C++ library prints there:
-covseg says what went wrong in one line, and the library's own lines came before it. A Python
-library's logger is quieted where covseg has checked what it would warn of, and a Python
-warning where covseg says the same in its own words."""
+"""The process's stderr (file descriptor 2) sent away while a C or C++ library prints there
+(:func:`quiet_libraries`, ITK's warnings off too): covseg says what went wrong in one line, and
+the library's own lines came before it. A Python library's logger is quieted where covseg has
+checked what it would warn of, and a Python warning where covseg says the same in its own
+words."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from covseg.console import STDERR
 
@@ -62,29 +64,48 @@ class ForkSafeLock:
     def __init__(self, in_child: Callable[[], None] | None = None) -> None:
         self._in_child = in_child
         self.lock = threading.RLock()
+        self._forking = threading.local()
         if sys.platform != "win32":
             os.register_at_fork(before=self._take, after_in_parent=self._let_go,
                                 after_in_child=self._renew)
 
     def _take(self) -> None:
-        """The lock taken for a fork (the one of now: a child's own, in a child that forks)."""
-        self.lock.acquire()
+        """The lock taken for a fork (the one of now: a child's own, in a child that forks),
+        as this thread's to let go: a Ctrl-C while it waits raises out of the hook, which
+        Python passes over and forks all the same, and a lock not taken is not let go (an
+        RLock this thread held in a block was let go under it)."""
+        self._forking.taken = False
+        self._forking.taken = self.lock.acquire()
 
     def _let_go(self) -> None:
-        """The parent's lock, taken for the fork, let go."""
-        self.lock.release()
+        """The parent's lock, where this thread took it for the fork, let go."""
+        if getattr(self._forking, "taken", False):
+            self._forking.taken = False
+            self.lock.release()
 
     def _renew(self) -> None:
         """The child's own lock, free, and its state as no block left it."""
         self.lock = threading.RLock()
+        self._forking = threading.local()
         if self._in_child is not None:
             self._in_child()
 
     @contextmanager
     def held(self) -> Iterator[None]:
-        """The lock held for the block."""
+        """The lock held for the block; a block of another of these locks in it is an
+        AssertionError (a fork from another thread, taking them in turn, could deadlock)."""
+        held = _HELD.__dict__.setdefault("locks", [])
+        assert all(lock is self for lock in held), "a ForkSafeLock's block takes another"
         with self.lock:
-            yield
+            held.append(self)
+            try:
+                yield
+            finally:
+                held.pop()
+
+
+_HELD = threading.local()
+"""The :class:`ForkSafeLock` blocks this thread is in (its ``locks``)."""
 
 
 _WARNINGS_LOCK = ForkSafeLock()
@@ -114,3 +135,57 @@ def warnings_logged_quiet(name: str) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+_quiet_state: dict[str, Any] = {"depth": 0, "warnings_shown": True, "decoders": 0,
+                                "saved_fd": -1}
+"""Readers inside :func:`quiet_libraries` (threads, or nested calls): the first one in turns
+ITK's warnings off (sends stderr away, of those ``decoding``) and the last one out turns them
+back on (restores stderr), so that interleaved readers never save each other's null device as
+the stream to restore (which silenced the process for good)."""
+
+
+def _no_reader_inside() -> None:
+    """A forked child's quieting as no reader left it: a parent's thread reading at the fork is
+    not there to give back stderr (the child's was on the null device for good) and ITK's
+    warnings."""
+    if _quiet_state["decoders"]:
+        stderr_back(_quiet_state["saved_fd"])
+    if _quiet_state["depth"]:
+        import SimpleITK as sitk  # imported by the reader inside
+
+        sitk.ProcessObject.SetGlobalWarningDisplay(_quiet_state["warnings_shown"])
+    _quiet_state.update(depth=0, decoders=0, saved_fd=-1)
+
+
+_QUIET_LOCK = ForkSafeLock(in_child=_no_reader_inside)
+
+
+@contextmanager
+def quiet_libraries(decoding: bool = False) -> Iterator[None]:
+    """ITK's warnings off meanwhile (a DICOMDIR tree's upper folders made it warn "No Series
+    were found") and, while ``decoding`` compressed pixels, the process's stderr (file
+    descriptor 2, where OpenJPEG and GDCM print dozens of lines for one undecodable file) sent
+    to the null device; covseg reports what went wrong in one line. The null device is the
+    whole process's stderr, other threads' included: it is kept to that decode. SimpleITK is
+    imported here, not with this module (which everything imports)."""
+    import SimpleITK as sitk
+
+    with _QUIET_LOCK.held():
+        if _quiet_state["depth"] == 0:
+            _quiet_state["warnings_shown"] = sitk.ProcessObject.GetGlobalWarningDisplay()
+            sitk.ProcessObject.SetGlobalWarningDisplay(False)
+        if decoding and _quiet_state["decoders"] == 0:
+            _quiet_state["saved_fd"] = stderr_to_null()
+        _quiet_state["depth"] += 1
+        _quiet_state["decoders"] += decoding
+    try:
+        yield
+    finally:
+        with _QUIET_LOCK.held():
+            _quiet_state["depth"] -= 1
+            _quiet_state["decoders"] -= decoding
+            if decoding and _quiet_state["decoders"] == 0:
+                stderr_back(_quiet_state["saved_fd"])
+            if _quiet_state["depth"] == 0:
+                sitk.ProcessObject.SetGlobalWarningDisplay(_quiet_state["warnings_shown"])

@@ -29,6 +29,7 @@ import logging
 import math
 import numbers
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,6 @@ from covseg.transforms import (
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 """NRRD and MetaImage, as 3D Slicer and ITK save volumes (:mod:`covseg.io.itk`)."""
-VOLUME_SUFFIXES = (*NIFTI_SUFFIXES, *ITK_SUFFIXES)
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 HU_MODES: tuple[str, ...] = ("auto", "yes", "no")
 HU_LIMIT = 100_000.0
@@ -305,6 +305,20 @@ MAX_VOXELS = 2 ** 31
 is half of it): a header claiming more (32767^3 in 87 bytes of .nii.gz) is refused naming the
 file before anything is allocated, where it was "out of memory (could not allocate 128 TiB)",
 or, on a machine with the memory, gigabytes inflated and segmented."""
+
+
+def volume_shape(shape: tuple[int, ...], source: str | Path, advice: str
+                  ) -> tuple[int, int, int]:
+    """The (x, y, z) shape of a stored volume: (x, y, z, 1, ...) is 3D; 2D images (with
+    ``advice``, :attr:`Slices.flat`) and true 4D series are refused."""
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) == 2:
+        raise CovsegError(f"{source}: a 2D image of shape {shape}, not a volume; {advice}")
+    if len(shape) != 3:
+        raise CovsegError(f"{source}: expected a 3D volume, got shape {shape}; give one 3D "
+                          "CT (a series over time or of several channels, one volume a file)")
+    return shape[0], shape[1], shape[2]
 
 
 def check_voxel_count(shape: Sequence[int], source: str | Path, itemsize: int = 4) -> None:
@@ -710,6 +724,19 @@ def _float_volume(array: np.ndarray, affine: np.ndarray, source: str) -> Volume:
     header.set_sform(affine, code=1)
     header.set_xyzt_units("mm")
     return Volume(array, affine, header, source)
+
+
+ITK_OBJECT = re.compile(r"^ITK ERROR: \w+\(0x[0-9a-fA-F]+\): ")
+"""How ITK starts an error line: the class and the object's address, which tell a user nothing."""
+
+
+def itk_message(exc: Exception) -> str:
+    """ITK errors span several lines; the last non-empty one says what went wrong (without
+    :data:`ITK_OBJECT`), but for the "Reason: ..." ITK adds from the C library's last error,
+    often stale: "No such file or directory" of a truncated MetaImage that is there."""
+    lines = [line.strip() for line in str(exc).splitlines()
+             if line.strip() and not line.strip().startswith("Reason:")]
+    return ITK_OBJECT.sub("", lines[-1]) if lines else type(exc).__name__
 
 
 def itk_affine(image: sitk.Image) -> np.ndarray:
