@@ -18,7 +18,7 @@ from typing import Any
 from covseg.io.ct import folder_volumes
 from covseg.io.dicom import dicom_files
 from covseg.io.image import unreadable_file
-from covseg.io.itk import data_file
+from covseg.io.itk import data_files
 from covseg.io.listing import Listings
 
 RESULT_JSON = "quantification.json"
@@ -151,19 +151,19 @@ def input_hashes(inputs: dict[str, Any]) -> dict[str, str | None]:
 
 def content_hash(path: Path) -> str | None:
     """SHA-256 of the CT or mask a path is read as: a file's bytes (a ``.mhd``'s or ``.nhdr``'s
-    with its data file's: :func:`~covseg.io.itk.data_file`); a folder's one volume or DICOM
-    file (``p1/ct.nii.gz``, a one-slice series: read as that file, so the file's own
-    SHA-256, and the folder and the file given itself agree); else over a folder's files (each
-    one's name relative to the folder and the SHA-256 of its bytes, in name order): its several
-    NIfTI files (refused when read) or its DICOM files. None when the path is gone or holds
-    neither (an empty folder, which no reader takes either), so that it never matches a
-    recorded hash. Files are streamed in chunks, so a 500-slice series costs one read of it
+    with those of each of its data files there: :func:`~covseg.io.itk.data_files`); a folder's
+    one volume or DICOM file (``p1/ct.nii.gz``, a one-slice series: read as that file, so the
+    file's own SHA-256, and the folder and the file given itself agree); else over a folder's
+    files (each one's name relative to the folder and the SHA-256 of its bytes, in name order):
+    its several NIfTI files (refused when read) or its DICOM files. None when the path is gone
+    or holds neither (an empty folder, which no reader takes either), so that it never matches
+    a recorded hash. Files are streamed in chunks, so a 500-slice series costs one read of it
     (about a second per GB)."""
     if path.is_file():
-        held = data_file(path)
-        if held is None or not held.is_file():
+        held = [file for file in data_files(path) if file.is_file()]
+        if not held:
             return _file_sha256(path).hex()
-        return hashlib.sha256(_file_sha256(path) + _file_sha256(held)).hexdigest()
+        return hashlib.sha256(b"".join(map(_file_sha256, [path, *held]))).hexdigest()
     if not path.is_dir():
         return None
     files = folder_volumes(path) or sorted(dicom_files(path))

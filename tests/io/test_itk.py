@@ -3,6 +3,7 @@ never studies of their own, and every bad file refused in one line with nothing 
 
 from __future__ import annotations
 
+import bz2
 import errno
 import os
 from pathlib import Path
@@ -241,3 +242,101 @@ def test_raw_voxels_are_read_with_the_process_stderr_left_alone(
     monkeypatch.setattr(sitk.ImageFileReader, "Execute", watched)
     read_volume(tmp_path / name)
     assert silenced == [False]
+
+
+def _crlf(path: Path) -> Path:
+    """``path``, a detached header, with Windows line endings (CRLF), as saved on Windows."""
+    path.write_bytes(path.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+    return path
+
+
+@pytest.mark.parametrize("name", ["ct.mhd", "ct.nhdr"])
+def test_a_header_with_windows_line_endings_keeps_its_data_file(tmp_path: Path,
+                                                                 name: str) -> None:
+    """Its data file's line ended in "\\r", so the data file was not found: its changes were
+    not in the rerun hash (a stale study skipped as done), its absence was ITK's "File cannot
+    be read", and the data file given alone was refused as no image covseg reads."""
+    sitk.WriteImage(oblique_ct(), str(tmp_path / name))
+    header, raw = _crlf(tmp_path / name), tmp_path / "ct.raw"
+    np.testing.assert_array_equal(read_volume(header).array,
+                                  read_volume(tmp_path / name).array)
+    before = content_hash(header)
+    raw.write_bytes(raw.read_bytes()[:-2] + b"\1\0")
+    assert content_hash(header) != before
+    assert "the voxels of" in str(itk.data_file_refused(raw))
+    raw.unlink()
+    with pytest.raises(CovsegError, match=r"its voxels are in ct\.raw, named in its header"):
+        read_volume(header)
+
+
+def _listed(tmp_path: Path, kind: str) -> Path:
+    """A MetaImage or NRRD header whose slices are in files of their own, named by a list or a
+    numbered pattern, in ``tmp_path/sl``."""
+    (tmp_path / "sl").mkdir()
+    for z in range(3):
+        (tmp_path / "sl" / f"s{z:03d}.raw").write_bytes(np.full((5, 6), z, "<i2").tobytes())
+    names = "\n".join(f"sl/s{z:03d}.raw" for z in range(3))
+    if kind.startswith("MetaImage"):
+        path = tmp_path / "ct.mhd"
+        path.write_text("ObjectType = Image\nNDims = 3\nDimSize = 6 5 3\nElementType = MET_SHORT\n"
+                        + ("ElementDataFile = LIST 2D\n" + names + "\n" if kind.endswith("list")
+                           else "ElementDataFile = sl/s%03d.raw 0 2 1\n"))
+    else:
+        path = tmp_path / "ct.nhdr"
+        path.write_text("NRRD0004\ntype: short\ndimension: 3\nsizes: 6 5 3\nendian: little\n"
+                        "encoding: raw\n" + ("data file: LIST 2\n" + names + "\n"
+                                             if kind.endswith("list")
+                                             else "data file: sl/s%03d.raw 0 2 1 2\n"))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["MetaImage list", "MetaImage pattern", "NRRD list",
+                                  "NRRD pattern"])
+def test_a_headers_hash_covers_every_data_file_it_lists(tmp_path: Path, kind: str) -> None:
+    """A header naming its slices' files (a list, or a pattern and its range) was hashed alone:
+    a changed slice left a stale study skipped as done. A slice's file given alone names its
+    header."""
+    path = _listed(tmp_path, kind)
+    assert [int(v) for v in np.unique(read_volume(path).array)] == [0, 1, 2]
+    assert [f.name for f in itk.data_files(path)] == ["s000.raw", "s001.raw", "s002.raw"]
+    before = content_hash(path)
+    (tmp_path / "sl" / "s002.raw").write_bytes(np.full((5, 6), 7, "<i2").tobytes())
+    assert content_hash(path) != before
+    assert f"the voxels of {path.name}" in str(itk.data_file_refused(tmp_path / "sl" / "s001.raw"))
+
+
+def test_a_data_file_in_a_sub_folder_names_its_header(tmp_path: Path) -> None:
+    """sub.nhdr's "data file: sub/ct.raw" given alone was "not an image covseg reads": only
+    headers beside a data file were looked at, not those in the folder above."""
+    sitk.WriteImage(oblique_ct(), str(tmp_path / "sub.nhdr"))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub.raw").rename(tmp_path / "sub" / "ct.raw")
+    header = tmp_path / "sub.nhdr"
+    header.write_text(header.read_text().replace("data file: sub.raw", "data file: sub/ct.raw"))
+    read_volume(header)
+    with pytest.raises(CovsegError, match=rf"^{tmp_path / 'sub' / 'ct.raw'}: the voxels of "
+                                          rf"sub\.nhdr, not a file of its own; give {header} "):
+        read_volume(tmp_path / "sub" / "ct.raw")
+
+
+NRRD_VOXELS = np.zeros((4, 5, 6), "<i2").tobytes()
+
+
+BZIP2 = "type: short\ndimension: 3\nsizes: 6 5 4\nendian: little\nencoding: bzip2\n"
+TIME_AXIS = ("type: short\ndimension: 4\nspace: left-posterior-superior\nsizes: 6 5 4 1\n"
+             "space directions: (1,0,0) (0,1,0) (0,0,1) none\nkinds: domain domain domain time\n"
+             "endian: little\nencoding: raw\n")
+
+
+@pytest.mark.parametrize(("header", "voxels", "said"), [
+    (BZIP2, bz2.compress(NRRD_VOXELS), "bzip2 encoding is not read; re-save it with gzip or raw"),
+    (TIME_AXIS, NRRD_VOXELS, r"a 4D volume \(a time/list axis\); save the 3D CT alone"),
+], ids=["bzip2", "time axis"])
+def test_sound_nrrds_that_itk_does_not_read_are_not_called_corrupt(
+        tmp_path: Path, header: str, voxels: bytes, said: str) -> None:
+    """A bzip2-encoded NRRD and one with a time axis were asked "is the file truncated or
+    corrupt?"."""
+    path = tmp_path / "ct.nrrd"
+    path.write_bytes(b"NRRD0004\n" + header.encode() + b"\n" + voxels)
+    with pytest.raises(CovsegError, match=rf"^{path}: {said}"):
+        read_volume(path)

@@ -39,9 +39,15 @@ DETACHED_HEADERS = (".mhd", ".nhdr")
 its voxels as a rule)."""
 HEADER_BYTES = 65536
 """Bytes of a file searched for its data file's name (headers are a few hundred)."""
-DATA_FILE = re.compile(r"^(?:ElementDataFile\s*=|data ?file\s*:)[ \t]*(\S[^\r\n]*?)[ \t]*$",
+DATA_FILE = re.compile(r"^(?:ElementDataFile\s*=|data ?file\s*:)[ \t]*(\S[^\r\n]*?)[ \t\r]*$",
                        re.IGNORECASE | re.MULTILINE)
-"""A MetaImage's or NRRD's line naming the file that holds its voxels."""
+"""A MetaImage's or NRRD's line naming the file that holds its voxels (its line ending may be
+Windows', CRLF)."""
+BLANK_LINE = re.compile(r"\r?\n\r?\n")
+"""The blank line ending a NRRD's header (Unix or Windows line endings)."""
+PATTERN = re.compile(r"^(\S*%\d*d\S*)\s+(-?\d+)\s+(-?\d+)\s+(-?\d+)(?:\s+\d+)?$")
+"""A data file line naming numbered files: a printf pattern, first and last number, step (and a
+NRRD's slice axis)."""
 GEOMETRY = re.compile(r"^(?:(?:space directions|spacings|space origin|axis mins)\s*:|(?:Element"
                       r"Spacing|ElementSize|Offset|Origin|Position|TransformMatrix|Rotation|"
                       r"Orientation|AnatomicalOrientation)\s*=)", re.IGNORECASE | re.MULTILINE)
@@ -52,6 +58,15 @@ COMPRESSED = re.compile(r"^CompressedData\s*=\s*True\s*$", re.IGNORECASE | re.MU
 """A MetaImage's line saying its voxels are compressed (raw without it)."""
 SKIPS = re.compile(r"^(?:(?:byte|line) ?skip\s*:|HeaderSize\s*=)", re.IGNORECASE | re.MULTILINE)
 """A NRRD's or MetaImage's line skipping bytes before its voxels."""
+UNSUPPORTED = (
+    ("bzip2 encoding not available",
+     "bzip2 encoding is not read; re-save it with gzip or raw encoding"),
+    ("doesn't match dimension of space", "a 4D volume (a time/list axis); save the 3D CT alone"),
+)
+"""Signs in ITK's refusals of a sound NRRD that it does not read, and what to tell instead of
+"truncated or corrupt"."""
+MAX_DATA_FILES = 65536
+"""The most data files a numbered pattern is taken to name (more is no CT's slices)."""
 
 
 def is_itk_named(path: Path) -> bool:
@@ -120,7 +135,11 @@ def _read(step: Callable[[], T], path: Path, shape: tuple[int, int, int] | None,
     except RuntimeError as exc:
         if shape is not None and is_out_of_memory(exc):
             raise short_of_memory(shape, np.dtype(np.float32), path) from None
-        raise CovsegError(f"{path}: cannot read it as {_format(path)[0]} ({itk_message(exc)}); "
+        said = itk_message(exc)
+        unread = next((why for sign, why in UNSUPPORTED if sign in said), None)
+        if unread:
+            raise CovsegError(f"{path}: {unread}") from None
+        raise CovsegError(f"{path}: cannot read it as {_format(path)[0]} ({said}); "
                           "is the file truncated or corrupt?") from None
 
 
@@ -151,14 +170,16 @@ def _raw_voxels(path: Path) -> tuple[Path, int] | None:
     metaimage = _format(path)[0] == "MetaImage"
     if (COMPRESSED.search(header) is not None) if metaimage else (RAW.search(header) is None):
         return None
-    held = data_file(path)
+    held, named = data_file(path), DATA_FILE.search(header)
     if held is not None:
         return (held, 0) if held.is_file() else None
+    if named and named.group(1).upper() != "LOCAL":  # several files, a list or a pattern
+        return None
     if metaimage:  # the voxels follow its last line, "ElementDataFile = LOCAL"
-        local = DATA_FILE.search(header)
-        end = header.find("\n", local.end()) if local else -1
+        end = header.find("\n", named.end()) if named else -1
         return (path, end + 1) if end >= 0 else None
-    return (path, len(header) + 2) if len(header) < len(text) else None
+    blank = BLANK_LINE.search(text)
+    return (path, blank.end()) if blank else None
 
 
 def _format(path: Path) -> tuple[str, str]:
@@ -173,7 +194,7 @@ def _header(path: Path) -> str | None:
     """The header of a file named as NRRD or MetaImage (up to its blank line, or the first
     :data:`HEADER_BYTES`); None for another file or one that cannot be read."""
     text = _head(path)
-    return text.split("\n\n", 1)[0] if text is not None else None
+    return BLANK_LINE.split(text, maxsplit=1)[0] if text is not None else None
 
 
 def _head(path: Path) -> str | None:
@@ -210,22 +231,51 @@ def data_file(path: Path) -> Path | None:
     return path.parent / name
 
 
+def data_files(path: Path) -> tuple[Path, ...]:
+    """Every file that holds a NRRD's or MetaImage's voxels, as its header names them: its
+    :func:`data_file`, the files listed after ``LIST``, or those a numbered pattern
+    (``sl/s%03d.raw 0 29 1``) names; none where the file holds them itself, and for a file of
+    another format."""
+    header = _header(path)
+    found = DATA_FILE.search(header) if header is not None else None
+    if header is None or not found:
+        return ()
+    name = found.group(1)
+    if name.upper().startswith("LIST"):
+        listed = header[found.end():].splitlines()
+        return tuple(path.parent / line.strip() for line in listed if line.strip())
+    numbered = PATTERN.match(name)
+    if numbered:
+        pattern, first, last, step = numbered.group(1), *map(int, numbered.group(2, 3, 4))
+        if step == 0 or abs((last - first) // step) >= MAX_DATA_FILES:
+            return ()
+        return tuple(path.parent / (pattern % n) for n in range(first, last + 1 if step > 0
+                                                               else last - 1, step))
+    held = data_file(path)
+    return (held,) if held is not None else ()
+
+
 def data_file_refused(path: Path) -> CovsegError | None:
-    """The error for the data file of a NRRD or MetaImage header beside it (``ct.raw`` of
-    ``ct.mhd``), given as a file to read, naming its header; None for any other file, and
-    where its folder cannot be listed. Only detached headers (:data:`DETACHED_HEADERS`) are
-    opened: a NRRD or MetaImage holding its voxels is no other file's header."""
-    try:
-        siblings = sorted(c for c in path.parent.iterdir()
-                          if c.name.lower().endswith(DETACHED_HEADERS))
-    except OSError:
-        return None
-    for header in siblings:
-        held = data_file(header)
-        if held is not None and held.resolve() == path.resolve():
+    """The error for a data file of a NRRD or MetaImage header beside it (``ct.raw`` of
+    ``ct.mhd``) or in the folder above (``sub/ct.raw`` of ``sub.nhdr``), given as a file to
+    read, naming its header; None for any other file, and where no folder can be listed. Only
+    detached headers (:data:`DETACHED_HEADERS`) are opened: a NRRD or MetaImage holding its
+    voxels is no other file's header."""
+    target = path.resolve()
+    for header in _detached_headers(path.parent) + _detached_headers(path.parent.parent):
+        if any(held.resolve() == target for held in data_files(header)):
             return CovsegError(f"{path}: the voxels of {header.name}, not a file of its own; "
                                f"give {header} to read them")
     return None
+
+
+def _detached_headers(folder: Path) -> list[Path]:
+    """The detached headers (:data:`DETACHED_HEADERS`) in ``folder``, in name order; none where
+    it cannot be listed."""
+    try:
+        return sorted(c for c in folder.iterdir() if c.name.lower().endswith(DETACHED_HEADERS))
+    except OSError:
+        return []
 
 
 def _check_data_file(path: Path) -> None:
