@@ -319,7 +319,7 @@ def test_the_csvs_say_when_right_and_left_may_be_swapped(tmp_path: Path) -> None
     gave right_lung and left_lung without a word. Their last column ``orientation_note`` says
     so, and is empty for an oriented file."""
     from covseg.quantify import quantify_batch
-    from covseg.report import UNORIENTED_NOTE
+    from covseg.report import unoriented_note
     from tests.test_quantify import read_rows
 
     ct, mask, _ = synthetic_study(tmp_path / "in", "case")
@@ -330,7 +330,8 @@ def test_the_csvs_say_when_right_and_left_may_be_swapped(tmp_path: Path) -> None
         image.set_sform(None, code=0)
         nib.save(image, str(path))
     unoriented = quantify_batch([mask], tmp_path / "unoriented", image=ct)
-    for batch, note in ((oriented, ""), (unoriented, UNORIENTED_NOTE)):
+    note_of_unoriented = unoriented_note(str(ct))
+    for batch, note in ((oriented, ""), (unoriented, note_of_unoriented)):
         rows = read_rows(batch.summary.parent / "case" / "quantification.csv")
         assert [row["region"] for row in rows] == ["study", "right_lung", "left_lung"]
         assert [list(row)[-2:] for row in rows] == [["lungs", "orientation_note"]] * 3
@@ -338,9 +339,9 @@ def test_the_csvs_say_when_right_and_left_may_be_swapped(tmp_path: Path) -> None
         summary = read_rows(batch.summary)
         assert list(summary[0])[-1] == "orientation_note"
         assert summary[0]["orientation_note"] == note
-    assert "right and left lungs' numbers, may be swapped" in UNORIENTED_NOTE
+    assert "right and left lungs' numbers, may be swapped" in note_of_unoriented
     page = (tmp_path / "unoriented" / "case" / "quantification.json").read_text()
-    assert json.loads(page)["orientation_note"] == UNORIENTED_NOTE
+    assert json.loads(page)["orientation_note"] == note_of_unoriented
 
 
 def test_the_headline_shows_a_zero_percent_and_names_a_missing_category() -> None:

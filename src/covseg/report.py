@@ -25,7 +25,7 @@ import numpy as np
 
 from covseg.burden import CATEGORY_RULE, EFFUSION, LESION_NAMES, REGIONS, lesion_voxels
 from covseg.io.atomic import atomic_path, csv_writer, write_json, write_text
-from covseg.io.nifti import unit_voxels_assumed
+from covseg.io.nifti import NO_ITK_GEOMETRY, no_geometry, unit_voxels_assumed
 from covseg.io.volume import Volume
 from covseg.lungs import LEFT_LUNG, RIGHT_LUNG
 from covseg.provenance import provenance
@@ -68,11 +68,15 @@ LESION_COLOURS = {label: class_colour(label) for label in LESION_NAMES}
 LUNG_COLOURS = {label: class_colour(label, LUNG_PALETTE) for label in (RIGHT_LUNG, LEFT_LUNG)}
 """The lungs' outlines, in the colours ``covseg visualize --target lung`` fills lungs with."""
 LUNG_NAMES = {RIGHT_LUNG: "right lung", LEFT_LUNG: "left lung"}
-UNORIENTED_NOTE = ("the file states no orientation (qform and sform codes 0): read by the Analyze "
-                   "convention, so right and left, and the right and left lungs' numbers, may "
-                   "be swapped")
-"""A result's ``orientation_note`` for such a file (its montage says so too); for a file whose
-qform and sform disagree, :func:`~covseg.io.volume.forms_note`; else None."""
+def unoriented_note(source: str) -> str:
+    """A result's ``orientation_note`` for a file without orientation
+    (:func:`~covseg.io.nifti.no_geometry`; its montage says so too); for a file whose qform and
+    sform disagree, :func:`~covseg.io.volume.forms_note`; else None."""
+    return (f"the file states no orientation ({no_geometry(source)}): read by the Analyze "
+            "convention, so right and left, and the right and left lungs' numbers, may be "
+            "swapped")
+
+
 VOXELS_NOTE = "voxels_note"
 """A result's key for why its volumes assume 1 mm voxels (:func:`voxels_note`), None where
 they do not; its text ends the ``orientation_note`` too, as :data:`SIDES_NOTE`'s does."""
@@ -432,7 +436,7 @@ def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any], study:
     :func:`write_montage`)."""
     out_dir = Path(out_dir)
     voxels = voxels_note(grid)
-    notes = (grid.forms_note if grid.oriented else UNORIENTED_NOTE, voxels,
+    notes = (grid.forms_note if grid.oriented else unoriented_note(grid.source), voxels,
              result.get(SIDES_NOTE))
     result = {**result, **file_grid(grid),
               "orientation_note": "; ".join(note for note in notes if note) or None,
@@ -471,7 +475,8 @@ def voxels_note(grid: Volume) -> str | None:
     why = unit_voxels_assumed(grid)
     if why is None:
         return None
-    note = (f"the header has no real geometry ({why}, pixdim 1): volumes assume 1 mm voxels; "
+    sizes = "" if why == NO_ITK_GEOMETRY else ", pixdim 1"
+    note = (f"the header has no real geometry ({why}{sizes}): volumes assume 1 mm voxels; "
             "give a file holding the scan's geometry (for a mask, its CT as the image)")
     log.warning("%s: %s", grid.source, note)
     return note

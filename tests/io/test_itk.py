@@ -19,6 +19,7 @@ from covseg.io import itk
 from covseg.io.ct import read_volume
 from covseg.io.nifti import lacks_geometry, unit_voxels_assumed
 from covseg.records import content_hash
+from covseg.report import unoriented_note, voxels_note
 from covseg.studies import find_studies
 from tests.io.helpers import phantom
 
@@ -77,7 +78,8 @@ def test_a_header_without_geometry_is_read_as_a_nifti_without_it(tmp_path: Path,
     bare, nifti = read_volume(_bare(tmp_path / name, voxels)), read_volume(tmp_path / "ct.nii.gz")
     np.testing.assert_array_equal(bare.array, nifti.array)
     np.testing.assert_allclose(bare.file_affine, nifti.file_affine)
-    assert unit_voxels_assumed(bare) == unit_voxels_assumed(nifti) == "qform and sform codes 0"
+    assert unit_voxels_assumed(nifti) == "qform and sform codes 0"
+    assert unit_voxels_assumed(bare) == "no spacing, origin or direction in its header"
     assert lacks_geometry(tmp_path / name) and not lacks_geometry(tmp_path / "placed.nrrd")
     sitk.WriteImage(oblique_ct(), str(tmp_path / "placed.nrrd"))
     assert not lacks_geometry(tmp_path / "placed.nrrd")
@@ -340,3 +342,16 @@ def test_sound_nrrds_that_itk_does_not_read_are_not_called_corrupt(
     path.write_bytes(b"NRRD0004\n" + header.encode() + b"\n" + voxels)
     with pytest.raises(CovsegError, match=rf"^{path}: {said}"):
         read_volume(path)
+
+
+@pytest.mark.parametrize("name", ["ct.nrrd", "ct.mha"])
+def test_a_header_without_geometry_is_told_in_its_formats_terms(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, name: str) -> None:
+    """Its warning and report notes named NIfTI fields it has no such thing as: "qform and sform
+    codes 0", "pixdim 1"."""
+    with caplog.at_level("WARNING"):
+        bare = read_volume(_bare(tmp_path / name, phantom(depth=8, rows=40, columns=48)))
+        notes = (unoriented_note(bare.source), voxels_note(bare))
+    told = " ".join([*(r.getMessage() for r in caplog.records), *(n or "" for n in notes)])
+    assert told.count("no spacing, origin or direction in its header") == 4
+    assert "qform" not in told and "pixdim" not in told

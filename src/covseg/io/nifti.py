@@ -34,6 +34,7 @@ from covseg.io.image import (
 )
 from covseg.io.volume import (
     GRID_TOLERANCE_MM,
+    ITK_SUFFIXES,
     NIFTI_SUFFIXES,
     UNIT_MM,
     Volume,
@@ -223,7 +224,20 @@ def unit_voxels_assumed(volume: Volume) -> str | None:
         return None
     if np.allclose(volume.file_affine, np.eye(4)):
         return "an identity affine"
-    return None if volume.oriented else "qform and sform codes 0"
+    return None if volume.oriented else no_geometry(volume.source)
+
+
+NO_ITK_GEOMETRY = "no spacing, origin or direction in its header"
+"""What a NRRD or MetaImage read without geometry lacks (:func:`no_geometry`)."""
+
+
+def no_geometry(source: str) -> str:
+    """What a file read without orientation lacks, in its format's terms: a NIfTI's qform and
+    sform codes are 0; a NRRD or MetaImage (read through a NIfTI without them) has no such
+    fields, so its header's spacing, origin and direction are named."""
+    if source.lower().endswith(ITK_SUFFIXES):
+        return NO_ITK_GEOMETRY
+    return "qform and sform codes 0"
 
 
 @contextmanager
@@ -358,12 +372,12 @@ def _sizes_differ(stated: np.ndarray, implied: np.ndarray) -> bool:
 
 
 def _warn_unoriented(image: nib.Nifti1Pair, source: str) -> None:
-    """Warn when the header holds no orientation (qform and sform codes 0): nibabel then assumes
+    """Warn when the header holds no orientation (:func:`no_geometry`): nibabel then assumes
     the Analyze convention, so right and left may be swapped."""
     if _unoriented(image.header):
-        log.warning("%s: the header holds no orientation (qform and sform codes 0); read as %s "
-                    "by the Analyze convention, so right and left lungs may be swapped",
-                    source, "".join(nib.aff2axcodes(image.affine)))
+        log.warning("%s: the header holds no orientation (%s); read as %s by the Analyze "
+                    "convention, so right and left lungs may be swapped", source,
+                    no_geometry(source), "".join(nib.aff2axcodes(image.affine)))
 
 
 def _scaling(image: nib.Nifti1Pair) -> tuple[float, float]:
