@@ -355,3 +355,22 @@ def test_a_header_without_geometry_is_told_in_its_formats_terms(
     told = " ".join([*(r.getMessage() for r in caplog.records), *(n or "" for n in notes)])
     assert told.count("no spacing, origin or direction in its header") == 4
     assert "qform" not in told and "pixdim" not in told
+
+
+@pytest.mark.parametrize("name", ["ct.nrrd", "ct.mha"])
+def test_hu_without_their_scaling_are_told_to_be_saved_scaled_back(tmp_path: Path,
+                                                                    name: str) -> None:
+    """A ushort NRRD of HU + 1024 was told to "restore the file's scl_inter / RescaleIntercept
+    (-1024)", and one of HU / 10 its "scl_slope / RescaleSlope": NIfTI and DICOM fields that
+    NRRD and MetaImage lack."""
+    hu = phantom(depth=8, rows=40, columns=48).astype(np.float32)
+    sitk.WriteImage(sitk.GetImageFromArray((hu + 1024).astype(np.uint16)), str(tmp_path / name))
+    with pytest.raises(CovsegError, match=r"hold HU \+ 1024: subtract the offset \(1024\) and "
+                                          r"save the volume again$") as caught:
+        read_volume(tmp_path / name)
+    hu[hu <= -1000] = -1150
+    sitk.WriteImage(sitk.GetImageFromArray(np.floor(hu / 10).astype(np.int8)), str(tmp_path / name))
+    with pytest.raises(CovsegError, match=r"with the slope lost\?\); multiply them back to HU and "
+                                          r"save the volume again, or pass --hu yes") as again:
+        read_volume(tmp_path / name)
+    assert "scl_" not in str(caught.value) + str(again.value)

@@ -567,38 +567,43 @@ def detect_volume_intensity(array: np.ndarray, hu: str, source: str) -> str:
     grey = low >= 0.0 and high <= 255.0
     if hu == "no" and not grey:
         raise CovsegError(f"{source}: {_hu('no')} expects grey values 0..255, but "
-                          f"{_not_grey(low, high)}")
+                          f"{_not_grey(low, high, source)}")
     if hu == "no":
         return grey_scale(array, low, high)
     if low < -100.0:
         if AIR_LIMIT_HU < low < high:  # a constant volume is blank on any scale
-            raise CovsegError(f"{source}: {_not_grey(low, high)}")
+            raise CovsegError(f"{source}: {_not_grey(low, high, source)}")
         return "hu"
     if grey:
         kind = grey_scale(array, low, high)
         refuse_unwindowed_grey(array, kind, source, _hu("no"))
         return kind
-    raise CovsegError(f"{source}: {_not_grey(low, high)}")
+    raise CovsegError(f"{source}: {_not_grey(low, high, source)}")
 
 
-def _not_grey(low: float, high: float) -> str:
+def _not_grey(low: float, high: float, source: str) -> str:
     """What values ``low``..``high`` outside 0..255 look like, and what to do: Hounsfield units
     (with air), HU whose slope was lost (no air), or HU stored with an offset whose intercept was
     lost (none below -100). ``--hu no`` said "use --hu yes" to all three, which reads the last
-    with its air at about 0 HU."""
+    with its air at about 0 HU. A NRRD or MetaImage (``source``) has no scaling fields to
+    restore: it is told to save its voxels scaled back."""
+    itk = source.lower().endswith(ITK_SUFFIXES)
     if low < -100.0 and not AIR_LIMIT_HU < low < high:
         return (f"values {low:g}..{high:g} look like Hounsfield units, not grey levels; drop "
                 f"{_hu('no')} (or pass {_hu('yes')}) to read them as HU")
     if low < -100.0:
+        restore = ("multiply them back to HU and save the volume again" if itk
+                   else "restore the file's scl_slope / RescaleSlope")
         return (f"values {low:g}..{high:g} look like Hounsfield units without their scaling: "
                 f"none lies at or below {AIR_LIMIT_HU:g} HU, while a chest CT holds air (about "
-                "-1000) around and in the body (HU stored / 10 with the slope lost?); restore "
-                f"the file's scl_slope / RescaleSlope, or pass {_hu('yes')} if they are HU of a "
-                "volume without air")
+                f"-1000) around and in the body (HU stored / 10 with the slope lost?); {restore}, "
+                f"or pass {_hu('yes')} if they are HU of a volume without air")
+    restore = ("subtract the offset (1024) and save the volume again" if itk
+               else "restore the file's scl_inter / RescaleIntercept (-1024), or subtract the "
+                    "offset and save the volume as NIfTI")
     return (f"values {low:g}..{high:g} are neither Hounsfield units (none below -100: no air, "
             "about -1000) nor 8-bit grey (0..255): HU stored with an offset whose intercept was "
-            "lost? 16-bit CT exports often hold HU + 1024: restore the file's scl_inter / "
-            "RescaleIntercept (-1024), or subtract the offset and save the volume as NIfTI")
+            f"lost? 16-bit CT exports often hold HU + 1024: {restore}")
 
 
 def refuse_unwindowed_grey(array: np.ndarray, kind: str, source: str, told: str) -> None:
