@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from monai.transforms import ScaleIntensity
 from PIL import Image
 from scipy import ndimage
@@ -34,8 +36,9 @@ from covseg.errors import CovsegError
 from covseg.infer import Predictor
 from covseg.io.ct import read_volume
 from covseg.io.volume import hounsfield
+from covseg.records import content_hash
 from covseg.transforms import LUNG_WINDOW, normalize_intensity
-from tests.conftest import shared
+from tests.conftest import held_by_another_thread, shared
 
 
 def test_crop_box_paste_restores_the_full_slice() -> None:
@@ -132,6 +135,73 @@ def test_cascade_trains_and_predicts_at_full_size(tmp_path: Path, synthetic_fold
     (tmp_path / "lungs").rename(tmp_path / "moved")
     with pytest.raises(CovsegError, match=f"lung run {tmp_path / 'lungs'}, which is not there"):
         Predictor.load(tmp_path / "infection").predict_probabilities([image])
+
+
+TINY = {"model": "unet", "epochs": 1, "size": 32, "batch_size": 4, "model_options": {"width": 4}}
+
+
+def _cascade(data: Path, folder: Path) -> tuple[Path, Path, np.ndarray]:
+    """A tiny lung run and a cascade guided by it, both in ``folder``, and a slice to predict."""
+    api.train(data, folder / "lungs", target="lung", **TINY)
+    api.train(data, folder / "cascade", lung_guide=str(folder / "lungs"), **TINY)
+    return folder / "lungs", folder / "cascade", normalize_intensity(
+        np.load(next((data / "images").glob("*.npy"))))
+
+
+def test_a_cascade_refuses_a_lung_run_retrained_in_its_place(tmp_path: Path,
+                                                             synthetic_folder: Path) -> None:
+    """The cascade recorded only its lung run's path: another lung model trained there since
+    gave other masks without a word. It records the lung model's SHA-256 and refuses another;
+    a cascade that recorded none takes what is there, as before."""
+    lungs, cascade, image = _cascade(synthetic_folder, tmp_path)
+    meta = torch.load(cascade / "best.pt", weights_only=True)["meta"]["lung_guide"]
+    assert meta["sha256"] == content_hash(lungs / "best.pt") and meta["relative"] == "../lungs"
+    before = Predictor.load(cascade).predict_probabilities([image])[0]
+    lungs.rename(tmp_path / "original")
+    api.train(synthetic_folder, lungs, target="lung", seed=5, **TINY)
+    changed = re.escape(f"{cascade / 'best.pt'}: this cascade model was trained with another "
+                        f"lung model than the lung run {lungs} now holds")
+    with pytest.raises(CovsegError, match=f"^{changed}.*put the original lung run back there, "
+                                          "or retrain the cascade with --lung-guide"):
+        Predictor.load(cascade).predict_probabilities([image])
+    older = LungGuide(str(lungs))  # meta without a hash: the lung run as it is now
+    assert older.check_run() == str(lungs) and older.lungs([image])[0].shape == image.shape
+    shutil.rmtree(lungs)
+    (tmp_path / "original").rename(lungs)
+    np.testing.assert_array_equal(Predictor.load(cascade).predict_probabilities([image])[0],
+                                  before)
+
+
+def test_a_moved_cascade_finds_its_lung_run_copied_beside_it(tmp_path: Path,
+                                                            synthetic_folder: Path) -> None:
+    """A cascade copied with its lung run beside it looked only at the lung run's old path."""
+    lungs, cascade, image = _cascade(synthetic_folder, tmp_path / "first")
+    before = Predictor.load(cascade).predict_probabilities([image])[0]
+    shutil.copytree(tmp_path / "first", tmp_path / "other")
+    lungs.rename(tmp_path / "away")
+    moved = Predictor.load(tmp_path / "other" / "cascade")
+    assert moved.guide is not None and moved.guide.check_run() == str(tmp_path / "other/lungs")
+    np.testing.assert_array_equal(moved.predict_probabilities([image])[0], before)
+    shutil.rmtree(tmp_path / "other" / "lungs")
+    gone = re.escape(f"{tmp_path / 'other/cascade/best.pt'}: this cascade model takes its lung "
+                     f"channel from the lung run {lungs}, which is not there (moved or "
+                     f"deleted?), nor at {tmp_path / 'other/lungs'} (its place from this "
+                     "cascade at training); put it back at either place, or retrain with "
+                     "--lung-guide at its new place")
+    with pytest.raises(CovsegError, match=f"^{gone}$"):
+        Predictor.load(tmp_path / "other" / "cascade").predict_probabilities([image])
+
+
+def test_a_lung_run_still_training_is_refused_as_a_guide(tmp_path: Path,
+                                                         synthetic_folder: Path) -> None:
+    """Its best.pt, given by name, was taken: the cascade trained on one epoch's lungs and
+    predicted with the final run's."""
+    api.train(synthetic_folder, tmp_path / "lungs", target="lung", **TINY)
+    with held_by_another_thread(tmp_path / "lungs"), pytest.raises(CovsegError, match=re.escape(
+            f"lung_guide {tmp_path / 'lungs/best.pt'}: that lung run is still being trained")):
+        api.train(synthetic_folder, tmp_path / "cascade",
+                  lung_guide=str(tmp_path / "lungs" / "best.pt"), **TINY)
+    assert not (tmp_path / "cascade").exists()
 
 
 def _full_frame(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

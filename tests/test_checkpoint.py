@@ -93,7 +93,8 @@ def test_a_checkpoint_without_an_entry_its_network_needs_is_refused(tmp_path: Pa
                                  "model with `covseg train` and pass its run folder or best.pt")
 
 
-GUIDE_SHAPE = "null or an object of source (text), crop (true or false) and window (two numbers)"
+GUIDE_SHAPE = ("null or an object of source (text), crop (true or false), window (two numbers) "
+               "and, where recorded, sha256 and relative (text)")
 """What a checkpoint's lung_guide meta must be, as its refusal says."""
 
 
@@ -123,6 +124,8 @@ GUIDE_SHAPE = "null or an object of source (text), crop (true or false) and wind
     ("model", " ", "a model name"),
     ("lung_guide", {"x": 1}, GUIDE_SHAPE),
     ("lung_guide", {"source": "threshold", "crop": False, "window": 7}, GUIDE_SHAPE),
+    ("lung_guide", {"source": "/runs/lungs", "crop": False, "window": [-1350, 150],
+                    "sha256": 5}, GUIDE_SHAPE),
     ("lung_frame", 7, "null or an object of window (two numbers)"),
     ("lung_frame", {"window": [150]}, "null or an object of window (two numbers)"),
 ])

@@ -227,13 +227,39 @@ def test_a_cascade_whose_lung_run_is_gone_is_not_exported(
     out = tmp_path / "cascade.onnx"
     assert main(["export", "--model", str(tmp_path / "cascade"), "--out", str(out)]) == 2
     assert capsys.readouterr().err == (
-        f"covseg: error: this cascade model takes its lung channel from the lung run "
+        f"covseg: error: {tmp_path / 'cascade' / 'best.pt'}: this cascade model takes its lung "
+        f"channel from the lung run "
         f"{tmp_path / 'lungs'}, which is not there (moved or deleted?); put it back there, or "
         "retrain with --lung-guide at its new place\n")
     assert not out.exists()
     (tmp_path / "moved").rename(tmp_path / "lungs")
     assert main(["export", "--model", str(tmp_path / "cascade"), "--out", str(out)]) == 0
     assert OnnxNetwork(out).meta["lung_guide"]["source"] == str(tmp_path / "lungs")
+
+
+@NEEDS_ONNX
+def test_an_exported_cascade_finds_its_lung_run_beside_it(tmp_path: Path,
+                                                          synthetic_folder: Path) -> None:
+    """The export records its lung model's SHA-256 and the path to it from the ONNX file's
+    folder, so that the file copied with its lung run beside it finds it there."""
+    import shutil
+
+    from covseg import api
+    from covseg.infer import Predictor
+
+    tiny = {"model": "unet", "epochs": 1, "size": 32, "batch_size": 4,
+            "model_options": {"width": 4}}
+    first = tmp_path / "first"
+    api.train(synthetic_folder, first / "lungs", target="lung", **tiny)
+    api.train(synthetic_folder, first / "runs" / "cascade", lung_guide=str(first / "lungs"),
+              **tiny)
+    assert main(["export", "--model", str(first / "runs" / "cascade"), "--out",
+                 str(first / "cascade.onnx")]) == 0
+    assert OnnxNetwork(first / "cascade.onnx").meta["lung_guide"]["relative"] == "lungs"
+    shutil.copytree(first, tmp_path / "other")
+    (first / "lungs").rename(tmp_path / "away")
+    guide = Predictor.load_onnx(tmp_path / "other" / "cascade.onnx").guide
+    assert guide is not None and guide.check_run() == str(tmp_path / "other" / "lungs")
 
 
 def _export_other_weights(run: Path, out: Path) -> Path:

@@ -324,7 +324,8 @@ def test_a_cascade_names_the_keyword_or_the_flag(
     covseg.train(data, tmp_path / "c", lung_guide=str(lungs), **tiny)
     lungs.rename(tmp_path / "moved")
     image = min((synthetic_folder / "images").glob("*.npy"))
-    gone = (f"this cascade model takes its lung channel from the lung run {lungs}, which is not "
+    gone = (f"{tmp_path / 'c' / 'best.pt'}: this cascade model takes its lung channel from the "
+            f"lung run {lungs}, which is not "
             "there (moved or deleted?); put it back there, or retrain with ")
     assert api_error(covseg.predict, tmp_path / "c", image, tmp_path / "p") == (
         gone + "lung_guide at its new place")

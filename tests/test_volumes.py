@@ -16,7 +16,6 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -1037,7 +1036,7 @@ def test_a_cascades_grown_lungs_note_names_its_lung_run_as_the_lung_model(
 
         def __init__(self) -> None:
             super().__init__([(-400, -200)])
-            self.guide = SimpleNamespace(source=str(guide))
+            self.guide = LungGuide(str(guide))
 
     with caplog.at_level("WARNING"):
         result = predict_study(Cascade(), path, tmp_path / "out")

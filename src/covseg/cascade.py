@@ -17,8 +17,9 @@ stay fast.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -215,23 +216,90 @@ class LungGuide:
     source: str = THRESHOLD
     crop: bool = False
     window: tuple[float, float] = LUNG_WINDOW
+    sha256: str | None = None
+    """SHA-256 of the lung model's file at training (None: thresholded lungs, or a cascade
+    trained before covseg recorded it, whose lung run is taken as it is)."""
+    relative: str | None = None
+    """The lung run's path relative to the folder of the cascade's checkpoint at training: a
+    cascade moved or copied with its lung run beside it finds it there."""
+    cascade: str | None = field(default=None, compare=False)
+    """The cascade's checkpoint or ONNX file as loaded (not in the meta): where ``relative``
+    starts from, named in refusals."""
 
     @cached_property
     def _lung_predictor(self) -> Predictor:
         from covseg.infer import Predictor
 
-        self.check_run()
-        return require_lung_model(Predictor.load(self.source))
+        return require_lung_model(Predictor.load(self.run))
 
-    def check_run(self) -> None:
-        """Refuse a lung run that is not there in one line: a batch checks it before any study,
-        where each study failed on it (and a rerun called it "other settings")."""
-        if self.source != THRESHOLD and not Path(self.source).exists():
+    @property
+    def run(self) -> str:
+        """The lung model the guide loads: the first of :meth:`places` whose SHA-256 is the one
+        recorded at training (any that is there, for a cascade that recorded none); a one-line
+        refusal where none is: another lung model there would change the cascade's masks
+        without a word. Looked for at each call (a batch's record and check): a lung run
+        removed since is refused, not recorded as it was."""
+        from covseg.volumes import model_hash
 
-            raise CovsegError(f"this cascade model takes its lung channel from the lung run "
-                              f"{self.source}, which is not there (moved or deleted?); put it "
-                              f"back there, or retrain with {option_name('lung_guide')} at its "
-                              "new place")
+        if self.source == THRESHOLD:
+            return THRESHOLD
+        present = [place for place in self.places() if Path(place).exists()]
+        found = present if self.sha256 is None else [
+            place for place in present if model_hash(place) == self.sha256]
+        if found:
+            return found[0]
+        flag = option_name("lung_guide")
+        if present:
+            raise CovsegError(f"{self._named()} was trained with another lung model than the "
+                              f"lung run {present[0]} now holds (its SHA-256 differs from the "
+                              f"one recorded at training); put the original lung run back "
+                              f"there, or retrain the cascade with {flag} {present[0]}")
+        beside = "".join(f", nor at {place} (its place from this cascade at training)"
+                         for place in self.places()[1:])
+        back = "at either place" if beside else "there"
+        raise CovsegError(f"{self._named()} takes its lung channel from the lung run "
+                          f"{self.source}, which is not there (moved or deleted?){beside}; put "
+                          f"it back {back}, or retrain with {flag} at its new place")
+
+    def places(self) -> list[str]:
+        """Where the lung run is looked for: where it was at training, then (where the
+        hash can tell it is the same model) at the same relative place from the cascade."""
+        places = [self.source]
+        if self.sha256 is not None and self.relative is not None and self.cascade is not None:
+            beside = os.path.normpath(Path(self.cascade).parent / self.relative)
+            places += [beside] if beside != os.path.normpath(self.source) else []
+        return places
+
+    def _named(self) -> str:
+        return f"{self.cascade}: this cascade model" if self.cascade else "this cascade model"
+
+    def check_run(self) -> str:
+        """:attr:`run`: a lung run that is not there, or not the lung model the cascade was
+        trained with, refused in one line. A batch checks it before any study, where each study
+        failed on it (and a rerun called it "other settings")."""
+        return self.run
+
+    def seen_from(self, cascade: Path) -> LungGuide:
+        """This guide as the cascade at ``cascade`` (its checkpoint or ONNX file) holds it."""
+        return replace(self, cascade=str(cascade.resolve()))
+
+    def pinned(self, folder: Path) -> LungGuide:
+        """This guide with the SHA-256 of its lung model and the path to it from ``folder``
+        (the one the cascade's checkpoint is written to), for the cascade's meta."""
+        from covseg.volumes import model_hash
+
+        if self.source == THRESHOLD:
+            return self
+        return replace(self, sha256=model_hash(self.source),
+                       relative=os.path.relpath(self.source, folder.resolve()))
+
+    def exported_to(self, folder: Path) -> LungGuide:
+        """This guide for a copy of the cascade written to ``folder`` (an ONNX export): its
+        lung run where it is found now, and the path to it from there."""
+        if self.sha256 is None:
+            return self
+        run = self.run
+        return replace(self, source=run, relative=os.path.relpath(run, folder.resolve()))
 
     def lungs(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Binary lung masks for [0, 1] slices."""
@@ -249,13 +317,15 @@ class LungGuide:
         return prepared
 
     def to_meta(self) -> dict[str, object]:
-        return {"source": self.source, "crop": self.crop, "window": list(self.window)}
+        pinned = {"sha256": self.sha256, "relative": self.relative} if self.sha256 else {}
+        return {"source": self.source, "crop": self.crop, "window": list(self.window), **pinned}
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any] | None) -> LungGuide | None:
         if not meta:
             return None
-        return cls(str(meta["source"]), bool(meta["crop"]), tuple(meta["window"]))
+        return cls(str(meta["source"]), bool(meta["crop"]), tuple(meta["window"]),
+                   meta.get("sha256"), meta.get("relative"))
 
 
 @cache

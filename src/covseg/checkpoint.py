@@ -314,11 +314,12 @@ def meta_problem(meta: dict[str, Any]) -> str | None:
         "intensity": (lambda v: v in INTENSITY_MODES, f"one of {', '.join(INTENSITY_MODES)}"),
         "target": (lambda v: v is None or v in TARGETS, f"one of {', '.join(TARGETS)}"),
         "model_options": (lambda v: isinstance(v, dict), "an object of options"),
-        "lung_guide": (lambda v: not v or _fields(v, source=lambda s: isinstance(s, str),
-                                                  crop=lambda c: isinstance(c, bool),
-                                                  window=_window),
-                       ("null or an object of source (text), crop (true or false) and "
-                        "window (two numbers)")),
+        "lung_guide": (lambda v: not v or (
+            _fields(v, source=lambda s: isinstance(s, str), crop=lambda c: isinstance(c, bool),
+                    window=_window)
+            and all(isinstance(v.get(key, ""), str) for key in ("sha256", "relative"))),
+                       ("null or an object of source (text), crop (true or false), window "
+                        "(two numbers) and, where recorded, sha256 and relative (text)")),
         "lung_frame": (lambda v: not v or _fields(v, window=_window),
                        "null or an object of window (two numbers)"),
     }

@@ -2,7 +2,9 @@
 
 The preprocessing a model needs (canvas size, classes, intensity, window) travels in the ONNX
 file's metadata, so ``covseg predict --onnx model.onnx`` needs nothing else, except for a cascade
-(``--lung-guide RUN``): its lung run is loaded from the path it was trained with, as from the run.
+(``--lung-guide RUN``): its lung run is loaded from where the export found it (the path it was
+trained with, or beside a moved cascade), or from the same place relative to the ONNX file, as
+from the run.
 """
 
 from __future__ import annotations
@@ -57,8 +59,10 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str])
     _refuse_other_file(out, checkpoint, onnx)
     meta = payload["meta"]
     guide = LungGuide.from_meta(meta.get("lung_guide"))
-    if guide is not None:
-        guide.check_run()  # the file would be written, and fail at every prediction
+    if guide is not None:  # checked: the file would be written, and fail at every prediction
+        guide = guide.seen_from(checkpoint_file(checkpoint))
+        guide.check_run()
+        meta = {**meta, "lung_guide": guide.exported_to(out.parent).to_meta()}
     model = model_from_checkpoint(payload)
     example = torch.rand(1, meta["in_channels"], meta["size"], meta["size"],
                          generator=torch.Generator())  # the caller's global one left alone

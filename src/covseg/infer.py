@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from covseg.cascade import CropBox, LungFrame, LungGuide
-from covseg.checkpoint import load_checkpoint, model_from_checkpoint
+from covseg.checkpoint import checkpoint_file, load_checkpoint, model_from_checkpoint
 from covseg.config import check_batch_size
 from covseg.errors import CovsegError
 from covseg.export import OnnxNetwork, damaged_meta, exported_checkpoint
@@ -80,6 +80,7 @@ class Predictor:
         payload = load_checkpoint(checkpoint)
         predictor = cls.from_payload(payload, batch_size, tta)
         predictor.source = str(Path(checkpoint).resolve())
+        predictor.seen_at(checkpoint_file(checkpoint))
         return predictor
 
     @classmethod
@@ -92,8 +93,15 @@ class Predictor:
         except (KeyError, TypeError, ValueError) as exc:
             raise damaged_meta(Path(path), f"{type(exc).__name__}: {exc}") from None
         predictor.source = str(Path(path).resolve())
+        predictor.seen_at(Path(path))
         predictor.exported_from = exported_checkpoint(network.meta)
         return predictor
+
+    def seen_at(self, file: Path) -> None:
+        """Tell the lung guide where this cascade's checkpoint or ONNX ``file`` lies: its lung
+        run is looked for also at the same relative place from it as at training."""
+        if self.guide is not None:
+            self.guide = self.guide.seen_from(file)
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any], batch_size: int = 8, tta: bool | None = None

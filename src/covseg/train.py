@@ -48,6 +48,7 @@ from tqdm import tqdm
 from covseg.cascade import THRESHOLD, LungFrame, LungGuide, require_lung_model
 from covseg.checkpoint import (
     FOLD,
+    checkpoint_file,
     fold_folders,
     fold_index,
     full_disk_resumable,
@@ -235,11 +236,14 @@ def _multiclass_dice(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return torch.where(present, dice, torch.nan).nanmean(dim=1).nan_to_num(1.0)
 
 
-def _meta(config: TrainConfig, num_classes: int) -> dict[str, Any]:
+def _meta(config: TrainConfig, num_classes: int, out: Path) -> dict[str, Any]:
+    """The checkpoint's meta for a run written to ``out``: a cascade's records its lung model's
+    SHA-256 and path from ``out`` (:meth:`~covseg.cascade.LungGuide.pinned`)."""
     guide, frame = config.guide(), config.frame()
     return {
         "model": config.model, "model_options": dict(config.model_options),
-        "in_channels": config.in_channels, "lung_guide": guide.to_meta() if guide else None,
+        "in_channels": config.in_channels,
+        "lung_guide": guide.pinned(out).to_meta() if guide else None,
         "lung_frame": frame.to_meta() if frame else None,
         "num_classes": num_classes, "size": config.size, "intensity": config.intensity,
         "window": list(config.hu_window), "target": config.target,
@@ -729,6 +733,7 @@ def check_recipe(config: TrainConfig, folds: int | None = 1, resume: bool = Fals
                           f"and could never guide another; leave {flag} out")
     guide = config.guide()
     if guide is not None and guide.source != THRESHOLD:
+        _refuse_lung_run_in_training(guide.source)
         _check_lung_run(require_lung_model(Predictor.load(guide.source)), config)
     if config.lesion_paste and config.target == "lung":
         raise CovsegError(f"{option_name('lesion_paste')} pastes lesions: it does not apply to "
@@ -793,6 +798,19 @@ def _check_names(config: TrainConfig) -> None:
                           f"{', '.join(AUGMENTATIONS)}")
 
 
+def _refuse_lung_run_in_training(source: str) -> None:
+    """Refuse a lung run that another covseg run is still training (its folder's lock held):
+    its best.pt given by name holds one epoch's weights, which the cascade would train on,
+    and its final ones would then differ from them."""
+    folder = checkpoint_file(source).parent
+    try:
+        refuse_if_held(folder)
+    except CovsegError:
+        raise CovsegError(f"{option_name('lung_guide')} {source}: that lung run is still being "
+                          f"trained (a covseg run holds {folder}); wait for it to end, then "
+                          "train the cascade") from None
+
+
 def _check_lung_run(lung: Predictor, config: TrainConfig) -> None:
     """The cascade feeds its lung run the slices it reads itself: the two must read them alike,
     or the lung run sees other grey levels than it was trained on and misses lungs."""
@@ -845,7 +863,7 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     served = model if averaged is None else averaged.module
     first_epoch, best_dice, history = _start(out, config, len(train_samples), model, optimizer,
                                              scheduler, averaged, resume)
-    meta = _meta(config, data.num_classes)
+    meta = _meta(config, data.num_classes, out)
     _write_run_record(out, config, data, train_cases, val_cases, fingerprint, weights,
                       first_epoch > 1, parameters=parameter_count(model), **(record or {}))
 
@@ -985,7 +1003,7 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
         for network, (_, folder) in zip(ensemble.members, jobs, strict=True):
             network.load_state_dict(load_checkpoint(folder / "best.pt")["state_dict"])
         if not _holds_weights(out / "best.pt", ensemble):
-            save_checkpoint(out / "best.pt", ensemble, _meta(config, data.num_classes))
+            save_checkpoint(out / "best.pt", ensemble, _meta(config, data.num_classes, out))
     invocations = done["invocations"]
     trained = [i for i in invocations if i["epochs_trained"]] or invocations
     metrics: dict[str, Any] = {

@@ -408,10 +408,11 @@ def _lung_model_record(settings: dict[str, Any]) -> dict[str, Any]:
 
 def guide_run(predictor: SlicePredictor) -> str | None:
     """The lung run a cascade model loads at prediction time for its lung channel (None: no
-    guide, or thresholded lungs): recorded with its SHA-256, since retraining that run in place
-    changes the cascade's masks though the cascade's own file stays the same."""
+    guide, or thresholded lungs; where it was at training, or beside a moved cascade):
+    recorded with its SHA-256, since retraining that run in place changes the cascade's masks
+    though the cascade's own file stays the same."""
     guide = getattr(predictor, "guide", None)
-    return guide.source if guide is not None and guide.source != THRESHOLD else None
+    return guide.run if guide is not None and guide.source != THRESHOLD else None
 
 
 def checkpoint_sha256(predictor: SlicePredictor | None, file_sha256: str | None) -> str | None:
