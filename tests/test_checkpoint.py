@@ -7,6 +7,9 @@ import json
 import os
 import pickle
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ from covseg.checkpoint import (
 )
 from covseg.cli import main
 from covseg.errors import CovsegError, FullDisk
+from covseg.io.lock import writing_to
 from tests.conftest import deny_reading
 
 
@@ -332,6 +336,79 @@ def test_an_ensemble_member_stopped_midway_says_to_resume_its_ensemble(tmp_path:
             f"finish it with the `covseg cv ... --out {tmp_path / 'cv'}` command that made it "
             "and --resume")):
         load_checkpoint(in_fold)
+
+
+@contextmanager
+def _locked_elsewhere(folder: Path) -> Iterator[None]:
+    """``folder``'s lock held, as a run training there holds it, by another thread (a thread
+    holding it itself is let through by the lock's own checks)."""
+    taken, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with writing_to(folder):
+            taken.set()
+            done.wait(30)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert taken.wait(30)
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def test_a_run_still_training_is_said_to_be_so_not_stopped(tmp_path: Path) -> None:
+    """`covseg predict --model RUN` of a run still training said it "stopped before its end"
+    and to finish it with --resume, which was then refused as another run writing there; an
+    ensemble's best.pt not yet written was "no such checkpoint", a member, a fold or a
+    cross-validation's fold not yet made alike. The run training it is named now, by pid, with
+    the weights saved so far (only those there), and a read-only run folder is probed alike."""
+    pid = os.getpid()
+    run = tmp_path / "run"
+    run.mkdir()
+    meta = {"model": "miniseg", "in_channels": 1, "num_classes": 2, "size": 64, "epoch": 1}
+    save_checkpoint(run / "best.pt", nn.Conv2d(1, 2, 1), meta)
+    (run / "config.json").write_text('{"config": {"model": "miniseg", "epochs": 3}}\n')
+    with _locked_elsewhere(run):
+        run.chmod(0o555)
+        try:
+            with pytest.raises(CovsegError) as caught:
+                load_checkpoint(run)
+        finally:
+            run.chmod(0o755)
+        assert str(caught.value) == (
+            f"{run}: still being trained (pid {pid}); wait for it to end, or give "
+            f"{run / 'best.pt'} (the best epoch yet) to use those weights as they are")
+        save_checkpoint(run / "last.pt", nn.Conv2d(1, 2, 1), meta)
+        with pytest.raises(CovsegError, match=re.escape(
+                f"or give {run / 'best.pt'} (the best epoch yet) or {run / 'last.pt'} (the "
+                "latest epoch) to use those weights as they are")):
+            load_checkpoint(run)
+        assert load_checkpoint(run / "best.pt")["meta"]["epoch"] == 1  # given by name: used
+    ens = tmp_path / "ens"
+    member = _stopped_fold(ens / "member0-miniseg", "miniseg")
+    (ens / "config.json").write_text('{"config": {"model": "miniseg,miniseg"}}')
+    with _locked_elsewhere(ens):
+        for given in (ens, ens / "best.pt"):
+            with pytest.raises(CovsegError) as caught:
+                load_checkpoint(given)
+            assert str(caught.value) == (f"{ens}: still being trained (pid {pid}); wait for it "
+                                         "to end")
+        with pytest.raises(CovsegError) as caught:
+            load_checkpoint(member)
+        assert str(caught.value) == (f"{member}: still being trained (pid {pid}, writing to "
+                                     f"{ens}); wait for it to end")
+    cv = tmp_path / "cv"
+    fold = _stopped_fold(cv / "fold_0")
+    with _locked_elsewhere(cv):
+        for given in (fold, cv / "fold_1"):  # fold_1 not made yet
+            with pytest.raises(CovsegError, match=re.escape(
+                    f"{given}: still being trained (pid {pid}, writing to {cv})")):
+                load_checkpoint(given)
+    with pytest.raises(CovsegError, match="stopped before its end"):  # the run has ended
+        load_checkpoint(fold)
 
 
 def _disk_fills(*_: object) -> None:

@@ -2156,3 +2156,30 @@ def test_names_with_terminal_control_characters_are_shown_escaped(
     with tqdm(total=1, file=drawn) as bar:
         StageBar(bar, after=0).reporter("s\x1bt")("reading")
     assert "s\\x1bt: reading" in drawn.getvalue() and "\x1b" not in drawn.getvalue()
+
+
+def _files(folder: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file under ``folder`` by its path there: its mtime (ns) and bytes."""
+    return {str(path.relative_to(folder)): (path.stat().st_mtime_ns, path.read_bytes())
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.parametrize("model", ["unet", "unet,unet"])
+def test_a_resume_of_a_finished_run_says_so_and_leaves_every_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_folder: Path,
+        model: str) -> None:
+    """`covseg train ... --resume` of a finished run trained nothing, yet rewrote its records:
+    finished_utc became the no-op's time, a resumed_by entry went into config.json and
+    metrics.json, and curves.png was drawn again. It says the run is done now, in one line on
+    stdout with exit 0, and leaves every file as it was (an ensemble's too)."""
+    out = tmp_path / "r"
+    command = ["train", str(synthetic_folder), "--out", str(out), "--epochs", "1", "--model",
+               model, "--model-option", "width=4", "--size", "32"]
+    code, _, err = _run(capsys, *command)
+    assert code == 0, err
+    before = _files(out)
+    finished = json.loads((out / "metrics.json").read_text())["finished_utc"]
+    code, said, err = _run(capsys, *command, "--resume")
+    assert (code, err) == (0, ""), err
+    assert said == f"{out}: already trained (1 epoch, finished {finished}); nothing to do\n"
+    assert _files(out) == before

@@ -942,6 +942,7 @@ def test_a_resume_from_last_pt_goes_on_with_its_weights_file_gone(
     out = tmp_path / "run"
     train_module.train(config, data, out, progress=False)
     weights.rename(tmp_path / "moved.pth")
+    (out / "metrics.json").unlink()  # stopped in its last validation: a finished run is left
     train_module.train(config, data, out, resume=True, progress=False)
     record = json.loads((out / "config.json").read_text())
     assert record["weights_sha256"] == started
@@ -984,6 +985,7 @@ def test_a_resume_of_a_relative_weights_file_gone_goes_on(
               "model_options": {"weights": "r50.pth"}}
     api.train(synthetic_folder, "run", **recipe)
     (tmp_path / "r50.pth").rename(tmp_path / "moved.pth")
+    (tmp_path / "run" / "metrics.json").unlink()  # stopped in its last validation
     api.train(synthetic_folder, "run", resume=True, **recipe)
     record = json.loads((tmp_path / "run" / "config.json").read_text())
     assert record["config"]["model_options"]["weights"] == str(tmp_path / "r50.pth")
@@ -1643,7 +1645,8 @@ def test_validation_hd95_of_a_folder_mixing_2d_files_and_volumes_is_given_per_un
 
 def test_a_resume_of_a_finished_ensemble_leaves_its_best_pt_as_it_is(
         tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A --resume of a finished ensemble an older covseg saved trained no member but rewrote
+    """A --resume of an ensemble an older covseg saved, stopped in its last validation (no
+    metrics.json: a finished run's resume leaves every file), trained no member but rewrote
     best.pt with other bytes (same weights): its SHA-256 changed, and predict refused the
     folders made with the run as "predicted otherwise". It is left as it is; one whose
     weights are not the members' average (a member retrained) is still written."""
@@ -1656,11 +1659,13 @@ def test_a_resume_of_a_finished_ensemble_leaves_its_best_pt_as_it_is(
     older = {**saved, "meta": {**saved["meta"], "class_names": {"1": "ground-glass"}}}
     torch.save(older, out / "best.pt")  # as a covseg of 1 Dec saved it: other bytes
     kept = (out / "best.pt").read_bytes()
+    (out / "metrics.json").unlink()
     train_module.train(config, data, out, resume=True, progress=False)
     assert (out / "best.pt").read_bytes() == kept
     stale = {**older, "state_dict": {key: torch.zeros_like(value)
                                      for key, value in saved["state_dict"].items()}}
     torch.save(stale, out / "best.pt")
+    (out / "metrics.json").unlink()
     train_module.train(config, data, out, resume=True, progress=False)
     assert all(torch.equal(value, saved["state_dict"][key]) for key, value
                in load_checkpoint(out / "best.pt")["state_dict"].items())

@@ -22,6 +22,7 @@ from covseg.config import MAX_SIZE, check_window
 from covseg.errors import CovsegError, FullDisk, Resumable, no_space, refuse_special_file
 from covseg.io.atomic import atomic_path
 from covseg.io.image import unreadable_file
+from covseg.io.lock import holder
 from covseg.models import build_model
 from covseg.models.pretrained import torch_load_failure, without_weights_file
 from covseg.provenance import API_COMMAND, option_given
@@ -108,6 +109,7 @@ def load_checkpoint(path: str | os.PathLike[str], advice: str | None = None) -> 
     path = checkpoint_file(path)
     if not path.is_file():
         refuse_special_file(path, "a run folder or its best.pt")
+        _refuse_in_training(path.parent if path.name == "best.pt" else path)
         raise CovsegError(f"{path}: no such checkpoint; pass a run folder or its best.pt")
     if path.suffix.lower() == ".onnx":
         raise CovsegError(f"{path}: an ONNX file (from `covseg export`), not a checkpoint; pass "
@@ -236,6 +238,7 @@ def _refuse_unfinished(run: Path) -> None:
     (training reads it so, before writing metrics.json)."""
     if not (run / "config.json").is_file() or (run / "metrics.json").is_file():
         return
+    _refuse_in_training(run)
     if not (run / "best.pt").is_file():
         raise CovsegError(f"{run}: this run has no best.pt yet (stopped before its end?); "
                           f"finish it with {_finish_with(run)}")
@@ -243,6 +246,41 @@ def _refuse_unfinished(run: Path) -> None:
                       f"holds the last epoch trained, not the whole recipe); finish it with "
                       f"{_finish_with(run)}, or give {run / 'best.pt'} to use those weights as "
                       "they are")
+
+
+def _refuse_in_training(run: Path) -> None:
+    """Refuse ``run`` where a covseg run is training it (one of :func:`_trainers` locked), naming
+    that run, as it is no run stopped midway: "finish it with --resume" was then refused as
+    another run writing there. Its weights so far are offered where saved: best.pt (the best
+    epoch yet) and last.pt (the latest). A folder that is no run's (no config.json, nor a
+    member's or fold's name: a predict's ``out``, say) is left to the caller's refusal."""
+    if not ((run / "config.json").is_file() or MEMBER.fullmatch(run.name)
+            or FOLD.fullmatch(run.name)):
+        return
+    for folder in _trainers(run):
+        pid = holder(folder)
+        if pid is None:
+            continue
+        by = f"pid {pid}" if folder == run else f"pid {pid}, writing to {folder}"
+        saved = [f"{run / name} ({what})" for name, what in (("best.pt", "the best epoch yet"),
+                                                           ("last.pt", "the latest epoch"))
+                 if (run / name).is_file()]
+        offer = (f", or give {' or '.join(saved)} to use those weights as they are" if saved
+                 else "")
+        raise CovsegError(f"{run}: still being trained ({by}); wait for it to end{offer}")
+
+
+def _trainers(run: Path) -> list[Path]:
+    """The folders whose lock a command training ``run`` holds: its own; an ensemble member's
+    ensemble's; a fold's cross-validation's, and its comparison's where it may be in one (as
+    :func:`_finish_with` tells them)."""
+    if MEMBER.fullmatch(run.name):
+        return [run, *_trainers(run.parent)]
+    if not FOLD.fullmatch(run.name):
+        return [run]
+    cv, compared = run.parent, run.parent.parent
+    in_comparison = (compared / "comparison.json").is_file() or cv.name == _model_folder(run)
+    return [run, cv, *([compared] if in_comparison else [])]
 
 
 def _warn_replaced(run: Path) -> None:

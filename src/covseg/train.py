@@ -434,6 +434,9 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
         weights = weights_file_sha256(config) if weights is None else weights
         config = _check_run_folder(out, config, resume, fingerprint, (train_cases, val_cases),
                                    weights)
+        finished = finished_metrics(out) if holds_saved_run(out) else None  # resumed
+        if finished is not None:  # nothing left to train: every file left as it was
+            return finished
         refuse_gone_weights(out, config, [out])
         remove_temporaries(out)  # a run killed there (kill -9) left them; no one writes them now
         try:
@@ -445,6 +448,18 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
         except BaseException:
             forget_unsaved_run(out)
             raise
+
+
+def finished_metrics(out: Path) -> dict[str, Any] | None:
+    """The metrics.json of the finished run in ``out`` (written last: every epoch trained), None
+    where there is none (or it cannot be read, as a run's that stopped writing it). A --resume
+    of a finished run returns them and leaves every file as it was: it rewrote its records, its
+    finished_utc the no-op's time, with a resume that trained nothing."""
+    try:
+        metrics = json.loads((out / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) else None
 
 
 def _has_checkpoint(out: Path) -> bool:

@@ -200,11 +200,18 @@ def _plan_lock(folder: Path) -> Iterator[None]:
 def _unheld(folder: Path) -> bool:
     """Whether no run holds ``folder``'s lock file (a missing one: none), as :func:`_probed`
     finds it."""
+    return holder(folder) is None
+
+
+def holder(folder: Path) -> str | None:
+    """The pid of the run holding ``folder``'s lock (of ``--shard`` runs, the last to start),
+    None where no run holds it (or there is no lock file). Read-only: a folder we may not write
+    to is probed alike, as ``flock`` needs no write access."""
     try:
         with _probed(folder):
-            return True
-    except CovsegError:
-        return False
+            return None
+    except LockHeld as exc:
+        return exc.pid
 
 
 def _drop_plan(folder: Path) -> None:
@@ -298,7 +305,15 @@ def _is_current(path: Path, handle: IO[str]) -> bool:
         return False
 
 
-def _held(folder: Path, handle: IO[str]) -> CovsegError:
+class LockHeld(CovsegError):
+    """The refusal of a folder whose lock another run holds, with that run's ``pid``."""
+
+    def __init__(self, message: str, pid: str) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
+def _held(folder: Path, handle: IO[str]) -> LockHeld:
     """The refusal of ``folder``, whose lock file (open as ``handle``) another run holds, or
     ``--shard`` runs hold (its lines say which; of shards, the last to take it is named: those
     before it may have ended)."""
@@ -307,9 +322,9 @@ def _held(folder: Path, handle: IO[str]) -> CovsegError:
 
     out = option_name("out")
     if shards:
-        return CovsegError(f"covseg {option_name('shard')} runs are writing to {folder} (the last "
-                           f"to start: pid {shards[-1]}); wait for them to end, or pick another "
-                           f"{out}")
-    holder = lines[0].strip() or "unknown"
-    return CovsegError(f"another covseg run is writing to {folder} (pid {holder}); wait for it "
-                       f"to end, or pick another {out}")
+        return LockHeld(f"covseg {option_name('shard')} runs are writing to {folder} (the last "
+                        f"to start: pid {shards[-1]}); wait for them to end, or pick another "
+                        f"{out}", shards[-1])
+    pid = lines[0].strip() or "unknown"
+    return LockHeld(f"another covseg run is writing to {folder} (pid {pid}); wait for it to end, "
+                    f"or pick another {out}", pid)
