@@ -340,8 +340,9 @@ def test_an_ensemble_member_stopped_midway_says_to_resume_its_ensemble(tmp_path:
 
 @contextmanager
 def _locked_elsewhere(folder: Path) -> Iterator[None]:
-    """``folder``'s lock held, as a run training there holds it, by another thread (a thread
-    holding it itself is let through by the lock's own checks)."""
+    """``folder``'s lock held, as a run training there holds it, by another thread: a folder
+    the calling thread holds is its own run's, not another's (holder() and refuse_if_held()
+    pass it)."""
     taken, done = threading.Event(), threading.Event()
 
     def hold() -> None:
@@ -409,6 +410,19 @@ def test_a_run_still_training_is_said_to_be_so_not_stopped(tmp_path: Path) -> No
                 load_checkpoint(given)
     with pytest.raises(CovsegError, match="stopped before its end"):  # the run has ended
         load_checkpoint(fold)
+
+
+def test_a_run_loading_its_own_stopped_fold_is_not_told_it_is_still_training(
+        tmp_path: Path) -> None:
+    """A cross-validation loading its own fold (its lock held by the loading run) was told the
+    fold was "still being trained (pid <its own pid>, writing to CV)": the lock's holder was
+    itself. Its own lock is passed now, and the fold judged by its files."""
+    cv = tmp_path / "cv"
+    fold = _stopped_fold(cv / "fold_0")
+    with writing_to(cv), pytest.raises(CovsegError) as caught:
+        load_checkpoint(fold)
+    assert "stopped before its end" in str(caught.value)
+    assert "still being trained" not in str(caught.value)
 
 
 def _disk_fills(*_: object) -> None:

@@ -7,13 +7,21 @@ import fcntl
 import os
 import pwd
 import re
+import threading
 from pathlib import Path
 
 import pytest
 
 from covseg.errors import CovsegError
 from covseg.io import lock
-from covseg.io.lock import LOCK_FILE, PLAN_LOCK, SHARD_PLAN, drop_unheld_lock, writing_to
+from covseg.io.lock import (
+    LOCK_FILE,
+    PLAN_LOCK,
+    SHARD_PLAN,
+    drop_unheld_lock,
+    holder,
+    writing_to,
+)
 
 
 def test_drop_unheld_lock_keeps_a_live_runs_new_file(tmp_path: Path,
@@ -199,3 +207,48 @@ def test_a_folder_under_a_dangling_link_is_refused_naming_the_link(tmp_path: Pat
                         "link to .*gone, which does not exist"),
           writing_to(tmp_path / "out" / "run")):
         pytest.fail("the folder was written to")
+
+
+def test_a_run_starting_while_a_load_probes_its_lock_is_not_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A load of a stopped run (predict, export, --lung-model) probes its lock, holding it
+    exclusive for a moment: a `train --resume` starting in that moment was refused as "another
+    covseg run is writing to RUN (pid N)", N the stale pid of the run that stopped. The run
+    tries the lock again for a moment now, and starts once the probe lets go."""
+    (tmp_path / LOCK_FILE).write_text("111\n")
+    probing, tried, let_go = threading.Event(), threading.Event(), threading.Event()
+
+    def probe() -> None:
+        with lock._probed(tmp_path):
+            probing.set()
+            tried.wait(30)
+        let_go.set()
+
+    def pause(_: float) -> None:  # the run found the lock held: the probe ends meanwhile
+        tried.set()
+        assert let_go.wait(30)
+
+    monkeypatch.setattr(lock, "_pause", pause, raising=False)
+    thread = threading.Thread(target=probe)
+    thread.start()
+    try:
+        assert probing.wait(30)
+        with writing_to(tmp_path):
+            assert (tmp_path / LOCK_FILE).read_text() == f"{os.getpid()}\n"
+    finally:
+        tried.set()
+        thread.join()
+
+
+def test_holder_passes_a_folder_this_thread_holds(tmp_path: Path) -> None:
+    """holder() named the calling run's own lock as another run's: a cross-validation loading
+    its own fold, or an ensemble its missing member's best.pt, was "still being trained (pid
+    <its own pid>)". A folder this thread holds has no other holder now; another thread's
+    (another run of this process) is named."""
+    with writing_to(tmp_path):
+        assert holder(tmp_path) is None
+        found: list[str | None] = []
+        thread = threading.Thread(target=lambda: found.append(holder(tmp_path)))
+        thread.start()
+        thread.join()
+        assert found == [str(os.getpid())]

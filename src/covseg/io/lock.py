@@ -27,6 +27,7 @@ import fcntl
 import os
 import pwd
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -49,6 +50,11 @@ PLAN_LOCK = ".covseg.shards.lock"
 
 SHARD = "shard"
 """The word after a shard's pid in :data:`LOCK_FILE`."""
+
+_TRIES, _PAUSE_S = 10, 0.02
+"""How often, and how far apart, a lock held is tried again before the run is refused: a probe
+(:func:`_probed`, by a load of a stopped run) holds a lock file for a moment, which must not
+refuse a run starting (or another probe) then."""
 
 _ours = threading.local()
 """``folders``: the folders whose lock this thread holds (:func:`refuse_if_held` passes them)."""
@@ -99,8 +105,7 @@ def _locked(path: Path, shared: bool) -> IO[str]:
         handle = _created(path)
         mine = handle.writable()  # else another user's, made under umask 022: probed alone
         try:
-            fcntl.flock(handle, (fcntl.LOCK_SH if shared and mine else fcntl.LOCK_EX)
-                        | fcntl.LOCK_NB)
+            _flock_soon(handle, fcntl.LOCK_SH if shared and mine else fcntl.LOCK_EX)
         except BlockingIOError:
             error = _held(path.parent, handle)
             handle.close()
@@ -115,6 +120,25 @@ def _locked(path: Path, shared: bool) -> IO[str]:
         handle.truncate(0)
     os.write(handle.fileno(), f"{os.getpid()}{' ' + SHARD if shared else ''}\n".encode())
     return handle
+
+
+def _flock_soon(handle: IO[str], operation: int) -> None:
+    """Lock ``handle`` (``operation``: ``LOCK_EX`` or ``LOCK_SH``) without waiting on a run,
+    tried again :data:`_TRIES` times :data:`_PAUSE_S` apart while it is held (a probe lets go
+    within that); ``BlockingIOError`` where it is held still."""
+    for _ in range(_TRIES - 1):
+        try:
+            fcntl.flock(handle, operation | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _pause(_PAUSE_S)
+        else:
+            return
+    fcntl.flock(handle, operation | fcntl.LOCK_NB)
+
+
+def _pause(seconds: float) -> None:
+    """Wait ``seconds`` before a lock is tried again (a test holds a probe through it)."""
+    time.sleep(seconds)
 
 
 def _created(path: Path) -> IO[str]:
@@ -200,13 +224,21 @@ def _plan_lock(folder: Path) -> Iterator[None]:
 def _unheld(folder: Path) -> bool:
     """Whether no run holds ``folder``'s lock file (a missing one: none), as :func:`_probed`
     finds it."""
-    return holder(folder) is None
+    return _probed_holder(folder) is None
 
 
 def holder(folder: Path) -> str | None:
-    """The pid of the run holding ``folder``'s lock (of ``--shard`` runs, the last to start),
-    None where no run holds it (or there is no lock file). Read-only: a folder we may not write
-    to is probed alike, as ``flock`` needs no write access."""
+    """The pid of another run holding ``folder``'s lock (of ``--shard`` runs, the last to
+    start), None where none does: no lock file, or this thread holds it (a cross-validation
+    loading its own fold, an ensemble its own member). Nothing is written: the lock is tried
+    for a moment, not held, and a folder we may not write to is probed alike, as ``flock``
+    needs no write access."""
+    return None if folder.resolve() in _held_here() else _probed_holder(folder)
+
+
+def _probed_holder(folder: Path) -> str | None:
+    """The pid of the run holding ``folder``'s lock as :func:`_probed` finds it, None where
+    none does."""
     try:
         with _probed(folder):
             return None
@@ -276,7 +308,8 @@ def refuse_if_held(folder: Path) -> None:
 @contextmanager
 def _probed(folder: Path) -> Iterator[IO[str] | None]:
     """``folder``'s lock file, open and locked by us for the block (None where there is none);
-    where another run holds it, that run's refusal is raised. A file removed or replaced
+    where another run holds it still after :func:`_flock_soon`'s tries, that run's refusal is
+    raised. A file removed or replaced
     between its opening and its locking (by a run ending, then one starting) is opened again,
     so that the file locked is the one in the folder, never a live run's new one unlinked."""
     path = folder / LOCK_FILE
@@ -288,7 +321,7 @@ def _probed(folder: Path) -> Iterator[IO[str] | None]:
             return
         with handle:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _flock_soon(handle, fcntl.LOCK_EX)
             except BlockingIOError:
                 raise _held(folder, handle) from None
             if _is_current(path, handle):
