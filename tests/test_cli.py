@@ -2183,3 +2183,32 @@ def test_a_resume_of_a_finished_run_says_so_and_leaves_every_file(
     assert (code, err) == (0, ""), err
     assert said == f"{out}: already trained (1 epoch, finished {finished}); nothing to do\n"
     assert _files(out) == before
+
+
+def test_a_resume_says_nothing_to_do_only_where_train_found_the_run_finished(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_folder: Path) -> None:
+    """`covseg train` judged a run finished by its metrics.json alone, before training: a
+    finished run whose best.pt and last.pt were deleted was trained again from its first epoch,
+    then said "already trained ...; nothing to do"; one whose config.json was deleted said so
+    with its options and data unchecked. The first now says what it trained, the second is
+    refused in one line, its files left as they were."""
+    run = tmp_path / "r"
+    command = ["train", str(synthetic_folder), "--epochs", "1", "--model", "unet",
+               "--model-option", "width=4", "--size", "32", "--resume"]
+    code, _, err = _run(capsys, *command[:-1], "--out", str(run))
+    assert code == 0, err
+    unrecorded = tmp_path / "unrecorded"
+    shutil.copytree(run, unrecorded)
+    (unrecorded / "config.json").unlink()
+    before = _files(unrecorded)
+    code, _, err = _run(capsys, *command, "--out", str(unrecorded))
+    _assert_one_line_error(code, err, f"{unrecorded}: finished, but its config.json is gone, "
+                           "so these options and data cannot be checked against the run's; "
+                           "train into a new --out")
+    assert _files(unrecorded) == before
+    for name in ("best.pt", "last.pt"):
+        (run / name).unlink()
+    code, said, err = _run(capsys, *command, "--out", str(run))
+    assert code == 0, err
+    assert said.startswith("trained 1 epoch (") and said.endswith(f"; run in {run}\n"), said
+    assert (run / "best.pt").is_file()

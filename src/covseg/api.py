@@ -501,7 +501,8 @@ def train(data: str | os.PathLike[str] | LoadedData, out: str | os.PathLike[str]
 
     Returns the run's metrics, as its ``metrics.json``: epochs, training seconds, and the saved
     model's metrics on the validation slices at their own size when some were held out (an
-    ensemble's adds each member's).
+    ensemble's adds each member's); a finished run that ``resume`` left as it was returns its
+    metrics as an :class:`~covseg.train.AlreadyTrained`.
     """
     recipe = _recipe(config, resume, data)
     out = _resumable(_out(out, data), resume)

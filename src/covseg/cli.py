@@ -46,7 +46,7 @@ from covseg.losses import LOSSES
 from covseg.models.registry import parse_option_value
 from covseg.provenance import cli_command, invoked_as
 from covseg.stopping import Terminated, exit_status, raise_if_stopped, stops_recorded
-from covseg.train import finished_metrics
+from covseg.train import AlreadyTrained
 from covseg.transforms import (
     AUGMENTATIONS,
     AUTO_ADVICE,
@@ -212,9 +212,8 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    finished = args.resume and finished_metrics(Path(args.out)) is not None
     metrics = api.train(args.data, args.out, resume=args.resume, **_config(args))
-    if finished:  # the resume checked the recipe and data, and left the run as it was
+    if isinstance(metrics, AlreadyTrained):  # the recipe and data checked, the run left as it was
         when = f", finished {metrics['finished_utc']}" if metrics.get("finished_utc") else ""
         say(f"{args.out}: already trained ({counted(metrics['epochs'], 'epoch')}{when}); "
             "nothing to do")

@@ -436,7 +436,7 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
                                    weights)
         finished = finished_metrics(out) if holds_saved_run(out) else None  # resumed
         if finished is not None:  # nothing left to train: every file left as it was
-            return finished
+            return AlreadyTrained(finished)
         refuse_gone_weights(out, config, [out])
         remove_temporaries(out)  # a run killed there (kill -9) left them; no one writes them now
         try:
@@ -448,6 +448,13 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
         except BaseException:
             forget_unsaved_run(out)
             raise
+
+
+class AlreadyTrained(dict[str, Any]):
+    """The metrics :func:`train` returns for a finished run that a --resume found in its
+    folder, as its metrics.json: nothing was trained and every file was left as it was, which
+    ``covseg train`` says (a folder's metrics.json alone does not tell: its checkpoints may be
+    gone, and the run retrained)."""
 
 
 def finished_metrics(out: Path) -> dict[str, Any] | None:
@@ -562,6 +569,7 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint:
     if not resume:
         raise unresumed(out, "a run")
     if not record.exists():
+        _refuse_unchecked_finished_run(out)
         return config
     try:
         saved_record = json.loads(record.read_text())
@@ -577,6 +585,15 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint:
     refuse_other_weights(out, saved, saved_record, weights)
     _warn_other_environment(out, saved_record, saved.epochs_for(len(split[0])))
     return saved
+
+
+def _refuse_unchecked_finished_run(out: Path) -> None:
+    """Refuse a --resume of a finished run whose config.json is gone: it would say there was
+    nothing to do without the recipe and data having been checked against the run's."""
+    if finished_metrics(out) is not None:
+        raise CovsegError(f"{out}: finished, but its config.json is gone, so these options and "
+                          "data cannot be checked against the run's; train into a new "
+                          f"{option_name('out')}")
 
 
 def _warn_other_environment(out: Path, record: dict[str, Any], epochs: int) -> None:
