@@ -4,6 +4,7 @@ lung framing."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -166,6 +167,12 @@ def test_a_cascade_refuses_a_lung_run_retrained_in_its_place(tmp_path: Path,
         Predictor.load(cascade).predict_probabilities([image])
     older = LungGuide(str(lungs))  # meta without a hash: the lung run as it is now
     assert older.check_run() == str(lungs) and older.lungs([image])[0].shape == image.shape
+    (lungs / "best.pt").unlink()  # retrained there, before its first epoch: no best.pt
+    with held_by_another_thread(lungs), pytest.raises(CovsegError, match=re.escape(
+            f"{cascade / 'best.pt'}: this cascade model takes its lung channel from the lung run "
+            f"{lungs}, which holds no best.pt, still being trained (pid {os.getpid()}); put the "
+            "original lung run back there")):
+        Predictor.load(cascade).predict_probabilities([image])
     shutil.rmtree(lungs)
     (tmp_path / "original").rename(lungs)
     np.testing.assert_array_equal(Predictor.load(cascade).predict_probabilities([image])[0],
@@ -202,6 +209,36 @@ def test_a_lung_run_still_training_is_refused_as_a_guide(tmp_path: Path,
         api.train(synthetic_folder, tmp_path / "cascade",
                   lung_guide=str(tmp_path / "lungs" / "best.pt"), **TINY)
     assert not (tmp_path / "cascade").exists()
+    for held, folder in (("ens", "member0-unet"), ("cv", "fold_0")):  # trained by its holder
+        given = tmp_path / held / folder / "best.pt"
+        shutil.copytree(tmp_path / "lungs", given.parent)
+        with held_by_another_thread(tmp_path / held), pytest.raises(CovsegError, match=re.escape(
+                f"lung_guide {given}: that lung run is still being trained (pid {os.getpid()}, "
+                f"writing to {tmp_path / held}); wait for it to end")):
+            api.train(synthetic_folder, tmp_path / "cascade", lung_guide=str(given), **TINY)
+    assert not (tmp_path / "cascade").exists()
+
+
+def test_a_resume_refuses_a_lung_run_retrained_since_it_started(tmp_path: Path,
+                                                               synthetic_folder: Path) -> None:
+    """A resume hashed the lung run again and recorded the new hash: a lung run retrained
+    between start and resume gave a cascade trained on two lung models whose checkpoint named
+    only the second. The SHA-256 its saved epochs record must match the lung run's now."""
+    lungs, cascade, _ = _cascade(synthetic_folder, tmp_path)
+    recorded = torch.load(cascade / "best.pt", weights_only=True)["meta"]["lung_guide"]
+    (cascade / "metrics.json").unlink()  # stopped in its last validation
+    lungs.rename(tmp_path / "original")
+    api.train(synthetic_folder, lungs, target="lung", seed=5, **TINY)
+    with pytest.raises(CovsegError, match=re.escape(
+            f"{cascade}: the saved run was trained with another lung model than the lung run "
+            f"{lungs} now holds (SHA-256 {recorded['sha256'][:12]}... at training, now "
+            f"{content_hash(lungs / 'best.pt')[:12]}...); restore that lung run")):
+        api.train(synthetic_folder, cascade, lung_guide=str(lungs), resume=True, **TINY)
+    shutil.rmtree(lungs)
+    (tmp_path / "original").rename(lungs)
+    api.train(synthetic_folder, cascade, lung_guide=str(lungs), resume=True, **TINY)
+    meta = torch.load(cascade / "best.pt", weights_only=True)["meta"]["lung_guide"]
+    assert meta["sha256"] == recorded["sha256"]
 
 
 def _full_frame(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -27,6 +27,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from covseg import cli_volumes, progress
+from covseg import volumes as volumes_module
 from covseg.api import VOLUMES, input_kind, segment
 from covseg.cascade import LungGuide
 from covseg.cli import build_parser
@@ -46,6 +47,7 @@ from covseg.lungs import (
 )
 from covseg.progress import reporting
 from covseg.quantify import quantify_batch, quantify_study
+from covseg.records import content_hash
 from covseg.studies import INFECTION_NII, LUNGS_NII
 from covseg.transforms import LUNG_WINDOW, normalize_intensity
 from covseg.volumes import effusion_cut_note, predict_batch, predict_labels, predict_study
@@ -1846,6 +1848,37 @@ def test_reruns_compare_a_cascades_lung_guide_by_content(chest, tiny_run: Path,
     os.utime(checkpoint, (later, later))
     with pytest.raises(CovsegError, match=re.escape(f"({guide_run.resolve()} changed since)")):
         predict_batch(cascade, [path], out)
+
+
+def test_a_batch_hashes_a_cascades_lung_guide_once(chest, tiny_run: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every study of a batch hashed the lung run again, twice (to find it, then to record it),
+    and the batch's own check and record twice more: 0.4 s a study for a 100 MB lung ensemble.
+    A file is hashed again only once it changed."""
+    path, _ = chest
+    (tmp_path / "in").mkdir()
+    for name in ("a", "b", "c"):
+        shutil.copy(path, tmp_path / "in" / f"{name}.nii.gz")
+    guide_run = tmp_path / "lungrun"
+    shutil.copytree(tiny_run, guide_run)
+    checkpoint = guide_run / "best.pt"
+    cascade = BandPredictor([(-400, -200)])
+    guide = LungGuide(str(guide_run), sha256=content_hash(checkpoint))
+    cascade.guide = guide  # type: ignore[attr-defined]
+    hashed: list[Path] = []
+
+    def counted(file: Path) -> str | None:
+        hashed.append(file)
+        return content_hash(file)
+
+    monkeypatch.setattr(volumes_module, "content_hash", counted)
+    time.sleep(0.2)  # older than RECENT_NS: its file times tell a rewrite
+    assert predict_batch(cascade, [tmp_path / "in"], tmp_path / "out").done == 3
+    assert hashed.count(checkpoint) == 1
+    checkpoint.write_bytes(checkpoint.read_bytes())  # rewritten, the same bytes: hashed again
+    time.sleep(0.2)
+    assert predict_batch(cascade, [tmp_path / "in"], tmp_path / "out").skipped == 3
+    assert hashed.count(checkpoint) == 2
 
 
 def test_multiclass_prediction_with_one_class_is_quantified_again_as_multiclass(

@@ -244,16 +244,15 @@ class LungGuide:
         if self.source == THRESHOLD:
             return THRESHOLD
         present = [place for place in self.places() if Path(place).exists()]
-        found = present if self.sha256 is None else [
-            place for place in present if model_hash(place) == self.sha256]
-        if found:
-            return found[0]
+        found = next((place for place in present  # the first that matches: each hash reads it
+                      if self.sha256 is None or model_hash(place) == self.sha256), None)
+        if found is not None:
+            return found
         flag = option_name("lung_guide")
         if present:
-            raise CovsegError(f"{self._named()} was trained with another lung model than the "
-                              f"lung run {present[0]} now holds (its SHA-256 differs from the "
-                              f"one recorded at training); put the original lung run back "
-                              f"there, or retrain the cascade with {flag} {present[0]}")
+            raise CovsegError(f"{self._named()} {self._not_its_model(present[0])}; put the "
+                              f"original lung run back there, or retrain the cascade with "
+                              f"{flag} {present[0]}")
         beside = "".join(f", nor at {place} (its place from this cascade at training)"
                          for place in self.places()[1:])
         back = "at either place" if beside else "there"
@@ -270,6 +269,21 @@ class LungGuide:
             places += [beside] if beside != os.path.normpath(self.source) else []
         return places
 
+    @staticmethod
+    def _not_its_model(place: str) -> str:
+        """Why the lung run at ``place`` is not the cascade's lung model: it holds no best.pt
+        (being trained there, before its first epoch, or emptied), or another one."""
+        from covseg.checkpoint import checkpoint_file, trained_by
+
+        file = checkpoint_file(place)
+        if file.is_file():
+            return (f"was trained with another lung model than the lung run {place} now holds "
+                    "(its SHA-256 differs from the one recorded at training)")
+        by = trained_by(file.parent)
+        training = f", still being trained ({by})" if by else ""
+        return (f"takes its lung channel from the lung run {place}, which holds no "
+                f"best.pt{training}")
+
     def _named(self) -> str:
         return f"{self.cascade}: this cascade model" if self.cascade else "this cascade model"
 
@@ -283,14 +297,15 @@ class LungGuide:
         """This guide as the cascade at ``cascade`` (its checkpoint or ONNX file) holds it."""
         return replace(self, cascade=str(cascade.resolve()))
 
-    def pinned(self, folder: Path) -> LungGuide:
-        """This guide with the SHA-256 of its lung model and the path to it from ``folder``
-        (the one the cascade's checkpoint is written to), for the cascade's meta."""
+    def pinned(self, folder: Path, sha256: str | None = None) -> LungGuide:
+        """This guide with the SHA-256 of its lung model (``sha256``: the one a resumed run's
+        saved epochs record, else its file's now) and the path to it from ``folder`` (the one
+        the cascade's checkpoint is written to), for the cascade's meta."""
         from covseg.volumes import model_hash
 
         if self.source == THRESHOLD:
             return self
-        return replace(self, sha256=model_hash(self.source),
+        return replace(self, sha256=sha256 or model_hash(self.source),
                        relative=os.path.relpath(self.source, folder.resolve()))
 
     def exported_to(self, folder: Path) -> LungGuide:

@@ -257,17 +257,25 @@ def _refuse_in_training(run: Path) -> None:
     if not ((run / "config.json").is_file() or MEMBER.fullmatch(run.name)
             or FOLD.fullmatch(run.name)):
         return
+    by = trained_by(run)
+    if by is None:
+        return
+    saved = [f"{run / name} ({what})" for name, what in (("best.pt", "the best epoch yet"),
+                                                       ("last.pt", "the latest epoch"))
+             if (run / name).is_file()]
+    offer = f", or give {' or '.join(saved)} to use those weights as they are" if saved else ""
+    raise CovsegError(f"{run}: still being trained ({by}); wait for it to end{offer}")
+
+
+def trained_by(run: Path) -> str | None:
+    """The covseg run training ``run`` now, as refusals name it: "pid N" where it holds
+    ``run``'s own lock, "pid N, writing to FOLDER" where it holds its ensemble's,
+    cross-validation's or comparison's (:func:`_trainers`); None where none does."""
     for folder in _trainers(run):
         pid = holder(folder)
-        if pid is None:
-            continue
-        by = f"pid {pid}" if folder == run else f"pid {pid}, writing to {folder}"
-        saved = [f"{run / name} ({what})" for name, what in (("best.pt", "the best epoch yet"),
-                                                           ("last.pt", "the latest epoch"))
-                 if (run / name).is_file()]
-        offer = (f", or give {' or '.join(saved)} to use those weights as they are" if saved
-                 else "")
-        raise CovsegError(f"{run}: still being trained ({by}); wait for it to end{offer}")
+        if pid is not None:
+            return f"pid {pid}" if folder == run else f"pid {pid}, writing to {folder}"
+    return None
 
 
 def _trainers(run: Path) -> list[Path]:

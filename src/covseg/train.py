@@ -54,6 +54,7 @@ from covseg.checkpoint import (
     full_disk_resumable,
     load_checkpoint,
     save_checkpoint,
+    trained_by,
 )
 from covseg.config import (
     MAX_SIZE,
@@ -243,7 +244,7 @@ def _meta(config: TrainConfig, num_classes: int, out: Path) -> dict[str, Any]:
     return {
         "model": config.model, "model_options": dict(config.model_options),
         "in_channels": config.in_channels,
-        "lung_guide": guide.pinned(out).to_meta() if guide else None,
+        "lung_guide": guide.pinned(out, _recorded_lung_sha256(out)).to_meta() if guide else None,
         "lung_frame": frame.to_meta() if frame else None,
         "num_classes": num_classes, "size": config.size, "intensity": config.intensity,
         "window": list(config.hu_window), "target": config.target,
@@ -583,6 +584,7 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint:
                           "delete it")
     _refuse_other_split(out, saved_record, split)
     refuse_other_weights(out, saved, saved_record, weights)
+    _refuse_other_lung_model(out, saved)
     _warn_other_environment(out, saved_record, saved.epochs_for(len(split[0])))
     return saved
 
@@ -644,6 +646,39 @@ def refuse_other_weights(out: Path, saved: TrainConfig, record: dict[str, Any],
                           f"other bytes than the run started from (SHA-256 {started[:12]}..., "
                           f"now {f'{now[:12]}...' if now else 'no file'}); restore that file "
                           f"or pick a new {option_name('out')}")
+
+
+def _refuse_other_lung_model(out: Path, saved: TrainConfig) -> None:
+    """A cascade's lung run must hold the lung model the run ``out`` trained its saved epochs
+    on (:func:`_recorded_lung_sha256`): retrained since, the resume went on with other lung
+    channels, and its checkpoint recorded only the new model's SHA-256. Runs that recorded
+    none resume as before."""
+    guide = saved.guide()
+    if guide is None or guide.source == THRESHOLD:
+        return
+    recorded, now = _recorded_lung_sha256(out), guide.pinned(out).sha256 or ""
+    if recorded is not None and now != recorded:
+        raise CovsegError(f"{out}: the saved run was trained with another lung model than the "
+                          f"lung run {guide.source} now holds (SHA-256 {recorded[:12]}... at "
+                          f"training, now {now[:12]}...); restore that lung run or pick a new "
+                          f"{option_name('out')}")
+
+
+def _recorded_lung_sha256(out: Path) -> str | None:
+    """The SHA-256 of the lung model the cascade saved in ``out`` trained on, as its saved
+    epochs' meta records it (its own, else its ensemble members'); None where none is saved or
+    records one. A checkpoint that does not load is left to the resume to refuse."""
+    for folder in [out, *sorted(out.glob("member*/"))]:
+        for name in ("best.pt", "last.pt"):
+            if not (folder / name).is_file():
+                continue
+            try:
+                guide = load_checkpoint(folder / name)["meta"].get("lung_guide")
+            except (CovsegError, AttributeError):
+                continue
+            if isinstance(guide, dict) and isinstance(guide.get("sha256"), str):
+                return guide["sha256"]
+    return None
 
 
 def gone_weights_file(options: Mapping[str, Any]) -> str | None:
@@ -831,16 +866,14 @@ def _check_names(config: TrainConfig) -> None:
 
 
 def _refuse_lung_run_in_training(source: str) -> None:
-    """Refuse a lung run that another covseg run is still training (its folder's lock held):
-    its best.pt given by name holds one epoch's weights, which the cascade would train on,
-    and its final ones would then differ from them."""
-    folder = checkpoint_file(source).parent
-    try:
-        refuse_if_held(folder)
-    except CovsegError:
+    """Refuse a lung run that another covseg run is still training (its folder's lock held, or
+    its ensemble's, cross-validation's or comparison's: :func:`~covseg.checkpoint.trained_by`):
+    its best.pt given by name holds one epoch's weights, which the cascade would train on, and
+    its final ones would then differ from them."""
+    by = trained_by(checkpoint_file(source).parent)
+    if by is not None:
         raise CovsegError(f"{option_name('lung_guide')} {source}: that lung run is still being "
-                          f"trained (a covseg run holds {folder}); wait for it to end, then "
-                          "train the cascade") from None
+                          f"trained ({by}); wait for it to end, then train the cascade")
 
 
 def _check_lung_run(lung: Predictor, config: TrainConfig) -> None:
