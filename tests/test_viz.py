@@ -628,6 +628,20 @@ def test_names_that_read_as_tex_are_drawn_literally(tmp_path: Path, saved_figure
     assert _drawn_as_maths(saved_figures) == []
 
 
+def test_a_name_with_control_characters_is_drawn_escaped(tmp_path: Path, saved_figures: list
+                                                          ) -> None:
+    """A study named ``a<ESC>[2J<BEL>b`` was drawn with characters the font has no glyph for
+    (a warning each, empty boxes): drawn escaped, as the console shows it."""
+    import warnings
+
+    name = "a\x1b[2J\x07b"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        box_plot({name: [0.5]}, tmp_path / "box.png", ylabel=name, title=name)
+    texts = {text.get_text() for figure in saved_figures for text in figure.findobj(Text)}
+    assert "a\\x1b[2J\\x07b" in texts and name not in texts
+
+
 def test_numbers_on_an_axis_keep_their_formatter_s_maths(tmp_path: Path) -> None:
     """Only texts that can hold a name are drawn literally: a numeric axis's tick labels are
     left to its formatter, which writes maths where ``axes.formatter.use_mathtext`` asks."""

@@ -2422,8 +2422,8 @@ def test_nrrd_and_metaimage_cts_give_the_niftis_masks_and_numbers(
         result = predict_batch(BandPredictor([(-400, -200)]), [inputs], tmp_path / "out")
     assert (result.done, result.failed) == (5, 0)
     assert [r.getMessage() for r in caplog.records if r.name == "covseg.studies"] == [
-        (f"{inputs}: 1 file(s) (b.seg.nrrd) named as masks, not read as CTs; give such a file "
-         "itself to predict it as a CT")]
+        (f"{inputs}: 1 3D Slicer segmentation(s) (b.seg.nrrd) (.seg.nrrd: labels) passed over, "
+         "never read as CTs")]
     with open(result.summary, newline="") as handle:
         rows = {row.pop("study"): row for row in csv.DictReader(handle)}
     for study, name in names.items():

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from covseg.burden import CATEGORY_BOUNDS
-from covseg.errors import CovsegError, failure_reason
+from covseg.errors import CovsegError, failure_reason, terminal_safe
 from covseg.io.atomic import atomic_path, utf8_text
 
 if TYPE_CHECKING:
@@ -83,7 +83,9 @@ def literal_texts(fig: Figure) -> None:
     (:func:`~covseg.io.atomic.utf8_text`): a name read under ``LC_ALL=C PYTHONUTF8=0`` holds
     lone surrogates, which matplotlib cannot draw (a 4-line ``TypeError: set_text()`` failed
     the study). Tick labels are set again from their formatter at each draw, so those given as
-    names are read as UTF-8 where they are given."""
+    names are read as UTF-8 where they are given. Control characters of a name are drawn
+    escaped (:func:`~covseg.errors.terminal_safe`), as a terminal shows them: the font has no
+    glyph for ESC or BEL (matplotlib warned of each, and drew an empty box)."""
     from covseg._matplotlib import LogFormatter, ScalarFormatter, Text
 
     numeric = {id(text) for axes in fig.axes for axis in (axes.xaxis, axes.yaxis)
@@ -91,8 +93,14 @@ def literal_texts(fig: Figure) -> None:
                for text in (*axis.get_ticklabels(which="both"), axis.get_offset_text())}
     for text in fig.findobj(Text):
         if id(text) not in numeric:
-            text.set_text(utf8_text(text.get_text()))
+            text.set_text(as_drawn(text.get_text()))
             text.set_parse_math(False)
+
+
+def as_drawn(text: str) -> str:
+    """``text`` as a figure draws it: UTF-8 (:func:`~covseg.io.atomic.utf8_text`), its control
+    characters escaped (:func:`~covseg.errors.terminal_safe`)."""
+    return terminal_safe(utf8_text(text))
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -290,7 +298,7 @@ def box_plot(groups: Mapping[str, Sequence[float]], path: str | os.PathLike[str]
 
     names = list(groups)
     values = [np.asarray(groups[n], dtype=float) for n in names]
-    labels = [utf8_text(_counted(name, v)) for name, v in zip(names, values, strict=True)]
+    labels = [as_drawn(_counted(name, v)) for name, v in zip(names, values, strict=True)]
     values = [v[~np.isnan(v)] for v in values]
     fig = Figure(figsize=(max(4, 1.6 * len(names) + 2), 4))
     ax = fig.subplots()
@@ -372,7 +380,7 @@ def _severity_bars(names: Sequence[str], values: Sequence[float], categories: Se
     bars = ax.barh(range(len(names)), values, color=[_category_colour(c) for c in categories],
                    edgecolor="black", linewidth=0.4)
     ax.bar_label(bars, [cell_text(key, value) for value in values], padding=2, fontsize=7)
-    ax.set_yticks(range(len(names)), [utf8_text(name) for name in names], fontsize=7)
+    ax.set_yticks(range(len(names)), [as_drawn(name) for name in names], fontsize=7)
     ax.set_ylim(len(names) - 0.5, -0.5)  # first study on top, no empty margin
     ax.set_xlabel(unit)
     if key == "percent_involved":
