@@ -144,8 +144,8 @@ def test_a_data_file_is_named_from_headers_alone_in_a_folder_that_lists(
     sitk.WriteImage(oblique_ct(), str(tmp_path / "ct.mhd"))
     sitk.WriteImage(oblique_ct(), str(tmp_path / "a.nrrd"))
     opened: list[str] = []
-    real = itk.data_file
-    monkeypatch.setattr(itk, "data_file", lambda path: opened.append(path.name) or real(path))
+    real = itk.data_files
+    monkeypatch.setattr(itk, "data_files", lambda path: opened.append(path.name) or real(path))
     assert "the voxels of ct.mhd" in str(itk.data_file_refused(tmp_path / "ct.raw"))
     assert opened == ["ct.mhd"]
     real_iterdir = Path.iterdir

@@ -90,7 +90,9 @@ def read_itk(path: Path, like: Volume | None = None) -> Volume:
     if is_segmentation(path):
         raise CovsegError(f"{path}: a 3D Slicer segmentation ({SEGMENTATION_SUFFIX}: labels), "
                           "not a CT; give the CT volume it was drawn on")
-    _check_data_file(path)
+    text = _head(path)
+    header = _header_in(text)
+    _check_data_file(path, header)
     reader = sitk.ImageFileReader()
     reader.SetFileName(source)
     reader.SetImageIO(_format(path)[1])
@@ -101,10 +103,10 @@ def read_itk(path: Path, like: Volume | None = None) -> Volume:
                           "value; give the CT as a greyscale volume")
     shape = volume_shape(tuple(int(n) for n in reader.GetSize()), source, CT_SLICES.flat)
     check_voxel_count(shape, source)
-    image = _read(reader.Execute, path, shape, quiet=not _check_raw_size(path, reader))
+    image = _read(reader.Execute, path, shape, quiet=not _check_raw_size(path, reader, text))
     if image.GetDimension() > 3:  # (x, y, z, 1, ...)
         image = sitk.Extract(image, [*shape, *[0] * (image.GetDimension() - 3)])
-    nifti = _as_nifti(sitk.GetArrayFromImage(image).T, image, lacks_geometry(path))
+    nifti = _as_nifti(sitk.GetArrayFromImage(image).T, image, _lacks_geometry_in(header))
     return volume_from_nifti(on_geometry_of_like(nifti, like, source), source)
 
 
@@ -143,11 +145,12 @@ def _read(step: Callable[[], T], path: Path, shape: tuple[int, int, int] | None,
                           "is the file truncated or corrupt?") from None
 
 
-def _check_raw_size(path: Path, reader: sitk.ImageFileReader) -> bool:
+def _check_raw_size(path: Path, reader: sitk.ImageFileReader, text: str | None) -> bool:
     """Refuse raw (uncompressed) voxels cut short before reading them, as MetaIO prints on
     stderr when it meets them; True where the voxels were checked so (raw, where they start
-    known), False for the rest (compressed or text, byte skips), read with stderr quieted."""
-    stored = _raw_voxels(path)
+    known), False for the rest (compressed or text, byte skips), read with stderr quieted.
+    ``text`` is the file's head (:func:`_head`)."""
+    stored = _raw_voxels(path, text)
     if stored is None:
         return False
     where, start = stored
@@ -161,16 +164,17 @@ def _check_raw_size(path: Path, reader: sitk.ImageFileReader) -> bool:
     return True
 
 
-def _raw_voxels(path: Path) -> tuple[Path, int] | None:
-    """The file holding a NRRD's or MetaImage's raw voxels and where in it they start; None
-    for compressed or text voxels, skipped bytes, or a header not found."""
-    text, header = _head(path), _header(path)
+def _raw_voxels(path: Path, text: str | None) -> tuple[Path, int] | None:
+    """The file holding the raw voxels of a NRRD or MetaImage at ``path`` whose head is
+    ``text`` (:func:`_head`) and where in it they start; None for compressed or text voxels,
+    skipped bytes, or a header not found."""
+    header = _header_in(text)
     if text is None or header is None or SKIPS.search(header):
         return None
     metaimage = _format(path)[0] == "MetaImage"
     if (COMPRESSED.search(header) is not None) if metaimage else (RAW.search(header) is None):
         return None
-    held, named = data_file(path), DATA_FILE.search(header)
+    held, named = _data_file(header, path.parent), DATA_FILE.search(header)
     if held is not None:
         return (held, 0) if held.is_file() else None
     if named and named.group(1).upper() != "LOCAL":  # several files, a list or a pattern
@@ -193,7 +197,12 @@ def _format(path: Path) -> tuple[str, str]:
 def _header(path: Path) -> str | None:
     """The header of a file named as NRRD or MetaImage (up to its blank line, or the first
     :data:`HEADER_BYTES`); None for another file or one that cannot be read."""
-    text = _head(path)
+    return _header_in(_head(path))
+
+
+def _header_in(text: str | None) -> str | None:
+    """The header in a file's head ``text`` (:func:`_head`): up to its blank line; None for
+    None."""
     return BLANK_LINE.split(text, maxsplit=1)[0] if text is not None else None
 
 
@@ -213,46 +222,52 @@ def lacks_geometry(path: Path) -> bool:
     """Whether a NRRD's or MetaImage's header gives no geometry (:data:`GEOMETRY`: no voxel
     sizes, origin or directions), as numpy pipelines write (pynrrd's ``nrrd.write(path,
     array)``): ITK then gives 1 mm voxels at 0, which are no measurement."""
-    header = _header(path)
+    return _lacks_geometry_in(_header(path))
+
+
+def _lacks_geometry_in(header: str | None) -> bool:
+    """Whether a NRRD's or MetaImage's ``header`` (None: none read) gives no geometry, as
+    :func:`lacks_geometry` says of its file."""
     return header is not None and not GEOMETRY.search(header)
 
 
-def data_file(path: Path) -> Path | None:
-    """The file that holds a NRRD's or MetaImage's voxels, as its header names it (beside it,
-    or where it says); None where the file holds them itself (``LOCAL``, or no such line) or
-    names several (a list or a numbered pattern), and for a file of another format."""
-    header = _header(path)
-    found = DATA_FILE.search(header) if header is not None else None
-    if not found:
-        return None
-    name = found.group(1)
-    if name.upper() in ("LOCAL", "LIST") or name.upper().startswith("LIST") or "%" in name:
-        return None
-    return path.parent / name
-
-
 def data_files(path: Path) -> tuple[Path, ...]:
-    """Every file that holds a NRRD's or MetaImage's voxels, as its header names them: its
-    :func:`data_file`, the files listed after ``LIST``, or those a numbered pattern
-    (``sl/s%03d.raw 0 29 1``) names; none where the file holds them itself, and for a file of
-    another format."""
-    header = _header(path)
+    """Every file that holds a NRRD's or MetaImage's voxels, as its header names them (beside
+    it, or where it says): one file, the files listed after ``LIST``, or those a numbered
+    pattern (``sl/s%03d.raw 0 29 1``) names; none where the file holds them itself (``LOCAL``,
+    or no such line), and for a file of another format."""
+    return _named_files(_header(path), path.parent)[0]
+
+
+def _data_file(header: str | None, folder: Path) -> Path | None:
+    """The one file that holds the voxels of the NRRD or MetaImage in ``folder`` whose header is
+    ``header`` (:func:`_named_files`); None where it holds them itself or names several (a list
+    or a numbered pattern)."""
+    files, single = _named_files(header, folder)
+    return files[0] if single else None
+
+
+def _named_files(header: str | None, folder: Path) -> tuple[tuple[Path, ...], bool]:
+    """The files a NRRD's or MetaImage's ``header`` (None: none read) names as holding its
+    voxels, as :func:`data_files` says, relative to its ``folder``, and whether it names one
+    file alone (no list or numbered pattern)."""
     found = DATA_FILE.search(header) if header is not None else None
     if header is None or not found:
-        return ()
+        return (), False
     name = found.group(1)
     if name.upper().startswith("LIST"):
         listed = header[found.end():].splitlines()
-        return tuple(path.parent / line.strip() for line in listed if line.strip())
+        return tuple(folder / line.strip() for line in listed if line.strip()), False
     numbered = PATTERN.match(name)
     if numbered:
         pattern, first, last, step = numbered.group(1), *map(int, numbered.group(2, 3, 4))
         if step == 0 or abs((last - first) // step) >= MAX_DATA_FILES:
-            return ()
-        return tuple(path.parent / (pattern % n) for n in range(first, last + 1 if step > 0
-                                                               else last - 1, step))
-    held = data_file(path)
-    return (held,) if held is not None else ()
+            return (), False
+        return tuple(folder / (pattern % n) for n in range(first, last + 1 if step > 0
+                                                          else last - 1, step)), False
+    if name.upper() == "LOCAL" or "%" in name:
+        return (), False
+    return (folder / name,), True
 
 
 def data_file_refused(path: Path) -> CovsegError | None:
@@ -278,10 +293,10 @@ def _detached_headers(folder: Path) -> list[Path]:
         return []
 
 
-def _check_data_file(path: Path) -> None:
-    """Refuse a header whose data file is not there, naming it: ITK said "File cannot be read:
-    x.mhd ... No such file or directory", of the header that was there."""
-    held = data_file(path)
+def _check_data_file(path: Path, header: str | None) -> None:
+    """Refuse a ``header`` (of ``path``) whose data file is not there, naming it: ITK said
+    "File cannot be read: x.mhd ... No such file or directory", of the header that was there."""
+    held = _data_file(header, path.parent)
     if held is not None and not held.is_file():
         raise CovsegError(f"{path}: its voxels are in {held.name}, named in its header, which "
                           f"is not there; put {held.name} beside {path.name}")
