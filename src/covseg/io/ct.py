@@ -16,7 +16,7 @@ from covseg.io.dicom import (
     read_dicom_folder,
 )
 from covseg.io.image import IMAGE_SUFFIXES, apple_double
-from covseg.io.itk import data_file_refused, is_itk_named, is_segmentation, read_itk
+from covseg.io.itk import data_file_refused, is_segmentation, read_itk
 from covseg.io.listing import Listings
 from covseg.io.nifti import analyze_refused, is_analyze, is_nifti_named, read_nifti
 from covseg.io.volume import (
@@ -25,6 +25,7 @@ from covseg.io.volume import (
     Volume,
     check_hu,
     detect_volume_intensity,
+    is_itk_named,
 )
 
 

@@ -21,10 +21,14 @@ from covseg.io.image import CT_SLICES
 from covseg.io.nifti import on_geometry_of_like, volume_from_nifti
 from covseg.io.quiet import quiet_libraries
 from covseg.io.volume import (
-    ITK_SUFFIXES,
+    BLANK_LINE,
     Volume,
     check_voxel_count,
     itk_affine,
+    itk_head,
+    itk_header,
+    itk_header_in,
+    itk_header_lacks_geometry,
     itk_message,
     short_of_memory,
     volume_shape,
@@ -37,21 +41,13 @@ SEGMENTATION_SUFFIX = ".seg.nrrd"
 DETACHED_HEADERS = (".mhd", ".nhdr")
 """How headers that name their data file are named (a ``.nrrd`` or ``.mha`` may too, but holds
 its voxels as a rule)."""
-HEADER_BYTES = 65536
-"""Bytes of a file searched for its data file's name (headers are a few hundred)."""
 DATA_FILE = re.compile(r"^(?:ElementDataFile\s*=|data ?file\s*:)[ \t]*(\S[^\r\n]*?)[ \t\r]*$",
                        re.IGNORECASE | re.MULTILINE)
 """A MetaImage's or NRRD's line naming the file that holds its voxels (its line ending may be
 Windows', CRLF)."""
-BLANK_LINE = re.compile(r"\r?\n\r?\n")
-"""The blank line ending a NRRD's header (Unix or Windows line endings)."""
 PATTERN = re.compile(r"^(\S*%\d*d\S*)\s+(-?\d+)\s+(-?\d+)\s+(-?\d+)(?:\s+\d+)?$")
 """A data file line naming numbered files: a printf pattern, first and last number, step (and a
 NRRD's slice axis)."""
-GEOMETRY = re.compile(r"^(?:(?:space directions|spacings|space origin|axis mins)\s*:|(?:Element"
-                      r"Spacing|ElementSize|Offset|Origin|Position|TransformMatrix|Rotation|"
-                      r"Orientation|AnatomicalOrientation)\s*=)", re.IGNORECASE | re.MULTILINE)
-"""A NRRD's or MetaImage's line placing its voxels (sizes, origin, directions)."""
 RAW = re.compile(r"^encoding\s*:\s*raw\s*$", re.IGNORECASE | re.MULTILINE)
 """A NRRD's line saying its voxels are stored raw (not gzip, bzip2 or text)."""
 COMPRESSED = re.compile(r"^CompressedData\s*=\s*True\s*$", re.IGNORECASE | re.MULTILINE)
@@ -69,12 +65,6 @@ MAX_DATA_FILES = 65536
 """The most data files a numbered pattern is taken to name (more is no CT's slices)."""
 
 
-def is_itk_named(path: Path) -> bool:
-    """True for a file named as NRRD or MetaImage (:data:`~covseg.io.volume.ITK_SUFFIXES`, in
-    any case), hidden or not: one given by name."""
-    return path.is_file() and path.name.lower().endswith(ITK_SUFFIXES)
-
-
 def is_segmentation(path: Path) -> bool:
     """Whether ``path`` is named as a 3D Slicer segmentation (:data:`SEGMENTATION_SUFFIX`)."""
     return path.name.lower().endswith(SEGMENTATION_SUFFIX)
@@ -84,14 +74,15 @@ def read_itk(path: Path, like: Volume | None = None) -> Volume:
     """Read a 3D NRRD or MetaImage CT as :func:`~covseg.io.nifti.read_nifti` reads a NIfTI
     file: its header is read first, so that a 2D, 4D, RGB or oversized file is refused before
     its voxels are, and a missing data file is named. A header without geometry
-    (:func:`lacks_geometry`) is read as a NIfTI file without it (qform and sform codes 0,
-    1 mm voxels), so that the 1 mm voxels are told of and ``like`` pairs it as there."""
+    (:func:`~covseg.io.volume.itk_lacks_geometry`) is read as a NIfTI file without it (qform
+    and sform codes 0, 1 mm voxels), so that the 1 mm voxels are told of and ``like`` pairs it
+    as there."""
     source = str(path)
     if is_segmentation(path):
         raise CovsegError(f"{path}: a 3D Slicer segmentation ({SEGMENTATION_SUFFIX}: labels), "
                           "not a CT; give the CT volume it was drawn on")
-    text = _head(path)
-    header = _header_in(text)
+    text = itk_head(path)
+    header = itk_header_in(text)
     _check_data_file(path, header)
     reader = sitk.ImageFileReader()
     reader.SetFileName(source)
@@ -106,7 +97,7 @@ def read_itk(path: Path, like: Volume | None = None) -> Volume:
     image = _read(reader.Execute, path, shape, quiet=not _check_raw_size(path, reader, text))
     if image.GetDimension() > 3:  # (x, y, z, 1, ...)
         image = sitk.Extract(image, [*shape, *[0] * (image.GetDimension() - 3)])
-    nifti = _as_nifti(sitk.GetArrayFromImage(image).T, image, _lacks_geometry_in(header))
+    nifti = _as_nifti(sitk.GetArrayFromImage(image).T, image, itk_header_lacks_geometry(header))
     return volume_from_nifti(on_geometry_of_like(nifti, like, source), source)
 
 
@@ -149,7 +140,7 @@ def _check_raw_size(path: Path, reader: sitk.ImageFileReader, text: str | None) 
     """Refuse raw (uncompressed) voxels cut short before reading them, as MetaIO prints on
     stderr when it meets them; True where the voxels were checked so (raw, where they start
     known), False for the rest (compressed or text, byte skips), read with stderr quieted.
-    ``text`` is the file's head (:func:`_head`)."""
+    ``text`` is the file's head (:func:`itk_head`)."""
     stored = _raw_voxels(path, text)
     if stored is None:
         return False
@@ -166,9 +157,9 @@ def _check_raw_size(path: Path, reader: sitk.ImageFileReader, text: str | None) 
 
 def _raw_voxels(path: Path, text: str | None) -> tuple[Path, int] | None:
     """The file holding the raw voxels of a NRRD or MetaImage at ``path`` whose head is
-    ``text`` (:func:`_head`) and where in it they start; None for compressed or text voxels,
+    ``text`` (:func:`itk_head`) and where in it they start; None for compressed or text voxels,
     skipped bytes, or a header not found."""
-    header = _header_in(text)
+    header = itk_header_in(text)
     if text is None or header is None or SKIPS.search(header):
         return None
     metaimage = _format(path)[0] == "MetaImage"
@@ -194,49 +185,12 @@ def _format(path: Path) -> tuple[str, str]:
     return "NRRD", "NrrdImageIO"
 
 
-def _header(path: Path) -> str | None:
-    """The header of a file named as NRRD or MetaImage (up to its blank line, or the first
-    :data:`HEADER_BYTES`); None for another file or one that cannot be read."""
-    return _header_in(_head(path))
-
-
-def _header_in(text: str | None) -> str | None:
-    """The header in a file's head ``text`` (:func:`_head`): up to its blank line; None for
-    None."""
-    return BLANK_LINE.split(text, maxsplit=1)[0] if text is not None else None
-
-
-def _head(path: Path) -> str | None:
-    """The first :data:`HEADER_BYTES` of a file named as NRRD or MetaImage, as text; None for
-    another file or one that cannot be read."""
-    if not is_itk_named(path):
-        return None
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(HEADER_BYTES).decode("latin-1")
-    except OSError:
-        return None
-
-
-def lacks_geometry(path: Path) -> bool:
-    """Whether a NRRD's or MetaImage's header gives no geometry (:data:`GEOMETRY`: no voxel
-    sizes, origin or directions), as numpy pipelines write (pynrrd's ``nrrd.write(path,
-    array)``): ITK then gives 1 mm voxels at 0, which are no measurement."""
-    return _lacks_geometry_in(_header(path))
-
-
-def _lacks_geometry_in(header: str | None) -> bool:
-    """Whether a NRRD's or MetaImage's ``header`` (None: none read) gives no geometry, as
-    :func:`lacks_geometry` says of its file."""
-    return header is not None and not GEOMETRY.search(header)
-
-
 def data_files(path: Path) -> tuple[Path, ...]:
     """Every file that holds a NRRD's or MetaImage's voxels, as its header names them (beside
     it, or where it says): one file, the files listed after ``LIST``, or those a numbered
     pattern (``sl/s%03d.raw 0 29 1``) names; none where the file holds them itself (``LOCAL``,
     or no such line), and for a file of another format."""
-    return _named_files(_header(path), path.parent)[0]
+    return _named_files(itk_header(path), path.parent)[0]
 
 
 def _data_file(header: str | None, folder: Path) -> Path | None:

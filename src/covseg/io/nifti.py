@@ -47,6 +47,7 @@ from covseg.io.volume import (
     as_axial,
     check_voxel_count,
     forms_note,
+    itk_lacks_geometry,
     short_of_memory,
     volume_shape,
 )
@@ -205,8 +206,6 @@ def lacks_geometry(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is a NIfTI, NRRD or MetaImage file whose header has no real geometry
     (reads the header only; a DICOM series always has its own)."""
     path = Path(path)
-    from covseg.io.itk import lacks_geometry as itk_lacks_geometry  # itk imports this module
-
     if itk_lacks_geometry(path):
         return True
     if not path.name.lower().endswith(NIFTI_SUFFIXES):

@@ -54,6 +54,14 @@ from covseg.transforms import (
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 """NRRD and MetaImage, as 3D Slicer and ITK save volumes (:mod:`covseg.io.itk`)."""
+HEADER_BYTES = 65536
+"""Bytes of a NRRD or MetaImage file read for its header (headers are a few hundred)."""
+BLANK_LINE = re.compile(r"\r?\n\r?\n")
+"""The blank line ending a NRRD's header (Unix or Windows line endings)."""
+GEOMETRY = re.compile(r"^(?:(?:space directions|spacings|space origin|axis mins)\s*:|(?:Element"
+                      r"Spacing|ElementSize|Offset|Origin|Position|TransformMatrix|Rotation|"
+                      r"Orientation|AnatomicalOrientation)\s*=)", re.IGNORECASE | re.MULTILINE)
+"""A NRRD's or MetaImage's line placing its voxels (sizes, origin, directions)."""
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 HU_MODES: tuple[str, ...] = ("auto", "yes", "no")
 HU_LIMIT = 100_000.0
@@ -69,6 +77,49 @@ WORKING_AXES = ("L", "P", "S")
 FILE_ORDER = "own axis order, nibabel's shape"
 """How messages name the axes of a file's shape (:attr:`Volume.file_shape`), as quantify
 records it: the file's own order, never covseg's working (z, y, x)."""
+
+
+def is_itk_named(path: Path) -> bool:
+    """True for a file named as NRRD or MetaImage (:data:`ITK_SUFFIXES`, in
+    any case), hidden or not: one given by name."""
+    return path.is_file() and path.name.lower().endswith(ITK_SUFFIXES)
+
+
+def itk_header(path: Path) -> str | None:
+    """The header of a file named as NRRD or MetaImage (up to its blank line, or the first
+    :data:`HEADER_BYTES`); None for another file or one that cannot be read."""
+    return itk_header_in(itk_head(path))
+
+
+def itk_header_in(text: str | None) -> str | None:
+    """The header in a file's head ``text`` (:func:`itk_head`): up to its blank line; None for
+    None."""
+    return BLANK_LINE.split(text, maxsplit=1)[0] if text is not None else None
+
+
+def itk_head(path: Path) -> str | None:
+    """The first :data:`HEADER_BYTES` of a file named as NRRD or MetaImage, as text; None for
+    another file or one that cannot be read."""
+    if not is_itk_named(path):
+        return None
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(HEADER_BYTES).decode("latin-1")
+    except OSError:
+        return None
+
+
+def itk_lacks_geometry(path: Path) -> bool:
+    """Whether a NRRD's or MetaImage's header gives no geometry (:data:`GEOMETRY`: no voxel
+    sizes, origin or directions), as numpy pipelines write (pynrrd's ``nrrd.write(path,
+    array)``): ITK then gives 1 mm voxels at 0, which are no measurement."""
+    return itk_header_lacks_geometry(itk_header(path))
+
+
+def itk_header_lacks_geometry(header: str | None) -> bool:
+    """Whether a NRRD's or MetaImage's ``header`` (None: none read) gives no geometry, as
+    :func:`itk_lacks_geometry` says of its file."""
+    return header is not None and not GEOMETRY.search(header)
 
 
 def _zyx(xyz: Sequence[float]) -> tuple[float, float, float]:
