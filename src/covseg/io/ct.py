@@ -20,12 +20,12 @@ from covseg.io.itk import data_file_refused, is_segmentation, read_itk
 from covseg.io.listing import Listings
 from covseg.io.nifti import analyze_refused, is_analyze, is_nifti_named, read_nifti
 from covseg.io.volume import (
-    ITK_SUFFIXES,
     NIFTI_SUFFIXES,
     Volume,
     check_hu,
     detect_volume_intensity,
     is_itk_named,
+    is_itk_source,
 )
 
 
@@ -65,7 +65,7 @@ def read_volume(path: str | os.PathLike[str], hu: str = "auto", like: Volume | N
         raise refused
     elif path.name.lower().endswith(NIFTI_SUFFIXES):
         volume = read_nifti(path, like=like)
-    elif path.name.lower().endswith(ITK_SUFFIXES):
+    elif is_itk_source(path.name):
         volume = read_itk(path, like)
     elif path.suffix.lower() in IMAGE_SUFFIXES:
         raise CovsegError(

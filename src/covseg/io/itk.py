@@ -22,6 +22,7 @@ from covseg.io.nifti import on_geometry_of_like, volume_from_nifti
 from covseg.io.quiet import quiet_libraries
 from covseg.io.volume import (
     BLANK_LINE,
+    METAIMAGE_SUFFIXES,
     Volume,
     check_voxel_count,
     itk_affine,
@@ -180,7 +181,7 @@ def _raw_voxels(path: Path, text: str | None) -> tuple[Path, int] | None:
 def _format(path: Path) -> tuple[str, str]:
     """The format of a file named as NRRD or MetaImage, and its SimpleITK reader, named to it:
     ITK's MetaImage reader takes only lower-case names, and found none for ``CT.MHA``."""
-    if path.name.lower().endswith((".mha", ".mhd")):
+    if path.name.lower().endswith(METAIMAGE_SUFFIXES):
         return "MetaImage", "MetaImageIO"
     return "NRRD", "NrrdImageIO"
 

@@ -34,7 +34,6 @@ from covseg.io.image import (
 )
 from covseg.io.volume import (
     GRID_TOLERANCE_MM,
-    ITK_SUFFIXES,
     NIFTI_SUFFIXES,
     UNIT_MM,
     Volume,
@@ -47,6 +46,7 @@ from covseg.io.volume import (
     as_axial,
     check_voxel_count,
     forms_note,
+    is_itk_source,
     itk_lacks_geometry,
     short_of_memory,
     volume_shape,
@@ -234,7 +234,7 @@ def no_geometry(source: str) -> str:
     """What a file read without orientation lacks, in its format's terms: a NIfTI's qform and
     sform codes are 0; a NRRD or MetaImage (read through a NIfTI without them) has no such
     fields, so its header's spacing, origin and direction are named."""
-    if source.lower().endswith(ITK_SUFFIXES):
+    if is_itk_source(source):
         return NO_ITK_GEOMETRY
     return "qform and sform codes 0"
 

@@ -52,7 +52,9 @@ from covseg.transforms import (
 )
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+METAIMAGE_SUFFIXES = (".mha", ".mhd")
+"""MetaImage, as ITK saves volumes (a ``.mhd`` header names its data file)."""
+ITK_SUFFIXES = (".nrrd", ".nhdr", *METAIMAGE_SUFFIXES)
 """NRRD and MetaImage, as 3D Slicer and ITK save volumes (:mod:`covseg.io.itk`)."""
 HEADER_BYTES = 65536
 """Bytes of a NRRD or MetaImage file read for its header (headers are a few hundred)."""
@@ -82,7 +84,13 @@ records it: the file's own order, never covseg's working (z, y, x)."""
 def is_itk_named(path: Path) -> bool:
     """True for a file named as NRRD or MetaImage (:data:`ITK_SUFFIXES`, in
     any case), hidden or not: one given by name."""
-    return path.is_file() and path.name.lower().endswith(ITK_SUFFIXES)
+    return path.is_file() and is_itk_source(path.name)
+
+
+def is_itk_source(name: str) -> bool:
+    """Whether a file's ``name`` (or path, as a volume's source) is NRRD's or MetaImage's
+    (:data:`ITK_SUFFIXES`, in any case)."""
+    return name.lower().endswith(ITK_SUFFIXES)
 
 
 def itk_header(path: Path) -> str | None:
@@ -638,7 +646,7 @@ def _not_grey(low: float, high: float, source: str) -> str:
     lost (none below -100). ``--hu no`` said "use --hu yes" to all three, which reads the last
     with its air at about 0 HU. A NRRD or MetaImage (``source``) has no scaling fields to
     restore: it is told to save its voxels scaled back."""
-    itk = source.lower().endswith(ITK_SUFFIXES)
+    itk = is_itk_source(source)
     if low < -100.0 and not AIR_LIMIT_HU < low < high:
         return (f"values {low:g}..{high:g} look like Hounsfield units, not grey levels; drop "
                 f"{_hu('no')} (or pass {_hu('yes')}) to read them as HU")
