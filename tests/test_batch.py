@@ -24,7 +24,7 @@ from covseg.batch import (
     _agree_on_plan,
     _earlier_clashes,
     _earlier_rows,
-    _earlier_summary_rows,
+    _EarlierSummaries,
     _named_as_done,
     parse_shard,
     remove_earlier_outputs,
@@ -770,8 +770,8 @@ def test_earlier_rows_list_done_studies_as_their_calls_wrote_them(tmp_path: Path
         "b": {"study": {"lesion_ml": 2.0}, "inputs": {"mask": "/in/b.nii.gz"}},
         "c": {"study": {"lesion_ml": 3.0}, "inputs": {"mask": "/in/c.nii.gz"}},
         "x": {"settings": {}}, "y": None}
-    earlier = {"a": {"status": "skipped", "input": "in/a.nii.gz"}}
-    rows = _earlier_rows(tmp_path, records, {"c"}, earlier)
+    (tmp_path / "summary.csv").write_text("study,status,error,input\na,skipped,,in/a.nii.gz\n")
+    rows = _earlier_rows(tmp_path, records, {"c"}, _EarlierSummaries(tmp_path))
     assert [(row["study"], row["status"], row["input"]) for row in rows] == [
         ("a", "skipped", "in/a.nii.gz"), ("b", "done", "/in/b.nii.gz")]
 
@@ -860,7 +860,7 @@ def test_an_earlier_row_is_summary_csvs_before_a_shards(tmp_path: Path) -> None:
     header = "study,status,error,input\n"
     (tmp_path / "summary.csv").write_text(header + "a,done,,in/a.nii.gz\nb,failed,x,b\n")
     (tmp_path / "summary_shard0of2.csv").write_text(header + "a,skipped,,/in/a.nii.gz\n")
-    rows = _earlier_summary_rows(tmp_path)
+    rows = _EarlierSummaries(tmp_path).by_study
     assert {study: row["status"] for study, row in rows.items()} == {"a": "done"}
 
 
@@ -934,6 +934,26 @@ def test_a_killed_study_stays_listed_through_a_call_on_other_studies(
     assert (result.done, result.skipped) == (1, 1)
     assert {row["study"]: row["status"] for row in read_rows(out / "summary.csv")} == {
         "a": "done", "b": "done", "ct": "done"}
+
+
+def test_a_call_reads_the_earlier_summaries_once(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call given a study left unfinished (files, no record), beside another one it is not
+    given, read summary.csv three times: to know the first covseg's, for the earlier rows, and
+    to keep the second listed. It reads it once, and lists them as before."""
+    out = tmp_path / "out"
+    studies = {name: Study(name, tmp_path / f"{name}.nii.gz") for name in ("a", "b", "ct")}
+    run_batch(list(studies.values()), out, _recording)
+    for name in ("b", "ct"):
+        (out / name / RESULT_JSON).unlink()  # as calls killed in them leave them
+    reads: list[str] = []
+    read = importlib.import_module("covseg.batch")._summary_rows
+    monkeypatch.setattr("covseg.batch._summary_rows",
+                        lambda path: reads.append(path.name) or read(path))
+    result = run_batch([studies["a"], studies["b"]], out, _recording)
+    assert (result.done, result.skipped, reads) == (1, 1, ["summary.csv"])
+    assert {row["study"]: row["status"] for row in read_rows(out / "summary.csv")} == {
+        "a": "done", "b": "done", "ct": "pending"}
 
 
 def test_an_unreadable_record_in_an_unlisted_folder_is_refused_as_such(tmp_path: Path) -> None:

@@ -1881,6 +1881,34 @@ def test_a_batch_hashes_a_cascades_lung_guide_once(chest, tiny_run: Path, tmp_pa
     assert hashed.count(checkpoint) == 2
 
 
+def test_a_batch_computes_its_settings_once(chest, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each study of a batch computed the batch's settings again (the model's, lung model's and
+    lung guide's hashes looked up anew): 4 times for 3 studies, now once, each study recording
+    them; they are no option a batch takes."""
+    path, _ = chest
+    (tmp_path / "in").mkdir()
+    for name in ("a", "b", "c"):
+        shutil.copy(path, tmp_path / "in" / f"{name}.nii.gz")
+    calls: list[dict[str, object]] = []
+    computed = volumes_module.predict_settings
+
+    def counted(*args: object, **kwargs: object) -> dict[str, object]:
+        calls.append(computed(*args, **kwargs))  # type: ignore[arg-type]
+        return calls[-1]
+
+    monkeypatch.setattr(volumes_module, "predict_settings", counted)
+    assert predict_batch(BandPredictor([(-400, -200)]), [tmp_path / "in"],
+                         tmp_path / "out").done == 3
+    assert len(calls) == 1
+    for name in ("a", "b", "c"):
+        record = json.loads((tmp_path / "out" / name / "quantification.json").read_text())
+        assert record["settings"] == calls[0]
+    with pytest.raises(CovsegError, match="unknown option"):
+        predict_batch(BandPredictor([(-400, -200)]), [tmp_path / "in"], tmp_path / "out",
+                      settings=calls[0])
+
+
 def test_multiclass_prediction_with_one_class_is_quantified_again_as_multiclass(
         tmp_path: Path) -> None:
     """A 3-class model's study that holds ground-glass alone kept its per-class volumes only in

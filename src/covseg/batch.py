@@ -9,9 +9,10 @@ import json
 import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -273,7 +274,8 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
     The folders' records are read once (:func:`done_records`) for the checks before any study."""
     records = done_records(out_dir)
     selected = _named_as_done(select_shard(studies, shard), records)
-    _refuse_unowned_outputs(selected, out_dir, records)
+    summaries = _EarlierSummaries(out_dir)
+    _refuse_unowned_outputs(selected, out_dir, records, summaries)
     if warn is not None:
         warn(selected, out_dir, records)
     if settings is not None:
@@ -281,8 +283,8 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
     summary = out_dir / summary_name(shard)
     for target in (summary, summary.with_suffix(".png")):
         remove_temporaries_of(target)
-    earlier = _earlier_summary_rows(out_dir)
-    rows = (_earlier_rows(out_dir, records, {study.name for study in selected}, earlier)
+    earlier = summaries.by_study
+    rows = (_earlier_rows(out_dir, records, {study.name for study in selected}, summaries)
             if shard[1] == 1 else [])
     counts = {"done": 0, "skipped": 0, "failed": 0}
     chart = summary.with_suffix(".png")
@@ -309,9 +311,10 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
     if unwritten:
         table.write()
     rows = table.rows
-    quantified = [row for row in rows if row["status"] not in ("failed", PENDING)]
-    if len(quantified) > 1:
-        drawn(lambda: severity_chart(quantified, chart, _chart_title(rows, out_dir)),
+    statuses = Counter(row["status"] for row in rows)
+    if len(rows) - statuses["failed"] - statuses[PENDING] > 1:
+        quantified = [row for row in rows if row["status"] not in ("failed", PENDING)]
+        drawn(lambda: severity_chart(quantified, chart, _chart_title(statuses, out_dir)),
               chart, summary)
     if shard[1] == 1:
         _drop_folded_shard_summaries(out_dir, {row["study"] for row in rows})
@@ -357,17 +360,17 @@ def _pending_rows(selected: Sequence[Study]) -> list[dict[str, Any]]:
              "input": recorded_path(study.path), "output": ""} for study in selected]
 
 
-def _chart_title(rows: Sequence[dict[str, Any]], out_dir: Path) -> str:
-    """summary.png's title: the studies it shows, and those of the summary's ``rows`` it does
-    not, failed or not finished (the chart of 3 studies with a fourth failed said "3 studies",
-    nothing of the fourth)."""
-    shown = sum(row["status"] not in ("failed", PENDING) for row in rows)
-    if shown == len(rows):
+def _chart_title(statuses: Counter[str], out_dir: Path) -> str:
+    """summary.png's title: the studies it shows, and those of the summary's rows (counted by
+    status) it does not, failed or not finished (the chart of 3 studies with a fourth failed
+    said "3 studies", nothing of the fourth)."""
+    total = sum(statuses.values())
+    shown = total - statuses["failed"] - statuses[PENDING]
+    if shown == total:
         return f"{shown} studies ({out_dir.name})"
     left = [f"{count} {what}" for what, count in (
-        ("failed", sum(row["status"] == "failed" for row in rows)),
-        ("not finished", sum(row["status"] == PENDING for row in rows))) if count]
-    return f"{shown} of {len(rows)} studies ({out_dir.name}); {', '.join(left)}, not shown"
+        ("failed", statuses["failed"]), ("not finished", statuses[PENDING])) if count]
+    return f"{shown} of {total} studies ({out_dir.name}); {', '.join(left)}, not shown"
 
 
 def _drop_folded_shard_summaries(out_dir: Path, listed: set[str]) -> None:
@@ -413,7 +416,7 @@ def _named_as_done(studies: Sequence[Study], records: Records) -> list[Study]:
 
 
 def _earlier_rows(out_dir: Path, records: Records, names: set[str],
-                  earlier: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
+                  summaries: _EarlierSummaries) -> list[dict[str, Any]]:
     """Summary rows of the studies done in ``out_dir`` (their ``records``) but not among
     ``names``: a call that adds studies to an ``--out`` keeps the earlier ones in its summary,
     each as the call that did it wrote its row (:func:`_as_it_was`; "done" with the recorded
@@ -424,14 +427,15 @@ def _earlier_rows(out_dir: Path, records: Records, names: set[str],
             inputs = record.get("inputs", {})
             source = inputs.get("mask") or inputs.get("image") or ""
             row = _summary_row(Study(name, Path(source)), out_dir / name, "done", record, "")
-            rows.append(_as_it_was(row, earlier.get(name)))
+            rows.append(_as_it_was(row, summaries.by_study.get(name)))
     given = {name.lower() for name in names}
     unrecorded = [name for name, record in records.items()
                   if record is None and name.lower() not in given and (out_dir / name).is_dir()]
-    return rows + _unfinished_rows(out_dir, unrecorded)
+    return rows + _unfinished_rows(summaries, unrecorded)
 
 
-def _unfinished_rows(out_dir: Path, folders: Sequence[str]) -> list[dict[str, Any]]:
+def _unfinished_rows(summaries: _EarlierSummaries,
+                     folders: Sequence[str]) -> list[dict[str, Any]]:
     """Summary rows, status "pending", of the study ``folders`` in ``out_dir`` without a
     record that an earlier summary lists, but as failed (pending: left by a call stopped or
     killed; done: its record since removed or unreadable): a call on other studies keeps them
@@ -440,24 +444,42 @@ def _unfinished_rows(out_dir: Path, folders: Sequence[str]) -> list[dict[str, An
     next call given them was refused."""
     wanted = {name.lower(): name for name in folders}
     rows: dict[str, dict[str, Any]] = {}
-    for path in filter(is_summary, summary_files(out_dir)) if wanted else []:
-        for row in _summary_rows(path):
-            name = wanted.get((row.get("study") or "").lower())
-            if name is not None and row.get("status") != "failed":
-                rows.setdefault(name, {"study": row["study"], "status": PENDING, "error": "",
-                                       "input": row.get("input") or "", "output": ""})
+    for row in summaries.rows if wanted else []:
+        name = wanted.get((row.get("study") or "").lower())
+        if name is not None and row.get("status") != "failed":
+            rows.setdefault(name, {"study": row["study"], "status": PENDING, "error": "",
+                                   "input": row.get("input") or "", "output": ""})
     return list(rows.values())
 
 
-def _earlier_summary_rows(out_dir: Path) -> dict[str, dict[str, str]]:
-    """The rows, by study, that earlier calls' summary CSVs in ``out_dir`` hold for studies
-    that did not fail (summary.csv's first, then the shards', which a merge reads after them)."""
-    rows: dict[str, dict[str, str]] = {}
-    for path in filter(is_summary, summary_files(out_dir)):
-        for row in _summary_rows(path):
+class _EarlierSummaries:
+    """The rows of the summary CSVs in ``out_dir`` that earlier calls wrote (summary.csv's
+    first, then the shards', which a merge reads after them), read once per call and only
+    when first needed; the refusal of unknown outputs, the earlier and the unfinished rows
+    each read them all again (three times a call)."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+
+    @cached_property
+    def rows(self) -> list[dict[str, str]]:
+        """Every row of every summary CSV, in the order above."""
+        return [row for path in filter(is_summary, summary_files(self.out_dir))
+                for row in _summary_rows(path)]
+
+    @cached_property
+    def listed(self) -> set[str]:
+        """The studies the summaries list, lower-cased (a folder name matched in any case)."""
+        return {(row.get("study") or "").lower() for row in self.rows}
+
+    @cached_property
+    def by_study(self) -> dict[str, dict[str, str]]:
+        """The first row of each study that did not fail."""
+        rows: dict[str, dict[str, str]] = {}
+        for row in self.rows:
             if row.get("status") not in (None, "failed", PENDING) and row.get("study"):
                 rows.setdefault(row["study"], row)
-    return rows
+        return rows
 
 
 def _as_it_was(row: dict[str, Any], earlier: dict[str, str] | None) -> dict[str, Any]:
@@ -746,7 +768,8 @@ def _earlier_outputs(folder: Path, study: Study) -> list[Path]:
             if (folder / name).is_file() and (folder / name).resolve() != source]
 
 
-def _refuse_unowned_outputs(studies: Sequence[Study], out_dir: Path, records: Records) -> None:
+def _refuse_unowned_outputs(studies: Sequence[Study], out_dir: Path, records: Records,
+                            summaries: _EarlierSummaries) -> None:
     """Refuse, before any study, a study folder in ``out_dir`` that is a symbolic link, or holds
     one named as an output (both were written through, outside ``out_dir``), and one holding
     files covseg would write over (:func:`_earlier_outputs`) that covseg did not make: neither
@@ -771,10 +794,8 @@ def _refuse_unowned_outputs(studies: Sequence[Study], out_dir: Path, records: Re
                 unrecorded.append((folder, outputs))
     if not unrecorded:
         return
-    listed = {row.get("study", "").lower() for path in filter(is_summary, summary_files(out_dir))
-              for row in _summary_rows(path)}
     for folder, outputs in unrecorded:
-        if folder.name.lower() not in listed:
+        if folder.name.lower() not in summaries.listed:
             unknown = (f"its {RESULT_JSON} cannot be read and no summary in {out_dir} lists the "
                        "study" if folder / RESULT_JSON in outputs else
                        f"neither a {RESULT_JSON} there nor a summary in {out_dir} records the "

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from inspect import Parameter, signature
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any, Protocol
 
 import numpy as np
@@ -431,8 +432,8 @@ def model_hash(source: str | None) -> str | None:
     """SHA-256 of the checkpoint or ONNX file a model was loaded from (a run folder's best.pt),
     so that a model retrained into the same folder is seen on reruns whatever its file times;
     None for a model not loaded from a file. A file is hashed again only once it changed
-    (:func:`_file_identity`): every study of a batch records its model and lung run, a 100 MB
-    lung ensemble took 0.4 s a study."""
+    (:func:`_file_identity`): a cascade's lung run is hashed at each look for it (a batch's
+    check, its settings, the lung model's load), a 100 MB lung ensemble 0.4 s each."""
     if not source:
         return None
     file = checkpoint_file(source)
@@ -463,7 +464,8 @@ def _file_identity(file: Path) -> tuple[object, ...] | None:
         stat = file.stat()
     except OSError:
         return None
-    if not file.is_file() or max(stat.st_mtime_ns, stat.st_ctime_ns) > time.time_ns() - RECENT_NS:
+    if (not S_ISREG(stat.st_mode)
+            or max(stat.st_mtime_ns, stat.st_ctime_ns) > time.time_ns() - RECENT_NS):
         return None
     return (str(file.resolve()), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns,
             stat.st_ctime_ns)
@@ -488,11 +490,14 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
                   out_dir: str | os.PathLike[str], name: str | None = None, *, batch_size: int = 8,
                   probabilities: bool = False, lung_predictor: SlicePredictor | None = None,
                   keep_outside_lungs: bool = False, hu: str = "auto", html: bool = False,
-                  lung_margin_mm: float = DEFAULT_LUNG_MARGIN_MM) -> dict[str, Any]:
+                  lung_margin_mm: float = DEFAULT_LUNG_MARGIN_MM,
+                  settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Segment infection and lungs in one CT and write masks + quantification into ``out_dir``.
     ``name``: the study's (None: the file's stem or the folder's name, :func:`study_name`). A
     label mask given as the CT (MosMed's ``study_0255_mask.nii.gz``) is refused
-    (:func:`~covseg.io.image.label_levels`).
+    (:func:`~covseg.io.image.label_levels`). ``settings``: :func:`predict_settings` of these
+    options, as a batch computed them once (None: computed here; each study of a batch looked
+    up the model's, lung model's and lung guide's hashes again).
 
     Returns the quantification dict (also written as quantification.json, last, so that its
     presence marks the study done).
@@ -536,9 +541,11 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
     result[SIDES_NOTE] = "; ".join(masks.sides_notes) or None
     result["files"] = files
     result[OUTPUT_SHA256] = input_hashes({"mask": files["infection"], "lungs": files["lungs"]})
-    settings = predict_settings(
-        predictor, lung_predictor, probabilities=probabilities,
-        keep_outside_lungs=keep_outside_lungs, hu=hu, html=html, lung_margin_mm=lung_margin_mm)
+    if settings is None:
+        settings = predict_settings(
+            predictor, lung_predictor, probabilities=probabilities,
+            keep_outside_lungs=keep_outside_lungs, hu=hu, html=html,
+            lung_margin_mm=lung_margin_mm)
     result["inputs"] = {
         "image": image, "shape_zyx": list(volume.file_shape_zyx),
         "affine": volume.file_affine.tolist(), "intensity": volume.intensity,
@@ -610,8 +617,9 @@ def _reserved_scratch(out_dir: Path, nbytes: int) -> Path:
 
 
 STUDY_OPTIONS = frozenset(name for name, parameter in signature(predict_study).parameters.items()
-                          if parameter.kind is Parameter.KEYWORD_ONLY)
-"""The keyword options of :func:`predict_study`, which a batch passes on."""
+                          if parameter.kind is Parameter.KEYWORD_ONLY) - {"settings"}
+"""The keyword options of :func:`predict_study`, which a batch passes on (not ``settings``,
+which a batch computes from them)."""
 
 
 def predict_batch(predictor: SlicePredictor, inputs: Sequence[str | os.PathLike[str]],
@@ -639,7 +647,8 @@ def predict_batch(predictor: SlicePredictor, inputs: Sequence[str | os.PathLike[
                                               if k != "batch_size"})
 
     def process(study: Study, folder: Path) -> dict[str, Any]:
-        return predict_study(predictor, study.path, folder, study.name, **options)
+        return predict_study(predictor, study.path, folder, study.name, settings=settings,
+                             **options)
 
     return run_batch(studies, out_dir, process, shard=shard, desc="predict", settings=settings,
                      warn=warn_earlier_lung_rule)
