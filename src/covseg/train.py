@@ -658,10 +658,12 @@ def _refuse_other_lung_model(out: Path, saved: TrainConfig, recorded: str | None
     on (``recorded``: :func:`_lung_recorded`): retrained since, the resume went on with other
     lung channels, and its checkpoint recorded only the new model's SHA-256. Runs that
     recorded none resume as before."""
+    from covseg.volumes import model_hash  # it imports this module
+
     guide = saved.guide()
     if guide is None or guide.source == THRESHOLD or recorded is None:
         return
-    now = guide.pinned(out).sha256 or ""
+    now = model_hash(guide.source) or ""
     if now != recorded:
         raise CovsegError(f"{out}: the saved run was trained with another lung model than the "
                           f"lung run {guide.source} now holds (SHA-256 {recorded[:12]}... at "
