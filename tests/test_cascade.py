@@ -167,7 +167,7 @@ def test_a_cascade_refuses_a_lung_run_retrained_in_its_place(tmp_path: Path,
                                           "or retrain the cascade with --lung-guide"):
         Predictor.load(cascade).predict_probabilities([image])
     older = LungGuide(str(lungs))  # meta without a hash: the lung run as it is now
-    assert older.check_run() == str(lungs) and older.lungs([image])[0].shape == image.shape
+    assert older.run == str(lungs) and older.lungs([image])[0].shape == image.shape
     (lungs / "best.pt").unlink()  # retrained there, before its first epoch: no best.pt
     with held_by_another_thread(lungs), pytest.raises(CovsegError, match=re.escape(
             f"{cascade / 'best.pt'}: this cascade model takes its lung channel from the lung run "
@@ -188,7 +188,7 @@ def test_a_moved_cascade_finds_its_lung_run_copied_beside_it(tmp_path: Path,
     shutil.copytree(tmp_path / "first", tmp_path / "other")
     lungs.rename(tmp_path / "away")
     moved = Predictor.load(tmp_path / "other" / "cascade")
-    assert moved.guide is not None and moved.guide.check_run() == str(tmp_path / "other/lungs")
+    assert moved.guide is not None and moved.guide.run == str(tmp_path / "other/lungs")
     np.testing.assert_array_equal(moved.predict_probabilities([image])[0], before)
     shutil.rmtree(tmp_path / "other" / "lungs")
     gone = re.escape(f"{tmp_path / 'other/cascade/best.pt'}: this cascade model takes its lung "
