@@ -464,12 +464,9 @@ def finished_metrics(out: Path) -> dict[str, Any] | None:
     """The metrics.json of the finished run in ``out`` (written last: every epoch trained), None
     where there is none (or it cannot be read, as a run's that stopped writing it). A --resume
     of a finished run returns them and leaves every file as it was: it rewrote its records, its
-    finished_utc the no-op's time, with a resume that trained nothing."""
-    try:
-        metrics = json.loads((out / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return metrics if isinstance(metrics, dict) else None
+    finished_utc the no-op's time, with a resume that trained nothing. Its names read back as
+    the run saw them, as every record's (:func:`~covseg.records.read_record`)."""
+    return read_record(out / "metrics.json")
 
 
 def _has_checkpoint(out: Path) -> bool:
