@@ -3,6 +3,7 @@ lung framing."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -166,7 +167,7 @@ def test_a_cascade_refuses_a_lung_run_retrained_in_its_place(tmp_path: Path,
                                           "or retrain the cascade with --lung-guide"):
         Predictor.load(cascade).predict_probabilities([image])
     older = LungGuide(str(lungs))  # meta without a hash: the lung run as it is now
-    assert older.check_run() == str(lungs) and older.lungs([image])[0].shape == image.shape
+    assert older.run == str(lungs) and older.lungs([image])[0].shape == image.shape
     (lungs / "best.pt").unlink()  # retrained there, before its first epoch: no best.pt
     with held_by_another_thread(lungs), pytest.raises(CovsegError, match=re.escape(
             f"{cascade / 'best.pt'}: this cascade model takes its lung channel from the lung run "
@@ -187,7 +188,7 @@ def test_a_moved_cascade_finds_its_lung_run_copied_beside_it(tmp_path: Path,
     shutil.copytree(tmp_path / "first", tmp_path / "other")
     lungs.rename(tmp_path / "away")
     moved = Predictor.load(tmp_path / "other" / "cascade")
-    assert moved.guide is not None and moved.guide.check_run() == str(tmp_path / "other/lungs")
+    assert moved.guide is not None and moved.guide.run == str(tmp_path / "other/lungs")
     np.testing.assert_array_equal(moved.predict_probabilities([image])[0], before)
     shutil.rmtree(tmp_path / "other" / "lungs")
     gone = re.escape(f"{tmp_path / 'other/cascade/best.pt'}: this cascade model takes its lung "
@@ -237,6 +238,24 @@ def test_a_resume_refuses_a_lung_run_retrained_since_it_started(tmp_path: Path,
     shutil.rmtree(lungs)
     (tmp_path / "original").rename(lungs)
     api.train(synthetic_folder, cascade, lung_guide=str(lungs), resume=True, **TINY)
+    meta = torch.load(cascade / "best.pt", weights_only=True)["meta"]["lung_guide"]
+    assert meta["sha256"] == recorded["sha256"]
+
+
+def test_a_resumed_cascade_reads_the_lung_sha256_its_saved_epochs_record_once(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resume loaded its best.pt whole (every weight) twice to read the one SHA-256 it
+    records: once to check the lung run, once for the meta of the epochs it trains."""
+    train_module = importlib.import_module("covseg.train")  # the package exports a train() too
+    _, cascade, _ = _cascade(synthetic_folder, tmp_path)
+    recorded = torch.load(cascade / "best.pt", weights_only=True)["meta"]["lung_guide"]
+    (cascade / "metrics.json").unlink()  # stopped in its last validation
+    loaded: list[Path] = []
+    load = train_module.load_checkpoint
+    monkeypatch.setattr(train_module, "load_checkpoint",
+                        lambda path, *a, **k: loaded.append(Path(path)) or load(path, *a, **k))
+    api.train(synthetic_folder, cascade, lung_guide=str(tmp_path / "lungs"), resume=True, **TINY)
+    assert loaded.count(cascade / "best.pt") == 1
     meta = torch.load(cascade / "best.pt", weights_only=True)["meta"]["lung_guide"]
     assert meta["sha256"] == recorded["sha256"]
 

@@ -259,7 +259,7 @@ def test_an_exported_cascade_finds_its_lung_run_beside_it(tmp_path: Path,
     shutil.copytree(first, tmp_path / "other")
     (first / "lungs").rename(tmp_path / "away")
     guide = Predictor.load_onnx(tmp_path / "other" / "cascade.onnx").guide
-    assert guide is not None and guide.check_run() == str(tmp_path / "other" / "lungs")
+    assert guide is not None and guide.run == str(tmp_path / "other" / "lungs")
 
 
 def _export_other_weights(run: Path, out: Path) -> Path:

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import multiprocessing
+import os
 import pickle
 import re
 import shutil
@@ -31,6 +32,7 @@ from covseg.checkpoint import load_checkpoint
 from covseg.config import TrainConfig
 from covseg.data import load_dataset
 from covseg.errors import CovsegError
+from covseg.io.atomic import write_json
 from covseg.io.lock import LOCK_FILE
 from covseg.train import handler_restored, member_label, train_label
 from tests.conftest import NEEDS_ZOO, data_unread, folder_holding, mixed_unit_folder
@@ -1719,3 +1721,19 @@ def test_a_cv_folds_progress_names_the_fold(tmp_path: Path) -> None:
     assert train_label(fold, "unet") == "fold 1, train unet"
     assert member_label(tmp_path / "run" / "member1-unet") == "member 1 unet"
     assert train_label(tmp_path / "fold_x", "unet") == "train unet"
+
+
+def test_a_finished_runs_metrics_read_back_names_as_the_run_saw_them(tmp_path: Path) -> None:
+    """Under ``LC_ALL=C PYTHONUTF8=0`` the metrics a --resume of a finished run returned held a
+    non-ASCII case name as text (``méd``) that names no file there, where the run's own names
+    are decoded as lone surrogates; they read back as every record does (:func:`read_record`)."""
+    write_json(tmp_path / "metrics.json", {"cases": ["m\u00e9d"]})
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("LC_", "LANG", "PYTHONIOENCODING", "PYTHONUTF8"))}
+    script = ("import sys; from pathlib import Path; from covseg.train import finished_metrics; "
+              "from covseg.records import read_record; p = Path(sys.argv[1]); "
+              "print(finished_metrics(p) == read_record(p / 'metrics.json') is not None)")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)],
+                          env={**env, "LC_ALL": "C", "PYTHONUTF8": "0"}, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.stdout.strip() == "True", done.stderr

@@ -1197,7 +1197,7 @@ def _predict_images(model: str | os.PathLike[str] | Predictor,
     _check_outputs(planned, out, _earlier_inputs(earlier))
     predictor = load_predictor(model, batch_size, tta, threshold)
     if predictor.guide is not None:  # once, before any image is read or recorded as failed
-        predictor.guide.check_run()
+        predictor.guide.run  # noqa: B018 - looked up: one line refuses a lung run not there
     batch_size = predictor.batch_size
     _refuse_other_model(out, earlier, predictor)
     palette = LUNG_COLOURS if predictor.target == "lung" else CLASS_COLOURS

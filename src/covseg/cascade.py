@@ -238,7 +238,8 @@ class LungGuide:
         recorded at training (any that is there, for a cascade that recorded none); a one-line
         refusal where none is: another lung model there would change the cascade's masks
         without a word. Looked for at each call (a batch's record and check): a lung run
-        removed since is refused, not recorded as it was."""
+        removed since is refused, not recorded as it was. A batch checks it before any study,
+        where each study failed on it (and a rerun called it "other settings")."""
         from covseg.volumes import model_hash
 
         if self.source == THRESHOLD:
@@ -287,12 +288,6 @@ class LungGuide:
     def _named(self) -> str:
         return f"{self.cascade}: this cascade model" if self.cascade else "this cascade model"
 
-    def check_run(self) -> str:
-        """:attr:`run`: a lung run that is not there, or not the lung model the cascade was
-        trained with, refused in one line. A batch checks it before any study, where each study
-        failed on it (and a rerun called it "other settings")."""
-        return self.run
-
     def seen_from(self, cascade: Path) -> LungGuide:
         """This guide as the cascade at ``cascade`` (its checkpoint or ONNX file) holds it."""
         return replace(self, cascade=str(cascade.resolve()))
@@ -308,12 +303,12 @@ class LungGuide:
         return replace(self, sha256=sha256 or model_hash(self.source),
                        relative=os.path.relpath(self.source, folder.resolve()))
 
-    def exported_to(self, folder: Path) -> LungGuide:
+    def exported_to(self, folder: Path, run: str) -> LungGuide:
         """This guide for a copy of the cascade written to ``folder`` (an ONNX export): its
-        lung run where it is found now, and the path to it from there."""
+        lung run where it is found now (``run``: its :attr:`run`, which the export checked
+        first), and the path to it from there."""
         if self.sha256 is None:
             return self
-        run = self.run
         return replace(self, source=run, relative=os.path.relpath(run, folder.resolve()))
 
     def lungs(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -237,14 +237,16 @@ def _multiclass_dice(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return torch.where(present, dice, torch.nan).nanmean(dim=1).nan_to_num(1.0)
 
 
-def _meta(config: TrainConfig, num_classes: int, out: Path) -> dict[str, Any]:
+def _meta(config: TrainConfig, num_classes: int, out: Path,
+          lung_sha256: str | None) -> dict[str, Any]:
     """The checkpoint's meta for a run written to ``out``: a cascade's records its lung model's
-    SHA-256 and path from ``out`` (:meth:`~covseg.cascade.LungGuide.pinned`)."""
+    SHA-256 (``lung_sha256``, the one its saved epochs record: :func:`_lung_recorded`, else its
+    file's now) and path from ``out`` (:meth:`~covseg.cascade.LungGuide.pinned`)."""
     guide, frame = config.guide(), config.frame()
     return {
         "model": config.model, "model_options": dict(config.model_options),
         "in_channels": config.in_channels,
-        "lung_guide": guide.pinned(out, _recorded_lung_sha256(out)).to_meta() if guide else None,
+        "lung_guide": guide.pinned(out, lung_sha256).to_meta() if guide else None,
         "lung_frame": frame.to_meta() if frame else None,
         "num_classes": num_classes, "size": config.size, "intensity": config.intensity,
         "window": list(config.hu_window), "target": config.target,
@@ -433,8 +435,8 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
     # it is refused; a refusal leaves no folder made
     with writing_to(out):
         weights = weights_file_sha256(config) if weights is None else weights
-        config = _check_run_folder(out, config, resume, fingerprint, (train_cases, val_cases),
-                                   weights)
+        config, lung_sha256 = _check_run_folder(out, config, resume, fingerprint,
+                                                (train_cases, val_cases), weights)
         finished = finished_metrics(out) if holds_saved_run(out) else None  # resumed
         if finished is not None:  # nothing left to train: every file left as it was
             return AlreadyTrained(finished)
@@ -443,9 +445,9 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
         try:
             if len(member_names(config.model)) > 1:
                 return _train_ensemble(config, data, out, resume, train_cases, val_cases,
-                                       fingerprint, weights, progress, record)
+                                       fingerprint, weights, progress, record, lung_sha256)
             return _train_model(config, data, out, resume, train_cases, val_cases, fingerprint,
-                                weights, progress, record=record)
+                                weights, progress, record=record, lung_sha256=lung_sha256)
         except BaseException:
             forget_unsaved_run(out)
             raise
@@ -462,12 +464,9 @@ def finished_metrics(out: Path) -> dict[str, Any] | None:
     """The metrics.json of the finished run in ``out`` (written last: every epoch trained), None
     where there is none (or it cannot be read, as a run's that stopped writing it). A --resume
     of a finished run returns them and leaves every file as it was: it rewrote its records, its
-    finished_utc the no-op's time, with a resume that trained nothing."""
-    try:
-        metrics = json.loads((out / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return metrics if isinstance(metrics, dict) else None
+    finished_utc the no-op's time, with a resume that trained nothing. Its names read back as
+    the run saw them, as every record's (:func:`~covseg.records.read_record`)."""
+    return read_record(out / "metrics.json")
 
 
 def _has_checkpoint(out: Path) -> bool:
@@ -549,7 +548,7 @@ def check_train_folder(out: Path, resume: bool, config: TrainConfig) -> None:
 
 def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint: str,
                       split: tuple[Sequence[str], Sequence[str]],
-                      weights: Mapping[str, str | None]) -> TrainConfig:
+                      weights: Mapping[str, str | None]) -> tuple[TrainConfig, str | None]:
     """A folder holding a run is continued only with --resume, the recipe it was started with,
     the data it was trained on (``fingerprint``), its (train, validation) ``split`` and the
     bytes of its ``weights=`` file (``weights``: :func:`weights_file_sha256`), whether one
@@ -562,16 +561,18 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint:
     run still writes is refused before this check (:func:`~covseg.io.lock.writing_to`).
 
     Returns the recipe to train with: the saved one on a resume, which trains alike, so that a
-    default spelt out on the resume (``--epochs 240``) leaves the run's record as it was.
+    default spelt out on the resume (``--epochs 240``) leaves the run's record as it was; and
+    the SHA-256 of the lung model its saved epochs record (:func:`_lung_recorded`, read here
+    once for the check and the checkpoints' meta).
     """
     record = out / "config.json"
     if not holds_saved_run(out):
-        return config
+        return config, None
     if not resume:
         raise unresumed(out, "a run")
     if not record.exists():
         _refuse_unchecked_finished_run(out)
-        return config
+        return config, _lung_recorded(out, config)
     try:
         saved_record = json.loads(record.read_text())
         saved = TrainConfig.from_dict(saved_record["config"])
@@ -584,9 +585,10 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint:
                           "delete it")
     _refuse_other_split(out, saved_record, split)
     refuse_other_weights(out, saved, saved_record, weights)
-    _refuse_other_lung_model(out, saved)
+    recorded = _lung_recorded(out, saved)
+    _refuse_other_lung_model(out, saved, recorded)
     _warn_other_environment(out, saved_record, saved.epochs_for(len(split[0])))
-    return saved
+    return saved, recorded
 
 
 def _refuse_unchecked_finished_run(out: Path) -> None:
@@ -648,37 +650,50 @@ def refuse_other_weights(out: Path, saved: TrainConfig, record: dict[str, Any],
                           f"or pick a new {option_name('out')}")
 
 
-def _refuse_other_lung_model(out: Path, saved: TrainConfig) -> None:
+def _refuse_other_lung_model(out: Path, saved: TrainConfig, recorded: str | None) -> None:
     """A cascade's lung run must hold the lung model the run ``out`` trained its saved epochs
-    on (:func:`_recorded_lung_sha256`): retrained since, the resume went on with other lung
-    channels, and its checkpoint recorded only the new model's SHA-256. Runs that recorded
-    none resume as before."""
+    on (``recorded``: :func:`_lung_recorded`): retrained since, the resume went on with other
+    lung channels, and its checkpoint recorded only the new model's SHA-256. Runs that
+    recorded none resume as before."""
+    from covseg.volumes import model_hash  # it imports this module
+
     guide = saved.guide()
-    if guide is None or guide.source == THRESHOLD:
+    if guide is None or guide.source == THRESHOLD or recorded is None:
         return
-    recorded, now = _recorded_lung_sha256(out), guide.pinned(out).sha256 or ""
-    if recorded is not None and now != recorded:
+    now = model_hash(guide.source) or ""
+    if now != recorded:
         raise CovsegError(f"{out}: the saved run was trained with another lung model than the "
                           f"lung run {guide.source} now holds (SHA-256 {recorded[:12]}... at "
                           f"training, now {now[:12]}...); restore that lung run or pick a new "
                           f"{option_name('out')}")
 
 
-def _recorded_lung_sha256(out: Path) -> str | None:
+def _lung_recorded(out: Path, config: TrainConfig) -> str | None:
     """The SHA-256 of the lung model the cascade saved in ``out`` trained on, as its saved
     epochs' meta records it (its own, else its ensemble members'); None where none is saved or
-    records one. A checkpoint that does not load is left to the resume to refuse."""
+    records one, and without a look for a recipe that loads no lung model (``config``). A
+    checkpoint that does not load is left to the resume to refuse."""
+    guide = config.guide()
+    if guide is None or guide.source == THRESHOLD:
+        return None
     for folder in [out, *sorted(out.glob("member*/"))]:
         for name in ("best.pt", "last.pt"):
             if not (folder / name).is_file():
                 continue
             try:
-                guide = load_checkpoint(folder / name)["meta"].get("lung_guide")
+                recorded = _lung_sha256_in(load_checkpoint(folder / name)["meta"])
             except (CovsegError, AttributeError):
                 continue
-            if isinstance(guide, dict) and isinstance(guide.get("sha256"), str):
-                return guide["sha256"]
+            if recorded is not None:
+                return recorded
     return None
+
+
+def _lung_sha256_in(meta: Mapping[str, Any]) -> str | None:
+    """The lung model's SHA-256 a checkpoint's ``meta`` records; None where it records none."""
+    guide = meta.get("lung_guide")
+    sha256 = guide.get("sha256") if isinstance(guide, dict) else None
+    return sha256 if isinstance(sha256, str) else None
 
 
 def gone_weights_file(options: Mapping[str, Any]) -> str | None:
@@ -891,8 +906,8 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
                  train_cases: Sequence[str], val_cases: Sequence[str], fingerprint: str,
                  weights: Mapping[str, str | None], progress: bool, bar_position: int = 0,
                  train_items: list[dict[str, torch.Tensor]] | None = None,
-                 bar_label: str | None = None, record: Mapping[str, Any] | None = None
-                 ) -> dict[str, Any]:
+                 bar_label: str | None = None, record: Mapping[str, Any] | None = None,
+                 lung_sha256: str | None = None) -> dict[str, Any]:
     """Train one network into ``out`` (``bar_position``: its progress bar's line, ``bar_label``
     its name, ``train MODEL`` unless given: an ensemble's members name themselves);
     ``fingerprint``: the training slices' data fingerprint, for the run record (computed by
@@ -900,7 +915,8 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     its ``weights=`` file (:func:`weights_file_sha256`, hashed once for a run and its members);
     ``train_items``: the training
     slices already on the canvas (an ensemble's members share them), else made here;
-    ``record``: more for its config.json (see :func:`train`)."""
+    ``record``: more for its config.json (see :func:`train`); ``lung_sha256``: the lung
+    model's SHA-256 its saved epochs record (:func:`_lung_recorded`, read by the caller)."""
     from monai.data import DataLoader, Dataset
     from monai.losses import DeepSupervisionLoss
     from monai.transforms import CastToTyped, Compose
@@ -928,7 +944,7 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     served = model if averaged is None else averaged.module
     first_epoch, best_dice, history = _start(out, config, len(train_samples), model, optimizer,
                                              scheduler, averaged, resume)
-    meta = _meta(config, data.num_classes, out)
+    meta = _meta(config, data.num_classes, out, lung_sha256)
     _write_run_record(out, config, data, train_cases, val_cases, fingerprint, weights,
                       first_epoch > 1, parameters=parameter_count(model), **(record or {}))
 
@@ -1022,11 +1038,12 @@ def _train_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module,
 
 def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
                     train_cases: Sequence[str], val_cases: Sequence[str], fingerprint: str,
-                    weights: Mapping[str, str | None], progress: bool, record: Mapping[str, Any]
-                    ) -> dict[str, Any]:
+                    weights: Mapping[str, str | None], progress: bool, record: Mapping[str, Any],
+                    lung_sha256: str | None) -> dict[str, Any]:
     """Train each member on its own (each resumable), then save their average (``record``: more
     for its config.json, see :func:`train`; ``fingerprint`` and ``weights``: as
-    :func:`_train_model` takes them, for the run and each member).
+    :func:`_train_model` takes them, for the run and each member; ``lung_sha256``: the lung
+    model's SHA-256 the run's saved epochs record, else the first member's, for its meta).
 
     With threads for more than one, members train side by side, one process each with the
     threads shared out: a network this small keeps about one core busy, so on 2 cores two
@@ -1062,13 +1079,17 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
                 member_metrics.append(_train_model(member, data, folder, True, train_cases,
                                                    val_cases, fingerprint, weights, progress,
                                                    train_items=items,
-                                                   bar_label=member_label(folder)))
+                                                   bar_label=member_label(folder),
+                                                   lung_sha256=_lung_recorded(folder, member)))
                 raise_if_stopped()  # a stop dropped in a finaliser as the member ended
         raise_if_stopped()  # before the ensemble's checkpoint, validation and metrics
         for network, (_, folder) in zip(ensemble.members, jobs, strict=True):
-            network.load_state_dict(load_checkpoint(folder / "best.pt")["state_dict"])
+            checkpoint = load_checkpoint(folder / "best.pt")
+            network.load_state_dict(checkpoint["state_dict"])
+            lung_sha256 = lung_sha256 or _lung_sha256_in(checkpoint["meta"])
         if not _holds_weights(out / "best.pt", ensemble):
-            save_checkpoint(out / "best.pt", ensemble, _meta(config, data.num_classes, out))
+            save_checkpoint(out / "best.pt", ensemble,
+                            _meta(config, data.num_classes, out, lung_sha256))
     invocations = done["invocations"]
     trained = [i for i in invocations if i["epochs_trained"]] or invocations
     metrics: dict[str, Any] = {
@@ -1418,7 +1439,7 @@ def _member_process(config: TrainConfig, shared: Path, out: Path, progress: bool
             with invoked_as(command):
                 _train_model(config, data, out, True, train_cases, val_cases, fingerprint,
                              weights, progress, bar_position, train_items=items,
-                             bar_label=member_label(out))
+                             bar_label=member_label(out), lung_sha256=_lung_recorded(out, config))
             raise_if_stopped()  # a stop dropped in a finaliser as the member's training ended
     except CovsegError as exc:
         errors.send(exc if isinstance(exc, FullDisk) else str(exc))
