@@ -237,16 +237,14 @@ def _multiclass_dice(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return torch.where(present, dice, torch.nan).nanmean(dim=1).nan_to_num(1.0)
 
 
-def _meta(config: TrainConfig, num_classes: int, out: Path,
-          lung_sha256: str | None) -> dict[str, Any]:
+def _meta(config: TrainConfig, num_classes: int, out: Path) -> dict[str, Any]:
     """The checkpoint's meta for a run written to ``out``: a cascade's records its lung model's
-    SHA-256 (``lung_sha256``, the one its saved epochs record: :func:`_lung_recorded`, else its
-    file's now) and path from ``out`` (:meth:`~covseg.cascade.LungGuide.pinned`)."""
+    SHA-256 and path from ``out`` (:meth:`~covseg.cascade.LungGuide.pinned`)."""
     guide, frame = config.guide(), config.frame()
     return {
         "model": config.model, "model_options": dict(config.model_options),
         "in_channels": config.in_channels,
-        "lung_guide": guide.pinned(out, lung_sha256).to_meta() if guide else None,
+        "lung_guide": guide.pinned(out, _recorded_lung_sha256(out)).to_meta() if guide else None,
         "lung_frame": frame.to_meta() if frame else None,
         "num_classes": num_classes, "size": config.size, "intensity": config.intensity,
         "window": list(config.hu_window), "target": config.target,
@@ -435,8 +433,8 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
     # it is refused; a refusal leaves no folder made
     with writing_to(out):
         weights = weights_file_sha256(config) if weights is None else weights
-        config, lung_sha256 = _check_run_folder(out, config, resume, fingerprint,
-                                                (train_cases, val_cases), weights)
+        config = _check_run_folder(out, config, resume, fingerprint, (train_cases, val_cases),
+                                   weights)
         finished = finished_metrics(out) if holds_saved_run(out) else None  # resumed
         if finished is not None:  # nothing left to train: every file left as it was
             return AlreadyTrained(finished)
@@ -445,9 +443,9 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
         try:
             if len(member_names(config.model)) > 1:
                 return _train_ensemble(config, data, out, resume, train_cases, val_cases,
-                                       fingerprint, weights, progress, record, lung_sha256)
+                                       fingerprint, weights, progress, record)
             return _train_model(config, data, out, resume, train_cases, val_cases, fingerprint,
-                                weights, progress, record=record, lung_sha256=lung_sha256)
+                                weights, progress, record=record)
         except BaseException:
             forget_unsaved_run(out)
             raise
@@ -548,7 +546,7 @@ def check_train_folder(out: Path, resume: bool, config: TrainConfig) -> None:
 
 def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint: str,
                       split: tuple[Sequence[str], Sequence[str]],
-                      weights: Mapping[str, str | None]) -> tuple[TrainConfig, str | None]:
+                      weights: Mapping[str, str | None]) -> TrainConfig:
     """A folder holding a run is continued only with --resume, the recipe it was started with,
     the data it was trained on (``fingerprint``), its (train, validation) ``split`` and the
     bytes of its ``weights=`` file (``weights``: :func:`weights_file_sha256`), whether one
@@ -561,18 +559,16 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint:
     run still writes is refused before this check (:func:`~covseg.io.lock.writing_to`).
 
     Returns the recipe to train with: the saved one on a resume, which trains alike, so that a
-    default spelt out on the resume (``--epochs 240``) leaves the run's record as it was; and
-    the SHA-256 of the lung model its saved epochs record (:func:`_lung_recorded`, read here
-    once for the check and the checkpoints' meta).
+    default spelt out on the resume (``--epochs 240``) leaves the run's record as it was.
     """
     record = out / "config.json"
     if not holds_saved_run(out):
-        return config, None
+        return config
     if not resume:
         raise unresumed(out, "a run")
     if not record.exists():
         _refuse_unchecked_finished_run(out)
-        return config, _lung_recorded(out, config)
+        return config
     try:
         saved_record = json.loads(record.read_text())
         saved = TrainConfig.from_dict(saved_record["config"])
@@ -585,10 +581,9 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint:
                           "delete it")
     _refuse_other_split(out, saved_record, split)
     refuse_other_weights(out, saved, saved_record, weights)
-    recorded = _lung_recorded(out, saved)
-    _refuse_other_lung_model(out, saved, recorded)
+    _refuse_other_lung_model(out, saved)
     _warn_other_environment(out, saved_record, saved.epochs_for(len(split[0])))
-    return saved, recorded
+    return saved
 
 
 def _refuse_unchecked_finished_run(out: Path) -> None:
@@ -650,15 +645,18 @@ def refuse_other_weights(out: Path, saved: TrainConfig, record: dict[str, Any],
                           f"or pick a new {option_name('out')}")
 
 
-def _refuse_other_lung_model(out: Path, saved: TrainConfig, recorded: str | None) -> None:
+def _refuse_other_lung_model(out: Path, saved: TrainConfig) -> None:
     """A cascade's lung run must hold the lung model the run ``out`` trained its saved epochs
-    on (``recorded``: :func:`_lung_recorded`): retrained since, the resume went on with other
-    lung channels, and its checkpoint recorded only the new model's SHA-256. Runs that
-    recorded none resume as before."""
+    on (:func:`_recorded_lung_sha256`): retrained since, the resume went on with other lung
+    channels, and its checkpoint recorded only the new model's SHA-256. Runs that recorded
+    none resume as before."""
     from covseg.volumes import model_hash  # it imports this module
 
     guide = saved.guide()
-    if guide is None or guide.source == THRESHOLD or recorded is None:
+    if guide is None or guide.source == THRESHOLD:
+        return
+    recorded = _recorded_lung_sha256(out)
+    if recorded is None:
         return
     now = model_hash(guide.source) or ""
     if now != recorded:
@@ -668,32 +666,21 @@ def _refuse_other_lung_model(out: Path, saved: TrainConfig, recorded: str | None
                           f"{option_name('out')}")
 
 
-def _lung_recorded(out: Path, config: TrainConfig) -> str | None:
+def _recorded_lung_sha256(out: Path) -> str | None:
     """The SHA-256 of the lung model the cascade saved in ``out`` trained on, as its saved
     epochs' meta records it (its own, else its ensemble members'); None where none is saved or
-    records one, and without a look for a recipe that loads no lung model (``config``). A
-    checkpoint that does not load is left to the resume to refuse."""
-    guide = config.guide()
-    if guide is None or guide.source == THRESHOLD:
-        return None
+    records one. A checkpoint that does not load is left to the resume to refuse."""
     for folder in [out, *sorted(out.glob("member*/"))]:
         for name in ("best.pt", "last.pt"):
             if not (folder / name).is_file():
                 continue
             try:
-                recorded = _lung_sha256_in(load_checkpoint(folder / name)["meta"])
+                guide = load_checkpoint(folder / name)["meta"].get("lung_guide")
             except (CovsegError, AttributeError):
                 continue
-            if recorded is not None:
-                return recorded
+            if isinstance(guide, dict) and isinstance(guide.get("sha256"), str):
+                return guide["sha256"]
     return None
-
-
-def _lung_sha256_in(meta: Mapping[str, Any]) -> str | None:
-    """The lung model's SHA-256 a checkpoint's ``meta`` records; None where it records none."""
-    guide = meta.get("lung_guide")
-    sha256 = guide.get("sha256") if isinstance(guide, dict) else None
-    return sha256 if isinstance(sha256, str) else None
 
 
 def gone_weights_file(options: Mapping[str, Any]) -> str | None:
@@ -906,8 +893,8 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
                  train_cases: Sequence[str], val_cases: Sequence[str], fingerprint: str,
                  weights: Mapping[str, str | None], progress: bool, bar_position: int = 0,
                  train_items: list[dict[str, torch.Tensor]] | None = None,
-                 bar_label: str | None = None, record: Mapping[str, Any] | None = None,
-                 lung_sha256: str | None = None) -> dict[str, Any]:
+                 bar_label: str | None = None, record: Mapping[str, Any] | None = None
+                 ) -> dict[str, Any]:
     """Train one network into ``out`` (``bar_position``: its progress bar's line, ``bar_label``
     its name, ``train MODEL`` unless given: an ensemble's members name themselves);
     ``fingerprint``: the training slices' data fingerprint, for the run record (computed by
@@ -915,8 +902,7 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     its ``weights=`` file (:func:`weights_file_sha256`, hashed once for a run and its members);
     ``train_items``: the training
     slices already on the canvas (an ensemble's members share them), else made here;
-    ``record``: more for its config.json (see :func:`train`); ``lung_sha256``: the lung
-    model's SHA-256 its saved epochs record (:func:`_lung_recorded`, read by the caller)."""
+    ``record``: more for its config.json (see :func:`train`)."""
     from monai.data import DataLoader, Dataset
     from monai.losses import DeepSupervisionLoss
     from monai.transforms import CastToTyped, Compose
@@ -944,7 +930,7 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     served = model if averaged is None else averaged.module
     first_epoch, best_dice, history = _start(out, config, len(train_samples), model, optimizer,
                                              scheduler, averaged, resume)
-    meta = _meta(config, data.num_classes, out, lung_sha256)
+    meta = _meta(config, data.num_classes, out)
     _write_run_record(out, config, data, train_cases, val_cases, fingerprint, weights,
                       first_epoch > 1, parameters=parameter_count(model), **(record or {}))
 
@@ -1038,12 +1024,11 @@ def _train_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module,
 
 def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
                     train_cases: Sequence[str], val_cases: Sequence[str], fingerprint: str,
-                    weights: Mapping[str, str | None], progress: bool, record: Mapping[str, Any],
-                    lung_sha256: str | None) -> dict[str, Any]:
+                    weights: Mapping[str, str | None], progress: bool, record: Mapping[str, Any]
+                    ) -> dict[str, Any]:
     """Train each member on its own (each resumable), then save their average (``record``: more
     for its config.json, see :func:`train`; ``fingerprint`` and ``weights``: as
-    :func:`_train_model` takes them, for the run and each member; ``lung_sha256``: the lung
-    model's SHA-256 the run's saved epochs record, else the first member's, for its meta).
+    :func:`_train_model` takes them, for the run and each member).
 
     With threads for more than one, members train side by side, one process each with the
     threads shared out: a network this small keeps about one core busy, so on 2 cores two
@@ -1079,17 +1064,13 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
                 member_metrics.append(_train_model(member, data, folder, True, train_cases,
                                                    val_cases, fingerprint, weights, progress,
                                                    train_items=items,
-                                                   bar_label=member_label(folder),
-                                                   lung_sha256=_lung_recorded(folder, member)))
+                                                   bar_label=member_label(folder)))
                 raise_if_stopped()  # a stop dropped in a finaliser as the member ended
         raise_if_stopped()  # before the ensemble's checkpoint, validation and metrics
         for network, (_, folder) in zip(ensemble.members, jobs, strict=True):
-            checkpoint = load_checkpoint(folder / "best.pt")
-            network.load_state_dict(checkpoint["state_dict"])
-            lung_sha256 = lung_sha256 or _lung_sha256_in(checkpoint["meta"])
+            network.load_state_dict(load_checkpoint(folder / "best.pt")["state_dict"])
         if not _holds_weights(out / "best.pt", ensemble):
-            save_checkpoint(out / "best.pt", ensemble,
-                            _meta(config, data.num_classes, out, lung_sha256))
+            save_checkpoint(out / "best.pt", ensemble, _meta(config, data.num_classes, out))
     invocations = done["invocations"]
     trained = [i for i in invocations if i["epochs_trained"]] or invocations
     metrics: dict[str, Any] = {
@@ -1439,7 +1420,7 @@ def _member_process(config: TrainConfig, shared: Path, out: Path, progress: bool
             with invoked_as(command):
                 _train_model(config, data, out, True, train_cases, val_cases, fingerprint,
                              weights, progress, bar_position, train_items=items,
-                             bar_label=member_label(out), lung_sha256=_lung_recorded(out, config))
+                             bar_label=member_label(out))
             raise_if_stopped()  # a stop dropped in a finaliser as the member's training ended
     except CovsegError as exc:
         errors.send(exc if isinstance(exc, FullDisk) else str(exc))
