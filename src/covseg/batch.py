@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import re
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property, partial
@@ -311,10 +310,9 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
     if unwritten:
         table.write()
     rows = table.rows
-    statuses = Counter(row["status"] for row in rows)
-    if len(rows) - statuses["failed"] - statuses[PENDING] > 1:
-        quantified = [row for row in rows if row["status"] not in ("failed", PENDING)]
-        drawn(lambda: severity_chart(quantified, chart, _chart_title(statuses, out_dir)),
+    quantified = [row for row in rows if row["status"] not in ("failed", PENDING)]
+    if len(quantified) > 1:
+        drawn(lambda: severity_chart(quantified, chart, _chart_title(rows, out_dir)),
               chart, summary)
     if shard[1] == 1:
         _drop_folded_shard_summaries(out_dir, {row["study"] for row in rows})
@@ -360,17 +358,17 @@ def _pending_rows(selected: Sequence[Study]) -> list[dict[str, Any]]:
              "input": recorded_path(study.path), "output": ""} for study in selected]
 
 
-def _chart_title(statuses: Counter[str], out_dir: Path) -> str:
-    """summary.png's title: the studies it shows, and those of the summary's rows (counted by
-    status) it does not, failed or not finished (the chart of 3 studies with a fourth failed
-    said "3 studies", nothing of the fourth)."""
-    total = sum(statuses.values())
-    shown = total - statuses["failed"] - statuses[PENDING]
-    if shown == total:
+def _chart_title(rows: Sequence[dict[str, Any]], out_dir: Path) -> str:
+    """summary.png's title: the studies it shows, and those of the summary's ``rows`` it does
+    not, failed or not finished (the chart of 3 studies with a fourth failed said "3 studies",
+    nothing of the fourth)."""
+    shown = sum(row["status"] not in ("failed", PENDING) for row in rows)
+    if shown == len(rows):
         return f"{shown} studies ({out_dir.name})"
     left = [f"{count} {what}" for what, count in (
-        ("failed", statuses["failed"]), ("not finished", statuses[PENDING])) if count]
-    return f"{shown} of {total} studies ({out_dir.name}); {', '.join(left)}, not shown"
+        ("failed", sum(row["status"] == "failed" for row in rows)),
+        ("not finished", sum(row["status"] == PENDING for row in rows))) if count]
+    return f"{shown} of {len(rows)} studies ({out_dir.name}); {', '.join(left)}, not shown"
 
 
 def _drop_folded_shard_summaries(out_dir: Path, listed: set[str]) -> None:
