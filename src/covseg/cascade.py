@@ -303,10 +303,11 @@ class LungGuide:
         return replace(self, sha256=sha256 or model_hash(self.source),
                        relative=os.path.relpath(self.source, folder.resolve()))
 
-    def exported_to(self, folder: Path, run: str) -> LungGuide:
+    def exported_to(self, folder: Path) -> LungGuide:
         """This guide for a copy of the cascade written to ``folder`` (an ONNX export): its
-        lung run where it is found now (``run``: its :attr:`run`, which the export checked
-        first), and the path to it from there."""
+        lung run where it is found now (:attr:`run`, which refuses one not there, whatever the
+        guide records), and the path to it from there."""
+        run = self.run
         if self.sha256 is None:
             return self
         return replace(self, source=run, relative=os.path.relpath(run, folder.resolve()))

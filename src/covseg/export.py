@@ -61,7 +61,7 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str])
     guide = LungGuide.from_meta(meta.get("lung_guide"))
     if guide is not None:  # checked: the file would be written, and fail at every prediction
         guide = guide.seen_from(checkpoint_file(checkpoint))
-        meta = {**meta, "lung_guide": guide.exported_to(out.parent, guide.run).to_meta()}
+        meta = {**meta, "lung_guide": guide.exported_to(out.parent).to_meta()}
     model = model_from_checkpoint(payload)
     example = torch.rand(1, meta["in_channels"], meta["size"], meta["size"],
                          generator=torch.Generator())  # the caller's global one left alone
