@@ -291,6 +291,29 @@ def write_mask(path: Path, thin: bool = False) -> Path:
     return path
 
 
+def saved_as(nifti: Path, path: Path, layers: int = 1, shift_mm: float = 0.0) -> Path:
+    """The mask at ``nifti`` saved through SimpleITK at ``path`` (NRRD, MetaImage or NIfTI), on
+    its grid but with its origin moved ``shift_mm`` in x; a ``.seg.nrrd`` as 3D Slicer saves a
+    segmentation: its segments' ``Segment{N}_*`` keys, ``layers`` layers (segments that overlap)
+    held as a 4th axis."""
+    import SimpleITK as sitk
+
+    source = sitk.ReadImage(str(nifti))
+    voxels = sitk.GetArrayFromImage(source)
+    image = sitk.GetImageFromArray(np.stack([voxels] * layers, -1) if layers > 1 else voxels,
+                                   isVector=layers > 1)
+    image.CopyInformation(source)
+    image.SetOrigin((source.GetOrigin()[0] + shift_mm, *source.GetOrigin()[1:]))
+    if path.name.endswith(".seg.nrrd"):
+        for n in range(layers):
+            for key, value in (("ID", f"Segment_{n + 1}"), ("Name", f"lesion {n + 1}"),
+                               ("LabelValue", "1"), ("Layer", str(n))):
+                image.SetMetaData(f"Segment{n}_{key}", value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
 CONSOLIDATED_AFFINE = np.diag([0.78, 0.78, 5.0, 1.0])
 """RAS: x grows towards the patient's right."""
 

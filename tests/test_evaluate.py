@@ -22,7 +22,7 @@ from covseg.evaluate import evaluate_folders
 from covseg.io.image import read_oriented_mask
 from covseg.records import SUMMARY_FIELDS
 from covseg.report import csv_text
-from tests.conftest import THIN_MASKS, refuse_writing_under, square_mask, write_mask
+from tests.conftest import THIN_MASKS, refuse_writing_under, saved_as, square_mask, write_mask
 
 
 def _save(path: Path, array: np.ndarray) -> Path:
@@ -1174,15 +1174,16 @@ def test_per_slice_of_2d_masks_is_refused(tmp_path: Path,
     lesion = square_mask(32, 4, 4, 12) * 255
     for side in ("pred", "truth"):
         _save(tmp_path / side / "a.png", lesion)
-    with pytest.raises(CovsegError, match=r"^--per-slice: for NIfTI volumes only, and these "
-                                          r"masks are 2D slices \(each file is one slice "
-                                          r"already\); drop --per-slice$"):
+    with pytest.raises(CovsegError, match=r"^--per-slice: for volumes only \(NIfTI, NRRD, "
+                                          r"MetaImage\), and these masks are 2D slices "
+                                          r"\(each file is one slice already\); drop "
+                                          r"--per-slice$"):
         evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev", per_slice=True)
     assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth",
                  str(tmp_path / "truth"), "--out", str(tmp_path / "ev"), "--per-slice"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("covseg: error: --per-slice: for NIfTI volumes only") and err.count(
-        "\n") == 1
+    assert err.startswith("covseg: error: --per-slice: for volumes only (NIfTI, NRRD, "
+                          "MetaImage)") and err.count("\n") == 1
     assert not list(tmp_path.glob("ev.*")), "refused before writing"
     stack = _medseg_stack()
     for side in ("pred", "truth"):
@@ -1638,3 +1639,60 @@ def test_every_csv_covseg_writes_ends_its_lines_in_lf(tmp_path: Path) -> None:
     for table in (tmp_path / "ev.csv", written / "patients.csv"):
         text = table.read_bytes()
         assert b"\r" not in text and text.count(b"\n") >= 2, text
+
+
+def _volume_truth(tmp_path: Path) -> Path:
+    """A NIfTI prediction in ``pred/`` and its truth, overlapping it in part, in ``nifti/``."""
+    write_mask(_folder(tmp_path / "pred") / "a.nii.gz")
+    truth = np.zeros((64, 64, 10), np.uint8)
+    truth[22:32, 20:30, 3:8] = 1
+    path = _folder(tmp_path / "nifti") / "a.nii.gz"
+    nib.save(nib.Nifti1Image(truth, np.diag([0.7, 0.7, 5.0, 1.0])), str(path))
+    return path
+
+
+def _folder(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.mark.parametrize("name", ["a.nrrd", "a.mha", "a.seg.nrrd"])
+def test_nrrd_and_metaimage_truths_score_as_the_same_nifti(tmp_path: Path, name: str) -> None:
+    """Masks were NIfTI only: a truth saved by 3D Slicer or ITK-SNAP (.nrrd, a single-layer
+    .seg.nrrd, .mha) was "not a mask file", its folder one of "no masks". Each now scores as
+    the NIfTI it was saved from."""
+    saved_as(_volume_truth(tmp_path), tmp_path / "itk" / name)
+    for folder in ("nifti", "itk"):
+        evaluate_folders(tmp_path / "pred", tmp_path / folder, tmp_path / f"{folder}_ev")
+    assert (tmp_path / "itk_ev.csv").read_text() == (tmp_path / "nifti_ev.csv").read_text()
+    assert main(["evaluate", "--pred", str(tmp_path / "pred" / "a.nii.gz"), "--truth",
+                 str(tmp_path / "itk" / name), "--out", str(tmp_path / "cli")]) == 0
+
+
+def test_a_segmentation_of_several_layers_is_refused_saying_how_to_export_a_labelmap(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A 3D Slicer segmentation of overlapping segments (one layer each, a 4th axis) holds no
+    one label per voxel: refused in one line, exit 2, saying how Slicer exports one."""
+    saved_as(_volume_truth(tmp_path), tmp_path / "slicer" / "a.seg.nrrd", layers=2)
+    capsys.readouterr()
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth",
+                 str(tmp_path / "slicer"), "--out", str(tmp_path / "ev")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"covseg: error: {tmp_path / 'slicer' / 'a.seg.nrrd'}: a 3D Slicer "
+                   "segmentation of 2 layers (overlapping segments), not one label map; in 3D "
+                   "Slicer's Segmentations module, export it as a labelmap volume (Export to "
+                   "files, or Export visible segments to binary labelmap) and give that\n")
+    assert not list(tmp_path.glob("ev.*"))
+
+
+def test_a_nrrd_truth_on_another_grid_is_refused_as_a_nifti_one_is(tmp_path: Path) -> None:
+    """The grid check of two NIfTI masks holds for a NRRD one."""
+    truth = _volume_truth(tmp_path)
+    refusals = []
+    for name in ("a.nii.gz", "a.nrrd"):
+        saved_as(truth, tmp_path / name / name, shift_mm=5.0)
+        with pytest.raises(CovsegError) as refused:
+            evaluate_folders(tmp_path / "pred", tmp_path / name, tmp_path / "ev")
+        refusals.append(str(refused.value))
+    assert refusals[0].startswith("a: prediction and truth lie on different grids (origins 5 mm")
+    assert refusals[1] == refusals[0]

@@ -31,6 +31,7 @@ from tests.conftest import (
     SHARED_DATA,
     consolidated_chest,
     overcalled_chest,
+    saved_as,
     shared,
 )
 
@@ -1322,3 +1323,39 @@ def test_the_montage_s_scale_warning_names_the_ct(
         quantify_study(mask, tmp_path / "out", image=ct)
     said = [r.getMessage() for r in caplog.records if "a few pixels" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith(f"{read_volume(ct).source}: a few pixels")
+
+
+@pytest.mark.parametrize("name", ["case.nrrd", "case.mha", "case.seg.nrrd"])
+def test_nrrd_and_metaimage_masks_give_the_figures_of_the_same_nifti(tmp_path: Path,
+                                                                     name: str) -> None:
+    """Lesion masks were NIfTI only: a .nrrd, .mha or 3D Slicer .seg.nrrd was refused ("lesion
+    masks must be NIfTI files"), and a folder of them held no mask. Given by name or in a
+    folder, each now gives the figures of the NIfTI it was saved from."""
+    from covseg.cli import main
+
+    ct, mask, _ = synthetic_study(tmp_path / "in", "case")
+    other = saved_as(mask, tmp_path / "itk" / name)
+    nifti = quantify_study(mask, tmp_path / "nifti", image=ct)
+    given = quantify_study(other, tmp_path / "given", image=ct)
+    assert main(["quantify", str(other.parent), "--image", str(ct), "--out",
+                 str(tmp_path / "folder")]) == 0
+    listed = json.loads((tmp_path / "folder" / "case" / "quantification.json").read_text())
+    for figures in (given, listed):
+        assert {key: figures[key] for key in ("study", "right_lung", "left_lung", "shape")} == {
+            key: nifti[key] for key in ("study", "right_lung", "left_lung", "shape")}
+
+
+def test_a_nrrd_mask_on_another_grid_than_its_ct_is_refused_as_a_nifti_one_is(
+        tmp_path: Path) -> None:
+    """The grid check of a NIfTI mask against its CT holds for a NRRD one."""
+    ct, mask, _ = synthetic_study(tmp_path / "in", "case")
+    refusals = []
+    for name in ("case.nii.gz", "case.nrrd"):
+        shifted = saved_as(mask, tmp_path / name / name, shift_mm=5.0)
+        with pytest.raises(CovsegError) as refused:
+            quantify_study(shifted, tmp_path / "out", image=ct)
+        refusals.append(str(refused.value).replace(str(shifted), "MASK"))
+    assert refusals[0].endswith(": not on the voxel grid of the mask MASK (origins 5 mm apart "
+                                "(half a voxel is 0.35 mm)); resample one onto the other's grid "
+                                "first")
+    assert refusals[1] == refusals[0]

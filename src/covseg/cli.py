@@ -550,8 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of true masks (named as the predictions, _mask/_seg aside), "
                         "or one mask file")
     p.add_argument("--per-slice", action="store_true",
-                   help="score each axial slice of NIfTI volumes as its own case (a stack of "
-                        "independent slices, as MedSeg's tr_mask.nii.gz), named by the file's "
+                   help="score each axial slice of volumes (NIfTI, NRRD, MetaImage) as its own "
+                        "case (a stack of independent slices, as MedSeg's tr_mask.nii.gz), "
+                        "named by the file's "
                         "slice index (tr#007): the mean per-slice Dice, a slice empty in both "
                         "counting as 1; refused for 2D masks, each one slice already")
     p.add_argument("--out", required=True,

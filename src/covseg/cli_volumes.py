@@ -48,18 +48,18 @@ def add_quantify_parser(subparsers: Any) -> argparse.ArgumentParser:
     """``covseg quantify MASK... --out DIR``: lesion volumes, % involvement, CT category."""
     parser = subparsers.add_parser(
         "quantify", help="lesion volume, %% lung involved and CT-0..4 from masks",
-        description="Quantify lesion masks (NIfTI files or folders of them): volumes in mL, "
-                    "% of lung involved, MosMedData CT-0..CT-4. One output folder per mask "
-                    "plus summary.csv.")
+        description="Quantify lesion masks (NIfTI, NRRD or MetaImage files or folders of "
+                    "them): volumes in mL, % of lung involved, MosMedData CT-0..CT-4. One "
+                    "output folder per mask plus summary.csv.")
     parser.add_argument("masks", nargs="+", type=Path, metavar="MASK",
-                        help="lesion mask NIfTI files or folders of them, or a `covseg predict` "
-                             "output folder (its lungs.nii.gz are used as labelled unless --lungs "
-                             "is given)")
+                        help="lesion mask files (NIfTI, NRRD, MetaImage, a one-layer 3D Slicer "
+                             ".seg.nrrd) or folders of them, or a `covseg predict` output folder "
+                             "(its lungs.nii.gz are used as labelled unless --lungs is given)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--lungs", type=Path,
-                        help="lung mask NIfTI, or a folder of them named like the masks "
-                             "(a predict study folder is read as its lungs.nii.gz; every "
-                             "non-zero voxel is lung; labels 1 and 2 lying side by side "
+                        help="lung mask file (NIfTI, NRRD, MetaImage), or a folder of them named "
+                             "like the masks (a predict study folder is read as its lungs.nii.gz; "
+                             "every non-zero voxel is lung; labels 1 and 2 lying side by side "
                              "are the right and left lungs, read as Zenodo's 1 left, 2 right "
                              "where the affine says so; in any other mask the sides are found)")
     parser.add_argument("--image", type=Path,

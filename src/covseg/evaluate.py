@@ -34,6 +34,7 @@ from covseg.io.atomic import (
     write_json,
     write_text,
 )
+from covseg.io.ct import is_mask_volume, read_mask_volume, volume_stem
 from covseg.io.image import (
     case_key,
     image_levels,
@@ -48,10 +49,6 @@ from covseg.io.image import (
     within_labels,
 )
 from covseg.io.nifti import (
-    is_nifti,
-    nifti_stem,
-    read_mask_nifti,
-    read_nifti,
     read_paired,
     warnings_once,
 )
@@ -162,8 +159,8 @@ def _case_name(path: Path) -> str | None:
         return None
     if predicted_mask(path):
         return case_key(path.name)
-    if is_image_file(path) or (is_nifti(path) and not path.name.startswith(".")):
-        return case_key(nifti_stem(path))
+    if is_image_file(path) or is_mask_volume(path):
+        return case_key(volume_stem(path))
     return None
 
 
@@ -207,8 +204,8 @@ def _masks(path: Path, role: str) -> _Masks:
     if single is None:
         return _mask_files(path, role)
     if _case_name(single) is None:
-        raise CovsegError(f"{path}: not a mask file (png, jpg, tif, npy or NIfTI); give the "
-                          f"{role} folder")
+        raise CovsegError(f"{path}: not a mask file (png, jpg, tif, npy, NIfTI, NRRD or "
+                          f"MetaImage); give the {role} folder")
     return _Masks({case_key(study_name(single)): single}, [], single=True)
 
 
@@ -245,8 +242,8 @@ def _mask_files(folder: Path, role: str) -> _Masks:
             raise CovsegError(f"{folder}: a data folder ({data[0].name}/ + {data[1].name}/: "
                               f"images and their masks), not masks; give {data[1]} as "
                               f"{option_name('truth')}")
-        raise CovsegError(f"{folder}: no masks (png, jpg, tif, npy, NIfTI, or covseg predict "
-                          f"study folders) in the {role} folder")
+        raise CovsegError(f"{folder}: no masks (png, jpg, tif, npy, NIfTI, NRRD, MetaImage, "
+                          f"or covseg predict study folders) in the {role} folder")
     return _Masks({name: predicted_mask(path) or path for name, path in found.items()},
                   [path.name for path in images])
 
@@ -256,7 +253,7 @@ def _named_images(paths: Sequence[Path]) -> list[Path]:
     of their name: MedSeg's ``tr_im.nii.gz`` beside ``tr_mask.nii.gz``, as ``covseg data fetch
     medseg`` puts them. Elsewhere such a name is a mask's (predict names a mask after its
     image, a data set may name a case ``scan_im``)."""
-    names = {path: paired_name(nifti_stem(path)) for path in paths if path.is_file()}
+    names = {path: paired_name(volume_stem(path)) for path in paths if path.is_file()}
     masked = {case for case, role in names.values() if role == "mask"}
     return [path for path, (case, role) in names.items() if role == "image" and case in masked]
 
@@ -303,38 +300,44 @@ def _failed_cases(folder: Path) -> set[str]:
 
 def _read_cases(pred_path: Path | None, truth_path: Path, truth_dtype: type = np.int16
                 ) -> tuple[np.ndarray, Volume | None, np.ndarray, Volume | None]:
-    """A prediction and its truth as stored, and for NIfTI volumes the volumes (spacing and
-    affine); two volumes are read to pair voxel for voxel (one without geometry on the
-    other's: :func:`read_paired`). A missing prediction (None) is an empty mask. A NIfTI truth
-    is read as ``truth_dtype``: float32 keeps an image's fractional values to tell it by
-    (:func:`_label_levels`), where int16 refuses them as a probability map's; a NIfTI
-    prediction is read as int16 labels (:func:`_read_prediction`)."""
+    """A prediction and its truth as stored, and for volume masks (NIfTI, NRRD, MetaImage:
+    :func:`~covseg.io.ct.is_mask_volume`) the volumes (spacing and affine); two volumes are
+    read to pair voxel for voxel (one without geometry on the other's: :func:`read_paired`). A
+    missing prediction (None) is an empty mask. A volume truth is read as ``truth_dtype``:
+    float32 keeps an image's fractional values to tell it by (:func:`_label_levels`), where
+    int16 refuses them as a probability map's; a volume prediction is read as int16 labels
+    (:func:`_read_prediction`)."""
     if pred_path is None:
-        truth_volume = read_mask_nifti(truth_path, truth_dtype) if is_nifti(truth_path) else None
+        truth_volume = _truth_volume(truth_path, truth_dtype)
         truth = _stored(truth_path, truth_volume)
         return np.zeros_like(truth), truth_volume, truth, truth_volume
     pred_volume: Volume | None  # None: a picture, read by _stored
-    if is_nifti(pred_path) and is_nifti(truth_path):
+    if is_mask_volume(pred_path) and is_mask_volume(truth_path):
         pred_volume, truth_volume = read_paired(
             lambda like: _read_prediction(pred_path, like), pred_path,
-            lambda like: read_mask_nifti(truth_path, truth_dtype, like), truth_path)
+            lambda like: read_mask_volume(truth_path, truth_dtype, like), truth_path)
     else:
-        pred_volume = _read_prediction(pred_path) if is_nifti(pred_path) else None
-        truth_volume = read_mask_nifti(truth_path, truth_dtype) if is_nifti(truth_path) else None
+        pred_volume = _read_prediction(pred_path) if is_mask_volume(pred_path) else None
+        truth_volume = _truth_volume(truth_path, truth_dtype)
     return (_stored(pred_path, pred_volume), pred_volume,
             _stored(truth_path, truth_volume), truth_volume)
 
 
+def _truth_volume(path: Path, dtype: type) -> Volume | None:
+    """A truth read as a volume mask, as ``dtype``; None for a 2D one (read by :func:`_stored`)."""
+    return read_mask_volume(path, dtype) if is_mask_volume(path) else None
+
+
 def _read_prediction(path: Path, like: Volume | None = None) -> Volume:
-    """A NIfTI prediction as int16 labels (``like``: see :func:`read_nifti`). One refused (for
+    """A volume prediction as int16 labels (``like``: see :func:`read_paired`). One refused (for
     fractional values, say) is read again as float32, so that a CT stored as fractional floats
     (MedSeg's) is refused as an image (:func:`_refuse_image`), not as a probability map. Only
     values that are no labels are read again (:class:`~covseg.errors.NotLabels`), not a file
     short of memory or truncated."""
     try:
-        return read_mask_nifti(path, np.int16, like)
+        return read_mask_volume(path, np.int16, like)
     except NotLabels:
-        array = read_mask_nifti(path, np.float32, like).array
+        array = read_mask_volume(path, np.float32, like).array
         _refuse_image(path, array, np.unique(array))
         raise
 
@@ -618,13 +621,13 @@ def _refuse_self_scoring(pred: Path, truth: Path, pairs: Sequence[tuple[Path, Pa
 
 
 def _refuse_per_slice_of_slices(truths: Sequence[Path]) -> None:
-    """Refuse ``per_slice`` where no truth is a NIfTI volume: each 2D mask is one slice
+    """Refuse ``per_slice`` where no truth is a volume: each 2D mask is one slice
     already, so the option would change nothing, as predict refuses options that do not
     apply to its inputs."""
-    if truths and not any(map(is_nifti, truths)):
+    if truths and not any(map(is_mask_volume, truths)):
         option = option_given("per_slice", True)
-        raise CovsegError(f"{option}: for NIfTI volumes only, and these masks are 2D slices "
-                          f"(each file is one slice already); drop {option}")
+        raise CovsegError(f"{option}: for volumes only (NIfTI, NRRD, MetaImage), and these "
+                          f"masks are 2D slices (each file is one slice already); drop {option}")
 
 
 def _pending_cases(folder: Path) -> dict[str, str]:
@@ -711,9 +714,9 @@ def _unmatched_images(truths: dict[str, Path], cases: Sequence[str]) -> dict[str
     found = {}
     for case in sorted(set(truths) - set(cases)):
         path = truths[case]
-        if not path.is_file() or paired_name(nifti_stem(path))[1] != "image":
+        if not path.is_file() or paired_name(volume_stem(path))[1] != "image":
             continue
-        array = _stored(path, read_nifti(path, np.float32) if is_nifti(path) else None)
+        array = _stored(path, read_mask_volume(path, np.float32) if is_mask_volume(path) else None)
         values = np.unique(array)
         reason = None if within_labels(values) else image_levels(array, values)
         if reason:
@@ -736,7 +739,7 @@ def _hd95_unit(truths: Sequence[Path], per_slice: bool) -> str:
     """The unit of the HD95 of these truths: mm for NIfTI volumes (in 3D, or in each axial
     slice with ``per_slice``), pixels for 2D slices, given apart where there are both
     (:func:`split_hd95`)."""
-    volumes = sum(map(is_nifti, truths))
+    volumes = sum(map(is_mask_volume, truths))
     in_mm = "mm (per axial slice of NIfTI volumes)" if per_slice else "mm (3D, NIfTI volumes)"
     if volumes == len(truths):
         return in_mm

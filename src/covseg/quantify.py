@@ -30,7 +30,7 @@ from covseg.burden import (
 )
 from covseg.data.layouts import ZENODO_LUNG, combined_mask_folder, refuse_combined_masks
 from covseg.errors import CovsegError, NotLabels, counted, refuse_special_file
-from covseg.io.ct import is_volume_file, read_volume
+from covseg.io.ct import is_volume_file, is_volume_named, read_mask_volume, read_volume
 from covseg.io.dicom import dicom_files
 from covseg.io.image import (
     MAX_LABEL,
@@ -44,8 +44,6 @@ from covseg.io.image import (
     top_label,
 )
 from covseg.io.nifti import (
-    is_nifti_named,
-    read_mask_nifti,
     read_paired,
     warnings_once,
 )
@@ -255,8 +253,9 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
 def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _LungsAndImage,
                     hu: str, multiclass: bool | None, html_report: bool) -> dict[str, Any]:
     """:func:`quantify_study` with the lungs and CT ``given`` to every mask of the call."""
-    if not is_nifti_named(mask_path):
-        raise CovsegError(f"{mask_path}: lesion masks must be NIfTI files (.nii/.nii.gz)")
+    if not is_volume_named(mask_path):
+        raise CovsegError(f"{mask_path}: lesion masks must be NIfTI, NRRD or MetaImage files "
+                          "(.nii/.nii.gz, .nrrd/.nhdr, .mha/.mhd)")
     stem = study_name(mask_path, mask=True)
     lung_path = given.lungs_for(mask_path, stem)
     image_path = given.image_for(stem)
@@ -617,9 +616,9 @@ def _read_label_mask(path: Path, like: Volume | None, what: str, mask: str
     (:class:`~covseg.errors.NotLabels`): a mask short of memory read as float32 was said to
     need twice the memory it does."""
     try:
-        volume = read_mask_nifti(path, np.int16, like)
+        volume = read_mask_volume(path, np.int16, like)
     except NotLabels:  # fractional values, say: read again to tell a CT from probabilities
-        _refuse_a_ct(path, read_mask_nifti(path, np.float32, like).array, what, mask)
+        _refuse_a_ct(path, read_mask_volume(path, np.float32, like).array, what, mask)
         raise
     return volume, _refuse_a_ct(path, volume.array, what, mask)
 
@@ -784,7 +783,7 @@ def _holds_classes(mask: Path) -> bool:
     """Whether a lesion mask holds multi-class labels (2 or 3: :func:`holds_classes`, a label
     above 3 beside them refused as its study is counted); False for one that cannot be read,
     which fails as its own study."""
-    if not is_nifti_named(mask):
+    if not is_volume_named(mask):
         return False
     try:
         lesions = _read_lesion_mask(mask, None).array

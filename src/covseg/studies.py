@@ -16,7 +16,13 @@ from pathlib import Path
 
 from covseg.errors import CovsegError, refuse_special_file
 from covseg.io.atomic import is_temporary_name, refuse_undecodable_name
-from covseg.io.ct import folder_volumes, is_volume_file, is_volume_named
+from covseg.io.ct import (
+    folder_volumes,
+    is_mask_volume,
+    is_volume_file,
+    is_volume_named,
+    volume_stem,
+)
 from covseg.io.dicom import (
     dicom_files,
     holds_no_ct_image,
@@ -30,7 +36,7 @@ from covseg.io.dicom import (
 from covseg.io.image import APPLE_DOUBLE, image_name, is_image_file
 from covseg.io.itk import SEGMENTATION_SUFFIX, is_segmentation
 from covseg.io.listing import Listings
-from covseg.io.nifti import is_nifti, is_nifti_named, nifti_stem
+from covseg.io.nifti import is_nifti_named
 from covseg.provenance import option_given, option_name
 from covseg.records import PREDICT_RECORD, RESULT_JSON, is_batch_folder, recorded_paths
 
@@ -64,7 +70,7 @@ def study_name(path: Path, mask: bool = False) -> str:
         return folder_name(path)
     if path.name in (INFECTION_NII, LUNGS_NII, PROBABILITIES_NII):
         return path.parent.resolve().name
-    stem = nifti_stem(path)
+    stem = volume_stem(path)
     stem = stem.lstrip(".") or stem  # a hidden file's outputs: a folder listing shows
     return image_name(stem) if mask else stem
 
@@ -112,7 +118,7 @@ def is_mask_named(path: Path) -> bool:
     """Whether a NIfTI file is named as a mask (its name's last word is in :data:`MASK_WORDS`):
     predict does not read it as a CT when it finds it in a folder (a patient folder holding
     ``ct.nii.gz`` and ``ct_mask.nii.gz`` has one CT)."""
-    return _last_word(nifti_stem(path)) in MASK_WORDS
+    return _last_word(volume_stem(path)) in MASK_WORDS
 
 
 def _last_word(name: str) -> str:
@@ -251,7 +257,7 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
     children = [c for c in entries if not c.name.startswith(".")]
     one = _one_dicom_study(path, children, listings)
     copies = dicom_copies(children) if one else []
-    files, dropped = _split_masks([] if one else dicom_copies(children), masks)
+    files, dropped = _split_masks([] if one else _volume_files(children, masks), masks)
     found = [Study(study_name(c, masks), c) for c in files]
     own: list[Path] = []
     pictures: list[Path] = []
@@ -353,6 +359,13 @@ def _segmentations(folders: Sequence[Path], listings: Listings) -> list[Path]:
             if not c.name.startswith(".") and c.is_file() and is_segmentation(c)]
 
 
+def _volume_files(children: Sequence[Path], masks: bool) -> list[Path]:
+    """The volume files among a folder's ``children``: its CTs (:func:`dicom_copies`, where it
+    holds a series), or reading ``masks`` every volume mask, 3D Slicer segmentations included
+    (:func:`~covseg.io.ct.is_mask_volume`)."""
+    return [c for c in children if is_mask_volume(c)] if masks else dicom_copies(children)
+
+
 def dicom_copies(children: Sequence[Path]) -> list[Path]:
     """The volume files (NIfTI, NRRD, MetaImage) among the ``children`` of a folder read as one
     DICOM study (:func:`_one_dicom_study`), passed over: a converted copy of the series, as
@@ -439,10 +452,9 @@ def listed_paths(paths: Sequence[Path], folder: Path, noun: str) -> str:
 
 def _split_masks(files: Sequence[Path], masks: bool) -> tuple[list[Path], list[Path]]:
     """Volume files found in a folder: (those read as studies, those passed over): reading CTs,
-    files named as masks are passed over; reading ``masks``, none is, and the NIfTI files alone
-    are read (masks are read as NIfTI only: a NRRD or MetaImage CT is no mask)."""
+    files named as masks are passed over; reading ``masks``, none is."""
     if masks:
-        return [f for f in files if is_nifti(f)], []
+        return list(files), []
     dropped = [f for f in files if is_mask_named(f)]
     return [f for f in files if f not in dropped], dropped
 

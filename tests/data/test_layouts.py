@@ -32,7 +32,7 @@ from covseg.data.synthetic import synthetic_slices
 from covseg.errors import CovsegError
 from covseg.io.ct import read_volume
 from covseg.transforms import normalize_intensity
-from tests.conftest import THIN_MASKS, shared, square_mask, write_mask
+from tests.conftest import THIN_MASKS, saved_as, shared, square_mask, write_mask
 
 
 def _save_png(path: Path, array: np.ndarray) -> None:
@@ -1137,11 +1137,11 @@ def test_an_image_and_its_mask_of_two_kinds_are_refused_naming_the_pair(tmp_path
     _save_png(tmp_path / "nifti" / "masks" / "a.png", lesions[0] * 255)
     for root, image, mask in ((tmp_path / "png", "a.png", "a.nii.gz"),
                               (tmp_path / "nifti", "a.nii.gz", "a.png")):
-        kinds = ["a NIfTI volume" if name.endswith(".gz") else "a 2D file"
+        kinds = ["a volume" if name.endswith(".gz") else "a 2D file"
                  for name in (image, mask)]
         assert _refusal(root) == (f"{root}: images/{image} is {kinds[0]} but its mask "
                                   f"masks/{mask} is {kinds[1]}; an image and its mask must be "
-                                  "of one kind (both 2D files or both NIfTI): save the mask as "
+                                  "of one kind (both 2D files or both volumes): save the mask as "
                                   "its image is")
 
 
@@ -3137,3 +3137,29 @@ def test_a_file_whose_name_is_no_utf_8_is_refused_in_one_line(tmp_path: Path,
                         "which covseg's records cannot hold; rename it")
     with pytest.raises(CovsegError, match=f"^{refusal}$"):
         load_dataset(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["case1.nrrd", "case1.mha", "case1.seg.nrrd"])
+def test_a_volumes_mask_saved_as_nrrd_or_metaimage_is_read_as_its_nifti(tmp_path: Path,
+                                                                        name: str) -> None:
+    """masks/ was read for NIfTI volumes only: a CT's mask saved by 3D Slicer or ITK-SNAP left
+    its image "without a mask". Each is now read as the NIfTI it was saved from; one on
+    another grid is refused as that NIfTI is."""
+    hu, lesions = _hu_volume(slices=3)
+    _save_nifti(tmp_path / "nifti" / "images" / "case1.nii.gz", hu)
+    _save_nifti(tmp_path / "nifti" / "masks" / "case1.nii.gz", lesions)
+    shutil.copytree(tmp_path / "nifti" / "images", tmp_path / "itk" / "images")
+    saved_as(tmp_path / "nifti" / "masks" / "case1.nii.gz", tmp_path / "itk" / "masks" / name)
+    nifti, itk = load_dataset(tmp_path / "nifti"), load_dataset(tmp_path / "itk")
+    assert [s.case_id for s in itk.samples] == [s.case_id for s in nifti.samples]
+    assert all((a.mask == b.mask).all() for a, b in zip(itk.samples, nifti.samples, strict=True))
+    refusals = []
+    for folder, mask in (("nifti", "case1.nii.gz"), ("itk", name)):
+        root = tmp_path / "shifted" / folder
+        shifted = saved_as(tmp_path / "nifti" / "masks" / "case1.nii.gz", root / "masks" / mask,
+                           shift_mm=5.0)
+        shutil.copytree(tmp_path / "nifti" / "images", root / "images")
+        refusals.append(_refusal(root).replace(str(shifted), "MASK").replace(str(root), "ROOT"))
+    assert refusals[0].startswith("ROOT/images/case1.nii.gz: not on the voxel grid of the mask "
+                                  "MASK (origins 5 mm apart")
+    assert refusals[1] == refusals[0]

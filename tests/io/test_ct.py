@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from covseg.errors import CovsegError
-from covseg.io.ct import read_volume
+from covseg.io.ct import is_mask_volume, read_mask_volume, read_volume, volume_stem
+from tests.conftest import saved_as, write_mask
 from tests.io.helpers import dose_report, phantom, save, synthetic_series
 
 
@@ -65,3 +66,38 @@ def test_a_folder_holding_one_nifti_file_beside_its_dose_report_is_read_as_it(
     save(tmp_path / "p1" / "ct.nii.gz", phantom(3).T)
     dose_report(tmp_path / "p1" / "dose.dcm", screen)
     assert read_volume(tmp_path / "p1").source == str(tmp_path / "p1" / "ct.nii.gz")
+
+
+@pytest.mark.parametrize("name", ["m.nrrd", "m.nhdr", "m.mha", "m.mhd", "m.seg.nrrd", "M.NRRD"])
+def test_nrrd_and_metaimage_masks_are_read_as_the_same_nifti(tmp_path: Path, name: str) -> None:
+    """One reader and one test for volume masks: each format is read as the NIfTI it was saved
+    from (labels, grid), named by its stem without its format (``m.seg.nrrd`` is ``m``)."""
+    nifti = write_mask(tmp_path / "m.nii.gz")
+    other = saved_as(nifti, tmp_path / "itk" / name)
+    read, expected = read_mask_volume(other), read_mask_volume(nifti)
+    np.testing.assert_array_equal(read.array, expected.array)
+    np.testing.assert_allclose(read.affine, expected.affine, atol=1e-5)
+    assert read.array.dtype == expected.array.dtype == np.int16
+    assert is_mask_volume(other) and volume_stem(other) == name.split(".")[0]
+    assert not is_mask_volume(other.with_name(f".{name}"))
+
+
+def test_a_segmentation_is_a_mask_of_one_layer_never_a_ct(tmp_path: Path) -> None:
+    """A 3D Slicer segmentation stays refused as a CT; as a mask, one of several layers (or any
+    file of several values per voxel) is refused in one line saying what to give."""
+    nifti = write_mask(tmp_path / "m.nii.gz")
+    one = saved_as(nifti, tmp_path / "one.seg.nrrd")
+    assert int(read_mask_volume(one).array.max()) == 1
+    with pytest.raises(CovsegError, match=r"one\.seg\.nrrd: a 3D Slicer segmentation "
+                                          r"\(\.seg\.nrrd: labels\), not a CT"):
+        read_volume(one)
+    layers = saved_as(nifti, tmp_path / "layers.seg.nrrd", layers=3)
+    with pytest.raises(CovsegError, match=r"layers\.seg\.nrrd: a 3D Slicer segmentation of 3 "
+                                          r"layers \(overlapping segments\), not one label map; "
+                                          r"in 3D Slicer's Segmentations module, export it as a "
+                                          r"labelmap volume"):
+        read_mask_volume(layers)
+    vector = saved_as(nifti, tmp_path / "vector.nrrd", layers=2)
+    with pytest.raises(CovsegError, match=r"vector\.nrrd: 2 values per voxel \(RGB or vector\), "
+                                          r"not one label; give the mask as one label per voxel$"):
+        read_mask_volume(vector)

@@ -1,11 +1,14 @@
 """A CT from whatever the user gives: a NIfTI, NRRD or MetaImage file, a DICOM file or folder,
-or a folder holding one such volume file (:func:`read_volume`).
+or a folder holding one such volume file (:func:`read_volume`); and a volume's label mask from a
+NIfTI, NRRD or MetaImage file (:func:`read_mask_volume`), as 3D Slicer and ITK-SNAP save them.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+import numpy as np
 
 from covseg.errors import CovsegError
 from covseg.io.dicom import (
@@ -15,10 +18,17 @@ from covseg.io.dicom import (
     read_dicom_file,
     read_dicom_folder,
 )
-from covseg.io.image import IMAGE_SUFFIXES, apple_double
-from covseg.io.itk import data_file_refused, is_segmentation, read_itk
+from covseg.io.image import IMAGE_SUFFIXES, MASK_SLICES, apple_double
+from covseg.io.itk import SEGMENTATION_SUFFIX, data_file_refused, is_segmentation, read_itk
 from covseg.io.listing import Listings
-from covseg.io.nifti import analyze_refused, is_analyze, is_nifti_named, read_nifti
+from covseg.io.nifti import (
+    analyze_refused,
+    is_analyze,
+    is_nifti_named,
+    nifti_stem,
+    read_mask_nifti,
+    read_nifti,
+)
 from covseg.io.volume import (
     NIFTI_SUFFIXES,
     Volume,
@@ -41,6 +51,31 @@ def is_volume_named(path: Path) -> bool:
     """True for a file named as a NIfTI, NRRD or MetaImage volume, hidden or not: one given by
     name."""
     return is_nifti_named(path) or is_itk_named(path)
+
+
+def is_mask_volume(path: Path) -> bool:
+    """True for a file read as a volume's mask rather than a 2D one: a NIfTI, NRRD or MetaImage
+    file, a 3D Slicer segmentation included, not hidden (as :func:`is_volume_file`). The one
+    test by which evaluate, quantify and the data layouts tell a volume mask from a 2D one."""
+    return path.is_file() and not path.name.startswith(".") and is_volume_named(path)
+
+
+def volume_stem(path: Path) -> str:
+    """A file's name without its format's suffix (``.nii.gz``, ``.nrrd``, ``.seg.nrrd``,
+    ``.mha``, ``.png``, ...): the name that pairs a mask with its CT, whichever format each is
+    saved in (``x.seg.nrrd`` is ``x``)."""
+    if is_segmentation(path):
+        return path.name[:-len(SEGMENTATION_SUFFIX)]
+    return nifti_stem(path)
+
+
+def read_mask_volume(path: Path, dtype: type = np.int16, like: Volume | None = None) -> Volume:
+    """A volume's label mask (:func:`is_mask_volume`) as ``dtype``, NIfTI or NRRD/MetaImage
+    read as the CTs are and checked alike (integer labels, a mask's slices; ``like``: as for
+    :func:`~covseg.io.nifti.read_nifti`)."""
+    if is_itk_source(path.name):
+        return read_itk(path, like, dtype, MASK_SLICES)
+    return read_mask_nifti(path, dtype, like)
 
 
 def read_volume(path: str | os.PathLike[str], hu: str = "auto", like: Volume | None = None

@@ -1,8 +1,10 @@
 """NRRD (``.nrrd``, ``.nhdr``) and MetaImage (``.mha``, ``.mhd``) volumes, as 3D Slicer and ITK
 save CTs, read through SimpleITK into an in-memory NIfTI image: they are then checked and read
 as NIfTI files are (:func:`~covseg.io.nifti.volume_from_nifti`), and masks written for them are
-NIfTI on their grid, as for a DICOM series. A ``.nhdr``'s or ``.mhd``'s data file (``.raw``,
-``.zraw``, ``.raw.gz``, named in its header) belongs to it: it is never read on its own.
+NIfTI on their grid, as for a DICOM series. Label masks are read so too (:data:`MASK_SLICES`),
+3D Slicer's single-layer segmentations (``.seg.nrrd``) among them. A ``.nhdr``'s or ``.mhd``'s
+data file (``.raw``, ``.zraw``, ``.raw.gz``, named in its header) belongs to it: it is never read
+on its own.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from covseg.errors import CovsegError, is_out_of_memory
-from covseg.io.image import CT_SLICES
+from covseg.io.image import CT_SLICES, MASK_SLICES, Slices
 from covseg.io.nifti import on_geometry_of_like, volume_from_nifti
 from covseg.io.quiet import quiet_libraries
 from covseg.io.volume import (
@@ -39,6 +41,9 @@ T = TypeVar("T")
 
 SEGMENTATION_SUFFIX = ".seg.nrrd"
 """How 3D Slicer names a segmentation (labels, often one layer per segment), never a CT."""
+SLICER_LABELMAP = ("in 3D Slicer's Segmentations module, export it as a labelmap volume (Export "
+                   "to files, or Export visible segments to binary labelmap) and give that")
+"""How a 3D Slicer segmentation of several layers is made one label map."""
 DETACHED_HEADERS = (".mhd", ".nhdr")
 """How headers that name their data file are named (a ``.nrrd`` or ``.mha`` may too, but holds
 its voxels as a rule)."""
@@ -71,15 +76,18 @@ def is_segmentation(path: Path) -> bool:
     return path.name.lower().endswith(SEGMENTATION_SUFFIX)
 
 
-def read_itk(path: Path, like: Volume | None = None) -> Volume:
-    """Read a 3D NRRD or MetaImage CT as :func:`~covseg.io.nifti.read_nifti` reads a NIfTI
-    file: its header is read first, so that a 2D, 4D, RGB or oversized file is refused before
-    its voxels are, and a missing data file is named. A header without geometry
+def read_itk(path: Path, like: Volume | None = None, dtype: type = np.float32,
+             what: Slices = CT_SLICES) -> Volume:
+    """Read a 3D NRRD or MetaImage CT (or, ``what`` :data:`MASK_SLICES`, a label mask as
+    ``dtype``) as :func:`~covseg.io.nifti.read_nifti` reads a NIfTI file: its header is read
+    first, so that a 2D, 4D, RGB or oversized file is refused before its voxels are, and a
+    missing data file is named. A header without geometry
     (:func:`~covseg.io.volume.itk_lacks_geometry`) is read as a NIfTI file without it (qform
     and sform codes 0, 1 mm voxels), so that the 1 mm voxels are told of and ``like`` pairs it
-    as there."""
+    as there. A 3D Slicer segmentation is refused as a CT, and read as a mask where it has one
+    layer (its voxels are its segments' LabelValue)."""
     source = str(path)
-    if is_segmentation(path):
+    if is_segmentation(path) and what != MASK_SLICES:
         raise CovsegError(f"{path}: a 3D Slicer segmentation ({SEGMENTATION_SUFFIX}: labels), "
                           "not a CT; give the CT volume it was drawn on")
     text = itk_head(path)
@@ -91,15 +99,26 @@ def read_itk(path: Path, like: Volume | None = None) -> Volume:
     _read(reader.ReadImageInformation, path, None, quiet=True)
     components = reader.GetNumberOfComponents()
     if components != 1:
-        raise CovsegError(f"{path}: {components} values per voxel (RGB or vector), not one grey "
-                          "value; give the CT as a greyscale volume")
-    shape = volume_shape(tuple(int(n) for n in reader.GetSize()), source, CT_SLICES.flat)
-    check_voxel_count(shape, source)
+        raise _several_values(path, components, what)
+    shape = volume_shape(tuple(int(n) for n in reader.GetSize()), source, what.flat)
+    check_voxel_count(shape, source, np.dtype(dtype).itemsize)
     image = _read(reader.Execute, path, shape, quiet=not _check_raw_size(path, reader, text))
     if image.GetDimension() > 3:  # (x, y, z, 1, ...)
         image = sitk.Extract(image, [*shape, *[0] * (image.GetDimension() - 3)])
     nifti = _as_nifti(sitk.GetArrayFromImage(image).T, image, itk_header_lacks_geometry(header))
-    return volume_from_nifti(on_geometry_of_like(nifti, like, source), source)
+    return volume_from_nifti(on_geometry_of_like(nifti, like, source), source, dtype, what)
+
+
+def _several_values(path: Path, components: int, what: Slices) -> CovsegError:
+    """The refusal of a file of several values per voxel: a 3D Slicer segmentation's layers
+    (segments that overlap, one layer each), which no one label map holds, or an RGB or vector
+    image, neither a CT nor a mask."""
+    if is_segmentation(path):
+        return CovsegError(f"{path}: a 3D Slicer segmentation of {components} layers "
+                           f"(overlapping segments), not one label map; {SLICER_LABELMAP}")
+    held = "grey value; give the CT as a greyscale volume" if what == CT_SLICES else (
+        "label; give the mask as one label per voxel")
+    return CovsegError(f"{path}: {components} values per voxel (RGB or vector), not one {held}")
 
 
 def _as_nifti(voxels: np.ndarray, image: sitk.Image, unplaced: bool) -> nib.Nifti1Image:

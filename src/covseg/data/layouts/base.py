@@ -22,6 +22,7 @@ import numpy as np
 
 from covseg.errors import CovsegError, counted, read_naming_out_of_memory, them
 from covseg.io.atomic import refuse_undecodable_name, utf8_text
+from covseg.io.ct import read_mask_volume, volume_stem
 from covseg.io.dicom import is_dicom_file
 from covseg.io.image import (
     QUARTER_TURNS,
@@ -38,8 +39,6 @@ from covseg.io.image import (
 from covseg.io.nifti import (
     is_nifti,
     named_as_nifti,
-    nifti_stem,
-    read_mask_nifti,
     read_nifti,
     read_paired,
 )
@@ -441,7 +440,7 @@ def _sample(image: np.ndarray, mask: np.ndarray, case: str, patient: str, source
     return sample
 
 
-def files(folder: Path, predicate: Callable[[Path], bool], key: Callable[[Path], str] = nifti_stem
+def files(folder: Path, predicate: Callable[[Path], bool], key: Callable[[Path], str] = volume_stem
            ) -> dict[str, Path]:
     """The files of ``folder`` that ``predicate`` accepts, by stem (or ``key``); broken links
     among them are refused (:func:`refuse_broken_links`)."""
@@ -588,7 +587,7 @@ def _no_mask_advice(missing: list[str], masks_dir: Path | None) -> str:
     listing = _Listing.of(masks_dir) if masks_dir else None
     keys = {case_key(stem) for stem in missing}
     moved = listing.sub_folders_note(lambda sub: any(
-        case_key(nifti_stem(path)) in keys for path in sub.iterdir())) if listing else ""
+        case_key(volume_stem(path)) in keys for path in sub.iterdir())) if listing else ""
     dicom = listing.dicom_note() if listing else ""
     return "; ".join(note for note in (moved or "give every image a mask with the same file "
                                        "stem (or the stem plus _mask or _seg)", dicom) if note)
@@ -906,7 +905,7 @@ def _read_volume_pair(image_path: Path, mask_path: Path) -> tuple[Volume, Volume
     (:func:`check_same_grid`): one of another shape, or whose header flips or permutes the
     axes and places the voxels elsewhere, is refused rather than trained on mirrored."""
     image, mask = read_paired(lambda like: read_nifti(image_path, like=like), image_path,
-                              lambda like: read_mask_nifti(mask_path, np.int16, like),
+                              lambda like: read_mask_volume(mask_path, np.int16, like),
                               mask_path)
     check_same_grid(mask, image)
     return image, mask

@@ -51,9 +51,10 @@ from covseg.data.layouts.zenodo import (
     read_zenodo,
 )
 from covseg.errors import CovsegError
+from covseg.io.ct import volume_stem
 from covseg.io.dicom import is_dicom_file
 from covseg.io.image import image_name, is_image_file
-from covseg.io.nifti import is_nifti, nifti_stem
+from covseg.io.nifti import is_nifti
 from covseg.provenance import is_synthetic_spec
 from covseg.studies import MASK_FOLDER_WORDS
 from covseg.transforms import LUNG_WINDOW, one_read
@@ -232,7 +233,7 @@ def _what_it_holds(root: Path) -> str:
     scans = [path for path in children
              if is_image_file(path) or is_nifti(path) or is_dicom_file(path)]
     named = examples([path.name for path in scans])
-    if scans and all(image_name(nifti_stem(path)) != nifti_stem(path) for path in scans):
+    if scans and all(image_name(volume_stem(path)) != volume_stem(path) for path in scans):
         return (f"{root}: masks found ({named}) but no images; a data folder holds them in "
                 "masks/ beside their images in images/ (MosMed: studies/): give that folder")
     if any(map(_named_as_mask, scans)) and not _masks_beside_images(scans):  # in no layout
@@ -252,14 +253,14 @@ def _what_it_holds(root: Path) -> str:
 def _named_as_mask(path: Path) -> bool:
     """Whether a file's name calls it a mask by a word of :data:`MASK_FOLDER_WORDS` anywhere in
     it: ``tr_mask.nii``, ``x_seg.png``, Kaggle's ``masks_medseg.npy``, ``tr_mask(1).nii.gz``."""
-    return not MASK_FOLDER_WORDS.isdisjoint(re.split(r"[\W_]+", nifti_stem(path).lower()))
+    return not MASK_FOLDER_WORDS.isdisjoint(re.split(r"[\W_]+", volume_stem(path).lower()))
 
 
 def _masks_beside_images(scans: list[Path]) -> bool:
     """Whether a file among ``scans`` is named as the mask of one beside it (``x_mask.png`` by
     ``x.png``, as side-by-side exports lay them out): a layout's images with their masks in the
     wrong folder, not files of none (Kaggle's ``masks_medseg.npy``)."""
-    return bool(masks_beside([nifti_stem(path) for path in scans]))
+    return bool(masks_beside([volume_stem(path) for path in scans]))
 
 
 def _data_sets_below(root: Path, children: list[Path]) -> list[str]:

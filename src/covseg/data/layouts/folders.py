@@ -1,5 +1,6 @@
 """The generic layout: ``images/`` + ``masks/`` (or ``lungs/``) with matching stems, 2D files,
-NIfTI volumes or both.
+NIfTI volumes or both; a volume's mask may be NIfTI, NRRD or MetaImage (3D Slicer's
+single-layer ``.seg.nrrd`` too).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from covseg.data.layouts.base import (
     study_rows,
 )
 from covseg.errors import CovsegError
+from covseg.io.ct import is_mask_volume
 from covseg.io.image import is_image_file
 from covseg.io.nifti import is_nifti
 
@@ -58,11 +60,11 @@ def read_folders(root: Path, options: ReadOptions) -> LoadedData:
     if images_dir is None or masks_dir is None:
         raise CovsegError(_missing_folder(root, images_dir, mask_names[0]))
     images = files(images_dir, lambda p: is_image_file(p) or is_nifti(p))
-    masks = files(masks_dir, lambda p: is_image_file(p) or is_nifti(p))
+    masks = files(masks_dir, lambda p: is_image_file(p) or is_mask_volume(p))
     pairs = pair_folders(images, masks, root, "folders", images_dir, masks_dir)
     _check_one_kind(root, pairs)
-    volumes = [p for p in pairs if is_nifti(p[1])]
-    slices = [p for p in pairs if not is_nifti(p[1])]
+    volumes = [p for p in pairs if is_mask_volume(p[1])]
+    slices = [p for p in pairs if not is_mask_volume(p[1])]
     patients = read_patients_csv(root)
     by_slice, studies = study_rows(patients, slices, _study_of_slice)
     check_patients_listed(by_slice, slice_cases(slices), study_cases(volumes) + studies,
@@ -78,17 +80,18 @@ def read_folders(root: Path, options: ReadOptions) -> LoadedData:
 
 
 def _check_one_kind(root: Path, pairs: list[tuple[str, Path, Path]]) -> None:
-    """A 2D image with a NIfTI mask (ITK-SNAP and 3D Slicer save a 2D segmentation so), or the
+    """A 2D image with a volume mask (ITK-SNAP and 3D Slicer save a 2D segmentation so), or the
     reverse, is refused naming the pair: a pair is read by its image's kind, and the mask's
     reader refused a .nii.gz while asking for NIfTI. A 2D image has no geometry to place a
     volume's slice on, so the mask is not read across kinds."""
     for _, image, mask in pairs:
-        if is_nifti(image) != is_nifti(mask):
-            kinds = {True: "a NIfTI volume", False: "a 2D file"}
-            raise CovsegError(f"{root}: {image.relative_to(root)} is {kinds[is_nifti(image)]} "
-                              f"but its mask {mask.relative_to(root)} is "
-                              f"{kinds[is_nifti(mask)]}; an image and its mask must be of one "
-                              "kind (both 2D files or both NIfTI): save the mask as its image is")
+        if is_mask_volume(image) != is_mask_volume(mask):
+            kinds = {True: "a volume", False: "a 2D file"}
+            raise CovsegError(f"{root}: {image.relative_to(root)} is "
+                              f"{kinds[is_mask_volume(image)]} but its mask "
+                              f"{mask.relative_to(root)} is {kinds[is_mask_volume(mask)]}; an "
+                              "image and its mask must be of one kind (both 2D files or both "
+                              "volumes): save the mask as its image is")
 
 
 def _check_unique_cases(samples: list[Sample]) -> None:

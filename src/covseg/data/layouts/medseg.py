@@ -29,8 +29,9 @@ from covseg.data.layouts.base import (
     unique,
 )
 from covseg.errors import CovsegError
+from covseg.io.ct import volume_stem
 from covseg.io.image import is_image_file
-from covseg.io.nifti import is_nifti, named_as_nifti, nifti_stem
+from covseg.io.nifti import is_nifti, named_as_nifti
 
 MEDSEG_MASKS = ("tr_mask_new", "tr_mask")
 """Names of MedSeg's PNG masks folder, the corrected masks first."""
@@ -71,7 +72,7 @@ def _stacks(root: Path, stem: str) -> list[Path]:
     as a browser or desktop gunzips it, or both, their suffix in any case (``.NII.GZ``) as a
     generic folder's; a broken link of the name too (content not fetched), which
     :func:`_stack` refuses."""
-    return [path for path in listed(root) if named_as_nifti(path) and nifti_stem(path) == stem
+    return [path for path in listed(root) if named_as_nifti(path) and volume_stem(path) == stem
             and (path.is_file() or (path.is_symlink() and not path.exists()))]
 
 
@@ -81,7 +82,7 @@ def _stack(root: Path, stem: str) -> Path | None:
     link (:func:`refuse_broken_links`)."""
     stacks = _stacks(root, stem)
     refuse_broken_links(root, stacks)
-    return unique(root, stacks, nifti_stem).get(stem)
+    return unique(root, stacks, volume_stem).get(stem)
 
 
 def _medseg_volume_pairs(root: Path, target: str) -> list[tuple[str, Path, Path]]:

@@ -33,8 +33,9 @@ from covseg.data.layouts.base import (
 )
 from covseg.data.layouts.folders import FOLDERS_IMAGES, FOLDERS_MASKS
 from covseg.errors import CovsegError, counted
+from covseg.io.ct import volume_stem
 from covseg.io.image import IMAGE_SUFFIXES, image_name, is_image_file
-from covseg.io.nifti import is_nifti, named_as_nifti, nifti_stem
+from covseg.io.nifti import is_nifti, named_as_nifti
 
 
 def read_mosmed_2d(root: Path, options: ReadOptions) -> LoadedData:
@@ -277,9 +278,9 @@ def _split_line(path: Path, number: int, line: str, known: dict[str, str]) -> st
 def read_mosmed_3d(root: Path, options: ReadOptions) -> LoadedData:
     """MosMed's studies that have a mask (only CT-1's have); the others are skipped, and both
     skips are said."""
-    studies = unique(root / "studies", _niftis_under(root / "studies"), nifti_stem)
+    studies = unique(root / "studies", _niftis_under(root / "studies"), volume_stem)
     masks = unique(root / "masks", _niftis_under(root / "masks"),
-                    lambda p: image_name(nifti_stem(p)))
+                    lambda p: image_name(volume_stem(p)))
     pairs = [(stem, studies[stem], masks[stem]) for stem in sorted(studies) if stem in masks]
     if not pairs:
         raise CovsegError(
