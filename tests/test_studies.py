@@ -17,7 +17,7 @@ from covseg.errors import CovsegError
 from covseg.io import dicom, listing
 from covseg.quantify import quantify_batch
 from covseg.studies import find_studies
-from tests.conftest import shared
+from tests.conftest import saved_as, shared, write_mask
 from tests.io.helpers import dose_report, phantom, save, synthetic_series
 
 
@@ -495,3 +495,23 @@ def test_two_studies_whose_names_differ_only_in_case_are_refused(tmp_path: Path)
         f"several studies are named s and S ({tmp_path / 'vA' / 's.nii.gz'}, "
         f"{tmp_path / 'vB' / 'S.nii.gz'}), one folder name on macOS and Windows disks; rename "
         "one, or give them to runs with separate --out folders")
+
+
+def test_nrrd_metaimage_and_slicer_masks_are_studies_in_folders_and_patient_folders(
+        tmp_path: Path) -> None:
+    """Reading masks, a folder's NIfTI files alone were studies: its .nrrd and .mha masks were
+    passed over, and a patient folder holding a 3D Slicer segmentation alone was read as a
+    study of its own and failed ("lesion masks must be NIfTI files"). Every volume mask is now
+    a study, named without its format (a patient folder's by the folder), in the folder and in
+    its patient folders alike; reading
+    CTs, the segmentations are still passed over."""
+    nifti = write_mask(tmp_path / "m.nii.gz")
+    masks = tmp_path / "masks"
+    for name in ("a.nrrd", "b.mha", "c.seg.nrrd", "p1/d.nrrd", "p2/e.seg.nrrd"):
+        saved_as(nifti, masks / name)
+    found = find_studies([masks], masks=True)
+    assert [(s.name, s.path.relative_to(masks).as_posix()) for s in found] == [
+        ("a", "a.nrrd"), ("b", "b.mha"), ("c", "c.seg.nrrd"), ("p1", "p1/d.nrrd"),
+        ("p2", "p2/e.seg.nrrd")]
+    assert [s.path.name for s in find_studies([masks]) if s.path.is_file()] == [
+        "a.nrrd", "b.mha", "d.nrrd"]

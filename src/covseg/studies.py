@@ -271,7 +271,7 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
         own = [c for c in folders if _is_own_output(c, masks, listings)]
         inputs = _outside_out([c for c in folders if c not in own], exclude, masks, listings)
         pictures = [c for c in inputs if _holds_pictures_only(c, listings)]
-        niftis = {c: [] if masks and predicted_mask(c) else folder_volumes(c, listings)
+        niftis = {c: [] if masks and predicted_mask(c) else _volumes_in(c, masks, listings)
                   for c in inputs if c not in pictures}
         no_ct = {} if masks else _no_ct_folders([c for c, files in niftis.items() if not files],
                                                 listings)
@@ -357,6 +357,13 @@ def _segmentations(folders: Sequence[Path], listings: Listings) -> list[Path]:
     ``folders`` (an input folder and its sub-folders read), never volume files: named here."""
     return [c for folder in dict.fromkeys(folders) for c in listings.children(folder)
             if not c.name.startswith(".") and c.is_file() and is_segmentation(c)]
+
+
+def _volumes_in(folder: Path, masks: bool, listings: Listings) -> list[Path]:
+    """A sub-folder's volume files (:func:`~covseg.io.ct.folder_volumes`), reading ``masks``
+    its 3D Slicer segmentations too (:func:`_segmentations`), sorted."""
+    found = folder_volumes(folder, listings)
+    return sorted(found + _segmentations([folder], listings)) if masks else found
 
 
 def _volume_files(children: Sequence[Path], masks: bool) -> list[Path]:
@@ -462,7 +469,7 @@ def _split_masks(files: Sequence[Path], masks: bool) -> tuple[list[Path], list[P
 def _holds_inputs(folder: Path, masks: bool, listings: Listings) -> bool:
     """Whether ``folder`` holds what is read as studies: NIfTI files (CTs, or any reading
     ``masks``) or, reading CTs, DICOM slices in it or under it."""
-    if _split_masks(folder_volumes(folder, listings), masks)[0]:
+    if _split_masks(_volumes_in(folder, masks, listings), masks)[0]:
         return True
     return not masks and next(dicom_files(folder, listings), None) is not None
 
