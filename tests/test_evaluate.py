@@ -1662,9 +1662,10 @@ def test_nrrd_and_metaimage_truths_score_as_the_same_nifti(tmp_path: Path, name:
     .seg.nrrd, .mha) was "not a mask file", its folder one of "no masks". Each now scores as
     the NIfTI it was saved from."""
     saved_as(_volume_truth(tmp_path), tmp_path / "itk" / name)
-    for folder in ("nifti", "itk"):
-        evaluate_folders(tmp_path / "pred", tmp_path / folder, tmp_path / f"{folder}_ev")
+    units = {evaluate_folders(tmp_path / "pred", tmp_path / folder, tmp_path / f"{folder}_ev")[
+        "hd95_unit"] for folder in ("nifti", "itk")}
     assert (tmp_path / "itk_ev.csv").read_text() == (tmp_path / "nifti_ev.csv").read_text()
+    assert units == {"mm (3D, volumes)"}
     assert main(["evaluate", "--pred", str(tmp_path / "pred" / "a.nii.gz"), "--truth",
                  str(tmp_path / "itk" / name), "--out", str(tmp_path / "cli")]) == 0
 

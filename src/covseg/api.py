@@ -1404,22 +1404,21 @@ def evaluate(pred: str | os.PathLike[str], truth: str | os.PathLike[str],
              out: str | os.PathLike[str], per_slice: bool = False) -> dict[str, Any]:
     """Per-case and summary metrics of predicted masks against the truth (CSV and JSON).
 
-    ``pred`` and ``truth``: folders of masks, or single mask files or predict study folders
-    (their ``infection.nii.gz``). A truth whose input ``covseg predict`` recorded as failed, or
-    whose mask is gone from a ``pred`` folder whose ``predict.json`` lists its image, is scored
-    as an empty prediction (a single mask as ``pred`` is scored alone); other truths without a
-    prediction (another shard's, a subset's) are not scored. ``per_slice``: score each axial
-    slice of NIfTI volumes as its own case (a stack of independent slices, as MedSeg's
+    ``pred`` and ``truth``: folders of masks, or single mask files or predict study folders (their
+    ``infection.nii.gz``). A truth whose input ``covseg predict`` recorded as failed, or whose mask
+    is gone from a ``pred`` folder whose ``predict.json`` lists its image, is scored as an empty
+    prediction (a single mask as ``pred`` is scored alone); other truths without a prediction
+    (another shard's, a subset's) are not scored. ``per_slice``: score each axial slice of volumes
+    (NIfTI, NRRD, MetaImage) as its own case (a stack of independent slices, as MedSeg's
     ``tr_mask.nii.gz``), so the mean is the mean per-slice Dice; refused for 2D masks, each one
-    slice already. One folder or file given as both ``pred`` and ``truth`` is refused. ``out``:
-    a name, written as ``out.json``, ``out.csv`` and ``out.png``, or a folder that holds
-    ``evaluation.*``: one that exists, or a str ending in ``/`` (``"evnew/"``);
-    ``Path("evnew/")`` drops the slash, so it names the files ``evnew.*`` unless the folder
-    ``evnew`` exists.
+    slice already. One folder or file given as both ``pred`` and ``truth`` is refused. ``out``: a
+    name, written as ``out.json``, ``out.csv`` and ``out.png``, or a folder that holds
+    ``evaluation.*``: one that exists, or a str ending in ``/`` (``"evnew/"``); ``Path("evnew/")``
+    drops the slash, so it names the files ``evnew.*`` unless the folder ``evnew`` exists.
 
     Returns what the JSON holds: the number of ``cases``, the ``summary`` (per metric its mean,
     std, median and how many cases define it; HD95 apart as ``hd95_mm`` and ``hd95_px`` where
-    2D masks and NIfTI volumes are both scored), the ``per_case`` rows, the truths scored without
+    2D masks and volumes are both scored), the ``per_case`` rows, the truths scored without
     a prediction (``missing_predictions``), the predictions without a truth
     (``unmatched_predictions``), the truths not scored (``unmatched_truths``; those pending in
     a predict that did not finish: ``pending_truths``, warned of), whether ``pred``

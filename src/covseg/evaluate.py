@@ -464,11 +464,11 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     plot, ``out``.png.
 
     Masks are matched by case name (:func:`~covseg.io.image.case_key` of a file's stem or a ``covseg
-    predict`` study folder's name: ``x_mask`` is case ``x``), 2D masks scored in 2D, NIfTI volumes
-    (or study folders) in 3D with HD95 in mm from the truth's voxel spacing, or with ``per_slice``
-    each axial slice as its own case (a stack of independent slices, as MedSeg's ``tr_mask.nii.gz``;
-    refused where every mask is 2D). Either side may be a single mask file or predict study folder;
-    two such are one case; a pair of one file on both sides is refused
+    predict`` study folder's name: ``x_mask`` is case ``x``), 2D masks scored in 2D, volumes (NIfTI,
+    NRRD, MetaImage, or study folders) in 3D with HD95 in mm from the truth's voxel spacing, or with
+    ``per_slice`` each axial slice as its own case (a stack of independent slices, as MedSeg's
+    ``tr_mask.nii.gz``; refused where every mask is 2D). Either side may be a single mask file or
+    predict study folder; two such are one case; a pair of one file on both sides is refused
     (:func:`_refuse_self_scoring`). A truth whose input predict recorded as failed, or whose mask is
     gone from a ``--pred`` folder whose record lists its image (:func:`_failed_cases`), is scored
     against an empty mask and named in ``missing_predictions``, so the means cover every case
@@ -736,15 +736,15 @@ def _skip_images(images: dict[Path, CovsegError], folder: Path, whole: bool) -> 
 
 
 def _hd95_unit(truths: Sequence[Path], per_slice: bool) -> str:
-    """The unit of the HD95 of these truths: mm for NIfTI volumes (in 3D, or in each axial
+    """The unit of the HD95 of these truths: mm for volumes (in 3D, or in each axial
     slice with ``per_slice``), pixels for 2D slices, given apart where there are both
     (:func:`split_hd95`)."""
     volumes = sum(map(is_mask_volume, truths))
-    in_mm = "mm (per axial slice of NIfTI volumes)" if per_slice else "mm (3D, NIfTI volumes)"
+    in_mm = "mm (per axial slice of volumes)" if per_slice else "mm (3D, volumes)"
     if volumes == len(truths):
         return in_mm
     return ("pixels (2D slices)" if volumes == 0 else
-            "mm for NIfTI volumes (hd95_mm), pixels for 2D slices (hd95_px), given apart")
+            "mm for volumes (hd95_mm), pixels for 2D slices (hd95_px), given apart")
 
 
 OUTPUT_KINDS = ("json", "csv", "png")
