@@ -3163,3 +3163,67 @@ def test_a_volumes_mask_saved_as_nrrd_or_metaimage_is_read_as_its_nifti(tmp_path
     assert refusals[0].startswith("ROOT/images/case1.nii.gz: not on the voxel grid of the mask "
                                   "MASK (origins 5 mm apart")
     assert refusals[1] == refusals[0]
+
+
+@pytest.mark.parametrize(("image", "mask"), [("nrrd", "nii.gz"), ("mha", "mha"),
+                                             ("nhdr", "nrrd"), ("mhd", "seg.nrrd")])
+@pytest.mark.parametrize("layout", ["generic", "zenodo"])
+def test_a_ct_saved_as_nrrd_or_metaimage_gives_its_niftis_training_slices(
+        tmp_path: Path, layout: str, image: str, mask: str) -> None:
+    """images/ (and Zenodo's CT folder) were read for NIfTI volumes only: a CT saved by 3D
+    Slicer or ITK as NRRD or MetaImage was passed over, its mask warned of as without an image,
+    and a folder of such CTs held no slices. Each is now read as the NIfTI it was saved from,
+    beside a mask of any of the three formats, and gives the same slices."""
+    folders = {"generic": ("images", "masks"), "zenodo": ("ct_scans", "infection_mask")}[layout]
+    hu, lesions = _hu_volume(slices=3)
+    nifti = tmp_path / "nifti"
+    _save_nifti(nifti / folders[0] / "coronacases_001.nii.gz", hu)
+    _save_nifti(nifti / folders[1] / "coronacases_001.nii.gz", lesions)
+    itk = tmp_path / "itk"
+    for folder, suffix in zip(folders, (image, mask), strict=True):
+        saved_as(nifti / folder / "coronacases_001.nii.gz",
+                 itk / folder / f"coronacases_001.{suffix}")
+    expected, read = load_dataset(nifti), load_dataset(itk)
+    assert read.layout == expected.layout == ("folders" if layout == "generic" else "zenodo")
+    assert [(s.case_id, s.patient_id) for s in read.samples] == [
+        (s.case_id, s.patient_id) for s in expected.samples]
+    for got, want in zip(read.samples, expected.samples, strict=True):
+        assert (got.image == want.image).all() and (got.mask == want.mask).all()
+        assert got.source.startswith(str(itk / folders[0] / f"coronacases_001.{image}#z"))
+
+
+def test_broken_links_named_as_nrrd_or_metaimage_are_named_as_niftis_are(tmp_path: Path) -> None:
+    """A broken link (git-annex content not fetched) named .nrrd or .mha was passed over unseen,
+    as a NIfTI one no longer was: its CT's mask was then said to have no image, or a mask went
+    missing. It is now refused in the same words."""
+    generic = tmp_path / "generic"
+    _generic_slices(generic, ["a", "b"])
+    (generic / "images" / "c.nrrd").symlink_to("../.git/annex/objects/c.nrrd")
+    assert _refusal(generic) == (
+        f"{generic / 'images'}: 1 file is a broken link (c.nrrd): content not fetched from "
+        "git-annex or DataLad? Run `git annex get .` or `datalad get .` in the clone, then run "
+        "again")
+    (generic / "images" / "c.nrrd").unlink()
+    (generic / "masks" / "a.mha").symlink_to("../.git/annex/objects/a.mha")
+    assert _refusal(generic).startswith(f"{generic / 'masks'}: 1 file is a broken link (a.mha)")
+
+
+def test_nrrd_and_metaimage_scans_alone_say_what_is_missing_as_niftis_do(tmp_path: Path) -> None:
+    """A folder of NRRD or MetaImage CTs, or of their masks, with no layout got the generic
+    "unrecognised data layout", where NIfTI ones were said to lack their masks or images."""
+    hu, lesions = _hu_volume(slices=2)
+    said = {
+        ("ct", "chest.nrrd", "lungs.mha"): (
+            "images or CT scans found (chest.nrrd, lungs.mha) but no masks; a data folder holds "
+            "them in images/ and their masks in masks/, under the same file stems (covseg "
+            "predict segments them as they are)"),
+        ("masks_only", "study_0255_mask.nrrd", "study_0256_mask.mha"): (
+            "masks found (study_0255_mask.nrrd, study_0256_mask.mha) but no images; a data "
+            "folder holds them in masks/ beside their images in images/ (MosMed: studies/): "
+            "give that folder"),
+    }
+    for (folder, *names), line in said.items():
+        _save_nifti(tmp_path / f"{folder}.nii.gz", hu if folder == "ct" else lesions)
+        for name in names:
+            saved_as(tmp_path / f"{folder}.nii.gz", tmp_path / folder / name)
+        assert _refusal(tmp_path / folder) == f"{tmp_path / folder}: {line}"

@@ -53,6 +53,13 @@ def is_volume_named(path: Path) -> bool:
     return is_nifti_named(path) or is_itk_named(path)
 
 
+def named_as_volume(path: Path) -> bool:
+    """Whether ``path`` is named as a NIfTI, NRRD or MetaImage file a folder's listing reads
+    (not hidden), whatever is behind the name: a broken link's too."""
+    return (not path.name.startswith(".")
+            and (path.name.lower().endswith(NIFTI_SUFFIXES) or is_itk_source(path.name)))
+
+
 def is_mask_volume(path: Path) -> bool:
     """True for a file read as a volume's mask rather than a 2D one: a NIfTI, NRRD or MetaImage
     file, a 3D Slicer segmentation included, not hidden (as :func:`is_volume_file`). The one
@@ -78,6 +85,15 @@ def read_mask_volume(path: Path, dtype: type = np.int16, like: Volume | None = N
     return read_mask_nifti(path, dtype, like)
 
 
+def read_volume_file(path: Path, like: Volume | None = None) -> Volume:
+    """A CT's NIfTI, NRRD or MetaImage file as float32 (z, y, x), its intensity not judged: the
+    one reader of such a file, for :func:`read_volume` and the data layouts' volumes (which
+    judge a training set's scale themselves); ``like``: as for :func:`read_nifti`."""
+    if is_itk_source(path.name):
+        return read_itk(path, like)
+    return read_nifti(path, like=like)
+
+
 def read_volume(path: str | os.PathLike[str], hu: str = "auto", like: Volume | None = None
                 ) -> Volume:
     """Read a CT as float32 (z, y, x) from NIfTI, NRRD or MetaImage (:mod:`covseg.io.itk`), a
@@ -98,10 +114,8 @@ def read_volume(path: str | os.PathLike[str], hu: str = "auto", like: Volume | N
         raise CovsegError(f"{path}: no such file or folder")
     elif refused := apple_double(path):
         raise refused
-    elif path.name.lower().endswith(NIFTI_SUFFIXES):
-        volume = read_nifti(path, like=like)
-    elif is_itk_source(path.name):
-        volume = read_itk(path, like)
+    elif path.name.lower().endswith(NIFTI_SUFFIXES) or is_itk_source(path.name):
+        volume = read_volume_file(path, like)
     elif path.suffix.lower() in IMAGE_SUFFIXES:
         raise CovsegError(
             f"{path}: a 2D image, not a volume; give a NIfTI, NRRD or MetaImage file or a DICOM "

@@ -22,7 +22,7 @@ import numpy as np
 
 from covseg.errors import CovsegError, counted, read_naming_out_of_memory, them
 from covseg.io.atomic import refuse_undecodable_name, utf8_text
-from covseg.io.ct import read_mask_volume, volume_stem
+from covseg.io.ct import named_as_volume, read_mask_volume, read_volume_file, volume_stem
 from covseg.io.dicom import is_dicom_file
 from covseg.io.image import (
     QUARTER_TURNS,
@@ -36,12 +36,7 @@ from covseg.io.image import (
     read_oriented_mask,
     refuse_negative,
 )
-from covseg.io.nifti import (
-    is_nifti,
-    named_as_nifti,
-    read_nifti,
-    read_paired,
-)
+from covseg.io.nifti import is_nifti, read_paired
 from covseg.io.volume import Volume, check_same_grid, refuse_unwindowed_grey
 from covseg.progress import progress_bar
 from covseg.provenance import option_given
@@ -455,7 +450,7 @@ def refuse_broken_links(folder: Path, paths: Iterable[Path]) -> None:
     one for each file, which no listing reads, so that their masks were said to have no image
     and a run trained on what was left."""
     broken = [path.relative_to(folder).as_posix() for path in paths
-              if (named_as_image(path) or named_as_nifti(path))
+              if (named_as_image(path) or named_as_volume(path))
               and not path.exists() and path.is_symlink()]
     if broken:
         one = len(broken) == 1
@@ -904,7 +899,7 @@ def _read_volume_pair(image_path: Path, mask_path: Path) -> tuple[Volume, Volume
     CT's: :func:`read_paired`) and checked to share its grid as quantify checks it
     (:func:`check_same_grid`): one of another shape, or whose header flips or permutes the
     axes and places the voxels elsewhere, is refused rather than trained on mirrored."""
-    image, mask = read_paired(lambda like: read_nifti(image_path, like=like), image_path,
+    image, mask = read_paired(lambda like: read_volume_file(image_path, like), image_path,
                               lambda like: read_mask_volume(mask_path, np.int16, like),
                               mask_path)
     check_same_grid(mask, image)

@@ -51,10 +51,9 @@ from covseg.data.layouts.zenodo import (
     read_zenodo,
 )
 from covseg.errors import CovsegError
-from covseg.io.ct import volume_stem
+from covseg.io.ct import is_volume_file, volume_stem
 from covseg.io.dicom import is_dicom_file
 from covseg.io.image import image_name, is_image_file
-from covseg.io.nifti import is_nifti
 from covseg.provenance import is_synthetic_spec
 from covseg.studies import MASK_FOLDER_WORDS
 from covseg.transforms import LUNG_WINDOW, one_read
@@ -231,7 +230,7 @@ def _what_it_holds(root: Path) -> str:
     if data_sets:
         return f"{root}: a folder of data sets ({examples(data_sets)}); give one of them"
     scans = [path for path in children
-             if is_image_file(path) or is_nifti(path) or is_dicom_file(path)]
+             if is_image_file(path) or is_volume_file(path) or is_dicom_file(path)]
     named = examples([path.name for path in scans])
     if scans and all(image_name(volume_stem(path)) != volume_stem(path) for path in scans):
         return (f"{root}: masks found ({named}) but no images; a data folder holds them in "

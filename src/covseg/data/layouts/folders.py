@@ -1,6 +1,6 @@
 """The generic layout: ``images/`` + ``masks/`` (or ``lungs/``) with matching stems, 2D files,
-NIfTI volumes or both; a volume's mask may be NIfTI, NRRD or MetaImage (3D Slicer's
-single-layer ``.seg.nrrd`` too).
+volumes (NIfTI, NRRD or MetaImage) or both; a volume's mask may be any of the three, whichever
+its CT's is (3D Slicer's single-layer ``.seg.nrrd`` too).
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ from covseg.data.layouts.base import (
     study_rows,
 )
 from covseg.errors import CovsegError
-from covseg.io.ct import is_mask_volume
+from covseg.io.ct import is_mask_volume, is_volume_file
 from covseg.io.image import is_image_file
-from covseg.io.nifti import is_nifti
 
 FOLDERS_IMAGES = ("images", "imgs", "Images", "Imgs")
 """Names of the generic layout's images folder (MosMed's 2D ``imgs/`` too, and Inf-Net's
@@ -59,7 +58,7 @@ def read_folders(root: Path, options: ReadOptions) -> LoadedData:
     masks_dir = only_dir(root, mask_names)
     if images_dir is None or masks_dir is None:
         raise CovsegError(_missing_folder(root, images_dir, mask_names[0]))
-    images = files(images_dir, lambda p: is_image_file(p) or is_nifti(p))
+    images = files(images_dir, lambda p: is_image_file(p) or is_volume_file(p))
     masks = files(masks_dir, lambda p: is_image_file(p) or is_mask_volume(p))
     pairs = pair_folders(images, masks, root, "folders", images_dir, masks_dir)
     _check_one_kind(root, pairs)

@@ -16,9 +16,8 @@ from covseg.data.layouts.base import (
     target_option,
 )
 from covseg.errors import CovsegError
-from covseg.io.ct import is_mask_volume, volume_stem
+from covseg.io.ct import is_mask_volume, is_volume_file, volume_stem
 from covseg.io.image import case_key
-from covseg.io.nifti import is_nifti
 
 ZENODO_IMAGES = ("ct_scans", "COVID-19-CT-Seg_20cases")
 ZENODO_INFECTION = ("infection_mask", "Infection_Mask")
@@ -95,7 +94,7 @@ def read_zenodo(root: Path, options: ReadOptions) -> LoadedData:
     masks_dir = only_dir(root, names)
     if images_dir is None or masks_dir is None:
         raise CovsegError(_missing_folders(root, images_dir, masks_dir, names, options.target))
-    images = files(images_dir, is_nifti, lambda p: case_key(volume_stem(p)))
+    images = files(images_dir, is_volume_file, lambda p: case_key(volume_stem(p)))
     masks = files(masks_dir, is_mask_volume, lambda p: case_key(volume_stem(p)))
     pairs = pair_folders(images, masks, root, "zenodo", images_dir, masks_dir)
     samples = read_studies(pairs, options, "reading Zenodo volumes", root)
