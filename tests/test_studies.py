@@ -36,7 +36,8 @@ def test_quantify_of_a_2d_predict_folder_names_its_masks(tmp_path: Path) -> None
         api.quantify(pred, tmp_path / "out")
     assert str(refused.value).startswith(
         f"{pred}: holds 2D masks from covseg predict (2 file(s) (a.png, b.png)) and 1 folder(s) "
-        "(overlays) of 2D pictures, no NIfTI mask; quantify measures NIfTI masks of CT volumes")
+        "(overlays) of 2D pictures, no volume mask; quantify measures masks of CT volumes "
+        "(NIfTI, NRRD or MetaImage)")
     assert str(refused.value).endswith("score 2D masks against their truth with `covseg evaluate`")
     assert not (tmp_path / "out").exists()
 
@@ -52,8 +53,9 @@ def test_quantify_of_a_folder_of_2d_masks_is_refused_up_front(tmp_path: Path) ->
     for name in ("a.png", "b.png"):
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(masks / name)
     with pytest.raises(CovsegError, match=r"^\S*masks: holds 2D pictures \(2 file\(s\) "
-                                          r"\(a.png, b.png\)\), no NIfTI mask; "
-                                          r"quantify measures NIfTI masks of CT volumes, .*"
+                                          r"\(a.png, b.png\)\), no volume mask; "
+                                          r"quantify measures masks of CT volumes \(NIfTI, "
+                                          r"NRRD or MetaImage\), .*"
                                           r"`covseg evaluate`$"):
         api.quantify(masks, tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -355,9 +357,10 @@ def test_quantify_on_folders_of_2d_masks_says_what_quantify_takes(tmp_path: Path
     for name in ("ward1/a.png", "ward2/b.png"):
         (masks / name).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(masks / name)
-    advice = ("quantify measures NIfTI masks of CT volumes, not 2D pictures (mL need a slice "
-              "thickness); give NIfTI lesion masks (`covseg predict` writes them for CT volumes), "
-              "or score 2D masks against their truth with `covseg evaluate`")
+    advice = ("quantify measures masks of CT volumes (NIfTI, NRRD or MetaImage), not 2D "
+              "pictures (mL need a slice thickness); give lesion masks of CT volumes (`covseg "
+              "predict` writes them), or score 2D masks against their truth with `covseg "
+              "evaluate`")
     with pytest.raises(CovsegError, match=r"^\S*masks: holds no mask, only folders of 2D "
                                           r"pictures \(2 folder\(s\) \(ward1, ward2\)\); "
                                           + re.escape(advice) + "$"):

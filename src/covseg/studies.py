@@ -230,9 +230,9 @@ def _check_slices_not_given_apart(files: Sequence[Path]) -> None:
 
 PICTURES_ADVICE = {
     False: "give such a folder itself to predict its pictures",
-    True: ("quantify measures NIfTI masks of CT volumes, not 2D pictures (mL need a slice "
-           "thickness); give NIfTI lesion masks (`covseg predict` writes them for CT volumes), "
-           "or score 2D masks against their truth with `covseg evaluate`"),
+    True: ("quantify measures masks of CT volumes (NIfTI, NRRD or MetaImage), not 2D pictures "
+           "(mL need a slice thickness); give lesion masks of CT volumes (`covseg predict` "
+           "writes them), or score 2D masks against their truth with `covseg evaluate`"),
 }
 """What to do with folders of 2D pictures found beside studies or alone, reading CTs (predict)
 or ``masks`` (quantify, which measures no 2D mask)."""
@@ -334,18 +334,18 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
                           "predict it")
     held = [c for c in children if is_image_file(c)] if masks and not found else []
     if held:  # a folder of 2D masks (a 2D predict's), perhaps beside its overlays/
-        raise CovsegError(f"{path}: holds {_pictures_held(path, held, pictures)}, no NIfTI "
+        raise CovsegError(f"{path}: holds {_pictures_held(path, held, pictures)}, no volume "
                           f"mask; {advice}")
     if not found and pictures:
         raise CovsegError(f"{path}: holds no {'mask' if masks else 'CT'}, only folders of 2D "
                           f"pictures ({listed_paths(pictures, path, 'folder')}); {advice}")
     if masks and not found and _holds_pictures_only(path, listings):  # the pictures' own folder
-        raise CovsegError(f"{path}: holds 2D pictures, no NIfTI mask; {advice}")
+        raise CovsegError(f"{path}: holds 2D pictures, no volume mask; {advice}")
     return found
 
 
 def _pictures_held(path: Path, held: Sequence[Path], folders: Sequence[Path]) -> str:
-    """What a folder given to quantify holds instead of NIfTI masks: its own 2D files (a 2D
+    """What a folder given to quantify holds instead of volume masks: its own 2D files (a 2D
     predict's PNG masks, so named where its predict.json is there) and folders of them."""
     kind = "2D masks from covseg predict" if (path / PREDICT_RECORD).is_file() else "2D pictures"
     beside = f" and {listed_paths(folders, path, 'folder')} of 2D pictures" if folders else ""
