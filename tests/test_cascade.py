@@ -199,6 +199,42 @@ def test_a_moved_cascade_finds_its_lung_run_copied_beside_it(tmp_path: Path,
         Predictor.load(tmp_path / "other" / "cascade").predict_probabilities([image])
 
 
+def cascade_as_typed(data: Path, folder: Path) -> tuple[Path, Path, np.ndarray]:
+    """:func:`_cascade` with its lung run recorded as covseg did until 3 Dec: as typed
+    (``lungs``, relative to ``folder``, where training ran), no SHA-256, no ``relative``."""
+    lungs, cascade, image = _cascade(data, folder)
+    payload = torch.load(cascade / "best.pt", weights_only=True)
+    guide = payload["meta"]["lung_guide"]
+    payload["meta"]["lung_guide"] = {"source": "lungs", "crop": guide["crop"],
+                                     "window": guide["window"]}
+    torch.save(payload, cascade / "best.pt")
+    return lungs, cascade, image
+
+
+def test_a_cascade_that_recorded_its_lung_run_as_typed_finds_it_from_elsewhere(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cascade trained before 3 Dec recorded its lung run as typed (``lungs``, relative to
+    the folder training ran in): from any other folder it was refused as "not there", though
+    the lung run sat beside it. It is looked for from the cascade's folder and those above it."""
+    training = tmp_path / "training"
+    lungs, cascade, image = cascade_as_typed(synthetic_folder, training)
+    monkeypatch.chdir(training)
+    before = Predictor.load(cascade).predict_probabilities([image])[0]
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    found = Predictor.load(cascade)
+    assert found.guide is not None and found.guide.run == str(lungs)
+    np.testing.assert_array_equal(found.predict_probabilities([image])[0], before)
+    lungs.rename(tmp_path / "away")
+    gone = re.escape(f"{cascade / 'best.pt'}: this cascade model takes its lung channel from "
+                     "the lung run lungs, a path recorded relative to the folder its training "
+                     "ran in (as covseg did until 3 Dec), not found from here, nor from this "
+                     "cascade's folder or any above it; run covseg from the folder training ran "
+                     "in, or retrain with --lung-guide at the lung run's place")
+    with pytest.raises(CovsegError, match=f"^{gone}$"):
+        Predictor.load(cascade).predict_probabilities([image])
+
+
 def test_a_lung_run_still_training_is_refused_as_a_guide(tmp_path: Path,
                                                          synthetic_folder: Path) -> None:
     """Its best.pt, given by name, was taken: the cascade trained on one epoch's lungs and

@@ -1139,6 +1139,25 @@ def test_a_batch_of_one_study_ends_with_its_figures_and_folder(
     assert printed == f"2 done, 0 already done, 0 failed; summary: {tmp_path / 'two'}/summary.csv\n"
 
 
+def test_a_study_skipped_as_an_earlier_covsegs_says_it_recorded_no_settings(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A rerun into an --out an earlier covseg wrote (its record holds no settings) skips the
+    study and printed "NAME (already done): ..." with the old figures, made perhaps otherwise
+    (160 mL where this covseg found 970): the line says whose they are and how to redo it."""
+    ct, mask, _ = synthetic_study(tmp_path / "in", "chest")
+    out = tmp_path / "q"
+    args = ("quantify", str(mask), "--image", str(ct), "--out", str(out))
+    assert _run(capsys, *args)[0] == 0
+    done = out / "chest" / "quantification.json"
+    record = json.loads(done.read_text(encoding="utf-8"))
+    del record["settings"]
+    done.write_text(json.dumps(record), encoding="utf-8")
+    code, printed, _ = _run(capsys, *args)
+    assert code == 0
+    assert printed.startswith("chest (already done by an earlier covseg that recorded no "
+                              "settings; delete its folder to redo it): lesion 0.18 mL, "), printed
+
+
 def test_predict_mosmed_studies_folder_as_it_ships(tmp_path: Path, tiny_run: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """``covseg predict MOS/studies`` (studies/CT-0..CT-4/*.nii.gz) failed every CT-x folder as

@@ -262,6 +262,27 @@ def test_an_exported_cascade_finds_its_lung_run_beside_it(tmp_path: Path,
     assert guide is not None and guide.run == str(tmp_path / "other" / "lungs")
 
 
+@NEEDS_ONNX
+def test_a_cascade_that_recorded_its_lung_run_as_typed_is_exported_from_elsewhere(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cascade trained before 3 Dec recorded its lung run relative to the folder training
+    ran in: its export from any other folder was refused as "not there", though the lung run
+    sat beside it. It is found there, and the ONNX file records where (an absolute path: the
+    one as typed would be looked for from the ONNX file's folder)."""
+    from covseg.infer import Predictor
+    from tests.test_cascade import cascade_as_typed
+
+    lungs, cascade, _ = cascade_as_typed(synthetic_folder, tmp_path / "training")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    out = tmp_path / "onnx" / "cascade.onnx"
+    out.parent.mkdir()
+    assert main(["export", "--model", str(cascade), "--out", str(out)]) == 0
+    assert OnnxNetwork(out).meta["lung_guide"]["source"] == str(lungs)
+    guide = Predictor.load_onnx(out).guide
+    assert guide is not None and guide.run == str(lungs)
+
+
 def _export_other_weights(run: Path, out: Path) -> Path:
     """Change ``run``'s weights in place and export them to ``out``: another model's export."""
     import torch

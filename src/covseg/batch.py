@@ -520,16 +520,26 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
     earlier = _earlier_clashes(out_dir, records, {study.name for study in studies}, current)
     unrecorded = [folder for folder, changes in earlier if not changes]
     if unrecorded:
-        raise CovsegError(f"{out_dir} holds {unrecorded[0].name}{_more(unrecorded)}, done by an "
-                          "earlier covseg that recorded no settings, which its summary would "
-                          "list beside this call's studies, perhaps made otherwise; pick a new "
-                          f"{option_name('out')} or delete it")
+        raise CovsegError(f"{out_dir} holds {unrecorded[0].name}{_more(unrecorded)}, "
+                          f"{UNRECORDED}, which its summary would list beside this call's "
+                          f"studies, perhaps made otherwise; pick a new {option_name('out')} "
+                          "or delete it")
     if earlier:
         folder, changes = earlier[0]
         raise CovsegError(f"{out_dir} holds {folder.name}, done earlier with other settings "
                           f"({'; '.join(changes)}){_more(earlier)}, which its summary would "
                           "list beside this call's studies; pick a new "
                           f"{option_name('out')} or delete it")
+
+
+UNRECORDED = "done by an earlier covseg that recorded no settings"
+"""Said of a done study whose record holds no settings (:func:`recorded_no_settings`)."""
+
+
+def recorded_no_settings(record: dict[str, Any] | None) -> bool:
+    """Whether a done study's record is an earlier covseg's that holds no settings: it is
+    skipped when given again, its figures perhaps made otherwise than this call's."""
+    return record is not None and not isinstance(_recorded_settings(record), dict)
 
 
 def _recorded_settings(record: dict[str, Any] | None) -> dict[str, Any] | None:

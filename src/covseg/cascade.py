@@ -254,6 +254,14 @@ class LungGuide:
             raise CovsegError(f"{self._named()} {self._not_its_model(present[0])}; put the "
                               f"original lung run back there, or retrain the cascade with "
                               f"{flag} {present[0]}")
+        if self._as_typed():
+            above = (", nor from this cascade's folder or any above it"
+                     if self.cascade is not None else "")
+            raise CovsegError(f"{self._named()} takes its lung channel from the lung run "
+                              f"{self.source}, a path recorded relative to the folder its "
+                              f"training ran in (as covseg did until 3 Dec), not found from "
+                              f"here{above}; run covseg from the folder training ran in, or "
+                              f"retrain with {flag} at the lung run's place")
         beside = "".join(f", nor at {place} (its place from this cascade at training)"
                          for place in self.places()[1:])
         back = "at either place" if beside else "there"
@@ -263,12 +271,28 @@ class LungGuide:
 
     def places(self) -> list[str]:
         """Where the lung run is looked for: where it was at training, then (where the
-        hash can tell it is the same model) at the same relative place from the cascade."""
-        places = [self.source]
-        if self.sha256 is not None and self.relative is not None and self.cascade is not None:
-            beside = os.path.normpath(Path(self.cascade).parent / self.relative)
-            places += [beside] if beside != os.path.normpath(self.source) else []
-        return places
+        hash can tell it is the same model) at the same relative place from the cascade. A
+        path recorded as typed (:meth:`_as_typed`) is also looked for from the cascade's folder
+        and each folder above it, the nearest first: training most likely ran in one of them
+        (``--out casc`` beside ``lung``)."""
+        if self.cascade is None:
+            return [self.source]
+        folder = Path(self.cascade).parent
+        if self.sha256 is not None and self.relative is not None:
+            others = [folder / self.relative]
+        elif self._as_typed():
+            others = [above / self.source for above in (folder, *folder.parents)]
+        else:
+            others = []
+        source = os.path.abspath(self.source)
+        return [self.source, *(place for place in map(os.path.normpath, others)
+                               if place != source)]
+
+    def _as_typed(self) -> bool:
+        """Whether the lung run's path is relative to the folder training ran in, as covseg
+        recorded it until 3 Dec (later: absolute, with its place from the cascade)."""
+        return (self.source != THRESHOLD and self.relative is None
+                and not Path(self.source).is_absolute())
 
     @staticmethod
     def _not_its_model(place: str) -> str:
@@ -306,10 +330,11 @@ class LungGuide:
     def exported_to(self, folder: Path) -> LungGuide:
         """This guide for a copy of the cascade written to ``folder`` (an ONNX export): its
         lung run where it is found now (:attr:`run`, which refuses one not there, whatever the
-        guide records), and the path to it from there."""
+        guide records), and the path to it from there; a guide that recorded no hash gets only
+        the absolute path (a path recorded as typed would be looked for from the ONNX file)."""
         run = self.run
         if self.sha256 is None:
-            return self
+            return self if run == THRESHOLD else replace(self, source=os.path.abspath(run))
         return replace(self, source=run, relative=os.path.relpath(run, folder.resolve()))
 
     def lungs(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:

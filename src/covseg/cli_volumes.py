@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from covseg import api
-from covseg.batch import BatchResult, StudiesFailed, parse_shard
+from covseg.batch import UNRECORDED, BatchResult, StudiesFailed, parse_shard, recorded_no_settings
 from covseg.console import say, tell
 from covseg.data.fetch import DATASETS, notice
 from covseg.errors import CovsegError
@@ -192,7 +192,9 @@ def _report(result: BatchResult) -> int:
 
 def _one_study_line(result: BatchResult) -> str | None:
     """``"NAME: lesion .. mL, .. % of the lungs involved, CT-n; results in OUT/NAME"`` where
-    the batch's summary lists one study and it is done; else None (the counts say it)."""
+    the batch's summary lists one study and it is done; else None (the counts say it). A study
+    skipped as an earlier covseg's that recorded no settings says so: its figures, kept as they
+    were, may come from other settings (160 mL where this covseg found 970)."""
     rows = read_rows(result.summary) if result.summary.is_file() else []
     if result.failed or len(rows) != 1:
         return None
@@ -203,4 +205,6 @@ def _one_study_line(result: BatchResult) -> str | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     done = " (already done)" if result.skipped else ""
+    if result.skipped and recorded_no_settings(record):
+        done = f" (already {UNRECORDED}; delete its folder to redo it)"
     return f"{rows[0]['study']}{done}: {figures}; results in {folder}"
