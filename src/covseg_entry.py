@@ -4,6 +4,12 @@ Importing covseg loads PyTorch (about 3 s of CPU; MONAI is imported where used);
 ``kill`` in that time would print Python's traceback or die without a word. This module lies
 outside the covseg package, so that it runs before that import and ends such a stop as every
 command does: one line and exit status 130 / 143.
+
+Outside a command's work (:func:`covseg.stopping.stops_recorded`, whose handlers unwind it and
+give the rerun hints) the handlers here end the process at once, for the whole life of the
+process: parsing the command line, ``--help`` and ``--version``, the error line, the flush of
+the command's lines, Python's exit (atexit callbacks, PyTorch's finalizers). A stop there was
+a KeyboardInterrupt traceback, also after a finished command with exit status 0.
 """
 
 from __future__ import annotations
@@ -11,30 +17,47 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from contextlib import suppress
 from types import FrameType
 
 STOPPED = {signal.SIGINT: (130, "interrupted"), signal.SIGTERM: (143, "stopped"),
            **({signal.SIGHUP: (129, "stopped")} if hasattr(signal, "SIGHUP") else {})}
-"""Exit status and word of each stop while covseg loads (no SIGHUP on Windows)."""
+"""Exit status and word of each stop outside a command's work (no SIGHUP on Windows)."""
 
 
-def _stopped_while_loading(signum: int, _: FrameType | None) -> None:
-    """End the process at once: an exception raised here could land in a callback the import
-    machinery runs (a module lock's), where Python prints it as ignored and goes on."""
+def _end(signum: int, when: str) -> None:
+    """Write out the command's lines, say ``covseg: WORD WHEN`` and end the process at once:
+    an exception raised here could land in a callback the import machinery runs (a module
+    lock's), an atexit callback or a finaliser, where Python prints it as ignored and goes on.
+    The line is written below Python's streams (one that the stop cut short refuses a write)."""
     status, word = STOPPED[signal.Signals(signum)]
-    print(f"covseg: {word} while starting; nothing was done", file=sys.stderr, flush=True)
+    if sys.stdout is not None:
+        with suppress(OSError, ValueError, RuntimeError):  # a reader gone, closed, cut short
+            sys.stdout.flush()
+    with suppress(OSError):  # stderr closed or full: the status says it
+        os.write(2, f"covseg: {word} {when}\n".encode())
     os._exit(status)
 
 
+def stopped_while_starting(signum: int, _: FrameType | None) -> None:
+    """End a stop that lands before the command's work began (covseg loading, the command line
+    read, ``--help``)."""
+    _end(signum, "while starting; nothing was done")
+
+
+def stopped_as_it_ended(signum: int, _: FrameType | None) -> None:
+    """End a stop that lands once the command's work is over (its last lines, Python's exit):
+    what it wrote is whole, and its lines above say how it went."""
+    _end(signum, "as the command ended; nothing was left half-done")
+
+
 def main() -> int:
-    """Run ``covseg``; a stop while covseg is imported exits 130 (Ctrl-C), 143 (SIGTERM) or
-    129 (SIGHUP), but where the stop is ignored (``nohup``, a background job of a script)."""
-    previous = {stop: signal.getsignal(stop) for stop in STOPPED}
-    for stop, handler in previous.items():
-        if handler is not signal.SIG_IGN:
-            signal.signal(stop, _stopped_while_loading)
+    """Run ``covseg``; a stop outside the command's work exits 130 (Ctrl-C), 143 (SIGTERM) or
+    129 (SIGHUP) with one line, but where the stop is ignored (``nohup``, a background job of
+    a script)."""
+    for stop in STOPPED:
+        if signal.getsignal(stop) is not signal.SIG_IGN:
+            signal.signal(stop, stopped_while_starting)
     from covseg.cli import main as run
 
-    for stop, handler in previous.items():
-        signal.signal(stop, handler)
     return run()

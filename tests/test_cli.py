@@ -1841,6 +1841,39 @@ def test_ctrl_c_in_an_import_callback_still_stops_covseg() -> None:
         130, "covseg: interrupted while starting; nothing was done\n", "")
 
 
+STOP_OUTSIDE_THE_WORK = """
+import argparse, os, signal, sys
+import covseg.cli
+from covseg_entry import main
+
+STOP = getattr(signal, sys.argv[1])
+
+def stop():
+    os.kill(os.getpid(), STOP)
+
+run, print_help = covseg.cli._run, argparse.ArgumentParser.print_help
+covseg.cli._run = lambda argv: (run(argv), stop())[0]  # the work done, its lines not flushed
+argparse.ArgumentParser.print_help = lambda *args: (stop(), print_help(*args))[1]
+sys.argv = ["covseg", *sys.argv[2:]]
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize(("stop", "argv", "status", "line"), [
+    ("SIGINT", ["models"], 130, ("covseg: interrupted as the command ended; nothing was left "
+                                 "half-done\n")),
+    ("SIGTERM", ["--help"], 143, "covseg: stopped while starting; nothing was done\n")])
+def test_a_stop_outside_the_work_is_one_line(stop: str, argv: list[str], status: int,
+                                             line: str) -> None:
+    """Ctrl-C after a command's work (its last lines, Python's exit) or during --help printed
+    a KeyboardInterrupt traceback, after a finished command also with exit status 0; SIGTERM
+    there ended it without a word."""
+    process = subprocess.run([sys.executable, "-c", STOP_OUTSIDE_THE_WORK, stop, *argv],
+                             check=False, capture_output=True, text=True, timeout=120)
+    assert (process.returncode, process.stderr) == (status, line)
+    assert argv != ["models"] or "unet" in process.stdout  # the finished command's lines kept
+
+
 LOADED_AFTER_EACH_STEP = """
 import contextlib, io, json, sys
 HEAVY = ("monai", "torchvision", "scipy.stats")

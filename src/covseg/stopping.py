@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
+from covseg_entry import stopped_as_it_ended, stopped_while_starting
+
 
 class Terminated(BaseException):
     """SIGTERM (``kill``, a job scheduler), raised so that the command unwinds as on Ctrl-C; a
@@ -62,6 +64,12 @@ def raise_if_stopped() -> None:
         raise _asked[0]
 
 
+ENDED_AT_ONCE = (stopped_while_starting, stopped_as_it_ended)
+"""The ``covseg`` script's handlers outside a command's work (:mod:`covseg_entry`): replaced
+during the work as Python's defaults are, and put back as :func:`stopped_as_it_ended`, so that a
+stop after the work is one line, not a traceback."""
+
+
 def _quiet_about_stops(previous: Callable[[Any], object]) -> Callable[[Any], object]:
     """An unraisable-exception hook that prints nothing for a recorded stop (it is raised again
     at the next safe point) and passes anything else to ``previous``."""
@@ -76,16 +84,18 @@ def _quiet_about_stops(previous: Callable[[Any], object]) -> Callable[[Any], obj
 def stops_recorded() -> Iterator[None]:
     """Run the block with SIGTERM raising :class:`Terminated`, Ctrl-C KeyboardInterrupt (unless
     it is ignored, as in a background job) and SIGHUP :class:`HungUp` (unless it is ignored, as
-    under ``nohup``), all recorded for :func:`raise_if_stopped`. Off the main thread, handlers
-    cannot be set: nothing is done."""
+    under ``nohup``), all recorded for :func:`raise_if_stopped`; then the handlers before it,
+    but the ``covseg`` script's (:data:`ENDED_AT_ONCE`), which become :func:`stopped_as_it_ended`.
+    Off the main thread, handlers cannot be set: nothing is done."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {signum: signal.getsignal(signum) for signum in STOPS}
     signal.signal(signal.SIGTERM, _record_and_raise)
-    if previous[signal.SIGINT] is signal.default_int_handler:
+    if previous[signal.SIGINT] in (signal.default_int_handler, *ENDED_AT_ONCE):
         signal.signal(signal.SIGINT, _record_and_raise)
-    if getattr(signal, "SIGHUP", None) in previous and previous[signal.SIGHUP] == signal.SIG_DFL:
+    if (getattr(signal, "SIGHUP", None) in previous
+            and previous[signal.SIGHUP] in (signal.SIG_DFL, *ENDED_AT_ONCE)):
         signal.signal(signal.SIGHUP, _record_and_raise)
     hook = sys.unraisablehook
     sys.unraisablehook = _quiet_about_stops(hook)
@@ -95,5 +105,6 @@ def stops_recorded() -> Iterator[None]:
         sys.unraisablehook = hook
         for signum, handler in previous.items():
             if handler is not None:
-                signal.signal(signum, handler)
+                signal.signal(signum, stopped_as_it_ended if handler in ENDED_AT_ONCE
+                              else handler)
         _asked.clear()
