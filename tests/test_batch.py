@@ -998,6 +998,29 @@ def test_a_killed_shards_study_is_known_by_its_summary(tmp_path: Path) -> None:
     assert (result.done, result.skipped) == (2, 0)
 
 
+def test_a_killed_shards_study_stays_listed_through_its_shard_on_other_studies(
+        tmp_path: Path) -> None:
+    """Shard summaries kept no earlier rows: a shard killed in study c and run again on other
+    studies dropped c's "pending" row (and its done a's), and the next call given c was
+    refused as ground truth, with advice to delete it. A shard keeps the rows its own summary
+    listed, as summary.csv keeps an earlier call's; not the other shard's studies."""
+    out = tmp_path / "out"
+    studies = [Study(name, tmp_path / f"{name}.nii.gz") for name in ("a", "b", "c", "d")]
+    others = [Study(name, tmp_path / f"{name}.nii.gz") for name in ("e", "f")]
+    run_batch(studies, out, _recording, shard=(1, 2))
+    assert run_batch(studies, out, _recording, shard=(0, 2)).done == 2
+    (out / "c" / RESULT_JSON).unlink()  # as a shard killed in study c leaves it
+    summary = out / "summary_shard0of2.csv"
+    summary.write_text(summary.read_text().replace("\nc,done,", "\nc,pending,"))
+    assert run_batch(others, out, _recording, shard=(0, 2)).done == 1
+    assert {row["study"]: row["status"] for row in read_rows(summary)} == {
+        "a": "done", "c": "pending", "e": "done"}
+    result = run_batch(studies, out, _recording, shard=(0, 2))
+    assert (result.done, result.skipped) == (1, 1)
+    assert {row["study"]: row["status"] for row in read_rows(summary)} == {
+        "a": "done", "c": "done", "e": "done"}
+
+
 @pytest.mark.parametrize("linked", ["folder", "output"])
 def test_a_linked_study_folder_or_output_is_refused(tmp_path: Path, linked: str) -> None:
     """A study folder in ``--out`` that is a symbolic link (``OUT/ct -> ../elsewhere``) had the

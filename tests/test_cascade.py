@@ -3,11 +3,13 @@ lung framing."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -275,6 +277,56 @@ def test_a_resume_refuses_a_lung_run_retrained_since_it_started(tmp_path: Path,
     api.train(synthetic_folder, cascade, lung_guide=str(lungs), resume=True, **TINY)
     meta = torch.load(cascade / "best.pt", weights_only=True)["meta"]["lung_guide"]
     assert meta["sha256"] == recorded["sha256"]
+
+
+def test_a_fold_started_after_the_lung_run_was_retrained_is_refused(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """Only a run's own saved epochs were compared with the lung run: a cross-validation's
+    fold_1, started after the lung run was retrained (during fold_0, or before fold 1 was run
+    alone), trained on the new lung model while fold_0 had the old. Each fold is checked
+    against the lung model its cross-validation's saved folds record as it starts."""
+    lungs = tmp_path / "lungs"
+    api.train(synthetic_folder, lungs, target="lung", **TINY)
+    cv = tmp_path / "cv"
+    api.cross_validate(synthetic_folder, cv, folds=2, fold=0, lung_guide=str(lungs), **TINY)
+    recorded = torch.load(cv / "fold_0" / "best.pt", weights_only=True)["meta"]["lung_guide"]
+    lungs.rename(tmp_path / "original")
+    api.train(synthetic_folder, lungs, target="lung", seed=5, **TINY)
+    with pytest.raises(CovsegError, match="^" + re.escape(
+            f"{cv / 'fold_1'}: {cv / 'fold_0'} was trained with another lung model than the "
+            f"lung run {lungs} now holds (SHA-256 {recorded['sha256'][:12]}... at training, "
+            f"now {content_hash(lungs / 'best.pt')[:12]}...); restore that lung run or pick a "
+            "new out") + "$"):
+        api.cross_validate(synthetic_folder, cv, folds=2, fold=1, lung_guide=str(lungs),
+                           **TINY)
+    assert not (cv / "fold_1" / "best.pt").exists()
+    shutil.rmtree(lungs)
+    (tmp_path / "original").rename(lungs)
+    api.cross_validate(synthetic_folder, cv, folds=2, fold=1, lung_guide=str(lungs), **TINY)
+    meta = torch.load(cv / "fold_1" / "best.pt", weights_only=True)["meta"]["lung_guide"]
+    assert meta["sha256"] == recorded["sha256"]
+
+
+def test_a_lung_run_retrained_before_the_lung_channels_are_made_is_refused(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lung model was hashed for the checkpoint's meta, then loaded again by path for the
+    lung channels: retrained in between, the cascade trained on the new one and recorded the
+    old. The lung channels are made only by the lung model whose SHA-256 is recorded."""
+    lungs, other = tmp_path / "lungs", tmp_path / "other"
+    api.train(synthetic_folder, lungs, target="lung", **TINY)
+    api.train(synthetic_folder, other, target="lung", seed=5, **TINY)
+    module = importlib.import_module("covseg.train")  # covseg.train is also the function
+    record = module._write_run_record
+
+    def retrained(*args: Any, **kwargs: Any) -> None:
+        shutil.copyfile(other / "best.pt", lungs / "best.pt")
+        record(*args, **kwargs)
+
+    monkeypatch.setattr(module, "_write_run_record", retrained)
+    with pytest.raises(CovsegError, match=re.escape(
+            f"was trained with another lung model than the lung run {lungs} now holds")):
+        api.train(synthetic_folder, tmp_path / "cascade", lung_guide=str(lungs), **TINY)
+    assert not (tmp_path / "cascade" / "best.pt").exists()
 
 
 def _full_frame(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -179,8 +179,9 @@ def run_batch(studies: Sequence[Study], out_dir: str | os.PathLike[str],
     Studies whose quantification.json exists are skipped; one that records other ``settings``
     than these (the settings ``process`` records) stops the run before any study; a failing
     study is recorded with its error and the run goes on; the summary CSV is rewritten
-    atomically after every study. Without shards it also lists the studies done in ``out_dir``
-    by earlier calls on other inputs (:func:`_earlier_rows`), whose folders are there too.
+    atomically after every study. It also lists the studies done in ``out_dir`` by earlier
+    calls on other inputs (:func:`_earlier_rows`), whose folders are there too; a shard's those
+    its own summary listed (:func:`_kept_records`).
     The chart beside the summary is drawn from it at the end (two studies or more quantified);
     an earlier one is removed first, so that none is left that the summary does not match.
     The call holds ``out_dir``'s lock (:func:`~covseg.io.lock.writing_to`): a second call into
@@ -283,8 +284,8 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
     for target in (summary, summary.with_suffix(".png")):
         remove_temporaries_of(target)
     earlier = summaries.by_study
-    rows = (_earlier_rows(out_dir, records, {study.name for study in selected}, summaries)
-            if shard[1] == 1 else [])
+    rows = _earlier_rows(out_dir, _kept_records(records, summaries, summary, shard),
+                         {study.name for study in selected}, summaries)
     counts = {"done": 0, "skipped": 0, "failed": 0}
     chart = summary.with_suffix(".png")
     chart.unlink(missing_ok=True)  # an earlier call's chart; redrawn below from this summary
@@ -432,6 +433,18 @@ def _earlier_rows(out_dir: Path, records: Records, names: set[str],
     return rows + _unfinished_rows(summaries, unrecorded)
 
 
+def _kept_records(records: Records, summaries: _EarlierSummaries, summary: Path,
+                  shard: tuple[int, int]) -> Records:
+    """The ``records`` of the folders whose earlier rows a call's ``summary`` keeps: every
+    one without shards; a shard's, those its own summary listed (other shards' studies are in
+    theirs). A shard killed in a study and run again on other studies dropped its row, and the
+    next call given the study was refused (:func:`_refuse_unowned_outputs`)."""
+    if shard[1] == 1:
+        return records
+    listed = {(row.get("study") or "").lower() for row in summaries.of(summary)}
+    return {name: record for name, record in records.items() if name.lower() in listed}
+
+
 def _unfinished_rows(summaries: _EarlierSummaries,
                      folders: Sequence[str]) -> list[dict[str, Any]]:
     """Summary rows, status "pending", of the study ``folders`` in ``out_dir`` without a
@@ -451,19 +464,21 @@ def _unfinished_rows(summaries: _EarlierSummaries,
 
 
 class _EarlierSummaries:
-    """The rows of the summary CSVs in ``out_dir`` that earlier calls wrote (summary.csv's
-    first, then the shards', which a merge reads after them), read once per call and only
-    when first needed; the refusal of unknown outputs, the earlier and the unfinished rows
-    each read them all again (three times a call)."""
+    """The rows of the summary CSVs in ``out_dir`` that earlier calls wrote, by file
+    (``files``) and all in one list (``rows``): summary.csv's first, then the shards', which a
+    merge reads after them. Read once per call, as it starts: they must be read before its
+    first write replaces its own summary, whose earlier rows it keeps (:func:`_kept_records`,
+    :func:`_unfinished_rows`). The refusal of unknown outputs, the earlier rows and the
+    unfinished rows share them (each read them all before, three times a call)."""
 
     def __init__(self, out_dir: Path) -> None:
-        self.out_dir = out_dir
+        self.files = {path: _summary_rows(path)
+                      for path in filter(is_summary, summary_files(out_dir))}
+        self.rows = [row for rows in self.files.values() for row in rows]
 
-    @cached_property
-    def rows(self) -> list[dict[str, str]]:
-        """Every row of every summary CSV, in the order above."""
-        return [row for path in filter(is_summary, summary_files(self.out_dir))
-                for row in _summary_rows(path)]
+    def of(self, summary: Path) -> list[dict[str, str]]:
+        """The rows of one of the summaries, ``summary``; none where it was not there."""
+        return self.files.get(summary, [])
 
     @cached_property
     def listed(self) -> set[str]:
@@ -786,8 +801,8 @@ def _refuse_unowned_outputs(studies: Sequence[Study], out_dir: Path, records: Re
     ``OUT/ct/`` was replaced without a word. Reruns over covseg's own folders, done or left
     unfinished by a call stopped or killed (listed "pending" by the summaries of the calls
     since, :func:`_unfinished_rows`), go on as before. A folder's outputs are looked for only
-    where it has no record (3,200 done folders took 2.7-2.8 s, 0.3-0.4 s now), the summaries
-    read only where some folder holds such files."""
+    where it has no record (3,200 done folders took 2.7-2.8 s, 0.3-0.4 s now); the summaries
+    are ``summaries``, read once per call."""
     unrecorded: list[tuple[Path, list[Path]]] = []
     for study in studies:
         folder = out_dir / study.name

@@ -48,6 +48,7 @@ from tqdm import tqdm
 from covseg.cascade import THRESHOLD, LungFrame, LungGuide, require_lung_model
 from covseg.checkpoint import (
     FOLD,
+    MEMBER,
     checkpoint_file,
     fold_folders,
     fold_index,
@@ -237,14 +238,14 @@ def _multiclass_dice(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return torch.where(present, dice, torch.nan).nanmean(dim=1).nan_to_num(1.0)
 
 
-def _meta(config: TrainConfig, num_classes: int, out: Path) -> dict[str, Any]:
-    """The checkpoint's meta for a run written to ``out``: a cascade's records its lung model's
-    SHA-256 and path from ``out`` (:meth:`~covseg.cascade.LungGuide.pinned`)."""
-    guide, frame = config.guide(), config.frame()
+def _meta(config: TrainConfig, num_classes: int, guide: LungGuide | None) -> dict[str, Any]:
+    """The checkpoint's meta for a run: a cascade's records its lung model's SHA-256 and path
+    from the run's folder (its ``guide``, :func:`_pinned_guide`)."""
+    frame = config.frame()
     return {
         "model": config.model, "model_options": dict(config.model_options),
         "in_channels": config.in_channels,
-        "lung_guide": guide.pinned(out, _recorded_lung_sha256(out)).to_meta() if guide else None,
+        "lung_guide": guide.to_meta() if guide else None,
         "lung_frame": frame.to_meta() if frame else None,
         "num_classes": num_classes, "size": config.size, "intensity": config.intensity,
         "window": list(config.hu_window), "target": config.target,
@@ -581,7 +582,6 @@ def _check_run_folder(out: Path, config: TrainConfig, resume: bool, fingerprint:
                           "delete it")
     _refuse_other_split(out, saved_record, split)
     refuse_other_weights(out, saved, saved_record, weights)
-    _refuse_other_lung_model(out, saved)
     _warn_other_environment(out, saved_record, saved.epochs_for(len(split[0])))
     return saved
 
@@ -645,32 +645,41 @@ def refuse_other_weights(out: Path, saved: TrainConfig, record: dict[str, Any],
                           f"or pick a new {option_name('out')}")
 
 
-def _refuse_other_lung_model(out: Path, saved: TrainConfig) -> None:
-    """A cascade's lung run must hold the lung model the run ``out`` trained its saved epochs
-    on (:func:`_recorded_lung_sha256`): retrained since, the resume went on with other lung
-    channels, and its checkpoint recorded only the new model's SHA-256. Runs that recorded
-    none resume as before."""
+def _pinned_guide(config: TrainConfig, out: Path) -> LungGuide | None:
+    """The lung guide of the network trained into ``out``, pinned to the SHA-256 of the lung
+    model its command trains on (:meth:`~covseg.cascade.LungGuide.pinned`): the one the saved
+    epochs of its run record (its own, its ensemble's members', its cross-validation's folds',
+    :func:`_recorded_lung_sha256`), else its file's now. A lung run that holds another lung model
+    is refused in one line: the cascade would be trained on two, and its checkpoint would name
+    one. Looked up as each network (run, member, fold) starts, before its lung channels are
+    made, which stay as made for its epochs; the pinned guide loads the lung model only where
+    its SHA-256 is still the one pinned. Only a run's own saved epochs were compared: a
+    cross-validation's fold_1, started after the lung run was retrained during fold_0, trained
+    on the new lung model unsaid."""
     from covseg.volumes import model_hash  # it imports this module
 
-    guide = saved.guide()
+    guide = config.guide()
     if guide is None or guide.source == THRESHOLD:
-        return
-    recorded = _recorded_lung_sha256(out)
-    if recorded is None:
-        return
+        return guide
+    recorded = _recorded_lung_sha256(out, guide.source)
     now = model_hash(guide.source) or ""
-    if now != recorded:
-        raise CovsegError(f"{out}: the saved run was trained with another lung model than the "
-                          f"lung run {guide.source} now holds (SHA-256 {recorded[:12]}... at "
-                          f"training, now {now[:12]}...); restore that lung run or pick a new "
+    if recorded is not None and now != recorded[1]:
+        folder, digest = recorded
+        saved = "the saved run was" if folder == out else f"{folder} was"
+        raise CovsegError(f"{out}: {saved} trained with another lung model than the lung run "
+                          f"{guide.source} now holds (SHA-256 {digest[:12]}... at training, now "
+                          f"{now[:12]}...); restore that lung run or pick a new "
                           f"{option_name('out')}")
+    return guide.pinned(out, recorded[1] if recorded else now)
 
 
-def _recorded_lung_sha256(out: Path) -> str | None:
-    """The SHA-256 of the lung model the cascade saved in ``out`` trained on, as its saved
-    epochs' meta records it (its own, else its ensemble members'); None where none is saved or
-    records one. A checkpoint that does not load is left to the resume to refuse."""
-    for folder in [out, *sorted(out.glob("member*/"))]:
+def _recorded_lung_sha256(out: Path, source: str) -> tuple[Path, str] | None:
+    """The folder and SHA-256 of the lung model from the lung run ``source`` that the cascade
+    whose network trains in ``out`` saved epochs with, as their meta records it, among the
+    folders of its run (:func:`_command_folders`); None where none is saved or records one. A
+    checkpoint that does not load is left to the resume to refuse; one guided by another lung
+    run (a run of the user's own named ``fold_1``) is none of this command's."""
+    for folder in _command_folders(out):
         for name in ("best.pt", "last.pt"):
             if not (folder / name).is_file():
                 continue
@@ -678,9 +687,23 @@ def _recorded_lung_sha256(out: Path) -> str | None:
                 guide = load_checkpoint(folder / name)["meta"].get("lung_guide")
             except (CovsegError, AttributeError):
                 continue
-            if isinstance(guide, dict) and isinstance(guide.get("sha256"), str):
-                return guide["sha256"]
+            if (isinstance(guide, dict) and guide.get("source") == source
+                    and isinstance(guide.get("sha256"), str)):
+                return folder, guide["sha256"]
     return None
+
+
+def _command_folders(out: Path) -> list[Path]:
+    """The folders whose networks one command trains with ``out``'s: ``out`` first, then its
+    run's (the run above an ensemble member or a cross-validation's fold), its members', its
+    folds' and theirs."""
+    top = out
+    while MEMBER.fullmatch(top.name) or FOLD.fullmatch(top.name):
+        top = top.parent
+    runs = [top, *fold_folders(top)]
+    folders = [out, *runs, *(member for run in runs for member in sorted(run.glob("member*/"))
+                             if MEMBER.fullmatch(member.name))]
+    return list(dict.fromkeys(folders))
 
 
 def gone_weights_file(options: Mapping[str, Any]) -> str | None:
@@ -914,7 +937,6 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     val_samples = [by_id[c] for c in val_cases]
 
     torch.manual_seed(config.seed)
-    guide = config.guide()
     model = build_model(config.model, config.in_channels, data.num_classes,
                         **_built_options(config, out, resume))
     loss_fn = build_loss(config.loss, data.num_classes)
@@ -930,7 +952,8 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     served = model if averaged is None else averaged.module
     first_epoch, best_dice, history = _start(out, config, len(train_samples), model, optimizer,
                                              scheduler, averaged, resume)
-    meta = _meta(config, data.num_classes, out)
+    guide = _pinned_guide(config, out)
+    meta = _meta(config, data.num_classes, guide)
     _write_run_record(out, config, data, train_cases, val_cases, fingerprint, weights,
                       first_epoch > 1, parameters=parameter_count(model), **(record or {}))
 
@@ -1040,6 +1063,7 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
     ensemble = build_model(config.model, config.in_channels, data.num_classes,
                            **without_weights_file(config.model_options))
     assert isinstance(ensemble, Ensemble), "several member names build an Ensemble"
+    guide = _pinned_guide(config, out)
     _write_run_record(out, config, data, train_cases, val_cases, fingerprint, weights,
                       holds_saved_run(out), members=names, **record)
     jobs = [(replace(config, model=name, seed=config.seed + i), folder)
@@ -1050,7 +1074,7 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
     workers = min(len(jobs), torch.get_num_threads())
     by_id = {s.case_id: s for s in data.samples}
     make_items = partial(canvas_items, [by_id[c] for c in train_cases], config.size,
-                         config.guide() or config.frame(),
+                         guide or config.frame(),
                          _canvas_bar(train_label(out, config.model), "training", progress))
     with _invocation_recorded(out, [folder for _, folder in jobs], workers, resume) as done:
         if workers > 1:
@@ -1070,7 +1094,7 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
         for network, (_, folder) in zip(ensemble.members, jobs, strict=True):
             network.load_state_dict(load_checkpoint(folder / "best.pt")["state_dict"])
         if not _holds_weights(out / "best.pt", ensemble):
-            save_checkpoint(out / "best.pt", ensemble, _meta(config, data.num_classes, out))
+            save_checkpoint(out / "best.pt", ensemble, _meta(config, data.num_classes, guide))
     invocations = done["invocations"]
     trained = [i for i in invocations if i["epochs_trained"]] or invocations
     metrics: dict[str, Any] = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import nibabel as nib
 import numpy as np
@@ -90,9 +90,8 @@ def read_itk(path: Path, like: Volume | None = None, dtype: type = np.float32,
     if is_segmentation(path) and what != MASK_SLICES:
         raise CovsegError(f"{path}: a 3D Slicer segmentation ({SEGMENTATION_SUFFIX}: labels), "
                           "not a CT; give the CT volume it was drawn on")
-    text = itk_head(path)
-    header = itk_header_in(text)
-    _check_data_file(path, header)
+    head = _read_head(path)
+    _check_data_file(path, head.held)
     reader = sitk.ImageFileReader()
     reader.SetFileName(source)
     reader.SetImageIO(_format(path)[1])
@@ -102,10 +101,11 @@ def read_itk(path: Path, like: Volume | None = None, dtype: type = np.float32,
         raise _several_values(path, components, what)
     shape = volume_shape(tuple(int(n) for n in reader.GetSize()), source, what.flat)
     check_voxel_count(shape, source, np.dtype(dtype).itemsize)
-    image = _read(reader.Execute, path, shape, quiet=not _check_raw_size(path, reader, text))
+    image = _read(reader.Execute, path, shape, quiet=not _check_raw_size(path, reader, head))
     if image.GetDimension() > 3:  # (x, y, z, 1, ...)
         image = sitk.Extract(image, [*shape, *[0] * (image.GetDimension() - 3)])
-    nifti = _as_nifti(sitk.GetArrayFromImage(image).T, image, itk_header_lacks_geometry(header))
+    nifti = _as_nifti(sitk.GetArrayFromImage(image).T, image,
+                      itk_header_lacks_geometry(head.header))
     return volume_from_nifti(on_geometry_of_like(nifti, like, source), source, dtype, what)
 
 
@@ -119,6 +119,26 @@ def _several_values(path: Path, components: int, what: Slices) -> CovsegError:
     held = "grey value; give the CT as a greyscale volume" if what == CT_SLICES else (
         "label; give the mask as one label per voxel")
     return CovsegError(f"{path}: {components} values per voxel (RGB or vector), not one {held}")
+
+
+class _Head(NamedTuple):
+    """A NRRD's or MetaImage's head as :func:`read_itk` reads it, once (its header was split
+    from the text, and its data-file line parsed, twice): the ``text`` (:func:`itk_head`), its
+    ``header``, its data-file line (``named``) and the one data file that names (``held``,
+    :func:`_data_file`)."""
+
+    text: str | None
+    header: str | None
+    named: re.Match[str] | None
+    held: Path | None
+
+
+def _read_head(path: Path) -> _Head:
+    """The head (:class:`_Head`) of the NRRD or MetaImage at ``path``."""
+    text = itk_head(path)
+    header = itk_header_in(text)
+    named = _data_line(header)
+    return _Head(text, header, named, _data_file(header, named, path.parent))
 
 
 def _as_nifti(voxels: np.ndarray, image: sitk.Image, unplaced: bool) -> nib.Nifti1Image:
@@ -156,12 +176,12 @@ def _read(step: Callable[[], T], path: Path, shape: tuple[int, int, int] | None,
                           "is the file truncated or corrupt?") from None
 
 
-def _check_raw_size(path: Path, reader: sitk.ImageFileReader, text: str | None) -> bool:
+def _check_raw_size(path: Path, reader: sitk.ImageFileReader, head: _Head) -> bool:
     """Refuse raw (uncompressed) voxels cut short before reading them, as MetaIO prints on
     stderr when it meets them; True where the voxels were checked so (raw, where they start
     known), False for the rest (compressed or text, byte skips), read with stderr quieted.
-    ``text`` is the file's head (:func:`itk_head`)."""
-    stored = _raw_voxels(path, text)
+    ``head`` is the file's (:func:`_read_head`)."""
+    stored = _raw_voxels(path, head)
     if stored is None:
         return False
     where, start = stored
@@ -175,17 +195,16 @@ def _check_raw_size(path: Path, reader: sitk.ImageFileReader, text: str | None) 
     return True
 
 
-def _raw_voxels(path: Path, text: str | None) -> tuple[Path, int] | None:
+def _raw_voxels(path: Path, head: _Head) -> tuple[Path, int] | None:
     """The file holding the raw voxels of a NRRD or MetaImage at ``path`` whose head is
-    ``text`` (:func:`itk_head`) and where in it they start; None for compressed or text voxels,
-    skipped bytes, or a header not found."""
-    header = itk_header_in(text)
+    ``head`` (:func:`_read_head`) and where in it they start; None for compressed or text
+    voxels, skipped bytes, or a header not found."""
+    text, header, named, held = head
     if text is None or header is None or SKIPS.search(header):
         return None
     metaimage = _format(path)[0] == "MetaImage"
     if (COMPRESSED.search(header) is not None) if metaimage else (RAW.search(header) is None):
         return None
-    held, named = _data_file(header, path.parent), DATA_FILE.search(header)
     if held is not None:
         return (held, 0) if held.is_file() else None
     if named and named.group(1).upper() != "LOCAL":  # several files, a list or a pattern
@@ -210,22 +229,30 @@ def data_files(path: Path) -> tuple[Path, ...]:
     it, or where it says): one file, the files listed after ``LIST``, or those a numbered
     pattern (``sl/s%03d.raw 0 29 1``) names; none where the file holds them itself (``LOCAL``,
     or no such line), and for a file of another format."""
-    return _named_files(itk_header(path), path.parent)[0]
+    header = itk_header(path)
+    return _named_files(header, _data_line(header), path.parent)[0]
 
 
-def _data_file(header: str | None, folder: Path) -> Path | None:
+def _data_line(header: str | None) -> re.Match[str] | None:
+    """The data-file line (:data:`DATA_FILE`) of a NRRD's or MetaImage's ``header`` (None: none
+    read); None where it has none."""
+    return DATA_FILE.search(header) if header is not None else None
+
+
+def _data_file(header: str | None, found: re.Match[str] | None, folder: Path) -> Path | None:
     """The one file that holds the voxels of the NRRD or MetaImage in ``folder`` whose header is
-    ``header`` (:func:`_named_files`); None where it holds them itself or names several (a list
-    or a numbered pattern)."""
-    files, single = _named_files(header, folder)
+    ``header``, its data-file line ``found`` (:func:`_named_files`); None where it holds them
+    itself or names several (a list or a numbered pattern)."""
+    files, single = _named_files(header, found, folder)
     return files[0] if single else None
 
 
-def _named_files(header: str | None, folder: Path) -> tuple[tuple[Path, ...], bool]:
-    """The files a NRRD's or MetaImage's ``header`` (None: none read) names as holding its
-    voxels, as :func:`data_files` says, relative to its ``folder``, and whether it names one
-    file alone (no list or numbered pattern)."""
-    found = DATA_FILE.search(header) if header is not None else None
+def _named_files(header: str | None, found: re.Match[str] | None, folder: Path
+                 ) -> tuple[tuple[Path, ...], bool]:
+    """The files a NRRD's or MetaImage's ``header`` (None: none read), its data-file line
+    ``found`` (:func:`_data_line`), names as holding its voxels, as :func:`data_files` says,
+    relative to its ``folder``, and whether it names one file alone (no list or numbered
+    pattern)."""
     if header is None or not found:
         return (), False
     name = found.group(1)
@@ -267,10 +294,10 @@ def _detached_headers(folder: Path) -> list[Path]:
         return []
 
 
-def _check_data_file(path: Path, header: str | None) -> None:
-    """Refuse a ``header`` (of ``path``) whose data file is not there, naming it: ITK said
-    "File cannot be read: x.mhd ... No such file or directory", of the header that was there."""
-    held = _data_file(header, path.parent)
+def _check_data_file(path: Path, held: Path | None) -> None:
+    """Refuse a header (of ``path``) whose data file ``held`` (:func:`_data_file`) is not
+    there, naming it: ITK said "File cannot be read: x.mhd ... No such file or directory", of
+    the header that was there."""
     if held is not None and not held.is_file():
         raise CovsegError(f"{path}: its voxels are in {held.name}, named in its header, which "
                           f"is not there; put {held.name} beside {path.name}")
