@@ -2237,6 +2237,65 @@ def test_a_resume_of_a_finished_run_says_so_and_leaves_every_file(
     assert _files(out) == before
 
 
+def _finished_run(capsys: pytest.CaptureFixture[str], command: str, out: Path, data: Path
+                  ) -> list[str]:
+    """A 2-fold ``command`` (cv or compare) run into ``out``; the same command with --resume."""
+    given = {"cv": ["--model", "unet", "--model-option", "width=4"],
+             "compare": ["--models", "unet:width=4", "miniseg", "--"]}[command]
+    run = ["--out", str(out), "--folds", "2", "--epochs", "1", "--size", "32", *given, str(data)]
+    code, _, err = _run(capsys, command, *run)
+    assert code == 0, err
+    return [command, "--resume", *run]
+
+
+@pytest.mark.parametrize("command", ["cv", "compare"])
+def test_a_resume_of_a_finished_cv_or_comparison_says_so_and_leaves_every_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_folder: Path,
+        command: str) -> None:
+    """`covseg cv --resume` and `covseg compare --resume` of a finished run trained nothing,
+    yet rewrote their reports: summary.json or comparison.json listed a resume under
+    resumed_by (a model's summary.json too) and the CSV, report and box plot were written
+    again. They say the run is done now, in one line on stdout with exit 0, as train does, and
+    leave every file as it was, its mtime too."""
+    out = tmp_path / command
+    resume = _finished_run(capsys, command, out, synthetic_folder)
+    before = _files(out)
+    code, said, err = _run(capsys, *resume)
+    assert (code, err) == (0, ""), err
+    if command == "cv":
+        finished = json.loads((out / "summary.json").read_text())["finished_utc"]
+        assert said == (f"{out}: already cross-validated (2 folds, finished {finished}); "
+                        "nothing to do\n")
+    else:
+        assert said == f"{out}: already compared (2 models over 2 folds); nothing to do\n"
+    assert _files(out) == before
+
+
+@pytest.mark.parametrize("command", ["cv", "compare"])
+def test_a_cv_or_comparison_stopped_writing_its_reports_is_finished_by_a_resume(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_folder: Path,
+        command: str) -> None:
+    """Every fold trained but the record written last missing (summary.json, comparison.json:
+    stopped in its reports) or a fold deleted to be trained again: a --resume is no no-op, it
+    writes the reports (training the fold) and says its results, as before."""
+    out = tmp_path / command
+    resume = _finished_run(capsys, command, out, synthetic_folder)
+    last = out / ("summary.json" if command == "cv" else "comparison.json")
+    report = out / ("report.md" if command == "cv" else "comparison.md")
+    cv = out if command == "cv" else out / "miniseg"
+    for stop in ("reports", "fold"):
+        if stop == "reports":
+            last.unlink()
+            report.unlink()
+        else:
+            shutil.rmtree(cv / "fold_1")
+        code, said, err = _run(capsys, *resume)
+        assert code == 0, err
+        assert "nothing to do" not in said and f"{out}/{report.name}" in said, said
+        assert last.is_file() and report.is_file()
+        assert (cv / "fold_1" / "fold_metrics.json").is_file()
+
+
 def test_a_resume_says_nothing_to_do_only_where_train_found_the_run_finished(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_folder: Path) -> None:
     """`covseg train` judged a run finished by its metrics.json alone, before training: a

@@ -88,6 +88,46 @@ def test_a_weights_file_is_hashed_once_for_every_fold(
 
 
 @NEEDS_ZOO
+def test_a_resume_reads_the_weights_file_once_for_its_check_and_once_for_its_hash(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cv --resume whose fold left to train resumes from its last.pt read the weights= file
+    three times: the recipe's trial build, the hash, and the fold's own trial build of the
+    recipe checked already. The fold is handed the check with the hash: read twice now, and
+    the fold's network is built from its last.pt, as before."""
+    import importlib
+
+    import torch
+    from torchvision.models import resnet50
+
+    from covseg.models import pretrained
+    from covseg.records import content_hash
+
+    weights = tmp_path / "r50.pth"
+    torch.save(resnet50().state_dict(), weights)
+    data, out = load_dataset(synthetic_folder), tmp_path / "cv"
+    recipe = {"folds": 2, "epochs": 1, "size": 32, "batch_size": 8, "model": "fcn",
+              "model_options": {"weights": str(weights)}}
+    api.cross_validate(data, out, fold=0, **recipe)
+    fold_stopped_midway(data, out, 1, **recipe)
+    read: list[str] = []  # how the weights= file was read (best.pt is hashed too)
+    read_state_dict = pretrained.read_state_dict
+
+    def loaded(path: Path) -> dict[str, torch.Tensor]:
+        read.extend(["load"] if Path(path) == weights else [])
+        return read_state_dict(path)
+
+    def hashed(path: Path) -> str | None:
+        read.extend(["hash"] if path == weights else [])
+        return content_hash(path)
+
+    monkeypatch.setattr(pretrained, "read_state_dict", loaded)
+    monkeypatch.setattr(importlib.import_module("covseg.train"), "content_hash", hashed)
+    api.cross_validate(data, out, resume=True, **recipe)
+    assert read == ["load", "hash"]
+    assert (out / "summary.json").is_file()
+
+
+@NEEDS_ZOO
 def test_folds_are_not_trained_from_another_weights_file_than_the_folds_done(
         tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Fold 0 trained, the weights= file replaced: a --resume trained fold 1 from the new bytes

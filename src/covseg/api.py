@@ -534,7 +534,9 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
 
     Returns the summary, as ``summary.json``: each fold's mean metrics (``per_fold``), their
     mean and std over folds (``mean_std_over_folds``), the metrics pooled over every test
-    slice and the recipe; with ``fold``, ``{"fold", "test_cases", "summary"}`` of that fold.
+    slice and the recipe; with ``fold``, ``{"fold", "test_cases", "summary"}`` of that fold. A
+    finished cross-validation that ``resume`` left as it was returns its summary as an
+    :class:`~covseg.train.AlreadyTrained`.
     """
     folds, fold, cpus_per_fold = _as_python(folds), _as_python(fold), _as_python(cpus_per_fold)
     recipe = _recipe(config, resume, data, folds)
@@ -588,7 +590,9 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
     of its per-case Dice against the baseline's; ``fold_source``: how the folds were made (the
     split files of each fold), as cv's ``summary.json`` says it; and ``left_out``: the models of
     an earlier comparison in ``out`` (a ``resume`` with another list) that this one does not
-    report, whose folders stay, also logged as a warning. Each model's options go in its
+    report, whose folders stay, also logged as a warning (a finished comparison that ``resume``
+    left as it was: its comparison.json, as an :class:`~covseg.train.AlreadyTrained`). Each
+    model's options go in its
     spec (``"unet:width=8"``): ``model=`` and ``model_options=`` are refused, as the CLI's
     compare has no ``--model`` or ``--model-option`` (they were dropped, or checked against a
     model never trained).

@@ -11,7 +11,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import suppress
 from importlib.metadata import version
 from pathlib import Path
@@ -213,11 +213,8 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     metrics = api.train(args.data, args.out, resume=args.resume, **_config(args))
-    if isinstance(metrics, AlreadyTrained):  # the recipe and data checked, the run left as it was
-        when = f", finished {metrics['finished_utc']}" if metrics.get("finished_utc") else ""
-        say(f"{args.out}: already trained ({counted(metrics['epochs'], 'epoch')}{when}); "
-            "nothing to do")
-        return 0
+    if isinstance(metrics, AlreadyTrained):
+        return _nothing_to_do(args.out, "trained", counted(metrics["epochs"], "epoch"), metrics)
     dice = metrics.get("validation", {}).get("dice", {}).get("mean")
     name = any_lesion("Dice", args.target == "multiclass")
     shown = f"validation {name} {dice:.3f}" if dice is not None else "no validation split"
@@ -225,10 +222,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nothing_to_do(out: str, done: str, what: str, record: Mapping[str, Any]) -> int:
+    """Say that a --resume found the run in ``out`` finished (``done``: as what, ``what`` it
+    holds; ``record``: the record it wrote last, an :class:`~covseg.train.AlreadyTrained`) and,
+    its recipe and data checked, left every file as it was; exit 0, as the work is done."""
+    when = f", finished {record['finished_utc']}" if record.get("finished_utc") else ""
+    say(f"{out}: already {done} ({what}{when}); nothing to do")
+    return 0
+
+
 def cmd_cv(args: argparse.Namespace) -> int:
     summary = api.cross_validate(args.data, args.out, folds=args.folds, resume=args.resume,
                                  fold=args.fold, ray=args.ray,
                                  cpus_per_fold=args.cpus_per_fold, **_config(args))
+    if isinstance(summary, AlreadyTrained):
+        return _nothing_to_do(args.out, "cross-validated",
+                              counted(len(summary["per_fold"]), "fold"), summary)
     if args.fold is not None:
         dice = shown(summary["summary"].get("dice", {}).get("mean"))
         say(f"fold {args.fold}: {any_lesion('Dice', args.target == 'multiclass')} {dice} on "
@@ -248,6 +257,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     config.pop("model_options")
     result = api.compare(args.data, args.models, args.out, folds=args.folds, resume=args.resume,
                          **config)
+    if isinstance(result, AlreadyTrained):
+        return _nothing_to_do(args.out, "compared", f"{counted(len(result['models']), 'model')} "
+                              f"over {counted(result['folds'], 'fold')}", result)
     for row in result["models"]:
         test = row.get("wilcoxon_vs_baseline")
         p_value = (f", paired Δ (95 % CI) {paired_difference_text(test)}"

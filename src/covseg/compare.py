@@ -34,6 +34,7 @@ from covseg.crossval import (
     duration_text,
     figure_link,
     finished_fold_check,
+    finished_summary,
     hd95_cover,
     hd95_keys,
     hd95_slices_by_unit,
@@ -65,9 +66,11 @@ from covseg.models.registry import (
     resolved_options,
 )
 from covseg.provenance import continued, option_name, provenance, utc_now
+from covseg.records import read_record
 from covseg.report import read_rows
 from covseg.train import (
     COMPARISON,
+    AlreadyTrained,
     check_run_seed,
     refuse_other_output,
     trial_options,
@@ -327,6 +330,9 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
     for spec, (_, midway) in checks.items():
         refuse_midway_folds(midway, len(splits), "compare")
         checked_fold_weights(recipes[spec], out / model_folder(spec), len(splits))
+    finished = finished_comparison(out, specs, len(splits), left_out) if resume else None
+    if finished is not None:  # nothing left to do: every file left as it was
+        return AlreadyTrained(finished)
     rows, dice_by_model, units_by_model = [], {}, {}
     fold_notes = warned_fold_notes(config, data, splits)  # every model's folds: the same
     for spec in specs:
@@ -363,7 +369,6 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
               "cases_without_patient_id": own_patients(data),
               "config": _shared_recipe(config, data.windowed), "models": rows, "left_out": left_out,
               "warnings": list(dict.fromkeys([*data.notes, *fold_notes]))}
-    write_json(out / "comparison.json", result)
     dice = any_lesion("Dice", config.target == "multiclass")
     png = out / "comparison_boxplot.png"
     plotted = drawn(lambda: box_plot({spec: list(d.values()) for spec, d in dice_by_model.items()},
@@ -372,7 +377,28 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
                                      + f"per-case {dice} by model"),
                     png, out / "comparison.json")
     write_text(out / "comparison.md", comparison_markdown(result, plotted))
+    # Last, so that a comparison.json means the rest is written (finished_comparison), as cv's
+    # summary.json: one stopped before comparison.md looked finished to a --resume.
+    write_json(out / "comparison.json", result)
     return result
+
+
+def finished_comparison(out: Path, specs: Sequence[str], folds: int,
+                        left_out: Sequence[Mapping[str, str]]) -> dict[str, Any] | None:
+    """The comparison.json of the finished comparison of ``specs`` over ``folds`` folds in
+    ``out`` (written last: its report and plot are written), None where it is not finished: no
+    comparison.json (one stopped writing its reports), another model list or models
+    ``left_out``, or a model's cross-validation unfinished (:func:`finished_summary`). A
+    --resume of a finished one returns it and leaves every file as it was: it rewrote them,
+    listing a resume that trained nothing."""
+    if not all(finished_summary(out / model_folder(spec), folds) is not None for spec in specs):
+        return None
+    result = read_record(out / "comparison.json")
+    rows = result.get("models") if result is not None else None
+    if result is None or not isinstance(rows, list) or result.get("left_out") != list(left_out):
+        return None
+    named = [row.get("model") if isinstance(row, dict) else None for row in rows]
+    return result if named == list(specs) else None
 
 
 def models_left_out(out: Path, specs: Sequence[str]) -> list[dict[str, str]]:

@@ -63,6 +63,7 @@ from covseg.train import (
     CROSS_VALIDATION,
     DATA_FINGERPRINT,
     UNREADABLE,
+    AlreadyTrained,
     check_run_seed,
     holds_saved_run,
     made_from_other_data,
@@ -131,6 +132,21 @@ def own_patients(data: LoadedData) -> int:
 def fold_done(fold_dir: Path) -> bool:
     """Whether the fold in ``fold_dir`` finished (its fold_metrics.json, written last)."""
     return (fold_dir / "fold_metrics.json").is_file()
+
+
+def finished_summary(out: Path, folds: int) -> dict[str, Any] | None:
+    """The summary.json of the finished cross-validation of ``folds`` folds in ``out`` (written
+    last but for the removal of :data:`STOPPED_FILE`: its report, table and plot are written),
+    None where it is not finished: no summary (one stopped writing its reports), a record of
+    a stopped command left, a fold unfinished (deleted to be trained again) or another count of
+    folds. A --resume of a finished one returns it and leaves every file as it was: it rewrote
+    them, its summary listing a resume that trained nothing."""
+    if (out / STOPPED_FILE).exists() or not all(fold_done(out / f"fold_{k}")
+                                                 for k in range(folds)):
+        return None
+    summary = read_record(out / "summary.json")
+    per_fold = summary.get("per_fold") if summary is not None else None
+    return summary if isinstance(per_fold, list) and len(per_fold) == folds else None
 
 
 def cross_validation_work(out: Path, fold: int | None = None) -> list[Path]:
@@ -690,11 +706,14 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
     """:func:`cross_validate` inside ``out``'s lock, which the caller holds (Ray's folds ran
     under it, so that no second whole run starts between them and the summary)."""
     check_cv_folder(out, resume)
-    remove_temporaries(out)  # a run killed there (kill -9) left them; its folds' go in train
     splits, how = make_folds(data, folds, config.seed)
     check_run_seed(config, len(splits))
     check_finished_folds(config, data, out, splits, verb)
     weights = checked_fold_weights(config, out, len(splits))
+    finished = finished_summary(out, len(splits)) if resume else None
+    if finished is not None:  # nothing left to do: every file left as it was
+        return AlreadyTrained(finished)
+    remove_temporaries(out)  # a run killed there (kill -9) left them; its folds' go in train
     if fold_notes is None:
         fold_notes = warned_fold_notes(config, data, splits)
     begun = begin(out, len(splits), resume) if begun is None else begun

@@ -387,8 +387,9 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
     by ``config.val_fraction``.
     ``record``: more for the run's config.json (a cross-validation fold's count of folds and,
     on Ray, the node that trained it). ``weights``: :func:`weights_file_sha256` of ``config``
-    where the caller hashed it already (a cross-validation, once for all its folds); None:
-    hashed here.
+    where the caller hashed it already (a cross-validation, once for all its folds, whose
+    recipe check built the network from the file: the file is not read by a trial build here
+    again); None: hashed here.
     The caller's global generators are left as they were (:func:`callers_generators_kept`).
     """
     with callers_generators_kept():
@@ -422,7 +423,7 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
     """:func:`train`, in the generators it reseeds; the ``weights=`` file hashed once the
     recipe is checked (a folder or no file given is refused there)."""
     out = Path(out)
-    check_recipe(config, resume=resume)
+    check_recipe(config, resume=resume, weights_read=weights is not None)
     fold = train_cases is not None
     if train_cases is None:
         train_cases, val_cases = validation_split(data.samples, config.val_fraction, config.seed)
@@ -453,10 +454,11 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
 
 
 class AlreadyTrained(dict[str, Any]):
-    """The metrics :func:`train` returns for a finished run that a --resume found in its
-    folder, as its metrics.json: nothing was trained and every file was left as it was, which
-    ``covseg train`` says (a folder's metrics.json alone does not tell: its checkpoints may be
-    gone, and the run retrained)."""
+    """The record a --resume returns where it found its run finished, as the run wrote it last:
+    :func:`train`'s metrics.json, a cross-validation's summary.json
+    (:func:`~covseg.crossval.finished_summary`), a comparison's comparison.json. Nothing was
+    trained and every file was left as it was, which the command says (a folder's record alone
+    does not tell: a run's checkpoints, a fold, may be gone, and trained again)."""
 
 
 def finished_metrics(out: Path) -> dict[str, Any] | None:
@@ -801,18 +803,20 @@ def check_run_seed(config: TrainConfig, folds: int = 1) -> None:
     check_seed(config.seed, offset=folds - 1 + len(member_names(config.model)) - 1)
 
 
-def check_recipe(config: TrainConfig, folds: int | None = 1, resume: bool = False) -> None:
+def check_recipe(config: TrainConfig, folds: int | None = 1, resume: bool = False,
+                 weights_read: bool = False) -> None:
     """Refuse options of the wrong type, out of range or contradictory, before data are read
     or a member starts (``folds``: a cross-validation's, whose seeds the seed leaves room
     for: :func:`check_run_seed`; None: the seed's range only, its room left to a caller whose
     models are not ``config``'s, as compare's: :func:`covseg.compare.check_spec_seeds`;
-    ``resume``: see :func:`trial_options`)."""
+    ``resume``, ``weights_read``: see :func:`trial_options`)."""
     config.check_types()
     if not MIN_SIZE <= config.size <= MAX_SIZE:
         raise CovsegError(f"{option_name('size')} must lie in [{MIN_SIZE}, {MAX_SIZE}] px (the "
                           "networks halve it four times; CT slices are 512 px, which a larger "
                           f"canvas only upsamples), got {config.size}")
-    check_model(config.model, trial_options(config.model_options, resume), config.size)
+    check_model(config.model, trial_options(config.model_options, resume, weights_read),
+                config.size)
     _check_names(config)
     if config.crop_lungs and config.lung_guide == "none":
         raise CovsegError(f"{option_name('crop_lungs')} crops to the lung guide's lungs: add "
@@ -865,13 +869,17 @@ def check_recipe(config: TrainConfig, folds: int | None = 1, resume: bool = Fals
         raise CovsegError(f"{option_name('epochs')} must be at least 1, got {config.epochs}")
 
 
-def trial_options(options: dict[str, Any], resume: bool) -> dict[str, Any]:
+def trial_options(options: dict[str, Any], resume: bool, weights_read: bool = False
+                  ) -> dict[str, Any]:
     """The model ``options`` of a trial build (:func:`~covseg.models.registry.check_model`):
     on a resume, less a weights= file gone since, which only a network with no last.pt reads
-    (refused then, naming it: :func:`refuse_gone_weights`). Options that are not a dict (a
-    string, another mapping) are passed on as given, for the build to refuse in its words."""
-    gone = resume and isinstance(options, dict) and gone_weights_file(options)
-    return without_weights_file(options) if gone else options
+    (refused then, naming it: :func:`refuse_gone_weights`); less the file where the caller's
+    own check built from it (``weights_read``: a cross-validation's, once for its folds, each
+    of which read it again). Options that are not a dict (a string, another mapping) are
+    passed on as given, for the build to refuse in its words."""
+    left_out = isinstance(options, dict) and (weights_read or
+                                              (resume and gone_weights_file(options)))
+    return without_weights_file(options) if left_out else options
 
 
 def _check_names(config: TrainConfig) -> None:
