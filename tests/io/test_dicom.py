@@ -324,6 +324,49 @@ def test_multiframe_file_without_a_frame_step_takes_its_slice_thickness(
     assert "6 frames without SpacingBetweenSlices; taken as 2.5 mm apart" in caplog.text
 
 
+def placed(paths: list[Path], coronal: bool, sop_class: str | None = None) -> None:
+    """Synthetic slices rewritten in place: as coronal slices (rows along x, columns towards
+    the feet, stacked towards the back) where ``coronal``, and as one-frame files of
+    ``sop_class`` where given."""
+    for k, path in enumerate(paths):
+        dataset = pydicom.dcmread(path)
+        if coronal:
+            dataset.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 0.0, -1.0]
+            dataset.ImagePositionPatient = [-30.0, -40.0 + 2.5 * k, 100.0]
+        if sop_class is not None:
+            dataset.SOPClassUID = dataset.file_meta.MediaStorageSOPClassUID = sop_class
+            dataset.NumberOfFrames = 1
+        dataset.save_as(path)
+
+
+@pytest.mark.parametrize("coronal", [False, True])
+def test_a_ct_stored_as_multiframe_secondary_capture_is_placed_as_its_headers_say(
+        coronal: bool, tmp_path: Path) -> None:
+    """GDCM reads a Multi-frame Grayscale Word Secondary Capture as 1 mm pixels at (0, 0, 0) on
+    the scanner's axes, whatever its PixelSpacing, ImagePositionPatient and
+    ImageOrientationPatient say: a CT stored so, a file a slice or one file of all, came out
+    5 to 27 times too small, without a word. It is read as the same CT Image Storage series."""
+    volume = phantom()
+    series = synthetic_series(tmp_path / "ct", volume)
+    placed(series, coronal)
+    capture = pydicom.uid.MultiFrameGrayscaleWordSecondaryCaptureImageStorage
+    slices = synthetic_series(tmp_path / "sc", volume)
+    placed(slices, coronal, capture)
+    multi = pydicom.dcmread(slices[0])
+    multi.NumberOfFrames, multi.SpacingBetweenSlices = len(volume), 2.5
+    multi.PixelData = (volume.astype(np.int32) + 1024).astype(np.int16).tobytes()
+    (tmp_path / "multi").mkdir()
+    multi.save_as(tmp_path / "multi" / "sc.dcm")
+    alone = [] if coronal else [(slices[0], series[0])]  # a coronal plane alone is refused
+    for given, stored in [(tmp_path / "sc", tmp_path / "ct"),
+                          (tmp_path / "multi" / "sc.dcm", tmp_path / "ct"), *alone]:
+        expected, read = read_volume(stored), read_volume(given)
+        assert np.array_equal(read.array, expected.array)
+        assert np.allclose(read.affine, expected.affine, atol=1e-4)
+        assert read.spacing == pytest.approx(expected.spacing)
+    assert sorted(expected.spacing) == pytest.approx([0.7, 0.7, 2.5])
+
+
 @pytest.mark.parametrize("slice_index", [5, 2])
 def test_an_unreadable_slice_of_the_series_is_named(slice_index: int, tmp_path: Path) -> None:
     """GDCM skips a file it cannot parse: an end slice went missing without a word, a middle

@@ -167,6 +167,7 @@ def read_dicom_folder(folder: str | os.PathLike[str]) -> Volume:
     reader.SetSpacingWarningRelThreshold(1.0)  # checked above; ITK's warning spans lines
     image = _read_itk(reader, headers[0], f"{folder}: cannot read DICOM series {uid}",
                       (str(folder), shape))
+    image = _with_header_geometry(image, headers, str(folder))
     if any(header.photometric == "MONOCHROME1" for header in headers):
         image = _stored_in_hu(image, files, headers, str(folder))
     image = _padding_as_air(image, headers)
@@ -647,6 +648,7 @@ def read_dicom_file(path: str | os.PathLike[str], source: str | None = None) -> 
                       (source, shape))
     if image.GetDimension() == 2:
         image = sitk.JoinSeries(image)
+    image = _with_header_geometry(image, frames, source)
     if (any(frame.photometric == "MONOCHROME1" for frame in frames)
             or len({frame.rescale for frame in frames}) > 1):
         image = _stored_in_hu(image, [str(path)], frames, source)
@@ -865,6 +867,38 @@ def _check_frame_places(image: sitk.Image, frames: Sequence[SliceHeader], source
             raise CovsegError(f"{source}: SimpleITK places {frame.name} {off:.3g} mm from its "
                               "ImagePositionPatient (frames out of order?); convert the file "
                               "to a series of slices, e.g. with dcm2niix")
+
+
+def _with_header_geometry(image: sitk.Image, headers: Sequence[SliceHeader],
+                          source: str) -> sitk.Image:
+    """The image with the pixel spacing, origin and direction its checked DICOM headers give,
+    where SimpleITK's differ (``headers``: one per slice in SimpleITK's order, one per frame of
+    an enhanced file, or one for a file). GDCM reads some SOP classes (Multi-frame Grayscale
+    Word Secondary Capture) as 1 mm pixels at (0, 0, 0) on the scanner's axes whatever their
+    PixelSpacing, ImagePositionPatient and ImageOrientationPatient say: a CT stored so came out
+    5 to 27 times too small. A slice step comes from the first and last positions; a lone
+    file's is left to :func:`_with_frame_step` and :func:`_with_slice_thickness`."""
+    first = headers[0]
+    spacing = np.asarray(image.GetSpacing(), dtype=np.float64)
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    if first.pixel_spacing is not None:
+        spacing[:2] = first.pixel_spacing[1], first.pixel_spacing[0]
+    if first.orientation is not None:
+        direction = np.column_stack([*np.reshape(first.orientation, (2, 3)),
+                                     _slice_normal(first.orientation, source)])
+    positions = [h.position for h in headers if h.position is not None]
+    if len(positions) == len(headers) > 1:
+        travel = np.subtract(positions[-1], positions[0])
+        spacing[2] = np.linalg.norm(travel) / (len(headers) - 1)
+        direction[:, 2] = travel / np.linalg.norm(travel)
+    if not np.allclose(spacing, image.GetSpacing(), rtol=1e-3, atol=1e-4):
+        image.SetSpacing(spacing.tolist())
+    if not np.allclose(direction.ravel(), image.GetDirection(), atol=1e-3):
+        image.SetDirection(direction.ravel().tolist())
+    if first.position is not None and not np.allclose(first.position, image.GetOrigin(),
+                                                      rtol=0, atol=1e-3):
+        image.SetOrigin(first.position)
+    return image
 
 
 def _with_frame_step(image: sitk.Image, header: SliceHeader, source: str) -> sitk.Image:
