@@ -430,6 +430,23 @@ def test_files_beside_a_series_that_are_no_slices_of_it_are_passed_over(
     assert np.array_equal(read_volume(folder).array, volume)
 
 
+@pytest.mark.parametrize("preamble", [True, False])
+def test_dicom_slices_named_img_are_no_analyze_files(preamble: bool, tmp_path: Path) -> None:
+    """CD exports name DICOM slices ``X.IMG``: a file was refused as "an Analyze 7.5 file
+    (.hdr/.img pair)" by its name, and so was a folder of them given to 2D predict. A file is
+    Analyze by its header's first bytes (sizeof_hdr 348), and no DICOM file is."""
+    from covseg.api import collect_inputs
+    from covseg.io.nifti import is_analyze
+
+    volume = phantom()
+    files = synthetic_series(tmp_path / "img", volume, preamble=preamble, suffix=".IMG")
+    assert not any(is_analyze(path) for path in files)
+    assert np.array_equal(read_volume(files[2]).array, volume[2:3])
+    assert np.array_equal(read_volume(tmp_path / "img").array, volume)
+    with pytest.raises(CovsegError, match=r"img: no images or CT volumes in this folder"):
+        collect_inputs([tmp_path / "img"])
+
+
 def test_a_folder_of_gzipped_dicom_slices_is_named_as_such(tmp_path: Path) -> None:
     """A folder of IM0001.dcm.gz... was refused as "no images (png, jpg, tif, npy) in this
     folder", naming neither its files nor that they are gzip-compressed DICOM; a folder of

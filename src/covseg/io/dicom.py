@@ -55,10 +55,11 @@ def is_dicom_file(path: Path) -> bool:
 
 def is_dicom_named(path: Path) -> bool:
     """True for a file with a DICOM suffix or the DICM preamble (suffix-less PACS exports), or
-    a file named without a suffix (``IM0003``, or a UID) that parses as DICOM without the
-    preamble, which files not written for removable media may leave out (SimpleITK reads them);
-    hidden or not: one given by name (``.slice.dcm`` was refused as "not an image"). A file
-    named as NIfTI is none, and not opened (a folder of NIfTI CTs was, file by file)."""
+    a file named without a suffix (``IM0003``, or a UID) or as CD exports name slices
+    (:data:`SNIFFED_SUFFIXES`) that parses as DICOM without the preamble, which files not
+    written for removable media may leave out (SimpleITK reads them); hidden or not: one given
+    by name (``.slice.dcm`` was refused as "not an image"). A file named as NIfTI is none, and
+    not opened (a folder of NIfTI CTs was, file by file)."""
     if not path.is_file() or path.name.lower().endswith(NIFTI_SUFFIXES):
         return False
     if path.suffix.lower() in DICOM_SUFFIXES:
@@ -68,7 +69,13 @@ def is_dicom_named(path: Path) -> bool:
             return True
     except OSError:  # unreadable (permission denied): its name says, and its reader refuses it
         return _unsuffixed(path)
-    return _unsuffixed(path) and _parses_as_dicom(path)
+    return (_unsuffixed(path) or path.suffix.lower() in SNIFFED_SUFFIXES) and _parses_as_dicom(
+        path)
+
+
+SNIFFED_SUFFIXES = (".img",)
+"""Suffixes that CD exports give DICOM slices with or without the DICM preamble, and other
+formats give their files (Analyze 7.5's voxels): a file so named is DICOM by its content."""
 
 
 def dicom_files(folder: Path, listings: Listings | None = None) -> Iterator[Path]:
