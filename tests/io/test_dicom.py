@@ -932,6 +932,25 @@ def test_a_series_short_of_memory_is_refused_naming_its_size(
             read_volume(path)
 
 
+def test_ges_private_transfer_syntax_is_read_without_pydicoms_warnings(tmp_path: Path) -> None:
+    """GE's private transfer syntax 1.2.840.113619.5.2 (implicit VR header, big-endian pixels)
+    made pydicom warn "Expected explicit VR, but found implicit VR", with its source path, on
+    stderr: covseg's header reads left it out of their quieting."""
+    volume = phantom()
+    for path in synthetic_series(tmp_path / "ge", volume):
+        dataset = pydicom.dcmread(path)
+        dataset.PixelData = np.frombuffer(dataset.PixelData, "<i2").astype(">i2").tobytes()
+        dataset.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+        dataset.save_as(path, enforce_file_format=True)
+        private = path.read_bytes().replace(b"1.2.840.10008.1.2\0", b"1.2.840.113619.5.2", 1)
+        path.write_bytes(private)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        read = read_volume(tmp_path / "ge")
+    assert np.array_equal(read.array, volume)
+    assert [str(warning.message) for warning in caught] == []
+
+
 def test_a_sniffing_read_quiets_pydicoms_user_warnings_only(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """pydicom's complaints about the bytes sniffed are covseg's to word; a deprecation of a

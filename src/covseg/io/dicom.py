@@ -15,6 +15,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 import pydicom
@@ -78,6 +79,16 @@ SNIFFED_SUFFIXES = (".img",)
 formats give their files (Analyze 7.5's voxels): a file so named is DICOM by its content."""
 
 
+def _dcmread(source: str | os.PathLike[str] | BinaryIO, **options: Any) -> pydicom.Dataset:
+    """pydicom's read of a DICOM file (``options``: ``pydicom.dcmread``'s), its UserWarnings kept
+    quiet: they are about bytes covseg checks and words itself (a value cut short), or about
+    nothing covseg's user can act on (GE's private transfer syntax 1.2.840.113619.5.2 read as
+    implicit VR: "Expected explicit VR, but found implicit VR" reached stderr with pydicom's
+    source path). Every pydicom read of covseg goes through here."""
+    with quiet_warnings(UserWarning):
+        return pydicom.dcmread(source, **options)
+
+
 def dicom_files(folder: Path, listings: Listings | None = None) -> Iterator[Path]:
     """The DICOM files under ``folder``, sub-folders included (as ``read_dicom_folder`` searches
     it), by name in each folder; its folders as ``listings`` holds them (listed here
@@ -102,8 +113,8 @@ def _parses_as_dicom(path: Path) -> bool:
             if handle.read(2) not in (b"\x02\x00", b"\x08\x00"):
                 return False
         with quiet_warnings(UserWarning):  # pydicom's warnings about the bytes it sniffs
-            dataset = pydicom.dcmread(path, force=True, stop_before_pixels=True,
-                                      specific_tags=["SOPClassUID"])
+            dataset = _dcmread(path, force=True, stop_before_pixels=True,
+                               specific_tags=["SOPClassUID"])
             meta = getattr(dataset, "file_meta", None) or {}  # values are parsed when read
             return bool(dataset.get("SOPClassUID") or meta.get("MediaStorageSOPClassUID"))
     except Exception:  # noqa: BLE001 -- any bytes may be sniffed; a parse failure is a "no"
@@ -338,8 +349,8 @@ SAMPLED_TAGS = ("SeriesInstanceUID", "PatientID", "StudyInstanceUID")
 def _identity(path: Path, tags: Sequence[str] = IDENTITY_TAGS) -> dict[str, str]:
     """``tags`` of one DICOM file as stripped strings ("" when absent or unreadable)."""
     try:
-        dataset = pydicom.dcmread(path, stop_before_pixels=True, force=True,
-                                  specific_tags=list(tags))
+        dataset = _dcmread(path, stop_before_pixels=True, force=True,
+                           specific_tags=list(tags))
     except DICOM_ERRORS:
         return dict.fromkeys(tags, "")
     return {tag: str(dataset.get(tag, "") or "").strip() for tag in tags}
@@ -352,8 +363,8 @@ def _header_datasets(files: Sequence[str]) -> list[pydicom.Dataset | None]:
     datasets: list[pydicom.Dataset | None] = []
     for name in files:
         try:
-            datasets.append(pydicom.dcmread(name, stop_before_pixels=True, force=True,
-                                            specific_tags=list(SERIES_TAGS)))
+            datasets.append(_dcmread(name, stop_before_pixels=True, force=True,
+                                     specific_tags=list(SERIES_TAGS)))
         except (*DICOM_ERRORS, TypeError):
             datasets.append(None)
     return datasets
@@ -505,8 +516,8 @@ def _unreadable_slice(path: Path, uid: str) -> str:
     cut = "truncated or corrupt: its DICOM header cannot be read (an interrupted copy?)"
     try:
         with quiet_warnings(UserWarning):  # pydicom's about values cut short: said here
-            dataset = pydicom.dcmread(path, stop_before_pixels=True, force=True,
-                                      specific_tags=["SeriesInstanceUID", "Rows"])
+            dataset = _dcmread(path, stop_before_pixels=True, force=True,
+                               specific_tags=["SeriesInstanceUID", "Rows"])
             series = str(dataset.get("SeriesInstanceUID", "") or "").strip()
             index = _is_dicomdir_header(dataset)
     except DICOM_ERRORS:
@@ -598,9 +609,9 @@ def _non_ct_kind(path: Path) -> str:
     not CT (SR, KO, PR, DOC), "" for any other (a CT slice or volume, a CT slice that lost its
     pixels, or a file that cannot be read: the reader names it)."""
     try:
-        dataset = pydicom.dcmread(path, force=True, defer_size=1024,
-                                  specific_tags=["ImageType", "Modality", "SOPClassUID",
-                                                 *PIXEL_TAGS])
+        dataset = _dcmread(path, force=True, defer_size=1024,
+                           specific_tags=["ImageType", "Modality", "SOPClassUID",
+                                          *PIXEL_TAGS])
     except DICOM_ERRORS:
         return ""
     if not any(tag in dataset for tag in PIXEL_TAGS):
@@ -630,8 +641,8 @@ def slice_series_uid(path: Path) -> str:
     """The SeriesInstanceUID of a DICOM file of one slice; "" for a multi-frame file (a volume
     of its own), or one without it or unreadable."""
     try:
-        dataset = pydicom.dcmread(path, stop_before_pixels=True, force=True,
-                                  specific_tags=["SeriesInstanceUID", "NumberOfFrames"])
+        dataset = _dcmread(path, stop_before_pixels=True, force=True,
+                           specific_tags=["SeriesInstanceUID", "NumberOfFrames"])
         frames = int(dataset.get("NumberOfFrames") or 1)
     except (*DICOM_ERRORS, TypeError):
         return ""
@@ -724,9 +735,7 @@ def _pixel_bytes_held(path: Path, needed: int, big_endian: bool) -> int:
                 if held >= needed:
                     return held
             handle.seek(0)
-            with quiet_warnings(UserWarning):  # pydicom's about values cut short: refused here
-                pydicom.dcmread(handle, stop_before_pixels=True, force=True,
-                                specific_tags=["PixelData"])
+            _dcmread(handle, stop_before_pixels=True, force=True, specific_tags=["PixelData"])
             offset = handle.tell()
             return _value_held(handle.read(12), offset, size, order)
     except DICOM_ERRORS:
@@ -850,7 +859,7 @@ def _stored_frames(path: Path, source: str) -> np.ndarray:
     """A DICOM file's stored pixel values (no Modality LUT, no inversion), as (frames, rows,
     columns) float32."""
     try:
-        stored = pydicom.dcmread(path).pixel_array
+        stored = _dcmread(path).pixel_array
     except (*DICOM_ERRORS, AttributeError, NotImplementedError, RuntimeError) as exc:
         raise CovsegError(f"{source}: cannot read the stored pixels of {path.name}, needed to put "
                           f"them in HU ({_one_line(exc)}); convert the study to NIfTI, e.g. with "
@@ -999,8 +1008,8 @@ def read_frame_headers(path: Path) -> list[SliceHeader]:
     scanners export, keeps pixel spacing, orientation and positions in its shared and per-frame
     functional groups, not at the top level), else the file's one."""
     try:
-        dataset = pydicom.dcmread(path, stop_before_pixels=True, force=True,
-                                  specific_tags=list(SLICE_TAGS))
+        dataset = _dcmread(path, stop_before_pixels=True, force=True,
+                           specific_tags=list(SLICE_TAGS))
     except DICOM_ERRORS as exc:
         raise CovsegError(f"{path}: cannot read the DICOM header ({_one_line(exc)})") from None
     return _frame_headers(dataset, path)
