@@ -4,6 +4,7 @@ DICOMDIRs, stderr left alone."""
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import logging
 import os
 import re
@@ -265,6 +266,34 @@ def test_monochrome1_series_is_read_in_hu(tmp_path: Path) -> None:
     enhanced = enhanced_ct(tmp_path / "enhanced" / "ct.dcm", volume, photometric="MONOCHROME1")
     for given in (enhanced, enhanced.parent):
         assert np.array_equal(read_volume(given).array, expected)
+
+
+@pytest.mark.skipif(any(importlib.util.find_spec(name) for name in ("libjpeg", "gdcm")),
+                    reason="a JPEG decoder for pydicom is installed")
+def test_monochrome1_jpeg_lossless_without_a_decoder_names_the_pip_install(
+        tmp_path: Path) -> None:
+    """MONOCHROME1 pixels are read again by pydicom, which decodes JPEG Lossless only with a
+    plugin: the one-line error said to convert the study with dcm2niix, where ``pip install
+    pylibjpeg pylibjpeg-libjpeg`` reads it."""
+    for path in synthetic_series(tmp_path / "jpeg", phantom(), photometric="MONOCHROME1"):
+        dataset = pydicom.dcmread(path)
+        plane = np.frombuffer(dataset.PixelData, np.int16).reshape(dataset.Rows, -1)
+        writer = sitk.ImageFileWriter()
+        writer.SetFileName(str(tmp_path / "encoded.dcm"))
+        writer.SetImageIO("GDCMImageIO")
+        writer.SetUseCompression(True)
+        writer.SetCompressor("JPEG")
+        writer.Execute(sitk.GetImageFromArray(plane))
+        encoded = pydicom.dcmread(tmp_path / "encoded.dcm")
+        dataset.file_meta.TransferSyntaxUID = encoded.file_meta.TransferSyntaxUID
+        dataset.PixelData = encoded.PixelData
+        dataset["PixelData"].VR, dataset["PixelData"].is_undefined_length = "OB", True
+        dataset.save_as(path)
+    with pytest.raises(CovsegError, match=r"jpeg: cannot read the stored pixels of IM0000\.dcm, "
+                       r"needed to put them in HU \(RuntimeError: .*\); install a decoder for it "
+                       r"\(pip install pylibjpeg pylibjpeg-libjpeg\) and run again, or convert "
+                       r"the study to NIfTI, e\.g\. with dcm2niix$"):
+        read_volume(tmp_path / "jpeg")
 
 
 def test_enhanced_multiframe_ct_is_read_from_its_functional_groups(tmp_path: Path) -> None:

@@ -858,13 +858,40 @@ def _padding_hu(header: SliceHeader) -> tuple[float, float] | None:
 def _stored_frames(path: Path, source: str) -> np.ndarray:
     """A DICOM file's stored pixel values (no Modality LUT, no inversion), as (frames, rows,
     columns) float32."""
+    dataset = None
     try:
-        stored = _dcmread(path).pixel_array
+        dataset = _dcmread(path)
+        stored = dataset.pixel_array
     except (*DICOM_ERRORS, AttributeError, NotImplementedError, RuntimeError) as exc:
         raise CovsegError(f"{source}: cannot read the stored pixels of {path.name}, needed to put "
-                          f"them in HU ({_one_line(exc)}); convert the study to NIfTI, e.g. with "
-                          "dcm2niix") from None
+                          f"them in HU ({_one_line(exc)}); {_decoding_advice(exc, dataset)}"
+                          ) from None
     return np.asarray(stored, dtype=np.float32).reshape(-1, *stored.shape[-2:])
+
+
+PYDICOM_DECODERS: dict[str, str] = {
+    **dict.fromkeys((pydicom.uid.JPEGBaseline8Bit, pydicom.uid.JPEGExtended12Bit,
+                     pydicom.uid.JPEGLossless, pydicom.uid.JPEGLosslessSV1,
+                     pydicom.uid.JPEGLSLossless, pydicom.uid.JPEGLSNearLossless),
+                    "pylibjpeg pylibjpeg-libjpeg"),
+    **dict.fromkeys((pydicom.uid.JPEG2000Lossless, pydicom.uid.JPEG2000),
+                    "pylibjpeg pylibjpeg-openjpeg"),
+}
+"""The pip packages that give pydicom a decoder for each compressed transfer syntax it may
+lack one for (pydicom decodes RLE and Deflate itself)."""
+
+
+def _decoding_advice(exc: Exception, dataset: pydicom.Dataset | None) -> str:
+    """What to do when pydicom could not read a file's stored pixels (``dataset``: its header,
+    None where that could not be read): install the decoder pydicom says it lacks for the
+    file's transfer syntax (MONOCHROME1 JPEG Lossless or JPEG-LS slices were told to be
+    converted with dcm2niix, where one pip install reads them), else convert the study."""
+    meta = getattr(dataset, "file_meta", None) or {}
+    packages = PYDICOM_DECODERS.get(str(meta.get("TransferSyntaxUID", "")))
+    convert = "convert the study to NIfTI, e.g. with dcm2niix"
+    if packages is None or "dependencies" not in str(exc):
+        return convert
+    return f"install a decoder for it (pip install {packages}) and run again, or {convert}"
 
 
 def _check_frame_places(image: sitk.Image, frames: Sequence[SliceHeader], source: str) -> None:
