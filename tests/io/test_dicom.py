@@ -4,6 +4,7 @@ DICOMDIRs, stderr left alone."""
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import logging
 import os
 import re
@@ -267,6 +268,34 @@ def test_monochrome1_series_is_read_in_hu(tmp_path: Path) -> None:
         assert np.array_equal(read_volume(given).array, expected)
 
 
+@pytest.mark.skipif(any(importlib.util.find_spec(name) for name in ("libjpeg", "gdcm")),
+                    reason="a JPEG decoder for pydicom is installed")
+def test_monochrome1_jpeg_lossless_without_a_decoder_names_the_pip_install(
+        tmp_path: Path) -> None:
+    """MONOCHROME1 pixels are read again by pydicom, which decodes JPEG Lossless only with a
+    plugin: the one-line error said to convert the study with dcm2niix, where ``pip install
+    pylibjpeg pylibjpeg-libjpeg`` reads it."""
+    for path in synthetic_series(tmp_path / "jpeg", phantom(), photometric="MONOCHROME1"):
+        dataset = pydicom.dcmread(path)
+        plane = np.frombuffer(dataset.PixelData, np.int16).reshape(dataset.Rows, -1)
+        writer = sitk.ImageFileWriter()
+        writer.SetFileName(str(tmp_path / "encoded.dcm"))
+        writer.SetImageIO("GDCMImageIO")
+        writer.SetUseCompression(True)
+        writer.SetCompressor("JPEG")
+        writer.Execute(sitk.GetImageFromArray(plane))
+        encoded = pydicom.dcmread(tmp_path / "encoded.dcm")
+        dataset.file_meta.TransferSyntaxUID = encoded.file_meta.TransferSyntaxUID
+        dataset.PixelData = encoded.PixelData
+        dataset["PixelData"].VR, dataset["PixelData"].is_undefined_length = "OB", True
+        dataset.save_as(path)
+    with pytest.raises(CovsegError, match=r"jpeg: cannot read the stored pixels of IM0000\.dcm, "
+                       r"needed to put them in HU \(RuntimeError: .*\); install a decoder for it "
+                       r"\(pip install pylibjpeg pylibjpeg-libjpeg\) and run again, or convert "
+                       r"the study to NIfTI, e\.g\. with dcm2niix$"):
+        read_volume(tmp_path / "jpeg")
+
+
 def test_enhanced_multiframe_ct_is_read_from_its_functional_groups(tmp_path: Path) -> None:
     """Enhanced CT keeps its pixel spacing and positions in functional groups: covseg refused
     it for "no PixelSpacing"; it is read as the same series of slices is, file or folder."""
@@ -322,6 +351,49 @@ def test_multiframe_file_without_a_frame_step_takes_its_slice_thickness(
             assert read.spacing == pytest.approx((2.5, 0.7, 0.7))
             assert np.array_equal(read.array, volume)
     assert "6 frames without SpacingBetweenSlices; taken as 2.5 mm apart" in caplog.text
+
+
+def placed(paths: list[Path], coronal: bool, sop_class: str | None = None) -> None:
+    """Synthetic slices rewritten in place: as coronal slices (rows along x, columns towards
+    the feet, stacked towards the back) where ``coronal``, and as one-frame files of
+    ``sop_class`` where given."""
+    for k, path in enumerate(paths):
+        dataset = pydicom.dcmread(path)
+        if coronal:
+            dataset.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 0.0, -1.0]
+            dataset.ImagePositionPatient = [-30.0, -40.0 + 2.5 * k, 100.0]
+        if sop_class is not None:
+            dataset.SOPClassUID = dataset.file_meta.MediaStorageSOPClassUID = sop_class
+            dataset.NumberOfFrames = 1
+        dataset.save_as(path)
+
+
+@pytest.mark.parametrize("coronal", [False, True])
+def test_a_ct_stored_as_multiframe_secondary_capture_is_placed_as_its_headers_say(
+        coronal: bool, tmp_path: Path) -> None:
+    """GDCM reads a Multi-frame Grayscale Word Secondary Capture as 1 mm pixels at (0, 0, 0) on
+    the scanner's axes, whatever its PixelSpacing, ImagePositionPatient and
+    ImageOrientationPatient say: a CT stored so, a file a slice or one file of all, came out
+    5 to 27 times too small, without a word. It is read as the same CT Image Storage series."""
+    volume = phantom()
+    series = synthetic_series(tmp_path / "ct", volume)
+    placed(series, coronal)
+    capture = pydicom.uid.MultiFrameGrayscaleWordSecondaryCaptureImageStorage
+    slices = synthetic_series(tmp_path / "sc", volume)
+    placed(slices, coronal, capture)
+    multi = pydicom.dcmread(slices[0])
+    multi.NumberOfFrames, multi.SpacingBetweenSlices = len(volume), 2.5
+    multi.PixelData = (volume.astype(np.int32) + 1024).astype(np.int16).tobytes()
+    (tmp_path / "multi").mkdir()
+    multi.save_as(tmp_path / "multi" / "sc.dcm")
+    alone = [] if coronal else [(slices[0], series[0])]  # a coronal plane alone is refused
+    for given, stored in [(tmp_path / "sc", tmp_path / "ct"),
+                          (tmp_path / "multi" / "sc.dcm", tmp_path / "ct"), *alone]:
+        expected, read = read_volume(stored), read_volume(given)
+        assert np.array_equal(read.array, expected.array)
+        assert np.allclose(read.affine, expected.affine, atol=1e-4)
+        assert read.spacing == pytest.approx(expected.spacing)
+    assert sorted(expected.spacing) == pytest.approx([0.7, 0.7, 2.5])
 
 
 @pytest.mark.parametrize("slice_index", [5, 2])
@@ -385,6 +457,23 @@ def test_files_beside_a_series_that_are_no_slices_of_it_are_passed_over(
     (folder / "notes.txt").write_bytes(b"")
     (folder / "Thumbs.db").write_bytes(b"")
     assert np.array_equal(read_volume(folder).array, volume)
+
+
+@pytest.mark.parametrize("preamble", [True, False])
+def test_dicom_slices_named_img_are_no_analyze_files(preamble: bool, tmp_path: Path) -> None:
+    """CD exports name DICOM slices ``X.IMG``: a file was refused as "an Analyze 7.5 file
+    (.hdr/.img pair)" by its name, and so was a folder of them given to 2D predict. A file is
+    Analyze by its header's first bytes (sizeof_hdr 348), and no DICOM file is."""
+    from covseg.api import collect_inputs
+    from covseg.io.nifti import is_analyze
+
+    volume = phantom()
+    files = synthetic_series(tmp_path / "img", volume, preamble=preamble, suffix=".IMG")
+    assert not any(is_analyze(path) for path in files)
+    assert np.array_equal(read_volume(files[2]).array, volume[2:3])
+    assert np.array_equal(read_volume(tmp_path / "img").array, volume)
+    with pytest.raises(CovsegError, match=r"img: no images or CT volumes in this folder"):
+        collect_inputs([tmp_path / "img"])
 
 
 def test_a_folder_of_gzipped_dicom_slices_is_named_as_such(tmp_path: Path) -> None:
@@ -870,6 +959,25 @@ def test_a_series_short_of_memory_is_refused_naming_its_size(
                                               r"free memory \(close other programs\) or use a "
                                               r"machine with more$"):
             read_volume(path)
+
+
+def test_ges_private_transfer_syntax_is_read_without_pydicoms_warnings(tmp_path: Path) -> None:
+    """GE's private transfer syntax 1.2.840.113619.5.2 (implicit VR header, big-endian pixels)
+    made pydicom warn "Expected explicit VR, but found implicit VR", with its source path, on
+    stderr: covseg's header reads left it out of their quieting."""
+    volume = phantom()
+    for path in synthetic_series(tmp_path / "ge", volume):
+        dataset = pydicom.dcmread(path)
+        dataset.PixelData = np.frombuffer(dataset.PixelData, "<i2").astype(">i2").tobytes()
+        dataset.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+        dataset.save_as(path, enforce_file_format=True)
+        private = path.read_bytes().replace(b"1.2.840.10008.1.2\0", b"1.2.840.113619.5.2", 1)
+        path.write_bytes(private)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        read = read_volume(tmp_path / "ge")
+    assert np.array_equal(read.array, volume)
+    assert [str(warning.message) for warning in caught] == []
 
 
 def test_a_sniffing_read_quiets_pydicoms_user_warnings_only(

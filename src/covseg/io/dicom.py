@@ -15,6 +15,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 import pydicom
@@ -55,10 +56,11 @@ def is_dicom_file(path: Path) -> bool:
 
 def is_dicom_named(path: Path) -> bool:
     """True for a file with a DICOM suffix or the DICM preamble (suffix-less PACS exports), or
-    a file named without a suffix (``IM0003``, or a UID) that parses as DICOM without the
-    preamble, which files not written for removable media may leave out (SimpleITK reads them);
-    hidden or not: one given by name (``.slice.dcm`` was refused as "not an image"). A file
-    named as NIfTI is none, and not opened (a folder of NIfTI CTs was, file by file)."""
+    a file named without a suffix (``IM0003``, or a UID) or as CD exports name slices
+    (:data:`SNIFFED_SUFFIXES`) that parses as DICOM without the preamble, which files not
+    written for removable media may leave out (SimpleITK reads them); hidden or not: one given
+    by name (``.slice.dcm`` was refused as "not an image"). A file named as NIfTI is none, and
+    not opened (a folder of NIfTI CTs was, file by file)."""
     if not path.is_file() or path.name.lower().endswith(NIFTI_SUFFIXES):
         return False
     if path.suffix.lower() in DICOM_SUFFIXES:
@@ -68,7 +70,23 @@ def is_dicom_named(path: Path) -> bool:
             return True
     except OSError:  # unreadable (permission denied): its name says, and its reader refuses it
         return _unsuffixed(path)
-    return _unsuffixed(path) and _parses_as_dicom(path)
+    return (_unsuffixed(path) or path.suffix.lower() in SNIFFED_SUFFIXES) and _parses_as_dicom(
+        path)
+
+
+SNIFFED_SUFFIXES = (".img",)
+"""Suffixes that CD exports give DICOM slices with or without the DICM preamble, and other
+formats give their files (Analyze 7.5's voxels): a file so named is DICOM by its content."""
+
+
+def _dcmread(source: str | os.PathLike[str] | BinaryIO, **options: Any) -> pydicom.Dataset:
+    """pydicom's read of a DICOM file (``options``: ``pydicom.dcmread``'s), its UserWarnings kept
+    quiet: they are about bytes covseg checks and words itself (a value cut short), or about
+    nothing covseg's user can act on (GE's private transfer syntax 1.2.840.113619.5.2 read as
+    implicit VR: "Expected explicit VR, but found implicit VR" reached stderr with pydicom's
+    source path). Every pydicom read of covseg goes through here."""
+    with quiet_warnings(UserWarning):
+        return pydicom.dcmread(source, **options)
 
 
 def dicom_files(folder: Path, listings: Listings | None = None) -> Iterator[Path]:
@@ -95,8 +113,8 @@ def _parses_as_dicom(path: Path) -> bool:
             if handle.read(2) not in (b"\x02\x00", b"\x08\x00"):
                 return False
         with quiet_warnings(UserWarning):  # pydicom's warnings about the bytes it sniffs
-            dataset = pydicom.dcmread(path, force=True, stop_before_pixels=True,
-                                      specific_tags=["SOPClassUID"])
+            dataset = _dcmread(path, force=True, stop_before_pixels=True,
+                               specific_tags=["SOPClassUID"])
             meta = getattr(dataset, "file_meta", None) or {}  # values are parsed when read
             return bool(dataset.get("SOPClassUID") or meta.get("MediaStorageSOPClassUID"))
     except Exception:  # noqa: BLE001 -- any bytes may be sniffed; a parse failure is a "no"
@@ -167,6 +185,7 @@ def read_dicom_folder(folder: str | os.PathLike[str]) -> Volume:
     reader.SetSpacingWarningRelThreshold(1.0)  # checked above; ITK's warning spans lines
     image = _read_itk(reader, headers[0], f"{folder}: cannot read DICOM series {uid}",
                       (str(folder), shape))
+    image = _with_header_geometry(image, headers, str(folder))
     if any(header.photometric == "MONOCHROME1" for header in headers):
         image = _stored_in_hu(image, files, headers, str(folder))
     image = _padding_as_air(image, headers)
@@ -330,8 +349,8 @@ SAMPLED_TAGS = ("SeriesInstanceUID", "PatientID", "StudyInstanceUID")
 def _identity(path: Path, tags: Sequence[str] = IDENTITY_TAGS) -> dict[str, str]:
     """``tags`` of one DICOM file as stripped strings ("" when absent or unreadable)."""
     try:
-        dataset = pydicom.dcmread(path, stop_before_pixels=True, force=True,
-                                  specific_tags=list(tags))
+        dataset = _dcmread(path, stop_before_pixels=True, force=True,
+                           specific_tags=list(tags))
     except DICOM_ERRORS:
         return dict.fromkeys(tags, "")
     return {tag: str(dataset.get(tag, "") or "").strip() for tag in tags}
@@ -344,8 +363,8 @@ def _header_datasets(files: Sequence[str]) -> list[pydicom.Dataset | None]:
     datasets: list[pydicom.Dataset | None] = []
     for name in files:
         try:
-            datasets.append(pydicom.dcmread(name, stop_before_pixels=True, force=True,
-                                            specific_tags=list(SERIES_TAGS)))
+            datasets.append(_dcmread(name, stop_before_pixels=True, force=True,
+                                     specific_tags=list(SERIES_TAGS)))
         except (*DICOM_ERRORS, TypeError):
             datasets.append(None)
     return datasets
@@ -497,8 +516,8 @@ def _unreadable_slice(path: Path, uid: str) -> str:
     cut = "truncated or corrupt: its DICOM header cannot be read (an interrupted copy?)"
     try:
         with quiet_warnings(UserWarning):  # pydicom's about values cut short: said here
-            dataset = pydicom.dcmread(path, stop_before_pixels=True, force=True,
-                                      specific_tags=["SeriesInstanceUID", "Rows"])
+            dataset = _dcmread(path, stop_before_pixels=True, force=True,
+                               specific_tags=["SeriesInstanceUID", "Rows"])
             series = str(dataset.get("SeriesInstanceUID", "") or "").strip()
             index = _is_dicomdir_header(dataset)
     except DICOM_ERRORS:
@@ -590,9 +609,9 @@ def _non_ct_kind(path: Path) -> str:
     not CT (SR, KO, PR, DOC), "" for any other (a CT slice or volume, a CT slice that lost its
     pixels, or a file that cannot be read: the reader names it)."""
     try:
-        dataset = pydicom.dcmread(path, force=True, defer_size=1024,
-                                  specific_tags=["ImageType", "Modality", "SOPClassUID",
-                                                 *PIXEL_TAGS])
+        dataset = _dcmread(path, force=True, defer_size=1024,
+                           specific_tags=["ImageType", "Modality", "SOPClassUID",
+                                          *PIXEL_TAGS])
     except DICOM_ERRORS:
         return ""
     if not any(tag in dataset for tag in PIXEL_TAGS):
@@ -622,8 +641,8 @@ def slice_series_uid(path: Path) -> str:
     """The SeriesInstanceUID of a DICOM file of one slice; "" for a multi-frame file (a volume
     of its own), or one without it or unreadable."""
     try:
-        dataset = pydicom.dcmread(path, stop_before_pixels=True, force=True,
-                                  specific_tags=["SeriesInstanceUID", "NumberOfFrames"])
+        dataset = _dcmread(path, stop_before_pixels=True, force=True,
+                           specific_tags=["SeriesInstanceUID", "NumberOfFrames"])
         frames = int(dataset.get("NumberOfFrames") or 1)
     except (*DICOM_ERRORS, TypeError):
         return ""
@@ -647,6 +666,7 @@ def read_dicom_file(path: str | os.PathLike[str], source: str | None = None) -> 
                       (source, shape))
     if image.GetDimension() == 2:
         image = sitk.JoinSeries(image)
+    image = _with_header_geometry(image, frames, source)
     if (any(frame.photometric == "MONOCHROME1" for frame in frames)
             or len({frame.rescale for frame in frames}) > 1):
         image = _stored_in_hu(image, [str(path)], frames, source)
@@ -715,9 +735,7 @@ def _pixel_bytes_held(path: Path, needed: int, big_endian: bool) -> int:
                 if held >= needed:
                     return held
             handle.seek(0)
-            with quiet_warnings(UserWarning):  # pydicom's about values cut short: refused here
-                pydicom.dcmread(handle, stop_before_pixels=True, force=True,
-                                specific_tags=["PixelData"])
+            _dcmread(handle, stop_before_pixels=True, force=True, specific_tags=["PixelData"])
             offset = handle.tell()
             return _value_held(handle.read(12), offset, size, order)
     except DICOM_ERRORS:
@@ -840,13 +858,40 @@ def _padding_hu(header: SliceHeader) -> tuple[float, float] | None:
 def _stored_frames(path: Path, source: str) -> np.ndarray:
     """A DICOM file's stored pixel values (no Modality LUT, no inversion), as (frames, rows,
     columns) float32."""
+    dataset = None
     try:
-        stored = pydicom.dcmread(path).pixel_array
+        dataset = _dcmread(path)
+        stored = dataset.pixel_array
     except (*DICOM_ERRORS, AttributeError, NotImplementedError, RuntimeError) as exc:
         raise CovsegError(f"{source}: cannot read the stored pixels of {path.name}, needed to put "
-                          f"them in HU ({_one_line(exc)}); convert the study to NIfTI, e.g. with "
-                          "dcm2niix") from None
+                          f"them in HU ({_one_line(exc)}); {_decoding_advice(exc, dataset)}"
+                          ) from None
     return np.asarray(stored, dtype=np.float32).reshape(-1, *stored.shape[-2:])
+
+
+PYDICOM_DECODERS: dict[str, str] = {
+    **dict.fromkeys((pydicom.uid.JPEGBaseline8Bit, pydicom.uid.JPEGExtended12Bit,
+                     pydicom.uid.JPEGLossless, pydicom.uid.JPEGLosslessSV1,
+                     pydicom.uid.JPEGLSLossless, pydicom.uid.JPEGLSNearLossless),
+                    "pylibjpeg pylibjpeg-libjpeg"),
+    **dict.fromkeys((pydicom.uid.JPEG2000Lossless, pydicom.uid.JPEG2000),
+                    "pylibjpeg pylibjpeg-openjpeg"),
+}
+"""The pip packages that give pydicom a decoder for each compressed transfer syntax it may
+lack one for (pydicom decodes RLE and Deflate itself)."""
+
+
+def _decoding_advice(exc: Exception, dataset: pydicom.Dataset | None) -> str:
+    """What to do when pydicom could not read a file's stored pixels (``dataset``: its header,
+    None where that could not be read): install the decoder pydicom says it lacks for the
+    file's transfer syntax (MONOCHROME1 JPEG Lossless or JPEG-LS slices were told to be
+    converted with dcm2niix, where one pip install reads them), else convert the study."""
+    meta = getattr(dataset, "file_meta", None) or {}
+    packages = PYDICOM_DECODERS.get(str(meta.get("TransferSyntaxUID", "")))
+    convert = "convert the study to NIfTI, e.g. with dcm2niix"
+    if packages is None or "dependencies" not in str(exc):
+        return convert
+    return f"install a decoder for it (pip install {packages}) and run again, or {convert}"
 
 
 def _check_frame_places(image: sitk.Image, frames: Sequence[SliceHeader], source: str) -> None:
@@ -865,6 +910,38 @@ def _check_frame_places(image: sitk.Image, frames: Sequence[SliceHeader], source
             raise CovsegError(f"{source}: SimpleITK places {frame.name} {off:.3g} mm from its "
                               "ImagePositionPatient (frames out of order?); convert the file "
                               "to a series of slices, e.g. with dcm2niix")
+
+
+def _with_header_geometry(image: sitk.Image, headers: Sequence[SliceHeader],
+                          source: str) -> sitk.Image:
+    """The image with the pixel spacing, origin and direction its checked DICOM headers give,
+    where SimpleITK's differ (``headers``: one per slice in SimpleITK's order, one per frame of
+    an enhanced file, or one for a file). GDCM reads some SOP classes (Multi-frame Grayscale
+    Word Secondary Capture) as 1 mm pixels at (0, 0, 0) on the scanner's axes whatever their
+    PixelSpacing, ImagePositionPatient and ImageOrientationPatient say: a CT stored so came out
+    5 to 27 times too small. A slice step comes from the first and last positions; a lone
+    file's is left to :func:`_with_frame_step` and :func:`_with_slice_thickness`."""
+    first = headers[0]
+    spacing = np.asarray(image.GetSpacing(), dtype=np.float64)
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    if first.pixel_spacing is not None:
+        spacing[:2] = first.pixel_spacing[1], first.pixel_spacing[0]
+    if first.orientation is not None:
+        direction = np.column_stack([*np.reshape(first.orientation, (2, 3)),
+                                     _slice_normal(first.orientation, source)])
+    positions = [h.position for h in headers if h.position is not None]
+    if len(positions) == len(headers) > 1:
+        travel = np.subtract(positions[-1], positions[0])
+        spacing[2] = np.linalg.norm(travel) / (len(headers) - 1)
+        direction[:, 2] = travel / np.linalg.norm(travel)
+    if not np.allclose(spacing, image.GetSpacing(), rtol=1e-3, atol=1e-4):
+        image.SetSpacing(spacing.tolist())
+    if not np.allclose(direction.ravel(), image.GetDirection(), atol=1e-3):
+        image.SetDirection(direction.ravel().tolist())
+    if first.position is not None and not np.allclose(first.position, image.GetOrigin(),
+                                                      rtol=0, atol=1e-3):
+        image.SetOrigin(first.position)
+    return image
 
 
 def _with_frame_step(image: sitk.Image, header: SliceHeader, source: str) -> sitk.Image:
@@ -958,8 +1035,8 @@ def read_frame_headers(path: Path) -> list[SliceHeader]:
     scanners export, keeps pixel spacing, orientation and positions in its shared and per-frame
     functional groups, not at the top level), else the file's one."""
     try:
-        dataset = pydicom.dcmread(path, stop_before_pixels=True, force=True,
-                                  specific_tags=list(SLICE_TAGS))
+        dataset = _dcmread(path, stop_before_pixels=True, force=True,
+                           specific_tags=list(SLICE_TAGS))
     except DICOM_ERRORS as exc:
         raise CovsegError(f"{path}: cannot read the DICOM header ({_one_line(exc)})") from None
     return _frame_headers(dataset, path)

@@ -60,6 +60,8 @@ ANALYZE_SUFFIXES = (".hdr", ".img")
 GZIP_MAGIC = b"\x1f\x8b"
 NIFTI2_HEADER_SIZE = 540
 """``sizeof_hdr`` of a NIfTI-2 header (NIfTI-1: 348)."""
+ANALYZE_HEADER_SIZE = 348
+"""``sizeof_hdr`` of an Analyze 7.5 header (and of a NIfTI-1 pair's)."""
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +187,30 @@ def _streamed_nifti(stream: io.BufferedIOBase) -> nib.Nifti1Image:
 
 
 def is_analyze(path: Path) -> bool:
-    """Whether a file is named as half of an Analyze 7.5 pair (``.hdr`` or ``.img``)."""
-    return path.suffix.lower() in ANALYZE_SUFFIXES
+    """Whether a file is half of an Analyze 7.5 pair: named ``.hdr`` or ``.img``, its header
+    (the file itself, or the ``.hdr`` beside an ``.img``) starting with sizeof_hdr 348 in either
+    byte order, and no DICOM file (:func:`~covseg.io.dicom.is_dicom_named`): CD exports name
+    DICOM slices ``.IMG``, which were refused as Analyze by their name."""
+    from covseg.io.dicom import is_dicom_named  # it imports us
+
+    suffix = path.suffix.lower()
+    if suffix not in ANALYZE_SUFFIXES:
+        return False
+    header = path if suffix == ".hdr" else next(
+        (path.with_suffix(s) for s in (".hdr", ".HDR") if path.with_suffix(s).is_file()), None)
+    return header is not None and _starts_with_analyze_size(header) and not is_dicom_named(path)
+
+
+def _starts_with_analyze_size(path: Path) -> bool:
+    """Whether a file's first four bytes read :data:`ANALYZE_HEADER_SIZE` in either byte
+    order."""
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(4)
+    except OSError:
+        return False
+    return len(start) == 4 and ANALYZE_HEADER_SIZE in {int.from_bytes(start, order)
+                                                       for order in ("little", "big")}
 
 
 def analyze_refused(path: Path) -> CovsegError:
