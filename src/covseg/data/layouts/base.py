@@ -1140,7 +1140,8 @@ def class_notes(data: LoadedData) -> list[str]:
     """What a user should know of the classes read: multi-class masks merged into one
     infection class by the infection target (which ``--target multiclass`` keeps), or, for the
     multiclass target, classes below the largest label that no mask holds (the classes trained
-    are the largest label + 1: a set of 0/1/3 trained a consolidation class from no example).
+    are the largest label + 1: a set of 0/1/3 trained a consolidation class from no example;
+    labels keep their meaning, so the note never advises renumbering them).
     covseg's synthetic data, whose lesions are ground-glass and consolidation by design, are
     read either way without a word."""
     if data.synthetic:
@@ -1160,9 +1161,11 @@ def class_notes(data: LoadedData) -> list[str]:
         return []
     named = _classes_named(absent)
     it = "it" if len(absent) == 1 else "them"
+    meanings = ", ".join(f"{label} {name}" for label, name in CLASS_NAMES.items() if label)
     return [(f"no mask holds {named}, yet the classes trained are 0..{data.num_classes - 1} "
             f"(up to the largest label): a model learns {it} from no example; add slices "
-            f"that hold {it}, or relabel the masks 0..K without gaps")]
+            f"that hold {it} (labels are fixed by meaning, {meanings}: renumbering the "
+            "masks would rename a class)")]
 
 
 def _merged_classes(levels: Sequence[int]) -> bool:
