@@ -803,6 +803,42 @@ def test_a_binary_models_prediction_is_read_binary_when_told(tmp_path: Path) -> 
     assert stored["study"]["lesion_ml"] == pytest.approx(lesion_ml)
 
 
+def test_a_multiclass_models_prediction_is_refused_as_binary(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--classes binary counted a multi-class model's effusion (its record beside the mask says
+    multi-class) as lesion, alone and in a batch (776 mL of lesion read 2,004), while the reverse
+    was refused; a mask without a record is read as told."""
+    from covseg import api
+    from covseg.cli import main
+
+    _, mask, lesion_ml = synthetic_study(tmp_path / "in", "a")
+    grid = nib.load(str(mask))
+    labels = np.asarray(grid.dataobj).copy()
+    labels[10:16, 20:26, 2:4] = 3  # 72 voxels of effusion beside 72 of ground-glass
+    nib.save(nib.Nifti1Image(labels, grid.affine), str(mask))
+    predicted = tmp_path / "pred" / "p"
+    predicted.mkdir(parents=True)
+    shutil.copy(mask, predicted / "infection.nii.gz")
+    (predicted / "quantification.json").write_text(json.dumps({"multiclass": True}))
+    told = (f"{predicted / 'infection.nii.gz'} is a multi-class model's prediction (its "
+            "quantification.json), but {} would count its effusion as lesion; quantify it "
+            "with {}")
+    with pytest.raises(CovsegError) as raised:
+        api.quantify(predicted, tmp_path / "out", classes="binary")
+    assert str(raised.value) == told.format('classes="binary"', 'classes="multiclass"')
+    assert main(["quantify", str(predicted), "--out", str(tmp_path / "out"), "--classes",
+                 "binary"]) == 2
+    assert capsys.readouterr().err == (
+        f"covseg: error: {told.format('--classes binary', '--classes multiclass')}\n")
+    with pytest.raises(CovsegError, match=r"p/infection.nii.gz is a multi-class model's "):
+        quantify_study(predicted / "infection.nii.gz", tmp_path / "out", multiclass=False)
+    assert not (tmp_path / "out").exists()
+    result = quantify_study(predicted / "infection.nii.gz", tmp_path / "auto")
+    assert result["study"]["lesion_ml"] == pytest.approx(lesion_ml)
+    result = quantify_study(mask, tmp_path / "told", multiclass=False)
+    assert result["study"]["lesion_ml"] == pytest.approx(2 * lesion_ml)
+
+
 def test_missing_image_or_lungs_is_refused_up_front(tmp_path: Path) -> None:
     _, mask, _ = synthetic_study(tmp_path / "in", "case")
     for option in ("image", "lungs"):
