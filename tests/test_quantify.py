@@ -742,30 +742,44 @@ def test_auto_classes_are_decided_once_per_call(tmp_path: Path) -> None:
     assert quantify_batch([masks[1], predicted], tmp_path / "binary").done == 2
 
 
+def _predicted_by(mask: Path, folder: Path, multiclass: bool) -> Path:
+    """A predict study folder in ``folder`` holding ``mask`` as its ``infection.nii.gz``, its
+    record saying a model of which classes (``multiclass``) predicted it."""
+    predicted = folder / "pred" / "p"
+    predicted.mkdir(parents=True)
+    shutil.copy(mask, predicted / "infection.nii.gz")
+    (predicted / "quantification.json").write_text(json.dumps({"multiclass": multiclass}))
+    return predicted
+
+
+def _refused_as(predicted: Path, classes: str, other: str, capsys: pytest.CaptureFixture[str],
+                told: str) -> None:
+    """``predicted`` quantified as ``classes`` is refused by the API and the CLI in the one line
+    ``told``, spelled for each ({}: the classes given, then ``other``, the ones to give), and
+    nothing is written."""
+    from covseg import api
+    from covseg.cli import main
+
+    out = predicted.parent / "out"
+    with pytest.raises(CovsegError) as raised:
+        api.quantify(predicted, out, classes=classes)
+    assert str(raised.value) == told.format(f'classes="{classes}"', f'classes="{other}"')
+    assert main(["quantify", str(predicted), "--out", str(out), "--classes", classes]) == 2
+    assert capsys.readouterr().err == (
+        f"covseg: error: {told.format(f'--classes {classes}', f'--classes {other}')}\n")
+    assert not out.exists()
+
+
 def test_a_binary_models_prediction_is_refused_as_multiclass(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--classes multiclass read a binary model's prediction (its record beside the mask says
     so) whole as ground-glass, which --classes auto refuses; a mask without a record is read as
     told."""
-    from covseg import api
-    from covseg.cli import main
-
     _, mask, lesion_ml = synthetic_study(tmp_path / "in", "a")
-    predicted = tmp_path / "pred" / "p"
-    predicted.mkdir(parents=True)
-    shutil.copy(mask, predicted / "infection.nii.gz")
-    (predicted / "quantification.json").write_text(json.dumps({"multiclass": False}))
-    told = (f"{predicted / 'infection.nii.gz'} is a binary model's prediction (its "
-            "quantification.json), but {} would read its lesion as ground-glass; quantify it "
-            "with {}")
-    with pytest.raises(CovsegError) as raised:
-        api.quantify(predicted, tmp_path / "out", classes="multiclass")
-    assert str(raised.value) == told.format('classes="multiclass"', 'classes="binary"')
-    assert main(["quantify", str(predicted), "--out", str(tmp_path / "out"), "--classes",
-                 "multiclass"]) == 2
-    assert capsys.readouterr().err == (
-        f"covseg: error: {told.format('--classes multiclass', '--classes binary')}\n")
-    assert not (tmp_path / "out").exists()
+    predicted = _predicted_by(mask, tmp_path, multiclass=False)
+    _refused_as(predicted, "multiclass", "binary", capsys, (
+        f"{predicted / 'infection.nii.gz'} is a binary model's prediction (its "
+        "quantification.json), but {} would read its lesion as ground-glass; quantify it with {}"))
     assert quantify_batch([mask], tmp_path / "told", multiclass=True).done == 1
     stored = json.loads((tmp_path / "told" / "a" / "quantification.json").read_text())
     assert stored["multiclass"] is True and stored["study"]["ggo_ml"] == pytest.approx(lesion_ml)
@@ -776,10 +790,7 @@ def test_a_binary_models_prediction_quantified_alone_is_refused_as_multiclass(
     """quantify_study, one mask, read a binary model's prediction told multiclass whole as
     ground-glass, which the batch refuses; a mask without a record is read as told."""
     _, mask, lesion_ml = synthetic_study(tmp_path / "in", "a")
-    predicted = tmp_path / "pred" / "p"
-    predicted.mkdir(parents=True)
-    shutil.copy(mask, predicted / "infection.nii.gz")
-    (predicted / "quantification.json").write_text(json.dumps({"multiclass": False}))
+    predicted = _predicted_by(mask, tmp_path, multiclass=False)
     with pytest.raises(CovsegError, match=r"p/infection.nii.gz is a binary model's prediction "
                                           r"\(its quantification.json\), but .* would read its "
                                           r"lesion as ground-glass; quantify it with "):
@@ -793,10 +804,7 @@ def test_a_binary_models_prediction_is_read_binary_when_told(tmp_path: Path) -> 
     """--classes binary reads a binary model's prediction as its record says it is: only a call
     read multi-class refuses it."""
     _, mask, lesion_ml = synthetic_study(tmp_path / "in", "a")
-    predicted = tmp_path / "pred" / "p"
-    predicted.mkdir(parents=True)
-    shutil.copy(mask, predicted / "infection.nii.gz")
-    (predicted / "quantification.json").write_text(json.dumps({"multiclass": False}))
+    predicted = _predicted_by(mask, tmp_path, multiclass=False)
     assert quantify_batch([predicted], tmp_path / "out", multiclass=False).done == 1
     stored = json.loads((tmp_path / "out" / "p" / "quantification.json").read_text())
     assert stored["multiclass"] is False
@@ -808,31 +816,18 @@ def test_a_multiclass_models_prediction_is_refused_as_binary(
     """--classes binary counted a multi-class model's effusion (its record beside the mask says
     multi-class) as lesion, alone and in a batch (776 mL of lesion read 2,004), while the reverse
     was refused; a mask without a record is read as told."""
-    from covseg import api
-    from covseg.cli import main
-
     _, mask, lesion_ml = synthetic_study(tmp_path / "in", "a")
     grid = nib.load(str(mask))
     labels = np.asarray(grid.dataobj).copy()
     labels[10:16, 20:26, 2:4] = 3  # 72 voxels of effusion beside 72 of ground-glass
     nib.save(nib.Nifti1Image(labels, grid.affine), str(mask))
-    predicted = tmp_path / "pred" / "p"
-    predicted.mkdir(parents=True)
-    shutil.copy(mask, predicted / "infection.nii.gz")
-    (predicted / "quantification.json").write_text(json.dumps({"multiclass": True}))
-    told = (f"{predicted / 'infection.nii.gz'} is a multi-class model's prediction (its "
-            "quantification.json), but {} would count its effusion as lesion; quantify it "
-            "with {}")
-    with pytest.raises(CovsegError) as raised:
-        api.quantify(predicted, tmp_path / "out", classes="binary")
-    assert str(raised.value) == told.format('classes="binary"', 'classes="multiclass"')
-    assert main(["quantify", str(predicted), "--out", str(tmp_path / "out"), "--classes",
-                 "binary"]) == 2
-    assert capsys.readouterr().err == (
-        f"covseg: error: {told.format('--classes binary', '--classes multiclass')}\n")
+    predicted = _predicted_by(mask, tmp_path, multiclass=True)
+    _refused_as(predicted, "binary", "multiclass", capsys, (
+        f"{predicted / 'infection.nii.gz'} is a multi-class model's prediction (its "
+        "quantification.json), but {} would count its effusion as lesion; quantify it with {}"))
     with pytest.raises(CovsegError, match=r"p/infection.nii.gz is a multi-class model's "):
-        quantify_study(predicted / "infection.nii.gz", tmp_path / "out", multiclass=False)
-    assert not (tmp_path / "out").exists()
+        quantify_study(predicted / "infection.nii.gz", predicted.parent / "out", multiclass=False)
+    assert not (predicted.parent / "out").exists()
     result = quantify_study(predicted / "infection.nii.gz", tmp_path / "auto")
     assert result["study"]["lesion_ml"] == pytest.approx(lesion_ml)
     result = quantify_study(mask, tmp_path / "told", multiclass=False)
