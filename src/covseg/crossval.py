@@ -66,12 +66,14 @@ from covseg.train import (
     check_run_seed,
     holds_saved_run,
     made_from_other_data,
+    recipe_notes,
     refuse_gone_weights,
     refuse_other_output,
     refuse_other_weights,
     train,
     unreadable_record,
     unresumed,
+    warn_notes,
     weights_file_sha256,
 )
 from covseg.viz import box_plot, drawn
@@ -588,6 +590,7 @@ def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.Pat
     check_fold_index(fold, len(splits), f" ({named})" if named else "")
     check_cv_folder(Path(out), resume, fold)
     weights = checked_fold_weights(config, Path(out), len(splits), [fold])
+    warn_notes(recipe_notes(config, data), data)  # a whole run warns them once for its folds
     rows = _split_fold(config, data, Path(out), splits, fold, resume, weights=weights)
     return {"fold": fold, "test_cases": len(splits[fold][1]), "summary": summarize(rows)}
 
@@ -603,11 +606,11 @@ def _fold_split(config: TrainConfig, by_id: Mapping[str, Sample], train_cases: S
 
 def warned_fold_notes(config: TrainConfig, data: LoadedData,
                       splits: Sequence[tuple[list[str], list[str]]]) -> list[str]:
-    """The notes of the folds (:func:`_fold_notes`), each warned: once per command, compare's
-    models being cross-validated on the same folds."""
-    notes = _fold_notes(config, data, splits)
-    for note in notes:
-        log.warning("%s: %s", data.root, note)
+    """The notes of the recipe on the data (:func:`~covseg.train.recipe_notes`) and of the
+    folds (:func:`_fold_notes`), each warned: once per command, compare's models being
+    cross-validated on the same folds."""
+    notes = [*recipe_notes(config, data), *_fold_notes(config, data, splits)]
+    warn_notes(notes, data)
     return notes
 
 
