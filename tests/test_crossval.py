@@ -1472,6 +1472,10 @@ def test_cv_framing_multiclass_masks_that_hold_effusion_is_warned_once(
     assert note in summary["warnings"]
     assert all(note in json.loads((tmp_path / "cv" / f"fold_{k}" / "metrics.json").read_text())[
         "warnings"] for k in range(2))
+    classes = {"0": "background", "1": "ground-glass", "2": "consolidation", "3": "effusion"}
+    assert summary["classes"] == classes == api.data_info(data, target="multiclass")["classes"]
+    assert all(json.loads((tmp_path / "cv" / f"fold_{k}" / "fold_metrics.json").read_text())[
+        "classes"] == classes for k in range(2))
     assert [r.getMessage() for r in caplog.records].count(f"{data}: {note}") == 1
     caplog.clear()
     api.cross_validate(data, tmp_path / "alone", target="multiclass", fold=0, **TINY_FOLDS)

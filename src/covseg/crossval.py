@@ -22,6 +22,7 @@ from covseg.config import TrainConfig
 from covseg.data.layouts import (
     LoadedData,
     Sample,
+    class_labels,
     data_fingerprint,
     fingerprints_kept,
     split_files_note,
@@ -403,6 +404,8 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
     write_text(fold_dir / "test_per_case.csv", rows_to_csv(rows))
     fingerprint = data_fingerprint(data, [*train_cases, *test_cases], quiet=False)  # the fold's
     write_json(fold_dir / "fold_metrics.json", {"summary": summarize(rows), "std_note": STD_NOTE,
+                                                "classes": class_labels(data.target,
+                                                                        data.num_classes),
                                                 **hd95_unit_field(data.hd95_unit),
                                                 "per_case": rows,
                                                 DATA_FINGERPRINT: fingerprint})
@@ -1040,7 +1043,8 @@ def _summary(config: TrainConfig, data: LoadedData, out: Path, how: str,
                        "cases": covered["n"], "cases_undefined": covered["undefined"]}
     return {
         **_command_record(config, data, begun, out),
-        "data": data.describe(), "synthetic": data.synthetic, "folds": how,
+        "data": data.describe(), "classes": class_labels(data.target, data.num_classes),
+        "synthetic": data.synthetic, "folds": how,
         "train_seconds": train_seconds,
         "per_fold": per_fold,
         "mean_std_over_folds": across, "pooled_per_case": pooled,

@@ -66,7 +66,13 @@ from covseg.config import (
     check_seed,
     check_threshold,
 )
-from covseg.data.layouts import CLASS_NAMES, LoadedData, Sample, data_fingerprint
+from covseg.data.layouts import (
+    CLASS_NAMES,
+    LoadedData,
+    Sample,
+    class_labels,
+    data_fingerprint,
+)
 from covseg.data.splits import validation_split
 from covseg.errors import CovsegError, FullDisk, Resumable, counted
 from covseg.evaluate import evaluate_samples, hd95_by_unit, rows_to_csv
@@ -250,17 +256,9 @@ def _meta(config: TrainConfig, num_classes: int, out: Path) -> dict[str, Any]:
         "num_classes": num_classes, "size": config.size, "intensity": config.intensity,
         "window": list(config.hu_window), "target": config.target,
         "test_flips": config.test_flips, "flips": list(TEST_FLIPS),
-        "class_names": _class_names(config.target, num_classes),
+        "class_names": class_labels(config.target, num_classes),
         **({} if config.threshold is None else {"threshold": config.threshold}),
     }
-
-
-def _class_names(target: str, num_classes: int) -> dict[str, str]:
-    """Label names: MedSeg's classes for multi-class models; background and the target (lung,
-    infection) for binary ones."""
-    if target == "multiclass":
-        return {str(k): v for k, v in CLASS_NAMES.items() if k < num_classes}
-    return {"0": "background", "1": target}
 
 
 def _moving_average(model: nn.Module, decay: float) -> AveragedModel | None:
@@ -1517,7 +1515,7 @@ def _write_run_record(out: Path, config: TrainConfig, data: LoadedData,
     write_json(out / "config.json", {
         **continued(out / "config.json", now, resumed),
         "config": config.record(data.windowed), "data": data.describe(),
-        "classes": _class_names(config.target, data.num_classes), "layout": data.layout,
+        "classes": class_labels(config.target, data.num_classes), "layout": data.layout,
         "synthetic": data.synthetic, DATA_FINGERPRINT: fingerprint, **extra,
         "train_cases": list(train_cases), "val_cases": list(val_cases),
         "held_out": held_out(data, train_cases, val_cases),

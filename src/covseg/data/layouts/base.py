@@ -77,6 +77,16 @@ CLASS_NAMES: dict[int, str] = {
 as the CT report names it."""
 
 
+def class_labels(target: str, num_classes: int) -> dict[str, str]:
+    """Class names by label, as every JSON record names them (``classes``): a multi-class
+    model's or data set's :data:`CLASS_NAMES` (a label above them ``class N``), a binary one's
+    background and its target (infection, lung)."""
+    if num_classes > 2:
+        return {str(label): CLASS_NAMES.get(label, f"class {label}")
+                for label in range(num_classes)}
+    return {"0": CLASS_NAMES[0], "1": target}
+
+
 def labels_hold_classes(labels: Iterable[int]) -> bool:
     """Whether masks holding these labels (as read: 0/85/170/255 divided by their step) hold
     lesion classes, the one rule of train's and data info's notes and quantify's
