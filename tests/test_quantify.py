@@ -421,7 +421,8 @@ def test_summary_shows_lesion_outside_the_lungs(tmp_path: Path) -> None:
                          "ct_category", "right_percent_involved", "left_percent_involved",
                          "ggo_ml", "consolidation_ml", "effusion_ml", "input", "output",
                          "lesion_outside_lungs_ml", "lesion_added_to_lungs_ml", "lungs",
-                         "orientation_note"]
+                         "orientation_note", "ggo_percent_involved",
+                         "consolidation_percent_involved"]
     assert float(row["lesion_added_to_lungs_ml"]) == 0.0
     assert row["lungs"] == f"lung mask {(tmp_path / 'lungs.nii.gz').resolve()}"
     assert float(row["lesion_ml"]) == pytest.approx(lesion_ml, rel=1e-5)
@@ -832,6 +833,32 @@ def test_a_multiclass_models_prediction_is_refused_as_binary(
     assert result["study"]["lesion_ml"] == pytest.approx(lesion_ml)
     result = quantify_study(mask, tmp_path / "told", multiclass=False)
     assert result["study"]["lesion_ml"] == pytest.approx(2 * lesion_ml)
+
+
+def test_a_multiclass_study_gives_each_classes_percent_involved(tmp_path: Path) -> None:
+    """A multi-class study gave ground-glass and consolidation in mL only, its % involved for
+    both together: each class's share of the lungs is given too (quantification.json, its CSV
+    and summary.csv, last), adding up to % involved; effusion, not lung, is in neither."""
+    ct, mask, _ = synthetic_study(tmp_path / "in", "a")
+    grid = nib.load(str(mask))
+    labels = np.asarray(grid.dataobj).copy()
+    labels[40:43, 20:26, 2:4] = 2  # 36 voxels of consolidation beside 36 of ground-glass
+    labels[10:16, 20:26, 2:4] = 3  # 72 voxels of effusion in the left lung
+    nib.save(nib.Nifti1Image(labels, grid.affine), str(mask))
+    assert quantify_batch([mask], tmp_path / "out", image=ct).done == 1
+    study = json.loads((tmp_path / "out" / "a" / "quantification.json").read_text())["study"]
+    lung_voxels = 2 * 18 * 28 * 4 - 72
+    assert study["ggo_percent_involved"] == pytest.approx(100 * 36 / lung_voxels)
+    assert study["consolidation_percent_involved"] == pytest.approx(100 * 36 / lung_voxels)
+    assert study["percent_involved"] == pytest.approx(100 * 72 / lung_voxels)
+    summary = read_rows(tmp_path / "out" / "summary.csv")
+    assert list(summary[0])[-2:] == ["ggo_percent_involved", "consolidation_percent_involved"]
+    assert float(summary[0]["ggo_percent_involved"]) == pytest.approx(100 * 36 / lung_voxels,
+                                                                      rel=1e-5)
+    rows = read_rows(tmp_path / "out" / "a" / "quantification.csv")
+    assert list(rows[0])[-2:] == ["ggo_percent_involved", "consolidation_percent_involved"]
+    assert float(rows[0]["consolidation_percent_involved"]) == pytest.approx(
+        100 * 36 / lung_voxels, rel=1e-5)
 
 
 def test_missing_image_or_lungs_is_refused_up_front(tmp_path: Path) -> None:
