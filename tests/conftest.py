@@ -186,6 +186,21 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, synthetic_folder: Path) -
     return out
 
 
+def effusion_frames(root: Path) -> Path:
+    """Whole synthetic CT frames (4 patients x 2 slices, 64 px) whose masks hold effusion
+    (label 3) in two rows below the lungs, outside the lung frame: a multi-class set."""
+    from covseg.data.synthetic import write_synthetic
+
+    out = write_synthetic(root, seed=1, patients=4, slices_per_patient=2, size=64)
+    (out / "SYNTHETIC").unlink()
+    for path in sorted((out / "masks").glob("*.png")):
+        rows, cols = np.nonzero(np.array(Image.open(out / "lungs" / path.name)))
+        mask = np.array(Image.open(path))
+        mask[rows.max() + 2:rows.max() + 4, cols.min():cols.max()] = 3
+        Image.fromarray(mask).save(path)
+    return out
+
+
 def folder_holding(out: Path, held: str) -> Path:
     """``out`` holding one file ``held`` (a JSON record), or one folder where it ends in /."""
     if held.endswith("/"):

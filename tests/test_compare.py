@@ -989,8 +989,10 @@ def test_multiclass_comparisons_name_their_scores_of_any_lesion(
     assert ("| model | ground-glass | consolidation |\n|---|---|---|\n"
             "| unet | 0.300 ± 0.141 | 0.100 (1 of 2 folds) |\n"
             "| miniseg | 0.300 ± 0.000 | 0.100 ± 0.071 |\n") in report
-    recorded = json.loads((tmp_path / "comparison.json").read_text())["models"]
-    for rows in (result["models"], recorded):
+    recorded = json.loads((tmp_path / "comparison.json").read_text())
+    assert result["classes"] == recorded["classes"] == {
+        "0": "background", "1": "ground-glass", "2": "consolidation"}  # names, not only a count
+    for rows in (result["models"], recorded["models"]):
         assert rows[0]["ground-glass_dice"]["mean"] == pytest.approx(0.3)
         assert rows[1]["consolidation_dice"] == {"mean": pytest.approx(0.1),
                                                 "std": pytest.approx(0.0707107), "n": 2}

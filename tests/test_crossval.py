@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 import re
@@ -35,6 +36,7 @@ from covseg.train import DATA_FINGERPRINT
 from tests.conftest import (
     NEEDS_ZOO,
     data_unread,
+    effusion_frames,
     fold_stopped_midway,
     folder_holding,
     held_by_another_thread,
@@ -1494,3 +1496,27 @@ def test_only_fold_k_folders_are_folds_in_fold_order(tmp_path: Path) -> None:
     for name in ("fold_0", "fold_10", "fold_2"):
         shutil.rmtree(out / name)
     crossval.check_cv_folder(out, resume=False)
+
+
+def test_cv_framing_multiclass_masks_that_hold_effusion_is_warned_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """cv of a multi-class set holding effusion, framed to the lungs (the default), which cut
+    it away without a word: warned once for its folds, into summary.json's warnings and each
+    fold's metrics.json's; a fold run alone (``fold=``) warns it too."""
+    data = effusion_frames(tmp_path / "data")
+    caplog.set_level(logging.WARNING, logger="covseg")
+    summary = api.cross_validate(data, tmp_path / "cv", target="multiclass", **TINY_FOLDS)
+    note = ("lung framing cuts away 100 % of the effusion pixels (label 3), which lie outside "
+            "the aerated lung it frames, in training and prediction alike (a model so trained "
+            "on a phantom predicted none); train with frame_lungs=False to learn it")
+    assert note in summary["warnings"]
+    assert all(note in json.loads((tmp_path / "cv" / f"fold_{k}" / "metrics.json").read_text())[
+        "warnings"] for k in range(2))
+    classes = {"0": "background", "1": "ground-glass", "2": "consolidation", "3": "effusion"}
+    assert summary["classes"] == classes == api.data_info(data, target="multiclass")["classes"]
+    assert all(json.loads((tmp_path / "cv" / f"fold_{k}" / "fold_metrics.json").read_text())[
+        "classes"] == classes for k in range(2))
+    assert [r.getMessage() for r in caplog.records].count(f"{data}: {note}") == 1
+    caplog.clear()
+    api.cross_validate(data, tmp_path / "alone", target="multiclass", fold=0, **TINY_FOLDS)
+    assert [r.getMessage() for r in caplog.records].count(f"{data}: {note}") == 1

@@ -45,12 +45,14 @@ def test_binary_prediction_against_multiclass_truth_is_scored_as_binary(tmp_path
     _save(tmp_path / "pred" / "a.png", (truth > 0) * 255)
     result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "ev.json")
     assert result["num_classes"] == 2 and result["summary"]["dice"]["mean"] == 1.0
+    assert result["classes"] is None
     assert not any(key.endswith("_dice") for key in result["per_case"][0])
     assert "scored as binary (infection = any label > 0)" in result["classes_note"]
     assert json.loads((tmp_path / "ev.json").read_text())["classes_note"] == result["classes_note"]
     shutil.copytree(tmp_path / "truth", tmp_path / "copy")  # one folder as both is refused
     both = evaluate_folders(tmp_path / "copy", tmp_path / "truth", tmp_path / "same.json")
     assert both["num_classes"] == 3 and both["classes_note"] is None
+    assert both["classes"] == {"0": "background", "1": "ground-glass", "2": "consolidation"}
 
 
 def test_images_given_as_masks_are_refused(tmp_path: Path,

@@ -422,7 +422,8 @@ def test_summary_shows_lesion_outside_the_lungs(tmp_path: Path) -> None:
                          "ct_category", "right_percent_involved", "left_percent_involved",
                          "ggo_ml", "consolidation_ml", "effusion_ml", "input", "output",
                          "lesion_outside_lungs_ml", "lesion_added_to_lungs_ml", "lungs",
-                         "orientation_note"]
+                         "orientation_note", "ggo_percent_involved",
+                         "consolidation_percent_involved"]
     assert float(row["lesion_added_to_lungs_ml"]) == 0.0
     assert row["lungs"] == f"lung mask {(tmp_path / 'lungs.nii.gz').resolve()}"
     assert float(row["lesion_ml"]) == pytest.approx(lesion_ml, rel=1e-5)
@@ -743,30 +744,44 @@ def test_auto_classes_are_decided_once_per_call(tmp_path: Path) -> None:
     assert quantify_batch([masks[1], predicted], tmp_path / "binary").done == 2
 
 
+def _predicted_by(mask: Path, folder: Path, multiclass: bool) -> Path:
+    """A predict study folder in ``folder`` holding ``mask`` as its ``infection.nii.gz``, its
+    record saying a model of which classes (``multiclass``) predicted it."""
+    predicted = folder / "pred" / "p"
+    predicted.mkdir(parents=True)
+    shutil.copy(mask, predicted / "infection.nii.gz")
+    (predicted / "quantification.json").write_text(json.dumps({"multiclass": multiclass}))
+    return predicted
+
+
+def _refused_as(predicted: Path, classes: str, other: str, capsys: pytest.CaptureFixture[str],
+                told: str) -> None:
+    """``predicted`` quantified as ``classes`` is refused by the API and the CLI in the one line
+    ``told``, spelled for each ({}: the classes given, then ``other``, the ones to give), and
+    nothing is written."""
+    from covseg import api
+    from covseg.cli import main
+
+    out = predicted.parent / "out"
+    with pytest.raises(CovsegError) as raised:
+        api.quantify(predicted, out, classes=classes)
+    assert str(raised.value) == told.format(f'classes="{classes}"', f'classes="{other}"')
+    assert main(["quantify", str(predicted), "--out", str(out), "--classes", classes]) == 2
+    assert capsys.readouterr().err == (
+        f"covseg: error: {told.format(f'--classes {classes}', f'--classes {other}')}\n")
+    assert not out.exists()
+
+
 def test_a_binary_models_prediction_is_refused_as_multiclass(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--classes multiclass read a binary model's prediction (its record beside the mask says
     so) whole as ground-glass, which --classes auto refuses; a mask without a record is read as
     told."""
-    from covseg import api
-    from covseg.cli import main
-
     _, mask, lesion_ml = synthetic_study(tmp_path / "in", "a")
-    predicted = tmp_path / "pred" / "p"
-    predicted.mkdir(parents=True)
-    shutil.copy(mask, predicted / "infection.nii.gz")
-    (predicted / "quantification.json").write_text(json.dumps({"multiclass": False}))
-    told = (f"{predicted / 'infection.nii.gz'} is a binary model's prediction (its "
-            "quantification.json), but {} would read its lesion as ground-glass; quantify it "
-            "with {}")
-    with pytest.raises(CovsegError) as raised:
-        api.quantify(predicted, tmp_path / "out", classes="multiclass")
-    assert str(raised.value) == told.format('classes="multiclass"', 'classes="binary"')
-    assert main(["quantify", str(predicted), "--out", str(tmp_path / "out"), "--classes",
-                 "multiclass"]) == 2
-    assert capsys.readouterr().err == (
-        f"covseg: error: {told.format('--classes multiclass', '--classes binary')}\n")
-    assert not (tmp_path / "out").exists()
+    predicted = _predicted_by(mask, tmp_path, multiclass=False)
+    _refused_as(predicted, "multiclass", "binary", capsys, (
+        f"{predicted / 'infection.nii.gz'} is a binary model's prediction (its "
+        "quantification.json), but {} would read its lesion as ground-glass; quantify it with {}"))
     assert quantify_batch([mask], tmp_path / "told", multiclass=True).done == 1
     stored = json.loads((tmp_path / "told" / "a" / "quantification.json").read_text())
     assert stored["multiclass"] is True and stored["study"]["ggo_ml"] == pytest.approx(lesion_ml)
@@ -777,10 +792,7 @@ def test_a_binary_models_prediction_quantified_alone_is_refused_as_multiclass(
     """quantify_study, one mask, read a binary model's prediction told multiclass whole as
     ground-glass, which the batch refuses; a mask without a record is read as told."""
     _, mask, lesion_ml = synthetic_study(tmp_path / "in", "a")
-    predicted = tmp_path / "pred" / "p"
-    predicted.mkdir(parents=True)
-    shutil.copy(mask, predicted / "infection.nii.gz")
-    (predicted / "quantification.json").write_text(json.dumps({"multiclass": False}))
+    predicted = _predicted_by(mask, tmp_path, multiclass=False)
     with pytest.raises(CovsegError, match=r"p/infection.nii.gz is a binary model's prediction "
                                           r"\(its quantification.json\), but .* would read its "
                                           r"lesion as ground-glass; quantify it with "):
@@ -794,14 +806,60 @@ def test_a_binary_models_prediction_is_read_binary_when_told(tmp_path: Path) -> 
     """--classes binary reads a binary model's prediction as its record says it is: only a call
     read multi-class refuses it."""
     _, mask, lesion_ml = synthetic_study(tmp_path / "in", "a")
-    predicted = tmp_path / "pred" / "p"
-    predicted.mkdir(parents=True)
-    shutil.copy(mask, predicted / "infection.nii.gz")
-    (predicted / "quantification.json").write_text(json.dumps({"multiclass": False}))
+    predicted = _predicted_by(mask, tmp_path, multiclass=False)
     assert quantify_batch([predicted], tmp_path / "out", multiclass=False).done == 1
     stored = json.loads((tmp_path / "out" / "p" / "quantification.json").read_text())
     assert stored["multiclass"] is False
     assert stored["study"]["lesion_ml"] == pytest.approx(lesion_ml)
+
+
+def test_a_multiclass_models_prediction_is_refused_as_binary(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--classes binary counted a multi-class model's effusion (its record beside the mask says
+    multi-class) as lesion, alone and in a batch (776 mL of lesion read 2,004), while the reverse
+    was refused; a mask without a record is read as told."""
+    _, mask, lesion_ml = synthetic_study(tmp_path / "in", "a")
+    grid = nib.load(str(mask))
+    labels = np.asarray(grid.dataobj).copy()
+    labels[10:16, 20:26, 2:4] = 3  # 72 voxels of effusion beside 72 of ground-glass
+    nib.save(nib.Nifti1Image(labels, grid.affine), str(mask))
+    predicted = _predicted_by(mask, tmp_path, multiclass=True)
+    _refused_as(predicted, "binary", "multiclass", capsys, (
+        f"{predicted / 'infection.nii.gz'} is a multi-class model's prediction (its "
+        "quantification.json), but {} would count its effusion as lesion; quantify it with {}"))
+    with pytest.raises(CovsegError, match=r"p/infection.nii.gz is a multi-class model's "):
+        quantify_study(predicted / "infection.nii.gz", predicted.parent / "out", multiclass=False)
+    assert not (predicted.parent / "out").exists()
+    result = quantify_study(predicted / "infection.nii.gz", tmp_path / "auto")
+    assert result["study"]["lesion_ml"] == pytest.approx(lesion_ml)
+    result = quantify_study(mask, tmp_path / "told", multiclass=False)
+    assert result["study"]["lesion_ml"] == pytest.approx(2 * lesion_ml)
+
+
+def test_a_multiclass_study_gives_each_classes_percent_involved(tmp_path: Path) -> None:
+    """A multi-class study gave ground-glass and consolidation in mL only, its % involved for
+    both together: each class's share of the lungs is given too (quantification.json, its CSV
+    and summary.csv, last), adding up to % involved; effusion, not lung, is in neither."""
+    ct, mask, _ = synthetic_study(tmp_path / "in", "a")
+    grid = nib.load(str(mask))
+    labels = np.asarray(grid.dataobj).copy()
+    labels[40:43, 20:26, 2:4] = 2  # 36 voxels of consolidation beside 36 of ground-glass
+    labels[10:16, 20:26, 2:4] = 3  # 72 voxels of effusion in the left lung
+    nib.save(nib.Nifti1Image(labels, grid.affine), str(mask))
+    assert quantify_batch([mask], tmp_path / "out", image=ct).done == 1
+    study = json.loads((tmp_path / "out" / "a" / "quantification.json").read_text())["study"]
+    lung_voxels = 2 * 18 * 28 * 4 - 72
+    assert study["ggo_percent_involved"] == pytest.approx(100 * 36 / lung_voxels)
+    assert study["consolidation_percent_involved"] == pytest.approx(100 * 36 / lung_voxels)
+    assert study["percent_involved"] == pytest.approx(100 * 72 / lung_voxels)
+    summary = read_rows(tmp_path / "out" / "summary.csv")
+    assert list(summary[0])[-2:] == ["ggo_percent_involved", "consolidation_percent_involved"]
+    assert float(summary[0]["ggo_percent_involved"]) == pytest.approx(100 * 36 / lung_voxels,
+                                                                      rel=1e-5)
+    rows = read_rows(tmp_path / "out" / "a" / "quantification.csv")
+    assert list(rows[0])[-2:] == ["ggo_percent_involved", "consolidation_percent_involved"]
+    assert float(rows[0]["consolidation_percent_involved"]) == pytest.approx(
+        100 * 36 / lung_voxels, rel=1e-5)
 
 
 def test_missing_image_or_lungs_is_refused_up_front(tmp_path: Path) -> None:

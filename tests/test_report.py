@@ -173,7 +173,8 @@ def test_csv_percentages_never_reach_a_bound_the_study_has_not(
     from covseg.report import CSV_FIELDS, csv_text
 
     row = {"study": "a", "percent_involved": percent, "right_percent_involved": percent,
-           "left_percent_involved": percent, "lesion_ml": 24.999995}
+           "left_percent_involved": percent, "ggo_percent_involved": percent,
+           "consolidation_percent_involved": percent, "lesion_ml": 24.999995}
     for fields in (CSV_FIELDS, SUMMARY_FIELDS):
         cells = next(csv.DictReader(csv_text([row], fields).splitlines()))
         assert {cells[k] for k in fields if k.endswith("percent_involved")} == {shown}
@@ -316,7 +317,7 @@ def test_montage_title_clears_the_top_slices_titles(tmp_path: Path, saved_figure
 def test_the_csvs_say_when_right_and_left_may_be_swapped(tmp_path: Path) -> None:
     """quantification.json, the montage and report.html said a file without orientation may
     have its sides swapped, but quantification.csv and summary.csv, which batch users read,
-    gave right_lung and left_lung without a word. Their last column ``orientation_note`` says
+    gave right_lung and left_lung without a word. Their column ``orientation_note`` says
     so, and is empty for an oriented file."""
     from covseg.quantify import quantify_batch
     from covseg.report import unoriented_note
@@ -334,10 +335,10 @@ def test_the_csvs_say_when_right_and_left_may_be_swapped(tmp_path: Path) -> None
     for batch, note in ((oriented, ""), (unoriented, note_of_unoriented)):
         rows = read_rows(batch.summary.parent / "case" / "quantification.csv")
         assert [row["region"] for row in rows] == ["study", "right_lung", "left_lung"]
-        assert [list(row)[-2:] for row in rows] == [["lungs", "orientation_note"]] * 3
+        assert [list(row)[-4:-2] for row in rows] == [["lungs", "orientation_note"]] * 3
         assert {row["orientation_note"] for row in rows} == {note}
         summary = read_rows(batch.summary)
-        assert list(summary[0])[-1] == "orientation_note"
+        assert list(summary[0])[-3] == "orientation_note"  # the classes' % involved last
         assert summary[0]["orientation_note"] == note
     assert "right and left lungs' numbers, may be swapped" in note_of_unoriented
     page = (tmp_path / "unoriented" / "case" / "quantification.json").read_text()

@@ -28,14 +28,22 @@ import numpy as np
 import pytest
 import torch
 
+from covseg.cascade import LungFrame
 from covseg.checkpoint import load_checkpoint
 from covseg.config import TrainConfig
 from covseg.data import load_dataset
 from covseg.errors import CovsegError
 from covseg.io.atomic import write_json
 from covseg.io.lock import LOCK_FILE
+from covseg.provenance import cli_command, invoked_as
 from covseg.train import handler_restored, member_label, train_label
-from tests.conftest import NEEDS_ZOO, data_unread, folder_holding, mixed_unit_folder
+from tests.conftest import (
+    NEEDS_ZOO,
+    data_unread,
+    effusion_frames,
+    folder_holding,
+    mixed_unit_folder,
+)
 
 config_module = importlib.import_module("covseg.config")
 train_module = importlib.import_module("covseg.train")  # the package exports a train() too
@@ -1737,3 +1745,35 @@ def test_a_finished_runs_metrics_read_back_names_as_the_run_saw_them(tmp_path: P
                           env={**env, "LC_ALL": "C", "PYTHONUTF8": "0"}, capture_output=True,
                           text=True, timeout=120, check=False)
     assert done.stdout.strip() == "True", done.stderr
+
+
+def test_framing_multiclass_masks_that_hold_effusion_is_warned(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A multi-class run framed to the lungs (the default) on whole frames whose masks hold
+    effusion cut the effusion away, in training and prediction alike (a model so trained on a
+    phantom predicted none), without a word; it warns, measured, into metrics.json's
+    warnings. Unframed, or on lung crops (which are not framed), nothing is cut, and no note."""
+    from covseg import api
+
+    data = effusion_frames(tmp_path / "data")
+    caplog.set_level(logging.WARNING, logger="covseg")
+    metrics = api.train(data, tmp_path / "framed", target="multiclass", **{**TINY, "epochs": 1})
+    note = ("lung framing cuts away 100 % of the effusion pixels (label 3), which lie outside "
+            "the aerated lung it frames, in training and prediction alike (a model so trained "
+            "on a phantom predicted none); train with frame_lungs=False to learn it")
+    assert metrics["warnings"] == [note]
+    assert json.loads((tmp_path / "framed" / "metrics.json").read_text())["warnings"] == [note]
+    assert [r.getMessage() for r in caplog.records].count(f"{data}: {note}") == 1
+    loaded = load_dataset(data, target="multiclass")
+    config = TrainConfig(target="multiclass")
+    assert train_module.recipe_notes(replace(config, frame_lungs=False), loaded) == []
+    with invoked_as(cli_command(["train", str(data), "--target", "multiclass"])):
+        assert train_module.recipe_notes(config, loaded) == [
+            note.replace("frame_lungs=False", "--no-frame-lungs")]
+    for sample in loaded.samples:  # each slice cut to its lungs and effusion, a lung crop
+        box = LungFrame().box(sample.image)
+        cut = np.s_[box.top:box.bottom + 5, box.left:box.right]
+        sample.image, sample.mask = sample.image[cut], sample.mask[cut]
+        assert (sample.mask == 3).any() and LungFrame().box(sample.image).crop(
+            sample.mask).shape == sample.mask.shape
+    assert train_module.recipe_notes(config, loaded) == []

@@ -65,6 +65,7 @@ from covseg.data.fetch import fetch
 from covseg.data.layouts import (
     CLASS_NAMES,
     LoadedData,
+    class_labels,
     data_fingerprint,
     data_folders,
     fingerprints_kept,
@@ -1491,6 +1492,7 @@ def data_info(data: str | os.PathLike[str] | LoadedData, target: str | None = No
         "data_path": loaded.root, "layout": loaded.layout, "kind": loaded.kind,
         **loaded.reading(), "window": list(applied) if applied else None,
         "num_classes": loaded.num_classes,
+        "classes": class_labels(loaded.target, loaded.num_classes),
         "slices": len(cases), "labelled_slices": sum(bool(s.mask.any()) for s in loaded.samples),
         "cases": len({sample.image_file for sample in loaded.samples}),
         "patients": len(loaded.patients), "shipped_folds": len(loaded.folds or []),

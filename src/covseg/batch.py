@@ -15,6 +15,7 @@ from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
+from covseg.burden import CLASS_PERCENTS
 from covseg.errors import BatchFailed, CovsegError, counted, failure_reason
 from covseg.io.atomic import (
     output_folder,
@@ -73,7 +74,7 @@ STUDY_OUTPUTS = (RESULT_JSON, RESULT_CSV, MONTAGE_PNG, REPORT_HTML, INFECTION_NI
 that none is left that its new record does not list (a probability map of other settings)."""
 SUMMARY_STUDY_FIELDS = ("lung_ml", "lesion_ml", "percent_involved", "ct_category", "ggo_ml",
                         "consolidation_ml", "effusion_ml", "lesion_outside_lungs_ml",
-                        "lesion_added_to_lungs_ml")
+                        "lesion_added_to_lungs_ml", *CLASS_PERCENTS)
 """The summary columns copied from a result's whole-study region."""
 
 

@@ -244,6 +244,10 @@ def _grown_much(region: dict[str, Any]) -> bool:
     return added > GROWN_LUNG_SHARE * (region["lung_ml"] - added)
 
 
+CLASS_PERCENTS = {"ggo_percent_involved": GGO, "consolidation_percent_involved": CONSOLIDATION}
+"""A multi-class region's % of the lungs involved by each lesion class, by key and label."""
+
+
 def _region(counts: np.ndarray, outside: np.ndarray | None, voxel_ml: float, multiclass: bool,
             has_lungs: bool, effusion: bool = True) -> dict[str, Any]:
     """Metrics of one region from its voxel counts per class (and the counts outside lungs);
@@ -262,6 +266,8 @@ def _region(counts: np.ndarray, outside: np.ndarray | None, voxel_ml: float, mul
             region["effusion_ml"] = int(counts[EFFUSION]) * voxel_ml if effusion else None
     if not has_lungs:
         region.update(lung_ml=None, percent_involved=None, ct_category=None)
+        if multiclass:
+            region.update(dict.fromkeys(CLASS_PERCENTS))
         return region
     if outside is not None:
         outside_lesion = int(outside[1] + outside[2]) if multiclass else int(outside[1])
@@ -275,6 +281,10 @@ def _region(counts: np.ndarray, outside: np.ndarray | None, voxel_ml: float, mul
     region["lung_ml"] = lung_voxels * voxel_ml
     percent = 100.0 * inside / lung_voxels if lung_voxels else None
     region["percent_involved"] = percent
+    if multiclass:  # each class's share of it: ground-glass and consolidation add up to it
+        for key, label in CLASS_PERCENTS.items():
+            held = int(counts[label] - (outside[label] if outside is not None else 0))
+            region[key] = 100.0 * held / lung_voxels if lung_voxels else None
     if outside is not None:
         region["ct_category"] = ct_category(percent) if percent is not None else None
     return region

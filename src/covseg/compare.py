@@ -48,7 +48,7 @@ from covseg.crossval import (
     stale_folds_error,
     warned_fold_notes,
 )
-from covseg.data.layouts import LoadedData, fingerprints_kept
+from covseg.data.layouts import LoadedData, class_labels, fingerprints_kept
 from covseg.errors import CovsegError, counted
 from covseg.evaluate import any_lesion
 from covseg.io.atomic import write_json, write_text
@@ -362,7 +362,8 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
         for test, adjusted in zip(tests, holm([test["p_value"] for test in tests])):
             test["p_holm"] = adjusted
     result = {**continued(out / "comparison.json", now, resume),  # a resume keeps the start
-              "data": data.describe(), "synthetic": data.synthetic, "baseline": baseline,
+              "data": data.describe(), "classes": class_labels(data.target, data.num_classes),
+              "synthetic": data.synthetic, "baseline": baseline,
               "folds": len(summary["per_fold"]), "split_files": bool(data.folds),
               "fold_source": summary["folds"], "hd95_unit": data.hd95_unit,
               "hd95_slices_by_unit": hd95_slices_by_unit(data), **metric_notes(),

@@ -22,6 +22,7 @@ from covseg.config import TrainConfig
 from covseg.data.layouts import (
     LoadedData,
     Sample,
+    class_labels,
     data_fingerprint,
     fingerprints_kept,
     split_files_note,
@@ -67,12 +68,14 @@ from covseg.train import (
     check_run_seed,
     holds_saved_run,
     made_from_other_data,
+    recipe_notes,
     refuse_gone_weights,
     refuse_other_output,
     refuse_other_weights,
     train,
     unreadable_record,
     unresumed,
+    warn_notes,
     weights_file_sha256,
 )
 from covseg.viz import box_plot, drawn
@@ -417,6 +420,8 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
     write_text(fold_dir / "test_per_case.csv", rows_to_csv(rows))
     fingerprint = data_fingerprint(data, [*train_cases, *test_cases], quiet=False)  # the fold's
     write_json(fold_dir / "fold_metrics.json", {"summary": summarize(rows), "std_note": STD_NOTE,
+                                                "classes": class_labels(data.target,
+                                                                        data.num_classes),
                                                 **hd95_unit_field(data.hd95_unit),
                                                 "per_case": rows,
                                                 DATA_FINGERPRINT: fingerprint})
@@ -604,6 +609,7 @@ def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.Pat
     check_fold_index(fold, len(splits), f" ({named})" if named else "")
     check_cv_folder(Path(out), resume, fold)
     weights = checked_fold_weights(config, Path(out), len(splits), [fold])
+    warn_notes(recipe_notes(config, data), data)  # a whole run warns them once for its folds
     rows = _split_fold(config, data, Path(out), splits, fold, resume, weights=weights)
     return {"fold": fold, "test_cases": len(splits[fold][1]), "summary": summarize(rows)}
 
@@ -619,11 +625,11 @@ def _fold_split(config: TrainConfig, by_id: Mapping[str, Sample], train_cases: S
 
 def warned_fold_notes(config: TrainConfig, data: LoadedData,
                       splits: Sequence[tuple[list[str], list[str]]]) -> list[str]:
-    """The notes of the folds (:func:`_fold_notes`), each warned: once per command, compare's
-    models being cross-validated on the same folds."""
-    notes = _fold_notes(config, data, splits)
-    for note in notes:
-        log.warning("%s: %s", data.root, note)
+    """The notes of the recipe on the data (:func:`~covseg.train.recipe_notes`) and of the
+    folds (:func:`_fold_notes`), each warned: once per command, compare's models being
+    cross-validated on the same folds."""
+    notes = [*recipe_notes(config, data), *_fold_notes(config, data, splits)]
+    warn_notes(notes, data)
     return notes
 
 
@@ -1056,7 +1062,8 @@ def _summary(config: TrainConfig, data: LoadedData, out: Path, how: str,
                        "cases": covered["n"], "cases_undefined": covered["undefined"]}
     return {
         **_command_record(config, data, begun, out),
-        "data": data.describe(), "synthetic": data.synthetic, "folds": how,
+        "data": data.describe(), "classes": class_labels(data.target, data.num_classes),
+        "synthetic": data.synthetic, "folds": how,
         "train_seconds": train_seconds,
         "per_fold": per_fold,
         "mean_std_over_folds": across, "pooled_per_case": pooled,

@@ -19,6 +19,7 @@ from covseg.data.layouts import (
     MERGED_INTO_INFECTION,
     LoadedData,
     Sample,
+    class_labels,
     data_folders,
     examples,
     refuse_combined_masks,
@@ -569,6 +570,7 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
         "pending_truths": sorted(set(truths) & set(pending) - set(cases)),
         "skipped_images": pred_side.skipped_images + truth_side.skipped_images + skipped,
         "num_classes": num_classes,
+        "classes": class_labels("infection", num_classes) if num_classes > 2 else None,
         "classes_note": "; ".join(note for note in (
             _classes_note(pred_labels.top, model_top, truth_top),
             _lung_truths_note(lung_like, num_classes))

@@ -16,11 +16,12 @@ from torch import nn
 from covseg.cascade import CropBox, LungFrame, LungGuide
 from covseg.checkpoint import checkpoint_file, load_checkpoint, model_from_checkpoint
 from covseg.config import check_batch_size
+from covseg.data.layouts import class_labels
 from covseg.errors import CovsegError
 from covseg.export import OnnxNetwork, damaged_meta, exported_checkpoint
 from covseg.provenance import option_name
 from covseg.transforms import LUNG_WINDOW, Letterbox
-from covseg.volumes import applied_threshold, model_classes
+from covseg.volumes import applied_threshold
 
 FLIP_DIMS: dict[str, int] = {"lr": 3, "ud": 2}
 """Test-time mirrors by name: left-right (columns) and up-down (rows) of an (N, C, H, W) batch."""
@@ -150,9 +151,7 @@ class Predictor:
         """Class names by label, as the run's config.json names them: a binary model's
         background and target (its masks store label 1 as 255: predict.json's ``mask_values``),
         a multi-class model's as a CT study's quantification.json lists them."""
-        if self.num_classes == 2:
-            return {"0": "background", "1": self.target or "infection"}
-        return {str(label): name for label, name in enumerate(model_classes(self))}
+        return class_labels(self.target or "infection", self.num_classes)
 
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits) if self.num_classes == 2 else torch.softmax(logits, dim=1)

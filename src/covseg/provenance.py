@@ -84,15 +84,18 @@ def argument_name(name: str, metavar: str) -> str:
 def option_given(name: str, value: object) -> str:
     """Option ``name`` given ``value``, as the running command spells it: ``--hu no`` on the
     command line, ``hu="no"`` in a Python API call (a notebook user never typed a flag); a
-    switch given True is the bare flag on the command line (``--resume``, ``resume=True``); a
-    tuple is the flag's several values (``--window -1000 400``, ``window=(-1000, 400)``)."""
+    switch given True is the bare flag on the command line (``--resume``, ``resume=True``), and
+    given False its ``--no-`` form (``--no-frame-lungs``, ``frame_lungs=False``); a tuple is the
+    flag's several values (``--window -1000 400``, ``window=(-1000, 400)``)."""
     option = option_name(name)
     if isinstance(value, tuple):
         shown = ", ".join(map(str, value))
         return f"{option} {' '.join(map(str, value))}" if option.startswith("--") else (
             f"{option}=({shown})")
     if option.startswith("--"):
-        return option if value is True else f"{option} {value}"
+        if isinstance(value, bool):
+            return option if value else f"--no-{option[2:]}"
+        return f"{option} {value}"
     return f'{option}="{value}"' if isinstance(value, str) else f"{option}={value}"
 
 

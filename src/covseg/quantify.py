@@ -241,8 +241,9 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     grown over (:func:`_lungs_under_edited_mask`; ``inputs["lungs_recounted"]`` True, False
     without the CT, with :data:`ERASED_LESION_NOTE`, or with a CT other than the one predict read
     (:func:`_ct_as_predict_read`), with :data:`OTHER_CT_NOTE`; None for other lungs).
-    ``multiclass`` True refuses a binary model's prediction (its predict record beside the
-    mask says so), as :func:`quantify_batch` does: its lesion would read as ground-glass.
+    ``multiclass`` True refuses a binary model's prediction, and False a multi-class model's (its
+    predict record beside the mask says which: :func:`_refuse_told_classes`), as
+    :func:`quantify_batch` does.
     """
     check_inputs_exist(lungs, image)
     refuse_lung_masks(Path(mask))
@@ -260,8 +261,8 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
     lung_path = given.lungs_for(mask_path, stem)
     image_path = given.image_for(stem)
     predicted = _prediction_record(mask_path)
-    if multiclass:  # a batch refused it before any study: here for a mask quantified alone
-        _refuse_told_multiclass({mask_path: predicted})
+    if multiclass is not None:  # a batch refused it before any study: here for one mask alone
+        _refuse_told_classes({mask_path: predicted}, multiclass)
     classes = multiclass  # as asked, recorded; the predict record's for auto (a multi-class
     if classes is None and isinstance(predicted.get("multiclass"), bool):  # study of one class)
         classes = predicted["multiclass"]
@@ -717,8 +718,8 @@ def quantify_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
         _warn_earlier_lung_rule(studies)
     if multiclass is None:
         multiclass = _classes_of_call(studies, Path(out_dir))
-    elif multiclass:
-        _refuse_told_multiclass(_prediction_records(studies))
+    else:
+        _refuse_told_classes(_prediction_records(studies), multiclass)
     settings = quantify_settings(lungs=lungs, image=image, hu=hu, multiclass=multiclass,
                                  html_report=html_report)
 
@@ -772,11 +773,21 @@ def _refuse_binary_predictions(records: Mapping[Path, dict[str, Any]], reader: s
                           f"{reader} would read its lesion as ground-glass; {todo}")
 
 
-def _refuse_told_multiclass(records: Mapping[Path, dict[str, Any]]) -> None:
-    """Refuse a binary model's prediction among masks told to be read multi-class (``records``:
-    their predict records): in a batch before any is read, and one mask quantified alone."""
-    _refuse_binary_predictions(records, option_given("classes", "multiclass"),
-                               f"quantify it with {option_given('classes', 'binary')}")
+def _refuse_told_classes(records: Mapping[Path, dict[str, Any]], multiclass: bool) -> None:
+    """Refuse a prediction whose predict record (``records``: by mask) says the other classes
+    than the call was told to read (``multiclass``): a binary model's lesion read multi-class is
+    all ground-glass, and a multi-class model's effusion read binary is lesion (776 mL became
+    2,004). In a batch before any mask is read, and for one mask quantified alone."""
+    if multiclass:
+        _refuse_binary_predictions(records, option_given("classes", "multiclass"),
+                                   f"quantify it with {option_given('classes', 'binary')}")
+        return
+    other = next((path for path, record in records.items()
+                  if record.get("multiclass") is True), None)
+    if other is not None:
+        raise CovsegError(f"{other} is a multi-class model's prediction (its {RESULT_JSON}), but "
+                          f"{option_given('classes', 'binary')} would count its effusion as "
+                          f"lesion; quantify it with {option_given('classes', 'multiclass')}")
 
 
 def _holds_classes(mask: Path) -> bool:

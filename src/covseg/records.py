@@ -67,7 +67,7 @@ SUMMARY_FIELDS = ("study", "status", "error", "lung_ml", "lesion_ml", "percent_i
                   "ct_category", "right_percent_involved", "left_percent_involved", "ggo_ml",
                   "consolidation_ml", "effusion_ml", "input", "output",
                   "lesion_outside_lungs_ml", "lesion_added_to_lungs_ml", "lungs",
-                  "orientation_note")
+                  "orientation_note", "ggo_percent_involved", "consolidation_percent_involved")
 """summary.csv's columns; new ones go last, so that scripts reading by position keep working."""
 
 

@@ -23,7 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from covseg.burden import CATEGORY_RULE, EFFUSION, LESION_NAMES, REGIONS, lesion_voxels
+from covseg.burden import (
+    CATEGORY_RULE,
+    CLASS_PERCENTS,
+    EFFUSION,
+    LESION_NAMES,
+    REGIONS,
+    lesion_voxels,
+)
 from covseg.io.atomic import atomic_path, csv_writer, write_json, write_text
 from covseg.io.nifti import NO_ITK_GEOMETRY, no_geometry, unit_voxels_assumed
 from covseg.io.volume import Volume
@@ -53,7 +60,7 @@ REGION_FIELDS = ("lung_ml", "lesion_ml", "percent_involved", "ggo_ml", "consolid
                  "effusion_ml", "lesion_outside_lungs_ml", "ct_category",
                  "lesion_added_to_lungs_ml")
 """quantification.csv's columns of a region's figures."""
-CSV_FIELDS = ("study", "region", *REGION_FIELDS, "lungs", "orientation_note")
+CSV_FIELDS = ("study", "region", *REGION_FIELDS, "lungs", "orientation_note", *CLASS_PERCENTS)
 """quantification.csv's columns; new ones go last, so that scripts reading by position keep
 working."""
 
@@ -96,7 +103,8 @@ def result_rows(result: dict[str, Any], study: str) -> list[dict[str, Any]]:
             rows.append({"study": study, "region": region,
                          **{k: values.get(k) for k in REGION_FIELDS},
                          "lungs": lungs_text(result),
-                         "orientation_note": result.get("orientation_note")})
+                         "orientation_note": result.get("orientation_note"),
+                         **{k: values.get(k) for k in CLASS_PERCENTS}})
     return rows
 
 

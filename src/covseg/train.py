@@ -45,6 +45,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
+from covseg.burden import EFFUSION
 from covseg.cascade import THRESHOLD, LungFrame, LungGuide, require_lung_model
 from covseg.checkpoint import (
     FOLD,
@@ -66,7 +67,13 @@ from covseg.config import (
     check_seed,
     check_threshold,
 )
-from covseg.data.layouts import CLASS_NAMES, LoadedData, Sample, data_fingerprint
+from covseg.data.layouts import (
+    CLASS_NAMES,
+    LoadedData,
+    Sample,
+    class_labels,
+    data_fingerprint,
+)
 from covseg.data.splits import validation_split
 from covseg.errors import CovsegError, FullDisk, Resumable, counted
 from covseg.evaluate import evaluate_samples, hd95_by_unit, rows_to_csv
@@ -250,17 +257,9 @@ def _meta(config: TrainConfig, num_classes: int, guide: LungGuide | None) -> dic
         "num_classes": num_classes, "size": config.size, "intensity": config.intensity,
         "window": list(config.hu_window), "target": config.target,
         "test_flips": config.test_flips, "flips": list(TEST_FLIPS),
-        "class_names": _class_names(config.target, num_classes),
+        "class_names": class_labels(config.target, num_classes),
         **({} if config.threshold is None else {"threshold": config.threshold}),
     }
-
-
-def _class_names(target: str, num_classes: int) -> dict[str, str]:
-    """Label names: MedSeg's classes for multi-class models; background and the target (lung,
-    infection) for binary ones."""
-    if target == "multiclass":
-        return {str(k): v for k, v in CLASS_NAMES.items() if k < num_classes}
-    return {"0": "background", "1": target}
 
 
 def _moving_average(model: nn.Module, decay: float) -> AveragedModel | None:
@@ -397,6 +396,42 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
                       weights)
 
 
+def recipe_notes(config: TrainConfig, data: LoadedData) -> list[str]:
+    """What a user should know of the recipe on these data: a multi-class model framed to the
+    lungs (the default) cuts away the effusion that lies outside the frames' aerated lung, in
+    training and prediction alike (docs/limits.md: 37 % of a phantom's effusion voxels lay
+    inside the frames, and a model so trained predicted none). Measured on the slices holding
+    effusion; lung crops, which are not framed, lose none."""
+    frame = config.frame()
+    if config.target != "multiclass" or frame is None or data.num_classes <= EFFUSION:
+        return []
+    cut, held = _effusion_framed_out(frame, data.samples)
+    if not cut:
+        return []
+    return [(f"lung framing cuts away {100 * cut / held:.0f} % of the {CLASS_NAMES[EFFUSION]} "
+             f"pixels (label {EFFUSION}), which lie outside the aerated lung it frames, in "
+             "training and prediction alike (a model so trained on a phantom predicted none); "
+             f"train with {option_given('frame_lungs', False)} to learn it")]
+
+
+def _effusion_framed_out(frame: LungFrame, samples: Sequence[Sample]) -> tuple[int, int]:
+    """Effusion pixels of ``samples`` outside their lung frames, and effusion pixels in all."""
+    cut = held = 0
+    for sample in samples:
+        mask = sample.mask
+        count = int(np.count_nonzero(mask == EFFUSION))
+        if count:
+            held += count
+            cut += count - int(np.count_nonzero(frame.box(sample.image).crop(mask) == EFFUSION))
+    return cut, held
+
+
+def warn_notes(notes: Sequence[str], data: LoadedData) -> None:
+    """Log each of ``notes`` as a warning about ``data``, as loading them logs theirs."""
+    for note in notes:
+        log.warning("%s: %s", data.root, note)
+
+
 def _refuse_too_few_to_train(count: int, val_fraction: float, fold: bool) -> None:
     """Refuse fewer than 2 training slices (batch normalisation sees two at a time), advising by
     what left so few: a cross-validation ``fold``'s test patients (fewer folds), a validation
@@ -429,6 +464,8 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
         train_cases, val_cases = validation_split(data.samples, config.val_fraction, config.seed)
     val_cases = val_cases or []
     _refuse_too_few_to_train(len(train_cases), config.val_fraction, fold)
+    if not fold:  # a cross-validation warns once for its folds
+        warn_notes(recipe_notes(config, data), data)
     fingerprint = data_fingerprint(data, [*train_cases, *val_cases], quiet=not progress)
     refuse_other_output(out, RUN)
     # held from the check that the folder is empty (or resumable) to the end: a second run into
@@ -1114,7 +1151,7 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
         "members_side_by_side": max(i["members_side_by_side"] for i in trained),
         "invocations": invocations, "synthetic": data.synthetic,
     }
-    return _write_metrics(out, metrics, data, [by_id[c] for c in val_cases])
+    return _write_metrics(out, metrics, config, data, [by_id[c] for c in val_cases])
 
 
 def _holds_weights(path: Path, model: nn.Module) -> bool:
@@ -1479,7 +1516,7 @@ def _finish(out: Path, config: TrainConfig, data: LoadedData, history: list[dict
         "seconds_per_epoch": float(np.mean([r["seconds"] for r in history])),
         "final_train_loss": history[-1]["train_loss"], "synthetic": data.synthetic,
     }
-    return _write_metrics(out, metrics, data, val_samples)
+    return _write_metrics(out, metrics, config, data, val_samples)
 
 
 def best_epoch_by(multiclass: bool, canvas: int) -> str:
@@ -1510,7 +1547,7 @@ def _write_run_record(out: Path, config: TrainConfig, data: LoadedData,
     write_json(out / "config.json", {
         **continued(out / "config.json", now, resumed),
         "config": config.record(data.windowed), "data": data.describe(),
-        "classes": _class_names(config.target, data.num_classes), "layout": data.layout,
+        "classes": class_labels(config.target, data.num_classes), "layout": data.layout,
         "synthetic": data.synthetic, DATA_FINGERPRINT: fingerprint, **extra,
         "train_cases": list(train_cases), "val_cases": list(val_cases),
         "held_out": held_out(data, train_cases, val_cases),
@@ -1543,16 +1580,17 @@ BEST_SHA256 = "best_sha256"
 replaced since (:func:`covseg.checkpoint.load_checkpoint`)."""
 
 
-def _write_metrics(out: Path, metrics: dict[str, Any], data: LoadedData,
+def _write_metrics(out: Path, metrics: dict[str, Any], config: TrainConfig, data: LoadedData,
                    val_samples: Sequence[Sample]) -> dict[str, Any]:
     """Add the saved model's validation metrics at the original image size, the run's
     provenance as its config.json holds it (:func:`run_provenance`), the time now
     (``finished_utc``), the SHA-256 of the best.pt described (:data:`BEST_SHA256`) and what
-    loading the data warned of (``warnings``, the data's notes: MosMed slices no fold tests,
-    say); write metrics.json."""
+    loading the data and the recipe on them warned of (``warnings``, the data's notes: MosMed
+    slices no fold tests, say; :func:`recipe_notes`); write metrics.json."""
     started = run_provenance(json.loads((out / "config.json").read_text()))
     metrics = {**started, "finished_utc": utc_now(), **metrics,
-               BEST_SHA256: content_hash(out / "best.pt"), "warnings": list(data.notes)}
+               BEST_SHA256: content_hash(out / "best.pt"),
+               "warnings": [*data.notes, *recipe_notes(config, data)]}
     if val_samples:
         rows, _ = evaluate_samples(Predictor.load(out / "best.pt"), val_samples, "validating")
         rows = hd95_by_unit(rows, data)  # px and mm apart where the data have both

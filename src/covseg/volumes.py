@@ -39,7 +39,6 @@ import numpy as np
 from covseg.batch import BatchResult, run_batch, warn_earlier_lung_rule
 from covseg.burden import (
     EFFUSION,
-    LESION_NAMES,
     lesion_voxels,
     no_lungs_note,
     note_grown_lungs,
@@ -50,6 +49,7 @@ from covseg.burden import (
 from covseg.cascade import THRESHOLD
 from covseg.checkpoint import checkpoint_file
 from covseg.config import check_batch_size, check_kind
+from covseg.data.layouts import class_labels
 from covseg.errors import CovsegError, them
 from covseg.io.atomic import reserve
 from covseg.io.ct import read_volume
@@ -359,10 +359,7 @@ def has_effusion(predictor: SlicePredictor) -> bool:
 
 def model_classes(predictor: SlicePredictor) -> list[str]:
     """The names of a model's classes, by label (recorded, so a report says what it looked for)."""
-    if predictor.num_classes == 2:
-        return ["background", "infection"]
-    return ["background", *(LESION_NAMES.get(label, f"class {label}")
-                            for label in range(1, predictor.num_classes))]
+    return list(class_labels("infection", predictor.num_classes).values())
 
 
 def predict_settings(predictor: SlicePredictor, lung_predictor: SlicePredictor | None = None,

@@ -2086,8 +2086,9 @@ def test_multiclass_nifti_masks_read_as_infection_are_noted(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("levels,note", [
     ((1, 3), ("no mask holds consolidation (label 2), yet the classes trained are 0..3 (up to "
-             "the largest label): a model learns it from no example; add slices that hold it, "
-             "or relabel the masks 0..K without gaps")),
+             "the largest label): a model learns it from no example; add slices that hold it "
+             "(labels are fixed by meaning, 1 ground-glass, 2 consolidation, 3 effusion: "
+             "renumbering the masks would rename a class)")),
     ((2,), "no mask holds ground-glass (label 1), yet the classes trained are 0..2"),
     ((3,), ("no mask holds ground-glass (label 1) and consolidation (label 2), yet the classes "
            "trained are 0..3 (up to the largest label): a model learns them from")),
@@ -2096,7 +2097,9 @@ def test_multiclass_nifti_masks_read_as_infection_are_noted(tmp_path: Path) -> N
 def test_a_class_no_mask_holds_is_noted(tmp_path: Path, levels: tuple[int, ...],
                                          note: str | None) -> None:
     """Classes are the largest label + 1: a 0/1/3 set trained a consolidation class from no
-    example, recorded as a class in config.json, with no warning."""
+    example, recorded as a class in config.json, with no warning; the note then advised
+    relabelling the masks 0..K without gaps, which renamed effusion consolidation (labels are
+    fixed by meaning), counted as lesion by predict and quantify."""
     labels = {f"s{label}": np.array([[0, label], [label, 0]]) for label in levels}
     data = load_dataset(_label_folder(tmp_path, labels), target="multiclass")
     if note is None:

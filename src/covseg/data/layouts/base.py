@@ -71,6 +71,16 @@ CLASS_NAMES: dict[int, str] = {
 as the CT report names it."""
 
 
+def class_labels(target: str, num_classes: int) -> dict[str, str]:
+    """Class names by label, as every JSON record names them (``classes``): a multi-class
+    model's or data set's :data:`CLASS_NAMES` (a label above them ``class N``), a binary one's
+    background and its target (infection, lung)."""
+    if num_classes > 2:
+        return {str(label): CLASS_NAMES.get(label, f"class {label}")
+                for label in range(num_classes)}
+    return {"0": CLASS_NAMES[0], "1": target}
+
+
 def labels_hold_classes(labels: Iterable[int]) -> bool:
     """Whether masks holding these labels (as read: 0/85/170/255 divided by their step) hold
     lesion classes, the one rule of train's and data info's notes and quantify's
@@ -1134,7 +1144,8 @@ def class_notes(data: LoadedData) -> list[str]:
     """What a user should know of the classes read: multi-class masks merged into one
     infection class by the infection target (which ``--target multiclass`` keeps), or, for the
     multiclass target, classes below the largest label that no mask holds (the classes trained
-    are the largest label + 1: a set of 0/1/3 trained a consolidation class from no example).
+    are the largest label + 1: a set of 0/1/3 trained a consolidation class from no example;
+    labels keep their meaning, so the note never advises renumbering them).
     covseg's synthetic data, whose lesions are ground-glass and consolidation by design, are
     read either way without a word."""
     if data.synthetic:
@@ -1154,9 +1165,11 @@ def class_notes(data: LoadedData) -> list[str]:
         return []
     named = _classes_named(absent)
     it = "it" if len(absent) == 1 else "them"
+    meanings = ", ".join(f"{label} {name}" for label, name in CLASS_NAMES.items() if label)
     return [(f"no mask holds {named}, yet the classes trained are 0..{data.num_classes - 1} "
             f"(up to the largest label): a model learns {it} from no example; add slices "
-            f"that hold {it}, or relabel the masks 0..K without gaps")]
+            f"that hold {it} (labels are fixed by meaning, {meanings}: renumbering the "
+            "masks would rename a class)")]
 
 
 def _merged_classes(levels: Sequence[int]) -> bool:
