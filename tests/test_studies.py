@@ -92,6 +92,30 @@ def test_a_nifti_copy_beside_dicom_slices_is_passed_over_given_or_found(tmp_path
     assert [s.name for s in find_studies([series / "SE2_ct.nii.gz"])] == ["SE2_ct"]
 
 
+def test_a_mask_of_any_format_beside_dicom_slices_is_passed_over_as_a_nifti_one(
+        tmp_path: Path, caplog) -> None:
+    """Reading masks, a 3D Slicer segmentation beside DICOM slices escaped the DICOM rule its
+    NIfTI and NRRD neighbours follow: found in a parent folder it was read as the patient
+    folder's study with a garbled warning ("6 DICOM file(s) ... beside NIfTI files passed
+    over:  only, no CT image"), and given the folder itself it was passed over unnamed. Every
+    format is now passed over as a converted copy, named in the one note."""
+    nifti = write_mask(tmp_path / "m.nii.gz")
+    for name in ("les.nii.gz", "les.nrrd", "les.seg.nrrd"):
+        series = tmp_path / name / "masks" / "p1"
+        series.mkdir(parents=True)
+        (series / "slice_001.dcm").write_bytes(b"")
+        saved_as(nifti, series / name)
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            for given in (series, series.parent):
+                found = find_studies([given], masks=True)
+                assert [(s.name, s.path) for s in found] == [("p1", series)], name
+        for where, copy in ((series, name), (series.parent, f"p1/{name}")):
+            assert (f"{where}: 1 volume file(s) ({copy}) beside DICOM slices passed over"
+                    in caplog.text), name
+        assert "beside NIfTI files passed over" not in caplog.text
+
+
 def test_nifti_cts_beside_dicom_files_of_no_series_of_ct_slices_are_read(tmp_path: Path,
                                                                          caplog) -> None:
     """NIfTI CTs were passed over as converted copies beside any DICOM file: the root of a CD

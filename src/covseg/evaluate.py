@@ -363,10 +363,10 @@ def _stored(path: Path, volume: Volume | None) -> np.ndarray:
 def _read_pair(stem: str, pred_path: Path | None, truth_path: Path,
                truth_dtype: type = np.int16, first_read: bool = False
                ) -> tuple[np.ndarray, np.ndarray, Volume | None]:
-    """Prediction and truth as stored (a NIfTI truth as ``truth_dtype``), checked to lie on one
-    grid (:func:`~covseg.io.volume.grid_differences`; a drift within it is warned of on the
-    ``first_read`` of the pair only), and the truth's volume (its voxel spacing in mm, its
-    file's slices) when it is one."""
+    """Prediction and truth as stored (a volume truth, NIfTI, NRRD or MetaImage, as
+    ``truth_dtype``), checked to lie on one grid (:func:`~covseg.io.volume.grid_differences`; a
+    drift within it is warned of on the ``first_read`` of the pair only), and the truth's volume
+    (its voxel spacing in mm, its file's slices) when it is one."""
     pred, pred_volume, truth, truth_volume = _read_cases(pred_path, truth_path, truth_dtype)
     if pred.shape != truth.shape:
         raise CovsegError(f"{stem}: {_sizes(pred, pred_volume, truth, truth_volume)} differ in "

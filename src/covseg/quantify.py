@@ -168,13 +168,15 @@ def check_inputs_exist(lungs: str | os.PathLike[str] | None,
                        image: str | os.PathLike[str] | None) -> None:
     """--lungs and --image must exist, as a file or folder (not a FIFO or device): a typo
     fails once, up front, not in every study."""
+    give = {"lungs": "a NIfTI, NRRD or MetaImage file or a folder",
+            "image": "a CT file (NIfTI, NRRD, MetaImage or DICOM) or a folder"}
     for option, path in (("lungs", lungs), ("image", image)):
         if not path:
             continue
         shown = option_given(option, str(path))
         if not Path(path).exists():
             raise CovsegError(f"{shown}: no such file or folder; check the path")
-        refuse_special_file(path, "a NIfTI file or a folder", shown)
+        refuse_special_file(path, give[option], shown)
 
 
 def _absolute(path: str | os.PathLike[str] | None) -> str | None:
@@ -227,7 +229,7 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
                    lungs: str | os.PathLike[str] | None = None,
                    image: str | os.PathLike[str] | None = None, hu: str = "auto",
                    multiclass: bool | None = None, html_report: bool = False) -> dict[str, Any]:
-    """Quantify one lesion mask NIfTI and write its report folder.
+    """Quantify one lesion mask (NIfTI, NRRD or MetaImage) and write its report folder.
 
     ``lungs``: a lung mask (see :func:`_lung_labels`) or a folder holding
     one named like the mask, a predict study folder (given or found) standing for its
@@ -696,7 +698,8 @@ def quantify_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
                    image: str | os.PathLike[str] | None = None, hu: str = "auto",
                    multiclass: bool | None = None, html_report: bool = False,
                    shard: tuple[int, int] = (0, 1)) -> BatchResult:
-    """Quantify every mask NIfTI of ``inputs`` (files or folders) into ``out_dir/<stem>/``.
+    """Quantify every volume mask (NIfTI, NRRD or MetaImage) of ``inputs`` (files or folders)
+    into ``out_dir/<stem>/``.
 
     A study folder from ``covseg predict`` (given itself or within a folder) stands for its
     ``infection.nii.gz``, so that a prediction folder (or its masks, corrected by hand) can be

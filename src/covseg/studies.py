@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,9 +115,9 @@ MASK_WORDS = MASK_FOLDER_WORDS | {"infection", "lesion", "lesions", "lung", "lun
 
 
 def is_mask_named(path: Path) -> bool:
-    """Whether a NIfTI file is named as a mask (its name's last word is in :data:`MASK_WORDS`):
-    predict does not read it as a CT when it finds it in a folder (a patient folder holding
-    ``ct.nii.gz`` and ``ct_mask.nii.gz`` has one CT)."""
+    """Whether a volume file (NIfTI, NRRD, MetaImage) is named as a mask (its name's last word
+    is in :data:`MASK_WORDS`): predict does not read it as a CT when it finds it in a folder (a
+    patient folder holding ``ct.nii.gz`` and ``ct_mask.nii.gz`` has one CT)."""
     return _last_word(volume_stem(path)) in MASK_WORDS
 
 
@@ -133,7 +133,7 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
     A file is a study (see :func:`study_name`), and a file or folder given twice (by two
     paths, or given and found in a folder given) is one. A folder's DICOM files are one series
     named after the folder, its series searched below it (volume files beside the slices, a
-    converted copy: :func:`dicom_copies`, and sub-folders of volume files are passed over);
+    converted copy: :func:`_volume_files`, and sub-folders of volume files are passed over);
     without DICOM files its volume files (NIfTI, NRRD, MetaImage) are studies, and so are its
     sub-folders (:func:`_sub_folder_studies`: DICOM series, or the volume files they hold),
     except the folders covseg wrote that hold no input of their own (reports, batches;
@@ -255,8 +255,8 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
     ``listings``."""
     entries = listings.children(path)  # the hidden ones are named below
     children = [c for c in entries if not c.name.startswith(".")]
-    one = _one_dicom_study(path, children, listings)
-    copies = dicom_copies(children) if one else []
+    one = _one_dicom_study(path, children, masks, listings)
+    copies = _volume_files(children, masks) if one else []
     files, dropped = _split_masks([] if one else _volume_files(children, masks), masks)
     found = [Study(study_name(c, masks), c) for c in files]
     own: list[Path] = []
@@ -359,38 +359,39 @@ def _segmentations(folders: Sequence[Path], listings: Listings) -> list[Path]:
             if not c.name.startswith(".") and c.is_file() and is_segmentation(c)]
 
 
+def _volume_test(masks: bool) -> Callable[[Path], bool]:
+    """What a folder's listing reads as a volume file: a CT (:func:`~covseg.io.ct.is_volume_file`)
+    or, reading ``masks``, a volume mask, 3D Slicer segmentations included
+    (:func:`~covseg.io.ct.is_mask_volume`): one test for a folder given and its sub-folders, so
+    that every mask format follows the same rule beside DICOM slices."""
+    return is_mask_volume if masks else is_volume_file
+
+
 def _volumes_in(folder: Path, masks: bool, listings: Listings) -> list[Path]:
-    """A sub-folder's volume files (:func:`~covseg.io.ct.folder_volumes`), reading ``masks``
-    its 3D Slicer segmentations too (:func:`_segmentations`), sorted."""
-    found = folder_volumes(folder, listings)
-    return sorted(found + _segmentations([folder], listings)) if masks else found
+    """A sub-folder's volume files (:func:`~covseg.io.ct.folder_volumes` by
+    :func:`_volume_test`): none beside the DICOM slices of a CT, whichever format they are saved
+    in."""
+    return folder_volumes(folder, listings, _volume_test(masks))
 
 
 def _volume_files(children: Sequence[Path], masks: bool) -> list[Path]:
-    """The volume files among a folder's ``children``: its CTs (:func:`dicom_copies`, where it
-    holds a series), or reading ``masks`` every volume mask, 3D Slicer segmentations included
-    (:func:`~covseg.io.ct.is_mask_volume`)."""
-    return [c for c in children if is_mask_volume(c)] if masks else dicom_copies(children)
-
-
-def dicom_copies(children: Sequence[Path]) -> list[Path]:
-    """The volume files (NIfTI, NRRD, MetaImage) among the ``children`` of a folder read as one
-    DICOM study (:func:`_one_dicom_study`), passed over: a converted copy of the series, as
-    dcm2niix writes by default, read as a study of its own beside the series, was the same CT
-    predicted twice."""
-    return [c for c in children if is_volume_file(c)]
+    """The volume files (:func:`_volume_test`) among a folder's ``children``: its studies, or
+    where it is read as one DICOM study (:func:`_one_dicom_study`) those passed over: a
+    converted copy of the series, as dcm2niix writes by default, read as a study of its own
+    beside the series, was the same CT predicted twice."""
+    return [c for c in children if _volume_test(masks)(c)]
 
 
 def _found_series_copies(folder: Path, exclude: str | os.PathLike[str] | None, masks: bool,
                          notes: list[str], listings: Listings) -> list[Path]:
-    """The NIfTI copies (:func:`dicom_copies`) of a sub-folder study found in a folder given,
+    """The volume files (:func:`_volume_files`) of a sub-folder study found in a folder given,
     its sub-folders of NIfTI files named in ``notes``, as for a folder given itself; none where
     it is no DICOM study."""
     children = [c for c in listings.children(folder) if not c.name.startswith(".")]
-    if not _one_dicom_study(folder, children, listings):
+    if not _one_dicom_study(folder, children, masks, listings):
         return []
     _note_nifti_folders_in_series(folder, children, exclude, masks, notes, listings)
-    return dicom_copies(children)
+    return _volume_files(children, masks)
 
 
 def _note_nifti_folders_in_series(folder: Path, children: Sequence[Path],
@@ -402,7 +403,7 @@ def _note_nifti_folders_in_series(folder: Path, children: Sequence[Path],
     patient, ``p1/ct.nii.gz``, beside stray slices)."""
     out = Path(exclude).resolve() if exclude else None
     held = [c for c in children if c.is_dir() and c.resolve() != out
-            and not _is_own_output(c, masks, listings) and folder_volumes(c, listings)]
+            and not _is_own_output(c, masks, listings) and _volumes_in(c, masks, listings)]
     if held:
         notes.append(f"{folder}: {listed_paths(held, folder, 'folder')} holding NIfTI files "
                      "passed over: a folder holding DICOM slices is one study, its series "
@@ -410,14 +411,15 @@ def _note_nifti_folders_in_series(folder: Path, children: Sequence[Path],
                      "move the slices to a folder of their own")
 
 
-def _one_dicom_study(folder: Path, children: Sequence[Path], listings: Listings) -> bool:
+def _one_dicom_study(folder: Path, children: Sequence[Path], masks: bool,
+                     listings: Listings) -> bool:
     """Whether ``folder`` is one DICOM study, read as its reader searches it: it holds DICOM
     slices, or a DICOMDIR (a CD or PACS export's index) beside the sub-folders of one patient's
     study. An export of several patients or studies is a folder of sub-folders, each a study:
     read as one, the largest series was used and the other patients dropped. NIfTI files beside
     DICOM files of no CT image (a dose report) make it none: they are its studies
-    (:func:`~covseg.io.ct.folder_volumes`). ``children``: its entries but the hidden ones."""
-    if folder_volumes(folder, listings):
+    (:func:`_volumes_in`). ``children``: its entries but the hidden ones."""
+    if _volumes_in(folder, masks, listings):
         return False
     if any(is_dicom_file(c) and not is_dicomdir(c) for c in children):
         return True

@@ -3,6 +3,7 @@ NIfTI file."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,13 @@ import pytest
 from PIL import Image
 
 from covseg.errors import CovsegError
-from covseg.io.ct import is_mask_volume, read_mask_volume, read_volume, volume_stem
+from covseg.io.ct import (
+    is_mask_volume,
+    is_volume_named,
+    read_mask_volume,
+    read_volume,
+    volume_stem,
+)
 from tests.conftest import saved_as, write_mask
 from tests.io.helpers import dose_report, phantom, save, synthetic_series
 
@@ -79,7 +86,9 @@ def test_nrrd_and_metaimage_masks_are_read_as_the_same_nifti(tmp_path: Path, nam
     np.testing.assert_allclose(read.affine, expected.affine, atol=1e-5)
     assert read.array.dtype == expected.array.dtype == np.int16
     assert is_mask_volume(other) and volume_stem(other) == name.split(".")[0]
-    assert not is_mask_volume(other.with_name(f".{name}"))
+    hidden = other.with_name(f".{name}")
+    shutil.copy(other, hidden)
+    assert is_volume_named(hidden) and not is_mask_volume(hidden)
 
 
 def test_a_segmentation_is_a_mask_of_one_layer_never_a_ct(tmp_path: Path) -> None:

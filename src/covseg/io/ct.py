@@ -6,6 +6,7 @@ NIfTI, NRRD or MetaImage file (:func:`read_mask_volume`), as 3D Slicer and ITK-S
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +63,10 @@ def named_as_volume(path: Path) -> bool:
 
 def is_mask_volume(path: Path) -> bool:
     """True for a file read as a volume's mask rather than a 2D one: a NIfTI, NRRD or MetaImage
-    file, a 3D Slicer segmentation included, not hidden (as :func:`is_volume_file`). The one
-    test by which evaluate, quantify and the data layouts tell a volume mask from a 2D one."""
+    file, a 3D Slicer segmentation included, not hidden (as :func:`is_volume_file`). evaluate
+    tells a volume mask from a 2D one by it, and the data layouts' masks folders and quantify's
+    folders (:func:`~covseg.studies.find_studies`) list volume masks by it; a mask given by name
+    is judged by its name (:func:`is_volume_named`)."""
     return path.is_file() and not path.name.startswith(".") and is_volume_named(path)
 
 
@@ -133,15 +136,17 @@ def read_volume(path: str | os.PathLike[str], hu: str = "auto", like: Volume | N
     return volume
 
 
-def folder_volumes(folder: Path, listings: Listings | None = None) -> list[Path]:
-    """The volume files (NIfTI, NRRD, MetaImage: :func:`is_volume_file`) of a folder that holds
-    no DICOM file, sorted; none beside DICOM slices (a series with a converted copy is read
-    from its slices), but all beside DICOM files of no CT image
-    (:func:`~covseg.io.dicom.holds_no_ct_image`: a dose report beside NIfTI CTs). Its folders,
-    and what its DICOM files hold, as ``listings`` holds them (found here without)."""
+def folder_volumes(folder: Path, listings: Listings | None = None,
+                   is_volume: Callable[[Path], bool] = is_volume_file) -> list[Path]:
+    """The volume files (NIfTI, NRRD, MetaImage: ``is_volume``, :func:`is_volume_file` for CTs,
+    :func:`is_mask_volume` for masks) of a folder that holds no DICOM file, sorted; none beside
+    DICOM slices (a series with a converted copy is read from its slices), but all beside DICOM
+    files of no CT image (:func:`~covseg.io.dicom.holds_no_ct_image`: a dose report beside NIfTI
+    CTs). Its folders, and what its DICOM files hold, as ``listings`` holds them (found here
+    without)."""
     listings = listings or Listings()
     children = listings.children(folder)
-    volumes = [c for c in children if is_volume_file(c)]
+    volumes = [c for c in children if is_volume(c)]
     if not volumes or not any(is_dicom_file(c) for c in children):
         return volumes
     return volumes if listings.once(holds_no_ct_image, folder) else []

@@ -9,8 +9,8 @@ Supported layouts (checked in this order), one module each:
 - ``infnet``: Inf-Net COVID-SemiSeg ``Imgs/`` + ``GT/`` (binary or multi-class);
 - ``zenodo``: "COVID-19 CT Lung and Infection Segmentation" volumes (Kaggle or Zenodo names);
 - ``mosmed-3d``: MosMedData ``studies/`` + ``masks/`` NIfTI volumes;
-- ``folders``: generic ``images/`` + ``masks/`` with matching stems (2D files, NIfTI volumes
-  or both).
+- ``folders``: generic ``images/`` + ``masks/`` with matching stems (2D files, NIfTI, NRRD or
+  MetaImage volumes, or both).
 
 Volumes are sliced axially and every slice keeps its study as patient id (a Radiopaedia scan
 named as Zenodo or Kaggle names it its case's, in any folder, its slices as 2D files too), so

@@ -600,8 +600,9 @@ def _no_mask_advice(missing: list[str], masks_dir: Path | None) -> str:
 
 def unread_notes(folder: Path) -> list[str]:
     """What of ``folder`` a layout does not read, said for the user: DICOM files or series
-    folders (training reads 2D files and NIfTI volumes), and other sub-folders (``masks/masks/``
-    of a zip extracted into a folder of its name) that hold anything."""
+    folders (training reads 2D files and NIfTI, NRRD or MetaImage volumes), and other
+    sub-folders (``masks/masks/`` of a zip extracted into a folder of its name) that hold
+    anything."""
     listing = _Listing.of(folder)
     return [note for note in (listing.dicom_note(),
                               listing.sub_folders_note(lambda sub: any(sub.iterdir()))) if note]

@@ -27,7 +27,7 @@ from covseg.data.layouts.base import (
     study_rows,
 )
 from covseg.errors import CovsegError
-from covseg.io.ct import is_mask_volume, is_volume_file
+from covseg.io.ct import is_mask_volume, is_volume_file, is_volume_named
 from covseg.io.image import is_image_file
 
 FOLDERS_IMAGES = ("images", "imgs", "Images", "Imgs")
@@ -83,12 +83,12 @@ def _check_one_kind(root: Path, pairs: list[tuple[str, Path, Path]]) -> None:
     reverse, is refused naming the pair: a pair is read by its image's kind, and the mask's
     reader refused a .nii.gz while asking for NIfTI. A 2D image has no geometry to place a
     volume's slice on, so the mask is not read across kinds."""
+    kinds = {True: "a volume", False: "a 2D file"}
     for _, image, mask in pairs:
-        if is_mask_volume(image) != is_mask_volume(mask):
-            kinds = {True: "a volume", False: "a 2D file"}
-            raise CovsegError(f"{root}: {image.relative_to(root)} is "
-                              f"{kinds[is_mask_volume(image)]} but its mask "
-                              f"{mask.relative_to(root)} is {kinds[is_mask_volume(mask)]}; an "
+        image_volume, mask_volume = is_volume_named(image), is_mask_volume(mask)
+        if image_volume != mask_volume:
+            raise CovsegError(f"{root}: {image.relative_to(root)} is {kinds[image_volume]} but "
+                              f"its mask {mask.relative_to(root)} is {kinds[mask_volume]}; an "
                               "image and its mask must be of one kind (both 2D files or both "
                               "volumes): save the mask as its image is")
 
