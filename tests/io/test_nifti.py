@@ -390,6 +390,16 @@ def test_analyze_files_are_refused_by_name(tmp_path: Path) -> None:
         collect_inputs([tmp_path / "an"])
 
 
+def test_an_analyze_image_beside_a_header_of_mixed_case_is_refused_as_analyze(
+        tmp_path: Path) -> None:
+    """The header beside an Analyze ``.img`` is found whatever its suffix's case: beside
+    ``scan.Hdr`` the image got the generic "not a NIfTI file" error, not the Analyze refusal."""
+    nib.save(nib.AnalyzeImage(np.zeros((4, 4, 3), np.int16), np.eye(4)), str(tmp_path / "scan.hdr"))
+    (tmp_path / "scan.hdr").rename(tmp_path / "scan.Hdr")
+    with pytest.raises(CovsegError, match=r"scan\.img: an Analyze 7\.5 file \(\.hdr/\.img pair\)"):
+        read_volume(tmp_path / "scan.img")
+
+
 def test_a_nifti2_mask_without_geometry_is_paired_quietly(tmp_path: Path,
                                                           caplog: pytest.LogCaptureFixture
                                                           ) -> None:

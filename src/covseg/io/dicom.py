@@ -84,7 +84,8 @@ def _dcmread(source: str | os.PathLike[str] | BinaryIO, **options: Any) -> pydic
     quiet: they are about bytes covseg checks and words itself (a value cut short), or about
     nothing covseg's user can act on (GE's private transfer syntax 1.2.840.113619.5.2 read as
     implicit VR: "Expected explicit VR, but found implicit VR" reached stderr with pydicom's
-    source path). Every pydicom read of covseg goes through here."""
+    source path). Every pydicom read of a data set in covseg goes through here; a file meta
+    read alone (:func:`_first_compressed`) is quieted where it is made."""
     with quiet_warnings(UserWarning):
         return pydicom.dcmread(source, **options)
 
@@ -180,6 +181,7 @@ def read_dicom_folder(folder: str | os.PathLike[str]) -> Volume:
     shape = (*_columns_rows(headers[0]), len(files))
     check_voxel_count(shape, folder)
     check_dicom_series(headers, str(folder))
+    files, headers, datasets = _in_slice_order(files, headers, datasets)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     reader.SetSpacingWarningRelThreshold(1.0)  # checked above; ITK's warning spans lines
@@ -192,6 +194,21 @@ def read_dicom_folder(folder: str | os.PathLike[str]) -> Volume:
     volume = volume_from_itk(_with_slice_thickness(image, headers[0], str(folder)), str(folder))
     volume.dicom = replace(record, image_numbers=_image_numbers(datasets))
     return volume
+
+
+def _in_slice_order(files: Sequence[str], headers: Sequence[SliceHeader],
+                    datasets: Sequence[pydicom.Dataset | None]
+                    ) -> tuple[tuple[str, ...], list[SliceHeader], list[pydicom.Dataset | None]]:
+    """A checked series' files, headers and header datasets in order of position along the
+    slice normal, whatever their SOP class: GDCM orders CT Image Storage so, but others
+    (Secondary Capture) by InstanceNumber, else file name, so such a series named by UID was
+    read with its slices scrambled and its first and last files' step as z spacing (0.45 mm
+    for 2.5), without a word."""
+    normal = _slice_normal(headers[0].orientation, "")  # checked by check_dicom_series
+    depths = np.asarray([header.position for header in headers], dtype=np.float64) @ normal
+    order = np.argsort(depths, kind="stable")
+    return (tuple(files[k] for k in order), [headers[k] for k in order],
+            [datasets[k] for k in order])
 
 
 OWN_FOLDER_ADVICE = "to read another, move its files to a folder of their own and give that folder"
@@ -918,22 +935,29 @@ def _with_header_geometry(image: sitk.Image, headers: Sequence[SliceHeader],
     where SimpleITK's differ (``headers``: one per slice in SimpleITK's order, one per frame of
     an enhanced file, or one for a file). GDCM reads some SOP classes (Multi-frame Grayscale
     Word Secondary Capture) as 1 mm pixels at (0, 0, 0) on the scanner's axes whatever their
-    PixelSpacing, ImagePositionPatient and ImageOrientationPatient say: a CT stored so came out
-    5 to 27 times too small. A slice step comes from the first and last positions; a lone
-    file's is left to :func:`_with_frame_step` and :func:`_with_slice_thickness`."""
+    PixelSpacing, ImagePositionPatient and ImageOrientationPatient say: the example CT (3 mm)
+    stored so came out 27 times too small in mL. A slice step comes from the first and last
+    positions, along the slice normal (the way they travel): a slight tilt, within the checks'
+    tolerance, keeps the axes at right angles as SimpleITK does. A lone file's step is left to
+    :func:`_with_frame_step` and :func:`_with_slice_thickness`; an orientation that is not two
+    unit directions at right angles (a lone file's 0\\0\\0\\0\\0\\0) leaves SimpleITK's
+    direction."""
     first = headers[0]
     spacing = np.asarray(image.GetSpacing(), dtype=np.float64)
     direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
     if first.pixel_spacing is not None:
         spacing[:2] = first.pixel_spacing[1], first.pixel_spacing[0]
-    if first.orientation is not None:
-        direction = np.column_stack([*np.reshape(first.orientation, (2, 3)),
-                                     _slice_normal(first.orientation, source)])
     positions = [h.position for h in headers if h.position is not None]
-    if len(positions) == len(headers) > 1:
-        travel = np.subtract(positions[-1], positions[0])
+    travel = (np.subtract(positions[-1], positions[0]) if len(positions) == len(headers) > 1
+              else None)
+    if travel is not None:
         spacing[2] = np.linalg.norm(travel) / (len(headers) - 1)
-        direction[:, 2] = travel / np.linalg.norm(travel)
+    if first.orientation is not None and _orthonormal(first.orientation):
+        axes = np.asarray(first.orientation, dtype=np.float64).reshape(2, 3)
+        normal = _slice_normal(first.orientation, source)
+        if travel is not None and travel @ normal < 0:
+            normal = -normal
+        direction = np.column_stack([*axes, normal])
     if not np.allclose(spacing, image.GetSpacing(), rtol=1e-3, atol=1e-4):
         image.SetSpacing(spacing.tolist())
     if not np.allclose(direction.ravel(), image.GetDirection(), atol=1e-3):
@@ -942,6 +966,14 @@ def _with_header_geometry(image: sitk.Image, headers: Sequence[SliceHeader],
                                                       rtol=0, atol=1e-3):
         image.SetOrigin(first.position)
     return image
+
+
+def _orthonormal(orientation: tuple[float, ...]) -> bool:
+    """Whether an ImageOrientationPatient is two unit directions at right angles (to 1e-3)."""
+    if len(orientation) != 6:
+        return False
+    axes = np.asarray(orientation, dtype=np.float64).reshape(2, 3)
+    return bool(np.allclose(axes @ axes.T, np.eye(2), rtol=0, atol=1e-3))
 
 
 def _with_frame_step(image: sitk.Image, header: SliceHeader, source: str) -> sitk.Image:

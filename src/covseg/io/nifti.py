@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import itertools
 import logging
 import os
 import zlib
@@ -196,9 +197,19 @@ def is_analyze(path: Path) -> bool:
     suffix = path.suffix.lower()
     if suffix not in ANALYZE_SUFFIXES:
         return False
-    header = path if suffix == ".hdr" else next(
-        (path.with_suffix(s) for s in (".hdr", ".HDR") if path.with_suffix(s).is_file()), None)
+    header = path if suffix == ".hdr" else _header_beside(path)
     return header is not None and _starts_with_analyze_size(header) and not is_dicom_named(path)
+
+
+def _header_beside(image: Path) -> Path | None:
+    """The ``.hdr`` file beside an Analyze ``.img``, its suffix in any case (``.Hdr`` was
+    missed, so a pair so named got "not a NIfTI file" rather than the Analyze refusal); None
+    without one."""
+    for letters in itertools.product(*zip("hdr", "HDR", strict=True)):
+        header = image.with_suffix("." + "".join(letters))
+        if header.is_file():
+            return header
+    return None
 
 
 def _starts_with_analyze_size(path: Path) -> bool:
