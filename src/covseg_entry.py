@@ -15,6 +15,7 @@ a KeyboardInterrupt traceback, also after a finished command with exit status 0.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 from contextlib import suppress
@@ -24,13 +25,20 @@ STOPPED = {signal.SIGINT: (130, "interrupted"), signal.SIGTERM: (143, "stopped")
            **({signal.SIGHUP: (129, "stopped")} if hasattr(signal, "SIGHUP") else {})}
 """Exit status and word of each stop outside a command's work (no SIGHUP on Windows)."""
 
+REMOVED_AT_END: list[str] = []
+"""Temporary folders removed at exit (:mod:`covseg._mplconfig`'s): by atexit, and by
+:func:`_end`, whose ``os._exit`` skips atexit's callbacks."""
+
 
 def _end(signum: int, when: str) -> None:
     """Write out the command's lines, say ``covseg: WORD WHEN`` and end the process at once:
     an exception raised here could land in a callback the import machinery runs (a module
     lock's), an atexit callback or a finaliser, where Python prints it as ignored and goes on.
-    The line is written below Python's streams (one that the stop cut short refuses a write)."""
+    The line is written below Python's streams (one that the stop cut short refuses a write);
+    :data:`REMOVED_AT_END` is removed first."""
     status, word = STOPPED[signal.Signals(signum)]
+    for folder in REMOVED_AT_END:
+        shutil.rmtree(folder, ignore_errors=True)
     if sys.stdout is not None:
         with suppress(OSError, ValueError, RuntimeError):  # a reader gone, closed, cut short
             sys.stdout.flush()
@@ -49,6 +57,13 @@ def stopped_as_it_ended(signum: int, _: FrameType | None) -> None:
     """End a stop that lands once the command's work is over (its last lines, Python's exit):
     what it wrote is whole, and its lines above say how it went."""
     _end(signum, "as the command ended; nothing was left half-done")
+
+
+def stopped_after_it_failed(signum: int, _: FrameType | None) -> None:
+    """End a stop that lands once the command's work was stopped or failed (after its error
+    line or rerun hint, which are written whole first; Python's exit): its files are as the
+    first stop or the error left them, a half-trained run perhaps, so nothing is claimed."""
+    _end(signum, "as the command ended")
 
 
 def main() -> int:

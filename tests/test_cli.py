@@ -1158,6 +1158,28 @@ def test_a_study_skipped_as_an_earlier_covsegs_says_it_recorded_no_settings(
                               "settings; delete its folder to redo it): lesion 0.18 mL, "), printed
 
 
+def test_a_batch_counts_the_studies_skipped_as_an_earlier_covsegs_recorded_no_settings(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The note above showed only for one study: a rerun of two whose records hold no settings
+    said "0 done, 2 already done, 0 failed; summary: ..." without a word, as did one new study
+    beside an old one. The counts line says how many are an earlier covseg's."""
+    for name in ("chest", "other"):
+        synthetic_study(tmp_path / "in", name)
+    out = tmp_path / "q"
+    args = ("quantify", str(tmp_path / "in" / "masks"), "--image", str(tmp_path / "in"),
+            "--out", str(out))
+    assert _run(capsys, *args)[0] == 0
+    for done in out.glob("*/quantification.json"):
+        record = json.loads(done.read_text(encoding="utf-8"))
+        del record["settings"]
+        done.write_text(json.dumps(record), encoding="utf-8")
+    code, printed, _ = _run(capsys, *args)
+    assert code == 0
+    assert printed == ("0 done, 2 already done (2 done by an earlier covseg that recorded no "
+                       "settings; delete their folders to redo them), 0 failed; summary: "
+                       f"{out}/summary.csv\n"), printed
+
+
 def test_predict_mosmed_studies_folder_as_it_ships(tmp_path: Path, tiny_run: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """``covseg predict MOS/studies`` (studies/CT-0..CT-4/*.nii.gz) failed every CT-x folder as
@@ -1872,6 +1894,65 @@ def test_a_stop_outside_the_work_is_one_line(stop: str, argv: list[str], status:
                              check=False, capture_output=True, text=True, timeout=120)
     assert (process.returncode, process.stderr) == (status, line)
     assert argv != ["models"] or "unet" in process.stdout  # the finished command's lines kept
+
+
+def test_a_stop_outside_the_work_removes_matplotlibs_temporary_folder(tmp_path: Path) -> None:
+    """Where matplotlib's folder cannot be written covseg makes a temporary one, removed by
+    atexit; a stop as the command ended (``os._exit``, which skips atexit) left it in TMPDIR."""
+    (tmp_path / "file").write_text("a file, not a folder\n")
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "file" / "matplotlib"),
+           "TMPDIR": str(tmp_path / "tmp")}
+    process = subprocess.run([sys.executable, "-c", STOP_OUTSIDE_THE_WORK, "SIGINT", "models"],
+                             check=False, capture_output=True, text=True, timeout=120, env=env)
+    assert process.returncode == 130, process.stderr
+    assert list((tmp_path / "tmp").glob("matplotlib-*")) == []
+
+
+SECOND_STOP_AS_IT_ENDS = """
+import os, signal, sys
+import covseg.cli
+from covseg.errors import CovsegError
+from covseg_entry import main
+
+FIRST = sys.argv[1]
+
+def work(args):
+    if FIRST == "error":
+        raise CovsegError("bad input; fix it")
+    os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C, in the work
+    return 0
+
+parser, tell = covseg.cli.build_parser, covseg.cli.tell
+
+def build():
+    built = parser()
+    parse = built.parse_args
+    built.parse_args = lambda argv=None: (args := parse(argv), setattr(args, "handler", work))[0]
+    return built
+
+def second(text):
+    os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C as the last line is printed
+    tell(text)
+
+covseg.cli.build_parser, covseg.cli.tell = build, second
+sys.argv = ["covseg", "models"]
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize(("first", "line"), [
+    ("stop", "covseg: interrupted; rerun the same command\n"),
+    ("error", "covseg: error: bad input; fix it\n")])
+def test_a_second_stop_as_the_last_line_is_printed_claims_nothing(first: str,
+                                                                   line: str) -> None:
+    """A second Ctrl-C while the rerun hint or the error line was printed replaced it with
+    "covseg: interrupted as the command ended; nothing was left half-done", untrue after a
+    stop (a half-trained run): the line is printed whole, then one that claims nothing."""
+    process = subprocess.run([sys.executable, "-c", SECOND_STOP_AS_IT_ENDS, first],
+                             check=False, capture_output=True, text=True, timeout=120)
+    assert (process.returncode, process.stderr) == (
+        130, f"{line}covseg: interrupted as the command ended\n")
 
 
 LOADED_AFTER_EACH_STEP = """

@@ -3,7 +3,8 @@ default (``~/.config/matplotlib``, ``~/.cache/matplotlib``) or the ``MPLCONFIGDI
 be written (a read-only HOME, a read-only folder set in a container image), matplotlib printed
 two lines of its own on every plotting command ("mkdir -p failed ...", "Matplotlib created a
 temporary cache directory ..."), not in covseg's one-line form. covseg then does what
-matplotlib would, quietly: a temporary folder, removed at exit; where none can be made either (a
+matplotlib would, quietly: a temporary folder, removed at exit (also at a stop that ends the
+process at once, :data:`covseg_entry.REMOVED_AT_END`); where none can be made either (a
 locked-down container), a :class:`~covseg.errors.NoWritableFolder` saying what to set (the CLI's one
 line). Settled as covseg is imported, where that refusal is left for later (a library's import
 must not end the program: it raised SystemExit), and again, refusing, before matplotlib is
@@ -22,6 +23,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from covseg.errors import NoWritableFolder
+from covseg_entry import REMOVED_AT_END
 
 
 def _default_folders() -> list[Path]:
@@ -67,6 +69,7 @@ def settle_matplotlib_config() -> None:
                                "MPLCONFIGDIR or TMPDIR to a writable folder") from None
     os.environ["MPLCONFIGDIR"] = folder
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    REMOVED_AT_END.append(folder)  # a stop as the command ends skips atexit (covseg_entry)
 
 
 with suppress(NoWritableFolder):

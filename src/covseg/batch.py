@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from covseg.burden import CLASS_PERCENTS
 from covseg.errors import BatchFailed, CovsegError, counted, failure_reason
@@ -82,14 +82,17 @@ SUMMARY_STUDY_FIELDS = ("lung_ml", "lesion_ml", "percent_involved", "ct_category
 class BatchResult:
     """What a batch run did: ``summary``, the CSV with one row per study of the shard;
     ``done``, the studies this call did; ``skipped``, those already done in its out with the
-    same settings, left as they were; ``failed``, those that failed, each with its reason in the
-    CSV. ``covseg.predict_volumes`` and ``covseg.quantify`` return it with ``failed`` 0: where
-    studies failed they raise :class:`StudiesFailed`, whose ``result`` counts them."""
+    same settings, left as they were (``unrecorded`` of them an earlier covseg's that
+    recorded no settings, :func:`recorded_no_settings`); ``failed``, those that failed, each
+    with its reason in the CSV. ``covseg.predict_volumes`` and ``covseg.quantify`` return it
+    with ``failed`` 0: where studies failed they raise :class:`StudiesFailed`, whose
+    ``result`` counts them."""
 
     summary: Path
     done: int
     skipped: int
     failed: int
+    unrecorded: int = 0
 
 
 class StudiesFailed(BatchFailed):
@@ -293,6 +296,7 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
     table = _SummaryTable(summary, rows, _pending_rows(selected))
     table.write()
     unwritten = False  # skipped studies' rows not yet in the summary
+    unrecorded = 0
     with (progress_bar(total=len(selected), desc=desc, unit="study") as study_bar,
           stage_bar(study_bar) as stages):
         for index, study in enumerate(selected):
@@ -302,6 +306,7 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
                                                  bool(settings and settings.get(REPORT_SETTING)))
             stages.show("")
             counts[status] += 1
+            unrecorded += status == "skipped" and recorded_no_settings(result)
             row = _summary_row(study, folder, status, result, error)
             table.finish(index, _as_it_was(row, earlier.get(study.name))
                          if status == "skipped" else row)
@@ -318,7 +323,7 @@ def _run_batch(studies: Sequence[Study], out_dir: Path,
               chart, summary)
     if shard[1] == 1:
         _drop_folded_shard_summaries(out_dir, {row["study"] for row in rows})
-    return BatchResult(summary, counts["done"], counts["skipped"], counts["failed"])
+    return BatchResult(summary, counts["done"], counts["skipped"], counts["failed"], unrecorded)
 
 
 class _SummaryTable:
@@ -521,9 +526,9 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
     for study in studies:
         done = out_dir / study.name / RESULT_JSON
         record = _record_of(study, out_dir, records)
-        recorded = _recorded_settings(record)
-        if record is None or not isinstance(recorded, dict):
+        if record is None or recorded_no_settings(record):
             continue
+        recorded = cast(dict[str, Any], _recorded_settings(record))
         inputs = partial(_changed_inputs, record.get("inputs", {}), study, done.stat().st_mtime)
         changes = _done_otherwise(done, recorded, current, otherwise=inputs)
         if changes:
@@ -605,10 +610,10 @@ def _earlier_clashes(out_dir: Path, records: Records, names: set[str],
             continue
         folder = out_dir / name
         done = folder / RESULT_JSON
-        recorded = _recorded_settings(record)
-        if not isinstance(recorded, dict):
+        if recorded_no_settings(record):
             clashes.append((folder, []))
             continue
+        recorded = cast(dict[str, Any], _recorded_settings(record))
         own = {key for key in PER_STUDY_SETTINGS
                if isinstance(recorded.get(key), str) and isinstance(current.get(key), str)}
         changes = _done_otherwise(done, recorded, current, ignored=[*LAYOUT_SETTINGS, *own])

@@ -45,7 +45,14 @@ from covseg.io.atomic import dangling_link
 from covseg.losses import LOSSES
 from covseg.models.registry import parse_option_value
 from covseg.provenance import cli_command, invoked_as
-from covseg.stopping import Terminated, exit_status, raise_if_stopped, stops_recorded
+from covseg.stopping import (
+    Terminated,
+    exit_status,
+    raise_if_stopped,
+    stop_word,
+    stops_held,
+    stops_recorded,
+)
 from covseg.train import AlreadyTrained
 from covseg.transforms import (
     AUGMENTATIONS,
@@ -716,8 +723,7 @@ def _run(argv: Sequence[str] | None) -> int:
         _error(exc)
         return 1 if isinstance(exc, (BatchFailed, NoWritableFolder, OutOfMemory)) else 2
     except (KeyboardInterrupt, Terminated) as exc:
-        tell(f"covseg: {'interrupted' if isinstance(exc, KeyboardInterrupt) else 'stopped'}; "
-             f"{_rerun_hint(args)}")
+        _last_line(f"covseg: {stop_word(exc)}; {_rerun_hint(args)}")
         return exit_status(exc)
     except (FileExistsError, NotADirectoryError) as exc:
         option = "--to" if getattr(args, "to", None) is not None else "--out"
@@ -747,7 +753,14 @@ def _error(text: object) -> None:
     """Print ``covseg: error: TEXT`` on stderr, the names in it unable to drive the terminal
     (:func:`~covseg.errors.terminal_safe`); best effort, as the exit status says it failed
     (with stderr closed, print wrote it on stdout)."""
-    tell(f"covseg: error: {text}")
+    _last_line(f"covseg: error: {text}")
+
+
+def _last_line(text: str) -> None:
+    """Print a command's last line, ``text``, whole: a second stop meanwhile lands after it
+    (:func:`~covseg.stopping.stops_held`); it cut the line off, leaving only its own."""
+    with stops_held():
+        tell(text)
 
 
 def _no_space(exc: BaseException, args: argparse.Namespace) -> str:

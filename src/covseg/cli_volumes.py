@@ -179,10 +179,14 @@ def run_volume_predict(args: argparse.Namespace, predictor: SlicePredictor,
 
 def _report(result: BatchResult) -> int:
     """Print one line about the batch (for a summary of one study done, its figures and
-    folder); exit status 1 when a study failed."""
+    folder); exit status 1 when a study failed. The studies skipped as an earlier covseg's that
+    recorded no settings are counted apart: their figures, kept as they were, may come from
+    other settings, and a batch of two said nothing of it."""
+    unrecorded = (f" ({result.unrecorded} {UNRECORDED}; delete their folders to redo them)"
+                  if result.unrecorded else "")
     line = _one_study_line(result) or (
-        f"{result.done} done, {result.skipped} already done, {result.failed} failed; "
-        f"summary: {result.summary}")
+        f"{result.done} done, {result.skipped} already done{unrecorded}, {result.failed} "
+        f"failed; summary: {result.summary}")
     if result.failed:
         tell(line)
     else:

@@ -18,7 +18,12 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-from covseg_entry import stopped_as_it_ended, stopped_while_starting
+from covseg_entry import (
+    STOPPED,
+    stopped_after_it_failed,
+    stopped_as_it_ended,
+    stopped_while_starting,
+)
 
 
 class Terminated(BaseException):
@@ -37,15 +42,31 @@ STOPS: dict[int, type[BaseException]] = {
     **({signal.SIGHUP: HungUp} if hasattr(signal, "SIGHUP") else {})}
 """The exception each stop raises (no SIGHUP on Windows)."""
 
-EXIT_STATUS: dict[type[BaseException], int] = {KeyboardInterrupt: 130, HungUp: 129,
-                                               Terminated: 143}
+_SAID: dict[type[BaseException], tuple[int, str]] = {kind: STOPPED[signal.Signals(signum)]
+                                                     for signum, kind in STOPS.items()}
+"""The exit status and word of each stop, :data:`covseg_entry.STOPPED`'s."""
+
+EXIT_STATUS: dict[type[BaseException], int] = {kind: status
+                                               for kind, (status, _) in _SAID.items()}
 """The exit status of each stop: 128 + its signal's number, as a shell shows a process that the
 signal ended."""
 
 
+def _stopped(stop: BaseException) -> tuple[int, str]:
+    """The exit status and word of the stop ``stop``, found by its own class first: a
+    :class:`HungUp` is a :class:`Terminated` too."""
+    return next(_SAID[kind] for kind in type(stop).__mro__ if kind in _SAID)
+
+
 def exit_status(stop: BaseException) -> int:
     """The exit status for the stop ``stop`` (a subclass of one of :data:`EXIT_STATUS`'s)."""
-    return next(status for kind, status in EXIT_STATUS.items() if isinstance(stop, kind))
+    return _stopped(stop)[0]
+
+
+def stop_word(stop: BaseException) -> str:
+    """How the stop ``stop`` is said: "interrupted" (Ctrl-C) or "stopped"."""
+    return _stopped(stop)[1]
+
 
 _asked: list[type[BaseException]] = []
 """The stops received while :func:`stops_recorded` is active, first first."""
@@ -64,10 +85,11 @@ def raise_if_stopped() -> None:
         raise _asked[0]
 
 
-ENDED_AT_ONCE = (stopped_while_starting, stopped_as_it_ended)
+ENDED_AT_ONCE = (stopped_while_starting, stopped_as_it_ended, stopped_after_it_failed)
 """The ``covseg`` script's handlers outside a command's work (:mod:`covseg_entry`): replaced
-during the work as Python's defaults are, and put back as :func:`stopped_as_it_ended`, so that a
-stop after the work is one line, not a traceback."""
+during the work as Python's defaults are, and put back as :func:`stopped_as_it_ended` where it
+ended normally, else :func:`stopped_after_it_failed` (which claims nothing of its files), so
+that a stop after the work is one line, not a traceback."""
 
 
 def _quiet_about_stops(previous: Callable[[Any], object]) -> Callable[[Any], object]:
@@ -85,8 +107,9 @@ def stops_recorded() -> Iterator[None]:
     """Run the block with SIGTERM raising :class:`Terminated`, Ctrl-C KeyboardInterrupt (unless
     it is ignored, as in a background job) and SIGHUP :class:`HungUp` (unless it is ignored, as
     under ``nohup``), all recorded for :func:`raise_if_stopped`; then the handlers before it,
-    but the ``covseg`` script's (:data:`ENDED_AT_ONCE`), which become :func:`stopped_as_it_ended`.
-    Off the main thread, handlers cannot be set: nothing is done."""
+    but the ``covseg`` script's (:data:`ENDED_AT_ONCE`), which become :func:`stopped_as_it_ended`
+    or, where the block raised, :func:`stopped_after_it_failed`. Off the main thread, handlers
+    cannot be set: nothing is done."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -99,12 +122,38 @@ def stops_recorded() -> Iterator[None]:
         signal.signal(signal.SIGHUP, _record_and_raise)
     hook = sys.unraisablehook
     sys.unraisablehook = _quiet_about_stops(hook)
+    ended = stopped_after_it_failed
     try:
         yield
+        ended = stopped_as_it_ended
     finally:
         sys.unraisablehook = hook
         for signum, handler in previous.items():
             if handler is not None:
-                signal.signal(signum, stopped_as_it_ended if handler in ENDED_AT_ONCE
-                              else handler)
+                signal.signal(signum, ended if handler in ENDED_AT_ONCE else handler)
         _asked.clear()
+
+
+@contextmanager
+def stops_held() -> Iterator[None]:
+    """Hold the stops back while the block runs (a command's last line: its error, its rerun
+    hint), so that a second Ctrl-C cannot cut it off unseen: one received meanwhile is raised
+    again after it, to the handler before. Python's handlers, not the signal mask, which holds
+    a signal back from one thread only (PyTorch's threads took it). Off the main thread,
+    handlers cannot be set: nothing is done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {signum: signal.getsignal(signum) for signum in STOPS}
+    for signum, handler in previous.items():
+        if callable(handler):
+            signal.signal(signum, lambda signum, _: held.append(signum))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            if callable(handler):
+                signal.signal(signum, handler)
+        if held:
+            signal.raise_signal(held[0])
