@@ -307,6 +307,24 @@ def test_a_fold_started_after_the_lung_run_was_retrained_is_refused(
     assert meta["sha256"] == recorded["sha256"]
 
 
+def test_a_users_own_runs_named_as_folds_or_members_are_not_one_command(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """A plain run into a folder named fold_2 (or member1-unet) took its siblings fold_0,
+    fold_1 (member0-unet) for its command's folds (members) and refused to train, as
+    fold_0 was trained with another lung model. A fold is a cross-validation's, a member an
+    ensemble's, only where their records say so."""
+    lungs = tmp_path / "lungs"
+    api.train(synthetic_folder, lungs, target="lung", **TINY)
+    for first, second in (("fold_0", "fold_2"), ("member0-unet", "member1-unet")):
+        runs = tmp_path / first.split("_")[0].split("-")[0]
+        api.train(synthetic_folder, runs / first, lung_guide=str(lungs), **TINY)
+        shutil.rmtree(lungs)
+        api.train(synthetic_folder, lungs, target="lung", seed=len(first), **TINY)
+        api.train(synthetic_folder, runs / second, lung_guide=str(lungs), **TINY)
+        meta = torch.load(runs / second / "best.pt", weights_only=True)["meta"]["lung_guide"]
+        assert meta["sha256"] == content_hash(lungs / "best.pt")
+
+
 def test_a_lung_run_retrained_before_the_lung_channels_are_made_is_refused(
         tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The lung model was hashed for the checkpoint's meta, then loaded again by path for the

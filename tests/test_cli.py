@@ -2377,6 +2377,39 @@ def test_a_cv_or_comparison_stopped_writing_its_reports_is_finished_by_a_resume(
         assert (cv / "fold_1" / "fold_metrics.json").is_file()
 
 
+@pytest.mark.parametrize("command", ["cv", "compare"])
+def test_a_resume_writes_again_a_summary_older_than_a_fold_or_than_this_covseg(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_folder: Path,
+        command: str) -> None:
+    """A summary.json written before a fold finished (trained again alone since), or by an
+    earlier covseg (each metric's mean and std alone, without the n and cases of today's; a
+    multi-class metric named pleural-effusion_ before its rename), was taken as a finished
+    run's: cv --resume said "nothing to do" and kept it, and compare --resume, which reads
+    each model's, ended in a traceback (KeyError 'n'). The resume writes it again from the
+    folds, as it did before it left finished runs as they were."""
+    out = tmp_path / command
+    resume = _finished_run(capsys, command, out, synthetic_folder)
+    summary = (out if command == "cv" else out / "miniseg") / "summary.json"
+    for change in ("older", "renamed", "fold"):  # the fold last: its time stays ahead
+        record = json.loads(summary.read_text())
+        across = record["mean_std_over_folds"]
+        if change == "older":
+            record["mean_std_over_folds"] = {key: {"mean": stats["mean"], "std": stats["std"]}
+                                             for key, stats in across.items()}
+        elif change == "renamed":
+            across["pleural-effusion_dice"] = across["dice"]
+        summary.write_text(json.dumps(record))
+        if change == "fold":
+            later = summary.stat().st_mtime + 10
+            os.utime(summary.parent / "fold_1" / "fold_metrics.json", (later, later))
+        code, said, err = _run(capsys, *resume)
+        assert (code, err) == (0, ""), (change, err)
+        assert "nothing to do" not in said, (change, said)
+        rewritten = json.loads(summary.read_text())["mean_std_over_folds"]
+        assert "pleural-effusion_dice" not in rewritten
+        assert all({"n", "cases"} <= stats.keys() for stats in rewritten.values())
+
+
 def test_a_resume_says_nothing_to_do_only_where_train_found_the_run_finished(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], synthetic_folder: Path) -> None:
     """`covseg train` judged a run finished by its metrics.json alone, before training: a

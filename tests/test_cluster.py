@@ -34,7 +34,7 @@ from covseg.errors import CovsegError, FullDisk, Resumable
 from covseg.io.lock import writing_to
 from covseg.provenance import api_command, cli_command, invoked_as
 from covseg.stopping import Terminated
-from covseg.train import handler_restored
+from covseg.train import AlreadyTrained, handler_restored
 from tests.conftest import (
     NEEDS_RAY,
     NEEDS_ZOO,
@@ -165,6 +165,26 @@ def test_a_resume_on_ray_that_trains_a_fold_adds_its_seconds_as_one_here_does(
     assert summary["started_utc"] == first["started_utc"] <= resume["started_utc"]
     trained = json.loads((out / "fold_1" / "config.json").read_text())
     assert resume["started_utc"] <= trained["started_utc"], "timed from before its folds ran"
+
+
+def test_a_resume_on_ray_of_a_finished_cv_runs_no_fold_on_ray(
+        local_ray: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With every fold finished as it began, a ``--resume`` on Ray handed them all to Ray's
+    tasks again before it found the run finished; a fold trained on Ray by it was found
+    finished too (its summary.json, of the fold deleted, left as it was: "nothing to do").
+    Nothing runs on Ray where nothing is to train, and the run is finished only then."""
+    out = tmp_path / "cv"
+    api.cross_validate("synthetic:1", out, ray="local", **ONE_NETWORK)
+    written = json.loads((out / "summary.json").read_text())
+
+    def on_ray(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a fold ran on Ray")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(api, "run_folds_on_ray", on_ray)
+        again = api.cross_validate("synthetic:1", out, ray="local", resume=True, **ONE_NETWORK)
+    assert isinstance(again, AlreadyTrained)
+    assert again["finished_utc"] == written["finished_utc"]
 
 
 def test_a_resume_on_ray_refused_for_stale_finished_folds_leaves_the_stopped_record(

@@ -32,7 +32,7 @@ from covseg.io.lock import LOCK_FILE
 from covseg.metrics import METRICS
 from covseg.models.registry import model_options
 from covseg.stopping import Terminated
-from covseg.train import DATA_FINGERPRINT
+from covseg.train import DATA_FINGERPRINT, AlreadyTrained
 from tests.conftest import (
     NEEDS_ZOO,
     data_unread,
@@ -779,6 +779,31 @@ def test_a_cv_fingerprints_the_whole_set_once_and_a_resume_once_only(
     api.cross_validate(data, tmp_path / "cv", resume=True, **{**TINY_FOLDS, "folds": 3})
     assert fingerprinted == [whole]  # the finished folds checked and reused on one fingerprint
     assert capsys.readouterr().err.count("data fingerprint: 100%") == 1
+
+
+def test_a_resume_after_a_fold_trained_again_alone_writes_the_summary_again(
+        tmp_path: Path) -> None:
+    """Every fold finished beside a summary.json: a --resume returned that summary as a
+    finished run's ("nothing to do"), though fold_1 was deleted and trained again alone
+    (``--fold 1``) after it was written, so that the summary and report told of the old fold.
+    Only a summary written after every fold is a finished run's, which a resume returns with
+    its undefined metrics NaN, as a fresh summary has them (JSON holds them as null)."""
+    data = load_dataset("synthetic")
+    out = tmp_path / "cv"
+    api.cross_validate(data, out, **TINY_FOLDS)
+    shutil.rmtree(out / "fold_1")
+    api.cross_validate(data, out, fold=1, **TINY_FOLDS)
+    summary = api.cross_validate(data, out, resume=True, **TINY_FOLDS)
+    assert not isinstance(summary, AlreadyTrained)
+    assert summary["resumed_by"][-1]["trained_folds"] is False
+    written = json.loads((out / "summary.json").read_text())
+    written["mean_std_over_folds"]["precision"].update(mean=None, std=None)
+    written["per_fold"][0]["precision"] = None
+    (out / "summary.json").write_text(json.dumps(written))
+    again = api.cross_validate(data, out, resume=True, **TINY_FOLDS)
+    assert isinstance(again, AlreadyTrained)
+    assert math.isnan(again["mean_std_over_folds"]["precision"]["mean"])
+    assert math.isnan(again["per_fold"][0]["precision"])
 
 
 def _as_killed_before_its_first_epoch(fold: Path) -> None:

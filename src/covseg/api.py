@@ -572,8 +572,9 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
                 weights = checked_fold_weights(recipe, out, len(splits))
                 # timed as a run here: whether it trains is known before its folds run on Ray
                 begun = begin(out, len(splits), resume, started, started_utc)
-                with stop_recorded(recipe, loaded, out, begun):
-                    run_folds_on_ray(recipe, loaded, out, folds, resume, ray, cpus, weights)
+                if begun.trains:  # else none runs on Ray: the summary is written, or finished
+                    with stop_recorded(recipe, loaded, out, begun):
+                        run_folds_on_ray(recipe, loaded, out, folds, resume, ray, cpus, weights)
             return cross_validate_held(recipe, loaded, out, folds, resume=True, begun=begun)
 
 
@@ -591,12 +592,11 @@ def compare(data: str | os.PathLike[str] | LoadedData, models: Sequence[str] | s
     of its per-case Dice against the baseline's; ``fold_source``: how the folds were made (the
     split files of each fold), as cv's ``summary.json`` says it; and ``left_out``: the models of
     an earlier comparison in ``out`` (a ``resume`` with another list) that this one does not
-    report, whose folders stay, also logged as a warning (a finished comparison that ``resume``
-    left as it was: its comparison.json, as an :class:`~covseg.train.AlreadyTrained`). Each
-    model's options go in its
-    spec (``"unet:width=8"``): ``model=`` and ``model_options=`` are refused, as the CLI's
-    compare has no ``--model`` or ``--model-option`` (they were dropped, or checked against a
-    model never trained).
+    report, whose folders stay, also logged as a warning. A finished comparison that ``resume``
+    left as it was returns its comparison.json as an :class:`~covseg.train.AlreadyTrained`.
+    Each model's options go in its spec (``"unet:width=8"``): ``model=`` and ``model_options=``
+    are refused, as the CLI's compare has no ``--model`` or ``--model-option`` (they were
+    dropped, or checked against a model never trained).
     """
     for key in ("model", "model_options"):
         if key in config:

@@ -63,6 +63,7 @@ from covseg.records import read_record
 from covseg.train import (
     CROSS_VALIDATION,
     DATA_FINGERPRINT,
+    FOLDS,
     UNREADABLE,
     AlreadyTrained,
     check_run_seed,
@@ -140,16 +141,53 @@ def fold_done(fold_dir: Path) -> bool:
 def finished_summary(out: Path, folds: int) -> dict[str, Any] | None:
     """The summary.json of the finished cross-validation of ``folds`` folds in ``out`` (written
     last but for the removal of :data:`STOPPED_FILE`: its report, table and plot are written),
-    None where it is not finished: no summary (one stopped writing its reports), a record of
-    a stopped command left, a fold unfinished (deleted to be trained again) or another count of
-    folds. A --resume of a finished one returns it and leaves every file as it was: it rewrote
-    them, its summary listing a resume that trained nothing."""
-    if (out / STOPPED_FILE).exists() or not all(fold_done(out / f"fold_{k}")
-                                                 for k in range(folds)):
+    its undefined metrics NaN as a fresh summary has them (JSON holds them as null); None where
+    it is not finished: no summary (one stopped writing its reports), a record of a stopped
+    command left, a fold unfinished (deleted to be trained again), a fold finished after the
+    summary was written (trained again alone, ``--fold K``: the summary is of the old one),
+    another count of folds, or a summary an earlier covseg wrote (:func:`_current_summary`).
+    A --resume of a finished one returns it and leaves every file as it was: it rewrote them,
+    its summary listing a resume that trained nothing."""
+    done = [out / f"fold_{k}" / "fold_metrics.json" for k in range(folds)]
+    if (out / STOPPED_FILE).exists() or not all(path.is_file() for path in done):
         return None
     summary = read_record(out / "summary.json")
-    per_fold = summary.get("per_fold") if summary is not None else None
-    return summary if isinstance(per_fold, list) and len(per_fold) == folds else None
+    if summary is None or not _current_summary(summary, folds):
+        return None
+    with suppress(OSError):
+        written = (out / "summary.json").stat().st_mtime
+        if all(path.stat().st_mtime <= written for path in done):
+            return _undefined_as_nan(summary)
+    return None
+
+
+def _current_summary(summary: dict[str, Any], folds: int) -> bool:
+    """Whether ``summary`` holds ``folds`` folds as covseg writes them now: each metric over
+    the folds with how many folds and slices define it (``n``, ``cases``: an earlier covseg
+    wrote mean and std alone) and no metric named as before :data:`RENAMED`. A summary that is
+    not is written again from the folds, as a --resume did before it left finished ones."""
+    per_fold, across = summary.get("per_fold"), summary.get("mean_std_over_folds")
+    if not (isinstance(per_fold, list) and len(per_fold) == folds and isinstance(across, dict)
+            and all(isinstance(fold, dict) for fold in per_fold)):
+        return False
+    keys = [*across, *(key for fold in per_fold for key in fold)]
+    return (all(isinstance(stats, dict) and {"n", "cases"} <= stats.keys()
+                for stats in across.values())
+            and not any(key.startswith(old) for key in keys for old in RENAMED))
+
+
+def _undefined_as_nan(summary: dict[str, Any]) -> dict[str, Any]:
+    """``summary`` read back from JSON with its undefined metrics NaN again, as a fresh summary
+    has them: each fold's means, their mean and std over folds and the pooled statistics."""
+    def nan(values: dict[str, Any]) -> dict[str, Any]:
+        return {key: math.nan if value is None else value for key, value in values.items()}
+
+    return {**summary,
+            "per_fold": [nan(fold) for fold in summary["per_fold"]],
+            "mean_std_over_folds": {key: nan(stats)
+                                    for key, stats in summary["mean_std_over_folds"].items()},
+            "pooled_per_case": {key: nan(stats) if isinstance(stats, dict) else stats
+                                for key, stats in (summary.get("pooled_per_case") or {}).items()}}
 
 
 def cross_validation_work(out: Path, fold: int | None = None) -> list[Path]:
@@ -428,8 +466,6 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
     return rows
 
 
-FOLDS = "folds"
-"""Key of a fold's count of folds in its config.json (see :func:`run_fold`)."""
 NODE = "node"
 """Key of the node a fold run on Ray last trained on in its config.json: ``hostname`` and Ray's
 ``ray_node_id`` (:func:`covseg.cluster.this_node`); folds run here record none, as no record
@@ -683,8 +719,10 @@ def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike
                    begun: Begun | None = None, verb: str = CV_VERB,
                    fold_notes: list[str] | None = None) -> dict[str, Any]:
     """Run every fold into ``out/fold_k``; write per_case.csv, dice_boxplot.png, report.md and
-    summary.json, the last written: a run stopped before it leaves no summary, and a --resume
-    with every fold finished writes all four again from the folds.
+    summary.json, the last written: a run stopped before it leaves no summary. A --resume that
+    finds the run finished (:func:`finished_summary`) returns its summary as an
+    :class:`~covseg.train.AlreadyTrained` and leaves every file as it was; one that finds every
+    fold finished but the summary stale or missing writes all four again from the folds.
 
     Completed folds are kept, so an interrupted run continues where it stopped when resumed
     (its time too: :data:`STOPPED_FILE`);
@@ -716,7 +754,9 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
     check_run_seed(config, len(splits))
     check_finished_folds(config, data, out, splits, verb)
     weights = checked_fold_weights(config, out, len(splits))
-    finished = finished_summary(out, len(splits)) if resume else None
+    # Finished only where the command began with no fold to train: on Ray its folds ran first.
+    nothing_to_train = resume and (begun is None or not begun.trains)
+    finished = finished_summary(out, len(splits)) if nothing_to_train else None
     if finished is not None:  # nothing left to do: every file left as it was
         return AlreadyTrained(finished)
     remove_temporaries(out)  # a run killed there (kill -9) left them; its folds' go in train

@@ -734,15 +734,27 @@ def _recorded_lung_sha256(out: Path, source: str) -> tuple[Path, str] | None:
 
 def _command_folders(out: Path) -> list[Path]:
     """The folders whose networks one command trains with ``out``'s: ``out`` first, then its
-    run's (the run above an ensemble member or a cross-validation's fold), its members', its
-    folds' and theirs."""
+    run's (the run above an ensemble member or a cross-validation's fold:
+    :func:`_trained_by_run_above`), its members', its folds' and theirs."""
     top = out
-    while MEMBER.fullmatch(top.name) or FOLD.fullmatch(top.name):
+    while _trained_by_run_above(top):
         top = top.parent
     runs = [top, *fold_folders(top)]
     folders = [out, *runs, *(member for run in runs for member in sorted(run.glob("member*/"))
                              if MEMBER.fullmatch(member.name))]
     return list(dict.fromkeys(folders))
+
+
+def _trained_by_run_above(folder: Path) -> bool:
+    """Whether the run above ``folder`` trains it, as the records there say: an ensemble's
+    member (its run's config.json lists ``members``, written before they train), or a
+    cross-validation's fold (a fold's config.json records its count of :data:`FOLDS`). A
+    user's own run named ``fold_2`` or ``member0-unet`` is neither, nor are its siblings its
+    command's."""
+    if MEMBER.fullmatch(folder.name):
+        return isinstance((read_record(folder.parent / "config.json") or {}).get("members"), list)
+    return bool(FOLD.fullmatch(folder.name)) and any(
+        FOLDS in (read_record(fold / "config.json") or {}) for fold in fold_folders(folder.parent))
 
 
 def gone_weights_file(options: Mapping[str, Any]) -> str | None:
@@ -820,6 +832,9 @@ def _refuse_other_recipe(out: Path, saved: TrainConfig, config: TrainConfig, sli
                           f"resume with the same options or pick a new {option_name('out')}")
 
 
+FOLDS = "folds"
+"""Key of a cross-validation fold's count of folds in its config.json (see
+:func:`~covseg.crossval.run_fold`)."""
 DATA_FINGERPRINT = "data_fingerprint"
 """Key of :func:`~covseg.data.layouts.data_fingerprint` in a run's config.json (the slices it
 trained on) and in a cross-validation fold's fold_metrics.json (those it trained and tested on)."""
