@@ -879,7 +879,7 @@ def _fake_runs(monkeypatch: pytest.MonkeyPatch, dice: dict[str, list[dict[str, f
     of each case where given, its summary their means, and the per-fold means of ``classes``
     (model -> metric -> per fold) as given."""
     def cross_validate(config: TrainConfig, data: object, out: Path, folds: object,
-                       resume: bool, verb: str, fold_notes: list[str]) -> dict[str, Any]:
+                       resume: bool, verb: str, cv_notes: list[str]) -> dict[str, Any]:
         assert verb == "compare"  # its refusals say compare, not cross-validate
         spec = next(s for s in dice if model_folder(s) == out.name)
         out.mkdir(parents=True, exist_ok=True)

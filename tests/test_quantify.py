@@ -744,13 +744,18 @@ def test_auto_classes_are_decided_once_per_call(tmp_path: Path) -> None:
     assert quantify_batch([masks[1], predicted], tmp_path / "binary").done == 2
 
 
-def _predicted_by(mask: Path, folder: Path, multiclass: bool) -> Path:
+def _predicted_by(mask: Path, folder: Path, multiclass: bool,
+                  num_classes: int | None = None) -> Path:
     """A predict study folder in ``folder`` holding ``mask`` as its ``infection.nii.gz``, its
-    record saying a model of which classes (``multiclass``) predicted it."""
+    record saying a model of which classes (``multiclass``, and ``num_classes`` where given)
+    predicted it."""
     predicted = folder / "pred" / "p"
     predicted.mkdir(parents=True)
     shutil.copy(mask, predicted / "infection.nii.gz")
-    (predicted / "quantification.json").write_text(json.dumps({"multiclass": multiclass}))
+    record: dict[str, object] = {"multiclass": multiclass}
+    if num_classes is not None:
+        record["inputs"] = {"model": {"num_classes": num_classes}}
+    (predicted / "quantification.json").write_text(json.dumps(record))
     return predicted
 
 
@@ -834,6 +839,27 @@ def test_a_multiclass_models_prediction_is_refused_as_binary(
     assert result["study"]["lesion_ml"] == pytest.approx(lesion_ml)
     result = quantify_study(mask, tmp_path / "told", multiclass=False)
     assert result["study"]["lesion_ml"] == pytest.approx(2 * lesion_ml)
+
+
+def test_a_three_class_models_prediction_is_read_binary_when_told(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--classes binary refused every multi-class model's prediction as counting its effusion as
+    lesion, also a 3-class model's (no effusion class), which reads the same binary: it is
+    accepted, its lesion mL and % as the mask's without a record; a 4-class model's is refused."""
+    _, mask, lesion_ml = synthetic_study(tmp_path / "in", "a")
+    alone = quantify_study(mask, tmp_path / "alone", multiclass=False)["study"]
+    predicted = _predicted_by(mask, tmp_path / "three", multiclass=True, num_classes=3)
+    assert quantify_batch([predicted], tmp_path / "out", multiclass=False).done == 1
+    stored = json.loads((tmp_path / "out" / "p" / "quantification.json").read_text())["study"]
+    assert stored["lesion_ml"] == pytest.approx(lesion_ml) == pytest.approx(alone["lesion_ml"])
+    assert stored["percent_involved"] == pytest.approx(alone["percent_involved"])
+    result = quantify_study(predicted / "infection.nii.gz", tmp_path / "one", multiclass=False)
+    assert result["study"]["lesion_ml"] == pytest.approx(lesion_ml)
+    predicted = _predicted_by(mask, tmp_path / "four", multiclass=True, num_classes=4)
+    capsys.readouterr()
+    _refused_as(predicted, "binary", "multiclass", capsys, (
+        f"{predicted / 'infection.nii.gz'} is a multi-class model's prediction (its "
+        "quantification.json), but {} would count its effusion as lesion; quantify it with {}"))
 
 
 def test_a_multiclass_study_gives_each_classes_percent_involved(tmp_path: Path) -> None:

@@ -1777,3 +1777,40 @@ def test_framing_multiclass_masks_that_hold_effusion_is_warned(
         assert (sample.mask == 3).any() and LungFrame().box(sample.image).crop(
             sample.mask).shape == sample.mask.shape
     assert train_module.recipe_notes(config, loaded) == []
+
+
+def test_the_framing_note_gives_a_share_cut_rounded_down(tmp_path: Path) -> None:
+    """The framing note's share of the effusion cut away was rounded to nearest: a few pixels
+    cut read "0 %" and nearly all "100 %"; rounded down, under 1 % reads "under 1 %"."""
+    loaded = load_dataset(effusion_frames(tmp_path / "data"), target="multiclass")
+    config = TrainConfig(target="multiclass")
+    first = loaded.samples[0]
+    box = LungFrame().box(first.image)
+    first.mask[(box.top + box.bottom) // 2, (box.left + box.right) // 2] = 3  # one kept
+    assert "cuts away 99 % of the effusion" in train_module.recipe_notes(config, loaded)[0]
+    for sample in loaded.samples:  # all kept but one pixel, beside a block kept
+        box = LungFrame().box(sample.image)
+        sample.mask[sample.mask == 3] = 0
+        sample.mask[box.top:box.bottom, box.left:box.right] = 3
+    first.mask[-1, -1] = 3  # a corner: outside the frame
+    note = train_module.recipe_notes(config, loaded)[0]
+    assert note.startswith("lung framing cuts away under 1 % of the effusion pixels"), note
+
+
+def test_ensemble_members_trained_side_by_side_record_the_framing_note(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ensemble's members trained side by side, which get the data without their training
+    pixels, recorded no framing note in their metrics.json (worked out again from those data),
+    while members trained one after the other did: each records the ensemble's note."""
+    from covseg import api
+
+    data = effusion_frames(tmp_path / "data")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # both members side by side
+    metrics = api.train(data, tmp_path / "ens", target="multiclass",
+                        **{**TINY, "model": "unet,unet", "epochs": 1})
+    assert metrics["members_side_by_side"] == 2
+    assert len(metrics["warnings"]) == 1 and "lung framing cuts away" in metrics["warnings"][0]
+    members = sorted((tmp_path / "ens").glob("member*/metrics.json"))
+    assert len(members) == 2
+    for member in members:
+        assert json.loads(member.read_text())["warnings"] == metrics["warnings"]

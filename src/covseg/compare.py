@@ -46,7 +46,7 @@ from covseg.crossval import (
     refuse_gone_fold_weights,
     refuse_midway_folds,
     stale_folds_error,
-    warned_fold_notes,
+    warned_cv_notes,
 )
 from covseg.data.layouts import LoadedData, class_labels, fingerprints_kept
 from covseg.errors import CovsegError, counted
@@ -334,11 +334,11 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
     if finished is not None:  # nothing left to do: every file left as it was
         return AlreadyTrained(finished)
     rows, dice_by_model, units_by_model = [], {}, {}
-    fold_notes = warned_fold_notes(config, data, splits)  # every model's folds: the same
+    cv_notes = warned_cv_notes(config, data, splits)  # every model's folds: the same
     for spec in specs:
         model_config = recipes[spec]
         summary = cross_validate(model_config, data, out / model_folder(spec), folds, resume,
-                                 verb="compare", fold_notes=fold_notes)
+                                 verb="compare", cv_notes=cv_notes)
         per_case = per_case_dice(out / model_folder(spec), by_fold=True)
         channels = model_config.in_channels  # as its runs take them: a lung guide adds one
         cost = profile_model(build_model(model_config.model, channels, data.num_classes,
@@ -369,7 +369,7 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
               "hd95_slices_by_unit": hd95_slices_by_unit(data), **metric_notes(),
               "cases_without_patient_id": own_patients(data),
               "config": _shared_recipe(config, data.windowed), "models": rows, "left_out": left_out,
-              "warnings": list(dict.fromkeys([*data.notes, *fold_notes]))}
+              "warnings": list(dict.fromkeys([*data.notes, *cv_notes]))}
     dice = any_lesion("Dice", config.target == "multiclass")
     png = out / "comparison_boxplot.png"
     plotted = drawn(lambda: box_plot({spec: list(d.values()) for spec, d in dice_by_model.items()},

@@ -26,6 +26,7 @@ from covseg.data.layouts import (
     data_fingerprint,
     fingerprints_kept,
     split_files_note,
+    warn_notes,
 )
 from covseg.data.layouts.base import fold_class_notes
 from covseg.data.splits import grouped_kfold, validation_split
@@ -76,7 +77,6 @@ from covseg.train import (
     train,
     unreadable_record,
     unresumed,
-    warn_notes,
     weights_file_sha256,
 )
 from covseg.viz import box_plot, drawn
@@ -659,11 +659,11 @@ def _fold_split(config: TrainConfig, by_id: Mapping[str, Sample], train_cases: S
                             quiet)
 
 
-def warned_fold_notes(config: TrainConfig, data: LoadedData,
-                      splits: Sequence[tuple[list[str], list[str]]]) -> list[str]:
-    """The notes of the recipe on the data (:func:`~covseg.train.recipe_notes`) and of the
-    folds (:func:`_fold_notes`), each warned: once per command, compare's models being
-    cross-validated on the same folds."""
+def warned_cv_notes(config: TrainConfig, data: LoadedData,
+                    splits: Sequence[tuple[list[str], list[str]]]) -> list[str]:
+    """A cross-validation's notes beside the data's: those of the recipe on the data
+    (:func:`~covseg.train.recipe_notes`) and of the folds (:func:`_fold_notes`), each warned:
+    once per command, compare's models being cross-validated on the same folds."""
     notes = [*recipe_notes(config, data), *_fold_notes(config, data, splits)]
     warn_notes(notes, data)
     return notes
@@ -717,7 +717,7 @@ def whole_run_fold(config: TrainConfig, data: LoadedData, out: str | os.PathLike
 def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
                    folds: int | None = None, resume: bool = False,
                    begun: Begun | None = None, verb: str = CV_VERB,
-                   fold_notes: list[str] | None = None) -> dict[str, Any]:
+                   cv_notes: list[str] | None = None) -> dict[str, Any]:
     """Run every fold into ``out/fold_k``; write per_case.csv, dice_boxplot.png, report.md and
     summary.json, the last written: a run stopped before it leaves no summary. A --resume that
     finds the run finished (:func:`finished_summary`) returns its summary as an
@@ -731,8 +731,8 @@ def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike
     holding a training run or a comparison is refused. ``begun``: when the command began
     (:func:`begin`), where its folds ran before (on Ray).
     ``verb``: the command running, as its refusals name it (compare's models are
-    cross-validated here too). ``fold_notes``: :func:`warned_fold_notes` of these folds, where
-    the caller warned them (None: warned here).
+    cross-validated here too). ``cv_notes``: :func:`warned_cv_notes` of these folds, where
+    the caller warned them (None: worked out and warned here).
 
     ``out``'s lock is held for the whole run (:func:`~covseg.io.lock.writing_to`): a second
     whole run into it is refused naming the first; folds run alone (``--fold K``) do not take
@@ -741,12 +741,12 @@ def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike
     out = Path(out)
     refuse_other_output(out, CROSS_VALIDATION)
     with writing_to(out):
-        return cross_validate_held(config, data, out, folds, resume, begun, verb, fold_notes)
+        return cross_validate_held(config, data, out, folds, resume, begun, verb, cv_notes)
 
 
 def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds: int | None,
                         resume: bool, begun: Begun | None = None, verb: str = CV_VERB,
-                        fold_notes: list[str] | None = None) -> dict[str, Any]:
+                        cv_notes: list[str] | None = None) -> dict[str, Any]:
     """:func:`cross_validate` inside ``out``'s lock, which the caller holds (Ray's folds ran
     under it, so that no second whole run starts between them and the summary)."""
     check_cv_folder(out, resume)
@@ -760,8 +760,8 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
     if finished is not None:  # nothing left to do: every file left as it was
         return AlreadyTrained(finished)
     remove_temporaries(out)  # a run killed there (kill -9) left them; its folds' go in train
-    if fold_notes is None:
-        fold_notes = warned_fold_notes(config, data, splits)
+    if cv_notes is None:
+        cv_notes = warned_cv_notes(config, data, splits)
     begun = begin(out, len(splits), resume) if begun is None else begun
     with stop_recorded(config, data, out, begun):
         per_fold: list[dict[str, Any]] = []
@@ -779,7 +779,7 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
             all_rows.extend({"fold": k, **row} for row in rows)
         summary = _continued(*_earlier(out, begun),
                              _summary(config, data, out, how, per_fold, all_rows, begun,
-                                      train_seconds, fold_notes), begun.trains)
+                                      train_seconds, cv_notes), begun.trains)
         write_text(out / "per_case.csv", rows_to_csv(all_rows))
         png = out / "dice_boxplot.png"
         plotted = drawn(
@@ -1085,9 +1085,9 @@ def _folds_threads(out: Path, folds: int) -> int | list[int | None] | None:
 
 def _summary(config: TrainConfig, data: LoadedData, out: Path, how: str,
              per_fold: list[dict[str, Any]], rows: list[dict[str, Any]], begun: Begun,
-             train_seconds: float, fold_notes: Sequence[str] = ()) -> dict[str, Any]:
-    """The summary; ``fold_notes``: warnings of folds (:func:`fold_class_notes`), after the
-    data's own."""
+             train_seconds: float, cv_notes: Sequence[str] = ()) -> dict[str, Any]:
+    """The summary; ``cv_notes``: the recipe's and folds' warnings (:func:`warned_cv_notes`),
+    after the data's own."""
     metric_keys = [k for k in dict.fromkeys(key for fold in per_fold for key in fold)
                    if k not in FOLD_FIELDS]
     pooled = summarize(rows)
@@ -1110,7 +1110,7 @@ def _summary(config: TrainConfig, data: LoadedData, out: Path, how: str,
         "empty_mask_counts": empty_mask_counts(rows) if rows else {},
         **metric_notes(),
         "hd95_unit": data.hd95_unit, "hd95_slices_by_unit": hd95_slices_by_unit(data),
-        "warnings": [*data.notes, *fold_notes],
+        "warnings": [*data.notes, *cv_notes],
     }
 
 

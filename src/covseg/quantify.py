@@ -780,13 +780,14 @@ def _refuse_told_classes(records: Mapping[Path, dict[str, Any]], multiclass: boo
     """Refuse a prediction whose predict record (``records``: by mask) says the other classes
     than the call was told to read (``multiclass``): a binary model's lesion read multi-class is
     all ground-glass, and a multi-class model's effusion read binary is lesion (776 mL became
-    2,004). In a batch before any mask is read, and for one mask quantified alone."""
+    2,004; a 3-class model, without effusion, reads the same binary and is accepted). In a batch
+    before any mask is read, and for one mask quantified alone."""
     if multiclass:
         _refuse_binary_predictions(records, option_given("classes", "multiclass"),
                                    f"quantify it with {option_given('classes', 'binary')}")
         return
     other = next((path for path, record in records.items()
-                  if record.get("multiclass") is True), None)
+                  if record.get("multiclass") is True and _predicts_effusion(record)), None)
     if other is not None:
         raise CovsegError(f"{other} is a multi-class model's prediction (its {RESULT_JSON}), but "
                           f"{option_given('classes', 'binary')} would count its effusion as "

@@ -73,6 +73,7 @@ from covseg.data.layouts import (
     Sample,
     class_labels,
     data_fingerprint,
+    warn_notes,
 )
 from covseg.data.splits import validation_split
 from covseg.errors import CovsegError, FullDisk, Resumable, counted
@@ -408,10 +409,17 @@ def recipe_notes(config: TrainConfig, data: LoadedData) -> list[str]:
     cut, held = _effusion_framed_out(frame, data.samples)
     if not cut:
         return []
-    return [(f"lung framing cuts away {100 * cut / held:.0f} % of the {CLASS_NAMES[EFFUSION]} "
+    return [(f"lung framing cuts away {_share_cut(cut, held)} % of the {CLASS_NAMES[EFFUSION]} "
              f"pixels (label {EFFUSION}), which lie outside the aerated lung it frames, in "
              "training and prediction alike (a model so trained on a phantom predicted none); "
              f"train with {option_given('frame_lungs', False)} to learn it")]
+
+
+def _share_cut(cut: int, held: int) -> str:
+    """``cut`` of ``held`` pixels as a whole %, rounded down, "under 1" below 1: rounded to
+    nearest, a few pixels cut read "0 %" and 99.6 % read "100 %"."""
+    share = math.floor(100 * cut / held)
+    return str(share) if share else "under 1"
 
 
 def _effusion_framed_out(frame: LungFrame, samples: Sequence[Sample]) -> tuple[int, int]:
@@ -424,12 +432,6 @@ def _effusion_framed_out(frame: LungFrame, samples: Sequence[Sample]) -> tuple[i
             held += count
             cut += count - int(np.count_nonzero(frame.box(sample.image).crop(mask) == EFFUSION))
     return cut, held
-
-
-def warn_notes(notes: Sequence[str], data: LoadedData) -> None:
-    """Log each of ``notes`` as a warning about ``data``, as loading them logs theirs."""
-    for note in notes:
-        log.warning("%s: %s", data.root, note)
 
 
 def _refuse_too_few_to_train(count: int, val_fraction: float, fold: bool) -> None:
@@ -464,8 +466,12 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
         train_cases, val_cases = validation_split(data.samples, config.val_fraction, config.seed)
     val_cases = val_cases or []
     _refuse_too_few_to_train(len(train_cases), config.val_fraction, fold)
+    notes = recipe_notes(config, data)
     if not fold:  # a cross-validation warns once for its folds
-        warn_notes(recipe_notes(config, data), data)
+        warn_notes(notes, data)
+    # worked out once, on the full data: an ensemble's members trained side by side get the
+    # data without their training pixels, and each run's metrics.json records them
+    data = replace(data, notes=[*data.notes, *notes])
     fingerprint = data_fingerprint(data, [*train_cases, *val_cases], quiet=not progress)
     refuse_other_output(out, RUN)
     # held from the check that the folder is empty (or resumable) to the end: a second run into
@@ -1166,7 +1172,7 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
         "members_side_by_side": max(i["members_side_by_side"] for i in trained),
         "invocations": invocations, "synthetic": data.synthetic,
     }
-    return _write_metrics(out, metrics, config, data, [by_id[c] for c in val_cases])
+    return _write_metrics(out, metrics, data, [by_id[c] for c in val_cases])
 
 
 def _holds_weights(path: Path, model: nn.Module) -> bool:
@@ -1531,7 +1537,7 @@ def _finish(out: Path, config: TrainConfig, data: LoadedData, history: list[dict
         "seconds_per_epoch": float(np.mean([r["seconds"] for r in history])),
         "final_train_loss": history[-1]["train_loss"], "synthetic": data.synthetic,
     }
-    return _write_metrics(out, metrics, config, data, val_samples)
+    return _write_metrics(out, metrics, data, val_samples)
 
 
 def best_epoch_by(multiclass: bool, canvas: int) -> str:
@@ -1595,17 +1601,18 @@ BEST_SHA256 = "best_sha256"
 replaced since (:func:`covseg.checkpoint.load_checkpoint`)."""
 
 
-def _write_metrics(out: Path, metrics: dict[str, Any], config: TrainConfig, data: LoadedData,
+def _write_metrics(out: Path, metrics: dict[str, Any], data: LoadedData,
                    val_samples: Sequence[Sample]) -> dict[str, Any]:
     """Add the saved model's validation metrics at the original image size, the run's
     provenance as its config.json holds it (:func:`run_provenance`), the time now
     (``finished_utc``), the SHA-256 of the best.pt described (:data:`BEST_SHA256`) and what
     loading the data and the recipe on them warned of (``warnings``, the data's notes: MosMed
-    slices no fold tests, say; :func:`recipe_notes`); write metrics.json."""
+    slices no fold tests, say; :func:`recipe_notes`, added to them by :func:`train`); write
+    metrics.json."""
     started = run_provenance(json.loads((out / "config.json").read_text()))
     metrics = {**started, "finished_utc": utc_now(), **metrics,
                BEST_SHA256: content_hash(out / "best.pt"),
-               "warnings": [*data.notes, *recipe_notes(config, data)]}
+               "warnings": list(data.notes)}
     if val_samples:
         rows, _ = evaluate_samples(Predictor.load(out / "best.pt"), val_samples, "validating")
         rows = hd95_by_unit(rows, data)  # px and mm apart where the data have both

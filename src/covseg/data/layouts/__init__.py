@@ -34,7 +34,7 @@ from covseg.data.layouts.base import (
     examples,
     fingerprints_kept,
 )
-from covseg.data.layouts.detect import data_folders, detect_layout, load_dataset
+from covseg.data.layouts.detect import data_folders, detect_layout, load_dataset, warn_notes
 from covseg.data.layouts.mosmed import split_files_note
 from covseg.data.layouts.zenodo import ZENODO_LUNG, combined_mask_folder, refuse_combined_masks
 
@@ -55,4 +55,5 @@ __all__ = [
     "load_dataset",
     "refuse_combined_masks",
     "split_files_note",
+    "warn_notes",
 ]

@@ -308,9 +308,15 @@ def load_dataset(path: str | os.PathLike[str], target: str = "infection", intens
     if slices == "labelled":
         _keep_labelled(data)
     data.notes.extend(class_notes(data))
-    for note in data.notes:
-        log.warning("%s: %s", data.root, note)
+    warn_notes(data.notes, data)
     return data
+
+
+def warn_notes(notes: Sequence[str], data: LoadedData) -> None:
+    """Log each of ``notes`` as a warning about ``data``, after its folder's name: loading the
+    data warns of theirs, and training of the recipe's (:func:`covseg.train.recipe_notes`)."""
+    for note in notes:
+        log.warning("%s: %s", data.root, note)
 
 
 def _inside_root(note: str, roots: Sequence[str]) -> str:
