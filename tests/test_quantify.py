@@ -1443,3 +1443,46 @@ def test_a_nrrd_mask_on_another_grid_than_its_ct_is_refused_as_a_nifti_one_is(
                                 "(half a voxel is 0.35 mm)); resample one onto the other's grid "
                                 "first")
     assert refusals[1] == refusals[0]
+
+
+def test_a_3d_slicer_save_folder_is_quantified_with_its_ct(tmp_path: Path) -> None:
+    """A folder 3D Slicer saved (case.nrrd beside case.seg.nrrd) given as mask and --image was
+    refused as two studies named case, with advice to run them apart; under Slicer's default
+    names (2 CT chest.nrrd, Segmentation.seg.nrrd) its segmentation found no CT named like it.
+    The volume named as the segmentation is its CT, and one mask pairs with a folder's one CT."""
+    from covseg.cli import main
+
+    ct, mask, _ = synthetic_study(tmp_path / "in", "case")
+    saved_as(ct, tmp_path / "S2" / "case.nrrd")
+    saved_as(mask, tmp_path / "S2" / "case.seg.nrrd")
+    assert main(["quantify", str(tmp_path / "S2"), "--image", str(tmp_path / "S2"), "--out",
+                 str(tmp_path / "q2")]) == 0
+    assert [row["study"] for row in read_rows(tmp_path / "q2" / "summary.csv")] == ["case"]
+    saved_as(ct, tmp_path / "S3" / "2 CT chest.nrrd")
+    segmentation = saved_as(mask, tmp_path / "S3" / "Segmentation.seg.nrrd")
+    figures = quantify_study(segmentation, tmp_path / "q3", image=tmp_path / "S3")
+    assert figures["inputs"]["image"].endswith("2 CT chest.nrrd")
+
+
+def test_a_mask_with_no_ct_named_like_it_is_told_how_to_pair_them(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """With several masks and no CT named like one, the refusal said no more than that."""
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    (tmp_path / "m").mkdir()
+    shutil.copy(mask, tmp_path / "m" / "other.nii.gz")
+    quantify_batch([tmp_path / "m" / "other.nii.gz", mask], tmp_path / "out",
+                   image=tmp_path / "in")
+    assert "no CT named like the mask 'other'; name the CT like the mask, or give its file as " \
+           "--image" in caplog.text
+
+
+def test_two_cts_of_one_name_in_the_image_folder_are_refused_once(tmp_path: Path) -> None:
+    """p1.nii.gz and p1.nrrd in the --image folder failed every study of the batch, unrelated
+    ones too, advising separate --out folders: refused before any study, naming the folder."""
+    ct, mask, _ = synthetic_study(tmp_path / "in", "p3")
+    saved_as(ct, tmp_path / "in" / "p1.nrrd")
+    shutil.copy(ct, tmp_path / "in" / "p1.nii.gz")
+    with pytest.raises(CovsegError, match=r"several studies are named p1 .*; keep one file of "
+                                          r"each name in the --image folder$"):
+        quantify_batch([mask], tmp_path / "out", image=tmp_path / "in")
+    assert not (tmp_path / "out").exists()

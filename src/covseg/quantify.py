@@ -106,9 +106,19 @@ class _LungsAndImage:
     searched once for all the call's masks (it was searched again for every mask)."""
 
     def __init__(self, lungs: str | os.PathLike[str] | None,
-                 image: str | os.PathLike[str] | None) -> None:
-        self.lungs, self.image = lungs, image
+                 image: str | os.PathLike[str] | None, single: bool) -> None:
+        self.lungs, self.image, self.single = lungs, image, single
         self._studies: dict[bool, list[Study]] = {}
+
+    def check(self) -> None:
+        """Search the folders given once, before any mask: two files of one name in one were
+        refused for every mask of the batch, with advice to run them apart."""
+        lungs = _lungs_file(Path(self.lungs), True) if self.lungs else None
+        if lungs is not None and not lungs.is_file():
+            self._found(lungs, True)
+        image = Path(self.image) if self.image else None
+        if image is not None and not image.is_file() and not is_dicom_series(image):
+            self._found(image, False)
 
     def lungs_for(self, mask: Path, stem: str) -> Path | None:
         """The lung mask given for ``mask``, else the ``lungs.nii.gz`` predict wrote beside it."""
@@ -126,23 +136,36 @@ class _LungsAndImage:
         """The file for a mask stem: the path itself, or the study named like the mask (as
         :func:`case_key` pairs them) among the folder's, found as predict finds CTs (or quantify
         masks): in category sub-folders (``CT-1/x.nii.gz``) and patient folders
-        (``x/ct.nii.gz``) too, a file named as a mask never taken for the CT. A lung mask's
+        (``x/ct.nii.gz``) too, a file named as a mask never taken for the CT; for a call of one
+        mask, a folder's one CT whatever its name (3D Slicer saves ``2 CT chest.nrrd`` beside
+        ``Segmentation.seg.nrrd``). A lung mask's
         predict study folder, given or found, is its ``lungs.nii.gz``."""
         if folder_or_file is None:
             return None
         given = _lungs_file(folder_or_file, masks)
         if given.is_file():
             return given
-        if masks not in self._studies:
-            self._studies[masks] = discover_studies([given], None, masks, [])
-        for study in self._studies[masks]:
+        studies = self._found(given, masks)
+        for study in studies:
             if case_key(study.name) != case_key(stem):
                 continue
             found = _lungs_file(study.path, masks)
             if found.is_file() or not masks:
                 return found
-        raise CovsegError(f"{folder_or_file}: no {'lung mask' if masks else 'CT'} named like "
-                          f"the mask {stem!r}")
+        if self.single and not masks and len(studies) == 1:  # a 3D Slicer scene's one CT
+            return studies[0].path
+        what, option = ("lung mask", "lungs") if masks else ("CT", "image")
+        raise CovsegError(f"{folder_or_file}: no {what} named like the mask {stem!r}; name the "
+                          f"{what} like the mask, or give its file as {option_name(option)}")
+
+    def _found(self, folder: Path, masks: bool) -> list[Study]:
+        """The studies of a folder given as ``--lungs`` (``masks``) or ``--image``, searched
+        once; two of one name refused, naming the option."""
+        if masks not in self._studies:
+            option = option_name("lungs" if masks else "image")
+            advice = f"keep one file of each name in the {option} folder"
+            self._studies[masks] = discover_studies([folder], None, masks, [], advice)
+        return self._studies[masks]
 
 
 def _lungs_file(path: Path, masks: bool) -> Path:
@@ -249,8 +272,8 @@ def quantify_study(mask: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     """
     check_inputs_exist(lungs, image)
     refuse_lung_masks(Path(mask))
-    return _quantify_study(Path(mask), out_dir, _LungsAndImage(lungs, image), hu, multiclass,
-                           html_report)
+    return _quantify_study(Path(mask), out_dir, _LungsAndImage(lungs, image, True), hu,
+                           multiclass, html_report)
 
 
 def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _LungsAndImage,
@@ -726,7 +749,8 @@ def quantify_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
     settings = quantify_settings(lungs=lungs, image=image, hu=hu, multiclass=multiclass,
                                  html_report=html_report)
 
-    lungs_and_image = _LungsAndImage(lungs, image)
+    lungs_and_image = _LungsAndImage(lungs, image, len(studies) == 1)
+    lungs_and_image.check()
 
     def process(study: Study, folder: Path) -> dict[str, Any]:
         return _quantify_study(study.path, folder, lungs_and_image, hu, multiclass, html_report)

@@ -162,11 +162,12 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
 
 
 def discover_studies(inputs: Sequence[str | os.PathLike[str]],
-                     exclude: str | os.PathLike[str] | None, masks: bool, notes: list[str]
-                     ) -> list[Study]:
-    """:func:`find_studies`, with what it passed over added to ``notes`` rather than logged.
-    Each folder is listed once (:class:`~covseg.io.listing.Listings`, for this call only): a
-    series folder was listed seven times, by each question asked of it."""
+                     exclude: str | os.PathLike[str] | None, masks: bool, notes: list[str],
+                     clash_advice: str | None = None) -> list[Study]:
+    """:func:`find_studies`, with what it passed over added to ``notes`` rather than logged, two
+    studies of one name refused with ``clash_advice`` (by default, to rename one or run them
+    apart). Each folder is listed once (:class:`~covseg.io.listing.Listings`, for this call
+    only): a series folder was listed seven times, by each question asked of it."""
     studies: list[Study] = []
     listings = Listings()
     for item in inputs:
@@ -186,7 +187,7 @@ def discover_studies(inputs: Sequence[str | os.PathLike[str]],
     studies = _read_once(studies, notes)
     if not masks:
         _check_slices_not_given_apart([s.path for s in studies if s.path.is_file()])
-    _check_names_unique(studies)
+    _check_names_unique(studies, advice=clash_advice)
     return sorted(studies, key=lambda s: s.name)
 
 
@@ -291,7 +292,11 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
                      "passed over: a folder holding DICOM slices is read as its series (a volume "
                      "file there is taken for a converted copy, as dcm2niix writes); give such "
                      "a file itself to read it")
-    if dropped:
+    if dropped and masks:
+        notes.append(f"{path}: {listed_paths(dropped, path, 'file')} named as a 3D Slicer "
+                     f"segmentation beside it, taken for its CT, not read as masks; give it as "
+                     f"{option_name('image')}")
+    elif dropped:
         notes.append(f"{path}: {listed_paths(dropped, path, 'file')} named as masks, not read as "
                      "CTs; give such a file itself to predict it as a CT")
     segmentations = [] if masks else _segmentations([path, *kept], listings)
@@ -461,11 +466,21 @@ def listed_paths(paths: Sequence[Path], folder: Path, noun: str) -> str:
 
 def _split_masks(files: Sequence[Path], masks: bool) -> tuple[list[Path], list[Path]]:
     """Volume files found in a folder: (those read as studies, those passed over): reading CTs,
-    files named as masks are passed over; reading ``masks``, none is."""
+    files named as masks are passed over; reading ``masks``, the CTs of 3D Slicer segmentations
+    (:func:`_segmented_cts`)."""
     if masks:
-        return list(files), []
+        cts = _segmented_cts(files)
+        return [f for f in files if f not in cts], cts
     dropped = [f for f in files if is_mask_named(f)]
     return [f for f in files if f not in dropped], dropped
+
+
+def _segmented_cts(files: Sequence[Path]) -> list[Path]:
+    """The volume files among ``files`` named as a 3D Slicer segmentation beside them is
+    (``case.nrrd`` of ``case.seg.nrrd``, as Slicer saves a scene): its CT, no mask (they were
+    two studies of one name, refused)."""
+    segmented = {volume_stem(f) for f in files if is_segmentation(f)}
+    return [f for f in files if not is_segmentation(f) and volume_stem(f) in segmented]
 
 
 def _holds_inputs(folder: Path, masks: bool, listings: Listings) -> bool:
@@ -551,10 +566,12 @@ def _sub_folder_studies(folders: Mapping[Path, list[Path]], masks: bool
     return studies, dropped
 
 
-def _check_names_unique(studies: Sequence[Study], why: str = "") -> None:
-    """Refuse two studies of one name, naming both: their outputs would share a folder. Names
-    are compared ignoring case, as macOS and Windows disks do, where ``S/`` and ``s/`` are one
-    folder and the second study overwrote the first."""
+def _check_names_unique(studies: Sequence[Study], why: str = "", advice: str | None = None
+                        ) -> None:
+    """Refuse two studies of one name, naming both: their outputs would share a folder (or,
+    with its own ``advice``, a mask would have two CTs). Names are compared ignoring case, as
+    macOS and Windows disks do, where ``S/`` and ``s/`` are one folder and the second study
+    overwrote the first."""
     first: dict[str, Study] = {}
     for study in studies:
         seen = first.setdefault(study.name.lower(), study)
@@ -563,8 +580,9 @@ def _check_names_unique(studies: Sequence[Study], why: str = "") -> None:
             named = study.name if same else f"{seen.name} and {study.name}"
             case = "" if same else ", one folder name on macOS and Windows disks"
             raise CovsegError(f"several studies are named {named} ({seen.path}, "
-                              f"{study.path}){why}{case}; rename one, or give them to runs "
-                              f"with separate {option_name('out')} folders")
+                              f"{study.path}){why}{case}; "
+                              + (advice or "rename one, or give them to runs with separate "
+                                 f"{option_name('out')} folders"))
 
 
 def _check_series_unshared(folders: Sequence[Study], listings: Listings) -> None:
