@@ -1486,3 +1486,17 @@ def test_two_cts_of_one_name_in_the_image_folder_are_refused_once(tmp_path: Path
                                           r"each name in the --image folder$"):
         quantify_batch([mask], tmp_path / "out", image=tmp_path / "in")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_cropped_segmentation_is_refused_saying_how_to_export_it(tmp_path: Path) -> None:
+    """A .seg.nrrd saved cropped to its segments was refused "they must be on the same voxel
+    grid" alone: it now says how 3D Slicer exports it on the CT's geometry."""
+    ct, mask, _ = synthetic_study(tmp_path / "in", "case")
+    full = nib.load(mask)
+    cropped = tmp_path / "crop.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(full.dataobj)[30:50, 10:30, 1:5], full.affine),
+             str(cropped))
+    segmentation = saved_as(cropped, tmp_path / "slicer" / "case.seg.nrrd")
+    with pytest.raises(CovsegError, match=r"same voxel grid; 3D Slicer may save a segmentation "
+                                          r"cropped to its segments' extent"):
+        quantify_study(segmentation, tmp_path / "out", image=ct)

@@ -53,7 +53,13 @@ from covseg.io.nifti import (
     read_paired,
     warnings_once,
 )
-from covseg.io.volume import FILE_ORDER, Volume, grid_differences, warn_grid_drift
+from covseg.io.volume import (
+    FILE_ORDER,
+    Volume,
+    cropped_segmentation_advice,
+    grid_differences,
+    warn_grid_drift,
+)
 from covseg.lungs import lung_mask_look
 from covseg.metrics import case_metrics, metric_notes, summarize
 from covseg.progress import progress_bar
@@ -370,13 +376,13 @@ def _read_pair(stem: str, pred_path: Path | None, truth_path: Path,
     pred, pred_volume, truth, truth_volume = _read_cases(pred_path, truth_path, truth_dtype)
     if pred.shape != truth.shape:
         raise CovsegError(f"{stem}: {_sizes(pred, pred_volume, truth, truth_volume)} differ in "
-                          "size")
+                          "size" + cropped_segmentation_advice(pred_path, truth_path))
     if pred_volume and truth_volume:
         differences = grid_differences(pred_volume, truth_volume)
         if differences:
             raise CovsegError(f"{stem}: prediction and truth lie on different grids "
                               f"({'; '.join(differences)}); resample one onto the other's "
-                              "grid first")
+                              "grid first" + cropped_segmentation_advice(pred_path, truth_path))
         if first_read:
             warn_grid_drift(pred_volume, truth_volume)
     return pred, truth, truth_volume

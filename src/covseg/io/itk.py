@@ -25,8 +25,11 @@ from covseg.io.quiet import quiet_libraries
 from covseg.io.volume import (
     BLANK_LINE,
     METAIMAGE_SUFFIXES,
+    SEGMENTATION_SUFFIX,
+    SLICER_LABELMAP,
     Volume,
     check_voxel_count,
+    is_segmentation,
     itk_affine,
     itk_head,
     itk_header,
@@ -39,11 +42,6 @@ from covseg.io.volume import (
 
 T = TypeVar("T")
 
-SEGMENTATION_SUFFIX = ".seg.nrrd"
-"""How 3D Slicer names a segmentation (labels, often one layer per segment), never a CT."""
-SLICER_LABELMAP = ("in 3D Slicer's Segmentations module, export it as a labelmap volume (Export "
-                   "to files, or Export visible segments to binary labelmap) and give that")
-"""How a 3D Slicer segmentation of several layers is made one label map."""
 DETACHED_HEADERS = (".mhd", ".nhdr")
 """How headers that name their data file are named (a ``.nrrd`` or ``.mha`` may too, but holds
 its voxels as a rule)."""
@@ -69,11 +67,6 @@ UNSUPPORTED = (
 "truncated or corrupt"."""
 MAX_DATA_FILES = 65536
 """The most data files a numbered pattern is taken to name (more is no CT's slices)."""
-
-
-def is_segmentation(path: Path) -> bool:
-    """Whether ``path`` is named as a 3D Slicer segmentation (:data:`SEGMENTATION_SUFFIX`)."""
-    return path.name.lower().endswith(SEGMENTATION_SUFFIX)
 
 
 def read_itk(path: Path, like: Volume | None = None, dtype: type = np.float32,

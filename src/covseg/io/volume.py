@@ -499,6 +499,29 @@ def warn_grid_drift(first: Volume, second: Volume) -> None:
                     grid_drift_mm(first.affine, second.affine))
 
 
+SEGMENTATION_SUFFIX = ".seg.nrrd"
+"""How 3D Slicer names a segmentation (labels, often one layer per segment), never a CT."""
+SLICER_LABELMAP = ("in 3D Slicer's Segmentations module, export it as a labelmap volume (Export "
+                   "to files, or Export visible segments to binary labelmap) and give that")
+"""How a 3D Slicer segmentation of several layers is made one label map."""
+
+
+def is_segmentation(path: Path) -> bool:
+    """Whether ``path`` is named as a 3D Slicer segmentation (:data:`SEGMENTATION_SUFFIX`)."""
+    return path.name.lower().endswith(SEGMENTATION_SUFFIX)
+
+
+def cropped_segmentation_advice(*sources: str | Path | None) -> str:
+    """Advice to add to a refusal of two masks or volumes on different grids where one is a 3D
+    Slicer segmentation, which Slicer may save cropped to its segments' extent; else ''. A
+    missing source (None: evaluate's missing prediction) is none."""
+    if not any(is_segmentation(Path(source)) for source in sources if source is not None):
+        return ""
+    return ("; 3D Slicer may save a segmentation cropped to its segments' extent: in its "
+            "Segmentations module, export it as a labelmap volume with the CT as reference "
+            "volume (on the CT's geometry) and give that")
+
+
 def check_same_grid(reference: Volume, other: Volume) -> None:
     """Refuse to pair a mask (``reference``) with a volume (its CT, lungs or image) on another
     grid, as quantify and training both pair them voxel for voxel, saying what differs
@@ -520,11 +543,13 @@ def check_same_grid(reference: Volume, other: Volume) -> None:
             f"{other.source}: shape {other.file_shape} differs from the mask "
             f"{reference.source} {reference.file_shape} (each file's {FILE_ORDER}); "
             "they must be on the same voxel grid"
+            + cropped_segmentation_advice(reference.source, other.source)
         )
     if differences:
         raise CovsegError(
             f"{other.source}: not on the voxel grid of the mask {reference.source} "
             f"({'; '.join(differences)}); resample one onto the other's grid first"
+            + cropped_segmentation_advice(reference.source, other.source)
         )
     warn_grid_drift(reference, other)
 
