@@ -1713,3 +1713,15 @@ def test_a_cropped_segmentation_truth_is_refused_saying_how_to_export_it(tmp_pat
                                           r"cropped to its segments' extent: .* with the CT as "
                                           r"reference volume"):
         evaluate_folders(tmp_path / "pred", tmp_path / "slicer", tmp_path / "ev")
+
+
+@pytest.mark.parametrize("given", ["folder", "file"])
+def test_a_broken_link_among_predictions_is_refused_saying_how_to_fetch_it(
+        tmp_path: Path, given: str) -> None:
+    """An unfetched git-annex prediction (a link to nowhere) was passed over as no mask: the case
+    scored as missing. Refused as predict refuses it, with the `git annex get .` line."""
+    _volume_truth(tmp_path)
+    (tmp_path / "pred" / "b.nii.gz").symlink_to(tmp_path / "nowhere.nii.gz")
+    pred = tmp_path / "pred" / ("b.nii.gz" if given == "file" else "")
+    with pytest.raises(CovsegError, match=r"broken link \(b.nii.gz\): .*`git annex get \.`"):
+        evaluate_folders(pred, tmp_path / "nifti", tmp_path / "ev")

@@ -1500,3 +1500,16 @@ def test_a_cropped_segmentation_is_refused_saying_how_to_export_it(tmp_path: Pat
     with pytest.raises(CovsegError, match=r"same voxel grid; 3D Slicer may save a segmentation "
                                           r"cropped to its segments' extent"):
         quantify_study(segmentation, tmp_path / "out", image=ct)
+
+
+@pytest.mark.parametrize("where", ["masks", "image"])
+def test_broken_links_in_quantify_folders_are_refused_saying_how_to_fetch_them(
+        tmp_path: Path, where: str) -> None:
+    """An unfetched git-annex file (a link to nowhere) in a mask or --image folder was passed
+    over silently: refused as predict refuses it, with the `git annex get .` line."""
+    ct, mask, _ = synthetic_study(tmp_path / "in", "case")
+    folder = mask.parent if where == "masks" else ct.parent
+    (folder / "other.nii.gz").symlink_to(tmp_path / "nowhere.nii.gz")
+    with pytest.raises(CovsegError, match=r"1 file is a broken link \(other.nii.gz\): .*"
+                                          r"`git annex get \.`"):
+        quantify_batch([mask.parent], tmp_path / "out", image=ct.parent)

@@ -91,6 +91,11 @@ class FullDisk(Resumable):
         return no_space_text(self.target, rerun, self.what)
 
 
+def examples(names: list[str]) -> str:
+    """The first few of ``names``, for a message."""
+    return ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+
+
 def counted(count: int, noun: str, plural: str = "") -> str:
     """``count`` and ``noun`` in the number it takes: "1 epoch", "2 epochs", "0 studies"
     (``plural`` where adding an s is not it)."""

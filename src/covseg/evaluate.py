@@ -35,7 +35,7 @@ from covseg.io.atomic import (
     write_json,
     write_text,
 )
-from covseg.io.ct import is_mask_volume, read_mask_volume, volume_stem
+from covseg.io.ct import is_mask_volume, read_mask_volume, refuse_broken_links, volume_stem
 from covseg.io.image import (
     case_key,
     image_levels,
@@ -204,6 +204,7 @@ def _masks(path: Path, role: str) -> _Masks:
     (named as :func:`study_name` names it: a predict study's ``infection.nii.gz`` by its
     folder). Zenodo's lung-and-infection masks as the truth are refused: their lungs (1, 2)
     counted as infection, so a perfect prediction scored Dice 0.001."""
+    refuse_broken_links(path.parent, [path])
     refuse_special_file(path, f"the {role} folder or one mask file")
     if role == "truth":
         refuse_combined_masks(path, "scored as lesion classes", option_name("truth"))
@@ -226,7 +227,9 @@ def _mask_files(folder: Path, role: str) -> _Masks:
     if not folder.is_dir():
         raise CovsegError(f"{folder}: {role} folder not found")
     inputs = _predicted_inputs(folder)
-    named = {path: _case_name(path) for path in sorted(folder.iterdir())}
+    children = sorted(folder.iterdir())
+    refuse_broken_links(folder, children)
+    named = {path: _case_name(path) for path in children}
     candidates = {path: name for path, name in named.items()
                   if name is not None and path.name not in inputs}
     images = _named_images(list(candidates))

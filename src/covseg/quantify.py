@@ -30,7 +30,13 @@ from covseg.burden import (
 )
 from covseg.data.layouts import ZENODO_LUNG, combined_mask_folder, refuse_combined_masks
 from covseg.errors import CovsegError, NotLabels, counted, refuse_special_file
-from covseg.io.ct import is_volume_file, is_volume_named, read_mask_volume, read_volume
+from covseg.io.ct import (
+    is_volume_file,
+    is_volume_named,
+    read_mask_volume,
+    read_volume,
+    refuse_broken_links,
+)
 from covseg.io.dicom import dicom_files
 from covseg.io.image import (
     MAX_LABEL,
@@ -198,6 +204,7 @@ def check_inputs_exist(lungs: str | os.PathLike[str] | None,
             continue
         shown = option_given(option, str(path))
         if not Path(path).exists():
+            refuse_broken_links(Path(path).parent, [Path(path)])
             raise CovsegError(f"{shown}: no such file or folder; check the path")
         refuse_special_file(path, give[option], shown)
 

@@ -21,6 +21,7 @@ from covseg.io.ct import (
     is_mask_volume,
     is_volume_file,
     is_volume_named,
+    refuse_broken_links,
     volume_stem,
 )
 from covseg.io.dicom import (
@@ -173,6 +174,7 @@ def discover_studies(inputs: Sequence[str | os.PathLike[str]],
     for item in inputs:
         path = Path(item)
         if not path.exists():
+            refuse_broken_links(path.parent, [path])
             raise CovsegError(f"{path}: no such file or folder")
         refuse_special_file(path, f"a {'mask' if masks else 'CT'} file or a folder of them")
         if _analyze_image_of_header_given(path, inputs):
@@ -255,6 +257,7 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
     """The studies of one input folder (see :func:`find_studies`), its folders listed once in
     ``listings``."""
     entries = listings.children(path)  # the hidden ones are named below
+    refuse_broken_links(path, entries)
     children = [c for c in entries if not c.name.startswith(".")]
     one = _one_dicom_study(path, children, masks, listings)
     copies = _volume_files(children, masks) if one else []
@@ -375,7 +378,8 @@ def _volume_test(masks: bool) -> Callable[[Path], bool]:
 def _volumes_in(folder: Path, masks: bool, listings: Listings) -> list[Path]:
     """A sub-folder's volume files (:func:`~covseg.io.ct.folder_volumes` by
     :func:`_volume_test`): none beside the DICOM slices of a CT, whichever format they are saved
-    in."""
+    in; broken links among its files refused (:func:`~covseg.io.ct.refuse_broken_links`)."""
+    refuse_broken_links(folder, listings.children(folder))
     return folder_volumes(folder, listings, _volume_test(masks))
 
 

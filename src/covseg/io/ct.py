@@ -6,12 +6,12 @@ NIfTI, NRRD or MetaImage file (:func:`read_mask_volume`), as 3D Slicer and ITK-S
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
-from covseg.errors import CovsegError
+from covseg.errors import CovsegError, counted, examples
 from covseg.io.dicom import (
     holds_no_ct_image,
     is_dicom_file,
@@ -19,7 +19,7 @@ from covseg.io.dicom import (
     read_dicom_file,
     read_dicom_folder,
 )
-from covseg.io.image import IMAGE_SUFFIXES, MASK_SLICES, apple_double
+from covseg.io.image import IMAGE_SUFFIXES, MASK_SLICES, apple_double, named_as_image
 from covseg.io.itk import SEGMENTATION_SUFFIX, data_file_refused, is_segmentation, read_itk
 from covseg.io.listing import Listings
 from covseg.io.nifti import (
@@ -52,6 +52,22 @@ def is_volume_named(path: Path) -> bool:
     """True for a file named as a NIfTI, NRRD or MetaImage volume, hidden or not: one given by
     name."""
     return is_nifti_named(path) or is_itk_named(path)
+
+
+def refuse_broken_links(folder: Path, paths: Iterable[Path]) -> None:
+    """Refuse the symbolic links among ``paths`` (in ``folder``) that are named as images or
+    volumes but lead nowhere: a git-annex or DataLad clone whose content is not fetched holds
+    one for each file, which no listing reads, so that their masks were said to have no image
+    and a run trained on what was left."""
+    broken = [path.relative_to(folder).as_posix() for path in paths
+              if (named_as_image(path) or named_as_volume(path))
+              and not path.exists() and path.is_symlink()]
+    if broken:
+        one = len(broken) == 1
+        raise CovsegError(f"{folder}: {counted(len(broken), 'file')} {'is a' if one else 'are'} "
+                          f"broken link{'' if one else 's'} ({examples(broken)}): content not "
+                          "fetched from git-annex or DataLad? Run `git annex get .` or "
+                          "`datalad get .` in the clone, then run again")
 
 
 def named_as_volume(path: Path) -> bool:

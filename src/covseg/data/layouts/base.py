@@ -20,9 +20,14 @@ from typing import Any, NamedTuple, TypeVar, overload
 
 import numpy as np
 
-from covseg.errors import CovsegError, counted, read_naming_out_of_memory, them
+from covseg.errors import CovsegError, counted, examples, read_naming_out_of_memory, them
 from covseg.io.atomic import refuse_undecodable_name, utf8_text
-from covseg.io.ct import named_as_volume, read_mask_volume, read_volume_file, volume_stem
+from covseg.io.ct import (
+    read_mask_volume,
+    read_volume_file,
+    refuse_broken_links,
+    volume_stem,
+)
 from covseg.io.dicom import is_dicom_file
 from covseg.io.image import (
     QUARTER_TURNS,
@@ -31,7 +36,6 @@ from covseg.io.image import (
     is_image_file,
     level_divisor,
     masks_to_labels,
-    named_as_image,
     read_oriented,
     read_oriented_mask,
     refuse_negative,
@@ -454,22 +458,6 @@ def files(folder: Path, predicate: Callable[[Path], bool], key: Callable[[Path],
     return unique(folder, (path for path in children if predicate(path)), key)
 
 
-def refuse_broken_links(folder: Path, paths: Iterable[Path]) -> None:
-    """Refuse the symbolic links among ``paths`` (in ``folder``) that are named as images or
-    volumes but lead nowhere: a git-annex or DataLad clone whose content is not fetched holds
-    one for each file, which no listing reads, so that their masks were said to have no image
-    and a run trained on what was left."""
-    broken = [path.relative_to(folder).as_posix() for path in paths
-              if (named_as_image(path) or named_as_volume(path))
-              and not path.exists() and path.is_symlink()]
-    if broken:
-        one = len(broken) == 1
-        raise CovsegError(f"{folder}: {counted(len(broken), 'file')} {'is a' if one else 'are'} "
-                          f"broken link{'' if one else 's'} ({examples(broken)}): content not "
-                          "fetched from git-annex or DataLad? Run `git annex get .` or "
-                          "`datalad get .` in the clone, then run again")
-
-
 def unique(folder: Path, paths: Iterable[Path], key: Callable[[Path], str]) -> dict[str, Path]:
     """``paths`` (under ``folder``) by ``key``; two files of one key (x.png and x.jpg, a.nii and
     a.nii.gz, a Zenodo CT under both its names, a study in two CT-x folders) are refused rather
@@ -483,11 +471,6 @@ def unique(folder: Path, paths: Iterable[Path], key: Callable[[Path], str]) -> d
                               "of them")
         found[name] = path
     return found
-
-
-def examples(names: list[str]) -> str:
-    """The first few of ``names``, for a message."""
-    return ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
 
 
 def pair(images: dict[str, Path], masks: dict[str, Path], where: Path,
