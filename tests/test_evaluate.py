@@ -1725,3 +1725,15 @@ def test_a_broken_link_among_predictions_is_refused_saying_how_to_fetch_it(
     pred = tmp_path / "pred" / ("b.nii.gz" if given == "file" else "")
     with pytest.raises(CovsegError, match=r"broken link \(b.nii.gz\): .*`git annex get \.`"):
         evaluate_folders(pred, tmp_path / "nifti", tmp_path / "ev")
+
+
+@pytest.mark.parametrize("role", ["pred", "truth"])
+def test_a_masks_raw_data_file_given_is_refused_naming_its_header(tmp_path: Path,
+                                                                  role: str) -> None:
+    """A MetaImage mask's .raw given as --pred or --truth was "not a mask file": it names its
+    header, as predict does."""
+    header = saved_as(_volume_truth(tmp_path), tmp_path / "itk" / "a.mhd")
+    given = {"pred": tmp_path / "pred" / "a.nii.gz", "truth": tmp_path / "nifti" / "a.nii.gz",
+             role: header.with_suffix(".raw")}
+    with pytest.raises(CovsegError, match=f"give {re.escape(str(header))} to read them$"):
+        evaluate_folders(given["pred"], given["truth"], tmp_path / "ev")

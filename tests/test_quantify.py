@@ -1513,3 +1513,15 @@ def test_broken_links_in_quantify_folders_are_refused_saying_how_to_fetch_them(
     with pytest.raises(CovsegError, match=r"1 file is a broken link \(other.nii.gz\): .*"
                                           r"`git annex get \.`"):
         quantify_batch([mask.parent], tmp_path / "out", image=ct.parent)
+
+
+def test_a_masks_raw_data_file_given_is_refused_naming_its_header(tmp_path: Path) -> None:
+    """A MetaImage mask's .raw given by name was told "lesion masks must be NIfTI, NRRD or
+    MetaImage files", as if of no such format: it names its header, before any study."""
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    header = saved_as(mask, tmp_path / "itk" / "case.mhd")
+    message = f"the voxels of case.mhd, not a file of its own; give {header} to read them"
+    for call in (quantify_study, lambda raw, out: quantify_batch([raw], out)):
+        with pytest.raises(CovsegError, match=re.escape(message)):
+            call(header.with_suffix(".raw"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()

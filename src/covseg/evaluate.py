@@ -49,6 +49,7 @@ from covseg.io.image import (
     top_label,
     within_labels,
 )
+from covseg.io.itk import data_file_refused
 from covseg.io.nifti import (
     read_paired,
     warnings_once,
@@ -212,8 +213,9 @@ def _masks(path: Path, role: str) -> _Masks:
     if single is None:
         return _mask_files(path, role)
     if _case_name(single) is None:
-        raise CovsegError(f"{path}: not a mask file (png, jpg, tif, npy, NIfTI, NRRD or "
-                          f"MetaImage); give the {role} folder")
+        raise data_file_refused(path) or CovsegError(
+            f"{path}: not a mask file (png, jpg, tif, npy, NIfTI, NRRD or MetaImage); give the "
+            f"{role} folder")
     return _Masks({case_key(study_name(single)): single}, [], single=True)
 
 

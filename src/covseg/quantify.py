@@ -49,6 +49,7 @@ from covseg.io.image import (
     refuse_label_mask,
     top_label,
 )
+from covseg.io.itk import data_file_refused
 from covseg.io.nifti import (
     read_paired,
     warnings_once,
@@ -287,8 +288,9 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
                     hu: str, multiclass: bool | None, html_report: bool) -> dict[str, Any]:
     """:func:`quantify_study` with the lungs and CT ``given`` to every mask of the call."""
     if not is_volume_named(mask_path):
-        raise CovsegError(f"{mask_path}: lesion masks must be NIfTI, NRRD or MetaImage files "
-                          "(.nii/.nii.gz, .nrrd/.nhdr, .mha/.mhd)")
+        raise data_file_refused(mask_path) or CovsegError(
+            f"{mask_path}: lesion masks must be NIfTI, NRRD or MetaImage files (.nii/.nii.gz, "
+            ".nrrd/.nhdr, .mha/.mhd)")
     stem = study_name(mask_path, mask=True)
     lung_path = given.lungs_for(mask_path, stem)
     image_path = given.image_for(stem)
@@ -738,6 +740,8 @@ def quantify_batch(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
     check_inputs_exist(lungs, image)
     for given in inputs:
         refuse_lung_masks(Path(given))
+        if refused := data_file_refused(Path(given)):  # refused once, before any study
+            raise refused
     studies = [Study(study.name, _predicted_file(study.path, INFECTION_NII))
                for study in find_studies(inputs, exclude=out_dir, masks=True)]
     for study in studies:
