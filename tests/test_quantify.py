@@ -1525,3 +1525,21 @@ def test_a_masks_raw_data_file_given_is_refused_naming_its_header(tmp_path: Path
         with pytest.raises(CovsegError, match=re.escape(message)):
             call(header.with_suffix(".raw"), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_nrrd_mask_without_geometry_is_warned_of_in_its_formats_terms(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A NRRD mask with no geometry, paired with its CT, was warned of in NIfTI's terms
+    ("identity affine, or qform and sform codes 0") and said read as LAS, its right and left
+    lungs perhaps swapped, though counted on the CT's geometry (its read for its classes)."""
+    from tests.io.test_itk import _bare
+
+    ct, mask, _ = synthetic_study(tmp_path / "in", "case")
+    voxels = np.asarray(nib.load(mask).dataobj).transpose(2, 1, 0)
+    (tmp_path / "bare").mkdir()
+    bare = _bare(tmp_path / "bare" / "case.nrrd", voxels)
+    with caplog.at_level("WARNING"):
+        quantify_batch([bare], tmp_path / "out", image=ct)
+    assert ("its header has no real geometry (no spacing, origin or direction in its header) "
+            "and it stores") in caplog.text
+    assert "qform" not in caplog.text and "Analyze convention" not in caplog.text

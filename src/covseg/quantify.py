@@ -54,6 +54,7 @@ from covseg.io.nifti import (
     read_paired,
     warnings_once,
 )
+from covseg.io.quiet import warnings_logged_quiet
 from covseg.io.volume import Volume, check_same_grid, hounsfield
 from covseg.lungs import (
     LEFT_LUNG,
@@ -832,11 +833,14 @@ def _refuse_told_classes(records: Mapping[Path, dict[str, Any]], multiclass: boo
 def _holds_classes(mask: Path) -> bool:
     """Whether a lesion mask holds multi-class labels (2 or 3: :func:`holds_classes`, a label
     above 3 beside them refused as its study is counted); False for one that cannot be read,
-    which fails as its own study."""
+    which fails as its own study. Its reading warns of nothing: a mask without geometry read
+    alone was said to be read as LAS, its right and left lungs perhaps swapped, where counted on
+    its CT's geometry."""
     if not is_volume_named(mask):
         return False
     try:
-        lesions = _read_lesion_mask(mask, None).array
+        with warnings_logged_quiet("covseg.io"):  # read alone: warned of as paired with its CT
+            lesions = _read_lesion_mask(mask, None).array
     except (CovsegError, OSError, ValueError):
         return False
     return holds_classes(lesions)

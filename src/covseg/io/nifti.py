@@ -302,9 +302,10 @@ def _stored_alike(image: nib.Nifti1Image, like: Volume) -> bool:
 
 def _on_geometry_of(image: nib.Nifti1Image, like: Volume, source: str) -> nib.Nifti1Image:
     """``image``'s stored voxels (and scaling) on ``like``'s file affine and voxel sizes."""
-    log.warning("%s: its header has no real geometry (identity affine, or qform and sform codes "
-                "0) and it stores %s's grid shape; pairing their voxels as stored",
-                source, like.source)
+    lacks = NO_ITK_GEOMETRY if is_itk_source(source) else (
+        "identity affine, or qform and sform codes 0")
+    log.warning("%s: its header has no real geometry (%s) and it stores %s's grid shape; pairing "
+                "their voxels as stored", source, lacks, like.source)
     affine = like.file_affine
     header = _nifti1_copy(image.header)
     header.set_xyzt_units(*like.file_header.get_xyzt_units())
