@@ -1926,3 +1926,18 @@ def test_a_full_disk_says_resume_only_where_the_run_leaves_its_folder(
         getattr(covseg, command)(synthetic_folder, out, **{**TINY, "epochs": 1}, **kind)
     assert str(caught.value).endswith(advice.format(out=out))
     assert out.exists() == (command == "cross_validate")
+
+
+def test_a_slicer_segmentation_given_to_predict_is_refused_before_anything_is_written(
+        tmp_path: Path, tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """predict of a .seg.nrrd given by name wrote a summary.csv of its one failed study, exit 1:
+    refused in one line, nothing written, as a .raw data file is."""
+    segmentation = tmp_path / "m.seg.nrrd"
+    sitk.WriteImage(sitk.Image(8, 8, 4, sitk.sitkUInt8), str(segmentation))
+    capsys.readouterr()
+    assert main(["predict", str(segmentation), "--model", str(tiny_run), "--out",
+                 str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (f"covseg: error: {segmentation}: a 3D Slicer "
+                                       "segmentation (.seg.nrrd: labels), not a CT; give the CT "
+                                       "volume it was drawn on\n")
+    assert not (tmp_path / "out").exists()

@@ -103,6 +103,7 @@ from covseg.io.image import (
     refuse_tiny_slice,
     write_png,
 )
+from covseg.io.itk import is_segmentation, segmentation_as_ct
 from covseg.io.lock import writing_to
 from covseg.io.nifti import (
     analyze_refused,
@@ -820,6 +821,8 @@ def input_kind(path: Path, wanted: str | None = None) -> str | None:
     sub-folders and no images is volumes (study folders, a DICOM tree)."""
     if not path.is_dir():
         refuse_special_file(path, "an image or CT file, or a folder of them")
+        if is_segmentation(path):  # refused before a batch is written, not as its one study
+            raise segmentation_as_ct(path)
         if is_volume_named(path) or is_dicom_named(path):
             return VOLUMES
         return IMAGES if is_image_file(path) else None

@@ -69,6 +69,12 @@ MAX_DATA_FILES = 65536
 """The most data files a numbered pattern is taken to name (more is no CT's slices)."""
 
 
+def segmentation_as_ct(path: Path) -> CovsegError:
+    """The refusal of a 3D Slicer segmentation given as a CT."""
+    return CovsegError(f"{path}: a 3D Slicer segmentation ({SEGMENTATION_SUFFIX}: labels), not a "
+                       "CT; give the CT volume it was drawn on")
+
+
 def read_itk(path: Path, like: Volume | None = None, dtype: type = np.float32,
              what: Slices = CT_SLICES) -> Volume:
     """Read a 3D NRRD or MetaImage CT (or, ``what`` :data:`MASK_SLICES`, a label mask as
@@ -81,8 +87,7 @@ def read_itk(path: Path, like: Volume | None = None, dtype: type = np.float32,
     layer (its voxels are its segments' LabelValue)."""
     source = str(path)
     if is_segmentation(path) and what != MASK_SLICES:
-        raise CovsegError(f"{path}: a 3D Slicer segmentation ({SEGMENTATION_SUFFIX}: labels), "
-                          "not a CT; give the CT volume it was drawn on")
+        raise segmentation_as_ct(path)
     head = _read_head(path)
     _check_data_file(path, head.held)
     reader = sitk.ImageFileReader()
