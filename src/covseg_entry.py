@@ -1,25 +1,29 @@
 """The ``covseg`` console script: signal handling first, then the command line.
 
-Importing covseg loads PyTorch (about 3 s of CPU; MONAI is imported where used); Ctrl-C or
-``kill`` in that time would print Python's traceback or die without a word. This module lies
-outside the covseg package, so that it runs before that import and ends such a stop as every
-command does: one line and exit status 130 / 143.
+Importing covseg's command line loads PyTorch (about 3 s of CPU; MONAI is imported where
+used); Ctrl-C or ``kill`` in that time would print Python's traceback or die without a word.
+This module lies outside the covseg package, so that it runs before that import and ends such a
+stop as every command does: one line and exit status 130 / 143.
 
 Outside a command's work (:func:`covseg.stopping.stops_recorded`, whose handlers unwind it and
 give the rerun hints) the handlers here end the process at once, for the whole life of the
 process: parsing the command line, ``--help`` and ``--version``, the error line, the flush of
-the command's lines, Python's exit (atexit callbacks, PyTorch's finalizers). A stop there was
-a KeyboardInterrupt traceback, also after a finished command with exit status 0.
+the command's lines, the end of the process (its threads waited for, atexit callbacks). A stop
+there was a KeyboardInterrupt traceback, also after a finished command with exit status 0. The
+process then ends without Python's teardown (:func:`_exit`), where Python gave the handlers up.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
 import sys
+import threading
 from contextlib import suppress
 from types import FrameType
+from typing import NoReturn
 
 STOPPED = {signal.SIGINT: (130, "interrupted"), signal.SIGTERM: (143, "stopped"),
            **({signal.SIGHUP: (129, "stopped")} if hasattr(signal, "SIGHUP") else {})}
@@ -66,7 +70,7 @@ def stopped_after_it_failed(signum: int, _: FrameType | None) -> None:
     _end(signum, "as the command ended")
 
 
-def main() -> int:
+def main() -> NoReturn:
     """Run ``covseg``; a stop outside the command's work exits 130 (Ctrl-C), 143 (SIGTERM) or
     129 (SIGHUP) with one line, but where the stop is ignored (``nohup``, a background job of
     a script)."""
@@ -75,4 +79,35 @@ def main() -> int:
             signal.signal(stop, stopped_while_starting)
     from covseg.cli import main as run
 
-    return run()
+    try:
+        status = run()
+    except SystemExit as exc:  # argparse's, after --help, --version or a usage error
+        if not isinstance(exc.code, int):
+            raise
+        status = exc.code
+    _exit(status)
+
+
+def _exit(status: int) -> NoReturn:
+    """End the process with ``status`` as Python's exit would, the handlers above in place:
+    Python put back its default ones (a stop ended the process without a word) and then spent
+    about 2 s freeing PyTorch's modules, work with nothing left to write. The non-daemon
+    threads are waited for, the atexit callbacks run (logging's flush, multiprocessing's and
+    Ray's clean-up, :mod:`covseg._mplconfig`'s), and stdout and stderr written out (a closed
+    stdout pipe ends with :data:`covseg.cli.STDOUT_CLOSED`, as in the command); then
+    ``os._exit``, which skips the teardown."""
+    from covseg.cli import STDOUT_CLOSED
+
+    threading._shutdown()  # type: ignore[attr-defined]  # Python's first step of its exit
+    atexit._run_exitfuncs()
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        status = STDOUT_CLOSED
+    except (OSError, ValueError):  # full, or closed: what was written stands
+        pass
+    with suppress(OSError, ValueError):  # stderr full or closed: the status says it
+        if sys.stderr is not None:
+            sys.stderr.flush()
+    os._exit(status)

@@ -1832,6 +1832,42 @@ def test_a_stop_while_covseg_loads_is_one_line(tmp_path: Path, stop: signal.Sign
     assert len(err.strip().splitlines()) == 1 and err.startswith("covseg: "), err
 
 
+def test_python_m_covseg_ends_a_stop_while_covseg_loads_as_the_script_does() -> None:
+    """``python -m covseg`` imports the package before its ``__main__``, and ``import covseg``
+    loaded PyTorch: Ctrl-C in its first 3 s printed a KeyboardInterrupt traceback and died by
+    SIGINT, where the ``covseg`` script says one line and exits 130."""
+    loaded = "import sys, covseg; print([m for m in ('torch', 'covseg.api') if m in sys.modules])"
+    unloaded = subprocess.run([sys.executable, "-c", loaded], check=True, capture_output=True,
+                              text=True, timeout=120)
+    assert unloaded.stdout == "[]\n"
+    process = subprocess.Popen([sys.executable, "-m", "covseg", "models"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    maps = Path(f"/proc/{process.pid}/maps")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "libtorch" not in maps.read_text():
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert (process.returncode, err, out) == (
+        130, "covseg: interrupted while starting; nothing was done\n", "")
+
+
+def test_a_stop_after_the_last_line_is_not_a_silent_death() -> None:
+    """After a command's last line Python put its default handlers back and spent about 2 s
+    freeing PyTorch's modules: Ctrl-C then ended the process by SIGINT without a word. The
+    process now ends as its lines are written (one line and 130 where the stop lands first)."""
+    process = subprocess.Popen([sys.executable, "-m", "covseg", "--version"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    time.sleep(0.2)  # past the handlers' last 20 ms, in the teardown where they were given up
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert line.startswith("covseg ")
+    assert (process.returncode, err) in [
+        (0, ""), (130, "covseg: interrupted as the command ended; nothing was left half-done\n")]
+
+
 CTRL_C_IN_AN_IMPORT_CALLBACK = """
 import signal, sys, weakref
 from covseg_entry import main

@@ -14,43 +14,87 @@ errors: :class:`CovsegError` (the others subclass it where they are defined, as
 :class:`StudiesFailed` (studies, with the batch's ``result``).
 """
 
-# First: matplotlib's config folder is settled before anything imports matplotlib (monai imports
-# it with itself); this import never refuses (covseg._mplconfig).
-import covseg._mplconfig
+import importlib
+import sys
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-# covseg.compare, covseg.export and covseg.models share their names with API functions:
-# importing a submodule for the first time sets the package attribute to the module, so they are
-# loaded before the functions are bound below (a later import of them would otherwise replace
-# the functions).
-import covseg.compare
-import covseg.export
-import covseg.models  # noqa: F401
-from covseg.api import (
-    compare,
-    cross_validate,
-    data_info,
-    demo,
-    evaluate,
-    export,
-    fetch_data,
-    load_dataset,
-    load_predictor,
-    models,
-    predict,
-    predict_volumes,
-    quantify,
-    segment,
-    train,
-    visualize,
-)
-from covseg.batch import BatchResult, StudiesFailed
-from covseg.config import TrainConfig
-from covseg.data.layouts import LoadedData
-from covseg.errors import BatchFailed, CovsegError
-from covseg.infer import Predictor
+# matplotlib's config folder is settled before anything imports matplotlib (monai imports it
+# with itself); this import never refuses (covseg._mplconfig).
+import covseg._mplconfig  # noqa: F401
+
+if TYPE_CHECKING:
+    from covseg.api import (
+        compare,
+        cross_validate,
+        data_info,
+        demo,
+        evaluate,
+        export,
+        fetch_data,
+        load_dataset,
+        load_predictor,
+        models,
+        predict,
+        predict_volumes,
+        quantify,
+        segment,
+        train,
+        visualize,
+    )
+    from covseg.batch import BatchResult, StudiesFailed
+    from covseg.config import TrainConfig
+    from covseg.data.layouts import LoadedData
+    from covseg.errors import BatchFailed, CovsegError
+    from covseg.infer import Predictor
 
 __version__ = "0.1.0"
 __all__ = ["BatchFailed", "BatchResult", "CovsegError", "LoadedData", "Predictor", "StudiesFailed",
            "TrainConfig", "compare", "cross_validate", "data_info", "demo",
            "evaluate", "export", "fetch_data", "load_dataset", "load_predictor", "models",
            "predict", "predict_volumes", "quantify", "segment", "train", "visualize"]
+
+_HOMES = {"BatchResult": "covseg.batch", "StudiesFailed": "covseg.batch",
+          "TrainConfig": "covseg.config", "LoadedData": "covseg.data.layouts",
+          "BatchFailed": "covseg.errors", "CovsegError": "covseg.errors",
+          "Predictor": "covseg.infer"}
+"""The module each name of :data:`__all__` comes from, but the API functions' (covseg.api)."""
+
+
+def __getattr__(name: str) -> object:
+    """The API's names and covseg's submodules (``covseg.config.Int``), imported at their first
+    use: ``import covseg`` loads no PyTorch (about 3 s), so that ``python -m covseg`` reaches
+    :func:`covseg_entry.main`, whose handlers end a stop while covseg loads in one line, before
+    PyTorch is imported."""
+    if name in __all__:
+        value = getattr(importlib.import_module(_HOMES.get(name, "covseg.api")), name)
+        globals()[name] = value
+        return value
+    submodule = f"{__name__}.{name}"
+    if not name.startswith("__"):  # not a probe of Python's (``__wrapped__``, ``__path__``)
+        try:
+            return importlib.import_module(submodule)
+        except ModuleNotFoundError as exc:
+            if exc.name != submodule:
+                raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The module's names, the API's among them before their first use."""
+    return sorted({*globals(), *__all__})
+
+
+class _Package(ModuleType):
+    """The covseg package, whose API names stay the API's: covseg.compare, covseg.export,
+    covseg.models and covseg.train share their names with API functions, and importing a
+    submodule for the first time sets the package attribute to the module, whenever it comes
+    (Python's import system skips the attribute where setting it fails)."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in __all__ and isinstance(value, ModuleType):
+            raise AttributeError(f"covseg.{name} is the API's, not the module {value.__name__}")
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
