@@ -88,12 +88,13 @@ def __dir__() -> list[str]:
 class _Package(ModuleType):
     """The covseg package, whose API names stay the API's: covseg.compare, covseg.export,
     covseg.models and covseg.train share their names with API functions, and importing a
-    submodule for the first time sets the package attribute to the module, whenever it comes
-    (Python's import system skips the attribute where setting it fails)."""
+    submodule for the first time sets the package attribute to the module, whenever it comes.
+    That setting is passed over without a word (raising would make Python's import system warn,
+    an error under ``-W error``); the submodule stays in ``sys.modules``."""
 
     def __setattr__(self, name: str, value: object) -> None:
         if name in __all__ and isinstance(value, ModuleType):
-            raise AttributeError(f"covseg.{name} is the API's, not the module {value.__name__}")
+            return
         super().__setattr__(name, value)
 
 
