@@ -1852,6 +1852,18 @@ def test_python_m_covseg_ends_a_stop_while_covseg_loads_as_the_script_does() -> 
         130, "covseg: interrupted while starting; nothing was done\n", "")
 
 
+def test_the_api_names_stay_functions_when_their_submodules_load_under_w_error() -> None:
+    """covseg.compare, covseg.export, covseg.models and covseg.train name API functions and
+    submodules: the submodules' import leaves the functions in place, without the ImportWarning
+    that ``-W error`` turns into a failed ``import covseg``."""
+    code = ("import covseg, covseg.compare, covseg.export, covseg.models, covseg.train; "
+            "print(all(callable(getattr(covseg, n)) for n in "
+            "('compare', 'export', 'models', 'train')))")
+    done = subprocess.run([sys.executable, "-W", "error", "-c", code], check=False,
+                          capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "True\n", "")
+
+
 def test_a_stop_after_the_last_line_is_not_a_silent_death() -> None:
     """After a command's last line Python put its default handlers back and spent about 2 s
     freeing PyTorch's modules: Ctrl-C then ended the process by SIGINT without a word. The
