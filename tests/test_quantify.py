@@ -1464,6 +1464,41 @@ def test_a_3d_slicer_save_folder_is_quantified_with_its_ct(tmp_path: Path) -> No
     assert figures["inputs"]["image"].endswith("2 CT chest.nrrd")
 
 
+def test_a_mask_is_paired_with_another_named_ct_only_in_a_slicer_save_folder(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """One mask given with an --image folder of one CT was counted on that CT whatever their
+    names, silently: p7's mask on p3's CT. Only a segmentation lying in the folder pairs with
+    its one CT, named in a note."""
+    ct, mask, _ = synthetic_study(tmp_path / "in", "p3")
+    p7 = saved_as(mask, tmp_path / "p7.nrrd")
+    saved_as(ct, tmp_path / "cts" / "p3.nrrd")
+    with pytest.raises(CovsegError, match="no CT named like the mask 'p7'"):
+        quantify_study(p7, tmp_path / "q7", image=tmp_path / "cts")
+    saved_as(ct, tmp_path / "S" / "2 CT chest.nrrd")
+    segmentation = saved_as(mask, tmp_path / "S" / "Segmentation.seg.nrrd")
+    quantify_study(segmentation, tmp_path / "qs", image=tmp_path / "S")
+    assert "paired with " in caplog.text and "2 CT chest.nrrd, the one CT beside it" in caplog.text
+
+
+def test_a_slicer_save_folder_of_default_names_is_quantified_given_as_mask(
+        tmp_path: Path) -> None:
+    """Slicer's 2 CT chest.nrrd beside Segmentation.seg.nrrd, the folder given as mask and
+    --image, was read as two masks, both failed; a --lungs folder's p7.nrrd beside p7.seg.nrrd
+    was taken for a CT and dropped silently, where it is two lung masks of one name."""
+    from covseg.cli import main
+
+    ct, mask, _ = synthetic_study(tmp_path / "in", "case")
+    saved_as(ct, tmp_path / "S" / "2 CT chest.nrrd")
+    saved_as(mask, tmp_path / "S" / "Segmentation.seg.nrrd")
+    assert main(["quantify", str(tmp_path / "S"), "--image", str(tmp_path / "S"), "--out",
+                 str(tmp_path / "q")]) == 0
+    assert [row["study"] for row in read_rows(tmp_path / "q" / "summary.csv")] == ["Segmentation"]
+    saved_as(mask, tmp_path / "lungs" / "case.nrrd")
+    saved_as(mask, tmp_path / "lungs" / "case.seg.nrrd")
+    with pytest.raises(CovsegError, match=r"several studies are named case .*--lungs folder$"):
+        quantify_batch([mask], tmp_path / "out", lungs=tmp_path / "lungs")
+
+
 def test_a_mask_with_no_ct_named_like_it_is_told_how_to_pair_them(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """With several masks and no CT named like one, the refusal said no more than that."""
