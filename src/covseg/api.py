@@ -71,7 +71,6 @@ from covseg.data.layouts import (
     fingerprints_kept,
     load_dataset,
 )
-from covseg.data.layouts.base import refuse_broken_links
 from covseg.data.splits import check_fold_count
 from covseg.errors import (
     BatchFailed,
@@ -92,7 +91,7 @@ from covseg.io.atomic import (
     remove_temporaries_of,
     write_json,
 )
-from covseg.io.ct import is_volume_file, is_volume_named
+from covseg.io.ct import is_volume_file, is_volume_named, refuse_broken_links
 from covseg.io.dicom import gzipped_dicom_refusal, is_dicom_file, is_dicom_named
 from covseg.io.image import (
     CT_SLICES,
@@ -103,7 +102,7 @@ from covseg.io.image import (
     refuse_tiny_slice,
     write_png,
 )
-from covseg.io.itk import is_segmentation, segmentation_as_ct
+from covseg.io.itk import segmentation_as_ct
 from covseg.io.lock import writing_to
 from covseg.io.nifti import (
     analyze_refused,
@@ -115,6 +114,7 @@ from covseg.io.volume import (
     check_hu,
     checked_array,
     detect_volume_intensity,
+    is_segmentation,
     volume_from_array,
     volume_from_itk,
 )
@@ -808,7 +808,7 @@ def input_kind(path: Path, wanted: str | None = None) -> str | None:
     decision of ``covseg predict`` and of :func:`predict` and :func:`predict_volumes`, so that
     they agree. None: a file of neither kind, or a folder holding nothing of either (its reader
     says what is wrong). A folder's broken links named as images or volumes are refused, as a
-    data set's are (:func:`~covseg.data.layouts.base.refuse_broken_links`): they were passed
+    data set's are (:func:`~covseg.io.ct.refuse_broken_links`): they were passed
     over, and the images or volumes left were predicted without a word.
 
     A data folder that training reads (:func:`~covseg.data.layouts.data_folders`: Inf-Net's

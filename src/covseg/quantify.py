@@ -35,7 +35,7 @@ from covseg.io.ct import (
     is_volume_named,
     read_mask_volume,
     read_volume,
-    refuse_broken_links,
+    refuse_broken_link,
 )
 from covseg.io.dicom import dicom_files
 from covseg.io.image import (
@@ -210,7 +210,7 @@ def check_inputs_exist(lungs: str | os.PathLike[str] | None,
             continue
         shown = option_given(option, str(path))
         if not Path(path).exists():
-            refuse_broken_links(Path(path).parent, [Path(path)])
+            refuse_broken_link(Path(path), shown)
             raise CovsegError(f"{shown}: no such file or folder; check the path")
         refuse_special_file(path, give[option], shown)
 

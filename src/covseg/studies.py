@@ -21,6 +21,7 @@ from covseg.io.ct import (
     is_mask_volume,
     is_volume_file,
     is_volume_named,
+    refuse_broken_link,
     refuse_broken_links,
     volume_stem,
 )
@@ -35,9 +36,9 @@ from covseg.io.dicom import (
     slice_series_uid,
 )
 from covseg.io.image import APPLE_DOUBLE, image_name, is_image_file
-from covseg.io.itk import SEGMENTATION_SUFFIX, is_segmentation
 from covseg.io.listing import Listings
 from covseg.io.nifti import is_nifti_named
+from covseg.io.volume import SEGMENTATION_SUFFIX, is_segmentation
 from covseg.provenance import option_given, option_name
 from covseg.records import PREDICT_RECORD, RESULT_JSON, is_batch_folder, recorded_paths
 
@@ -176,7 +177,7 @@ def discover_studies(inputs: Sequence[str | os.PathLike[str]],
     for item in inputs:
         path = Path(item)
         if not path.exists():
-            refuse_broken_links(path.parent, [path])
+            refuse_broken_link(path)
             raise CovsegError(f"{path}: no such file or folder")
         refuse_special_file(path, f"a {'mask' if masks else 'CT'} file or a folder of them")
         if _analyze_image_of_header_given(path, inputs):
@@ -363,7 +364,7 @@ def _pictures_held(path: Path, held: Sequence[Path], folders: Sequence[Path]) ->
 
 
 def _segmentations(folders: Sequence[Path], listings: Listings) -> list[Path]:
-    """The 3D Slicer segmentations (:func:`~covseg.io.itk.is_segmentation`, not hidden) in
+    """The 3D Slicer segmentations (:func:`~covseg.io.volume.is_segmentation`, not hidden) in
     ``folders`` (an input folder and its sub-folders read), never volume files: named here."""
     return [c for folder in dict.fromkeys(folders) for c in listings.children(folder)
             if not c.name.startswith(".") and c.is_file() and is_segmentation(c)]
