@@ -1415,6 +1415,17 @@ def test_a_folder_to_predict_holding_a_broken_link_is_refused_naming_it(
             api.predict(tmp_path / "no run needed", folder, tmp_path / "out")
 
 
+@pytest.mark.parametrize("broken", ["b.png", "b.nii.gz"])
+def test_a_broken_link_given_to_predict_is_refused_naming_it(tmp_path: Path, broken: str
+                                                            ) -> None:
+    """A broken link (a git-annex file not fetched) given by name was "no such file or
+    folder": it is refused with the `git annex get .` line, as a folder's are."""
+    (tmp_path / broken).symlink_to(tmp_path / "not fetched")
+    with pytest.raises(CovsegError, match=rf"^{re.escape(str(tmp_path / broken))}: a broken "
+                                          r"link: .*git annex get"):
+        api.input_kind(tmp_path / broken)
+
+
 def test_a_dicom_folder_beside_picture_folders_is_predicted_without_failures(
         tmp_path: Path, tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """predict of a folder holding a CT study beside images/ + masks/ of PNG key slices

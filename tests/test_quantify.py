@@ -1445,23 +1445,50 @@ def test_a_nrrd_mask_on_another_grid_than_its_ct_is_refused_as_a_nifti_one_is(
     assert refusals[1] == refusals[0]
 
 
-def test_a_3d_slicer_save_folder_is_quantified_with_its_ct(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("ct_name", "segmentation_name"), [
+    ("case.nrrd", "case.seg.nrrd"), ("2 CT chest.nrrd", "Segmentation.seg.nrrd")])
+def test_a_3d_slicer_save_folder_is_quantified_with_its_ct(tmp_path: Path, ct_name: str,
+                                                           segmentation_name: str) -> None:
     """A folder 3D Slicer saved (case.nrrd beside case.seg.nrrd) given as mask and --image was
     refused as two studies named case, with advice to run them apart; under Slicer's default
-    names (2 CT chest.nrrd, Segmentation.seg.nrrd) its segmentation found no CT named like it.
-    The volume named as the segmentation is its CT, and one mask pairs with a folder's one CT."""
+    names (2 CT chest.nrrd, Segmentation.seg.nrrd) both were read as masks and failed. The
+    volume named as the segmentation, or the one beside the one segmentation, is its CT."""
     from covseg.cli import main
 
     ct, mask, _ = synthetic_study(tmp_path / "in", "case")
-    saved_as(ct, tmp_path / "S2" / "case.nrrd")
-    saved_as(mask, tmp_path / "S2" / "case.seg.nrrd")
-    assert main(["quantify", str(tmp_path / "S2"), "--image", str(tmp_path / "S2"), "--out",
-                 str(tmp_path / "q2")]) == 0
-    assert [row["study"] for row in read_rows(tmp_path / "q2" / "summary.csv")] == ["case"]
-    saved_as(ct, tmp_path / "S3" / "2 CT chest.nrrd")
-    segmentation = saved_as(mask, tmp_path / "S3" / "Segmentation.seg.nrrd")
-    figures = quantify_study(segmentation, tmp_path / "q3", image=tmp_path / "S3")
+    saved_as(ct, tmp_path / "S" / ct_name)
+    saved_as(mask, tmp_path / "S" / segmentation_name)
+    assert main(["quantify", str(tmp_path / "S"), "--image", str(tmp_path / "S"), "--out",
+                 str(tmp_path / "q")]) == 0
+    assert [row["study"] for row in read_rows(tmp_path / "q" / "summary.csv")] == [
+        segmentation_name.removesuffix(".seg.nrrd")]
+
+
+def test_a_mask_is_paired_with_another_named_ct_only_in_a_slicer_save_folder(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """One mask given with an --image folder of one CT was counted on that CT whatever their
+    names, silently: p7's mask on p3's CT. Only a segmentation lying in the folder pairs with
+    its one CT, named in a note."""
+    ct, mask, _ = synthetic_study(tmp_path / "in", "p3")
+    p7 = saved_as(mask, tmp_path / "p7.nrrd")
+    saved_as(ct, tmp_path / "cts" / "p3.nrrd")
+    with pytest.raises(CovsegError, match="no CT named like the mask 'p7'"):
+        quantify_study(p7, tmp_path / "q7", image=tmp_path / "cts")
+    saved_as(ct, tmp_path / "S" / "2 CT chest.nrrd")
+    segmentation = saved_as(mask, tmp_path / "S" / "Segmentation.seg.nrrd")
+    figures = quantify_study(segmentation, tmp_path / "qs", image=tmp_path / "S")
     assert figures["inputs"]["image"].endswith("2 CT chest.nrrd")
+    assert "paired with " in caplog.text and "2 CT chest.nrrd, the one CT beside it" in caplog.text
+
+
+def test_a_lungs_folder_sets_no_slicer_ct_aside(tmp_path: Path) -> None:
+    """A --lungs folder's case.nrrd beside case.seg.nrrd was taken for a 3D Slicer CT and
+    dropped without a word: it is two lung masks of one name, refused."""
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    saved_as(mask, tmp_path / "lungs" / "case.nrrd")
+    saved_as(mask, tmp_path / "lungs" / "case.seg.nrrd")
+    with pytest.raises(CovsegError, match=r"several studies are named case .*--lungs folder$"):
+        quantify_batch([mask], tmp_path / "out", lungs=tmp_path / "lungs")
 
 
 def test_a_mask_with_no_ct_named_like_it_is_told_how_to_pair_them(
@@ -1513,6 +1540,20 @@ def test_broken_links_in_quantify_folders_are_refused_saying_how_to_fetch_them(
     with pytest.raises(CovsegError, match=r"1 file is a broken link \(other.nii.gz\): .*"
                                           r"`git annex get \.`"):
         quantify_batch([mask.parent], tmp_path / "out", image=ct.parent)
+
+
+def test_a_broken_link_given_is_refused_naming_it(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broken link given by its name in the working folder, as mask or --image, was refused
+    naming its folder: ".: 1 file is a broken link (brk.nii.gz)". Its message starts with it."""
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    (tmp_path / "brk.nii.gz").symlink_to(tmp_path / "nowhere.nii.gz")
+    monkeypatch.chdir(tmp_path)
+    unfetched = r": a broken link: content not fetched from git-annex or DataLad\? Run `git annex"
+    with pytest.raises(CovsegError, match=r"^brk.nii.gz" + unfetched):
+        quantify_batch(["brk.nii.gz"], tmp_path / "out")
+    with pytest.raises(CovsegError, match=r"^--image brk.nii.gz" + unfetched):
+        quantify_batch([mask], tmp_path / "out", image="brk.nii.gz")
 
 
 def test_a_masks_raw_data_file_given_is_refused_naming_its_header(tmp_path: Path) -> None:

@@ -71,7 +71,6 @@ from covseg.data.layouts import (
     fingerprints_kept,
     load_dataset,
 )
-from covseg.data.layouts.base import refuse_broken_links
 from covseg.data.splits import check_fold_count
 from covseg.errors import (
     BatchFailed,
@@ -92,7 +91,12 @@ from covseg.io.atomic import (
     remove_temporaries_of,
     write_json,
 )
-from covseg.io.ct import is_volume_file, is_volume_named
+from covseg.io.ct import (
+    is_volume_file,
+    is_volume_named,
+    refuse_broken_link,
+    refuse_broken_links,
+)
 from covseg.io.dicom import gzipped_dicom_refusal, is_dicom_file, is_dicom_named
 from covseg.io.image import (
     CT_SLICES,
@@ -103,7 +107,7 @@ from covseg.io.image import (
     refuse_tiny_slice,
     write_png,
 )
-from covseg.io.itk import is_segmentation, segmentation_as_ct
+from covseg.io.itk import segmentation_as_ct
 from covseg.io.lock import writing_to
 from covseg.io.nifti import (
     analyze_refused,
@@ -115,6 +119,7 @@ from covseg.io.volume import (
     check_hu,
     checked_array,
     detect_volume_intensity,
+    is_segmentation,
     volume_from_array,
     volume_from_itk,
 )
@@ -807,9 +812,9 @@ def input_kind(path: Path, wanted: str | None = None) -> str | None:
     """Whether ``path`` is 2D images (:data:`IMAGES`) or CT volumes (:data:`VOLUMES`): the one
     decision of ``covseg predict`` and of :func:`predict` and :func:`predict_volumes`, so that
     they agree. None: a file of neither kind, or a folder holding nothing of either (its reader
-    says what is wrong). A folder's broken links named as images or volumes are refused, as a
-    data set's are (:func:`~covseg.data.layouts.base.refuse_broken_links`): they were passed
-    over, and the images or volumes left were predicted without a word.
+    says what is wrong). A broken link given (said to be no such file), and a folder's named as
+    images or volumes, are refused as a data set's are (:func:`~covseg.io.ct.refuse_broken_links`):
+    a folder's were passed over, and the images or volumes left predicted without a word.
 
     A data folder that training reads (:func:`~covseg.data.layouts.data_folders`: Inf-Net's
     ``Imgs/`` + ``GT/`` or a folder above them, ``images/`` + ``masks/`` of 2D slices or NIfTI
@@ -820,6 +825,7 @@ def input_kind(path: Path, wanted: str | None = None) -> str | None:
     caller ``wanted`` volumes; they are skipped with a warning naming them. A folder holding
     sub-folders and no images is volumes (study folders, a DICOM tree)."""
     if not path.is_dir():
+        refuse_broken_link(path)
         refuse_special_file(path, "an image or CT file, or a folder of them")
         if is_segmentation(path):  # refused before a batch is written, not as its one study
             raise segmentation_as_ct(path)

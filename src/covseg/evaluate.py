@@ -21,10 +21,9 @@ from covseg.data.layouts import (
     Sample,
     class_labels,
     data_folders,
-    examples,
     refuse_combined_masks,
 )
-from covseg.errors import CovsegError, NotLabels, counted, refuse_special_file
+from covseg.errors import CovsegError, NotLabels, counted, examples, refuse_special_file
 from covseg.infer import Predictor, output_name
 from covseg.io.atomic import (
     csv_writer,
@@ -35,7 +34,13 @@ from covseg.io.atomic import (
     write_json,
     write_text,
 )
-from covseg.io.ct import is_mask_volume, read_mask_volume, refuse_broken_links, volume_stem
+from covseg.io.ct import (
+    is_mask_volume,
+    read_mask_volume,
+    refuse_broken_link,
+    refuse_broken_links,
+    volume_stem,
+)
 from covseg.io.image import (
     case_key,
     image_levels,
@@ -205,7 +210,7 @@ def _masks(path: Path, role: str) -> _Masks:
     (named as :func:`study_name` names it: a predict study's ``infection.nii.gz`` by its
     folder). Zenodo's lung-and-infection masks as the truth are refused: their lungs (1, 2)
     counted as infection, so a perfect prediction scored Dice 0.001."""
-    refuse_broken_links(path.parent, [path])
+    refuse_broken_link(path)
     refuse_special_file(path, f"the {role} folder or one mask file")
     if role == "truth":
         refuse_combined_masks(path, "scored as lesion classes", option_name("truth"))

@@ -35,7 +35,7 @@ from covseg.io.ct import (
     is_volume_named,
     read_mask_volume,
     read_volume,
-    refuse_broken_links,
+    refuse_broken_link,
 )
 from covseg.io.dicom import dicom_files
 from covseg.io.image import (
@@ -55,7 +55,7 @@ from covseg.io.nifti import (
     warnings_once,
 )
 from covseg.io.quiet import warnings_logged_quiet
-from covseg.io.volume import Volume, check_same_grid, hounsfield
+from covseg.io.volume import Volume, check_same_grid, hounsfield, is_segmentation
 from covseg.lungs import (
     LEFT_LUNG,
     LUNG_AND_INFECTION_LOOK,
@@ -132,21 +132,26 @@ class _LungsAndImage:
         """The lung mask given for ``mask``, else the ``lungs.nii.gz`` predict wrote beside it."""
         return self._matching(Path(self.lungs), stem, True) if self.lungs else _sibling_lungs(mask)
 
-    def image_for(self, stem: str) -> Path | None:
+    def image_for(self, mask: Path, stem: str) -> Path | None:
         """The CT for a mask: a DICOM series folder as it is, else as :meth:`_matching` finds
-        it."""
+        it, or, for a call's one 3D Slicer segmentation lying in the folder, its one CT
+        whatever its name (Slicer saves ``2 CT chest.nrrd`` beside ``Segmentation.seg.nrrd``)."""
         image = Path(self.image) if self.image else None
         if image is not None and is_dicom_series(image):
             return image
+        if (image is not None and self.single and is_segmentation(mask) and image.is_dir()
+                and mask.parent.resolve() == image.resolve()
+                and len(cts := self._found(image, False)) == 1):
+            log.warning("%s: paired with %s, the one CT beside it (a 3D Slicer save folder)",
+                        mask, cts[0].path)
+            return cts[0].path
         return self._matching(image, stem, False)
 
     def _matching(self, folder_or_file: Path | None, stem: str, masks: bool) -> Path | None:
         """The file for a mask stem: the path itself, or the study named like the mask (as
         :func:`case_key` pairs them) among the folder's, found as predict finds CTs (or quantify
         masks): in category sub-folders (``CT-1/x.nii.gz``) and patient folders
-        (``x/ct.nii.gz``) too, a file named as a mask never taken for the CT; for a call of one
-        mask, a folder's one CT whatever its name (3D Slicer saves ``2 CT chest.nrrd`` beside
-        ``Segmentation.seg.nrrd``). A lung mask's
+        (``x/ct.nii.gz``) too, a file named as a mask never taken for the CT. A lung mask's
         predict study folder, given or found, is its ``lungs.nii.gz``."""
         if folder_or_file is None:
             return None
@@ -160,8 +165,6 @@ class _LungsAndImage:
             found = _lungs_file(study.path, masks)
             if found.is_file() or not masks:
                 return found
-        if self.single and not masks and len(studies) == 1:  # a 3D Slicer scene's one CT
-            return studies[0].path
         what, option = ("lung mask", "lungs") if masks else ("CT", "image")
         raise CovsegError(f"{folder_or_file}: no {what} named like the mask {stem!r}; name the "
                           f"{what} like the mask, or give its file as {option_name(option)}")
@@ -172,7 +175,8 @@ class _LungsAndImage:
         if masks not in self._studies:
             option = option_name("lungs" if masks else "image")
             advice = f"keep one file of each name in the {option} folder"
-            self._studies[masks] = discover_studies([folder], None, masks, [], advice)
+            self._studies[masks] = discover_studies([folder], None, masks, [], advice,
+                                                    scenes=False)
         return self._studies[masks]
 
 
@@ -206,7 +210,7 @@ def check_inputs_exist(lungs: str | os.PathLike[str] | None,
             continue
         shown = option_given(option, str(path))
         if not Path(path).exists():
-            refuse_broken_links(Path(path).parent, [Path(path)])
+            refuse_broken_link(Path(path), shown)
             raise CovsegError(f"{shown}: no such file or folder; check the path")
         refuse_special_file(path, give[option], shown)
 
@@ -294,7 +298,7 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
             ".nrrd/.nhdr, .mha/.mhd)")
     stem = study_name(mask_path, mask=True)
     lung_path = given.lungs_for(mask_path, stem)
-    image_path = given.image_for(stem)
+    image_path = given.image_for(mask_path, stem)
     predicted = _prediction_record(mask_path)
     if multiclass is not None:  # a batch refused it before any study: here for one mask alone
         _refuse_told_classes({mask_path: predicted}, multiclass)

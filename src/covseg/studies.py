@@ -21,6 +21,7 @@ from covseg.io.ct import (
     is_mask_volume,
     is_volume_file,
     is_volume_named,
+    refuse_broken_link,
     refuse_broken_links,
     volume_stem,
 )
@@ -35,9 +36,9 @@ from covseg.io.dicom import (
     slice_series_uid,
 )
 from covseg.io.image import APPLE_DOUBLE, image_name, is_image_file
-from covseg.io.itk import SEGMENTATION_SUFFIX, is_segmentation
 from covseg.io.listing import Listings
 from covseg.io.nifti import is_nifti_named
+from covseg.io.volume import SEGMENTATION_SUFFIX, is_segmentation
 from covseg.provenance import option_given, option_name
 from covseg.records import PREDICT_RECORD, RESULT_JSON, is_batch_folder, recorded_paths
 
@@ -164,17 +165,19 @@ def find_studies(inputs: Sequence[str | os.PathLike[str]],
 
 def discover_studies(inputs: Sequence[str | os.PathLike[str]],
                      exclude: str | os.PathLike[str] | None, masks: bool, notes: list[str],
-                     clash_advice: str | None = None) -> list[Study]:
+                     clash_advice: str | None = None, scenes: bool = True) -> list[Study]:
     """:func:`find_studies`, with what it passed over added to ``notes`` rather than logged, two
     studies of one name refused with ``clash_advice`` (by default, to rename one or run them
-    apart). Each folder is listed once (:class:`~covseg.io.listing.Listings`, for this call
-    only): a series folder was listed seven times, by each question asked of it."""
+    apart); reading ``masks`` of ``scenes`` (not lung masks), the CTs of 3D Slicer segmentations
+    passed over (:func:`_segmented_cts`). Each folder is listed once
+    (:class:`~covseg.io.listing.Listings`, for this call only): a series folder was listed seven
+    times, by each question asked of it."""
     studies: list[Study] = []
     listings = Listings()
     for item in inputs:
         path = Path(item)
         if not path.exists():
-            refuse_broken_links(path.parent, [path])
+            refuse_broken_link(path)
             raise CovsegError(f"{path}: no such file or folder")
         refuse_special_file(path, f"a {'mask' if masks else 'CT'} file or a folder of them")
         if _analyze_image_of_header_given(path, inputs):
@@ -184,7 +187,7 @@ def discover_studies(inputs: Sequence[str | os.PathLike[str]],
         elif masks and predicted_mask(path):
             studies.append(Study(path.resolve().name, path))
         else:
-            studies.extend(_folder_studies(path, exclude, masks, notes, listings)
+            studies.extend(_folder_studies(path, exclude, masks, notes, listings, scenes)
                            or [Study(folder_name(path), path)])
     studies = _read_once(studies, notes)
     if not masks:
@@ -253,15 +256,15 @@ def _analyze_image_of_header_given(path: Path, inputs: Sequence[str | os.PathLik
 
 
 def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: bool,
-                    notes: list[str], listings: Listings) -> list[Study]:
+                    notes: list[str], listings: Listings, scenes: bool) -> list[Study]:
     """The studies of one input folder (see :func:`find_studies`), its folders listed once in
-    ``listings``."""
+    ``listings``; the CTs of 3D Slicer segmentations passed over in ``scenes``."""
     entries = listings.children(path)  # the hidden ones are named below
     refuse_broken_links(path, entries)
     children = [c for c in entries if not c.name.startswith(".")]
     one = _one_dicom_study(path, children, masks, listings)
     copies = _volume_files(children, masks) if one else []
-    files, dropped = _split_masks([] if one else _volume_files(children, masks), masks)
+    files, dropped = _split_masks([] if one else _volume_files(children, masks), masks, scenes)
     found = [Study(study_name(c, masks), c) for c in files]
     own: list[Path] = []
     pictures: list[Path] = []
@@ -281,7 +284,7 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
                                                 listings)
         kept = {path: files + dropped, **niftis}
         sub_studies, sub_dropped = _sub_folder_studies(
-            {c: niftis[c] for c in niftis if c not in no_ct}, masks)
+            {c: niftis[c] for c in niftis if c not in no_ct}, masks, scenes)
         found += sub_studies
         dropped += sub_dropped
         copies += [copy for study in sub_studies if study.path.is_dir()
@@ -296,8 +299,8 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
                      "file there is taken for a converted copy, as dcm2niix writes); give such "
                      "a file itself to read it")
     if dropped and masks:
-        notes.append(f"{path}: {listed_paths(dropped, path, 'file')} named as a 3D Slicer "
-                     f"segmentation beside it, taken for its CT, not read as masks; give it as "
+        notes.append(f"{path}: {listed_paths(dropped, path, 'file')} beside a 3D Slicer "
+                     f"segmentation, taken for its CT, not read as masks; give it as "
                      f"{option_name('image')}")
     elif dropped:
         notes.append(f"{path}: {listed_paths(dropped, path, 'file')} named as masks, not read as "
@@ -361,7 +364,7 @@ def _pictures_held(path: Path, held: Sequence[Path], folders: Sequence[Path]) ->
 
 
 def _segmentations(folders: Sequence[Path], listings: Listings) -> list[Path]:
-    """The 3D Slicer segmentations (:func:`~covseg.io.itk.is_segmentation`, not hidden) in
+    """The 3D Slicer segmentations (:func:`~covseg.io.volume.is_segmentation`, not hidden) in
     ``folders`` (an input folder and its sub-folders read), never volume files: named here."""
     return [c for folder in dict.fromkeys(folders) for c in listings.children(folder)
             if not c.name.startswith(".") and c.is_file() and is_segmentation(c)]
@@ -468,29 +471,35 @@ def listed_paths(paths: Sequence[Path], folder: Path, noun: str) -> str:
     return f"{len(paths)} {noun}(s) ({shown}{', ...' if len(paths) > 3 else ''})"
 
 
-def _split_masks(files: Sequence[Path], masks: bool) -> tuple[list[Path], list[Path]]:
+def _split_masks(files: Sequence[Path], masks: bool, scenes: bool
+                 ) -> tuple[list[Path], list[Path]]:
     """Volume files found in a folder: (those read as studies, those passed over): reading CTs,
-    files named as masks are passed over; reading ``masks``, the CTs of 3D Slicer segmentations
-    (:func:`_segmented_cts`)."""
+    files named as masks are passed over; reading ``masks``, in ``scenes`` the CTs of 3D Slicer
+    segmentations (:func:`_segmented_cts`)."""
     if masks:
-        cts = _segmented_cts(files)
+        cts = _segmented_cts(files) if scenes else []
         return [f for f in files if f not in cts], cts
     dropped = [f for f in files if is_mask_named(f)]
     return [f for f in files if f not in dropped], dropped
 
 
 def _segmented_cts(files: Sequence[Path]) -> list[Path]:
-    """The volume files among ``files`` named as a 3D Slicer segmentation beside them is
-    (``case.nrrd`` of ``case.seg.nrrd``, as Slicer saves a scene): its CT, no mask (they were
-    two studies of one name, refused)."""
-    segmented = {volume_stem(f) for f in files if is_segmentation(f)}
-    return [f for f in files if not is_segmentation(f) and volume_stem(f) in segmented]
+    """The volume files among ``files`` taken for the CT of a 3D Slicer segmentation beside
+    them, no mask: one named as it (``case.nrrd`` of ``case.seg.nrrd``; they were two studies of
+    one name, refused), or the one other volume beside the one segmentation (Slicer's
+    ``2 CT chest.nrrd`` beside ``Segmentation.seg.nrrd``; it was quantified as a mask)."""
+    segmentations = [f for f in files if is_segmentation(f)]
+    others = [f for f in files if not is_segmentation(f)]
+    if len(segmentations) == 1 and len(others) == 1:
+        return others
+    segmented = {volume_stem(f) for f in segmentations}
+    return [f for f in others if volume_stem(f) in segmented]
 
 
 def _holds_inputs(folder: Path, masks: bool, listings: Listings) -> bool:
     """Whether ``folder`` holds what is read as studies: NIfTI files (CTs, or any reading
     ``masks``) or, reading CTs, DICOM slices in it or under it."""
-    if _split_masks(_volumes_in(folder, masks, listings), masks)[0]:
+    if _split_masks(_volumes_in(folder, masks, listings), masks, False)[0]:
         return True
     return not masks and next(dicom_files(folder, listings), None) is not None
 
@@ -532,7 +541,7 @@ def _outside_out(folders: Sequence[Path], exclude: str | os.PathLike[str] | None
     return [folder for folder in folders if folder.resolve() != out]
 
 
-def _sub_folder_studies(folders: Mapping[Path, list[Path]], masks: bool
+def _sub_folder_studies(folders: Mapping[Path, list[Path]], masks: bool, scenes: bool
                         ) -> tuple[list[Study], list[Path]]:
     """The studies of one input folder's sub-folders (each with its volume files:
     :func:`~covseg.io.ct.folder_volumes`, none for a ``covseg predict`` study folder when reading
@@ -549,7 +558,7 @@ def _sub_folder_studies(folders: Mapping[Path, list[Path]], masks: bool
     held: dict[Path, list[Path]] = {}
     dropped: list[Path] = []
     for folder, niftis in folders.items():
-        files, masked = _split_masks(niftis, masks)
+        files, masked = _split_masks(niftis, masks, scenes)
         if not masks and _last_word(folder.name) in MASK_FOLDER_WORDS:  # a data set's masks
             files, masked = [], files + masked
         dropped += masked

@@ -20,7 +20,7 @@ from covseg.io.dicom import (
     read_dicom_folder,
 )
 from covseg.io.image import IMAGE_SUFFIXES, MASK_SLICES, apple_double, named_as_image
-from covseg.io.itk import SEGMENTATION_SUFFIX, data_file_refused, is_segmentation, read_itk
+from covseg.io.itk import data_file_refused, read_itk
 from covseg.io.listing import Listings
 from covseg.io.nifti import (
     analyze_refused,
@@ -32,18 +32,20 @@ from covseg.io.nifti import (
 )
 from covseg.io.volume import (
     NIFTI_SUFFIXES,
+    SEGMENTATION_SUFFIX,
     Volume,
     check_hu,
     detect_volume_intensity,
     is_itk_named,
     is_itk_source,
+    is_segmentation,
 )
 
 
 def is_volume_file(path: Path) -> bool:
     """True for a NIfTI, NRRD or MetaImage file that a folder's listing reads as a CT: not
     hidden (as :func:`~covseg.io.nifti.is_nifti`), nor a 3D Slicer segmentation
-    (:func:`~covseg.io.itk.is_segmentation`), which is never a CT."""
+    (:func:`~covseg.io.volume.is_segmentation`), which is never a CT."""
     return (not path.name.startswith(".") and is_volume_named(path)
             and not is_segmentation(path))
 
@@ -59,15 +61,30 @@ def refuse_broken_links(folder: Path, paths: Iterable[Path]) -> None:
     volumes but lead nowhere: a git-annex or DataLad clone whose content is not fetched holds
     one for each file, which no listing reads, so that their masks were said to have no image
     and a run trained on what was left."""
-    broken = [path.relative_to(folder).as_posix() for path in paths
-              if (named_as_image(path) or named_as_volume(path))
-              and not path.exists() and path.is_symlink()]
+    broken = [path.relative_to(folder).as_posix() for path in paths if _is_broken_link(path)]
     if broken:
         one = len(broken) == 1
         raise CovsegError(f"{folder}: {counted(len(broken), 'file')} {'is a' if one else 'are'} "
-                          f"broken link{'' if one else 's'} ({examples(broken)}): content not "
-                          "fetched from git-annex or DataLad? Run `git annex get .` or "
-                          "`datalad get .` in the clone, then run again")
+                          f"broken link{'' if one else 's'} ({examples(broken)}): {_UNFETCHED}")
+
+
+def refuse_broken_link(path: Path, shown: str | None = None) -> None:
+    """Refuse ``path``, given itself, if it is a broken link (as :func:`refuse_broken_links`
+    refuses a folder's), the message starting with it (``shown``: as the option was given): it
+    started with its folder, ``.`` for a name given in the working folder."""
+    if _is_broken_link(path):
+        raise CovsegError(f"{shown or path}: a broken link: {_UNFETCHED}")
+
+
+_UNFETCHED = ("content not fetched from git-annex or DataLad? Run `git annex get .` or "
+              "`datalad get .` in the clone, then run again")
+"""What a broken link named as an image or volume most likely is, and how to fetch it."""
+
+
+def _is_broken_link(path: Path) -> bool:
+    """Whether ``path`` is a symbolic link named as an image or volume that leads nowhere."""
+    return ((named_as_image(path) or named_as_volume(path)) and not path.exists()
+            and path.is_symlink())
 
 
 def named_as_volume(path: Path) -> bool:

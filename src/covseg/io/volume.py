@@ -501,8 +501,10 @@ def warn_grid_drift(first: Volume, second: Volume) -> None:
 
 SEGMENTATION_SUFFIX = ".seg.nrrd"
 """How 3D Slicer names a segmentation (labels, often one layer per segment), never a CT."""
-SLICER_LABELMAP = ("in 3D Slicer's Segmentations module, export it as a labelmap volume (Export "
-                   "to files, or Export visible segments to binary labelmap) and give that")
+_SLICER_EXPORT = "in 3D Slicer's Segmentations module, export it as a labelmap volume"
+"""How 3D Slicer makes a segmentation one label map, said by both pieces of advice below."""
+SLICER_LABELMAP = (f"{_SLICER_EXPORT} (Export to files, or Export visible segments to binary "
+                   "labelmap) and give that")
 """How a 3D Slicer segmentation of several layers is made one label map."""
 
 
@@ -517,9 +519,9 @@ def cropped_segmentation_advice(*sources: str | Path | None) -> str:
     missing source (None: evaluate's missing prediction) is none."""
     if not any(is_segmentation(Path(source)) for source in sources if source is not None):
         return ""
-    return ("; 3D Slicer may save a segmentation cropped to its segments' extent: in its "
-            "Segmentations module, export it as a labelmap volume with the CT as reference "
-            "volume (on the CT's geometry) and give that")
+    return (f"; 3D Slicer may save a segmentation cropped to its segments' extent: "
+            f"{_SLICER_EXPORT} with the CT as reference volume (on the CT's geometry) and give "
+            "that")
 
 
 def check_same_grid(reference: Volume, other: Volume) -> None:

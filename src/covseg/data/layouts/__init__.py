@@ -31,7 +31,6 @@ from covseg.data.layouts.base import (
     Sample,
     class_labels,
     data_fingerprint,
-    examples,
     fingerprints_kept,
 )
 from covseg.data.layouts.detect import data_folders, detect_layout, load_dataset, warn_notes
@@ -50,7 +49,6 @@ __all__ = [
     "data_fingerprint",
     "data_folders",
     "detect_layout",
-    "examples",
     "fingerprints_kept",
     "load_dataset",
     "refuse_combined_masks",

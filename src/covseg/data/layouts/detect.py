@@ -17,7 +17,6 @@ from covseg.data.layouts.base import (
     LoadedData,
     ReadOptions,
     class_notes,
-    examples,
     first_dir,
     kept_slices,
     listed,
@@ -50,7 +49,7 @@ from covseg.data.layouts.zenodo import (
     missing_images,
     read_zenodo,
 )
-from covseg.errors import CovsegError
+from covseg.errors import CovsegError, examples
 from covseg.io.ct import is_volume_file, volume_stem
 from covseg.io.dicom import is_dicom_file
 from covseg.io.image import image_name, is_image_file

@@ -20,7 +20,6 @@ from covseg.data.layouts.base import (
     read_2d_pairs,
     read_patients_csv,
     read_volume_pairs,
-    refuse_broken_links,
     slice_cases,
     slice_volume,
     study_cases,
@@ -29,7 +28,7 @@ from covseg.data.layouts.base import (
     unique,
 )
 from covseg.errors import CovsegError
-from covseg.io.ct import volume_stem
+from covseg.io.ct import refuse_broken_links, volume_stem
 from covseg.io.image import is_image_file
 from covseg.io.nifti import is_nifti, named_as_nifti
 

@@ -12,7 +12,6 @@ from covseg.data.layouts.base import (
     LoadedData,
     ReadOptions,
     check_patients_listed,
-    examples,
     files,
     first_dir,
     kept_slices,
@@ -24,7 +23,6 @@ from covseg.data.layouts.base import (
     read_patients_csv,
     read_studies,
     read_text_file,
-    refuse_broken_links,
     slice_cases,
     slice_patients,
     study_rows,
@@ -32,8 +30,8 @@ from covseg.data.layouts.base import (
     unique,
 )
 from covseg.data.layouts.folders import FOLDERS_IMAGES, FOLDERS_MASKS
-from covseg.errors import CovsegError, counted
-from covseg.io.ct import volume_stem
+from covseg.errors import CovsegError, counted, examples
+from covseg.io.ct import refuse_broken_links, volume_stem
 from covseg.io.image import IMAGE_SUFFIXES, image_name, is_image_file
 from covseg.io.nifti import is_nifti, named_as_nifti
 
