@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from covseg.burden import CLASS_PERCENTS
 from covseg.errors import BatchFailed, CovsegError, counted, failure_reason
@@ -526,9 +526,9 @@ def _refuse_other_settings(studies: Sequence[Study], out_dir: Path,
     for study in studies:
         done = out_dir / study.name / RESULT_JSON
         record = _record_of(study, out_dir, records)
-        if record is None or recorded_no_settings(record):
+        recorded = _recorded_settings(record)
+        if record is None or not isinstance(recorded, dict):
             continue
-        recorded = cast(dict[str, Any], _recorded_settings(record))
         inputs = partial(_changed_inputs, record.get("inputs", {}), study, done.stat().st_mtime)
         changes = _done_otherwise(done, recorded, current, otherwise=inputs)
         if changes:
@@ -610,10 +610,10 @@ def _earlier_clashes(out_dir: Path, records: Records, names: set[str],
             continue
         folder = out_dir / name
         done = folder / RESULT_JSON
-        if recorded_no_settings(record):
+        recorded = _recorded_settings(record)
+        if not isinstance(recorded, dict):
             clashes.append((folder, []))
             continue
-        recorded = cast(dict[str, Any], _recorded_settings(record))
         own = {key for key in PER_STUDY_SETTINGS
                if isinstance(recorded.get(key), str) and isinstance(current.get(key), str)}
         changes = _done_otherwise(done, recorded, current, ignored=[*LAYOUT_SETTINGS, *own])

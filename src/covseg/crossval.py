@@ -148,12 +148,13 @@ def finished_summary(out: Path, folds: int) -> dict[str, Any] | None:
     another count of folds, or a summary an earlier covseg wrote (:func:`_current_summary`).
     A --resume of a finished one returns it and leaves every file as it was: it rewrote them,
     its summary listing a resume that trained nothing."""
-    done = [out / f"fold_{k}" / "fold_metrics.json" for k in range(folds)]
-    if (out / STOPPED_FILE).exists() or not all(path.is_file() for path in done):
+    if (out / STOPPED_FILE).exists() or not all(fold_done(out / f"fold_{k}")
+                                                for k in range(folds)):
         return None
     summary = read_record(out / "summary.json")
     if summary is None or not _current_summary(summary, folds):
         return None
+    done = [out / f"fold_{k}" / "fold_metrics.json" for k in range(folds)]
     with suppress(OSError):
         written = (out / "summary.json").stat().st_mtime
         if all(path.stat().st_mtime <= written for path in done):
@@ -179,15 +180,18 @@ def _current_summary(summary: dict[str, Any], folds: int) -> bool:
 def _undefined_as_nan(summary: dict[str, Any]) -> dict[str, Any]:
     """``summary`` read back from JSON with its undefined metrics NaN again, as a fresh summary
     has them: each fold's means, their mean and std over folds and the pooled statistics."""
-    def nan(values: dict[str, Any]) -> dict[str, Any]:
-        return {key: math.nan if value is None else value for key, value in values.items()}
-
     return {**summary,
-            "per_fold": [nan(fold) for fold in summary["per_fold"]],
-            "mean_std_over_folds": {key: nan(stats)
+            "per_fold": [_nulls_as_nan(fold) for fold in summary["per_fold"]],
+            "mean_std_over_folds": {key: _nulls_as_nan(stats)
                                     for key, stats in summary["mean_std_over_folds"].items()},
-            "pooled_per_case": {key: nan(stats) if isinstance(stats, dict) else stats
+            "pooled_per_case": {key: _nulls_as_nan(stats) if isinstance(stats, dict) else stats
                                 for key, stats in (summary.get("pooled_per_case") or {}).items()}}
+
+
+def _nulls_as_nan(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` read back from JSON with its nulls NaN again: JSON holds undefined metrics as
+    null."""
+    return {key: math.nan if value is None else value for key, value in values.items()}
 
 
 def cross_validation_work(out: Path, fold: int | None = None) -> list[Path]:
@@ -443,9 +447,8 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
             raise stale_folds_error([StaleFolds(fold_dir.parent, [(fold_dir, changed)], True)],
                                     verb)
         # JSON holds undefined metrics as null: make them NaN again, as a fresh fold has them.
-        return hd95_by_unit([{_renamed(key): math.nan if value is None else value
-                              for key, value in row.items()} for row in finished["per_case"]],
-                            data)
+        return hd95_by_unit([_nulls_as_nan({_renamed(key): value for key, value in row.items()})
+                             for row in finished["per_case"]], data)
     _refuse_midway_fold_of_another_split(fold_dir, train_cases, folds, config.seed, verb)
     by_id = {s.case_id: s for s in data.samples}
     fit, val = _fold_split(config, by_id, train_cases)

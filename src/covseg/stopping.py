@@ -44,12 +44,8 @@ STOPS: dict[int, type[BaseException]] = {
 
 _SAID: dict[type[BaseException], tuple[int, str]] = {kind: STOPPED[signal.Signals(signum)]
                                                      for signum, kind in STOPS.items()}
-"""The exit status and word of each stop, :data:`covseg_entry.STOPPED`'s."""
-
-EXIT_STATUS: dict[type[BaseException], int] = {kind: status
-                                               for kind, (status, _) in _SAID.items()}
-"""The exit status of each stop: 128 + its signal's number, as a shell shows a process that the
-signal ended."""
+"""The exit status and word of each stop, :data:`covseg_entry.STOPPED`'s: 128 + its signal's
+number, as a shell shows a process that the signal ended."""
 
 
 def _stopped(stop: BaseException) -> tuple[int, str]:
@@ -59,7 +55,7 @@ def _stopped(stop: BaseException) -> tuple[int, str]:
 
 
 def exit_status(stop: BaseException) -> int:
-    """The exit status for the stop ``stop`` (a subclass of one of :data:`EXIT_STATUS`'s)."""
+    """The exit status for the stop ``stop`` (a subclass of one of :data:`STOPS`')."""
     return _stopped(stop)[0]
 
 

@@ -102,7 +102,7 @@ from covseg.provenance import (
     utc_now,
 )
 from covseg.records import content_hash, read_record
-from covseg.stopping import EXIT_STATUS, Terminated, raise_if_stopped, stops_recorded
+from covseg.stopping import Terminated, exit_status, raise_if_stopped, stops_recorded
 from covseg.transforms import AUGMENTATIONS, LesionPaste, Letterbox
 from covseg.viz import drawn, training_curves
 
@@ -1460,7 +1460,7 @@ def _failure(process: BaseProcess) -> CovsegError:
     if process.exitcode < 0:
         return Resumable(f"training member {process.name} was killed by signal "
                          f"{-process.exitcode} (out of memory?)")
-    if process.exitcode == EXIT_STATUS[Terminated]:
+    if process.exitcode == exit_status(Terminated()):
         return Resumable(f"training member {process.name} was stopped (SIGTERM)")
     return CovsegError(f"training member {process.name} stopped (exit status {process.exitcode}; "
                        "its messages are above). A script that calls covseg's train must do so "

@@ -26,6 +26,7 @@ from covseg.io.nifti import (
     analyze_refused,
     is_analyze,
     is_nifti_named,
+    named_as_nifti,
     nifti_stem,
     read_mask_nifti,
     read_nifti,
@@ -90,8 +91,7 @@ def _is_broken_link(path: Path) -> bool:
 def named_as_volume(path: Path) -> bool:
     """Whether ``path`` is named as a NIfTI, NRRD or MetaImage file a folder's listing reads
     (not hidden), whatever is behind the name: a broken link's too."""
-    return (not path.name.startswith(".")
-            and (path.name.lower().endswith(NIFTI_SUFFIXES) or is_itk_source(path.name)))
+    return named_as_nifti(path) or (not path.name.startswith(".") and is_itk_source(path.name))
 
 
 def is_mask_volume(path: Path) -> bool:
