@@ -1059,9 +1059,9 @@ def test_image_and_lung_folders_are_searched_once_per_call(tmp_path: Path,
     searched: list[Path] = []
     discover = module.discover_studies
 
-    def counting(inputs: list[Path], *args: object) -> object:
+    def counting(inputs: list[Path], *args: object, **options: object) -> object:
         searched.extend(map(Path, inputs))
-        return discover(inputs, *args)
+        return discover(inputs, *args, **options)
 
     monkeypatch.setattr(module, "discover_studies", counting)
     result = quantify_batch([tmp_path / "in" / "masks"], tmp_path / "out", image=tmp_path / "in")
