@@ -226,6 +226,30 @@ def test_discovery_lists_each_folder_once_and_reads_a_dose_report_once(
     assert "1 DICOM file(s) (cts/dose.dcm) beside NIfTI files passed over" in caplog.text
 
 
+def test_discovery_checks_each_folder_for_broken_links_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder given was checked for broken links up to three times in one discovery (for its
+    studies, for its volume files, and a sub-folder for its volume files each time it was asked
+    what it holds). Each folder is now checked once, and a broken link refused as before."""
+    from covseg import studies as discovery
+
+    synthetic_series(tmp_path / "SE1", phantom(2))
+    for name in ("cts/ct.nii.gz", "ct2.nii.gz"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        save(tmp_path / name, phantom(2).T)
+    checked: list[Path] = []
+    refuse = discovery.refuse_broken_links
+    monkeypatch.setattr(discovery, "refuse_broken_links",
+                        lambda folder, paths, **kwargs: checked.append(folder)
+                        or refuse(folder, paths, **kwargs))
+    assert [s.name for s in find_studies([tmp_path])] == ["SE1", "ct2", "cts"]
+    assert sorted(checked) == [tmp_path, tmp_path / "SE1", tmp_path / "cts"]
+    (tmp_path / "cts" / "b.nii.gz").symlink_to(tmp_path / "not fetched")
+    with pytest.raises(CovsegError, match=rf"^{re.escape(str(tmp_path / 'cts'))}: 1 file is a "
+                                          r"broken link \(b\.nii\.gz\): .*git annex get"):
+        find_studies([tmp_path])
+
+
 def test_nifti_sub_folders_of_a_folder_of_dicom_slices_are_named(tmp_path: Path,
                                                                  caplog) -> None:
     """A folder holding DICOM slices is one study, its series searched below it; its

@@ -260,7 +260,7 @@ def _folder_studies(path: Path, exclude: str | os.PathLike[str] | None, masks: b
     """The studies of one input folder (see :func:`find_studies`), its folders listed once in
     ``listings``; the CTs of 3D Slicer segmentations passed over in ``scenes``."""
     entries = listings.children(path)  # the hidden ones are named below
-    refuse_broken_links(path, entries)
+    listings.once(_links_checked, path)
     children = [c for c in entries if not c.name.startswith(".")]
     one = _one_dicom_study(path, children, masks, listings)
     copies = _volume_files(children, masks) if one else []
@@ -381,9 +381,17 @@ def _volume_test(masks: bool) -> Callable[[Path], bool]:
 def _volumes_in(folder: Path, masks: bool, listings: Listings) -> list[Path]:
     """A sub-folder's volume files (:func:`~covseg.io.ct.folder_volumes` by
     :func:`_volume_test`): none beside the DICOM slices of a CT, whichever format they are saved
-    in; broken links among its files refused (:func:`~covseg.io.ct.refuse_broken_links`)."""
-    refuse_broken_links(folder, listings.children(folder))
+    in; broken links among its files refused (:func:`_links_checked`)."""
+    listings.once(_links_checked, folder)
     return folder_volumes(folder, listings, _volume_test(masks))
+
+
+def _links_checked(folder: Path, listings: Listings) -> None:
+    """Refuse the broken links among ``folder``'s entries
+    (:func:`~covseg.io.ct.refuse_broken_links`), once per folder through :meth:`Listings.once`:
+    a folder given was checked up to three times in one discovery (its studies, its volume
+    files, and again as a sub-folder's)."""
+    refuse_broken_links(folder, listings.children(folder))
 
 
 def _volume_files(children: Sequence[Path], masks: bool) -> list[Path]:
