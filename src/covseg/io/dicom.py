@@ -180,8 +180,8 @@ def read_dicom_folder(folder: str | os.PathLike[str]) -> Volume:
         _check_pixels_held(Path(name), header, in_series=True)
     shape = (*_columns_rows(headers[0]), len(files))
     check_voxel_count(shape, folder)
-    check_dicom_series(headers, str(folder))
-    files, headers, datasets = _in_slice_order(files, headers, datasets)
+    order = check_dicom_series(headers, str(folder))
+    files, headers, datasets = _in_slice_order(files, headers, datasets, order)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     reader.SetSpacingWarningRelThreshold(1.0)  # checked above; ITK's warning spans lines
@@ -197,16 +197,13 @@ def read_dicom_folder(folder: str | os.PathLike[str]) -> Volume:
 
 
 def _in_slice_order(files: Sequence[str], headers: Sequence[SliceHeader],
-                    datasets: Sequence[pydicom.Dataset | None]
+                    datasets: Sequence[pydicom.Dataset | None], order: np.ndarray
                     ) -> tuple[tuple[str, ...], list[SliceHeader], list[pydicom.Dataset | None]]:
-    """A checked series' files, headers and header datasets in order of position along the
-    slice normal, whatever their SOP class: GDCM orders CT Image Storage so, but others
-    (Secondary Capture) by InstanceNumber, else file name, so such a series named by UID was
-    read with its slices scrambled and its first and last files' step as z spacing (0.45 mm
-    for 2.5), without a word."""
-    normal = _slice_normal(headers[0].orientation, "")  # checked by check_dicom_series
-    depths = np.asarray([header.position for header in headers], dtype=np.float64) @ normal
-    order = np.argsort(depths, kind="stable")
+    """A checked series' files, headers and header datasets in ``order``: by position along
+    the slice normal, as :func:`check_dicom_series` found it, whatever their SOP class:
+    GDCM orders CT Image Storage so, but others (Secondary Capture) by InstanceNumber, else
+    file name, so such a series named by UID was read with its slices scrambled and its first
+    and last files' step as z spacing (0.45 mm for 2.5), without a word."""
     return (tuple(files[k] for k in order), [headers[k] for k in order],
             [datasets[k] for k in order])
 
@@ -1192,13 +1189,15 @@ def _numbers(dataset: pydicom.Dataset, keywords: str | tuple[str, ...],
     return numbers if len(numbers) == count and np.isfinite(numbers).all() else None
 
 
-def check_dicom_series(headers: Sequence[SliceHeader], source: str) -> None:
+def check_dicom_series(headers: Sequence[SliceHeader], source: str) -> np.ndarray:
     """Refuse, in one line, a series that SimpleITK would read into a wrong grid without a word:
     not CT, a Modality LUT on some slices only, no pixel spacing, slices of different sizes,
     pixel spacings or orientations, or positions off a regular grid along the slice normal
     (missing or duplicate slices, a gantry tilt). SimpleITK
     spaces slices evenly at their mean distance, shears nothing and takes the first slice's
-    pixel spacing for all, so volumes in mL and mask positions came out wrong."""
+    pixel spacing for all, so volumes in mL and mask positions came out wrong. Returns the
+    slices' order along their normal (indices into ``headers``: :func:`_check_positions`),
+    which a series' files are read in."""
     _check_modality(headers, source)
     _check_rescaled_alike(headers, source)
     _check_pixel_spacing(headers, source)
@@ -1208,8 +1207,7 @@ def check_dicom_series(headers: Sequence[SliceHeader], source: str) -> None:
                  "slices (", "give a series of one pixel spacing, or resample it", " mm")
     _check_alike(headers, "orientation", 1e-3, source, "slice orientations differ "
                  "(ImageOrientationPatient ", "give a series of parallel slices")
-    if len(headers) > 1:
-        _check_positions(headers, source)
+    return _check_positions(headers, source) if len(headers) > 1 else np.arange(1)
 
 
 def _check_pixel_spacing(headers: Sequence[SliceHeader], source: str) -> None:
@@ -1273,8 +1271,10 @@ def _listed(values: tuple[float, ...] | None) -> str:
     return "none" if values is None else " x ".join(f"{v:g}" for v in values)
 
 
-def _check_positions(headers: Sequence[SliceHeader], source: str) -> None:
-    """Refuse slices that are duplicated, unevenly spaced or not stacked along their normal."""
+def _check_positions(headers: Sequence[SliceHeader], source: str) -> np.ndarray:
+    """Refuse slices that are duplicated, unevenly spaced or not stacked along their normal;
+    their order along it (a stable sort of their depths), found once for the checks and the
+    read."""
     if any(h.position is None or h.orientation is None for h in headers):
         raise CovsegError(f"{source}: some slices have no ImagePositionPatient or "
                           "ImageOrientationPatient, so their order and spacing are unknown; "
@@ -1287,6 +1287,7 @@ def _check_positions(headers: Sequence[SliceHeader], source: str) -> None:
     _check_duplicates(depths, [headers[i].name for i in order], source)
     _check_even(depths, source)
     _check_stacked(positions, depths, normal, headers[0].pixel_spacing, source)
+    return order
 
 
 def _slice_normal(orientation: tuple[float, ...] | None, source: str) -> np.ndarray:
