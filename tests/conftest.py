@@ -306,14 +306,20 @@ def write_mask(path: Path, thin: bool = False) -> Path:
     return path
 
 
-def saved_as(nifti: Path, path: Path, layers: int = 1, shift_mm: float = 0.0) -> Path:
+def saved_as(nifti: Path, path: Path, layers: int = 1, shift_mm: float = 0.0,
+             cropped: bool = False) -> Path:
     """The mask at ``nifti`` saved through SimpleITK at ``path`` (NRRD, MetaImage or NIfTI), on
-    its grid but with its origin moved ``shift_mm`` in x; a ``.seg.nrrd`` as 3D Slicer saves a
-    segmentation: its segments' ``Segment{N}_*`` keys, ``layers`` layers (segments that overlap)
-    held as a 4th axis."""
+    its grid but with its origin moved ``shift_mm`` in x, ``cropped`` to its labels' extent (3D
+    Slicer's default save); a ``.seg.nrrd`` as 3D Slicer saves a segmentation: its segments'
+    ``Segment{N}_*`` keys, ``layers`` layers (segments that overlap) held as a 4th axis."""
     import SimpleITK as sitk
 
     source = sitk.ReadImage(str(nifti))
+    if cropped:
+        held = np.argwhere(sitk.GetArrayFromImage(source))  # (z, y, x)
+        low, high = held.min(axis=0), held.max(axis=0) + 1
+        source = sitk.RegionOfInterest(source, [int(n) for n in (high - low)[::-1]],
+                                       [int(n) for n in low[::-1]])
     voxels = sitk.GetArrayFromImage(source)
     image = sitk.GetImageFromArray(np.stack([voxels] * layers, -1) if layers > 1 else voxels,
                                    isVector=layers > 1)

@@ -1445,6 +1445,31 @@ def test_a_nrrd_mask_on_another_grid_than_its_ct_is_refused_as_a_nifti_one_is(
     assert refusals[1] == refusals[0]
 
 
+@pytest.mark.parametrize("name", ["case.seg.nrrd", "case.nrrd"])
+def test_a_3d_slicer_mask_cropped_on_the_ct_grid_is_padded_onto_it(tmp_path: Path, name: str,
+                                                                   caplog) -> None:
+    """A 3D Slicer segmentation or label map saved cropped to its segments' extent (Slicer's
+    default) was refused for its shape, advising a labelmap exported with the CT as reference.
+    Lying on the CT's voxels, it is now padded with 0 onto the CT's grid, with a warning, and
+    gives the figures of the whole mask; shifted off the CT's voxels, it is refused as before."""
+    import SimpleITK as sitk
+
+    ct, mask, _ = synthetic_study(tmp_path / "in", "case")
+    whole = quantify_study(mask, tmp_path / "whole", image=ct)
+    cropped = saved_as(mask, tmp_path / "crop" / name, cropped=True)
+    assert sitk.ReadImage(str(cropped)).GetSize() == (6, 6, 2)  # of the CT's 64 x 48 x 6
+    with caplog.at_level("WARNING"):
+        padded = quantify_study(cropped, tmp_path / "padded", image=ct)
+    keys = ("study", "right_lung", "left_lung", "shape", "spacing_mm")
+    assert {key: padded[key] for key in keys} == {key: whole[key] for key in keys}
+    assert re.search(rf"{re.escape(str(cropped))}: saved cropped to its segments' extent "
+                     rf"\(\d+ x \d+ x \d+ voxels of the CT's \d+ x \d+ x \d+\); padded with 0 "
+                     rf"onto the grid of the CT {re.escape(str(ct))}", caplog.text)
+    shifted = saved_as(mask, tmp_path / "shifted" / name, shift_mm=1.0, cropped=True)
+    with pytest.raises(CovsegError, match=r"shape .* differs from the mask"):
+        quantify_study(shifted, tmp_path / "refused", image=ct)
+
+
 @pytest.mark.parametrize(("ct_name", "segmentation_name"), [
     ("case.nrrd", "case.seg.nrrd"), ("2 CT chest.nrrd", "Segmentation.seg.nrrd")])
 def test_a_3d_slicer_save_folder_is_quantified_with_its_ct(tmp_path: Path, ct_name: str,
@@ -1517,13 +1542,14 @@ def test_two_cts_of_one_name_in_the_image_folder_are_refused_once(tmp_path: Path
 
 def test_a_cropped_segmentation_is_refused_saying_how_to_export_it(tmp_path: Path) -> None:
     """A .seg.nrrd saved cropped to its segments was refused "they must be on the same voxel
-    grid" alone: it now says how 3D Slicer exports it on the CT's geometry."""
+    grid" alone: it now says how 3D Slicer exports it on the CT's geometry. (Its voxels are
+    off the CT's here: one on them is padded onto the CT's grid, from 7 Dec.)"""
     ct, mask, _ = synthetic_study(tmp_path / "in", "case")
     full = nib.load(mask)
     cropped = tmp_path / "crop.nii.gz"
     nib.save(nib.Nifti1Image(np.asarray(full.dataobj)[30:50, 10:30, 1:5], full.affine),
              str(cropped))
-    segmentation = saved_as(cropped, tmp_path / "slicer" / "case.seg.nrrd")
+    segmentation = saved_as(cropped, tmp_path / "slicer" / "case.seg.nrrd", shift_mm=1.0)
     with pytest.raises(CovsegError, match=r"same voxel grid; 3D Slicer may save a segmentation "
                                           r"cropped to its segments' extent"):
         quantify_study(segmentation, tmp_path / "out", image=ct)

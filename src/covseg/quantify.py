@@ -55,7 +55,13 @@ from covseg.io.nifti import (
     warnings_once,
 )
 from covseg.io.quiet import warnings_logged_quiet
-from covseg.io.volume import Volume, check_same_grid, hounsfield, is_segmentation
+from covseg.io.volume import (
+    Volume,
+    check_same_grid,
+    hounsfield,
+    is_segmentation,
+    padded_onto,
+)
 from covseg.lungs import (
     LEFT_LUNG,
     LUNG_AND_INFECTION_LOOK,
@@ -317,6 +323,7 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
     lesions, ct = _read_lesions_and_ct(mask_path, image_path,
                                        _ct_hu(hu, read_as if recorded_ct else None))
     if ct is not None:
+        lesions = padded_onto(lesions, ct)
         check_same_grid(lesions, ct)
     classes = is_multiclass(lesions.array, classes)  # read once: auto reads every label held
     lung_labels, lung_source, found_lungs, grown = None, None, None, None

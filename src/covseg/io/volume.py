@@ -31,7 +31,7 @@ import numbers
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,9 @@ from covseg.transforms import (
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 METAIMAGE_SUFFIXES = (".mha", ".mhd")
 """MetaImage, as ITK saves volumes (a ``.mhd`` header names its data file)."""
-ITK_SUFFIXES = (".nrrd", ".nhdr", *METAIMAGE_SUFFIXES)
+NRRD_SUFFIXES = (".nrrd", ".nhdr")
+"""NRRD, as 3D Slicer saves volumes, label maps and segmentations (``.seg.nrrd``)."""
+ITK_SUFFIXES = (*NRRD_SUFFIXES, *METAIMAGE_SUFFIXES)
 """NRRD and MetaImage, as 3D Slicer and ITK save volumes (:mod:`covseg.io.itk`)."""
 HEADER_BYTES = 65536
 """Bytes of a NRRD or MetaImage file read for its header (headers are a few hundred)."""
@@ -522,6 +524,45 @@ def cropped_segmentation_advice(*sources: str | Path | None) -> str:
     return (f"; 3D Slicer may save a segmentation cropped to its segments' extent: "
             f"{_SLICER_EXPORT} with the CT as reference volume (on the CT's geometry) and give "
             "that")
+
+
+def padded_onto(mask: Volume, ct: Volume) -> Volume:
+    """``mask`` padded with 0 onto ``ct``'s grid where it is a NRRD (a 3D Slicer segmentation
+    or label map) saved cropped to its segments' extent, Slicer's default: its voxels of the
+    CT's size and direction, its first voxel on one of the CT's (:func:`same_grid_affine`'s
+    rounding), its extent inside the CT; a warning says so. Any other ``mask`` is itself, to
+    pair or refuse (:func:`check_same_grid`): quantify refused such a crop, advising a labelmap
+    exported with the CT as reference volume."""
+    start = _crop_start(mask, ct)
+    if start is None:
+        return mask
+    array = np.zeros(ct.array.shape, dtype=mask.array.dtype)
+    array[tuple(slice(int(k), int(k) + n) for k, n in zip(start, mask.array.shape, strict=True))
+          ] = mask.array
+    log.warning("%s: saved cropped to its segments' extent (%s voxels of the CT's %s); padded "
+                "with 0 onto the grid of the CT %s", mask.source, _voxels(mask),
+                _voxels(ct), ct.source)
+    return replace(ct, array=array, source=mask.source, intensity=mask.intensity, dicom=None)
+
+
+def _crop_start(mask: Volume, ct: Volume) -> np.ndarray | None:
+    """The CT voxel (z, y, x) where a NRRD ``mask`` cropped from its grid starts
+    (:func:`padded_onto`); None where it is no such crop: another format, the CT's own shape,
+    voxels off the CT's or reaching outside it."""
+    if mask.array.shape == ct.array.shape or not mask.source.lower().endswith(NRRD_SUFFIXES):
+        return None
+    start_xyz = np.round(np.linalg.solve(ct.affine[:3, :3], mask.affine[:3, 3] - ct.affine[:3, 3]))
+    placed = ct.affine.copy()
+    placed[:3, 3] = ct.affine[:3, :3] @ start_xyz + ct.affine[:3, 3]
+    start = start_xyz[::-1]
+    inside = (start >= 0).all() and (start + mask.array.shape <= ct.array.shape).all()
+    aligned = np.allclose(mask.affine, placed, atol=GRID_TOLERANCE_MM)
+    return start if inside and aligned else None
+
+
+def _voxels(volume: Volume) -> str:
+    """A volume's grid as a user reads it in its file: "40 x 30 x 12"."""
+    return " x ".join(str(n) for n in volume.file_shape)
 
 
 def check_same_grid(reference: Volume, other: Volume) -> None:
