@@ -1701,17 +1701,20 @@ def test_a_nrrd_truth_on_another_grid_is_refused_as_a_nifti_one_is(tmp_path: Pat
     assert refusals[1] == refusals[0]
 
 
-def test_a_cropped_segmentation_truth_is_refused_saying_how_to_export_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["a.seg.nrrd", "a.nrrd"])
+def test_a_cropped_segmentation_truth_is_refused_saying_how_to_export_it(tmp_path: Path,
+                                                                          name: str) -> None:
     """3D Slicer may save a segmentation cropped to its segments: "a: prediction ... and truth
-    ... differ in size" gave no advice; it now says how to export it on the CT's geometry."""
+    ... differ in size" gave no advice; it now says how to export it on the CT's geometry. A
+    label map .nrrd, which Slicer exports cropped too, got none; it now gets the same."""
     truth = nib.load(_volume_truth(tmp_path))
     cropped = tmp_path / "crop.nii.gz"
     nib.save(nib.Nifti1Image(np.asarray(truth.dataobj)[20:34, 18:32, 2:9], truth.affine),
              str(cropped))
-    saved_as(cropped, tmp_path / "slicer" / "a.seg.nrrd")
-    with pytest.raises(CovsegError, match=r"differ in size; 3D Slicer may save a segmentation "
-                                          r"cropped to its segments' extent: .* with the CT as "
-                                          r"reference volume"):
+    saved_as(cropped, tmp_path / "slicer" / name)
+    with pytest.raises(CovsegError, match=r"differ in size; 3D Slicer may save a segmentation, "
+                                          r"or export a label map, cropped to its segments' "
+                                          r"extent: if so, .* with the CT as reference volume"):
         evaluate_folders(tmp_path / "pred", tmp_path / "slicer", tmp_path / "ev")
 
 

@@ -1540,19 +1540,57 @@ def test_two_cts_of_one_name_in_the_image_folder_are_refused_once(tmp_path: Path
     assert not (tmp_path / "out").exists()
 
 
-def test_a_cropped_segmentation_is_refused_saying_how_to_export_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["case.seg.nrrd", "case.nrrd", "case.nhdr"])
+def test_a_cropped_segmentation_is_refused_saying_how_to_export_it(tmp_path: Path,
+                                                                   name: str) -> None:
     """A .seg.nrrd saved cropped to its segments was refused "they must be on the same voxel
     grid" alone: it now says how 3D Slicer exports it on the CT's geometry. (Its voxels are
-    off the CT's here: one on them is padded onto the CT's grid, from 7 Dec.)"""
+    off the CT's here: one on them is padded onto the CT's grid, from 7 Dec.) A label map
+    .nrrd or .nhdr of another shape, which Slicer exports cropped too, got no advice; it now
+    gets the same, while a NIfTI mask of another shape beside a NRRD CT gets none."""
     ct, mask, _ = synthetic_study(tmp_path / "in", "case")
     full = nib.load(mask)
     cropped = tmp_path / "crop.nii.gz"
     nib.save(nib.Nifti1Image(np.asarray(full.dataobj)[30:50, 10:30, 1:5], full.affine),
              str(cropped))
-    segmentation = saved_as(cropped, tmp_path / "slicer" / "case.seg.nrrd", shift_mm=1.0)
-    with pytest.raises(CovsegError, match=r"same voxel grid; 3D Slicer may save a segmentation "
-                                          r"cropped to its segments' extent"):
+    segmentation = saved_as(cropped, tmp_path / "slicer" / name, shift_mm=1.0)
+    with pytest.raises(CovsegError, match=r"same voxel grid; 3D Slicer may save a segmentation, "
+                                          r"or export a label map, cropped to its segments' "
+                                          r"extent: if so, in 3D Slicer's Segmentations module, "
+                                          r"export it as a labelmap volume with the CT as "
+                                          r"reference volume \(on the CT's geometry\) and give "
+                                          r"that$"):
         quantify_study(segmentation, tmp_path / "out", image=ct)
+    nrrd_ct = saved_as(ct, tmp_path / "nrrd" / "case.nrrd")
+    with pytest.raises(CovsegError, match=r"they must be on the same voxel grid$"):
+        quantify_study(cropped, tmp_path / "out", image=nrrd_ct)
+
+
+@pytest.mark.parametrize("name", ["lungs.seg.nrrd", "lungs.nrrd"])
+def test_a_3d_slicer_lung_mask_cropped_on_the_ct_grid_is_padded_onto_it(tmp_path: Path,
+                                                                        name: str,
+                                                                        caplog) -> None:
+    """A --lungs mask saved cropped to its segments' extent (3D Slicer's default) was refused
+    for its shape where the lesion mask was padded onto the CT's grid: it is now padded the
+    same way, with the same warning, and gives the figures of the whole lung mask; shifted off
+    the CT's voxels, it is refused as before."""
+    ct, mask, _ = synthetic_study(tmp_path / "in", "case")
+    lungs = np.zeros((64, 48, 6), dtype=np.int16)
+    lungs[10:28, 10:38, 1:5] = 1
+    lungs[36:54, 10:38, 1:5] = 1
+    whole_lungs = tmp_path / "lungs.nii.gz"
+    nib.save(nib.Nifti1Image(lungs, np.diag([0.7, 0.7, 5.0, 1.0])), str(whole_lungs))
+    whole = quantify_study(mask, tmp_path / "whole", image=ct, lungs=whole_lungs)
+    cropped = saved_as(whole_lungs, tmp_path / "crop" / name, cropped=True)
+    with caplog.at_level("WARNING"):
+        padded = quantify_study(mask, tmp_path / "padded", image=ct, lungs=cropped)
+    keys = ("study", "right_lung", "left_lung", "shape")
+    assert {key: padded[key] for key in keys} == {key: whole[key] for key in keys}
+    assert f"{cropped}: saved cropped to its segments' extent (44 x 28 x 4 voxels of the CT's " \
+           f"64 x 48 x 6); padded with 0 onto the grid of the CT {ct}" in caplog.text
+    shifted = saved_as(whole_lungs, tmp_path / "shifted" / name, shift_mm=1.0, cropped=True)
+    with pytest.raises(CovsegError, match=r"shape .* differs from the mask"):
+        quantify_study(mask, tmp_path / "refused", image=ct, lungs=shifted)
 
 
 @pytest.mark.parametrize("where", ["masks", "image"])

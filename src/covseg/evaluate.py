@@ -386,7 +386,7 @@ def _read_pair(stem: str, pred_path: Path | None, truth_path: Path,
     pred, pred_volume, truth, truth_volume = _read_cases(pred_path, truth_path, truth_dtype)
     if pred.shape != truth.shape:
         raise CovsegError(f"{stem}: {_sizes(pred, pred_volume, truth, truth_volume)} differ in "
-                          "size" + cropped_segmentation_advice(pred_path, truth_path))
+                          "size" + cropped_segmentation_advice(reshaped=[pred_path, truth_path]))
     if pred_volume and truth_volume:
         differences = grid_differences(pred_volume, truth_volume)
         if differences:

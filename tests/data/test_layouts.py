@@ -3170,6 +3170,45 @@ def test_a_volumes_mask_saved_as_nrrd_or_metaimage_is_read_as_its_nifti(tmp_path
     assert refusals[1] == refusals[0] + cropped_segmentation_advice(name)
 
 
+def _nifti_study(root: Path, layout: str) -> tuple[Path, tuple[str, str]]:
+    """``root`` holding one NIfTI CT and its lesion mask in the ``layout``'s folders (generic
+    or Zenodo), named coronacases_001; and those folders (CT, mask)."""
+    folders = {"generic": ("images", "masks"), "zenodo": ("ct_scans", "infection_mask")}[layout]
+    hu, lesions = _hu_volume(slices=3)
+    _save_nifti(root / folders[0] / "coronacases_001.nii.gz", hu)
+    _save_nifti(root / folders[1] / "coronacases_001.nii.gz", lesions)
+    return root, folders
+
+
+@pytest.mark.parametrize("mask", ["seg.nrrd", "nrrd"])
+@pytest.mark.parametrize("layout", ["generic", "zenodo"])
+def test_a_3d_slicer_mask_cropped_on_the_ct_grid_is_padded_for_training(
+        tmp_path: Path, caplog, layout: str, mask: str) -> None:
+    """A CT's mask saved by 3D Slicer cropped to its segments' extent (its default) was refused
+    for its shape in training, where quantify padded it: it is now padded with 0 onto the CT's
+    grid, with quantify's warning, and gives the slices of the uncropped mask; shifted off the
+    CT's voxels, it is refused as before, saying how Slicer exports it on the CT's geometry."""
+    nifti, folders = _nifti_study(tmp_path / "nifti", layout)
+    slicer = tmp_path / "slicer"
+    shutil.copytree(nifti / folders[0], slicer / folders[0])
+    cropped = saved_as(nifti / folders[1] / "coronacases_001.nii.gz",
+                       slicer / folders[1] / f"coronacases_001.{mask}", cropped=True)
+    with caplog.at_level("WARNING"):
+        expected, read = load_dataset(nifti, slices="all"), load_dataset(slicer, slices="all")
+    assert [s.case_id for s in read.samples] == [s.case_id for s in expected.samples]
+    assert all((got.mask == want.mask).all() and (got.image == want.image).all()
+               for got, want in zip(read.samples, expected.samples, strict=True))
+    assert re.search(rf"{re.escape(str(cropped))}: saved cropped to its segments' extent "
+                     rf"\(\d+ x \d+ x \d+ voxels of the CT's 32 x 32 x 3\); padded with 0 onto "
+                     rf"the grid of the CT {re.escape(str(slicer / folders[0]))}", caplog.text)
+    shifted = tmp_path / "shifted"
+    shutil.copytree(nifti / folders[0], shifted / folders[0])
+    saved_as(nifti / folders[1] / "coronacases_001.nii.gz",
+             shifted / folders[1] / f"coronacases_001.{mask}", shift_mm=1.0, cropped=True)
+    assert _refusal(shifted, slices="all").endswith(
+        "they must be on the same voxel grid" + cropped_segmentation_advice("x.seg.nrrd"))
+
+
 @pytest.mark.parametrize(("image", "mask"), [("nrrd", "nii.gz"), ("mha", "mha"),
                                              ("nhdr", "nrrd"), ("mhd", "seg.nrrd")])
 @pytest.mark.parametrize("layout", ["generic", "zenodo"])
@@ -3179,11 +3218,7 @@ def test_a_ct_saved_as_nrrd_or_metaimage_gives_its_niftis_training_slices(
     Slicer or ITK as NRRD or MetaImage was passed over, its mask warned of as without an image,
     and a folder of such CTs held no slices. Each is now read as the NIfTI it was saved from,
     beside a mask of any of the three formats, and gives the same slices."""
-    folders = {"generic": ("images", "masks"), "zenodo": ("ct_scans", "infection_mask")}[layout]
-    hu, lesions = _hu_volume(slices=3)
-    nifti = tmp_path / "nifti"
-    _save_nifti(nifti / folders[0] / "coronacases_001.nii.gz", hu)
-    _save_nifti(nifti / folders[1] / "coronacases_001.nii.gz", lesions)
+    nifti, folders = _nifti_study(tmp_path / "nifti", layout)
     itk = tmp_path / "itk"
     for folder, suffix in zip(folders, (image, mask), strict=True):
         saved_as(nifti / folder / "coronacases_001.nii.gz",

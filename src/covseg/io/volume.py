@@ -515,15 +515,20 @@ def is_segmentation(path: Path) -> bool:
     return path.name.lower().endswith(SEGMENTATION_SUFFIX)
 
 
-def cropped_segmentation_advice(*sources: str | Path | None) -> str:
-    """Advice to add to a refusal of two masks or volumes on different grids where one is a 3D
-    Slicer segmentation, which Slicer may save cropped to its segments' extent; else ''. A
-    missing source (None: evaluate's missing prediction) is none."""
-    if not any(is_segmentation(Path(source)) for source in sources if source is not None):
+def cropped_segmentation_advice(*sources: str | Path | None,
+                                reshaped: Sequence[str | Path | None] = ()) -> str:
+    """Advice to add to a refusal of two masks or volumes on different grids where one may be a
+    mask 3D Slicer saved cropped to its segments' extent: a segmentation among ``sources``
+    (never a CT), or a NRRD among ``reshaped``, the masks of a refusal for their shapes (a label
+    map Slicer exported cropped; any other NRRD mask of another shape, which the advice's "if
+    so" fits too); else ''. A missing source (None: evaluate's missing prediction) is none."""
+    if not (any(is_segmentation(Path(source)) for source in sources if source is not None)
+            or any(str(mask).lower().endswith(NRRD_SUFFIXES)
+                   for mask in reshaped if mask is not None)):
         return ""
-    return (f"; 3D Slicer may save a segmentation cropped to its segments' extent: "
-            f"{_SLICER_EXPORT} with the CT as reference volume (on the CT's geometry) and give "
-            "that")
+    return ("; 3D Slicer may save a segmentation, or export a label map, cropped to its "
+            f"segments' extent: if so, {_SLICER_EXPORT} with the CT as reference volume (on the "
+            "CT's geometry) and give that")
 
 
 def padded_onto(mask: Volume, ct: Volume) -> Volume:
@@ -531,8 +536,8 @@ def padded_onto(mask: Volume, ct: Volume) -> Volume:
     or label map) saved cropped to its segments' extent, Slicer's default: its voxels of the
     CT's size and direction, its first voxel on one of the CT's (:func:`same_grid_affine`'s
     rounding), its extent inside the CT; a warning says so. Any other ``mask`` is itself, to
-    pair or refuse (:func:`check_same_grid`): quantify refused such a crop, advising a labelmap
-    exported with the CT as reference volume."""
+    pair or refuse (:func:`check_same_grid`): quantify (lesion and lung masks) and the training
+    layouts refused such a crop, advising a labelmap exported with the CT as reference volume."""
     start = _crop_start(mask, ct)
     if start is None:
         return mask
@@ -586,7 +591,7 @@ def check_same_grid(reference: Volume, other: Volume) -> None:
             f"{other.source}: shape {other.file_shape} differs from the mask "
             f"{reference.source} {reference.file_shape} (each file's {FILE_ORDER}); "
             "they must be on the same voxel grid"
-            + cropped_segmentation_advice(reference.source, other.source)
+            + cropped_segmentation_advice(other.source, reshaped=[reference.source])
         )
     if differences:
         raise CovsegError(

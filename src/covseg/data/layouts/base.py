@@ -41,7 +41,7 @@ from covseg.io.image import (
     refuse_negative,
 )
 from covseg.io.nifti import is_nifti, read_paired
-from covseg.io.volume import Volume, check_same_grid, refuse_unwindowed_grey
+from covseg.io.volume import Volume, check_same_grid, padded_onto, refuse_unwindowed_grey
 from covseg.progress import progress_bar
 from covseg.provenance import option_given
 from covseg.transforms import (
@@ -892,10 +892,13 @@ def _read_volume_pair(image_path: Path, mask_path: Path) -> tuple[Volume, Volume
     """A CT volume and its mask, read to pair voxel for voxel (a mask without geometry on the
     CT's: :func:`read_paired`) and checked to share its grid as quantify checks it
     (:func:`check_same_grid`): one of another shape, or whose header flips or permutes the
-    axes and places the voxels elsewhere, is refused rather than trained on mirrored."""
+    axes and places the voxels elsewhere, is refused rather than trained on mirrored; a NRRD
+    saved cropped on the CT's voxels (3D Slicer's default) is padded onto its grid first, as
+    quantify pads it (:func:`padded_onto`)."""
     image, mask = read_paired(lambda like: read_volume_file(image_path, like), image_path,
                               lambda like: read_mask_volume(mask_path, np.int16, like),
                               mask_path)
+    mask = padded_onto(mask, image)
     check_same_grid(mask, image)
     return image, mask
 
