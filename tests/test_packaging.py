@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
+import inspect
 import shutil
 import subprocess
 import sys
@@ -137,14 +139,38 @@ def test_a_users_documented_calls_type_check_strictly(tmp_path: Path,
     assert status == 0, stdout + stderr
 
 
+def _train_config_init() -> ast.FunctionDef:
+    """TrainConfig's ``__init__`` for type checkers, as config.py writes it."""
+    source = ast.parse((ROOT / "src" / "covseg" / "config.py").read_text())
+    [init] = [node for node in ast.walk(source) if isinstance(node, ast.FunctionDef)
+              and node.name == "__init__" and node.args.args[0].arg == "self"
+              and any(arg.arg == "val_fraction" for arg in node.args.args)]
+    return init
+
+
 def test_the_train_config_init_type_checkers_see_takes_every_field() -> None:
     """TrainConfig's ``__init__`` for type checkers (numpy's numbers taken) names the fields
     the dataclass's own ``__init__`` takes, in order: a field added to one only would be a
     keyword mypy refuses, or one it takes that the class does not."""
     from covseg.config import TrainConfig
 
-    source = ast.parse((ROOT / "src" / "covseg" / "config.py").read_text())
-    [init] = [node for node in ast.walk(source) if isinstance(node, ast.FunctionDef)
-              and node.name == "__init__" and node.args.args[0].arg == "self"
-              and any(arg.arg == "val_fraction" for arg in node.args.args)]
+    init = _train_config_init()
     assert [arg.arg for arg in init.args.args[1:]] == list(TrainConfig.__dataclass_fields__)
+
+
+def test_the_train_config_init_type_checkers_see_shows_the_defaults() -> None:
+    """TrainConfig's ``__init__`` for type checkers gave every default as ``...``, so an editor
+    or other static tool showed ``epochs: Int | None = ...``: it gives the fields' defaults
+    (``...`` only for one made by a factory, ``model_options``'s new dict), as the signature
+    that ``help`` shows does."""
+    from covseg.config import TrainConfig
+
+    init = _train_config_init()
+    given = {arg.arg: ast.literal_eval(default)
+             for arg, default in zip(init.args.args[1:], init.args.defaults, strict=True)}
+    fields = dataclasses.fields(TrainConfig)
+    assert given == {field.name: ... if field.default is dataclasses.MISSING else field.default
+                     for field in fields}
+    shown = inspect.signature(TrainConfig).parameters
+    assert (shown["epochs"].default, shown["size"].default, shown["lr"].default) == (None, 256,
+                                                                                      2e-3)

@@ -390,3 +390,41 @@ def test_a_study_named_as_tex_gets_its_montage_with_the_name_as_it_is(
     write_montage(tmp_path / "montage.png", grid.array, grid, title="scan$_a_b$")
     heading = saved_figures[-1]._suptitle
     assert heading.get_text().startswith("scan$_a_b$\n") and not heading.get_parse_math()
+
+
+def _table(page: str) -> list[dict[str, str]]:
+    """report.html's table as rows of cells by column."""
+    header, *rows = ([html.unescape(cell) for cell in re.findall(r"<t[dh]>(.*?)</t[dh]>", row)]
+                     for row in re.findall(r"<tr>(.*?)</tr>", page))
+    return [dict(zip(header, row, strict=True)) for row in rows]
+
+
+def test_a_multiclass_report_gives_each_class_its_percent_involved(tmp_path: Path) -> None:
+    """report.html gave a multi-class study's ground-glass and consolidation in mL only, though
+    quantification.json and the CSVs give each one's % of the lungs involved: its table shows
+    them after % involved (rounded down as it is), a binary study's table has no such
+    columns."""
+    lungs = np.ones((1, 100, 400), np.uint8)
+    lungs[:, :, 200:] = 2  # 40 000 voxels of 1 mm^3, 20 000 a lung
+    lesions = np.zeros_like(lungs)
+    lesions[0, :20, :200] = 1  # 4 000 voxels of ground-glass in the right lung: 10 %
+    lesions[0, :10, 200:300] = 2  # 1 000 of consolidation in the left: 2.5 %
+    lesions[0, 99, 399] = 2  # and one more: 1 001, 2.5025 %, shown rounded down
+    multi = quantify(lesions, (1.0, 1.0, 1.0), lungs, multiclass=True)
+    rows = _table(write_html(tmp_path / "multi.html", multi, "case", None).read_text())
+    assert list(rows[0])[3:6] == ["percent_involved", "ggo_percent_involved",
+                                  "consolidation_percent_involved"]
+    study, right, left = ({k: row[k] for k in ("region", "percent_involved",
+                                               "ggo_percent_involved",
+                                               "consolidation_percent_involved")}
+                          for row in rows)
+    assert study == {"region": "study", "percent_involved": "12.50",
+                     "ggo_percent_involved": "10.00", "consolidation_percent_involved": "2.50"}
+    assert right["ggo_percent_involved"] == "20.00" and right["consolidation_percent_involved"] \
+        == "0.00"
+    assert left["ggo_percent_involved"] == "0.00" and left["consolidation_percent_involved"] \
+        == "5.00"
+    binary = quantify((lesions > 0).astype(np.uint8), (1.0, 1.0, 1.0), lungs)
+    page = write_html(tmp_path / "binary.html", binary, "case", None).read_text()
+    assert "percent_involved</th>" in page and "ggo_percent_involved" not in page
+    assert "consolidation_percent_involved" not in page

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 from PIL import Image
 
-from covseg.data.layouts import CLASS_NAMES
+from covseg.data.layouts import CLASS_NAMES, class_labels, label_names
 from covseg.viz import (
     CATEGORY_COLOURS,
     CHART_STUDIES,
@@ -51,12 +51,23 @@ def test_overlay_fills_classes_and_outlines_the_prediction() -> None:
 
 def test_legend_names_only_the_labels_present() -> None:
     masks = [np.array([[0, 1]]), np.array([[0, 0]])]
-    names = {k: v for k, v in CLASS_NAMES.items() if k > 0}
+    names = label_names("multiclass", 4)
     assert [patch.get_label() for patch in legend_handles(masks, names)] == ["ground-glass"]
     masks.append(np.array([[3, 2]]))
     assert [patch.get_label() for patch in legend_handles(masks, names)] == [
         "ground-glass", "consolidation", "effusion"]
     assert legend_handles([np.zeros((2, 2))], names) == []
+
+
+def test_legends_name_the_classes_as_the_records_do() -> None:
+    """visualize's grid legends and predict's overlay legends built names of their own beside
+    the records' ``classes``: both take them from :func:`class_labels`, background left out."""
+    assert label_names("multiclass", 4) == {1: "ground-glass", 2: "consolidation", 3: "effusion"}
+    assert label_names("infection", 2) == {1: "infection"}
+    assert label_names("lung", 2) == {1: "lung"}
+    for target, classes in (("multiclass", 3), ("infection", 2)):
+        assert {str(label): name for label, name in label_names(target, classes).items()} == {
+            label: name for label, name in class_labels(target, classes).items() if label != "0"}
 
 
 def test_grid_and_ct_legends_name_effusion_alike() -> None:

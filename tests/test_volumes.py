@@ -470,8 +470,8 @@ def test_effusion_is_kept_far_from_the_lungs(chest, tmp_path: Path) -> None:
     assert study["lesion_ml"] == pytest.approx((counts["ggo"] + counts["consolidation"])
                                                * VOXEL_ML), "the chest-wall blob is removed"
     assert result["inputs"]["effusion_label"] == 3
-    assert result["inputs"]["model"]["classes"] == ["background", "ground-glass",
-                                                    "consolidation", "effusion"]
+    assert result["inputs"]["model"]["classes"] == {"0": "background", "1": "ground-glass",
+                                                    "2": "consolidation", "3": "effusion"}
     infection = np.asarray(nib.load(str(tmp_path / "out" / "infection.nii.gz")).dataobj)
     assert np.count_nonzero(infection == 3) == 1536
 
@@ -658,8 +658,8 @@ def test_a_model_without_effusion_reports_none_predicted(chest, tmp_path: Path) 
     record = json.loads((out / "quantification.json").read_text())
     assert record["study"]["effusion_ml"] is None
     assert record["inputs"]["effusion_label"] is None
-    assert record["inputs"]["model"]["classes"] == ["background", "ground-glass",
-                                                    "consolidation"]
+    assert record["inputs"]["model"]["classes"] == {"0": "background", "1": "ground-glass",
+                                                    "2": "consolidation"}
     with open(out / "quantification.csv", newline="") as handle:
         assert next(csv.DictReader(handle))["effusion_ml"] == "not predicted"
     with open(tmp_path / "pred" / "summary.csv", newline="") as handle:
@@ -668,6 +668,30 @@ def test_a_model_without_effusion_reports_none_predicted(chest, tmp_path: Path) 
     assert quantify_batch([tmp_path / "pred"], tmp_path / "again").done == 1
     again = json.loads((tmp_path / "again" / "chest" / "quantification.json").read_text())
     assert again["study"] == record["study"]
+
+
+def test_a_record_naming_its_classes_in_a_list_still_reads(chest, tmp_path: Path) -> None:
+    """quantification.json named a model's classes as a list (``inputs.model.classes``), every
+    other record as ``{label: name}``, as it now does: a study an earlier covseg predicted, its
+    list kept, is still reported (its report.html written on a rerun with ``--html``), summed
+    up in summary.csv and quantified."""
+    path, _ = chest
+    three_classes = BandPredictor([(-400, -200), (-200, -100)])
+    predict_batch(three_classes, [path], tmp_path / "pred")
+    out = tmp_path / "pred" / "chest"
+    record = json.loads((out / "quantification.json").read_text())
+    assert record["inputs"]["model"]["classes"] == {"0": "background", "1": "ground-glass",
+                                                    "2": "consolidation"}
+    record["inputs"]["model"]["classes"] = ["background", "ground-glass", "consolidation"]
+    (out / "quantification.json").write_text(json.dumps(record))
+    rerun = predict_batch(three_classes, [path], tmp_path / "pred", html=True)
+    assert (rerun.done, rerun.skipped) == (0, 1)
+    page = (out / "report.html").read_text()
+    assert "<td>not predicted</td>" in page and "&quot;consolidation&quot;\n" in page
+    with open(tmp_path / "pred" / "summary.csv", newline="") as handle:
+        assert float(next(csv.DictReader(handle))["lesion_ml"]) == pytest.approx(
+            record["study"]["lesion_ml"])
+    assert quantify_batch([tmp_path / "pred"], tmp_path / "again").done == 1
 
 
 def test_bad_predictor_output_is_reported(chest, tmp_path: Path) -> None:

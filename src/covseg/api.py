@@ -63,12 +63,12 @@ from covseg.crossval import (
 from covseg.crossval import cross_validate as _cross_validate
 from covseg.data.fetch import fetch
 from covseg.data.layouts import (
-    CLASS_NAMES,
     LoadedData,
     class_labels,
     data_fingerprint,
     data_folders,
     fingerprints_kept,
+    label_names,
     load_dataset,
 )
 from covseg.data.splits import check_fold_count
@@ -177,7 +177,6 @@ from covseg.volumes import (
     checkpoint_sha256,
     guide_run,
     masks_in_lungs,
-    model_classes,
     model_hash,
     predict_batch,
     predict_labels,
@@ -478,10 +477,9 @@ def _draw_grid(data: str | os.PathLike[str] | LoadedData, out: Path, n: int, see
         log.warning("%s, but the data hold %s: the grid shows all %d", option_given("n", n),
                     counted(len(chosen), "slice"), len(chosen))
     heading = loaded.describe()
-    names = {"infection": {1: "infection"}, "lung": {1: "lung"}}.get(loaded.target, CLASS_NAMES)
     return sample_grid([s.image for s in chosen], [s.mask for s in chosen],
                        [f"{s.title} ({s.shape[1]}x{s.shape[0]})" for s in chosen],
-                       out, heading, label_names={k: v for k, v in names.items() if k > 0},
+                       out, heading, label_names=label_names(loaded.target, loaded.num_classes),
                        aspects=[s.aspect for s in chosen],
                        palette=LUNG_COLOURS if loaded.target == "lung" else CLASS_COLOURS)
 
@@ -1215,7 +1213,7 @@ def _predict_images(model: str | os.PathLike[str] | Predictor,
     batch_size = predictor.batch_size
     _refuse_other_model(out, earlier, predictor)
     palette = LUNG_COLOURS if predictor.target == "lung" else CLASS_COLOURS
-    names = dict(enumerate(model_classes(predictor))) if predictor.num_classes > 2 else {}
+    names = label_names("infection", predictor.num_classes) if predictor.num_classes > 2 else {}
     started = time.perf_counter()
     written: list[Path] = []
     failed: dict[str, str] = {}

@@ -247,16 +247,19 @@ class TrainConfig:
     for binary targets. Multi-class models take the arg-max: they refuse one and record none."""
 
     if TYPE_CHECKING:  # the __init__ dataclass writes, as callers type-check it (numpy's numbers)
-        def __init__(self, model: str = ..., model_options: dict[str, Any] = ...,
-                     target: str = ..., epochs: Int | None = ..., batch_size: Int = ...,
-                     lr: Real = ..., weight_decay: Real = ..., size: Int = ..., seed: Int = ...,
-                     augment: str = ..., loss: str = ..., cutmix: Real = ...,
-                     lesion_paste: Real = ..., ema_decay: Real = ..., val_fraction: Real = ...,
-                     intensity: str = ..., window: Numbers | None = ..., lung_guide: str = ...,
-                     crop_lungs: bool = ..., frame_lungs: bool = ..., test_flips: bool = ...,
-                     threshold: Real | None = ...) -> None:
+        def __init__(self, model: str = "miniseg,miniseg", model_options: dict[str, Any] = ...,
+                     target: str = "infection", epochs: Int | None = None, batch_size: Int = 4,
+                     lr: Real = 2e-3, weight_decay: Real = 1e-4, size: Int = 256, seed: Int = 0,
+                     augment: str = "heavy", loss: str = "bce+dice", cutmix: Real = 0.0,
+                     lesion_paste: Real = 0.0, ema_decay: Real = 0.0, val_fraction: Real = 0.0,
+                     intensity: str = "auto", window: Numbers | None = None,
+                     lung_guide: str = "none", crop_lungs: bool = False, frame_lungs: bool = True,
+                     test_flips: bool = True, threshold: Real | None = None) -> None:
             """Numbers as :data:`Int` and :data:`Real` and a window as :data:`Numbers` take them,
-            stored as Python's (:meth:`__post_init__`), which the fields' types say."""
+            stored as Python's (:meth:`__post_init__`), which the fields' types say. The fields'
+            defaults, so that an editor's help from this signature shows them (``...`` for
+            ``model_options``, a new dict each time); the dataclass's own ``__init__``, which
+            ``help`` and :func:`inspect.signature` show, has them anyway."""
 
     def __post_init__(self) -> None:
         # numpy's numbers (a config built by hand from arrays) would reach torch and the records

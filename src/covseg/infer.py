@@ -150,7 +150,7 @@ class Predictor:
     def class_labels(self) -> dict[str, str]:
         """Class names by label, as the run's config.json names them: a binary model's
         background and target (its masks store label 1 as 255: predict.json's ``mask_values``),
-        a multi-class model's as a CT study's quantification.json lists them."""
+        a multi-class model's as a CT study's quantification.json names them."""
         return class_labels(self.target or "infection", self.num_classes)
 
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:

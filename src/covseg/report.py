@@ -355,14 +355,24 @@ HTML_FIELDS = ("region", *REGION_FIELDS)
 above it."""
 
 
+def _html_fields(result: dict[str, Any]) -> tuple[str, ...]:
+    """A study's table columns: :data:`HTML_FIELDS`, and a multi-class study's % of the lungs
+    involved by each lesion class (:data:`~covseg.burden.CLASS_PERCENTS`) after its
+    ``percent_involved``; a binary study has no classes to give them."""
+    if not result.get("multiclass"):
+        return HTML_FIELDS
+    after = HTML_FIELDS.index("percent_involved") + 1
+    return (*HTML_FIELDS[:after], *CLASS_PERCENTS, *HTML_FIELDS[after:])
+
+
 def write_html(path: str | os.PathLike[str], result: dict[str, Any], study: str,
                montage: Path | None) -> Path:
     """Self-contained HTML report: the numbers and the montage embedded as base64 PNG."""
+    fields = _html_fields(result)
     rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(cell_text(k, row.get(k)))}</td>"
-                         for k in HTML_FIELDS)
+        "<tr>" + "".join(f"<td>{html.escape(cell_text(k, row.get(k)))}</td>" for k in fields)
         + "</tr>" for row in result_rows(result, study))
-    head = "".join(f"<th>{html.escape(k)}</th>" for k in HTML_FIELDS)
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in fields)
     image = ""
     if montage is not None and montage.is_file():
         data = base64.b64encode(montage.read_bytes()).decode("ascii")
@@ -412,11 +422,11 @@ def headline(result: dict[str, Any]) -> str:
 
 
 def cell_text(key: str, value: Any) -> str:
-    """A value as report.html and summary.png show it: numbers to 2 decimals, % involved by
-    :func:`_percent_text`."""
+    """A value as report.html and summary.png show it: numbers to 2 decimals, % involved (a
+    lesion class's too) by :func:`_percent_text`."""
     if value is None:
         return "-"
-    if key == "percent_involved":
+    if key.endswith("percent_involved"):
         return _percent_text(float(value))
     return _ml_text(value, 2) if isinstance(value, float) else str(value)
 

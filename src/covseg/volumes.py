@@ -357,11 +357,6 @@ def has_effusion(predictor: SlicePredictor) -> bool:
     return predictor.num_classes > EFFUSION
 
 
-def model_classes(predictor: SlicePredictor) -> list[str]:
-    """The names of a model's classes, by label (recorded, so a report says what it looked for)."""
-    return list(class_labels("infection", predictor.num_classes).values())
-
-
 def predict_settings(predictor: SlicePredictor, lung_predictor: SlicePredictor | None = None,
                      *, probabilities: bool = False, keep_outside_lungs: bool = False,
                      hu: str = "auto", html: bool = False,
@@ -550,7 +545,7 @@ def predict_study(predictor: SlicePredictor, path: str | os.PathLike[str],
         "model": {"source": predictor.source, "num_classes": predictor.num_classes,
                   "intensity": predictor.intensity, "window": list(predictor.window),
                   "threshold": applied_threshold(predictor),
-                  "classes": model_classes(predictor)},
+                  "classes": class_labels("infection", predictor.num_classes)},
         "tta": predictor.tta, "lung_source": masks.lung_source,
         "lung_model": _lung_model_record(settings) if lung_predictor is not None else None,
         "lungs_found": lungs_found,

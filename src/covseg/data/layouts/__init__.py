@@ -32,6 +32,7 @@ from covseg.data.layouts.base import (
     class_labels,
     data_fingerprint,
     fingerprints_kept,
+    label_names,
 )
 from covseg.data.layouts.detect import data_folders, detect_layout, load_dataset, warn_notes
 from covseg.data.layouts.mosmed import split_files_note
@@ -50,6 +51,7 @@ __all__ = [
     "data_folders",
     "detect_layout",
     "fingerprints_kept",
+    "label_names",
     "load_dataset",
     "refuse_combined_masks",
     "split_files_note",

@@ -85,6 +85,13 @@ def class_labels(target: str, num_classes: int) -> dict[str, str]:
     return {"0": CLASS_NAMES[0], "1": target}
 
 
+def label_names(target: str, num_classes: int) -> dict[int, str]:
+    """The names of :func:`class_labels` by label as a number, background left out: what a
+    figure's legend names (a mask's background is drawn as the image, not as a class)."""
+    return {int(label): name for label, name in class_labels(target, num_classes).items()
+            if label != "0"}
+
+
 def labels_hold_classes(labels: Iterable[int]) -> bool:
     """Whether masks holding these labels (as read: 0/85/170/255 divided by their step) hold
     lesion classes, the one rule of train's and data info's notes and quantify's
