@@ -23,15 +23,38 @@ import sys
 import threading
 from contextlib import suppress
 from types import FrameType
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 STOPPED = {signal.SIGINT: (130, "interrupted"), signal.SIGTERM: (143, "stopped"),
            **({signal.SIGHUP: (129, "stopped")} if hasattr(signal, "SIGHUP") else {})}
 """Exit status and word of each stop outside a command's work (no SIGHUP on Windows)."""
 
 REMOVED_AT_END: list[str] = []
-"""Temporary folders removed at exit (:mod:`covseg._mplconfig`'s): by atexit, and by
-:func:`_end`, whose ``os._exit`` skips atexit's callbacks."""
+"""Temporary folders removed at exit (:mod:`covseg._mplconfig`'s), by :func:`_remove_at_end`."""
+
+
+def _remove_at_end() -> None:
+    """Remove the folders of :data:`REMOVED_AT_END`: an atexit callback, also called by
+    :func:`_end`, whose ``os._exit`` skips atexit's callbacks."""
+    for folder in REMOVED_AT_END:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+atexit.register(_remove_at_end)
+
+
+def _pipe_broke(stream: TextIO | None) -> bool:
+    """Write out ``stream`` (stdout, stderr), whether its reader was gone (a broken pipe). A
+    stream that is full, closed or cut short (a flush that a stop interrupted, flushed again
+    from its handler: ``RuntimeError``) is left as it is: what was written stands."""
+    try:
+        if stream is not None:
+            stream.flush()
+    except BrokenPipeError:
+        return True
+    except (OSError, ValueError, RuntimeError):
+        pass
+    return False
 
 
 def _end(signum: int, when: str) -> None:
@@ -41,11 +64,8 @@ def _end(signum: int, when: str) -> None:
     The line is written below Python's streams (one that the stop cut short refuses a write);
     :data:`REMOVED_AT_END` is removed first."""
     status, word = STOPPED[signal.Signals(signum)]
-    for folder in REMOVED_AT_END:
-        shutil.rmtree(folder, ignore_errors=True)
-    if sys.stdout is not None:
-        with suppress(OSError, ValueError, RuntimeError):  # a reader gone, closed, cut short
-            sys.stdout.flush()
+    _remove_at_end()
+    _pipe_broke(sys.stdout)
     with suppress(OSError):  # stderr closed or full: the status says it
         os.write(2, f"covseg: {word} {when}\n".encode())
     os._exit(status)
@@ -93,21 +113,14 @@ def _exit(status: int) -> NoReturn:
     Python put back its default ones (a stop ended the process without a word) and then spent
     about 2 s freeing PyTorch's modules, work with nothing left to write. The non-daemon
     threads are waited for, the atexit callbacks run (logging's flush, multiprocessing's and
-    Ray's clean-up, :mod:`covseg._mplconfig`'s), and stdout and stderr written out (a closed
+    Ray's clean-up, :func:`_remove_at_end`), and stdout and stderr written out (a closed
     stdout pipe ends with :data:`covseg.cli.STDOUT_CLOSED`, as in the command); then
     ``os._exit``, which skips the teardown."""
     from covseg.cli import STDOUT_CLOSED
 
     threading._shutdown()  # type: ignore[attr-defined]  # Python's first step of its exit
     atexit._run_exitfuncs()
-    try:
-        if sys.stdout is not None:
-            sys.stdout.flush()
-    except BrokenPipeError:
+    if _pipe_broke(sys.stdout):
         status = STDOUT_CLOSED
-    except (OSError, ValueError):  # full, or closed: what was written stands
-        pass
-    with suppress(OSError, ValueError):  # stderr full or closed: the status says it
-        if sys.stderr is not None:
-            sys.stderr.flush()
+    _pipe_broke(sys.stderr)  # stderr gone, full or closed: the status says it
     os._exit(status)

@@ -1944,16 +1944,21 @@ def test_a_stop_outside_the_work_is_one_line(stop: str, argv: list[str], status:
     assert argv != ["models"] or "unet" in process.stdout  # the finished command's lines kept
 
 
-def test_a_stop_outside_the_work_removes_matplotlibs_temporary_folder(tmp_path: Path) -> None:
-    """Where matplotlib's folder cannot be written covseg makes a temporary one, removed by
-    atexit; a stop as the command ended (``os._exit``, which skips atexit) left it in TMPDIR."""
+@pytest.mark.parametrize(("code", "status"), [
+    (STOP_OUTSIDE_THE_WORK, 130),
+    ("import sys; from covseg_entry import main; sys.argv[1:] = ['models']; main()", 0)])
+def test_the_covseg_script_removes_matplotlibs_temporary_folder(tmp_path: Path, code: str,
+                                                               status: int) -> None:
+    """Where matplotlib's folder cannot be written covseg makes a temporary one, removed at
+    exit, at a normal end (atexit) as at a stop as the command ended (``os._exit``, which
+    skips atexit, left it in TMPDIR)."""
     (tmp_path / "file").write_text("a file, not a folder\n")
     (tmp_path / "tmp").mkdir()
     env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "file" / "matplotlib"),
            "TMPDIR": str(tmp_path / "tmp")}
-    process = subprocess.run([sys.executable, "-c", STOP_OUTSIDE_THE_WORK, "SIGINT", "models"],
+    process = subprocess.run([sys.executable, "-c", code, "SIGINT", "models"],
                              check=False, capture_output=True, text=True, timeout=120, env=env)
-    assert process.returncode == 130, process.stderr
+    assert process.returncode == status, process.stderr
     assert list((tmp_path / "tmp").glob("matplotlib-*")) == []
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from tqdm import tqdm
+from tqdm._monitor import TMonitor
 
 from covseg import progress
 from covseg.progress import progress_bar
@@ -74,6 +76,26 @@ def test_a_bar_whose_every_update_was_written_ends_on_one_last_line(
     lines = _logged_lines(monkeypatch, 0.01, 0.03)
     assert [line.split("|")[0] for line in lines] == [
         "bar:   0%", "bar:  33%", "bar:  67%", "bar: 100%"]
+
+
+def test_a_logged_bar_writes_no_stale_state_between_its_updates(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """tqdm's monitor thread redrew a logged bar that updated more often than it was written
+    (5 s epochs, written every 30 s) ``maxinterval`` (10 s) after each line: a second line
+    with the count of the one before and a later time ("6/12 [00:30<00:30" then "6/12
+    [00:40<00:30", 8 epochs done), two lines in 10 s where the docs say one every 30 s."""
+    monkeypatch.setattr(progress, "LOGGED_EVERY_S", 0.3)
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    monitor = TMonitor(tqdm, 0.02)
+    try:
+        for _ in progress_bar(range(24), file=log, desc="bar", maxinterval=0.1):
+            time.sleep(0.05)
+    finally:
+        monitor.exit()
+    lines = log.getvalue().splitlines()
+    counts = [line.split("|")[2].split()[0] for line in lines]
+    assert len(lines) >= 3 and len(counts) == len(set(counts)), lines
 
 
 def test_a_quick_passing_bar_writes_nothing_to_a_log(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,9 +14,7 @@ with itself."""
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
 import sys
 import tempfile
 from contextlib import suppress
@@ -68,8 +66,7 @@ def settle_matplotlib_config() -> None:
                                f"no temporary one can be made ({exc.strerror or exc}); set "
                                "MPLCONFIGDIR or TMPDIR to a writable folder") from None
     os.environ["MPLCONFIGDIR"] = folder
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    REMOVED_AT_END.append(folder)  # a stop as the command ends skips atexit (covseg_entry)
+    REMOVED_AT_END.append(folder)
 
 
 with suppress(NoWritableFolder):

@@ -89,7 +89,8 @@ def progress_bar(iterable: Iterable[T] | None = None, *, quiet: bool = False,
     disable = quiet or silenced() or sys.stderr is None
     options = {"file": STDERR, **options}
     if _logged():
-        return _LoggedBar(iterable, disable=disable, **{"mininterval": LOGGED_EVERY_S, **options})
+        return _LoggedBar(iterable, disable=disable,
+                          **{"mininterval": LOGGED_EVERY_S, "miniters": 1, **options})
     return tqdm(iterable, disable=disable, **options)
 
 
@@ -97,6 +98,9 @@ class _LoggedBar(tqdm):
     """A bar written to a log: each update a line of its own, naming the bar, with no ``\\r``
     redraw and no cursor movement. tqdm moved a positioned bar (an ensemble's members, trained
     side by side) to its line with ESC[A, and the members' updates ran together on one line.
+    Its time is checked at each update (``miniters=1``): with tqdm's own count of updates
+    between checks, its monitor thread redrew the bar 10 s after each line, the count the
+    line before had (an iterated bar's is kept aside until written) at a later time.
 
     New figures (training's loss and Dice each epoch) are drawn with the bar's next timed
     update, not at once, which wrote an update per epoch however seldom the bar updated. A

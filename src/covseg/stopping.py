@@ -98,6 +98,39 @@ def _quiet_about_stops(previous: Callable[[Any], object]) -> Callable[[Any], obj
     return hook
 
 
+_Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+"""A stop's handler as :func:`signal.getsignal` gives it (None: one Python did not set)."""
+
+
+def _ended_as_it_went(handler: _Handler, finished: bool) -> _Handler:
+    """The handler to put back after :func:`stops_recorded`'s block for ``handler``: the
+    ``covseg`` script's (:data:`ENDED_AT_ONCE`) as :func:`stopped_as_it_ended` where the block
+    ``finished``, else :func:`stopped_after_it_failed`; any other as it was."""
+    if handler not in ENDED_AT_ONCE:
+        return handler
+    return stopped_as_it_ended if finished else stopped_after_it_failed
+
+
+@contextmanager
+def _handlers_put_back(
+        put_back: Callable[[_Handler, bool], _Handler]) -> Iterator[dict[int, _Handler] | None]:
+    """Yield the stops' handlers before the block, for it to replace, and put each back after
+    it (where Python set it) as ``put_back(handler, whether the block finished)`` says. Off the
+    main thread, where handlers cannot be set, yield None and do nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield None
+        return
+    previous = {signum: signal.getsignal(signum) for signum in STOPS}
+    finished = False
+    try:
+        yield previous
+        finished = True
+    finally:
+        for signum, handler in previous.items():
+            if handler is not None:
+                signal.signal(signum, put_back(handler, finished))
+
+
 @contextmanager
 def stops_recorded() -> Iterator[None]:
     """Run the block with SIGTERM raising :class:`Terminated`, Ctrl-C KeyboardInterrupt (unless
@@ -106,28 +139,23 @@ def stops_recorded() -> Iterator[None]:
     but the ``covseg`` script's (:data:`ENDED_AT_ONCE`), which become :func:`stopped_as_it_ended`
     or, where the block raised, :func:`stopped_after_it_failed`. Off the main thread, handlers
     cannot be set: nothing is done."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {signum: signal.getsignal(signum) for signum in STOPS}
-    signal.signal(signal.SIGTERM, _record_and_raise)
-    if previous[signal.SIGINT] in (signal.default_int_handler, *ENDED_AT_ONCE):
-        signal.signal(signal.SIGINT, _record_and_raise)
-    if (getattr(signal, "SIGHUP", None) in previous
-            and previous[signal.SIGHUP] in (signal.SIG_DFL, *ENDED_AT_ONCE)):
-        signal.signal(signal.SIGHUP, _record_and_raise)
-    hook = sys.unraisablehook
-    sys.unraisablehook = _quiet_about_stops(hook)
-    ended = stopped_after_it_failed
-    try:
-        yield
-        ended = stopped_as_it_ended
-    finally:
-        sys.unraisablehook = hook
-        for signum, handler in previous.items():
-            if handler is not None:
-                signal.signal(signum, ended if handler in ENDED_AT_ONCE else handler)
-        _asked.clear()
+    with _handlers_put_back(_ended_as_it_went) as previous:
+        if previous is None:
+            yield
+            return
+        signal.signal(signal.SIGTERM, _record_and_raise)
+        if previous[signal.SIGINT] in (signal.default_int_handler, *ENDED_AT_ONCE):
+            signal.signal(signal.SIGINT, _record_and_raise)
+        if (getattr(signal, "SIGHUP", None) in previous
+                and previous[signal.SIGHUP] in (signal.SIG_DFL, *ENDED_AT_ONCE)):
+            signal.signal(signal.SIGHUP, _record_and_raise)
+        hook = sys.unraisablehook
+        sys.unraisablehook = _quiet_about_stops(hook)
+        try:
+            yield
+        finally:
+            sys.unraisablehook = hook
+            _asked.clear()
 
 
 @contextmanager
@@ -137,19 +165,13 @@ def stops_held() -> Iterator[None]:
     again after it, to the handler before. Python's handlers, not the signal mask, which holds
     a signal back from one thread only (PyTorch's threads took it). Off the main thread,
     handlers cannot be set: nothing is done."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     held: list[int] = []
-    previous = {signum: signal.getsignal(signum) for signum in STOPS}
-    for signum, handler in previous.items():
-        if callable(handler):
-            signal.signal(signum, lambda signum, _: held.append(signum))
     try:
-        yield
+        with _handlers_put_back(lambda handler, _: handler) as previous:
+            for signum, handler in (previous or {}).items():
+                if callable(handler):
+                    signal.signal(signum, lambda signum, _: held.append(signum))
+            yield
     finally:
-        for signum, handler in previous.items():
-            if callable(handler):
-                signal.signal(signum, handler)
         if held:
             signal.raise_signal(held[0])
