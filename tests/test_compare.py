@@ -724,8 +724,8 @@ def test_hd95_of_a_folder_mixing_2d_files_and_volumes_is_compared_per_unit(
     header = next(line for line in report if line.startswith("| model |"))
     assert "| precision | HD95 (mm) | HD95 (px) | Δ Dice |" in header and "mm or px" not in header
     assert report[report.index(header) + 1] == "|" + "---|" * (header.count("|") - 1)
-    assert any(line.startswith("- HD95 is in mm on the 3 slices of NIfTI volumes and in px on "
-                               "the 5 2D images") for line in report)
+    assert any(line.startswith("- HD95 is in mm on the 3 slices of volumes (NIfTI, NRRD, "
+                               "MetaImage) and in px on the 5 2D images") for line in report)
     for row in json.loads((tmp_path / "cmp" / "comparison.json").read_text())["models"]:
         assert "hd95" not in row
         summary = json.loads((tmp_path / "cmp" / row["folder"] / "summary.json").read_text())

@@ -445,8 +445,8 @@ def test_hd95_of_a_folder_mixing_2d_files_and_volumes_is_given_per_unit(tmp_path
     assert written["hd95_slices_by_unit"] == {"mm": 3, "px": 5}
     report = (tmp_path / "cv" / "report.md").read_text()
     assert "| precision | hd95 (mm) | hd95 (px) |" in report and "| hd95 |" not in report
-    assert ("- HD95 is in mm on the 3 slices of NIfTI volumes and in px on the 5 2D images, so "
-            "it is given per unit (hd95_mm, hd95_px)") in report
+    assert ("- HD95 is in mm on the 3 slices of volumes (NIfTI, NRRD, MetaImage) and in px on the "
+            "5 2D images, so it is given per unit (hd95_mm, hd95_px)") in report
     assert "HD95 is undefined" not in report  # every slice has its HD95, in its own unit
 
 
@@ -567,6 +567,13 @@ def test_report_names_the_unit_of_one_unit_hd95(unit: str) -> None:
     report = report_markdown({**_summary("infection"), "hd95_unit": unit}, plotted=True)
     assert f"| precision | hd95 ({unit}) |" in report and "| hd95 |" not in report
 
+
+def test_the_hd95_units_line_names_every_volume_format_scored_in_mm() -> None:
+    """The line said the slices in mm were of NIfTI volumes, while NRRD and MetaImage volumes
+    (3D Slicer's, ITK-SNAP's) are scored in mm too."""
+    line, = crossval.hd95_units_line({"mm": 3, "px": 5})
+    assert line.startswith("- HD95 is in mm on the 3 slices of volumes (NIfTI, NRRD, MetaImage) "
+                           "and in px on the 5 2D images, so it is given per unit")
 
 def test_a_fold_trained_without_a_class_is_warned_of(tmp_path: Path) -> None:
     """Consolidation in one patient's slices only: the fold testing that patient trained

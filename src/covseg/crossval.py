@@ -503,10 +503,10 @@ def hd95_units_line(by_unit: Mapping[str, int]) -> list[str]:
     :func:`hd95_slices_by_unit`); none for data of one unit."""
     if not by_unit:
         return []
-    return [(f"- HD95 is in mm on the {counted(by_unit['mm'], 'slice')} of NIfTI volumes and "
-             f"in px on the {counted(by_unit['px'], '2D image')}, so it is given per unit "
-             "(hd95_mm, hd95_px), each over its own slices (the other unit's counted as left "
-             "out): one mean of mm and px would mean nothing")]
+    return [(f"- HD95 is in mm on the {counted(by_unit['mm'], 'slice')} of volumes (NIfTI, NRRD, "
+             f"MetaImage) and in px on the {counted(by_unit['px'], '2D image')}, so it is given "
+             "per unit (hd95_mm, hd95_px), each over its own slices (the other unit's counted as "
+             "left out): one mean of mm and px would mean nothing")]
 
 
 RENAMED = {"pleural-effusion_": "effusion_"}

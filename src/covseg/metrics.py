@@ -11,8 +11,9 @@ Rules, stated in every report:
   HD95, not a perfect score, and the mean IoU averages the classes present in either mask.
 
 Undefined values are left out of means, and summaries count how many were left out.
-HD95 is in pixels for 2D slices (mm when a spacing is given). MONAI is imported where it is
-used, so that ``import covseg`` and the CLI's help and refusals stay fast.
+HD95 is in pixels for 2D slices, in mm for volumes (NIfTI, NRRD, MetaImage: the volume masks
+covseg reads) and their slices, by their spacing. MONAI is imported where it is used, so that
+``import covseg`` and the CLI's help and refusals stay fast.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ EMPTY_MASK_RULES = (
     "HD95: both empty = 0, one empty = undefined. Per class, a class absent from both masks is "
     "undefined in Dice, IoU and HD95, and mIoU averages the classes present in either. "
     "Undefined values are excluded from means (the count is reported). HD95 is in pixels for "
-    "2D slices, in mm for NIfTI volumes and their slices."
+    "2D slices, in mm for volumes (NIfTI, NRRD, MetaImage) and their slices."
 )
 
 STD_NOTE = (
@@ -84,24 +85,36 @@ def _overlap(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int, int]:
     return int(np.count_nonzero(p)), int(np.count_nonzero(t)), int(np.count_nonzero(p & t))
 
 
-# The ratios below repeat MONAI's float32 arithmetic step for step (compute_dice, compute_iou,
-# get_confusion_matrix and compute_confusion_matrix_metric), so that every value equals, to the
-# bit, the one covseg gave through MONAI (checked on random 2D and 3D masks, and on masks of
-# more than 2**24 pixels, where float32 no longer holds every count).
+# The ratios below divide exact integer counts: in float32, as MONAI's compute_dice, compute_iou
+# and compute_confusion_matrix_metric do, where float32 holds every count (up to 2**24), so that
+# each value equals to the bit the one covseg gave through MONAI; in float64 above, where MONAI's
+# float32 confusion matrix rounds its counts to 8 or 16 and takes fp and fn as differences of
+# them (a 300x512x512 pair with one false-positive voxel had precision 100/108, not 100/101).
 
 
 def _dice_of(p_sum: int, t_sum: int, tp: int) -> float:
     """Dice from counts: both empty = 1, truth empty alone = 0 (MONAI's ignore_empty=False)."""
     if t_sum > 0:
-        return float(np.float32(2 * tp) / np.float32(t_sum + p_sum))
+        return _ratio(2 * tp, t_sum + p_sum)
     return 1.0 if p_sum == 0 else 0.0
 
 
 def _iou_of(p_sum: int, t_sum: int, tp: int) -> float:
     """IoU from counts: 1 when both masks are empty, as MONAI's ignore_empty=False."""
-    f32 = np.float32
-    union = f32(t_sum) + f32(p_sum) - f32(tp)
-    return float(f32(tp) / union) if union > 0 else 1.0
+    union = t_sum + p_sum - tp
+    return _ratio(tp, union) if union > 0 else 1.0
+
+
+_FLOAT32_EXACT = 2 ** 24
+"""The largest count up to which float32 holds every integer."""
+
+
+def _ratio(part: int, whole: int) -> float:
+    """``part / whole`` (``part`` at most ``whole``) correctly rounded: in float32, as MONAI
+    divides, while float32 holds ``whole`` exactly, in float64 above."""
+    if whole <= _FLOAT32_EXACT:
+        return float(np.float32(part) / np.float32(whole))
+    return part / whole
 
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -116,16 +129,13 @@ def binary_metrics(pred: np.ndarray, truth: np.ndarray,
         raise ValueError(f"prediction {pred.shape} and truth {truth.shape} differ in shape")
     p, t = _binary(pred), _binary(truth)
     p_sum, t_sum, both = _overlap(p, t)
-    f32 = np.float32
-    # MONAI's confusion matrix: tp and tn counted, fn and fp by float32 subtraction.
-    tp, tn = f32(both), f32(p.size - p_sum - t_sum + both)
-    fn, fp = f32(t_sum) - tp, f32(p.size) - f32(t_sum) - tn
+    negatives = p.size - t_sum
     return {
         "dice": _dice_of(p_sum, t_sum, both),
         "iou": _iou_of(p_sum, t_sum, both),
-        "sensitivity": float(tp / (tp + fn)) if t_sum else math.nan,
-        "specificity": float(tn / (fp + tn)) if t_sum < p.size else math.nan,
-        "precision": float(tp / (tp + fp)) if p_sum else math.nan,
+        "sensitivity": _ratio(both, t_sum) if t_sum else math.nan,
+        "specificity": _ratio(negatives - (p_sum - both), negatives) if negatives else math.nan,
+        "precision": _ratio(both, p_sum) if p_sum else math.nan,
         "hd95": _hd95(p, t, spacing) if p_sum and t_sum else math.nan if p_sum or t_sum else 0.0,
     }
 
