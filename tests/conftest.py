@@ -148,6 +148,20 @@ def atomic_targets(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     return targets
 
 
+def calls_counted(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> list[object]:
+    """The positional arguments of each call of ``owner``'s function ``name`` during the test,
+    which is still called, its keyword options passed on."""
+    function = getattr(owner, name)
+    calls: list[object] = []
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls.append(args)
+        return function(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+    return calls
+
+
 @pytest.fixture()
 def fingerprinted(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many slices each data fingerprint taken during the test hashed, in order (one hashed

@@ -41,7 +41,7 @@ from covseg.io.ct import read_volume
 from covseg.io.volume import hounsfield
 from covseg.records import content_hash
 from covseg.transforms import LUNG_WINDOW, normalize_intensity
-from tests.conftest import held_by_another_thread, shared
+from tests.conftest import calls_counted, held_by_another_thread, shared
 
 
 def test_crop_box_paste_restores_the_full_slice() -> None:
@@ -323,6 +323,34 @@ def test_a_users_own_runs_named_as_folds_or_members_are_not_one_command(
         api.train(synthetic_folder, runs / second, lung_guide=str(lungs), **TINY)
         meta = torch.load(runs / second / "best.pt", weights_only=True)["meta"]["lung_guide"]
         assert meta["sha256"] == content_hash(lungs / "best.pt")
+
+
+def test_the_lung_model_is_pinned_once_per_command(
+        tmp_path: Path, synthetic_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each network (run, ensemble member, cross-validation fold) looked up the lung model
+    its command's saved epochs record as it started, loading up to two checkpoints of each of
+    its command's folders each time: an ensemble's train, a cross-validation and a comparison
+    look it up once, and hand it to each of their networks, whose checkpoints record it."""
+    lungs = tmp_path / "lungs"
+    api.train(synthetic_folder, lungs, target="lung", **TINY)
+    module = importlib.import_module("covseg.train")  # covseg.train is also the function
+    calls = calls_counted(monkeypatch, module, "_recorded_lung_sha256")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # members here, not side by side
+    guided = {**TINY, "lung_guide": str(lungs)}
+    recipe = {key: value for key, value in guided.items() if key not in ("model", "model_options")}
+    commands = {
+        "ens": lambda out: api.train(synthetic_folder, out, **{**guided, "model": "unet,unet"}),
+        "cv": lambda out: api.cross_validate(synthetic_folder, out, folds=2, **guided),
+        "cmp": lambda out: api.compare(synthetic_folder, ["unet:width=4", "unet:width=2"], out,
+                                       folds=2, **recipe)}
+    for name, command in commands.items():
+        calls.clear()
+        command(tmp_path / name)
+        assert len(calls) == 1, name
+        networks = sorted((tmp_path / name).rglob("best.pt"))
+        assert len(networks) == {"ens": 3, "cv": 2, "cmp": 4}[name]
+        assert {torch.load(network, weights_only=True)["meta"]["lung_guide"]["sha256"]
+                for network in networks} == {content_hash(lungs / "best.pt")}
 
 
 def test_a_lung_run_retrained_before_the_lung_channels_are_made_is_refused(

@@ -187,6 +187,26 @@ def test_a_resume_on_ray_of_a_finished_cv_runs_no_fold_on_ray(
     assert again["finished_utc"] == written["finished_utc"]
 
 
+@NEEDS_RAY
+def test_a_resume_on_ray_of_a_finished_cv_starts_no_ray(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``--resume`` on Ray of a finished cross-validation started Ray (seconds, a cluster
+    joined) before it found nothing to do, though nothing ran on it: it is found finished
+    first, every file left as it was."""
+    out = tmp_path / "cv"
+    api.cross_validate("synthetic:1", out, **ONE_NETWORK)
+    written = {path: path.stat().st_mtime_ns for path in out.rglob("*") if path.is_file()}
+
+    def started(*_: object) -> None:
+        pytest.fail("Ray was started")
+
+    monkeypatch.setattr(api, "joined", started)
+    monkeypatch.setattr(cluster, "joined", started)
+    again = api.cross_validate("synthetic:1", out, ray="local", resume=True, **ONE_NETWORK)
+    assert isinstance(again, AlreadyTrained)
+    assert {path: path.stat().st_mtime_ns for path in out.rglob("*") if path.is_file()} == written
+
+
 def test_a_resume_on_ray_refused_for_stale_finished_folds_leaves_the_stopped_record(
         local_ray: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A ``--resume`` on Ray with another recipe, refused for the folds finished with the
@@ -586,7 +606,8 @@ def _folds_in_their_first_epoch(crash: bool = False, full_disk: bool = False
     (``crash``: its lock file left behind), or finds the disk full writing its first epoch
     (``full_disk``). Made here, so that Ray ships it by value."""
     def fold_task(config: TrainConfig, data: Any, out: str, folds: int, fold: int,
-                  resume: bool, node: dict[str, str], weights: dict[str, str | None]) -> None:
+                  resume: bool, node: dict[str, str], weights: dict[str, str | None],
+                  **_: object) -> None:
         record = Path(out) / f"fold_{fold}" / "config.json"
         with writing_to(record.parent):
             record.write_text("{}")
@@ -621,7 +642,7 @@ def test_folds_stopped_before_their_first_epoch_leave_no_folder(
     started = time.monotonic()
     with handler_restored(signal.SIGTERM, _stop), pytest.raises(_Stopped):
         cluster.run_folds_on_ray(TrainConfig(), load_dataset("synthetic:1"), out, 2, False,
-                                 "local", 1, {})
+                                 "local", 1, {}, [], None)
     assert time.monotonic() - started < 45  # the folds' two minutes not waited for
     assert not out.exists()
 
@@ -637,7 +658,7 @@ def test_a_lost_fold_leaves_no_folder(local_ray: Any, tmp_path: Path,
                                           r"rerun the same command without --resume"), \
             resume_advised(out):
         cluster.run_folds_on_ray(TrainConfig(), load_dataset("synthetic:1"), out, 2, False,
-                                 "local", 1, {})
+                                 "local", 1, {}, [], None)
     assert not out.exists()
 
 
@@ -653,7 +674,7 @@ def test_a_full_disk_in_a_fold_on_ray_says_resume_only_where_out_is_left(
     monkeypatch.setattr(cluster, "whole_run_fold", _folds_in_their_first_epoch(full_disk=True))
     with pytest.raises(CovsegError) as stopped, resume_advised(out):
         cluster.run_folds_on_ray(TrainConfig(), load_dataset("synthetic:1"), out, 2, False,
-                                 "local", 1, {})
+                                 "local", 1, {}, [], None)
     assert re.fullmatch(rf"no space left on device writing {re.escape(str(out))}/fold_\d/last"
                         r"\.pt in fold \d on Ray; free space and rerun the same command "
                         + (r"with --resume to continue" if there else
@@ -704,7 +725,7 @@ class _StoppedRay:
 
         class Task:
             def remote(self, _command: str, _config: Any, _data: Any, out: str, _folds: Any,
-                       fold: int, _resume: bool, weights: Any) -> int:
+                       fold: int, _resume: bool, weights: Any, *_: object) -> int:
                 ray.started.append(fold)
                 ray.weights.append(weights)
                 if fold == 0:
@@ -752,7 +773,7 @@ def test_a_stopped_ray_run_leaves_a_fold_another_run_holds_as_it_is(
         (held / ".last.abcd1234.pt").write_text("")  # being written
         with pytest.raises(_Stopped):
             cluster.run_folds_on_ray(TrainConfig(), load_dataset("synthetic:1"), out, 2, True,
-                                     "local", 1, {})
+                                     "local", 1, {}, [], None)
         assert ray.started == [0, 1]
         assert sorted(p.name for p in held.iterdir()) == [".covseg.lock", ".last.abcd1234.pt",
                                                           "config.json"]

@@ -39,6 +39,7 @@ from covseg.data import load_dataset
 from covseg.errors import CovsegError
 from tests.conftest import (
     NEEDS_ZOO,
+    calls_counted,
     data_unread,
     folder_holding,
     grey_folder,
@@ -864,6 +865,32 @@ def test_a_models_folds_from_other_weights_bytes_are_refused_before_any_model_tr
                                ["unet", "fcn:weights=w.pt"], "cmp", resume=True)
 
 
+def test_each_models_weights_file_is_hashed_once_and_handed_to_its_folds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """compare hashed each model's weights= file as it checked every model's folds, and its
+    cross-validation hashed it again: it is handed the one SHA-256, which its folds record."""
+    from covseg.records import content_hash
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w.pt").write_bytes(b"weights")
+    hashed = calls_counted(monkeypatch, crossval, "weights_file_sha256")
+    handed: list[object] = []
+
+    class FirstFold(Exception):
+        """The first fold reached: no network need train to show what it was handed."""
+
+    def first_fold(*args: Any, weights: Any = None, **kwargs: Any) -> None:
+        handed.append(weights)
+        raise FirstFold
+
+    monkeypatch.setattr(crossval, "_split_fold", first_fold)
+    with pytest.raises(FirstFold):
+        compare.compare_models(TrainConfig(), load_dataset("synthetic"),
+                               ["fcn:weights=w.pt", "unet"], "cmp", folds=2)
+    assert len(hashed) == 2  # each model's once, before any model trains
+    assert handed == [{"weights_sha256": content_hash(tmp_path / "w.pt")}]
+
+
 def _fold_stats(means: list[float]) -> dict[str, float]:
     """Mean, sample std and count of per-fold means, as a summary's mean_std_over_folds."""
     return {"mean": float(np.mean(means)),
@@ -879,7 +906,7 @@ def _fake_runs(monkeypatch: pytest.MonkeyPatch, dice: dict[str, list[dict[str, f
     of each case where given, its summary their means, and the per-fold means of ``classes``
     (model -> metric -> per fold) as given."""
     def cross_validate(config: TrainConfig, data: object, out: Path, folds: object,
-                       resume: bool, verb: str, cv_notes: list[str]) -> dict[str, Any]:
+                       resume: bool, verb: str, **_: object) -> dict[str, Any]:
         assert verb == "compare"  # its refusals say compare, not cross-validate
         spec = next(s for s in dice if model_folder(s) == out.name)
         out.mkdir(parents=True, exist_ok=True)

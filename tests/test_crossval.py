@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import logging
 import math
@@ -35,6 +36,7 @@ from covseg.stopping import Terminated
 from covseg.train import DATA_FINGERPRINT, AlreadyTrained
 from tests.conftest import (
     NEEDS_ZOO,
+    calls_counted,
     data_unread,
     effusion_frames,
     fold_stopped_midway,
@@ -1531,13 +1533,18 @@ def test_only_fold_k_folders_are_folds_in_fold_order(tmp_path: Path) -> None:
 
 
 def test_cv_framing_multiclass_masks_that_hold_effusion_is_warned_once(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """cv of a multi-class set holding effusion, framed to the lungs (the default), which cut
     it away without a word: warned once for its folds, into summary.json's warnings and each
-    fold's metrics.json's; a fold run alone (``fold=``) warns it too."""
+    fold's metrics.json's; a fold run alone (``fold=``) warns it too. The share cut away is
+    worked out once per command and handed to its folds: each fold worked it out again."""
     data = effusion_frames(tmp_path / "data")
     caplog.set_level(logging.WARNING, logger="covseg")
+    calls = calls_counted(monkeypatch, importlib.import_module("covseg.train"),
+                          "_effusion_framed_out")  # covseg.train is also the function
     summary = api.cross_validate(data, tmp_path / "cv", target="multiclass", **TINY_FOLDS)
+    assert len(calls) == 1
     note = ("lung framing cuts away 100 % of the effusion pixels (label 3), which lie outside "
             "the aerated lung it frames, in training and prediction alike (a model so trained "
             "on a phantom predicted none); train with frame_lungs=False to learn it")
@@ -1552,3 +1559,6 @@ def test_cv_framing_multiclass_masks_that_hold_effusion_is_warned_once(
     caplog.clear()
     api.cross_validate(data, tmp_path / "alone", target="multiclass", fold=0, **TINY_FOLDS)
     assert [r.getMessage() for r in caplog.records].count(f"{data}: {note}") == 1
+    assert len(calls) == 2
+    assert note in json.loads((tmp_path / "alone" / "fold_0" / "metrics.json").read_text())[
+        "warnings"]

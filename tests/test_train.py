@@ -1270,7 +1270,7 @@ def test_members_run_in_the_parents_environment_as_they_start(
     """Members forked from the fork server had the environment it started with, at the first
     ensemble: a TQDM_DISABLE=1 set later did not reach them."""
     (tmp_path / "environ_member.py").write_text(ENVIRON_MEMBER)
-    (tmp_path / "data.pkl").write_bytes(pickle.dumps((None, [], [], "", {})))
+    (tmp_path / "data.pkl").write_bytes(pickle.dumps((None, [], [], "", {}, None)))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(train_module, "_member_process",
                         importlib.import_module("environ_member").start)
@@ -1388,7 +1388,7 @@ class Errors:
 
 train_module._train_model = trained
 train_module._load_items = lambda path: []
-(folder / "data.pkl").write_bytes(pickle.dumps((None, [], [], "", {})))
+(folder / "data.pkl").write_bytes(pickle.dumps((None, [], [], "", {}, None)))
 parent_alive, parent_holds = multiprocessing.Pipe(duplex=False)
 train_module._member_process(None, folder / "data.pkl", folder / "member0-unet", False, 0, 1,
                              Errors(), parent_alive, "covseg train", {})

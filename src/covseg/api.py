@@ -57,8 +57,10 @@ from covseg.crossval import (
     cross_validate_fold,
     cross_validate_held,
     make_folds,
+    reads_finished,
     refuse_gone_fold_weights,
     stop_recorded,
+    warned_cv_notes,
 )
 from covseg.crossval import cross_validate as _cross_validate
 from covseg.data.fetch import fetch
@@ -157,6 +159,7 @@ from covseg.train import (
     check_recipe,
     check_run_seed,
     check_train_folder,
+    pin_lungs,
     refuse_other_output,
 )
 from covseg.train import train as _train
@@ -568,7 +571,11 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
         cpus = cpus_per_fold or default_cpus_per_fold(recipe)
         # held from the folds to the summary, as a run here holds it; the set fingerprinted once
         with writing_to(out), fingerprints_kept():
-            with joined(ray, cpus):  # before the data are read: a refusal takes seconds
+            # joined before the data are read: a refusal takes seconds; a finished run's resume
+            # runs nothing on Ray and starts none (where the data's split files make it
+            # unfinished after all, its folds join Ray as they start)
+            finished = resume and reads_finished(out, folds)
+            with nullcontext() if finished else joined(ray, cpus):
                 loaded = _load(data, recipe)
                 splits = make_folds(loaded, folds, recipe.seed)[0]
                 check_run_seed(recipe, len(splits))  # before fold 0 trains, not at fold 1
@@ -576,10 +583,14 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
                 weights = checked_fold_weights(recipe, out, len(splits))
                 # timed as a run here: whether it trains is known before its folds run on Ray
                 begun = begin(out, len(splits), resume, started, started_utc)
+                cv_notes = None
                 if begun.trains:  # else none runs on Ray: the summary is written, or finished
+                    cv_notes = warned_cv_notes(recipe, loaded, splits)  # once, for every fold
                     with stop_recorded(recipe, loaded, out, begun):
-                        run_folds_on_ray(recipe, loaded, out, folds, resume, ray, cpus, weights)
-            return cross_validate_held(recipe, loaded, out, folds, resume=True, begun=begun)
+                        run_folds_on_ray(recipe, loaded, out, folds, resume, ray, cpus, weights,
+                                         cv_notes.recipe, pin_lungs(recipe, [out]))
+            return cross_validate_held(recipe, loaded, out, folds, resume=True, begun=begun,
+                                       cv_notes=cv_notes)
 
 
 @_public("the training recipe's", RECIPE, draws=True)

@@ -18,7 +18,7 @@ import os
 import re
 import signal
 import socket
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from importlib.metadata import version
 from pathlib import Path
@@ -186,7 +186,8 @@ def _why(exc: Exception) -> str:
 
 def run_folds_on_ray(config: TrainConfig, data: LoadedData, out: Path, folds: int | None,
                      resume: bool, address: str, cpus_per_fold: int,
-                     weights: Mapping[str, str | None]) -> None:
+                     weights: Mapping[str, str | None], notes: Sequence[str],
+                     lung_sha256: str | None) -> None:
     """Run every fold as a Ray task of ``cpus_per_fold`` CPUs and wait for all of them.
 
     A failed fold stops the others (they resume where they stopped) and is one line naming the
@@ -200,7 +201,9 @@ def run_folds_on_ray(config: TrainConfig, data: LoadedData, out: Path, folds: in
     (:func:`~covseg.crossval.check_finished_folds`), before its stop is recorded, as
     :func:`covseg.api.cross_validate` does: checked here again, they were checked twice.
     ``weights``: the recipe's weights= file as the caller checked and hashed it, once for every
-    fold (:func:`~covseg.crossval.checked_fold_weights`), handed to each fold's task.
+    fold (:func:`~covseg.crossval.checked_fold_weights`), handed to each fold's task, as are
+    ``notes``, the recipe's on the data (:func:`~covseg.train.recipe_notes`), and
+    ``lung_sha256``, its lung model as the caller pinned it (:func:`~covseg.train.pin_lungs`).
     """
     count = len(make_folds(data, folds, config.seed)[0])
     made = {k: [folder for folder in (out / f"fold_{k}", out, *out.parents) if not folder.exists()]
@@ -211,7 +214,7 @@ def run_folds_on_ray(config: TrainConfig, data: LoadedData, out: Path, folds: in
         shared = ray.put(data)
         # a fold's records name the command that runs it, as those of folds run here do
         pending = {task.remote(current_command(), config, shared, str(out), folds, k, resume,
-                               weights): k
+                               weights, notes, lung_sha256): k
                    for k in range(count)}
         try:
             left = _wait_for_folds(ray, pending)
@@ -252,13 +255,15 @@ def _unless_held(fold: Callable[..., Any]) -> Callable[..., str | None]:
     refusal instead of raising it (which stopped the other folds). None: the fold was run (or
     reused)."""
     def task(config: TrainConfig, data: LoadedData, out: str, folds: int | None, k: int,
-             resume: bool, weights: Mapping[str, str | None]) -> str | None:
+             resume: bool, weights: Mapping[str, str | None], notes: Sequence[str],
+             lung_sha256: str | None) -> str | None:
         fold_dir = Path(out) / f"fold_{k}"
         held = _held_by_another(fold_dir)
         if held is not None:
             return held
         try:
-            fold(config, data, out, folds, k, resume, node=this_node(), weights=weights)
+            fold(config, data, out, folds, k, resume, node=this_node(), weights=weights,
+                 notes=notes, lung_sha256=lung_sha256)
         except CovsegError:
             held = _held_by_another(fold_dir)
             if held is None:

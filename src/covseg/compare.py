@@ -72,6 +72,7 @@ from covseg.train import (
     COMPARISON,
     AlreadyTrained,
     check_run_seed,
+    pin_lungs,
     refuse_other_output,
     trial_options,
     unresumed,
@@ -327,18 +328,22 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
     stale = [check for check, _ in checks.values() if check]
     if stale:
         raise stale_folds_error(stale, "compare")
+    weights = {}  # hashed once: each model's cross-validation is handed it
     for spec, (_, midway) in checks.items():
         refuse_midway_folds(midway, len(splits), "compare")
-        checked_fold_weights(recipes[spec], out / model_folder(spec), len(splits))
+        weights[spec] = checked_fold_weights(recipes[spec], out / model_folder(spec), len(splits))
     finished = finished_comparison(out, specs, len(splits), left_out) if resume else None
     if finished is not None:  # nothing left to do: every file left as it was
         return AlreadyTrained(finished)
     rows, dice_by_model, units_by_model = [], {}, {}
     cv_notes = warned_cv_notes(config, data, splits)  # every model's folds: the same
+    # one lung model for every model's networks, as their saved epochs record it
+    lung_sha256 = pin_lungs(config, [out / model_folder(spec) for spec in specs])
     for spec in specs:
         model_config = recipes[spec]
         summary = cross_validate(model_config, data, out / model_folder(spec), folds, resume,
-                                 verb="compare", cv_notes=cv_notes)
+                                 verb="compare", cv_notes=cv_notes, weights=weights[spec],
+                                 lung_sha256=lung_sha256)
         per_case = per_case_dice(out / model_folder(spec), by_fold=True)
         channels = model_config.in_channels  # as its runs take them: a lung guide adds one
         cost = profile_model(build_model(model_config.model, channels, data.num_classes,
@@ -369,7 +374,7 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
               "hd95_slices_by_unit": hd95_slices_by_unit(data), **metric_notes(),
               "cases_without_patient_id": own_patients(data),
               "config": _shared_recipe(config, data.windowed), "models": rows, "left_out": left_out,
-              "warnings": list(dict.fromkeys([*data.notes, *cv_notes]))}
+              "warnings": list(dict.fromkeys([*data.notes, *cv_notes.all]))}
     dice = any_lesion("Dice", config.target == "multiclass")
     png = out / "comparison_boxplot.png"
     plotted = drawn(lambda: box_plot({spec: list(d.values()) for spec, d in dice_by_model.items()},

@@ -70,6 +70,7 @@ from covseg.train import (
     check_run_seed,
     holds_saved_run,
     made_from_other_data,
+    pin_lungs,
     recipe_notes,
     refuse_gone_weights,
     refuse_other_output,
@@ -160,6 +161,16 @@ def finished_summary(out: Path, folds: int) -> dict[str, Any] | None:
         if all(path.stat().st_mtime <= written for path in done):
             return _undefined_as_nan(summary)
     return None
+
+
+def reads_finished(out: Path, folds: int | None) -> bool:
+    """Whether the cross-validation in ``out`` reads as finished before its data are read
+    (:func:`finished_summary`): of ``folds`` folds, or where None, of as many as its
+    summary.json holds (the data's split files, once read, may make another count). A --resume
+    on Ray starts no Ray for it: nothing would run there."""
+    per_fold = (read_record(out / "summary.json") or {}).get("per_fold")
+    count = folds if folds is not None else len(per_fold) if isinstance(per_fold, list) else 0
+    return count > 0 and finished_summary(out, count) is not None
 
 
 def _current_summary(summary: dict[str, Any], folds: int) -> bool:
@@ -432,12 +443,16 @@ def refuse_gone_fold_weights(config: TrainConfig, out: Path, folds: int | None,
 def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases: list[str],
              test_cases: list[str], resume: bool, verb: str = CV_VERB,
              folds: int | None = None, node: Mapping[str, str] | None = None,
-             weights: Mapping[str, str | None] | None = None) -> list[dict[str, Any]]:
+             weights: Mapping[str, str | None] | None = None,
+             notes: Sequence[str] | None = None, lung_sha256: str | None = None
+             ) -> list[dict[str, Any]]:
     """Train on ``train_cases`` (validation patients drawn from them), evaluate on ``test_cases``;
     a finished fold is reused (unless :func:`_fold_changes` finds it stale) instead. ``folds``:
     how many the split has, kept in the fold's record; ``node``: the machine a fold run on Ray
     trains on (:data:`NODE`), kept there too; ``weights``: the recipe's
-    :func:`~covseg.train.weights_file_sha256`, hashed once for all folds (None: by the fold)."""
+    :func:`~covseg.train.weights_file_sha256`, ``notes`` its
+    :func:`~covseg.train.recipe_notes` on ``data`` and ``lung_sha256`` its lung model's
+    :func:`~covseg.train.pin_lungs`, each worked out once for all folds (None: by the fold)."""
     if fold_done(fold_dir):
         finished = finished_fold(fold_dir)
         changed = _fold_changes(fold_dir, config, finished, data, train_cases, test_cases,
@@ -454,7 +469,7 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
     fit, val = _fold_split(config, by_id, train_cases)
     record = ({} if folds is None else {FOLDS: folds}) | ({NODE: dict(node)} if node else {})
     train(config, data, fold_dir, resume=resume, train_cases=fit, val_cases=val, record=record,
-          weights=weights)
+          weights=weights, notes=notes, lung_sha256=lung_sha256)
     test_samples = [by_id[c] for c in test_cases]
     rows, _ = evaluate_samples(Predictor.load(fold_dir / "best.pt"), test_samples, "testing fold")
     rows = hd95_by_unit(rows, data)
@@ -648,8 +663,10 @@ def cross_validate_fold(config: TrainConfig, data: LoadedData, out: str | os.Pat
     check_fold_index(fold, len(splits), f" ({named})" if named else "")
     check_cv_folder(Path(out), resume, fold)
     weights = checked_fold_weights(config, Path(out), len(splits), [fold])
-    warn_notes(recipe_notes(config, data), data)  # a whole run warns them once for its folds
-    rows = _split_fold(config, data, Path(out), splits, fold, resume, weights=weights)
+    notes = recipe_notes(config, data)
+    warn_notes(notes, data)  # a whole run warns them once for its folds
+    rows = _split_fold(config, data, Path(out), splits, fold, resume, weights=weights,
+                       notes=notes)
     return {"fold": fold, "test_cases": len(splits[fold][1]), "summary": summarize(rows)}
 
 
@@ -662,13 +679,27 @@ def _fold_split(config: TrainConfig, by_id: Mapping[str, Sample], train_cases: S
                             quiet)
 
 
+@dataclass(frozen=True)
+class CvNotes:
+    """A cross-validation's notes beside the data's (:func:`warned_cv_notes`): the recipe's on
+    the data (:func:`~covseg.train.recipe_notes`), which each fold's metrics.json records too,
+    and the folds' (:func:`_fold_notes`)."""
+
+    recipe: list[str]
+    folds: list[str]
+
+    @property
+    def all(self) -> list[str]:
+        return [*self.recipe, *self.folds]
+
+
 def warned_cv_notes(config: TrainConfig, data: LoadedData,
-                    splits: Sequence[tuple[list[str], list[str]]]) -> list[str]:
-    """A cross-validation's notes beside the data's: those of the recipe on the data
-    (:func:`~covseg.train.recipe_notes`) and of the folds (:func:`_fold_notes`), each warned:
-    once per command, compare's models being cross-validated on the same folds."""
-    notes = [*recipe_notes(config, data), *_fold_notes(config, data, splits)]
-    warn_notes(notes, data)
+                    splits: Sequence[tuple[list[str], list[str]]]) -> CvNotes:
+    """A cross-validation's notes beside the data's, each warned: once per command, handed to
+    each fold (they share the data and the framing: each fold framed every slice holding
+    effusion again), compare's models being cross-validated on the same folds."""
+    notes = CvNotes(recipe_notes(config, data), _fold_notes(config, data, splits))
+    warn_notes(notes.all, data)
     return notes
 
 
@@ -688,12 +719,14 @@ def _fold_notes(config: TrainConfig, data: LoadedData,
 def _split_fold(config: TrainConfig, data: LoadedData, out: Path,
                 splits: list[tuple[list[str], list[str]]], k: int, resume: bool,
                 verb: str = CV_VERB, node: Mapping[str, str] | None = None,
-                weights: Mapping[str, str | None] | None = None) -> list[dict[str, Any]]:
+                weights: Mapping[str, str | None] | None = None,
+                notes: Sequence[str] | None = None, lung_sha256: str | None = None
+                ) -> list[dict[str, Any]]:
     """Fold ``k`` of ``splits`` into ``out/fold_k``, seeded ``seed + k`` (whole run or alone);
-    ``weights``: as :func:`run_fold` takes it."""
+    ``weights``, ``notes``, ``lung_sha256``: as :func:`run_fold` takes them."""
     train_cases, test_cases = splits[k]
     return run_fold(_fold_config(config, k), data, out / f"fold_{k}", train_cases, test_cases,
-                    resume, verb, len(splits), node, weights)
+                    resume, verb, len(splits), node, weights, notes, lung_sha256)
 
 
 def _fold_config(config: TrainConfig, k: int) -> TrainConfig:
@@ -705,22 +738,26 @@ def _fold_config(config: TrainConfig, k: int) -> TrainConfig:
 def whole_run_fold(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
                    folds: int | None, fold: int, resume: bool,
                    node: Mapping[str, str] | None = None,
-                   weights: Mapping[str, str | None] | None = None) -> None:
+                   weights: Mapping[str, str | None] | None = None,
+                   notes: Sequence[str] | None = None, lung_sha256: str | None = None) -> None:
     """Fold ``fold`` as a whole run (:func:`cross_validate_held`) trains it, for a fold of a
     whole run on Ray: the whole run's ``out`` was checked before its folds started, so a fold
     another run (``--fold K`` beside it) finished since is reused, as here, not refused as that
     fold's own folder is refused to ``--fold K`` without ``resume`` ("pass --resume").
-    ``node``, ``weights``: see :func:`run_fold` (the driver checked and hashed the weights=
-    file once for every fold: :func:`checked_fold_weights`)."""
+    ``node``, ``weights``, ``notes``, ``lung_sha256``: see :func:`run_fold` (the driver worked
+    them out once for every fold: the weights= file checked and hashed by
+    :func:`checked_fold_weights`)."""
     _split_fold(config, data, Path(out), make_folds(data, folds, config.seed)[0], fold, resume,
-                node=node, weights=weights)
+                node=node, weights=weights, notes=notes, lung_sha256=lung_sha256)
 
 
 @fingerprints_kept()
 def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
                    folds: int | None = None, resume: bool = False,
                    begun: Begun | None = None, verb: str = CV_VERB,
-                   cv_notes: list[str] | None = None) -> dict[str, Any]:
+                   cv_notes: CvNotes | None = None,
+                   weights: Mapping[str, str | None] | None = None,
+                   lung_sha256: str | None = None) -> dict[str, Any]:
     """Run every fold into ``out/fold_k``; write per_case.csv, dice_boxplot.png, report.md and
     summary.json, the last written: a run stopped before it leaves no summary. A --resume that
     finds the run finished (:func:`finished_summary`) returns its summary as an
@@ -735,7 +772,10 @@ def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike
     (:func:`begin`), where its folds ran before (on Ray).
     ``verb``: the command running, as its refusals name it (compare's models are
     cross-validated here too). ``cv_notes``: :func:`warned_cv_notes` of these folds, where
-    the caller warned them (None: worked out and warned here).
+    the caller warned them, ``weights``: :func:`checked_fold_weights` of ``out``, where the
+    caller checked and hashed it, and ``lung_sha256``: the lung model the caller pinned
+    (:func:`~covseg.train.pin_lungs`), each worked out once for every fold (compare: for
+    every model; None: worked out here, the lung model pinned where a fold is left to train).
 
     ``out``'s lock is held for the whole run (:func:`~covseg.io.lock.writing_to`): a second
     whole run into it is refused naming the first; folds run alone (``--fold K``) do not take
@@ -744,19 +784,23 @@ def cross_validate(config: TrainConfig, data: LoadedData, out: str | os.PathLike
     out = Path(out)
     refuse_other_output(out, CROSS_VALIDATION)
     with writing_to(out):
-        return cross_validate_held(config, data, out, folds, resume, begun, verb, cv_notes)
+        return cross_validate_held(config, data, out, folds, resume, begun, verb, cv_notes,
+                                   weights, lung_sha256)
 
 
 def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds: int | None,
                         resume: bool, begun: Begun | None = None, verb: str = CV_VERB,
-                        cv_notes: list[str] | None = None) -> dict[str, Any]:
+                        cv_notes: CvNotes | None = None,
+                        weights: Mapping[str, str | None] | None = None,
+                        lung_sha256: str | None = None) -> dict[str, Any]:
     """:func:`cross_validate` inside ``out``'s lock, which the caller holds (Ray's folds ran
     under it, so that no second whole run starts between them and the summary)."""
     check_cv_folder(out, resume)
     splits, how = make_folds(data, folds, config.seed)
     check_run_seed(config, len(splits))
     check_finished_folds(config, data, out, splits, verb)
-    weights = checked_fold_weights(config, out, len(splits))
+    if weights is None:
+        weights = checked_fold_weights(config, out, len(splits))
     # Finished only where the command began with no fold to train: on Ray its folds ran first.
     nothing_to_train = resume and (begun is None or not begun.trains)
     finished = finished_summary(out, len(splits)) if nothing_to_train else None
@@ -766,12 +810,15 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
     if cv_notes is None:
         cv_notes = warned_cv_notes(config, data, splits)
     begun = begin(out, len(splits), resume) if begun is None else begun
+    if lung_sha256 is None and not all(fold_done(out / f"fold_{k}") for k in range(len(splits))):
+        lung_sha256 = pin_lungs(config, [out])
     with stop_recorded(config, data, out, begun):
         per_fold: list[dict[str, Any]] = []
         all_rows: list[dict[str, Any]] = []
         train_seconds = 0.0
         for k, (train_cases, test_cases) in enumerate(splits):
-            rows = _split_fold(config, data, out, splits, k, resume, verb, weights=weights)
+            rows = _split_fold(config, data, out, splits, k, resume, verb, weights=weights,
+                               notes=cv_notes.recipe, lung_sha256=lung_sha256)
             seconds, epochs = _fold_training(out / f"fold_{k}")
             train_seconds += seconds
             stats = summarize(rows)
@@ -782,7 +829,7 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
             all_rows.extend({"fold": k, **row} for row in rows)
         summary = _continued(*_earlier(out, begun),
                              _summary(config, data, out, how, per_fold, all_rows, begun,
-                                      train_seconds, cv_notes), begun.trains)
+                                      train_seconds, cv_notes.all), begun.trains)
         write_text(out / "per_case.csv", rows_to_csv(all_rows))
         png = out / "dice_boxplot.png"
         plotted = drawn(

@@ -380,7 +380,8 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
           resume: bool = False, train_cases: Sequence[str] | None = None,
           val_cases: Sequence[str] | None = None, progress: bool = True,
           record: Mapping[str, Any] | None = None,
-          weights: Mapping[str, str | None] | None = None) -> dict[str, Any]:
+          weights: Mapping[str, str | None] | None = None, notes: Sequence[str] | None = None,
+          lung_sha256: str | None = None) -> dict[str, Any]:
     """Train ``config.model`` on ``data`` into the run folder ``out``; return its metrics.
 
     Without explicit case lists (a cross-validation fold's) the validation patients are drawn
@@ -389,12 +390,14 @@ def train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str],
     on Ray, the node that trained it). ``weights``: :func:`weights_file_sha256` of ``config``
     where the caller hashed it already (a cross-validation, once for all its folds, whose
     recipe check built the network from the file: the file is not read by a trial build here
-    again); None: hashed here.
+    again); None: hashed here. ``notes``: :func:`recipe_notes` of ``config`` on ``data``, and
+    ``lung_sha256``: :func:`pin_lungs` of its command, where the caller worked them out (a
+    cross-validation or comparison, once for all its folds); None: worked out here.
     The caller's global generators are left as they were (:func:`callers_generators_kept`).
     """
     with callers_generators_kept():
         return _train(config, data, out, resume, train_cases, val_cases, progress, record or {},
-                      weights)
+                      weights, notes, lung_sha256)
 
 
 def recipe_notes(config: TrainConfig, data: LoadedData) -> list[str]:
@@ -456,9 +459,11 @@ def _refuse_too_few_to_train(count: int, val_fraction: float, fold: bool) -> Non
 def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], resume: bool,
            train_cases: Sequence[str] | None, val_cases: Sequence[str] | None,
            progress: bool, record: Mapping[str, Any],
-           weights: Mapping[str, str | None] | None) -> dict[str, Any]:
+           weights: Mapping[str, str | None] | None, notes: Sequence[str] | None,
+           lung_sha256: str | None) -> dict[str, Any]:
     """:func:`train`, in the generators it reseeds; the ``weights=`` file hashed once the
-    recipe is checked (a folder or no file given is refused there)."""
+    recipe is checked (a folder or no file given is refused there), the lung model pinned once
+    a run is left to train."""
     out = Path(out)
     check_recipe(config, resume=resume, weights_read=weights is not None)
     fold = train_cases is not None
@@ -466,7 +471,7 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
         train_cases, val_cases = validation_split(data.samples, config.val_fraction, config.seed)
     val_cases = val_cases or []
     _refuse_too_few_to_train(len(train_cases), config.val_fraction, fold)
-    notes = recipe_notes(config, data)
+    notes = recipe_notes(config, data) if notes is None else list(notes)
     if not fold:  # a cross-validation warns once for its folds
         warn_notes(notes, data)
     # worked out once, on the full data: an ensemble's members trained side by side get the
@@ -486,11 +491,12 @@ def _train(config: TrainConfig, data: LoadedData, out: str | os.PathLike[str], r
         refuse_gone_weights(out, config, [out])
         remove_temporaries(out)  # a run killed there (kill -9) left them; no one writes them now
         try:
+            pin = pin_lungs(config, [out]) if lung_sha256 is None else lung_sha256
             if len(member_names(config.model)) > 1:
                 return _train_ensemble(config, data, out, resume, train_cases, val_cases,
-                                       fingerprint, weights, progress, record)
+                                       fingerprint, weights, pin, progress, record)
             return _train_model(config, data, out, resume, train_cases, val_cases, fingerprint,
-                                weights, progress, record=record)
+                                weights, pin, progress, record=record)
         except BaseException:
             forget_unsaved_run(out)
             raise
@@ -690,24 +696,43 @@ def refuse_other_weights(out: Path, saved: TrainConfig, record: dict[str, Any],
                           f"or pick a new {option_name('out')}")
 
 
-def _pinned_guide(config: TrainConfig, out: Path) -> LungGuide | None:
+def pin_lungs(config: TrainConfig, runs: Iterable[Path]) -> str | None:
+    """The SHA-256 of the lung model a command training ``config`` into ``runs`` (a run's
+    folder, a cross-validation's, a comparison's models') pins its cascade networks to: the one
+    the saved epochs of their networks record (:func:`_recorded_lung_sha256`), else its file's
+    now; None without a lung model. Worked out once as the command starts and handed to each
+    network (:func:`_pinned_guide`), as its ``weights=`` file's hash is: each network looked
+    every checkpoint of its command up again (two loads a folder) as it started."""
+    from covseg.volumes import model_hash  # it imports this module
+
+    guide = config.guide()
+    if guide is None or guide.source == THRESHOLD:
+        return None
+    folders = [folder for run in runs for folder in _command_folders(run)]
+    recorded = _recorded_lung_sha256(folders, guide.source)
+    return recorded[1] if recorded else model_hash(guide.source) or ""
+
+
+def _pinned_guide(config: TrainConfig, out: Path, pin: str | None) -> LungGuide | None:
     """The lung guide of the network trained into ``out``, pinned to the SHA-256 of the lung
-    model its command trains on (:meth:`~covseg.cascade.LungGuide.pinned`): the one the saved
-    epochs of its run record (its own, its ensemble's members', its cross-validation's folds',
-    :func:`_recorded_lung_sha256`), else its file's now. A lung run that holds another lung model
-    is refused in one line: the cascade would be trained on two, and its checkpoint would name
-    one. Looked up as each network (run, member, fold) starts, before its lung channels are
-    made, which stay as made for its epochs; the pinned guide loads the lung model only where
-    its SHA-256 is still the one pinned. Only a run's own saved epochs were compared: a
-    cross-validation's fold_1, started after the lung run was retrained during fold_0, trained
-    on the new lung model unsaid."""
+    model its command trains on (:meth:`~covseg.cascade.LungGuide.pinned`): ``pin``
+    (:func:`pin_lungs`, worked out as its command began) where the lung run still holds it. A
+    lung run that holds another lung model than the saved epochs of its command's networks
+    record (its own, its ensemble's members', its cross-validation's folds', looked up again
+    only then) is refused in one line: the cascade would be trained on two, and its checkpoint
+    would name one (a cross-validation's fold_1, started after the lung run was retrained
+    during fold_0, trained on the new one unsaid); one that no network saved epochs on yet is
+    pinned to the lung model there now. Checked as each network (run, member, fold) starts,
+    before its lung channels are made, which stay as made for its epochs; the pinned guide
+    loads the lung model only where its SHA-256 is still the one pinned."""
     from covseg.volumes import model_hash  # it imports this module
 
     guide = config.guide()
     if guide is None or guide.source == THRESHOLD:
         return guide
-    recorded = _recorded_lung_sha256(out, guide.source)
     now = model_hash(guide.source) or ""
+    recorded = (None if pin == now
+                else _recorded_lung_sha256(_command_folders(out), guide.source))
     if recorded is not None and now != recorded[1]:
         folder, digest = recorded
         saved = "the saved run was" if folder == out else f"{folder} was"
@@ -715,16 +740,16 @@ def _pinned_guide(config: TrainConfig, out: Path) -> LungGuide | None:
                           f"{guide.source} now holds (SHA-256 {digest[:12]}... at training, now "
                           f"{now[:12]}...); restore that lung run or pick a new "
                           f"{option_name('out')}")
-    return guide.pinned(out, recorded[1] if recorded else now)
+    return guide.pinned(out, now)
 
 
-def _recorded_lung_sha256(out: Path, source: str) -> tuple[Path, str] | None:
-    """The folder and SHA-256 of the lung model from the lung run ``source`` that the cascade
-    whose network trains in ``out`` saved epochs with, as their meta records it, among the
-    folders of its run (:func:`_command_folders`); None where none is saved or records one. A
-    checkpoint that does not load is left to the resume to refuse; one guided by another lung
-    run (a run of the user's own named ``fold_1``) is none of this command's."""
-    for folder in _command_folders(out):
+def _recorded_lung_sha256(folders: Iterable[Path], source: str) -> tuple[Path, str] | None:
+    """The folder and SHA-256 of the lung model from the lung run ``source`` that the first of
+    ``folders`` (a network's, or its command's: :func:`_command_folders`) to hold saved epochs
+    of a cascade records in their meta; None where none is saved or records one. A checkpoint
+    that does not load is left to the resume to refuse; one guided by another lung run (a run
+    of the user's own named ``fold_1``) is none of this command's."""
+    for folder in folders:
         for name in ("best.pt", "last.pt"):
             if not (folder / name).is_file():
                 continue
@@ -980,7 +1005,8 @@ def _check_lung_run(lung: Predictor, config: TrainConfig) -> None:
 
 def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
                  train_cases: Sequence[str], val_cases: Sequence[str], fingerprint: str,
-                 weights: Mapping[str, str | None], progress: bool, bar_position: int = 0,
+                 weights: Mapping[str, str | None], lung_sha256: str | None, progress: bool,
+                 bar_position: int = 0,
                  train_items: list[dict[str, torch.Tensor]] | None = None,
                  bar_label: str | None = None, record: Mapping[str, Any] | None = None
                  ) -> dict[str, Any]:
@@ -989,6 +1015,7 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     ``fingerprint``: the training slices' data fingerprint, for the run record (computed by
     :func:`train`: a member has no full-size training pixels) and ``weights`` the SHA-256 of
     its ``weights=`` file (:func:`weights_file_sha256`, hashed once for a run and its members);
+    ``lung_sha256``: the lung model its command pinned (:func:`pin_lungs`);
     ``train_items``: the training
     slices already on the canvas (an ensemble's members share them), else made here;
     ``record``: more for its config.json (see :func:`train`)."""
@@ -1018,7 +1045,7 @@ def _train_model(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
     served = model if averaged is None else averaged.module
     first_epoch, best_dice, history = _start(out, config, len(train_samples), model, optimizer,
                                              scheduler, averaged, resume)
-    guide = _pinned_guide(config, out)
+    guide = _pinned_guide(config, out, lung_sha256)
     meta = _meta(config, data.num_classes, guide)
     _write_run_record(out, config, data, train_cases, val_cases, fingerprint, weights,
                       first_epoch > 1, parameters=parameter_count(model), **(record or {}))
@@ -1113,10 +1140,10 @@ def _train_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module,
 
 def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bool,
                     train_cases: Sequence[str], val_cases: Sequence[str], fingerprint: str,
-                    weights: Mapping[str, str | None], progress: bool, record: Mapping[str, Any]
-                    ) -> dict[str, Any]:
+                    weights: Mapping[str, str | None], lung_sha256: str | None, progress: bool,
+                    record: Mapping[str, Any]) -> dict[str, Any]:
     """Train each member on its own (each resumable), then save their average (``record``: more
-    for its config.json, see :func:`train`; ``fingerprint`` and ``weights``: as
+    for its config.json, see :func:`train`; ``fingerprint``, ``weights`` and ``lung_sha256``: as
     :func:`_train_model` takes them, for the run and each member).
 
     With threads for more than one, members train side by side, one process each with the
@@ -1129,7 +1156,7 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
     ensemble = build_model(config.model, config.in_channels, data.num_classes,
                            **without_weights_file(config.model_options))
     assert isinstance(ensemble, Ensemble), "several member names build an Ensemble"
-    guide = _pinned_guide(config, out)
+    guide = _pinned_guide(config, out, lung_sha256)
     _write_run_record(out, config, data, train_cases, val_cases, fingerprint, weights,
                       holds_saved_run(out), members=names, **record)
     jobs = [(replace(config, model=name, seed=config.seed + i), folder)
@@ -1145,15 +1172,15 @@ def _train_ensemble(config: TrainConfig, data: LoadedData, out: Path, resume: bo
     with _invocation_recorded(out, [folder for _, folder in jobs], workers, resume) as done:
         if workers > 1:
             member_metrics = _train_side_by_side(jobs, data, train_cases, val_cases,
-                                                 fingerprint, weights, make_items, progress,
-                                                 workers)
+                                                 fingerprint, weights, lung_sha256, make_items,
+                                                 progress, workers)
         else:
             items = make_items()
             member_metrics = []
             for member, folder in jobs:
                 member_metrics.append(_train_model(member, data, folder, True, train_cases,
-                                                   val_cases, fingerprint, weights, progress,
-                                                   train_items=items,
+                                                   val_cases, fingerprint, weights, lung_sha256,
+                                                   progress, train_items=items,
                                                    bar_label=member_label(folder)))
                 raise_if_stopped()  # a stop dropped in a finaliser as the member ended
         raise_if_stopped()  # before the ensemble's checkpoint, validation and metrics
@@ -1291,11 +1318,11 @@ MEMBERS_SCRATCH = ".members-"
 
 def _train_side_by_side(jobs: list[tuple[TrainConfig, Path]], data: LoadedData,
                         train_cases: Sequence[str], val_cases: Sequence[str], fingerprint: str,
-                        weights: Mapping[str, str | None],
+                        weights: Mapping[str, str | None], lung_sha256: str | None,
                         make_items: Callable[[], list[dict[str, torch.Tensor]]], progress: bool,
                         workers: int) -> list[dict[str, Any]]:
     """Train the (recipe, folder) jobs ``workers`` at a time, each in a process of its own
-    (:func:`member_context`).
+    (:func:`member_context`), with the lung model their run pinned (``lung_sha256``).
 
     The data go through a file, not the process pipe, so that a child dying at start-up cannot
     block the parent: the training slices on the canvas (``make_items``), made once and
@@ -1317,7 +1344,7 @@ def _train_side_by_side(jobs: list[tuple[TrainConfig, Path]], data: LoadedData,
         with full_disk_resumable(run, f"the members' shared data in {run}"):
             with shared.open("wb") as handle:
                 pickle.dump((_without_pixels(data, train_cases), list(train_cases),
-                             list(val_cases), fingerprint, dict(weights)), handle,
+                             list(val_cases), fingerprint, dict(weights), lung_sha256), handle,
                             pickle.HIGHEST_PROTOCOL)
             _save_items(make_items(), shared.with_name(ITEMS_FILE))
         _return_freed_memory()
@@ -1505,11 +1532,11 @@ def _member_process(config: TrainConfig, shared: Path, out: Path, progress: bool
             torch.set_num_threads(threads)
             tqdm.set_lock(threading.RLock())  # tqdm's default is a semaphore SIGTERM would leak
             with shared.open("rb") as handle:
-                data, train_cases, val_cases, fingerprint, weights = pickle.load(handle)
+                data, train_cases, val_cases, fingerprint, weights, pin = pickle.load(handle)
             items = _load_items(shared.with_name(ITEMS_FILE))
             with invoked_as(command):
                 _train_model(config, data, out, True, train_cases, val_cases, fingerprint,
-                             weights, progress, bar_position, train_items=items,
+                             weights, pin, progress, bar_position, train_items=items,
                              bar_label=member_label(out))
             raise_if_stopped()  # a stop dropped in a finaliser as the member's training ended
     except CovsegError as exc:
