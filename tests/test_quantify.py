@@ -297,6 +297,38 @@ def test_zenodo_lungs_named_like_predicts_are_not_read_swapped(tmp_path: Path, c
     assert kept["right_lung"]["lesion_ml"] == pytest.approx(lesion_ml) and not caplog.text
 
 
+@pytest.mark.parametrize("fissure", ["oblique", "front_back"])
+def test_two_lobes_of_one_lung_are_not_read_as_two_lungs(tmp_path: Path, caplog,
+                                                         fissure: str) -> None:
+    """lungmask's lobe labels 1 and 2 (left upper and lower lobe) of a patient with a left lung
+    alone were read as two lungs and swapped as Zenodo's: a 40 mL "right lung" 36 % involved
+    and the left 12 % (a front/back split: right 50 %, left 0). Labels not apart left-right are
+    one lung, sided again: the left lung, 25 % involved, and no right lung."""
+    lobes = np.zeros((96, 80, 24), dtype=np.uint8)  # NIfTI (x, y, z), RAS: small x is left
+    y, z = np.indices((50, 20))
+    upper = (y / 50 + z / 20 > 1.0) if fissure == "oblique" else (y >= 25)
+    lobes[10:40, 15:65, 2:22] = np.where(upper, 1, 2)[None]
+    lesion = np.zeros(lobes.shape, dtype=np.int16)
+    lesion[10:25, 15:40, 2:22] = 1
+    ct = np.full(lobes.shape, -1000, dtype=np.int16)
+    i, j = np.indices(lobes.shape[:2])
+    ct[((i - 49) / 45.0) ** 4 + ((j - 40) / 38.0) ** 4 <= 1] = 40  # the body; no right lung
+    ct[lobes > 0] = -850
+    ct[lesion > 0] = -300
+    affine = np.diag([0.7, 0.7, 5.0, 1.0])
+    for name, data in (("ct", ct), ("mask", lesion), ("lobes", lobes)):
+        nib.save(nib.Nifti1Image(data, affine), str(tmp_path / f"{name}.nii.gz"))
+    for image in (None, tmp_path / "ct.nii.gz"):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            result = quantify_study(tmp_path / "mask.nii.gz", tmp_path / f"out{image is None}",
+                                    lungs=tmp_path / "lobes.nii.gz", image=image)
+        assert result["left_lung"]["percent_involved"] == pytest.approx(25.0)
+        assert result["right_lung"]["lung_ml"] == 0.0
+        assert "right and left lungs (not apart left-right: their centres" in caplog.text
+        assert "read as 1 = left, 2 = right" not in caplog.text
+
+
 @pytest.mark.parametrize("lesion_side", ["right", "left"])
 def test_a_lung_mask_with_a_lesion_labelled_2_is_not_read_as_sides(tmp_path: Path, caplog,
                                                                     lesion_side: str) -> None:
@@ -623,6 +655,26 @@ def test_a_mask_given_as_the_ct_names_the_keyword_or_the_flag(tmp_path: Path) ->
                  str(tmp_path / "good.nii.gz")]) == 1
     error = read_rows(tmp_path / "cli" / "summary.csv")[0]["error"]
     assert error.endswith(told.format("--image", "MASK")), error
+
+
+def test_an_empty_lung_mask_fails_its_study(tmp_path: Path) -> None:
+    """An all-zero --lungs file was counted: status done, 0 mL of lung, no % or category, and a
+    warning that the lesion lay outside the lung mask's lungs. It now fails its study saying
+    the mask holds no lung; the batch goes on."""
+    _, good, _ = synthetic_study(tmp_path / "in", "good")
+    _, empty, _ = synthetic_study(tmp_path / "in", "empty")
+    save_like(good, two_lungs(good), tmp_path / "lungs" / "good.nii.gz")
+    save_like(empty, np.zeros(nib.load(str(empty)).shape, np.uint8),
+              tmp_path / "lungs" / "empty.nii.gz")
+    told = ("empty.nii.gz: the lung mask holds no lung (every voxel is 0); give this study's "
+            "lung mask as --lungs, or leave it out to find the lungs in the CT")
+    with pytest.raises(CovsegError, match=r"^\S*" + re.escape(told) + "$"):
+        quantify_study(empty, tmp_path / "one", lungs=tmp_path / "lungs" / "empty.nii.gz")
+    assert not (tmp_path / "one").exists()
+    result = quantify_batch([good.parent], tmp_path / "out", lungs=tmp_path / "lungs")
+    assert (result.done, result.failed) == (1, 1)
+    errors = {r["study"]: r["error"] for r in read_rows(result.summary)}
+    assert errors["empty"].endswith(told) and not errors["good"]
 
 
 def test_a_lungs_folder_without_the_masks_lungs_says_no_lung_mask(tmp_path: Path) -> None:

@@ -26,14 +26,15 @@ def test_report_says_whether_lungs_were_looked_for(tmp_path: Path,
     'no lung mask' when there was none to look in. The montage of no lungs found said only
     where the lungs came from: it now says that none were found."""
     _, mask, _ = synthetic_study(tmp_path / "in", "case")
-    empty = save_like(mask, np.zeros(nib.load(str(mask)).shape, np.uint8), tmp_path / "x.nii.gz")
+    soft = save_like(mask, np.full(nib.load(str(mask)).shape, 40, np.int16),
+                     tmp_path / "x.nii.gz")  # a CT of no lung (an empty lung mask is refused)
     titles = []
-    for lungs, reason in ((empty, "no lungs found"), (None, "no lung mask")):
-        quantify_study(mask, tmp_path / reason, lungs=lungs, html_report=True)
+    for image, reason in ((soft, "no lungs found"), (None, "no lung mask")):
+        quantify_study(mask, tmp_path / reason, image=image, html_report=True)
         page = (tmp_path / reason / "report.html").read_text()
         assert f"Category: not available ({reason})" in page
         titles.append(saved_figures[-1]._suptitle.get_text().splitlines()[-1])
-    assert titles == ["lungs: lung mask x.nii.gz, none found: no % involved or CT category",
+    assert titles == ["lungs: HU threshold, none found: no % involved or CT category",
                       "(patient right on the image left)"]
 
 

@@ -1769,7 +1769,27 @@ def test_unorientable_volumes_are_refused(chest, tmp_path: Path) -> None:
     assert read_volume(path).slice_name(0) == "slice 0"
     sagittal = tmp_path / "sagittal.nii.gz"
     nib.save(stored_as(image, "SPL"), str(sagittal))
-    assert read_volume(sagittal).slice_name(3).startswith("axial slice 3")
+    assert read_volume(sagittal).slice_name(3) == "axial slice i=3"  # the file's i: S, foot up
+
+
+@pytest.mark.parametrize("axes", ["LPI", "PIL", "SRA", "RIA"])
+def test_a_slice_is_named_by_its_files_own_index_head_to_foot(tmp_path: Path, axes: str) -> None:
+    """A sagittal or coronal file's slices were named "axial slice N (cut across the file's)",
+    N in covseg's own order, which no viewer shows: the lesion's slice, the file's index 20
+    along its head-to-foot axis, was "axial slice 3". It is now named by that axis and index."""
+    lesion = np.zeros((96, 80, 24), dtype=np.uint8)  # RAS (x, y, z)
+    lesion[10:25, 15:40, 3] = 1
+    image = nib.Nifti1Image(lesion, np.diag([0.7, 0.7, 5.0, 1.0]))
+    path = tmp_path / f"m_{axes}.nii.gz"
+    nib.save(image.as_reoriented(nib.orientations.ornt_transform(
+        nib.orientations.axcodes2ornt(tuple("RAS")), nib.orientations.axcodes2ornt(tuple(axes)))),
+        str(path))
+    axis = next(n for n, code in enumerate(axes) if code in "SI")
+    index = int(np.argwhere(np.asarray(nib.load(str(path)).dataobj))[0][axis])
+    volume = read_volume(path)
+    k = int(np.flatnonzero(volume.array.any(axis=(1, 2)))[0])
+    assert volume.slice_name(k) == (f"slice {index}" if axis == 2
+                                    else f"axial slice {'ijk'[axis]}={index}")
 
 
 @pytest.mark.parametrize("shape", [(64, 1, 1), (1, 64, 1), (64, 1, 30)])

@@ -262,20 +262,39 @@ def _centroid(mask: np.ndarray) -> np.ndarray:
 def labels_face_their_sides(labels: np.ndarray, affine: np.ndarray) -> bool:
     """Whether the right lung (label 1) of a (z, y, x) lung labelling lies at larger world x
     (RAS: the patient's right) than the left lung (label 2), centroid to centroid; True when
-    either is missing (nothing to compare). Counted slice by slice."""
-    affine = _check_affine(affine)
+    either is missing (nothing to compare)."""
     volume, _ = _as_volume(labels, "lung labels")
-    rows, cols = np.indices(volume.shape[1:], dtype=np.float64)
-    counts = np.zeros(3)
-    sums = np.zeros(3)
-    for k, plane in enumerate(volume):
-        code = np.clip(plane, 0, 2).astype(np.intp).ravel()
-        world_x = affine[0, 0] * cols + affine[0, 1] * rows + affine[0, 2] * k
-        counts += np.bincount(code, minlength=3)[:3]
-        sums += np.bincount(code, weights=world_x.ravel(), minlength=3)[:3]
+    counts, means, _ = _world_x_spread(volume, _check_affine(affine))
     if not counts[RIGHT_LUNG] or not counts[LEFT_LUNG]:
         return True
-    return bool(sums[RIGHT_LUNG] / counts[RIGHT_LUNG] > sums[LEFT_LUNG] / counts[LEFT_LUNG])
+    return bool(means[RIGHT_LUNG] > means[LEFT_LUNG])
+
+
+def _world_x_spread(volume: np.ndarray, affine: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Voxel count, mean and standard deviation of world x (mm) of labels 0, 1 and 2 of a
+    (z, y, x) lung labelling (indexed by label; mean and deviation 0 where none), counted
+    slice by slice (a whole study's world x map would be large)."""
+    rows, cols = np.indices(volume.shape[1:], dtype=np.float64)
+    counts, sums, squares = np.zeros(3), np.zeros(3), np.zeros(3)
+    for k, plane in enumerate(volume):
+        code = np.clip(plane, 0, 2).astype(np.intp).ravel()
+        world_x = (affine[0, 0] * cols + affine[0, 1] * rows + affine[0, 2] * k).ravel()
+        counts += np.bincount(code, minlength=3)[:3]
+        sums += np.bincount(code, weights=world_x, minlength=3)[:3]
+        squares += np.bincount(code, weights=world_x**2, minlength=3)[:3]
+    held = np.maximum(counts, 1)
+    means = sums / held
+    return counts, means, np.sqrt(np.maximum(squares / held - means**2, 0.0))
+
+
+SIDES_APART_MIN = 1.0
+"""Least distance between the world-x centres of labels 1 and 2, in the sum of their world-x
+standard deviations, for them to be the right and the left lung (:func:`why_labels_are_not_sides`):
+two lungs side by side lie about 1.7 such sums apart when touching (two equal boxes), farther
+when apart, and 1.8 for a large lung reaching across the midline past a small collapsed one; two
+lobes of one lung (lungmask's lobe labels 1 and 2 of a left lung alone) split by a fissure from
+front to back or top to bottom lie about 0 apart, and were read as two lungs."""
 
 
 SIDES_MIXED_MAX = 0.32
@@ -296,8 +315,9 @@ def why_labels_are_not_sides(labels: np.ndarray, affine: np.ndarray) -> str | No
     where one reaches across the body's midline past the other (a mediastinal shift). A lesion
     or the airway labelled 2 among lungs labelled 1 lies between label 1's voxels along a row,
     column or slice axis (deep in a lung, the trachea between the lungs), or has much of its
-    surface facing label 1 (a lesion at the pleura: about half). Whether label 1 is the right
-    lung or the left is :func:`labels_face_their_sides`.
+    surface facing label 1 (a lesion at the pleura: about half). Two lungs also lie apart
+    left-right (:data:`SIDES_APART_MIN`), as two lobes of one lung, meeting at a fissure, do
+    not. Whether label 1 is the right lung or the left is :func:`labels_face_their_sides`.
     """
     affine = _check_affine(affine)
     volume, _ = _as_volume(labels, "lung labels")
@@ -312,7 +332,14 @@ def why_labels_are_not_sides(labels: np.ndarray, affine: np.ndarray) -> str | No
         if max(between, facing) > SIDES_MIXED_MAX:
             return (f"label {label} lies among label {other}: {100 * between:.0f} % of its "
                     f"voxels between label {other}'s, {100 * facing:.0f} % of its surface "
-                    "facing it")
+                    "facing it: a lesion or the airway?")
+    _, means, spreads = _world_x_spread(volume, affine)
+    apart = abs(means[RIGHT_LUNG] - means[LEFT_LUNG])
+    spread = spreads[RIGHT_LUNG] + spreads[LEFT_LUNG]
+    if apart < SIDES_APART_MIN * spread:
+        return (f"not apart left-right: their centres lie {apart:.0f} mm apart across the "
+                f"body, under the sum of their spreads across it ({spread:.0f} mm): two lobes "
+                "of one lung?")
     return None
 
 
@@ -320,7 +347,7 @@ LUNG_PIECE_SHARE = 0.9
 """Least share of each of labels 1 and 2 in its largest 3D piece for a mask to look like two
 lungs (:func:`looks_like_two_lungs`): each lung is one piece (the real samples' threshold lungs:
 100 %), while of the Inf-Net multi-class slices whose ground-glass (1) and consolidation (2)
-lie side by side (6 of the 37 holding both) the more scattered label holds at most 52 % in one
+lie side by side (4 of the 37 holding both) the more scattered label holds at most 52 % in one
 piece."""
 PIECES_MAX_VOXELS = 2**25
 """Above this many voxels in a label's bounding box its pieces are counted on every second

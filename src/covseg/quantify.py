@@ -536,13 +536,19 @@ def _lung_labels(volume: Volume, path: Path, ct: Volume | None, notes: list[str]
     Labels 1 and 2 (both lungs, or the one lung predict's record beside its ``lungs.nii.gz``
     found) are the sides: as predict wrote them where its record vouches for them, else as
     :func:`_labelled_sides` reads them. In any other mask (0/1, 0/255, lobe labels, or 1 and 2
-    not lying side by side: a lesion or the airway labelled 2) the sides are found by
-    :func:`lung_sides`, at the body's midline in the ``ct`` when there is one. What made the
-    sides a guess is added to ``notes``.
+    not lying side by side: a lesion or the airway labelled 2, two lobes of one lung) the sides
+    are found by :func:`lung_sides`, at the body's midline in the ``ct`` when there is one. What
+    made the sides a guess is added to ``notes``. A mask of no lung voxels is refused (counted,
+    it gave 0 mL of lung, no % involved, and a warning that the lesion lay outside the lungs)
+    but where predict's record beside it found no lungs in the CT.
     """
     labels = volume.array
-    present = labels_held(labels)
     recorded = _recorded_lungs(path) if path.name == LUNGS_NII else None
+    if recorded != set() and not labels.any():
+        raise CovsegError(f"{path}: the lung mask holds no lung (every voxel is 0); give this "
+                          f"study's lung mask as {option_name('lungs')}, or leave it out to find "
+                          "the lungs in the CT")
+    present = labels_held(labels)
     if present and recorded is not None and present in ({RIGHT_LUNG, LEFT_LUNG}, recorded):
         return labels.astype(np.uint8)
     if present == {RIGHT_LUNG, LEFT_LUNG}:
@@ -567,9 +573,8 @@ def _labelled_sides(volume: Volume, path: Path, notes: list[str]) -> np.ndarray 
     labels = volume.array
     reason = why_labels_are_not_sides(labels, volume.affine)
     if reason is not None:
-        log.warning("%s: labels 1 and 2 are not read as the right and left lungs (%s: a lesion "
-                    "or the airway?); all its non-zero voxels are lung, their sides "
-                    "found again", path, reason)
+        log.warning("%s: labels 1 and 2 are not read as the right and left lungs (%s); all its "
+                    "non-zero voxels are lung, their sides found again", path, reason)
         return None
     if np.allclose(volume.file_affine, np.eye(4)):
         note = ("the lung mask's affine is the identity (no real geometry), which gives no sides "

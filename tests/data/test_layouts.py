@@ -1116,7 +1116,7 @@ def test_volume_slices_know_their_file_slice_and_pixel_shape(tmp_path: Path,
     assert head_first[0].slice_name == "slice 2 of case1.nii.gz"
     assert head_first[0].title == "case1_z0002\nslice 2 of case1.nii.gz"
     sagittal = load_dataset(tmp_path / "sagittal").samples
-    assert sagittal[1].slice_name == "axial slice 1 (cut across the file's) of case1.nii.gz"
+    assert sagittal[1].slice_name == "axial slice i=1 of case1.nii.gz"  # the file's i, head to foot
     assert {s.aspect for s in head_first + sagittal} == {0.5}
     flat = load_dataset(shared("infnet-covid-semiseg")).samples[0]
     assert (flat.title, flat.aspect) == (flat.case_id, 1.0)

@@ -222,6 +222,14 @@ def test_quantify_names_a_dicom_cts_slices_as_predict_does(
     monkeypatch.setattr(report_module, "write_montage", titled)
     quantify_study(mask, tmp_path / "q", image=tmp_path / "series")
     assert names == [[f"image {10 + k} (slice {k})" for k in range(depth)]]
+    written = nib.load(str(mask))  # the same mask stored sagittally, and head first: "axial
+    for axes in ("PIL", "LPI"):  # slice N" and "slice N" in the mask's own order were said
+        stored = tmp_path / f"{axes}_mask.nii.gz"
+        nib.save(written.as_reoriented(nib.orientations.ornt_transform(
+            nib.io_orientation(written.affine), nib.orientations.axcodes2ornt(tuple(axes)))),
+            str(stored))
+        quantify_study(stored, tmp_path / f"q_{axes}", image=tmp_path / "series")
+    assert names[1:] == names[:1] * 2
 
 
 def test_slices_of_one_series_given_one_by_one_are_refused(tmp_path: Path) -> None:

@@ -152,13 +152,17 @@ class StoredAxes:
         back = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt(WORKING_AXES), start)
         return nib.orientations.apply_orientation(data_xyz, back)
 
+    def axial_slice(self, k: int, depth: int) -> tuple[int, int]:
+        """The file's voxel axis (0, 1, 2: i, j, k) that runs head to foot, across the volume's
+        axial slices, and the file's own index along it of the volume's axial slice ``k``."""
+        axis = int(np.flatnonzero(self.to_working[:, 0] == 2)[0])
+        return axis, (k if self.to_working[axis, 1] > 0 else depth - 1 - k)
+
     def file_slice(self, k: int, depth: int) -> int | None:
         """The file's own slice index of the volume's axial slice ``k``; None when the file's
         slices are not axial (its axial slices are then cut across them)."""
-        axis, flip = self.to_working[2]
-        if int(axis) != 2:
-            return None
-        return k if flip > 0 else depth - 1 - k
+        axis, index = self.axial_slice(k, depth)
+        return index if axis == 2 else None
 
 
 @dataclass(frozen=True)
@@ -178,7 +182,10 @@ class DicomSeries:
     """Every file's ImageType says LOCALIZER: a scout (topogram), never read as the CT."""
     image_numbers: tuple[int, ...] | None = None
     """InstanceNumber of each slice in the file order SimpleITK read (its slice index); None
-    when a slice has none or two share one."""
+    when a slice has none or two share one, or the series' slices are not axial."""
+    reversed_slices: bool = False
+    """Whether SimpleITK's order runs against the volume's axial order (foot to head): the
+    series' slice index of axial slice ``k`` is then ``images - 1 - k``."""
     ignored: tuple[DicomSeries, ...] = ()
     """The other series of the study found beside it and not read."""
 
@@ -313,17 +320,22 @@ class Volume:
         return k if index is None else index
 
     def slice_name(self, k: int) -> str:
-        """How to name axial slice ``k`` to a user: its index in the file when the file is axial
-        (in a DICOM series, SimpleITK's order, the masks' slice index), after the image's
-        InstanceNumber, which DICOM viewers show: the index alone named another image in a
-        viewer, as GDCM sorts slices along the normal whatever their numbers."""
-        index = self.file_slice(k)
-        if index is None:
-            return f"axial slice {k} (cut across the file's)"
+        """How to name axial slice ``k`` to a user: in a DICOM series (the volume's, or the CT's
+        a mask lies on), its InstanceNumber, which DICOM viewers show, then its index in the
+        series (SimpleITK's order, which masks written for it count): the index alone named
+        another image in a viewer, as GDCM sorts slices along the normal whatever their numbers.
+        Else its index in the file; where the file's slices are not axial, its index along the
+        file's voxel axis that runs head to foot, named by that axis: ``axial slice j=20``
+        (until 7 Dec covseg's own count, which no viewer shows)."""
+        depth = self.array.shape[0]
         numbers = self.dicom.image_numbers if self.dicom else None
-        if numbers and len(numbers) == self.array.shape[0]:
+        if self.dicom and numbers and len(numbers) == depth:
+            index = depth - 1 - k if self.dicom.reversed_slices else k
             return f"image {numbers[index]} (slice {index})"
-        return f"slice {index}"
+        if self.stored is None:
+            return f"slice {k}"
+        axis, index = self.stored.axial_slice(k, depth)
+        return f"slice {index}" if axis == 2 else f"axial slice {'ijk'[axis]}={index}"
 
 
 UNIT_MM = {"meter": 1000.0, "micron": 0.001}
