@@ -837,6 +837,15 @@ def test_a_summary_names_its_data_each_folds_best_pt_and_its_fold_count(tmp_path
     assert json.loads((out / "summary.json").read_text()) == older
 
 
+def test_a_finished_summary_read_back_keeps_a_folds_unrecorded_best_sha256_null() -> None:
+    """A fold trained before its metrics.json held best_sha256 is summarised with it null; read
+    back by a resume, its undefined metrics are NaN again, but the missing hash stays null."""
+    fold = {"fold": 0, "best_sha256": None, "precision": None, "dice": 0.5}
+    summary = crossval._undefined_as_nan({"per_fold": [fold], "mean_std_over_folds": {}})
+    [read] = summary["per_fold"]
+    assert read["best_sha256"] is None and math.isnan(read["precision"]) and read["dice"] == 0.5
+
+
 def _as_killed_before_its_first_epoch(fold: Path) -> None:
     """Leave ``fold`` as a run killed outright before its first epoch does: its record and the
     lock file no run holds any more."""
