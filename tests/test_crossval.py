@@ -815,6 +815,46 @@ def test_a_resume_after_a_fold_trained_again_alone_writes_the_summary_again(
     assert math.isnan(again["per_fold"][0]["precision"])
 
 
+def test_a_summary_names_its_data_each_folds_best_pt_and_its_fold_count(tmp_path: Path) -> None:
+    """summary.json named neither the data nor the best.pt of a fold, and its recipe no fold
+    count (only the text of ``folds``), so that the recipe given back to cross_validate ran the
+    default 5 folds; fold_metrics.json named no best.pt its rows came from. Each is recorded
+    now, the SHA-256s read from each fold's own record; a finished run whose summary an
+    earlier covseg wrote without them is still returned by a resume, left as it was."""
+    import hashlib
+
+    data = load_dataset("synthetic")
+    out = tmp_path / "cv"
+    summary = api.cross_validate(data, out, **TINY_FOLDS)
+    assert summary["config"]["folds"] == TINY_FOLDS["folds"]
+    for k, fold in enumerate(summary["per_fold"]):
+        best = hashlib.sha256((out / f"fold_{k}" / "best.pt").read_bytes()).hexdigest()
+        metrics = json.loads((out / f"fold_{k}" / "fold_metrics.json").read_text())
+        assert fold["best_sha256"] == metrics["best_sha256"] == best
+        assert summary[DATA_FINGERPRINT] == metrics[DATA_FINGERPRINT]
+    assert "best_sha256" not in summary["mean_std_over_folds"]  # no metric
+    written = json.loads((out / "summary.json").read_text())
+    older = {**written, "config": {key: value for key, value in written["config"].items()
+                                   if key != "folds"},
+             "per_fold": [{key: value for key, value in fold.items() if key != "best_sha256"}
+                          for fold in written["per_fold"]]}
+    del older[DATA_FINGERPRINT]
+    (out / "summary.json").write_text(json.dumps(older))
+    os.utime(out / "summary.json")  # written after its folds, as a finished run's
+    again = api.cross_validate(data, out, resume=True, **TINY_FOLDS)
+    assert isinstance(again, AlreadyTrained) and DATA_FINGERPRINT not in again
+    assert json.loads((out / "summary.json").read_text()) == older
+
+
+def test_a_finished_summary_read_back_keeps_a_folds_unrecorded_best_sha256_null() -> None:
+    """A fold trained before its metrics.json held best_sha256 is summarised with it null; read
+    back by a resume, its undefined metrics are NaN again, but the missing hash stays null."""
+    fold = {"fold": 0, "best_sha256": None, "precision": None, "dice": 0.5}
+    summary = crossval._undefined_as_nan({"per_fold": [fold], "mean_std_over_folds": {}})
+    [read] = summary["per_fold"]
+    assert read["best_sha256"] is None and math.isnan(read["precision"]) and read["dice"] == 0.5
+
+
 def _as_killed_before_its_first_epoch(fold: Path) -> None:
     """Leave ``fold`` as a run killed outright before its first epoch does: its record and the
     lock file no run holds any more."""

@@ -55,6 +55,29 @@ def test_binary_prediction_against_multiclass_truth_is_scored_as_binary(tmp_path
     assert both["classes"] == {"0": "background", "1": "ground-glass", "2": "consolidation"}
 
 
+def test_the_record_fingerprints_the_truths_and_predictions_it_scored(tmp_path: Path) -> None:
+    """Two evaluations of one truth folder whose masks changed between them (Dice 0.2872, then
+    0.2735) wrote records alike but for their scores: only the folders' paths were recorded.
+    Each record now holds a fingerprint of the truths and of the predictions scored."""
+    for case, top in (("a", 4), ("b", 10)):
+        _save(tmp_path / "truth" / f"{case}.png", square_mask(32, top, 4, 12) * 255)
+        _save(tmp_path / "pred" / f"{case}.png", square_mask(32, 6, 6, 12) * 255)
+    first = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "one.json")
+    again = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "two.json")
+    assert (again["truth_fingerprint"], again["prediction_fingerprint"]) == (
+        first["truth_fingerprint"], first["prediction_fingerprint"])
+    assert first["truth_fingerprint"] != first["prediction_fingerprint"]
+    _save(tmp_path / "truth" / "b.png", square_mask(32, 12, 4, 12) * 255)
+    edited = evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "three.json")
+    assert edited["truth_fingerprint"] != first["truth_fingerprint"]
+    assert edited["prediction_fingerprint"] == first["prediction_fingerprint"]
+    recorded = json.loads((tmp_path / "three.json").read_text())
+    assert recorded["truth_fingerprint"] == edited["truth_fingerprint"]
+    _save(tmp_path / "pred" / "a.png", square_mask(32, 8, 6, 12) * 255)
+    assert evaluate_folders(tmp_path / "pred", tmp_path / "truth", tmp_path / "four.json")[
+        "prediction_fingerprint"] != first["prediction_fingerprint"]
+
+
 def test_images_given_as_masks_are_refused(tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     rng = np.random.default_rng(0)

@@ -309,6 +309,39 @@ def test_records_name_the_code_and_the_versions_they_ran_on() -> None:
     assert record["git_dirty"] is bool(changed.stdout.strip())
 
 
+def test_records_name_the_libraries_that_shape_the_weights_and_none_not_installed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """MONAI's random transforms shape the weights a run trains, yet a record named python,
+    numpy and torch alone: now MONAI's, Pillow's and the zoo's libraries' versions too, None
+    for one not installed."""
+    record = provenance()
+    assert record["monai"] == version("monai") and record["pillow"] == version("Pillow")
+    for key in ("segmentation_models_pytorch", "timm", "torchvision"):
+        assert key in record, key
+    monkeypatch.setattr(covseg.provenance, "version", _version_without("timm"))
+    assert covseg.provenance._libraries.__wrapped__()["timm"] is None
+
+
+def _version_without(missing: str) -> Any:
+    """importlib.metadata's ``version`` as where the distribution ``missing`` is not installed."""
+    from importlib.metadata import PackageNotFoundError
+
+    def installed(name: str) -> str:
+        if name == missing:
+            raise PackageNotFoundError(name)
+        return version(name)
+    return installed
+
+
+def test_a_resume_warns_of_another_monai_but_not_a_record_without_one() -> None:
+    """A record written before the versions of MONAI were recorded resumes as it did, unwarned;
+    one under another MONAI (whose random transforms augment each batch) is warned of."""
+    now = {"monai": "1.6.1", "pillow": "13.0.0", "timm": None, "torch": "2.0.0"}
+    assert environment_changes({"torch": "2.0.0"}, now) == []
+    assert environment_changes({"monai": "1.4.0", "pillow": "10.1.0", "timm": "1.0.0"},
+                               now) == ["monai 1.4.0 -> 1.6.1"]
+
+
 def test_the_source_hash_follows_the_code_not_where_it_lies(tmp_path: Path) -> None:
     """A copy of the package elsewhere (a wheel's site-packages) hashes the same; an edit of one
     file, or a module added, changes it."""

@@ -62,6 +62,7 @@ from covseg.provenance import (
 )
 from covseg.records import read_record
 from covseg.train import (
+    BEST_SHA256,
     CROSS_VALIDATION,
     DATA_FINGERPRINT,
     FOLDS,
@@ -192,7 +193,9 @@ def _undefined_as_nan(summary: dict[str, Any]) -> dict[str, Any]:
     """``summary`` read back from JSON with its undefined metrics NaN again, as a fresh summary
     has them: each fold's means, their mean and std over folds and the pooled statistics."""
     return {**summary,
-            "per_fold": [_nulls_as_nan(fold) for fold in summary["per_fold"]],
+            "per_fold": [fold | _nulls_as_nan({key: value for key, value in fold.items()
+                                               if key not in FOLD_FIELDS})
+                         for fold in summary["per_fold"]],
             "mean_std_over_folds": {key: _nulls_as_nan(stats)
                                     for key, stats in summary["mean_std_over_folds"].items()},
             "pooled_per_case": {key: _nulls_as_nan(stats) if isinstance(stats, dict) else stats
@@ -468,8 +471,8 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
     by_id = {s.case_id: s for s in data.samples}
     fit, val = _fold_split(config, by_id, train_cases)
     record = ({} if folds is None else {FOLDS: folds}) | ({NODE: dict(node)} if node else {})
-    train(config, data, fold_dir, resume=resume, train_cases=fit, val_cases=val, record=record,
-          weights=weights, notes=notes, lung_sha256=lung_sha256)
+    trained = train(config, data, fold_dir, resume=resume, train_cases=fit, val_cases=val,
+                    record=record, weights=weights, notes=notes, lung_sha256=lung_sha256)
     test_samples = [by_id[c] for c in test_cases]
     rows, _ = evaluate_samples(Predictor.load(fold_dir / "best.pt"), test_samples, "testing fold")
     rows = hd95_by_unit(rows, data)
@@ -480,7 +483,8 @@ def run_fold(config: TrainConfig, data: LoadedData, fold_dir: Path, train_cases:
                                                                         data.num_classes),
                                                 **hd95_unit_field(data.hd95_unit),
                                                 "per_case": rows,
-                                                DATA_FINGERPRINT: fingerprint})
+                                                DATA_FINGERPRINT: fingerprint,
+                                                BEST_SHA256: trained.get(BEST_SHA256)})
     return rows
 
 
@@ -819,17 +823,18 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
         for k, (train_cases, test_cases) in enumerate(splits):
             rows = _split_fold(config, data, out, splits, k, resume, verb, weights=weights,
                                notes=cv_notes.recipe, lung_sha256=lung_sha256)
-            seconds, epochs = _fold_training(out / f"fold_{k}")
+            seconds, epochs, best = _fold_training(out / f"fold_{k}")
             train_seconds += seconds
             stats = summarize(rows)
             per_fold.append({"fold": k, "train_cases": len(train_cases),
-                             "test_cases": len(test_cases), "epochs": epochs,
+                             "test_cases": len(test_cases), "epochs": epochs, BEST_SHA256: best,
                              **_fold_means(stats, data),
                              DEFINED: {key: metric["n"] for key, metric in stats.items()}})
             all_rows.extend({"fold": k, **row} for row in rows)
         summary = _continued(*_earlier(out, begun),
                              _summary(config, data, out, how, per_fold, all_rows, begun,
-                                      train_seconds, cv_notes.all), begun.trains)
+                                      train_seconds, _whole_set(data, splits), cv_notes.all),
+                             begun.trains)
         write_text(out / "per_case.csv", rows_to_csv(all_rows))
         png = out / "dice_boxplot.png"
         plotted = drawn(
@@ -1065,7 +1070,7 @@ def figure_link(alt: str, name: str, plotted: bool) -> list[str]:
 
 DEFINED = "slices_defined"
 """Key of a fold's count, per metric, of the slices its mean covers (where it is defined)."""
-FOLD_FIELDS = ("fold", "train_cases", "test_cases", "epochs", DEFINED)
+FOLD_FIELDS = ("fold", "train_cases", "test_cases", "epochs", BEST_SHA256, DEFINED)
 """The keys of a summary's ``per_fold`` entry that are no metric."""
 
 
@@ -1091,11 +1096,20 @@ def _fold_means(stats: dict[str, dict[str, float]], data: LoadedData) -> dict[st
         metric: metric_stats["mean"] for metric, metric_stats in stats.items()}
 
 
-def _fold_training(fold_dir: Path) -> tuple[float, int]:
-    """Training time the fold's run recorded (which, unlike wall time, survives resumes) and
-    the epochs it trained (the default schedule depends on the number of slices)."""
+def _fold_training(fold_dir: Path) -> tuple[float, int, str | None]:
+    """Training time the fold's run recorded (which, unlike wall time, survives resumes), the
+    epochs it trained (the default schedule depends on the number of slices) and the SHA-256
+    of its best.pt as training wrote it (None in a record before it was recorded), read, not
+    hashed again."""
     return read_fold_record(fold_dir / "metrics.json", lambda metrics: (
-        float(metrics["train_seconds"]), int(metrics["epochs"])))
+        float(metrics["train_seconds"]), int(metrics["epochs"]), metrics.get(BEST_SHA256)))
+
+
+def _whole_set(data: LoadedData, splits: Sequence[tuple[list[str], list[str]]]) -> str:
+    """The data fingerprint of every slice the folds trained and tested on (each fold's, as its
+    fold_metrics.json records it, where the folds cover the same slices: taken once then)."""
+    return data_fingerprint(data, {case for fit, test in splits for case in (*fit, *test)},
+                            quiet=False)
 
 
 def _dice(config: TrainConfig) -> str:
@@ -1135,9 +1149,13 @@ def _folds_threads(out: Path, folds: int) -> int | list[int | None] | None:
 
 def _summary(config: TrainConfig, data: LoadedData, out: Path, how: str,
              per_fold: list[dict[str, Any]], rows: list[dict[str, Any]], begun: Begun,
-             train_seconds: float, cv_notes: Sequence[str] = ()) -> dict[str, Any]:
+             train_seconds: float, fingerprint: str, cv_notes: Sequence[str] = ()
+             ) -> dict[str, Any]:
     """The summary; ``cv_notes``: the recipe's and folds' warnings (:func:`warned_cv_notes`),
-    after the data's own."""
+    after the data's own; ``fingerprint``: the folds' slices' (:func:`_whole_set`). Its recipe
+    holds the count of folds as ``cross_validate``'s ``folds`` takes it, so that the recipe
+    given back to it (``**summary["config"]``) runs these folds, not the default count."""
+    command = _command_record(config, data, begun, out)
     metric_keys = [k for k in dict.fromkeys(key for fold in per_fold for key in fold)
                    if k not in FOLD_FIELDS]
     pooled = summarize(rows)
@@ -1151,8 +1169,9 @@ def _summary(config: TrainConfig, data: LoadedData, out: Path, how: str,
                        "n": int(values.size),
                        "cases": covered["n"], "cases_undefined": covered["undefined"]}
     return {
-        **_command_record(config, data, begun, out),
-        "data": data.describe(), "classes": class_labels(data.target, data.num_classes),
+        **command, "config": {**command["config"], FOLDS: len(per_fold)},
+        "data": data.describe(), DATA_FINGERPRINT: fingerprint,
+        "classes": class_labels(data.target, data.num_classes),
         "synthetic": data.synthetic, "folds": how,
         "train_seconds": train_seconds,
         "per_fold": per_fold,

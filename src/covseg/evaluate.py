@@ -77,6 +77,7 @@ from covseg.records import (
     RESULT_JSON,
     content_hash,
     is_batch_folder,
+    masks_fingerprint,
     model_identity,
     output_path,
     read_record,
@@ -474,6 +475,12 @@ class _Side:
                               "evaluate scores per class; relabel it")
 
 
+TRUTH_FINGERPRINT = "truth_fingerprint"
+"""Key of the :func:`~covseg.records.masks_fingerprint` of the truths an evaluation scored."""
+PREDICTION_FINGERPRINT = "prediction_fingerprint"
+"""Key of that of the predictions it scored (a missing prediction, scored as empty, has none)."""
+
+
 @warnings_once()
 def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathLike[str],
                      out: str | os.PathLike[str], per_slice: bool = False) -> dict[str, Any]:
@@ -574,7 +581,11 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
                          preds, len(unmatched))
     scored = [preds[case] for case in cases if case in preds]
     result = {
-        **provenance(prediction_dir=pred_dir, truth_dir=truth_dir), "cases": len(rows),
+        **provenance(prediction_dir=pred_dir, truth_dir=truth_dir),
+        TRUTH_FINGERPRINT: masks_fingerprint({case: truths[case] for case in cases}),
+        PREDICTION_FINGERPRINT: masks_fingerprint({case: preds[case] for case in cases
+                                                   if case in preds}),
+        "cases": len(rows),
         "per_slice": per_slice, "predict_record": recorded,
         "models": _recorded_models(pred_folder, scored),
         "edited_predictions": _edited_predictions(pred_folder, scored),

@@ -1,7 +1,7 @@
 """What a record needs for a run to be reproduced: the code that wrote it (covseg's version, a
 hash of its source and, from a git checkout, the commit), the versions it ran on (Python, numpy,
-torch, the platform), the command that wrote it and the absolute paths it read, added to every
-JSON record by one helper, :func:`provenance`.
+torch, MONAI, Pillow and the model zoo's libraries, the platform), the command that wrote it
+and the absolute paths it read, added to every JSON record by one helper, :func:`provenance`.
 
 The command is the command line as run for the CLI (``covseg train ...``), or the API function
 called (``Python API: covseg.train()``). It is kept in a context variable while the command
@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from functools import cache
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -118,9 +118,31 @@ def environment() -> dict[str, Any]:
     version alone does not tell apart: it stays 0.1.0 over every commit), ``git_commit`` and
     ``git_dirty`` where covseg runs from a git checkout, and the ``python``, ``numpy``,
     ``torch`` and ``platform`` it runs on (numpy's random streams and torch's kernels may
-    change between versions). Computed once per process."""
+    change between versions), with the :data:`LIBRARIES` that shape what it trains and
+    reads. Computed once per process."""
     return {**_code(), "python": platform.python_version(), "numpy": version("numpy"),
-            "torch": _torch_version(), "platform": platform.platform()}
+            "torch": _torch_version(), **_libraries(), "platform": platform.platform()}
+
+
+LIBRARIES = {"monai": "monai", "pillow": "Pillow",
+             "segmentation_models_pytorch": "segmentation-models-pytorch", "timm": "timm",
+             "torchvision": "torchvision"}
+"""The libraries whose versions a record names (key: distribution): MONAI's random transforms
+shape the weights a run trains (:mod:`covseg.augmentation`), Pillow reads 2D slices, and the
+model zoo's networks come from the optional rest."""
+
+
+@cache
+def _libraries() -> dict[str, str | None]:
+    """Each of :data:`LIBRARIES`' installed version, None where it is not installed."""
+    return {key: _installed_version(name) for key, name in LIBRARIES.items()}
+
+
+def _installed_version(distribution: str) -> str | None:
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
 
 
 def _torch_version() -> str:
@@ -187,8 +209,13 @@ def utc_now() -> str:
 
 
 COMPARED = {"covseg_version": "covseg version", "source_sha256": "covseg source (source_sha256)",
-            "torch": "torch", "threads": "threads"}
-"""What a resume compares with the run it continues: each changes the weights it trains."""
+            "torch": "torch", "monai": "monai", "threads": "threads"}
+"""What a resume compares with the run it continues, warning of a change: each changes the
+weights it trains (MONAI's random transforms augment every batch). A record without a key
+(written before it was recorded) resumes unwarned; the other :data:`LIBRARIES` are not
+compared: Pillow decodes slices the data fingerprint checks, and the zoo's libraries build
+only their own models, so a version added or changed beside another model's run is no
+change to it."""
 
 
 def environment_changes(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
@@ -217,8 +244,8 @@ WEIGHTS_SHA256 = "weights_sha256"
 """Key of the SHA-256 of a run's ``weights=`` file, as the command that started it read it."""
 
 INVOCATION_KEYS = ("covseg_version", "source_sha256", "git_commit", "git_dirty", "python",
-                   "numpy", "torch", "platform", "command", "data_path", WEIGHTS_SHA256,
-                   "threads", "started_utc")
+                   "numpy", "torch", *LIBRARIES, "platform", "command", "data_path",
+                   WEIGHTS_SHA256, "threads", "started_utc")
 """What a run's record says of one command that trained it (:func:`continued`)."""
 
 

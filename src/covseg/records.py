@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +174,17 @@ def content_hash(path: Path) -> str | None:
     digest = hashlib.sha256()
     for file in files:
         digest.update(file.relative_to(path).as_posix().encode() + b"\0" + _file_sha256(file))
+    return digest.hexdigest()
+
+
+def masks_fingerprint(masks: Mapping[str, Path]) -> str:
+    """SHA-256 over each case id and its mask's :func:`content_hash`, in case-id order, as
+    :func:`~covseg.data.layouts.data_fingerprint` fingerprints a run's slices: which masks an
+    evaluation scored, so that two records of one folder whose masks changed between them tell
+    apart."""
+    digest = hashlib.sha256()
+    for case in sorted(masks):
+        digest.update(f"{case}\0{content_hash(masks[case])}\0".encode())
     return digest.hexdigest()
 
 
