@@ -1625,7 +1625,8 @@ def test_a_3d_slicer_lung_mask_cropped_on_the_ct_grid_is_padded_onto_it(tmp_path
     """A --lungs mask saved cropped to its segments' extent (3D Slicer's default) was refused
     for its shape where the lesion mask was padded onto the CT's grid: it is now padded the
     same way, with the same warning, and gives the figures of the whole lung mask; shifted off
-    the CT's voxels, it is refused as before."""
+    the CT's voxels, it is refused as before, with the advice of how to export it (a plain
+    lungs.nrrd got none: the lung mask was taken for the CT)."""
     ct, mask, _ = synthetic_study(tmp_path / "in", "case")
     lungs = np.zeros((64, 48, 6), dtype=np.int16)
     lungs[10:28, 10:38, 1:5] = 1
@@ -1641,8 +1642,52 @@ def test_a_3d_slicer_lung_mask_cropped_on_the_ct_grid_is_padded_onto_it(tmp_path
     assert f"{cropped}: saved cropped to its segments' extent (44 x 28 x 4 voxels of the CT's " \
            f"64 x 48 x 6); padded with 0 onto the grid of the CT {ct}" in caplog.text
     shifted = saved_as(whole_lungs, tmp_path / "shifted" / name, shift_mm=1.0, cropped=True)
-    with pytest.raises(CovsegError, match=r"shape .* differs from the mask"):
+    with pytest.raises(CovsegError, match=r"shape .* differs from the mask .*; 3D Slicer may "
+                                          r"save a segmentation, or export a label map, cropped "
+                                          r".* give that$"):
         quantify_study(mask, tmp_path / "refused", image=ct, lungs=shifted)
+
+
+def _lungs_saved(path: Path, rows: slice = slice(None)) -> Path:
+    """Two lungs on the synthetic study's 64 x 48 x 6 grid, saved at ``path`` (the file's first
+    axis cut to ``rows``)."""
+    lungs = np.zeros((64, 48, 6), dtype=np.int16)
+    lungs[10:28, 10:38, 1:5] = 1
+    lungs[36:54, 10:38, 1:5] = 1
+    nib.save(nib.Nifti1Image(lungs[rows], np.diag([0.7, 0.7, 5.0, 1.0])), str(path))
+    return path
+
+
+def test_a_cropped_lung_nrrd_is_padded_onto_the_lesion_mask_when_there_is_no_ct(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """With no CT (no --image, no predict record), a --lungs NRRD saved cropped on the lesion
+    mask's voxels was refused for its shape: it is padded onto the lesion mask's grid, the
+    warning naming the mask, and gives the figures of the whole lung mask."""
+    _, mask, _ = synthetic_study(tmp_path / "in", "case")
+    whole_lungs = _lungs_saved(tmp_path / "lungs.nii.gz")
+    whole = quantify_study(mask, tmp_path / "whole", lungs=whole_lungs)
+    cropped = saved_as(whole_lungs, tmp_path / "crop" / "lungs.nrrd", cropped=True)
+    with caplog.at_level("WARNING"):
+        padded = quantify_study(mask, tmp_path / "padded", lungs=cropped)
+    keys = ("study", "right_lung", "left_lung", "shape")
+    assert {key: padded[key] for key in keys} == {key: whole[key] for key in keys}
+    assert f"{cropped}: saved cropped to its segments' extent (44 x 28 x 4 voxels of the " \
+           f"mask's 64 x 48 x 6); padded with 0 onto the grid of the mask {mask}" in caplog.text
+
+
+def test_a_lung_mask_of_another_shape_gets_the_slicer_advice_only_if_it_is_a_nrrd(
+        tmp_path: Path) -> None:
+    """A NIfTI lung mask of another shape beside a NRRD lesion mask on its CT's grid was refused
+    with the advice to export "it" from 3D Slicer, which fits only the NRRD, not cropped: the
+    lung mask is the one at fault, and a NIfTI one gets no advice. With no CT to place the
+    lesion mask, a NRRD lesion mask may be the cropped one: the advice is given."""
+    ct, mask, _ = synthetic_study(tmp_path / "in", "case")
+    lesions = saved_as(mask, tmp_path / "nrrd" / "case_mask.nrrd")
+    lungs = _lungs_saved(tmp_path / "lungs.nii.gz", slice(5, 60))
+    with pytest.raises(CovsegError, match=r"same voxel grid$"):
+        quantify_study(lesions, tmp_path / "out", image=ct, lungs=lungs)
+    with pytest.raises(CovsegError, match=r"same voxel grid; 3D Slicer may save .* give that$"):
+        quantify_study(lesions, tmp_path / "out", lungs=lungs)
 
 
 @pytest.mark.parametrize("where", ["masks", "image"])

@@ -335,9 +335,10 @@ def _quantify_study(mask_path: Path, out_dir: str | os.PathLike[str], given: _Lu
         stage("reading the lung mask")
         lung_volume, _ = _read_label_mask(lung_path, lesions, "lung mask",
                                           f"a lung mask as {option_name('lungs')}")
-        if ct is not None:
-            lung_volume = padded_onto(lung_volume, ct)
-        check_same_grid(lesions, lung_volume)
+        lung_volume = padded_onto(lung_volume, lesions, ("CT", ct.source) if ct is not None
+                                  else ("mask", lesions.source))
+        check_same_grid(lesions, lung_volume,
+                        [lung_volume] if ct is not None else [lesions, lung_volume])
         lung_labels, lung_source = _lung_labels(lung_volume, lung_path, ct, sides), "mask"
         if predict_ct is not None and _threshold_lungs(predicted):
             stage("finding the lungs in the CT")

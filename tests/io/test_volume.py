@@ -280,6 +280,23 @@ def test_a_line_of_voxels_is_refused_as_a_line_not_a_plane(
         read_volume(path)
 
 
+def test_grids_are_one_within_0_001_mm_wherever_the_origin_lies(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Affines were taken as one grid within 0.001 mm plus numpy's relative 0.001 % of each
+    entry: origins 1400 mm from the scanner's lay 0.015 mm apart without a word, and a 3D
+    Slicer crop so far off its CT's voxels was padded onto them, where the docs say 0.001 mm.
+    Every entry is now within 0.001 mm wherever the origin lies: 0.003 mm apart is warned of."""
+    affine = np.diag([0.7, 0.7, 5.0, 1.0])
+    affine[:3, 3] = [-350.0, -350.0, -1400.0]
+    moved = affine.copy()
+    moved[2, 3] += 0.003
+    mask = read_nifti(save(tmp_path / "mask.nii.gz", np.zeros((8, 8, 4), np.uint8), affine))
+    ct = read_nifti(save(tmp_path / "ct.nii.gz", np.zeros((8, 8, 4), np.int16), moved))
+    with caplog.at_level(logging.WARNING):
+        check_same_grid(mask, ct)
+    assert "affine differs from" in caplog.text and "assuming the same voxel grid" in caplog.text
+
+
 def test_a_volume_of_another_shape_is_refused_naming_the_files_own_order(tmp_path: Path) -> None:
     """A 64x48x10 CT beside a 64x48x12 mask was refused as "(10, 48, 64) ... (12, 48, 64) (z, y,
     x, as the files hold them)", the files' shapes reversed: each is printed as nibabel's shape,

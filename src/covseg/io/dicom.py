@@ -1209,7 +1209,7 @@ def check_dicom_series(headers: Sequence[SliceHeader], source: str) -> np.ndarra
                  "slices (", "give a series of one pixel spacing, or resample it", " mm")
     _check_alike(headers, "orientation", 1e-3, source, "slice orientations differ "
                  "(ImageOrientationPatient ", "give a series of parallel slices")
-    return _check_positions(headers, source) if len(headers) > 1 else np.arange(1)
+    return _check_positions(headers, source) if len(headers) > 1 else np.arange(len(headers))
 
 
 def _check_pixel_spacing(headers: Sequence[SliceHeader], source: str) -> None:

@@ -464,9 +464,11 @@ DIRECTION_TOLERANCE_DEG = 0.5
 direction cosines; at 250 mm from the origin, 0.5 degrees moves a voxel 2.2 mm)."""
 
 
-def same_grid_affine(first: Volume, second: Volume) -> bool:
-    """Whether two volumes' affines put their voxels at the same places."""
-    return bool(np.allclose(first.affine, second.affine, atol=GRID_TOLERANCE_MM))
+def same_grid_affine(first: np.ndarray, second: np.ndarray) -> bool:
+    """Whether two affines put their voxels at the same places: every entry within
+    :data:`GRID_TOLERANCE_MM`, wherever the origin lies (numpy's default relative slack let
+    origins at a table position of 1500 mm lie 0.016 mm apart)."""
+    return bool(np.allclose(first, second, rtol=0.0, atol=GRID_TOLERANCE_MM))
 
 
 def grid_differences(first: Volume, second: Volume) -> list[str]:
@@ -507,7 +509,7 @@ def grid_drift_mm(first: np.ndarray, second: np.ndarray) -> float:
 def warn_grid_drift(first: Volume, second: Volume) -> None:
     """Warn of a drift between two grids that :func:`grid_differences` takes as one, their
     voxels paired as stored."""
-    if not same_grid_affine(first, second):
+    if not same_grid_affine(first.affine, second.affine):
         log.warning("%s: affine differs from %s (origins %.3g mm apart, under half a voxel); "
                     "assuming the same voxel grid", second.source, first.source,
                     grid_drift_mm(first.affine, second.affine))
@@ -530,10 +532,11 @@ def is_segmentation(path: Path) -> bool:
 def cropped_segmentation_advice(*sources: str | Path | None,
                                 reshaped: Sequence[str | Path | None] = ()) -> str:
     """Advice to add to a refusal of two masks or volumes on different grids where one may be a
-    mask 3D Slicer saved cropped to its segments' extent: a segmentation among ``sources``
-    (never a CT), or a NRRD among ``reshaped``, the masks of a refusal for their shapes (a label
-    map Slicer exported cropped; any other NRRD mask of another shape, which the advice's "if
-    so" fits too); else ''. A missing source (None: evaluate's missing prediction) is none."""
+    mask 3D Slicer saved cropped to its segments' extent: a segmentation among ``sources`` (the
+    refusal's files, a CT among them too: no CT is named as a segmentation), or a NRRD among
+    ``reshaped``, only the masks of a refusal for their shapes (a label map Slicer exported
+    cropped; any other NRRD mask of another shape, which the advice's "if so" fits too; a NRRD
+    CT is none); else ''. A missing source (None: evaluate's missing prediction) is none."""
     if not (any(is_segmentation(Path(source)) for source in sources if source is not None)
             or any(str(mask).lower().endswith(NRRD_SUFFIXES)
                    for mask in reshaped if mask is not None)):
@@ -543,37 +546,41 @@ def cropped_segmentation_advice(*sources: str | Path | None,
             "CT's geometry) and give that")
 
 
-def padded_onto(mask: Volume, ct: Volume) -> Volume:
-    """``mask`` padded with 0 onto ``ct``'s grid where it is a NRRD (a 3D Slicer segmentation
-    or label map) saved cropped to its segments' extent, Slicer's default: its voxels of the
-    CT's size and direction, its first voxel on one of the CT's (:func:`same_grid_affine`'s
-    rounding), its extent inside the CT; a warning says so. Any other ``mask`` is itself, to
-    pair or refuse (:func:`check_same_grid`): quantify (lesion and lung masks) and the training
-    layouts refused such a crop, advising a labelmap exported with the CT as reference volume."""
-    start = _crop_start(mask, ct)
+def padded_onto(mask: Volume, onto: Volume, grid: tuple[str, str] | None = None) -> Volume:
+    """``mask`` padded with 0 onto ``onto``'s grid (a CT's, or a mask's on it or alone) where it
+    is a NRRD (a 3D Slicer segmentation or label map) saved cropped to its segments' extent,
+    Slicer's default: its voxels of ``onto``'s size and direction, its first voxel on one of
+    ``onto``'s (:func:`same_grid_affine`'s tolerance), its extent inside ``onto``; a warning
+    says so, naming the grid by ``grid`` (what and file: ("mask", "x.nii.gz"); by default the
+    CT ``onto``). Any other ``mask`` is itself, to pair or refuse (:func:`check_same_grid`):
+    quantify (lesion and lung masks) and the training layouts refused such a crop, advising a
+    labelmap exported with the CT as reference volume."""
+    start = _crop_start(mask, onto)
     if start is None:
         return mask
-    array = np.zeros(ct.array.shape, dtype=mask.array.dtype)
+    array = np.zeros(onto.array.shape, dtype=mask.array.dtype)
     array[tuple(slice(int(k), int(k) + n) for k, n in zip(start, mask.array.shape, strict=True))
           ] = mask.array
-    log.warning("%s: saved cropped to its segments' extent (%s voxels of the CT's %s); padded "
-                "with 0 onto the grid of the CT %s", mask.source, _voxels(mask),
-                _voxels(ct), ct.source)
-    return replace(ct, array=array, source=mask.source, intensity=mask.intensity, dicom=None)
+    what, source = grid or ("CT", onto.source)
+    log.warning("%s: saved cropped to its segments' extent (%s voxels of the %s's %s); padded "
+                "with 0 onto the grid of the %s %s", mask.source, _voxels(mask), what,
+                _voxels(onto), what, source)
+    return replace(onto, array=array, source=mask.source, intensity=mask.intensity, dicom=None)
 
 
-def _crop_start(mask: Volume, ct: Volume) -> np.ndarray | None:
-    """The CT voxel (z, y, x) where a NRRD ``mask`` cropped from its grid starts
-    (:func:`padded_onto`); None where it is no such crop: another format, the CT's own shape,
-    voxels off the CT's or reaching outside it."""
-    if mask.array.shape == ct.array.shape or not mask.source.lower().endswith(NRRD_SUFFIXES):
+def _crop_start(mask: Volume, onto: Volume) -> np.ndarray | None:
+    """The voxel (z, y, x) of ``onto`` where a NRRD ``mask`` cropped from its grid starts
+    (:func:`padded_onto`); None where it is no such crop: another format, ``onto``'s own shape,
+    voxels off ``onto``'s or reaching outside it."""
+    if mask.array.shape == onto.array.shape or not mask.source.lower().endswith(NRRD_SUFFIXES):
         return None
-    start_xyz = np.round(np.linalg.solve(ct.affine[:3, :3], mask.affine[:3, 3] - ct.affine[:3, 3]))
-    placed = ct.affine.copy()
-    placed[:3, 3] = ct.affine[:3, :3] @ start_xyz + ct.affine[:3, 3]
+    start_xyz = np.round(np.linalg.solve(onto.affine[:3, :3],
+                                         mask.affine[:3, 3] - onto.affine[:3, 3]))
+    placed = onto.affine.copy()
+    placed[:3, 3] = onto.affine[:3, :3] @ start_xyz + onto.affine[:3, 3]
     start = start_xyz[::-1]
-    inside = (start >= 0).all() and (start + mask.array.shape <= ct.array.shape).all()
-    aligned = np.allclose(mask.affine, placed, atol=GRID_TOLERANCE_MM)
+    inside = (start >= 0).all() and (start + mask.array.shape <= onto.array.shape).all()
+    aligned = same_grid_affine(mask.affine, placed)
     return start if inside and aligned else None
 
 
@@ -582,14 +589,18 @@ def _voxels(volume: Volume) -> str:
     return " x ".join(str(n) for n in volume.file_shape)
 
 
-def check_same_grid(reference: Volume, other: Volume) -> None:
-    """Refuse to pair a mask (``reference``) with a volume (its CT, lungs or image) on another
-    grid, as quantify and training both pair them voxel for voxel, saying what differs
-    (:func:`grid_differences`, the rule evaluate applies too). Each is turned to the working
-    axes by its own header, so voxels stored alike under headers that label the axes
+def check_same_grid(reference: Volume, other: Volume,
+                    reshaped: Sequence[Volume] | None = None) -> None:
+    """Refuse to pair a mask (``reference``) with a volume (its CT or image, or quantify's lung
+    mask) on another grid, as quantify and training both pair them voxel for voxel, saying what
+    differs (:func:`grid_differences`, the rule evaluate applies too). Each is turned to the
+    working axes by its own header, so voxels stored alike under headers that label the axes
     differently (one flipped or permuted) would pair mirrored, or be refused for shapes that
     print equal: refused, naming the axes. A drift under half a voxel between headers
-    (translation, rounding) only warns, the voxels being paired as stored."""
+    (translation, rounding) only warns, the voxels being paired as stored. ``reshaped``: the
+    masks of the two whose shape may be the one at fault, for a refusal's advice
+    (:func:`cropped_segmentation_advice`): by default ``reference``; of two masks, both, or the
+    second alone where the first lies on its CT's grid."""
     differences = grid_differences(reference, other)
     if differences and reference.file_axes != other.file_axes:
         raise CovsegError(
@@ -603,7 +614,8 @@ def check_same_grid(reference: Volume, other: Volume) -> None:
             f"{other.source}: shape {other.file_shape} differs from the mask "
             f"{reference.source} {reference.file_shape} (each file's {FILE_ORDER}); "
             "they must be on the same voxel grid"
-            + cropped_segmentation_advice(other.source, reshaped=[reference.source])
+            + cropped_segmentation_advice(reshaped=[
+                mask.source for mask in ([reference] if reshaped is None else reshaped)])
         )
     if differences:
         raise CovsegError(
