@@ -43,8 +43,8 @@ def _remove_at_end() -> None:
 atexit.register(_remove_at_end)
 
 
-def _pipe_broke(stream: TextIO | None) -> bool:
-    """Write out ``stream`` (stdout, stderr), whether its reader was gone (a broken pipe). A
+def _flush(stream: TextIO | None) -> bool:
+    """Write out ``stream`` (stdout, stderr); True where its reader was gone (a broken pipe). A
     stream that is full, closed or cut short (a flush that a stop interrupted, flushed again
     from its handler: ``RuntimeError``) is left as it is: what was written stands."""
     try:
@@ -65,7 +65,7 @@ def _end(signum: int, when: str) -> None:
     :data:`REMOVED_AT_END` is removed first."""
     status, word = STOPPED[signal.Signals(signum)]
     _remove_at_end()
-    _pipe_broke(sys.stdout)
+    _flush(sys.stdout)
     with suppress(OSError):  # stderr closed or full: the status says it
         os.write(2, f"covseg: {word} {when}\n".encode())
     os._exit(status)
@@ -120,7 +120,7 @@ def _exit(status: int) -> NoReturn:
 
     threading._shutdown()  # type: ignore[attr-defined]  # Python's first step of its exit
     atexit._run_exitfuncs()
-    if _pipe_broke(sys.stdout):
+    if _flush(sys.stdout):
         status = STDOUT_CLOSED
-    _pipe_broke(sys.stderr)  # stderr gone, full or closed: the status says it
+    _flush(sys.stderr)  # stderr gone, full or closed: the status says it
     os._exit(status)

@@ -1578,7 +1578,7 @@ def test_cv_framing_multiclass_masks_that_hold_effusion_is_warned_once(
     """cv of a multi-class set holding effusion, framed to the lungs (the default), which cut
     it away without a word: warned once for its folds, into summary.json's warnings and each
     fold's metrics.json's; a fold run alone (``fold=``) warns it too. The share cut away is
-    worked out once per command and handed to its folds: each fold worked it out again."""
+    worked out once per command and handed to its folds (each fold worked it out again before)."""
     data = effusion_frames(tmp_path / "data")
     caplog.set_level(logging.WARNING, logger="covseg")
     calls = calls_counted(monkeypatch, importlib.import_module("covseg.train"),

@@ -186,7 +186,7 @@ def test_counts_on_bool_masks_equal_monais_values_bit_for_bit(
         shape: tuple[int, ...], spacing: tuple[float, ...] | None) -> None:
     """The counts are numpy's on bool masks now, the edges cropped here; every value (HD95 of
     masks touching the image's edge, in odd spacings, included) stays MONAI's to the bit while
-    the counts are under 2**24 voxels (above, MONAI's float32 counts round: see below)."""
+    the volume holds at most 2**24 voxels (above, MONAI's float32 counts round: see below)."""
     rng = np.random.default_rng(len(shape))
     for _ in range(5):
         pred, truth = (ndimage.gaussian_filter(rng.random(shape), 2) > 0.5 for _ in range(2))
@@ -195,13 +195,13 @@ def test_counts_on_bool_masks_equal_monais_values_bit_for_bit(
         assert dice(pred, truth) == ours["dice"]
 
 
-
 def test_precision_and_specificity_count_exactly_above_2_to_the_24_voxels() -> None:
     """MONAI's float32 confusion matrix rounds counts to 8 or 16 above 2**24 voxels and takes fp
     as a difference of them: a 300x512x512 pair, a 100-voxel lesion and one false-positive voxel,
     had precision 100/108 = 0.926, not 100/101, and specificity 1 - 1.2e-7, not 1 - 1.3e-8.
-    Counted exactly, each is the exact ratio rounded once: in float32 as MONAI's below 2**24
-    (precision's 101 predicted voxels), in float64 above (specificity's negatives)."""
+    Counted exactly, each is the exact ratio rounded once: in float32 as MONAI divides while
+    the denominator is at most 2**24 (precision's 101 predicted voxels), in float64 above
+    (specificity's negatives)."""
     truth = np.zeros((300, 512, 512), dtype=bool)
     truth[150, 200:210, 200:210] = True
     pred = truth.copy()
@@ -217,6 +217,7 @@ def test_the_rules_name_every_volume_format_scored_in_mm() -> None:
     """The rules copied into every record and report.md said HD95 was in mm for NIfTI volumes
     only, while NRRD and MetaImage volumes (3D Slicer's, ITK-SNAP's) are scored in mm too."""
     assert "in mm for volumes (NIfTI, NRRD, MetaImage) and their slices" in EMPTY_MASK_RULES
+
 
 _PEAK_SCRIPT = """
 import numpy as np

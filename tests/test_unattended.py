@@ -70,6 +70,25 @@ def test_sighup_stops_as_sigterm_but_not_under_nohup() -> None:
         signal.signal(signal.SIGHUP, previous)
 
 
+def test_a_sigterm_recorded_is_forgotten_after_the_handlers_are_put_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stops recorded were cleared before the handlers were put back: a SIGTERM landing
+    between the two was recorded again after the clear, for a later
+    :func:`~covseg.stopping.raise_if_stopped` to raise. The clear comes last, as it did."""
+    handlers_at_clear: list[object] = []
+
+    class Asked(list[type[BaseException]]):
+        def clear(self) -> None:
+            handlers_at_clear.append(signal.getsignal(signal.SIGTERM))
+            super().clear()
+
+    monkeypatch.setattr(stopping, "_asked", Asked())
+    before = signal.getsignal(signal.SIGTERM)
+    with stops_recorded():
+        pass
+    assert handlers_at_clear == [before]
+
+
 def _masks(folder: Path, names: list[str], grow: int) -> None:
     """2D masks (0/255) named ``names`` in ``folder``, each a box ``grow`` rows taller."""
     folder.mkdir()

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 from PIL import Image
 
-from covseg.data.layouts import CLASS_NAMES, class_labels, label_names
+from covseg.data.layouts import CLASS_NAMES, label_names
 from covseg.viz import (
     CATEGORY_COLOURS,
     CHART_STUDIES,
@@ -65,9 +65,6 @@ def test_legends_name_the_classes_as_the_records_do() -> None:
     assert label_names("multiclass", 4) == {1: "ground-glass", 2: "consolidation", 3: "effusion"}
     assert label_names("infection", 2) == {1: "infection"}
     assert label_names("lung", 2) == {1: "lung"}
-    for target, classes in (("multiclass", 3), ("infection", 2)):
-        assert {str(label): name for label, name in label_names(target, classes).items()} == {
-            label: name for label, name in class_labels(target, classes).items() if label != "0"}
 
 
 def test_grid_and_ct_legends_name_effusion_alike() -> None:

@@ -700,8 +700,9 @@ class CvNotes:
 def warned_cv_notes(config: TrainConfig, data: LoadedData,
                     splits: Sequence[tuple[list[str], list[str]]]) -> CvNotes:
     """A cross-validation's notes beside the data's, each warned: once per command, handed to
-    each fold (they share the data and the framing: each fold framed every slice holding
-    effusion again), compare's models being cross-validated on the same folds."""
+    each fold, which takes them as given (they share the data and the framing; until 7 Dec each
+    fold framed every slice holding effusion again), compare's models being cross-validated on
+    the same folds."""
     notes = CvNotes(recipe_notes(config, data), _fold_notes(config, data, splits))
     warn_notes(notes.all, data)
     return notes

@@ -86,10 +86,12 @@ def _overlap(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int, int]:
 
 
 # The ratios below divide exact integer counts: in float32, as MONAI's compute_dice, compute_iou
-# and compute_confusion_matrix_metric do, where float32 holds every count (up to 2**24), so that
-# each value equals to the bit the one covseg gave through MONAI; in float64 above, where MONAI's
-# float32 confusion matrix rounds its counts to 8 or 16 and takes fp and fn as differences of
-# them (a 300x512x512 pair with one false-positive voxel had precision 100/108, not 100/101).
+# and compute_confusion_matrix_metric do, while the denominator is at most 2**24 (float32 holds
+# every integer up to it), in float64 above. Each value equals to the bit the one covseg gave
+# through MONAI while the volume holds at most 2**24 voxels; above, MONAI's float32 counts round
+# (its confusion matrix's to 8 or 16, fp and fn taken as differences of them) and covseg's exact
+# ones differ from them even under a small denominator (a 300x512x512 pair with one
+# false-positive voxel had precision 100/108, not 100/101).
 
 
 def _dice_of(p_sum: int, t_sum: int, tp: int) -> float:

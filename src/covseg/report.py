@@ -351,8 +351,8 @@ def _overlay(grey: np.ndarray, labels: np.ndarray, colours: dict[int, str],
 
 
 HTML_FIELDS = ("region", *REGION_FIELDS)
-"""The report's table columns: the lungs' source and the orientation note are said once,
-above it."""
+"""A binary study's table columns (a multi-class study's add its classes': see
+:func:`_html_fields`): the lungs' source and the orientation note are said once, above it."""
 
 
 def _html_fields(result: dict[str, Any]) -> tuple[str, ...]:

@@ -112,11 +112,13 @@ def _ended_as_it_went(handler: _Handler, finished: bool) -> _Handler:
 
 
 @contextmanager
-def _handlers_put_back(
-        put_back: Callable[[_Handler, bool], _Handler]) -> Iterator[dict[int, _Handler] | None]:
+def _handlers_put_back(put_back: Callable[[_Handler, bool], _Handler],
+                       then: Callable[[], object] = lambda: None
+                       ) -> Iterator[dict[int, _Handler] | None]:
     """Yield the stops' handlers before the block, for it to replace, and put each back after
-    it (where Python set it) as ``put_back(handler, whether the block finished)`` says. Off the
-    main thread, where handlers cannot be set, yield None and do nothing."""
+    it (where Python set it) as ``put_back(handler, whether the block finished)`` says, then
+    call ``then``, past the block's handlers. Off the main thread, where handlers cannot be
+    set, yield None and do nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield None
         return
@@ -129,6 +131,7 @@ def _handlers_put_back(
         for signum, handler in previous.items():
             if handler is not None:
                 signal.signal(signum, put_back(handler, finished))
+        then()
 
 
 @contextmanager
@@ -139,7 +142,8 @@ def stops_recorded() -> Iterator[None]:
     but the ``covseg`` script's (:data:`ENDED_AT_ONCE`), which become :func:`stopped_as_it_ended`
     or, where the block raised, :func:`stopped_after_it_failed`. Off the main thread, handlers
     cannot be set: nothing is done."""
-    with _handlers_put_back(_ended_as_it_went) as previous:
+    # the stops recorded are cleared once the handlers are back: none landing before stays
+    with _handlers_put_back(_ended_as_it_went, _asked.clear) as previous:
         if previous is None:
             yield
             return
@@ -155,7 +159,6 @@ def stops_recorded() -> Iterator[None]:
             yield
         finally:
             sys.unraisablehook = hook
-            _asked.clear()
 
 
 @contextmanager

@@ -1605,8 +1605,8 @@ def _write_run_record(out: Path, config: TrainConfig, data: LoadedData,
 def weights_file_sha256(config: TrainConfig) -> dict[str, str | None]:
     """:data:`~covseg.provenance.WEIGHTS_SHA256` of the ``weights=`` file the command read (the
     recipe names it by path, which may hold other bytes later); none where no file is given.
-    Hashed once a run: an ensemble's members are handed it (each hashed the file again), and
-    once a cross-validation: its folds are, on Ray too (each hashed it again)."""
+    Hashed once a run, whose ensemble's members are handed it, and once a cross-validation,
+    whose folds are handed it, on Ray too: none hashes the file again."""
     weights = config.model_options.get("weights")
     return {WEIGHTS_SHA256: content_hash(Path(weights))} if isinstance(weights, str) else {}
 
