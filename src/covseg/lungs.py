@@ -274,11 +274,13 @@ def _world_x_spread(volume: np.ndarray, affine: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Voxel count, mean and standard deviation of world x (mm) of labels 0, 1 and 2 of a
     (z, y, x) lung labelling (indexed by label; mean and deviation 0 where none), counted
-    slice by slice (a whole study's world x map would be large)."""
+    slice by slice (a whole study's world x map would be large). Any other label counts as 0:
+    a lung-and-infection mask's label 3 lies within the lungs, not in label 2."""
     rows, cols = np.indices(volume.shape[1:], dtype=np.float64)
     counts, sums, squares = np.zeros(3), np.zeros(3), np.zeros(3)
     for k, plane in enumerate(volume):
-        code = np.clip(plane, 0, 2).astype(np.intp).ravel()
+        lung = (plane == RIGHT_LUNG) | (plane == LEFT_LUNG)
+        code = np.where(lung, plane, 0).astype(np.intp).ravel()
         world_x = (affine[0, 0] * cols + affine[0, 1] * rows + affine[0, 2] * k).ravel()
         counts += np.bincount(code, minlength=3)[:3]
         sums += np.bincount(code, weights=world_x, minlength=3)[:3]
