@@ -660,16 +660,21 @@ def test_a_mask_given_as_the_ct_names_the_keyword_or_the_flag(tmp_path: Path) ->
 def test_an_empty_lung_mask_fails_its_study(tmp_path: Path) -> None:
     """An all-zero --lungs file was counted: status done, 0 mL of lung, no % or category, and a
     warning that the lesion lay outside the lung mask's lungs. It now fails its study saying
-    the mask holds no lung; the batch goes on."""
+    the mask holds no lung; the batch goes on. Without a CT it names --image, where the lungs
+    would be found (it said "leave it out to find the lungs in the CT" of no CT)."""
     _, good, _ = synthetic_study(tmp_path / "in", "good")
     _, empty, _ = synthetic_study(tmp_path / "in", "empty")
     save_like(good, two_lungs(good), tmp_path / "lungs" / "good.nii.gz")
     save_like(empty, np.zeros(nib.load(str(empty)).shape, np.uint8),
               tmp_path / "lungs" / "empty.nii.gz")
     told = ("empty.nii.gz: the lung mask holds no lung (every voxel is 0); give this study's "
-            "lung mask as --lungs, or leave it out to find the lungs in the CT")
+            "lung mask as --lungs, or leave it out to find the lungs in the CT, given as --image")
     with pytest.raises(CovsegError, match=r"^\S*" + re.escape(told) + "$"):
         quantify_study(empty, tmp_path / "one", lungs=tmp_path / "lungs" / "empty.nii.gz")
+    with pytest.raises(CovsegError, match=re.escape(" leave it out to find the lungs in the CT")
+                       + "$"):
+        quantify_study(empty, tmp_path / "one", lungs=tmp_path / "lungs" / "empty.nii.gz",
+                       image=tmp_path / "in")
     assert not (tmp_path / "one").exists()
     result = quantify_batch([good.parent], tmp_path / "out", lungs=tmp_path / "lungs")
     assert (result.done, result.failed) == (1, 1)

@@ -545,9 +545,10 @@ def _lung_labels(volume: Volume, path: Path, ct: Volume | None, notes: list[str]
     labels = volume.array
     recorded = _recorded_lungs(path) if path.name == LUNGS_NII else None
     if recorded != set() and not labels.any():
+        find = "the CT" if ct is not None else f"the CT, given as {option_name('image')}"
         raise CovsegError(f"{path}: the lung mask holds no lung (every voxel is 0); give this "
                           f"study's lung mask as {option_name('lungs')}, or leave it out to find "
-                          "the lungs in the CT")
+                          f"the lungs in {find}")
     present = labels_held(labels)
     if present and recorded is not None and present in ({RIGHT_LUNG, LEFT_LUNG}, recorded):
         return labels.astype(np.uint8)
