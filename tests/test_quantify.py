@@ -297,6 +297,26 @@ def test_zenodo_lungs_named_like_predicts_are_not_read_swapped(tmp_path: Path, c
     assert kept["right_lung"]["lesion_ml"] == pytest.approx(lesion_ml) and not caplog.text
 
 
+def test_labelled_lungs_are_sided_in_one_pass_over_their_world_x(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading a 0/1/2 lung mask's labels as sides went over every slice's world x twice (once
+    to see the lungs apart left-right, once to see which lies on the right): now once, its
+    sides as before, swapped (Zenodo's 1 = left) or kept."""
+    lungs_module = importlib.import_module("covseg.lungs")
+    passes: list[int] = []
+    counted = lungs_module._world_x_spread
+    monkeypatch.setattr(lungs_module, "_world_x_spread",
+                        lambda *args: passes.append(1) or counted(*args))
+    _, mask, lesion_ml = synthetic_study(tmp_path / "in", "case")
+    for labels in ((2, 1), (1, 2)):
+        lungs = save_like(mask, two_lungs(mask, labels), tmp_path / f"lungs{labels}.nii.gz")
+        passes.clear()
+        result = quantify_study(mask, tmp_path / f"out{labels}", lungs=lungs)
+        assert result["right_lung"]["lesion_ml"] == pytest.approx(lesion_ml)
+        assert result["left_lung"]["lesion_ml"] == 0.0
+        assert len(passes) == 1
+
+
 @pytest.mark.parametrize("fissure", ["oblique", "front_back"])
 def test_two_lobes_of_one_lung_are_not_read_as_two_lungs(tmp_path: Path, caplog,
                                                          fissure: str) -> None:

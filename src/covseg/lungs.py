@@ -265,9 +265,13 @@ def labels_face_their_sides(labels: np.ndarray, affine: np.ndarray) -> bool:
     either is missing (nothing to compare)."""
     volume, _ = _as_volume(labels, "lung labels")
     counts, means, _ = _world_x_spread(volume, _check_affine(affine))
-    if not counts[RIGHT_LUNG] or not counts[LEFT_LUNG]:
-        return True
-    return bool(means[RIGHT_LUNG] > means[LEFT_LUNG])
+    return _face_their_sides(counts, means)
+
+
+def _face_their_sides(counts: np.ndarray, means: np.ndarray) -> bool:
+    """:func:`labels_face_their_sides` of the labels' voxel counts and world-x centres."""
+    missing = not counts[RIGHT_LUNG] or not counts[LEFT_LUNG]
+    return missing or bool(means[RIGHT_LUNG] > means[LEFT_LUNG])
 
 
 def _world_x_spread(volume: np.ndarray, affine: np.ndarray
@@ -321,10 +325,17 @@ def why_labels_are_not_sides(labels: np.ndarray, affine: np.ndarray) -> str | No
     left-right (:data:`SIDES_APART_MIN`), as two lobes of one lung, meeting at a fissure, do
     not. Whether label 1 is the right lung or the left is :func:`labels_face_their_sides`.
     """
+    return labels_as_sides(labels, affine)[0]
+
+
+def labels_as_sides(labels: np.ndarray, affine: np.ndarray) -> tuple[str | None, bool]:
+    """:func:`why_labels_are_not_sides` and, where they are sides (else True),
+    :func:`labels_face_their_sides` of a (z, y, x) lung labelling, its world x counted once
+    for both (a pass over every slice of a study)."""
     affine = _check_affine(affine)
     volume, _ = _as_volume(labels, "lung labels")
     if not any((plane == RIGHT_LUNG).any() and (plane == LEFT_LUNG).any() for plane in volume):
-        return "no slice holds both"
+        return "no slice holds both", True
     volume = volume[_bounding_box(volume > 0, pad=(1, 1, 1))]  # a layer of what lies around
     spacing_zyx = np.linalg.norm(affine[:3, 2::-1], axis=0)
     for label, other in ((LEFT_LUNG, RIGHT_LUNG), (RIGHT_LUNG, LEFT_LUNG)):
@@ -334,15 +345,15 @@ def why_labels_are_not_sides(labels: np.ndarray, affine: np.ndarray) -> str | No
         if max(between, facing) > SIDES_MIXED_MAX:
             return (f"label {label} lies among label {other}: {100 * between:.0f} % of its "
                     f"voxels between label {other}'s, {100 * facing:.0f} % of its surface "
-                    "facing it: a lesion or the airway?")
-    _, means, spreads = _world_x_spread(volume, affine)
+                    "facing it: a lesion or the airway?"), True
+    counts, means, spreads = _world_x_spread(volume, affine)  # on the box: x shifted alike
     apart = abs(means[RIGHT_LUNG] - means[LEFT_LUNG])
     spread = spreads[RIGHT_LUNG] + spreads[LEFT_LUNG]
     if apart < SIDES_APART_MIN * spread:
         return (f"not apart left-right: their centres lie {apart:.0f} mm apart across the "
                 f"body, under the sum of their spreads across it ({spread:.0f} mm): two lobes "
-                "of one lung?")
-    return None
+                "of one lung?"), True
+    return None, _face_their_sides(counts, means)
 
 
 LUNG_PIECE_SHARE = 0.9
