@@ -320,8 +320,8 @@ def test_labelled_lungs_are_sided_in_one_pass_over_their_world_x(
 @pytest.mark.parametrize("fissure", ["oblique", "front_back"])
 def test_two_lobes_of_one_lung_are_not_read_as_two_lungs(tmp_path: Path, caplog,
                                                          fissure: str) -> None:
-    """lungmask's lobe labels 1 and 2 (left upper and lower lobe) of a patient with a left lung
-    alone were read as two lungs and swapped as Zenodo's: a 40 mL "right lung" 36 % involved
+    """lungmask's lobe labels 1 and 2 (left upper and lower lobe) of a synthetic left-lung-only
+    study were read as two lungs and swapped as Zenodo's: a 40 mL "right lung" 36 % involved
     and the left 12 % (a front/back split: right 50 %, left 0). Labels not apart left-right are
     one lung, sided again: the left lung, 25 % involved, and no right lung."""
     lobes = np.zeros((96, 80, 24), dtype=np.uint8)  # NIfTI (x, y, z), RAS: small x is left
