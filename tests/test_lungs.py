@@ -788,6 +788,23 @@ def test_a_lung_and_infection_mask_is_told_from_a_4_class_lesion_mask() -> None:
     assert lung_mask_look(np.where(zenodo == 3, 5, zenodo), affine) is None
 
 
+def test_a_large_infection_in_one_lung_keeps_a_lung_and_infection_mask_told() -> None:
+    """Label 3 filling a quarter of one lung was counted as label 2 in the lungs' left-right
+    spread, which set label 2's centre between the lungs: the lungs were read as not apart
+    left-right and the mask was no longer said to be a lung-and-infection mask. Only labels 1
+    and 2 count."""
+    from covseg.lungs import lung_mask_look
+
+    affine = np.diag([0.7, 0.7, 5.0, 1.0])
+    labels = np.zeros((20, 80, 100), dtype=np.uint8)
+    labels[2:18, 15:65, 8:46], labels[2:18, 15:65, 54:92] = 1, 2
+    infected = labels.copy()
+    infected[4:16, 20:60, 11:27] = 3
+    assert 0.2 < np.count_nonzero(infected == 3) / np.count_nonzero(labels == 1) < 0.3
+    assert why_labels_are_not_sides(infected, affine) is None
+    assert "3 lies within them: a lung-and-infection mask" in lung_mask_look(infected, affine)
+
+
 @pytest.mark.skipif(not DICOMS[0].is_file(), reason=f"real data not found: {DICOMS[0]}")
 @pytest.mark.parametrize("darker", [150.0, 170.0])
 def test_a_thin_ct_of_well_aerated_lungs_keeps_them(darker: float) -> None:

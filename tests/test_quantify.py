@@ -297,11 +297,31 @@ def test_zenodo_lungs_named_like_predicts_are_not_read_swapped(tmp_path: Path, c
     assert kept["right_lung"]["lesion_ml"] == pytest.approx(lesion_ml) and not caplog.text
 
 
+def test_labelled_lungs_are_sided_in_one_pass_over_their_world_x(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading a 0/1/2 lung mask's labels as sides went over every slice's world x twice (once
+    to see the lungs apart left-right, once to see which lies on the right): now once, its
+    sides as before, swapped (Zenodo's 1 = left) or kept."""
+    lungs_module = importlib.import_module("covseg.lungs")
+    passes: list[int] = []
+    counted = lungs_module._world_x_spread
+    monkeypatch.setattr(lungs_module, "_world_x_spread",
+                        lambda *args: passes.append(1) or counted(*args))
+    _, mask, lesion_ml = synthetic_study(tmp_path / "in", "case")
+    for labels in ((2, 1), (1, 2)):
+        lungs = save_like(mask, two_lungs(mask, labels), tmp_path / f"lungs{labels}.nii.gz")
+        passes.clear()
+        result = quantify_study(mask, tmp_path / f"out{labels}", lungs=lungs)
+        assert result["right_lung"]["lesion_ml"] == pytest.approx(lesion_ml)
+        assert result["left_lung"]["lesion_ml"] == 0.0
+        assert len(passes) == 1
+
+
 @pytest.mark.parametrize("fissure", ["oblique", "front_back"])
 def test_two_lobes_of_one_lung_are_not_read_as_two_lungs(tmp_path: Path, caplog,
                                                          fissure: str) -> None:
-    """lungmask's lobe labels 1 and 2 (left upper and lower lobe) of a patient with a left lung
-    alone were read as two lungs and swapped as Zenodo's: a 40 mL "right lung" 36 % involved
+    """lungmask's lobe labels 1 and 2 (left upper and lower lobe) of a synthetic left-lung-only
+    study were read as two lungs and swapped as Zenodo's: a 40 mL "right lung" 36 % involved
     and the left 12 % (a front/back split: right 50 %, left 0). Labels not apart left-right are
     one lung, sided again: the left lung, 25 % involved, and no right lung."""
     lobes = np.zeros((96, 80, 24), dtype=np.uint8)  # NIfTI (x, y, z), RAS: small x is left
@@ -660,16 +680,21 @@ def test_a_mask_given_as_the_ct_names_the_keyword_or_the_flag(tmp_path: Path) ->
 def test_an_empty_lung_mask_fails_its_study(tmp_path: Path) -> None:
     """An all-zero --lungs file was counted: status done, 0 mL of lung, no % or category, and a
     warning that the lesion lay outside the lung mask's lungs. It now fails its study saying
-    the mask holds no lung; the batch goes on."""
+    the mask holds no lung; the batch goes on. Without a CT it names --image, where the lungs
+    would be found (it said "leave it out to find the lungs in the CT" of no CT)."""
     _, good, _ = synthetic_study(tmp_path / "in", "good")
     _, empty, _ = synthetic_study(tmp_path / "in", "empty")
     save_like(good, two_lungs(good), tmp_path / "lungs" / "good.nii.gz")
     save_like(empty, np.zeros(nib.load(str(empty)).shape, np.uint8),
               tmp_path / "lungs" / "empty.nii.gz")
     told = ("empty.nii.gz: the lung mask holds no lung (every voxel is 0); give this study's "
-            "lung mask as --lungs, or leave it out to find the lungs in the CT")
+            "lung mask as --lungs, or leave it out to find the lungs in the CT, given as --image")
     with pytest.raises(CovsegError, match=r"^\S*" + re.escape(told) + "$"):
         quantify_study(empty, tmp_path / "one", lungs=tmp_path / "lungs" / "empty.nii.gz")
+    with pytest.raises(CovsegError, match=re.escape(" leave it out to find the lungs in the CT")
+                       + "$"):
+        quantify_study(empty, tmp_path / "one", lungs=tmp_path / "lungs" / "empty.nii.gz",
+                       image=tmp_path / "in")
     assert not (tmp_path / "one").exists()
     result = quantify_batch([good.parent], tmp_path / "out", lungs=tmp_path / "lungs")
     assert (result.done, result.failed) == (1, 1)

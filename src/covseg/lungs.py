@@ -265,20 +265,26 @@ def labels_face_their_sides(labels: np.ndarray, affine: np.ndarray) -> bool:
     either is missing (nothing to compare)."""
     volume, _ = _as_volume(labels, "lung labels")
     counts, means, _ = _world_x_spread(volume, _check_affine(affine))
-    if not counts[RIGHT_LUNG] or not counts[LEFT_LUNG]:
-        return True
-    return bool(means[RIGHT_LUNG] > means[LEFT_LUNG])
+    return _face_their_sides(counts, means)
+
+
+def _face_their_sides(counts: np.ndarray, means: np.ndarray) -> bool:
+    """:func:`labels_face_their_sides` of the labels' voxel counts and world-x centres."""
+    missing = not counts[RIGHT_LUNG] or not counts[LEFT_LUNG]
+    return missing or bool(means[RIGHT_LUNG] > means[LEFT_LUNG])
 
 
 def _world_x_spread(volume: np.ndarray, affine: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Voxel count, mean and standard deviation of world x (mm) of labels 0, 1 and 2 of a
     (z, y, x) lung labelling (indexed by label; mean and deviation 0 where none), counted
-    slice by slice (a whole study's world x map would be large)."""
+    slice by slice (a whole study's world x map would be large). Any other label counts as 0:
+    a lung-and-infection mask's label 3 lies within the lungs, not in label 2."""
     rows, cols = np.indices(volume.shape[1:], dtype=np.float64)
     counts, sums, squares = np.zeros(3), np.zeros(3), np.zeros(3)
     for k, plane in enumerate(volume):
-        code = np.clip(plane, 0, 2).astype(np.intp).ravel()
+        lung = (plane == RIGHT_LUNG) | (plane == LEFT_LUNG)
+        code = np.where(lung, plane, 0).astype(np.intp).ravel()
         world_x = (affine[0, 0] * cols + affine[0, 1] * rows + affine[0, 2] * k).ravel()
         counts += np.bincount(code, minlength=3)[:3]
         sums += np.bincount(code, weights=world_x, minlength=3)[:3]
@@ -319,10 +325,17 @@ def why_labels_are_not_sides(labels: np.ndarray, affine: np.ndarray) -> str | No
     left-right (:data:`SIDES_APART_MIN`), as two lobes of one lung, meeting at a fissure, do
     not. Whether label 1 is the right lung or the left is :func:`labels_face_their_sides`.
     """
+    return labels_as_sides(labels, affine)[0]
+
+
+def labels_as_sides(labels: np.ndarray, affine: np.ndarray) -> tuple[str | None, bool]:
+    """:func:`why_labels_are_not_sides` and, where they are sides (else True),
+    :func:`labels_face_their_sides` of a (z, y, x) lung labelling, its world x counted once
+    for both (a pass over every slice of a study)."""
     affine = _check_affine(affine)
     volume, _ = _as_volume(labels, "lung labels")
     if not any((plane == RIGHT_LUNG).any() and (plane == LEFT_LUNG).any() for plane in volume):
-        return "no slice holds both"
+        return "no slice holds both", True
     volume = volume[_bounding_box(volume > 0, pad=(1, 1, 1))]  # a layer of what lies around
     spacing_zyx = np.linalg.norm(affine[:3, 2::-1], axis=0)
     for label, other in ((LEFT_LUNG, RIGHT_LUNG), (RIGHT_LUNG, LEFT_LUNG)):
@@ -332,15 +345,15 @@ def why_labels_are_not_sides(labels: np.ndarray, affine: np.ndarray) -> str | No
         if max(between, facing) > SIDES_MIXED_MAX:
             return (f"label {label} lies among label {other}: {100 * between:.0f} % of its "
                     f"voxels between label {other}'s, {100 * facing:.0f} % of its surface "
-                    "facing it: a lesion or the airway?")
-    _, means, spreads = _world_x_spread(volume, affine)
+                    "facing it: a lesion or the airway?"), True
+    counts, means, spreads = _world_x_spread(volume, affine)  # on the box: x shifted alike
     apart = abs(means[RIGHT_LUNG] - means[LEFT_LUNG])
     spread = spreads[RIGHT_LUNG] + spreads[LEFT_LUNG]
     if apart < SIDES_APART_MIN * spread:
         return (f"not apart left-right: their centres lie {apart:.0f} mm apart across the "
                 f"body, under the sum of their spreads across it ({spread:.0f} mm): two lobes "
-                "of one lung?")
-    return None
+                "of one lung?"), True
+    return None, _face_their_sides(counts, means)
 
 
 LUNG_PIECE_SHARE = 0.9

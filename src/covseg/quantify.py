@@ -67,13 +67,12 @@ from covseg.lungs import (
     LUNG_AND_INFECTION_LOOK,
     RIGHT_LUNG,
     Cut,
-    labels_face_their_sides,
+    labels_as_sides,
     labels_held,
     lesions_in_lungs,
     lung_mask_look,
     lung_sides,
     segment_lungs,
-    why_labels_are_not_sides,
 )
 from covseg.progress import stage
 from covseg.provenance import argument_name, option_given, option_name
@@ -546,9 +545,10 @@ def _lung_labels(volume: Volume, path: Path, ct: Volume | None, notes: list[str]
     labels = volume.array
     recorded = _recorded_lungs(path) if path.name == LUNGS_NII else None
     if recorded != set() and not labels.any():
+        find = "the CT" if ct is not None else f"the CT, given as {option_name('image')}"
         raise CovsegError(f"{path}: the lung mask holds no lung (every voxel is 0); give this "
                           f"study's lung mask as {option_name('lungs')}, or leave it out to find "
-                          "the lungs in the CT")
+                          f"the lungs in {find}")
     present = labels_held(labels)
     if present and recorded is not None and present in ({RIGHT_LUNG, LEFT_LUNG}, recorded):
         return labels.astype(np.uint8)
@@ -572,7 +572,7 @@ def _labelled_sides(volume: Volume, path: Path, notes: list[str]) -> np.ndarray 
     warning that its sides could not be checked, added to ``notes``.
     """
     labels = volume.array
-    reason = why_labels_are_not_sides(labels, volume.affine)
+    reason, face_their_sides = labels_as_sides(labels, volume.affine)
     if reason is not None:
         log.warning("%s: labels 1 and 2 are not read as the right and left lungs (%s); all its "
                     "non-zero voxels are lung, their sides found again", path, reason)
@@ -583,7 +583,7 @@ def _labelled_sides(volume: Volume, path: Path, notes: list[str]) -> np.ndarray 
                 "affine to have them checked")
         log.warning("%s: %s", path, note.replace("the lung mask's affine", "its affine"))
         notes.append(note)
-    elif not labels_face_their_sides(labels, volume.affine):
+    elif not face_their_sides:
         log.warning("%s: label 1 lies on the patient's left of label 2: read as 1 = left, "
                     "2 = right (the Zenodo lung masks' labels)", path)
         return np.where(labels > 0, RIGHT_LUNG + LEFT_LUNG - labels, 0).astype(np.uint8)

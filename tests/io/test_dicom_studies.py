@@ -201,6 +201,26 @@ def test_series_slices_are_named_by_their_image_numbers(orientation: tuple[float
         assert stored[..., index].all(), "slice N is the mask file's slice N"
 
 
+@pytest.mark.parametrize(("orientation", "reversed_slices"), [
+    ((1.0, 0.0, 0.0, 0.0, 1.0, 0.0), False),  # normal to the head: SimpleITK's order foot up
+    ((-1.0, 0.0, 0.0, 0.0, 1.0, 0.0), True),  # normal to the feet: head down
+    ((1.0, 0.0, 0.0, 0.0, 0.0, -1.0), False)])  # coronal: no axial slice index to reverse
+def test_a_series_says_its_slices_reversed_only_where_they_are_axial(
+        orientation: tuple[float, ...], reversed_slices: bool, tmp_path: Path) -> None:
+    """A coronal series' columns run towards the feet: it was recorded with reversed slices,
+    taken from its head-to-foot axis with the file count as its length, though its slices are
+    not axial and have no axial order."""
+    files = synthetic_series(tmp_path / "series", phantom(depth=5))
+    for k, path in enumerate(files):
+        position = ([-30.0, -40.0 + 2.5 * k, 100.0] if orientation[5] else
+                    [-30.0, -40.0, 100.0 + 2.5 * k])
+        retagged([path], ImageOrientationPatient=list(orientation), ImagePositionPatient=position)
+    volume = read_volume(tmp_path / "series")
+    assert volume.dicom is not None
+    assert volume.dicom.reversed_slices is reversed_slices
+    assert (volume.dicom.image_numbers is None) is bool(orientation[5])
+
+
 def test_quantify_names_a_dicom_cts_slices_as_predict_does(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """quantify with --image a DICOM series titles the montage's slices as predict does."""

@@ -192,9 +192,10 @@ def read_dicom_folder(folder: str | os.PathLike[str]) -> Volume:
         image = _stored_in_hu(image, files, headers, str(folder))
     image = _padding_as_air(image, headers)
     volume = volume_from_itk(_with_slice_thickness(image, headers[0], str(folder)), str(folder))
-    axis, first = volume.stored.axial_slice(0, len(files)) if volume.stored else (2, 0)
-    volume.dicom = replace(record, image_numbers=_image_numbers(datasets) if axis == 2 else None,
-                           reversed_slices=first != 0)
+    axis, reversed_ = volume.stored.axial_axis() if volume.stored else (2, False)
+    axial = axis == 2
+    volume.dicom = replace(record, image_numbers=_image_numbers(datasets) if axial else None,
+                           reversed_slices=axial and reversed_)
     return volume
 
 

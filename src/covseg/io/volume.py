@@ -152,11 +152,18 @@ class StoredAxes:
         back = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt(WORKING_AXES), start)
         return nib.orientations.apply_orientation(data_xyz, back)
 
-    def axial_slice(self, k: int, depth: int) -> tuple[int, int]:
-        """The file's voxel axis (0, 1, 2: i, j, k) that runs head to foot, across the volume's
-        axial slices, and the file's own index along it of the volume's axial slice ``k``."""
+    def axial_axis(self) -> tuple[int, bool]:
+        """The file's voxel axis (0, 1, 2: i, j, k) along the body's length, across the volume's
+        axial slices, and whether the file counts along it against the volume's axial order
+        (which runs foot to head)."""
         axis = int(np.flatnonzero(self.to_working[:, 0] == 2)[0])
-        return axis, (k if self.to_working[axis, 1] > 0 else depth - 1 - k)
+        return axis, bool(self.to_working[axis, 1] < 0)
+
+    def axial_slice(self, k: int, depth: int) -> tuple[int, int]:
+        """:meth:`axial_axis`'s axis and the file's own index along it of the volume's axial
+        slice ``k``."""
+        axis, reversed_ = self.axial_axis()
+        return axis, (depth - 1 - k if reversed_ else k)
 
     def file_slice(self, k: int, depth: int) -> int | None:
         """The file's own slice index of the volume's axial slice ``k``; None when the file's
@@ -185,7 +192,8 @@ class DicomSeries:
     when a slice has none or two share one, or the series' slices are not axial."""
     reversed_slices: bool = False
     """Whether SimpleITK's order runs against the volume's axial order (foot to head): the
-    series' slice index of axial slice ``k`` is then ``images - 1 - k``."""
+    series' slice index of axial slice ``k`` is then ``images - 1 - k``. False where the
+    series' slices are not axial (they have no slice index of an axial slice)."""
     ignored: tuple[DicomSeries, ...] = ()
     """The other series of the study found beside it and not read."""
 
@@ -332,10 +340,12 @@ class Volume:
         if self.dicom and numbers and len(numbers) == depth:
             index = depth - 1 - k if self.dicom.reversed_slices else k
             return f"image {numbers[index]} (slice {index})"
-        if self.stored is None:
-            return f"slice {k}"
+        index = self.file_slice(k)
+        if index is not None:
+            return f"slice {index}"
+        assert self.stored is not None, "only a file stored on other axes has no axial slices"
         axis, index = self.stored.axial_slice(k, depth)
-        return f"slice {index}" if axis == 2 else f"axial slice {'ijk'[axis]}={index}"
+        return f"axial slice {'ijk'[axis]}={index}"
 
 
 UNIT_MM = {"meter": 1000.0, "micron": 0.001}
