@@ -19,7 +19,7 @@ from covseg.lungs import (
     RIGHT_LUNG,
     add_lesions_to_lungs,
     kept_near_lungs,
-    labels_face_their_sides,
+    labels_as_sides,
     lesions_in_lungs,
     lung_sides,
     remove_outside_lungs,
@@ -182,11 +182,11 @@ def test_lung_sides_keep_a_given_mask_as_drawn() -> None:
 
 def test_labels_face_their_sides_by_the_affine() -> None:
     _, truth = chest()
-    assert labels_face_their_sides(truth, LPS_LIKE)
-    assert not labels_face_their_sides(truth, np.diag([1.5, 1.5, 2.5, 1.0]))
+    assert labels_as_sides(truth, LPS_LIKE) == (None, True)
+    assert labels_as_sides(truth, np.diag([1.5, 1.5, 2.5, 1.0])) == (None, False)
     swapped = np.where(truth > 0, 3 - truth, 0)  # Zenodo's 1 = left, 2 = right
-    assert not labels_face_their_sides(swapped, LPS_LIKE)
-    assert labels_face_their_sides(np.where(truth == LEFT_LUNG, 2, 0), LPS_LIKE), "one lung"
+    assert labels_as_sides(swapped, LPS_LIKE) == (None, False)
+    assert labels_as_sides(np.where(truth == LEFT_LUNG, 2, 0), LPS_LIKE)[1], "one lung"
 
 
 def test_labels_not_side_by_side_are_not_sides() -> None:

@@ -259,17 +259,10 @@ def _centroid(mask: np.ndarray) -> np.ndarray:
     return np.asarray(ndimage.center_of_mass(mask[box])) + [s.start for s in box]
 
 
-def labels_face_their_sides(labels: np.ndarray, affine: np.ndarray) -> bool:
-    """Whether the right lung (label 1) of a (z, y, x) lung labelling lies at larger world x
-    (RAS: the patient's right) than the left lung (label 2), centroid to centroid; True when
-    either is missing (nothing to compare)."""
-    volume, _ = _as_volume(labels, "lung labels")
-    counts, means, _ = _world_x_spread(volume, _check_affine(affine))
-    return _face_their_sides(counts, means)
-
-
 def _face_their_sides(counts: np.ndarray, means: np.ndarray) -> bool:
-    """:func:`labels_face_their_sides` of the labels' voxel counts and world-x centres."""
+    """Whether the right lung (label 1) lies at larger world x (RAS: the patient's right) than
+    the left lung (label 2), centre to centre, from the labels' voxel counts and world-x
+    centres; True when either is missing (nothing to compare)."""
     missing = not counts[RIGHT_LUNG] or not counts[LEFT_LUNG]
     return missing or bool(means[RIGHT_LUNG] > means[LEFT_LUNG])
 
@@ -323,15 +316,16 @@ def why_labels_are_not_sides(labels: np.ndarray, affine: np.ndarray) -> str | No
     column or slice axis (deep in a lung, the trachea between the lungs), or has much of its
     surface facing label 1 (a lesion at the pleura: about half). Two lungs also lie apart
     left-right (:data:`SIDES_APART_MIN`), as two lobes of one lung, meeting at a fissure, do
-    not. Whether label 1 is the right lung or the left is :func:`labels_face_their_sides`.
+    not. Whether label 1 is the right lung or the left is :func:`labels_as_sides`'s second value.
     """
     return labels_as_sides(labels, affine)[0]
 
 
 def labels_as_sides(labels: np.ndarray, affine: np.ndarray) -> tuple[str | None, bool]:
-    """:func:`why_labels_are_not_sides` and, where they are sides (else True),
-    :func:`labels_face_their_sides` of a (z, y, x) lung labelling, its world x counted once
-    for both (a pass over every slice of a study)."""
+    """:func:`why_labels_are_not_sides` of a (z, y, x) lung labelling and, where they are sides
+    (else True), whether they face their sides: label 1 (the right lung) at larger world x (RAS:
+    the patient's right) than label 2, centre to centre; its world x counted once for both (a
+    pass over every slice of a study)."""
     affine = _check_affine(affine)
     volume, _ = _as_volume(labels, "lung labels")
     if not any((plane == RIGHT_LUNG).any() and (plane == LEFT_LUNG).any() for plane in volume):
