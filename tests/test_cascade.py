@@ -330,7 +330,8 @@ def test_the_lung_model_is_pinned_once_per_command(
     """Each network (run, ensemble member, cross-validation fold) looked up the lung model
     its command's saved epochs record as it started, loading up to two checkpoints of each of
     its command's folders each time: an ensemble's train, a cross-validation and a comparison
-    look it up once, and hand it to each of their networks, whose checkpoints record it."""
+    look it up once (a comparison once per model, from that model's folds), and hand it to
+    each of their networks, whose checkpoints record it."""
     lungs = tmp_path / "lungs"
     api.train(synthetic_folder, lungs, target="lung", **TINY)
     module = importlib.import_module("covseg.train")  # covseg.train is also the function
@@ -346,11 +347,41 @@ def test_the_lung_model_is_pinned_once_per_command(
     for name, command in commands.items():
         calls.clear()
         command(tmp_path / name)
-        assert len(calls) == 1, name
+        assert len(calls) == {"ens": 1, "cv": 1, "cmp": 2}[name], name
         networks = sorted((tmp_path / name).rglob("best.pt"))
         assert len(networks) == {"ens": 3, "cv": 2, "cmp": 4}[name]
         assert {torch.load(network, weights_only=True)["meta"]["lung_guide"]["sha256"]
                 for network in networks} == {content_hash(lungs / "best.pt")}
+
+
+def test_a_compare_models_fold_is_checked_against_its_own_folds_lung_model(
+        tmp_path: Path, synthetic_folder: Path) -> None:
+    """compare pinned one lung model for all its models, read from the first model's folds
+    that held saved epochs: with the lung run retrained, a first model trained again from
+    scratch recorded the new one, and the second model's fold_1 then trained on it unchecked
+    while its fold_0 recorded the old. Each model is pinned from its own folds: refused."""
+    lungs = tmp_path / "lungs"
+    api.train(synthetic_folder, lungs, target="lung", **TINY)
+    old = content_hash(lungs / "best.pt")
+    recipe = {key: value for key, value in TINY.items() if key not in ("model", "model_options")}
+    cmp = tmp_path / "cmp"
+    models = ["unet:width=4", "unet:width=2"]
+    api.compare(synthetic_folder, models, cmp, folds=2, lung_guide=str(lungs), **recipe)
+    shutil.rmtree(lungs)
+    api.train(synthetic_folder, lungs, target="lung", seed=5, **TINY)
+    first, second = cmp / "unet_width-4", cmp / "unet_width-2"
+    shutil.rmtree(first)
+    shutil.rmtree(second / "fold_1")
+    refusal = "^" + re.escape(f"{second / 'fold_1'}: {second / 'fold_0'} was trained with "
+                              f"another lung model than the lung run {lungs} now holds "
+                              f"(SHA-256 {old[:12]}... at training, now ")
+    for _ in range(2):  # the first trains the first model again, on the lung run as it is now
+        with pytest.raises(CovsegError, match=refusal):
+            api.compare(synthetic_folder, models, cmp, folds=2, resume=True,
+                        lung_guide=str(lungs), **recipe)
+        assert not (second / "fold_1" / "best.pt").exists()
+    assert {torch.load(network, weights_only=True)["meta"]["lung_guide"]["sha256"]
+            for network in first.rglob("best.pt")} == {content_hash(lungs / "best.pt")}
 
 
 def test_a_lung_run_retrained_before_the_lung_channels_are_made_is_refused(

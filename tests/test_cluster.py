@@ -38,6 +38,8 @@ from covseg.train import AlreadyTrained, handler_restored
 from tests.conftest import (
     NEEDS_RAY,
     NEEDS_ZOO,
+    calls_counted,
+    effusion_frames,
     fold_stopped_midway,
     held_by_another_thread,
     skip_without,
@@ -719,15 +721,20 @@ class _StoppedRay:
     def __init__(self) -> None:
         self.started: list[int] = []
         self.weights: list[Any] = []
+        self.notes: list[Any] = []
+        self.pins: list[Any] = []
 
     def remote(self, **_: object) -> Any:
         ray = self
 
         class Task:
             def remote(self, _command: str, _config: Any, _data: Any, out: str, _folds: Any,
-                       fold: int, _resume: bool, weights: Any, *_: object) -> int:
+                       fold: int, _resume: bool, weights: Any, notes: Any,
+                       lung_sha256: Any) -> int:
                 ray.started.append(fold)
                 ray.weights.append(weights)
+                ray.notes.append(notes)
+                ray.pins.append(lung_sha256)
                 if fold == 0:
                     (Path(out) / "fold_0").mkdir()
                     (Path(out) / "fold_0" / "config.json").write_text("{}")
@@ -825,6 +832,47 @@ def test_rays_folds_are_handed_the_weights_file_hashed_once_and_checked_before_t
         api.cross_validate("synthetic:1", out, **recipe, resume=True, ray="local",
                            cpus_per_fold=1)
     assert ray.weights == [{"weights_sha256": content_hash(weights)}] * 2
+
+
+def test_rays_folds_are_handed_the_recipes_notes_and_the_pinned_lung_model(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each fold task on Ray is handed the recipe's notes on the data (the lung framing's share
+    of effusion cut away, worked out once) and the lung model its command pinned, as the folds
+    of a run here are; no test looked at what the tasks were handed."""
+    from covseg.records import content_hash
+
+    ray = _on_stopped_ray(monkeypatch)
+    data = effusion_frames(tmp_path / "effusion")
+    with pytest.raises(_Stopped):
+        api.cross_validate(data, tmp_path / "framed", target="multiclass", ray="local",
+                           cpus_per_fold=1, **ONE_NETWORK)
+    note = ("lung framing cuts away 100 % of the effusion pixels (label 3), which lie outside "
+            "the aerated lung it frames, in training and prediction alike (a model so trained "
+            "on a phantom predicted none); train with frame_lungs=False to learn it")
+    assert ray.notes == [[note]] * 2 and ray.pins == [None] * 2
+    lungs = tmp_path / "lungs"
+    api.train("synthetic:1", lungs, target="lung", epochs=1, size=32, model="unet",
+              model_options={"width": 4})
+    ray.notes.clear()
+    ray.pins.clear()
+    with pytest.raises(_Stopped):
+        api.cross_validate("synthetic:1", tmp_path / "cascade", lung_guide=str(lungs),
+                           ray="local", cpus_per_fold=1, **ONE_NETWORK)
+    assert ray.notes == [[]] * 2
+    assert ray.pins == [content_hash(lungs / "best.pt")] * 2
+
+
+def test_a_resume_on_ray_hashes_the_weights_file_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Ray path hashed the recipe's weights= file as it checked the folds, then the
+    summary's cross-validation hashed it again: it is handed the one SHA-256."""
+    _on_stopped_ray(monkeypatch)
+    out = tmp_path / "cv"
+    api.cross_validate("synthetic:1", out, **ONE_NETWORK)
+    hashed = calls_counted(monkeypatch, crossval, "weights_file_sha256")
+    again = api.cross_validate("synthetic:1", out, ray="local", resume=True, **ONE_NETWORK)
+    assert isinstance(again, AlreadyTrained)
+    assert len(hashed) == 1
 
 
 def _member_epochs(out: Path) -> int:

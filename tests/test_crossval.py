@@ -577,6 +577,7 @@ def test_the_hd95_units_line_names_every_volume_format_scored_in_mm() -> None:
     assert line.startswith("- HD95 is in mm on the 3 slices of volumes (NIfTI, NRRD, MetaImage) "
                            "and in px on the 5 2D images, so it is given per unit")
 
+
 def test_a_fold_trained_without_a_class_is_warned_of(tmp_path: Path) -> None:
     """Consolidation in one patient's slices only: the fold testing that patient trained
     without it, and the summary said nothing; its warnings now name the fold and class."""

@@ -57,6 +57,7 @@ from covseg.crossval import (
     cross_validate_fold,
     cross_validate_held,
     make_folds,
+    pinned_lungs,
     reads_finished,
     refuse_gone_fold_weights,
     stop_recorded,
@@ -159,7 +160,6 @@ from covseg.train import (
     check_recipe,
     check_run_seed,
     check_train_folder,
-    pin_lungs,
     refuse_other_output,
 )
 from covseg.train import train as _train
@@ -584,13 +584,14 @@ def cross_validate(data: str | os.PathLike[str] | LoadedData, out: str | os.Path
                 # timed as a run here: whether it trains is known before its folds run on Ray
                 begun = begin(out, len(splits), resume, started, started_utc)
                 cv_notes = None
+                pin = pinned_lungs(recipe, out, len(splits))  # as a run here pins it
                 if begun.trains:  # else none runs on Ray: the summary is written, or finished
                     cv_notes = warned_cv_notes(recipe, loaded, splits)  # once, for every fold
                     with stop_recorded(recipe, loaded, out, begun):
                         run_folds_on_ray(recipe, loaded, out, folds, resume, ray, cpus, weights,
-                                         cv_notes.recipe, pin_lungs(recipe, [out]))
+                                         cv_notes.recipe, pin)
             return cross_validate_held(recipe, loaded, out, folds, resume=True, begun=begun,
-                                       cv_notes=cv_notes)
+                                       cv_notes=cv_notes, weights=weights, lung_sha256=pin)
 
 
 @_public("the training recipe's", RECIPE, draws=True)
@@ -1224,7 +1225,8 @@ def _predict_images(model: str | os.PathLike[str] | Predictor,
     batch_size = predictor.batch_size
     _refuse_other_model(out, earlier, predictor)
     palette = LUNG_COLOURS if predictor.target == "lung" else CLASS_COLOURS
-    names = label_names("infection", predictor.num_classes) if predictor.num_classes > 2 else {}
+    names = (label_names(predictor.target or "infection", predictor.num_classes)
+             if predictor.num_classes > 2 else {})
     started = time.perf_counter()
     written: list[Path] = []
     failed: dict[str, str] = {}

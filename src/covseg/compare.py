@@ -43,6 +43,7 @@ from covseg.crossval import (
     make_folds,
     mean_over_folds,
     own_patients,
+    pinned_lungs,
     refuse_gone_fold_weights,
     refuse_midway_folds,
     stale_folds_error,
@@ -72,7 +73,6 @@ from covseg.train import (
     COMPARISON,
     AlreadyTrained,
     check_run_seed,
-    pin_lungs,
     refuse_other_output,
     trial_options,
     unresumed,
@@ -337,13 +337,15 @@ def _compare_held(config: TrainConfig, data: LoadedData, specs: list[str], out: 
         return AlreadyTrained(finished)
     rows, dice_by_model, units_by_model = [], {}, {}
     cv_notes = warned_cv_notes(config, data, splits)  # every model's folds: the same
-    # one lung model for every model's networks, as their saved epochs record it
-    lung_sha256 = pin_lungs(config, [out / model_folder(spec) for spec in specs])
+    # each model's lung model, as its own saved folds record it (another model's folds may
+    # record another): looked up once per model left to train, not once per fold
+    pins = {spec: pinned_lungs(recipes[spec], out / model_folder(spec), len(splits))
+            for spec in specs}
     for spec in specs:
         model_config = recipes[spec]
         summary = cross_validate(model_config, data, out / model_folder(spec), folds, resume,
                                  verb="compare", cv_notes=cv_notes, weights=weights[spec],
-                                 lung_sha256=lung_sha256)
+                                 lung_sha256=pins[spec])
         per_case = per_case_dice(out / model_folder(spec), by_fold=True)
         channels = model_config.in_channels  # as its runs take them: a lung guide adds one
         cost = profile_model(build_model(model_config.model, channels, data.num_classes,

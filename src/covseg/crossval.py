@@ -164,6 +164,16 @@ def finished_summary(out: Path, folds: int) -> dict[str, Any] | None:
     return None
 
 
+def pinned_lungs(config: TrainConfig, out: Path, folds: int) -> str | None:
+    """The lung model the cross-validation of ``folds`` folds in ``out`` pins its cascade's
+    networks to (:func:`~covseg.train.pin_lungs`, its own folds' records looked up): worked
+    out once, where a fold is left to train; None where none is (nothing trains on it) or
+    without a lung model. The one rule of cv, on Ray or not, and of each model of compare."""
+    if all(fold_done(out / f"fold_{k}") for k in range(folds)):
+        return None
+    return pin_lungs(config, [out])
+
+
 def reads_finished(out: Path, folds: int | None) -> bool:
     """Whether the cross-validation in ``out`` reads as finished before its data are read
     (:func:`finished_summary`): of ``folds`` folds, or where None, of as many as its
@@ -815,8 +825,8 @@ def cross_validate_held(config: TrainConfig, data: LoadedData, out: Path, folds:
     if cv_notes is None:
         cv_notes = warned_cv_notes(config, data, splits)
     begun = begin(out, len(splits), resume) if begun is None else begun
-    if lung_sha256 is None and not all(fold_done(out / f"fold_{k}") for k in range(len(splits))):
-        lung_sha256 = pin_lungs(config, [out])
+    if lung_sha256 is None:
+        lung_sha256 = pinned_lungs(config, out, len(splits))
     with stop_recorded(config, data, out, begun):
         per_fold: list[dict[str, Any]] = []
         all_rows: list[dict[str, Any]] = []
